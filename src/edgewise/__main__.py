@@ -1,0 +1,7 @@
+"""``python -m edgewise``."""
+
+from __future__ import annotations
+
+from edgewise.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""The Detector protocol: a streaming anomaly detector scores one reading at a time.
+
+Scores are calibrated to [0, 1]: 0.0 is normal, 1.0 is certainly anomalous, and the
+same threshold (``DEFAULT_THRESHOLD``) means the same thing on every stream. The loop
+order is *score, then learn*. ``score_many(X)`` returns exactly what that loop would,
+faster. State is serialisable (``dumps``/``loads``) to save, restore and ship it.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEFAULT_THRESHOLD", "Detector"]
+
+#: One threshold for every calibrated detector.
+DEFAULT_THRESHOLD = 0.9
+
+
+class Detector(abc.ABC):
+    """A streaming anomaly detector: one reading at a time, scores in [0, 1]."""
+
+    @abc.abstractmethod
+    def learn_one(self, x: Mapping[str, float]) -> None:
+        """Update the detector with one reading. Must not modify ``x``."""
+
+    @abc.abstractmethod
+    def score_one(self, x: Mapping[str, float]) -> float:
+        """Score one reading: 0.0 is normal, 1.0 is certainly anomalous. Learns nothing."""
+
+    def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
+        """Score then learn each row of ``X`` in order; return the scores.
+
+        The default is the plain loop; fast detectors override it with a vectorised or
+        compiled path that gives the same result.
+        """
+        X = np.asarray(X, dtype=float)
+        if X.ndim == 1:
+            X = X[:, None]
+        names = list(columns) if columns is not None else [f"x{i}" for i in range(X.shape[1])]
+        out = np.empty(len(X))
+        for i, row in enumerate(X):
+            x = {n: float(v) for n, v in zip(names, row, strict=True) if v == v}
+            out[i] = self.score_one(x)
+            self.learn_one(x)
+        return out
+
+    def explain_one(self, x: Mapping[str, float]) -> dict[str, float]:
+        """Per-feature share of the last score (non-negative, sums to 1 when any)."""
+        n = len(x)
+        return {k: 1.0 / n for k in x} if n else {}
+
+    # -- parameters and state ----------------------------------------------------------
+    def _get_params(self) -> dict[str, Any]:
+        sig = inspect.signature(type(self).__init__)
+        return {
+            name: getattr(self, name)
+            for name in sig.parameters
+            if name != "self" and hasattr(self, name)
+        }
+
+    def clone(self) -> Detector:
+        """A fresh, untrained detector with the same parameters."""
+        return type(self)(**self._get_params())
+
+    @classmethod
+    def _unit_test_params(cls) -> list[dict[str, Any]]:
+        """Parameter sets the contract suite builds this detector with."""
+        return [{}]
+
+    def dumps(self) -> bytes:
+        """Serialise parameters and learned state."""
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def loads(data: bytes) -> Detector:
+        """Restore a detector from :meth:`dumps` output. Only load data you trust."""
+        obj = pickle.loads(data)
+        if not isinstance(obj, Detector):
+            raise TypeError(f"Expected a serialised Detector, got {type(obj).__name__}.")
+        return obj
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self._get_params().items())
+        return f"{type(self).__name__}({params})"

@@ -1,0 +1,180 @@
+"""Edgewise exceptions.
+
+Every public exception derives from :class:`EdgewiseError` and, where it fits, from
+the builtin a caller would already catch. Each carries its context as attributes,
+not only in the text, so the HTTP layer can build a problem body, MQTT can put it on
+the dead-letter message and the CLI can print it on one line::
+
+    * EdgewiseError
+      x InvalidParameterError (ValueError, TypeError)  a constructor or function arg
+      x ConfigError (ValueError)                       a setting from flags or EDGEWISE_* env
+      x PayloadError (ValueError)                      a reading from a device failed validation
+      x QualityError (ValueError)                      a series cannot be cleaned as asked
+      x NotFittedError (ValueError, AttributeError)    a model used before fit()
+      x AuthError (PermissionError)                    unknown device, bad secret/token/role
+        x ThrottledError                               too many wrong secrets in a row
+      x RateLimitError                                 a device sends faster than allowed
+      x StoreError (RuntimeError)                      the storage backend failed
+        x StoreCorruptError                            cannot open as it is; run repair
+      x SignatureError                                 unsigned, tampered, stale or foreign
+      x ExportError (ValueError)                       model cannot go to that format
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "EdgewiseError",
+    "ExportError",
+    "InvalidParameterError",
+    "NotFittedError",
+    "PayloadError",
+    "QualityError",
+    "RateLimitError",
+    "SignatureError",
+    "StoreCorruptError",
+    "StoreError",
+    "ThrottledError",
+]
+
+
+class EdgewiseError(Exception):
+    """Base of every Edgewise exception."""
+
+
+class InvalidParameterError(EdgewiseError, ValueError, TypeError):
+    """A constructor or function argument is out of its allowed range or type."""
+
+
+class ConfigError(EdgewiseError, ValueError):
+    """A setting (CLI flag or ``EDGEWISE_*`` variable) has a value that cannot be used."""
+
+
+class PayloadError(EdgewiseError, ValueError):
+    """A reading from a device failed validation.
+
+    Parameters
+    ----------
+    device_id
+        The device the payload came from (``None`` when unknown).
+    field
+        The JSON field at fault, e.g. ``"ts"`` or ``"metrics.temp_c"``.
+    value
+        The offending value, as received.
+    allowed
+        What would have been accepted.
+    reason
+        A short machine-readable reason (``"bad_type"``, ``"future_ts"``, …) used as a
+        counter label.
+    index
+        Position of the record inside a batch, when the payload was a batch.
+
+    Examples
+    --------
+    >>> e = PayloadError(device_id="pump-7", field="ts", value="2024-13-01",
+    ...                  allowed="an RFC 3339 UTC timestamp or epoch seconds",
+    ...                  reason="bad_ts")
+    >>> print(e)  # doctest: +NORMALIZE_WHITESPACE
+    Reading from device 'pump-7': field 'ts' must be an RFC 3339 UTC timestamp or epoch
+    seconds. Got '2024-13-01' instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        field: str,
+        value: Any,
+        allowed: str,
+        reason: str = "invalid",
+        device_id: str | None = None,
+        index: int | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        self.reason = reason
+        self.index = index
+        plain = isinstance(value, str | int | float | bool | None)
+        shown = value if plain else type(value).__name__
+        if isinstance(shown, str) and len(shown) > 80:
+            shown = shown[:77] + "..."
+        who = f"Reading from device {device_id!r}" if device_id else "Reading"
+        where = f" (record {index})" if index is not None else ""
+        super().__init__(f"{who}{where}: field {field!r} must be {allowed}. Got {shown!r} instead.")
+
+    def to_problem(self) -> dict[str, Any]:
+        """Return the RFC 9457 problem fields describing this error.
+
+        >>> PayloadError(field="v", value="x", allowed="a number", reason="bad_type").to_problem()["reason"]
+        'bad_type'
+        """  # noqa: E501
+        value = self.value
+        if not isinstance(value, str | int | float | bool | None):
+            value = repr(value)[:200]
+        elif isinstance(value, float) and value != value:  # NaN is not JSON
+            value = "NaN"
+        elif isinstance(value, float) and value in (float("inf"), float("-inf")):
+            value = str(value)
+        return {
+            "field": self.field,
+            "value": value,
+            "allowed": self.allowed,
+            "reason": self.reason,
+            "index": self.index,
+            "detail": str(self),
+        }
+
+
+class QualityError(EdgewiseError, ValueError):
+    """A series cannot be cleaned or checked as asked (bad limits, unsorted input, …)."""
+
+
+class NotFittedError(EdgewiseError, ValueError, AttributeError):
+    """A batch model was used before ``fit()``; call ``fit(X, y)`` first."""
+
+
+class AuthError(EdgewiseError, PermissionError):
+    """Authentication or authorisation failed. The message never contains a secret."""
+
+
+class ThrottledError(AuthError):
+    """Too many consecutive wrong secrets for one device; attempts are refused for a while."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimitError(EdgewiseError):
+    """A device sends readings faster than its rate limit allows."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class StoreError(EdgewiseError, RuntimeError):
+    """The storage backend failed; nothing was acknowledged for the batch at hand."""
+
+
+class StoreCorruptError(StoreError):
+    """The store cannot be opened as it is (e.g. a WAL that does not replay).
+
+    The message names the file and the ``edgewise repair`` command; nothing is deleted.
+    """
+
+
+class SignatureError(EdgewiseError):
+    """A signed artefact failed verification: tampered, unknown key, stale or foreign."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ExportError(EdgewiseError, ValueError):
+    """A model cannot be exported in the requested format or dtype."""

@@ -1,0 +1,175 @@
+"""The Store protocol: what every storage backend promises.
+
+A store keeps readings, the per-device message sequence numbers that make delivery
+exactly-once, conflicts, and alerts. Every backend (``duckdb.py``, ``postgres.py``)
+passes the one contract suite in :mod:`edgewise.checks` (``check_store``).
+
+Promises:
+
+* ``append`` is atomic and durable: when it returns, the readings *and* the seqs are
+  committed; when it raises :class:`~edgewise.errors.StoreError`, nothing of the call is.
+* It is idempotent: a reading whose (device, metric, ts) is already stored with the same
+  value is counted as a duplicate and not stored again; with a *different* value it is
+  kept in the conflicts table and never overwrites the first.
+* ``seq_watermark(device)`` is the highest seq ``w`` such that every seq in ``1..w`` is
+  stored (devices number their messages from 1). This is what the gateway acknowledges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from edgewise.telemetry import Reading
+
+__all__ = ["Alert", "AppendResult", "Conflict", "DeviceSummary", "Store"]
+
+
+@dataclass(slots=True)
+class AppendResult:
+    """What one ``append`` did; ``watermarks`` maps each touched device to its seq watermark."""
+
+    stored: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    watermarks: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Conflict:
+    """A reading that arrived with a different value for an already stored (device, metric, ts)."""
+
+    device_id: str
+    metric: str
+    ts_ns: int
+    stored_value: float
+    new_value: float
+    seq: int | None
+    received_ns: int
+
+
+@dataclass(slots=True)
+class DeviceSummary:
+    """Per-device totals for the fleet overview."""
+
+    device_id: str
+    readings: int
+    first_ns: int | None
+    last_ns: int | None
+    metrics: list[str]
+
+
+@dataclass(slots=True)
+class Alert:
+    """An alert: a span of a device's time that a detector (or the gateway) flagged.
+
+    ``kind`` is ``"anomaly"`` for detector alerts and ``"seq_gap"`` for missing messages.
+    ``drivers`` maps metric name to its contribution (sums to about 1 for anomalies).
+    ``status`` is ``"open"`` or ``"acknowledged"``; ``label`` is ``None``, ``"true_alarm"``
+    or ``"false_alarm"``.
+    """
+
+    device_id: str
+    start_ns: int
+    end_ns: int
+    score: float
+    kind: str = "anomaly"
+    drivers: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    id: str = ""
+    created_ns: int = 0
+    status: str = "open"
+    label: str | None = None
+    acked_by: str | None = None
+    labelled_by: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Storage backend protocol. See the module docstring for the promises."""
+
+    url: str
+
+    def append(
+        self, readings: Sequence[Reading], seqs: Mapping[str, Iterable[int]] | None = None
+    ) -> AppendResult:
+        """Store readings and the message seqs they came with, atomically and idempotently."""
+        ...
+
+    def query(
+        self,
+        device_id: str,
+        metric: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        step_ns: int | None = None,
+    ) -> list[tuple[str, int, float]]:
+        """Rows ``(metric, ts_ns, value)`` in ``[start_ns, end_ns)``, sorted by metric then time.
+
+        With ``step_ns`` the values are averaged per bucket; the bucket's start is its time.
+        """
+        ...
+
+    def seq_watermark(self, device_id: str) -> int:
+        """Highest ``w`` with every seq in ``1..w`` stored (0 when none)."""
+        ...
+
+    def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
+        """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
+        ...
+
+    def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
+        """Conflicting readings, newest first."""
+        ...
+
+    def devices(self) -> list[DeviceSummary]:
+        """Summaries of every device that has readings."""
+        ...
+
+    def delete_device(self, device_id: str) -> int:
+        """Delete all of a device's readings, seqs, conflicts and alerts; return rows deleted."""
+        ...
+
+    def delete_before(self, ts_ns: int, device_id: str | None = None) -> int:
+        """Retention: delete readings older than ``ts_ns``; return how many."""
+        ...
+
+    def add_alert(self, alert: Alert) -> Alert:
+        """Store a new alert; fills ``id`` and ``created_ns`` and returns it."""
+        ...
+
+    def update_alert(self, alert_id: str, **changes: Any) -> Alert:
+        """Change ``status``/``label``/``acked_by``/``labelled_by``/``note``/``end_ns``/``score``.
+
+        Raises ``KeyError`` for an unknown id.
+        """
+        ...
+
+    def get_alert(self, alert_id: str) -> Alert:
+        """One alert by id; ``KeyError`` if unknown."""
+        ...
+
+    def list_alerts(
+        self,
+        device_id: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        since_ns: int | None = None,
+        limit: int = 100,
+    ) -> list[Alert]:
+        """Alerts, newest first, filtered."""
+        ...
+
+    def count_readings(self) -> int:
+        """Total readings stored."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release the backend; safe to call twice."""
+        ...

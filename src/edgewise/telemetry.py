@@ -1,0 +1,425 @@
+"""Readings, their JSON codecs, and validation: the one door to "trusted".
+
+Two payload forms are accepted, each as one object or a JSON array of them:
+
+* **Compact**: ``{"ts": <RFC 3339 or epoch s>, "metrics": {"name": number, …}, "seq": <int>}``.
+  ``seq`` is optional; devices that want exactly-once delivery number their messages
+  with a per-device monotonic counter and resend until the gateway acknowledges it.
+* **SenML** (RFC 8428): a JSON array of records with base fields ``bn``/``bt``/``bu``/``bv``
+  and ``n``/``t``/``u``/``v``. Times below 2**28 are relative to now, as the RFC says.
+  Only numeric values (``v``) are stored; ``vs``/``vb``/``vd`` records are rejected with
+  a reason. An extension field ``seq`` (on any record) numbers the pack, as in compact.
+
+Decoding never raises for one bad record: it returns the good readings and a
+:class:`~edgewise.errors.PayloadError` for each rejected part, so a batch loses only
+what was wrong. Whole-payload problems (too large, not JSON, not an object or array)
+raise :class:`~edgewise.errors.PayloadError`.
+
+>>> d = decode(b'{"ts": 1700000000, "metrics": {"temp_c": 21.5, "rpm": 1450}, "seq": 7}',
+...            device_id="pump-1")
+>>> [(r.metric, r.value, r.seq) for r in d.readings]
+[('temp_c', 21.5, 7), ('rpm', 1450.0, 7)]
+>>> d = decode(b'[{"ts": 1700000000, "metrics": {"temp_c": "hot"}}]', device_id="pump-1")
+>>> d.readings, d.rejected[0].reason
+([], 'bad_type')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from edgewise.errors import PayloadError
+
+__all__ = [
+    "DEFAULT_MAX_FUTURE_S",
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "METRIC_NAME_RE",
+    "Decoded",
+    "Reading",
+    "decode",
+    "encode_compact",
+    "encode_senml",
+    "parse_time",
+    "validate_device_id",
+]
+
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+DEFAULT_MAX_FUTURE_S = 300.0
+#: Earliest accepted time (2000-01-01T00:00:00Z); anything before is a clock that was never set.
+MIN_EPOCH_S = 946_684_800
+METRIC_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,63}$")
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SENML_RELATIVE_LIMIT = 2**28
+_MAX_SEQ = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of one metric of one device at one instant (UTC nanoseconds)."""
+
+    device_id: str
+    metric: str
+    ts_ns: int
+    value: float
+    seq: int | None = None
+    unit: str | None = None
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What a payload held: good readings, rejected parts, and the message seqs seen."""
+
+    readings: list[Reading] = field(default_factory=list)
+    rejected: list[PayloadError] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+
+
+def validate_device_id(device_id: str) -> str:
+    """Return ``device_id`` if it is a valid id, else raise :class:`PayloadError`.
+
+    >>> validate_device_id("pump-07")
+    'pump-07'
+    >>> validate_device_id("a/b")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.PayloadError: Reading: field 'device' must be 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit. Got 'a/b' instead.
+    """  # noqa: E501
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.match(device_id):
+        raise PayloadError(
+            field="device",
+            value=device_id,
+            allowed="1-64 characters of letters, digits, '_', '.', '-', "
+            "starting with a letter or digit",
+            reason="bad_device",
+        )
+    return device_id
+
+
+def parse_time(
+    value: Any,
+    *,
+    field_name: str = "ts",
+    now_ns: int | None = None,
+    max_future_s: float = DEFAULT_MAX_FUTURE_S,
+    device_id: str | None = None,
+    index: int | None = None,
+) -> int:
+    """Parse an RFC 3339 string or epoch seconds into UTC nanoseconds, checking bounds.
+
+    >>> parse_time("2024-01-31T12:00:00Z", now_ns=1_800_000_000 * 10**9)
+    1706702400000000000
+    >>> parse_time(1706702400.5, now_ns=1_800_000_000 * 10**9)
+    1706702400500000000
+    """
+    now_ns = time.time_ns() if now_ns is None else now_ns
+
+    def bad(allowed: str, reason: str) -> PayloadError:
+        return PayloadError(
+            device_id=device_id, field=field_name, value=value, allowed=allowed,
+            reason=reason, index=index,
+        )
+
+    if isinstance(value, bool):
+        raise bad("an RFC 3339 UTC timestamp or epoch seconds", "bad_ts")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise bad("a finite number of epoch seconds", "bad_ts")
+        ts_ns = round(value * 1_000_000) * 1000
+    elif isinstance(value, str):
+        text = value.strip()
+        if len(text) > 40:
+            raise bad("an RFC 3339 UTC timestamp, e.g. '2024-01-31T12:00:00Z'", "bad_ts")
+        try:
+            dt = datetime.fromisoformat(text.replace("z", "Z"))
+        except ValueError:
+            raise bad(
+                "an RFC 3339 UTC timestamp, e.g. '2024-01-31T12:00:00Z'", "bad_ts"
+            ) from None
+        if dt.tzinfo is None:
+            raise bad("an RFC 3339 timestamp with a UTC offset (e.g. a trailing 'Z')", "bad_ts")
+        dt = dt.astimezone(UTC)
+        ts_ns = (
+            int(dt.replace(microsecond=0).timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+        )
+    else:
+        raise bad("an RFC 3339 UTC timestamp or epoch seconds", "bad_ts")
+    if ts_ns < MIN_EPOCH_S * 1_000_000_000:
+        raise bad("a time after 2000-01-01T00:00:00Z", "ancient_ts")
+    if ts_ns > now_ns + int(max_future_s * 1e9):
+        raise bad(f"no more than {max_future_s:g} s in the future", "future_ts")
+    return ts_ns
+
+
+def _check_value(
+    value: Any, field_name: str, device_id: str | None, index: int | None
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PayloadError(
+            device_id=device_id, field=field_name, value=value,
+            allowed="a finite number", reason="bad_type", index=index,
+        )
+    v = float(value)
+    if not math.isfinite(v):
+        raise PayloadError(
+            device_id=device_id, field=field_name, value=value,
+            allowed="a finite number (NaN and infinity are not readings)",
+            reason="not_finite", index=index,
+        )
+    return v
+
+
+def _check_metric(name: Any, field_name: str, device_id: str | None, index: int | None) -> str:
+    if not isinstance(name, str) or not METRIC_NAME_RE.match(name):
+        raise PayloadError(
+            device_id=device_id, field=field_name, value=name,
+            allowed="a metric name of 1-64 letters, digits, '_', '.', ':', '/', '-'",
+            reason="bad_metric", index=index,
+        )
+    return name
+
+
+def _check_seq(seq: Any, device_id: str | None, index: int | None) -> int:
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < _MAX_SEQ:
+        raise PayloadError(
+            device_id=device_id, field="seq", value=seq,
+            allowed="an integer in [0, 2**62)", reason="bad_seq", index=index,
+        )
+    return seq
+
+
+def decode(
+    payload: bytes | str,
+    device_id: str,
+    *,
+    now_ns: int | None = None,
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    max_future_s: float = DEFAULT_MAX_FUTURE_S,
+) -> Decoded:
+    """Decode and validate a compact or SenML payload from ``device_id``.
+
+    Raises :class:`PayloadError` only when nothing in the payload can be used; otherwise
+    returns a :class:`Decoded` whose ``rejected`` list names every part left out.
+    """
+    raw = payload.encode() if isinstance(payload, str) else payload
+    if len(raw) > max_bytes:
+        raise PayloadError(
+            device_id=device_id, field="payload", value=f"{len(raw)} bytes",
+            allowed=f"at most {max_bytes} bytes", reason="too_large",
+        )
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise PayloadError(
+            device_id=device_id, field="payload", value=raw[:40].decode("utf-8", "replace"),
+            allowed="UTF-8 JSON (compact or SenML)", reason="bad_json",
+        ) from None
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    out = Decoded()
+    if isinstance(doc, dict):
+        records: list[Any] = [doc]
+    elif isinstance(doc, list):
+        records = doc
+    else:
+        raise PayloadError(
+            device_id=device_id, field="payload", value=doc,
+            allowed="a JSON object or array", reason="bad_shape",
+        )
+    if not records:
+        return out
+    if _looks_senml(records):
+        _decode_senml(records, device_id, now_ns, max_future_s, out)
+    else:
+        for i, rec in enumerate(records):
+            idx = i if isinstance(doc, list) else None
+            try:
+                _decode_compact(rec, device_id, now_ns, max_future_s, idx, out)
+            except PayloadError as exc:
+                out.rejected.append(exc)
+    return out
+
+
+_SENML_KEYS = frozenset({"bn", "bt", "bu", "bv", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t"})
+
+
+def _looks_senml(records: list[Any]) -> bool:
+    first = records[0]
+    return isinstance(first, dict) and "metrics" not in first and bool(_SENML_KEYS & first.keys())
+
+
+def _decode_compact(
+    rec: Any, device_id: str, now_ns: int, max_future_s: float, idx: int | None, out: Decoded
+) -> None:
+    if not isinstance(rec, dict):
+        raise PayloadError(
+            device_id=device_id, field="record", value=rec,
+            allowed='an object {"ts": …, "metrics": {…}}', reason="bad_shape", index=idx,
+        )
+    unknown = set(rec) - {"ts", "metrics", "seq", "units"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise PayloadError(
+            device_id=device_id, field=name, value=rec[name],
+            allowed="only the fields 'ts', 'metrics', 'seq' and 'units'",
+            reason="unknown_field", index=idx,
+        )
+    if "ts" not in rec:
+        raise PayloadError(
+            device_id=device_id, field="ts", value=None,
+            allowed="present: an RFC 3339 UTC timestamp or epoch seconds",
+            reason="missing_field", index=idx,
+        )
+    ts_ns = parse_time(
+        rec["ts"], now_ns=now_ns, max_future_s=max_future_s, device_id=device_id, index=idx
+    )
+    metrics = rec.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise PayloadError(
+            device_id=device_id, field="metrics", value=metrics,
+            allowed='a non-empty object of name to number, e.g. {"temp_c": 21.5}',
+            reason="bad_shape" if metrics is not None else "missing_field", index=idx,
+        )
+    seq = _check_seq(rec["seq"], device_id, idx) if rec.get("seq") is not None else None
+    units = rec.get("units") or {}
+    if not isinstance(units, dict):
+        units = {}
+    if seq is not None:
+        out.seqs.append(seq)
+    for name, value in metrics.items():
+        try:
+            metric = _check_metric(name, f"metrics.{name}", device_id, idx)
+            v = _check_value(value, f"metrics.{name}", device_id, idx)
+        except PayloadError as exc:
+            out.rejected.append(exc)
+            continue
+        unit = units.get(name)
+        out.readings.append(
+            Reading(device_id, metric, ts_ns, v, seq, unit if isinstance(unit, str) else None)
+        )
+
+
+def _decode_senml(
+    records: list[Any], device_id: str, now_ns: int, max_future_s: float, out: Decoded
+) -> None:
+    bn, bu, bt, bv = "", None, 0.0, 0.0
+    seq: int | None = None
+    for i, rec in enumerate(records):
+        try:
+            if not isinstance(rec, dict):
+                raise PayloadError(
+                    device_id=device_id, field="record", value=rec,
+                    allowed="a SenML record object", reason="bad_shape", index=i,
+                )
+            if "bn" in rec:
+                if not isinstance(rec["bn"], str):
+                    raise PayloadError(
+                        device_id=device_id, field="bn", value=rec["bn"],
+                        allowed="a string", reason="bad_type", index=i,
+                    )
+                bn = rec["bn"]
+            if "bt" in rec:
+                bt = _check_value(rec["bt"], "bt", device_id, i)
+            if "bu" in rec:
+                bu = rec["bu"] if isinstance(rec["bu"], str) else None
+            if "bv" in rec:
+                bv = _check_value(rec["bv"], "bv", device_id, i)
+            if "seq" in rec:
+                seq = _check_seq(rec["seq"], device_id, i)
+                out.seqs.append(seq)
+            must_understand = [k for k in rec if isinstance(k, str) and k.endswith("_")]
+            if must_understand:
+                raise PayloadError(
+                    device_id=device_id, field=must_understand[0], value=rec[must_understand[0]],
+                    allowed="no must-understand ('_'-suffixed) fields", reason="unknown_field",
+                    index=i,
+                )
+            for k in ("vs", "vb", "vd", "s"):
+                if k in rec:
+                    raise PayloadError(
+                        device_id=device_id, field=k, value=rec[k],
+                        allowed="a numeric value in 'v' (Edgewise stores numbers only)",
+                        reason="unsupported_value", index=i,
+                    )
+            if "v" not in rec:
+                if "n" in rec:  # a named record with no value at all
+                    raise PayloadError(
+                        device_id=device_id, field="v", value=None,
+                        allowed="present: a numeric value", reason="missing_field", index=i,
+                    )
+                continue  # a pure base record
+            name = bn + (rec.get("n") or "") if isinstance(rec.get("n", ""), str) else None
+            if name is not None:
+                for prefix in (f"{device_id}/", f"{device_id}:", f"{device_id}."):
+                    if name.startswith(prefix):
+                        name = name[len(prefix):]
+                        break
+            metric = _check_metric(name, "n", device_id, i)
+            value = bv + _check_value(rec["v"], "v", device_id, i)
+            t = bt + (_check_value(rec["t"], "t", device_id, i) if "t" in rec else 0.0)
+            if t < _SENML_RELATIVE_LIMIT:
+                t = now_ns / 1e9 + t
+            ts_ns = parse_time(
+                t, field_name="t", now_ns=now_ns, max_future_s=max_future_s,
+                device_id=device_id, index=i,
+            )
+            unit = rec.get("u", bu)
+            unit = unit if isinstance(unit, str) else None
+            out.readings.append(Reading(device_id, metric, ts_ns, value, seq, unit))
+        except PayloadError as exc:
+            out.rejected.append(exc)
+
+
+def _ts_out(ts_ns: int) -> float | int:
+    return ts_ns // 1_000_000_000 if ts_ns % 1_000_000_000 == 0 else ts_ns / 1e9
+
+
+def encode_compact(readings: Iterable[Reading]) -> bytes:
+    """Encode readings as a compact JSON array, one record per (ts, seq).
+
+    >>> r = [Reading("p", "a", 1_700_000_000 * 10**9, 1.0, 3), Reading("p", "b", 1_700_000_000 * 10**9, 2.0, 3)]
+    >>> encode_compact(r)
+    b'[{"ts":1700000000,"metrics":{"a":1.0,"b":2.0},"seq":3}]'
+    """  # noqa: E501
+    groups: dict[tuple[int, int | None], dict[str, float]] = {}
+    for r in readings:
+        groups.setdefault((r.ts_ns, r.seq), {})[r.metric] = r.value
+    out = []
+    for (ts_ns, seq), metrics in groups.items():
+        rec: dict[str, Any] = {"ts": _ts_out(ts_ns), "metrics": metrics}
+        if seq is not None:
+            rec["seq"] = seq
+        out.append(rec)
+    return json.dumps(out, separators=(",", ":")).encode()
+
+
+def encode_senml(readings: Sequence[Reading]) -> bytes:
+    """Encode readings as a SenML pack (absolute times, base time on the first record).
+
+    >>> encode_senml([Reading("p", "a", 1_700_000_000 * 10**9, 1.5, None, "Cel")])
+    b'[{"bt":1700000000,"n":"a","v":1.5,"u":"Cel"}]'
+    """
+    out: list[dict[str, Any]] = []
+    if not readings:
+        return b"[]"
+    bt = readings[0].ts_ns
+    seqs = {r.seq for r in readings}
+    for i, r in enumerate(readings):
+        rec: dict[str, Any] = {}
+        if i == 0:
+            rec["bt"] = _ts_out(bt)
+            if len(seqs) == 1 and r.seq is not None:
+                rec["seq"] = r.seq
+        rec["n"] = r.metric
+        rec["v"] = r.value
+        if r.unit:
+            rec["u"] = r.unit
+        if r.ts_ns != bt:
+            rec["t"] = (r.ts_ns - bt) / 1e9
+        out.append(rec)
+    return json.dumps(out, separators=(",", ":")).encode()

@@ -1,0 +1,76 @@
+"""Shared fixtures: where the real data lives, free ports, and which services answer."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data`` beside the checkout, or ``EDGEWISE_SHARED_DATA``."""
+    env = os.environ.get("EDGEWISE_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real benchmark data (NAB, C-MAPSS)."""
+    path = shared_data_dir()
+    if not path.is_dir():
+        if IN_CI:
+            pytest.fail(f"shared data missing at {path}; CI must have ../shared beside the clone")
+        pytest.skip(f"shared data not found at {path} (set EDGEWISE_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL at 127.0.0.1:5432 (trust auth, database 'test')."""
+    url = os.environ.get("EDGEWISE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    if not port_answers("127.0.0.1", 5432):
+        if IN_CI:
+            pytest.fail("PostgreSQL at 127.0.0.1:5432 does not answer; CI expects it")
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 does not answer")
+    return url
+
+
+@pytest.fixture(scope="session")
+def mosquitto_port() -> int:
+    """The Mosquitto broker at 127.0.0.1:1883."""
+    if not port_answers("127.0.0.1", 1883):
+        if IN_CI:
+            pytest.fail("Mosquitto at 127.0.0.1:1883 does not answer; CI expects it")
+        pytest.skip("Mosquitto at 127.0.0.1:1883 does not answer")
+    return 1883
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A fresh, empty Edgewise data directory."""
+    d = tmp_path / "ewdata"
+    d.mkdir()
+    return d

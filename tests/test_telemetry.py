@@ -1,0 +1,156 @@
+"""Tests for the telemetry codecs and validation: the one door to trusted readings."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgewise.errors import PayloadError
+from edgewise.telemetry import Reading, decode, encode_compact, encode_senml, parse_time
+
+NOW = 1_800_000_000 * 10**9
+
+
+def test_compact_single_and_batch() -> None:
+    """Check that compact objects and arrays decode to one reading per metric."""
+    one = decode(b'{"ts": "2026-01-01T00:00:00Z", "metrics": {"a": 1, "b": 2.5}, "seq": 4}',
+                 "d1", now_ns=NOW)
+    assert [(r.metric, r.value, r.seq) for r in one.readings] == [("a", 1.0, 4), ("b", 2.5, 4)]
+    assert one.seqs == [4]
+    batch = decode(json.dumps([{"ts": 1.7e9, "metrics": {"a": 1}, "seq": i} for i in (1, 2)]),
+                   "d1", now_ns=NOW)
+    assert len(batch.readings) == 2 and batch.seqs == [1, 2]
+
+
+def test_senml_base_fields_and_relative_time() -> None:
+    """Check that SenML base name/time/unit/value apply and small times are relative to now."""
+    pack = [
+        {"bn": "d1/", "bt": 1.7e9, "bu": "Cel", "n": "temp", "v": 20.0},
+        {"n": "temp", "t": 10, "v": 21.0},
+        {"n": "rpm", "u": "1/min", "v": 1450},
+    ]
+    d = decode(json.dumps(pack), "d1", now_ns=NOW)
+    assert [(r.metric, r.ts_ns, r.value, r.unit) for r in d.readings] == [
+        ("temp", 1_700_000_000 * 10**9, 20.0, "Cel"),
+        ("temp", 1_700_000_010 * 10**9, 21.0, "Cel"),
+        ("rpm", 1_700_000_000 * 10**9, 1450.0, "1/min"),
+    ]
+    rel = decode(b'[{"n": "x", "v": 1, "t": -5}]', "d1", now_ns=NOW)
+    assert rel.readings[0].ts_ns == NOW - 5 * 10**9
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "field"),
+    [
+        ('{"ts": 1.7e9, "metrics": {"a": "x"}}', "bad_type", "metrics.a"),
+        ('{"ts": 1.7e9, "metrics": {"a": NaN}}', "not_finite", "metrics.a"),
+        ('{"ts": 1.7e9, "metrics": {"a": Infinity}}', "not_finite", "metrics.a"),
+        ('{"ts": 1.7e9, "metrics": {"a": {"b": 1}}}', "bad_type", "metrics.a"),
+        ('{"ts": 1.7e9, "metrics": {"a": true}}', "bad_type", "metrics.a"),
+        ('{"ts": "yesterday", "metrics": {"a": 1}}', "bad_ts", "ts"),
+        ('{"ts": "2024-01-01T00:00:00", "metrics": {"a": 1}}', "bad_ts", "ts"),
+        ('{"ts": 4e9, "metrics": {"a": 1}}', "future_ts", "ts"),
+        ('{"ts": 5, "metrics": {"a": 1}}', "ancient_ts", "ts"),
+        ('{"metrics": {"a": 1}}', "missing_field", "ts"),
+        ('{"ts": 1.7e9, "metrics": []}', "bad_shape", "metrics"),
+        ('{"ts": 1.7e9, "metrics": {"a": 1}, "seq": -1}', "bad_seq", "seq"),
+        ('{"ts": 1.7e9, "metrics": {"a b": 1}}', "bad_metric", "metrics.a b"),
+        ('{"ts": 1.7e9, "metrics": {"a": 1}, "extra": 1}', "unknown_field", "extra"),
+        ('[{"n": "a", "vs": "on"}]', "unsupported_value", "vs"),
+        ('[{"n": "a", "v": 1, "x_": 1}]', "unknown_field", "x_"),
+    ],
+)
+def test_bad_records_are_rejected_with_field_and_reason(payload: str, reason: str,
+                                                        field: str) -> None:
+    """Check that each bad record names its field and reason, and nothing is kept from it."""
+    d = decode(payload, "d1", now_ns=NOW)
+    assert d.readings == []
+    assert [(e.reason, e.field) for e in d.rejected] == [(reason, field)]
+    assert "d1" in str(d.rejected[0])
+
+
+def test_one_bad_record_keeps_the_good_ones() -> None:
+    """Check that a batch loses only what is wrong and says which index was rejected."""
+    payload = json.dumps([
+        {"ts": 1.7e9, "metrics": {"a": 1.0}, "seq": 1},
+        {"ts": "nope", "metrics": {"a": 2.0}, "seq": 2},
+        {"ts": 1.7e9 + 1, "metrics": {"a": 3.0, "b": "bad"}, "seq": 3},
+    ])
+    d = decode(payload, "d1", now_ns=NOW)
+    assert [r.value for r in d.readings] == [1.0, 3.0]
+    assert [(e.index, e.field) for e in d.rejected] == [(1, "ts"), (2, "metrics.b")]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [(b"x" * 300_000, "too_large"), (b"{not json", "bad_json"), (b"42", "bad_shape"),
+     (b"\xff\xfe", "bad_json")],
+)
+def test_whole_payload_errors_raise(payload: bytes, reason: str) -> None:
+    """Check that unusable payloads raise PayloadError with a reason."""
+    with pytest.raises(PayloadError, match="Got") as info:
+        decode(payload, "d1", now_ns=NOW)
+    assert info.value.reason == reason
+
+
+def test_parse_time_offsets_are_utc() -> None:
+    """Check that RFC 3339 offsets are converted to UTC."""
+    assert parse_time("2024-01-31T14:00:00+02:00", now_ns=NOW) == parse_time(
+        "2024-01-31T12:00:00Z", now_ns=NOW)
+
+
+readings_st = st.lists(
+    st.builds(
+        Reading,
+        device_id=st.just("dev"),
+        metric=st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True),
+        ts_ns=st.integers(1_000_000_000, 1_700_000_000).map(lambda s: s * 10**9),
+        value=st.floats(allow_nan=False, allow_infinity=False, width=64),
+        seq=st.none(),
+        unit=st.none(),
+    ),
+    max_size=20,
+).map(lambda rs: list({(r.metric, r.ts_ns): r for r in rs}.values()))
+
+
+@given(readings_st)
+@settings(max_examples=100, deadline=None)
+def test_compact_round_trip(readings: list[Reading]) -> None:
+    """Check that decode(encode_compact(r)) gives back the same readings."""
+    got = decode(encode_compact(readings), "dev", now_ns=NOW).readings
+    key = lambda r: (r.metric, r.ts_ns)  # noqa: E731
+    assert sorted(got, key=key) == sorted(readings, key=key)
+
+
+@given(readings_st)
+@settings(max_examples=100, deadline=None)
+def test_senml_round_trip(readings: list[Reading]) -> None:
+    """Check that decode(encode_senml(r)) gives back the same readings (to the microsecond)."""
+    got = decode(encode_senml(readings), "dev", now_ns=NOW).readings
+    assert len(got) == len(readings)
+    for a, b in zip(got, readings, strict=True):
+        assert (a.metric, a.value) == (b.metric, b.value)
+        assert abs(a.ts_ns - b.ts_ns) <= 1000
+
+
+@given(st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=10),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=4),
+    max_leaves=20,
+))
+@settings(max_examples=300, deadline=None)
+def test_arbitrary_json_never_crashes(doc: object) -> None:
+    """Check that any JSON gives readings or PayloadErrors, never another exception."""
+    try:
+        raw = json.dumps(doc)
+    except ValueError:
+        return
+    try:
+        d = decode(raw, "dev", now_ns=NOW)
+    except PayloadError:
+        return
+    assert all(math.isfinite(r.value) for r in d.readings)
