@@ -6,6 +6,7 @@ import contextlib
 import json
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,11 @@ from typing import Any
 
 import pytest
 import uvicorn
-from fastapi.testclient import TestClient
+from starlette.exceptions import StarletteDeprecationWarning
+
+with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 and warns, once, at import
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
 
 from edgewise.config import Settings
 from edgewise.gateway.pipeline import Pipeline

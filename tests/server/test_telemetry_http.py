@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from tests.server.conftest import Env, build_env, problem
+from tests.server.conftest import PROBLEM_KEYS, Env, build_env, problem
 
 
 def _stored(env: Env, metric: str | None = None) -> list[tuple[str, int, float]]:
@@ -57,7 +57,7 @@ def test_one_bad_record_does_not_lose_the_good_ones(env: Env) -> None:
     assert (2, "ts", "bad_ts") in rejected
     assert rejected[(2, "ts", "bad_ts")]["value"] == "2024-13-01T00:00:00Z"
     for r in body["rejected"]:
-        assert {"type", "title", "status", "detail", "field", "value", "allowed", "reason"} <= r.keys()
+        assert PROBLEM_KEYS <= r.keys()
     assert [v for _, _, v in _stored(env, "temp_c")] == [20.0, 20.3]
 
 
