@@ -72,11 +72,13 @@ def build_env(data_dir: Path, **overrides: Any) -> Iterator[Env]:
     tokens = {role: security.create_token(role, f"test-{role}")
               for role in ("viewer", "operator", "admin")}
     device, secret = security.add_device("pump-1")
-    with TestClient(app) as client:
-        yield Env(client, store, security, pipeline, settings, tokens, device, secret)
-    pipeline.close()
-    store.close()
-    security.close()
+    try:
+        with TestClient(app) as client:
+            yield Env(client, store, security, pipeline, settings, tokens, device, secret)
+    finally:  # also on gen.close(), which raises GeneratorExit at the yield
+        pipeline.close()
+        store.close()
+        security.close()
 
 
 @pytest.fixture
