@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
-from tests.server.conftest import PROBLEM_KEYS, Env, build_env, problem
+from tests.server.conftest import PROBLEM_KEYS, Env, build_env, problem, serve_in_thread
 
 
 def _stored(env: Env, metric: str | None = None) -> list[tuple[str, int, float]]:
@@ -121,6 +122,8 @@ def test_payload_over_the_limit_is_413_before_reading(data_dir: Path) -> None:
         body = problem(resp, 413)
         assert body["value"] == "more than 1000 bytes"
         assert env.store.count_readings() == 0
+        metrics = env.client.get("/metrics").text
+        assert 'edgewise_readings_rejected_total{reason="too_large"} 2' in metrics
     finally:
         gen.close()
 
@@ -131,3 +134,24 @@ def test_wrong_content_type_is_415(env: Env) -> None:
                            headers={**env.device_headers(), "Content-Type": "application/xml"})
     body = problem(resp, 415)
     assert (body["field"], body["value"]) == ("Content-Type", "application/xml")
+
+
+def test_oversized_stream_is_refused_before_it_ends(env: Env) -> None:
+    """Check over a real socket: a chunked body gets 413 as soon as it passes the limit,
+    while the client has not even finished sending it."""
+    limit = env.settings.max_payload_bytes
+    with serve_in_thread(env.client.app) as port, socket.create_connection(
+        ("127.0.0.1", port), timeout=10
+    ) as sock:
+        sock.sendall(
+            f"POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nX-Device-Id: {env.device}\r\n"
+            f"Authorization: Bearer {env.secret}\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        chunk = b" " * 4096
+        for _ in range(limit // len(chunk) + 2):  # just past the limit; never the last chunk
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        head = sock.recv(65536).decode("latin-1")
+    assert head.startswith("HTTP/1.1 413"), head[:200]
+    assert "application/problem+json" in head
+    assert env.store.count_readings() == 0

@@ -87,19 +87,30 @@ async def _ingest(
             field="Content-Type", value=content_type,
             allowed="application/json or application/senml+json",
         )
-    secret = bearer_secret(authorization)
+    count = pipeline.metrics.inc
+    try:
+        secret = bearer_secret(authorization)
+    except Problem:
+        count("edgewise_auth_failures_total", reason="empty_password")
+        raise
     try:
         await run_in_threadpool(security.authenticate_device, device_id, secret)
     except AuthError as exc:
         if type(exc) is not AuthError:
+            count("edgewise_auth_failures_total", reason="throttled")
             raise  # ThrottledError: 429 with Retry-After from the handler
+        count("edgewise_auth_failures_total", reason="bad_secret")
         raise Problem(
             401, "Authentication required",
             f"Device {device_id!r} is unknown or the secret is wrong.",
             field="Authorization", allowed="'Bearer <device secret>' with 'X-Device-Id'",
             reason="bad_credentials", headers={"WWW-Authenticate": "Bearer"},
         ) from None
-    body = await read_limited_body(request, settings.max_payload_bytes)
+    try:
+        body = await read_limited_body(request, settings.max_payload_bytes)
+    except Problem as exc:
+        count("edgewise_readings_rejected_total", reason=exc.reason)
+        raise
     result = await run_in_threadpool(pipeline.ingest, device_id, body, via="http")
     rejected = []
     for err in result.rejected:
