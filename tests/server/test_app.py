@@ -53,6 +53,10 @@ def test_openapi_lists_every_route_with_a_summary(env: Env) -> None:
         for method, op in ops.items():
             assert op.get("summary"), (method, path)
             assert op.get("tags"), (method, path)
+            if path not in ("/healthz", "/metrics"):
+                assert op["security"], (method, path)
+    body = spec["paths"]["/v1/telemetry"]["post"]["requestBody"]["content"]["application/json"]
+    assert set(body["examples"]) == {"compact", "batch", "senml"}
 
 
 def test_healthz_and_metrics(env: Env) -> None:

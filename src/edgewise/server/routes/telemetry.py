@@ -133,11 +133,43 @@ _DOC = (
 )
 
 
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [{"type": "object"}, {"type": "array"}]},
+                "examples": {
+                    "compact": {"summary": "Compact, one message", "value": {
+                        "ts": "2026-01-31T12:00:00Z", "seq": 1,
+                        "metrics": {"temp_c": 21.5, "rpm": 1450}}},
+                    "batch": {"summary": "Compact, a batch", "value": [
+                        {"ts": 1769860800, "seq": 1, "metrics": {"temp_c": 21.5}},
+                        {"ts": 1769860801, "seq": 2, "metrics": {"temp_c": 21.6}}]},
+                    "senml": {"summary": "SenML (RFC 8428)", "value": [
+                        {"bn": "pump-7/", "bt": 1769860800, "n": "temp_c", "u": "Cel",
+                         "v": 21.5},
+                        {"n": "rpm", "v": 1450}]},
+                },
+            },
+            "application/senml+json": {"schema": {"type": "array"}},
+        },
+    },
+    "responses": {
+        "401": {"description": "Unknown device or wrong secret (problem+json)."},
+        "413": {"description": "Body over the size limit (problem+json)."},
+        "422": {"description": "Nothing in the payload is usable (problem+json)."},
+        "429": {"description": "Rate limit or throttled; see Retry-After (problem+json)."},
+    },
+}
+
+
 @router.post(
     "/v1/telemetry",
     summary="Send telemetry (device id in X-Device-Id)",
     description=_DOC,
     response_model=IngestResponse,
+    openapi_extra=_BODY,
 )
 async def post_telemetry(
     request: Request,
@@ -163,6 +195,7 @@ async def post_telemetry(
     summary="Send telemetry (device id in the path)",
     description=_DOC,
     response_model=IngestResponse,
+    openapi_extra=_BODY,
 )
 async def post_device_telemetry(
     request: Request,
