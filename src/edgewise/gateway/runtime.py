@@ -139,9 +139,11 @@ class Gateway:
             if self._http_task is not None:
                 await self._http_task
             self.http_server = None
-        if self.transport is not None:
-            await self.transport.stop()
-            self.transport = None
-        self.pipeline.close()
-        self.store.close()
-        self.security.close()
+        try:
+            if self.transport is not None:
+                transport, self.transport = self.transport, None
+                await transport.stop()
+        finally:
+            self.pipeline.close()
+            self.store.close()
+            self.security.close()
