@@ -145,7 +145,7 @@ class AlertManager:
 
 
 def _describe(drivers: dict[str, float]) -> str:
-    top = sorted(drivers.items(), key=lambda kv: -kv[1])[:3]
+    top = sorted(merge_drivers({}, drivers).items(), key=lambda kv: -kv[1])[:3]
     if not top:
         return "Anomalous reading."
     return "Anomalous " + ", ".join(f"{n} ({s:.0%})" for n, s in top) + "."
