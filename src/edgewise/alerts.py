@@ -15,6 +15,7 @@ drove it with their share of the score.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from edgewise.detect.base import DEFAULT_THRESHOLD
@@ -46,6 +47,8 @@ def merge_drivers(
 class _Open:
     alert: Alert
     readings: int = 1
+    dirty: dict[str, object] | None = None
+    written: float = 0.0
 
 
 class AlertManager:
@@ -61,6 +64,9 @@ class AlertManager:
         Anomalous readings of one device closer than this (device time) join one alert.
     on_alert
         Called with each *new* alert (e.g. to count it).
+    write_every_s
+        A growing alert's span and score are written to the store at most this often
+        (and by :meth:`flush`), so a long fault costs a few writes, not one per reading.
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class AlertManager:
         threshold: float = DEFAULT_THRESHOLD,
         merge_gap_s: float = 60.0,
         on_alert: object = None,
+        write_every_s: float = 1.0,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise InvalidParameterError(
@@ -79,6 +86,7 @@ class AlertManager:
         self.threshold = threshold
         self.merge_gap_ns = int(merge_gap_s * 1e9)
         self.on_alert = on_alert
+        self.write_every_s = write_every_s
         self._open: dict[str, _Open] = {}
         self._lock = threading.Lock()
 
@@ -104,9 +112,12 @@ class AlertManager:
                     changes["drivers"] = merged
                 a.drivers = merged
                 a.start_ns, a.end_ns, a.score = start, end, max(a.score, score)
-                cur.readings += 1  # type: ignore[union-attr]
+                assert cur is not None
+                cur.readings += 1
                 if changes:
-                    self.store.update_alert(a.id, **changes)
+                    cur.dirty = {**(cur.dirty or {}), **changes}
+                    if time.monotonic() - cur.written >= self.write_every_s:
+                        self._write(cur)
                 return a
             alert = self.store.add_alert(
                 Alert(
@@ -115,10 +126,25 @@ class AlertManager:
                     message=_describe(drivers),
                 )
             )
-            self._open[device_id] = _Open(alert)
+            self._open[device_id] = _Open(alert, written=time.monotonic())
         if callable(self.on_alert):
             self.on_alert(alert)
         return alert
+
+    def _write(self, cur: _Open) -> None:
+        if cur.dirty:
+            self.store.update_alert(cur.alert.id, **cur.dirty)
+        cur.dirty = None
+        cur.written = time.monotonic()
+
+    def flush(self, force: bool = False) -> None:
+        """Write span changes held back (each open alert is written at most every
+        ``write_every_s`` while it grows); ``force`` writes all of them now."""
+        now = time.monotonic()
+        with self._lock:
+            for cur in self._open.values():
+                if cur.dirty and (force or now - cur.written >= self.write_every_s):
+                    self._write(cur)
 
     def raise_alert(self, alert: Alert) -> Alert:
         """Store a non-anomaly alert (e.g. ``kind="seq_gap"``) as it is."""
@@ -145,7 +171,7 @@ class AlertManager:
 
 
 def _describe(drivers: dict[str, float]) -> str:
-    top = sorted(drivers.items(), key=lambda kv: -kv[1])[:3]
+    top = sorted(merge_drivers({}, drivers).items(), key=lambda kv: -kv[1])[:3]
     if not top:
         return "Anomalous reading."
     return "Anomalous " + ", ".join(f"{n} ({s:.0%})" for n, s in top) + "."

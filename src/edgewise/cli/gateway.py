@@ -80,3 +80,77 @@ def serve(
         typer.echo("stopped", err=True)
 
     asyncio.run(main())
+
+
+@app.command()
+def demo(
+    data_dir: DataDir,
+    store: StoreUrl = "",
+    host: Host = "127.0.0.1",
+    port: Port = 8080,
+    mqtt_port: MqttPort = 1884,
+    tls_cert: TlsCert = "",
+    tls_key: TlsKey = "",
+    pumps: Annotated[int, typer.Option("--pumps", help="Simulated pumps (>= 1).")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the fleet.")] = 0,
+) -> None:
+    """Broker, gateway, store, detection, dashboard and a simulated pump fleet, in one process."""
+    import asyncio
+    import json
+    import os
+    import signal
+
+    from edgewise.errors import ConfigError
+    from edgewise.gateway.runtime import Gateway
+    from edgewise.sim.fleet import FleetRunner
+    from edgewise.sim.pumps import PumpFleet
+
+    if pumps < 1:
+        raise ConfigError(f"--pumps must be at least 1. Got {pumps} instead.")
+    settings = _settings(data_dir, "embedded", store, host, port, mqtt_port, tls_cert, tls_key)
+
+    async def main() -> None:
+        gw = Gateway(settings)
+        token = gw.security.ensure_admin_token()
+        fleet = PumpFleet(pumps, seed=seed)
+        creds_file = settings.data_dir / "demo-devices.json"
+        creds: dict[str, str] = json.loads(creds_file.read_text()) if creds_file.exists() else {}
+        for dev in fleet.device_ids:
+            if dev not in creds or not gw.security.has_device(dev):
+                if gw.security.has_device(dev):
+                    gw.security.delete_device(dev, actor="demo")
+                creds[dev] = gw.security.add_device(dev, actor="demo")[1]
+        creds_file.write_text(json.dumps(creds, indent=1))
+        os.chmod(creds_file, 0o600)
+        try:
+            await gw.start()
+        except BaseException:
+            await gw.stop()
+            raise
+        runner = FleetRunner(fleet, [(d, creds[d]) for d in fleet.device_ids], "127.0.0.1",
+                             settings.mqtt_port, tls_ca=settings.tls_cert or None, seed=seed)
+        await asyncio.to_thread(runner.start)
+        typer.echo(f"dashboard: {gw.http_url or '(HTTP not available)'}")
+        if token:
+            typer.echo(f"admin token (shown once, keep it): {token}")
+        else:
+            typer.echo("admin token: made at first start (see `edgewise token create`)")
+        typer.echo(f"{pumps} simulated pumps on MQTT 127.0.0.1:{settings.mqtt_port}; "
+                   f"device credentials (id: secret) are in {creds_file}:")
+        for dev in fleet.device_ids:
+            typer.echo(f"  {dev}: {creds[dev]}")
+        typer.echo("Ctrl-C stops.")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await asyncio.to_thread(runner.stop)
+            labels = settings.data_dir / "demo-labels.json"
+            labels.write_text(json.dumps(fleet.labels(), indent=1))
+            await gw.stop()
+        typer.echo(f"stopped; {runner.sent} messages sent; fault ground truth in {labels}")
+
+    asyncio.run(main())

@@ -284,12 +284,15 @@ class Pipeline:
                 next_gap_check = time.monotonic() + 1.0
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until every committed reading has been scored; False on timeout."""
+        """Wait until every committed reading has been scored and its alerts written;
+        False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._state_lock:
-                if self._busy == 0:
-                    return True
+                idle = self._busy == 0
+            if idle:
+                self.alerts.flush(force=True)
+                return True
             time.sleep(0.01)
         return False
 
@@ -338,6 +341,7 @@ class Pipeline:
                 a = self.alerts.observe(device, ts_ns, score, drivers)
                 if a is not None:
                     raised.append(a)
+        self.alerts.flush()
         self.metrics.inc("edgewise_readings_scored_total", scored)
         if late:
             self.metrics.inc("edgewise_readings_late_unscored_total", late)
@@ -382,6 +386,10 @@ class Pipeline:
         if self._worker is not None:
             self._queue.put(None)
             self._worker.join(timeout=30)
+        try:
+            self.alerts.flush(force=True)
+        except Exception:
+            log.exception("writing the last alert updates failed")
 
 
 def _gap_from_message(message: str) -> tuple[int, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from edgewise.config import Settings
@@ -42,6 +43,8 @@ class Gateway:
     ----------
     settings
         Where the data lives, which store and broker, ports, TLS, limits.
+        ``EDGEWISE_SEQ_GAP_GRACE_S`` (default 30) sets how long a seq gap may stay open
+        before it is reported.
     pipeline_options
         Extra keyword arguments for :class:`~edgewise.gateway.pipeline.Pipeline`.
     """
@@ -53,6 +56,14 @@ class Gateway:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.security = Security(settings.data_dir, throttle_after=settings.throttle_after_failures)
         self.store = open_store(settings.store_url)
+        grace = os.environ.get("EDGEWISE_SEQ_GAP_GRACE_S")
+        if grace is not None:
+            try:
+                pipeline_options.setdefault("gap_grace_s", float(grace))
+            except ValueError:
+                raise ConfigError(
+                    f"Setting 'EDGEWISE_SEQ_GAP_GRACE_S' has value {grace!r}. Not a valid float."
+                ) from None
         self.pipeline = Pipeline(self.store, settings, self.security, **pipeline_options)
         self.transport: Transport | None = None
         self.http_server: Any = None
@@ -139,9 +150,11 @@ class Gateway:
             if self._http_task is not None:
                 await self._http_task
             self.http_server = None
-        if self.transport is not None:
-            await self.transport.stop()
-            self.transport = None
-        self.pipeline.close()
-        self.store.close()
-        self.security.close()
+        try:
+            if self.transport is not None:
+                transport, self.transport = self.transport, None
+                await transport.stop()
+        finally:
+            self.pipeline.close()
+            self.store.close()
+            self.security.close()

@@ -212,8 +212,11 @@ class EmbeddedBroker:
         """Commit what has arrived, send its acks, and shut the broker down."""
         await self.batcher.stop()
         if self._broker is not None:
-            await self._broker.shutdown()
-            self._broker = None
+            broker, self._broker = self._broker, None
+            try:
+                await broker.shutdown()
+            except (asyncio.CancelledError, Exception):  # in-flight publishes to gone clients
+                log.debug("broker shutdown interrupted in-flight deliveries", exc_info=True)
         _INSTANCES.pop(self.instance, None)
 
     # -- acks and dead letters ---------------------------------------------------------
