@@ -153,3 +153,17 @@ def test_https_with_a_throwaway_certificate(env: Env, tmp_path: Path) -> None:
         assert resp.json()["ack_seq"] == 1
         with pytest.raises(httpx.ConnectError):  # a client without the cert refuses it
             httpx.get(f"{base}/healthz")
+
+
+def test_store_and_unexpected_failures_are_problems(env: Env) -> None:
+    """Check a failing store is a 503 and a crash a 500, both problem+json, no internals."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(env.client.app, raise_server_exceptions=False)
+    env.store.close()
+    body = problem(client.get("/v1/devices", headers=env.auth("viewer")), 503)
+    assert body["reason"] == "store_error" and body["detail"].endswith("acknowledged.")
+    env.security.close()  # sqlite3 now fails in a way no route expects
+    body = problem(client.get("/v1/devices", headers=env.auth("viewer")), 500)
+    assert body["reason"] == "internal" and "GET /v1/devices" in body["detail"]
+    assert "sqlite" not in body["detail"].lower()
