@@ -7,6 +7,8 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.server.conftest import PROBLEM_KEYS, Env, build_env, problem, serve_in_thread
 
 
@@ -155,3 +157,34 @@ def test_oversized_stream_is_refused_before_it_ends(env: Env) -> None:
     assert head.startswith("HTTP/1.1 413"), head[:200]
     assert "application/problem+json" in head
     assert env.store.count_readings() == 0
+
+
+@pytest.mark.parametrize("record, field, reason", [
+    ({"metrics": {"a": 1.0}}, "ts", "missing_field"),
+    ({"ts": True, "metrics": {"a": 1.0}}, "ts", "bad_ts"),
+    ({"ts": 1.0, "metrics": {"a": 1.0}}, "ts", "ancient_ts"),
+    ({"ts": "TS", "metrics": [1.0, 2.0]}, "metrics", "bad_shape"),
+    ({"ts": "TS", "metrics": {}}, "metrics", "bad_shape"),
+    ({"ts": "TS", "metrics": {"a": {"x": 1}}}, "metrics.a", "bad_type"),
+    ({"ts": "TS", "metrics": {"a": True}}, "metrics.a", "bad_type"),
+    ({"ts": "TS", "metrics": {"a b": 1.0}}, "metrics.a b", "bad_metric"),
+    ({"ts": "TS", "metrics": {"a": 1.0}, "seq": -1}, "seq", "bad_seq"),
+    ({"ts": "TS", "metrics": {"a": 1.0}, "extra": 1}, "extra", "unknown_field"),
+    ([{"bn": "x", "n": "a", "vs": "on"}], "vs", "unsupported_value"),
+])
+def test_each_bad_record_is_named(env: Env, record: object, field: str, reason: str) -> None:
+    """Check each kind of bad record is rejected naming its field, next to a good record."""
+    ts = int(time.time()) - 5
+    good = {"ts": ts - 1, "metrics": {"ok": 1.0}}
+    if isinstance(record, dict):
+        rec = {k: (ts if v == "TS" else v) for k, v in record.items()}
+        batch: object = [good, rec]
+    else:  # SenML: its own pack, with one good record first
+        batch = [{"bn": "", "bt": ts, "n": "ok", "v": 1.0}, *record]
+    resp = env.send(batch)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert [(r["field"], r["reason"]) for r in body["rejected"]] == [(field, reason)]
+    assert body["rejected"][0]["index"] == 1
+    assert body["accepted"] == 1
+    assert [m for m, _, _ in env.store.query(env.device)] == ["ok"]
