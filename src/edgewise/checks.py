@@ -17,7 +17,7 @@ passes every check except the reopen ones; use a file.
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "c.duckdb"
 >>> check_store_idempotent_append(lambda: DuckDBStore(path))
 >>> [c.__name__ for c in yield_store_checks()][:2]
-['check_store_idempotent_append', 'check_store_conflict_kept_not_overwritten']
+['check_store_implements_protocol', 'check_store_idempotent_append']
 
 To run them all (each check needs its own empty store, hence a factory of factories)::
 
@@ -58,6 +58,16 @@ def _seqs(readings: list[Reading]) -> dict[str, list[int]]:
         if r.seq is not None:
             out.setdefault(r.device_id, []).append(r.seq)
     return out
+
+
+def check_store_implements_protocol(factory: StoreFactory) -> None:
+    """The store is a ``Store`` (every method of the protocol) with a ``url``."""
+    store = factory()
+    try:
+        assert isinstance(store, Store), f"{type(store).__name__} lacks part of the Store protocol"
+        assert isinstance(store.url, str) and "://" in store.url, store.url
+    finally:
+        store.close()
 
 
 def check_store_idempotent_append(factory: StoreFactory) -> None:
@@ -406,6 +416,7 @@ def check_store_concurrent_reads_during_writes(factory: StoreFactory) -> None:
 
 
 _STORE_CHECKS: tuple[StoreCheck, ...] = (
+    check_store_implements_protocol,
     check_store_idempotent_append,
     check_store_conflict_kept_not_overwritten,
     check_store_watermark_and_gaps,

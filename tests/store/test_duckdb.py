@@ -176,3 +176,13 @@ def test_wal_is_checkpointed_on_close(tmp_path: Path) -> None:
     copy = DuckDBStore(tmp_path / "copy.duckdb")
     assert copy.count_readings() == 100
     copy.close()
+
+
+def test_same_file_twice_in_one_process_is_refused(tmp_path: Path) -> None:
+    """Check that a second DuckDBStore on an open file is refused, and allowed after close."""
+    path = tmp_path / "ew.duckdb"
+    store = DuckDBStore(path)
+    with pytest.raises(StoreError, match="already open in this process"):
+        DuckDBStore(tmp_path / "." / "ew.duckdb")
+    store.close()
+    DuckDBStore(path).close()

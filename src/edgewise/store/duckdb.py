@@ -82,6 +82,11 @@ ALERT_LABELS = (None, "true_alarm", "false_alarm")
 
 _LOCK_RE = re.compile(r"PID (\d+)")
 
+# Files open in this process: a second DuckDBStore on one file would dedup against its own
+# cache and lock only, so two of them could store one key twice. One instance per file.
+_OPEN_FILES: set[str] = set()
+_OPEN_LOCK = threading.Lock()
+
 
 def _wal_path(path: Path) -> Path:
     return path.with_name(path.name + ".wal")
@@ -163,7 +168,18 @@ class DuckDBStore:
             self.path = str(p)
             self.url = f"duckdb://{p}"
             target = p
-        self._con = _connect(target)
+            with _OPEN_LOCK:
+                if self.path in _OPEN_FILES:
+                    raise StoreError(
+                        f"DuckDB store {self.path!r} is already open in this process; share "
+                        "that DuckDBStore instead of opening the file twice."
+                    )
+                _OPEN_FILES.add(self.path)
+        try:
+            self._con = _connect(target)
+        except BaseException:
+            self._release()
+            raise
         self._lock = threading.RLock()
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -174,7 +190,12 @@ class DuckDBStore:
             self._load_watermarks()
         except BaseException:
             self._con.close()
+            self._release()
             raise
+
+    def _release(self) -> None:
+        with _OPEN_LOCK:
+            _OPEN_FILES.discard(self.path)
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -593,6 +614,7 @@ class DuckDBStore:
                 pass
             finally:
                 self._con.close()
+                self._release()
 
     def __enter__(self) -> DuckDBStore:
         return self
