@@ -45,7 +45,13 @@ import numpy as np
 import pandas as pd
 
 from edgewise.errors import StoreCorruptError, StoreError
-from edgewise.store._batch import SeqTracker, check_readings, classify, normalise_seqs
+from edgewise.store._batch import (
+    Columns,
+    SeqTracker,
+    check_readings,
+    classify,
+    normalise_seqs,
+)
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
 from edgewise.telemetry import Reading
 
@@ -261,12 +267,9 @@ class DuckDBStore:
         readings = list(readings)
         check_readings(readings)
         seq_sets = normalise_seqs(seqs)
-        for r in readings:  # a reading's own seq counts as delivered with it
-            if r.seq is not None and r.seq >= 1 and r.device_id not in seq_sets:
-                seq_sets[r.device_id] = set()
-        for r in readings:
-            if r.seq is not None and r.seq >= 1:
-                seq_sets[r.device_id].add(r.seq)
+        cols = Columns.of(readings)
+        for device_id, own in cols.seqs_by_device().items():  # a reading's seq counts too
+            seq_sets.setdefault(device_id, set()).update(own)
         received_ns = time.time_ns()
         with self._lock:
             self._check_open()
@@ -274,7 +277,9 @@ class DuckDBStore:
             try:
                 con.execute("BEGIN")
                 try:
-                    result, new_seqs = self._append_locked(con, readings, seq_sets, received_ns)
+                    result, new_seqs = self._append_locked(
+                        con, readings, cols, seq_sets, received_ns
+                    )
                     con.execute("COMMIT")
                 except BaseException:
                     try:
@@ -289,7 +294,7 @@ class DuckDBStore:
                 ) from exc
             for device_id, new in new_seqs.items():
                 self._seqs.add(device_id, new)
-            touched = {r.device_id for r in readings} | set(seq_sets)
+            touched = set(cols.device_id) | set(seq_sets)
             result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
             return result
 
@@ -297,6 +302,7 @@ class DuckDBStore:
         self,
         con: duckdb.DuckDBPyConnection,
         readings: list[Reading],
+        cols: Columns,
         seq_sets: dict[str, set[int]],
         received_ns: int,
     ) -> tuple[AppendResult, dict[str, set[int]]]:
@@ -305,14 +311,11 @@ class DuckDBStore:
             n = len(readings)
             batch = pd.DataFrame(
                 {
-                    "device_id": [r.device_id for r in readings],
-                    "metric": [r.metric for r in readings],
-                    "ts_ns": np.fromiter((r.ts_ns for r in readings), dtype=np.int64, count=n),
-                    "value": np.fromiter((r.value for r in readings), dtype=np.float64, count=n),
-                    "seq": np.fromiter(
-                        (-1 if r.seq is None else r.seq for r in readings),
-                        dtype=np.int64, count=n,
-                    ),
+                    "device_id": cols.device_id,
+                    "metric": cols.metric,
+                    "ts_ns": np.array(cols.ts_ns, dtype=np.int64),
+                    "value": np.array(cols.value, dtype=np.float64),
+                    "seq": np.array([-1 if q is None else q for q in cols.seq], dtype=np.int64),
                 }
             )
             lo, hi = int(batch["ts_ns"].min()), int(batch["ts_ns"].max())
@@ -331,7 +334,7 @@ class DuckDBStore:
             finally:
                 con.unregister("_ew_batch")
             existing = {(d, m, t): v for d, m, t, v in rows}
-            c = classify(readings, existing, set(), received_ns)
+            c = classify(readings, existing, set(), received_ns, cols.unique_keys)
             if c.conflicts:
                 known = self._known_conflicts(con, c.conflicts)
                 if known:

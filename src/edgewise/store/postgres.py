@@ -27,7 +27,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edgewise.errors import StoreError
-from edgewise.store._batch import SeqTracker, check_readings, classify, normalise_seqs
+from edgewise.store._batch import (
+    Columns,
+    SeqTracker,
+    check_readings,
+    classify,
+    normalise_seqs,
+)
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
 from edgewise.store.duckdb import (
     _ALERT_CHANGEABLE,
@@ -213,16 +219,18 @@ class PostgresStore:
         readings = list(readings)
         check_readings(readings)
         seq_sets = normalise_seqs(seqs)
-        for r in readings:
-            if r.seq is not None and r.seq >= 1:
-                seq_sets.setdefault(r.device_id, set()).add(r.seq)
+        cols = Columns.of(readings)
+        for device_id, own in cols.seqs_by_device().items():  # a reading's seq counts too
+            seq_sets.setdefault(device_id, set()).update(own)
         received_ns = time.time_ns()
         psycopg = self._psycopg
         with self._wlock:
             con = self._write_con()
             try:
                 with con.transaction():
-                    result, new_seqs = self._append_tx(con, readings, seq_sets, received_ns)
+                    result, new_seqs = self._append_tx(
+                        con, readings, cols, seq_sets, received_ns
+                    )
             except psycopg.Error as exc:
                 raise StoreError(
                     f"Append of {len(readings)} readings to {self.url!r} failed and was rolled "
@@ -230,24 +238,31 @@ class PostgresStore:
                 ) from exc
             for device_id, new in new_seqs.items():
                 self._seqs.add(device_id, new)
-            touched = {r.device_id for r in readings} | set(seq_sets)
+            touched = set(cols.device_id) | set(seq_sets)
             result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
             return result
 
     def _append_tx(
-        self, con: Any, readings: list[Reading], seq_sets: dict[str, set[int]],
-        received_ns: int,
+        self, con: Any, readings: list[Reading], cols: Columns,
+        seq_sets: dict[str, set[int]], received_ns: int,
     ) -> tuple[AppendResult, dict[str, set[int]]]:
         result = AppendResult()
         cur = con.cursor()
         if readings:
-            first: dict[tuple[str, str, int], int] = {}
-            for i, r in enumerate(readings):
-                first.setdefault((r.device_id, r.metric, r.ts_ns), i)
+            rows_in = zip(cols.device_id, cols.metric, cols.ts_ns, cols.value, cols.seq,
+                          strict=True)
+            if cols.unique_keys:
+                first = list(zip(cols.device_id, cols.metric, cols.ts_ns, strict=True))
+                unique_rows = list(rows_in)
+            else:
+                seen: dict[tuple[str, str, int], tuple[Any, ...]] = {}
+                for row in rows_in:
+                    seen.setdefault(row[:3], row)
+                first = list(seen)
+                unique_rows = list(seen.values())
             with cur.copy("COPY ew_stage (device_id, metric, ts_ns, value, seq) FROM STDIN") as cp:
-                for i in first.values():
-                    r = readings[i]
-                    cp.write_row((r.device_id, r.metric, r.ts_ns, float(r.value), r.seq))
+                for row in unique_rows:
+                    cp.write_row(row)
             inserted = cur.execute(
                 "INSERT INTO readings (device_id, metric, ts_ns, value, seq) "
                 "SELECT device_id, metric, ts_ns, value, seq FROM ew_stage "
@@ -259,7 +274,7 @@ class PostgresStore:
                 missing = set(first) - {(d, m, int(t)) for d, m, t in inserted}
                 existing = self._values(cur, list(missing))
                 # a key neither inserted nor found was deleted concurrently; count it stored
-            c = classify(readings, existing, set(), received_ns)
+            c = classify(readings, existing, set(), received_ns, cols.unique_keys)
             if c.conflicts:
                 known = self._known_conflicts(cur, c.conflicts)
                 if known:
