@@ -359,6 +359,34 @@ def check_store_reopen_keeps_everything(factory: StoreFactory) -> None:
         store.close()
 
 
+def check_store_watermark_over_many_messages(factory: StoreFactory) -> None:
+    """Hundreds of one-message appends with a gap: watermark and gaps survive reopen."""
+    store = factory()
+    try:
+        for k in range(1, 301):
+            if k != 150:
+                store.append([Reading("pump-1", "temp_c", T0 + k * S, float(k), seq=k)])
+        assert store.seq_watermark("pump-1") == 149, store.seq_watermark("pump-1")
+        assert store.seq_gaps("pump-1") == [(150, 150)], store.seq_gaps("pump-1")
+    finally:
+        store.close()
+    store = factory()
+    try:
+        assert store.seq_watermark("pump-1") == 149, "watermark changed across reopen"
+        assert store.seq_gaps("pump-1") == [(150, 150)], store.seq_gaps("pump-1")
+        assert store.append([], {"pump-1": [5, 149]}).watermarks == {"pump-1": 149}
+        r = store.append([Reading("pump-1", "temp_c", T0 + 150 * S, 150.0, seq=150)])
+        assert r.watermarks == {"pump-1": 300} and store.seq_gaps("pump-1") == [], r
+        assert store.count_readings() == 300
+    finally:
+        store.close()
+    store = factory()
+    try:
+        assert store.seq_watermark("pump-1") == 300 and store.seq_gaps("pump-1") == []
+    finally:
+        store.close()
+
+
 def check_store_devices_summary(factory: StoreFactory) -> None:
     """devices() gives per-device count, first/last time and metrics."""
     store = factory()
@@ -427,6 +455,7 @@ _STORE_CHECKS: tuple[StoreCheck, ...] = (
     check_store_alerts_crud,
     check_store_failed_append_leaves_nothing,
     check_store_reopen_keeps_everything,
+    check_store_watermark_over_many_messages,
     check_store_devices_summary,
     check_store_concurrent_reads_during_writes,
 )

@@ -240,6 +240,10 @@ class SeqTracker:
         """Highest ``w`` with 1..w all stored."""
         return self._wm.get(device_id, 0)
 
+    def watermarks(self) -> dict[str, int]:
+        """Every device's watermark."""
+        return dict(self._wm)
+
     def gaps(self, device_id: str) -> list[tuple[int, int]]:
         """Missing ranges between the watermark and the highest stored seq."""
         above = sorted(self._above.get(device_id, ()))

@@ -65,6 +65,9 @@ _SCHEMA = [
         device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL, ts_ns BIGINT NOT NULL,
         value DOUBLE NOT NULL, seq BIGINT)""",
     """CREATE TABLE IF NOT EXISTS seqs (device_id VARCHAR NOT NULL, seq BIGINT NOT NULL)""",
+    # seqs 1..watermark folded into one row per device (see _compact_seqs)
+    """CREATE TABLE IF NOT EXISTS seq_marks (
+        device_id VARCHAR NOT NULL, watermark BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS conflicts (
         device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL, ts_ns BIGINT NOT NULL,
         stored_value DOUBLE NOT NULL, new_value DOUBLE NOT NULL, seq BIGINT,
@@ -87,6 +90,8 @@ ALERT_STATUSES = ("open", "acknowledged")
 ALERT_LABELS = (None, "true_alarm", "false_alarm")
 
 _LOCK_RE = re.compile(r"PID (\d+)")
+#: Fold stored seqs below the watermark into seq_marks every this many appends.
+COMPACT_EVERY = 256
 
 # Files open in this process: a second DuckDBStore on one file would dedup against its own
 # cache and lock only, so two of them could store one key twice. One instance per file.
@@ -191,9 +196,12 @@ class DuckDBStore:
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._closed = False
         self._seqs = SeqTracker()
+        self._marks: dict[str, int] = {}
+        self._appends = 0
         try:
             self._create_schema()
             self._load_watermarks()
+            self._compact_seqs()
         except BaseException:
             self._con.close()
             self._release()
@@ -222,19 +230,44 @@ class DuckDBStore:
         con.execute("COMMIT")
 
     def _load_watermarks(self) -> None:
+        self._marks = {
+            d: int(w) for d, w in self._con.execute(
+                "SELECT device_id, max(watermark) FROM seq_marks GROUP BY device_id"
+            ).fetchall()
+        }
         rows = self._con.execute(
-            """
-            WITH s AS (SELECT DISTINCT device_id, seq FROM seqs WHERE seq >= 1),
-            n AS (SELECT device_id, seq,
-                         row_number() OVER (PARTITION BY device_id ORDER BY seq) AS rn FROM s),
-            w AS (SELECT device_id, coalesce(max(seq) FILTER (WHERE seq = rn), 0) AS wm
-                  FROM n GROUP BY device_id)
-            SELECT w.device_id, w.wm, list(s.seq) FILTER (WHERE s.seq > w.wm)
-            FROM w JOIN s USING (device_id) GROUP BY w.device_id, w.wm
-            """
+            "SELECT device_id, list(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
         ).fetchall()
-        for device_id, wm, above in rows:
-            self._seqs.load(device_id, int(wm), above or ())
+        _load_tracker(self._seqs, self._marks, rows)
+
+    def _compact_seqs(self) -> None:
+        """Fold each device's stored seqs 1..watermark into one seq_marks row (one transaction).
+
+        Keeps the seqs table (one row per message) from growing without bound; runs at open,
+        at close and every ``COMPACT_EVERY`` appends. A crash in the middle rolls it back.
+        """
+        moved = _marks_to_move(self._seqs, self._marks)
+        if not moved:
+            return
+        con = self._con
+        frame = pd.DataFrame({"device_id": list(moved),
+                              "watermark": np.array(list(moved.values()), dtype=np.int64)})
+        con.register("_ew_marks", frame)
+        try:
+            con.execute("BEGIN")
+            try:
+                con.execute("DELETE FROM seq_marks WHERE device_id IN "
+                            "(SELECT device_id FROM _ew_marks)")
+                con.execute("INSERT INTO seq_marks SELECT device_id, watermark FROM _ew_marks")
+                con.execute("DELETE FROM seqs USING _ew_marks m WHERE seqs.device_id = "
+                            "m.device_id AND seqs.seq <= m.watermark")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.unregister("_ew_marks")
+        self._marks.update(moved)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -294,6 +327,12 @@ class DuckDBStore:
                 ) from exc
             for device_id, new in new_seqs.items():
                 self._seqs.add(device_id, new)
+            self._appends += 1
+            if self._appends % COMPACT_EVERY == 0:
+                try:
+                    self._compact_seqs()
+                except duckdb.Error:
+                    pass  # housekeeping only; the append itself is committed
             touched = set(cols.device_id) | set(seq_sets)
             result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
             return result
@@ -420,7 +459,7 @@ class DuckDBStore:
             total = 0
             try:
                 con.execute("BEGIN")
-                for table in ("readings", "seqs", "conflicts", "alerts"):
+                for table in ("readings", "seqs", "conflicts", "alerts", "seq_marks"):
                     row = con.execute(
                         f"DELETE FROM {table} WHERE device_id = ?", [device_id]
                     ).fetchone()
@@ -430,6 +469,7 @@ class DuckDBStore:
                 con.execute("ROLLBACK")
                 raise StoreError(f"Deleting device {device_id!r} failed: {exc}") from exc
             self._seqs.forget(device_id)
+            self._marks.pop(device_id, None)
             return total
 
     def delete_before(self, ts_ns: int, device_id: str | None = None) -> int:
@@ -612,6 +652,7 @@ class DuckDBStore:
                     pass
             self._cursors.clear()
             try:
+                self._compact_seqs()
                 self._con.execute("CHECKPOINT")
             except duckdb.Error:
                 pass
@@ -630,6 +671,22 @@ class DuckDBStore:
 
 
 # -- helpers shared with postgres.py ----------------------------------------------------------
+
+
+def _load_tracker(
+    tracker: SeqTracker, marks: Mapping[str, int], rows: Iterable[tuple[str, Any]]
+) -> None:
+    """Fill ``tracker`` from the folded marks and the seqs stored above them."""
+    seqs = {d: [int(x) for x in (lst or ())] for d, lst in rows}
+    for device_id in set(marks) | set(seqs):
+        mark = marks.get(device_id, 0)
+        tracker.load(device_id, mark, (x for x in seqs.get(device_id, ()) if x > mark))
+        tracker.add(device_id, ())
+
+
+def _marks_to_move(tracker: SeqTracker, marks: Mapping[str, int]) -> dict[str, int]:
+    """Devices whose watermark passed their stored mark, with the new mark."""
+    return {d: w for d, w in tracker.watermarks().items() if w > marks.get(d, 0)}
 
 
 def _check_step(step_ns: Any) -> int:

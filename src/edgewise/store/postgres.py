@@ -38,11 +38,14 @@ from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
 from edgewise.store.duckdb import (
     _ALERT_CHANGEABLE,
     _ALERT_COLUMNS,
+    COMPACT_EVERY,
     _alert_from_row,
     _alert_row,
     _alert_where,
     _check_alert_fields,
     _check_step,
+    _load_tracker,
+    _marks_to_move,
     _range_where,
 )
 from edgewise.telemetry import Reading
@@ -59,6 +62,8 @@ _TABLES = [
         PRIMARY KEY (device_id, metric, ts_ns))""",
     """CREATE TABLE IF NOT EXISTS seqs (
         device_id text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (device_id, seq))""",
+    """CREATE TABLE IF NOT EXISTS seq_marks (
+        device_id text PRIMARY KEY, watermark bigint NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS conflicts (
         device_id text NOT NULL, metric text NOT NULL, ts_ns bigint NOT NULL,
         stored_value double precision NOT NULL, new_value double precision NOT NULL,
@@ -133,8 +138,11 @@ class PostgresStore:
         self._reader: Any = None
         self._closed = False
         self._seqs = SeqTracker()
+        self._marks: dict[str, int] = {}
+        self._appends = 0
         self._writer = self._connect(create=True)
         self._load_watermarks()
+        self._compact_seqs()
 
     # -- connections ------------------------------------------------------------------------
 
@@ -196,19 +204,35 @@ class PostgresStore:
                 raise StoreError(f"Query on {self.url!r} failed: {exc}") from exc
 
     def _load_watermarks(self) -> None:
-        rows = self._writer.execute(
-            """
-            WITH n AS (SELECT device_id, seq,
-                              row_number() OVER (PARTITION BY device_id ORDER BY seq) AS rn
-                       FROM seqs WHERE seq >= 1),
-            w AS (SELECT device_id, coalesce(max(seq) FILTER (WHERE seq = rn), 0) AS wm
-                  FROM n GROUP BY device_id)
-            SELECT w.device_id, w.wm, array_agg(s.seq) FILTER (WHERE s.seq > w.wm)
-            FROM w JOIN seqs s USING (device_id) GROUP BY w.device_id, w.wm
-            """
+        con = self._writer
+        self._marks = {d: int(w) for d, w in con.execute(
+            "SELECT device_id, watermark FROM seq_marks").fetchall()}
+        rows = con.execute(
+            "SELECT device_id, array_agg(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
         ).fetchall()
-        for device_id, wm, above in rows:
-            self._seqs.load(device_id, int(wm), above or ())
+        _load_tracker(self._seqs, self._marks, rows)
+
+    def _compact_seqs(self) -> None:
+        """Fold each device's seqs 1..watermark into its seq_marks row (one transaction)."""
+        moved = _marks_to_move(self._seqs, self._marks)
+        if not moved:
+            return
+        with self._wlock:
+            con = self._write_con()
+            devs, marks = list(moved), list(moved.values())
+            with con.transaction():
+                con.execute(
+                    "INSERT INTO seq_marks SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+                    "ON CONFLICT (device_id) DO UPDATE "
+                    "SET watermark = greatest(seq_marks.watermark, excluded.watermark)",
+                    [devs, marks],
+                )
+                con.execute(
+                    "DELETE FROM seqs USING unnest(%s::text[], %s::bigint[]) AS m(d, w) "
+                    "WHERE seqs.device_id = m.d AND seqs.seq <= m.w",
+                    [devs, marks],
+                )
+            self._marks.update(moved)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -238,6 +262,12 @@ class PostgresStore:
                 ) from exc
             for device_id, new in new_seqs.items():
                 self._seqs.add(device_id, new)
+            self._appends += 1
+            if self._appends % COMPACT_EVERY == 0:
+                try:
+                    self._compact_seqs()
+                except psycopg.Error:
+                    pass  # housekeeping only; the append itself is committed
             touched = set(cols.device_id) | set(seq_sets)
             result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
             return result
@@ -344,10 +374,11 @@ class PostgresStore:
         counts = self._write(
             f"Deleting device {device_id!r}",
             [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
-             for t in ("readings", "seqs", "conflicts", "alerts")],
+             for t in ("readings", "seqs", "conflicts", "alerts", "seq_marks")],
         )
         with self._wlock:
             self._seqs.forget(device_id)
+            self._marks.pop(device_id, None)
         return sum(counts)
 
     def delete_before(self, ts_ns: int, device_id: str | None = None) -> int:
@@ -489,6 +520,10 @@ class PostgresStore:
         with self._wlock, self._rlock:
             if self._closed:
                 return
+            try:
+                self._compact_seqs()
+            except (self._psycopg.Error, StoreError):
+                pass  # housekeeping only
             self._closed = True
             for con in (self._writer, self._reader):
                 if con is not None:
