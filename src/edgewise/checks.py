@@ -249,6 +249,12 @@ def check_store_retention(factory: StoreFactory) -> None:
         assert store.count_readings() == 5 * 2 * 2, store.count_readings()
         assert store.seq_watermark("pump-a") == 10, "retention moved the seq watermark back"
         assert store.delete_before(T0) == 0
+        summary = {d.device_id: (d.readings, d.first_ns, d.last_ns) for d in store.devices()}
+        assert summary == {"pump-a": (10, T0 + 5 * S, T0 + 9 * S),
+                           "pump-b": (10, T0 + 5 * S, T0 + 9 * S)}, summary
+        assert store.delete_before(T0 + 100 * S, device_id="pump-a") == 10
+        assert [d.device_id for d in store.devices()] == ["pump-b"], store.devices()
+        assert store.count_readings() == 10
     finally:
         store.close()
 

@@ -64,6 +64,14 @@ _TABLES = [
         device_id text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (device_id, seq))""",
     """CREATE TABLE IF NOT EXISTS seq_marks (
         device_id text PRIMARY KEY, watermark bigint NOT NULL)""",
+    # per-device totals kept up to date by append and the deletes, so that devices() does
+    # not aggregate the whole readings table on every dashboard request
+    """CREATE TABLE IF NOT EXISTS device_stats (
+        device_id text COLLATE "C" PRIMARY KEY, readings bigint NOT NULL,
+        first_ns bigint, last_ns bigint)""",
+    """CREATE TABLE IF NOT EXISTS device_metrics (
+        device_id text COLLATE "C" NOT NULL, metric text COLLATE "C" NOT NULL,
+        PRIMARY KEY (device_id, metric))""",
     """CREATE TABLE IF NOT EXISTS conflicts (
         device_id text NOT NULL, metric text NOT NULL, ts_ns bigint NOT NULL,
         stored_value double precision NOT NULL, new_value double precision NOT NULL,
@@ -106,6 +114,23 @@ def _split_url(url: str) -> tuple[str, str | None, str]:
             f"with a digit. Got {schema!r} instead."
         )
     return conninfo, schema, shown
+
+
+def _refresh_device_stats(con: Any, devices: list[str] | None) -> None:
+    """Recompute device_stats and device_metrics from readings (all devices when None)."""
+    if devices is None:
+        con.execute("DELETE FROM device_stats")
+        con.execute("DELETE FROM device_metrics")
+        con.execute("INSERT INTO device_stats SELECT device_id, count(*), min(ts_ns), "
+                    "max(ts_ns) FROM readings GROUP BY device_id")
+        con.execute("INSERT INTO device_metrics SELECT DISTINCT device_id, metric FROM readings")
+        return
+    con.execute("DELETE FROM device_stats WHERE device_id = ANY(%s)", [devices])
+    con.execute("DELETE FROM device_metrics WHERE device_id = ANY(%s)", [devices])
+    con.execute("INSERT INTO device_stats SELECT device_id, count(*), min(ts_ns), max(ts_ns) "
+                "FROM readings WHERE device_id = ANY(%s) GROUP BY device_id", [devices])
+    con.execute("INSERT INTO device_metrics SELECT DISTINCT device_id, metric FROM readings "
+                "WHERE device_id = ANY(%s)", [devices])
 
 
 class PostgresStore:
@@ -167,6 +192,11 @@ class PostgresStore:
                         "INSERT INTO ew_meta VALUES ('schema_version', '1') "
                         "ON CONFLICT (key) DO NOTHING"
                     )
+                    done = con.execute(
+                        "SELECT 1 FROM ew_meta WHERE key = 'device_stats'").fetchone()
+                    if not done:  # stores made before device_stats existed: fill it once
+                        _refresh_device_stats(con, None)
+                        con.execute("INSERT INTO ew_meta VALUES ('device_stats', '1')")
             con.execute(_STAGE)
         except psycopg.Error as exc:
             con.close()
@@ -294,9 +324,22 @@ class PostgresStore:
                 for row in unique_rows:
                     cp.write_row(row)
             inserted = cur.execute(
-                "INSERT INTO readings (device_id, metric, ts_ns, value, seq) "
-                "SELECT device_id, metric, ts_ns, value, seq FROM ew_stage "
-                "ON CONFLICT DO NOTHING RETURNING device_id, metric, ts_ns"
+                """WITH ins AS (
+                     INSERT INTO readings (device_id, metric, ts_ns, value, seq)
+                     SELECT device_id, metric, ts_ns, value, seq FROM ew_stage
+                     ON CONFLICT DO NOTHING RETURNING device_id, metric, ts_ns),
+                   st AS (
+                     INSERT INTO device_stats
+                     SELECT device_id, count(*), min(ts_ns), max(ts_ns) FROM ins
+                     GROUP BY device_id
+                     ON CONFLICT (device_id) DO UPDATE SET
+                       readings = device_stats.readings + excluded.readings,
+                       first_ns = least(device_stats.first_ns, excluded.first_ns),
+                       last_ns = greatest(device_stats.last_ns, excluded.last_ns)),
+                   dm AS (
+                     INSERT INTO device_metrics SELECT DISTINCT device_id, metric FROM ins
+                     ON CONFLICT DO NOTHING)
+                   SELECT device_id, metric, ts_ns FROM ins"""
             ).fetchall()
             existing: dict[tuple[str, str, int], float] = {}
             if len(inserted) < len(first):
@@ -374,8 +417,10 @@ class PostgresStore:
         counts = self._write(
             f"Deleting device {device_id!r}",
             [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
-             for t in ("readings", "seqs", "conflicts", "alerts", "seq_marks")],
-        )
+             for t in ("readings", "seqs", "conflicts", "alerts", "seq_marks")]
+            + [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
+               for t in ("device_stats", "device_metrics")],
+        )[:5]
         with self._wlock:
             self._seqs.forget(device_id)
             self._marks.pop(device_id, None)
@@ -385,12 +430,21 @@ class PostgresStore:
         """Retention: delete readings (and conflicts) older than ``ts_ns``; return readings."""
         where = "ts_ns < %s" + (" AND device_id = %s" if device_id is not None else "")
         params: list[Any] = [int(ts_ns)] + ([device_id] if device_id is not None else [])
-        counts = self._write(
-            "Retention delete",
-            [(f"DELETE FROM readings WHERE {where}", params),
-             (f"DELETE FROM conflicts WHERE {where}", params)],
-        )
-        return counts[0]
+        with self._wlock:
+            con = self._write_con()
+            try:
+                with con.transaction():
+                    rows = con.execute(
+                        f"WITH d AS (DELETE FROM readings WHERE {where} RETURNING device_id) "
+                        "SELECT device_id, count(*) FROM d GROUP BY device_id",
+                        params,
+                    ).fetchall()
+                    con.execute(f"DELETE FROM conflicts WHERE {where}", params)
+                    if rows:
+                        _refresh_device_stats(con, [d for d, _ in rows])
+            except self._psycopg.Error as exc:
+                raise StoreError(f"Retention delete in {self.url!r} failed: {exc}") from exc
+        return sum(int(n) for _, n in rows)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -437,8 +491,10 @@ class PostgresStore:
     def devices(self) -> list[DeviceSummary]:
         """Summaries of every device that has readings, sorted by id."""
         rows = self._read(
-            "SELECT device_id, count(*), min(ts_ns), max(ts_ns), array_agg(DISTINCT metric) "
-            "FROM readings GROUP BY device_id ORDER BY device_id"
+            "SELECT s.device_id, s.readings, s.first_ns, s.last_ns, "
+            "array_remove(array_agg(m.metric), NULL) FROM device_stats s "
+            "LEFT JOIN device_metrics m USING (device_id) WHERE s.readings > 0 "
+            "GROUP BY s.device_id, s.readings, s.first_ns, s.last_ns ORDER BY s.device_id"
         )
         return [
             DeviceSummary(d, int(n), int(lo), int(hi), sorted(ms)) for d, n, lo, hi, ms in rows
@@ -446,7 +502,7 @@ class PostgresStore:
 
     def count_readings(self) -> int:
         """Total readings stored."""
-        return int(self._read("SELECT count(*) FROM readings")[0][0])
+        return int(self._read("SELECT coalesce(sum(readings), 0) FROM device_stats")[0][0])
 
     # -- alerts -----------------------------------------------------------------------------
 
