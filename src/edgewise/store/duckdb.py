@@ -80,6 +80,8 @@ _SCHEMA = [
         note VARCHAR)""",
 ]
 
+_STATS_SQL = "SELECT device_id, count(*), min(ts_ns), max(ts_ns), list(DISTINCT metric) "
+
 _ALERT_COLUMNS = (
     "id", "device_id", "start_ns", "end_ns", "score", "kind", "drivers", "message",
     "created_ns", "status", "label", "acked_by", "labelled_by", "note",
@@ -198,8 +200,13 @@ class DuckDBStore:
         self._seqs = SeqTracker()
         self._marks: dict[str, int] = {}
         self._appends = 0
+        # per-device [readings, first_ns, last_ns, metrics]: devices() reads this, not the table
+        self._stats: dict[str, list[Any]] = {}
+        self._stats_lock = threading.Lock()
+        self._pending_stats: list[tuple[Any, ...]] = []
         try:
             self._create_schema()
+            self._load_stats()
             self._load_watermarks()
             self._compact_seqs()
         except BaseException:
@@ -228,6 +235,36 @@ class DuckDBStore:
                 f"reads version {SCHEMA_VERSION!r}."
             )
         con.execute("COMMIT")
+
+    def _load_stats(self, devices: list[str] | None = None) -> None:
+        """(Re)compute per-device totals from the table, for all or some devices."""
+        if devices is None:
+            rows = self._con.execute(_STATS_SQL + "FROM readings GROUP BY ALL").fetchall()
+            fresh = {d: [int(n), int(lo), int(hi), set(ms)] for d, n, lo, hi, ms in rows}
+            with self._stats_lock:
+                self._stats = fresh
+            return
+        rows = self._con.execute(
+            _STATS_SQL + "FROM readings WHERE list_contains(?, device_id) GROUP BY ALL",
+            [devices],
+        ).fetchall()
+        with self._stats_lock:
+            for d in devices:
+                self._stats.pop(d, None)
+            for d, n, lo, hi, ms in rows:
+                self._stats[d] = [int(n), int(lo), int(hi), set(ms)]
+
+    def _merge_stats(self, rows: list[tuple[Any, ...]]) -> None:
+        with self._stats_lock:
+            for d, n, lo, hi, ms in rows:
+                st = self._stats.get(d)
+                if st is None:
+                    self._stats[d] = [int(n), int(lo), int(hi), set(ms)]
+                else:
+                    st[0] += int(n)
+                    st[1] = min(st[1], int(lo))
+                    st[2] = max(st[2], int(hi))
+                    st[3].update(ms)
 
     def _load_watermarks(self) -> None:
         self._marks = {
@@ -310,6 +347,7 @@ class DuckDBStore:
             try:
                 con.execute("BEGIN")
                 try:
+                    self._pending_stats = []
                     result, new_seqs = self._append_locked(
                         con, readings, cols, seq_sets, received_ns
                     )
@@ -327,6 +365,7 @@ class DuckDBStore:
                 ) from exc
             for device_id, new in new_seqs.items():
                 self._seqs.add(device_id, new)
+            self._merge_stats(self._pending_stats)
             self._appends += 1
             if self._appends % COMPACT_EVERY == 0:
                 try:
@@ -386,6 +425,9 @@ class DuckDBStore:
                         "INSERT INTO readings SELECT device_id, metric, ts_ns, value, "
                         "nullif(seq, -1) FROM _ew_new"
                     )
+                    self._pending_stats = con.execute(
+                        _STATS_SQL + "FROM _ew_new GROUP BY ALL"
+                    ).fetchall()
                 finally:
                     con.unregister("_ew_new")
             if c.conflicts:
@@ -470,6 +512,8 @@ class DuckDBStore:
                 raise StoreError(f"Deleting device {device_id!r} failed: {exc}") from exc
             self._seqs.forget(device_id)
             self._marks.pop(device_id, None)
+            with self._stats_lock:
+                self._stats.pop(device_id, None)
             return total
 
     def delete_before(self, ts_ns: int, device_id: str | None = None) -> int:
@@ -490,7 +534,13 @@ class DuckDBStore:
             except duckdb.Error as exc:
                 con.execute("ROLLBACK")
                 raise StoreError(f"Retention delete in {self.url!r} failed: {exc}") from exc
-            return int(row[0]) if row else 0
+            n = int(row[0]) if row else 0
+            if n:
+                with self._stats_lock:
+                    hit = [d for d, st in self._stats.items()
+                           if st[1] < ts_ns and device_id in (None, d)]
+                self._load_stats(hit)
+            return n
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -547,13 +597,11 @@ class DuckDBStore:
 
     def devices(self) -> list[DeviceSummary]:
         """Summaries of every device that has readings, sorted by id."""
-        rows = self._read(
-            "SELECT device_id, count(*), min(ts_ns), max(ts_ns), list(DISTINCT metric) "
-            "FROM readings GROUP BY device_id ORDER BY device_id"
-        )
-        return [
-            DeviceSummary(d, int(n), int(lo), int(hi), sorted(ms)) for d, n, lo, hi, ms in rows
-        ]
+        self._check_open()
+        with self._stats_lock:
+            items = sorted((d, st[0], st[1], st[2], sorted(st[3]))
+                           for d, st in self._stats.items() if st[0] > 0)
+        return [DeviceSummary(*item) for item in items]
 
     def count_readings(self) -> int:
         """Total readings stored."""
