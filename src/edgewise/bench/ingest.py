@@ -237,8 +237,10 @@ def _gateway(n_devices: int, seconds: float, rate_per_device: float | None, wind
         mport, hport = _free_port(), _free_port()
         env = _env() | {"EDGEWISE_RATE_LIMIT_PER_S": "1e9", "EDGEWISE_RATE_LIMIT_BURST": "1e9"}
         log = open(data / "gateway.log", "wb")
+        prof = os.environ.get("EDGEWISE_BENCH_PROFILE")  # cProfile the gateway into this file
+        wrap = ["-m", "cProfile", "-o", prof] if prof else []
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgewise", "serve", "--data-dir", str(data),
+            [sys.executable, *wrap, "-m", "edgewise", "serve", "--data-dir", str(data),
              "--mqtt-port", str(mport), "--port", str(hport)],
             env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
