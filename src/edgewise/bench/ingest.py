@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,12 +149,18 @@ def _pct(xs: list[float], q: float) -> float | None:
     return round(float(np.percentile(xs, q)) * 1000, 1) if xs else None
 
 
-def _raw(n_devices: int, seconds: float, window: int) -> dict[str, Any]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", _RAW_BROKER, str(port)], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _raw(n_devices: int, seconds: float, window: int, mosquitto: int | None = None
+         ) -> dict[str, Any]:
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    if mosquitto:
+        port, proc = mosquitto, None
+    else:
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, "-c", _RAW_BROKER, str(port)], env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_port(port, proc)
+        if proc is not None:
+            _wait_port(port, proc)
         got = [0]
         lat: list[float] = []
         pubs: dict[str, dict[int, float]] = {}
@@ -169,14 +176,14 @@ def _raw(n_devices: int, seconds: float, window: int) -> dict[str, Any]:
                 lat.append(t - p)
             done[dev] = max(done.get(dev, 0), rec["seq"])
 
-        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-sub")
         sub.on_message = on_msg
         sub.max_inflight_messages_set(1000)
         sub.connect("127.0.0.1", port)
-        sub.subscribe("bench/+/telemetry", qos=1)
+        sub.subscribe(f"{prefix}/+/telemetry", qos=1)
         sub.loop_start()
         time.sleep(0.3)
-        devs = [_RawDevice(f"d{i:03d}", port, done) for i in range(n_devices)]
+        devs = [_RawDevice(f"d{i:03d}", port, done, prefix) for i in range(n_devices)]
         load = _Load(devs, seconds, None, window, 0, time.time() - 3600)  # type: ignore[arg-type]
         pubs.update(load.pub_t)
         got0 = got[0]
@@ -190,23 +197,24 @@ def _raw(n_devices: int, seconds: float, window: int) -> dict[str, Any]:
         return {"messages_per_s": round(rate, 1), "readings_per_s": round(rate * 8, 1),
                 "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "messages": received}
     finally:
-        proc.kill()
-        proc.wait()
+        if proc is not None:
+            proc.kill()
+            proc.wait()
 
 
 class _RawDevice:
     """Publisher for the raw run: 'pending' is what the subscriber has not yet received."""
 
-    def __init__(self, device_id: str, port: int, done: dict[str, int]) -> None:
+    def __init__(self, device_id: str, port: int, done: dict[str, int], prefix: str) -> None:
         self.device_id = device_id
         self._done = done
         self._sent = 0
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{device_id}")
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{device_id}")
         c.max_inflight_messages_set(1000)
         c.connect("127.0.0.1", port)
         c.loop_start()
         self.client = c
-        self.topic = f"bench/{device_id}/telemetry"
+        self.topic = f"{prefix}/{device_id}/telemetry"
 
     @property
     def pending(self) -> range:
@@ -223,7 +231,8 @@ class _RawDevice:
 
 
 def _gateway(n_devices: int, seconds: float, rate_per_device: float | None, window: int,
-             spike_every: int, progress: Callable[[str], None]) -> dict[str, Any]:
+             spike_every: int, progress: Callable[[str], None], mosquitto: int | None = None
+             ) -> dict[str, Any]:
     import httpx
 
     from edgewise.security.credentials import Security
@@ -235,16 +244,20 @@ def _gateway(n_devices: int, seconds: float, rate_per_device: float | None, wind
         token = sec.create_token("viewer", "bench")
         sec.close()
         mport, hport = _free_port(), _free_port()
+        prefix = f"bench{uuid.uuid4().hex[:8]}"
+        extra = (["--mqtt", f"mqtt://127.0.0.1:{mosquitto}?prefix={prefix}&client_id={prefix}"]
+                 if mosquitto else [])
         env = _env() | {"EDGEWISE_RATE_LIMIT_PER_S": "1e9", "EDGEWISE_RATE_LIMIT_BURST": "1e9"}
         log = open(data / "gateway.log", "wb")
         prof = os.environ.get("EDGEWISE_BENCH_PROFILE")  # cProfile the gateway into this file
         wrap = ["-m", "cProfile", "-o", prof] if prof else []
         proc = subprocess.Popen(
             [sys.executable, *wrap, "-m", "edgewise", "serve", "--data-dir", str(data),
-             "--mqtt-port", str(mport), "--port", str(hport)],
+             "--mqtt-port", str(mport), "--port", str(hport), *extra],
             env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_port(mport, proc)
+            if not mosquitto:
+                _wait_port(mport, proc)
             _wait_port(hport, proc)
             lat: list[float] = []
             acked_total = [0]
@@ -265,7 +278,8 @@ def _gateway(n_devices: int, seconds: float, rate_per_device: float | None, wind
                         if p is not None:
                             lat.append(t - p)
 
-            devs = [MqttDevice(d, s, port=mport, on_ack=on_ack, resend_after_s=30).start(
+            devs = [MqttDevice(d, s, port=mosquitto or mport, on_ack=on_ack, resend_after_s=30,
+                               topic_prefix=prefix if mosquitto else "edgewise").start(
                 resume=False) for d, s in creds]
             load = _Load(devs, seconds, rate_per_device, window, spike_every,
                          time.time() - 3 * 3600)
@@ -312,20 +326,24 @@ def _metric(text: str, name: str) -> float:
 
 def run_ingest_bench(
     devices: int = 20, seconds: float = 10.0, window: int = 200, spike_every: int = 200,
-    progress: Callable[[str], None] = lambda s: None,
+    progress: Callable[[str], None] = lambda s: None, mosquitto: int | None = None,
 ) -> dict[str, Any]:
     """Run raw, max and half-load runs; return every figure as one dict.
+
+    With ``mosquitto`` (a port on 127.0.0.1) the broker is that Mosquitto instead of
+    amqtt, and the gateway runs in external-broker mode.
 
     >>> r = run_ingest_bench(devices=1, seconds=0.5)  # doctest: +SKIP
     """
     progress(f"raw broker ceiling: {devices} publishers, {seconds:g} s")
-    raw = _raw(devices, seconds, window)
+    raw = _raw(devices, seconds, window, mosquitto)
     progress(f"gateway at max rate: {devices} devices, {seconds:g} s")
-    full = _gateway(devices, seconds, None, window, spike_every, progress)
+    full = _gateway(devices, seconds, None, window, spike_every, progress, mosquitto)
     half_rate = full["messages_per_s"] / 2 / devices
     progress(f"gateway at half load: {half_rate * devices:.0f} messages/s")
-    half = _gateway(devices, seconds, half_rate, window, spike_every, progress)
+    half = _gateway(devices, seconds, half_rate, window, spike_every, progress, mosquitto)
     return {
+        "broker": f"mosquitto 127.0.0.1:{mosquitto}" if mosquitto else "amqtt (embedded)",
         "devices": devices, "seconds": seconds, "metrics_per_message": 8, "qos": 1,
         "raw": raw, "max": full, "half": half,
         "gateway_vs_raw": round(full["readings_per_s"] / raw["readings_per_s"], 3)
