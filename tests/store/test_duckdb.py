@@ -25,22 +25,29 @@ def _batch(n: int, t0: int = T0, device: str = "pump-1") -> list[Reading]:
 
 
 def _corrupt_wal(path: Path) -> int:
-    """Leave ``path`` as a crashed process would, with one flipped byte in its WAL."""
+    """Leave ``path`` as a crashed process would, with one flipped byte in its WAL.
+
+    The log holds two appends of 100 readings; the flipped byte is in the second.
+    """
     crashed = path.with_name("crashed.duckdb")
     code = (
-        "import duckdb, shutil, sys\n"
-        f"con = duckdb.connect({str(crashed)!r})\n"
-        "con.execute('CREATE TABLE t (x INT)')\n"
-        "con.execute('CHECKPOINT')\n"
-        "con.execute('INSERT INTO t SELECT range FROM range(1000)')\n"
+        "import os, shutil\n"
+        "from edgewise.store.duckdb import DuckDBStore\n"
+        "from edgewise.telemetry import Reading\n"
+        f"s = DuckDBStore({str(crashed)!r})\n"
+        "s.checkpoint()\n"
+        "for k in range(2):\n"
+        f"    s.append([Reading('pump-1', 't', {T0} + (k * 100 + i) * 10**9, 1.0)"
+        " for i in range(100)])\n"
         f"shutil.copy({str(crashed)!r}, {str(path)!r})\n"
         f"shutil.copy({str(crashed) + '.wal'!r}, {str(path) + '.wal'!r})\n"
-        "import os; os._exit(0)\n"
+        "os._exit(0)\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=env)
     wal = Path(str(path) + ".wal")
     data = bytearray(wal.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    data[len(data) - 200] ^= 0xFF
     wal.write_bytes(bytes(data))
     return len(data)
 
@@ -74,7 +81,7 @@ def test_unreplayable_wal_refuses_to_open_and_keeps_the_wal(tmp_path: Path) -> N
     """Check that a WAL that does not replay raises StoreCorruptError naming file and repair."""
     path = tmp_path / "ew.duckdb"
     size = _corrupt_wal(path)
-    with pytest.raises(StoreCorruptError, match=r"edgewise repair --data-dir") as info:
+    with pytest.raises(StoreCorruptError, match=r"edgewise repair --store duckdb://") as info:
         DuckDBStore(path)
     assert str(path) in str(info.value)
     assert Path(str(path) + ".wal").stat().st_size == size, "the WAL was changed"
@@ -89,7 +96,8 @@ def test_repair_moves_wal_aside_and_opens(tmp_path: Path) -> None:
     assert not report.ok_before
     assert report.wal_moved_to and Path(report.wal_moved_to).read_bytes() == original
     assert report.wal_bytes == size
-    assert "unknown" in report.message or report.lost_rows is not None
+    assert "unknown" in report.message and report.lost_rows is None
+    assert report.readings_after == 100, "the append committed before the damage was not kept"
     store = DuckDBStore(path)
     try:
         assert store.append(_batch(3)).stored == 3

@@ -117,12 +117,16 @@ def _connect(path: Path | str) -> duckdb.DuckDBPyConnection:
 def _corrupt(path: Path | str, exc: BaseException) -> StoreCorruptError:
     path = Path(path)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StoreCorruptError(
+    where = (f"--data-dir {path.parent}" if path.name == "edgewise.duckdb"
+             else f"--store duckdb://{path}")
+    err = StoreCorruptError(
         f"DuckDB store {str(path)!r} cannot be opened: its write-ahead log "
         f"{str(_wal_path(path))!r} does not replay ({first}). Nothing was deleted. Run "
-        f"'edgewise repair --data-dir {path.parent}' to move the log aside (it is kept) and "
-        "open the store without it; the readings only in that log are lost."
+        f"'edgewise repair {where}': it keeps the log under a new name, replays its intact "
+        "part and opens the store; readings only in the damaged part are lost."
     )
+    err.path = str(path)  # type: ignore[attr-defined]
+    return err
 
 
 class DuckDBStore:
@@ -691,9 +695,11 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
     """Make a DuckDB store openable again, keeping its write-ahead log aside.
 
     If the store opens as it is, nothing changes. Otherwise the log ``<file>.wal`` is renamed
-    to ``<file>.wal.broken-<UTC time>`` (never deleted) and the database is opened from its
-    last checkpoint. The readings that were only in the log are lost; DuckDB cannot say how
-    many, so ``lost_rows`` is ``None`` and the message says so.
+    to ``<file>.wal.broken-<UTC time>`` (never deleted). When DuckDB names the byte where the
+    log is corrupt, the intact part before it is replayed (DuckDB keeps only the complete,
+    committed transactions of a cut log), so the readings committed before the damage are
+    kept. What came after the damage is lost; DuckDB cannot read it, so ``lost_rows`` is
+    ``None`` and the message says the number is unknown.
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "ew.duckdb"
@@ -707,8 +713,8 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
         raise StoreError(f"No DuckDB store at {str(p)!r} to repair.")
     try:
         store = DuckDBStore(p)
-    except StoreCorruptError:
-        pass
+    except StoreCorruptError as exc:
+        cause = str(exc.__cause__ or exc)
     else:
         n = store.count_readings()
         store.close()
@@ -719,14 +725,31 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
     size = wal.stat().st_size if wal.exists() else 0
     if wal.exists():
         os.replace(wal, moved)
-    store = DuckDBStore(p)
+    m = re.search(r"byte position (\d+)", cause)
+    cut = int(m.group(1)) if m else None
+    kept_note = "nothing of it could be replayed"
+    store = None
+    if cut is not None and 0 < cut < size:
+        with open(moved, "rb") as src, open(wal, "wb") as dst:
+            dst.write(src.read(cut))
+            dst.flush()
+            os.fsync(dst.fileno())
+        try:
+            store = DuckDBStore(p)
+            kept_note = (f"its first {cut} bytes (the transactions committed before the damage) "
+                         "were replayed")
+        except StoreError:
+            wal.unlink(missing_ok=True)
+            store = None
+    if store is None:
+        store = DuckDBStore(p)
     n = store.count_readings()
     store.close()
     return RepairReport(
-        str(p), False, str(moved) if size or moved.exists() else None, size, n, None,
-        f"Moved the write-ahead log that did not replay ({size} bytes) to {moved}; the store "
-        f"opens from its last checkpoint with {n} readings. How many readings were only in "
-        "that log is unknown (DuckDB cannot read a log it cannot replay); they are lost from "
-        "the store, and devices that keep unacknowledged messages will resend the ones above "
-        "the recomputed seq watermark.",
+        str(p), False, str(moved), size, n, None,
+        f"The write-ahead log of {p} did not replay ({cause.splitlines()[0][:300]}). It is kept "
+        f"as {moved} ({size} bytes); {kept_note}. The store opens with {n} readings. How many "
+        "readings were only in the unreadable part of the log is unknown (DuckDB cannot read "
+        "it); devices that keep unacknowledged messages resend the ones above the recomputed "
+        "seq watermark.",
     )
