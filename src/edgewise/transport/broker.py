@@ -174,7 +174,7 @@ class EmbeddedBroker:
         self.batcher = Batcher(handler, self._after_commit, max_batch=max_batch)
         self.instance = uuid.uuid4().hex
         self._broker: Broker | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()
 
     @staticmethod
     def telemetry_topic(device_id: str) -> str:
@@ -227,15 +227,42 @@ class EmbeddedBroker:
         t = topic(device_id, "ack")
         data = json.dumps({"seq": int(seq)}).encode()
         await self._broker.retain_message(None, t, data, 1)
-        await self._broker.internal_message_broadcast(t, data, 1)
+        self._deliver(t, data)
 
     async def publish_deadletter(self, device_id: str, problem: dict[str, Any]) -> None:
         """Send a dead-letter problem to the device and count it by reason."""
         self.count("edgewise_messages_deadlettered_total", reason=str(problem.get("reason")))
         if self._broker is None:
             return
-        data = json.dumps(problem, default=str).encode()
-        await self._broker.internal_message_broadcast(topic(device_id, "deadletter"), data, 1)
+        self._deliver(topic(device_id, "deadletter"), json.dumps(problem, default=str).encode())
+
+    def _deliver(self, topic_name: str, data: bytes) -> None:
+        """Send to the sessions subscribed to exactly ``topic_name`` (QoS 1).
+
+        The ACL lets only the device itself subscribe to its ack and dead-letter topics,
+        and only by their exact names, so the subscribers are found by one dict lookup.
+        This skips amqtt's broadcast loop, which iterates every subscription for every
+        message and, in amqtt 0.11.4, drops the message when a client subscribes while
+        it iterates ("dictionary changed size during iteration"): an ack lost that way
+        would leave a device waiting for its resend timer.
+        """
+        assert self._broker is not None
+        sessions = self._broker.sessions
+        for session, qos in list(self._broker.subscriptions.get(topic_name, ())):
+            if session.transitions.state != "connected":
+                continue
+            entry = sessions.get(session.client_id)
+            if entry is None:
+                continue
+            task = asyncio.ensure_future(
+                entry[1].mqtt_publish(topic_name, data, min(qos, 1), retain=False))
+            self._pending.add(task)
+            task.add_done_callback(self._delivered)
+
+    def _delivered(self, task: asyncio.Future[Any]) -> None:
+        self._pending.discard(task)  # type: ignore[arg-type]
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("ack/dead-letter delivery failed: %s", task.exception())
 
     def deadletter_soon(self, device_id: str, problem: dict[str, Any]) -> None:
         task = asyncio.get_running_loop().create_task(self.publish_deadletter(device_id, problem))
