@@ -231,8 +231,8 @@ class _RawDevice:
 
 
 def _gateway(n_devices: int, seconds: float, rate_per_device: float | None, window: int,
-             spike_every: int, progress: Callable[[str], None], mosquitto: int | None = None
-             ) -> dict[str, Any]:
+             spike_every: int, progress: Callable[[str], None], mosquitto: int | None = None,
+             consumer: str = "plugin") -> dict[str, Any]:
     import httpx
 
     from edgewise.security.credentials import Security
@@ -247,7 +247,8 @@ def _gateway(n_devices: int, seconds: float, rate_per_device: float | None, wind
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         extra = (["--mqtt", f"mqtt://127.0.0.1:{mosquitto}?prefix={prefix}&client_id={prefix}"]
                  if mosquitto else [])
-        env = _env() | {"EDGEWISE_RATE_LIMIT_PER_S": "1e9", "EDGEWISE_RATE_LIMIT_BURST": "1e9"}
+        env = _env() | {"EDGEWISE_RATE_LIMIT_PER_S": "1e9", "EDGEWISE_RATE_LIMIT_BURST": "1e9",
+                        "EDGEWISE_MQTT_CONSUMER": consumer}
         log = open(data / "gateway.log", "wb")
         prof = os.environ.get("EDGEWISE_BENCH_PROFILE")  # cProfile the gateway into this file
         wrap = ["-m", "cProfile", "-o", prof] if prof else []
@@ -327,23 +328,27 @@ def _metric(text: str, name: str) -> float:
 def run_ingest_bench(
     devices: int = 20, seconds: float = 10.0, window: int = 200, spike_every: int = 200,
     progress: Callable[[str], None] = lambda s: None, mosquitto: int | None = None,
+    consumer: str = "plugin",
 ) -> dict[str, Any]:
     """Run raw, max and half-load runs; return every figure as one dict.
 
     With ``mosquitto`` (a port on 127.0.0.1) the broker is that Mosquitto instead of
-    amqtt, and the gateway runs in external-broker mode.
+    amqtt, and the gateway runs in external-broker mode. ``consumer`` picks how the
+    embedded broker hands telemetry to the gateway: ``"plugin"`` or ``"subscriber"``.
 
     >>> r = run_ingest_bench(devices=1, seconds=0.5)  # doctest: +SKIP
     """
     progress(f"raw broker ceiling: {devices} publishers, {seconds:g} s")
     raw = _raw(devices, seconds, window, mosquitto)
     progress(f"gateway at max rate: {devices} devices, {seconds:g} s")
-    full = _gateway(devices, seconds, None, window, spike_every, progress, mosquitto)
+    full = _gateway(devices, seconds, None, window, spike_every, progress, mosquitto, consumer)
     half_rate = full["messages_per_s"] / 2 / devices
     progress(f"gateway at half load: {half_rate * devices:.0f} messages/s")
-    half = _gateway(devices, seconds, half_rate, window, spike_every, progress, mosquitto)
+    half = _gateway(devices, seconds, half_rate, window, spike_every, progress, mosquitto,
+                    consumer)
     return {
         "broker": f"mosquitto 127.0.0.1:{mosquitto}" if mosquitto else "amqtt (embedded)",
+        "consumer": "external subscriber" if mosquitto else consumer,
         "devices": devices, "seconds": seconds, "metrics_per_message": 8, "qos": 1,
         "raw": raw, "max": full, "half": half,
         "gateway_vs_raw": round(full["readings_per_s"] / raw["readings_per_s"], 3)

@@ -18,6 +18,10 @@ def ingest(
     mosquitto: Annotated[int, typer.Option(
         "--mosquitto", help="Port of a Mosquitto on 127.0.0.1 to use instead of amqtt "
                             "(gateway in external-broker mode); 0 = embedded amqtt.")] = 0,
+    consumer: Annotated[str, typer.Option(
+        "--consumer", help="How the embedded broker hands telemetry to the gateway: "
+                           "'plugin' (default) or 'subscriber' (internal MQTT client)."),
+    ] = "plugin",
     json_out: Json = False,
 ) -> None:
     """Sustained readings/s, publish->stored and publish->alert latency, and the raw
@@ -28,12 +32,12 @@ def ingest(
 
     say = (lambda s: None) if json_out else (lambda s: typer.echo(s, err=True))
     r = run_ingest_bench(devices=devices, seconds=seconds, window=window, progress=say,
-                         mosquitto=mosquitto or None)
+                         mosquitto=mosquitto or None, consumer=consumer)
     if json_out:
         typer.echo(json.dumps(r))
         return
     raw, full, half = r["raw"], r["max"], r["half"]
-    typer.echo(f"broker: {r['broker']}")
+    typer.echo(f"broker: {r['broker']}, consumer: {r['consumer']}")
     typer.echo(f"raw broker (no gateway): {raw['readings_per_s']:,.0f} readings/s "
                f"(p50 {raw['p50_ms']} ms, p99 {raw['p99_ms']} ms publish->subscribe)")
     typer.echo(f"gateway max:  {full['readings_per_s']:,.0f} readings/s durably acked "

@@ -94,6 +94,7 @@ class Gateway:
                 self.handle, self.security.authenticate_device, host=s.host, port=s.mqtt_port,
                 tls_cert=s.tls_cert, tls_key=s.tls_key, count=count,
                 watermark=self.store.seq_watermark,
+                consumer=os.environ.get("EDGEWISE_MQTT_CONSUMER", "plugin"),
             )
         if s.mqtt.startswith(("mqtt://", "mqtts://")):
             from edgewise.transport.client import ExternalBroker
