@@ -17,11 +17,14 @@ shows how far behind it is.
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edgewise.alerts import AlertManager
 from edgewise.config import Settings
@@ -92,6 +95,10 @@ class Pipeline:
         A seq gap still missing after this long is reported (metric and alert).
     detect_async
         Run detection on a worker thread (default) instead of inside ``ingest``.
+    state_path
+        Where the detectors' learned state is saved on :meth:`close` and restored from
+        at start, so a clean restart does not warm every stream up again. (After a crash
+        the streams warm up from scratch; nothing else depends on this file.)
     """
 
     def __init__(
@@ -106,6 +113,7 @@ class Pipeline:
         gap_grace_s: float = 30.0,
         detect_async: bool = True,
         merge_gap_s: float = 60.0,
+        state_path: Path | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -123,6 +131,9 @@ class Pipeline:
         self._detectors: dict[tuple[str, str], Detector] = {}
         self._mv: dict[str, Detector] = {}
         self._last_scored: dict[tuple[str, str], int] = {}
+        self.state_path = state_path
+        if state_path is not None and state_path.exists():
+            self._load_state(state_path)
         self._max_seq: dict[str, int] = {}
         self._gap_since: dict[str, float] = {}
         self._gaps_reported: dict[str, set[tuple[int, int]]] = {}
@@ -378,6 +389,23 @@ class Pipeline:
                 )))
         return out
 
+    def _load_state(self, path: Path) -> None:
+        try:
+            with open(path, "rb") as f:
+                state = pickle.load(f)  # our own file in the data directory
+            self._detectors, self._mv, self._last_scored = (
+                state["detectors"], state["multivariate"], state["last_scored"])
+        except Exception:
+            log.exception("detector state at %s unreadable; streams warm up again", path)
+
+    def save_state(self, path: Path) -> None:
+        """Write the detectors' learned state (atomically: temp file, then rename)."""
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump({"detectors": self._detectors, "multivariate": self._mv,
+                         "last_scored": self._last_scored}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+
     def close(self) -> None:
         """Finish scoring what is queued and stop the worker; safe to call twice."""
         if self._closed:
@@ -390,6 +418,11 @@ class Pipeline:
             self.alerts.flush(force=True)
         except Exception:
             log.exception("writing the last alert updates failed")
+        if self.state_path is not None:
+            try:
+                self.save_state(self.state_path)
+            except OSError:
+                log.exception("could not save detector state to %s", self.state_path)
 
 
 def _gap_from_message(message: str) -> tuple[int, int]:

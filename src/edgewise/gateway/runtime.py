@@ -64,6 +64,7 @@ class Gateway:
                 raise ConfigError(
                     f"Setting 'EDGEWISE_SEQ_GAP_GRACE_S' has value {grace!r}. Not a valid float."
                 ) from None
+        pipeline_options.setdefault("state_path", settings.data_dir / "detectors.pickle")
         self.pipeline = Pipeline(self.store, settings, self.security, **pipeline_options)
         self.transport: Transport | None = None
         self.http_server: Any = None
