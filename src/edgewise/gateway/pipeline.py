@@ -7,11 +7,14 @@ slow detector delays alerts, never acknowledgements; ``edgewise_detection_backlo
 shows how far behind it is.
 
 >>> from edgewise.config import Settings
->>> from edgewise.store import open_store                                # doctest: +SKIP
->>> p = Pipeline(open_store("duckdb://:memory:"), Settings())             # doctest: +SKIP
+>>> from edgewise.store import open_store
+>>> store = open_store("duckdb://:memory:")
+>>> p = Pipeline(store, Settings())
 >>> body = b'{"ts": 1700000000, "metrics": {"rpm": 1450}, "seq": 1}'
->>> p.ingest("pump-1", body).ack_seq                                      # doctest: +SKIP
-1
+>>> r = p.ingest("pump-1", body)
+>>> r.accepted, r.ack_seq
+(1, 1)
+>>> p.close(); store.close()
 """
 
 from __future__ import annotations
