@@ -6,6 +6,7 @@ import contextlib
 import json
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,11 @@ from typing import Any
 
 import pytest
 import uvicorn
-from fastapi.testclient import TestClient
+from starlette.exceptions import StarletteDeprecationWarning
+
+with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 and warns, once, at import
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
 
 from edgewise.config import Settings
 from edgewise.gateway.pipeline import Pipeline
@@ -67,11 +72,13 @@ def build_env(data_dir: Path, **overrides: Any) -> Iterator[Env]:
     tokens = {role: security.create_token(role, f"test-{role}")
               for role in ("viewer", "operator", "admin")}
     device, secret = security.add_device("pump-1")
-    with TestClient(app) as client:
-        yield Env(client, store, security, pipeline, settings, tokens, device, secret)
-    pipeline.close()
-    store.close()
-    security.close()
+    try:
+        with TestClient(app) as client:
+            yield Env(client, store, security, pipeline, settings, tokens, device, secret)
+    finally:  # also on gen.close(), which raises GeneratorExit at the yield
+        pipeline.close()
+        store.close()
+        security.close()
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 import time
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.routing import APIRoute
 
+import edgewise.server.routes as routes_pkg
 from edgewise.config import Settings
 from edgewise.errors import ConfigError
 from edgewise.server.app import WEB_DIR, uvicorn_ssl_kwargs
@@ -40,13 +43,20 @@ def test_openapi_lists_every_route_with_a_summary(env: Env) -> None:
     assert spec["info"]["title"] == "Edgewise"
     assert "problem+json" in spec["info"]["description"]
     documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
-    routed = {(m, r.path) for r in env.client.app.routes
-              if isinstance(r, APIRoute) and r.include_in_schema for m in r.methods}
+    routed = set()  # every route of every router module, so a module left out is caught
+    for mod in pkgutil.iter_modules(routes_pkg.__path__):
+        router = importlib.import_module(f"{routes_pkg.__name__}.{mod.name}").router
+        routed |= {(m, r.path) for r in router.routes
+                   if isinstance(r, APIRoute) and r.include_in_schema for m in r.methods}
     assert documented == routed == EXPECTED_ROUTES
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             assert op.get("summary"), (method, path)
             assert op.get("tags"), (method, path)
+            if path not in ("/healthz", "/metrics"):
+                assert op["security"], (method, path)
+    body = spec["paths"]["/v1/telemetry"]["post"]["requestBody"]["content"]["application/json"]
+    assert set(body["examples"]) == {"compact", "batch", "senml"}
 
 
 def test_healthz_and_metrics(env: Env) -> None:
@@ -143,3 +153,17 @@ def test_https_with_a_throwaway_certificate(env: Env, tmp_path: Path) -> None:
         assert resp.json()["ack_seq"] == 1
         with pytest.raises(httpx.ConnectError):  # a client without the cert refuses it
             httpx.get(f"{base}/healthz")
+
+
+def test_store_and_unexpected_failures_are_problems(env: Env) -> None:
+    """Check a failing store is a 503 and a crash a 500, both problem+json, no internals."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(env.client.app, raise_server_exceptions=False)
+    env.store.close()
+    body = problem(client.get("/v1/devices", headers=env.auth("viewer")), 503)
+    assert body["reason"] == "store_error" and body["detail"].endswith("acknowledged.")
+    env.security.close()  # sqlite3 now fails in a way no route expects
+    body = problem(client.get("/v1/devices", headers=env.auth("viewer")), 500)
+    assert body["reason"] == "internal" and "GET /v1/devices" in body["detail"]
+    assert "sqlite" not in body["detail"].lower()

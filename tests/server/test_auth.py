@@ -66,6 +66,7 @@ def test_wrong_device_credentials_are_401(env: Env, device: str, secret_of: str 
     assert body["field"] == "Authorization"
     assert secret not in resp.text
     assert env.store.count_readings() == 0
+    assert env.pipeline.metrics.get("edgewise_auth_failures_total", reason="bad_secret") == 1
 
 
 def test_wrong_secrets_are_throttled_with_retry_after(data_dir: Path) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
-from tests.server.conftest import Env, build_env, problem
+import pytest
+
+from tests.server.conftest import PROBLEM_KEYS, Env, build_env, problem, serve_in_thread
 
 
 def _stored(env: Env, metric: str | None = None) -> list[tuple[str, int, float]]:
@@ -57,7 +60,7 @@ def test_one_bad_record_does_not_lose_the_good_ones(env: Env) -> None:
     assert (2, "ts", "bad_ts") in rejected
     assert rejected[(2, "ts", "bad_ts")]["value"] == "2024-13-01T00:00:00Z"
     for r in body["rejected"]:
-        assert {"type", "title", "status", "detail", "field", "value", "allowed", "reason"} <= r.keys()
+        assert PROBLEM_KEYS <= r.keys()
     assert [v for _, _, v in _stored(env, "temp_c")] == [20.0, 20.3]
 
 
@@ -121,6 +124,8 @@ def test_payload_over_the_limit_is_413_before_reading(data_dir: Path) -> None:
         body = problem(resp, 413)
         assert body["value"] == "more than 1000 bytes"
         assert env.store.count_readings() == 0
+        metrics = env.client.get("/metrics").text
+        assert 'edgewise_readings_rejected_total{reason="too_large"} 2' in metrics
     finally:
         gen.close()
 
@@ -131,3 +136,55 @@ def test_wrong_content_type_is_415(env: Env) -> None:
                            headers={**env.device_headers(), "Content-Type": "application/xml"})
     body = problem(resp, 415)
     assert (body["field"], body["value"]) == ("Content-Type", "application/xml")
+
+
+def test_oversized_stream_is_refused_before_it_ends(env: Env) -> None:
+    """Check over a real socket: a chunked body gets 413 as soon as it passes the limit,
+    while the client has not even finished sending it."""
+    limit = env.settings.max_payload_bytes
+    with serve_in_thread(env.client.app) as port, socket.create_connection(
+        ("127.0.0.1", port), timeout=10
+    ) as sock:
+        sock.sendall(
+            f"POST /v1/telemetry HTTP/1.1\r\nHost: x\r\nX-Device-Id: {env.device}\r\n"
+            f"Authorization: Bearer {env.secret}\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        chunk = b" " * 4096
+        for _ in range(limit // len(chunk) + 2):  # just past the limit; never the last chunk
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        head = sock.recv(65536).decode("latin-1")
+    assert head.startswith("HTTP/1.1 413"), head[:200]
+    assert "application/problem+json" in head
+    assert env.store.count_readings() == 0
+
+
+@pytest.mark.parametrize("record, field, reason", [
+    ({"metrics": {"a": 1.0}}, "ts", "missing_field"),
+    ({"ts": True, "metrics": {"a": 1.0}}, "ts", "bad_ts"),
+    ({"ts": 1.0, "metrics": {"a": 1.0}}, "ts", "ancient_ts"),
+    ({"ts": "TS", "metrics": [1.0, 2.0]}, "metrics", "bad_shape"),
+    ({"ts": "TS", "metrics": {}}, "metrics", "bad_shape"),
+    ({"ts": "TS", "metrics": {"a": {"x": 1}}}, "metrics.a", "bad_type"),
+    ({"ts": "TS", "metrics": {"a": True}}, "metrics.a", "bad_type"),
+    ({"ts": "TS", "metrics": {"a b": 1.0}}, "metrics.a b", "bad_metric"),
+    ({"ts": "TS", "metrics": {"a": 1.0}, "seq": -1}, "seq", "bad_seq"),
+    ({"ts": "TS", "metrics": {"a": 1.0}, "extra": 1}, "extra", "unknown_field"),
+    ([{"bn": "x", "n": "a", "vs": "on"}], "vs", "unsupported_value"),
+])
+def test_each_bad_record_is_named(env: Env, record: object, field: str, reason: str) -> None:
+    """Check each kind of bad record is rejected naming its field, next to a good record."""
+    ts = int(time.time()) - 5
+    good = {"ts": ts - 1, "metrics": {"ok": 1.0}}
+    if isinstance(record, dict):
+        rec = {k: (ts if v == "TS" else v) for k, v in record.items()}
+        batch: object = [good, rec]
+    else:  # SenML: its own pack, with one good record first
+        batch = [{"bn": "", "bt": ts, "n": "ok", "v": 1.0}, *record]
+    resp = env.send(batch)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert [(r["field"], r["reason"]) for r in body["rejected"]] == [(field, reason)]
+    assert body["rejected"][0]["index"] == 1
+    assert body["accepted"] == 1
+    assert [m for m, _, _ in env.store.query(env.device)] == ["ok"]

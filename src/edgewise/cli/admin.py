@@ -108,8 +108,9 @@ def device_delete(
             if as_json:
                 typer.echo(json.dumps(done))
             what = "credentials revoked" if registered else "device was not registered"
+            why = str(exc).rstrip(".")
             typer.echo(
-                f"error: {what}, but its stored data was NOT deleted: {exc}. If a gateway "
+                f"error: {what}, but its stored data was NOT deleted: {why}. If a gateway "
                 f"is running, delete the data with DELETE /v1/devices/{device_id} (admin "
                 f"token), or run this command again once it is stopped.", err=True)
             raise typer.Exit(1) from None

@@ -117,6 +117,7 @@ def create_app(
         return response
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    app.openapi = lambda: _openapi_with_bearer(app)  # type: ignore[method-assign]
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:
@@ -127,6 +128,31 @@ def create_app(
         return RedirectResponse("/static/favicon.svg")
 
     return app
+
+
+def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
+    """The generated spec, plus the bearer scheme on every operation outside ``health``."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    spec = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                       description=app.description, routes=app.routes, tags=app.openapi_tags)
+    spec.setdefault("components", {})["securitySchemes"] = {
+        "apiToken": {"type": "http", "scheme": "bearer",
+                     "description": "An API token (viewer, operator or admin)."},
+        "deviceSecret": {"type": "http", "scheme": "bearer",
+                         "description": "A device secret, with the X-Device-Id header."},
+    }
+    for ops in spec["paths"].values():
+        for op in ops.values():
+            tags = op.get("tags", [])
+            if "telemetry" in tags:
+                op["security"] = [{"deviceSecret": []}]
+            elif "health" not in tags:
+                op["security"] = [{"apiToken": []}]
+    app.openapi_schema = spec
+    return spec
 
 
 def uvicorn_ssl_kwargs(settings: Settings) -> dict[str, str]:

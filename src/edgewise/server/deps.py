@@ -119,7 +119,7 @@ def _principal(
                               reason="bad_credentials") from None
 
 
-def require_role(role: str):  # noqa: ANN201  (a FastAPI dependency)
+def require_role(role: str):
     """A dependency that authenticates an API token and checks it has at least ``role``."""
     need = ROLE_RANK[role]
 

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgewise.errors import (
     AuthError,
+    InvalidParameterError,
     PayloadError,
     RateLimitError,
     StoreError,
@@ -204,7 +205,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> JSONResponse:
         return Problem(
-            503, "Store unavailable", f"{exc}. Nothing of this request was acknowledged.",
+            503, "Store unavailable",
+            f"{str(exc).rstrip('.')}. Nothing of this request was acknowledged.",
             reason="store_error",
         ).response()
 
@@ -220,6 +222,19 @@ def install_problem_handlers(app: FastAPI) -> None:
         return Problem(
             422, "Invalid input", f"Field {field!r}: {msg}.", field=field, value=value,
             allowed=msg, reason="missing_field" if err.get("type") == "missing" else "invalid",
+        ).response()
+
+    @app.exception_handler(InvalidParameterError)
+    async def _param(request: Request, exc: InvalidParameterError) -> JSONResponse:
+        return Problem(422, "Invalid input", str(exc), reason="invalid").response()
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback; the client gets the shape it expects, no internals.
+        return Problem(
+            500, "Internal error", f"The server failed on {request.method} "
+            f"{request.url.path} ({type(exc).__name__}); nothing of this request was "
+            "acknowledged.", reason="internal",
         ).response()
 
     @app.exception_handler(StarletteHTTPException)

@@ -60,7 +60,8 @@ async def list_alerts(
     status: Annotated[str | None, Query(description="'open' or 'acknowledged'.")] = None,
     kind: Annotated[str | None, Query(description="e.g. 'anomaly' or 'seq_gap'.")] = None,
     since: Annotated[
-        str | None, Query(description="Only alerts created at or after (RFC 3339 or epoch s).")
+        str | None, Query(description="Only alerts whose span ends at or after this time "
+                          "(RFC 3339 or epoch seconds).")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many.")] = 100,
 ) -> list[dict[str, Any]]:

@@ -87,19 +87,30 @@ async def _ingest(
             field="Content-Type", value=content_type,
             allowed="application/json or application/senml+json",
         )
-    secret = bearer_secret(authorization)
+    count = pipeline.metrics.inc
+    try:
+        secret = bearer_secret(authorization)
+    except Problem:
+        count("edgewise_auth_failures_total", reason="empty_password")
+        raise
     try:
         await run_in_threadpool(security.authenticate_device, device_id, secret)
     except AuthError as exc:
         if type(exc) is not AuthError:
+            count("edgewise_auth_failures_total", reason="throttled")
             raise  # ThrottledError: 429 with Retry-After from the handler
+        count("edgewise_auth_failures_total", reason="bad_secret")
         raise Problem(
             401, "Authentication required",
             f"Device {device_id!r} is unknown or the secret is wrong.",
             field="Authorization", allowed="'Bearer <device secret>' with 'X-Device-Id'",
             reason="bad_credentials", headers={"WWW-Authenticate": "Bearer"},
         ) from None
-    body = await read_limited_body(request, settings.max_payload_bytes)
+    try:
+        body = await read_limited_body(request, settings.max_payload_bytes)
+    except Problem as exc:
+        count("edgewise_readings_rejected_total", reason=exc.reason)
+        raise
     result = await run_in_threadpool(pipeline.ingest, device_id, body, via="http")
     rejected = []
     for err in result.rejected:
@@ -122,11 +133,43 @@ _DOC = (
 )
 
 
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [{"type": "object"}, {"type": "array"}]},
+                "examples": {
+                    "compact": {"summary": "Compact, one message", "value": {
+                        "ts": "2026-01-31T12:00:00Z", "seq": 1,
+                        "metrics": {"temp_c": 21.5, "rpm": 1450}}},
+                    "batch": {"summary": "Compact, a batch", "value": [
+                        {"ts": 1769860800, "seq": 1, "metrics": {"temp_c": 21.5}},
+                        {"ts": 1769860801, "seq": 2, "metrics": {"temp_c": 21.6}}]},
+                    "senml": {"summary": "SenML (RFC 8428)", "value": [
+                        {"bn": "pump-7/", "bt": 1769860800, "n": "temp_c", "u": "Cel",
+                         "v": 21.5},
+                        {"n": "rpm", "v": 1450}]},
+                },
+            },
+            "application/senml+json": {"schema": {"type": "array"}},
+        },
+    },
+    "responses": {
+        "401": {"description": "Unknown device or wrong secret (problem+json)."},
+        "413": {"description": "Body over the size limit (problem+json)."},
+        "422": {"description": "Nothing in the payload is usable (problem+json)."},
+        "429": {"description": "Rate limit or throttled; see Retry-After (problem+json)."},
+    },
+}
+
+
 @router.post(
     "/v1/telemetry",
     summary="Send telemetry (device id in X-Device-Id)",
     description=_DOC,
     response_model=IngestResponse,
+    openapi_extra=_BODY,
 )
 async def post_telemetry(
     request: Request,
@@ -152,6 +195,7 @@ async def post_telemetry(
     summary="Send telemetry (device id in the path)",
     description=_DOC,
     response_model=IngestResponse,
+    openapi_extra=_BODY,
 )
 async def post_device_telemetry(
     request: Request,

@@ -5,7 +5,7 @@
 const TOKEN_KEY = "edgewise.token";
 const POLL_MS = 3000;
 const WINDOWS = [["15m", 900], ["1h", 3600], ["6h", 21600], ["24h", 86400], ["7d", 604800]];
-const state = { me: null, timer: null, view: null, window: 3600 };
+const state = { me: null, timer: null, view: null, window: 900 };
 
 // ---------------------------------------------------------------- small helpers
 function h(tag, attrs, ...children) {
