@@ -17,7 +17,7 @@ passes every check except the reopen ones; use a file.
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "c.duckdb"
 >>> check_store_idempotent_append(lambda: DuckDBStore(path))
 >>> [c.__name__ for c in yield_store_checks()][:2]
-['check_store_idempotent_append', 'check_store_conflict_kept_not_overwritten']
+['check_store_implements_protocol', 'check_store_idempotent_append']
 
 To run them all (each check needs its own empty store, hence a factory of factories)::
 
@@ -58,6 +58,16 @@ def _seqs(readings: list[Reading]) -> dict[str, list[int]]:
         if r.seq is not None:
             out.setdefault(r.device_id, []).append(r.seq)
     return out
+
+
+def check_store_implements_protocol(factory: StoreFactory) -> None:
+    """The store is a ``Store`` (every method of the protocol) with a ``url``."""
+    store = factory()
+    try:
+        assert isinstance(store, Store), f"{type(store).__name__} lacks part of the Store protocol"
+        assert isinstance(store.url, str) and "://" in store.url, store.url
+    finally:
+        store.close()
 
 
 def check_store_idempotent_append(factory: StoreFactory) -> None:
@@ -239,6 +249,12 @@ def check_store_retention(factory: StoreFactory) -> None:
         assert store.count_readings() == 5 * 2 * 2, store.count_readings()
         assert store.seq_watermark("pump-a") == 10, "retention moved the seq watermark back"
         assert store.delete_before(T0) == 0
+        summary = {d.device_id: (d.readings, d.first_ns, d.last_ns) for d in store.devices()}
+        assert summary == {"pump-a": (10, T0 + 5 * S, T0 + 9 * S),
+                           "pump-b": (10, T0 + 5 * S, T0 + 9 * S)}, summary
+        assert store.delete_before(T0 + 100 * S, device_id="pump-a") == 10
+        assert [d.device_id for d in store.devices()] == ["pump-b"], store.devices()
+        assert store.count_readings() == 10
     finally:
         store.close()
 
@@ -349,6 +365,34 @@ def check_store_reopen_keeps_everything(factory: StoreFactory) -> None:
         store.close()
 
 
+def check_store_watermark_over_many_messages(factory: StoreFactory) -> None:
+    """Hundreds of one-message appends with a gap: watermark and gaps survive reopen."""
+    store = factory()
+    try:
+        for k in range(1, 301):
+            if k != 150:
+                store.append([Reading("pump-1", "temp_c", T0 + k * S, float(k), seq=k)])
+        assert store.seq_watermark("pump-1") == 149, store.seq_watermark("pump-1")
+        assert store.seq_gaps("pump-1") == [(150, 150)], store.seq_gaps("pump-1")
+    finally:
+        store.close()
+    store = factory()
+    try:
+        assert store.seq_watermark("pump-1") == 149, "watermark changed across reopen"
+        assert store.seq_gaps("pump-1") == [(150, 150)], store.seq_gaps("pump-1")
+        assert store.append([], {"pump-1": [5, 149]}).watermarks == {"pump-1": 149}
+        r = store.append([Reading("pump-1", "temp_c", T0 + 150 * S, 150.0, seq=150)])
+        assert r.watermarks == {"pump-1": 300} and store.seq_gaps("pump-1") == [], r
+        assert store.count_readings() == 300
+    finally:
+        store.close()
+    store = factory()
+    try:
+        assert store.seq_watermark("pump-1") == 300 and store.seq_gaps("pump-1") == []
+    finally:
+        store.close()
+
+
 def check_store_devices_summary(factory: StoreFactory) -> None:
     """devices() gives per-device count, first/last time and metrics."""
     store = factory()
@@ -406,6 +450,7 @@ def check_store_concurrent_reads_during_writes(factory: StoreFactory) -> None:
 
 
 _STORE_CHECKS: tuple[StoreCheck, ...] = (
+    check_store_implements_protocol,
     check_store_idempotent_append,
     check_store_conflict_kept_not_overwritten,
     check_store_watermark_and_gaps,
@@ -416,6 +461,7 @@ _STORE_CHECKS: tuple[StoreCheck, ...] = (
     check_store_alerts_crud,
     check_store_failed_append_leaves_nothing,
     check_store_reopen_keeps_everything,
+    check_store_watermark_over_many_messages,
     check_store_devices_summary,
     check_store_concurrent_reads_during_writes,
 )

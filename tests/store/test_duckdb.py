@@ -176,3 +176,39 @@ def test_wal_is_checkpointed_on_close(tmp_path: Path) -> None:
     copy = DuckDBStore(tmp_path / "copy.duckdb")
     assert copy.count_readings() == 100
     copy.close()
+
+
+def test_same_file_twice_in_one_process_is_refused(tmp_path: Path) -> None:
+    """Check that a second DuckDBStore on an open file is refused, and allowed after close."""
+    path = tmp_path / "ew.duckdb"
+    store = DuckDBStore(path)
+    with pytest.raises(StoreError, match="already open in this process"):
+        DuckDBStore(tmp_path / "." / "ew.duckdb")
+    store.close()
+    DuckDBStore(path).close()
+
+
+def test_seqs_are_folded_into_marks(tmp_path: Path) -> None:
+    """Check that stored seqs below the watermark are folded away, so the table stays small."""
+    import duckdb
+
+    from edgewise.store import duckdb as store_mod
+
+    path = tmp_path / "ew.duckdb"
+    store = DuckDBStore(path)
+    for k in range(1, store_mod.COMPACT_EVERY + 11):
+        store.append([], {"pump-1": [k], "pump-2": [k + 1]})  # pump-2 misses seq 1
+    store.close()
+    con = duckdb.connect(str(path))
+    try:
+        left = con.execute("SELECT device_id, count(*) FROM seqs GROUP BY ALL ORDER BY 1")
+        rows = dict(left.fetchall())
+        marks = dict(con.execute("SELECT device_id, watermark FROM seq_marks").fetchall())
+    finally:
+        con.close()
+    assert "pump-1" not in rows and marks == {"pump-1": store_mod.COMPACT_EVERY + 10}
+    assert rows["pump-2"] == store_mod.COMPACT_EVERY + 10  # nothing folds above a gap
+    store = DuckDBStore(path)
+    assert store.seq_watermark("pump-1") == store_mod.COMPACT_EVERY + 10
+    assert store.seq_gaps("pump-2") == [(1, 1)]
+    store.close()

@@ -75,6 +75,7 @@ def test_store_survives_sigkill_loop(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_store_survives_long_sigkill_loop(tmp_path: Path) -> None:
     """Check the same over 200 kills."""
     result = _run_loop(tmp_path / "crash.duckdb", iterations=200, seed=200)

@@ -21,7 +21,14 @@ from edgewise.errors import StoreError
 from edgewise.store.base import Conflict
 from edgewise.telemetry import Reading
 
-__all__ = ["Classified", "SeqTracker", "check_readings", "classify", "normalise_seqs"]
+__all__ = [
+    "Classified",
+    "Columns",
+    "SeqTracker",
+    "check_readings",
+    "classify",
+    "normalise_seqs",
+]
 
 Key = tuple[str, str, int]
 
@@ -35,6 +42,41 @@ class Classified:
     conflicts: list[Conflict] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class Columns:
+    """A batch as columns, built once per append (both backends need them).
+
+    >>> c = Columns.of([Reading("d", "t", 1, 1.0, seq=3), Reading("d", "u", 1, 2.0, seq=3)])
+    >>> c.unique_keys, c.seqs_by_device()
+    (True, {'d': {3}})
+    """
+
+    device_id: list[str]
+    metric: list[str]
+    ts_ns: list[int]
+    value: list[float]
+    seq: list[int | None]
+    unique_keys: bool
+
+    @classmethod
+    def of(cls, readings: Sequence[Reading]) -> Columns:
+        """Columns of ``readings``; ``unique_keys`` says no (device, metric, ts) repeats."""
+        devs = [r.device_id for r in readings]
+        metrics = [r.metric for r in readings]
+        ts = [r.ts_ns for r in readings]
+        unique = len(set(zip(devs, metrics, ts, strict=True))) == len(ts)
+        return cls(devs, metrics, ts, [float(r.value) for r in readings],
+                   [r.seq for r in readings], unique)
+
+    def seqs_by_device(self) -> dict[str, set[int]]:
+        """The seqs (>= 1) carried by the readings themselves, per device."""
+        out: dict[str, set[int]] = {}
+        for d, q in set(zip(self.device_id, self.seq, strict=True)):
+            if q is not None and q >= 1:
+                out.setdefault(d, set()).add(q)
+        return out
+
+
 def check_readings(readings: Sequence[Reading]) -> None:
     """Raise :class:`StoreError` (before anything is written) if a reading cannot be stored.
 
@@ -46,7 +88,19 @@ def check_readings(readings: Sequence[Reading]) -> None:
     ...
     edgewise.errors.StoreError: Cannot store reading 0 (device 'd', metric 't'): value must be a finite number. Got nan instead.
     """  # noqa: E501
+    lo, hi, top = -(2**63), 2**63, 2**62
     for i, r in enumerate(readings):
+        # fast path for the common exact types; anything else gets the careful checks below
+        if type(r) is Reading:
+            v, t, q = r.value, r.ts_ns, r.seq
+            if (
+                ((type(v) is float and v - v == 0.0) or type(v) is int)
+                and type(t) is int and lo <= t < hi
+                and (q is None or (type(q) is int and 0 <= q < top))
+                and type(r.device_id) is str and r.device_id
+                and type(r.metric) is str and r.metric
+            ):
+                continue
         problem = None
         if not isinstance(r, Reading):
             raise StoreError(
@@ -108,13 +162,17 @@ def classify(
     existing: Mapping[Key, float],
     known_conflicts: set[tuple[str, str, int, float]],
     received_ns: int = 0,
+    unique_keys: bool = False,
 ) -> Classified:
     """Decide per reading: new (insert), duplicate, or conflict.
 
     ``existing`` maps already stored keys to their value; ``known_conflicts`` holds the
     (device, metric, ts, new value) conflicts already recorded, so that re-delivering a
     conflicting reading does not record it twice (it counts as a duplicate).
+    ``unique_keys`` (no key repeats inside the batch) allows a fast path.
     """
+    if unique_keys and not existing:  # the common case: every reading is new
+        return Classified(new=list(range(len(readings))))
     out = Classified()
     first: dict[Key, float] = {}
     seen_conflicts: set[tuple[str, str, int, float]] = set()
@@ -181,6 +239,10 @@ class SeqTracker:
     def watermark(self, device_id: str) -> int:
         """Highest ``w`` with 1..w all stored."""
         return self._wm.get(device_id, 0)
+
+    def watermarks(self) -> dict[str, int]:
+        """Every device's watermark."""
+        return dict(self._wm)
 
     def gaps(self, device_id: str) -> list[tuple[int, int]]:
         """Missing ranges between the watermark and the highest stored seq."""

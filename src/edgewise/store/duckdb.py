@@ -45,7 +45,13 @@ import numpy as np
 import pandas as pd
 
 from edgewise.errors import StoreCorruptError, StoreError
-from edgewise.store._batch import SeqTracker, check_readings, classify, normalise_seqs
+from edgewise.store._batch import (
+    Columns,
+    SeqTracker,
+    check_readings,
+    classify,
+    normalise_seqs,
+)
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
 from edgewise.telemetry import Reading
 
@@ -59,6 +65,9 @@ _SCHEMA = [
         device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL, ts_ns BIGINT NOT NULL,
         value DOUBLE NOT NULL, seq BIGINT)""",
     """CREATE TABLE IF NOT EXISTS seqs (device_id VARCHAR NOT NULL, seq BIGINT NOT NULL)""",
+    # seqs 1..watermark folded into one row per device (see _compact_seqs)
+    """CREATE TABLE IF NOT EXISTS seq_marks (
+        device_id VARCHAR NOT NULL, watermark BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS conflicts (
         device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL, ts_ns BIGINT NOT NULL,
         stored_value DOUBLE NOT NULL, new_value DOUBLE NOT NULL, seq BIGINT,
@@ -71,6 +80,8 @@ _SCHEMA = [
         note VARCHAR)""",
 ]
 
+_STATS_SQL = "SELECT device_id, count(*), min(ts_ns), max(ts_ns), list(DISTINCT metric) "
+
 _ALERT_COLUMNS = (
     "id", "device_id", "start_ns", "end_ns", "score", "kind", "drivers", "message",
     "created_ns", "status", "label", "acked_by", "labelled_by", "note",
@@ -81,6 +92,13 @@ ALERT_STATUSES = ("open", "acknowledged")
 ALERT_LABELS = (None, "true_alarm", "false_alarm")
 
 _LOCK_RE = re.compile(r"PID (\d+)")
+#: Fold stored seqs below the watermark into seq_marks every this many appends.
+COMPACT_EVERY = 256
+
+# Files open in this process: a second DuckDBStore on one file would dedup against its own
+# cache and lock only, so two of them could store one key twice. One instance per file.
+_OPEN_FILES: set[str] = set()
+_OPEN_LOCK = threading.Lock()
 
 
 def _wal_path(path: Path) -> Path:
@@ -163,18 +181,42 @@ class DuckDBStore:
             self.path = str(p)
             self.url = f"duckdb://{p}"
             target = p
-        self._con = _connect(target)
+            with _OPEN_LOCK:
+                if self.path in _OPEN_FILES:
+                    raise StoreError(
+                        f"DuckDB store {self.path!r} is already open in this process; share "
+                        "that DuckDBStore instead of opening the file twice."
+                    )
+                _OPEN_FILES.add(self.path)
+        try:
+            self._con = _connect(target)
+        except BaseException:
+            self._release()
+            raise
         self._lock = threading.RLock()
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._closed = False
         self._seqs = SeqTracker()
+        self._marks: dict[str, int] = {}
+        self._appends = 0
+        # per-device [readings, first_ns, last_ns, metrics]: devices() reads this, not the table
+        self._stats: dict[str, list[Any]] = {}
+        self._stats_lock = threading.Lock()
+        self._pending_stats: list[tuple[Any, ...]] = []
         try:
             self._create_schema()
+            self._load_stats()
             self._load_watermarks()
+            self._compact_seqs()
         except BaseException:
             self._con.close()
+            self._release()
             raise
+
+    def _release(self) -> None:
+        with _OPEN_LOCK:
+            _OPEN_FILES.discard(self.path)
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -194,20 +236,75 @@ class DuckDBStore:
             )
         con.execute("COMMIT")
 
-    def _load_watermarks(self) -> None:
+    def _load_stats(self, devices: list[str] | None = None) -> None:
+        """(Re)compute per-device totals from the table, for all or some devices."""
+        if devices is None:
+            rows = self._con.execute(_STATS_SQL + "FROM readings GROUP BY ALL").fetchall()
+            fresh = {d: [int(n), int(lo), int(hi), set(ms)] for d, n, lo, hi, ms in rows}
+            with self._stats_lock:
+                self._stats = fresh
+            return
         rows = self._con.execute(
-            """
-            WITH s AS (SELECT DISTINCT device_id, seq FROM seqs WHERE seq >= 1),
-            n AS (SELECT device_id, seq,
-                         row_number() OVER (PARTITION BY device_id ORDER BY seq) AS rn FROM s),
-            w AS (SELECT device_id, coalesce(max(seq) FILTER (WHERE seq = rn), 0) AS wm
-                  FROM n GROUP BY device_id)
-            SELECT w.device_id, w.wm, list(s.seq) FILTER (WHERE s.seq > w.wm)
-            FROM w JOIN s USING (device_id) GROUP BY w.device_id, w.wm
-            """
+            _STATS_SQL + "FROM readings WHERE list_contains(?, device_id) GROUP BY ALL",
+            [devices],
         ).fetchall()
-        for device_id, wm, above in rows:
-            self._seqs.load(device_id, int(wm), above or ())
+        with self._stats_lock:
+            for d in devices:
+                self._stats.pop(d, None)
+            for d, n, lo, hi, ms in rows:
+                self._stats[d] = [int(n), int(lo), int(hi), set(ms)]
+
+    def _merge_stats(self, rows: list[tuple[Any, ...]]) -> None:
+        with self._stats_lock:
+            for d, n, lo, hi, ms in rows:
+                st = self._stats.get(d)
+                if st is None:
+                    self._stats[d] = [int(n), int(lo), int(hi), set(ms)]
+                else:
+                    st[0] += int(n)
+                    st[1] = min(st[1], int(lo))
+                    st[2] = max(st[2], int(hi))
+                    st[3].update(ms)
+
+    def _load_watermarks(self) -> None:
+        self._marks = {
+            d: int(w) for d, w in self._con.execute(
+                "SELECT device_id, max(watermark) FROM seq_marks GROUP BY device_id"
+            ).fetchall()
+        }
+        rows = self._con.execute(
+            "SELECT device_id, list(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
+        ).fetchall()
+        _load_tracker(self._seqs, self._marks, rows)
+
+    def _compact_seqs(self) -> None:
+        """Fold each device's stored seqs 1..watermark into one seq_marks row (one transaction).
+
+        Keeps the seqs table (one row per message) from growing without bound; runs at open,
+        at close and every ``COMPACT_EVERY`` appends. A crash in the middle rolls it back.
+        """
+        moved = _marks_to_move(self._seqs, self._marks)
+        if not moved:
+            return
+        con = self._con
+        frame = pd.DataFrame({"device_id": list(moved),
+                              "watermark": np.array(list(moved.values()), dtype=np.int64)})
+        con.register("_ew_marks", frame)
+        try:
+            con.execute("BEGIN")
+            try:
+                con.execute("DELETE FROM seq_marks WHERE device_id IN "
+                            "(SELECT device_id FROM _ew_marks)")
+                con.execute("INSERT INTO seq_marks SELECT device_id, watermark FROM _ew_marks")
+                con.execute("DELETE FROM seqs USING _ew_marks m WHERE seqs.device_id = "
+                            "m.device_id AND seqs.seq <= m.watermark")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.unregister("_ew_marks")
+        self._marks.update(moved)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -240,12 +337,9 @@ class DuckDBStore:
         readings = list(readings)
         check_readings(readings)
         seq_sets = normalise_seqs(seqs)
-        for r in readings:  # a reading's own seq counts as delivered with it
-            if r.seq is not None and r.seq >= 1 and r.device_id not in seq_sets:
-                seq_sets[r.device_id] = set()
-        for r in readings:
-            if r.seq is not None and r.seq >= 1:
-                seq_sets[r.device_id].add(r.seq)
+        cols = Columns.of(readings)
+        for device_id, own in cols.seqs_by_device().items():  # a reading's seq counts too
+            seq_sets.setdefault(device_id, set()).update(own)
         received_ns = time.time_ns()
         with self._lock:
             self._check_open()
@@ -253,7 +347,10 @@ class DuckDBStore:
             try:
                 con.execute("BEGIN")
                 try:
-                    result, new_seqs = self._append_locked(con, readings, seq_sets, received_ns)
+                    self._pending_stats = []
+                    result, new_seqs = self._append_locked(
+                        con, readings, cols, seq_sets, received_ns
+                    )
                     con.execute("COMMIT")
                 except BaseException:
                     try:
@@ -268,7 +365,14 @@ class DuckDBStore:
                 ) from exc
             for device_id, new in new_seqs.items():
                 self._seqs.add(device_id, new)
-            touched = {r.device_id for r in readings} | set(seq_sets)
+            self._merge_stats(self._pending_stats)
+            self._appends += 1
+            if self._appends % COMPACT_EVERY == 0:
+                try:
+                    self._compact_seqs()
+                except duckdb.Error:
+                    pass  # housekeeping only; the append itself is committed
+            touched = set(cols.device_id) | set(seq_sets)
             result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
             return result
 
@@ -276,6 +380,7 @@ class DuckDBStore:
         self,
         con: duckdb.DuckDBPyConnection,
         readings: list[Reading],
+        cols: Columns,
         seq_sets: dict[str, set[int]],
         received_ns: int,
     ) -> tuple[AppendResult, dict[str, set[int]]]:
@@ -284,14 +389,11 @@ class DuckDBStore:
             n = len(readings)
             batch = pd.DataFrame(
                 {
-                    "device_id": [r.device_id for r in readings],
-                    "metric": [r.metric for r in readings],
-                    "ts_ns": np.fromiter((r.ts_ns for r in readings), dtype=np.int64, count=n),
-                    "value": np.fromiter((r.value for r in readings), dtype=np.float64, count=n),
-                    "seq": np.fromiter(
-                        (-1 if r.seq is None else r.seq for r in readings),
-                        dtype=np.int64, count=n,
-                    ),
+                    "device_id": cols.device_id,
+                    "metric": cols.metric,
+                    "ts_ns": np.array(cols.ts_ns, dtype=np.int64),
+                    "value": np.array(cols.value, dtype=np.float64),
+                    "seq": np.array([-1 if q is None else q for q in cols.seq], dtype=np.int64),
                 }
             )
             lo, hi = int(batch["ts_ns"].min()), int(batch["ts_ns"].max())
@@ -310,7 +412,7 @@ class DuckDBStore:
             finally:
                 con.unregister("_ew_batch")
             existing = {(d, m, t): v for d, m, t, v in rows}
-            c = classify(readings, existing, set(), received_ns)
+            c = classify(readings, existing, set(), received_ns, cols.unique_keys)
             if c.conflicts:
                 known = self._known_conflicts(con, c.conflicts)
                 if known:
@@ -323,6 +425,9 @@ class DuckDBStore:
                         "INSERT INTO readings SELECT device_id, metric, ts_ns, value, "
                         "nullif(seq, -1) FROM _ew_new"
                     )
+                    self._pending_stats = con.execute(
+                        _STATS_SQL + "FROM _ew_new GROUP BY ALL"
+                    ).fetchall()
                 finally:
                     con.unregister("_ew_new")
             if c.conflicts:
@@ -396,7 +501,7 @@ class DuckDBStore:
             total = 0
             try:
                 con.execute("BEGIN")
-                for table in ("readings", "seqs", "conflicts", "alerts"):
+                for table in ("readings", "seqs", "conflicts", "alerts", "seq_marks"):
                     row = con.execute(
                         f"DELETE FROM {table} WHERE device_id = ?", [device_id]
                     ).fetchone()
@@ -406,6 +511,9 @@ class DuckDBStore:
                 con.execute("ROLLBACK")
                 raise StoreError(f"Deleting device {device_id!r} failed: {exc}") from exc
             self._seqs.forget(device_id)
+            self._marks.pop(device_id, None)
+            with self._stats_lock:
+                self._stats.pop(device_id, None)
             return total
 
     def delete_before(self, ts_ns: int, device_id: str | None = None) -> int:
@@ -426,7 +534,13 @@ class DuckDBStore:
             except duckdb.Error as exc:
                 con.execute("ROLLBACK")
                 raise StoreError(f"Retention delete in {self.url!r} failed: {exc}") from exc
-            return int(row[0]) if row else 0
+            n = int(row[0]) if row else 0
+            if n:
+                with self._stats_lock:
+                    hit = [d for d, st in self._stats.items()
+                           if st[1] < ts_ns and device_id in (None, d)]
+                self._load_stats(hit)
+            return n
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -483,13 +597,11 @@ class DuckDBStore:
 
     def devices(self) -> list[DeviceSummary]:
         """Summaries of every device that has readings, sorted by id."""
-        rows = self._read(
-            "SELECT device_id, count(*), min(ts_ns), max(ts_ns), list(DISTINCT metric) "
-            "FROM readings GROUP BY device_id ORDER BY device_id"
-        )
-        return [
-            DeviceSummary(d, int(n), int(lo), int(hi), sorted(ms)) for d, n, lo, hi, ms in rows
-        ]
+        self._check_open()
+        with self._stats_lock:
+            items = sorted((d, st[0], st[1], st[2], sorted(st[3]))
+                           for d, st in self._stats.items() if st[0] > 0)
+        return [DeviceSummary(*item) for item in items]
 
     def count_readings(self) -> int:
         """Total readings stored."""
@@ -588,11 +700,13 @@ class DuckDBStore:
                     pass
             self._cursors.clear()
             try:
+                self._compact_seqs()
                 self._con.execute("CHECKPOINT")
             except duckdb.Error:
                 pass
             finally:
                 self._con.close()
+                self._release()
 
     def __enter__(self) -> DuckDBStore:
         return self
@@ -605,6 +719,22 @@ class DuckDBStore:
 
 
 # -- helpers shared with postgres.py ----------------------------------------------------------
+
+
+def _load_tracker(
+    tracker: SeqTracker, marks: Mapping[str, int], rows: Iterable[tuple[str, Any]]
+) -> None:
+    """Fill ``tracker`` from the folded marks and the seqs stored above them."""
+    seqs = {d: [int(x) for x in (lst or ())] for d, lst in rows}
+    for device_id in set(marks) | set(seqs):
+        mark = marks.get(device_id, 0)
+        tracker.load(device_id, mark, (x for x in seqs.get(device_id, ()) if x > mark))
+        tracker.add(device_id, ())
+
+
+def _marks_to_move(tracker: SeqTracker, marks: Mapping[str, int]) -> dict[str, int]:
+    """Devices whose watermark passed their stored mark, with the new mark."""
+    return {d: w for d, w in tracker.watermarks().items() if w > marks.get(d, 0)}
 
 
 def _check_step(step_ns: Any) -> int:

@@ -27,16 +27,25 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edgewise.errors import StoreError
-from edgewise.store._batch import SeqTracker, check_readings, classify, normalise_seqs
+from edgewise.store._batch import (
+    Columns,
+    SeqTracker,
+    check_readings,
+    classify,
+    normalise_seqs,
+)
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
 from edgewise.store.duckdb import (
     _ALERT_CHANGEABLE,
     _ALERT_COLUMNS,
+    COMPACT_EVERY,
     _alert_from_row,
     _alert_row,
     _alert_where,
     _check_alert_fields,
     _check_step,
+    _load_tracker,
+    _marks_to_move,
     _range_where,
 )
 from edgewise.telemetry import Reading
@@ -53,6 +62,16 @@ _TABLES = [
         PRIMARY KEY (device_id, metric, ts_ns))""",
     """CREATE TABLE IF NOT EXISTS seqs (
         device_id text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (device_id, seq))""",
+    """CREATE TABLE IF NOT EXISTS seq_marks (
+        device_id text PRIMARY KEY, watermark bigint NOT NULL)""",
+    # per-device totals kept up to date by append and the deletes, so that devices() does
+    # not aggregate the whole readings table on every dashboard request
+    """CREATE TABLE IF NOT EXISTS device_stats (
+        device_id text COLLATE "C" PRIMARY KEY, readings bigint NOT NULL,
+        first_ns bigint, last_ns bigint)""",
+    """CREATE TABLE IF NOT EXISTS device_metrics (
+        device_id text COLLATE "C" NOT NULL, metric text COLLATE "C" NOT NULL,
+        PRIMARY KEY (device_id, metric))""",
     """CREATE TABLE IF NOT EXISTS conflicts (
         device_id text NOT NULL, metric text NOT NULL, ts_ns bigint NOT NULL,
         stored_value double precision NOT NULL, new_value double precision NOT NULL,
@@ -97,6 +116,23 @@ def _split_url(url: str) -> tuple[str, str | None, str]:
     return conninfo, schema, shown
 
 
+def _refresh_device_stats(con: Any, devices: list[str] | None) -> None:
+    """Recompute device_stats and device_metrics from readings (all devices when None)."""
+    if devices is None:
+        con.execute("DELETE FROM device_stats")
+        con.execute("DELETE FROM device_metrics")
+        con.execute("INSERT INTO device_stats SELECT device_id, count(*), min(ts_ns), "
+                    "max(ts_ns) FROM readings GROUP BY device_id")
+        con.execute("INSERT INTO device_metrics SELECT DISTINCT device_id, metric FROM readings")
+        return
+    con.execute("DELETE FROM device_stats WHERE device_id = ANY(%s)", [devices])
+    con.execute("DELETE FROM device_metrics WHERE device_id = ANY(%s)", [devices])
+    con.execute("INSERT INTO device_stats SELECT device_id, count(*), min(ts_ns), max(ts_ns) "
+                "FROM readings WHERE device_id = ANY(%s) GROUP BY device_id", [devices])
+    con.execute("INSERT INTO device_metrics SELECT DISTINCT device_id, metric FROM readings "
+                "WHERE device_id = ANY(%s)", [devices])
+
+
 class PostgresStore:
     """A :class:`~edgewise.store.base.Store` in PostgreSQL.
 
@@ -127,8 +163,11 @@ class PostgresStore:
         self._reader: Any = None
         self._closed = False
         self._seqs = SeqTracker()
+        self._marks: dict[str, int] = {}
+        self._appends = 0
         self._writer = self._connect(create=True)
         self._load_watermarks()
+        self._compact_seqs()
 
     # -- connections ------------------------------------------------------------------------
 
@@ -153,6 +192,11 @@ class PostgresStore:
                         "INSERT INTO ew_meta VALUES ('schema_version', '1') "
                         "ON CONFLICT (key) DO NOTHING"
                     )
+                    done = con.execute(
+                        "SELECT 1 FROM ew_meta WHERE key = 'device_stats'").fetchone()
+                    if not done:  # stores made before device_stats existed: fill it once
+                        _refresh_device_stats(con, None)
+                        con.execute("INSERT INTO ew_meta VALUES ('device_stats', '1')")
             con.execute(_STAGE)
         except psycopg.Error as exc:
             con.close()
@@ -190,19 +234,35 @@ class PostgresStore:
                 raise StoreError(f"Query on {self.url!r} failed: {exc}") from exc
 
     def _load_watermarks(self) -> None:
-        rows = self._writer.execute(
-            """
-            WITH n AS (SELECT device_id, seq,
-                              row_number() OVER (PARTITION BY device_id ORDER BY seq) AS rn
-                       FROM seqs WHERE seq >= 1),
-            w AS (SELECT device_id, coalesce(max(seq) FILTER (WHERE seq = rn), 0) AS wm
-                  FROM n GROUP BY device_id)
-            SELECT w.device_id, w.wm, array_agg(s.seq) FILTER (WHERE s.seq > w.wm)
-            FROM w JOIN seqs s USING (device_id) GROUP BY w.device_id, w.wm
-            """
+        con = self._writer
+        self._marks = {d: int(w) for d, w in con.execute(
+            "SELECT device_id, watermark FROM seq_marks").fetchall()}
+        rows = con.execute(
+            "SELECT device_id, array_agg(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
         ).fetchall()
-        for device_id, wm, above in rows:
-            self._seqs.load(device_id, int(wm), above or ())
+        _load_tracker(self._seqs, self._marks, rows)
+
+    def _compact_seqs(self) -> None:
+        """Fold each device's seqs 1..watermark into its seq_marks row (one transaction)."""
+        moved = _marks_to_move(self._seqs, self._marks)
+        if not moved:
+            return
+        with self._wlock:
+            con = self._write_con()
+            devs, marks = list(moved), list(moved.values())
+            with con.transaction():
+                con.execute(
+                    "INSERT INTO seq_marks SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+                    "ON CONFLICT (device_id) DO UPDATE "
+                    "SET watermark = greatest(seq_marks.watermark, excluded.watermark)",
+                    [devs, marks],
+                )
+                con.execute(
+                    "DELETE FROM seqs USING unnest(%s::text[], %s::bigint[]) AS m(d, w) "
+                    "WHERE seqs.device_id = m.d AND seqs.seq <= m.w",
+                    [devs, marks],
+                )
+            self._marks.update(moved)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -213,16 +273,18 @@ class PostgresStore:
         readings = list(readings)
         check_readings(readings)
         seq_sets = normalise_seqs(seqs)
-        for r in readings:
-            if r.seq is not None and r.seq >= 1:
-                seq_sets.setdefault(r.device_id, set()).add(r.seq)
+        cols = Columns.of(readings)
+        for device_id, own in cols.seqs_by_device().items():  # a reading's seq counts too
+            seq_sets.setdefault(device_id, set()).update(own)
         received_ns = time.time_ns()
         psycopg = self._psycopg
         with self._wlock:
             con = self._write_con()
             try:
                 with con.transaction():
-                    result, new_seqs = self._append_tx(con, readings, seq_sets, received_ns)
+                    result, new_seqs = self._append_tx(
+                        con, readings, cols, seq_sets, received_ns
+                    )
             except psycopg.Error as exc:
                 raise StoreError(
                     f"Append of {len(readings)} readings to {self.url!r} failed and was rolled "
@@ -230,28 +292,54 @@ class PostgresStore:
                 ) from exc
             for device_id, new in new_seqs.items():
                 self._seqs.add(device_id, new)
-            touched = {r.device_id for r in readings} | set(seq_sets)
+            self._appends += 1
+            if self._appends % COMPACT_EVERY == 0:
+                try:
+                    self._compact_seqs()
+                except psycopg.Error:
+                    pass  # housekeeping only; the append itself is committed
+            touched = set(cols.device_id) | set(seq_sets)
             result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
             return result
 
     def _append_tx(
-        self, con: Any, readings: list[Reading], seq_sets: dict[str, set[int]],
-        received_ns: int,
+        self, con: Any, readings: list[Reading], cols: Columns,
+        seq_sets: dict[str, set[int]], received_ns: int,
     ) -> tuple[AppendResult, dict[str, set[int]]]:
         result = AppendResult()
         cur = con.cursor()
         if readings:
-            first: dict[tuple[str, str, int], int] = {}
-            for i, r in enumerate(readings):
-                first.setdefault((r.device_id, r.metric, r.ts_ns), i)
+            rows_in = zip(cols.device_id, cols.metric, cols.ts_ns, cols.value, cols.seq,
+                          strict=True)
+            if cols.unique_keys:
+                first = list(zip(cols.device_id, cols.metric, cols.ts_ns, strict=True))
+                unique_rows = list(rows_in)
+            else:
+                seen: dict[tuple[str, str, int], tuple[Any, ...]] = {}
+                for row in rows_in:
+                    seen.setdefault(row[:3], row)
+                first = list(seen)
+                unique_rows = list(seen.values())
             with cur.copy("COPY ew_stage (device_id, metric, ts_ns, value, seq) FROM STDIN") as cp:
-                for i in first.values():
-                    r = readings[i]
-                    cp.write_row((r.device_id, r.metric, r.ts_ns, float(r.value), r.seq))
+                for row in unique_rows:
+                    cp.write_row(row)
             inserted = cur.execute(
-                "INSERT INTO readings (device_id, metric, ts_ns, value, seq) "
-                "SELECT device_id, metric, ts_ns, value, seq FROM ew_stage "
-                "ON CONFLICT DO NOTHING RETURNING device_id, metric, ts_ns"
+                """WITH ins AS (
+                     INSERT INTO readings (device_id, metric, ts_ns, value, seq)
+                     SELECT device_id, metric, ts_ns, value, seq FROM ew_stage
+                     ON CONFLICT DO NOTHING RETURNING device_id, metric, ts_ns),
+                   st AS (
+                     INSERT INTO device_stats
+                     SELECT device_id, count(*), min(ts_ns), max(ts_ns) FROM ins
+                     GROUP BY device_id
+                     ON CONFLICT (device_id) DO UPDATE SET
+                       readings = device_stats.readings + excluded.readings,
+                       first_ns = least(device_stats.first_ns, excluded.first_ns),
+                       last_ns = greatest(device_stats.last_ns, excluded.last_ns)),
+                   dm AS (
+                     INSERT INTO device_metrics SELECT DISTINCT device_id, metric FROM ins
+                     ON CONFLICT DO NOTHING)
+                   SELECT device_id, metric, ts_ns FROM ins"""
             ).fetchall()
             existing: dict[tuple[str, str, int], float] = {}
             if len(inserted) < len(first):
@@ -259,7 +347,7 @@ class PostgresStore:
                 missing = set(first) - {(d, m, int(t)) for d, m, t in inserted}
                 existing = self._values(cur, list(missing))
                 # a key neither inserted nor found was deleted concurrently; count it stored
-            c = classify(readings, existing, set(), received_ns)
+            c = classify(readings, existing, set(), received_ns, cols.unique_keys)
             if c.conflicts:
                 known = self._known_conflicts(cur, c.conflicts)
                 if known:
@@ -329,22 +417,34 @@ class PostgresStore:
         counts = self._write(
             f"Deleting device {device_id!r}",
             [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
-             for t in ("readings", "seqs", "conflicts", "alerts")],
-        )
+             for t in ("readings", "seqs", "conflicts", "alerts", "seq_marks")]
+            + [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
+               for t in ("device_stats", "device_metrics")],
+        )[:5]
         with self._wlock:
             self._seqs.forget(device_id)
+            self._marks.pop(device_id, None)
         return sum(counts)
 
     def delete_before(self, ts_ns: int, device_id: str | None = None) -> int:
         """Retention: delete readings (and conflicts) older than ``ts_ns``; return readings."""
         where = "ts_ns < %s" + (" AND device_id = %s" if device_id is not None else "")
         params: list[Any] = [int(ts_ns)] + ([device_id] if device_id is not None else [])
-        counts = self._write(
-            "Retention delete",
-            [(f"DELETE FROM readings WHERE {where}", params),
-             (f"DELETE FROM conflicts WHERE {where}", params)],
-        )
-        return counts[0]
+        with self._wlock:
+            con = self._write_con()
+            try:
+                with con.transaction():
+                    rows = con.execute(
+                        f"WITH d AS (DELETE FROM readings WHERE {where} RETURNING device_id) "
+                        "SELECT device_id, count(*) FROM d GROUP BY device_id",
+                        params,
+                    ).fetchall()
+                    con.execute(f"DELETE FROM conflicts WHERE {where}", params)
+                    if rows:
+                        _refresh_device_stats(con, [d for d, _ in rows])
+            except self._psycopg.Error as exc:
+                raise StoreError(f"Retention delete in {self.url!r} failed: {exc}") from exc
+        return sum(int(n) for _, n in rows)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -391,8 +491,10 @@ class PostgresStore:
     def devices(self) -> list[DeviceSummary]:
         """Summaries of every device that has readings, sorted by id."""
         rows = self._read(
-            "SELECT device_id, count(*), min(ts_ns), max(ts_ns), array_agg(DISTINCT metric) "
-            "FROM readings GROUP BY device_id ORDER BY device_id"
+            "SELECT s.device_id, s.readings, s.first_ns, s.last_ns, "
+            "array_remove(array_agg(m.metric), NULL) FROM device_stats s "
+            "LEFT JOIN device_metrics m USING (device_id) WHERE s.readings > 0 "
+            "GROUP BY s.device_id, s.readings, s.first_ns, s.last_ns ORDER BY s.device_id"
         )
         return [
             DeviceSummary(d, int(n), int(lo), int(hi), sorted(ms)) for d, n, lo, hi, ms in rows
@@ -400,7 +502,7 @@ class PostgresStore:
 
     def count_readings(self) -> int:
         """Total readings stored."""
-        return int(self._read("SELECT count(*) FROM readings")[0][0])
+        return int(self._read("SELECT coalesce(sum(readings), 0) FROM device_stats")[0][0])
 
     # -- alerts -----------------------------------------------------------------------------
 
@@ -474,6 +576,10 @@ class PostgresStore:
         with self._wlock, self._rlock:
             if self._closed:
                 return
+            try:
+                self._compact_seqs()
+            except (self._psycopg.Error, StoreError):
+                pass  # housekeeping only
             self._closed = True
             for con in (self._writer, self._reader):
                 if con is not None:
