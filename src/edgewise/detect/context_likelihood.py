@@ -68,7 +68,7 @@ def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no
             s[_T] = t + 1
         return 0.0
     mask = np.uint64(len(table) - 1)
-    q = int(math.floor(min(max((xv - s[_X0]) / s[_W], -1e15), 1e15)))
+    q = int(math.floor(min(max((xv - s[_X0]) / s[_W], -1e15), 1e15)))  # noqa: RUF046
     key = np.uint64(0)
     nov = 0.0
     if s[_NH] >= 1:
