@@ -11,9 +11,11 @@ Detectors by name (for configuration, the CLI and the gateway):
 * ``"mahalanobis"`` (:data:`DEFAULT_MULTIVARIATE`): all metrics of a device together,
   with per-metric attribution.
 * ``"ewzscore"``: exponentially weighted z-score, the cheapest baseline.
+* ``"river-hst"``: River's HalfSpaceTrees through :class:`RiverDetector` (needs ``river``),
+  the usual Python peer, kept for comparison.
 
 >>> sorted(DETECTORS)
-['context-likelihood', 'ewzscore', 'mahalanobis']
+['context-likelihood', 'ewzscore', 'mahalanobis', 'river-hst']
 >>> type(get_detector("context-likelihood", warmup=50)).__name__
 'ContextLikelihood'
 """
@@ -25,6 +27,7 @@ from typing import Any
 from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
 from edgewise.detect.context_likelihood import ContextLikelihood
 from edgewise.detect.mahalanobis import Mahalanobis
+from edgewise.detect.river_adapter import RiverDetector, RiverHalfSpaceTrees
 from edgewise.detect.threshold import Threshold
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import InvalidParameterError
@@ -38,6 +41,8 @@ __all__ = [
     "Detector",
     "EWZScore",
     "Mahalanobis",
+    "RiverDetector",
+    "RiverHalfSpaceTrees",
     "Threshold",
     "get_detector",
 ]
@@ -47,6 +52,7 @@ DETECTORS: dict[str, type[Detector]] = {
     "context-likelihood": ContextLikelihood,
     "ewzscore": EWZScore,
     "mahalanobis": Mahalanobis,
+    "river-hst": RiverHalfSpaceTrees,
 }
 #: The default for one metric.
 DEFAULT_DETECTOR = "context-likelihood"
@@ -60,7 +66,7 @@ def get_detector(name: str, **params: Any) -> Detector:
     >>> get_detector("isolation")
     Traceback (most recent call last):
     ...
-    edgewise.errors.InvalidParameterError: Unknown detector 'isolation'. Choose one of: context-likelihood, ewzscore, mahalanobis.
+    edgewise.errors.InvalidParameterError: Unknown detector 'isolation'. Choose one of: context-likelihood, ewzscore, mahalanobis, river-hst.
     """  # noqa: E501
     cls = DETECTORS.get(name)
     if cls is None:
