@@ -35,13 +35,10 @@ def load_series(nab_dir: str | Path | None, n: int) -> tuple[np.ndarray, str]:
     return 10 + np.sin(2 * np.pi * t / 288) + 0.1 * rng.standard_normal(n), "synthetic cycle"
 
 
-def _median_rate(fn: Callable[[], int], repeats: int) -> float:
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        n = fn()
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
+def _rate(fn: Callable[[], int]) -> float:
+    t0 = time.perf_counter()
+    n = fn()
+    return n / (time.perf_counter() - t0)
 
 
 def benchmark_detectors(
@@ -56,15 +53,16 @@ def benchmark_detectors(
     Returns one row per detector: ``{"detector", "replay_pps", "one_pps"}`` (``replay_pps``
     is ``None`` for River, which has no batch path).
     """
-    rows: list[dict[str, Any]] = []
     small = x[:one_at_a_time_points]
+    tasks: dict[str, dict[str, Callable[[], int] | None]] = {}
     for name in names or sorted(DETECTORS):
         warm = get_detector(name)  # compile / load both code paths before timing
         warm.score_many(x[:1000, None], columns=["value"])
         for v in x[:100]:
             warm.score_one({"value": float(v)})
             warm.learn_one({"value": float(v)})
-        n_replay = len(x) if name != "mahalanobis" else min(len(x), 20_000)
+        compiled = "score_many" in vars(DETECTORS[name])
+        n_replay = len(x) if compiled else min(len(x), 20_000)  # plain loops: a sample
 
         def replay(name: str = name, n: int = n_replay) -> int:
             get_detector(name).score_many(x[:n, None], columns=["value"])
@@ -78,29 +76,37 @@ def benchmark_detectors(
                 det.learn_one(r)
             return len(small)
 
-        rows.append(
-            {
-                "detector": name,
-                "replay_pps": _median_rate(replay, repeats),
-                "one_pps": _median_rate(one, repeats),
-            }
-        )
+        tasks[name] = {"replay": replay, "one": one}
     if river:
         try:
             from river.anomaly import HalfSpaceTrees
         except ImportError:  # pragma: no cover - river is a dev dependency
-            return rows
-        lo, hi = float(small.min()), float(small.max())
-        scaled = (small - lo) / (hi - lo if hi > lo else 1.0)
+            HalfSpaceTrees = None
+        if HalfSpaceTrees is not None:
+            lo, hi = float(small.min()), float(small.max())
+            scaled = (small - lo) / (hi - lo if hi > lo else 1.0)
 
-        def hst() -> int:
-            det = HalfSpaceTrees(seed=42)
-            for v in scaled:
-                r = {"value": float(v)}
-                det.score_one(r)
-                det.learn_one(r)
-            return len(scaled)
+            def hst() -> int:
+                det = HalfSpaceTrees(seed=42)
+                for v in scaled:
+                    r = {"value": float(v)}
+                    det.score_one(r)
+                    det.learn_one(r)
+                return len(scaled)
 
-        rows.append({"detector": "river.HalfSpaceTrees", "replay_pps": None,
-                     "one_pps": _median_rate(hst, repeats)})
-    return rows
+            tasks["river.HalfSpaceTrees"] = {"replay": None, "one": hst}
+    # round-robin repeats, so that load from other processes hits every detector alike
+    rates: dict[str, dict[str, list[float]]] = {k: {"replay": [], "one": []} for k in tasks}
+    for _ in range(repeats):
+        for name, fns in tasks.items():
+            for mode, fn in fns.items():
+                if fn is not None:
+                    rates[name][mode].append(_rate(fn))
+    return [
+        {
+            "detector": name,
+            "replay_pps": statistics.median(r["replay"]) if r["replay"] else None,
+            "one_pps": statistics.median(r["one"]),
+        }
+        for name, r in rates.items()
+    ]

@@ -18,7 +18,7 @@ def bench_detect(
     one_points: Annotated[
         int, typer.Option("--one-points", help="Readings per one-at-a-time run.")
     ] = 20_000,
-    repeats: Annotated[int, typer.Option("--repeats", help="Runs per figure (median).")] = 3,
+    repeats: Annotated[int, typer.Option("--repeats", help="Runs per figure (median).")] = 5,
     nab: Annotated[
         Path | None, typer.Option("--nab", help="NAB root for a real series (else synthetic).")
     ] = None,
@@ -33,7 +33,7 @@ def bench_detect(
 
     x, source = load_series(nab, points)
     rows = benchmark_detectors(x, one_points, repeats)
-    river = next((r for r in rows if r["detector"].startswith("river")), None)
+    river = next((r for r in rows if r["detector"] == "river.HalfSpaceTrees"), None)
     for r in rows:
         base = river["one_pps"] if river else None
         r["replay_vs_river"] = r["replay_pps"] / base if base and r["replay_pps"] else None
