@@ -76,6 +76,21 @@ def check_scores_in_unit_interval(det: Detector) -> None:
         det.learn_one(x)
 
 
+def check_non_finite_values_are_missing(det: Detector) -> None:
+    """NaN and inf neither crash a detector nor poison what it learned."""
+    stream = _stream(120)
+    ref = det.clone()
+    for i, x in enumerate(stream):
+        if i % 10 == 5:
+            bad = {k: (float("inf") if j % 2 else float("nan")) for j, k in enumerate(x)}
+            assert 0.0 <= det.score_one(bad) <= 1.0
+            det.learn_one(bad)
+        det.learn_one(x)
+        ref.learn_one(x)
+    probe = {"m0": 0.3, "m1": 1.2}
+    assert det.score_one(probe) == ref.score_one(probe)
+
+
 def check_score_many_equals_loop(det: Detector) -> None:
     """``score_many`` returns exactly what the score-then-learn loop gives."""
     x, _ = labelled_series(600)
@@ -183,6 +198,7 @@ def yield_detector_checks(det: Detector) -> Iterator[Check]:
     yield check_score_before_learn
     yield check_scores_in_unit_interval
     yield check_score_many_equals_loop
+    yield check_non_finite_values_are_missing
     yield check_dumps_loads_round_trip
     yield check_clone_is_independent
     yield check_same_params_same_scores

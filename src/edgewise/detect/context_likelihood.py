@@ -167,7 +167,8 @@ class ContextLikelihood(Detector):
     """Sequence novelty + prediction error -> anomaly likelihood, with repeat suppression.
 
     The default univariate detector (``get_detector("context-likelihood")``). It reads the
-    first non-NaN value of each reading; NaN readings score 0 and are not learned.
+    first finite value of each reading; readings without one (NaN, inf) score 0 and
+    are not learned.
 
     Parameters
     ----------
@@ -292,7 +293,7 @@ class ContextLikelihood(Detector):
     @staticmethod
     def _value(x: Mapping[str, float]) -> float | None:
         for v in x.values():
-            if v == v:
+            if math.isfinite(v):
                 return float(v)
         return None
 
@@ -312,6 +313,7 @@ class ContextLikelihood(Detector):
     def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
         """Score then learn each value in order (first column of 2-D input); compiled loop."""
         a = np.asarray(X, dtype=float)
+        a = np.where(np.isfinite(a), a, np.nan)  # inf is treated as missing
         if a.ndim == 2:
             # first non-NaN value of each row, as learn_one reads a mapping
             first = np.argmax(~np.isnan(a), axis=1) if a.shape[1] else np.zeros(0, int)

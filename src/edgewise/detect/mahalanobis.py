@@ -34,9 +34,9 @@ class Mahalanobis(Detector):
     are reported as 0 and the rest renormalised to shares that sum to 1.
 
     Metrics may appear and disappear: a new metric gets its own row and column (its first
-    value is its mean); a missing metric is imputed at its mean, so it neither raises the
-    score nor moves the statistics. At most ``max_metrics`` metrics are tracked (bounded
-    memory); later ones are ignored.
+    value is its mean); a missing (or NaN/inf) metric is imputed at its mean, so it does not
+    raise the score and leaves its mean where it was. At most ``max_metrics`` metrics are
+    tracked (bounded memory); later ones are ignored.
 
     When to use: several correlated metrics of one device. When not: one metric (use
     :class:`~edgewise.detect.context_likelihood.ContextLikelihood`), or strongly
@@ -118,7 +118,8 @@ class Mahalanobis(Detector):
         """The reading as a vector over known metrics; missing values at their mean."""
         if grow:
             for k, v in x.items():
-                if v == v and k not in self.metrics_ and len(self.metrics_) < self.max_metrics:
+                room = len(self.metrics_) < self.max_metrics
+                if math.isfinite(v) and k not in self.metrics_ and room:
                     i = len(self.metrics_)
                     self.metrics_[k] = i
                     self.mean_ = np.append(self.mean_, float(v))
@@ -128,7 +129,7 @@ class Mahalanobis(Detector):
         z = self.mean_.copy()
         for k, v in x.items():
             j = self.metrics_.get(k)
-            if j is not None and v == v:
+            if j is not None and math.isfinite(v):
                 z[j] = float(v)
         return z
 
@@ -159,7 +160,7 @@ class Mahalanobis(Detector):
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         """Update the running mean and covariance with one device reading."""
-        if not any(v == v for v in x.values()):
+        if not any(math.isfinite(v) for v in x.values()):
             return
         z = self._vector(x, grow=True)
         self.n_ += 1

@@ -44,13 +44,13 @@ class RiverDetector(Detector):
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         """Learn one reading (NaN values are dropped first)."""
-        clean = {k: float(v) for k, v in x.items() if v == v}
+        clean = {k: float(v) for k, v in x.items() if math.isfinite(v)}
         if clean:
             self.model.learn_one(clean)
 
     def score_one(self, x: Mapping[str, float]) -> float:
         """River's score, clipped to [0, 1]."""
-        clean = {k: float(v) for k, v in x.items() if v == v}
+        clean = {k: float(v) for k, v in x.items() if math.isfinite(v)}
         if not clean:
             return 0.0
         s = float(self.model.score_one(clean))

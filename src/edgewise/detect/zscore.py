@@ -85,7 +85,7 @@ class EWZScore(Detector):
     @staticmethod
     def _value(x: Mapping[str, float]) -> float | None:
         for v in x.values():
-            if v == v:
+            if math.isfinite(v):
                 return float(v)
         return None
 
@@ -113,6 +113,7 @@ class EWZScore(Detector):
     def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
         """Score then learn each value in order (first non-NaN column); compiled loop."""
         a = np.asarray(X, dtype=float)
+        a = np.where(np.isfinite(a), a, np.nan)  # inf is treated as missing
         if a.ndim == 2:
             if a.shape[1] == 0:
                 a = np.full(len(a), np.nan)
