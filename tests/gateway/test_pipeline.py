@@ -128,7 +128,8 @@ def test_a_fault_raises_one_merged_alert_with_drivers(pipe: Pipeline) -> None:
     assert len(alerts) == 1
     a = alerts[0]
     assert a.device_id == "pump-1" and a.score >= 0.9
-    assert (a.start_ns, a.end_ns) == ((T0 + 300) * 10**9, (T0 + 309) * 10**9)
+    assert a.start_ns == (T0 + 300) * 10**9
+    assert (T0 + 300) * 10**9 < a.end_ns <= (T0 + 309) * 10**9  # later readings merged in
     assert max(a.drivers, key=a.drivers.get) == "temp"
     assert pipe.metrics.get("edgewise_alerts_total", kind="anomaly") == 1
 

@@ -39,7 +39,8 @@ from edgewise.security.ratelimit import RateLimiter
 from edgewise.store.base import Alert, Store
 from edgewise.telemetry import Reading, decode
 
-__all__ = ["IngestResult", "Pipeline", "default_detector_factory"]
+__all__ = ["IngestResult", "Pipeline", "default_detector_factory",
+           "default_multivariate_factory"]
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +63,32 @@ class IngestResult:
 
 
 def default_detector_factory() -> Detector:
-    """The per-(device, metric) detector: ``edgewise.detect.default_detector()`` when the
-    detect package provides one, else :class:`~edgewise.detect.zscore.EWZScore`.
+    """The per-(device, metric) detector: ``edgewise.detect.DEFAULT_DETECTOR`` when the
+    detect package names one, else :class:`~edgewise.detect.zscore.EWZScore`.
+
+    >>> type(default_detector_factory()).__name__ in ("ContextLikelihood", "EWZScore")
+    True
     """
     import edgewise.detect as detect
 
-    make = getattr(detect, "default_detector", None)
-    if callable(make):
-        return make()
+    name = getattr(detect, "DEFAULT_DETECTOR", None)
+    if name is not None:
+        return detect.get_detector(name)
     from edgewise.detect.zscore import EWZScore
 
     return EWZScore()
+
+
+def default_multivariate_factory() -> Detector:
+    """The per-device detector: ``edgewise.detect.DEFAULT_MULTIVARIATE`` when the detect
+    package names one, else the gateway's :class:`~edgewise.gateway.multivariate.EWMahalanobis`.
+    """
+    import edgewise.detect as detect
+
+    name = getattr(detect, "DEFAULT_MULTIVARIATE", None)
+    if name is not None:
+        return detect.get_detector(name)
+    return EWMahalanobis()
 
 
 class Pipeline:
@@ -111,7 +127,7 @@ class Pipeline:
         security: object | None = None,
         *,
         detector_factory: Callable[[], Detector] | None = None,
-        multivariate_factory: Callable[[], Detector] | None = EWMahalanobis,
+        multivariate_factory: Callable[[], Detector] | None = default_multivariate_factory,
         late_horizon_s: float = 300.0,
         gap_grace_s: float = 30.0,
         detect_async: bool = True,
