@@ -5,11 +5,18 @@ while the anomaly lasts (readings closer than ``merge_gap_s`` apart join it), so
 that lasts ten minutes is one alert, not six hundred. Each alert carries the metrics that
 drove it with their share of the score.
 
->>> from edgewise.store import open_store            # doctest: +SKIP
->>> am = AlertManager(open_store("duckdb://:memory:"))  # doctest: +SKIP
->>> a = am.observe("pump-1", 10**18, 0.97, {"temp_c": 0.8, "rpm": 0.2})  # doctest: +SKIP
->>> am.acknowledge(a.id, by="ops@example.org").status  # doctest: +SKIP
+>>> from edgewise.store import open_store
+>>> store = open_store("duckdb://:memory:")
+>>> am = AlertManager(store)
+>>> a = am.observe("pump-1", 10**18, 0.97, {"temp_c": 0.8, "rpm": 0.2})
+>>> b = am.observe("pump-1", 10**18 + 10**9, 0.99, {"temp_c": 1.0})   # same fault: merged
+>>> a is b, a.drivers
+(True, {'temp_c': 0.9, 'rpm': 0.1})
+>>> am.acknowledge(a.id, by="ops@example.org").status
 'acknowledged'
+>>> am.label(a.id, "true_alarm", by="ops@example.org").label
+'true_alarm'
+>>> store.close()
 """
 
 from __future__ import annotations

@@ -328,3 +328,35 @@ def test_external_mosquitto_persistent_session_survives_kill_9(gateway_factory, 
         assert len(store.query("ext-1")) == 200
     finally:
         store.close()
+
+
+def test_internal_subscriber_consumer_mode(gateway_factory, monkeypatch) -> None:
+    """The measured alternative: telemetry reaches the gateway through an internal
+    MQTT subscriber instead of the broker plugin; same acks and dead letters."""
+    monkeypatch.setenv("EDGEWISE_MQTT_CONSUMER", "subscriber")
+    gw = gateway_factory()
+    sec = Security(gw.data_dir)
+    _, secret = sec.add_device("sub-1")
+    _, other = sec.add_device("sub-2")
+    sec.close()
+    gw.start()
+    d = MqttDevice("sub-1", secret, port=gw.mqtt_port).start(resume=False)
+    spy = MqttDevice("sub-2", other, port=gw.mqtt_port).start(resume=False)
+    try:
+        for i in range(30):
+            d.send(T0 + i, {"a": float(i)})
+        assert d.wait_acked(15) and d.acked == 30
+        d.publish_raw(d.telemetry_topic, b"{bad")
+        assert _wait(lambda: any(p["reason"] == "bad_json" for p in d.deadletters))
+        assert not _connect(gw, "__gateway__", "guess")  # the internal user needs its secret
+        spy.client.subscribe("edgewise/sub-1/telemetry", qos=1)  # refused by the ACL
+        got: list[bytes] = []
+        spy.client.on_message = lambda c, u, m: got.append(m.payload)
+        d.send(T0 + 99, {"a": 1.0})
+        assert d.wait_acked(10)
+        time.sleep(0.3)
+        assert got == []
+    finally:
+        d.stop()
+        spy.stop()
+    assert gw.stop() == 0

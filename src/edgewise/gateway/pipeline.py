@@ -7,21 +7,27 @@ slow detector delays alerts, never acknowledgements; ``edgewise_detection_backlo
 shows how far behind it is.
 
 >>> from edgewise.config import Settings
->>> from edgewise.store import open_store                                # doctest: +SKIP
->>> p = Pipeline(open_store("duckdb://:memory:"), Settings())             # doctest: +SKIP
+>>> from edgewise.store import open_store
+>>> store = open_store("duckdb://:memory:")
+>>> p = Pipeline(store, Settings())
 >>> body = b'{"ts": 1700000000, "metrics": {"rpm": 1450}, "seq": 1}'
->>> p.ingest("pump-1", body).ack_seq                                      # doctest: +SKIP
-1
+>>> r = p.ingest("pump-1", body)
+>>> r.accepted, r.ack_seq
+(1, 1)
+>>> p.close(); store.close()
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edgewise.alerts import AlertManager
 from edgewise.config import Settings
@@ -33,7 +39,8 @@ from edgewise.security.ratelimit import RateLimiter
 from edgewise.store.base import Alert, Store
 from edgewise.telemetry import Reading, decode
 
-__all__ = ["IngestResult", "Pipeline", "default_detector_factory"]
+__all__ = ["IngestResult", "Pipeline", "default_detector_factory",
+           "default_multivariate_factory"]
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +63,32 @@ class IngestResult:
 
 
 def default_detector_factory() -> Detector:
-    """The per-(device, metric) detector: ``edgewise.detect.default_detector()`` when the
-    detect package provides one, else :class:`~edgewise.detect.zscore.EWZScore`.
+    """The per-(device, metric) detector: ``edgewise.detect.DEFAULT_DETECTOR`` when the
+    detect package names one, else :class:`~edgewise.detect.zscore.EWZScore`.
+
+    >>> type(default_detector_factory()).__name__ in ("ContextLikelihood", "EWZScore")
+    True
     """
     import edgewise.detect as detect
 
-    make = getattr(detect, "default_detector", None)
-    if callable(make):
-        return make()
+    name = getattr(detect, "DEFAULT_DETECTOR", None)
+    if name is not None:
+        return detect.get_detector(name)
     from edgewise.detect.zscore import EWZScore
 
     return EWZScore()
+
+
+def default_multivariate_factory() -> Detector:
+    """The per-device detector: ``edgewise.detect.DEFAULT_MULTIVARIATE`` when the detect
+    package names one, else the gateway's :class:`~edgewise.gateway.multivariate.EWMahalanobis`.
+    """
+    import edgewise.detect as detect
+
+    name = getattr(detect, "DEFAULT_MULTIVARIATE", None)
+    if name is not None:
+        return detect.get_detector(name)
+    return EWMahalanobis()
 
 
 class Pipeline:
@@ -92,6 +114,10 @@ class Pipeline:
         A seq gap still missing after this long is reported (metric and alert).
     detect_async
         Run detection on a worker thread (default) instead of inside ``ingest``.
+    state_path
+        Where the detectors' learned state is saved on :meth:`close` and restored from
+        at start, so a clean restart does not warm every stream up again. (After a crash
+        the streams warm up from scratch; nothing else depends on this file.)
     """
 
     def __init__(
@@ -101,11 +127,12 @@ class Pipeline:
         security: object | None = None,
         *,
         detector_factory: Callable[[], Detector] | None = None,
-        multivariate_factory: Callable[[], Detector] | None = EWMahalanobis,
+        multivariate_factory: Callable[[], Detector] | None = default_multivariate_factory,
         late_horizon_s: float = 300.0,
         gap_grace_s: float = 30.0,
         detect_async: bool = True,
         merge_gap_s: float = 60.0,
+        state_path: Path | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -123,6 +150,9 @@ class Pipeline:
         self._detectors: dict[tuple[str, str], Detector] = {}
         self._mv: dict[str, Detector] = {}
         self._last_scored: dict[tuple[str, str], int] = {}
+        self.state_path = state_path
+        if state_path is not None and state_path.exists():
+            self._load_state(state_path)
         self._max_seq: dict[str, int] = {}
         self._gap_since: dict[str, float] = {}
         self._gaps_reported: dict[str, set[tuple[int, int]]] = {}
@@ -378,6 +408,23 @@ class Pipeline:
                 )))
         return out
 
+    def _load_state(self, path: Path) -> None:
+        try:
+            with open(path, "rb") as f:
+                state = pickle.load(f)  # our own file in the data directory
+            self._detectors, self._mv, self._last_scored = (
+                state["detectors"], state["multivariate"], state["last_scored"])
+        except Exception:
+            log.exception("detector state at %s unreadable; streams warm up again", path)
+
+    def save_state(self, path: Path) -> None:
+        """Write the detectors' learned state (atomically: temp file, then rename)."""
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump({"detectors": self._detectors, "multivariate": self._mv,
+                         "last_scored": self._last_scored}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+
     def close(self) -> None:
         """Finish scoring what is queued and stop the worker; safe to call twice."""
         if self._closed:
@@ -390,6 +437,11 @@ class Pipeline:
             self.alerts.flush(force=True)
         except Exception:
             log.exception("writing the last alert updates failed")
+        if self.state_path is not None:
+            try:
+                self.save_state(self.state_path)
+            except OSError:
+                log.exception("could not save detector state to %s", self.state_path)
 
 
 def _gap_from_message(message: str) -> tuple[int, int]:

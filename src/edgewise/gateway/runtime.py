@@ -64,6 +64,7 @@ class Gateway:
                 raise ConfigError(
                     f"Setting 'EDGEWISE_SEQ_GAP_GRACE_S' has value {grace!r}. Not a valid float."
                 ) from None
+        pipeline_options.setdefault("state_path", settings.data_dir / "detectors.pickle")
         self.pipeline = Pipeline(self.store, settings, self.security, **pipeline_options)
         self.transport: Transport | None = None
         self.http_server: Any = None
@@ -94,6 +95,7 @@ class Gateway:
                 self.handle, self.security.authenticate_device, host=s.host, port=s.mqtt_port,
                 tls_cert=s.tls_cert, tls_key=s.tls_key, count=count,
                 watermark=self.store.seq_watermark,
+                consumer=os.environ.get("EDGEWISE_MQTT_CONSUMER", "plugin"),
             )
         if s.mqtt.startswith(("mqtt://", "mqtts://")):
             from edgewise.transport.client import ExternalBroker

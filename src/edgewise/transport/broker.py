@@ -17,8 +17,10 @@ for durability; the application ack is sent only after the store has committed.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -34,7 +36,11 @@ from edgewise.errors import AuthError, ThrottledError
 from edgewise.transport.base import Handler, Message, Outcome, topic
 from edgewise.transport.batcher import Batcher
 
-__all__ = ["EmbeddedBroker"]
+__all__ = ["INTERNAL_USER", "EmbeddedBroker"]
+
+#: MQTT user of the gateway's own subscriber in ``consumer="subscriber"`` mode; it cannot
+#: be a device id (those start with a letter or digit).
+INTERNAL_USER = "__gateway__"
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,12 @@ class DeviceAuthPlugin(BaseAuthPlugin):
         if not user:
             owner.count("edgewise_auth_failures_total", reason="anonymous")
             return False
+        if user == INTERNAL_USER:
+            ok = owner.internal_secret is not None and isinstance(secret, str) and \
+                hmac.compare_digest(secret.encode(), owner.internal_secret.encode())
+            if not ok:
+                owner.count("edgewise_auth_failures_total", reason="bad_secret")
+            return ok
         if not secret:
             owner.count("edgewise_auth_failures_total", reason="empty_password")
             return False
@@ -89,10 +101,17 @@ class DeviceTopicPlugin(BaseTopicPlugin):
         user = session.username if session else None
         if not user or not topic:
             return False
+        if user == INTERNAL_USER and owner.internal_secret is not None:
+            parts = topic.split("/")
+            kind = parts[2] if len(parts) == 3 and parts[0] == "edgewise" else ""
+            if action == Action.PUBLISH:
+                return kind in ("ack", "deadletter")
+            return kind == "telemetry"  # subscribe to and receive every device's telemetry
         if action == Action.PUBLISH:
             if topic == owner.telemetry_topic(user):
-                # Taken by DeviceIngestPlugin on MESSAGE_RECEIVED; no fan-out to others.
-                return False
+                # plugin mode: taken by DeviceIngestPlugin, no fan-out to anyone;
+                # subscriber mode: fanned out to the gateway's internal subscriber only.
+                return owner.consumer == "subscriber"
             owner.deadletter_soon(user, {
                 "reason": "topic_not_allowed", "field": "topic", "value": topic,
                 "index": None,
@@ -112,7 +131,7 @@ class DeviceIngestPlugin(BasePlugin):  # type: ignore[type-arg]
 
     async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
         owner = _owner(self.context)
-        if message is None:
+        if message is None or owner.consumer != "plugin":
             return
         session = self.context.get_session(client_id)
         user = session.username if session else None
@@ -148,6 +167,11 @@ class EmbeddedBroker:
     watermark
         ``watermark(device_id) -> int``, used to ack a device that subscribes before any
         ack is retained (e.g. after a restart).
+    consumer
+        ``"plugin"`` (default): a broker plugin hands telemetry to the gateway, no second
+        hop. ``"subscriber"``: telemetry fans out to an internal MQTT subscriber of the
+        gateway (a paho client with a persistent session and manual acks), kept to
+        measure the two against each other (``edgewise bench ingest --consumer``).
     """
 
     def __init__(
@@ -162,7 +186,13 @@ class EmbeddedBroker:
         count: Callable[..., None] | None = None,
         watermark: Callable[[str], int] | None = None,
         max_batch: int = 4000,
+        consumer: str = "plugin",
     ) -> None:
+        if consumer not in ("plugin", "subscriber"):
+            raise ValueError(f"consumer must be 'plugin' or 'subscriber'; got {consumer!r}")
+        self.consumer = consumer
+        self.internal_secret = secrets.token_urlsafe(32) if consumer == "subscriber" else None
+        self._subscriber: Any = None
         self.handler = handler
         self.authenticate = authenticate
         self.host = host
@@ -174,7 +204,7 @@ class EmbeddedBroker:
         self.batcher = Batcher(handler, self._after_commit, max_batch=max_batch)
         self.instance = uuid.uuid4().hex
         self._broker: Broker | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Future[Any]] = set()
 
     @staticmethod
     def telemetry_topic(device_id: str) -> str:
@@ -207,9 +237,25 @@ class EmbeddedBroker:
         await self.batcher.start()
         self._broker = Broker(self.config())
         await self._broker.start()
+        if self.consumer == "subscriber":
+            from edgewise.transport.client import ExternalBroker
+
+            scheme = "mqtts" if self.tls_cert else "mqtt"
+            self._subscriber = ExternalBroker(
+                self.handler,
+                f"{scheme}://{INTERNAL_USER}:{self.internal_secret}@127.0.0.1:{self.port}"
+                f"?client_id={INTERNAL_USER}-{self.instance[:8]}"
+                + (f"&ca={self.tls_cert}" if self.tls_cert else ""),
+                count=self._count)
+            if self.tls_cert:  # the certificate names the public host, we dial 127.0.0.1
+                self._subscriber.client.tls_insecure_set(True)
+            await self._subscriber.start()
 
     async def stop(self) -> None:
         """Commit what has arrived, send its acks, and shut the broker down."""
+        if self._subscriber is not None:
+            await self._subscriber.stop()
+            self._subscriber = None
         await self.batcher.stop()
         if self._broker is not None:
             broker, self._broker = self._broker, None
@@ -227,15 +273,42 @@ class EmbeddedBroker:
         t = topic(device_id, "ack")
         data = json.dumps({"seq": int(seq)}).encode()
         await self._broker.retain_message(None, t, data, 1)
-        await self._broker.internal_message_broadcast(t, data, 1)
+        self._deliver(t, data)
 
     async def publish_deadletter(self, device_id: str, problem: dict[str, Any]) -> None:
         """Send a dead-letter problem to the device and count it by reason."""
         self.count("edgewise_messages_deadlettered_total", reason=str(problem.get("reason")))
         if self._broker is None:
             return
-        data = json.dumps(problem, default=str).encode()
-        await self._broker.internal_message_broadcast(topic(device_id, "deadletter"), data, 1)
+        self._deliver(topic(device_id, "deadletter"), json.dumps(problem, default=str).encode())
+
+    def _deliver(self, topic_name: str, data: bytes) -> None:
+        """Send to the sessions subscribed to exactly ``topic_name`` (QoS 1).
+
+        The ACL lets only the device itself subscribe to its ack and dead-letter topics,
+        and only by their exact names, so the subscribers are found by one dict lookup.
+        This skips amqtt's broadcast loop, which iterates every subscription for every
+        message and, in amqtt 0.11.4, drops the message when a client subscribes while
+        it iterates ("dictionary changed size during iteration"): an ack lost that way
+        would leave a device waiting for its resend timer.
+        """
+        assert self._broker is not None
+        sessions = self._broker.sessions
+        for session, qos in list(self._broker.subscriptions.get(topic_name, ())):
+            if session.transitions.state != "connected":
+                continue
+            entry = sessions.get(session.client_id)
+            if entry is None:
+                continue
+            task = asyncio.ensure_future(
+                entry[1].mqtt_publish(topic_name, data, min(qos, 1), retain=False))
+            self._pending.add(task)
+            task.add_done_callback(self._delivered)
+
+    def _delivered(self, task: asyncio.Future[Any]) -> None:
+        self._pending.discard(task)  # type: ignore[arg-type]
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("ack/dead-letter delivery failed: %s", task.exception())
 
     def deadletter_soon(self, device_id: str, problem: dict[str, Any]) -> None:
         task = asyncio.get_running_loop().create_task(self.publish_deadletter(device_id, problem))
