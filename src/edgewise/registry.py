@@ -43,6 +43,7 @@ import io
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -451,7 +452,10 @@ class Registry:
         self.root = Path(data_dir) / "registry"
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
         self.key = load_or_create_key(self.root)
-        self._db = sqlite3.connect(self.root / "registry.sqlite", timeout=30, isolation_level=None)
+        # one connection shared by threads (a gateway serves from a thread pool), used under a lock
+        self._db = sqlite3.connect(self.root / "registry.sqlite", timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+        self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
 
@@ -494,11 +498,12 @@ class Registry:
             time.time_ns(),
         )
         try:
-            self._db.execute(
-                "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?)",
-                (name, version, format, digest, len(payload), trained_on,
-                 json.dumps(mv.metrics), mv.created_ns),
-            )
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?)",
+                    (name, version, format, digest, len(payload), trained_on,
+                     json.dumps(mv.metrics), mv.created_ns),
+                )
         except sqlite3.IntegrityError:
             raise InvalidParameterError(
                 f"Model {name!r} version {version!r} is already published; versions are "
@@ -509,7 +514,8 @@ class Registry:
     def versions(self, name: str | None = None) -> list[ModelVersion]:
         """Published versions, oldest first, optionally of one model."""
         q = "SELECT * FROM versions" + (" WHERE name = ?" if name else "") + " ORDER BY created_ns"
-        rows = self._db.execute(q, (name,) if name else ()).fetchall()
+        with self._lock:
+            rows = self._db.execute(q, (name,) if name else ()).fetchall()
         return [ModelVersion(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7])
                 for r in rows]
 
@@ -542,6 +548,11 @@ class Registry:
         _check_target(target)
         mv = self.version(name, version)
         payload = self.blob(mv.sha256)
+        with self._lock:
+            return self._sign_next(name, version, target, mv, payload, expires_in_s, kind)
+
+    def _sign_next(self, name: str, version: str, target: str, mv: ModelVersion, payload: bytes,
+                   expires_in_s: float, kind: str) -> SignedArtifact:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             (last,) = self._db.execute("SELECT COALESCE(MAX(release), 0) FROM releases").fetchone()
@@ -569,15 +580,17 @@ class Registry:
     def releases(self, target: str | None = None) -> list[Release]:
         """Releases, oldest first, optionally for one target."""
         q = "SELECT * FROM releases" + (" WHERE target = ?" if target else "") + " ORDER BY release"
-        rows = self._db.execute(q, (target,) if target else ()).fetchall()
+        with self._lock:
+            rows = self._db.execute(q, (target,) if target else ()).fetchall()
         return [Release(*r) for r in rows]
 
     def current(self, device_id: str, groups: Iterable[str] = ()) -> Release | None:
         """The newest release aimed at this device or one of its groups, if any."""
         targets = [f"device:{device_id}", *(f"group:{g}" for g in groups)]
         marks = ",".join("?" * len(targets))
-        row = self._db.execute(
-            f"SELECT * FROM releases WHERE target IN ({marks}) ORDER BY release DESC LIMIT 1",
-            targets,
-        ).fetchone()
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT * FROM releases WHERE target IN ({marks}) ORDER BY release DESC LIMIT 1",
+                targets,
+            ).fetchone()
         return Release(*row) if row else None
