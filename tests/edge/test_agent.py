@@ -219,3 +219,26 @@ def test_kill9_during_install_leaves_old_or_new(tmp_path):
         assert cur.payload == payloads[cur.release]
         seen.add(cur.release)
     assert seen == {1, 2}
+
+
+def test_local_alerts_while_offline_and_csv_resume(tmp_path, nab_series):
+    """Check local alerts are raised and buffered with no gateway, and a CSV source resumes."""
+    from edgewise.edge.agent import Agent, _source
+
+    series = nab_series[:3000].copy()
+    series[[700, 1500]] += 60.0  # two faults on real data
+    csv = tmp_path / "s.csv"
+    csv.write_text("timestamp,value\n" + "".join(f"t{i},{v}\n" for i, v in enumerate(series)))
+    agent = Agent(f"http://127.0.0.1:{free_port()}", "dev-3", SECRET, tmp_path / "a")
+    pos = agent.outbox.source_pos
+    for reading in _source(f"csv:{csv}", pos, 0):
+        pos += 1
+        agent.handle(reading, source_pos=pos)
+        if pos > 2000:
+            break
+    py = EWZScore().score_many(series[:2000])
+    assert agent.local_alerts == int((py >= 0.9).sum()) > 0
+    alerts = [m for m in agent.outbox.pending(5000) if "alert:value" in m["metrics"]]
+    assert len(alerts) == agent.local_alerts and agent.outbox.next_seq == 2001
+    first = next(_source(f"csv:{csv}", agent.outbox.source_pos, 0))
+    assert first == {"value": series[2000]}

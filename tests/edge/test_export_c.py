@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 
 import numpy as np
@@ -129,7 +130,21 @@ def test_tree_pruning_shrinks_flash_with_bounded_loss(fd001):
     assert _rmse(shallow.predict(Xte), yte) - rmse_full < 3.0
 
 
+@functools.lru_cache(maxsize=2)
+def _mlp_cached(key, seed=0):
+    return _mlp_train(_FD[key], seed)
+
+
+_FD: dict = {}
+
+
 def _mlp(fd001, seed=0):
+    """Train (once per session) a small MLP on the C-MAPSS windows."""
+    _FD[id(fd001)] = fd001
+    return _mlp_cached(id(fd001), seed)
+
+
+def _mlp_train(fd001, seed=0):
     import torch
 
     Xtr, ytr, _, _ = fd001

@@ -155,4 +155,17 @@ def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
         "c_us_per_inference": t_c_all * 1e6,
         "c_int8_us_per_inference": t_q_all * 1e6,
     }
-    return {"detector": detector, "rul": rul, "repeats": repeats}
+    # -- agent outbox --------------------------------------------------------------------------
+    import tempfile
+
+    from edgewise.edge.agent import Outbox
+
+    with tempfile.TemporaryDirectory() as d:
+        box = Outbox(Path(d) / "outbox.sqlite")
+        n_put = 300
+        t_put = _median_time(lambda: [box.put({"ts": 1.7e9, "metrics": {"temp_c": 21.5}})
+                                      for _ in range(n_put)], repeats)
+        per_msg = box.bytes_used / len(box)
+        box.close()
+    agent = {"outbox_puts_per_s": n_put / t_put, "outbox_bytes_per_message": per_msg}
+    return {"detector": detector, "rul": rul, "agent": agent, "repeats": repeats}

@@ -382,6 +382,12 @@ class Agent:
                                         "reason": exc.reason, "detail": str(exc)}))
                 self._report({"agent.update_refused": float(rel)})
             return f"refused:{exc.reason}"
+        if m.format != "pickle":
+            log.warning(json.dumps({"event": "update_refused", "release": m.release,
+                                    "reason": "unsupported_format", "detail": m.format}))
+            self.refused.append((m.release, "unsupported_format"))
+            self._report({"agent.update_refused": float(m.release)})
+            return "refused:unsupported_format"
         self.slot.install(mb, data)
         self._load_model()
         log.info(json.dumps({"event": "update_installed", "release": m.release,
