@@ -155,6 +155,40 @@ def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
         "c_us_per_inference": t_c_all * 1e6,
         "c_int8_us_per_inference": t_q_all * 1e6,
     }
+    # -- small neural net (MLP) on the same windows -------------------------------------------
+    import torch
+
+    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-9
+    Ztr, Zte = ((Xtr - mu) / sd).astype(np.float32), ((Xte - mu) / sd).astype(np.float32)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(Ztr.shape[1], 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    xt, yt = torch.tensor(Ztr), torch.tensor(ytr, dtype=torch.float32)[:, None]
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(net(xt), yt).backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        p_t = net(torch.tensor(Zte)).numpy()[:, 0].astype(np.float64)
+    m_cf = export(net, format="c", name="mlp")
+    m_cq = export(net, format="c", dtype="int8", name="mlpq", calibration=Ztr)
+    m_of = export(net, format="onnx", name="mlp")
+    m_oq = export(net, format="onnx", dtype="int8", name="mlp", calibration=Ztr[:1024])
+    mlp = {
+        "model": "MLP 42-32-16-1 (ReLU), 300 full-batch Adam steps",
+        "rmse_torch": _rmse(p_t, yte),
+        "rmse_c_float32": _rmse(m_cf.predict(Zte), yte),
+        "rmse_c_int8": _rmse(m_cq.predict(Zte), yte),
+        "rmse_onnx_float32": _rmse(m_of.predict(Zte), yte),
+        "rmse_onnx_int8": _rmse(m_oq.predict(Zte), yte),
+        "c_max_abs_diff": float(np.abs(m_cf.predict(Zte) - p_t).max()),
+        "c_flash_bytes": m_cf.flash_bytes, "c_int8_flash_bytes": m_cq.flash_bytes,
+        "c_ram_bytes": m_cf.ram_bytes,
+        "onnx_bytes": m_of.size_bytes, "onnx_int8_bytes": m_oq.size_bytes,
+    }
+
     # -- agent outbox --------------------------------------------------------------------------
     import tempfile
 
@@ -168,4 +202,4 @@ def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
         per_msg = box.bytes_used / len(box)
         box.close()
     agent = {"outbox_puts_per_s": n_put / t_put, "outbox_bytes_per_message": per_msg}
-    return {"detector": detector, "rul": rul, "agent": agent, "repeats": repeats}
+    return {"detector": detector, "rul": rul, "mlp": mlp, "agent": agent, "repeats": repeats}

@@ -433,6 +433,12 @@ class Agent:
         if r.status_code != 200:
             log.warning(json.dumps({"event": "send_failed", "status": r.status_code,
                                     "detail": r.text[:200]}))
+            if r.status_code == 413 and self.batch > 1:  # payload too large: smaller batches
+                self.batch = max(1, self.batch // 2)
+            elif r.status_code == 429:  # rate limited: wait as told (capped), keep order
+                self._stop.wait(min(float(r.headers.get("Retry-After", "1") or 1), 30.0))
+            else:
+                self._stop.wait(1.0)
             return -1
         ack = int(r.json()["ack_seq"])
         self.outbox.ack(ack)
