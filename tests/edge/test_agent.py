@@ -242,3 +242,28 @@ def test_local_alerts_while_offline_and_csv_resume(tmp_path, nab_series):
     assert len(alerts) == agent.local_alerts and agent.outbox.next_seq == 2001
     first = next(_source(f"csv:{csv}", agent.outbox.source_pos, 0))
     assert first == {"value": series[2000]}
+
+
+def test_agent_refuses_a_format_it_cannot_run_and_unknown_keys(tmp_path):
+    """Check that a signed ONNX release is refused as unsupported_format, and a foreign key as unknown_key."""  # noqa: E501
+    from edgewise.edge.agent import Agent
+
+    data = tmp_path / "gw"
+    reg = Registry(data)
+    reg.publish("ewz", "1.0.0", b"onnx graph bytes", format="onnx")
+    reg.rollout("ewz", "1.0.0", "device:dev-4")
+    rec = Receiver(tmp_path, registry=data)
+    rec.start()
+    try:
+        other = load_or_create_key(tmp_path / "other")
+        with httpx.Client(timeout=10) as client:
+            foreign = Agent(rec.url, "dev-4", SECRET, tmp_path / "a1",
+                            trusted_keys={other.key_id: other.public_key_bytes})
+            assert foreign.check_update(client) == "refused:unknown_key"
+            agent = Agent(rec.url, "dev-4", SECRET, tmp_path / "a2",
+                          trusted_keys={reg.key_id: reg.public_key_bytes})
+            assert agent.check_update(client) == "refused:unsupported_format"
+            assert ModelSlot(tmp_path / "a2" / "models").current() is None
+            assert agent.outbox.pending()[0]["metrics"] == {"agent.update_refused": 1.0}
+    finally:
+        rec.stop()
