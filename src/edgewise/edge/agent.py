@@ -428,7 +428,8 @@ class Agent:
         msgs = self.outbox.pending(self.batch)
         if not msgs:
             return -1
-        r = client.post(f"{self.gateway}/v1/telemetry", headers=self._headers(),
+        r = client.post(f"{self.gateway}/v1/telemetry",
+                        headers={**self._headers(), "Content-Type": "application/json"},
                         content=json.dumps(msgs, separators=(",", ":")).encode())
         if r.status_code != 200:
             log.warning(json.dumps({"event": "send_failed", "status": r.status_code,
