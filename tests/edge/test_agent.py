@@ -194,6 +194,7 @@ i = 0
 while True:
     slot.install(*pairs[i % 2])
     i += 1
+    print(i, flush=True)
 """
 
 
@@ -210,10 +211,14 @@ def test_kill9_during_install_leaves_old_or_new(tmp_path):
     ModelSlot(tmp_path / "slot").install((tmp_path / "m1").read_bytes(), payloads[1])
     rng = random.Random(0)
     seen = set()
-    for _ in range(10):
-        p = subprocess.Popen([sys.executable, "-c", _INSTALLER, str(tmp_path)], env=ENV)
-        time.sleep(0.3 + rng.random() * 0.7)
+    for k in range(10):
+        p = subprocess.Popen([sys.executable, "-c", _INSTALLER, str(tmp_path)], env=ENV,
+                             stdout=subprocess.PIPE)
+        for _ in range(1 + k % 4):       # let 1..4 installs finish, then kill inside the next
+            p.stdout.readline()
+        time.sleep(rng.random() * 0.05)
         p.send_signal(signal.SIGKILL)
+        p.stdout.close()
         p.wait()
         cur = ModelSlot(tmp_path / "slot").current()   # re-checks the hash
         assert cur.payload == payloads[cur.release]

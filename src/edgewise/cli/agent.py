@@ -26,6 +26,9 @@ def agent_cmd(
     = 256.0,
     limit: Annotated[int, typer.Option(help="Stop after N readings (0: run forever).")] = 0,
     update_interval: Annotated[float, typer.Option(help="Seconds between update checks.")] = 30.0,
+    flush_timeout: Annotated[float, typer.Option(
+        help="When the source ends, seconds to keep sending before exiting (the rest stays "
+        "buffered).")] = 60.0,
 ) -> None:
     """Run the agent until interrupted (or until --limit readings, then flush)."""
     import logging
@@ -42,6 +45,6 @@ def agent_cmd(
                   trusted_keys=keys, groups=tuple(group), max_bytes=int(max_mb * 1024 * 1024),
                   update_interval_s=update_interval)
     try:
-        agent.run(source, rate_hz=rate, limit=limit or None)
+        agent.run(source, rate_hz=rate, limit=limit or None, flush_timeout_s=flush_timeout)
     except KeyboardInterrupt:
         agent.stop()

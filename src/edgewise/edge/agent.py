@@ -467,8 +467,13 @@ class Agent:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 2.0)
 
-    def run(self, source: str = "sim", rate_hz: float = 10.0, limit: int | None = None) -> None:
-        """Read ``source`` and buffer readings; a thread forwards them. Stops at ``limit``."""
+    def run(self, source: str = "sim", rate_hz: float = 10.0, limit: int | None = None,
+            flush_timeout_s: float = 60.0) -> None:
+        """Read ``source`` and buffer readings; a thread forwards them. Stops at ``limit``.
+
+        When the source ends (or ``limit`` is reached) the agent keeps sending for up to
+        ``flush_timeout_s``; anything still unacknowledged stays in the outbox for the next run.
+        """
         sender = threading.Thread(target=self.sender_loop, name="edgewise-sender", daemon=True)
         sender.start()
         n = 0
@@ -480,7 +485,8 @@ class Agent:
                 n += 1
                 if limit is not None and n >= limit:
                     break
-            while len(self.outbox) and sender.is_alive():  # finite sources: flush, then exit
+            deadline = time.monotonic() + flush_timeout_s
+            while len(self.outbox) and sender.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
             self._stop.set()
