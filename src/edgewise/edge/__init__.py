@@ -1,1 +1,158 @@
-"""See DESIGN.md for what this stage does."""
+"""Ship models to devices: compress, export to ONNX or C, and run them offline (the agent).
+
+:func:`export` is the one entry point. It dispatches on the model's type name (and its base
+classes' names), so optional libraries (torch, lightgbm) are never imported to decide, and a new
+model type is one function registered with :func:`register`.
+
+>>> from edgewise.detect.zscore import EWZScore
+>>> export(EWZScore(), format="c").ram_bytes
+12
+>>> export(EWZScore(), format="c", dtype="int8")
+Traceback (most recent call last):
+...
+edgewise.errors.ExportError: Cannot export EWZScore to format='c' with dtype='int8'. Supported for EWZScore: c/float32, onnx/float32.
+"""  # noqa: E501
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edgewise.edge import compress, export_c, export_onnx
+from edgewise.edge.export_c import CExport
+from edgewise.edge.export_onnx import OnnxExport
+from edgewise.errors import ExportError
+
+__all__ = ["CExport", "OnnxExport", "export", "register", "supported"]
+
+Exporter = Callable[..., CExport | OnnxExport]
+_EXPORTERS: dict[str, dict[tuple[str, str], Exporter]] = {}
+
+
+def register(type_name: str, format: str, dtype: str) -> Callable[[Exporter], Exporter]:
+    """Decorator: ``fn(model, *, name, calibration)`` exports ``type_name`` as ``format``/``dtype``."""  # noqa: E501
+
+    def deco(fn: Exporter) -> Exporter:
+        _EXPORTERS.setdefault(type_name, {})[(format, dtype)] = fn
+        return fn
+
+    return deco
+
+
+def supported() -> dict[str, list[str]]:
+    """Every exportable type name and its ``format/dtype`` combinations."""
+    return {t: sorted(f"{f}/{d}" for f, d in combos) for t, combos in sorted(_EXPORTERS.items())}
+
+
+def export(
+    model: Any,
+    format: str = "onnx",
+    dtype: str = "float32",
+    *,
+    name: str = "model",
+    calibration: np.ndarray | None = None,
+) -> CExport | OnnxExport:
+    """Export ``model`` for a device.
+
+    Parameters
+    ----------
+    model
+        A fitted model or a streaming detector (see :func:`supported`).
+    format
+        ``"onnx"`` (a graph for onnxruntime) or ``"c"`` (dependency-free C99 sources).
+    dtype
+        ``"float32"``, or ``"int8"`` (quantised; needs ``calibration`` rows from real data).
+    name
+        C symbol prefix / graph name.
+    calibration
+        Real input rows (n_samples, n_features) for int8 ranges.
+
+    Returns
+    -------
+    CExport | OnnxExport
+        With ``.save(dir)`` and Python-side runners (``predict``/``score_many``) for parity.
+    """
+    table: dict[tuple[str, str], Exporter] = {}
+    for cls in reversed(type(model).__mro__):  # a subclass's entries override its bases'
+        table.update(_EXPORTERS.get(cls.__name__, {}))
+    if not table:
+        kinds = ", ".join(sorted(_EXPORTERS))
+        raise ExportError(f"Cannot export {type(model).__name__}. Supported: {kinds}.")
+    fn = table.get((format, dtype))
+    if fn is None:
+        combos = ", ".join(sorted(f"{f}/{d}" for f, d in table))
+        raise ExportError(
+            f"Cannot export {type(model).__name__} to format={format!r} with dtype={dtype!r}. "
+            f"Supported for {type(model).__name__}: {combos}."
+        )
+    if dtype == "int8" and calibration is None:
+        raise ExportError(f"dtype='int8' export of {type(model).__name__} needs calibration rows "
+                          "from real data: export(..., calibration=X).")
+    return fn(model, name=name, calibration=calibration)
+
+
+# -- the registrations: one function per model type and format ---------------------------------
+
+
+@register("EWZScore", "c", "float32")
+def _ewz_c(model: Any, *, name: str, calibration: Any) -> CExport:
+    return export_c.export_ewzscore(model, name=name)
+
+
+@register("EWZScore", "onnx", "float32")
+def _ewz_onnx(model: Any, *, name: str, calibration: Any) -> OnnxExport:
+    return export_onnx.export_ewzscore(model, name=name)
+
+
+def _trees_c(model: Any, *, name: str, calibration: Any) -> CExport:
+    return export_c.export_trees(compress.tree_table(model), name=name)
+
+
+def _trees_c_int8(model: Any, *, name: str, calibration: Any) -> CExport:
+    q = compress.quantize_trees(compress.tree_table(model), calibration)
+    return export_c.export_trees(q, name=name)
+
+
+def _trees_onnx(model: Any, *, name: str, calibration: Any) -> OnnxExport:
+    return export_onnx.export_trees(compress.tree_table(model), name=name)
+
+
+for _t in (*compress.TREE_MODELS, "TreeTable"):
+    register(_t, "c", "float32")(_trees_c)
+    register(_t, "c", "int8")(_trees_c_int8)
+    register(_t, "onnx", "float32")(_trees_onnx)
+
+
+@register("Sequential", "c", "float32")
+def _mlp_c(model: Any, *, name: str, calibration: Any) -> CExport:
+    return export_c.export_mlp(model, name=name)
+
+
+@register("Sequential", "c", "int8")
+def _mlp_c_int8(model: Any, *, name: str, calibration: Any) -> CExport:
+    return export_c.export_mlp(model, name=name, dtype="int8")
+
+
+def _n_features(model: Any, calibration: Any) -> tuple[int, tuple[int, ...] | None]:
+    if calibration is not None:
+        shape = np.shape(calibration)
+        return int(shape[-1]), (1, *shape[1:])
+    first = next((m for m in model.modules() if hasattr(m, "in_features")), None)
+    if first is None:
+        raise ExportError(f"Cannot infer the input shape of {type(model).__name__}; pass "
+                          "calibration=X (a few real input rows).")
+    return int(first.in_features), None
+
+
+@register("Module", "onnx", "float32")
+def _torch_onnx(model: Any, *, name: str, calibration: Any) -> OnnxExport:
+    nf, shape = _n_features(model, calibration)
+    return export_onnx.export_torch(model, nf, name=name, example_shape=shape)
+
+
+@register("Module", "onnx", "int8")
+def _torch_onnx_int8(model: Any, *, name: str, calibration: Any) -> OnnxExport:
+    return export_onnx.quantize_int8(_torch_onnx(model, name=name, calibration=calibration),
+                                     calibration)

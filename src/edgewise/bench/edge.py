@@ -1,0 +1,205 @@
+"""``edgewise bench edge``: size, RAM and latency of exported models, and their parity.
+
+Detector: the default :class:`~edgewise.detect.zscore.EWZScore` exported to C, run over a real
+NAB series. RUL: a gradient-boosted tree regressor trained here on C-MAPSS FD001 windows (units
+1-80 train, 81-100 test), exported to C (float32 and int8) and ONNX.
+"""
+
+from __future__ import annotations
+
+import gzip
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["NAB_SERIES", "cmapss_fd001_windows", "nab_values", "run"]
+
+NAB_SERIES = "realKnownCause/machine_temperature_system_failure.csv"
+#: FD001 sensors that vary (the other seven are constant or nearly so).
+CMAPSS_SENSORS = (2, 3, 4, 7, 8, 9, 11, 12, 13, 14, 15, 17, 20, 21)
+RUL_CAP = 125
+
+
+def nab_values(shared_data: str | Path, series: str = NAB_SERIES) -> np.ndarray:
+    """The ``value`` column of one NAB series."""
+    path = Path(shared_data) / "nab" / "data" / series
+    raw = np.genfromtxt(path, delimiter=",", skip_header=1, usecols=1, dtype=np.float64)
+    return np.asarray(raw, dtype=np.float64)
+
+
+def cmapss_fd001_windows(
+    shared_data: str | Path, window: int = 30, test_from_unit: int = 81
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Windowed features of C-MAPSS FD001 train: (X_train, y_train, X_test, y_test).
+
+    For each unit and cycle (from cycle ``window`` on), each informative sensor gives its last
+    value, its mean over the last ``window`` cycles and its least-squares slope over them;
+    the target is the remaining useful life capped at 125 cycles. Units below
+    ``test_from_unit`` train, the rest test.
+    """
+    path = Path(shared_data) / "cmapss" / "train_FD001.txt.gz"
+    with gzip.open(path, "rt") as f:
+        data = np.loadtxt(f)
+    cols = [4 + s for s in CMAPSS_SENSORS]  # unit, cycle, 3 settings, then sensors 1..21
+    t = np.arange(window, dtype=np.float64)
+    tc = (t - t.mean()) / ((t - t.mean()) ** 2).sum()
+    Xs, ys, units = [], [], []
+    for unit in np.unique(data[:, 0]):
+        d = data[data[:, 0] == unit]
+        s = d[:, cols]
+        life = len(d)
+        for end in range(window, life + 1):
+            w = s[end - window:end]
+            Xs.append(np.concatenate([w[-1], w.mean(axis=0), tc @ w]))
+            ys.append(min(life - end, RUL_CAP))
+            units.append(unit)
+    X, y, u = np.asarray(Xs), np.asarray(ys, dtype=np.float64), np.asarray(units)
+    train = u < test_from_unit
+    return X[train], y[train], X[~train], y[~train]
+
+
+def _rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+def _median_time(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
+    """Measure everything; return the JSON-ready figures."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    from edgewise.detect.zscore import EWZScore
+    from edgewise.edge import compress, export
+
+    # -- detector ------------------------------------------------------------------------------
+    values = nab_values(shared_data)
+    det = EWZScore()
+    py_scores = det.clone().score_many(values)
+    c_det = export(det, format="c", name="ewz")
+    c_scores = c_det.score_many(values)
+    t_c = _median_time(lambda: c_det.score_many(values), repeats)
+
+    def py_loop() -> None:
+        d = det.clone()
+        for v in values[:5000]:
+            x = {"v": v}
+            d.score_one(x)
+            d.learn_one(x)
+
+    t_py = _median_time(py_loop, repeats) / 5000
+    onnx_det = export(det, format="onnx", name="ewz")
+    one = {k: np.array([1.0], np.float32) for k in ("value", "mean", "var", "n")}
+    t_onnx = _median_time(lambda: [onnx_det.run(one) for _ in range(1000)], repeats) / 1000
+    detector = {
+        "series": NAB_SERIES,
+        "readings": len(values),
+        "c_ram_bytes": c_det.ram_bytes,
+        "c_code_bytes": c_det.code_bytes(),
+        "c_ns_per_reading": t_c / len(values) * 1e9,
+        "python_ns_per_reading": t_py * 1e9,
+        "onnx_ns_per_call": t_onnx * 1e9,
+        "onnx_bytes": onnx_det.size_bytes,
+        "parity_max_abs_err": float(np.abs(c_scores - py_scores).max()),
+        "alerts_python": int((py_scores >= 0.9).sum()),
+        "alerts_c": int((c_scores >= 0.9).sum()),
+    }
+
+    # -- RUL -----------------------------------------------------------------------------------
+    Xtr, ytr, Xte, yte = cmapss_fd001_windows(shared_data)
+    gbr = GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.1,
+                                    subsample=0.8, random_state=0).fit(Xtr, ytr)
+    p_py = gbr.predict(Xte)
+    c_rul = export(gbr, format="c", name="rul")
+    p_c = c_rul.predict(Xte)
+    c_q = export(gbr, format="c", dtype="int8", name="rulq", calibration=Xtr)
+    p_q = c_q.predict(Xte)
+    o_rul = export(gbr, format="onnx", name="rul")
+    p_o = o_rul.predict(Xte)
+    pruned = compress.prune_trees(compress.tree_table(gbr), max_trees=75)
+    c_pr = export(pruned, format="c", name="rulp")
+    p_pr = c_pr.predict(Xte)
+    row = Xte[:1]
+    n_single = 2000
+    t_py1 = _median_time(lambda: [gbr.predict(row) for _ in range(200)], repeats) / 200
+    t_o1 = _median_time(lambda: [o_rul.predict(row) for _ in range(n_single)], repeats) / n_single
+    t_c_all = _median_time(lambda: c_rul.predict(Xte), repeats) / len(Xte)
+    t_q_all = _median_time(lambda: c_q.predict(Xte), repeats) / len(Xte)
+    rul = {
+        "model": "GradientBoostingRegressor(n_estimators=150, max_depth=3) on FD001 windows",
+        "n_train": len(Xtr), "n_test": len(Xte), "n_features": int(Xtr.shape[1]),
+        "c_flash_bytes": c_rul.flash_bytes,
+        "c_code_bytes": c_rul.code_bytes(),
+        "c_ram_bytes": 4 * int(Xtr.shape[1]),
+        "rmse_python": _rmse(p_py, yte),
+        "rmse_c": _rmse(p_c, yte),
+        "c_max_abs_diff": float(np.abs(p_c - p_py).max()),
+        "rmse_onnx": _rmse(p_o, yte),
+        "onnx_max_abs_diff": float(np.abs(p_o - p_py).max()),
+        "onnx_bytes": o_rul.size_bytes,
+        "int8_c_flash_bytes": c_q.flash_bytes,
+        "rmse_c_int8": _rmse(p_q, yte),
+        "pruned75_c_flash_bytes": c_pr.flash_bytes,
+        "rmse_c_pruned75": _rmse(p_pr, yte),
+        "python_us_per_inference": t_py1 * 1e6,
+        "onnx_us_per_inference": t_o1 * 1e6,
+        "c_us_per_inference": t_c_all * 1e6,
+        "c_int8_us_per_inference": t_q_all * 1e6,
+    }
+    # -- small neural net (MLP) on the same windows -------------------------------------------
+    import torch
+
+    mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-9
+    Ztr, Zte = ((Xtr - mu) / sd).astype(np.float32), ((Xte - mu) / sd).astype(np.float32)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(Ztr.shape[1], 32), torch.nn.ReLU(),
+                              torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    xt, yt = torch.tensor(Ztr), torch.tensor(ytr, dtype=torch.float32)[:, None]
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(net(xt), yt).backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        p_t = net(torch.tensor(Zte)).numpy()[:, 0].astype(np.float64)
+    m_cf = export(net, format="c", name="mlp")
+    m_cq = export(net, format="c", dtype="int8", name="mlpq", calibration=Ztr)
+    m_of = export(net, format="onnx", name="mlp")
+    m_oq = export(net, format="onnx", dtype="int8", name="mlp", calibration=Ztr[:1024])
+    mlp = {
+        "model": "MLP 42-32-16-1 (ReLU), 300 full-batch Adam steps",
+        "rmse_torch": _rmse(p_t, yte),
+        "rmse_c_float32": _rmse(m_cf.predict(Zte), yte),
+        "rmse_c_int8": _rmse(m_cq.predict(Zte), yte),
+        "rmse_onnx_float32": _rmse(m_of.predict(Zte), yte),
+        "rmse_onnx_int8": _rmse(m_oq.predict(Zte), yte),
+        "c_max_abs_diff": float(np.abs(m_cf.predict(Zte) - p_t).max()),
+        "c_flash_bytes": m_cf.flash_bytes, "c_int8_flash_bytes": m_cq.flash_bytes,
+        "c_ram_bytes": m_cf.ram_bytes,
+        "onnx_bytes": m_of.size_bytes, "onnx_int8_bytes": m_oq.size_bytes,
+    }
+
+    # -- agent outbox --------------------------------------------------------------------------
+    import tempfile
+
+    from edgewise.edge.agent import Outbox
+
+    with tempfile.TemporaryDirectory() as d:
+        box = Outbox(Path(d) / "outbox.sqlite")
+        n_put = 300
+        t_put = _median_time(lambda: [box.put({"ts": 1.7e9, "metrics": {"temp_c": 21.5}})
+                                      for _ in range(n_put)], repeats)
+        per_msg = box.bytes_used / len(box)
+        box.close()
+    agent = {"outbox_puts_per_s": n_put / t_put, "outbox_bytes_per_message": per_msg}
+    return {"detector": detector, "rul": rul, "mlp": mlp, "agent": agent, "repeats": repeats}

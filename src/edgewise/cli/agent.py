@@ -1,0 +1,50 @@
+"""``edgewise agent``: run the edge agent (local detection, store-and-forward, signed updates)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgewise.cli._app import app, fail
+
+
+@app.command("agent")
+def agent_cmd(
+    gateway: Annotated[str, typer.Option(help="Gateway base URL, e.g. http://gw:8080.")],
+    device: Annotated[str, typer.Option(help="This device's id.")],
+    secret_file: Annotated[Path, typer.Option(help="File holding the device secret.")],
+    source: Annotated[str, typer.Option(help="sim, csv:PATH or stdin.")] = "sim",
+    state_dir: Annotated[Path, typer.Option(
+        envvar="EDGEWISE_AGENT_DIR", help="Outbox, models and state.")] = Path("edgewise-agent"),
+    trust_key: Annotated[list[Path], typer.Option(
+        help="Registry public key file (signing_key.pub); repeatable. None: no updates.")] = [],  # noqa: B006
+    group: Annotated[list[str], typer.Option(help="Group this device belongs to.")] = [],  # noqa: B006
+    rate: Annotated[float, typer.Option(help="Readings per second (sim, csv).")] = 1.0,
+    max_mb: Annotated[float, typer.Option(help="Outbox bound in MB (drop newest when full).")]
+    = 256.0,
+    limit: Annotated[int, typer.Option(help="Stop after N readings (0: run forever).")] = 0,
+    update_interval: Annotated[float, typer.Option(help="Seconds between update checks.")] = 30.0,
+    flush_timeout: Annotated[float, typer.Option(
+        help="When the source ends, seconds to keep sending before exiting (the rest stays "
+        "buffered).")] = 60.0,
+) -> None:
+    """Run the agent until interrupted (or until --limit readings, then flush)."""
+    import logging
+
+    from edgewise.edge.agent import Agent, load_trusted_key
+
+    if not secret_file.is_file():
+        raise fail(f"Secret file {str(secret_file)!r} does not exist.")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    keys: dict[str, bytes] = {}
+    for k in trust_key:
+        keys.update(load_trusted_key(k))
+    agent = Agent(gateway, device, secret_file.read_text().strip(), state_dir,
+                  trusted_keys=keys, groups=tuple(group), max_bytes=int(max_mb * 1024 * 1024),
+                  update_interval_s=update_interval)
+    try:
+        agent.run(source, rate_hz=rate, limit=limit or None, flush_timeout_s=flush_timeout)
+    except KeyboardInterrupt:
+        agent.stop()

@@ -1,0 +1,93 @@
+"""``edgewise registry list|publish|rollout|pubkey``: model versions and signed releases."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgewise.cli._app import DataDir, Json, app, fail
+
+registry_app = typer.Typer(help="Model registry: versions, signed releases, rollout.",
+                           no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("list")
+def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only this model.")] = "",
+             json_out: Json = False) -> None:
+    """List published versions and releases."""
+    from edgewise.registry import Registry
+
+    reg = Registry(data_dir)
+    versions = reg.versions(name or None)
+    releases = [r for r in reg.releases() if not name or r.name == name]
+    if json_out:
+        typer.echo(json.dumps({
+            "key_id": reg.key_id,
+            "versions": [v.__dict__ for v in versions],
+            "releases": [{"release": r.release, "name": r.name, "version": r.version,
+                          "target": r.target, "kind": r.kind} for r in releases],
+        }))
+        return
+    typer.echo(f"signing key {reg.key_id}")
+    for v in versions:
+        typer.echo(f"{v.name} {v.version}  {v.format}  {v.size} B  sha256 {v.sha256[:16]}  "
+                   f"trained on {v.trained_on or '-'}  {v.metrics}")
+    for r in releases:
+        typer.echo(f"release {r.release}: {r.name} {r.version} -> {r.target} ({r.kind})")
+
+
+@registry_app.command("publish")
+def publish_cmd(
+    name: str, version: str, model_file: Path, data_dir: DataDir,
+    format: Annotated[str, typer.Option("--format", help="onnx, c, pickle, …")] = "",
+    trained_on: Annotated[str, typer.Option(help="Data the model learned from.")] = "",
+    metric: Annotated[list[str], typer.Option(help="NAME=VALUE, repeatable.")] = [],  # noqa: B006
+) -> None:
+    """Publish MODEL_FILE as NAME VERSION."""
+    from edgewise.registry import Registry
+
+    if not model_file.is_file():
+        raise fail(f"Model file {str(model_file)!r} does not exist.")
+    metrics = {}
+    for m in metric:
+        k, sep, v = m.partition("=")
+        try:
+            metrics[k] = float(v)
+        except ValueError:
+            raise fail(f"--metric must be NAME=NUMBER. Got {m!r} instead.") from None
+        if not sep:
+            raise fail(f"--metric must be NAME=NUMBER. Got {m!r} instead.")
+    fmt = format or model_file.suffix.lstrip(".") or "bin"
+    mv = Registry(data_dir).publish(name, version, model_file.read_bytes(), format=fmt,
+                                    trained_on=trained_on, metrics=metrics)
+    typer.echo(f"published {mv.name} {mv.version} ({mv.size} B, sha256 {mv.sha256[:16]})")
+
+
+@registry_app.command("rollout")
+def rollout_cmd(
+    name: str, version: str, target: str, data_dir: DataDir,
+    expires_days: Annotated[float, typer.Option(help="Manifest lifetime.")] = 30.0,
+    rollback: Annotated[bool, typer.Option(help="Sign an explicit rollback order.")] = False,
+) -> None:
+    """Sign a release of NAME VERSION for TARGET (device:<id> or group:<name>)."""
+    from edgewise.registry import Registry
+
+    reg = Registry(data_dir)
+    s = reg.rollout(name, version, target, expires_in_s=expires_days * 86400,
+                    kind="rollback" if rollback else "release")
+    m = s.manifest
+    typer.echo(f"release {m.release}: {name} {version} -> {target} ({m.kind}), key {m.key_id}")
+
+
+@registry_app.command("pubkey")
+def pubkey_cmd(data_dir: DataDir) -> None:
+    """Print 'KEY_ID BASE64_PUBLIC_KEY', what agents get at enrolment."""
+    from edgewise.registry import Registry
+
+    reg = Registry(data_dir)
+    typer.echo(f"{reg.key_id} {base64.b64encode(reg.public_key_bytes).decode()}")

@@ -1,0 +1,508 @@
+"""The edge agent: read sensors, detect locally, store-and-forward, install signed models.
+
+Three parts, each usable alone:
+
+* :class:`Outbox`: the on-disk buffer (SQLite, WAL, ``synchronous=FULL``) that survives
+  ``kill -9`` and power loss. Each accepted message gets the device's next ``seq`` (from 1) in
+  the same transaction that stores it, so the counter and the data never disagree. The buffer
+  is bounded in bytes; the policy when full is **drop newest**: a message that does not fit is
+  counted (``dropped``, exact) and never gets a seq. Dropping the oldest instead would leave a
+  hole below the gateway's ack watermark (every seq 1..w stored), which would stall acks.
+* :class:`ModelSlot`: verified, atomic install (write temp, fsync, rename, fsync dir; the
+  ``current.json`` pointer is replaced the same way), so ``kill -9`` at any point leaves the old
+  or the new model, never a partial one.
+* :class:`Agent`: the loop. The main thread reads the source, cleans, scores and buffers; a
+  sender thread drains the outbox in seq order over ``POST /v1/telemetry`` (headers as in
+  INTERFACES.md), deletes what the gateway's ``ack_seq`` covers, and polls for model updates.
+
+>>> import tempfile
+>>> box = Outbox(tempfile.mkdtemp() + "/outbox.sqlite", max_bytes=200)
+>>> box.put({"ts": 1700000000, "metrics": {"t": 1.0}}), box.put({"ts": 1700000001, "metrics": {"t": 2.0}})
+(1, 2)
+>>> box.put({"ts": 1700000002, "metrics": {"t": 3.0}}) is None, box.dropped   # full: counted
+(True, 1)
+>>> [m["seq"] for m in box.pending()]
+[1, 2]
+>>> box.ack(1), [m["seq"] for m in box.pending()]
+(1, [2])
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+import os
+import pickle
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgewise.detect.zscore import EWZScore
+from edgewise.errors import SignatureError
+from edgewise.registry import Manifest, key_id_of, verify
+
+__all__ = ["DEFAULT_MAX_BYTES", "Agent", "ModelSlot", "Outbox", "load_trusted_key", "sim_value"]
+
+log = logging.getLogger("edgewise.agent")
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+_ROW_OVERHEAD = 40  # bytes counted per message beyond its JSON (seq, size, page slack)
+
+
+class Outbox:
+    """Store-and-forward buffer: per-device seq, byte bound, exact drop counter."""
+
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.path = str(path)
+        self.max_bytes = max_bytes
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(
+            "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, body BLOB NOT NULL,"
+            " size INTEGER NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+            "INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('acked', 0), ('dropped', 0),"
+            " ('bytes', 0), ('source_pos', 1);"
+        )
+
+    def _meta(self, key: str) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next accepted message will get."""
+        with self._lock:
+            return self._meta("next_seq")
+
+    @property
+    def acked(self) -> int:
+        """Highest seq the gateway acknowledged."""
+        with self._lock:
+            return self._meta("acked")
+
+    @property
+    def dropped(self) -> int:
+        """Messages refused because the buffer was full (exact)."""
+        with self._lock:
+            return self._meta("dropped")
+
+    @property
+    def bytes_used(self) -> int:
+        """Bytes counted against ``max_bytes`` (message JSON plus a fixed per-row overhead)."""
+        with self._lock:
+            return self._meta("bytes")
+
+    @property
+    def source_pos(self) -> int:
+        """Position (from 1) of the next source reading; persisted with each message."""
+        with self._lock:
+            return self._meta("source_pos")
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def put(self, message: Mapping[str, Any], *, source_pos: int | None = None) -> int | None:
+        """Store ``message`` with the next seq; return it, or None if dropped (buffer full).
+
+        ``source_pos``, if given, is stored in the same transaction: where the source resumes.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if source_pos is not None:
+                    self._db.execute("UPDATE meta SET value = ? WHERE key='source_pos'",
+                                     (source_pos,))
+                seq = self._meta("next_seq")
+                body = json.dumps({**message, "seq": seq}, separators=(",", ":")).encode()
+                size = len(body) + _ROW_OVERHEAD
+                if self._meta("bytes") + size > self.max_bytes:
+                    self._db.execute("UPDATE meta SET value = value + 1 WHERE key='dropped'")
+                    self._db.execute("COMMIT")
+                    return None
+                self._db.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, body, size))
+                self._db.execute("UPDATE meta SET value = ? WHERE key='next_seq'", (seq + 1,))
+                self._db.execute("UPDATE meta SET value = value + ? WHERE key='bytes'", (size,))
+                self._db.execute("COMMIT")
+                return seq
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def pending(self, limit: int = 500) -> list[dict[str, Any]]:
+        """The oldest unacknowledged messages, in seq order."""
+        with self._lock:
+            rows = self._db.execute("SELECT body FROM outbox ORDER BY seq LIMIT ?",
+                                    (limit,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def ack(self, ack_seq: int) -> int:
+        """Forget every message with seq <= ``ack_seq``; return how many were removed."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                (n, size) = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE seq <= ?",
+                    (ack_seq,)).fetchone()
+                self._db.execute("DELETE FROM outbox WHERE seq <= ?", (ack_seq,))
+                self._db.execute("UPDATE meta SET value = value - ? WHERE key='bytes'", (size,))
+                self._db.execute("UPDATE meta SET value = MAX(value, ?) WHERE key='acked'",
+                                 (ack_seq,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(n)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """The model the slot points at."""
+
+    release: int
+    sha256: str
+    manifest: Manifest
+    payload: bytes
+
+
+class ModelSlot:
+    """Verified models on disk and an atomically replaced pointer to the current one."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.pointer = self.root / "current.json"
+
+    def current(self) -> Installed | None:
+        """The installed model (hash re-checked), or None."""
+        if not self.pointer.exists():
+            return None
+        ptr = json.loads(self.pointer.read_bytes())
+        payload = (self.root / ptr["file"]).read_bytes()
+        if hashlib.sha256(payload).hexdigest() != ptr["sha256"]:
+            raise SignatureError(f"Installed model {ptr['file']!r} does not match its hash.",
+                                 "tampered")
+        m = Manifest.from_bytes(base64.b64decode(ptr["manifest"]))
+        return Installed(ptr["release"], ptr["sha256"], m, payload)
+
+    def history(self) -> list[Manifest]:
+        """Manifests of every release installed so far (for mix-and-match detection)."""
+        path = self.root / "history.json"
+        if not path.exists():
+            return []
+        return [Manifest.from_bytes(base64.b64decode(m)) for m in json.loads(path.read_bytes())]
+
+    def install(self, manifest_bytes: bytes, payload: bytes) -> None:
+        """Write the payload and then flip the pointer; each step is crash-atomic."""
+        m = Manifest.from_bytes(manifest_bytes)
+        fname = f"model-{m.release}-{m.sha256[:16]}.bin"
+        _write_atomic(self.root / fname, payload)
+        hist = [base64.b64encode(x.to_bytes()).decode() for x in self.history()]
+        hist.append(base64.b64encode(manifest_bytes).decode())
+        _write_atomic(self.root / "history.json", json.dumps(hist[-20:]).encode())
+        ptr = {"release": m.release, "sha256": m.sha256, "file": fname,
+               "manifest": base64.b64encode(manifest_bytes).decode()}
+        old = json.loads(self.pointer.read_bytes())["file"] if self.pointer.exists() else None
+        _write_atomic(self.pointer, json.dumps(ptr).encode())
+        for p in self.root.glob("model-*.bin"):  # keep the current and the previous model only
+            if p.name not in (fname, old):
+                p.unlink(missing_ok=True)
+
+
+def load_trusted_key(path: str | os.PathLike[str]) -> dict[str, bytes]:
+    """Read a ``signing_key.pub`` (base64 of the raw Ed25519 key) into ``{key_id: key}``."""
+    raw = base64.b64decode(Path(path).read_text().split()[-1])
+    return {key_id_of(raw): raw}
+
+
+def sim_value(seq: int) -> float:
+    """The simulated sensor's reading number ``seq``: a slow wave, noise, a spike every 500.
+
+    >>> round(sim_value(1), 6) == round(sim_value(1), 6)
+    True
+    """
+    noise = (int(hashlib.sha256(str(seq).encode()).hexdigest()[:8], 16) / 2**32 - 0.5) * 0.4
+    spike = 15.0 if seq % 500 == 0 else 0.0
+    return round(20.0 + 2.0 * math.sin(seq / 50.0) + noise + spike, 6)
+
+
+def _source(spec: str, start: int, rate_hz: float) -> Iterator[dict[str, float]]:
+    """Readings from position ``start`` (1-based) of the source."""
+    if spec == "sim":
+        i = start
+        while True:
+            yield {"temp_c": sim_value(i)}
+            i += 1
+            if rate_hz > 0:
+                time.sleep(1.0 / rate_hz)
+    elif spec.startswith("csv:"):
+        with open(spec[4:]) as f:
+            header = f.readline().strip().split(",")
+            for pos, line in enumerate(f, start=1):
+                if pos < start:
+                    continue
+                cells = line.strip().split(",")
+                out = {}
+                for name, cell in zip(header[1:], cells[1:], strict=False):
+                    try:
+                        out[name] = float(cell)
+                    except ValueError:
+                        continue
+                yield out
+                if rate_hz > 0:
+                    time.sleep(1.0 / rate_hz)
+    elif spec == "stdin":
+        for line in sys.stdin:
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("{"):
+                yield {k: float(v) for k, v in json.loads(line).items()}
+            else:
+                yield {"value": float(line)}
+    else:
+        raise ValueError(f"--source must be sim, csv:PATH or stdin. Got {spec!r} instead.")
+
+
+class Agent:
+    """Runs on the device: source -> clean -> local detector -> outbox -> gateway.
+
+    Parameters
+    ----------
+    gateway
+        Base URL, e.g. ``http://127.0.0.1:8080``.
+    device_id, secret
+        The device's credentials (from enrolment).
+    data_dir
+        Where the outbox, the models and the agent state live.
+    trusted_keys
+        Registry key id to raw public key; empty disables model updates.
+    groups
+        Groups the device belongs to (for group rollouts).
+    """
+
+    def __init__(self, gateway: str, device_id: str, secret: str, data_dir: str | Path, *,
+                 trusted_keys: Mapping[str, bytes] | None = None, groups: tuple[str, ...] = (),
+                 max_bytes: int = DEFAULT_MAX_BYTES, batch: int = 200,
+                 update_interval_s: float = 2.0, threshold: float = 0.9) -> None:
+        self.gateway = gateway.rstrip("/")
+        self.device_id = device_id
+        self.secret = secret
+        self.dir = Path(data_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(self.dir / "outbox.sqlite", max_bytes=max_bytes)
+        self.slot = ModelSlot(self.dir / "models")
+        self.trusted_keys = dict(trusted_keys or {})
+        self.groups = groups
+        self.batch = batch
+        self.update_interval_s = update_interval_s
+        self.threshold = threshold
+        self.detectors: dict[str, Any] = {}
+        self.template: Any = EWZScore()
+        self.release = 0
+        self.local_alerts = 0
+        self.refused: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._load_model()
+
+    # -- models --------------------------------------------------------------------------------
+    def _load_model(self) -> None:
+        cur = self.slot.current()
+        if cur is None:
+            return
+        model = pickle.loads(cur.payload)  # verified and signed before it was installed
+        self.template = model
+        self.detectors = {}
+        self.release = cur.release
+        log.info(json.dumps({"event": "model_loaded", "release": cur.release,
+                             "version": cur.manifest.version}))
+
+    def check_update(self, client: Any) -> str:
+        """Fetch, verify and install the gateway's current release; return what happened."""
+        if not self.trusted_keys:
+            return "disabled"
+        r = client.get(f"{self.gateway}/v1/devices/{self.device_id}/model",
+                       headers=self._headers())
+        if r.status_code in (204, 404):
+            return "none"
+        r.raise_for_status()
+        env = r.json()
+        mb, sig = base64.b64decode(env["manifest"]), base64.b64decode(env["signature"])
+        try:
+            head = json.loads(mb)
+            if int(head.get("release", 0)) == self.release:
+                return "current"  # nothing new; skip downloading
+            with client.stream("GET", f"{self.gateway}/v1/models/{head.get('sha256', '')}",
+                               headers=self._headers()) as resp:
+                resp.raise_for_status()
+                data = _read_capped(resp, int(head.get("size", 0)))
+            m = verify(mb, sig, data, trusted_keys=self.trusted_keys, device_id=self.device_id,
+                       groups=self.groups, installed_release=self.release,
+                       known=self.slot.history())
+        except SignatureError as exc:
+            if exc.reason == "replay":
+                log.info(json.dumps({"event": "update_replay", "detail": str(exc)}))
+                return "replay"
+            rel = int(head.get("release", -1)) if isinstance(head, dict) else -1
+            if (rel, exc.reason) not in self.refused:
+                self.refused.append((rel, exc.reason))
+                log.warning(json.dumps({"event": "update_refused", "release": rel,
+                                        "reason": exc.reason, "detail": str(exc)}))
+                self._report({"agent.update_refused": float(rel)})
+            return f"refused:{exc.reason}"
+        if m.format != "pickle":
+            log.warning(json.dumps({"event": "update_refused", "release": m.release,
+                                    "reason": "unsupported_format", "detail": m.format}))
+            self.refused.append((m.release, "unsupported_format"))
+            self._report({"agent.update_refused": float(m.release)})
+            return "refused:unsupported_format"
+        self.slot.install(mb, data)
+        self._load_model()
+        log.info(json.dumps({"event": "update_installed", "release": m.release,
+                             "version": m.version, "kind": m.kind}))
+        self._report({"agent.model_release": float(m.release)})
+        return "installed"
+
+    # -- data path -----------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret}", "X-Device-Id": self.device_id}
+
+    def _report(self, metrics: dict[str, float]) -> None:
+        self.outbox.put({"ts": time.time(), "metrics": metrics})
+
+    def handle(self, reading: Mapping[str, float], source_pos: int | None = None) -> int | None:
+        """Clean, score and buffer one reading; return its seq (None if the buffer dropped it)."""
+        clean = {k: float(v) for k, v in reading.items() if isinstance(v, int | float)
+                 and math.isfinite(v)}
+        metrics = dict(clean)
+        for name, v in clean.items():
+            det = self.detectors.get(name)
+            if det is None:
+                det = self.detectors[name] = self.template.clone()
+            x = {name: v}
+            score = det.score_one(x)
+            det.learn_one(x)
+            if score >= self.threshold:
+                self.local_alerts += 1
+                metrics[f"alert:{name}"] = round(score, 6)
+                log.warning(json.dumps({"event": "local_alert", "metric": name, "value": v,
+                                        "score": score}))
+        if not metrics:
+            return None
+        return self.outbox.put({"ts": time.time(), "metrics": metrics}, source_pos=source_pos)
+
+    def drain_once(self, client: Any) -> int:
+        """Send one batch of pending messages; return the gateway's ack (or -1 if none)."""
+        msgs = self.outbox.pending(self.batch)
+        if not msgs:
+            return -1
+        r = client.post(f"{self.gateway}/v1/telemetry",
+                        headers={**self._headers(), "Content-Type": "application/json"},
+                        content=json.dumps(msgs, separators=(",", ":")).encode())
+        if r.status_code != 200:
+            log.warning(json.dumps({"event": "send_failed", "status": r.status_code,
+                                    "detail": r.text[:200]}))
+            if r.status_code == 413 and self.batch > 1:  # payload too large: smaller batches
+                self.batch = max(1, self.batch // 2)
+            elif r.status_code == 429:  # rate limited: wait as told (capped), keep order
+                self._stop.wait(min(float(r.headers.get("Retry-After", "1") or 1), 30.0))
+            else:
+                self._stop.wait(1.0)
+            return -1
+        ack = int(r.json()["ack_seq"])
+        self.outbox.ack(ack)
+        return ack
+
+    def sender_loop(self) -> None:
+        """Drain and poll for updates until stopped; back off while the gateway is away."""
+        import httpx
+
+        backoff = 0.05
+        next_update = 0.0
+        with httpx.Client(timeout=5.0) as client:
+            while not self._stop.is_set():
+                try:
+                    if time.monotonic() >= next_update:
+                        next_update = time.monotonic() + self.update_interval_s
+                        self.check_update(client)
+                    sent = self.drain_once(client)
+                    backoff = 0.05
+                    if sent < 0 or not len(self.outbox):
+                        self._stop.wait(0.05)
+                except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+                    log.info(json.dumps({"event": "gateway_unreachable", "detail": str(exc)[:200],
+                                         "buffered": len(self.outbox)}))
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 2.0)
+
+    def run(self, source: str = "sim", rate_hz: float = 10.0, limit: int | None = None,
+            flush_timeout_s: float = 60.0) -> None:
+        """Read ``source`` and buffer readings; a thread forwards them. Stops at ``limit``.
+
+        When the source ends (or ``limit`` is reached) the agent keeps sending for up to
+        ``flush_timeout_s``; anything still unacknowledged stays in the outbox for the next run.
+        """
+        sender = threading.Thread(target=self.sender_loop, name="edgewise-sender", daemon=True)
+        sender.start()
+        n = 0
+        pos = self.outbox.source_pos
+        try:
+            for reading in _source(source, pos, rate_hz):
+                pos += 1
+                self.handle(reading, source_pos=pos)
+                n += 1
+                if limit is not None and n >= limit:
+                    break
+            deadline = time.monotonic() + flush_timeout_s
+            while len(self.outbox) and sender.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            self._stop.set()
+            sender.join(timeout=10)
+
+    def stop(self) -> None:
+        """Ask the loops to end."""
+        self._stop.set()
+
+
+def _read_capped(resp: Any, size: int) -> bytes:
+    """Read at most ``size + 1`` bytes of a streamed response (endless-data guard)."""
+    parts, got = [], 0
+    for chunk in resp.iter_bytes():
+        parts.append(chunk)
+        got += len(chunk)
+        if got > size:
+            break
+    return b"".join(parts)[: size + 1]

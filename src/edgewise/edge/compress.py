@@ -1,0 +1,316 @@
+"""Make models small enough for a device: a flat tree table, tree pruning, int8 quantisation.
+
+Every tree ensemble (scikit-learn trees and forests, ``GradientBoostingRegressor``,
+``HistGradientBoostingRegressor``, LightGBM) is first read into one :class:`TreeTable`: trees laid
+out in pre-order (the left child of node ``i`` is ``i + 1``), so one array of right-child indices
+is all the structure a device needs. The C and ONNX exporters and the pruning all work on that
+table, so a new tree library is one reader function.
+
+>>> import numpy as np
+>>> from sklearn.ensemble import GradientBoostingRegressor
+>>> X = np.arange(40, dtype=float).reshape(20, 2); y = X[:, 0] * 2
+>>> gbr = GradientBoostingRegressor(n_estimators=5, max_depth=2, random_state=0).fit(X, y)
+>>> t = tree_table(gbr)
+>>> t.n_trees, bool(np.allclose(t.predict(X), gbr.predict(X)))
+(5, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from edgewise.errors import ExportError
+
+__all__ = ["QuantizedTrees", "TreeTable", "prune_trees", "quantize_trees", "tree_table"]
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class TreeTable:
+    """An additive tree ensemble: ``prediction = base + sum of one leaf per tree``.
+
+    Arrays are per node, all trees concatenated, each tree in pre-order. ``feature`` is -1 at
+    leaves; a sample goes left when ``x[feature] <= threshold`` (or when it is NaN and
+    ``missing_left``). ``value`` holds every node's value (leaves: what is added; inner nodes:
+    what would be added if the tree were cut there, used by depth pruning).
+    """
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    right: np.ndarray
+    value: np.ndarray
+    missing_left: np.ndarray
+    depth: np.ndarray
+    roots: np.ndarray
+    base: float
+    n_features: int
+
+    @property
+    def n_trees(self) -> int:
+        """Number of trees."""
+        return len(self.roots)
+
+    @property
+    def n_nodes(self) -> int:
+        """Number of nodes over all trees."""
+        return len(self.feature)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predict in numpy with the thresholds as stored (the reference for C parity)."""
+        X = np.asarray(X, dtype=np.float64)
+        out = np.full(len(X), self.base, dtype=np.float64)
+        rows = np.arange(len(X))
+        for root in self.roots:
+            idx = np.full(len(X), root, dtype=np.int64)
+            while True:
+                f = self.feature[idx]
+                inner = f >= 0
+                if not inner.any():
+                    break
+                v = X[rows[inner], f[inner]]
+                i_in = idx[inner]
+                go_left = (v <= self.threshold[i_in]) | (np.isnan(v) & self.missing_left[i_in])
+                idx[inner] = np.where(go_left, i_in + 1, self.right[i_in])
+            out += self.value[idx]
+        return out
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.feature: list[int] = []
+        self.threshold: list[float] = []
+        self.right: list[int] = []
+        self.value: list[float] = []
+        self.missing_left: list[bool] = []
+        self.depth: list[int] = []
+        self.roots: list[int] = []
+
+    def add_tree(self, node: Any, children: Any, scale: float) -> None:
+        """Append one tree; ``children(node)`` gives (feature|None, thr, miss, l, r, value)."""
+        self.roots.append(len(self.feature))
+        stack: list[tuple[Any, int, int | None]] = [(node, 0, None)]
+        while stack:
+            n, d, parent = stack.pop()
+            i = len(self.feature)
+            if parent is not None:
+                self.right[parent] = i
+            info = children(n)
+            self.depth.append(d)
+            if info is None or info[0] is None:
+                self.feature.append(-1)
+                self.threshold.append(0.0)
+                self.right.append(-1)
+                self.value.append(float(info[5] if info else 0.0) * scale)
+                self.missing_left.append(False)
+                continue
+            f, thr, miss_left, left, right, val = info
+            self.feature.append(int(f))
+            self.threshold.append(float(thr))
+            self.right.append(-1)
+            self.value.append(float(val) * scale)
+            self.missing_left.append(bool(miss_left))
+            stack.append((right, d + 1, i))  # right popped after the whole left subtree
+            stack.append((left, d + 1, None))
+
+    def build(self, base: float, n_features: int) -> TreeTable:
+        return TreeTable(
+            np.asarray(self.feature, np.int32), np.asarray(self.threshold, np.float64),
+            np.asarray(self.right, np.int32), np.asarray(self.value, np.float64),
+            np.asarray(self.missing_left, bool), np.asarray(self.depth, np.int32),
+            np.asarray(self.roots, np.int32), float(base), int(n_features),
+        )
+
+
+def _sk_tree(b: _Builder, est: Any, scale: float) -> None:
+    t = est.tree_
+    miss = getattr(t, "missing_go_to_left", np.zeros(t.node_count, dtype=np.uint8))
+    vals = t.value[:, 0, 0]
+
+    def children(i: int) -> tuple[Any, ...] | None:
+        if t.children_left[i] < 0:
+            return (None, 0, False, 0, 0, vals[i])
+        return (t.feature[i], t.threshold[i], miss[i], t.children_left[i], t.children_right[i],
+                vals[i])
+
+    b.add_tree(0, children, scale)
+
+
+def _read_sklearn_tree(model: Any) -> TreeTable:
+    b = _Builder()
+    _sk_tree(b, model, 1.0)
+    return b.build(0.0, model.n_features_in_)
+
+
+def _read_forest(model: Any) -> TreeTable:
+    b = _Builder()
+    for est in model.estimators_:
+        _sk_tree(b, est, 1.0 / len(model.estimators_))
+    return b.build(0.0, model.n_features_in_)
+
+
+def _read_gbr(model: Any) -> TreeTable:
+    b = _Builder()
+    for est in model.estimators_[:, 0]:
+        _sk_tree(b, est, model.learning_rate)
+    base = float(model.init_.predict(np.zeros((1, model.n_features_in_)))[0])
+    return b.build(base, model.n_features_in_)
+
+
+def _read_hgbr(model: Any) -> TreeTable:
+    b = _Builder()
+    for (pred,) in model._predictors:
+        nodes = pred.nodes
+        if nodes["is_categorical"].any():
+            raise ExportError("Cannot export a HistGradientBoostingRegressor with categorical "
+                              "splits. Supported: numeric features only.")
+
+        def children(i: int, nodes: Any = nodes) -> tuple[Any, ...] | None:
+            n = nodes[i]
+            if n["is_leaf"]:
+                return (None, 0, False, 0, 0, n["value"])
+            return (n["feature_idx"], n["num_threshold"], n["missing_go_to_left"], n["left"],
+                    n["right"], n["value"])
+
+        b.add_tree(0, children, 1.0)
+    return b.build(float(np.ravel(model._baseline_prediction)[0]), model.n_features_in_)
+
+
+def _read_lightgbm(model: Any) -> TreeTable:
+    booster = getattr(model, "booster_", model)
+    dump = booster.dump_model()
+    if dump.get("num_class", 1) != 1:
+        raise ExportError("Cannot export a multi-class LightGBM model. Supported: regression.")
+    b = _Builder()
+    for tree in dump["tree_info"]:
+
+        def children(n: dict[str, Any]) -> tuple[Any, ...] | None:
+            if "leaf_value" in n:
+                return (None, 0, False, 0, 0, n["leaf_value"])
+            if n.get("decision_type", "<=") != "<=":
+                raise ExportError("Cannot export LightGBM categorical splits. Supported: '<='.")
+            miss_left = bool(n.get("default_left", True)) and n.get("missing_type") == "NaN"
+            return (n["split_feature"], n["threshold"], miss_left, n["left_child"],
+                    n["right_child"], n.get("internal_value", 0.0))
+
+        b.add_tree(tree["tree_structure"], children, 1.0)
+    return b.build(0.0, dump["max_feature_idx"] + 1)
+
+
+_READERS = {
+    "DecisionTreeRegressor": _read_sklearn_tree,
+    "ExtraTreeRegressor": _read_sklearn_tree,
+    "RandomForestRegressor": _read_forest,
+    "ExtraTreesRegressor": _read_forest,
+    "GradientBoostingRegressor": _read_gbr,
+    "HistGradientBoostingRegressor": _read_hgbr,
+    "LGBMRegressor": _read_lightgbm,
+    "Booster": _read_lightgbm,
+}
+TREE_MODELS = tuple(sorted(_READERS))
+
+
+def tree_table(model: Any) -> TreeTable:
+    """Read a fitted tree ensemble into a :class:`TreeTable` (see the module example)."""
+    if isinstance(model, TreeTable):
+        return model
+    name = type(model).__name__
+    if name not in _READERS:
+        raise ExportError(f"Cannot read {name} as a tree ensemble. Supported: "
+                          f"{', '.join(TREE_MODELS)}.")
+    return _READERS[name](model)
+
+
+def prune_trees(
+    table: TreeTable, *, max_trees: int | None = None, max_depth: int | None = None
+) -> TreeTable:
+    """Keep the first ``max_trees`` trees and cut every tree at ``max_depth``.
+
+    A node at ``max_depth`` becomes a leaf carrying its own value. Useful for boosted
+    ensembles, whose later trees and deeper splits add least.
+
+    >>> import numpy as np
+    >>> from sklearn.ensemble import GradientBoostingRegressor
+    >>> X = np.random.default_rng(0).normal(size=(200, 3)); y = X[:, 0] + X[:, 1] ** 2
+    >>> t = tree_table(GradientBoostingRegressor(n_estimators=20, max_depth=3).fit(X, y))
+    >>> p = prune_trees(t, max_trees=10, max_depth=2)
+    >>> p.n_trees, int(p.depth.max())
+    (10, 2)
+    """
+    b = _Builder()
+    n_trees = table.n_trees if max_trees is None else min(max_trees, table.n_trees)
+    for root in table.roots[:n_trees]:
+
+        def children(i: int) -> tuple[Any, ...] | None:
+            if table.feature[i] < 0 or (max_depth is not None and table.depth[i] >= max_depth):
+                return (None, 0, False, 0, 0, table.value[i])
+            return (table.feature[i], table.threshold[i], table.missing_left[i], i + 1,
+                    table.right[i], table.value[i])
+
+        b.add_tree(int(root), children, 1.0)
+    return b.build(table.base, table.n_features)
+
+
+def float32_thresholds(table: TreeTable) -> TreeTable:
+    """Round thresholds *down* to float32, so ``x32 <= t32`` decides as ``x32 <= t64`` does."""
+    t32 = table.threshold.astype(np.float32)
+    up = t32.astype(np.float64) > table.threshold
+    t32[up] = np.nextafter(t32[up], np.float32(-np.inf))
+    t32 = np.clip(t32, -_F32_MAX, _F32_MAX)
+    return replace(table, threshold=t32.astype(np.float64))
+
+
+@dataclass(frozen=True)
+class QuantizedTrees:
+    """A tree table for 8-bit inputs: each feature mapped to 0..255, leaves to int16.
+
+    ``q(x) = clip(floor((x - lo) / step), 0, 255)``; a node sends left when
+    ``q(x) <= qthreshold``; ``prediction = base + leaf_scale * sum(int16 leaves)``.
+    """
+
+    table: TreeTable  # structure; threshold holds the uint8 thresholds, value the int16 leaves
+    lo: np.ndarray
+    step: np.ndarray
+    leaf_scale: float
+
+    def quantize_inputs(self, X: np.ndarray) -> np.ndarray:
+        """Map raw features to their uint8 codes."""
+        x = np.asarray(X, np.float32)  # float32 arithmetic, as the C code does it
+        q = np.floor((x - self.lo.astype(np.float32)) / self.step.astype(np.float32))
+        return np.clip(q, 0, 255).astype(np.uint8)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predict exactly as the int8 C code does."""
+        q = self.quantize_inputs(X).astype(np.float64)
+        acc = self.table.predict(q) - self.table.base
+        return self.table.base + self.leaf_scale * acc
+
+
+def quantize_trees(table: TreeTable, X_calib: np.ndarray) -> QuantizedTrees:
+    """Quantise a tree table to uint8 feature codes (range calibrated on ``X_calib``) and int16 leaves.
+
+    >>> import numpy as np
+    >>> from sklearn.tree import DecisionTreeRegressor
+    >>> X = np.linspace(0, 1, 100)[:, None]; y = (X[:, 0] > 0.5) * 10.0
+    >>> q = quantize_trees(tree_table(DecisionTreeRegressor(max_depth=1).fit(X, y)), X)
+    >>> float(np.abs(q.predict(X) - y).max()) < 0.01
+    True
+    """  # noqa: E501
+    X = np.asarray(X_calib, np.float64)
+    lo = np.nanmin(X, axis=0)
+    hi = np.nanmax(X, axis=0)
+    step = np.where(hi > lo, (hi - lo) / 255.0, 1.0)
+    inner = table.feature >= 0
+    thr = np.zeros_like(table.threshold)
+    f = table.feature[inner]
+    # q(x) <= floor((t - lo) / step) is x <= t up to the bin t falls in; below lo clamps to bin 0
+    thr[inner] = np.clip(np.floor((table.threshold[inner] - lo[f]) / step[f]), 0, 255)
+    leaves = ~inner
+    vmax = float(np.abs(table.value[leaves]).max()) if leaves.any() else 1.0
+    leaf_scale = (vmax / 32767.0) if vmax > 0 else 1.0
+    val = np.where(leaves, np.round(table.value / leaf_scale), 0.0)
+    qt = replace(table, threshold=thr, value=val, missing_left=np.zeros_like(table.missing_left))
+    return QuantizedTrees(qt, lo, step, leaf_scale)

@@ -1,0 +1,544 @@
+"""Dependency-free C99 for devices: no malloc, fixed-size state, sizes stated in the header.
+
+Each generator returns a :class:`CExport`: the sources as text, the RAM and flash (model
+tables) they need, and a way to build and run them on the host through ``ctypes`` so parity
+with Python can be tested. Builds use ``gcc -std=c99 -pedantic -Wall -Wextra -Werror``.
+
+>>> from edgewise.detect.zscore import EWZScore
+>>> c = export_ewzscore(EWZScore(), name="ewz")
+>>> c.ram_bytes, sorted(c.files)
+(12, ['ewz.c', 'ewz.h', 'ewz_host_test.c'])
+"""
+
+from __future__ import annotations
+
+import ctypes
+import keyword
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgewise.edge.compress import QuantizedTrees, TreeTable, float32_thresholds
+from edgewise.errors import ExportError
+
+__all__ = [
+    "CFLAGS",
+    "CExport",
+    "build_shared",
+    "check_c_name",
+    "export_ewzscore",
+    "export_mlp",
+    "export_trees",
+    "undefined_symbols",
+]
+
+CFLAGS = ("-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2")
+_C_RESERVED = {
+    "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else",
+    "enum", "extern", "float", "for", "goto", "if", "inline", "int", "long", "register",
+    "restrict", "return", "short", "signed", "sizeof", "static", "struct", "switch", "typedef",
+    "union", "unsigned", "void", "volatile", "while", "main",
+}
+ALLOCATORS = ("malloc", "calloc", "realloc", "free", "aligned_alloc", "posix_memalign")
+
+
+def check_c_name(name: str) -> str:
+    """Return ``name`` if it is a usable C identifier prefix, else raise :class:`ExportError`.
+
+    >>> check_c_name("int")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ExportError: C name 'int' is a reserved word. Use another, e.g. 'int_model'.
+    """
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", name) or keyword.iskeyword(name):
+        raise ExportError(f"C name {name!r} must be a C identifier: a letter or '_' then letters, "
+                          "digits or '_', at most 41 characters.")
+    if name in _C_RESERVED:
+        raise ExportError(f"C name {name!r} is a reserved word. Use another, e.g. '{name}_model'.")
+    return name
+
+
+def _f(v: float) -> str:
+    s = f"{float(np.float32(v)):.9g}"
+    if "e" not in s and "." not in s and "n" not in s:
+        s += ".0"
+    return s + "f"
+
+
+def _array(ctype: str, name: str, values: Any, fmt: Any = str, per_line: int = 12) -> str:
+    vals = [fmt(v) for v in values]
+    lines = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)] or ["0"]
+    body = ",\n    ".join(lines)
+    return f"static const {ctype} {name}[{max(len(vals), 1)}] = {{\n    {body}\n}};\n"
+
+
+def build_shared(files: dict[str, str], workdir: str | Path, lib: str = "model") -> Path:
+    """Write ``files`` and compile every ``.c`` except host test programs into a shared library.
+
+    Raises :class:`ExportError` with the compiler output when gcc fails.
+    """
+    d = Path(workdir)
+    d.mkdir(parents=True, exist_ok=True)
+    for fname, text in files.items():
+        (d / fname).write_text(text)
+    srcs = [str(d / f) for f in files if f.endswith(".c") and not f.endswith("_host_test.c")]
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise ExportError("Building C on the host needs gcc on PATH.")
+    out = d / f"lib{lib}.so"
+    objs = []
+    for src in srcs:
+        obj = src[:-2] + ".o"
+        _run([gcc, *CFLAGS, "-fPIC", "-c", src, "-o", obj])
+        objs.append(obj)
+    _run([gcc, "-shared", "-o", str(out), *objs, "-lm"])
+    return out
+
+
+def _run(cmd: list[str]) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ExportError(f"Command {' '.join(cmd)!r} failed:\n{r.stderr.strip()}")
+
+
+def undefined_symbols(obj: str | Path) -> set[str]:
+    """External symbols an object file needs (``nm -u``), e.g. to prove no allocator is called."""
+    r = subprocess.run(["nm", "-u", str(obj)], capture_output=True, text=True, check=True)
+    return {line.split()[-1].split("@")[0] for line in r.stdout.splitlines() if line.strip()}
+
+
+@dataclass
+class CExport:
+    """Generated C sources and what they need on the target.
+
+    Attributes
+    ----------
+    name
+        Prefix of every C symbol.
+    kind
+        ``"detector"`` (``<name>_step(state, value)``) or ``"regressor"`` (``<name>_predict(x)``).
+    files
+        File name to source text: ``<name>.h``, ``<name>.c`` and ``<name>_host_test.c``.
+    ram_bytes
+        Bytes of mutable state (detectors) or working buffers (regressors), from the header.
+    flash_bytes
+        Bytes of constant model tables (code size comes on top; see :meth:`code_bytes`).
+    """
+
+    name: str
+    kind: str
+    files: dict[str, str]
+    ram_bytes: int
+    flash_bytes: int
+    n_features: int = 1
+    dtype: str = "float32"
+    _lib: Any = field(default=None, repr=False)
+    _dir: Any = field(default=None, repr=False)
+
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """Write the sources into ``out_dir``; return their paths."""
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for fname, text in self.files.items():
+            (d / fname).write_text(text)
+            paths.append(d / fname)
+        return paths
+
+    def build(self, workdir: str | Path | None = None) -> ctypes.CDLL:
+        """Compile with gcc (strict flags) and load with ctypes; cached."""
+        if self._lib is None:
+            if workdir is None:
+                self._dir = tempfile.TemporaryDirectory(prefix="edgewise-c-")
+                workdir = self._dir.name
+            path = build_shared(self.files, workdir, lib=self.name)
+            self._lib = ctypes.CDLL(str(path))
+            self._objdir = Path(workdir)
+        return self._lib
+
+    def object_file(self) -> Path:
+        """The compiled object of the model (after :meth:`build`)."""
+        self.build()
+        return self._objdir / f"{self.name}.o"
+
+    def code_bytes(self) -> int:
+        """Text + rodata of the compiled object on this host (``size``), i.e. flash incl. code."""
+        r = subprocess.run(["size", str(self.object_file())], capture_output=True, text=True,
+                           check=True)
+        text, data, _bss = (int(v) for v in r.stdout.splitlines()[1].split()[:3])
+        return text + data
+
+    def score_many(self, values: np.ndarray) -> np.ndarray:
+        """Run a detector over a stream (score then learn each value) from a fresh init."""
+        if self.kind != "detector":
+            raise ExportError(f"{self.name} is a {self.kind}; use predict().")
+        lib = self.build()
+        v = np.ascontiguousarray(values, dtype=np.float32)
+        out = np.empty(len(v), dtype=np.float32)
+        state = ctypes.create_string_buffer(self.ram_bytes)
+        getattr(lib, f"{self.name}_init")(state)
+        fn = getattr(lib, f"{self.name}_run")
+        fn(state, v.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p),
+           ctypes.c_uint32(len(v)))
+        return out.astype(np.float64)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Run a regressor on each row of ``X`` (float32 inputs)."""
+        if self.kind != "regressor":
+            raise ExportError(f"{self.name} is a {self.kind}; use score_many().")
+        lib = self.build()
+        Xc = np.ascontiguousarray(X, dtype=np.float32)
+        if Xc.ndim != 2 or Xc.shape[1] != self.n_features:
+            raise ExportError(f"{self.name} takes {self.n_features} features per row. "
+                              f"Got shape {Xc.shape} instead.")
+        out = np.empty(len(Xc), dtype=np.float32)
+        getattr(lib, f"{self.name}_predict_many")(
+            Xc.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p),
+            ctypes.c_uint32(len(Xc)))
+        return out.astype(np.float64)
+
+
+def _guard(name: str) -> str:
+    return f"EDGEWISE_{name.upper()}_H"
+
+
+# -- streaming detector: EWZScore --------------------------------------------------------------
+
+
+def export_ewzscore(det: Any, name: str = "ewz", dtype: str = "float32") -> CExport:
+    """C for an :class:`~edgewise.detect.zscore.EWZScore` with its learned state as the start."""
+    check_c_name(name)
+    n = name
+    h = f"""/* {n}.h: exponentially weighted z-score detector, generated by Edgewise.
+ *
+ * RAM:   {n.upper()}_RAM_BYTES (= 12) bytes of state per stream, no heap, no malloc.
+ * FLASH: parameters are compile-time constants; code only (see README for the measured size).
+ * Use:   {n}_state_t s; {n}_init(&s); for each reading v: score = {n}_step(&s, v);
+ *        score in [0, 1]; >= {n.upper()}_THRESHOLD means anomaly.
+ *        NaN readings score 0 and are not learned.
+ */
+#ifndef {_guard(n)}
+#define {_guard(n)}
+#include <stdint.h>
+
+#define {n.upper()}_RAM_BYTES 12
+#define {n.upper()}_THRESHOLD 0.9f
+
+typedef struct {{
+    uint32_t n;  /* readings learned */
+    float mean;  /* exponentially weighted mean */
+    float var;   /* exponentially weighted variance */
+}} {n}_state_t;
+
+void {n}_init({n}_state_t *s);
+float {n}_score(const {n}_state_t *s, float v);
+void {n}_learn({n}_state_t *s, float v);
+float {n}_step({n}_state_t *s, float v);
+void {n}_run({n}_state_t *s, const float *v, float *out, uint32_t count);
+
+#endif
+"""
+    c = f"""/* {n}.c: generated by Edgewise from {type(det).__name__}(alpha={det.alpha!r},
+ * z0={det.z0!r}, warmup={det.warmup!r}); initial state learned from {det.n_} readings. */
+#include <math.h>
+#include "{n}.h"
+
+#define ALPHA {_f(det.alpha)}
+#define Z0 {_f(det.z0)}
+#define WARMUP {int(det.warmup)}u
+
+void {n}_init({n}_state_t *s) {{
+    s->n = {int(min(det.n_, 2**32 - 1))}u;
+    s->mean = {_f(det.mean_)};
+    s->var = {_f(det.var_)};
+}}
+
+float {n}_score(const {n}_state_t *s, float v) {{
+    float sd, z;
+    if (v != v || s->n < WARMUP) return 0.0f;
+    sd = sqrtf(s->var) + 1e-9f * (1.0f + fabsf(s->mean));
+    z = fabsf(v - s->mean) / sd;
+    return z <= Z0 ? 0.0f : 1.0f - expf(-(z - Z0));
+}}
+
+void {n}_learn({n}_state_t *s, float v) {{
+    float a, d;
+    if (v != v) return;
+    if (s->n < 0xFFFFFFFFu) s->n += 1u;
+    if (s->n == 1u) {{ s->mean = v; return; }}
+    a = 1.0f / (float)s->n;
+    if (a < ALPHA) a = ALPHA;
+    d = v - s->mean;
+    s->mean += a * d;
+    s->var = (1.0f - a) * (s->var + a * d * d);
+}}
+
+float {n}_step({n}_state_t *s, float v) {{
+    float score = {n}_score(s, v);
+    {n}_learn(s, v);
+    return score;
+}}
+
+void {n}_run({n}_state_t *s, const float *v, float *out, uint32_t count) {{
+    uint32_t i;
+    for (i = 0; i < count; ++i) out[i] = {n}_step(s, v[i]);
+}}
+"""
+    host = f"""/* {n}_host_test.c: reads one number per line on stdin, prints its score.
+ * Build: gcc -std=c99 -pedantic -Wall -Wextra -Werror -O2 {n}.c {n}_host_test.c -lm -o {n}_test */
+#include <stdio.h>
+#include "{n}.h"
+
+int main(void) {{
+    {n}_state_t s;
+    double v;
+    {n}_init(&s);
+    while (scanf("%lf", &v) == 1) printf("%.7g\\n", (double){n}_step(&s, (float)v));
+    return 0;
+}}
+"""
+    return CExport(n, "detector", {f"{n}.h": h, f"{n}.c": c, f"{n}_host_test.c": host},
+                   ram_bytes=12, flash_bytes=0, n_features=1, dtype=dtype)
+
+
+# -- regressors: tree ensembles ----------------------------------------------------------------
+
+
+def _regressor_header(n: str, what: str, nf: int, ram: int, flash: int, extra: str = "") -> str:
+    return f"""/* {n}.h: {what}, generated by Edgewise.
+ *
+ * RAM:   {n.upper()}_RAM_BYTES (= {ram}) bytes of working buffers (static), no heap, no malloc.
+ * FLASH: {n.upper()}_FLASH_BYTES (= {flash}) bytes of constant tables, plus code.
+ * Use:   float y = {n}_predict(x);  with x holding {n.upper()}_N_FEATURES (= {nf}) floats.
+ */
+#ifndef {_guard(n)}
+#define {_guard(n)}
+#include <stdint.h>
+
+#define {n.upper()}_N_FEATURES {nf}
+#define {n.upper()}_RAM_BYTES {ram}
+#define {n.upper()}_FLASH_BYTES {flash}
+{extra}
+float {n}_predict(const float *x);
+void {n}_predict_many(const float *X, float *out, uint32_t rows);
+
+#endif
+"""
+
+
+def _regressor_host(n: str) -> str:
+    return f"""/* {n}_host_test.c: reads rows of {n.upper()}_N_FEATURES numbers on stdin,
+ * prints one prediction per row.
+ * Build: gcc -std=c99 -pedantic -Wall -Wextra -Werror -O2 {n}.c {n}_host_test.c -lm -o {n}_test */
+#include <stdio.h>
+#include "{n}.h"
+
+int main(void) {{
+    float x[{n.upper()}_N_FEATURES];
+    double v;
+    int i;
+    for (;;) {{
+        for (i = 0; i < {n.upper()}_N_FEATURES; ++i) {{
+            if (scanf("%lf", &v) != 1) return 0;
+            x[i] = (float)v;
+        }}
+        printf("%.7g\\n", (double){n}_predict(x));
+    }}
+}}
+"""
+
+
+def _many(n: str) -> str:
+    return f"""
+void {n}_predict_many(const float *X, float *out, uint32_t rows) {{
+    uint32_t r;
+    for (r = 0; r < rows; ++r) out[r] = {n}_predict(X + (uint32_t){n.upper()}_N_FEATURES * r);
+}}
+"""
+
+
+def export_trees(table: TreeTable | QuantizedTrees, name: str = "model") -> CExport:
+    """C for a tree ensemble: array tables walked by one loop (float32, or uint8 codes if quantised)."""  # noqa: E501
+    check_c_name(name)
+    n = name
+    quant = isinstance(table, QuantizedTrees)
+    t = table.table if quant else float32_thresholds(table)
+    nn, nt, nf = t.n_nodes, t.n_trees, t.n_features
+    if nn > 32767 or nf > (127 if quant else 16383):
+        raise ExportError(f"Tree ensemble too large for C tables: {nn} nodes (max 32767), "
+                          f"{nf} features (max {127 if quant else 16383}). Prune it first.")
+    leaf = t.feature < 0
+    if quant:
+        feat = np.where(leaf, -1, t.feature)
+        slot = np.where(leaf, t.value, t.right).astype(np.int64)
+        thr = np.where(leaf, 0, np.clip(t.threshold, 0, 255)).astype(np.int64)
+        flash = nn * 4 + nt * 2 + nf * 8
+        tables = (_array("int8_t", f"{n}_feature", feat)
+                  + _array("uint8_t", f"{n}_thr", thr)
+                  + _array("int16_t", f"{n}_right_or_leaf", slot)
+                  + _array("uint16_t", f"{n}_roots", t.roots)
+                  + _array("float", f"{n}_lo", table.lo, _f)
+                  + _array("float", f"{n}_step", table.step, _f))
+        body = f"""
+float {n}_predict_q(const uint8_t *q) {{
+    int32_t acc = 0;
+    uint16_t tr;
+    for (tr = 0; tr < {nt}u; ++tr) {{
+        int32_t i = {n}_roots[tr];
+        while ({n}_feature[i] >= 0)
+            i = q[{n}_feature[i]] <= {n}_thr[i] ? i + 1 : {n}_right_or_leaf[i];
+        acc += {n}_right_or_leaf[i];
+    }}
+    return {_f(t.base)} + {_f(table.leaf_scale)} * (float)acc;
+}}
+
+float {n}_predict(const float *x) {{
+    uint8_t q[{nf}];
+    int j;
+    for (j = 0; j < {nf}; ++j) {{
+        float c = floorf((x[j] - {n}_lo[j]) / {n}_step[j]);
+        q[j] = (uint8_t)(c < 0.0f ? 0.0f : (c > 255.0f ? 255.0f : c));
+    }}
+    return {n}_predict_q(q);
+}}
+"""
+        extra = (f"/* int8: features coded 0..255 (q = floor((x - lo) / step)); leaves int16 x "
+                 f"{float(table.leaf_scale):.6g}. */\nfloat {n}_predict_q(const uint8_t *q);\n")
+        ram = nf
+        what = f"{nt} trees, {nn} nodes, uint8 features / int16 leaves"
+    else:
+        feat = np.where(leaf, -1, t.feature | np.where(t.missing_left, 0x4000, 0))
+        slot = np.where(leaf, t.value, t.threshold)
+        flash = nn * 8 + nt * 2
+        tables = (_array("int16_t", f"{n}_feature", feat)
+                  + _array("uint16_t", f"{n}_right", np.where(leaf, 0, t.right))
+                  + _array("float", f"{n}_thr_or_leaf", slot, _f, 8)
+                  + _array("uint16_t", f"{n}_roots", t.roots))
+        body = f"""
+float {n}_predict(const float *x) {{
+    float acc = {_f(t.base)};
+    uint16_t tr;
+    for (tr = 0; tr < {nt}u; ++tr) {{
+        uint16_t i = {n}_roots[tr];
+        while ({n}_feature[i] >= 0) {{
+            int16_t f = {n}_feature[i];
+            float v = x[f & 0x3FFF];
+            if (v <= {n}_thr_or_leaf[i] || (v != v && (f & 0x4000))) i = (uint16_t)(i + 1u);
+            else i = {n}_right[i];
+        }}
+        acc += {n}_thr_or_leaf[i];
+    }}
+    return acc;
+}}
+"""
+        extra = ""
+        ram = 0
+        what = f"{nt} trees, {nn} nodes, float32"
+    c = (f"/* {n}.c: {what}. Generated by Edgewise. */\n#include <math.h>\n#include \"{n}.h\"\n\n"
+         + tables + body + _many(n))
+    h = _regressor_header(n, f"tree ensemble ({what})", nf, ram, flash, extra)
+    files = {f"{n}.h": h, f"{n}.c": c, f"{n}_host_test.c": _regressor_host(n)}
+    return CExport(n, "regressor", files,
+                   ram_bytes=ram, flash_bytes=flash, n_features=nf,
+                   dtype="int8" if quant else "float32")
+
+
+# -- regressors: small MLP ---------------------------------------------------------------------
+
+
+def mlp_layers(model: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """Read a torch ``Sequential`` of Linear and ReLU/Tanh into (W, b, activation) triples."""
+    layers: list[tuple[np.ndarray, np.ndarray, str]] = []
+    for mod in model:
+        kind = type(mod).__name__
+        if kind == "Linear":
+            w = mod.weight.detach().cpu().numpy().astype(np.float64)
+            b = (mod.bias.detach().cpu().numpy().astype(np.float64) if mod.bias is not None
+                 else np.zeros(w.shape[0]))
+            layers.append((w, b, "none"))
+        elif kind in ("ReLU", "Tanh") and layers and layers[-1][2] == "none":
+            w, b, _ = layers[-1]
+            layers[-1] = (w, b, kind.lower())
+        elif kind in ("Dropout", "Identity", "Flatten"):
+            continue
+        else:
+            raise ExportError(f"Cannot export a Sequential containing {kind} to C. Supported: "
+                              "Linear, ReLU, Tanh, Dropout, Identity, Flatten.")
+    if not layers or layers[-1][0].shape[0] != 1:
+        raise ExportError("C export of an MLP needs a Sequential ending in Linear(…, 1).")
+    return layers
+
+
+def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8: ``w ≈ scale[:, None] * q``."""
+    scale = np.abs(w).max(axis=1) / 127.0
+    scale = np.where(scale > 0, scale, 1.0)
+    return np.clip(np.round(w / scale[:, None]), -127, 127).astype(np.int8), scale
+
+
+def mlp_reference(layers: list[tuple[np.ndarray, np.ndarray, str]], X: np.ndarray,
+                  int8: bool) -> np.ndarray:
+    """What the generated C computes, in numpy float32 (int8: per-row dequantised weights)."""
+    h = np.asarray(X, np.float32)
+    for w, b, act in layers:
+        if int8:
+            q, s = quantize_rows(w)
+            h = (h @ q.astype(np.float32).T) * s.astype(np.float32) + b.astype(np.float32)
+        else:
+            h = h @ w.astype(np.float32).T + b.astype(np.float32)
+        if act == "relu":
+            h = np.maximum(h, 0)
+        elif act == "tanh":
+            h = np.tanh(h)
+    return h[:, 0].astype(np.float64)
+
+
+def export_mlp(model: Any, name: str = "model", dtype: str = "float32") -> CExport:
+    """C for a small torch MLP: dense layers over two static buffers (int8: per-row weight scales)."""  # noqa: E501
+    check_c_name(name)
+    n = name
+    layers = mlp_layers(model)
+    int8 = dtype == "int8"
+    nf = layers[0][0].shape[1]
+    width = max(max(w.shape[0] for w, _, _ in layers), nf)
+    tables, calls, flash = [], [], 0
+    for k, (w, b, act) in enumerate(layers):
+        out_n, in_n = w.shape
+        if int8:
+            q, s = quantize_rows(w)
+            tables.append(_array("int8_t", f"{n}_w{k}", q.ravel(), str, 16))
+            tables.append(_array("float", f"{n}_s{k}", s, _f, 8))
+            flash += q.size + 4 * s.size
+        else:
+            tables.append(_array("float", f"{n}_w{k}", w.ravel(), _f, 8))
+            flash += 4 * w.size
+        tables.append(_array("float", f"{n}_b{k}", b, _f, 8))
+        flash += 4 * b.size
+        src = "x" if k == 0 else f"buf[{(k - 1) % 2}]"
+        dst = f"buf[{k % 2}]"
+        scale = f"{n}_s{k}[o] * " if int8 else ""
+        actc = {"relu": "acc = acc > 0.0f ? acc : 0.0f;", "tanh": "acc = tanhf(acc);",
+                "none": ""}[act]
+        calls.append(f"""    for (o = 0; o < {out_n}; ++o) {{
+        float acc = 0.0f;
+        for (i = 0; i < {in_n}; ++i) acc += (float){n}_w{k}[o * {in_n} + i] * {src}[i];
+        acc = {scale}acc + {n}_b{k}[o];
+        {actc}
+        {dst}[o] = acc;
+    }}""")
+    last = f"buf[{(len(layers) - 1) % 2}][0]"
+    ram = 2 * width * 4
+    c = (f"/* {n}.c: MLP {[w.shape[1] for w, _, _ in layers] + [1]}, {dtype}. Generated by "
+         f"Edgewise. */\n#include <math.h>\n#include \"{n}.h\"\n\n" + "".join(tables)
+         + f"\nstatic float buf[2][{width}];\n\nfloat {n}_predict(const float *x) {{\n"
+         "    int o, i;\n" + "\n".join(calls) + f"\n    return {last};\n}}\n" + _many(n))
+    h = _regressor_header(n, f"MLP regressor ({dtype} weights)", nf, ram, flash)
+    files = {f"{n}.h": h, f"{n}.c": c, f"{n}_host_test.c": _regressor_host(n)}
+    return CExport(n, "regressor", files,
+                   ram_bytes=ram, flash_bytes=flash, n_features=nf, dtype=dtype)

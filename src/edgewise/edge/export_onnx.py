@@ -1,0 +1,228 @@
+"""ONNX graphs that onnxruntime runs: the detector's scoring step, tree ensembles, torch nets.
+
+Tree ensembles go through the same :class:`~edgewise.edge.compress.TreeTable` as the C
+exporter and become one ``ai.onnx.ml.TreeEnsembleRegressor`` node, so any tree library the
+table reads (scikit-learn, HistGradientBoosting, LightGBM) exports without a converter per
+library. Torch modules use ``torch.onnx.export``; int8 is onnxruntime's static post-training
+quantisation, calibrated on data the caller gives.
+
+>>> import numpy as np
+>>> from edgewise.detect.zscore import EWZScore
+>>> g = export_ewzscore(EWZScore(warmup=1))
+>>> s, *_ = g.run({"value": np.array([5.0], np.float32), "mean": np.array([0.0], np.float32),
+...                "var": np.array([1.0], np.float32), "n": np.array([10.0], np.float32)})
+>>> round(float(s[0]), 4)   # z = 5, z0 = 3: 1 - exp(-2)
+0.8647
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgewise.edge.compress import TreeTable, float32_thresholds
+from edgewise.errors import ExportError
+
+__all__ = ["OnnxExport", "export_ewzscore", "export_torch", "export_trees", "quantize_int8"]
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+        import onnxruntime  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the install
+        msg = "ONNX export needs the 'onnx' extra: pip install 'edgewise[onnx]'"
+        raise ExportError(msg) from None
+    return onnx
+
+
+@dataclass
+class OnnxExport:
+    """A serialised ONNX model and an onnxruntime session to run it from Python."""
+
+    name: str
+    kind: str
+    model_bytes: bytes
+    input_names: list[str]
+    dtype: str = "float32"
+    _sess: Any = field(default=None, repr=False)
+
+    @property
+    def size_bytes(self) -> int:
+        """Size of the serialised graph."""
+        return len(self.model_bytes)
+
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """Write ``<name>.onnx`` into ``out_dir``."""
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / f"{self.name}.onnx"
+        p.write_bytes(self.model_bytes)
+        return [p]
+
+    def session(self) -> Any:
+        """The (cached) onnxruntime inference session, one thread."""
+        if self._sess is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = 1
+            opts.inter_op_num_threads = 1
+            self._sess = ort.InferenceSession(self.model_bytes, opts,
+                                              providers=["CPUExecutionProvider"])
+        return self._sess
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the graph on ``feeds``; return all outputs."""
+        return list(self.session().run(None, feeds))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Run a regressor graph on the rows of ``X``."""
+        out = self.run({self.input_names[0]: np.ascontiguousarray(X, dtype=np.float32)})[0]
+        return np.asarray(out, dtype=np.float64).reshape(len(X))
+
+
+def export_ewzscore(det: Any, name: str = "ewz") -> OnnxExport:
+    """The scoring-and-learning step of an EWZScore as a graph over state arrays.
+
+    Inputs ``value``, ``mean``, ``var``, ``n`` (float32 vectors, one entry per stream); outputs
+    ``score`` and the next ``mean``, ``var``, ``n``: many streams advance in one call.
+    """
+    onnx = _onnx()
+    from onnx import TensorProto, helper
+
+    def const(nm: str, v: float) -> Any:
+        return helper.make_node("Constant", [], [nm], value=helper.make_tensor(
+            nm, TensorProto.FLOAT, [], [float(v)]))
+
+    N = helper.make_node
+    nodes = [
+        const("alpha", det.alpha), const("z0", det.z0), const("warm", det.warmup),
+        const("one", 1.0), const("zero", 0.0), const("eps", 1e-9),
+        # score
+        N("IsNaN", ["value"], ["isnan"]),
+        N("Sqrt", ["var"], ["sd0"]), N("Abs", ["mean"], ["am"]), N("Add", ["one", "am"], ["am1"]),
+        N("Mul", ["eps", "am1"], ["tiny"]), N("Add", ["sd0", "tiny"], ["sd"]),
+        N("Sub", ["value", "mean"], ["d"]), N("Abs", ["d"], ["ad"]), N("Div", ["ad", "sd"], ["z"]),
+        N("Sub", ["z", "z0"], ["zz"]), N("Neg", ["zz"], ["nzz"]), N("Exp", ["nzz"], ["e"]),
+        N("Sub", ["one", "e"], ["s0"]), N("Greater", ["z", "z0"], ["above"]),
+        N("Where", ["above", "s0", "zero"], ["s1"]), N("Less", ["n", "warm"], ["cold"]),
+        N("Or", ["cold", "isnan"], ["mute"]), N("Where", ["mute", "zero", "s1"], ["score"]),
+        # learn: n' = n + 1; a = max(alpha, 1/n'); first reading sets the mean
+        N("Add", ["n", "one"], ["n1"]), N("Div", ["one", "n1"], ["inv"]),
+        N("Max", ["alpha", "inv"], ["a"]), N("Mul", ["a", "d"], ["ad1"]),
+        N("Add", ["mean", "ad1"], ["m1"]), N("Mul", ["ad1", "d"], ["add2"]),
+        N("Add", ["var", "add2"], ["v0"]), N("Sub", ["one", "a"], ["oma"]),
+        N("Mul", ["oma", "v0"], ["v1"]), N("Equal", ["n1", "one"], ["first"]),
+        N("Where", ["first", "value", "m1"], ["m2"]), N("Where", ["first", "var", "v1"], ["v2"]),
+        N("Where", ["isnan", "mean", "m2"], ["mean_next"]),
+        N("Where", ["isnan", "var", "v2"], ["var_next"]),
+        N("Where", ["isnan", "n", "n1"], ["n_next"]),
+    ]
+    vec = [helper.make_tensor_value_info(k, TensorProto.FLOAT, ["streams"])
+           for k in ("value", "mean", "var", "n")]
+    outs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, ["streams"])
+            for k in ("score", "mean_next", "var_next", "n_next")]
+    graph = helper.make_graph(nodes, name, vec, outs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="edgewise")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return OnnxExport(name, "detector", model.SerializeToString(), ["value", "mean", "var", "n"])
+
+
+def export_trees(table: TreeTable, name: str = "model") -> OnnxExport:
+    """One ``TreeEnsembleRegressor`` node (thresholds rounded down to float32, exact decisions)."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper
+
+    t = float32_thresholds(table)
+    tree_of = np.zeros(t.n_nodes, dtype=np.int64)
+    for k, r in enumerate(t.roots):
+        tree_of[r:] = k
+    local = np.arange(t.n_nodes) - t.roots[tree_of]
+    leaf = t.feature < 0
+    left_local = np.where(leaf, 0, local + 1)
+    right_local = np.where(leaf, 0, t.right - t.roots[tree_of])
+    attrs = dict(
+        n_targets=1,
+        aggregate_function="SUM",
+        base_values=[float(t.base)],
+        nodes_treeids=tree_of.tolist(),
+        nodes_nodeids=local.tolist(),
+        nodes_featureids=np.where(leaf, 0, t.feature).tolist(),
+        nodes_values=np.where(leaf, 0.0, t.threshold).astype(np.float32).tolist(),
+        nodes_modes=["LEAF" if lf else "BRANCH_LEQ" for lf in leaf],
+        nodes_truenodeids=left_local.tolist(),
+        nodes_falsenodeids=right_local.tolist(),
+        nodes_missing_value_tracks_true=t.missing_left.astype(np.int64).tolist(),
+        target_ids=[0] * int(leaf.sum()),
+        target_nodeids=local[leaf].tolist(),
+        target_treeids=tree_of[leaf].tolist(),
+        target_weights=t.value[leaf].astype(np.float32).tolist(),
+    )
+    node = helper.make_node("TreeEnsembleRegressor", ["X"], ["y"], domain="ai.onnx.ml", **attrs)
+    graph = helper.make_graph(
+        [node], name,
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", t.n_features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("ai.onnx.ml", 3)],
+                              producer_name="edgewise")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return OnnxExport(name, "regressor", model.SerializeToString(), ["X"])
+
+
+def export_torch(model: Any, n_features: int, name: str = "model",
+                 example_shape: tuple[int, ...] | None = None) -> OnnxExport:
+    """``torch.onnx.export`` of a module taking ``(N, n_features)`` (or ``example_shape``)."""
+    _onnx()
+    import torch
+
+    shape = example_shape or (1, n_features)
+    buf = io.BytesIO()
+    model = model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(*shape),), buf, dynamo=False, input_names=["X"],
+                          output_names=["y"], dynamic_axes={"X": {0: "N"}, "y": {0: "N"}},
+                          opset_version=17)
+    return OnnxExport(name, "regressor", buf.getvalue(), ["X"])
+
+
+def quantize_int8(exported: OnnxExport, calibration: np.ndarray) -> OnnxExport:
+    """Static post-training int8 quantisation (QDQ, per-channel), calibrated on real rows."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    X = np.ascontiguousarray(calibration, dtype=np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{exported.input_names[0]: X[i:i + 64]} for i in range(0, len(X), 64)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = Path(d) / "f.onnx", Path(d) / "q.onnx"
+        src.write_bytes(exported.model_bytes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QInt8,
+                            weight_type=QuantType.QInt8)
+        data = dst.read_bytes()
+    return OnnxExport(exported.name, exported.kind, data, exported.input_names, dtype="int8")

@@ -1,0 +1,596 @@
+"""Model registry: versions, Ed25519-signed release manifests, rollout to devices and groups.
+
+A *model version* is a blob (exported C sources, an ONNX graph, a pickled detector…) with
+metadata: what it was trained on, its metrics, its format, its sha256 and size. A *release*
+sends one version to one target (``"device:<id>"`` or ``"group:<name>"``) and is described by
+a **manifest** that binds the model's hash and size, a monotonic release counter (separate from
+the semantic version), the target, an expiry time and the signer's key id. The manifest is
+signed with the registry's Ed25519 key, generated at first start under the data directory
+(private key mode 0600); agents get the public key at enrolment.
+
+:func:`verify` is what an agent runs before installing; it raises :class:`SignatureError` with
+one of these ``reason`` values (python-tuf's update attacks, one test each):
+
+==================  =================================================================
+``unknown_key``     signed by a key the agent does not trust
+``tampered``        manifest signature invalid, or payload hash differs (bit flip)
+``mix_and_match``   payload is another release's model under this manifest
+``endless_data``    payload longer than the manifest says (reading stops at size + 1)
+``wrong_device``    the manifest targets another device or group
+``expired``         the manifest's expiry has passed (freeze attack)
+``rollback``        release counter older than the installed one
+``replay``          the installed release again (callers log it and do nothing)
+==================  =================================================================
+
+Going back to an older model is an explicit, signed *rollback order*: a new release (higher
+counter) of ``kind="rollback"`` whose payload is the older model.
+
+>>> import tempfile
+>>> reg = Registry(tempfile.mkdtemp())
+>>> v = reg.publish("ewz", "1.0.0", b"model bytes", format="pickle", trained_on="NAB")
+>>> rel = reg.rollout("ewz", "1.0.0", "device:pump-1")
+>>> m = verify(rel.manifest_bytes, rel.signature, b"model bytes",
+...            trusted_keys={reg.key_id: reg.public_key_bytes}, device_id="pump-1")
+>>> (m.release, m.version, m.size)
+(1, '1.0.0', 11)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edgewise.errors import InvalidParameterError, SignatureError
+
+__all__ = [
+    "REASONS",
+    "Artifact",
+    "Manifest",
+    "ModelVersion",
+    "Registry",
+    "Release",
+    "SignedArtifact",
+    "SigningKey",
+    "key_id_of",
+    "load_or_create_key",
+    "sign",
+    "verify",
+]
+
+REASONS = (
+    "unknown_key",
+    "tampered",
+    "mix_and_match",
+    "endless_data",
+    "wrong_device",
+    "expired",
+    "rollback",
+    "replay",
+)
+DEFAULT_EXPIRY_S = 30 * 24 * 3600
+_CHUNK = 64 * 1024
+
+
+def key_id_of(public_key_raw: bytes) -> str:
+    """Key id: the first 16 hex digits of the sha256 of the raw 32-byte public key.
+
+    >>> key_id_of(bytes(32))
+    '66687aadf862bd77'
+    """
+    return hashlib.sha256(public_key_raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An Ed25519 private key and its id."""
+
+    private: Ed25519PrivateKey
+
+    @property
+    def public_key_bytes(self) -> bytes:
+        """The raw 32-byte public key, what agents are given at enrolment."""
+        return self.private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    @property
+    def key_id(self) -> str:
+        """See :func:`key_id_of`."""
+        return key_id_of(self.public_key_bytes)
+
+
+def load_or_create_key(key_dir: str | os.PathLike[str]) -> SigningKey:
+    """Load ``signing_key.pem`` from ``key_dir``, creating it (mode 0600) on first start.
+
+    The public key is written beside it as ``signing_key.pub`` (base64 of the raw 32 bytes).
+
+    >>> import tempfile, stat
+    >>> d = tempfile.mkdtemp()
+    >>> k = load_or_create_key(d)
+    >>> oct(stat.S_IMODE(os.stat(os.path.join(d, "signing_key.pem")).st_mode))
+    '0o600'
+    >>> load_or_create_key(d).key_id == k.key_id
+    True
+    """
+    d = Path(key_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "signing_key.pem"
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise SignatureError(f"Key file {str(path)!r} is not an Ed25519 private key.")
+        return SigningKey(key)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    tmp = d / "signing_key.pem.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    sk = SigningKey(key)
+    (d / "signing_key.pub").write_text(base64.b64encode(sk.public_key_bytes).decode() + "\n")
+    return sk
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a release promises: the signed half of a :class:`SignedArtifact`."""
+
+    name: str
+    version: str
+    release: int
+    sha256: str
+    size: int
+    format: str
+    target: str
+    expires_ns: int
+    key_id: str
+    kind: str = "release"  # or "rollback"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON (sorted keys, no spaces): the bytes that get signed."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Manifest:
+        """Parse canonical manifest JSON; raise :class:`SignatureError` if malformed."""
+        try:
+            obj = json.loads(data)
+            return cls(**obj)
+        except (ValueError, TypeError) as exc:
+            msg = f"Manifest is not valid manifest JSON: {exc}."
+            raise SignatureError(msg, "tampered") from None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An unsigned release: payload bytes and what the manifest will say about them."""
+
+    payload: bytes
+    name: str
+    version: str
+    release: int
+    target: str
+    format: str = "bin"
+    expires_ns: int = 0  # 0: now + 30 days
+    kind: str = "release"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SignedArtifact:
+    """Manifest bytes, their Ed25519 signature, and the payload they describe."""
+
+    manifest_bytes: bytes
+    signature: bytes
+    payload: bytes
+
+    @property
+    def manifest(self) -> Manifest:
+        """The parsed manifest (not verified: use :func:`verify`)."""
+        return Manifest.from_bytes(self.manifest_bytes)
+
+    def envelope(self) -> dict[str, str]:
+        """JSON-ready ``{"manifest", "signature"}`` (base64) as served to agents."""
+        return {
+            "manifest": base64.b64encode(self.manifest_bytes).decode(),
+            "signature": base64.b64encode(self.signature).decode(),
+        }
+
+
+def sign(artifact: Artifact, key: SigningKey) -> SignedArtifact:
+    """Build the manifest for ``artifact`` and sign it with ``key``.
+
+    >>> import tempfile
+    >>> k = load_or_create_key(tempfile.mkdtemp())
+    >>> s = sign(Artifact(b"abc", "m", "1.0.0", 1, "group:all"), k)
+    >>> s.manifest.size, len(s.signature)
+    (3, 64)
+    """
+    if artifact.kind not in ("release", "rollback"):
+        raise InvalidParameterError(
+            f"The 'kind' parameter of Artifact must be one of 'release', 'rollback'. "
+            f"Got {artifact.kind!r} instead."
+        )
+    _check_target(artifact.target)
+    expires = artifact.expires_ns or time.time_ns() + DEFAULT_EXPIRY_S * 10**9
+    m = Manifest(
+        name=artifact.name,
+        version=artifact.version,
+        release=artifact.release,
+        sha256=hashlib.sha256(artifact.payload).hexdigest(),
+        size=len(artifact.payload),
+        format=artifact.format,
+        target=artifact.target,
+        expires_ns=expires,
+        key_id=key.key_id,
+        kind=artifact.kind,
+        metadata=dict(artifact.metadata),
+    )
+    mb = m.to_bytes()
+    return SignedArtifact(mb, key.private.sign(mb), artifact.payload)
+
+
+def _check_target(target: str) -> None:
+    kind, _, name = target.partition(":")
+    if kind not in ("device", "group") or not name:
+        raise InvalidParameterError(
+            "The 'target' parameter must be 'device:<id>' or 'group:<name>'. "
+            f"Got {target!r} instead."
+        )
+
+
+def _read_bounded(payload: bytes | BinaryIO, size: int) -> tuple[bytes, bool]:
+    """Read at most ``size + 1`` bytes; return (data[:size], whether there was more)."""
+    stream = io.BytesIO(payload) if isinstance(payload, bytes | bytearray) else payload
+    parts: list[bytes] = []
+    got = 0
+    while got <= size:
+        chunk = stream.read(min(_CHUNK, size + 1 - got))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    data = b"".join(parts)
+    return data[:size], got > size
+
+
+def verify(
+    manifest_bytes: bytes,
+    signature: bytes,
+    payload: bytes | BinaryIO,
+    *,
+    trusted_keys: Mapping[str, bytes],
+    device_id: str,
+    groups: Iterable[str] = (),
+    installed_release: int = 0,
+    known: Iterable[Manifest] = (),
+    now_ns: int | None = None,
+) -> Manifest:
+    """Check a release before installing it; return its manifest or raise :class:`SignatureError`.
+
+    Parameters
+    ----------
+    manifest_bytes, signature
+        As served by the registry (:class:`SignedArtifact`).
+    payload
+        The model bytes, or a binary stream; never more than ``manifest.size + 1`` bytes are read.
+    trusted_keys
+        Key id to raw Ed25519 public key, as given at enrolment.
+    device_id, groups
+        Who is installing; the manifest's target must name one of them.
+    installed_release
+        The release counter currently installed (0 if none).
+    known
+        Manifests verified earlier (for telling mix-and-match from plain tampering).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> k = load_or_create_key(tempfile.mkdtemp())
+    >>> s = sign(Artifact(b"abc", "m", "1.0.0", 2, "device:d1"), k)
+    >>> verify(s.manifest_bytes, s.signature, b"abc", trusted_keys={k.key_id: k.public_key_bytes},
+    ...        device_id="d1", installed_release=2)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.SignatureError: Release 2 of 'm' is already installed; nothing to do.
+    """
+    # 1. who signed it, and is the signature good? (nothing else is trusted before this)
+    try:
+        head = json.loads(manifest_bytes)
+        key_id = head["key_id"]
+    except (ValueError, TypeError, KeyError):
+        raise SignatureError("Manifest is not valid manifest JSON.", "tampered") from None
+    if key_id not in trusted_keys:
+        raise SignatureError(
+            f"Manifest is signed by key {key_id!r}, which this device does not trust "
+            f"(trusted: {', '.join(sorted(trusted_keys)) or 'none'}).",
+            "unknown_key",
+        )
+    try:
+        Ed25519PublicKey.from_public_bytes(trusted_keys[key_id]).verify(signature, manifest_bytes)
+    except InvalidSignature:
+        raise SignatureError(
+            f"Manifest signature does not verify with key {key_id!r}: manifest or signature was "
+            "altered.",
+            "tampered",
+        ) from None
+    m = Manifest.from_bytes(manifest_bytes)
+    # 2. is it for us, still fresh, and newer than what we run?
+    mine = {f"device:{device_id}"} | {f"group:{g}" for g in groups}
+    if m.target not in mine:
+        raise SignatureError(
+            f"Release {m.release} of {m.name!r} targets {m.target!r}, not this device "
+            f"({', '.join(sorted(mine))}).",
+            "wrong_device",
+        )
+    now = time.time_ns() if now_ns is None else now_ns
+    if m.expires_ns <= now:
+        raise SignatureError(
+            f"Release {m.release} of {m.name!r} expired at {m.expires_ns} ns (now {now} ns); "
+            "the registry must re-sign it.",
+            "expired",
+        )
+    if m.release == installed_release:
+        raise SignatureError(
+            f"Release {m.release} of {m.name!r} is already installed; nothing to do.", "replay"
+        )
+    if m.release < installed_release:
+        raise SignatureError(
+            f"Release {m.release} of {m.name!r} is older than the installed release "
+            f"{installed_release}; only a signed rollback order (a newer release) goes back.",
+            "rollback",
+        )
+    # 3. is the payload the one the manifest describes?
+    data, more = _read_bounded(payload, m.size)
+    if more:
+        raise SignatureError(
+            f"Payload of release {m.release} is longer than the {m.size} bytes its manifest "
+            "says; stopped reading.",
+            "endless_data",
+        )
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != m.sha256:
+        for other in known:
+            if other.sha256 == digest and other.release != m.release:
+                raise SignatureError(
+                    f"Payload is the model of release {other.release} ({other.version}), not of "
+                    f"release {m.release} ({m.version}) that the manifest describes.",
+                    "mix_and_match",
+                )
+        raise SignatureError(
+            f"Payload sha256 {digest[:16]}… differs from the manifest's {m.sha256[:16]}… "
+            f"(release {m.release} of {m.name!r}): corrupted or tampered.",
+            "tampered",
+        )
+    return m
+
+
+# -- the registry itself -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One published model version and its metadata."""
+
+    name: str
+    version: str
+    format: str
+    sha256: str
+    size: int
+    trained_on: str
+    metrics: dict[str, float]
+    created_ns: int
+
+
+@dataclass(frozen=True)
+class Release:
+    """A signed rollout of one version to one target."""
+
+    release: int
+    name: str
+    version: str
+    target: str
+    kind: str
+    created_ns: int
+    manifest_bytes: bytes
+    signature: bytes
+
+    @property
+    def manifest(self) -> Manifest:
+        """The parsed manifest."""
+        return Manifest.from_bytes(self.manifest_bytes)
+
+    def envelope(self) -> dict[str, str]:
+        """JSON-ready ``{"manifest", "signature"}`` (base64) as served to agents."""
+        return SignedArtifact(self.manifest_bytes, self.signature, b"").envelope()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+  name TEXT NOT NULL, version TEXT NOT NULL, format TEXT NOT NULL, sha256 TEXT NOT NULL,
+  size INTEGER NOT NULL, trained_on TEXT NOT NULL, metrics TEXT NOT NULL,
+  created_ns INTEGER NOT NULL, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS releases (
+  release INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL, target TEXT NOT NULL,
+  kind TEXT NOT NULL, created_ns INTEGER NOT NULL, manifest BLOB NOT NULL, signature BLOB NOT NULL);
+"""
+
+
+class Registry:
+    """Model versions, blobs and signed releases under ``<data_dir>/registry``.
+
+    Multi-process safe (SQLite WAL; release counters are allocated inside a write transaction).
+
+    Parameters
+    ----------
+    data_dir
+        The gateway's data directory; the registry lives in its ``registry/`` folder.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.root = Path(data_dir) / "registry"
+        (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+        self.key = load_or_create_key(self.root)
+        # one connection shared by threads (a gateway serves from a thread pool), used under a lock
+        self._db = sqlite3.connect(self.root / "registry.sqlite", timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    @property
+    def key_id(self) -> str:
+        """Id of the signing key."""
+        return self.key.key_id
+
+    @property
+    def public_key_bytes(self) -> bytes:
+        """Raw public key to hand to agents."""
+        return self.key.public_key_bytes
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def publish(
+        self,
+        name: str,
+        version: str,
+        payload: bytes,
+        *,
+        format: str,
+        trained_on: str = "",
+        metrics: Mapping[str, float] | None = None,
+    ) -> ModelVersion:
+        """Store a model version (blob + metadata). Versions are immutable once published."""
+        digest = hashlib.sha256(payload).hexdigest()
+        blob = self.root / "blobs" / digest
+        if not blob.exists():
+            tmp = blob.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, blob)
+        mv = ModelVersion(
+            name, version, format, digest, len(payload), trained_on, dict(metrics or {}),
+            time.time_ns(),
+        )
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?)",
+                    (name, version, format, digest, len(payload), trained_on,
+                     json.dumps(mv.metrics), mv.created_ns),
+                )
+        except sqlite3.IntegrityError:
+            raise InvalidParameterError(
+                f"Model {name!r} version {version!r} is already published; versions are "
+                "immutable, publish a new version."
+            ) from None
+        return mv
+
+    def versions(self, name: str | None = None) -> list[ModelVersion]:
+        """Published versions, oldest first, optionally of one model."""
+        q = "SELECT * FROM versions" + (" WHERE name = ?" if name else "") + " ORDER BY created_ns"
+        with self._lock:
+            rows = self._db.execute(q, (name,) if name else ()).fetchall()
+        return [ModelVersion(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7])
+                for r in rows]
+
+    def version(self, name: str, version: str) -> ModelVersion:
+        """One published version; ``KeyError`` naming it if absent."""
+        for v in self.versions(name):
+            if v.version == version:
+                return v
+        raise KeyError(f"Model {name!r} has no published version {version!r}.")
+
+    def blob(self, sha256: str) -> bytes:
+        """The payload with this hash; ``KeyError`` if absent."""
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise KeyError(f"No blob {sha256!r}.")
+        path = self.root / "blobs" / sha256
+        if not path.exists():
+            raise KeyError(f"No blob {sha256!r}.")
+        return path.read_bytes()
+
+    def rollout(
+        self,
+        name: str,
+        version: str,
+        target: str,
+        *,
+        expires_in_s: float = DEFAULT_EXPIRY_S,
+        kind: str = "release",
+    ) -> SignedArtifact:
+        """Sign a release of ``name``/``version`` for ``target`` with the next release counter."""
+        _check_target(target)
+        mv = self.version(name, version)
+        payload = self.blob(mv.sha256)
+        with self._lock:
+            return self._sign_next(name, version, target, mv, payload, expires_in_s, kind)
+
+    def _sign_next(self, name: str, version: str, target: str, mv: ModelVersion, payload: bytes,
+                   expires_in_s: float, kind: str) -> SignedArtifact:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            (last,) = self._db.execute("SELECT COALESCE(MAX(release), 0) FROM releases").fetchone()
+            art = Artifact(
+                payload, name, version, int(last) + 1, target, mv.format,
+                time.time_ns() + int(expires_in_s * 1e9), kind,
+                {"trained_on": mv.trained_on, "metrics": mv.metrics},
+            )
+            signed = sign(art, self.key)
+            self._db.execute(
+                "INSERT INTO releases VALUES (?,?,?,?,?,?,?,?)",
+                (art.release, name, version, target, kind, time.time_ns(),
+                 signed.manifest_bytes, signed.signature),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return signed
+
+    def rollback(self, name: str, to_version: str, target: str, **kw: Any) -> SignedArtifact:
+        """Sign an explicit rollback order: a new release whose payload is ``to_version``."""
+        return self.rollout(name, to_version, target, kind="rollback", **kw)
+
+    def releases(self, target: str | None = None) -> list[Release]:
+        """Releases, oldest first, optionally for one target."""
+        q = "SELECT * FROM releases" + (" WHERE target = ?" if target else "") + " ORDER BY release"
+        with self._lock:
+            rows = self._db.execute(q, (target,) if target else ()).fetchall()
+        return [Release(*r) for r in rows]
+
+    def current(self, device_id: str, groups: Iterable[str] = ()) -> Release | None:
+        """The newest release aimed at this device or one of its groups, if any."""
+        targets = [f"device:{device_id}", *(f"group:{g}" for g in groups)]
+        marks = ",".join("?" * len(targets))
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT * FROM releases WHERE target IN ({marks}) ORDER BY release DESC LIMIT 1",
+                targets,
+            ).fetchone()
+        return Release(*row) if row else None

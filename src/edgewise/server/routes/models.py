@@ -1,0 +1,116 @@
+"""REST routes of the model registry: agents fetch signed releases, operators roll out.
+
+* ``GET /v1/devices/{device_id}/model`` (device secret): the newest release for the device
+  or its groups, as ``{"manifest", "signature"}`` (base64); 204 when none.
+* ``GET /v1/models/{sha256}`` (device secret): the model bytes.
+* ``GET /v1/registry`` (viewer token): versions and releases.
+* ``POST /v1/registry/rollouts`` (operator token): ``{"name", "version", "target",
+  "rollback": false, "expires_days": 30}`` signs a release; audited.
+
+The gateway mounts :func:`make_router` in its app factory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Response
+from pydantic import BaseModel
+
+from edgewise.errors import AuthError, InvalidParameterError
+from edgewise.registry import Registry
+from edgewise.security.credentials import Security
+
+__all__ = ["RolloutRequest", "make_router"]
+
+
+class RolloutRequest(BaseModel):
+    """Body of ``POST /v1/registry/rollouts``."""
+
+    name: str
+    version: str
+    target: str
+    rollback: bool = False
+    expires_days: float = 30.0
+
+
+def _problem(status: int, detail: str, reason: str) -> HTTPException:
+    return HTTPException(status, detail={"title": reason, "detail": detail, "reason": reason})
+
+
+def make_router(registry: Registry, security: Security,
+                groups_of: Callable[[str], list[str]] = lambda _d: ["all"]) -> APIRouter:
+    """Routes serving ``registry``; devices and tokens are checked with ``security``."""
+    r = APIRouter()
+
+    def device(device_id: str, x_device_id: str | None, authorization: str | None) -> str:
+        secret = (authorization or "").removeprefix("Bearer ").strip()
+        if x_device_id not in (None, device_id) or not secret:
+            raise _problem(401, "Send 'Authorization: Bearer <device secret>'.", "unauthorized")
+        try:
+            security.authenticate_device(device_id, secret)
+        except AuthError as exc:
+            raise _problem(401, str(exc), "unauthorized") from None
+        return device_id
+
+    def principal(authorization: str | None, role: str) -> Any:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        try:
+            p = security.authenticate_token(token)
+        except AuthError as exc:
+            raise _problem(401, str(exc), "unauthorized") from None
+        if not p.can(role):
+            raise _problem(403, f"Role {p.role!r} cannot do this; needs {role!r} or above.",
+                           "forbidden")
+        return p
+
+    @r.get("/v1/devices/{device_id}/model")
+    def current_model(device_id: str, x_device_id: Annotated[str | None, Header()] = None,
+                      authorization: Annotated[str | None, Header()] = None) -> Any:
+        device(device_id, x_device_id, authorization)
+        rel = registry.current(device_id, groups_of(device_id))
+        if rel is None:
+            return Response(status_code=204)
+        return rel.envelope()
+
+    @r.get("/v1/models/{sha256}")
+    def model_blob(sha256: str, x_device_id: Annotated[str | None, Header()] = None,
+                   authorization: Annotated[str | None, Header()] = None) -> Response:
+        if not x_device_id:
+            raise _problem(401, "Send header 'X-Device-Id'.", "unauthorized")
+        device(x_device_id, x_device_id, authorization)
+        try:
+            return Response(registry.blob(sha256), media_type="application/octet-stream")
+        except KeyError:
+            raise _problem(404, f"No model with sha256 {sha256!r}.", "not_found") from None
+
+    @r.get("/v1/registry")
+    def listing(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        principal(authorization, "viewer")
+        return {
+            "key_id": registry.key_id,
+            "versions": [v.__dict__ for v in registry.versions()],
+            "releases": [{"release": x.release, "name": x.name, "version": x.version,
+                          "target": x.target, "kind": x.kind} for x in registry.releases()],
+        }
+
+    @r.post("/v1/registry/rollouts")
+    def rollout(body: RolloutRequest,
+                authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        p = principal(authorization, "operator")
+        try:
+            s = registry.rollout(body.name, body.version, body.target,
+                                 expires_in_s=body.expires_days * 86400,
+                                 kind="rollback" if body.rollback else "release")
+        except InvalidParameterError as exc:
+            raise _problem(422, str(exc), "invalid") from None
+        except KeyError as exc:
+            raise _problem(404, str(exc.args[0]), "not_found") from None
+        m = s.manifest
+        security.audit(p.name or p.role, "model.rollout", body.target,
+                       {"name": body.name, "version": body.version, "release": m.release,
+                        "kind": m.kind})
+        return {"release": m.release, "kind": m.kind, "key_id": m.key_id, **s.envelope()}
+
+    return r

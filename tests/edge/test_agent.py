@@ -1,0 +1,274 @@
+"""The edge agent with real processes: a receiver speaking INTERFACES.md, kill -9, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edgewise.detect.zscore import EWZScore
+from edgewise.edge.agent import ModelSlot, Outbox, sim_value
+from edgewise.registry import Artifact, Registry, load_or_create_key, sign
+from tests.conftest import REPO, free_port
+
+SECRET = "s3cret-" + "x" * 36
+ENV = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}")
+
+
+class Receiver:
+    def __init__(self, tmp: Path, registry: Path | None = None) -> None:
+        self.port = free_port()
+        self.db = tmp / "gateway.sqlite"
+        self.registry = registry
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "tests.edge.receiver", "--port", str(self.port),
+               "--db", str(self.db), "--secret", SECRET]
+        if self.registry:
+            cmd += ["--registry", str(self.registry)]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=ENV)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                httpx.post(f"{self.url}/v1/telemetry", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("receiver did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def rows(self, sql: str, *args):
+        with sqlite3.connect(self.db, timeout=30) as db:
+            return db.execute(sql, args).fetchall()
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    r = Receiver(tmp_path)
+    yield r
+    r.stop()
+
+
+def _agent(gateway: str, device: str, state: Path, *extra: str, log: Path | None = None):
+    secret = state.parent / "secret"
+    secret.write_text(SECRET)
+    cmd = [sys.executable, "-m", "edgewise", "agent", "--gateway", gateway, "--device", device,
+           "--secret-file", str(secret), "--state-dir", str(state), *extra]
+    err = open(log, "ab") if log else subprocess.DEVNULL
+    return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _wait(cond, timeout=60.0, step=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_outbox_bound_and_drop_counter_are_exact(tmp_path):
+    """Check that the byte bound holds, drops are counted exactly and seq survives reopening."""
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=10_000)
+    results = [box.put({"ts": 1.7e9, "metrics": {"t": float(i)}}) for i in range(300)]
+    kept = [s for s in results if s is not None]
+    assert kept == list(range(1, len(kept) + 1)) and 0 < len(kept) < 300
+    assert box.dropped == 300 - len(kept) and box.bytes_used <= 10_000
+    box.ack(10)
+    box.close()
+    box = Outbox(tmp_path / "o.sqlite", max_bytes=10_000)
+    assert box.next_seq == len(kept) + 1 and box.pending(1)[0]["seq"] == 11
+    assert box.put({"ts": 1.7e9, "metrics": {"t": 0.0}}) == len(kept) + 1
+
+
+def test_kill9_and_link_cut_deliver_every_reading_exactly_once(receiver, tmp_path):
+    """Check exactly-once delivery across a gateway outage and two kill -9s of the agent."""
+    state = tmp_path / "agent"
+    receiver.start()
+    args = ("--source", "sim", "--rate", "100")
+    a = _agent(receiver.url, "dev-1", state, *args)
+    assert _wait(lambda: receiver.rows("SELECT COUNT(*) FROM seqs")[0][0] > 100)
+    receiver.stop()                                 # link cut: the agent keeps producing
+    time.sleep(1.5)
+    a.send_signal(signal.SIGKILL)                   # kill -9 while offline
+    a.wait()
+    receiver.start()
+    a = _agent(receiver.url, "dev-1", state, *args)
+    time.sleep(1.0 + random.random())
+    a.send_signal(signal.SIGKILL)                   # kill -9 mid-stream, online
+    a.wait()
+    a = _agent(receiver.url, "dev-1", state, *args, "--limit", "100")
+    assert a.wait(timeout=120) == 0                 # produces 100 more, flushes, exits
+    box = Outbox(state / "outbox.sqlite")
+    produced = box.source_pos - 1
+    assert len(box) == 0 and box.dropped == 0 and box.acked == box.next_seq - 1
+    seqs = [s for (s,) in receiver.rows("SELECT seq FROM seqs WHERE device='dev-1' ORDER BY seq")]
+    assert seqs == list(range(1, box.next_seq))     # every seq once, none missing
+    temps = [v for (v,) in receiver.rows(
+        "SELECT value FROM readings WHERE device='dev-1' AND metric='temp_c' ORDER BY seq")]
+    assert temps == [sim_value(i) for i in range(1, produced + 1)]  # each reading exactly once
+    assert produced > 250
+
+
+def _publish(reg: Registry, version: str, z0: float) -> None:
+    reg.publish("ewz", version, pickle.dumps(EWZScore(z0=z0)), format="pickle",
+                trained_on="sim")
+
+
+def _events(log: Path) -> list[dict]:
+    out = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        if "{" in line:
+            try:
+                out.append(json.loads(line[line.index("{"):]))
+            except ValueError:
+                pass
+    return out
+
+
+def _has(log: Path, **kw) -> bool:
+    return any(all(e.get(k) == v for k, v in kw.items()) for e in _events(log))
+
+
+def test_signed_update_switches_and_attacks_are_refused(tmp_path):
+    """Check a signed model installs, tampered and rolled-back ones are refused, rollback order works."""  # noqa: E501
+    data = tmp_path / "gw"
+    reg = Registry(data)
+    _publish(reg, "1.0.0", 4.0)
+    _publish(reg, "2.0.0", 5.0)
+    reg.rollout("ewz", "1.0.0", "device:dev-2")
+    rec = Receiver(tmp_path, registry=data)
+    rec.start()
+    state, log = tmp_path / "agent", tmp_path / "agent.log"
+    a = _agent(rec.url, "dev-2", state, "--source", "sim", "--rate", "50", "--trust-key",
+               str(data / "registry" / "signing_key.pub"), "--update-interval", "0.3", log=log)
+    try:
+        assert _wait(lambda: _has(log, event="update_installed", release=1)), log.read_text()
+        (tmp_path / "tamper").write_text("1")                     # bit flip in transit
+        reg.rollout("ewz", "2.0.0", "device:dev-2")
+        assert _wait(lambda: _has(log, event="update_refused", release=2, reason="tampered"))
+        (tmp_path / "tamper").unlink()
+        assert _wait(lambda: _has(log, event="update_installed", release=2))
+        (tmp_path / "serve_release").write_text("1")              # replaying an older release
+        assert _wait(lambda: _has(log, event="update_refused", release=1, reason="rollback"))
+        (tmp_path / "serve_release").unlink()
+        reg.rollback("ewz", "1.0.0", "device:dev-2")              # explicit signed order
+        assert _wait(lambda: _has(log, event="update_installed", release=3, kind="rollback"))
+        cur = ModelSlot(state / "models").current()
+        assert cur.release == 3 and pickle.loads(cur.payload).z0 == 4.0
+        assert _wait(lambda: {v for (v,) in rec.rows(
+            "SELECT value FROM readings WHERE metric='agent.update_refused'")} >= {1.0, 2.0})
+    finally:
+        a.kill()
+        a.wait()
+        rec.stop()
+
+
+_INSTALLER = """
+import sys
+from pathlib import Path
+from edgewise.edge.agent import ModelSlot
+d = Path(sys.argv[1])
+slot = ModelSlot(d / "slot")
+pairs = [((d / f"m{i}").read_bytes(), (d / f"p{i}").read_bytes()) for i in (1, 2)]
+i = 0
+while True:
+    slot.install(*pairs[i % 2])
+    i += 1
+    print(i, flush=True)
+"""
+
+
+def test_kill9_during_install_leaves_old_or_new(tmp_path):
+    """Check that kill -9 at random points of installs always leaves a whole model."""
+    key = load_or_create_key(tmp_path / "key")
+    payloads = {}
+    for i in (1, 2):
+        payload = bytes([i]) * (3 * 1024 * 1024) + os.urandom(64)
+        s = sign(Artifact(payload, "m", f"{i}.0.0", i, "device:d"), key)
+        (tmp_path / f"m{i}").write_bytes(s.manifest_bytes)
+        (tmp_path / f"p{i}").write_bytes(payload)
+        payloads[i] = payload
+    ModelSlot(tmp_path / "slot").install((tmp_path / "m1").read_bytes(), payloads[1])
+    rng = random.Random(0)
+    seen = set()
+    for k in range(10):
+        p = subprocess.Popen([sys.executable, "-c", _INSTALLER, str(tmp_path)], env=ENV,
+                             stdout=subprocess.PIPE)
+        for _ in range(1 + k % 4):       # let 1..4 installs finish, then kill inside the next
+            p.stdout.readline()
+        time.sleep(rng.random() * 0.05)
+        p.send_signal(signal.SIGKILL)
+        p.stdout.close()
+        p.wait()
+        cur = ModelSlot(tmp_path / "slot").current()   # re-checks the hash
+        assert cur.payload == payloads[cur.release]
+        seen.add(cur.release)
+    assert seen == {1, 2}
+
+
+def test_local_alerts_while_offline_and_csv_resume(tmp_path, nab_series):
+    """Check local alerts are raised and buffered with no gateway, and a CSV source resumes."""
+    from edgewise.edge.agent import Agent, _source
+
+    series = nab_series[:3000].copy()
+    series[[700, 1500]] += 60.0  # two faults on real data
+    csv = tmp_path / "s.csv"
+    csv.write_text("timestamp,value\n" + "".join(f"t{i},{v}\n" for i, v in enumerate(series)))
+    agent = Agent(f"http://127.0.0.1:{free_port()}", "dev-3", SECRET, tmp_path / "a")
+    pos = agent.outbox.source_pos
+    for reading in _source(f"csv:{csv}", pos, 0):
+        pos += 1
+        agent.handle(reading, source_pos=pos)
+        if pos > 2000:
+            break
+    py = EWZScore().score_many(series[:2000])
+    assert agent.local_alerts == int((py >= 0.9).sum()) > 0
+    alerts = [m for m in agent.outbox.pending(5000) if "alert:value" in m["metrics"]]
+    assert len(alerts) == agent.local_alerts and agent.outbox.next_seq == 2001
+    first = next(_source(f"csv:{csv}", agent.outbox.source_pos, 0))
+    assert first == {"value": series[2000]}
+
+
+def test_agent_refuses_a_format_it_cannot_run_and_unknown_keys(tmp_path):
+    """Check that a signed ONNX release is refused as unsupported_format, and a foreign key as unknown_key."""  # noqa: E501
+    from edgewise.edge.agent import Agent
+
+    data = tmp_path / "gw"
+    reg = Registry(data)
+    reg.publish("ewz", "1.0.0", b"onnx graph bytes", format="onnx")
+    reg.rollout("ewz", "1.0.0", "device:dev-4")
+    rec = Receiver(tmp_path, registry=data)
+    rec.start()
+    try:
+        other = load_or_create_key(tmp_path / "other")
+        with httpx.Client(timeout=10) as client:
+            foreign = Agent(rec.url, "dev-4", SECRET, tmp_path / "a1",
+                            trusted_keys={other.key_id: other.public_key_bytes})
+            assert foreign.check_update(client) == "refused:unknown_key"
+            agent = Agent(rec.url, "dev-4", SECRET, tmp_path / "a2",
+                          trusted_keys={reg.key_id: reg.public_key_bytes})
+            assert agent.check_update(client) == "refused:unsupported_format"
+            assert ModelSlot(tmp_path / "a2" / "models").current() is None
+            assert agent.outbox.pending()[0]["metrics"] == {"agent.update_refused": 1.0}
+    finally:
+        rec.stop()

@@ -1,0 +1,61 @@
+"""``edgewise export`` and ``edgewise bench edge`` as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgewise.edge.export_c import CFLAGS
+from tests.conftest import REPO
+
+
+def _cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    return subprocess.run([sys.executable, "-m", "edgewise", *args], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=cwd)
+
+
+def test_export_pickled_trees_to_c_builds_and_predicts(tmp_path, fd001):
+    """Check that a pickled model exports to C with README and host program that agree."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    Xtr, ytr, Xte, _ = fd001
+    gbr = GradientBoostingRegressor(n_estimators=20, max_depth=3, random_state=0).fit(Xtr, ytr)
+    (tmp_path / "rul.pkl").write_bytes(pickle.dumps(gbr))
+    out = tmp_path / "out"
+    r = _cli("export", str(tmp_path / "rul.pkl"), "--format", "c", "--out", str(out),
+             "--name", "rul")
+    assert r.returncode == 0, r.stderr
+    assert "rul_predict" in (out / "README.md").read_text()
+    subprocess.run(["gcc", *CFLAGS, "rul.c", "rul_host_test.c", "-lm", "-o", "rul_test"],
+                   cwd=out, check=True)
+    rows = Xte[:50].astype(np.float32)
+    feed = "\n".join(" ".join(repr(float(v)) for v in row) for row in rows)
+    got = np.array(subprocess.run(["./rul_test"], input=feed, capture_output=True, text=True,
+                                  cwd=out, check=True).stdout.split(), float)
+    assert np.abs(got - gbr.predict(rows.astype(np.float64))).max() < 1e-3
+
+
+def test_export_errors_are_one_line(tmp_path):
+    """Check that an unsupported combination exits non-zero with the supported list."""
+    r = _cli("export", "--detector", "ewzscore", "--format", "c", "--dtype", "int8",
+             "--out", str(tmp_path))
+    assert r.returncode != 0 and "Supported for EWZScore: c/float32, onnx/float32" in r.stderr
+
+
+@pytest.mark.slow
+def test_bench_edge_json(shared_data, tmp_path):
+    """Check that ``bench edge --json`` prints one object with the agreed keys and goals met."""
+    r = _cli("bench", "edge", "--json", "--repeats", "1", "--data", str(shared_data))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["detector"]["c_ram_bytes"] < 2048 and res["detector"]["c_ns_per_reading"] < 1000
+    assert res["detector"]["parity_max_abs_err"] < 1e-3
+    assert res["rul"]["c_flash_bytes"] < 32768
+    assert abs(res["rul"]["rmse_c"] - res["rul"]["rmse_python"]) < 0.5
