@@ -260,7 +260,7 @@ def main(grid: Grid, context: Context) -> None:
         min_available_nodes=int(rc.get("min-available-nodes", num_nodes)),
         dp_noise=float(rc.get("dp-noise", 0.0)), dp_clip=float(rc.get("dp-clip", 1.0)),
         round_timeout=float(rc.get("round-timeout", 120.0)),
-        checkpoint=out / "checkpoint.npz", evaluate=True,
+        checkpoint=out / "checkpoint.npz", evaluate=bool(rc.get("evaluate", True)),
     )
     (out / "wire.json").write_text(json.dumps(result.wire, indent=1))
     entry = publish_global_model(
