@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -93,12 +94,14 @@ def train_local(
         loader = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(Xt, yt), batch_size=batch_size, generator=gen
         )
-        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
-        module, opt, loader = engine.make_private(
-            module=model, optimizer=opt, data_loader=loader,
-            noise_multiplier=dp_noise_multiplier, max_grad_norm=dp_max_grad_norm,
-            poisson_sampling=True,
-        )
+        with warnings.catch_warnings():  # "secure RNG off": fine for a device, stated here
+            warnings.filterwarnings("ignore", category=UserWarning, module="opacus")
+            engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+            module, opt, loader = engine.make_private(
+                module=model, optimizer=opt, data_loader=loader,
+                noise_multiplier=dp_noise_multiplier, max_grad_norm=dp_max_grad_norm,
+                poisson_sampling=True,
+            )
         batches = lambda: iter(loader)  # noqa: E731
     else:
         def batches() -> Any:
@@ -109,16 +112,18 @@ def train_local(
 
     module.train()
     total, n = 0.0, 0
-    for _ in range(epochs):
-        for xb, yb in batches():
-            if len(xb) == 0:
-                continue
-            opt.zero_grad()
-            loss = loss_fn(module(xb), yb)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(xb)
-            n += len(xb)
+    with warnings.catch_warnings():  # Opacus' per-sample hooks on input layers: harmless
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        for _ in range(epochs):
+            for xb, yb in batches():
+                if len(xb) == 0:
+                    continue
+                opt.zero_grad()
+                loss = loss_fn(module(xb), yb)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(xb)
+                n += len(xb)
     if dp_noise_multiplier > 0:
         model.load_state_dict(module._module.state_dict())  # unwrap GradSampleModule
     return total / max(n, 1)
