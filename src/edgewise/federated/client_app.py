@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,9 +86,9 @@ def device_data(dataset: str, data_dir: str, partition_id: int, num_partitions: 
                           raw_held=dev.X_test)
     from pathlib import Path
 
-    from edgewise.federated.data import RUL_CAP, SENSORS, _read
+    from edgewise.federated.data import RUL_CAP, SENSORS
 
-    raw = _read(Path(data_dir) / "train_FD002.txt.gz")
+    raw = _read_cached(str(Path(data_dir) / "train_FD002.txt.gz"))
     units = np.unique(raw[:, 0].astype(int))
     mine = units[partition_id::num_partitions]
     parts, ys = [], []
@@ -97,6 +98,13 @@ def device_data(dataset: str, data_dir: str, partition_id: int, num_partitions: 
         parts.append((r[:, [4 + s for s in SENSORS]], condition_of(r[:, 2]), cyc))
         ys.append(np.minimum(cyc.max() - cyc, RUL_CAP).astype(np.float32))
     return DeviceData("rul", parts, ys, n_conditions=6)
+
+
+@lru_cache(maxsize=2)
+def _read_cached(path: str) -> np.ndarray:
+    from edgewise.federated.data import _read
+
+    return _read(Path(path))
 
 
 def poison(attack: str, new: list[np.ndarray], old: list[np.ndarray]) -> list[np.ndarray]:

@@ -105,13 +105,19 @@ class LocalFleet:
         Where logs, results and Flower's state go (a temporary folder by default).
     attacks
         Optional ``{partition_id: attack}`` (see ``client_app.ATTACKS``).
+    spawn_nodes
+        Start the SuperNodes here (``False``: devices connect from elsewhere with
+        ``edgewise federate client``).
+    port, host
+        Where the SuperLink listens (default: a free port on 127.0.0.1).
 
     Use as a context manager; :meth:`run` submits one federated run and returns its
     ``result.json``.
     """
 
     def __init__(self, clients: int = 3, workdir: str | Path | None = None,
-                 attacks: dict[int, str] | None = None) -> None:
+                 attacks: dict[int, str] | None = None, spawn_nodes: bool = True,
+                 port: int | None = None, host: str = "127.0.0.1") -> None:
         if clients < 1:
             raise InvalidParameterError(
                 f"The 'clients' parameter of LocalFleet must be >= 1. Got {clients} instead."
@@ -122,13 +128,15 @@ class LocalFleet:
         self.attacks = attacks or {}
         self.flwr_home = self.workdir / "flwr-home"
         self.flwr_home.mkdir(exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
+        self.host = host
+        self.spawn_nodes = spawn_nodes
         self.procs: list[subprocess.Popen[bytes]] = []
         self.nodes: dict[int, subprocess.Popen[bytes]] = {}
 
     # -- processes -------------------------------------------------------------------
     def _spawn(self, cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / log_name, "wb")  # noqa: SIM115 (closed with the process)
+        log = open(self.workdir / log_name, "wb")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 env=_env(self.flwr_home), cwd=self.workdir,
                                 start_new_session=True)
@@ -143,7 +151,8 @@ class LocalFleet:
             f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
         )
         self._spawn([shutil.which("flower-superlink") or "flower-superlink", "--insecure",
-                     "--port", str(self.port), "--disable-runtime-dependency-installation",
+                     "--host", self.host, "--port", str(self.port),
+                     "--disable-runtime-dependency-installation",
                      "--database", str(self.workdir / "superlink.db")], "superlink.log")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -156,8 +165,9 @@ class LocalFleet:
                 time.sleep(0.2)
         else:
             raise TimeoutError(f"SuperLink did not listen on port {self.port} within 60 s.")
-        for i in range(self.clients):
-            self.start_node(i)
+        if self.spawn_nodes:
+            for i in range(self.clients):
+                self.start_node(i)
         return self
 
     def start_node(self, partition_id: int) -> None:
