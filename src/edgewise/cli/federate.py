@@ -71,6 +71,8 @@ def server(
     host: Annotated[str, typer.Option(help="Address the SuperLink listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="SuperLink port (Fleet + Control API).")] = 9092,
     round_timeout: Annotated[float, typer.Option(help="Seconds to wait per round.")] = 120.0,
+    resume: Annotated[bool, typer.Option(help="Continue after the last checkpointed round "
+                                              "of the previous server run.")] = False,
     as_json: Json = False,
 ) -> None:
     """Start a SuperLink, wait for devices, run the rounds, publish the global model."""
@@ -79,7 +81,10 @@ def server(
 
     make_strategy(strategy, num_nodes=min_available or clients, num_malicious_nodes=num_malicious,
                   beta=beta)  # refuse a bad n/f/beta before starting anything
-    work = data_dir / "federated" / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
+    work = data_dir / "federated" / "server"
+    checkpoint = work / "out" / "checkpoint.npz"
+    if checkpoint.exists() and not resume:
+        checkpoint.unlink()
     if not as_json:
         typer.echo(f"SuperLink on {host}:{port}; connect devices with: edgewise federate client "
                    f"--superlink {host}:{port} --partition-id I --num-partitions {clients}")

@@ -146,6 +146,7 @@ class LocalFleet:
 
     def start(self) -> LocalFleet:
         """Start the SuperLink, wait until it answers, then start the SuperNodes."""
+        (self.workdir / "superlink.db").unlink(missing_ok=True)  # a fresh link state each time
         (self.flwr_home / "config.toml").write_text(
             f'[superlink]\ndefault = "local"\n[superlink.local]\n'
             f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
