@@ -23,6 +23,7 @@ Figures (RMSE in cycles on the 259 FD002 test engines, truth capped at 125):
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ def run_federated_benchmark(
     from edgewise.federated.server_app import run_federated
 
     torch.set_num_threads(1)
+    for name in ("flwr", "edgewise.federated"):  # per-round logs: the figures suffice
+        logging.getLogger(name).setLevel(logging.ERROR)
     directory = Path(directory)
     say = progress or (lambda msg: None)
     lr, batch = 0.003, 32
