@@ -141,6 +141,9 @@ def run_federated_benchmark(
     out["dp_sgd_eps1_epsilon"] = dp_sgd_epsilon(hi, batch, per_client, epochs_total)
     out["dp_sgd_noise_multiplier"] = hi
 
+    out.update(_pump_fleet_figures(seed))
+    say("pump fleet: done")
+
     out.update({
         "clients": clients, "rounds": rounds, "local_epochs": local_epochs,
         "poisoned_clients": f, "robust_rule": f"FedTrimmedAvg(beta={beta}) + RobustStrategy",
@@ -148,3 +151,68 @@ def run_federated_benchmark(
         "dp_unit": "device (one engine's whole history)", "seconds": timings,
     })
     return out
+
+
+def _f1(y: np.ndarray, flag: np.ndarray) -> float:
+    tp = float(np.sum(flag & (y == 1)))
+    fp = float(np.sum(flag & (y == 0)))
+    fn = float(np.sum(~flag & (y == 1)))
+    return 2 * tp / max(2 * tp + fp + fn, 1.0)
+
+
+def _pump_fleet_figures(seed: int, n: int = 10, rounds: int = 15) -> dict[str, Any]:
+    """Detection F1 of the pump autoencoder, federated vs central, and personalisation."""
+    from edgewise.federated.client_app import app
+    from edgewise.federated.data import ConditionNormaliser, pump_fleet
+    from edgewise.federated.inprocess import InProcessGrid
+    from edgewise.federated.model import build_model, predict, train_local
+    from edgewise.federated.personalise import personalise
+    from edgewise.federated.server_app import run_federated
+
+    fleet = pump_fleet(n, n_samples=1000, seed=seed)  # what client_app's devices hold
+
+    def scores(model: Any, norm: ConditionNormaliser, X: np.ndarray) -> np.ndarray:
+        Z = norm.transform(X.astype(np.float64), np.zeros(len(X), dtype=np.int64))
+        Z = Z.astype(np.float32)
+        return np.mean((predict(model, Z) - Z) ** 2, axis=1)
+
+    def fleet_f1(model: Any, norm: ConditionNormaliser) -> float:
+        ys, flags = [], []
+        for dev in fleet:  # each device calibrates its threshold on its own normal history
+            thr = np.quantile(scores(model, norm, dev.X_train), 0.99)
+            ys.append(dev.y_test)
+            flags.append(scores(model, norm, dev.X_test) > thr)
+        return _f1(np.concatenate(ys), np.concatenate(flags))
+
+    zeros = [np.zeros(len(d.X_train), dtype=np.int64) for d in fleet]
+    pooled = np.concatenate([d.X_train for d in fleet]).astype(np.float64)
+    norm = ConditionNormaliser.from_stats(*ConditionNormaliser.stats(
+        pooled, np.concatenate(zeros), 1))
+    central = build_model("ae", 6, seed=seed)
+    Zp = norm.transform(pooled, np.concatenate(zeros)).astype(np.float32)
+    for epoch in range(rounds):
+        train_local(central, Zp, None, epochs=1, batch_size=32, lr=0.003, seed=epoch)
+    grid = InProcessGrid(app, [{"partition-id": i, "num-partitions": n} for i in range(n)],
+                         {"dataset": "pump", "seed": seed, "lr": 0.003, "batch-size": 32})
+    res = run_federated(grid, kind="ae", n_features=6, n_conditions=1, num_nodes=n,
+                        rounds=rounds, strategy="trimmed", num_malicious_nodes=2, beta=0.2)
+    fed = build_model("ae", 6)
+    fed.load_state_dict(res.state_dict())
+    gains = []
+    for dev in fleet:  # personalisation: fine-tune on the first 75%, test on the last 25%
+        Z = res.normaliser.transform(dev.X_train.astype(np.float64),
+                                     np.zeros(len(dev.X_train), dtype=np.int64))
+        Z = Z.astype(np.float32)
+        cut = int(0.75 * len(Z))
+        p = personalise(res.state_dict(), "ae", Z[:cut], None, Z[cut:], None, epochs=10,
+                        lr=0.003, seed=seed)
+        gains.append((p["global_rmse"], p["personal_rmse"]))
+    g = np.array(gains)
+    return {
+        "pump_central_f1": fleet_f1(central, norm),
+        "pump_federated_f1": fleet_f1(fed, res.normaliser),
+        "pump_personal_heldback_rmse_median": float(np.median(g[:, 1])),
+        "pump_global_heldback_rmse_median": float(np.median(g[:, 0])),
+        "pump_personal_better_devices": int(np.sum(g[:, 1] < g[:, 0])),
+        "pump_devices": n,
+    }
