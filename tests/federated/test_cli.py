@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,8 +13,8 @@ from tests.conftest import REPO
 
 
 def _edgewise(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {"PYTHONPATH": str(REPO / "src"), "PATH": __import__("os").environ["PATH"],
-           "HOME": __import__("os").environ.get("HOME", "/tmp")}
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": os.environ["PATH"],
+           "HOME": os.environ.get("HOME", "/tmp")}
     return subprocess.run([sys.executable, "-m", "edgewise", *args], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=REPO)
 
