@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import numpy as np
+import pytest
 
 from edgewise.federated.deploy import LocalFleet
 from edgewise.federated.publish import load_global_model
@@ -39,3 +42,27 @@ def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path):
     assert sum(r["reason"] == "non-finite" for r in meta["rejected"]) == 2
     assert all(np.isfinite(v.numpy()).all() for v in state.values())
     assert (tmp_path / "out" / "checkpoint.npz").exists()
+
+
+@pytest.mark.slow
+def test_a_supernode_dropping_out_does_not_stall_the_run(tmp_path):
+    """Check that killing one of three SuperNodes mid-run still ends with all rounds done."""
+    with LocalFleet(3, workdir=tmp_path) as fleet:
+        def drop_when_training_starts() -> None:
+            log = tmp_path / "run.log"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if log.exists() and "[ROUND 1/3]" in log.read_text(errors="replace"):
+                    break
+                time.sleep(0.2)
+            fleet.stop_node(2)
+
+        killer = threading.Thread(target=drop_when_training_starts)
+        killer.start()
+        result = fleet.run({"num-server-rounds": 3, "strategy": "fedavg", "evaluate": False,
+                            "min-available-nodes": 2, "round-timeout": 20.0}, timeout=400)
+        killer.join()
+    assert result["rounds"] == 3
+    wire = json.loads((tmp_path / "out" / "wire.json").read_text())
+    last = [e for e in wire if e["phase"] == "train" and e["round"] == 3]
+    assert len(last) == 2  # the dropped device is gone; the other two carried on
