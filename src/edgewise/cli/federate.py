@@ -1,0 +1,141 @@
+"""``edgewise federate server|client|demo`` and ``edgewise bench federated``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgewise.cli._app import DataDir, Json, app, bench_app, fail
+
+federate_app = typer.Typer(help="Federated learning across devices (Flower).",
+                           no_args_is_help=True)
+app.add_typer(federate_app, name="federate")
+
+Strategy = Annotated[str, typer.Option(help="fedavg, trimmed, krum or bulyan.")]
+
+
+def _print_result(result: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    p = result["privacy"]
+    eps = "none (no DP)" if p["epsilon"] is None else f"{p['epsilon']:.3g} (unit: {p['unit']})"
+    typer.echo(f"rounds: {result['rounds']}  strategy: {result['strategy']}  epsilon: {eps}")
+    for r, m in sorted(result["train_metrics"].items(), key=lambda kv: int(kv[0])):
+        typer.echo(f"  round {r}: train-loss {m.get('train-loss', float('nan')):.4f}")
+    typer.echo(f"global model: {result['model']}")
+
+
+@federate_app.command("demo")
+def demo(
+    data_dir: DataDir,
+    clients: Annotated[int, typer.Option(help="SuperNodes (simulated pumps) to start.")] = 3,
+    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 2,
+    strategy: Strategy = "trimmed",
+    as_json: Json = False,
+) -> None:
+    """Run a SuperLink and CLIENTS SuperNodes on loopback; train the pump autoencoder."""
+    from edgewise.federated.deploy import LocalFleet
+
+    if clients < 1 or rounds < 1:
+        raise fail(f"--clients and --rounds must be >= 1. Got {clients} and {rounds}.")
+    work = data_dir / "federated" / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
+    if not as_json:
+        typer.echo(f"starting a SuperLink and {clients} SuperNodes on 127.0.0.1 (logs: {work})")
+    with LocalFleet(clients, workdir=work) as fleet:
+        result = fleet.run({"num-server-rounds": rounds, "strategy": strategy,
+                            "beta": 0.34 if clients < 10 else 0.2,
+                            "data-dir-publish": str(data_dir), "evaluate": False},
+                           timeout=120 + 60 * rounds)
+    _print_result(result, as_json)
+
+
+@federate_app.command("server")
+def server(
+    data_dir: DataDir,
+    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 3,
+    clients: Annotated[int, typer.Option(help="Devices expected to connect.")] = 3,
+    min_available: Annotated[int, typer.Option(help="Start once this many are connected "
+                                                    "(0: all).")] = 0,
+    strategy: Strategy = "trimmed",
+    num_malicious: Annotated[int, typer.Option(help="f, faulty clients to tolerate.")] = 0,
+    beta: Annotated[float, typer.Option(help="Trimmed-mean fraction cut per side.")] = 0.2,
+    dp_noise: Annotated[float, typer.Option(help="Device-level DP noise multiplier.")] = 0.0,
+    dp_clip: Annotated[float, typer.Option(help="Device-level DP clipping norm.")] = 1.0,
+    dataset: Annotated[str, typer.Option(help="pump or cmapss.")] = "pump",
+    cmapss_dir: Annotated[str, typer.Option(help="C-MAPSS folder on the devices.")] = "",
+    host: Annotated[str, typer.Option(help="Address the SuperLink listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="SuperLink port (Fleet + Control API).")] = 9092,
+    round_timeout: Annotated[float, typer.Option(help="Seconds to wait per round.")] = 120.0,
+    resume: Annotated[bool, typer.Option(help="Continue after the last checkpointed round "
+                                              "of the previous server run.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Start a SuperLink, wait for devices, run the rounds, publish the global model."""
+    from edgewise.federated.deploy import LocalFleet
+    from edgewise.federated.strategies import make_strategy
+
+    make_strategy(strategy, num_nodes=min_available or clients, num_malicious_nodes=num_malicious,
+                  beta=beta)  # refuse a bad n/f/beta before starting anything
+    work = data_dir / "federated" / "server"
+    checkpoint = work / "out" / "checkpoint.npz"
+    if checkpoint.exists() and not resume:
+        checkpoint.unlink()
+    if not as_json:
+        typer.echo(f"SuperLink on {host}:{port}; connect devices with: edgewise federate client "
+                   f"--superlink {host}:{port} --partition-id I --num-partitions {clients}")
+    with LocalFleet(clients, workdir=work, spawn_nodes=False, port=port, host=host) as fleet:
+        result = fleet.run({"num-server-rounds": rounds, "strategy": strategy, "beta": beta,
+                            "num-malicious": num_malicious, "dp-noise": dp_noise,
+                            "dp-clip": dp_clip, "dataset": dataset, "data-dir": cmapss_dir,
+                            "min-available-nodes": min_available or clients,
+                            "round-timeout": round_timeout, "data-dir-publish": str(data_dir)},
+                           timeout=600 + rounds * round_timeout * 2)
+    _print_result(result, as_json)
+
+
+@federate_app.command("client")
+def client(
+    superlink: Annotated[str, typer.Option(help="SuperLink address host:port.")],
+    partition_id: Annotated[int, typer.Option(help="This device's partition.")] = 0,
+    num_partitions: Annotated[int, typer.Option(help="Devices in the fleet.")] = 3,
+    port: Annotated[int, typer.Option(help="Local port of this SuperNode's runtime API "
+                                           "(0: a free one).")] = 0,
+) -> None:
+    """Run this device as a Flower SuperNode (insecure: loopback or a trusted network)."""
+    import os
+
+    from edgewise.federated.deploy import _env, free_port, supernode_command
+
+    home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
+    cmd = supernode_command(superlink, partition_id, num_partitions, port or free_port())
+    os.execvpe(cmd[0], cmd, _env(home))
+
+
+@bench_app.command("federated")
+def bench_federated(
+    data: Annotated[Path, typer.Option(help="Folder with C-MAPSS (train_FD002.txt.gz …).")] =
+        Path("../shared/data/cmapss"),
+    clients: Annotated[int, typer.Option(help="Clients (groups of engines).")] = 26,
+    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 20,
+    dp_clients: Annotated[int, typer.Option(help="Clients for the DP runs.")] = 260,
+    dp_rounds: Annotated[int, typer.Option(help="Rounds for the DP runs.")] = 10,
+    as_json: Json = False,
+) -> None:
+    """Federated vs central RUL RMSE on C-MAPSS FD002, with DP and 20% poisoned clients."""
+    from edgewise.bench.federated import run_federated_benchmark
+
+    if not (data / "train_FD002.txt.gz").exists():
+        raise fail(f"C-MAPSS FD002 not found in {data}; pass --data PATH.")
+    say = None if as_json else (lambda m: typer.echo(m, err=True))
+    res = run_federated_benchmark(data, clients=clients, rounds=rounds, dp_clients=dp_clients,
+                                  dp_rounds=dp_rounds, progress=say)
+    if as_json:
+        typer.echo(json.dumps(res))
+        return
+    for k, v in res.items():
+        typer.echo(f"{k:28s} {v:.3f}" if isinstance(v, float) else f"{k:28s} {v}")

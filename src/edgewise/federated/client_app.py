@@ -1,0 +1,210 @@
+"""The Flower ``ClientApp``: what a device does when the server asks it to train.
+
+A device answers two kinds of ``train`` message, told apart by the ``"phase"`` entry of the
+config the server sends:
+
+* ``"stats"``: return the normaliser's sufficient statistics of its own history (count,
+  sum and sum of squares per operating condition), weight 1; FedAvg's mean of these is the
+  fleet normaliser, without a single reading leaving the device;
+* ``"fit"`` (default): load the global model, train it on local data for
+  ``local-epochs`` (optionally DP-SGD), and return the new parameters with
+  ``"num-examples"`` and ``"train-loss"``.
+
+``evaluate`` returns the loss of the global model on the device's held-back data.
+
+Where the data comes from is set by the run config (``dataset``: ``"pump"`` for the
+simulated pump fleet, ``"cmapss"`` with ``data-dir`` for C-MAPSS engines) and which part
+of it by the node config (``partition-id``, ``num-partitions``), as Flower does. A node
+config ``attack`` (``"signflip"``, ``"nan"``, ``"shape"``, ``"scale100"``, ``"weight"``)
+makes a device misbehave on purpose, for robustness tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from edgewise.federated.data import (
+    ConditionNormaliser,
+    condition_of,
+    pump_fleet,
+    window_features,
+)
+from edgewise.federated.model import RUL_SCALE, build_model, train_local
+
+__all__ = ["ATTACKS", "DeviceData", "app", "device_data", "poison"]
+
+ATTACKS = ("", "signflip", "nan", "inf", "shape", "scale100", "weight")
+
+app = ClientApp()
+
+
+@dataclass
+class DeviceData:
+    """One device's own history: raw channels + condition, split into train and held-back."""
+
+    kind: str  # "rul" or "ae"
+    raw_train: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (channels, cond, cycles)
+    y_train: list[np.ndarray]
+    raw_held: np.ndarray | None = None  # pump: held-back normal readings
+    n_conditions: int = 1
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Normaliser sufficient statistics over all of this device's training rows."""
+        chans = np.concatenate([r[0] for r in self.raw_train])
+        cond = np.concatenate([r[1] for r in self.raw_train])
+        return ConditionNormaliser.stats(chans, cond, self.n_conditions)
+
+    def features(self, norm: ConditionNormaliser) -> tuple[np.ndarray, np.ndarray | None]:
+        """Model inputs (and RUL targets) for this device under the fleet normaliser."""
+        if self.kind == "ae":
+            chans, cond, _ = self.raw_train[0]
+            return norm.transform(chans, cond).astype(np.float32), None
+        X = [window_features(norm.transform(c, k), cyc) for c, k, cyc in self.raw_train]
+        return np.concatenate(X), np.concatenate(self.y_train)
+
+
+@lru_cache(maxsize=64)
+def device_data(dataset: str, data_dir: str, partition_id: int, num_partitions: int,
+                seed: int = 0) -> DeviceData:
+    """Load partition ``partition_id`` of ``num_partitions`` (cached per process).
+
+    C-MAPSS: engines ``partition_id, partition_id + n, …`` of FD002 (one engine per device
+    when ``num_partitions`` is 260). Pump: the ``partition_id``-th pump of a simulated fleet.
+    """
+    if dataset == "pump":
+        dev = pump_fleet(num_partitions, n_samples=1000, seed=seed)[partition_id]
+        n = len(dev.X_train)
+        zeros = np.zeros(n, dtype=np.int64)
+        return DeviceData("ae", [(dev.X_train.astype(np.float64), zeros, np.arange(n))], [],
+                          raw_held=dev.X_test)
+    from pathlib import Path
+
+    from edgewise.federated.data import RUL_CAP, SENSORS
+
+    raw = _read_cached(str(Path(data_dir) / "train_FD002.txt.gz"))
+    units = np.unique(raw[:, 0].astype(int))
+    mine = units[partition_id::num_partitions]
+    parts, ys = [], []
+    for u in mine:
+        r = raw[raw[:, 0] == u]
+        cyc = r[:, 1]
+        parts.append((r[:, [4 + s for s in SENSORS]], condition_of(r[:, 2]), cyc))
+        ys.append(np.minimum(cyc.max() - cyc, RUL_CAP).astype(np.float32))
+    return DeviceData("rul", parts, ys, n_conditions=6)
+
+
+@lru_cache(maxsize=2)
+def _read_cached(path: str) -> np.ndarray:
+    from edgewise.federated.data import _read
+
+    return _read(Path(path))
+
+
+def poison(attack: str, new: list[np.ndarray], old: list[np.ndarray]) -> list[np.ndarray]:
+    """What a misbehaving device sends instead of its honest parameters ``new``.
+
+    >>> old = [np.zeros(2)]; new = [np.ones(2)]
+    >>> poison("signflip", new, old)[0].tolist()
+    [-10.0, -10.0]
+    """
+    if attack == "signflip":  # sign-flipped update scaled by 10
+        return [o - 10.0 * (n - o) for n, o in zip(new, old, strict=True)]
+    if attack == "nan":
+        return [np.full_like(n, np.nan) for n in new]
+    if attack == "inf":
+        return [np.full_like(n, np.inf) for n in new]
+    if attack == "shape":
+        return [np.zeros(n.size + 1, dtype=n.dtype) for n in new]
+    if attack == "scale100":
+        return [o + 100.0 * (n - o) for n, o in zip(new, old, strict=True)]
+    return new
+
+
+def _normaliser(config: Any, data: DeviceData) -> ConditionNormaliser:
+    c = data.n_conditions
+    mean = np.asarray(config["norm-mean"], dtype=np.float64).reshape(c, -1)
+    std = np.asarray(config["norm-std"], dtype=np.float64).reshape(c, -1)
+    return ConditionNormaliser(mean, std)
+
+
+def _data(context: Context) -> DeviceData:
+    import torch
+
+    rc, nc = context.run_config, context.node_config
+    torch.set_num_threads(int(rc.get("threads", 1)))  # small models: threads only contend
+    return device_data(
+        str(rc.get("dataset", "pump")), str(rc.get("data-dir", "")),
+        int(nc.get("partition-id", 0)), int(nc.get("num-partitions", 1)),
+        int(rc.get("seed", 0)),
+    )
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Answer a ``train`` message: share normaliser statistics or train the model locally."""
+    data = _data(context)
+    config = msg.content["config"]
+    if config.get("phase", "fit") == "stats":
+        count, total, squares = data.stats()
+        arrays = ArrayRecord({"count": _arr(count), "sum": _arr(total), "sumsq": _arr(squares)})
+        return Message(RecordDict({"arrays": arrays,
+                                   "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
+    norm = _normaliser(config, data)
+    X, y = data.features(norm)
+    record = msg.content["arrays"]
+    model = build_model(data.kind, X.shape[1])
+    model.load_state_dict(record.to_torch_state_dict())
+    old = [a.numpy() for a in record.values()]
+    rc = context.run_config
+    loss = train_local(
+        model, X, y,
+        epochs=int(rc.get("local-epochs", 1)), batch_size=int(rc.get("batch-size", 32)),
+        lr=float(rc.get("lr", 0.003)),
+        seed=int(config.get("server-round", 0)) * 1000 + int(context.node_config.get(
+            "partition-id", 0)),
+        dp_noise_multiplier=float(rc.get("dp-sgd-noise", 0.0)),
+        dp_max_grad_norm=float(rc.get("dp-sgd-clip", 1.0)),
+    )
+    attack = str(context.node_config.get("attack", ""))
+    keys = list(record.keys())
+    new = [v.detach().numpy().copy() for v in model.state_dict().values()]
+    sent = poison(attack, new, old)
+    arrays = ArrayRecord({k: _arr(v) for k, v in zip(keys, sent, strict=True)})
+    n = 10**9 if attack == "weight" else len(X)
+    metrics = MetricRecord({"num-examples": n, "train-loss": float(loss)})
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Loss of the global model on this device's data (pump: held-back readings)."""
+    import torch
+
+    data = _data(context)
+    config = msg.content["config"]
+    norm = _normaliser(config, data)
+    X, y = data.features(norm)
+    if data.raw_held is not None:
+        X = norm.transform(data.raw_held.astype(np.float64),
+                           np.zeros(len(data.raw_held), dtype=np.int64)).astype(np.float32)
+    model = build_model(data.kind, X.shape[1])
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    with torch.no_grad():
+        out = model(torch.as_tensor(X)).numpy()
+    target = X if y is None else y.reshape(-1, 1) / RUL_SCALE
+    loss = float(np.mean((out - target) ** 2))
+    metrics = MetricRecord({"num-examples": len(X), "eval-loss": loss})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def _arr(a: np.ndarray) -> Any:
+    from flwr.app import Array
+
+    return Array(np.ascontiguousarray(a))

@@ -1,0 +1,254 @@
+"""Run a federated round across real processes with Flower's deployment engine.
+
+:class:`LocalFleet` starts one ``flower-superlink`` and N ``flower-supernode`` processes on
+loopback (insecure mode, free ports, a private ``FLWR_HOME``), submits the Edgewise Flower
+app (``edgewise.federated.server_app:app`` / ``client_app:app``) the way ``flwr run``
+does, waits for it to finish and stops every process it started. The pieces can also run
+on separate machines: ``edgewise federate server`` starts the SuperLink and submits the run;
+each device runs ``edgewise federate client --superlink HOST:PORT --partition-id I``.
+
+The ``flwr`` command line itself cannot start under the Typer version Edgewise pins
+(``typer<0.21``), so the run is submitted through ``flwr.cli.run.run`` from Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import edgewise
+from edgewise.errors import InvalidParameterError
+
+__all__ = ["LocalFleet", "app_pyproject", "free_port", "supernode_command"]
+
+_PYPROJECT = """\
+[project]
+name = "edgewise-federated"
+version = "1.0.0"
+dependencies = []
+
+[tool.flwr.app]
+publisher = "edgewise"
+
+[tool.flwr.app.components]
+serverapp = "edgewise.federated.server_app:app"
+clientapp = "edgewise.federated.client_app:app"
+
+[tool.flwr.app.config]
+{config}
+"""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return json.dumps(str(v))
+
+
+def app_pyproject(run_config: dict[str, Any]) -> str:
+    """The ``pyproject.toml`` of the Flower app, with ``run_config`` as its defaults.
+
+    >>> "num-server-rounds = 2" in app_pyproject({"num-server-rounds": 2})
+    True
+    """
+    return _PYPROJECT.format(
+        config="\n".join(f"{k} = {_toml_value(v)}" for k, v in run_config.items())
+    )
+
+
+def _env(flwr_home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["FLWR_HOME"] = str(flwr_home)
+    src = str(Path(edgewise.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def supernode_command(superlink: str, partition_id: int, num_partitions: int,
+                      port: int, attack: str = "") -> list[str]:
+    """The ``flower-supernode`` command line of one device."""
+    node_config = f"partition-id={partition_id} num-partitions={num_partitions}"
+    if attack:
+        node_config += f' attack="{attack}"'
+    return [shutil.which("flower-supernode") or "flower-supernode", "--insecure",
+            "--superlink", superlink, "--port", str(port), "--node-config", node_config,
+            "--max-retries", "30", "--max-wait-time", "60"]
+
+
+class LocalFleet:
+    """A SuperLink and ``clients`` SuperNodes as separate processes on loopback.
+
+    Parameters
+    ----------
+    clients
+        Number of SuperNodes (devices).
+    workdir
+        Where logs, results and Flower's state go (a temporary folder by default).
+    attacks
+        Optional ``{partition_id: attack}`` (see ``client_app.ATTACKS``).
+    spawn_nodes
+        Start the SuperNodes here (``False``: devices connect from elsewhere with
+        ``edgewise federate client``).
+    port, host
+        Where the SuperLink listens (default: a free port on 127.0.0.1).
+
+    Use as a context manager; :meth:`run` submits one federated run and returns its
+    ``result.json``.
+    """
+
+    def __init__(self, clients: int = 3, workdir: str | Path | None = None,
+                 attacks: dict[int, str] | None = None, spawn_nodes: bool = True,
+                 port: int | None = None, host: str = "127.0.0.1") -> None:
+        if clients < 1:
+            raise InvalidParameterError(
+                f"The 'clients' parameter of LocalFleet must be >= 1. Got {clients} instead."
+            )
+        self.clients = clients
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edgewise-fl-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.attacks = attacks or {}
+        self.flwr_home = self.workdir / "flwr-home"
+        self.flwr_home.mkdir(exist_ok=True)
+        self.port = port or free_port()
+        self.host = host
+        self.spawn_nodes = spawn_nodes
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.nodes: dict[int, subprocess.Popen[bytes]] = {}
+
+    # -- processes -------------------------------------------------------------------
+    def _spawn(self, cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / log_name, "wb")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                env=_env(self.flwr_home), cwd=self.workdir,
+                                start_new_session=True)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> LocalFleet:
+        """Start the SuperLink, wait until it answers, then start the SuperNodes."""
+        (self.workdir / "superlink.db").unlink(missing_ok=True)  # a fresh link state each time
+        (self.flwr_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "local"\n[superlink.local]\n'
+            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
+        )
+        self._spawn([shutil.which("flower-superlink") or "flower-superlink", "--insecure",
+                     "--host", self.host, "--port", str(self.port),
+                     "--disable-runtime-dependency-installation",
+                     "--database", str(self.workdir / "superlink.db")], "superlink.log")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                if self.procs[0].poll() is not None:
+                    raise RuntimeError(self._tail("superlink.log")) from None
+                time.sleep(0.2)
+        else:
+            raise TimeoutError(f"SuperLink did not listen on port {self.port} within 60 s.")
+        if self.spawn_nodes:
+            for i in range(self.clients):
+                self.start_node(i)
+        return self
+
+    def start_node(self, partition_id: int) -> None:
+        """Start (or restart) the SuperNode of device ``partition_id``."""
+        cmd = supernode_command(f"127.0.0.1:{self.port}", partition_id, self.clients,
+                                free_port(), self.attacks.get(partition_id, ""))
+        self.nodes[partition_id] = self._spawn(cmd, f"supernode-{partition_id}.log")
+
+    def stop_node(self, partition_id: int) -> None:
+        """Stop device ``partition_id`` (a dropout)."""
+        self._kill(self.nodes.pop(partition_id))
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)  # the group this fleet started
+                proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Stop every process this fleet started (SuperNodes first)."""
+        for proc in reversed(self.procs):
+            self._kill(proc)
+
+    def __enter__(self) -> LocalFleet:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _tail(self, name: str, n: int = 3000) -> str:
+        path = self.workdir / name
+        return path.read_text(errors="replace")[-n:] if path.exists() else ""
+
+    # -- runs ------------------------------------------------------------------------
+    def run(self, run_config: dict[str, Any], timeout: float = 300.0) -> dict[str, Any]:
+        """Submit one run of the Edgewise Flower app and wait for its ``result.json``."""
+        out = Path(run_config.get("out-dir") or self.workdir / "out")
+        config = {"num-server-rounds": 2, "strategy": "trimmed", "dataset": "pump",
+                  "num-nodes": self.clients, "min-available-nodes": self.clients,
+                  "round-timeout": 60.0, "local-epochs": 1, "num-malicious": 0,
+                  "beta": 0.2, "dp-noise": 0.0, "dp-clip": 1.0, "data-dir": "",
+                  "data-dir-publish": "", "seed": 0, "threads": 1, "lr": 0.003,
+                  "batch-size": 32, "dp-sgd-noise": 0.0, "dp-sgd-clip": 1.0,
+                  "evaluate": True}
+        config.update(run_config)
+        config["out-dir"] = str(out)
+        app_dir = self.workdir / "app"
+        app_dir.mkdir(exist_ok=True)
+        (app_dir / "pyproject.toml").write_text(app_pyproject(config))
+        result = out / "result.json"
+        if result.exists():
+            result.unlink()
+        code = (
+            "from flwr.cli.run.run import run\n"
+            f"run(app={str(app_dir)!r}, superlink=None, federation=None, "
+            "run_config_overrides=None, federation_config_overrides=None, stream=True, "
+            "output_format='default')\n"
+        )
+        with open(self.workdir / "run.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-c", code], stdout=log,
+                                    stderr=subprocess.STDOUT, env=_env(self.flwr_home),
+                                    cwd=self.workdir, start_new_session=True)
+            self.procs.append(proc)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not result.exists():
+                if proc.poll() is not None and not result.exists():
+                    time.sleep(1.0)  # the ServerApp may still be writing
+                    if not result.exists():
+                        break
+                time.sleep(0.3)
+            self._kill(proc)
+        if not result.exists():
+            raise RuntimeError(
+                f"Federated run produced no result within {timeout:.0f} s. "
+                f"Last log lines:\n{self._tail('run.log')}"
+            )
+        return dict(json.loads(result.read_text()))

@@ -1,0 +1,139 @@
+"""Differential privacy: which unit is protected, and the (ε, δ) it costs.
+
+Two units, two mechanisms, one accountant (Google's ``dp-accounting`` RDP accountant;
+Flower itself reports no ε for a run):
+
+* **Device-level** (a whole device's data may be added or removed): Flower's
+  ``DifferentialPrivacyServerSideFixedClipping`` clips each device's update to norm C and
+  adds Gaussian noise of standard deviation z·C/n to the average. With all n devices in
+  every round (sampling rate q = 1, no amplification) R rounds cost
+  :func:`device_level_epsilon` (z, R). Meaningful only for large fleets: the noise is
+  z·C/n per coordinate against a signal of at most C/1.
+* **Record-level** (one reading/window of one device): DP-SGD on each device with Opacus
+  (per-sample clipping, noise multiplier z, Poisson sampling rate q = batch/len). Each
+  device's ε is :func:`dp_sgd_epsilon` (z, q, local steps summed over rounds).
+
+>>> round(rdp_epsilon(noise_multiplier=1.5, sampling_rate=0.04, steps=2250, delta=1e-5), 3)
+7.329
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from edgewise.errors import InvalidParameterError
+
+__all__ = [
+    "PrivacyReport",
+    "device_level_epsilon",
+    "dp_sgd_epsilon",
+    "noise_for_epsilon",
+    "rdp_epsilon",
+]
+
+_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64)) + [80, 128, 256, 512]
+
+
+def rdp_epsilon(
+    noise_multiplier: float, sampling_rate: float, steps: int, delta: float = 1e-5
+) -> float:
+    """ε after ``steps`` Poisson-subsampled Gaussian steps, by the RDP accountant.
+
+    Parameters
+    ----------
+    noise_multiplier
+        z: noise standard deviation divided by the clipping norm (sensitivity).
+    sampling_rate
+        q: probability that a unit takes part in a step (1.0 = every step).
+    steps
+        Number of compositions.
+    delta
+        Target δ.
+    """
+    if noise_multiplier <= 0 or not 0 < sampling_rate <= 1 or steps < 0 or not 0 < delta < 1:
+        raise InvalidParameterError(
+            "rdp_epsilon needs noise_multiplier > 0, sampling_rate in (0, 1], steps >= 0 and "
+            f"delta in (0, 1). Got {noise_multiplier}, {sampling_rate}, {steps}, {delta} instead."
+        )
+    if steps == 0:
+        return 0.0
+    import dp_accounting
+    from dp_accounting import rdp
+
+    event = dp_accounting.GaussianDpEvent(noise_multiplier)
+    if sampling_rate < 1:
+        event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
+    accountant = rdp.RdpAccountant(_ORDERS)
+    accountant.compose(dp_accounting.SelfComposedDpEvent(event, steps))
+    return float(accountant.get_epsilon(delta))
+
+
+def device_level_epsilon(
+    noise_multiplier: float, rounds: int, delta: float = 1e-5, fraction: float = 1.0
+) -> float:
+    """ε of device-level DP (Flower's fixed-clipping wrapper) after ``rounds`` rounds.
+
+    >>> device_level_epsilon(noise_multiplier=5.0, rounds=10) < device_level_epsilon(2.0, 10)
+    True
+    """
+    return rdp_epsilon(noise_multiplier, fraction, rounds, delta)
+
+
+def dp_sgd_epsilon(
+    noise_multiplier: float, batch_size: int, n_records: int, epochs: float,
+    delta: float = 1e-5,
+) -> float:
+    """ε of record-level DP-SGD on one device: q = batch/records, steps = epochs/q.
+
+    >>> round(dp_sgd_epsilon(1.5, batch_size=40, n_records=1000, epochs=90), 3)
+    7.329
+    """
+    q = min(1.0, batch_size / max(n_records, 1))
+    return rdp_epsilon(noise_multiplier, q, round(epochs / q), delta)
+
+
+def noise_for_epsilon(
+    target_epsilon: float, sampling_rate: float, steps: int, delta: float = 1e-5
+) -> float:
+    """Smallest noise multiplier z whose ε is at most ``target_epsilon`` (bisection).
+
+    >>> z = noise_for_epsilon(8.0, sampling_rate=1.0, steps=20)
+    >>> rdp_epsilon(z, 1.0, 20) <= 8.0 < rdp_epsilon(z * 0.95, 1.0, 20)
+    True
+    """
+    if target_epsilon <= 0:
+        raise InvalidParameterError(
+            f"The 'target_epsilon' parameter must be > 0. Got {target_epsilon!r} instead."
+        )
+    lo, hi = 1e-2, 1.0
+    while rdp_epsilon(hi, sampling_rate, steps, delta) > target_epsilon:
+        hi *= 2
+        if hi > 1e4:
+            raise InvalidParameterError(f"No noise multiplier reaches epsilon={target_epsilon}.")
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        if rdp_epsilon(mid, sampling_rate, steps, delta) > target_epsilon:
+            lo = mid
+        else:
+            hi = mid
+        if hi / lo < 1.001:
+            break
+    return hi
+
+
+@dataclass(frozen=True)
+class PrivacyReport:
+    """The privacy guarantee of one federated run, stored with the model."""
+
+    unit: str  # "device" or "record" or "none"
+    epsilon: float | None
+    delta: float
+    noise_multiplier: float
+    clipping_norm: float
+    num_devices: int
+    rounds: int
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-JSON form (ε ``None`` means no DP: unbounded)."""
+        return asdict(self)

@@ -1,0 +1,281 @@
+"""The Flower ``ServerApp``: fit the fleet normaliser, then train the model in rounds.
+
+:func:`run_federated` is the whole server side and works on any Flower ``Grid`` (the
+deployment engine's, or :class:`~edgewise.federated.inprocess.InProcessGrid`):
+
+1. one round of Flower ``FedAvg`` over the devices' normaliser statistics (count, sum,
+   sum of squares; weight 1 each), giving the pooled normaliser without pooled data;
+2. ``rounds`` rounds of the chosen rule (``fedavg``/``trimmed``/``krum``/``bulyan``),
+   wrapped in :class:`~edgewise.federated.strategies.RobustStrategy` and, when
+   ``dp_noise > 0``, in Flower's ``DifferentialPrivacyServerSideFixedClipping`` (device-level
+   DP; ε from :mod:`edgewise.federated.privacy`), driven by Flower's ``Strategy.start``.
+
+Every reply the server receives passes through :class:`WireLog`, which records what
+crossed the wire (record types, array shapes, metric names, bytes). After each round a
+checkpoint (global arrays, round, normaliser) is written when ``checkpoint`` is given, and
+a later call with the same path resumes after the last finished round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAvg,
+    Strategy,
+)
+
+from edgewise.federated.data import ConditionNormaliser
+from edgewise.federated.model import build_model
+from edgewise.federated.privacy import PrivacyReport, device_level_epsilon
+from edgewise.federated.strategies import RobustStrategy, make_strategy
+
+__all__ = ["FederatedResult", "WireLog", "app", "run_federated"]
+
+log = logging.getLogger(__name__)
+
+
+class WireLog(Strategy):
+    """Record what every client reply carried, then delegate to the wrapped strategy."""
+
+    def __init__(self, strategy: Strategy) -> None:
+        self.strategy = strategy
+        self.entries: list[dict[str, Any]] = []
+
+    def summary(self) -> None:
+        """Delegate."""
+        self.strategy.summary()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Delegate."""
+        return self.strategy.configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """Delegate."""
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def _record(self, server_round: int, phase: str, replies: list[Message]) -> None:
+        for msg in replies:
+            entry: dict[str, Any] = {"round": server_round, "phase": phase,
+                                     "node": int(msg.metadata.src_node_id),
+                                     "error": msg.has_error()}
+            if not msg.has_error():
+                c = msg.content
+                entry["array_records"] = {
+                    k: {n: list(a.shape) for n, a in r.items()} for k, r in c.array_records.items()
+                }
+                entry["metric_records"] = {k: sorted(r.keys()) for k, r in c.metric_records.items()}
+                entry["config_records"] = sorted(c.config_records.keys())
+                entry["array_bytes"] = int(sum(
+                    a.numpy().nbytes for r in c.array_records.values() for a in r.values()
+                ))
+            self.entries.append(entry)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Record the replies, then aggregate them with the wrapped strategy."""
+        replies = list(replies)
+        self._record(server_round, "train", replies)
+        return self.strategy.aggregate_train(server_round, replies)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        """Record the replies, then aggregate them with the wrapped strategy."""
+        replies = list(replies)
+        self._record(server_round, "evaluate", replies)
+        return self.strategy.aggregate_evaluate(server_round, replies)
+
+
+@dataclass
+class FederatedResult:
+    """What a federated run produced."""
+
+    arrays: ArrayRecord
+    normaliser: ConditionNormaliser
+    privacy: PrivacyReport
+    rounds_done: int
+    strategy: str
+    wire: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    skipped_rounds: list[int] = field(default_factory=list)
+    train_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    evaluate_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The global model as a PyTorch ``state_dict``."""
+        return self.arrays.to_torch_state_dict()
+
+    def bytes_per_client_round(self) -> float:
+        """Mean bytes of model arrays one client uploads per training round."""
+        sizes = [e["array_bytes"] for e in self.wire
+                 if e["phase"] == "train" and not e["error"] and "array_bytes" in e]
+        return float(np.mean(sizes)) if sizes else 0.0
+
+
+def fit_normaliser(grid: Grid, n_conditions: int, num_nodes: int,
+                   timeout: float = 60.0) -> ConditionNormaliser:
+    """One Flower FedAvg round over the devices' normaliser statistics (weight 1 each)."""
+    stats_strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=num_nodes,
+                            min_available_nodes=num_nodes)
+    res = stats_strategy.start(grid=grid, initial_arrays=ArrayRecord(),
+                               num_rounds=1, timeout=timeout,
+                               train_config=ConfigRecord({"phase": "stats"}))
+    a = {k: v.numpy() for k, v in res.arrays.items()}
+    if not a:
+        raise RuntimeError("No device returned normaliser statistics; is any node connected?")
+    return ConditionNormaliser.from_stats(a["count"].reshape(n_conditions),
+                                         a["sum"].reshape(n_conditions, -1),
+                                         a["sumsq"].reshape(n_conditions, -1))
+
+
+def _save_checkpoint(path: Path, arrays: ArrayRecord, server_round: int,
+                     norm: ConditionNormaliser) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, __round__=np.array(server_round), __norm_mean__=norm.mean,
+             __norm_std__=norm.std, **{f"p:{k}": v.numpy() for k, v in arrays.items()})
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path) -> tuple[ArrayRecord, int, ConditionNormaliser]:
+    """Read a checkpoint written by :func:`run_federated`: (arrays, round, normaliser)."""
+    import torch
+
+    with np.load(path) as z:
+        arrays = ArrayRecord({k[2:]: torch.as_tensor(z[k]) for k in z.files
+                              if k.startswith("p:")})
+        return arrays, int(z["__round__"]), ConditionNormaliser(z["__norm_mean__"],
+                                                                 z["__norm_std__"])
+
+
+def run_federated(
+    grid: Grid,
+    *,
+    kind: str,
+    n_features: int,
+    n_conditions: int,
+    num_nodes: int,
+    rounds: int,
+    strategy: str = "trimmed",
+    robust: bool = True,
+    num_malicious_nodes: int = 0,
+    beta: float = 0.2,
+    min_available_nodes: int | None = None,
+    dp_noise: float = 0.0,
+    dp_clip: float = 1.0,
+    dp_delta: float = 1e-5,
+    round_timeout: float = 600.0,
+    checkpoint: str | Path | None = None,
+    evaluate: bool = False,
+    seed: int = 0,
+    normaliser: ConditionNormaliser | None = None,
+) -> FederatedResult:
+    """Train one fleet model over ``grid`` with Flower; see the module docstring."""
+    ckpt = Path(checkpoint) if checkpoint else None
+    done = 0
+    if ckpt is not None and ckpt.exists():
+        initial, done, normaliser = load_checkpoint(ckpt)
+        log.info("resuming from %s after round %d", ckpt, done)
+    else:
+        if normaliser is None:
+            normaliser = fit_normaliser(grid, n_conditions, min_available_nodes or num_nodes,
+                                        timeout=round_timeout)
+        initial = ArrayRecord(build_model(kind, n_features, seed=seed).state_dict())
+    min_nodes = min_available_nodes or num_nodes
+    rule = make_strategy(strategy, num_nodes=min_nodes, num_malicious_nodes=num_malicious_nodes,
+                         beta=beta, robust=robust,
+                         fraction_evaluate=1.0 if evaluate else 0.0)
+    inner: Strategy = rule
+    if dp_noise > 0:
+        inner = DifferentialPrivacyServerSideFixedClipping(
+            rule, noise_multiplier=dp_noise, clipping_norm=dp_clip, num_sampled_clients=num_nodes
+        )
+    wire = WireLog(inner)
+    config = ConfigRecord({
+        "phase": "fit",
+        "norm-mean": [float(x) for x in normaliser.mean.ravel()],
+        "norm-std": [float(x) for x in normaliser.std.ravel()],
+    })
+    left = max(rounds - done, 0)
+
+    def on_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if ckpt is not None and server_round > 0:
+            _save_checkpoint(ckpt, arrays, done + server_round, normaliser)
+        return None
+
+    result_arrays = initial
+    train_metrics: dict[int, dict[str, float]] = {}
+    eval_metrics: dict[int, dict[str, float]] = {}
+    if left:
+        res = wire.start(grid=grid, initial_arrays=initial, num_rounds=left,
+                         timeout=round_timeout, train_config=config,
+                         evaluate_config=ConfigRecord(dict(config)), evaluate_fn=on_round)
+        result_arrays = res.arrays if len(res.arrays) else initial
+        train_metrics = {done + r: dict(m) for r, m in res.train_metrics_clientapp.items()}
+        eval_metrics = {done + r: dict(m) for r, m in res.evaluate_metrics_clientapp.items()}
+    eps = device_level_epsilon(dp_noise, rounds, dp_delta) if dp_noise > 0 else None
+    privacy = PrivacyReport(unit="device" if dp_noise > 0 else "none", epsilon=eps,
+                            delta=dp_delta, noise_multiplier=dp_noise,
+                            clipping_norm=dp_clip if dp_noise > 0 else 0.0,
+                            num_devices=num_nodes, rounds=rounds)
+    robust_rule = rule if isinstance(rule, RobustStrategy) else None
+    return FederatedResult(
+        arrays=result_arrays, normaliser=normaliser, privacy=privacy, rounds_done=rounds,
+        strategy=strategy + ("+robust" if robust else "") + ("+dp" if dp_noise > 0 else ""),
+        wire=wire.entries,
+        rejected=[e.__dict__ for e in robust_rule.events] if robust_rule else [],
+        skipped_rounds=list(robust_rule.skipped_rounds) if robust_rule else [],
+        train_metrics=train_metrics, evaluate_metrics=eval_metrics,
+    )
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Deployment entry point: read the run config, train, write results to ``out-dir``."""
+    from edgewise.federated.publish import publish_global_model
+
+    rc = context.run_config
+    dataset = str(rc.get("dataset", "pump"))
+    kind, n_features, n_cond = ("ae", 6, 1) if dataset == "pump" else ("rul", 43, 6)
+    out = Path(str(rc["out-dir"]))
+    out.mkdir(parents=True, exist_ok=True)
+    num_nodes = int(rc.get("num-nodes", 3))
+    result = run_federated(
+        grid, kind=kind, n_features=n_features, n_conditions=n_cond, num_nodes=num_nodes,
+        rounds=int(rc.get("num-server-rounds", 2)), strategy=str(rc.get("strategy", "trimmed")),
+        num_malicious_nodes=int(rc.get("num-malicious", 0)), beta=float(rc.get("beta", 0.2)),
+        min_available_nodes=int(rc.get("min-available-nodes", num_nodes)),
+        dp_noise=float(rc.get("dp-noise", 0.0)), dp_clip=float(rc.get("dp-clip", 1.0)),
+        round_timeout=float(rc.get("round-timeout", 120.0)),
+        checkpoint=out / "checkpoint.npz", evaluate=bool(rc.get("evaluate", True)),
+    )
+    (out / "wire.json").write_text(json.dumps(result.wire, indent=1))
+    entry = publish_global_model(
+        result.state_dict(), out.parent if rc.get("data-dir-publish", "") == "" else
+        Path(str(rc["data-dir-publish"])),
+        name=f"federated-{dataset}", metadata={
+            "privacy": result.privacy.to_dict(), "strategy": result.strategy,
+            "rounds": result.rounds_done, "num_devices": num_nodes, "dataset": dataset,
+            "normaliser": {"mean": result.normaliser.mean.tolist(),
+                           "std": result.normaliser.std.tolist()},
+            "rejected": result.rejected, "evaluate_metrics": result.evaluate_metrics,
+        })
+    (out / "result.json").write_text(json.dumps({
+        "rounds": result.rounds_done, "strategy": result.strategy,
+        "privacy": result.privacy.to_dict(), "model": str(entry),
+        "train_metrics": result.train_metrics, "evaluate_metrics": result.evaluate_metrics,
+        "bytes_per_client_round": result.bytes_per_client_round(),
+    }, indent=1))

@@ -1,0 +1,333 @@
+"""Robust aggregation: Flower's rules, wrapped so that bad updates never count.
+
+Flower ships the Byzantine-robust rules (``FedTrimmedAvg``, ``Krum``, ``Bulyan``) but
+leaves their preconditions to the caller: Krum runs with f = 0 and any n, Bulyan skips a
+round silently when too few replies arrive, and every rule trusts each client's
+self-reported ``"num-examples"``. :class:`RobustStrategy` wraps any Flower strategy the
+way Flower's DP wrappers do (it overrides ``aggregate_train`` and delegates the rest) and
+
+1. refuses configurations that break the rule's own condition, naming n, f and β
+   (Krum needs n > 2f + 2, Bulyan n ≥ 4f + 3, the trimmed mean ⌊βn⌋ ≥ f and 2⌊βn⌋ < n);
+2. checks every update before it counts: same array names and shapes as the global
+   model, all values finite, update norm at most ``max_norm_ratio`` × the round's median;
+3. caps each client's ``"num-examples"`` at ``max_examples_ratio`` × the round's median
+   (or ``max_num_examples``), so one client cannot claim 10⁹ examples and take the average.
+
+Rejections and caps are kept in :attr:`RobustStrategy.events` (round, node, reason).
+
+Secure aggregation (Flower's SecAgg+) hides individual updates from the server, so it
+cannot be combined with these checks or with any robust rule: choose one or the other.
+
+>>> from flwr.serverapp.strategy import Krum
+>>> RobustStrategy(Krum(num_malicious_nodes=1, min_train_nodes=4), num_malicious_nodes=1)
+Traceback (most recent call last):
+...
+edgewise.errors.InvalidParameterError: Krum cannot tolerate f=1 malicious clients with n=4...
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Bulyan, FedAvg, FedTrimmedAvg, Krum, MultiKrum, Strategy
+
+from edgewise.errors import InvalidParameterError
+
+__all__ = ["RejectedUpdate", "RobustStrategy", "check_rule_conditions", "make_strategy"]
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("fedavg", "trimmed", "krum", "bulyan")
+
+
+@dataclass(frozen=True)
+class RejectedUpdate:
+    """One update the wrapper refused or clipped, and why."""
+
+    server_round: int
+    node_id: int
+    reason: str  # "shape", "non-finite", "norm", "weight", "weight-capped", "error"
+    detail: str
+
+
+def check_rule_conditions(rule: Strategy, n: int, f: int) -> None:
+    """Raise :class:`InvalidParameterError` when ``rule`` cannot tolerate ``f`` of ``n``.
+
+    >>> check_rule_conditions(FedTrimmedAvg(beta=0.1), n=10, f=2)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: FedTrimmedAvg with beta=0.1 trims 1 update per side of n=10, fewer than f=2 malicious clients; use beta >= 0.2 or more clients.
+    """  # noqa: E501
+    name = type(rule).__name__
+    if n < 1:
+        raise InvalidParameterError(f"{name} needs at least one client. Got n={n} instead.")
+    if isinstance(rule, Bulyan):
+        if n < 4 * f + 3:
+            raise InvalidParameterError(
+                f"Bulyan cannot tolerate f={f} malicious clients with n={n}: it needs "
+                f"n >= 4f + 3 = {4 * f + 3}. Use more clients or a smaller f."
+            )
+    elif isinstance(rule, MultiKrum):  # Krum is a MultiKrum selecting one
+        if n <= 2 * f + 2:
+            raise InvalidParameterError(
+                f"{name} cannot tolerate f={f} malicious clients with n={n}: it needs "
+                f"n > 2f + 2 = {2 * f + 2}. Use more clients or a smaller f."
+            )
+    elif isinstance(rule, FedTrimmedAvg):
+        cut = int(rule.beta * n)
+        if cut < f:
+            need = f / n
+            raise InvalidParameterError(
+                f"FedTrimmedAvg with beta={rule.beta:g} trims {cut} update per side of n={n}, "
+                f"fewer than f={f} malicious clients; use beta >= {need:.2g} or more clients."
+            )
+        if 2 * cut >= n:
+            raise InvalidParameterError(
+                f"FedTrimmedAvg with beta={rule.beta:g} would trim all n={n} updates."
+            )
+    elif f > 0 and type(rule) is FedAvg:
+        raise InvalidParameterError(
+            f"FedAvg has no tolerance for malicious clients, but f={f} was given with n={n}. "
+            "Use 'trimmed', 'krum' or 'bulyan'."
+        )
+
+
+class RobustStrategy(Strategy):
+    """Wrap a Flower strategy: validate, filter and re-weight client updates first.
+
+    Use it around any rule; it is what makes ``FedTrimmedAvg``/``Krum``/``Bulyan`` safe
+    to run with untrusted devices. Do not use it under secure aggregation (the server
+    would see no individual update to check).
+
+    Parameters
+    ----------
+    strategy
+        The Flower strategy doing the aggregation (``FedTrimmedAvg``, ``Krum``, ``Bulyan``, …).
+    num_malicious_nodes
+        f, the number of faulty or malicious clients to tolerate per round.
+    max_norm_ratio
+        Reject an update whose norm (distance to the current global model) exceeds this
+        multiple of the round's median update norm.
+    max_examples_ratio
+        Cap each client's ``"num-examples"`` at this multiple of the round's median.
+    max_num_examples
+        Absolute cap on ``"num-examples"`` (applied as well, when given).
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        num_malicious_nodes: int = 0,
+        max_norm_ratio: float = 10.0,
+        max_examples_ratio: float = 10.0,
+        max_num_examples: int | None = None,
+    ) -> None:
+        if num_malicious_nodes < 0 or max_norm_ratio <= 1 or max_examples_ratio < 1:
+            raise InvalidParameterError(
+                "RobustStrategy needs num_malicious_nodes >= 0, max_norm_ratio > 1 and "
+                f"max_examples_ratio >= 1. Got {num_malicious_nodes}, {max_norm_ratio}, "
+                f"{max_examples_ratio} instead."
+            )
+        self.strategy = strategy
+        self.num_malicious_nodes = num_malicious_nodes
+        self.max_norm_ratio = max_norm_ratio
+        self.max_examples_ratio = max_examples_ratio
+        self.max_num_examples = max_num_examples
+        self.events: list[RejectedUpdate] = []
+        self.skipped_rounds: list[int] = []
+        self.current_arrays = ArrayRecord()
+        self.weighted_by_key = getattr(strategy, "weighted_by_key", "num-examples")
+        min_n = int(getattr(strategy, "min_train_nodes", 1))
+        check_rule_conditions(strategy, min_n, num_malicious_nodes)
+
+    def __repr__(self) -> str:
+        """Name the wrapped rule."""
+        return f"RobustStrategy({type(self.strategy).__name__}, f={self.num_malicious_nodes})"
+
+    def summary(self) -> None:
+        """Log the wrapper's settings, then the wrapped rule's."""
+        log.info(
+            "RobustStrategy: f=%d, max_norm_ratio=%g, max_examples_ratio=%g",
+            self.num_malicious_nodes, self.max_norm_ratio, self.max_examples_ratio,
+        )
+        self.strategy.summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the global model, sample through the wrapped rule, check n against f."""
+        self.current_arrays = arrays
+        messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        if messages:
+            check_rule_conditions(self.strategy, len(messages), self.num_malicious_nodes)
+        return messages
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Delegate to the wrapped rule."""
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Delegate to the wrapped rule."""
+        return self.strategy.aggregate_evaluate(server_round, replies)
+
+    def _reject(self, server_round: int, msg: Message, reason: str, detail: str) -> None:
+        event = RejectedUpdate(server_round, int(msg.metadata.src_node_id), reason, detail)
+        self.events.append(event)
+        log.warning("round %d: update from node %d %s (%s)", server_round,
+                    event.node_id, "clipped" if reason.endswith("capped") else "rejected",
+                    detail)
+
+    def screen(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """Return the replies whose update passes every check; cap their weights in place."""
+        reference = {k: v.numpy() for k, v in self.current_arrays.items()}
+        passed: list[tuple[Message, str, float]] = []
+        for msg in replies:
+            if msg.has_error():
+                self._reject(server_round, msg, "error", str(msg.error.reason)[:200])
+                continue
+            content = msg.content
+            if len(content.array_records) != 1 or len(content.metric_records) != 1:
+                self._reject(server_round, msg, "shape",
+                             "expected exactly one ArrayRecord and one MetricRecord")
+                continue
+            akey = next(iter(content.array_records))
+            record = content.array_records[akey]
+            arrays = {k: v.numpy() for k, v in record.items()}
+            if reference and (
+                set(arrays) != set(reference)
+                or any(arrays[k].shape != reference[k].shape for k in reference)
+            ):
+                got = {k: tuple(a.shape) for k, a in arrays.items()}
+                self._reject(server_round, msg, "shape", f"arrays {got} differ from the model")
+                continue
+            if not all(np.isfinite(a).all() for a in arrays.values()):
+                self._reject(server_round, msg, "non-finite", "NaN or Inf in the update")
+                continue
+            norm = float(np.sqrt(sum(
+                float(((arrays[k].astype(np.float64) - reference.get(k, 0.0)) ** 2).sum())
+                for k in arrays
+            )))
+            passed.append((msg, akey, norm))
+        if not passed:
+            return []
+        median = float(np.median([n for _, _, n in passed]))
+        kept: list[Message] = []
+        for msg, _, norm in passed:
+            if median > 0 and norm > self.max_norm_ratio * median:
+                self._reject(server_round, msg, "norm",
+                             f"update norm {norm:.3g} > {self.max_norm_ratio:g} x median "
+                             f"{median:.3g}")
+                continue
+            kept.append(msg)
+        self._cap_weights(server_round, kept)
+        return [m for m in kept if id(m) not in self._bad_weight]
+
+    def _cap_weights(self, server_round: int, kept: list[Message]) -> None:
+        self._bad_weight: set[int] = set()
+        values = []
+        for msg in kept:
+            metrics = next(iter(msg.content.metric_records.values()))
+            w: Any = metrics.get(self.weighted_by_key)
+            if isinstance(w, bool) or not isinstance(w, int | float) or not np.isfinite(w) \
+                    or w <= 0:
+                self._reject(server_round, msg, "weight",
+                             f"{self.weighted_by_key!r} is {w!r}; must be a positive number")
+                self._bad_weight.add(id(msg))
+            else:
+                values.append(float(w))
+        if not values:
+            return
+        cap = self.max_examples_ratio * float(np.median(values))
+        if self.max_num_examples is not None:
+            cap = min(cap, float(self.max_num_examples))
+        for msg in kept:
+            if id(msg) in self._bad_weight:
+                continue
+            metrics = next(iter(msg.content.metric_records.values()))
+            w = float(metrics[self.weighted_by_key])
+            if w > cap:
+                metrics[self.weighted_by_key] = int(cap) if float(cap).is_integer() else cap
+                self._reject(server_round, msg, "weight-capped",
+                             f"{self.weighted_by_key!r} {w:g} capped to {cap:g}")
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Screen the replies, then let the wrapped rule aggregate what is left."""
+        replies = list(replies)
+        n_before = len(self.events)
+        kept = self.screen(server_round, replies)
+        # Every update refused above is one of the f faulty clients already removed.
+        refused = sum(1 for e in self.events[n_before:] if e.reason != "weight-capped")
+        f_left = max(self.num_malicious_nodes - refused, 0)
+        try:
+            check_rule_conditions(self.strategy, len(kept), f_left)
+        except InvalidParameterError as exc:
+            self.skipped_rounds.append(server_round)
+            log.warning("round %d: %s Keeping the previous global model.", server_round, exc)
+            return None, None
+        # Krum/Bulyan get the f still unaccounted for among the updates that are left.
+        saved = getattr(self.strategy, "num_malicious_nodes", None)
+        if saved is not None:
+            self.strategy.num_malicious_nodes = f_left  # type: ignore[attr-defined]
+        try:
+            return self.strategy.aggregate_train(server_round, kept)
+        finally:
+            if saved is not None:
+                self.strategy.num_malicious_nodes = saved  # type: ignore[attr-defined]
+
+
+def make_strategy(
+    name: str,
+    *,
+    num_nodes: int,
+    num_malicious_nodes: int = 0,
+    beta: float = 0.2,
+    robust: bool = True,
+    fraction_evaluate: float = 0.0,
+    **robust_kwargs: Any,
+) -> Strategy:
+    """Build the named Flower rule for ``num_nodes`` clients, wrapped in :class:`RobustStrategy`.
+
+    ``name`` is one of ``"fedavg"``, ``"trimmed"``, ``"krum"``, ``"bulyan"``. With
+    ``robust=False`` the bare Flower rule is returned (the unsafe baseline).
+
+    >>> make_strategy("bulyan", num_nodes=6, num_malicious_nodes=1)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: Bulyan cannot tolerate f=1 malicious clients with n=6: it needs n >= 4f + 3 = 7. Use more clients or a smaller f.
+    >>> make_strategy("trimmed", num_nodes=10, num_malicious_nodes=2, beta=0.2)
+    RobustStrategy(FedTrimmedAvg, f=2)
+    """  # noqa: E501
+    common = dict(
+        min_train_nodes=num_nodes, min_available_nodes=num_nodes,
+        min_evaluate_nodes=num_nodes if fraction_evaluate > 0 else 0,
+        fraction_evaluate=fraction_evaluate,
+    )
+    rule: Strategy
+    if name == "fedavg":
+        rule = FedAvg(**common)
+    elif name == "trimmed":
+        rule = FedTrimmedAvg(beta=beta, **common)
+    elif name == "krum":
+        rule = Krum(num_malicious_nodes=num_malicious_nodes, **common)
+    elif name == "bulyan":
+        rule = Bulyan(num_malicious_nodes=num_malicious_nodes, **common)
+    else:
+        raise InvalidParameterError(
+            f"The 'strategy' parameter must be one of {', '.join(map(repr, STRATEGIES))}. "
+            f"Got {name!r} instead."
+        )
+    if not robust:
+        return rule
+    return RobustStrategy(rule, num_malicious_nodes=num_malicious_nodes, **robust_kwargs)

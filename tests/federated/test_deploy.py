@@ -1,0 +1,68 @@
+"""Flower's deployment engine as real processes: a SuperLink and three SuperNodes on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edgewise.federated.deploy import LocalFleet
+from edgewise.federated.publish import load_global_model
+
+
+def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path):
+    """Check 3 SuperNode processes finish 2 rounds and only parameters reach the server."""
+    with LocalFleet(3, workdir=tmp_path, attacks={2: "nan"}) as fleet:
+        result = fleet.run({"num-server-rounds": 2, "strategy": "fedavg", "evaluate": False,
+                            "min-available-nodes": 3}, timeout=240)
+        alive = [p.poll() is None for p in fleet.nodes.values()]
+    assert all(alive)
+    assert result["rounds"] == 2
+    assert set(result["train_metrics"]) == {"1", "2"}
+    wire = json.loads((tmp_path / "out" / "wire.json").read_text())
+    nodes = {e["node"] for e in wire}
+    assert len(nodes) == 3  # three distinct SuperNodes answered
+    state, meta = load_global_model(result["model"])
+    shapes = {k: list(v.shape) for k, v in state.items()}
+    fits = [e for e in wire if e["phase"] == "train" and "count" not in
+            e["array_records"].get("arrays", {})]
+    assert len(fits) == 6
+    for e in wire:  # what crossed: one ArrayRecord, one MetricRecord, nothing else
+        assert e["config_records"] == [] and not e["error"]
+        assert set(e["metric_records"]) == {"metrics"}
+        assert e["array_bytes"] < 5000  # a device's 600 raw readings are 14,400 bytes
+    for e in fits:
+        assert e["array_records"] == {"arrays": shapes}
+        assert set(e["metric_records"]["metrics"]) == {"num-examples", "train-loss"}
+    # the NaN-sending device was rejected each round, and the model stayed finite
+    assert meta["strategy"] == "fedavg+robust"
+    assert sum(r["reason"] == "non-finite" for r in meta["rejected"]) == 2
+    assert all(np.isfinite(v.numpy()).all() for v in state.values())
+    assert (tmp_path / "out" / "checkpoint.npz").exists()
+
+
+@pytest.mark.slow
+def test_a_supernode_dropping_out_does_not_stall_the_run(tmp_path):
+    """Check that killing one of three SuperNodes mid-run still ends with all rounds done."""
+    with LocalFleet(3, workdir=tmp_path) as fleet:
+        def drop_when_training_starts() -> None:
+            log = tmp_path / "run.log"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if log.exists() and "[ROUND 1/3]" in log.read_text(errors="replace"):
+                    break
+                time.sleep(0.2)
+            fleet.stop_node(2)
+
+        killer = threading.Thread(target=drop_when_training_starts)
+        killer.start()
+        result = fleet.run({"num-server-rounds": 3, "strategy": "fedavg", "evaluate": False,
+                            "min-available-nodes": 2, "round-timeout": 20.0}, timeout=400)
+        killer.join()
+    assert result["rounds"] == 3
+    wire = json.loads((tmp_path / "out" / "wire.json").read_text())
+    last = [e for e in wire if e["phase"] == "train" and e["round"] == 3]
+    assert len(last) == 2  # the dropped device is gone; the other two carried on
