@@ -175,6 +175,10 @@ class WindowFeedbackModel:
     radius
         Windows of the same device within this distance (standardised feature space) of
         a labelled window take its label; 0 turns the memory off.
+    max_raise
+        The most (z units) false alarms may raise a device's threshold; repeats of a
+        false alarm's pattern are silenced by the memory instead, so one loud false
+        alarm does not blind the device to every fault below it.
 
     Attributes
     ----------
@@ -196,15 +200,19 @@ class WindowFeedbackModel:
     (False, True)
     """
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD, radius: float = 1.0) -> None:
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, radius: float = 1.0,
+                 max_raise: float = 2.0) -> None:
         self.threshold = threshold
         self.radius = radius
+        self.max_raise = max_raise
 
     def fit(self, windows: WindowSet, y: np.ndarray) -> WindowFeedbackModel:
         """Fit to ``y``: 1 anomaly, 0 normal, -1 unlabelled, one per window."""
         validate_params({"threshold": Interval(float, 0.0, 1.0, closed="neither"),
-                         "radius": Interval(float, 0.0, None)},
-                        {"threshold": self.threshold, "radius": self.radius}, self)
+                         "radius": Interval(float, 0.0, None),
+                         "max_raise": Interval(float, 0.0, None)},
+                        {"threshold": self.threshold, "radius": self.radius,
+                         "max_raise": self.max_raise}, self)
         y = np.asarray(y)
         if len(y) != len(windows):
             raise InvalidParameterError(
@@ -223,7 +231,8 @@ class WindowFeedbackModel:
         z = to_z(windows.scores[:, 0])
         for dev in np.unique(windows.device[lab]) if len(lab) else []:
             m = lab[windows.device[lab] == dev]
-            self.thresholds_[str(dev)] = self._fit_threshold(z[m], y[m] == 1, t0)
+            self.thresholds_[str(dev)] = min(self._fit_threshold(z[m], y[m] == 1, t0),
+                                             t0 + self.max_raise)
         self.memory_device_ = windows.device[lab]
         self.memory_X_ = (F[lab] - self.mean_) / self.scale_
         self.memory_y_ = (y[lab] == 1)
