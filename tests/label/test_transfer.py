@@ -20,7 +20,8 @@ def _device(rng: np.random.Generator, n: int, offset: np.ndarray) -> tuple[np.nd
 def test_fine_tune_beats_fleet_model_on_held_back_data(seed: int) -> None:
     rng = np.random.default_rng(seed)
     parts = [_device(rng, 400, rng.normal(0, 0.2, 4)) for _ in range(8)]
-    fleet = FleetModel().fit(np.vstack([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    fleet = FleetModel().fit(np.vstack([p[0] for p in parts]),
+                             np.concatenate([p[1] for p in parts]))
     # a new device whose sensors read high: the fleet model takes its normal for anomalies
     X, y = _device(rng, 600, np.array([2.0, 1.0, 0.0, -1.0]))
     res = compare_on_holdout(fleet, X, y, train_fraction=0.2)

@@ -153,9 +153,9 @@ def pump_fleet(n_pumps: int = 12, length: int = 3000, window: int = 30, seed: in
     has a start-up transient every ~8 hours (normal, but it trips a z-score), and gets
     1-3 faults of the classes in :data:`FAULTS`.
 
-    >>> ds = pump_fleet(n_pumps=2, length=600, seed=1)
+    >>> ds = pump_fleet(n_pumps=2, seed=1)
     >>> ds.windows.features.shape[0], bool(ds.y.any())
-    (40, True)
+    (200, True)
     """
     rng = np.random.default_rng(seed)
     parts, ys, evs, faults = [], [], [], []
