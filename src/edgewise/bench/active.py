@@ -251,8 +251,7 @@ def run_active(ds: Dataset, strategy: str, seed: int, budgets: Sequence[int] = B
             return out
         want = min(batch, top - asked, *[b - asked for b in budgets if b > asked])
         pool = Pool(margin=model.decision_function(ws),
-                    member_margins=model.member_margins(ws) if strategy == "disagreement"
-                    else None,
+                    member_margins=model.member_margins(ws),
                     features=ws.features, groups=ws.device, labelled=y >= 0)
         pick = strat.select(pool, want)
         if len(pick) == 0:

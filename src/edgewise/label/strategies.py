@@ -12,8 +12,8 @@ of each window as a *margin*: how far its score is above (``> 0``, an alarm) or 
 * :class:`Disagreement`: windows the detectors of an ensemble disagree on most.
 * :class:`Diversity`: cover operating states: cluster the window features and take the
   window nearest the centre of the least-labelled clusters.
-* :class:`DefaultMix`: interleave several strategies (default: weakest alarms and
-  strongest alarms), the one the benchmark measures.
+* :class:`DefaultMix`: interleave several strategies (default: weakest alarms,
+  strongest alarms, ensemble disagreement), the one the benchmark measures.
 
 By default at most one window per device is taken in one call (``spread=True``), so a
 batch of questions is not spent on one storm of alarms.
@@ -240,20 +240,32 @@ class DefaultMix(QueryStrategy):
     Parameters
     ----------
     strategies
-        The strategies to mix; default: ``Uncertainty(side="alarms")`` and ``TopScore()``
-        (weakest and strongest alarms: both where a person's answer changes most).
+        The strategies to mix; default: ``Uncertainty(side="alarms")``, ``TopScore()``
+        and ``Disagreement()`` (weakest and strongest alarms, where a person's answer
+        moves a threshold most, and windows the ensemble is split on). A strategy that
+        needs what the pool lacks (e.g. Disagreement without ``member_margins``) is
+        left out of the mix for that call.
     """
 
     def __init__(self, strategies: Sequence[QueryStrategy] | None = None, *,
                  spread: bool = True, seed: int | None = None) -> None:
         super().__init__(spread=spread, seed=seed)
         self.strategies = (list(strategies) if strategies is not None
-                           else [Uncertainty(side="alarms", seed=seed), TopScore(seed=seed)])
+                           else [Uncertainty(side="alarms", seed=seed), TopScore(seed=seed),
+                                 Disagreement(seed=seed)])
         if not self.strategies:
             raise InvalidParameterError("DefaultMix needs at least one strategy.")
 
     def priority(self, pool: Pool) -> np.ndarray:
-        ranks = [np.argsort(np.argsort(s.priority(pool), kind="stable")) for s in self.strategies]
+        ranks = []
+        for s in self.strategies:
+            try:
+                pr = s.priority(pool)
+            except InvalidParameterError:
+                continue
+            ranks.append(np.argsort(np.argsort(pr, kind="stable")))
+        if not ranks:
+            raise InvalidParameterError("No strategy of the DefaultMix can rank this Pool.")
         # ties between strategies go to the earlier one in the list
         return np.min([r * len(ranks) + j for j, r in enumerate(ranks)], axis=0).astype(float)
 

@@ -194,3 +194,26 @@ def windows_from_series(
         features=np.column_stack(feats),
         feature_names=names,
     )
+
+
+def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+    """Map stored labels onto windows: ``(y, kind)`` per window.
+
+    ``y`` is 1 (anomaly or a fault class), 0 (normal) or -1 (no label overlaps the
+    window); ``kind`` is the label text (``""`` when none). A window overlapped by
+    several labels takes an anomalous one over ``"normal"``. ``labels`` are
+    :class:`~edgewise.label.store.Label` objects (anything with ``device_id``,
+    ``start_ns``, ``end_ns``, ``label``).
+    """
+    y = np.full(len(windows), -1)
+    kind = np.array([""] * len(windows), dtype=object)
+    for lab in labels:
+        hit = ((windows.device == lab.device_id) & (windows.start_ns < lab.end_ns)  # type: ignore[attr-defined]
+               & (windows.end_ns > lab.start_ns))  # type: ignore[attr-defined]
+        bad = lab.label != "normal"  # type: ignore[attr-defined]
+        for i in np.flatnonzero(hit):
+            if y[i] == 1 and not bad:
+                continue
+            y[i] = 1 if bad else 0
+            kind[i] = lab.label  # type: ignore[attr-defined]
+    return y, kind
