@@ -20,7 +20,7 @@ def test_bench_active_json_shape(shared_data: Path) -> None:
         env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) == {"nab", "pumps"}
+    assert set(out) == {"nab", "pumps", "sim-pumps"}
     for entry in out.values():
         assert entry["budgets"] == [0, 10, 25, 50, 100]
         assert len(entry["active_f1"]) == len(entry["random_f1"]) == 5

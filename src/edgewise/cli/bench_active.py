@@ -14,7 +14,8 @@ from edgewise.cli._app import Json, bench_app, fail
 @bench_app.command("active")
 def bench_active(
     json_out: Json = False,
-    datasets: Annotated[str, typer.Option(help="Comma-separated: nab, pumps.")] = "nab,pumps",
+    datasets: Annotated[str, typer.Option(
+        help="Comma-separated: nab, pumps, sim-pumps.")] = "nab,pumps,sim-pumps",
     nab_dir: Annotated[Path | None, typer.Option(
         help="NAB corpus (default ../shared/data/nab or $EDGEWISE_SHARED_DATA/nab).")] = None,
     nab_files: Annotated[int, typer.Option(
@@ -28,7 +29,13 @@ def bench_active(
     import os
     import sys
 
-    from edgewise.bench.active import load_nab, pump_fleet, run_benchmark, to_markdown
+    from edgewise.bench.active import (
+        load_nab,
+        pump_fleet,
+        run_benchmark,
+        sim_pump_fleet,
+        to_markdown,
+    )
     from edgewise.label.strategies import STRATEGIES
 
     names = [d.strip() for d in datasets.split(",") if d.strip()]
@@ -53,8 +60,10 @@ def bench_active(
             items.append(load_nab(root, files))
         elif name == "pumps":
             items.append(lambda seed: pump_fleet(seed=seed))
+        elif name == "sim-pumps":
+            items.append(lambda seed: sim_pump_fleet(seed=seed))
         else:
-            raise fail(f"--datasets: {name!r} is not one of nab, pumps.")
+            raise fail(f"--datasets: {name!r} is not one of nab, pumps, sim-pumps.")
 
     def progress(msg: str) -> None:
         if not json_out:
