@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edgewise.label.store import LabelStore
 from edgewise.label.workflow import load_model
@@ -33,6 +34,7 @@ def _history_csv(path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow  # six CLI processes: ~25 s on the shared 2-core VM
 def test_suggest_label_train_loop(data_dir: Path, tmp_path: Path) -> None:
     hist = tmp_path / "pump-1.csv"
     _history_csv(hist)
@@ -76,3 +78,27 @@ def test_suggest_without_history_fails_in_one_line(data_dir: Path, tmp_path: Pat
     r = _cli("label", "suggest", "--device", "pump-1", "--csv", str(tmp_path / "none.csv"),
              "--data-dir", str(data_dir))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "does not exist" in r.stderr
+
+
+def test_suggest_and_train_read_history_from_the_store(data_dir: Path) -> None:
+    from edgewise.store import open_store
+    from edgewise.telemetry import Reading
+
+    rng = np.random.default_rng(1)
+    t0 = 1_700_000_000 * 10**9
+    vals = rng.normal(40, 0.3, 1500)
+    vals[900:904] += 6
+    store = open_store(f"duckdb:///{data_dir / 'edgewise.duckdb'}")
+    store.append([Reading("pump-9", "temp_c", t0 + i * 10**9, float(v))
+                  for i, v in enumerate(vals)])
+    store.close()
+    r = _cli("label", "suggest", "--device", "pump-9", "-k", "3", "--data-dir", str(data_dir),
+             "--json")
+    assert r.returncode == 0, r.stderr
+    items = json.loads(r.stdout)
+    assert len(items) == 3
+    assert any(it["start_ns"] <= t0 + 900 * 10**9 < it["end_ns"] for it in items)
+    r = _cli("train", "--with-labels", "--device", "pump-9", "--data-dir", str(data_dir),
+             "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n_labels"] == 0
