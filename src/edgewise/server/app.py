@@ -26,7 +26,15 @@ from edgewise.errors import ConfigError
 from edgewise.gateway.pipeline import Pipeline
 from edgewise.security.credentials import Security
 from edgewise.server.problems import install_problem_handlers
-from edgewise.server.routes import alerts, devices, health, readings, telemetry, tokens
+from edgewise.server.routes import (
+    alerts,
+    devices,
+    health,
+    labels,
+    readings,
+    telemetry,
+    tokens,
+)
 from edgewise.store.base import Store
 
 __all__ = ["WEB_DIR", "create_app", "uvicorn_ssl_kwargs"]
@@ -51,6 +59,7 @@ _TAGS = [
     {"name": "devices", "description": "Register, list and delete devices; fleet health."},
     {"name": "readings", "description": "Stored readings over time, optionally downsampled."},
     {"name": "alerts", "description": "Alerts from detectors and seq gaps; ack and label."},
+    {"name": "labels", "description": "Labels on windows of history; the labelling queue."},
     {"name": "tokens", "description": "API tokens, the audit log, and who you are."},
     {"name": "health", "description": "Liveness and Prometheus metrics."},
 ]
@@ -104,7 +113,7 @@ def create_app(
     app.state.pipeline = pipeline
     app.state.settings = settings
     install_problem_handlers(app)
-    for module in (telemetry, devices, readings, alerts, tokens, health):
+    for module in (telemetry, devices, readings, alerts, labels, tokens, health):
         app.include_router(module.router)
 
     @app.middleware("http")

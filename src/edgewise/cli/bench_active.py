@@ -1,0 +1,87 @@
+"""``edgewise bench active``: labels chosen by our query strategy vs at random."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgewise.cli._app import Json, bench_app, fail
+
+
+@bench_app.command("active")
+def bench_active(
+    json_out: Json = False,
+    datasets: Annotated[str, typer.Option(
+        help="Comma-separated: nab, pumps, sim-pumps.")] = "nab,pumps,sim-pumps",
+    nab_dir: Annotated[Path | None, typer.Option(
+        help="NAB corpus (default ../shared/data/nab or $EDGEWISE_SHARED_DATA/nab).")] = None,
+    nab_files: Annotated[int, typer.Option(
+        help="Use only the first N NAB files (sorted); 0 = all 58.")] = 0,
+    strategies: Annotated[str, typer.Option(
+        help="Comma-separated strategies; 'mix' is reported as active.")] = "mix,random",
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds to average over.")] = 5,
+    out: Annotated[Path | None, typer.Option(help="Also write a Markdown report here.")] = None,
+) -> None:
+    """Simulate a person who answers only what is asked; F1 per label budget."""
+    import os
+    import sys
+
+    from edgewise.bench.active import (
+        load_nab,
+        pump_fleet,
+        run_benchmark,
+        sim_pump_fleet,
+        to_markdown,
+    )
+    from edgewise.label.strategies import STRATEGIES
+
+    names = [d.strip() for d in datasets.split(",") if d.strip()]
+    strats = [s.strip() for s in strategies.split(",") if s.strip()]
+    for s in strats:
+        if s not in STRATEGIES:
+            raise fail(f"--strategies: {s!r} is not one of {', '.join(STRATEGIES)}.")
+    items = []
+    for name in names:
+        if name == "nab":
+            root = nab_dir
+            if root is None:
+                env = os.environ.get("EDGEWISE_SHARED_DATA")
+                root = Path(env) / "nab" if env else Path.cwd().parent / "shared" / "data" / "nab"
+            if not (root / "labels" / "combined_windows.json").is_file():
+                raise fail(f"--nab-dir {str(root)!r} has no labels/combined_windows.json.")
+            files = None
+            if nab_files:
+                all_files = sorted(json.loads(
+                    (root / "labels" / "combined_windows.json").read_text()))
+                files = all_files[:nab_files]
+            items.append(load_nab(root, files))
+        elif name == "pumps":
+            items.append(lambda seed: pump_fleet(seed=seed))
+        elif name == "sim-pumps":
+            items.append(lambda seed: sim_pump_fleet(seed=seed))
+        else:
+            raise fail(f"--datasets: {name!r} is not one of nab, pumps, sim-pumps.")
+
+    def progress(msg: str) -> None:
+        if not json_out:
+            typer.echo(msg, err=True)
+
+    results = run_benchmark(items, strategies=strats, seeds=seeds, progress=progress)
+    if out is not None:
+        cmd = "edgewise " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(
+            ("edgewise", "__main__.py")) else "edgewise bench active"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(to_markdown(results, cmd))
+    if json_out:
+        typer.echo(json.dumps(results))
+        return
+    for name, e in results.items():
+        typer.echo(f"{name}: budgets {e['budgets']}")
+        for k in ("active_f1", "random_f1"):
+            if k in e:
+                typer.echo(f"  {k:10s} {e[k]}")
+        typer.echo(f"  gain ratio (25 active / 100 random): "
+                   f"{e.get('gain_ratio_active25_vs_random100')}")

@@ -1,0 +1,108 @@
+"""``edgewise label suggest`` and ``edgewise train --with-labels``: the labelling loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgewise.cli._app import DataDir, Json, app, fail
+from edgewise.cli.label import _iso, label_app
+
+Device = Annotated[str, typer.Option("--device", help="The device.")]
+Csv = Annotated[Path | None, typer.Option(
+    "--csv", help="Read the device's history from this CSV (timestamp + one column per "
+    "metric) instead of the store.")]
+Store = Annotated[str | None, typer.Option(
+    "--store", envvar="EDGEWISE_STORE",
+    help="Store URL (default duckdb under the data dir).")]
+Window = Annotated[int | None, typer.Option(
+    help="Readings per window (default: history length / 100, at least 10).")]
+
+
+def _history(device: str, csv: Path | None, store_url: str | None, data_dir: Path):
+    from edgewise.label.workflow import history_from_store, load_history_csv
+
+    if csv is not None:
+        if not csv.is_file():
+            raise fail(f"--csv {str(csv)!r} does not exist.")
+        return load_history_csv(csv)
+    try:
+        from edgewise.store import open_store  # type: ignore[attr-defined]
+    except ImportError:
+        raise fail("No store backend is installed in this build; pass --csv FILE.") from None
+    url = store_url or f"duckdb:///{data_dir / 'edgewise.duckdb'}"
+    store = open_store(url)
+    try:
+        return history_from_store(store, device)
+    finally:
+        store.close()
+
+
+@label_app.command("suggest")
+def suggest_cmd(
+    device: Device,
+    data_dir: DataDir,
+    k: Annotated[int, typer.Option("-k", min=1, help="How many windows to propose.")] = 10,
+    strategy: Annotated[str, typer.Option(
+        help="mix, uncertainty, top, disagreement, diversity or random.")] = "mix",
+    csv: Csv = None,
+    store: Store = None,
+    window: Window = None,
+    json_out: Json = False,
+) -> None:
+    """Propose the next K windows of a device's history to label."""
+    from edgewise.label.store import LabelStore
+    from edgewise.label.workflow import suggest
+
+    hist = _history(device, csv, store, data_dir)
+    labels = LabelStore(data_dir)
+    try:
+        items = suggest(hist, device, labels, k=k, strategy=strategy, window=window)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        labels.close()
+    if json_out:
+        typer.echo(json.dumps(items))
+        return
+    for it in items:
+        typer.echo(f"{it['device_id']}  {_iso(it['start_ns'])} .. {_iso(it['end_ns'])}  "
+                   f"score {it['score']:.3f}  {'ALARM' if it['alarm'] else 'quiet'}")
+
+
+@app.command("train")
+def train_cmd(
+    device: Device,
+    data_dir: DataDir,
+    with_labels: Annotated[bool, typer.Option(
+        "--with-labels", help="Train the label-aware models from the label store.")] = False,
+    csv: Csv = None,
+    store: Store = None,
+    window: Window = None,
+    json_out: Json = False,
+) -> None:
+    """Train a device's models; with --with-labels: per-device thresholds and pattern
+    memory from its labels, and a fault-type classifier when fault classes are labelled."""
+    from edgewise.label.store import LabelStore
+    from edgewise.label.workflow import train_with_labels
+
+    if not with_labels:
+        raise fail("Only 'edgewise train --with-labels' is available in this build.")
+    hist = _history(device, csv, store, data_dir)
+    labels = LabelStore(data_dir)
+    try:
+        out = train_with_labels(hist, device, labels, data_dir, window=window)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        labels.close()
+    if json_out:
+        typer.echo(json.dumps(out))
+        return
+    typer.echo(f"saved {out['path']} (v{out['version']}, labels {out['snapshot_id']}, "
+               f"{out['n_labels']} labelled windows); alarms {out['alarms_before']} -> "
+               f"{out['alarms_after']}" + (f"; fault classes {', '.join(out['classes'])}"
+                                           if out["classes"] else ""))

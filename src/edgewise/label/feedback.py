@@ -1,0 +1,297 @@
+"""Use people's labels on detectors: false alarms teach, confirmed anomalies stay out.
+
+Two forms of the same idea:
+
+* :class:`FeedbackDetector` wraps a streaming :class:`~edgewise.detect.base.Detector`.
+  A false alarm raises that stream's threshold just above the alarm and remembers the
+  readings as a normal pattern (near-repeats score low, and the pattern is learned);
+  a confirmed anomaly is never learned, so it does not shift the notion of normal.
+  Unconfirmed alarms are kept out of learning too (``protect=True``).
+* :class:`WindowFeedbackModel` does it for history cut into windows
+  (:class:`~edgewise.label.windows.WindowSet`): per-device thresholds fitted to the
+  labelled windows, plus a per-device memory of labelled patterns (windows close to a
+  labelled one in feature space take its label). It is what ``edgewise train
+  --with-labels`` fits and what the active-learning benchmark measures.
+
+Scores live in z units inside: a calibrated score ``s`` is ``z = -log(1 - s)``, so the
+threshold 0.9 is ``z = 2.30`` and a raised threshold stays meaningful near 1.0.
+
+>>> from edgewise.detect.zscore import EWZScore
+>>> det = FeedbackDetector(EWZScore())
+>>> for t in range(300):
+...     x = {"v": 20.0 + (t % 7) * 0.1}
+...     _ = det.score_one(x); det.learn_one(x)
+>>> det.score_one({"v": 23.0}) >= 0.9          # an alarm ...
+True
+>>> det.feedback([{"v": 23.0}], "normal")      # ... that a person calls false
+>>> det.score_one({"v": 23.0}) < 0.9
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
+from edgewise.errors import InvalidParameterError, NotFittedError
+from edgewise.label.store import is_anomalous
+from edgewise.label.windows import WindowSet
+from edgewise.params import Interval, validate_params
+
+__all__ = ["FeedbackDetector", "WindowFeedbackModel", "to_z"]
+
+_ZMAX = -math.log(1e-15)
+
+
+def to_z(score: np.ndarray | float) -> np.ndarray:
+    """Calibrated score in [0, 1] to z units, ``-log(1 - s)`` (0.9 -> 2.30).
+
+    >>> float(np.round(to_z(0.9), 2))
+    2.3
+    """
+    s = np.clip(np.asarray(score, dtype=float), 0.0, 1.0)
+    return -np.log(np.clip(1.0 - s, 1e-15, 1.0))
+
+
+class FeedbackDetector(Detector):
+    """A detector that learns from people's answers about its alarms.
+
+    Parameters
+    ----------
+    detector
+        The wrapped detector (any :class:`Detector`).
+    threshold
+        The alarm threshold the scores are read against.
+    protect
+        Keep readings scoring at or above the threshold out of learning (unless a person
+        said they are normal).
+    tolerance
+        A reading matches a remembered normal pattern when every metric is within
+        ``tolerance`` of it, relative to the pattern's magnitude.
+    step
+        How far above a false alarm (z units) the stream's threshold is raised.
+    """
+
+    _constraints: ClassVar[dict[str, Any]] = {
+        "threshold": Interval(float, 0.0, 1.0, closed="neither"),
+        "protect": bool,
+        "tolerance": Interval(float, 0.0, None),
+        "step": Interval(float, 0.0, None),
+    }
+
+    def __init__(self, detector: Detector, threshold: float = DEFAULT_THRESHOLD,
+                 protect: bool = True, tolerance: float = 0.05, step: float = 0.25) -> None:
+        if not isinstance(detector, Detector):
+            raise InvalidParameterError(
+                f"The 'detector' parameter of FeedbackDetector must be a Detector. "
+                f"Got {type(detector).__name__} instead."
+            )
+        validate_params(self._constraints, {"threshold": threshold, "protect": protect,
+                                            "tolerance": tolerance, "step": step}, self)
+        self.detector = detector
+        self.threshold = threshold
+        self.protect = protect
+        self.tolerance = tolerance
+        self.step = step
+        self.offset_ = 0.0  # z units added to the threshold by false alarms (or removed)
+        self.normal_patterns_: list[dict[str, float]] = []
+        self.anomalies_: list[dict[str, float]] = []
+        self.n_false_alarms_ = 0
+        self.n_confirmed_ = 0
+
+    def clone(self) -> FeedbackDetector:
+        return FeedbackDetector(self.detector.clone(), self.threshold, self.protect,
+                                self.tolerance, self.step)
+
+    def _matches(self, x: Mapping[str, float], patterns: list[dict[str, float]]) -> bool:
+        for p in patterns:
+            if p.keys() == x.keys() and all(
+                abs(x[k] - v) <= self.tolerance * max(abs(v), 1e-9) for k, v in p.items()
+            ):
+                return True
+        return False
+
+    def _raw_z(self, x: Mapping[str, float]) -> float:
+        return float(to_z(self.detector.score_one(x)))
+
+    def score_one(self, x: Mapping[str, float]) -> float:
+        z = self._raw_z(x)
+        if self.normal_patterns_ and self._matches(x, self.normal_patterns_):
+            z = min(z, float(to_z(self.threshold)) * 0.5)
+        z -= self.offset_
+        return 0.0 if z <= 0 else float(1.0 - math.exp(-z))
+
+    def learn_one(self, x: Mapping[str, float]) -> None:
+        if self.anomalies_ and self._matches(x, self.anomalies_):
+            return
+        if self.protect and self.score_one(x) >= self.threshold:
+            return
+        self.detector.learn_one(x)
+
+    def feedback(self, readings: Sequence[Mapping[str, float]], label: str) -> None:
+        """Tell the detector what a person said about ``readings`` (an alarm's window).
+
+        ``"normal"`` (a false alarm) raises the stream's threshold just above these
+        readings' scores, remembers them as a normal pattern and learns them;
+        ``"anomaly"`` or a fault class keeps them out of learning, and lowers the
+        threshold if they had not raised an alarm.
+        """
+        if not isinstance(label, str) or not label:
+            raise InvalidParameterError(
+                f"The 'label' of FeedbackDetector.feedback must be 'normal', 'anomaly' or a "
+                f"fault class. Got {label!r} instead."
+            )
+        rows = [dict(r) for r in readings]
+        if not rows:
+            return
+        z_thr = float(to_z(self.threshold))
+        if not is_anomalous(label):
+            self.n_false_alarms_ += 1
+            zmax = max(self._raw_z(r) for r in rows)
+            self.normal_patterns_.extend(rows)
+            if zmax - self.offset_ >= z_thr:
+                self.offset_ = min(zmax - z_thr + self.step, _ZMAX)
+            for r in rows:
+                self.detector.learn_one(r)
+        else:
+            self.n_confirmed_ += 1
+            self.anomalies_.extend(rows)
+            zmax = max(self._raw_z(r) for r in rows)
+            if zmax - self.offset_ < z_thr:
+                self.offset_ = zmax - z_thr - 1e-6
+
+
+class WindowFeedbackModel:
+    """Per-device thresholds and pattern memory fitted to labelled windows.
+
+    Parameters
+    ----------
+    threshold
+        The calibrated threshold before any label (the detectors' default).
+    radius
+        Windows of the same device within this distance (standardised feature space) of
+        a labelled window take its label; 0 turns the memory off.
+    max_raise
+        The most (z units) false alarms may raise a device's threshold; repeats of a
+        false alarm's pattern are silenced by the memory instead, so one loud false
+        alarm does not blind the device to every fault below it.
+
+    Attributes
+    ----------
+    thresholds_
+        Device -> threshold in z units, for devices with labels.
+    n_labels_
+        Number of labelled windows used.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from edgewise.label.windows import windows_from_series
+    >>> rng = np.random.default_rng(1)
+    >>> x = rng.normal(0, 1, 3000); x[1000:1003] += 6; x[2000:2003] += 12
+    >>> ws = windows_from_series(x, np.arange(3000) * 10**9, "d1", length=50)
+    >>> y = np.full(len(ws), -1); y[20] = 0          # the smaller bump: a false alarm
+    >>> m = WindowFeedbackModel().fit(ws, y)
+    >>> bool(m.predict(ws)[20]), bool(m.predict(ws)[40])
+    (False, True)
+    """
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, radius: float = 1.0,
+                 max_raise: float = 2.0) -> None:
+        self.threshold = threshold
+        self.radius = radius
+        self.max_raise = max_raise
+
+    def fit(self, windows: WindowSet, y: np.ndarray) -> WindowFeedbackModel:
+        """Fit to ``y``: 1 anomaly, 0 normal, -1 unlabelled, one per window."""
+        validate_params({"threshold": Interval(float, 0.0, 1.0, closed="neither"),
+                         "radius": Interval(float, 0.0, None),
+                         "max_raise": Interval(float, 0.0, None)},
+                        {"threshold": self.threshold, "radius": self.radius,
+                         "max_raise": self.max_raise}, self)
+        y = np.asarray(y)
+        if len(y) != len(windows):
+            raise InvalidParameterError(
+                f"WindowFeedbackModel.fit needs one label per window ({len(windows)}). "
+                f"Got {len(y)} instead."
+            )
+        F = windows.features
+        self.mean_ = F.mean(axis=0)
+        sd = F.std(axis=0)
+        self.scale_ = np.where(sd > 0, sd, 1.0)
+        t0 = float(to_z(self.threshold))
+        self.t0_ = t0
+        lab = np.flatnonzero(y >= 0)
+        self.n_labels_ = len(lab)
+        self.thresholds_: dict[str, float] = {}
+        z = to_z(windows.scores[:, 0])
+        for dev in np.unique(windows.device[lab]) if len(lab) else []:
+            m = lab[windows.device[lab] == dev]
+            self.thresholds_[str(dev)] = min(self._fit_threshold(z[m], y[m] == 1, t0),
+                                             t0 + self.max_raise)
+        self.memory_device_ = windows.device[lab]
+        self.memory_X_ = (F[lab] - self.mean_) / self.scale_
+        self.memory_y_ = (y[lab] == 1)
+        return self
+
+    @staticmethod
+    def _fit_threshold(z: np.ndarray, pos: np.ndarray, t0: float) -> float:
+        """The threshold that best separates labelled alarms from false ones, nearest t0."""
+        cands = np.unique(np.concatenate([[t0], z, z + 1e-6]))
+        gain = [(int((pos & (z >= c)).sum() - (~pos & (z >= c)).sum()), -abs(c - t0), c)
+                for c in cands]
+        return float(max(gain)[2])
+
+    def _check(self) -> None:
+        if not hasattr(self, "thresholds_"):
+            raise NotFittedError(
+                "This WindowFeedbackModel is not fitted yet; call fit(windows, y) first."
+            )
+
+    def _device_thresholds(self, windows: WindowSet) -> np.ndarray:
+        return np.array([self.thresholds_.get(str(d), self.t0_) for d in windows.device])
+
+    def _memory(self, windows: WindowSet) -> tuple[np.ndarray, np.ndarray]:
+        """(has a labelled neighbour within radius, that neighbour's label) per window."""
+        n = len(windows)
+        hit = np.zeros(n, dtype=bool)
+        lab = np.zeros(n, dtype=bool)
+        if self.radius <= 0 or len(self.memory_y_) == 0:
+            return hit, lab
+        X = (windows.features - self.mean_) / self.scale_
+        for dev in np.unique(self.memory_device_):
+            rows = np.flatnonzero(windows.device == dev)
+            mem = self.memory_device_ == dev
+            if len(rows) == 0:
+                continue
+            d = np.linalg.norm(X[rows, None, :] - self.memory_X_[mem][None, :, :], axis=2)
+            near = d.argmin(axis=1)
+            close = d[np.arange(len(rows)), near] <= self.radius
+            hit[rows[close]] = True
+            lab[rows[close]] = self.memory_y_[mem][near[close]]
+        return hit, lab
+
+    def decision_function(self, windows: WindowSet) -> np.ndarray:
+        """Margin per window: score minus its device's threshold, z units (> 0: alarm).
+
+        Windows the pattern memory decides are pushed to the side of their label.
+        """
+        self._check()
+        m = to_z(windows.scores[:, 0]) - self._device_thresholds(windows)
+        hit, lab = self._memory(windows)
+        m[hit & lab] = np.abs(m[hit & lab]) + 1.0
+        m[hit & ~lab] = -np.abs(m[hit & ~lab]) - 1.0
+        return m
+
+    def member_margins(self, windows: WindowSet) -> np.ndarray:
+        """Margins of every ensemble detector against the device threshold (for Disagreement)."""
+        self._check()
+        return to_z(windows.scores) - self._device_thresholds(windows)[:, None]
+
+    def predict(self, windows: WindowSet) -> np.ndarray:
+        """True where the window is an anomaly."""
+        return self.decision_function(windows) >= 0

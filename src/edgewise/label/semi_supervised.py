@@ -1,0 +1,139 @@
+"""Classify anomaly / fault types from a few labels and many unlabelled windows.
+
+:class:`FaultClassifier` follows scikit-learn conventions: parameters in ``__init__``,
+``fit(X, y)`` with ``-1`` (or ``None``) marking unlabelled rows (as
+:class:`sklearn.semi_supervised.LabelSpreading` does), learned state in attributes
+ending with ``_``, ``predict`` / ``predict_proba``. Class labels may be strings
+(``"cavitation"``, ``"normal"``).
+
+* ``method="label_spreading"`` (default): a k-nearest-neighbour graph over all windows
+  (labelled and not) carries each label along the dense regions it sits in; good when
+  each fault forms its own cloud in feature space, whatever its shape.
+* ``method="self_training"``: a logistic regression labels the unlabelled windows it is
+  surest of and refits, round after round (:class:`sklearn.semi_supervised.SelfTrainingClassifier`).
+
+Features are standardised using every window, labelled or not.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> X = np.vstack([rng.normal(c, 0.3, (50, 2)) for c in ([0, 0], [3, 0], [0, 3])])
+>>> y = np.full(150, -1, dtype=object); y[[0, 50, 100]] = ["normal", "cavitation", "seal_leak"]
+>>> clf = FaultClassifier(random_state=0).fit(X, y)
+>>> clf.predict([[3.1, 0.2], [0.1, 2.8]]).tolist()
+['cavitation', 'seal_leak']
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from edgewise.errors import InvalidParameterError, NotFittedError
+from edgewise.params import Interval, OneOf, validate_params
+
+__all__ = ["FaultClassifier"]
+
+
+def _unlabelled(y: np.ndarray) -> np.ndarray:
+    return np.array([v is None or (not isinstance(v, str) and v == -1) or v == "" for v in y])
+
+
+class FaultClassifier(ClassifierMixin, BaseEstimator):
+    """Semi-supervised classifier of window types (normal, anomaly, fault classes).
+
+    Parameters
+    ----------
+    method
+        ``"label_spreading"`` or ``"self_training"``.
+    n_neighbors
+        Neighbours in the k-NN graph (label spreading).
+    alpha
+        How much a window may move away from its given label (label spreading), in (0, 1).
+    confidence
+        Probability above which self-training adopts a pseudo-label.
+    random_state
+        Seed for anything random.
+    """
+
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        "method": OneOf(("label_spreading", "self_training")),
+        "n_neighbors": Interval(int, 1, None),
+        "alpha": Interval(float, 0.0, 1.0, closed="neither"),
+        "confidence": Interval(float, 0.0, 1.0, closed="neither"),
+        "random_state": [int, None],
+    }
+
+    def __init__(self, method: str = "label_spreading", n_neighbors: int = 10,
+                 alpha: float = 0.9, confidence: float = 0.8,
+                 random_state: int | None = None) -> None:
+        self.method = method
+        self.n_neighbors = n_neighbors
+        self.alpha = alpha
+        self.confidence = confidence
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any) -> FaultClassifier:
+        """Fit on all rows of ``X``; ``y`` is -1 / None for unlabelled rows."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
+
+        validate_params(self._parameter_constraints, self.get_params(), self)
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y, dtype=object)
+        if X.ndim != 2 or len(X) != len(y):
+            raise InvalidParameterError(
+                f"FaultClassifier.fit needs a 2-D X and one y per row. Got X of shape "
+                f"{X.shape} and {len(y)} labels instead."
+            )
+        unl = _unlabelled(y)
+        if unl.all():
+            raise InvalidParameterError(
+                "FaultClassifier.fit needs at least one labelled row (y other than -1/None)."
+            )
+        self.classes_ = np.array(sorted({str(v) for v in y[~unl]}), dtype=object)
+        code = np.full(len(y), -1)
+        index = {c: i for i, c in enumerate(self.classes_)}
+        code[~unl] = [index[str(v)] for v in y[~unl]]
+        self.prior_ = np.bincount(code[code >= 0], minlength=len(self.classes_)) / (code >= 0).sum()
+        self.scaler_ = StandardScaler().fit(X)
+        Z = self.scaler_.transform(X)
+        self.n_features_in_ = X.shape[1]
+        if len(self.classes_) == 1:
+            self.model_ = None
+        elif self.method == "label_spreading":
+            k = min(self.n_neighbors, len(X) - 1)
+            self.model_ = LabelSpreading(kernel="knn", n_neighbors=k, alpha=self.alpha,
+                                         max_iter=2000).fit(Z, code)
+        else:
+            base = LogisticRegression(max_iter=500, class_weight="balanced")
+            self.model_ = SelfTrainingClassifier(base, threshold=self.confidence).fit(Z, code)
+        self.transduction_ = self.predict(X)
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probability of each class (columns in ``classes_`` order)."""
+        if not hasattr(self, "classes_"):
+            raise NotFittedError(
+                "This FaultClassifier is not fitted yet; call fit(X, y) first."
+            )
+        Z = self.scaler_.transform(np.asarray(X, dtype=float))
+        if self.model_ is None:
+            return np.ones((len(Z), 1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            proba = np.asarray(self.model_.predict_proba(Z), dtype=float)
+        # a point whose neighbours carry no label mass gets the classes' overall shares
+        bad = ~np.isfinite(proba).all(axis=1) | (proba.sum(axis=1) <= 0)
+        if bad.any():
+            proba[bad] = self.prior_[np.asarray(self.model_.classes_, dtype=int)]
+        # classes the model saw, in code order; fill any class it never kept
+        out = np.zeros((len(Z), len(self.classes_)))
+        out[:, np.asarray(self.model_.classes_, dtype=int)] = proba
+        return out
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most likely class of each row."""
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]

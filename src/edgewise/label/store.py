@@ -1,0 +1,364 @@
+"""Labels on time windows of a device: versioned, audit-logged, snapshot-able.
+
+A label says what a person (or a rule) decided about one window ``[start_ns, end_ns)``
+of one device: ``"normal"``, ``"anomaly"`` or a fault class such as ``"bearing_wear"``.
+Labels live in one SQLite file, ``<data dir>/labels.sqlite`` (WAL mode), so the CLI can
+import labels while ``edgewise serve`` runs in another process.
+
+* Nothing is overwritten. Labelling the same window again adds a new *version* and marks
+  the old one superseded; :meth:`LabelStore.history` shows every version.
+* Every write is audit-logged through :meth:`edgewise.security.Security.audit` when the
+  store is given a ``Security``.
+* :meth:`LabelStore.snapshot_id` names the current label set. A model records it, and
+  :meth:`LabelStore.labels_at` gives back exactly the labels it was trained with.
+
+>>> import tempfile, pathlib
+>>> store = LabelStore(pathlib.Path(tempfile.mkdtemp()))
+>>> a = store.add("pump-1", 0, 60_000_000_000, "anomaly", who="ana")
+>>> b = store.add("pump-1", 0, 60_000_000_000, "normal", who="ben", note="was a test run")
+>>> (b.version, b.label, len(store.labels()), len(store.history("pump-1")))
+(2, 'normal', 1, 2)
+>>> snap = store.snapshot_id()
+>>> [lab.label for lab in store.labels_at(snap)]
+['normal']
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgewise.errors import InvalidParameterError
+from edgewise.telemetry import parse_time, validate_device_id
+
+if TYPE_CHECKING:
+    from edgewise.security import Security
+
+__all__ = ["LABEL_RE", "Label", "LabelStore", "is_anomalous", "read_labels_csv"]
+
+#: Allowed label values: ``normal``, ``anomaly`` or a fault class name.
+LABEL_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+_LABEL_ALLOWED = (
+    "'normal', 'anomaly' or a fault class: 1-64 lowercase letters, digits, '_', '.', '-', "
+    "starting with a letter"
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS labels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    who TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    current INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS labels_window ON labels (device_id, start_ns, end_ns, current);
+CREATE TABLE IF NOT EXISTS snapshots (
+    snapshot_id TEXT PRIMARY KEY,
+    created_ns INTEGER NOT NULL,
+    label_ids TEXT NOT NULL
+);
+"""
+
+
+def is_anomalous(label: str) -> bool:
+    """Whether a label value marks the window as not normal (``anomaly`` or a fault class).
+
+    >>> is_anomalous("normal"), is_anomalous("anomaly"), is_anomalous("cavitation")
+    (False, True, True)
+    """
+    return label != "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """One version of a label on the window ``[start_ns, end_ns)`` of a device."""
+
+    id: int
+    device_id: str
+    start_ns: int
+    end_ns: int
+    label: str
+    note: str
+    who: str
+    created_ns: int
+    version: int
+    current: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def _row(r: Sequence[Any]) -> Label:
+    return Label(int(r[0]), r[1], int(r[2]), int(r[3]), r[4], r[5], r[6], int(r[7]), int(r[8]),
+                 bool(r[9]))
+
+
+_COLS = "id, device_id, start_ns, end_ns, label, note, who, created_ns, version, current"
+
+
+class LabelStore:
+    """The labels of one Edgewise data directory.
+
+    Parameters
+    ----------
+    data_dir
+        Directory holding ``labels.sqlite``; created if missing.
+    security
+        When given, every write is recorded in its audit log (action ``label.add``).
+    """
+
+    def __init__(self, data_dir: Path | str, *, security: Security | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.data_dir / "labels.sqlite"
+        self.security = security
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, timeout=10.0, check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    # -- writing ---------------------------------------------------------------------------
+    @staticmethod
+    def _check(device_id: str, start_ns: int, end_ns: int, label: str) -> None:
+        try:
+            validate_device_id(device_id)
+        except ValueError:
+            raise InvalidParameterError(
+                f"The 'device_id' of a label must be 1-64 letters, digits, '_', '.', '-', "
+                f"starting with a letter or digit. Got {device_id!r} instead."
+            ) from None
+        for name, v in (("start_ns", start_ns), ("end_ns", end_ns)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise InvalidParameterError(
+                    f"The {name!r} of a label must be an int (UTC nanoseconds). Got {v!r} instead."
+                )
+        if end_ns <= start_ns:
+            raise InvalidParameterError(
+                f"A label's window must end after it starts. Got start_ns={start_ns}, "
+                f"end_ns={end_ns} instead."
+            )
+        if not isinstance(label, str) or not LABEL_RE.match(label):
+            raise InvalidParameterError(
+                f"The 'label' of a label must be {_LABEL_ALLOWED}. Got {label!r} instead."
+            )
+
+    def add(
+        self,
+        device_id: str,
+        start_ns: int,
+        end_ns: int,
+        label: str,
+        *,
+        who: str = "cli",
+        note: str = "",
+        created_ns: int | None = None,
+    ) -> Label:
+        """Label a window; relabelling the same window adds a new version.
+
+        Returns the stored :class:`Label`. Raises :class:`InvalidParameterError` for a bad
+        device id, window or label value (nothing is written then).
+        """
+        return self.add_many([(device_id, start_ns, end_ns, label, note)], who=who,
+                             created_ns=created_ns)[0]
+
+    def add_many(
+        self,
+        rows: Iterable[tuple[str, int, int, str, str]],
+        *,
+        who: str = "cli",
+        created_ns: int | None = None,
+    ) -> list[Label]:
+        """Add ``(device_id, start_ns, end_ns, label, note)`` rows in one transaction.
+
+        Every row is checked before anything is written: one bad row writes nothing.
+        """
+        rows = list(rows)
+        for device_id, start_ns, end_ns, label, _note in rows:
+            self._check(device_id, start_ns, end_ns, label)
+        now = time.time_ns() if created_ns is None else created_ns
+        out: list[Label] = []
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for device_id, start_ns, end_ns, label, note in rows:
+                    prev = cur.execute(
+                        "SELECT MAX(version) FROM labels WHERE device_id=? AND start_ns=? "
+                        "AND end_ns=?", (device_id, start_ns, end_ns),
+                    ).fetchone()[0]
+                    version = 1 if prev is None else int(prev) + 1
+                    cur.execute(
+                        "UPDATE labels SET current=0 WHERE device_id=? AND start_ns=? "
+                        "AND end_ns=? AND current=1", (device_id, start_ns, end_ns),
+                    )
+                    cur.execute(
+                        "INSERT INTO labels (device_id, start_ns, end_ns, label, note, who, "
+                        "created_ns, version, current) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                        (device_id, start_ns, end_ns, label, note or "", who, now, version),
+                    )
+                    out.append(Label(int(cur.lastrowid or 0), device_id, start_ns, end_ns,
+                                     label, note or "", who, now, version, True))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        if self.security is not None:
+            for lab in out:
+                self.security.audit(
+                    who, "label.add", f"{lab.device_id}:{lab.start_ns}-{lab.end_ns}",
+                    {"label": lab.label, "version": lab.version, "label_id": lab.id,
+                     "note": lab.note},
+                )
+        return out
+
+    # -- reading ---------------------------------------------------------------------------
+    def labels(
+        self,
+        device_id: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[Label]:
+        """Current labels (newest version of each window), optionally of one device or
+        overlapping ``[start_ns, end_ns)``, ordered by device then time."""
+        q = f"SELECT {_COLS} FROM labels WHERE current=1"
+        args: list[Any] = []
+        if device_id is not None:
+            q += " AND device_id=?"
+            args.append(device_id)
+        if start_ns is not None:
+            q += " AND end_ns>?"
+            args.append(start_ns)
+        if end_ns is not None:
+            q += " AND start_ns<?"
+            args.append(end_ns)
+        q += " ORDER BY device_id, start_ns, end_ns"
+        with self._lock:
+            return [_row(r) for r in self._db.execute(q, args).fetchall()]
+
+    def history(self, device_id: str | None = None) -> list[Label]:
+        """Every version of every label (superseded ones too), oldest first."""
+        q = f"SELECT {_COLS} FROM labels"
+        args: list[Any] = []
+        if device_id is not None:
+            q += " WHERE device_id=?"
+            args.append(device_id)
+        with self._lock:
+            return [_row(r) for r in self._db.execute(q + " ORDER BY id", args).fetchall()]
+
+    def devices(self) -> list[str]:
+        """Devices that have at least one current label."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT device_id FROM labels WHERE current=1 ORDER BY device_id"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- snapshots -------------------------------------------------------------------------
+    def snapshot_id(self, device_id: str | None = None) -> str:
+        """An id naming the current label set (of one device, or all); recorded for reuse.
+
+        Equal label sets give equal ids; any add changes it. ``labels_at(id)`` returns
+        the set later, even after relabelling.
+        """
+        ids = [lab.id for lab in self.labels(device_id)]
+        text = json.dumps({"device": device_id, "ids": ids})
+        sid = "ls-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO snapshots (snapshot_id, created_ns, label_ids) "
+                "VALUES (?, ?, ?)", (sid, time.time_ns(), json.dumps(ids)),
+            )
+        return sid
+
+    def labels_at(self, snapshot_id: str) -> list[Label]:
+        """The labels of a recorded snapshot. Raises ``KeyError`` for an unknown id."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT label_ids FROM snapshots WHERE snapshot_id=?", (snapshot_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"Label snapshot {snapshot_id!r} is not recorded in {self.path}.")
+            ids = json.loads(row[0])
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            rows = self._db.execute(
+                f"SELECT {_COLS} FROM labels WHERE id IN ({marks}) "
+                "ORDER BY device_id, start_ns, end_ns", ids,
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def close(self) -> None:
+        """Close the database; safe to call twice."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> LabelStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _csv_time(value: str, field_name: str, line: int) -> int:
+    text = value.strip()
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    try:
+        return parse_time(text, field_name=field_name, max_future_s=10 * 365 * 86400.0, index=line)
+    except ValueError as exc:
+        raise InvalidParameterError(f"Label CSV line {line}: {exc}") from None
+
+
+def read_labels_csv(path: Path | str) -> list[tuple[str, int, int, str, str]]:
+    r"""Read ``device_id,start,end,label[,note]`` rows (with a header line) from a CSV file.
+
+    ``start`` and ``end`` are integer UTC nanoseconds or RFC 3339 timestamps with an
+    offset. Raises :class:`InvalidParameterError` naming the line of the first bad row.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "l.csv"
+    >>> _ = p.write_text("device_id,start,end,label,note\n"
+    ...                  "pump-1,2024-01-01T00:00:00Z,2024-01-01T00:10:00Z,anomaly,seal\n")
+    >>> read_labels_csv(p)[0][:4]
+    ('pump-1', 1704067200000000000, 1704067800000000000, 'anomaly')
+    """
+    rows: list[tuple[str, int, int, str, str]] = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        need = {"device_id", "start", "end", "label"}
+        missing = need - set(reader.fieldnames or [])
+        if missing:
+            raise InvalidParameterError(
+                f"Label CSV {str(path)!r} must have the columns device_id,start,end,label "
+                f"(note optional). Missing: {', '.join(sorted(missing))}."
+            )
+        for line, rec in enumerate(reader, start=2):
+            device = (rec.get("device_id") or "").strip()
+            start = _csv_time(rec.get("start") or "", "start", line)
+            end = _csv_time(rec.get("end") or "", "end", line)
+            label = (rec.get("label") or "").strip()
+            try:
+                LabelStore._check(device, start, end, label)
+            except ValueError as exc:
+                raise InvalidParameterError(f"Label CSV line {line}: {exc}") from None
+            rows.append((device, start, end, label, (rec.get("note") or "").strip()))
+    return rows

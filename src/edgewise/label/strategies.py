@@ -1,0 +1,291 @@
+"""Query strategies: which unlabelled windows should a person label next?
+
+Every strategy ranks the windows of a :class:`Pool` and :meth:`QueryStrategy.select`
+returns the ``k`` best unlabelled ones. A pool carries what the current model thinks
+of each window as a *margin*: how far its score is above (``> 0``, an alarm) or below
+(``< 0``) the threshold of its device, in z units (see
+:class:`edgewise.label.feedback.WindowFeedbackModel`).
+
+* :class:`Uncertainty`: windows whose score is nearest the threshold (one label there
+  moves the threshold most); ``side="alarms"`` only looks at the weakest alarms.
+* :class:`TopScore`: the strongest alarms (confirm them, or clear a false alarm storm).
+* :class:`Disagreement`: windows the detectors of an ensemble disagree on most.
+* :class:`Diversity`: cover operating states: cluster the window features and take the
+  window nearest the centre of the least-labelled clusters.
+* :class:`DefaultMix`: interleave several strategies (default: weakest alarms,
+  strongest alarms, ensemble disagreement), the one the benchmark measures.
+
+By default at most one window per device is taken in one call (``spread=True``), so a
+batch of questions is not spent on one storm of alarms.
+
+>>> import numpy as np
+>>> pool = Pool(margin=np.array([-3.0, -0.1, 0.2, 4.0, 2.5]))
+>>> Uncertainty(seed=0).select(pool, 2).tolist()
+[1, 2]
+>>> TopScore(seed=0).select(pool, 2).tolist()
+[3, 4]
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgewise.errors import InvalidParameterError
+from edgewise.params import Interval, OneOf, validate_params
+
+__all__ = [
+    "STRATEGIES",
+    "DefaultMix",
+    "Disagreement",
+    "Diversity",
+    "Pool",
+    "QueryStrategy",
+    "RandomSampling",
+    "TopScore",
+    "Uncertainty",
+    "make_strategy",
+]
+
+
+@dataclass
+class Pool:
+    """The windows a strategy chooses from, with what the current model says of them.
+
+    Attributes
+    ----------
+    margin
+        ``(n,)`` score minus the window's threshold in z units; ``> 0`` means an alarm.
+    member_margins
+        ``(n, m)`` the same for each detector of an ensemble (for :class:`Disagreement`).
+    features
+        ``(n, f)`` window features (for :class:`Diversity`).
+    groups
+        ``(n,)`` the device of each window (``None``: all one device).
+    labelled
+        ``(n,)`` boolean, windows already labelled (never proposed again).
+    """
+
+    margin: np.ndarray
+    member_margins: np.ndarray | None = None
+    features: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    labelled: np.ndarray | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        self.margin = np.asarray(self.margin, dtype=float)
+        n = len(self.margin)
+        if self.labelled is None:
+            self.labelled = np.zeros(n, dtype=bool)
+        self.labelled = np.asarray(self.labelled, dtype=bool)
+        for name in ("member_margins", "features", "groups", "labelled"):
+            v = getattr(self, name)
+            if v is not None and len(v) != n:
+                raise InvalidParameterError(
+                    f"Pool.{name} must have one row per window ({n}). Got {len(v)} instead."
+                )
+
+    def __len__(self) -> int:
+        return len(self.margin)
+
+
+class QueryStrategy(abc.ABC):
+    """Rank windows; :meth:`select` returns the best ``k`` unlabelled ones."""
+
+    _constraints: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, *, spread: bool = True, seed: int | None = None) -> None:
+        self.spread = spread
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    @abc.abstractmethod
+    def priority(self, pool: Pool) -> np.ndarray:
+        """A priority per window; lower is asked first."""
+
+    def select(self, pool: Pool, k: int) -> np.ndarray:
+        """Indices of up to ``k`` unlabelled windows to label next, best first."""
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+            raise InvalidParameterError(
+                f"The 'k' parameter of {type(self).__name__}.select must be an int in the "
+                f"range [0, inf). Got {k!r} instead."
+            )
+        assert pool.labelled is not None
+        cand = np.flatnonzero(~pool.labelled)
+        if len(cand) == 0 or k == 0:
+            return np.array([], dtype=int)
+        pr = np.asarray(self.priority(pool), dtype=float)[cand]
+        # random tie-break, so equal priorities do not favour early windows
+        order = cand[np.lexsort((self._rng.random(len(cand)), pr))]
+        if not self.spread or pool.groups is None:
+            return order[:k].astype(int)
+        picked: list[int] = []
+        seen: set[Any] = set()
+        for i in order:
+            g = pool.groups[i]
+            if g in seen:
+                continue
+            picked.append(int(i))
+            seen.add(g)
+            if len(picked) == k:
+                return np.array(picked, dtype=int)
+        rest = [int(i) for i in order if int(i) not in set(picked)]
+        return np.array(picked + rest[: k - len(picked)], dtype=int)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(seed={self.seed!r})"
+
+
+class RandomSampling(QueryStrategy):
+    """Windows at random: the baseline every strategy is measured against."""
+
+    def priority(self, pool: Pool) -> np.ndarray:
+        return self._rng.random(len(pool))
+
+
+class Uncertainty(QueryStrategy):
+    """Windows whose score is nearest the threshold.
+
+    Parameters
+    ----------
+    side
+        ``"both"`` (default) or ``"alarms"``: only windows at or above the threshold,
+        weakest first (a false alarm there raises the threshold; a true one confirms it).
+    """
+
+    _constraints: ClassVar[dict[str, Any]] = {"side": OneOf(("both", "alarms"))}
+
+    def __init__(self, side: str = "both", *, spread: bool = True,
+                 seed: int | None = None) -> None:
+        validate_params(self._constraints, {"side": side}, self)
+        super().__init__(spread=spread, seed=seed)
+        self.side = side
+
+    def priority(self, pool: Pool) -> np.ndarray:
+        m = pool.margin
+        if self.side == "alarms":
+            return np.where(m >= 0, m, 1e6 - m)
+        return np.abs(m)
+
+
+class TopScore(QueryStrategy):
+    """The strongest alarms first."""
+
+    def priority(self, pool: Pool) -> np.ndarray:
+        return -pool.margin
+
+
+class Disagreement(QueryStrategy):
+    """Windows the members of an ensemble disagree on: vote entropy, then margin spread."""
+
+    def priority(self, pool: Pool) -> np.ndarray:
+        if pool.member_margins is None:
+            raise InvalidParameterError(
+                "Disagreement needs Pool.member_margins (one column per ensemble detector)."
+            )
+        mm = np.asarray(pool.member_margins, dtype=float)
+        p = (mm >= 0).mean(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent = -(np.nan_to_num(p * np.log(p)) + np.nan_to_num((1 - p) * np.log(1 - p)))
+        spread = np.std(np.clip(mm, -10, 10), axis=1)
+        return -(ent * 100 + spread)
+
+
+class Diversity(QueryStrategy):
+    """Cover the operating states: k-means on window features, least-labelled clusters first.
+
+    Parameters
+    ----------
+    n_clusters
+        Number of clusters (operating states) to cover.
+    """
+
+    _constraints: ClassVar[dict[str, Any]] = {"n_clusters": Interval(int, 1, None)}
+
+    def __init__(self, n_clusters: int = 8, *, spread: bool = True,
+                 seed: int | None = None) -> None:
+        validate_params(self._constraints, {"n_clusters": n_clusters}, self)
+        super().__init__(spread=spread, seed=seed)
+        self.n_clusters = n_clusters
+
+    def priority(self, pool: Pool) -> np.ndarray:
+        from sklearn.cluster import KMeans
+
+        if pool.features is None:
+            raise InvalidParameterError("Diversity needs Pool.features (one row per window).")
+        F = np.asarray(pool.features, dtype=float)
+        sd = F.std(axis=0)
+        F = (F - F.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+        k = min(self.n_clusters, len(F))
+        km = KMeans(n_clusters=k, n_init=3, random_state=self.seed).fit(F)
+        dist = np.linalg.norm(F - km.cluster_centers_[km.labels_], axis=1)
+        assert pool.labelled is not None
+        covered = np.bincount(km.labels_[pool.labelled], minlength=k)
+        # rank within cluster by distance to its centre; clusters with fewer labels first
+        within = np.empty(len(F))
+        for c in range(k):
+            idx = np.flatnonzero((km.labels_ == c) & ~pool.labelled)
+            within[idx] = np.argsort(np.argsort(dist[idx]))
+        within[pool.labelled] = 0
+        return (within + covered[km.labels_]) * len(F) + dist / (dist.max() + 1e-12)
+
+
+class DefaultMix(QueryStrategy):
+    """Interleave strategies: each window's priority is its best rank in any of them.
+
+    Parameters
+    ----------
+    strategies
+        The strategies to mix; default: ``Uncertainty(side="alarms")``, ``TopScore()``
+        and ``Disagreement()`` (weakest and strongest alarms, where a person's answer
+        moves a threshold most, and windows the ensemble is split on). A strategy that
+        needs what the pool lacks (e.g. Disagreement without ``member_margins``) is
+        left out of the mix for that call.
+    """
+
+    def __init__(self, strategies: Sequence[QueryStrategy] | None = None, *,
+                 spread: bool = True, seed: int | None = None) -> None:
+        super().__init__(spread=spread, seed=seed)
+        self.strategies = (list(strategies) if strategies is not None
+                           else [Uncertainty(side="alarms", seed=seed), TopScore(seed=seed),
+                                 Disagreement(seed=seed)])
+        if not self.strategies:
+            raise InvalidParameterError("DefaultMix needs at least one strategy.")
+
+    def priority(self, pool: Pool) -> np.ndarray:
+        ranks = []
+        for s in self.strategies:
+            try:
+                pr = s.priority(pool)
+            except InvalidParameterError:
+                continue
+            ranks.append(np.argsort(np.argsort(pr, kind="stable")))
+        if not ranks:
+            raise InvalidParameterError("No strategy of the DefaultMix can rank this Pool.")
+        # ties between strategies go to the earlier one in the list
+        return np.min([r * len(ranks) + j for j, r in enumerate(ranks)], axis=0).astype(float)
+
+
+#: Strategy names for the CLI and the benchmark.
+STRATEGIES = ("mix", "uncertainty", "top", "disagreement", "diversity", "random")
+
+
+def make_strategy(name: str, seed: int | None = None) -> QueryStrategy:
+    """A strategy by name (one of :data:`STRATEGIES`).
+
+    >>> make_strategy("mix", seed=1)
+    DefaultMix(seed=1)
+    """
+    validate_params({"name": OneOf(STRATEGIES)}, {"name": name}, "make_strategy")
+    return {
+        "mix": lambda: DefaultMix(seed=seed),
+        "uncertainty": lambda: Uncertainty(seed=seed),
+        "top": lambda: TopScore(seed=seed),
+        "disagreement": lambda: Disagreement(seed=seed),
+        "diversity": lambda: Diversity(seed=seed),
+        "random": lambda: RandomSampling(seed=seed),
+    }[name]()

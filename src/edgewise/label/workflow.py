@@ -1,0 +1,170 @@
+"""The labelling loop for one device: read its history, suggest windows, train with labels.
+
+These are what ``edgewise label suggest`` and ``edgewise train --with-labels`` call.
+
+* :func:`load_history_csv` / :func:`history_from_store`: a device's readings as a
+  ``(ts_ns, X, metrics)`` triple (one column per metric, aligned on time).
+* :func:`suggest`: the next ``k`` windows to label, from a strategy over the windows the
+  current label-aware model sees.
+* :func:`train_with_labels`: fit the per-device :class:`WindowFeedbackModel` and, when
+  there are fault-class labels, a semi-supervised :class:`FaultClassifier`; save both in a
+  versioned model file that records the label snapshot they were trained with.
+
+>>> import tempfile, pathlib
+>>> import numpy as np
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> rng = np.random.default_rng(0)
+>>> v = rng.normal(20, 0.3, 2000); v[1500:1504] += 5
+>>> ts = (1_700_000_000 + 60 * np.arange(2000)) * 10**9
+>>> hist = (ts, v[:, None], ["temp_c"])
+>>> store = LabelStore(d)
+>>> [s["start_ns"] > 0 for s in suggest(hist, "pump-1", store, k=2, window=50)]
+[True, True]
+>>> out = train_with_labels(hist, "pump-1", store, d, window=50)
+>>> out["version"], out["n_labels"]
+(1, 0)
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgewise.errors import InvalidParameterError
+from edgewise.label.feedback import WindowFeedbackModel
+from edgewise.label.store import LabelStore
+from edgewise.label.strategies import Pool, make_strategy
+from edgewise.label.windows import WindowSet, window_labels, windows_from_series
+
+__all__ = ["History", "history_from_store", "load_history_csv", "load_model", "suggest",
+           "train_with_labels"]
+
+History = tuple[np.ndarray, np.ndarray, list[str]]
+
+
+def load_history_csv(path: Path | str) -> History:
+    """A wide CSV: a ``timestamp`` (or ``ts``) column (RFC 3339 / epoch s) and one column
+    per metric."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    col = "timestamp" if "timestamp" in df.columns else "ts" if "ts" in df.columns else None
+    if col is None:
+        raise InvalidParameterError(
+            f"History CSV {str(path)!r} must have a 'timestamp' or 'ts' column. "
+            f"Got columns {list(df.columns)!r}."
+        )
+    if pd.api.types.is_numeric_dtype(df[col]):
+        ts = (df[col].to_numpy(float) * 1e9).astype(np.int64)
+    else:
+        ts = pd.to_datetime(df[col], utc=True).to_numpy().astype("datetime64[ns]").astype(
+            np.int64)
+    metrics = [c for c in df.columns if c != col and c != "device_id"]
+    if not metrics:
+        raise InvalidParameterError(f"History CSV {str(path)!r} has no metric columns.")
+    order = np.argsort(ts, kind="stable")
+    X = df[metrics].apply(pd.to_numeric, errors="coerce").to_numpy(float)[order]
+    return ts[order], X, metrics
+
+
+def history_from_store(store: Any, device_id: str) -> History:
+    """A device's readings from a :class:`~edgewise.store.Store`, one column per metric."""
+    import pandas as pd
+
+    rows = store.query(device_id)
+    if not rows:
+        raise InvalidParameterError(f"Device {device_id!r} has no readings in {store.url}.")
+    df = pd.DataFrame(rows, columns=["metric", "ts_ns", "value"])
+    wide = df.pivot_table(index="ts_ns", columns="metric", values="value", aggfunc="mean")
+    wide = wide.sort_index().ffill()
+    return wide.index.to_numpy(np.int64), wide.to_numpy(float), [str(c) for c in wide.columns]
+
+
+def _window_length(n: int, window: int | None) -> int:
+    length = window if window else max(10, n // 100)
+    return min(length, max(2, n // 2))
+
+
+def _windows(history: History, device_id: str, window: int | None) -> WindowSet:
+    ts, X, _ = history
+    if len(ts) < 4:
+        raise InvalidParameterError(
+            f"Device {device_id!r} has {len(ts)} readings; at least 4 are needed."
+        )
+    return windows_from_series(X, ts, device_id, length=_window_length(len(ts), window))
+
+
+def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10,
+            strategy: str = "mix", window: int | None = None,
+            seed: int | None = 0) -> list[dict[str, Any]]:
+    """The next ``k`` windows of ``device_id`` a person should label, best first.
+
+    Each item: ``start_ns``, ``end_ns``, ``score`` (the primary detector's highest score in
+    the window), ``margin`` (z units above the device's current threshold) and ``alarm``.
+    """
+    ws = _windows(history, device_id, window)
+    y, _ = window_labels(ws, labels.labels(device_id))
+    model = WindowFeedbackModel().fit(ws, y)
+    margin = model.decision_function(ws)
+    pool = Pool(margin=margin, member_margins=model.member_margins(ws),
+                features=ws.features, groups=None, labelled=y >= 0)
+    picks = make_strategy(strategy, seed=seed).select(pool, k)
+    return [{"device_id": device_id, "start_ns": int(ws.start_ns[i]),
+             "end_ns": int(ws.end_ns[i]), "score": round(float(ws.scores[i, 0]), 6),
+             "margin": round(float(margin[i]), 4), "alarm": bool(margin[i] >= 0)}
+            for i in picks]
+
+
+def train_with_labels(history: History, device_id: str, labels: LabelStore, data_dir: Path,
+                      *, window: int | None = None) -> dict[str, Any]:
+    """Fit the label-aware models of a device and save them as the next model version.
+
+    Returns a summary: ``path``, ``version``, ``snapshot_id``, ``n_labels``, ``classes``,
+    ``alarms_before`` / ``alarms_after`` (windows alarming without / with the labels).
+    """
+    from edgewise.label.semi_supervised import FaultClassifier
+
+    ws = _windows(history, device_id, window)
+    snapshot = labels.snapshot_id(device_id)
+    current = labels.labels_at(snapshot)
+    y, kind = window_labels(ws, current)
+    model = WindowFeedbackModel().fit(ws, y)
+    before = WindowFeedbackModel().fit(ws, np.full(len(ws), -1)).predict(ws)
+    classes: list[str] = []
+    clf = None
+    faulty = (y == 1) & (kind != "anomaly")
+    if faulty.any():
+        # classify alarming / labelled-anomalous windows into fault types
+        alarm = model.predict(ws) | (y == 1)
+        target = np.where(faulty, kind, -1).astype(object)[alarm]
+        clf = FaultClassifier(random_state=0).fit(ws.features[alarm], target)
+        classes = [str(c) for c in clf.classes_]
+    models = Path(data_dir) / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    prefix = f"label-{device_id}-v"
+    versions = [int(p.stem[len(prefix):]) for p in models.glob(f"{prefix}*.pkl")
+                if p.stem[len(prefix):].isdigit()]
+    version = max(versions, default=0) + 1
+    path = models / f"{prefix}{version}.pkl"
+    record = {
+        "kind": "edgewise.label", "device_id": device_id, "version": version,
+        "created_ns": time.time_ns(), "label_snapshot_id": snapshot,
+        "n_labels": int((y >= 0).sum()), "window_length": _window_length(len(history[0]), window),
+        "metrics": list(history[2]), "feedback_model": model, "fault_classifier": clf,
+    }
+    path.write_bytes(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+    return {"path": str(path), "version": version, "snapshot_id": snapshot,
+            "n_labels": record["n_labels"], "classes": classes,
+            "alarms_before": int(before.sum()), "alarms_after": int(model.predict(ws).sum())}
+
+
+def load_model(path: Path | str) -> dict[str, Any]:
+    """Read a model file written by :func:`train_with_labels`. Only load files you trust."""
+    record = pickle.loads(Path(path).read_bytes())
+    if not isinstance(record, dict) or record.get("kind") != "edgewise.label":
+        raise InvalidParameterError(f"{str(path)!r} is not an Edgewise label model file.")
+    return record

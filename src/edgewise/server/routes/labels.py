@@ -1,0 +1,141 @@
+"""Labels on windows of a device's history, and the labelling queue.
+
+* ``POST /v1/labels`` (operator): label a window ``normal``, ``anomaly`` or a fault class;
+  relabelling a window adds a version; every write is audit-logged.
+* ``GET /v1/labels`` (viewer): the current labels (``history=true``: every version).
+* ``GET /v1/label-queue?device=`` (viewer): the next windows worth a person's time,
+  chosen by the default query strategy, each with the readings around it for a chart.
+
+The labels live in ``<data dir>/labels.sqlite`` (:class:`~edgewise.label.store.LabelStore`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from edgewise.label.store import LabelStore
+from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
+from edgewise.server.problems import Problem
+from edgewise.server.query import format_ns, parse_instant
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["labels"])
+
+_CONTEXT_POINTS = 240
+
+
+class LabelIn(BaseModel):
+    """A person's label on the window ``[start, end)`` of a device."""
+
+    device_id: str = Field(description="The device.")
+    start: str | None = Field(default=None,
+                              description="Window start: RFC 3339 or epoch seconds.")
+    end: str | None = Field(default=None,
+                            description="Window end (exclusive): RFC 3339 or epoch seconds.")
+    start_ns: int | None = Field(default=None, description="Or the start in UTC nanoseconds.")
+    end_ns: int | None = Field(default=None, description="Or the end in UTC nanoseconds.")
+    label: str = Field(description="'normal', 'anomaly' or a fault class, e.g. 'cavitation'.")
+    note: str = Field(default="", max_length=2000, description="Free text.")
+
+
+def _labels(request: Request, security: Any, settings: Any) -> LabelStore:
+    store = getattr(request.app.state, "labels", None)
+    if store is None:
+        store = LabelStore(settings.data_dir, security=security)
+        request.app.state.labels = store
+    return store  # type: ignore[no-any-return]
+
+
+def _label_json(lab: Any) -> dict[str, Any]:
+    d = lab.to_dict()
+    d["start"] = format_ns(lab.start_ns)
+    d["end"] = format_ns(lab.end_ns)
+    d["created"] = format_ns(lab.created_ns)
+    return d
+
+
+@router.post("/v1/labels", status_code=201, summary="Label a window of a device (operator)")
+def post_label(body: LabelIn, who: Operator, request: Request, security: SecurityDep,
+               settings: SettingsDep) -> dict[str, Any]:
+    """Store the label (a new version if the window was labelled before) and audit it."""
+    start = body.start_ns if body.start_ns is not None else parse_instant(body.start, "start")
+    end = body.end_ns if body.end_ns is not None else parse_instant(body.end, "end")
+    for name, v in (("start", start), ("end", end)):
+        if v is None:
+            raise Problem(422, "Invalid label", f"Field {name!r} (or {name}_ns) is required.",
+                          field=name, value=None, allowed="RFC 3339 or epoch seconds",
+                          reason="missing")
+    assert start is not None and end is not None
+    labels = _labels(request, security, settings)
+    try:
+        lab = labels.add(body.device_id, start, end, body.label, who=f"token:{who.name}",
+                         note=body.note)
+    except ValueError as exc:
+        raise Problem(422, "Invalid label", str(exc), field="label", value=body.label,
+                      allowed="'normal', 'anomaly' or a fault class on a non-empty window",
+                      reason="bad_label") from None
+    return _label_json(lab)
+
+
+@router.get("/v1/labels", summary="List labels (viewer)")
+def get_labels(
+    who: Viewer, request: Request, security: SecurityDep, settings: SettingsDep,
+    device: Annotated[str | None, Query(description="Only this device.")] = None,
+    history: Annotated[bool, Query(description="Every version, superseded too.")] = False,
+) -> list[dict[str, Any]]:
+    labels = _labels(request, security, settings)
+    found = labels.history(device) if history else labels.labels(device)
+    return [_label_json(lab) for lab in found]
+
+
+def _queue(store: Any, labels: LabelStore, device: str, k: int,
+           strategy: str) -> dict[str, Any]:
+    from edgewise.label.workflow import history_from_store, suggest
+
+    hist = history_from_store(store, device)
+    ts, X, metrics = hist
+    items = suggest(hist, device, labels, k=k, strategy=strategy)
+    for it in items:
+        span = it["end_ns"] - it["start_ns"]
+        a = int(np.searchsorted(ts, it["start_ns"] - 3 * span))
+        b = int(np.searchsorted(ts, it["end_ns"] + 3 * span))
+        step = max(1, (b - a) // _CONTEXT_POINTS)
+        sl = slice(a, b, step)
+        it["start"] = format_ns(it["start_ns"])
+        it["end"] = format_ns(it["end_ns"])
+        it["context"] = {
+            "ts_ns": [int(t) for t in ts[sl]],
+            "values": {m: [None if not np.isfinite(v) else round(float(v), 6)
+                           for v in X[sl, j]] for j, m in enumerate(metrics)},
+        }
+    return {"device_id": device, "snapshot_id": labels.snapshot_id(device), "items": items}
+
+
+@router.get("/v1/label-queue", summary="Windows worth labelling next (viewer)")
+async def label_queue(
+    who: Viewer, request: Request, store: StoreDep, security: SecurityDep,
+    settings: SettingsDep,
+    device: Annotated[str, Query(description="The device whose history to look at.")],
+    k: Annotated[int, Query(ge=1, le=100, description="How many windows.")] = 10,
+    strategy: Annotated[str, Query(
+        description="mix, uncertainty, top, disagreement, diversity or random.")] = "mix",
+) -> dict[str, Any]:
+    from edgewise.label.strategies import STRATEGIES
+
+    if strategy not in STRATEGIES:
+        raise Problem(422, "Invalid query parameter",
+                      f"Query parameter 'strategy' must be one of {', '.join(STRATEGIES)}. "
+                      f"Got {strategy!r} instead.", field="strategy", value=strategy,
+                      allowed=" or ".join(STRATEGIES), reason="bad_strategy")
+    labels = _labels(request, security, settings)
+    try:
+        return await run_in_threadpool(_queue, store, labels, device, k, strategy)
+    except ValueError as exc:
+        raise Problem(404, "No history", str(exc), field="device", value=device,
+                      allowed="a device with stored readings", reason="no_history") from None

@@ -1,0 +1,123 @@
+// Edgewise label queue: proposed windows as charts with context; one click labels one.
+// Vanilla JS, no dependencies; the API token comes from the dashboard's localStorage.
+"use strict";
+
+const TOKEN_KEY = "edgewise.token";
+const SVG_NS = "http://www.w3.org/2000/svg";
+const COLORS = ["#1f6feb", "#2da44e", "#bf8700", "#8250df", "#cf222e", "#0a7ea4"];
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "class") node.className = v;
+    else node.setAttribute(k, String(v));
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  return node;
+}
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json" };
+  const token = localStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (options.json !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, {
+    method: options.method || "GET", headers,
+    body: options.json !== undefined ? JSON.stringify(options.json) : undefined,
+  });
+  const body = await resp.json().catch(() => null);
+  if (!resp.ok) throw new Error((body && (body.detail || body.title)) || `HTTP ${resp.status}`);
+  return body;
+}
+
+// One small chart per metric: the context line, the proposed window shaded.
+function chart(item) {
+  const W = 640, H = 70, P = 4;
+  const ts = item.context.ts_ns;
+  const t0 = ts[0], t1 = ts[ts.length - 1] || t0 + 1;
+  const x = (t) => P + ((t - t0) / Math.max(1, t1 - t0)) * (W - 2 * P);
+  const box = el("div", { class: "queue-charts" });
+  Object.entries(item.context.values).forEach(([metric, values], j) => {
+    const finite = values.filter((v) => v !== null);
+    const lo = Math.min(...finite), hi = Math.max(...finite);
+    const y = (v) => H - P - ((v - lo) / (hi - lo || 1)) * (H - 2 * P);
+    const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H,
+                           "data-metric": metric, "data-points": finite.length });
+    s.append(svg("rect", { x: x(item.start_ns), y: 0, height: H, "data-window": "1",
+                           width: Math.max(2, x(item.end_ns) - x(item.start_ns)),
+                           fill: item.alarm ? "#ffd8d3" : "#fff1c2" }));
+    const pts = values.map((v, i) => (v === null ? null : `${x(ts[i]).toFixed(1)},${y(v).toFixed(1)}`))
+      .filter((p) => p !== null).join(" ");
+    s.append(svg("polyline", { points: pts, fill: "none", stroke: COLORS[j % COLORS.length],
+                               "stroke-width": 1.5 }));
+    const label = svg("text", { x: P + 2, y: 12, "font-size": 11, fill: "#57606a" });
+    label.textContent = `${metric} (${lo.toPrecision(4)} … ${hi.toPrecision(4)})`;
+    s.append(label);
+    box.append(s);
+  });
+  return box;
+}
+
+function card(device, item) {
+  const status = el("span", { class: "muted", "data-status": "" }, "");
+  const fault = el("input", { placeholder: "fault class, e.g. cavitation", "data-fault": "" });
+  const buttons = [];
+  async function send(label) {
+    buttons.forEach((b) => { b.disabled = true; });
+    try {
+      await api("/v1/labels", { method: "POST", json: {
+        device_id: device, start_ns: item.start_ns, end_ns: item.end_ns, label } });
+      node.setAttribute("data-labelled", label);
+      status.textContent = `labelled ${label}`;
+    } catch (e) {
+      status.textContent = e.message;
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+  }
+  const mk = (text, label) => {
+    const b = el("button", { type: "button", "data-label": label,
+                             onclick: () => send(label === "fault" ? fault.value.trim() : label) },
+                 text);
+    buttons.push(b);
+    return b;
+  };
+  const node = el("section", { class: "card queue-item", "data-window": item.start_ns },
+    el("h3", {}, `${item.start.replace("T", " ")} → ${item.end.replace("T", " ")}`,
+       ` · score ${item.score.toFixed(3)}${item.alarm ? " · alarm" : ""}`),
+    chart(item),
+    el("div", { class: "queue-actions" }, mk("Normal", "normal"), mk("Anomaly", "anomaly"),
+       fault, mk("Fault class", "fault"), status));
+  return node;
+}
+
+async function load(device, k) {
+  const out = document.getElementById("queue");
+  const status = document.getElementById("queue-status");
+  out.replaceChildren();
+  status.textContent = "Loading…";
+  try {
+    const q = await api(`/v1/label-queue?device=${encodeURIComponent(device)}&k=${k}`);
+    status.textContent = `${q.items.length} windows for ${q.device_id} (labels ${q.snapshot_id})`;
+    q.items.forEach((item) => out.append(card(q.device_id, item)));
+  } catch (e) {
+    status.textContent = e.message;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const params = new URLSearchParams(location.search);
+  const form = document.getElementById("queue-form");
+  if (params.get("device")) document.getElementById("device").value = params.get("device");
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    load(document.getElementById("device").value.trim(), document.getElementById("k").value);
+  });
+  if (params.get("device")) load(params.get("device"), params.get("k") || 10);
+});

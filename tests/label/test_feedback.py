@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgewise.detect.zscore import EWZScore
+from edgewise.errors import InvalidParameterError, NotFittedError
+from edgewise.label.feedback import FeedbackDetector, WindowFeedbackModel
+from edgewise.label.windows import windows_from_series
+
+
+def _stream(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noise around 20 with a harmless recurring pulse (a cleaning cycle) and two real faults."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(20.0, 0.3, 4000)
+    pulse = np.zeros(4000, bool)
+    for start in range(300, 4000, 250):
+        x[start:start + 3] = 23.0 + rng.normal(0, 0.05, 3)
+        pulse[start:start + 3] = True
+    fault = np.zeros(4000, bool)
+    for start in (1500 + 40, 3500 + 40):
+        x[start:start + 5] = 30.0
+        fault[start:start + 5] = True
+    return x, pulse, fault
+
+
+def _run(det, x, pulse, fault, person: bool):  # type: ignore[no-untyped-def]
+    """Stream x; a person answers the first alarm of each pulse; count alarms by kind."""
+    false_alarms = 0
+    caught = 0
+    answered = 0
+    t = 0
+    while t < len(x):
+        r = {"v": float(x[t])}
+        s = det.score_one(r)
+        if s >= 0.9:
+            if pulse[t]:
+                false_alarms += 1
+                if person and answered < 1:
+                    det.feedback([{"v": float(v)} for v in x[t:t + 3]], "normal")
+                    answered += 1
+            elif fault[t]:
+                caught += 1
+                if person:
+                    det.feedback([{"v": float(v)} for v in x[t:t + 5]], "anomaly")
+        det.learn_one(r)
+        t += 1
+    return false_alarms, caught
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_feedback_reduces_repeat_false_alarms(seed: int) -> None:
+    x, pulse, fault = _stream(seed)
+    fa_plain, caught_plain = _run(FeedbackDetector(EWZScore()), x, pulse, fault, person=False)
+    fa_fb, caught_fb = _run(FeedbackDetector(EWZScore()), x, pulse, fault, person=True)
+    assert fa_plain >= 10          # each pulse keeps alarming without feedback
+    assert fa_fb <= 3              # one answer silences the repeats
+    assert caught_fb >= 2 and caught_plain >= 2   # the real faults still alarm
+
+
+def test_confirmed_anomalies_stay_out_of_learning() -> None:
+    rng = np.random.default_rng(0)
+    base = EWZScore()
+    det = FeedbackDetector(base, protect=False)
+    for v in rng.normal(20, 0.3, 300):
+        det.learn_one({"v": float(v)})
+    mean_before = base.mean_
+    det.feedback([{"v": 40.0}], "bearing_wear")
+    for _ in range(20):
+        det.learn_one({"v": 40.0})
+    assert base.mean_ == pytest.approx(mean_before)
+    assert det.score_one({"v": 40.0}) > 0.99
+
+
+def test_confirmed_anomaly_below_threshold_lowers_it() -> None:
+    det = FeedbackDetector(EWZScore())
+    rng = np.random.default_rng(1)
+    for v in rng.normal(0, 1, 300):
+        det.learn_one({"v": float(v)})
+    weak = {"v": 4.0}
+    assert det.score_one(weak) < 0.9
+    det.feedback([weak], "anomaly")
+    assert det.score_one(weak) >= 0.9
+
+
+def test_feedback_detector_checks_params() -> None:
+    with pytest.raises(InvalidParameterError, match="'detector' parameter"):
+        FeedbackDetector("ewz")  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="'threshold' parameter"):
+        FeedbackDetector(EWZScore(), threshold=1.5)
+    with pytest.raises(InvalidParameterError, match="'label'"):
+        FeedbackDetector(EWZScore()).feedback([{"v": 1.0}], "")
+
+
+def test_window_model_false_alarm_raises_device_threshold_only_there() -> None:
+    rng = np.random.default_rng(2)
+    parts = []
+    for dev in ("a", "b"):
+        x = rng.normal(0, 1, 3000)
+        x[1000:1003] += 8
+        x[2000:2003] += 16
+        parts.append(windows_from_series(x, np.arange(3000) * 10**9, dev, length=50))
+    from edgewise.label.windows import WindowSet
+
+    ws = WindowSet.concat(parts)
+    y = np.full(len(ws), -1)
+    y[20] = 0  # device a's smaller bump is a false alarm
+    before = WindowFeedbackModel().fit(ws, np.full(len(ws), -1)).predict(ws)
+    after = WindowFeedbackModel().fit(ws, y).predict(ws)
+    assert before[20] and before[40] and before[60 + 20] and before[60 + 40]
+    assert not after[20] and after[40]          # device a: raised above the false alarm
+    assert after[60 + 20] and after[60 + 40]    # device b untouched
+    with pytest.raises(NotFittedError):
+        WindowFeedbackModel().predict(ws)

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgewise.errors import InvalidParameterError
+from edgewise.label.strategies import (
+    DefaultMix,
+    Disagreement,
+    Diversity,
+    Pool,
+    RandomSampling,
+    TopScore,
+    Uncertainty,
+    make_strategy,
+)
+
+
+def _pool(seed: int = 0, n: int = 200) -> tuple[Pool, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    margin = rng.choice([-1.0, 1.0], n) * rng.uniform(0.5, 8, n)
+    near = rng.choice(n, 5, replace=False)
+    margin[near] = rng.uniform(-0.05, 0.05, 5)
+    return Pool(margin=margin), near
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_uncertainty_picks_the_windows_at_the_threshold(seed: int) -> None:
+    pool, near = _pool(seed)
+    assert set(Uncertainty(seed=seed).select(pool, 5).tolist()) == set(near.tolist())
+
+
+def test_uncertainty_alarm_side_picks_weakest_alarms_and_skips_labelled() -> None:
+    margin = np.array([-0.01, 0.3, 0.1, 5.0, -2.0, 0.05])
+    labelled = np.array([False, False, False, False, False, True])
+    got = Uncertainty(side="alarms", seed=0).select(Pool(margin, labelled=labelled), 2)
+    assert got.tolist() == [2, 1]
+
+
+def test_top_score_and_spread_over_devices() -> None:
+    margin = np.array([9.0, 8.0, 7.0, 1.0, 0.5])
+    groups = np.array(["a", "a", "a", "b", "c"])
+    assert TopScore(seed=0).select(Pool(margin, groups=groups), 3).tolist() == [0, 3, 4]
+    assert TopScore(spread=False, seed=0).select(Pool(margin, groups=groups), 3).tolist() == [
+        0, 1, 2]
+    # more asked than devices: the rest is filled best first
+    assert TopScore(seed=0).select(Pool(margin, groups=groups), 4).tolist() == [0, 3, 4, 1]
+
+
+def test_disagreement_picks_split_votes() -> None:
+    rng = np.random.default_rng(3)
+    mm = np.where(rng.random((100, 3)) < 0.5, -5.0, 5.0)
+    mm[:, :] = -5.0
+    split = [7, 42, 77]
+    mm[split, 0] = 4.0  # one of three fires
+    mm[42, 1] = 4.0     # two of three: same vote entropy, larger spread not needed
+    pool = Pool(margin=mm[:, 0], member_margins=mm)
+    assert set(Disagreement(seed=0).select(pool, 3).tolist()) == set(split)
+    with pytest.raises(InvalidParameterError, match="member_margins"):
+        Disagreement().select(Pool(margin=mm[:, 0]), 3)
+
+
+def test_diversity_covers_every_operating_state() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10], [5, 20]], dtype=float)
+    sizes = [400, 200, 100, 30, 10]  # a rare state too
+    F = np.vstack([c + rng.normal(0, 0.5, (s, 2)) for c, s in zip(centres, sizes, strict=True)])
+    state = np.repeat(np.arange(5), sizes)
+    pool = Pool(margin=np.zeros(len(F)), features=F)
+    picked = Diversity(n_clusters=5, seed=0).select(pool, 5)
+    assert sorted(state[picked].tolist()) == [0, 1, 2, 3, 4]
+    # random sampling with the same budget usually misses the rare states
+    misses = sum(len(set(state[RandomSampling(seed=s).select(pool, 5)])) < 5 for s in range(20))
+    assert misses >= 15
+    # states already labelled are covered last
+    labelled = np.zeros(len(F), bool)
+    labelled[state == 0] = True
+    labelled[:5] = False
+    picked = Diversity(n_clusters=5, seed=0).select(
+        Pool(margin=np.zeros(len(F)), features=F, labelled=labelled), 4)
+    assert sorted(state[picked].tolist()) == [1, 2, 3, 4]
+
+
+def test_mix_interleaves_weak_and_strong_alarms() -> None:
+    margin = np.array([-3.0, 0.2, 6.0, 0.1, 9.0, -0.5, 3.0])
+    got = DefaultMix(seed=0).select(Pool(margin), 4).tolist()
+    assert got == [3, 4, 1, 2]
+
+
+def test_seeded_and_validated() -> None:
+    pool = Pool(margin=np.zeros(50))
+    a = RandomSampling(seed=4).select(pool, 10)
+    b = RandomSampling(seed=4).select(pool, 10)
+    assert a.tolist() == b.tolist()
+    with pytest.raises(InvalidParameterError, match="'k' parameter"):
+        Uncertainty().select(pool, -1)
+    with pytest.raises(InvalidParameterError, match="'side' parameter"):
+        Uncertainty(side="left")
+    with pytest.raises(InvalidParameterError, match="'name' parameter"):
+        make_strategy("clever")
+    with pytest.raises(InvalidParameterError, match=r"Pool\.labelled"):
+        Pool(margin=np.zeros(3), labelled=np.zeros(2, bool))

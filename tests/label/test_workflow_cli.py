@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgewise.label.store import LabelStore
+from edgewise.label.workflow import load_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgewise", *args], capture_output=True,
+                          text=True, cwd=REPO, env={"PYTHONPATH": str(REPO / "src"),
+                                                    "PATH": "/usr/bin:/bin"}, timeout=120)
+
+
+def _history_csv(path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 3000
+    temp = rng.normal(40, 0.3, n)
+    vib = rng.normal(2.0, 0.05, n)
+    for start in range(200, n, 400):          # a harmless start-up pulse, every time
+        temp[start:start + 4] += 3.0
+    vib[2500:2560] += 1.0                      # a real bearing fault
+    ts = 1_700_000_000 + 60 * np.arange(n)
+    lines = ["timestamp,temp_c,vib_mm_s"] + [f"{t},{a:.4f},{b:.4f}"
+                                              for t, a, b in zip(ts, temp, vib, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow  # six CLI processes: ~25 s on the shared 2-core VM
+def test_suggest_label_train_loop(data_dir: Path, tmp_path: Path) -> None:
+    hist = tmp_path / "pump-1.csv"
+    _history_csv(hist)
+    r = _cli("label", "suggest", "--device", "pump-1", "-k", "5", "--csv", str(hist),
+             "--data-dir", str(data_dir), "--window", "30", "--json")
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)
+    assert len(first) == 5 and len({s["start_ns"] for s in first}) == 5
+    assert any(s["alarm"] for s in first)
+    # a person answers: the pulses are normal, the vibration window a bearing fault
+    labels = tmp_path / "answers.csv"
+    rows = ["device_id,start,end,label,note"]
+    for s in first:
+        t0 = (s["start_ns"] // 10**9 - 1_700_000_000) // 60
+        answer = "bearing_wear" if 2490 <= t0 < 2560 else "normal"
+        rows.append(f"pump-1,{s['start_ns']},{s['end_ns']},{answer},")
+    labels.write_text("\n".join(rows) + "\n")
+    r = _cli("label", "import", str(labels), "--data-dir", str(data_dir), "--who", "ops")
+    assert r.returncode == 0, r.stderr
+    r = _cli("train", "--with-labels", "--device", "pump-1", "--csv", str(hist),
+             "--data-dir", str(data_dir), "--window", "30", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["version"] == 1 and out["n_labels"] == 5
+    assert out["alarms_after"] < out["alarms_before"]
+    model = load_model(out["path"])
+    store = LabelStore(data_dir)
+    assert model["label_snapshot_id"] == store.snapshot_id("pump-1")
+    assert len(store.labels_at(model["label_snapshot_id"])) == 5
+    # the next suggestions skip what is answered
+    r = _cli("label", "suggest", "--device", "pump-1", "-k", "5", "--csv", str(hist),
+             "--data-dir", str(data_dir), "--window", "30", "--json")
+    again = {s["start_ns"] for s in json.loads(r.stdout)}
+    assert not again & {s["start_ns"] for s in first}
+    r = _cli("train", "--with-labels", "--device", "pump-1", "--csv", str(hist),
+             "--data-dir", str(data_dir), "--window", "30", "--json")
+    assert json.loads(r.stdout)["version"] == 2
+
+
+def test_suggest_without_history_fails_in_one_line(data_dir: Path, tmp_path: Path) -> None:
+    r = _cli("label", "suggest", "--device", "pump-1", "--csv", str(tmp_path / "none.csv"),
+             "--data-dir", str(data_dir))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "does not exist" in r.stderr
+
+
+def test_suggest_and_train_read_history_from_the_store(data_dir: Path) -> None:
+    from edgewise.store import open_store
+    from edgewise.telemetry import Reading
+
+    rng = np.random.default_rng(1)
+    t0 = 1_700_000_000 * 10**9
+    vals = rng.normal(40, 0.3, 1500)
+    vals[900:904] += 6
+    store = open_store(f"duckdb:///{data_dir / 'edgewise.duckdb'}")
+    store.append([Reading("pump-9", "temp_c", t0 + i * 10**9, float(v))
+                  for i, v in enumerate(vals)])
+    store.close()
+    r = _cli("label", "suggest", "--device", "pump-9", "-k", "3", "--data-dir", str(data_dir),
+             "--json")
+    assert r.returncode == 0, r.stderr
+    items = json.loads(r.stdout)
+    assert len(items) == 3
+    assert any(it["start_ns"] <= t0 + 900 * 10**9 < it["end_ns"] for it in items)
+    r = _cli("train", "--with-labels", "--device", "pump-9", "--data-dir", str(data_dir),
+             "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n_labels"] == 0

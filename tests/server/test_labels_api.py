@@ -1,0 +1,84 @@
+"""Labels over HTTP: POST/GET /v1/labels and the label queue, with roles and the audit log."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgewise.label.store import LabelStore
+from tests.server.conftest import Env, build_env
+
+
+def _send_history(env: Env, n: int = 600) -> int:
+    now = int(time.time())
+    t0 = now - n
+    rng = np.random.default_rng(0)
+    batch = [{"ts": t0 + i, "seq": i + 1,
+              "metrics": {"temp_c": float(40 + rng.normal(0, 0.2) + (8 if 400 <= i < 404 else 0)),
+                          "vib_mm_s": float(2.0 + rng.normal(0, 0.02))}}
+             for i in range(n)]
+    assert env.send(batch).json()["accepted"] == 2 * n
+    return t0
+
+
+@pytest.fixture
+def lenv(data_dir: Path) -> Iterator[Env]:
+    gen = build_env(data_dir)
+    env = next(gen)
+    yield env
+    gen.close()
+
+
+def test_post_and_list_labels_with_roles_and_audit(lenv: Env) -> None:
+    c = lenv.client
+    body = {"device_id": "pump-1", "start": "2024-01-01T00:00:00Z",
+            "end": "2024-01-01T00:10:00Z", "label": "cavitation", "note": "noisy"}
+    r = c.post("/v1/labels", json=body, headers=lenv.auth("viewer"))
+    assert r.status_code == 403
+    r = c.post("/v1/labels", json=body, headers=lenv.auth("operator"))
+    assert r.status_code == 201, r.text
+    assert r.json()["version"] == 1 and r.json()["who"] == "token:test-operator"
+    r = c.post("/v1/labels", json={**body, "label": "normal"}, headers=lenv.auth("operator"))
+    assert r.json()["version"] == 2
+    r = c.post("/v1/labels", json={**body, "label": "Bad Label!"}, headers=lenv.auth("operator"))
+    assert r.status_code == 422 and r.json()["reason"] == "bad_label"
+    r = c.get("/v1/labels", params={"device": "pump-1"}, headers=lenv.auth("viewer"))
+    assert [x["label"] for x in r.json()] == ["normal"]
+    r = c.get("/v1/labels", params={"history": "true"}, headers=lenv.auth("viewer"))
+    assert [x["label"] for x in r.json()] == ["cavitation", "normal"]
+    audited = [e for e in lenv.security.audit_log(50) if e.action == "label.add"]
+    assert len(audited) == 2
+    assert LabelStore(lenv.settings.data_dir).labels("pump-1")[0].label == "normal"
+
+
+def test_label_queue_proposes_windows_with_context(lenv: Env) -> None:
+    _send_history(lenv)
+    c = lenv.client
+    r = c.get("/v1/label-queue", params={"device": "pump-1", "k": 3},
+              headers=lenv.auth("viewer"))
+    assert r.status_code == 200, r.text
+    q = r.json()
+    assert len(q["items"]) == 3 and q["snapshot_id"].startswith("ls-")
+    first = q["items"][0]
+    assert set(first["context"]["values"]) == {"temp_c", "vib_mm_s"}
+    ts = first["context"]["ts_ns"]
+    assert ts[0] <= first["start_ns"] < first["end_ns"] <= ts[-1] + 10**9
+    # the spike window is proposed, and once labelled it leaves the queue
+    spikes = [it for it in q["items"] if it["alarm"]]
+    assert spikes
+    r = c.post("/v1/labels", json={"device_id": "pump-1", "start_ns": spikes[0]["start_ns"],
+                                   "end_ns": spikes[0]["end_ns"], "label": "normal"},
+               headers=lenv.auth("operator"))
+    assert r.status_code == 201
+    r = c.get("/v1/label-queue", params={"device": "pump-1", "k": 3},
+              headers=lenv.auth("viewer"))
+    assert spikes[0]["start_ns"] not in {it["start_ns"] for it in r.json()["items"]}
+    r = c.get("/v1/label-queue", params={"device": "ghost"}, headers=lenv.auth("viewer"))
+    assert r.status_code == 404 and r.json()["reason"] == "no_history"
+    r = c.get("/v1/label-queue", params={"device": "pump-1", "strategy": "x"},
+              headers=lenv.auth("viewer"))
+    assert r.status_code == 422
