@@ -153,6 +153,12 @@ class AlertManager:
                 if cur.dirty and (force or now - cur.written >= self.write_every_s):
                     self._write(cur)
 
+    def forget(self, device_id: str) -> None:
+        """Stop extending the device's open alert (its held-back update is dropped: the
+        device and its alerts are being deleted)."""
+        with self._lock:
+            self._open.pop(device_id, None)
+
     def raise_alert(self, alert: Alert) -> Alert:
         """Store a non-anomaly alert (e.g. ``kind="seq_gap"``) as it is."""
         stored = self.store.add_alert(alert)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from edgewise.store.base import Alert
 from tests.server.conftest import Env, problem
 
@@ -106,3 +108,29 @@ def test_token_creation_is_admin_only_and_audited(env: Env) -> None:
     body = problem(env.client.post("/v1/tokens", json={"role": "root"},
                                    headers=env.auth("admin")), 422)
     assert (body["field"], body["value"]) == ("role", "root")
+
+
+def test_delete_makes_the_pipeline_forget_the_device(env: Env) -> None:
+    """Check a deleted then re-registered device starts with fresh detectors: the old
+    device's learned normal (a≈10) must not flag the new device's normal (a≈1000)."""
+    ts = int(time.time()) - 3000
+    rng = np.random.default_rng(1)
+    batch = [{"ts": ts + i, "seq": i + 1,
+              "metrics": {"a": float(10 + rng.normal(0, 0.1)), "b": float(5 + rng.normal(0, 0.1))}}
+             for i in range(300)]
+    assert env.send(batch).status_code == 200
+    assert env.pipeline.flush()
+    assert env.pipeline._detectors and env.device in env.pipeline._mv
+    resp = env.client.delete(f"/v1/devices/{env.device}", headers=env.auth("admin"))
+    assert resp.status_code == 200, resp.text
+    assert not [k for k in env.pipeline._detectors if k[0] == env.device]
+    assert env.device not in env.pipeline._mv and env.device not in env.pipeline._max_seq
+    resp = env.client.post("/v1/devices", json={"name": env.device}, headers=env.auth("admin"))
+    secret = resp.json()["secret"]
+    batch = [{"ts": ts + 1000 + i, "seq": i + 1,
+              "metrics": {"a": float(1000 + rng.normal(0, 0.1)),
+                          "b": float(500 + rng.normal(0, 0.1))}}
+             for i in range(20)]
+    assert env.send(batch, secret=secret).status_code == 200
+    assert env.pipeline.flush()
+    assert env.store.list_alerts(device_id=env.device) == []

@@ -14,11 +14,15 @@ again once the gateway is stopped (it then deletes the data of the unregistered 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgewise.cli._app import DataDir, Json, app, fail
+
+if TYPE_CHECKING:
+    from edgewise.config import Settings
+    from edgewise.store.base import Store
 
 __all__ = ["device_app", "token_app"]
 
@@ -115,6 +119,7 @@ def device_delete(
                 f"token), or run this command again once it is stopped.", err=True)
             raise typer.Exit(1) from None
         try:
+            _forget_detector_state(st, settings, device_id)
             rows = st.delete_device(device_id)
         finally:
             st.close()
@@ -129,6 +134,19 @@ def device_delete(
         return
     creds = "credentials revoked" if registered else "was not registered"
     typer.echo(f"device {device_id}: {creds}; {rows} stored rows deleted")
+
+
+def _forget_detector_state(store: Store, settings: Settings, device_id: str) -> None:
+    """Drop the device from the detector state a stopped gateway saved in the data dir,
+    so its next start does not score a re-registered device with the old state."""
+    from edgewise.gateway.pipeline import Pipeline
+
+    path = settings.data_dir / "detectors.pickle"
+    if not path.exists():
+        return
+    p = Pipeline(store, settings, detect_async=False, state_path=path)
+    p.forget_device(device_id)
+    p.close()  # saves the state without the device
 
 
 @token_app.command("create")

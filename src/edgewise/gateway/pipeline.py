@@ -34,7 +34,6 @@ from edgewise.config import Settings
 from edgewise.detect.base import Detector
 from edgewise.errors import PayloadError, RateLimitError
 from edgewise.gateway.metrics import Metrics
-from edgewise.gateway.multivariate import EWMahalanobis
 from edgewise.security.ratelimit import RateLimiter
 from edgewise.store.base import Alert, Store
 from edgewise.telemetry import Reading, decode
@@ -63,32 +62,26 @@ class IngestResult:
 
 
 def default_detector_factory() -> Detector:
-    """The per-(device, metric) detector: ``edgewise.detect.DEFAULT_DETECTOR`` when the
-    detect package names one, else :class:`~edgewise.detect.zscore.EWZScore`.
+    """The per-(device, metric) detector: :func:`edgewise.detect.default_detector`.
 
-    >>> type(default_detector_factory()).__name__ in ("ContextLikelihood", "EWZScore")
-    True
+    >>> type(default_detector_factory()).__name__
+    'ContextLikelihood'
     """
-    import edgewise.detect as detect
+    from edgewise.detect import default_detector
 
-    name = getattr(detect, "DEFAULT_DETECTOR", None)
-    if name is not None:
-        return detect.get_detector(name)
-    from edgewise.detect.zscore import EWZScore
-
-    return EWZScore()
+    return default_detector()
 
 
 def default_multivariate_factory() -> Detector:
-    """The per-device detector: ``edgewise.detect.DEFAULT_MULTIVARIATE`` when the detect
-    package names one, else the gateway's :class:`~edgewise.gateway.multivariate.EWMahalanobis`.
-    """
-    import edgewise.detect as detect
+    """The per-device detector: :func:`edgewise.detect.default_multivariate` (Hotelling T²
+    with per-metric attribution through ``explain_one``, which fills alerts' drivers).
 
-    name = getattr(detect, "DEFAULT_MULTIVARIATE", None)
-    if name is not None:
-        return detect.get_detector(name)
-    return EWMahalanobis()
+    >>> type(default_multivariate_factory()).__name__
+    'Mahalanobis'
+    """
+    from edgewise.detect import default_multivariate
+
+    return default_multivariate()
 
 
 class Pipeline:
@@ -158,6 +151,7 @@ class Pipeline:
         self._gaps_reported: dict[str, set[tuple[int, int]]] = {}
         self._commit_lock = threading.Lock()
         self._state_lock = threading.Lock()
+        self._detect_lock = threading.Lock()
         self._listeners: list[Callable[[str, int], None]] = []
         self._alert_listeners: list[Callable[[Alert], None]] = []
         self.detect_async = detect_async
@@ -328,6 +322,10 @@ class Pipeline:
 
     def detect(self, readings: Sequence[Reading]) -> list[Alert]:
         """Score committed readings in arrival order and raise alerts; return new/extended ones."""
+        with self._detect_lock:
+            return self._detect(readings)
+
+    def _detect(self, readings: Sequence[Reading]) -> list[Alert]:
         t0 = time.perf_counter()
         rows: dict[tuple[str, int], dict[str, float]] = {}
         scores: dict[tuple[str, int], dict[str, float]] = {}
@@ -377,6 +375,43 @@ class Pipeline:
             self.metrics.inc("edgewise_readings_late_unscored_total", late)
         self.metrics.inc("edgewise_detect_seconds_sum", time.perf_counter() - t0)
         return raised
+
+    def forget_device(self, device_id: str, timeout: float = 10.0) -> int:
+        """Drop everything the pipeline keeps about a device; return how many streams it had.
+
+        Called when a device is deleted (``DELETE /v1/devices/{id}``): its detectors and
+        multivariate state, last-scored times, seq high-water mark and gap bookkeeping,
+        and the open alert being extended all go, so a device registered
+        again under the same id starts from scratch (its seq may restart at 1 without a
+        false gap, and no alert update is written for an alert that was deleted). Readings
+        of the device still queued for detection are scored first (up to ``timeout``
+        seconds), so none of them recreates state afterwards. Call it after the device's
+        credentials are revoked and before its stored data is deleted.
+
+        >>> from edgewise.config import Settings
+        >>> from edgewise.store import open_store
+        >>> store = open_store("duckdb://:memory:")
+        >>> p = Pipeline(store, Settings(), detect_async=False)
+        >>> _ = p.ingest("pump-1", b'{"ts": 1700000000, "metrics": {"a": 1, "b": 2}, "seq": 1}')
+        >>> p.forget_device("pump-1"), p.forget_device("pump-1")
+        (2, 0)
+        >>> p.close(); store.close()
+        """
+        if self.detect_async and not self.flush(timeout):
+            log.warning("detection backlog not drained in %.0fs; forgetting %s anyway",
+                        timeout, device_id)
+        with self._detect_lock, self._state_lock:
+            keys = [k for k in self._detectors if k[0] == device_id]
+            for k in keys:
+                del self._detectors[k]
+            for k in [k for k in self._last_scored if k[0] == device_id]:
+                del self._last_scored[k]
+            self._mv.pop(device_id, None)
+            self._max_seq.pop(device_id, None)
+            self._gap_since.pop(device_id, None)
+            self._gaps_reported.pop(device_id, None)
+        self.alerts.forget(device_id)
+        return len(keys)
 
     # -- seq gaps ----------------------------------------------------------------------
     def check_gaps(self, now: float | None = None) -> list[Alert]:

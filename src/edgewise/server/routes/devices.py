@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import InvalidParameterError
-from edgewise.server.deps import Admin, SecurityDep, StoreDep, Viewer
+from edgewise.server.deps import Admin, PipelineDep, SecurityDep, StoreDep, Viewer
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, parse_duration
 
@@ -112,9 +112,11 @@ def add_device(
 
 @router.delete("/v1/devices/{device_id}", summary="Delete a device and all its data (admin)")
 def delete_device(
-    device_id: DeviceId, who: Admin, security: SecurityDep, store: StoreDep
+    device_id: DeviceId, who: Admin, security: SecurityDep, store: StoreDep,
+    pipeline: PipelineDep,
 ) -> dict[str, Any]:
-    """Revoke the device's credentials, then delete its readings, seqs, conflicts, alerts."""
+    """Revoke the device's credentials, make the pipeline forget the device (detectors,
+    seqs, open alert), then delete its readings, seqs, conflicts, alerts."""
     registered = security.has_device(device_id)
     if not known_device(security, store, device_id):
         raise not_found(device_id)
@@ -124,6 +126,7 @@ def delete_device(
             security.delete_device(device_id, actor=actor)
         except KeyError:  # deleted by someone else meanwhile
             registered = False
+    pipeline.forget_device(device_id)
     rows = store.delete_device(device_id)
     security.audit(actor, "device.delete_data", device_id, {"rows": rows})
     return {"id": device_id, "credentials_deleted": registered, "rows_deleted": rows}
