@@ -15,6 +15,7 @@ from typing import Any
 from edgewise.config import Settings
 from edgewise.errors import ConfigError, PayloadError, RateLimitError
 from edgewise.gateway.pipeline import IngestResult, Pipeline
+from edgewise.registry import Registry
 from edgewise.security.credentials import Security
 from edgewise.transport.base import Message, Outcome, Transport
 
@@ -66,6 +67,8 @@ class Gateway:
                 ) from None
         pipeline_options.setdefault("state_path", settings.data_dir / "detectors.pickle")
         self.pipeline = Pipeline(self.store, settings, self.security, **pipeline_options)
+        # the model registry and its Ed25519 signing key (made at first start, mode 0600)
+        self.registry = Registry(settings.data_dir)
         self.transport: Transport | None = None
         self.http_server: Any = None
         self._http_task: asyncio.Task[Any] | None = None
@@ -123,7 +126,7 @@ class Gateway:
 
         s = self.settings
         app = create_app(store=self.store, security=self.security, pipeline=self.pipeline,
-                         settings=s)
+                         settings=s, registry=self.registry)
         kw: dict[str, Any] = {}
         if s.tls_cert and s.tls_key:
             kw.update(ssl_certfile=s.tls_cert, ssl_keyfile=s.tls_key)
@@ -160,3 +163,4 @@ class Gateway:
             self.pipeline.close()
             self.store.close()
             self.security.close()
+            self.registry.close()

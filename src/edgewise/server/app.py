@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from edgewise.config import Settings
 from edgewise.errors import ConfigError
 from edgewise.gateway.pipeline import Pipeline
+from edgewise.registry import Registry
 from edgewise.security.credentials import Security
 from edgewise.server.problems import install_problem_handlers
 from edgewise.server.routes import (
@@ -31,6 +32,7 @@ from edgewise.server.routes import (
     devices,
     health,
     labels,
+    models,
     readings,
     telemetry,
     tokens,
@@ -60,6 +62,8 @@ _TAGS = [
     {"name": "readings", "description": "Stored readings over time, optionally downsampled."},
     {"name": "alerts", "description": "Alerts from detectors and seq gaps; ack and label."},
     {"name": "labels", "description": "Labels on windows of history; the labelling queue."},
+    {"name": "registry", "description": "Signed model releases: agents fetch them (device "
+     "secret), operators roll them out."},
     {"name": "tokens", "description": "API tokens, the audit log, and who you are."},
     {"name": "health", "description": "Liveness and Prometheus metrics."},
 ]
@@ -75,7 +79,8 @@ _SECURITY_HEADERS = {
 
 
 def create_app(
-    *, store: Store, security: Security, pipeline: Pipeline, settings: Settings
+    *, store: Store, security: Security, pipeline: Pipeline, settings: Settings,
+    registry: Registry | None = None,
 ) -> FastAPI:
     """Build the Edgewise HTTP app around running parts.
 
@@ -90,6 +95,11 @@ def create_app(
         served at ``/metrics``.
     settings
         Limits such as ``max_payload_bytes``.
+    registry
+        The model registry whose signed releases agents fetch (``GET /v1/devices/{id}/model``,
+        ``GET /v1/models/{sha256}``) and operators roll out (``POST /v1/registry/rollouts``).
+        By default the one in ``settings.data_dir`` (its signing key is made there at first
+        start); the caller that passes one closes it.
 
     Returns
     -------
@@ -115,6 +125,10 @@ def create_app(
     install_problem_handlers(app)
     for module in (telemetry, devices, readings, alerts, labels, tokens, health):
         app.include_router(module.router)
+    if registry is None:
+        registry = Registry(settings.data_dir)
+    app.state.registry = registry
+    app.include_router(models.make_router(registry, security), tags=["registry"])
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
@@ -139,6 +153,9 @@ def create_app(
     return app
 
 
+_DEVICE_PATHS = ("/v1/devices/{device_id}/model", "/v1/models/")
+
+
 def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
     """The generated spec, plus the bearer scheme on every operation outside ``health``."""
     if app.openapi_schema:
@@ -153,10 +170,10 @@ def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
         "deviceSecret": {"type": "http", "scheme": "bearer",
                          "description": "A device secret, with the X-Device-Id header."},
     }
-    for ops in spec["paths"].values():
+    for path, ops in spec["paths"].items():
         for op in ops.values():
             tags = op.get("tags", [])
-            if "telemetry" in tags:
+            if "telemetry" in tags or ("registry" in tags and path.startswith(_DEVICE_PATHS)):
                 op["security"] = [{"deviceSecret": []}]
             elif "health" not in tags:
                 op["security"] = [{"apiToken": []}]

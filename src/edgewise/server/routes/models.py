@@ -7,7 +7,8 @@
 * ``POST /v1/registry/rollouts`` (operator token): ``{"name", "version", "target",
   "rollback": false, "expires_days": 30}`` signs a release; audited.
 
-The gateway mounts :func:`make_router` in its app factory.
+The gateway mounts :func:`make_router` in :func:`edgewise.server.app.create_app`, with the
+registry in the data directory.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Response
+from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel
 
 from edgewise.errors import AuthError, InvalidParameterError
 from edgewise.registry import Registry
 from edgewise.security.credentials import Security
+from edgewise.server.problems import Problem
 
 __all__ = ["RolloutRequest", "make_router"]
 
@@ -35,8 +37,12 @@ class RolloutRequest(BaseModel):
     expires_days: float = 30.0
 
 
-def _problem(status: int, detail: str, reason: str) -> HTTPException:
-    return HTTPException(status, detail={"title": reason, "detail": detail, "reason": reason})
+_TITLES = {"unauthorized": "Authentication required", "forbidden": "Role too low",
+           "not_found": "Not found", "invalid": "Invalid rollout"}
+
+
+def _problem(status: int, detail: str, reason: str) -> Problem:
+    return Problem(status, _TITLES.get(reason, reason), detail, reason=reason)
 
 
 def make_router(registry: Registry, security: Security,
@@ -65,7 +71,8 @@ def make_router(registry: Registry, security: Security,
                            "forbidden")
         return p
 
-    @r.get("/v1/devices/{device_id}/model")
+    @r.get("/v1/devices/{device_id}/model",
+           summary="The newest signed release for a device (device secret)")
     def current_model(device_id: str, x_device_id: Annotated[str | None, Header()] = None,
                       authorization: Annotated[str | None, Header()] = None) -> Any:
         device(device_id, x_device_id, authorization)
@@ -74,7 +81,7 @@ def make_router(registry: Registry, security: Security,
             return Response(status_code=204)
         return rel.envelope()
 
-    @r.get("/v1/models/{sha256}")
+    @r.get("/v1/models/{sha256}", summary="A model's bytes by sha256 (device secret)")
     def model_blob(sha256: str, x_device_id: Annotated[str | None, Header()] = None,
                    authorization: Annotated[str | None, Header()] = None) -> Response:
         if not x_device_id:
@@ -85,7 +92,7 @@ def make_router(registry: Registry, security: Security,
         except KeyError:
             raise _problem(404, f"No model with sha256 {sha256!r}.", "not_found") from None
 
-    @r.get("/v1/registry")
+    @r.get("/v1/registry", summary="Model versions and releases (viewer)")
     def listing(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
         principal(authorization, "viewer")
         return {
@@ -95,7 +102,7 @@ def make_router(registry: Registry, security: Security,
                           "target": x.target, "kind": x.kind} for x in registry.releases()],
         }
 
-    @r.post("/v1/registry/rollouts")
+    @r.post("/v1/registry/rollouts", summary="Sign a release to a device or group (operator)")
     def rollout(body: RolloutRequest,
                 authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
         p = principal(authorization, "operator")

@@ -1,0 +1,53 @@
+"""The model registry is mounted in the app: rollouts by operators, signed releases and model
+bytes for devices, the signing key made in the data dir at first start."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+
+from edgewise.registry import verify
+from tests.server.conftest import Env, problem
+
+
+def test_rollout_then_device_fetches_a_verifiable_release(env: Env) -> None:
+    """Check POST /v1/registry/rollouts (operator) signs a release that the device fetches
+    from GET /v1/devices/{id}/model and GET /v1/models/{sha256} and that verifies."""
+    key = env.settings.data_dir / "registry" / "signing_key.pem"
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    reg = env.client.app.state.registry
+    payload = b"\x00model-bytes\xff" * 10
+    mv = reg.publish("detector", "1.0.0", payload, format="pickle", trained_on="test")
+    dev = env.device_headers()
+    r = env.client.get(f"/v1/devices/{env.device}/model", headers=dev)
+    assert r.status_code == 204  # nothing rolled out yet
+    body = {"name": "detector", "version": "1.0.0", "target": f"device:{env.device}"}
+    problem(env.client.post("/v1/registry/rollouts", json=body, headers=env.auth("viewer")),
+            403)
+    problem(env.client.post("/v1/registry/rollouts", json={**body, "version": "9"},
+                            headers=env.auth("operator")), 404)
+    r = env.client.post("/v1/registry/rollouts", json=body, headers=env.auth("operator"))
+    assert r.status_code == 200, r.text
+    assert r.json()["release"] == 1 and r.json()["key_id"] == reg.key_id
+    assert ("test-operator", "model.rollout", f"device:{env.device}") in {
+        (e.actor, e.action, e.target) for e in env.security.audit_log(20)}
+
+    env_ = env.client.get(f"/v1/devices/{env.device}/model", headers=dev)
+    assert env_.status_code == 200, env_.text
+    blob = env.client.get(f"/v1/models/{mv.sha256}", headers=dev)
+    assert blob.status_code == 200 and blob.content == payload
+    m = verify(base64.b64decode(env_.json()["manifest"]),
+               base64.b64decode(env_.json()["signature"]), blob.content,
+               trusted_keys={reg.key_id: reg.public_key_bytes}, device_id=env.device)
+    assert (m.release, m.version, m.size) == (1, "1.0.0", len(payload))
+
+    # a wrong secret, an API token, or no credentials get nothing
+    problem(env.client.get(f"/v1/devices/{env.device}/model",
+                           headers=env.device_headers(secret="x" * 43)), 401)
+    problem(env.client.get(f"/v1/models/{mv.sha256}", headers=env.auth("admin")), 401)
+    problem(env.client.get(f"/v1/models/{'0' * 64}", headers=dev), 404)
+    spec = env.client.get("/openapi.json").json()
+    op = spec["paths"]["/v1/devices/{device_id}/model"]["get"]
+    assert op["security"] == [{"deviceSecret": []}]
+    assert spec["paths"]["/v1/registry/rollouts"]["post"]["security"] == [{"apiToken": []}]
