@@ -1,22 +1,31 @@
 """Alerts: list and filter (viewer), acknowledge and label (operator).
 
-Labels (``true_alarm`` / ``false_alarm``) are what later issues learn from: every label
-keeps who gave it and an optional note.
+Labels (``true_alarm`` / ``false_alarm``) are what the models learn from: every label keeps
+who gave it and an optional note, and labelling an anomaly alert also writes a window label
+into the label store (:class:`~edgewise.label.store.LabelStore`, audited): ``anomaly`` for a
+true alarm, ``normal`` for a false alarm, over the alert's span ``[start, end]``, so
+``edgewise label suggest`` and ``edgewise train --with-labels`` use it. Relabelling an alert
+adds a new version of that window's label. Seq-gap alerts (missing messages, not sensor
+behaviour) get no window label.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from edgewise.server.deps import Operator, SecurityDep, StoreDep, Viewer
+from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, parse_instant
+from edgewise.server.routes.labels import label_store
 
-__all__ = ["alert_json", "router"]
+__all__ = ["WINDOW_LABEL", "alert_json", "router"]
+
+#: The window label an alert's verdict writes into the label store.
+WINDOW_LABEL = {"true_alarm": "anomaly", "false_alarm": "normal"}
 
 router = APIRouter(tags=["alerts"])
 
@@ -97,9 +106,12 @@ def ack_alert(
 
 @router.post("/v1/alerts/{alert_id}/label", summary="Label an alert true/false alarm (operator)")
 def label_alert(
-    alert_id: AlertId, body: LabelBody, who: Operator, store: StoreDep, security: SecurityDep
+    alert_id: AlertId, body: LabelBody, who: Operator, store: StoreDep, security: SecurityDep,
+    settings: SettingsDep, request: Request,
 ) -> dict[str, Any]:
-    """Record the verdict (and note); labelling also acknowledges an open alert."""
+    """Record the verdict (and note); labelling also acknowledges an open alert and, for an
+    anomaly alert, labels its span ``anomaly`` (true alarm) or ``normal`` (false alarm) in
+    the label store. The answer's ``window_label`` is that label (``null`` for other kinds)."""
     alert = _get(store, alert_id)
     changes: dict[str, Any] = {"label": body.label, "labelled_by": who.name, "note": body.note}
     if alert.status != "acknowledged":
@@ -107,4 +119,13 @@ def label_alert(
     alert = store.update_alert(alert_id, **changes)
     security.audit(f"token:{who.name}", "alert.label", alert_id,
                    {"device": alert.device_id, "label": body.label})
-    return alert_json(alert)
+    window = None
+    if alert.kind == "anomaly":
+        note = f"alert {alert_id} labelled {body.label}" + (f": {body.note}" if body.note else "")
+        lab = label_store(request, security, settings).add(
+            alert.device_id, alert.start_ns, alert.end_ns + 1, WINDOW_LABEL[body.label],
+            who=f"token:{who.name}", note=note,
+        )
+        window = {"id": lab.id, "label": lab.label, "version": lab.version,
+                  "start_ns": lab.start_ns, "end_ns": lab.end_ns}
+    return {**alert_json(alert), "window_label": window}

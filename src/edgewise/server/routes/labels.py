@@ -23,7 +23,7 @@ from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, V
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, parse_instant
 
-__all__ = ["router"]
+__all__ = ["label_store", "router"]
 
 router = APIRouter(tags=["labels"])
 
@@ -44,7 +44,8 @@ class LabelIn(BaseModel):
     note: str = Field(default="", max_length=2000, description="Free text.")
 
 
-def _labels(request: Request, security: Any, settings: Any) -> LabelStore:
+def label_store(request: Request, security: Any, settings: Any) -> LabelStore:
+    """The app's label store (``<data dir>/labels.sqlite``, audited), opened on first use."""
     store = getattr(request.app.state, "labels", None)
     if store is None:
         store = LabelStore(settings.data_dir, security=security)
@@ -72,7 +73,7 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
                           field=name, value=None, allowed="RFC 3339 or epoch seconds",
                           reason="missing")
     assert start is not None and end is not None
-    labels = _labels(request, security, settings)
+    labels = label_store(request, security, settings)
     try:
         lab = labels.add(body.device_id, start, end, body.label, who=f"token:{who.name}",
                          note=body.note)
@@ -89,7 +90,7 @@ def get_labels(
     device: Annotated[str | None, Query(description="Only this device.")] = None,
     history: Annotated[bool, Query(description="Every version, superseded too.")] = False,
 ) -> list[dict[str, Any]]:
-    labels = _labels(request, security, settings)
+    labels = label_store(request, security, settings)
     found = labels.history(device) if history else labels.labels(device)
     return [_label_json(lab) for lab in found]
 
@@ -133,7 +134,7 @@ async def label_queue(
                       f"Query parameter 'strategy' must be one of {', '.join(STRATEGIES)}. "
                       f"Got {strategy!r} instead.", field="strategy", value=strategy,
                       allowed=" or ".join(STRATEGIES), reason="bad_strategy")
-    labels = _labels(request, security, settings)
+    labels = label_store(request, security, settings)
     try:
         return await run_in_threadpool(_queue, store, labels, device, k, strategy)
     except ValueError as exc:
