@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import io
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from edgewise.params import Interval, validate_params
 __all__ = ["CNNRegressor"]
 
 
-def _build(n_sensors: int, n_side: int, channels: int, hidden: int, dropout: float = 0.0):  # noqa: ANN202
+def _build(n_sensors: int, n_side: int, channels: int, hidden: int, dropout: float = 0.0):
     import torch
     from torch import nn
 
@@ -79,7 +80,7 @@ class CNNRegressor:
         Seed of weights and batch order.
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
         "channels": Interval(int, 1, None),
         "hidden": Interval(int, 1, None),
         "epochs": Interval(int, 1, None),
@@ -159,7 +160,7 @@ class CNNRegressor:
         self.net_.eval()
         return self
 
-    def _side(self, side: np.ndarray):  # noqa: ANN202
+    def _side(self, side: np.ndarray):
         import torch
 
         side = np.asarray(side, dtype=float).reshape(len(side), -1)
@@ -202,6 +203,8 @@ class CNNRegressor:
         if raw is not None:
             import torch
 
-            self.net_ = _build(self.n_sensors_, self.n_side_, self.channels, self.hidden, self.dropout)
+            self.net_ = _build(
+                self.n_sensors_, self.n_side_, self.channels, self.hidden, self.dropout
+            )
             self.net_.load_state_dict(torch.load(io.BytesIO(raw), weights_only=True))
             self.net_.eval()

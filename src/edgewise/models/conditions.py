@@ -23,6 +23,8 @@ in every regime) are dropped.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 from sklearn.cluster import KMeans
 
@@ -48,7 +50,7 @@ class ConditionNormalizer:
         Seed of k-means.
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
         "max_conditions": Interval(int, 1, 64),
         "tol": Interval(float, 0.0, 1.0, closed="neither"),
         "min_distinct": Interval(int, 1, None),

@@ -18,6 +18,7 @@ the finite-sample-corrected ``alpha/2`` and ``1 - alpha/2`` residual quantiles.
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class ConformalBands:
         Fewest calibration residuals per bin.
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
         "alpha": Interval(float, 0.0, 1.0, closed="neither"),
         "n_bins": Interval(int, 1, None),
         "min_per_bin": Interval(int, 1, None),

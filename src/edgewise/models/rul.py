@@ -39,7 +39,7 @@ import hashlib
 import json
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -107,7 +107,7 @@ class RULModel:
         Seed of every random choice (split, trees, network).
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
         "unit_column": str,
         "time_column": str,
         "condition_columns": [list, tuple, None],
@@ -133,7 +133,7 @@ class RULModel:
         sensor_columns: list[str] | tuple[str, ...] | None = None,
         cap: float | None = 125.0,
         window: int = 30,
-        models: tuple[str, ...] = ("gbm", "cnn"),
+        models: tuple[str, ...] = ("gbm",),
         alpha: float = 0.1,
         calibration_fraction: float = 0.2,
         n_estimators: int = 400,
@@ -200,7 +200,7 @@ class RULModel:
         ends = np.r_[starts[1:], len(units)]
         return [slice(s, e) for s, e in zip(starts, ends, strict=True)]
 
-    def _views(self, norm: ConditionNormalizer, units, settings, sensors, need_seq: bool):  # noqa: ANN001, ANN202
+    def _views(self, norm: ConditionNormalizer, units, settings, sensors, need_seq: bool):
         z = norm.transform(settings, sensors)
         feats, seqs = [], []
         for sl in self._unit_slices(units):
@@ -210,7 +210,7 @@ class RULModel:
         f = np.vstack(feats)
         return f, (np.concatenate(seqs) if need_seq else None)
 
-    def _fit_core(self, units, settings, sensors, y, seed: int) -> dict[str, Any]:  # noqa: ANN001
+    def _fit_core(self, units, settings, sensors, y, seed: int) -> dict[str, Any]:
         import lightgbm as lgb
 
         norm = ConditionNormalizer(random_state=seed).fit(settings, sensors)
@@ -244,7 +244,7 @@ class RULModel:
             ).fit(seqs[pick], feats[pick], y[pick])
         return core
 
-    def _members(self, core, units, settings, sensors, last_only: bool) -> np.ndarray:  # noqa: ANN001
+    def _members(self, core, units, settings, sensors, last_only: bool) -> np.ndarray:
         """Each member's prediction, shape ``(n_members, n)``, in ``self.models`` order."""
         feats, seqs = self._views(core["norm"], units, settings, sensors, "cnn" in core)
         if last_only:
@@ -422,7 +422,7 @@ def load_model(path: str | Path) -> RULModel:
     with open(path, "rb") as fh:
         fh.read(len(_MAGIC))
         fh.readline()
-        model = pickle.load(fh)  # noqa: S301 - trusted, versioned file
+        model = pickle.load(fh)
     if not isinstance(model, RULModel):
         raise ModelFileError(f"File {str(path)!r} does not hold a RULModel.")
     return model
