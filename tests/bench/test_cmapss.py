@@ -41,7 +41,9 @@ def test_results_of_training_do_not_change_when_test_data_does(
     dirty = _copy(shared_data / "cmapss", tmp_path / "dirty", names)
     test = pd.read_csv(clean / "test_FD001.txt.gz", sep=r"\s+", header=None)
     rng = np.random.default_rng(0)
-    test.iloc[:, 5:] = test.iloc[:, 5:] * (1 + 0.05 * rng.standard_normal(test.iloc[:, 5:].shape))
+    sensors = test.columns[5:]
+    noise = 1 + 0.05 * rng.standard_normal((len(test), len(sensors)))
+    test[sensors] = test[sensors].astype(float) * noise
     with gzip.open(dirty / "test_FD001.txt.gz", "wt") as fh:
         test.to_csv(fh, sep=" ", header=False, index=False)
 

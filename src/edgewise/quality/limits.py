@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from edgewise.errors import QualityError
 from edgewise.quality.base import as_series
 

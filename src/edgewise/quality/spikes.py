@@ -3,7 +3,7 @@
 The scale is the median absolute deviation (MAD) times 1.4826 (the normal-consistent
 factor); a point is a spike when it lies more than ``n_sigmas`` scales from the
 centred median of ``2 * half_window + 1`` points. The scale never drops below the
-series' noise level (robust spread of first differences / sqrt 2) nor ``min_scale``, so
+series' noise level (median absolute first difference / sqrt 2) nor ``min_scale``, so
 a locally flat stretch does not call every tiny step a spike.
 
 >>> v = np.array([1.0, 1.1, 0.9, 1.0, 50.0, 1.0, 1.1, 0.9, 1.0])
@@ -35,7 +35,7 @@ def _check(half_window: int, n_sigmas: float) -> None:
 
 def _medians(v: np.ndarray, half_window: int) -> tuple[np.ndarray, np.ndarray]:
     n = len(v)
-    padded = np.pad(v, half_window, mode="edge")
+    padded = np.pad(v, half_window, mode="reflect" if n > half_window else "edge")
     win = np.lib.stride_tricks.sliding_window_view(padded, 2 * half_window + 1)[:n]
     with np.errstate(all="ignore"):
         med = np.nanmedian(win, axis=1) if np.isnan(v).any() else np.median(win, axis=1)
@@ -53,7 +53,7 @@ def hampel_mask(
         return np.zeros(len(v), dtype=bool)
     med, scale = _medians(v, half_window)
     d = np.diff(v[np.isfinite(v)])
-    noise = MAD_SCALE * float(np.median(np.abs(d - np.median(d)))) / np.sqrt(2) if len(d) else 0.0
+    noise = MAD_SCALE * float(np.median(np.abs(d))) / np.sqrt(2) if len(d) else 0.0
     floor = np.maximum(max(min_scale, noise), 1e-9 * np.abs(med))
     with np.errstate(invalid="ignore"):
         return np.abs(v - med) > n_sigmas * np.maximum(scale, floor)

@@ -19,7 +19,9 @@ __all__ = ["stuck_mask", "stuck_runs"]
 def stuck_runs(values: object, min_run: int = 10, tol: float = 0.0) -> list[tuple[int, int]]:
     """``(start, stop)`` index ranges where at least ``min_run`` values stay within ``tol``."""
     if not isinstance(min_run, int) or min_run < 2:
-        raise QualityError(f"The 'min_run' parameter of stuck must be an int >= 2. Got {min_run!r}.")
+        raise QualityError(
+            f"The 'min_run' parameter of stuck must be an int >= 2. Got {min_run!r} instead."
+        )
     v = np.asarray(values, dtype=float)
     if len(v) < min_run:
         return []
