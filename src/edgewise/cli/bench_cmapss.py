@@ -17,7 +17,7 @@ def bench_cmapss(
     subset: Annotated[str, typer.Option(help="Which subset, e.g. FD001 or FD002.")] = "FD001",
     seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1; figures are mean ± std.")] = 5,
     models: Annotated[str, typer.Option(help="Comma-separated members: gbm, cnn.")] = "gbm",
-    threads: Annotated[int, typer.Option(min=1, help="CPU threads for LightGBM/torch.")] = 2,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for LightGBM/torch.")] = 1,
     json_out: Json = False,
 ) -> None:
     """Fit on the training fleet, score each test unit at its last cycle (RUL cap 125)."""

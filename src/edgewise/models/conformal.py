@@ -60,17 +60,25 @@ class ConformalBands:
         resid = np.asarray(y, dtype=float) - pred
         bins = max(1, min(self.n_bins, len(pred) // self.min_per_bin))
         self.edges_ = np.quantile(pred, np.linspace(0, 1, bins + 1)[1:-1]) if bins > 1 else []
-        self.edges_ = np.asarray(self.edges_, dtype=float)
+        self.edges_ = np.unique(np.asarray(self.edges_, dtype=float))  # tied edges merge
         which = np.searchsorted(self.edges_, pred, side="right")
+        bins = len(self.edges_) + 1
         self.low_ = np.zeros(bins)
         self.high_ = np.zeros(bins)
         for b in range(bins):
-            r = np.sort(resid[which == b])
-            n = len(r)
-            k_hi = min(n - 1, math.ceil((n + 1) * (1 - self.alpha / 2)) - 1)
-            k_lo = max(0, math.floor((n + 1) * (self.alpha / 2)) - 1)
-            self.low_[b], self.high_[b] = r[k_lo], r[k_hi]
+            r = resid[which == b]
+            if len(r) < self.min_per_bin:  # an empty or thin bin borrows from every residual
+                r = resid
+            self.low_[b], self.high_[b] = self._quantiles(np.sort(r))
         return self
+
+    def _quantiles(self, r: np.ndarray) -> tuple[float, float]:
+        n = len(r)
+        if n == 0:
+            return 0.0, 0.0
+        k_hi = min(n - 1, math.ceil((n + 1) * (1 - self.alpha / 2)) - 1)
+        k_lo = max(0, math.floor((n + 1) * (self.alpha / 2)) - 1)
+        return float(r[k_lo]), float(r[k_hi])
 
     def interval(self, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bounds around ``prediction``."""
