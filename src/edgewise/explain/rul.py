@@ -7,6 +7,7 @@ per unit; :func:`by_sensor` folds the features of one sensor (level, trend, …)
 When the model is an ensemble, the explanation is of the boosted member, scaled by its
 stacking weight; ``value`` is then that member's share of the prediction.
 
+>>> import numpy as np, pandas as pd
 >>> from edgewise.models.rul import RULModel
 >>> rng = np.random.default_rng(0)
 >>> rows = [(u, t, np.exp((t - 100) / 20) + rng.normal(0, .02), rng.normal())

@@ -1,5 +1,6 @@
 """Range and rate-of-change checks from per-metric limits.
 
+>>> import numpy as np
 >>> lim = Limits(low=0.0, high=100.0, max_rate=5.0)
 >>> ts = np.array([0, 1, 2, 3]) * 10**9
 >>> check_limits(ts, [10.0, 12.0, 150.0, 40.0], lim)
