@@ -83,6 +83,7 @@ def test_one_bad_record_keeps_the_good_ones() -> None:
     d = decode(payload, "d1", now_ns=NOW)
     assert [r.value for r in d.readings] == [1.0, 3.0]
     assert [(e.index, e.field) for e in d.rejected] == [(1, "ts"), (2, "metrics.b")]
+    assert d.seqs == [1, 2, 3]  # the rejected message is handled too: its seq is acked
 
 
 @pytest.mark.parametrize(

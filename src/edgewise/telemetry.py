@@ -74,7 +74,12 @@ class Reading:
 
 @dataclass(slots=True)
 class Decoded:
-    """What a payload held: good readings, rejected parts, and the message seqs seen."""
+    """What a payload held: good readings, rejected parts, and the message seqs seen.
+
+    ``seqs`` holds the seq of every message that carried a valid one, including messages
+    whose content was rejected: those are handled (reported or dead-lettered), and their
+    seqs must count towards the acknowledgement watermark.
+    """
 
     readings: list[Reading] = field(default_factory=list)
     rejected: list[PayloadError] = field(default_factory=list)
@@ -261,6 +266,12 @@ def _decode_compact(
             device_id=device_id, field="record", value=rec,
             allowed='an object {"ts": …, "metrics": {…}}', reason="bad_shape", index=idx,
         )
+    # The seq is read first: a message that is rejected is still *handled* (its reasons go
+    # back to the device), so its seq must count towards the acknowledgement, or one bad
+    # message would hold every later one unacknowledged for ever.
+    seq = _check_seq(rec["seq"], device_id, idx) if rec.get("seq") is not None else None
+    if seq is not None:
+        out.seqs.append(seq)
     unknown = set(rec) - {"ts", "metrics", "seq", "units"}
     if unknown:
         name = sorted(unknown)[0]
@@ -285,12 +296,9 @@ def _decode_compact(
             allowed='a non-empty object of name to number, e.g. {"temp_c": 21.5}',
             reason="bad_shape" if metrics is not None else "missing_field", index=idx,
         )
-    seq = _check_seq(rec["seq"], device_id, idx) if rec.get("seq") is not None else None
     units = rec.get("units") or {}
     if not isinstance(units, dict):
         units = {}
-    if seq is not None:
-        out.seqs.append(seq)
     for name, value in metrics.items():
         try:
             metric = _check_metric(name, f"metrics.{name}", device_id, idx)

@@ -2,10 +2,75 @@
 
 Every detector implements :class:`~edgewise.detect.base.Detector`: ``learn_one``,
 ``score_one`` and a vectorised ``score_many`` that equals the score-then-learn loop.
+One threshold, :data:`DEFAULT_THRESHOLD`, means "anomaly" for every detector.
+
+Detectors by name (for configuration, the CLI and the gateway):
+
+* ``"context-likelihood"`` (the default, :data:`DEFAULT_DETECTOR`): one metric;
+  sequence novelty + prediction error, anomaly likelihood, repeat suppression.
+* ``"mahalanobis"`` (:data:`DEFAULT_MULTIVARIATE`): all metrics of a device together,
+  with per-metric attribution.
+* ``"ewzscore"``: exponentially weighted z-score, the cheapest baseline.
+* ``"river-hst"``: River's HalfSpaceTrees through :class:`RiverDetector` (needs ``river``),
+  the usual Python peer, kept for comparison.
+
+>>> sorted(DETECTORS)
+['context-likelihood', 'ewzscore', 'mahalanobis', 'river-hst']
+>>> type(get_detector("context-likelihood", warmup=50)).__name__
+'ContextLikelihood'
 """
 
 from __future__ import annotations
 
-from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
+from typing import Any
 
-__all__ = ["DEFAULT_THRESHOLD", "Detector"]
+from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
+from edgewise.detect.context_likelihood import ContextLikelihood
+from edgewise.detect.mahalanobis import Mahalanobis
+from edgewise.detect.river_adapter import RiverDetector, RiverHalfSpaceTrees
+from edgewise.detect.threshold import Threshold
+from edgewise.detect.zscore import EWZScore
+from edgewise.errors import InvalidParameterError
+
+__all__ = [
+    "DEFAULT_DETECTOR",
+    "DEFAULT_MULTIVARIATE",
+    "DEFAULT_THRESHOLD",
+    "DETECTORS",
+    "ContextLikelihood",
+    "Detector",
+    "EWZScore",
+    "Mahalanobis",
+    "RiverDetector",
+    "RiverHalfSpaceTrees",
+    "Threshold",
+    "get_detector",
+]
+
+#: Detector classes by the name configuration and the CLI use.
+DETECTORS: dict[str, type[Detector]] = {
+    "context-likelihood": ContextLikelihood,
+    "ewzscore": EWZScore,
+    "mahalanobis": Mahalanobis,
+    "river-hst": RiverHalfSpaceTrees,
+}
+#: The default for one metric.
+DEFAULT_DETECTOR = "context-likelihood"
+#: The default for several metrics of one device.
+DEFAULT_MULTIVARIATE = "mahalanobis"
+
+
+def get_detector(name: str, **params: Any) -> Detector:
+    """Build the detector registered as ``name`` with ``params``.
+
+    >>> get_detector("isolation")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: Unknown detector 'isolation'. Choose one of: context-likelihood, ewzscore, mahalanobis, river-hst.
+    """  # noqa: E501
+    cls = DETECTORS.get(name)
+    if cls is None:
+        raise InvalidParameterError(
+            f"Unknown detector {name!r}. Choose one of: {', '.join(sorted(DETECTORS))}."
+        )
+    return cls(**params)

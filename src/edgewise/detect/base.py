@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,7 +46,7 @@ class Detector(abc.ABC):
         names = list(columns) if columns is not None else [f"x{i}" for i in range(X.shape[1])]
         out = np.empty(len(X))
         for i, row in enumerate(X):
-            x = {n: float(v) for n, v in zip(names, row, strict=True) if v == v}
+            x = {n: float(v) for n, v in zip(names, row, strict=True) if math.isfinite(v)}
             out[i] = self.score_one(x)
             self.learn_one(x)
         return out

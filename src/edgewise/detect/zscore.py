@@ -3,13 +3,41 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
+
+import numba as nb
+import numpy as np
 
 from edgewise.detect.base import Detector
 from edgewise.params import Interval, validate_params
 
 __all__ = ["EWZScore"]
+
+
+@nb.njit(cache=True)
+def _replay(xs, st, alpha, z0, warmup, out):  # type: ignore[no-untyped-def]  # pragma: no cover
+    n, mean, var = int(st[0]), st[1], st[2]
+    for i in range(len(xs)):
+        v = xs[i]
+        if v != v:
+            out[i] = 0.0
+            continue
+        if n < warmup:
+            out[i] = 0.0
+        else:
+            sd = math.sqrt(var) + 1e-9 * (1.0 + abs(mean))
+            z = abs(v - mean) / sd
+            out[i] = 0.0 if z <= z0 else 1.0 - math.exp(-(z - z0))
+        n += 1
+        if n == 1:
+            mean = v
+            continue
+        a = max(alpha, 1.0 / n)
+        d = v - mean
+        mean += a * d
+        var = (1 - a) * (var + a * d * d)
+    st[0], st[1], st[2] = n, mean, var
 
 
 class EWZScore(Detector):
@@ -57,7 +85,7 @@ class EWZScore(Detector):
     @staticmethod
     def _value(x: Mapping[str, float]) -> float | None:
         for v in x.values():
-            if v == v:
+            if math.isfinite(v):
                 return float(v)
         return None
 
@@ -81,3 +109,20 @@ class EWZScore(Detector):
         sd = math.sqrt(self.var_) + 1e-9 * (1.0 + abs(self.mean_))
         z = abs(v - self.mean_) / sd
         return 0.0 if z <= self.z0 else 1.0 - math.exp(-(z - self.z0))
+
+    def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
+        """Score then learn each value in order (first non-NaN column); compiled loop."""
+        a = np.asarray(X, dtype=float)
+        a = np.where(np.isfinite(a), a, np.nan)  # inf is treated as missing
+        if a.ndim == 2:
+            if a.shape[1] == 0:
+                a = np.full(len(a), np.nan)
+            else:
+                first = np.argmax(~np.isnan(a), axis=1)
+                a = a[np.arange(len(a)), first]
+        a = np.ascontiguousarray(a, dtype=float)
+        out = np.empty(len(a))
+        st = np.array([self.n_, self.mean_, self.var_], dtype=float)
+        _replay(a, st, float(self.alpha), float(self.z0), int(self.warmup), out)
+        self.n_, self.mean_, self.var_ = int(st[0]), float(st[1]), float(st[2])
+        return out

@@ -1,1 +1,14 @@
-"""See DESIGN.md for what this stage does."""
+"""Security: device credentials, API tokens and roles, audit log, rate limits."""
+
+from __future__ import annotations
+
+from edgewise.security.credentials import (
+    ROLE_RANK,
+    AuditEntry,
+    DeviceRecord,
+    Principal,
+    Security,
+)
+from edgewise.security.ratelimit import RateLimiter
+
+__all__ = ["ROLE_RANK", "AuditEntry", "DeviceRecord", "Principal", "RateLimiter", "Security"]

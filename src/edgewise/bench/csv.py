@@ -1,0 +1,279 @@
+"""Run a detector online over any CSV file, and score it against a label column.
+
+The library side of ``edgewise detect FILE.csv``: read and check the file
+(:func:`read_table`), run the detector over the rows in time order (:func:`detect_table`)
+and, given labels, compute alarm metrics (:func:`alarm_metrics`).
+
+>>> import pandas as pd
+>>> df = pd.DataFrame({"t": pd.date_range("2024-01-01", periods=400, freq="min", tz="UTC"),
+...                    "temp": [20.0] * 399 + [90.0]})
+>>> res = detect_table(df, columns=["temp"], time_column="t", detector="ewzscore")
+>>> bool(res.frame["is_anomaly"].iloc[-1]), int(res.frame["is_anomaly"].sum())
+(True, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from edgewise.detect import (
+    DEFAULT_DETECTOR,
+    DEFAULT_MULTIVARIATE,
+    DEFAULT_THRESHOLD,
+    DETECTORS,
+    Detector,
+    Mahalanobis,
+    get_detector,
+)
+from edgewise.errors import InvalidParameterError, QualityError
+
+__all__ = ["DetectResult", "alarm_metrics", "detect_table", "read_table"]
+
+_TIME_NAMES = ("timestamp", "time", "ts", "datetime", "date")
+_CHUNK = 20_000
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a comma- or semicolon-separated file (the separator is detected).
+
+    Raises :class:`~edgewise.errors.QualityError` when the file is missing, empty or has
+    no data rows.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise QualityError(f"File {str(p)!r} does not exist.")
+    with p.open("r", encoding="utf-8-sig", errors="replace") as f:
+        head = f.readline()
+    if not head.strip():
+        raise QualityError(f"File {str(p)!r} is empty; expected a header row and data rows.")
+    sep = ";" if head.count(";") > head.count(",") else ","
+    try:
+        df = pd.read_csv(p, sep=sep, encoding="utf-8-sig", skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise QualityError(
+            f"File {str(p)!r} is empty; expected a header row and data rows."
+        ) from None
+    except pd.errors.ParserError as exc:
+        raise QualityError(f"File {str(p)!r} is not a valid CSV: {exc}".splitlines()[0]) from None
+    if df.empty:
+        raise QualityError(f"File {str(p)!r} has a header but no data rows.")
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+@dataclass
+class DetectResult:
+    """The input rows with ``anomaly_score``, ``is_anomaly`` and ``top_column`` added."""
+
+    frame: pd.DataFrame
+    detector: str
+    columns: list[str]
+    threshold: float
+    train_rows: int
+
+
+def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
+    raw = df[col]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise QualityError(
+            f"Column {col!r} must hold numbers; row {i + 1} has {raw.iloc[i]!r}."
+        )
+    return values.to_numpy(dtype=float)
+
+
+def _check_time(df: pd.DataFrame, col: str) -> None:
+    parsed = pd.to_datetime(df[col], errors="coerce", utc=True, format="mixed")
+    if parsed.isna().any():
+        i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+        raise QualityError(
+            f"Time column {col!r} must hold timestamps; row {i + 1} has {df[col].iloc[i]!r}."
+        )
+    ns = parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    step = np.diff(ns)
+    if (step < 0).any():
+        i = int(np.flatnonzero(step < 0)[0]) + 1
+        raise QualityError(
+            f"Time column {col!r} must be sorted; row {i + 1} ({df[col].iloc[i]!r}) comes "
+            f"before row {i} ({df[col].iloc[i - 1]!r}). Sort the file by time first."
+        )
+    if (step == 0).any():
+        i = int(np.flatnonzero(step == 0)[0]) + 1
+        raise QualityError(
+            f"Time column {col!r} has a duplicate timestamp {df[col].iloc[i]!r} "
+            f"(rows {i} and {i + 1}). Remove or merge duplicates first."
+        )
+
+
+def detect_table(
+    df: pd.DataFrame,
+    columns: Sequence[str] | None = None,
+    time_column: str | None = None,
+    label_column: str | None = None,
+    detector: str | None = None,
+    train_rows: int = 0,
+    threshold: float | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> DetectResult:
+    """Run a detector online over the rows of ``df`` (already in time order).
+
+    Parameters
+    ----------
+    df
+        The table; it is not modified.
+    columns
+        Metric columns; default: every numeric column except the time and label columns.
+    time_column
+        Must hold sorted, unique timestamps. Default: a column named ``timestamp``,
+        ``time``, ``ts``, ``datetime`` or ``date`` if there is one.
+    label_column
+        Excluded from the metrics (1/true marks an anomaly).
+    detector
+        Registry name. Default: ``context-likelihood`` for one column, ``mahalanobis`` for
+        several. A univariate detector on several columns runs one detector per column and
+        reports the highest score.
+    train_rows
+        The first rows are known normal: learned, never flagged; with ``threshold`` unset
+        they raise it to their 99th percentile score if that is above the default.
+    threshold
+        Score at or above which a row is flagged (default ``DEFAULT_THRESHOLD``).
+    on_progress
+        Called with the number of rows done after each chunk.
+    """
+    for name, col in (("--time-column", time_column), ("--label-column", label_column)):
+        if col is not None and col not in df.columns:
+            raise InvalidParameterError(
+                f"{name} {col!r} is not a column of the file. Columns: {', '.join(df.columns)}."
+            )
+    if time_column is None:
+        time_column = next((c for c in df.columns if c.lower() in _TIME_NAMES), None)
+    if time_column is not None:
+        _check_time(df, time_column)
+    skip = {time_column, label_column}
+    if columns is None:
+        columns = [
+            c for c in df.columns
+            if c not in skip and pd.to_numeric(df[c], errors="coerce").notna().any()
+        ]
+        if not columns:
+            raise QualityError("The file has no numeric column to run a detector on.")
+    else:
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise InvalidParameterError(
+                f"Column {missing[0]!r} is not in the file. Columns: {', '.join(df.columns)}."
+            )
+    columns = list(columns)
+    X = np.column_stack([_numeric(df, c) for c in columns])
+    if not isinstance(train_rows, int) or not 0 <= train_rows <= len(df):
+        raise InvalidParameterError(
+            f"--train-rows must be an int in the range [0, {len(df)}]. Got {train_rows!r} instead."
+        )
+    if detector is None:
+        detector = DEFAULT_DETECTOR if len(columns) == 1 else DEFAULT_MULTIVARIATE
+    if detector not in DETECTORS:
+        raise InvalidParameterError(
+            f"Unknown detector {detector!r}. Choose one of: {', '.join(sorted(DETECTORS))}."
+        )
+    multivariate = issubclass(DETECTORS[detector], Mahalanobis)
+    n = len(X)
+    scores = np.zeros(n)
+    top = np.empty(n, dtype=object)
+    if multivariate or len(columns) == 1:
+        det = get_detector(detector)
+        dets: list[Detector] = [det]
+    else:
+        dets = [get_detector(detector) for _ in columns]
+    per_col = np.zeros((n, len(dets)))
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        if len(dets) == 1 and multivariate:
+            det = dets[0]
+            for i in range(start, stop):
+                row = {c: float(v) for c, v in zip(columns, X[i], strict=True) if v == v}
+                scores[i] = det.score_one(row)
+                if row:
+                    shares = det.explain_one(row)
+                    top[i] = max(shares, key=shares.__getitem__) if any(shares.values()) else ""
+                else:
+                    top[i] = ""
+                det.learn_one(row)
+        else:
+            for j, det in enumerate(dets):
+                col = X[start:stop, j : j + 1] if len(dets) > 1 else X[start:stop]
+                per_col[start:stop, j] = det.score_many(col, columns=[columns[j]])
+        if on_progress is not None:
+            on_progress(stop)
+    if not multivariate:
+        scores = per_col.max(axis=1)
+        best = per_col.argmax(axis=1)
+        top = np.array([columns[j] for j in best], dtype=object)
+        top[np.isnan(X).all(axis=1)] = ""
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLD
+        if train_rows > 0:
+            threshold = max(threshold, float(np.quantile(scores[:train_rows], 0.99)))
+            threshold = min(threshold, 1.0)
+    flagged = scores >= threshold
+    flagged[:train_rows] = False
+    out = df.copy()
+    out["anomaly_score"] = np.round(scores, 6)
+    out["is_anomaly"] = flagged
+    out["top_column"] = top
+    return DetectResult(out, detector, columns, float(threshold), train_rows)
+
+
+def alarm_metrics(flagged: np.ndarray, labels: Any, skip: int = 0) -> dict[str, float | int]:
+    """Precision, recall, F1, false-alarm and missed-alarm rates of ``flagged`` vs labels.
+
+    ``labels`` may be 0/1, booleans or 'true'/'false' strings; the first ``skip`` rows
+    (training rows) are left out.
+
+    >>> m = alarm_metrics(np.array([1, 0, 1, 0]), [1, 0, 0, 1])
+    >>> m["precision"], m["recall"], m["false_alarm_rate"]
+    (0.5, 0.5, 0.5)
+    """
+    y = _labels(labels)
+    f = np.asarray(flagged, dtype=bool)
+    y, f = y[skip:], f[skip:]
+    tp = int((f & y).sum())
+    fp = int((f & ~y).sum())
+    fn = int((~f & y).sum())
+    tn = int((~f & ~y).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "false_alarm_rate": fp / (fp + tn) if fp + tn else 0.0,
+        "missed_alarm_rate": fn / (fn + tp) if fn + tp else 0.0,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
+
+
+def _labels(labels: Any) -> np.ndarray:
+    s = pd.Series(labels)
+    if s.dtype == bool:
+        return s.to_numpy()
+    text = s.astype(str).str.strip().str.lower()
+    truthy = text.isin(["1", "1.0", "true", "yes", "anomaly"])
+    falsy = text.isin(["0", "0.0", "false", "no", "normal", "nan", ""])
+    if not (truthy | falsy).all():
+        i = int(np.flatnonzero(~(truthy | falsy).to_numpy())[0])
+        raise QualityError(
+            f"Label column must hold 0/1 or true/false; row {i + 1} has {s.iloc[i]!r}."
+        )
+    return truthy.to_numpy()

@@ -1,0 +1,358 @@
+"""Ingest benchmark: simulated devices over MQTT QoS 1 into gateway + store + detection.
+
+Three runs, each against a fresh broker process on this machine:
+
+1. **raw**: the same amqtt broker with no gateway: devices publish, one subscriber
+   receives; this is the ceiling (publish -> subscribe).
+2. **max**: the gateway (``edgewise serve``, embedded broker, DuckDB, detection on):
+   devices send as fast as acks allow (a window of unacked messages per device);
+   sustained rate = readings covered by the gateway's durable acks per second.
+3. **half**: the same at half the max rate, paced, for latency.
+
+Latency publish -> stored is the time from ``publish()`` to the ack that covers the
+message (the ack is sent after the commit). Publish -> alert: every ``spike_every``-th
+message of each device carries an anomalous value; the alert's ``created`` time minus
+the spike's publish time (one clock: same machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+
+from edgewise.sim.device import MqttDevice
+
+__all__ = ["run_ingest_bench"]
+
+METRICS = ("flow", "pressure", "current", "bearing_temp", "motor_temp", "vibration",
+           "speed", "suction")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"benchmark server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing answered on port {port} within {timeout:g} s")
+
+
+def _env() -> dict[str, str]:
+    src = str(Path(__file__).resolve().parents[2])
+    return dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+_RAW_BROKER = """
+import asyncio, sys, logging
+from amqtt.broker import Broker
+logging.getLogger("amqtt").setLevel(logging.WARNING)
+async def main():
+    b = Broker({"listeners": {"default": {"type": "tcp", "bind": "127.0.0.1:" + sys.argv[1]}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
+                            {"allow_anonymous": True}}})
+    await b.start()
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def _payload(seq: int, ts: float, rng: np.random.Generator, spike: bool) -> dict[str, float]:
+    vals = 50.0 + rng.normal(0, 1, len(METRICS))
+    m = {k: round(float(v), 3) for k, v in zip(METRICS, vals, strict=True)}
+    if spike:
+        m["bearing_temp"] = 500.0
+    return m
+
+
+class _Load:
+    """N device threads publishing 8-metric messages; window- or rate-limited."""
+
+    def __init__(self, devices: list[MqttDevice], seconds: float, rate_per_device: float | None,
+                 window: int, spike_every: int, ts0: float) -> None:
+        self.devices = devices
+        self.seconds = seconds
+        self.rate = rate_per_device
+        self.window = window
+        self.spike_every = spike_every
+        self.ts0 = ts0
+        self.pub_t: dict[str, dict[int, float]] = {d.device_id: {} for d in devices}
+        self.spikes: dict[tuple[str, int], float] = {}  # (device, ts_ns) -> publish time
+        self.sent = 0
+
+    def run(self) -> tuple[float, float]:
+        start = time.monotonic()
+        stop_at = start + self.seconds
+        threads = [threading.Thread(target=self._device, args=(d, i, stop_at), daemon=True)
+                   for i, d in enumerate(self.devices)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return start, time.monotonic()
+
+    def _device(self, d: MqttDevice, i: int, stop_at: float) -> None:
+        rng = np.random.default_rng(i)
+        pubs = self.pub_t[d.device_id]
+        period = 1.0 / self.rate if self.rate else 0.0
+        nxt = time.monotonic()
+        seq = 0
+        while True:
+            now = time.monotonic()
+            if now >= stop_at:
+                return
+            if self.rate:
+                if now < nxt:
+                    time.sleep(min(nxt - now, 0.01))
+                    continue
+                nxt += period
+            elif len(d.pending) >= self.window:
+                time.sleep(0.0005)
+                continue
+            seq += 1
+            spike = self.spike_every > 0 and seq % self.spike_every == 0
+            ts = self.ts0 + seq * 0.5  # device time: spikes land > 60 s apart
+            t = time.monotonic()
+            pubs[seq] = t
+            if spike:
+                self.spikes[(d.device_id, round(ts * 1e6) * 1000)] = time.time()
+            d.send(ts, _payload(seq, ts, rng, spike), seq=seq)
+            self.sent += 1
+
+
+def _pct(xs: list[float], q: float) -> float | None:
+    return round(float(np.percentile(xs, q)) * 1000, 1) if xs else None
+
+
+def _raw(n_devices: int, seconds: float, window: int, mosquitto: int | None = None
+         ) -> dict[str, Any]:
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    if mosquitto:
+        port, proc = mosquitto, None
+    else:
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, "-c", _RAW_BROKER, str(port)], env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if proc is not None:
+            _wait_port(port, proc)
+        got = [0]
+        lat: list[float] = []
+        pubs: dict[str, dict[int, float]] = {}
+        done: dict[str, int] = {}
+
+        def on_msg(c: Any, u: Any, m: mqtt.MQTTMessage) -> None:
+            t = time.monotonic()
+            rec = json.loads(m.payload)
+            dev = m.topic.split("/")[1]
+            got[0] += 1
+            p = pubs.get(dev, {}).pop(rec["seq"], None)
+            if p is not None:
+                lat.append(t - p)
+            done[dev] = max(done.get(dev, 0), rec["seq"])
+
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-sub")
+        sub.on_message = on_msg
+        sub.max_inflight_messages_set(1000)
+        sub.connect("127.0.0.1", port)
+        sub.subscribe(f"{prefix}/+/telemetry", qos=1)
+        sub.loop_start()
+        time.sleep(0.3)
+        devs = [_RawDevice(f"d{i:03d}", port, done, prefix) for i in range(n_devices)]
+        load = _Load(devs, seconds, None, window, 0, time.time() - 3600)  # type: ignore[arg-type]
+        pubs.update(load.pub_t)
+        got0 = got[0]
+        t0, t1 = load.run()
+        received = got[0] - got0
+        for d in devs:
+            d.stop()
+        sub.disconnect()
+        sub.loop_stop()
+        rate = received / (t1 - t0)
+        return {"messages_per_s": round(rate, 1), "readings_per_s": round(rate * 8, 1),
+                "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "messages": received}
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+class _RawDevice:
+    """Publisher for the raw run: 'pending' is what the subscriber has not yet received."""
+
+    def __init__(self, device_id: str, port: int, done: dict[str, int], prefix: str) -> None:
+        self.device_id = device_id
+        self._done = done
+        self._sent = 0
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{device_id}")
+        c.max_inflight_messages_set(1000)
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        self.client = c
+        self.topic = f"{prefix}/{device_id}/telemetry"
+
+    @property
+    def pending(self) -> range:
+        return range(self._sent - self._done.get(self.device_id, 0))
+
+    def send(self, ts: float, metrics: dict[str, float], seq: int) -> None:
+        self._sent = seq
+        self.client.publish(self.topic, json.dumps({"ts": ts, "metrics": metrics, "seq": seq},
+                                                   separators=(",", ":")), qos=1)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _gateway(n_devices: int, seconds: float, rate_per_device: float | None, window: int,
+             spike_every: int, progress: Callable[[str], None], mosquitto: int | None = None,
+             consumer: str = "plugin") -> dict[str, Any]:
+    import httpx
+
+    from edgewise.security.credentials import Security
+
+    with tempfile.TemporaryDirectory(prefix="ew-bench-") as tmp:
+        data = Path(tmp)
+        sec = Security(data)
+        creds = [sec.add_device(f"bench-{i:03d}") for i in range(n_devices)]
+        token = sec.create_token("viewer", "bench")
+        sec.close()
+        mport, hport = _free_port(), _free_port()
+        prefix = f"bench{uuid.uuid4().hex[:8]}"
+        extra = (["--mqtt", f"mqtt://127.0.0.1:{mosquitto}?prefix={prefix}&client_id={prefix}"]
+                 if mosquitto else [])
+        env = _env() | {"EDGEWISE_RATE_LIMIT_PER_S": "1e9", "EDGEWISE_RATE_LIMIT_BURST": "1e9",
+                        "EDGEWISE_MQTT_CONSUMER": consumer}
+        log = open(data / "gateway.log", "wb")
+        prof = os.environ.get("EDGEWISE_BENCH_PROFILE")  # cProfile the gateway into this file
+        wrap = ["-m", "cProfile", "-o", prof] if prof else []
+        proc = subprocess.Popen(
+            [sys.executable, *wrap, "-m", "edgewise", "serve", "--data-dir", str(data),
+             "--mqtt-port", str(mport), "--port", str(hport), *extra],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            if not mosquitto:
+                _wait_port(mport, proc)
+            _wait_port(hport, proc)
+            lat: list[float] = []
+            acked_total = [0]
+            load_ref: list[_Load] = []
+            last: dict[str, int] = {}
+            lock = threading.Lock()
+
+            def on_ack(dev: str, seq: int, t: float) -> None:
+                with lock:
+                    prev = last.get(dev, 0)
+                    if seq <= prev:
+                        return
+                    last[dev] = seq
+                    acked_total[0] += seq - prev
+                    pubs = load_ref[0].pub_t[dev] if load_ref else {}
+                    for s in range(prev + 1, seq + 1):
+                        p = pubs.pop(s, None)
+                        if p is not None:
+                            lat.append(t - p)
+
+            devs = [MqttDevice(d, s, port=mosquitto or mport, on_ack=on_ack, resend_after_s=30,
+                               topic_prefix=prefix if mosquitto else "edgewise").start(
+                resume=False) for d, s in creds]
+            load = _Load(devs, seconds, rate_per_device, window, spike_every,
+                         time.time() - 3 * 3600)
+            load_ref.append(load)
+            t0, t1 = load.run()
+            acked_in_run = acked_total[0]
+            for d in devs:
+                d.wait_acked(30)
+            for d in devs:
+                d.stop()
+            r = httpx.get(f"http://127.0.0.1:{hport}/v1/alerts",
+                          params={"kind": "anomaly", "limit": 10000},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            alert_lat = []
+            for a in r.json():
+                p = load.spikes.get((a["device_id"], a["start_ns"]))
+                if p is not None:
+                    alert_lat.append(a["created_ns"] / 1e9 - p)
+            metrics = httpx.get(f"http://127.0.0.1:{hport}/metrics", timeout=30).text
+        finally:
+            proc.terminate()
+            proc.wait(60)
+            log.close()
+        stored = _metric(metrics, "edgewise_readings_stored_total")
+        rate = acked_in_run / (t1 - t0)
+        return {
+            "messages_per_s": round(rate, 1), "readings_per_s": round(rate * 8, 1),
+            "offered_messages_per_s": round(load.sent / (t1 - t0), 1),
+            "p50_stored_ms": _pct(lat, 50), "p99_stored_ms": _pct(lat, 99),
+            "p50_alert_ms": _pct(alert_lat, 50), "p99_alert_ms": _pct(alert_lat, 99),
+            "spikes": len(load.spikes), "spike_alerts": len(alert_lat),
+            "readings_stored": stored, "acked_messages": acked_in_run,
+            "commits": _metric(metrics, "edgewise_commit_seconds_count"),
+            "detect_s": round(_metric(metrics, "edgewise_detect_seconds_sum"), 2),
+        }
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def run_ingest_bench(
+    devices: int = 20, seconds: float = 10.0, window: int = 200, spike_every: int = 200,
+    progress: Callable[[str], None] = lambda s: None, mosquitto: int | None = None,
+    consumer: str = "plugin",
+) -> dict[str, Any]:
+    """Run raw, max and half-load runs; return every figure as one dict.
+
+    With ``mosquitto`` (a port on 127.0.0.1) the broker is that Mosquitto instead of
+    amqtt, and the gateway runs in external-broker mode. ``consumer`` picks how the
+    embedded broker hands telemetry to the gateway: ``"plugin"`` or ``"subscriber"``.
+
+    >>> r = run_ingest_bench(devices=1, seconds=0.5)  # doctest: +SKIP
+    """
+    progress(f"raw broker ceiling: {devices} publishers, {seconds:g} s")
+    raw = _raw(devices, seconds, window, mosquitto)
+    progress(f"gateway at max rate: {devices} devices, {seconds:g} s")
+    full = _gateway(devices, seconds, None, window, spike_every, progress, mosquitto, consumer)
+    half_rate = full["messages_per_s"] / 2 / devices
+    progress(f"gateway at half load: {half_rate * devices:.0f} messages/s")
+    half = _gateway(devices, seconds, half_rate, window, spike_every, progress, mosquitto,
+                    consumer)
+    return {
+        "broker": f"mosquitto 127.0.0.1:{mosquitto}" if mosquitto else "amqtt (embedded)",
+        "consumer": "external subscriber" if mosquitto else consumer,
+        "devices": devices, "seconds": seconds, "metrics_per_message": 8, "qos": 1,
+        "raw": raw, "max": full, "half": half,
+        "gateway_vs_raw": round(full["readings_per_s"] / raw["readings_per_s"], 3)
+        if raw["readings_per_s"] else None,
+        "goal_readings_per_s": 50_000, "goal_ratio": 0.5, "goal_p99_stored_ms": 250,
+        "cpus": os.cpu_count(),
+    }

@@ -1,0 +1,478 @@
+"""Public contract checks that every implementation of an Edgewise protocol passes.
+
+In the manner of River's ``utils.estimator_checks`` and scikit-learn's
+``parametrize_with_checks``: each check is a plain function that raises
+``AssertionError`` with a readable message when the implementation breaks a promise.
+A third-party backend author runs the same suite as ours.
+
+Stores
+------
+A check takes a ``factory``: a no-argument callable that opens the store under test.
+The first call in a check must give an **empty** store; calling it again after ``close()``
+must reopen the **same** data (a file, a database schema). ``duckdb://:memory:`` therefore
+passes every check except the reopen ones; use a file.
+
+>>> import tempfile, pathlib
+>>> from edgewise.store.duckdb import DuckDBStore
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "c.duckdb"
+>>> check_store_idempotent_append(lambda: DuckDBStore(path))
+>>> [c.__name__ for c in yield_store_checks()][:2]
+['check_store_implements_protocol', 'check_store_idempotent_append']
+
+To run them all (each check needs its own empty store, hence a factory of factories)::
+
+    check_store(lambda: (lambda: DuckDBStore(fresh_path())))
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+
+from edgewise.errors import StoreError
+from edgewise.store.base import Alert, Store
+from edgewise.telemetry import Reading
+
+__all__ = ["StoreFactory", "check_store", "yield_store_checks"]
+
+StoreFactory = Callable[[], Store]
+StoreCheck = Callable[[StoreFactory], None]
+
+T0 = 1_700_000_000 * 10**9
+S = 10**9
+
+
+def _readings(device: str, n: int, metrics: tuple[str, ...] = ("temp_c", "rpm"),
+              t0: int = T0, seq0: int = 1, value0: float = 0.0) -> list[Reading]:
+    return [
+        Reading(device, m, t0 + i * S, value0 + i + j / 10, seq=seq0 + i)
+        for i in range(n)
+        for j, m in enumerate(metrics)
+    ]
+
+
+def _seqs(readings: list[Reading]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for r in readings:
+        if r.seq is not None:
+            out.setdefault(r.device_id, []).append(r.seq)
+    return out
+
+
+def check_store_implements_protocol(factory: StoreFactory) -> None:
+    """The store is a ``Store`` (every method of the protocol) with a ``url``."""
+    store = factory()
+    try:
+        assert isinstance(store, Store), f"{type(store).__name__} lacks part of the Store protocol"
+        assert isinstance(store.url, str) and "://" in store.url, store.url
+    finally:
+        store.close()
+
+
+def check_store_idempotent_append(factory: StoreFactory) -> None:
+    """Re-appending the same batch stores nothing new and counts every reading as a duplicate."""
+    store = factory()
+    try:
+        batch = _readings("pump-1", 50)
+        first = store.append(batch, _seqs(batch))
+        assert first.stored == len(batch), f"first append stored {first.stored}, not {len(batch)}"
+        assert first.duplicates == 0 and first.conflicts == 0, first
+        again = store.append(batch, _seqs(batch))
+        assert again.stored == 0, f"re-append stored {again.stored} readings again"
+        assert again.duplicates == len(batch), f"re-append counted {again.duplicates} duplicates"
+        assert again.conflicts == 0, again
+        assert store.count_readings() == len(batch), store.count_readings()
+        assert len(store.query("pump-1")) == len(batch)
+        # duplicates inside one call are stored once too
+        inner = _readings("pump-2", 5)
+        r = store.append(inner + inner)
+        assert (r.stored, r.duplicates) == (len(inner), len(inner)), r
+        # an empty append is a no-op
+        r = store.append([])
+        assert (r.stored, r.duplicates, r.conflicts) == (0, 0, 0), r
+    finally:
+        store.close()
+
+
+def check_store_conflict_kept_not_overwritten(factory: StoreFactory) -> None:
+    """A different value for a stored (device, metric, ts) is a conflict; the first value stays."""
+    store = factory()
+    try:
+        store.append([Reading("pump-1", "temp_c", T0, 20.0, seq=1)], {"pump-1": [1]})
+        r = store.append([Reading("pump-1", "temp_c", T0, 25.0, seq=2)], {"pump-1": [2]})
+        assert (r.stored, r.duplicates, r.conflicts) == (0, 0, 1), r
+        assert store.query("pump-1") == [("temp_c", T0, 20.0)], store.query("pump-1")
+        conflicts = store.conflicts("pump-1")
+        assert len(conflicts) == 1, conflicts
+        c = conflicts[0]
+        assert (c.device_id, c.metric, c.ts_ns, c.stored_value, c.new_value, c.seq) == (
+            "pump-1", "temp_c", T0, 20.0, 25.0, 2), c
+        assert c.received_ns > 0, c
+        # the same conflicting reading delivered again is not a second conflict
+        r = store.append([Reading("pump-1", "temp_c", T0, 25.0, seq=2)], {"pump-1": [2]})
+        assert (r.stored, r.conflicts) == (0, 0), r
+        assert len(store.conflicts("pump-1")) == 1
+        # inside one batch: first value wins, the other is the conflict
+        r = store.append([Reading("pump-1", "rpm", T0, 1.0), Reading("pump-1", "rpm", T0, 2.0)])
+        assert (r.stored, r.conflicts) == (1, 1), r
+        assert store.query("pump-1", "rpm") == [("rpm", T0, 1.0)]
+        assert store.seq_watermark("pump-1") == 2
+        assert len(store.conflicts()) == 2 and store.conflicts("other") == []
+        assert len(store.conflicts(limit=1)) == 1
+    finally:
+        store.close()
+
+
+def check_store_watermark_and_gaps(factory: StoreFactory) -> None:
+    """The watermark is the highest w with 1..w stored; gaps list the missing ranges."""
+    store = factory()
+    try:
+        assert store.seq_watermark("nobody") == 0 and store.seq_gaps("nobody") == []
+        r = store.append([], {"pump-1": [7, 2, 4, 1]})
+        assert r.watermarks == {"pump-1": 2}, r.watermarks
+        assert store.seq_watermark("pump-1") == 2
+        assert store.seq_gaps("pump-1") == [(3, 3), (5, 6)], store.seq_gaps("pump-1")
+        r = store.append([Reading("pump-1", "temp_c", T0 + 3 * S, 1.0, seq=3)], {"pump-1": [3]})
+        assert r.watermarks == {"pump-1": 4}, r.watermarks
+        assert store.seq_gaps("pump-1") == [(5, 6)]
+        store.append([], {"pump-1": [6, 5, 5]})
+        assert store.seq_watermark("pump-1") == 7 and store.seq_gaps("pump-1") == []
+        # a reading's own seq counts as delivered with it
+        r = store.append([Reading("pump-2", "temp_c", T0, 1.0, seq=1)])
+        assert r.watermarks.get("pump-2") == 1, r.watermarks
+        # devices are independent; seq 0 never moves a watermark
+        store.append([], {"pump-3": [0, 2]})
+        assert store.seq_watermark("pump-3") == 0 and store.seq_gaps("pump-3") == [(1, 1)]
+        assert store.seq_watermark("pump-1") == 7
+    finally:
+        store.close()
+
+
+def check_store_query_ranges_and_step(factory: StoreFactory) -> None:
+    """query() honours [start, end), the metric filter, sort order and step averaging."""
+    store = factory()
+    try:
+        batch = _readings("pump-1", 10, metrics=("b", "a"))
+        store.append(batch + _readings("pump-9", 3))
+        rows = store.query("pump-1")
+        assert [m for m, _, _ in rows] == ["a"] * 10 + ["b"] * 10, rows
+        assert [t for m, t, _ in rows if m == "a"] == [T0 + i * S for i in range(10)]
+        rows = store.query("pump-1", "b", start_ns=T0 + 2 * S, end_ns=T0 + 5 * S)
+        assert rows == [("b", T0 + i * S, float(i)) for i in (2, 3, 4)], rows
+        assert store.query("pump-1", "b", start_ns=T0 + 10 * S) == []
+        assert store.query("pump-1", "nope") == [] and store.query("nobody") == []
+        # 'a' holds i + 0.1 at T0 + i s; 4 s buckets starting at multiples of 4 s
+        step = 4 * S
+        rows = store.query("pump-1", "a", step_ns=step)
+        expect: dict[int, list[float]] = {}
+        for i in range(10):
+            t = T0 + i * S
+            expect.setdefault(t // step * step, []).append(i + 0.1)
+        want = [("a", b, sum(v) / len(v)) for b, v in sorted(expect.items())]
+        assert [(m, b) for m, b, _ in rows] == [(m, b) for m, b, _ in want], rows
+        assert all(abs(x[2] - y[2]) < 1e-9 for x, y in zip(rows, want, strict=True)), rows
+        rows = store.query("pump-1", step_ns=step, start_ns=T0, end_ns=T0 + 4 * S)
+        assert len(rows) == 2 and {m for m, _, _ in rows} == {"a", "b"}, rows
+        try:
+            store.query("pump-1", step_ns=0)
+        except StoreError:
+            pass
+        else:
+            raise AssertionError("query(step_ns=0) did not raise StoreError")
+    finally:
+        store.close()
+
+
+def check_store_out_of_order_in_time_order(factory: StoreFactory) -> None:
+    """Late and out-of-order readings are stored where they belong in time."""
+    store = factory()
+    try:
+        batch = _readings("pump-1", 40, metrics=("temp_c",))
+        shuffled = batch[:]
+        random.Random(7).shuffle(shuffled)
+        for i in range(0, 40, 10):
+            store.append(shuffled[i:i + 10])
+        late = [Reading("pump-1", "temp_c", T0 - 3600 * S, -1.0)]
+        store.append(late)
+        rows = store.query("pump-1")
+        assert [t for _, t, _ in rows] == sorted(t for _, t, _ in rows), rows
+        assert rows[0] == ("temp_c", T0 - 3600 * S, -1.0), rows[0]
+        assert len(rows) == 41
+    finally:
+        store.close()
+
+
+def check_store_delete_device(factory: StoreFactory) -> None:
+    """delete_device removes readings, seqs, conflicts and alerts of that device only."""
+    store = factory()
+    try:
+        a, b = _readings("pump-a", 5), _readings("pump-b", 5)
+        store.append(a + b, _seqs(a + b))
+        store.append([Reading("pump-a", "temp_c", T0, 99.0)])
+        store.append([Reading("pump-b", "temp_c", T0, 99.0)])
+        alert_a = store.add_alert(Alert("pump-a", T0, T0 + S, 0.9))
+        alert_b = store.add_alert(Alert("pump-b", T0, T0 + S, 0.9))
+        n = store.delete_device("pump-a")
+        assert n >= len(a) + 5 + 1 + 1, f"delete_device reported {n} rows"
+        assert store.query("pump-a") == [] and store.conflicts("pump-a") == []
+        assert store.seq_watermark("pump-a") == 0 and store.seq_gaps("pump-a") == []
+        assert [d.device_id for d in store.devices()] == ["pump-b"]
+        try:
+            store.get_alert(alert_a.id)
+        except KeyError:
+            pass
+        else:
+            raise AssertionError("alert of the deleted device is still there")
+        assert store.get_alert(alert_b.id).device_id == "pump-b"
+        assert len(store.query("pump-b")) == len(b) and store.seq_watermark("pump-b") == 5
+        assert len(store.conflicts("pump-b")) == 1
+        assert store.delete_device("nobody") == 0
+        # a deleted device can start again from seq 1
+        r = store.append(_readings("pump-a", 2), {"pump-a": [1, 2]})
+        assert r.stored == 4 and r.watermarks == {"pump-a": 2}, r
+    finally:
+        store.close()
+
+
+def check_store_retention(factory: StoreFactory) -> None:
+    """delete_before drops readings older than the cut, for one device or all."""
+    store = factory()
+    try:
+        store.append(_readings("pump-a", 10) + _readings("pump-b", 10), {"pump-a": range(1, 11)})
+        n = store.delete_before(T0 + 3 * S, device_id="pump-a")
+        assert n == 3 * 2, n
+        assert min(t for _, t, _ in store.query("pump-a")) == T0 + 3 * S
+        assert len(store.query("pump-b")) == 20
+        n = store.delete_before(T0 + 5 * S)
+        assert n == 2 * 2 + 5 * 2, n
+        assert store.count_readings() == 5 * 2 * 2, store.count_readings()
+        assert store.seq_watermark("pump-a") == 10, "retention moved the seq watermark back"
+        assert store.delete_before(T0) == 0
+        summary = {d.device_id: (d.readings, d.first_ns, d.last_ns) for d in store.devices()}
+        assert summary == {"pump-a": (10, T0 + 5 * S, T0 + 9 * S),
+                           "pump-b": (10, T0 + 5 * S, T0 + 9 * S)}, summary
+        assert store.delete_before(T0 + 100 * S, device_id="pump-a") == 10
+        assert [d.device_id for d in store.devices()] == ["pump-b"], store.devices()
+        assert store.count_readings() == 10
+    finally:
+        store.close()
+
+
+def check_store_alerts_crud(factory: StoreFactory) -> None:
+    """Alerts: add fills id and created_ns; get/update/list; KeyError for unknown ids."""
+    store = factory()
+    try:
+        a1 = store.add_alert(Alert("pump-1", T0, T0 + 10 * S, 0.95, drivers={"temp_c": 0.7,
+                                                                          "rpm": 0.3},
+                                   message="hot"))
+        assert a1.id and a1.created_ns > 0, a1
+        a2 = store.add_alert(Alert("pump-1", T0 + 20 * S, T0 + 30 * S, 0.8, kind="seq_gap"))
+        a3 = store.add_alert(Alert("pump-2", T0 + 40 * S, T0 + 41 * S, 0.99))
+        got = store.get_alert(a1.id)
+        assert got.to_dict() == a1.to_dict(), (got, a1)
+        assert [a.id for a in store.list_alerts()] == [a3.id, a2.id, a1.id]
+        assert [a.id for a in store.list_alerts(device_id="pump-1")] == [a2.id, a1.id]
+        assert [a.id for a in store.list_alerts(kind="seq_gap")] == [a2.id]
+        assert [a.id for a in store.list_alerts(limit=1)] == [a3.id]
+        assert [a.id for a in store.list_alerts(since_ns=T0 + 25 * S)] == [a3.id, a2.id]
+        up = store.update_alert(a1.id, status="acknowledged", acked_by="ops",
+                                label="true_alarm", labelled_by="ops", note="bearing")
+        assert (up.status, up.acked_by, up.label, up.labelled_by, up.note) == (
+            "acknowledged", "ops", "true_alarm", "ops", "bearing"), up
+        assert up.drivers == {"temp_c": 0.7, "rpm": 0.3} and up.message == "hot", up
+        assert store.get_alert(a1.id).status == "acknowledged"
+        assert [a.id for a in store.list_alerts(status="open")] == [a3.id, a2.id]
+        up = store.update_alert(a2.id, end_ns=T0 + 35 * S, score=0.85)
+        assert (up.end_ns, up.score) == (T0 + 35 * S, 0.85), up
+        for call in (lambda: store.get_alert("no-such-id"),
+                     lambda: store.update_alert("no-such-id", status="acknowledged")):
+            try:
+                call()
+            except KeyError:
+                pass
+            else:
+                raise AssertionError("unknown alert id did not raise KeyError")
+        try:
+            store.update_alert(a1.id, status="sleeping")
+        except (StoreError, ValueError):
+            pass
+        else:
+            raise AssertionError("update_alert accepted status='sleeping'")
+    finally:
+        store.close()
+
+
+def check_store_failed_append_leaves_nothing(factory: StoreFactory) -> None:
+    """An append that fails stores none of its readings or seqs; a closed store refuses."""
+    store = factory()
+    try:
+        good = _readings("pump-1", 20)
+        bad = [*good[:10], Reading("pump-1", "temp_c", T0 + 99 * S, float("nan"), seq=99),
+               *good[10:]]
+        try:
+            store.append(bad, _seqs(bad))
+        except StoreError:
+            pass
+        else:
+            raise AssertionError("append with a NaN value did not raise StoreError")
+        assert store.count_readings() == 0, "a failed append left readings behind"
+        assert store.seq_watermark("pump-1") == 0, "a failed append moved the watermark"
+        try:
+            store.append(good, {"pump-1": [1, "two"]})  # type: ignore[list-item]
+        except StoreError:
+            pass
+        else:
+            raise AssertionError("append with a non-int seq did not raise StoreError")
+        assert store.count_readings() == 0 and store.seq_watermark("pump-1") == 0
+        r = store.append(good, _seqs(good))
+        assert r.stored == len(good), r
+    finally:
+        store.close()
+    store.close()  # twice is fine
+    try:
+        store.append(good)
+    except StoreError:
+        pass
+    else:
+        raise AssertionError("append on a closed store did not raise StoreError")
+    store = factory()
+    try:
+        assert store.count_readings() == len(good), store.count_readings()
+    finally:
+        store.close()
+
+
+def check_store_reopen_keeps_everything(factory: StoreFactory) -> None:
+    """After close and reopen: readings, seqs (watermark and gaps), conflicts and alerts."""
+    store = factory()
+    batch = _readings("pump-1", 30) + _readings("pump-2", 5)
+    store.append(batch, {"pump-1": [*range(1, 31), 33], "pump-2": range(1, 6)})
+    store.append([Reading("pump-1", "temp_c", T0, 123.0)])
+    alert = store.add_alert(Alert("pump-1", T0, T0 + S, 0.9, drivers={"temp_c": 1.0}))
+    before = (store.count_readings(), store.query("pump-1"), store.query("pump-2"))
+    store.close()
+    store = factory()
+    try:
+        after = (store.count_readings(), store.query("pump-1"), store.query("pump-2"))
+        assert after == before, "readings changed across reopen"
+        assert store.seq_watermark("pump-1") == 30 and store.seq_gaps("pump-1") == [(31, 32)]
+        assert store.seq_watermark("pump-2") == 5
+        assert [c.new_value for c in store.conflicts()] == [123.0]
+        assert store.get_alert(alert.id).to_dict() == alert.to_dict()
+        assert store.append(batch).duplicates == len(batch)
+    finally:
+        store.close()
+
+
+def check_store_watermark_over_many_messages(factory: StoreFactory) -> None:
+    """Hundreds of one-message appends with a gap: watermark and gaps survive reopen."""
+    store = factory()
+    try:
+        for k in range(1, 301):
+            if k != 150:
+                store.append([Reading("pump-1", "temp_c", T0 + k * S, float(k), seq=k)])
+        assert store.seq_watermark("pump-1") == 149, store.seq_watermark("pump-1")
+        assert store.seq_gaps("pump-1") == [(150, 150)], store.seq_gaps("pump-1")
+    finally:
+        store.close()
+    store = factory()
+    try:
+        assert store.seq_watermark("pump-1") == 149, "watermark changed across reopen"
+        assert store.seq_gaps("pump-1") == [(150, 150)], store.seq_gaps("pump-1")
+        assert store.append([], {"pump-1": [5, 149]}).watermarks == {"pump-1": 149}
+        r = store.append([Reading("pump-1", "temp_c", T0 + 150 * S, 150.0, seq=150)])
+        assert r.watermarks == {"pump-1": 300} and store.seq_gaps("pump-1") == [], r
+        assert store.count_readings() == 300
+    finally:
+        store.close()
+    store = factory()
+    try:
+        assert store.seq_watermark("pump-1") == 300 and store.seq_gaps("pump-1") == []
+    finally:
+        store.close()
+
+
+def check_store_devices_summary(factory: StoreFactory) -> None:
+    """devices() gives per-device count, first/last time and metrics."""
+    store = factory()
+    try:
+        assert store.devices() == []
+        store.append(_readings("pump-b", 4, metrics=("z", "a")) + _readings("pump-a", 2))
+        ds = store.devices()
+        assert [d.device_id for d in ds] == ["pump-a", "pump-b"], ds
+        b = ds[1]
+        assert (b.readings, b.first_ns, b.last_ns, sorted(b.metrics)) == (
+            8, T0, T0 + 3 * S, ["a", "z"]), b
+        assert store.count_readings() == 12
+    finally:
+        store.close()
+
+
+def check_store_concurrent_reads_during_writes(factory: StoreFactory) -> None:
+    """One writer thread and several reader threads at once: no errors, nothing lost."""
+    store = factory()
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for k in range(20):
+                batch = _readings("pump-1", 25, t0=T0 + k * 25 * S, seq0=k * 25 + 1)
+                store.append(batch, _seqs(batch))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                store.query("pump-1", "temp_c")
+                store.devices()
+                store.seq_watermark("pump-1")
+                store.list_alerts()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=write)] + [threading.Thread(target=read)
+                                                     for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, f"concurrent use raised: {errors[0]!r}"
+        assert store.count_readings() == 20 * 25 * 2
+        assert store.seq_watermark("pump-1") == 500
+    finally:
+        store.close()
+
+
+_STORE_CHECKS: tuple[StoreCheck, ...] = (
+    check_store_implements_protocol,
+    check_store_idempotent_append,
+    check_store_conflict_kept_not_overwritten,
+    check_store_watermark_and_gaps,
+    check_store_query_ranges_and_step,
+    check_store_out_of_order_in_time_order,
+    check_store_delete_device,
+    check_store_retention,
+    check_store_alerts_crud,
+    check_store_failed_append_leaves_nothing,
+    check_store_reopen_keeps_everything,
+    check_store_watermark_over_many_messages,
+    check_store_devices_summary,
+    check_store_concurrent_reads_during_writes,
+)
+
+
+def yield_store_checks() -> Iterator[StoreCheck]:
+    """Every store check, in a stable order; each takes a factory of one empty store."""
+    yield from _STORE_CHECKS
+
+
+def check_store(make_factory: Callable[[], StoreFactory]) -> None:
+    """Run every store check, each on a fresh empty store from ``make_factory()``."""
+    for check in yield_store_checks():
+        check(make_factory())

@@ -1,0 +1,157 @@
+"""``edgewise device …`` and ``edgewise token …``: credentials, while ``serve`` runs or not.
+
+Credentials live in ``<data dir>/security.sqlite`` (SQLite in WAL mode), so these
+commands work beside a running gateway.
+
+``device delete`` revokes the device's credentials at once, then deletes its stored
+readings, seqs, conflicts and alerts. An embedded DuckDB store can be open in only one
+process: when a running gateway holds it, the command still revokes the credentials,
+says that the data is kept, and exits with status 1; delete the data with
+``DELETE /v1/devices/<id>`` on the running gateway (admin token), or run the command
+again once the gateway is stopped (it then deletes the data of the unregistered device).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from edgewise.cli._app import DataDir, Json, app, fail
+
+__all__ = ["device_app", "token_app"]
+
+device_app = typer.Typer(help="Register, list and delete devices.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens for people and scripts.", no_args_is_help=True)
+app.add_typer(device_app, name="device")
+app.add_typer(token_app, name="token")
+
+StoreUrl = Annotated[
+    str,
+    typer.Option("--store", envvar="EDGEWISE_STORE",
+                 help="Store URL (default: the DuckDB file under the data directory)."),
+]
+
+
+@device_app.command("add")
+def device_add(name: str, data_dir: DataDir, as_json: Json = False) -> None:
+    """Register device NAME and print its secret (shown only this once)."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.security import Security
+
+    sec = Security(data_dir)
+    try:
+        device_id, secret = sec.add_device(name, actor="cli")
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        sec.close()
+    if as_json:
+        typer.echo(json.dumps({"id": device_id, "secret": secret}))
+        return
+    typer.echo(f"device {device_id}")
+    typer.echo(f"secret {secret}")
+    typer.echo("The secret is shown only now; only its hash is kept. Devices send it as "
+               "'Authorization: Bearer <secret>' (HTTP) or as the MQTT password.", err=True)
+
+
+@device_app.command("list")
+def device_list(data_dir: DataDir, as_json: Json = False) -> None:
+    """List registered devices (never their secrets)."""
+    from edgewise.security import Security
+    from edgewise.server.query import format_ns
+
+    sec = Security(data_dir)
+    try:
+        rows = sec.list_devices()
+    finally:
+        sec.close()
+    if as_json:
+        typer.echo(json.dumps([
+            {"id": r.id, "name": r.name, "created": format_ns(r.created_ns),
+             "failures": r.failures} for r in rows
+        ]))
+        return
+    if not rows:
+        typer.echo("no devices; add one with: edgewise device add NAME")
+        return
+    for r in rows:
+        typer.echo(f"{r.id}\t{r.name}\t{format_ns(r.created_ns)}\tfailures={r.failures}")
+
+
+@device_app.command("delete")
+def device_delete(
+    device_id: str, data_dir: DataDir, store: StoreUrl = "", as_json: Json = False
+) -> None:
+    """Revoke device DEVICE_ID's credentials and delete its stored data.
+
+    If a running gateway holds the embedded store, only the credentials are revoked
+    (exit status 1); then use DELETE /v1/devices/ID on the gateway.
+    """
+    from edgewise.config import Settings
+    from edgewise.errors import StoreError
+    from edgewise.security import Security
+    from edgewise.store import open_store
+
+    settings = Settings.load(data_dir=data_dir, store=store or None)
+    sec = Security(data_dir)
+    try:
+        registered = sec.has_device(device_id)
+        if registered:
+            sec.delete_device(device_id, actor="cli")
+        try:
+            st = open_store(settings.store_url)
+        except StoreError as exc:
+            done = {"id": device_id, "credentials_deleted": registered, "rows_deleted": None,
+                    "error": str(exc)}
+            if as_json:
+                typer.echo(json.dumps(done))
+            what = "credentials revoked" if registered else "device was not registered"
+            why = str(exc).rstrip(".")
+            typer.echo(
+                f"error: {what}, but its stored data was NOT deleted: {why}. If a gateway "
+                f"is running, delete the data with DELETE /v1/devices/{device_id} (admin "
+                f"token), or run this command again once it is stopped.", err=True)
+            raise typer.Exit(1) from None
+        try:
+            rows = st.delete_device(device_id)
+        finally:
+            st.close()
+        sec.audit("cli", "device.delete_data", device_id, {"rows": rows})
+    finally:
+        sec.close()
+    if not registered and rows == 0:
+        raise fail(f"Device {device_id!r} is not registered and has no stored data.", code=1)
+    if as_json:
+        typer.echo(json.dumps({"id": device_id, "credentials_deleted": registered,
+                               "rows_deleted": rows}))
+        return
+    creds = "credentials revoked" if registered else "was not registered"
+    typer.echo(f"device {device_id}: {creds}; {rows} stored rows deleted")
+
+
+@token_app.command("create")
+def token_create(
+    data_dir: DataDir,
+    role: Annotated[str, typer.Option("--role", help="admin, operator or viewer.")],
+    name: Annotated[str, typer.Option("--name", help="Who or what will use it.")] = "",
+    as_json: Json = False,
+) -> None:
+    """Create an API token with ROLE and print it (shown only this once)."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.security import Security
+
+    sec = Security(data_dir)
+    try:
+        token = sec.create_token(role, name, actor="cli")
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        sec.close()
+    if as_json:
+        typer.echo(json.dumps({"token": token, "role": role, "name": name or role}))
+        return
+    typer.echo(token)
+    typer.echo(f"API token with role {role!r}; shown only now. Send it as "
+               "'Authorization: Bearer <token>' or paste it into the dashboard.", err=True)

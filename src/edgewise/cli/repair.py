@@ -1,0 +1,42 @@
+"""``edgewise repair``: make a store whose WAL does not replay open again (the WAL is kept)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from edgewise.cli._app import DataDir, Json, app, fail
+
+
+@app.command()
+def repair(
+    data_dir: DataDir,
+    store: Annotated[
+        str,
+        typer.Option("--store", envvar="EDGEWISE_STORE",
+                     help="Store URL; default duckdb:///<data-dir>/edgewise.duckdb."),
+    ] = "",
+    json_out: Json = False,
+) -> None:
+    """Move an unreplayable DuckDB write-ahead log aside (kept, renamed) and reopen the store.
+
+    Nothing is deleted. Readings that were only in that log are lost from the store; the
+    command says how many when that can be known and 'unknown' otherwise.
+    """
+    import json
+
+    from edgewise.store.duckdb import repair as repair_duckdb
+
+    url = store or f"duckdb://{(data_dir / 'edgewise.duckdb').resolve()}"
+    if not url.startswith("duckdb://"):
+        raise fail(f"repair works on DuckDB stores (duckdb:///PATH); {url!r} is not one. "
+                   "PostgreSQL recovers its own log on start.")
+    path = url[len("duckdb://"):]
+    if path in (":memory:", "/:memory:"):
+        raise fail("an in-memory store has nothing to repair")
+    report = repair_duckdb(path)
+    if json_out:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        typer.echo(report.message)

@@ -1,0 +1,324 @@
+"""Context likelihood: Edgewise's default univariate streaming detector.
+
+Scores are in [0, 1]; high means anomalous. Four cheap ideas, compiled with Numba:
+
+1. **Context novelty.** After a warm-up the value range is cut into ``bins`` coarse
+   symbols; the detector counts symbol transitions (previous symbol -> current) in a
+   small hashed table and reports a transition never seen before (a sequence break,
+   like HTM's prediction error or CAD OSE's contexts).
+2. **Prediction error.** A slow exponentially weighted mean and deviation give a z-score
+   squashed to [0, 1]; the raw score is the larger of the two signals.
+3. **Anomaly likelihood** (Numenta). The mean raw score over the last ``short_window``
+   readings is compared with the long-run distribution of that mean (exponentially
+   weighted, ``long_alpha``); the Gaussian tail probability ``p`` becomes the score
+   ``-log10(p) / tail_digits`` (1 at or beyond ``10**-tail_digits``).
+4. **Range novelty and repeat suppression.** A value beyond the range seen so far (by
+   more than ``spatial_tolerance`` of it) scores 1. After a detection (score >=
+   ``suppress_level``) the following scores are damped for a while that grows with the
+   stream's age and its alert rate, so one event raises one alert, as operators (and NAB)
+   want.
+
+The scale is set so that :data:`~edgewise.detect.base.DEFAULT_THRESHOLD` (0.9) is the
+threshold NAB's optimiser picks for it on the NAB corpus.
+
+When to use: one sensor per detector, any sampling rate, unknown shape. When not: several
+correlated metrics of one device (use :class:`~edgewise.detect.pca.StreamingPCA`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numba as nb
+import numpy as np
+
+from edgewise.detect.base import Detector
+from edgewise.params import Interval, validate_params
+
+__all__ = ["ContextLikelihood"]
+
+# state vector layout
+(_T, _MN, _MX, _M, _V, _W, _W2, _X0, _RSUM, _RI, _MUL, _VL, _NL, _CD, _NH, _H0, _H1,
+ _RSUM2, _RI2, _MUL2, _VL2, _NAL) = range(22)
+_RING = 22
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@nb.njit(cache=True, inline="always")
+def _mix(h: np.uint64, v: int) -> np.uint64:
+    u = np.uint64(v & 0xFFFFFFFFFFFF)
+    return h ^ (u + _GOLDEN + (h << np.uint64(6)) + (h >> np.uint64(2)))
+
+
+@nb.njit(cache=True, inline="always")
+def _tail_score(short, mu, var, sd_min, digits):  # type: ignore[no-untyped-def]
+    sd = max(math.sqrt(var), sd_min)
+    tail = 0.5 * math.erfc((short - mu) / sd / math.sqrt(2.0))
+    return min(max(-math.log10(tail + 1e-10) / digits, 0.0), 1.0)
+
+
+@nb.njit(cache=True)
+def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """Score ``xv`` against state ``s``; when ``learn``, also update the state."""
+    bins, bins2, warm, ws, a_long, sd_min = p[0], p[1], int(p[2]), int(p[3]), p[4], p[5]
+    ws2, a_long2, sd_min2 = int(p[6]), p[7], p[8]
+    supp, supp_frac, supp_rate, damp, supp_level = int(p[9]), p[10], p[11], p[12], p[13]
+    sp_tol, a_ew, z_w, z_c, digits = p[14], p[15], p[16], p[17], p[18]
+    t = int(s[_T])
+    if t < warm:
+        if learn:
+            s[_MN] = min(s[_MN], xv)
+            s[_MX] = max(s[_MX], xv)
+            s[_M] += (xv - s[_M]) / (t + 1)
+            if t == warm - 1:
+                floor = 1e-9 * (abs(s[_MX]) + 1.0)
+                s[_W] = max((s[_MX] - s[_MN]) / bins, floor)
+                s[_W2] = max((s[_MX] - s[_MN]) / bins2, floor) if bins2 > 0 else 1.0
+                s[_X0] = s[_MN]
+            s[_T] = t + 1
+        return 0.0
+    mask = np.uint64(len(table) - 1)
+    q = int(math.floor(min(max((xv - s[_X0]) / s[_W], -1e15), 1e15)))  # noqa: RUF046
+    q2 = int(math.floor(min(max((xv - s[_X0]) / s[_W2], -1e15), 1e15)))  # noqa: RUF046
+    key = np.uint64(0)
+    key2 = np.uint64(0)
+    nov = 0.0
+    if s[_NH] >= 1:
+        key = _mix(_mix(np.uint64(1000003), int(s[_H0])), q) & mask
+        nov = 1.0 if table[key] == 0 else 0.0
+        if bins2 > 0:
+            key2 = _mix(_mix(np.uint64(2000003), int(s[_H1])), q2) & mask
+            nov = 0.5 * (nov + (1.0 if table[key2] == 0 else 0.0))
+    z = abs(xv - s[_M]) / (math.sqrt(s[_V]) + 1e-9 + s[_W])
+    raw = max(nov, z_w * (1.0 - math.exp(-z / z_c)))
+    rsum = s[_RSUM] - s[_RING + int(s[_RI])] + raw
+    short = rsum / ws
+    rsum2 = 0.0
+    short2 = 0.0
+    if ws2 > 0:
+        rsum2 = s[_RSUM2] - s[_RING + ws + int(s[_RI2])] + raw
+        short2 = rsum2 / ws2
+    score = 0.0
+    if s[_NL] > 50:
+        score = _tail_score(short, s[_MUL], s[_VL], sd_min, digits)
+        if ws2 > 0:
+            score = max(score, _tail_score(short2, s[_MUL2], s[_VL2], sd_min2, digits))
+    rng = s[_MX] - s[_MN]
+    if sp_tol > 0 and (xv > s[_MX] + sp_tol * rng or xv < s[_MN] - sp_tol * rng):
+        score = 1.0
+    if s[_CD] > 0:
+        score *= damp
+    if not learn:
+        return score
+    # learn: likelihood statistics
+    s[_RING + int(s[_RI])] = raw
+    s[_RSUM] = rsum
+    s[_RI] = (s[_RI] + 1) % ws
+    a = max(a_long, 1.0 / (s[_NL] + 1))
+    d = short - s[_MUL]
+    s[_MUL] += a * d
+    s[_VL] = (1 - a) * (s[_VL] + a * d * d)
+    if ws2 > 0:
+        s[_RING + ws + int(s[_RI2])] = raw
+        s[_RSUM2] = rsum2
+        s[_RI2] = (s[_RI2] + 1) % ws2
+        a = max(a_long2, 1.0 / (s[_NL] + 1))
+        d = short2 - s[_MUL2]
+        s[_MUL2] += a * d
+        s[_VL2] = (1 - a) * (s[_VL2] + a * d * d)
+    s[_NL] += 1
+    # repeat suppression, longer for streams that alert often
+    if score >= supp_level:
+        s[_NAL] += 1
+        base = max(supp, int(supp_frac * t))
+        s[_CD] = int(base * (1.0 + supp_rate * s[_NAL] * 1000.0 / t))
+    elif s[_CD] > 0:
+        s[_CD] -= 1
+    # transition table and prediction statistics
+    if s[_NH] >= 1:
+        table[key] = min(table[key] + 1, 2_000_000_000)
+        if bins2 > 0:
+            table[key2] = min(table[key2] + 1, 2_000_000_000)
+    s[_H0] = q
+    s[_H1] = q2
+    s[_NH] = 1
+    s[_MN] = min(s[_MN], xv)
+    s[_MX] = max(s[_MX], xv)
+    d = xv - s[_M]
+    s[_M] += a_ew * d
+    s[_V] = (1 - a_ew) * (s[_V] + a_ew * d * d)
+    s[_T] = t + 1
+    return score
+
+
+@nb.njit(cache=True)
+def _run(s, table, p, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    for i in range(len(xs)):
+        xv = xs[i]
+        if xv != xv:
+            out[i] = 0.0
+        else:
+            out[i] = _step(s, table, p, xv, True)
+
+
+class ContextLikelihood(Detector):
+    """Sequence novelty + prediction error -> anomaly likelihood, with repeat suppression.
+
+    The default univariate detector (``get_detector("context-likelihood")``). It reads the
+    first finite value of each reading; readings without one (NaN, inf) score 0 and
+    are not learned.
+
+    Parameters
+    ----------
+    bins
+        Symbols the warm-up range is cut into for the transition table.
+    bins2
+        A second, independent symbol grid (0: none); novelty is then the mean of both.
+    warmup
+        Readings learned (scored 0) before scoring starts; they also fix the symbol width.
+    short_window
+        Readings averaged before the likelihood test.
+    long_alpha
+        Weight of the newest short average in its long-run mean and variance.
+    min_sd
+        Floor on the long-run deviation of the short average.
+    slow_window, slow_long_alpha, slow_min_sd
+        A second likelihood test on a longer average (0: none), for slower changes; the
+        score is the larger of the two.
+    suppress, suppress_frac, suppress_rate
+        After the ``k``-th detection at reading ``t``, damp the next
+        ``max(suppress, suppress_frac * t) * (1 + suppress_rate * 1000 k / t)`` scores:
+        longer in streams that alert often.
+    damp
+        Factor applied to damped scores.
+    suppress_level
+        Score that counts as a detection for suppression.
+    spatial_tolerance
+        Share of the seen range a value must exceed it by to score 1 (0 disables).
+    ew_alpha
+        Weight of the newest value in the prediction mean and variance.
+    z_weight, z_scale
+        Prediction-error signal: ``z_weight * (1 - exp(-|z| / z_scale))``.
+    tail_digits
+        Tail probability ``10**-tail_digits`` maps to score 1.
+    table_bits
+        The transition table holds ``2**table_bits`` counters (bounded memory).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.sin(np.arange(2000) / 20) + 0.05 * rng.standard_normal(2000)
+    >>> x[1500] = 4.0
+    >>> s = ContextLikelihood().score_many(x)
+    >>> np.flatnonzero(s >= 0.9).tolist()   # only the spike crosses the default threshold
+    [1500]
+    >>> bool(np.median(s[400:]) < 0.2)
+    True
+    """
+
+    _constraints: ClassVar[dict[str, Any]] = {
+        "bins": Interval(int, 1, None),
+        "bins2": Interval(int, 0, None),
+        "warmup": Interval(int, 2, None),
+        "short_window": Interval(int, 1, None),
+        "long_alpha": Interval(float, 0.0, 1.0, closed="neither"),
+        "min_sd": Interval(float, 0.0, None, closed="neither"),
+        "slow_window": Interval(int, 0, None),
+        "slow_long_alpha": Interval(float, 0.0, 1.0, closed="neither"),
+        "slow_min_sd": Interval(float, 0.0, None, closed="neither"),
+        "suppress": Interval(int, 0, None),
+        "suppress_frac": Interval(float, 0.0, 1.0),
+        "suppress_rate": Interval(float, 0.0, None),
+        "damp": Interval(float, 0.0, 1.0),
+        "suppress_level": Interval(float, 0.0, 1.0),
+        "spatial_tolerance": Interval(float, 0.0, None),
+        "ew_alpha": Interval(float, 0.0, 1.0, closed="right"),
+        "z_weight": Interval(float, 0.0, 1.0),
+        "z_scale": Interval(float, 0.0, None, closed="neither"),
+        "tail_digits": Interval(float, 0.0, 10.0, closed="right"),
+        "table_bits": Interval(int, 4, 24),
+    }
+
+    def __init__(
+        self,
+        bins: int = 5,
+        bins2: int = 0,
+        warmup: int = 280,
+        short_window: int = 3,
+        long_alpha: float = 0.00044,
+        min_sd: float = 0.028,
+        slow_window: int = 9,
+        slow_long_alpha: float = 0.002,
+        slow_min_sd: float = 0.027,
+        suppress: int = 24,
+        suppress_frac: float = 0.026,
+        suppress_rate: float = 0.09,
+        damp: float = 0.01,
+        suppress_level: float = 0.873,
+        spatial_tolerance: float = 0.0125,
+        ew_alpha: float = 0.00125,
+        z_weight: float = 0.5,
+        z_scale: float = 5.2,
+        tail_digits: float = 6.87,
+        table_bits: int = 14,
+    ) -> None:
+        params = dict(locals())
+        params.pop("self")
+        validate_params(self._constraints, params, self)
+        for k, v in params.items():
+            setattr(self, k, v)
+        self._p = np.array(
+            [
+                bins, bins2, warmup, short_window, long_alpha, min_sd, slow_window,
+                slow_long_alpha, slow_min_sd, suppress, suppress_frac, suppress_rate, damp,
+                suppress_level, spatial_tolerance, ew_alpha, z_weight, z_scale, tail_digits,
+            ],
+            dtype=float,
+        )
+        self.state_ = np.zeros(_RING + short_window + slow_window)
+        self.state_[_MN] = np.inf
+        self.state_[_MX] = -np.inf
+        self.table_ = np.zeros(1 << table_bits, dtype=np.int32)
+
+    @classmethod
+    def _unit_test_params(cls) -> list[dict[str, Any]]:
+        return [
+            {"warmup": 20},
+            {"warmup": 50, "bins": 10, "bins2": 7, "slow_window": 0, "spatial_tolerance": 0.0},
+        ]
+
+    @staticmethod
+    def _value(x: Mapping[str, float]) -> float | None:
+        for v in x.values():
+            if math.isfinite(v):
+                return float(v)
+        return None
+
+    def learn_one(self, x: Mapping[str, float]) -> None:
+        """Update the detector with one reading (NaN-only readings are ignored)."""
+        v = self._value(x)
+        if v is not None:
+            _step(self.state_, self.table_, self._p, v, True)
+
+    def score_one(self, x: Mapping[str, float]) -> float:
+        """Score one reading in [0, 1] without learning it."""
+        v = self._value(x)
+        if v is None:
+            return 0.0
+        return float(_step(self.state_, self.table_, self._p, v, False))
+
+    def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
+        """Score then learn each value in order (first column of 2-D input); compiled loop."""
+        a = np.asarray(X, dtype=float)
+        a = np.where(np.isfinite(a), a, np.nan)  # inf is treated as missing
+        if a.ndim == 2:
+            # first non-NaN value of each row, as learn_one reads a mapping
+            first = np.argmax(~np.isnan(a), axis=1) if a.shape[1] else np.zeros(0, int)
+            a = a[np.arange(len(a)), first] if a.shape[1] else np.full(len(a), np.nan)
+        a = np.ascontiguousarray(a, dtype=float)
+        out = np.empty(len(a))
+        _run(self.state_, self.table_, self._p, a, out)
+        return out

@@ -1,0 +1,182 @@
+"""Multivariate per-device detection: Hotelling T² against a running covariance.
+
+Scores are in [0, 1]; high means anomalous. Each reading is a mapping of every metric of
+one device; the detector keeps an exponentially weighted mean and covariance over all of
+them, so it catches readings that break the *relationship* between metrics (pressure up
+while flow is flat) even when each metric alone looks normal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.special import gammaincc
+
+from edgewise.detect.base import Detector
+from edgewise.params import Interval, validate_params
+
+__all__ = ["Mahalanobis"]
+
+
+class Mahalanobis(Detector):
+    """Hotelling T² of a reading under a shrunk running covariance, with attribution.
+
+    ``T² = z' S⁻¹ z`` where ``z`` is the reading minus the running mean and ``S`` the
+    running covariance shrunk towards its diagonal. Under normal operation ``T²`` is
+    roughly chi-squared with ``d`` degrees of freedom; its tail probability ``p`` gives the
+    score ``-log10(p) / tail_digits`` (1 at ``p <= 10**-tail_digits``).
+
+    :meth:`explain_one` splits ``T²`` into per-metric terms ``z_j (S⁻¹ z)_j``, which sum
+    exactly to ``T²``; negative terms (a metric that pulls the reading *towards* normal)
+    are reported as 0 and the rest renormalised to shares that sum to 1.
+
+    Metrics may appear and disappear: a new metric gets its own row and column (its first
+    value is its mean); a missing (or NaN/inf) metric is imputed at its mean, so it does not
+    raise the score and leaves its mean where it was. At most ``max_metrics`` metrics are
+    tracked (bounded memory); later ones are ignored.
+
+    When to use: several correlated metrics of one device. When not: one metric (use
+    :class:`~edgewise.detect.context_likelihood.ContextLikelihood`), or strongly
+    non-Gaussian, multimodal operation (consider half-space trees).
+
+    Parameters
+    ----------
+    alpha
+        Weight of the newest reading in the running mean and covariance.
+    shrinkage
+        Share of the covariance replaced by its diagonal (0: none, 1: metrics independent).
+    warmup
+        Readings learned before any non-zero score.
+    tail_digits
+        Tail probability ``10**-tail_digits`` maps to score 1.
+    max_metrics
+        Most metrics tracked.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> det = Mahalanobis()
+    >>> for _ in range(500):
+    ...     a = rng.normal()
+    ...     det.learn_one({"flow": a, "pressure": 2 * a + 0.1 * rng.normal()})
+    >>> det.score_one({"flow": 1.0, "pressure": 2.0}) < 0.1      # consistent pair
+    True
+    >>> det.score_one({"flow": 1.0, "pressure": -2.0}) > 0.9     # broken relationship
+    True
+    >>> shares = det.explain_one({"flow": 0.0, "pressure": 3.0})
+    >>> max(shares, key=shares.get)
+    'pressure'
+    """
+
+    _constraints: ClassVar[dict[str, Any]] = {
+        "alpha": Interval(float, 0.0, 1.0, closed="right"),
+        "shrinkage": Interval(float, 0.0, 1.0),
+        "warmup": Interval(int, 1, None),
+        "tail_digits": Interval(float, 0.0, None, closed="neither"),
+        "max_metrics": Interval(int, 1, 4096),
+    }
+
+    def __init__(
+        self,
+        alpha: float = 0.005,
+        shrinkage: float = 0.01,
+        warmup: int = 50,
+        tail_digits: float = 10.0,
+        max_metrics: int = 256,
+    ) -> None:
+        validate_params(
+            self._constraints,
+            {
+                "alpha": alpha,
+                "shrinkage": shrinkage,
+                "warmup": warmup,
+                "tail_digits": tail_digits,
+                "max_metrics": max_metrics,
+            },
+            self,
+        )
+        self.alpha = alpha
+        self.shrinkage = shrinkage
+        self.warmup = warmup
+        self.tail_digits = tail_digits
+        self.max_metrics = max_metrics
+        self.metrics_: dict[str, int] = {}
+        self.n_ = 0
+        self.mean_ = np.zeros(0)
+        self.cov_ = np.zeros((0, 0))
+
+    @classmethod
+    def _unit_test_params(cls) -> list[dict[str, Any]]:
+        return [{"warmup": 10}, {"warmup": 5, "shrinkage": 1.0, "max_metrics": 3}]
+
+    # -- internals ---------------------------------------------------------------------
+    def _vector(self, x: Mapping[str, float], grow: bool) -> np.ndarray:
+        """The reading as a vector over known metrics; missing values at their mean."""
+        if grow:
+            for k, v in x.items():
+                room = len(self.metrics_) < self.max_metrics
+                if math.isfinite(v) and k not in self.metrics_ and room:
+                    i = len(self.metrics_)
+                    self.metrics_[k] = i
+                    self.mean_ = np.append(self.mean_, float(v))
+                    cov = np.zeros((i + 1, i + 1))
+                    cov[:i, :i] = self.cov_
+                    self.cov_ = cov
+        z = self.mean_.copy()
+        for k, v in x.items():
+            j = self.metrics_.get(k)
+            if j is not None and math.isfinite(v):
+                z[j] = float(v)
+        return z
+
+    def _solve(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(z - mean, S⁻¹ (z - mean))`` with the shrunk covariance."""
+        dz = z - self.mean_
+        diag = np.diag(self.cov_)
+        scale = float(diag.mean()) if len(diag) else 1.0
+        eps = 1e-9 * (scale + 1.0) + 1e-12
+        s = (1.0 - self.shrinkage) * self.cov_ + np.diag(self.shrinkage * diag + eps)
+        try:
+            w = np.linalg.solve(s, dz)
+        except np.linalg.LinAlgError:
+            w = np.linalg.lstsq(s, dz, rcond=None)[0]
+        return dz, w
+
+    # -- API ---------------------------------------------------------------------------
+    def score_one(self, x: Mapping[str, float]) -> float:
+        """Score one device reading in [0, 1] without learning it."""
+        if self.n_ < self.warmup or not self.metrics_:
+            return 0.0
+        dz, w = self._solve(self._vector(x, grow=False))
+        t2 = max(float(dz @ w), 0.0)
+        if not math.isfinite(t2):
+            return 1.0
+        p = float(gammaincc(len(dz) / 2.0, t2 / 2.0))  # chi-squared tail
+        return min(max(-math.log10(p + 1e-300) / self.tail_digits, 0.0), 1.0)
+
+    def learn_one(self, x: Mapping[str, float]) -> None:
+        """Update the running mean and covariance with one device reading."""
+        if not any(math.isfinite(v) for v in x.values()):
+            return
+        z = self._vector(x, grow=True)
+        self.n_ += 1
+        a = max(self.alpha, 1.0 / self.n_)
+        d = z - self.mean_
+        self.mean_ = self.mean_ + a * d
+        self.cov_ = (1.0 - a) * (self.cov_ + a * np.outer(d, d))
+
+    def explain_one(self, x: Mapping[str, float]) -> dict[str, float]:
+        """Share of each metric in the reading's T² (non-negative, sums to 1 when any)."""
+        if not self.metrics_:
+            return {}
+        dz, w = self._solve(self._vector(x, grow=False))
+        terms = np.maximum(dz * w, 0.0)
+        total = float(terms.sum())
+        names = list(self.metrics_)
+        if total <= 0.0 or not math.isfinite(total):
+            return {k: 0.0 for k in names}
+        return {k: float(terms[i] / total) for k, i in self.metrics_.items()}

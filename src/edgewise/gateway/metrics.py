@@ -1,0 +1,98 @@
+"""Gateway counters and gauges, rendered in the Prometheus text format.
+
+Names are the agreed ones (``edgewise_readings_ingested_total`` …); labels are plain
+strings. Thread-safe: the MQTT loop, the HTTP server and the detection worker all count.
+
+>>> m = Metrics()
+>>> m.inc("edgewise_readings_rejected_total", 2, reason="bad_type")
+>>> m.get("edgewise_readings_rejected_total", reason="bad_type")
+2.0
+>>> print([l for l in m.render().splitlines() if "bad_type" in l][0])
+edgewise_readings_rejected_total{reason="bad_type"} 2
+"""
+
+from __future__ import annotations
+
+import threading
+
+__all__ = ["HELP", "Metrics"]
+
+#: Every metric the gateway exports, with its help text and type.
+HELP: dict[str, tuple[str, str]] = {
+    "edgewise_readings_ingested_total": ("counter", "Readings received and decoded (valid)."),
+    "edgewise_readings_rejected_total": ("counter", "Readings or payloads rejected, by reason."),
+    "edgewise_messages_deadlettered_total": (
+        "counter", "MQTT messages sent to a dead-letter topic, by reason."),
+    "edgewise_readings_stored_total": ("counter", "Readings committed to the store."),
+    "edgewise_readings_duplicate_total": ("counter", "Re-delivered readings stored once."),
+    "edgewise_readings_conflict_total": (
+        "counter", "Readings whose value differed from the stored one (kept as conflicts)."),
+    "edgewise_alerts_total": ("counter", "Alerts raised, by kind."),
+    "edgewise_seq_gaps_total": (
+        "counter", "Message seq gaps still missing after the grace period."),
+    "edgewise_seq_missing_total": ("counter", "Messages missing in reported seq gaps."),
+    "edgewise_auth_failures_total": ("counter", "Failed device authentications, by reason."),
+    "edgewise_readings_scored_total": ("counter", "Readings scored by the detectors."),
+    "edgewise_readings_late_unscored_total": (
+        "counter", "Readings stored but not scored: older than the stream's scoring horizon."),
+    "edgewise_messages_total": ("counter", "Messages handled by the pipeline, by transport."),
+    "edgewise_commit_seconds_sum": ("counter", "Seconds spent in store commits."),
+    "edgewise_commit_seconds_count": ("counter", "Store commits."),
+    "edgewise_detect_seconds_sum": ("counter", "Seconds spent scoring readings."),
+    "edgewise_detection_backlog": ("gauge", "Committed batches waiting for detection."),
+}
+
+
+def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+class Metrics:
+    """A small registry of labelled counters and gauges."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+        self._lock = threading.Lock()
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        """Add ``value`` to counter ``name`` with ``labels``."""
+        with self._lock:
+            series = self._values.setdefault(name, {})
+            k = _key(labels)
+            series[k] = series.get(k, 0.0) + value
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        """Set gauge ``name`` with ``labels`` to ``value``."""
+        with self._lock:
+            self._values.setdefault(name, {})[_key(labels)] = float(value)
+
+    def get(self, name: str, **labels: str) -> float:
+        """Current value (0.0 if never counted); without labels, the sum over all of them."""
+        with self._lock:
+            series = self._values.get(name, {})
+            if labels:
+                return series.get(_key(labels), 0.0)
+            return float(sum(series.values()))
+
+    def render(self) -> str:
+        """The Prometheus text exposition (version 0.0.4) of every metric."""
+        lines: list[str] = []
+        with self._lock:
+            names = list(HELP) + sorted(set(self._values) - set(HELP))
+            for name in names:
+                kind, text = HELP.get(name, ("counter", name))
+                series = self._values.get(name) or {(): 0.0}
+                lines.append(f"# HELP {name} {text}")
+                lines.append(f"# TYPE {name} {kind}")
+                for labels, v in sorted(series.items()):
+                    lab = ",".join(f'{k}="{_escape(val)}"' for k, val in labels)
+                    lines.append(f"{name}{{{lab}}} {_fmt(v)}" if lab else f"{name} {_fmt(v)}")
+        return "\n".join(lines) + "\n"
+
+
+def _escape(v: str) -> str:
+    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,162 @@
+"""A running gateway: store + security + pipeline + MQTT transport (+ HTTP when available).
+
+:class:`Gateway` wires the parts for ``edgewise serve`` and ``edgewise demo`` and for
+tests that need a real gateway in process. It runs on an asyncio loop; the pipeline's
+commits run on a worker thread so the loop keeps receiving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from edgewise.config import Settings
+from edgewise.errors import ConfigError, PayloadError, RateLimitError
+from edgewise.gateway.pipeline import IngestResult, Pipeline
+from edgewise.security.credentials import Security
+from edgewise.transport.base import Message, Outcome, Transport
+
+__all__ = ["Gateway", "problem_of"]
+
+log = logging.getLogger(__name__)
+
+
+def problem_of(exc: PayloadError | RateLimitError) -> dict[str, Any]:
+    """The dead-letter body ``{"reason", "detail", "field", "value", "index"}`` of an error.
+
+    >>> problem_of(PayloadError(field="ts", value="x", allowed="a time", reason="bad_ts"))["reason"]
+    'bad_ts'
+    """
+    if isinstance(exc, RateLimitError):
+        return {"reason": "rate_limited", "detail": str(exc), "field": "payload",
+                "value": None, "index": None, "retry_after_s": round(exc.retry_after_s, 3)}
+    p = exc.to_problem()
+    return {k: p[k] for k in ("reason", "detail", "field", "value", "index")}
+
+
+class Gateway:
+    """Everything ``edgewise serve`` runs, on the current asyncio loop.
+
+    Parameters
+    ----------
+    settings
+        Where the data lives, which store and broker, ports, TLS, limits.
+        ``EDGEWISE_SEQ_GAP_GRACE_S`` (default 30) sets how long a seq gap may stay open
+        before it is reported.
+    pipeline_options
+        Extra keyword arguments for :class:`~edgewise.gateway.pipeline.Pipeline`.
+    """
+
+    def __init__(self, settings: Settings, **pipeline_options: Any) -> None:
+        from edgewise.store import open_store
+
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.security = Security(settings.data_dir, throttle_after=settings.throttle_after_failures)
+        self.store = open_store(settings.store_url)
+        grace = os.environ.get("EDGEWISE_SEQ_GAP_GRACE_S")
+        if grace is not None:
+            try:
+                pipeline_options.setdefault("gap_grace_s", float(grace))
+            except ValueError:
+                raise ConfigError(
+                    f"Setting 'EDGEWISE_SEQ_GAP_GRACE_S' has value {grace!r}. Not a valid float."
+                ) from None
+        pipeline_options.setdefault("state_path", settings.data_dir / "detectors.pickle")
+        self.pipeline = Pipeline(self.store, settings, self.security, **pipeline_options)
+        self.transport: Transport | None = None
+        self.http_server: Any = None
+        self._http_task: asyncio.Task[Any] | None = None
+
+    # -- the handler every MQTT transport commits through ------------------------------
+    def handle(self, messages: list[Message]) -> list[Outcome]:
+        """Commit a batch of MQTT messages; one Outcome per message (dead letters included)."""
+        results = self.pipeline.ingest_many([(m.device_id, m.payload) for m in messages],
+                                            via="mqtt")
+        outcomes = []
+        for m, r in zip(messages, results, strict=True):
+            if isinstance(r, IngestResult):
+                outcomes.append(Outcome(m.device_id, r.ack_seq,
+                                        [problem_of(e) for e in r.rejected]))
+            else:
+                outcomes.append(Outcome(m.device_id, None, [problem_of(r)]))
+        return outcomes
+
+    def make_transport(self) -> Transport:
+        """The MQTT transport the settings ask for (embedded broker or an external one)."""
+        s = self.settings
+        count = self.pipeline.metrics.inc
+        if s.mqtt == "embedded":
+            from edgewise.transport.broker import EmbeddedBroker
+
+            return EmbeddedBroker(
+                self.handle, self.security.authenticate_device, host=s.host, port=s.mqtt_port,
+                tls_cert=s.tls_cert, tls_key=s.tls_key, count=count,
+                watermark=self.store.seq_watermark,
+                consumer=os.environ.get("EDGEWISE_MQTT_CONSUMER", "plugin"),
+            )
+        if s.mqtt.startswith(("mqtt://", "mqtts://")):
+            from edgewise.transport.client import ExternalBroker
+
+            return ExternalBroker(self.handle, s.mqtt, count=count,
+                                  data_dir=s.data_dir, known_device=self.security.has_device)
+        raise ConfigError(
+            f"Setting 'mqtt' has value {s.mqtt!r}. Use 'embedded' or 'mqtt://HOST:PORT'."
+        )
+
+    async def start(self, http: bool = True) -> None:
+        """Start MQTT (and the HTTP API + dashboard when the server package is present)."""
+        self.transport = self.make_transport()
+        await self.transport.start()
+        if http:
+            await self._start_http()
+
+    async def _start_http(self) -> None:
+        try:
+            from edgewise.server.app import create_app
+        except ImportError:
+            log.warning("edgewise.server.app is not available: running without HTTP")
+            return
+        import uvicorn
+
+        s = self.settings
+        app = create_app(store=self.store, security=self.security, pipeline=self.pipeline,
+                         settings=s)
+        kw: dict[str, Any] = {}
+        if s.tls_cert and s.tls_key:
+            kw.update(ssl_certfile=s.tls_cert, ssl_keyfile=s.tls_key)
+        config = uvicorn.Config(app, host=s.host, port=s.http_port, log_level="warning",
+                                lifespan="off", **kw)
+        self.http_server = uvicorn.Server(config)
+        self.http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._http_task = asyncio.create_task(self.http_server.serve())
+        while not self.http_server.started:
+            if self._http_task.done():
+                self._http_task.result()
+            await asyncio.sleep(0.05)
+
+    @property
+    def http_url(self) -> str | None:
+        """The dashboard URL, when HTTP runs."""
+        if self.http_server is None:
+            return None
+        scheme = "https" if self.settings.tls_cert else "http"
+        return f"{scheme}://{self.settings.host}:{self.settings.http_port}/"
+
+    async def stop(self) -> None:
+        """Stop HTTP and MQTT, finish detection, close the store; safe to call twice."""
+        if self.http_server is not None:
+            self.http_server.should_exit = True
+            if self._http_task is not None:
+                await self._http_task
+            self.http_server = None
+        try:
+            if self.transport is not None:
+                transport, self.transport = self.transport, None
+                await transport.stop()
+        finally:
+            self.pipeline.close()
+            self.store.close()
+            self.security.close()

@@ -1,0 +1,309 @@
+"""Device credentials, API tokens with roles, and the audit log.
+
+Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, file mode
+0600), so the CLI can add a device while ``edgewise serve`` runs in another process.
+
+* A device gets a random 256-bit secret, shown once; only a salted SHA-256 of it is
+  kept (a slow hash buys nothing for secrets of this entropy). Secrets are compared in
+  constant time and never logged. After ``throttle_after`` consecutive wrong secrets a
+  device's further attempts are refused for a growing pause, and counted.
+* People and scripts get API tokens with a role: ``viewer`` reads, ``operator`` also
+  acknowledges and labels alerts, ``admin`` also manages devices and tokens. Device
+  secrets are not tokens: they can only send telemetry.
+* There is no default password: the first admin token is made at first start by
+  :meth:`Security.ensure_admin_token` and printed once.
+
+>>> import tempfile, pathlib
+>>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
+>>> device_id, secret = sec.add_device("pump-1")
+>>> sec.authenticate_device("pump-1", secret)
+>>> sec.authenticate_device("pump-1", "wrong")
+Traceback (most recent call last):
+...
+edgewise.errors.AuthError: Device 'pump-1': wrong secret.
+>>> token = sec.create_token("viewer", "grafana")
+>>> sec.authenticate_token(token).role
+'viewer'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgewise.errors import AuthError, InvalidParameterError, PayloadError, ThrottledError
+from edgewise.telemetry import validate_device_id
+
+__all__ = ["ROLE_RANK", "AuditEntry", "DeviceRecord", "Principal", "Security"]
+
+ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
+_TOKEN_PREFIX = "ew_"
+_MAX_PAUSE_S = 300.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    salt BLOB NOT NULL,
+    secret_hash BLOB NOT NULL,
+    created_ns INTEGER NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    throttled_until_ns INTEGER NOT NULL DEFAULT 0,
+    throttled_attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash BLOB PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ns INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A registered device (never its secret)."""
+
+    id: str
+    name: str
+    created_ns: int
+    failures: int
+    throttled_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who an API token belongs to, and what it may do."""
+
+    name: str
+    role: str
+    token_id: str
+
+    def can(self, role: str) -> bool:
+        """Whether this principal's role is at least ``role``."""
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audited action."""
+
+    id: int
+    ts_ns: int
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+
+def _hash(salt: bytes, secret: str) -> bytes:
+    return hashlib.sha256(salt + secret.encode("utf-8", "surrogatepass")).digest()
+
+
+class Security:
+    """Credentials, tokens and audit log of one Edgewise data directory."""
+
+    def __init__(self, data_dir: Path, *, throttle_after: int = 100) -> None:
+        if throttle_after < 1:
+            raise InvalidParameterError(
+                f"The 'throttle_after' parameter of Security must be an int in the range "
+                f"[1, inf). Got {throttle_after!r} instead."
+            )
+        self.data_dir = Path(data_dir)
+        self.throttle_after = throttle_after
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = self.data_dir / "security.sqlite"
+        new = not self.path.exists()
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            self.path, timeout=10.0, check_same_thread=False, isolation_level=None
+        )
+        if new:
+            os.chmod(self.path, 0o600)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+        # A dummy hash so an unknown device costs the same as a known one.
+        self._dummy_salt = secrets.token_bytes(16)
+
+    # -- devices -----------------------------------------------------------------------
+    def add_device(self, name: str, *, actor: str = "cli") -> tuple[str, str]:
+        """Register a device named ``name`` (also its id); return ``(id, secret)``.
+
+        The secret is shown only here; a second device with the same id is refused.
+        """
+        try:
+            device_id = validate_device_id(name)
+        except PayloadError as exc:
+            raise InvalidParameterError(
+                f"Device name {name!r} is not a valid device id: it must be {exc.allowed}."
+            ) from None
+        secret = secrets.token_urlsafe(32)
+        salt = secrets.token_bytes(16)
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO devices (id, name, salt, secret_hash, created_ns) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (device_id, name, salt, _hash(salt, secret), time.time_ns()),
+                )
+            except sqlite3.IntegrityError:
+                raise InvalidParameterError(
+                    f"Device {device_id!r} already exists; delete it first or pick another name."
+                ) from None
+        self.audit(actor, "device.add", device_id)
+        return device_id, secret
+
+    def delete_device(self, device_id: str, *, actor: str = "cli") -> None:
+        """Remove a device's credentials. ``KeyError`` if it is not registered."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+        if cur.rowcount == 0:
+            raise KeyError(f"Device {device_id!r} is not registered.")
+        self.audit(actor, "device.delete", device_id)
+
+    def has_device(self, device_id: str) -> bool:
+        """Whether ``device_id`` is registered."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM devices WHERE id = ?", (device_id,)).fetchone()
+        return row is not None
+
+    def list_devices(self) -> list[DeviceRecord]:
+        """Every registered device, by id."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, name, created_ns, failures, throttled_attempts FROM devices ORDER BY id"
+            ).fetchall()
+        return [DeviceRecord(*r) for r in rows]
+
+    def authenticate_device(self, device_id: str, secret: str) -> None:
+        """Return if ``secret`` is ``device_id``'s; raise :class:`AuthError` otherwise.
+
+        Raises :class:`ThrottledError` while the device is paused after too many wrong
+        secrets in a row; those attempts are counted and not even checked.
+        """
+        if not device_id or not secret:
+            raise AuthError("Device credentials missing: both a device id and a secret are needed.")
+        now = time.time_ns()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT salt, secret_hash, failures, throttled_until_ns FROM devices WHERE id = ?",
+                (device_id,),
+            ).fetchone()
+            if row is None:
+                hmac.compare_digest(_hash(self._dummy_salt, secret), b"\0" * 32)
+                raise AuthError(f"Device {device_id!r} is not registered.")
+            salt, stored, failures, until = row
+            if until > now:
+                self._db.execute(
+                    "UPDATE devices SET throttled_attempts = throttled_attempts + 1 WHERE id = ?",
+                    (device_id,),
+                )
+                wait = (until - now) / 1e9
+                raise ThrottledError(
+                    f"Device {device_id!r}: {failures} wrong secrets in a row; attempts are "
+                    f"refused for {wait:.0f} s more.",
+                    retry_after_s=wait,
+                )
+            if hmac.compare_digest(_hash(salt, secret), stored):
+                if failures:
+                    self._db.execute(
+                        "UPDATE devices SET failures = 0, throttled_until_ns = 0 WHERE id = ?",
+                        (device_id,),
+                    )
+                return
+            failures += 1
+            until = 0
+            if failures >= self.throttle_after:
+                pause = min(_MAX_PAUSE_S, 2.0 ** min(20, failures - self.throttle_after))
+                until = now + int(pause * 1e9)
+            self._db.execute(
+                "UPDATE devices SET failures = ?, throttled_until_ns = ? WHERE id = ?",
+                (failures, until, device_id),
+            )
+        raise AuthError(f"Device {device_id!r}: wrong secret.")
+
+    # -- tokens ------------------------------------------------------------------------
+    def create_token(self, role: str, name: str = "", *, actor: str = "cli") -> str:
+        """Make an API token with ``role``; return it (shown once, only its hash is kept)."""
+        if role not in ROLE_RANK:
+            raise InvalidParameterError(
+                f"The 'role' parameter must be one of 'admin', 'operator', 'viewer'. "
+                f"Got {role!r} instead."
+            )
+        token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token_id = secrets.token_hex(4)
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO tokens (token_hash, id, name, role, created_ns) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (hashlib.sha256(token.encode()).digest(), token_id, name or role, role,
+                 time.time_ns()),
+            )
+        self.audit(actor, "token.create", token_id, {"role": role, "name": name or role})
+        return token
+
+    def authenticate_token(self, token: str) -> Principal:
+        """The principal owning ``token``; :class:`AuthError` if none does."""
+        if not token:
+            raise AuthError("API token missing: send 'Authorization: Bearer <token>'.")
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, role, id FROM tokens WHERE token_hash = ?", (digest,)
+            ).fetchone()
+        if row is None:
+            raise AuthError("API token not recognised.")
+        return Principal(*row)
+
+    def ensure_admin_token(self) -> str | None:
+        """At first start, make and return an admin token; ``None`` when one exists."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM tokens WHERE role = 'admin'").fetchone()
+        if row is not None:
+            return None
+        return self.create_token("admin", "first-admin", actor="first-start")
+
+    # -- audit -------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, target: str = "",
+              detail: dict[str, Any] | None = None) -> None:
+        """Append one entry to the audit log."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO audit (ts_ns, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                (time.time_ns(), actor, action, target, json.dumps(detail or {}, default=str)),
+            )
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, ts_ns, actor, action, target, detail FROM audit "
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [AuditEntry(i, t, a, act, tg, json.loads(d)) for i, t, a, act, tg, d in rows]
+
+    def close(self) -> None:
+        """Close the database; safe to call twice."""
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,49 @@
+"""Per-device rate limits: a token bucket per device, refilled continuously.
+
+>>> rl = RateLimiter(rate_per_s=10, burst=20)
+>>> rl.take("pump-1", 20)
+>>> rl.take("pump-1", 5)
+Traceback (most recent call last):
+...
+edgewise.errors.RateLimitError: Device 'pump-1' sent 5 readings over its limit of 10/s (burst 20); retry in 0.5 s.
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import threading
+import time
+
+from edgewise.errors import InvalidParameterError, RateLimitError
+
+__all__ = ["RateLimiter"]
+
+
+class RateLimiter:
+    """Token buckets keyed by device id: ``rate_per_s`` sustained, ``burst`` at most at once."""
+
+    def __init__(self, rate_per_s: float, burst: float) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise InvalidParameterError(
+                "RateLimiter needs rate_per_s > 0 and burst >= 1. "
+                f"Got rate_per_s={rate_per_s!r}, burst={burst!r} instead."
+            )
+        self.rate_per_s = float(rate_per_s)
+        self.burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, device_id: str, n: float = 1.0) -> None:
+        """Spend ``n`` tokens of ``device_id``'s bucket or raise :class:`RateLimitError`."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(device_id, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
+            if n > tokens:
+                self._buckets[device_id] = (tokens, now)
+                wait = (n - tokens) / self.rate_per_s
+                raise RateLimitError(
+                    f"Device {device_id!r} sent {n:g} readings over its limit of "
+                    f"{self.rate_per_s:g}/s (burst {self.burst:g}); retry in {wait:.1f} s.",
+                    retry_after_s=wait,
+                )
+            self._buckets[device_id] = (tokens - n, now)

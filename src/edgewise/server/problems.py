@@ -1,0 +1,247 @@
+"""Problem details (RFC 9457): every HTTP error of the API is one JSON object.
+
+The body always has the same keys, so clients can rely on them::
+
+    {"type", "title", "status", "detail", "field", "value", "allowed", "reason"}
+
+``field``/``value``/``allowed`` name what was wrong, with what value and what would
+have been accepted; ``reason`` is a short machine-readable word (the same labels as the
+``edgewise_readings_rejected_total{reason=…}`` counter for payload errors). Secrets are
+never echoed: for authentication errors ``value`` is ``None``.
+
+>>> p = Problem(422, "Invalid query parameter", "bad step", field="step", value="5x",
+...             allowed="a duration such as '60s', '5m' or seconds", reason="bad_step")
+>>> body = p.body()
+>>> body["status"], body["field"], body["type"]
+(422, 'step', 'urn:edgewise:problem:bad_step')
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from edgewise.errors import (
+    AuthError,
+    InvalidParameterError,
+    PayloadError,
+    RateLimitError,
+    StoreError,
+    ThrottledError,
+)
+
+__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "payload_problem"]
+
+PROBLEM_JSON = "application/problem+json"
+
+_TITLES = {
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    429: "Too many requests",
+    500: "Internal error",
+    503: "Service unavailable",
+}
+
+
+class Problem(Exception):
+    """An HTTP error with a problem+json body; raise it from any route or dependency.
+
+    Parameters
+    ----------
+    status
+        The HTTP status code.
+    title
+        A short summary that does not change between occurrences.
+    detail
+        The human-readable explanation of this occurrence.
+    field, value, allowed, reason
+        What was wrong, its value, what is allowed, and a machine-readable reason.
+    headers
+        Extra response headers (``Retry-After``, ``WWW-Authenticate``).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        title: str | None = None,
+        detail: str = "",
+        *,
+        field: str | None = None,
+        value: Any = None,
+        allowed: str | None = None,
+        reason: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or title or str(status))
+        self.status = status
+        self.title = title or _TITLES.get(status, "Error")
+        self.detail = detail or self.title
+        self.field = field
+        self.value = _jsonable(value)
+        self.allowed = allowed
+        self.reason = reason or _default_reason(status)
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+    def body(self) -> dict[str, Any]:
+        """The problem+json object."""
+        out = {
+            "type": f"urn:edgewise:problem:{self.reason}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "field": self.field,
+            "value": self.value,
+            "allowed": self.allowed,
+            "reason": self.reason,
+        }
+        out.update(self.extra)
+        return out
+
+    def response(self) -> JSONResponse:
+        """The response carrying this problem."""
+        return JSONResponse(
+            self.body(), status_code=self.status, headers=self.headers, media_type=PROBLEM_JSON
+        )
+
+
+def _default_reason(status: int) -> str:
+    return {
+        400: "bad_request",
+        401: "unauthenticated",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "too_large",
+        415: "unsupported_media_type",
+        422: "invalid",
+        429: "rate_limited",
+        500: "internal",
+        503: "unavailable",
+    }.get(status, "error")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)[:200]
+
+
+def payload_problem(exc: PayloadError, status: int | None = None) -> Problem:
+    """Turn a :class:`PayloadError` into a problem (413 for size, otherwise 422).
+
+    >>> e = PayloadError(field="ts", value="soon", allowed="epoch seconds", reason="bad_ts")
+    >>> payload_problem(e).body()["field"]
+    'ts'
+    """
+    fields = exc.to_problem()
+    if status is None:
+        status = 413 if exc.reason == "too_large" else 422
+    extra = {"index": fields["index"]} if fields.get("index") is not None else {}
+    return Problem(
+        status,
+        "Payload too large" if status == 413 else "Invalid telemetry",
+        fields["detail"],
+        field=fields["field"],
+        value=fields["value"],
+        allowed=fields["allowed"],
+        reason=fields["reason"],
+        extra=extra,
+    )
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Make every error of ``app`` answer with a problem+json body."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(PayloadError)
+    async def _payload(request: Request, exc: PayloadError) -> JSONResponse:
+        return payload_problem(exc).response()
+
+    @app.exception_handler(RateLimitError)
+    async def _rate(request: Request, exc: RateLimitError) -> JSONResponse:
+        return Problem(
+            429, "Rate limit exceeded", str(exc), reason="rate_limited",
+            allowed="fewer readings per second; retry after the Retry-After header",
+            headers=_retry_after(exc.retry_after_s),
+        ).response()
+
+    @app.exception_handler(ThrottledError)
+    async def _throttled(request: Request, exc: ThrottledError) -> JSONResponse:
+        return Problem(
+            429, "Too many failed attempts", str(exc), field="Authorization",
+            reason="throttled", headers=_retry_after(exc.retry_after_s),
+        ).response()
+
+    @app.exception_handler(AuthError)
+    async def _auth(request: Request, exc: AuthError) -> JSONResponse:
+        return Problem(
+            401, detail=str(exc), field="Authorization", reason="unauthenticated",
+            allowed="'Bearer <token>'", headers={"WWW-Authenticate": "Bearer"},
+        ).response()
+
+    @app.exception_handler(StoreError)
+    async def _store(request: Request, exc: StoreError) -> JSONResponse:
+        return Problem(
+            503, "Store unavailable",
+            f"{str(exc).rstrip('.')}. Nothing of this request was acknowledged.",
+            reason="store_error",
+        ).response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        field = ".".join(loc) or None
+        value = err.get("input")
+        if isinstance(value, dict | list):
+            value = None if err.get("type") == "missing" else value
+        msg = err.get("msg", "invalid input")
+        return Problem(
+            422, "Invalid input", f"Field {field!r}: {msg}.", field=field, value=value,
+            allowed=msg, reason="missing_field" if err.get("type") == "missing" else "invalid",
+        ).response()
+
+    @app.exception_handler(InvalidParameterError)
+    async def _param(request: Request, exc: InvalidParameterError) -> JSONResponse:
+        return Problem(422, "Invalid input", str(exc), reason="invalid").response()
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback; the client gets the shape it expects, no internals.
+        return Problem(
+            500, "Internal error", f"The server failed on {request.method} "
+            f"{request.url.path} ({type(exc).__name__}); nothing of this request was "
+            "acknowledged.", reason="internal",
+        ).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"No route {request.method} {request.url.path}."
+        return Problem(
+            exc.status_code, detail=detail, headers=dict(exc.headers or {})
+        ).response()

@@ -1,0 +1,86 @@
+"""Query-string values of the API: instants and durations, with problem errors.
+
+Instants are RFC 3339 (with an offset, e.g. ``2024-01-31T12:00:00Z``) or epoch seconds;
+durations are ``500ms``, ``60s``, ``5m``, ``2h``, ``1d`` or plain seconds.
+
+>>> parse_instant("2024-01-31T12:00:00Z", "start")
+1706702400000000000
+>>> parse_instant("1706702400.5", "start")
+1706702400500000000
+>>> parse_duration("5m", "step"), parse_duration("90", "step")
+(300000000000, 90000000000)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+
+from edgewise.server.problems import Problem
+
+__all__ = ["format_ns", "parse_duration", "parse_instant"]
+
+_INSTANT_ALLOWED = "RFC 3339 with a UTC offset (e.g. '2024-01-31T12:00:00Z') or epoch seconds"
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
+
+
+def parse_instant(text: str | None, field: str) -> int | None:
+    """UTC nanoseconds of an RFC 3339 string or epoch seconds; ``None`` stays ``None``."""
+    if text is None or text == "":
+        return None
+    raw = text.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds) or abs(seconds) > 1e11:
+            raise _bad_instant(text, field)
+        return round(seconds * 1_000_000) * 1000
+    try:
+        dt = datetime.fromisoformat(raw.replace("z", "Z"))
+    except ValueError:
+        raise _bad_instant(text, field) from None
+    if dt.tzinfo is None:
+        raise _bad_instant(text, field)
+    dt = dt.astimezone(UTC)
+    return int(dt.replace(microsecond=0).timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+def _bad_instant(text: str, field: str) -> Problem:
+    return Problem(
+        422, "Invalid query parameter",
+        f"Query parameter {field!r} must be {_INSTANT_ALLOWED}. Got {text!r} instead.",
+        field=field, value=text, allowed=_INSTANT_ALLOWED, reason="bad_time",
+    )
+
+
+def parse_duration(text: str | None, field: str) -> int | None:
+    """Nanoseconds of a duration such as ``60s``, ``5m`` or ``30`` (seconds); must be > 0."""
+    if text is None or text == "":
+        return None
+    m = _DURATION_RE.match(text)
+    ns = round(float(m.group(1)) * _UNIT_NS[m.group(2) or "s"]) if m else 0
+    if ns <= 0:
+        allowed = "a positive duration such as '500ms', '60s', '5m', '2h', '1d' or seconds"
+        raise Problem(
+            422, "Invalid query parameter",
+            f"Query parameter {field!r} must be {allowed}. Got {text!r} instead.",
+            field=field, value=text, allowed=allowed, reason="bad_duration",
+        )
+    return ns
+
+
+def format_ns(ts_ns: int | None) -> str | None:
+    """RFC 3339 UTC text of nanoseconds, millisecond precision.
+
+    >>> format_ns(1706702400_500_000_000)
+    '2024-01-31T12:00:00.500Z'
+    """
+    if ts_ns is None:
+        return None
+    dt = datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=UTC)
+    ms = (ts_ns % 1_000_000_000) // 1_000_000
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"

@@ -1,0 +1,167 @@
+"""Devices: list, register (admin), delete with all their data (admin), fleet health.
+
+A device known to the store but no longer registered (its credentials were revoked
+while its data stayed) is still listed, with ``registered: false``, so its data can
+be read and deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from edgewise.errors import InvalidParameterError
+from edgewise.server.deps import Admin, SecurityDep, StoreDep, Viewer
+from edgewise.server.problems import Problem
+from edgewise.server.query import format_ns, parse_duration
+
+__all__ = ["NewDevice", "device_rows", "router"]
+
+router = APIRouter(tags=["devices"])
+
+DeviceId = Annotated[str, Path(description="A device id, as printed by 'edgewise device add'.")]
+
+
+class NewDevice(BaseModel):
+    """A device to register."""
+
+    name: str = Field(min_length=1, max_length=64, description="A human name, e.g. 'pump-7'.")
+
+
+class DeviceCreated(BaseModel):
+    """A registered device and its secret; the secret is shown only this once."""
+
+    id: str
+    name: str
+    secret: str = Field(description="Send as 'Authorization: Bearer <secret>'. Not stored.")
+
+
+def device_rows(security: Any, store: Any) -> list[dict[str, Any]]:
+    """Registered devices and devices with stored data, merged, sorted by id."""
+    rows: dict[str, dict[str, Any]] = {}
+    for rec in security.list_devices():
+        rows[rec.id] = {
+            "id": rec.id, "name": rec.name, "registered": True,
+            "created": format_ns(rec.created_ns), "auth_failures": rec.failures,
+            "readings": 0, "metrics": [], "first_seen": None, "last_seen": None,
+            "last_seen_ns": None,
+        }
+    for s in store.devices():
+        row = rows.setdefault(s.device_id, {
+            "id": s.device_id, "name": s.device_id, "registered": False, "created": None,
+            "auth_failures": 0,
+        })
+        row.update({
+            "readings": s.readings, "metrics": sorted(s.metrics),
+            "first_seen": format_ns(s.first_ns), "last_seen": format_ns(s.last_ns),
+            "last_seen_ns": s.last_ns,
+        })
+    return [rows[k] for k in sorted(rows)]
+
+
+def known_device(security: Any, store: Any, device_id: str) -> bool:
+    """Whether the device is registered or has stored data."""
+    if security.has_device(device_id):
+        return True
+    return any(s.device_id == device_id for s in store.devices())
+
+
+def not_found(device_id: str) -> Problem:
+    """The 404 problem for an unknown device."""
+    return Problem(
+        404, "Unknown device", f"No device {device_id!r} is registered or has data.",
+        field="device_id", value=device_id, allowed="an id listed by GET /v1/devices",
+        reason="unknown_device",
+    )
+
+
+@router.get("/v1/devices", summary="List devices (viewer)")
+def list_devices(who: Viewer, security: SecurityDep, store: StoreDep) -> list[dict[str, Any]]:
+    """Every registered device and every device with stored data, with totals."""
+    return device_rows(security, store)
+
+
+@router.post(
+    "/v1/devices", status_code=201, response_model=DeviceCreated,
+    summary="Register a device (admin); answers its secret once",
+)
+def add_device(
+    body: NewDevice, who: Admin, security: SecurityDep
+) -> dict[str, str]:
+    """Register a device. The secret is in this answer only; only its hash is kept."""
+    if security.has_device(body.name):
+        raise Problem(
+            409, "Device exists", f"Device {body.name!r} already exists; delete it first or "
+            "pick another name.", field="name", value=body.name,
+            allowed="a name not yet registered", reason="exists",
+        )
+    try:
+        device_id, secret = security.add_device(body.name, actor=f"token:{who.name}")
+    except InvalidParameterError as exc:
+        raise Problem(
+            422, "Invalid device name", str(exc), field="name", value=body.name,
+            allowed="1-64 letters, digits, '_', '.', '-', starting with a letter or digit",
+            reason="bad_device",
+        ) from None
+    return {"id": device_id, "name": body.name, "secret": secret}
+
+
+@router.delete("/v1/devices/{device_id}", summary="Delete a device and all its data (admin)")
+def delete_device(
+    device_id: DeviceId, who: Admin, security: SecurityDep, store: StoreDep
+) -> dict[str, Any]:
+    """Revoke the device's credentials, then delete its readings, seqs, conflicts, alerts."""
+    registered = security.has_device(device_id)
+    if not known_device(security, store, device_id):
+        raise not_found(device_id)
+    actor = f"token:{who.name}"
+    if registered:
+        try:
+            security.delete_device(device_id, actor=actor)
+        except KeyError:  # deleted by someone else meanwhile
+            registered = False
+    rows = store.delete_device(device_id)
+    security.audit(actor, "device.delete_data", device_id, {"rows": rows})
+    return {"id": device_id, "credentials_deleted": registered, "rows_deleted": rows}
+
+
+@router.get("/v1/fleet", summary="Each device's health, last-seen and open alerts (viewer)")
+async def fleet(
+    who: Viewer,
+    security: SecurityDep,
+    store: StoreDep,
+    stale_after: Annotated[
+        str, Query(description="A device with no reading for this long is 'stale' "
+                   "(duration: '300s', '5m', seconds).")
+    ] = "5m",
+) -> dict[str, Any]:
+    """Health is ``alerting`` (open alerts), ``stale`` (silent for ``stale_after``),
+    ``silent`` (never sent) or ``ok``."""
+    stale_ns = parse_duration(stale_after, "stale_after") or 0
+    rows = await run_in_threadpool(device_rows, security, store)
+    alerts = await run_in_threadpool(store.list_alerts, None, "open", None, None, 100_000)
+    open_by: dict[str, int] = {}
+    for a in alerts:
+        open_by[a.device_id] = open_by.get(a.device_id, 0) + 1
+    now = time.time_ns()
+    for row in rows:
+        row["open_alerts"] = open_by.get(row["id"], 0)
+        last = row["last_seen_ns"]
+        if row["open_alerts"]:
+            row["health"] = "alerting"
+        elif last is None:
+            row["health"] = "silent"
+        elif now - last > stale_ns:
+            row["health"] = "stale"
+        else:
+            row["health"] = "ok"
+        row["last_seen_age_s"] = None if last is None else round((now - last) / 1e9, 3)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["health"]] = counts.get(row["health"], 0) + 1
+    return {"now": format_ns(now), "devices": rows, "counts": counts,
+            "open_alerts": sum(open_by.values())}

@@ -1,0 +1,217 @@
+"""Telemetry ingest over HTTP: the device's door into the pipeline.
+
+The answer is 200 only after the store has committed the readings: ``ack_seq`` is the
+device's seq watermark (every seq up to it is durably stored), so a device may drop
+its copies up to there. Records that failed validation are listed in ``rejected``;
+the others are kept. Whole-payload problems answer 4xx and store nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from edgewise.errors import AuthError
+from edgewise.server.deps import PipelineDep, SecurityDep, SettingsDep, bearer_secret
+from edgewise.server.problems import Problem, payload_problem
+
+__all__ = ["IngestResponse", "read_limited_body", "router"]
+
+router = APIRouter(tags=["telemetry"])
+
+_JSON_TYPES = ("application/json", "application/senml+json", "text/plain")
+
+
+class IngestResponse(BaseModel):
+    """What one telemetry request did; answered only after the store committed."""
+
+    accepted: int = Field(description="Readings newly stored.")
+    duplicates: int = Field(description="Readings already stored (re-delivery); kept once.")
+    conflicts: int = Field(
+        description="Readings with a different value for a stored (device, metric, time); "
+        "kept aside as conflicts, never overwriting."
+    )
+    rejected: list[dict[str, Any]] = Field(
+        description="One problem object per rejected record or metric (field, value, "
+        "allowed, reason, index)."
+    )
+    ack_seq: int = Field(
+        description="The device's seq watermark: every message seq in 1..ack_seq is stored."
+    )
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing with 413 as soon as it is known to exceed ``limit`` bytes.
+
+    ``Content-Length`` is checked before anything is read; a chunked body is read only
+    until it passes the limit.
+    """
+    def too_large(size: str) -> Problem:
+        return Problem(
+            413, "Payload too large",
+            f"Field 'payload' must be at most {limit} bytes. Got {size} instead.",
+            field="payload", value=size, allowed=f"at most {limit} bytes", reason="too_large",
+        )
+
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            n = int(declared)
+        except ValueError:
+            raise Problem(400, detail=f"Header 'Content-Length' is not an integer: {declared!r}.",
+                          field="Content-Length", value=declared, allowed="an integer",
+                          reason="bad_header") from None
+        if n > limit:
+            raise too_large(f"{n} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(f"more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _ingest(
+    request: Request, device_id: str, authorization: str | None,
+    security: Any, pipeline: Any, settings: Any,
+) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if content_type and content_type.lower() not in _JSON_TYPES:
+        raise Problem(
+            415, detail=f"Header 'Content-Type' must be JSON. Got {content_type!r} instead.",
+            field="Content-Type", value=content_type,
+            allowed="application/json or application/senml+json",
+        )
+    count = pipeline.metrics.inc
+    try:
+        secret = bearer_secret(authorization)
+    except Problem:
+        count("edgewise_auth_failures_total", reason="empty_password")
+        raise
+    try:
+        await run_in_threadpool(security.authenticate_device, device_id, secret)
+    except AuthError as exc:
+        if type(exc) is not AuthError:
+            count("edgewise_auth_failures_total", reason="throttled")
+            raise  # ThrottledError: 429 with Retry-After from the handler
+        count("edgewise_auth_failures_total", reason="bad_secret")
+        raise Problem(
+            401, "Authentication required",
+            f"Device {device_id!r} is unknown or the secret is wrong.",
+            field="Authorization", allowed="'Bearer <device secret>' with 'X-Device-Id'",
+            reason="bad_credentials", headers={"WWW-Authenticate": "Bearer"},
+        ) from None
+    try:
+        body = await read_limited_body(request, settings.max_payload_bytes)
+    except Problem as exc:
+        count("edgewise_readings_rejected_total", reason=exc.reason)
+        raise
+    result = await run_in_threadpool(pipeline.ingest, device_id, body, via="http")
+    rejected = []
+    for err in result.rejected:
+        p = payload_problem(err, status=422)
+        rejected.append({**p.body(), "index": err.index})
+    return {
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "conflicts": result.conflicts,
+        "rejected": rejected,
+        "ack_seq": result.ack_seq,
+    }
+
+
+_DOC = (
+    "Body: compact JSON `{\"ts\", \"metrics\": {name: number}, \"seq\"}` (one or an array) or "
+    "SenML (RFC 8428). Answers 200 only after the readings are committed; `rejected` names "
+    "each record or metric left out. 401 unknown device or wrong secret, 413 too large, "
+    "422 nothing usable, 429 rate limit or throttled (see Retry-After)."
+)
+
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [{"type": "object"}, {"type": "array"}]},
+                "examples": {
+                    "compact": {"summary": "Compact, one message", "value": {
+                        "ts": "2026-01-31T12:00:00Z", "seq": 1,
+                        "metrics": {"temp_c": 21.5, "rpm": 1450}}},
+                    "batch": {"summary": "Compact, a batch", "value": [
+                        {"ts": 1769860800, "seq": 1, "metrics": {"temp_c": 21.5}},
+                        {"ts": 1769860801, "seq": 2, "metrics": {"temp_c": 21.6}}]},
+                    "senml": {"summary": "SenML (RFC 8428)", "value": [
+                        {"bn": "pump-7/", "bt": 1769860800, "n": "temp_c", "u": "Cel",
+                         "v": 21.5},
+                        {"n": "rpm", "v": 1450}]},
+                },
+            },
+            "application/senml+json": {"schema": {"type": "array"}},
+        },
+    },
+    "responses": {
+        "401": {"description": "Unknown device or wrong secret (problem+json)."},
+        "413": {"description": "Body over the size limit (problem+json)."},
+        "422": {"description": "Nothing in the payload is usable (problem+json)."},
+        "429": {"description": "Rate limit or throttled; see Retry-After (problem+json)."},
+    },
+}
+
+
+@router.post(
+    "/v1/telemetry",
+    summary="Send telemetry (device id in X-Device-Id)",
+    description=_DOC,
+    response_model=IngestResponse,
+    openapi_extra=_BODY,
+)
+async def post_telemetry(
+    request: Request,
+    security: SecurityDep,
+    pipeline: PipelineDep,
+    settings: SettingsDep,
+    x_device_id: Annotated[str | None, Header(description="The sending device's id.")] = None,
+    authorization: Annotated[
+        str | None, Header(description="'Bearer <device secret>'.")
+    ] = None,
+) -> dict[str, Any]:
+    if not x_device_id:
+        raise Problem(
+            401, "Authentication required", "Header 'X-Device-Id' is missing.",
+            field="X-Device-Id", allowed="the device id printed by 'edgewise device add'",
+            reason="missing_credentials", headers={"WWW-Authenticate": "Bearer"},
+        )
+    return await _ingest(request, x_device_id, authorization, security, pipeline, settings)
+
+
+@router.post(
+    "/v1/devices/{device_id}/telemetry",
+    summary="Send telemetry (device id in the path)",
+    description=_DOC,
+    response_model=IngestResponse,
+    openapi_extra=_BODY,
+)
+async def post_device_telemetry(
+    request: Request,
+    security: SecurityDep,
+    pipeline: PipelineDep,
+    settings: SettingsDep,
+    device_id: Annotated[str, Path(description="The sending device's id.")],
+    x_device_id: Annotated[str | None, Header(description="Optional; must match.")] = None,
+    authorization: Annotated[
+        str | None, Header(description="'Bearer <device secret>'.")
+    ] = None,
+) -> dict[str, Any]:
+    if x_device_id and x_device_id != device_id:
+        raise Problem(
+            403, "Device may send only its own telemetry",
+            f"Header 'X-Device-Id' is {x_device_id!r} but the path names {device_id!r}.",
+            field="X-Device-Id", value=x_device_id, allowed=device_id, reason="wrong_device",
+        )
+    return await _ingest(request, device_id, authorization, security, pipeline, settings)

@@ -1,0 +1,59 @@
+"""API tokens (admin), the audit log (admin), and who the caller is (any role)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from edgewise.server.deps import Admin, SecurityDep, Viewer
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["tokens"])
+
+
+class NewToken(BaseModel):
+    """A token to create."""
+
+    role: Literal["admin", "operator", "viewer"] = Field(
+        description="viewer reads; operator also acknowledges and labels alerts; "
+        "admin also manages devices and tokens."
+    )
+    name: str = Field(default="", max_length=64, description="Who or what will use it.")
+
+
+class TokenCreated(BaseModel):
+    """A new token; shown only this once (only its hash is kept)."""
+
+    token: str
+    role: str
+    name: str
+
+
+@router.post("/v1/tokens", status_code=201, response_model=TokenCreated,
+             summary="Create an API token (admin)")
+def create_token(body: NewToken, who: Admin, security: SecurityDep) -> dict[str, str]:
+    token = security.create_token(body.role, body.name, actor=f"token:{who.name}")
+    return {"token": token, "role": body.role, "name": body.name}
+
+
+@router.get("/v1/audit", summary="The audit log, newest first (admin)")
+def audit_log(
+    who: Admin,
+    security: SecurityDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> list[dict[str, Any]]:
+    return [_entry(e) for e in security.audit_log(limit)]
+
+
+def _entry(e: Any) -> dict[str, Any]:
+    if hasattr(e, "__dataclass_fields__"):
+        return {k: getattr(e, k) for k in e.__dataclass_fields__}
+    return dict(e._asdict()) if hasattr(e, "_asdict") else dict(vars(e))
+
+
+@router.get("/v1/me", summary="The caller's token name and role (viewer)")
+def me(who: Viewer) -> dict[str, str]:
+    return {"name": who.name, "role": who.role}

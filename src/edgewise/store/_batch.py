@@ -1,0 +1,261 @@
+"""What every backend does to a batch before it touches storage: columns, keys, classification.
+
+Both backends look up which (device, metric, ts) keys of a batch are already stored, then
+call :func:`classify`, which decides, reading by reading in arrival order, what is new,
+what is a duplicate and what is a conflict. Keeping this in one place keeps the two
+backends' counts identical, which the contract suite checks.
+
+>>> from edgewise.telemetry import Reading
+>>> rs = [Reading("d", "t", 1, 1.0), Reading("d", "t", 1, 1.0), Reading("d", "t", 1, 2.0)]
+>>> c = classify(rs, existing={}, known_conflicts=set())
+>>> c.new, c.duplicates, [(x.stored_value, x.new_value) for x in c.conflicts]
+([0], 1, [(1.0, 2.0)])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from edgewise.errors import StoreError
+from edgewise.store.base import Conflict
+from edgewise.telemetry import Reading
+
+__all__ = [
+    "Classified",
+    "Columns",
+    "SeqTracker",
+    "check_readings",
+    "classify",
+    "normalise_seqs",
+]
+
+Key = tuple[str, str, int]
+
+
+@dataclass(slots=True)
+class Classified:
+    """Positions of the readings to insert, the duplicate count and the new conflicts."""
+
+    new: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Columns:
+    """A batch as columns, built once per append (both backends need them).
+
+    >>> c = Columns.of([Reading("d", "t", 1, 1.0, seq=3), Reading("d", "u", 1, 2.0, seq=3)])
+    >>> c.unique_keys, c.seqs_by_device()
+    (True, {'d': {3}})
+    """
+
+    device_id: list[str]
+    metric: list[str]
+    ts_ns: list[int]
+    value: list[float]
+    seq: list[int | None]
+    unique_keys: bool
+
+    @classmethod
+    def of(cls, readings: Sequence[Reading]) -> Columns:
+        """Columns of ``readings``; ``unique_keys`` says no (device, metric, ts) repeats."""
+        devs = [r.device_id for r in readings]
+        metrics = [r.metric for r in readings]
+        ts = [r.ts_ns for r in readings]
+        unique = len(set(zip(devs, metrics, ts, strict=True))) == len(ts)
+        return cls(devs, metrics, ts, [float(r.value) for r in readings],
+                   [r.seq for r in readings], unique)
+
+    def seqs_by_device(self) -> dict[str, set[int]]:
+        """The seqs (>= 1) carried by the readings themselves, per device."""
+        out: dict[str, set[int]] = {}
+        for d, q in set(zip(self.device_id, self.seq, strict=True)):
+            if q is not None and q >= 1:
+                out.setdefault(d, set()).add(q)
+        return out
+
+
+def check_readings(readings: Sequence[Reading]) -> None:
+    """Raise :class:`StoreError` (before anything is written) if a reading cannot be stored.
+
+    Validation proper happens in :mod:`edgewise.telemetry`; this guards the store against a
+    caller that bypasses it, so that a bad row fails the whole call instead of half of it.
+
+    >>> check_readings([Reading("d", "t", 1, float("nan"))])
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Cannot store reading 0 (device 'd', metric 't'): value must be a finite number. Got nan instead.
+    """  # noqa: E501
+    lo, hi, top = -(2**63), 2**63, 2**62
+    for i, r in enumerate(readings):
+        # fast path for the common exact types; anything else gets the careful checks below
+        if type(r) is Reading:
+            v, t, q = r.value, r.ts_ns, r.seq
+            if (
+                ((type(v) is float and v - v == 0.0) or type(v) is int)
+                and type(t) is int and lo <= t < hi
+                and (q is None or (type(q) is int and 0 <= q < top))
+                and type(r.device_id) is str and r.device_id
+                and type(r.metric) is str and r.metric
+            ):
+                continue
+        problem = None
+        if not isinstance(r, Reading):
+            raise StoreError(
+                f"Cannot store item {i}: it must be an edgewise.telemetry.Reading. "
+                f"Got {type(r).__name__} instead."
+            )
+        if not isinstance(r.device_id, str) or not r.device_id:
+            problem = f"device_id must be a non-empty str. Got {r.device_id!r} instead."
+        elif not isinstance(r.metric, str) or not r.metric:
+            problem = f"metric must be a non-empty str. Got {r.metric!r} instead."
+        elif isinstance(r.ts_ns, bool) or not isinstance(r.ts_ns, int) or not (
+            -(2**63) <= r.ts_ns < 2**63
+        ):
+            problem = f"ts_ns must be an int64 of nanoseconds. Got {r.ts_ns!r} instead."
+        elif isinstance(r.value, bool) or not isinstance(r.value, int | float) or not (
+            r.value == r.value and abs(r.value) != float("inf")
+        ):
+            problem = f"value must be a finite number. Got {r.value!r} instead."
+        elif r.seq is not None and (
+            isinstance(r.seq, bool) or not isinstance(r.seq, int) or not 0 <= r.seq < 2**62
+        ):
+            problem = f"seq must be None or an int in [0, 2**62). Got {r.seq!r} instead."
+        if problem:
+            raise StoreError(
+                f"Cannot store reading {i} (device {r.device_id!r}, metric {r.metric!r}): "
+                f"{problem}"
+            )
+
+
+def normalise_seqs(seqs: Mapping[str, Iterable[int]] | None) -> dict[str, set[int]]:
+    """Seqs per device as sets of ints >= 1, checking types (seq 0 is kept out of watermarks).
+
+    >>> normalise_seqs({"d": [3, 1, 1]})
+    {'d': {1, 3}}
+    """
+    out: dict[str, set[int]] = {}
+    if not seqs:
+        return out
+    for device_id, values in seqs.items():
+        if not isinstance(device_id, str) or not device_id:
+            raise StoreError(f"Cannot store seqs: device id must be a non-empty str. "
+                             f"Got {device_id!r} instead.")
+        got: set[int] = set()
+        for s in values:
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**62:
+                raise StoreError(
+                    f"Cannot store seq {s!r} of device {device_id!r}: a seq must be an int "
+                    "in [0, 2**62)."
+                )
+            if s >= 1:
+                got.add(s)
+        if got:
+            out[device_id] = got
+    return out
+
+
+def classify(
+    readings: Sequence[Reading],
+    existing: Mapping[Key, float],
+    known_conflicts: set[tuple[str, str, int, float]],
+    received_ns: int = 0,
+    unique_keys: bool = False,
+) -> Classified:
+    """Decide per reading: new (insert), duplicate, or conflict.
+
+    ``existing`` maps already stored keys to their value; ``known_conflicts`` holds the
+    (device, metric, ts, new value) conflicts already recorded, so that re-delivering a
+    conflicting reading does not record it twice (it counts as a duplicate).
+    ``unique_keys`` (no key repeats inside the batch) allows a fast path.
+    """
+    if unique_keys and not existing:  # the common case: every reading is new
+        return Classified(new=list(range(len(readings))))
+    out = Classified()
+    first: dict[Key, float] = {}
+    seen_conflicts: set[tuple[str, str, int, float]] = set()
+    for i, r in enumerate(readings):
+        key = (r.device_id, r.metric, r.ts_ns)
+        value = float(r.value)
+        stored = existing.get(key)
+        if stored is None:
+            stored = first.get(key)
+            if stored is None:
+                first[key] = value
+                out.new.append(i)
+                continue
+        if stored == value:
+            out.duplicates += 1
+            continue
+        ckey = (r.device_id, r.metric, r.ts_ns, value)
+        if ckey in known_conflicts or ckey in seen_conflicts:
+            out.duplicates += 1
+            continue
+        seen_conflicts.add(ckey)
+        out.conflicts.append(
+            Conflict(r.device_id, r.metric, r.ts_ns, stored, value, r.seq, received_ns)
+        )
+    return out
+
+
+class SeqTracker:
+    """Per-device seq watermark and the stored seqs above it, kept in memory.
+
+    >>> t = SeqTracker()
+    >>> t.add("d", {1, 2, 4, 7})
+    >>> t.watermark("d"), t.gaps("d")
+    (2, [(3, 3), (5, 6)])
+    >>> t.add("d", {3}); t.watermark("d")
+    4
+    """
+
+    def __init__(self) -> None:
+        self._wm: dict[str, int] = {}
+        self._above: dict[str, set[int]] = {}
+
+    def load(self, device_id: str, watermark: int, above: Iterable[int]) -> None:
+        """Set a device's state from storage."""
+        self._wm[device_id] = watermark
+        self._above[device_id] = set(above)
+
+    def new_seqs(self, device_id: str, seqs: set[int]) -> set[int]:
+        """The seqs of ``seqs`` not stored yet."""
+        wm = self._wm.get(device_id, 0)
+        above = self._above.get(device_id, ())
+        return {s for s in seqs if s > wm and s not in above}
+
+    def add(self, device_id: str, seqs: Iterable[int]) -> None:
+        """Record committed seqs and advance the watermark."""
+        wm = self._wm.get(device_id, 0)
+        above = self._above.setdefault(device_id, set())
+        above.update(s for s in seqs if s > wm)
+        while wm + 1 in above:
+            wm += 1
+            above.discard(wm)
+        self._wm[device_id] = wm
+
+    def watermark(self, device_id: str) -> int:
+        """Highest ``w`` with 1..w all stored."""
+        return self._wm.get(device_id, 0)
+
+    def watermarks(self) -> dict[str, int]:
+        """Every device's watermark."""
+        return dict(self._wm)
+
+    def gaps(self, device_id: str) -> list[tuple[int, int]]:
+        """Missing ranges between the watermark and the highest stored seq."""
+        above = sorted(self._above.get(device_id, ()))
+        out: list[tuple[int, int]] = []
+        prev = self._wm.get(device_id, 0)
+        for s in above:
+            if s > prev + 1:
+                out.append((prev + 1, s - 1))
+            prev = s
+        return out
+
+    def forget(self, device_id: str) -> None:
+        """Drop a device (after delete_device)."""
+        self._wm.pop(device_id, None)
+        self._above.pop(device_id, None)

@@ -1,0 +1,885 @@
+"""The embedded default store: one DuckDB file.
+
+Each :meth:`DuckDBStore.append` is one transaction: the readings, the conflicts and the
+message seqs commit together (DuckDB writes and syncs its write-ahead log on commit), so a
+crash either keeps the whole call or none of it. The schema is created once, at open; the
+hot path only inserts.
+
+Deduplication does not use a primary-key index: the store looks up the batch's keys in
+the batch's own time range (DuckDB skips row groups by their min/max, so this touches only
+recent data when readings arrive roughly in time order) and decides in Python which rows
+are new. That is exact because DuckDB lets one process at a time open the file read-write
+and, inside the process, one lock serialises writers.
+
+Queries from other threads use their own cursors, so a slow dashboard query does not hold
+up ingestion.
+
+>>> from edgewise.telemetry import Reading
+>>> store = DuckDBStore(":memory:")
+>>> r = store.append([Reading("pump-1", "temp_c", 10**18, 21.5, seq=1)], {"pump-1": [1]})
+>>> r.stored, r.watermarks
+(1, {'pump-1': 1})
+>>> store.append([Reading("pump-1", "temp_c", 10**18, 21.5, seq=1)], {"pump-1": [1]}).duplicates
+1
+>>> store.query("pump-1")
+[('temp_c', 1000000000000000000, 21.5)]
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from edgewise.errors import StoreCorruptError, StoreError
+from edgewise.store._batch import (
+    Columns,
+    SeqTracker,
+    check_readings,
+    classify,
+    normalise_seqs,
+)
+from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
+from edgewise.telemetry import Reading
+
+__all__ = ["DuckDBStore", "RepairReport", "repair"]
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS ew_meta (key VARCHAR NOT NULL, value VARCHAR NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS readings (
+        device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL, ts_ns BIGINT NOT NULL,
+        value DOUBLE NOT NULL, seq BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS seqs (device_id VARCHAR NOT NULL, seq BIGINT NOT NULL)""",
+    # seqs 1..watermark folded into one row per device (see _compact_seqs)
+    """CREATE TABLE IF NOT EXISTS seq_marks (
+        device_id VARCHAR NOT NULL, watermark BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS conflicts (
+        device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL, ts_ns BIGINT NOT NULL,
+        stored_value DOUBLE NOT NULL, new_value DOUBLE NOT NULL, seq BIGINT,
+        received_ns BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS alerts (
+        id VARCHAR NOT NULL, device_id VARCHAR NOT NULL, start_ns BIGINT NOT NULL,
+        end_ns BIGINT NOT NULL, score DOUBLE NOT NULL, kind VARCHAR NOT NULL,
+        drivers VARCHAR NOT NULL, message VARCHAR NOT NULL, created_ns BIGINT NOT NULL,
+        status VARCHAR NOT NULL, label VARCHAR, acked_by VARCHAR, labelled_by VARCHAR,
+        note VARCHAR)""",
+]
+
+_STATS_SQL = "SELECT device_id, count(*), min(ts_ns), max(ts_ns), list(DISTINCT metric) "
+
+_ALERT_COLUMNS = (
+    "id", "device_id", "start_ns", "end_ns", "score", "kind", "drivers", "message",
+    "created_ns", "status", "label", "acked_by", "labelled_by", "note",
+)
+_ALERT_CHANGEABLE = ("status", "label", "acked_by", "labelled_by", "note", "end_ns", "score",
+                     "message", "drivers")
+ALERT_STATUSES = ("open", "acknowledged")
+ALERT_LABELS = (None, "true_alarm", "false_alarm")
+
+_LOCK_RE = re.compile(r"PID (\d+)")
+#: Fold stored seqs below the watermark into seq_marks every this many appends.
+COMPACT_EVERY = 256
+
+# Files open in this process: a second DuckDBStore on one file would dedup against its own
+# cache and lock only, so two of them could store one key twice. One instance per file.
+_OPEN_FILES: set[str] = set()
+_OPEN_LOCK = threading.Lock()
+
+
+def _wal_path(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def _is_wal_failure(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "wal" in text and ("replay" in text or "checkpoint" in text)
+
+
+def _connect(path: Path | str) -> duckdb.DuckDBPyConnection:
+    """Open the file, turning DuckDB's lock and WAL errors into Edgewise errors."""
+    try:
+        return duckdb.connect(str(path))
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            m = _LOCK_RE.search(text)
+            pid = m.group(1) if m else "unknown"
+            raise StoreError(
+                f"DuckDB store {str(path)!r} is in use by another process (pid {pid}); stop it "
+                "or use --store postgresql://… for a store that several processes can share."
+            ) from exc
+        if _is_wal_failure(exc):
+            raise _corrupt(path, exc) from exc
+        raise StoreError(f"Cannot open DuckDB store {str(path)!r}: {text}") from exc
+    except duckdb.Error as exc:
+        if _is_wal_failure(exc):
+            raise _corrupt(path, exc) from exc
+        raise StoreError(f"Cannot open DuckDB store {str(path)!r}: {exc}") from exc
+
+
+def _corrupt(path: Path | str, exc: BaseException) -> StoreCorruptError:
+    path = Path(path)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = (f"--data-dir {path.parent}" if path.name == "edgewise.duckdb"
+             else f"--store duckdb://{path}")
+    err = StoreCorruptError(
+        f"DuckDB store {str(path)!r} cannot be opened: its write-ahead log "
+        f"{str(_wal_path(path))!r} does not replay ({first}). Nothing was deleted. Run "
+        f"'edgewise repair {where}': it keeps the log under a new name, replays its intact "
+        "part and opens the store; readings only in the damaged part are lost."
+    )
+    err.path = str(path)  # type: ignore[attr-defined]
+    return err
+
+
+class DuckDBStore:
+    """A :class:`~edgewise.store.base.Store` in one DuckDB file (or in memory).
+
+    Parameters
+    ----------
+    path
+        The database file, or ``":memory:"``. The parent folder is created if missing.
+
+    Raises
+    ------
+    StoreError
+        When another process holds the file open.
+    StoreCorruptError
+        When DuckDB cannot replay the write-ahead log; run ``edgewise repair``.
+
+    Examples
+    --------
+    >>> store = DuckDBStore(":memory:")
+    >>> store.url
+    'duckdb://:memory:'
+    >>> store.close()
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        if self.path == ":memory:":
+            self.url = "duckdb://:memory:"
+            target: str | Path = ":memory:"
+        else:
+            p = Path(self.path).expanduser().resolve()
+            p.parent.mkdir(parents=True, exist_ok=True)
+            self.path = str(p)
+            self.url = f"duckdb://{p}"
+            target = p
+            with _OPEN_LOCK:
+                if self.path in _OPEN_FILES:
+                    raise StoreError(
+                        f"DuckDB store {self.path!r} is already open in this process; share "
+                        "that DuckDBStore instead of opening the file twice."
+                    )
+                _OPEN_FILES.add(self.path)
+        try:
+            self._con = _connect(target)
+        except BaseException:
+            self._release()
+            raise
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._closed = False
+        self._seqs = SeqTracker()
+        self._marks: dict[str, int] = {}
+        self._appends = 0
+        # per-device [readings, first_ns, last_ns, metrics]: devices() reads this, not the table
+        self._stats: dict[str, list[Any]] = {}
+        self._stats_lock = threading.Lock()
+        self._pending_stats: list[tuple[Any, ...]] = []
+        try:
+            self._create_schema()
+            self._load_stats()
+            self._load_watermarks()
+            self._compact_seqs()
+        except BaseException:
+            self._con.close()
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        with _OPEN_LOCK:
+            _OPEN_FILES.discard(self.path)
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _create_schema(self) -> None:
+        con = self._con
+        con.execute("BEGIN")
+        for stmt in _SCHEMA:
+            con.execute(stmt)
+        row = con.execute("SELECT value FROM ew_meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            con.execute("INSERT INTO ew_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+        elif row[0] != SCHEMA_VERSION:
+            con.execute("ROLLBACK")
+            raise StoreError(
+                f"DuckDB store {self.path!r} has schema version {row[0]!r}; this Edgewise "
+                f"reads version {SCHEMA_VERSION!r}."
+            )
+        con.execute("COMMIT")
+
+    def _load_stats(self, devices: list[str] | None = None) -> None:
+        """(Re)compute per-device totals from the table, for all or some devices."""
+        if devices is None:
+            rows = self._con.execute(_STATS_SQL + "FROM readings GROUP BY ALL").fetchall()
+            fresh = {d: [int(n), int(lo), int(hi), set(ms)] for d, n, lo, hi, ms in rows}
+            with self._stats_lock:
+                self._stats = fresh
+            return
+        rows = self._con.execute(
+            _STATS_SQL + "FROM readings WHERE list_contains(?, device_id) GROUP BY ALL",
+            [devices],
+        ).fetchall()
+        with self._stats_lock:
+            for d in devices:
+                self._stats.pop(d, None)
+            for d, n, lo, hi, ms in rows:
+                self._stats[d] = [int(n), int(lo), int(hi), set(ms)]
+
+    def _merge_stats(self, rows: list[tuple[Any, ...]]) -> None:
+        with self._stats_lock:
+            for d, n, lo, hi, ms in rows:
+                st = self._stats.get(d)
+                if st is None:
+                    self._stats[d] = [int(n), int(lo), int(hi), set(ms)]
+                else:
+                    st[0] += int(n)
+                    st[1] = min(st[1], int(lo))
+                    st[2] = max(st[2], int(hi))
+                    st[3].update(ms)
+
+    def _load_watermarks(self) -> None:
+        self._marks = {
+            d: int(w) for d, w in self._con.execute(
+                "SELECT device_id, max(watermark) FROM seq_marks GROUP BY device_id"
+            ).fetchall()
+        }
+        rows = self._con.execute(
+            "SELECT device_id, list(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
+        ).fetchall()
+        _load_tracker(self._seqs, self._marks, rows)
+
+    def _compact_seqs(self) -> None:
+        """Fold each device's stored seqs 1..watermark into one seq_marks row (one transaction).
+
+        Keeps the seqs table (one row per message) from growing without bound; runs at open,
+        at close and every ``COMPACT_EVERY`` appends. A crash in the middle rolls it back.
+        """
+        moved = _marks_to_move(self._seqs, self._marks)
+        if not moved:
+            return
+        con = self._con
+        frame = pd.DataFrame({"device_id": list(moved),
+                              "watermark": np.array(list(moved.values()), dtype=np.int64)})
+        con.register("_ew_marks", frame)
+        try:
+            con.execute("BEGIN")
+            try:
+                con.execute("DELETE FROM seq_marks WHERE device_id IN "
+                            "(SELECT device_id FROM _ew_marks)")
+                con.execute("INSERT INTO seq_marks SELECT device_id, watermark FROM _ew_marks")
+                con.execute("DELETE FROM seqs USING _ew_marks m WHERE seqs.device_id = "
+                            "m.device_id AND seqs.seq <= m.watermark")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.unregister("_ew_marks")
+        self._marks.update(moved)
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"Store {self.url!r} is closed; open it again with open_store().")
+
+    def _reader(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor for queries (DuckDB connections are not shared by threads)."""
+        self._check_open()
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            with self._lock:
+                self._check_open()
+                cur = self._con.cursor()
+                self._cursors.append(cur)
+            self._local.cursor = cur
+        return cur
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def append(
+        self, readings: Sequence[Reading], seqs: Mapping[str, Iterable[int]] | None = None
+    ) -> AppendResult:
+        """Store readings and the message seqs they came with, in one transaction.
+
+        Returns what was stored, what was a duplicate and what a conflict, and the seq
+        watermark of every device that was touched.
+        """
+        readings = list(readings)
+        check_readings(readings)
+        seq_sets = normalise_seqs(seqs)
+        cols = Columns.of(readings)
+        for device_id, own in cols.seqs_by_device().items():  # a reading's seq counts too
+            seq_sets.setdefault(device_id, set()).update(own)
+        received_ns = time.time_ns()
+        with self._lock:
+            self._check_open()
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                try:
+                    self._pending_stats = []
+                    result, new_seqs = self._append_locked(
+                        con, readings, cols, seq_sets, received_ns
+                    )
+                    con.execute("COMMIT")
+                except BaseException:
+                    try:
+                        con.execute("ROLLBACK")
+                    except duckdb.Error:
+                        pass
+                    raise
+            except duckdb.Error as exc:
+                raise StoreError(
+                    f"Append of {len(readings)} readings to {self.url!r} failed and was rolled "
+                    f"back; nothing of it is stored: {exc}"
+                ) from exc
+            for device_id, new in new_seqs.items():
+                self._seqs.add(device_id, new)
+            self._merge_stats(self._pending_stats)
+            self._appends += 1
+            if self._appends % COMPACT_EVERY == 0:
+                try:
+                    self._compact_seqs()
+                except duckdb.Error:
+                    pass  # housekeeping only; the append itself is committed
+            touched = set(cols.device_id) | set(seq_sets)
+            result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
+            return result
+
+    def _append_locked(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        readings: list[Reading],
+        cols: Columns,
+        seq_sets: dict[str, set[int]],
+        received_ns: int,
+    ) -> tuple[AppendResult, dict[str, set[int]]]:
+        result = AppendResult()
+        if readings:
+            n = len(readings)
+            batch = pd.DataFrame(
+                {
+                    "device_id": cols.device_id,
+                    "metric": cols.metric,
+                    "ts_ns": np.array(cols.ts_ns, dtype=np.int64),
+                    "value": np.array(cols.value, dtype=np.float64),
+                    "seq": np.array([-1 if q is None else q for q in cols.seq], dtype=np.int64),
+                }
+            )
+            lo, hi = int(batch["ts_ns"].min()), int(batch["ts_ns"].max())
+            con.register("_ew_batch", batch)
+            try:
+                rows = con.execute(
+                    """
+                    SELECT r.device_id, r.metric, r.ts_ns, r.value FROM readings r
+                    JOIN (SELECT DISTINCT device_id, metric, ts_ns FROM _ew_batch) b
+                      ON r.device_id = b.device_id AND r.metric = b.metric
+                     AND r.ts_ns = b.ts_ns
+                    WHERE r.ts_ns BETWEEN ? AND ?
+                    """,
+                    [lo, hi],
+                ).fetchall()
+            finally:
+                con.unregister("_ew_batch")
+            existing = {(d, m, t): v for d, m, t, v in rows}
+            c = classify(readings, existing, set(), received_ns, cols.unique_keys)
+            if c.conflicts:
+                known = self._known_conflicts(con, c.conflicts)
+                if known:
+                    c = classify(readings, existing, known, received_ns)
+            if c.new:
+                new = batch if len(c.new) == n else batch.iloc[c.new]
+                con.register("_ew_new", new)
+                try:
+                    con.execute(
+                        "INSERT INTO readings SELECT device_id, metric, ts_ns, value, "
+                        "nullif(seq, -1) FROM _ew_new"
+                    )
+                    self._pending_stats = con.execute(
+                        _STATS_SQL + "FROM _ew_new GROUP BY ALL"
+                    ).fetchall()
+                finally:
+                    con.unregister("_ew_new")
+            if c.conflicts:
+                con.executemany(
+                    "INSERT INTO conflicts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        [x.device_id, x.metric, x.ts_ns, x.stored_value, x.new_value, x.seq,
+                         x.received_ns]
+                        for x in c.conflicts
+                    ],
+                )
+            result.stored = len(c.new)
+            result.duplicates = c.duplicates
+            result.conflicts = len(c.conflicts)
+        new_seqs: dict[str, set[int]] = {}
+        for device_id, values in seq_sets.items():
+            fresh = self._seqs.new_seqs(device_id, values)
+            if fresh:
+                new_seqs[device_id] = fresh
+        if new_seqs:
+            frame = pd.DataFrame(
+                {
+                    "device_id": [d for d, s in new_seqs.items() for _ in s],
+                    "seq": np.fromiter(
+                        (x for s in new_seqs.values() for x in s), dtype=np.int64
+                    ),
+                }
+            )
+            con.register("_ew_seqs", frame)
+            try:
+                con.execute("INSERT INTO seqs SELECT device_id, seq FROM _ew_seqs")
+            finally:
+                con.unregister("_ew_seqs")
+        return result, new_seqs
+
+    @staticmethod
+    def _known_conflicts(
+        con: duckdb.DuckDBPyConnection, conflicts: list[Conflict]
+    ) -> set[tuple[str, str, int, float]]:
+        keys = pd.DataFrame(
+            {
+                "device_id": [x.device_id for x in conflicts],
+                "metric": [x.metric for x in conflicts],
+                "ts_ns": np.array([x.ts_ns for x in conflicts], dtype=np.int64),
+            }
+        )
+        con.register("_ew_ckeys", keys)
+        try:
+            rows = con.execute(
+                """SELECT c.device_id, c.metric, c.ts_ns, c.new_value FROM conflicts c
+                   SEMI JOIN _ew_ckeys k ON c.device_id = k.device_id AND c.metric = k.metric
+                   AND c.ts_ns = k.ts_ns"""
+            ).fetchall()
+        finally:
+            con.unregister("_ew_ckeys")
+        return {(d, m, t, v) for d, m, t, v in rows}
+
+    def delete_device(self, device_id: str) -> int:
+        """Delete all of a device's readings, seqs, conflicts and alerts; return rows deleted.
+
+        >>> from edgewise.telemetry import Reading
+        >>> s = DuckDBStore(":memory:")
+        >>> _ = s.append([Reading("a", "t", 1, 1.0), Reading("b", "t", 1, 1.0)])
+        >>> s.delete_device("a"), s.count_readings()
+        (1, 1)
+        >>> s.close()
+        """
+        with self._lock:
+            self._check_open()
+            con = self._con
+            total = 0
+            try:
+                con.execute("BEGIN")
+                for table in ("readings", "seqs", "conflicts", "alerts", "seq_marks"):
+                    row = con.execute(
+                        f"DELETE FROM {table} WHERE device_id = ?", [device_id]
+                    ).fetchone()
+                    total += int(row[0]) if row else 0
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                con.execute("ROLLBACK")
+                raise StoreError(f"Deleting device {device_id!r} failed: {exc}") from exc
+            self._seqs.forget(device_id)
+            self._marks.pop(device_id, None)
+            with self._stats_lock:
+                self._stats.pop(device_id, None)
+            return total
+
+    def delete_before(self, ts_ns: int, device_id: str | None = None) -> int:
+        """Retention: delete readings (and conflicts) older than ``ts_ns``; return readings deleted.
+
+        Seqs are kept, so a device's watermark does not move back.
+        """
+        where = "ts_ns < ?" + (" AND device_id = ?" if device_id is not None else "")
+        params: list[Any] = [int(ts_ns)] + ([device_id] if device_id is not None else [])
+        with self._lock:
+            self._check_open()
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                row = con.execute(f"DELETE FROM readings WHERE {where}", params).fetchone()
+                con.execute(f"DELETE FROM conflicts WHERE {where}", params)
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                con.execute("ROLLBACK")
+                raise StoreError(f"Retention delete in {self.url!r} failed: {exc}") from exc
+            n = int(row[0]) if row else 0
+            if n:
+                with self._stats_lock:
+                    hit = [d for d, st in self._stats.items()
+                           if st[1] < ts_ns and device_id in (None, d)]
+                self._load_stats(hit)
+            return n
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def query(
+        self,
+        device_id: str,
+        metric: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        step_ns: int | None = None,
+    ) -> list[tuple[str, int, float]]:
+        """Rows ``(metric, ts_ns, value)`` in ``[start_ns, end_ns)``, by metric then time.
+
+        With ``step_ns`` values are averaged per bucket ``[k*step, (k+1)*step)``.
+        """
+        where, params = _range_where(device_id, metric, start_ns, end_ns)
+        if step_ns is not None:
+            step = _check_step(step_ns)
+            sql = (
+                f"SELECT metric, (ts_ns // {step}) * {step} AS b, avg(value) FROM readings "
+                f"WHERE {where} GROUP BY metric, b ORDER BY metric, b"
+            )
+        else:
+            sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
+        rows = self._read(sql, params)
+        return [(m, int(t), float(v)) for m, t, v in rows]
+
+    def _read(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        cur = self._reader()
+        try:
+            return cur.execute(sql, params or []).fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"Query on {self.url!r} failed: {exc}") from exc
+
+    def seq_watermark(self, device_id: str) -> int:
+        """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1)."""
+        return self._seqs.watermark(device_id)
+
+    def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
+        """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
+        with self._lock:
+            return self._seqs.gaps(device_id)
+
+    def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
+        """Conflicting readings, newest first."""
+        where = "WHERE device_id = ?" if device_id is not None else ""
+        params: list[Any] = [device_id] if device_id is not None else []
+        rows = self._read(
+            f"SELECT device_id, metric, ts_ns, stored_value, new_value, seq, received_ns "
+            f"FROM conflicts {where} ORDER BY received_ns DESC, ts_ns DESC LIMIT {int(limit)}",
+            params,
+        )
+        return [Conflict(*row) for row in rows]
+
+    def devices(self) -> list[DeviceSummary]:
+        """Summaries of every device that has readings, sorted by id."""
+        self._check_open()
+        with self._stats_lock:
+            items = sorted((d, st[0], st[1], st[2], sorted(st[3]))
+                           for d, st in self._stats.items() if st[0] > 0)
+        return [DeviceSummary(*item) for item in items]
+
+    def count_readings(self) -> int:
+        """Total readings stored."""
+        return int(self._read("SELECT count(*) FROM readings")[0][0])
+
+    # -- alerts -----------------------------------------------------------------------------
+
+    def add_alert(self, alert: Alert) -> Alert:
+        """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it."""
+        _check_alert_fields(alert.status, alert.label)
+        alert.id = alert.id or uuid.uuid4().hex
+        alert.created_ns = alert.created_ns or time.time_ns()
+        row = _alert_row(alert)
+        with self._lock:
+            self._check_open()
+            try:
+                self._con.execute(
+                    f"INSERT INTO alerts VALUES ({', '.join('?' * len(row))})", row
+                )
+            except duckdb.Error as exc:
+                raise StoreError(f"Storing alert for {alert.device_id!r} failed: {exc}") from exc
+        return alert
+
+    def update_alert(self, alert_id: str, **changes: Any) -> Alert:
+        """Change an alert's ``status``/``label``/``acked_by``/``labelled_by``/``note``/…
+
+        Raises ``KeyError`` for an unknown id.
+        """
+        bad = sorted(set(changes) - set(_ALERT_CHANGEABLE))
+        if bad:
+            raise StoreError(
+                f"Cannot change alert field(s) {bad}; changeable: {', '.join(_ALERT_CHANGEABLE)}."
+            )
+        _check_alert_fields(changes.get("status", "open"), changes.get("label"))
+        if "drivers" in changes:
+            changes["drivers"] = json.dumps(changes["drivers"])
+        with self._lock:
+            self._check_open()
+            con = self._con
+            if changes:
+                sets = ", ".join(f"{k} = ?" for k in changes)
+                row = con.execute(
+                    f"UPDATE alerts SET {sets} WHERE id = ?", [*changes.values(), alert_id]
+                ).fetchone()
+                if not row or int(row[0]) == 0:
+                    raise KeyError(alert_id)
+            return self._get_alert(con, alert_id)
+
+    def get_alert(self, alert_id: str) -> Alert:
+        """One alert by id; ``KeyError`` if unknown."""
+        return self._get_alert(self._reader(), alert_id)
+
+    def _get_alert(self, con: duckdb.DuckDBPyConnection, alert_id: str) -> Alert:
+        row = con.execute(
+            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = ?", [alert_id]
+        ).fetchone()
+        if row is None:
+            raise KeyError(alert_id)
+        return _alert_from_row(row)
+
+    def list_alerts(
+        self,
+        device_id: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        since_ns: int | None = None,
+        limit: int = 100,
+    ) -> list[Alert]:
+        """Alerts, newest first (by ``start_ns``, then creation), filtered."""
+        where, params = _alert_where(device_id, status, kind, since_ns)
+        rows = self._read(
+            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts {where} "
+            f"ORDER BY start_ns DESC, created_ns DESC LIMIT {int(limit)}",
+            params,
+        )
+        return [_alert_from_row(r) for r in rows]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file."""
+        with self._lock:
+            self._check_open()
+            self._con.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        """Checkpoint and close; safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for cur in self._cursors:
+                try:
+                    cur.close()
+                except duckdb.Error:
+                    pass
+            self._cursors.clear()
+            try:
+                self._compact_seqs()
+                self._con.execute("CHECKPOINT")
+            except duckdb.Error:
+                pass
+            finally:
+                self._con.close()
+                self._release()
+
+    def __enter__(self) -> DuckDBStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DuckDBStore({self.path!r})"
+
+
+# -- helpers shared with postgres.py ----------------------------------------------------------
+
+
+def _load_tracker(
+    tracker: SeqTracker, marks: Mapping[str, int], rows: Iterable[tuple[str, Any]]
+) -> None:
+    """Fill ``tracker`` from the folded marks and the seqs stored above them."""
+    seqs = {d: [int(x) for x in (lst or ())] for d, lst in rows}
+    for device_id in set(marks) | set(seqs):
+        mark = marks.get(device_id, 0)
+        tracker.load(device_id, mark, (x for x in seqs.get(device_id, ()) if x > mark))
+        tracker.add(device_id, ())
+
+
+def _marks_to_move(tracker: SeqTracker, marks: Mapping[str, int]) -> dict[str, int]:
+    """Devices whose watermark passed their stored mark, with the new mark."""
+    return {d: w for d, w in tracker.watermarks().items() if w > marks.get(d, 0)}
+
+
+def _check_step(step_ns: Any) -> int:
+    if isinstance(step_ns, bool) or not isinstance(step_ns, int) or step_ns <= 0:
+        raise StoreError(f"step_ns must be a positive int of nanoseconds. Got {step_ns!r} instead.")
+    return step_ns
+
+
+def _range_where(
+    device_id: str, metric: str | None, start_ns: int | None, end_ns: int | None,
+    ph: str = "?",
+) -> tuple[str, list[Any]]:
+    parts, params = [f"device_id = {ph}"], [device_id]
+    if metric is not None:
+        parts.append(f"metric = {ph}")
+        params.append(metric)
+    if start_ns is not None:
+        parts.append(f"ts_ns >= {ph}")
+        params.append(int(start_ns))
+    if end_ns is not None:
+        parts.append(f"ts_ns < {ph}")
+        params.append(int(end_ns))
+    return " AND ".join(parts), params
+
+
+def _alert_where(
+    device_id: str | None, status: str | None, kind: str | None, since_ns: int | None,
+    ph: str = "?",
+) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    params: list[Any] = []
+    for col, val in (("device_id", device_id), ("status", status), ("kind", kind)):
+        if val is not None:
+            parts.append(f"{col} = {ph}")
+            params.append(val)
+    if since_ns is not None:
+        parts.append(f"end_ns >= {ph}")
+        params.append(int(since_ns))
+    return ("WHERE " + " AND ".join(parts)) if parts else "", params
+
+
+def _check_alert_fields(status: Any, label: Any) -> None:
+    if status not in ALERT_STATUSES:
+        raise StoreError(f"Alert status must be one of {ALERT_STATUSES}. Got {status!r} instead.")
+    if label not in ALERT_LABELS:
+        raise StoreError(f"Alert label must be one of {ALERT_LABELS}. Got {label!r} instead.")
+
+
+def _alert_row(a: Alert) -> list[Any]:
+    return [
+        a.id, a.device_id, int(a.start_ns), int(a.end_ns), float(a.score), a.kind,
+        json.dumps(dict(a.drivers)), a.message, int(a.created_ns), a.status, a.label,
+        a.acked_by, a.labelled_by, a.note,
+    ]
+
+
+def _alert_from_row(row: Sequence[Any]) -> Alert:
+    d = dict(zip(_ALERT_COLUMNS, row, strict=True))
+    d["drivers"] = json.loads(d["drivers"]) if d["drivers"] else {}
+    return Alert(**d)
+
+
+# -- repair -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RepairReport:
+    """What ``repair`` did to a store.
+
+    ``lost_rows`` is the number of readings that were only in the moved-aside log, or
+    ``None`` when that cannot be known (DuckDB cannot read a log it cannot replay).
+    """
+
+    path: str
+    ok_before: bool
+    wal_moved_to: str | None
+    wal_bytes: int
+    readings_after: int
+    lost_rows: int | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+def repair(path: str | os.PathLike[str]) -> RepairReport:
+    """Make a DuckDB store openable again, keeping its write-ahead log aside.
+
+    If the store opens as it is, nothing changes. Otherwise the log ``<file>.wal`` is renamed
+    to ``<file>.wal.broken-<UTC time>`` (never deleted). When DuckDB names the byte where the
+    log is corrupt, the intact part before it is replayed (DuckDB keeps only the complete,
+    committed transactions of a cut log), so the readings committed before the damage are
+    kept. What came after the damage is lost; DuckDB cannot read it, so ``lost_rows`` is
+    ``None`` and the message says the number is unknown.
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "ew.duckdb"
+    >>> DuckDBStore(p).close()
+    >>> repair(p).ok_before
+    True
+    """
+    p = Path(path).expanduser().resolve()
+    wal = _wal_path(p)
+    if not p.exists() and not wal.exists():
+        raise StoreError(f"No DuckDB store at {str(p)!r} to repair.")
+    try:
+        store = DuckDBStore(p)
+    except StoreCorruptError as exc:
+        cause = str(exc.__cause__ or exc)
+    else:
+        n = store.count_readings()
+        store.close()
+        return RepairReport(str(p), True, None, 0, n, 0,
+                            f"{p} opens cleanly ({n} readings); nothing to repair.")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    moved = wal.with_name(f"{wal.name}.broken-{stamp}")
+    size = wal.stat().st_size if wal.exists() else 0
+    if wal.exists():
+        os.replace(wal, moved)
+    m = re.search(r"byte position (\d+)", cause)
+    cut = int(m.group(1)) if m else None
+    kept_note = "nothing of it could be replayed"
+    store = None
+    if cut is not None and 0 < cut < size:
+        with open(moved, "rb") as src, open(wal, "wb") as dst:
+            dst.write(src.read(cut))
+            dst.flush()
+            os.fsync(dst.fileno())
+        try:
+            store = DuckDBStore(p)
+            kept_note = (f"its first {cut} bytes (the transactions committed before the damage) "
+                         "were replayed")
+        except StoreError:
+            wal.unlink(missing_ok=True)
+            store = None
+    if store is None:
+        store = DuckDBStore(p)
+    n = store.count_readings()
+    store.close()
+    return RepairReport(
+        str(p), False, str(moved), size, n, None,
+        f"The write-ahead log of {p} did not replay ({cause.splitlines()[0][:300]}). It is kept "
+        f"as {moved} ({size} bytes); {kept_note}. The store opens with {n} readings. How many "
+        "readings were only in the unreadable part of the log is unknown (DuckDB cannot read "
+        "it); devices that keep unacknowledged messages resend the ones above the recomputed "
+        "seq watermark.",
+    )

@@ -1,0 +1,596 @@
+"""The scale-out store: PostgreSQL through psycopg 3.
+
+Same promises as the DuckDB store (see :mod:`edgewise.store.base`). Each ``append`` is one
+transaction: the batch is copied (``COPY``) into a per-connection temporary staging table,
+the keys already stored are looked up through the primary key, and new rows go in with
+``INSERT … ON CONFLICT DO NOTHING``, so two gateway processes writing the same device can
+never store a key twice. A connection that breaks (server restart) is reopened on the next
+call; the call that hit the break raises :class:`~edgewise.errors.StoreError` and none of it
+is committed.
+
+The URL may carry ``?schema=name``: the tables then live in that schema (created if
+missing), which lets tests and several deployments share one database.
+
+The seq watermark is kept in memory per process, loaded at open and advanced by this
+process's commits; a second process writing the *same* device makes it lag (it never runs
+ahead), which keeps acknowledgements safe.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from edgewise.errors import StoreError
+from edgewise.store._batch import (
+    Columns,
+    SeqTracker,
+    check_readings,
+    classify,
+    normalise_seqs,
+)
+from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
+from edgewise.store.duckdb import (
+    _ALERT_CHANGEABLE,
+    _ALERT_COLUMNS,
+    COMPACT_EVERY,
+    _alert_from_row,
+    _alert_row,
+    _alert_where,
+    _check_alert_fields,
+    _check_step,
+    _load_tracker,
+    _marks_to_move,
+    _range_where,
+)
+from edgewise.telemetry import Reading
+
+__all__ = ["PostgresStore"]
+
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+_TABLES = [
+    """CREATE TABLE IF NOT EXISTS ew_meta (key text PRIMARY KEY, value text NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS readings (
+        device_id text COLLATE "C" NOT NULL, metric text COLLATE "C" NOT NULL,
+        ts_ns bigint NOT NULL, value double precision NOT NULL, seq bigint,
+        PRIMARY KEY (device_id, metric, ts_ns))""",
+    """CREATE TABLE IF NOT EXISTS seqs (
+        device_id text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (device_id, seq))""",
+    """CREATE TABLE IF NOT EXISTS seq_marks (
+        device_id text PRIMARY KEY, watermark bigint NOT NULL)""",
+    # per-device totals kept up to date by append and the deletes, so that devices() does
+    # not aggregate the whole readings table on every dashboard request
+    """CREATE TABLE IF NOT EXISTS device_stats (
+        device_id text COLLATE "C" PRIMARY KEY, readings bigint NOT NULL,
+        first_ns bigint, last_ns bigint)""",
+    """CREATE TABLE IF NOT EXISTS device_metrics (
+        device_id text COLLATE "C" NOT NULL, metric text COLLATE "C" NOT NULL,
+        PRIMARY KEY (device_id, metric))""",
+    """CREATE TABLE IF NOT EXISTS conflicts (
+        device_id text NOT NULL, metric text NOT NULL, ts_ns bigint NOT NULL,
+        stored_value double precision NOT NULL, new_value double precision NOT NULL,
+        seq bigint, received_ns bigint NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS conflicts_key ON conflicts (device_id, metric, ts_ns)""",
+    """CREATE TABLE IF NOT EXISTS alerts (
+        id text PRIMARY KEY, device_id text NOT NULL, start_ns bigint NOT NULL,
+        end_ns bigint NOT NULL, score double precision NOT NULL, kind text NOT NULL,
+        drivers text NOT NULL, message text NOT NULL, created_ns bigint NOT NULL,
+        status text NOT NULL, label text, acked_by text, labelled_by text, note text)""",
+    """CREATE INDEX IF NOT EXISTS alerts_device ON alerts (device_id, start_ns)""",
+]
+
+_STAGE = """CREATE TEMP TABLE IF NOT EXISTS ew_stage (
+    device_id text COLLATE "C", metric text COLLATE "C", ts_ns bigint,
+    value double precision, seq bigint
+) ON COMMIT DELETE ROWS"""
+
+
+def _split_url(url: str) -> tuple[str, str | None, str]:
+    """(libpq URL without ``schema``, schema, URL safe to print)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = None
+    rest = []
+    for k, v in query:
+        if k == "schema":
+            schema = v
+        else:
+            rest.append((k, v))
+    scheme = "postgresql"
+    conninfo = urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    shown_netloc = parts.netloc
+    if parts.password:
+        shown_netloc = shown_netloc.replace(f":{parts.password}@", ":***@")
+    shown = urlunsplit((parts.scheme, shown_netloc, parts.path, parts.query, ""))
+    if schema is not None and not _SCHEMA_RE.match(schema):
+        raise StoreError(
+            f"Store URL {shown!r}: schema must be 1-63 letters, digits or '_', not starting "
+            f"with a digit. Got {schema!r} instead."
+        )
+    return conninfo, schema, shown
+
+
+def _refresh_device_stats(con: Any, devices: list[str] | None) -> None:
+    """Recompute device_stats and device_metrics from readings (all devices when None)."""
+    if devices is None:
+        con.execute("DELETE FROM device_stats")
+        con.execute("DELETE FROM device_metrics")
+        con.execute("INSERT INTO device_stats SELECT device_id, count(*), min(ts_ns), "
+                    "max(ts_ns) FROM readings GROUP BY device_id")
+        con.execute("INSERT INTO device_metrics SELECT DISTINCT device_id, metric FROM readings")
+        return
+    con.execute("DELETE FROM device_stats WHERE device_id = ANY(%s)", [devices])
+    con.execute("DELETE FROM device_metrics WHERE device_id = ANY(%s)", [devices])
+    con.execute("INSERT INTO device_stats SELECT device_id, count(*), min(ts_ns), max(ts_ns) "
+                "FROM readings WHERE device_id = ANY(%s) GROUP BY device_id", [devices])
+    con.execute("INSERT INTO device_metrics SELECT DISTINCT device_id, metric FROM readings "
+                "WHERE device_id = ANY(%s)", [devices])
+
+
+class PostgresStore:
+    """A :class:`~edgewise.store.base.Store` in PostgreSQL.
+
+    Parameters
+    ----------
+    url
+        ``postgresql://user[:password]@host:port/db[?schema=name]``.
+
+    Examples
+    --------
+    >>> store = PostgresStore("postgresql://postgres@localhost/test?schema=ew")  # doctest: +SKIP
+    >>> store.append([Reading("pump-1", "temp_c", 10**18, 21.5)]).stored  # doctest: +SKIP
+    1
+    """
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise StoreError(
+                "The PostgreSQL store needs psycopg 3: pip install 'edgewise[postgres]'"
+            ) from exc
+        self._psycopg = psycopg
+        self._conninfo, self.schema, self.url = _split_url(url)
+        self._wlock = threading.RLock()
+        self._rlock = threading.RLock()
+        self._writer: Any = None
+        self._reader: Any = None
+        self._closed = False
+        self._seqs = SeqTracker()
+        self._marks: dict[str, int] = {}
+        self._appends = 0
+        self._writer = self._connect(create=True)
+        self._load_watermarks()
+        self._compact_seqs()
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _connect(self, create: bool = False) -> Any:
+        psycopg = self._psycopg
+        try:
+            con = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StoreError(f"Cannot connect to PostgreSQL store {self.url!r}: {exc}") from exc
+        try:
+            if self.schema:
+                if create:
+                    con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                con.execute(f'SET search_path TO "{self.schema}"')
+            if create:
+                with con.transaction():
+                    # two processes starting at once must not race on CREATE TABLE
+                    con.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
+                    for stmt in _TABLES:
+                        con.execute(stmt)
+                    con.execute(
+                        "INSERT INTO ew_meta VALUES ('schema_version', '1') "
+                        "ON CONFLICT (key) DO NOTHING"
+                    )
+                    done = con.execute(
+                        "SELECT 1 FROM ew_meta WHERE key = 'device_stats'").fetchone()
+                    if not done:  # stores made before device_stats existed: fill it once
+                        _refresh_device_stats(con, None)
+                        con.execute("INSERT INTO ew_meta VALUES ('device_stats', '1')")
+            con.execute(_STAGE)
+        except psycopg.Error as exc:
+            con.close()
+            raise StoreError(f"Cannot set up PostgreSQL store {self.url!r}: {exc}") from exc
+        return con
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"Store {self.url!r} is closed; open it again with open_store().")
+
+    def _write_con(self) -> Any:
+        self._check_open()
+        if self._writer is None or self._writer.closed or self._writer.broken:
+            if self._writer is not None:
+                self._writer.close()
+            self._writer = None
+            self._writer = self._connect()
+        return self._writer
+
+    def _read_con(self) -> Any:
+        self._check_open()
+        if self._reader is None or self._reader.closed or self._reader.broken:
+            if self._reader is not None:
+                self._reader.close()
+            self._reader = None
+            self._reader = self._connect()
+        return self._reader
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._rlock:
+            con = self._read_con()
+            try:
+                return con.execute(sql, params).fetchall()
+            except self._psycopg.Error as exc:
+                raise StoreError(f"Query on {self.url!r} failed: {exc}") from exc
+
+    def _load_watermarks(self) -> None:
+        con = self._writer
+        self._marks = {d: int(w) for d, w in con.execute(
+            "SELECT device_id, watermark FROM seq_marks").fetchall()}
+        rows = con.execute(
+            "SELECT device_id, array_agg(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
+        ).fetchall()
+        _load_tracker(self._seqs, self._marks, rows)
+
+    def _compact_seqs(self) -> None:
+        """Fold each device's seqs 1..watermark into its seq_marks row (one transaction)."""
+        moved = _marks_to_move(self._seqs, self._marks)
+        if not moved:
+            return
+        with self._wlock:
+            con = self._write_con()
+            devs, marks = list(moved), list(moved.values())
+            with con.transaction():
+                con.execute(
+                    "INSERT INTO seq_marks SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+                    "ON CONFLICT (device_id) DO UPDATE "
+                    "SET watermark = greatest(seq_marks.watermark, excluded.watermark)",
+                    [devs, marks],
+                )
+                con.execute(
+                    "DELETE FROM seqs USING unnest(%s::text[], %s::bigint[]) AS m(d, w) "
+                    "WHERE seqs.device_id = m.d AND seqs.seq <= m.w",
+                    [devs, marks],
+                )
+            self._marks.update(moved)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def append(
+        self, readings: Sequence[Reading], seqs: Mapping[str, Iterable[int]] | None = None
+    ) -> AppendResult:
+        """Store readings and the message seqs they came with, in one transaction."""
+        readings = list(readings)
+        check_readings(readings)
+        seq_sets = normalise_seqs(seqs)
+        cols = Columns.of(readings)
+        for device_id, own in cols.seqs_by_device().items():  # a reading's seq counts too
+            seq_sets.setdefault(device_id, set()).update(own)
+        received_ns = time.time_ns()
+        psycopg = self._psycopg
+        with self._wlock:
+            con = self._write_con()
+            try:
+                with con.transaction():
+                    result, new_seqs = self._append_tx(
+                        con, readings, cols, seq_sets, received_ns
+                    )
+            except psycopg.Error as exc:
+                raise StoreError(
+                    f"Append of {len(readings)} readings to {self.url!r} failed and was rolled "
+                    f"back; nothing of it is stored: {exc}"
+                ) from exc
+            for device_id, new in new_seqs.items():
+                self._seqs.add(device_id, new)
+            self._appends += 1
+            if self._appends % COMPACT_EVERY == 0:
+                try:
+                    self._compact_seqs()
+                except psycopg.Error:
+                    pass  # housekeeping only; the append itself is committed
+            touched = set(cols.device_id) | set(seq_sets)
+            result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
+            return result
+
+    def _append_tx(
+        self, con: Any, readings: list[Reading], cols: Columns,
+        seq_sets: dict[str, set[int]], received_ns: int,
+    ) -> tuple[AppendResult, dict[str, set[int]]]:
+        result = AppendResult()
+        cur = con.cursor()
+        if readings:
+            rows_in = zip(cols.device_id, cols.metric, cols.ts_ns, cols.value, cols.seq,
+                          strict=True)
+            if cols.unique_keys:
+                first = list(zip(cols.device_id, cols.metric, cols.ts_ns, strict=True))
+                unique_rows = list(rows_in)
+            else:
+                seen: dict[tuple[str, str, int], tuple[Any, ...]] = {}
+                for row in rows_in:
+                    seen.setdefault(row[:3], row)
+                first = list(seen)
+                unique_rows = list(seen.values())
+            with cur.copy("COPY ew_stage (device_id, metric, ts_ns, value, seq) FROM STDIN") as cp:
+                for row in unique_rows:
+                    cp.write_row(row)
+            inserted = cur.execute(
+                """WITH ins AS (
+                     INSERT INTO readings (device_id, metric, ts_ns, value, seq)
+                     SELECT device_id, metric, ts_ns, value, seq FROM ew_stage
+                     ON CONFLICT DO NOTHING RETURNING device_id, metric, ts_ns),
+                   st AS (
+                     INSERT INTO device_stats
+                     SELECT device_id, count(*), min(ts_ns), max(ts_ns) FROM ins
+                     GROUP BY device_id
+                     ON CONFLICT (device_id) DO UPDATE SET
+                       readings = device_stats.readings + excluded.readings,
+                       first_ns = least(device_stats.first_ns, excluded.first_ns),
+                       last_ns = greatest(device_stats.last_ns, excluded.last_ns)),
+                   dm AS (
+                     INSERT INTO device_metrics SELECT DISTINCT device_id, metric FROM ins
+                     ON CONFLICT DO NOTHING)
+                   SELECT device_id, metric, ts_ns FROM ins"""
+            ).fetchall()
+            existing: dict[tuple[str, str, int], float] = {}
+            if len(inserted) < len(first):
+                # keys stored before this call: fetch their values through the primary key
+                missing = set(first) - {(d, m, int(t)) for d, m, t in inserted}
+                existing = self._values(cur, list(missing))
+                # a key neither inserted nor found was deleted concurrently; count it stored
+            c = classify(readings, existing, set(), received_ns, cols.unique_keys)
+            if c.conflicts:
+                known = self._known_conflicts(cur, c.conflicts)
+                if known:
+                    c = classify(readings, existing, known, received_ns)
+            if c.conflicts:
+                cur.executemany(
+                    "INSERT INTO conflicts VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    [(x.device_id, x.metric, x.ts_ns, x.stored_value, x.new_value, x.seq,
+                      x.received_ns) for x in c.conflicts],
+                )
+            result.stored = len(inserted)
+            result.duplicates = c.duplicates + (len(c.new) - len(inserted))
+            result.conflicts = len(c.conflicts)
+        new_seqs: dict[str, set[int]] = {}
+        for device_id, values in seq_sets.items():
+            fresh = self._seqs.new_seqs(device_id, values)
+            if fresh:
+                new_seqs[device_id] = fresh
+        if new_seqs:
+            devs = [d for d, s in new_seqs.items() for _ in s]
+            nums = [x for s in new_seqs.values() for x in s]
+            cur.execute(
+                "INSERT INTO seqs SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+                "ON CONFLICT DO NOTHING",
+                [devs, nums],
+            )
+        return result, new_seqs
+
+    @staticmethod
+    def _values(cur: Any, keys: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], float]:
+        if not keys:
+            return {}
+        rows = cur.execute(
+            """SELECT r.device_id, r.metric, r.ts_ns, r.value FROM readings r
+               JOIN unnest(%s::text[], %s::text[], %s::bigint[]) AS k(d, m, t)
+                 ON r.device_id = k.d AND r.metric = k.m AND r.ts_ns = k.t""",
+            [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
+        ).fetchall()
+        return {(d, m, int(t)): float(v) for d, m, t, v in rows}
+
+    @staticmethod
+    def _known_conflicts(cur: Any, conflicts: list[Conflict]) -> set[tuple[str, str, int, float]]:
+        keys = {(x.device_id, x.metric, x.ts_ns) for x in conflicts}
+        rows = cur.execute(
+            """SELECT c.device_id, c.metric, c.ts_ns, c.new_value FROM conflicts c
+               JOIN unnest(%s::text[], %s::text[], %s::bigint[]) AS k(d, m, t)
+                 ON c.device_id = k.d AND c.metric = k.m AND c.ts_ns = k.t""",
+            [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
+        ).fetchall()
+        return {(d, m, int(t), float(v)) for d, m, t, v in rows}
+
+    def _write(self, what: str, statements: list[tuple[str, Sequence[Any]]]) -> list[int]:
+        with self._wlock:
+            con = self._write_con()
+            counts = []
+            try:
+                with con.transaction():
+                    for sql, params in statements:
+                        cur = con.execute(sql, params)
+                        counts.append(max(cur.rowcount, 0))
+            except self._psycopg.Error as exc:
+                raise StoreError(f"{what} in {self.url!r} failed: {exc}") from exc
+            return counts
+
+    def delete_device(self, device_id: str) -> int:
+        """Delete all of a device's readings, seqs, conflicts and alerts; return rows deleted."""
+        counts = self._write(
+            f"Deleting device {device_id!r}",
+            [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
+             for t in ("readings", "seqs", "conflicts", "alerts", "seq_marks")]
+            + [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
+               for t in ("device_stats", "device_metrics")],
+        )[:5]
+        with self._wlock:
+            self._seqs.forget(device_id)
+            self._marks.pop(device_id, None)
+        return sum(counts)
+
+    def delete_before(self, ts_ns: int, device_id: str | None = None) -> int:
+        """Retention: delete readings (and conflicts) older than ``ts_ns``; return readings."""
+        where = "ts_ns < %s" + (" AND device_id = %s" if device_id is not None else "")
+        params: list[Any] = [int(ts_ns)] + ([device_id] if device_id is not None else [])
+        with self._wlock:
+            con = self._write_con()
+            try:
+                with con.transaction():
+                    rows = con.execute(
+                        f"WITH d AS (DELETE FROM readings WHERE {where} RETURNING device_id) "
+                        "SELECT device_id, count(*) FROM d GROUP BY device_id",
+                        params,
+                    ).fetchall()
+                    con.execute(f"DELETE FROM conflicts WHERE {where}", params)
+                    if rows:
+                        _refresh_device_stats(con, [d for d, _ in rows])
+            except self._psycopg.Error as exc:
+                raise StoreError(f"Retention delete in {self.url!r} failed: {exc}") from exc
+        return sum(int(n) for _, n in rows)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def query(
+        self,
+        device_id: str,
+        metric: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        step_ns: int | None = None,
+    ) -> list[tuple[str, int, float]]:
+        """Rows ``(metric, ts_ns, value)`` in ``[start_ns, end_ns)``, by metric then time."""
+        where, params = _range_where(device_id, metric, start_ns, end_ns, ph="%s")
+        if step_ns is not None:
+            step = _check_step(step_ns)
+            sql = (
+                f"SELECT metric, floor(ts_ns::numeric / {step})::bigint * {step} AS b, "
+                f"avg(value) FROM readings WHERE {where} GROUP BY metric, b ORDER BY metric, b"
+            )
+        else:
+            sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
+        return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
+
+    def seq_watermark(self, device_id: str) -> int:
+        """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1)."""
+        return self._seqs.watermark(device_id)
+
+    def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
+        """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
+        with self._wlock:
+            return self._seqs.gaps(device_id)
+
+    def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
+        """Conflicting readings, newest first."""
+        where = "WHERE device_id = %s" if device_id is not None else ""
+        params = [device_id] if device_id is not None else []
+        rows = self._read(
+            "SELECT device_id, metric, ts_ns, stored_value, new_value, seq, received_ns "
+            f"FROM conflicts {where} ORDER BY received_ns DESC, ts_ns DESC LIMIT {int(limit)}",
+            params,
+        )
+        return [Conflict(*row) for row in rows]
+
+    def devices(self) -> list[DeviceSummary]:
+        """Summaries of every device that has readings, sorted by id."""
+        rows = self._read(
+            "SELECT s.device_id, s.readings, s.first_ns, s.last_ns, "
+            "array_remove(array_agg(m.metric), NULL) FROM device_stats s "
+            "LEFT JOIN device_metrics m USING (device_id) WHERE s.readings > 0 "
+            "GROUP BY s.device_id, s.readings, s.first_ns, s.last_ns ORDER BY s.device_id"
+        )
+        return [
+            DeviceSummary(d, int(n), int(lo), int(hi), sorted(ms)) for d, n, lo, hi, ms in rows
+        ]
+
+    def count_readings(self) -> int:
+        """Total readings stored."""
+        return int(self._read("SELECT coalesce(sum(readings), 0) FROM device_stats")[0][0])
+
+    # -- alerts -----------------------------------------------------------------------------
+
+    def add_alert(self, alert: Alert) -> Alert:
+        """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it."""
+        _check_alert_fields(alert.status, alert.label)
+        alert.id = alert.id or uuid.uuid4().hex
+        alert.created_ns = alert.created_ns or time.time_ns()
+        row = _alert_row(alert)
+        self._write(f"Storing alert for {alert.device_id!r}",
+                    [(f"INSERT INTO alerts VALUES ({', '.join(['%s'] * len(row))})", row)])
+        return alert
+
+    def update_alert(self, alert_id: str, **changes: Any) -> Alert:
+        """Change an alert's ``status``/``label``/``acked_by``/…; ``KeyError`` if unknown."""
+        import json
+
+        bad = sorted(set(changes) - set(_ALERT_CHANGEABLE))
+        if bad:
+            raise StoreError(
+                f"Cannot change alert field(s) {bad}; changeable: {', '.join(_ALERT_CHANGEABLE)}."
+            )
+        _check_alert_fields(changes.get("status", "open"), changes.get("label"))
+        if "drivers" in changes:
+            changes["drivers"] = json.dumps(changes["drivers"])
+        if changes:
+            sets = ", ".join(f"{k} = %s" for k in changes)
+            (n,) = self._write(f"Updating alert {alert_id!r}",
+                               [(f"UPDATE alerts SET {sets} WHERE id = %s",
+                                 [*changes.values(), alert_id])])
+            if n == 0:
+                raise KeyError(alert_id)
+        with self._wlock:
+            row = self._write_con().execute(
+                f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = %s", [alert_id]
+            ).fetchone()
+        if row is None:
+            raise KeyError(alert_id)
+        return _alert_from_row(row)
+
+    def get_alert(self, alert_id: str) -> Alert:
+        """One alert by id; ``KeyError`` if unknown."""
+        rows = self._read(
+            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = %s", [alert_id]
+        )
+        if not rows:
+            raise KeyError(alert_id)
+        return _alert_from_row(rows[0])
+
+    def list_alerts(
+        self,
+        device_id: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        since_ns: int | None = None,
+        limit: int = 100,
+    ) -> list[Alert]:
+        """Alerts, newest first (by ``start_ns``, then creation), filtered."""
+        where, params = _alert_where(device_id, status, kind, since_ns, ph="%s")
+        rows = self._read(
+            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts {where} "
+            f"ORDER BY start_ns DESC, created_ns DESC LIMIT {int(limit)}",
+            params,
+        )
+        return [_alert_from_row(r) for r in rows]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close both connections; safe to call twice."""
+        with self._wlock, self._rlock:
+            if self._closed:
+                return
+            try:
+                self._compact_seqs()
+            except (self._psycopg.Error, StoreError):
+                pass  # housekeeping only
+            self._closed = True
+            for con in (self._writer, self._reader):
+                if con is not None:
+                    con.close()
+            self._writer = self._reader = None
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"

@@ -1,0 +1,326 @@
+"""The embedded MQTT broker (amqtt, in process) with device auth, topic ACL and ingest.
+
+Devices connect with username = device id and password = device secret; anonymous
+clients and empty passwords are refused, and so is everything after too many wrong
+secrets (throttled). A device may publish only to ``edgewise/<its id>/telemetry`` and
+subscribe only to its own ``ack`` and ``deadletter`` topics; a publish anywhere else is
+refused and reported on the device's dead-letter topic with reason ``topic_not_allowed``.
+
+Telemetry does not fan out to other subscribers: the broker hands each message straight
+to the gateway's handler (a broker plugin, no second MQTT hop), and after the commit the
+gateway publishes the retained QoS 1 ack ``{"seq": w}`` on ``edgewise/<id>/ack``.
+
+Durability: amqtt sends PUBACK when the message is in memory, so PUBACK means nothing
+for durability; the application ack is sent only after the store has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
+from amqtt.session import Session
+
+from edgewise.errors import AuthError, ThrottledError
+from edgewise.transport.base import Handler, Message, Outcome, topic
+from edgewise.transport.batcher import Batcher
+
+__all__ = ["INTERNAL_USER", "EmbeddedBroker"]
+
+#: MQTT user of the gateway's own subscriber in ``consumer="subscriber"`` mode; it cannot
+#: be a device id (those start with a letter or digit).
+INTERNAL_USER = "__gateway__"
+
+log = logging.getLogger(__name__)
+
+_INSTANCES: dict[str, EmbeddedBroker] = {}
+
+
+def _owner(context: Any) -> EmbeddedBroker:
+    return _INSTANCES[context.config.instance]
+
+
+class DeviceAuthPlugin(BaseAuthPlugin):
+    """amqtt auth plugin: every client must be a registered device with its secret."""
+
+    @dataclass
+    class Config:
+        instance: str = ""
+
+    async def authenticate(self, *, session: Session) -> bool | None:
+        owner = _owner(self.context)
+        user, secret = session.username, session.password
+        if isinstance(secret, bytes):
+            secret = secret.decode("utf-8", "replace")
+        if not user:
+            owner.count("edgewise_auth_failures_total", reason="anonymous")
+            return False
+        if user == INTERNAL_USER:
+            ok = owner.internal_secret is not None and isinstance(secret, str) and \
+                hmac.compare_digest(secret.encode(), owner.internal_secret.encode())
+            if not ok:
+                owner.count("edgewise_auth_failures_total", reason="bad_secret")
+            return ok
+        if not secret:
+            owner.count("edgewise_auth_failures_total", reason="empty_password")
+            return False
+        try:
+            await asyncio.to_thread(owner.authenticate, user, secret)
+        except ThrottledError:
+            owner.count("edgewise_auth_failures_total", reason="throttled")
+            return False
+        except AuthError:
+            owner.count("edgewise_auth_failures_total", reason="bad_secret")
+            return False
+        return True
+
+
+class DeviceTopicPlugin(BaseTopicPlugin):
+    """amqtt topic plugin: a device publishes and subscribes only under its own id."""
+
+    @dataclass
+    class Config:
+        instance: str = ""
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None,
+        action: Action | None = None,
+    ) -> bool | None:
+        owner = _owner(self.context)
+        user = session.username if session else None
+        if not user or not topic:
+            return False
+        if user == INTERNAL_USER and owner.internal_secret is not None:
+            parts = topic.split("/")
+            kind = parts[2] if len(parts) == 3 and parts[0] == "edgewise" else ""
+            if action == Action.PUBLISH:
+                return kind in ("ack", "deadletter")
+            return kind == "telemetry"  # subscribe to and receive every device's telemetry
+        if action == Action.PUBLISH:
+            if topic == owner.telemetry_topic(user):
+                # plugin mode: taken by DeviceIngestPlugin, no fan-out to anyone;
+                # subscriber mode: fanned out to the gateway's internal subscriber only.
+                return owner.consumer == "subscriber"
+            owner.deadletter_soon(user, {
+                "reason": "topic_not_allowed", "field": "topic", "value": topic,
+                "index": None,
+                "detail": f"Device {user!r} may publish only to "
+                          f"{owner.telemetry_topic(user)!r}; got {topic!r}.",
+            })
+            return False
+        return topic in (f"edgewise/{user}/ack", f"edgewise/{user}/deadletter")
+
+
+class DeviceIngestPlugin(BasePlugin):  # type: ignore[type-arg]
+    """amqtt event plugin: queues each device's telemetry for the gateway; sends acks on subscribe."""  # noqa: E501
+
+    @dataclass
+    class Config:
+        instance: str = ""
+
+    async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
+        owner = _owner(self.context)
+        if message is None or owner.consumer != "plugin":
+            return
+        session = self.context.get_session(client_id)
+        user = session.username if session else None
+        if user and message.topic == owner.telemetry_topic(user):
+            owner.batcher.put(Message(user, bytes(message.data), time.time_ns()))
+
+    async def on_broker_client_subscribed(self, *, client_id: str, topic: str, qos: int) -> None:
+        owner = _owner(self.context)
+        session = self.context.get_session(client_id)
+        user = session.username if session else None
+        if user and topic == f"edgewise/{user}/ack" and owner.watermark is not None:
+            if topic in self.context.retained_messages:
+                return
+            w = await asyncio.to_thread(owner.watermark, user)
+            await owner.publish_ack(user, w)
+
+
+class EmbeddedBroker:
+    """An amqtt broker in this process, feeding device telemetry to ``handler``.
+
+    Parameters
+    ----------
+    handler
+        Commits a batch of messages (see :mod:`edgewise.transport.base`).
+    authenticate
+        ``authenticate(device_id, secret)``; raises ``AuthError``/``ThrottledError``.
+    host, port
+        Where to listen.
+    tls_cert, tls_key
+        PEM files; when given the listener speaks MQTT over TLS only.
+    count
+        ``count(metric_name, **labels)`` for auth failures and dead letters.
+    watermark
+        ``watermark(device_id) -> int``, used to ack a device that subscribes before any
+        ack is retained (e.g. after a restart).
+    consumer
+        ``"plugin"`` (default): a broker plugin hands telemetry to the gateway, no second
+        hop. ``"subscriber"``: telemetry fans out to an internal MQTT subscriber of the
+        gateway (a paho client with a persistent session and manual acks), kept to
+        measure the two against each other (``edgewise bench ingest --consumer``).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        authenticate: Callable[[str, str], None],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 1884,
+        tls_cert: str = "",
+        tls_key: str = "",
+        count: Callable[..., None] | None = None,
+        watermark: Callable[[str], int] | None = None,
+        max_batch: int = 4000,
+        consumer: str = "plugin",
+    ) -> None:
+        if consumer not in ("plugin", "subscriber"):
+            raise ValueError(f"consumer must be 'plugin' or 'subscriber'; got {consumer!r}")
+        self.consumer = consumer
+        self.internal_secret = secrets.token_urlsafe(32) if consumer == "subscriber" else None
+        self._subscriber: Any = None
+        self.handler = handler
+        self.authenticate = authenticate
+        self.host = host
+        self.port = port
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
+        self._count = count
+        self.watermark = watermark
+        self.batcher = Batcher(handler, self._after_commit, max_batch=max_batch)
+        self.instance = uuid.uuid4().hex
+        self._broker: Broker | None = None
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    @staticmethod
+    def telemetry_topic(device_id: str) -> str:
+        return topic(device_id, "telemetry")
+
+    def count(self, name: str, value: float = 1.0, **labels: str) -> None:
+        if self._count is not None:
+            self._count(name, value, **labels)
+
+    def config(self) -> dict[str, Any]:
+        """The amqtt broker configuration this instance runs with."""
+        listener: dict[str, Any] = {"type": "tcp", "bind": f"{self.host}:{self.port}"}
+        if self.tls_cert or self.tls_key:
+            listener.update(ssl=True, certfile=self.tls_cert, keyfile=self.tls_key)
+        cfg = {"instance": self.instance}
+        return {
+            "listeners": {"default": listener},
+            "plugins": {
+                f"{__name__}.DeviceAuthPlugin": cfg,
+                f"{__name__}.DeviceTopicPlugin": cfg,
+                f"{__name__}.DeviceIngestPlugin": cfg,
+            },
+        }
+
+    async def start(self) -> None:
+        """Start listening; messages flow to the handler from now on."""
+        _INSTANCES[self.instance] = self
+        logging.getLogger("amqtt").setLevel(logging.WARNING)
+        logging.getLogger("transitions").setLevel(logging.WARNING)
+        await self.batcher.start()
+        self._broker = Broker(self.config())
+        await self._broker.start()
+        if self.consumer == "subscriber":
+            from edgewise.transport.client import ExternalBroker
+
+            scheme = "mqtts" if self.tls_cert else "mqtt"
+            self._subscriber = ExternalBroker(
+                self.handler,
+                f"{scheme}://{INTERNAL_USER}:{self.internal_secret}@127.0.0.1:{self.port}"
+                f"?client_id={INTERNAL_USER}-{self.instance[:8]}"
+                + (f"&ca={self.tls_cert}" if self.tls_cert else ""),
+                count=self._count)
+            if self.tls_cert:  # the certificate names the public host, we dial 127.0.0.1
+                self._subscriber.client.tls_insecure_set(True)
+            await self._subscriber.start()
+
+    async def stop(self) -> None:
+        """Commit what has arrived, send its acks, and shut the broker down."""
+        if self._subscriber is not None:
+            await self._subscriber.stop()
+            self._subscriber = None
+        await self.batcher.stop()
+        if self._broker is not None:
+            broker, self._broker = self._broker, None
+            try:
+                await broker.shutdown()
+            except (asyncio.CancelledError, Exception):  # in-flight publishes to gone clients
+                log.debug("broker shutdown interrupted in-flight deliveries", exc_info=True)
+        _INSTANCES.pop(self.instance, None)
+
+    # -- acks and dead letters ---------------------------------------------------------
+    async def publish_ack(self, device_id: str, seq: int) -> None:
+        """Retain and send ``{"seq": seq}`` on the device's ack topic (QoS 1)."""
+        if self._broker is None:
+            return
+        t = topic(device_id, "ack")
+        data = json.dumps({"seq": int(seq)}).encode()
+        await self._broker.retain_message(None, t, data, 1)
+        self._deliver(t, data)
+
+    async def publish_deadletter(self, device_id: str, problem: dict[str, Any]) -> None:
+        """Send a dead-letter problem to the device and count it by reason."""
+        self.count("edgewise_messages_deadlettered_total", reason=str(problem.get("reason")))
+        if self._broker is None:
+            return
+        self._deliver(topic(device_id, "deadletter"), json.dumps(problem, default=str).encode())
+
+    def _deliver(self, topic_name: str, data: bytes) -> None:
+        """Send to the sessions subscribed to exactly ``topic_name`` (QoS 1).
+
+        The ACL lets only the device itself subscribe to its ack and dead-letter topics,
+        and only by their exact names, so the subscribers are found by one dict lookup.
+        This skips amqtt's broadcast loop, which iterates every subscription for every
+        message and, in amqtt 0.11.4, drops the message when a client subscribes while
+        it iterates ("dictionary changed size during iteration"): an ack lost that way
+        would leave a device waiting for its resend timer.
+        """
+        assert self._broker is not None
+        sessions = self._broker.sessions
+        for session, qos in list(self._broker.subscriptions.get(topic_name, ())):
+            if session.transitions.state != "connected":
+                continue
+            entry = sessions.get(session.client_id)
+            if entry is None:
+                continue
+            task = asyncio.ensure_future(
+                entry[1].mqtt_publish(topic_name, data, min(qos, 1), retain=False))
+            self._pending.add(task)
+            task.add_done_callback(self._delivered)
+
+    def _delivered(self, task: asyncio.Future[Any]) -> None:
+        self._pending.discard(task)  # type: ignore[arg-type]
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("ack/dead-letter delivery failed: %s", task.exception())
+
+    def deadletter_soon(self, device_id: str, problem: dict[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self.publish_deadletter(device_id, problem))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _after_commit(self, messages: list[Message], outcomes: list[Outcome]) -> None:
+        best: dict[str, int] = {}
+        for o in outcomes:
+            for p in o.deadletters:
+                await self.publish_deadletter(o.device_id, p)
+            if o.ack_seq is not None:
+                best[o.device_id] = max(best.get(o.device_id, 0), o.ack_seq)
+        for device, w in best.items():
+            await self.publish_ack(device, w)

@@ -1,0 +1,72 @@
+"""Tests of the library behind `edgewise detect` (edgewise.bench.csv)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from edgewise.bench.csv import alarm_metrics, detect_table, read_table
+from edgewise.errors import QualityError
+
+
+def frame(n: int = 800) -> pd.DataFrame:
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({
+        "time": pd.date_range("2024-03-01", periods=n, freq="5min", tz="UTC").astype(str),
+        "a": 10 + rng.standard_normal(n),
+        "b": 50 + rng.standard_normal(n),
+    })
+    df.loc[600, "b"] = 120.0
+    df.loc[[100, 101], "a"] = np.nan  # gaps are fine
+    df.loc[300, ["a", "b"]] = np.nan
+    return df
+
+
+def test_univariate_detector_on_several_columns_names_the_column():
+    """Check one detector per column: max score, and top_column says which column."""
+    res = detect_table(frame(), detector="ewzscore")
+    assert res.columns == ["a", "b"]
+    row = res.frame.loc[600]
+    assert bool(row["is_anomaly"]) and row["top_column"] == "b"
+    assert res.frame.loc[300, "top_column"] == "" and res.frame.loc[300, "anomaly_score"] == 0.0
+    assert list(res.frame.columns[:3]) == ["time", "a", "b"]  # input columns kept, in order
+
+
+def test_chunked_run_equals_one_pass():
+    """Check that the chunked CLI path gives the detector's plain replay scores."""
+    from edgewise.bench import csv as mod
+    from edgewise.detect import ContextLikelihood
+
+    n = mod._CHUNK + 5_000
+    x = np.sin(np.arange(n) / 30) + np.random.default_rng(0).normal(0, 0.05, n)
+    df = pd.DataFrame({"v": x})
+    res = detect_table(df)
+    np.testing.assert_allclose(
+        res.frame["anomaly_score"], np.round(ContextLikelihood().score_many(x), 6)
+    )
+
+
+def test_train_rows_raise_threshold_only_when_training_scores_are_high():
+    """Check that --train-rows keeps the default when training rows look normal."""
+    res = detect_table(frame(), detector="ewzscore", train_rows=400)
+    assert res.threshold == pytest.approx(0.9)
+    assert not res.frame["is_anomaly"].iloc[:400].any()
+
+
+def test_alarm_metrics_skip_training_rows_and_accept_text_labels():
+    """Check the metric arithmetic and that labels may be 'true'/'false'."""
+    m = alarm_metrics([1, 1, 0, 1, 0], ["true", "false", "false", "true", "true"], skip=1)
+    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (1, 1, 1, 1)
+    assert m["recall"] == 0.5 and m["missed_alarm_rate"] == 0.5 and m["precision"] == 0.5
+    assert m["false_alarm_rate"] == 0.5 and m["f1"] == 0.5
+
+
+def test_read_table_detects_semicolons(tmp_path):
+    """Check that a semicolon file is split into columns."""
+    f = tmp_path / "x.csv"
+    f.write_text("t;v\n2024-01-01;1,5\n")
+    assert list(read_table(f).columns) == ["t", "v"]
+    f.write_text("   \n")
+    with pytest.raises(QualityError, match="is empty"):
+        read_table(f)

@@ -1,0 +1,83 @@
+"""Tests of `edgewise bench nab` on a small NAB root made of real NAB files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from edgewise.bench.nab import run_nab
+from edgewise.bench.nab_scorer import load_profiles, load_results_dir, load_windows, score_corpus
+
+REPO = Path(__file__).resolve().parents[2]
+FILES = [
+    "realKnownCause/nyc_taxi.csv",
+    "artificialWithAnomaly/art_daily_jumpsup.csv",
+    "artificialNoAnomaly/art_daily_small_noise.csv",
+]
+
+
+@pytest.fixture
+def small_nab(shared_data, tmp_path) -> Path:
+    """A NAB root with three real files, their windows and the real profiles."""
+    src = shared_data / "nab"
+    root = tmp_path / "nab"
+    for rel in FILES:
+        (root / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / "data" / rel, root / "data" / rel)
+    (root / "labels").mkdir()
+    windows = json.loads((src / "labels" / "combined_windows.json").read_text())
+    (root / "labels" / "combined_windows.json").write_text(
+        json.dumps({k: windows[k] for k in FILES})
+    )
+    shutil.copytree(src / "config", root / "config")
+    return root
+
+
+def test_run_nab_writes_nab_layout_that_rescores_identically(small_nab, tmp_path):
+    """Check that results are in NAB's layout and our scorer reads them back to the same score."""
+    run = run_nab(small_nab, tmp_path / "out", "context-likelihood")
+    out = tmp_path / "out" / "context-likelihood"
+    taxi = pd.read_csv(out / "realKnownCause" / "context-likelihood_nyc_taxi.csv")
+    assert list(taxi.columns) == ["timestamp", "value", "anomaly_score", "label"]
+    assert taxi["label"].sum() > 0 and taxi["anomaly_score"].between(0, 1).all()
+    ts, scores = load_results_dir(out)
+    again = score_corpus(
+        ts,
+        scores,
+        load_windows(small_nab / "labels" / "combined_windows.json"),
+        load_profiles(small_nab / "config" / "profiles.json"),
+    )
+    assert again.normalized() == pytest.approx(run.result.normalized(), abs=1e-9)
+    assert set(run.summary()["scores"]) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+
+
+def test_cli_bench_nab_json_prints_one_object(small_nab, tmp_path):
+    """Check that `edgewise bench nab --json` prints exactly one JSON object with the scores."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgewise", "bench", "nab", "--data", str(small_nab),
+         "--out", str(tmp_path / "o"), "--detector", "ewzscore", "--json"],
+        capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO / "src"),
+                                                      "PATH": "/usr/bin:/bin"}, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["detector"] == "ewzscore" and doc["files"] == 3
+    assert -100 < doc["scores"]["standard"] <= 100
+
+
+def test_cli_bench_nab_rejects_unknown_detector_and_bad_root(small_nab, tmp_path):
+    """Check that a bad detector name or data folder gets one clear line and exit 2."""
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
+    base = [sys.executable, "-m", "edgewise", "bench", "nab", "--out", str(tmp_path)]
+    p = subprocess.run([*base, "--data", str(small_nab), "--detector", "nope"],
+                       capture_output=True, text=True, env=env, check=False)
+    assert p.returncode == 2 and "Unknown detector 'nope'" in p.stderr
+    p = subprocess.run([*base, "--data", str(tmp_path)], capture_output=True, text=True,
+                       env=env, check=False)
+    assert p.returncode == 2 and "not a NAB root" in p.stderr

@@ -1,0 +1,147 @@
+"""``edgewise device …`` and ``edgewise token …`` against a real data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgewise.cli import app, load_commands
+from edgewise.security import Security
+from edgewise.store import open_store
+from edgewise.telemetry import Reading
+from tests.conftest import REPO
+
+load_commands()
+
+
+@pytest.fixture
+def run(data_dir: Path):
+    runner = CliRunner(mix_stderr=False)
+
+    def invoke(*args: str, env: dict | None = None):
+        return runner.invoke(app, [*args, "--data-dir", str(data_dir)], env=env)
+
+    return invoke
+
+
+def _seed(data_dir: Path, device: str) -> str:
+    url = f"duckdb:///{data_dir / 'edgewise.duckdb'}"
+    store = open_store(url)
+    ts = (int(time.time()) - 60) * 10**9
+    store.append([Reading(device, "a", ts + i * 10**9, float(i), i + 1) for i in range(5)],
+                 {device: range(1, 6)})
+    store.close()
+    return url
+
+
+def test_device_add_json_prints_a_working_secret(run, data_dir: Path) -> None:
+    """Check --json prints {"id", "secret"} and the secret authenticates."""
+    res = run("device", "add", "pump-1", "--json")
+    assert res.exit_code == 0, res.output + res.stderr
+    out = json.loads(res.stdout)
+    assert set(out) == {"id", "secret"} and out["id"] == "pump-1"
+    sec = Security(data_dir)
+    sec.authenticate_device("pump-1", out["secret"])
+    assert sec.audit_log(1)[0].action == "device.add"
+    sec.close()
+
+
+def test_device_add_plain_and_duplicate(run) -> None:
+    """Check the plain form prints the secret once, and a duplicate fails with one line."""
+    res = run("device", "add", "pump-1")
+    assert res.exit_code == 0 and res.stdout.startswith("device pump-1\nsecret ")
+    assert "shown only now" in res.stderr
+    res = run("device", "add", "pump-1")
+    assert res.exit_code == 2
+    assert res.stderr.strip() == ("error: Device 'pump-1' already exists; delete it first or "
+                                  "pick another name.")
+
+
+def test_device_list(run) -> None:
+    """Check list shows devices and never secrets."""
+    secret = json.loads(run("device", "add", "pump-1", "--json").stdout)["secret"]
+    run("device", "add", "pump-2")
+    res = run("device", "list", "--json")
+    assert [d["id"] for d in json.loads(res.stdout)] == ["pump-1", "pump-2"]
+    assert secret not in res.stdout
+    assert run("device", "list").stdout.startswith("pump-1\tpump-1\t")
+
+
+def test_token_create(run, data_dir: Path) -> None:
+    """Check a token with a role is made, printed once, and a bad role is refused."""
+    res = run("token", "create", "--role", "operator", "--name", "ops", "--json")
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    sec = Security(data_dir)
+    who = sec.authenticate_token(out["token"])
+    assert (who.role, who.name) == ("operator", "ops")
+    sec.close()
+    res = run("token", "create", "--role", "root")
+    assert res.exit_code == 2
+    assert "'role' parameter must be one of 'admin', 'operator', 'viewer'" in res.stderr
+
+
+def test_data_dir_from_environment(data_dir: Path) -> None:
+    """Check EDGEWISE_DATA_DIR is used when --data-dir is not given."""
+    res = CliRunner(mix_stderr=False).invoke(app, ["device", "add", "pump-9"],
+                                             env={"EDGEWISE_DATA_DIR": str(data_dir)})
+    assert res.exit_code == 0, res.stderr
+    assert Security(data_dir).has_device("pump-9")
+
+
+def test_device_delete_removes_credentials_and_data(run, data_dir: Path) -> None:
+    """Check delete revokes the device and deletes its stored readings."""
+    run("device", "add", "pump-1")
+    url = _seed(data_dir, "pump-1")
+    res = run("device", "delete", "pump-1", "--json")
+    assert res.exit_code == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert (out["id"], out["credentials_deleted"]) == ("pump-1", True)
+    assert out["rows_deleted"] >= 5
+    store = open_store(url)
+    assert store.query("pump-1") == []
+    store.close()
+    assert not Security(data_dir).has_device("pump-1")
+    res = run("device", "delete", "pump-1")
+    assert res.exit_code == 1
+    assert "not registered and has no stored data" in res.stderr
+
+
+def test_device_delete_while_the_store_is_held_by_another_process(run, data_dir: Path) -> None:
+    """Check that with the DuckDB store locked, credentials are revoked, data kept, exit 1.
+
+    Run again once the other process is gone, the data of the unregistered device goes too.
+    """
+    run("device", "add", "pump-1")
+    url = _seed(data_dir, "pump-1")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         ("import sys, time; from edgewise.store import open_store; "
+          "s = open_store(sys.argv[1]); print('ready', flush=True); time.sleep(120)"), url],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        res = run("device", "delete", "pump-1")
+        assert res.exit_code == 1
+        assert "credentials revoked" in res.stderr
+        assert "DELETE /v1/devices/pump-1" in res.stderr
+        assert not Security(data_dir).has_device("pump-1")
+    finally:
+        holder.kill()
+        holder.wait(10)
+    res = run("device", "delete", "pump-1")
+    assert res.exit_code == 0, res.stderr
+    m = re.fullmatch(r"device pump-1: was not registered; (\d+) stored rows deleted\n", res.stdout)
+    assert m and int(m.group(1)) >= 5, res.stdout
+    store = open_store(url)
+    assert store.query("pump-1") == []
+    store.close()

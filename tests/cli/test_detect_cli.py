@@ -1,0 +1,109 @@
+"""Tests of `edgewise detect FILE.csv`, run as a real process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": "/tmp/nbc"}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgewise", "detect", *args],
+        capture_output=True, text=True, env=ENV, check=False, timeout=120,
+    )
+
+
+def device_csv(path: Path, sep: str = ",", n: int = 1500) -> Path:
+    """Two correlated metrics with two labelled breaks of their relationship."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(n)
+    df = pd.DataFrame({
+        "timestamp": pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC"),
+        "flow": 20 + a,
+        "pressure": 2 * a + 0.1 * rng.standard_normal(n),
+        "label": 0,
+    })
+    df.loc[1000, "pressure"] = -6.0  # only the relationship is broken
+    df.loc[1300, "pressure"] = -30.0  # out of range on its own too
+    df.loc[[1000, 1300], "label"] = 1
+    df.loc[500, "flow"] = np.nan  # a gap is handled, not fatal
+    df.to_csv(path, sep=sep, index=False)
+    return path
+
+
+def test_multivariate_run_writes_rows_and_prints_metrics(tmp_path):
+    """Check that a semicolon CSV is scored row by row and metrics are printed."""
+    src = device_csv(tmp_path / "dev.csv", sep=";")
+    out = tmp_path / "scored.csv"
+    p = run_cli(str(src), "--label-column", "label", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "recall 1.000" in p.stdout and "missed-alarm rate 0.000" in p.stdout
+    assert "precision " in p.stdout and "F1 " in p.stdout and "false-alarm rate 0.00" in p.stdout
+    df = pd.read_csv(out)
+    assert len(df) == 1500
+    assert list(df.columns[-3:]) == ["anomaly_score", "is_anomaly", "top_column"]
+    assert df.loc[1000, "top_column"] == "pressure" and bool(df.loc[1000, "is_anomaly"])
+    assert df["anomaly_score"].between(0, 1).all()
+
+
+def test_univariate_with_train_rows_never_flags_training_rows(tmp_path):
+    """Check --columns, --detector and --train-rows on one column."""
+    src = device_csv(tmp_path / "dev.csv")
+    out = tmp_path / "o.csv"
+    p = run_cli(str(src), "--columns", "pressure", "--detector", "ewzscore",
+                "--train-rows", "1100", "--label-column", "label", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    df = pd.read_csv(out)
+    assert not df["is_anomaly"].iloc[:1100].any()
+    assert bool(df.loc[1300, "is_anomaly"])
+    assert "recall 1.000" in p.stdout
+
+
+@pytest.mark.parametrize(
+    "content, args, message",
+    [
+        ("", [], "is empty"),
+        ("timestamp,v\n", [], "no data rows"),
+        ("timestamp,v\n2024-01-01T00:00:00Z,1\n", ["--columns", "w"], "Column 'w' is not in"),
+        ("timestamp,v\n2024-01-01T00:00:00Z,1\n2024-01-01T00:01:00Z,hot\n", [],
+         "Column 'v' must hold numbers; row 2 has 'hot'"),
+        ("timestamp,v\n2024-01-01T00:01:00Z,1\n2024-01-01T00:00:00Z,2\n", [], "must be sorted"),
+        ("timestamp,v\n2024-01-01T00:00:00Z,1\n2024-01-01T00:00:00Z,2\n", [],
+         "duplicate timestamp"),
+        ("t,v\nyesterday,1\n", ["--time-column", "t"], "must hold timestamps"),
+        ("timestamp,v\n2024-01-01T00:00:00Z,1\n", ["--time-column", "when"],
+         "--time-column 'when' is not a column"),
+        ("timestamp,v,y\n2024-01-01T00:00:00Z,1,maybe\n", ["--label-column", "y"],
+         "Label column must hold 0/1"),
+        ("timestamp,v\n2024-01-01T00:00:00Z,1\n", ["--detector", "magic"], "Unknown detector"),
+        ("timestamp,v\n2024-01-01T00:00:00Z,1\n", ["--train-rows", "5"], "--train-rows must be"),
+        ("timestamp,name\n2024-01-01T00:00:00Z,abc\n", [], "no numeric column"),
+    ],
+    ids=["empty", "header-only", "missing-column", "non-numeric", "unsorted", "duplicate",
+         "bad-time", "missing-time-column", "bad-label", "unknown-detector", "train-rows",
+         "no-numeric"],
+)
+def test_bad_input_gets_one_line_and_nonzero_exit(tmp_path, content, args, message):
+    """Check that each bad input path exits non-zero with one clear line naming the problem."""
+    f = tmp_path / "in.csv"
+    f.write_text(content)
+    p = run_cli(str(f), *args)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "in_scored.csv").exists()
+
+
+def test_missing_file_is_one_line(tmp_path):
+    """Check that a file that does not exist is reported by name."""
+    p = run_cli(str(tmp_path / "nope.csv"))
+    assert p.returncode != 0 and "does not exist" in p.stderr

@@ -1,0 +1,82 @@
+"""A real gateway process (``python -m edgewise serve``) that tests can kill -9 and restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port, port_answers
+
+
+class GatewayProcess:
+    """Runs ``edgewise serve`` on free ports with ``data_dir``; ``kill()`` is SIGKILL."""
+
+    def __init__(self, data_dir: Path, *extra: str, mqtt_port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.mqtt_port = mqtt_port or free_port()
+        self.http_port = free_port()
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.log = data_dir / "gateway.log"
+
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
+        cmd = [sys.executable, "-m", "edgewise", "serve", "--data-dir", str(self.data_dir),
+               "--mqtt-port", str(self.mqtt_port), "--port", str(self.http_port), *self.extra]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n"
+                                   + self.log.read_text()[-3000:])
+            if "ready" in self.log.read_text().splitlines()[-1:][0:1] or self._ready():
+                return self
+            time.sleep(0.05)
+        raise TimeoutError("gateway did not become ready:\n" + self.log.read_text()[-3000:])
+
+    def _ready(self) -> bool:
+        lines = self.log.read_text().splitlines()
+        return self.starts == sum(1 for line in lines if line == "ready") and port_answers(
+            "127.0.0.1", self.mqtt_port)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no flush."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        """SIGINT and wait for a clean exit; return the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+@pytest.fixture
+def gateway_factory(tmp_path):
+    made: list[GatewayProcess] = []
+
+    def make(*extra: str, data_dir: Path | None = None, **kw) -> GatewayProcess:
+        g = GatewayProcess(data_dir or tmp_path / "ew", *extra, **kw)
+        g.data_dir.mkdir(exist_ok=True)
+        made.append(g)
+        return g
+
+    yield make
+    for g in made:
+        g.kill()

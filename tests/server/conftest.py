@@ -1,0 +1,123 @@
+"""A real app around a real DuckDB store, real Security and the real Pipeline."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.exceptions import StarletteDeprecationWarning
+
+with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 and warns, once, at import
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+from edgewise.config import Settings
+from edgewise.gateway.pipeline import Pipeline
+from edgewise.security import Security
+from edgewise.server.app import create_app
+from edgewise.store import open_store
+from edgewise.store.base import Store
+from tests.conftest import free_port
+
+PROBLEM_KEYS = {"type", "title", "status", "detail", "field", "value", "allowed", "reason"}
+
+
+@dataclass
+class Env:
+    """One running app and the parts it was built from."""
+
+    client: TestClient
+    store: Store
+    security: Security
+    pipeline: Pipeline
+    settings: Settings
+    tokens: dict[str, str]
+    device: str
+    secret: str
+
+    def auth(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def device_headers(self, device: str | None = None, secret: str | None = None) -> dict:
+        return {"Authorization": f"Bearer {secret or self.secret}",
+                "X-Device-Id": device or self.device}
+
+    def send(self, payload: Any, device: str | None = None, secret: str | None = None,
+             **kw: Any) -> Any:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return self.client.post("/v1/telemetry", content=body,
+                                headers={**self.device_headers(device, secret),
+                                         "Content-Type": "application/json"}, **kw)
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    return Settings.load(env={}, data_dir=data_dir, **overrides)
+
+
+def build_env(data_dir: Path, **overrides: Any) -> Iterator[Env]:
+    settings = make_settings(data_dir, **overrides)
+    security = Security(data_dir, throttle_after=settings.throttle_after_failures)
+    store = open_store(settings.store_url)
+    pipeline = Pipeline(store, settings, security)
+    app = create_app(store=store, security=security, pipeline=pipeline, settings=settings)
+    tokens = {role: security.create_token(role, f"test-{role}")
+              for role in ("viewer", "operator", "admin")}
+    device, secret = security.add_device("pump-1")
+    try:
+        with TestClient(app) as client:
+            yield Env(client, store, security, pipeline, settings, tokens, device, secret)
+    finally:  # also on gen.close(), which raises GeneratorExit at the yield
+        pipeline.close()
+        store.close()
+        security.close()
+
+
+@pytest.fixture
+def env(data_dir: Path) -> Iterator[Env]:
+    """An app with one device 'pump-1' and a token of each role."""
+    yield from build_env(data_dir)
+
+
+def problem(resp: Any, status: int) -> dict[str, Any]:
+    """Check ``resp`` is a problem+json answer with ``status``; return its body."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json"), resp.headers
+    body = resp.json()
+    assert PROBLEM_KEYS <= body.keys(), body
+    assert body["status"] == status
+    assert body["type"] == f"urn:edgewise:problem:{body['reason']}"
+    return body
+
+
+def now_s() -> float:
+    return time.time()
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, **uvicorn_kwargs: Any) -> Iterator[int]:
+    """Run ``app`` under uvicorn on a free port in a thread; yield the port."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="off", **uvicorn_kwargs)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"uvicorn did not start on port {port}")
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -1,0 +1,190 @@
+"""The dashboard in a real headless Chromium (Debian's), driven by Playwright.
+
+Skips with a reason where /usr/bin/chromium is absent; fails instead in CI (``CI=true``).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgewise.store.base import Alert
+from tests.conftest import IN_CI
+from tests.server.conftest import Env, build_env, serve_in_thread
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+# The chart's plot area inside the canvas, in CSS pixels (PAD in app.js).
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 10, 8, 22
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Pixels (H, W, channels) of an 8-bit non-interlaced PNG, as Chromium writes them."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width = 8, b"", 0
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
+            assert depth == 8 and interlace == 0 and color in (2, 6), (depth, color, interlace)
+            channels = 3 if color == 2 else 4
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width * channels
+    out = np.zeros((height, stride), dtype=np.uint8)
+    prev = np.zeros(stride, dtype=np.int32)
+    for y in range(height):
+        ftype = raw[y * (stride + 1)]
+        line = np.frombuffer(raw, np.uint8, stride, y * (stride + 1) + 1).astype(np.int32)
+        if ftype == 0:
+            cur = line
+        elif ftype == 2:
+            cur = (line + prev) & 0xFF
+        else:  # Sub, Average, Paeth depend on the left neighbour: go pixel by pixel
+            cur = np.zeros(stride, dtype=np.int32)
+            for i in range(stride):
+                a = cur[i - channels] if i >= channels else 0
+                b = prev[i]
+                c = prev[i - channels] if i >= channels else 0
+                if ftype == 1:
+                    pred = a
+                elif ftype == 3:
+                    pred = (a + b) // 2
+                else:
+                    p = a + b - c
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                    pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                cur[i] = (line[i] + pred) & 0xFF
+        out[y] = cur
+        prev = cur
+    return out.reshape(height, width, channels)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    """A headless Debian chromium under Playwright."""
+    if not CHROMIUM.exists():
+        if IN_CI:
+            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs it with apt-get")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def live(data_dir: Path) -> Iterator[tuple[Env, str, Alert]]:
+    """A served app with pump-1 (5 min of 3 metrics, a spike, an open alert) and silent pump-2."""
+    gen = build_env(data_dir)
+    env = next(gen)
+    env.security.add_device("pump-2")
+    now = int(time.time())
+    batch = [{"ts": now - 300 + i, "seq": i + 1,
+              "metrics": {"temp_c": 40 + 2 * np.sin(i / 20) + (25 if 240 <= i < 246 else 0),
+                          "rpm": 1450 + (i % 7), "vib_mm_s": 2.0 + 0.01 * i}}
+             for i in range(300)]
+    assert env.send(batch).json()["accepted"] == 900
+    alert = env.store.add_alert(Alert("pump-1", (now - 60) * 10**9, (now - 54) * 10**9, 0.99,
+                                      drivers={"temp_c": 1.0}, message="temp spike"))
+    with serve_in_thread(env.client.app) as port:
+        yield env, f"http://127.0.0.1:{port}", alert
+    gen.close()
+
+
+def _wait_for(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+def test_dashboard_fleet_chart_and_alert_actions(chromium, live) -> None:
+    """Check the fleet lists devices, the chart draws, and ack/label in the page reach the store."""
+    env, base, alert = live
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(base + "/")
+
+    # token entry: a wrong one is refused, the operator's is kept
+    page.fill("#token", "ew_wrong")
+    page.click("#login-form button")
+    page.wait_for_selector("#login-error:has-text('not valid')")
+    errors.clear()  # the refused /v1/me call logs a 401 in the console
+    page.fill("#token", env.tokens["operator"])
+    page.click("#login-form button")
+    page.wait_for_selector("#who:has-text('operator')")
+    assert page.evaluate("localStorage.getItem('edgewise.token')") == env.tokens["operator"]
+
+    # fleet overview
+    page.wait_for_selector("tr[data-device='pump-1']")
+    assert page.inner_text("tr[data-device='pump-1'] [data-health]") == "alerting"
+    assert page.inner_text("tr[data-device='pump-2'] [data-health]") == "silent"
+
+    # device page: the temperature chart draws, with the alert span
+    page.click("tr[data-device='pump-1'] a")
+    canvas = page.wait_for_selector("canvas[data-metric='temp_c'][data-points]")
+    _wait_for(lambda: int(canvas.get_attribute("data-points") or 0) >= 20)
+    assert int(canvas.get_attribute("data-spans")) >= 1
+    assert page.query_selector("canvas[data-metric='rpm']") is not None
+    shot = canvas.screenshot()
+    if os.environ.get("EDGEWISE_SCREENSHOT_DIR"):  # to look at it
+        page.screenshot(path=os.path.join(os.environ["EDGEWISE_SCREENSHOT_DIR"], "device.png"))
+    png = decode_png(shot)
+    h, w = png.shape[:2]
+    box = canvas.bounding_box()
+    sx, sy = w / box["width"], h / box["height"]
+    plot = png[int(PAD_TOP * sy) + 2:h - int(PAD_BOTTOM * sy) - 2,
+               int(PAD_LEFT * sx) + 2:w - int(PAD_RIGHT * sx) - 2, :3].astype(int)
+    r, g, b = plot[..., 0], plot[..., 1], plot[..., 2]
+    line = (b > 180) & (r < 120) & (b - r > 80)          # the series' blue
+    span = (r > 200) & (g < 200) & (b < 200) & (r - b > 30)  # the open alert's red wash
+    assert line.sum() > 200, f"only {line.sum()} line pixels in the plot area"
+    assert span.sum() > 50, f"only {span.sum()} alert-span pixels in the plot area"
+
+    # alerts page: acknowledge, then label as false alarm; both reach the store
+    page.goto(base + "/#/alerts")
+    row = f"tr[data-alert='{alert.id}']"
+    page.wait_for_selector(row)
+    page.click(f"{row} button[data-action='ack']")
+    _wait_for(lambda: env.store.get_alert(alert.id).status == "acknowledged")
+    assert env.store.get_alert(alert.id).acked_by == "test-operator"
+    page.select_option("#status-filter", "")
+    page.wait_for_selector(f"{row}[data-status='acknowledged']")
+    page.click(f"{row} button[data-action='false_alarm']")
+    _wait_for(lambda: env.store.get_alert(alert.id).label == "false_alarm")
+    page.wait_for_selector(f"{row}[data-label='false_alarm']")
+    assert errors == []
+    page.close()
+
+
+def test_viewer_sees_alert_buttons_disabled(chromium, live) -> None:
+    """Check a viewer token can look but the ack/label buttons are disabled."""
+    env, base, alert = live
+    page = chromium.new_page()
+    page.goto(base + "/")
+    page.fill("#token", env.tokens["viewer"])
+    page.click("#login-form button")
+    page.goto(base + "/#/alerts")
+    button = page.wait_for_selector(f"tr[data-alert='{alert.id}'] button[data-action='ack']")
+    assert button.is_disabled()
+    assert env.store.get_alert(alert.id).status == "open"
+    page.close()

@@ -1,0 +1,108 @@
+"""Devices: list, add, delete with data, fleet health; admin actions audited."""
+
+from __future__ import annotations
+
+import time
+
+from edgewise.store.base import Alert
+from tests.server.conftest import Env, problem
+
+
+def _send(env: Env, device: str, secret: str, n: int = 3) -> int:
+    ts = int(time.time()) - 100
+    for i in range(n):
+        r = env.send({"ts": ts + i, "metrics": {"a": float(i), "b": 1.0}, "seq": i + 1},
+                     device=device, secret=secret)
+        assert r.status_code == 200, r.text
+    return ts
+
+
+def _actions(env: Env) -> list[tuple[str, str, str]]:
+    return [(e.actor, e.action, e.target) for e in env.security.audit_log(50)]
+
+
+def test_admin_adds_a_device_whose_secret_sends(env: Env) -> None:
+    """Check POST /v1/devices answers the secret once and it authenticates telemetry."""
+    resp = env.client.post("/v1/devices", json={"name": "pump-2"}, headers=env.auth("admin"))
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert body["id"] == "pump-2" and len(body["secret"]) >= 43  # 256 bits urlsafe
+    _send(env, "pump-2", body["secret"], n=1)
+    assert ("token:test-admin", "device.add", "pump-2") in _actions(env)
+    listed = env.client.get("/v1/devices", headers=env.auth("viewer")).json()
+    assert [d["id"] for d in listed] == ["pump-1", "pump-2"]
+    assert listed[1]["readings"] == 2 and listed[1]["metrics"] == ["a", "b"]
+    assert "secret" not in str(listed)
+
+
+def test_adding_a_bad_or_existing_device_is_named(env: Env) -> None:
+    """Check 422 for an invalid name and 409 for an existing one, with field and value."""
+    body = problem(env.client.post("/v1/devices", json={"name": "a/b"},
+                                   headers=env.auth("admin")), 422)
+    assert (body["field"], body["value"]) == ("name", "a/b")
+    body = problem(env.client.post("/v1/devices", json={"name": "pump-1"},
+                                   headers=env.auth("admin")), 409)
+    assert (body["field"], body["value"]) == ("name", "pump-1")
+    body = problem(env.client.post("/v1/devices", json={}, headers=env.auth("admin")), 422)
+    assert (body["field"], body["reason"]) == ("name", "missing_field")
+
+
+def test_delete_removes_credentials_and_all_data(env: Env) -> None:
+    """Check DELETE /v1/devices/{id} revokes the secret and deletes readings and alerts."""
+    ts = _send(env, env.device, env.secret)
+    env.store.add_alert(Alert(env.device, ts * 10**9, (ts + 2) * 10**9, 0.97))
+    resp = env.client.delete(f"/v1/devices/{env.device}", headers=env.auth("admin"))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["credentials_deleted"] is True
+    assert resp.json()["rows_deleted"] >= 6
+    assert env.store.query(env.device) == []
+    assert env.store.list_alerts(device_id=env.device) == []
+    assert not env.security.has_device(env.device)
+    problem(env.send({"ts": ts, "metrics": {"a": 1.0}}), 401)
+    actions = _actions(env)
+    assert ("token:test-admin", "device.delete", env.device) in actions
+    assert ("token:test-admin", "device.delete_data", env.device) in actions
+    problem(env.client.delete(f"/v1/devices/{env.device}", headers=env.auth("admin")), 404)
+
+
+def test_delete_unknown_device_is_404(env: Env) -> None:
+    """Check the 404 names the device."""
+    body = problem(env.client.delete("/v1/devices/nope", headers=env.auth("admin")), 404)
+    assert (body["field"], body["value"], body["reason"]) == ("device_id", "nope",
+                                                              "unknown_device")
+
+
+def test_fleet_reports_health_last_seen_and_open_alerts(env: Env) -> None:
+    """Check each device's health: alerting with an open alert, silent when never seen."""
+    env.security.add_device("pump-2")
+    ts = _send(env, env.device, env.secret)
+    env.store.add_alert(Alert(env.device, ts * 10**9, (ts + 1) * 10**9, 0.95))
+    fleet = env.client.get("/v1/fleet", headers=env.auth("viewer")).json()
+    rows = {d["id"]: d for d in fleet["devices"]}
+    assert rows["pump-1"]["health"] == "alerting"
+    assert rows["pump-1"]["open_alerts"] == 1
+    assert rows["pump-1"]["last_seen_ns"] == (ts + 2) * 10**9
+    assert 90 <= rows["pump-1"]["last_seen_age_s"] < 200
+    assert rows["pump-2"]["health"] == "silent" and rows["pump-2"]["last_seen"] is None
+    assert fleet["open_alerts"] == 1
+    stale = env.client.get("/v1/fleet?stale_after=10s", headers=env.auth("viewer")).json()
+    assert stale["counts"] == {"alerting": 1, "silent": 1}
+    body = problem(env.client.get("/v1/fleet?stale_after=soon", headers=env.auth("viewer")), 422)
+    assert (body["field"], body["value"]) == ("stale_after", "soon")
+
+
+def test_token_creation_is_admin_only_and_audited(env: Env) -> None:
+    """Check POST /v1/tokens makes a working token and leaves an audit entry."""
+    resp = env.client.post("/v1/tokens", json={"role": "viewer", "name": "grafana"},
+                           headers=env.auth("admin"))
+    assert resp.status_code == 201, resp.text
+    token = resp.json()["token"]
+    me = env.client.get("/v1/me", headers={"Authorization": f"Bearer {token}"}).json()
+    assert me == {"name": "grafana", "role": "viewer"}
+    audit = env.client.get("/v1/audit", headers=env.auth("admin")).json()
+    assert audit[0]["action"] == "token.create"
+    assert audit[0]["actor"] == "token:test-admin"
+    assert audit[0]["detail"]["role"] == "viewer"
+    body = problem(env.client.post("/v1/tokens", json={"role": "root"},
+                                   headers=env.auth("admin")), 422)
+    assert (body["field"], body["value"]) == ("role", "root")
