@@ -46,6 +46,12 @@ def test_counts_add_up_and_cleaning_is_idempotent(rs: list[Reading]) -> None:
 
 
 @given(st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=5), st.floats(),
+                          st.fixed_dictionaries({"device_id": st.text(max_size=3),
+                                                 "metric": st.text(max_size=3),
+                                                 "ts_ns": st.one_of(st.integers(), st.floats()),
+                                                 "value": st.one_of(st.floats(), st.text()),
+                                                 "unit": st.one_of(st.none(), st.integers(),
+                                                                   st.text(max_size=4))}),
                           st.dictionaries(st.text(max_size=8), st.one_of(
                               st.integers(), st.floats(), st.text(max_size=4), st.none()),
                               max_size=6)), max_size=20))

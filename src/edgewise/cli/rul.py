@@ -18,6 +18,12 @@ app.add_typer(predict_app, name="predict")
 
 def _read(data: Path):
     """One table from a CSV file, or from every ``*.csv``/``*.csv.gz`` in a directory."""
+    frame = _read_any(data)
+    # A saved pandas index ("Unnamed: 0") would be a leaky "sensor"; drop it.
+    return frame.loc[:, ~frame.columns.astype(str).str.match(r"^Unnamed: \d+$")]
+
+
+def _read_any(data: Path):
     import pandas as pd
 
     if data.is_dir():

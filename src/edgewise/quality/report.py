@@ -45,9 +45,12 @@ def _as_row(row: Reading | Mapping[str, Any]) -> tuple[str, str, int, float, str
             f"A quality row must be a Reading or a mapping. Got {type(row).__name__} instead."
         )
     try:
-        ts = row["ts_ns"] if "ts_ns" in row else row["ts"]
-        return (str(row["device_id"]), str(row["metric"]), int(ts), float(row["value"]),
-                row.get("unit"))
+        ts = int(row["ts_ns"] if "ts_ns" in row else row["ts"])
+        if not -(2**63) <= ts < 2**63:
+            raise OverflowError(f"time {ts} does not fit in int64 nanoseconds")
+        unit = row.get("unit")
+        return (str(row["device_id"]), str(row["metric"]), ts, float(row["value"]),
+                unit if isinstance(unit, str) else None)
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise QualityError(
             "A quality row needs 'device_id', 'metric', 'ts_ns' (int ns) and a numeric "
