@@ -40,6 +40,7 @@ EXPECTED_ROUTES = {
     ("GET", "/v1/devices/{device_id}/model"),
     ("GET", "/v1/models/{sha256}"),
     ("GET", "/v1/registry"),
+    ("GET", "/v1/devices/{device_id}/quality"),
     ("POST", "/v1/registry/rollouts"),
 }
 

@@ -160,6 +160,13 @@ def test_dashboard_fleet_chart_and_alert_actions(chromium, live) -> None:
     assert line.sum() > 200, f"only {line.sum()} line pixels in the plot area"
     assert span.sum() > 50, f"only {span.sum()} alert-span pixels in the plot area"
 
+    # device page: the data-quality table, from GET /v1/devices/{id}/quality
+    page.wait_for_selector("#device-quality tr[data-metric='temp_c']")
+    cells = page.query_selector_all("#device-quality tr[data-metric='temp_c'] td")
+    assert cells[1].inner_text() == "100.0 %", [c.inner_text() for c in cells]
+    assert "spike" in cells[7].inner_text()  # the 25 °C jump, flagged by the cleaner
+    assert page.query_selector("#device-quality tr[data-metric='rpm']") is not None
+
     # alerts page: acknowledge, then label as false alarm; both reach the store
     page.goto(base + "/#/alerts")
     row = f"tr[data-alert='{alert.id}']"
@@ -172,6 +179,9 @@ def test_dashboard_fleet_chart_and_alert_actions(chromium, live) -> None:
     page.click(f"{row} button[data-action='false_alarm']")
     _wait_for(lambda: env.store.get_alert(alert.id).label == "false_alarm")
     page.wait_for_selector(f"{row}[data-label='false_alarm']")
+    labels = env.client.get("/v1/labels", params={"device": "pump-1"},
+                            headers=env.auth("viewer")).json()
+    assert [(x["label"], x["start_ns"]) for x in labels] == [("normal", alert.start_ns)]
     assert errors == []
     page.close()
 

@@ -1,10 +1,23 @@
-"""The ingest pipeline: decode and validate, rate limit, commit, then detect and alert.
+"""The ingest pipeline: decode and validate, rate limit, commit, then clean, detect and alert.
 
 Every transport (MQTT, HTTP) hands payloads to one :class:`Pipeline`. The order is the
 durability contract: a payload is acknowledged (``IngestResult.ack_seq``) only after
 ``store.append`` has committed it. Detection runs afterwards on a worker thread, so a
 slow detector delays alerts, never acknowledgements; ``edgewise_detection_backlog``
 shows how far behind it is.
+
+Data quality (:class:`~edgewise.quality.stream.StreamCleaner`) sits *after* the commit, in
+front of detection: the store keeps the raw readings exactly once (its own seq and
+(device, metric, time) dedup and conflict rules decide what is stored, and the ack depends
+on nothing else), while the cleaner decides what the detectors see. Readings it removes as
+``duplicate`` (a re-delivered reading), ``conflict``, ``invalid``, ``out_of_range`` or
+``rate`` are stored but not scored; readings ``out_of_order`` for the cleaner (older than
+their stream's newest kept reading; this includes a re-delivered reading that is not its
+stream's newest) are still scored under the pipeline's own ``late_horizon_s`` rule;
+``spike`` and ``stuck`` readings are flagged and counted but scored as they are (a spike
+is what the detectors are for).
+Every decision is counted in ``edgewise_quality_removed_total{reason}`` /
+``edgewise_quality_flagged_total{reason}`` and per device in :meth:`Pipeline.quality_counts`.
 
 >>> from edgewise.config import Settings
 >>> from edgewise.store import open_store
@@ -34,6 +47,7 @@ from edgewise.config import Settings
 from edgewise.detect.base import Detector
 from edgewise.errors import PayloadError, RateLimitError
 from edgewise.gateway.metrics import Metrics
+from edgewise.quality.stream import StreamCleaner
 from edgewise.security.ratelimit import RateLimiter
 from edgewise.store.base import Alert, Store
 from edgewise.telemetry import Reading, decode
@@ -107,6 +121,10 @@ class Pipeline:
         A seq gap still missing after this long is reported (metric and alert).
     detect_async
         Run detection on a worker thread (default) instead of inside ``ingest``.
+    cleaner
+        The streaming data-quality cleaner in front of detection (default: a
+        :class:`~edgewise.quality.stream.StreamCleaner` with no per-metric limits); ``None``
+        scores every committed reading as it is.
     state_path
         Where the detectors' learned state is saved on :meth:`close` and restored from
         at start, so a clean restart does not warm every stream up again. (After a crash
@@ -126,6 +144,7 @@ class Pipeline:
         detect_async: bool = True,
         merge_gap_s: float = 60.0,
         state_path: Path | None = None,
+        cleaner: StreamCleaner | bool | None = True,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -140,6 +159,9 @@ class Pipeline:
             store, threshold=settings.alert_threshold, merge_gap_s=merge_gap_s,
             on_alert=lambda a: self.metrics.inc("edgewise_alerts_total", kind=a.kind),
         )
+        self.cleaner: StreamCleaner | None = (
+            StreamCleaner() if cleaner is True else (cleaner or None))
+        self._quality: dict[str, dict[str, dict[str, int]]] = {}
         self._detectors: dict[tuple[str, str], Detector] = {}
         self._mv: dict[str, Detector] = {}
         self._last_scored: dict[tuple[str, str], int] = {}
@@ -331,6 +353,8 @@ class Pipeline:
         scores: dict[tuple[str, int], dict[str, float]] = {}
         scored = late = 0
         horizon = self.late_horizon_ns
+        if self.cleaner is not None:
+            readings = self._clean(readings)
         for r in readings:
             key = (r.device_id, r.metric)
             last = self._last_scored.get(key)
@@ -410,8 +434,65 @@ class Pipeline:
             self._max_seq.pop(device_id, None)
             self._gap_since.pop(device_id, None)
             self._gaps_reported.pop(device_id, None)
+            self._quality.pop(device_id, None)
+            if self.cleaner is not None:
+                self.cleaner.forget(device_id)
         self.alerts.forget(device_id)
         return len(keys)
+
+    def _clean(self, readings: Sequence[Reading]) -> list[Reading]:
+        """The readings detection should score; count every cleaner decision."""
+        c = self.cleaner
+        assert c is not None
+        out: list[Reading] = []
+        m = self.metrics
+        for r in readings:
+            removed = dict(c.removed)
+            flagged = dict(c.flagged)
+            kept = c.clean_one(r) is not None
+            q = self._quality.setdefault(r.device_id, {"removed": {}, "flagged": {},
+                                                       "seen": {}, "kept": {}})
+            q["seen"][r.metric] = q["seen"].get(r.metric, 0) + 1
+            for kind, now, before in (("removed", c.removed, removed),
+                                      ("flagged", c.flagged, flagged)):
+                for reason, n in now.items():
+                    if n != before.get(reason, 0):
+                        key = f"{r.metric}:{reason}"
+                        q[kind][key] = q[kind].get(key, 0) + 1
+                        m.inc(f"edgewise_quality_{kind}_total", reason=reason)
+            if kept:
+                q["kept"][r.metric] = q["kept"].get(r.metric, 0) + 1
+                out.append(r)
+            elif c.removed != removed and _scored_anyway(c.removed, removed):
+                out.append(r)
+        return out
+
+    def quality_counts(self, device_id: str) -> dict[str, object]:
+        """What the cleaner did to a device's readings since start: per metric seen, kept,
+        removed by reason and flagged by reason.
+
+        >>> from edgewise.config import Settings
+        >>> from edgewise.store import open_store
+        >>> store = open_store("duckdb://:memory:")
+        >>> p = Pipeline(store, Settings(), detect_async=False)
+        >>> body = b'{"ts": 1700000000, "metrics": {"rpm": 1450}, "seq": 1}'
+        >>> _ = p.ingest("pump-1", body); _ = p.ingest("pump-1", body)  # re-delivered
+        >>> p.quality_counts("pump-1")["metrics"]["rpm"]
+        {'seen': 2, 'kept': 1, 'removed': {'duplicate': 1}, 'flagged': {}}
+        >>> p.close(); store.close()
+        """
+        with self._detect_lock:
+            q = self._quality.get(device_id, {"removed": {}, "flagged": {}, "seen": {},
+                                              "kept": {}})
+            per: dict[str, dict[str, object]] = {}
+            for metric, n in sorted(q["seen"].items()):
+                per[metric] = {"seen": n, "kept": q["kept"].get(metric, 0),
+                               "removed": {}, "flagged": {}}
+            for kind in ("removed", "flagged"):
+                for key, n in q[kind].items():
+                    metric, reason = key.rsplit(":", 1)
+                    per[metric][kind][reason] = n  # type: ignore[index]
+        return {"device_id": device_id, "metrics": per}
 
     # -- seq gaps ----------------------------------------------------------------------
     def check_gaps(self, now: float | None = None) -> list[Alert]:
@@ -477,6 +558,16 @@ class Pipeline:
                 self.save_state(self.state_path)
             except OSError:
                 log.exception("could not save detector state to %s", self.state_path)
+
+
+#: Cleaner removals that detection scores anyway: the pipeline's late-horizon rule judges
+#: order, so a reading older than its stream's last one is not dropped for that alone.
+_SCORED_ANYWAY = frozenset({"out_of_order"})
+
+
+def _scored_anyway(now: object, before: dict[str, int]) -> bool:
+    changed = {k for k, n in now.items() if n != before.get(k, 0)}  # type: ignore[attr-defined]
+    return changed <= _SCORED_ANYWAY
 
 
 def _gap_from_message(message: str) -> tuple[int, int]:

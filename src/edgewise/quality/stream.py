@@ -154,6 +154,14 @@ class StreamCleaner:
         self.kept += 1
         return reading
 
+    def forget(self, device_id: str) -> None:
+        """Drop the kept history of every metric of ``device_id`` (the device was deleted);
+        the global counts stay."""
+        for key in [k for k in self._state if k[0] == device_id]:
+            del self._state[key]
+        for key in [k for k in self.by_key if k[0] == device_id]:
+            del self.by_key[key]
+
     def clean(self, readings: Iterable[Reading]) -> list[Reading]:
         """Clean readings in arrival order; return the kept ones."""
         return [r for r in readings if self.clean_one(r) is not None]

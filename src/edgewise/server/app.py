@@ -33,6 +33,7 @@ from edgewise.server.routes import (
     health,
     labels,
     models,
+    quality,
     readings,
     telemetry,
     tokens,
@@ -60,6 +61,7 @@ _TAGS = [
     {"name": "telemetry", "description": "Devices send readings (device secret)."},
     {"name": "devices", "description": "Register, list and delete devices; fleet health."},
     {"name": "readings", "description": "Stored readings over time, optionally downsampled."},
+    {"name": "quality", "description": "Data quality of a device's readings."},
     {"name": "alerts", "description": "Alerts from detectors and seq gaps; ack and label."},
     {"name": "labels", "description": "Labels on windows of history; the labelling queue."},
     {"name": "registry", "description": "Signed model releases: agents fetch them (device "
@@ -123,7 +125,7 @@ def create_app(
     app.state.pipeline = pipeline
     app.state.settings = settings
     install_problem_handlers(app)
-    for module in (telemetry, devices, readings, alerts, labels, tokens, health):
+    for module in (telemetry, devices, readings, quality, alerts, labels, tokens, health):
         app.include_router(module.router)
     if registry is None:
         registry = Registry(settings.data_dir)

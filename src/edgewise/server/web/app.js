@@ -263,6 +263,7 @@ function deviceView(id) {
   const info = h("span", { class: "muted", id: "device-info" });
   const charts = h("div", { class: "charts", id: "charts" });
   const alertsBody = h("tbody", { id: "device-alerts" });
+  const qualityBody = h("tbody", { id: "device-quality" });
   setMain(
     h("p", {}, h("a", { href: "#/fleet" }, "← Fleet")),
     h("h1", {}, `Device ${id}`),
@@ -272,6 +273,8 @@ function deviceView(id) {
       h("span", {}, h("i", { class: "swatch open" }), "open alert"),
       h("span", {}, h("i", { class: "swatch acked" }), "acknowledged alert")),
     charts,
+    h("h2", {}, "Data quality"),
+    qualityTable(qualityBody),
     h("h2", {}, "Alerts"),
     alertsTable(alertsBody));
   const canvases = new Map();
@@ -285,9 +288,11 @@ function deviceView(id) {
     const t0 = t1 - state.window;
     const stepS = Math.max(1, Math.round(state.window / 300));
     const q = `start=${t0.toFixed(3)}&end=${t1.toFixed(3)}&step=${stepS}s`;
-    const [data, alerts] = await Promise.all([
+    const qStart = Math.max(t0, t1 - 3600);  // the quality checks look at the last hour at most
+    const [data, alerts, quality] = await Promise.all([
       api(`/v1/devices/${encodeURIComponent(id)}/readings?${q}`),
       api(`/v1/alerts?device=${encodeURIComponent(id)}&limit=200`),
+      api(`/v1/devices/${encodeURIComponent(id)}/quality?start=${qStart.toFixed(3)}&end=${t1.toFixed(3)}`),
     ]);
     info.textContent = ` · ${dev.health} · last seen ${ago(dev.last_seen_age_s)} · ` +
       `${data.points} points, ${stepS} s buckets`;
@@ -304,7 +309,41 @@ function deviceView(id) {
       drawChart(canvases.get(m), data.series[m], t0, t1, spans, stepS);
     }
     fillAlerts(alertsBody, alerts, false);
+    fillQuality(qualityBody, quality);
   });
+}
+
+// ---------------------------------------------------------------- data quality
+function qualityTable(body) {
+  return h("table", { class: "alerts quality" },
+    h("thead", {}, h("tr", {}, ["Metric", "Completeness", "Validity", "Spikes", "Stuck", "Gaps",
+      "Cleaner removed", "Cleaner flagged"].map((t) => h("th", {}, t)))), body);
+}
+
+function pct(x) {
+  return x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)} %`;
+}
+
+function counts(obj) {
+  const parts = Object.entries(obj || {}).map(([k, n]) => `${k} ${n}`);
+  return parts.length ? parts.join(", ") : "–";
+}
+
+function fillQuality(body, q) {
+  const names = Object.keys(q.metrics || {}).sort();
+  if (!names.length) {
+    body.replaceChildren(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No readings.")));
+    return;
+  }
+  const ingest = (q.ingest && q.ingest.metrics) || {};
+  body.replaceChildren(...names.map((m) => {
+    const f = q.metrics[m];
+    const c = ingest[m] || {};
+    return h("tr", { "data-metric": m },
+      h("td", {}, m), h("td", {}, pct(f.completeness)), h("td", {}, pct(f.validity)),
+      h("td", {}, f.spikes), h("td", {}, f.stuck), h("td", {}, f.gaps),
+      h("td", {}, counts(c.removed)), h("td", {}, counts(c.flagged)));
+  }));
 }
 
 // ---------------------------------------------------------------- alerts
