@@ -102,9 +102,31 @@ def live(data_dir: Path) -> Iterator[tuple[Env, str, Alert]]:
     assert env.send(batch).json()["accepted"] == 900
     alert = env.store.add_alert(Alert("pump-1", (now - 60) * 10**9, (now - 54) * 10**9, 0.99,
                                       drivers={"temp_c": 1.0}, message="temp spike"))
+    _rul_model(env.settings.data_dir / "models" / "rul-v1.ewm")
     with serve_in_thread(env.client.app) as port:
         yield env, f"http://127.0.0.1:{port}", alert
     gen.close()
+
+
+def _rul_model(path: Path) -> None:
+    """A small RUL model on pump-1's metrics, trained on synthetic run-to-failure units."""
+    import pandas as pd
+
+    from edgewise.models.rul import RULModel
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for u in range(12):
+        life = int(rng.integers(80, 140))
+        wear = (np.arange(life) / life) ** 2
+        frames.append(pd.DataFrame({
+            "unit": u, "cycle": np.arange(1, life + 1),
+            "temp_c": 40 + 15 * wear + rng.normal(0, 0.3, life),
+            "rpm": 1450 - 30 * wear + rng.normal(0, 2, life),
+            "vib_mm_s": 2 + 6 * wear + rng.normal(0, 0.1, life)}))
+    model = RULModel(window=10, n_estimators=40, learning_rate=0.1, random_state=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.fit(pd.concat(frames, ignore_index=True)).save(path)
 
 
 def _wait_for(check, timeout: float = 10.0) -> None:
@@ -159,6 +181,10 @@ def test_dashboard_fleet_chart_and_alert_actions(chromium, live) -> None:
     span = (r > 200) & (g < 200) & (b < 200) & (r - b > 30)  # the open alert's red wash
     assert line.sum() > 200, f"only {line.sum()} line pixels in the plot area"
     assert span.sum() > 50, f"only {span.sum()} alert-span pixels in the plot area"
+
+    # device page: the RUL line, from the RUL model file in the data dir
+    rul = page.wait_for_selector("#device-rul[data-rul]")
+    assert "Remaining useful life" in rul.inner_text() and "interval" in rul.inner_text()
 
     # device page: the data-quality table, from GET /v1/devices/{id}/quality
     page.wait_for_selector("#device-quality tr[data-metric='temp_c']")

@@ -35,6 +35,7 @@ from edgewise.server.routes import (
     models,
     quality,
     readings,
+    rul,
     telemetry,
     tokens,
 )
@@ -125,7 +126,7 @@ def create_app(
     app.state.pipeline = pipeline
     app.state.settings = settings
     install_problem_handlers(app)
-    for module in (telemetry, devices, readings, quality, alerts, labels, tokens, health):
+    for module in (telemetry, devices, readings, quality, rul, alerts, labels, tokens, health):
         app.include_router(module.router)
     if registry is None:
         registry = Registry(settings.data_dir)

@@ -264,10 +264,12 @@ function deviceView(id) {
   const charts = h("div", { class: "charts", id: "charts" });
   const alertsBody = h("tbody", { id: "device-alerts" });
   const qualityBody = h("tbody", { id: "device-quality" });
+  const rulBox = h("p", { id: "device-rul", class: "muted" });
   setMain(
     h("p", {}, h("a", { href: "#/fleet" }, "← Fleet")),
     h("h1", {}, `Device ${id}`),
     h("div", { class: "toolbar" }, "Window ", windowSel, info),
+    rulBox,
     h("div", { class: "legend" },
       h("span", {}, h("i", { class: "swatch line" }), "reading"),
       h("span", {}, h("i", { class: "swatch open" }), "open alert"),
@@ -310,7 +312,18 @@ function deviceView(id) {
     }
     fillAlerts(alertsBody, alerts, false);
     fillQuality(qualityBody, quality);
+    fillRul(rulBox, id);
   });
+}
+
+// ---------------------------------------------------------------- remaining useful life
+async function fillRul(box, id) {
+  // Shown only when a RUL model file is in the data dir and fits the device's metrics.
+  const r = await api(`/v1/devices/${encodeURIComponent(id)}/rul`);
+  if (r.rul === null) { box.replaceChildren(); box.removeAttribute("data-rul"); return; }
+  box.dataset.rul = String(r.rul);
+  box.replaceChildren(h("strong", {}, `Remaining useful life: ${r.rul.toFixed(0)} steps`),
+    ` (${r.interval}% interval ${r.low.toFixed(0)}–${r.high.toFixed(0)}; model ${r.model})`);
 }
 
 // ---------------------------------------------------------------- data quality

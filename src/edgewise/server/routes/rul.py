@@ -1,0 +1,124 @@
+"""A device's remaining useful life, from the newest RUL model in ``<data dir>/models``.
+
+``edgewise train rul --data … --out <data dir>/models/rul-v1.ewm`` (any file whose name
+starts with ``rul`` and that is an Edgewise RUL model file) makes this route answer: the
+device's stored history is turned into the table the model was trained on (one row per
+reading time, one column per metric, the device as the unit and the row number as the
+time column) and the model predicts the RUL at the last row with its interval. Without a
+model file, without readings, or when the device lacks a metric the model needs, it answers
+``{"rul": null, "reason": …, "detail": …}`` (RUL is unavailable, not an error: the dashboard
+asks for every device); an unknown device is a 404 problem.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from fastapi import Path as PathParam
+from starlette.concurrency import run_in_threadpool
+
+from edgewise.server.deps import SecurityDep, SettingsDep, StoreDep, Viewer
+from edgewise.server.routes.devices import known_device, not_found
+
+__all__ = ["find_model", "router"]
+
+router = APIRouter(tags=["quality"])
+
+_cache: dict[str, Any] = {}
+_lock = threading.Lock()
+#: A device's answer is reused this long (the dashboard polls every few seconds and the
+#: prediction reads the device's whole history).
+TTL_S = 15.0
+_answers: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+
+
+def find_model(data_dir: Path) -> Path | None:
+    """The newest RUL model file under ``data_dir/models`` (name ``rul*``), if any."""
+    from edgewise.errors import EdgewiseError
+    from edgewise.models.rul import read_header
+
+    found = []
+    for p in (Path(data_dir) / "models").glob("rul*"):
+        if not p.is_file():
+            continue
+        try:
+            read_header(p)
+        except (EdgewiseError, OSError):
+            continue
+        found.append((p.stat().st_mtime_ns, p.name, p))
+    return max(found)[2] if found else None
+
+
+def _load(path: Path) -> Any:
+    from edgewise.models.rul import load_model
+
+    key = f"{path}:{path.stat().st_mtime_ns}"
+    with _lock:
+        if key not in _cache:
+            _cache.clear()
+            _cache[key] = load_model(path)
+        return _cache[key]
+
+
+def _none(device_id: str, reason: str, detail: str, model: str | None = None) -> dict[str, Any]:
+    return {"device_id": device_id, "model": model, "rul": None, "low": None, "high": None,
+            "reason": reason, "detail": detail}
+
+
+def _predict(store: Any, data_dir: Path, device_id: str) -> dict[str, Any]:
+    path = find_model(data_dir)
+    if path is None:
+        return _none(device_id, "no_model",
+                     f"No RUL model file (rul*) in {str(Path(data_dir) / 'models')!r}; make "
+                     "one with 'edgewise train rul --out <data dir>/models/rul-v1.ewm'.")
+    key = (device_id, f"{path}:{path.stat().st_mtime_ns}")
+    hit = _answers.get(key)
+    if hit is not None and time.monotonic() - hit[0] < TTL_S:
+        return hit[1]
+    answer = _score(store, path, device_id)
+    if len(_answers) > 10_000:
+        _answers.clear()
+    _answers[key] = (time.monotonic(), answer)
+    return answer
+
+
+def _score(store: Any, path: Path, device_id: str) -> dict[str, Any]:
+    import pandas as pd
+
+    model = _load(path)
+    needed = [*model.conditions_, *model.sensors_]
+    rows = store.query(device_id, None, None, None, None)
+    if not rows:
+        return _none(device_id, "no_history", f"Device {device_id!r} has no stored readings.",
+                     path.name)
+    frame = pd.DataFrame(rows, columns=["metric", "ts_ns", "value"])
+    wide = frame.pivot_table(index="ts_ns", columns="metric", values="value", aggfunc="last")
+    missing = [c for c in needed if c not in wide.columns]
+    if missing:
+        return _none(device_id, "metrics_missing", f"The RUL model {path.name!r} needs "
+                     f"metric(s) {missing} that device {device_id!r} does not send.", path.name)
+    wide = wide[needed].sort_index().ffill().bfill()
+    wide.columns = [str(c) for c in wide.columns]
+    wide.insert(0, model.time_column, range(1, len(wide) + 1))
+    wide.insert(0, model.unit_column, device_id)
+    point, low, high = model.predict_interval(wide.reset_index(drop=True))
+    return {"device_id": device_id, "model": path.name, "rul": round(float(point[0]), 2),
+            "low": round(float(low[0]), 2), "high": round(float(high[0]), 2),
+            "interval": round(100 * (1 - model.alpha)), "rows": len(wide), "reason": None}
+
+
+@router.get("/v1/devices/{device_id}/rul",
+            summary="A device's remaining useful life with its interval (viewer)")
+async def rul(
+    who: Viewer, store: StoreDep, security: SecurityDep, settings: SettingsDep,
+    device_id: Annotated[str, PathParam(description="The device id.")],
+) -> dict[str, Any]:
+    """RUL at the device's last reading, in the model's time steps (readings here), with the
+    model's interval (``interval`` percent)."""
+    if not await run_in_threadpool(known_device, security, store, device_id):
+        raise not_found(device_id)
+    return await run_in_threadpool(_predict, store, settings.data_dir, device_id)

@@ -1,0 +1,64 @@
+"""GET /v1/devices/{id}/rul: the newest RUL model in the data dir scores a device's history."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from edgewise.models.rul import RULModel
+from tests.server.conftest import Env, problem
+
+SENSORS = ["temp_c", "vib_mm_s", "current_a"]
+
+
+def _unit(rng: np.random.Generator, life: int) -> np.ndarray:
+    wear = (np.arange(life) / life) ** 2
+    return np.column_stack([40 + 15 * wear, 2 + 6 * wear, 10 + 3 * wear]) + \
+        rng.normal(0, [0.3, 0.1, 0.1], (life, 3))
+
+
+def test_device_rul_with_interval_from_the_data_dir_model(env: Env) -> None:
+    """Check 404 without a model; then the route's RUL and interval equal the model's own
+    prediction on the device's history, and a device lacking a metric is named."""
+    r = env.client.get(f"/v1/devices/{env.device}/rul", headers=env.auth("viewer"))
+    assert (r.status_code, r.json()["rul"], r.json()["reason"]) == (200, None, "no_model")
+    rng = np.random.default_rng(0)
+    frames = []
+    for u in range(16):
+        life = int(rng.integers(80, 140))
+        x = _unit(rng, life)
+        frames.append(pd.DataFrame({"unit": u, "cycle": np.arange(1, life + 1),
+                                    **{s: x[:, j] for j, s in enumerate(SENSORS)}}))
+    model = RULModel(window=10, n_estimators=60, learning_rate=0.1, random_state=0)
+    model.fit(pd.concat(frames, ignore_index=True))
+    (env.settings.data_dir / "models").mkdir(exist_ok=True)
+    model.save(env.settings.data_dir / "models" / "rul-v1.ewm")
+
+    life, upto = 120, 80  # 40 cycles left
+    x = _unit(rng, life)[:upto]
+    t0 = int(time.time()) - upto
+    batch = [{"ts": t0 + i, "seq": i + 1,
+              "metrics": {s: float(x[i, j]) for j, s in enumerate(SENSORS)}} for i in range(upto)]
+    assert env.send(batch).status_code == 200
+    r = env.client.get(f"/v1/devices/{env.device}/rul", headers=env.auth("viewer"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "rul-v1.ewm" and body["rows"] == upto and body["interval"] == 90
+    assert body["low"] <= body["rul"] <= body["high"]
+    direct = pd.DataFrame({"unit": env.device, "cycle": np.arange(1, upto + 1),
+                           **{s: x[:, j] for j, s in enumerate(SENSORS)}})
+    p, lo, hi = model.predict_interval(direct)
+    assert (body["rul"], body["low"], body["high"]) == (round(float(p[0]), 2),
+                                                       round(float(lo[0]), 2),
+                                                       round(float(hi[0]), 2))
+    assert 5 < body["rul"] < 90  # 40 cycles left: neither new nor failed
+
+    sec = env.client.post("/v1/devices", json={"name": "pump-2"},
+                          headers=env.auth("admin")).json()["secret"]
+    env.send({"ts": t0, "seq": 1, "metrics": {"temp_c": 40.0}}, device="pump-2", secret=sec)
+    r = env.client.get("/v1/devices/pump-2/rul", headers=env.auth("viewer"))
+    assert (r.json()["rul"], r.json()["reason"]) == (None, "metrics_missing")
+    assert "vib_mm_s" in r.json()["detail"]
+    problem(env.client.get("/v1/devices/nope/rul", headers=env.auth("viewer")), 404)
