@@ -446,24 +446,34 @@ class Pipeline:
         assert c is not None
         out: list[Reading] = []
         m = self.metrics
+        seen_removed = dict(c.removed)
+        seen_flagged = dict(c.flagged)
+        n_flagged = sum(seen_flagged.values())
         for r in readings:
-            removed = dict(c.removed)
-            flagged = dict(c.flagged)
             kept = c.clean_one(r) is not None
-            q = self._quality.setdefault(r.device_id, {"removed": {}, "flagged": {},
-                                                       "seen": {}, "kept": {}})
+            q = self._quality.get(r.device_id)
+            if q is None:
+                q = self._quality[r.device_id] = {"removed": {}, "flagged": {}, "seen": {},
+                                                  "kept": {}}
             q["seen"][r.metric] = q["seen"].get(r.metric, 0) + 1
-            for kind, now, before in (("removed", c.removed, removed),
-                                      ("flagged", c.flagged, flagged)):
-                for reason, n in now.items():
-                    if n != before.get(reason, 0):
-                        key = f"{r.metric}:{reason}"
-                        q[kind][key] = q[kind].get(key, 0) + 1
-                        m.inc(f"edgewise_quality_{kind}_total", reason=reason)
+            changed: list[tuple[str, str]] = []
+            if not kept:  # rare: find the reason by comparing the counters
+                changed += [("removed", k) for k, n in c.removed.items()
+                            if n != seen_removed.get(k, 0)]
+                seen_removed = dict(c.removed)
+            total = sum(c.flagged.values())
+            if total != n_flagged:
+                changed += [("flagged", k) for k, n in c.flagged.items()
+                            if n != seen_flagged.get(k, 0)]
+                seen_flagged, n_flagged = dict(c.flagged), total
+            for kind, reason in changed:
+                key = f"{r.metric}:{reason}"
+                q[kind][key] = q[kind].get(key, 0) + 1
+                m.inc(f"edgewise_quality_{kind}_total", reason=reason)
             if kept:
                 q["kept"][r.metric] = q["kept"].get(r.metric, 0) + 1
                 out.append(r)
-            elif c.removed != removed and _scored_anyway(c.removed, removed):
+            elif all(k in _SCORED_ANYWAY for kind, k in changed if kind == "removed"):
                 out.append(r)
         return out
 
@@ -563,11 +573,6 @@ class Pipeline:
 #: Cleaner removals that detection scores anyway: the pipeline's late-horizon rule judges
 #: order, so a reading older than its stream's last one is not dropped for that alone.
 _SCORED_ANYWAY = frozenset({"out_of_order"})
-
-
-def _scored_anyway(now: object, before: dict[str, int]) -> bool:
-    changed = {k for k, n in now.items() if n != before.get(k, 0)}  # type: ignore[attr-defined]
-    return changed <= _SCORED_ANYWAY
 
 
 def _gap_from_message(message: str) -> tuple[int, int]:
