@@ -18,6 +18,13 @@ Scores are in [0, 1]; high means anomalous. Four cheap ideas, compiled with Numb
    stream's age and its alert rate, so one event raises one alert, as operators (and NAB)
    want.
 
+5. **A two-member ensemble.** Everything above depends on the warm-up length (it fixes
+   the symbol grid and when the likelihood starts), and a single length is a knife edge:
+   on NAB, warm-ups of 220/250/280/310/340 give 68.8/73.1/72.7/70.1/68.6 (standard).
+   The detector therefore runs two members with warm-ups ``warmup -/+ warmup_spread``
+   and scores the larger of their (undamped) scores, before one shared repeat
+   suppression. Over the same five centres this gives 71.2/72.4/73.1/73.1/70.6.
+
 The scale is set so that :data:`~edgewise.detect.base.DEFAULT_THRESHOLD` (0.9) is the
 threshold NAB's optimiser picks for it on the NAB corpus.
 
@@ -35,6 +42,7 @@ import numba as nb
 import numpy as np
 
 from edgewise.detect.base import Detector
+from edgewise.errors import InvalidParameterError
 from edgewise.params import Interval, validate_params
 
 __all__ = ["ContextLikelihood"]
@@ -54,17 +62,18 @@ def _mix(h: np.uint64, v: int) -> np.uint64:
 
 @nb.njit(cache=True, inline="always")
 def _tail_score(short, mu, var, sd_min, digits):  # type: ignore[no-untyped-def]
+    if short <= mu:  # not above the usual level: below any threshold, skip erfc/log10
+        return 0.0
     sd = max(math.sqrt(var), sd_min)
     tail = 0.5 * math.erfc((short - mu) / sd / math.sqrt(2.0))
     return min(max(-math.log10(tail + 1e-10) / digits, 0.0), 1.0)
 
 
-@nb.njit(cache=True)
-def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
-    """Score ``xv`` against state ``s``; when ``learn``, also update the state."""
-    bins, bins2, warm, ws, a_long, sd_min = p[0], p[1], int(p[2]), int(p[3]), p[4], p[5]
+@nb.njit(cache=True, inline="always")
+def _member(s, table, p, xv, learn, warm):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """One member's undamped score of ``xv``; when ``learn``, also update its state."""
+    bins, bins2, ws, a_long, sd_min = p[0], p[1], int(p[3]), p[4], p[5]
     ws2, a_long2, sd_min2 = int(p[6]), p[7], p[8]
-    supp, supp_frac, supp_rate, damp, supp_level = int(p[9]), p[10], p[11], p[12], p[13]
     sp_tol, a_ew, z_w, z_c, digits = p[14], p[15], p[16], p[17], p[18]
     t = int(s[_T])
     if t < warm:
@@ -81,7 +90,9 @@ def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no
         return 0.0
     mask = np.uint64(len(table) - 1)
     q = int(math.floor(min(max((xv - s[_X0]) / s[_W], -1e15), 1e15)))  # noqa: RUF046
-    q2 = int(math.floor(min(max((xv - s[_X0]) / s[_W2], -1e15), 1e15)))  # noqa: RUF046
+    q2 = 0
+    if bins2 > 0:
+        q2 = int(math.floor(min(max((xv - s[_X0]) / s[_W2], -1e15), 1e15)))  # noqa: RUF046
     key = np.uint64(0)
     key2 = np.uint64(0)
     nov = 0.0
@@ -108,8 +119,6 @@ def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no
     rng = s[_MX] - s[_MN]
     if sp_tol > 0 and (xv > s[_MX] + sp_tol * rng or xv < s[_MN] - sp_tol * rng):
         score = 1.0
-    if s[_CD] > 0:
-        score *= damp
     if not learn:
         return score
     # learn: likelihood statistics
@@ -129,13 +138,6 @@ def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no
         s[_MUL2] += a * d
         s[_VL2] = (1 - a) * (s[_VL2] + a * d * d)
     s[_NL] += 1
-    # repeat suppression, longer for streams that alert often
-    if score >= supp_level:
-        s[_NAL] += 1
-        base = max(supp, int(supp_frac * t))
-        s[_CD] = int(base * (1.0 + supp_rate * s[_NAL] * 1000.0 / t))
-    elif s[_CD] > 0:
-        s[_CD] -= 1
     # transition table and prediction statistics
     if s[_NH] >= 1:
         table[key] = min(table[key] + 1, 2_000_000_000)
@@ -150,6 +152,36 @@ def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no
     s[_M] += a_ew * d
     s[_V] = (1 - a_ew) * (s[_V] + a_ew * d * d)
     s[_T] = t + 1
+    return score
+
+
+@nb.njit(cache=True)
+def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """Ensemble score of ``xv`` (max over members, then repeat suppression).
+
+    Row ``m`` of ``s``/``table`` is member ``m``; row 0 also holds the shared
+    suppression state (``_CD``, ``_NAL``) and its ``_T`` is the stream age.
+    """
+    supp, supp_frac, supp_rate, damp, supp_level = int(p[9]), p[10], p[11], p[12], p[13]
+    warm, spread = int(p[2]), int(p[19])
+    t = int(s[0, _T])
+    score = 0.0
+    n = s.shape[0]
+    for m in range(n):
+        w = warm if n == 1 else warm - spread + 2 * spread * m // (n - 1)
+        score = max(score, _member(s[m], table[m], p, xv, learn, w))
+    s0 = s[0]
+    if s0[_CD] > 0:
+        score *= damp
+    if not learn or t < warm - spread:
+        return score
+    # repeat suppression, longer for streams that alert often
+    if score >= supp_level:
+        s0[_NAL] += 1
+        base = max(supp, int(supp_frac * t))
+        s0[_CD] = int(base * (1.0 + supp_rate * s0[_NAL] * 1000.0 / t))
+    elif s0[_CD] > 0:
+        s0[_CD] -= 1
     return score
 
 
@@ -177,7 +209,8 @@ class ContextLikelihood(Detector):
     bins2
         A second, independent symbol grid (0: none); novelty is then the mean of both.
     warmup
-        Readings learned (scored 0) before scoring starts; they also fix the symbol width.
+        Readings learned (scored 0) before scoring starts; they also fix the symbol width
+        (the centre of the two members' warm-ups, see ``warmup_spread``).
     short_window
         Readings averaged before the likelihood test.
     long_alpha
@@ -205,6 +238,10 @@ class ContextLikelihood(Detector):
         Tail probability ``10**-tail_digits`` maps to score 1.
     table_bits
         The transition table holds ``2**table_bits`` counters (bounded memory).
+    warmup_spread
+        Two members with warm-ups ``warmup - warmup_spread`` and ``warmup +
+        warmup_spread`` (the first scores from its own warm-up on); 0: one member with
+        ``warmup``. Costs about 1.6x the single member's time.
 
     Examples
     --------
@@ -213,8 +250,8 @@ class ContextLikelihood(Detector):
     >>> x = np.sin(np.arange(2000) / 20) + 0.05 * rng.standard_normal(2000)
     >>> x[1500] = 4.0
     >>> s = ContextLikelihood().score_many(x)
-    >>> np.flatnonzero(s >= 0.9).tolist()   # the spike, after 4 alarms while still learning
-    [403, 470, 533, 662, 1500]
+    >>> np.flatnonzero(s >= 0.9).tolist()   # the spike, after 5 alarms while still learning
+    [279, 403, 470, 533, 662, 1500]
     >>> bool(np.median(s[400:]) < 0.2)
     True
     """
@@ -240,6 +277,7 @@ class ContextLikelihood(Detector):
         "z_scale": Interval(float, 0.0, None, closed="neither"),
         "tail_digits": Interval(float, 0.0, 10.0, closed="right"),
         "table_bits": Interval(int, 4, 24),
+        "warmup_spread": Interval(int, 0, None),
     }
 
     def __init__(
@@ -264,10 +302,17 @@ class ContextLikelihood(Detector):
         z_scale: float = 6.8,
         tail_digits: float = 6.98,
         table_bits: int = 14,
+        warmup_spread: int = 30,
     ) -> None:
         params = dict(locals())
         params.pop("self")
         validate_params(self._constraints, params, self)
+        if warmup - warmup_spread < 2:
+            raise InvalidParameterError(
+                f"The 'warmup_spread' parameter of ContextLikelihood must leave every member "
+                f"a warm-up of at least 2 (warmup - warmup_spread >= 2). "
+                f"Got warmup={warmup!r}, warmup_spread={warmup_spread!r} instead."
+            )
         for k, v in params.items():
             setattr(self, k, v)
         self._p = np.array(
@@ -275,19 +320,22 @@ class ContextLikelihood(Detector):
                 bins, bins2, warmup, short_window, long_alpha, min_sd, slow_window,
                 slow_long_alpha, slow_min_sd, suppress, suppress_frac, suppress_rate, damp,
                 suppress_level, spatial_tolerance, ew_alpha, z_weight, z_scale, tail_digits,
+                warmup_spread,
             ],
             dtype=float,
         )
-        self.state_ = np.zeros(_RING + short_window + slow_window)
-        self.state_[_MN] = np.inf
-        self.state_[_MX] = -np.inf
-        self.table_ = np.zeros(1 << table_bits, dtype=np.int32)
+        members = 2 if warmup_spread > 0 else 1
+        self.state_ = np.zeros((members, _RING + short_window + slow_window))
+        self.state_[:, _MN] = np.inf
+        self.state_[:, _MX] = -np.inf
+        self.table_ = np.zeros((members, 1 << table_bits), dtype=np.int32)
 
     @classmethod
     def _unit_test_params(cls) -> list[dict[str, Any]]:
         return [
-            {"warmup": 20},
-            {"warmup": 50, "bins": 10, "bins2": 7, "slow_window": 0, "spatial_tolerance": 0.0},
+            {"warmup": 20, "warmup_spread": 5},
+            {"warmup": 50, "bins": 10, "bins2": 7, "slow_window": 0, "spatial_tolerance": 0.0,
+             "warmup_spread": 0},
         ]
 
     @staticmethod
