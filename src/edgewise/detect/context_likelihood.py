@@ -64,96 +64,101 @@ def _mix(h: np.uint64, v: int) -> np.uint64:
 
 @nb.njit(cache=True, inline="always")
 def _tail_score(short, mu, var, sd_min, digits):  # type: ignore[no-untyped-def]
-    if short <= mu:  # not above the usual level: below any threshold, skip erfc/log10
+    # within one deviation of the usual level (tail > 0.16, score < 0.12 / digits * 7):
+    # far below any threshold, reported as 0 and spared erfc/log10
+    z = short - mu
+    if z <= 0.0:
         return 0.0
     sd = max(math.sqrt(var), sd_min)
-    tail = 0.5 * math.erfc((short - mu) / sd / math.sqrt(2.0))
+    if z <= sd:
+        return 0.0
+    tail = 0.5 * math.erfc(z / sd / math.sqrt(2.0))
     return min(max(-math.log10(tail + 1e-10) / digits, 0.0), 1.0)
 
 
 @nb.njit(cache=True, inline="always")
-def _member(s, table, p, xv, learn, warm):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _member(s, table, m, p, xv, learn, warm):  # type: ignore[no-untyped-def]  # pragma: no cover
     """One member's undamped score of ``xv``; when ``learn``, also update its state."""
     bins, bins2, ws, a_long, sd_min = p[0], p[1], int(p[3]), p[4], p[5]
     ws2, a_long2, sd_min2 = int(p[6]), p[7], p[8]
     sp_tol, a_ew, z_w, z_c, digits = p[14], p[15], p[16], p[17], p[18]
-    t = int(s[_T])
+    t = int(s[m, _T])
     if t < warm:
         if learn:
-            s[_MN] = min(s[_MN], xv)
-            s[_MX] = max(s[_MX], xv)
-            s[_M] += (xv - s[_M]) / (t + 1)
+            s[m, _MN] = min(s[m, _MN], xv)
+            s[m, _MX] = max(s[m, _MX], xv)
+            s[m, _M] += (xv - s[m, _M]) / (t + 1)
             if t == warm - 1:
-                floor = 1e-9 * (abs(s[_MX]) + 1.0)
-                s[_W] = max((s[_MX] - s[_MN]) / bins, floor)
-                s[_W2] = max((s[_MX] - s[_MN]) / bins2, floor) if bins2 > 0 else 1.0
-                s[_X0] = s[_MN]
-            s[_T] = t + 1
+                floor = 1e-9 * (abs(s[m, _MX]) + 1.0)
+                s[m, _W] = max((s[m, _MX] - s[m, _MN]) / bins, floor)
+                s[m, _W2] = max((s[m, _MX] - s[m, _MN]) / bins2, floor) if bins2 > 0 else 1.0
+                s[m, _X0] = s[m, _MN]
+            s[m, _T] = t + 1
         return 0.0
-    mask = np.uint64(len(table) - 1)
-    q = int(math.floor(min(max((xv - s[_X0]) / s[_W], -1e15), 1e15)))  # noqa: RUF046
+    mask = np.uint64(table.shape[1] - 1)
+    q = int(math.floor(min(max((xv - s[m, _X0]) / s[m, _W], -1e15), 1e15)))  # noqa: RUF046
     q2 = 0
     if bins2 > 0:
-        q2 = int(math.floor(min(max((xv - s[_X0]) / s[_W2], -1e15), 1e15)))  # noqa: RUF046
+        q2 = int(math.floor(min(max((xv - s[m, _X0]) / s[m, _W2], -1e15), 1e15)))  # noqa: RUF046
     key = np.uint64(0)
     key2 = np.uint64(0)
     nov = 0.0
-    if s[_NH] >= 1:
-        key = _mix(_mix(np.uint64(1000003), int(s[_H0])), q) & mask
-        nov = 1.0 if table[key] == 0 else 0.0
+    if s[m, _NH] >= 1:
+        key = _mix(_mix(np.uint64(1000003), int(s[m, _H0])), q) & mask
+        nov = 1.0 if table[m, key] == 0 else 0.0
         if bins2 > 0:
-            key2 = _mix(_mix(np.uint64(2000003), int(s[_H1])), q2) & mask
-            nov = 0.5 * (nov + (1.0 if table[key2] == 0 else 0.0))
-    z = abs(xv - s[_M]) / (math.sqrt(s[_V]) + 1e-9 + s[_W])
+            key2 = _mix(_mix(np.uint64(2000003), int(s[m, _H1])), q2) & mask
+            nov = 0.5 * (nov + (1.0 if table[m, key2] == 0 else 0.0))
+    z = abs(xv - s[m, _M]) / (math.sqrt(s[m, _V]) + 1e-9 + s[m, _W])
     raw = max(nov, z_w * (1.0 - math.exp(-z / z_c)))
-    rsum = s[_RSUM] - s[_RING + int(s[_RI])] + raw
+    rsum = s[m, _RSUM] - s[m, _RING + int(s[m, _RI])] + raw
     short = rsum / ws
     rsum2 = 0.0
     short2 = 0.0
     if ws2 > 0:
-        rsum2 = s[_RSUM2] - s[_RING + ws + int(s[_RI2])] + raw
+        rsum2 = s[m, _RSUM2] - s[m, _RING + ws + int(s[m, _RI2])] + raw
         short2 = rsum2 / ws2
     score = 0.0
-    if s[_NL] > 50:
-        score = _tail_score(short, s[_MUL], s[_VL], sd_min, digits)
+    if s[m, _NL] > 50:
+        score = _tail_score(short, s[m, _MUL], s[m, _VL], sd_min, digits)
         if ws2 > 0:
-            score = max(score, _tail_score(short2, s[_MUL2], s[_VL2], sd_min2, digits))
-    rng = s[_MX] - s[_MN]
-    if sp_tol > 0 and (xv > s[_MX] + sp_tol * rng or xv < s[_MN] - sp_tol * rng):
+            score = max(score, _tail_score(short2, s[m, _MUL2], s[m, _VL2], sd_min2, digits))
+    rng = s[m, _MX] - s[m, _MN]
+    if sp_tol > 0 and (xv > s[m, _MX] + sp_tol * rng or xv < s[m, _MN] - sp_tol * rng):
         score = 1.0
     if not learn:
         return score
     # learn: likelihood statistics
-    s[_RING + int(s[_RI])] = raw
-    s[_RSUM] = rsum
-    s[_RI] = (s[_RI] + 1) % ws
-    a = max(a_long, 1.0 / (s[_NL] + 1))
-    d = short - s[_MUL]
-    s[_MUL] += a * d
-    s[_VL] = (1 - a) * (s[_VL] + a * d * d)
+    s[m, _RING + int(s[m, _RI])] = raw
+    s[m, _RSUM] = rsum
+    s[m, _RI] = (s[m, _RI] + 1) % ws
+    a = max(a_long, 1.0 / (s[m, _NL] + 1))
+    d = short - s[m, _MUL]
+    s[m, _MUL] += a * d
+    s[m, _VL] = (1 - a) * (s[m, _VL] + a * d * d)
     if ws2 > 0:
-        s[_RING + ws + int(s[_RI2])] = raw
-        s[_RSUM2] = rsum2
-        s[_RI2] = (s[_RI2] + 1) % ws2
-        a = max(a_long2, 1.0 / (s[_NL] + 1))
-        d = short2 - s[_MUL2]
-        s[_MUL2] += a * d
-        s[_VL2] = (1 - a) * (s[_VL2] + a * d * d)
-    s[_NL] += 1
+        s[m, _RING + ws + int(s[m, _RI2])] = raw
+        s[m, _RSUM2] = rsum2
+        s[m, _RI2] = (s[m, _RI2] + 1) % ws2
+        a = max(a_long2, 1.0 / (s[m, _NL] + 1))
+        d = short2 - s[m, _MUL2]
+        s[m, _MUL2] += a * d
+        s[m, _VL2] = (1 - a) * (s[m, _VL2] + a * d * d)
+    s[m, _NL] += 1
     # transition table and prediction statistics
-    if s[_NH] >= 1:
-        table[key] = min(table[key] + 1, 2_000_000_000)
+    if s[m, _NH] >= 1:
+        table[m, key] = min(table[m, key] + 1, 2_000_000_000)
         if bins2 > 0:
-            table[key2] = min(table[key2] + 1, 2_000_000_000)
-    s[_H0] = q
-    s[_H1] = q2
-    s[_NH] = 1
-    s[_MN] = min(s[_MN], xv)
-    s[_MX] = max(s[_MX], xv)
-    d = xv - s[_M]
-    s[_M] += a_ew * d
-    s[_V] = (1 - a_ew) * (s[_V] + a_ew * d * d)
-    s[_T] = t + 1
+            table[m, key2] = min(table[m, key2] + 1, 2_000_000_000)
+    s[m, _H0] = q
+    s[m, _H1] = q2
+    s[m, _NH] = 1
+    s[m, _MN] = min(s[m, _MN], xv)
+    s[m, _MX] = max(s[m, _MX], xv)
+    d = xv - s[m, _M]
+    s[m, _M] += a_ew * d
+    s[m, _V] = (1 - a_ew) * (s[m, _V] + a_ew * d * d)
+    s[m, _T] = t + 1
     return score
 
 
@@ -171,19 +176,18 @@ def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no
     n = s.shape[0]
     for m in range(n):
         w = warm if n == 1 else warm - spread + 2 * spread * m // (n - 1)
-        score = max(score, _member(s[m], table[m], p, xv, learn, w))
-    s0 = s[0]
-    if s0[_CD] > 0:
+        score = max(score, _member(s, table, m, p, xv, learn, w))
+    if s[0, _CD] > 0:
         score *= damp
     if not learn or t < warm - spread:
         return score
     # repeat suppression, longer for streams that alert often
     if score >= supp_level:
-        s0[_NAL] += 1
+        s[0, _NAL] += 1
         base = max(supp, int(supp_frac * t))
-        s0[_CD] = int(base * (1.0 + supp_rate * s0[_NAL] * 1000.0 / t))
-    elif s0[_CD] > 0:
-        s0[_CD] -= 1
+        s[0, _CD] = int(base * (1.0 + supp_rate * s[0, _NAL] * 1000.0 / t))
+    elif s[0, _CD] > 0:
+        s[0, _CD] -= 1
     return score
 
 
