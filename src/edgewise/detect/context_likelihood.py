@@ -131,7 +131,8 @@ def _member(s, table, m, p, xv, learn, warm):  # type: ignore[no-untyped-def]  #
     # learn: likelihood statistics
     s[m, _RING + int(s[m, _RI])] = raw
     s[m, _RSUM] = rsum
-    s[m, _RI] = (s[m, _RI] + 1) % ws
+    ri = int(s[m, _RI]) + 1
+    s[m, _RI] = ri if ri < ws else 0
     a = max(a_long, 1.0 / (s[m, _NL] + 1))
     d = short - s[m, _MUL]
     s[m, _MUL] += a * d
@@ -139,7 +140,8 @@ def _member(s, table, m, p, xv, learn, warm):  # type: ignore[no-untyped-def]  #
     if ws2 > 0:
         s[m, _RING + ws + int(s[m, _RI2])] = raw
         s[m, _RSUM2] = rsum2
-        s[m, _RI2] = (s[m, _RI2] + 1) % ws2
+        ri = int(s[m, _RI2]) + 1
+        s[m, _RI2] = ri if ri < ws2 else 0
         a = max(a_long2, 1.0 / (s[m, _NL] + 1))
         d = short2 - s[m, _MUL2]
         s[m, _MUL2] += a * d
