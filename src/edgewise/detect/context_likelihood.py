@@ -346,6 +346,15 @@ class ContextLikelihood(Detector):
              "warmup_spread": 0},
         ]
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickle; one saved before the ensemble becomes a single member."""
+        if np.ndim(state["state_"]) == 1:
+            state["state_"] = np.asarray(state["state_"])[None, :]
+            state["table_"] = np.asarray(state["table_"])[None, :]
+            state["warmup_spread"] = 0
+            state["_p"] = np.append(state["_p"][:19], 0.0)
+        self.__dict__.update(state)
+
     @staticmethod
     def _value(x: Mapping[str, float]) -> float | None:
         for v in x.values():
