@@ -78,7 +78,8 @@ def suggest_cmd(
 def train_cmd(
     ctx: typer.Context,
     data_dir: DataDir,
-    device: Annotated[str | None, typer.Option("--device", help="The device.")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="The device (with --with-labels).")] = None,
     with_labels: Annotated[bool, typer.Option(
         "--with-labels", help="Train the label-aware models from the label store.")] = False,
     csv: Csv = None,
@@ -86,18 +87,17 @@ def train_cmd(
     window: Window = None,
     json_out: Json = False,
 ) -> None:
-    """Train models: ``edgewise train --with-labels --device D`` fits a device's per-device
-    thresholds and pattern memory from its labels (and a fault-type classifier when fault
-    classes are labelled); ``edgewise train rul …`` fits a remaining-useful-life model."""
+    """Train models: 'train rul …' for remaining useful life; with --with-labels --device D,
+    a device's thresholds and pattern memory from its labels, and a fault-type classifier
+    when fault classes are labelled."""
     if ctx.invoked_subcommand is not None:
         return
     from edgewise.label.store import LabelStore
     from edgewise.label.workflow import train_with_labels
 
-    if not with_labels:
-        raise fail("Use 'edgewise train --with-labels --device D' or 'edgewise train rul …'.")
-    if not device:
-        raise fail("'edgewise train --with-labels' needs --device D.")
+    if not with_labels or device is None:
+        raise fail("Say what to train: 'edgewise train rul …', or "
+                   "'edgewise train --with-labels --device D'.")
     hist = _history(device, csv, store, data_dir)
     labels = LabelStore(data_dir)
     try:
