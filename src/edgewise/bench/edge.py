@@ -1,8 +1,11 @@
 """``edgewise bench edge``: size, RAM and latency of exported models, and their parity.
 
-Detector: the default :class:`~edgewise.detect.zscore.EWZScore` exported to C, run over a real
-NAB series. RUL: a gradient-boosted tree regressor trained here on C-MAPSS FD001 windows (units
-1-80 train, 81-100 test), exported to C (float32 and int8) and ONNX.
+Detectors: the default univariate detector
+(:class:`~edgewise.detect.context_likelihood.ContextLikelihood`) and the cheapest one
+(:class:`~edgewise.detect.zscore.EWZScore`) exported to C, run over a real NAB series (the
+default one also over all 58); the default multivariate one (Mahalanobis) in C and ONNX over
+four NAB EC2 CPU series side by side. RUL: a gradient-boosted tree regressor trained here on
+C-MAPSS FD001 windows (units 1-80 train, 81-100 test), exported to C (float32 and int8) and ONNX.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NAB_SERIES", "cmapss_fd001_windows", "nab_values", "run"]
+__all__ = ["NAB_SERIES", "cmapss_fd001_windows", "nab_matrix", "nab_values", "run"]
 
 NAB_SERIES = "realKnownCause/machine_temperature_system_failure.csv"
 #: FD001 sensors that vary (the other seven are constant or nearly so).
@@ -74,18 +77,13 @@ def _median_time(fn: Any, repeats: int) -> float:
     return statistics.median(times)
 
 
-def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
-    """Measure everything; return the JSON-ready figures."""
-    from sklearn.ensemble import GradientBoostingRegressor
+def _bench_detector(det: Any, values: np.ndarray, repeats: int, onnx: bool) -> dict[str, Any]:
+    """One streaming detector: Python vs C (and ONNX when it has a graph) on ``values``."""
+    from edgewise.edge import export
 
-    from edgewise.detect.zscore import EWZScore
-    from edgewise.edge import compress, export
-
-    # -- detector ------------------------------------------------------------------------------
-    values = nab_values(shared_data)
-    det = EWZScore()
+    name = type(det).__name__
     py_scores = det.clone().score_many(values)
-    c_det = export(det, format="c", name="ewz")
+    c_det = export(det, format="c", name=name.lower())
     c_scores = c_det.score_many(values)
     t_c = _median_time(lambda: c_det.score_many(values), repeats)
 
@@ -96,23 +94,110 @@ def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
             d.score_one(x)
             d.learn_one(x)
 
-    t_py = _median_time(py_loop, repeats) / 5000
-    onnx_det = export(det, format="onnx", name="ewz")
-    one = {k: np.array([1.0], np.float32) for k in ("value", "mean", "var", "n")}
-    t_onnx = _median_time(lambda: [onnx_det.run(one) for _ in range(1000)], repeats) / 1000
-    detector = {
+    res: dict[str, Any] = {
+        "detector": name,
         "series": NAB_SERIES,
         "readings": len(values),
         "c_ram_bytes": c_det.ram_bytes,
+        "c_flash_tables_bytes": c_det.flash_bytes,
         "c_code_bytes": c_det.code_bytes(),
         "c_ns_per_reading": t_c / len(values) * 1e9,
-        "python_ns_per_reading": t_py * 1e9,
-        "onnx_ns_per_call": t_onnx * 1e9,
-        "onnx_bytes": onnx_det.size_bytes,
+        "python_ns_per_reading": _median_time(py_loop, repeats) / 5000 * 1e9,
+        "python_batch_ns_per_reading": _median_time(
+            lambda: det.clone().score_many(values), repeats) / len(values) * 1e9,
         "parity_max_abs_err": float(np.abs(c_scores - py_scores).max()),
         "alerts_python": int((py_scores >= 0.9).sum()),
         "alerts_c": int((c_scores >= 0.9).sum()),
     }
+    if onnx:
+        onnx_det = export(det, format="onnx", name=name.lower())
+        one = {k: np.array([1.0], np.float32) for k in ("value", "mean", "var", "n")}
+        res["onnx_ns_per_call"] = _median_time(
+            lambda: [onnx_det.run(one) for _ in range(1000)], repeats) / 1000 * 1e9
+        res["onnx_bytes"] = onnx_det.size_bytes
+    return res
+
+
+def _all_nab_parity(shared_data: str | Path) -> dict[str, Any]:
+    """The default detector's C against Python on every NAB series: worst error, alerts."""
+    from edgewise.detect import default_detector
+    from edgewise.edge import export
+
+    c_det = export(default_detector(), format="c", name="clik_all")
+    files = sorted((Path(shared_data) / "nab" / "data").glob("*/*.csv"))
+    worst, alerts_py, alerts_c, readings = 0.0, 0, 0, 0
+    for f in files:
+        v = nab_values(shared_data, str(f.relative_to(Path(shared_data) / "nab" / "data")))
+        py, c = default_detector().score_many(v), c_det.score_many(v)
+        worst = max(worst, float(np.abs(py - c).max()))
+        alerts_py += int((py >= 0.9).sum())
+        alerts_c += int((c >= 0.9).sum())
+        readings += len(v)
+    return {"series": len(files), "readings": readings, "parity_max_abs_err": worst,
+            "alerts_python": alerts_py, "alerts_c": alerts_c}
+
+
+def nab_matrix(shared_data: str | Path, n_metrics: int = 4) -> np.ndarray:
+    """NAB's EC2 CPU series side by side (same length): a real multi-metric device."""
+    files = sorted((Path(shared_data) / "nab" / "data" / "realAWSCloudwatch").glob(
+        "ec2_cpu_utilization_*.csv"))[:n_metrics]
+    cols = [nab_values(shared_data, f"realAWSCloudwatch/{f.name}") for f in files]
+    n = min(len(c) for c in cols)
+    return np.stack([c[:n] for c in cols], axis=1)
+
+
+def _bench_multivariate(shared_data: str | Path, repeats: int) -> dict[str, Any]:
+    """The default multivariate detector: streaming C vs Python, frozen ONNX T² vs Python."""
+    from edgewise.detect import default_multivariate
+    from edgewise.edge import export
+    from edgewise.edge.export_detectors import export_mahalanobis_c
+
+    X = nab_matrix(shared_data)
+    names = [f"cpu{i}" for i in range(X.shape[1])]
+    det = default_multivariate()
+    t0 = time.perf_counter()
+    py = []
+    for row in X:
+        x = dict(zip(names, row, strict=True))
+        py.append(det.score_one(x))
+        det.learn_one(x)
+    t_py = (time.perf_counter() - t0) / len(X)
+    c_det = export_mahalanobis_c(default_multivariate(), name="maha", metrics=names)
+    c_scores = c_det.score_many(X)
+    t_c = _median_time(lambda: c_det.score_many(X), repeats) / len(X)
+    g = export(det, format="onnx", name="maha")
+    t2 = g.run({"x": X})[0]
+    ref = np.array([float(dz @ w) for dz, w in
+                    (det._solve(det._vector(dict(zip(names, r, strict=True)), False))
+                     for r in X)])
+    t_o = _median_time(lambda: [g.run({"x": X[:1]}) for _ in range(1000)], repeats) / 1000
+    return {
+        "detector": "Mahalanobis", "metrics": len(names), "readings": len(X),
+        "data": "NAB realAWSCloudwatch ec2_cpu_utilization_* (first 4, side by side)",
+        "c_ram_bytes": c_det.ram_bytes, "c_code_bytes": c_det.code_bytes(),
+        "c_ns_per_reading": t_c * 1e9, "python_ns_per_reading": t_py * 1e9,
+        "parity_max_abs_err": float(np.abs(c_scores - np.array(py)).max()),
+        "alerts_python": int((np.array(py) >= 0.9).sum()),
+        "alerts_c": int((c_scores >= 0.9).sum()),
+        "onnx_bytes": g.size_bytes, "onnx_ns_per_call": t_o * 1e9,
+        "onnx_t2_max_rel_err": float(np.max(np.abs(t2 - ref) / np.maximum(1.0, np.abs(ref)))),
+    }
+
+
+def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
+    """Measure everything; return the JSON-ready figures."""
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    from edgewise.detect import default_detector
+    from edgewise.detect.zscore import EWZScore
+    from edgewise.edge import compress, export
+
+    # -- detectors -----------------------------------------------------------------------------
+    values = nab_values(shared_data)
+    detector = _bench_detector(default_detector(), values, repeats, onnx=False)
+    detector["all_nab"] = _all_nab_parity(shared_data)
+    detector_ewz = _bench_detector(EWZScore(), values, repeats, onnx=True)
+    multivariate = _bench_multivariate(shared_data, repeats)
 
     # -- RUL -----------------------------------------------------------------------------------
     Xtr, ytr, Xte, yte = cmapss_fd001_windows(shared_data)
@@ -202,4 +287,6 @@ def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
         per_msg = box.bytes_used / len(box)
         box.close()
     agent = {"outbox_puts_per_s": n_put / t_put, "outbox_bytes_per_message": per_msg}
-    return {"detector": detector, "rul": rul, "mlp": mlp, "agent": agent, "repeats": repeats}
+    return {"detector": detector, "detector_ewzscore": detector_ewz,
+            "multivariate": multivariate, "rul": rul, "mlp": mlp, "agent": agent,
+            "repeats": repeats}

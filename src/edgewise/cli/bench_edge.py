@@ -13,11 +13,27 @@ from edgewise.cli._app import Json, bench_app
 
 _ROWS = [
     ("detector", "c_ram_bytes", "C RAM (state), bytes", "< 2048"),
+    ("detector", "c_flash_tables_bytes", "C flash (initial-state tables), bytes", ""),
     ("detector", "c_code_bytes", "C code, bytes (host x86-64 -O2)", ""),
     ("detector", "c_ns_per_reading", "C ns per reading", "< 1000"),
     ("detector", "python_ns_per_reading", "Python ns per reading (score_one+learn_one)", ""),
-    ("detector", "onnx_ns_per_call", "onnxruntime ns per call (1 reading)", ""),
-    ("detector", "parity_max_abs_err", "max abs score error C vs Python", "< 1e-3"),
+    ("detector", "python_batch_ns_per_reading", "Python ns per reading (Numba score_many)", ""),
+    ("detector", "parity_max_abs_err", "max abs score error C vs Python", "< 1e-9"),
+    ("detector", "alerts_c", "alerts (score >= 0.9) C; Python equal", ""),
+    ("detector_ewzscore", "c_ram_bytes", "C RAM (state), bytes", ""),
+    ("detector_ewzscore", "c_ns_per_reading", "C ns per reading", ""),
+    ("detector_ewzscore", "python_ns_per_reading", "Python ns per reading", ""),
+    ("detector_ewzscore", "onnx_ns_per_call", "onnxruntime ns per call (1 reading)", ""),
+    ("detector_ewzscore", "parity_max_abs_err", "max abs score error C (float32) vs Python",
+     "< 1e-3"),
+    ("multivariate", "c_ram_bytes", "C RAM (4 metrics), bytes", ""),
+    ("multivariate", "c_code_bytes", "C code, bytes (host x86-64 -O2)", ""),
+    ("multivariate", "c_ns_per_reading", "C ns per reading (score+learn)", ""),
+    ("multivariate", "python_ns_per_reading", "Python ns per reading", ""),
+    ("multivariate", "parity_max_abs_err", "max abs score error C vs Python", "< 1e-9"),
+    ("multivariate", "onnx_bytes", "ONNX (frozen T² step) bytes", ""),
+    ("multivariate", "onnx_ns_per_call", "onnxruntime ns per call (1 row)", ""),
+    ("multivariate", "onnx_t2_max_rel_err", "max rel T² error ONNX vs Python", "< 1e-9"),
     ("rul", "c_flash_bytes", "C flash (model tables), bytes", "< 32768"),
     ("rul", "c_code_bytes", "C flash incl. code, bytes (host x86-64)", ""),
     ("rul", "rmse_python", "RMSE Python (cycles)", ""),
@@ -72,8 +88,15 @@ def bench_edge(
             (f"Command: `PYTHONPATH=src python -m edgewise bench edge --repeats {repeats} "
             f"--out {out}`"), "",
             f"Machine: shared 2-core VM ({res['machine']}); timings are medians of {repeats} runs.",
-            (f"Detector: default EWZScore over NAB `{res['detector']['series']}` "
-            f"({res['detector']['readings']} readings)."),
+            (f"Detector: the default ContextLikelihood (and EWZScore for comparison) over NAB "
+             f"`{res['detector']['series']}` ({res['detector']['readings']} readings); "
+             f"ContextLikelihood also over all {res['detector']['all_nab']['series']} NAB series "
+             f"({res['detector']['all_nab']['readings']} readings): max abs error "
+             f"{res['detector']['all_nab']['parity_max_abs_err']:.3g}, alerts "
+             f"{res['detector']['all_nab']['alerts_c']} C vs "
+             f"{res['detector']['all_nab']['alerts_python']} Python."),
+            (f"Multivariate: default Mahalanobis over {res['multivariate']['data']}, "
+             f"{res['multivariate']['readings']} rows."),
             (f"RUL: {res['rul']['model']}; {res['rul']['n_train']} train / "
             f"{res['rul']['n_test']} test windows (units 81-100), {res['rul']['n_features']} "
             "features."), "",
@@ -91,6 +114,11 @@ def bench_edge(
             "- int8 trees: features coded to 0..255 per feature (range from the training rows),",
             "  int16 leaves; flash counts the model tables only (code on top: see incl. code).",
             "- 'first 75 trees' is pruning by truncating the boosted ensemble.",
+            "- ContextLikelihood C works in double (its symbol grid and hashed transitions need",
+            "  it for parity) and keeps the seen transitions as a set of 800 16-bit keys",
+            "  (Python: 2^14 int32 counters, of which only 'seen or not' is read).",
+            "- The univariate detector has no ONNX graph (uint64 hashing of a growing",
+            "  transition set); Mahalanobis's ONNX is the frozen scoring step (T², double).",
             "", "```json", json.dumps(res, indent=1), "```", "",
         ]
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -156,3 +156,29 @@ def _torch_onnx(model: Any, *, name: str, calibration: Any) -> OnnxExport:
 def _torch_onnx_int8(model: Any, *, name: str, calibration: Any) -> OnnxExport:
     return export_onnx.quantize_int8(_torch_onnx(model, name=name, calibration=calibration),
                                      calibration)
+
+
+# -- the default detectors (edgewise.detect.default_detector / default_multivariate) --------
+
+
+@register("ContextLikelihood", "c", "float32")
+def _clik_c(model: Any, *, name: str, calibration: Any) -> CExport:
+    # the C computes in double (the symbol grid and hash need it for parity); "float32" is
+    # this entry point's name for "not quantised"
+    from edgewise.edge.export_detectors import export_context_likelihood_c
+
+    return export_context_likelihood_c(model, name=name)
+
+
+@register("Mahalanobis", "c", "float32")
+def _maha_c(model: Any, *, name: str, calibration: Any) -> CExport:
+    from edgewise.edge.export_detectors import export_mahalanobis_c
+
+    return export_mahalanobis_c(model, name=name)
+
+
+@register("Mahalanobis", "onnx", "float32")
+def _maha_onnx(model: Any, *, name: str, calibration: Any) -> OnnxExport:
+    from edgewise.edge.export_detectors import export_mahalanobis_onnx
+
+    return export_mahalanobis_onnx(model, name=name)
