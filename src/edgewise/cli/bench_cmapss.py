@@ -1,0 +1,55 @@
+"""``edgewise bench cmapss``: remaining-useful-life benchmark on NASA C-MAPSS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgewise.cli._app import Json, bench_app, fail
+
+
+@bench_app.command("cmapss")
+def bench_cmapss(
+    data: Annotated[Path, typer.Option(help="Directory with train_/test_/RUL_FD00x files.")],
+    subset: Annotated[str, typer.Option(help="Which subset, e.g. FD001 or FD002.")] = "FD001",
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1; figures are mean ± std.")] = 5,
+    models: Annotated[str, typer.Option(help="Comma-separated members: gbm, cnn.")] = "gbm",
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for LightGBM/torch.")] = 1,
+    json_out: Json = False,
+) -> None:
+    """Fit on the training fleet, score each test unit at its last cycle (RUL cap 125)."""
+    from edgewise.bench.cmapss import run
+
+    if not data.is_dir():
+        raise fail(f"--data {str(data)!r} is not a directory")
+    members = tuple(m.strip() for m in models.split(",") if m.strip())
+
+    def progress(seed: int, figs: dict[str, float]) -> None:
+        if not json_out:
+            typer.echo(
+                f"  seed {seed}: RMSE {figs['rmse']:.2f}  score {figs['score']:.0f}  "
+                f"coverage {figs['coverage']:.2f}  fit {figs['fit_s']:.0f}s",
+                err=True,
+            )
+
+    result = run(data, subset, seeds=seeds, progress=progress, models=members, n_threads=threads)
+    out = result.to_json()
+    if json_out:
+        typer.echo(json.dumps(out))
+        return
+    r, s = out["rmse"], out["score"]
+    typer.echo(f"C-MAPSS {subset}, {out['seeds']} seeds, models {','.join(members)}")
+    typer.echo(f"  RMSE          {r['mean']:.2f} ± {r['std']:.2f}")
+    typer.echo(f"  PHM08 score   {s['mean']:.0f} ± {s['std']:.0f}")
+    typer.echo(
+        f"  90% interval coverage {out['coverage']:.3f} ± {out['coverage_std']:.3f}, "
+        f"mean width {out['interval_width']:.1f}"
+    )
+    u = out["rmse_uncapped"]
+    typer.echo(f"  RMSE vs uncapped truth {u['mean']:.2f} ± {u['std']:.2f}")
+    typer.echo(
+        f"  model {out['model_bytes']} bytes, one prediction {out['latency_ms']:.1f} ms"
+    )

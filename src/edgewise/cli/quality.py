@@ -1,0 +1,103 @@
+"""``edgewise quality FILE.csv``: the per-device data-quality report, offline."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgewise.cli._app import Json, app, fail
+
+
+def _to_ns(col):
+    """Times as int64 UTC ns: epoch s/ms/ns by magnitude, or RFC 3339 strings."""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(col):
+        x = col.astype(float).to_numpy()
+        big = np.nanmax(np.abs(x)) if len(x) else 0
+        factor = 1e9 if big < 1e11 else 1e6 if big < 1e14 else 1.0
+        return (x * factor).astype(np.int64)
+    return pd.to_datetime(col, utc=True).astype("int64").to_numpy()
+
+
+@app.command("quality")
+def quality(
+    file: Annotated[Path, typer.Argument(help="CSV: long (device, metric, ts, value) or wide.")],
+    time_column: Annotated[str, typer.Option(help="Time column (epoch or RFC 3339).")] = "ts",
+    device_column: Annotated[str, typer.Option(help="Device column (if any).")] = "device_id",
+    metric_column: Annotated[str, typer.Option(help="Metric column of a long CSV.")] = "metric",
+    value_column: Annotated[str, typer.Option(help="Value column of a long CSV.")] = "value",
+    device: Annotated[str, typer.Option(help="Device id when the CSV has no device column.")] = (
+        "device"
+    ),
+    plots: Annotated[
+        Path | None, typer.Option(help="Directory for a PNG per metric with flagged issues.")
+    ] = None,
+    json_out: Json = False,
+) -> None:
+    """Check a CSV of readings; print completeness, validity, duplicates, spikes, stuck runs."""
+    import pandas as pd
+
+    from edgewise.quality.report import fleet_report, metric_issues
+
+    if not file.is_file():
+        raise fail(f"{str(file)!r} is not a file")
+    try:
+        df = pd.read_csv(file)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise fail(f"{str(file)!r} is not a readable CSV: {exc}") from None
+    if time_column not in df.columns:
+        raise fail(f"{str(file)!r} has no time column {time_column!r}; columns: {list(df.columns)}")
+    if device_column not in df.columns:
+        df[device_column] = device
+    try:
+        df["_ts"] = _to_ns(df[time_column])
+    except (ValueError, TypeError) as exc:
+        raise fail(f"column {time_column!r} holds no usable times: {exc}") from None
+    if metric_column in df.columns and value_column in df.columns:
+        long = df.rename(columns={metric_column: "metric", value_column: "value"})
+        keep = ["metric", "value", *(["unit"] if "unit" in long.columns else [])]
+        long = long[[device_column, "_ts", *keep]]
+    else:
+        metrics = [c for c in df.columns if c not in (time_column, device_column, "_ts")
+                   and pd.api.types.is_numeric_dtype(df[c])]
+        if not metrics:
+            raise fail(f"{str(file)!r} has no numeric metric columns")
+        long = df.melt(id_vars=[device_column, "_ts"], value_vars=metrics, var_name="metric")
+    long = long.rename(columns={device_column: "device_id", "_ts": "ts_ns"})
+    long["value"] = pd.to_numeric(long["value"], errors="coerce")
+    rows = long.to_dict("records")
+    report = fleet_report(rows)
+    written = []
+    if plots is not None:
+        from edgewise.quality.plot import plot_issues
+
+        plots.mkdir(parents=True, exist_ok=True)
+        for (dev, metric), g in long.groupby(["device_id", "metric"]):
+            unit = g["unit"].dropna().iloc[0] if "unit" in g and g["unit"].notna().any() else None
+            issues = metric_issues(g["ts_ns"].to_numpy(), g["value"].to_numpy(float), unit)
+            if any(m.any() for m in issues["flags"].values()) or issues["gaps"]:
+                safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{dev}__{metric}")
+                written.append(str(plot_issues(str(dev), str(metric), issues,
+                                               plots / f"{safe}.png")))
+    if json_out:
+        typer.echo(json.dumps({"devices": report, "plots": written}, default=str))
+        return
+    for dev, rep in report.items():
+        s = rep["summary"]
+        typer.echo(f"device {dev}: {rep['readings']} readings, completeness "
+                   f"{s['completeness']:.3f}, timeliness {s['timeliness']:.3f}, "
+                   f"validity {s['validity']:.3f}")
+        typer.echo(f"  {'metric':<20} {'n':>7} {'compl':>6} {'valid':>6} {'dup':>4} "
+                   f"{'confl':>5} {'spike':>5} {'stuck':>5} {'gaps':>4} {'drift':>6}")
+        for name, m in rep["metrics"].items():
+            typer.echo(f"  {name:<20} {m['readings']:>7} {m['completeness']:>6.3f} "
+                       f"{m['validity']:>6.3f} {m['duplicates']:>4} {m['conflicts']:>5} "
+                       f"{m['spikes']:>5} {m['stuck']:>5} {m['gaps']:>4} {m['drift']:>6.2f}")
+    for p in written:
+        typer.echo(f"plot: {p}")

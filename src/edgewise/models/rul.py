@@ -1,0 +1,428 @@
+"""Remaining useful life from run-to-failure histories: boosted trees + a 1D-CNN, with intervals.
+
+:class:`RULModel` takes one table of rows per unit (a unit column, a time column,
+optional operating-setting columns, sensor columns). At fit time every unit's history is
+assumed to end at failure, so each row's target is ``min(cap, last time - time)``, the
+piecewise-linear RUL of the C-MAPSS literature. The pipeline:
+
+1. :class:`~edgewise.models.conditions.ConditionNormalizer`: find operating regimes from
+   the setting columns, z-score sensors per regime, drop sensors with no information;
+2. :func:`~edgewise.models.windows.window_features` (level, trend, variability per
+   sensor over a trailing window) into a LightGBM regressor, and
+   :func:`~edgewise.models.windows.window_sequences` into a small
+   :class:`~edgewise.models.cnn.CNNRegressor`; the prediction is their weighted mean,
+   with non-negative weights fitted on the held-out calibration units (below);
+3. :class:`~edgewise.models.conformal.ConformalBands`: a share of the *training units*
+   (``calibration_fraction``) is held out, the pipeline is fitted on the rest, and the
+   held-out residuals give the interval widths; then the pipeline is refitted on every
+   unit (so intervals are slightly conservative, never optimistic by construction).
+
+Predictions are made at the last row of each unit ("its current state").
+
+>>> rng = np.random.default_rng(0)
+>>> rows = []
+>>> for unit in range(30):
+...     life = int(rng.integers(80, 140))
+...     for t in range(life):
+...         wear = np.exp((t - life) / 25.0)
+...         rows.append((unit, t, 1.0 + wear + rng.normal(0, 0.05), rng.normal()))
+>>> df = pd.DataFrame(rows, columns=["unit", "cycle", "temp", "noise"])
+>>> model = RULModel(models=("gbm",), n_estimators=60, cap=60.0).fit(df)
+>>> point, low, high = model.predict_interval(df[df.cycle < 50])
+>>> bool(np.all(low <= point) and np.all(point <= high)), len(point)
+(True, 30)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
+from edgewise.models.cnn import CNNRegressor
+from edgewise.models.conditions import ConditionNormalizer
+from edgewise.models.conformal import ConformalBands
+from edgewise.models.windows import feature_names, window_features, window_sequences
+from edgewise.params import Interval, OneOf, validate_params
+
+__all__ = ["FORMAT_VERSION", "ModelFileError", "RULModel", "load_model", "rul_targets"]
+
+#: Version of the file written by :meth:`RULModel.save`; bumped when the layout changes.
+FORMAT_VERSION = 1
+_MAGIC = b"EDGEWISE-RUL\n"
+
+
+class ModelFileError(EdgewiseError, ValueError):
+    """A model file is not an Edgewise RUL model, or of a format version this build cannot read."""
+
+
+def rul_targets(units: np.ndarray, times: np.ndarray, cap: float | None) -> np.ndarray:
+    """Remaining steps to each unit's last row, capped at ``cap``.
+
+    >>> rul_targets(np.array([1, 1, 1, 2, 2]), np.array([1, 2, 3, 5, 6]), cap=1.0).tolist()
+    [1.0, 1.0, 0.0, 1.0, 0.0]
+    """
+    last = pd.Series(times).groupby(np.asarray(units)).transform("max").to_numpy()
+    rul = (last - np.asarray(times)).astype(float)
+    return np.minimum(rul, cap) if cap is not None else rul
+
+
+class RULModel:
+    """Predict the remaining useful life of each unit, with a conformal interval.
+
+    Parameters
+    ----------
+    unit_column, time_column
+        Which columns name the unit and order its rows.
+    condition_columns
+        Operating-setting columns used to find regimes; ``None`` uses no regimes.
+    sensor_columns
+        Sensor columns; ``None`` means every numeric column that is none of the above.
+    cap
+        Targets are capped here (early life is "healthy", not "far from failure").
+    window
+        Rows per trailing window.
+    models
+        Which members to fit: ``"gbm"`` (LightGBM on window features) and/or ``"cnn"``.
+    alpha
+        Intervals aim to hold the truth ``1 - alpha`` of the time.
+    calibration_fraction
+        Share of training units held out to calibrate the intervals.
+    n_estimators, learning_rate
+        LightGBM boosting rounds and step.
+    cnn_epochs
+        Passes of the CNN over its training windows.
+    cnn_max_rows
+        The CNN trains on at most this many windows (a random subset; neighbouring
+        windows overlap almost entirely, so little is lost and big fleets stay cheap).
+    n_threads
+        CPU threads for LightGBM and torch.
+    random_state
+        Seed of every random choice (split, trees, network).
+    """
+
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        "unit_column": str,
+        "time_column": str,
+        "condition_columns": [list, tuple, None],
+        "sensor_columns": [list, tuple, None],
+        "cap": [Interval(float, 0.0, None, closed="neither"), None],
+        "window": Interval(int, 2, None),
+        "models": [tuple, list],
+        "alpha": Interval(float, 0.0, 1.0, closed="neither"),
+        "calibration_fraction": Interval(float, 0.0, 1.0, closed="neither"),
+        "n_estimators": Interval(int, 1, None),
+        "learning_rate": Interval(float, 0.0, 1.0, closed="right"),
+        "cnn_epochs": Interval(int, 1, None),
+        "cnn_max_rows": Interval(int, 1, None),
+        "n_threads": Interval(int, 1, None),
+        "random_state": [int, None],
+    }
+
+    def __init__(
+        self,
+        unit_column: str = "unit",
+        time_column: str = "cycle",
+        condition_columns: list[str] | tuple[str, ...] | None = None,
+        sensor_columns: list[str] | tuple[str, ...] | None = None,
+        cap: float | None = 125.0,
+        window: int = 30,
+        models: tuple[str, ...] = ("gbm",),
+        alpha: float = 0.1,
+        calibration_fraction: float = 0.2,
+        n_estimators: int = 400,
+        learning_rate: float = 0.03,
+        cnn_epochs: int = 15,
+        cnn_max_rows: int = 20_000,
+        n_threads: int = 1,
+        random_state: int | None = 0,
+    ) -> None:
+        self.unit_column = unit_column
+        self.time_column = time_column
+        self.condition_columns = condition_columns
+        self.sensor_columns = sensor_columns
+        self.cap = cap
+        self.window = window
+        self.models = models
+        self.alpha = alpha
+        self.calibration_fraction = calibration_fraction
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.cnn_epochs = cnn_epochs
+        self.cnn_max_rows = cnn_max_rows
+        self.n_threads = n_threads
+        self.random_state = random_state
+
+    # -- input checks -------------------------------------------------------------------
+    def _check_columns(self, X: pd.DataFrame, columns: list[str]) -> None:
+        if not isinstance(X, pd.DataFrame):
+            raise InvalidParameterError(
+                f"RULModel needs a pandas DataFrame of histories. Got {type(X).__name__} instead."
+            )
+        missing = [c for c in columns if c not in X.columns]
+        if missing:
+            raise InvalidParameterError(
+                f"The data lacks the column(s) {missing} that RULModel needs; "
+                f"present: {sorted(map(str, X.columns))}."
+            )
+        bad = [c for c in columns[2:] if not pd.api.types.is_numeric_dtype(X[c])]
+        if bad:
+            raise InvalidParameterError(f"Column(s) {bad} must be numeric for RULModel.")
+
+    def _columns(self) -> list[str]:
+        return [self.unit_column, self.time_column, *self.conditions_, *self.sensors_]
+
+    def _prepare(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sorted units, times, settings and sensors (NaNs carried forward within a unit)."""
+        self._check_columns(X, self._columns())
+        df = X[self._columns()].sort_values([self.unit_column, self.time_column], kind="stable")
+        vals = df[[*self.conditions_, *self.sensors_]].astype(float)
+        by = df[self.unit_column].to_numpy()
+        vals = vals.groupby(by).ffill().groupby(by).bfill().fillna(0.0)
+        settings = vals[self.conditions_].to_numpy() if self.conditions_ else None
+        return (
+            df[self.unit_column].to_numpy(),
+            df[self.time_column].to_numpy(),
+            settings,
+            vals[self.sensors_].to_numpy(),
+        )
+
+    # -- the pipeline -------------------------------------------------------------------
+    @staticmethod
+    def _unit_slices(units: np.ndarray) -> list[slice]:
+        starts = np.flatnonzero(np.r_[True, units[1:] != units[:-1]])
+        ends = np.r_[starts[1:], len(units)]
+        return [slice(s, e) for s, e in zip(starts, ends, strict=True)]
+
+    def _views(self, norm: ConditionNormalizer, units, settings, sensors, need_seq: bool):
+        z = norm.transform(settings, sensors)
+        feats, seqs = [], []
+        for sl in self._unit_slices(units):
+            feats.append(window_features(z[sl], self.window))
+            if need_seq:
+                seqs.append(window_sequences(z[sl], self.window).astype(np.float32))
+        f = np.vstack(feats)
+        return f, (np.concatenate(seqs) if need_seq else None)
+
+    def _fit_core(self, units, settings, sensors, y, seed: int) -> dict[str, Any]:
+        import lightgbm as lgb
+
+        norm = ConditionNormalizer(random_state=seed).fit(settings, sensors)
+        feats, seqs = self._views(norm, units, settings, sensors, "cnn" in self.models)
+        core: dict[str, Any] = {"norm": norm}
+        if "gbm" in self.models:
+            core["gbm"] = lgb.LGBMRegressor(
+                n_estimators=self.n_estimators,
+                learning_rate=self.learning_rate,
+                num_leaves=31,
+                min_child_samples=40,
+                subsample=0.8,
+                subsample_freq=1,
+                colsample_bytree=0.5,
+                reg_lambda=1.0,
+                n_jobs=self.n_threads,
+                random_state=seed,
+                verbose=-1,
+            ).fit(feats, y)
+        if "cnn" in self.models:
+            scale = float(self.cap) if self.cap else float(np.max(y) or 1.0)
+            pick = np.arange(len(y))
+            if len(y) > self.cnn_max_rows:
+                rng = np.random.default_rng(seed)
+                pick = np.sort(rng.choice(len(y), self.cnn_max_rows, replace=False))
+            core["cnn"] = CNNRegressor(
+                epochs=self.cnn_epochs,
+                target_scale=scale,
+                n_threads=self.n_threads,
+                random_state=seed,
+            ).fit(seqs[pick], feats[pick], y[pick])
+        return core
+
+    def _members(self, core, units, settings, sensors, last_only: bool) -> np.ndarray:
+        """Each member's prediction, shape ``(n_members, n)``, in ``self.models`` order."""
+        feats, seqs = self._views(core["norm"], units, settings, sensors, "cnn" in core)
+        if last_only:
+            ends = np.array([sl.stop - 1 for sl in self._unit_slices(units)])
+            feats = feats[ends]
+            seqs = seqs[ends] if seqs is not None else None
+        preds = []
+        if "gbm" in core:
+            preds.append(core["gbm"].predict(feats))
+        if "cnn" in core:
+            preds.append(core["cnn"].predict(seqs, feats))
+        return np.asarray(preds)
+
+    def _combine(self, members: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        return np.clip(weights @ members, 0.0, self.cap if self.cap else None)
+
+    # -- public API ---------------------------------------------------------------------
+    def fit(self, X: pd.DataFrame, y: np.ndarray | None = None) -> RULModel:
+        """Learn from run-to-failure histories in ``X``.
+
+        ``y``, when given, is the remaining steps of each row in ``X``'s row order;
+        by default it is derived from each unit's last time (the unit failed there).
+        """
+        validate_params(self._parameter_constraints, vars(self), self)
+        unknown = [m for m in self.models if m not in ("gbm", "cnn")]
+        if unknown or not self.models:
+            raise InvalidParameterError(
+                f"The 'models' parameter of RULModel must be a non-empty subset of "
+                f"{OneOf(('gbm', 'cnn'))}. Got {self.models!r} instead."
+            )
+        self.conditions_ = list(self.condition_columns or [])
+        self._check_columns(X, [self.unit_column, self.time_column, *self.conditions_])
+        taken = {self.unit_column, self.time_column, *self.conditions_}
+        self.sensors_ = list(self.sensor_columns) if self.sensor_columns is not None else [
+            str(c) for c in X.columns if c not in taken and pd.api.types.is_numeric_dtype(X[c])
+        ]
+        if not self.sensors_:
+            raise InvalidParameterError("RULModel found no numeric sensor columns in the data.")
+        if y is not None:
+            y_s = pd.Series(np.asarray(y, dtype=float), index=X.index)
+        order = X.sort_values([self.unit_column, self.time_column], kind="stable").index
+        units, times, settings, sensors = self._prepare(X)
+        # Intervals are calibrated on the capped target, the quantity the model predicts:
+        # a prediction at the cap means "healthy, at least cap steps left".
+        raw = rul_targets(units, times, None) if y is None else y_s.loc[order].to_numpy()
+        target = np.minimum(raw, self.cap) if self.cap else raw
+        uniq = np.unique(units)
+        if len(uniq) < 4:
+            raise InvalidParameterError(
+                f"RULModel needs run-to-failure histories of at least 4 units. Got {len(uniq)}."
+            )
+        seed = 0 if self.random_state is None else int(self.random_state)
+        rng = np.random.default_rng(seed)
+        n_cal = max(1, round(self.calibration_fraction * len(uniq)))
+        cal_units = rng.choice(uniq, size=n_cal, replace=False)
+        cal = np.isin(units, cal_units)
+        core = self._fit_core(units[~cal], _rows(settings, ~cal), sensors[~cal], target[~cal], seed)
+        cal_members = self._members(
+            core, units[cal], _rows(settings, cal), sensors[cal], last_only=False
+        )
+        self.weights_ = _stack_weights(cal_members, target[cal])
+        cal_pred = self._combine(cal_members, self.weights_)
+        self.bands_ = ConformalBands(alpha=self.alpha).fit(cal_pred, target[cal])
+        self.core_ = self._fit_core(units, settings, sensors, target, seed)
+        self.n_features_in_ = len(self.sensors_) + len(self.conditions_)
+        self.feature_names_ = feature_names(
+            [s for s, k in zip(self.sensors_, self.core_["norm"].keep_, strict=True) if k]
+        )
+        self.training_hash_ = hashlib.sha256(
+            pd.util.hash_pandas_object(X[self._columns()], index=False).to_numpy().tobytes()
+        ).hexdigest()
+        self.n_units_ = len(uniq)
+        return self
+
+    def _fitted(self) -> None:
+        if not hasattr(self, "core_"):
+            raise NotFittedError("This RULModel is not fitted yet; call fit(histories) first.")
+
+    def predict(self, X: pd.DataFrame) -> pd.Series:
+        """Predicted remaining steps at the last row of each unit, indexed by unit."""
+        self._fitted()
+        units, _, settings, sensors = self._prepare(X)
+        members = self._members(self.core_, units, settings, sensors, last_only=True)
+        point = self._combine(members, self.weights_)
+        return pd.Series(point, index=pd.Index(pd.unique(units), name=self.unit_column))
+
+    def predict_interval(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(point, low, high)`` per unit (sorted unit order), ``1 - alpha`` intervals."""
+        point = self.predict(X).to_numpy()
+        low, high = self.bands_.interval(point)
+        return point, np.clip(low, 0.0, point), np.maximum(high, point)
+
+    def features(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The window features the boosted model sees at the last row of each unit."""
+        self._fitted()
+        units, _, settings, sensors = self._prepare(X)
+        feats, _ = self._views(self.core_["norm"], units, settings, sensors, need_seq=False)
+        ends = [sl.stop - 1 for sl in self._unit_slices(units)]
+        return pd.DataFrame(
+            feats[ends],
+            columns=self.feature_names_,
+            index=pd.Index(pd.unique(units), name=self.unit_column),
+        )
+
+    # -- persistence --------------------------------------------------------------------
+    def header(self) -> dict[str, Any]:
+        """What a saved file says about itself (readable without unpickling)."""
+        self._fitted()
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": "RULModel",
+            "unit_column": self.unit_column,
+            "time_column": self.time_column,
+            "condition_columns": self.conditions_,
+            "sensor_columns": self.sensors_,
+            "features": self.feature_names_,
+            "models": list(self.models),
+            "cap": self.cap,
+            "alpha": self.alpha,
+            "n_units": self.n_units_,
+            "training_data_sha256": self.training_hash_,
+        }
+
+    def save(self, path: str | Path) -> int:
+        """Write a versioned model file: a JSON header line, then the pickled model.
+
+        Returns the number of bytes written. Load only files you trust (pickle).
+        """
+        body = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        head = json.dumps(self.header(), sort_keys=True).encode()
+        data = _MAGIC + head + b"\n" + body
+        Path(path).write_bytes(data)
+        return len(data)
+
+
+def _stack_weights(members: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative weights summing to 1 that best combine held-out member predictions.
+
+    >>> y = np.arange(10.0)
+    >>> _stack_weights(np.vstack([y, y + 5]), y).round(2).tolist()
+    [1.0, 0.0]
+    """
+    from scipy.optimize import nnls
+
+    if len(members) == 1:
+        return np.ones(1)
+    w, _ = nnls(members.T, y)
+    total = w.sum()
+    return w / total if total > 0 else np.full(len(members), 1.0 / len(members))
+
+
+def _rows(settings: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
+    return None if settings is None else settings[mask]
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The JSON header of a saved model file, without loading the model."""
+    with open(path, "rb") as fh:
+        if fh.read(len(_MAGIC)) != _MAGIC:
+            raise ModelFileError(f"File {str(path)!r} is not an Edgewise RUL model file.")
+        try:
+            return json.loads(fh.readline())
+        except ValueError as exc:
+            raise ModelFileError(f"File {str(path)!r} has a damaged header: {exc}.") from None
+
+
+def load_model(path: str | Path) -> RULModel:
+    """Load a model written by :meth:`RULModel.save` (trusted files only: pickle)."""
+    head = read_header(path)
+    if head.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"Model file {str(path)!r} has format version {head.get('format_version')!r}; "
+            f"this Edgewise reads version {FORMAT_VERSION}. Retrain with 'edgewise train rul'."
+        )
+    with open(path, "rb") as fh:
+        fh.read(len(_MAGIC))
+        fh.readline()
+        model = pickle.load(fh)
+    if not isinstance(model, RULModel):
+        raise ModelFileError(f"File {str(path)!r} does not hold a RULModel.")
+    return model

@@ -1,0 +1,44 @@
+"""Slow drift: how far a recent window's level has moved from a reference window.
+
+The score is the shift of the recent median from the reference median, in units of the
+reference's robust spread (MAD × 1.4826). A calibrated sensor that drifts shows a score
+growing over weeks while each reading still looks normal.
+
+>>> rng = np.random.default_rng(0)
+>>> steady = rng.normal(0, 1, 400)
+>>> drifting = steady + np.linspace(0, 6, 400)
+>>> round(drift_score(steady), 1) < 1, drift_score(drifting) > 3
+(True, True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgewise.errors import QualityError
+from edgewise.quality.spikes import MAD_SCALE
+
+__all__ = ["drift_score", "has_drift"]
+
+
+def drift_score(values: object, reference: int | None = None, recent: int | None = None) -> float:
+    """Shift of the last ``recent`` values from the first ``reference`` (default: quarters)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    ref = reference if reference is not None else n // 4
+    rec = recent if recent is not None else n // 4
+    if ref < 0 or rec < 0:
+        raise QualityError(f"Drift windows must be >= 0. Got reference={ref}, recent={rec}.")
+    if ref < 5 or rec < 5 or n < ref + rec:
+        return 0.0
+    a, b = v[:ref], v[-rec:]
+    med = np.median(a)
+    scale = MAD_SCALE * np.median(np.abs(a - med))
+    scale = max(scale, 1e-12 * max(1.0, abs(med)))
+    return float(abs(np.median(b) - med) / scale)
+
+
+def has_drift(values: object, threshold: float = 3.0, **windows: int | None) -> bool:
+    """Whether :func:`drift_score` exceeds ``threshold``."""
+    return drift_score(values, **windows) > threshold

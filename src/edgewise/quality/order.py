@@ -1,0 +1,33 @@
+"""Sort a series by time, counting readings that arrived out of order.
+
+>>> ts, v, n_late = sort_by_time([3, 1, 2], [30.0, 10.0, 20.0])
+>>> ts.tolist(), v.tolist(), n_late
+([1, 2, 3], [10.0, 20.0, 30.0], 2)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgewise.quality.base import as_series
+
+__all__ = ["count_out_of_order", "sort_by_time"]
+
+
+def count_out_of_order(ts: object) -> int:
+    """Readings whose time is earlier than the latest time seen before them.
+
+    >>> count_out_of_order([1, 5, 2, 6, 3])
+    2
+    """
+    t = np.asarray(ts, dtype=np.int64)
+    if len(t) < 2:
+        return 0
+    return int(np.sum(t[1:] < np.maximum.accumulate(t)[:-1]))
+
+
+def sort_by_time(ts: object, values: object) -> tuple[np.ndarray, np.ndarray, int]:
+    """Stable sort by time; returns sorted times, values, and the out-of-order count."""
+    t, v = as_series(ts, values)
+    order = np.argsort(t, kind="stable")
+    return t[order], v[order], count_out_of_order(t)

@@ -1,0 +1,168 @@
+"""The streaming cleaner the gateway applies per (device, metric) before storage and detection.
+
+Each reading is judged against what was *kept* before it for its (device, metric):
+removed as ``invalid`` (NaN/inf), ``out_of_order`` (older than the last kept time),
+``duplicate`` (same time, same value), ``conflict`` (same time, another value: the
+first one wins), ``out_of_range`` (outside the metric's limits, or impossible for its
+SenML unit), ``rate`` (changed faster than the metric's ``max_rate`` from the last kept
+reading); flagged but kept as ``spike`` (Hampel test against the last kept values) and
+``stuck`` (the same value for ``stuck_run`` readings in a row). ``drop_spikes=True``
+removes spikes instead. Every removed reading is counted by reason, so
+``kept + sum(removed) == seen``; and because every decision looks only at kept history,
+cleaning already-clean readings keeps them all (idempotent) unless spikes are dropped.
+
+>>> from edgewise.telemetry import Reading
+>>> c = StreamCleaner(limits={"temp": Limits(low=-40, high=125)})
+>>> rs = [Reading("d", "temp", t, v) for t, v in [(1, 20.0), (1, 20.0), (2, 900.0), (3, 21.0)]]
+>>> [r.value for r in c.clean(rs)], dict(c.removed)
+([20.0, 21.0], {'duplicate': 1, 'out_of_range': 1})
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgewise.errors import QualityError
+from edgewise.quality.limits import Limits
+from edgewise.quality.spikes import MAD_SCALE
+from edgewise.quality.units import PHYSICAL_RANGE
+from edgewise.telemetry import Reading
+
+__all__ = ["StreamCleaner"]
+
+
+@dataclass
+class _State:
+    last_ts: int
+    last_value: float
+    window: deque = field(default_factory=deque)
+    run: int = 1
+
+
+class StreamCleaner:
+    """Clean readings one at a time, per (device, metric), counting every removal.
+
+    Parameters
+    ----------
+    limits
+        Per-metric :class:`~edgewise.quality.limits.Limits` (range and rate).
+    spike_window
+        Kept values the Hampel test looks back on (at least 5 are needed to judge).
+    n_sigmas
+        Hampel threshold in robust standard deviations.
+    drop_spikes
+        Remove spikes instead of only flagging them.
+    stuck_run
+        Identical readings in a row from which on a reading is flagged ``stuck``.
+    """
+
+    def __init__(
+        self,
+        limits: Mapping[str, Limits] | None = None,
+        spike_window: int = 15,
+        n_sigmas: float = 5.0,
+        drop_spikes: bool = False,
+        stuck_run: int = 20,
+    ) -> None:
+        if limits is not None and not all(isinstance(v, Limits) for v in limits.values()):
+            raise QualityError("The 'limits' of StreamCleaner must map metric names to Limits.")
+        if not isinstance(spike_window, int) or spike_window < 5:
+            raise QualityError(
+                f"The 'spike_window' parameter of StreamCleaner must be an int >= 5. "
+                f"Got {spike_window!r} instead."
+            )
+        if not isinstance(stuck_run, int) or stuck_run < 2:
+            raise QualityError(
+                f"The 'stuck_run' parameter of StreamCleaner must be an int >= 2. "
+                f"Got {stuck_run!r} instead."
+            )
+        if not (isinstance(n_sigmas, int | float) and n_sigmas > 0):
+            raise QualityError(
+                f"The 'n_sigmas' parameter of StreamCleaner must be > 0. Got {n_sigmas!r}."
+            )
+        self.limits = dict(limits or {})
+        self.spike_window = spike_window
+        self.n_sigmas = n_sigmas
+        self.drop_spikes = drop_spikes
+        self.stuck_run = stuck_run
+        self._state: dict[tuple[str, str], _State] = {}
+        self.removed: Counter[str] = Counter()
+        self.flagged: Counter[str] = Counter()
+        self.by_key: dict[tuple[str, str], Counter[str]] = {}
+        self.seen = 0
+        self.kept = 0
+
+    def _remove(self, key: tuple[str, str], reason: str) -> None:
+        self.removed[reason] += 1
+        self.by_key.setdefault(key, Counter())[reason] += 1
+
+    def _is_spike(self, st: _State, value: float) -> bool:
+        if len(st.window) < 5:
+            return False
+        w = np.fromiter(st.window, dtype=float)
+        med = float(np.median(w))
+        scale = MAD_SCALE * float(np.median(np.abs(w - med)))
+        d = np.diff(w)
+        noise = MAD_SCALE * float(np.median(np.abs(d))) / math.sqrt(2)
+        scale = max(scale, noise, 1e-9 * max(1.0, abs(med)))
+        return abs(value - med) > self.n_sigmas * scale
+
+    def clean_one(self, reading: Reading) -> Reading | None:
+        """Return the reading if it is kept, else ``None`` (and count why)."""
+        self.seen += 1
+        key = (reading.device_id, reading.metric)
+        value = reading.value
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            self._remove(key, "invalid")
+            return None
+        st = self._state.get(key)
+        if st is not None:
+            if reading.ts_ns < st.last_ts:
+                self._remove(key, "out_of_order")
+                return None
+            if reading.ts_ns == st.last_ts:
+                self._remove(key, "duplicate" if value == st.last_value else "conflict")
+                return None
+        lim = self.limits.get(reading.metric)
+        lo, hi = PHYSICAL_RANGE.get(reading.unit or "", (-math.inf, math.inf))
+        if (lim is not None and not lim.in_range(value)) or not lo <= value <= hi:
+            self._remove(key, "out_of_range")
+            return None
+        if st is not None and lim is not None and lim.max_rate is not None:
+            dt = max((reading.ts_ns - st.last_ts) / 1e9, 1e-9)
+            if abs(value - st.last_value) / dt > lim.max_rate:
+                self._remove(key, "rate")
+                return None
+        if st is not None and self._is_spike(st, value):
+            if self.drop_spikes:
+                self._remove(key, "spike")
+                return None
+            self.flagged["spike"] += 1
+        if st is None:
+            st = self._state[key] = _State(reading.ts_ns, value, deque(maxlen=self.spike_window))
+        else:
+            st.run = st.run + 1 if value == st.last_value else 1
+            st.last_ts, st.last_value = reading.ts_ns, value
+        if st.run >= self.stuck_run:
+            self.flagged["stuck"] += 1
+        st.window.append(value)
+        self.kept += 1
+        return reading
+
+    def clean(self, readings: Iterable[Reading]) -> list[Reading]:
+        """Clean readings in arrival order; return the kept ones."""
+        return [r for r in readings if self.clean_one(r) is not None]
+
+    def counts(self) -> dict[str, object]:
+        """Seen, kept, removed by reason, flagged by reason."""
+        return {
+            "seen": self.seen,
+            "kept": self.kept,
+            "removed": dict(self.removed),
+            "flagged": dict(self.flagged),
+        }

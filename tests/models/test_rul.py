@@ -1,0 +1,131 @@
+"""RUL model behaviour on small synthetic fleets with a known wear law."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from edgewise.errors import InvalidParameterError, NotFittedError
+from edgewise.models.base import RULEstimator
+from edgewise.models.conditions import ConditionNormalizer
+from edgewise.models.rul import FORMAT_VERSION, ModelFileError, RULModel, load_model, read_header
+
+
+def fleet(n_units: int = 40, seed: int = 0, regimes: int = 1) -> pd.DataFrame:
+    """Units whose 'temp' rises exponentially towards failure, under 1 or more regimes."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for unit in range(n_units):
+        life = int(rng.integers(90, 160))
+        for t in range(life):
+            regime = int(rng.integers(regimes))
+            wear = np.exp((t - life) / 20.0)
+            rows.append(
+                (unit, t, 10.0 * regime, 100.0 * regime + wear + rng.normal(0, 0.03),
+                 50.0 * regime + rng.normal(), 7.0)
+            )
+    return pd.DataFrame(rows, columns=["unit", "cycle", "load", "temp", "noise", "flat"])
+
+
+def truncate(df: pd.DataFrame, seed: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    parts, truth = [], []
+    for _, g in df.groupby("unit"):
+        k = int(rng.integers(30, len(g)))
+        parts.append(g.iloc[:k])
+        truth.append(min(60.0, len(g) - k))
+    return pd.concat(parts), np.array(truth)
+
+
+def test_predicts_known_wear_within_a_few_steps() -> None:
+    """Check that RMSE on unseen units is far below the spread of the target."""
+    model = RULModel(models=("gbm",), cap=60.0, n_estimators=150).fit(fleet())
+    test, truth = truncate(fleet(seed=5))
+    point = model.predict(test).to_numpy()
+    rmse = float(np.sqrt(np.mean((point - truth) ** 2)))
+    assert rmse < 0.4 * truth.std()
+    assert isinstance(model, RULEstimator)
+
+
+def test_intervals_cover_most_unseen_units() -> None:
+    """Check that 90% conformal intervals hold the truth for most unseen units."""
+    model = RULModel(models=("gbm",), cap=60.0, n_estimators=150).fit(fleet(60))
+    test, truth = truncate(fleet(60, seed=7))
+    point, low, high = model.predict_interval(test)
+    assert np.all(low <= point) and np.all(point <= high)
+    assert np.mean((truth >= low) & (truth <= high)) >= 0.75
+
+
+def test_regimes_are_found_and_removed() -> None:
+    """Check that three operating regimes are found and a flat sensor is dropped."""
+    df = fleet(20, regimes=3)
+    norm = ConditionNormalizer().fit(df[["load"]].to_numpy(), df[["temp", "noise", "flat"]])
+    assert norm.n_conditions_ == 3
+    assert norm.keep_.tolist() == [True, True, False]
+    z = norm.transform(df[["load"]].to_numpy(), df[["temp", "noise", "flat"]])
+    assert abs(z[:, 1].mean()) < 0.1 and abs(z[:, 1].std() - 1) < 0.1
+
+
+def test_single_regime_fleet_gets_one_condition() -> None:
+    """Check that settings that are only noise do not make regimes."""
+    rng = np.random.default_rng(0)
+    norm = ConditionNormalizer().fit(rng.normal(size=(500, 2)), rng.normal(size=(500, 1)))
+    assert norm.n_conditions_ == 1
+
+
+def test_cnn_member_and_stacking_weights() -> None:
+    """Check that the two-member ensemble fits, and its weights are non-negative and sum to 1."""
+    model = RULModel(
+        models=("gbm", "cnn"), cap=60.0, n_estimators=50, cnn_epochs=3, window=10
+    ).fit(fleet(20))
+    assert model.weights_.shape == (2,)
+    assert np.all(model.weights_ >= 0) and model.weights_.sum() == pytest.approx(1.0)
+    assert len(model.predict(fleet(5, seed=3))) == 5
+
+
+def test_missing_columns_are_named() -> None:
+    """Check that a missing column is named in the error, at fit and at predict."""
+    with pytest.raises(InvalidParameterError, match=r"lacks the column\(s\) \['hours'\]"):
+        RULModel(time_column="hours").fit(fleet(5))
+    model = RULModel(models=("gbm",), n_estimators=10, cap=60.0).fit(fleet(8))
+    with pytest.raises(InvalidParameterError, match=r"\['temp'\]"):
+        model.predict(fleet(3).drop(columns="temp"))
+
+
+def test_bad_parameters_and_order() -> None:
+    """Check parameter and call-order errors name the parameter and the call."""
+    with pytest.raises(InvalidParameterError, match="'window' parameter of RULModel"):
+        RULModel(window=1).fit(fleet(5))
+    with pytest.raises(InvalidParameterError, match="'models' parameter"):
+        RULModel(models=("svm",)).fit(fleet(5))
+    with pytest.raises(NotFittedError, match="call fit"):
+        RULModel().predict(fleet(2))
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    """Check that a saved model loads with its header and predicts the same."""
+    df = fleet(10)
+    model = RULModel(models=("gbm",), n_estimators=20, cap=60.0).fit(df)
+    path = tmp_path / "m.rul"
+    size = model.save(path)
+    assert size == path.stat().st_size
+    head = read_header(path)
+    assert head["format_version"] == FORMAT_VERSION
+    assert head["features"][-1] == "age" and len(head["training_data_sha256"]) == 64
+    again = load_model(path)
+    np.testing.assert_array_equal(again.predict(df), model.predict(df))
+
+
+def test_foreign_or_future_files_are_refused(tmp_path: Path) -> None:
+    """Check that a non-model file and a newer format version are refused by name."""
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"hello")
+    with pytest.raises(ModelFileError, match="not an Edgewise RUL model"):
+        load_model(junk)
+    future = tmp_path / "future.rul"
+    future.write_bytes(b'EDGEWISE-RUL\n{"format_version": 99}\n')
+    with pytest.raises(ModelFileError, match="format version 99"):
+        load_model(future)

@@ -1,0 +1,48 @@
+"""``edgewise quality FILE.csv`` as a real process, on a CSV with planted faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tests.conftest import REPO
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run([sys.executable, "-m", "edgewise", "quality", *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_report_and_plots_for_a_faulty_csv(tmp_path: Path) -> None:
+    """Check the JSON figures and that a PNG is drawn for the metric with issues."""
+    rng = np.random.default_rng(0)
+    ts = 1_700_000_000 + np.arange(400)
+    temp = 20 + rng.normal(0, 0.2, 400)
+    temp[123] = 80.0
+    df = pd.DataFrame({"ts": ts, "temp": temp, "rpm": 1500 + rng.normal(0, 5, 400)})
+    df = pd.concat([df, df.iloc[[7]]])
+    df.to_csv(tmp_path / "r.csv", index=False)
+    done = run(str(tmp_path / "r.csv"), "--device", "pump-1", "--plots", str(tmp_path / "png"),
+               "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    temp_m = out["devices"]["pump-1"]["metrics"]["temp"]
+    assert temp_m["spikes"] == 1 and temp_m["duplicates"] == 1
+    assert out["devices"]["pump-1"]["metrics"]["rpm"]["spikes"] == 0
+    assert [Path(p).name for p in out["plots"]] == ["pump-1__temp.png"]
+    assert Path(out["plots"][0]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_time_column_is_one_line(tmp_path: Path) -> None:
+    """Check that a CSV without the time column fails with a line naming it."""
+    pd.DataFrame({"t": [1, 2], "v": [1.0, 2.0]}).to_csv(tmp_path / "r.csv", index=False)
+    done = run(str(tmp_path / "r.csv"))
+    assert done.returncode == 2
+    assert "no time column 'ts'" in done.stderr
