@@ -93,3 +93,5 @@ def test_bench_edge_json(shared_data, tmp_path):
     assert res["multivariate"]["onnx_t2_max_rel_err"] < 1e-9
     assert res["rul"]["c_flash_bytes"] < 32768
     assert abs(res["rul"]["rmse_c"] - res["rul"]["rmse_python"]) < 0.5
+    rm = res["rul_model"]   # the library's RUL model: parity whole, size reported (196 KB)
+    assert abs(rm["rmse_c"] - rm["rmse_python"]) < 0.5 and rm["fit32k_c_flash_bytes"] <= 32768
