@@ -36,3 +36,26 @@ def test_rul_model_gbm_in_c_matches_python_on_cmapss(shared_data):
                    name="rulm_small")
     assert small.flash_bytes < c.flash_bytes <= 32 * 1024  # 60 trees fit; bench: the 400 do not
     assert _rmse(np.clip(small.predict(F), 0, model.cap), truth) < 2 * _rmse(py, truth)
+
+
+def test_compact_trees_cut_flash_with_the_same_splits(shared_data, fd001):
+    """Check that the compact layout (shared exact thresholds, int16 leaves) computes its
+    reference exactly and float32 C within the stated leaf bound, on ~2/3 of the flash."""
+    from lightgbm import LGBMRegressor
+
+    from edgewise.edge.export_compact import compact_reference
+
+    Xtr, ytr, Xte, _ = fd001
+    gbm = LGBMRegressor(n_estimators=80, num_leaves=31, learning_rate=0.05, verbose=-1,
+                        random_state=0).fit(Xtr, ytr)
+    table = compress.tree_table(gbm)
+    full = export(gbm, format="c", name="lgb_f32")
+    comp = export(gbm, format="c", dtype="compact", name="lgb_cmp")
+    ref = compact_reference(table).predict(Xte.astype(np.float32))
+    got = comp.predict(Xte)
+    assert np.abs(got - ref).max() < 1e-3
+    leaves = table.value[table.feature < 0]
+    bound = table.n_trees * np.abs(leaves).max() / 32767 / 2     # int16 leaf rounding
+    assert 0 < np.abs(got - full.predict(Xte)).max() <= bound + 1e-3
+    assert comp.flash_bytes < 0.7 * full.flash_bytes
+    assert not undefined_symbols(comp.object_file()) & set(ALLOCATORS)

@@ -87,7 +87,7 @@ def export(
             f"Cannot export {type(model).__name__} to format={format!r} with dtype={dtype!r}. "
             f"Supported for {type(model).__name__}: {combos}."
         )
-    if dtype == "int8" and calibration is None:
+    if dtype == "int8" and calibration is None:  # "compact" (trees) needs none: splits stay exact
         raise ExportError(f"dtype='int8' export of {type(model).__name__} needs calibration rows "
                           "from real data: export(..., calibration=X).")
     return fn(model, name=name, calibration=calibration)
@@ -119,8 +119,15 @@ def _trees_onnx(model: Any, *, name: str, calibration: Any) -> OnnxExport:
     return export_onnx.export_trees(compress.tree_table(model), name=name)
 
 
+def _trees_c_compact(model: Any, *, name: str, calibration: Any) -> CExport:
+    from edgewise.edge.export_compact import export_trees_compact
+
+    return export_trees_compact(compress.tree_table(model), name=name)
+
+
 for _t in (*compress.TREE_MODELS, "TreeTable"):
     register(_t, "c", "float32")(_trees_c)
+    register(_t, "c", "compact")(_trees_c_compact)
     register(_t, "c", "int8")(_trees_c_int8)
     register(_t, "onnx", "float32")(_trees_onnx)
 
