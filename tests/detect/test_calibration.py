@@ -117,3 +117,24 @@ def test_invalid_parameters_are_named():
         Mahalanobis(shrinkage=2.0)
     with pytest.raises(InvalidParameterError, match=r"'threshold' parameter of Threshold"):
         Threshold(ContextLikelihood(), threshold=1.5)
+
+
+def test_a_pickle_from_before_the_ensemble_loads_as_one_member() -> None:
+    """Gateways keep detector state across restarts: a single-member (1-D) state saved
+    by the previous version must resume as ``warmup_spread=0`` with identical scores."""
+    import pickle
+
+    rng = np.random.default_rng(3)
+    x = np.sin(np.arange(1500) / 15) + 0.1 * rng.standard_normal(1500)
+    x[1200] = 5.0
+    new = ContextLikelihood(warmup=280, warmup_spread=0)
+    new.score_many(x[:600])
+    old = ContextLikelihood(warmup=280, warmup_spread=0)
+    old.score_many(x[:600])
+    # the old layout: 1-D state and table, 19 parameters, no warmup_spread attribute
+    old.state_, old.table_, old._p = old.state_[0].copy(), old.table_[0].copy(), old._p[:19]
+    del old.__dict__["warmup_spread"]
+    restored = ContextLikelihood.loads(pickle.dumps(old))
+    assert restored.state_.shape == new.state_.shape and restored.warmup_spread == 0
+    np.testing.assert_array_equal(restored.score_many(x[600:]), new.score_many(x[600:]))
+    assert restored.score_many(np.array([50.0]))[0] == 1.0

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from edgewise.cli._app import DataDir, Json, app, fail
+from edgewise.cli._app import DataDir, Json, fail
 from edgewise.cli.label import _iso, label_app
+from edgewise.cli.rul import train_app
 
 Device = Annotated[str, typer.Option("--device", help="The device.")]
 Csv = Annotated[Path | None, typer.Option(
@@ -73,10 +74,12 @@ def suggest_cmd(
                    f"score {it['score']:.3f}  {'ALARM' if it['alarm'] else 'quiet'}")
 
 
-@app.command("train")
+@train_app.callback(invoke_without_command=True)
 def train_cmd(
-    device: Device,
+    ctx: typer.Context,
     data_dir: DataDir,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="The device (with --with-labels).")] = None,
     with_labels: Annotated[bool, typer.Option(
         "--with-labels", help="Train the label-aware models from the label store.")] = False,
     csv: Csv = None,
@@ -84,13 +87,17 @@ def train_cmd(
     window: Window = None,
     json_out: Json = False,
 ) -> None:
-    """Train a device's models; with --with-labels: per-device thresholds and pattern
-    memory from its labels, and a fault-type classifier when fault classes are labelled."""
+    """Train models: 'train rul …' for remaining useful life; with --with-labels --device D,
+    a device's thresholds and pattern memory from its labels, and a fault-type classifier
+    when fault classes are labelled."""
+    if ctx.invoked_subcommand is not None:
+        return
     from edgewise.label.store import LabelStore
     from edgewise.label.workflow import train_with_labels
 
-    if not with_labels:
-        raise fail("Only 'edgewise train --with-labels' is available in this build.")
+    if not with_labels or device is None:
+        raise fail("Say what to train: 'edgewise train rul …', or "
+                   "'edgewise train --with-labels --device D'.")
     hist = _history(device, csv, store, data_dir)
     labels = LabelStore(data_dir)
     try:
