@@ -88,15 +88,16 @@ def test_default_detector_c_nan_inf_skipped():
 
 def test_default_detector_small_key_set_overflows_honestly(shared_data):
     """Check that a key set too small for the stream diverges (and a large one does not)."""
-    x = _nab(shared_data, "realAWSCloudwatch/ec2_network_in_5abac7.csv")  # 647 transitions
-    py = default_detector().score_many(x)
-    small = export_context_likelihood_c(default_detector(), name="clik_small", capacity=64)
-    assert np.abs(small.score_many(x) - py).max() > 0.1
-    big = export_context_likelihood_c(default_detector(), name="clik_big", capacity=800)
-    assert np.abs(big.score_many(x) - py).max() < SCORE_TOL
+    x = _nab(shared_data, "realAWSCloudwatch/ec2_network_in_5abac7.csv")  # many transitions
     learned = default_detector()
-    learned.score_many(x)
-    with pytest.raises(ExportError, match="seen 647 transitions"):
+    py = learned.score_many(x)
+    need = int(np.count_nonzero(learned.table_))
+    assert need > 749                     # more than the default (2 KiB) key set holds
+    small = export_context_likelihood_c(default_detector(), name="clik_small")
+    assert small.ram_bytes < 2048 and np.abs(small.score_many(x) - py).max() > 0.01
+    big = export_context_likelihood_c(default_detector(), name="clik_big", capacity=need + 1)
+    assert np.abs(big.score_many(x) - py).max() < SCORE_TOL
+    with pytest.raises(ExportError, match=f"seen {need} transitions"):
         export_context_likelihood_c(learned, name="clik_full", capacity=256)
 
 

@@ -119,22 +119,39 @@ def _bench_detector(det: Any, values: np.ndarray, repeats: int, onnx: bool) -> d
 
 
 def _all_nab_parity(shared_data: str | Path) -> dict[str, Any]:
-    """The default detector's C against Python on every NAB series: worst error, alerts."""
+    """The default detector's C against Python on every NAB series: worst error, alerts, and
+    the series whose transitions overflow the 2 KiB key set (then a big enough set's parity)."""
     from edgewise.detect import default_detector
     from edgewise.edge import export
+    from edgewise.edge.export_detectors import export_context_likelihood_c
 
     c_det = export(default_detector(), format="c", name="clik_all")
     files = sorted((Path(shared_data) / "nab" / "data").glob("*/*.csv"))
-    worst, alerts_py, alerts_c, readings = 0.0, 0, 0, 0
+    worst, alerts_py, alerts_c, readings, need_max = 0.0, 0, 0, 0, 0
+    differing: list[str] = []
+    series = []
     for f in files:
-        v = nab_values(shared_data, str(f.relative_to(Path(shared_data) / "nab" / "data")))
-        py, c = default_detector().score_many(v), c_det.score_many(v)
-        worst = max(worst, float(np.abs(py - c).max()))
+        rel = str(f.relative_to(Path(shared_data) / "nab" / "data"))
+        v = nab_values(shared_data, rel)
+        d = default_detector()
+        py, c = d.score_many(v), c_det.score_many(v)
+        err = float(np.abs(py - c).max())
+        worst = max(worst, err)
+        need_max = max(need_max, int(np.count_nonzero(d.table_)))
+        if err > 1e-9:
+            differing.append(rel)
         alerts_py += int((py >= 0.9).sum())
         alerts_c += int((c >= 0.9).sum())
         readings += len(v)
-    return {"series": len(files), "readings": readings, "parity_max_abs_err": worst,
-            "alerts_python": alerts_py, "alerts_c": alerts_c}
+        series.append((v, py))
+    big = export_context_likelihood_c(default_detector(), name="clik_big", capacity=need_max + 1)
+    worst_big = max(float(np.abs(big.score_many(v) - py).max()) for v, py in series)
+    capacity = int(c_det.files["clik_all.h"].split("CLIK_ALL_CAPACITY ")[1].split()[0])
+    return {"series": len(files), "readings": readings, "capacity": capacity,
+            "parity_max_abs_err": worst, "series_differing": differing,
+            "alerts_python": alerts_py, "alerts_c": alerts_c,
+            "keys_needed_max": need_max, "exact_capacity_ram_bytes": big.ram_bytes,
+            "exact_capacity_parity_max_abs_err": worst_big}
 
 
 def nab_matrix(shared_data: str | Path, n_metrics: int = 4) -> np.ndarray:

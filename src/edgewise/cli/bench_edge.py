@@ -103,10 +103,17 @@ def bench_edge(
             (f"Detector: the default ContextLikelihood (and EWZScore for comparison) over NAB "
              f"`{res['detector']['series']}` ({res['detector']['readings']} readings); "
              f"ContextLikelihood also over all {res['detector']['all_nab']['series']} NAB series "
-             f"({res['detector']['all_nab']['readings']} readings): max abs error "
-             f"{res['detector']['all_nab']['parity_max_abs_err']:.3g}, alerts "
+             f"({res['detector']['all_nab']['readings']} readings): identical scores on all "
+             f"but {len(res['detector']['all_nab']['series_differing'])} "
+             f"({', '.join(res['detector']['all_nab']['series_differing'])}), whose "
+             f"transitions overflow the {res['detector']['all_nab']['capacity']}-key set "
+             f"(max abs error {res['detector']['all_nab']['parity_max_abs_err']:.3g}; alerts "
              f"{res['detector']['all_nab']['alerts_c']} C vs "
-             f"{res['detector']['all_nab']['alerts_python']} Python."),
+             f"{res['detector']['all_nab']['alerts_python']} Python); with "
+             f"{res['detector']['all_nab']['keys_needed_max'] + 1} keys "
+             f"({res['detector']['all_nab']['exact_capacity_ram_bytes']} bytes of RAM) the "
+             "max abs error is "
+             f"{res['detector']['all_nab']['exact_capacity_parity_max_abs_err']:.3g}."),
             (f"Multivariate: default Mahalanobis over {res['multivariate']['data']}, "
              f"{res['multivariate']['readings']} rows."),
             (f"RUL (`rul`): {res['rul']['model']}; {res['rul']['n_features']} window features; "
@@ -135,8 +142,9 @@ def bench_edge(
             "  one byte, 4 bytes per node, int16 leaves (splits unchanged). C takes float32",
             "  features (Python float64): a few units cross a split, hence the max diff.",
             "- ContextLikelihood C works in double (its symbol grid and hashed transitions need",
-            "  it for parity) and keeps the seen transitions as a set of 800 16-bit keys",
-            "  (Python: 2^14 int32 counters, of which only 'seen or not' is read).",
+            "  it for parity) and keeps the transitions its two members have seen as one set of",
+            "  16-bit keys, as many as fit under 2 KiB (Python: 2 x 2^14 int32 counters, of",
+            "  which only 'seen or not' is read).",
             "- The univariate detector has no ONNX graph (uint64 hashing of a growing",
             "  transition set); Mahalanobis's ONNX is the frozen scoring step (T², double).",
             "", "```json", json.dumps(res, indent=1), "```", "",

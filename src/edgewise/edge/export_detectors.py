@@ -1,14 +1,16 @@
 """C99 and ONNX for the default detectors: ContextLikelihood and Mahalanobis.
 
 :func:`export_context_likelihood_c` ports the Numba step of
-:class:`~edgewise.detect.context_likelihood.ContextLikelihood` line for line to C99 in double
-precision, with the detector's learned state (state vector and the transitions seen so far)
-as the start. Python's transition table holds ``2**table_bits`` counters (64 KiB by default),
-but only "seen or not" is ever read, so the C keeps the *set* of seen hashed keys in a
-fixed open-addressing array of ``capacity`` 16-bit slots: the whole state is then under
-2 KiB. A stream that sees more distinct transitions than the set holds (none of the 58 NAB
-series does at the default 800) stops remembering new ones; they count in ``overflow`` and
-keep scoring as novel, so scores can then differ from Python's.
+:class:`~edgewise.detect.context_likelihood.ContextLikelihood` (both members of its ensemble and
+the shared repeat suppression) line for line to C99 in double precision, with the detector's
+learned state (state rows and the transitions seen so far) as the start. Python's transition
+tables hold ``2**table_bits`` counters per member (64 KiB each by default), but only "seen or
+not" is ever read, so the C keeps the *set* of seen hashed keys (tagged with the member) in a
+fixed open-addressing array of 16-bit slots, by default as many as keep the whole state under
+2 KiB (749 for the default two members). A stream that sees more distinct transitions than
+that (2 of the 58 NAB series do) stops remembering new ones; they count in ``overflow`` and
+keep scoring as novel, so its scores can then differ from Python's; a larger ``capacity``
+restores exact parity at the cost of RAM.
 
 :func:`export_mahalanobis_c` runs the streaming Hotelling T² detector (score then learn) over a
 fixed metric list with a Cholesky solve; :func:`export_mahalanobis_onnx` is its scoring step
@@ -37,7 +39,6 @@ __all__ = [
     "mahalanobis_frozen",
 ]
 
-DEFAULT_CAPACITY = 800
 
 
 def _d(v: float) -> str:
@@ -63,8 +64,25 @@ def _guard(name: str) -> str:
 # -- ContextLikelihood ---------------------------------------------------------------------
 
 
+def _members(det: Any) -> tuple[np.ndarray, np.ndarray, list[int], int]:
+    """State rows, tables, each member's warm-up, and the age at which suppression starts."""
+    state = np.atleast_2d(det.state_)
+    table = np.atleast_2d(det.table_)
+    p = det._p
+    warm = int(p[2])
+    spread = int(p[19]) if len(p) > 19 else 0
+    n = len(state)
+    warms = [warm if n == 1 else warm - spread + 2 * spread * m // (n - 1) for m in range(n)]
+    return state, table, warms, warm - spread
+
+
+def _auto_capacity(n_doubles: int) -> int:
+    """The most key slots that keep the whole state under 2 KiB."""
+    return max(16, (2047 - 4 - 8 * n_doubles) // 2)
+
+
 def export_context_likelihood_c(det: Any, name: str = "clik",
-                                capacity: int = DEFAULT_CAPACITY) -> CExport:
+                                capacity: int | None = None) -> CExport:
     """C99 for a :class:`~edgewise.detect.context_likelihood.ContextLikelihood`.
 
     Parameters
@@ -74,20 +92,28 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
     name
         C symbol prefix.
     capacity
-        Slots of the seen-transition set (at most 65535; one is kept empty).
+        Slots of the seen-transition set shared by the members (at most 65535; one is kept
+        empty). ``None``: as many as keep the whole state under 2 KiB.
 
     Returns
     -------
     CExport
-        ``kind="detector"`` with double inputs/outputs (``value_dtype="float64"``).
+        ``kind="detector"`` with double inputs/outputs (``dtype="float64"``).
     """
     check_c_name(name)
-    if int(det.table_bits) > 16:
-        raise ExportError(f"ContextLikelihood table_bits={det.table_bits} does not fit the "
-                          "16-bit key set of the C export; allowed: 4..16.")
+    state, table, warms, start = _members(det)
+    n_m, n_state = state.shape
+    tb = int(det.table_bits)
+    if (n_m << tb) > 0xFFFF:
+        raise ExportError(f"ContextLikelihood table_bits={tb} with {n_m} members does not fit "
+                          f"the 16-bit key set of the C export; allowed: table_bits <= "
+                          f"{15 - (n_m - 1).bit_length() if n_m > 1 else 15}.")
+    if capacity is None:
+        capacity = _auto_capacity(n_m * n_state)
     if not 16 <= capacity <= 65535:
         raise ExportError(f"capacity={capacity} slots is outside the allowed 16..65535.")
-    seen = np.flatnonzero(det.table_).astype(np.int64)
+    seen = np.concatenate([np.flatnonzero(table[m]).astype(np.int64) | (m << tb)
+                           for m in range(n_m)])
     if len(seen) > capacity - 1:
         raise ExportError(f"The detector has seen {len(seen)} transitions; capacity={capacity} "
                           f"holds at most {capacity - 1}. Export with capacity >= {len(seen) + 1}.")
@@ -95,9 +121,8 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
     N = n.upper()
     p = det._p
     ws, ws2 = int(det.short_window), int(det.slow_window)
-    n_state = len(det.state_)
-    ram = 8 * n_state + 2 * capacity + 4
-    flash_tables = 8 * n_state + 2 * max(len(seen), 1)
+    ram = 8 * n_m * n_state + 2 * capacity + 4
+    flash_tables = 8 * n_m * n_state + 2 * max(len(seen), 1) + 4 * n_m
     empty = 0xFFFF
     init_keys, init_keys_loop = "", "/* no transitions learned yet */"
     if len(seen):
@@ -106,12 +131,13 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
         init_keys_loop = f"for (i = 0; i < {len(seen)}u; ++i) add(st, INIT_KEYS[i]);"
     h = f"""/* {n}.h: ContextLikelihood (Edgewise's default univariate detector), generated.
  *
- * RAM:   {N}_RAM_BYTES (= {ram}) bytes of state per stream: {n_state} doubles and a set of
- *        {capacity} 16-bit transition keys. No heap, no malloc.
+ * RAM:   {N}_RAM_BYTES (= {ram}) bytes of state per stream: {n_m} member(s) x {n_state} doubles
+ *        and a set of {capacity} 16-bit transition keys. No heap, no malloc.
  * FLASH: {N}_FLASH_BYTES (= {flash_tables}) bytes of initial-state tables, plus code.
  * Use:   {n}_state_t s; {n}_init(&s); for each reading v: score = {n}_step(&s, v);
  *        score in [0, 1]; >= {N}_THRESHOLD means anomaly. NaN/inf readings score 0
- *        and are not learned. s.overflow counts transitions the key set had no room for.
+ *        and are not learned. s.overflow counts transitions the key set had no room for
+ *        (then scores may differ from the Python detector's).
  */
 #ifndef {_guard(n)}
 #define {_guard(n)}
@@ -119,13 +145,14 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
 
 #define {N}_RAM_BYTES {ram}
 #define {N}_FLASH_BYTES {flash_tables}
+#define {N}_N_MEMBERS {n_m}
 #define {N}_N_STATE {n_state}
 #define {N}_CAPACITY {capacity}
 #define {N}_THRESHOLD 0.9
 
 typedef struct {{
-    double s[{N}_N_STATE];          /* the Python detector's state_ vector, same layout */
-    uint16_t keys[{N}_CAPACITY];    /* seen hashed transitions; 0xFFFF = empty slot */
+    double s[{N}_N_MEMBERS][{N}_N_STATE]; /* the Python detector's state_ rows, same layout */
+    uint16_t keys[{N}_CAPACITY];    /* seen transitions, member << {tb} | key; 0xFFFF: empty */
     uint16_t n_keys;
     uint16_t overflow;              /* new transitions not stored (set full), saturating */
 }} {n}_state_t;
@@ -137,16 +164,17 @@ void {n}_run({n}_state_t *st, const double *v, double *out, uint32_t count);
 
 #endif
 """
-    c = f"""/* {n}.c: generated by Edgewise from ContextLikelihood({', '.join(
-        f'{k}={getattr(det, k)!r}' for k in ('bins', 'bins2', 'warmup', 'short_window',
-                                             'slow_window', 'table_bits'))}, ...);
- * initial state learned from {int(det.state_[0])} readings, {len(seen)} transitions seen. */
+    params = ", ".join(f"{k}={getattr(det, k, None)!r}" for k in (
+        "bins", "bins2", "warmup", "warmup_spread", "short_window", "slow_window",
+        "table_bits"))
+    c = f"""/* {n}.c: generated by Edgewise from ContextLikelihood({params}, ...);
+ * initial state learned from {int(state[0][0])} readings, {len(seen)} transitions seen. */
 #include <math.h>
 #include "{n}.h"
 
+#define NM {n_m}
 #define BINS {_d(p[0])}
 #define BINS2 {_d(p[1])}
-#define WARM {int(p[2])}
 #define WS {ws}
 #define ALONG {_d(p[4])}
 #define SDMIN {_d(p[5])}
@@ -163,14 +191,17 @@ void {n}_run({n}_state_t *st, const double *v, double *out, uint32_t count);
 #define ZW {_d(p[16])}
 #define ZC {_d(p[17])}
 #define DIGITS {_d(p[18])}
-#define MASK {(1 << int(det.table_bits)) - 1}u
+#define START {start}   /* stream age from which repeat suppression runs */
+#define TB {tb}
+#define MASK {(1 << tb) - 1}u
 #define EMPTY {empty}u
 #define GOLDEN 0x9E3779B97F4A7C15ull
 
 enum {{ T_, MN, MX, M_, V_, W_, W2, X0, RSUM, RI, MUL, VL, NL, CD, NH, H0, H1,
        RSUM2, RI2, MUL2, VL2, NAL, RING }};
 
-{_darray("INIT_STATE", det.state_)}
+static const int32_t WARM[NM] = {{ {", ".join(str(w) for w in warms)} }};
+{_darray("INIT_STATE", state.ravel())}
 {init_keys}
 static uint64_t mix(uint64_t h, int64_t v) {{
     uint64_t u = (uint64_t)(v & 0xFFFFFFFFFFFFll);
@@ -188,7 +219,7 @@ static int seen(const {n}_state_t *st, uint16_t key) {{
     return st->keys[find(st, key)] == key;
 }}
 
-static void add(({n}_state_t *st), uint16_t key) {{
+static void add({n}_state_t *st, uint16_t key) {{
     uint32_t i = find(st, key);
     if (st->keys[i] == key) return;
     if (st->n_keys >= {N}_CAPACITY - 1) {{
@@ -200,8 +231,9 @@ static void add(({n}_state_t *st), uint16_t key) {{
 }}
 
 void {n}_init({n}_state_t *st) {{
-    uint32_t i;
-    for (i = 0; i < {N}_N_STATE; ++i) st->s[i] = INIT_STATE[i];
+    uint32_t i, m;
+    for (m = 0; m < NM; ++m)
+        for (i = 0; i < {N}_N_STATE; ++i) st->s[m][i] = INIT_STATE[m * {N}_N_STATE + i];
     for (i = 0; i < {N}_CAPACITY; ++i) st->keys[i] = EMPTY;
     st->n_keys = 0;
     st->overflow = 0;
@@ -209,9 +241,12 @@ void {n}_init({n}_state_t *st) {{
 }}
 
 static double tail_score(double shrt, double mu, double var, double sd_min) {{
-    double sd = sqrt(var), tail, sc;
+    double z = shrt - mu, sd, tail, sc;
+    if (z <= 0.0) return 0.0;
+    sd = sqrt(var);
     if (sd < sd_min) sd = sd_min;
-    tail = 0.5 * erfc((shrt - mu) / sd / sqrt(2.0));
+    if (z <= sd) return 0.0;  /* within one deviation: far below any threshold */
+    tail = 0.5 * erfc(z / sd / sqrt(2.0));
     sc = -log10(tail + 1e-10) / DIGITS;
     return sc < 0.0 ? 0.0 : (sc > 1.0 ? 1.0 : sc);
 }}
@@ -223,17 +258,19 @@ static int64_t symbol(double xv, double x0, double w) {{
     return (int64_t)floor(r);
 }}
 
-static double step({n}_state_t *st, double xv, int learn) {{
-    double *s = st->s;
-    int64_t t = (int64_t)s[T_], q, q2;
-    uint16_t key = 0, key2 = 0;
+/* one member's undamped score; when learn, also update its state */
+static double member({n}_state_t *st, int m, double xv, int learn) {{
+    double *s = st->s[m];
+    int64_t t = (int64_t)s[T_], q, q2 = 0, warm = WARM[m];
+    uint16_t key = 0, key2 = 0, tag = (uint16_t)(m << TB);
     double nov = 0.0, z, raw, rsum, shrt, rsum2 = 0.0, shrt2 = 0.0, score = 0.0, rng, a, d;
-    if (t < WARM) {{
+    int ri;
+    if (t < warm) {{
         if (learn) {{
             if (xv < s[MN]) s[MN] = xv;
             if (xv > s[MX]) s[MX] = xv;
             s[M_] += (xv - s[M_]) / (double)(t + 1);
-            if (t == WARM - 1) {{
+            if (t == warm - 1) {{
                 double floor_ = 1e-9 * (fabs(s[MX]) + 1.0);
                 s[W_] = (s[MX] - s[MN]) / BINS;
                 if (s[W_] < floor_) s[W_] = floor_;
@@ -250,12 +287,12 @@ static double step({n}_state_t *st, double xv, int learn) {{
         return 0.0;
     }}
     q = symbol(xv, s[X0], s[W_]);
-    q2 = symbol(xv, s[X0], s[W2]);
+    if (BINS2 > 0) q2 = symbol(xv, s[X0], s[W2]);
     if (s[NH] >= 1) {{
-        key = (uint16_t)(mix(mix(1000003u, (int64_t)s[H0]), q) & MASK);
+        key = (uint16_t)((mix(mix(1000003u, (int64_t)s[H0]), q) & MASK) | tag);
         nov = seen(st, key) ? 0.0 : 1.0;
         if (BINS2 > 0) {{
-            key2 = (uint16_t)(mix(mix(2000003u, (int64_t)s[H1]), q2) & MASK);
+            key2 = (uint16_t)((mix(mix(2000003u, (int64_t)s[H1]), q2) & MASK) | tag);
             nov = 0.5 * (nov + (seen(st, key2) ? 0.0 : 1.0));
         }}
     }}
@@ -277,11 +314,11 @@ static double step({n}_state_t *st, double xv, int learn) {{
     }}
     rng = s[MX] - s[MN];
     if (SPTOL > 0 && (xv > s[MX] + SPTOL * rng || xv < s[MN] - SPTOL * rng)) score = 1.0;
-    if (s[CD] > 0) score *= DAMP;
     if (!learn) return score;
     s[RING + (int)s[RI]] = raw;
     s[RSUM] = rsum;
-    s[RI] = fmod(s[RI] + 1, WS);
+    ri = (int)s[RI] + 1;
+    s[RI] = ri < WS ? ri : 0;
     a = 1.0 / (s[NL] + 1);
     if (a < ALONG) a = ALONG;
     d = shrt - s[MUL];
@@ -290,7 +327,8 @@ static double step({n}_state_t *st, double xv, int learn) {{
     if (WS2 > 0) {{
         s[RING + WS + (int)s[RI2]] = raw;
         s[RSUM2] = rsum2;
-        s[RI2] = fmod(s[RI2] + 1, WS2);
+        ri = (int)s[RI2] + 1;
+        s[RI2] = ri < WS2 ? ri : 0;
         a = 1.0 / (s[NL] + 1);
         if (a < ALONG2) a = ALONG2;
         d = shrt2 - s[MUL2];
@@ -298,14 +336,6 @@ static double step({n}_state_t *st, double xv, int learn) {{
         s[VL2] = (1 - a) * (s[VL2] + a * d * d);
     }}
     s[NL] += 1;
-    if (score >= SUPPLEVEL) {{
-        int64_t base = (int64_t)(SUPPFRAC * (double)t);
-        if (base < SUPP) base = SUPP;
-        s[NAL] += 1;
-        s[CD] = (double)(int64_t)((double)base * (1.0 + SUPPRATE * s[NAL] * 1000.0 / (double)t));
-    }} else if (s[CD] > 0) {{
-        s[CD] -= 1;
-    }}
     if (s[NH] >= 1) {{
         add(st, key);
         if (BINS2 > 0) add(st, key2);
@@ -319,6 +349,29 @@ static double step({n}_state_t *st, double xv, int learn) {{
     s[M_] += AEW * d;
     s[V_] = (1 - AEW) * (s[V_] + AEW * d * d);
     s[T_] = (double)(t + 1);
+    return score;
+}}
+
+/* the ensemble: the largest member score, then one shared repeat suppression */
+static double step({n}_state_t *st, double xv, int learn) {{
+    double *s0 = st->s[0];
+    int64_t t = (int64_t)s0[T_];
+    double score = 0.0, sc;
+    int m;
+    for (m = 0; m < NM; ++m) {{
+        sc = member(st, m, xv, learn);
+        if (sc > score) score = sc;
+    }}
+    if (s0[CD] > 0) score *= DAMP;
+    if (!learn || t < START) return score;
+    if (score >= SUPPLEVEL) {{
+        int64_t base = (int64_t)(SUPPFRAC * (double)t);
+        if (base < SUPP) base = SUPP;
+        s0[NAL] += 1;
+        s0[CD] = (double)(int64_t)((double)base * (1.0 + SUPPRATE * s0[NAL] * 1000.0 / (double)t));
+    }} else if (s0[CD] > 0) {{
+        s0[CD] -= 1;
+    }}
     return score;
 }}
 
@@ -337,7 +390,6 @@ void {n}_run({n}_state_t *st, const double *v, double *out, uint32_t count) {{
     for (i = 0; i < count; ++i) out[i] = {n}_step(st, v[i]);
 }}
 """
-    c = c.replace(f"static void add(({n}_state_t *st)", f"static void add({n}_state_t *st")
     host = f"""/* {n}_host_test.c: reads one number per line on stdin, prints its score.
  * Build: gcc -std=c99 -pedantic -Wall -Wextra -Werror -O2 {n}.c {n}_host_test.c -lm -o {n}_test */
 #include <stdio.h>
