@@ -1,4 +1,7 @@
-"""A small real gateway stand-in for agent tests (until the real gateway lands on main).
+"""A deliberately misbehaving gateway stand-in for the agent's update-attack tests.
+
+The real gateway (``edgewise serve``) is what exactly-once delivery is tested against
+(``test_agent_gateway.py``); this one exists because it can attack the agent on request.
 
 It speaks INTERFACES.md: ``POST /v1/telemetry`` with ``Authorization: Bearer`` and
 ``X-Device-Id``; stores each message idempotently by (device, seq) in SQLite; answers

@@ -49,6 +49,36 @@ def test_export_errors_are_one_line(tmp_path):
     assert r.returncode != 0 and "Supported for EWZScore: c/float32, onnx/float32" in r.stderr
 
 
+def test_export_default_detector_to_c_host_program_agrees(tmp_path, nab_series):
+    """Check that ``--detector default`` writes the default detector's C, whose host program
+    scores a NAB series as Python does."""
+    from edgewise.detect import default_detector
+
+    out = tmp_path / "out"
+    r = _cli("export", "--detector", "default", "--format", "c", "--out", str(out),
+             "--name", "clik")
+    assert r.returncode == 0, r.stderr
+    assert "ContextLikelihood" in (out / "README.md").read_text()
+    subprocess.run(["gcc", *CFLAGS, "clik.c", "clik_host_test.c", "-lm", "-o", "clik_test"],
+                   cwd=out, check=True)
+    vals = nab_series[:4000]
+    got = np.array(subprocess.run(["./clik_test"], input="\n".join(map(repr, vals.tolist())),
+                                  capture_output=True, text=True, cwd=out,
+                                  check=True).stdout.split(), float)
+    py = default_detector().score_many(vals)
+    assert np.abs(got - py).max() < 1e-8 and np.array_equal(got >= 0.9, py >= 0.9)
+
+
+def test_export_mahalanobis_needs_metrics(tmp_path):
+    """Check that a fresh multivariate detector exports with --metrics and refuses without."""
+    r = _cli("export", "--detector", "mahalanobis", "--format", "c", "--out", str(tmp_path))
+    assert r.returncode != 0 and "--metrics" in r.stderr
+    r = _cli("export", "--detector", "mahalanobis", "--metrics", "flow,pressure", "--format",
+             "c", "--out", str(tmp_path / "m"), "--name", "maha")
+    assert r.returncode == 0, r.stderr
+    assert "MAHA_N_METRICS 2" in (tmp_path / "m" / "maha.h").read_text()
+
+
 @pytest.mark.slow
 def test_bench_edge_json(shared_data, tmp_path):
     """Check that ``bench edge --json`` prints one object with the agreed keys and goals met."""
@@ -56,6 +86,14 @@ def test_bench_edge_json(shared_data, tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["detector"]["c_ram_bytes"] < 2048 and res["detector"]["c_ns_per_reading"] < 1000
-    assert res["detector"]["parity_max_abs_err"] < 1e-3
-    assert res["rul"]["c_flash_bytes"] < 32768
+    assert res["detector"]["detector"] == "ContextLikelihood"
+    assert res["detector"]["parity_max_abs_err"] < 1e-9
+    nab = res["detector"]["all_nab"]   # exact wherever the 2 KiB key set holds the transitions
+    assert len(nab["series_differing"]) <= 2 and nab["exact_capacity_parity_max_abs_err"] < 1e-9
+    assert abs(nab["alerts_c"] - nab["alerts_python"]) <= 2
+    assert res["detector_ewzscore"]["parity_max_abs_err"] < 1e-3
+    assert res["multivariate"]["onnx_t2_max_rel_err"] < 1e-9
+    assert res["rul"]["c_flash_bytes"] < 32768   # the library's RULModel, cut, compact C
     assert abs(res["rul"]["rmse_c"] - res["rul"]["rmse_python"]) < 0.5
+    assert abs(res["rul"]["full_rmse_c"] - res["rul"]["rmse_python"]) < 0.5
+    assert abs(res["rul_standin"]["rmse_c"] - res["rul_standin"]["rmse_python"]) < 0.5

@@ -30,11 +30,23 @@ def test_server_refuses_krum_with_too_few_clients(data_dir):
 
 @pytest.mark.slow
 def test_demo_publishes_a_global_model(data_dir):
-    """Check ``federate demo --clients 3 --rounds 2`` ends with a versioned global model."""
+    """Check ``federate demo --clients 3 --rounds 2`` ends with the global model signed in the
+    registry, its metadata verified."""
+    from edgewise.federated.publish import load_global_model
+
     r = _edgewise("federate", "demo", "--clients", "3", "--rounds", "2", "--json",
                   "--data-dir", str(data_dir), timeout=400)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(r.stdout)
     assert result["rounds"] == 2
-    meta = json.loads((data_dir / "models" / "federated-pump" / "v1.json").read_text())
+    assert result["model"]["version"] == "1" and result["model"]["target"] == "group:federated"
+    _, meta = load_global_model(data_dir, "federated-pump", "1")
     assert meta["rounds"] == 2 and meta["privacy"]["unit"] == "none"
+    assert meta["num_devices"] == 3 and meta["strategy"].startswith("trimmed")
+
+
+def test_demo_refuses_a_bad_rollout_target(data_dir):
+    """Check ``--rollout-to`` is checked before any process starts."""
+    r = _edgewise("federate", "demo", "--rollout-to", "fleet", "--data-dir", str(data_dir))
+    assert r.returncode != 0 and "device:<id> or group:<name>" in r.stderr
+    assert not (data_dir / "federated").exists()

@@ -25,7 +25,8 @@ def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path):
     wire = json.loads((tmp_path / "out" / "wire.json").read_text())
     nodes = {e["node"] for e in wire}
     assert len(nodes) == 3  # three distinct SuperNodes answered
-    state, meta = load_global_model(result["model"])
+    assert result["model"]["name"] == "federated-pump"
+    state, meta = load_global_model(tmp_path, "federated-pump")  # verified signature
     shapes = {k: list(v.shape) for k, v in state.items()}
     fits = [e for e in wire if e["phase"] == "train" and "count" not in
             e["array_records"].get("arrays", {})]

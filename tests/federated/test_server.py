@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from edgewise.federated.client_app import app, device_data
 from edgewise.federated.data import pump_fleet
 from edgewise.federated.inprocess import InProcessGrid
 from edgewise.federated.personalise import personalise
-from edgewise.federated.publish import load_global_model, publish_global_model
+from edgewise.federated.publish import load_global_model, register_global_model
 from edgewise.federated.server_app import load_checkpoint, run_federated
 
 torch.set_num_threads(1)
@@ -87,18 +88,42 @@ def test_personalised_model_beats_global_on_own_data():
     assert out["personal_rmse"] < out["global_rmse"]
 
 
-def test_published_model_round_trips_with_metadata(tmp_path):
-    """Check the versioned file keeps parameters, epsilon and strategy, and detects tampering."""
+def test_registered_model_verifies_and_keeps_its_metadata(tmp_path):
+    """Check the global model lands in the registry signed, with epsilon, delta, unit,
+    strategy, rounds and fleet size in the verified manifest, and that tampering is caught."""
+    from edgewise.errors import SignatureError
+    from edgewise.registry import Registry, verify
+
     res = _run(_grid(3), rounds=1)
-    path = publish_global_model(res.state_dict(), tmp_path, "pump-ae",
-                                {"privacy": res.privacy.to_dict(), "strategy": res.strategy})
-    state, meta = load_global_model(path)
-    assert meta["strategy"] == "fedavg+robust" and meta["version"] == 1
+    entry = register_global_model(res.state_dict(), tmp_path, "pump-ae", {
+        "privacy": {"unit": "device", "epsilon": 7.5, "delta": 1e-5},
+        "strategy": res.strategy, "rounds": 1, "num_devices": 3})
+    assert entry["version"] == "1" and entry["target"] == "group:federated"
+    state, meta = load_global_model(tmp_path, "pump-ae")
     assert set(state) == set(res.state_dict())
-    path.write_bytes(path.read_bytes() + b"x")
-    try:
-        load_global_model(path)
-    except ValueError as exc:
-        assert "SHA-256" in str(exc)
-    else:
-        raise AssertionError("tampered model loaded")
+    assert all(np.array_equal(state[k].numpy(), v.numpy()) for k, v in res.state_dict().items())
+    assert meta["strategy"] == "fedavg+robust" and meta["rounds"] == 1
+    assert meta["num_devices"] == 3 and meta["privacy"]["unit"] == "device"
+    assert meta["metrics"]["epsilon"] == 7.5 and meta["metrics"]["delta"] == 1e-5
+    reg = Registry(tmp_path)
+    rel = reg.releases("group:federated")[-1]
+    pub = {reg.key_id: reg.public_key_bytes}
+    m = verify(rel.manifest_bytes, rel.signature, reg.blob(rel.manifest.sha256),
+               trusted_keys=pub, device_id="pump-1", groups=["federated"])
+    assert m.key_id == entry["key_id"] and m.metadata["metrics"]["num_devices"] == 3
+    # a flipped bit in the stored model, or a forged manifest, does not verify
+    blob = tmp_path / "registry" / "blobs" / m.sha256
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 1
+    blob.write_bytes(bytes(data))
+    with pytest.raises(SignatureError, match="corrupted or tampered"):
+        load_global_model(tmp_path, "pump-ae")
+    forged = rel.manifest_bytes.replace(b'"rounds"', b'"rounds_"')
+    assert forged != rel.manifest_bytes
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify(forged, rel.signature, bytes(data), trusted_keys=pub, device_id="x",
+               groups=["federated"])
+    reg.close()
+    # the next run is the next version, with its own release counter
+    entry2 = register_global_model(res.state_dict(), tmp_path, "pump-ae", {"rounds": 2})
+    assert (entry2["version"], entry2["release"]) == ("2", 2)

@@ -13,26 +13,54 @@ from edgewise.cli._app import Json, bench_app
 
 _ROWS = [
     ("detector", "c_ram_bytes", "C RAM (state), bytes", "< 2048"),
+    ("detector", "c_flash_tables_bytes", "C flash (initial-state tables), bytes", ""),
     ("detector", "c_code_bytes", "C code, bytes (host x86-64 -O2)", ""),
     ("detector", "c_ns_per_reading", "C ns per reading", "< 1000"),
     ("detector", "python_ns_per_reading", "Python ns per reading (score_one+learn_one)", ""),
-    ("detector", "onnx_ns_per_call", "onnxruntime ns per call (1 reading)", ""),
-    ("detector", "parity_max_abs_err", "max abs score error C vs Python", "< 1e-3"),
-    ("rul", "c_flash_bytes", "C flash (model tables), bytes", "< 32768"),
-    ("rul", "c_code_bytes", "C flash incl. code, bytes (host x86-64)", ""),
-    ("rul", "rmse_python", "RMSE Python (cycles)", ""),
-    ("rul", "rmse_c", "RMSE C float32", "within 0.5 of Python"),
-    ("rul", "c_max_abs_diff", "max abs diff C vs Python (cycles)", ""),
-    ("rul", "rmse_onnx", "RMSE ONNX", ""),
-    ("rul", "onnx_bytes", "ONNX size, bytes", ""),
-    ("rul", "int8_c_flash_bytes", "C int8 flash (tables), bytes", ""),
-    ("rul", "rmse_c_int8", "RMSE C int8", ""),
-    ("rul", "pruned75_c_flash_bytes", "C flash, first 75 of 150 trees, bytes", ""),
-    ("rul", "rmse_c_pruned75", "RMSE C, first 75 trees", ""),
-    ("rul", "python_us_per_inference", "Python µs per single inference", ""),
-    ("rul", "onnx_us_per_inference", "onnxruntime µs per single inference", ""),
-    ("rul", "c_us_per_inference", "C µs per row (float32, batch via ctypes)", ""),
-    ("rul", "c_int8_us_per_inference", "C µs per row (int8, batch via ctypes)", ""),
+    ("detector", "python_batch_ns_per_reading", "Python ns per reading (Numba score_many)", ""),
+    ("detector", "parity_max_abs_err", "max abs score error C vs Python", "< 1e-9"),
+    ("detector", "alerts_c", "alerts (score >= 0.9) C; Python equal", ""),
+    ("detector_ewzscore", "c_ram_bytes", "C RAM (state), bytes", ""),
+    ("detector_ewzscore", "c_ns_per_reading", "C ns per reading", ""),
+    ("detector_ewzscore", "python_ns_per_reading", "Python ns per reading", ""),
+    ("detector_ewzscore", "onnx_ns_per_call", "onnxruntime ns per call (1 reading)", ""),
+    ("detector_ewzscore", "parity_max_abs_err", "max abs score error C (float32) vs Python",
+     "< 1e-3"),
+    ("multivariate", "c_ram_bytes", "C RAM (4 metrics), bytes", ""),
+    ("multivariate", "c_code_bytes", "C code, bytes (host x86-64 -O2)", ""),
+    ("multivariate", "c_ns_per_reading", "C ns per reading (score+learn)", ""),
+    ("multivariate", "python_ns_per_reading", "Python ns per reading", ""),
+    ("multivariate", "parity_max_abs_err", "max abs score error C vs Python", "< 1e-9"),
+    ("multivariate", "onnx_bytes", "ONNX (frozen T² step) bytes", ""),
+    ("multivariate", "onnx_ns_per_call", "onnxruntime ns per call (1 row)", ""),
+    ("multivariate", "onnx_t2_max_rel_err", "max rel T² error ONNX vs Python", "< 1e-9"),
+    ("rul_standin", "c_flash_bytes", "C flash (model tables), bytes", "< 32768"),
+    ("rul_standin", "c_code_bytes", "C flash incl. code, bytes (host x86-64)", ""),
+    ("rul_standin", "rmse_python", "RMSE Python (cycles)", ""),
+    ("rul_standin", "rmse_c", "RMSE C float32", "within 0.5 of Python"),
+    ("rul_standin", "c_max_abs_diff", "max abs diff C vs Python (cycles)", ""),
+    ("rul_standin", "rmse_onnx", "RMSE ONNX", ""),
+    ("rul_standin", "onnx_bytes", "ONNX size, bytes", ""),
+    ("rul_standin", "int8_c_flash_bytes", "C int8 flash (tables), bytes", ""),
+    ("rul_standin", "rmse_c_int8", "RMSE C int8", ""),
+    ("rul_standin", "pruned75_c_flash_bytes", "C flash, first 75 of 150 trees, bytes", ""),
+    ("rul_standin", "rmse_c_pruned75", "RMSE C, first 75 trees", ""),
+    ("rul_standin", "python_us_per_inference", "Python µs per single inference", ""),
+    ("rul_standin", "onnx_us_per_inference", "onnxruntime µs per single inference", ""),
+    ("rul_standin", "c_us_per_inference", "C µs per row (float32, batch via ctypes)", ""),
+    ("rul_standin", "c_int8_us_per_inference", "C µs per row (int8, batch via ctypes)", ""),
+    ("rul", "c_flash_bytes", "RULModel cut, compact C flash (tables), bytes", "< 32768"),
+    ("rul", "c_code_bytes", "RULModel cut, C flash incl. code, bytes (host x86-64)", ""),
+    ("rul", "rmse_python", "RULModel RMSE Python, whole (FD001 test, cycles)", ""),
+    ("rul", "rmse_c", "RULModel cut, RMSE C", "within 0.5 of Python"),
+    ("rul", "c_us_per_inference", "RULModel cut, C µs per row (batch via ctypes)", ""),
+    ("rul", "full_c_flash_bytes", "RULModel whole, C float32 flash, bytes", ""),
+    ("rul", "full_rmse_c", "RULModel whole, RMSE C float32", ""),
+    ("rul", "full_c_max_abs_diff", "RULModel whole, max abs diff C vs Python (cycles)", ""),
+    ("rul", "full_compact_c_flash_bytes", "RULModel whole, compact C flash, bytes", ""),
+    ("rul", "full_compact_rmse_c", "RULModel whole, RMSE compact C", ""),
+    ("rul", "float32_cut_c_flash_bytes", "best float32-layout cut in 32 KB: flash, bytes", ""),
+    ("rul", "float32_cut_rmse_c", "best float32-layout cut in 32 KB: RMSE C", ""),
     ("mlp", "rmse_torch", "MLP RMSE torch", ""),
     ("mlp", "rmse_c_float32", "MLP RMSE C float32", ""),
     ("mlp", "rmse_c_int8", "MLP RMSE C int8 weights", ""),
@@ -72,11 +100,27 @@ def bench_edge(
             (f"Command: `PYTHONPATH=src python -m edgewise bench edge --repeats {repeats} "
             f"--out {out}`"), "",
             f"Machine: shared 2-core VM ({res['machine']}); timings are medians of {repeats} runs.",
-            (f"Detector: default EWZScore over NAB `{res['detector']['series']}` "
-            f"({res['detector']['readings']} readings)."),
-            (f"RUL: {res['rul']['model']}; {res['rul']['n_train']} train / "
-            f"{res['rul']['n_test']} test windows (units 81-100), {res['rul']['n_features']} "
-            "features."), "",
+            (f"Detector: the default ContextLikelihood (and EWZScore for comparison) over NAB "
+             f"`{res['detector']['series']}` ({res['detector']['readings']} readings); "
+             f"ContextLikelihood also over all {res['detector']['all_nab']['series']} NAB series "
+             f"({res['detector']['all_nab']['readings']} readings): identical scores on all "
+             f"but {len(res['detector']['all_nab']['series_differing'])} "
+             f"({', '.join(res['detector']['all_nab']['series_differing'])}), whose "
+             f"transitions overflow the {res['detector']['all_nab']['capacity']}-key set "
+             f"(max abs error {res['detector']['all_nab']['parity_max_abs_err']:.3g}; alerts "
+             f"{res['detector']['all_nab']['alerts_c']} C vs "
+             f"{res['detector']['all_nab']['alerts_python']} Python); with "
+             f"{res['detector']['all_nab']['keys_needed_max'] + 1} keys "
+             f"({res['detector']['all_nab']['exact_capacity_ram_bytes']} bytes of RAM) the "
+             "max abs error is "
+             f"{res['detector']['all_nab']['exact_capacity_parity_max_abs_err']:.3g}."),
+            (f"Multivariate: default Mahalanobis over {res['multivariate']['data']}, "
+             f"{res['multivariate']['readings']} rows."),
+            (f"RUL (`rul`): {res['rul']['model']}; {res['rul']['n_features']} window features; "
+             f"exported as {res['rul']['export']} (the most accurate cut that fits 32 KB)."),
+            (f"RUL stand-in (`rul_standin`, the earlier figure): {res['rul_standin']['model']}; "
+             f"{res['rul_standin']['n_train']} train / {res['rul_standin']['n_test']} test "
+             f"windows (units 81-100), {res['rul_standin']['n_features']} features."), "",
             "| part | figure | value | goal |", "|---|---|---|---|",
         ]
         for part, key, label, goal in _ROWS:
@@ -91,6 +135,18 @@ def bench_edge(
             "- int8 trees: features coded to 0..255 per feature (range from the training rows),",
             "  int16 leaves; flash counts the model tables only (code on top: see incl. code).",
             "- 'first 75 trees' is pruning by truncating the boosted ensemble.",
+            "- RULModel: only the boosted member is exported; the window features and the",
+            "  per-regime normaliser are computed before the call. Whole, its 400 trees need",
+            "  196 KB (float32) or 123 KB (compact); the cut keeps the first trees to a depth.",
+            "  Compact: each distinct (feature, threshold) stored once as float32 and indexed by",
+            "  one byte, 4 bytes per node, int16 leaves (splits unchanged). C takes float32",
+            "  features (Python float64): a few units cross a split, hence the max diff.",
+            "- ContextLikelihood C works in double (its symbol grid and hashed transitions need",
+            "  it for parity) and keeps the transitions its two members have seen as one set of",
+            "  16-bit keys, as many as fit under 2 KiB (Python: 2 x 2^14 int32 counters, of",
+            "  which only 'seen or not' is read).",
+            "- The univariate detector has no ONNX graph (uint64 hashing of a growing",
+            "  transition set); Mahalanobis's ONNX is the frozen scoring step (T², double).",
             "", "```json", json.dumps(res, indent=1), "```", "",
         ]
         out.parent.mkdir(parents=True, exist_ok=True)

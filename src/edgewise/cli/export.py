@@ -9,7 +9,12 @@ import typer
 
 from edgewise.cli._app import app, fail
 
-_DETECTORS = {"ewzscore": "edgewise.detect.zscore:EWZScore"}
+_DETECTORS = {  # ``--detector`` names (as edgewise.detect.get_detector spells them)
+    "context-likelihood": "edgewise.detect.context_likelihood:ContextLikelihood",
+    "default": "edgewise.detect.context_likelihood:ContextLikelihood",
+    "ewzscore": "edgewise.detect.zscore:EWZScore",
+    "mahalanobis": "edgewise.detect.mahalanobis:Mahalanobis",
+}
 
 _README_C = """# {name}: {what} for a device
 
@@ -58,7 +63,10 @@ def export_cmd(
     dtype: Annotated[str, typer.Option(help="float32 or int8.")] = "float32",
     name: Annotated[str, typer.Option(help="C symbol prefix / graph name.")] = "model",
     detector: Annotated[str, typer.Option(
-        help="Export a fresh streaming detector that learns on the device (e.g. ewzscore).")] = "",
+        help="Export a fresh streaming detector that learns on the device: context-likelihood "
+             "(the default detector), mahalanobis (needs --metrics) or ewzscore.")] = "",
+    metrics: Annotated[str, typer.Option(
+        help="Comma-separated metric names, in input order (--detector mahalanobis).")] = "",
     calibration: Annotated[Path | None, typer.Option(
         help="CSV of real input rows (no header) for int8 ranges.")] = None,
 ) -> None:
@@ -68,7 +76,7 @@ def export_cmd(
 
     import numpy as np
 
-    from edgewise.edge import CExport, export
+    from edgewise.edge import CExport, OnnxExport, export
 
     if detector:
         if detector.lower() not in _DETECTORS:
@@ -82,12 +90,25 @@ def export_cmd(
     else:
         raise fail("Give MODEL_FILE or --detector NAME.")
     calib = np.loadtxt(calibration, delimiter=",", ndmin=2) if calibration else None
-    ex = export(model, format=format, dtype=dtype, name=name, calibration=calib)
+    if detector.lower() == "mahalanobis" and format == "c":
+        from edgewise.edge.export_detectors import export_mahalanobis_c
+
+        if not metrics:
+            raise fail("--detector mahalanobis needs --metrics a,b,c (the device's metrics).")
+        if dtype != "float32":
+            raise fail(f"--detector mahalanobis exports as c/float32 only. Got {dtype!r}.")
+        ex: CExport | OnnxExport = export_mahalanobis_c(
+            model, name=name, metrics=[m.strip() for m in metrics.split(",")])
+    else:
+        ex = export(model, format=format, dtype=dtype, name=name, calibration=calib)
     paths = ex.save(out)
     if isinstance(ex, CExport):
-        det = ex.kind == "detector"
+        det = ex.kind in ("detector", "mdetector")
         usage = (f"printf '1\\n2\\n1\\n50\\n' | ./{name}_test   # one score per reading" if det
                  else f"echo '<{ex.n_features} numbers>' | ./{name}_test   # one prediction")
+        if ex.kind == "mdetector":
+            usage = (f"printf '{' '.join(['1'] * ex.n_features)}\\n' | ./{name}_test"
+                     "   # one score per row")
         call = (f"`{name}_init(&state)` once and `{name}_step(&state, value)` per reading" if det
                 else f"`{name}_predict(x)` with {ex.n_features} floats")
         ram_what = "state per stream" if det else "static buffers"

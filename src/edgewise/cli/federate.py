@@ -16,6 +16,15 @@ federate_app = typer.Typer(help="Federated learning across devices (Flower).",
 app.add_typer(federate_app, name="federate")
 
 Strategy = Annotated[str, typer.Option(help="fedavg, trimmed, krum or bulyan.")]
+RolloutTo = Annotated[str, typer.Option(
+    "--rollout-to", help="Target of the signed release of the global model: group:NAME or "
+                         "device:ID (default group:federated, which no device is in).")]
+
+
+def _check_rollout(target: str) -> None:
+    kind, _, who = target.partition(":")
+    if kind not in ("device", "group") or not who:
+        raise fail(f"--rollout-to must be device:<id> or group:<name>. Got {target!r}.")
 
 
 def _print_result(result: dict, as_json: bool) -> None:
@@ -27,7 +36,10 @@ def _print_result(result: dict, as_json: bool) -> None:
     typer.echo(f"rounds: {result['rounds']}  strategy: {result['strategy']}  epsilon: {eps}")
     for r, m in sorted(result["train_metrics"].items(), key=lambda kv: int(kv[0])):
         typer.echo(f"  round {r}: train-loss {m.get('train-loss', float('nan')):.4f}")
-    typer.echo(f"global model: {result['model']}")
+    m = result["model"]
+    typer.echo(f"global model: {m['name']} version {m['version']} in the registry under "
+               f"{m['data_dir']}, signed release {m['release']} for {m['target']} "
+               f"(key {m['key_id']})")
 
 
 @federate_app.command("demo")
@@ -36,11 +48,15 @@ def demo(
     clients: Annotated[int, typer.Option(help="SuperNodes (simulated pumps) to start.")] = 3,
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 2,
     strategy: Strategy = "trimmed",
+    rollout_to: RolloutTo = "group:federated",
     as_json: Json = False,
 ) -> None:
-    """Run a SuperLink and CLIENTS SuperNodes on loopback; train the pump autoencoder."""
+    """Run a SuperLink and CLIENTS SuperNodes on loopback; train the pump autoencoder.
+
+    The global model ends in the model registry, signed (see ``edgewise registry``)."""
     from edgewise.federated.deploy import LocalFleet
 
+    _check_rollout(rollout_to)
     if clients < 1 or rounds < 1:
         raise fail(f"--clients and --rounds must be >= 1. Got {clients} and {rounds}.")
     work = data_dir / "federated" / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
@@ -49,7 +65,8 @@ def demo(
     with LocalFleet(clients, workdir=work) as fleet:
         result = fleet.run({"num-server-rounds": rounds, "strategy": strategy,
                             "beta": 0.34 if clients < 10 else 0.2,
-                            "data-dir-publish": str(data_dir), "evaluate": False},
+                            "data-dir-publish": str(data_dir), "evaluate": False,
+                            "rollout-target": rollout_to},
                            timeout=120 + 60 * rounds)
     _print_result(result, as_json)
 
@@ -73,12 +90,14 @@ def server(
     round_timeout: Annotated[float, typer.Option(help="Seconds to wait per round.")] = 120.0,
     resume: Annotated[bool, typer.Option(help="Continue after the last checkpointed round "
                                               "of the previous server run.")] = False,
+    rollout_to: RolloutTo = "group:federated",
     as_json: Json = False,
 ) -> None:
-    """Start a SuperLink, wait for devices, run the rounds, publish the global model."""
+    """Start a SuperLink, wait for devices, run the rounds, register the global model (signed)."""
     from edgewise.federated.deploy import LocalFleet
     from edgewise.federated.strategies import make_strategy
 
+    _check_rollout(rollout_to)
     make_strategy(strategy, num_nodes=min_available or clients, num_malicious_nodes=num_malicious,
                   beta=beta)  # refuse a bad n/f/beta before starting anything
     work = data_dir / "federated" / "server"
@@ -93,7 +112,8 @@ def server(
                             "num-malicious": num_malicious, "dp-noise": dp_noise,
                             "dp-clip": dp_clip, "dataset": dataset, "data-dir": cmapss_dir,
                             "min-available-nodes": min_available or clients,
-                            "round-timeout": round_timeout, "data-dir-publish": str(data_dir)},
+                            "round-timeout": round_timeout, "data-dir-publish": str(data_dir),
+                            "rollout-target": rollout_to},
                            timeout=600 + rounds * round_timeout * 2)
     _print_result(result, as_json)
 

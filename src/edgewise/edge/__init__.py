@@ -87,7 +87,7 @@ def export(
             f"Cannot export {type(model).__name__} to format={format!r} with dtype={dtype!r}. "
             f"Supported for {type(model).__name__}: {combos}."
         )
-    if dtype == "int8" and calibration is None:
+    if dtype == "int8" and calibration is None:  # "compact" (trees) needs none: splits stay exact
         raise ExportError(f"dtype='int8' export of {type(model).__name__} needs calibration rows "
                           "from real data: export(..., calibration=X).")
     return fn(model, name=name, calibration=calibration)
@@ -119,8 +119,15 @@ def _trees_onnx(model: Any, *, name: str, calibration: Any) -> OnnxExport:
     return export_onnx.export_trees(compress.tree_table(model), name=name)
 
 
+def _trees_c_compact(model: Any, *, name: str, calibration: Any) -> CExport:
+    from edgewise.edge.export_compact import export_trees_compact
+
+    return export_trees_compact(compress.tree_table(model), name=name)
+
+
 for _t in (*compress.TREE_MODELS, "TreeTable"):
     register(_t, "c", "float32")(_trees_c)
+    register(_t, "c", "compact")(_trees_c_compact)
     register(_t, "c", "int8")(_trees_c_int8)
     register(_t, "onnx", "float32")(_trees_onnx)
 
@@ -156,3 +163,29 @@ def _torch_onnx(model: Any, *, name: str, calibration: Any) -> OnnxExport:
 def _torch_onnx_int8(model: Any, *, name: str, calibration: Any) -> OnnxExport:
     return export_onnx.quantize_int8(_torch_onnx(model, name=name, calibration=calibration),
                                      calibration)
+
+
+# -- the default detectors (edgewise.detect.default_detector / default_multivariate) --------
+
+
+@register("ContextLikelihood", "c", "float32")
+def _clik_c(model: Any, *, name: str, calibration: Any) -> CExport:
+    # the C computes in double (the symbol grid and hash need it for parity); "float32" is
+    # this entry point's name for "not quantised"
+    from edgewise.edge.export_detectors import export_context_likelihood_c
+
+    return export_context_likelihood_c(model, name=name)
+
+
+@register("Mahalanobis", "c", "float32")
+def _maha_c(model: Any, *, name: str, calibration: Any) -> CExport:
+    from edgewise.edge.export_detectors import export_mahalanobis_c
+
+    return export_mahalanobis_c(model, name=name)
+
+
+@register("Mahalanobis", "onnx", "float32")
+def _maha_onnx(model: Any, *, name: str, calibration: Any) -> OnnxExport:
+    from edgewise.edge.export_detectors import export_mahalanobis_onnx
+
+    return export_mahalanobis_onnx(model, name=name)

@@ -176,11 +176,12 @@ class CExport:
 
     def score_many(self, values: np.ndarray) -> np.ndarray:
         """Run a detector over a stream (score then learn each value) from a fresh init."""
-        if self.kind != "detector":
+        if self.kind not in ("detector", "mdetector"):  # mdetector: rows of n_features
             raise ExportError(f"{self.name} is a {self.kind}; use predict().")
         lib = self.build()
-        v = np.ascontiguousarray(values, dtype=np.float32)
-        out = np.empty(len(v), dtype=np.float32)
+        io = np.float64 if self.dtype == "float64" else np.float32  # the C's value type
+        v = np.ascontiguousarray(values, dtype=io)
+        out = np.empty(len(v), dtype=io)
         state = ctypes.create_string_buffer(self.ram_bytes)
         getattr(lib, f"{self.name}_init")(state)
         fn = getattr(lib, f"{self.name}_run")

@@ -1,26 +1,30 @@
-"""Keep each federated global model as a versioned file with its metadata.
+"""Register each federated global model in the signed model registry.
 
-The signed model registry (``edgewise.registry``, Ed25519) is built on another branch;
-until it lands, :func:`publish_global_model` writes
-``<data_dir>/models/<name>/v<N>.npz`` (the parameters) and ``v<N>.json`` (ε, δ, privacy
-unit, strategy, rounds, fleet size, normaliser, SHA-256 of the parameters file). The
-registry will take the same arguments and add the signature.
+:func:`register_global_model` stores the parameters (``.npz`` bytes) as the next version of
+model ``name`` in :class:`edgewise.registry.Registry` under the gateway's data directory, with
+the run's metadata (ε, δ, privacy unit, strategy, rounds, fleet size, normaliser, …), and signs
+a release of it for ``target`` (by default ``group:federated``: no device runs it until it is
+rolled out to that device's group or to the device). The metadata is in the signed manifest:
+``trained_on`` holds it as JSON, ``metrics`` its numbers. :func:`load_global_model` reads it
+back only after :func:`edgewise.registry.verify` accepts signature, target and payload hash.
 
 >>> import tempfile, torch
 >>> d = Path(tempfile.mkdtemp())
->>> p = publish_global_model({"w": torch.zeros(2)}, d, "demo", {"rounds": 2})
->>> p.name, json.loads(p.with_suffix(".json").read_text())["version"]
-('v1.npz', 1)
->>> publish_global_model({"w": torch.ones(2)}, d, "demo", {}).name
-'v2.npz'
+>>> e = register_global_model({"w": torch.zeros(2)}, d, "demo", {"rounds": 2})
+>>> e["version"], e["release"], e["target"]
+('1', 1, 'group:federated')
+>>> register_global_model({"w": torch.ones(2)}, d, "demo", {})["version"]
+'2'
+>>> state, meta = load_global_model(d, "demo", "1")
+>>> state["w"].tolist(), meta["rounds"], meta["version"]
+([0.0, 0.0], 2, '1')
 """
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
-import re
-import time
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,48 +32,99 @@ from typing import Any
 import numpy as np
 
 from edgewise.errors import InvalidParameterError
+from edgewise.registry import Registry, verify
 
-__all__ = ["load_global_model", "publish_global_model"]
+__all__ = ["DEFAULT_TARGET", "load_global_model", "register_global_model"]
+
+#: Release target of a freshly trained global model: a group no device is in by default.
+DEFAULT_TARGET = "group:federated"
+FORMAT = "npz-state-dict"
 
 
-def publish_global_model(
+def _numbers(meta: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric figures of a run, flat, for the registry's ``metrics``."""
+    out: dict[str, float] = {}
+    priv = meta.get("privacy") or {}
+    for k in ("epsilon", "delta", "noise_multiplier", "clipping_norm"):
+        v = priv.get(k)
+        if isinstance(v, int | float) and math.isfinite(v):
+            out[k] = float(v)
+    for k in ("rounds", "num_devices"):
+        if isinstance(meta.get(k), int | float):
+            out[k] = float(meta[k])
+    for k, v in (meta.get("evaluate_metrics") or {}).items():
+        if isinstance(v, int | float) and math.isfinite(v):
+            out[f"evaluate_{k}"] = float(v)
+    return out
+
+
+def register_global_model(
     state_dict: Mapping[str, Any],
     data_dir: str | Path,
     name: str,
     metadata: Mapping[str, Any],
-) -> Path:
-    """Write the next version of model ``name``; return the parameters file's path."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
-        raise InvalidParameterError(
-            f"The 'name' parameter of publish_global_model must be 1-64 letters, digits, "
-            f"'.', '_' or '-'. Got {name!r} instead."
-        )
-    folder = Path(data_dir) / "models" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    versions = [int(p.stem[1:]) for p in folder.glob("v*.npz") if p.stem[1:].isdigit()]
-    version = max(versions, default=0) + 1
-    path = folder / f"v{version}.npz"
+    *,
+    target: str = DEFAULT_TARGET,
+) -> dict[str, Any]:
+    """Publish the next version of ``name`` in the registry and sign a release for ``target``.
+
+    Returns
+    -------
+    dict
+        ``name``, ``version``, ``release``, ``target``, ``sha256``, ``size``, ``key_id``,
+        ``data_dir``: where to find it and how to verify it.
+    """
+    buf = io.BytesIO()
     arrays = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
               for k, v in state_dict.items()}
-    np.savez(path, **arrays)
-    meta = dict(metadata)
-    meta.update({
-        "name": name, "version": version, "created_utc": time.strftime(
-            "%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "source": "federated",
-    })
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=str))
-    return path
+    np.savez(buf, **arrays)
+    payload = buf.getvalue()
+    meta = {**dict(metadata), "source": "federated"}
+    reg = Registry(data_dir)
+    try:
+        version = str(len(reg.versions(name)) + 1)
+        mv = reg.publish(name, version, payload, format=FORMAT,
+                         trained_on=json.dumps(meta, sort_keys=True, default=str),
+                         metrics=_numbers(meta))
+        signed = reg.rollout(name, version, target)
+        return {"name": name, "version": version, "release": signed.manifest.release,
+                "target": target, "sha256": mv.sha256, "size": mv.size, "key_id": reg.key_id,
+                "data_dir": str(data_dir)}
+    finally:
+        reg.close()
 
 
-def load_global_model(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read a published model back: (state_dict of torch tensors, metadata)."""
+def load_global_model(
+    data_dir: str | Path, name: str, version: str | None = None, *, target: str = DEFAULT_TARGET,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a registered global model back, verified: (state_dict of torch tensors, metadata).
+
+    The newest signed release of ``name`` (``version`` if given) for ``target`` is checked by
+    :func:`edgewise.registry.verify` with the registry's public key; a bad signature, a wrong
+    target, an expired release or a payload that differs from the manifest raises
+    :class:`~edgewise.errors.SignatureError`.
+    """
     import torch
 
-    path = Path(path)
-    meta = json.loads(path.with_suffix(".json").read_text())
-    if hashlib.sha256(path.read_bytes()).hexdigest() != meta["sha256"]:
-        raise InvalidParameterError(f"Model file {path} does not match its recorded SHA-256.")
-    with np.load(path) as z:
+    kind, _, who = target.partition(":")
+    reg = Registry(data_dir)
+    try:
+        rels = [r for r in reg.releases(target) if r.name == name
+                and (version is None or r.version == version)]
+        if not rels:
+            raise InvalidParameterError(
+                f"Model {name!r}{'' if version is None else f' version {version!r}'} has no "
+                f"signed release for {target!r} in the registry under {data_dir}.")
+        rel = rels[-1]
+        payload = reg.blob(rel.manifest.sha256)
+        m = verify(rel.manifest_bytes, rel.signature, payload,
+                   trusted_keys={reg.key_id: reg.public_key_bytes},
+                   device_id=who if kind == "device" else "-",
+                   groups=[who] if kind == "group" else [])
+    finally:
+        reg.close()
+    meta = json.loads(m.metadata["trained_on"])
+    meta.update({"name": m.name, "version": m.version, "release": m.release,
+                 "sha256": m.sha256, "key_id": m.key_id, "metrics": m.metadata["metrics"]})
+    with np.load(io.BytesIO(payload)) as z:
         return {k: torch.as_tensor(z[k]) for k in z.files}, meta

@@ -245,7 +245,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Deployment entry point: read the run config, train, write results to ``out-dir``."""
-    from edgewise.federated.publish import publish_global_model
+    from edgewise.federated.publish import DEFAULT_TARGET, register_global_model
 
     rc = context.run_config
     dataset = str(rc.get("dataset", "pump"))
@@ -263,10 +263,11 @@ def main(grid: Grid, context: Context) -> None:
         checkpoint=out / "checkpoint.npz", evaluate=bool(rc.get("evaluate", True)),
     )
     (out / "wire.json").write_text(json.dumps(result.wire, indent=1))
-    entry = publish_global_model(
+    entry = register_global_model(
         result.state_dict(), out.parent if rc.get("data-dir-publish", "") == "" else
         Path(str(rc["data-dir-publish"])),
-        name=f"federated-{dataset}", metadata={
+        name=f"federated-{dataset}", target=str(rc.get("rollout-target", DEFAULT_TARGET)),
+        metadata={
             "privacy": result.privacy.to_dict(), "strategy": result.strategy,
             "rounds": result.rounds_done, "num_devices": num_nodes, "dataset": dataset,
             "normaliser": {"mean": result.normaliser.mean.tolist(),
@@ -275,7 +276,7 @@ def main(grid: Grid, context: Context) -> None:
         })
     (out / "result.json").write_text(json.dumps({
         "rounds": result.rounds_done, "strategy": result.strategy,
-        "privacy": result.privacy.to_dict(), "model": str(entry),
+        "privacy": result.privacy.to_dict(), "model": entry,
         "train_metrics": result.train_metrics, "evaluate_metrics": result.evaluate_metrics,
         "bytes_per_client_round": result.bytes_per_client_round(),
     }, indent=1))

@@ -1,0 +1,672 @@
+"""C99 and ONNX for the default detectors: ContextLikelihood and Mahalanobis.
+
+:func:`export_context_likelihood_c` ports the Numba step of
+:class:`~edgewise.detect.context_likelihood.ContextLikelihood` (both members of its ensemble and
+the shared repeat suppression) line for line to C99 in double precision, with the detector's
+learned state (state rows and the transitions seen so far) as the start. Python's transition
+tables hold ``2**table_bits`` counters per member (64 KiB each by default), but only "seen or
+not" is ever read, so the C keeps the *set* of seen hashed keys (tagged with the member) in a
+fixed open-addressing array of 16-bit slots, by default as many as keep the whole state under
+2 KiB (749 for the default two members). A stream that sees more distinct transitions than
+that (2 of the 58 NAB series do) stops remembering new ones; they count in ``overflow`` and
+keep scoring as novel, so its scores can then differ from Python's; a larger ``capacity``
+restores exact parity at the cost of RAM.
+
+:func:`export_mahalanobis_c` runs the streaming Hotelling T² detector (score then learn) over a
+fixed metric list with a Cholesky solve; :func:`export_mahalanobis_onnx` is its scoring step
+frozen at the learned mean and shrunk covariance (the output is T²; the chi-squared tail that
+turns it into a score is a closed form only for even metric counts, so it stays host-side).
+
+>>> from edgewise.detect.context_likelihood import ContextLikelihood
+>>> c = export_context_likelihood_c(ContextLikelihood(), name="cl")
+>>> c.ram_bytes < 2048, sorted(c.files)
+(True, ['cl.c', 'cl.h', 'cl_host_test.c'])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgewise.edge.export_c import CExport, check_c_name
+from edgewise.errors import ExportError
+
+__all__ = [
+    "export_context_likelihood_c",
+    "export_mahalanobis_c",
+    "export_mahalanobis_onnx",
+    "mahalanobis_frozen",
+]
+
+
+
+def _d(v: float) -> str:
+    """A C double literal that round-trips ``v`` exactly."""
+    v = float(v)
+    if v == np.inf:
+        return "HUGE_VAL"
+    if v == -np.inf:
+        return "(-HUGE_VAL)"
+    return repr(v) if ("e" in repr(v) or "." in repr(v)) else repr(v) + ".0"
+
+
+def _darray(name: str, values: Any, per_line: int = 4) -> str:
+    vals = [_d(v) for v in values] or ["0.0"]
+    lines = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)]
+    return f"static const double {name}[{len(vals)}] = {{\n    " + ",\n    ".join(lines) + "\n};\n"
+
+
+def _guard(name: str) -> str:
+    return f"EDGEWISE_{name.upper()}_H"
+
+
+# -- ContextLikelihood ---------------------------------------------------------------------
+
+
+def _members(det: Any) -> tuple[np.ndarray, np.ndarray, list[int], int]:
+    """State rows, tables, each member's warm-up, and the age at which suppression starts."""
+    state = np.atleast_2d(det.state_)
+    table = np.atleast_2d(det.table_)
+    p = det._p
+    warm = int(p[2])
+    spread = int(p[19]) if len(p) > 19 else 0
+    n = len(state)
+    warms = [warm if n == 1 else warm - spread + 2 * spread * m // (n - 1) for m in range(n)]
+    return state, table, warms, warm - spread
+
+
+def _auto_capacity(n_doubles: int) -> int:
+    """The most key slots that keep the whole state under 2 KiB."""
+    return max(16, (2047 - 4 - 8 * n_doubles) // 2)
+
+
+def export_context_likelihood_c(det: Any, name: str = "clik",
+                                capacity: int | None = None) -> CExport:
+    """C99 for a :class:`~edgewise.detect.context_likelihood.ContextLikelihood`.
+
+    Parameters
+    ----------
+    det
+        The detector; its current state (fresh or learned) is the C's initial state.
+    name
+        C symbol prefix.
+    capacity
+        Slots of the seen-transition set shared by the members (at most 65535; one is kept
+        empty). ``None``: as many as keep the whole state under 2 KiB.
+
+    Returns
+    -------
+    CExport
+        ``kind="detector"`` with double inputs/outputs (``dtype="float64"``).
+    """
+    check_c_name(name)
+    state, table, warms, start = _members(det)
+    n_m, n_state = state.shape
+    tb = int(det.table_bits)
+    if (n_m << tb) > 0xFFFF:
+        raise ExportError(f"ContextLikelihood table_bits={tb} with {n_m} members does not fit "
+                          f"the 16-bit key set of the C export; allowed: table_bits <= "
+                          f"{15 - (n_m - 1).bit_length() if n_m > 1 else 15}.")
+    if capacity is None:
+        capacity = _auto_capacity(n_m * n_state)
+    if not 16 <= capacity <= 65535:
+        raise ExportError(f"capacity={capacity} slots is outside the allowed 16..65535.")
+    seen = np.concatenate([np.flatnonzero(table[m]).astype(np.int64) | (m << tb)
+                           for m in range(n_m)])
+    if len(seen) > capacity - 1:
+        raise ExportError(f"The detector has seen {len(seen)} transitions; capacity={capacity} "
+                          f"holds at most {capacity - 1}. Export with capacity >= {len(seen) + 1}.")
+    n = name
+    N = n.upper()
+    p = det._p
+    ws, ws2 = int(det.short_window), int(det.slow_window)
+    ram = 8 * n_m * n_state + 2 * capacity + 4
+    flash_tables = 8 * n_m * n_state + 2 * max(len(seen), 1) + 4 * n_m
+    empty = 0xFFFF
+    init_keys, init_keys_loop = "", "/* no transitions learned yet */"
+    if len(seen):
+        init_keys = (f"static const uint16_t INIT_KEYS[{len(seen)}] = {{ "
+                     + ", ".join(str(int(k)) for k in seen) + " };\n")
+        init_keys_loop = f"for (i = 0; i < {len(seen)}u; ++i) add(st, INIT_KEYS[i]);"
+    h = f"""/* {n}.h: ContextLikelihood (Edgewise's default univariate detector), generated.
+ *
+ * RAM:   {N}_RAM_BYTES (= {ram}) bytes of state per stream: {n_m} member(s) x {n_state} doubles
+ *        and a set of {capacity} 16-bit transition keys. No heap, no malloc.
+ * FLASH: {N}_FLASH_BYTES (= {flash_tables}) bytes of initial-state tables, plus code.
+ * Use:   {n}_state_t s; {n}_init(&s); for each reading v: score = {n}_step(&s, v);
+ *        score in [0, 1]; >= {N}_THRESHOLD means anomaly. NaN/inf readings score 0
+ *        and are not learned. s.overflow counts transitions the key set had no room for
+ *        (then scores may differ from the Python detector's).
+ */
+#ifndef {_guard(n)}
+#define {_guard(n)}
+#include <stdint.h>
+
+#define {N}_RAM_BYTES {ram}
+#define {N}_FLASH_BYTES {flash_tables}
+#define {N}_N_MEMBERS {n_m}
+#define {N}_N_STATE {n_state}
+#define {N}_CAPACITY {capacity}
+#define {N}_THRESHOLD 0.9
+
+typedef struct {{
+    double s[{N}_N_MEMBERS][{N}_N_STATE]; /* the Python detector's state_ rows, same layout */
+    uint16_t keys[{N}_CAPACITY];    /* seen transitions, member << {tb} | key; 0xFFFF: empty */
+    uint16_t n_keys;
+    uint16_t overflow;              /* new transitions not stored (set full), saturating */
+}} {n}_state_t;
+
+void {n}_init({n}_state_t *st);
+double {n}_step({n}_state_t *st, double v);
+double {n}_score({n}_state_t *st, double v);
+void {n}_run({n}_state_t *st, const double *v, double *out, uint32_t count);
+
+#endif
+"""
+    params = ", ".join(f"{k}={getattr(det, k, None)!r}" for k in (
+        "bins", "bins2", "warmup", "warmup_spread", "short_window", "slow_window",
+        "table_bits"))
+    c = f"""/* {n}.c: generated by Edgewise from ContextLikelihood({params}, ...);
+ * initial state learned from {int(state[0][0])} readings, {len(seen)} transitions seen. */
+#include <math.h>
+#include "{n}.h"
+
+#define NM {n_m}
+#define BINS {_d(p[0])}
+#define BINS2 {_d(p[1])}
+#define WS {ws}
+#define ALONG {_d(p[4])}
+#define SDMIN {_d(p[5])}
+#define WS2 {ws2}
+#define ALONG2 {_d(p[7])}
+#define SDMIN2 {_d(p[8])}
+#define SUPP {int(p[9])}
+#define SUPPFRAC {_d(p[10])}
+#define SUPPRATE {_d(p[11])}
+#define DAMP {_d(p[12])}
+#define SUPPLEVEL {_d(p[13])}
+#define SPTOL {_d(p[14])}
+#define AEW {_d(p[15])}
+#define ZW {_d(p[16])}
+#define ZC {_d(p[17])}
+#define DIGITS {_d(p[18])}
+#define START {start}   /* stream age from which repeat suppression runs */
+#define TB {tb}
+#define MASK {(1 << tb) - 1}u
+#define EMPTY {empty}u
+#define GOLDEN 0x9E3779B97F4A7C15ull
+
+enum {{ T_, MN, MX, M_, V_, W_, W2, X0, RSUM, RI, MUL, VL, NL, CD, NH, H0, H1,
+       RSUM2, RI2, MUL2, VL2, NAL, RING }};
+
+static const int32_t WARM[NM] = {{ {", ".join(str(w) for w in warms)} }};
+{_darray("INIT_STATE", state.ravel())}
+{init_keys}
+static uint64_t mix(uint64_t h, int64_t v) {{
+    uint64_t u = (uint64_t)(v & 0xFFFFFFFFFFFFll);
+    return h ^ (u + GOLDEN + (h << 6) + (h >> 2));
+}}
+
+/* slot of key, or of the empty slot where it would go */
+static uint32_t find(const {n}_state_t *st, uint16_t key) {{
+    uint32_t i = (uint32_t)key % {N}_CAPACITY;
+    while (st->keys[i] != EMPTY && st->keys[i] != key) i = (i + 1u) % {N}_CAPACITY;
+    return i;
+}}
+
+static int seen(const {n}_state_t *st, uint16_t key) {{
+    return st->keys[find(st, key)] == key;
+}}
+
+static void add({n}_state_t *st, uint16_t key) {{
+    uint32_t i = find(st, key);
+    if (st->keys[i] == key) return;
+    if (st->n_keys >= {N}_CAPACITY - 1) {{
+        if (st->overflow < 0xFFFFu) st->overflow++;
+        return;
+    }}
+    st->keys[i] = key;
+    st->n_keys++;
+}}
+
+void {n}_init({n}_state_t *st) {{
+    uint32_t i, m;
+    for (m = 0; m < NM; ++m)
+        for (i = 0; i < {N}_N_STATE; ++i) st->s[m][i] = INIT_STATE[m * {N}_N_STATE + i];
+    for (i = 0; i < {N}_CAPACITY; ++i) st->keys[i] = EMPTY;
+    st->n_keys = 0;
+    st->overflow = 0;
+    {init_keys_loop}
+}}
+
+static double tail_score(double shrt, double mu, double var, double sd_min) {{
+    double z = shrt - mu, sd, tail, sc;
+    if (z <= 0.0) return 0.0;
+    sd = sqrt(var);
+    if (sd < sd_min) sd = sd_min;
+    if (z <= sd) return 0.0;  /* within one deviation: far below any threshold */
+    tail = 0.5 * erfc(z / sd / sqrt(2.0));
+    sc = -log10(tail + 1e-10) / DIGITS;
+    return sc < 0.0 ? 0.0 : (sc > 1.0 ? 1.0 : sc);
+}}
+
+static int64_t symbol(double xv, double x0, double w) {{
+    double r = (xv - x0) / w;
+    if (r < -1e15) r = -1e15;
+    if (r > 1e15) r = 1e15;
+    return (int64_t)floor(r);
+}}
+
+/* one member's undamped score; when learn, also update its state */
+static double member({n}_state_t *st, int m, double xv, int learn) {{
+    double *s = st->s[m];
+    int64_t t = (int64_t)s[T_], q, q2 = 0, warm = WARM[m];
+    uint16_t key = 0, key2 = 0, tag = (uint16_t)(m << TB);
+    double nov = 0.0, z, raw, rsum, shrt, rsum2 = 0.0, shrt2 = 0.0, score = 0.0, rng, a, d;
+    int ri;
+    if (t < warm) {{
+        if (learn) {{
+            if (xv < s[MN]) s[MN] = xv;
+            if (xv > s[MX]) s[MX] = xv;
+            s[M_] += (xv - s[M_]) / (double)(t + 1);
+            if (t == warm - 1) {{
+                double floor_ = 1e-9 * (fabs(s[MX]) + 1.0);
+                s[W_] = (s[MX] - s[MN]) / BINS;
+                if (s[W_] < floor_) s[W_] = floor_;
+                if (BINS2 > 0) {{
+                    s[W2] = (s[MX] - s[MN]) / BINS2;
+                    if (s[W2] < floor_) s[W2] = floor_;
+                }} else {{
+                    s[W2] = 1.0;
+                }}
+                s[X0] = s[MN];
+            }}
+            s[T_] = (double)(t + 1);
+        }}
+        return 0.0;
+    }}
+    q = symbol(xv, s[X0], s[W_]);
+    if (BINS2 > 0) q2 = symbol(xv, s[X0], s[W2]);
+    if (s[NH] >= 1) {{
+        key = (uint16_t)((mix(mix(1000003u, (int64_t)s[H0]), q) & MASK) | tag);
+        nov = seen(st, key) ? 0.0 : 1.0;
+        if (BINS2 > 0) {{
+            key2 = (uint16_t)((mix(mix(2000003u, (int64_t)s[H1]), q2) & MASK) | tag);
+            nov = 0.5 * (nov + (seen(st, key2) ? 0.0 : 1.0));
+        }}
+    }}
+    z = fabs(xv - s[M_]) / (sqrt(s[V_]) + 1e-9 + s[W_]);
+    raw = ZW * (1.0 - exp(-z / ZC));
+    if (nov > raw) raw = nov;
+    rsum = s[RSUM] - s[RING + (int)s[RI]] + raw;
+    shrt = rsum / WS;
+    if (WS2 > 0) {{
+        rsum2 = s[RSUM2] - s[RING + WS + (int)s[RI2]] + raw;
+        shrt2 = rsum2 / WS2;
+    }}
+    if (s[NL] > 50) {{
+        score = tail_score(shrt, s[MUL], s[VL], SDMIN);
+        if (WS2 > 0) {{
+            double s2 = tail_score(shrt2, s[MUL2], s[VL2], SDMIN2);
+            if (s2 > score) score = s2;
+        }}
+    }}
+    rng = s[MX] - s[MN];
+    if (SPTOL > 0 && (xv > s[MX] + SPTOL * rng || xv < s[MN] - SPTOL * rng)) score = 1.0;
+    if (!learn) return score;
+    s[RING + (int)s[RI]] = raw;
+    s[RSUM] = rsum;
+    ri = (int)s[RI] + 1;
+    s[RI] = ri < WS ? ri : 0;
+    a = 1.0 / (s[NL] + 1);
+    if (a < ALONG) a = ALONG;
+    d = shrt - s[MUL];
+    s[MUL] += a * d;
+    s[VL] = (1 - a) * (s[VL] + a * d * d);
+    if (WS2 > 0) {{
+        s[RING + WS + (int)s[RI2]] = raw;
+        s[RSUM2] = rsum2;
+        ri = (int)s[RI2] + 1;
+        s[RI2] = ri < WS2 ? ri : 0;
+        a = 1.0 / (s[NL] + 1);
+        if (a < ALONG2) a = ALONG2;
+        d = shrt2 - s[MUL2];
+        s[MUL2] += a * d;
+        s[VL2] = (1 - a) * (s[VL2] + a * d * d);
+    }}
+    s[NL] += 1;
+    if (s[NH] >= 1) {{
+        add(st, key);
+        if (BINS2 > 0) add(st, key2);
+    }}
+    s[H0] = (double)q;
+    s[H1] = (double)q2;
+    s[NH] = 1;
+    if (xv < s[MN]) s[MN] = xv;
+    if (xv > s[MX]) s[MX] = xv;
+    d = xv - s[M_];
+    s[M_] += AEW * d;
+    s[V_] = (1 - AEW) * (s[V_] + AEW * d * d);
+    s[T_] = (double)(t + 1);
+    return score;
+}}
+
+/* the ensemble: the largest member score, then one shared repeat suppression */
+static double step({n}_state_t *st, double xv, int learn) {{
+    double *s0 = st->s[0];
+    int64_t t = (int64_t)s0[T_];
+    double score = 0.0, sc;
+    int m;
+    for (m = 0; m < NM; ++m) {{
+        sc = member(st, m, xv, learn);
+        if (sc > score) score = sc;
+    }}
+    if (s0[CD] > 0) score *= DAMP;
+    if (!learn || t < START) return score;
+    if (score >= SUPPLEVEL) {{
+        int64_t base = (int64_t)(SUPPFRAC * (double)t);
+        if (base < SUPP) base = SUPP;
+        s0[NAL] += 1;
+        s0[CD] = (double)(int64_t)((double)base * (1.0 + SUPPRATE * s0[NAL] * 1000.0 / (double)t));
+    }} else if (s0[CD] > 0) {{
+        s0[CD] -= 1;
+    }}
+    return score;
+}}
+
+double {n}_step({n}_state_t *st, double v) {{
+    if (v != v || v - v != 0.0) return 0.0; /* NaN or inf: not scored, not learned */
+    return step(st, v, 1);
+}}
+
+double {n}_score({n}_state_t *st, double v) {{
+    if (v != v || v - v != 0.0) return 0.0;
+    return step(st, v, 0);
+}}
+
+void {n}_run({n}_state_t *st, const double *v, double *out, uint32_t count) {{
+    uint32_t i;
+    for (i = 0; i < count; ++i) out[i] = {n}_step(st, v[i]);
+}}
+"""
+    host = f"""/* {n}_host_test.c: reads one number per line on stdin, prints its score.
+ * Build: gcc -std=c99 -pedantic -Wall -Wextra -Werror -O2 {n}.c {n}_host_test.c -lm -o {n}_test */
+#include <stdio.h>
+#include "{n}.h"
+
+int main(void) {{
+    static {n}_state_t s;
+    double v;
+    {n}_init(&s);
+    while (scanf("%lf", &v) == 1) printf("%.9g\\n", {n}_step(&s, v));
+    return 0;
+}}
+"""
+    return CExport(n, "detector", {f"{n}.h": h, f"{n}.c": c, f"{n}_host_test.c": host},
+                   ram_bytes=ram, flash_bytes=flash_tables, n_features=1, dtype="float64")
+
+
+# -- Mahalanobis ---------------------------------------------------------------------------
+
+
+def _mahalanobis_metrics(det: Any, metrics: list[str] | None) -> list[str]:
+    known = list(det.metrics_)
+    if metrics is None:
+        if not known:
+            raise ExportError("A fresh Mahalanobis detector has no metrics yet; pass "
+                              "metrics=[...] (the device's metric names, in input order).")
+        return known
+    metrics = list(metrics)
+    if known and metrics != known:
+        raise ExportError(f"metrics={metrics} differ from the detector's learned metrics "
+                          f"{known}; pass those (same order) or none.")
+    if not metrics or len(set(metrics)) != len(metrics):
+        raise ExportError(f"metrics={metrics} must be non-empty, without repeats.")
+    return metrics
+
+
+def export_mahalanobis_c(det: Any, name: str = "maha",
+                         metrics: list[str] | None = None) -> CExport:
+    """C99 for a streaming :class:`~edgewise.detect.mahalanobis.Mahalanobis` (score, then learn).
+
+    The metric list is fixed at export (``metrics``, or the detector's learned ones); a reading
+    is ``D`` doubles in that order, NaN for a missing metric (imputed at its mean, as in
+    Python). The learned mean and covariance are the initial state.
+    """
+    check_c_name(name)
+    names = _mahalanobis_metrics(det, metrics)
+    D = len(names)
+    mean = np.zeros(D)
+    cov = np.zeros((D, D))
+    k = len(det.metrics_)
+    mean[:k] = det.mean_
+    cov[:k, :k] = det.cov_
+    n = name
+    N = n.upper()
+    ram = 8 * (1 + D + D * D) + 8 * (D * D + 2 * D)
+    flash = 8 * (D + D * D)
+    h = f"""/* {n}.h: Mahalanobis (Hotelling T^2) multivariate detector, generated by Edgewise.
+ *
+ * RAM:   {N}_RAM_BYTES (= {ram}) bytes per device: count, mean[{D}], covariance[{D}x{D}]
+ *        and the solver's work space. No heap, no malloc.
+ * FLASH: {N}_FLASH_BYTES (= {flash}) bytes of initial-state tables, plus code.
+ * Use:   {n}_state_t s; {n}_init(&s); per reading x[{N}_N_METRICS] (NaN = missing):
+ *        score = {n}_step(&s, x); score in [0, 1]; >= {N}_THRESHOLD means anomaly.
+ * Metrics, in order: {', '.join(names)}
+ */
+#ifndef {_guard(n)}
+#define {_guard(n)}
+#include <stdint.h>
+
+#define {N}_N_METRICS {D}
+#define {N}_RAM_BYTES {ram}
+#define {N}_FLASH_BYTES {flash}
+#define {N}_THRESHOLD 0.9
+
+typedef struct {{
+    double n;                                    /* readings learned */
+    double mean[{N}_N_METRICS];
+    double cov[{N}_N_METRICS * {N}_N_METRICS];
+    double work[{N}_N_METRICS * {N}_N_METRICS];  /* Cholesky factor */
+    double dz[{N}_N_METRICS];
+    double y[{N}_N_METRICS];
+}} {n}_state_t;
+
+void {n}_init({n}_state_t *s);
+double {n}_score({n}_state_t *s, const double *x);
+void {n}_learn({n}_state_t *s, const double *x);
+double {n}_step({n}_state_t *s, const double *x);
+void {n}_run({n}_state_t *s, const double *x, double *out, uint32_t rows);
+
+#endif
+"""
+    c = f"""/* {n}.c: generated by Edgewise from Mahalanobis(alpha={det.alpha!r},
+ * shrinkage={det.shrinkage!r}, warmup={det.warmup!r}, tail_digits={det.tail_digits!r});
+ * initial state learned from {det.n_} readings. */
+#include <float.h>
+#include <math.h>
+#include "{n}.h"
+
+#define D {N}_N_METRICS
+#define ALPHA {_d(det.alpha)}
+#define SHRINK {_d(det.shrinkage)}
+#define WARMUP {int(det.warmup)}
+#define DIGITS {_d(det.tail_digits)}
+
+{_darray("INIT_MEAN", mean)}
+{_darray("INIT_COV", cov.ravel())}
+
+void {n}_init({n}_state_t *s) {{
+    int i;
+    s->n = {float(det.n_)!r};
+    for (i = 0; i < D; ++i) s->mean[i] = INIT_MEAN[i];
+    for (i = 0; i < D * D; ++i) s->cov[i] = INIT_COV[i];
+}}
+
+/* regularised upper incomplete gamma Q(a, x) (series below a + 1, continued fraction above) */
+static double gamma_q(double a, double x) {{
+    double gln = lgamma(a), sum, del, ap, b, c, d, h, an;
+    int i;
+    if (x <= 0.0) return 1.0;
+    if (x < a + 1.0) {{
+        ap = a;
+        sum = del = 1.0 / a;
+        for (i = 0; i < 1000; ++i) {{
+            ap += 1.0;
+            del *= x / ap;
+            sum += del;
+            if (fabs(del) < fabs(sum) * 1e-16) break;
+        }}
+        return 1.0 - sum * exp(-x + a * log(x) - gln);
+    }}
+    b = x + 1.0 - a;
+    c = 1.0 / DBL_MIN;
+    d = 1.0 / b;
+    h = d;
+    for (i = 1; i < 1000; ++i) {{
+        an = -i * (i - a);
+        b += 2.0;
+        d = an * d + b;
+        if (fabs(d) < DBL_MIN) d = DBL_MIN;
+        c = b + an / c;
+        if (fabs(c) < DBL_MIN) c = DBL_MIN;
+        d = 1.0 / d;
+        del = d * c;
+        h *= del;
+        if (fabs(del - 1.0) < 1e-16) break;
+    }}
+    return exp(-x + a * log(x) - gln) * h;
+}}
+
+double {n}_score({n}_state_t *s, const double *x) {{
+    int i, j, k;
+    double scale = 0.0, eps, t2 = 0.0, p, sc;
+    double *L = s->work;
+    if (s->n < WARMUP) return 0.0;
+    for (i = 0; i < D; ++i) {{
+        double v = x[i];
+        s->dz[i] = (v != v || v - v != 0.0) ? 0.0 : v - s->mean[i];
+        scale += s->cov[i * D + i];
+    }}
+    eps = 1e-9 * (scale / D + 1.0) + 1e-12;
+    /* shrunk covariance, then its Cholesky factor in place (lower triangle) */
+    for (i = 0; i < D; ++i) {{
+        for (j = 0; j <= i; ++j) {{
+            double v = (1.0 - SHRINK) * s->cov[i * D + j];
+            if (i == j) v += SHRINK * s->cov[i * D + i] + eps;
+            for (k = 0; k < j; ++k) v -= L[i * D + k] * L[j * D + k];
+            if (i == j) {{
+                if (v <= 0.0) return 1.0;  /* not positive definite: treat as anomalous */
+                L[i * D + i] = sqrt(v);
+            }} else {{
+                L[i * D + j] = v / L[j * D + j];
+            }}
+        }}
+    }}
+    for (i = 0; i < D; ++i) {{  /* forward solve L y = dz; T^2 = |y|^2 */
+        double v = s->dz[i];
+        for (k = 0; k < i; ++k) v -= L[i * D + k] * s->y[k];
+        s->y[i] = v / L[i * D + i];
+        t2 += s->y[i] * s->y[i];
+    }}
+    if (!(t2 - t2 == 0.0)) return 1.0;
+    p = gamma_q(D / 2.0, t2 / 2.0);
+    sc = -log10(p + 1e-300) / DIGITS;
+    return sc < 0.0 ? 0.0 : (sc > 1.0 ? 1.0 : sc);
+}}
+
+void {n}_learn({n}_state_t *s, const double *x) {{
+    int i, j, any = 0;
+    double a;
+    for (i = 0; i < D; ++i) {{
+        double v = x[i];
+        int ok = !(v != v || v - v != 0.0);
+        any |= ok;
+        s->dz[i] = ok ? v - s->mean[i] : 0.0;
+    }}
+    if (!any) return;
+    if (s->n == 0.0) {{  /* first reading: its values are the means */
+        for (i = 0; i < D; ++i) {{ s->mean[i] += s->dz[i]; s->dz[i] = 0.0; }}
+    }}
+    s->n += 1.0;
+    a = 1.0 / s->n;
+    if (a < ALPHA) a = ALPHA;
+    for (i = 0; i < D; ++i) s->mean[i] += a * s->dz[i];
+    for (i = 0; i < D; ++i)
+        for (j = 0; j < D; ++j)
+            s->cov[i * D + j] = (1.0 - a) * (s->cov[i * D + j] + a * s->dz[i] * s->dz[j]);
+}}
+
+double {n}_step({n}_state_t *s, const double *x) {{
+    double sc = {n}_score(s, x);
+    {n}_learn(s, x);
+    return sc;
+}}
+
+void {n}_run({n}_state_t *s, const double *x, double *out, uint32_t rows) {{
+    uint32_t r;
+    for (r = 0; r < rows; ++r) out[r] = {n}_step(s, x + (uint64_t)r * D);
+}}
+"""
+    host = f"""/* {n}_host_test.c: reads rows of {N}_N_METRICS numbers on stdin, prints each score.
+ * Build: gcc -std=c99 -pedantic -Wall -Wextra -Werror -O2 {n}.c {n}_host_test.c -lm -o {n}_test */
+#include <stdio.h>
+#include "{n}.h"
+
+int main(void) {{
+    static {n}_state_t s;
+    double x[{N}_N_METRICS];
+    int i;
+    {n}_init(&s);
+    for (;;) {{
+        for (i = 0; i < {N}_N_METRICS; ++i) if (scanf("%lf", &x[i]) != 1) return 0;
+        printf("%.9g\\n", {n}_step(&s, x));
+    }}
+}}
+"""
+    return CExport(n, "mdetector", {f"{n}.h": h, f"{n}.c": c, f"{n}_host_test.c": host},
+                   ram_bytes=ram, flash_bytes=flash, n_features=D, dtype="float64")
+
+
+def mahalanobis_frozen(det: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, precision)``: the learned mean and the inverse of the shrunk covariance."""
+    if not det.metrics_:
+        raise ExportError("Mahalanobis has learned no metrics yet; its scoring step has no "
+                          "mean or covariance to freeze. Learn some readings first.")
+    diag = np.diag(det.cov_)
+    eps = 1e-9 * (float(diag.mean()) + 1.0) + 1e-12
+    s = (1.0 - det.shrinkage) * det.cov_ + np.diag(det.shrinkage * diag + eps)
+    return det.mean_.copy(), np.linalg.inv(s)
+
+
+def export_mahalanobis_onnx(det: Any, name: str = "maha") -> Any:
+    """The frozen scoring step as a graph: ``x`` (rows x D, float64) -> ``t2`` (rows).
+
+    ``t2 = (x - mean)' P (x - mean)`` with ``P`` the inverse shrunk covariance; the score is
+    ``min(1, -log10(chi2_sf(t2, D)) / tail_digits)``, computed by the caller (no chi-squared
+    tail in ONNX). Missing values must be replaced by the mean before the call.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgewise.edge.export_onnx import OnnxExport, _onnx
+
+    onnx = _onnx()
+    mean, prec = mahalanobis_frozen(det)
+    D = len(mean)
+    inits = [numpy_helper.from_array(mean.astype(np.float64), "mean"),
+             numpy_helper.from_array(prec.astype(np.float64), "precision"),
+             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")]
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["dz"]),
+        helper.make_node("MatMul", ["dz", "precision"], ["w"]),
+        helper.make_node("Mul", ["dz", "w"], ["terms"]),
+        helper.make_node("ReduceSum", ["terms", "axis"], ["t2"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["rows", D])],
+        [helper.make_tensor_value_info("t2", TensorProto.DOUBLE, ["rows"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return OnnxExport(name, "mdetector", model.SerializeToString(), ["x"], dtype="float64")

@@ -1,0 +1,169 @@
+"""C and ONNX export of the default detectors (ContextLikelihood, Mahalanobis) on real NAB data."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import gammaincc
+
+from edgewise.detect import default_detector, default_multivariate
+from edgewise.edge import export
+from edgewise.edge.export_c import ALLOCATORS, CFLAGS, undefined_symbols
+from edgewise.edge.export_detectors import export_context_likelihood_c
+from edgewise.errors import ExportError
+
+#: Tolerances: the C computes in double, like the Python, so scores agree to rounding.
+SCORE_TOL = 1e-9    # on scores in [0, 1]
+T2_REL_TOL = 1e-9   # ONNX (double) T^2 against Python's solve, relative
+
+
+def _nab(shared_data, rel):
+    return pd.read_csv(shared_data / "nab" / "data" / rel)["value"].to_numpy(float)
+
+
+@pytest.fixture(scope="module")
+def nab_matrix(shared_data):
+    """Four NAB EC2 CPU series of one length side by side: a real 4-metric device."""
+    files = sorted((shared_data / "nab" / "data" / "realAWSCloudwatch").glob(
+        "ec2_cpu_utilization_*.csv"))[:4]
+    cols = [pd.read_csv(f)["value"].to_numpy(float) for f in files]
+    n = min(len(c) for c in cols)
+    return np.stack([c[:n] for c in cols], axis=1)
+
+
+def _py_scores(det, X, names):
+    out = []
+    for row in X:
+        x = dict(zip(names, row, strict=True))
+        out.append(det.score_one(x))
+        det.learn_one(x)
+    return np.array(out)
+
+
+# -- ContextLikelihood -------------------------------------------------------------------
+
+
+def test_default_detector_c_matches_python_on_nab(nab_series):
+    """Check that the default detector's C scores a NAB series as Python does, under 2 KB."""
+    det = default_detector()
+    c = export(det, format="c", name="clik")
+    py = det.clone().score_many(nab_series)
+    out = c.score_many(nab_series)
+    assert np.abs(out - py).max() < SCORE_TOL
+    assert np.array_equal(out >= 0.9, py >= 0.9) and (py >= 0.9).sum() > 0
+    assert c.ram_bytes < 2048
+    assert f"RAM:   CLIK_RAM_BYTES (= {c.ram_bytes})" in c.files["clik.h"]
+
+
+def test_default_detector_c_carries_learned_state(shared_data):
+    """Check that the state and transitions learned in Python are the C's start."""
+    x = _nab(shared_data, "realTweets/Twitter_volume_AAPL.csv")  # many distinct transitions
+    half = len(x) // 2
+    det = default_detector()
+    det.score_many(x[:half])
+    assert np.count_nonzero(det.table_) > 100
+    c = export(det, format="c", name="clik_cal")
+    rest_py = det.score_many(x[half:])
+    rest_c = c.score_many(x[half:])
+    assert np.abs(rest_c - rest_py).max() < SCORE_TOL
+    # a fresh C on the second half alone differs: the carried state matters
+    fresh = export(default_detector(), format="c", name="clik_fresh").score_many(x[half:])
+    assert np.abs(fresh - rest_py).max() > 0.1
+
+
+def test_default_detector_c_nan_inf_skipped():
+    """Check that NaN and inf readings score 0 and are not learned, as in Python."""
+    rng = np.random.default_rng(3)
+    vals = np.sin(np.arange(1500) / 15) + 0.05 * rng.standard_normal(1500)
+    vals[[600, 601, 900]] = [np.nan, np.inf, -np.inf]
+    vals[1200] = 9.0
+    py = default_detector().score_many(vals)
+    c = export(default_detector(), format="c", name="clik_nan").score_many(vals)
+    assert np.abs(c - py).max() < SCORE_TOL and c[600] == c[601] == c[900] == 0.0
+    assert c[1200] >= 0.9
+
+
+def test_default_detector_small_key_set_overflows_honestly(shared_data):
+    """Check that a key set too small for the stream diverges (and a large one does not)."""
+    x = _nab(shared_data, "realAWSCloudwatch/ec2_network_in_5abac7.csv")  # many transitions
+    learned = default_detector()
+    py = learned.score_many(x)
+    need = int(np.count_nonzero(learned.table_))
+    assert need > 749                     # more than the default (2 KiB) key set holds
+    small = export_context_likelihood_c(default_detector(), name="clik_small")
+    assert small.ram_bytes < 2048 and np.abs(small.score_many(x) - py).max() > 0.01
+    big = export_context_likelihood_c(default_detector(), name="clik_big", capacity=need + 1)
+    assert np.abs(big.score_many(x) - py).max() < SCORE_TOL
+    with pytest.raises(ExportError, match=f"seen {need} transitions"):
+        export_context_likelihood_c(learned, name="clik_full", capacity=256)
+
+
+def test_default_detector_host_program_and_no_allocator(tmp_path, nab_series):
+    """Check that the host program builds with strict flags, agrees, and nothing allocates."""
+    c = export(default_detector(), format="c", name="clh")
+    c.save(tmp_path)
+    subprocess.run(["gcc", *CFLAGS, "clh.c", "clh_host_test.c", "-lm", "-o", "t"],
+                   cwd=tmp_path, check=True)
+    vals = nab_series[:3000]
+    got = np.array(subprocess.run(["./t"], input="\n".join(repr(float(v)) for v in vals),
+                                  capture_output=True, text=True, cwd=tmp_path,
+                                  check=True).stdout.split(), float)
+    assert np.abs(got - default_detector().score_many(vals)).max() < 1e-8  # printed %.9g
+    assert not undefined_symbols(c.object_file()) & set(ALLOCATORS)
+
+
+def test_default_detector_has_no_onnx():
+    """Check that asking ONNX of the default detector names what is supported."""
+    with pytest.raises(ExportError, match="Supported for ContextLikelihood: c/float32"):
+        export(default_detector(), format="onnx")
+
+
+# -- Mahalanobis ---------------------------------------------------------------------------
+
+
+def test_multivariate_c_matches_python_on_nab(nab_matrix):
+    """Check that the streaming C Mahalanobis (fresh, then learned) scores as Python does."""
+    names = [f"cpu{i}" for i in range(nab_matrix.shape[1])]
+    py = _py_scores(default_multivariate(), nab_matrix, names)
+    from edgewise.edge.export_detectors import export_mahalanobis_c
+
+    c = export_mahalanobis_c(default_multivariate(), name="maha", metrics=names)
+    out = c.score_many(nab_matrix)
+    assert np.abs(out - py).max() < SCORE_TOL and (py >= 0.9).sum() > 0
+    half = len(nab_matrix) // 2
+    det = default_multivariate()
+    _py_scores(det, nab_matrix[:half], names)
+    c2 = export(det, format="c", name="maha_cal")
+    assert np.abs(c2.score_many(nab_matrix[half:]) - py[half:]).max() < SCORE_TOL
+    assert not undefined_symbols(c2.object_file()) & set(ALLOCATORS)
+
+
+def test_multivariate_onnx_scoring_step_matches_python(nab_matrix):
+    """Check that the frozen ONNX T^2 (and the score from it) match Python on NAB rows."""
+    names = [f"cpu{i}" for i in range(nab_matrix.shape[1])]
+    half = len(nab_matrix) // 2
+    det = default_multivariate()
+    _py_scores(det, nab_matrix[:half], names)
+    g = export(det, format="onnx", name="maha")
+    rest = nab_matrix[half:]
+    t2 = g.run({"x": rest})[0]
+    ref = np.array([float(dz @ w) for dz, w in
+                    (det._solve(det._vector(dict(zip(names, r, strict=True)), False))
+                     for r in rest)])
+    assert np.max(np.abs(t2 - ref) / np.maximum(1.0, np.abs(ref))) < T2_REL_TOL
+    d = len(names)
+    score = np.clip(-np.log10(gammaincc(d / 2, np.maximum(t2, 0) / 2) + 1e-300)
+                    / det.tail_digits, 0, 1)
+    py = np.array([det.score_one(dict(zip(names, r, strict=True))) for r in rest])
+    assert np.abs(score - py).max() < SCORE_TOL
+
+
+def test_fresh_multivariate_needs_metric_names():
+    """Check that a fresh Mahalanobis without metric names is refused with the fix."""
+    with pytest.raises(ExportError, match="pass metrics="):
+        export(default_multivariate(), format="c")
+    with pytest.raises(ExportError, match="Learn some readings first"):
+        export(default_multivariate(), format="onnx")
