@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from edgewise.detect.zscore import EWZScore
 from edgewise.registry import Registry, verify
 from edgewise.security.credentials import Security
+from edgewise.server.problems import install_problem_handlers
 from edgewise.server.routes.models import make_router
 from tests.conftest import free_port
 
@@ -44,6 +45,7 @@ def test_rollout_over_rest_and_agent_fetch(data_dir):
     dev, secret = sec.add_device("pump")
     reg.publish("ewz", "1.0.0", pickle.dumps(EWZScore()), format="pickle")
     app = FastAPI()
+    install_problem_handlers(app)  # the router raises Problem; the app turns it into 4xx
     app.include_router(make_router(reg, sec))
     with _Served(app) as c:
         _exercise(c, reg, sec, dev, secret)
@@ -69,5 +71,5 @@ def _exercise(c, reg, sec, dev, secret):
     assert c.get(f"/v1/devices/{dev}/model", headers=bad).status_code == 401
     r = c.post("/v1/registry/rollouts", json={**body, "target": "pump"},
                headers={"Authorization": f"Bearer {operator}"})
-    assert r.status_code == 422 and "'device:<id>'" in r.json()["detail"]["detail"]
+    assert r.status_code == 422 and "'device:<id>'" in r.json()["detail"]
     assert any(e.action == "model.rollout" for e in sec.audit_log())
