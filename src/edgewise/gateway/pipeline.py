@@ -170,6 +170,7 @@ class Pipeline:
             self._load_state(state_path)
         self._max_seq: dict[str, int] = {}
         self._gap_since: dict[str, float] = {}
+        self._gap_check_lock = threading.Lock()
         self._gaps_reported: dict[str, set[tuple[int, int]]] = {}
         self._commit_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -506,7 +507,15 @@ class Pipeline:
 
     # -- seq gaps ----------------------------------------------------------------------
     def check_gaps(self, now: float | None = None) -> list[Alert]:
-        """Report seq gaps missing for longer than the grace period; return their alerts."""
+        """Report seq gaps missing for longer than the grace period; return their alerts.
+
+        The detection worker calls this every second; callers may too. One lock around the
+        whole check keeps two callers from reporting the same gap twice.
+        """
+        with self._gap_check_lock:
+            return self._check_gaps(now)
+
+    def _check_gaps(self, now: float | None) -> list[Alert]:
         now = time.monotonic() if now is None else now
         with self._state_lock:
             due = [d for d, t in self._gap_since.items() if now - t >= self.gap_grace_s]
