@@ -34,8 +34,7 @@ from edgewise.store._batch import (
     classify,
     normalise_seqs,
 )
-from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
-from edgewise.store.duckdb import (
+from edgewise.store._sql import (
     _ALERT_CHANGEABLE,
     _ALERT_COLUMNS,
     COMPACT_EVERY,
@@ -47,7 +46,9 @@ from edgewise.store.duckdb import (
     _load_tracker,
     _marks_to_move,
     _range_where,
+    conflicts_query,
 )
+from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
 from edgewise.telemetry import Reading
 
 __all__ = ["PostgresStore"]
@@ -479,14 +480,7 @@ class PostgresStore:
 
     def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
         """Conflicting readings, newest first."""
-        where = "WHERE device_id = %s" if device_id is not None else ""
-        params = [device_id] if device_id is not None else []
-        rows = self._read(
-            "SELECT device_id, metric, ts_ns, stored_value, new_value, seq, received_ns "
-            f"FROM conflicts {where} ORDER BY received_ns DESC, ts_ns DESC LIMIT {int(limit)}",
-            params,
-        )
-        return [Conflict(*row) for row in rows]
+        return [Conflict(*row) for row in self._read(*conflicts_query(device_id, limit, "%s"))]
 
     def devices(self) -> list[DeviceSummary]:
         """Summaries of every device that has readings, sorted by id."""

@@ -1,0 +1,112 @@
+"""SQL that both backends share, written once with the placeholder (``?`` or ``%s``) as a
+parameter: row mapping and checks for alerts, WHERE clauses, and the seq-tracker loading.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from edgewise.errors import StoreError
+from edgewise.store._batch import SeqTracker
+from edgewise.store.base import Alert
+
+#: Fold stored seqs below the watermark into seq_marks every this many appends.
+COMPACT_EVERY = 256
+
+_ALERT_COLUMNS = (
+    "id", "device_id", "start_ns", "end_ns", "score", "kind", "drivers", "message",
+    "created_ns", "status", "label", "acked_by", "labelled_by", "note",
+)
+_ALERT_CHANGEABLE = ("status", "label", "acked_by", "labelled_by", "note", "end_ns", "score",
+                     "message", "drivers")
+ALERT_STATUSES = ("open", "acknowledged")
+ALERT_LABELS = (None, "true_alarm", "false_alarm")
+
+
+def _load_tracker(
+    tracker: SeqTracker, marks: Mapping[str, int], rows: Iterable[tuple[str, Any]]
+) -> None:
+    """Fill ``tracker`` from the folded marks and the seqs stored above them."""
+    seqs = {d: [int(x) for x in (lst or ())] for d, lst in rows}
+    for device_id in set(marks) | set(seqs):
+        mark = marks.get(device_id, 0)
+        tracker.load(device_id, mark, (x for x in seqs.get(device_id, ()) if x > mark))
+        tracker.add(device_id, ())
+
+
+def _marks_to_move(tracker: SeqTracker, marks: Mapping[str, int]) -> dict[str, int]:
+    """Devices whose watermark passed their stored mark, with the new mark."""
+    return {d: w for d, w in tracker.watermarks().items() if w > marks.get(d, 0)}
+
+
+def _check_step(step_ns: Any) -> int:
+    if isinstance(step_ns, bool) or not isinstance(step_ns, int) or step_ns <= 0:
+        raise StoreError(f"step_ns must be a positive int of nanoseconds. Got {step_ns!r} instead.")
+    return step_ns
+
+
+def _range_where(
+    device_id: str, metric: str | None, start_ns: int | None, end_ns: int | None,
+    ph: str = "?",
+) -> tuple[str, list[Any]]:
+    parts, params = [f"device_id = {ph}"], [device_id]
+    if metric is not None:
+        parts.append(f"metric = {ph}")
+        params.append(metric)
+    if start_ns is not None:
+        parts.append(f"ts_ns >= {ph}")
+        params.append(int(start_ns))
+    if end_ns is not None:
+        parts.append(f"ts_ns < {ph}")
+        params.append(int(end_ns))
+    return " AND ".join(parts), params
+
+
+def _alert_where(
+    device_id: str | None, status: str | None, kind: str | None, since_ns: int | None,
+    ph: str = "?",
+) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    params: list[Any] = []
+    for col, val in (("device_id", device_id), ("status", status), ("kind", kind)):
+        if val is not None:
+            parts.append(f"{col} = {ph}")
+            params.append(val)
+    if since_ns is not None:
+        parts.append(f"end_ns >= {ph}")
+        params.append(int(since_ns))
+    return ("WHERE " + " AND ".join(parts)) if parts else "", params
+
+
+def _check_alert_fields(status: Any, label: Any) -> None:
+    if status not in ALERT_STATUSES:
+        raise StoreError(f"Alert status must be one of {ALERT_STATUSES}. Got {status!r} instead.")
+    if label not in ALERT_LABELS:
+        raise StoreError(f"Alert label must be one of {ALERT_LABELS}. Got {label!r} instead.")
+
+
+def _alert_row(a: Alert) -> list[Any]:
+    return [
+        a.id, a.device_id, int(a.start_ns), int(a.end_ns), float(a.score), a.kind,
+        json.dumps(dict(a.drivers)), a.message, int(a.created_ns), a.status, a.label,
+        a.acked_by, a.labelled_by, a.note,
+    ]
+
+
+def _alert_from_row(row: Sequence[Any]) -> Alert:
+    d = dict(zip(_ALERT_COLUMNS, row, strict=True))
+    d["drivers"] = json.loads(d["drivers"]) if d["drivers"] else {}
+    return Alert(**d)
+
+
+def conflicts_query(device_id: str | None, limit: int, ph: str) -> tuple[str, list[Any]]:
+    """SQL and parameters listing conflicts, newest first, optionally for one device."""
+    where = f"WHERE device_id = {ph}" if device_id is not None else ""
+    params: list[Any] = [device_id] if device_id is not None else []
+    sql = (
+        "SELECT device_id, metric, ts_ns, stored_value, new_value, seq, received_ns "
+        f"FROM conflicts {where} ORDER BY received_ns DESC, ts_ns DESC LIMIT {int(limit)}"
+    )
+    return sql, params
