@@ -33,6 +33,27 @@ def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key): 
                          mqtt_port=mqtt_port, tls_cert=tls_cert, tls_key=tls_key)
 
 
+async def _start(gw) -> None:  # type: ignore[no-untyped-def]
+    """Start the gateway; if starting fails half-way, stop what did start."""
+    try:
+        await gw.start()
+    except BaseException:
+        await gw.stop()
+        raise
+
+
+async def _until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM: both stop the gateway cleanly (state saved, store closed)."""
+    import asyncio
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 @app.command()
 def serve(
     data_dir: DataDir,
@@ -46,7 +67,6 @@ def serve(
 ) -> None:
     """Run the gateway: MQTT in, store, detection, alerts, HTTP API and dashboard."""
     import asyncio
-    import signal
 
     from edgewise.gateway.runtime import Gateway
 
@@ -55,11 +75,7 @@ def serve(
     async def main() -> None:
         gw = Gateway(settings)
         token = gw.security.ensure_admin_token()
-        try:
-            await gw.start()
-        except BaseException:
-            await gw.stop()
-            raise
+        await _start(gw)
         scheme = "mqtts" if settings.tls_cert else "mqtt"
         where = (f"{scheme}://{settings.host}:{settings.mqtt_port}" if settings.mqtt == "embedded"
                  else settings.mqtt)
@@ -69,12 +85,8 @@ def serve(
         if token:
             typer.echo(f"admin token (shown once): {token}", err=True)
         typer.echo("ready", err=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await _until_signalled()
         finally:
             await gw.stop()
         typer.echo("stopped", err=True)
@@ -98,7 +110,6 @@ def demo(
     import asyncio
     import json
     import os
-    import signal
 
     from edgewise.errors import ConfigError
     from edgewise.gateway.runtime import Gateway
@@ -122,11 +133,7 @@ def demo(
                 creds[dev] = gw.security.add_device(dev, actor="demo")[1]
         creds_file.write_text(json.dumps(creds, indent=1))
         os.chmod(creds_file, 0o600)
-        try:
-            await gw.start()
-        except BaseException:
-            await gw.stop()
-            raise
+        await _start(gw)
         runner = FleetRunner(fleet, [(d, creds[d]) for d in fleet.device_ids], "127.0.0.1",
                              settings.mqtt_port, tls_ca=settings.tls_cert or None, seed=seed)
         await asyncio.to_thread(runner.start)
@@ -140,12 +147,8 @@ def demo(
         for dev in fleet.device_ids:
             typer.echo(f"  {dev}: {creds[dev]}")
         typer.echo("Ctrl-C stops.")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await _until_signalled()
         finally:
             await asyncio.to_thread(runner.stop)
             labels = settings.data_dir / "demo-labels.json"
