@@ -81,3 +81,24 @@ def test_cli_bench_nab_rejects_unknown_detector_and_bad_root(small_nab, tmp_path
     p = subprocess.run([*base, "--data", str(tmp_path)], capture_output=True, text=True,
                        env=env, check=False)
     assert p.returncode == 2 and "not a NAB root" in p.stderr
+
+
+def test_cli_bench_nab_bootstrap_reports_halves_and_spread(small_nab, tmp_path):
+    """Check that --bootstrap adds halves and a 5-95% range, and --reference needs it."""
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
+    base = [sys.executable, "-m", "edgewise", "bench", "nab", "--data", str(small_nab),
+            "--out", str(tmp_path / "o"), "--detector", "ewzscore"]
+    p = subprocess.run([*base, "--bootstrap", "3", "--reference", str(tmp_path / "o" /
+                        "ewzscore"), "--json"], capture_output=True, text=True, env=env,
+                       check=False)
+    assert p.returncode == 2 and "--reference" in p.stderr  # nothing written there yet
+    p = subprocess.run([*base, "--bootstrap", "3", "--json"], capture_output=True, text=True,
+                       env=env, check=False)
+    assert p.returncode == 0, p.stderr
+    rob = json.loads(p.stdout)["robustness"]
+    assert set(rob["halves"]) == {"even", "odd"} and rob["bootstrap"]["resamples"] == 3
+    lo, hi = rob["bootstrap"]["ci_5_95"]["standard"]
+    assert lo <= hi
+    p = subprocess.run([*base, "--reference", str(tmp_path)], capture_output=True,
+                       text=True, env=env, check=False)
+    assert p.returncode == 2 and "--reference needs --bootstrap" in p.stderr
