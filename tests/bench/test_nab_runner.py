@@ -81,3 +81,55 @@ def test_cli_bench_nab_rejects_unknown_detector_and_bad_root(small_nab, tmp_path
     p = subprocess.run([*base, "--data", str(tmp_path)], capture_output=True, text=True,
                        env=env, check=False)
     assert p.returncode == 2 and "not a NAB root" in p.stderr
+
+
+def test_cli_bench_nab_bootstrap_reports_halves_and_spread(small_nab, tmp_path):
+    """Check that --bootstrap adds halves and a 5-95% range, and --reference needs it."""
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
+    base = [sys.executable, "-m", "edgewise", "bench", "nab", "--data", str(small_nab),
+            "--out", str(tmp_path / "o"), "--detector", "ewzscore"]
+    p = subprocess.run([*base, "--bootstrap", "3", "--reference", str(tmp_path / "o" /
+                        "ewzscore"), "--json"], capture_output=True, text=True, env=env,
+                       check=False)
+    assert p.returncode == 2 and "--reference" in p.stderr  # nothing written there yet
+    p = subprocess.run([*base, "--bootstrap", "3", "--json"], capture_output=True, text=True,
+                       env=env, check=False)
+    assert p.returncode == 0, p.stderr
+    rob = json.loads(p.stdout)["robustness"]
+    assert set(rob["halves"]) == {"even", "odd"} and rob["bootstrap"]["resamples"] == 3
+    lo, hi = rob["bootstrap"]["ci_5_95"]["standard"]
+    assert lo <= hi
+    p = subprocess.run([*base, "--reference", str(tmp_path)], capture_output=True,
+                       text=True, env=env, check=False)
+    assert p.returncode == 2 and "--reference needs --bootstrap" in p.stderr
+
+
+def test_tune_on_half_never_accepts_a_worse_tuned_half_and_is_repeatable(small_nab):
+    """Check the half-split search: tuned half never falls, same seed gives the same run."""
+    from edgewise.bench.nab_robust import tune_on_half
+
+    r = tune_on_half(small_nab, "context-likelihood", "even", steps=3, seed=2)
+    mean = {k: sum(d["tuned"].values()) / 3 for k, d in (("b", r.before), ("a", r.after))}
+    assert mean["a"] >= mean["b"]
+    assert set(r.before) == {"tuned", "other", "all"}
+    assert set(r.params) <= {"bins", "warmup", "tail_digits", "damp", "z_weight", "ew_alpha",
+                             "short_window", "long_alpha", "min_sd", "slow_window",
+                             "slow_long_alpha", "slow_min_sd", "suppress", "suppress_frac",
+                             "suppress_rate", "suppress_level", "spatial_tolerance",
+                             "z_scale", "warmup_spread"}
+    if not r.params:  # nothing accepted: before and after are the same constants
+        assert r.after == r.before
+    assert tune_on_half(small_nab, "context-likelihood", "even", steps=3, seed=2).summary() == \
+        r.summary()
+    with pytest.raises(ValueError, match="half must be 'even' or 'odd'; got 'left'"):
+        tune_on_half(small_nab, half="left")
+
+
+def test_cli_bench_nab_split_rejects_a_bad_half(small_nab):
+    """Check that `bench nab-split --tune-on left` gets one clear line and exit 2."""
+    p = subprocess.run(
+        [sys.executable, "-m", "edgewise", "bench", "nab-split", "--data", str(small_nab),
+         "--tune-on", "left"], capture_output=True, text=True, check=False,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert p.returncode == 2 and "--tune-on must be 'even' or 'odd'; got 'left'" in p.stderr
