@@ -312,7 +312,7 @@ class RULModel:
         self.weights_ = _stack_weights(members, target)
         cal_pred = self._combine(members[:, cuts], self.weights_)
         self.bands_ = ConformalBands(alpha=self.alpha).fit(cal_pred, target[cuts])
-        self.n_calibration_ = int(len(cuts))
+        self.n_calibration_ = len(cuts)
         self.core_ = self._fit_core(units, settings, sensors, target, seed)
         self.n_features_in_ = len(self.sensors_) + len(self.conditions_)
         self.feature_names_ = feature_names(
