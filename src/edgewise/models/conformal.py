@@ -60,12 +60,13 @@ class ConformalBands:
         """Learn the residual quantiles of every neighbourhood from held-out predictions."""
         validate_params(self._parameter_constraints, vars(self), self)
         pred = np.asarray(prediction, dtype=float).reshape(-1)
-        resid = np.asarray(y, dtype=float).reshape(-1) - pred
-        if len(pred) == 0 or len(pred) != len(resid):
+        truth = np.asarray(y, dtype=float).reshape(-1)
+        if len(pred) == 0 or len(pred) != len(truth):
             raise InvalidParameterError(
                 f"ConformalBands needs as many truths as predictions, at least one. Got "
-                f"{len(pred)} predictions and {len(resid)} truths."
+                f"{len(pred)} predictions and {len(truth)} truths."
             )
+        resid = truth - pred
         order = np.argsort(pred, kind="stable")
         self.pred_ = pred[order]
         resid = resid[order]
@@ -89,6 +90,8 @@ class ConformalBands:
         if not hasattr(self, "low_"):
             raise NotFittedError("This ConformalBands is not fitted yet; call fit(pred, y).")
         pred = np.asarray(prediction, dtype=float)
-        rank = np.searchsorted(self.pred_, pred)
+        # the middle of any run of equal calibration predictions (many sit at a RUL cap)
+        rank = (np.searchsorted(self.pred_, pred, "left")
+                + np.searchsorted(self.pred_, pred, "right")) // 2
         start = np.clip(rank - self.k_ // 2, 0, len(self.low_) - 1)
         return pred + self.low_[start], pred + self.high_[start]

@@ -59,7 +59,9 @@ from edgewise.params import Interval, OneOf, validate_params
 __all__ = ["FORMAT_VERSION", "ModelFileError", "RULModel", "load_model", "rul_targets"]
 
 #: Version of the file written by :meth:`RULModel.save`; bumped when the layout changes.
-FORMAT_VERSION = 1
+#: 2: intervals from neighbourhood conformal bands fitted out-of-fold (v1 files hold binned
+#: bands this build cannot use; retrain them).
+FORMAT_VERSION = 2
 _MAGIC = b"EDGEWISE-RUL\n"
 
 
