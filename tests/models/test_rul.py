@@ -11,7 +11,15 @@ import pytest
 from edgewise.errors import InvalidParameterError, NotFittedError
 from edgewise.models.base import RULEstimator
 from edgewise.models.conditions import ConditionNormalizer
-from edgewise.models.rul import FORMAT_VERSION, ModelFileError, RULModel, load_model, read_header
+from edgewise.models.conformal import ConformalBands
+from edgewise.models.rul import (
+    FORMAT_VERSION,
+    ModelFileError,
+    RULModel,
+    load_model,
+    read_header,
+    rul_targets,
+)
 
 
 def fleet(n_units: int = 40, seed: int = 0, regimes: int = 1) -> pd.DataFrame:
@@ -57,6 +65,29 @@ def test_intervals_cover_most_unseen_units() -> None:
     point, low, high = model.predict_interval(test)
     assert np.all(low <= point) and np.all(point <= high)
     assert np.mean((truth >= low) & (truth <= high)) >= 0.75
+
+
+def test_calibration_is_out_of_fold_on_every_unit_at_truncation_points() -> None:
+    """Check that every training unit gives ``calibration_cuts`` residuals (all units, the
+    same weight each), that the residuals are out-of-fold (larger than in-sample ones), and
+    that one fold per unit is refused with a clear parameter error."""
+    df = fleet(20)
+    model = RULModel(models=("gbm",), cap=60.0, n_estimators=80, calibration_cuts=7).fit(df)
+    assert model.n_calibration_ == 20 * 7
+    units, times, settings, sensors = model._prepare(df)
+    target = np.minimum(rul_targets(units, times, None), 60.0)
+    members, cuts = model._out_of_fold(units, settings, sensors, target, np.unique(units), 0)
+    assert np.bincount(pd.factorize(units[cuts])[0]).tolist() == [7] * 20
+    # the first fold's units are scored by a pipeline fitted without them
+    uniq = np.unique(units)
+    held = np.isin(units, np.random.default_rng(0).permutation(uniq)[0::5])
+    core = model._fit_core(units[~held], None, sensors[~held], target[~held], 1)
+    expect = model._members(core, units[held], None, sensors[held], last_only=False)[0]
+    np.testing.assert_allclose(members[0, held], expect)
+    in_sample = model._members(model.core_, units, settings, sensors, last_only=False)[0]
+    assert not np.allclose(members[0, held], in_sample[held])
+    with pytest.raises(InvalidParameterError, match="calibration_folds"):
+        RULModel(calibration_folds=1).fit(df)
 
 
 def test_regimes_are_found_and_removed() -> None:
@@ -129,3 +160,21 @@ def test_foreign_or_future_files_are_refused(tmp_path: Path) -> None:
     future.write_bytes(b'EDGEWISE-RUL\n{"format_version": 99}\n')
     with pytest.raises(ModelFileError, match="format version 99"):
         load_model(future)
+
+
+def test_conformal_bands_are_local_to_the_prediction() -> None:
+    """Check that a minority region of wide residuals (mid-life) gets wide intervals that
+    cover it, while a crowded region of exact predictions (the cap) stays narrow: fixed
+    quantile bins that mix them under-cover the wide region."""
+    rng = np.random.default_rng(0)
+    pred = np.r_[np.full(1200, 60.0), rng.uniform(30, 50, 400), rng.uniform(0, 30, 400)]
+    noise = np.r_[np.zeros(1200), rng.normal(0, 8, 400), rng.normal(0, 1, 400)]
+    bands = ConformalBands(alpha=0.1).fit(pred, pred + noise)
+    mid = rng.uniform(30, 50, 2000)
+    y = mid + rng.normal(0, 8, 2000)
+    low, high = bands.interval(mid)
+    assert 0.85 <= np.mean((y >= low) & (y <= high)) <= 0.95
+    cap_low, cap_high = bands.interval(np.array([60.0]))
+    assert cap_high[0] - cap_low[0] < 1.0
+    with pytest.raises(InvalidParameterError, match="as many truths"):
+        ConformalBands().fit(np.arange(3.0), np.arange(2.0))

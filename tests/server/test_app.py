@@ -41,6 +41,7 @@ EXPECTED_ROUTES = {
     ("GET", "/v1/models/{sha256}"),
     ("GET", "/v1/registry"),
     ("GET", "/v1/devices/{device_id}/quality"),
+    ("GET", "/v1/devices/{device_id}/quality/plots/{metric}.png"),
     ("GET", "/v1/devices/{device_id}/rul"),
     ("POST", "/v1/registry/rollouts"),
 }

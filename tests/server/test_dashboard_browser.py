@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from edgewise.store.base import Alert
+from edgewise.telemetry import Reading
 from tests.conftest import IN_CI
 from tests.server.conftest import Env, build_env, serve_in_thread
 
@@ -223,4 +224,62 @@ def test_viewer_sees_alert_buttons_disabled(chromium, live) -> None:
     button = page.wait_for_selector(f"tr[data-alert='{alert.id}'] button[data-action='ack']")
     assert button.is_disabled()
     assert env.store.get_alert(alert.id).status == "open"
+    page.close()
+
+
+def test_dashboard_draws_signed_explanations_and_quality_plots(chromium, live) -> None:
+    """Check the device page draws the RUL's signed sensor bars (pushing left for a negative
+    contribution, right for a positive one, as the API says), shows each flagged metric's
+    quality PNG as a loaded <img>, and the alerts page draws the alert's T² contributions."""
+    env, base, alert = live
+    now = time.time()
+    env.store.append([Reading("pump-1", "rpm", int((now - back) * 1e9), 5000.0)
+                      for back in (150.5, 80.5)])  # two isolated rpm spikes: a quality plot
+    page = chromium.new_page(viewport={"width": 1280, "height": 1400})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(base + "/")
+    page.fill("#token", env.tokens["viewer"])
+    page.click("#login-form button")
+    page.goto(base + "/#/device/pump-1")
+
+    api = env.client.get("/v1/devices/pump-1/rul", headers=env.auth("viewer")).json()
+    ex = api["explanation"]
+    assert abs(ex["base"] + sum(ex["contributions"].values()) - ex["value"]) < 1e-3
+    page.wait_for_selector("#rul-explain .bar-row")
+    rows = page.query_selector_all("#rul-explain .bar-row")
+    assert [r.get_attribute("data-name") for r in rows] == [t["name"] for t in ex["top"]]
+    biggest = max(abs(t["value"]) for t in ex["top"])
+    signs = set()
+    for r in rows:
+        value = float(r.get_attribute("data-value"))
+        track = r.query_selector(".bar-track").bounding_box()
+        bar = r.query_selector(".bar-track i").bounding_box()
+        mid = track["x"] + track["width"] / 2
+        # the bar's length is proportional to |value|, from the middle outwards
+        assert abs(bar["width"] - track["width"] / 2 * abs(value) / biggest) < 1.5
+        if value > 0:
+            assert abs(bar["x"] - mid) < 1
+        elif value < 0:
+            assert abs(bar["x"] + bar["width"] - mid) < 1
+        signs.add(value > 0)
+    assert signs == {True, False}, "expected contributions of both signs"
+
+    q = env.client.get("/v1/devices/pump-1/quality", headers=env.auth("viewer")).json()
+    flagged = [p["metric"] for p in q["plots"]]
+    assert "rpm" in flagged, q["plots"]
+    img = page.wait_for_selector(f"#quality-plots figure[data-metric='{flagged[0]}'] img[src]")
+    _wait_for(lambda: img.evaluate("i => i.complete && i.naturalWidth > 0"))
+    assert img.evaluate("i => i.naturalWidth") == 800  # plot_issues: 8 in x 100 dpi
+    if os.environ.get("EDGEWISE_SCREENSHOT_DIR"):
+        page.screenshot(path=os.path.join(os.environ["EDGEWISE_SCREENSHOT_DIR"], "explain.png"),
+                        full_page=True)
+
+    page.goto(base + "/#/alerts")
+    bars = page.wait_for_selector(f"[data-explain-for='{alert.id}'] .bar-row")
+    detail = env.client.get(f"/v1/alerts/{alert.id}", headers=env.auth("viewer")).json()
+    assert bars.get_attribute("data-name") == detail["explanation"]["top"][0]["name"] == "temp_c"
+    assert float(bars.get_attribute("data-value")) > 0
+    assert errors == []
     page.close()

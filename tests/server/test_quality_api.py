@@ -54,3 +54,35 @@ def test_quality_report_counts_faults_and_cleaner_keeps_storage_exactly_once(env
                            headers=env.auth("viewer")), 422)
     problem(env.client.get("/v1/devices/nope/quality", headers=env.auth("viewer")), 404)
     problem(env.client.get(f"/v1/devices/{env.device}/quality"), 401)
+
+
+def test_quality_plots_of_flagged_metrics_are_pngs(env: Env) -> None:
+    """Check the report lists a plot for each flagged metric only, each URL serves a PNG of
+    that metric, and a clean or unknown metric (or device) is a 404 problem."""
+    t0 = int(time.time()) - 600
+    rng = np.random.default_rng(1)
+    batch = [{"ts": t0 + i, "seq": i + 1,
+              "metrics": {"spiky": float(20 + rng.normal(0, 0.1) + (15 if i in (100, 300) else 0)),
+                          "clean": float(5 + 0.01 * i + rng.normal(0, 0.05))}}
+             for i in range(400)]
+    assert env.send(batch).json()["accepted"] == 800
+    start, end = str(t0 - 1), str(t0 + 401)
+    rep = env.client.get(f"/v1/devices/{env.device}/quality", params={"start": start, "end": end},
+                         headers=env.auth("viewer")).json()
+    assert rep["metrics"]["clean"]["spikes"] == 0 and rep["metrics"]["spiky"]["spikes"] >= 2
+    assert [p["metric"] for p in rep["plots"]] == ["spiky"]
+    assert rep["plots"][0]["flagged"]["spike"] >= 2
+    r = env.client.get(rep["plots"][0]["url"], headers=env.auth("viewer"))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+    assert r.content[:8] == b"\x89PNG\r\n\x1a\n" and len(r.content) > 5000
+    url = f"/v1/devices/{env.device}/quality/plots/{{}}.png"
+    params = {"start": start, "end": end}
+    body = problem(env.client.get(url.format("clean"), params=params,
+                                  headers=env.auth("viewer")), 404)
+    assert body["reason"] == "no_plot" and "'clean'" in body["detail"]
+    assert "no such metric" in problem(env.client.get(url.format("nope"), params=params,
+                                                      headers=env.auth("viewer")), 404)["detail"]
+    problem(env.client.get("/v1/devices/nope/quality/plots/spiky.png",
+                           headers=env.auth("viewer")), 404)
+    problem(env.client.get(url.format("spiky")), 401)

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from edgewise.explain.rul import by_sensor, rul_explanations
 from edgewise.models.rul import RULModel
 from tests.server.conftest import Env, problem
 
@@ -54,6 +55,21 @@ def test_device_rul_with_interval_from_the_data_dir_model(env: Env) -> None:
                                                        round(float(lo[0]), 2),
                                                        round(float(hi[0]), 2))
     assert 5 < body["rul"] < 90  # 40 cycles left: neither new nor failed
+
+    # signed explanation: per sensor, summing to the boosted prediction minus its base
+    ex = body["explanation"]
+    assert ex["method"] == "treeshap"
+    assert set(ex["contributions"]) == {*SENSORS, "age"}
+    assert abs(ex["base"] + sum(ex["contributions"].values()) - ex["value"]) < 1e-3
+    assert abs(ex["value"] + ex["clipped"] - body["rul"]) < 0.01
+    assert ex["value"] == round(float(p[0]), 4) and ex["clipped"] == 0.0  # gbm only, unclipped
+    assert any(c < 0 for c in ex["contributions"].values())  # wear pushes the RUL *down*
+    mags = sorted(ex["contributions"].values(), key=abs, reverse=True)
+    assert [t["value"] for t in ex["top"]] == [round(m, 4) for m in mags]
+    direct_ex = by_sensor(rul_explanations(model, direct)[env.device])
+    for name, c in direct_ex.contributions.items():
+        assert abs(ex["contributions"][name] - c) < 1e-5, name
+    assert {t["name"] for t in ex["features_top"]} <= set(model.feature_names_)
 
     sec = env.client.post("/v1/devices", json={"name": "pump-2"},
                           headers=env.auth("admin")).json()["secret"]

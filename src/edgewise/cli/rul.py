@@ -1,19 +1,60 @@
-"""``edgewise train rul`` and ``edgewise predict rul``: remaining useful life from CSV histories."""
+"""``edgewise train rul`` and ``edgewise predict rul``: remaining useful life from histories.
+
+``--data`` is a CSV file, a directory of CSVs, or a store: a store URL
+(``duckdb:///ABS/PATH``, ``postgresql://…``) or a gateway data directory holding
+``edgewise.duckdb`` (and no CSVs). From a store every device is a unit, its metrics
+pivoted on time into columns (:func:`~edgewise.models.history.device_frame`; the time
+column counts readings). Training needs each device's failure time, and it is never
+guessed: ``--failures CSV`` (``device_id,time`` rows), ``--failure-label CLASS`` (the
+start of the device's earliest current label of that class in the label store of
+``--data-dir``), or ``--history-ends-at-failure`` (you say every history ends at a
+failure). Devices without a known failure, and devices a model cannot score, are
+listed as skipped, never dropped silently.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from edgewise.cli._app import Json, app, fail
+from edgewise.cli._app import DataDir, Json, app, fail
 
 train_app = typer.Typer(help="Train batch models from histories.", no_args_is_help=True)
 predict_app = typer.Typer(help="Score devices with a trained model.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 app.add_typer(predict_app, name="predict")
+
+
+def _store_url(data: str) -> str | None:
+    """The store URL ``--data`` names, or ``None`` when it names CSV data."""
+    if "://" in data:
+        return data
+    path = Path(data)
+    if path.is_dir() and (path / "edgewise.duckdb").is_file() and not any(
+        [*path.glob("*.csv"), *path.glob("*.csv.gz")]
+    ):
+        return f"duckdb:///{(path / 'edgewise.duckdb').resolve()}"
+    return None
+
+
+def _open(url: str) -> Any:
+    """Open an existing store; one error line for a bad URL or a missing DuckDB file."""
+    from edgewise.errors import StoreError
+    from edgewise.store import open_store
+
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() == "duckdb" and rest.startswith("/") and not Path(rest).is_file():
+        raise fail(f"--data {url!r}: no store file at {rest!r}; give the path of an existing "
+                   "store, e.g. duckdb:///<data dir>/edgewise.duckdb")
+    try:
+        return open_store(url)
+    except StoreError as exc:
+        raise fail(f"--data {url!r}: {exc}") from None
 
 
 def _read(data: Path):
@@ -43,18 +84,157 @@ def _names(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+@dataclass
+class _StoreData:
+    """Device histories read from a store, and the devices left out with why."""
+
+    frames: list[Any] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def skip(self, device: str, reason: str) -> None:
+        self.skipped.append({"device": device, "reason": reason})
+
+
+def _device_ids(store: Any, url: str, devices: str | None) -> list[str]:
+    known = sorted(d.device_id for d in store.devices())
+    if not known:
+        raise fail(f"--data {url!r}: the store holds no devices (no readings stored)")
+    wanted = _names(devices)
+    if wanted is None:
+        return known
+    unknown = [d for d in wanted if d not in known]
+    if unknown:
+        raise fail(f"--devices: {unknown} not in the store {url!r}; it holds {known[:20]}")
+    return wanted
+
+
+def _read_failures(path: Path) -> dict[str, int]:
+    """``device_id,time`` rows (header line; time RFC 3339, epoch seconds or integer ns)."""
+    from edgewise.telemetry import parse_time
+
+    if not path.is_file():
+        raise fail(f"--failures {str(path)!r} does not exist; give a CSV of device_id,time")
+    out: dict[str, int] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if not {"device_id", "time"} <= set(reader.fieldnames or []):
+            raise fail(f"--failures {str(path)!r} must have the header device_id,time; got "
+                       f"{reader.fieldnames}")
+        for line, rec in enumerate(reader, start=2):
+            device, text = (rec["device_id"] or "").strip(), (rec["time"] or "").strip()
+            try:
+                ts = int(text) if text.lstrip("-").isdigit() and len(text) > 12 else parse_time(
+                    float(text) if text.replace(".", "", 1).isdigit() else text,
+                    field_name="time", max_future_s=10 * 365 * 86400.0)
+            except ValueError as exc:
+                raise fail(f"--failures {str(path)!r} line {line}: {exc}") from None
+            out[device] = min(ts, out.get(device, ts))  # the first failure ends the history
+    return out
+
+
+def _label_failures(data_dir: Path, classes: list[str]) -> dict[str, int]:
+    """Start of each device's earliest current label of one of ``classes``."""
+    from edgewise.label.store import LabelStore
+
+    if not (data_dir / "labels.sqlite").is_file():
+        raise fail(f"--failure-label: no label store at {str(data_dir / 'labels.sqlite')!r}; "
+                   "point --data-dir at the gateway data dir whose labels mark the failures")
+    with LabelStore(data_dir) as labels:
+        found = labels.labels()
+    out: dict[str, int] = {}
+    for lab in found:
+        if lab.label in classes:
+            out[lab.device_id] = min(lab.start_ns, out.get(lab.device_id, lab.start_ns))
+    return out
+
+
+def _store_histories(
+    url: str, devices: str | None, unit_column: str, time_column: str,
+    failures: dict[str, int] | None,
+) -> _StoreData:
+    """Every chosen device's history (cut at its failure when ``failures`` is given)."""
+    from edgewise.models.history import device_frame
+
+    store = _open(url)
+    got = _StoreData()
+    try:
+        for device in _device_ids(store, url, devices):
+            until = None
+            if failures is not None:
+                until = failures.get(device)
+                if until is None:
+                    got.skip(device, "no known failure")
+                    continue
+            frame = device_frame(store.query(device, None, None, None, None), device,
+                                 unit_column, time_column, until_ns=until)
+            if frame.empty:
+                got.skip(device, "no readings" if until is None else "no readings before "
+                         "its failure")
+                continue
+            got.frames.append(frame)
+    finally:
+        store.close()
+    return got
+
+
+def _skipped_text(skipped: list[dict[str, str]]) -> str:
+    return f"skipped {len(skipped)} device(s): " + ", ".join(
+        f"{s['device']} ({s['reason']})" for s in skipped
+    )
+
+
+def _store_training_table(
+    url: str, devices: str | None, unit_column: str, time_column: str,
+    sensor_columns: list[str] | None, failures: dict[str, int] | None,
+) -> tuple[Any, list[dict[str, str]]]:
+    import pandas as pd
+
+    got = _store_histories(url, devices, unit_column, time_column, failures)
+    if not got.frames:
+        raise fail(f"--data {url!r}: no device has a known failure to train on; "
+                   + _skipped_text(got.skipped))
+    if sensor_columns is None:  # the metrics every training device sends
+        common = set.intersection(*(set(f.columns) for f in got.frames))
+        sensor_columns = sorted(common - {unit_column, time_column})
+    for f in list(got.frames):
+        missing = [c for c in sensor_columns if c not in f.columns]
+        if missing:
+            got.frames.remove(f)
+            got.skip(str(f[unit_column].iloc[0]), f"lacks metric(s) {missing}")
+    if not got.frames or not sensor_columns:
+        raise fail(f"--data {url!r}: no metric is sent by every training device; "
+                   + _skipped_text(got.skipped))
+    table = pd.concat([f[[unit_column, time_column, *sensor_columns]] for f in got.frames],
+                      ignore_index=True)
+    return table, got.skipped
+
+
 @train_app.command("rul")
 def train_rul(
-    data: Annotated[Path, typer.Option(help="CSV of run-to-failure histories, or a dir of CSVs.")],
+    data: Annotated[str, typer.Option(
+        help="CSV of run-to-failure histories, a dir of CSVs, or a store: duckdb:///PATH, "
+        "postgresql://…, or a gateway data dir.")],
     out: Annotated[Path, typer.Option(help="Where to write the model file.")],
+    data_dir: DataDir,
     unit_column: Annotated[str, typer.Option(help="Column naming the unit/device.")] = "unit",
     time_column: Annotated[str, typer.Option(help="Column ordering each unit's rows.")] = "cycle",
     condition_columns: Annotated[
         str | None, typer.Option(help="Comma-separated operating-setting columns.")
     ] = None,
     sensor_columns: Annotated[
-        str | None, typer.Option(help="Comma-separated sensors (default: all other numerics).")
+        str | None, typer.Option(help="Comma-separated sensors (default: all other numerics; "
+                                 "from a store: the metrics every training device sends).")
     ] = None,
+    failures: Annotated[Path | None, typer.Option(
+        help="Store only: CSV of device_id,time, each device's failure time.")] = None,
+    failure_label: Annotated[str | None, typer.Option(
+        help="Store only: comma-separated label classes (label store in --data-dir) whose "
+        "earliest window start is the device's failure time.")] = None,
+    history_ends_at_failure: Annotated[bool, typer.Option(
+        "--history-ends-at-failure",
+        help="Store only: every device's last reading is its failure.")] = False,
+    devices: Annotated[str | None, typer.Option(
+        help="Store only: comma-separated devices (default: all).")] = None,
     cap: Annotated[float, typer.Option(help="RUL target cap (steps).")] = 125.0,
     window: Annotated[int, typer.Option(help="Rows per trailing window.")] = 30,
     models: Annotated[str, typer.Option(help="Comma-separated members: gbm, cnn.")] = "gbm",
@@ -62,19 +242,46 @@ def train_rul(
     json_out: Json = False,
 ) -> None:
     """Fit a RUL model on histories that each end at the unit's failure; save it versioned."""
+    from edgewise.errors import InvalidParameterError
     from edgewise.models.rul import RULModel
 
-    df = _read(data)
-    model = RULModel(
-        unit_column=unit_column,
-        time_column=time_column,
-        condition_columns=_names(condition_columns),
-        sensor_columns=_names(sensor_columns),
-        cap=cap,
-        window=window,
-        models=tuple(_names(models) or ()),
-        random_state=seed,
-    ).fit(df)
+    url = _store_url(data)
+    sources = [n for n, given in (("--failures", failures is not None),
+                                  ("--failure-label", bool(failure_label)),
+                                  ("--history-ends-at-failure", history_ends_at_failure))
+               if given]
+    skipped: list[dict[str, str]] = []
+    if url is None:
+        if sources or devices:
+            raise fail(f"{', '.join(sources) or '--devices'} applies to store data only; "
+                       f"--data {data!r} is CSV, whose histories must each end at a failure")
+        df = _read(Path(data))
+    else:
+        if len(sources) != 1:
+            raise fail(f"training from the store {url!r} needs exactly one source of failure "
+                       "times: --failures CSV, --failure-label CLASS or "
+                       f"--history-ends-at-failure (got {sources or 'none'})")
+        fails = None
+        if failures is not None:
+            fails = _read_failures(failures)
+        elif failure_label:
+            fails = _label_failures(data_dir, _names(failure_label) or [])
+        df, skipped = _store_training_table(url, devices, unit_column, time_column,
+                                            _names(sensor_columns), fails)
+    try:
+        model = RULModel(
+            unit_column=unit_column,
+            time_column=time_column,
+            condition_columns=_names(condition_columns),
+            sensor_columns=_names(sensor_columns) if url is None else
+            [c for c in df.columns if c not in (unit_column, time_column)],
+            cap=cap,
+            window=window,
+            models=tuple(_names(models) or ()),
+            random_state=seed,
+        ).fit(df)
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
     size = model.save(out)
     head = model.header()
     summary = {
@@ -84,31 +291,71 @@ def train_rul(
         "features": len(head["features"]),
         "format_version": head["format_version"],
         "training_data_sha256": head["training_data_sha256"],
+        "skipped": skipped,
     }
     if json_out:
         typer.echo(json.dumps(summary))
-    else:
-        typer.echo(
-            f"trained RUL model on {summary['units']} units, {summary['features']} features; "
-            f"wrote {out} ({size} bytes, format v{summary['format_version']})"
-        )
+        return
+    typer.echo(
+        f"trained RUL model on {summary['units']} units, {summary['features']} features; "
+        f"wrote {out} ({size} bytes, format v{summary['format_version']})"
+    )
+    if skipped:
+        typer.echo(_skipped_text(skipped))
+
+
+def _store_current(url: str, devices: str | None, rul: Any) -> tuple[Any, list[dict[str, str]]]:
+    """Each device's whole history as the model's table; devices it cannot score skipped."""
+    import pandas as pd
+
+    got = _store_histories(url, devices, rul.unit_column, rul.time_column, None)
+    needed = [*rul.conditions_, *rul.sensors_]
+    keep = []
+    for f in got.frames:
+        missing = [c for c in needed if c not in f.columns]
+        if missing:
+            got.skip(str(f[rul.unit_column].iloc[0]), f"lacks metric(s) {missing}")
+        else:
+            keep.append(f[[rul.unit_column, rul.time_column, *needed]])
+    if not keep:
+        raise fail(f"--data {url!r}: no device can be scored by this model; "
+                   + _skipped_text(got.skipped))
+    return pd.concat(keep, ignore_index=True), got.skipped
 
 
 @predict_app.command("rul")
 def predict_rul(
     model: Annotated[Path, typer.Option(help="A model file from 'edgewise train rul'.")],
-    data: Annotated[Path, typer.Option(help="CSV of current histories, one or more units.")],
+    data: Annotated[str, typer.Option(
+        help="CSV of current histories (one or more units), a dir of CSVs, or a store: "
+        "duckdb:///PATH, postgresql://…, or a gateway data dir (scores every device).")],
+    devices: Annotated[str | None, typer.Option(
+        help="Store only: comma-separated devices (default: all).")] = None,
     json_out: Json = False,
 ) -> None:
     """Print each unit's remaining useful life at its last row, with its interval."""
+    from edgewise.errors import EdgewiseError
     from edgewise.models.rul import load_model
 
     if not model.is_file():
         raise fail(f"--model {str(model)!r} does not exist")
-    rul = load_model(model)
-    df = _read(data)
-    point, low, high = rul.predict_interval(df)
-    units = rul.predict(df).index
+    try:
+        rul = load_model(model)
+    except EdgewiseError as exc:
+        raise fail(str(exc)) from None
+    url = _store_url(data)
+    skipped: list[dict[str, str]] = []
+    if url is None:
+        if devices:
+            raise fail(f"--devices applies to store data only; --data {data!r} is CSV")
+        df = _read(Path(data))
+    else:
+        df, skipped = _store_current(url, devices, rul)
+    try:
+        point, low, high = rul.predict_interval(df)
+        units = rul.predict(df).index
+    except EdgewiseError as exc:
+        raise fail(str(exc)) from None
     level = round(100 * (1 - rul.alpha))
     rows = [
         {"unit": u.item() if hasattr(u, "item") else u, "rul": round(float(p), 2),
@@ -116,8 +363,10 @@ def predict_rul(
         for u, p, lo, hi in zip(units, point, low, high, strict=True)
     ]
     if json_out:
-        typer.echo(json.dumps({"interval": level, "predictions": rows}))
+        typer.echo(json.dumps({"interval": level, "predictions": rows, "skipped": skipped}))
         return
     typer.echo(f"{'unit':>12}  {'RUL':>8}  {level}% interval")
     for r in rows:
         typer.echo(f"{r['unit']!s:>12}  {r['rul']:8.1f}  [{r['low']:.1f}, {r['high']:.1f}]")
+    if skipped:
+        typer.echo(_skipped_text(skipped))

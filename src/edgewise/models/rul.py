@@ -12,10 +12,15 @@ piecewise-linear RUL of the C-MAPSS literature. The pipeline:
    :func:`~edgewise.models.windows.window_sequences` into a small
    :class:`~edgewise.models.cnn.CNNRegressor`; the prediction is their weighted mean,
    with non-negative weights fitted on the held-out calibration units (below);
-3. :class:`~edgewise.models.conformal.ConformalBands`: a share of the *training units*
-   (``calibration_fraction``) is held out, the pipeline is fitted on the rest, and the
-   held-out residuals give the interval widths; then the pipeline is refitted on every
-   unit (so intervals are slightly conservative, never optimistic by construction).
+3. :class:`~edgewise.models.conformal.ConformalBands` calibrated the way the model is used:
+   the *training units* are split into ``calibration_folds`` groups; for each group the
+   pipeline is fitted on the other units and scores the group's units at
+   ``calibration_cuts`` random truncation points each (a prediction at row ``t`` sees only
+   rows up to ``t``, so it is the prediction for the history cut at ``t``). Every unit
+   then gives the same number of out-of-fold residuals (as a fleet of truncated test
+   histories gives one per unit), long-lived units do not dominate, and all units, not a
+   fifth, calibrate. The stacking weights use every out-of-fold row. Finally the
+   pipeline is refitted on every unit (so intervals are slightly conservative).
 
 Predictions are made at the last row of each unit ("its current state").
 
@@ -54,7 +59,9 @@ from edgewise.params import Interval, OneOf, validate_params
 __all__ = ["FORMAT_VERSION", "ModelFileError", "RULModel", "load_model", "rul_targets"]
 
 #: Version of the file written by :meth:`RULModel.save`; bumped when the layout changes.
-FORMAT_VERSION = 1
+#: 2: intervals from neighbourhood conformal bands fitted out-of-fold (v1 files hold binned
+#: bands this build cannot use; retrain them).
+FORMAT_VERSION = 2
 _MAGIC = b"EDGEWISE-RUL\n"
 
 
@@ -92,8 +99,11 @@ class RULModel:
         Which members to fit: ``"gbm"`` (LightGBM on window features) and/or ``"cnn"``.
     alpha
         Intervals aim to hold the truth ``1 - alpha`` of the time.
-    calibration_fraction
-        Share of training units held out to calibrate the intervals.
+    calibration_folds
+        Groups of training units for the out-of-fold calibration (cross-fitting); each
+        costs one extra fit on the other groups.
+    calibration_cuts
+        Random truncation points scored per held-out unit (fewer when its history is short).
     n_estimators, learning_rate
         LightGBM boosting rounds and step.
     cnn_epochs
@@ -116,7 +126,8 @@ class RULModel:
         "window": Interval(int, 2, None),
         "models": [tuple, list],
         "alpha": Interval(float, 0.0, 1.0, closed="neither"),
-        "calibration_fraction": Interval(float, 0.0, 1.0, closed="neither"),
+        "calibration_folds": Interval(int, 2, None),
+        "calibration_cuts": Interval(int, 1, None),
         "n_estimators": Interval(int, 1, None),
         "learning_rate": Interval(float, 0.0, 1.0, closed="right"),
         "cnn_epochs": Interval(int, 1, None),
@@ -135,7 +146,8 @@ class RULModel:
         window: int = 30,
         models: tuple[str, ...] = ("gbm",),
         alpha: float = 0.1,
-        calibration_fraction: float = 0.2,
+        calibration_folds: int = 5,
+        calibration_cuts: int = 10,
         n_estimators: int = 400,
         learning_rate: float = 0.03,
         cnn_epochs: int = 15,
@@ -151,7 +163,8 @@ class RULModel:
         self.window = window
         self.models = models
         self.alpha = alpha
-        self.calibration_fraction = calibration_fraction
+        self.calibration_folds = calibration_folds
+        self.calibration_cuts = calibration_cuts
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.cnn_epochs = cnn_epochs
@@ -297,17 +310,11 @@ class RULModel:
                 f"RULModel needs run-to-failure histories of at least 4 units. Got {len(uniq)}."
             )
         seed = 0 if self.random_state is None else int(self.random_state)
-        rng = np.random.default_rng(seed)
-        n_cal = max(1, round(self.calibration_fraction * len(uniq)))
-        cal_units = rng.choice(uniq, size=n_cal, replace=False)
-        cal = np.isin(units, cal_units)
-        core = self._fit_core(units[~cal], _rows(settings, ~cal), sensors[~cal], target[~cal], seed)
-        cal_members = self._members(
-            core, units[cal], _rows(settings, cal), sensors[cal], last_only=False
-        )
-        self.weights_ = _stack_weights(cal_members, target[cal])
-        cal_pred = self._combine(cal_members, self.weights_)
-        self.bands_ = ConformalBands(alpha=self.alpha).fit(cal_pred, target[cal])
+        members, cuts = self._out_of_fold(units, settings, sensors, target, uniq, seed)
+        self.weights_ = _stack_weights(members, target)
+        cal_pred = self._combine(members[:, cuts], self.weights_)
+        self.bands_ = ConformalBands(alpha=self.alpha).fit(cal_pred, target[cuts])
+        self.n_calibration_ = len(cuts)
         self.core_ = self._fit_core(units, settings, sensors, target, seed)
         self.n_features_in_ = len(self.sensors_) + len(self.conditions_)
         self.feature_names_ = feature_names(
@@ -318,6 +325,32 @@ class RULModel:
         ).hexdigest()
         self.n_units_ = len(uniq)
         return self
+
+    def _out_of_fold(self, units, settings, sensors, target, uniq, seed: int):
+        """Cross-fitted member predictions for every row, and the calibration rows.
+
+        Returns ``(members, cuts)``: ``members[:, i]`` comes from a pipeline that never saw
+        row ``i``'s unit; ``cuts`` picks ``calibration_cuts`` random rows per unit.
+        """
+        rng = np.random.default_rng(seed)
+        n_folds = min(self.calibration_folds, len(uniq))
+        fold_of = dict(zip(rng.permutation(uniq).tolist(), np.arange(len(uniq)) % n_folds,
+                           strict=True))
+        fold = np.array([fold_of[u] for u in units.tolist()])
+        members = np.zeros((len(self.models), len(units)))
+        for k in range(n_folds):
+            held = fold == k
+            core = self._fit_core(units[~held], _rows(settings, ~held), sensors[~held],
+                                  target[~held], seed + 1 + k)
+            members[:, held] = self._members(
+                core, units[held], _rows(settings, held), sensors[held], last_only=False
+            )
+        cuts = [
+            rng.choice(np.arange(sl.start, sl.stop), size=min(self.calibration_cuts,
+                       sl.stop - sl.start), replace=False)
+            for sl in self._unit_slices(units)
+        ]
+        return members, np.sort(np.concatenate(cuts))
 
     def _fitted(self) -> None:
         if not hasattr(self, "core_"):

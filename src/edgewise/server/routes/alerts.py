@@ -7,6 +7,13 @@ true alarm, ``normal`` for a false alarm, over the alert's span ``[start, end]``
 ``edgewise label suggest`` and ``edgewise train --with-labels`` use it. Relabelling an alert
 adds a new version of that window's label. Seq-gap alerts (missing messages, not sensor
 behaviour) get no window label.
+
+``GET /v1/alerts/{id}`` (and ``GET /v1/alerts?explain=true``) adds ``explanation``: for an
+anomaly alert of a device with two or more metrics, the signed, exact contribution of each
+metric to the T² of the alert's most anomalous reading against the device's readings of
+the hour before the alert (:func:`~edgewise.explain.alerts.alert_explanation`; the terms
+sum to ``value``, ``base`` is 0). It is ``null`` with ``explanation_detail`` saying why
+otherwise (seq-gap alert, one metric, too little history).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, parse_instant
 from edgewise.server.routes.labels import label_store
 
-__all__ = ["WINDOW_LABEL", "alert_json", "router"]
+__all__ = ["WINDOW_LABEL", "alert_json", "explain_alert", "router"]
 
 #: The window label an alert's verdict writes into the label store.
 WINDOW_LABEL = {"true_alarm": "anomaly", "false_alarm": "normal"}
@@ -51,6 +58,43 @@ def alert_json(alert: Any) -> dict[str, Any]:
     return d
 
 
+#: Reference history before an alert that its explanation compares against.
+REFERENCE_NS = 3600 * 10**9
+_explained: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def explain_alert(store: Any, alert: Any) -> dict[str, Any]:
+    """``{"explanation": …, "explanation_detail": …}`` for one alert (cached per span)."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.explain.alerts import alert_explanation
+
+    if alert.kind != "anomaly":
+        return {"explanation": None,
+                "explanation_detail": f"A {alert.kind!r} alert has no sensor explanation."}
+    key = (alert.id, alert.start_ns, alert.end_ns)
+    if key in _explained:
+        return _explained[key]
+    answer: dict[str, Any] = {"explanation": None, "explanation_detail": None}
+    for since in (alert.start_ns - REFERENCE_NS, None):  # an hour; else all history before
+        rows = store.query(alert.device_id, None, since, alert.end_ns + 1, None)
+        try:
+            ex = alert_explanation(rows, alert.start_ns, alert.end_ns)
+        except InvalidParameterError as exc:
+            answer["explanation_detail"] = str(exc)
+            continue
+        answer = {"explanation": {
+            "method": "t2_exact", "value": round(ex.value, 6), "base": ex.base,
+            "contributions": {k: round(v, 6) for k, v in ex.contributions.items()},
+            "top": [{"name": n, "value": round(c, 6)} for n, c in ex.top(8)],
+            "peak": format_ns(ex.peak_ns), "reference_rows": ex.reference_rows,
+        }, "explanation_detail": None}
+        break
+    if len(_explained) > 10_000:
+        _explained.clear()
+    _explained[key] = answer
+    return answer
+
+
 def _get(store: Any, alert_id: str) -> Any:
     try:
         return store.get_alert(alert_id)
@@ -73,6 +117,8 @@ async def list_alerts(
                           "(RFC 3339 or epoch seconds).")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many.")] = 100,
+    explain: Annotated[bool, Query(description="Add each alert's signed sensor "
+                                   "contributions (reads the history around each alert).")] = False,
 ) -> list[dict[str, Any]]:
     if status is not None and status not in STATUSES:
         raise Problem(
@@ -83,12 +129,15 @@ async def list_alerts(
         )
     since_ns = parse_instant(since, "since")
     alerts = await run_in_threadpool(store.list_alerts, device, status, kind, since_ns, limit)
-    return [alert_json(a) for a in alerts]
+    if not explain:
+        return [alert_json(a) for a in alerts]
+    return [{**alert_json(a), **await run_in_threadpool(explain_alert, store, a)} for a in alerts]
 
 
-@router.get("/v1/alerts/{alert_id}", summary="One alert (viewer)")
+@router.get("/v1/alerts/{alert_id}", summary="One alert with its explanation (viewer)")
 def get_alert(alert_id: AlertId, who: Viewer, store: StoreDep) -> dict[str, Any]:
-    return alert_json(_get(store, alert_id))
+    alert = _get(store, alert_id)
+    return {**alert_json(alert), **explain_alert(store, alert)}
 
 
 @router.post("/v1/alerts/{alert_id}/ack", summary="Acknowledge an alert (operator)")

@@ -1,12 +1,20 @@
 """A device's data-quality report: the offline checks over its stored readings plus what the
-gateway's streaming cleaner did to its readings since start."""
+gateway's streaming cleaner did to its readings since start.
+
+The report's ``plots`` lists each metric with flagged readings (invalid, spike, stuck) or
+gaps in the range, with the URL of its PNG:
+``GET /v1/devices/{id}/quality/plots/{metric}.png?start=…&end=…`` draws the series with
+the flagged readings marked and the gaps shaded (:func:`~edgewise.quality.plot.plot_issues`);
+a metric the device does not send, or one with nothing flagged in the range, is a 404.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.server.deps import PipelineDep, SecurityDep, StoreDep, Viewer
@@ -22,6 +30,30 @@ router = APIRouter(tags=["quality"])
 DEFAULT_WINDOW_NS = 3600 * 10**9
 
 
+def _issues(rows: list[tuple[str, int, float]]) -> dict[str, dict[str, Any]]:
+    """Per metric: the flagged times of the checks (``metric_issues``), for plots."""
+    import numpy as np
+
+    from edgewise.quality.report import metric_issues
+
+    by: dict[str, list[tuple[int, float]]] = {}
+    for m, t, v in rows:
+        by.setdefault(m, []).append((t, v))
+    out = {}
+    for m, tv in by.items():
+        arr = np.array(tv, dtype=float)
+        out[m] = metric_issues(arr[:, 0].astype(np.int64), arr[:, 1])
+    return out
+
+
+def _flagged(issues: dict[str, Any]) -> dict[str, int]:
+    """Counts of what is flagged in one metric's issues (empty when nothing is)."""
+    counts = {k: int(v.sum()) for k, v in issues["flags"].items() if v.any()}
+    if issues["gaps"]:
+        counts["gaps"] = len(issues["gaps"])
+    return counts
+
+
 def _report(store: Any, device_id: str, start_ns: int, end_ns: int | None) -> dict[str, Any]:
     from edgewise.quality.report import device_report
     from edgewise.telemetry import Reading
@@ -29,7 +61,49 @@ def _report(store: Any, device_id: str, start_ns: int, end_ns: int | None) -> di
     rows = store.query(device_id, None, start_ns, end_ns, None)
     rep = device_report([Reading(device_id, m, t, v) for m, t, v in rows])
     rep["device_id"] = device_id
+    rng = f"start={start_ns / 1e9:.9f}" + (f"&end={end_ns / 1e9:.9f}" if end_ns else "")
+    rep["plots"] = [
+        {"metric": m, "flagged": counts,
+         "url": f"/v1/devices/{quote(device_id, safe='')}/quality/plots/"
+                f"{quote(m, safe='')}.png?{rng}"}
+        for m, issues in sorted(_issues(rows).items()) if (counts := _flagged(issues))
+    ]
     return rep
+
+
+def _range(start: str | None, end: str | None) -> tuple[int, int | None]:
+    end_ns = parse_instant(end, "end")
+    start_ns = parse_instant(start, "start")
+    if start_ns is None:
+        start_ns = (end_ns if end_ns is not None else time.time_ns()) - DEFAULT_WINDOW_NS
+    if end_ns is not None and end_ns <= start_ns:
+        raise Problem(
+            422, "Invalid query parameter",
+            f"Query parameter 'end' must be after 'start' ({start!r}). Got {end!r} instead.",
+            field="end", value=end, allowed="a time after start", reason="bad_range",
+        )
+    return start_ns, end_ns
+
+
+def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | None) -> bytes:
+    import tempfile
+    from pathlib import Path as FilePath
+
+    from edgewise.quality.plot import plot_issues
+
+    rows = store.query(device_id, metric, start_ns, end_ns, None)
+    issues = _issues(rows).get(metric)
+    if issues is None or not _flagged(issues):
+        raise Problem(
+            404, "No quality plot",
+            f"Device {device_id!r} has no flagged readings or gaps of metric {metric!r} in "
+            "the range" + ("" if issues is not None else " (it sent no such metric there)") + ".",
+            field="metric", value=metric, allowed="a metric listed under 'plots' by "
+            f"GET /v1/devices/{device_id}/quality for the same range", reason="no_plot",
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plot_issues(device_id, metric, issues, FilePath(tmp) / "plot.png")
+        return path.read_bytes()
 
 
 @router.get(
@@ -49,16 +123,7 @@ async def quality(
     start: Annotated[str | None, Query(description="Range start, inclusive.")] = None,
     end: Annotated[str | None, Query(description="Range end, exclusive.")] = None,
 ) -> dict[str, Any]:
-    end_ns = parse_instant(end, "end")
-    start_ns = parse_instant(start, "start")
-    if start_ns is None:
-        start_ns = (end_ns if end_ns is not None else time.time_ns()) - DEFAULT_WINDOW_NS
-    if end_ns is not None and end_ns <= start_ns:
-        raise Problem(
-            422, "Invalid query parameter",
-            f"Query parameter 'end' must be after 'start' ({start!r}). Got {end!r} instead.",
-            field="end", value=end, allowed="a time after start", reason="bad_range",
-        )
+    start_ns, end_ns = _range(start, end)
     if not await run_in_threadpool(known_device, security, store, device_id):
         raise not_found(device_id)
     rep = await run_in_threadpool(_report, store, device_id, start_ns, end_ns)
@@ -66,3 +131,28 @@ async def quality(
     rep["end"] = format_ns(end_ns)
     rep["ingest"] = await run_in_threadpool(pipeline.quality_counts, device_id)
     return rep
+
+
+@router.get(
+    "/v1/devices/{device_id}/quality/plots/{metric}.png",
+    summary="PNG of one metric's flagged quality issues (viewer)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+    description="The metric's series over [start, end) (default: the last hour) with its "
+    "invalid, spike and stuck readings marked and its gaps shaded. 404 when the metric has "
+    "nothing flagged there; the quality report's `plots` lists the metrics that do.",
+)
+async def quality_plot(
+    who: Viewer,
+    store: StoreDep,
+    security: SecurityDep,
+    device_id: Annotated[str, Path(description="The device id.")],
+    metric: Annotated[str, Path(description="The metric name.")],
+    start: Annotated[str | None, Query(description="Range start, inclusive.")] = None,
+    end: Annotated[str | None, Query(description="Range end, exclusive.")] = None,
+) -> Response:
+    start_ns, end_ns = _range(start, end)
+    if not await run_in_threadpool(known_device, security, store, device_id):
+        raise not_found(device_id)
+    png = await run_in_threadpool(_plot, store, device_id, metric, start_ns, end_ns)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

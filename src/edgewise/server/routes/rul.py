@@ -4,7 +4,10 @@
 starts with ``rul`` and that is an Edgewise RUL model file) makes this route answer: the
 device's stored history is turned into the table the model was trained on (one row per
 reading time, one column per metric, the device as the unit and the row number as the
-time column) and the model predicts the RUL at the last row with its interval. Without a
+time column) and the model predicts the RUL at the last row with its interval;
+``explanation`` says which sensors pushed it up or down (signed TreeSHAP contributions
+summed per sensor, plus the largest per-feature ones; they sum to ``value - base``).
+Without a
 model file, without readings, or when the device lacks a metric the model needs, it answers
 ``{"rul": null, "reason": …, "detail": …}`` (RUL is unavailable, not an error: the dashboard
 asks for every device); an unknown device is a 404 problem.
@@ -87,7 +90,8 @@ def _predict(store: Any, data_dir: Path, device_id: str) -> dict[str, Any]:
 
 
 def _score(store: Any, path: Path, device_id: str) -> dict[str, Any]:
-    import pandas as pd
+    from edgewise.explain.rul import by_sensor, rul_explanations
+    from edgewise.models.history import device_frame
 
     model = _load(path)
     needed = [*model.conditions_, *model.sensors_]
@@ -95,20 +99,37 @@ def _score(store: Any, path: Path, device_id: str) -> dict[str, Any]:
     if not rows:
         return _none(device_id, "no_history", f"Device {device_id!r} has no stored readings.",
                      path.name)
-    frame = pd.DataFrame(rows, columns=["metric", "ts_ns", "value"])
-    wide = frame.pivot_table(index="ts_ns", columns="metric", values="value", aggfunc="last")
+    wide = device_frame(rows, device_id, model.unit_column, model.time_column)
     missing = [c for c in needed if c not in wide.columns]
     if missing:
         return _none(device_id, "metrics_missing", f"The RUL model {path.name!r} needs "
                      f"metric(s) {missing} that device {device_id!r} does not send.", path.name)
-    wide = wide[needed].sort_index().ffill().bfill()
-    wide.columns = [str(c) for c in wide.columns]
-    wide.insert(0, model.time_column, range(1, len(wide) + 1))
-    wide.insert(0, model.unit_column, device_id)
-    point, low, high = model.predict_interval(wide.reset_index(drop=True))
-    return {"device_id": device_id, "model": path.name, "rul": round(float(point[0]), 2),
-            "low": round(float(low[0]), 2), "high": round(float(high[0]), 2),
-            "interval": round(100 * (1 - model.alpha)), "rows": len(wide), "reason": None}
+    wide = wide[[model.unit_column, model.time_column, *needed]]
+    point, low, high = model.predict_interval(wide)
+    answer = {"device_id": device_id, "model": path.name, "rul": round(float(point[0]), 2),
+              "low": round(float(low[0]), 2), "high": round(float(high[0]), 2),
+              "interval": round(100 * (1 - model.alpha)), "rows": len(wide), "reason": None,
+              "explanation": None}
+    if "gbm" in model.core_:
+        ex = rul_explanations(model, wide)[device_id]
+        answer["explanation"] = _explanation_json(ex, by_sensor(ex), float(point[0]))
+    return answer
+
+
+def _explanation_json(ex: Any, sensors: Any, point: float) -> dict[str, Any]:
+    """TreeSHAP of the boosted member: per sensor (folded) and per window feature, signed.
+
+    ``base + sum(contributions) == value``; ``value`` is the boosted member's share of the
+    prediction (the whole prediction for the default model), before clipping to [0, cap];
+    ``clipped`` is ``rul - value`` (0 unless the prediction was clipped or it is an ensemble).
+    """
+    def top(e: Any, k: int) -> list[dict[str, float | str]]:
+        return [{"name": n, "value": round(c, 4)} for n, c in e.top(k)]
+
+    return {"method": "treeshap", "value": round(ex.value, 4), "base": round(ex.base, 4),
+            "contributions": {n: round(c, 6) for n, c in sensors.contributions.items()},
+            "top": top(sensors, 8), "features_top": top(ex, 10),
+            "clipped": round(point - ex.value, 4)}
 
 
 @router.get("/v1/devices/{device_id}/rul",

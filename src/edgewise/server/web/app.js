@@ -264,7 +264,8 @@ function deviceView(id) {
   const charts = h("div", { class: "charts", id: "charts" });
   const alertsBody = h("tbody", { id: "device-alerts" });
   const qualityBody = h("tbody", { id: "device-quality" });
-  const rulBox = h("p", { id: "device-rul", class: "muted" });
+  const rulBox = h("div", { id: "device-rul", class: "muted" });
+  const plotsBox = h("div", { id: "quality-plots", class: "quality-plots" });
   setMain(
     h("p", {}, h("a", { href: "#/fleet" }, "← Fleet")),
     h("h1", {}, `Device ${id}`),
@@ -276,7 +277,8 @@ function deviceView(id) {
       h("span", {}, h("i", { class: "swatch acked" }), "acknowledged alert")),
     charts,
     h("h2", {}, "Data quality"),
-    qualityTable(qualityBody),
+    h("div", { class: "quality-row" }, h("div", { class: "quality-table" }, qualityTable(qualityBody)),
+      plotsBox),
     h("h2", {}, "Alerts"),
     alertsTable(alertsBody));
   const canvases = new Map();
@@ -312,6 +314,7 @@ function deviceView(id) {
     }
     fillAlerts(alertsBody, alerts, false);
     fillQuality(qualityBody, quality);
+    fillQualityPlots(plotsBox, id, quality);
     fillRul(rulBox, id);
   });
 }
@@ -322,8 +325,30 @@ async function fillRul(box, id) {
   const r = await api(`/v1/devices/${encodeURIComponent(id)}/rul`);
   if (r.rul === null) { box.replaceChildren(); box.removeAttribute("data-rul"); return; }
   box.dataset.rul = String(r.rul);
-  box.replaceChildren(h("strong", {}, `Remaining useful life: ${r.rul.toFixed(0)} steps`),
-    ` (${r.interval}% interval ${r.low.toFixed(0)}–${r.high.toFixed(0)}; model ${r.model})`);
+  const ex = r.explanation;
+  box.replaceChildren(h("p", {}, h("strong", {}, `Remaining useful life: ${r.rul.toFixed(0)} steps`),
+    ` (${r.interval}% interval ${r.low.toFixed(0)}–${r.high.toFixed(0)}; model ${r.model})`),
+    ex ? contribBars("rul-explain", ex.top,
+      `Why: from a fleet average of ${ex.base.toFixed(0)} steps, each sensor moved it by`) : null);
+}
+
+function bar(cls, widthPct) {
+  const el = h("i", { class: cls });
+  el.style.width = `${widthPct.toFixed(2)}%`;  // CSSOM, not a style attribute (the CSP forbids those)
+  return el;
+}
+
+// A diverging bar list of signed contributions: right (pos) pushes the value up, left down.
+function contribBars(id, top, caption) {
+  const items = (top || []).filter((t) => Number.isFinite(t.value));
+  const scale = Math.max(1e-12, ...items.map((t) => Math.abs(t.value)));
+  const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3));
+  return h("div", { class: "contrib", id, "data-bars": items.length },
+    caption ? h("div", { class: "muted contrib-caption" }, caption) : null,
+    ...items.map((t) => h("div", { class: "bar-row", "data-name": t.name, "data-value": t.value },
+      h("span", { class: "bar-name" }, t.name),
+      h("span", { class: "bar-track" }, bar(t.value >= 0 ? "pos" : "neg", 50 * Math.abs(t.value) / scale)),
+      h("span", { class: "bar-val" }, (t.value >= 0 ? "+" : "") + fmt(t.value)))));
 }
 
 // ---------------------------------------------------------------- data quality
@@ -359,6 +384,51 @@ function fillQuality(body, q) {
   }));
 }
 
+// One PNG per metric with flagged readings; fetched with the token (an <img src> cannot send
+// it) and shown as a data: URL (the CSP allows img-src 'self' data:), refreshed at most once
+// a minute per metric.
+function dataUrl(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
+const plotCache = new Map();  // "device/metric" -> { url, at }
+const PLOT_REFRESH_MS = 60000;
+
+async function fillQualityPlots(box, id, q) {
+  const plots = q.plots || [];
+  const want = new Set(plots.map((p) => p.metric));
+  for (const fig of [...box.querySelectorAll("figure[data-metric]")]) {
+    if (!want.has(fig.dataset.metric)) fig.remove();
+  }
+  for (const p of plots) {
+    const key = `${id}/${p.metric}`;
+    let fig = box.querySelector(`figure[data-metric="${CSS.escape(p.metric)}"]`);
+    if (!fig) {
+      fig = h("figure", { "data-metric": p.metric },
+        h("img", { alt: `${p.metric}: flagged readings` }), h("figcaption", {}));
+      box.append(fig);
+    }
+    fig.querySelector("figcaption").textContent = `${p.metric}: ${counts(p.flagged)}`;
+    const hit = plotCache.get(key);
+    if (hit && Date.now() - hit.at < PLOT_REFRESH_MS) {
+      if (fig.querySelector("img").src !== hit.url) fig.querySelector("img").src = hit.url;
+      continue;
+    }
+    try {
+      const resp = await fetch(p.url, { headers: { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY)}` } });
+      if (!resp.ok) continue;  // nothing flagged any more: the next report drops it
+      const url = await dataUrl(await resp.blob());
+      plotCache.set(key, { url, at: Date.now() });
+      fig.querySelector("img").src = url;
+    } catch (e) { /* the next poll tries again */ }
+  }
+}
+
 // ---------------------------------------------------------------- alerts
 function alertsTable(body) {
   return h("table", { class: "alerts" },
@@ -373,6 +443,32 @@ async function act(alertId, action, label) {
     route();
   } catch (e) {
     flash(`Could not ${action} alert ${alertId}: ${e.message}`);
+  }
+}
+
+// Signed sensor contributions of anomaly alerts, from GET /v1/alerts/{id}, kept per span.
+const explainCache = new Map();  // "id:end_ns" -> explanation (or null)
+const EXPLAIN_PER_POLL = 20;
+
+function alertWhy(a) {
+  const key = `${a.id}:${a.end_ns}`;
+  const box = h("div", { class: "alert-why", "data-explain-for": a.id });
+  if (explainCache.has(key)) {
+    const ex = explainCache.get(key);
+    if (ex) box.append(contribBars(null, ex.top.slice(0, 5), "T² contributions"));
+  }
+  return box;
+}
+
+async function explainAlerts(body, alerts) {
+  const todo = alerts.filter((a) => a.kind === "anomaly" && !explainCache.has(`${a.id}:${a.end_ns}`))
+    .slice(0, EXPLAIN_PER_POLL);
+  for (const a of todo) {
+    let ex = null;
+    try { ex = (await api(`/v1/alerts/${encodeURIComponent(a.id)}`)).explanation; } catch (e) { continue; }
+    explainCache.set(`${a.id}:${a.end_ns}`, ex);
+    const box = body.querySelector(`[data-explain-for="${CSS.escape(a.id)}"]`);
+    if (box && ex) box.replaceChildren(contribBars(null, ex.top.slice(0, 5), "T² contributions"));
   }
 }
 
@@ -391,7 +487,7 @@ function fillAlerts(body, alerts, showDevice) {
       h("td", {}, h("a", { href: `#/device/${encodeURIComponent(a.device_id)}` }, a.device_id)),
       h("td", {}, a.kind, a.message ? h("div", { class: "muted" }, a.message) : null),
       h("td", {}, Number(a.score).toFixed(2)),
-      h("td", {}, drivers || "–"),
+      h("td", {}, drivers || "–", a.kind === "anomaly" ? alertWhy(a) : null),
       h("td", {}, h("span", { class: `badge ${a.status}` }, a.status),
         a.acked_by ? h("div", { class: "muted" }, `by ${a.acked_by}`) : null),
       h("td", {}, a.label ? h("span", { class: `badge ${a.label}` }, a.label.replace("_", " ")) : "–",
@@ -404,6 +500,7 @@ function fillAlerts(body, alerts, showDevice) {
         h("button", { type: "button", "data-action": "false_alarm", title: why, disabled: !allowed,
           onclick: () => act(a.id, "label", "false_alarm") }, "False alarm")));
   }));
+  explainAlerts(body, alerts);
 }
 
 function alertsView() {

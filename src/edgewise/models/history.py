@@ -1,0 +1,51 @@
+"""A device's stored readings as the table a RUL model reads: one row per time, one column
+per metric.
+
+The store keeps readings long (``metric, ts_ns, value``); :class:`~edgewise.models.rul.RULModel`
+reads wide histories (a unit column, a time column, one column per sensor).
+:func:`device_frame` pivots one device's rows on their time (the last value wins when a
+metric has two readings at one time), carries each metric's last value forward over the
+times it did not report (and its first value back over the times before it first
+reported), and numbers the rows ``1 … n``: the time column counts *readings*, so a RUL is in
+readings, like C-MAPSS cycles. The device id becomes the unit. ``until_ns`` keeps only the
+readings at or before a known failure time, for training.
+
+>>> rows = [("temp", 10, 1.0), ("temp", 20, 2.0), ("rpm", 20, 900.0), ("temp", 30, 3.0)]
+>>> device_frame(rows, "pump-1").to_dict("list")
+{'unit': ['pump-1', 'pump-1', 'pump-1'], 'cycle': [1, 2, 3], 'rpm': [900.0, 900.0, 900.0], 'temp': [1.0, 2.0, 3.0]}
+>>> device_frame(rows, "pump-1", until_ns=20)["cycle"].tolist()
+[1, 2]
+"""  # noqa: E501
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+__all__ = ["device_frame"]
+
+
+def device_frame(
+    rows: Sequence[tuple[str, int, float]],
+    device_id: str,
+    unit_column: str = "unit",
+    time_column: str = "cycle",
+    until_ns: int | None = None,
+) -> pd.DataFrame:
+    """One device's ``(metric, ts_ns, value)`` rows as a wide history (see the module doc).
+
+    Returns an empty frame (with the unit and time columns) when no row is left.
+    """
+    frame = pd.DataFrame(list(rows), columns=["metric", "ts_ns", "value"])
+    if until_ns is not None:
+        frame = frame[frame["ts_ns"] <= until_ns]
+    if frame.empty:
+        return pd.DataFrame(columns=[unit_column, time_column])
+    wide = frame.pivot_table(index="ts_ns", columns="metric", values="value", aggfunc="last")
+    wide = wide.sort_index().ffill().bfill()
+    wide.columns = [str(c) for c in wide.columns]
+    wide = wide.reset_index(drop=True)
+    wide.insert(0, time_column, range(1, len(wide) + 1))
+    wide.insert(0, unit_column, device_id)
+    return wide

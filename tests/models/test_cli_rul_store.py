@@ -1,0 +1,143 @@
+"""``edgewise train rul`` / ``predict rul`` on a real DuckDB store of C-MAPSS engines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgewise.bench.cmapss import load_train
+from edgewise.label.store import LabelStore
+from edgewise.models.rul import read_header
+from edgewise.store import open_store
+from edgewise.telemetry import Reading
+from tests.models.test_cli_rul import edgewise
+
+SENSORS = ["sensor_2", "sensor_3", "sensor_4", "sensor_7", "sensor_11", "sensor_12"]
+T0 = 1_700_000_000 * 10**9
+STEP = 10 * 10**9  # one C-MAPSS cycle every ten seconds
+
+
+def _ts(cycle: int) -> int:
+    return T0 + int(cycle) * STEP
+
+
+def _fill(path: Path, engines, cut: dict[int, int] | None = None,
+          drop: dict[int, str] | None = None) -> None:
+    """Write each engine's history (to its ``cut`` cycle) through the store's append API."""
+    store = open_store(f"duckdb:///{path}")
+    try:
+        for unit, g in engines.groupby("unit"):
+            if cut and unit in cut:
+                g = g[g.cycle <= cut[unit]]
+            metrics = [s for s in SENSORS if not drop or drop.get(unit) != s]
+            store.append([Reading(f"engine-{unit}", m, _ts(c), float(v))
+                          for m in metrics for c, v in zip(g.cycle, g[m], strict=True)])
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def engines(shared_data: Path):
+    train = load_train(shared_data / "cmapss", "FD001")
+    return train[train.unit <= 20]
+
+
+@pytest.fixture(scope="module")
+def fleet_store(engines, tmp_path_factory) -> tuple[Path, Path]:
+    """Engines 1-16 run to failure and engine 17 still running, plus a failures CSV."""
+    d = tmp_path_factory.mktemp("store")
+    _fill(d / "edgewise.duckdb", engines[engines.unit <= 17])
+    last = engines.groupby("unit").cycle.max()
+    lines = ["device_id,time"] + [f"engine-{u},{_ts(last[u])}" for u in range(1, 17)]
+    (d / "failures.csv").write_text("\n".join(lines) + "\n")
+    return d, d / "failures.csv"
+
+
+def test_train_from_store_then_predict_each_device(fleet_store, engines, tmp_path: Path) -> None:
+    """Check that training reads the store's device histories cut at their failure, reports
+    the device without a failure as skipped, and that predict scores each device's current
+    state from a store, skipping (and naming) the device that lacks a metric."""
+    d, failures = fleet_store
+    out = tmp_path / "rul-v1.ewm"
+    done = edgewise("train", "rul", "--data", f"duckdb:///{d / 'edgewise.duckdb'}",
+                    "--failures", str(failures), "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["units"] == 16
+    assert summary["skipped"] == [{"device": "engine-17", "reason": "no known failure"}]
+    head = read_header(out)
+    assert head["sensor_columns"] == sorted(SENSORS) and head["unit_column"] == "unit"
+
+    current = tmp_path / "now"
+    current.mkdir()
+    cut = {18: 60, 19: 150, 20: 120}
+    _fill(current / "edgewise.duckdb", engines[engines.unit >= 18], cut=cut,
+          drop={20: "sensor_7"})
+    done = edgewise("predict", "rul", "--model", str(out), "--data", str(current), "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    preds = {p["unit"]: p for p in answer["predictions"]}
+    assert sorted(preds) == ["engine-18", "engine-19"]
+    assert answer["skipped"] == [
+        {"device": "engine-20", "reason": "lacks metric(s) ['sensor_7']"}
+    ]
+    life = engines.groupby("unit").cycle.max()
+    for unit in (18, 19):
+        p = preds[f"engine-{unit}"]
+        assert p["low"] <= p["rul"] <= p["high"]
+        truth = min(125, life[unit] - cut[unit])
+        assert abs(p["rul"] - truth) < 60, (unit, p, truth)
+    # the engine cut early is predicted much further from failure than the one cut late
+    assert preds["engine-18"]["rul"] > preds["engine-19"]["rul"] + 20
+
+    text = edgewise("predict", "rul", "--model", str(out), "--data", str(current))
+    assert text.returncode == 0 and "skipped 1 device(s): engine-20" in text.stdout
+
+
+def test_failure_times_from_the_label_store(fleet_store, tmp_path: Path) -> None:
+    """Check that ``--failure-label`` takes each device's failure from its labelled windows."""
+    d, _ = fleet_store
+    labels = LabelStore(tmp_path)
+    for unit in range(1, 9):
+        labels.add(f"engine-{unit}", _ts(120), _ts(121), "bearing_failure", who="test")
+    labels.add("engine-9", _ts(100), _ts(110), "anomaly", who="test")  # not a failure class
+    labels.close()
+    done = edgewise("train", "rul", "--data", f"duckdb:///{d / 'edgewise.duckdb'}",
+                    "--failure-label", "bearing_failure", "--data-dir", str(tmp_path),
+                    "--out", str(tmp_path / "m.ewm"), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["units"] == 8
+    assert {s["device"] for s in summary["skipped"]} == {f"engine-{u}" for u in range(9, 18)}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--data", "sqlite:///x.db", "--history-ends-at-failure"], "unsupported scheme 'sqlite'"),
+        (["--data", "duckdb:///nowhere/edgewise.duckdb", "--history-ends-at-failure"],
+         "no store file at '/nowhere/edgewise.duckdb'"),
+        (["--data", "STORE"], "needs exactly one source of failure times"),
+        (["--data", "STORE", "--failures", "EMPTY"], "no device has a known failure"),
+        (["--data", "EMPTYSTORE", "--history-ends-at-failure"], "the store holds no devices"),
+        (["--data", "STORE", "--history-ends-at-failure", "--failures", "EMPTY"],
+         "needs exactly one source"),
+    ],
+)
+def test_bad_store_input_is_one_clear_line(fleet_store, tmp_path: Path, args, needle) -> None:
+    """Check that a bad store URL, an empty store or unknown failures exit non-zero with
+    one line that names the problem."""
+    d, _ = fleet_store
+    (tmp_path / "empty.csv").write_text("device_id,time\n")
+    empty = tmp_path / "empty.duckdb"
+    open_store(f"duckdb:///{empty}").close()
+    subs = {"STORE": f"duckdb:///{d / 'edgewise.duckdb'}", "EMPTY": str(tmp_path / "empty.csv"),
+            "EMPTYSTORE": f"duckdb:///{empty}"}
+    done = edgewise("train", "rul", *[subs.get(a, a) for a in args],
+                    "--out", str(tmp_path / "m.ewm"))
+    assert done.returncode != 0
+    assert needle in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "m.ewm").exists()
