@@ -141,3 +141,36 @@ def test_bad_store_input_is_one_clear_line(fleet_store, tmp_path: Path, args, ne
     assert needle in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "m.ewm").exists()
+
+
+def test_train_and_predict_from_postgres(engines, postgres_url: str, tmp_path: Path) -> None:
+    """Check that a PostgreSQL store serves the same histories as DuckDB: train with
+    ``--history-ends-at-failure`` on engines that ran to failure, then predict a running one."""
+    import uuid
+
+    import psycopg
+
+    schema = f"ew_rul_{uuid.uuid4().hex[:12]}"
+    url = f"{postgres_url}{'&' if '?' in postgres_url else '?'}schema={schema}"
+    try:
+        store = open_store(url)
+        try:
+            for unit, g in engines[engines.unit <= 10].groupby("unit"):
+                store.append([Reading(f"engine-{unit}", m, _ts(c), float(v))
+                              for m in SENSORS for c, v in zip(g.cycle, g[m], strict=True)])
+        finally:
+            store.close()
+        out = tmp_path / "pg.ewm"
+        done = edgewise("train", "rul", "--data", url, "--history-ends-at-failure",
+                        "--out", str(out), "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["units"] == 10
+        done = edgewise("predict", "rul", "--model", str(out), "--data", url, "--json")
+        assert done.returncode == 0, done.stderr
+        preds = json.loads(done.stdout)["predictions"]
+        assert len(preds) == 10
+        # every engine's history ends at its failure, so each is predicted close to zero
+        assert all(p["low"] <= p["rul"] <= p["high"] and p["rul"] < 40 for p in preds), preds
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
