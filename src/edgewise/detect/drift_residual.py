@@ -29,7 +29,9 @@ class DriftResidual(Detector):
     2. **Residuals.** After the span, each metric's residual is ``r_j = (x_j - m_j) / sd_j``
        against a baseline ``m_j`` that starts at the training mean.
     3. **Smoothing.** An exponentially weighted mean ``e`` of ``max_j r_j²`` (weight
-       ``smooth``): sustained faults add up, single noisy readings do not.
+       ``smooth``), each term capped at ``cap`` times the alarm level: sustained faults
+       add up, single noisy readings do not, and a huge fault does not leave a long tail
+       of alarms after it ends.
     4. **Score.** ``u = e / level``; the score is ``0.9 u`` below the level and
        ``1 - 0.1 / u`` above, so ``u = 1`` is exactly :data:`DEFAULT_THRESHOLD`.
     5. **Drift tracking, not fault learning.** After the span, a metric's baseline moves
@@ -56,6 +58,8 @@ class DriftResidual(Detector):
         Weight of the newest squared residual in the smoothed score.
     margin
         Alarm level as a multiple of the largest smoothed score over the training span.
+    cap
+        Largest squared residual fed to the smoothing, as a multiple of the alarm level.
 
     Examples
     --------
@@ -83,6 +87,7 @@ class DriftResidual(Detector):
         "gate": Interval(float, 0.0, None, closed="neither"),
         "smooth": Interval(float, 0.0, 1.0, closed="right"),
         "margin": Interval(float, 0.0, None, closed="neither"),
+        "cap": Interval(float, 1.0, None, closed="neither"),
     }
 
     def __init__(
@@ -92,6 +97,7 @@ class DriftResidual(Detector):
         gate: float = 2.0,
         smooth: float = 0.03,
         margin: float = 2.0,
+        cap: float = 3.0,
     ) -> None:
         validate_params(
             self._constraints,
@@ -101,6 +107,7 @@ class DriftResidual(Detector):
                 "gate": gate,
                 "smooth": smooth,
                 "margin": margin,
+                "cap": cap,
             },
             self,
         )
@@ -109,6 +116,7 @@ class DriftResidual(Detector):
         self.gate = gate
         self.smooth = smooth
         self.margin = margin
+        self.cap = cap
         self.metrics_: dict[str, int] = {}
         self.buffer_: list[dict[str, float]] = []
         self.n_ = 0
@@ -116,11 +124,11 @@ class DriftResidual(Detector):
         self.base_ = np.zeros(0)
         self.ema_ = np.zeros(0)
         self.energy_ = 0.0
-        self.level_ = 1.0
+        self.level_ = math.inf
 
     @classmethod
     def _unit_test_params(cls) -> list[dict[str, Any]]:
-        return [{"train_rows": 50}, {"train_rows": 20, "smooth": 1.0, "alpha": 0.0}]
+        return [{"train_rows": 50}, {"train_rows": 20, "smooth": 1.0, "alpha": 0.0, "cap": 1e9}]
 
     @property
     def trained(self) -> bool:
@@ -141,7 +149,7 @@ class DriftResidual(Detector):
         """``(residuals, next per-metric smoothed squares, next smoothed max square)``."""
         r = np.where(np.isnan(z), 0.0, (z - self.base_) / self.sd_)
         r2 = r * r
-        top = float(r2.max()) if len(r2) else 0.0
+        top = min(float(r2.max()) if len(r2) else 0.0, self.cap * self.level_)
         return r, self.ema_ + self.smooth * (r2 - self.ema_), self.energy_ + self.smooth * (
             top - self.energy_
         )
@@ -181,6 +189,7 @@ class DriftResidual(Detector):
             _, self.ema_, self.energy_ = self._step(z)
             peak = max(peak, self.energy_)
         self.level_ = self.margin * max(peak, 1e-12)
+        self.energy_ = min(self.energy_, self.cap * self.level_)
         self.buffer_ = []
 
     # -- API ---------------------------------------------------------------------------
