@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from edgewise.bench.csv import bench_folder
-from edgewise.errors import QualityError
+from edgewise.errors import InvalidParameterError, QualityError
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": "/tmp/nbc"}
@@ -88,8 +88,8 @@ def test_detect_names_the_faulty_column_and_skips_label_like_columns(folder, tmp
 
 def test_empty_folder_and_missing_label_are_named(tmp_path):
     """Check a folder without CSVs, and a file without the label column, are clear errors."""
-    with pytest.raises(QualityError, match="no \\*.csv"):
+    with pytest.raises(QualityError, match=r"no \*\.csv"):
         bench_folder(tmp_path, "anomaly")
     (tmp_path / "a.csv").write_text("t,v\n2024-01-01,1\n")
-    with pytest.raises(Exception, match="--label-column 'anomaly' is not a column"):
+    with pytest.raises(InvalidParameterError, match="--label-column 'anomaly' is not a column"):
         bench_folder(tmp_path, "anomaly")
