@@ -62,7 +62,8 @@ class DriftResidual(Detector):
         fault rather than drift once outside the gate.
     patience
         Readings a metric may stay locked; then its baseline is re-anchored at the
-        reading (a change that lasts becomes the new normal, so alarms end).
+        metric's recent level (a running mean of weight 0.05): a change that lasts
+        becomes the new normal, so its alarms end.
     smooth
         Weight of the newest squared residual in the smoothed score.
     margin
