@@ -14,6 +14,7 @@ and, given labels, compute alarm metrics (:func:`alarm_metrics`).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +29,21 @@ from edgewise.detect import (
     DEFAULT_THRESHOLD,
     DETECTORS,
     Detector,
+    DriftResidual,
     Mahalanobis,
     get_detector,
 )
 from edgewise.errors import InvalidParameterError, QualityError
 
-__all__ = ["DetectResult", "alarm_metrics", "detect_table", "read_table"]
+__all__ = ["DetectResult", "alarm_metrics", "bench_folder", "detect_table", "read_table"]
 
 _TIME_NAMES = ("timestamp", "time", "ts", "datetime", "date")
+#: Columns never taken as metrics by default: they hold labels, not readings.
+_LABEL_NAMES = ("anomaly", "anomalies", "label", "labels", "is_anomaly", "changepoint", "target")
+#: Detectors that take all columns at once (the rest run one per column).
+_MULTIVARIATE = (Mahalanobis, DriftResidual)
+#: The default for several columns when the first rows are known normal.
+DEFAULT_TRAINED_MULTIVARIATE = "drift-residual"
 _CHUNK = 20_000
 
 
@@ -130,19 +138,23 @@ def detect_table(
     df
         The table; it is not modified.
     columns
-        Metric columns; default: every numeric column except the time and label columns.
+        Metric columns; default: every numeric column except the time and label columns
+        and columns named like labels (``anomaly``, ``label``, ``changepoint``, ...).
     time_column
         Must hold sorted, unique timestamps. Default: a column named ``timestamp``,
         ``time``, ``ts``, ``datetime`` or ``date`` if there is one.
     label_column
         Excluded from the metrics (1/true marks an anomaly).
     detector
-        Registry name. Default: ``context-likelihood`` for one column, ``mahalanobis`` for
-        several. A univariate detector on several columns runs one detector per column and
-        reports the highest score.
+        Registry name. Default: ``context-likelihood`` for one column; for several,
+        ``drift-residual`` with ``train_rows`` (it learns normal from them) and
+        ``mahalanobis`` without. A univariate detector on several columns runs one
+        detector per column and reports the highest score.
     train_rows
-        The first rows are known normal: learned, never flagged; with ``threshold`` unset
-        they raise it to their 99th percentile score if that is above the default.
+        The first rows are known normal: learned, never flagged; a detector with a
+        ``train_rows`` parameter learns its normal span from exactly them. With
+        ``threshold`` unset they raise it to their 99th percentile score if that is above
+        the default.
     threshold
         Score at or above which a row is flagged (default ``DEFAULT_THRESHOLD``).
     on_progress
@@ -161,7 +173,9 @@ def detect_table(
     if columns is None:
         columns = [
             c for c in df.columns
-            if c not in skip and pd.to_numeric(df[c], errors="coerce").notna().any()
+            if c not in skip
+            and c.strip().lower() not in _LABEL_NAMES
+            and pd.to_numeric(df[c], errors="coerce").notna().any()
         ]
         if not columns:
             raise QualityError("The file has no numeric column to run a detector on.")
@@ -179,19 +193,24 @@ def detect_table(
         )
     if detector is None:
         detector = DEFAULT_DETECTOR if len(columns) == 1 else DEFAULT_MULTIVARIATE
+        if len(columns) > 1 and train_rows >= 2:
+            detector = DEFAULT_TRAINED_MULTIVARIATE
     if detector not in DETECTORS:
         raise InvalidParameterError(
             f"Unknown detector {detector!r}. Choose one of: {', '.join(sorted(DETECTORS))}."
         )
-    multivariate = issubclass(DETECTORS[detector], Mahalanobis)
+    multivariate = issubclass(DETECTORS[detector], _MULTIVARIATE)
+    params: dict[str, Any] = {}
+    if train_rows >= 2 and "train_rows" in inspect.signature(DETECTORS[detector]).parameters:
+        params["train_rows"] = train_rows
     n = len(X)
     scores = np.zeros(n)
     top = np.empty(n, dtype=object)
     if multivariate or len(columns) == 1:
-        det = get_detector(detector)
+        det = get_detector(detector, **params)
         dets: list[Detector] = [det]
     else:
-        dets = [get_detector(detector) for _ in columns]
+        dets = [get_detector(detector, **params) for _ in columns]
     per_col = np.zeros((n, len(dets)))
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
@@ -248,6 +267,10 @@ def alarm_metrics(flagged: np.ndarray, labels: Any, skip: int = 0) -> dict[str, 
     fp = int((f & ~y).sum())
     fn = int((~f & y).sum())
     tn = int((~f & ~y).sum())
+    return _rates(tp, fp, fn, tn)
+
+
+def _rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, float | int]:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -262,6 +285,47 @@ def alarm_metrics(flagged: np.ndarray, labels: Any, skip: int = 0) -> dict[str, 
         "fn": fn,
         "tn": tn,
     }
+
+
+def bench_folder(
+    folder: str | Path,
+    label_column: str,
+    time_column: str | None = None,
+    columns: Sequence[str] | None = None,
+    detector: str | None = None,
+    train_rows: int = 0,
+    threshold: float | None = None,
+    on_file: Callable[[Path, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run :func:`detect_table` on every ``*.csv`` under ``folder`` (recursively).
+
+    Each file is an independent run (a fresh detector, its own first ``train_rows`` rows
+    as normal). Counts are pooled over files, as SKAB scores its binary leaderboard: the
+    returned ``"total"`` holds precision, recall, F1 and the false- and missed-alarm rates
+    of all evaluated rows together; ``"files"`` the same per file.
+    """
+    root = Path(folder)
+    files = sorted(root.rglob("*.csv")) if root.is_dir() else []
+    if not files:
+        raise QualityError(f"Folder {str(root)!r} holds no *.csv file to benchmark.")
+    per_file: list[dict[str, Any]] = []
+    for path in files:
+        df = read_table(path)
+        if label_column not in df.columns:
+            raise InvalidParameterError(
+                f"--label-column {label_column!r} is not a column of {str(path)!r}. "
+                f"Columns: {', '.join(df.columns)}."
+            )
+        res = detect_table(df, columns, time_column, label_column, detector, train_rows,
+                           threshold)
+        m = alarm_metrics(res.frame["is_anomaly"].to_numpy(), df[label_column], train_rows)
+        row = {"file": str(path.relative_to(root)), "rows": len(df), "detector": res.detector,
+               **m}
+        per_file.append(row)
+        if on_file is not None:
+            on_file(path, row)
+    counts = {k: sum(int(r[k]) for r in per_file) for k in ("tp", "fp", "fn", "tn")}
+    return {"files": per_file, "total": {"files": len(per_file), **_rates(**counts)}}
 
 
 def _labels(labels: Any) -> np.ndarray:

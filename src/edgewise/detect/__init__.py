@@ -10,12 +10,15 @@ Detectors by name (for configuration, the CLI and the gateway):
   sequence novelty + prediction error, anomaly likelihood, repeat suppression.
 * ``"mahalanobis"`` (:data:`DEFAULT_MULTIVARIATE`): all metrics of a device together,
   with per-metric attribution.
+* ``"drift-residual"``: all metrics of a device, learning normal from a known-normal
+  training span (``--train-rows``) and then tracking slow drift but never faults; the
+  best on pump/valve testbeds (``benchmarks/results/multivariate.md``).
 * ``"ewzscore"``: exponentially weighted z-score, the cheapest baseline.
 * ``"river-hst"``: River's HalfSpaceTrees through :class:`RiverDetector` (needs ``river``),
   the usual Python peer, kept for comparison.
 
 >>> sorted(DETECTORS)
-['context-likelihood', 'ewzscore', 'mahalanobis', 'river-hst']
+['context-likelihood', 'drift-residual', 'ewzscore', 'mahalanobis', 'river-hst']
 >>> type(get_detector("context-likelihood", warmup=50)).__name__
 'ContextLikelihood'
 """
@@ -26,6 +29,7 @@ from typing import Any
 
 from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
 from edgewise.detect.context_likelihood import ContextLikelihood
+from edgewise.detect.drift_residual import DriftResidual
 from edgewise.detect.mahalanobis import Mahalanobis
 from edgewise.detect.river_adapter import RiverDetector, RiverHalfSpaceTrees
 from edgewise.detect.threshold import Threshold
@@ -39,6 +43,7 @@ __all__ = [
     "DETECTORS",
     "ContextLikelihood",
     "Detector",
+    "DriftResidual",
     "EWZScore",
     "Mahalanobis",
     "RiverDetector",
@@ -52,6 +57,7 @@ __all__ = [
 #: Detector classes by the name configuration and the CLI use.
 DETECTORS: dict[str, type[Detector]] = {
     "context-likelihood": ContextLikelihood,
+    "drift-residual": DriftResidual,
     "ewzscore": EWZScore,
     "mahalanobis": Mahalanobis,
     "river-hst": RiverHalfSpaceTrees,
@@ -68,7 +74,7 @@ def get_detector(name: str, **params: Any) -> Detector:
     >>> get_detector("isolation")
     Traceback (most recent call last):
     ...
-    edgewise.errors.InvalidParameterError: Unknown detector 'isolation'. Choose one of: context-likelihood, ewzscore, mahalanobis, river-hst.
+    edgewise.errors.InvalidParameterError: Unknown detector 'isolation'. Choose one of: context-likelihood, drift-residual, ewzscore, mahalanobis, river-hst.
     """  # noqa: E501
     cls = DETECTORS.get(name)
     if cls is None:

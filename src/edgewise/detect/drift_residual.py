@@ -1,0 +1,290 @@
+"""Multivariate per-device detection that learns normal from a training span, then tracks drift.
+
+Built for industrial testbeds (pumps, valves) where a device's first readings are known
+normal, faults are sustained (a valve stuck for minutes), and some metrics drift slowly
+and harmlessly (temperatures warming up). Scores are in [0, 1]; high means anomalous.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
+from edgewise.params import Interval, validate_params
+
+__all__ = ["DriftResidual"]
+
+
+class DriftResidual(Detector):
+    """Per-metric residuals against a drift-tracking baseline, smoothed, max over metrics.
+
+    1. **Training span.** The first ``train_rows`` readings are known normal: they fix
+       each metric's mean and standard deviation, and the alarm level: ``margin`` times
+       the largest smoothed score seen over the span (so the span itself never alarms).
+       Metrics first seen after the span are ignored.
+    2. **Residuals.** After the span, each metric's residual is ``r_j = (x_j - m_j) / sd_j``
+       against a baseline ``m_j`` that starts at the training mean.
+    3. **Smoothing.** An exponentially weighted mean ``e`` of ``max_j r_j²`` (weight
+       ``smooth``), each term capped at ``cap`` times the alarm level: sustained faults
+       add up, single noisy readings do not, and a huge fault does not leave a long tail
+       of alarms after it ends.
+    4. **Score.** ``u = e / level``; the score is ``0.9 u`` below the level and
+       ``1 - 0.1 / u`` above, so ``u = 1`` is exactly :data:`DEFAULT_THRESHOLD`.
+    5. **Drift tracking, not fault learning.** After the span, a metric's baseline moves
+       towards the reading by ``alpha`` while ``|r_j| < gate``, and also beyond the gate
+       while ``|r_j|`` got there gradually (each step grew it by less than ``jump``): slow
+       drift (warming up) is followed however far it goes. A step of ``jump`` or more that
+       leaves the gate (a fault) locks the baseline until the metric comes back inside,
+       so a fault is not learned and keeps alarming, for up to ``patience`` readings.
+
+    :meth:`explain_one` gives each metric's share of ``sum_j e_j``, where ``e_j`` is the
+    same smoothing of ``r_j²`` alone: the metric with the largest share drives the score.
+
+    When to use: several metrics of one device with a known-normal start (``--train-rows``
+    in ``edgewise detect``). When not: no normal span to learn from, or normal operation
+    that changes regime abruptly (use :class:`~edgewise.detect.mahalanobis.Mahalanobis`).
+
+    Parameters
+    ----------
+    train_rows
+        Readings that define normal (learned, scored 0).
+    alpha
+        Drift-tracking rate of the baseline after the span.
+    gate
+        Residuals (in training standard deviations) within which a metric's baseline
+        always follows the reading.
+    jump
+        One-step growth of ``|r_j|`` (in training standard deviations) that counts as a
+        fault rather than drift once outside the gate.
+    patience
+        Readings a metric may stay locked; then its baseline is re-anchored at the
+        metric's recent level (a running mean of weight 0.05): a change that lasts
+        becomes the new normal, so its alarms end.
+    smooth
+        Weight of the newest squared residual in the smoothed score.
+    margin
+        Alarm level as a multiple of the largest smoothed score over the training span.
+    cap
+        Largest squared residual fed to the smoothing, as a multiple of the alarm level.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> det = DriftResidual(train_rows=200)
+    >>> for _ in range(200):
+    ...     det.learn_one({"flow": 30 + rng.normal(), "temp": 60 + 0.1 * rng.normal()})
+    >>> det.score_one({"flow": 30.5, "temp": 60.0}) < 0.9
+    True
+    >>> for _ in range(60):          # the flow collapses and stays down
+    ...     x = {"flow": 20 + rng.normal(), "temp": 60 + 0.1 * rng.normal()}
+    ...     s = det.score_one(x)
+    ...     det.learn_one(x)
+    >>> s > 0.9
+    True
+    >>> shares = det.explain_one(x)
+    >>> max(shares, key=shares.get)
+    'flow'
+    """
+
+    _constraints: ClassVar[dict[str, Any]] = {
+        "train_rows": Interval(int, 2, None),
+        "alpha": Interval(float, 0.0, 1.0),
+        "gate": Interval(float, 0.0, None, closed="neither"),
+        "jump": Interval(float, 0.0, None, closed="neither"),
+        "patience": Interval(int, 1, None),
+        "smooth": Interval(float, 0.0, 1.0, closed="right"),
+        "margin": Interval(float, 0.0, None, closed="neither"),
+        "cap": Interval(float, 1.0, None, closed="neither"),
+    }
+
+    def __init__(
+        self,
+        train_rows: int = 400,
+        alpha: float = 0.03,
+        gate: float = 2.0,
+        jump: float = 1.5,
+        patience: int = 900,
+        smooth: float = 0.03,
+        margin: float = 1.25,
+        cap: float = 3.0,
+    ) -> None:
+        validate_params(
+            self._constraints,
+            {
+                "train_rows": train_rows,
+                "alpha": alpha,
+                "gate": gate,
+                "jump": jump,
+                "patience": patience,
+                "smooth": smooth,
+                "margin": margin,
+                "cap": cap,
+            },
+            self,
+        )
+        self.train_rows = train_rows
+        self.alpha = alpha
+        self.gate = gate
+        self.jump = jump
+        self.patience = patience
+        self.smooth = smooth
+        self.margin = margin
+        self.cap = cap
+        self.metrics_: dict[str, int] = {}
+        self.buffer_: list[dict[str, float]] = []
+        self.n_ = 0
+        self.sd_ = np.zeros(0)
+        self.base_ = np.zeros(0)
+        self.ema_ = np.zeros(0)
+        self.prev_ = np.zeros(0)
+        self.locked_ = np.zeros(0, dtype=bool)
+        self.held_ = np.zeros(0, dtype=int)
+        self.recent_ = np.zeros(0)
+        self.energy_ = 0.0
+        self.level_ = math.inf
+
+    @classmethod
+    def _unit_test_params(cls) -> list[dict[str, Any]]:
+        return [{"train_rows": 50}, {"train_rows": 20, "smooth": 1.0, "alpha": 0.0, "cap": 1e9}]
+
+    @property
+    def trained(self) -> bool:
+        """Whether the training span is over (scores are then non-zero)."""
+        return self.n_ >= self.train_rows
+
+    # -- internals ---------------------------------------------------------------------
+    def _vector(self, x: Mapping[str, float]) -> np.ndarray:
+        """The reading over the trained metrics; missing or non-finite values as NaN."""
+        z = np.full(len(self.metrics_), np.nan)
+        for k, v in x.items():
+            j = self.metrics_.get(k)
+            if j is not None and math.isfinite(v):
+                z[j] = float(v)
+        return z
+
+    def _step(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(residuals, next per-metric smoothed squares, next smoothed max square)``."""
+        r = np.where(np.isnan(z), 0.0, (z - self.base_) / self.sd_)
+        r2 = r * r
+        top = min(float(r2.max()) if len(r2) else 0.0, self.cap * self.level_)
+        return r, self.ema_ + self.smooth * (r2 - self.ema_), self.energy_ + self.smooth * (
+            top - self.energy_
+        )
+
+    def _calibrate(self, energy: float) -> float:
+        u = energy / self.level_
+        if not math.isfinite(u):
+            return 1.0
+        if u <= 1.0:
+            return DEFAULT_THRESHOLD * max(u, 0.0)
+        return 1.0 - (1.0 - DEFAULT_THRESHOLD) / u
+
+    def _advance(self, z: np.ndarray) -> None:
+        r, self.ema_, self.energy_ = self._step(z)
+        a = np.abs(r)
+        inside = a < self.gate
+        drift = ~inside & ~self.locked_ & (a - self.prev_ < self.jump)
+        self.locked_ = ~inside & ~drift
+        self.prev_ = a
+        move = (inside | drift) & ~np.isnan(z)
+        self.base_ = np.where(move, self.base_ + self.alpha * (z - self.base_), self.base_)
+        # A change that outlasts ``patience`` readings is the new normal: re-anchor at the
+        # recent level (a short running mean, not one noisy reading).
+        seen = ~np.isnan(z)
+        self.recent_ = np.where(seen, self.recent_ + 0.05 * (z - self.recent_), self.recent_)
+        self.held_ = np.where(self.locked_, self.held_ + 1, 0)
+        renew = (self.held_ >= self.patience) & seen
+        if renew.any():
+            self.base_ = np.where(renew, self.recent_, self.base_)
+            self.locked_ &= ~renew
+            self.held_ = np.where(renew, 0, self.held_)
+            self.prev_ = np.where(renew, 0.0, self.prev_)
+
+    def _finish_training(self) -> None:
+        names = sorted({k for row in self.buffer_ for k in row})
+        self.metrics_ = {k: i for i, k in enumerate(names)}
+        Z = np.array([self._vector(row) for row in self.buffer_]).reshape(-1, len(names))
+        seen = ~np.isnan(Z).all(axis=0)
+        mean = np.nanmean(Z[:, seen], axis=0)
+        sd = np.nanstd(Z[:, seen], axis=0)
+        self.base_ = np.zeros(len(names))
+        self.sd_ = np.ones(len(names))
+        self.base_[seen] = mean
+        # A metric constant over the span gets a small floor: any change then stands out.
+        self.sd_[seen] = np.maximum(sd, 1e-6 * (np.abs(mean) + 1.0))
+        # Start the smoothing at the first reading's squares (not at 0, which would hide
+        # the span's own noise level and set the alarm level too low).
+        self.ema_ = np.zeros(len(names))
+        r0 = self._step(Z[0])[0]
+        self.ema_ = r0 * r0
+        self.energy_ = peak = float(self.ema_.max()) if len(names) else 0.0
+        self.locked_ = np.zeros(len(names), dtype=bool)
+        self.held_ = np.zeros(len(names), dtype=int)
+        self.recent_ = self.base_.copy()
+        for z in Z:
+            r, self.ema_, self.energy_ = self._step(z)
+            peak = max(peak, self.energy_)
+            self.prev_ = np.abs(r)
+        self.level_ = self.margin * max(peak, 1e-12)
+        self.energy_ = min(self.energy_, self.cap * self.level_)
+        self.buffer_ = []
+
+    # -- API ---------------------------------------------------------------------------
+    def score_one(self, x: Mapping[str, float]) -> float:
+        """Score one device reading in [0, 1] without learning it (0 during training)."""
+        if not self.trained or not self.metrics_:
+            return 0.0
+        return self._calibrate(self._step(self._vector(x))[2])
+
+    def learn_one(self, x: Mapping[str, float]) -> None:
+        """Learn one reading: part of the training span, or one step of drift tracking."""
+        finite = {k: float(v) for k, v in x.items() if math.isfinite(v)}
+        if not finite:
+            return
+        if not self.trained:
+            self.buffer_.append(finite)
+            self.n_ += 1
+            if self.trained:
+                self._finish_training()
+            return
+        if self.metrics_:
+            self._advance(self._vector(finite))
+
+    def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
+        """Score then learn each row of ``X``; equals the one-at-a-time loop."""
+        X = np.asarray(X, dtype=float)
+        if X.ndim == 1:
+            X = X[:, None]
+        names = list(columns) if columns is not None else [f"x{i}" for i in range(X.shape[1])]
+        out = np.zeros(len(X))
+        for i, row in enumerate(X):
+            if not self.trained:
+                x = {n: float(v) for n, v in zip(names, row, strict=True) if math.isfinite(v)}
+                self.learn_one(x)
+                continue
+            if not self.metrics_:
+                continue
+            z = np.full(len(self.metrics_), np.nan)
+            for n, v in zip(names, row, strict=True):
+                j = self.metrics_.get(n)
+                if j is not None and math.isfinite(v):
+                    z[j] = v
+            out[i] = self._calibrate(self._step(z)[2])
+            if any(math.isfinite(v) for v in row):
+                self._advance(z)
+        return out
+
+    def explain_one(self, x: Mapping[str, float]) -> dict[str, float]:
+        """Share of each metric in the smoothed residual energy (sums to 1 when any)."""
+        if not self.trained or not self.metrics_:
+            return {}
+        ema = self._step(self._vector(x))[1]
+        total = float(ema.sum())
+        if total <= 0.0 or not math.isfinite(total):
+            return {k: 0.0 for k in self.metrics_}
+        return {k: float(ema[j] / total) for k, j in self.metrics_.items()}

@@ -1,0 +1,75 @@
+"""Tests of the drift-residual multivariate detector: faults, drift, attribution, state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgewise.detect import DEFAULT_THRESHOLD, Detector, DriftResidual, get_detector
+from edgewise.errors import InvalidParameterError
+
+COLS = ["flow", "pressure", "temp"]
+
+
+def pump(n: int = 1200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A pump: flow and pressure coupled, temperature drifting up slowly; one stuck valve."""
+    rng = np.random.default_rng(seed)
+    flow = 30 + rng.standard_normal(n)
+    pressure = 0.1 * flow + 0.05 * rng.standard_normal(n)
+    temp = 60 + np.linspace(0, 1.5, n) + 0.1 * rng.standard_normal(n)
+    y = np.zeros(n, dtype=bool)
+    y[700:900] = True
+    flow[700:900] -= 6.0  # the valve closes: flow drops, pressure does not follow
+    return np.c_[flow, pressure, temp], y
+
+
+def test_flags_the_fault_not_the_drift_and_names_the_metric():
+    """Check the sustained fault is flagged, the slow temperature drift is not."""
+    X, y = pump()
+    det = DriftResidual(train_rows=300)
+    s = det.score_many(X, columns=COLS)
+    flagged = s >= DEFAULT_THRESHOLD
+    assert not flagged[:300].any()
+    assert flagged[y].mean() > 0.8
+    assert not flagged[:700].any()  # the drift is tracked, never flagged
+    assert not flagged[960:].any()  # alarms stop within a minute of the fault's end
+    shares = det.explain_one(dict(zip(COLS, X[800], strict=True)))
+    assert max(shares, key=shares.get) == "flow"
+    assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_a_long_fault_is_not_learned_as_normal():
+    """Check the baseline of a faulty metric does not follow the fault (gated learning)."""
+    X, _ = pump()
+    det = DriftResidual(train_rows=300)
+    det.score_many(X[:899], columns=COLS)
+    assert det.base_[det.metrics_["flow"]] > 29.0
+
+
+def test_scores_are_zero_during_training_and_state_round_trips():
+    """Check the training span scores 0 and a restored detector continues identically."""
+    X, _ = pump()
+    det = DriftResidual(train_rows=300)
+    assert not det.score_many(X[:300], columns=COLS).any()
+    det.score_many(X[300:750], columns=COLS)
+    twin = Detector.loads(det.dumps())
+    np.testing.assert_array_equal(
+        det.score_many(X[750:], columns=COLS), twin.score_many(X[750:], columns=COLS)
+    )
+
+
+def test_registered_and_invalid_parameters_are_named():
+    """Check the registry builds it and bad parameters name the parameter."""
+    assert isinstance(get_detector("drift-residual", train_rows=10), DriftResidual)
+    with pytest.raises(InvalidParameterError, match="train_rows"):
+        DriftResidual(train_rows=1)
+
+
+def test_a_lasting_change_becomes_normal_after_patience():
+    """Check a locked metric is re-anchored after `patience` readings, so alarms end."""
+    X, _ = pump(n=1200)
+    X[900:, 0] -= 6.0  # pump() drops the flow over 700-900; here it stays down for good
+    det = DriftResidual(train_rows=300, patience=200)
+    s = det.score_many(X, columns=COLS)
+    assert (s[750:900] >= DEFAULT_THRESHOLD).all()
+    assert (s[1000:] < DEFAULT_THRESHOLD).all()
