@@ -6,7 +6,7 @@ import pytest
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import InvalidParameterError, NotFittedError
 from edgewise.label.feedback import FeedbackDetector, WindowFeedbackModel
-from edgewise.label.windows import windows_from_series
+from edgewise.label.windows import WindowSet, windows_from_series
 
 
 def _stream(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,3 +112,46 @@ def test_window_model_false_alarm_raises_device_threshold_only_there() -> None:
     assert after[60 + 20] and after[60 + 40]    # device b untouched
     with pytest.raises(NotFittedError):
         WindowFeedbackModel().predict(ws)
+
+
+def _stuck_fleet() -> tuple[WindowSet, np.ndarray]:
+    """Three devices; each gets sensor-stuck episodes the streaming detectors barely see."""
+    rng = np.random.default_rng(5)
+    parts, ys = [], []
+    for dev in ("a", "b", "c"):
+        x = 20 + np.cumsum(rng.normal(0, 0.05, 3000)) + rng.normal(0, 0.3, 3000)
+        y = np.zeros(60, bool)
+        for w in rng.choice(np.arange(5, 60), 6, replace=False):
+            x[w * 50:(w + 1) * 50] = x[w * 50]     # stuck for a whole window
+            y[w] = True
+        parts.append(windows_from_series(x, np.arange(3000) * 10**9, dev, length=50))
+        ys.append(y)
+    return WindowSet.concat(parts), np.concatenate(ys)
+
+
+def test_window_model_classifier_carries_fault_labels_to_other_devices() -> None:
+    ws, truth = _stuck_fleet()
+    y = np.full(len(ws), -1)
+    a = np.flatnonzero(ws.device == "a")
+    y[a] = truth[a]                               # only device a is labelled
+    others = ws.device != "a"
+    base = WindowFeedbackModel(classifier=False).fit(ws, y).predict(ws)
+    model = WindowFeedbackModel().fit(ws, y)
+    pred = model.predict(ws)
+    assert model.clf_ is not None and model.clf_weight_ > 0.5
+    recall_base = (base & truth)[others].sum() / truth[others].sum()
+    recall = (pred & truth)[others].sum() / truth[others].sum()
+    assert recall_base < 0.5 and recall > 0.9
+    assert (pred & ~truth)[others].sum() <= 2
+
+
+def test_window_model_classifier_is_skipped_when_it_does_not_help() -> None:
+    ws, _ = _stuck_fleet()
+    rng = np.random.default_rng(0)
+    y = np.full(len(ws), -1)
+    ask = rng.choice(len(ws), 60, replace=False)
+    y[ask] = rng.random(60) < 0.3                 # answers unrelated to the windows
+    model = WindowFeedbackModel().fit(ws, y)
+    assert model.clf_ is None
+    assert (model.predict(ws) == WindowFeedbackModel(classifier=False).fit(ws, y).predict(ws)
+            ).all()

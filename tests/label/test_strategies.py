@@ -8,6 +8,7 @@ from edgewise.label.strategies import (
     DefaultMix,
     Disagreement,
     Diversity,
+    Novelty,
     Pool,
     RandomSampling,
     TopScore,
@@ -83,8 +84,53 @@ def test_diversity_covers_every_operating_state() -> None:
 
 def test_mix_interleaves_weak_and_strong_alarms() -> None:
     margin = np.array([-3.0, 0.2, 6.0, 0.1, 9.0, -0.5, 3.0])
-    got = DefaultMix(seed=0).select(Pool(margin), 4).tolist()
-    assert got == [3, 4, 1, 2]
+    # first round: each strategy that can rank this pool asks once, in list order
+    assert DefaultMix(seed=0).select(Pool(margin), 2).tolist() == [3, 4]
+    # not adaptive: best rank in any strategy
+    assert DefaultMix(adaptive=False, seed=0).select(Pool(margin), 4).tolist() == [3, 4, 1, 2]
+
+
+def test_novelty_picks_slow_faults_the_scores_miss() -> None:
+    rng = np.random.default_rng(0)
+    n = 300
+    F = rng.normal(0, 1, (n, 6))
+    groups = np.repeat(["a", "b", "c"], 100)
+    F[100:200] = F[100:200] * 10 + 50    # another device in other units: not novel by itself
+    stuck = [17, 150, 260]
+    F[17, 1] = -12.0                        # spread collapsed (a stuck sensor)
+    F[150, 0] = 50 + 10 * 9.0               # level drifted, in device b's units
+    F[260, 3] = 9.0
+    pool = Pool(margin=np.full(n, -1.0), features=F, groups=groups)
+    assert set(Novelty(seed=0).select(pool, 3).tolist()) == set(stuck)
+    with pytest.raises(InvalidParameterError, match="features"):
+        Novelty().select(Pool(margin=np.zeros(3)), 1)
+
+
+def test_adaptive_mix_gives_questions_to_the_strategy_that_finds_errors() -> None:
+    # the model raises no alarms; anomalies are exactly the most novel windows, so
+    # TopScore's questions (margin order) are answered "normal" = what the model said
+    rng = np.random.default_rng(1)
+    n = 400
+    F = rng.normal(0, 1, (n, 4))
+    anomalous = rng.choice(n, 40, replace=False)
+    F[anomalous] += rng.choice([-1, 1], (40, 4)) * rng.uniform(6, 9, (40, 4))
+    margin = -3 + rng.uniform(0, 1, n)
+    margin[anomalous] = -3.5
+    truth = np.zeros(n, int)
+    truth[anomalous] = 1
+    labels = np.full(n, -1)
+    mix = DefaultMix([TopScore(seed=0), Novelty(seed=0)], seed=0)
+    picks = []
+    for _ in range(6):
+        got = mix.select(Pool(margin, features=F, labels=labels), 5)
+        labels[got] = truth[got]
+        picks.append(got)
+    assert mix.asks_.tolist()[0] + mix.asks_.tolist()[1] == 25  # the last batch pending
+    assert mix.hits_[1] / mix.asks_[1] > 0.8 and mix.hits_[0] == 0
+    assert truth[np.concatenate(picks[-3:])].mean() > 0.8     # later batches: mostly novelty
+    # a fixed mix (or random) keeps asking TopScore's quiet windows
+    fixed = DefaultMix([TopScore(seed=0), Novelty(seed=0)], adaptive=False, seed=0)
+    assert truth[fixed.select(Pool(margin, features=F), 30)].mean() < 0.7
 
 
 def test_seeded_and_validated() -> None:

@@ -295,7 +295,7 @@ def run_active(ds: Dataset, strategy: str, seed: int, budgets: Sequence[int] = B
         want = min(batch, top - asked, *[b - asked for b in budgets if b > asked])
         pool = Pool(margin=model.decision_function(ws),
                     member_margins=model.member_margins(ws),
-                    features=ws.features, groups=ws.device, labelled=y >= 0)
+                    features=ws.features, groups=ws.device, labels=y)
         pick = strat.select(pool, want)
         if len(pick) == 0:
             return out
@@ -360,15 +360,19 @@ def to_markdown(results: dict[str, dict[str, object]], command: str) -> str:
              f"Command: `{command}`", "",
              "Machine: shared 2-core VM (CPU only). Headline metric: event F1 (alarm precision x",
              "event recall, see `edgewise/bench/active.py`); window F1 below it. Mean ± std over",
-             "seeds. `active` = DefaultMix (weakest + strongest alarms, one per device per batch),",
-             "batches of 5 questions, WindowFeedbackModel refitted after each batch.", "",
+             "seeds. `active` = adaptive DefaultMix (weakest alarms, strongest alarms, ensemble",
+             "disagreement, novelty; Thompson sampling gives more questions to the strategies",
+             "whose answers contradicted the model), batches of 5 questions, one per device per",
+             "batch; WindowFeedbackModel (per-device thresholds + pattern memory + a fleet-wide",
+             "classifier, used only when cross-validation on the answers says it helps) is",
+             "refitted after each batch. `random` uses the same model.", "",
              "Notes:", "",
              "- Budgets count labelled windows in the whole fleet/corpus, not per device.",
              "- F1 is computed over every window, the labelled ones included (the system",
              "  knows what a person answered); the label-free baseline is budget 0.",
-             "- On NAB the data are fixed and the non-random strategies are deterministic",
-             "  (seeds only break ties), so their spread is 0; the pump datasets draw a new",
-             "  fleet per seed, so their spread covers different fleets.",
+             "- On NAB the data are fixed, so the spread there comes from the strategies'",
+             "  seeds only (random picks; the mix's Thompson draws); the pump datasets draw a",
+             "  new fleet per seed, so their spread covers different fleets too.",
              "- `pumps` is the benchmark's own generator (`pump_fleet`); `sim-pumps` is",
              "  `edgewise.sim.PumpFleet` (it landed on main while this was written).",
              "- No NAB score: the NAB scorer was on the `detect` branch, not on main, when",

@@ -48,7 +48,7 @@ def suggest_cmd(
     data_dir: DataDir,
     k: Annotated[int, typer.Option("-k", min=1, help="How many windows to propose.")] = 10,
     strategy: Annotated[str, typer.Option(
-        help="mix, uncertainty, top, disagreement, diversity or random.")] = "mix",
+        help="mix, uncertainty, top, disagreement, diversity, novelty or random.")] = "mix",
     csv: Csv = None,
     store: Store = None,
     window: Window = None,

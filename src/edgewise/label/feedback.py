@@ -44,6 +44,10 @@ from edgewise.params import Interval, validate_params
 
 __all__ = ["FeedbackDetector", "WindowFeedbackModel", "to_z"]
 
+
+def _balanced_accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean([np.mean(pred[y] == 1), np.mean(pred[~y] == 0)]))
+
 _ZMAX = -math.log(1e-15)
 
 
@@ -179,6 +183,17 @@ class WindowFeedbackModel:
         The most (z units) false alarms may raise a device's threshold; repeats of a
         false alarm's pattern are silenced by the memory instead, so one loud false
         alarm does not blind the device to every fault below it.
+    classifier
+        Also learn, fleet-wide, what labelled anomalies look like in (scale-free) feature
+        space: an extra-trees classifier of the labelled windows whose log-odds are added
+        to the detector's margin, weighted by ``n_anomalies / (n_anomalies + evidence)``.
+        Slow faults (drift, a stuck sensor, wear) barely move a streaming detector's
+        score, so thresholds alone cannot use a label saying "this was a fault"; the
+        classifier can, and carries it to similar windows of every device. It is only
+        used when, cross-validated on the labelled windows, it beats the thresholds alone
+        (on corpora of unrelated series a fleet-wide look-alike says little).
+    evidence
+        Anomaly labels at which the classifier gets half its weight.
 
     Attributes
     ----------
@@ -201,18 +216,24 @@ class WindowFeedbackModel:
     """
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, radius: float = 1.0,
-                 max_raise: float = 2.0) -> None:
+                 max_raise: float = 2.0, classifier: bool = True, evidence: float = 5.0,
+                 random_state: int = 0) -> None:
         self.threshold = threshold
         self.radius = radius
         self.max_raise = max_raise
+        self.classifier = classifier
+        self.evidence = evidence
+        self.random_state = random_state
 
     def fit(self, windows: WindowSet, y: np.ndarray) -> WindowFeedbackModel:
         """Fit to ``y``: 1 anomaly, 0 normal, -1 unlabelled, one per window."""
         validate_params({"threshold": Interval(float, 0.0, 1.0, closed="neither"),
                          "radius": Interval(float, 0.0, None),
-                         "max_raise": Interval(float, 0.0, None)},
+                         "max_raise": Interval(float, 0.0, None), "classifier": bool,
+                         "evidence": Interval(float, 0.0, None, closed="neither")},
                         {"threshold": self.threshold, "radius": self.radius,
-                         "max_raise": self.max_raise}, self)
+                         "max_raise": self.max_raise, "classifier": self.classifier,
+                         "evidence": self.evidence}, self)
         y = np.asarray(y)
         if len(y) != len(windows):
             raise InvalidParameterError(
@@ -236,7 +257,38 @@ class WindowFeedbackModel:
         self.memory_device_ = windows.device[lab]
         self.memory_X_ = (F[lab] - self.mean_) / self.scale_
         self.memory_y_ = (y[lab] == 1)
+        self.clf_ = None
+        self.clf_weight_ = 0.0
+        pos = y[lab] == 1
+        if self.classifier and pos.sum() >= 2 and (~pos).sum() >= 2:
+            X = self.memory_X_
+            det = to_z(windows.scores[lab, 0]) - np.array(
+                [self.thresholds_[str(d)] for d in windows.device[lab]])
+            weight = float(pos.sum() / (pos.sum() + self.evidence))
+            # k-fold check on the labelled windows: does the classifier add anything?
+            folds = np.arange(len(lab)) % 3
+            p_cv = np.full(len(lab), 0.5)
+            for f in range(3):
+                tr = folds != f
+                if pos[tr].any() and (~pos[tr]).any():
+                    p_cv[~tr] = self._trees(X[tr], pos[tr]).predict_proba(X[~tr])[:, 1]
+            if (_balanced_accuracy(self._combine(det, p_cv, weight) >= 0, pos)
+                    > _balanced_accuracy(det >= 0, pos)):
+                self.clf_ = self._trees(X, pos)
+                self.clf_weight_ = weight
         return self
+
+    def _trees(self, X: np.ndarray, y: np.ndarray) -> Any:
+        from sklearn.ensemble import ExtraTreesClassifier
+
+        return ExtraTreesClassifier(n_estimators=60, class_weight="balanced",
+                                    random_state=self.random_state, n_jobs=1).fit(X, y)
+
+    @staticmethod
+    def _combine(margin: np.ndarray, p: np.ndarray, weight: float) -> np.ndarray:
+        """Detector margin (capped at 3 z) plus the classifier's weighted log-odds."""
+        p = np.clip(p, 0.02, 0.98)
+        return np.clip(margin, -3.0, 3.0) + 3.0 * weight * np.log(p / (1 - p))
 
     @staticmethod
     def _fit_threshold(z: np.ndarray, pos: np.ndarray, t0: float) -> float:
@@ -285,6 +337,9 @@ class WindowFeedbackModel:
         hit, lab = self._memory(windows)
         m[hit & lab] = np.abs(m[hit & lab]) + 1.0
         m[hit & ~lab] = -np.abs(m[hit & ~lab]) - 1.0
+        if self.clf_ is not None:
+            X = (windows.features - self.mean_) / self.scale_
+            m = self._combine(m, self.clf_.predict_proba(X)[:, 1], self.clf_weight_)
         return m
 
     def member_margins(self, windows: WindowSet) -> np.ndarray:

@@ -43,6 +43,7 @@ __all__ = [
     "DefaultMix",
     "Disagreement",
     "Diversity",
+    "Novelty",
     "Pool",
     "QueryStrategy",
     "RandomSampling",
@@ -68,6 +69,9 @@ class Pool:
         ``(n,)`` the device of each window (``None``: all one device).
     labelled
         ``(n,)`` boolean, windows already labelled (never proposed again).
+    labels
+        ``(n,)`` the answers so far: 1 anomaly, 0 normal, -1 not asked (optional; the
+        adaptive :class:`DefaultMix` learns from it which of its strategies find errors).
     """
 
     margin: np.ndarray
@@ -75,14 +79,16 @@ class Pool:
     features: np.ndarray | None = None
     groups: np.ndarray | None = None
     labelled: np.ndarray | None = field(default=None)
+    labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.margin = np.asarray(self.margin, dtype=float)
         n = len(self.margin)
         if self.labelled is None:
-            self.labelled = np.zeros(n, dtype=bool)
+            self.labelled = (np.zeros(n, dtype=bool) if self.labels is None
+                             else np.asarray(self.labels) >= 0)
         self.labelled = np.asarray(self.labelled, dtype=bool)
-        for name in ("member_margins", "features", "groups", "labelled"):
+        for name in ("member_margins", "features", "groups", "labelled", "labels"):
             v = getattr(self, name)
             if v is not None and len(v) != n:
                 raise InvalidParameterError(
@@ -107,13 +113,16 @@ class QueryStrategy(abc.ABC):
     def priority(self, pool: Pool) -> np.ndarray:
         """A priority per window; lower is asked first."""
 
-    def select(self, pool: Pool, k: int) -> np.ndarray:
-        """Indices of up to ``k`` unlabelled windows to label next, best first."""
+    def _check_k(self, k: object) -> None:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
             raise InvalidParameterError(
                 f"The 'k' parameter of {type(self).__name__}.select must be an int in the "
                 f"range [0, inf). Got {k!r} instead."
             )
+
+    def select(self, pool: Pool, k: int) -> np.ndarray:
+        """Indices of up to ``k`` unlabelled windows to label next, best first."""
+        self._check_k(k)
         assert pool.labelled is not None
         cand = np.flatnonzero(~pool.labelled)
         if len(cand) == 0 or k == 0:
@@ -234,44 +243,141 @@ class Diversity(QueryStrategy):
         return (within + covered[km.labels_]) * len(F) + dist / (dist.max() + 1e-12)
 
 
+class Novelty(QueryStrategy):
+    """Windows least like the rest of their device: robust distance in feature space.
+
+    Each feature is scaled by its device's median and MAD, and a window's novelty is the
+    root mean square of those robust z values (clipped at 20). Slow faults that a
+    streaming detector adapts to (a drift, a stuck sensor, a worn bearing) score low on
+    the detectors but stand out here, because the features compare a window's level,
+    spread and step size with the device's whole history.
+    """
+
+    def priority(self, pool: Pool) -> np.ndarray:
+        if pool.features is None:
+            raise InvalidParameterError("Novelty needs Pool.features (one row per window).")
+        F = np.asarray(pool.features, dtype=float)
+        groups = pool.groups if pool.groups is not None else np.zeros(len(F))
+        out = np.zeros(len(F))
+        for g in np.unique(groups):
+            rows = groups == g
+            X = F[rows]
+            med = np.median(X, axis=0)
+            mad = np.median(np.abs(X - med), axis=0) * 1.4826
+            sd = X.std(axis=0)
+            scale = np.where(mad > 1e-9, mad, np.where(sd > 1e-9, sd, 1.0))
+            out[rows] = np.sqrt(np.mean(np.clip((X - med) / scale, -20, 20) ** 2, axis=1))
+        return -out
+
+
 class DefaultMix(QueryStrategy):
-    """Interleave strategies: each window's priority is its best rank in any of them.
+    """Several strategies share the questions, and the ones that find errors get more.
+
+    Which signal points at a fleet's faults depends on the fleet: on a corpus whose
+    false alarms come in storms the strongest alarms are worth asking about; on pumps
+    whose faults are slow (drift, stuck sensors, wear) the detectors stay quiet and the
+    faults show as novel windows or as ensemble disagreement. So the mix does not fix
+    the shares: every strategy's picks are remembered with what the model predicted
+    then, and once answered (``Pool.labels``) a pick counts as a *hit* when the answer
+    contradicts the prediction (a false alarm or a missed anomaly: a question that
+    taught the model something). Each question goes to the strategy with the highest
+    Thompson draw from Beta(1 + hits, 1 + misses); strategies not asked yet go first,
+    in list order, so the first batch interleaves them.
 
     Parameters
     ----------
     strategies
-        The strategies to mix; default: ``Uncertainty(side="alarms")``, ``TopScore()``
-        and ``Disagreement()`` (weakest and strongest alarms, where a person's answer
-        moves a threshold most, and windows the ensemble is split on). A strategy that
-        needs what the pool lacks (e.g. Disagreement without ``member_margins``) is
-        left out of the mix for that call.
+        The strategies to mix; default: ``Uncertainty(side="alarms")``, ``TopScore()``,
+        ``Disagreement()`` and ``Novelty()``. A strategy that needs what the pool lacks
+        (e.g. Disagreement without ``member_margins``) is left out for that call.
+    adaptive
+        ``False``: no learning; each window's priority is its best rank in any strategy.
+
+    Attributes
+    ----------
+    hits_, asks_
+        Per strategy: answered questions, and those that contradicted the model.
     """
 
     def __init__(self, strategies: Sequence[QueryStrategy] | None = None, *,
-                 spread: bool = True, seed: int | None = None) -> None:
+                 adaptive: bool = True, spread: bool = True, seed: int | None = None) -> None:
         super().__init__(spread=spread, seed=seed)
         self.strategies = (list(strategies) if strategies is not None
                            else [Uncertainty(side="alarms", seed=seed), TopScore(seed=seed),
-                                 Disagreement(seed=seed)])
+                                 Disagreement(seed=seed), Novelty(seed=seed)])
         if not self.strategies:
             raise InvalidParameterError("DefaultMix needs at least one strategy.")
+        self.adaptive = adaptive
+        self.hits_ = np.zeros(len(self.strategies))
+        self.asks_ = np.zeros(len(self.strategies))
+        self._pending: dict[int, tuple[int, bool]] = {}
 
-    def priority(self, pool: Pool) -> np.ndarray:
-        ranks = []
-        for s in self.strategies:
+    def _ranks(self, pool: Pool) -> dict[int, np.ndarray]:
+        ranks = {}
+        for j, s in enumerate(self.strategies):
             try:
-                pr = s.priority(pool)
+                ranks[j] = np.asarray(s.priority(pool), dtype=float)
             except InvalidParameterError:
                 continue
-            ranks.append(np.argsort(np.argsort(pr, kind="stable")))
         if not ranks:
             raise InvalidParameterError("No strategy of the DefaultMix can rank this Pool.")
+        return ranks
+
+    def priority(self, pool: Pool) -> np.ndarray:
+        ranks = [np.argsort(np.argsort(pr, kind="stable")) for pr in self._ranks(pool).values()]
         # ties between strategies go to the earlier one in the list
         return np.min([r * len(ranks) + j for j, r in enumerate(ranks)], axis=0).astype(float)
 
+    def _learn(self, pool: Pool) -> None:
+        if pool.labels is None:
+            return
+        labels = np.asarray(pool.labels)
+        for i in [i for i in self._pending if i < len(labels) and labels[i] >= 0]:
+            j, alarm = self._pending.pop(i)
+            self.asks_[j] += 1
+            self.hits_[j] += bool(labels[i] == 1) != alarm
+
+    def select(self, pool: Pool, k: int) -> np.ndarray:
+        if not self.adaptive:
+            return super().select(pool, k)
+        self._check_k(k)
+        self._learn(pool)
+        assert pool.labelled is not None
+        cand = np.flatnonzero(~pool.labelled)
+        if len(cand) == 0 or k == 0:
+            return np.array([], dtype=int)
+        tie = self._rng.random(len(cand))
+        orders = {j: list(cand[np.lexsort((tie, pr[cand]))])
+                  for j, pr in self._ranks(pool).items()}
+        asked = self.asks_ + np.bincount([j for j, _ in self._pending.values()],
+                                         minlength=len(self.strategies))
+        picked: list[int] = []
+        seen: set[Any] = set()
+        while len(picked) < min(k, len(cand)):
+            fresh = [j for j in orders if asked[j] == 0]
+            if fresh:
+                j = fresh[0]
+            else:
+                draw = self._rng.beta(1 + self.hits_, 1 + self.asks_ - self.hits_)
+                j = max(orders, key=lambda q: draw[q])
+            order = orders[j]
+            while order and order[0] in picked:
+                order.pop(0)
+            spread_ok = [i for i in order[:200] if not self.spread or pool.groups is None
+                         or pool.groups[i] not in seen]
+            i = int(spread_ok[0] if spread_ok else order[0])
+            picked.append(i)
+            if pool.groups is not None:
+                seen.add(pool.groups[i])
+                if len(seen) >= len(set(pool.groups[cand])):
+                    seen.clear()
+            self._pending[i] = (j, bool(pool.margin[i] >= 0))
+            asked[j] += 1
+        return np.array(picked, dtype=int)
+
 
 #: Strategy names for the CLI and the benchmark.
-STRATEGIES = ("mix", "uncertainty", "top", "disagreement", "diversity", "random")
+STRATEGIES = ("mix", "uncertainty", "top", "disagreement", "diversity", "novelty", "random")
 
 
 def make_strategy(name: str, seed: int | None = None) -> QueryStrategy:
@@ -287,5 +393,6 @@ def make_strategy(name: str, seed: int | None = None) -> QueryStrategy:
         "top": lambda: TopScore(seed=seed),
         "disagreement": lambda: Disagreement(seed=seed),
         "diversity": lambda: Diversity(seed=seed),
+        "novelty": lambda: Novelty(seed=seed),
         "random": lambda: RandomSampling(seed=seed),
     }[name]()

@@ -111,7 +111,7 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
     model = WindowFeedbackModel().fit(ws, y)
     margin = model.decision_function(ws)
     pool = Pool(margin=margin, member_margins=model.member_margins(ws),
-                features=ws.features, groups=None, labelled=y >= 0)
+                features=ws.features, groups=None, labels=y)
     picks = make_strategy(strategy, seed=seed).select(pool, k)
     return [{"device_id": device_id, "start_ns": int(ws.start_ns[i]),
              "end_ns": int(ws.end_ns[i]), "score": round(float(ws.scores[i, 0]), 6),
