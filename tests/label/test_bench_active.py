@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgewise.bench.active import event_f1, pump_fleet, run_active
+from edgewise.bench.active import event_f1, load_nab, pump_fleet, run_active
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,6 +25,8 @@ def test_bench_active_json_shape(shared_data: Path) -> None:
         assert entry["budgets"] == [0, 10, 25, 50, 100]
         assert len(entry["active_f1"]) == len(entry["random_f1"]) == 5
         assert entry["active_f1"][0] == entry["random_f1"][0]
+    assert len(out["nab"]["active_nab"]) == len(out["nab"]["random_nab"]) == 5
+    assert "active_nab" not in out["pumps"]
 
 
 def test_active_labels_beat_random_on_a_simulated_fleet() -> None:
@@ -44,3 +46,19 @@ def test_event_f1_counts_runs_of_alarms() -> None:
     # one long alarm over a device boundary counts as two alarms
     pred = np.array([0, 0, 0, 0, 0, 1, 1], bool)
     assert event_f1(pred, y, ev, dev) == 2 * 0.5 * 0.5 / 1.0
+
+
+def test_nab_score_of_window_alarms_follows_nab(shared_data: Path) -> None:
+    """Check that the active bench's NAB score is NAB's: alarms on exactly the labelled
+    windows score near the perfect 100, no alarm scores the null 0, and alarming on
+    every window scores far below zero (each alarm run outside a window costs)."""
+    files = ["realKnownCause/nyc_taxi.csv", "artificialWithAnomaly/art_daily_jumpsup.csv",
+             "realTweets/Twitter_volume_AAPL.csv"]
+    ds = load_nab(shared_data / "nab", files)
+    assert ds.nab is not None
+    oracle = ds.nab.score(ds.windows, ds.y)["standard"]
+    assert 80 < oracle <= 100
+    assert ds.nab.score(ds.windows, np.zeros(len(ds.y), bool))["standard"] == 0.0
+    alternate = np.arange(len(ds.y)) % 2 == 0  # one alarm run per other window
+    assert alternate[ds.y].any()
+    assert ds.nab.score(ds.windows, alternate)["standard"] < oracle - 30
