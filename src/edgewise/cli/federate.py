@@ -158,6 +158,8 @@ def bench_federated(
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 20,
     dp_clients: Annotated[int, typer.Option(help="Clients for the DP runs.")] = 260,
     dp_rounds: Annotated[int, typer.Option(help="Rounds for the DP runs.")] = 10,
+    dp_sample: Annotated[int, typer.Option(help="Devices sampled per DP round (0: all).")] = 0,
+    dp_local_epochs: Annotated[int, typer.Option(help="Local epochs in the DP runs.")] = 3,
     as_json: Json = False,
 ) -> None:
     """Federated vs central RUL RMSE on C-MAPSS FD002, with DP and 20% poisoned clients."""
@@ -167,7 +169,8 @@ def bench_federated(
         raise fail(f"C-MAPSS FD002 not found in {data}; pass --data PATH.")
     say = None if as_json else (lambda m: typer.echo(m, err=True))
     res = run_federated_benchmark(data, clients=clients, rounds=rounds, dp_clients=dp_clients,
-                                  dp_rounds=dp_rounds, progress=say)
+                                  dp_rounds=dp_rounds, dp_sample=dp_sample or None,
+                                  dp_local_epochs=dp_local_epochs, progress=say)
     if as_json:
         typer.echo(json.dumps(res))
         return

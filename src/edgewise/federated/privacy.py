@@ -5,10 +5,12 @@ Flower itself reports no ε for a run):
 
 * **Device-level** (a whole device's data may be added or removed): Flower's
   ``DifferentialPrivacyServerSideFixedClipping`` clips each device's update to norm C and
-  adds Gaussian noise of standard deviation z·C/n to the average. With all n devices in
-  every round (sampling rate q = 1, no amplification) R rounds cost
-  :func:`device_level_epsilon` (z, R). Meaningful only for large fleets: the noise is
-  z·C/n per coordinate against a signal of at most C/1.
+  adds Gaussian noise of standard deviation z·C/m to the equal-weight average of the m
+  devices sampled that round. With all n devices in every round (no amplification) R rounds
+  cost :func:`device_level_epsilon` (z, R); with m < n sampled per round (Flower's fixed-size
+  sampling without replacement) the accountant uses the matching subsampled bound.
+  Meaningful only for large fleets: the noise is z·C/m per coordinate against a signal of
+  at most C.
 * **Record-level** (one reading/window of one device): DP-SGD on each device with Opacus
   (per-sample clipping, noise multiplier z, Poisson sampling rate q = batch/len). Each
   device's ε is :func:`dp_sgd_epsilon` (z, q, local steps summed over rounds).
