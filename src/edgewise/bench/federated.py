@@ -59,7 +59,7 @@ def run_federated_benchmark(
     dp_sample: int | None = None,
     dp_clip: float = 1.0,
     dp_delta: float = 1e-5,
-    dp_sgd_batch: int = 256,
+    dp_sgd_batch: tuple[int, int] = (512, 256),
     dp_sgd_lr: float = 0.003,
     seed: int = 0,
     progress: Any = None,
@@ -152,16 +152,17 @@ def run_federated_benchmark(
     sizes = [len(v[1]) for v in data.train.values()]
     per_client = int(np.median(sizes)) * (len(sizes) // clients)
     epochs_total = rounds * local_epochs
-    q = min(1.0, dp_sgd_batch / per_client)
-    for eps, key in ((1.0, "dp_sgd_eps1"), (8.0, "dp_sgd_eps8")):
+    for eps, key, bs in ((1.0, "dp_sgd_eps1", dp_sgd_batch[0]),
+                         (8.0, "dp_sgd_eps8", dp_sgd_batch[1])):
+        q = min(1.0, bs / per_client)
         z = noise_for_epsilon(eps, q, round(epochs_total / q), dp_delta)
         r = fed(key, clients, rounds, strategy="fedavg", robust=False,
-                run_config={"dp-sgd-noise": z, "dp-sgd-clip": 1.0, "batch-size": dp_sgd_batch,
+                run_config={"dp-sgd-noise": z, "dp-sgd-clip": 1.0, "batch-size": bs,
                             "lr": dp_sgd_lr})
         out[f"{key}_rmse"] = _rmse_of(r, directory)
-        out[f"{key}_epsilon"] = dp_sgd_epsilon(z, dp_sgd_batch, per_client, epochs_total,
-                                               dp_delta)
+        out[f"{key}_epsilon"] = dp_sgd_epsilon(z, bs, per_client, epochs_total, dp_delta)
         out[f"{key}_noise_multiplier"] = z
+        out[f"{key}_batch"] = bs
 
     out.update(_pump_fleet_figures(seed))
     say("pump fleet: done")
@@ -173,7 +174,7 @@ def run_federated_benchmark(
         "dp_local_epochs": dp_local_epochs, "dp_delta": dp_delta,
         "dp_unit": "device (one engine's whole history)",
         "dp_sgd_unit": "record (one window of one engine) per device",
-        "dp_sgd_batch": dp_sgd_batch, "dp_sgd_lr": dp_sgd_lr,
+        "dp_sgd_lr": dp_sgd_lr,
         "dp_sgd_records_per_device": per_client,
         "seconds": timings, "total_seconds": round(time.perf_counter() - t_all, 1),
     })
