@@ -82,7 +82,7 @@ def run_federated_benchmark(
 
     torch.set_num_threads(1)
     random.seed(seed)  # Flower's FedAvg samples devices with the random module
-    for name in ("flwr", "edgewise.federated"):  # per-round logs: the figures suffice
+    for name in ("flwr", "edgewise.federated", "absl"):  # per-round logs: figures suffice
         logging.getLogger(name).setLevel(logging.ERROR)
     directory = Path(directory)
     say = progress or (lambda msg: None)
