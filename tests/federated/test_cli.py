@@ -50,3 +50,12 @@ def test_demo_refuses_a_bad_rollout_target(data_dir):
     r = _edgewise("federate", "demo", "--rollout-to", "fleet", "--data-dir", str(data_dir))
     assert r.returncode != 0 and "device:<id> or group:<name>" in r.stderr
     assert not (data_dir / "federated").exists()
+
+
+def test_server_refuses_secagg_with_a_robust_rule(data_dir):
+    """Check ``--secagg`` with the (default) trimmed-mean rule fails naming both, up front."""
+    r = _edgewise("federate", "server", "--secagg", "--strategy", "trimmed",
+                  "--data-dir", str(data_dir))
+    assert r.returncode != 0
+    assert "SecAgg+" in r.stderr and "robust rule 'trimmed'" in r.stderr
+    assert not (data_dir / "federated").exists()

@@ -37,7 +37,8 @@ def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path):
         assert e["array_bytes"] < 5000  # a device's 600 raw readings are 14,400 bytes
     for e in fits:
         assert e["array_records"] == {"arrays": shapes}
-        assert set(e["metric_records"]["metrics"]) == {"num-examples", "train-loss"}
+        assert set(e["metric_records"]["metrics"]) == {"num-examples", "unit-weight",
+                                                       "train-loss"}
     # the NaN-sending device was rejected each round, and the model stayed finite
     assert meta["strategy"] == "fedavg+robust"
     assert sum(r["reason"] == "non-finite" for r in meta["rejected"]) == 2

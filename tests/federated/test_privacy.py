@@ -73,3 +73,26 @@ def test_device_level_dp_run_reports_epsilon():
     assert res.privacy.epsilon == pytest.approx(device_level_epsilon(2.0, 2), rel=1e-9)
     assert res.strategy == "fedavg+robust+dp"
     assert all(np.isfinite(v.numpy()).all() for v in res.arrays.values())
+
+
+def test_sampled_device_level_dp_accounts_for_the_sample():
+    """Check a DP run sampling 2 of 4 devices per round sends to 2 devices a round and reports
+    the subsampled epsilon of the accountant."""
+    n = 4
+    grid = InProcessGrid(app, [{"partition-id": i, "num-partitions": n} for i in range(n)],
+                         {"dataset": "pump"})
+    res = run_federated(grid, kind="ae", n_features=6, n_conditions=1, num_nodes=n, rounds=3,
+                        strategy="fedavg", robust=False, dp_noise=2.0, dp_clip=0.5,
+                        sample_size=2)
+    per_round = {}
+    for e in res.wire:
+        if e["phase"] == "train" and "count" not in e["array_records"].get("arrays", {}):
+            per_round[e["round"]] = per_round.get(e["round"], 0) + 1
+    assert per_round == {1: 2, 2: 2, 3: 2}
+    expected = device_level_epsilon(2.0, 3, num_devices=4, sample_size=2)
+    assert res.privacy.epsilon == pytest.approx(expected, rel=1e-9)
+    assert 0 < expected < float("inf")
+    # a small sampling rate amplifies privacy, even with the replace-one factor of 2
+    assert device_level_epsilon(2.0, 3, num_devices=260, sample_size=26) \
+        < device_level_epsilon(2.0, 3)
+    assert res.privacy.sample_size == 2 and res.privacy.num_devices == 4

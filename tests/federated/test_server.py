@@ -9,6 +9,7 @@ import torch
 from edgewise.federated.client_app import app, device_data
 from edgewise.federated.data import pump_fleet
 from edgewise.federated.inprocess import InProcessGrid
+from edgewise.federated.model import build_model
 from edgewise.federated.personalise import personalise
 from edgewise.federated.publish import load_global_model, register_global_model
 from edgewise.federated.server_app import load_checkpoint, run_federated
@@ -70,7 +71,8 @@ def test_only_parameters_and_metrics_cross_the_wire():
         if e["phase"] == "train" and e["round"] and e["array_records"].get("arrays", {}) \
                 and "count" not in e["array_records"]["arrays"]:
             assert e["array_records"] == {"arrays": shapes}
-            assert set(e["metric_records"]["metrics"]) == {"num-examples", "train-loss"}
+            assert set(e["metric_records"]["metrics"]) == {"num-examples", "unit-weight",
+                                                                "train-loss"}
         if e["phase"] == "evaluate":
             assert e["array_records"] == {}
             assert set(e["metric_records"]["metrics"]) == {"eval-loss", "num-examples"}
@@ -127,3 +129,24 @@ def test_registered_model_verifies_and_keeps_its_metadata(tmp_path):
     # the next run is the next version, with its own release counter
     entry2 = register_global_model(res.state_dict(), tmp_path, "pump-ae", {"rounds": 2})
     assert (entry2["version"], entry2["release"]) == ("2", 2)
+
+
+def test_secagg_round_completes_and_equals_plain_fedavg():
+    """Check two SecAgg+ rounds (Flower's workflow + mod) give FedAvg's model up to
+    SecAgg+'s quantisation, and that the robust rules are refused with it."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.server_app import fit_normaliser
+
+    norm = fit_normaliser(_grid(3), 1, 3)
+    plain = _run(_grid(3), rounds=2, robust=False, normaliser=norm)
+    grid = _grid(3)
+    sec = _run(grid, rounds=2, robust=False, normaliser=norm, secagg=True)
+    assert sec.strategy == "fedavg+secagg+"
+    initial = build_model("ae", 6, seed=0).state_dict()
+    for k, v in plain.arrays.items():
+        np.testing.assert_allclose(sec.arrays[k].numpy(), v.numpy(), atol=1e-3)
+    assert max(float(np.abs(sec.arrays[k].numpy() - initial[k].numpy()).max())
+               for k in initial) > 0.05  # the rounds did train
+    with pytest.raises(InvalidParameterError, match="robust rule 'trimmed'"):
+        run_federated(_grid(3), kind="ae", n_features=6, n_conditions=1, num_nodes=3,
+                      rounds=1, strategy="trimmed", secagg=True)

@@ -14,12 +14,14 @@ Figures (RMSE in cycles on the 259 FD002 test engines, truth capped at 125):
 * ``fedavg_rmse``, ``robust_clean_rmse`` (trimmed mean β=0.25 + RobustStrategy);
 * ``poisoned_fedavg_rmse``, ``poisoned_robust_rmse``: 20% of clients send sign-flipped
   updates scaled by 10;
-* ``dp_eps8_rmse``, ``dp_eps1_rmse``: device-level DP (Flower's server-side fixed clipping;
-  noise calibrated by the RDP accountant for ε≈8 and ε≈1, δ=1e-5, over all rounds), on the
-  fleet of one client per engine (the privacy unit is an engine's whole history);
+* ``dp_eps8_rmse``, ``dp_eps1_rmse``: device-level DP (Flower's server-side fixed clipping,
+  equal device weights; noise calibrated by the RDP accountant for ε≈8 and ε≈1, δ=1e-5, over
+  all rounds and the per-round sample), on the fleet of one client per engine (the privacy
+  unit is an engine's whole history; fleet of 260);
 * ``dp_fleet_nodp_rmse``: that same one-engine-per-client fleet without DP (the DP runs'
   own reference: what DP costs, separately from what the fleet shape costs);
-* ``dp_sgd_eps1_rmse``: record-level DP-SGD (Opacus) on each client at ε≈1 per client;
+* ``dp_sgd_eps1_rmse``, ``dp_sgd_eps8_rmse``: record-level DP-SGD (Opacus) on each client
+  at ε≈1 and ε≈8 per client (unit: one window of one engine);
 * ``bytes_per_client_round``: model bytes a client uploads per round (it downloads as many).
 """
 
@@ -54,21 +56,33 @@ def run_federated_benchmark(
     dp_clients: int = 260,
     dp_rounds: int = 10,
     dp_local_epochs: int = 3,
+    dp_sample: int | None = None,
+    dp_clip: float = 1.0,
+    dp_delta: float = 1e-5,
+    dp_sgd_batch: tuple[int, int] = (512, 256),
+    dp_sgd_lr: float = 0.003,
     seed: int = 0,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Run every configuration once and return the figures (see the module docstring)."""
+    import random
+
     import torch
 
     from edgewise.federated.client_app import app
     from edgewise.federated.data import load_cmapss
     from edgewise.federated.inprocess import InProcessGrid
     from edgewise.federated.model import build_model, rmse, train_local
-    from edgewise.federated.privacy import dp_sgd_epsilon, noise_for_epsilon
+    from edgewise.federated.privacy import (
+        device_noise_for_epsilon,
+        dp_sgd_epsilon,
+        noise_for_epsilon,
+    )
     from edgewise.federated.server_app import run_federated
 
     torch.set_num_threads(1)
-    for name in ("flwr", "edgewise.federated"):  # per-round logs: the figures suffice
+    random.seed(seed)  # Flower's FedAvg samples devices with the random module
+    for name in ("flwr", "edgewise.federated", "absl"):  # per-round logs: figures suffice
         logging.getLogger(name).setLevel(logging.ERROR)
     directory = Path(directory)
     say = progress or (lambda msg: None)
@@ -77,6 +91,7 @@ def run_federated_benchmark(
                   "local-epochs": local_epochs, "lr": lr, "batch-size": batch, "seed": seed}
     out: dict[str, Any] = {}
     timings: dict[str, float] = {}
+    t_all = time.perf_counter()
 
     def fed(name: str, n: int, n_rounds: int, attackers: int = 0, **kw: Any) -> Any:
         t = time.perf_counter()
@@ -116,35 +131,38 @@ def run_federated_benchmark(
     out["poisoned_robust_rmse"] = _rmse_of(r, directory)
     out["poisoned_robust_rejected"] = len([e for e in r.rejected if e["reason"] == "norm"])
 
-    # Device-level DP: one client per engine, noise calibrated for the whole run.
-    clip = 1.0
+    # Device-level DP: one client per engine, equal weights, noise calibrated for the whole
+    # run (all rounds, and the per-round sample of m of the devices when m < n).
+    m = dp_sample or dp_clients
     dp_rc = {"local-epochs": dp_local_epochs}
     for eps, key in ((8.0, "dp_eps8"), (1.0, "dp_eps1")):
-        z = noise_for_epsilon(eps, 1.0, dp_rounds)
-        r = fed(key, dp_clients, dp_rounds, strategy="fedavg", dp_noise=z, dp_clip=clip,
-                run_config=dp_rc)
+        z = device_noise_for_epsilon(eps, dp_rounds, dp_delta, num_devices=dp_clients,
+                                     sample_size=m)
+        r = fed(key, dp_clients, dp_rounds, strategy="fedavg", robust=False, dp_noise=z,
+                dp_clip=dp_clip, dp_delta=dp_delta, sample_size=m, run_config=dp_rc)
         out[f"{key}_rmse"] = _rmse_of(r, directory)
         out[f"{key}_epsilon"] = r.privacy.epsilon
         out[f"{key}_noise_multiplier"] = z
-    r = fed("dp_clean_reference", dp_clients, dp_rounds, strategy="fedavg", run_config=dp_rc)
+    r = fed("dp_clean_reference", dp_clients, dp_rounds, strategy="fedavg", robust=False,
+            sample_size=m, run_config=dp_rc)
     out["dp_fleet_nodp_rmse"] = _rmse_of(r, directory)
 
-    # Record-level DP-SGD on each client, at epsilon ~1 per client (its own records).
+    # Record-level DP-SGD (Opacus) on each of the `clients` devices: ε per device over its
+    # own records, q = batch/records, steps = rounds x local epochs / q.
     sizes = [len(v[1]) for v in data.train.values()]
     per_client = int(np.median(sizes)) * (len(sizes) // clients)
     epochs_total = rounds * local_epochs
-    lo, hi = 0.3, 50.0
-    for _ in range(30):
-        mid = (lo * hi) ** 0.5
-        if dp_sgd_epsilon(mid, batch, per_client, epochs_total) > 1.0:
-            lo = mid
-        else:
-            hi = mid
-    r = fed("dp_sgd_eps1", clients, rounds, strategy="fedavg",
-            run_config={"dp-sgd-noise": hi, "dp-sgd-clip": 1.0})
-    out["dp_sgd_eps1_rmse"] = _rmse_of(r, directory)
-    out["dp_sgd_eps1_epsilon"] = dp_sgd_epsilon(hi, batch, per_client, epochs_total)
-    out["dp_sgd_noise_multiplier"] = hi
+    for eps, key, bs in ((1.0, "dp_sgd_eps1", dp_sgd_batch[0]),
+                         (8.0, "dp_sgd_eps8", dp_sgd_batch[1])):
+        q = min(1.0, bs / per_client)
+        z = noise_for_epsilon(eps, q, round(epochs_total / q), dp_delta)
+        r = fed(key, clients, rounds, strategy="fedavg", robust=False,
+                run_config={"dp-sgd-noise": z, "dp-sgd-clip": 1.0, "batch-size": bs,
+                            "lr": dp_sgd_lr})
+        out[f"{key}_rmse"] = _rmse_of(r, directory)
+        out[f"{key}_epsilon"] = dp_sgd_epsilon(z, bs, per_client, epochs_total, dp_delta)
+        out[f"{key}_noise_multiplier"] = z
+        out[f"{key}_batch"] = bs
 
     out.update(_pump_fleet_figures(seed))
     say("pump fleet: done")
@@ -152,9 +170,13 @@ def run_federated_benchmark(
     out.update({
         "clients": clients, "rounds": rounds, "local_epochs": local_epochs,
         "poisoned_clients": f, "robust_rule": f"FedTrimmedAvg(beta={beta}) + RobustStrategy",
-        "dp_clients": dp_clients, "dp_rounds": dp_rounds, "dp_clip": clip,
-        "dp_local_epochs": dp_local_epochs, "dp_delta": 1e-5,
-        "dp_unit": "device (one engine's whole history)", "seconds": timings,
+        "dp_clients": dp_clients, "dp_sample": m, "dp_rounds": dp_rounds, "dp_clip": dp_clip,
+        "dp_local_epochs": dp_local_epochs, "dp_delta": dp_delta,
+        "dp_unit": "device (one engine's whole history)",
+        "dp_sgd_unit": "record (one window of one engine) per device",
+        "dp_sgd_lr": dp_sgd_lr,
+        "dp_sgd_records_per_device": per_client,
+        "seconds": timings, "total_seconds": round(time.perf_counter() - t_all, 1),
     })
     return out
 

@@ -16,6 +16,9 @@ federate_app = typer.Typer(help="Federated learning across devices (Flower).",
 app.add_typer(federate_app, name="federate")
 
 Strategy = Annotated[str, typer.Option(help="fedavg, trimmed, krum or bulyan.")]
+SecAgg = Annotated[bool, typer.Option(
+    "--secagg", help="Secure aggregation (Flower SecAgg+): the server sees only the sum of "
+                     "the updates. Needs --strategy fedavg (no robust rule).")]
 RolloutTo = Annotated[str, typer.Option(
     "--rollout-to", help="Target of the signed release of the global model: group:NAME or "
                          "device:ID (default group:federated, which no device is in).")]
@@ -25,6 +28,13 @@ def _check_rollout(target: str) -> None:
     kind, _, who = target.partition(":")
     if kind not in ("device", "group") or not who:
         raise fail(f"--rollout-to must be device:<id> or group:<name>. Got {target!r}.")
+
+
+def _check_secagg(secagg: bool, strategy: str, dp_noise: float = 0.0) -> None:
+    if secagg:
+        from edgewise.federated.secagg import check_secagg
+
+        check_secagg(strategy, robust=strategy != "fedavg", dp_noise=dp_noise)
 
 
 def _print_result(result: dict, as_json: bool) -> None:
@@ -48,6 +58,7 @@ def demo(
     clients: Annotated[int, typer.Option(help="SuperNodes (simulated pumps) to start.")] = 3,
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 2,
     strategy: Strategy = "trimmed",
+    secagg: SecAgg = False,
     rollout_to: RolloutTo = "group:federated",
     as_json: Json = False,
 ) -> None:
@@ -57,6 +68,7 @@ def demo(
     from edgewise.federated.deploy import LocalFleet
 
     _check_rollout(rollout_to)
+    _check_secagg(secagg, strategy)
     if clients < 1 or rounds < 1:
         raise fail(f"--clients and --rounds must be >= 1. Got {clients} and {rounds}.")
     work = data_dir / "federated" / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
@@ -66,7 +78,7 @@ def demo(
         result = fleet.run({"num-server-rounds": rounds, "strategy": strategy,
                             "beta": 0.34 if clients < 10 else 0.2,
                             "data-dir-publish": str(data_dir), "evaluate": False,
-                            "rollout-target": rollout_to},
+                            "rollout-target": rollout_to, "secagg": secagg},
                            timeout=120 + 60 * rounds)
     _print_result(result, as_json)
 
@@ -90,6 +102,7 @@ def server(
     round_timeout: Annotated[float, typer.Option(help="Seconds to wait per round.")] = 120.0,
     resume: Annotated[bool, typer.Option(help="Continue after the last checkpointed round "
                                               "of the previous server run.")] = False,
+    secagg: SecAgg = False,
     rollout_to: RolloutTo = "group:federated",
     as_json: Json = False,
 ) -> None:
@@ -98,6 +111,7 @@ def server(
     from edgewise.federated.strategies import make_strategy
 
     _check_rollout(rollout_to)
+    _check_secagg(secagg, strategy, dp_noise)
     make_strategy(strategy, num_nodes=min_available or clients, num_malicious_nodes=num_malicious,
                   beta=beta)  # refuse a bad n/f/beta before starting anything
     work = data_dir / "federated" / "server"
@@ -113,7 +127,7 @@ def server(
                             "dp-clip": dp_clip, "dataset": dataset, "data-dir": cmapss_dir,
                             "min-available-nodes": min_available or clients,
                             "round-timeout": round_timeout, "data-dir-publish": str(data_dir),
-                            "rollout-target": rollout_to},
+                            "rollout-target": rollout_to, "secagg": secagg},
                            timeout=600 + rounds * round_timeout * 2)
     _print_result(result, as_json)
 
@@ -144,6 +158,8 @@ def bench_federated(
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 20,
     dp_clients: Annotated[int, typer.Option(help="Clients for the DP runs.")] = 260,
     dp_rounds: Annotated[int, typer.Option(help="Rounds for the DP runs.")] = 10,
+    dp_sample: Annotated[int, typer.Option(help="Devices sampled per DP round (0: all).")] = 0,
+    dp_local_epochs: Annotated[int, typer.Option(help="Local epochs in the DP runs.")] = 3,
     as_json: Json = False,
 ) -> None:
     """Federated vs central RUL RMSE on C-MAPSS FD002, with DP and 20% poisoned clients."""
@@ -153,7 +169,8 @@ def bench_federated(
         raise fail(f"C-MAPSS FD002 not found in {data}; pass --data PATH.")
     say = None if as_json else (lambda m: typer.echo(m, err=True))
     res = run_federated_benchmark(data, clients=clients, rounds=rounds, dp_clients=dp_clients,
-                                  dp_rounds=dp_rounds, progress=say)
+                                  dp_rounds=dp_rounds, dp_sample=dp_sample or None,
+                                  dp_local_epochs=dp_local_epochs, progress=say)
     if as_json:
         typer.echo(json.dumps(res))
         return

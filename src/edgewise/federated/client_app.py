@@ -6,9 +6,12 @@ config the server sends:
 * ``"stats"``: return the normaliser's sufficient statistics of its own history (count,
   sum and sum of squares per operating condition), weight 1; FedAvg's mean of these is the
   fleet normaliser, without a single reading leaving the device;
+* a SecAgg+ round (Flower's legacy fit messages with SecAgg+ stage configs): the same
+  training, its result masked by Flower's ``secaggplus_mod`` before it leaves the device;
 * ``"fit"`` (default): load the global model, train it on local data for
   ``local-epochs`` (optionally DP-SGD), and return the new parameters with
-  ``"num-examples"`` and ``"train-loss"``.
+  ``"num-examples"``, ``"unit-weight"`` (1: the weight under device-level DP) and
+  ``"train-loss"``.
 
 ``evaluate`` returns the loss of the global model on the device's held-back data.
 
@@ -41,8 +44,21 @@ from edgewise.federated.model import RUL_SCALE, build_model, train_local
 __all__ = ["ATTACKS", "DeviceData", "app", "device_data", "poison"]
 
 ATTACKS = ("", "signflip", "nan", "inf", "shape", "scale100", "weight")
+#: Config record of Flower's legacy fit messages, the format SecAgg+ rounds use.
+LEGACY_FIT_CONFIG = "fitins.config"
 
-app = ClientApp()
+
+def secagg_when_asked(msg: Message, ctxt: Context, call_next: Any) -> Message:
+    """Flower's ``secaggplus_mod`` for SecAgg+ messages; plain messages pass straight on."""
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, ctxt, call_next)
+    return call_next(msg, ctxt)
+
+
+app = ClientApp(mods=[secagg_when_asked])
 
 
 @dataclass
@@ -146,40 +162,67 @@ def _data(context: Context) -> DeviceData:
     )
 
 
+def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], context: Context,
+         server_round: int) -> tuple[list[str], list[np.ndarray], int, float]:
+    """Train the global ``state`` on this device; what it sends (names, arrays, weight, loss)."""
+    X, y = data.features(norm)
+    model = build_model(data.kind, X.shape[1])
+    model.load_state_dict(state)
+    old = [np.asarray(v.numpy()) for v in state.values()]
+    rc = context.run_config
+    loss = train_local(
+        model, X, y,
+        epochs=int(rc.get("local-epochs", 1)), batch_size=int(rc.get("batch-size", 32)),
+        lr=float(rc.get("lr", 0.003)),
+        seed=server_round * 1000 + int(context.node_config.get("partition-id", 0)),
+        dp_noise_multiplier=float(rc.get("dp-sgd-noise", 0.0)),
+        dp_max_grad_norm=float(rc.get("dp-sgd-clip", 1.0)),
+    )
+    attack = str(context.node_config.get("attack", ""))
+    new = [v.detach().numpy().copy() for v in model.state_dict().values()]
+    n = 10**9 if attack == "weight" else len(X)
+    return list(state), poison(attack, new, old), n, float(loss)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Answer a ``train`` message: share normaliser statistics or train the model locally."""
     data = _data(context)
+    if LEGACY_FIT_CONFIG in msg.content.config_records:  # a SecAgg+ round (legacy messages)
+        return _secagg_fit(msg, context, data)
     config = msg.content["config"]
     if config.get("phase", "fit") == "stats":
         count, total, squares = data.stats()
         arrays = ArrayRecord({"count": _arr(count), "sum": _arr(total), "sumsq": _arr(squares)})
         return Message(RecordDict({"arrays": arrays,
                                    "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
-    norm = _normaliser(config, data)
-    X, y = data.features(norm)
-    record = msg.content["arrays"]
-    model = build_model(data.kind, X.shape[1])
-    model.load_state_dict(record.to_torch_state_dict())
-    old = [a.numpy() for a in record.values()]
-    rc = context.run_config
-    loss = train_local(
-        model, X, y,
-        epochs=int(rc.get("local-epochs", 1)), batch_size=int(rc.get("batch-size", 32)),
-        lr=float(rc.get("lr", 0.003)),
-        seed=int(config.get("server-round", 0)) * 1000 + int(context.node_config.get(
-            "partition-id", 0)),
-        dp_noise_multiplier=float(rc.get("dp-sgd-noise", 0.0)),
-        dp_max_grad_norm=float(rc.get("dp-sgd-clip", 1.0)),
-    )
-    attack = str(context.node_config.get("attack", ""))
-    keys = list(record.keys())
-    new = [v.detach().numpy().copy() for v in model.state_dict().values()]
-    sent = poison(attack, new, old)
+    keys, sent, n, loss = _fit(data, _normaliser(config, data),
+                               msg.content["arrays"].to_torch_state_dict(), context,
+                               int(config.get("server-round", 0)))
     arrays = ArrayRecord({k: _arr(v) for k, v in zip(keys, sent, strict=True)})
-    n = 10**9 if attack == "weight" else len(X)
-    metrics = MetricRecord({"num-examples": n, "train-loss": float(loss)})
+    metrics = MetricRecord({"num-examples": n, "unit-weight": 1, "train-loss": loss})
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
+def _secagg_fit(msg: Message, context: Context, data: DeviceData) -> Message:
+    """Train inside a SecAgg+ round: Flower's legacy fit messages, which ``secaggplus_mod``
+    masks before anything leaves the device (see :mod:`edgewise.federated.secagg`)."""
+    import json
+
+    import torch
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    cfg = fitins.config
+    norm_stats = json.loads(str(cfg["normaliser"]))
+    norm = ConditionNormaliser(np.asarray(norm_stats["mean"]), np.asarray(norm_stats["std"]))
+    template = build_model(data.kind, int(cfg["n-features"])).state_dict()
+    state = {k: torch.as_tensor(a) for k, a in zip(
+        template, parameters_to_ndarrays(fitins.parameters), strict=True)}
+    _, sent, n, loss = _fit(data, norm, state, context, int(cfg.get("server-round", 0)))
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(sent), n, {"train-loss": loss})
+    return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
 
 @app.evaluate()

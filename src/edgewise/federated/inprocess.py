@@ -67,8 +67,11 @@ class InProcessGrid(Grid):
 
     @property
     def run(self) -> Any:
-        """No Run object in-process."""
-        raise NotImplementedError("InProcessGrid has no Run object.")
+        """An empty Flower ``Run`` carrying only the run id (Flower's legacy workflows,
+        e.g. SecAgg+, read ``grid.run.run_id``)."""
+        from flwr.supercore.run import Run
+
+        return Run.create_empty(self.run_id)
 
     def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
                        group_id: str, ttl: float | None = None) -> Message:

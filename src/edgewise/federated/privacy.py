@@ -5,10 +5,12 @@ Flower itself reports no ε for a run):
 
 * **Device-level** (a whole device's data may be added or removed): Flower's
   ``DifferentialPrivacyServerSideFixedClipping`` clips each device's update to norm C and
-  adds Gaussian noise of standard deviation z·C/n to the average. With all n devices in
-  every round (sampling rate q = 1, no amplification) R rounds cost
-  :func:`device_level_epsilon` (z, R). Meaningful only for large fleets: the noise is
-  z·C/n per coordinate against a signal of at most C/1.
+  adds Gaussian noise of standard deviation z·C/m to the equal-weight average of the m
+  devices sampled that round. With all n devices in every round (no amplification) R rounds
+  cost :func:`device_level_epsilon` (z, R); with m < n sampled per round (Flower's fixed-size
+  sampling without replacement) the accountant uses the matching subsampled bound.
+  Meaningful only for large fleets: the noise is z·C/m per coordinate against a signal of
+  at most C.
 * **Record-level** (one reading/window of one device): DP-SGD on each device with Opacus
   (per-sample clipping, noise multiplier z, Poisson sampling rate q = batch/len). Each
   device's ε is :func:`dp_sgd_epsilon` (z, q, local steps summed over rounds).
@@ -20,6 +22,7 @@ Flower itself reports no ε for a run):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from edgewise.errors import InvalidParameterError
@@ -27,6 +30,7 @@ from edgewise.errors import InvalidParameterError
 __all__ = [
     "PrivacyReport",
     "device_level_epsilon",
+    "device_noise_for_epsilon",
     "dp_sgd_epsilon",
     "noise_for_epsilon",
     "rdp_epsilon",
@@ -70,14 +74,56 @@ def rdp_epsilon(
 
 
 def device_level_epsilon(
-    noise_multiplier: float, rounds: int, delta: float = 1e-5, fraction: float = 1.0
+    noise_multiplier: float, rounds: int, delta: float = 1e-5, *,
+    num_devices: int | None = None, sample_size: int | None = None,
 ) -> float:
     """ε of device-level DP (Flower's fixed-clipping wrapper) after ``rounds`` rounds.
 
+    With every device in every round (``sample_size`` None or equal to ``num_devices``) each
+    round is one Gaussian mechanism of noise multiplier z (sensitivity C/m of the mean of m
+    clipped updates, a device added or removed). When Flower samples ``sample_size`` of the
+    ``num_devices`` per round (fixed size, without replacement, as ``FedAvg`` does) the
+    accountant uses the sampled-without-replacement RDP bound, which is stated for
+    replace-one neighbours: replacing a device moves the mean by up to 2C/m, so the
+    accountant sees z/2. Conservative, and exact about what Flower does.
+
     >>> device_level_epsilon(noise_multiplier=5.0, rounds=10) < device_level_epsilon(2.0, 10)
     True
+    >>> full = device_level_epsilon(2.0, 50, num_devices=260, sample_size=260)
+    >>> full > device_level_epsilon(2.0, 50, num_devices=260, sample_size=26)
+    True
     """
-    return rdp_epsilon(noise_multiplier, fraction, rounds, delta)
+    if num_devices is None or sample_size is None or sample_size >= num_devices:
+        return rdp_epsilon(noise_multiplier, 1.0, rounds, delta)
+    if not 1 <= sample_size or noise_multiplier <= 0 or rounds < 0:
+        raise InvalidParameterError(
+            "device_level_epsilon needs sample_size >= 1, noise_multiplier > 0 and "
+            f"rounds >= 0. Got {sample_size}, {noise_multiplier}, {rounds} instead."
+        )
+    if rounds == 0:
+        return 0.0
+    import dp_accounting
+    from dp_accounting import rdp
+
+    event = dp_accounting.SampledWithoutReplacementDpEvent(
+        num_devices, sample_size, dp_accounting.GaussianDpEvent(noise_multiplier / 2.0))
+    accountant = rdp.RdpAccountant(_ORDERS, dp_accounting.NeighboringRelation.REPLACE_ONE)
+    accountant.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
+    return float(accountant.get_epsilon(delta))
+
+
+def device_noise_for_epsilon(
+    target_epsilon: float, rounds: int, delta: float = 1e-5, *,
+    num_devices: int | None = None, sample_size: int | None = None,
+) -> float:
+    """Smallest noise multiplier whose :func:`device_level_epsilon` is at most the target.
+
+    >>> z = device_noise_for_epsilon(8.0, 20)
+    >>> device_level_epsilon(z, 20) <= 8.0
+    True
+    """
+    return _bisect(target_epsilon, lambda z: device_level_epsilon(
+        z, rounds, delta, num_devices=num_devices, sample_size=sample_size))
 
 
 def dp_sgd_epsilon(
@@ -102,18 +148,22 @@ def noise_for_epsilon(
     >>> rdp_epsilon(z, 1.0, 20) <= 8.0 < rdp_epsilon(z * 0.95, 1.0, 20)
     True
     """
+    return _bisect(target_epsilon, lambda z: rdp_epsilon(z, sampling_rate, steps, delta))
+
+
+def _bisect(target_epsilon: float, epsilon_of: Callable[[float], float]) -> float:
     if target_epsilon <= 0:
         raise InvalidParameterError(
             f"The 'target_epsilon' parameter must be > 0. Got {target_epsilon!r} instead."
         )
     lo, hi = 1e-2, 1.0
-    while rdp_epsilon(hi, sampling_rate, steps, delta) > target_epsilon:
+    while epsilon_of(hi) > target_epsilon:
         hi *= 2
         if hi > 1e4:
             raise InvalidParameterError(f"No noise multiplier reaches epsilon={target_epsilon}.")
     for _ in range(40):
         mid = math.sqrt(lo * hi)
-        if rdp_epsilon(mid, sampling_rate, steps, delta) > target_epsilon:
+        if epsilon_of(mid) > target_epsilon:
             lo = mid
         else:
             hi = mid
@@ -133,6 +183,7 @@ class PrivacyReport:
     clipping_norm: float
     num_devices: int
     rounds: int
+    sample_size: int | None = None  # devices sampled per round (None: all)
 
     def to_dict(self) -> dict[str, object]:
         """Plain-JSON form (ε ``None`` means no DP: unbounded)."""

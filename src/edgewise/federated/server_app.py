@@ -174,13 +174,24 @@ def run_federated(
     dp_noise: float = 0.0,
     dp_clip: float = 1.0,
     dp_delta: float = 1e-5,
+    sample_size: int | None = None,
+    secagg: bool = False,
     round_timeout: float = 600.0,
     checkpoint: str | Path | None = None,
     evaluate: bool = False,
     seed: int = 0,
     normaliser: ConditionNormaliser | None = None,
 ) -> FederatedResult:
-    """Train one fleet model over ``grid`` with Flower; see the module docstring."""
+    """Train one fleet model over ``grid`` with Flower; see the module docstring.
+
+    With ``secagg=True`` the rounds run FedAvg under Flower's SecAgg+ instead
+    (:mod:`edgewise.federated.secagg`; no robust rule, no server-side DP, no checkpoint).
+    """
+    if secagg:
+        return _run_secagg(grid, kind=kind, n_features=n_features, n_conditions=n_conditions,
+                           num_nodes=min_available_nodes or num_nodes, rounds=rounds,
+                           strategy=strategy, robust=robust, dp_noise=dp_noise, seed=seed,
+                           normaliser=normaliser, round_timeout=round_timeout)
     ckpt = Path(checkpoint) if checkpoint else None
     done = 0
     if ckpt is not None and ckpt.exists():
@@ -192,13 +203,17 @@ def run_federated(
                                         timeout=round_timeout)
         initial = ArrayRecord(build_model(kind, n_features, seed=seed).state_dict())
     min_nodes = min_available_nodes or num_nodes
+    m = sample_size or min_nodes
+    # Device-level DP bounds each device's share of the mean by C/m: equal weights, not the
+    # self-reported example counts (a device with more data would otherwise weigh more).
     rule = make_strategy(strategy, num_nodes=min_nodes, num_malicious_nodes=num_malicious_nodes,
-                         beta=beta, robust=robust,
+                         beta=beta, robust=robust, sample_size=m,
+                         weighted_by_key="unit-weight" if dp_noise > 0 else "num-examples",
                          fraction_evaluate=1.0 if evaluate else 0.0)
     inner: Strategy = rule
     if dp_noise > 0:
         inner = DifferentialPrivacyServerSideFixedClipping(
-            rule, noise_multiplier=dp_noise, clipping_norm=dp_clip, num_sampled_clients=num_nodes
+            rule, noise_multiplier=dp_noise, clipping_norm=dp_clip, num_sampled_clients=m
         )
     wire = WireLog(inner)
     config = ConfigRecord({
@@ -223,11 +238,12 @@ def run_federated(
         result_arrays = res.arrays if len(res.arrays) else initial
         train_metrics = {done + r: dict(m) for r, m in res.train_metrics_clientapp.items()}
         eval_metrics = {done + r: dict(m) for r, m in res.evaluate_metrics_clientapp.items()}
-    eps = device_level_epsilon(dp_noise, rounds, dp_delta) if dp_noise > 0 else None
+    eps = (device_level_epsilon(dp_noise, rounds, dp_delta, num_devices=min_nodes,
+                                sample_size=m) if dp_noise > 0 else None)
     privacy = PrivacyReport(unit="device" if dp_noise > 0 else "none", epsilon=eps,
                             delta=dp_delta, noise_multiplier=dp_noise,
                             clipping_norm=dp_clip if dp_noise > 0 else 0.0,
-                            num_devices=num_nodes, rounds=rounds)
+                            num_devices=min_nodes, rounds=rounds, sample_size=m)
     robust_rule = rule if isinstance(rule, RobustStrategy) else None
     return FederatedResult(
         arrays=result_arrays, normaliser=normaliser, privacy=privacy, rounds_done=rounds,
@@ -237,6 +253,27 @@ def run_federated(
         skipped_rounds=list(robust_rule.skipped_rounds) if robust_rule else [],
         train_metrics=train_metrics, evaluate_metrics=eval_metrics,
     )
+
+
+def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, num_nodes: int,
+                rounds: int, strategy: str, robust: bool, dp_noise: float, seed: int,
+                normaliser: ConditionNormaliser | None, round_timeout: float
+                ) -> FederatedResult:
+    import torch
+
+    from edgewise.federated.secagg import check_secagg, run_secagg
+
+    check_secagg(strategy, robust=robust, dp_noise=dp_noise)
+    if normaliser is None:
+        normaliser = fit_normaliser(grid, n_conditions, num_nodes, timeout=round_timeout)
+    arrays = run_secagg(grid, kind=kind, n_features=n_features, normaliser=normaliser,
+                        num_nodes=num_nodes, rounds=rounds, seed=seed, timeout=round_timeout)
+    keys = build_model(kind, n_features).state_dict().keys()
+    record = ArrayRecord({k: torch.as_tensor(a) for k, a in zip(keys, arrays, strict=True)})
+    privacy = PrivacyReport(unit="none", epsilon=None, delta=0.0, noise_multiplier=0.0,
+                            clipping_norm=0.0, num_devices=num_nodes, rounds=rounds)
+    return FederatedResult(arrays=record, normaliser=normaliser, privacy=privacy,
+                           rounds_done=rounds, strategy="fedavg+secagg+")
 
 
 app = ServerApp()
@@ -261,6 +298,7 @@ def main(grid: Grid, context: Context) -> None:
         dp_noise=float(rc.get("dp-noise", 0.0)), dp_clip=float(rc.get("dp-clip", 1.0)),
         round_timeout=float(rc.get("round-timeout", 120.0)),
         checkpoint=out / "checkpoint.npz", evaluate=bool(rc.get("evaluate", True)),
+        secagg=bool(rc.get("secagg", False)), robust=not bool(rc.get("secagg", False)),
     )
     (out / "wire.json").write_text(json.dumps(result.wire, indent=1))
     entry = register_global_model(

@@ -295,12 +295,17 @@ def make_strategy(
     beta: float = 0.2,
     robust: bool = True,
     fraction_evaluate: float = 0.0,
+    sample_size: int | None = None,
+    weighted_by_key: str = "num-examples",
     **robust_kwargs: Any,
 ) -> Strategy:
     """Build the named Flower rule for ``num_nodes`` clients, wrapped in :class:`RobustStrategy`.
 
     ``name`` is one of ``"fedavg"``, ``"trimmed"``, ``"krum"``, ``"bulyan"``. With
-    ``robust=False`` the bare Flower rule is returned (the unsafe baseline).
+    ``robust=False`` the bare Flower rule is returned (the unsafe baseline). ``sample_size``
+    (default: all ``num_nodes``) is how many of the ``num_nodes`` connected devices Flower
+    samples per round; ``weighted_by_key`` is the reply metric that weights the mean
+    (``"unit-weight"`` gives every device the same weight, as device-level DP needs).
 
     >>> make_strategy("bulyan", num_nodes=6, num_malicious_nodes=1)
     Traceback (most recent call last):
@@ -309,8 +314,15 @@ def make_strategy(
     >>> make_strategy("trimmed", num_nodes=10, num_malicious_nodes=2, beta=0.2)
     RobustStrategy(FedTrimmedAvg, f=2)
     """  # noqa: E501
+    m = num_nodes if sample_size is None else sample_size
+    if not 1 <= m <= num_nodes:
+        raise InvalidParameterError(
+            f"The 'sample_size' parameter must be between 1 and num_nodes={num_nodes}. "
+            f"Got {sample_size!r} instead."
+        )
     common = dict(
-        min_train_nodes=num_nodes, min_available_nodes=num_nodes,
+        min_train_nodes=m, min_available_nodes=num_nodes, fraction_train=m / num_nodes,
+        weighted_by_key=weighted_by_key,
         min_evaluate_nodes=num_nodes if fraction_evaluate > 0 else 0,
         fraction_evaluate=fraction_evaluate,
     )
