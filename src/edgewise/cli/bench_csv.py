@@ -10,6 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from edgewise.cli._app import Json, bench_app
+from edgewise.cli.detect import (
+    Columns,
+    DetectorName,
+    Threshold,
+    TimeColumn,
+    TrainRows,
+    split_columns,
+)
 
 
 @bench_app.command("csv")
@@ -18,27 +26,17 @@ def bench_csv(
     label_column: Annotated[
         str, typer.Option("--label-column", help="1/true marks an anomaly.")
     ] = "anomaly",
-    time_column: Annotated[
-        str | None, typer.Option("--time-column", help="Timestamps: sorted, unique.")
-    ] = None,
-    columns: Annotated[
-        str | None, typer.Option("--columns", help="Comma-separated metric columns.")
-    ] = None,
-    detector: Annotated[
-        str | None, typer.Option("--detector", help="Detector name; default as in detect.")
-    ] = None,
-    train_rows: Annotated[
-        int, typer.Option("--train-rows", help="First N rows of each file are normal.")
-    ] = 0,
-    threshold: Annotated[
-        float | None, typer.Option("--threshold", help="Flag scores at or above.")
-    ] = None,
+    time_column: TimeColumn = None,
+    columns: Columns = None,
+    detector: DetectorName = None,
+    train_rows: TrainRows = 0,
+    threshold: Threshold = None,
     json_out: Json = False,
 ) -> None:
     """Each file as one `edgewise detect` run; precision/recall/F1/FAR/MAR pooled over files."""
     from edgewise.bench.csv import bench_folder
 
-    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    cols = split_columns(columns)
 
     def show(path: Path, m: dict[str, Any]) -> None:
         if not json_out:

@@ -9,28 +9,44 @@ import typer
 
 from edgewise.cli._app import app
 
+# Options shared with `edgewise bench csv`, which runs this command over a folder.
+TimeColumn = Annotated[
+    str | None, typer.Option("--time-column", help="Timestamps: sorted, unique.")
+]
+Columns = Annotated[
+    str | None, typer.Option("--columns", help="Comma-separated metric columns.")
+]
+DetectorName = Annotated[
+    str | None, typer.Option("--detector", help="Detector name; default by column count.")
+]
+TrainRows = Annotated[
+    int, typer.Option("--train-rows", help="First N rows are normal: learned, not flagged.")
+]
+Threshold = Annotated[
+    float | None, typer.Option("--threshold", help="Flag scores at or above (default 0.9).")
+]
+
+
+def split_columns(columns: str | None) -> list[str] | None:
+    """``"a, b,"`` -> ``["a", "b"]``; ``None`` (all numeric columns) stays ``None``.
+
+    >>> split_columns("a, b,")
+    ['a', 'b']
+    """
+    return [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+
 
 @app.command("detect")
 def detect(
     file: Annotated[Path, typer.Argument(help="CSV file, comma or semicolon separated.")],
-    time_column: Annotated[
-        str | None, typer.Option("--time-column", help="Timestamps: sorted, unique.")
-    ] = None,
-    columns: Annotated[
-        str | None, typer.Option("--columns", help="Comma-separated metric columns.")
-    ] = None,
+    time_column: TimeColumn = None,
+    columns: Columns = None,
     label_column: Annotated[
         str | None, typer.Option("--label-column", help="1/true marks an anomaly; prints metrics.")
     ] = None,
-    detector: Annotated[
-        str | None, typer.Option("--detector", help="Detector name; default by column count.")
-    ] = None,
-    train_rows: Annotated[
-        int, typer.Option("--train-rows", help="First N rows are normal: learned, not flagged.")
-    ] = 0,
-    threshold: Annotated[
-        float | None, typer.Option("--threshold", help="Flag scores at or above (default 0.9).")
-    ] = None,
+    detector: DetectorName = None,
+    train_rows: TrainRows = 0,
+    threshold: Threshold = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Output CSV (default FILE_scored.csv).")
     ] = None,
@@ -42,7 +58,7 @@ def detect(
     from edgewise.bench.csv import _labels, alarm_metrics, detect_table, read_table
 
     df = read_table(file)
-    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    cols = split_columns(columns)
     if label_column is not None and label_column in df.columns:
         _labels(df[label_column])  # bad labels fail before the run
     n = len(df)
