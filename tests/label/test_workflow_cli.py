@@ -102,3 +102,29 @@ def test_suggest_and_train_read_history_from_the_store(data_dir: Path) -> None:
              "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n_labels"] == 0
+
+
+def test_the_mix_keeps_learning_across_suggest_calls(tmp_path: Path) -> None:
+    """Check that ``suggest`` keeps the mix's questions and counts per device between calls:
+    answers given after one call count for the strategies that asked, in the next call."""
+    from edgewise.label.workflow import load_history_csv, suggest
+
+    hist = tmp_path / "pump-1.csv"
+    _history_csv(hist)
+    history = load_history_csv(hist)
+    store = LabelStore(tmp_path / "d")
+    first = suggest(history, "pump-1", store, k=5, window=30)
+    state = json.loads((tmp_path / "d" / "label-mix.json").read_text())["pump-1"]
+    assert sorted(p[0] for p in state["pending"]) == sorted(s["start_ns"] for s in first)
+    assert sum(state["asks"]) == 0
+    # every question answered "normal": the alarms among them were false (the model erred)
+    for s in first:
+        store.add("pump-1", s["start_ns"], s["end_ns"], "normal", who="test")
+    second = suggest(history, "pump-1", store, k=5, window=30)
+    state = json.loads((tmp_path / "d" / "label-mix.json").read_text())["pump-1"]
+    assert sum(state["asks"]) == 5
+    assert sum(state["hits"]) == sum(s["alarm"] for s in first)
+    assert not {s["start_ns"] for s in second} & {s["start_ns"] for s in first}
+    # another device starts with a mix of its own
+    assert "pump-2" not in json.loads((tmp_path / "d" / "label-mix.json").read_text())
+    store.close()

@@ -29,7 +29,7 @@ batch of questions is not spent on one storm of alarms.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -327,6 +327,33 @@ class DefaultMix(QueryStrategy):
         ranks = [np.argsort(np.argsort(pr, kind="stable")) for pr in self._ranks(pool).values()]
         # ties between strategies go to the earlier one in the list
         return np.min([r * len(ranks) + j for j, r in enumerate(ranks)], axis=0).astype(float)
+
+    def get_state(self, keys: Sequence[Any]) -> dict[str, Any]:
+        """What the mix has learned, with its open questions named by ``keys[i]`` (e.g. a
+        window's start time) instead of pool indices, so a later pool can take it up.
+
+        >>> mix = DefaultMix(seed=0)
+        >>> pool = Pool(margin=np.array([2.0, -1.0, 0.1]), labels=np.array([-1, -1, -1]))
+        >>> mix.select(pool, 1).tolist(), mix.get_state(["a", "b", "c"])["pending"]
+        ([2], [['c', 0, True]])
+        """
+        return {"strategies": [type(s).__name__ for s in self.strategies],
+                "hits": self.hits_.tolist(), "asks": self.asks_.tolist(),
+                "pending": [[keys[i], j, alarm] for i, (j, alarm) in self._pending.items()]}
+
+    def set_state(self, state: Mapping[str, Any], keys: Sequence[Any]) -> None:
+        """Take up a :meth:`get_state` of a mix of the same strategies; questions whose key
+        is not among ``keys`` (their window has gone) are dropped."""
+        names = [type(s).__name__ for s in self.strategies]
+        if list(state.get("strategies", [])) != names:
+            raise InvalidParameterError(
+                f"Mix state is of strategies {state.get('strategies')!r}, this mix has "
+                f"{names!r}; start afresh instead.")
+        self.hits_ = np.asarray(state["hits"], dtype=float)
+        self.asks_ = np.asarray(state["asks"], dtype=float)
+        where = {k: i for i, k in enumerate(keys)}
+        self._pending = {where[key]: (int(j), bool(alarm))
+                         for key, j, alarm in state["pending"] if key in where}
 
     def _learn(self, pool: Pool) -> None:
         if pool.labels is None:

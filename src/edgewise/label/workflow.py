@@ -27,7 +27,10 @@ These are what ``edgewise label suggest`` and ``edgewise train --with-labels`` c
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,7 @@ import numpy as np
 from edgewise.errors import InvalidParameterError
 from edgewise.label.feedback import WindowFeedbackModel
 from edgewise.label.store import LabelStore
-from edgewise.label.strategies import Pool, make_strategy
+from edgewise.label.strategies import DefaultMix, Pool, make_strategy
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 
 __all__ = ["History", "history_from_store", "load_history_csv", "load_model", "suggest",
@@ -105,6 +108,9 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
 
     Each item: ``start_ns``, ``end_ns``, ``score`` (the primary detector's highest score in
     the window), ``margin`` (z units above the device's current threshold) and ``alarm``.
+    With ``strategy="mix"`` the mix's state (which strategy asked what, and how often its
+    questions found the model wrong) is kept per device in ``label-mix.json`` beside the
+    label store, so it keeps learning across calls as answers arrive.
     """
     ws = _windows(history, device_id, window)
     y, _ = window_labels(ws, labels.labels(device_id))
@@ -112,7 +118,23 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
     margin = model.decision_function(ws)
     pool = Pool(margin=margin, member_margins=model.member_margins(ws),
                 features=ws.features, groups=None, labels=y)
-    picks = make_strategy(strategy, seed=seed).select(pool, k)
+    strat = make_strategy(strategy, seed=seed)
+    keys = [int(t) for t in ws.start_ns]
+    mix_file = labels.data_dir / "label-mix.json"
+    states = json.loads(mix_file.read_text()) if mix_file.exists() else {}
+    if isinstance(strat, DefaultMix) and device_id in states:
+        # take up what the mix learned from this device's earlier questions and answers
+        try:
+            strat.set_state(states[device_id], keys)
+        except InvalidParameterError:
+            pass  # the mix's strategies changed since: start afresh
+    picks = strat.select(pool, k)
+    if isinstance(strat, DefaultMix):
+        states[device_id] = strat.get_state(keys)
+        # a file per writer, then an atomic rename: concurrent queue requests never clash
+        tmp = mix_file.with_name(f".label-mix.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(states))
+        os.replace(tmp, mix_file)
     return [{"device_id": device_id, "start_ns": int(ws.start_ns[i]),
              "end_ns": int(ws.end_ns[i]), "score": round(float(ws.scores[i, 0]), 6),
              "margin": round(float(margin[i]), 4), "alarm": bool(margin[i] >= 0)}
