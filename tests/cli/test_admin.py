@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgewise.cli import app, load_commands
+from edgewise.label.store import LabelStore
 from edgewise.security import Security
 from edgewise.store import open_store
 from edgewise.telemetry import Reading
@@ -98,14 +99,20 @@ def test_data_dir_from_environment(data_dir: Path) -> None:
 
 
 def test_device_delete_removes_credentials_and_data(run, data_dir: Path) -> None:
-    """Check delete revokes the device and deletes its stored readings."""
+    """Check delete revokes the device and deletes its stored readings and labels."""
     run("device", "add", "pump-1")
     url = _seed(data_dir, "pump-1")
+    with LabelStore(data_dir) as labels:
+        labels.add("pump-1", 0, 10, "anomaly", who="test")
+        labels.add("pump-2", 0, 10, "normal", who="test")
     res = run("device", "delete", "pump-1", "--json")
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)
     assert (out["id"], out["credentials_deleted"]) == ("pump-1", True)
     assert out["rows_deleted"] >= 5
+    assert out["labels_deleted"] == 1
+    with LabelStore(data_dir) as labels:  # only the deleted device's labels go
+        assert labels.labels("pump-1") == [] and len(labels.labels("pump-2")) == 1
     store = open_store(url)
     assert store.query("pump-1") == []
     store.close()
@@ -140,7 +147,8 @@ def test_device_delete_while_the_store_is_held_by_another_process(run, data_dir:
         holder.wait(10)
     res = run("device", "delete", "pump-1")
     assert res.exit_code == 0, res.stderr
-    m = re.fullmatch(r"device pump-1: was not registered; (\d+) stored rows deleted\n", res.stdout)
+    m = re.fullmatch(r"device pump-1: was not registered; (\d+) stored rows and 0 labels "
+                     r"deleted\n", res.stdout)
     assert m and int(m.group(1)) >= 5, res.stdout
     store = open_store(url)
     assert store.query("pump-1") == []

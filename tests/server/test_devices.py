@@ -50,13 +50,20 @@ def test_adding_a_bad_or_existing_device_is_named(env: Env) -> None:
 
 
 def test_delete_removes_credentials_and_all_data(env: Env) -> None:
-    """Check DELETE /v1/devices/{id} revokes the secret and deletes readings and alerts."""
+    """Check DELETE /v1/devices/{id} revokes the secret and deletes readings, alerts and
+    labels."""
     ts = _send(env, env.device, env.secret)
     env.store.add_alert(Alert(env.device, ts * 10**9, (ts + 2) * 10**9, 0.97))
+    label = {"device_id": env.device, "start": str(ts), "end": str(ts + 2), "label": "anomaly"}
+    resp = env.client.post("/v1/labels", json=label, headers=env.auth("operator"))
+    assert resp.status_code in (200, 201), resp.text
     resp = env.client.delete(f"/v1/devices/{env.device}", headers=env.auth("admin"))
     assert resp.status_code == 200, resp.text
     assert resp.json()["credentials_deleted"] is True
     assert resp.json()["rows_deleted"] >= 6
+    assert resp.json()["labels_deleted"] == 1
+    resp = env.client.get(f"/v1/labels?device={env.device}", headers=env.auth("viewer"))
+    assert resp.status_code == 200 and resp.json() == [], resp.text
     assert env.store.query(env.device) == []
     assert env.store.list_alerts(device_id=env.device) == []
     assert not env.security.has_device(env.device)

@@ -123,17 +123,23 @@ def device_delete(
             rows = st.delete_device(device_id)
         finally:
             st.close()
-        sec.audit("cli", "device.delete_data", device_id, {"rows": rows})
+        labels = 0
+        if (settings.data_dir / "labels.sqlite").exists():
+            from edgewise.label.store import LabelStore
+
+            with LabelStore(settings.data_dir, security=sec) as label_store:
+                labels = label_store.delete_device(device_id, who="cli")
+        sec.audit("cli", "device.delete_data", device_id, {"rows": rows, "labels": labels})
     finally:
         sec.close()
-    if not registered and rows == 0:
+    if not registered and rows == 0 and labels == 0:
         raise fail(f"Device {device_id!r} is not registered and has no stored data.", code=1)
     if as_json:
         typer.echo(json.dumps({"id": device_id, "credentials_deleted": registered,
-                               "rows_deleted": rows}))
+                               "rows_deleted": rows, "labels_deleted": labels}))
         return
     creds = "credentials revoked" if registered else "was not registered"
-    typer.echo(f"device {device_id}: {creds}; {rows} stored rows deleted")
+    typer.echo(f"device {device_id}: {creds}; {rows} stored rows and {labels} labels deleted")
 
 
 def _forget_detector_state(store: Store, settings: Settings, device_id: str) -> None:

@@ -229,6 +229,35 @@ class LabelStore:
                 )
         return out
 
+    def delete_device(self, device_id: str, *, who: str = "cli") -> int:
+        """Delete every label of ``device_id`` (all versions) and the query mix's state for
+        it; the number of label rows deleted. Part of deleting a device and all its data.
+
+        Snapshots taken earlier keep their ids, but their labels of this device are gone.
+
+        >>> import tempfile
+        >>> with LabelStore(tempfile.mkdtemp()) as labels:
+        ...     _ = labels.add("pump-1", 0, 10, "anomaly")
+        ...     labels.delete_device("pump-1"), labels.labels("pump-1")
+        (1, [])
+        """
+        with self._lock:
+            cur = self._db.execute("DELETE FROM labels WHERE device_id=?", (device_id,))
+            n = int(cur.rowcount)
+        mix_file = self.data_dir / "label-mix.json"
+        if mix_file.exists():
+            import json
+            import os
+
+            states = json.loads(mix_file.read_text())
+            if states.pop(device_id, None) is not None:
+                tmp = mix_file.with_name(f".label-mix.{os.getpid()}.delete.tmp")
+                tmp.write_text(json.dumps(states))
+                os.replace(tmp, mix_file)
+        if self.security is not None:
+            self.security.audit(who, "label.delete_device", device_id, {"rows": n})
+        return n
+
     # -- reading ---------------------------------------------------------------------------
     def labels(
         self,

@@ -10,14 +10,22 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import InvalidParameterError
-from edgewise.server.deps import Admin, PipelineDep, SecurityDep, StoreDep, Viewer
+from edgewise.server.deps import (
+    Admin,
+    PipelineDep,
+    SecurityDep,
+    SettingsDep,
+    StoreDep,
+    Viewer,
+)
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, parse_duration
+from edgewise.server.routes.labels import label_store
 
 __all__ = ["NewDevice", "device_rows", "router"]
 
@@ -113,10 +121,10 @@ def add_device(
 @router.delete("/v1/devices/{device_id}", summary="Delete a device and all its data (admin)")
 def delete_device(
     device_id: DeviceId, who: Admin, security: SecurityDep, store: StoreDep,
-    pipeline: PipelineDep,
+    pipeline: PipelineDep, settings: SettingsDep, request: Request,
 ) -> dict[str, Any]:
     """Revoke the device's credentials, make the pipeline forget the device (detectors,
-    seqs, open alert), then delete its readings, seqs, conflicts, alerts."""
+    seqs, open alert), then delete its readings, seqs, conflicts, alerts and labels."""
     registered = security.has_device(device_id)
     if not known_device(security, store, device_id):
         raise not_found(device_id)
@@ -128,8 +136,10 @@ def delete_device(
             registered = False
     pipeline.forget_device(device_id)
     rows = store.delete_device(device_id)
-    security.audit(actor, "device.delete_data", device_id, {"rows": rows})
-    return {"id": device_id, "credentials_deleted": registered, "rows_deleted": rows}
+    labels = label_store(request, security, settings).delete_device(device_id, who=actor)
+    security.audit(actor, "device.delete_data", device_id, {"rows": rows, "labels": labels})
+    return {"id": device_id, "credentials_deleted": registered, "rows_deleted": rows,
+            "labels_deleted": labels}
 
 
 @router.get("/v1/fleet", summary="Each device's health, last-seen and open alerts (viewer)")
