@@ -244,19 +244,44 @@ class LabelStore:
         with self._lock:
             cur = self._db.execute("DELETE FROM labels WHERE device_id=?", (device_id,))
             n = int(cur.rowcount)
-        mix_file = self.data_dir / "label-mix.json"
-        if mix_file.exists():
-            import json
-            import os
-
-            states = json.loads(mix_file.read_text())
-            if states.pop(device_id, None) is not None:
-                tmp = mix_file.with_name(f".label-mix.{os.getpid()}.delete.tmp")
-                tmp.write_text(json.dumps(states))
-                os.replace(tmp, mix_file)
+        self.save_mix_state(device_id, None)
         if self.security is not None:
             self.security.audit(who, "label.delete_device", device_id, {"rows": n})
         return n
+
+    # -- the labelling queue's query-mix state, per device ---------------------------------
+    def mix_state(self, device_id: str) -> dict[str, Any] | None:
+        """What the query mix learned about ``device_id``'s questions and answers (see
+        :meth:`edgewise.label.strategies.DefaultMix.get_state`), or None.
+
+        >>> import tempfile
+        >>> with LabelStore(tempfile.mkdtemp()) as labels:
+        ...     labels.save_mix_state("pump-1", {"hits": [1.0]})
+        ...     labels.mix_state("pump-1"), labels.mix_state("pump-2")
+        ({'hits': [1.0]}, None)
+        """
+        return self._mix_states().get(device_id)
+
+    def save_mix_state(self, device_id: str, state: dict[str, Any] | None) -> None:
+        """Keep ``state`` as ``device_id``'s query-mix state (None drops it) in
+        ``label-mix.json`` beside the labels. Read-modify-write under the store's lock, and
+        a file per writer renamed into place, so concurrent queue requests never clash."""
+        import os
+
+        with self._lock:
+            states = self._mix_states()
+            if state is not None:
+                states[device_id] = state
+            elif states.pop(device_id, None) is None:
+                return
+            path = self.data_dir / "label-mix.json"
+            tmp = path.with_name(f".label-mix.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(states))
+            os.replace(tmp, path)
+
+    def _mix_states(self) -> dict[str, Any]:
+        path = self.data_dir / "label-mix.json"
+        return json.loads(path.read_text()) if path.exists() else {}
 
     # -- reading ---------------------------------------------------------------------------
     def labels(

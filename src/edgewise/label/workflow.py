@@ -27,10 +27,7 @@ These are what ``edgewise label suggest`` and ``edgewise train --with-labels`` c
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -120,21 +117,16 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
                 features=ws.features, groups=None, labels=y)
     strat = make_strategy(strategy, seed=seed)
     keys = [int(t) for t in ws.start_ns]
-    mix_file = labels.data_dir / "label-mix.json"
-    states = json.loads(mix_file.read_text()) if mix_file.exists() else {}
-    if isinstance(strat, DefaultMix) and device_id in states:
+    state = labels.mix_state(device_id) if isinstance(strat, DefaultMix) else None
+    if isinstance(strat, DefaultMix) and state is not None:
         # take up what the mix learned from this device's earlier questions and answers
         try:
-            strat.set_state(states[device_id], keys)
+            strat.set_state(state, keys)
         except InvalidParameterError:
             pass  # the mix's strategies changed since: start afresh
     picks = strat.select(pool, k)
     if isinstance(strat, DefaultMix):
-        states[device_id] = strat.get_state(keys)
-        # a file per writer, then an atomic rename: concurrent queue requests never clash
-        tmp = mix_file.with_name(f".label-mix.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(states))
-        os.replace(tmp, mix_file)
+        labels.save_mix_state(device_id, strat.get_state(keys))
     return [{"device_id": device_id, "start_ns": int(ws.start_ns[i]),
              "end_ns": int(ws.end_ns[i]), "score": round(float(ws.scores[i, 0]), 6),
              "margin": round(float(margin[i]), 4), "alarm": bool(margin[i] >= 0)}
