@@ -30,11 +30,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from edgewise.errors import InvalidParameterError
 from edgewise.explain.base import Explanation
 from edgewise.explain.linear import quadratic_contributions
+from edgewise.models.history import wide_readings
 
 __all__ = ["AlertExplanation", "alert_explanation"]
 
@@ -45,13 +45,6 @@ class AlertExplanation(Explanation):
 
     peak_ns: int = 0
     reference_rows: int = 0
-
-
-def _wide(rows: Sequence[tuple[str, int, float]]) -> pd.DataFrame:
-    frame = pd.DataFrame(list(rows), columns=["metric", "ts_ns", "value"])
-    wide = frame.pivot_table(index="ts_ns", columns="metric", values="value", aggfunc="last")
-    wide.columns = [str(c) for c in wide.columns]
-    return wide.sort_index().ffill()
 
 
 def alert_explanation(
@@ -83,7 +76,7 @@ def alert_explanation(
     """
     if not rows:
         raise InvalidParameterError("The device has no stored readings around the alert.")
-    wide = _wide(rows)
+    wide = wide_readings(rows)
     if wide.shape[1] < 2:
         raise InvalidParameterError(
             f"A multivariate explanation needs at least two metrics; the device sends "

@@ -73,15 +73,13 @@ def load_history_csv(path: Path | str) -> History:
 
 def history_from_store(store: Any, device_id: str) -> History:
     """A device's readings from a :class:`~edgewise.store.Store`, one column per metric."""
-    import pandas as pd
+    from edgewise.models.history import wide_readings
 
     rows = store.query(device_id)
     if not rows:
         raise InvalidParameterError(f"Device {device_id!r} has no readings in {store.url}.")
-    df = pd.DataFrame(rows, columns=["metric", "ts_ns", "value"])
-    wide = df.pivot_table(index="ts_ns", columns="metric", values="value", aggfunc="mean")
-    wide = wide.sort_index().ffill()
-    return wide.index.to_numpy(np.int64), wide.to_numpy(float), [str(c) for c in wide.columns]
+    wide = wide_readings(rows, "mean")
+    return wide.index.to_numpy(np.int64), wide.to_numpy(float), list(wide.columns)
 
 
 def _window_length(n: int, window: int | None) -> int:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-__all__ = ["device_frame"]
+__all__ = ["device_frame", "wide_readings"]
 
 
 def device_frame(
@@ -37,15 +37,26 @@ def device_frame(
 
     Returns an empty frame (with the unit and time columns) when no row is left.
     """
-    frame = pd.DataFrame(list(rows), columns=["metric", "ts_ns", "value"])
     if until_ns is not None:
-        frame = frame[frame["ts_ns"] <= until_ns]
-    if frame.empty:
+        rows = [r for r in rows if r[1] <= until_ns]
+    if not rows:
         return pd.DataFrame(columns=[unit_column, time_column])
-    wide = frame.pivot_table(index="ts_ns", columns="metric", values="value", aggfunc="last")
-    wide = wide.sort_index().ffill().bfill()
-    wide.columns = [str(c) for c in wide.columns]
-    wide = wide.reset_index(drop=True)
+    wide = wide_readings(rows).bfill().reset_index(drop=True)
     wide.insert(0, time_column, range(1, len(wide) + 1))
     wide.insert(0, unit_column, device_id)
     return wide
+
+
+def wide_readings(rows: Sequence[tuple[str, int, float]], agg: str = "last") -> pd.DataFrame:
+    """Long ``(metric, ts_ns, value)`` rows as one row per reading time (the index, sorted)
+    and one column per metric; ``agg`` merges two readings of a metric at one time, and a
+    metric's last value carries forward over the times it did not report.
+
+    >>> wide = wide_readings([("b", 2, 5.0), ("a", 1, 1.0), ("a", 2, 3.0), ("a", 2, 4.0)], "mean")
+    >>> wide.index.tolist(), wide["a"].tolist(), wide["b"].tolist()
+    ([1, 2], [1.0, 3.5], [nan, 5.0])
+    """
+    frame = pd.DataFrame(list(rows), columns=["metric", "ts_ns", "value"])
+    wide = frame.pivot_table(index="ts_ns", columns="metric", values="value", aggfunc=agg)
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.sort_index().ffill()
