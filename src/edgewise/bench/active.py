@@ -27,7 +27,6 @@ Datasets:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -164,9 +163,8 @@ def load_nab(root: Path, files: Sequence[str] | None = None) -> Dataset:
     """The NAB corpus at ``root`` (``data/`` and ``labels/combined_windows.json``)."""
     import pandas as pd
 
-    windows = json.loads((root / "labels" / "combined_windows.json").read_text())
+    windows = load_windows(root / "labels" / "combined_windows.json")
     names = sorted(windows) if files is None else list(files)
-    label_windows = load_windows(root / "labels" / "combined_windows.json")
     parts, ys, evs = [], [], []
     stamps: dict[str, np.ndarray] = {}
     for name in names:
@@ -185,7 +183,7 @@ def load_nab(root: Path, files: Sequence[str] | None = None) -> Dataset:
         ys.append(y)
         evs.append(ev)
     y = np.concatenate(ys)
-    nab = NabScoring(stamps, {n: label_windows[n] for n in names},
+    nab = NabScoring(stamps, {n: windows[n] for n in names},
                      load_profiles(root / "config" / "profiles.json"))
     return Dataset("nab", WindowSet.concat(parts), y, np.concatenate(evs),
                    np.where(y, "anomaly", "normal"),
