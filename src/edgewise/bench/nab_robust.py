@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.bench.nab_scorer import FileSweep, optimize_threshold, sweep_file
+from edgewise.bench.nab_scorer import FileSweep, normalised_score, sweep_file
 
 __all__ = [
     "Robustness",
@@ -69,17 +69,13 @@ def subset_scores(
         raise KeyError(f"No scores or label windows for data file {missing[0]!r}.")
     sw = [sweeps[n] for n in names]
     sc = [np.asarray(scores[n], dtype=float) for n in names]
-    nulls = [np.full(len(s), 0.5) for s in sc]
     n_windows = sum(s.n_windows for s in sw)
     if n_windows == 0:
         raise ValueError("These files have no anomaly window: a NAB score needs at least one.")
     out: dict[str, float] = {}
     for pname, prof in profiles.items():
         cost = prof["CostMatrix"] if "CostMatrix" in prof else prof
-        _, raw = optimize_threshold(sw, sc, cost)
-        _, null = optimize_threshold(sw, nulls, cost)
-        perfect = n_windows * cost["tpWeight"]
-        out[pname] = 100.0 * (raw - null) / (perfect - null)
+        out[pname] = normalised_score(sw, sc, cost, n_windows)[4]
     return out
 
 

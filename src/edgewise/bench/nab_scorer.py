@@ -58,6 +58,7 @@ __all__ = [
     "load_profiles",
     "load_results_dir",
     "load_windows",
+    "normalised_score",
     "optimize_threshold",
     "probation_length",
     "read_results_file",
@@ -309,14 +310,12 @@ def score_corpus(
         raise KeyError(f"No label windows for data file {missing[0]!r}.")
     sweeps = [sweep_file(timestamps[n], windows[n], probation_percent) for n in names]
     score_list = [np.asarray(scores[n], dtype=float) for n in names]
-    nulls = [np.full(len(s), 0.5) for s in score_list]
     n_windows = sum(len(w) for w in windows.values())
     out: dict[str, ProfileScore] = {}
     for pname, prof in profiles.items():
         cost = prof["CostMatrix"] if "CostMatrix" in prof else prof
-        threshold, raw = optimize_threshold(sweeps, score_list, cost)
-        _, null = optimize_threshold(sweeps, nulls, cost)
-        perfect = n_windows * cost["tpWeight"]
+        threshold, raw, null, perfect, normalized = normalised_score(
+            sweeps, score_list, cost, n_windows)
         files = {
             n: file_score(sw, s, threshold, cost)
             for n, sw, s in zip(names, sweeps, score_list, strict=True)
@@ -327,10 +326,27 @@ def score_corpus(
             raw=raw,
             null=null,
             perfect=perfect,
-            normalized=100.0 * (raw - null) / (perfect - null),
+            normalized=normalized,
             files=files,
         )
     return CorpusScore(out)
+
+
+def normalised_score(
+    sweeps: Sequence[FileSweep],
+    scores: Sequence[np.ndarray],
+    cost: Mapping[str, Any],
+    n_windows: int,
+) -> tuple[float, float, float, float, float]:
+    """NAB's normalisation for one cost matrix: ``(threshold, raw, null, perfect,
+    normalised)``. The threshold is optimised over ``sweeps`` and ``scores``; the null
+    detector scores 0.5 everywhere; a perfect one earns ``tpWeight`` per window, of
+    ``n_windows`` in all; normalised = 100 (raw - null) / (perfect - null).
+    """
+    threshold, raw = optimize_threshold(sweeps, scores, cost)
+    _, null = optimize_threshold(sweeps, [np.full(len(s), 0.5) for s in scores], cost)
+    perfect = n_windows * cost["tpWeight"]
+    return threshold, raw, null, perfect, 100.0 * (raw - null) / (perfect - null)
 
 
 def load_windows(path: str | Path) -> dict[str, list[tuple[np.datetime64, np.datetime64]]]:
