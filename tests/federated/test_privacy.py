@@ -96,3 +96,33 @@ def test_sampled_device_level_dp_accounts_for_the_sample():
     assert device_level_epsilon(2.0, 3, num_devices=260, sample_size=26) \
         < device_level_epsilon(2.0, 3)
     assert res.privacy.sample_size == 2 and res.privacy.num_devices == 4
+
+
+def _dp_step(global_seed: int) -> np.ndarray:
+    """One DP-SGD epoch from the same weights, data and seed, after fixing torch's seed."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 4)).astype(np.float32)
+    y = rng.uniform(0, 100, 64).astype(np.float32)
+    torch.manual_seed(global_seed)
+    model = build_model("rul", 4, seed=0)
+    train_local(model, X, y, epochs=1, batch_size=32, lr=0.01, seed=0,
+                dp_noise_multiplier=1.0, dp_max_grad_norm=1.0)
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+
+
+def test_dp_sgd_noise_cannot_be_replayed_from_seeds():
+    # Same weights, data, `seed` and global torch seed: without fresh entropy the noise (and
+    # the Poisson sample) would repeat exactly, so whoever knows the seeds could subtract it,
+    # and every device of a fleet would add the same noise, which then does not average out.
+    a, b = _dp_step(0), _dp_step(0)
+    assert not np.allclose(a, b)
+
+
+def test_build_model_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_model("rul", 4, seed=0)
+    assert torch.equal(torch.rand(3), expected)
+    first, again = build_model("rul", 4, seed=5), build_model("rul", 4, seed=5)
+    assert torch.equal(first[0].weight, again[0].weight)

@@ -33,8 +33,17 @@ RUL_SCALE = 100.0
 
 
 def build_model(kind: str, n_features: int, seed: int = 0, hidden: int = 32) -> nn.Module:
-    """A fresh model of ``kind`` (``"rul"`` or ``"ae"``) for ``n_features`` inputs."""
-    torch.manual_seed(seed)
+    """A fresh model of ``kind`` (``"rul"`` or ``"ae"``) for ``n_features`` inputs.
+
+    The weights depend on ``seed`` only; the process-wide torch RNG is left as it was (a
+    reseed here would make every later draw, DP noise included, replay the same stream).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _layers(kind, n_features, hidden)
+
+
+def _layers(kind: str, n_features: int, hidden: int) -> nn.Module:
     if kind == "rul":
         return nn.Sequential(
             nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
@@ -74,7 +83,11 @@ def train_local(
     With ``dp_noise_multiplier > 0`` training is record-level DP-SGD through Opacus
     (per-sample gradients clipped to ``dp_max_grad_norm``, Gaussian noise, Poisson
     sampling with rate ``batch_size / len(X)``); the ε it costs is computed by
-    :func:`edgewise.federated.privacy.dp_sgd_epsilon` from the same numbers.
+    :func:`edgewise.federated.privacy.dp_sgd_epsilon` from the same numbers. The noise and
+    the Poisson sample are drawn from generators seeded from the OS's entropy on every call,
+    never from ``seed``: noise that anyone knowing the seed could replay and subtract would
+    protect nothing, and noise shared between devices would not average out. (Opacus's
+    ``secure_mode`` would use a cryptographic generator; it needs ``torchcsprng``.)
     """
     kind = _kind(model)
     Xt = torch.as_tensor(X, dtype=torch.float32)
@@ -89,18 +102,27 @@ def train_local(
     loss_fn = nn.MSELoss()
     module: nn.Module = model
     if dp_noise_multiplier > 0:
-        from opacus import PrivacyEngine
+        import secrets
 
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(Xt, yt), batch_size=batch_size, generator=gen
+        from opacus import PrivacyEngine
+        from opacus.data_loader import DPDataLoader
+
+        def entropy() -> torch.Generator:
+            return torch.Generator().manual_seed(secrets.randbits(63))
+
+        loader = DPDataLoader.from_data_loader(
+            torch.utils.data.DataLoader(
+                torch.utils.data.TensorDataset(Xt, yt), batch_size=batch_size
+            ),
+            generator=entropy(),
         )
-        with warnings.catch_warnings():  # "secure RNG off": fine for a device, stated here
+        with warnings.catch_warnings():  # "secure RNG off": see the docstring
             warnings.filterwarnings("ignore", category=UserWarning, module="opacus")
             engine = PrivacyEngine(accountant="rdp", secure_mode=False)
             module, opt, loader = engine.make_private(
                 module=model, optimizer=opt, data_loader=loader,
                 noise_multiplier=dp_noise_multiplier, max_grad_norm=dp_max_grad_norm,
-                poisson_sampling=True,
+                poisson_sampling=False, noise_generator=entropy(),
             )
         batches = lambda: iter(loader)  # noqa: E731
     else:
