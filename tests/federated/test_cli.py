@@ -41,7 +41,9 @@ def test_demo_publishes_a_global_model(data_dir):
     assert result["rounds"] == 2
     assert result["model"]["version"] == "1" and result["model"]["target"] == "group:federated"
     _, meta = load_global_model(data_dir, "federated-pump", "1")
-    assert meta["rounds"] == 2 and meta["privacy"]["unit"] == "none"
+    # private by default: every device ran DP-SGD calibrated to ε = 8 over the run
+    assert meta["rounds"] == 2 and meta["privacy"]["unit"] == "record"
+    assert 7.5 < meta["privacy"]["epsilon"] <= 8.0 and meta["privacy"]["noise_multiplier"] > 0
     assert meta["num_devices"] == 3 and meta["strategy"].startswith("trimmed")
 
 

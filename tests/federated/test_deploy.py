@@ -38,7 +38,8 @@ def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path):
     for e in fits:
         assert e["array_records"] == {"arrays": shapes}
         assert set(e["metric_records"]["metrics"]) == {"num-examples", "unit-weight",
-                                                       "train-loss"}
+                                                       "train-loss", "dp-sgd-epsilon",
+                                                       "dp-sgd-noise"}
     # the NaN-sending device was rejected each round, and the model stayed finite
     assert meta["strategy"] == "fedavg+robust"
     assert sum(r["reason"] == "non-finite" for r in meta["rejected"]) == 2

@@ -126,3 +126,35 @@ def test_build_model_leaves_the_global_rng_alone():
     assert torch.equal(torch.rand(3), expected)
     first, again = build_model("rul", 4, seed=5), build_model("rul", 4, seed=5)
     assert torch.equal(first[0].weight, again[0].weight)
+
+
+def test_record_level_budget_is_calibrated_on_each_device_and_reported():
+    """Check a run with a ``dp-sgd-epsilon`` budget: every device calibrates DP-SGD to it from
+    its own record count, and the run reports the largest ε spent, unit ``record``."""
+    n = 3
+    rc = {"dataset": "pump", "dp-sgd-epsilon": 4.0, "num-server-rounds": 2, "batch-size": 32}
+    grid = InProcessGrid(app, [{"partition-id": i, "num-partitions": n} for i in range(n)], rc)
+    res = run_federated(grid, kind="ae", n_features=6, n_conditions=1, num_nodes=n, rounds=2,
+                        strategy="fedavg", robust=False)
+    assert res.privacy.unit == "record" and res.privacy.record_epsilon == res.privacy.epsilon
+    assert 3.9 < res.privacy.epsilon <= 4.0  # calibrated: spends (almost) all, never more
+    assert res.privacy.noise_multiplier > 0
+    per_round = [m["dp-sgd-epsilon"] for m in res.train_metrics.values()]
+    assert len(per_round) == 2 and max(per_round) <= 4.0
+    # without a budget nothing is claimed
+    grid = InProcessGrid(app, [{"partition-id": i, "num-partitions": n} for i in range(n)],
+                         {"dataset": "pump"})
+    res = run_federated(grid, kind="ae", n_features=6, n_conditions=1, num_nodes=n, rounds=1,
+                        strategy="fedavg", robust=False)
+    assert res.privacy.unit == "none" and res.privacy.epsilon is None
+
+
+def test_a_smaller_device_needs_more_noise_for_the_same_budget():
+    from edgewise.federated.client_app import dp_sgd_budget
+
+    rc = {"dp-sgd-epsilon": 8.0, "num-server-rounds": 20, "batch-size": 64}
+    z_small, eps_small = dp_sgd_budget(rc, 500)
+    z_big, eps_big = dp_sgd_budget(rc, 5000)
+    assert z_small > z_big
+    assert 7.9 < eps_small <= 8.0 and 7.9 < eps_big <= 8.0
+    assert dp_sgd_epsilon(z_small, 64, 500, 20) == pytest.approx(eps_small)

@@ -72,7 +72,8 @@ def test_only_parameters_and_metrics_cross_the_wire():
                 and "count" not in e["array_records"]["arrays"]:
             assert e["array_records"] == {"arrays": shapes}
             assert set(e["metric_records"]["metrics"]) == {"num-examples", "unit-weight",
-                                                                "train-loss"}
+                                                                "train-loss", "dp-sgd-epsilon",
+                                                                "dp-sgd-noise"}
         if e["phase"] == "evaluate":
             assert e["array_records"] == {}
             assert set(e["metric_records"]["metrics"]) == {"eval-loss", "num-examples"}

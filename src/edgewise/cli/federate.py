@@ -19,6 +19,10 @@ Strategy = Annotated[str, typer.Option(help="fedavg, trimmed, krum or bulyan.")]
 SecAgg = Annotated[bool, typer.Option(
     "--secagg", help="Secure aggregation (Flower SecAgg+): the server sees only the sum of "
                      "the updates. Needs --strategy fedavg (no robust rule).")]
+DpEpsilon = Annotated[float, typer.Option(
+    "--dp-epsilon", help="Record-level DP budget ε per device over the whole run (δ=1e-5): "
+                         "every device runs DP-SGD and calibrates its own noise to it. "
+                         "0 turns it off.")]
 RolloutTo = Annotated[str, typer.Option(
     "--rollout-to", help="Target of the signed release of the global model: group:NAME or "
                          "device:ID (default group:federated, which no device is in).")]
@@ -37,12 +41,19 @@ def _check_secagg(secagg: bool, strategy: str, dp_noise: float = 0.0) -> None:
         check_secagg(strategy, robust=strategy != "fedavg", dp_noise=dp_noise)
 
 
+def _check_epsilon(epsilon: float) -> None:
+    if not 0 <= epsilon < float("inf"):
+        raise fail(f"--dp-epsilon must be a finite number >= 0 (0: no DP-SGD). Got {epsilon}.")
+
+
 def _print_result(result: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result))
         return
     p = result["privacy"]
     eps = "none (no DP)" if p["epsilon"] is None else f"{p['epsilon']:.3g} (unit: {p['unit']})"
+    if p.get("record_epsilon") and p["unit"] != "record":
+        eps += f", record-level {p['record_epsilon']:.3g}"
     typer.echo(f"rounds: {result['rounds']}  strategy: {result['strategy']}  epsilon: {eps}")
     for r, m in sorted(result["train_metrics"].items(), key=lambda kv: int(kv[0])):
         typer.echo(f"  round {r}: train-loss {m.get('train-loss', float('nan')):.4f}")
@@ -59,6 +70,7 @@ def demo(
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 2,
     strategy: Strategy = "trimmed",
     secagg: SecAgg = False,
+    dp_epsilon: DpEpsilon = 8.0,
     rollout_to: RolloutTo = "group:federated",
     as_json: Json = False,
 ) -> None:
@@ -71,6 +83,7 @@ def demo(
     _check_secagg(secagg, strategy)
     if clients < 1 or rounds < 1:
         raise fail(f"--clients and --rounds must be >= 1. Got {clients} and {rounds}.")
+    _check_epsilon(dp_epsilon)
     work = data_dir / "federated" / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
     if not as_json:
         typer.echo(f"starting a SuperLink and {clients} SuperNodes on 127.0.0.1 (logs: {work})")
@@ -78,7 +91,8 @@ def demo(
         result = fleet.run({"num-server-rounds": rounds, "strategy": strategy,
                             "beta": 0.34 if clients < 10 else 0.2,
                             "data-dir-publish": str(data_dir), "evaluate": False,
-                            "rollout-target": rollout_to, "secagg": secagg},
+                            "rollout-target": rollout_to, "secagg": secagg,
+                            "dp-sgd-epsilon": dp_epsilon},
                            timeout=120 + 60 * rounds)
     _print_result(result, as_json)
 
@@ -95,6 +109,7 @@ def server(
     beta: Annotated[float, typer.Option(help="Trimmed-mean fraction cut per side.")] = 0.2,
     dp_noise: Annotated[float, typer.Option(help="Device-level DP noise multiplier.")] = 0.0,
     dp_clip: Annotated[float, typer.Option(help="Device-level DP clipping norm.")] = 1.0,
+    dp_epsilon: DpEpsilon = 8.0,
     dataset: Annotated[str, typer.Option(help="pump or cmapss.")] = "pump",
     cmapss_dir: Annotated[str, typer.Option(help="C-MAPSS folder on the devices.")] = "",
     host: Annotated[str, typer.Option(help="Address the SuperLink listens on.")] = "127.0.0.1",
@@ -112,6 +127,7 @@ def server(
 
     _check_rollout(rollout_to)
     _check_secagg(secagg, strategy, dp_noise)
+    _check_epsilon(dp_epsilon)
     make_strategy(strategy, num_nodes=min_available or clients, num_malicious_nodes=num_malicious,
                   beta=beta)  # refuse a bad n/f/beta before starting anything
     work = data_dir / "federated" / "server"
@@ -127,7 +143,8 @@ def server(
                             "dp-clip": dp_clip, "dataset": dataset, "data-dir": cmapss_dir,
                             "min-available-nodes": min_available or clients,
                             "round-timeout": round_timeout, "data-dir-publish": str(data_dir),
-                            "rollout-target": rollout_to, "secagg": secagg},
+                            "rollout-target": rollout_to, "secagg": secagg,
+                            "dp-sgd-epsilon": dp_epsilon},
                            timeout=600 + rounds * round_timeout * 2)
     _print_result(result, as_json)
 

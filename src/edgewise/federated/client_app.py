@@ -9,9 +9,10 @@ config the server sends:
 * a SecAgg+ round (Flower's legacy fit messages with SecAgg+ stage configs): the same
   training, its result masked by Flower's ``secaggplus_mod`` before it leaves the device;
 * ``"fit"`` (default): load the global model, train it on local data for
-  ``local-epochs`` (optionally DP-SGD), and return the new parameters with
-  ``"num-examples"``, ``"unit-weight"`` (1: the weight under device-level DP) and
-  ``"train-loss"``.
+  ``local-epochs`` (record-level DP-SGD when the run sets a ``dp-sgd-epsilon`` budget, each
+  device calibrating its own noise: :func:`dp_sgd_budget`), and return the new parameters
+  with ``"num-examples"``, ``"unit-weight"`` (1: the weight under device-level DP),
+  ``"train-loss"`` and ``"dp-sgd-epsilon"`` (the ε the device's budget costs, 0 without).
 
 ``evaluate`` returns the loss of the global model on the device's held-back data.
 
@@ -41,7 +42,7 @@ from edgewise.federated.data import (
 )
 from edgewise.federated.model import RUL_SCALE, build_model, train_local
 
-__all__ = ["ATTACKS", "DeviceData", "app", "device_data", "poison"]
+__all__ = ["ATTACKS", "DeviceData", "app", "device_data", "dp_sgd_budget", "poison"]
 
 ATTACKS = ("", "signflip", "nan", "inf", "shape", "scale100", "weight")
 #: Config record of Flower's legacy fit messages, the format SecAgg+ rounds use.
@@ -162,26 +163,64 @@ def _data(context: Context) -> DeviceData:
     )
 
 
+def dp_sgd_budget(run_config: Any, n_records: int) -> tuple[float, float]:
+    """This device's record-level DP-SGD for the whole run: (noise multiplier, ε).
+
+    The run config sets the budget, ``dp-sgd-epsilon`` per device over all
+    ``num-server-rounds`` × ``local-epochs`` (0: no DP-SGD), and ``dp-delta``; each device
+    calibrates its own noise from its own record count and ``batch-size``, since a
+    smaller device needs more noise for the same ε. ``dp-sgd-noise`` > 0 fixes the noise
+    multiplier instead (ε is then what it costs).
+
+    >>> z, eps = dp_sgd_budget({"dp-sgd-epsilon": 8.0, "num-server-rounds": 3}, 600)
+    >>> round(eps, 1) <= 8.0 and z > 0
+    True
+    >>> dp_sgd_budget({}, 600)
+    (0.0, 0.0)
+    """
+    from edgewise.federated.privacy import dp_sgd_epsilon
+
+    batch = int(run_config.get("batch-size", 32))
+    epochs = int(run_config.get("local-epochs", 1)) * int(run_config.get("num-server-rounds", 1))
+    delta = float(run_config.get("dp-delta", 1e-5))
+    z = float(run_config.get("dp-sgd-noise", 0.0))
+    if z <= 0:
+        target = float(run_config.get("dp-sgd-epsilon", 0.0))
+        if target <= 0:
+            return 0.0, 0.0
+        z = _calibrated_noise(target, batch, n_records, epochs, delta)
+    return z, dp_sgd_epsilon(z, batch, n_records, epochs, delta)
+
+
+@lru_cache(maxsize=64)
+def _calibrated_noise(target: float, batch: int, n_records: int, epochs: int,
+                      delta: float) -> float:
+    from edgewise.federated.privacy import dp_sgd_noise_for_epsilon
+
+    return dp_sgd_noise_for_epsilon(target, batch, n_records, epochs, delta)
+
+
 def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], context: Context,
-         server_round: int) -> tuple[list[str], list[np.ndarray], int, float]:
-    """Train the global ``state`` on this device; what it sends (names, arrays, weight, loss)."""
+         server_round: int
+         ) -> tuple[list[str], list[np.ndarray], int, float, tuple[float, float]]:
+    """Train the global ``state`` on this device; what it sends (names, arrays, weight, loss)
+    and its DP-SGD (ε over the whole run, noise multiplier); (0, 0) without DP-SGD."""
     X, y = data.features(norm)
     model = build_model(data.kind, X.shape[1])
     model.load_state_dict(state)
     old = [np.asarray(v.numpy()) for v in state.values()]
     rc = context.run_config
+    batch, epochs = int(rc.get("batch-size", 32)), int(rc.get("local-epochs", 1))
+    z, eps = dp_sgd_budget(rc, len(X))
     loss = train_local(
-        model, X, y,
-        epochs=int(rc.get("local-epochs", 1)), batch_size=int(rc.get("batch-size", 32)),
-        lr=float(rc.get("lr", 0.003)),
+        model, X, y, epochs=epochs, batch_size=batch, lr=float(rc.get("lr", 0.003)),
         seed=server_round * 1000 + int(context.node_config.get("partition-id", 0)),
-        dp_noise_multiplier=float(rc.get("dp-sgd-noise", 0.0)),
-        dp_max_grad_norm=float(rc.get("dp-sgd-clip", 1.0)),
+        dp_noise_multiplier=z, dp_max_grad_norm=float(rc.get("dp-sgd-clip", 1.0)),
     )
     attack = str(context.node_config.get("attack", ""))
     new = [v.detach().numpy().copy() for v in model.state_dict().values()]
     n = 10**9 if attack == "weight" else len(X)
-    return list(state), poison(attack, new, old), n, float(loss)
+    return list(state), poison(attack, new, old), n, float(loss), (eps, z)
 
 
 @app.train()
@@ -196,11 +235,12 @@ def train(msg: Message, context: Context) -> Message:
         arrays = ArrayRecord({"count": _arr(count), "sum": _arr(total), "sumsq": _arr(squares)})
         return Message(RecordDict({"arrays": arrays,
                                    "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
-    keys, sent, n, loss = _fit(data, _normaliser(config, data),
-                               msg.content["arrays"].to_torch_state_dict(), context,
-                               int(config.get("server-round", 0)))
+    keys, sent, n, loss, (eps, z) = _fit(data, _normaliser(config, data),
+                                         msg.content["arrays"].to_torch_state_dict(),
+                                         context, int(config.get("server-round", 0)))
     arrays = ArrayRecord({k: _arr(v) for k, v in zip(keys, sent, strict=True)})
-    metrics = MetricRecord({"num-examples": n, "unit-weight": 1, "train-loss": loss})
+    metrics = MetricRecord({"num-examples": n, "unit-weight": 1, "train-loss": loss,
+                            "dp-sgd-epsilon": eps, "dp-sgd-noise": z})
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
 
@@ -220,8 +260,10 @@ def _secagg_fit(msg: Message, context: Context, data: DeviceData) -> Message:
     template = build_model(data.kind, int(cfg["n-features"])).state_dict()
     state = {k: torch.as_tensor(a) for k, a in zip(
         template, parameters_to_ndarrays(fitins.parameters), strict=True)}
-    _, sent, n, loss = _fit(data, norm, state, context, int(cfg.get("server-round", 0)))
-    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(sent), n, {"train-loss": loss})
+    _, sent, n, loss, (eps, z) = _fit(data, norm, state, context,
+                                      int(cfg.get("server-round", 0)))
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(sent), n,
+                 {"train-loss": loss, "dp-sgd-epsilon": eps, "dp-sgd-noise": z})
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
 

@@ -218,6 +218,7 @@ class LocalFleet:
                   "beta": 0.2, "dp-noise": 0.0, "dp-clip": 1.0, "data-dir": "",
                   "data-dir-publish": "", "seed": 0, "threads": 1, "lr": 0.003,
                   "batch-size": 32, "dp-sgd-noise": 0.0, "dp-sgd-clip": 1.0,
+                  "dp-sgd-epsilon": 0.0, "dp-delta": 1e-5,
                   "evaluate": True}
         config.update(run_config)
         config["out-dir"] = str(out)

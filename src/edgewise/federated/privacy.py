@@ -32,6 +32,7 @@ __all__ = [
     "device_level_epsilon",
     "device_noise_for_epsilon",
     "dp_sgd_epsilon",
+    "dp_sgd_noise_for_epsilon",
     "noise_for_epsilon",
     "rdp_epsilon",
 ]
@@ -139,6 +140,22 @@ def dp_sgd_epsilon(
     return rdp_epsilon(noise_multiplier, q, round(epochs / q), delta)
 
 
+def dp_sgd_noise_for_epsilon(
+    target_epsilon: float, batch_size: int, n_records: int, epochs: float,
+    delta: float = 1e-5,
+) -> float:
+    """Smallest noise multiplier whose :func:`dp_sgd_epsilon` is at most the target.
+
+    What a device calls to calibrate its own DP-SGD from its own record count.
+
+    >>> z = dp_sgd_noise_for_epsilon(8.0, batch_size=32, n_records=600, epochs=3)
+    >>> dp_sgd_epsilon(z, 32, 600, 3) <= 8.0
+    True
+    """
+    q = min(1.0, batch_size / max(n_records, 1))
+    return noise_for_epsilon(target_epsilon, q, round(epochs / q), delta)
+
+
 def noise_for_epsilon(
     target_epsilon: float, sampling_rate: float, steps: int, delta: float = 1e-5
 ) -> float:
@@ -179,11 +196,12 @@ class PrivacyReport:
     unit: str  # "device" or "record" or "none"
     epsilon: float | None
     delta: float
-    noise_multiplier: float
+    noise_multiplier: float  # record-level: the devices' mean (each calibrates its own)
     clipping_norm: float
     num_devices: int
     rounds: int
     sample_size: int | None = None  # devices sampled per round (None: all)
+    record_epsilon: float | None = None  # record-level ε (largest of the devices), if any
 
     def to_dict(self) -> dict[str, object]:
         """Plain-JSON form (ε ``None`` means no DP: unbounded)."""

@@ -9,6 +9,9 @@ deployment engine's, or :class:`~edgewise.federated.inprocess.InProcessGrid`):
    wrapped in :class:`~edgewise.federated.strategies.RobustStrategy` and, when
    ``dp_noise > 0``, in Flower's ``DifferentialPrivacyServerSideFixedClipping`` (device-level
    DP; ε from :mod:`edgewise.federated.privacy`), driven by Flower's ``Strategy.start``.
+   Record-level DP is the devices' own: a run config ``dp-sgd-epsilon`` budget makes each
+   device calibrate DP-SGD to it, report the ε it spent, and the run's report keeps the
+   largest (:func:`edgewise.federated.client_app.dp_sgd_budget`).
 
 Every reply the server receives passes through :class:`WireLog`, which records what
 crossed the wire (record types, array shapes, metric names, bytes). After each round a
@@ -158,6 +161,34 @@ def load_checkpoint(path: str | Path) -> tuple[ArrayRecord, int, ConditionNormal
                                                                  z["__norm_std__"])
 
 
+def _privacy_report(train_metrics: dict[int, dict[str, float]], *, dp_noise: float,
+                    dp_clip: float, dp_delta: float, dp_sgd_clip: float, num_devices: int,
+                    rounds: int, sample_size: int | None) -> PrivacyReport:
+    """The run's guarantee: device-level from the server's own noise, record-level from what
+    the devices report (each calibrates its DP-SGD to the run's budget; the largest counts).
+    """
+    record = [m["dp-sgd-epsilon"] for m in train_metrics.values()
+              if m.get("dp-sgd-epsilon", 0.0) > 0]
+    record_eps = max(record) if record else None
+    z_record = [m["dp-sgd-noise"] for m in train_metrics.values() if "dp-sgd-noise" in m]
+    if dp_noise > 0:
+        return PrivacyReport(
+            unit="device", delta=dp_delta, noise_multiplier=dp_noise, clipping_norm=dp_clip,
+            epsilon=device_level_epsilon(dp_noise, rounds, dp_delta, num_devices=num_devices,
+                                         sample_size=sample_size),
+            num_devices=num_devices, rounds=rounds, sample_size=sample_size,
+            record_epsilon=record_eps)
+    if record_eps is not None:
+        return PrivacyReport(
+            unit="record", epsilon=record_eps, delta=dp_delta,
+            noise_multiplier=float(np.mean(z_record)) if z_record else 0.0,
+            clipping_norm=dp_sgd_clip, num_devices=num_devices, rounds=rounds,
+            sample_size=sample_size, record_epsilon=record_eps)
+    return PrivacyReport(unit="none", epsilon=None, delta=dp_delta, noise_multiplier=0.0,
+                         clipping_norm=0.0, num_devices=num_devices, rounds=rounds,
+                         sample_size=sample_size)
+
+
 def run_federated(
     grid: Grid,
     *,
@@ -174,6 +205,8 @@ def run_federated(
     dp_noise: float = 0.0,
     dp_clip: float = 1.0,
     dp_delta: float = 1e-5,
+    dp_sgd_clip: float = 1.0,
+    dp_sgd_epsilon: float = 0.0,
     sample_size: int | None = None,
     secagg: bool = False,
     round_timeout: float = 600.0,
@@ -188,10 +221,17 @@ def run_federated(
     (:mod:`edgewise.federated.secagg`; no robust rule, no server-side DP, no checkpoint).
     """
     if secagg:
-        return _run_secagg(grid, kind=kind, n_features=n_features, n_conditions=n_conditions,
-                           num_nodes=min_available_nodes or num_nodes, rounds=rounds,
-                           strategy=strategy, robust=robust, dp_noise=dp_noise, seed=seed,
-                           normaliser=normaliser, round_timeout=round_timeout)
+        result = _run_secagg(grid, kind=kind, n_features=n_features,
+                             n_conditions=n_conditions,
+                             num_nodes=min_available_nodes or num_nodes, rounds=rounds,
+                             strategy=strategy, robust=robust, dp_noise=dp_noise, seed=seed,
+                             normaliser=normaliser, round_timeout=round_timeout)
+        if dp_sgd_epsilon > 0:  # SecAgg+ hides each device's metrics: report the budget set
+            result.privacy = PrivacyReport(
+                unit="record", epsilon=dp_sgd_epsilon, delta=dp_delta, noise_multiplier=0.0,
+                clipping_norm=dp_sgd_clip, num_devices=min_available_nodes or num_nodes,
+                rounds=rounds, record_epsilon=dp_sgd_epsilon)
+        return result
     ckpt = Path(checkpoint) if checkpoint else None
     done = 0
     if ckpt is not None and ckpt.exists():
@@ -238,12 +278,9 @@ def run_federated(
         result_arrays = res.arrays if len(res.arrays) else initial
         train_metrics = {done + r: dict(m) for r, m in res.train_metrics_clientapp.items()}
         eval_metrics = {done + r: dict(m) for r, m in res.evaluate_metrics_clientapp.items()}
-    eps = (device_level_epsilon(dp_noise, rounds, dp_delta, num_devices=min_nodes,
-                                sample_size=m) if dp_noise > 0 else None)
-    privacy = PrivacyReport(unit="device" if dp_noise > 0 else "none", epsilon=eps,
-                            delta=dp_delta, noise_multiplier=dp_noise,
-                            clipping_norm=dp_clip if dp_noise > 0 else 0.0,
-                            num_devices=min_nodes, rounds=rounds, sample_size=m)
+    privacy = _privacy_report(train_metrics, dp_noise=dp_noise, dp_clip=dp_clip,
+                              dp_delta=dp_delta, dp_sgd_clip=dp_sgd_clip, num_devices=min_nodes,
+                              rounds=rounds, sample_size=m)
     robust_rule = rule if isinstance(rule, RobustStrategy) else None
     return FederatedResult(
         arrays=result_arrays, normaliser=normaliser, privacy=privacy, rounds_done=rounds,
@@ -296,6 +333,8 @@ def main(grid: Grid, context: Context) -> None:
         num_malicious_nodes=int(rc.get("num-malicious", 0)), beta=float(rc.get("beta", 0.2)),
         min_available_nodes=int(rc.get("min-available-nodes", num_nodes)),
         dp_noise=float(rc.get("dp-noise", 0.0)), dp_clip=float(rc.get("dp-clip", 1.0)),
+        dp_delta=float(rc.get("dp-delta", 1e-5)), dp_sgd_clip=float(rc.get("dp-sgd-clip", 1.0)),
+        dp_sgd_epsilon=float(rc.get("dp-sgd-epsilon", 0.0)),
         round_timeout=float(rc.get("round-timeout", 120.0)),
         checkpoint=out / "checkpoint.npz", evaluate=bool(rc.get("evaluate", True)),
         secagg=bool(rc.get("secagg", False)), robust=not bool(rc.get("secagg", False)),

@@ -33,13 +33,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Bulyan, FedAvg, FedTrimmedAvg, Krum, MultiKrum, Strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from edgewise.errors import InvalidParameterError
 
-__all__ = ["RejectedUpdate", "RobustStrategy", "check_rule_conditions", "make_strategy"]
+__all__ = [
+    "RejectedUpdate",
+    "RobustStrategy",
+    "aggregate_train_metrics",
+    "check_rule_conditions",
+    "make_strategy",
+]
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +294,25 @@ class RobustStrategy(Strategy):
                 self.strategy.num_malicious_nodes = saved  # type: ignore[attr-defined]
 
 
+def aggregate_train_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
+    """Flower's weighted mean of the devices' train metrics, except ``dp-sgd-epsilon``:
+    the run's record-level guarantee is the weakest device's, so that one is the maximum.
+
+    >>> from flwr.app import MetricRecord, RecordDict
+    >>> r = [RecordDict({"m": MetricRecord({"num-examples": n, "train-loss": l,
+    ...                                     "dp-sgd-epsilon": e})})
+    ...      for n, l, e in ((1, 1.0, 7.9), (3, 3.0, 8.0))]
+    >>> dict(aggregate_train_metrics(r, "num-examples"))
+    {'train-loss': 2.5, 'dp-sgd-epsilon': 8.0}
+    """
+    out = aggregate_metricrecords(records, weighting_key)
+    eps = [float(v) for rec in records for mr in rec.metric_records.values()
+           for k, v in mr.items() if k == "dp-sgd-epsilon"]
+    if eps:
+        out["dp-sgd-epsilon"] = max(eps)
+    return out
+
+
 def make_strategy(
     name: str,
     *,
@@ -324,7 +350,7 @@ def make_strategy(
         min_train_nodes=m, min_available_nodes=num_nodes, fraction_train=m / num_nodes,
         weighted_by_key=weighted_by_key,
         min_evaluate_nodes=num_nodes if fraction_evaluate > 0 else 0,
-        fraction_evaluate=fraction_evaluate,
+        fraction_evaluate=fraction_evaluate, train_metrics_aggr_fn=aggregate_train_metrics,
     )
     rule: Strategy
     if name == "fedavg":
