@@ -177,17 +177,22 @@ def bench_federated(
     dp_rounds: Annotated[int, typer.Option(help="Rounds for the DP runs.")] = 10,
     dp_sample: Annotated[int, typer.Option(help="Devices sampled per DP round (0: all).")] = 0,
     dp_local_epochs: Annotated[int, typer.Option(help="Local epochs in the DP runs.")] = 3,
+    seeds: Annotated[int, typer.Option(help="Repeat with seeds 0..N-1; figures are medians, "
+                                            "each run's values under 'runs'.")] = 1,
     as_json: Json = False,
 ) -> None:
     """Federated vs central RUL RMSE on C-MAPSS FD002, with DP and 20% poisoned clients."""
-    from edgewise.bench.federated import run_federated_benchmark
+    from edgewise.bench.federated import run_federated_benchmark_seeds
 
     if not (data / "train_FD002.txt.gz").exists():
         raise fail(f"C-MAPSS FD002 not found in {data}; pass --data PATH.")
     say = None if as_json else (lambda m: typer.echo(m, err=True))
-    res = run_federated_benchmark(data, clients=clients, rounds=rounds, dp_clients=dp_clients,
-                                  dp_rounds=dp_rounds, dp_sample=dp_sample or None,
-                                  dp_local_epochs=dp_local_epochs, progress=say)
+    if seeds < 1:
+        raise fail(f"--seeds must be >= 1. Got {seeds}.")
+    res = run_federated_benchmark_seeds(data, seeds, progress=say, clients=clients,
+                                        rounds=rounds, dp_clients=dp_clients,
+                                        dp_rounds=dp_rounds, dp_sample=dp_sample or None,
+                                        dp_local_epochs=dp_local_epochs)
     if as_json:
         typer.echo(json.dumps(res))
         return
