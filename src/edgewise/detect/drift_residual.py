@@ -27,8 +27,7 @@ class DriftResidual(Detector):
        the largest smoothed score seen over the span (so the span itself never alarms).
        Metrics first seen after the span are ignored.
     2. **Residuals.** After the span, each metric's residual is ``r_j = (x_j - m_j) / sd_j``
-       against a baseline ``m_j`` that starts at the span's running mean of weight
-       ``alpha`` (where the drift tracking of step 5 would be had it run over the span).
+       against a baseline ``m_j`` that starts at the training mean.
     3. **Smoothing.** An exponentially weighted mean ``e`` of ``max_j r_j²`` (weight
        ``smooth``), each term capped at ``cap`` times the alarm level: sustained faults
        add up, single noisy readings do not, and a huge fault does not leave a long tail
@@ -54,10 +53,7 @@ class DriftResidual(Detector):
     train_rows
         Readings that define normal (learned, scored 0).
     alpha
-        Drift-tracking rate of the baseline after the span. The baseline lags a drift of
-        slope ``v`` (training standard deviations per reading) by ``v / alpha``; at 0.03
-        the normal wandering of pump temperatures (about 0.1 per reading) left a lag of
-        3 to 4, enough to alarm, at 0.15 it is under 1.
+        Drift-tracking rate of the baseline after the span.
     gate
         Residuals (in training standard deviations) within which a metric's baseline
         always follows the reading.
@@ -71,13 +67,9 @@ class DriftResidual(Detector):
     smooth
         Weight of the newest squared residual in the smoothed score.
     margin
-        Alarm level as a multiple of the largest smoothed score over the training span
-        (1.0: the span's own peak, which the span therefore never exceeds).
+        Alarm level as a multiple of the largest smoothed score over the training span.
     cap
         Largest squared residual fed to the smoothing, as a multiple of the alarm level.
-        A fault that starts from a quiet score reaches the level after about
-        ``-ln(1 - 1/cap) / smooth`` readings and, once it ends, its alarms stop after about
-        ``ln(cap) / smooth``: at 2.0 both are about 23 readings, the smallest sum of the two.
 
     Examples
     --------
@@ -113,13 +105,13 @@ class DriftResidual(Detector):
     def __init__(
         self,
         train_rows: int = 400,
-        alpha: float = 0.15,
+        alpha: float = 0.03,
         gate: float = 2.0,
         jump: float = 1.5,
         patience: int = 900,
         smooth: float = 0.03,
-        margin: float = 1.0,
-        cap: float = 2.0,
+        margin: float = 1.25,
+        cap: float = 3.0,
     ) -> None:
         validate_params(
             self._constraints,
@@ -233,17 +225,11 @@ class DriftResidual(Detector):
         self.energy_ = peak = float(self.ema_.max()) if len(names) else 0.0
         self.locked_ = np.zeros(len(names), dtype=bool)
         self.held_ = np.zeros(len(names), dtype=int)
-        # The level is set against the span's mean; the baseline then starts where the
-        # drift tracking would be after the span (its running mean of weight ``alpha``),
-        # so a metric still drifting at the span's end does not start with a lag.
-        warm = self.base_.copy()
+        self.recent_ = self.base_.copy()
         for z in Z:
             r, self.ema_, self.energy_ = self._step(z)
             peak = max(peak, self.energy_)
             self.prev_ = np.abs(r)
-            warm = np.where(np.isnan(z), warm, warm + self.alpha * (z - warm))
-        self.base_ = warm
-        self.recent_ = warm.copy()
         self.level_ = self.margin * max(peak, 1e-12)
         self.energy_ = min(self.energy_, self.cap * self.level_)
         self.buffer_ = []
