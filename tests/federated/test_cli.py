@@ -61,3 +61,17 @@ def test_server_refuses_secagg_with_a_robust_rule(data_dir):
     assert r.returncode != 0
     assert "SecAgg+" in r.stderr and "robust rule 'trimmed'" in r.stderr
     assert not (data_dir / "federated").exists()
+
+
+@pytest.mark.parametrize(("command", "option"), [
+    (("federate", "client", "--superlink", "127.0.0.1:1"), "--max-epsilon"),
+    (("federate", "server"), "--dp-epsilon"),
+    (("federate", "demo"), "--dp-epsilon"),
+])
+def test_a_negative_privacy_budget_is_refused(data_dir, command, option):
+    """Check a negative ε is refused with one line naming the option, before anything starts."""
+    extra = () if command[1] == "client" else ("--data-dir", str(data_dir))
+    r = _edgewise(*command, option, "-1", *extra)
+    assert r.returncode == 2
+    assert f"{option} must be a finite number >= 0" in r.stderr and "-1" in r.stderr
+    assert not (data_dir / "federated").exists()

@@ -15,13 +15,16 @@ from edgewise.federated.publish import load_global_model
 
 def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path):
     """Check 3 SuperNode processes finish 2 rounds and only parameters reach the server."""
-    with LocalFleet(3, workdir=tmp_path, attacks={2: "nan"}) as fleet:
+    # the run asks for no DP, but each device keeps its own limit (node config read by the
+    # real SuperNode process): it trains under DP-SGD at ε <= 6 anyway
+    with LocalFleet(3, workdir=tmp_path, attacks={2: "nan"}, max_epsilon=6.0) as fleet:
         result = fleet.run({"num-server-rounds": 2, "strategy": "fedavg", "evaluate": False,
-                            "min-available-nodes": 3}, timeout=240)
+                            "min-available-nodes": 3, "dp-sgd-epsilon": 0.0}, timeout=240)
         alive = [p.poll() is None for p in fleet.nodes.values()]
     assert all(alive)
     assert result["rounds"] == 2
     assert set(result["train_metrics"]) == {"1", "2"}
+    assert result["privacy"]["unit"] == "record" and 5.9 < result["privacy"]["epsilon"] <= 6.0
     wire = json.loads((tmp_path / "out" / "wire.json").read_text())
     nodes = {e["node"] for e in wire}
     assert len(nodes) == 3  # three distinct SuperNodes answered

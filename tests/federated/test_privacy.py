@@ -158,3 +158,22 @@ def test_a_smaller_device_needs_more_noise_for_the_same_budget():
     assert z_small > z_big
     assert 7.9 < eps_small <= 8.0 and 7.9 < eps_big <= 8.0
     assert dp_sgd_epsilon(z_small, 64, 500, 20) == pytest.approx(eps_small)
+
+
+def test_a_device_never_spends_more_than_its_own_limit():
+    """Check the node config ``max-dp-epsilon``: a device caps a larger budget, and runs
+    DP-SGD at its limit when the server asks for none or fixes too little noise."""
+    from edgewise.federated.client_app import dp_sgd_budget
+
+    rc = {"num-server-rounds": 5, "batch-size": 32}
+    assert 1.9 < dp_sgd_budget({**rc, "dp-sgd-epsilon": 8.0}, 800, max_epsilon=2.0)[1] <= 2.0
+    assert 0.9 < dp_sgd_budget({**rc, "dp-sgd-epsilon": 1.0}, 800, max_epsilon=2.0)[1] <= 1.0
+    assert 1.9 < dp_sgd_budget(rc, 800, max_epsilon=2.0)[1] <= 2.0
+    assert 1.9 < dp_sgd_budget({**rc, "dp-sgd-noise": 0.3}, 800, max_epsilon=2.0)[1] <= 2.0
+    # a run asking for none, over devices that each keep a limit of 3: private anyway
+    n = 3
+    cfgs = [{"partition-id": i, "num-partitions": n, "max-dp-epsilon": 3.0} for i in range(n)]
+    grid = InProcessGrid(app, cfgs, {"dataset": "pump", "num-server-rounds": 1})
+    res = run_federated(grid, kind="ae", n_features=6, n_conditions=1, num_nodes=n, rounds=1,
+                        strategy="fedavg", robust=False)
+    assert res.privacy.unit == "record" and 2.9 < res.privacy.epsilon <= 3.0

@@ -41,9 +41,9 @@ def _check_secagg(secagg: bool, strategy: str, dp_noise: float = 0.0) -> None:
         check_secagg(strategy, robust=strategy != "fedavg", dp_noise=dp_noise)
 
 
-def _check_epsilon(epsilon: float) -> None:
+def _check_epsilon(epsilon: float, option: str = "--dp-epsilon") -> None:
     if not 0 <= epsilon < float("inf"):
-        raise fail(f"--dp-epsilon must be a finite number >= 0 (0: no DP-SGD). Got {epsilon}.")
+        raise fail(f"{option} must be a finite number >= 0 (0: no DP-SGD). Got {epsilon}.")
 
 
 def _print_result(result: dict, as_json: bool) -> None:
@@ -156,14 +156,20 @@ def client(
     num_partitions: Annotated[int, typer.Option(help="Devices in the fleet.")] = 3,
     port: Annotated[int, typer.Option(help="Local port of this SuperNode's runtime API "
                                            "(0: a free one).")] = 0,
+    max_epsilon: Annotated[float, typer.Option(
+        "--max-epsilon", help="The most record-level ε this device spends in one run, "
+                              "whatever the server asks (it runs DP-SGD at this budget when "
+                              "the server asks for none). 0: follow the server.")] = 8.0,
 ) -> None:
     """Run this device as a Flower SuperNode (insecure: loopback or a trusted network)."""
     import os
 
     from edgewise.federated.deploy import _env, free_port, supernode_command
 
+    _check_epsilon(max_epsilon, "--max-epsilon")
     home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
-    cmd = supernode_command(superlink, partition_id, num_partitions, port or free_port())
+    cmd = supernode_command(superlink, partition_id, num_partitions, port or free_port(),
+                            max_epsilon=max_epsilon)
     os.execvpe(cmd[0], cmd, _env(home))
 
 

@@ -163,20 +163,25 @@ def _data(context: Context) -> DeviceData:
     )
 
 
-def dp_sgd_budget(run_config: Any, n_records: int) -> tuple[float, float]:
+def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0
+                  ) -> tuple[float, float]:
     """This device's record-level DP-SGD for the whole run: (noise multiplier, ε).
 
     The run config sets the budget, ``dp-sgd-epsilon`` per device over all
     ``num-server-rounds`` × ``local-epochs`` (0: no DP-SGD), and ``dp-delta``; each device
     calibrates its own noise from its own record count and ``batch-size``, since a
     smaller device needs more noise for the same ε. ``dp-sgd-noise`` > 0 fixes the noise
-    multiplier instead (ε is then what it costs).
+    multiplier instead (ε is then what it costs). ``max_epsilon`` > 0 is the device's own
+    limit (its node config ``max-dp-epsilon``): the device never spends more, whatever the
+    server asks, and runs DP-SGD at that limit when the server asks for none.
 
     >>> z, eps = dp_sgd_budget({"dp-sgd-epsilon": 8.0, "num-server-rounds": 3}, 600)
     >>> round(eps, 1) <= 8.0 and z > 0
     True
     >>> dp_sgd_budget({}, 600)
     (0.0, 0.0)
+    >>> 3.9 < dp_sgd_budget({}, 600, max_epsilon=4.0)[1] <= 4.0
+    True
     """
     from edgewise.federated.privacy import dp_sgd_epsilon
 
@@ -184,12 +189,16 @@ def dp_sgd_budget(run_config: Any, n_records: int) -> tuple[float, float]:
     epochs = int(run_config.get("local-epochs", 1)) * int(run_config.get("num-server-rounds", 1))
     delta = float(run_config.get("dp-delta", 1e-5))
     z = float(run_config.get("dp-sgd-noise", 0.0))
-    if z <= 0:
-        target = float(run_config.get("dp-sgd-epsilon", 0.0))
+    eps = dp_sgd_epsilon(z, batch, n_records, epochs, delta) if z > 0 else 0.0
+    if z <= 0 or (max_epsilon > 0 and eps > max_epsilon):
+        target = float(run_config.get("dp-sgd-epsilon", 0.0)) if z <= 0 else 0.0
+        if max_epsilon > 0:
+            target = min(target, max_epsilon) if target > 0 else max_epsilon
         if target <= 0:
             return 0.0, 0.0
         z = _calibrated_noise(target, batch, n_records, epochs, delta)
-    return z, dp_sgd_epsilon(z, batch, n_records, epochs, delta)
+        eps = dp_sgd_epsilon(z, batch, n_records, epochs, delta)
+    return z, eps
 
 
 @lru_cache(maxsize=64)
@@ -211,7 +220,7 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
     old = [np.asarray(v.numpy()) for v in state.values()]
     rc = context.run_config
     batch, epochs = int(rc.get("batch-size", 32)), int(rc.get("local-epochs", 1))
-    z, eps = dp_sgd_budget(rc, len(X))
+    z, eps = dp_sgd_budget(rc, len(X), float(context.node_config.get("max-dp-epsilon", 0.0)))
     loss = train_local(
         model, X, y, epochs=epochs, batch_size=batch, lr=float(rc.get("lr", 0.003)),
         seed=server_round * 1000 + int(context.node_config.get("partition-id", 0)),

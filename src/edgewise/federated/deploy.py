@@ -84,9 +84,12 @@ def _env(flwr_home: Path) -> dict[str, str]:
 
 
 def supernode_command(superlink: str, partition_id: int, num_partitions: int,
-                      port: int, attack: str = "") -> list[str]:
-    """The ``flower-supernode`` command line of one device."""
+                      port: int, attack: str = "", max_epsilon: float = 0.0) -> list[str]:
+    """The ``flower-supernode`` command line of one device (``max_epsilon`` > 0: the most
+    record-level ε the device will spend in a run, whatever the server asks)."""
     node_config = f"partition-id={partition_id} num-partitions={num_partitions}"
+    if max_epsilon > 0:
+        node_config += f" max-dp-epsilon={float(max_epsilon)}"
     if attack:
         node_config += f' attack="{attack}"'
     return [shutil.which("flower-supernode") or "flower-supernode", "--insecure",
@@ -110,6 +113,8 @@ class LocalFleet:
         ``edgewise federate client``).
     port, host
         Where the SuperLink listens (default: a free port on 127.0.0.1).
+    max_epsilon
+        Each SuperNode's own record-level ε limit (node config ``max-dp-epsilon``; 0: none).
 
     Use as a context manager; :meth:`run` submits one federated run and returns its
     ``result.json``.
@@ -117,7 +122,8 @@ class LocalFleet:
 
     def __init__(self, clients: int = 3, workdir: str | Path | None = None,
                  attacks: dict[int, str] | None = None, spawn_nodes: bool = True,
-                 port: int | None = None, host: str = "127.0.0.1") -> None:
+                 port: int | None = None, host: str = "127.0.0.1",
+                 max_epsilon: float = 0.0) -> None:
         if clients < 1:
             raise InvalidParameterError(
                 f"The 'clients' parameter of LocalFleet must be >= 1. Got {clients} instead."
@@ -126,6 +132,7 @@ class LocalFleet:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edgewise-fl-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.attacks = attacks or {}
+        self.max_epsilon = max_epsilon
         self.flwr_home = self.workdir / "flwr-home"
         self.flwr_home.mkdir(exist_ok=True)
         self.port = port or free_port()
@@ -174,7 +181,8 @@ class LocalFleet:
     def start_node(self, partition_id: int) -> None:
         """Start (or restart) the SuperNode of device ``partition_id``."""
         cmd = supernode_command(f"127.0.0.1:{self.port}", partition_id, self.clients,
-                                free_port(), self.attacks.get(partition_id, ""))
+                                free_port(), self.attacks.get(partition_id, ""),
+                                max_epsilon=self.max_epsilon)
         self.nodes[partition_id] = self._spawn(cmd, f"supernode-{partition_id}.log")
 
     def stop_node(self, partition_id: int) -> None:
