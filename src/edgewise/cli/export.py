@@ -83,6 +83,10 @@ def export_cmd(
             raise fail(f"--detector must be one of {', '.join(_DETECTORS)}. Got {detector!r}.")
         mod, cls = _DETECTORS[detector.lower()].split(":")
         model = getattr(importlib.import_module(mod), cls)()
+        if cls == "ContextLikelihood":
+            from edgewise.detect import default_detector
+
+            model = default_detector(edge=True)  # what the C export ports (no ART member)
     elif model_file is not None:
         if not model_file.is_file():
             raise fail(f"Model file {str(model_file)!r} does not exist.")

@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_MULTIVARIATE",
     "DEFAULT_THRESHOLD",
     "DETECTORS",
+    "EDGE_DETECTOR_PARAMS",
     "ContextLikelihood",
     "Detector",
     "DriftResidual",
@@ -84,13 +85,23 @@ def get_detector(name: str, **params: Any) -> Detector:
     return cls(**params)
 
 
-def default_detector() -> Detector:
+#: What the C export of the default detector ports: everything but the ART member (whose
+#: category store does not fit the 2 KiB state of a device), i.e. the default before it.
+EDGE_DETECTOR_PARAMS: dict[str, Any] = {"art_vigilance": 0.0}
+
+
+def default_detector(edge: bool = False) -> Detector:
     """A fresh instance of the default one-metric detector (:data:`DEFAULT_DETECTOR`).
+
+    ``edge=True``: the configuration the C export ports (:data:`EDGE_DETECTOR_PARAMS`, no
+    ART member), which a device runs; the gateway runs the full default.
 
     >>> type(default_detector()).__name__
     'ContextLikelihood'
+    >>> default_detector(edge=True).art_vigilance
+    0.0
     """
-    return get_detector(DEFAULT_DETECTOR)
+    return get_detector(DEFAULT_DETECTOR, **(EDGE_DETECTOR_PARAMS if edge else {}))
 
 
 def default_multivariate() -> Detector:

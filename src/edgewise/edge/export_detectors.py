@@ -101,6 +101,11 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
         ``kind="detector"`` with double inputs/outputs (``dtype="float64"``).
     """
     check_c_name(name)
+    if getattr(det, "art_vigilance", 0.0) > 0:
+        raise ExportError("The C export of ContextLikelihood has no ART member (its category "
+                          "store does not fit a device's 2 KiB); export "
+                          "ContextLikelihood(art_vigilance=0), i.e. "
+                          "edgewise.detect.default_detector(edge=True).")
     state, table, warms, start = _members(det)
     n_m, n_state = state.shape
     tb = int(det.table_bits)
