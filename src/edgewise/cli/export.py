@@ -64,7 +64,8 @@ def export_cmd(
     name: Annotated[str, typer.Option(help="C symbol prefix / graph name.")] = "model",
     detector: Annotated[str, typer.Option(
         help="Export a fresh streaming detector that learns on the device: context-likelihood "
-             "(the default detector), mahalanobis (needs --metrics) or ewzscore.")] = "",
+             "(the default detector without its ART member, which the C does not port), "
+             "mahalanobis (needs --metrics) or ewzscore.")] = "",
     metrics: Annotated[str, typer.Option(
         help="Comma-separated metric names, in input order (--detector mahalanobis).")] = "",
     calibration: Annotated[Path | None, typer.Option(
