@@ -183,12 +183,13 @@ _ABUF = 8
 
 
 @nb.njit(cache=True, inline="always")
-def _art(a, cats, pa, xv, learn, t, warm):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _art(a, cats, u, pa, xv, learn, t, warm):  # type: ignore[no-untyped-def]  # pragma: no cover
     """ART member: 1.0 when the window of downsampled values founds a new category.
 
     Fuzzy ART (complement coding, fast learning) on the last ``w`` means of ``d``
     readings, scaled by the range of the first ``warm`` readings. Reports novelty only
-    after ``learn_after`` windows; when ``learn``, also updates its state.
+    after ``learn_after`` windows; when ``learn``, also updates its state. ``u`` is scratch
+    space for the scaled window (``w`` values).
     """
     d, w, rho, n_learn = int(pa[1]), int(pa[2]), pa[0], int(pa[6])
     if learn and t < warm:
@@ -214,18 +215,20 @@ def _art(a, cats, pa, xv, learn, t, warm):  # type: ignore[no-untyped-def]  # pr
         return 0.0
     span = max(a[_AMX] - a[_AMN], 1e-9)
     ncat = int(a[_ANCAT])
+    for k in range(w):
+        # the newest value is v (a[_ABUF + w - 1] when learning, not yet stored if not)
+        x = v if k == w - 1 else a[_ABUF + k + (0 if learn else 1)]
+        u[k] = (min(max((x - a[_AMN]) / span, -1.0), 2.0) + 1.0) / 3.0
     best = -1
     best_t = -1.0
     for j in range(ncat):
         s_and = 0.0
-        s_w = 0.0
         for k in range(w):
-            # the newest value is v (a[_ABUF + w - 1] when learning, not yet stored if not)
-            x = v if k == w - 1 else a[_ABUF + k + (0 if learn else 1)]
-            u = (min(max((x - a[_AMN]) / span, -1.0), 2.0) + 1.0) / 3.0
-            s_and += min(u, cats[j, k]) + min(1.0 - u, cats[j, w + k])
-            s_w += cats[j, k] + cats[j, w + k]
+            s_and += min(u[k], cats[j, k]) + min(1.0 - u[k], cats[j, w + k])
         if s_and / w >= rho:
+            s_w = 0.0
+            for k in range(w):
+                s_w += cats[j, k] + cats[j, w + k]
             tj = s_and / (0.001 + s_w)
             if tj > best_t:
                 best_t = tj
@@ -237,25 +240,24 @@ def _art(a, cats, pa, xv, learn, t, warm):  # type: ignore[no-untyped-def]  # pr
         if best >= 0 or ncat < cats.shape[0]:
             j = best if best >= 0 else ncat
             for k in range(w):
-                u = (min(max((a[_ABUF + k] - a[_AMN]) / span, -1.0), 2.0) + 1.0) / 3.0
                 if best >= 0:
-                    cats[j, k] = min(u, cats[j, k])
-                    cats[j, w + k] = min(1.0 - u, cats[j, w + k])
+                    cats[j, k] = min(u[k], cats[j, k])
+                    cats[j, w + k] = min(1.0 - u[k], cats[j, w + k])
                 else:
-                    cats[j, k] = u
-                    cats[j, w + k] = 1.0 - u
+                    cats[j, k] = u[k]
+                    cats[j, w + k] = 1.0 - u[k]
             if best < 0:
                 a[_ANCAT] = ncat + 1
     return nov
 
 
 @nb.njit(cache=True)
-def _step(s, table, p, a, cats, pa, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _step(s, table, p, a, cats, u, pa, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Ensemble score of ``xv`` (max over members, then repeat suppression, then ART).
 
     Row ``m`` of ``s``/``table`` is member ``m``; row 0 also holds the shared
     suppression state (``_CD``, ``_NAL``) and its ``_T`` is the stream age. ``a``/``cats``
-    are the ART member's state (``pa[0] == 0``: no ART member).
+    are the ART member's state (``pa[0] == 0``: no ART member), ``u`` its scratch space.
     """
     supp, supp_frac, supp_rate, damp, supp_level = int(p[9]), p[10], p[11], p[12], p[13]
     warm, spread = int(p[2]), int(p[19])
@@ -278,7 +280,7 @@ def _step(s, table, p, a, cats, pa, xv, learn):  # type: ignore[no-untyped-def] 
     if pa[0] > 0:
         # ART novelty alerts (at pa[4], below the ensemble's certain 1.0) only where no
         # alert came in the last pa[3] readings; they do not start the suppression
-        nov = _art(a, cats, pa, xv, learn, t, warm)
+        nov = _art(a, cats, u, pa, xv, learn, t, warm)
         if score >= pa[5]:
             if learn:
                 a[_ALAST] = t
@@ -290,13 +292,13 @@ def _step(s, table, p, a, cats, pa, xv, learn):  # type: ignore[no-untyped-def] 
 
 
 @nb.njit(cache=True)
-def _run(s, table, p, a, cats, pa, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _run(s, table, p, a, cats, u, pa, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover
     for i in range(len(xs)):
         xv = xs[i]
         if xv != xv:
             out[i] = 0.0
         else:
-            out[i] = _step(s, table, p, a, cats, pa, xv, True)
+            out[i] = _step(s, table, p, a, cats, u, pa, xv, True)
 
 
 class ContextLikelihood(Detector):
@@ -473,6 +475,7 @@ class ContextLikelihood(Detector):
         self.art_state_[_AMX] = -np.inf
         self.art_state_[_ALAST] = -1e18
         self.art_ = np.zeros((self.art_categories if on else 1, 2 * w))
+        self._art_u = np.zeros(w)  # scratch: the scaled window, not state
 
     @classmethod
     def _unit_test_params(cls) -> list[dict[str, Any]]:
@@ -510,7 +513,8 @@ class ContextLikelihood(Detector):
         """Update the detector with one reading (NaN-only readings are ignored)."""
         v = self._value(x)
         if v is not None:
-            _step(self.state_, self.table_, self._p, self.art_state_, self.art_, self._pa, v, True)
+            _step(self.state_, self.table_, self._p, self.art_state_, self.art_, self._art_u,
+              self._pa, v, True)
 
     def score_one(self, x: Mapping[str, float]) -> float:
         """Score one reading in [0, 1] without learning it."""
@@ -518,7 +522,7 @@ class ContextLikelihood(Detector):
         if v is None:
             return 0.0
         return float(_step(self.state_, self.table_, self._p, self.art_state_, self.art_,
-                           self._pa, v, False))
+                           self._art_u, self._pa, v, False))
 
     def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
         """Score then learn each value in order (first column of 2-D input); compiled loop."""
@@ -530,5 +534,6 @@ class ContextLikelihood(Detector):
             a = a[np.arange(len(a)), first] if a.shape[1] else np.full(len(a), np.nan)
         a = np.ascontiguousarray(a, dtype=float)
         out = np.empty(len(a))
-        _run(self.state_, self.table_, self._p, self.art_state_, self.art_, self._pa, a, out)
+        _run(self.state_, self.table_, self._p, self.art_state_, self.art_, self._art_u,
+             self._pa, a, out)
         return out
