@@ -15,7 +15,7 @@ from edgewise.bench.nab_scorer import (
     score_corpus,
     sweep_file,
 )
-from edgewise.detect import DEFAULT_THRESHOLD, ContextLikelihood, Mahalanobis, Threshold
+from edgewise.detect import DEFAULT_THRESHOLD, ContextART, ContextLikelihood, Mahalanobis, Threshold
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_a_pickle_from_before_the_ensemble_loads_as_one_member() -> None:
     rng = np.random.default_rng(3)
     x = np.sin(np.arange(1500) / 15) + 0.1 * rng.standard_normal(1500)
     x[1200] = 5.0
-    new = ContextLikelihood(warmup=280, warmup_spread=0, art_vigilance=0)
+    new = ContextLikelihood(warmup=280, warmup_spread=0)
     new.score_many(x[:600])
     old = ContextLikelihood(warmup=280, warmup_spread=0)
     old.score_many(x[:600])
@@ -152,9 +152,9 @@ def test_art_member_only_adds_graded_alerts_far_from_others(nab_corpus):
     added = 0
     for key in ["realKnownCause/nyc_taxi.csv", "realTweets/Twitter_volume_AAPL.csv",
                 "realAWSCloudwatch/ec2_cpu_utilization_24ae8d.csv"]:
-        det = ContextLikelihood()
+        det = ContextART()
         full = det.score_many(values[key])
-        plain = ContextLikelihood(art_vigilance=0).score_many(values[key])
+        plain = ContextLikelihood().score_many(values[key])
         diff = np.flatnonzero(full != plain)
         assert np.all(full[diff] == det.art_level) and np.all(plain[diff] < DEFAULT_THRESHOLD)
         alerts = np.flatnonzero(full >= DEFAULT_THRESHOLD)

@@ -65,7 +65,7 @@ def test_export_default_detector_to_c_host_program_agrees(tmp_path, nab_series):
     got = np.array(subprocess.run(["./clik_test"], input="\n".join(map(repr, vals.tolist())),
                                   capture_output=True, text=True, cwd=out,
                                   check=True).stdout.split(), float)
-    py = default_detector(edge=True).score_many(vals)
+    py = default_detector().score_many(vals)
     assert np.abs(got - py).max() < 1e-8 and np.array_equal(got >= 0.9, py >= 0.9)
 
 

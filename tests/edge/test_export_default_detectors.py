@@ -48,7 +48,7 @@ def _py_scores(det, X, names):
 
 def test_default_detector_c_matches_python_on_nab(nab_series):
     """Check that the default detector's C scores a NAB series as Python does, under 2 KB."""
-    det = default_detector(edge=True)
+    det = default_detector()
     c = export(det, format="c", name="clik")
     py = det.clone().score_many(nab_series)
     out = c.score_many(nab_series)
@@ -62,7 +62,7 @@ def test_default_detector_c_carries_learned_state(shared_data):
     """Check that the state and transitions learned in Python are the C's start."""
     x = _nab(shared_data, "realTweets/Twitter_volume_AAPL.csv")  # many distinct transitions
     half = len(x) // 2
-    det = default_detector(edge=True)
+    det = default_detector()
     det.score_many(x[:half])
     assert np.count_nonzero(det.table_) > 100
     c = export(det, format="c", name="clik_cal")
@@ -70,7 +70,7 @@ def test_default_detector_c_carries_learned_state(shared_data):
     rest_c = c.score_many(x[half:])
     assert np.abs(rest_c - rest_py).max() < SCORE_TOL
     # a fresh C on the second half alone differs: the carried state matters
-    fresh = export(default_detector(edge=True), format="c", name="clik_fresh").score_many(x[half:])
+    fresh = export(default_detector(), format="c", name="clik_fresh").score_many(x[half:])
     assert np.abs(fresh - rest_py).max() > 0.1
 
 
@@ -80,8 +80,8 @@ def test_default_detector_c_nan_inf_skipped():
     vals = np.sin(np.arange(1500) / 15) + 0.05 * rng.standard_normal(1500)
     vals[[600, 601, 900]] = [np.nan, np.inf, -np.inf]
     vals[1200] = 9.0
-    py = default_detector(edge=True).score_many(vals)
-    c = export(default_detector(edge=True), format="c", name="clik_nan").score_many(vals)
+    py = default_detector().score_many(vals)
+    c = export(default_detector(), format="c", name="clik_nan").score_many(vals)
     assert np.abs(c - py).max() < SCORE_TOL and c[600] == c[601] == c[900] == 0.0
     assert c[1200] >= 0.9
 
@@ -89,14 +89,13 @@ def test_default_detector_c_nan_inf_skipped():
 def test_default_detector_small_key_set_overflows_honestly(shared_data):
     """Check that a key set too small for the stream diverges (and a large one does not)."""
     x = _nab(shared_data, "realAWSCloudwatch/ec2_network_in_5abac7.csv")  # many transitions
-    learned = default_detector(edge=True)
+    learned = default_detector()
     py = learned.score_many(x)
     need = int(np.count_nonzero(learned.table_))
     assert need > 749                     # more than the default (2 KiB) key set holds
-    small = export_context_likelihood_c(default_detector(edge=True), name="clik_small")
+    small = export_context_likelihood_c(default_detector(), name="clik_small")
     assert small.ram_bytes < 2048 and np.abs(small.score_many(x) - py).max() > 0.01
-    big = export_context_likelihood_c(default_detector(edge=True), name="clik_big",
-                                      capacity=need + 1)
+    big = export_context_likelihood_c(default_detector(), name="clik_big", capacity=need + 1)
     assert np.abs(big.score_many(x) - py).max() < SCORE_TOL
     with pytest.raises(ExportError, match=f"seen {need} transitions"):
         export_context_likelihood_c(learned, name="clik_full", capacity=256)
@@ -104,7 +103,7 @@ def test_default_detector_small_key_set_overflows_honestly(shared_data):
 
 def test_default_detector_host_program_and_no_allocator(tmp_path, nab_series):
     """Check that the host program builds with strict flags, agrees, and nothing allocates."""
-    c = export(default_detector(edge=True), format="c", name="clh")
+    c = export(default_detector(), format="c", name="clh")
     c.save(tmp_path)
     subprocess.run(["gcc", *CFLAGS, "clh.c", "clh_host_test.c", "-lm", "-o", "t"],
                    cwd=tmp_path, check=True)
@@ -112,26 +111,14 @@ def test_default_detector_host_program_and_no_allocator(tmp_path, nab_series):
     got = np.array(subprocess.run(["./t"], input="\n".join(repr(float(v)) for v in vals),
                                   capture_output=True, text=True, cwd=tmp_path,
                                   check=True).stdout.split(), float)
-    assert np.abs(got - default_detector(edge=True).score_many(vals)).max() < 1e-8  # printed %.9g
+    assert np.abs(got - default_detector().score_many(vals)).max() < 1e-8  # printed %.9g
     assert not undefined_symbols(c.object_file()) & set(ALLOCATORS)
 
 
 def test_default_detector_has_no_onnx():
     """Check that asking ONNX of the default detector names what is supported."""
     with pytest.raises(ExportError, match="Supported for ContextLikelihood: c/float32"):
-        export(default_detector(edge=True), format="onnx")
-
-
-def test_default_detector_with_art_member_refuses_c_and_names_the_edge_configuration():
-    """Check that the full default (with its ART member) is not silently exported without
-    it: the error names the configuration the C ports, and that one is the default minus ART."""
-    with pytest.raises(ExportError, match=r"default_detector\(edge=True\)"):
-        export(default_detector(), format="c", name="clik_art")
-    full, edge = default_detector(), default_detector(edge=True)
-    assert full.art_vigilance > 0 and edge.art_vigilance == 0
-    assert {k: v for k, v in vars(full).items() if not k.startswith(("art", "_")) and
-            not k.endswith("_")} == {k: v for k, v in vars(edge).items()
-                                     if not k.startswith(("art", "_")) and not k.endswith("_")}
+        export(default_detector(), format="onnx")
 
 
 # -- Mahalanobis ---------------------------------------------------------------------------
@@ -180,3 +167,12 @@ def test_fresh_multivariate_needs_metric_names():
         export(default_multivariate(), format="c")
     with pytest.raises(ExportError, match="Learn some readings first"):
         export(default_multivariate(), format="onnx")
+
+
+def test_context_art_is_refused_by_the_c_export_not_exported_without_its_member():
+    """Check that the ART variant is not silently exported as the plain detector: the error
+    names the setting and what to export instead."""
+    from edgewise.detect import get_detector
+
+    with pytest.raises(ExportError, match=r"art_vigilance=0\.8.*'context-likelihood'"):
+        export(get_detector("context-art"), format="c", name="clik_art")

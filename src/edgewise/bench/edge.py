@@ -1,8 +1,7 @@
 """``edgewise bench edge``: size, RAM and latency of exported models, and their parity.
 
 Detectors: the default univariate detector
-(:class:`~edgewise.detect.context_likelihood.ContextLikelihood`, in the configuration its C
-export ports: ``default_detector(edge=True)``, without the ART member) and the cheapest one
+(:class:`~edgewise.detect.context_likelihood.ContextLikelihood`) and the cheapest one
 (:class:`~edgewise.detect.zscore.EWZScore`) exported to C, run over a real NAB series (the
 default one also over all 58); the default multivariate one (Mahalanobis) in C and ONNX over
 four NAB EC2 CPU series side by side. RUL: a gradient-boosted tree regressor trained here on
@@ -126,7 +125,7 @@ def _all_nab_parity(shared_data: str | Path) -> dict[str, Any]:
     from edgewise.edge import export
     from edgewise.edge.export_detectors import export_context_likelihood_c
 
-    c_det = export(default_detector(edge=True), format="c", name="clik_all")
+    c_det = export(default_detector(), format="c", name="clik_all")
     files = sorted((Path(shared_data) / "nab" / "data").glob("*/*.csv"))
     worst, alerts_py, alerts_c, readings, need_max = 0.0, 0, 0, 0, 0
     differing: list[str] = []
@@ -134,7 +133,7 @@ def _all_nab_parity(shared_data: str | Path) -> dict[str, Any]:
     for f in files:
         rel = str(f.relative_to(Path(shared_data) / "nab" / "data"))
         v = nab_values(shared_data, rel)
-        d = default_detector(edge=True)
+        d = default_detector()
         py, c = d.score_many(v), c_det.score_many(v)
         err = float(np.abs(py - c).max())
         worst = max(worst, err)
@@ -145,8 +144,7 @@ def _all_nab_parity(shared_data: str | Path) -> dict[str, Any]:
         alerts_c += int((c >= 0.9).sum())
         readings += len(v)
         series.append((v, py))
-    big = export_context_likelihood_c(default_detector(edge=True), name="clik_big",
-                                      capacity=need_max + 1)
+    big = export_context_likelihood_c(default_detector(), name="clik_big", capacity=need_max + 1)
     worst_big = max(float(np.abs(big.score_many(v) - py).max()) for v, py in series)
     capacity = int(c_det.files["clik_all.h"].split("CLIK_ALL_CAPACITY ")[1].split()[0])
     return {"series": len(files), "readings": readings, "capacity": capacity,
@@ -292,7 +290,7 @@ def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
 
     # -- detectors -----------------------------------------------------------------------------
     values = nab_values(shared_data)
-    detector = _bench_detector(default_detector(edge=True), values, repeats, onnx=False)
+    detector = _bench_detector(default_detector(), values, repeats, onnx=False)
     detector["all_nab"] = _all_nab_parity(shared_data)
     detector_ewz = _bench_detector(EWZScore(), values, repeats, onnx=True)
     multivariate = _bench_multivariate(shared_data, repeats)

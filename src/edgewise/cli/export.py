@@ -64,8 +64,7 @@ def export_cmd(
     name: Annotated[str, typer.Option(help="C symbol prefix / graph name.")] = "model",
     detector: Annotated[str, typer.Option(
         help="Export a fresh streaming detector that learns on the device: context-likelihood "
-             "(the default detector without its ART member, which the C does not port), "
-             "mahalanobis (needs --metrics) or ewzscore.")] = "",
+             "(the default detector), mahalanobis (needs --metrics) or ewzscore.")] = "",
     metrics: Annotated[str, typer.Option(
         help="Comma-separated metric names, in input order (--detector mahalanobis).")] = "",
     calibration: Annotated[Path | None, typer.Option(
@@ -84,10 +83,6 @@ def export_cmd(
             raise fail(f"--detector must be one of {', '.join(_DETECTORS)}. Got {detector!r}.")
         mod, cls = _DETECTORS[detector.lower()].split(":")
         model = getattr(importlib.import_module(mod), cls)()
-        if cls == "ContextLikelihood":
-            from edgewise.detect import default_detector
-
-            model = default_detector(edge=True)  # what the C export ports (no ART member)
     elif model_file is not None:
         if not model_file.is_file():
             raise fail(f"Model file {str(model_file)!r} does not exist.")

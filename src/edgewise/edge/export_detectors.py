@@ -10,9 +10,9 @@ fixed open-addressing array of 16-bit slots, by default as many as keep the whol
 2 KiB (749 for the default two members). A stream that sees more distinct transitions than
 that (2 of the 58 NAB series do) stops remembering new ones; they count in ``overflow`` and
 keep scoring as novel, so its scores can then differ from Python's; a larger ``capacity``
-restores exact parity at the cost of RAM. The detector's ART member is not ported (its
-category store does not fit 2 KiB): a detector with one (``art_vigilance > 0``, the
-default) is refused; ``default_detector(edge=True)`` is the configuration the C ports.
+restores exact parity at the cost of RAM. The optional ART member (``"context-art"``,
+``art_vigilance > 0``) is not ported, its category store does not fit 2 KiB: such a
+detector is refused, never exported without it.
 
 :func:`export_mahalanobis_c` runs the streaming Hotelling T² detector (score then learn) over a
 fixed metric list with a Cholesky solve; :func:`export_mahalanobis_onnx` is its scoring step
@@ -20,7 +20,7 @@ frozen at the learned mean and shrunk covariance (the output is T²; the chi-squ
 turns it into a score is a closed form only for even metric counts, so it stays host-side).
 
 >>> from edgewise.detect.context_likelihood import ContextLikelihood
->>> c = export_context_likelihood_c(ContextLikelihood(art_vigilance=0), name="cl")
+>>> c = export_context_likelihood_c(ContextLikelihood(), name="cl")
 >>> c.ram_bytes < 2048, sorted(c.files)
 (True, ['cl.c', 'cl.h', 'cl_host_test.c'])
 """
@@ -105,9 +105,9 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
     check_c_name(name)
     if getattr(det, "art_vigilance", 0.0) > 0:
         raise ExportError("The C export of ContextLikelihood has no ART member (its category "
-                          "store does not fit a device's 2 KiB); export "
-                          "ContextLikelihood(art_vigilance=0), i.e. "
-                          "edgewise.detect.default_detector(edge=True).")
+                          f"store does not fit a device's 2 KiB); got art_vigilance="
+                          f"{det.art_vigilance}. Export the default 'context-likelihood' "
+                          "(art_vigilance=0) instead.")
     state, table, warms, start = _members(det)
     n_m, n_state = state.shape
     tb = int(det.table_bits)
