@@ -15,7 +15,7 @@ from edgewise.bench.nab_scorer import (
     score_corpus,
     sweep_file,
 )
-from edgewise.detect import DEFAULT_THRESHOLD, ContextLikelihood, Mahalanobis, Threshold
+from edgewise.detect import DEFAULT_THRESHOLD, ContextART, ContextLikelihood, Mahalanobis, Threshold
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,8 @@ def test_invalid_parameters_are_named():
 
 def test_a_pickle_from_before_the_ensemble_loads_as_one_member() -> None:
     """Gateways keep detector state across restarts: a single-member (1-D) state saved
-    by the previous version must resume as ``warmup_spread=0`` with identical scores."""
+    by an earlier version must resume as ``warmup_spread=0`` (and no ART member) with
+    identical scores."""
     import pickle
 
     rng = np.random.default_rng(3)
@@ -134,7 +135,31 @@ def test_a_pickle_from_before_the_ensemble_loads_as_one_member() -> None:
     # the old layout: 1-D state and table, 19 parameters, no warmup_spread attribute
     old.state_, old.table_, old._p = old.state_[0].copy(), old.table_[0].copy(), old._p[:19]
     del old.__dict__["warmup_spread"]
+    for k in [k for k in vars(old) if k.startswith(("art", "_pa"))]:  # nor the ART member
+        del old.__dict__[k]
     restored = ContextLikelihood.loads(pickle.dumps(old))
     assert restored.state_.shape == new.state_.shape and restored.warmup_spread == 0
+    assert restored.art_vigilance == 0
     np.testing.assert_array_equal(restored.score_many(x[600:]), new.score_many(x[600:]))
     assert restored.score_many(np.array([50.0]))[0] == 1.0
+
+
+def test_art_member_only_adds_graded_alerts_far_from_others(nab_corpus):
+    """Check, on real NAB series, that the ART member changes nothing but adds alerts at
+    ``art_level`` where the ensemble has none, each over ``art_refractory`` readings after
+    the previous alert; without it (``art_vigilance=0``) the scores are the ensemble's."""
+    _, values, _, _ = nab_corpus
+    added = 0
+    for key in ["realKnownCause/nyc_taxi.csv", "realTweets/Twitter_volume_AAPL.csv",
+                "realAWSCloudwatch/ec2_cpu_utilization_24ae8d.csv"]:
+        det = ContextART()
+        full = det.score_many(values[key])
+        plain = ContextLikelihood().score_many(values[key])
+        diff = np.flatnonzero(full != plain)
+        assert np.all(full[diff] == det.art_level) and np.all(plain[diff] < DEFAULT_THRESHOLD)
+        alerts = np.flatnonzero(full >= DEFAULT_THRESHOLD)
+        for i in diff:
+            before = alerts[alerts < i]
+            assert len(before) == 0 or i - before[-1] > det.art_refractory
+        added += len(diff)
+    assert added > 0

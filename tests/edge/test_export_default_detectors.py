@@ -167,3 +167,12 @@ def test_fresh_multivariate_needs_metric_names():
         export(default_multivariate(), format="c")
     with pytest.raises(ExportError, match="Learn some readings first"):
         export(default_multivariate(), format="onnx")
+
+
+def test_context_art_is_refused_by_the_c_export_not_exported_without_its_member():
+    """Check that the ART variant is not silently exported as the plain detector: the error
+    names the setting and what to export instead."""
+    from edgewise.detect import get_detector
+
+    with pytest.raises(ExportError, match=r"art_vigilance=0\.8.*'context-likelihood'"):
+        export(get_detector("context-art"), format="c", name="clik_art")

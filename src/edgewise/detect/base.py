@@ -58,12 +58,14 @@ class Detector(abc.ABC):
 
     # -- parameters and state ----------------------------------------------------------
     def _get_params(self) -> dict[str, Any]:
-        sig = inspect.signature(type(self).__init__)
-        return {
-            name: getattr(self, name)
-            for name in sig.parameters
-            if name != "self" and hasattr(self, name)
-        }
+        # the first class in the MRO that names its parameters (a variant that only changes
+        # defaults may take **params)
+        for klass in type(self).__mro__:
+            names = [n for n, p in inspect.signature(klass.__init__).parameters.items()
+                     if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            if names:
+                break
+        return {name: getattr(self, name) for name in names if hasattr(self, name)}
 
     def clone(self) -> Detector:
         """A fresh, untrained detector with the same parameters."""

@@ -10,7 +10,9 @@ fixed open-addressing array of 16-bit slots, by default as many as keep the whol
 2 KiB (749 for the default two members). A stream that sees more distinct transitions than
 that (2 of the 58 NAB series do) stops remembering new ones; they count in ``overflow`` and
 keep scoring as novel, so its scores can then differ from Python's; a larger ``capacity``
-restores exact parity at the cost of RAM.
+restores exact parity at the cost of RAM. The optional ART member (``"context-art"``,
+``art_vigilance > 0``) is not ported, its category store does not fit 2 KiB: such a
+detector is refused, never exported without it.
 
 :func:`export_mahalanobis_c` runs the streaming Hotelling T² detector (score then learn) over a
 fixed metric list with a Cholesky solve; :func:`export_mahalanobis_onnx` is its scoring step
@@ -101,6 +103,11 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
         ``kind="detector"`` with double inputs/outputs (``dtype="float64"``).
     """
     check_c_name(name)
+    if getattr(det, "art_vigilance", 0.0) > 0:
+        raise ExportError("The C export of ContextLikelihood has no ART member (its category "
+                          f"store does not fit a device's 2 KiB); got art_vigilance="
+                          f"{det.art_vigilance}. Export the default 'context-likelihood' "
+                          "(art_vigilance=0) instead.")
     state, table, warms, start = _members(det)
     n_m, n_state = state.shape
     tb = int(det.table_bits)
