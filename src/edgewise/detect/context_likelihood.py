@@ -255,12 +255,11 @@ def _art(a, cats, u, pa, xv, learn, t, warm):  # type: ignore[no-untyped-def]  #
 
 
 @nb.njit(cache=True)
-def _step(s, table, p, a, cats, u, pa, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """Ensemble score of ``xv`` (max over members, then repeat suppression, then ART).
+def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """Ensemble score of ``xv`` (max over members, then repeat suppression).
 
     Row ``m`` of ``s``/``table`` is member ``m``; row 0 also holds the shared
-    suppression state (``_CD``, ``_NAL``) and its ``_T`` is the stream age. ``a``/``cats``
-    are the ART member's state (``pa[0] == 0``: no ART member), ``u`` its scratch space.
+    suppression state (``_CD``, ``_NAL``) and its ``_T`` is the stream age.
     """
     supp, supp_frac, supp_rate, damp, supp_level = int(p[9]), p[10], p[11], p[12], p[13]
     warm, spread = int(p[2]), int(p[19])
@@ -272,36 +271,54 @@ def _step(s, table, p, a, cats, u, pa, xv, learn):  # type: ignore[no-untyped-de
         score = max(score, _member(s, table, m, p, xv, learn, w))
     if s[0, _CD] > 0:
         score *= damp
-    if learn and t >= warm - spread:
-        # repeat suppression, longer for streams that alert often
-        if score >= supp_level:
-            s[0, _NAL] += 1
-            base = max(supp, int(supp_frac * t))
-            s[0, _CD] = int(base * (1.0 + supp_rate * s[0, _NAL] * 1000.0 / t))
-        elif s[0, _CD] > 0:
-            s[0, _CD] -= 1
-    if pa[0] > 0:
-        # ART novelty alerts (at pa[4], below the ensemble's certain 1.0) only where no
-        # alert came in the last pa[3] readings; they do not start the suppression
-        nov = _art(a, cats, u, pa, xv, learn, t, warm)
-        if score >= pa[5]:
-            if learn:
-                a[_ALAST] = t
-        elif nov > 0 and t - a[_ALAST] > pa[3]:
-            score = max(score, pa[4])
-            if learn:
-                a[_ALAST] = t
+    if not learn or t < warm - spread:
+        return score
+    # repeat suppression, longer for streams that alert often
+    if score >= supp_level:
+        s[0, _NAL] += 1
+        base = max(supp, int(supp_frac * t))
+        s[0, _CD] = int(base * (1.0 + supp_rate * s[0, _NAL] * 1000.0 / t))
+    elif s[0, _CD] > 0:
+        s[0, _CD] -= 1
     return score
 
 
 @nb.njit(cache=True)
-def _run(s, table, p, a, cats, u, pa, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _step_art(s, table, p, a, cats, u, pa, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """:func:`_step`, then the ART member: its novelty alerts (at ``pa[4]``, below the
+    ensemble's certain 1.0) only where no alert came in the last ``pa[3]`` readings; they do
+    not start the repeat suppression. A separate kernel, so the default pays nothing."""
+    t = int(s[0, _T])
+    score = _step(s, table, p, xv, learn)
+    nov = _art(a, cats, u, pa, xv, learn, t, int(p[2]))
+    if score >= pa[5]:
+        if learn:
+            a[_ALAST] = t
+    elif nov > 0 and t - a[_ALAST] > pa[3]:
+        score = max(score, pa[4])
+        if learn:
+            a[_ALAST] = t
+    return score
+
+
+@nb.njit(cache=True)
+def _run(s, table, p, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
     for i in range(len(xs)):
         xv = xs[i]
         if xv != xv:
             out[i] = 0.0
         else:
-            out[i] = _step(s, table, p, a, cats, u, pa, xv, True)
+            out[i] = _step(s, table, p, xv, True)
+
+
+@nb.njit(cache=True)
+def _run_art(s, table, p, a, cats, u, pa, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover
+    for i in range(len(xs)):
+        xv = xs[i]
+        if xv != xv:
+            out[i] = 0.0
+        else:
+            out[i] = _step_art(s, table, p, a, cats, u, pa, xv, True)
 
 
 class ContextLikelihood(Detector):
@@ -516,17 +533,23 @@ class ContextLikelihood(Detector):
     def learn_one(self, x: Mapping[str, float]) -> None:
         """Update the detector with one reading (NaN-only readings are ignored)."""
         v = self._value(x)
-        if v is not None:
-            _step(self.state_, self.table_, self._p, self.art_state_, self.art_, self._art_u,
-              self._pa, v, True)
+        if v is None:
+            return
+        if self.art_vigilance > 0:
+            _step_art(self.state_, self.table_, self._p, self.art_state_, self.art_,
+                      self._art_u, self._pa, v, True)
+        else:
+            _step(self.state_, self.table_, self._p, v, True)
 
     def score_one(self, x: Mapping[str, float]) -> float:
         """Score one reading in [0, 1] without learning it."""
         v = self._value(x)
         if v is None:
             return 0.0
-        return float(_step(self.state_, self.table_, self._p, self.art_state_, self.art_,
-                           self._art_u, self._pa, v, False))
+        if self.art_vigilance > 0:
+            return float(_step_art(self.state_, self.table_, self._p, self.art_state_,
+                                   self.art_, self._art_u, self._pa, v, False))
+        return float(_step(self.state_, self.table_, self._p, v, False))
 
     def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
         """Score then learn each value in order (first column of 2-D input); compiled loop."""
@@ -538,8 +561,11 @@ class ContextLikelihood(Detector):
             a = a[np.arange(len(a)), first] if a.shape[1] else np.full(len(a), np.nan)
         a = np.ascontiguousarray(a, dtype=float)
         out = np.empty(len(a))
-        _run(self.state_, self.table_, self._p, self.art_state_, self.art_, self._art_u,
-             self._pa, a, out)
+        if self.art_vigilance > 0:
+            _run_art(self.state_, self.table_, self._p, self.art_state_, self.art_,
+                     self._art_u, self._pa, a, out)
+        else:
+            _run(self.state_, self.table_, self._p, a, out)
         return out
 
 
