@@ -143,6 +143,7 @@ def test_secagg_round_completes_and_equals_plain_fedavg():
     grid = _grid(3)
     sec = _run(grid, rounds=2, robust=False, normaliser=norm, secagg=True)
     assert sec.strategy == "fedavg+secagg+"
+    assert sec.privacy.unit == "none" and sec.privacy.epsilon is None
     initial = build_model("ae", 6, seed=0).state_dict()
     for k, v in plain.arrays.items():
         np.testing.assert_allclose(sec.arrays[k].numpy(), v.numpy(), atol=1e-3)
@@ -151,3 +152,13 @@ def test_secagg_round_completes_and_equals_plain_fedavg():
     with pytest.raises(InvalidParameterError, match="robust rule 'trimmed'"):
         run_federated(_grid(3), kind="ae", n_features=6, n_conditions=1, num_nodes=3,
                       rounds=1, strategy="trimmed", secagg=True)
+
+
+def test_secagg_with_a_dp_sgd_budget_reports_the_budget():
+    """Check that under SecAgg+ (per-device metrics hidden) a run with a record-level budget
+    reports that budget, unit ``record``, rather than no privacy."""
+    rc = {"dataset": "pump", "dp-sgd-epsilon": 4.0, "num-server-rounds": 1}
+    grid = InProcessGrid(app, [{"partition-id": i, "num-partitions": 3} for i in range(3)], rc)
+    sec = _run(grid, rounds=1, robust=False, secagg=True, dp_sgd_epsilon=4.0)
+    assert sec.privacy.unit == "record" and sec.privacy.epsilon == 4.0
+    assert sec.privacy.record_epsilon == 4.0 and sec.privacy.num_devices == 3

@@ -221,17 +221,12 @@ def run_federated(
     (:mod:`edgewise.federated.secagg`; no robust rule, no server-side DP, no checkpoint).
     """
     if secagg:
-        result = _run_secagg(grid, kind=kind, n_features=n_features,
-                             n_conditions=n_conditions,
-                             num_nodes=min_available_nodes or num_nodes, rounds=rounds,
-                             strategy=strategy, robust=robust, dp_noise=dp_noise, seed=seed,
-                             normaliser=normaliser, round_timeout=round_timeout)
-        if dp_sgd_epsilon > 0:  # SecAgg+ hides each device's metrics: report the budget set
-            result.privacy = PrivacyReport(
-                unit="record", epsilon=dp_sgd_epsilon, delta=dp_delta, noise_multiplier=0.0,
-                clipping_norm=dp_sgd_clip, num_devices=min_available_nodes or num_nodes,
-                rounds=rounds, record_epsilon=dp_sgd_epsilon)
-        return result
+        return _run_secagg(grid, kind=kind, n_features=n_features, n_conditions=n_conditions,
+                           num_nodes=min_available_nodes or num_nodes, rounds=rounds,
+                           strategy=strategy, robust=robust, dp_noise=dp_noise, seed=seed,
+                           normaliser=normaliser, round_timeout=round_timeout,
+                           dp_sgd_epsilon=dp_sgd_epsilon, dp_delta=dp_delta,
+                           dp_sgd_clip=dp_sgd_clip)
     ckpt = Path(checkpoint) if checkpoint else None
     done = 0
     if ckpt is not None and ckpt.exists():
@@ -294,7 +289,8 @@ def run_federated(
 
 def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, num_nodes: int,
                 rounds: int, strategy: str, robust: bool, dp_noise: float, seed: int,
-                normaliser: ConditionNormaliser | None, round_timeout: float
+                normaliser: ConditionNormaliser | None, round_timeout: float,
+                dp_sgd_epsilon: float, dp_delta: float, dp_sgd_clip: float
                 ) -> FederatedResult:
     import torch
 
@@ -307,8 +303,14 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
                         num_nodes=num_nodes, rounds=rounds, seed=seed, timeout=round_timeout)
     keys = build_model(kind, n_features).state_dict().keys()
     record = ArrayRecord({k: torch.as_tensor(a) for k, a in zip(keys, arrays, strict=True)})
-    privacy = PrivacyReport(unit="none", epsilon=None, delta=0.0, noise_multiplier=0.0,
-                            clipping_norm=0.0, num_devices=num_nodes, rounds=rounds)
+    if dp_sgd_epsilon > 0:  # SecAgg+ hides each device's metrics: report the budget set
+        privacy = PrivacyReport(unit="record", epsilon=dp_sgd_epsilon, delta=dp_delta,
+                                noise_multiplier=0.0, clipping_norm=dp_sgd_clip,
+                                num_devices=num_nodes, rounds=rounds,
+                                record_epsilon=dp_sgd_epsilon)
+    else:
+        privacy = PrivacyReport(unit="none", epsilon=None, delta=0.0, noise_multiplier=0.0,
+                                clipping_norm=0.0, num_devices=num_nodes, rounds=rounds)
     return FederatedResult(arrays=record, normaliser=normaliser, privacy=privacy,
                            rounds_done=rounds, strategy="fedavg+secagg+")
 
