@@ -64,13 +64,24 @@ def rdp_epsilon(
     if steps == 0:
         return 0.0
     import dp_accounting
-    from dp_accounting import rdp
 
     event = dp_accounting.GaussianDpEvent(noise_multiplier)
     if sampling_rate < 1:
         event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
-    accountant = rdp.RdpAccountant(_ORDERS)
-    accountant.compose(dp_accounting.SelfComposedDpEvent(event, steps))
+    return _composed_epsilon(event, steps, delta)
+
+
+def _composed_epsilon(event: object, count: int, delta: float,
+                      replace_one: bool = False) -> float:
+    """ε after ``count`` compositions of ``event``, by the RDP accountant over ``_ORDERS``
+    (add/remove neighbours, or replace-one)."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    relation = (dp_accounting.NeighboringRelation.REPLACE_ONE if replace_one
+                else dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
+    accountant = rdp.RdpAccountant(_ORDERS, relation)
+    accountant.compose(dp_accounting.SelfComposedDpEvent(event, count))
     return float(accountant.get_epsilon(delta))
 
 
@@ -104,13 +115,10 @@ def device_level_epsilon(
     if rounds == 0:
         return 0.0
     import dp_accounting
-    from dp_accounting import rdp
 
     event = dp_accounting.SampledWithoutReplacementDpEvent(
         num_devices, sample_size, dp_accounting.GaussianDpEvent(noise_multiplier / 2.0))
-    accountant = rdp.RdpAccountant(_ORDERS, dp_accounting.NeighboringRelation.REPLACE_ONE)
-    accountant.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
-    return float(accountant.get_epsilon(delta))
+    return _composed_epsilon(event, rounds, delta, replace_one=True)
 
 
 def device_noise_for_epsilon(
