@@ -97,7 +97,6 @@ def train_local(
         yt = torch.as_tensor(y, dtype=torch.float32).reshape(-1, 1) / RUL_SCALE
     else:
         yt = Xt
-    gen = torch.Generator().manual_seed(seed)
     opt: Any = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.MSELoss()
     module: nn.Module = model
@@ -126,6 +125,8 @@ def train_local(
             )
         batches = lambda: iter(loader)  # noqa: E731
     else:
+        gen = torch.Generator().manual_seed(seed)  # `seed` drives the shuffle only
+
         def batches() -> Any:
             perm = torch.randperm(len(Xt), generator=gen)
             for i in range(0, len(Xt), batch_size):
