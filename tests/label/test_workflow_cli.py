@@ -80,6 +80,15 @@ def test_suggest_without_history_fails_in_one_line(data_dir: Path, tmp_path: Pat
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "does not exist" in r.stderr
 
 
+def test_a_bad_strategy_fails_in_one_line_naming_it(data_dir: Path, tmp_path: Path) -> None:
+    hist = tmp_path / "pump-1.csv"
+    _history_csv(hist)
+    r = _cli("label", "suggest", "--device", "pump-1", "--csv", str(hist), "--strategy",
+             "loudest", "--data-dir", str(data_dir))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "loudest" in r.stderr and "novelty" in r.stderr
+
+
 def test_suggest_and_train_read_history_from_the_store(data_dir: Path) -> None:
     from edgewise.store import open_store
     from edgewise.telemetry import Reading

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -21,6 +22,7 @@ Store = Annotated[str | None, typer.Option(
     help="Store URL (default duckdb under the data dir).")]
 Window = Annotated[int | None, typer.Option(
     help="Readings per window (default: history length / 100, at least 10).")]
+T = TypeVar("T")
 
 
 def _history(device: str, csv: Path | None, store_url: str | None, data_dir: Path):
@@ -42,6 +44,19 @@ def _history(device: str, csv: Path | None, store_url: str | None, data_dir: Pat
         store.close()
 
 
+def _with_labels(data_dir: Path, call: Callable[[Any], T]) -> T:
+    """Run ``call(labels)`` on the data dir's label store; a ValueError becomes one clear line."""
+    from edgewise.label.store import LabelStore
+
+    labels = LabelStore(data_dir)
+    try:
+        return call(labels)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        labels.close()
+
+
 @label_app.command("suggest")
 def suggest_cmd(
     device: Device,
@@ -55,17 +70,11 @@ def suggest_cmd(
     json_out: Json = False,
 ) -> None:
     """Propose the next K windows of a device's history to label."""
-    from edgewise.label.store import LabelStore
     from edgewise.label.workflow import suggest
 
     hist = _history(device, csv, store, data_dir)
-    labels = LabelStore(data_dir)
-    try:
-        items = suggest(hist, device, labels, k=k, strategy=strategy, window=window)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        labels.close()
+    items = _with_labels(data_dir, lambda labels: suggest(
+        hist, device, labels, k=k, strategy=strategy, window=window))
     if json_out:
         typer.echo(json.dumps(items))
         return
@@ -92,20 +101,14 @@ def train_cmd(
     when fault classes are labelled."""
     if ctx.invoked_subcommand is not None:
         return
-    from edgewise.label.store import LabelStore
     from edgewise.label.workflow import train_with_labels
 
     if not with_labels or device is None:
         raise fail("Say what to train: 'edgewise train rul …', or "
                    "'edgewise train --with-labels --device D'.")
     hist = _history(device, csv, store, data_dir)
-    labels = LabelStore(data_dir)
-    try:
-        out = train_with_labels(hist, device, labels, data_dir, window=window)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        labels.close()
+    out = _with_labels(data_dir, lambda labels: train_with_labels(
+        hist, device, labels, data_dir, window=window))
     if json_out:
         typer.echo(json.dumps(out))
         return
