@@ -16,7 +16,8 @@ Detectors by name (for configuration, the CLI and the gateway):
   training span (``--train-rows``) and then tracking slow drift but never faults; the
   best on pump/valve testbeds (``benchmarks/results/multivariate.md``).
 * ``"per-metric-residual"``: ``drift-residual`` with one alarm level per metric (each
-  metric judged against its own noise over the training span).
+  metric judged against its own noise over the training span); opt-in: better on the
+  dev files, about equal on held-out ones (``multivariate.md``, look #5).
 * ``"ewzscore"``: exponentially weighted z-score, the cheapest baseline.
 * ``"river-hst"``: River's HalfSpaceTrees through :class:`RiverDetector` (needs ``river``),
   the usual Python peer, kept for comparison.
