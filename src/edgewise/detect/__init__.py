@@ -15,12 +15,15 @@ Detectors by name (for configuration, the CLI and the gateway):
 * ``"drift-residual"``: all metrics of a device, learning normal from a known-normal
   training span (``--train-rows``) and then tracking slow drift but never faults; the
   best on pump/valve testbeds (``benchmarks/results/multivariate.md``).
+* ``"per-metric-residual"``: ``drift-residual`` with one alarm level per metric (each
+  metric judged against its own noise over the training span); opt-in: better on the
+  dev files, about equal on held-out ones (``multivariate.md``, look #5).
 * ``"ewzscore"``: exponentially weighted z-score, the cheapest baseline.
 * ``"river-hst"``: River's HalfSpaceTrees through :class:`RiverDetector` (needs ``river``),
   the usual Python peer, kept for comparison.
 
->>> sorted(DETECTORS)
-['context-art', 'context-likelihood', 'drift-residual', 'ewzscore', 'mahalanobis', 'river-hst']
+>>> print(*sorted(DETECTORS))
+context-art context-likelihood drift-residual ewzscore mahalanobis per-metric-residual river-hst
 >>> type(get_detector("context-likelihood", warmup=50)).__name__
 'ContextLikelihood'
 """
@@ -31,7 +34,7 @@ from typing import Any
 
 from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
 from edgewise.detect.context_likelihood import ContextART, ContextLikelihood
-from edgewise.detect.drift_residual import DriftResidual
+from edgewise.detect.drift_residual import DriftResidual, PerMetricResidual
 from edgewise.detect.mahalanobis import Mahalanobis
 from edgewise.detect.river_adapter import RiverDetector, RiverHalfSpaceTrees
 from edgewise.detect.threshold import Threshold
@@ -49,6 +52,7 @@ __all__ = [
     "DriftResidual",
     "EWZScore",
     "Mahalanobis",
+    "PerMetricResidual",
     "RiverDetector",
     "RiverHalfSpaceTrees",
     "Threshold",
@@ -64,6 +68,7 @@ DETECTORS: dict[str, type[Detector]] = {
     "drift-residual": DriftResidual,
     "ewzscore": EWZScore,
     "mahalanobis": Mahalanobis,
+    "per-metric-residual": PerMetricResidual,
     "river-hst": RiverHalfSpaceTrees,
 }
 #: The default for one metric.
@@ -78,7 +83,7 @@ def get_detector(name: str, **params: Any) -> Detector:
     >>> get_detector("isolation")
     Traceback (most recent call last):
     ...
-    edgewise.errors.InvalidParameterError: Unknown detector 'isolation'. Choose one of: context-art, context-likelihood, drift-residual, ewzscore, mahalanobis, river-hst.
+    edgewise.errors.InvalidParameterError: Unknown detector 'isolation'. Choose one of: context-art, context-likelihood, drift-residual, ewzscore, mahalanobis, per-metric-residual, river-hst.
     """  # noqa: E501
     cls = DETECTORS.get(name)
     if cls is None:
