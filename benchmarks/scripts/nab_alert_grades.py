@@ -56,6 +56,7 @@ def _unclipped(short: float, mu: float, var: float, sd_min: float, digits: float
 def evidence(det: ContextLikelihood, xv: float) -> dict[str, float]:
     """The evidence behind the score of ``xv``, read from ``det``'s state (not updated)."""
     s, table, p = det.state_, det.table_, det._p
+    lik = _unclipped
     ws, ws2, sp_tol, z_w, z_c = int(p[3]), int(p[6]), p[14], p[16], p[17]
     out = {"exc": -np.inf, "lik": 0.0, "lik_slow": 0.0, "zv": 0.0}
     n = s.shape[0]
@@ -75,9 +76,10 @@ def evidence(det: ContextLikelihood, xv: float) -> dict[str, float]:
         short = (s[m, cl._RSUM] - s[m, cl._RING + int(s[m, cl._RI])] + raw) / ws
         short2 = (s[m, cl._RSUM2] - s[m, cl._RING + ws + int(s[m, cl._RI2])] + raw) / ws2
         if s[m, cl._NL] > 50:
-            out["lik"] = max(out["lik"], _unclipped(short, s[m, cl._MUL], s[m, cl._VL], p[5], p[18]))
+            out["lik"] = max(out["lik"], lik(short, s[m, cl._MUL], s[m, cl._VL], p[5], p[18]))
             out["lik_slow"] = max(
-                out["lik_slow"], _unclipped(short2, s[m, cl._MUL2], s[m, cl._VL2], p[8], p[18]))
+                out["lik_slow"], lik(short2, s[m, cl._MUL2], s[m, cl._VL2], p[8], p[18])
+            )
     out["range"] = float(sp_tol > 0 and out["exc"] > sp_tol)
     out["nal"] = s[0, cl._NAL]
     out["t"] = s[0, cl._T]
@@ -104,8 +106,14 @@ def alerts(data: str, names: list[str]) -> tuple[pd.DataFrame, dict]:
             w = int(sw.window[i])
             kind = "FP" if w < 0 else ("TPn" if w in seen else "TP1")
             seen.setdefault(w, i)
-            ev.update(file=rel, i=int(i), kind=kind, score=float(scores[i]), window=w,
-                      since=(i - last) if last is not None else np.inf)
+            ev.update(
+                file=rel,
+                i=int(i),
+                kind=kind,
+                score=float(scores[i]),
+                window=w,
+                since=(i - last) if last is not None else np.inf,
+            )
             last = i
             rows.append(ev)
             files[rel]["rows"].append(ev)
@@ -126,8 +134,7 @@ def alerts(data: str, names: list[str]) -> tuple[pd.DataFrame, dict]:
 
 
 def _auc(x: np.ndarray, y: np.ndarray) -> float:
-    order = np.argsort(np.argsort(x, kind="stable"), kind="stable") + 1.0
-    r = pd.Series(x).rank().to_numpy() if len(np.unique(x)) < len(x) else order
+    r = pd.Series(x).rank().to_numpy()  # ties share their mean rank
     n1, n0 = y.sum(), len(y) - y.sum()
     return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
@@ -147,16 +154,24 @@ def table(d: pd.DataFrame) -> None:
                 gain = -dd.val.to_numpy()[np.argsort(x if asc else -x, kind="stable")].cumsum()
                 k = int(np.argmax(gain))
                 best.append(f"{gain[k]:+.2f} (n={k + 1})")
-            print(f"{c:9s} AUC(TP1 higher) {_auc(x, y):.3f}  best low-FP gain dropping the "
-                  f"lowest: {best[0]}, the highest: {best[1]}")
+            print(
+                f"{c:9s} AUC(TP1 higher) {_auc(x, y):.3f}  best low-FP gain dropping the "
+                f"lowest: {best[0]}, the highest: {best[1]}"
+            )
     print("-- classes (low-FP value of keeping them; dropping pays if the sum is negative)")
     d = d.assign(weak=(d.range == 0) & (d.lik_slow < 1.0))
-    for name, m in (("range novelty", d.range == 1), ("not range", d.range == 0),
-                    ("short window only", d.weak),
-                    (f"short only, nal >= {LATE_ALERTS}", d.weak & (d.nal >= LATE_ALERTS))):
+    for name, m in (
+        ("range novelty", d.range == 1),
+        ("not range", d.range == 0),
+        ("short window only", d.weak),
+        (f"short only, nal >= {LATE_ALERTS}", d.weak & (d.nal >= LATE_ALERTS)),
+    ):
         s = d[m]
-        print(f"{name:26s} FP {int((s.kind == 'FP').sum()):3d}  TP1 {int((s.kind == 'TP1').sum()):3d}"
-              f"  value {s.val.sum():+7.2f}  files {s.file.nunique()}")
+        fp, tp1 = int((s.kind == "FP").sum()), int((s.kind == "TP1").sum())
+        print(
+            f"{name:26s} FP {fp:3d}  TP1 {tp1:3d}  value {s.val.sum():+7.2f}  "
+            f"files {s.file.nunique()}"
+        )
 
 
 def graded(files: dict, detector: str, late: int) -> dict[str, np.ndarray]:
@@ -193,9 +208,12 @@ def main() -> None:
             sc = graded(files, det, late if late is not None else 10**9)
             r = subset_scores(sweeps, sc, names, profiles)
             label = "as is" if late is None else f"graded (late={late})"
-            print(f"{a.half} {det:18s} {label:18s}",
-                  " / ".join(f"{r[k]:.2f}" for k in ("standard", "reward_low_FP_rate",
-                                                     "reward_low_FN_rate")))
+            print(
+                f"{a.half} {det:18s} {label:18s}",
+                " / ".join(
+                    f"{r[k]:.2f}" for k in ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+                ),
+            )
 
 
 if __name__ == "__main__":
