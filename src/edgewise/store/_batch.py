@@ -28,6 +28,7 @@ __all__ = [
     "check_readings",
     "classify",
     "normalise_seqs",
+    "prepare",
 ]
 
 Key = tuple[str, str, int]
@@ -157,6 +158,28 @@ def normalise_seqs(seqs: Mapping[str, Iterable[int]] | None) -> dict[str, set[in
     return out
 
 
+def prepare(
+    readings: Iterable[Reading], seqs: Mapping[str, Iterable[int]] | None
+) -> tuple[list[Reading], Columns, dict[str, set[int]]]:
+    """Check an ``append`` call's arguments and build its columns, before any storage.
+
+    Returns the readings as a list, their columns, and the seqs per device: the ``seqs``
+    argument together with the seqs the readings carry themselves (a reading's seq counts
+    too). Raises :class:`StoreError` for anything that cannot be stored.
+
+    >>> rs, cols, seq_sets = prepare([Reading("d", "t", 1, 1.0, seq=2)], {"d": [1]})
+    >>> len(rs), cols.unique_keys, seq_sets
+    (1, True, {'d': {1, 2}})
+    """
+    readings = list(readings)
+    check_readings(readings)
+    seq_sets = normalise_seqs(seqs)
+    cols = Columns.of(readings)
+    for device_id, own in cols.seqs_by_device().items():
+        seq_sets.setdefault(device_id, set()).update(own)
+    return readings, cols, seq_sets
+
+
 def classify(
     readings: Sequence[Reading],
     existing: Mapping[Key, float],
@@ -225,6 +248,20 @@ class SeqTracker:
         wm = self._wm.get(device_id, 0)
         above = self._above.get(device_id, ())
         return {s for s in seqs if s > wm and s not in above}
+
+    def fresh(self, seq_sets: Mapping[str, set[int]]) -> dict[str, set[int]]:
+        """Per device, the seqs of ``seq_sets`` not stored yet (devices with none left out).
+
+        >>> t = SeqTracker(); t.add("d", {1, 2})
+        >>> t.fresh({"d": {2, 3}, "e": set()})
+        {'d': {3}}
+        """
+        out: dict[str, set[int]] = {}
+        for device_id, values in seq_sets.items():
+            new = self.new_seqs(device_id, values)
+            if new:
+                out[device_id] = new
+        return out
 
     def add(self, device_id: str, seqs: Iterable[int]) -> None:
         """Record committed seqs and advance the watermark."""

@@ -45,13 +45,7 @@ import numpy as np
 import pandas as pd
 
 from edgewise.errors import StoreCorruptError, StoreError
-from edgewise.store._batch import (
-    Columns,
-    SeqTracker,
-    check_readings,
-    classify,
-    normalise_seqs,
-)
+from edgewise.store._batch import Columns, SeqTracker, classify, prepare
 from edgewise.store._sql import (
     _ALERT_CHANGEABLE,
     _ALERT_COLUMNS,
@@ -337,12 +331,7 @@ class DuckDBStore:
         Returns what was stored, what was a duplicate and what a conflict, and the seq
         watermark of every device that was touched.
         """
-        readings = list(readings)
-        check_readings(readings)
-        seq_sets = normalise_seqs(seqs)
-        cols = Columns.of(readings)
-        for device_id, own in cols.seqs_by_device().items():  # a reading's seq counts too
-            seq_sets.setdefault(device_id, set()).update(own)
+        readings, cols, seq_sets = prepare(readings, seqs)
         received_ns = time.time_ns()
         with self._lock:
             self._check_open()
@@ -445,11 +434,7 @@ class DuckDBStore:
             result.stored = len(c.new)
             result.duplicates = c.duplicates
             result.conflicts = len(c.conflicts)
-        new_seqs: dict[str, set[int]] = {}
-        for device_id, values in seq_sets.items():
-            fresh = self._seqs.new_seqs(device_id, values)
-            if fresh:
-                new_seqs[device_id] = fresh
+        new_seqs = self._seqs.fresh(seq_sets)
         if new_seqs:
             frame = pd.DataFrame(
                 {

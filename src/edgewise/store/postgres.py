@@ -27,13 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edgewise.errors import StoreError
-from edgewise.store._batch import (
-    Columns,
-    SeqTracker,
-    check_readings,
-    classify,
-    normalise_seqs,
-)
+from edgewise.store._batch import Columns, SeqTracker, classify, prepare
 from edgewise.store._sql import (
     _ALERT_CHANGEABLE,
     _ALERT_COLUMNS,
@@ -271,12 +265,7 @@ class PostgresStore:
         self, readings: Sequence[Reading], seqs: Mapping[str, Iterable[int]] | None = None
     ) -> AppendResult:
         """Store readings and the message seqs they came with, in one transaction."""
-        readings = list(readings)
-        check_readings(readings)
-        seq_sets = normalise_seqs(seqs)
-        cols = Columns.of(readings)
-        for device_id, own in cols.seqs_by_device().items():  # a reading's seq counts too
-            seq_sets.setdefault(device_id, set()).update(own)
+        readings, cols, seq_sets = prepare(readings, seqs)
         received_ns = time.time_ns()
         psycopg = self._psycopg
         with self._wlock:
@@ -362,11 +351,7 @@ class PostgresStore:
             result.stored = len(inserted)
             result.duplicates = c.duplicates + (len(c.new) - len(inserted))
             result.conflicts = len(c.conflicts)
-        new_seqs: dict[str, set[int]] = {}
-        for device_id, values in seq_sets.items():
-            fresh = self._seqs.new_seqs(device_id, values)
-            if fresh:
-                new_seqs[device_id] = fresh
+        new_seqs = self._seqs.fresh(seq_sets)
         if new_seqs:
             devs = [d for d, s in new_seqs.items() for _ in s]
             nums = [x for s in new_seqs.values() for x in s]
