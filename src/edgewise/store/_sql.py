@@ -1,10 +1,14 @@
 """SQL that both backends share, written once with the placeholder (``?`` or ``%s``) as a
-parameter: row mapping and checks for alerts, WHERE clauses, and the seq-tracker loading.
+parameter: row mapping, checks and INSERT/UPDATE/SELECT statements for alerts, WHERE
+clauses (time ranges, retention), the tables a device's rows live in, and the seq-tracker
+loading.
 """
 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -23,6 +27,8 @@ _ALERT_CHANGEABLE = ("status", "label", "acked_by", "labelled_by", "note", "end_
                      "message", "drivers")
 ALERT_STATUSES = ("open", "acknowledged")
 ALERT_LABELS = (None, "true_alarm", "false_alarm")
+#: The tables that hold rows of a device, in the order ``delete_device`` empties them.
+DEVICE_TABLES = ("readings", "seqs", "conflicts", "alerts", "seq_marks")
 
 
 def _load_tracker(
@@ -110,3 +116,49 @@ def conflicts_query(device_id: str | None, limit: int, ph: str) -> tuple[str, li
         f"FROM conflicts {where} ORDER BY received_ns DESC, ts_ns DESC LIMIT {int(limit)}"
     )
     return sql, params
+
+
+def before_where(ts_ns: int, device_id: str | None, ph: str) -> tuple[str, list[Any]]:
+    """WHERE clause (without the keyword) and parameters for retention: rows older than ``ts_ns``.
+
+    >>> before_where(5, "d", "%s")
+    ('ts_ns < %s AND device_id = %s', [5, 'd'])
+    """
+    where = f"ts_ns < {ph}" + (f" AND device_id = {ph}" if device_id is not None else "")
+    return where, [int(ts_ns)] + ([device_id] if device_id is not None else [])
+
+
+def alert_by_id(ph: str) -> str:
+    """SQL selecting one alert's columns by id (one parameter)."""
+    return f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = {ph}"
+
+
+def insert_alert(alert: Alert, ph: str) -> tuple[str, list[Any]]:
+    """Check a new alert, fill its ``id`` (when empty) and ``created_ns``; SQL and row to insert."""
+    _check_alert_fields(alert.status, alert.label)
+    alert.id = alert.id or uuid.uuid4().hex
+    alert.created_ns = alert.created_ns or time.time_ns()
+    row = _alert_row(alert)
+    return f"INSERT INTO alerts VALUES ({', '.join([ph] * len(row))})", row
+
+
+def update_alert_query(
+    alert_id: str, changes: dict[str, Any], ph: str
+) -> tuple[str, list[Any]] | None:
+    """Check the changes to an alert; SQL and parameters of the UPDATE, or None for no changes.
+
+    >>> update_alert_query("a1", {"status": "acknowledged"}, "?")
+    ('UPDATE alerts SET status = ? WHERE id = ?', ['acknowledged', 'a1'])
+    """
+    bad = sorted(set(changes) - set(_ALERT_CHANGEABLE))
+    if bad:
+        raise StoreError(
+            f"Cannot change alert field(s) {bad}; changeable: {', '.join(_ALERT_CHANGEABLE)}."
+        )
+    _check_alert_fields(changes.get("status", "open"), changes.get("label"))
+    if not changes:
+        return None
+    if "drivers" in changes:
+        changes = {**changes, "drivers": json.dumps(changes["drivers"])}
+    sets = ", ".join(f"{k} = {ph}" for k in changes)
+    return f"UPDATE alerts SET {sets} WHERE id = {ph}", [*changes.values(), alert_id]

@@ -28,12 +28,10 @@ up ingestion.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,18 +45,20 @@ import pandas as pd
 from edgewise.errors import StoreCorruptError, StoreError
 from edgewise.store._batch import Columns, SeqTracker, classify, prepare
 from edgewise.store._sql import (
-    _ALERT_CHANGEABLE,
     _ALERT_COLUMNS,
     COMPACT_EVERY,
+    DEVICE_TABLES,
     _alert_from_row,
-    _alert_row,
     _alert_where,
-    _check_alert_fields,
     _check_step,
     _load_tracker,
     _marks_to_move,
     _range_where,
+    alert_by_id,
+    before_where,
     conflicts_query,
+    insert_alert,
+    update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
 from edgewise.telemetry import Reading
@@ -489,7 +489,7 @@ class DuckDBStore:
             total = 0
             try:
                 con.execute("BEGIN")
-                for table in ("readings", "seqs", "conflicts", "alerts", "seq_marks"):
+                for table in DEVICE_TABLES:
                     row = con.execute(
                         f"DELETE FROM {table} WHERE device_id = ?", [device_id]
                     ).fetchone()
@@ -509,8 +509,7 @@ class DuckDBStore:
 
         Seqs are kept, so a device's watermark does not move back.
         """
-        where = "ts_ns < ?" + (" AND device_id = ?" if device_id is not None else "")
-        params: list[Any] = [int(ts_ns)] + ([device_id] if device_id is not None else [])
+        where, params = before_where(ts_ns, device_id, "?")
         with self._lock:
             self._check_open()
             con = self._con
@@ -592,16 +591,11 @@ class DuckDBStore:
 
     def add_alert(self, alert: Alert) -> Alert:
         """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it."""
-        _check_alert_fields(alert.status, alert.label)
-        alert.id = alert.id or uuid.uuid4().hex
-        alert.created_ns = alert.created_ns or time.time_ns()
-        row = _alert_row(alert)
+        sql, row = insert_alert(alert, "?")
         with self._lock:
             self._check_open()
             try:
-                self._con.execute(
-                    f"INSERT INTO alerts VALUES ({', '.join('?' * len(row))})", row
-                )
+                self._con.execute(sql, row)
             except duckdb.Error as exc:
                 raise StoreError(f"Storing alert for {alert.device_id!r} failed: {exc}") from exc
         return alert
@@ -611,22 +605,12 @@ class DuckDBStore:
 
         Raises ``KeyError`` for an unknown id.
         """
-        bad = sorted(set(changes) - set(_ALERT_CHANGEABLE))
-        if bad:
-            raise StoreError(
-                f"Cannot change alert field(s) {bad}; changeable: {', '.join(_ALERT_CHANGEABLE)}."
-            )
-        _check_alert_fields(changes.get("status", "open"), changes.get("label"))
-        if "drivers" in changes:
-            changes["drivers"] = json.dumps(changes["drivers"])
+        update = update_alert_query(alert_id, changes, "?")
         with self._lock:
             self._check_open()
             con = self._con
-            if changes:
-                sets = ", ".join(f"{k} = ?" for k in changes)
-                row = con.execute(
-                    f"UPDATE alerts SET {sets} WHERE id = ?", [*changes.values(), alert_id]
-                ).fetchone()
+            if update is not None:
+                row = con.execute(*update).fetchone()
                 if not row or int(row[0]) == 0:
                     raise KeyError(alert_id)
             return self._get_alert(con, alert_id)
@@ -636,9 +620,7 @@ class DuckDBStore:
         return self._get_alert(self._reader(), alert_id)
 
     def _get_alert(self, con: duckdb.DuckDBPyConnection, alert_id: str) -> Alert:
-        row = con.execute(
-            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = ?", [alert_id]
-        ).fetchone()
+        row = con.execute(alert_by_id("?"), [alert_id]).fetchone()
         if row is None:
             raise KeyError(alert_id)
         return _alert_from_row(row)

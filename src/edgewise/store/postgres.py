@@ -21,7 +21,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -29,18 +28,20 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from edgewise.errors import StoreError
 from edgewise.store._batch import Columns, SeqTracker, classify, prepare
 from edgewise.store._sql import (
-    _ALERT_CHANGEABLE,
     _ALERT_COLUMNS,
     COMPACT_EVERY,
+    DEVICE_TABLES,
     _alert_from_row,
-    _alert_row,
     _alert_where,
-    _check_alert_fields,
     _check_step,
     _load_tracker,
     _marks_to_move,
     _range_where,
+    alert_by_id,
+    before_where,
     conflicts_query,
+    insert_alert,
+    update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
 from edgewise.telemetry import Reading
@@ -403,10 +404,8 @@ class PostgresStore:
         counts = self._write(
             f"Deleting device {device_id!r}",
             [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
-             for t in ("readings", "seqs", "conflicts", "alerts", "seq_marks")]
-            + [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
-               for t in ("device_stats", "device_metrics")],
-        )[:5]
+             for t in (*DEVICE_TABLES, "device_stats", "device_metrics")],
+        )[: len(DEVICE_TABLES)]  # the device_stats rows are not stored rows
         with self._wlock:
             self._seqs.forget(device_id)
             self._marks.pop(device_id, None)
@@ -414,8 +413,7 @@ class PostgresStore:
 
     def delete_before(self, ts_ns: int, device_id: str | None = None) -> int:
         """Retention: delete readings (and conflicts) older than ``ts_ns``; return readings."""
-        where = "ts_ns < %s" + (" AND device_id = %s" if device_id is not None else "")
-        params: list[Any] = [int(ts_ns)] + ([device_id] if device_id is not None else [])
+        where, params = before_where(ts_ns, device_id, "%s")
         with self._wlock:
             con = self._write_con()
             try:
@@ -487,46 +485,25 @@ class PostgresStore:
 
     def add_alert(self, alert: Alert) -> Alert:
         """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it."""
-        _check_alert_fields(alert.status, alert.label)
-        alert.id = alert.id or uuid.uuid4().hex
-        alert.created_ns = alert.created_ns or time.time_ns()
-        row = _alert_row(alert)
-        self._write(f"Storing alert for {alert.device_id!r}",
-                    [(f"INSERT INTO alerts VALUES ({', '.join(['%s'] * len(row))})", row)])
+        self._write(f"Storing alert for {alert.device_id!r}", [insert_alert(alert, "%s")])
         return alert
 
     def update_alert(self, alert_id: str, **changes: Any) -> Alert:
         """Change an alert's ``status``/``label``/``acked_by``/…; ``KeyError`` if unknown."""
-        import json
-
-        bad = sorted(set(changes) - set(_ALERT_CHANGEABLE))
-        if bad:
-            raise StoreError(
-                f"Cannot change alert field(s) {bad}; changeable: {', '.join(_ALERT_CHANGEABLE)}."
-            )
-        _check_alert_fields(changes.get("status", "open"), changes.get("label"))
-        if "drivers" in changes:
-            changes["drivers"] = json.dumps(changes["drivers"])
-        if changes:
-            sets = ", ".join(f"{k} = %s" for k in changes)
-            (n,) = self._write(f"Updating alert {alert_id!r}",
-                               [(f"UPDATE alerts SET {sets} WHERE id = %s",
-                                 [*changes.values(), alert_id])])
+        update = update_alert_query(alert_id, changes, "%s")
+        if update is not None:
+            (n,) = self._write(f"Updating alert {alert_id!r}", [update])
             if n == 0:
                 raise KeyError(alert_id)
         with self._wlock:
-            row = self._write_con().execute(
-                f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = %s", [alert_id]
-            ).fetchone()
+            row = self._write_con().execute(alert_by_id("%s"), [alert_id]).fetchone()
         if row is None:
             raise KeyError(alert_id)
         return _alert_from_row(row)
 
     def get_alert(self, alert_id: str) -> Alert:
         """One alert by id; ``KeyError`` if unknown."""
-        rows = self._read(
-            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = %s", [alert_id]
-        )
+        rows = self._read(alert_by_id("%s"), [alert_id])
         if not rows:
             raise KeyError(alert_id)
         return _alert_from_row(rows[0])
