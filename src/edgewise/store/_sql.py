@@ -1,7 +1,7 @@
 """SQL that both backends share, written once with the placeholder (``?`` or ``%s``) as a
 parameter: row mapping, checks and INSERT/UPDATE/SELECT statements for alerts, WHERE
 clauses (time ranges, retention), the tables a device's rows live in, and the seq-tracker
-loading.
+loading; and :class:`SQLStoreMixin`, the Store methods whose logic both backends share.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from edgewise.errors import StoreError
-from edgewise.store._batch import SeqTracker
-from edgewise.store.base import Alert
+from edgewise.store._batch import Columns, SeqTracker
+from edgewise.store.base import Alert, AppendResult, Conflict
 
 #: Fold stored seqs below the watermark into seq_marks every this many appends.
 COMPACT_EVERY = 256
@@ -162,3 +162,92 @@ def update_alert_query(
         changes = {**changes, "drivers": json.dumps(changes["drivers"])}
     sets = ", ".join(f"{k} = {ph}" for k in changes)
     return f"UPDATE alerts SET {sets} WHERE id = {ph}", [*changes.values(), alert_id]
+
+
+class SQLStoreMixin:
+    """The Store methods whose logic is the same in both backends, written once.
+
+    A backend that mixes this in provides ``url``; ``_ph``, its placeholder (``?`` or
+    ``%s``); ``_db_error``, its driver's base exception; ``_seqs`` (a
+    :class:`~edgewise.store._batch.SeqTracker`), ``_appends`` and ``_closed``; ``_wlock``,
+    the lock that serialises writers and guards ``_seqs``; ``_read(sql, params)``, which
+    runs a query on a reader connection and turns driver errors into
+    :class:`~edgewise.errors.StoreError`; and ``_compact_seqs()``.
+    """
+
+    url: str
+    _ph: str
+    _db_error: type[Exception]
+    _seqs: SeqTracker
+    _appends: int
+    _closed: bool
+    _wlock: Any
+
+    if TYPE_CHECKING:
+
+        def _read(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]: ...
+
+        def _compact_seqs(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"Store {self.url!r} is closed; open it again with open_store().")
+
+    def _committed(
+        self,
+        result: AppendResult,
+        new_seqs: Mapping[str, set[int]],
+        cols: Columns,
+        seq_sets: Mapping[str, set[int]],
+    ) -> AppendResult:
+        """After an append committed (call with ``_wlock`` held): advance the watermarks,
+        compact the seqs every ``COMPACT_EVERY`` appends, and fill ``result.watermarks``."""
+        for device_id, new in new_seqs.items():
+            self._seqs.add(device_id, new)
+        self._appends += 1
+        if self._appends % COMPACT_EVERY == 0:
+            try:
+                self._compact_seqs()
+            except self._db_error:
+                pass  # housekeeping only; the append itself is committed
+        touched = set(cols.device_id) | set(seq_sets)
+        result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
+        return result
+
+    def seq_watermark(self, device_id: str) -> int:
+        """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1)."""
+        return self._seqs.watermark(device_id)
+
+    def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
+        """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
+        with self._wlock:
+            return self._seqs.gaps(device_id)
+
+    def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
+        """Conflicting readings, newest first."""
+        return [Conflict(*row) for row in self._read(*conflicts_query(device_id, limit, self._ph))]
+
+    def list_alerts(
+        self,
+        device_id: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        since_ns: int | None = None,
+        limit: int = 100,
+    ) -> list[Alert]:
+        """Alerts, newest first (by ``start_ns``, then creation), filtered."""
+        where, params = _alert_where(device_id, status, kind, since_ns, ph=self._ph)
+        rows = self._read(
+            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts {where} "
+            f"ORDER BY start_ns DESC, created_ns DESC LIMIT {int(limit)}",
+            params,
+        )
+        return [_alert_from_row(r) for r in rows]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -45,18 +45,15 @@ import pandas as pd
 from edgewise.errors import StoreCorruptError, StoreError
 from edgewise.store._batch import Columns, SeqTracker, classify, prepare
 from edgewise.store._sql import (
-    _ALERT_COLUMNS,
-    COMPACT_EVERY,
     DEVICE_TABLES,
+    SQLStoreMixin,
     _alert_from_row,
-    _alert_where,
     _check_step,
     _load_tracker,
     _marks_to_move,
     _range_where,
     alert_by_id,
     before_where,
-    conflicts_query,
     insert_alert,
     update_alert_query,
 )
@@ -144,7 +141,7 @@ def _corrupt(path: Path | str, exc: BaseException) -> StoreCorruptError:
     return err
 
 
-class DuckDBStore:
+class DuckDBStore(SQLStoreMixin):
     """A :class:`~edgewise.store.base.Store` in one DuckDB file (or in memory).
 
     Parameters
@@ -166,6 +163,9 @@ class DuckDBStore:
     'duckdb://:memory:'
     >>> store.close()
     """
+
+    _ph = "?"
+    _db_error = duckdb.Error
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
@@ -190,7 +190,7 @@ class DuckDBStore:
         except BaseException:
             self._release()
             raise
-        self._lock = threading.RLock()
+        self._wlock = threading.RLock()  # serialises writers; guards _seqs and the cursors list
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._closed = False
@@ -305,16 +305,12 @@ class DuckDBStore:
 
     # -- connections ------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError(f"Store {self.url!r} is closed; open it again with open_store().")
-
     def _reader(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor for queries (DuckDB connections are not shared by threads)."""
         self._check_open()
         cur = getattr(self._local, "cursor", None)
         if cur is None:
-            with self._lock:
+            with self._wlock:
                 self._check_open()
                 cur = self._con.cursor()
                 self._cursors.append(cur)
@@ -333,7 +329,7 @@ class DuckDBStore:
         """
         readings, cols, seq_sets = prepare(readings, seqs)
         received_ns = time.time_ns()
-        with self._lock:
+        with self._wlock:
             self._check_open()
             con = self._con
             try:
@@ -355,18 +351,8 @@ class DuckDBStore:
                     f"Append of {len(readings)} readings to {self.url!r} failed and was rolled "
                     f"back; nothing of it is stored: {exc}"
                 ) from exc
-            for device_id, new in new_seqs.items():
-                self._seqs.add(device_id, new)
             self._merge_stats(self._pending_stats)
-            self._appends += 1
-            if self._appends % COMPACT_EVERY == 0:
-                try:
-                    self._compact_seqs()
-                except duckdb.Error:
-                    pass  # housekeeping only; the append itself is committed
-            touched = set(cols.device_id) | set(seq_sets)
-            result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
-            return result
+            return self._committed(result, new_seqs, cols, seq_sets)
 
     def _append_locked(
         self,
@@ -483,7 +469,7 @@ class DuckDBStore:
         (1, 1)
         >>> s.close()
         """
-        with self._lock:
+        with self._wlock:
             self._check_open()
             con = self._con
             total = 0
@@ -510,7 +496,7 @@ class DuckDBStore:
         Seqs are kept, so a device's watermark does not move back.
         """
         where, params = before_where(ts_ns, device_id, "?")
-        with self._lock:
+        with self._wlock:
             self._check_open()
             con = self._con
             try:
@@ -562,19 +548,6 @@ class DuckDBStore:
         except duckdb.Error as exc:
             raise StoreError(f"Query on {self.url!r} failed: {exc}") from exc
 
-    def seq_watermark(self, device_id: str) -> int:
-        """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1)."""
-        return self._seqs.watermark(device_id)
-
-    def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
-        """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
-        with self._lock:
-            return self._seqs.gaps(device_id)
-
-    def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
-        """Conflicting readings, newest first."""
-        return [Conflict(*row) for row in self._read(*conflicts_query(device_id, limit, "?"))]
-
     def devices(self) -> list[DeviceSummary]:
         """Summaries of every device that has readings, sorted by id."""
         self._check_open()
@@ -592,7 +565,7 @@ class DuckDBStore:
     def add_alert(self, alert: Alert) -> Alert:
         """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it."""
         sql, row = insert_alert(alert, "?")
-        with self._lock:
+        with self._wlock:
             self._check_open()
             try:
                 self._con.execute(sql, row)
@@ -606,7 +579,7 @@ class DuckDBStore:
         Raises ``KeyError`` for an unknown id.
         """
         update = update_alert_query(alert_id, changes, "?")
-        with self._lock:
+        with self._wlock:
             self._check_open()
             con = self._con
             if update is not None:
@@ -625,34 +598,17 @@ class DuckDBStore:
             raise KeyError(alert_id)
         return _alert_from_row(row)
 
-    def list_alerts(
-        self,
-        device_id: str | None = None,
-        status: str | None = None,
-        kind: str | None = None,
-        since_ns: int | None = None,
-        limit: int = 100,
-    ) -> list[Alert]:
-        """Alerts, newest first (by ``start_ns``, then creation), filtered."""
-        where, params = _alert_where(device_id, status, kind, since_ns)
-        rows = self._read(
-            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts {where} "
-            f"ORDER BY start_ns DESC, created_ns DESC LIMIT {int(limit)}",
-            params,
-        )
-        return [_alert_from_row(r) for r in rows]
-
     # -- lifecycle --------------------------------------------------------------------------
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the database file."""
-        with self._lock:
+        with self._wlock:
             self._check_open()
             self._con.execute("CHECKPOINT")
 
     def close(self) -> None:
         """Checkpoint and close; safe to call twice."""
-        with self._lock:
+        with self._wlock:
             if self._closed:
                 return
             self._closed = True
@@ -670,12 +626,6 @@ class DuckDBStore:
             finally:
                 self._con.close()
                 self._release()
-
-    def __enter__(self) -> DuckDBStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"DuckDBStore({self.path!r})"

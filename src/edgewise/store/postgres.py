@@ -28,18 +28,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from edgewise.errors import StoreError
 from edgewise.store._batch import Columns, SeqTracker, classify, prepare
 from edgewise.store._sql import (
-    _ALERT_COLUMNS,
-    COMPACT_EVERY,
     DEVICE_TABLES,
+    SQLStoreMixin,
     _alert_from_row,
-    _alert_where,
     _check_step,
     _load_tracker,
     _marks_to_move,
     _range_where,
     alert_by_id,
     before_where,
-    conflicts_query,
     insert_alert,
     update_alert_query,
 )
@@ -129,7 +126,7 @@ def _refresh_device_stats(con: Any, devices: list[str] | None) -> None:
                 "WHERE device_id = ANY(%s)", [devices])
 
 
-class PostgresStore:
+class PostgresStore(SQLStoreMixin):
     """A :class:`~edgewise.store.base.Store` in PostgreSQL.
 
     Parameters
@@ -144,6 +141,8 @@ class PostgresStore:
     1
     """
 
+    _ph = "%s"
+
     def __init__(self, url: str) -> None:
         try:
             import psycopg
@@ -152,6 +151,7 @@ class PostgresStore:
                 "The PostgreSQL store needs psycopg 3: pip install 'edgewise[postgres]'"
             ) from exc
         self._psycopg = psycopg
+        self._db_error = psycopg.Error
         self._conninfo, self.schema, self.url = _split_url(url)
         self._wlock = threading.RLock()
         self._rlock = threading.RLock()
@@ -198,10 +198,6 @@ class PostgresStore:
             con.close()
             raise StoreError(f"Cannot set up PostgreSQL store {self.url!r}: {exc}") from exc
         return con
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError(f"Store {self.url!r} is closed; open it again with open_store().")
 
     def _write_con(self) -> Any:
         self._check_open()
@@ -281,17 +277,7 @@ class PostgresStore:
                     f"Append of {len(readings)} readings to {self.url!r} failed and was rolled "
                     f"back; nothing of it is stored: {exc}"
                 ) from exc
-            for device_id, new in new_seqs.items():
-                self._seqs.add(device_id, new)
-            self._appends += 1
-            if self._appends % COMPACT_EVERY == 0:
-                try:
-                    self._compact_seqs()
-                except psycopg.Error:
-                    pass  # housekeeping only; the append itself is committed
-            touched = set(cols.device_id) | set(seq_sets)
-            result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
-            return result
+            return self._committed(result, new_seqs, cols, seq_sets)
 
     def _append_tx(
         self, con: Any, readings: list[Reading], cols: Columns,
@@ -452,19 +438,6 @@ class PostgresStore:
             sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
         return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
 
-    def seq_watermark(self, device_id: str) -> int:
-        """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1)."""
-        return self._seqs.watermark(device_id)
-
-    def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
-        """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
-        with self._wlock:
-            return self._seqs.gaps(device_id)
-
-    def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
-        """Conflicting readings, newest first."""
-        return [Conflict(*row) for row in self._read(*conflicts_query(device_id, limit, "%s"))]
-
     def devices(self) -> list[DeviceSummary]:
         """Summaries of every device that has readings, sorted by id."""
         rows = self._read(
@@ -508,23 +481,6 @@ class PostgresStore:
             raise KeyError(alert_id)
         return _alert_from_row(rows[0])
 
-    def list_alerts(
-        self,
-        device_id: str | None = None,
-        status: str | None = None,
-        kind: str | None = None,
-        since_ns: int | None = None,
-        limit: int = 100,
-    ) -> list[Alert]:
-        """Alerts, newest first (by ``start_ns``, then creation), filtered."""
-        where, params = _alert_where(device_id, status, kind, since_ns, ph="%s")
-        rows = self._read(
-            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts {where} "
-            f"ORDER BY start_ns DESC, created_ns DESC LIMIT {int(limit)}",
-            params,
-        )
-        return [_alert_from_row(r) for r in rows]
-
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -541,12 +497,6 @@ class PostgresStore:
                 if con is not None:
                     con.close()
             self._writer = self._reader = None
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
