@@ -170,15 +170,19 @@ class SQLStoreMixin:
     A backend that mixes this in provides ``url``; ``_ph``, its placeholder (``?`` or
     ``%s``); ``_db_error``, its driver's base exception; ``_seqs`` (a
     :class:`~edgewise.store._batch.SeqTracker`), ``_appends`` and ``_closed``; ``_wlock``,
-    the lock that serialises writers and guards ``_seqs``; ``_read(sql, params)``, which
-    runs a query on a reader connection and turns driver errors into
-    :class:`~edgewise.errors.StoreError`; and ``_compact_seqs()``.
+    the lock that serialises writers and guards ``_seqs``; ``_bucket``, the SQL of a
+    reading's bucket start for ``query(step_ns=…)`` with ``{step}`` in it (integer division
+    is the one dialect difference there); ``_read(sql, params)``, which runs a query on a
+    reader connection and turns driver errors into :class:`~edgewise.errors.StoreError`;
+    and ``_compact_seqs()``.
     """
 
     url: str
     _ph: str
     _db_error: type[Exception]
+    _bucket: str
     _seqs: SeqTracker
+    _marks: dict[str, int]
     _appends: int
     _closed: bool
     _wlock: Any
@@ -194,6 +198,19 @@ class SQLStoreMixin:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"Store {self.url!r} is closed; open it again with open_store().")
+
+    def _load_watermarks(self, con: Any) -> None:
+        """Load the folded marks and the seqs stored above them (at open), through ``con``."""
+        self._marks = {
+            d: int(w)
+            for d, w in con.execute(
+                "SELECT device_id, max(watermark) FROM seq_marks GROUP BY device_id"
+            ).fetchall()
+        }
+        rows = con.execute(
+            "SELECT device_id, array_agg(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
+        ).fetchall()
+        _load_tracker(self._seqs, self._marks, rows)
 
     def _committed(
         self,
@@ -215,6 +232,29 @@ class SQLStoreMixin:
         touched = set(cols.device_id) | set(seq_sets)
         result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
         return result
+
+    def query(
+        self,
+        device_id: str,
+        metric: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        step_ns: int | None = None,
+    ) -> list[tuple[str, int, float]]:
+        """Rows ``(metric, ts_ns, value)`` in ``[start_ns, end_ns)``, by metric then time.
+
+        With ``step_ns`` values are averaged per bucket ``[k*step, (k+1)*step)``.
+        """
+        where, params = _range_where(device_id, metric, start_ns, end_ns, ph=self._ph)
+        if step_ns is not None:
+            step = _check_step(step_ns)
+            sql = (
+                f"SELECT metric, {self._bucket.format(step=step)} AS b, avg(value) FROM readings "
+                f"WHERE {where} GROUP BY metric, b ORDER BY metric, b"
+            )
+        else:
+            sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
+        return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
 
     def seq_watermark(self, device_id: str) -> int:
         """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1)."""

@@ -48,10 +48,7 @@ from edgewise.store._sql import (
     DEVICE_TABLES,
     SQLStoreMixin,
     _alert_from_row,
-    _check_step,
-    _load_tracker,
     _marks_to_move,
-    _range_where,
     alert_by_id,
     before_where,
     insert_alert,
@@ -166,6 +163,9 @@ class DuckDBStore(SQLStoreMixin):
 
     _ph = "?"
     _db_error = duckdb.Error
+    # DuckDB's // on integers truncates toward zero, so before 1970 (negative ts_ns) a
+    # bucket is not [k*step, (k+1)*step) as it is in Postgres; kept as it is for now.
+    _bucket = "(ts_ns // {step}) * {step}"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
@@ -204,7 +204,7 @@ class DuckDBStore(SQLStoreMixin):
         try:
             self._create_schema()
             self._load_stats()
-            self._load_watermarks()
+            self._load_watermarks(self._con)
             self._compact_seqs()
         except BaseException:
             self._con.close()
@@ -262,17 +262,6 @@ class DuckDBStore(SQLStoreMixin):
                     st[1] = min(st[1], int(lo))
                     st[2] = max(st[2], int(hi))
                     st[3].update(ms)
-
-    def _load_watermarks(self) -> None:
-        self._marks = {
-            d: int(w) for d, w in self._con.execute(
-                "SELECT device_id, max(watermark) FROM seq_marks GROUP BY device_id"
-            ).fetchall()
-        }
-        rows = self._con.execute(
-            "SELECT device_id, list(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
-        ).fetchall()
-        _load_tracker(self._seqs, self._marks, rows)
 
     def _compact_seqs(self) -> None:
         """Fold each device's stored seqs 1..watermark into one seq_marks row (one transaction).
@@ -516,30 +505,6 @@ class DuckDBStore(SQLStoreMixin):
             return n
 
     # -- reads ------------------------------------------------------------------------------
-
-    def query(
-        self,
-        device_id: str,
-        metric: str | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        step_ns: int | None = None,
-    ) -> list[tuple[str, int, float]]:
-        """Rows ``(metric, ts_ns, value)`` in ``[start_ns, end_ns)``, by metric then time.
-
-        With ``step_ns`` values are averaged per bucket ``[k*step, (k+1)*step)``.
-        """
-        where, params = _range_where(device_id, metric, start_ns, end_ns)
-        if step_ns is not None:
-            step = _check_step(step_ns)
-            sql = (
-                f"SELECT metric, (ts_ns // {step}) * {step} AS b, avg(value) FROM readings "
-                f"WHERE {where} GROUP BY metric, b ORDER BY metric, b"
-            )
-        else:
-            sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
-        rows = self._read(sql, params)
-        return [(m, int(t), float(v)) for m, t, v in rows]
 
     def _read(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         cur = self._reader()

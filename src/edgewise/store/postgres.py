@@ -31,10 +31,7 @@ from edgewise.store._sql import (
     DEVICE_TABLES,
     SQLStoreMixin,
     _alert_from_row,
-    _check_step,
-    _load_tracker,
     _marks_to_move,
-    _range_where,
     alert_by_id,
     before_where,
     insert_alert,
@@ -142,6 +139,9 @@ class PostgresStore(SQLStoreMixin):
     """
 
     _ph = "%s"
+    # bigint / bigint truncates toward zero; floor over numeric keeps buckets
+    # [k*step, (k+1)*step) for negative ts_ns too
+    _bucket = "floor(ts_ns::numeric / {step})::bigint * {step}"
 
     def __init__(self, url: str) -> None:
         try:
@@ -162,7 +162,7 @@ class PostgresStore(SQLStoreMixin):
         self._marks: dict[str, int] = {}
         self._appends = 0
         self._writer = self._connect(create=True)
-        self._load_watermarks()
+        self._load_watermarks(self._writer)
         self._compact_seqs()
 
     # -- connections ------------------------------------------------------------------------
@@ -224,15 +224,6 @@ class PostgresStore(SQLStoreMixin):
                 return con.execute(sql, params).fetchall()
             except self._psycopg.Error as exc:
                 raise StoreError(f"Query on {self.url!r} failed: {exc}") from exc
-
-    def _load_watermarks(self) -> None:
-        con = self._writer
-        self._marks = {d: int(w) for d, w in con.execute(
-            "SELECT device_id, watermark FROM seq_marks").fetchall()}
-        rows = con.execute(
-            "SELECT device_id, array_agg(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
-        ).fetchall()
-        _load_tracker(self._seqs, self._marks, rows)
 
     def _compact_seqs(self) -> None:
         """Fold each device's seqs 1..watermark into its seq_marks row (one transaction)."""
@@ -417,26 +408,6 @@ class PostgresStore(SQLStoreMixin):
         return sum(int(n) for _, n in rows)
 
     # -- reads ------------------------------------------------------------------------------
-
-    def query(
-        self,
-        device_id: str,
-        metric: str | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        step_ns: int | None = None,
-    ) -> list[tuple[str, int, float]]:
-        """Rows ``(metric, ts_ns, value)`` in ``[start_ns, end_ns)``, by metric then time."""
-        where, params = _range_where(device_id, metric, start_ns, end_ns, ph="%s")
-        if step_ns is not None:
-            step = _check_step(step_ns)
-            sql = (
-                f"SELECT metric, floor(ts_ns::numeric / {step})::bigint * {step} AS b, "
-                f"avg(value) FROM readings WHERE {where} GROUP BY metric, b ORDER BY metric, b"
-            )
-        else:
-            sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
-        return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
 
     def devices(self) -> list[DeviceSummary]:
         """Summaries of every device that has readings, sorted by id."""
