@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from edgewise.errors import StoreError
-from edgewise.store._batch import Columns, SeqTracker
+from edgewise.store._batch import Columns, SeqTracker, prepare
 from edgewise.store.base import Alert, AppendResult, Conflict
+from edgewise.telemetry import Reading
 
 #: Fold stored seqs below the watermark into seq_marks every this many appends.
 COMPACT_EVERY = 256
@@ -174,7 +175,8 @@ class SQLStoreMixin:
     reading's bucket start for ``query(step_ns=…)`` with ``{step}`` in it (integer division
     is the one dialect difference there); ``_read(sql, params)``, which runs a query on a
     reader connection and turns driver errors into :class:`~edgewise.errors.StoreError`;
-    and ``_compact_seqs()``.
+    ``_append_tx(readings, cols, seq_sets, received_ns)``, which runs one append's
+    transaction and returns its result and the seqs it stored; and ``_compact_seqs()``.
     """
 
     url: str
@@ -192,6 +194,14 @@ class SQLStoreMixin:
         def _read(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]: ...
 
         def _compact_seqs(self) -> None: ...
+
+        def _append_tx(
+            self,
+            readings: list[Reading],
+            cols: Columns,
+            seq_sets: dict[str, set[int]],
+            received_ns: int,
+        ) -> tuple[AppendResult, dict[str, set[int]]]: ...
 
         def close(self) -> None: ...
 
@@ -212,6 +222,26 @@ class SQLStoreMixin:
         ).fetchall()
         _load_tracker(self._seqs, self._marks, rows)
 
+    def append(
+        self, readings: Sequence[Reading], seqs: Mapping[str, Iterable[int]] | None = None
+    ) -> AppendResult:
+        """Store readings and the message seqs they came with, in one transaction.
+
+        Returns what was stored, what was a duplicate and what a conflict, and the seq
+        watermark of every device that was touched.
+        """
+        readings, cols, seq_sets = prepare(readings, seqs)
+        received_ns = time.time_ns()
+        with self._wlock:
+            try:
+                result, new_seqs = self._append_tx(readings, cols, seq_sets, received_ns)
+            except self._db_error as exc:
+                raise StoreError(
+                    f"Append of {len(readings)} readings to {self.url!r} failed and was rolled "
+                    f"back; nothing of it is stored: {exc}"
+                ) from exc
+            return self._committed(result, new_seqs, cols, seq_sets)
+
     def _committed(
         self,
         result: AppendResult,
@@ -219,8 +249,8 @@ class SQLStoreMixin:
         cols: Columns,
         seq_sets: Mapping[str, set[int]],
     ) -> AppendResult:
-        """After an append committed (call with ``_wlock`` held): advance the watermarks,
-        compact the seqs every ``COMPACT_EVERY`` appends, and fill ``result.watermarks``."""
+        """After an append committed (with ``_wlock`` held): advance the watermarks, compact
+        the seqs every ``COMPACT_EVERY`` appends, and fill ``result.watermarks``."""
         for device_id, new in new_seqs.items():
             self._seqs.add(device_id, new)
         self._appends += 1

@@ -31,8 +31,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from edgewise.errors import StoreCorruptError, StoreError
-from edgewise.store._batch import Columns, SeqTracker, classify, prepare
+from edgewise.store._batch import Columns, SeqTracker, classify
 from edgewise.store._sql import (
     DEVICE_TABLES,
     SQLStoreMixin,
@@ -308,40 +306,29 @@ class DuckDBStore(SQLStoreMixin):
 
     # -- writes -----------------------------------------------------------------------------
 
-    def append(
-        self, readings: Sequence[Reading], seqs: Mapping[str, Iterable[int]] | None = None
-    ) -> AppendResult:
-        """Store readings and the message seqs they came with, in one transaction.
-
-        Returns what was stored, what was a duplicate and what a conflict, and the seq
-        watermark of every device that was touched.
-        """
-        readings, cols, seq_sets = prepare(readings, seqs)
-        received_ns = time.time_ns()
-        with self._wlock:
-            self._check_open()
-            con = self._con
+    def _append_tx(
+        self,
+        readings: list[Reading],
+        cols: Columns,
+        seq_sets: dict[str, set[int]],
+        received_ns: int,
+    ) -> tuple[AppendResult, dict[str, set[int]]]:
+        """One append's transaction (``append`` holds ``_wlock``); rolled back on any error."""
+        self._check_open()
+        con = self._con
+        con.execute("BEGIN")
+        try:
+            self._pending_stats = []
+            out = self._append_locked(con, readings, cols, seq_sets, received_ns)
+            con.execute("COMMIT")
+        except BaseException:
             try:
-                con.execute("BEGIN")
-                try:
-                    self._pending_stats = []
-                    result, new_seqs = self._append_locked(
-                        con, readings, cols, seq_sets, received_ns
-                    )
-                    con.execute("COMMIT")
-                except BaseException:
-                    try:
-                        con.execute("ROLLBACK")
-                    except duckdb.Error:
-                        pass
-                    raise
-            except duckdb.Error as exc:
-                raise StoreError(
-                    f"Append of {len(readings)} readings to {self.url!r} failed and was rolled "
-                    f"back; nothing of it is stored: {exc}"
-                ) from exc
-            self._merge_stats(self._pending_stats)
-            return self._committed(result, new_seqs, cols, seq_sets)
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise
+        self._merge_stats(self._pending_stats)
+        return out
 
     def _append_locked(
         self,

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import re
 import threading
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edgewise.errors import StoreError
-from edgewise.store._batch import Columns, SeqTracker, classify, prepare
+from edgewise.store._batch import Columns, SeqTracker, classify
 from edgewise.store._sql import (
     DEVICE_TABLES,
     SQLStoreMixin,
@@ -249,28 +248,19 @@ class PostgresStore(SQLStoreMixin):
 
     # -- writes -----------------------------------------------------------------------------
 
-    def append(
-        self, readings: Sequence[Reading], seqs: Mapping[str, Iterable[int]] | None = None
-    ) -> AppendResult:
-        """Store readings and the message seqs they came with, in one transaction."""
-        readings, cols, seq_sets = prepare(readings, seqs)
-        received_ns = time.time_ns()
-        psycopg = self._psycopg
-        with self._wlock:
-            con = self._write_con()
-            try:
-                with con.transaction():
-                    result, new_seqs = self._append_tx(
-                        con, readings, cols, seq_sets, received_ns
-                    )
-            except psycopg.Error as exc:
-                raise StoreError(
-                    f"Append of {len(readings)} readings to {self.url!r} failed and was rolled "
-                    f"back; nothing of it is stored: {exc}"
-                ) from exc
-            return self._committed(result, new_seqs, cols, seq_sets)
-
     def _append_tx(
+        self,
+        readings: list[Reading],
+        cols: Columns,
+        seq_sets: dict[str, set[int]],
+        received_ns: int,
+    ) -> tuple[AppendResult, dict[str, set[int]]]:
+        """One append's transaction (``append`` holds ``_wlock``); rolled back on any error."""
+        con = self._write_con()
+        with con.transaction():
+            return self._append_locked(con, readings, cols, seq_sets, received_ns)
+
+    def _append_locked(
         self, con: Any, readings: list[Reading], cols: Columns,
         seq_sets: dict[str, set[int]], received_ns: int,
     ) -> tuple[AppendResult, dict[str, set[int]]]:
