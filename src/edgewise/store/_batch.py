@@ -14,6 +14,7 @@ backends' counts identical, which the contract suite checks.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from edgewise.telemetry import Reading
 __all__ = [
     "Classified",
     "Columns",
+    "Prepared",
     "SeqTracker",
     "check_readings",
     "classify",
@@ -158,17 +160,25 @@ def normalise_seqs(seqs: Mapping[str, Iterable[int]] | None) -> dict[str, set[in
     return out
 
 
-def prepare(
-    readings: Iterable[Reading], seqs: Mapping[str, Iterable[int]] | None
-) -> tuple[list[Reading], Columns, dict[str, set[int]]]:
+@dataclass(slots=True)
+class Prepared:
+    """One ``append`` call, checked and ready for a backend's transaction."""
+
+    readings: list[Reading]
+    cols: Columns
+    seq_sets: dict[str, set[int]]
+    received_ns: int
+
+
+def prepare(readings: Iterable[Reading], seqs: Mapping[str, Iterable[int]] | None) -> Prepared:
     """Check an ``append`` call's arguments and build its columns, before any storage.
 
-    Returns the readings as a list, their columns, and the seqs per device: the ``seqs``
-    argument together with the seqs the readings carry themselves (a reading's seq counts
-    too). Raises :class:`StoreError` for anything that cannot be stored.
+    Gives the readings as a list, their columns, the seqs per device (the ``seqs`` argument
+    together with the seqs the readings carry themselves: a reading's seq counts too) and
+    the time it was received. Raises :class:`StoreError` for anything that cannot be stored.
 
-    >>> rs, cols, seq_sets = prepare([Reading("d", "t", 1, 1.0, seq=2)], {"d": [1]})
-    >>> len(rs), cols.unique_keys, seq_sets
+    >>> p = prepare([Reading("d", "t", 1, 1.0, seq=2)], {"d": [1]})
+    >>> len(p.readings), p.cols.unique_keys, p.seq_sets
     (1, True, {'d': {1, 2}})
     """
     readings = list(readings)
@@ -177,7 +187,7 @@ def prepare(
     cols = Columns.of(readings)
     for device_id, own in cols.seqs_by_device().items():
         seq_sets.setdefault(device_id, set()).update(own)
-    return readings, cols, seq_sets
+    return Prepared(readings, cols, seq_sets, time.time_ns())
 
 
 def classify(

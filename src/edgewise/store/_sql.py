@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from edgewise.errors import StoreError
-from edgewise.store._batch import Columns, SeqTracker, prepare
+from edgewise.store._batch import Prepared, SeqTracker, prepare
 from edgewise.store.base import Alert, AppendResult, Conflict
 from edgewise.telemetry import Reading
 
@@ -175,8 +175,8 @@ class SQLStoreMixin:
     reading's bucket start for ``query(step_ns=…)`` with ``{step}`` in it (integer division
     is the one dialect difference there); ``_read(sql, params)``, which runs a query on a
     reader connection and turns driver errors into :class:`~edgewise.errors.StoreError`;
-    ``_append_tx(readings, cols, seq_sets, received_ns)``, which runs one append's
-    transaction and returns its result and the seqs it stored; and ``_compact_seqs()``.
+    ``_append_tx(prepared)``, which runs one append's transaction and returns its result
+    and the seqs it stored; and ``_compact_seqs()``.
     """
 
     url: str
@@ -195,13 +195,7 @@ class SQLStoreMixin:
 
         def _compact_seqs(self) -> None: ...
 
-        def _append_tx(
-            self,
-            readings: list[Reading],
-            cols: Columns,
-            seq_sets: dict[str, set[int]],
-            received_ns: int,
-        ) -> tuple[AppendResult, dict[str, set[int]]]: ...
+        def _append_tx(self, p: Prepared) -> tuple[AppendResult, dict[str, set[int]]]: ...
 
         def close(self) -> None: ...
 
@@ -230,24 +224,19 @@ class SQLStoreMixin:
         Returns what was stored, what was a duplicate and what a conflict, and the seq
         watermark of every device that was touched.
         """
-        readings, cols, seq_sets = prepare(readings, seqs)
-        received_ns = time.time_ns()
+        p = prepare(readings, seqs)
         with self._wlock:
             try:
-                result, new_seqs = self._append_tx(readings, cols, seq_sets, received_ns)
+                result, new_seqs = self._append_tx(p)
             except self._db_error as exc:
                 raise StoreError(
-                    f"Append of {len(readings)} readings to {self.url!r} failed and was rolled "
+                    f"Append of {len(p.readings)} readings to {self.url!r} failed and was rolled "
                     f"back; nothing of it is stored: {exc}"
                 ) from exc
-            return self._committed(result, new_seqs, cols, seq_sets)
+            return self._committed(result, new_seqs, p)
 
     def _committed(
-        self,
-        result: AppendResult,
-        new_seqs: Mapping[str, set[int]],
-        cols: Columns,
-        seq_sets: Mapping[str, set[int]],
+        self, result: AppendResult, new_seqs: Mapping[str, set[int]], p: Prepared
     ) -> AppendResult:
         """After an append committed (with ``_wlock`` held): advance the watermarks, compact
         the seqs every ``COMPACT_EVERY`` appends, and fill ``result.watermarks``."""
@@ -259,7 +248,7 @@ class SQLStoreMixin:
                 self._compact_seqs()
             except self._db_error:
                 pass  # housekeeping only; the append itself is committed
-        touched = set(cols.device_id) | set(seq_sets)
+        touched = set(p.cols.device_id) | set(p.seq_sets)
         result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
         return result
 

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from edgewise.errors import StoreCorruptError, StoreError
-from edgewise.store._batch import Columns, SeqTracker, classify
+from edgewise.store._batch import Columns, Prepared, SeqTracker, classify
 from edgewise.store._sql import (
     DEVICE_TABLES,
     SQLStoreMixin,
@@ -306,20 +306,15 @@ class DuckDBStore(SQLStoreMixin):
 
     # -- writes -----------------------------------------------------------------------------
 
-    def _append_tx(
-        self,
-        readings: list[Reading],
-        cols: Columns,
-        seq_sets: dict[str, set[int]],
-        received_ns: int,
-    ) -> tuple[AppendResult, dict[str, set[int]]]:
-        """One append's transaction (``append`` holds ``_wlock``); rolled back on any error."""
+    def _append_tx(self, p: Prepared) -> tuple[AppendResult, dict[str, set[int]]]:
+        """Run one append (``append`` holds ``_wlock``) between BEGIN and COMMIT on the one
+        connection, rolling back on any error; then merge the in-memory device stats."""
         self._check_open()
         con = self._con
         con.execute("BEGIN")
         try:
             self._pending_stats = []
-            out = self._append_locked(con, readings, cols, seq_sets, received_ns)
+            out = self._append_locked(con, p.readings, p.cols, p.seq_sets, p.received_ns)
             con.execute("COMMIT")
         except BaseException:
             try:

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edgewise.errors import StoreError
-from edgewise.store._batch import Columns, SeqTracker, classify
+from edgewise.store._batch import Columns, Prepared, SeqTracker, classify
 from edgewise.store._sql import (
     DEVICE_TABLES,
     SQLStoreMixin,
@@ -248,17 +248,12 @@ class PostgresStore(SQLStoreMixin):
 
     # -- writes -----------------------------------------------------------------------------
 
-    def _append_tx(
-        self,
-        readings: list[Reading],
-        cols: Columns,
-        seq_sets: dict[str, set[int]],
-        received_ns: int,
-    ) -> tuple[AppendResult, dict[str, set[int]]]:
-        """One append's transaction (``append`` holds ``_wlock``); rolled back on any error."""
+    def _append_tx(self, p: Prepared) -> tuple[AppendResult, dict[str, set[int]]]:
+        """Run one append (``append`` holds ``_wlock``) in a transaction on the writer
+        connection, which is reopened first if it broke."""
         con = self._write_con()
         with con.transaction():
-            return self._append_locked(con, readings, cols, seq_sets, received_ns)
+            return self._append_locked(con, p.readings, p.cols, p.seq_sets, p.received_ns)
 
     def _append_locked(
         self, con: Any, readings: list[Reading], cols: Columns,
