@@ -275,6 +275,13 @@ class SQLStoreMixin:
             sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
         return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
 
+    def _alert_on(self, con: Any, alert_id: str) -> Alert:
+        """One alert by id, read through ``con``; ``KeyError`` if unknown."""
+        row = con.execute(alert_by_id(self._ph), [alert_id]).fetchone()
+        if row is None:
+            raise KeyError(alert_id)
+        return _alert_from_row(row)
+
     def seq_watermark(self, device_id: str) -> int:
         """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1)."""
         return self._seqs.watermark(device_id)

@@ -45,9 +45,7 @@ from edgewise.store._batch import Columns, Prepared, SeqTracker, classify
 from edgewise.store._sql import (
     DEVICE_TABLES,
     SQLStoreMixin,
-    _alert_from_row,
     _marks_to_move,
-    alert_by_id,
     before_where,
     insert_alert,
     update_alert_query,
@@ -533,17 +531,11 @@ class DuckDBStore(SQLStoreMixin):
                 row = con.execute(*update).fetchone()
                 if not row or int(row[0]) == 0:
                     raise KeyError(alert_id)
-            return self._get_alert(con, alert_id)
+            return self._alert_on(con, alert_id)
 
     def get_alert(self, alert_id: str) -> Alert:
         """One alert by id; ``KeyError`` if unknown."""
-        return self._get_alert(self._reader(), alert_id)
-
-    def _get_alert(self, con: duckdb.DuckDBPyConnection, alert_id: str) -> Alert:
-        row = con.execute(alert_by_id("?"), [alert_id]).fetchone()
-        if row is None:
-            raise KeyError(alert_id)
-        return _alert_from_row(row)
+        return self._alert_on(self._reader(), alert_id)
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -425,10 +425,7 @@ class PostgresStore(SQLStoreMixin):
             if n == 0:
                 raise KeyError(alert_id)
         with self._wlock:
-            row = self._write_con().execute(alert_by_id("%s"), [alert_id]).fetchone()
-        if row is None:
-            raise KeyError(alert_id)
-        return _alert_from_row(row)
+            return self._alert_on(self._write_con(), alert_id)
 
     def get_alert(self, alert_id: str) -> Alert:
         """One alert by id; ``KeyError`` if unknown."""
