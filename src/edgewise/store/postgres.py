@@ -198,23 +198,22 @@ class PostgresStore(SQLStoreMixin):
             raise StoreError(f"Cannot set up PostgreSQL store {self.url!r}: {exc}") from exc
         return con
 
-    def _write_con(self) -> Any:
+    def _live(self, attr: str) -> Any:
+        """The connection in ``self.<attr>``, reopened first if it is missing, closed or broken."""
         self._check_open()
-        if self._writer is None or self._writer.closed or self._writer.broken:
-            if self._writer is not None:
-                self._writer.close()
-            self._writer = None
-            self._writer = self._connect()
-        return self._writer
+        con = getattr(self, attr)
+        if con is None or con.closed or con.broken:
+            if con is not None:
+                con.close()
+            setattr(self, attr, None)  # stays None if reconnecting fails
+            setattr(self, attr, self._connect())
+        return getattr(self, attr)
+
+    def _write_con(self) -> Any:
+        return self._live("_writer")
 
     def _read_con(self) -> Any:
-        self._check_open()
-        if self._reader is None or self._reader.closed or self._reader.broken:
-            if self._reader is not None:
-                self._reader.close()
-            self._reader = None
-            self._reader = self._connect()
-        return self._reader
+        return self._live("_reader")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._rlock:
