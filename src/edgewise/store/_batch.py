@@ -15,7 +15,7 @@ backends' counts identical, which the contract suite checks.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edgewise.errors import StoreError
@@ -29,6 +29,7 @@ __all__ = [
     "SeqTracker",
     "check_readings",
     "classify",
+    "classify_batch",
     "normalise_seqs",
     "prepare",
 ]
@@ -231,6 +232,31 @@ def classify(
             Conflict(r.device_id, r.metric, r.ts_ns, stored, value, r.seq, received_ns)
         )
     return out
+
+
+def classify_batch(
+    readings: Sequence[Reading],
+    existing: Mapping[Key, float],
+    received_ns: int,
+    unique_keys: bool,
+    known_conflicts: Callable[[list[Conflict]], set[tuple[str, str, int, float]]],
+) -> Classified:
+    """:func:`classify` a batch, asking storage about recorded conflicts only when needed.
+
+    The first pass assumes no conflict is recorded yet; only if it finds conflicts is
+    ``known_conflicts`` called (one query) with them, and the batch classified again so
+    that a re-delivered conflicting reading counts as a duplicate.
+
+    >>> rs = [Reading("d", "t", 1, 2.0)]
+    >>> classify_batch(rs, {("d", "t", 1): 1.0}, 0, True, lambda cs: {("d", "t", 1, 2.0)})
+    Classified(new=[], duplicates=1, conflicts=[])
+    """
+    c = classify(readings, existing, set(), received_ns, unique_keys)
+    if c.conflicts:
+        known = known_conflicts(c.conflicts)
+        if known:
+            c = classify(readings, existing, known, received_ns)
+    return c
 
 
 class SeqTracker:

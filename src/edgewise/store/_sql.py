@@ -119,6 +119,15 @@ def conflicts_query(device_id: str | None, limit: int, ph: str) -> tuple[str, li
     return sql, params
 
 
+def insert_conflicts(conflicts: Iterable[Conflict], ph: str) -> tuple[str, list[list[Any]]]:
+    """SQL and rows (for ``executemany``) recording new conflicts."""
+    rows = [
+        [x.device_id, x.metric, x.ts_ns, x.stored_value, x.new_value, x.seq, x.received_ns]
+        for x in conflicts
+    ]
+    return f"INSERT INTO conflicts VALUES ({', '.join([ph] * 7)})", rows
+
+
 def before_where(ts_ns: int, device_id: str | None, ph: str) -> tuple[str, list[Any]]:
     """WHERE clause (without the keyword) and parameters for retention: rows older than ``ts_ns``.
 

@@ -33,6 +33,7 @@ import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,14 @@ import numpy as np
 import pandas as pd
 
 from edgewise.errors import StoreCorruptError, StoreError
-from edgewise.store._batch import Columns, Prepared, SeqTracker, classify
+from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
     DEVICE_TABLES,
     SQLStoreMixin,
     _marks_to_move,
     before_where,
     insert_alert,
+    insert_conflicts,
     update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
@@ -359,11 +361,10 @@ class DuckDBStore(SQLStoreMixin):
             finally:
                 con.unregister("_ew_batch")
             existing = {(d, m, t): v for d, m, t, v in rows}
-            c = classify(readings, existing, set(), received_ns, cols.unique_keys)
-            if c.conflicts:
-                known = self._known_conflicts(con, c.conflicts)
-                if known:
-                    c = classify(readings, existing, known, received_ns)
+            c = classify_batch(
+                readings, existing, received_ns, cols.unique_keys,
+                partial(self._known_conflicts, con),
+            )
             if c.new:
                 new = batch if len(c.new) == n else batch.iloc[c.new]
                 con.register("_ew_new", new)
@@ -378,14 +379,7 @@ class DuckDBStore(SQLStoreMixin):
                 finally:
                     con.unregister("_ew_new")
             if c.conflicts:
-                con.executemany(
-                    "INSERT INTO conflicts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        [x.device_id, x.metric, x.ts_ns, x.stored_value, x.new_value, x.seq,
-                         x.received_ns]
-                        for x in c.conflicts
-                    ],
-                )
+                con.executemany(*insert_conflicts(c.conflicts, "?"))
             result.stored = len(c.new)
             result.duplicates = c.duplicates
             result.conflicts = len(c.conflicts)

@@ -21,11 +21,12 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edgewise.errors import StoreError
-from edgewise.store._batch import Columns, Prepared, SeqTracker, classify
+from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
     DEVICE_TABLES,
     SQLStoreMixin,
@@ -34,6 +35,7 @@ from edgewise.store._sql import (
     alert_by_id,
     before_where,
     insert_alert,
+    insert_conflicts,
     update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
@@ -299,17 +301,12 @@ class PostgresStore(SQLStoreMixin):
                 missing = set(first) - {(d, m, int(t)) for d, m, t in inserted}
                 existing = self._values(cur, list(missing))
                 # a key neither inserted nor found was deleted concurrently; count it stored
-            c = classify(readings, existing, set(), received_ns, cols.unique_keys)
+            c = classify_batch(
+                readings, existing, received_ns, cols.unique_keys,
+                partial(self._known_conflicts, cur),
+            )
             if c.conflicts:
-                known = self._known_conflicts(cur, c.conflicts)
-                if known:
-                    c = classify(readings, existing, known, received_ns)
-            if c.conflicts:
-                cur.executemany(
-                    "INSERT INTO conflicts VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    [(x.device_id, x.metric, x.ts_ns, x.stored_value, x.new_value, x.seq,
-                      x.received_ns) for x in c.conflicts],
-                )
+                cur.executemany(*insert_conflicts(c.conflicts, "%s"))
             result.stored = len(inserted)
             result.duplicates = c.duplicates + (len(c.new) - len(inserted))
             result.conflicts = len(c.conflicts)
