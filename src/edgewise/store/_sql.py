@@ -120,7 +120,14 @@ def conflicts_query(device_id: str | None, limit: int, ph: str) -> tuple[str, li
 
 
 def insert_conflicts(conflicts: Iterable[Conflict], ph: str) -> tuple[str, list[list[Any]]]:
-    """SQL and rows (for ``executemany``) recording new conflicts."""
+    """SQL and rows (for ``executemany``) recording new conflicts.
+
+    >>> sql, rows = insert_conflicts([Conflict("d", "t", 1, 1.0, 2.0, None, 9)], "%s")
+    >>> sql
+    'INSERT INTO conflicts VALUES (%s, %s, %s, %s, %s, %s, %s)'
+    >>> rows
+    [['d', 't', 1, 1.0, 2.0, None, 9]]
+    """
     rows = [
         [x.device_id, x.metric, x.ts_ns, x.stored_value, x.new_value, x.seq, x.received_ns]
         for x in conflicts
@@ -139,12 +146,21 @@ def before_where(ts_ns: int, device_id: str | None, ph: str) -> tuple[str, list[
 
 
 def alert_by_id(ph: str) -> str:
-    """SQL selecting one alert's columns by id (one parameter)."""
+    """SQL selecting one alert's columns by id (one parameter).
+
+    >>> alert_by_id("?").endswith("FROM alerts WHERE id = ?")
+    True
+    """
     return f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = {ph}"
 
 
 def insert_alert(alert: Alert, ph: str) -> tuple[str, list[Any]]:
-    """Check a new alert, fill its ``id`` (when empty) and ``created_ns``; SQL and row to insert."""
+    """Check a new alert, fill its ``id`` (when empty) and ``created_ns``; SQL and row to insert.
+
+    >>> sql, row = insert_alert(Alert("d", 1, 2, 0.5, id="a1", created_ns=5), "?")
+    >>> sql.count("?"), row[:3]
+    (14, ['a1', 'd', 1])
+    """
     _check_alert_fields(alert.status, alert.label)
     alert.id = alert.id or uuid.uuid4().hex
     alert.created_ns = alert.created_ns or time.time_ns()

@@ -361,10 +361,8 @@ class DuckDBStore(SQLStoreMixin):
             finally:
                 con.unregister("_ew_batch")
             existing = {(d, m, t): v for d, m, t, v in rows}
-            c = classify_batch(
-                readings, existing, received_ns, cols.unique_keys,
-                partial(self._known_conflicts, con),
-            )
+            lookup = partial(self._known_conflicts, con)
+            c = classify_batch(readings, existing, received_ns, cols.unique_keys, lookup)
             if c.new:
                 new = batch if len(c.new) == n else batch.iloc[c.new]
                 con.register("_ew_new", new)

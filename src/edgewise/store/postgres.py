@@ -301,10 +301,8 @@ class PostgresStore(SQLStoreMixin):
                 missing = set(first) - {(d, m, int(t)) for d, m, t in inserted}
                 existing = self._values(cur, list(missing))
                 # a key neither inserted nor found was deleted concurrently; count it stored
-            c = classify_batch(
-                readings, existing, received_ns, cols.unique_keys,
-                partial(self._known_conflicts, cur),
-            )
+            lookup = partial(self._known_conflicts, cur)
+            c = classify_batch(readings, existing, received_ns, cols.unique_keys, lookup)
             if c.conflicts:
                 cur.executemany(*insert_conflicts(c.conflicts, "%s"))
             result.stored = len(inserted)
@@ -361,8 +359,10 @@ class PostgresStore(SQLStoreMixin):
         """Delete all of a device's readings, seqs, conflicts and alerts; return rows deleted."""
         counts = self._write(
             f"Deleting device {device_id!r}",
-            [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
-             for t in (*DEVICE_TABLES, "device_stats", "device_metrics")],
+            [
+                (f"DELETE FROM {t} WHERE device_id = %s", [device_id])
+                for t in (*DEVICE_TABLES, "device_stats", "device_metrics")
+            ],
         )[: len(DEVICE_TABLES)]  # the device_stats rows are not stored rows
         with self._wlock:
             self._seqs.forget(device_id)
