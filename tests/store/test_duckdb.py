@@ -192,7 +192,7 @@ def test_seqs_are_folded_into_marks(tmp_path: Path) -> None:
     """Check that stored seqs below the watermark are folded away, so the table stays small."""
     import duckdb
 
-    from edgewise.store import duckdb as store_mod
+    from edgewise.store import _sql as store_mod  # COMPACT_EVERY lives there
 
     path = tmp_path / "ew.duckdb"
     store = DuckDBStore(path)

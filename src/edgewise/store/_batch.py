@@ -14,7 +14,8 @@ backends' counts identical, which the contract suite checks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edgewise.errors import StoreError
@@ -24,10 +25,13 @@ from edgewise.telemetry import Reading
 __all__ = [
     "Classified",
     "Columns",
+    "Prepared",
     "SeqTracker",
     "check_readings",
     "classify",
+    "classify_batch",
     "normalise_seqs",
+    "prepare",
 ]
 
 Key = tuple[str, str, int]
@@ -157,6 +161,36 @@ def normalise_seqs(seqs: Mapping[str, Iterable[int]] | None) -> dict[str, set[in
     return out
 
 
+@dataclass(slots=True)
+class Prepared:
+    """One ``append`` call, checked and ready for a backend's transaction."""
+
+    readings: list[Reading]
+    cols: Columns
+    seq_sets: dict[str, set[int]]
+    received_ns: int
+
+
+def prepare(readings: Iterable[Reading], seqs: Mapping[str, Iterable[int]] | None) -> Prepared:
+    """Check an ``append`` call's arguments and build its columns, before any storage.
+
+    Gives the readings as a list, their columns, the seqs per device (the ``seqs`` argument
+    together with the seqs the readings carry themselves: a reading's seq counts too) and
+    the time it was received. Raises :class:`StoreError` for anything that cannot be stored.
+
+    >>> p = prepare([Reading("d", "t", 1, 1.0, seq=2)], {"d": [1]})
+    >>> len(p.readings), p.cols.unique_keys, p.seq_sets
+    (1, True, {'d': {1, 2}})
+    """
+    readings = list(readings)
+    check_readings(readings)
+    seq_sets = normalise_seqs(seqs)
+    cols = Columns.of(readings)
+    for device_id, own in cols.seqs_by_device().items():
+        seq_sets.setdefault(device_id, set()).update(own)
+    return Prepared(readings, cols, seq_sets, time.time_ns())
+
+
 def classify(
     readings: Sequence[Reading],
     existing: Mapping[Key, float],
@@ -200,6 +234,31 @@ def classify(
     return out
 
 
+def classify_batch(
+    readings: Sequence[Reading],
+    existing: Mapping[Key, float],
+    received_ns: int,
+    unique_keys: bool,
+    known_conflicts: Callable[[list[Conflict]], set[tuple[str, str, int, float]]],
+) -> Classified:
+    """:func:`classify` a batch, asking storage about recorded conflicts only when needed.
+
+    The first pass assumes no conflict is recorded yet; only if it finds conflicts is
+    ``known_conflicts`` called (one query) with them, and the batch classified again so
+    that a re-delivered conflicting reading counts as a duplicate.
+
+    >>> rs = [Reading("d", "t", 1, 2.0)]
+    >>> classify_batch(rs, {("d", "t", 1): 1.0}, 0, True, lambda cs: {("d", "t", 1, 2.0)})
+    Classified(new=[], duplicates=1, conflicts=[])
+    """
+    c = classify(readings, existing, set(), received_ns, unique_keys)
+    if c.conflicts:
+        known = known_conflicts(c.conflicts)
+        if known:
+            c = classify(readings, existing, known, received_ns)
+    return c
+
+
 class SeqTracker:
     """Per-device seq watermark and the stored seqs above it, kept in memory.
 
@@ -225,6 +284,20 @@ class SeqTracker:
         wm = self._wm.get(device_id, 0)
         above = self._above.get(device_id, ())
         return {s for s in seqs if s > wm and s not in above}
+
+    def fresh(self, seq_sets: Mapping[str, set[int]]) -> dict[str, set[int]]:
+        """Per device, the seqs of ``seq_sets`` not stored yet (devices with none left out).
+
+        >>> t = SeqTracker(); t.add("d", {1, 2})
+        >>> t.fresh({"d": {2, 3}, "e": set()})
+        {'d': {3}}
+        """
+        out: dict[str, set[int]] = {}
+        for device_id, values in seq_sets.items():
+            new = self.new_seqs(device_id, values)
+            if new:
+                out[device_id] = new
+        return out
 
     def add(self, device_id: str, seqs: Iterable[int]) -> None:
         """Record committed seqs and advance the watermark."""

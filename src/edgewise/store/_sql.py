@@ -1,16 +1,21 @@
 """SQL that both backends share, written once with the placeholder (``?`` or ``%s``) as a
-parameter: row mapping and checks for alerts, WHERE clauses, and the seq-tracker loading.
+parameter: row mapping, checks and INSERT/UPDATE/SELECT statements for alerts, WHERE
+clauses (time ranges, retention), the tables a device's rows live in, and the seq-tracker
+loading; and :class:`SQLStoreMixin`, the Store methods whose logic both backends share.
 """
 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from edgewise.errors import StoreError
-from edgewise.store._batch import SeqTracker
-from edgewise.store.base import Alert
+from edgewise.store._batch import Prepared, SeqTracker, prepare
+from edgewise.store.base import Alert, AppendResult, Conflict
+from edgewise.telemetry import Reading
 
 #: Fold stored seqs below the watermark into seq_marks every this many appends.
 COMPACT_EVERY = 256
@@ -23,6 +28,8 @@ _ALERT_CHANGEABLE = ("status", "label", "acked_by", "labelled_by", "note", "end_
                      "message", "drivers")
 ALERT_STATUSES = ("open", "acknowledged")
 ALERT_LABELS = (None, "true_alarm", "false_alarm")
+#: The tables that hold rows of a device, in the order ``delete_device`` empties them.
+DEVICE_TABLES = ("readings", "seqs", "conflicts", "alerts", "seq_marks")
 
 
 def _load_tracker(
@@ -110,3 +117,228 @@ def conflicts_query(device_id: str | None, limit: int, ph: str) -> tuple[str, li
         f"FROM conflicts {where} ORDER BY received_ns DESC, ts_ns DESC LIMIT {int(limit)}"
     )
     return sql, params
+
+
+def insert_conflicts(conflicts: Iterable[Conflict], ph: str) -> tuple[str, list[list[Any]]]:
+    """SQL and rows (for ``executemany``) recording new conflicts.
+
+    >>> sql, rows = insert_conflicts([Conflict("d", "t", 1, 1.0, 2.0, None, 9)], "%s")
+    >>> sql
+    'INSERT INTO conflicts VALUES (%s, %s, %s, %s, %s, %s, %s)'
+    >>> rows
+    [['d', 't', 1, 1.0, 2.0, None, 9]]
+    """
+    rows = [
+        [x.device_id, x.metric, x.ts_ns, x.stored_value, x.new_value, x.seq, x.received_ns]
+        for x in conflicts
+    ]
+    return f"INSERT INTO conflicts VALUES ({', '.join([ph] * 7)})", rows
+
+
+def before_where(ts_ns: int, device_id: str | None, ph: str) -> tuple[str, list[Any]]:
+    """WHERE clause (without the keyword) and parameters for retention: rows older than ``ts_ns``.
+
+    >>> before_where(5, "d", "%s")
+    ('ts_ns < %s AND device_id = %s', [5, 'd'])
+    """
+    where = f"ts_ns < {ph}" + (f" AND device_id = {ph}" if device_id is not None else "")
+    return where, [int(ts_ns)] + ([device_id] if device_id is not None else [])
+
+
+def alert_by_id(ph: str) -> str:
+    """SQL selecting one alert's columns by id (one parameter).
+
+    >>> alert_by_id("?").endswith("FROM alerts WHERE id = ?")
+    True
+    """
+    return f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = {ph}"
+
+
+def insert_alert(alert: Alert, ph: str) -> tuple[str, list[Any]]:
+    """Check a new alert, fill its ``id`` (when empty) and ``created_ns``; SQL and row to insert.
+
+    >>> sql, row = insert_alert(Alert("d", 1, 2, 0.5, id="a1", created_ns=5), "?")
+    >>> sql.count("?"), row[:3]
+    (14, ['a1', 'd', 1])
+    """
+    _check_alert_fields(alert.status, alert.label)
+    alert.id = alert.id or uuid.uuid4().hex
+    alert.created_ns = alert.created_ns or time.time_ns()
+    row = _alert_row(alert)
+    return f"INSERT INTO alerts VALUES ({', '.join([ph] * len(row))})", row
+
+
+def update_alert_query(
+    alert_id: str, changes: dict[str, Any], ph: str
+) -> tuple[str, list[Any]] | None:
+    """Check the changes to an alert; SQL and parameters of the UPDATE, or None for no changes.
+
+    >>> update_alert_query("a1", {"status": "acknowledged"}, "?")
+    ('UPDATE alerts SET status = ? WHERE id = ?', ['acknowledged', 'a1'])
+    """
+    bad = sorted(set(changes) - set(_ALERT_CHANGEABLE))
+    if bad:
+        raise StoreError(
+            f"Cannot change alert field(s) {bad}; changeable: {', '.join(_ALERT_CHANGEABLE)}."
+        )
+    _check_alert_fields(changes.get("status", "open"), changes.get("label"))
+    if not changes:
+        return None
+    if "drivers" in changes:
+        changes = {**changes, "drivers": json.dumps(changes["drivers"])}
+    sets = ", ".join(f"{k} = {ph}" for k in changes)
+    return f"UPDATE alerts SET {sets} WHERE id = {ph}", [*changes.values(), alert_id]
+
+
+class SQLStoreMixin:
+    """The Store methods whose logic is the same in both backends, written once.
+
+    A backend that mixes this in provides ``url``; ``_ph``, its placeholder (``?`` or
+    ``%s``); ``_db_error``, its driver's base exception; ``_seqs`` (a
+    :class:`~edgewise.store._batch.SeqTracker`), ``_appends`` and ``_closed``; ``_wlock``,
+    the lock that serialises writers and guards ``_seqs``; ``_bucket``, the SQL of a
+    reading's bucket start for ``query(step_ns=…)`` with ``{step}`` in it (integer division
+    is the one dialect difference there); ``_read(sql, params)``, which runs a query on a
+    reader connection and turns driver errors into :class:`~edgewise.errors.StoreError`;
+    ``_append_tx(prepared)``, which runs one append's transaction and returns its result
+    and the seqs it stored; and ``_compact_seqs()``.
+    """
+
+    url: str
+    _ph: str
+    _db_error: type[Exception]
+    _bucket: str
+    _seqs: SeqTracker
+    _marks: dict[str, int]
+    _appends: int
+    _closed: bool
+    _wlock: Any
+
+    if TYPE_CHECKING:
+
+        def _read(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]: ...
+
+        def _compact_seqs(self) -> None: ...
+
+        def _append_tx(self, p: Prepared) -> tuple[AppendResult, dict[str, set[int]]]: ...
+
+        def close(self) -> None: ...
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"Store {self.url!r} is closed; open it again with open_store().")
+
+    def _load_watermarks(self, con: Any) -> None:
+        """Load the folded marks and the seqs stored above them (at open), through ``con``."""
+        self._marks = {
+            d: int(w)
+            for d, w in con.execute(
+                "SELECT device_id, max(watermark) FROM seq_marks GROUP BY device_id"
+            ).fetchall()
+        }
+        rows = con.execute(
+            "SELECT device_id, array_agg(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
+        ).fetchall()
+        _load_tracker(self._seqs, self._marks, rows)
+
+    def append(
+        self, readings: Sequence[Reading], seqs: Mapping[str, Iterable[int]] | None = None
+    ) -> AppendResult:
+        """Store readings and the message seqs they came with, in one transaction.
+
+        Returns what was stored, what was a duplicate and what a conflict, and the seq
+        watermark of every device that was touched.
+        """
+        p = prepare(readings, seqs)
+        with self._wlock:
+            try:
+                result, new_seqs = self._append_tx(p)
+            except self._db_error as exc:
+                raise StoreError(
+                    f"Append of {len(p.readings)} readings to {self.url!r} failed and was rolled "
+                    f"back; nothing of it is stored: {exc}"
+                ) from exc
+            return self._committed(result, new_seqs, p)
+
+    def _committed(
+        self, result: AppendResult, new_seqs: Mapping[str, set[int]], p: Prepared
+    ) -> AppendResult:
+        """After an append committed (with ``_wlock`` held): advance the watermarks, compact
+        the seqs every ``COMPACT_EVERY`` appends, and fill ``result.watermarks``."""
+        for device_id, new in new_seqs.items():
+            self._seqs.add(device_id, new)
+        self._appends += 1
+        if self._appends % COMPACT_EVERY == 0:
+            try:
+                self._compact_seqs()
+            except self._db_error:
+                pass  # housekeeping only; the append itself is committed
+        touched = set(p.cols.device_id) | set(p.seq_sets)
+        result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
+        return result
+
+    def query(
+        self,
+        device_id: str,
+        metric: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        step_ns: int | None = None,
+    ) -> list[tuple[str, int, float]]:
+        """Rows ``(metric, ts_ns, value)`` in ``[start_ns, end_ns)``, by metric then time.
+
+        With ``step_ns`` values are averaged per bucket ``[k*step, (k+1)*step)``.
+        """
+        where, params = _range_where(device_id, metric, start_ns, end_ns, ph=self._ph)
+        if step_ns is not None:
+            step = _check_step(step_ns)
+            sql = (
+                f"SELECT metric, {self._bucket.format(step=step)} AS b, avg(value) FROM readings "
+                f"WHERE {where} GROUP BY metric, b ORDER BY metric, b"
+            )
+        else:
+            sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
+        return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
+
+    def _alert_on(self, con: Any, alert_id: str) -> Alert:
+        """One alert by id, read through ``con``; ``KeyError`` if unknown."""
+        row = con.execute(alert_by_id(self._ph), [alert_id]).fetchone()
+        if row is None:
+            raise KeyError(alert_id)
+        return _alert_from_row(row)
+
+    def seq_watermark(self, device_id: str) -> int:
+        """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1)."""
+        return self._seqs.watermark(device_id)
+
+    def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
+        """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
+        with self._wlock:
+            return self._seqs.gaps(device_id)
+
+    def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
+        """Conflicting readings, newest first."""
+        return [Conflict(*row) for row in self._read(*conflicts_query(device_id, limit, self._ph))]
+
+    def list_alerts(
+        self,
+        device_id: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        since_ns: int | None = None,
+        limit: int = 100,
+    ) -> list[Alert]:
+        """Alerts, newest first (by ``start_ns``, then creation), filtered."""
+        where, params = _alert_where(device_id, status, kind, since_ns, ph=self._ph)
+        rows = self._read(
+            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts {where} "
+            f"ORDER BY start_ns DESC, created_ns DESC LIMIT {int(limit)}",
+            params,
+        )
+        return [_alert_from_row(r) for r in rows]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

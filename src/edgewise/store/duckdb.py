@@ -28,15 +28,12 @@ up ingestion.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
-import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,26 +42,15 @@ import numpy as np
 import pandas as pd
 
 from edgewise.errors import StoreCorruptError, StoreError
-from edgewise.store._batch import (
-    Columns,
-    SeqTracker,
-    check_readings,
-    classify,
-    normalise_seqs,
-)
+from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
-    _ALERT_CHANGEABLE,
-    _ALERT_COLUMNS,
-    COMPACT_EVERY,
-    _alert_from_row,
-    _alert_row,
-    _alert_where,
-    _check_alert_fields,
-    _check_step,
-    _load_tracker,
+    DEVICE_TABLES,
+    SQLStoreMixin,
     _marks_to_move,
-    _range_where,
-    conflicts_query,
+    before_where,
+    insert_alert,
+    insert_conflicts,
+    update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
 from edgewise.telemetry import Reading
@@ -150,7 +136,7 @@ def _corrupt(path: Path | str, exc: BaseException) -> StoreCorruptError:
     return err
 
 
-class DuckDBStore:
+class DuckDBStore(SQLStoreMixin):
     """A :class:`~edgewise.store.base.Store` in one DuckDB file (or in memory).
 
     Parameters
@@ -172,6 +158,12 @@ class DuckDBStore:
     'duckdb://:memory:'
     >>> store.close()
     """
+
+    _ph = "?"
+    _db_error = duckdb.Error
+    # DuckDB's // on integers truncates toward zero, so before 1970 (negative ts_ns) a
+    # bucket is not [k*step, (k+1)*step) as it is in Postgres; kept as it is for now.
+    _bucket = "(ts_ns // {step}) * {step}"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
@@ -196,7 +188,7 @@ class DuckDBStore:
         except BaseException:
             self._release()
             raise
-        self._lock = threading.RLock()
+        self._wlock = threading.RLock()  # serialises writers; guards _seqs and the cursors list
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._closed = False
@@ -210,7 +202,7 @@ class DuckDBStore:
         try:
             self._create_schema()
             self._load_stats()
-            self._load_watermarks()
+            self._load_watermarks(self._con)
             self._compact_seqs()
         except BaseException:
             self._con.close()
@@ -269,17 +261,6 @@ class DuckDBStore:
                     st[2] = max(st[2], int(hi))
                     st[3].update(ms)
 
-    def _load_watermarks(self) -> None:
-        self._marks = {
-            d: int(w) for d, w in self._con.execute(
-                "SELECT device_id, max(watermark) FROM seq_marks GROUP BY device_id"
-            ).fetchall()
-        }
-        rows = self._con.execute(
-            "SELECT device_id, list(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
-        ).fetchall()
-        _load_tracker(self._seqs, self._marks, rows)
-
     def _compact_seqs(self) -> None:
         """Fold each device's stored seqs 1..watermark into one seq_marks row (one transaction).
 
@@ -311,16 +292,12 @@ class DuckDBStore:
 
     # -- connections ------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError(f"Store {self.url!r} is closed; open it again with open_store().")
-
     def _reader(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor for queries (DuckDB connections are not shared by threads)."""
         self._check_open()
         cur = getattr(self._local, "cursor", None)
         if cur is None:
-            with self._lock:
+            with self._wlock:
                 self._check_open()
                 cur = self._con.cursor()
                 self._cursors.append(cur)
@@ -329,55 +306,24 @@ class DuckDBStore:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def append(
-        self, readings: Sequence[Reading], seqs: Mapping[str, Iterable[int]] | None = None
-    ) -> AppendResult:
-        """Store readings and the message seqs they came with, in one transaction.
-
-        Returns what was stored, what was a duplicate and what a conflict, and the seq
-        watermark of every device that was touched.
-        """
-        readings = list(readings)
-        check_readings(readings)
-        seq_sets = normalise_seqs(seqs)
-        cols = Columns.of(readings)
-        for device_id, own in cols.seqs_by_device().items():  # a reading's seq counts too
-            seq_sets.setdefault(device_id, set()).update(own)
-        received_ns = time.time_ns()
-        with self._lock:
-            self._check_open()
-            con = self._con
+    def _append_tx(self, p: Prepared) -> tuple[AppendResult, dict[str, set[int]]]:
+        """Run one append (``append`` holds ``_wlock``) between BEGIN and COMMIT on the one
+        connection, rolling back on any error; then merge the in-memory device stats."""
+        self._check_open()
+        con = self._con
+        con.execute("BEGIN")
+        try:
+            self._pending_stats = []
+            out = self._append_locked(con, p.readings, p.cols, p.seq_sets, p.received_ns)
+            con.execute("COMMIT")
+        except BaseException:
             try:
-                con.execute("BEGIN")
-                try:
-                    self._pending_stats = []
-                    result, new_seqs = self._append_locked(
-                        con, readings, cols, seq_sets, received_ns
-                    )
-                    con.execute("COMMIT")
-                except BaseException:
-                    try:
-                        con.execute("ROLLBACK")
-                    except duckdb.Error:
-                        pass
-                    raise
-            except duckdb.Error as exc:
-                raise StoreError(
-                    f"Append of {len(readings)} readings to {self.url!r} failed and was rolled "
-                    f"back; nothing of it is stored: {exc}"
-                ) from exc
-            for device_id, new in new_seqs.items():
-                self._seqs.add(device_id, new)
-            self._merge_stats(self._pending_stats)
-            self._appends += 1
-            if self._appends % COMPACT_EVERY == 0:
-                try:
-                    self._compact_seqs()
-                except duckdb.Error:
-                    pass  # housekeeping only; the append itself is committed
-            touched = set(cols.device_id) | set(seq_sets)
-            result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
-            return result
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise
+        self._merge_stats(self._pending_stats)
+        return out
 
     def _append_locked(
         self,
@@ -415,11 +361,8 @@ class DuckDBStore:
             finally:
                 con.unregister("_ew_batch")
             existing = {(d, m, t): v for d, m, t, v in rows}
-            c = classify(readings, existing, set(), received_ns, cols.unique_keys)
-            if c.conflicts:
-                known = self._known_conflicts(con, c.conflicts)
-                if known:
-                    c = classify(readings, existing, known, received_ns)
+            lookup = partial(self._known_conflicts, con)
+            c = classify_batch(readings, existing, received_ns, cols.unique_keys, lookup)
             if c.new:
                 new = batch if len(c.new) == n else batch.iloc[c.new]
                 con.register("_ew_new", new)
@@ -434,22 +377,11 @@ class DuckDBStore:
                 finally:
                     con.unregister("_ew_new")
             if c.conflicts:
-                con.executemany(
-                    "INSERT INTO conflicts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        [x.device_id, x.metric, x.ts_ns, x.stored_value, x.new_value, x.seq,
-                         x.received_ns]
-                        for x in c.conflicts
-                    ],
-                )
+                con.executemany(*insert_conflicts(c.conflicts, "?"))
             result.stored = len(c.new)
             result.duplicates = c.duplicates
             result.conflicts = len(c.conflicts)
-        new_seqs: dict[str, set[int]] = {}
-        for device_id, values in seq_sets.items():
-            fresh = self._seqs.new_seqs(device_id, values)
-            if fresh:
-                new_seqs[device_id] = fresh
+        new_seqs = self._seqs.fresh(seq_sets)
         if new_seqs:
             frame = pd.DataFrame(
                 {
@@ -498,13 +430,13 @@ class DuckDBStore:
         (1, 1)
         >>> s.close()
         """
-        with self._lock:
+        with self._wlock:
             self._check_open()
             con = self._con
             total = 0
             try:
                 con.execute("BEGIN")
-                for table in ("readings", "seqs", "conflicts", "alerts", "seq_marks"):
+                for table in DEVICE_TABLES:
                     row = con.execute(
                         f"DELETE FROM {table} WHERE device_id = ?", [device_id]
                     ).fetchone()
@@ -524,9 +456,8 @@ class DuckDBStore:
 
         Seqs are kept, so a device's watermark does not move back.
         """
-        where = "ts_ns < ?" + (" AND device_id = ?" if device_id is not None else "")
-        params: list[Any] = [int(ts_ns)] + ([device_id] if device_id is not None else [])
-        with self._lock:
+        where, params = before_where(ts_ns, device_id, "?")
+        with self._wlock:
             self._check_open()
             con = self._con
             try:
@@ -547,49 +478,12 @@ class DuckDBStore:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def query(
-        self,
-        device_id: str,
-        metric: str | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        step_ns: int | None = None,
-    ) -> list[tuple[str, int, float]]:
-        """Rows ``(metric, ts_ns, value)`` in ``[start_ns, end_ns)``, by metric then time.
-
-        With ``step_ns`` values are averaged per bucket ``[k*step, (k+1)*step)``.
-        """
-        where, params = _range_where(device_id, metric, start_ns, end_ns)
-        if step_ns is not None:
-            step = _check_step(step_ns)
-            sql = (
-                f"SELECT metric, (ts_ns // {step}) * {step} AS b, avg(value) FROM readings "
-                f"WHERE {where} GROUP BY metric, b ORDER BY metric, b"
-            )
-        else:
-            sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
-        rows = self._read(sql, params)
-        return [(m, int(t), float(v)) for m, t, v in rows]
-
     def _read(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         cur = self._reader()
         try:
             return cur.execute(sql, params or []).fetchall()
         except duckdb.Error as exc:
             raise StoreError(f"Query on {self.url!r} failed: {exc}") from exc
-
-    def seq_watermark(self, device_id: str) -> int:
-        """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1)."""
-        return self._seqs.watermark(device_id)
-
-    def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
-        """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
-        with self._lock:
-            return self._seqs.gaps(device_id)
-
-    def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
-        """Conflicting readings, newest first."""
-        return [Conflict(*row) for row in self._read(*conflicts_query(device_id, limit, "?"))]
 
     def devices(self) -> list[DeviceSummary]:
         """Summaries of every device that has readings, sorted by id."""
@@ -607,16 +501,11 @@ class DuckDBStore:
 
     def add_alert(self, alert: Alert) -> Alert:
         """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it."""
-        _check_alert_fields(alert.status, alert.label)
-        alert.id = alert.id or uuid.uuid4().hex
-        alert.created_ns = alert.created_ns or time.time_ns()
-        row = _alert_row(alert)
-        with self._lock:
+        sql, row = insert_alert(alert, "?")
+        with self._wlock:
             self._check_open()
             try:
-                self._con.execute(
-                    f"INSERT INTO alerts VALUES ({', '.join('?' * len(row))})", row
-                )
+                self._con.execute(sql, row)
             except duckdb.Error as exc:
                 raise StoreError(f"Storing alert for {alert.device_id!r} failed: {exc}") from exc
         return alert
@@ -626,66 +515,31 @@ class DuckDBStore:
 
         Raises ``KeyError`` for an unknown id.
         """
-        bad = sorted(set(changes) - set(_ALERT_CHANGEABLE))
-        if bad:
-            raise StoreError(
-                f"Cannot change alert field(s) {bad}; changeable: {', '.join(_ALERT_CHANGEABLE)}."
-            )
-        _check_alert_fields(changes.get("status", "open"), changes.get("label"))
-        if "drivers" in changes:
-            changes["drivers"] = json.dumps(changes["drivers"])
-        with self._lock:
+        update = update_alert_query(alert_id, changes, "?")
+        with self._wlock:
             self._check_open()
             con = self._con
-            if changes:
-                sets = ", ".join(f"{k} = ?" for k in changes)
-                row = con.execute(
-                    f"UPDATE alerts SET {sets} WHERE id = ?", [*changes.values(), alert_id]
-                ).fetchone()
+            if update is not None:
+                row = con.execute(*update).fetchone()
                 if not row or int(row[0]) == 0:
                     raise KeyError(alert_id)
-            return self._get_alert(con, alert_id)
+            return self._alert_on(con, alert_id)
 
     def get_alert(self, alert_id: str) -> Alert:
         """One alert by id; ``KeyError`` if unknown."""
-        return self._get_alert(self._reader(), alert_id)
-
-    def _get_alert(self, con: duckdb.DuckDBPyConnection, alert_id: str) -> Alert:
-        row = con.execute(
-            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = ?", [alert_id]
-        ).fetchone()
-        if row is None:
-            raise KeyError(alert_id)
-        return _alert_from_row(row)
-
-    def list_alerts(
-        self,
-        device_id: str | None = None,
-        status: str | None = None,
-        kind: str | None = None,
-        since_ns: int | None = None,
-        limit: int = 100,
-    ) -> list[Alert]:
-        """Alerts, newest first (by ``start_ns``, then creation), filtered."""
-        where, params = _alert_where(device_id, status, kind, since_ns)
-        rows = self._read(
-            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts {where} "
-            f"ORDER BY start_ns DESC, created_ns DESC LIMIT {int(limit)}",
-            params,
-        )
-        return [_alert_from_row(r) for r in rows]
+        return self._alert_on(self._reader(), alert_id)
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the database file."""
-        with self._lock:
+        with self._wlock:
             self._check_open()
             self._con.execute("CHECKPOINT")
 
     def close(self) -> None:
         """Checkpoint and close; safe to call twice."""
-        with self._lock:
+        with self._wlock:
             if self._closed:
                 return
             self._closed = True
@@ -703,12 +557,6 @@ class DuckDBStore:
             finally:
                 self._con.close()
                 self._release()
-
-    def __enter__(self) -> DuckDBStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"DuckDBStore({self.path!r})"

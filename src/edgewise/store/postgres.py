@@ -20,33 +20,23 @@ from __future__ import annotations
 
 import re
 import threading
-import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edgewise.errors import StoreError
-from edgewise.store._batch import (
-    Columns,
-    SeqTracker,
-    check_readings,
-    classify,
-    normalise_seqs,
-)
+from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
-    _ALERT_CHANGEABLE,
-    _ALERT_COLUMNS,
-    COMPACT_EVERY,
+    DEVICE_TABLES,
+    SQLStoreMixin,
     _alert_from_row,
-    _alert_row,
-    _alert_where,
-    _check_alert_fields,
-    _check_step,
-    _load_tracker,
     _marks_to_move,
-    _range_where,
-    conflicts_query,
+    alert_by_id,
+    before_where,
+    insert_alert,
+    insert_conflicts,
+    update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
 from edgewise.telemetry import Reading
@@ -134,7 +124,7 @@ def _refresh_device_stats(con: Any, devices: list[str] | None) -> None:
                 "WHERE device_id = ANY(%s)", [devices])
 
 
-class PostgresStore:
+class PostgresStore(SQLStoreMixin):
     """A :class:`~edgewise.store.base.Store` in PostgreSQL.
 
     Parameters
@@ -149,6 +139,11 @@ class PostgresStore:
     1
     """
 
+    _ph = "%s"
+    # bigint / bigint truncates toward zero; floor over numeric keeps buckets
+    # [k*step, (k+1)*step) for negative ts_ns too
+    _bucket = "floor(ts_ns::numeric / {step})::bigint * {step}"
+
     def __init__(self, url: str) -> None:
         try:
             import psycopg
@@ -157,6 +152,7 @@ class PostgresStore:
                 "The PostgreSQL store needs psycopg 3: pip install 'edgewise[postgres]'"
             ) from exc
         self._psycopg = psycopg
+        self._db_error = psycopg.Error
         self._conninfo, self.schema, self.url = _split_url(url)
         self._wlock = threading.RLock()
         self._rlock = threading.RLock()
@@ -167,7 +163,7 @@ class PostgresStore:
         self._marks: dict[str, int] = {}
         self._appends = 0
         self._writer = self._connect(create=True)
-        self._load_watermarks()
+        self._load_watermarks(self._writer)
         self._compact_seqs()
 
     # -- connections ------------------------------------------------------------------------
@@ -204,27 +200,22 @@ class PostgresStore:
             raise StoreError(f"Cannot set up PostgreSQL store {self.url!r}: {exc}") from exc
         return con
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError(f"Store {self.url!r} is closed; open it again with open_store().")
+    def _live(self, attr: str) -> Any:
+        """The connection in ``self.<attr>``, reopened first if it is missing, closed or broken."""
+        self._check_open()
+        con = getattr(self, attr)
+        if con is None or con.closed or con.broken:
+            if con is not None:
+                con.close()
+            setattr(self, attr, None)  # stays None if reconnecting fails
+            setattr(self, attr, self._connect())
+        return getattr(self, attr)
 
     def _write_con(self) -> Any:
-        self._check_open()
-        if self._writer is None or self._writer.closed or self._writer.broken:
-            if self._writer is not None:
-                self._writer.close()
-            self._writer = None
-            self._writer = self._connect()
-        return self._writer
+        return self._live("_writer")
 
     def _read_con(self) -> Any:
-        self._check_open()
-        if self._reader is None or self._reader.closed or self._reader.broken:
-            if self._reader is not None:
-                self._reader.close()
-            self._reader = None
-            self._reader = self._connect()
-        return self._reader
+        return self._live("_reader")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._rlock:
@@ -233,15 +224,6 @@ class PostgresStore:
                 return con.execute(sql, params).fetchall()
             except self._psycopg.Error as exc:
                 raise StoreError(f"Query on {self.url!r} failed: {exc}") from exc
-
-    def _load_watermarks(self) -> None:
-        con = self._writer
-        self._marks = {d: int(w) for d, w in con.execute(
-            "SELECT device_id, watermark FROM seq_marks").fetchall()}
-        rows = con.execute(
-            "SELECT device_id, array_agg(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
-        ).fetchall()
-        _load_tracker(self._seqs, self._marks, rows)
 
     def _compact_seqs(self) -> None:
         """Fold each device's seqs 1..watermark into its seq_marks row (one transaction)."""
@@ -267,43 +249,14 @@ class PostgresStore:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def append(
-        self, readings: Sequence[Reading], seqs: Mapping[str, Iterable[int]] | None = None
-    ) -> AppendResult:
-        """Store readings and the message seqs they came with, in one transaction."""
-        readings = list(readings)
-        check_readings(readings)
-        seq_sets = normalise_seqs(seqs)
-        cols = Columns.of(readings)
-        for device_id, own in cols.seqs_by_device().items():  # a reading's seq counts too
-            seq_sets.setdefault(device_id, set()).update(own)
-        received_ns = time.time_ns()
-        psycopg = self._psycopg
-        with self._wlock:
-            con = self._write_con()
-            try:
-                with con.transaction():
-                    result, new_seqs = self._append_tx(
-                        con, readings, cols, seq_sets, received_ns
-                    )
-            except psycopg.Error as exc:
-                raise StoreError(
-                    f"Append of {len(readings)} readings to {self.url!r} failed and was rolled "
-                    f"back; nothing of it is stored: {exc}"
-                ) from exc
-            for device_id, new in new_seqs.items():
-                self._seqs.add(device_id, new)
-            self._appends += 1
-            if self._appends % COMPACT_EVERY == 0:
-                try:
-                    self._compact_seqs()
-                except psycopg.Error:
-                    pass  # housekeeping only; the append itself is committed
-            touched = set(cols.device_id) | set(seq_sets)
-            result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
-            return result
+    def _append_tx(self, p: Prepared) -> tuple[AppendResult, dict[str, set[int]]]:
+        """Run one append (``append`` holds ``_wlock``) in a transaction on the writer
+        connection, which is reopened first if it broke."""
+        con = self._write_con()
+        with con.transaction():
+            return self._append_locked(con, p.readings, p.cols, p.seq_sets, p.received_ns)
 
-    def _append_tx(
+    def _append_locked(
         self, con: Any, readings: list[Reading], cols: Columns,
         seq_sets: dict[str, set[int]], received_ns: int,
     ) -> tuple[AppendResult, dict[str, set[int]]]:
@@ -348,25 +301,14 @@ class PostgresStore:
                 missing = set(first) - {(d, m, int(t)) for d, m, t in inserted}
                 existing = self._values(cur, list(missing))
                 # a key neither inserted nor found was deleted concurrently; count it stored
-            c = classify(readings, existing, set(), received_ns, cols.unique_keys)
+            lookup = partial(self._known_conflicts, cur)
+            c = classify_batch(readings, existing, received_ns, cols.unique_keys, lookup)
             if c.conflicts:
-                known = self._known_conflicts(cur, c.conflicts)
-                if known:
-                    c = classify(readings, existing, known, received_ns)
-            if c.conflicts:
-                cur.executemany(
-                    "INSERT INTO conflicts VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    [(x.device_id, x.metric, x.ts_ns, x.stored_value, x.new_value, x.seq,
-                      x.received_ns) for x in c.conflicts],
-                )
+                cur.executemany(*insert_conflicts(c.conflicts, "%s"))
             result.stored = len(inserted)
             result.duplicates = c.duplicates + (len(c.new) - len(inserted))
             result.conflicts = len(c.conflicts)
-        new_seqs: dict[str, set[int]] = {}
-        for device_id, values in seq_sets.items():
-            fresh = self._seqs.new_seqs(device_id, values)
-            if fresh:
-                new_seqs[device_id] = fresh
+        new_seqs = self._seqs.fresh(seq_sets)
         if new_seqs:
             devs = [d for d, s in new_seqs.items() for _ in s]
             nums = [x for s in new_seqs.values() for x in s]
@@ -417,11 +359,11 @@ class PostgresStore:
         """Delete all of a device's readings, seqs, conflicts and alerts; return rows deleted."""
         counts = self._write(
             f"Deleting device {device_id!r}",
-            [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
-             for t in ("readings", "seqs", "conflicts", "alerts", "seq_marks")]
-            + [(f"DELETE FROM {t} WHERE device_id = %s", [device_id])
-               for t in ("device_stats", "device_metrics")],
-        )[:5]
+            [
+                (f"DELETE FROM {t} WHERE device_id = %s", [device_id])
+                for t in (*DEVICE_TABLES, "device_stats", "device_metrics")
+            ],
+        )[: len(DEVICE_TABLES)]  # the device_stats rows are not stored rows
         with self._wlock:
             self._seqs.forget(device_id)
             self._marks.pop(device_id, None)
@@ -429,8 +371,7 @@ class PostgresStore:
 
     def delete_before(self, ts_ns: int, device_id: str | None = None) -> int:
         """Retention: delete readings (and conflicts) older than ``ts_ns``; return readings."""
-        where = "ts_ns < %s" + (" AND device_id = %s" if device_id is not None else "")
-        params: list[Any] = [int(ts_ns)] + ([device_id] if device_id is not None else [])
+        where, params = before_where(ts_ns, device_id, "%s")
         with self._wlock:
             con = self._write_con()
             try:
@@ -448,39 +389,6 @@ class PostgresStore:
         return sum(int(n) for _, n in rows)
 
     # -- reads ------------------------------------------------------------------------------
-
-    def query(
-        self,
-        device_id: str,
-        metric: str | None = None,
-        start_ns: int | None = None,
-        end_ns: int | None = None,
-        step_ns: int | None = None,
-    ) -> list[tuple[str, int, float]]:
-        """Rows ``(metric, ts_ns, value)`` in ``[start_ns, end_ns)``, by metric then time."""
-        where, params = _range_where(device_id, metric, start_ns, end_ns, ph="%s")
-        if step_ns is not None:
-            step = _check_step(step_ns)
-            sql = (
-                f"SELECT metric, floor(ts_ns::numeric / {step})::bigint * {step} AS b, "
-                f"avg(value) FROM readings WHERE {where} GROUP BY metric, b ORDER BY metric, b"
-            )
-        else:
-            sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
-        return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
-
-    def seq_watermark(self, device_id: str) -> int:
-        """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1)."""
-        return self._seqs.watermark(device_id)
-
-    def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
-        """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
-        with self._wlock:
-            return self._seqs.gaps(device_id)
-
-    def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
-        """Conflicting readings, newest first."""
-        return [Conflict(*row) for row in self._read(*conflicts_query(device_id, limit, "%s"))]
 
     def devices(self) -> list[DeviceSummary]:
         """Summaries of every device that has readings, sorted by id."""
@@ -502,66 +410,25 @@ class PostgresStore:
 
     def add_alert(self, alert: Alert) -> Alert:
         """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it."""
-        _check_alert_fields(alert.status, alert.label)
-        alert.id = alert.id or uuid.uuid4().hex
-        alert.created_ns = alert.created_ns or time.time_ns()
-        row = _alert_row(alert)
-        self._write(f"Storing alert for {alert.device_id!r}",
-                    [(f"INSERT INTO alerts VALUES ({', '.join(['%s'] * len(row))})", row)])
+        self._write(f"Storing alert for {alert.device_id!r}", [insert_alert(alert, "%s")])
         return alert
 
     def update_alert(self, alert_id: str, **changes: Any) -> Alert:
         """Change an alert's ``status``/``label``/``acked_by``/…; ``KeyError`` if unknown."""
-        import json
-
-        bad = sorted(set(changes) - set(_ALERT_CHANGEABLE))
-        if bad:
-            raise StoreError(
-                f"Cannot change alert field(s) {bad}; changeable: {', '.join(_ALERT_CHANGEABLE)}."
-            )
-        _check_alert_fields(changes.get("status", "open"), changes.get("label"))
-        if "drivers" in changes:
-            changes["drivers"] = json.dumps(changes["drivers"])
-        if changes:
-            sets = ", ".join(f"{k} = %s" for k in changes)
-            (n,) = self._write(f"Updating alert {alert_id!r}",
-                               [(f"UPDATE alerts SET {sets} WHERE id = %s",
-                                 [*changes.values(), alert_id])])
+        update = update_alert_query(alert_id, changes, "%s")
+        if update is not None:
+            (n,) = self._write(f"Updating alert {alert_id!r}", [update])
             if n == 0:
                 raise KeyError(alert_id)
         with self._wlock:
-            row = self._write_con().execute(
-                f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = %s", [alert_id]
-            ).fetchone()
-        if row is None:
-            raise KeyError(alert_id)
-        return _alert_from_row(row)
+            return self._alert_on(self._write_con(), alert_id)
 
     def get_alert(self, alert_id: str) -> Alert:
         """One alert by id; ``KeyError`` if unknown."""
-        rows = self._read(
-            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = %s", [alert_id]
-        )
+        rows = self._read(alert_by_id("%s"), [alert_id])
         if not rows:
             raise KeyError(alert_id)
         return _alert_from_row(rows[0])
-
-    def list_alerts(
-        self,
-        device_id: str | None = None,
-        status: str | None = None,
-        kind: str | None = None,
-        since_ns: int | None = None,
-        limit: int = 100,
-    ) -> list[Alert]:
-        """Alerts, newest first (by ``start_ns``, then creation), filtered."""
-        where, params = _alert_where(device_id, status, kind, since_ns, ph="%s")
-        rows = self._read(
-            f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts {where} "
-            f"ORDER BY start_ns DESC, created_ns DESC LIMIT {int(limit)}",
-            params,
-        )
-        return [_alert_from_row(r) for r in rows]
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -579,12 +446,6 @@ class PostgresStore:
                 if con is not None:
                     con.close()
             self._writer = self._reader = None
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
