@@ -174,6 +174,10 @@ def check_store_query_ranges_and_step(factory: StoreFactory) -> None:
         assert all(abs(x[2] - y[2]) < 1e-9 for x, y in zip(rows, want, strict=True)), rows
         rows = store.query("pump-1", step_ns=step, start_ns=T0, end_ns=T0 + 4 * S)
         assert len(rows) == 2 and {m for m, _, _ in rows} == {"a", "b"}, rows
+        # buckets are [k*step, (k+1)*step) before 1970 too (floor, not truncation)
+        store.append([Reading("old-1", "a", t, float(t)) for t in (-7, -3, 2)])
+        rows = store.query("old-1", "a", step_ns=5)
+        assert rows == [("a", -10, -7.0), ("a", -5, -3.0), ("a", 0, 2.0)], rows
         try:
             store.query("pump-1", step_ns=0)
         except StoreError:

@@ -161,9 +161,11 @@ class DuckDBStore(SQLStoreMixin):
 
     _ph = "?"
     _db_error = duckdb.Error
-    # DuckDB's // on integers truncates toward zero, so before 1970 (negative ts_ns) a
-    # bucket is not [k*step, (k+1)*step) as it is in Postgres; kept as it is for now.
-    _bucket = "(ts_ns // {step}) * {step}"
+    # DuckDB's // on integers truncates toward zero: before 1970 (negative ts_ns) a reading
+    # would land in the bucket above its own. Step down one where the remainder is negative,
+    # so a bucket is [k*step, (k+1)*step) on both sides of 1970, as in Postgres (exact
+    # integers: a float floor would lose nanoseconds at today's ts_ns).
+    _bucket = "(ts_ns // {step} - CASE WHEN ts_ns % {step} < 0 THEN 1 ELSE 0 END) * {step}"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
