@@ -302,20 +302,153 @@ def _step_art(s, table, p, a, cats, u, pa, xv, learn):  # type: ignore[no-untype
 
 
 @nb.njit(cache=True)
-def _run(s, table, p, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+def _member_run(s, table, m, p, warm, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """:func:`_member` (learning) over all of ``xs``; ``out[i] = max(out[i], score)``.
+
+    The same arithmetic in the same order as :func:`_member`, with the member's state in
+    local variables for the whole loop (read once, written back once), its parameters
+    read once and the previous symbol's half of each hash carried over: bit-identical
+    scores and state, about twice as fast. Non-finite values are skipped (not learned).
+    """
+    bins, bins2, ws, a_long, sd_min = p[0], p[1], int(p[3]), p[4], p[5]
+    ws2, a_long2, sd_min2 = int(p[6]), p[7], p[8]
+    sp_tol, a_ew, z_w, z_c, digits = p[14], p[15], p[16], p[17], p[18]
+    t = int(s[m, _T])
+    mn, mx, mu, var = s[m, _MN], s[m, _MX], s[m, _M], s[m, _V]
+    w1, w2, x0 = s[m, _W], s[m, _W2], s[m, _X0]
+    rsum, ri, mul, vl, nl = s[m, _RSUM], int(s[m, _RI]), s[m, _MUL], s[m, _VL], s[m, _NL]
+    rsum2, ri2, mul2, vl2 = s[m, _RSUM2], int(s[m, _RI2]), s[m, _MUL2], s[m, _VL2]
+    nh, h0, h1 = s[m, _NH], int(s[m, _H0]), int(s[m, _H1])
+    ring = s[m, _RING:_RING + ws]
+    ring2 = s[m, _RING + ws:_RING + ws + ws2]
+    tab = table[m]
+    mask = np.uint64(table.shape[1] - 1)
+    hk = _mix(np.uint64(1000003), h0)
+    hk2 = _mix(np.uint64(2000003), h1)
     for i in range(len(xs)):
         xv = xs[i]
-        if xv != xv:
-            out[i] = 0.0
-        else:
-            out[i] = _step(s, table, p, xv, True)
+        if not math.isfinite(xv):
+            continue
+        if t < warm:
+            mn = min(mn, xv)
+            mx = max(mx, xv)
+            mu += (xv - mu) / (t + 1)
+            if t == warm - 1:
+                floor = 1e-9 * (abs(mx) + 1.0)
+                w1 = max((mx - mn) / bins, floor)
+                w2 = max((mx - mn) / bins2, floor) if bins2 > 0 else 1.0
+                x0 = mn
+            t += 1
+            out[i] = max(out[i], 0.0)
+            continue
+        q = int(math.floor(min(max((xv - x0) / w1, -1e15), 1e15)))  # noqa: RUF046
+        q2 = 0
+        if bins2 > 0:
+            q2 = int(math.floor(min(max((xv - x0) / w2, -1e15), 1e15)))  # noqa: RUF046
+        key = np.uint64(0)
+        key2 = np.uint64(0)
+        nov = 0.0
+        if nh >= 1:
+            key = _mix(hk, q) & mask
+            nov = 1.0 if tab[key] == 0 else 0.0
+            if bins2 > 0:
+                key2 = _mix(hk2, q2) & mask
+                nov = 0.5 * (nov + (1.0 if tab[key2] == 0 else 0.0))
+        z = abs(xv - mu) / (math.sqrt(var) + 1e-9 + w1)
+        raw = max(nov, z_w * (1.0 - math.exp(-z / z_c)))
+        rsum = rsum - ring[ri] + raw
+        short = rsum / ws
+        short2 = 0.0
+        if ws2 > 0:
+            rsum2 = rsum2 - ring2[ri2] + raw
+            short2 = rsum2 / ws2
+        score = 0.0
+        if nl > 50:
+            score = _tail_score(short, mul, vl, sd_min, digits)
+            if ws2 > 0:
+                score = max(score, _tail_score(short2, mul2, vl2, sd_min2, digits))
+        rng = mx - mn
+        if sp_tol > 0 and (xv > mx + sp_tol * rng or xv < mn - sp_tol * rng):
+            score = 1.0
+        out[i] = max(out[i], score)
+        # learn: likelihood statistics
+        ring[ri] = raw
+        ri = ri + 1 if ri + 1 < ws else 0
+        a = max(a_long, 1.0 / (nl + 1))
+        d = short - mul
+        mul += a * d
+        vl = (1 - a) * (vl + a * d * d)
+        if ws2 > 0:
+            ring2[ri2] = raw
+            ri2 = ri2 + 1 if ri2 + 1 < ws2 else 0
+            a = max(a_long2, 1.0 / (nl + 1))
+            d = short2 - mul2
+            mul2 += a * d
+            vl2 = (1 - a) * (vl2 + a * d * d)
+        nl += 1
+        # transition table and prediction statistics
+        if nh >= 1:
+            tab[key] = min(tab[key] + 1, 2_000_000_000)
+            if bins2 > 0:
+                tab[key2] = min(tab[key2] + 1, 2_000_000_000)
+        h0 = q
+        h1 = q2
+        hk = _mix(np.uint64(1000003), q)
+        hk2 = _mix(np.uint64(2000003), q2)
+        nh = 1.0
+        mn = min(mn, xv)
+        mx = max(mx, xv)
+        d = xv - mu
+        mu += a_ew * d
+        var = (1 - a_ew) * (var + a_ew * d * d)
+        t += 1
+    s[m, _T] = t
+    s[m, _MN], s[m, _MX], s[m, _M], s[m, _V] = mn, mx, mu, var
+    s[m, _W], s[m, _W2], s[m, _X0] = w1, w2, x0
+    s[m, _RSUM], s[m, _RI], s[m, _MUL], s[m, _VL], s[m, _NL] = rsum, ri, mul, vl, nl
+    s[m, _RSUM2], s[m, _RI2], s[m, _MUL2], s[m, _VL2] = rsum2, ri2, mul2, vl2
+    s[m, _NH], s[m, _H0], s[m, _H1] = nh, h0, h1
+
+
+@nb.njit(cache=True)
+def _run(s, table, p, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """:func:`_step` (learning) over all of ``xs``, member by member, then the shared
+    repeat suppression: the members never see the suppression state, so this order gives
+    the same scores and state. Non-finite values score 0 and are not learned."""
+    supp, supp_frac, supp_rate, damp, supp_level = int(p[9]), p[10], p[11], p[12], p[13]
+    warm, spread = int(p[2]), int(p[19])
+    t = int(s[0, _T])
+    n = s.shape[0]
+    out[:] = 0.0
+    for m in range(n):
+        w = warm if n == 1 else warm - spread + 2 * spread * m // (n - 1)
+        _member_run(s, table, m, p, w, xs, out)
+    cd, nal = s[0, _CD], s[0, _NAL]
+    start = warm - spread
+    for i in range(len(xs)):
+        if not math.isfinite(xs[i]):
+            continue
+        score = out[i]
+        if cd > 0:
+            score *= damp
+            out[i] = score
+        if t >= start:
+            # repeat suppression, longer for streams that alert often
+            if score >= supp_level:
+                nal += 1
+                base = max(supp, int(supp_frac * t))
+                cd = int(base * (1.0 + supp_rate * nal * 1000.0 / t))
+            elif cd > 0:
+                cd -= 1
+        t += 1
+    s[0, _CD], s[0, _NAL] = cd, nal
 
 
 @nb.njit(cache=True)
 def _run_art(s, table, p, a, cats, u, pa, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover
     for i in range(len(xs)):
         xv = xs[i]
-        if xv != xv:
+        if not math.isfinite(xv):
             out[i] = 0.0
         else:
             out[i] = _step_art(s, table, p, a, cats, u, pa, xv, True)
@@ -554,9 +687,11 @@ class ContextLikelihood(Detector):
     def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
         """Score then learn each value in order (first column of 2-D input); compiled loop."""
         a = np.asarray(X, dtype=float)
-        a = np.where(np.isfinite(a), a, np.nan)  # inf is treated as missing
-        if a.ndim == 2:
-            # first non-NaN value of each row, as learn_one reads a mapping
+        if a.ndim == 2 and a.shape[1] == 1:
+            a = a[:, 0]  # the kernels skip non-finite values themselves
+        elif a.ndim == 2:
+            # first finite value of each row, as learn_one reads a mapping
+            a = np.where(np.isfinite(a), a, np.nan)  # inf is treated as missing
             first = np.argmax(~np.isnan(a), axis=1) if a.shape[1] else np.zeros(0, int)
             a = a[np.arange(len(a)), first] if a.shape[1] else np.full(len(a), np.nan)
         a = np.ascontiguousarray(a, dtype=float)
