@@ -83,10 +83,8 @@ def _tail_score(short, mu, var, sd_min, digits):  # type: ignore[no-untyped-def]
     # within one deviation of the usual level (tail > 0.16, score < 0.12 / digits * 7):
     # far below any threshold, reported as 0 and spared erfc/log10
     z = short - mu
-    if z <= 0.0:
-        return 0.0
     sd = max(math.sqrt(var), sd_min)
-    if z <= sd:
+    if z <= 0.0 or z <= sd:
         return 0.0
     tail = 0.5 * math.erfc(z / sd / math.sqrt(2.0))
     return min(max(-math.log10(tail + 1e-10) / digits, 0.0), 1.0)
@@ -254,6 +252,24 @@ def _art(a, cats, u, pa, xv, learn, t, warm):  # type: ignore[no-untyped-def]  #
     return nov
 
 
+@nb.njit(cache=True, inline="always")
+def _suppress(score, t, cd, nal, p):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """The repeat suppression of :func:`_step` (learning) on the ensemble score ``score``
+    of the reading at age ``t``: returns the damped score and the new ``_CD``, ``_NAL``."""
+    if cd > 0:
+        score *= p[12]
+    if t < int(p[2]) - int(p[19]):
+        return score, cd, nal
+    # repeat suppression, longer for streams that alert often
+    if score >= p[13]:
+        nal += 1
+        base = max(int(p[9]), int(p[10] * t))
+        cd = float(int(base * (1.0 + p[11] * nal * 1000.0 / t)))
+    elif cd > 0:
+        cd -= 1
+    return score, cd, nal
+
+
 @nb.njit(cache=True)
 def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
     """Ensemble score of ``xv`` (max over members, then repeat suppression).
@@ -261,7 +277,6 @@ def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no
     Row ``m`` of ``s``/``table`` is member ``m``; row 0 also holds the shared
     suppression state (``_CD``, ``_NAL``) and its ``_T`` is the stream age.
     """
-    supp, supp_frac, supp_rate, damp, supp_level = int(p[9]), p[10], p[11], p[12], p[13]
     warm, spread = int(p[2]), int(p[19])
     t = int(s[0, _T])
     score = 0.0
@@ -269,17 +284,9 @@ def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no
     for m in range(n):
         w = warm if n == 1 else warm - spread + 2 * spread * m // (n - 1)
         score = max(score, _member(s, table, m, p, xv, learn, w))
-    if s[0, _CD] > 0:
-        score *= damp
-    if not learn or t < warm - spread:
-        return score
-    # repeat suppression, longer for streams that alert often
-    if score >= supp_level:
-        s[0, _NAL] += 1
-        base = max(supp, int(supp_frac * t))
-        s[0, _CD] = int(base * (1.0 + supp_rate * s[0, _NAL] * 1000.0 / t))
-    elif s[0, _CD] > 0:
-        s[0, _CD] -= 1
+    if not learn:
+        return score * p[12] if s[0, _CD] > 0 else score
+    score, s[0, _CD], s[0, _NAL] = _suppress(score, t, s[0, _CD], s[0, _NAL], p)
     return score
 
 
@@ -301,7 +308,7 @@ def _step_art(s, table, p, a, cats, u, pa, xv, learn):  # type: ignore[no-untype
     return score
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _member_run(s, table, m, p, warm, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover
     """:func:`_member` (learning) over all of ``xs``; ``out[i] = max(out[i], score)``.
 
@@ -410,48 +417,55 @@ def _member_run(s, table, m, p, warm, xs, out):  # type: ignore[no-untyped-def] 
     s[m, _NH], s[m, _H0], s[m, _H1] = nh, h0, h1
 
 
-@nb.njit(cache=True)
-def _run(s, table, p, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
-    """:func:`_step` (learning) over all of ``xs``, member by member, then the shared
-    repeat suppression: the members never see the suppression state, so this order gives
-    the same scores and state. Non-finite values score 0 and are not learned."""
-    supp, supp_frac, supp_rate, damp, supp_level = int(p[9]), p[10], p[11], p[12], p[13]
+@nb.njit(cache=True, inline="always")
+def _members_run(s, table, p, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """``out[i]``: the members' undamped ensemble score of ``xs[i]`` (0 if not finite),
+    learning each value; member by member, as the members never see the suppression."""
     warm, spread = int(p[2]), int(p[19])
-    t = int(s[0, _T])
     n = s.shape[0]
     out[:] = 0.0
     for m in range(n):
         w = warm if n == 1 else warm - spread + 2 * spread * m // (n - 1)
         _member_run(s, table, m, p, w, xs, out)
+
+
+@nb.njit(cache=True)
+def _run(s, table, p, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """:func:`_step` (learning) over all of ``xs``: the members one after the other
+    (:func:`_member_run`), then the shared repeat suppression. The same scores and state as
+    the loop over :func:`_step`; non-finite values score 0 and are not learned."""
+    t = int(s[0, _T])
+    _members_run(s, table, p, xs, out)
     cd, nal = s[0, _CD], s[0, _NAL]
-    start = warm - spread
     for i in range(len(xs)):
-        if not math.isfinite(xs[i]):
-            continue
-        score = out[i]
-        if cd > 0:
-            score *= damp
-            out[i] = score
-        if t >= start:
-            # repeat suppression, longer for streams that alert often
-            if score >= supp_level:
-                nal += 1
-                base = max(supp, int(supp_frac * t))
-                cd = int(base * (1.0 + supp_rate * nal * 1000.0 / t))
-            elif cd > 0:
-                cd -= 1
-        t += 1
+        if math.isfinite(xs[i]):
+            out[i], cd, nal = _suppress(out[i], t, cd, nal, p)
+            t += 1
     s[0, _CD], s[0, _NAL] = cd, nal
 
 
 @nb.njit(cache=True)
 def _run_art(s, table, p, a, cats, u, pa, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """:func:`_step_art` (learning) over all of ``xs``, as :func:`_run` then the ART member
+    in the suppression pass (it reads only the ensemble's final score)."""
+    t = int(s[0, _T])
+    _members_run(s, table, p, xs, out)
+    cd, nal = s[0, _CD], s[0, _NAL]
+    warm = int(p[2])
     for i in range(len(xs)):
         xv = xs[i]
         if not math.isfinite(xv):
-            out[i] = 0.0
-        else:
-            out[i] = _step_art(s, table, p, a, cats, u, pa, xv, True)
+            continue
+        score, cd, nal = _suppress(out[i], t, cd, nal, p)
+        nov = _art(a, cats, u, pa, xv, True, t, warm)
+        if score >= pa[5]:
+            a[_ALAST] = t
+        elif nov > 0 and t - a[_ALAST] > pa[3]:
+            score = max(score, pa[4])
+            a[_ALAST] = t
+        out[i] = score
+        t += 1
+    s[0, _CD], s[0, _NAL] = cd, nal
 
 
 class ContextLikelihood(Detector):
