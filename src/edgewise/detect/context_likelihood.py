@@ -308,6 +308,19 @@ def _step_art(s, table, p, a, cats, u, pa, xv, learn):  # type: ignore[no-untype
     return score
 
 
+@nb.njit(cache=True, inline="always")
+def _likelihood_learn(ring, ri, raw, short, mul, vl, a_long, nl):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """One likelihood test's learning step in :func:`_member_run` (as in :func:`_member`):
+    store ``raw`` in the ring, update the long-run mean and variance of ``short``."""
+    ring[ri] = raw
+    ri = ri + 1 if ri + 1 < len(ring) else 0
+    a = max(a_long, 1.0 / (nl + 1))
+    d = short - mul
+    mul += a * d
+    vl = (1 - a) * (vl + a * d * d)
+    return ri, mul, vl
+
+
 @nb.njit(cache=True, error_model="numpy")
 def _member_run(s, table, m, p, warm, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover
     """:func:`_member` (learning) over all of ``xs``; ``out[i] = max(out[i], score)``.
@@ -379,19 +392,9 @@ def _member_run(s, table, m, p, warm, xs, out):  # type: ignore[no-untyped-def] 
             score = 1.0
         out[i] = max(out[i], score)
         # learn: likelihood statistics
-        ring[ri] = raw
-        ri = ri + 1 if ri + 1 < ws else 0
-        a = max(a_long, 1.0 / (nl + 1))
-        d = short - mul
-        mul += a * d
-        vl = (1 - a) * (vl + a * d * d)
+        ri, mul, vl = _likelihood_learn(ring, ri, raw, short, mul, vl, a_long, nl)
         if ws2 > 0:
-            ring2[ri2] = raw
-            ri2 = ri2 + 1 if ri2 + 1 < ws2 else 0
-            a = max(a_long2, 1.0 / (nl + 1))
-            d = short2 - mul2
-            mul2 += a * d
-            vl2 = (1 - a) * (vl2 + a * d * d)
+            ri2, mul2, vl2 = _likelihood_learn(ring2, ri2, raw, short2, mul2, vl2, a_long2, nl)
         nl += 1
         # transition table and prediction statistics
         if nh >= 1:
