@@ -52,6 +52,7 @@ correlated metrics of one device (use :class:`~edgewise.detect.pca.StreamingPCA`
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -88,6 +89,19 @@ def _tail_score(short, mu, var, sd_min, digits):  # type: ignore[no-untyped-def]
         return 0.0
     tail = 0.5 * math.erfc(z / sd / math.sqrt(2.0))
     return min(max(-math.log10(tail + 1e-10) / digits, 0.0), 1.0)
+
+
+@nb.njit(cache=True, inline="always")
+def _likelihood_learn(ring, ri, raw, short, mul, vl, a_long, nl):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """One likelihood test's learning step (:func:`_member`, :func:`_member_run`): store
+    ``raw`` in the ring, update the long-run mean and variance of ``short``."""
+    ring[ri] = raw
+    ri = ri + 1 if ri + 1 < len(ring) else 0
+    a = max(a_long, 1.0 / (nl + 1))
+    d = short - mul
+    mul += a * d
+    vl = (1 - a) * (vl + a * d * d)
+    return ri, mul, vl
 
 
 @nb.njit(cache=True, inline="always")
@@ -143,23 +157,15 @@ def _member(s, table, m, p, xv, learn, warm):  # type: ignore[no-untyped-def]  #
     if not learn:
         return score
     # learn: likelihood statistics
-    s[m, _RING + int(s[m, _RI])] = raw
     s[m, _RSUM] = rsum
-    ri = int(s[m, _RI]) + 1
-    s[m, _RI] = ri if ri < ws else 0
-    a = max(a_long, 1.0 / (s[m, _NL] + 1))
-    d = short - s[m, _MUL]
-    s[m, _MUL] += a * d
-    s[m, _VL] = (1 - a) * (s[m, _VL] + a * d * d)
+    s[m, _RI], s[m, _MUL], s[m, _VL] = _likelihood_learn(
+        s[m, _RING:_RING + ws], int(s[m, _RI]), raw, short, s[m, _MUL], s[m, _VL], a_long,
+        s[m, _NL])
     if ws2 > 0:
-        s[m, _RING + ws + int(s[m, _RI2])] = raw
         s[m, _RSUM2] = rsum2
-        ri = int(s[m, _RI2]) + 1
-        s[m, _RI2] = ri if ri < ws2 else 0
-        a = max(a_long2, 1.0 / (s[m, _NL] + 1))
-        d = short2 - s[m, _MUL2]
-        s[m, _MUL2] += a * d
-        s[m, _VL2] = (1 - a) * (s[m, _VL2] + a * d * d)
+        s[m, _RI2], s[m, _MUL2], s[m, _VL2] = _likelihood_learn(
+            s[m, _RING + ws:_RING + ws + ws2], int(s[m, _RI2]), raw, short2, s[m, _MUL2],
+            s[m, _VL2], a_long2, s[m, _NL])
     s[m, _NL] += 1
     # transition table and prediction statistics
     if s[m, _NH] >= 1:
@@ -181,6 +187,8 @@ def _member(s, table, m, p, xv, learn, warm):  # type: ignore[no-untyped-def]  #
 # ART member state vector layout (then the window of downsampled values)
 _AMN, _AMX, _AACC, _ACNT, _ANB, _ANCAT, _ANWIN, _ALAST = range(8)
 _ABUF = 8
+_ART_PARAMS = ("art_vigilance", "art_step", "art_window", "art_categories", "art_learn",
+               "art_refractory", "art_level")
 
 
 @nb.njit(cache=True, inline="always")
@@ -290,14 +298,11 @@ def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no
     return score
 
 
-@nb.njit(cache=True)
-def _step_art(s, table, p, a, cats, u, pa, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """:func:`_step`, then the ART member: its novelty alerts (at ``pa[4]``, below the
-    ensemble's certain 1.0) only where no alert came in the last ``pa[3]`` readings; they do
-    not start the repeat suppression. A separate kernel, so the default pays nothing."""
-    t = int(s[0, _T])
-    score = _step(s, table, p, xv, learn)
-    nov = _art(a, cats, u, pa, xv, learn, t, int(p[2]))
+@nb.njit(cache=True, inline="always")
+def _art_grade(score, nov, t, a, pa, learn):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """The ensemble's final ``score`` at age ``t`` with the ART member's novelty ``nov``:
+    ``pa[4]`` where no alert came in the last ``pa[3]`` readings; when ``learn``, an alert
+    (either) restarts that count."""
     if score >= pa[5]:
         if learn:
             a[_ALAST] = t
@@ -308,17 +313,15 @@ def _step_art(s, table, p, a, cats, u, pa, xv, learn):  # type: ignore[no-untype
     return score
 
 
-@nb.njit(cache=True, inline="always")
-def _likelihood_learn(ring, ri, raw, short, mul, vl, a_long, nl):  # type: ignore[no-untyped-def]  # pragma: no cover
-    """One likelihood test's learning step in :func:`_member_run` (as in :func:`_member`):
-    store ``raw`` in the ring, update the long-run mean and variance of ``short``."""
-    ring[ri] = raw
-    ri = ri + 1 if ri + 1 < len(ring) else 0
-    a = max(a_long, 1.0 / (nl + 1))
-    d = short - mul
-    mul += a * d
-    vl = (1 - a) * (vl + a * d * d)
-    return ri, mul, vl
+@nb.njit(cache=True)
+def _step_art(s, table, p, a, cats, u, pa, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """:func:`_step`, then the ART member: its novelty alerts (at ``pa[4]``, below the
+    ensemble's certain 1.0) only where no alert came in the last ``pa[3]`` readings; they do
+    not start the repeat suppression. A separate kernel, so the default pays nothing."""
+    t = int(s[0, _T])
+    score = _step(s, table, p, xv, learn)
+    nov = _art(a, cats, u, pa, xv, learn, t, int(p[2]))
+    return _art_grade(score, nov, t, a, pa, learn)
 
 
 @nb.njit(cache=True, error_model="numpy")
@@ -461,12 +464,7 @@ def _run_art(s, table, p, a, cats, u, pa, xs, out):  # type: ignore[no-untyped-d
             continue
         score, cd, nal = _suppress(out[i], t, cd, nal, p)
         nov = _art(a, cats, u, pa, xv, True, t, warm)
-        if score >= pa[5]:
-            a[_ALAST] = t
-        elif nov > 0 and t - a[_ALAST] > pa[3]:
-            score = max(score, pa[4])
-            a[_ALAST] = t
-        out[i] = score
+        out[i] = _art_grade(score, nov, t, a, pa, True)
         t += 1
     s[0, _CD], s[0, _NAL] = cd, nal
 
@@ -667,10 +665,10 @@ class ContextLikelihood(Detector):
             state["warmup_spread"] = 0
             state["_p"] = np.append(state["_p"][:19], 0.0)
         self.__dict__.update(state)
-        if "art_state_" not in state:  # saved before the ART member: none
-            self.art_vigilance, self.art_step, self.art_window = 0.0, 8, 6
-            self.art_categories, self.art_learn, self.art_refractory = 256, 30, 1000
-            self.art_level = 0.95
+        if "art_state_" not in state:  # saved before the ART member: none (the defaults)
+            defaults = inspect.signature(ContextLikelihood.__init__).parameters
+            for name in _ART_PARAMS:
+                setattr(self, name, defaults[name].default)
             self._init_art()
 
     @staticmethod
