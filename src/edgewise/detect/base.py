@@ -17,10 +17,39 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_THRESHOLD", "Detector"]
+__all__ = ["DEFAULT_THRESHOLD", "Detector", "first_finite", "first_finite_column"]
 
 #: One threshold for every calibrated detector.
 DEFAULT_THRESHOLD = 0.9
+
+
+def first_finite(x: Mapping[str, float]) -> float | None:
+    """The first finite value of a reading, or ``None`` (what one-metric detectors read).
+
+    >>> first_finite({"a": float("nan"), "b": 2.0}), first_finite({"a": float("inf")})
+    (2.0, None)
+    """
+    for v in x.values():
+        if math.isfinite(v):
+            return float(v)
+    return None
+
+
+def first_finite_column(X: np.ndarray) -> np.ndarray:
+    """:func:`first_finite` of each row of ``X`` (1-D input is one value a row): a contiguous
+    float vector, NaN where a row has no finite value (inf counts as missing).
+
+    >>> first_finite_column(np.array([[np.nan, 2.0], [np.inf, np.nan], [3.0, 4.0]]))
+    array([ 2., nan,  3.])
+    """
+    a = np.asarray(X, dtype=float)
+    a = np.where(np.isfinite(a), a, np.nan)
+    if a.ndim == 2:
+        if a.shape[1] == 0:
+            a = np.full(len(a), np.nan)
+        else:
+            a = a[np.arange(len(a)), np.argmax(~np.isnan(a), axis=1)]
+    return np.ascontiguousarray(a, dtype=float)
 
 
 class Detector(abc.ABC):

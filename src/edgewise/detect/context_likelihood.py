@@ -60,7 +60,7 @@ from typing import Any, ClassVar
 import numba as nb
 import numpy as np
 
-from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
+from edgewise.detect.base import DEFAULT_THRESHOLD, Detector, first_finite, first_finite_column
 from edgewise.errors import InvalidParameterError
 from edgewise.params import Interval, validate_params
 
@@ -680,16 +680,9 @@ class ContextLikelihood(Detector):
                 setattr(self, name, defaults[name].default)
             self._init_art()
 
-    @staticmethod
-    def _value(x: Mapping[str, float]) -> float | None:
-        for v in x.values():
-            if math.isfinite(v):
-                return float(v)
-        return None
-
     def learn_one(self, x: Mapping[str, float]) -> None:
         """Update the detector with one reading (NaN-only readings are ignored)."""
-        v = self._value(x)
+        v = first_finite(x)
         if v is None:
             return
         if self.art_vigilance > 0:
@@ -700,7 +693,7 @@ class ContextLikelihood(Detector):
 
     def score_one(self, x: Mapping[str, float]) -> float:
         """Score one reading in [0, 1] without learning it."""
-        v = self._value(x)
+        v = first_finite(x)
         if v is None:
             return 0.0
         if self.art_vigilance > 0:
@@ -711,14 +704,9 @@ class ContextLikelihood(Detector):
     def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
         """Score then learn each value in order (first column of 2-D input); compiled loop."""
         a = np.asarray(X, dtype=float)
-        if a.ndim == 2 and a.shape[1] == 1:
-            a = a[:, 0]  # the kernels skip non-finite values themselves
-        elif a.ndim == 2:
-            # first finite value of each row, as learn_one reads a mapping
-            a = np.where(np.isfinite(a), a, np.nan)  # inf is treated as missing
-            first = np.argmax(~np.isnan(a), axis=1) if a.shape[1] else np.zeros(0, int)
-            a = a[np.arange(len(a)), first] if a.shape[1] else np.full(len(a), np.nan)
-        a = np.ascontiguousarray(a, dtype=float)
+        # the kernels skip non-finite values themselves: one column goes in as it is
+        a = np.ascontiguousarray(a[:, 0]) if a.ndim == 2 and a.shape[1] == 1 else (
+            first_finite_column(a))
         out = np.empty(len(a))
         if self.art_vigilance > 0:
             _run_art(self.state_, self.table_, self._p, self.art_state_, self.art_,

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numba as nb
 import numpy as np
 
-from edgewise.detect.base import Detector
+from edgewise.detect.base import Detector, first_finite, first_finite_column
 from edgewise.params import Interval, validate_params
 
 __all__ = ["EWZScore"]
@@ -82,15 +82,8 @@ class EWZScore(Detector):
         self.mean_ = 0.0
         self.var_ = 0.0
 
-    @staticmethod
-    def _value(x: Mapping[str, float]) -> float | None:
-        for v in x.values():
-            if math.isfinite(v):
-                return float(v)
-        return None
-
     def learn_one(self, x: Mapping[str, float]) -> None:
-        v = self._value(x)
+        v = first_finite(x)
         if v is None:
             return
         self.n_ += 1
@@ -103,7 +96,7 @@ class EWZScore(Detector):
         self.var_ = (1 - a) * (self.var_ + a * d * d)
 
     def score_one(self, x: Mapping[str, float]) -> float:
-        v = self._value(x)
+        v = first_finite(x)
         if v is None or self.n_ < self.warmup:
             return 0.0
         sd = math.sqrt(self.var_) + 1e-9 * (1.0 + abs(self.mean_))
@@ -112,15 +105,7 @@ class EWZScore(Detector):
 
     def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
         """Score then learn each value in order (first non-NaN column); compiled loop."""
-        a = np.asarray(X, dtype=float)
-        a = np.where(np.isfinite(a), a, np.nan)  # inf is treated as missing
-        if a.ndim == 2:
-            if a.shape[1] == 0:
-                a = np.full(len(a), np.nan)
-            else:
-                first = np.argmax(~np.isnan(a), axis=1)
-                a = a[np.arange(len(a)), first]
-        a = np.ascontiguousarray(a, dtype=float)
+        a = first_finite_column(X)
         out = np.empty(len(a))
         st = np.array([self.n_, self.mean_, self.var_], dtype=float)
         _replay(a, st, float(self.alpha), float(self.z0), int(self.warmup), out)
