@@ -54,6 +54,16 @@ def test_train_rows_raise_threshold_only_when_training_scores_are_high():
     assert not res.frame["is_anomaly"].iloc[:400].any()
 
 
+@pytest.mark.parametrize("detector", ["drift-residual", "per-metric-residual"])
+def test_train_rows_set_the_span_of_detectors_that_take_it(detector):
+    """Check --train-rows reaches a detector whose class only changes defaults (**params):
+    with 200 rows its scores start at row 200, not at its default span's end (400)."""
+    res = detect_table(frame(), detector=detector, train_rows=200)
+    scores = res.frame["anomaly_score"].to_numpy()
+    assert not scores[:200].any()
+    assert (scores[200:400] > 0).all()
+
+
 def test_alarm_metrics_skip_training_rows_and_accept_text_labels():
     """Check the metric arithmetic and that labels may be 'true'/'false'."""
     m = alarm_metrics([1, 1, 0, 1, 0], ["true", "false", "false", "true", "true"], skip=1)

@@ -14,7 +14,6 @@ and, given labels, compute alarm metrics (:func:`alarm_metrics`).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +200,9 @@ def detect_table(
         )
     multivariate = issubclass(DETECTORS[detector], _MULTIVARIATE)
     params: dict[str, Any] = {}
-    if train_rows >= 2 and "train_rows" in inspect.signature(DETECTORS[detector]).parameters:
+    # _param_names, not the class's own signature: a variant that only changes defaults
+    # (per-metric-residual) takes **params and would otherwise never get --train-rows.
+    if train_rows >= 2 and "train_rows" in DETECTORS[detector]._param_names():
         params["train_rows"] = train_rows
     n = len(X)
     scores = np.zeros(n)

@@ -86,15 +86,23 @@ class Detector(abc.ABC):
         return {k: 1.0 / n for k in x} if n else {}
 
     # -- parameters and state ----------------------------------------------------------
-    def _get_params(self) -> dict[str, Any]:
-        # the first class in the MRO that names its parameters (a variant that only changes
-        # defaults may take **params)
-        for klass in type(self).__mro__:
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        """The constructor's parameter names.
+
+        Taken from the first class in the MRO that names them: a variant that only changes
+        defaults may take ``**params`` (``PerMetricResidual``) and still accepts its
+        parent's parameters.
+        """
+        for klass in cls.__mro__:
             names = [n for n, p in inspect.signature(klass.__init__).parameters.items()
                      if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
             if names:
-                break
-        return {name: getattr(self, name) for name in names if hasattr(self, name)}
+                return names
+        return []
+
+    def _get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names() if hasattr(self, name)}
 
     def clone(self) -> Detector:
         """A fresh, untrained detector with the same parameters."""
