@@ -11,12 +11,82 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import numba as nb
 import numpy as np
 
 from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
 from edgewise.params import Interval, OneOf, validate_params
 
 __all__ = ["DriftResidual", "PerMetricResidual"]
+
+
+@nb.njit(cache=True)
+def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """Score then learn each row of ``Z`` (trained metrics, NaN where missing).
+
+    The arithmetic of :meth:`DriftResidual._step`, ``_calibrate`` and ``_advance``, in the
+    same order, one metric at a time: bit-identical scores and state. ``advance[i]`` says
+    whether row ``i`` is learned (it had any finite value); ``st`` holds ``(energy,
+    level)``, ``p`` the parameters ``(alpha, gate, jump, patience, smooth, cap,
+    per_metric)``. The state arrays are updated in place; ``st[0]`` gets the new energy.
+    """
+    alpha, gate, jump, patience, smooth, cap = p[0], p[1], p[2], int(p[3]), p[4], p[5]
+    per_metric = p[6] > 0
+    k = Z.shape[1]
+    energy, level = st[0], st[1]
+    r = np.empty(k)
+    ema_next = np.empty(k)
+    for i in range(Z.shape[0]):
+        # _step: residuals, smoothed squares, smoothed max square (or max per-metric ratio)
+        top = 0.0
+        for j in range(k):
+            zj = Z[i, j]
+            rj = 0.0 if math.isnan(zj) else (zj - base[j]) / sd[j]
+            r[j] = rj
+            r2 = rj * rj
+            if per_metric:
+                ema_next[j] = ema[j] + smooth * (min(r2, cap * levels[j]) - ema[j])
+            else:
+                ema_next[j] = ema[j] + smooth * (r2 - ema[j])
+                top = max(top, r2)
+        if per_metric:
+            e = 0.0
+            for j in range(k):
+                e = ema_next[j] / levels[j] if j == 0 else max(e, ema_next[j] / levels[j])
+        else:
+            e = energy + smooth * (min(top, cap * level) - energy)
+        # _calibrate
+        u = e / level
+        if not math.isfinite(u):
+            out[i] = 1.0
+        elif u <= 1.0:
+            out[i] = DEFAULT_THRESHOLD * max(u, 0.0)
+        else:
+            out[i] = 1.0 - (1.0 - DEFAULT_THRESHOLD) / u
+        if not advance[i]:
+            continue
+        # _advance: commit the step, then track drift (never a fault), re-anchor if held
+        energy = e
+        for j in range(k):
+            ema[j] = ema_next[j]
+            a = abs(r[j])
+            zj = Z[i, j]
+            inside = a < gate
+            drift = (not inside) and (not locked[j]) and (a - prev[j] < jump)
+            locked[j] = (not inside) and (not drift)
+            prev[j] = a
+            seen = not math.isnan(zj)
+            if (inside or drift) and seen:
+                base[j] = base[j] + alpha * (zj - base[j])
+            if seen:
+                recent[j] = recent[j] + 0.05 * (zj - recent[j])
+            held[j] = held[j] + 1 if locked[j] else 0
+            if held[j] >= patience and seen:
+                base[j] = recent[j]
+                locked[j] = False
+                held[j] = 0
+                prev[j] = 0.0
+    st[0] = energy
 
 
 class DriftResidual(Detector):
@@ -292,27 +362,43 @@ class DriftResidual(Detector):
             self._advance(self._vector(finite))
 
     def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
-        """Score then learn each row of ``X``; equals the one-at-a-time loop."""
+        """Score then learn each row of ``X``; equals the one-at-a-time loop.
+
+        The training span goes through :meth:`learn_one`; the rows after it through one
+        compiled loop (:func:`_replay`).
+        """
         X = np.asarray(X, dtype=float)
         if X.ndim == 1:
             X = X[:, None]
         names = list(columns) if columns is not None else [f"x{i}" for i in range(X.shape[1])]
         out = np.zeros(len(X))
-        for i, row in enumerate(X):
-            if not self.trained:
-                x = {n: float(v) for n, v in zip(names, row, strict=True) if math.isfinite(v)}
-                self.learn_one(x)
-                continue
-            if not self.metrics_:
-                continue
-            z = np.full(len(self.metrics_), np.nan)
-            for n, v in zip(names, row, strict=True):
-                j = self.metrics_.get(n)
-                if j is not None and math.isfinite(v):
-                    z[j] = v
-            out[i] = self._calibrate(self._step(z)[2])
-            if any(math.isfinite(v) for v in row):
-                self._advance(z)
+        i = 0
+        while i < len(X) and not self.trained:
+            self.learn_one({n: float(v) for n, v in zip(names, X[i], strict=True)
+                            if math.isfinite(v)})
+            i += 1
+        if i == len(X) or not self.metrics_:
+            return out
+        rest = X[i:]
+        finite = np.isfinite(rest)
+        # the trained metrics, NaN where missing; a later column of the same name that is
+        # finite wins, as in the one-at-a-time loop
+        Z = np.full((len(rest), len(self.metrics_)), np.nan)
+        for c, n in enumerate(names):
+            j = self.metrics_.get(n)
+            if j is not None:
+                Z[:, j] = np.where(finite[:, c], rest[:, c], Z[:, j])
+        held = self.held_.astype(np.int64)
+        st = np.array([self.energy_, self.level_])
+        p = np.array([self.alpha, self.gate, self.jump, self.patience, self.smooth, self.cap,
+                      1.0 if self.levels == "per-metric" else 0.0])
+        # np.array copies: the kernel updates them in place, then they become the state
+        base, ema, prev = np.array(self.base_), np.array(self.ema_), np.array(self.prev_)
+        locked, recent = np.array(self.locked_), np.array(self.recent_)
+        _replay(Z, finite.any(axis=1), base, np.asarray(self.sd_, dtype=float), ema, prev,
+                locked, held, recent, np.asarray(self.levels_, dtype=float), st, p, out[i:])
+        self.base_, self.ema_, self.prev_, self.locked_ = base, ema, prev, locked
+        self.held_, self.recent_, self.energy_ = held.astype(self.held_.dtype), recent, float(st[0])
         return out
 
     def explain_one(self, x: Mapping[str, float]) -> dict[str, float]:
