@@ -101,3 +101,52 @@ def test_compiled_replay_equals_the_loop_bit_for_bit(levels):
     for name in ("base_", "ema_", "prev_", "locked_", "held_", "recent_"):
         np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
     assert fast.energy_ == slow.energy_
+
+
+def wandering_plant(seed: int, n: int = 1500) -> np.ndarray:
+    """Flow is white noise and drops by 6 sd over rows 1100-1250 (a fault); temp wanders
+    slowly (AR(1), coefficient 0.995): a 300-row span shows only part of its normal range."""
+    rng = np.random.default_rng(seed)
+    flow = 30 + rng.standard_normal(n)
+    e = 0.05 * rng.standard_normal(n)
+    temp = np.zeros(n)
+    for i in range(1, n):
+        temp[i] = 0.995 * temp[i - 1] + e[i]
+    flow[1100:1250] -= 6.0
+    return np.c_[flow, 60 + temp]
+
+
+def test_long_run_scale_widens_a_wandering_metric_only_and_keeps_the_fault():
+    """Check the long-run scale widens temp's deviation (not flow's), ends the false alarms
+    the sample deviation raises on temp's normal wandering, and still flags the flow fault."""
+    cols = ["flow", "temp"]
+    false_alarms = {"sample": 0, "long-run": 0}
+    for seed in range(6):
+        X = wandering_plant(seed)
+        sample = DriftResidual(train_rows=300, scale="sample")
+        sample.score_many(X[:300], columns=cols)
+        for scale in false_alarms:
+            det = DriftResidual(train_rows=300, scale=scale)
+            s = det.score_many(X, columns=cols)
+            false_alarms[scale] += int((s[300:1100] >= DEFAULT_THRESHOLD).sum())
+            assert (s[1100:1250] >= DEFAULT_THRESHOLD).mean() > 0.9
+        widen = det.sd_ / sample.sd_  # det: the long-run one
+        assert widen[det.metrics_["flow"]] < 1.15
+        assert widen[det.metrics_["temp"]] > 1.8
+    assert false_alarms["long-run"] == 0 < false_alarms["sample"]
+
+
+def test_scale_is_validated_and_old_pickles_train_with_sample_deviations():
+    """Check a bad ``scale`` names the parameter, and a detector pickled mid-span before
+    ``scale`` existed finishes its span with sample deviations."""
+    with pytest.raises(InvalidParameterError, match="scale"):
+        DriftResidual(scale="robust")
+    X = wandering_plant(0)
+    old = DriftResidual(train_rows=300)
+    old.score_many(X[:100], columns=["flow", "temp"])
+    del old.scale  # as pickled before the parameter
+    old = Detector.loads(old.dumps())
+    old.score_many(X[100:300], columns=["flow", "temp"])
+    ref = DriftResidual(train_rows=300, scale="sample")
+    ref.score_many(X[:300], columns=["flow", "temp"])
+    np.testing.assert_array_equal(old.sd_, ref.sd_)

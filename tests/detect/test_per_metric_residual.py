@@ -32,8 +32,9 @@ def plant(seed: int = 0, shift: float = 3.0, n: int = 1000) -> np.ndarray:
 
 
 def test_each_metric_gets_its_own_level_from_the_span():
-    """Check a metric that moved within the span gets a higher level than a steady one."""
-    det = PerMetricResidual(train_rows=300)
+    """Check a metric that moved within the span gets a higher level than a steady one
+    (with sample deviations: the long-run scale would widen temp's instead)."""
+    det = PerMetricResidual(train_rows=300, scale="sample")
     det.score_many(plant()[:300], columns=COLS)
     flow, temp = det.levels_[det.metrics_["flow"]], det.levels_[det.metrics_["temp"]]
     assert temp > 2 * flow
@@ -42,12 +43,13 @@ def test_each_metric_gets_its_own_level_from_the_span():
 
 def test_a_quiet_metrics_fault_is_flagged_more_often_than_with_one_pooled_level():
     """Check the flow's modest drop is flagged more per metric than with a pooled level, and
-    the repeat of the span's normal temp bump raises no alarm."""
+    the repeat of the span's normal temp bump raises no alarm (levels compared on sample
+    deviations, the scale the levels were designed on)."""
     hit = {DriftResidual: [], PerMetricResidual: []}
     for seed in range(5):
         X = plant(seed)
         for cls in hit:
-            s = cls(train_rows=300).score_many(X, columns=COLS)
+            s = cls(train_rows=300, scale="sample").score_many(X, columns=COLS)
             hit[cls].append((s[600:750] >= DEFAULT_THRESHOLD).mean())
             if cls is PerMetricResidual:
                 assert not (s[300:600] >= DEFAULT_THRESHOLD).any()

@@ -17,7 +17,7 @@ import numpy as np
 from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
 from edgewise.params import Interval, OneOf, validate_params
 
-__all__ = ["DriftResidual", "PerMetricResidual"]
+__all__ = ["DriftResidual", "PerMetricResidual", "long_run_factor"]
 
 
 @nb.njit(cache=True)
@@ -89,13 +89,46 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p
     st[0] = energy
 
 
+def long_run_factor(x: np.ndarray) -> float:
+    """How much wider a metric's long-run spread is than its sample deviation says.
+
+    ``sqrt(long-run variance / variance)`` of the finite values of ``x``, with the
+    Newey-West (Bartlett kernel) estimate of the long-run variance and its textbook
+    bandwidth ``floor(4 (n / 100) ** (2 / 9))`` (5 lags for 400 readings), floored at 1.
+    About 1 for a metric whose readings are independent noise; larger for one that wanders
+    slowly (a temperature), whose few hundred training readings show only part of its
+    normal range.
+
+    >>> rng = np.random.default_rng(0)
+    >>> noise = rng.standard_normal(400)
+    >>> round(long_run_factor(noise), 2), round(long_run_factor(np.cumsum(noise)), 2)
+    (1.0, 2.42)
+    """
+    v = np.asarray(x, dtype=float)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n < 3:
+        return 1.0
+    v = v - v.mean()
+    v0 = float(v @ v) / n
+    if v0 <= 0.0:
+        return 1.0
+    lags = min(math.floor(4.0 * (n / 100.0) ** (2.0 / 9.0)), n - 1)
+    total = v0
+    for k in range(1, lags + 1):
+        total += 2.0 * (1.0 - k / (lags + 1.0)) * float(v[k:] @ v[:-k]) / n
+    return math.sqrt(max(total / v0, 1.0))
+
+
 class DriftResidual(Detector):
     """Per-metric residuals against a drift-tracking baseline, smoothed, max over metrics.
 
     1. **Training span.** The first ``train_rows`` readings are known normal: they fix
        each metric's mean and standard deviation, and the alarm level: ``margin`` times
        the largest smoothed score seen over the span (so the span itself never alarms).
-       Metrics first seen after the span are ignored.
+       Metrics first seen after the span are ignored. With ``scale="long-run"`` each
+       metric's deviation is widened by :func:`long_run_factor`: a slowly wandering
+       metric's span shows only part of its normal range.
     2. **Residuals.** After the span, each metric's residual is ``r_j = (x_j - m_j) / sd_j``
        against a baseline ``m_j`` that starts at the training mean.
     3. **Smoothing.** An exponentially weighted mean ``e`` of ``max_j r_j²`` (weight
@@ -151,6 +184,9 @@ class DriftResidual(Detector):
     levels
         ``"pooled"``: one alarm level for the max over metrics; ``"per-metric"``: one
         level per metric, the score is the max over metrics of their own ratio.
+    scale
+        ``"sample"``: each metric's deviation over the span; ``"long-run"``: that times
+        :func:`long_run_factor` (autocorrelation-consistent).
 
     Examples
     --------
@@ -182,6 +218,7 @@ class DriftResidual(Detector):
         "margin": Interval(float, 0.0, None, closed="neither"),
         "cap": Interval(float, 1.0, None, closed="neither"),
         "levels": OneOf(("pooled", "per-metric")),
+        "scale": OneOf(("sample", "long-run")),
     }
 
     def __init__(
@@ -195,6 +232,7 @@ class DriftResidual(Detector):
         margin: float = 1.25,
         cap: float = 3.0,
         levels: str = "pooled",
+        scale: str = "long-run",
     ) -> None:
         validate_params(
             self._constraints,
@@ -208,6 +246,7 @@ class DriftResidual(Detector):
                 "margin": margin,
                 "cap": cap,
                 "levels": levels,
+                "scale": scale,
             },
             self,
         )
@@ -220,6 +259,7 @@ class DriftResidual(Detector):
         self.margin = margin
         self.cap = cap
         self.levels = levels
+        self.scale = scale
         self.metrics_: dict[str, int] = {}
         self.buffer_: list[dict[str, float]] = []
         self.n_ = 0
@@ -308,6 +348,9 @@ class DriftResidual(Detector):
         self.base_[seen] = mean
         # A metric constant over the span gets a small floor: any change then stands out.
         self.sd_[seen] = np.maximum(sd, 1e-6 * (np.abs(mean) + 1.0))
+        if getattr(self, "scale", "sample") == "long-run":  # pickles from before: sample
+            for j in np.flatnonzero(seen):
+                self.sd_[j] *= long_run_factor(Z[:, j])
         self.levels_ = np.full(len(names), math.inf)
         # Start the smoothing at the first reading's squares (not at 0, which would hide
         # the span's own noise level and set the alarm level too low).
