@@ -13,7 +13,7 @@ import pytest
 from edgewise.bench.cmapss import load_test, load_train, phm08_score, run_seed
 from edgewise.errors import InvalidParameterError
 
-SMALL = {"models": ("gbm",), "n_estimators": 40}
+SMALL = {"models": ("gbm",), "n_estimators": 10, "calibration_folds": 2}
 
 
 def _copy(src: Path, dst: Path, names: list[str]) -> Path:

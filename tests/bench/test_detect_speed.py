@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_benchmark_reports_every_detector_and_river():
     """Check that each detector gets positive rates and River HST is measured beside them."""
-    x, source = load_series(None, 30_000)
+    x, source = load_series(None, 5_000)
     rows = benchmark_detectors(x, one_at_a_time_points=500, repeats=1)
     names = [r["detector"] for r in rows]
     assert "context-likelihood" in names and names[-1] == "river.HalfSpaceTrees"
@@ -34,7 +34,7 @@ def test_default_detector_replays_faster_than_river_one_at_a_time():
 def test_cli_json_is_one_object():
     """Check that `edgewise bench detect --json` prints one JSON object with ratios."""
     p = subprocess.run(
-        [sys.executable, "-m", "edgewise", "bench", "detect", "--points", "20000",
+        [sys.executable, "-m", "edgewise", "bench", "detect", "--points", "5000",
          "--one-points", "300", "--repeats", "1", "--json"],
         capture_output=True, text=True, check=False, timeout=300,
         env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},

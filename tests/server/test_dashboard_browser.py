@@ -166,6 +166,9 @@ def test_dashboard_fleet_chart_and_alert_actions(chromium, live) -> None:
     page.click("tr[data-device='pump-1'] a")
     canvas = page.wait_for_selector("canvas[data-metric='temp_c'][data-points]")
     _wait_for(lambda: int(canvas.get_attribute("data-points") or 0) >= 20)
+    # the RUL line arrives after the charts and pushes them down: an element screenshot taken
+    # while it lands clips the wrong rows ("only 30 line pixels"), so let the layout settle
+    rul = page.wait_for_selector("#device-rul[data-rul]")
     assert int(canvas.get_attribute("data-spans")) >= 1
     assert page.query_selector("canvas[data-metric='rpm']") is not None
     shot = canvas.screenshot()
@@ -184,7 +187,6 @@ def test_dashboard_fleet_chart_and_alert_actions(chromium, live) -> None:
     assert span.sum() > 50, f"only {span.sum()} alert-span pixels in the plot area"
 
     # device page: the RUL line, from the RUL model file in the data dir
-    rul = page.wait_for_selector("#device-rul[data-rul]")
     assert "Remaining useful life" in rul.inner_text() and "interval" in rul.inner_text()
 
     # device page: the data-quality table, from GET /v1/devices/{id}/quality
