@@ -23,6 +23,17 @@ def test_benchmark_reports_every_detector_and_river():
     assert source == "synthetic cycle"
 
 
+def test_variants_of_a_compiled_detector_replay_the_whole_series():
+    """Check a variant that inherits a compiled score_many (context-art) replays every point,
+    and only a detector on the base class's plain loop (mahalanobis) replays a sample."""
+    x, _ = load_series(None, 30_000)
+    rows = {r["detector"]: r for r in benchmark_detectors(
+        x, one_at_a_time_points=200, repeats=1, names=["context-art", "mahalanobis"])}
+    assert rows["context-art"]["replay_points"] == 30_000
+    assert rows["mahalanobis"]["replay_points"] == 20_000
+    assert rows["river.HalfSpaceTrees"]["replay_points"] is None
+
+
 def test_default_detector_replays_faster_than_river_one_at_a_time():
     """Check that replay of the default detector is well ahead of River (loose, loaded CI)."""
     x, _ = load_series(None, 200_000)
