@@ -9,7 +9,7 @@ Detectors by name (for configuration, the CLI and the gateway):
 * ``"context-likelihood"`` (the default, :data:`DEFAULT_DETECTOR`): one metric;
   sequence novelty + prediction error, anomaly likelihood, repeat suppression.
 * ``"context-art"``: the default plus an ART member (adaptive resonance on windowed
-  means, as ARTime); higher on NAB but inside its noise, ~1.5x slower, no C export.
+  means, as ARTime); higher on NAB but inside its noise, ~2.5x slower, no C export.
 * ``"mahalanobis"`` (:data:`DEFAULT_MULTIVARIATE`): all metrics of a device together,
   with per-metric attribution.
 * ``"drift-residual"``: all metrics of a device, learning normal from a known-normal

@@ -719,7 +719,7 @@ class ContextLikelihood(Detector):
 class ContextART(ContextLikelihood):
     """:class:`ContextLikelihood` with its ART member on (``art_vigilance=0.8``), as
     ``"context-art"``: NAB 74.66 / 62.81 / 80.52 against the default's 73.10 / 62.06 / 78.62
-    (``benchmarks/results/nab.md``, round 4), at about 2x the replay time and without a C export.
+    (``benchmarks/results/nab.md``, round 4), at about 2.5x the replay time and without a C export.
 
     Every parameter of :class:`ContextLikelihood` is accepted by keyword.
 
