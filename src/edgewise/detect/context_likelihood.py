@@ -40,7 +40,7 @@ Scores are in [0, 1]; high means anomalous. Four cheap ideas, compiled with Numb
    standard / low-FP / low-FN; all 58 files: 73.10 / 62.06 / 78.62 -> 74.66 / 62.81 /
    80.52. It is **off by default** (``art_vigilance=0``) and on in :class:`ContextART`
    (``"context-art"``): the gain is inside NAB's file-sampling spread, and it costs about
-   2x the default's replay time (``detect-speed.md``) and the C export (its category store
+   2.5x the default's replay time (``detect-speed.md``) and the C export (its category store
    does not fit a device's 2 KiB), both of which the default keeps.
 
 The scale is set so that :data:`~edgewise.detect.base.DEFAULT_THRESHOLD` (0.9) is the
