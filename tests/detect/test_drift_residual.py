@@ -77,8 +77,9 @@ def test_a_lasting_change_becomes_normal_after_patience():
 
 @pytest.mark.parametrize("levels", ["pooled", "per-metric"])
 def test_compiled_replay_equals_the_loop_bit_for_bit(levels):
-    """Check the compiled score_many gives the loop's scores and state exactly: missing and
-    infinite values, an empty row, an extra unknown column, a re-anchor after patience."""
+    """Check score_many over whole blocks gives the one-at-a-time loop's scores and state
+    exactly (both run the one kernel): missing and infinite values, an empty row, an extra
+    unknown column, a re-anchor after patience, input split across calls."""
     X, _ = pump(n=1200, seed=3)
     X[900:, 0] -= 6.0  # a lasting change: re-anchored after `patience`
     X[::29, 2] = np.nan
@@ -150,3 +151,20 @@ def test_scale_is_validated_and_old_pickles_train_with_sample_deviations():
     ref = DriftResidual(train_rows=300, scale="sample")
     ref.score_many(X[:300], columns=["flow", "temp"])
     np.testing.assert_array_equal(old.sd_, ref.sd_)
+
+
+def test_recent_level_is_the_documented_running_mean():
+    """Check ``recent_``, where a lasting change re-anchors the baseline, is a running mean
+    of weight 0.05 of each metric's readings after the span (from its training mean,
+    skipping missing ones)."""
+    X, _ = pump(n=1200, seed=5)
+    X[900:, 0] -= 6.0
+    X[::31, 0] = np.nan
+    det = DriftResidual(train_rows=300, patience=150)
+    det.score_many(X, columns=COLS)
+    for j, name in enumerate(COLS):
+        want = float(np.nanmean(X[:300, j]))
+        for v in X[300:, j]:
+            if np.isfinite(v):
+                want += 0.05 * (v - want)
+        assert det.recent_[det.metrics_[name]] == pytest.approx(want, rel=1e-12)

@@ -22,13 +22,15 @@ __all__ = ["DriftResidual", "LongRunResidual", "PerMetricResidual", "long_run_fa
 
 @nb.njit(cache=True)
 def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
-    """Score then learn each row of ``Z`` (trained metrics, NaN where missing).
+    """Score then learn each row of ``Z`` (trained metrics, NaN where missing): the one
+    implementation of scoring and drift tracking after the span, for ``score_one``,
+    ``learn_one`` and ``score_many`` alike.
 
-    The arithmetic of :meth:`DriftResidual._step`, ``_calibrate`` and ``_advance``, in the
-    same order, one metric at a time: bit-identical scores and state. ``advance[i]`` says
-    whether row ``i`` is learned (it had any finite value); ``st`` holds ``(energy,
-    level)``, ``p`` the parameters ``(alpha, gate, jump, patience, smooth, cap,
-    per_metric)``. The state arrays are updated in place; ``st[0]`` gets the new energy.
+    The score step is :meth:`DriftResidual._step`'s arithmetic (which the span and
+    ``explain_one`` use), one metric at a time. ``advance[i]`` says whether row ``i`` is
+    learned (it had any finite value); ``st`` holds ``(energy, level)``, ``p`` the
+    parameters ``(alpha, gate, jump, patience, smooth, cap, per_metric)``. The state arrays
+    are updated in place; ``st[0]`` gets the new energy.
     """
     alpha, gate, jump, patience, smooth, cap = p[0], p[1], p[2], int(p[3]), p[4], p[5]
     per_metric = p[6] > 0
@@ -55,7 +57,7 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p
                 e = ema_next[j] / levels[j] if j == 0 else max(e, ema_next[j] / levels[j])
         else:
             e = energy + smooth * (min(top, cap * level) - energy)
-        # _calibrate
+        # calibrate: u = 1 (the level) is exactly DEFAULT_THRESHOLD
         u = e / level
         if not math.isfinite(u):
             out[i] = 1.0
@@ -65,7 +67,8 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p
             out[i] = 1.0 - (1.0 - DEFAULT_THRESHOLD) / u
         if not advance[i]:
             continue
-        # _advance: commit the step, then track drift (never a fault), re-anchor if held
+        # learn: commit the step, then track drift (never a fault); a change that outlasts
+        # `patience` readings is the new normal: re-anchor at the recent level
         energy = e
         for j in range(k):
             ema[j] = ema_next[j]
@@ -307,34 +310,19 @@ class DriftResidual(Detector):
             self.energy_ + self.smooth * (top - self.energy_),
         )
 
-    def _calibrate(self, energy: float) -> float:
-        u = energy / self.level_
-        if not math.isfinite(u):
-            return 1.0
-        if u <= 1.0:
-            return DEFAULT_THRESHOLD * max(u, 0.0)
-        return 1.0 - (1.0 - DEFAULT_THRESHOLD) / u
-
-    def _advance(self, z: np.ndarray) -> None:
-        r, self.ema_, self.energy_ = self._step(z)
-        a = np.abs(r)
-        inside = a < self.gate
-        drift = ~inside & ~self.locked_ & (a - self.prev_ < self.jump)
-        self.locked_ = ~inside & ~drift
-        self.prev_ = a
-        move = (inside | drift) & ~np.isnan(z)
-        self.base_ = np.where(move, self.base_ + self.alpha * (z - self.base_), self.base_)
-        # A change that outlasts ``patience`` readings is the new normal: re-anchor at the
-        # recent level (a short running mean, not one noisy reading).
-        seen = ~np.isnan(z)
-        self.recent_ = np.where(seen, self.recent_ + 0.05 * (z - self.recent_), self.recent_)
-        self.held_ = np.where(self.locked_, self.held_ + 1, 0)
-        renew = (self.held_ >= self.patience) & seen
-        if renew.any():
-            self.base_ = np.where(renew, self.recent_, self.base_)
-            self.locked_ &= ~renew
-            self.held_ = np.where(renew, 0, self.held_)
-            self.prev_ = np.where(renew, 0.0, self.prev_)
+    def _run(self, Z: np.ndarray, advance: np.ndarray) -> np.ndarray:
+        """Scores of the rows of ``Z`` (trained metrics, NaN where missing), learning the rows
+        where ``advance``: :func:`_replay` on the state arrays, in place."""
+        if self.held_.dtype != np.int64:  # a pickle from a platform with 32-bit int
+            self.held_ = self.held_.astype(np.int64)
+        st = np.array([self.energy_, self.level_])
+        p = np.array([self.alpha, self.gate, self.jump, self.patience, self.smooth, self.cap,
+                      1.0 if self.levels == "per-metric" else 0.0])
+        out = np.empty(len(Z))
+        _replay(Z, advance, self.base_, self.sd_, self.ema_, self.prev_, self.locked_,
+                self.held_, self.recent_, self.levels_, st, p, out)
+        self.energy_ = float(st[0])
+        return out
 
     def _finish_training(self) -> None:
         names = sorted({k for row in self.buffer_ for k in row})
@@ -388,7 +376,7 @@ class DriftResidual(Detector):
         """Score one device reading in [0, 1] without learning it (0 during training)."""
         if not self.trained or not self.metrics_:
             return 0.0
-        return self._calibrate(self._step(self._vector(x))[2])
+        return float(self._run(self._vector(x)[None, :], np.zeros(1, dtype=bool))[0])
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         """Learn one reading: part of the training span, or one step of drift tracking."""
@@ -402,7 +390,7 @@ class DriftResidual(Detector):
                 self._finish_training()
             return
         if self.metrics_:
-            self._advance(self._vector(finite))
+            self._run(self._vector(finite)[None, :], np.ones(1, dtype=bool))
 
     def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
         """Score then learn each row of ``X``; equals the one-at-a-time loop.
@@ -431,17 +419,7 @@ class DriftResidual(Detector):
             j = self.metrics_.get(n)
             if j is not None:
                 Z[:, j] = np.where(finite[:, c], rest[:, c], Z[:, j])
-        held = self.held_.astype(np.int64)
-        st = np.array([self.energy_, self.level_])
-        p = np.array([self.alpha, self.gate, self.jump, self.patience, self.smooth, self.cap,
-                      1.0 if self.levels == "per-metric" else 0.0])
-        # np.array copies: the kernel updates them in place, then they become the state
-        base, ema, prev = np.array(self.base_), np.array(self.ema_), np.array(self.prev_)
-        locked, recent = np.array(self.locked_), np.array(self.recent_)
-        _replay(Z, finite.any(axis=1), base, np.asarray(self.sd_, dtype=float), ema, prev,
-                locked, held, recent, np.asarray(self.levels_, dtype=float), st, p, out[i:])
-        self.base_, self.ema_, self.prev_, self.locked_ = base, ema, prev, locked
-        self.held_, self.recent_, self.energy_ = held.astype(self.held_.dtype), recent, float(st[0])
+        out[i:] = self._run(Z, finite.any(axis=1))
         return out
 
     def explain_one(self, x: Mapping[str, float]) -> dict[str, float]:
