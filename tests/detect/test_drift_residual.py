@@ -75,6 +75,24 @@ def test_a_lasting_change_becomes_normal_after_patience():
     assert (s[1000:] < DEFAULT_THRESHOLD).all()
 
 
+def test_missing_readings_do_not_reset_a_locked_metrics_patience():
+    """Check a lasting change on a sensor that drops every 10th reading still becomes
+    normal after `patience` of its readings, and that the gaps do not unlock the fault."""
+    X, _ = pump(n=1400)
+    X[900:, 0] -= 6.0  # the flow stays down for good, as above
+    X[310::10, 0] = np.nan  # and the flow sensor misses every tenth reading
+    det = DriftResidual(train_rows=300, patience=200)
+    s = det.score_many(X, columns=COLS)
+    assert (s[750:900] >= DEFAULT_THRESHOLD).all()
+    # 200 seen readings after the lock (~222 rows) plus the smoothing's tail
+    assert (s[1100:] < DEFAULT_THRESHOLD).all()
+    # a gap right after the lock did not let the fault be learned as drift
+    det = DriftResidual(train_rows=300, patience=200)
+    det.score_many(X[:760], columns=COLS)
+    assert det.locked_[det.metrics_["flow"]]
+    assert det.base_[det.metrics_["flow"]] > 29.0
+
+
 @pytest.mark.parametrize("levels", ["pooled", "per-metric"])
 def test_compiled_replay_equals_the_loop_bit_for_bit(levels):
     """Check score_many over whole blocks gives the one-at-a-time loop's scores and state

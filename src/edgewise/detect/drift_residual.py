@@ -72,19 +72,21 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p
         energy = e
         for j in range(k):
             ema[j] = ema_next[j]
-            a = abs(r[j])
             zj = Z[i, j]
+            if math.isnan(zj):
+                # a missing reading says nothing about the metric: its lock, patience
+                # count and last residual carry over to its next reading
+                continue
+            a = abs(r[j])
             inside = a < gate
             drift = (not inside) and (not locked[j]) and (a - prev[j] < jump)
             locked[j] = (not inside) and (not drift)
             prev[j] = a
-            seen = not math.isnan(zj)
-            if (inside or drift) and seen:
+            if inside or drift:
                 base[j] = base[j] + alpha * (zj - base[j])
-            if seen:
-                recent[j] = recent[j] + 0.05 * (zj - recent[j])
+            recent[j] = recent[j] + 0.05 * (zj - recent[j])
             held[j] = held[j] + 1 if locked[j] else 0
-            if held[j] >= patience and seen:
+            if held[j] >= patience:
                 base[j] = recent[j]
                 locked[j] = False
                 held[j] = 0
@@ -146,6 +148,8 @@ class DriftResidual(Detector):
        drift (warming up) is followed however far it goes. A step of ``jump`` or more that
        leaves the gate (a fault) locks the baseline until the metric comes back inside,
        so a fault is not learned and keeps alarming, for up to ``patience`` readings.
+       A missing reading of a metric leaves its baseline, lock and patience count as
+       they were.
 
     With ``levels="per-metric"`` (:class:`PerMetricResidual`) steps 1, 3 and 4 are done
     per metric: each metric's ``e_j`` (the smoothing of its own ``r_j²``, each term capped
@@ -175,9 +179,9 @@ class DriftResidual(Detector):
         One-step growth of ``|r_j|`` (in training standard deviations) that counts as a
         fault rather than drift once outside the gate.
     patience
-        Readings a metric may stay locked; then its baseline is re-anchored at the
-        metric's recent level (a running mean of weight 0.05): a change that lasts
-        becomes the new normal, so its alarms end.
+        Readings of a metric (missing ones not counted) it may stay locked; then its
+        baseline is re-anchored at the metric's recent level (a running mean of weight
+        0.05): a change that lasts becomes the new normal, so its alarms end.
     smooth
         Weight of the newest squared residual in the smoothed score.
     margin
