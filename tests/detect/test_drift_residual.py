@@ -186,3 +186,17 @@ def test_recent_level_is_the_documented_running_mean():
             if np.isfinite(v):
                 want += 0.05 * (v - want)
         assert det.recent_[det.metrics_[name]] == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["drift-residual", "per-metric-residual", "long-run-residual"])
+@pytest.mark.parametrize("unit", [1e-9, 1e6, 1e200])
+def test_the_units_of_the_readings_do_not_matter(name, unit):
+    """Check a pump read in other units (nano-units: a sensor in amperes reading nA; or
+    huge counts) gets the same alarms: no absolute floor swamps small readings and no
+    square overflows on big ones."""
+    X, y = pump()
+    X = X - X[:300].mean(axis=0)  # centred, so a small unit leaves small readings
+    ref = get_detector(name, train_rows=300).score_many(X, columns=COLS) >= DEFAULT_THRESHOLD
+    assert ref[y].mean() > 0.5
+    got = get_detector(name, train_rows=300).score_many(X * unit, columns=COLS)
+    np.testing.assert_array_equal(got >= DEFAULT_THRESHOLD, ref)

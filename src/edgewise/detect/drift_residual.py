@@ -20,6 +20,21 @@ from edgewise.params import Interval, OneOf, validate_params
 __all__ = ["DriftResidual", "LongRunResidual", "PerMetricResidual", "long_run_factor"]
 
 
+# Floor of a metric's span deviation, and bound of a residual (in deviations): far from
+# any real sensor's figures, they keep squares finite (a constant-0 metric that moves).
+_SD_MIN = 1e-300
+_R_MAX = 1e150
+
+
+def _mean_sd(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and deviations of ``Z`` (NaN where missing), without overflow: each
+    column is scaled by its largest magnitude first, so readings of 1e200 or 1e-200 are
+    summarised as well as readings of 1."""
+    big = np.nanmax(np.abs(Z), axis=0) if Z.size else np.ones(Z.shape[1])
+    big = np.where(big > 0, big, 1.0)
+    return np.nanmean(Z / big, axis=0) * big, np.nanstd(Z / big, axis=0) * big
+
+
 @nb.njit(cache=True)
 def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
     """Score then learn each row of ``Z`` (trained metrics, NaN where missing): the one
@@ -43,7 +58,7 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p
         top = 0.0
         for j in range(k):
             zj = Z[i, j]
-            rj = 0.0 if math.isnan(zj) else (zj - base[j]) / sd[j]
+            rj = 0.0 if math.isnan(zj) else min(max((zj - base[j]) / sd[j], -_R_MAX), _R_MAX)
             r[j] = rj
             r2 = rj * rj
             if per_metric:
@@ -114,6 +129,7 @@ def long_run_factor(x: np.ndarray) -> float:
     n = len(v)
     if n < 3:
         return 1.0
+    v = v / max(float(np.abs(v).max()), 1e-300)  # the ratio is scale-free; no overflow
     v = v - v.mean()
     v0 = float(v @ v) / n
     if v0 <= 0.0:
@@ -302,7 +318,7 @@ class DriftResidual(Detector):
 
     def _step(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """``(residuals, next per-metric smoothed squares, next smoothed max square)``."""
-        r = np.where(np.isnan(z), 0.0, (z - self.base_) / self.sd_)
+        r = np.where(np.isnan(z), 0.0, np.clip((z - self.base_) / self.sd_, -_R_MAX, _R_MAX))
         r2 = r * r
         if self.levels == "per-metric":
             ema = self.ema_ + self.smooth * (np.minimum(r2, self.cap * self.levels_) - self.ema_)
@@ -333,13 +349,14 @@ class DriftResidual(Detector):
         self.metrics_ = {k: i for i, k in enumerate(names)}
         Z = np.array([self._vector(row) for row in self.buffer_]).reshape(-1, len(names))
         seen = ~np.isnan(Z).all(axis=0)
-        mean = np.nanmean(Z[:, seen], axis=0)
-        sd = np.nanstd(Z[:, seen], axis=0)
+        mean, sd = _mean_sd(Z[:, seen])
         self.base_ = np.zeros(len(names))
         self.sd_ = np.ones(len(names))
         self.base_[seen] = mean
-        # A metric constant over the span gets a small floor: any change then stands out.
-        self.sd_[seen] = np.maximum(sd, 1e-6 * (np.abs(mean) + 1.0))
+        # A metric constant over the span gets a floor relative to its own level (none
+        # absolute: a metric read in small units, 1e-9 A say, keeps its own scale); a
+        # metric constant at 0 gets the smallest one: any change then stands out.
+        self.sd_[seen] = np.maximum(sd, np.maximum(1e-6 * np.abs(mean), _SD_MIN))
         if getattr(self, "scale", "sample") == "long-run":  # pickles from before: sample
             for j in np.flatnonzero(seen):
                 self.sd_[j] *= long_run_factor(Z[:, j])

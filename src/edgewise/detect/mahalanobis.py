@@ -133,13 +133,18 @@ class Mahalanobis(Detector):
                 z[j] = float(v)
         return z
 
+    def shrunk_covariance(self) -> np.ndarray:
+        """The running covariance shrunk towards its diagonal, plus a small ridge relative
+        to each metric's own scale, ``1e-9 (variance + mean²)`` (none absolute: a metric read
+        in small units, 1e-9 A say, keeps its scale beside one in large units)."""
+        diag = np.diag(self.cov_)
+        eps = 1e-9 * (diag + self.mean_ * self.mean_) + 1e-300
+        return (1.0 - self.shrinkage) * self.cov_ + np.diag(self.shrinkage * diag + eps)
+
     def _solve(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(z - mean, S⁻¹ (z - mean))`` with the shrunk covariance."""
         dz = z - self.mean_
-        diag = np.diag(self.cov_)
-        scale = float(diag.mean()) if len(diag) else 1.0
-        eps = 1e-9 * (scale + 1.0) + 1e-12
-        s = (1.0 - self.shrinkage) * self.cov_ + np.diag(self.shrinkage * diag + eps)
+        s = self.shrunk_covariance()
         try:
             w = np.linalg.solve(s, dz)
         except np.linalg.LinAlgError:
@@ -152,7 +157,8 @@ class Mahalanobis(Detector):
         if self.n_ < self.warmup or not self.metrics_:
             return 0.0
         dz, w = self._solve(self._vector(x, grow=False))
-        t2 = max(float(dz @ w), 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):  # a metric constant at 0 moved
+            t2 = max(float(dz @ w), 0.0)
         if not math.isfinite(t2):
             return 1.0
         p = float(gammaincc(len(dz) / 2.0, t2 / 2.0))  # chi-squared tail
@@ -174,7 +180,10 @@ class Mahalanobis(Detector):
         if not self.metrics_:
             return {}
         dz, w = self._solve(self._vector(x, grow=False))
-        terms = np.maximum(dz * w, 0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            terms = np.maximum(dz * w, 0.0)
+        if np.isinf(terms).any():  # a metric constant at 0 that moved: it alone drives it
+            terms = np.isinf(terms).astype(float)
         total = float(terms.sum())
         names = list(self.metrics_)
         if total <= 0.0 or not math.isfinite(total):

@@ -548,20 +548,20 @@ static double gamma_q(double a, double x) {{
 
 double {n}_score({n}_state_t *s, const double *x) {{
     int i, j, k;
-    double scale = 0.0, eps, t2 = 0.0, p, sc;
+    double t2 = 0.0, p, sc;
     double *L = s->work;
     if (s->n < WARMUP) return 0.0;
     for (i = 0; i < D; ++i) {{
         double v = x[i];
         s->dz[i] = (v != v || v - v != 0.0) ? 0.0 : v - s->mean[i];
-        scale += s->cov[i * D + i];
     }}
-    eps = 1e-9 * (scale / D + 1.0) + 1e-12;
-    /* shrunk covariance, then its Cholesky factor in place (lower triangle) */
+    /* shrunk covariance with a ridge relative to each metric's variance, then its
+       Cholesky factor in place (lower triangle) */
     for (i = 0; i < D; ++i) {{
         for (j = 0; j <= i; ++j) {{
             double v = (1.0 - SHRINK) * s->cov[i * D + j];
-            if (i == j) v += SHRINK * s->cov[i * D + i] + eps;
+            if (i == j) v += SHRINK * s->cov[i * D + i]
+                             + (1e-9 * (s->cov[i * D + i] + s->mean[i] * s->mean[i]) + 1e-300);
             for (k = 0; k < j; ++k) v -= L[i * D + k] * L[j * D + k];
             if (i == j) {{
                 if (v <= 0.0) return 1.0;  /* not positive definite: treat as anomalous */
@@ -641,10 +641,7 @@ def mahalanobis_frozen(det: Any) -> tuple[np.ndarray, np.ndarray]:
     if not det.metrics_:
         raise ExportError("Mahalanobis has learned no metrics yet; its scoring step has no "
                           "mean or covariance to freeze. Learn some readings first.")
-    diag = np.diag(det.cov_)
-    eps = 1e-9 * (float(diag.mean()) + 1.0) + 1e-12
-    s = (1.0 - det.shrinkage) * det.cov_ + np.diag(det.shrinkage * diag + eps)
-    return det.mean_.copy(), np.linalg.inv(s)
+    return det.mean_.copy(), np.linalg.inv(det.shrunk_covariance())
 
 
 def export_mahalanobis_onnx(det: Any, name: str = "maha") -> Any:
