@@ -97,3 +97,21 @@ def test_window_limit_not_in_data_is_an_error():
     ts = np.arange(50).astype("datetime64[m]")
     with pytest.raises(ValueError, match="not a timestamp"):
         sweep_file(ts, [(np.datetime64("2030-01-01T00:00"), ts[10])])
+
+
+def test_a_fresh_results_file_wins_over_an_archived_gzip(tmp_path):
+    """Check that where a run wrote ``X.csv`` beside an archived ``X.csv.gz`` (a results
+    folder kept in the repository), the fresh file is read, not the stale one."""
+    import gzip
+
+    folder = tmp_path / "det" / "cat"
+    folder.mkdir(parents=True)
+    head = "timestamp,value,anomaly_score,label\n"
+    old = head + "2020-01-01 00:00:00,1,0.1,0\n"
+    new = head + "2020-01-01 00:00:00,1,0.9,0\n"
+    (folder / "det_a.csv.gz").write_bytes(gzip.compress(old.encode()))
+    (folder / "det_a.csv").write_text(new)
+    (folder / "det_b.csv.gz").write_bytes(gzip.compress(old.encode()))
+    _, scores = load_results_dir(tmp_path / "det")
+    assert scores["cat/a.csv"].tolist() == [0.9]
+    assert scores["cat/b.csv"].tolist() == [0.1]

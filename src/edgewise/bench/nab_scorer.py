@@ -383,7 +383,9 @@ def load_results_dir(
     """Read a detector's NAB results folder ``<category>/<detector>_<file>.csv[.gz]``.
 
     Returns ``(timestamps, scores)`` keyed by the data file's relative path
-    (``"<category>/<file>.csv"``). ``detector`` defaults to the folder's name.
+    (``"<category>/<file>.csv"``). ``detector`` defaults to the folder's name. Where a
+    file is there both plain and gzipped, the plain one is read (it is what
+    ``edgewise bench nab`` writes; the ``.gz`` is an older, archived run).
     """
     root = Path(path)
     name = detector or root.name
@@ -393,6 +395,8 @@ def load_results_dir(
     for f in sorted(root.glob("*/*.csv*")):
         base = f.name[: -len(".gz")] if f.name.endswith(".gz") else f.name
         if not base.startswith(prefix) or not base.endswith(".csv"):
+            continue
+        if f.name.endswith(".gz") and (f.parent / base).exists():
             continue
         key = f"{f.parent.name}/{base[len(prefix):]}"
         timestamps[key], scores[key] = read_results_file(f)
