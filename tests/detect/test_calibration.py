@@ -15,7 +15,14 @@ from edgewise.bench.nab_scorer import (
     score_corpus,
     sweep_file,
 )
-from edgewise.detect import DEFAULT_THRESHOLD, ContextART, ContextLikelihood, Mahalanobis, Threshold
+from edgewise.detect import (
+    DEFAULT_THRESHOLD,
+    ContextART,
+    ContextLikelihood,
+    Mahalanobis,
+    Threshold,
+    get_detector,
+)
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +170,20 @@ def test_art_member_only_adds_graded_alerts_far_from_others(nab_corpus):
             assert len(before) == 0 or i - before[-1] > det.art_refractory
         added += len(diff)
     assert added > 0
+
+
+@pytest.mark.parametrize("name", ["context-likelihood", "context-art"])
+@pytest.mark.parametrize("unit", [2.0**-30, 2.0**30])
+def test_the_units_of_the_readings_do_not_matter(name, unit):
+    """Check a stream read in other units scores the same: no absolute epsilon in the
+    symbol width, the prediction error or the ART scaling. Units are powers of two, so
+    every step scales exactly and the scores must be equal bit for bit (with 1e-9 in the
+    z-score's denominator, 2**-30 units changed the alarms of 22 of NAB's 58 files)."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    x = np.sin(np.arange(n) / 20) + 0.05 * rng.standard_normal(n)
+    x[1500] = 4.0
+    x[2200:] += 0.8
+    ref = get_detector(name).score_many(x)
+    assert (ref >= 0.9).sum() >= 2
+    np.testing.assert_array_equal(get_detector(name).score_many(x * unit), ref)

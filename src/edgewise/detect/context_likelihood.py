@@ -38,13 +38,16 @@ Scores are in [0, 1]; high means anomalous. Four cheap ideas, compiled with Numb
    the even half of the files and checked once on the odd half: 70.93 / 61.69 / 75.70 ->
    73.45 / 63.76 / 78.48 (even), 75.62 / 63.32 / 81.93 -> 76.10 / 63.32 / 82.85 (odd),
    standard / low-FP / low-FN; all 58 files: 73.10 / 62.06 / 78.62 -> 74.66 / 62.81 /
-   80.52. It is **off by default** (``art_vigilance=0``) and on in :class:`ContextART`
+   80.52 (73.24 / 62.33 / 78.71 -> 74.80 / 63.09 / 80.62 since no epsilon is absolute,
+   ``nab.md`` round 7). It is **off by default** (``art_vigilance=0``) and on in :class:`ContextART`
    (``"context-art"``): the gain is inside NAB's file-sampling spread, and it costs about
    2.5x the default's replay time (``detect-speed.md``) and the C export (its category store
    does not fit a device's 2 KiB), both of which the default keeps.
 
 The scale is set so that :data:`~edgewise.detect.base.DEFAULT_THRESHOLD` (0.9) is the
-threshold NAB's optimiser picks for it on the NAB corpus.
+threshold NAB's optimiser picks for it on the NAB corpus. No constant is absolute: a
+stream read in other units (nA instead of A) scores the same; a warm-up constant at 0
+makes any non-zero value novel.
 
 When to use: one sensor per detector, any sampling rate, unknown shape. When not: several
 correlated metrics of one device (use :class:`~edgewise.detect.pca.StreamingPCA`).
@@ -117,7 +120,7 @@ def _member(s, table, m, p, xv, learn, warm):  # type: ignore[no-untyped-def]  #
             s[m, _MX] = max(s[m, _MX], xv)
             s[m, _M] += (xv - s[m, _M]) / (t + 1)
             if t == warm - 1:
-                floor = 1e-9 * (abs(s[m, _MX]) + 1.0)
+                floor = max(1e-9 * abs(s[m, _MX]), 1e-300)
                 s[m, _W] = max((s[m, _MX] - s[m, _MN]) / bins, floor)
                 s[m, _W2] = max((s[m, _MX] - s[m, _MN]) / bins2, floor) if bins2 > 0 else 1.0
                 s[m, _X0] = s[m, _MN]
@@ -137,7 +140,7 @@ def _member(s, table, m, p, xv, learn, warm):  # type: ignore[no-untyped-def]  #
         if bins2 > 0:
             key2 = _mix(_mix(np.uint64(2000003), int(s[m, _H1])), q2) & mask
             nov = 0.5 * (nov + (1.0 if table[m, key2] == 0 else 0.0))
-    z = abs(xv - s[m, _M]) / (math.sqrt(s[m, _V]) + 1e-9 + s[m, _W])
+    z = abs(xv - s[m, _M]) / (math.sqrt(s[m, _V]) + s[m, _W])
     raw = max(nov, z_w * (1.0 - math.exp(-z / z_c)))
     rsum = s[m, _RSUM] - s[m, _RING + int(s[m, _RI])] + raw
     short = rsum / ws
@@ -231,7 +234,7 @@ def _art(a, cats, u, pa, xv, learn, t, warm):  # type: ignore[no-untyped-def]  #
         a[_ANB] = nb_
     if t < warm or nb_ < w:
         return 0.0
-    span = max(a[_AMX] - a[_AMN], 1e-9)
+    span = max(a[_AMX] - a[_AMN], 1e-9 * max(abs(a[_AMX]), abs(a[_AMN])), 1e-300)
     ncat = int(a[_ANCAT])
     for k in range(w):
         # the newest value is v (a[_ABUF + w - 1] when learning, not yet stored if not)
@@ -366,7 +369,7 @@ def _member_run(s, table, m, p, warm, xs, out):  # type: ignore[no-untyped-def] 
             mx = max(mx, xv)
             mu += (xv - mu) / (t + 1)
             if t == warm - 1:
-                floor = 1e-9 * (abs(mx) + 1.0)
+                floor = max(1e-9 * abs(mx), 1e-300)
                 w1 = max((mx - mn) / bins, floor)
                 w2 = max((mx - mn) / bins2, floor) if bins2 > 0 else 1.0
                 x0 = mn
@@ -386,7 +389,7 @@ def _member_run(s, table, m, p, warm, xs, out):  # type: ignore[no-untyped-def] 
             if bins2 > 0:
                 key2 = _mix(hk2, q2) & mask
                 nov = 0.5 * (nov + (1.0 if tab[key2] == 0 else 0.0))
-        z = abs(xv - mu) / (math.sqrt(var) + 1e-9 + w1)
+        z = abs(xv - mu) / (math.sqrt(var) + w1)
         raw = max(nov, z_w * (1.0 - math.exp(-z / z_c)))
         rsum = rsum - ring[ri] + raw
         short = rsum / ws
@@ -718,7 +721,7 @@ class ContextLikelihood(Detector):
 
 class ContextART(ContextLikelihood):
     """:class:`ContextLikelihood` with its ART member on (``art_vigilance=0.8``), as
-    ``"context-art"``: NAB 74.66 / 62.81 / 80.52 against the default's 73.10 / 62.06 / 78.62
+    ``"context-art"``: NAB 74.80 / 63.09 / 80.62 against the default's 73.24 / 62.33 / 78.71
     (``benchmarks/results/nab.md``, round 4), at about 2.5x the replay time and without a C export.
 
     Every parameter of :class:`ContextLikelihood` is accepted by keyword.

@@ -278,7 +278,7 @@ static double member({n}_state_t *st, int m, double xv, int learn) {{
             if (xv > s[MX]) s[MX] = xv;
             s[M_] += (xv - s[M_]) / (double)(t + 1);
             if (t == warm - 1) {{
-                double floor_ = 1e-9 * (fabs(s[MX]) + 1.0);
+                double floor_ = fmax(1e-9 * fabs(s[MX]), 1e-300);
                 s[W_] = (s[MX] - s[MN]) / BINS;
                 if (s[W_] < floor_) s[W_] = floor_;
                 if (BINS2 > 0) {{
@@ -303,7 +303,7 @@ static double member({n}_state_t *st, int m, double xv, int learn) {{
             nov = 0.5 * (nov + (seen(st, key2) ? 0.0 : 1.0));
         }}
     }}
-    z = fabs(xv - s[M_]) / (sqrt(s[V_]) + 1e-9 + s[W_]);
+    z = fabs(xv - s[M_]) / (sqrt(s[V_]) + s[W_]);
     raw = ZW * (1.0 - exp(-z / ZC));
     if (nov > raw) raw = nov;
     rsum = s[RSUM] - s[RING + (int)s[RI]] + raw;
