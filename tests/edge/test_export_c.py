@@ -33,6 +33,18 @@ def test_ewzscore_c_matches_python_on_nab(nab_series):
     assert c.ram_bytes == 12 and "RAM:   EWZ_RAM_BYTES (= 12)" in c.files["ewz.h"]
 
 
+def test_ewzscore_c_judges_small_units_as_python_does(nab_series):
+    """Check the edge agent's default detector, in C, alarms on a stream read in tiny
+    units (2**-30 of NAB's) exactly where it alarms on the stream itself: no absolute
+    epsilon swamps the deviation, in float32 as in Python."""
+    small = (nab_series - np.median(nab_series)) * 2.0**-30
+    c = export(EWZScore(), format="c", name="ewz_small").score_many(small)
+    py = EWZScore().score_many(small)
+    ref = EWZScore().score_many(nab_series - np.median(nab_series))
+    assert np.abs(c - py).max() < DETECTOR_TOL
+    assert np.array_equal(c >= 0.9, ref >= 0.9) and (ref >= 0.9).any()
+
+
 def test_ewzscore_c_carries_learned_state(nab_series):
     """Check that state learned in Python is the C starting point (calibrated on half)."""
     half = len(nab_series) // 2

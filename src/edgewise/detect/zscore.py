@@ -14,6 +14,10 @@ from edgewise.params import Interval, validate_params
 
 __all__ = ["EWZScore"]
 
+# Added to the deviation so it is never 0; nothing absolute beside it (1e-9 of the level is
+# relative), so a stream read in small units (nA, microstrain) keeps its own scale.
+_SD_MIN = 1e-300
+
 
 @nb.njit(cache=True)
 def _replay(xs, st, alpha, z0, warmup, out):  # type: ignore[no-untyped-def]  # pragma: no cover
@@ -26,7 +30,7 @@ def _replay(xs, st, alpha, z0, warmup, out):  # type: ignore[no-untyped-def]  # 
         if n < warmup:
             out[i] = 0.0
         else:
-            sd = math.sqrt(var) + 1e-9 * (1.0 + abs(mean))
+            sd = math.sqrt(var) + 1e-9 * abs(mean) + _SD_MIN
             z = abs(v - mean) / sd
             out[i] = 0.0 if z <= z0 else 1.0 - math.exp(-(z - z0))
         n += 1
@@ -99,7 +103,7 @@ class EWZScore(Detector):
         v = first_finite(x)
         if v is None or self.n_ < self.warmup:
             return 0.0
-        sd = math.sqrt(self.var_) + 1e-9 * (1.0 + abs(self.mean_))
+        sd = math.sqrt(self.var_) + 1e-9 * abs(self.mean_) + _SD_MIN
         z = abs(v - self.mean_) / sd
         return 0.0 if z <= self.z0 else 1.0 - math.exp(-(z - self.z0))
 

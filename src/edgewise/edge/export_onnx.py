@@ -105,10 +105,11 @@ def export_ewzscore(det: Any, name: str = "ewz") -> OnnxExport:
     nodes = [
         const("alpha", det.alpha), const("z0", det.z0), const("warm", det.warmup),
         const("one", 1.0), const("zero", 0.0), const("eps", 1e-9),
+        const("flt_min", float(np.finfo(np.float32).tiny)),
         # score
         N("IsNaN", ["value"], ["isnan"]),
-        N("Sqrt", ["var"], ["sd0"]), N("Abs", ["mean"], ["am"]), N("Add", ["one", "am"], ["am1"]),
-        N("Mul", ["eps", "am1"], ["tiny"]), N("Add", ["sd0", "tiny"], ["sd"]),
+        N("Sqrt", ["var"], ["sd0"]), N("Abs", ["mean"], ["am"]), N("Mul", ["eps", "am"], ["rel"]),
+        N("Add", ["sd0", "rel"], ["sd1"]), N("Add", ["sd1", "flt_min"], ["sd"]),
         N("Sub", ["value", "mean"], ["d"]), N("Abs", ["d"], ["ad"]), N("Div", ["ad", "sd"], ["z"]),
         N("Sub", ["z", "z0"], ["zz"]), N("Neg", ["zz"], ["nzz"]), N("Exp", ["nzz"], ["e"]),
         N("Sub", ["one", "e"], ["s0"]), N("Greater", ["z", "z0"], ["above"]),
