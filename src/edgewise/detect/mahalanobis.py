@@ -18,7 +18,22 @@ from scipy.special import gammaincc
 from edgewise.detect.base import Detector
 from edgewise.params import Interval, validate_params
 
-__all__ = ["Mahalanobis"]
+__all__ = ["Mahalanobis", "shrink_covariance"]
+
+
+def shrink_covariance(cov: np.ndarray, mean: np.ndarray, shrinkage: float) -> np.ndarray:
+    """``cov`` shrunk towards its diagonal by ``shrinkage``, plus a ridge relative to each
+    metric's own scale, ``1e-9 (variance + mean²)`` (and 1e-300, so it is never 0).
+
+    No part is absolute, so a metric read in small units keeps its scale beside one read
+    in large units.
+
+    >>> shrink_covariance(np.diag([4e-18, 9e6]), np.zeros(2), 0.1).diagonal() / [4e-18, 9e6]
+    array([1., 1.])
+    """
+    diag = np.diag(cov)
+    eps = 1e-9 * (diag + mean * mean) + 1e-300
+    return (1.0 - shrinkage) * cov + np.diag(shrinkage * diag + eps)
 
 
 class Mahalanobis(Detector):
@@ -137,9 +152,7 @@ class Mahalanobis(Detector):
         """The running covariance shrunk towards its diagonal, plus a small ridge relative
         to each metric's own scale, ``1e-9 (variance + mean²)`` (none absolute: a metric read
         in small units, 1e-9 A say, keeps its scale beside one in large units)."""
-        diag = np.diag(self.cov_)
-        eps = 1e-9 * (diag + self.mean_ * self.mean_) + 1e-300
-        return (1.0 - self.shrinkage) * self.cov_ + np.diag(self.shrinkage * diag + eps)
+        return shrink_covariance(self.cov_, self.mean_, self.shrinkage)
 
     def _solve(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(z - mean, S⁻¹ (z - mean))`` with the shrunk covariance."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgewise.detect.mahalanobis import shrink_covariance
 from edgewise.errors import InvalidParameterError
 from edgewise.explain.base import Explanation
 from edgewise.explain.linear import quadratic_contributions
@@ -95,9 +96,11 @@ def alert_explanation(
     x = ref.to_numpy(dtype=float)
     mean = x.mean(axis=0)
     cov = np.cov(x, rowvar=False)
-    diag = np.diag(cov)
-    eps = 1e-9 * (float(diag.mean()) + 1.0) + 1e-12
-    precision = np.linalg.pinv((1.0 - shrinkage) * cov + np.diag(shrinkage * diag + eps))
+    # inverted on the correlation scale, so pinv's relative cutoff does not drop a metric
+    # read in small units (its variance 1e-22 beside another's 1)
+    s = shrink_covariance(cov, mean, shrinkage)
+    scale = np.sqrt(np.diag(s))
+    precision = np.linalg.pinv(s / np.outer(scale, scale)) / np.outer(scale, scale)
     d = span.to_numpy(dtype=float) - mean
     t2 = np.einsum("ij,jk,ik->i", d, precision, d)
     peak = int(np.argmax(t2))
