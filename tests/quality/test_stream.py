@@ -118,3 +118,27 @@ def test_device_report_on_a_faulty_series() -> None:
     assert m["unit_known"] is True
     with pytest.raises(QualityError, match="covers one device"):
         device_report([*rows, {"device_id": "q", "metric": "x", "ts_ns": 1, "value": 1.0}])
+
+
+@pytest.mark.parametrize("unit", [2.0**-30, 2.0**30])
+def test_the_units_of_a_metric_do_not_change_its_quality_flags(unit: float) -> None:
+    """Check a metric read in tiny (nA for A) or huge units gets the same spikes, stuck
+    readings and drift, in the report and in the gateway's stream cleaner: no floor is
+    absolute. Powers of two scale exactly."""
+    rng = np.random.default_rng(1)
+    v = 0.01 * rng.standard_normal(400)                       # a small current around 0
+    v[[50, 210, 330]] += [0.3, -0.4, 0.5]                    # spikes
+    v[120:160] = v[120]                                       # stuck
+    v[300:] += 0.05                                           # a lasting shift
+
+    def flags(scale: float) -> tuple:
+        rows = [{"device_id": "p", "metric": "amps", "ts_ns": i * 10**9,
+                 "value": float(x * scale)} for i, x in enumerate(v)]
+        m = device_report(rows)["metrics"]["amps"]
+        c = StreamCleaner()
+        c.clean([Reading("p", "amps", i * 10**9, float(x * scale)) for i, x in enumerate(v)])
+        return m["spikes"], m["stuck"], m["drift"], dict(c.flagged)
+
+    ref = flags(1.0)
+    assert ref[0] >= 3 and ref[1] >= 20 and ref[3].get("spike", 0) >= 3
+    assert flags(unit) == ref

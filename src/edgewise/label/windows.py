@@ -107,8 +107,9 @@ def _robust_scale(a: np.ndarray) -> tuple[float, float]:
     med = float(np.median(a))
     mad = float(np.median(np.abs(a - med))) * 1.4826
     sd = float(np.std(a))
-    scale = mad if mad > 1e-9 * (1 + abs(med)) else sd
-    return med, max(scale, 1e-9 * (1 + abs(med)), 1e-12)
+    # floors relative to the level, none absolute: a metric read in nA is scaled as in A
+    scale = mad if mad > 1e-9 * abs(med) else sd
+    return med, max(scale, 1e-9 * abs(med), 1e-300)
 
 
 def windows_from_series(

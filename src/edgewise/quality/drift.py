@@ -35,7 +35,7 @@ def drift_score(values: object, reference: int | None = None, recent: int | None
     a, b = v[:ref], v[-rec:]
     med = np.median(a)
     scale = MAD_SCALE * np.median(np.abs(a - med))
-    scale = max(scale, 1e-12 * max(1.0, abs(med)))
+    scale = max(scale, 1e-12 * abs(med), 1e-300)  # relative to the level: any units
     return float(abs(np.median(b) - med) / scale)
 
 

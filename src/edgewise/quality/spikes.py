@@ -3,8 +3,10 @@
 The scale is the median absolute deviation (MAD) times 1.4826 (the normal-consistent
 factor); a point is a spike when it lies more than ``n_sigmas`` scales from the
 centred median of ``2 * half_window + 1`` points. The scale never drops below the
-series' noise level (median absolute first difference / sqrt 2) nor ``min_scale``, so
-a locally flat stretch does not call every tiny step a spike.
+series' noise level (median absolute first difference / sqrt 2), ``1e-9`` of the local
+median, nor ``min_scale`` (0 by default: no floor in absolute units, so a series read in
+nA is judged as the same series read in A), so a locally flat stretch does not call every
+tiny step a spike.
 
 >>> v = np.array([1.0, 1.1, 0.9, 1.0, 50.0, 1.0, 1.1, 0.9, 1.0])
 >>> hampel_mask(v).nonzero()[0].tolist()
@@ -44,7 +46,7 @@ def _medians(v: np.ndarray, half_window: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def hampel_mask(
-    values: object, half_window: int = 3, n_sigmas: float = 3.0, min_scale: float = 1e-9
+    values: object, half_window: int = 3, n_sigmas: float = 3.0, min_scale: float = 0.0
 ) -> np.ndarray:
     """Boolean mask of spikes."""
     _check(half_window, n_sigmas)
@@ -54,13 +56,13 @@ def hampel_mask(
     med, scale = _medians(v, half_window)
     d = np.diff(v[np.isfinite(v)])
     noise = MAD_SCALE * float(np.median(np.abs(d))) / np.sqrt(2) if len(d) else 0.0
-    floor = np.maximum(max(min_scale, noise), 1e-9 * np.abs(med))
+    floor = np.maximum(max(min_scale, noise, 1e-300), 1e-9 * np.abs(med))
     with np.errstate(invalid="ignore"):
         return np.abs(v - med) > n_sigmas * np.maximum(scale, floor)
 
 
 def despike(
-    values: object, half_window: int = 3, n_sigmas: float = 3.0, min_scale: float = 1e-9
+    values: object, half_window: int = 3, n_sigmas: float = 3.0, min_scale: float = 0.0
 ) -> np.ndarray:
     """A copy with each spike replaced by its neighbourhood median."""
     v = np.asarray(values, dtype=float).copy()

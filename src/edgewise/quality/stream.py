@@ -121,7 +121,7 @@ class StreamCleaner:
         med = _median(w)
         scale = MAD_SCALE * _median([abs(x - med) for x in w])
         noise = MAD_SCALE * _median([abs(b - a) for a, b in itertools.pairwise(w)]) / math.sqrt(2)
-        scale = max(scale, noise, 1e-9 * max(1.0, abs(med)))
+        scale = max(scale, noise, 1e-9 * abs(med), 1e-300)  # relative: any units
         return abs(value - med) > self.n_sigmas * scale
 
     def clean_one(self, reading: Reading) -> Reading | None:
