@@ -101,7 +101,10 @@ class ConditionNormaliser:
         n = np.maximum(count, 1e-12)[:, None]
         mean = total / n
         var = np.maximum(squares / n - mean * mean, 0.0)
-        return cls(mean=mean, std=np.where(var > 1e-12, np.sqrt(var), 1.0))
+        # constant (or cancellation noise, ~1e-16 mean²): relative to the level, so a
+        # channel read in small units is still standardised
+        flat = var <= 1e-12 * mean * mean + 1e-300
+        return cls(mean=mean, std=np.where(flat, 1.0, np.sqrt(var)))
 
     def transform(self, X: np.ndarray, cond: np.ndarray) -> np.ndarray:
         """Z-score each row with the statistics of its own condition."""
