@@ -72,6 +72,30 @@ def test_alarm_metrics_skip_training_rows_and_accept_text_labels():
     assert m["false_alarm_rate"] == 0.5 and m["f1"] == 0.5
 
 
+def test_semicolon_files_may_use_decimal_commas(tmp_path):
+    """Check a European spreadsheet's export (semicolons, decimal commas, an empty cell)
+    reads as numbers, dot decimals in another column still work, a time column with a
+    comma stays text, and a column mixing in a word is left for the numeric check to
+    name."""
+    f = tmp_path / "eu.csv"
+    f.write_text("zeit;druck;temp;notiz\n"
+                 "2024-01-01 00:00:00,250;1,5;20.5;1,0\n"
+                 "2024-01-01 00:00:01,250;;21.0;gut\n"
+                 "2024-01-01 00:00:02,250;-0,25;1e3;2\n")
+    df = read_table(f)
+    assert df["druck"].tolist()[0::2] == [1.5, -0.25] and np.isnan(df["druck"][1])
+    assert df["temp"].tolist() == [20.5, 21.0, 1000.0]
+    assert df["zeit"].tolist()[0] == "2024-01-01 00:00:00,250"
+    assert df["notiz"].tolist()[1] == "gut"
+    result = detect_table(df, columns=["druck", "temp"], time_column="zeit")
+    assert len(result.frame) == 3
+    with pytest.raises(QualityError, match="'notiz' must hold numbers; row 2 has 'gut'"):
+        detect_table(df, columns=["notiz"])
+    f.write_text('t,v\n1,"2,5"\n2,3\n')  # a decimal comma in a comma file: named
+    with pytest.raises(QualityError, match=r"row 1 has '2,5'\. Decimal commas are read in"):
+        detect_table(read_table(f), columns=["v"])
+
+
 def test_read_table_detects_semicolons(tmp_path):
     """Check that a semicolon file is split into columns."""
     f = tmp_path / "x.csv"

@@ -47,7 +47,8 @@ _CHUNK = 20_000
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a comma- or semicolon-separated file (the separator is detected).
+    """Read a comma- or semicolon-separated file (the separator is detected; in a
+    semicolon file, numbers may have a decimal comma, as European spreadsheets write them).
 
     Raises :class:`~edgewise.errors.QualityError` when the file is missing, empty or has
     no data rows.
@@ -71,7 +72,31 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if df.empty:
         raise QualityError(f"File {str(p)!r} has a header but no data rows.")
     df.columns = [str(c).strip() for c in df.columns]
+    if sep == ";":
+        _decimal_commas(df)
     return df
+
+
+_DECIMAL_COMMA = r"^[+-]?(\d+,\d*|,\d+|\d+)([eE][+-]?\d+)?$"
+
+
+def _decimal_commas(df: pd.DataFrame) -> None:
+    """Turn text columns written with a decimal comma (``0,125``: a semicolon file from a
+    European spreadsheet) into numbers, in place. A column is converted only when every
+    non-empty value is such a number and at least one has a comma; anything else is left
+    for the numeric check to name."""
+    for col in df.columns:
+        raw = df[col]
+        if raw.dtype != object and not pd.api.types.is_string_dtype(raw):
+            continue
+        text = raw.dropna().astype(str).str.strip()
+        text = text[text != ""]
+        if text.empty or not text.str.contains(",", regex=False).any():
+            continue
+        if text.str.fullmatch(_DECIMAL_COMMA).all():
+            df[col] = pd.to_numeric(raw.astype(str).str.strip().str.replace(",", ".",
+                                                                           regex=False),
+                                    errors="coerce").where(raw.notna())
 
 
 @dataclass
@@ -88,11 +113,18 @@ class DetectResult:
 def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
     raw = df[col]
     values = pd.to_numeric(raw, errors="coerce")
-    bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+    text = raw.astype(str).str.strip()
+    bad = (values.isna() & raw.notna() & (text != "")).to_numpy()
     if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
+        # name a value that is no number in either notation before a decimal comma
+        comma = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
+        junk = bad & comma.isna().to_numpy()
+        i = int(np.flatnonzero(junk if junk.any() else bad)[0])
+        hint = "" if junk.any() else (
+            " Decimal commas are read in semicolon-separated files, where every value "
+            "of the column is written that way.")
         raise QualityError(
-            f"Column {col!r} must hold numbers; row {i + 1} has {raw.iloc[i]!r}."
+            f"Column {col!r} must hold numbers; row {i + 1} has {raw.iloc[i]!r}.{hint}"
         )
     return values.to_numpy(dtype=float)
 

@@ -38,7 +38,7 @@ def split_columns(columns: str | None) -> list[str] | None:
 
 @app.command("detect")
 def detect(
-    file: Annotated[Path, typer.Argument(help="CSV file, comma or semicolon separated.")],
+    file: Annotated[Path, typer.Argument(help="CSV file, comma or semicolon separated (decimal commas allowed with semicolons).")],
     time_column: TimeColumn = None,
     columns: Columns = None,
     label_column: Annotated[
