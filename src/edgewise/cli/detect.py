@@ -38,7 +38,10 @@ def split_columns(columns: str | None) -> list[str] | None:
 
 @app.command("detect")
 def detect(
-    file: Annotated[Path, typer.Argument(help="CSV file, comma or semicolon separated (decimal commas allowed with semicolons).")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="CSV file, comma or semicolon separated (then decimal commas too)."),
+    ],
     time_column: TimeColumn = None,
     columns: Columns = None,
     label_column: Annotated[
