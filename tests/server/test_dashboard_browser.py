@@ -215,6 +215,33 @@ def test_dashboard_fleet_chart_and_alert_actions(chromium, live) -> None:
     page.close()
 
 
+def test_chart_draws_a_metric_in_small_units_at_its_own_scale(chromium, live) -> None:
+    """Check a leak current stored in amperes (nA-level values) gets a value axis around
+    its own range, not a flat line in a band of +-1; a constant metric gets a band around
+    its level."""
+    env, base, _ = live
+    sec = env.client.post("/v1/devices", json={"name": "pump-3"},
+                          headers=env.auth("admin")).json()["secret"]
+    now = int(time.time())
+    leak = [1e-10 * (5 + np.sin(i / 10)) for i in range(120)]  # 0.4-0.6 nA
+    batch = [{"ts": now - 120 + i, "seq": i + 1, "metrics": {"leak_a": leak[i], "mode": 3.0}}
+             for i in range(120)]
+    assert env.send(batch, device="pump-3", secret=sec).json()["accepted"] == 240
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(base + "/")
+    page.fill("#token", env.tokens["viewer"])
+    page.click("#login-form button")
+    page.goto(base + "/#/device/pump-3")
+    canvas = page.wait_for_selector("canvas[data-metric='leak_a'][data-points]")
+    _wait_for(lambda: int(canvas.get_attribute("data-points") or 0) >= 20)
+    lo, hi = float(canvas.get_attribute("data-lo")), float(canvas.get_attribute("data-hi"))
+    assert lo < min(leak) and hi > max(leak) and hi - lo < 4e-10, (lo, hi)
+    flat = page.wait_for_selector("canvas[data-metric='mode'][data-points]")
+    assert (float(flat.get_attribute("data-lo")), float(flat.get_attribute("data-hi"))) == (
+        pytest.approx(2.652), pytest.approx(3.348))  # +-10 %, then the 8 % margin
+    page.close()
+
+
 def test_viewer_sees_alert_buttons_disabled(chromium, live) -> None:
     """Check a viewer token can look but the ack/label buttons are disabled."""
     env, base, alert = live

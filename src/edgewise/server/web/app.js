@@ -201,7 +201,10 @@ function drawChart(canvas, series, t0, t1, spans, stepS) {
   let lo = Infinity, hi = -Infinity;
   for (const v of vs) { if (v < lo) lo = v; if (v > hi) hi = v; }
   if (!vs.length) { lo = 0; hi = 1; }
-  if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
+  // a flat series gets a band around its level (relative: a metric in nA is drawn at its
+  // own scale, not flattened into a band of +-1)
+  const level = Math.max(Math.abs(lo), Math.abs(hi));
+  if (!(hi - lo > 1e-9 * level)) { const pad = level > 0 ? 0.1 * level : 1; lo -= pad; hi += pad; }
   const margin = (hi - lo) * 0.08;
   lo -= margin; hi += margin;
   const x = (t) => PAD.left + ((t - t0) / (t1 - t0)) * pw;
@@ -254,6 +257,8 @@ function drawChart(canvas, series, t0, t1, spans, stepS) {
     }
   }
   canvas.dataset.points = String(ts.length);
+  canvas.dataset.lo = String(lo);  // the value axis, for tests and tools
+  canvas.dataset.hi = String(hi);
   canvas.dataset.spans = String(spans.length);
 }
 
