@@ -46,3 +46,22 @@ def test_missing_time_column_is_one_line(tmp_path: Path) -> None:
     done = run(str(tmp_path / "r.csv"))
     assert done.returncode == 2
     assert "no time column 'ts'" in done.stderr
+
+
+def test_a_european_spreadsheet_export_reads_as_the_same_report(tmp_path: Path) -> None:
+    """Check a gzipped semicolon file with decimal commas and a byte-order mark gives the
+    report the plain CSV gives (one reader for every command: ``edgewise.tables``)."""
+    import gzip
+
+    rng = np.random.default_rng(1)
+    temp = 20 + rng.normal(0, 0.2, 300)
+    temp[77] = 75.5
+    df = pd.DataFrame({"ts": 1_700_000_000 + np.arange(300), "temp": temp.round(3)})
+    df.to_csv(tmp_path / "r.csv", index=False)
+    text = "\ufeff" + df.to_csv(index=False, sep=";").replace(".", ",")
+    (tmp_path / "eu.csv.gz").write_bytes(gzip.compress(text.encode("utf-8")))
+    plain = run(str(tmp_path / "r.csv"), "--device", "p", "--json")
+    eu = run(str(tmp_path / "eu.csv.gz"), "--device", "p", "--json")
+    assert plain.returncode == 0 and eu.returncode == 0, eu.stderr
+    assert json.loads(eu.stdout)["devices"] == json.loads(plain.stdout)["devices"]
+    assert json.loads(eu.stdout)["devices"]["p"]["metrics"]["temp"]["spikes"] == 1

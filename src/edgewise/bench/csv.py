@@ -33,6 +33,7 @@ from edgewise.detect import (
     get_detector,
 )
 from edgewise.errors import InvalidParameterError, QualityError
+from edgewise.tables import read_table
 
 __all__ = ["DetectResult", "alarm_metrics", "bench_folder", "detect_table", "read_table"]
 
@@ -44,59 +45,6 @@ _MULTIVARIATE = (Mahalanobis, DriftResidual)
 #: The default for several columns when the first rows are known normal.
 DEFAULT_TRAINED_MULTIVARIATE = "drift-residual"
 _CHUNK = 20_000
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a comma- or semicolon-separated file (the separator is detected; in a
-    semicolon file, numbers may have a decimal comma, as European spreadsheets write them).
-
-    Raises :class:`~edgewise.errors.QualityError` when the file is missing, empty or has
-    no data rows.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise QualityError(f"File {str(p)!r} does not exist.")
-    with p.open("r", encoding="utf-8-sig", errors="replace") as f:
-        head = f.readline()
-    if not head.strip():
-        raise QualityError(f"File {str(p)!r} is empty; expected a header row and data rows.")
-    sep = ";" if head.count(";") > head.count(",") else ","
-    try:
-        df = pd.read_csv(p, sep=sep, encoding="utf-8-sig", skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise QualityError(
-            f"File {str(p)!r} is empty; expected a header row and data rows."
-        ) from None
-    except pd.errors.ParserError as exc:
-        raise QualityError(f"File {str(p)!r} is not a valid CSV: {exc}".splitlines()[0]) from None
-    if df.empty:
-        raise QualityError(f"File {str(p)!r} has a header but no data rows.")
-    df.columns = [str(c).strip() for c in df.columns]
-    if sep == ";":
-        _decimal_commas(df)
-    return df
-
-
-_DECIMAL_COMMA = r"^[+-]?(\d+,\d*|,\d+|\d+)([eE][+-]?\d+)?$"
-
-
-def _decimal_commas(df: pd.DataFrame) -> None:
-    """Turn text columns written with a decimal comma (``0,125``: a semicolon file from a
-    European spreadsheet) into numbers, in place. A column is converted only when every
-    non-empty value is such a number and at least one has a comma; anything else is left
-    for the numeric check to name."""
-    for col in df.columns:
-        raw = df[col]
-        if raw.dtype != object and not pd.api.types.is_string_dtype(raw):
-            continue
-        text = raw.dropna().astype(str).str.strip()
-        text = text[text != ""]
-        if text.empty or not text.str.contains(",", regex=False).any():
-            continue
-        if text.str.fullmatch(_DECIMAL_COMMA).all():
-            df[col] = pd.to_numeric(raw.astype(str).str.strip().str.replace(",", ".",
-                                                                           regex=False),
-                                    errors="coerce").where(raw.notna())
 
 
 @dataclass

@@ -43,14 +43,16 @@ def quality(
     """Check a CSV of readings; print completeness, validity, duplicates, spikes, stuck runs."""
     import pandas as pd
 
+    from edgewise.errors import QualityError
     from edgewise.quality.report import fleet_report, metric_issues
+    from edgewise.tables import read_table
 
     if not file.is_file():
         raise fail(f"{str(file)!r} is not a file")
     try:
-        df = pd.read_csv(file)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise fail(f"{str(file)!r} is not a readable CSV: {exc}") from None
+        df = read_table(file)
+    except QualityError as exc:
+        raise fail(str(exc)) from None
     if time_column not in df.columns:
         raise fail(f"{str(file)!r} has no time column {time_column!r}; columns: {list(df.columns)}")
     if device_column not in df.columns:

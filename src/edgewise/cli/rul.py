@@ -67,17 +67,23 @@ def _read(data: Path):
 def _read_any(data: Path):
     import pandas as pd
 
+    from edgewise.errors import QualityError
+    from edgewise.tables import read_table
+
     if data.is_dir():
         files = sorted([*data.glob("*.csv"), *data.glob("*.csv.gz")])
         if not files:
             raise fail(f"--data {str(data)!r} holds no *.csv or *.csv.gz files")
-        return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+        try:
+            return pd.concat([read_table(f) for f in files], ignore_index=True)
+        except QualityError as exc:
+            raise fail(f"--data: {exc}") from None
     if not data.is_file():
         raise fail(f"--data {str(data)!r} is neither a CSV file nor a directory")
     try:
-        return pd.read_csv(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise fail(f"--data {str(data)!r} is not a readable CSV: {exc}") from None
+        return read_table(data)
+    except QualityError as exc:
+        raise fail(f"--data: {exc}") from None
 
 
 def _names(value: str | None) -> list[str] | None:

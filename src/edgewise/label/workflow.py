@@ -51,7 +51,9 @@ def load_history_csv(path: Path | str) -> History:
     per metric."""
     import pandas as pd
 
-    df = pd.read_csv(path)
+    from edgewise.tables import read_table
+
+    df = read_table(path)
     col = "timestamp" if "timestamp" in df.columns else "ts" if "ts" in df.columns else None
     if col is None:
         raise InvalidParameterError(
