@@ -104,6 +104,25 @@ def test_parse_time_offsets_are_utc() -> None:
         "2024-01-31T12:00:00Z", now_ns=NOW)
 
 
+@pytest.mark.parametrize("ts", [
+    1_706_702_400.25, 1_706_702_400_250, 1_706_702_400_250.0, 1_706_702_400_250_000,
+    1_706_702_400_250_000_000, "2024-01-31T12:00:00.25Z",
+])
+def test_epoch_times_in_s_ms_us_and_ns_are_the_same_time(ts: object) -> None:
+    """Check a device sending Date.now() milliseconds (or us, ns) is read right, not
+    rejected as 'in the future' nor stored 1000x off."""
+    assert parse_time(ts, now_ns=NOW) == 1_706_702_400_250_000_000
+    d = decode(json.dumps({"ts": ts, "metrics": {"a": 1.0}}), "d1", now_ns=NOW)
+    assert [r.ts_ns for r in d.readings] == [1_706_702_400_250_000_000]
+
+
+def test_a_future_time_in_milliseconds_is_still_refused() -> None:
+    """Check the unit rule does not open a door: an hour ahead in ms is future_ts."""
+    with pytest.raises(PayloadError) as info:
+        parse_time(NOW // 10**6 + 3_600_000, now_ns=NOW)
+    assert info.value.reason == "future_ts"
+
+
 readings_st = st.lists(
     st.builds(
         Reading,

@@ -116,11 +116,18 @@ def parse_time(
     device_id: str | None = None,
     index: int | None = None,
 ) -> int:
-    """Parse an RFC 3339 string or epoch seconds into UTC nanoseconds, checking bounds.
+    """Parse an RFC 3339 string or an epoch time into UTC nanoseconds, checking bounds.
+
+    An epoch number is in seconds; one of 1e11 or more (which in seconds would lie past
+    the year 5000) is read as milliseconds, 1e14 or more as microseconds and 1e17 or more
+    as nanoseconds, as devices and platforms send them (JavaScript's ``Date.now()``,
+    ThingsBoard, InfluxDB). The ranges do not overlap for any time this accepts.
 
     >>> parse_time("2024-01-31T12:00:00Z", now_ns=1_800_000_000 * 10**9)
     1706702400000000000
     >>> parse_time(1706702400.5, now_ns=1_800_000_000 * 10**9)
+    1706702400500000000
+    >>> parse_time(1706702400500, now_ns=1_800_000_000 * 10**9)  # milliseconds
     1706702400500000000
     """
     now_ns = time.time_ns() if now_ns is None else now_ns
@@ -132,11 +139,17 @@ def parse_time(
         )
 
     if isinstance(value, bool):
-        raise bad("an RFC 3339 UTC timestamp or epoch seconds", "bad_ts")
+        raise bad("an RFC 3339 UTC timestamp or an epoch time (s, ms, us or ns)", "bad_ts")
     if isinstance(value, int | float):
         if not math.isfinite(value):
-            raise bad("a finite number of epoch seconds", "bad_ts")
-        ts_ns = round(value * 1_000_000) * 1000
+            raise bad("a finite epoch time (s, ms, us or ns)", "bad_ts")
+        magnitude = abs(value)
+        if magnitude < 1e11:  # seconds
+            ts_ns = round(value * 1_000_000) * 1000
+        else:  # milliseconds, microseconds or nanoseconds
+            per = 10**6 if magnitude < 1e14 else 10**3 if magnitude < 1e17 else 1
+            whole = int(value)  # exact: a float holds whole numbers up to 2**53 exactly
+            ts_ns = whole * per + round((value - whole) * per)
     elif isinstance(value, str):
         text = value.strip()
         if len(text) > 40:
@@ -154,7 +167,7 @@ def parse_time(
             int(dt.replace(microsecond=0).timestamp()) * 1_000_000_000 + dt.microsecond * 1000
         )
     else:
-        raise bad("an RFC 3339 UTC timestamp or epoch seconds", "bad_ts")
+        raise bad("an RFC 3339 UTC timestamp or an epoch time (s, ms, us or ns)", "bad_ts")
     if ts_ns < MIN_EPOCH_S * 1_000_000_000:
         raise bad("a time after 2000-01-01T00:00:00Z", "ancient_ts")
     if ts_ns > now_ns + int(max_future_s * 1e9):
@@ -283,7 +296,7 @@ def _decode_compact(
     if "ts" not in rec:
         raise PayloadError(
             device_id=device_id, field="ts", value=None,
-            allowed="present: an RFC 3339 UTC timestamp or epoch seconds",
+            allowed="present: an RFC 3339 UTC timestamp or an epoch time (s, ms, us or ns)",
             reason="missing_field", index=idx,
         )
     ts_ns = parse_time(
