@@ -36,6 +36,10 @@ def test_readings_by_epoch_and_rfc3339_agree(seeded: tuple[Env, int]) -> None:
                                          "end": _rfc(t0 + 20)},
                             headers=env.auth("viewer")).json()
     assert by_epoch["series"] == by_rfc["series"]
+    by_ms = env.client.get(url, params={"metric": "a", "start": (t0 + 10) * 1000,
+                                        "end": (t0 + 20) * 1000},
+                           headers=env.auth("viewer")).json()  # Date.now() style
+    assert by_ms["series"] == by_rfc["series"]
     assert by_epoch["series"]["a"]["v"] == [float(i) for i in range(10, 20)]
     assert by_epoch["series"]["a"]["t"][0] == t0 + 10
     assert list(by_epoch["series"]) == ["a"]

@@ -18,16 +18,19 @@ import re
 from datetime import UTC, datetime
 
 from edgewise.server.problems import Problem
+from edgewise.telemetry import epoch_ns
 
 __all__ = ["format_ns", "parse_duration", "parse_instant"]
 
-_INSTANT_ALLOWED = "RFC 3339 with a UTC offset (e.g. '2024-01-31T12:00:00Z') or epoch seconds"
+_INSTANT_ALLOWED = ("RFC 3339 with a UTC offset (e.g. '2024-01-31T12:00:00Z') or an epoch time "
+                    "(s, ms, us or ns)")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 
 
 def parse_instant(text: str | None, field: str) -> int | None:
-    """UTC nanoseconds of an RFC 3339 string or epoch seconds; ``None`` stays ``None``."""
+    """UTC nanoseconds of an RFC 3339 string or an epoch time (s, ms, us or ns, as
+    :func:`~edgewise.telemetry.epoch_ns`); ``None`` stays ``None``."""
     if text is None or text == "":
         return None
     raw = text.strip()
@@ -36,9 +39,9 @@ def parse_instant(text: str | None, field: str) -> int | None:
     except ValueError:
         pass
     else:
-        if not math.isfinite(seconds) or abs(seconds) > 1e11:
+        if not math.isfinite(seconds) or abs(seconds) >= 1e20:
             raise _bad_instant(text, field)
-        return round(seconds * 1_000_000) * 1000
+        return epoch_ns(int(raw) if raw.lstrip("+-").isdigit() else seconds)
     try:
         dt = datetime.fromisoformat(raw.replace("z", "Z"))
     except ValueError:
