@@ -65,3 +65,18 @@ def test_a_european_spreadsheet_export_reads_as_the_same_report(tmp_path: Path) 
     assert plain.returncode == 0 and eu.returncode == 0, eu.stderr
     assert json.loads(eu.stdout)["devices"] == json.loads(plain.stdout)["devices"]
     assert json.loads(eu.stdout)["devices"]["p"]["metrics"]["temp"]["spikes"] == 1
+
+
+def test_epoch_times_in_any_unit_give_the_same_report(tmp_path: Path) -> None:
+    """Check a ts column in s, ms, us or ns (a logger's choice) gives the same figures."""
+    rng = np.random.default_rng(2)
+    temp = 20 + rng.normal(0, 0.2, 200)
+    outs = []
+    for per in (1, 10**3, 10**6, 10**9):
+        ts = (1_700_000_000 + np.arange(200)) * per
+        pd.DataFrame({"ts": ts, "temp": temp}).to_csv(tmp_path / f"r{per}.csv", index=False)
+        done = run(str(tmp_path / f"r{per}.csv"), "--device", "p", "--json")
+        assert done.returncode == 0, done.stderr
+        outs.append(json.loads(done.stdout)["devices"]["p"]["metrics"]["temp"])
+    assert outs[0]["interval_s"] == 1.0 and outs[0]["completeness"] == 1.0
+    assert all(o == outs[0] for o in outs[1:])
