@@ -200,3 +200,28 @@ def test_the_units_of_the_readings_do_not_matter(name, unit):
     assert ref[y].mean() > 0.5
     got = get_detector(name, train_rows=300).score_many(X * unit, columns=COLS)
     np.testing.assert_array_equal(got >= DEFAULT_THRESHOLD, ref)
+
+
+@pytest.mark.parametrize("levels", ["pooled", "per-metric"])
+def test_score_explain_many_equals_the_loop_with_explanations(levels):
+    """Check the compiled scores and top metrics equal the loop of score_one, explain_one
+    and learn_one (what `edgewise detect` did row by row), gaps and empty rows included."""
+    X, _ = pump()
+    rng = np.random.default_rng(5)
+    X[rng.random(X.shape) < 0.05] = np.nan
+    X[650:655] = np.nan  # rows with no reading
+    fast = DriftResidual(train_rows=300, levels=levels)
+    slow = fast.clone()
+    scores, top = fast.score_explain_many(X[:700], columns=COLS)
+    s2, t2 = fast.score_explain_many(X[700:], columns=COLS)  # in two calls
+    want_s, want_t = [], []
+    for row in X:
+        x = {c: float(v) for c, v in zip(COLS, row, strict=True) if v == v}
+        want_s.append(slow.score_one(x))
+        shares = slow.explain_one(x) if x else {}
+        want_t.append(max(shares, key=shares.get) if any(shares.values()) else "")
+        slow.learn_one(x)
+    np.testing.assert_array_equal(np.r_[scores, s2], want_s)
+    assert top + t2 == want_t
+    assert set(want_t[300:]) >= {"flow", "pressure", "temp"} and want_t[652] == ""
+    assert max(set(want_t[750:900]), key=want_t[750:900].count) == "flow"

@@ -196,16 +196,9 @@ def detect_table(
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
         if len(dets) == 1 and multivariate:
-            det = dets[0]
-            for i in range(start, stop):
-                row = {c: float(v) for c, v in zip(columns, X[i], strict=True) if v == v}
-                scores[i] = det.score_one(row)
-                if row:
-                    shares = det.explain_one(row)
-                    top[i] = max(shares, key=shares.__getitem__) if any(shares.values()) else ""
-                else:
-                    top[i] = ""
-                det.learn_one(row)
+            # compiled where the detector has it (drift-residual): score, name, learn
+            scores[start:stop], top[start:stop] = dets[0].score_explain_many(
+                X[start:stop], columns=columns)
         else:
             for j, det in enumerate(dets):
                 col = X[start:stop, j : j + 1] if len(dets) > 1 else X[start:stop]

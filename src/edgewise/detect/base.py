@@ -80,6 +80,34 @@ class Detector(abc.ABC):
             self.learn_one(x)
         return out
 
+    def score_explain_many(
+        self, X: np.ndarray, columns: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """:meth:`score_many` plus, for each row, the column with the largest share in
+        :meth:`explain_one` before the row is learned (``""`` where none has a share).
+
+        The default is the plain loop; a detector with a compiled path overrides it.
+
+        >>> from edgewise.detect import Mahalanobis
+        >>> X = np.r_[np.zeros((30, 2)) + np.arange(30)[:, None] % 3, [[1.0, 9.0]]]
+        >>> scores, top = Mahalanobis(warmup=10).score_explain_many(X, ["flow", "temp"])
+        >>> bool(scores[-1] > 0.9), top[-1]
+        (True, 'temp')
+        """
+        X = np.asarray(X, dtype=float)
+        if X.ndim == 1:
+            X = X[:, None]
+        names = list(columns) if columns is not None else [f"x{i}" for i in range(X.shape[1])]
+        out = np.empty(len(X))
+        top: list[str] = []
+        for i, row in enumerate(X):
+            x = {n: float(v) for n, v in zip(names, row, strict=True) if math.isfinite(v)}
+            out[i] = self.score_one(x)
+            shares = self.explain_one(x) if x else {}
+            top.append(max(shares, key=shares.__getitem__) if any(shares.values()) else "")
+            self.learn_one(x)
+        return out, top
+
     def explain_one(self, x: Mapping[str, float]) -> dict[str, float]:
         """Per-feature share of the last score (non-negative, sums to 1 when any)."""
         n = len(x)

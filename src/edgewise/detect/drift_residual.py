@@ -36,7 +36,7 @@ def _mean_sd(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @nb.njit(cache=True)
-def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p, out, drivers):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
     """Score then learn each row of ``Z`` (trained metrics, NaN where missing): the one
     implementation of scoring and drift tracking after the span, for ``score_one``,
     ``learn_one`` and ``score_many`` alike.
@@ -45,7 +45,9 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p
     ``explain_one`` use), one metric at a time. ``advance[i]`` says whether row ``i`` is
     learned (it had any finite value); ``st`` holds ``(energy, level)``, ``p`` the
     parameters ``(alpha, gate, jump, patience, smooth, cap, per_metric)``. The state arrays
-    are updated in place; ``st[0]`` gets the new energy.
+    are updated in place; ``st[0]`` gets the new energy. ``drivers[i]`` (when it has a
+    row per row of ``Z``) gets the metric with the largest share in :meth:`explain_one` before
+    row ``i`` is learned, -1 where no metric has a share or the row has no reading.
     """
     alpha, gate, jump, patience, smooth, cap = p[0], p[1], p[2], int(p[3]), p[4], p[5]
     per_metric = p[6] > 0
@@ -72,6 +74,14 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p
                 e = ema_next[j] / levels[j] if j == 0 else max(e, ema_next[j] / levels[j])
         else:
             e = energy + smooth * (min(top, cap * level) - energy)
+        if len(drivers) == len(out):  # explain_one's largest share, before learning
+            best, best_v, total = -1, 0.0, 0.0
+            for j in range(k):
+                v = ema_next[j] / levels[j] if per_metric else ema_next[j]
+                total += v
+                if v > best_v:
+                    best, best_v = j, v
+            drivers[i] = best if advance[i] and math.isfinite(total) and total > 0.0 else -1
         # calibrate: u = 1 (the level) is exactly DEFAULT_THRESHOLD
         u = e / level
         if not math.isfinite(u):
@@ -330,17 +340,22 @@ class DriftResidual(Detector):
             self.energy_ + self.smooth * (top - self.energy_),
         )
 
-    def _run(self, Z: np.ndarray, advance: np.ndarray) -> np.ndarray:
+    def _run(
+        self, Z: np.ndarray, advance: np.ndarray, top: np.ndarray | None = None
+    ) -> np.ndarray:
         """Scores of the rows of ``Z`` (trained metrics, NaN where missing), learning the rows
-        where ``advance``: :func:`_replay` on the state arrays, in place."""
+        where ``advance``: :func:`_replay` on the state arrays, in place; ``top`` (a row per
+        row of ``Z``) gets each row's most explaining metric index."""
         if self.held_.dtype != np.int64:  # a pickle from a platform with 32-bit int
             self.held_ = self.held_.astype(np.int64)
         st = np.array([self.energy_, self.level_])
         p = np.array([self.alpha, self.gate, self.jump, self.patience, self.smooth, self.cap,
                       1.0 if self.levels == "per-metric" else 0.0])
         out = np.empty(len(Z))
+        if top is None:
+            top = np.empty(0, dtype=np.int64)
         _replay(Z, advance, self.base_, self.sd_, self.ema_, self.prev_, self.locked_,
-                self.held_, self.recent_, self.levels_, st, p, out)
+                self.held_, self.recent_, self.levels_, st, p, out, top)
         self.energy_ = float(st[0])
         return out
 
@@ -419,18 +434,33 @@ class DriftResidual(Detector):
         The training span goes through :meth:`learn_one`; the rows after it through one
         compiled loop (:func:`_replay`).
         """
+        return self._score_many(X, columns, explain=False)[0]
+
+    def score_explain_many(
+        self, X: np.ndarray, columns: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """:meth:`score_many` plus each row's most explaining metric, in the same compiled
+        loop: equals the loop of ``score_one``, ``explain_one``, ``learn_one``."""
+        scores, top = self._score_many(X, columns, explain=True)
+        names = list(self.metrics_)
+        return scores, ["" if j < 0 else names[j] for j in top]
+
+    def _score_many(
+        self, X: np.ndarray, columns: Sequence[str] | None, explain: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         X = np.asarray(X, dtype=float)
         if X.ndim == 1:
             X = X[:, None]
         names = list(columns) if columns is not None else [f"x{i}" for i in range(X.shape[1])]
         out = np.zeros(len(X))
+        top = np.full(len(X), -1, dtype=np.int64)
         i = 0
         while i < len(X) and not self.trained:
             self.learn_one({n: float(v) for n, v in zip(names, X[i], strict=True)
                             if math.isfinite(v)})
             i += 1
         if i == len(X) or not self.metrics_:
-            return out
+            return out, top
         rest = X[i:]
         finite = np.isfinite(rest)
         # the trained metrics, NaN where missing; a later column of the same name that is
@@ -440,8 +470,11 @@ class DriftResidual(Detector):
             j = self.metrics_.get(n)
             if j is not None:
                 Z[:, j] = np.where(finite[:, c], rest[:, c], Z[:, j])
-        out[i:] = self._run(Z, finite.any(axis=1))
-        return out
+        rest_top = np.full(len(rest), -1, dtype=np.int64) if explain else None
+        out[i:] = self._run(Z, finite.any(axis=1), rest_top)
+        if rest_top is not None:
+            top[i:] = rest_top
+        return out, top
 
     def explain_one(self, x: Mapping[str, float]) -> dict[str, float]:
         """Share of each metric in the smoothed residual energy (sums to 1 when any)."""
