@@ -51,3 +51,13 @@ def test_a_metric_constant_at_zero_that_moves_is_named():
         assert det.score_one(x) == 1.0
         shares = det.explain_one(x)
     assert shares["valve"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("offset", [1e5, 1e7])
+def test_an_offset_does_not_hide_a_metric(offset):
+    """Check metrics read with a large offset (absolute pressure in Pa: 101325 +- 1) alarm
+    where the same metrics around 0 do: the ridge follows the variance, not the level."""
+    X = readings()
+    ref = Mahalanobis().score_many(X, columns=["a", "b"]) >= DEFAULT_THRESHOLD
+    got = Mahalanobis().score_many(X + offset, columns=["a", "b"]) >= DEFAULT_THRESHOLD
+    np.testing.assert_array_equal(got, ref)

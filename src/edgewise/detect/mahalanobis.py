@@ -23,16 +23,18 @@ __all__ = ["Mahalanobis", "shrink_covariance"]
 
 def shrink_covariance(cov: np.ndarray, mean: np.ndarray, shrinkage: float) -> np.ndarray:
     """``cov`` shrunk towards its diagonal by ``shrinkage``, plus a ridge relative to each
-    metric's own scale, ``1e-9 (variance + mean²)`` (and 1e-300, so it is never 0).
+    metric's own variance, ``1e-9 variance`` (``1e-9 mean²`` for a metric that has not
+    varied, and 1e-300, so it is never 0).
 
     No part is absolute, so a metric read in small units keeps its scale beside one read
-    in large units.
+    in large units; none depends on the level of a metric that varies, so an offset
+    (absolute pressure in Pa, about 101325 +- 1) does not hide it.
 
     >>> shrink_covariance(np.diag([4e-18, 9e6]), np.zeros(2), 0.1).diagonal() / [4e-18, 9e6]
     array([1., 1.])
     """
     diag = np.diag(cov)
-    eps = 1e-9 * (diag + mean * mean) + 1e-300
+    eps = 1e-9 * np.where(diag > 0, diag, mean * mean) + 1e-300
     return (1.0 - shrinkage) * cov + np.diag(shrinkage * diag + eps)
 
 

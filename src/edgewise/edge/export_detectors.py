@@ -561,7 +561,9 @@ double {n}_score({n}_state_t *s, const double *x) {{
         for (j = 0; j <= i; ++j) {{
             double v = (1.0 - SHRINK) * s->cov[i * D + j];
             if (i == j) v += SHRINK * s->cov[i * D + i]
-                             + (1e-9 * (s->cov[i * D + i] + s->mean[i] * s->mean[i]) + 1e-300);
+                             + (1e-9 * (s->cov[i * D + i] > 0.0 ? s->cov[i * D + i]
+                                                                : s->mean[i] * s->mean[i])
+                                + 1e-300);
             for (k = 0; k < j; ++k) v -= L[i * D + k] * L[j * D + k];
             if (i == j) {{
                 if (v <= 0.0) return 1.0;  /* not positive definite: treat as anomalous */
