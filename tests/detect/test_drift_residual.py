@@ -225,3 +225,14 @@ def test_score_explain_many_equals_the_loop_with_explanations(levels):
     assert top + t2 == want_t
     assert set(want_t[300:]) >= {"flow", "pressure", "temp"} and want_t[652] == ""
     assert max(set(want_t[750:900]), key=want_t[750:900].count) == "flow"
+
+
+@pytest.mark.parametrize("offset", [1e5, 1e7, 1e9])
+def test_an_offset_does_not_hide_a_metric(offset):
+    """Check a pump whose readings carry a large offset (absolute pressure in Pa; a
+    latitude) alarms where the pump itself does: the floor of a span deviation is about
+    float rounding of the level, not a share of it that swamps the noise."""
+    X, _ = pump()
+    ref = DriftResidual(train_rows=300).score_many(X, columns=COLS) >= DEFAULT_THRESHOLD
+    got = DriftResidual(train_rows=300).score_many(X + offset, columns=COLS)
+    np.testing.assert_array_equal(got >= DEFAULT_THRESHOLD, ref)

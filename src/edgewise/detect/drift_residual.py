@@ -368,10 +368,12 @@ class DriftResidual(Detector):
         self.base_ = np.zeros(len(names))
         self.sd_ = np.ones(len(names))
         self.base_[seen] = mean
-        # A metric constant over the span gets a floor relative to its own level (none
-        # absolute: a metric read in small units, 1e-9 A say, keeps its own scale); a
-        # metric constant at 0 gets the smallest one: any change then stands out.
-        self.sd_[seen] = np.maximum(sd, np.maximum(1e-6 * np.abs(mean), _SD_MIN))
+        # A metric constant over the span gets a floor of 1e-12 of its own level, about
+        # float rounding (none absolute: a metric read in small units, 1e-9 A say, keeps
+        # its scale; and a tiny one: a metric with an offset, latitude 47.37 +- 1e-5 or
+        # 101325 +- 1 Pa, keeps its own noise); a metric constant at 0 gets the smallest
+        # one. Any change of a constant metric then stands out.
+        self.sd_[seen] = np.maximum(sd, np.maximum(1e-12 * np.abs(mean), _SD_MIN))
         if getattr(self, "scale", "sample") == "long-run":  # pickles from before: sample
             for j in np.flatnonzero(seen):
                 self.sd_[j] *= long_run_factor(Z[:, j])
