@@ -101,8 +101,11 @@ class ConditionNormaliser:
         n = np.maximum(count, 1e-12)[:, None]
         mean = total / n
         var = np.maximum(squares / n - mean * mean, 0.0)
-        # constant (or cancellation noise, ~1e-16 mean²): relative to the level, so a
-        # channel read in small units is still standardised
+        # constant: a variance under 1e-12 mean² (sd under 1e-6 of the level), which also
+        # covers the cancellation noise of E[x²] - mean² summed over many rows (a constant
+        # channel must not be divided by that noise). Relative, so a channel read in small
+        # units is still standardised; a channel that varies by less than 1e-6 of its level
+        # (a latitude to the metre) counts as constant and is only centred.
         flat = var <= 1e-12 * mean * mean + 1e-300
         return cls(mean=mean, std=np.where(flat, 1.0, np.sqrt(var)))
 
