@@ -188,3 +188,32 @@ def test_each_bad_record_is_named(env: Env, record: object, field: str, reason: 
     assert body["rejected"][0]["index"] == 1
     assert body["accepted"] == 1
     assert [m for m, _, _ in env.store.query(env.device)] == ["ok"]
+
+
+def test_a_gzipped_body_is_read_and_its_limits_hold(env: Env) -> None:
+    """Check a device on a metered link may gzip its body; a gzip bomb gets 413, a broken
+    stream 400 and another encoding 415, each storing nothing of that message."""
+    import gzip
+
+    ts = int(time.time()) - 5
+    headers = {**env.device_headers(), "Content-Type": "application/json"}
+    body = json.dumps([{"ts": ts + i, "seq": i + 1, "metrics": {"a": float(i)}}
+                       for i in range(50)]).encode()
+    ok = env.client.post("/v1/telemetry", content=gzip.compress(body),
+                         headers={**headers, "Content-Encoding": "gzip"})
+    assert ok.status_code == 200, ok.text
+    assert (ok.json()["accepted"], ok.json()["ack_seq"]) == (50, 50)
+    limit = env.settings.max_payload_bytes
+    bomb = gzip.compress(b" " * (limit + 1))  # a few hundred bytes on the wire
+    assert len(bomb) < limit
+    body = problem(env.client.post("/v1/telemetry", content=bomb,
+                                   headers={**headers, "Content-Encoding": "gzip"}), 413)
+    assert body["reason"] == "too_large"
+    broken = gzip.compress(b'[{"ts": 1}]')[:-6]
+    body = problem(env.client.post("/v1/telemetry", content=broken,
+                                   headers={**headers, "Content-Encoding": "gzip"}), 400)
+    assert (body["field"], body["reason"]) == ("Content-Encoding", "bad_encoding")
+    body = problem(env.client.post("/v1/telemetry", content=b"{}",
+                                   headers={**headers, "Content-Encoding": "br"}), 415)
+    assert (body["field"], body["value"]) == ("Content-Encoding", "br")
+    assert env.store.count_readings() == 50
