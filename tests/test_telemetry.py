@@ -174,3 +174,18 @@ def test_arbitrary_json_never_crashes(doc: object) -> None:
     except PayloadError:
         return
     assert all(math.isfinite(r.value) for r in d.readings)
+
+
+def test_a_gzipped_payload_is_inflated_within_the_limit() -> None:
+    """Check a gzipped payload (MQTT has no header for it: the magic bytes tell) decodes
+    as the plain one, a gzip bomb is too_large and a truncated stream is named."""
+    import gzip
+
+    plain = json.dumps([{"ts": 1.7e9 + i, "metrics": {"a": i}, "seq": i + 1} for i in range(5)])
+    got = decode(gzip.compress(plain.encode()), "d1", now_ns=NOW)
+    assert got.readings == decode(plain, "d1", now_ns=NOW).readings and len(got.readings) == 5
+    with pytest.raises(PayloadError) as info:
+        decode(gzip.compress(b" " * 2001), "d1", now_ns=NOW, max_bytes=2000)
+    assert info.value.reason == "too_large"
+    with pytest.raises(PayloadError, match="complete gzip stream"):
+        decode(gzip.compress(plain.encode())[:-8], "d1", now_ns=NOW)

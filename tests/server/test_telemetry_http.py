@@ -192,7 +192,8 @@ def test_each_bad_record_is_named(env: Env, record: object, field: str, reason: 
 
 def test_a_gzipped_body_is_read_and_its_limits_hold(env: Env) -> None:
     """Check a device on a metered link may gzip its body; a gzip bomb gets 413, a broken
-    stream 400 and another encoding 415, each storing nothing of that message."""
+    stream 422, a body that is not the gzip its header says 400 and another encoding 415,
+    each storing nothing of that message."""
     import gzip
 
     ts = int(time.time()) - 5
@@ -211,9 +212,16 @@ def test_a_gzipped_body_is_read_and_its_limits_hold(env: Env) -> None:
     assert body["reason"] == "too_large"
     broken = gzip.compress(b'[{"ts": 1}]')[:-6]
     body = problem(env.client.post("/v1/telemetry", content=broken,
+                                   headers={**headers, "Content-Encoding": "gzip"}), 422)
+    assert (body["field"], body["reason"]) == ("payload", "bad_json")
+    assert "complete gzip stream" in body["allowed"]
+    body = problem(env.client.post("/v1/telemetry", content=b"{}",
                                    headers={**headers, "Content-Encoding": "gzip"}), 400)
     assert (body["field"], body["reason"]) == ("Content-Encoding", "bad_encoding")
+    plain = env.client.post("/v1/telemetry", content=gzip.compress(json.dumps(
+        {"ts": ts + 60, "seq": 51, "metrics": {"a": 51.0}}).encode()), headers=headers)
+    assert plain.json()["accepted"] == 1  # gzip without the header: its magic bytes tell
     body = problem(env.client.post("/v1/telemetry", content=b"{}",
                                    headers={**headers, "Content-Encoding": "br"}), 415)
     assert (body["field"], body["value"]) == ("Content-Encoding", "br")
-    assert env.store.count_readings() == 50
+    assert env.store.count_readings() == 51
