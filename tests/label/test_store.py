@@ -85,7 +85,7 @@ def test_cli_import_and_list(data_dir: Path, tmp_path: Path) -> None:
     csv = tmp_path / "labels.csv"
     csv.write_text("device_id,start,end,label,note\n"
                    "pump-1,2024-01-01T00:00:00Z,2024-01-01T00:10:00Z,anomaly,seal leak\n"
-                   f"pump-2,0,{60 * S},normal,\n")
+                   f"pump-2,{1704067200 * S},{1704067260 * S},normal,\n")
     r = _cli("label", "import", str(csv), "--data-dir", str(data_dir), "--who", "ops", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -99,3 +99,26 @@ def test_cli_import_and_list(data_dir: Path, tmp_path: Path) -> None:
     bad.write_text("device_id,start,end,label\npump-1,10,5,normal\n")
     r = _cli("label", "import", str(bad), "--data-dir", str(data_dir))
     assert r.returncode == 2 and "line 2" in r.stderr and "\n" == r.stderr[-1]
+
+
+def test_label_csv_from_a_spreadsheet_reads_as_the_plain_one(tmp_path: Path) -> None:
+    """Check a label file saved by a spreadsheet (byte-order mark, semicolons) and one with
+    epoch times in s, ms or ns give the same rows as the plain RFC 3339 file; before, a
+    seconds value was taken as nanoseconds (a label in 1970) and a BOM hid 'device_id'."""
+    from edgewise.label.store import read_labels_csv
+
+    plain = tmp_path / "plain.csv"
+    plain.write_text("device_id,start,end,label,note\n"
+                     "pump-1,2024-01-01T00:00:00Z,2024-01-01T00:10:00Z,anomaly,seal\n")
+    want = read_labels_csv(plain)
+    for name, text in {
+        "excel.csv": "\ufeffdevice_id;start;end;label;note\n"
+                     "pump-1;2024-01-01T00:00:00Z;2024-01-01T00:10:00Z;anomaly;seal\n",
+        "s.csv": "device_id,start,end,label,note\npump-1,1704067200,1704067800,anomaly,seal\n",
+        "ms.csv": "device_id,start,end,label,note\n"
+                  "pump-1,1704067200000,1704067800000,anomaly,seal\n",
+        "ns.csv": "device_id,start,end,label,note\n"
+                  "pump-1,1704067200000000000,1704067800000000000,anomaly,seal\n",
+    }.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert read_labels_csv(tmp_path / name) == want, name

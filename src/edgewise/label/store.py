@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgewise.errors import InvalidParameterError
-from edgewise.telemetry import parse_time, validate_device_id
+from edgewise.telemetry import epoch_ns, parse_time, validate_device_id
 
 if TYPE_CHECKING:
     from edgewise.security import Security
@@ -375,7 +375,13 @@ class LabelStore:
 def _csv_time(value: str, field_name: str, line: int) -> int:
     text = value.strip()
     if re.fullmatch(r"-?\d+", text):
-        return int(text)
+        ns = epoch_ns(int(text))  # s, ms, us or ns, told apart by size
+        if not 0 <= ns < 2**63:
+            raise InvalidParameterError(
+                f"Label CSV line {line}: field {field_name!r} must be an epoch time from 1970 "
+                f"to 2262 (s, ms, us or ns). Got {text!r} instead."
+            )
+        return ns
     try:
         return parse_time(text, field_name=field_name, max_future_s=10 * 365 * 86400.0, index=line)
     except ValueError as exc:
@@ -385,8 +391,11 @@ def _csv_time(value: str, field_name: str, line: int) -> int:
 def read_labels_csv(path: Path | str) -> list[tuple[str, int, int, str, str]]:
     r"""Read ``device_id,start,end,label[,note]`` rows (with a header line) from a CSV file.
 
-    ``start`` and ``end`` are integer UTC nanoseconds or RFC 3339 timestamps with an
-    offset. Raises :class:`InvalidParameterError` naming the line of the first bad row.
+    ``start`` and ``end`` are RFC 3339 timestamps with an offset or integer epoch times
+    (seconds, milliseconds, microseconds or nanoseconds, told apart by size as in
+    :func:`~edgewise.telemetry.epoch_ns`). Commas or semicolons separate the fields; a
+    spreadsheet's byte-order mark is skipped. Raises :class:`InvalidParameterError`
+    naming the line of the first bad row.
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "l.csv"
@@ -396,8 +405,10 @@ def read_labels_csv(path: Path | str) -> list[tuple[str, int, int, str, str]]:
     ('pump-1', 1704067200000000000, 1704067800000000000, 'anomaly')
     """
     rows: list[tuple[str, int, int, str, str]] = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        head = fh.readline()
+        fh.seek(0)
+        reader = csv.DictReader(fh, delimiter=";" if head.count(";") > head.count(",") else ",")
         need = {"device_id", "start", "end", "label"}
         missing = need - set(reader.fieldnames or [])
         if missing:
