@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_THRESHOLD", "Detector", "first_finite", "first_finite_column"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "Detector",
+    "first_finite",
+    "first_finite_column",
+    "reading",
+    "readings",
+]
 
 #: One threshold for every calibrated detector.
 DEFAULT_THRESHOLD = 0.9
@@ -52,6 +59,31 @@ def first_finite_column(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=float)
 
 
+def readings(
+    X: np.ndarray, columns: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """``X`` as a 2-D float array (1-D input is one column) and its column names
+    (``columns``, else ``x0``, ``x1``, ...): what ``score_many`` and its kin take.
+
+    >>> X, names = readings([1.0, 2.0])
+    >>> X.shape, names
+    ((2, 1), ['x0'])
+    """
+    X = np.asarray(X, dtype=float)
+    if X.ndim == 1:
+        X = X[:, None]
+    return X, list(columns) if columns is not None else [f"x{i}" for i in range(X.shape[1])]
+
+
+def reading(names: Sequence[str], row: np.ndarray) -> dict[str, float]:
+    """One row as a reading: its finite values by column name (NaN and inf are missing).
+
+    >>> reading(["a", "b"], np.array([1.0, np.nan]))
+    {'a': 1.0}
+    """
+    return {n: float(v) for n, v in zip(names, row, strict=True) if math.isfinite(v)}
+
+
 class Detector(abc.ABC):
     """A streaming anomaly detector: one reading at a time, scores in [0, 1]."""
 
@@ -69,13 +101,10 @@ class Detector(abc.ABC):
         The default is the plain loop; fast detectors override it with a vectorised or
         compiled path that gives the same result.
         """
-        X = np.asarray(X, dtype=float)
-        if X.ndim == 1:
-            X = X[:, None]
-        names = list(columns) if columns is not None else [f"x{i}" for i in range(X.shape[1])]
+        X, names = readings(X, columns)
         out = np.empty(len(X))
         for i, row in enumerate(X):
-            x = {n: float(v) for n, v in zip(names, row, strict=True) if math.isfinite(v)}
+            x = reading(names, row)
             out[i] = self.score_one(x)
             self.learn_one(x)
         return out
@@ -94,14 +123,11 @@ class Detector(abc.ABC):
         >>> bool(scores[-1] > 0.9), top[-1]
         (True, 'temp')
         """
-        X = np.asarray(X, dtype=float)
-        if X.ndim == 1:
-            X = X[:, None]
-        names = list(columns) if columns is not None else [f"x{i}" for i in range(X.shape[1])]
+        X, names = readings(X, columns)
         out = np.empty(len(X))
         top: list[str] = []
         for i, row in enumerate(X):
-            x = {n: float(v) for n, v in zip(names, row, strict=True) if math.isfinite(v)}
+            x = reading(names, row)
             out[i] = self.score_one(x)
             shares = self.explain_one(x) if x else {}
             top.append(max(shares, key=shares.__getitem__) if any(shares.values()) else "")

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numba as nb
 import numpy as np
 
-from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
+from edgewise.detect.base import DEFAULT_THRESHOLD, Detector, reading, readings
 from edgewise.params import Interval, OneOf, validate_params
 
 __all__ = ["DriftResidual", "LongRunResidual", "PerMetricResidual", "long_run_factor"]
@@ -341,21 +341,21 @@ class DriftResidual(Detector):
         )
 
     def _run(
-        self, Z: np.ndarray, advance: np.ndarray, top: np.ndarray | None = None
+        self, Z: np.ndarray, advance: np.ndarray, drivers: np.ndarray | None = None
     ) -> np.ndarray:
         """Scores of the rows of ``Z`` (trained metrics, NaN where missing), learning the rows
-        where ``advance``: :func:`_replay` on the state arrays, in place; ``top`` (a row per
-        row of ``Z``) gets each row's most explaining metric index."""
+        where ``advance``: :func:`_replay` on the state arrays, in place; ``drivers`` (a row
+        per row of ``Z``) gets each row's most explaining metric index."""
         if self.held_.dtype != np.int64:  # a pickle from a platform with 32-bit int
             self.held_ = self.held_.astype(np.int64)
         st = np.array([self.energy_, self.level_])
         p = np.array([self.alpha, self.gate, self.jump, self.patience, self.smooth, self.cap,
                       1.0 if self.levels == "per-metric" else 0.0])
         out = np.empty(len(Z))
-        if top is None:
-            top = np.empty(0, dtype=np.int64)
+        if drivers is None:
+            drivers = np.empty(0, dtype=np.int64)
         _replay(Z, advance, self.base_, self.sd_, self.ema_, self.prev_, self.locked_,
-                self.held_, self.recent_, self.levels_, st, p, out, top)
+                self.held_, self.recent_, self.levels_, st, p, out, drivers)
         self.energy_ = float(st[0])
         return out
 
@@ -450,16 +450,12 @@ class DriftResidual(Detector):
     def _score_many(
         self, X: np.ndarray, columns: Sequence[str] | None, explain: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        X = np.asarray(X, dtype=float)
-        if X.ndim == 1:
-            X = X[:, None]
-        names = list(columns) if columns is not None else [f"x{i}" for i in range(X.shape[1])]
+        X, names = readings(X, columns)
         out = np.zeros(len(X))
         top = np.full(len(X), -1, dtype=np.int64)
         i = 0
         while i < len(X) and not self.trained:
-            self.learn_one({n: float(v) for n, v in zip(names, X[i], strict=True)
-                            if math.isfinite(v)})
+            self.learn_one(reading(names, X[i]))
             i += 1
         if i == len(X) or not self.metrics_:
             return out, top

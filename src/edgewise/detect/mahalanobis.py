@@ -151,9 +151,7 @@ class Mahalanobis(Detector):
         return z
 
     def shrunk_covariance(self) -> np.ndarray:
-        """The running covariance shrunk towards its diagonal, plus a small ridge relative
-        to each metric's own scale, ``1e-9 (variance + mean²)`` (none absolute: a metric read
-        in small units, 1e-9 A say, keeps its scale beside one in large units)."""
+        """The running covariance, shrunk and ridged by :func:`shrink_covariance`."""
         return shrink_covariance(self.cov_, self.mean_, self.shrinkage)
 
     def _solve(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
