@@ -15,7 +15,17 @@ import pandas as pd
 
 from edgewise.errors import QualityError
 
-__all__ = ["read_table"]
+__all__ = ["read_table", "separator"]
+
+
+def separator(header: str) -> str:
+    """The field separator of a CSV file, told from its header line: ``;`` where it has
+    more semicolons than commas (a European spreadsheet's export), else ``,``.
+
+    >>> separator("zeit;druck;temp"), separator("ts,value")
+    (';', ',')
+    """
+    return ";" if header.count(";") > header.count(",") else ","
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -41,7 +51,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         head = f.readline()
     if not head.strip():
         raise QualityError(f"File {str(p)!r} is empty; expected a header row and data rows.")
-    sep = ";" if head.count(";") > head.count(",") else ","
+    sep = separator(head)
     try:
         df = pd.read_csv(p, sep=sep, encoding="utf-8-sig", skipinitialspace=True)
     except pd.errors.EmptyDataError:

@@ -41,6 +41,7 @@ from edgewise.errors import PayloadError
 __all__ = [
     "DEFAULT_MAX_FUTURE_S",
     "DEFAULT_MAX_PAYLOAD_BYTES",
+    "GZIP_MAGIC",
     "METRIC_NAME_RE",
     "Decoded",
     "Reading",
@@ -48,11 +49,14 @@ __all__ = [
     "encode_compact",
     "encode_senml",
     "epoch_ns",
+    "epoch_unit_ns",
     "parse_time",
     "validate_device_id",
 ]
 
 DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+#: The first bytes of a gzip stream (never of JSON): a payload starting so is inflated.
+GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_FUTURE_S = 300.0
 #: Earliest accepted time (2000-01-01T00:00:00Z); anything before is a clock that was never set.
 MIN_EPOCH_S = 946_684_800
@@ -109,18 +113,28 @@ def validate_device_id(device_id: str) -> str:
     return device_id
 
 
+def epoch_unit_ns(magnitude: float) -> int:
+    """Nanoseconds per unit of an epoch number this large: seconds, or (told apart by
+    size: 1e11 s would lie past the year 5000) milliseconds from 1e11, microseconds from
+    1e14 and nanoseconds from 1e17.
+
+    >>> [epoch_unit_ns(x) for x in (1.7e9, 1.7e12, 1.7e15, 1.7e18)]
+    [1000000000, 1000000, 1000, 1]
+    """
+    if magnitude < 1e11:
+        return 10**9
+    return 10**6 if magnitude < 1e14 else 10**3 if magnitude < 1e17 else 1
+
+
 def epoch_ns(value: float) -> int:
-    """UTC nanoseconds of a finite epoch number: seconds, or (told apart by size: 1e11 s
-    would lie past the year 5000) milliseconds from 1e11, microseconds from 1e14 and
-    nanoseconds from 1e17.
+    """UTC nanoseconds of a finite epoch number in the unit :func:`epoch_unit_ns` tells.
 
     >>> epoch_ns(1706702400.5) == epoch_ns(1706702400500) == epoch_ns(1706702400500000000)
     True
     """
-    magnitude = abs(value)
-    if magnitude < 1e11:  # seconds
+    per = epoch_unit_ns(abs(value))
+    if per == 10**9:  # seconds, to the microsecond
         return round(value * 1_000_000) * 1000
-    per = 10**6 if magnitude < 1e14 else 10**3 if magnitude < 1e17 else 1
     whole = int(value)  # exact: a float holds whole numbers up to 2**53 exactly
     return whole * per + round((value - whole) * per)
 
@@ -276,7 +290,7 @@ def decode(
             device_id=device_id, field="payload", value=f"{len(raw)} bytes",
             allowed=f"at most {max_bytes} bytes", reason="too_large",
         )
-    if raw[:2] == b"\x1f\x8b":
+    if raw.startswith(GZIP_MAGIC):
         raw = _inflate(raw, device_id, max_bytes)
     try:
         doc = json.loads(raw)

@@ -14,15 +14,16 @@ from edgewise.cli._app import Json, app, fail
 
 def _to_ns(col):
     """Times as int64 UTC ns: epoch s/ms/us/ns by magnitude (the rule of
-    :func:`edgewise.telemetry.epoch_ns`), or RFC 3339 strings."""
+    :func:`edgewise.telemetry.epoch_unit_ns`), or RFC 3339 strings."""
     import numpy as np
     import pandas as pd
+
+    from edgewise.telemetry import epoch_unit_ns
 
     if pd.api.types.is_numeric_dtype(col):
         x = col.astype(float).to_numpy()
         big = np.nanmax(np.abs(x)) if len(x) else 0
-        factor = 1e9 if big < 1e11 else 1e6 if big < 1e14 else 1e3 if big < 1e17 else 1.0
-        return (x * factor).astype(np.int64)
+        return (x * float(epoch_unit_ns(big))).astype(np.int64)
     return pd.to_datetime(col, utc=True).astype("int64").to_numpy()
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgewise.errors import InvalidParameterError
+from edgewise.tables import separator
 from edgewise.telemetry import epoch_ns, parse_time, validate_device_id
 
 if TYPE_CHECKING:
@@ -408,7 +409,7 @@ def read_labels_csv(path: Path | str) -> list[tuple[str, int, int, str, str]]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
         head = fh.readline()
         fh.seek(0)
-        reader = csv.DictReader(fh, delimiter=";" if head.count(";") > head.count(",") else ",")
+        reader = csv.DictReader(fh, delimiter=separator(head))
         need = {"device_id", "start", "end", "label"}
         missing = need - set(reader.fieldnames or [])
         if missing:

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from edgewise.errors import AuthError
 from edgewise.server.deps import PipelineDep, SecurityDep, SettingsDep, bearer_secret
 from edgewise.server.problems import Problem, payload_problem
+from edgewise.telemetry import GZIP_MAGIC
 
 __all__ = ["IngestResponse", "check_encoding", "read_limited_body", "router"]
 
@@ -93,7 +94,7 @@ def check_encoding(body: bytes, encoding: str | None) -> None:
             " instead.", field="Content-Encoding", value=encoding,
             allowed="gzip or identity", reason="bad_encoding",
         )
-    if body[:2] != b"\x1f\x8b":
+    if not body.startswith(GZIP_MAGIC):
         raise Problem(
             400, detail="The body is not gzip, as its 'Content-Encoding' says.",
             field="Content-Encoding", value=encoding, allowed="a gzip stream",
