@@ -86,6 +86,31 @@ def test_default_detector_c_nan_inf_skipped():
     assert c[1200] >= 0.9
 
 
+def test_default_detector_c_scores_a_counter_by_its_increments():
+    """Check that the C follows the Python through the counter probe: a meter told from its
+    warm-up, a restart, a gap, a wind-back, a fall that ends it; and from a learned state."""
+    rng = np.random.default_rng(5)
+    t = np.arange(4000)
+    load = np.clip(1 + 0.5 * np.sin(2 * np.pi * t / 1440) + 0.05 * rng.standard_normal(4000),
+                   0, None) * 0.01
+    x = np.round(1234.0 + np.cumsum(load), 2)
+    x[1500:] = 5.0 + np.cumsum(load[1500:])     # restart from near zero
+    x[2000:2004] = np.nan                       # a gap
+    x[2500:] -= 0.5                             # wound back
+    x[3500:] = x[3500] - np.arange(500) * 0.001  # falls: not a counter after all
+    det = default_detector()
+    py = det.clone().score_many(x)
+    assert (py >= 0.9).sum() > 0
+    out = export(det, format="c", name="clik_cnt").score_many(x)
+    assert np.abs(out - py).max() < SCORE_TOL
+    half = default_detector()
+    half.score_many(x[:1000])
+    assert half.counter_[0] == 2.0  # a counter, carried into the C
+    c = export(half, format="c", name="clik_cnt2")
+    assert np.abs(c.score_many(x[1000:]) - half.score_many(x[1000:])).max() < SCORE_TOL
+    assert c.ram_bytes < 2048
+
+
 def test_default_detector_small_key_set_overflows_honestly(shared_data):
     """Check that a key set too small for the stream diverges (and a large one does not)."""
     x = _nab(shared_data, "realAWSCloudwatch/ec2_network_in_5abac7.csv")  # many transitions

@@ -44,6 +44,19 @@ Scores are in [0, 1]; high means anomalous. Four cheap ideas, compiled with Numb
    2.5x the default's replay time (``detect-speed.md``) and the C export (its category store
    does not fit a device's 2 KiB), both of which the default keeps.
 
+7. **Counters.** A cumulative counter (an energy meter in kWh, litres, pulses, runtime
+   hours) only grows, so its level is always new: scored as a level, a week of a meter
+   read each minute raised 50 alarms. During the first member's warm-up (``warmup -
+   warmup_spread`` readings, when nothing is scored yet) the detector watches whether the
+   stream never falls and rises at least 3 times; if so it scores the increments from then
+   on (starting afresh: one more warm-up), and the same meter raises 4. A restart from
+   zero (a reboot, a rollover, "energy today" at midnight: a drop to half or less) is an
+   ordinary increment; a smaller fall is the counter running backwards (tampering, a
+   replaced meter) and alarms; two falls in a row mean it was not a counter (a tank that
+   filled during the warm-up), and the detector starts afresh on the level. The first
+   reading after a gap only re-anchors. ``counter="always"`` / ``"never"`` decide it up
+   front. No NAB stream is taken for a counter: their scores are bit-identical.
+
 The scale is set so that :data:`~edgewise.detect.base.DEFAULT_THRESHOLD` (0.9) is the
 threshold NAB's optimiser picks for it on the NAB corpus. No constant is absolute: a
 stream read in other units (nA instead of A) scores the same; a warm-up constant at 0
@@ -65,7 +78,7 @@ import numpy as np
 
 from edgewise.detect.base import DEFAULT_THRESHOLD, Detector, first_finite, first_finite_column
 from edgewise.errors import InvalidParameterError
-from edgewise.params import Interval, validate_params
+from edgewise.params import Interval, OneOf, validate_params
 
 __all__ = ["ContextLikelihood"]
 
@@ -481,6 +494,179 @@ def _run_art(s, table, p, a, cats, u, pa, xs, out):  # type: ignore[no-untyped-d
     s[0, _CD], s[0, _NAL] = cd, nal
 
 
+# counter probe state (``counter_``): is the stream a cumulative counter (energy in kWh,
+# litres, pulses, runtime hours) whose increments should be scored rather than its level?
+_CMODE, _CN, _CPREV, _CUP, _CDOWN, _CGAP = range(6)
+_PROBE, _LEVEL, _COUNTER, _DECLARED = 0.0, 1.0, 2.0, 3.0
+_COUNTER_MODES = {"auto": _PROBE, "never": _LEVEL, "always": _DECLARED}
+_MIN_RISES = 3  # rises a probe must see (and no fall) to call a stream a counter
+_MAX_FALLS = 2  # falls in a row (not restarts) after which an auto-detected counter is not one
+# what _counter_in asks the caller to do with a finite reading
+_FEED, _FEED_THEN_RESET, _BACKWARDS, _RESET_THEN_FEED, _SKIP = range(5)
+
+
+@nb.njit(cache=True, inline="always")
+def _counter_in(c, xv, learn, probe):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """What the members see of the finite reading ``xv``, by the counter state ``c``.
+
+    Returns ``(value, action)``. A stream is probed for its first ``probe`` readings (the
+    first member's warm-up, when nothing is scored yet): if it never fell and rose at least
+    ``_MIN_RISES`` times, it is a counter and from then on the members see its increments,
+    starting afresh; the first reading after missing ones (``c[_CGAP]``) only re-anchors
+    (its increment spans an unknown stretch). A counter that drops to at most half its
+    last value restarted from zero (a reboot, a rollover, a daily counter at midnight): its
+    increment is the new value. A smaller fall is a counter running backwards, an alarm;
+    an auto-detected counter that falls ``_MAX_FALLS`` times in a row (a tank that filled
+    during the probe, now draining) was not a counter, and the members start afresh on its
+    level. When ``learn`` is false nothing in ``c`` changes.
+    """
+    mode = c[_CMODE]
+    if mode == _LEVEL:
+        return xv, _FEED
+    if mode == _PROBE:
+        if learn:
+            n = c[_CN]
+            if n > 0:
+                if xv > c[_CPREV]:
+                    c[_CUP] += 1
+                elif xv < c[_CPREV]:
+                    c[_CDOWN] += 1
+            c[_CPREV] = xv
+            c[_CN] = n + 1
+            if n + 1 >= probe:
+                if c[_CDOWN] == 0 and c[_CUP] >= _MIN_RISES:
+                    c[_CMODE] = _COUNTER
+                    return xv, _FEED_THEN_RESET
+                c[_CMODE] = _LEVEL
+        return xv, _FEED
+    if c[_CN] == 0 or c[_CGAP] > 0:  # nothing to subtract yet, or a gap: re-anchor
+        if learn:
+            c[_CN] = max(c[_CN], 1.0)
+            c[_CPREV] = xv
+            c[_CGAP] = 0.0
+        return xv, _SKIP
+    prev = c[_CPREV]
+    if xv >= prev:
+        if learn:
+            c[_CPREV] = xv
+            if xv > prev:
+                c[_CDOWN] = 0.0
+        return xv - prev, _FEED
+    if prev > 0 and xv <= 0.5 * prev:
+        if learn:
+            c[_CPREV] = xv
+        return xv, _FEED
+    if mode == _COUNTER and c[_CDOWN] + 1 >= _MAX_FALLS:
+        if learn:
+            c[_CDOWN] += 1
+            c[_CMODE] = _LEVEL
+        return xv, _RESET_THEN_FEED
+    if learn:
+        c[_CDOWN] += 1
+        c[_CPREV] = xv
+    return xv, _BACKWARDS
+
+
+@nb.njit(cache=True)
+def _reset(s, table, a, cats):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """Members, suppression and ART member as a fresh detector's."""
+    s[:] = 0.0
+    s[:, _MN] = np.inf
+    s[:, _MX] = -np.inf
+    table[:] = 0
+    a[:] = 0.0
+    a[_AMN] = np.inf
+    a[_AMX] = -np.inf
+    a[_ALAST] = -1e18
+    cats[:] = 0.0
+
+
+@nb.njit(cache=True)
+def _step_counter(s, table, p, c, a, cats, u, pa, art, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """:func:`_step` (or :func:`_step_art` when ``art``) of what the counter probe
+    (:func:`_counter_in`) makes of ``xv``; a counter running backwards scores 1 (damped by
+    the repeat suppression like any alert)."""
+    fv, act = _counter_in(c, xv, learn, int(p[2]) - int(p[19]))
+    if act == _SKIP:
+        return 0.0
+    if act == _BACKWARDS:
+        if not learn:
+            return p[12] if s[0, _CD] > 0 else 1.0
+        score, s[0, _CD], s[0, _NAL] = _suppress(1.0, int(s[0, _T]), s[0, _CD], s[0, _NAL], p)
+        return score
+    if act == _RESET_THEN_FEED:
+        if not learn:
+            return 0.0  # the members would start afresh: still warming up
+        _reset(s, table, a, cats)
+    score = _step_art(s, table, p, a, cats, u, pa, fv, learn) if art else _step(
+        s, table, p, fv, learn)
+    if act == _FEED_THEN_RESET:
+        _reset(s, table, a, cats)
+    return score
+
+
+@nb.njit(cache=True)
+def _run_counter(s, table, p, c, a, cats, u, pa, art, xs, out):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """:func:`_step_counter` (learning) over ``xs`` until the stream is known to be a level:
+    the readings are turned into what the members see, and the plain kernels (:func:`_run`,
+    :func:`_run_art`) run over each stretch between two events of the probe (a reset, a
+    counter running backwards). Returns the index from which the caller runs the plain
+    kernel itself (``len(xs)`` if none)."""
+    n = len(xs)
+    probe = int(p[2]) - int(p[19])
+    feed = np.empty(n)
+    i = 0
+    while i < n:
+        k = i
+        act = _FEED
+        level = False
+        while k < n:
+            if c[_CMODE] == _LEVEL:
+                level = True
+                break
+            xv = xs[k]
+            if not math.isfinite(xv):
+                feed[k] = xv
+                if c[_CMODE] >= _COUNTER and c[_CN] > 0:
+                    c[_CGAP] += 1.0
+                k += 1
+                continue
+            fv, act = _counter_in(c, xv, True, probe)
+            if act == _FEED or act == _FEED_THEN_RESET:
+                feed[k] = fv
+                k += 1
+                if act == _FEED_THEN_RESET:
+                    break
+                continue
+            break
+        if k > i:  # contiguous copies: the plain kernels are compiled for those
+            seg = feed[i:k].copy()
+            res = np.empty(k - i)
+            if art:
+                _run_art(s, table, p, a, cats, u, pa, seg, res)
+            else:
+                _run(s, table, p, seg, res)
+            out[i:k] = res
+        if level:
+            return k
+        if act == _FEED_THEN_RESET:
+            _reset(s, table, a, cats)
+            i = k
+        elif k >= n:
+            i = n
+        elif act == _SKIP:
+            out[k] = 0.0
+            i = k + 1
+        elif act == _BACKWARDS:
+            out[k], s[0, _CD], s[0, _NAL] = _suppress(1.0, int(s[0, _T]), s[0, _CD],
+                                                      s[0, _NAL], p)
+            i = k + 1
+        else:  # _RESET_THEN_FEED: reading k starts the level stretch (the probe is done)
+            _reset(s, table, a, cats)
+            i = k
+    return n
+
+
 class ContextLikelihood(Detector):
     """Sequence novelty + prediction error -> anomaly likelihood, with repeat suppression.
 
@@ -541,6 +727,11 @@ class ContextLikelihood(Detector):
     art_refractory, art_level
         An ART novelty scores ``art_level`` unless an alert (score >= 0.9) came within the
         last ``art_refractory`` readings; it does not start the repeat suppression.
+    counter
+        Whether the stream is a cumulative counter whose increments are scored: ``"auto"``
+        (the default) tells from the first ``warmup - warmup_spread`` readings (never
+        falling, rising at least 3 times); ``"always"`` declares it one; ``"never"`` scores
+        the level as it is.
 
     Examples
     --------
@@ -584,6 +775,7 @@ class ContextLikelihood(Detector):
         "art_learn": Interval(int, 0, None),
         "art_refractory": Interval(int, 0, None),
         "art_level": Interval(float, 0.0, 1.0),
+        "counter": OneOf(tuple(_COUNTER_MODES)),
     }
 
     def __init__(
@@ -616,6 +808,7 @@ class ContextLikelihood(Detector):
         art_learn: int = 30,
         art_refractory: int = 1000,
         art_level: float = 0.95,
+        counter: str = "auto",
     ) -> None:
         params = dict(locals())
         params.pop("self")
@@ -642,6 +835,9 @@ class ContextLikelihood(Detector):
         self.state_[:, _MN] = np.inf
         self.state_[:, _MX] = -np.inf
         self.table_ = np.zeros((members, 1 << table_bits), dtype=np.int32)
+        self.counter_ = np.array([_COUNTER_MODES[counter], 0.0, 0.0, 0.0, 0.0, 0.0])
+        # counter_[0] != _LEVEL (probing, or a counter), as a bool for the hot path
+        self._counter_path = counter != "never"
         self._init_art()
 
     def _init_art(self) -> None:
@@ -677,6 +873,10 @@ class ContextLikelihood(Detector):
             state["warmup_spread"] = 0
             state["_p"] = np.append(state["_p"][:19], 0.0)
         self.__dict__.update(state)
+        if "counter_" not in state:  # saved before the counter probe: scores levels, as then
+            self.counter = "never"
+            self.counter_ = np.array([_LEVEL, 0.0, 0.0, 0.0, 0.0, 0.0])
+        self._counter_path = bool(self.counter_[_CMODE] != _LEVEL)
         if "art_state_" not in state:  # saved before the ART member: none (the defaults)
             defaults = inspect.signature(ContextLikelihood.__init__).parameters
             for name in _ART_PARAMS:
@@ -687,8 +887,14 @@ class ContextLikelihood(Detector):
         """Update the detector with one reading (NaN-only readings are ignored)."""
         v = first_finite(x)
         if v is None:
+            if self._counter_path and self.counter_[_CMODE] >= _COUNTER and self.counter_[_CN] > 0:
+                self.counter_[_CGAP] += 1.0  # a counter's next increment spans the gap
             return
-        if self.art_vigilance > 0:
+        if self._counter_path:
+            _step_counter(self.state_, self.table_, self._p, self.counter_, self.art_state_,
+                          self.art_, self._art_u, self._pa, self.art_vigilance > 0, v, True)
+            self._counter_path = bool(self.counter_[_CMODE] != _LEVEL)
+        elif self.art_vigilance > 0:
             _step_art(self.state_, self.table_, self._p, self.art_state_, self.art_,
                       self._art_u, self._pa, v, True)
         else:
@@ -699,6 +905,10 @@ class ContextLikelihood(Detector):
         v = first_finite(x)
         if v is None:
             return 0.0
+        if self._counter_path:
+            return float(_step_counter(self.state_, self.table_, self._p, self.counter_,
+                                       self.art_state_, self.art_, self._art_u, self._pa,
+                                       self.art_vigilance > 0, v, False))
         if self.art_vigilance > 0:
             return float(_step_art(self.state_, self.table_, self._p, self.art_state_,
                                    self.art_, self._art_u, self._pa, v, False))
@@ -711,11 +921,21 @@ class ContextLikelihood(Detector):
         a = np.ascontiguousarray(a[:, 0]) if a.ndim == 2 and a.shape[1] == 1 else (
             first_finite_column(a))
         out = np.empty(len(a))
+        if self._counter_path:  # up to the stretch from which the stream is a level
+            k = _run_counter(self.state_, self.table_, self._p, self.counter_,
+                             self.art_state_, self.art_, self._art_u, self._pa,
+                             self.art_vigilance > 0, a, out)
+            self._counter_path = bool(self.counter_[_CMODE] != _LEVEL)
+            if k == len(a):
+                return out
+            a, rest = a[k:], out[k:]
+        else:
+            rest = out
         if self.art_vigilance > 0:
             _run_art(self.state_, self.table_, self._p, self.art_state_, self.art_,
-                     self._art_u, self._pa, a, out)
+                     self._art_u, self._pa, a, rest)
         else:
-            _run(self.state_, self.table_, self._p, a, out)
+            _run(self.state_, self.table_, self._p, a, rest)
         return out
 
 

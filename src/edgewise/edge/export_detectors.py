@@ -115,8 +115,9 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
         raise ExportError(f"ContextLikelihood table_bits={tb} with {n_m} members does not fit "
                           f"the 16-bit key set of the C export; allowed: table_bits <= "
                           f"{15 - (n_m - 1).bit_length() if n_m > 1 else 15}.")
+    counter = np.asarray(getattr(det, "counter_", [1.0, 0, 0, 0, 0, 0]), dtype=float)
     if capacity is None:
-        capacity = _auto_capacity(n_m * n_state)
+        capacity = _auto_capacity(n_m * n_state + len(counter))
     if not 16 <= capacity <= 65535:
         raise ExportError(f"capacity={capacity} slots is outside the allowed 16..65535.")
     seen = np.concatenate([np.flatnonzero(table[m]).astype(np.int64) | (m << tb)
@@ -128,8 +129,8 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
     N = n.upper()
     p = det._p
     ws, ws2 = int(det.short_window), int(det.slow_window)
-    ram = 8 * n_m * n_state + 2 * capacity + 4
-    flash_tables = 8 * n_m * n_state + 2 * max(len(seen), 1) + 4 * n_m
+    ram = 8 * n_m * n_state + 8 * len(counter) + 2 * capacity + 4
+    flash_tables = 8 * n_m * n_state + 8 * len(counter) + 2 * max(len(seen), 1) + 4 * n_m
     empty = 0xFFFF
     init_keys, init_keys_loop = "", "/* no transitions learned yet */"
     if len(seen):
@@ -138,12 +139,15 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
         init_keys_loop = f"for (i = 0; i < {len(seen)}u; ++i) add(st, INIT_KEYS[i]);"
     h = f"""/* {n}.h: ContextLikelihood (Edgewise's default univariate detector), generated.
  *
- * RAM:   {N}_RAM_BYTES (= {ram}) bytes of state per stream: {n_m} member(s) x {n_state} doubles
- *        and a set of {capacity} 16-bit transition keys. No heap, no malloc.
+ * RAM:   {N}_RAM_BYTES (= {ram}) bytes of state per stream: {n_m} member(s) x {n_state} doubles,
+ *        the counter probe's 6 doubles and a set of {capacity} 16-bit transition keys.
+ *        No heap, no malloc.
  * FLASH: {N}_FLASH_BYTES (= {flash_tables}) bytes of initial-state tables, plus code.
  * Use:   {n}_state_t s; {n}_init(&s); for each reading v: score = {n}_step(&s, v);
  *        score in [0, 1]; >= {N}_THRESHOLD means anomaly. NaN/inf readings score 0
- *        and are not learned. s.overflow counts transitions the key set had no room for
+ *        and are not learned. A cumulative counter (never falling, rising during the
+ *        warm-up) is scored by its increments, as in Python (counter="auto"); s.c[0] is 2
+ *        or 3 while it is. s.overflow counts transitions the key set had no room for
  *        (then scores may differ from the Python detector's).
  */
 #ifndef {_guard(n)}
@@ -159,6 +163,7 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
 
 typedef struct {{
     double s[{N}_N_MEMBERS][{N}_N_STATE]; /* the Python detector's state_ rows, same layout */
+    double c[6];                    /* its counter_: mode, n, previous value, rises, falls, gap */
     uint16_t keys[{N}_CAPACITY];    /* seen transitions, member << {tb} | key; 0xFFFF: empty */
     uint16_t n_keys;
     uint16_t overflow;              /* new transitions not stored (set full), saturating */
@@ -206,9 +211,18 @@ void {n}_run({n}_state_t *st, const double *v, double *out, uint32_t count);
 
 enum {{ T_, MN, MX, M_, V_, W_, W2, X0, RSUM, RI, MUL, VL, NL, CD, NH, H0, H1,
        RSUM2, RI2, MUL2, VL2, NAL, RING }};
+/* counter probe: state slots, modes, and what to do with a reading (counter_in) */
+enum {{ CMODE, CN, CPREV, CUP, CDOWN, CGAP }};
+#define PROBE_ 0.0
+#define LEVEL_ 1.0
+#define COUNTER_ 2.0
+#define MIN_RISES 3
+#define MAX_FALLS 2
+enum {{ FEED, FEED_THEN_RESET, BACKWARDS, RESET_THEN_FEED, SKIP }};
 
 static const int32_t WARM[NM] = {{ {", ".join(str(w) for w in warms)} }};
 {_darray("INIT_STATE", state.ravel())}
+{_darray("INIT_COUNTER", counter)}
 {init_keys}
 static uint64_t mix(uint64_t h, int64_t v) {{
     uint64_t u = (uint64_t)(v & 0xFFFFFFFFFFFFll);
@@ -241,6 +255,7 @@ void {n}_init({n}_state_t *st) {{
     uint32_t i, m;
     for (m = 0; m < NM; ++m)
         for (i = 0; i < {N}_N_STATE; ++i) st->s[m][i] = INIT_STATE[m * {N}_N_STATE + i];
+    for (i = 0; i < 6u; ++i) st->c[i] = INIT_COUNTER[i];
     for (i = 0; i < {N}_CAPACITY; ++i) st->keys[i] = EMPTY;
     st->n_keys = 0;
     st->overflow = 0;
@@ -359,16 +374,81 @@ static double member({n}_state_t *st, int m, double xv, int learn) {{
     return score;
 }}
 
-/* the ensemble: the largest member score, then one shared repeat suppression */
-static double step({n}_state_t *st, double xv, int learn) {{
+/* members as a fresh detector's: a counter's increments (or a level) start anew */
+static void reset_members({n}_state_t *st) {{
+    uint32_t i, m;
+    for (m = 0; m < NM; ++m) {{
+        for (i = 0; i < {N}_N_STATE; ++i) st->s[m][i] = 0.0;
+        st->s[m][MN] = INFINITY;
+        st->s[m][MX] = -INFINITY;
+    }}
+    for (i = 0; i < {N}_CAPACITY; ++i) st->keys[i] = EMPTY;
+    st->n_keys = 0;
+}}
+
+/* what the members see of the finite reading xv (*fv) and what to do (see FEED..SKIP):
+ * the counter probe of the Python detector's _counter_in, step for step */
+static int counter_in({n}_state_t *st, double xv, int learn, double *fv) {{
+    double *c = st->c, prev;
+    *fv = xv;
+    if (c[CMODE] == LEVEL_) return FEED;
+    if (c[CMODE] == PROBE_) {{
+        if (learn) {{
+            if (c[CN] > 0) {{
+                if (xv > c[CPREV]) c[CUP] += 1;
+                else if (xv < c[CPREV]) c[CDOWN] += 1;
+            }}
+            c[CPREV] = xv;
+            c[CN] += 1;
+            if (c[CN] >= START) {{
+                if (c[CDOWN] == 0 && c[CUP] >= MIN_RISES) {{
+                    c[CMODE] = COUNTER_;
+                    return FEED_THEN_RESET;
+                }}
+                c[CMODE] = LEVEL_;
+            }}
+        }}
+        return FEED;
+    }}
+    if (c[CN] == 0 || c[CGAP] > 0) {{ /* nothing to subtract yet, or after a gap: re-anchor */
+        if (learn) {{
+            if (c[CN] < 1) c[CN] = 1;
+            c[CPREV] = xv;
+            c[CGAP] = 0;
+        }}
+        return SKIP;
+    }}
+    prev = c[CPREV];
+    if (xv >= prev) {{
+        if (learn) {{
+            c[CPREV] = xv;
+            if (xv > prev) c[CDOWN] = 0;
+        }}
+        *fv = xv - prev;
+        return FEED;
+    }}
+    if (prev > 0 && xv <= 0.5 * prev) {{ /* restarted from zero */
+        if (learn) c[CPREV] = xv;
+        return FEED;
+    }}
+    if (c[CMODE] == COUNTER_ && c[CDOWN] + 1 >= MAX_FALLS) {{ /* not a counter after all */
+        if (learn) {{
+            c[CDOWN] += 1;
+            c[CMODE] = LEVEL_;
+        }}
+        return RESET_THEN_FEED;
+    }}
+    if (learn) {{
+        c[CDOWN] += 1;
+        c[CPREV] = xv;
+    }}
+    return BACKWARDS;
+}}
+
+/* the repeat suppression shared by the ensemble's score and a counter running backwards */
+static double suppress({n}_state_t *st, double score, int learn) {{
     double *s0 = st->s[0];
     int64_t t = (int64_t)s0[T_];
-    double score = 0.0, sc;
-    int m;
-    for (m = 0; m < NM; ++m) {{
-        sc = member(st, m, xv, learn);
-        if (sc > score) score = sc;
-    }}
     if (s0[CD] > 0) score *= DAMP;
     if (!learn || t < START) return score;
     if (score >= SUPPLEVEL) {{
@@ -382,8 +462,36 @@ static double step({n}_state_t *st, double xv, int learn) {{
     return score;
 }}
 
+/* the ensemble: the largest member score, then one shared repeat suppression */
+static double ensemble({n}_state_t *st, double xv, int learn) {{
+    double score = 0.0, sc;
+    int m;
+    for (m = 0; m < NM; ++m) {{
+        sc = member(st, m, xv, learn);
+        if (sc > score) score = sc;
+    }}
+    return suppress(st, score, learn);
+}}
+
+static double step({n}_state_t *st, double xv, int learn) {{
+    double fv, score;
+    int act = counter_in(st, xv, learn, &fv);
+    if (act == SKIP) return 0.0;
+    if (act == BACKWARDS) return suppress(st, 1.0, learn);
+    if (act == RESET_THEN_FEED) {{
+        if (!learn) return 0.0;
+        reset_members(st);
+    }}
+    score = ensemble(st, fv, learn);
+    if (act == FEED_THEN_RESET) reset_members(st);
+    return score;
+}}
+
 double {n}_step({n}_state_t *st, double v) {{
-    if (v != v || v - v != 0.0) return 0.0; /* NaN or inf: not scored, not learned */
+    if (v != v || v - v != 0.0) {{ /* NaN or inf: not scored, not learned */
+        if (st->c[CMODE] >= COUNTER_ && st->c[CN] > 0) st->c[CGAP] += 1; /* a counter's gap */
+        return 0.0;
+    }}
     return step(st, v, 1);
 }}
 
