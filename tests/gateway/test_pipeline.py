@@ -202,3 +202,23 @@ def test_detector_state_survives_a_clean_restart(tmp_path) -> None:
     finally:
         p2.close()
         store.close()
+
+
+def test_an_energy_meter_is_scored_by_its_increments(pipe: Pipeline) -> None:
+    """Check that a cumulative meter (kWh, one reading a minute for two days) raises a
+    handful of alerts through the gateway, not one every hour or so as a level would, and
+    that winding it back raises one."""
+    rng = np.random.default_rng(2)
+    t = np.arange(2 * 1440)
+    load = np.clip(1 + 0.5 * np.sin(2 * np.pi * t / 1440) + 0.05 * rng.standard_normal(len(t)),
+                   0, None) * 0.01
+    kwh = np.round(5000.0 + np.cumsum(load), 2)
+    kwh[2500:] -= 2.0  # wound back
+    for start in range(0, len(t), 120):
+        body = json.dumps([{"ts": T0 + 60 * i, "metrics": {"kwh": float(kwh[i])}, "seq": i + 1}
+                           for i in range(start, min(start + 120, len(t)))]).encode()
+        assert pipe.ingest("meter-7", body).accepted == min(120, len(t) - start)
+    assert pipe.flush(timeout=30)
+    alerts = pipe.store.list_alerts(kind="anomaly")
+    assert 1 <= len(alerts) <= 4, [(a.start_ns // 10**9 - T0) // 60 for a in alerts]
+    assert any(a.start_ns == (T0 + 60 * 2500) * 10**9 for a in alerts)
