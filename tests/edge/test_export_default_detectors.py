@@ -103,6 +103,16 @@ def test_default_detector_c_scores_a_counter_by_its_increments():
     assert (py >= 0.9).sum() > 0
     out = export(det, format="c", name="clik_cnt").score_many(x)
     assert np.abs(out - py).max() < SCORE_TOL
+    # idle through the first probe, a restart from zero in the second: a counter then
+    idle = np.concatenate([np.full(300, 7.0), 7.0 + np.cumsum(load[:100]),
+                           np.round(np.cumsum(load[100:3000]), 2)])
+    det = default_detector()
+    py = det.clone().score_many(idle)
+    out = export(det, format="c", name="clik_idle").score_many(idle)
+    assert np.abs(out - py).max() < SCORE_TOL
+    probe = default_detector()
+    probe.score_many(idle)
+    assert probe.counter_[0] == 2.0 and probe.counter_[6] == 1.0
     half = default_detector()
     half.score_many(x[:1000])
     assert half.counter_[0] == 2.0  # a counter, carried into the C

@@ -48,8 +48,10 @@ Scores are in [0, 1]; high means anomalous. Four cheap ideas, compiled with Numb
    hours) only grows, so its level is always new: scored as a level, a week of a meter
    read each minute raised 50 alarms. During the first member's warm-up (``warmup -
    warmup_spread`` readings, when nothing is scored yet) the detector watches whether the
-   stream never falls and rises at least 3 times; if so it scores the increments from then
-   on (starting afresh: one more warm-up), and the same meter raises 4. A restart from
+   stream never falls (one drop to half or less is a restart, see below) and rises at
+   least 3 times; if so it scores the increments from then on (starting afresh: one more
+   warm-up), and the same meter raises 4. A stream that neither fell nor rose 3 times (a
+   meter idle all night) is probed again over the next as many readings. A restart from
    zero (a reboot, a rollover, "energy today" at midnight: a drop to half or less) is an
    ordinary increment; a smaller fall is the counter running backwards (tampering, a
    replaced meter) and alarms; two falls in a row mean it was not a counter (a tank that
@@ -496,7 +498,7 @@ def _run_art(s, table, p, a, cats, u, pa, xs, out):  # type: ignore[no-untyped-d
 
 # counter probe state (``counter_``): is the stream a cumulative counter (energy in kWh,
 # litres, pulses, runtime hours) whose increments should be scored rather than its level?
-_CMODE, _CN, _CPREV, _CUP, _CDOWN, _CGAP = range(6)
+_CMODE, _CN, _CPREV, _CUP, _CDOWN, _CGAP, _CRESTART = range(7)
 _PROBE, _LEVEL, _COUNTER, _DECLARED = 0.0, 1.0, 2.0, 3.0
 _COUNTER_MODES = {"auto": _PROBE, "never": _LEVEL, "always": _DECLARED}
 _MIN_RISES = 3  # rises a probe must see (and no fall) to call a stream a counter
@@ -510,9 +512,12 @@ def _counter_in(c, xv, learn, probe):  # type: ignore[no-untyped-def]  # pragma:
     """What the members see of the finite reading ``xv``, by the counter state ``c``.
 
     Returns ``(value, action)``. A stream is probed for its first ``probe`` readings (the
-    first member's warm-up, when nothing is scored yet): if it never fell and rose at least
-    ``_MIN_RISES`` times, it is a counter and from then on the members see its increments,
-    starting afresh; the first reading after missing ones (``c[_CGAP]``) only re-anchors
+    first member's warm-up, when nothing is scored yet): if it never fell (the first drop to
+    half or less is a restart, not a fall) and rose at least ``_MIN_RISES`` times, it is a counter
+    and from then on the members see its increments, starting afresh. If it fell, it is a
+    level for good. If it neither fell nor rose enough (a meter idle all night), the probe
+    looks at the next ``probe`` readings, and so on, while the level is scored. The first
+    reading after missing ones (``c[_CGAP]``) only re-anchors
     (its increment spans an unknown stretch). A counter that drops to at most half its
     last value restarted from zero (a reboot, a rollover, a daily counter at midnight): its
     increment is the new value. A smaller fall is a counter running backwards, an alarm;
@@ -526,18 +531,27 @@ def _counter_in(c, xv, learn, probe):  # type: ignore[no-untyped-def]  # pragma:
     if mode == _PROBE:
         if learn:
             n = c[_CN]
+            prev = c[_CPREV]
             if n > 0:
-                if xv > c[_CPREV]:
+                if xv > prev:
                     c[_CUP] += 1
-                elif xv < c[_CPREV]:
-                    c[_CDOWN] += 1
+                elif xv < prev:
+                    if prev > 0 and xv <= 0.5 * prev and c[_CRESTART] == 0:
+                        c[_CRESTART] = 1.0  # one restart from zero is a counter's right
+                    else:
+                        c[_CDOWN] += 1
             c[_CPREV] = xv
             c[_CN] = n + 1
             if n + 1 >= probe:
-                if c[_CDOWN] == 0 and c[_CUP] >= _MIN_RISES:
+                if c[_CDOWN] > 0:
+                    c[_CMODE] = _LEVEL
+                elif c[_CUP] >= _MIN_RISES:
                     c[_CMODE] = _COUNTER
                     return xv, _FEED_THEN_RESET
-                c[_CMODE] = _LEVEL
+                else:  # too few rises to tell: probe the next stretch
+                    c[_CN] = 1.0
+                    c[_CUP] = 0.0
+                    c[_CRESTART] = 0.0
         return xv, _FEED
     if c[_CN] == 0 or c[_CGAP] > 0:  # nothing to subtract yet, or a gap: re-anchor
         if learn:
@@ -835,7 +849,7 @@ class ContextLikelihood(Detector):
         self.state_[:, _MN] = np.inf
         self.state_[:, _MX] = -np.inf
         self.table_ = np.zeros((members, 1 << table_bits), dtype=np.int32)
-        self.counter_ = np.array([_COUNTER_MODES[counter], 0.0, 0.0, 0.0, 0.0, 0.0])
+        self.counter_ = np.array([_COUNTER_MODES[counter], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
         # counter_[0] != _LEVEL (probing, or a counter), as a bool for the hot path
         self._counter_path = counter != "never"
         self._init_art()
@@ -875,7 +889,7 @@ class ContextLikelihood(Detector):
         self.__dict__.update(state)
         if "counter_" not in state:  # saved before the counter probe: scores levels, as then
             self.counter = "never"
-            self.counter_ = np.array([_LEVEL, 0.0, 0.0, 0.0, 0.0, 0.0])
+            self.counter_ = np.array([_LEVEL, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
         self._counter_path = bool(self.counter_[_CMODE] != _LEVEL)
         if "art_state_" not in state:  # saved before the ART member: none (the defaults)
             defaults = inspect.signature(ContextLikelihood.__init__).parameters

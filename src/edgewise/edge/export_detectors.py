@@ -115,7 +115,7 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
         raise ExportError(f"ContextLikelihood table_bits={tb} with {n_m} members does not fit "
                           f"the 16-bit key set of the C export; allowed: table_bits <= "
                           f"{15 - (n_m - 1).bit_length() if n_m > 1 else 15}.")
-    counter = np.asarray(getattr(det, "counter_", [1.0, 0, 0, 0, 0, 0]), dtype=float)
+    counter = np.asarray(getattr(det, "counter_", [1.0, 0, 0, 0, 0, 0, 0]), dtype=float)
     if capacity is None:
         capacity = _auto_capacity(n_m * n_state + len(counter))
     if not 16 <= capacity <= 65535:
@@ -140,7 +140,7 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
     h = f"""/* {n}.h: ContextLikelihood (Edgewise's default univariate detector), generated.
  *
  * RAM:   {N}_RAM_BYTES (= {ram}) bytes of state per stream: {n_m} member(s) x {n_state} doubles,
- *        the counter probe's 6 doubles and a set of {capacity} 16-bit transition keys.
+ *        the counter probe's 7 doubles and a set of {capacity} 16-bit transition keys.
  *        No heap, no malloc.
  * FLASH: {N}_FLASH_BYTES (= {flash_tables}) bytes of initial-state tables, plus code.
  * Use:   {n}_state_t s; {n}_init(&s); for each reading v: score = {n}_step(&s, v);
@@ -163,7 +163,7 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
 
 typedef struct {{
     double s[{N}_N_MEMBERS][{N}_N_STATE]; /* the Python detector's state_ rows, same layout */
-    double c[6];                    /* its counter_: mode, n, previous value, rises, falls, gap */
+    double c[7];   /* its counter_: mode, n, previous value, rises, falls, gap, restart seen */
     uint16_t keys[{N}_CAPACITY];    /* seen transitions, member << {tb} | key; 0xFFFF: empty */
     uint16_t n_keys;
     uint16_t overflow;              /* new transitions not stored (set full), saturating */
@@ -212,7 +212,7 @@ void {n}_run({n}_state_t *st, const double *v, double *out, uint32_t count);
 enum {{ T_, MN, MX, M_, V_, W_, W2, X0, RSUM, RI, MUL, VL, NL, CD, NH, H0, H1,
        RSUM2, RI2, MUL2, VL2, NAL, RING }};
 /* counter probe: state slots, modes, and what to do with a reading (counter_in) */
-enum {{ CMODE, CN, CPREV, CUP, CDOWN, CGAP }};
+enum {{ CMODE, CN, CPREV, CUP, CDOWN, CGAP, CRESTART }};
 #define PROBE_ 0.0
 #define LEVEL_ 1.0
 #define COUNTER_ 2.0
@@ -255,7 +255,7 @@ void {n}_init({n}_state_t *st) {{
     uint32_t i, m;
     for (m = 0; m < NM; ++m)
         for (i = 0; i < {N}_N_STATE; ++i) st->s[m][i] = INIT_STATE[m * {N}_N_STATE + i];
-    for (i = 0; i < 6u; ++i) st->c[i] = INIT_COUNTER[i];
+    for (i = 0; i < 7u; ++i) st->c[i] = INIT_COUNTER[i];
     for (i = 0; i < {N}_CAPACITY; ++i) st->keys[i] = EMPTY;
     st->n_keys = 0;
     st->overflow = 0;
@@ -394,18 +394,28 @@ static int counter_in({n}_state_t *st, double xv, int learn, double *fv) {{
     if (c[CMODE] == LEVEL_) return FEED;
     if (c[CMODE] == PROBE_) {{
         if (learn) {{
+            prev = c[CPREV];
             if (c[CN] > 0) {{
-                if (xv > c[CPREV]) c[CUP] += 1;
-                else if (xv < c[CPREV]) c[CDOWN] += 1;
+                if (xv > prev) {{
+                    c[CUP] += 1;
+                }} else if (xv < prev) {{
+                    if (prev > 0 && xv <= 0.5 * prev && c[CRESTART] == 0) c[CRESTART] = 1;
+                    else c[CDOWN] += 1;
+                }}
             }}
             c[CPREV] = xv;
             c[CN] += 1;
             if (c[CN] >= START) {{
-                if (c[CDOWN] == 0 && c[CUP] >= MIN_RISES) {{
+                if (c[CDOWN] > 0) {{
+                    c[CMODE] = LEVEL_;
+                }} else if (c[CUP] >= MIN_RISES) {{
                     c[CMODE] = COUNTER_;
                     return FEED_THEN_RESET;
+                }} else {{ /* too few rises to tell: probe the next stretch */
+                    c[CN] = 1;
+                    c[CUP] = 0;
+                    c[CRESTART] = 0;
                 }}
-                c[CMODE] = LEVEL_;
             }}
         }}
         return FEED;
@@ -445,10 +455,10 @@ static int counter_in({n}_state_t *st, double xv, int learn, double *fv) {{
     return BACKWARDS;
 }}
 
-/* the repeat suppression shared by the ensemble's score and a counter running backwards */
-static double suppress({n}_state_t *st, double score, int learn) {{
+/* the repeat suppression shared by the ensemble's score and a counter running backwards;
+ * t is the stream age before the reading */
+static double suppress({n}_state_t *st, double score, int64_t t, int learn) {{
     double *s0 = st->s[0];
-    int64_t t = (int64_t)s0[T_];
     if (s0[CD] > 0) score *= DAMP;
     if (!learn || t < START) return score;
     if (score >= SUPPLEVEL) {{
@@ -464,20 +474,21 @@ static double suppress({n}_state_t *st, double score, int learn) {{
 
 /* the ensemble: the largest member score, then one shared repeat suppression */
 static double ensemble({n}_state_t *st, double xv, int learn) {{
+    int64_t t = (int64_t)st->s[0][T_];
     double score = 0.0, sc;
     int m;
     for (m = 0; m < NM; ++m) {{
         sc = member(st, m, xv, learn);
         if (sc > score) score = sc;
     }}
-    return suppress(st, score, learn);
+    return suppress(st, score, t, learn);
 }}
 
 static double step({n}_state_t *st, double xv, int learn) {{
     double fv, score;
     int act = counter_in(st, xv, learn, &fv);
     if (act == SKIP) return 0.0;
-    if (act == BACKWARDS) return suppress(st, 1.0, learn);
+    if (act == BACKWARDS) return suppress(st, 1.0, (int64_t)st->s[0][T_], learn);
     if (act == RESET_THEN_FEED) {{
         if (!learn) return 0.0;
         reset_members(st);
