@@ -25,8 +25,12 @@ class Threshold(Detector):
         Scores at or above it are anomalies.
     protect
         When true, readings scored as anomalies are not learned, so a long fault does not
-        become the new normal. Note that detectors which suppress repeats after a detection
-        (``ContextLikelihood``) then keep alerting for the whole fault.
+        become the new normal. It suits detectors that model a distribution (``EWZScore``,
+        ``Mahalanobis``), not ``ContextLikelihood``, which suppresses repeats itself and
+        flags what is new: a reading it flags and never learns stays new, so it alerts for
+        good (one at a time over NAB's ``machine_temperature_system_failure``: 21,593 of
+        22,695 readings flagged with protection, 12 without; a cumulative meter scored by
+        its increments likewise, from the first unseen hour of its daily cycle).
 
     Examples
     --------
