@@ -180,9 +180,9 @@ def detect_table(
         )
     multivariate = issubclass(DETECTORS[detector], _MULTIVARIATE)
     params: dict[str, Any] = {}
-    # _param_names, not the class's own signature: a variant that only changes defaults
+    # param_names, not the class's own signature: a variant that only changes defaults
     # (per-metric-residual) takes **params and would otherwise never get --train-rows.
-    if train_rows >= 2 and "train_rows" in DETECTORS[detector]._param_names():
+    if train_rows >= 2 and "train_rows" in DETECTORS[detector].param_names():
         params["train_rows"] = train_rows
     n = len(X)
     scores = np.zeros(n)

@@ -141,12 +141,16 @@ class Detector(abc.ABC):
 
     # -- parameters and state ----------------------------------------------------------
     @classmethod
-    def _param_names(cls) -> list[str]:
+    def param_names(cls) -> list[str]:
         """The constructor's parameter names.
 
         Taken from the first class in the MRO that names them: a variant that only changes
         defaults may take ``**params`` (``PerMetricResidual``) and still accepts its
         parent's parameters.
+
+        >>> from edgewise.detect import PerMetricResidual
+        >>> "train_rows" in PerMetricResidual.param_names()
+        True
         """
         for klass in cls.__mro__:
             names = [n for n, p in inspect.signature(klass.__init__).parameters.items()
@@ -155,12 +159,18 @@ class Detector(abc.ABC):
                 return names
         return []
 
-    def _get_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._param_names() if hasattr(self, name)}
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's parameters and their values (scikit-learn's convention).
+
+        >>> from edgewise.detect import EWZScore
+        >>> EWZScore(warmup=5).get_params()["warmup"]
+        5
+        """
+        return {name: getattr(self, name) for name in self.param_names() if hasattr(self, name)}
 
     def clone(self) -> Detector:
         """A fresh, untrained detector with the same parameters."""
-        return type(self)(**self._get_params())
+        return type(self)(**self.get_params())
 
     @classmethod
     def _unit_test_params(cls) -> list[dict[str, Any]]:
@@ -180,5 +190,5 @@ class Detector(abc.ABC):
         return obj
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self._get_params().items())
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
