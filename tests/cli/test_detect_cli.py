@@ -67,6 +67,33 @@ def test_univariate_with_train_rows_never_flags_training_rows(tmp_path):
     assert "recall 1.000" in p.stdout
 
 
+def test_a_meter_column_is_named_as_a_counter(tmp_path):
+    """Check that a cumulative meter beside a level is said to be scored by its increments
+    (and the level is not), and its surge is flagged at its first reading."""
+    rng = np.random.default_rng(1)
+    n = 3 * 1440
+    t = np.arange(n)
+    load = np.clip(1 + 0.5 * np.sin(2 * np.pi * t / 1440) + 0.05 * rng.standard_normal(n),
+                   0, None) * 0.01
+    load[2 * 1440 + 600:2 * 1440 + 720] *= 3
+    df = pd.DataFrame({
+        "time": pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC"),
+        "kwh": np.round(1234 + np.cumsum(load), 2),
+        "temp": 20 + rng.standard_normal(n),
+    })
+    src = tmp_path / "meter.csv"
+    df.to_csv(src, index=False)
+    out = tmp_path / "o.csv"
+    p = run_cli(str(src), "--time-column", "time", "--detector", "context-likelihood",
+                "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "kwh: a cumulative counter" in p.stdout and "temp: a cumulative" not in p.stdout
+    scored = pd.read_csv(out)
+    first = 2 * 1440 + 600
+    assert bool(scored.loc[first, "is_anomaly"]) and scored.loc[first, "top_column"] == "kwh"
+    assert scored["is_anomaly"].sum() <= 12
+
+
 @pytest.mark.parametrize(
     "content, args, message",
     [

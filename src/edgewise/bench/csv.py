@@ -15,7 +15,7 @@ and, given labels, compute alarm metrics (:func:`alarm_metrics`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class DetectResult:
     columns: list[str]
     threshold: float
     train_rows: int
+    counters: list[str] = field(default_factory=list)  # columns scored by their increments
 
 
 def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -221,7 +222,9 @@ def detect_table(
     out["anomaly_score"] = np.round(scores, 6)
     out["is_anomaly"] = flagged
     out["top_column"] = top
-    return DetectResult(out, detector, columns, float(threshold), train_rows)
+    counters = [] if multivariate else [
+        columns[j] for j, d in enumerate(dets) if getattr(d, "is_counter", False)]
+    return DetectResult(out, detector, columns, float(threshold), train_rows, counters)
 
 
 def alarm_metrics(flagged: np.ndarray, labels: Any, skip: int = 0) -> dict[str, float | int]:

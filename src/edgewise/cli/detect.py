@@ -84,6 +84,9 @@ def detect(
         f"{n} rows, detector {result.detector} on {', '.join(result.columns)}, "
         f"threshold {result.threshold:.3f}: {flagged} flagged -> {target}"
     )
+    for col in result.counters:
+        typer.echo(f"{col}: a cumulative counter (it never fell and kept rising in the "
+                   "warm-up), scored by its increments")
     if label_column is not None:
         m = alarm_metrics(result.frame["is_anomaly"].to_numpy(), df[label_column], train_rows)
         typer.echo(

@@ -897,6 +897,18 @@ class ContextLikelihood(Detector):
                 setattr(self, name, defaults[name].default)
             self._init_art()
 
+    @property
+    def is_counter(self) -> bool:
+        """Whether the stream is scored as a cumulative counter (by its increments), as
+        told by the probe or declared with ``counter="always"``.
+
+        >>> det = ContextLikelihood(warmup=20, warmup_spread=0)
+        >>> _ = det.score_many(np.cumsum(np.arange(60) % 3 + 1.0))  # a meter
+        >>> det.is_counter
+        True
+        """
+        return bool(self.counter_[_CMODE] >= _COUNTER)
+
     def learn_one(self, x: Mapping[str, float]) -> None:
         """Update the detector with one reading (NaN-only readings are ignored)."""
         v = first_finite(x)
