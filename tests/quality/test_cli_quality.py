@@ -80,3 +80,19 @@ def test_epoch_times_in_any_unit_give_the_same_report(tmp_path: Path) -> None:
         outs.append(json.loads(done.stdout)["devices"]["p"]["metrics"]["temp"])
     assert outs[0]["interval_s"] == 1.0 and outs[0]["completeness"] == 1.0
     assert all(o == outs[0] for o in outs[1:])
+
+
+def test_a_meter_column_is_reported_as_a_counter(tmp_path: Path) -> None:
+    """Check the table names a meter a counter with its backward step, and shows no drift
+    for it while the level beside it keeps its drift."""
+    rng = np.random.default_rng(2)
+    ts = 1_700_000_000 + 60 * np.arange(1000)
+    kwh = np.round(500 + np.cumsum(rng.uniform(0.0, 0.02, 1000)), 3)
+    kwh[600:] -= 0.5
+    pd.DataFrame({"ts": ts, "kwh": kwh, "temp": 20 + rng.normal(0, 0.2, 1000)}).to_csv(
+        tmp_path / "m.csv", index=False)
+    done = run(str(tmp_path / "m.csv"), "--device", "meter-1")
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[2:]}
+    assert "counter: 0 restarts, 1 backwards" in rows["kwh"] and rows["kwh"].split()[9] == "-"
+    assert "counter" not in rows["temp"]

@@ -100,8 +100,11 @@ def quality(
         typer.echo(f"  {'metric':<20} {'n':>7} {'compl':>6} {'valid':>6} {'dup':>4} "
                    f"{'confl':>5} {'spike':>5} {'stuck':>5} {'gaps':>4} {'drift':>6}")
         for name, m in rep["metrics"].items():
+            drift = "   -" if m["drift"] is None else f"{m['drift']:>6.2f}"
             typer.echo(f"  {name:<20} {m['readings']:>7} {m['completeness']:>6.3f} "
                        f"{m['validity']:>6.3f} {m['duplicates']:>4} {m['conflicts']:>5} "
-                       f"{m['spikes']:>5} {m['stuck']:>5} {m['gaps']:>4} {m['drift']:>6.2f}")
+                       f"{m['spikes']:>5} {m['stuck']:>5} {m['gaps']:>4} {drift:>6}"
+                       + (f"  counter: {m['restarts']} restarts, {m['backwards']} backwards"
+                          if m["counter"] else ""))
     for p in written:
         typer.echo(f"plot: {p}")

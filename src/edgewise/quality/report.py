@@ -2,7 +2,10 @@
 
 For each metric of one device: how complete and timely its series is, how much of it is
 valid, how many duplicates, conflicts and out-of-order readings arrived, how many
-readings sit in stuck runs or are spikes, the gaps, and a drift score. ``rows`` are
+readings sit in stuck runs or are spikes, the gaps, and a drift score; whether it is a
+cumulative counter, and then its restarts and backward steps
+(:mod:`~edgewise.quality.counters`: no drift score, a stuck run is a stretch where it did
+not count). ``rows`` are
 :class:`~edgewise.telemetry.Reading` objects or mappings with ``device_id``, ``metric``,
 ``ts_ns`` and ``value`` (and optionally ``unit``).
 
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.errors import QualityError
+from edgewise.quality.counters import counter_steps
 from edgewise.quality.drift import drift_score
 from edgewise.quality.duplicates import deduplicate
 from edgewise.quality.gaps import completeness, expected_interval, find_gaps, timeliness
@@ -83,6 +87,8 @@ def metric_issues(
         stuck[good] = stuck_mask(v[good], min_run=20)
     gaps = find_gaps(t)
     step = expected_interval(t)
+    steps = counter_steps(v[good])
+    counter = steps["counter"]
     figures = {
         "readings": n,
         "distinct_times": len(t),
@@ -100,7 +106,10 @@ def metric_issues(
         "gaps": len(gaps),
         "longest_gap_s": round(max((b - a for a, b in gaps), default=0) / 1e9, 3),
         "interval_s": round(step / 1e9, 6),
-        "drift": round(drift_score(v[good]), 3),
+        "drift": None if counter else round(drift_score(v[good]), 3),
+        "counter": counter,
+        "restarts": steps["restarts"] if counter else 0,
+        "backwards": steps["backwards"] if counter else 0,
         "unit": unit,
         "unit_known": units["known"],
     }
