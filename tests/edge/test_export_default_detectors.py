@@ -127,8 +127,9 @@ def test_default_detector_small_key_set_overflows_honestly(shared_data):
     learned = default_detector()
     py = learned.score_many(x)
     need = int(np.count_nonzero(learned.table_))
-    assert need > 749                     # more than the default (2 KiB) key set holds
     small = export_context_likelihood_c(default_detector(), name="clik_small")
+    cap = int(small.files["clik_small.h"].split("#define CLIK_SMALL_CAPACITY ")[1].split()[0])
+    assert cap == 721 and need > cap      # more than the default (2 KiB) key set holds
     assert small.ram_bytes < 2048 and np.abs(small.score_many(x) - py).max() > 0.01
     big = export_context_likelihood_c(default_detector(), name="clik_big", capacity=need + 1)
     assert np.abs(big.score_many(x) - py).max() < SCORE_TOL
