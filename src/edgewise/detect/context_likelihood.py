@@ -1,6 +1,6 @@
 """Context likelihood: Edgewise's default univariate streaming detector.
 
-Scores are in [0, 1]; high means anomalous. Four cheap ideas, compiled with Numba:
+Scores are in [0, 1]; high means anomalous. Cheap ideas, compiled with Numba:
 
 1. **Context novelty.** After a warm-up the value range is cut into ``bins`` coarse
    symbols; the detector counts symbol transitions (previous symbol -> current) in a
@@ -513,17 +513,17 @@ def _counter_in(c, xv, learn, probe):  # type: ignore[no-untyped-def]  # pragma:
 
     Returns ``(value, action)``. A stream is probed for its first ``probe`` readings (the
     first member's warm-up, when nothing is scored yet): if it never fell (the first drop to
-    half or less is a restart, not a fall) and rose at least ``_MIN_RISES`` times, it is a counter
-    and from then on the members see its increments, starting afresh. If it fell, it is a
-    level for good. If it neither fell nor rose enough (a meter idle all night), the probe
-    looks at the next ``probe`` readings, and so on, while the level is scored. The first
-    reading after missing ones (``c[_CGAP]``) only re-anchors
-    (its increment spans an unknown stretch). A counter that drops to at most half its
-    last value restarted from zero (a reboot, a rollover, a daily counter at midnight): its
-    increment is the new value. A smaller fall is a counter running backwards, an alarm;
-    an auto-detected counter that falls ``_MAX_FALLS`` times in a row (a tank that filled
-    during the probe, now draining) was not a counter, and the members start afresh on its
-    level. When ``learn`` is false nothing in ``c`` changes.
+    half or less is a restart, not a fall) and rose at least ``_MIN_RISES`` times, it is a
+    counter and from then on the members see its increments, starting afresh. If it fell, it
+    is a level for good. If it neither fell nor rose enough (a meter idle all night), the
+    probe looks at the next ``probe`` readings, and so on, while the level is scored. The
+    first reading after missing ones (``c[_CGAP]``) only re-anchors (its increment spans an
+    unknown stretch). A counter that drops to at most half its last value restarted from
+    zero (a reboot, a rollover, a daily counter at midnight): its increment is the new
+    value. A smaller fall is a counter running backwards, an alarm; an auto-detected counter
+    that falls ``_MAX_FALLS`` times in a row (a tank that filled during the probe, now
+    draining) was not a counter, and the members start afresh on its level. When ``learn``
+    is false nothing in ``c`` changes.
     """
     mode = c[_CMODE]
     if mode == _LEVEL:

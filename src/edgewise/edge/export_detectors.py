@@ -1,19 +1,19 @@
 """C99 and ONNX for the default detectors: ContextLikelihood and Mahalanobis.
 
 :func:`export_context_likelihood_c` ports the Numba step of
-:class:`~edgewise.detect.context_likelihood.ContextLikelihood` (both members of its ensemble
-and the shared repeat suppression) line for line to C99 in double precision, with the
-detector's learned state (state rows and the transitions seen so far) as the start. Python's
-transition tables hold ``2**table_bits`` counters per member (64 KiB each by default), but
-only "seen or not" is ever read, so the C keeps the *set* of seen hashed keys (tagged with
-the member) in a fixed open-addressing array of 16-bit slots, by default as many as keep the
-whole state under 2 KiB (721 for the default two members, beside the counter probe's 7
-doubles). A stream that sees more distinct transitions than that (2 of the 58 NAB series do)
-stops remembering new ones; they count in ``overflow`` and keep scoring as novel, so its
-scores can then differ from Python's; a larger ``capacity`` restores exact parity at the
-cost of RAM. The optional ART member (``"context-art"``, ``art_vigilance > 0``) is not
-ported, its category store does not fit 2 KiB: such a detector is refused, never exported
-without it.
+:class:`~edgewise.detect.context_likelihood.ContextLikelihood` (both members of its
+ensemble, the shared repeat suppression and the counter probe) line for line to C99 in
+double precision, with the detector's learned state (state rows and the transitions seen so
+far) as the start. Python's transition tables hold ``2**table_bits`` counters per member (64
+KiB each by default), but only "seen or not" is ever read, so the C keeps the *set* of seen
+hashed keys (tagged with the member) in a fixed open-addressing array of 16-bit slots, by
+default as many as keep the whole state under 2 KiB (721 for the default two members, beside
+the counter probe's 7 doubles). A stream that sees more distinct transitions than that (2 of
+the 58 NAB series do) stops remembering new ones; they count in ``overflow`` and keep
+scoring as novel, so its scores can then differ from Python's; a larger ``capacity``
+restores exact parity at the cost of RAM. The optional ART member (``"context-art"``,
+``art_vigilance > 0``) is not ported, its category store does not fit 2 KiB: such a detector
+is refused, never exported without it.
 
 :func:`export_mahalanobis_c` runs the streaming Hotelling T² detector (score then learn) over a
 fixed metric list with a Cholesky solve; :func:`export_mahalanobis_onnx` is its scoring step
