@@ -174,3 +174,16 @@ def test_train_and_predict_from_postgres(engines, postgres_url: str, tmp_path: P
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as con:
             con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_failure_times_in_any_epoch_unit(tmp_path: Path) -> None:
+    """Check a failures CSV in epoch s, ms, us or ns, or RFC 3339, gives the same times (an
+    integer in ms was taken for ns: the failure landed in 1970 without a word)."""
+    from edgewise.cli.rul import _read_failures
+
+    t = 1_700_000_123
+    rows = [f"d{i},{v}" for i, v in enumerate(
+        [t, t * 10**3, t * 10**6, t * 10**9, "2023-11-14T22:15:23Z", f"{t}.0"])]
+    f = tmp_path / "failures.csv"
+    f.write_text("device_id,time\n" + "\n".join(rows) + "\n")
+    assert set(_read_failures(f).values()) == {t * 10**9}

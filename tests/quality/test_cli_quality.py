@@ -68,12 +68,17 @@ def test_a_european_spreadsheet_export_reads_as_the_same_report(tmp_path: Path) 
 
 
 def test_epoch_times_in_any_unit_give_the_same_report(tmp_path: Path) -> None:
-    """Check a ts column in s, ms, us or ns (a logger's choice) gives the same figures."""
+    """Check a ts column in s, ms, us or ns (a logger's choice), or as RFC 3339 text (which
+    pandas may parse at microsecond resolution), gives the same figures."""
     rng = np.random.default_rng(2)
     temp = 20 + rng.normal(0, 0.2, 200)
     outs = []
-    for per in (1, 10**3, 10**6, 10**9):
-        ts = (1_700_000_000 + np.arange(200)) * per
+    for per in (1, 10**3, 10**6, 10**9, "rfc3339"):
+        ts = 1_700_000_000 + np.arange(200)
+        if per == "rfc3339":
+            ts = pd.to_datetime(ts, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ")
+        else:
+            ts = ts * per
         pd.DataFrame({"ts": ts, "temp": temp}).to_csv(tmp_path / f"r{per}.csv", index=False)
         done = run(str(tmp_path / f"r{per}.csv"), "--device", "p", "--json")
         assert done.returncode == 0, done.stderr

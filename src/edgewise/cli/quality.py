@@ -24,7 +24,9 @@ def _to_ns(col):
         x = col.astype(float).to_numpy()
         big = np.nanmax(np.abs(x)) if len(x) else 0
         return (x * float(epoch_unit_ns(big))).astype(np.int64)
-    return pd.to_datetime(col, utc=True).astype("int64").to_numpy()
+    # to ns before int64: pandas may parse text at microsecond resolution (then the int64
+    # would be microseconds, and every interval 1000x too short)
+    return pd.to_datetime(col, utc=True).to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
 
 @app.command("quality")
