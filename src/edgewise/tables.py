@@ -11,11 +11,31 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from edgewise.errors import QualityError
+from edgewise.telemetry import epoch_unit_ns
 
-__all__ = ["read_table", "separator"]
+__all__ = ["read_table", "separator", "time_ns"]
+
+
+def time_ns(col: pd.Series) -> np.ndarray:
+    """A time column as int64 UTC nanoseconds: epoch numbers in s, ms, us or ns (told by
+    size, as :func:`edgewise.telemetry.epoch_unit_ns` does for telemetry), or RFC 3339 text.
+
+    >>> time_ns(pd.Series([1.7e9, 1.7e9 + 60])).tolist() == time_ns(
+    ...     pd.Series([1_700_000_000_000, 1_700_000_060_000])).tolist()
+    True
+    >>> int(time_ns(pd.Series(["2023-11-14T22:13:20Z"]))[0])
+    1700000000000000000
+    """
+    if pd.api.types.is_numeric_dtype(col):
+        x = col.astype(float).to_numpy()
+        big = np.nanmax(np.abs(x)) if len(x) else 0.0
+        return (x * float(epoch_unit_ns(big))).astype(np.int64)
+    # to ns before int64: pandas may parse text at microsecond resolution
+    return pd.to_datetime(col, utc=True).to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
 
 def separator(header: str) -> str:

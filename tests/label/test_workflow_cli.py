@@ -137,3 +137,19 @@ def test_the_mix_keeps_learning_across_suggest_calls(tmp_path: Path) -> None:
     # another device starts with a mix of its own
     assert "pump-2" not in json.loads((tmp_path / "d" / "label-mix.json").read_text())
     store.close()
+
+
+def test_a_history_in_epoch_milliseconds_reads_as_in_seconds(tmp_path: Path) -> None:
+    """Check a history CSV's times in epoch s, ms or RFC 3339 give the same nanoseconds
+    (milliseconds were multiplied by 1e9, as if seconds: times past the year 50,000)."""
+    from edgewise.label.workflow import load_history_csv
+
+    t = 1_700_000_000 + 60 * np.arange(5)
+    forms = {"s": t, "ms": t * 1000,
+             "rfc": [f"2023-11-14T22:{13 + i}:20Z" for i in range(5)]}
+    got = []
+    for name, ts in forms.items():
+        f = tmp_path / f"h_{name}.csv"
+        f.write_text("timestamp,temp\n" + "".join(f"{a},{i}.5\n" for i, a in enumerate(ts)))
+        got.append(load_history_csv(f)[0].tolist())
+    assert got[0] == got[1] == got[2] == [int(v) * 10**9 for v in t]

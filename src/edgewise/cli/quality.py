@@ -12,23 +12,6 @@ import typer
 from edgewise.cli._app import Json, app, fail
 
 
-def _to_ns(col):
-    """Times as int64 UTC ns: epoch s/ms/us/ns by magnitude (the rule of
-    :func:`edgewise.telemetry.epoch_unit_ns`), or RFC 3339 strings."""
-    import numpy as np
-    import pandas as pd
-
-    from edgewise.telemetry import epoch_unit_ns
-
-    if pd.api.types.is_numeric_dtype(col):
-        x = col.astype(float).to_numpy()
-        big = np.nanmax(np.abs(x)) if len(x) else 0
-        return (x * float(epoch_unit_ns(big))).astype(np.int64)
-    # to ns before int64: pandas may parse text at microsecond resolution (then the int64
-    # would be microseconds, and every interval 1000x too short)
-    return pd.to_datetime(col, utc=True).to_numpy(dtype="datetime64[ns]").astype(np.int64)
-
-
 @app.command("quality")
 def quality(
     file: Annotated[Path, typer.Argument(help="CSV: long (device, metric, ts, value) or wide.")],
@@ -49,7 +32,7 @@ def quality(
 
     from edgewise.errors import QualityError
     from edgewise.quality.report import fleet_report, metric_issues
-    from edgewise.tables import read_table
+    from edgewise.tables import read_table, time_ns
 
     if not file.is_file():
         raise fail(f"{str(file)!r} is not a file")
@@ -62,7 +45,7 @@ def quality(
     if device_column not in df.columns:
         df[device_column] = device
     try:
-        df["_ts"] = _to_ns(df[time_column])
+        df["_ts"] = time_ns(df[time_column])
     except (ValueError, TypeError) as exc:
         raise fail(f"column {time_column!r} holds no usable times: {exc}") from None
     if metric_column in df.columns and value_column in df.columns:

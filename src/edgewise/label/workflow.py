@@ -47,11 +47,11 @@ History = tuple[np.ndarray, np.ndarray, list[str]]
 
 
 def load_history_csv(path: Path | str) -> History:
-    """A wide CSV: a ``timestamp`` (or ``ts``) column (RFC 3339 / epoch s) and one column
-    per metric."""
+    """A wide CSV: a ``timestamp`` (or ``ts``) column (RFC 3339, or epoch s, ms, us or ns
+    told apart by size) and one column per metric."""
     import pandas as pd
 
-    from edgewise.tables import read_table
+    from edgewise.tables import read_table, time_ns
 
     df = read_table(path)
     col = "timestamp" if "timestamp" in df.columns else "ts" if "ts" in df.columns else None
@@ -60,11 +60,7 @@ def load_history_csv(path: Path | str) -> History:
             f"History CSV {str(path)!r} must have a 'timestamp' or 'ts' column. "
             f"Got columns {list(df.columns)!r}."
         )
-    if pd.api.types.is_numeric_dtype(df[col]):
-        ts = (df[col].to_numpy(float) * 1e9).astype(np.int64)
-    else:
-        ts = pd.to_datetime(df[col], utc=True).to_numpy().astype("datetime64[ns]").astype(
-            np.int64)
+    ts = time_ns(df[col])
     metrics = [c for c in df.columns if c != col and c != "device_id"]
     if not metrics:
         raise InvalidParameterError(f"History CSV {str(path)!r} has no metric columns.")
