@@ -3,7 +3,9 @@
 The scale is the median absolute deviation (MAD) times 1.4826 (the normal-consistent
 factor); a point is a spike when it lies more than ``n_sigmas`` scales from the
 centred median of ``2 * half_window + 1`` points. The scale never drops below the
-series' noise level (median absolute first difference / sqrt 2), ``1e-9`` of the local
+series' noise level (median absolute first difference / sqrt 2), its resolution (the
+smallest step between two readings: a sensor that reports tenths and mostly repeats
+itself has no spread, yet a move by a tenth or two is no spike), ``1e-9`` of the local
 median, nor ``min_scale`` (0 by default: no floor in absolute units, so a series read in
 nA is judged as the same series read in A), so a locally flat stretch does not call every
 tiny step a spike.
@@ -13,6 +15,9 @@ tiny step a spike.
 [4]
 >>> float(despike(v)[4])
 1.0
+>>> tenths = np.array([20.0] * 6 + [20.1] + [20.0] * 6 + [20.3] + [20.0] * 6)
+>>> hampel_mask(tenths, n_sigmas=5.0).any()   # steps of one or three tenths
+np.False_
 """
 
 from __future__ import annotations
@@ -54,9 +59,11 @@ def hampel_mask(
     if len(v) < 3:
         return np.zeros(len(v), dtype=bool)
     med, scale = _medians(v, half_window)
-    d = np.diff(v[np.isfinite(v)])
-    noise = MAD_SCALE * float(np.median(np.abs(d))) / np.sqrt(2) if len(d) else 0.0
-    floor = np.maximum(max(min_scale, noise, 1e-300), 1e-9 * np.abs(med))
+    d = np.abs(np.diff(v[np.isfinite(v)]))
+    noise = MAD_SCALE * float(np.median(d)) / np.sqrt(2) if len(d) else 0.0
+    steps = d[d > 0]
+    resolution = float(steps.min()) if len(steps) else 0.0
+    floor = np.maximum(max(min_scale, noise, resolution, 1e-300), 1e-9 * np.abs(med))
     with np.errstate(invalid="ignore"):
         return np.abs(v - med) > n_sigmas * np.maximum(scale, floor)
 

@@ -41,6 +41,7 @@ class _State:
     last_value: float
     window: deque = field(default_factory=deque)
     run: int = 1
+    step: float = math.inf  # the smallest change between kept values: the resolution
 
 
 def _median(xs: list[float]) -> float:
@@ -121,7 +122,10 @@ class StreamCleaner:
         med = _median(w)
         scale = MAD_SCALE * _median([abs(x - med) for x in w])
         noise = MAD_SCALE * _median([abs(b - a) for a, b in itertools.pairwise(w)]) / math.sqrt(2)
-        scale = max(scale, noise, 1e-9 * abs(med), 1e-300)  # relative: any units
+        # relative: any units; never below the resolution (a move by a tenth of a sensor
+        # that reports tenths is no spike)
+        step = st.step if st.step < math.inf else 0.0
+        scale = max(scale, noise, step, 1e-9 * abs(med), 1e-300)
         return abs(value - med) > self.n_sigmas * scale
 
     def clean_one(self, reading: Reading) -> Reading | None:
@@ -159,6 +163,8 @@ class StreamCleaner:
             st = self._state[key] = _State(reading.ts_ns, value, deque(maxlen=self.spike_window))
         else:
             st.run = st.run + 1 if value == st.last_value else 1
+            if value != st.last_value:
+                st.step = min(st.step, abs(value - st.last_value))
             st.last_ts, st.last_value = reading.ts_ns, value
         if st.run >= self.stuck_run:
             self.flagged["stuck"] += 1
