@@ -107,3 +107,18 @@ def test_unit_sanity() -> None:
     assert check_unit("%RH", [50.0, 101.0, -1.0])["impossible"] == [1, 2]
     assert check_unit("K", [-1.0])["impossible"] == [0]
     assert check_unit("degrees-ish", [1.0])["known"] is False
+
+
+def test_drift_of_a_quantised_sensor_is_counted_in_its_resolution() -> None:
+    """Check that a sensor reporting tenths whose median moves by one tenth has no drift
+    (its reference window repeats one value, so its spread is 0: the score was 5e9), and
+    one that moves by six tenths has."""
+    rng = np.random.default_rng(0)
+    base = np.round(20 + 0.03 * rng.standard_normal(4000), 1)
+    one = base.copy()
+    one[3000:] = np.round(20.06 + 0.03 * rng.standard_normal(1000), 1)
+    six = base.copy()
+    six[3000:] = np.round(20.6 + 0.03 * rng.standard_normal(1000), 1)
+    assert np.median(one[3000:]) - np.median(one[:1000]) > 0.05  # it did move one tenth
+    assert drift_score(one) < 3 and not has_drift(one)
+    assert has_drift(six) and drift_score(six) < 10

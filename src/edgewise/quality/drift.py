@@ -1,14 +1,20 @@
 """Slow drift: how far a recent window's level has moved from a reference window.
 
 The score is the shift of the recent median from the reference median, in units of the
-reference's robust spread (MAD × 1.4826). A calibrated sensor that drifts shows a score
-growing over weeks while each reading still looks normal.
+reference's robust spread (MAD × 1.4826), never less than the series' resolution (the
+smallest step between readings: a sensor that reports tenths and mostly repeats itself has
+no spread, and a move of its median by one tenth is a score of 1, not billions). A
+calibrated sensor that drifts shows a score growing over weeks while each reading still
+looks normal.
 
 >>> rng = np.random.default_rng(0)
 >>> steady = rng.normal(0, 1, 400)
 >>> drifting = steady + np.linspace(0, 6, 400)
 >>> round(drift_score(steady), 1) < 1, drift_score(drifting) > 3
 (True, True)
+>>> tenths = np.r_[np.full(300, 20.0), [20.1, 20.0] * 50, np.full(300, 20.1)]
+>>> drift_score(tenths)   # the median moved by one step of the sensor's resolution
+1.0
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ def drift_score(values: object, reference: int | None = None, recent: int | None
     a, b = v[:ref], v[-rec:]
     med = np.median(a)
     scale = MAD_SCALE * np.median(np.abs(a - med))
-    scale = max(scale, 1e-12 * abs(med), 1e-300)  # relative to the level: any units
+    steps = np.abs(np.diff(v))
+    steps = steps[steps > 0]
+    resolution = float(steps.min()) if len(steps) else 0.0
+    scale = max(scale, resolution, 1e-12 * abs(med), 1e-300)  # relative: any units
     return float(abs(np.median(b) - med) / scale)
 
 
