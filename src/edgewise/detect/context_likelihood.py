@@ -508,6 +508,21 @@ _FEED, _FEED_THEN_RESET, _BACKWARDS, _RESET_THEN_FEED, _SKIP = range(5)
 
 
 @nb.njit(cache=True, inline="always")
+def _restarted(prev, xv):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """Whether a counter at ``prev`` that reads ``xv`` restarted from zero (a reboot, a
+    rollover, a daily counter at midnight): it dropped to half its value or less."""
+    return prev > 0 and xv <= 0.5 * prev
+
+
+@nb.njit(cache=True)
+def _counter_missing(c):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """Note a missing reading: a counter's next reading only re-anchors (see
+    :func:`_counter_in`)."""
+    if c[_CMODE] >= _COUNTER and c[_CN] > 0:
+        c[_CGAP] += 1.0
+
+
+@nb.njit(cache=True, inline="always")
 def _counter_in(c, xv, learn, probe):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
     """What the members see of the finite reading ``xv``, by the counter state ``c``.
 
@@ -536,7 +551,7 @@ def _counter_in(c, xv, learn, probe):  # type: ignore[no-untyped-def]  # pragma:
                 if xv > prev:
                     c[_CUP] += 1
                 elif xv < prev:
-                    if prev > 0 and xv <= 0.5 * prev and c[_CRESTART] == 0:
+                    if _restarted(prev, xv) and c[_CRESTART] == 0:
                         c[_CRESTART] = 1.0  # one restart from zero is a counter's right
                     else:
                         c[_CDOWN] += 1
@@ -566,7 +581,7 @@ def _counter_in(c, xv, learn, probe):  # type: ignore[no-untyped-def]  # pragma:
             if xv > prev:
                 c[_CDOWN] = 0.0
         return xv - prev, _FEED
-    if prev > 0 and xv <= 0.5 * prev:
+    if _restarted(prev, xv):
         if learn:
             c[_CPREV] = xv
         return xv, _FEED
@@ -641,8 +656,7 @@ def _run_counter(s, table, p, c, a, cats, u, pa, art, xs, out):  # type: ignore[
             xv = xs[k]
             if not math.isfinite(xv):
                 feed[k] = xv
-                if c[_CMODE] >= _COUNTER and c[_CN] > 0:
-                    c[_CGAP] += 1.0
+                _counter_missing(c)
                 k += 1
                 continue
             fv, act = _counter_in(c, xv, True, probe)
@@ -913,8 +927,8 @@ class ContextLikelihood(Detector):
         """Update the detector with one reading (NaN-only readings are ignored)."""
         v = first_finite(x)
         if v is None:
-            if self._counter_path and self.counter_[_CMODE] >= _COUNTER and self.counter_[_CN] > 0:
-                self.counter_[_CGAP] += 1.0  # a counter's next increment spans the gap
+            if self._counter_path:
+                _counter_missing(self.counter_)
             return
         if self._counter_path:
             _step_counter(self.state_, self.table_, self._p, self.counter_, self.art_state_,

@@ -387,6 +387,11 @@ static void reset_members({n}_state_t *st) {{
     st->n_keys = 0;
 }}
 
+/* a counter at prev that reads xv restarted from zero: it dropped to half or less */
+static int restarted(double prev, double xv) {{
+    return prev > 0 && xv <= 0.5 * prev;
+}}
+
 /* what the members see of the finite reading xv (*fv) and what to do (see FEED..SKIP):
  * the counter probe of the Python detector's _counter_in, step for step */
 static int counter_in({n}_state_t *st, double xv, int learn, double *fv) {{
@@ -400,7 +405,7 @@ static int counter_in({n}_state_t *st, double xv, int learn, double *fv) {{
                 if (xv > prev) {{
                     c[CUP] += 1;
                 }} else if (xv < prev) {{
-                    if (prev > 0 && xv <= 0.5 * prev && c[CRESTART] == 0) c[CRESTART] = 1;
+                    if (restarted(prev, xv) && c[CRESTART] == 0) c[CRESTART] = 1;
                     else c[CDOWN] += 1;
                 }}
             }}
@@ -438,7 +443,7 @@ static int counter_in({n}_state_t *st, double xv, int learn, double *fv) {{
         *fv = xv - prev;
         return FEED;
     }}
-    if (prev > 0 && xv <= 0.5 * prev) {{ /* restarted from zero */
+    if (restarted(prev, xv)) {{
         if (learn) c[CPREV] = xv;
         return FEED;
     }}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgewise.errors import QualityError
-from edgewise.quality.spikes import MAD_SCALE
+from edgewise.quality.spikes import MAD_SCALE, resolution
 
 __all__ = ["drift_score", "has_drift"]
 
@@ -41,10 +41,7 @@ def drift_score(values: object, reference: int | None = None, recent: int | None
     a, b = v[:ref], v[-rec:]
     med = np.median(a)
     scale = MAD_SCALE * np.median(np.abs(a - med))
-    steps = np.abs(np.diff(v))
-    steps = steps[steps > 0]
-    resolution = float(steps.min()) if len(steps) else 0.0
-    scale = max(scale, resolution, 1e-12 * abs(med), 1e-300)  # relative: any units
+    scale = max(scale, resolution(v), 1e-12 * abs(med), 1e-300)  # relative: any units
     return float(abs(np.median(b) - med) / scale)
 
 

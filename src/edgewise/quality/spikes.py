@@ -26,9 +26,23 @@ import numpy as np
 
 from edgewise.errors import QualityError
 
-__all__ = ["MAD_SCALE", "despike", "hampel_mask"]
+__all__ = ["MAD_SCALE", "despike", "hampel_mask", "resolution"]
 
 MAD_SCALE = 1.4826
+
+
+def resolution(values: object) -> float:
+    """The smallest step between two consecutive finite readings (0 if none moved): the
+    sensor's resolution, below which no spread is judged (here and in
+    :mod:`~edgewise.quality.drift`).
+
+    >>> resolution([20.0, 20.0, 20.1, 20.3, 20.3])
+    0.1...
+    """
+    v = np.asarray(values, dtype=float)
+    d = np.abs(np.diff(v[np.isfinite(v)]))
+    steps = d[d > 0]
+    return float(steps.min()) if len(steps) else 0.0
 
 
 def _check(half_window: int, n_sigmas: float) -> None:
@@ -61,9 +75,7 @@ def hampel_mask(
     med, scale = _medians(v, half_window)
     d = np.abs(np.diff(v[np.isfinite(v)]))
     noise = MAD_SCALE * float(np.median(d)) / np.sqrt(2) if len(d) else 0.0
-    steps = d[d > 0]
-    resolution = float(steps.min()) if len(steps) else 0.0
-    floor = np.maximum(max(min_scale, noise, resolution, 1e-300), 1e-9 * np.abs(med))
+    floor = np.maximum(max(min_scale, noise, resolution(v), 1e-300), 1e-9 * np.abs(med))
     with np.errstate(invalid="ignore"):
         return np.abs(v - med) > n_sigmas * np.maximum(scale, floor)
 

@@ -41,7 +41,8 @@ class _State:
     last_value: float
     window: deque = field(default_factory=deque)
     run: int = 1
-    step: float = math.inf  # the smallest change between kept values: the resolution
+    # the smallest change between kept values: spikes.resolution, as the stream goes
+    step: float = math.inf
 
 
 def _median(xs: list[float]) -> float:
