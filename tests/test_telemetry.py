@@ -50,7 +50,7 @@ def test_senml_base_fields_and_relative_time() -> None:
         ('{"ts": 1.7e9, "metrics": {"a": NaN}}', "not_finite", "metrics.a"),
         ('{"ts": 1.7e9, "metrics": {"a": Infinity}}', "not_finite", "metrics.a"),
         ('{"ts": 1.7e9, "metrics": {"a": {"b": 1}}}', "bad_type", "metrics.a"),
-        ('{"ts": 1.7e9, "metrics": {"a": true}}', "bad_type", "metrics.a"),
+        ('{"ts": 1.7e9, "metrics": {"a": "true"}}', "bad_type", "metrics.a"),
         ('{"ts": "yesterday", "metrics": {"a": 1}}', "bad_ts", "ts"),
         ('{"ts": "2024-01-01T00:00:00", "metrics": {"a": 1}}', "bad_ts", "ts"),
         ('{"ts": 4e9, "metrics": {"a": 1}}', "future_ts", "ts"),
@@ -61,6 +61,12 @@ def test_senml_base_fields_and_relative_time() -> None:
         ('{"ts": 1.7e9, "metrics": {"a b": 1}}', "bad_metric", "metrics.a b"),
         ('{"ts": 1.7e9, "metrics": {"a": 1}, "extra": 1}', "unknown_field", "extra"),
         ('[{"n": "a", "vs": "on"}]', "unsupported_value", "vs"),
+        ('[{"n": "a", "vd": "AQ"}]', "unsupported_value", "vd"),
+        ('[{"n": "a", "vb": 1}]', "bad_type", "vb"),
+        ('[{"n": "a", "vb": "true"}]', "bad_type", "vb"),
+        ('[{"n": "a", "v": true}]', "bad_type", "v"),
+        ('[{"n": "a", "v": 1, "vb": true}]', "bad_shape", "vb"),
+        ('[{"n": "a", "t": 1.7e9}]', "missing_field", "v"),
         ('[{"n": "a", "v": 1, "x_": 1}]', "unknown_field", "x_"),
     ],
 )
@@ -71,6 +77,22 @@ def test_bad_records_are_rejected_with_field_and_reason(payload: str, reason: st
     assert d.readings == []
     assert [(e.reason, e.field) for e in d.rejected] == [(reason, field)]
     assert "d1" in str(d.rejected[0])
+
+
+def test_booleans_are_readings_of_one_and_zero() -> None:
+    """Check a boolean metric (compact true/false, SenML vb) is a reading of 1.0 / 0.0; the
+    SenML base value adds to numbers only (RFC 8428), so it leaves a vb alone."""
+    d = decode(b'{"ts": 1.7e9, "metrics": {"running": true, "door": false, "rpm": 1450}}',
+               "d1", now_ns=NOW)
+    assert [(r.metric, r.value) for r in d.readings] == [
+        ("running", 1.0), ("door", 0.0), ("rpm", 1450.0)]
+    assert all(type(r.value) is float for r in d.readings)
+    pack = [{"bn": "d1/", "bt": 1.7e9, "bv": 10.0, "n": "door", "vb": True},
+            {"n": "door", "t": 1, "vb": False}, {"n": "temp", "v": 1.5}]
+    d = decode(json.dumps(pack), "d1", now_ns=NOW)
+    assert [(r.metric, r.value) for r in d.readings] == [
+        ("door", 1.0), ("door", 0.0), ("temp", 11.5)]
+    assert d.rejected == []
 
 
 def test_one_bad_record_keeps_the_good_ones() -> None:

@@ -6,9 +6,14 @@ Two payload forms are accepted, each as one object or a JSON array of them:
   ``seq`` is optional; devices that want exactly-once delivery number their messages
   with a per-device monotonic counter and resend until the gateway acknowledges it.
 * **SenML** (RFC 8428): a JSON array of records with base fields ``bn``/``bt``/``bu``/``bv``
-  and ``n``/``t``/``u``/``v``. Times below 2**28 are relative to now, as the RFC says.
-  Only numeric values (``v``) are stored; ``vs``/``vb``/``vd`` records are rejected with
+  and ``n``/``t``/``u``/``v``/``vb``. Times below 2**28 are relative to now, as the RFC says.
+  Numbers (``v``) and booleans (``vb``) are stored; ``vs``/``vd`` records are rejected with
   a reason. An extension field ``seq`` (on any record) numbers the pack, as in compact.
+
+A boolean (a door open, a pump running, an alarm contact: compact ``true``/``false``,
+SenML ``vb``) is stored as 1.0 / 0.0, so it is charted, cleaned, scored and exported as
+any other metric; the quality report knows a two-state series and does not call its long
+runs "stuck". Strings are refused: ``"on"`` could mean anything.
 
 Decoding never raises for one bad record: it returns the good readings and a
 :class:`~edgewise.errors.PayloadError` for each rejected part, so a batch loses only
@@ -22,7 +27,9 @@ raise :class:`~edgewise.errors.PayloadError`.
 >>> d = decode(b'[{"ts": 1700000000, "metrics": {"temp_c": "hot"}}]', device_id="pump-1")
 >>> d.readings, d.rejected[0].reason
 ([], 'bad_type')
-"""
+>>> [r.value for r in decode(b'{"ts": 1700000000, "metrics": {"running": true}}', "pump-1").readings]
+[1.0]
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -202,12 +209,13 @@ def parse_time(
 
 
 def _check_value(
-    value: Any, field_name: str, device_id: str | None, index: int | None
+    value: Any, field_name: str, device_id: str | None, index: int | None,
+    allowed: str = "a finite number",
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PayloadError(
             device_id=device_id, field=field_name, value=value,
-            allowed="a finite number", reason="bad_type", index=index,
+            allowed=allowed, reason="bad_type", index=index,
         )
     v = float(value)
     if not math.isfinite(v):
@@ -376,7 +384,8 @@ def _decode_compact(
     for name, value in metrics.items():
         try:
             metric = _check_metric(name, f"metrics.{name}", device_id, idx)
-            v = _check_value(value, f"metrics.{name}", device_id, idx)
+            v = float(value) if isinstance(value, bool) else _check_value(
+                value, f"metrics.{name}", device_id, idx, "a finite number or a boolean")
         except PayloadError as exc:
             out.rejected.append(exc)
             continue
@@ -421,18 +430,31 @@ def _decode_senml(
                     allowed="no must-understand ('_'-suffixed) fields", reason="unknown_field",
                     index=i,
                 )
-            for k in ("vs", "vb", "vd", "s"):
+            for k in ("vs", "vd", "s"):
                 if k in rec:
                     raise PayloadError(
                         device_id=device_id, field=k, value=rec[k],
-                        allowed="a numeric value in 'v' (Edgewise stores numbers only)",
+                        allowed="a number in 'v' or a boolean in 'vb' (Edgewise stores "
+                        "numbers; a boolean as 1 or 0)",
                         reason="unsupported_value", index=i,
                     )
-            if "v" not in rec:
+            if "v" in rec and "vb" in rec:
+                raise PayloadError(
+                    device_id=device_id, field="vb", value=rec["vb"],
+                    allowed="one value per record: 'v' or 'vb', not both",
+                    reason="bad_shape", index=i,
+                )
+            if "vb" in rec and not isinstance(rec["vb"], bool):
+                raise PayloadError(
+                    device_id=device_id, field="vb", value=rec["vb"],
+                    allowed="true or false", reason="bad_type", index=i,
+                )
+            if "v" not in rec and "vb" not in rec:
                 if "n" in rec:  # a named record with no value at all
                     raise PayloadError(
                         device_id=device_id, field="v", value=None,
-                        allowed="present: a numeric value", reason="missing_field", index=i,
+                        allowed="present: a number in 'v' or a boolean in 'vb'",
+                        reason="missing_field", index=i,
                     )
                 continue  # a pure base record
             name = bn + (rec.get("n") or "") if isinstance(rec.get("n", ""), str) else None
@@ -442,7 +464,9 @@ def _decode_senml(
                         name = name[len(prefix):]
                         break
             metric = _check_metric(name, "n", device_id, i)
-            value = bv + _check_value(rec["v"], "v", device_id, i)
+            # the base value adds to numbers only (RFC 8428, 4.5.1), never to a boolean
+            value = float(rec["vb"]) if "vb" in rec else bv + _check_value(
+                rec["v"], "v", device_id, i, "a finite number (a boolean goes in 'vb')")
             t = bt + (_check_value(rec["t"], "t", device_id, i) if "t" in rec else 0.0)
             if t < _SENML_RELATIVE_LIMIT:
                 t = now_ns / 1e9 + t

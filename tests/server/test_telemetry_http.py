@@ -166,11 +166,13 @@ def test_oversized_stream_is_refused_before_it_ends(env: Env) -> None:
     ({"ts": "TS", "metrics": [1.0, 2.0]}, "metrics", "bad_shape"),
     ({"ts": "TS", "metrics": {}}, "metrics", "bad_shape"),
     ({"ts": "TS", "metrics": {"a": {"x": 1}}}, "metrics.a", "bad_type"),
-    ({"ts": "TS", "metrics": {"a": True}}, "metrics.a", "bad_type"),
+    ({"ts": "TS", "metrics": {"a": "on"}}, "metrics.a", "bad_type"),
     ({"ts": "TS", "metrics": {"a b": 1.0}}, "metrics.a b", "bad_metric"),
     ({"ts": "TS", "metrics": {"a": 1.0}, "seq": -1}, "seq", "bad_seq"),
     ({"ts": "TS", "metrics": {"a": 1.0}, "extra": 1}, "extra", "unknown_field"),
     ([{"bn": "x", "n": "a", "vs": "on"}], "vs", "unsupported_value"),
+    ([{"bn": "x", "n": "a", "vb": "on"}], "vb", "bad_type"),
+    ([{"bn": "x", "n": "a", "v": True}], "v", "bad_type"),
 ])
 def test_each_bad_record_is_named(env: Env, record: object, field: str, reason: str) -> None:
     """Check each kind of bad record is rejected naming its field, next to a good record."""
@@ -188,6 +190,30 @@ def test_each_bad_record_is_named(env: Env, record: object, field: str, reason: 
     assert body["rejected"][0]["index"] == 1
     assert body["accepted"] == 1
     assert [m for m, _, _ in env.store.query(env.device)] == ["ok"]
+
+
+def test_booleans_are_stored_as_one_and_zero(env: Env) -> None:
+    """Check a pump's 'running' flag (compact true/false, SenML vb) is stored as 1/0, next
+    to its numbers, and shows in the quality report as a two-state series, not 'stuck'."""
+    ts = int(time.time()) - 100
+    resp = env.send([{"ts": ts + i, "metrics": {"running": i >= 50, "rpm": 1450.0 * (i >= 50)},
+                      "seq": i + 1} for i in range(80)])
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["accepted"] == 160 and resp.json()["rejected"] == []
+    senml = env.send([{"bn": "", "bt": ts + 80, "n": "running", "vb": False},
+                      {"n": "door_open", "vb": True, "bv": 5.0}])
+    assert senml.status_code == 200, senml.text
+    running = [v for _, _, v in env.store.query(env.device, "running")]
+    assert running == [0.0] * 50 + [1.0] * 30 + [0.0]
+    assert [v for _, _, v in env.store.query(env.device, "door_open")] == [1.0]  # bv: v only
+    rep = env.client.get(f"/v1/devices/{env.device}/quality", headers=env.auth("viewer"))
+    assert rep.status_code == 200, rep.text
+    fig = rep.json()["metrics"]["running"]
+    assert (fig["binary"], fig["stuck"], fig["drift"], fig["transitions"]) == (True, 0, None, 2)
+    assert fig["spikes"] == 0 and fig["counter"] is False
+    # the gateway's stream cleaner: stuck until the flag first switched (a flag that sat
+    # at 0 for 50 readings cannot yet be told from a stuck sensor), then never; no spike
+    assert rep.json()["ingest"]["metrics"]["running"]["flagged"] == {"stuck": 31}
 
 
 def test_a_gzipped_body_is_read_and_its_limits_hold(env: Env) -> None:

@@ -90,6 +90,8 @@ def quality(
                        f"{m['validity']:>6.3f} {m['duplicates']:>4} {m['conflicts']:>5} "
                        f"{m['spikes']:>5} {m['stuck']:>5} {m['gaps']:>4} {drift:>6}"
                        + (f"  counter: {m['restarts']} restarts, {m['backwards']} backwards"
-                          if m["counter"] else ""))
+                          if m["counter"] else "")
+                       + (f"  two-state: {m['transitions']} switches, "
+                          f"{m['on_fraction']:.0%} on" if m["binary"] else ""))
     for p in written:
         typer.echo(f"plot: {p}")

@@ -5,7 +5,9 @@ valid, how many duplicates, conflicts and out-of-order readings arrived, how man
 readings sit in stuck runs or are spikes, the gaps, and a drift score; whether it is a
 cumulative counter, and then its restarts and backward steps
 (:mod:`~edgewise.quality.counters`: no drift score, a stuck run is a stretch where it did
-not count). ``rows`` are
+not count); whether it is two-state (a boolean stored as 1/0,
+:mod:`~edgewise.quality.states`: no stuck runs, spikes or drift, but its switches and its
+share of 1s). ``rows`` are
 :class:`~edgewise.telemetry.Reading` objects or mappings with ``device_id``, ``metric``,
 ``ts_ns`` and ``value`` (and optionally ``unit``).
 
@@ -34,6 +36,7 @@ from edgewise.quality.gaps import completeness, expected_interval, find_gaps, ti
 from edgewise.quality.limits import Limits, check_limits
 from edgewise.quality.order import sort_by_time
 from edgewise.quality.spikes import hampel_mask
+from edgewise.quality.states import two_state
 from edgewise.quality.stuck import stuck_mask
 from edgewise.quality.units import check_unit
 from edgewise.telemetry import Reading
@@ -82,13 +85,14 @@ def metric_issues(
     good = ~bad
     spikes = np.zeros(len(v), dtype=bool)
     stuck = np.zeros(len(v), dtype=bool)
-    if good.sum() >= 3:
+    states = two_state(v[good])
+    if good.sum() >= 3 and not states["binary"]:
         spikes[good] = hampel_mask(v[good], half_window=3, n_sigmas=5.0)
         stuck[good] = stuck_mask(v[good], min_run=20)
     gaps = find_gaps(t)
     step = expected_interval(t)
     steps = counter_steps(v[good])
-    counter = steps["counter"]
+    counter = steps["counter"] and not states["binary"]
     figures = {
         "readings": n,
         "distinct_times": len(t),
@@ -106,10 +110,11 @@ def metric_issues(
         "gaps": len(gaps),
         "longest_gap_s": round(max((b - a for a, b in gaps), default=0) / 1e9, 3),
         "interval_s": round(step / 1e9, 6),
-        "drift": None if counter else round(drift_score(v[good]), 3),
+        "drift": None if counter or states["binary"] else round(drift_score(v[good]), 3),
         "counter": counter,
         "restarts": steps["restarts"] if counter else 0,
         "backwards": steps["backwards"] if counter else 0,
+        **states,
         "unit": unit,
         "unit_known": units["known"],
     }

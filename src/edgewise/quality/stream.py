@@ -6,7 +6,9 @@ removed as ``invalid`` (NaN/inf), ``out_of_order`` (older than the last kept tim
 first one wins), ``out_of_range`` (outside the metric's limits, or impossible for its
 SenML unit), ``rate`` (changed faster than the metric's ``max_rate`` from the last kept
 reading); flagged but kept as ``spike`` (Hampel test against the last kept values) and
-``stuck`` (the same value for ``stuck_run`` readings in a row). ``drop_spikes=True``
+``stuck`` (the same value for ``stuck_run`` readings in a row; not for a two-state
+series, a boolean stored as 1/0 that has shown both values, whose switches are no spikes
+either: :mod:`~edgewise.quality.states`). ``drop_spikes=True``
 removes spikes instead. Every removed reading is counted by reason, so
 ``kept + sum(removed) == seen``; and because every decision looks only at kept history,
 cleaning already-clean readings keeps them all (idempotent) unless spikes are dropped.
@@ -43,6 +45,14 @@ class _State:
     run: int = 1
     # the smallest change between kept values: spikes.resolution, as the stream goes
     step: float = math.inf
+    # kept values; every one was 0 or 1 (a boolean), and how many were 1
+    kept: int = 0
+    zero_one: bool = True
+    ones: int = 0
+
+    def two_state(self) -> bool:
+        """The batch rule of quality.states: only 0s and 1s, and both of them."""
+        return self.zero_one and 0 < self.ones < self.kept
 
 
 def _median(xs: list[float]) -> float:
@@ -117,8 +127,8 @@ class StreamCleaner:
     def _is_spike(self, st: _State, value: float) -> bool:
         # Plain Python on the short window: numpy's per-call overhead made this the
         # gateway's costliest per-reading step (26 us); same medians, same result.
-        if len(st.window) < 5:
-            return False
+        if len(st.window) < 5 or (st.zero_one and value in (0.0, 1.0)):
+            return False  # a boolean's switch is no spike
         w = list(st.window)
         med = _median(w)
         scale = MAD_SCALE * _median([abs(x - med) for x in w])
@@ -167,7 +177,10 @@ class StreamCleaner:
             if value != st.last_value:
                 st.step = min(st.step, abs(value - st.last_value))
             st.last_ts, st.last_value = reading.ts_ns, value
-        if st.run >= self.stuck_run:
+        st.kept += 1
+        st.zero_one = st.zero_one and value in (0.0, 1.0)
+        st.ones += value == 1.0
+        if st.run >= self.stuck_run and not st.two_state():
             self.flagged["stuck"] += 1
         st.window.append(value)
         self.kept += 1

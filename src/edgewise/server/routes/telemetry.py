@@ -153,8 +153,9 @@ async def _ingest(
 
 
 _DOC = (
-    "Body: compact JSON `{\"ts\", \"metrics\": {name: number}, \"seq\"}` (one or an array) or "
-    "SenML (RFC 8428). Answers 200 only after the readings are committed; `rejected` names "
+    "Body: compact JSON `{\"ts\", \"metrics\": {name: number or boolean}, \"seq\"}` (one or "
+    "an array) or SenML (RFC 8428; `v` or `vb`); a boolean is stored as 1 or 0. "
+    "Answers 200 only after the readings are committed; `rejected` names "
     "each record or metric left out. The body may be gzipped (`Content-Encoding: gzip`; "
     "the limit holds once decompressed). 400 not gzip, 401 unknown device or wrong "
     "secret, 413 too large, 415 not JSON or another encoding, 422 nothing usable, 429 "
@@ -171,14 +172,14 @@ _BODY = {
                 "examples": {
                     "compact": {"summary": "Compact, one message", "value": {
                         "ts": "2026-01-31T12:00:00Z", "seq": 1,
-                        "metrics": {"temp_c": 21.5, "rpm": 1450}}},
+                        "metrics": {"temp_c": 21.5, "rpm": 1450, "running": True}}},
                     "batch": {"summary": "Compact, a batch", "value": [
                         {"ts": 1769860800, "seq": 1, "metrics": {"temp_c": 21.5}},
                         {"ts": 1769860801, "seq": 2, "metrics": {"temp_c": 21.6}}]},
                     "senml": {"summary": "SenML (RFC 8428)", "value": [
                         {"bn": "pump-7/", "bt": 1769860800, "n": "temp_c", "u": "Cel",
                          "v": 21.5},
-                        {"n": "rpm", "v": 1450}]},
+                        {"n": "rpm", "v": 1450}, {"n": "running", "vb": True}]},
                 },
             },
             "application/senml+json": {"schema": {"type": "array"}},
