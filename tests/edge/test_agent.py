@@ -249,3 +249,27 @@ def test_agent_refuses_a_format_it_cannot_run_and_unknown_keys(tmp_path):
             assert agent.outbox.pending()[0]["metrics"] == {"agent.update_refused": 1.0}
     finally:
         rec.stop()
+
+
+def test_bad_stdin_lines_are_skipped_and_the_agent_keeps_going(tmp_path):
+    """Check a sensor process that prints junk does not stop the agent: every good reading
+    (a number, or JSON with numbers and booleans) is buffered, each bad line or field is
+    logged by line number, and the agent exits 0 (it used to die on the first bad line)."""
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    lines = ["20.5", "oops", '{"temp_c": 21.0, "running": true}', "{not json",
+             '{"temp_c": "hot", "rpm": 1450}', "[1, 2]", "", "nan", '{"temp_c": null}', "22.5"]
+    done = subprocess.run(
+        [sys.executable, "-m", "edgewise", "agent", "--gateway", f"http://127.0.0.1:{free_port()}",
+         "--device", "dev-9", "--secret-file", str(secret), "--source", "stdin",
+         "--state-dir", str(tmp_path / "a"), "--flush-timeout", "0"],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, env=ENV, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    bad = [json.loads(x.split(" WARNING ")[1]) for x in done.stderr.splitlines()
+           if '"bad_input"' in x]
+    assert [(b["line"], b.get("field")) for b in bad] == [
+        (2, None), (4, None), (5, "temp_c"), (6, None), (8, "value"), (9, "temp_c")]
+    out = Outbox(tmp_path / "a" / "outbox.sqlite")
+    got = [m["metrics"] for m in out.pending(100)]
+    assert [{k: v for k, v in m.items() if not k.startswith("alert:")} for m in got] == [
+        {"value": 20.5}, {"temp_c": 21.0, "running": 1.0}, {"rpm": 1450.0}, {"value": 22.5}]

@@ -258,6 +258,41 @@ def sim_value(seq: int) -> float:
     return round(20.0 + 2.0 * math.sin(seq / 50.0) + noise + spike, 6)
 
 
+def stdin_reading(line: str, lineno: int = 0) -> dict[str, float]:
+    """One line of the ``stdin`` source: a number (metric ``value``) or a JSON object of
+    metric to number or boolean (stored as 1 / 0, as the gateway does).
+
+    A sensor process may print anything, and one bad line must not stop the agent: a line
+    that is neither is skipped, and a field that is no finite number or boolean is left out
+    while the others are kept; each is logged, naming the line, the field and the value.
+
+    >>> stdin_reading('{"temp_c": 21.5, "running": true, "mode": "auto"}')
+    {'temp_c': 21.5, 'running': 1.0}
+    >>> stdin_reading("21.5"), stdin_reading("oops"), stdin_reading("")
+    ({'value': 21.5}, {}, {})
+    """
+    text = line.strip()
+    if not text:
+        return {}
+    try:
+        doc = json.loads(text) if text.startswith("{") else {"value": float(text)}
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        log.warning(json.dumps({"event": "bad_input", "line": lineno, "value": text[:200],
+                                "allowed": "a number or a JSON object of metric to number"}))
+        return {}
+    out = {}
+    for name, v in doc.items():
+        if isinstance(v, int | float) and math.isfinite(v):
+            out[str(name)] = float(v)
+        else:
+            log.warning(json.dumps({"event": "bad_input", "line": lineno, "field": name,
+                                    "value": repr(v)[:200],
+                                    "allowed": "a finite number or a boolean"}))
+    return out
+
+
 def _source(spec: str, start: int, rate_hz: float) -> Iterator[dict[str, float]]:
     """Readings from position ``start`` (1-based) of the source."""
     if spec == "sim":
@@ -284,14 +319,10 @@ def _source(spec: str, start: int, rate_hz: float) -> Iterator[dict[str, float]]
                 if rate_hz > 0:
                     time.sleep(1.0 / rate_hz)
     elif spec == "stdin":
-        for line in sys.stdin:
-            line = line.strip()
-            if not line:
-                continue
-            if line.startswith("{"):
-                yield {k: float(v) for k, v in json.loads(line).items()}
-            else:
-                yield {"value": float(line)}
+        for lineno, line in enumerate(sys.stdin, start=1):
+            reading = stdin_reading(line, lineno)
+            if reading:
+                yield reading
     else:
         raise ValueError(f"--source must be sim, csv:PATH or stdin. Got {spec!r} instead.")
 
