@@ -211,3 +211,38 @@ def test_a_gzipped_payload_is_inflated_within_the_limit() -> None:
     assert info.value.reason == "too_large"
     with pytest.raises(PayloadError, match="complete gzip stream"):
         decode(gzip.compress(plain.encode())[:-8], "d1", now_ns=NOW)
+
+
+@pytest.mark.parametrize("text", [
+    "1706702400.25", "1706702400250", "1706702400250000",
+    "1706702400250000001", "2024-01-31T12:00:00.25Z", "2024-01-31T14:00:00.25+02:00",
+    " 1.70670240025e9 ",
+])
+def test_every_text_reader_reads_a_time_alike(text: str) -> None:
+    """Check the API's query instants, the label CSV and --failures (one helper now) read
+    the same cell as the same nanosecond, integers exact."""
+    from edgewise.label.store import _csv_time
+    from edgewise.server.query import parse_instant
+    from edgewise.telemetry import parse_time_text
+
+    want = parse_time_text(text)
+    assert want // 10**7 == 170_670_240_025
+    assert parse_instant(text, "start") == _csv_time(text, "start", 2) == want
+
+
+@pytest.mark.parametrize(("text", "bounds", "reason"), [
+    ("-5", {}, "ancient_ts"),
+    ("0", {}, "ancient_ts"),                                    # before 2000 by default
+    ("19999999999999999999", {"max_future_s": math.inf}, "future_ts"),  # past int64 ns
+    ("1e400", {}, "bad_ts"),
+    ("nan", {}, "bad_ts"),
+    ("1706702400x", {}, "bad_ts"),
+])
+def test_parse_time_text_bounds(text: str, bounds: dict, reason: str) -> None:
+    """Check out-of-bounds and malformed cells are refused with a reason."""
+    from edgewise.telemetry import parse_time_text
+
+    with pytest.raises(PayloadError) as info:
+        parse_time_text(text, now_ns=NOW, **bounds)
+    assert info.value.reason == reason
+    assert parse_time_text("0", earliest_ns=0) == 0

@@ -58,6 +58,7 @@ __all__ = [
     "epoch_ns",
     "epoch_unit_ns",
     "parse_time",
+    "parse_time_text",
     "validate_device_id",
 ]
 
@@ -70,6 +71,9 @@ MIN_EPOCH_S = 946_684_800
 METRIC_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,63}$")
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SENML_RELATIVE_LIMIT = 2**28
+_INT64_END = 2**63
+_INT_RE = re.compile(r"[+-]?\d+")
+_DECIMAL_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MAX_SEQ = 2**62
 
 
@@ -152,6 +156,7 @@ def parse_time(
     field_name: str = "ts",
     now_ns: int | None = None,
     max_future_s: float = DEFAULT_MAX_FUTURE_S,
+    earliest_ns: int = MIN_EPOCH_S * 1_000_000_000,
     device_id: str | None = None,
     index: int | None = None,
 ) -> int:
@@ -161,6 +166,11 @@ def parse_time(
     the year 5000) is read as milliseconds, 1e14 or more as microseconds and 1e17 or more
     as nanoseconds, as devices and platforms send them (JavaScript's ``Date.now()``,
     ThingsBoard, InfluxDB). The ranges do not overlap for any time this accepts.
+
+    Bounds: not before ``earliest_ns`` (2000-01-01 by default: earlier is a clock that
+    was never set; a query or a file of history may pass 0, 1970), not more than
+    ``max_future_s`` ahead of ``now_ns`` (``math.inf``: no such bound), and always before
+    2262-04-11, where int64 nanoseconds end.
 
     >>> parse_time("2024-01-31T12:00:00Z", now_ns=1_800_000_000 * 10**9)
     1706702400000000000
@@ -201,11 +211,39 @@ def parse_time(
         )
     else:
         raise bad("an RFC 3339 UTC timestamp or an epoch time (s, ms, us or ns)", "bad_ts")
-    if ts_ns < MIN_EPOCH_S * 1_000_000_000:
-        raise bad("a time after 2000-01-01T00:00:00Z", "ancient_ts")
-    if ts_ns > now_ns + int(max_future_s * 1e9):
+    if ts_ns < earliest_ns:
+        raise bad(f"a time after {_iso(earliest_ns)}", "ancient_ts")
+    if ts_ns >= _INT64_END:
+        raise bad(f"a time before {_iso(_INT64_END)} (where int64 nanoseconds end)", "future_ts")
+    if math.isfinite(max_future_s) and ts_ns > now_ns + int(max_future_s * 1e9):
         raise bad(f"no more than {max_future_s:g} s in the future", "future_ts")
     return ts_ns
+
+
+def _iso(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns // 10**9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time_text(text: str, **bounds: Any) -> int:
+    """:func:`parse_time` of a text cell (a CSV field, a query parameter): digits are an
+    integer epoch, kept exact to the nanosecond; a decimal number is a float epoch; any
+    other text is RFC 3339. ``bounds`` are :func:`parse_time`'s keyword arguments.
+
+    >>> parse_time_text("1706702400123456789", now_ns=1_800_000_000 * 10**9)
+    1706702400123456789
+    >>> parse_time_text(" 1706702400.5 ", now_ns=1_800_000_000 * 10**9)
+    1706702400500000000
+    >>> parse_time_text("0", earliest_ns=0, max_future_s=math.inf)
+    0
+    """
+    raw = text.strip() if isinstance(text, str) else text
+    value: Any = raw
+    if isinstance(raw, str):
+        if _INT_RE.fullmatch(raw):
+            value = int(raw)
+        elif _DECIMAL_RE.fullmatch(raw):
+            value = float(raw)
+    return parse_time(value, **bounds)
 
 
 def _check_value(

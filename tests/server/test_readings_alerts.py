@@ -63,6 +63,9 @@ def test_readings_downsample_by_step(seeded: tuple[Env, int], step: str) -> None
     ({"start": "yesterday"}, "start", "bad_time"),
     ({"start": "2024-01-31T12:00:00"}, "start", "bad_time"),  # no offset: ambiguous
     ({"end": "nan"}, "end", "bad_time"),
+    ({"start": "-99999999999"}, "start", "bad_time"),   # year -1199: was a 500
+    ({"end": "19999999999999999999"}, "end", "bad_time"),  # past int64 ns: was year 2603
+    ({"start": "1e400"}, "start", "bad_time"),
     ({"start": "1700000100", "end": "1700000000"}, "end", "bad_range"),
     ({"limit": "0"}, "limit", "invalid"),
 ])
@@ -73,6 +76,22 @@ def test_bad_query_parameters_are_named(env: Env, params: dict, field: str, reas
     body = problem(resp, 422)
     assert (body["field"], body["reason"]) == (field, reason)
     assert body["value"] == params[field]
+
+
+def test_an_instant_out_of_range_is_a_422_on_every_route(env: Env) -> None:
+    """Check the quality report and a posted label read start/end by the same rule as
+    readings, and a label's start_ns past int64 is a 422 too, not a 500."""
+    body = problem(env.client.get("/v1/devices/pump-1/quality", params={"start": "-99999999999"},
+                                  headers=env.auth("viewer")), 422)
+    assert (body["field"], body["reason"]) == ("start", "bad_time")
+    assert "1970 to 2262" in body["allowed"]
+    for window in ({"start": "-99999999999", "end": "1700000000"},
+                   {"start_ns": -(10**20), "end_ns": 1_700_000_000 * 10**9},
+                   {"start_ns": 0, "end_ns": 10**20}):
+        resp = env.client.post("/v1/labels", headers=env.auth("operator"), json={
+            "device_id": "pump-1", "label": "anomaly", **window})
+        assert resp.status_code == 422, (window, resp.text)
+    assert env.client.get("/v1/labels", headers=env.auth("viewer")).json() == []
 
 
 def test_readings_of_unknown_device_is_404(env: Env) -> None:

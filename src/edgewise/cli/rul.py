@@ -117,7 +117,7 @@ def _device_ids(store: Any, url: str, devices: str | None) -> list[str]:
 def _read_failures(path: Path) -> dict[str, int]:
     """``device_id,time`` rows (header line; time RFC 3339 or epoch s, ms, us or ns, the
     unit told by size as for telemetry)."""
-    from edgewise.telemetry import parse_time
+    from edgewise.telemetry import parse_time_text
 
     if not path.is_file():
         raise fail(f"--failures {str(path)!r} does not exist; give a CSV of device_id,time")
@@ -129,12 +129,8 @@ def _read_failures(path: Path) -> dict[str, int]:
                        f"{reader.fieldnames}")
         for line, rec in enumerate(reader, start=2):
             device, text = (rec["device_id"] or "").strip(), (rec["time"] or "").strip()
-            try:
-                # an integer stays an int (exact to the ns); its unit follows its size
-                num: int | float | str = (int(text) if text.lstrip("-").isdigit() else
-                                          float(text) if text.replace(".", "", 1).isdigit()
-                                          else text)
-                ts = parse_time(num, field_name="time", max_future_s=10 * 365 * 86400.0)
+            try:  # an integer stays exact to the ns; its unit follows its size
+                ts = parse_time_text(text, field_name="time", max_future_s=10 * 365 * 86400.0)
             except ValueError as exc:
                 raise fail(f"--failures {str(path)!r} line {line}: {exc}") from None
             out[device] = min(ts, out.get(device, ts))  # the first failure ends the history

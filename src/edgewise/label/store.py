@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgewise.errors import InvalidParameterError
 from edgewise.tables import separator
-from edgewise.telemetry import epoch_ns, parse_time, validate_device_id
+from edgewise.telemetry import parse_time_text, validate_device_id
 
 if TYPE_CHECKING:
     from edgewise.security import Security
@@ -147,9 +147,10 @@ class LabelStore:
                 f"starting with a letter or digit. Got {device_id!r} instead."
             ) from None
         for name, v in (("start_ns", start_ns), ("end_ns", end_ns)):
-            if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
                 raise InvalidParameterError(
-                    f"The {name!r} of a label must be an int (UTC nanoseconds). Got {v!r} instead."
+                    f"The {name!r} of a label must be an int of UTC nanoseconds from 1970 to "
+                    f"2262 (0 <= t < 2**63). Got {v!r} instead."
                 )
         if end_ns <= start_ns:
             raise InvalidParameterError(
@@ -374,17 +375,9 @@ class LabelStore:
 
 
 def _csv_time(value: str, field_name: str, line: int) -> int:
-    text = value.strip()
-    if re.fullmatch(r"-?\d+", text):
-        ns = epoch_ns(int(text))  # s, ms, us or ns, told apart by size
-        if not 0 <= ns < 2**63:
-            raise InvalidParameterError(
-                f"Label CSV line {line}: field {field_name!r} must be an epoch time from 1970 "
-                f"to 2262 (s, ms, us or ns). Got {text!r} instead."
-            )
-        return ns
-    try:
-        return parse_time(text, field_name=field_name, max_future_s=10 * 365 * 86400.0, index=line)
+    try:  # history: from 1970; a planned window: up to ten years ahead
+        return parse_time_text(value, field_name=field_name, earliest_ns=0,
+                               max_future_s=10 * 365 * 86400.0, index=line)
     except ValueError as exc:
         raise InvalidParameterError(f"Label CSV line {line}: {exc}") from None
 

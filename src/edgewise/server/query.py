@@ -17,39 +17,34 @@ import math
 import re
 from datetime import UTC, datetime
 
+from edgewise.errors import PayloadError
 from edgewise.server.problems import Problem
-from edgewise.telemetry import epoch_ns
+from edgewise.telemetry import parse_time_text
 
 __all__ = ["format_ns", "parse_duration", "parse_instant"]
 
 _INSTANT_ALLOWED = ("RFC 3339 with a UTC offset (e.g. '2024-01-31T12:00:00Z') or an epoch time "
-                    "(s, ms, us or ns)")
+                    "(s, ms, us or ns), from 1970 to 2262")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 
 
 def parse_instant(text: str | None, field: str) -> int | None:
     """UTC nanoseconds of an RFC 3339 string or an epoch time (s, ms, us or ns, as
-    :func:`~edgewise.telemetry.epoch_ns`); ``None`` stays ``None``."""
+    :func:`~edgewise.telemetry.epoch_ns`), 1970 to 2262 (int64 nanoseconds); ``None``
+    stays ``None``.
+
+    >>> parse_instant("-99999999999", "start")
+    Traceback (most recent call last):
+    ...
+    edgewise.server.problems.Problem: ...
+    """
     if text is None or text == "":
         return None
-    raw = text.strip()
     try:
-        seconds = float(raw)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds) or abs(seconds) >= 1e20:
-            raise _bad_instant(text, field)
-        return epoch_ns(int(raw) if raw.lstrip("+-").isdigit() else seconds)
-    try:
-        dt = datetime.fromisoformat(raw.replace("z", "Z"))
-    except ValueError:
+        return parse_time_text(text, field_name=field, earliest_ns=0, max_future_s=math.inf)
+    except PayloadError:
         raise _bad_instant(text, field) from None
-    if dt.tzinfo is None:
-        raise _bad_instant(text, field)
-    dt = dt.astimezone(UTC)
-    return int(dt.replace(microsecond=0).timestamp()) * 1_000_000_000 + dt.microsecond * 1000
 
 
 def _bad_instant(text: str, field: str) -> Problem:
