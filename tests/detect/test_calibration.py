@@ -135,18 +135,21 @@ def test_a_pickle_from_before_the_ensemble_loads_as_one_member() -> None:
     rng = np.random.default_rng(3)
     x = np.sin(np.arange(1500) / 15) + 0.1 * rng.standard_normal(1500)
     x[1200] = 5.0
-    new = ContextLikelihood(warmup=280, warmup_spread=0)
+    new = ContextLikelihood(warmup=280, warmup_spread=0, creep_min=0)
     new.score_many(x[:600])
     old = ContextLikelihood(warmup=280, warmup_spread=0)
     old.score_many(x[:600])
-    # the old layout: 1-D state and table, 19 parameters, no warmup_spread attribute
-    old.state_, old.table_, old._p = old.state_[0].copy(), old.table_[0].copy(), old._p[:19]
-    del old.__dict__["warmup_spread"]
+    # the old layout: 1-D state and table (no creep counts), 19 parameters, no
+    # warmup_spread attribute
+    old.state_ = np.delete(old.state_[0], np.arange(22, 26))
+    old.table_, old._p = old.table_[0].copy(), old._p[:19]
+    for k in ("warmup_spread", "creep_min", "creep_factor"):
+        del old.__dict__[k]
     for k in [k for k in vars(old) if k.startswith(("art", "_pa"))]:  # nor the ART member
         del old.__dict__[k]
     restored = ContextLikelihood.loads(pickle.dumps(old))
     assert restored.state_.shape == new.state_.shape and restored.warmup_spread == 0
-    assert restored.art_vigilance == 0
+    assert restored.art_vigilance == 0 and restored.creep_min == 0
     np.testing.assert_array_equal(restored.score_many(x[600:]), new.score_many(x[600:]))
     assert restored.score_many(np.array([50.0]))[0] == 1.0
 

@@ -7,7 +7,7 @@ double precision, with the detector's learned state (state rows and the transiti
 far) as the start. Python's transition tables hold ``2**table_bits`` counters per member (64
 KiB each by default), but only "seen or not" is ever read, so the C keeps the *set* of seen
 hashed keys (tagged with the member) in a fixed open-addressing array of 16-bit slots, by
-default as many as keep the whole state under 2 KiB (721 for the default two members, beside
+default as many as keep the whole state under 2 KiB (689 for the default two members, beside
 the counter probe's 7 doubles). A stream that sees more distinct transitions than that (2 of
 the 58 NAB series do) stops remembering new ones; they count in ``overflow`` and keep
 scoring as novel, so its scores can then differ from Python's; a larger ``capacity``
@@ -204,6 +204,8 @@ void {n}_run({n}_state_t *st, const double *v, double *out, uint32_t count);
 #define ZW {_d(p[16])}
 #define ZC {_d(p[17])}
 #define DIGITS {_d(p[18])}
+#define CMIN {_d(p[20])}
+#define CFAC {_d(p[21])}
 #define START {start}   /* stream age from which repeat suppression runs */
 #define TB {tb}
 #define MASK {(1 << tb) - 1}u
@@ -211,7 +213,7 @@ void {n}_run({n}_state_t *st, const double *v, double *out, uint32_t count);
 #define GOLDEN 0x9E3779B97F4A7C15ull
 
 enum {{ T_, MN, MX, M_, V_, W_, W2, X0, RSUM, RI, MUL, VL, NL, CD, NH, H0, H1,
-       RSUM2, RI2, MUL2, VL2, NAL, RING }};
+       RSUM2, RI2, MUL2, VL2, NAL, NLO, SLO, NHI, SHI, RING }};
 /* counter probe: state slots, modes, and what to do with a reading (counter_in) */
 enum {{ CMODE, CN, CPREV, CUP, CDOWN, CGAP, CRESTART }};
 #define PROBE_ 0.0
@@ -282,6 +284,17 @@ static int64_t symbol(double xv, double x0, double w) {{
 }}
 
 /* one member's undamped score; when learn, also update its state */
+/* beyond the seen range by more than SPTOL of it, and not creep: a side that moved
+ * CMIN times or more moving again by at most CFAC times its mean move (_novel_range) */
+static int novel_range(const double *s, double xv, double rng) {{
+    if (SPTOL <= 0) return 0;
+    if (xv > s[MX] + SPTOL * rng)
+        return !(CMIN > 0 && s[NHI] >= CMIN && xv - s[MX] <= CFAC * s[SHI] / s[NHI] * rng);
+    if (xv < s[MN] - SPTOL * rng)
+        return !(CMIN > 0 && s[NLO] >= CMIN && s[MN] - xv <= CFAC * s[SLO] / s[NLO] * rng);
+    return 0;
+}}
+
 static double member({n}_state_t *st, int m, double xv, int learn) {{
     double *s = st->s[m];
     int64_t t = (int64_t)s[T_], q, q2 = 0, warm = WARM[m];
@@ -336,7 +349,7 @@ static double member({n}_state_t *st, int m, double xv, int learn) {{
         }}
     }}
     rng = s[MX] - s[MN];
-    if (SPTOL > 0 && (xv > s[MX] + SPTOL * rng || xv < s[MN] - SPTOL * rng)) score = 1.0;
+    if (novel_range(s, xv, rng)) score = 1.0;
     if (!learn) return score;
     s[RING + (int)s[RI]] = raw;
     s[RSUM] = rsum;
@@ -366,6 +379,13 @@ static double member({n}_state_t *st, int m, double xv, int learn) {{
     s[H0] = (double)q;
     s[H1] = (double)q2;
     s[NH] = 1;
+    if (rng > 0.0 && xv > s[MX]) {{
+        s[NHI] += 1.0;
+        s[SHI] += (xv - s[MX]) / rng;
+    }} else if (rng > 0.0 && xv < s[MN]) {{
+        s[NLO] += 1.0;
+        s[SLO] += (s[MN] - xv) / rng;
+    }}
     if (xv < s[MN]) s[MN] = xv;
     if (xv > s[MX]) s[MX] = xv;
     d = xv - s[M_];
