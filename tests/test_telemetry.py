@@ -67,6 +67,8 @@ def test_senml_base_fields_and_relative_time() -> None:
         ('[{"n": "a", "v": true}]', "bad_type", "v"),
         ('[{"n": "a", "v": 1, "vb": true}]', "bad_shape", "vb"),
         ('[{"n": "a", "t": 1.7e9}]', "missing_field", "v"),
+        ('[{"bv": 1e308, "n": "a", "v": 1e308}]', "not_finite", "v"),
+        ('[{"bt": 1e308, "n": "a", "v": 1, "t": 1e308}]', "bad_ts", "t"),
         ('[{"n": "a", "v": 1, "x_": 1}]', "unknown_field", "x_"),
     ],
 )

@@ -195,14 +195,13 @@ def parse_time(
         ts_ns = epoch_ns(value)
     elif isinstance(value, str):
         text = value.strip()
+        rfc = "an RFC 3339 timestamp with a UTC offset, e.g. '2024-01-31T12:00:00Z'"
         if len(text) > 40:
-            raise bad("an RFC 3339 UTC timestamp, e.g. '2024-01-31T12:00:00Z'", "bad_ts")
+            raise bad(rfc, "bad_ts")
         try:
             dt = datetime.fromisoformat(text.replace("z", "Z"))
         except ValueError:
-            raise bad(
-                "an RFC 3339 UTC timestamp, e.g. '2024-01-31T12:00:00Z'", "bad_ts"
-            ) from None
+            raise bad(rfc, "bad_ts") from None
         if dt.tzinfo is None:
             raise bad("an RFC 3339 timestamp with a UTC offset (e.g. a trailing 'Z')", "bad_ts")
         dt = dt.astimezone(UTC)
@@ -505,6 +504,12 @@ def _decode_senml(
             # the base value adds to numbers only (RFC 8428, 4.5.1), never to a boolean
             value = float(rec["vb"]) if "vb" in rec else bv + _check_value(
                 rec["v"], "v", device_id, i, "a finite number (a boolean goes in 'vb')")
+            if not math.isfinite(value):  # two finite numbers can overflow: 1e308 + 1e308
+                raise PayloadError(
+                    device_id=device_id, field="v", value=rec["v"],
+                    allowed=f"a value whose sum with the base value bv={bv!r} is finite",
+                    reason="not_finite", index=i,
+                )
             t = bt + (_check_value(rec["t"], "t", device_id, i) if "t" in rec else 0.0)
             if t < _SENML_RELATIVE_LIMIT:
                 t = now_ns / 1e9 + t

@@ -93,19 +93,39 @@ class Batcher:
                     stop = True
                     break
                 batch.append(m)
-            try:
-                outcomes = await loop.run_in_executor(self._pool, self.handler, batch)
-            except Exception as exc:
-                log.exception("commit of %d messages failed; none acknowledged", len(batch))
-                if self.on_error is not None:
-                    await self.on_error(batch, exc)
+            done, outcomes = await self._commit(loop, batch)
+            if not done:
                 continue
             self.batches += 1
-            self.messages += len(batch)
+            self.messages += len(done)
             try:
-                await self.on_done(batch, outcomes)
+                await self.on_done(done, outcomes)
             except Exception:
                 log.exception("publishing acknowledgements failed")
+
+    async def _commit(
+        self, loop: asyncio.AbstractEventLoop, batch: list[Message]
+    ) -> tuple[list[Message], list[Outcome]]:
+        """Commit ``batch``; if that raises, commit its halves, and so on down to single
+        messages, so one message the store refuses (or one device's) cannot hold back the
+        others it was batched with. Returns the committed messages and their outcomes;
+        each message that fails alone goes to ``on_error``."""
+        try:
+            outcomes = await loop.run_in_executor(self._pool, self.handler, batch)
+            return batch, list(outcomes)
+        except Exception as exc:
+            if len(batch) == 1:
+                log.error("commit of a message from %r failed; not acknowledged: %s",
+                          batch[0].device_id, exc)
+                if self.on_error is not None:
+                    await self.on_error(batch, exc)
+                return [], []
+            log.warning("commit of %d messages failed (%s); committing them in halves",
+                        len(batch), exc)
+        mid = len(batch) // 2
+        first, out1 = await self._commit(loop, batch[:mid])
+        second, out2 = await self._commit(loop, batch[mid:])
+        return first + second, out1 + out2
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
