@@ -160,6 +160,30 @@ def _connect(gw: GatewayProcess, user: str | None, password: str | None) -> bool
     return len(answer) == 4 and answer[0] == 0x20 and answer[3] == 0
 
 
+def test_a_device_deleted_while_connected_stores_nothing_more(env) -> None:
+    """Check an MQTT session that outlives its device (deleted while connected, here by
+    another process as `edgewise device delete` does) gets its telemetry dead-lettered
+    as unknown_device and stored nowhere; it used to go on storing for good."""
+    gw, creds = env
+    sec = Security(gw.data_dir)
+    creds["doomed"] = sec.add_device("doomed")[1]
+    sec.close()
+    d = _device(env, "doomed")
+    try:
+        d.send(T0, {"a": 1.0})
+        assert d.wait_acked(15)
+        sec = Security(gw.data_dir)
+        sec.delete_device("doomed")
+        sec.close()
+        d.send(T0 + 1, {"a": 2.0})
+        assert _wait(lambda: any(p.get("reason") == "unknown_device" for p in d.deadletters))
+        q = httpx.get(f"http://127.0.0.1:{gw.http_port}/metrics", timeout=10).text
+        assert _counter(q, "edgewise_readings_rejected_total", reason="unknown_device") >= 1
+    finally:
+        d.stop()
+    assert d.acked == 1
+
+
 def test_auth_refuses_wrong_anonymous_empty_and_unknown(env) -> None:
     gw, creds = env
     before = _counter(_metrics(gw), "edgewise_auth_failures_total", reason="bad_secret")

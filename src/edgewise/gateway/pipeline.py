@@ -252,6 +252,15 @@ class Pipeline:
             return out
         t0 = time.perf_counter()
         with self._commit_lock:
+            gone = self._deleted(devices)
+            if gone:  # deleted since it connected: a live MQTT session outlives its secret
+                readings = [r for r in readings if r.device_id not in gone]
+                seqs = {d: ss for d, ss in seqs.items() if d not in gone}
+                out = [self._unknown(r.device_id) if isinstance(r, IngestResult)
+                       and r.device_id in gone else r for r in out]
+                devices -= gone
+                if not devices:
+                    return out
             res = self.store.append(readings, seqs or None)
         m.inc("edgewise_commit_seconds_sum", time.perf_counter() - t0)
         m.inc("edgewise_commit_seconds_count")
@@ -284,6 +293,26 @@ class Pipeline:
         if readings:
             self._submit(readings)
         return out
+
+    def _deleted(self, devices: set[str]) -> set[str]:
+        """Devices of ``devices`` the security store no longer knows (checked under the
+        commit lock, which a device's deletion takes too: see :attr:`commit_lock`)."""
+        has = getattr(self.security, "has_device", None)
+        return {d for d in devices if not has(d)} if has is not None else set()
+
+    def _unknown(self, device_id: str) -> PayloadError:
+        self.metrics.inc("edgewise_readings_rejected_total", reason="unknown_device")
+        return PayloadError(
+            device_id=device_id, field="device", value=device_id,
+            allowed="a registered device ('edgewise device add'); this one was deleted",
+            reason="unknown_device",
+        )
+
+    @property
+    def commit_lock(self) -> threading.Lock:
+        """Held while a batch is checked and committed; hold it to delete a device's stored
+        data, so no commit already under way for the device lands after the deletion."""
+        return self._commit_lock
 
     def on_commit(self, callback: Callable[[str, int], None]) -> None:
         """Call ``callback(device_id, watermark)`` after each commit touching the device."""

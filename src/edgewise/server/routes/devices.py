@@ -135,7 +135,8 @@ def delete_device(
         except KeyError:  # deleted by someone else meanwhile
             registered = False
     pipeline.forget_device(device_id)
-    rows = store.delete_device(device_id)
+    with pipeline.commit_lock:  # a commit under way for the device lands before, not after
+        rows = store.delete_device(device_id)
     labels = label_store(request, security, settings).delete_device(device_id, who=actor)
     security.audit(actor, "device.delete_data", device_id, {"rows": rows, "labels": labels})
     return {"id": device_id, "credentials_deleted": registered, "rows_deleted": rows,
