@@ -6,6 +6,11 @@
 Traceback (most recent call last):
 ...
 edgewise.errors.RateLimitError: Device 'pump-1' sent 5 readings over its limit of 10/s (burst 20); retry in 0.5 s.
+>>> rl.take("pump-2", 50)   # larger than the burst: passes on a full bucket, leaves a debt
+>>> rl.take("pump-2", 1)
+Traceback (most recent call last):
+...
+edgewise.errors.RateLimitError: Device 'pump-2' sent 1 readings over its limit of 10/s (burst 20); retry in 3.1 s.
 """  # noqa: E501
 
 from __future__ import annotations
@@ -38,9 +43,14 @@ class RateLimiter:
         with self._lock:
             tokens, last = self._buckets.get(device_id, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
-            if n > tokens:
+            # A message larger than the burst (a device draining its store-and-forward
+            # buffer in one message) passes on a full bucket and leaves a debt that later
+            # messages wait out; asking for more than the bucket can hold would refuse it
+            # for good, with a "retry in" that is never true.
+            need = min(n, self.burst)
+            if need > tokens:
                 self._buckets[device_id] = (tokens, now)
-                wait = (n - tokens) / self.rate_per_s
+                wait = (need - tokens) / self.rate_per_s
                 raise RateLimitError(
                     f"Device {device_id!r} sent {n:g} readings over its limit of "
                     f"{self.rate_per_s:g}/s (burst {self.burst:g}); retry in {wait:.1f} s.",
