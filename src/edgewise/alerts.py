@@ -3,7 +3,7 @@
 Consecutive anomalous readings of one device become *one* open alert whose span grows
 while the anomaly lasts (readings closer than ``merge_gap_s`` apart join it), so a fault
 that lasts ten minutes is one alert, not six hundred. Each alert carries the metrics that
-drove it with their share of the score.
+drove it with their mean share of the score over its readings, and its message names them.
 
 >>> from edgewise.store import open_store
 >>> store = open_store("duckdb://:memory:")
@@ -56,6 +56,13 @@ class _Open:
     readings: int = 1
     dirty: dict[str, object] | None = None
     written: float = 0.0
+    # each metric's summed share over the alert's readings (all metrics, not only the top)
+    shares: dict[str, float] | None = None
+
+
+def _top_shares(shares: dict[str, float], keep: int = 5) -> dict[str, float]:
+    """The ``keep`` largest of summed shares, renormalised to 1."""
+    return merge_drivers(shares, {}, keep)
 
 
 class AlertManager:
@@ -114,12 +121,22 @@ class AlertManager:
                     changes["end_ns"] = end
                 if score > a.score:
                     changes["score"] = score
-                merged = merge_drivers(a.drivers, drivers)
+                # every reading of the alert weighs the same: the drivers are each
+                # metric's mean share over the span, and the message names the same ones
+                assert cur is not None
+                shares = cur.shares if cur.shares is not None else dict(a.drivers)
+                for name, v in drivers.items():
+                    shares[name] = shares.get(name, 0.0) + v
+                cur.shares = shares
+                merged = _top_shares(shares)
                 if merged != a.drivers:
                     changes["drivers"] = merged
+                    message = _describe(merged)
+                    if message != a.message:
+                        changes["message"] = message
+                        a.message = message
                 a.drivers = merged
                 a.start_ns, a.end_ns, a.score = start, end, max(a.score, score)
-                assert cur is not None
                 cur.readings += 1
                 if changes:
                     cur.dirty = {**(cur.dirty or {}), **changes}
@@ -133,7 +150,8 @@ class AlertManager:
                     message=_describe(drivers),
                 )
             )
-            self._open[device_id] = _Open(alert, written=time.monotonic())
+            self._open[device_id] = _Open(alert, written=time.monotonic(),
+                                          shares=merge_drivers({}, drivers, keep=len(drivers)))
         if callable(self.on_alert):
             self.on_alert(alert)
         return alert
