@@ -292,8 +292,13 @@ class SQLStoreMixin:
         where, params = _range_where(device_id, metric, start_ns, end_ns, ph=self._ph)
         if step_ns is not None:
             step = _check_step(step_ns)
+            # summed at 2**-64 scale and scaled back: exact (a power of two) for every
+            # reading above 1e-289 in size, and no overflow where the plain sum of a
+            # bucket's readings would pass 1.8e308 (sum, not avg: PostgreSQL's avg of
+            # doubles also sums their squares, and fails on that overflow)
             sql = (
-                f"SELECT metric, {self._bucket.format(step=step)} AS b, avg(value) FROM readings "
+                f"SELECT metric, {self._bucket.format(step=step)} AS b, "
+                f"sum(value * {2.0**-64!r}) / count(value) * {2.0**64!r} FROM readings "
                 f"WHERE {where} GROUP BY metric, b ORDER BY metric, b"
             )
         else:
