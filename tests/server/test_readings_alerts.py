@@ -143,6 +143,23 @@ def test_operator_acknowledges_and_labels(env: Env) -> None:
     assert ("alert.ack", alert.id) in actions and ("alert.label", alert.id) in actions
 
 
+@pytest.mark.parametrize("content, content_type, value", [
+    (b"notjson", "application/json", None),
+    (b'{"label": "true_alarm"}', "application/x-www-form-urlencoded", '{"label": "true_alarm"}'),
+])
+def test_a_label_body_that_is_not_json_names_the_body(env: Env, content: bytes,
+                                                      content_type: str, value: str | None) -> None:
+    """Check a broken body or JSON sent as a form is a 422 naming 'body' and saying what
+    it must be (it named field '0' with value '{}', or a Python bytes repr)."""
+    alert = _alert(env)
+    resp = env.client.post(f"/v1/alerts/{alert.id}/label", content=content,
+                           headers={**env.auth("operator"), "Content-Type": content_type})
+    body = problem(resp, 422)
+    assert (body["field"], body["reason"], body["value"]) == ("body", "bad_json", value)
+    assert "Content-Type: application/json" in body["allowed"]
+    assert env.store.get_alert(alert.id).label is None
+
+
 def test_labelling_an_open_alert_acknowledges_it(env: Env) -> None:
     """Check a label on an open alert also acknowledges it."""
     alert = _alert(env)

@@ -251,3 +251,15 @@ def test_a_gzipped_body_is_read_and_its_limits_hold(env: Env) -> None:
                                    headers={**headers, "Content-Encoding": "br"}), 415)
     assert (body["field"], body["value"]) == ("Content-Encoding", "br")
     assert env.store.count_readings() == 51
+
+
+def test_curl_without_a_content_type_is_told_how_to_send_json(env: Env) -> None:
+    """Check `curl -d` without -H (form-urlencoded) gets a 415 that says what to add, and
+    lists every type the route takes (text/plain was taken but not listed)."""
+    resp = env.client.post("/v1/telemetry", content=b'{"ts": 1769860800, "metrics": {"a": 1}}',
+                           headers={**env.device_headers(),
+                                    "Content-Type": "application/x-www-form-urlencoded"})
+    body = problem(resp, 415)
+    assert "-H 'Content-Type: application/json'" in body["detail"]
+    assert "text/plain" in body["allowed"] and body["field"] == "Content-Type"
+    assert env.store.query(env.device) == []

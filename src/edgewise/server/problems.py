@@ -213,9 +213,19 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         err = exc.errors()[0] if exc.errors() else {}
+        value = err.get("input")
+        if err.get("type") == "json_invalid" or isinstance(value, bytes | bytearray):
+            # not JSON, or JSON sent as another type (curl -d without -H): the position or
+            # the raw bytes are no field; name the body, and what it must be
+            text = value.decode("utf-8", "replace")[:200] if isinstance(
+                value, bytes | bytearray) else None
+            allowed = "a JSON object, sent with 'Content-Type: application/json'"
+            return Problem(
+                422, "Invalid input", f"The request body must be {allowed}.", field="body",
+                value=text, allowed=allowed, reason="bad_json",
+            ).response()
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
         field = ".".join(loc) or None
-        value = err.get("input")
         if isinstance(value, dict | list):
             value = None if err.get("type") == "missing" else value
         msg = err.get("msg", "invalid input")

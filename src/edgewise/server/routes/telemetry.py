@@ -24,6 +24,7 @@ __all__ = ["IngestResponse", "check_encoding", "read_limited_body", "router"]
 router = APIRouter(tags=["telemetry"])
 
 _JSON_TYPES = ("application/json", "application/senml+json", "text/plain")
+_JSON_ALLOWED = "application/json, application/senml+json or text/plain (a JSON body)"
 
 
 class IngestResponse(BaseModel):
@@ -108,10 +109,12 @@ async def _ingest(
 ) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type and content_type.lower() not in _JSON_TYPES:
+        hint = (" (curl -d sends that unless given -H 'Content-Type: application/json')"
+                if content_type.lower() == "application/x-www-form-urlencoded" else "")
         raise Problem(
-            415, detail=f"Header 'Content-Type' must be JSON. Got {content_type!r} instead.",
-            field="Content-Type", value=content_type,
-            allowed="application/json or application/senml+json",
+            415, detail=f"Header 'Content-Type' must be {_JSON_ALLOWED}. Got {content_type!r} "
+            f"instead{hint}.",
+            field="Content-Type", value=content_type, allowed=_JSON_ALLOWED,
         )
     count = pipeline.metrics.inc
     try:
