@@ -3,12 +3,14 @@ labels, as spreadsheets and data loggers write them.
 
 One reader for every command (``detect``, ``quality``, ``train rul``, ``label suggest``),
 so each accepts the same files: comma or semicolon separated, a UTF-8 byte-order mark,
-gzip, and decimal commas in semicolon files.
+gzip, decimal commas in semicolon files, and UTF-8 or Windows-1252 text.
 """
 
 from __future__ import annotations
 
 import gzip
+import itertools
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -24,34 +26,132 @@ def time_ns(col: pd.Series) -> np.ndarray:
     """A time column as int64 UTC nanoseconds: epoch numbers in s, ms, us or ns (told by
     size, as :func:`edgewise.telemetry.epoch_unit_ns` does for telemetry), or RFC 3339 text.
 
+    Text times may mix offsets; a time without one (``2024-01-01T00:00:00``) is read as
+    UTC, as ``edgewise detect`` reads it.
+
     >>> time_ns(pd.Series([1.7e9, 1.7e9 + 60])).tolist() == time_ns(
     ...     pd.Series([1_700_000_000_000, 1_700_000_060_000])).tolist()
     True
     >>> int(time_ns(pd.Series(["2023-11-14T22:13:20Z"]))[0])
     1700000000000000000
+    >>> time_ns(pd.Series(["2024-01-01T00:00:00", "2024-01-01T01:00:00+01:00"])).tolist()
+    [1704067200000000000, 1704067200000000000]
+
+    Raises :class:`~edgewise.errors.QualityError` naming the first row whose cell is empty
+    or holds no time.
     """
+    name = "time" if col.name is None else str(col.name)
+    empty = col.isna().to_numpy().copy()
+    if not pd.api.types.is_numeric_dtype(col) and not empty.all():
+        empty |= (col.astype(str).str.strip() == "").to_numpy()
+    if empty.any():
+        i = int(np.flatnonzero(empty)[0])
+        raise QualityError(
+            f"Time column {name!r} has an empty cell in row {i + 1}; every row needs a time "
+            "(an epoch number or RFC 3339 text)."
+        )
     if pd.api.types.is_numeric_dtype(col):
         x = col.astype(float).to_numpy()
+        if not np.isfinite(x).all():
+            i = int(np.flatnonzero(~np.isfinite(x))[0])
+            raise _not_a_time(name, i, col.iloc[i])
         big = np.nanmax(np.abs(x)) if len(x) else 0.0
         return (x * float(epoch_unit_ns(big))).astype(np.int64)
+    try:
+        parsed = pd.to_datetime(col, utc=True)
+    except (ValueError, TypeError):
+        # one format guessed from the first cell did not fit them all (a naive time
+        # beside one with an offset, a changed precision): each cell on its own
+        parsed = pd.to_datetime(col, utc=True, format="mixed", errors="coerce")
+        if parsed.isna().any():
+            i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+            raise _not_a_time(name, i, col.iloc[i]) from None
     # to ns before int64: pandas may parse text at microsecond resolution
-    return pd.to_datetime(col, utc=True).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
 
-def separator(header: str) -> str:
-    """The field separator of a CSV file, told from its header line: ``;`` where it has
-    more semicolons than commas (a European spreadsheet's export), else ``,``.
+def _not_a_time(name: str, i: int, value: object) -> QualityError:
+    return QualityError(
+        f"Time column {name!r} must hold epoch numbers or RFC 3339 times (a time without "
+        f"an offset is read as UTC); row {i + 1} has {value!r}."
+    )
 
-    >>> separator("zeit;druck;temp"), separator("ts,value")
+
+def separator(header: str, lines: Iterable[str] = ()) -> str:
+    """The field separator of a CSV file, told from its header line and, where that leaves
+    it open, from the first data ``lines``. Separators inside quotes do not count.
+
+    ``;`` where the header has more semicolons than commas (a European spreadsheet's
+    export), ``,`` where it has more commas. On a tie (one column, say) the separator of
+    which every data line has as many as the header wins, a comma first: a one-column file
+    of decimal commas (``20,35``) is a semicolon file.
+
+    >>> separator("zeit;druck;temp"), separator("ts,value"), separator('zeit;"Temp, °C"')
+    (';', ',', ';')
+    >>> separator("druck", ["20,35", "21,5"]), separator("druck", ["20", "21.5"])
     (';', ',')
     """
-    return ";" if header.count(";") > header.count(",") else ","
+    heads = _counts(header)
+    commas, semis = heads[0] if heads else (0, 0)
+    if commas != semis:
+        return ";" if semis > commas else ","
+    rows = _counts("\n".join(line.rstrip("\r\n") for line in lines))
+    if all(c == commas for c, _ in rows):
+        return ","
+    if all(s == semis for _, s in rows):
+        return ";"
+    return ","
+
+
+def _counts(text: str) -> list[tuple[int, int]]:
+    """Commas and semicolons outside quoted fields in each non-blank record of ``text``.
+
+    A field is quoted where it opens with ``"`` (after blanks); ``""`` inside it is a
+    quote, and it may span lines. A ``"`` anywhere else is text, as the csv module and
+    pandas read it.
+
+    >>> _counts('a;"b, c";d\\n"x""y,z",1 "2,3"')
+    [(0, 2), (2, 0)]
+    """
+    out: list[tuple[int, int]] = []
+    commas = semis = 0
+    quoted = closed = False
+    start = blank = True
+    for ch in text + "\n":
+        if quoted:
+            if ch == '"':
+                quoted, closed = False, True
+            continue
+        if ch == '"' and (start or closed):
+            quoted, closed, start, blank = True, False, False, False
+            continue
+        closed = False
+        if ch == "\n":
+            if not blank:
+                out.append((commas, semis))
+            commas = semis = 0
+            start = blank = True
+        elif ch in ",;":
+            commas += ch == ","
+            semis += ch == ";"
+            start, blank = True, False
+        elif not ch.isspace():
+            start = blank = False
+    return out
+
+
+#: Data lines read, besides the header, to tell the separator.
+_SAMPLE_LINES = 50
+#: Tried in turn: UTF-8 (with or without a byte-order mark), then what spreadsheets in
+#: Western Europe write (Windows-1252), then Latin-1, which decodes any byte.
+_ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a comma- or semicolon-separated file, optionally gzipped (the separator is
     detected; in a semicolon file, numbers may have a decimal comma, as European
-    spreadsheets write them).
+    spreadsheets write them). A file that is not UTF-8 is read as Windows-1252, as
+    spreadsheets in Western Europe write it.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
@@ -69,11 +169,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
     opener = gzip.open if p.suffix == ".gz" else open
     with opener(p, "rt", encoding="utf-8-sig", errors="replace") as f:
         head = f.readline()
+        sample = list(itertools.islice(f, _SAMPLE_LINES))
     if not head.strip():
         raise QualityError(f"File {str(p)!r} is empty; expected a header row and data rows.")
-    sep = separator(head)
+    sep = separator(head, sample)
     try:
-        df = pd.read_csv(p, sep=sep, encoding="utf-8-sig", skipinitialspace=True)
+        df = _read_csv(p, sep)
     except pd.errors.EmptyDataError:
         raise QualityError(
             f"File {str(p)!r} is empty; expected a header row and data rows."
@@ -86,6 +187,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if sep == ";":
         _decimal_commas(df)
     return df
+
+
+def _read_csv(p: Path, sep: str) -> pd.DataFrame:
+    """``pd.read_csv`` in the first of :data:`_ENCODINGS` that decodes the whole file."""
+    for encoding in _ENCODINGS[:-1]:
+        try:
+            return pd.read_csv(p, sep=sep, encoding=encoding, skipinitialspace=True)
+        except UnicodeDecodeError:
+            continue
+    return pd.read_csv(p, sep=sep, encoding=_ENCODINGS[-1], skipinitialspace=True)
 
 
 _DECIMAL_COMMA = r"^[+-]?(\d+,\d*|,\d+|\d+)([eE][+-]?\d+)?$"

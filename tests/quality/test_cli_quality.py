@@ -101,3 +101,84 @@ def test_a_meter_column_is_reported_as_a_counter(tmp_path: Path) -> None:
     rows = {line.split()[0]: line for line in done.stdout.splitlines()[2:]}
     assert "counter: 0 restarts, 1 backwards" in rows["kwh"] and rows["kwh"].split()[9] == "-"
     assert "counter" not in rows["temp"]
+
+
+def test_a_metric_column_called_value_is_reported(tmp_path: Path) -> None:
+    """Check a wide file whose metric column is named ``value`` (every NAB file) reports
+    it instead of failing in the reshape."""
+    ts = pd.date_range("2024-01-01", periods=200, freq="min").strftime("%Y-%m-%d %H:%M:%S")
+    pd.DataFrame({"timestamp": ts, "value": 20 + np.arange(200) % 3}).to_csv(
+        tmp_path / "nab.csv", index=False)
+    done = run(str(tmp_path / "nab.csv"), "--time-column", "timestamp", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["devices"]["device"]["metrics"]["value"]["readings"] == 200
+
+
+def test_a_bad_cell_counts_as_invalid_and_keeps_its_column(tmp_path: Path) -> None:
+    """Check one ``err`` among numbers, or one empty cell among TRUE/FALSE, is an invalid
+    reading of a column still in the report; a column of text is left out with a note."""
+    n = 500
+    temp = (20 + np.arange(n) % 5 / 10).astype(object)
+    temp[100] = "err"
+    on = np.where(np.arange(n) % 50 < 25, "TRUE", "FALSE").astype(object)
+    on[7] = ""
+    pd.DataFrame({"ts": 1_700_000_000 + 60 * np.arange(n), "temp": temp, "on": on,
+                  "name": "pump"}).to_csv(tmp_path / "r.csv", index=False)
+    done = run(str(tmp_path / "r.csv"), "--json")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)["devices"]["device"]["metrics"]
+    assert sorted(metrics) == ["on", "temp"]
+    assert metrics["temp"]["invalid"] == 1 and metrics["temp"]["readings"] == n
+    assert metrics["on"]["invalid"] == 1 and metrics["on"]["binary"]
+    assert done.stderr.strip() == ("note: column 'name' left out of the report: it holds "
+                                   "no numbers (row 1 has 'pump')")
+
+
+def test_true_and_false_in_a_long_file_are_one_and_zero(tmp_path: Path) -> None:
+    """Check ``true``/``False`` values of a long CSV, beside numbers of another metric in
+    the same column, are valid two-state readings."""
+    n = 200
+    ts = 1_700_000_000 + np.arange(n)
+    door = pd.DataFrame({"device_id": "d1", "metric": "door", "ts": ts,
+                         "value": np.where(np.arange(n) % 40 < 10, "true", "False")})
+    temp = pd.DataFrame({"device_id": "d1", "metric": "temp", "ts": ts,
+                         "value": (20 + np.arange(n) % 3 / 10).astype(str)})
+    pd.concat([door, temp]).to_csv(tmp_path / "l.csv", index=False)
+    done = run(str(tmp_path / "l.csv"), "--json")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)["devices"]["d1"]["metrics"]
+    assert metrics["door"]["validity"] == 1.0 and metrics["door"]["binary"]
+    assert metrics["door"]["on_fraction"] == 0.25 and metrics["temp"]["validity"] == 1.0
+
+
+def test_naive_and_offset_times_mixed_read_as_utc(tmp_path: Path) -> None:
+    """Check alternate naive and ``Z`` times read as one UTC series, as ``detect`` reads
+    them: one reading a minute, none missing."""
+    iso = pd.date_range("2024-01-01", periods=100, freq="min").strftime("%Y-%m-%dT%H:%M:%S")
+    ts = [t + ("Z" if i % 2 else "") for i, t in enumerate(iso)]
+    pd.DataFrame({"timestamp": ts, "temp": 20.0 + np.arange(100) % 4}).to_csv(
+        tmp_path / "m.csv", index=False)
+    done = run(str(tmp_path / "m.csv"), "--time-column", "timestamp", "--json")
+    assert done.returncode == 0, done.stderr
+    temp = json.loads(done.stdout)["devices"]["device"]["metrics"]["temp"]
+    assert temp["interval_s"] == 60.0 and temp["completeness"] == 1.0
+
+
+def test_an_empty_time_cell_is_named_in_one_line(tmp_path: Path) -> None:
+    """Check an empty time cell fails with one line naming the column and the row."""
+    (tmp_path / "e.csv").write_text("ts,temp\n1700000000,1\n,2\n1700000002,3\n")
+    done = run(str(tmp_path / "e.csv"))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: Time column 'ts' has an empty cell in row 2;")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_plots_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    """Check ``--plots`` at a path under a file fails with one line, not a traceback."""
+    (tmp_path / "r.csv").write_text("ts,temp\n1700000000,1\n1700000001,2\n")
+    (tmp_path / "file").write_text("")
+    done = run(str(tmp_path / "r.csv"), "--plots", str(tmp_path / "file" / "png"))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: --plots {str(tmp_path / 'file' / 'png')!r} "
+                                  "cannot be made a directory")
+    assert len(done.stderr.strip().splitlines()) == 1

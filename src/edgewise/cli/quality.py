@@ -5,11 +5,34 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgewise.cli._app import Json, app, fail
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+_TRUTH = {"true": 1.0, "false": 0.0}
+
+
+def _numbers(col: pd.Series) -> pd.Series:
+    """A column as float numbers: ``true``/``false`` (any case) as 1/0, as the gateway reads
+    booleans; a cell that is no number is NaN, which the report counts as invalid.
+
+    >>> import pandas as pd
+    >>> _numbers(pd.Series(["1.5", "TRUE", "false", "err", None])).tolist()
+    [1.5, 1.0, 0.0, nan, nan]
+    """
+    import pandas as pd  # here, not at the top: the CLI starts without pandas
+
+    if pd.api.types.is_numeric_dtype(col):  # bool included
+        return col.astype(float)
+    text = col.astype(str).str.strip()
+    truth = text.str.lower().map(_TRUTH)
+    return pd.to_numeric(text.where(truth.isna(), truth), errors="coerce").where(col.notna())
 
 
 @app.command("quality")
@@ -28,8 +51,6 @@ def quality(
     json_out: Json = False,
 ) -> None:
     """Check a CSV of readings; print completeness, validity, duplicates, spikes, stuck runs."""
-    import pandas as pd
-
     from edgewise.errors import QualityError
     from edgewise.quality.report import fleet_report, metric_issues
     from edgewise.tables import read_table, time_ns
@@ -46,27 +67,45 @@ def quality(
         df[device_column] = device
     try:
         df["_ts"] = time_ns(df[time_column])
+    except QualityError as exc:
+        raise fail(str(exc)) from None
     except (ValueError, TypeError) as exc:
         raise fail(f"column {time_column!r} holds no usable times: {exc}") from None
     if metric_column in df.columns and value_column in df.columns:
         long = df.rename(columns={metric_column: "metric", value_column: "value"})
         keep = ["metric", "value", *(["unit"] if "unit" in long.columns else [])]
         long = long[[device_column, "_ts", *keep]]
+        long["value"] = _numbers(long["value"])
     else:
-        metrics = [c for c in df.columns if c not in (time_column, device_column, "_ts")
-                   and pd.api.types.is_numeric_dtype(df[c])]
+        metrics = []
+        for c in df.columns:
+            if c in (time_column, device_column, "_ts"):
+                continue
+            values = _numbers(df[c])
+            if values.notna().any() or df[c].isna().all():
+                df[c] = values  # a cell that is no number stays, as an invalid reading
+                metrics.append(c)
+            else:
+                typer.echo(f"note: column {c!r} left out of the report: it holds no numbers "
+                           f"(row 1 has {df[c].iloc[0]!r})", err=True)
         if not metrics:
             raise fail(f"{str(file)!r} has no numeric metric columns")
-        long = df.melt(id_vars=[device_column, "_ts"], value_vars=metrics, var_name="metric")
+        # ids of our own, so that a metric column may be called 'metric' or 'value'
+        long = df.melt(id_vars=[device_column, "_ts"], value_vars=metrics,
+                       var_name="_metric", value_name="_value")
+        long = long.rename(columns={"_metric": "metric", "_value": "value"})
     long = long.rename(columns={device_column: "device_id", "_ts": "ts_ns"})
-    long["value"] = pd.to_numeric(long["value"], errors="coerce")
     rows = long.to_dict("records")
     report = fleet_report(rows)
     written = []
     if plots is not None:
         from edgewise.quality.plot import plot_issues
 
-        plots.mkdir(parents=True, exist_ok=True)
+        try:
+            plots.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fail(f"--plots {str(plots)!r} cannot be made a directory "
+                       f"({exc.strerror or exc}); give a directory you can write to") from None
         for (dev, metric), g in long.groupby(["device_id", "metric"]):
             unit = g["unit"].dropna().iloc[0] if "unit" in g and g["unit"].notna().any() else None
             issues = metric_issues(g["ts_ns"].to_numpy(), g["value"].to_numpy(float), unit)

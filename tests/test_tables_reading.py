@@ -1,0 +1,80 @@
+"""``edgewise.tables`` on the files spreadsheets and loggers really write: one column of
+decimal commas, quoted headers, Windows-1252 text, and time columns with gaps or mixed
+offsets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from edgewise.errors import QualityError
+from edgewise.tables import read_table, separator, time_ns
+
+
+def test_one_column_of_decimal_commas_is_a_semicolon_file(tmp_path: Path) -> None:
+    """Check a one-column export (``druck`` / ``20,35``) reads as decimal numbers, not as
+    an index of integer parts beside the decimals."""
+    f = tmp_path / "druck.csv"
+    f.write_text("druck\n20,35\n21,5\n19\n")
+    df = read_table(f)
+    assert list(df.columns) == ["druck"]
+    assert df["druck"].tolist() == [20.35, 21.5, 19.0]
+    assert list(df.index) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("lines", "sep"), [
+    (["1", "2.5", "-3"], ","),  # a plain one-column comma file stays one
+    (['"1,5"', '"2,5"'], ","),  # commas inside quotes do not split
+    (["20,35", "21"], ";"),
+    (["hello, world"], ";"),  # one text column with a comma in it
+])
+def test_a_one_column_header_leaves_the_separator_to_the_data(lines: list[str],
+                                                             sep: str) -> None:
+    """Check the first data lines decide when the header has no separator."""
+    assert separator("v\n", [line + "\n" for line in lines]) == sep
+
+
+def test_separators_inside_a_quoted_header_do_not_count(tmp_path: Path) -> None:
+    """Check ``zeit;"Temp, °C"`` is a semicolon header whose second column keeps its
+    comma, and its decimal commas read as numbers."""
+    f = tmp_path / "t.csv"
+    f.write_text('zeit;"Temp, °C"\n2024-01-01T00:00:00Z;20,35\n2024-01-01T00:01:00Z;21,5\n',
+                 encoding="utf-8")
+    assert separator('zeit;"Temp, °C"\n') == ";"
+    df = read_table(f)
+    assert list(df.columns) == ["zeit", "Temp, °C"]
+    assert df["Temp, °C"].tolist() == [20.35, 21.5]
+
+
+def test_a_windows_1252_export_is_read(tmp_path: Path) -> None:
+    """Check a header with a Latin-1 byte (``Temp°``), which is no UTF-8, reads as text."""
+    f = tmp_path / "w.csv"
+    f.write_bytes("zeit;Temp°;Ort\n1700000000;20,5;Köln\n1700000060;21,0;Köln\n"
+                  .encode("cp1252"))
+    df = read_table(f)
+    assert list(df.columns) == ["zeit", "Temp°", "Ort"]
+    assert df["Temp°"].tolist() == [20.5, 21.0]
+    assert df["Ort"].tolist() == ["Köln", "Köln"]
+
+
+def test_naive_times_beside_offsets_read_as_utc() -> None:
+    """Check a column mixing naive times and ``Z`` times reads, naive ones as UTC."""
+    col = pd.Series(["2024-01-01T00:00:00", "2024-01-01T00:01:00Z",
+                     "2024-01-01T00:02:00", "2024-01-01T01:03:00+01:00"], name="timestamp")
+    start = 1_704_067_200 * 10**9
+    assert time_ns(col).tolist() == [start + k * 60 * 10**9 for k in range(4)]
+
+
+@pytest.mark.parametrize(("values", "needle"), [
+    (["2024-01-01T00:00:00Z", None, "2024-01-01T00:02:00Z"], "empty cell in row 2"),
+    (["2024-01-01T00:00:00Z", " ", "2024-01-01T00:02:00Z"], "empty cell in row 2"),
+    ([1.7e9, float("nan")], "empty cell in row 2"),
+    (["2024-01-01T00:00:00", "2024-01-01T00:01:00Z", "soon"], "row 3 has 'soon'"),
+])
+def test_a_cell_without_a_time_is_named(values: list[object], needle: str) -> None:
+    """Check an empty or unreadable time cell gets one error naming column, row, value."""
+    with pytest.raises(QualityError, match=f"Time column 'ts' .*{needle}") as info:
+        time_ns(pd.Series(values, name="ts"))
+    assert "\n" not in str(info.value)
