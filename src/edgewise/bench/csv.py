@@ -33,9 +33,18 @@ from edgewise.detect import (
     get_detector,
 )
 from edgewise.errors import InvalidParameterError, QualityError
-from edgewise.tables import read_table
+from edgewise.tables import read_table, time_ns
+from edgewise.telemetry import epoch_unit_ns
 
-__all__ = ["DetectResult", "alarm_metrics", "bench_folder", "detect_table", "read_table"]
+__all__ = [
+    "OUTPUT_COLUMNS",
+    "DetectResult",
+    "alarm_metrics",
+    "bench_folder",
+    "check_threshold",
+    "detect_table",
+    "read_table",
+]
 
 _TIME_NAMES = ("timestamp", "time", "ts", "datetime", "date")
 #: Columns never taken as metrics by default: they hold labels, not readings.
@@ -44,7 +53,38 @@ _LABEL_NAMES = ("anomaly", "anomalies", "label", "labels", "is_anomaly", "change
 _MULTIVARIATE = (Mahalanobis, DriftResidual)
 #: The default for several columns when the first rows are known normal.
 DEFAULT_TRAINED_MULTIVARIATE = "drift-residual"
+#: Columns :func:`detect_table` writes: never metrics unless named (a scored file rerun).
+OUTPUT_COLUMNS = ("anomaly_score", "is_anomaly", "top_column")
 _CHUNK = 20_000
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as its Python value, so messages show ``19.87``, not ``np.float64(…)``.
+
+    >>> _plain(np.float64(19.87)), _plain("x")
+    (19.87, 'x')
+    """
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_threshold(threshold: float | None) -> None:
+    """Refuse a threshold that is not a finite number in (0, 1]: scores lie in [0, 1], so 0
+    or less would flag every row and more than 1 none.
+
+    >>> check_threshold(0.9)
+    >>> check_threshold(float("nan"))
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: --threshold must be a number in (0, 1] ...
+    """
+    if threshold is None:
+        return
+    ok = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+    if not ok or not np.isfinite(threshold) or not 0 < threshold <= 1:
+        raise InvalidParameterError(
+            "--threshold must be a number in (0, 1] (scores lie in [0, 1]; rows scoring at or "
+            f"above it are flagged). Got {_plain(threshold)!r} instead."
+        )
 
 
 @dataclass
@@ -73,30 +113,54 @@ def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
             " Decimal commas are read in semicolon-separated files, where every value "
             "of the column is written that way.")
         raise QualityError(
-            f"Column {col!r} must hold numbers; row {i + 1} has {raw.iloc[i]!r}.{hint}"
+            f"Column {col!r} must hold numbers; row {i + 1} has {_plain(raw.iloc[i])!r}.{hint}"
         )
     return values.to_numpy(dtype=float)
 
 
-def _check_time(df: pd.DataFrame, col: str) -> None:
-    parsed = pd.to_datetime(df[col], errors="coerce", utc=True, format="mixed")
+def _time_ns(df: pd.DataFrame, col: str) -> np.ndarray:
+    """The time column as UTC ns: numbers are epoch s, ms, us or ns told apart by size
+    (:func:`edgewise.tables.time_ns`), text is parsed as dates."""
+    raw = df[col]
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        x = raw.to_numpy(dtype=float)
+        bad = ~np.isfinite(x)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            shown = "an empty cell" if np.isnan(x[i]) else repr(_plain(raw.iloc[i]))
+            raise QualityError(
+                f"Time column {col!r} must hold timestamps; row {i + 1} has {shown}."
+            )
+        if pd.api.types.is_integer_dtype(raw):  # exact to the ns, where floats are not
+            big = float(np.abs(x).max()) if len(x) else 0.0
+            return raw.to_numpy(dtype=np.int64) * np.int64(epoch_unit_ns(big))
+        return time_ns(raw)
+    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
     if parsed.isna().any():
         i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         raise QualityError(
-            f"Time column {col!r} must hold timestamps; row {i + 1} has {df[col].iloc[i]!r}."
+            f"Time column {col!r} must hold timestamps; row {i + 1} has "
+            f"{_plain(raw.iloc[i])!r}."
         )
-    ns = parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+
+def _check_time(df: pd.DataFrame, col: str) -> None:
+    ns = _time_ns(df, col)
+    def shown(i: int) -> Any:
+        return _plain(df[col].iloc[i])
+
     step = np.diff(ns)
     if (step < 0).any():
         i = int(np.flatnonzero(step < 0)[0]) + 1
         raise QualityError(
-            f"Time column {col!r} must be sorted; row {i + 1} ({df[col].iloc[i]!r}) comes "
-            f"before row {i} ({df[col].iloc[i - 1]!r}). Sort the file by time first."
+            f"Time column {col!r} must be sorted; row {i + 1} ({shown(i)!r}) comes "
+            f"before row {i} ({shown(i - 1)!r}). Sort the file by time first."
         )
     if (step == 0).any():
         i = int(np.flatnonzero(step == 0)[0]) + 1
         raise QualityError(
-            f"Time column {col!r} has a duplicate timestamp {df[col].iloc[i]!r} "
+            f"Time column {col!r} has a duplicate timestamp {shown(i)!r} "
             f"(rows {i} and {i + 1}). Remove or merge duplicates first."
         )
 
@@ -119,7 +183,9 @@ def detect_table(
         The table; it is not modified.
     columns
         Metric columns; default: every numeric column except the time and label columns
-        and columns named like labels (``anomaly``, ``label``, ``changepoint``, ...).
+        and columns named like labels (``anomaly``, ``label``, ``changepoint``, ...) or
+        written by this function (``anomaly_score``, ``is_anomaly``, ``top_column``: a
+        scored file run again is scored afresh, its old scores overwritten).
     time_column
         Must hold sorted, unique timestamps. Default: a column named ``timestamp``,
         ``time``, ``ts``, ``datetime`` or ``date`` if there is one.
@@ -140,6 +206,7 @@ def detect_table(
     on_progress
         Called with the number of rows done after each chunk.
     """
+    check_threshold(threshold)
     for name, col in (("--time-column", time_column), ("--label-column", label_column)):
         if col is not None and col not in df.columns:
             raise InvalidParameterError(
@@ -155,6 +222,7 @@ def detect_table(
             c for c in df.columns
             if c not in skip
             and c.strip().lower() not in _LABEL_NAMES
+            and c not in OUTPUT_COLUMNS
             and pd.to_numeric(df[c], errors="coerce").notna().any()
         ]
         if not columns:
@@ -285,19 +353,15 @@ def bench_folder(
     files = sorted(root.rglob("*.csv")) if root.is_dir() else []
     if not files:
         raise QualityError(f"Folder {str(root)!r} holds no *.csv file to benchmark.")
+    check_threshold(threshold)
     per_file: list[dict[str, Any]] = []
     for path in files:
-        df = read_table(path)
-        if label_column not in df.columns:
-            raise InvalidParameterError(
-                f"--label-column {label_column!r} is not a column of {str(path)!r}. "
-                f"Columns: {', '.join(df.columns)}."
-            )
-        res = detect_table(df, columns, time_column, label_column, detector, train_rows,
-                           threshold)
-        m = alarm_metrics(res.frame["is_anomaly"].to_numpy(), df[label_column], train_rows)
-        row = {"file": str(path.relative_to(root)), "rows": len(df), "detector": res.detector,
-               **m}
+        name = str(path.relative_to(root))
+        try:
+            row = _bench_file(path, name, label_column, time_column, columns, detector,
+                              train_rows, threshold)
+        except (QualityError, InvalidParameterError) as exc:  # say which file failed
+            raise type(exc)(f"{name}: {exc}") from None
         per_file.append(row)
         if on_file is not None:
             on_file(path, row)
@@ -305,16 +369,34 @@ def bench_folder(
     return {"files": per_file, "total": {"files": len(per_file), **_rates(**counts)}}
 
 
+def _bench_file(
+    path: Path, name: str, label_column: str, time_column: str | None,
+    columns: Sequence[str] | None, detector: str | None, train_rows: int,
+    threshold: float | None,
+) -> dict[str, Any]:
+    """One file of :func:`bench_folder`: its row of counts and rates."""
+    df = read_table(path)
+    if label_column not in df.columns:
+        raise InvalidParameterError(
+            f"--label-column {label_column!r} is not a column. Columns: {', '.join(df.columns)}."
+        )
+    res = detect_table(df, columns, time_column, label_column, detector, train_rows, threshold)
+    m = alarm_metrics(res.frame["is_anomaly"].to_numpy(), df[label_column], train_rows)
+    return {"file": name, "rows": len(df), "detector": res.detector, **m}
+
+
 def _labels(labels: Any) -> np.ndarray:
     s = pd.Series(labels)
     if s.dtype == bool:
         return s.to_numpy()
-    text = s.astype(str).str.strip().str.lower()
+    # an empty cell is normal; astype(str) alone keeps NaN as NaN under pandas 3
+    text = s.astype(object).where(s.notna(), "").astype(str).str.strip().str.lower()
     truthy = text.isin(["1", "1.0", "true", "yes", "anomaly"])
     falsy = text.isin(["0", "0.0", "false", "no", "normal", "nan", ""])
     if not (truthy | falsy).all():
         i = int(np.flatnonzero(~(truthy | falsy).to_numpy())[0])
         raise QualityError(
-            f"Label column must hold 0/1 or true/false; row {i + 1} has {s.iloc[i]!r}."
+            f"Label column must hold 0/1 or true/false (empty is 0); row {i + 1} has "
+            f"{_plain(s.iloc[i])!r}."
         )
     return truthy.to_numpy()

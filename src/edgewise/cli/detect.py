@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgewise.cli._app import app
+from edgewise.cli._app import app, fail
 
 # Options shared with `edgewise bench csv`, which runs this command over a folder.
 TimeColumn = Annotated[
@@ -36,6 +36,16 @@ def split_columns(columns: str | None) -> list[str] | None:
     return [c.strip() for c in columns.split(",") if c.strip()] if columns else None
 
 
+def check_out(target: Path, flag: str = "--out", example: str = "scored.csv") -> None:
+    """Fail with one line, before any work, where ``target`` cannot be written as a file."""
+    if target.is_dir():
+        raise fail(f"{flag} {str(target)!r} is a directory; give a file path, e.g. "
+                   f"{str(target / example)!r}")
+    if not target.parent.is_dir():
+        raise fail(f"{flag} {str(target)!r}: the directory {str(target.parent)!r} does not "
+                   "exist; create it or give a path in an existing directory")
+
+
 @app.command("detect")
 def detect(
     file: Annotated[
@@ -58,10 +68,21 @@ def detect(
     from rich.console import Console
     from rich.progress import Progress
 
-    from edgewise.bench.csv import _labels, alarm_metrics, detect_table, read_table
+    from edgewise.bench.csv import (
+        OUTPUT_COLUMNS,
+        _labels,
+        alarm_metrics,
+        check_threshold,
+        detect_table,
+        read_table,
+    )
 
+    check_threshold(threshold)
+    target = out or file.with_name(f"{file.stem}_scored.csv")
+    check_out(target)
     df = read_table(file)
     cols = split_columns(columns)
+    earlier = [c for c in OUTPUT_COLUMNS if c in df.columns and c not in (cols or [])]
     if label_column is not None and label_column in df.columns:
         _labels(df[label_column])  # bad labels fail before the run
     n = len(df)
@@ -77,13 +98,18 @@ def detect(
             threshold=threshold,
             on_progress=lambda done: bar.update(task, completed=done),
         )
-    target = out or file.with_name(f"{file.stem}_scored.csv")
-    result.frame.to_csv(target, index=False)
+    try:
+        result.frame.to_csv(target, index=False)
+    except OSError as exc:
+        raise fail(f"--out {str(target)!r} cannot be written: {exc.strerror or exc}") from None
     flagged = int(result.frame["is_anomaly"].sum())
     typer.echo(
         f"{n} rows, detector {result.detector} on {', '.join(result.columns)}, "
         f"threshold {result.threshold:.3f}: {flagged} flagged -> {target}"
     )
+    if earlier:
+        typer.echo(f"{', '.join(earlier)}: written by an earlier run, so not metrics "
+                   "(name them in --columns to score them); overwritten")
     for col in result.counters:
         typer.echo(f"{col}: a cumulative counter (it never fell and kept rising in the "
                    "warm-up), scored by its increments")

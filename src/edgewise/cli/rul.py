@@ -86,6 +86,37 @@ def _read_any(data: Path):
         raise fail(f"--data: {exc}") from None
 
 
+def _check_units(df: Any, unit_column: str, time_column: str) -> Any:
+    """Refuse an empty unit id or a unit's cycle given twice, naming the row; whole-number
+    ids read as floats (``1.0``) come back as ints. Missing columns are left to the model,
+    which names them."""
+    import numpy as np
+    import pandas as pd
+
+    if unit_column not in df.columns:
+        return df
+    units = df[unit_column]
+    empty = units.isna() | (units.astype(object).astype(str).str.strip() == "")
+    if empty.any():
+        i = int(np.flatnonzero(empty.to_numpy())[0])
+        raise fail(f"--data: row {i + 1} has an empty {unit_column!r} (unit id); every row "
+                   "needs the unit it belongs to")
+    if pd.api.types.is_float_dtype(units) and bool((units == units.round()).all()):
+        df = df.assign(**{unit_column: units.astype(np.int64)})
+    if time_column in df.columns:
+        twice = df.duplicated([unit_column, time_column], keep=False)
+        if twice.any():
+            rows = np.flatnonzero(twice.to_numpy())
+            unit, cycle = df[unit_column].iloc[rows[0]], df[time_column].iloc[rows[0]]
+            same = rows[(df[unit_column].iloc[rows] == unit).to_numpy()
+                        & (df[time_column].iloc[rows] == cycle).to_numpy()]
+            plain = [v.item() if hasattr(v, "item") else v for v in (unit, cycle)]
+            raise fail(f"--data: unit {plain[0]!r} has {time_column} {plain[1]!r} more than "
+                       f"once (rows {same[0] + 1} and {same[1] + 1}); give each unit's rows "
+                       "once")
+    return df
+
+
 def _names(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
@@ -247,9 +278,11 @@ def train_rul(
     json_out: Json = False,
 ) -> None:
     """Fit a RUL model on histories that each end at the unit's failure; save it versioned."""
+    from edgewise.cli.detect import check_out
     from edgewise.errors import InvalidParameterError
     from edgewise.models.rul import RULModel
 
+    check_out(out, example="model.rul")
     url = _store_url(data)
     sources = [n for n, given in (("--failures", failures is not None),
                                   ("--failure-label", bool(failure_label)),
@@ -260,7 +293,7 @@ def train_rul(
         if sources or devices:
             raise fail(f"{', '.join(sources) or '--devices'} applies to store data only; "
                        f"--data {data!r} is CSV, whose histories must each end at a failure")
-        df = _read(Path(data))
+        df = _check_units(_read(Path(data)), unit_column, time_column)
     else:
         if len(sources) != 1:
             raise fail(f"training from the store {url!r} needs exactly one source of failure "
@@ -287,7 +320,10 @@ def train_rul(
         ).fit(df)
     except InvalidParameterError as exc:
         raise fail(str(exc)) from None
-    size = model.save(out)
+    try:
+        size = model.save(out)
+    except OSError as exc:
+        raise fail(f"--out {str(out)!r} cannot be written: {exc.strerror or exc}") from None
     head = model.header()
     summary = {
         "model": str(out),
@@ -353,7 +389,7 @@ def predict_rul(
     if url is None:
         if devices:
             raise fail(f"--devices applies to store data only; --data {data!r} is CSV")
-        df = _read(Path(data))
+        df = _check_units(_read(Path(data)), rul.unit_column, rul.time_column)
     else:
         df, skipped = _store_current(url, devices, rul)
     try:
