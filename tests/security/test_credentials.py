@@ -141,3 +141,21 @@ def test_rate_limiter_refills() -> None:
         rl.take("d", 50)
     assert math.isclose(info.value.retry_after_s, 0.05, abs_tol=0.01)
     rl.take("other", 100)  # buckets are per device
+
+
+def test_device_groups_are_stored_replaced_and_deleted_with_the_device(data_dir: Path) -> None:
+    """Check groups given at registration are kept, replaced, listed, and go with the device."""
+    sec = Security(data_dir)
+    sec.add_device("pump-1", groups=["line-b", "line-a", "line-a"])
+    assert sec.device_groups("pump-1") == ["line-a", "line-b"]
+    assert sec.set_device_groups("pump-1", ["line-c"]) == ["line-c"]
+    assert [r.groups for r in sec.list_devices()] == [("line-c",)]
+    with pytest.raises(KeyError, match="'nosuch' is not registered"):
+        sec.set_device_groups("nosuch", ["line-a"])
+    with pytest.raises(ValueError, match="Group name ':x' is not valid"):
+        sec.add_device("pump-2", groups=[":x"])
+    assert not sec.has_device("pump-2")
+    sec.delete_device("pump-1")
+    sec.add_device("pump-1")
+    assert sec.device_groups("pump-1") == []
+    sec.close()

@@ -38,26 +38,71 @@ StoreUrl = Annotated[
 ]
 
 
+Groups = Annotated[
+    list[str],
+    typer.Option("--group", help="A group the device is in (gets group:NAME model releases); "
+                 "repeatable."),
+]
+
+
 @device_app.command("add")
-def device_add(name: str, data_dir: DataDir, as_json: Json = False) -> None:
-    """Register device NAME and print its secret (shown only this once)."""
+def device_add(name: str, data_dir: DataDir, group: Groups = [],  # noqa: B006
+               as_json: Json = False) -> None:
+    """Register device NAME (in the --group groups) and print its secret (shown only once)."""
     from edgewise.errors import InvalidParameterError
     from edgewise.security import Security
 
     sec = Security(data_dir)
     try:
-        device_id, secret = sec.add_device(name, actor="cli")
+        device_id, secret = sec.add_device(name, groups=group, actor="cli")
+        groups = sec.device_groups(device_id)
     except InvalidParameterError as exc:
         raise fail(str(exc)) from None
     finally:
         sec.close()
     if as_json:
-        typer.echo(json.dumps({"id": device_id, "secret": secret}))
+        out: dict[str, object] = {"id": device_id, "secret": secret}
+        if groups:
+            out["groups"] = groups
+        typer.echo(json.dumps(out))
         return
-    typer.echo(f"device {device_id}")
+    typer.echo(f"device {device_id}" + (f" in groups {', '.join(groups)}" if groups else ""))
     typer.echo(f"secret {secret}")
     typer.echo("The secret is shown only now; only its hash is kept. Devices send it as "
                "'Authorization: Bearer <secret>' (HTTP) or as the MQTT password.", err=True)
+
+
+@device_app.command("groups")
+def device_groups(
+    device_id: str, data_dir: DataDir, group: Groups = [],  # noqa: B006
+    clear: Annotated[bool, typer.Option("--clear", help="Take the device out of every group.")]
+    = False,
+    as_json: Json = False,
+) -> None:
+    """Print device DEVICE_ID's groups; with --group (or --clear), replace them first.
+
+    The gateway serves a group:NAME model release only to devices put in that group here.
+    """
+    from edgewise.errors import InvalidParameterError
+    from edgewise.security import Security
+
+    if group and clear:
+        raise fail("Give either --group (the new groups) or --clear, not both.")
+    sec = Security(data_dir)
+    try:
+        if not sec.has_device(device_id):
+            raise fail(f"Device {device_id!r} is not registered; add it with: "
+                       f"edgewise device add {device_id}")
+        groups = (sec.set_device_groups(device_id, group, actor="cli") if group or clear
+                  else sec.device_groups(device_id))
+    except (InvalidParameterError, KeyError) as exc:
+        raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+    finally:
+        sec.close()
+    if as_json:
+        typer.echo(json.dumps({"id": device_id, "groups": groups}))
+        return
+    typer.echo(f"device {device_id}: " + (f"groups {', '.join(groups)}" if groups else "no groups"))
 
 
 @device_app.command("list")
@@ -74,14 +119,15 @@ def device_list(data_dir: DataDir, as_json: Json = False) -> None:
     if as_json:
         typer.echo(json.dumps([
             {"id": r.id, "name": r.name, "created": format_ns(r.created_ns),
-             "failures": r.failures} for r in rows
+             "failures": r.failures, "groups": list(r.groups)} for r in rows
         ]))
         return
     if not rows:
         typer.echo("no devices; add one with: edgewise device add NAME")
         return
     for r in rows:
-        typer.echo(f"{r.id}\t{r.name}\t{format_ns(r.created_ns)}\tfailures={r.failures}")
+        typer.echo(f"{r.id}\t{r.name}\t{format_ns(r.created_ns)}\tfailures={r.failures}"
+                   f"\tgroups={','.join(r.groups) or '-'}")
 
 
 @device_app.command("delete")

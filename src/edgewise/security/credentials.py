@@ -9,7 +9,10 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
   device's further attempts are refused for a growing pause, and counted.
 * People and scripts get API tokens with a role: ``viewer`` reads, ``operator`` also
   acknowledges and labels alerts, ``admin`` also manages devices and tokens. Device
-  secrets are not tokens: they can only send telemetry.
+  secrets are not tokens: they can only send telemetry (and fetch their signed models).
+* A device may be put in groups (``add_device(name, groups=[...])``,
+  :meth:`Security.set_device_groups`); the gateway serves a ``group:<name>`` model release
+  only to the devices an admin put in that group, never to one that merely claims it.
 * There is no default password: the first admin token is made at first start by
   :meth:`Security.ensure_admin_token` and printed once.
 
@@ -17,6 +20,10 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
 >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
 >>> device_id, secret = sec.add_device("pump-1")
 >>> sec.authenticate_device("pump-1", secret)
+>>> sec.set_device_groups("pump-1", ["line-a"])
+['line-a']
+>>> sec.device_groups("pump-1")
+['line-a']
 >>> sec.authenticate_device("pump-1", "wrong")
 Traceback (most recent call last):
 ...
@@ -36,6 +43,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +75,11 @@ CREATE TABLE IF NOT EXISTS tokens (
     role TEXT NOT NULL,
     created_ns INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS device_groups (
+    device_id TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    PRIMARY KEY (device_id, grp)
+);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts_ns INTEGER NOT NULL,
@@ -87,6 +100,7 @@ class DeviceRecord:
     created_ns: int
     failures: int
     throttled_attempts: int
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +126,21 @@ class AuditEntry:
     action: str
     target: str
     detail: dict[str, Any]
+
+
+def _check_groups(groups: Iterable[str]) -> list[str]:
+    """Sorted, de-duplicated group names; each must look like a device id."""
+    if isinstance(groups, str):
+        groups = [groups]
+    out = set()
+    for g in groups:
+        try:
+            out.add(validate_device_id(g))
+        except PayloadError as exc:
+            raise InvalidParameterError(
+                f"Group name {g!r} is not valid: it must be {exc.allowed}."
+            ) from None
+    return sorted(out)
 
 
 def _hash(salt: bytes, secret: str) -> bytes:
@@ -146,8 +175,9 @@ class Security:
         self._dummy_salt = secrets.token_bytes(16)
 
     # -- devices -----------------------------------------------------------------------
-    def add_device(self, name: str, *, actor: str = "cli") -> tuple[str, str]:
-        """Register a device named ``name`` (also its id); return ``(id, secret)``.
+    def add_device(self, name: str, *, groups: Iterable[str] = (),
+                   actor: str = "cli") -> tuple[str, str]:
+        """Register a device named ``name`` (also its id) in ``groups``; return ``(id, secret)``.
 
         The secret is shown only here; a second device with the same id is refused.
         """
@@ -157,26 +187,71 @@ class Security:
             raise InvalidParameterError(
                 f"Device name {name!r} is not a valid device id: it must be {exc.allowed}."
             ) from None
+        group_list = _check_groups(groups)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
         with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
                     "INSERT INTO devices (id, name, salt, secret_hash, created_ns) "
                     "VALUES (?, ?, ?, ?, ?)",
                     (device_id, name, salt, _hash(salt, secret), time.time_ns()),
                 )
-            except sqlite3.IntegrityError:
-                raise InvalidParameterError(
-                    f"Device {device_id!r} already exists; delete it first or pick another name."
-                ) from None
-        self.audit(actor, "device.add", device_id)
+                self._db.execute("DELETE FROM device_groups WHERE device_id = ?", (device_id,))
+                self._db.executemany("INSERT INTO device_groups VALUES (?, ?)",
+                                     [(device_id, g) for g in group_list])
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise InvalidParameterError(
+                        f"Device {device_id!r} already exists; delete it first or pick "
+                        "another name."
+                    ) from None
+                raise
+        self.audit(actor, "device.add", device_id, {"groups": group_list} if group_list else None)
         return device_id, secret
 
+    def set_device_groups(self, device_id: str, groups: Iterable[str], *,
+                          actor: str = "cli") -> list[str]:
+        """Make ``groups`` the device's groups (replacing the old ones); return them sorted.
+
+        ``KeyError`` if the device is not registered.
+        """
+        group_list = _check_groups(groups)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                known = self._db.execute("SELECT 1 FROM devices WHERE id = ?",
+                                         (device_id,)).fetchone() is not None
+                if known:
+                    self._db.execute("DELETE FROM device_groups WHERE device_id = ?",
+                                     (device_id,))
+                    self._db.executemany("INSERT INTO device_groups VALUES (?, ?)",
+                                         [(device_id, g) for g in group_list])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if not known:
+            raise KeyError(f"Device {device_id!r} is not registered.")
+        self.audit(actor, "device.groups", device_id, {"groups": group_list})
+        return group_list
+
+    def device_groups(self, device_id: str) -> list[str]:
+        """The groups an admin put the device in, sorted (empty if none or not registered)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT grp FROM device_groups WHERE device_id = ? ORDER BY grp", (device_id,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def delete_device(self, device_id: str, *, actor: str = "cli") -> None:
-        """Remove a device's credentials. ``KeyError`` if it is not registered."""
+        """Remove a device's credentials and groups. ``KeyError`` if it is not registered."""
         with self._lock:
             cur = self._db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+            self._db.execute("DELETE FROM device_groups WHERE device_id = ?", (device_id,))
         if cur.rowcount == 0:
             raise KeyError(f"Device {device_id!r} is not registered.")
         self.audit(actor, "device.delete", device_id)
@@ -193,7 +268,11 @@ class Security:
             rows = self._db.execute(
                 "SELECT id, name, created_ns, failures, throttled_attempts FROM devices ORDER BY id"
             ).fetchall()
-        return [DeviceRecord(*r) for r in rows]
+            groups: dict[str, list[str]] = {}
+            for dev, grp in self._db.execute(
+                    "SELECT device_id, grp FROM device_groups ORDER BY grp"):
+                groups.setdefault(dev, []).append(grp)
+        return [DeviceRecord(*r, groups=tuple(groups.get(r[0], ()))) for r in rows]
 
     def authenticate_device(self, device_id: str, secret: str) -> None:
         """Return if ``secret`` is ``device_id``'s; raise :class:`AuthError` otherwise.

@@ -1,11 +1,14 @@
 """REST routes of the model registry: agents fetch signed releases, operators roll out.
 
 * ``GET /v1/devices/{device_id}/model`` (device secret): the newest release for the device
-  or its groups, as ``{"manifest", "signature"}`` (base64); 204 when none.
+  or its groups, as ``{"manifest", "signature"}`` (base64); 204 when none. The groups are
+  those an admin put the device in (``edgewise device add ID --group NAME``, stored with its
+  credentials), never ones the device claims; by default ``security.device_groups``.
 * ``GET /v1/models/{sha256}`` (device secret): the model bytes.
 * ``GET /v1/registry`` (viewer token): versions and releases.
 * ``POST /v1/registry/rollouts`` (operator token): ``{"name", "version", "target",
-  "rollback": false, "expires_days": 30}`` signs a release; audited.
+  "rollback": false, "expires_days": 30}`` signs a release; audited. ``expires_days`` must
+  lie in (0, 3650] (an expired manifest is refused by every device); else 422.
 
 The gateway mounts :func:`make_router` in :func:`edgewise.server.app.create_app`, with the
 registry in the data directory.
@@ -13,6 +16,7 @@ registry in the data directory.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -20,7 +24,7 @@ from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel
 
 from edgewise.errors import AuthError, InvalidParameterError
-from edgewise.registry import Registry
+from edgewise.registry import MAX_EXPIRY_DAYS, Registry, check_expires_days
 from edgewise.security.credentials import Security
 from edgewise.server.problems import Problem
 
@@ -46,9 +50,14 @@ def _problem(status: int, detail: str, reason: str) -> Problem:
 
 
 def make_router(registry: Registry, security: Security,
-                groups_of: Callable[[str], list[str]] = lambda _d: ["all"]) -> APIRouter:
-    """Routes serving ``registry``; devices and tokens are checked with ``security``."""
+                groups_of: Callable[[str], list[str]] | None = None) -> APIRouter:
+    """Routes serving ``registry``; devices and tokens are checked with ``security``.
+
+    ``groups_of(device_id)`` names the groups whose releases a device gets; by default the
+    groups it was registered in (:meth:`Security.device_groups`).
+    """
     r = APIRouter()
+    lookup_groups: Callable[[str], list[str]] = groups_of or security.device_groups
 
     def device(device_id: str, x_device_id: str | None, authorization: str | None) -> str:
         secret = (authorization or "").removeprefix("Bearer ").strip()
@@ -76,7 +85,7 @@ def make_router(registry: Registry, security: Security,
     def current_model(device_id: str, x_device_id: Annotated[str | None, Header()] = None,
                       authorization: Annotated[str | None, Header()] = None) -> Any:
         device(device_id, x_device_id, authorization)
-        rel = registry.current(device_id, groups_of(device_id))
+        rel = registry.current(device_id, lookup_groups(device_id))
         if rel is None:
             return Response(status_code=204)
         return rel.envelope()
@@ -106,6 +115,14 @@ def make_router(registry: Registry, security: Security,
     def rollout(body: RolloutRequest,
                 authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
         p = principal(authorization, "operator")
+        try:
+            check_expires_days(body.expires_days, "Field 'expires_days'")
+        except InvalidParameterError as exc:
+            v = body.expires_days
+            raise Problem(422, _TITLES["invalid"], str(exc), field="expires_days",
+                          value=v if math.isfinite(v) else repr(v),
+                          allowed=f"a number of days in (0, {MAX_EXPIRY_DAYS}]",
+                          reason="invalid") from None
         try:
             s = registry.rollout(body.name, body.version, body.target,
                                  expires_in_s=body.expires_days * 86400,
