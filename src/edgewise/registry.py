@@ -41,6 +41,7 @@ import base64
 import hashlib
 import io
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -57,6 +58,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from edgewise.errors import InvalidParameterError, SignatureError
 
 __all__ = [
+    "MAX_EXPIRY_DAYS",
     "REASONS",
     "Artifact",
     "Manifest",
@@ -65,6 +67,7 @@ __all__ = [
     "Release",
     "SignedArtifact",
     "SigningKey",
+    "check_expires_days",
     "key_id_of",
     "load_or_create_key",
     "sign",
@@ -82,7 +85,28 @@ REASONS = (
     "replay",
 )
 DEFAULT_EXPIRY_S = 30 * 24 * 3600
+MAX_EXPIRY_DAYS = 3650  # ten years; a manifest that outlives that is one nobody will re-sign
 _CHUNK = 64 * 1024
+
+
+def check_expires_days(days: float, name: str = "expires_days") -> float:
+    """Return ``days`` if it is a manifest lifetime a rollout may sign, else raise
+    :class:`InvalidParameterError` naming ``name``: more than 0 (an expired release is refused
+    by every device) and at most :data:`MAX_EXPIRY_DAYS`.
+
+    >>> check_expires_days(30)
+    30.0
+    >>> check_expires_days(0, "--expires-days")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: --expires-days must be a number of days in (0, 3650]. Got 0 instead.
+    """  # noqa: E501
+    ok = isinstance(days, int | float) and not isinstance(days, bool)
+    if not ok or not math.isfinite(days) or not 0 < days <= MAX_EXPIRY_DAYS:
+        raise InvalidParameterError(
+            f"{name} must be a number of days in (0, {MAX_EXPIRY_DAYS}]. Got {days!r} instead."
+        )
+    return float(days)
 
 
 def key_id_of(public_key_raw: bytes) -> str:
@@ -544,8 +568,18 @@ class Registry:
         expires_in_s: float = DEFAULT_EXPIRY_S,
         kind: str = "release",
     ) -> SignedArtifact:
-        """Sign a release of ``name``/``version`` for ``target`` with the next release counter."""
+        """Sign a release of ``name``/``version`` for ``target`` with the next release counter.
+
+        ``expires_in_s`` must lie in (0, :data:`MAX_EXPIRY_DAYS` days]; ``KeyError`` if the
+        version is not published.
+        """
         _check_target(target)
+        if not (isinstance(expires_in_s, int | float) and math.isfinite(expires_in_s)
+                and 0 < expires_in_s <= MAX_EXPIRY_DAYS * 86400):
+            raise InvalidParameterError(
+                f"The 'expires_in_s' parameter of Registry.rollout must be a number of seconds "
+                f"in (0, {MAX_EXPIRY_DAYS * 86400}]. Got {expires_in_s!r} instead."
+            )
         mv = self.version(name, version)
         payload = self.blob(mv.sha256)
         with self._lock:

@@ -97,3 +97,41 @@ def test_bench_edge_json(shared_data, tmp_path):
     assert abs(res["rul"]["rmse_c"] - res["rul"]["rmse_python"]) < 0.5
     assert abs(res["rul"]["full_rmse_c"] - res["rul"]["rmse_python"]) < 0.5
     assert abs(res["rul_standin"]["rmse_c"] - res["rul_standin"]["rmse_python"]) < 0.5
+
+
+def test_bad_export_inputs_are_one_line_errors(tmp_path):
+    """Check a missing, headed or wrong-width calibration CSV, a model file that is not a
+    pickle and an --out that cannot be written each fail with one line (all were tracebacks,
+    and a too-wide calibration CSV was used silently)."""
+    from sklearn.tree import DecisionTreeRegressor
+    from typer.testing import CliRunner
+
+    from edgewise.cli import app, load_commands
+
+    load_commands()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    (tmp_path / "rf.pkl").write_bytes(pickle.dumps(
+        DecisionTreeRegressor(max_depth=3, random_state=0).fit(X, X[:, 0])))
+    np.savetxt(tmp_path / "narrow.csv", X[:, :2], delimiter=",")
+    np.savetxt(tmp_path / "wide.csv", np.hstack([X, X]), delimiter=",")
+    (tmp_path / "head.csv").write_text("a,b,c\n1,2,3\n")
+    (tmp_path / "some.csv").write_text("a,b\n1,2\n")
+    rf = str(tmp_path / "rf.pkl")
+    int8 = ("--dtype", "int8", "--out", str(tmp_path / "o"), "--calibration")
+    cases = {
+        (rf, *int8, "nosuch.csv"): "Calibration file 'nosuch.csv' does not exist",
+        (rf, *int8, str(tmp_path / "narrow.csv")): "has 2 columns, but the model takes 3 inputs",
+        (rf, *int8, str(tmp_path / "wide.csv")): "has 6 columns, but the model takes 3 inputs",
+        (rf, *int8, str(tmp_path / "head.csv")): "numbers only, one input row per line and "
+                                                 "no header row",
+        (str(tmp_path / "some.csv"),): "is not a pickled model",
+        ("--detector", "ewzscore", "--out", "/proc/nope"): "--out '/proc/nope' cannot be "
+                                                           "written",
+    }
+    runner = CliRunner(mix_stderr=False)
+    for args, message in cases.items():
+        r = runner.invoke(app, ["export", *args])
+        assert r.exit_code == 2, (args, r.exception)
+        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+        assert message in r.stderr, r.stderr

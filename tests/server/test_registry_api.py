@@ -51,3 +51,21 @@ def test_rollout_then_device_fetches_a_verifiable_release(env: Env) -> None:
     op = spec["paths"]["/v1/devices/{device_id}/model"]["get"]
     assert op["security"] == [{"deviceSecret": []}]
     assert spec["paths"]["/v1/registry/rollouts"]["post"]["security"] == [{"apiToken": []}]
+
+
+def test_rollout_refuses_an_expiry_that_is_not_a_lifetime(env: Env) -> None:
+    """Check expires_days of 0, -1 (an already-expired release) and 1e300 (a 500 before) are
+    refused with a 422 naming the field, and nothing is signed."""
+    reg = env.client.app.state.registry
+    reg.publish("detector", "1.0.0", b"model", format="pickle")
+    body = {"name": "detector", "version": "1.0.0", "target": f"device:{env.device}"}
+    for days in (0, -1, 1e300, 3651):
+        r = env.client.post("/v1/registry/rollouts", json={**body, "expires_days": days},
+                            headers=env.auth("operator"))
+        p = problem(r, 422)
+        assert p["field"] == "expires_days" and p["value"] == days, p
+        assert "must be a number of days in (0, 3650]" in p["detail"]
+    assert reg.releases() == []
+    r = env.client.post("/v1/registry/rollouts", json={**body, "expires_days": 0.5},
+                        headers=env.auth("operator"))
+    assert r.status_code == 200, r.text

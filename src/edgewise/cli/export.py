@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -55,6 +55,53 @@ vals = np.array([float(v) for v in sys.stdin.read().split()], dtype=np.float32)
 '''
 
 
+def _model_width(model: object) -> int | None:
+    """How many inputs ``model`` takes, where it says (scikit-learn, LightGBM, torch)."""
+    for attr in ("n_features_in_", "n_features_"):
+        n = getattr(model, attr, None)
+        if isinstance(n, int):
+            return n
+    num_feature = getattr(model, "num_feature", None)
+    if callable(num_feature):
+        try:
+            return int(num_feature())
+        except Exception:  # not a LightGBM Booster after all
+            return None
+    modules = getattr(model, "modules", None)
+    if callable(modules):
+        for m in modules():
+            n = getattr(m, "in_features", None)
+            if isinstance(n, int):
+                return n
+    return None
+
+
+def _read_calibration(path: Path, width: int | None) -> Any:
+    """``--calibration`` rows as a float array, or a one-line CLI error naming what is wrong."""
+    import numpy as np
+
+    where = f"Calibration file {str(path)!r}"
+    if not path.is_file():
+        raise fail(f"{where} does not exist; give a CSV of real input rows (no header).")
+    try:
+        rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        first = str(exc).split("\n")[0].rstrip(".")
+        raise fail(f"{where} must hold numbers only, one input row per line and no header row: "
+                   f"{first}.") from None
+    except OSError as exc:
+        raise fail(f"{where} cannot be read ({exc.strerror or exc}).") from None
+    if rows.size == 0:
+        raise fail(f"{where} has no rows; give a few real input rows (no header).")
+    if width is not None and rows.shape[1] != width:
+        raise fail(f"{where} has {rows.shape[1]} columns, but the model takes {width} inputs; "
+                   f"give rows of {width} numbers.")
+    if not np.isfinite(rows).all():
+        r = int(np.argwhere(~np.isfinite(rows))[0][0]) + 1
+        raise fail(f"{where} has a value that is not a finite number on line {r}.")
+    return rows
+
+
 @app.command("export")
 def export_cmd(
     model_file: Annotated[Path | None, typer.Argument(help="Pickled model or detector.")] = None,
@@ -74,8 +121,6 @@ def export_cmd(
     import importlib
     import pickle
 
-    import numpy as np
-
     from edgewise.edge import CExport, OnnxExport, export
 
     if detector:
@@ -86,10 +131,15 @@ def export_cmd(
     elif model_file is not None:
         if not model_file.is_file():
             raise fail(f"Model file {str(model_file)!r} does not exist.")
-        model = pickle.loads(model_file.read_bytes())  # only export files you trust
+        try:
+            model = pickle.loads(model_file.read_bytes())  # only export files you trust
+        except Exception as exc:  # whatever unpickling raises, the file is not a model
+            raise fail(f"Model file {str(model_file)!r} is not a pickled model "
+                       f"({type(exc).__name__}: {str(exc)[:120]}); save one with pickle.dump, "
+                       "or use --detector NAME.") from None
     else:
         raise fail("Give MODEL_FILE or --detector NAME.")
-    calib = np.loadtxt(calibration, delimiter=",", ndmin=2) if calibration else None
+    calib = _read_calibration(calibration, _model_width(model)) if calibration else None
     if detector.lower() == "mahalanobis" and format == "c":
         from edgewise.edge.export_detectors import export_mahalanobis_c
 
@@ -101,7 +151,11 @@ def export_cmd(
             model, name=name, metrics=[m.strip() for m in metrics.split(",")])
     else:
         ex = export(model, format=format, dtype=dtype, name=name, calibration=calib)
-    paths = ex.save(out)
+    try:
+        paths = ex.save(out)
+    except OSError as exc:
+        raise fail(f"--out {str(out)!r} cannot be written ({exc.strerror or exc}); give a "
+                   "folder you can write to.") from None
     if isinstance(ex, CExport):
         det = ex.kind in ("detector", "mdetector")
         usage = (f"printf '1\\n2\\n1\\n50\\n' | ./{name}_test   # one score per reading" if det

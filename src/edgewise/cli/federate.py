@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from edgewise.cli._app import DataDir, Json, app, bench_app, fail
+
+if TYPE_CHECKING:
+    from edgewise.federated.deploy import LocalFleet
 
 federate_app = typer.Typer(help="Federated learning across devices (Flower).",
                            no_args_is_help=True)
@@ -46,6 +53,107 @@ def _check_epsilon(epsilon: float, option: str = "--dp-epsilon") -> None:
         raise fail(f"{option} must be a finite number >= 0 (0: no DP-SGD). Got {epsilon}.")
 
 
+def _check_strategy(strategy: str, clients: int, **kw: Any) -> None:
+    """Refuse an unknown strategy, or a rule that cannot hold for the fleet, before any
+    process starts."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.strategies import STRATEGIES, make_strategy
+
+    if strategy not in STRATEGIES:
+        raise fail(f"--strategy must be one of {', '.join(STRATEGIES)}. Got {strategy!r}.")
+    try:
+        make_strategy(strategy, num_nodes=clients, **kw)
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class _Stopper:
+    """While a fleet runs, SIGTERM, SIGINT and SIGHUP become ``SystemExit(128 + signal)`` so
+    that the ``finally`` around it runs and stops its processes. They run in sessions of their
+    own (a terminal's Ctrl-C must not hit them half-way), hence would otherwise outlive this
+    process: ``timeout 90 edgewise federate demo`` left the SuperLink, the SuperNodes and
+    their SuperExecs running. A signal that comes while the fleet is stopping waits for it."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.signum = 0
+
+    def handle(self, signum: int, _frame: object) -> None:
+        if self.signum:
+            return
+        self.signum = signum
+        print(f"error: stopped by {signal.Signals(signum).name}; stopping the SuperLink and "
+              "SuperNodes this command started.", file=sys.stderr, flush=True)
+        if not self.stopping:
+            raise SystemExit(128 + signum)
+
+
+def _descendants() -> dict[int, str]:
+    """This process's descendants now, as pid -> start time (Linux ``/proc``; else none)."""
+    parent: dict[int, tuple[int, str]] = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parent[int(d.name)] = (int(fields[1]), fields[19])
+    found: dict[int, str] = {}
+    todo = [os.getpid()]
+    while todo:
+        me = todo.pop()
+        for pid, (ppid, start) in parent.items():
+            if ppid == me and pid not in found:
+                found[pid] = start
+                todo.append(pid)
+    return found
+
+
+def _end_leftovers(procs: dict[int, str], grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, what is left of ``procs`` (a process that re-parented away from
+    the fleet's own process groups, such as a SuperExec's ServerApp)."""
+    def alive() -> list[int]:
+        out = []
+        for pid, start in procs.items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[19] == start and fields[0] != "Z":  # the same process, not yet reaped
+                out.append(pid)
+        return out
+
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 0.0)):
+        for pid in alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def _run_fleet(fleet: LocalFleet, run_config: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Start ``fleet``, run once, and stop every process it started, however this ends."""
+    stopper = _Stopper()
+    old = {sig: signal.signal(sig, stopper.handle) for sig in _STOP_SIGNALS}
+    try:
+        try:
+            fleet.start()
+            return fleet.run(run_config, timeout=timeout)
+        finally:
+            stopper.stopping = True
+            started = _descendants()  # before the fleet stops: then all are still below us
+            fleet.stop()
+            _end_leftovers(started)
+            if stopper.signum:
+                raise SystemExit(128 + stopper.signum)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def _print_result(result: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result))
@@ -80,20 +188,21 @@ def demo(
     from edgewise.federated.deploy import LocalFleet
 
     _check_rollout(rollout_to)
-    _check_secagg(secagg, strategy)
     if clients < 1 or rounds < 1:
         raise fail(f"--clients and --rounds must be >= 1. Got {clients} and {rounds}.")
+    beta = 0.34 if clients < 10 else 0.2
+    _check_strategy(strategy, clients, beta=beta)
+    _check_secagg(secagg, strategy)
     _check_epsilon(dp_epsilon)
     work = data_dir / "federated" / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
     if not as_json:
         typer.echo(f"starting a SuperLink and {clients} SuperNodes on 127.0.0.1 (logs: {work})")
-    with LocalFleet(clients, workdir=work) as fleet:
-        result = fleet.run({"num-server-rounds": rounds, "strategy": strategy,
-                            "beta": 0.34 if clients < 10 else 0.2,
-                            "data-dir-publish": str(data_dir), "evaluate": False,
-                            "rollout-target": rollout_to, "secagg": secagg,
-                            "dp-sgd-epsilon": dp_epsilon},
-                           timeout=120 + 60 * rounds)
+    result = _run_fleet(LocalFleet(clients, workdir=work),
+                        {"num-server-rounds": rounds, "strategy": strategy, "beta": beta,
+                         "data-dir-publish": str(data_dir), "evaluate": False,
+                         "rollout-target": rollout_to, "secagg": secagg,
+                         "dp-sgd-epsilon": dp_epsilon},
+                        timeout=120 + 60 * rounds)
     _print_result(result, as_json)
 
 
@@ -123,13 +232,12 @@ def server(
 ) -> None:
     """Start a SuperLink, wait for devices, run the rounds, register the global model (signed)."""
     from edgewise.federated.deploy import LocalFleet
-    from edgewise.federated.strategies import make_strategy
 
     _check_rollout(rollout_to)
+    _check_strategy(strategy, min_available or clients, num_malicious_nodes=num_malicious,
+                    beta=beta)  # refuse a bad name or n/f/beta before starting anything
     _check_secagg(secagg, strategy, dp_noise)
     _check_epsilon(dp_epsilon)
-    make_strategy(strategy, num_nodes=min_available or clients, num_malicious_nodes=num_malicious,
-                  beta=beta)  # refuse a bad n/f/beta before starting anything
     work = data_dir / "federated" / "server"
     checkpoint = work / "out" / "checkpoint.npz"
     if checkpoint.exists() and not resume:
@@ -137,15 +245,15 @@ def server(
     if not as_json:
         typer.echo(f"SuperLink on {host}:{port}; connect devices with: edgewise federate client "
                    f"--superlink {host}:{port} --partition-id I --num-partitions {clients}")
-    with LocalFleet(clients, workdir=work, spawn_nodes=False, port=port, host=host) as fleet:
-        result = fleet.run({"num-server-rounds": rounds, "strategy": strategy, "beta": beta,
-                            "num-malicious": num_malicious, "dp-noise": dp_noise,
-                            "dp-clip": dp_clip, "dataset": dataset, "data-dir": cmapss_dir,
-                            "min-available-nodes": min_available or clients,
-                            "round-timeout": round_timeout, "data-dir-publish": str(data_dir),
-                            "rollout-target": rollout_to, "secagg": secagg,
-                            "dp-sgd-epsilon": dp_epsilon},
-                           timeout=600 + rounds * round_timeout * 2)
+    result = _run_fleet(
+        LocalFleet(clients, workdir=work, spawn_nodes=False, port=port, host=host),
+        {"num-server-rounds": rounds, "strategy": strategy, "beta": beta,
+         "num-malicious": num_malicious, "dp-noise": dp_noise, "dp-clip": dp_clip,
+         "dataset": dataset, "data-dir": cmapss_dir,
+         "min-available-nodes": min_available or clients, "round-timeout": round_timeout,
+         "data-dir-publish": str(data_dir), "rollout-target": rollout_to, "secagg": secagg,
+         "dp-sgd-epsilon": dp_epsilon},
+        timeout=600 + rounds * round_timeout * 2)
     _print_result(result, as_json)
 
 

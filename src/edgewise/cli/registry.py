@@ -11,6 +11,27 @@ import typer
 
 from edgewise.cli._app import DataDir, Json, app, fail
 
+#: what ``--format`` (or, without it, the file's suffix) may say, and the format it records
+_FORMATS = {"pickle": "pickle", "pkl": "pickle", "onnx": "onnx", "c": "c", "npz": "npz",
+            "npz-state-dict": "npz-state-dict", "bin": "bin", "": "bin"}
+_ALLOWED = ", ".join(sorted({v for v in _FORMATS.values()}))
+
+
+def model_format(model_file: Path, given: str = "") -> str:
+    """The format to record for ``model_file``: ``given`` or its suffix, ``.pkl`` as pickle.
+
+    >>> model_format(Path("build/ewz.pkl")), model_format(Path("m.onnx")), model_format(Path("m"))
+    ('pickle', 'onnx', 'bin')
+    """
+    what = given.strip().lower() if given else model_file.suffix.lstrip(".").lower()
+    if what not in _FORMATS:
+        source = (f"--format {given!r}" if given else
+                  f"the suffix {model_file.suffix!r} of {str(model_file)!r}")
+        raise ValueError(f"Model format from {source} is not one of {_ALLOWED} "
+                         "(.pkl and .pickle mean pickle); pass --format.")
+    return _FORMATS[what]
+
+
 registry_app = typer.Typer(help="Model registry: versions, signed releases, rollout.",
                            no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
@@ -44,7 +65,9 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
 @registry_app.command("publish")
 def publish_cmd(
     name: str, version: str, model_file: Path, data_dir: DataDir,
-    format: Annotated[str, typer.Option("--format", help="onnx, c, pickle, …")] = "",
+    format: Annotated[str, typer.Option(
+        "--format", help=f"One of {_ALLOWED}; by default from the file's suffix (.pkl: pickle). "
+        "The edge agent runs pickle.")] = "",
     trained_on: Annotated[str, typer.Option(help="Data the model learned from.")] = "",
     metric: Annotated[list[str], typer.Option(help="NAME=VALUE, repeatable.")] = [],  # noqa: B006
 ) -> None:
@@ -62,7 +85,10 @@ def publish_cmd(
             raise fail(f"--metric must be NAME=NUMBER. Got {m!r} instead.") from None
         if not sep:
             raise fail(f"--metric must be NAME=NUMBER. Got {m!r} instead.")
-    fmt = format or model_file.suffix.lstrip(".") or "bin"
+    try:
+        fmt = model_format(model_file, format)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     mv = Registry(data_dir).publish(name, version, model_file.read_bytes(), format=fmt,
                                     trained_on=trained_on, metrics=metrics)
     typer.echo(f"published {mv.name} {mv.version} ({mv.size} B, sha256 {mv.sha256[:16]})")
@@ -71,15 +97,28 @@ def publish_cmd(
 @registry_app.command("rollout")
 def rollout_cmd(
     name: str, version: str, target: str, data_dir: DataDir,
-    expires_days: Annotated[float, typer.Option(help="Manifest lifetime.")] = 30.0,
+    expires_days: Annotated[float, typer.Option(
+        help="Manifest lifetime in days, above 0 and at most 3650.")] = 30.0,
     rollback: Annotated[bool, typer.Option(help="Sign an explicit rollback order.")] = False,
 ) -> None:
     """Sign a release of NAME VERSION for TARGET (device:<id> or group:<name>)."""
-    from edgewise.registry import Registry
+    from edgewise.errors import InvalidParameterError
+    from edgewise.registry import Registry, check_expires_days
 
-    reg = Registry(data_dir)
-    s = reg.rollout(name, version, target, expires_in_s=expires_days * 86400,
-                    kind="rollback" if rollback else "release")
+    try:
+        days = check_expires_days(expires_days, "--expires-days")
+        reg = Registry(data_dir)
+        try:
+            s = reg.rollout(name, version, target, expires_in_s=days * 86400,
+                            kind="rollback" if rollback else "release")
+        finally:
+            reg.close()
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
+    except KeyError as exc:
+        published = ", ".join(v.version for v in Registry(data_dir).versions(name)) or "none"
+        raise fail(f"{exc.args[0]} Published versions of {name!r}: {published} "
+                   "(edgewise registry publish NAME VERSION FILE).") from None
     m = s.manifest
     typer.echo(f"release {m.release}: {name} {version} -> {target} ({m.kind}), key {m.key_id}")
 

@@ -377,9 +377,19 @@ def export_trees(table: TreeTable | QuantizedTrees, name: str = "model") -> CExp
                           f"{nf} features (max {127 if quant else 16383}). Prune it first.")
     leaf = t.feature < 0
     if quant:
-        feat = np.where(leaf, -1, t.feature)
+        # A threshold below the calibration range (code < 0) is never reached by a code 0..255:
+        # the node always goes right. It is marked with feature index nf (no such feature);
+        # clipping it to 0 instead sent every input in the lowest bin left. One above the
+        # range clips to 255, which every code is <= (always left), as it should.
+        never = ~leaf & (t.threshold < 0)
+        feat = np.where(leaf, -1, np.where(never, nf, t.feature))
         slot = np.where(leaf, t.value, t.right).astype(np.int64)
-        thr = np.where(leaf, 0, np.clip(t.threshold, 0, 255)).astype(np.int64)
+        thr = np.where(leaf | never, 0, np.clip(t.threshold, 0, 255)).astype(np.int64)
+        step = (f"i = q[{n}_feature[i]] <= {n}_thr[i] ? i + 1 : {n}_right_or_leaf[i];"
+                if not never.any() else
+                f"i = {n}_feature[i] < {nf} && q[{n}_feature[i]] <= {n}_thr[i]\n"
+                f"                ? i + 1 : {n}_right_or_leaf[i];  /* feature {nf}: always "
+                "right */")
         flash = nn * 4 + nt * 2 + nf * 8
         tables = (_array("int8_t", f"{n}_feature", feat)
                   + _array("uint8_t", f"{n}_thr", thr)
@@ -394,7 +404,7 @@ float {n}_predict_q(const uint8_t *q) {{
     for (tr = 0; tr < {nt}u; ++tr) {{
         int32_t i = {n}_roots[tr];
         while ({n}_feature[i] >= 0)
-            i = q[{n}_feature[i]] <= {n}_thr[i] ? i + 1 : {n}_right_or_leaf[i];
+            {step}
         acc += {n}_right_or_leaf[i];
     }}
     return {_f(t.base)} + {_f(table.leaf_scale)} * (float)acc;
