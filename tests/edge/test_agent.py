@@ -210,12 +210,14 @@ def test_local_alerts_while_offline_and_csv_resume(tmp_path, nab_series):
     series = nab_series[:3000].copy()
     series[[700, 1500]] += 60.0  # two faults on real data
     csv = tmp_path / "s.csv"
-    csv.write_text("timestamp,value\n" + "".join(f"t{i},{v}\n" for i, v in enumerate(series)))
+    t0 = 1_600_000_000
+    csv.write_text("timestamp,value\n" + "".join(f"{t0 + 300 * i},{v}\n"
+                                                 for i, v in enumerate(series)))
     agent = Agent(f"http://127.0.0.1:{free_port()}", "dev-3", SECRET, tmp_path / "a")
     pos = agent.outbox.source_pos
-    for reading in _source(f"csv:{csv}", pos, 0):
+    for reading, ts in _source(f"csv:{csv}", pos, 0):
         pos += 1
-        agent.handle(reading, source_pos=pos)
+        agent.handle(reading, source_pos=pos, ts_ns=ts)
         if pos > 2000:
             break
     py = EWZScore().score_many(series[:2000])
@@ -223,7 +225,7 @@ def test_local_alerts_while_offline_and_csv_resume(tmp_path, nab_series):
     alerts = [m for m in agent.outbox.pending(5000) if "alert:value" in m["metrics"]]
     assert len(alerts) == agent.local_alerts and agent.outbox.next_seq == 2001
     first = next(_source(f"csv:{csv}", agent.outbox.source_pos, 0))
-    assert first == {"value": series[2000]}
+    assert first == ({"value": series[2000]}, (t0 + 300 * 2000) * 10**9)
 
 
 def test_agent_refuses_a_format_it_cannot_run_and_unknown_keys(tmp_path):

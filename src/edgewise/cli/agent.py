@@ -20,7 +20,9 @@ def agent_cmd(
         envvar="EDGEWISE_AGENT_DIR", help="Outbox, models and state.")] = Path("edgewise-agent"),
     trust_key: Annotated[list[Path], typer.Option(
         help="Registry public key file (signing_key.pub); repeatable. None: no updates.")] = [],  # noqa: B006
-    group: Annotated[list[str], typer.Option(help="Group this device belongs to.")] = [],  # noqa: B006
+    group: Annotated[list[str], typer.Option(
+        help="Group whose releases this device accepts; repeatable (the gateway offers it "
+        "those of the groups set with 'edgewise device add/groups --group').")] = [],  # noqa: B006
     rate: Annotated[float, typer.Option(help="Readings per second (sim, csv).")] = 1.0,
     max_mb: Annotated[float, typer.Option(help="Outbox bound in MB (drop newest when full).")]
     = 256.0,
@@ -32,17 +34,26 @@ def agent_cmd(
 ) -> None:
     """Run the agent until interrupted (or until --limit readings, then flush)."""
     import logging
+    import math
 
-    from edgewise.edge.agent import Agent, load_trusted_key
+    from edgewise.edge.agent import Agent, check_source, load_trusted_key
 
     if not secret_file.is_file():
         raise fail(f"Secret file {str(secret_file)!r} does not exist.")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    max_bytes = int(max_mb * 1024 * 1024) if math.isfinite(max_mb) and max_mb > 0 else 0
+    if max_bytes < 1:
+        raise fail(f"--max-mb must be a number of megabytes above 0 (the outbox bound; default "
+                   f"256). Got {max_mb!r} instead.")
     keys: dict[str, bytes] = {}
-    for k in trust_key:
-        keys.update(load_trusted_key(k))
+    try:
+        check_source(source)
+        for k in trust_key:
+            keys.update(load_trusted_key(k))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     agent = Agent(gateway, device, secret_file.read_text().strip(), state_dir,
-                  trusted_keys=keys, groups=tuple(group), max_bytes=int(max_mb * 1024 * 1024),
+                  trusted_keys=keys, groups=tuple(group), max_bytes=max_bytes,
                   update_interval_s=update_interval)
     try:
         agent.run(source, rate_hz=rate, limit=limit or None, flush_timeout_s=flush_timeout)

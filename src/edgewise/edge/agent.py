@@ -46,20 +46,29 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.detect.zscore import EWZScore
-from edgewise.errors import SignatureError
+from edgewise.errors import InvalidParameterError, PayloadError, SignatureError
 from edgewise.registry import Manifest, key_id_of, verify
+from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, parse_time_text
 
-__all__ = ["DEFAULT_MAX_BYTES", "Agent", "ModelSlot", "Outbox", "load_trusted_key", "sim_value"]
+__all__ = ["DEFAULT_MAX_BYTES", "Agent", "ModelSlot", "Outbox", "check_source", "load_detector",
+           "load_trusted_key", "sim_value"]
 
 log = logging.getLogger("edgewise.agent")
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 _ROW_OVERHEAD = 40  # bytes counted per message beyond its JSON (seq, size, page slack)
+_DROP_LOG_EVERY_S = 60.0  # an outbox that keeps dropping is said again at most this often
+_FINAL_REFUSALS = ("unsupported_format", "bad_model")  # what the signed release itself is
 
 
 class Outbox:
     """Store-and-forward buffer: per-device seq, byte bound, exact drop counter."""
 
     def __init__(self, path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise InvalidParameterError(
+                f"The 'max_bytes' parameter of Outbox must be an int in the range [1, inf). "
+                f"Got {max_bytes!r} instead."
+            )
         self.path = str(path)
         self.max_bytes = max_bytes
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
@@ -217,6 +226,32 @@ class ModelSlot:
         m = Manifest.from_bytes(base64.b64decode(ptr["manifest"]))
         return Installed(ptr["release"], ptr["sha256"], m, payload)
 
+    def installed_release(self) -> int:
+        """The release the pointer names (0 if none or unreadable): the anti-rollback floor."""
+        try:
+            return int(json.loads(self.pointer.read_bytes())["release"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
+    def previous(self) -> Installed | None:
+        """The newest release older than the current one whose file is still here, intact."""
+        floor = self.installed_release() or None
+        try:
+            hist = self.history()
+        except (OSError, ValueError, SignatureError):
+            return None
+        for m in reversed(hist):
+            if floor is not None and m.release >= floor:
+                continue
+            path = self.root / f"model-{m.release}-{m.sha256[:16]}.bin"
+            try:
+                payload = path.read_bytes()
+            except OSError:
+                continue
+            if hashlib.sha256(payload).hexdigest() == m.sha256:
+                return Installed(m.release, m.sha256, m, payload)
+        return None
+
     def history(self) -> list[Manifest]:
         """Manifests of every release installed so far (for mix-and-match detection)."""
         path = self.root / "history.json"
@@ -241,10 +276,108 @@ class ModelSlot:
                 p.unlink(missing_ok=True)
 
 
+def load_detector(payload: bytes) -> Any:
+    """Unpickle a release's payload and check it works as the agent uses it; the detector.
+
+    The agent clones it per metric and calls ``score_one`` / ``learn_one`` with one metric;
+    a payload that does not unpickle, or whose object cannot do that, raises ``ValueError``
+    naming what failed (the release is then refused, never installed).
+
+    >>> import pickle
+    >>> type(load_detector(pickle.dumps(EWZScore()))).__name__
+    'EWZScore'
+    >>> load_detector(pickle.dumps([1, 2]))
+    Traceback (most recent call last):
+    ...
+    ValueError: The model is a list, not a detector: it has no clone(), score_one(), learn_one().
+    """
+    try:
+        model = pickle.loads(payload)  # signed: verified before this is called
+    except Exception as exc:  # any unpickling failure means the same thing
+        raise ValueError(f"The model does not unpickle: {type(exc).__name__}: "
+                         f"{str(exc)[:200]}.") from None
+    missing = [f"{a}()" for a in ("clone", "score_one", "learn_one")
+               if not callable(getattr(model, a, None))]
+    if missing:
+        raise ValueError(f"The model is a {type(model).__name__}, not a detector: it has no "
+                         f"{', '.join(missing)}.")
+    try:
+        probe = model.clone()
+        score = float(probe.score_one({"value": 0.0}))
+        probe.learn_one({"value": 0.0})
+    except Exception as exc:  # whatever it raises, it cannot run here
+        raise ValueError(f"The model ({type(model).__name__}) fails on a one-metric reading: "
+                         f"{type(exc).__name__}: {str(exc)[:200]}.") from None
+    if math.isnan(score):
+        raise ValueError(f"The model ({type(model).__name__}) scores a reading as NaN.")
+    return model
+
+
 def load_trusted_key(path: str | os.PathLike[str]) -> dict[str, bytes]:
-    """Read a ``signing_key.pub`` (base64 of the raw Ed25519 key) into ``{key_id: key}``."""
-    raw = base64.b64decode(Path(path).read_text().split()[-1])
-    return {key_id_of(raw): raw}
+    """Read a ``signing_key.pub`` (base64 of the raw Ed25519 key) into ``{key_id: key}``.
+
+    The ``KEY_ID BASE64`` line that ``edgewise registry pubkey`` prints is read too (its key id
+    must match). Anything else raises ``ValueError`` naming the file and what it should hold.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "k.pub"
+    >>> _ = p.write_text(base64.b64encode(bytes(32)).decode())
+    >>> list(load_trusted_key(p))
+    ['66687aadf862bd77']
+    >>> _ = p.write_text("hello")
+    >>> load_trusted_key(p)
+    Traceback (most recent call last):
+    ...
+    ValueError: Trust key file '...k.pub' is not a registry public key: it must hold the base64 of a raw 32-byte Ed25519 key (the gateway's registry/signing_key.pub, or what 'edgewise registry pubkey' prints).
+    """  # noqa: E501
+    where = f"Trust key file {str(path)!r}"
+    allowed = ("it must hold the base64 of a raw 32-byte Ed25519 key (the gateway's "
+               "registry/signing_key.pub, or what 'edgewise registry pubkey' prints)")
+    try:
+        text = Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        raise ValueError(f"{where} does not exist; {allowed}.") from None
+    except OSError as exc:
+        raise ValueError(f"{where} cannot be read ({exc.strerror}); {allowed}.") from None
+    if "PRIVATE KEY" in text:
+        raise ValueError(f"{where} holds a private key, which must never leave the gateway; "
+                         f"give the public half: {allowed}.")
+    words = text.split()
+    raw = b""
+    if 1 <= len(words) <= 2:
+        try:
+            raw = base64.b64decode(words[-1], validate=True)
+        except ValueError:
+            raw = b""
+    if len(raw) != 32:
+        raise ValueError(f"{where} is not a registry public key: {allowed}.")
+    kid = key_id_of(raw)
+    if len(words) == 2 and words[0] != kid:
+        raise ValueError(f"{where} names key id {words[0]!r}, but its key's id is {kid!r}; "
+                         f"{allowed}.")
+    return {kid: raw}
+
+
+def check_source(spec: str) -> None:
+    """Raise ``ValueError`` (one line) unless ``spec`` is a source the agent can read.
+
+    >>> check_source("sim"), check_source("stdin")
+    (None, None)
+    >>> check_source("bogus")
+    Traceback (most recent call last):
+    ...
+    ValueError: --source must be sim, csv:PATH or stdin. Got 'bogus' instead.
+    """
+    if spec in ("sim", "stdin"):
+        return
+    if not spec.startswith("csv:"):
+        raise ValueError(f"--source must be sim, csv:PATH or stdin. Got {spec!r} instead.")
+    path = Path(spec[4:])
+    if not spec[4:] or not path.is_file():
+        raise ValueError(f"--source {spec!r}: {str(path)!r} is not a file; csv:PATH needs a "
+                         "CSV file with a header row, the time in its first column.")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"--source {spec!r}: {str(path)!r} cannot be read (permission).")
 
 
 def sim_value(seq: int) -> float:
@@ -293,12 +426,39 @@ def stdin_reading(line: str, lineno: int = 0) -> dict[str, float]:
     return out
 
 
-def _source(spec: str, start: int, rate_hz: float) -> Iterator[dict[str, float]]:
-    """Readings from position ``start`` (1-based) of the source."""
+def csv_time(cell: str, lineno: int) -> int | None:
+    """The time of a ``csv:PATH`` row (its first cell), in UTC nanoseconds, or None (logged).
+
+    RFC 3339 or an epoch number (s, ms, us or ns), by :func:`edgewise.telemetry.parse_time`'s
+    rules and within what the gateway accepts: from 2000-01-01 (a file of history may be old)
+    to 300 s ahead of now. A row outside that is logged with its line number and skipped.
+
+    >>> csv_time("2024-01-31T12:00:00Z", 2), csv_time("1706702400.5", 3)
+    (1706702400000000000, 1706702400500000000)
+    >>> csv_time("1999-12-31T23:59:59Z", 4) is None
+    True
+    """
+    try:
+        return parse_time_text(cell, field_name="time", max_future_s=DEFAULT_MAX_FUTURE_S)
+    except PayloadError as exc:
+        log.warning(json.dumps({"event": "bad_input", "line": lineno, "field": "time",
+                                "value": cell[:200], "allowed": exc.allowed,
+                                "detail": "row skipped"}))
+        return None
+
+
+def _source(spec: str, start: int, rate_hz: float
+            ) -> Iterator[tuple[dict[str, float], int | None]]:
+    """``(reading, time)`` from position ``start`` (1-based) of the source.
+
+    ``time`` is the row's own time in UTC nanoseconds for ``csv:PATH`` (its first column), or
+    None where the reading is stamped when it is read (``sim``, ``stdin``). A CSV row whose
+    time is unusable is logged and yields an empty reading, so positions stay in step.
+    """
     if spec == "sim":
         i = start
         while True:
-            yield {"temp_c": sim_value(i)}
+            yield {"temp_c": sim_value(i)}, None
             i += 1
             if rate_hz > 0:
                 time.sleep(1.0 / rate_hz)
@@ -309,20 +469,21 @@ def _source(spec: str, start: int, rate_hz: float) -> Iterator[dict[str, float]]
                 if pos < start:
                     continue
                 cells = line.strip().split(",")
+                ts = csv_time(cells[0], pos + 1) if line.strip() else None
                 out = {}
                 for name, cell in zip(header[1:], cells[1:], strict=False):
                     try:
                         out[name] = float(cell)
                     except ValueError:
                         continue
-                yield out
+                yield (out if ts is not None else {}), ts
                 if rate_hz > 0:
                     time.sleep(1.0 / rate_hz)
     elif spec == "stdin":
         for lineno, line in enumerate(sys.stdin, start=1):
             reading = stdin_reading(line, lineno)
             if reading:
-                yield reading
+                yield reading, None
     else:
         raise ValueError(f"--source must be sim, csv:PATH or stdin. Got {spec!r} instead.")
 
@@ -341,7 +502,8 @@ class Agent:
     trusted_keys
         Registry key id to raw public key; empty disables model updates.
     groups
-        Groups the device belongs to (for group rollouts).
+        Groups whose ``group:<name>`` releases this device accepts (its own check; which
+        group releases the gateway offers it is set there: ``edgewise device add ID --group``).
     """
 
     def __init__(self, gateway: str, device_id: str, secret: str, data_dir: str | Path, *,
@@ -365,23 +527,58 @@ class Agent:
         self.release = 0
         self.local_alerts = 0
         self.refused: list[tuple[int, str]] = []
+        self._drop_logged_at: float | None = None
         self._stop = threading.Event()
         self._load_model()
 
     # -- models --------------------------------------------------------------------------------
-    def _load_model(self) -> None:
-        cur = self.slot.current()
-        if cur is None:
-            return
-        model = pickle.loads(cur.payload)  # verified and signed before it was installed
+    def _use(self, model: Any, release: int, version: str) -> None:
         self.template = model
         self.detectors = {}
-        self.release = cur.release
-        log.info(json.dumps({"event": "model_loaded", "release": cur.release,
-                             "version": cur.manifest.version}))
+        log.info(json.dumps({"event": "model_loaded", "release": release, "version": version}))
+
+    def _load_model(self) -> None:
+        """Load the installed model; if it cannot load, fall back (with a logged reason) to the
+        previous release, else the built-in detector. The installed release stays the
+        anti-rollback floor either way, so the broken release is not fetched again."""
+        if not self.slot.pointer.exists():
+            return
+        self.release = self.slot.installed_release()
+        try:
+            cur = self.slot.current()
+            if cur is None:
+                return
+            self._use(load_detector(cur.payload), cur.release, cur.manifest.version)
+            return
+        except (SignatureError, OSError, ValueError, KeyError, TypeError) as exc:
+            reason = str(exc)
+        prev = self.slot.previous()
+        using = "built-in EWZScore"
+        if prev is not None:
+            try:
+                self._use(load_detector(prev.payload), prev.release, prev.manifest.version)
+                using = f"release {prev.release} ({prev.manifest.version})"
+            except ValueError as exc:
+                reason += f" Previous release {prev.release} fails too: {exc}"
+        log.warning(json.dumps({"event": "model_fallback", "release": self.release,
+                                "reason": reason, "using": using}))
+        self._report({"agent.model_fallback": float(self.release)})
+
+    def _refuse(self, release: int, reason: str, detail: str) -> str:
+        """Log and report a refused release once per (release, reason); return the outcome."""
+        if (release, reason) not in self.refused:
+            self.refused.append((release, reason))
+            log.warning(json.dumps({"event": "update_refused", "release": release,
+                                    "reason": reason, "detail": detail}))
+            self._report({"agent.update_refused": float(release)})
+        return f"refused:{reason}"
 
     def check_update(self, client: Any) -> str:
-        """Fetch, verify and install the gateway's current release; return what happened."""
+        """Fetch, verify, load and install the gateway's current release; return what happened.
+
+        A release is installed only once its payload loads as a working detector; otherwise
+        it is refused (``unsupported_format``, ``bad_model``) and the running model is kept.
+        """
         if not self.trusted_keys:
             return "disabled"
         r = client.get(f"{self.gateway}/v1/devices/{self.device_id}/model",
@@ -391,10 +588,14 @@ class Agent:
         r.raise_for_status()
         env = r.json()
         mb, sig = base64.b64decode(env["manifest"]), base64.b64decode(env["signature"])
+        head: Any = None
         try:
             head = json.loads(mb)
             if int(head.get("release", 0)) == self.release:
                 return "current"  # nothing new; skip downloading
+            for rel, reason in self.refused:  # refused for what it is: no need to fetch again
+                if rel == int(head.get("release", 0)) and reason in _FINAL_REFUSALS:
+                    return f"refused:{reason}"
             with client.stream("GET", f"{self.gateway}/v1/models/{head.get('sha256', '')}",
                                headers=self._headers()) as resp:
                 resp.raise_for_status()
@@ -407,20 +608,18 @@ class Agent:
                 log.info(json.dumps({"event": "update_replay", "detail": str(exc)}))
                 return "replay"
             rel = int(head.get("release", -1)) if isinstance(head, dict) else -1
-            if (rel, exc.reason) not in self.refused:
-                self.refused.append((rel, exc.reason))
-                log.warning(json.dumps({"event": "update_refused", "release": rel,
-                                        "reason": exc.reason, "detail": str(exc)}))
-                self._report({"agent.update_refused": float(rel)})
-            return f"refused:{exc.reason}"
+            return self._refuse(rel, exc.reason, str(exc))
         if m.format != "pickle":
-            log.warning(json.dumps({"event": "update_refused", "release": m.release,
-                                    "reason": "unsupported_format", "detail": m.format}))
-            self.refused.append((m.release, "unsupported_format"))
-            self._report({"agent.update_refused": float(m.release)})
-            return "refused:unsupported_format"
+            return self._refuse(m.release, "unsupported_format",
+                                f"Release {m.release} is in format {m.format!r}; this agent "
+                                "runs 'pickle' (publish with --format pickle or a .pkl file).")
+        try:
+            model = load_detector(data)
+        except ValueError as exc:
+            return self._refuse(m.release, "bad_model", f"Release {m.release}: {exc}")
         self.slot.install(mb, data)
-        self._load_model()
+        self.release = m.release
+        self._use(model, m.release, m.version)
         log.info(json.dumps({"event": "update_installed", "release": m.release,
                              "version": m.version, "kind": m.kind}))
         self._report({"agent.model_release": float(m.release)})
@@ -431,10 +630,29 @@ class Agent:
         return {"Authorization": f"Bearer {self.secret}", "X-Device-Id": self.device_id}
 
     def _report(self, metrics: dict[str, float]) -> None:
-        self.outbox.put({"ts": time.time(), "metrics": metrics})
+        self._put({"ts": time.time(), "metrics": metrics})
 
-    def handle(self, reading: Mapping[str, float], source_pos: int | None = None) -> int | None:
-        """Clean, score and buffer one reading; return its seq (None if the buffer dropped it)."""
+    def _put(self, message: Mapping[str, Any], source_pos: int | None = None) -> int | None:
+        """Buffer ``message``; when the outbox is full, warn at the first drop and then at
+        most once a minute (with the exact count), never once per reading."""
+        seq = self.outbox.put(message, source_pos=source_pos)
+        if seq is None:
+            now = time.monotonic()
+            if self._drop_logged_at is None or now - self._drop_logged_at >= _DROP_LOG_EVERY_S:
+                self._drop_logged_at = now
+                log.warning(json.dumps({
+                    "event": "outbox_full", "dropped": self.outbox.dropped,
+                    "bytes_used": self.outbox.bytes_used, "max_bytes": self.outbox.max_bytes,
+                    "detail": "new readings are dropped (and counted) until the gateway "
+                    "acknowledges buffered ones; raise --max-mb to keep more"}))
+        return seq
+
+    def handle(self, reading: Mapping[str, float], source_pos: int | None = None,
+               ts_ns: int | None = None) -> int | None:
+        """Clean, score and buffer one reading; return its seq (None if the buffer dropped it).
+
+        ``ts_ns`` is the reading's own time (UTC nanoseconds); None stamps it now.
+        """
         clean = {k: float(v) for k, v in reading.items() if isinstance(v, int | float)
                  and math.isfinite(v)}
         metrics = dict(clean)
@@ -452,7 +670,8 @@ class Agent:
                                         "score": score}))
         if not metrics:
             return None
-        return self.outbox.put({"ts": time.time(), "metrics": metrics}, source_pos=source_pos)
+        ts: float | int = time.time() if ts_ns is None else ts_ns
+        return self._put({"ts": ts, "metrics": metrics}, source_pos=source_pos)
 
     def drain_once(self, client: Any) -> int:
         """Send one batch of pending messages; return the gateway's ack (or -1 if none)."""
@@ -497,6 +716,12 @@ class Agent:
                                          "buffered": len(self.outbox)}))
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 2.0)
+                except Exception as exc:  # the sender must outlive any one answer
+                    log.error(json.dumps({"event": "sender_error", "detail":
+                                          f"{type(exc).__name__}: {str(exc)[:200]}",
+                                          "buffered": len(self.outbox)}))
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 2.0)
 
     def run(self, source: str = "sim", rate_hz: float = 10.0, limit: int | None = None,
             flush_timeout_s: float = 60.0) -> None:
@@ -510,9 +735,9 @@ class Agent:
         n = 0
         pos = self.outbox.source_pos
         try:
-            for reading in _source(source, pos, rate_hz):
+            for reading, ts_ns in _source(source, pos, rate_hz):
                 pos += 1
-                self.handle(reading, source_pos=pos)
+                self.handle(reading, source_pos=pos, ts_ns=ts_ns)
                 n += 1
                 if limit is not None and n >= limit:
                     break
