@@ -37,6 +37,22 @@ def test_admin_adds_a_device_whose_secret_sends(env: Env) -> None:
     assert "secret" not in str(listed)
 
 
+def test_a_device_added_over_rest_can_be_put_in_groups(env: Env) -> None:
+    """Check POST /v1/devices takes groups (only the CLI could set them), lists them, and a
+    bad group name is a 422 naming 'groups' that registers nothing."""
+    resp = env.client.post("/v1/devices", json={"name": "pump-3", "groups": ["line-a"]},
+                           headers=env.auth("admin"))
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["groups"] == ["line-a"]
+    assert env.security.device_groups("pump-3") == ["line-a"]
+    listed = {d["id"]: d for d in env.client.get("/v1/devices", headers=env.auth("viewer")).json()}
+    assert listed["pump-3"]["groups"] == ["line-a"] and listed["pump-1"]["groups"] == []
+    body = problem(env.client.post("/v1/devices", json={"name": "pump-4", "groups": ["a/b"]},
+                                   headers=env.auth("admin")), 422)
+    assert (body["field"], body["reason"]) == ("groups", "bad_group")
+    assert not env.security.has_device("pump-4")
+
+
 def test_adding_a_bad_or_existing_device_is_named(env: Env) -> None:
     """Check 422 for an invalid name and 409 for an existing one, with field and value."""
     body = problem(env.client.post("/v1/devices", json={"name": "a/b"},

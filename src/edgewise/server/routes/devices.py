@@ -38,6 +38,8 @@ class NewDevice(BaseModel):
     """A device to register."""
 
     name: str = Field(min_length=1, max_length=64, description="A human name, e.g. 'pump-7'.")
+    groups: list[str] = Field(default_factory=list, max_length=64, description=(
+        "Groups the device is in: it gets the model releases rolled out to 'group:<name>'."))
 
 
 class DeviceCreated(BaseModel):
@@ -45,6 +47,7 @@ class DeviceCreated(BaseModel):
 
     id: str
     name: str
+    groups: list[str] = Field(default_factory=list)
     secret: str = Field(description="Send as 'Authorization: Bearer <secret>'. Not stored.")
 
 
@@ -55,13 +58,13 @@ def device_rows(security: Any, store: Any) -> list[dict[str, Any]]:
         rows[rec.id] = {
             "id": rec.id, "name": rec.name, "registered": True,
             "created": format_ns(rec.created_ns), "auth_failures": rec.failures,
-            "readings": 0, "metrics": [], "first_seen": None, "last_seen": None,
-            "last_seen_ns": None,
+            "groups": list(rec.groups), "readings": 0, "metrics": [], "first_seen": None,
+            "last_seen": None, "last_seen_ns": None,
         }
     for s in store.devices():
         row = rows.setdefault(s.device_id, {
             "id": s.device_id, "name": s.device_id, "registered": False, "created": None,
-            "auth_failures": 0,
+            "auth_failures": 0, "groups": [],
         })
         row.update({
             "readings": s.readings, "metrics": sorted(s.metrics),
@@ -108,14 +111,19 @@ def add_device(
             allowed="a name not yet registered", reason="exists",
         )
     try:
-        device_id, secret = security.add_device(body.name, actor=f"token:{who.name}")
+        device_id, secret = security.add_device(body.name, groups=body.groups,
+                                                actor=f"token:{who.name}")
     except InvalidParameterError as exc:
+        bad_group = str(exc).startswith("Group name")
         raise Problem(
-            422, "Invalid device name", str(exc), field="name", value=body.name,
+            422, "Invalid group name" if bad_group else "Invalid device name", str(exc),
+            field="groups" if bad_group else "name",
+            value=body.groups if bad_group else body.name,
             allowed="1-64 letters, digits, '_', '.', '-', starting with a letter or digit",
-            reason="bad_device",
+            reason="bad_group" if bad_group else "bad_device",
         ) from None
-    return {"id": device_id, "name": body.name, "secret": secret}
+    return {"id": device_id, "name": body.name, "secret": secret,
+            "groups": security.device_groups(device_id)}
 
 
 @router.delete("/v1/devices/{device_id}", summary="Delete a device and all its data (admin)")
