@@ -183,6 +183,12 @@ class WindowFeedbackModel:
         The most (z units) false alarms may raise a device's threshold; repeats of a
         false alarm's pattern are silenced by the memory instead, so one loud false
         alarm does not blind the device to every fault below it.
+    max_lower
+        The most (z units) anomaly labels may lower a device's threshold; an anomaly the
+        detector scored low is carried to its look-alikes by the memory and the
+        classifier instead, so one label on a quiet window (a slow fault) does not make
+        every window of the device alarm (it took the threshold to 0: 100 alarms in
+        100 windows).
     classifier
         Also learn, fleet-wide, what labelled anomalies look like in (scale-free) feature
         space: an extra-trees classifier of the labelled windows whose log-odds are added
@@ -217,10 +223,11 @@ class WindowFeedbackModel:
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, radius: float = 1.0,
                  max_raise: float = 2.0, classifier: bool = True, evidence: float = 5.0,
-                 random_state: int = 0) -> None:
+                 random_state: int = 0, max_lower: float = 1.0) -> None:
         self.threshold = threshold
         self.radius = radius
         self.max_raise = max_raise
+        self.max_lower = max_lower
         self.classifier = classifier
         self.evidence = evidence
         self.random_state = random_state
@@ -229,10 +236,12 @@ class WindowFeedbackModel:
         """Fit to ``y``: 1 anomaly, 0 normal, -1 unlabelled, one per window."""
         validate_params({"threshold": Interval(float, 0.0, 1.0, closed="neither"),
                          "radius": Interval(float, 0.0, None),
-                         "max_raise": Interval(float, 0.0, None), "classifier": bool,
+                         "max_raise": Interval(float, 0.0, None),
+                         "max_lower": Interval(float, 0.0, None), "classifier": bool,
                          "evidence": Interval(float, 0.0, None, closed="neither")},
                         {"threshold": self.threshold, "radius": self.radius,
-                         "max_raise": self.max_raise, "classifier": self.classifier,
+                         "max_raise": self.max_raise, "max_lower": self.max_lower,
+                         "classifier": self.classifier,
                          "evidence": self.evidence}, self)
         y = np.asarray(y)
         if len(y) != len(windows):
@@ -252,7 +261,8 @@ class WindowFeedbackModel:
         z = to_z(windows.scores[:, 0])
         for dev in np.unique(windows.device[lab]) if len(lab) else []:
             m = lab[windows.device[lab] == dev]
-            self.thresholds_[str(dev)] = min(self._fit_threshold(z[m], y[m] == 1, t0),
+            fitted = self._fit_threshold(z[m], y[m] == 1, t0)
+            self.thresholds_[str(dev)] = min(max(fitted, t0 - self.max_lower),
                                              t0 + self.max_raise)
         self.memory_device_ = windows.device[lab]
         self.memory_X_ = (F[lab] - self.mean_) / self.scale_

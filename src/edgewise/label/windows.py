@@ -149,6 +149,13 @@ def windows_from_series(
         raise InvalidParameterError(
             f"values and ts_ns must have the same length. Got {len(X)} and {len(ts)} instead."
         )
+    back = np.flatnonzero(np.diff(ts) < 0)
+    if len(back):
+        i = int(back[0]) + 1
+        raise InvalidParameterError(
+            f"The times of a history must not go back; reading {i + 1} (ts_ns {int(ts[i])}) "
+            f"comes before reading {i} ({int(ts[i - 1])}). Sort it by time first."
+        )
     T, d = X.shape
     factories = list(ensemble) if ensemble is not None else default_ensemble()
     point = np.zeros((T, len(factories)))
@@ -187,6 +194,14 @@ def windows_from_series(
     names += [f"score{j}" for j in range(wscore.shape[1])]
     last = ts[-1] + (ts[-1] - ts[-2] if T > 1 else 1)
     end_ns = np.array([ts[b] if b < T else last for b in ends], dtype=np.int64)
+    empty = np.flatnonzero(end_ns <= ts[bounds])
+    if len(empty):  # one repeated time (a clock set back an hour) is fine; a window of it is not
+        a = bounds[int(empty[0])]
+        raise InvalidParameterError(
+            f"A window of the history would have no duration: readings {a + 1} to "
+            f"{a + length} (and the next) all have ts_ns {int(ts[a])}, and a label needs a "
+            "window that ends after it starts. Merge repeated times first."
+        )
     return WindowSet(
         device=np.array([device_id] * n, dtype=object),
         start_ns=ts[bounds].astype(np.int64),
