@@ -153,3 +153,30 @@ def test_a_history_in_epoch_milliseconds_reads_as_in_seconds(tmp_path: Path) -> 
         f.write_text("timestamp,temp\n" + "".join(f"{a},{i}.5\n" for i, a in enumerate(ts)))
         got.append(load_history_csv(f)[0].tolist())
     assert got[0] == got[1] == got[2] == [int(v) * 10**9 for v in t]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--device", "bad id!"], "--device must be a device id"),
+    (["--device", "pump-1", "--window", "1"], "--window must be at least 2"),
+    (["--device", "pump-1", "--strategy", "bogus"], "--strategy must be one of mix"),
+])
+def test_suggest_names_the_option_that_is_wrong(data_dir: Path, tmp_path: Path, args: list,
+                                                needle: str) -> None:
+    """Check a bad device id (it was taken, and written into the mix state), window or
+    strategy (named by internal parameter names) is one line naming the option."""
+    _history_csv(tmp_path / "h.csv")
+    done = _cli("label", "suggest", *args, "--csv", str(tmp_path / "h.csv"),
+                "--data-dir", str(data_dir))
+    assert done.returncode == 2 and needle in done.stderr, done.stderr
+    assert not (data_dir / "label-mix.json").exists()
+
+
+def test_a_history_with_repeated_times_is_refused_not_cut_into_empty_windows(
+        data_dir: Path, tmp_path: Path) -> None:
+    """Check repeated timestamps give one line, not zero-width windows that can never be
+    labelled (the label store refuses a window that does not end after it starts)."""
+    rows = "".join(f"2024-01-01T00:00:0{i // 20}Z,{i}\n" for i in range(40))
+    (tmp_path / "d.csv").write_text("timestamp,a\n" + rows)
+    done = _cli("label", "suggest", "--device", "pump-1", "--csv", str(tmp_path / "d.csv"),
+                "--data-dir", str(data_dir))
+    assert done.returncode == 2 and "would have no duration" in done.stderr, done.stderr

@@ -96,6 +96,19 @@ def test_train_from_store_then_predict_each_device(fleet_store, engines, tmp_pat
     assert text.returncode == 0 and "skipped 1 device(s): engine-20" in text.stdout
 
 
+def test_a_failure_of_a_device_with_no_history_is_named(fleet_store, tmp_path: Path) -> None:
+    """Check a failures CSV row for a device the store has no readings of is named on
+    stderr, not ignored without a word (a fleet-wide failure log is fine, so it trains)."""
+    d, failures = fleet_store
+    extra = tmp_path / "failures.csv"
+    extra.write_text(failures.read_text() + f"ghost,{_ts(100)}\n")
+    done = edgewise("train", "rul", "--data", f"duckdb:///{d / 'edgewise.duckdb'}",
+                    "--failures", str(extra), "--out", str(tmp_path / "m.ewm"), "--json")
+    assert done.returncode == 0, done.stderr
+    assert "1 device(s) with no readings in the store, not used: ghost" in done.stderr
+    assert json.loads(done.stdout)["units"] == 16
+
+
 def test_failure_times_from_the_label_store(fleet_store, tmp_path: Path) -> None:
     """Check that ``--failure-label`` takes each device's failure from its labelled windows."""
     d, _ = fleet_store

@@ -55,6 +55,34 @@ def test_post_and_list_labels_with_roles_and_audit(lenv: Env) -> None:
     assert LabelStore(lenv.settings.data_dir).labels("pump-1")[0].label == "normal"
 
 
+@pytest.mark.parametrize("extra, field, value", [
+    ({"start_ns": 5}, "start", "2024-01-01T00:00:00Z"),          # both forms: they disagree
+    ({"device_id": "bad dev!"}, "device_id", "bad dev!"),
+    ({"start": None, "start_ns": -1}, "start", -1),
+    ({"end": None, "end_ns": 99999999999999999999}, "end", 99999999999999999999),
+])
+def test_a_bad_label_names_the_field_that_is_wrong(lenv: Env, extra: dict, field: str,
+                                                   value: object) -> None:
+    """Check each bad label body names its own field and value (a bad device id or time
+    named 'label' with the label's value, and start plus start_ns silently took start_ns:
+    a label from 1970), and stores nothing."""
+    body = {"device_id": "pump-1", "start": "2024-01-01T00:00:00Z",
+            "end": "2024-01-01T01:00:00Z", "label": "anomaly", **extra}
+    r = lenv.client.post("/v1/labels", json=body, headers=lenv.auth("operator"))
+    assert r.status_code == 422, r.text
+    assert (r.json()["field"], r.json()["value"]) == (field, value)
+    assert lenv.client.get("/v1/labels", headers=lenv.auth("viewer")).json() == []
+
+
+def test_a_bad_time_in_a_label_body_is_called_a_body_field(lenv: Env) -> None:
+    """Check a bad 'start' in the body is not called a query parameter."""
+    r = lenv.client.post("/v1/labels", headers=lenv.auth("operator"), json={
+        "device_id": "pump-1", "start": "yesterday", "end": "2024-01-01T01:00:00Z",
+        "label": "anomaly"})
+    assert r.status_code == 422 and r.json()["field"] == "start"
+    assert r.json()["detail"].startswith("Body field 'start'")
+
+
 def test_label_queue_proposes_windows_with_context(lenv: Env) -> None:
     _send_history(lenv)
     c = lenv.client

@@ -44,6 +44,24 @@ def _history(device: str, csv: Path | None, store_url: str | None, data_dir: Pat
         store.close()
 
 
+def _check_args(device: str, window: int | None, strategy: str | None = None) -> None:
+    """Refuse a device id, window or strategy that cannot be right, naming the option,
+    before any history is read (they failed later under internal names, or not at all: a
+    bad device id went into the mix state)."""
+    from edgewise.label.strategies import STRATEGIES
+    from edgewise.telemetry import validate_device_id
+
+    try:
+        validate_device_id(device)
+    except ValueError:
+        raise fail(f"--device must be a device id (1-64 letters, digits, '_', '.', '-', "
+                   f"starting with a letter or digit). Got {device!r}.") from None
+    if window is not None and window < 2:
+        raise fail(f"--window must be at least 2 readings. Got {window}.")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise fail(f"--strategy must be one of {', '.join(STRATEGIES)}. Got {strategy!r}.")
+
+
 def _with_labels(data_dir: Path, call: Callable[[Any], T]) -> T:
     """Run ``call(labels)`` on the data dir's label store; a ValueError becomes one clear line."""
     from edgewise.label.store import LabelStore
@@ -72,6 +90,7 @@ def suggest_cmd(
     """Propose the next K windows of a device's history to label."""
     from edgewise.label.workflow import suggest
 
+    _check_args(device, window, strategy)
     hist = _history(device, csv, store, data_dir)
     items = _with_labels(data_dir, lambda labels: suggest(
         hist, device, labels, k=k, strategy=strategy, window=window))
@@ -106,6 +125,7 @@ def train_cmd(
     if not with_labels or device is None:
         raise fail("Say what to train: 'edgewise train rul …', or "
                    "'edgewise train --with-labels --device D'.")
+    _check_args(device, window)
     hist = _history(device, csv, store, data_dir)
     out = _with_labels(data_dir, lambda labels: train_with_labels(
         hist, device, labels, data_dir, window=window))

@@ -306,6 +306,13 @@ def train_rul(
             fails = _label_failures(data_dir, _names(failure_label) or [])
         df, skipped = _store_training_table(url, devices, unit_column, time_column,
                                             _names(sensor_columns), fails)
+        if failures is not None and fails and not devices:
+            seen = {str(u) for u in df[unit_column].unique()} | {s["device"] for s in skipped}
+            unknown = sorted(set(fails) - seen)
+            if unknown:  # a typo, or another site's device: say which rows were not used
+                typer.echo(f"note: --failures names {len(unknown)} device(s) with no readings "
+                           f"in the store, not used: {', '.join(unknown[:10])}"
+                           f"{' ...' if len(unknown) > 10 else ''}", err=True)
     try:
         model = RULModel(
             unit_column=unit_column,

@@ -29,10 +29,10 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 
 
-def parse_instant(text: str | None, field: str) -> int | None:
+def parse_instant(text: str | None, field: str, *, where: str = "Query parameter") -> int | None:
     """UTC nanoseconds of an RFC 3339 string or an epoch time (s, ms, us or ns, as
     :func:`~edgewise.telemetry.epoch_ns`), 1970 to 2262 (int64 nanoseconds); ``None``
-    stays ``None``.
+    stays ``None``. ``where`` names the field's place in the problem (``"Body field"``).
 
     >>> parse_instant("-99999999999", "start")
     Traceback (most recent call last):
@@ -44,13 +44,13 @@ def parse_instant(text: str | None, field: str) -> int | None:
     try:
         return parse_time_text(text, field_name=field, earliest_ns=0, max_future_s=math.inf)
     except PayloadError:
-        raise _bad_instant(text, field) from None
+        raise _bad_instant(text, field, where) from None
 
 
-def _bad_instant(text: str, field: str) -> Problem:
+def _bad_instant(text: str, field: str, where: str = "Query parameter") -> Problem:
     return Problem(
-        422, "Invalid query parameter",
-        f"Query parameter {field!r} must be {_INSTANT_ALLOWED}. Got {text!r} instead.",
+        422, f"Invalid {where.lower()}",
+        f"{where} {field!r} must be {_INSTANT_ALLOWED}. Got {text!r} instead.",
         field=field, value=text, allowed=_INSTANT_ALLOWED, reason="bad_time",
     )
 

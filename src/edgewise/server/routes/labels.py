@@ -65,8 +65,16 @@ def _label_json(lab: Any) -> dict[str, Any]:
 def post_label(body: LabelIn, who: Operator, request: Request, security: SecurityDep,
                settings: SettingsDep) -> dict[str, Any]:
     """Store the label (a new version if the window was labelled before) and audit it."""
-    start = body.start_ns if body.start_ns is not None else parse_instant(body.start, "start")
-    end = body.end_ns if body.end_ns is not None else parse_instant(body.end, "end")
+    for name, text, ns in (("start", body.start, body.start_ns), ("end", body.end, body.end_ns)):
+        if text is not None and ns is not None:
+            raise Problem(422, "Invalid label", f"Give {name!r} or {name + '_ns'!r}, not both "
+                          f"(they may disagree). Got {text!r} and {ns!r}.", field=name,
+                          value=text, allowed=f"one of {name!r} or {name + '_ns'!r}",
+                          reason="conflict")
+    start = body.start_ns if body.start_ns is not None else parse_instant(
+        body.start, "start", where="Body field")
+    end = body.end_ns if body.end_ns is not None else parse_instant(
+        body.end, "end", where="Body field")
     for name, v in (("start", start), ("end", end)):
         if v is None:
             raise Problem(422, "Invalid label", f"Field {name!r} (or {name}_ns) is required.",
@@ -78,8 +86,16 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
         lab = labels.add(body.device_id, start, end, body.label, who=f"token:{who.name}",
                          note=body.note)
     except ValueError as exc:
-        raise Problem(422, "Invalid label", str(exc), field="label", value=body.label,
-                      allowed="'normal', 'anomaly' or a fault class on a non-empty window",
+        # the store's message names what was wrong; the problem names the same field
+        text = str(exc)
+        field, value, allowed = "label", body.label, "'normal', 'anomaly' or a fault class"
+        if "'device_id'" in text:
+            field, value, allowed = "device_id", body.device_id, "a registered device id"
+        elif "'start_ns'" in text:
+            field, value, allowed = "start", start, "a time from 1970 to 2262"
+        elif "'end_ns'" in text or "must end after it starts" in text:
+            field, value, allowed = "end", end, "a time from 1970 to 2262, after 'start'"
+        raise Problem(422, "Invalid label", text, field=field, value=value, allowed=allowed,
                       reason="bad_label") from None
     return _label_json(lab)
 
