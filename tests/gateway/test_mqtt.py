@@ -184,6 +184,39 @@ def test_a_device_deleted_while_connected_stores_nothing_more(env) -> None:
     assert d.acked == 1
 
 
+def test_a_device_is_never_told_another_devices_ack(env) -> None:
+    """Check a device that connects while others hold acks receives on its ack topic only
+    its own watermark, from the store, at once (amqtt sent every retained ack of every
+    subscribed topic to each new client, past the topic ACL)."""
+    import paho.mqtt.client as mqtt
+
+    gw, creds = env
+    for name in ("good", "other"):
+        d = _device(env, name)
+        try:
+            d.send(T0 + 500, {"a": 1.0})
+            assert d.wait_acked(15)
+        finally:
+            d.stop()
+    got: list[tuple[str, bytes]] = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"spy-{uuid.uuid4().hex[:6]}")
+    c.username_pw_set("late", creds["late"])
+    c.on_connect = lambda cl, *_: cl.subscribe([("edgewise/late/ack", 1)])
+    c.on_message = lambda _c, _u, m: got.append((m.topic, m.payload))
+    other = _device(env, "other")  # keeps a subscription to its own ack open meanwhile
+    try:
+        c.connect("127.0.0.1", gw.mqtt_port)
+        c.loop_start()
+        assert _wait(lambda: len(got) >= 1)
+        time.sleep(1.0)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        other.stop()
+    assert {t for t, _ in got} == {"edgewise/late/ack"}, got
+    assert json.loads(got[0][1]) == {"seq": 0}
+
+
 def test_auth_refuses_wrong_anonymous_empty_and_unknown(env) -> None:
     gw, creds = env
     before = _counter(_metrics(gw), "edgewise_auth_failures_total", reason="bad_secret")

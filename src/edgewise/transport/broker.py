@@ -8,7 +8,10 @@ refused and reported on the device's dead-letter topic with reason ``topic_not_a
 
 Telemetry does not fan out to other subscribers: the broker hands each message straight
 to the gateway's handler (a broker plugin, no second MQTT hop), and after the commit the
-gateway publishes the retained QoS 1 ack ``{"seq": w}`` on ``edgewise/<id>/ack``.
+gateway publishes the QoS 1 ack ``{"seq": w}`` on ``edgewise/<id>/ack``; a device that
+subscribes to it gets its watermark from the store at once. Acks are not retained: amqtt
+sends every retained message of every subscribed topic to each client that connects,
+past the topic ACL, so one device was told the others' acks.
 
 Durability: amqtt sends PUBACK when the message is in memory, so PUBACK means nothing
 for durability; the application ack is sent only after the store has committed.
@@ -143,8 +146,6 @@ class DeviceIngestPlugin(BasePlugin):  # type: ignore[type-arg]
         session = self.context.get_session(client_id)
         user = session.username if session else None
         if user and topic == f"edgewise/{user}/ack" and owner.watermark is not None:
-            if topic in self.context.retained_messages:
-                return
             w = await asyncio.to_thread(owner.watermark, user)
             await owner.publish_ack(user, w)
 
@@ -267,13 +268,11 @@ class EmbeddedBroker:
 
     # -- acks and dead letters ---------------------------------------------------------
     async def publish_ack(self, device_id: str, seq: int) -> None:
-        """Retain and send ``{"seq": seq}`` on the device's ack topic (QoS 1)."""
+        """Send ``{"seq": seq}`` on the device's ack topic (QoS 1), to its own sessions only
+        (not retained: see the module docstring)."""
         if self._broker is None:
             return
-        t = topic(device_id, "ack")
-        data = json.dumps({"seq": int(seq)}).encode()
-        await self._broker.retain_message(None, t, data, 1)
-        self._deliver(t, data)
+        self._deliver(topic(device_id, "ack"), json.dumps({"seq": int(seq)}).encode())
 
     async def publish_deadletter(self, device_id: str, problem: dict[str, Any]) -> None:
         """Send a dead-letter problem to the device and count it by reason."""
