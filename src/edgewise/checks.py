@@ -185,6 +185,10 @@ def check_store_query_ranges_and_step(factory: StoreFactory) -> None:
         rows = store.query("big-1", "a", step_ns=S)
         want = 1.5e308 / 4 + 1.7e308 / 4 + 21.5 / 4
         assert len(rows) == 1 and abs(rows[0][2] - want) <= 1e-12 * want, rows
+        # and the smallest (subnormal) readings: PostgreSQL failed on a scaled sum's underflow
+        store.append([Reading("tiny-1", "a", T0 + i, v) for i, v in enumerate((1e-320, 3.0))])
+        rows = store.query("tiny-1", "a", step_ns=S)
+        assert len(rows) == 1 and abs(rows[0][2] - 1.5) < 1e-12, rows
         try:
             store.query("pump-1", step_ns=0)
         except StoreError:

@@ -198,7 +198,8 @@ class SQLStoreMixin:
     :class:`~edgewise.store._batch.SeqTracker`), ``_appends`` and ``_closed``; ``_wlock``,
     the lock that serialises writers and guards ``_seqs``; ``_bucket``, the SQL of a
     reading's bucket start for ``query(step_ns=…)`` with ``{step}`` in it (integer division
-    is the one dialect difference there); ``_read(sql, params)``, which runs a query on a
+    is one dialect difference there); ``_mean``, the SQL of a bucket's average that neither
+    overflows nor underflows (the other); ``_read(sql, params)``, which runs a query on a
     reader connection and turns driver errors into :class:`~edgewise.errors.StoreError`;
     ``_append_tx(prepared)``, which runs one append's transaction and returns its result
     and the seqs it stored; and ``_compact_seqs()``.
@@ -292,14 +293,11 @@ class SQLStoreMixin:
         where, params = _range_where(device_id, metric, start_ns, end_ns, ph=self._ph)
         if step_ns is not None:
             step = _check_step(step_ns)
-            # summed at 2**-64 scale and scaled back: exact (a power of two) for every
-            # reading above 1e-289 in size, and no overflow where the plain sum of a
-            # bucket's readings would pass 1.8e308 (sum, not avg: PostgreSQL's avg of
-            # doubles also sums their squares, and fails on that overflow)
+            # the backend's average that cannot overflow where the plain sum of a bucket's
+            # readings would pass 1.8e308 (nor fail on the smallest readings)
             sql = (
-                f"SELECT metric, {self._bucket.format(step=step)} AS b, "
-                f"sum(value * {2.0**-64!r}) / count(value) * {2.0**64!r} FROM readings "
-                f"WHERE {where} GROUP BY metric, b ORDER BY metric, b"
+                f"SELECT metric, {self._bucket.format(step=step)} AS b, {self._mean} "
+                f"FROM readings WHERE {where} GROUP BY metric, b ORDER BY metric, b"
             )
         else:
             sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"

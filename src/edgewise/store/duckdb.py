@@ -166,6 +166,9 @@ class DuckDBStore(SQLStoreMixin):
     # so a bucket is [k*step, (k+1)*step) on both sides of 1970, as in Postgres (exact
     # integers: a float floor would lose nanoseconds at today's ts_ns).
     _bucket = "(ts_ns // {step} - CASE WHEN ts_ns % {step} < 0 THEN 1 ELSE 0 END) * {step}"
+    # summed at 2**-64 scale and scaled back: exact (a power of two) for every reading above
+    # 1e-289 in size, and no overflow where the plain sum would pass 1.8e308
+    _mean = f"sum(value * {2.0**-64!r}) / count(value) * {2.0**64!r}"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)

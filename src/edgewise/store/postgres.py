@@ -143,6 +143,10 @@ class PostgresStore(SQLStoreMixin):
     # bigint / bigint truncates toward zero; floor over numeric keeps buckets
     # [k*step, (k+1)*step) for negative ts_ns too
     _bucket = "floor(ts_ns::numeric / {step})::bigint * {step}"
+    # in numeric: PostgreSQL's avg of doubles also sums their squares and raises on that
+    # overflow (two readings near 1e308), and a scaled double sum raises on underflow
+    # (1e-320 * 2**-64), where DuckDB quietly goes to 0
+    _mean = "avg(value::numeric)::float8"
 
     def __init__(self, url: str) -> None:
         try:
