@@ -8,8 +8,10 @@ commits run on a worker thread so the loop keeps receiving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import time
 from typing import Any
 
 from edgewise.config import Settings
@@ -45,7 +47,8 @@ class Gateway:
     settings
         Where the data lives, which store and broker, ports, TLS, limits.
         ``EDGEWISE_SEQ_GAP_GRACE_S`` (default 30) sets how long a seq gap may stay open
-        before it is reported.
+        before it is reported. ``retention_days`` (``EDGEWISE_RETENTION_DAYS``; 0 keeps
+        everything) deletes readings older than that many days, at start and every hour.
     pipeline_options
         Extra keyword arguments for :class:`~edgewise.gateway.pipeline.Pipeline`.
     """
@@ -54,6 +57,11 @@ class Gateway:
         from edgewise.store import open_store
 
         self.settings = settings
+        if settings.retention_days < 0:
+            raise ConfigError(
+                f"Setting 'retention_days' (EDGEWISE_RETENTION_DAYS) has value "
+                f"{settings.retention_days!r}. Use 0 (keep everything) or a number of days."
+            )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.security = Security(settings.data_dir, throttle_after=settings.throttle_after_failures)
         self.store = open_store(settings.store_url)
@@ -72,6 +80,31 @@ class Gateway:
         self.transport: Transport | None = None
         self.http_server: Any = None
         self._http_task: asyncio.Task[Any] | None = None
+        self._retention_task: asyncio.Task[Any] | None = None
+
+    # -- retention ----------------------------------------------------------------------
+    def apply_retention(self, now_ns: int | None = None) -> int:
+        """Delete readings older than ``retention_days`` (none when it is 0); return how
+        many went. Seq watermarks stay, so a device's old seqs are not asked for again."""
+        days = self.settings.retention_days
+        if days <= 0:
+            return 0
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        n = self.store.delete_before(now_ns - days * 86_400 * 10**9)
+        if n:
+            self.pipeline.metrics.inc("edgewise_readings_expired_total", n)
+            self.security.audit("retention", "readings.expire", "*",
+                                {"rows": n, "older_than_days": days})
+            log.info("retention: deleted %d readings older than %d days", n, days)
+        return n
+
+    async def _retention_loop(self, every_s: float = 3600.0) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.apply_retention)
+            except Exception:  # a failed pass must not end the loop; the next one retries
+                log.exception("retention pass failed")
+            await asyncio.sleep(every_s)
 
     # -- the handler every MQTT transport commits through ------------------------------
     def handle(self, messages: list[Message]) -> list[Outcome]:
@@ -113,6 +146,8 @@ class Gateway:
         """Start MQTT (and the HTTP API + dashboard when the server package is present)."""
         self.transport = self.make_transport()
         await self.transport.start()
+        if self.settings.retention_days > 0:
+            self._retention_task = asyncio.create_task(self._retention_loop())
         if http:
             await self._start_http()
 
@@ -150,6 +185,11 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop HTTP and MQTT, finish detection, close the store; safe to call twice."""
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention_task
+            self._retention_task = None
         if self.http_server is not None:
             self.http_server.should_exit = True
             if self._http_task is not None:

@@ -1,0 +1,73 @@
+"""Retention: EDGEWISE_RETENTION_DAYS deletes old readings (it was accepted and ignored)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edgewise.config import Settings
+from edgewise.errors import ConfigError
+from edgewise.gateway.runtime import Gateway
+from edgewise.store import open_store
+from edgewise.telemetry import Reading
+from tests.gateway.conftest import GatewayProcess
+
+DAY = 86_400 * 10**9
+
+
+def _fill(data: Path, now: int) -> None:
+    store = open_store(f"duckdb:///{data / 'edgewise.duckdb'}")
+    try:
+        store.append([Reading("pump-1", "temp", now - d * DAY, float(d)) for d in (30, 10, 3, 0)],
+                     {"pump-1": range(1, 5)})
+    finally:
+        store.close()
+
+
+def test_a_gateway_with_retention_deletes_old_readings_at_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Check `edgewise serve` with EDGEWISE_RETENTION_DAYS=7 deletes the readings older
+    than a week at start, keeps the rest and the device's seq watermark."""
+    data = tmp_path / "ew"
+    data.mkdir()
+    now = time.time_ns()
+    _fill(data, now)
+    monkeypatch.setenv("EDGEWISE_RETENTION_DAYS", "7")
+    gw = GatewayProcess(data).start()
+    try:
+        deadline = time.monotonic() + 20
+        while "edgewise_readings_expired_total 2" not in httpx.get(
+                f"http://127.0.0.1:{gw.http_port}/metrics", timeout=10).text:
+            assert time.monotonic() < deadline, gw.log.read_text()[-2000:]
+            time.sleep(0.1)
+    finally:
+        gw.kill()
+    store = open_store(f"duckdb:///{data / 'edgewise.duckdb'}")
+    try:
+        assert [v for _, _, v in store.query("pump-1")] == [3.0, 0.0]
+        assert store.seq_watermark("pump-1") == 4
+    finally:
+        store.close()
+
+
+def test_apply_retention_and_bad_settings(tmp_path: Path) -> None:
+    """Check apply_retention keeps everything at 0 days, and a negative setting is refused."""
+    now = time.time_ns()
+    _fill(tmp_path, now)
+    gw = Gateway(Settings.load(env={}, data_dir=tmp_path))
+    try:
+        assert gw.apply_retention(now) == 0
+        gw.settings = dataclasses.replace(gw.settings, retention_days=5)
+        assert gw.apply_retention(now) == 2
+        assert gw.pipeline.metrics.get("edgewise_readings_expired_total") == 2
+    finally:
+        gw.pipeline.close()
+        gw.store.close()
+        gw.security.close()
+        gw.registry.close()
+    with pytest.raises(ConfigError, match="retention_days"):
+        Gateway(Settings.load(env={"EDGEWISE_RETENTION_DAYS": "-1"}, data_dir=tmp_path))
