@@ -63,16 +63,20 @@ def test_quality_plots_of_flagged_metrics_are_pngs(env: Env) -> None:
     rng = np.random.default_rng(1)
     batch = [{"ts": t0 + i, "seq": i + 1,
               "metrics": {"spiky": float(20 + rng.normal(0, 0.1) + (15 if i in (100, 300) else 0)),
-                          "clean": float(5 + 0.01 * i + rng.normal(0, 0.05))}}
+                          "clean": float(5 + 0.01 * i + rng.normal(0, 0.05)),
+                          "line-a/flow": float(3 + rng.normal(0, 0.01) + (9 if i == 200 else 0))}}
              for i in range(400)]
-    assert env.send(batch).json()["accepted"] == 800
+    assert env.send(batch).json()["accepted"] == 1200
     start, end = str(t0 - 1), str(t0 + 401)
     rep = env.client.get(f"/v1/devices/{env.device}/quality", params={"start": start, "end": end},
                          headers=env.auth("viewer")).json()
     assert rep["metrics"]["clean"]["spikes"] == 0 and rep["metrics"]["spiky"]["spikes"] >= 2
-    assert [p["metric"] for p in rep["plots"]] == ["spiky"]
-    assert rep["plots"][0]["flagged"]["spike"] >= 2
-    r = env.client.get(rep["plots"][0]["url"], headers=env.auth("viewer"))
+    assert [p["metric"] for p in rep["plots"]] == ["line-a/flow", "spiky"]
+    assert rep["plots"][1]["flagged"]["spike"] >= 2
+    for plot in rep["plots"]:  # a metric name may hold '/': its URL was a 404
+        r = env.client.get(plot["url"], headers=env.auth("viewer"))
+        assert r.status_code == 200, (plot, r.text)
+    r = env.client.get(rep["plots"][1]["url"], headers=env.auth("viewer"))
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "image/png"
     assert r.content[:8] == b"\x89PNG\r\n\x1a\n" and len(r.content) > 5000

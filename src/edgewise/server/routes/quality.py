@@ -134,7 +134,9 @@ async def quality(
 
 
 @router.get(
-    "/v1/devices/{device_id}/quality/plots/{metric}.png",
+    # :path, because a metric name may hold '/' (METRIC_NAME_RE): the URL's %2F is decoded
+    # before routing, and a plain segment left 'a/b.png' with no route (404)
+    "/v1/devices/{device_id}/quality/plots/{metric:path}.png",
     summary="PNG of one metric's flagged quality issues (viewer)",
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
