@@ -121,6 +121,9 @@ class FleetRunner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        # one shared moment for the last acks: two seconds per device, one after the other,
+        # kept a stopped 200-pump demo waiting up to 400 s
+        deadline = time.monotonic() + 2.0
         for d in self.devices:
-            d.wait_acked(2.0)
+            d.wait_acked(max(0.0, deadline - time.monotonic()))
             d.stop()
