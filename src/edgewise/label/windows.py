@@ -149,13 +149,6 @@ def windows_from_series(
         raise InvalidParameterError(
             f"values and ts_ns must have the same length. Got {len(X)} and {len(ts)} instead."
         )
-    back = np.flatnonzero(np.diff(ts) < 0)
-    if len(back):
-        i = int(back[0]) + 1
-        raise InvalidParameterError(
-            f"The times of a history must not go back; reading {i + 1} (ts_ns {int(ts[i])}) "
-            f"comes before reading {i} ({int(ts[i - 1])}). Sort it by time first."
-        )
     T, d = X.shape
     factories = list(ensemble) if ensemble is not None else default_ensemble()
     point = np.zeros((T, len(factories)))
@@ -195,7 +188,7 @@ def windows_from_series(
     last = ts[-1] + (ts[-1] - ts[-2] if T > 1 else 1)
     end_ns = np.array([ts[b] if b < T else last for b in ends], dtype=np.int64)
     empty = np.flatnonzero(end_ns <= ts[bounds])
-    if len(empty):  # one repeated time (a clock set back an hour) is fine; a window of it is not
+    if len(empty):  # a clock set back an hour is fine (NAB has some); a window of no time is not
         a = bounds[int(empty[0])]
         raise InvalidParameterError(
             f"A window of the history would have no duration: readings {a + 1} to "
