@@ -183,11 +183,6 @@ class WindowFeedbackModel:
         The most (z units) false alarms may raise a device's threshold; repeats of a
         false alarm's pattern are silenced by the memory instead, so one loud false
         alarm does not blind the device to every fault below it.
-    max_alarm_share
-        Anomaly labels may lower a device's threshold, but never below the score of its
-        top ``max_alarm_share`` of windows: a label on a quiet window (a slow fault the
-        detector scored 0) took the threshold to 0, and all 100 windows alarmed. The
-        labelled look still reaches its look-alikes through the memory and the classifier.
     classifier
         Also learn, fleet-wide, what labelled anomalies look like in (scale-free) feature
         space: an extra-trees classifier of the labelled windows whose log-odds are added
@@ -222,11 +217,10 @@ class WindowFeedbackModel:
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, radius: float = 1.0,
                  max_raise: float = 2.0, classifier: bool = True, evidence: float = 5.0,
-                 random_state: int = 0, max_alarm_share: float = 0.2) -> None:
+                 random_state: int = 0) -> None:
         self.threshold = threshold
         self.radius = radius
         self.max_raise = max_raise
-        self.max_alarm_share = max_alarm_share
         self.classifier = classifier
         self.evidence = evidence
         self.random_state = random_state
@@ -235,14 +229,10 @@ class WindowFeedbackModel:
         """Fit to ``y``: 1 anomaly, 0 normal, -1 unlabelled, one per window."""
         validate_params({"threshold": Interval(float, 0.0, 1.0, closed="neither"),
                          "radius": Interval(float, 0.0, None),
-                         "max_raise": Interval(float, 0.0, None),
-                         "max_alarm_share": Interval(float, 0.0, 1.0, closed="right"),
-                         "classifier": bool,
+                         "max_raise": Interval(float, 0.0, None), "classifier": bool,
                          "evidence": Interval(float, 0.0, None, closed="neither")},
                         {"threshold": self.threshold, "radius": self.radius,
-                         "max_raise": self.max_raise,
-                         "max_alarm_share": self.max_alarm_share,
-                         "classifier": self.classifier,
+                         "max_raise": self.max_raise, "classifier": self.classifier,
                          "evidence": self.evidence}, self)
         y = np.asarray(y)
         if len(y) != len(windows):
@@ -262,12 +252,8 @@ class WindowFeedbackModel:
         z = to_z(windows.scores[:, 0])
         for dev in np.unique(windows.device[lab]) if len(lab) else []:
             m = lab[windows.device[lab] == dev]
-            fitted = self._fit_threshold(z[m], y[m] == 1, t0)
-            # just above the quantile: where most windows tie at one score (0, on a quiet
-            # device), the tie must not alarm
-            q = float(np.quantile(z[windows.device == dev], 1.0 - self.max_alarm_share))
-            floor = min(t0, float(np.nextafter(q, np.inf)))
-            self.thresholds_[str(dev)] = min(max(fitted, floor), t0 + self.max_raise)
+            self.thresholds_[str(dev)] = min(self._fit_threshold(z[m], y[m] == 1, t0),
+                                             t0 + self.max_raise)
         self.memory_device_ = windows.device[lab]
         self.memory_X_ = (F[lab] - self.mean_) / self.scale_
         self.memory_y_ = (y[lab] == 1)
