@@ -238,6 +238,21 @@ def server(
                     beta=beta)  # refuse a bad name or n/f/beta before starting anything
     _check_secagg(secagg, strategy, dp_noise)
     _check_epsilon(dp_epsilon)
+    if not 0 <= dp_noise < float("inf"):
+        raise fail(f"--dp-noise must be a finite number >= 0 (0: no device-level DP). "
+                   f"Got {dp_noise}.")
+    if dp_noise > 0 and strategy != "fedavg":
+        raise fail(f"--dp-noise {dp_noise:g} needs --strategy fedavg (device-level DP is "
+                   f"accounted for the mean only). Got --strategy {strategy}.")
+    if dp_noise > 0 and not 0 < dp_clip < float("inf"):
+        raise fail(f"--dp-clip must be a finite number > 0 with --dp-noise. Got {dp_clip}.")
+    if rounds < 1:
+        raise fail(f"--rounds must be >= 1. Got {rounds}.")
+    if not 1 <= port <= 65535:
+        raise fail(f"--port must be between 1 and 65535. Got {port}.")
+    if not 0 < round_timeout < float("inf"):
+        raise fail(f"--round-timeout must be a finite number of seconds > 0. "
+                   f"Got {round_timeout}.")
     work = data_dir / "federated" / "server"
     checkpoint = work / "out" / "checkpoint.npz"
     if checkpoint.exists() and not resume:
@@ -275,6 +290,13 @@ def client(
     from edgewise.federated.deploy import _env, free_port, supernode_command
 
     _check_epsilon(max_epsilon, "--max-epsilon")
+    if num_partitions < 1:
+        raise fail(f"--num-partitions must be >= 1. Got {num_partitions}.")
+    if not 0 <= partition_id < num_partitions:
+        raise fail(f"--partition-id must be between 0 and --num-partitions - 1 = "
+                   f"{num_partitions - 1}. Got {partition_id}.")
+    if not 0 <= port <= 65535:
+        raise fail(f"--port must be between 0 (a free one) and 65535. Got {port}.")
     home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
     cmd = supernode_command(superlink, partition_id, num_partitions, port or free_port(),
                             max_epsilon=max_epsilon)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.errors import InvalidParameterError
+from edgewise.errors import InvalidParameterError, SignatureError
 from edgewise.registry import Registry, verify
 
 __all__ = ["DEFAULT_TARGET", "load_global_model", "register_global_model"]
@@ -121,6 +121,12 @@ def load_global_model(
                    trusted_keys={reg.key_id: reg.public_key_bytes},
                    device_id=who if kind == "device" else "-",
                    groups=[who] if kind == "group" else [])
+        if (m.release, m.name, m.version) != (rel.release, rel.name, rel.version):
+            raise SignatureError(
+                f"Release {rel.release} of {rel.name!r} version {rel.version!r} in the registry "
+                f"carries a manifest signed for release {m.release} of {m.name!r} version "
+                f"{m.version!r}: a replayed or moved release; the signed release number, name "
+                "and version must equal the registry row's.")
     finally:
         reg.close()
     meta = json.loads(m.metadata["trained_on"])

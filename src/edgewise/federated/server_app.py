@@ -37,6 +37,7 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from edgewise.errors import InvalidParameterError
 from edgewise.federated.data import ConditionNormaliser
 from edgewise.federated.model import build_model
 from edgewise.federated.privacy import PrivacyReport, device_level_epsilon
@@ -241,15 +242,27 @@ def run_federated(
     m = sample_size or min_nodes
     # Device-level DP bounds each device's share of the mean by C/m: equal weights, not the
     # self-reported example counts (a device with more data would otherwise weigh more).
+    if dp_noise > 0 and strategy != "fedavg":
+        raise InvalidParameterError(
+            f"Device-level DP (dp_noise={dp_noise:g}) is only accounted for the FedAvg mean, "
+            f"whose sensitivity is dp_clip/m; strategy={strategy!r} lets one device move the "
+            "model by up to dp_clip. Use strategy='fedavg' or dp_noise=0."
+        )
     rule = make_strategy(strategy, num_nodes=min_nodes, num_malicious_nodes=num_malicious_nodes,
-                         beta=beta, robust=robust, sample_size=m,
+                         beta=beta, robust=robust and dp_noise <= 0, sample_size=m,
                          weighted_by_key="unit-weight" if dp_noise > 0 else "num-examples",
                          fraction_evaluate=1.0 if evaluate else 0.0)
     inner: Strategy = rule
     if dp_noise > 0:
+        # The robust screen goes outside Flower's DP wrapper, so that a malformed update
+        # (wrong shape, NaN, wrong dtype) is refused before the wrapper clips it.
         inner = DifferentialPrivacyServerSideFixedClipping(
             rule, noise_multiplier=dp_noise, clipping_norm=dp_clip, num_sampled_clients=m
         )
+        if robust:
+            screen = RobustStrategy(inner, num_malicious_nodes=num_malicious_nodes)
+            screen.weighted_by_key = "unit-weight"
+            rule = inner = screen
     wire = WireLog(inner)
     config = ConfigRecord({
         "phase": "fit",

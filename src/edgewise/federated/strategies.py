@@ -59,7 +59,7 @@ class RejectedUpdate:
 
     server_round: int
     node_id: int
-    reason: str  # "shape", "non-finite", "norm", "weight", "weight-capped", "error"
+    reason: str  # "shape", "dtype", "non-finite", "norm", "weight", "weight-capped", "error"
     detail: str
 
 
@@ -217,6 +217,18 @@ class RobustStrategy(Strategy):
                 got = {k: tuple(a.shape) for k, a in arrays.items()}
                 self._reject(server_round, msg, "shape", f"arrays {got} differ from the model")
                 continue
+            bad_dtype = {
+                k: str(a.dtype) for k, a in arrays.items()
+                if not np.issubdtype(a.dtype, np.floating)
+                or (k in reference and a.dtype != reference[k].dtype)
+            }
+            if bad_dtype:
+                allowed = sorted({str(reference[k].dtype) for k in reference}) or ["real float"]
+                self._reject(server_round, msg, "dtype",
+                             f"array dtypes {bad_dtype} differ from the model's "
+                             f"({', '.join(allowed)}); updates must be real floating point "
+                             "of the model's dtype")
+                continue
             if not all(np.isfinite(a).all() for a in arrays.values()):
                 self._reject(server_round, msg, "non-finite", "NaN or Inf in the update")
                 continue
@@ -224,6 +236,10 @@ class RobustStrategy(Strategy):
                 float(((arrays[k].astype(np.float64) - reference.get(k, 0.0)) ** 2).sum())
                 for k in arrays
             )))
+            if not np.isfinite(norm):
+                self._reject(server_round, msg, "non-finite",
+                             f"update norm is {norm}; it must be a finite number")
+                continue
             passed.append((msg, akey, norm))
         if not passed:
             return []
