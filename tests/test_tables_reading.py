@@ -78,3 +78,14 @@ def test_a_cell_without_a_time_is_named(values: list[object], needle: str) -> No
     with pytest.raises(QualityError, match=f"Time column 'ts' .*{needle}") as info:
         time_ns(pd.Series(values, name="ts"))
     assert "\n" not in str(info.value)
+
+
+def test_integer_epoch_times_stay_exact_to_the_nanosecond():
+    """Check one reader serves detect and quality alike: an integer ns column is kept exact
+    (a float product rounded it to 256 ns), seconds and ms scale exactly too."""
+    import pandas as pd
+
+    from edgewise.tables import time_ns
+
+    assert time_ns(pd.Series([1_706_702_400_123_456_789])).tolist() == [1_706_702_400_123_456_789]
+    assert time_ns(pd.Series([1_706_702_400_123])).tolist() == [1_706_702_400_123_000_000]

@@ -56,6 +56,8 @@ def time_ns(col: pd.Series) -> np.ndarray:
             i = int(np.flatnonzero(~np.isfinite(x))[0])
             raise _not_a_time(name, i, col.iloc[i])
         big = np.nanmax(np.abs(x)) if len(x) else 0.0
+        if pd.api.types.is_integer_dtype(col):  # exact to the ns, where floats are not
+            return col.to_numpy(dtype=np.int64) * np.int64(epoch_unit_ns(big))
         return (x * float(epoch_unit_ns(big))).astype(np.int64)
     try:
         parsed = pd.to_datetime(col, utc=True)

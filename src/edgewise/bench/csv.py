@@ -34,7 +34,6 @@ from edgewise.detect import (
 )
 from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.tables import read_table, time_ns
-from edgewise.telemetry import epoch_unit_ns
 
 __all__ = [
     "OUTPUT_COLUMNS",
@@ -131,10 +130,7 @@ def _time_ns(df: pd.DataFrame, col: str) -> np.ndarray:
             raise QualityError(
                 f"Time column {col!r} must hold timestamps; row {i + 1} has {shown}."
             )
-        if pd.api.types.is_integer_dtype(raw):  # exact to the ns, where floats are not
-            big = float(np.abs(x).max()) if len(x) else 0.0
-            return raw.to_numpy(dtype=np.int64) * np.int64(epoch_unit_ns(big))
-        return time_ns(raw)
+        return time_ns(raw)  # integers exact to the ns
     parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
     if parsed.isna().any():
         i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
