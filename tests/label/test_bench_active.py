@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from edgewise.bench.active import event_f1, load_nab, pump_fleet, run_active
+from edgewise.bench.active import alarm_pieces, event_f1, load_nab, pump_fleet, run_active
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,3 +63,20 @@ def test_nab_score_of_window_alarms_follows_nab(shared_data: Path) -> None:
     alternate = np.arange(len(ds.y)) % 2 == 0  # one alarm run per other window
     assert alternate[ds.y].any()
     assert ds.nab.score(ds.windows, alternate)["standard"] < oracle - 30
+
+
+def test_alarm_on_every_window_is_not_one_true_alarm() -> None:
+    """Alarming on every window of a device used to count as one true alarm that found
+    all its events (event F1 1.0 here); the run is now cut at the labelled anomalies."""
+    y = np.zeros(40, bool)
+    y[10:12] = y[30:32] = True
+    ev = np.where(y, np.cumsum(np.r_[0, np.diff(y.astype(int)) == 1]), -1)
+    dev = np.array(["a"] * 40)
+    flood = event_f1(np.ones(40, bool), y, ev, dev)
+    assert flood == pytest.approx(2 * 0.4 * 1.0 / 1.4)  # 2 true pieces, 3 false
+    assert event_f1(y.copy(), y, ev, dev) == 1.0
+    # an alarm one window early or late is still one true alarm
+    early = y.copy()
+    early[9] = early[32] = True
+    assert event_f1(early, y, ev, dev) == 1.0
+    assert alarm_pieces(early, y, dev) == [(9, 11, True), (30, 32, True)]
