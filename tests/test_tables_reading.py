@@ -89,3 +89,56 @@ def test_integer_epoch_times_stay_exact_to_the_nanosecond():
 
     assert time_ns(pd.Series([1_706_702_400_123_456_789])).tolist() == [1_706_702_400_123_456_789]
     assert time_ns(pd.Series([1_706_702_400_123])).tolist() == [1_706_702_400_123_000_000]
+
+
+def test_what_is_not_a_csv_file_is_named_once_in_the_shared_reader(tmp_path: Path) -> None:
+    """Check read_table and read_text refuse a directory, binary data, a workbook, a .gz that
+    is not gzip and UTF-16 text with one line naming the path and what is wrong (a directory
+    'did not exist'; binary data became a tokenizer error or a codec error naming no file)."""
+    from edgewise.tables import read_text
+
+    folder = tmp_path / "d.csv"
+    folder.mkdir()
+    cases = {
+        folder: "is a directory, expected a CSV file",
+        tmp_path / "nul.csv": "is not text (UTF-8/CP1252) CSV: it holds a NUL byte at offset 3",
+        tmp_path / "book.csv": "ZIP archive (an .xlsx or .ods workbook?)",
+        tmp_path / "plain.csv.gz": "is not gzip data, as its .gz suffix says",
+        tmp_path / "wide.csv": "UTF-16 text; save it as UTF-8",
+        tmp_path / "noise.csv": "control characters (binary data)",
+    }
+    (tmp_path / "nul.csv").write_bytes(b"ts,\x00\x01")
+    (tmp_path / "book.csv").write_bytes(b"PK\x03\x04" + b"x" * 100)
+    (tmp_path / "plain.csv.gz").write_text("ts,v\n1,2\n")
+    (tmp_path / "wide.csv").write_bytes("ts,v\n1,2\n".encode("utf-16"))
+    (tmp_path / "noise.csv").write_bytes(bytes([1, 2, 3, 4, 5, 6, 7, 14, 15, 16]) * 10)
+    for path, why in cases.items():
+        for read in (read_table, read_text):
+            with pytest.raises(QualityError) as e:
+                read(path, "--thing")
+            assert str(e.value).startswith(f"--thing {str(path)!r} ") and why in str(e.value)
+            assert "\n" not in str(e.value)
+
+
+def test_text_that_only_looks_odd_is_still_read(tmp_path: Path) -> None:
+    """Check a UTF-8 character cut by the end of the 64 KiB sniffed, a few control characters
+    in a field, Windows-1252 text and gzipped text all pass the text check."""
+    import gzip
+
+    from edgewise.tables import check_csv_file, read_text
+
+    long = tmp_path / "long.csv"
+    body = "ts,notes\n" + "1,x\n" * 16381 + "1,ä\n2,y\n"  # 'ä' is bytes 65535 and 65536
+    long.write_text(body, encoding="utf-8")
+    assert long.read_bytes()[65535:65537] == "ä".encode()
+    check_csv_file(long)
+    bell = tmp_path / "bell.csv"
+    bell.write_text("ts,note\n1,ding\x07\n2,tab\there\n")
+    assert read_text(bell).count("\n") == 3
+    win = tmp_path / "win.csv"
+    win.write_bytes("zeit;Temp°\n1;2\n".encode("cp1252"))
+    assert read_text(win).startswith("zeit;Temp°")
+    gz = tmp_path / "h.csv.gz"
+    with gzip.open(gz, "wt") as g:
+        g.write("ts,v\n1,2\n")
+    assert read_table(gz)["v"].tolist() == [2] and read_text(gz) == "ts,v\n1,2\n"

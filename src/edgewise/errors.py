@@ -169,7 +169,8 @@ class StoreCorruptError(StoreError):
 
 
 class SignatureError(EdgewiseError):
-    """A signed artefact failed verification: tampered, unknown key, stale or foreign."""
+    """A signed artefact failed verification: tampered, unknown key, stale or foreign; or the
+    registry cannot sign (``reason="key_lost"``: its issued key's private half is gone)."""
 
     def __init__(self, message: str, reason: str = "invalid") -> None:
         super().__init__(message)

@@ -5,8 +5,13 @@ metadata: what it was trained on, its metrics, its format, its sha256 and size. 
 sends one version to one target (``"device:<id>"`` or ``"group:<name>"``) and is described by
 a **manifest** that binds the model's hash and size, a monotonic release counter (separate from
 the semantic version), the target, an expiry time and the signer's key id. The manifest is
-signed with the registry's Ed25519 key, generated at first start under the data directory
-(private key mode 0600); agents get the public key at enrolment.
+signed with the registry's Ed25519 key, made under the data directory (private key mode 0600)
+when a registry that never had one first needs it (the gateway's first start, the first rollout,
+``edgewise registry pubkey``); agents get the public key at enrolment. Reading a registry
+(listing, serving releases and blobs to agents) never makes a key. A registry whose key was
+issued (it holds signed releases, or ``signing_key.pub``) but whose private half is gone refuses
+to publish and sign (:class:`SignatureError`, reason ``"key_lost"``) rather than make a new key
+that no agent trusts; :meth:`Registry.new_key` replaces a lost key on purpose.
 
 :func:`verify` is what an agent runs before installing; it raises :class:`SignatureError` with
 one of these ``reason`` values (python-tuf's update attacks, one test each):
@@ -51,7 +56,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -69,6 +74,7 @@ __all__ = [
     "SigningKey",
     "check_expires_days",
     "key_id_of",
+    "load_key",
     "load_or_create_key",
     "sign",
     "verify",
@@ -137,10 +143,38 @@ class SigningKey:
         return key_id_of(self.public_key_bytes)
 
 
+KEY_FILE = "signing_key.pem"
+PUBLIC_KEY_FILE = "signing_key.pub"
+
+
+def load_key(key_dir: str | os.PathLike[str]) -> SigningKey | None:
+    """Load ``signing_key.pem`` from ``key_dir``; ``None`` if there is none. Never makes one.
+
+    >>> import tempfile
+    >>> load_key(tempfile.mkdtemp()) is None
+    True
+    """
+    path = Path(key_dir) / KEY_FILE
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SignatureError(f"Key file {str(path)!r} is not an Ed25519 private key in PEM "
+                             "(PKCS8, unencrypted), as the registry writes it.", "bad_key")
+    return SigningKey(key)
+
+
 def load_or_create_key(key_dir: str | os.PathLike[str]) -> SigningKey:
-    """Load ``signing_key.pem`` from ``key_dir``, creating it (mode 0600) on first start.
+    """Load ``signing_key.pem`` from ``key_dir``, creating it (mode 0600) if there is none.
 
     The public key is written beside it as ``signing_key.pub`` (base64 of the raw 32 bytes).
+    :class:`Registry` does not call this blindly: it makes a key only for a registry that never
+    had one (see :meth:`Registry.signing_key`).
 
     >>> import tempfile, stat
     >>> d = tempfile.mkdtemp()
@@ -152,12 +186,10 @@ def load_or_create_key(key_dir: str | os.PathLike[str]) -> SigningKey:
     """
     d = Path(key_dir)
     d.mkdir(parents=True, exist_ok=True)
-    path = d / "signing_key.pem"
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise SignatureError(f"Key file {str(path)!r} is not an Ed25519 private key.")
-        return SigningKey(key)
+    path = d / KEY_FILE
+    found = load_key(d)
+    if found is not None:
+        return found
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -171,7 +203,7 @@ def load_or_create_key(key_dir: str | os.PathLike[str]) -> SigningKey:
         os.close(fd)
     os.replace(tmp, path)
     sk = SigningKey(key)
-    (d / "signing_key.pub").write_text(base64.b64encode(sk.public_key_bytes).decode() + "\n")
+    (d / PUBLIC_KEY_FILE).write_text(base64.b64encode(sk.public_key_bytes).decode() + "\n")
     return sk
 
 
@@ -466,6 +498,14 @@ class Registry:
 
     Multi-process safe (SQLite WAL; release counters are allocated inside a write transaction).
 
+    Opening a registry and reading it (versions, releases, blobs, :attr:`key_state`) never makes
+    a signing key. The key is made (:meth:`signing_key`) when a registry that never had one first
+    signs or is asked for its public key (:attr:`public_key_bytes`, for enrolment); a registry
+    whose key was issued but whose ``signing_key.pem`` is gone refuses
+    :meth:`publish`, :meth:`rollout` and :meth:`signing_key` with :class:`SignatureError`
+    (reason ``"key_lost"``): every agent trusts only the key it was given, so a silently made
+    new key would have each of them refuse every later update as ``unknown_key``.
+
     Parameters
     ----------
     data_dir
@@ -475,7 +515,7 @@ class Registry:
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.root = Path(data_dir) / "registry"
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
-        self.key = load_or_create_key(self.root)
+        self._key = load_key(self.root)
         # one connection shared by threads (a gateway serves from a thread pool), used under a lock
         self._db = sqlite3.connect(self.root / "registry.sqlite", timeout=30, isolation_level=None,
                                    check_same_thread=False)
@@ -483,15 +523,117 @@ class Registry:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
 
+    # -- the signing key ----------------------------------------------------------------------
+    def _issued_key_id(self) -> str | None:
+        """Id of the key this registry issued, from what is left when the private half is gone:
+        ``signing_key.pub``, else the newest release's manifest; ``None`` if it never had one."""
+        raw = self._public_file_bytes()
+        if raw is not None:
+            return key_id_of(raw)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT manifest FROM releases ORDER BY release DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        try:
+            return str(json.loads(row[0])["key_id"])
+        except (ValueError, TypeError, KeyError):
+            return "unknown"
+
+    def _public_file_bytes(self) -> bytes | None:
+        try:
+            raw = base64.b64decode((self.root / PUBLIC_KEY_FILE).read_text().strip(),
+                                   validate=True)
+        except (OSError, ValueError):
+            return None
+        return raw if len(raw) == 32 else None
+
+    @property
+    def key_state(self) -> str:
+        """``"ok"`` (the private key is here), ``"none"`` (never had one: it is made at the
+        first rollout or gateway start) or ``"lost"`` (issued, but ``signing_key.pem`` is gone:
+        publishing and signing are refused until it is restored or :meth:`new_key` is run)."""
+        if self._key is None:
+            self._key = load_key(self.root)  # restored since we opened?
+        if self._key is not None:
+            return "ok"
+        return "none" if self._issued_key_id() is None else "lost"
+
+    def _lost_key_error(self) -> SignatureError:
+        kid = self._issued_key_id()
+        return SignatureError(
+            f"The registry's signing key {kid!r} is gone: {str(self.root / KEY_FILE)!r} does not "
+            f"exist, but the registry issued that key (signed releases or {PUBLIC_KEY_FILE}) and "
+            "agents trust only it, so a new key would have every device refuse every update. "
+            f"Restore {KEY_FILE} from a backup, or run 'edgewise registry new-key' to replace it "
+            f"on purpose and give every agent the new {PUBLIC_KEY_FILE} (--trust-key).",
+            "key_lost",
+        )
+
+    def signing_key(self) -> SigningKey:
+        """The private signing key; made (mode 0600) if this registry never had one.
+
+        Raises :class:`SignatureError` (reason ``"key_lost"``) if the registry issued a key whose
+        ``signing_key.pem`` is gone: restore it, or replace it on purpose with :meth:`new_key`.
+        """
+        with self._lock:
+            state = self.key_state
+            if state == "lost":
+                raise self._lost_key_error()
+            if self._key is None:
+                self._key = load_or_create_key(self.root)
+            return self._key
+
+    def new_key(self) -> SigningKey:
+        """Replace a lost signing key on purpose (or make the first one); return the new key.
+
+        Refused (:class:`SignatureError`, reason ``"key_exists"``) while ``signing_key.pem``
+        exists. Releases signed with the old key still verify for agents that trust it; every
+        agent must be given the new ``signing_key.pub`` (``--trust-key``, repeatable) before it
+        accepts a release signed with the new key.
+        """
+        with self._lock:
+            if self.key_state == "ok":
+                assert self._key is not None
+                raise SignatureError(
+                    f"The registry already has signing key {self._key.key_id!r} "
+                    f"({str(self.root / KEY_FILE)!r}); agents trust it. A new key is made only "
+                    "when that file is lost.", "key_exists")
+            old = self._public_file_bytes()
+            if old is not None:  # keep the lost key's public half: agents may still need it
+                (self.root / f"signing_key.{key_id_of(old)}.pub").write_text(
+                    base64.b64encode(old).decode() + "\n")
+            (self.root / PUBLIC_KEY_FILE).unlink(missing_ok=True)
+            self._key = load_or_create_key(self.root)
+            return self._key
+
+    @property
+    def key(self) -> SigningKey:
+        """The private signing key: :meth:`signing_key` (made only if the registry never had
+        one; refused if it was lost)."""
+        return self.signing_key()
+
     @property
     def key_id(self) -> str:
-        """Id of the signing key."""
-        return self.key.key_id
+        """Id of the registry's key: see :attr:`public_key_bytes`."""
+        return key_id_of(self.public_key_bytes)
 
     @property
     def public_key_bytes(self) -> bytes:
-        """Raw public key to hand to agents."""
-        return self.key.public_key_bytes
+        """Raw public key to hand to agents at enrolment.
+
+        Of ``signing_key.pem``; if that is lost, of ``signing_key.pub`` (a lost key is never
+        remade; :class:`SignatureError`, reason ``"key_lost"``, if the public half is gone too).
+        On a registry that never had a key this makes it (:meth:`signing_key`), as agents are
+        enrolled before the first rollout; check :attr:`key_state` first to only read.
+        """
+        with self._lock:
+            if self.key_state != "lost":
+                return self.signing_key().public_key_bytes
+            raw = self._public_file_bytes()
+            if raw is None:
+                raise self._lost_key_error()
+            return raw
 
     def close(self) -> None:
         """Close the database."""
@@ -507,7 +649,13 @@ class Registry:
         trained_on: str = "",
         metrics: Mapping[str, float] | None = None,
     ) -> ModelVersion:
-        """Store a model version (blob + metadata). Versions are immutable once published."""
+        """Store a model version (blob + metadata). Versions are immutable once published.
+
+        Refused (:class:`SignatureError`, reason ``"key_lost"``) while the registry's signing
+        key is lost: nothing published could be released.
+        """
+        if self.key_state == "lost":
+            raise self._lost_key_error()
         digest = hashlib.sha256(payload).hexdigest()
         blob = self.root / "blobs" / digest
         if not blob.exists():
@@ -583,10 +731,11 @@ class Registry:
         mv = self.version(name, version)
         payload = self.blob(mv.sha256)
         with self._lock:
-            return self._sign_next(name, version, target, mv, payload, expires_in_s, kind)
+            key = self.signing_key()
+            return self._sign_next(name, version, target, mv, payload, expires_in_s, kind, key)
 
     def _sign_next(self, name: str, version: str, target: str, mv: ModelVersion, payload: bytes,
-                   expires_in_s: float, kind: str) -> SignedArtifact:
+                   expires_in_s: float, kind: str, key: SigningKey) -> SignedArtifact:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             (last,) = self._db.execute("SELECT COALESCE(MAX(release), 0) FROM releases").fetchone()
@@ -595,7 +744,7 @@ class Registry:
                 time.time_ns() + int(expires_in_s * 1e9), kind,
                 {"trained_on": mv.trained_on, "metrics": mv.metrics},
             )
-            signed = sign(art, self.key)
+            signed = sign(art, key)
             self._db.execute(
                 "INSERT INTO releases VALUES (?,?,?,?,?,?,?,?)",
                 (art.release, name, version, target, kind, time.time_ns(),

@@ -3,13 +3,18 @@ labels, as spreadsheets and data loggers write them.
 
 One reader for every command (``detect``, ``quality``, ``train rul``, ``label suggest``),
 so each accepts the same files: comma or semicolon separated, a UTF-8 byte-order mark,
-gzip, decimal commas in semicolon files, and UTF-8 or Windows-1252 text.
+gzip, decimal commas in semicolon files, and UTF-8 or Windows-1252 text. The small tables
+read line by line (``label import``, ``--failures``) come through :func:`read_text`. Both
+first pass :func:`check_csv_file`, so a directory, a binary file or a spreadsheet workbook
+is refused in one line naming the path and what is wrong.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import itertools
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,7 +24,7 @@ import pandas as pd
 from edgewise.errors import QualityError
 from edgewise.telemetry import epoch_unit_ns
 
-__all__ = ["read_table", "separator", "time_ns"]
+__all__ = ["check_csv_file", "read_table", "read_text", "separator", "time_ns"]
 
 
 def time_ns(col: pd.Series) -> np.ndarray:
@@ -149,7 +154,131 @@ _SAMPLE_LINES = 50
 _ENCODINGS = ("utf-8-sig", "cp1252", "latin-1")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+#: Bytes read from the start of a file to tell text from binary data.
+_SNIFF_BYTES = 64 * 1024
+#: Files that are often handed over as "the CSV": what they are, and what to do instead.
+_MAGIC = (
+    (b"PK\x03\x04", "it is a ZIP archive (an .xlsx or .ods workbook?); export the sheet as CSV"),
+    (b"\xd0\xcf\x11\xe0", "it is an Office document (an .xls workbook?); export it as CSV"),
+    (b"\x1f\x8b", "it is gzip data; name it *.gz (gzipped CSV is read as such)"),
+    (b"\xff\xfe", "it is UTF-16 text; save it as UTF-8"),
+    (b"\xfe\xff", "it is UTF-16 text; save it as UTF-8"),
+    (b"PAR1", "it is a Parquet file"),
+    (b"SQLite format 3\x00", "it is an SQLite database"),
+)
+
+
+def check_csv_file(path: str | Path, name: str = "File") -> Path:
+    r"""Return ``path`` as a :class:`~pathlib.Path` if it is a file of CSV text, else raise
+    :class:`~edgewise.errors.QualityError` with one line naming ``name``, the path and
+    what is wrong: it does not exist, is a directory, cannot be read, or is not text
+    (UTF-8 or Windows-1252; a ``*.gz`` file must be gzip of such text). The first 64 KiB
+    are looked at: a NUL byte, a byte that neither encoding decodes, or mostly control
+    characters make it binary.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> check_csv_file(d, "--failures")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: --failures '...' is a directory, expected a CSV file.
+    >>> _ = (d / "x.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    >>> check_csv_file(d / "x.csv")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: File '.../x.csv' is not text (UTF-8/CP1252) CSV: it holds a NUL byte at offset 8 (binary data).
+    """  # noqa: E501
+    p = Path(path)
+    where = f"{name} {str(p)!r}"
+    if p.is_dir():
+        raise QualityError(f"{where} is a directory, expected a CSV file.")
+    if not p.exists():
+        raise QualityError(f"{where} does not exist.")
+    if not p.is_file():
+        raise QualityError(f"{where} is not a regular file, expected a CSV file.")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+        if p.suffix == ".gz":
+            if not head.startswith(b"\x1f\x8b"):
+                raise QualityError(f"{where} is not gzip data, as its .gz suffix says; "
+                                   "expected gzipped CSV text.")
+            with gzip.open(p, "rb") as g:
+                head = g.read(_SNIFF_BYTES)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise QualityError(f"{where} is a damaged gzip file ({exc}).") from None
+    except OSError as exc:
+        raise QualityError(f"{where} cannot be read ({exc.strerror or exc}).") from None
+    why = _not_text(head, truncated=len(head) == _SNIFF_BYTES)
+    if why:
+        raise QualityError(f"{where} is not text (UTF-8/CP1252) CSV: {why}.")
+    return p
+
+
+def _not_text(data: bytes, truncated: bool = False) -> str | None:
+    r"""Why ``data`` (the start of a file) is no CSV text, or ``None`` if it may be.
+
+    >>> _not_text(b"ts,temp\n1,20.5\n"), _not_text("zeit;Temp°\n".encode("cp1252"))
+    (None, None)
+    >>> _not_text(b"PK\x03\x04rest")
+    'it is a ZIP archive (an .xlsx or .ods workbook?); export the sheet as CSV'
+    """
+    for magic, what in _MAGIC:
+        if data.startswith(magic):
+            return what
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        return f"it holds a NUL byte at offset {nul} (binary data)"
+    try:  # a multi-byte character cut at the end of the sample is no fault
+        text = codecs.getincrementaldecoder("utf-8")().decode(data, final=not truncated)
+    except UnicodeDecodeError:
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError as exc:
+            return (f"byte 0x{data[exc.start]:02x} at offset {exc.start} is neither UTF-8 "
+                    "nor CP1252 text (binary data)")
+    control = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f\v\x1a")
+    if control > max(8, len(text) // 100):
+        return f"{control} of its first {len(text)} characters are control characters (binary data)"
+    return None
+
+
+def read_text(path: str | Path, name: str = "File") -> str:
+    r"""The whole text of a small CSV file (labels, failure times), for the ``csv`` module:
+    UTF-8 (a byte-order mark skipped), else Windows-1252, gunzipped if it ends in ``.gz``.
+    Line ends are kept (read it with ``io.StringIO(text, newline="")``).
+
+    Raises :class:`~edgewise.errors.QualityError` naming ``name`` and the path when
+    :func:`check_csv_file` refuses it, or when a byte further on decodes in neither.
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "l.csv"
+    >>> _ = f.write_bytes("device_id,note\npump-1,Lager 80°C\n".encode("cp1252"))
+    >>> read_text(f).splitlines()[1]
+    'pump-1,Lager 80°C'
+    """
+    p = check_csv_file(path, name)
+    try:
+        with (gzip.open if p.suffix == ".gz" else open)(p, "rb") as f:
+            data = f.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise QualityError(f"{name} {str(p)!r} is a damaged gzip file ({exc}).") from None
+    except OSError as exc:
+        raise QualityError(f"{name} {str(p)!r} cannot be read ({exc.strerror or exc}).") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError as exc:
+        raise QualityError(
+            f"{name} {str(p)!r} is not text (UTF-8/CP1252) CSV: byte 0x{data[exc.start]:02x} at "
+            f"offset {exc.start} decodes in neither (binary data)."
+        ) from None
+
+
+def read_table(path: str | Path, name: str = "File") -> pd.DataFrame:
     """Read a comma- or semicolon-separated file, optionally gzipped (the separator is
     detected; in a semicolon file, numbers may have a decimal comma, as European
     spreadsheets write them). A file that is not UTF-8 is read as Windows-1252, as
@@ -162,29 +291,27 @@ def read_table(path: str | Path) -> pd.DataFrame:
     ...     read_table(f)["druck"].tolist()
     [1.5]
 
-    Raises :class:`~edgewise.errors.QualityError` when the file is missing, empty or has
-    no data rows.
+    Raises :class:`~edgewise.errors.QualityError`, naming ``name`` and the path, when the
+    file is missing, a directory, not text (:func:`check_csv_file`), empty or has no data
+    rows.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise QualityError(f"File {str(p)!r} does not exist.")
+    p = check_csv_file(path, name)
     opener = gzip.open if p.suffix == ".gz" else open
     with opener(p, "rt", encoding="utf-8-sig", errors="replace") as f:
         head = f.readline()
         sample = list(itertools.islice(f, _SAMPLE_LINES))
+    where = f"{name} {str(p)!r}"
     if not head.strip():
-        raise QualityError(f"File {str(p)!r} is empty; expected a header row and data rows.")
+        raise QualityError(f"{where} is empty; expected a header row and data rows.")
     sep = separator(head, sample)
     try:
         df = _read_csv(p, sep)
     except pd.errors.EmptyDataError:
-        raise QualityError(
-            f"File {str(p)!r} is empty; expected a header row and data rows."
-        ) from None
+        raise QualityError(f"{where} is empty; expected a header row and data rows.") from None
     except pd.errors.ParserError as exc:
-        raise QualityError(f"File {str(p)!r} is not a valid CSV: {exc}".splitlines()[0]) from None
+        raise QualityError(f"{where} is not a valid CSV: {exc}".splitlines()[0]) from None
     if df.empty:
-        raise QualityError(f"File {str(p)!r} has a header but no data rows.")
+        raise QualityError(f"{where} has a header but no data rows.")
     df.columns = [str(c).strip() for c in df.columns]
     if sep == ";":
         _decimal_commas(df)

@@ -200,3 +200,36 @@ def test_failure_times_in_any_epoch_unit(tmp_path: Path) -> None:
     f = tmp_path / "failures.csv"
     f.write_text("device_id,time\n" + "\n".join(rows) + "\n")
     assert set(_read_failures(f).values()) == {t * 10**9}
+
+
+def test_a_device_listed_twice_in_failures_warns_naming_both_times(tmp_path: Path,
+                                                                     capsys) -> None:
+    """Check a failures CSV listing a device twice keeps the earlier time with a one-line
+    warning naming the device and both times (it took the earlier one without a word), that a
+    device listed once gets no warning, and that --help says so."""
+    from typer.testing import CliRunner
+
+    from edgewise.cli import app, load_commands
+    from edgewise.cli.rul import _read_failures
+
+    f = tmp_path / "failures.csv"
+    f.write_text("device_id,time\npump-1,2024-03-02T00:00:00Z\npump-2,2024-01-05T00:00:00Z\n"
+                 "pump-1,2024-01-10T00:00:00Z\n")
+    got = _read_failures(f)
+    assert got["pump-1"] == 1704844800 * 10**9 and got["pump-2"] == 1704412800 * 10**9
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: "), err
+    for part in ("'pump-1'", "2024-03-02T00:00:00Z (line 2)", "2024-01-10T00:00:00Z (line 4)",
+                 "using the earlier, 2024-01-10T00:00:00Z"):
+        assert part in err, err
+    assert "pump-2" not in err
+    load_commands()
+    runner = CliRunner(mix_stderr=False)
+    res = runner.invoke(app, ["train", "rul", "--data", f"duckdb:///{tmp_path}/none.duckdb",
+                              "--failures", str(f), "--out", str(tmp_path / "m.rul")])
+    lines = res.stderr.splitlines()
+    assert lines[0].startswith("warning: ") and "'pump-1'" in lines[0], res.stderr
+    assert res.exit_code == 2 and len(lines) == 2  # then the missing store, one line
+    helptext = " ".join(runner.invoke(app, ["train", "rul", "--help"],
+                                      env={"COLUMNS": "200"}).stdout.split())
+    assert "listed twice keeps its earliest time" in helptext, helptext

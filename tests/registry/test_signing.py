@@ -39,6 +39,7 @@ def _verify(reg, s, payload=None, **kw):
 def test_key_is_private_and_public_key_exported(data_dir):
     """Check that the key file is mode 0600, stable across restarts, public key exported."""
     r = Registry(data_dir)
+    r.signing_key()  # opening a registry makes no key; the first signing does
     pem = data_dir / "registry" / "signing_key.pem"
     assert stat.S_IMODE(os.stat(pem).st_mode) == 0o600
     assert (data_dir / "registry" / "signing_key.pub").read_text().strip()

@@ -69,3 +69,37 @@ def test_rollout_refuses_an_expiry_that_is_not_a_lifetime(env: Env) -> None:
     r = env.client.post("/v1/registry/rollouts", json={**body, "expires_days": 0.5},
                         headers=env.auth("operator"))
     assert r.status_code == 200, r.text
+
+
+def test_a_lost_signing_key_is_refused_over_rest_and_never_remade(env: Env) -> None:
+    """Check a registry whose signing_key.pem was deleted lists as 'lost' (reading made a new
+    key), still serves its release to devices, and a rollout is a 409 naming the key."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from edgewise.registry import Registry
+    from edgewise.server.problems import install_problem_handlers
+    from edgewise.server.routes.models import make_router
+
+    reg = env.client.app.state.registry
+    reg.publish("detector", "1.0.0", b"model", format="pickle")
+    body = {"name": "detector", "version": "1.0.0", "target": f"device:{env.device}"}
+    r = env.client.post("/v1/registry/rollouts", json=body, headers=env.auth("operator"))
+    assert r.status_code == 200, r.text
+    kid = reg.key_id
+    pem = env.settings.data_dir / "registry" / "signing_key.pem"
+    pem.unlink()
+    lost = Registry(env.settings.data_dir)  # the gateway restarted after the key was deleted
+    app = FastAPI()
+    install_problem_handlers(app)
+    app.include_router(make_router(lost, env.security))
+    with TestClient(app) as client:
+        listing = client.get("/v1/registry", headers=env.auth("viewer")).json()
+        assert (listing["key_id"], listing["key_state"]) == (kid, "lost")
+        got = client.get(f"/v1/devices/{env.device}/model", headers=env.device_headers())
+        assert got.status_code == 200, got.text
+        p = problem(client.post("/v1/registry/rollouts", json=body,
+                                headers=env.auth("operator")), 409)
+        assert p["reason"] == "key_lost" and kid in p["detail"], p
+    assert not pem.exists() and [x.release for x in lost.releases()] == [1]
+    lost.close()

@@ -346,7 +346,13 @@ def bench_folder(
     of all evaluated rows together; ``"files"`` the same per file.
     """
     root = Path(folder)
-    files = sorted(root.rglob("*.csv")) if root.is_dir() else []
+    if not root.exists():
+        raise QualityError(f"Folder {str(root)!r} does not exist.")
+    if not root.is_dir():
+        raise QualityError(
+            f"Folder {str(root)!r} is a file, expected a folder of labelled *.csv files "
+            "(edgewise detect FILE --label-column NAME scores one file).")
+    files = sorted(root.rglob("*.csv"))
     if not files:
         raise QualityError(f"Folder {str(root)!r} holds no *.csv file to benchmark.")
     check_threshold(threshold)

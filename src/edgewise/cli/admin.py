@@ -37,6 +37,13 @@ StoreUrl = Annotated[
                  help="Store URL (default: the DuckDB file under the data directory)."),
 ]
 
+MqttUrl = Annotated[
+    str,
+    typer.Option("--mqtt", envvar="EDGEWISE_MQTT",
+                 help="The gateway's MQTT broker, as 'serve --mqtt' has it: with an external "
+                 "broker (mqtt://HOST:PORT?prefix=…) the device's retained ack is cleared there."),
+]
+
 
 Groups = Annotated[
     list[str],
@@ -132,12 +139,15 @@ def device_list(data_dir: DataDir, as_json: Json = False) -> None:
 
 @device_app.command("delete")
 def device_delete(
-    device_id: str, data_dir: DataDir, store: StoreUrl = "", as_json: Json = False
+    device_id: str, data_dir: DataDir, store: StoreUrl = "", mqtt: MqttUrl = "embedded",
+    as_json: Json = False,
 ) -> None:
     """Revoke device DEVICE_ID's credentials and delete its stored data.
 
     If a running gateway holds the embedded store, only the credentials are revoked
-    (exit status 1); then use DELETE /v1/devices/ID on the gateway.
+    (exit status 1); then use DELETE /v1/devices/ID on the gateway. With an external MQTT
+    broker (--mqtt / EDGEWISE_MQTT), the device's retained ack is cleared there, so a device
+    registered again under the same id is not told the old watermark.
     """
     from edgewise.config import Settings
     from edgewise.errors import StoreError
@@ -145,11 +155,13 @@ def device_delete(
     from edgewise.store import open_store
 
     settings = Settings.load(data_dir=data_dir, store=store or None)
+    _external_broker(mqtt)  # a bad --mqtt fails before anything is deleted
     sec = Security(data_dir)
     try:
         registered = sec.has_device(device_id)
         if registered:
             sec.delete_device(device_id, actor="cli")
+        ack = _clear_retained_ack(mqtt, device_id)  # after the revocation: no ack follows it
         try:
             st = open_store(settings.store_url)
         except StoreError as exc:
@@ -182,10 +194,42 @@ def device_delete(
         raise fail(f"Device {device_id!r} is not registered and has no stored data.", code=1)
     if as_json:
         typer.echo(json.dumps({"id": device_id, "credentials_deleted": registered,
-                               "rows_deleted": rows, "labels_deleted": labels}))
+                               "rows_deleted": rows, "labels_deleted": labels,
+                               **({} if ack is None else {"retained_ack_cleared": ack})}))
         return
     creds = "credentials revoked" if registered else "was not registered"
-    typer.echo(f"device {device_id}: {creds}; {rows} stored rows and {labels} labels deleted")
+    typer.echo(f"device {device_id}: {creds}; {rows} stored rows and {labels} labels deleted"
+               + ("; retained ack cleared" if ack else ""))
+
+
+def _external_broker(mqtt: str) -> bool:
+    """Whether ``mqtt`` names an external broker (checked: a bad URL fails in one line)."""
+    from edgewise.errors import ConfigError
+    from edgewise.transport.client import parse_mqtt_url
+
+    if mqtt == "embedded":
+        return False
+    try:
+        parse_mqtt_url(mqtt)
+    except ConfigError as exc:
+        raise fail(str(exc).replace("Setting 'mqtt'", "--mqtt (EDGEWISE_MQTT)")) from None
+    return True
+
+
+def _clear_retained_ack(mqtt: str, device_id: str) -> bool | None:
+    """Clear the device's retained ack on an external broker; ``None`` for the embedded one
+    (it retains no ack), else whether it was cleared (a one-line warning when not)."""
+    if not _external_broker(mqtt):
+        return None
+    from edgewise.transport.client import clear_retained_ack, parse_mqtt_url
+
+    try:
+        clear_retained_ack(mqtt, device_id)
+    except ConnectionError as exc:
+        topic = f"{parse_mqtt_url(mqtt)['prefix']}/{device_id}/ack"
+        typer.echo(f"warning: {exc} Clear it with: mosquitto_pub -r -n -t '{topic}'.", err=True)
+        return False
+    return True
 
 
 def _forget_detector_state(store: Store, settings: Settings, device_id: str) -> None:

@@ -80,9 +80,14 @@ def _read_calibration(path: Path, width: int | None) -> Any:
     """``--calibration`` rows as a float array, or a one-line CLI error naming what is wrong."""
     import numpy as np
 
+    from edgewise.errors import QualityError
+    from edgewise.tables import check_csv_file
+
     where = f"Calibration file {str(path)!r}"
-    if not path.is_file():
-        raise fail(f"{where} does not exist; give a CSV of real input rows (no header).")
+    try:  # a missing file, a directory or a binary file is named in one line
+        check_csv_file(path, "Calibration file")
+    except QualityError as exc:
+        raise fail(f"{str(exc).rstrip('.')}; give a CSV of real input rows (no header).") from None
     try:
         rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
     except ValueError as exc:

@@ -33,9 +33,7 @@ def import_(
     """Import labels from a CSV file; relabelled windows get a new version."""
     from edgewise.label.store import read_labels_csv
 
-    if not file.is_file():
-        raise fail(f"Label file {str(file)!r} does not exist.")
-    try:
+    try:  # a missing file, a directory or a binary file is named in one line
         rows = read_labels_csv(file)
     except ValueError as exc:
         raise fail(str(exc)) from None

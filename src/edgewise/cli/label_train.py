@@ -29,9 +29,10 @@ def _history(device: str, csv: Path | None, store_url: str | None, data_dir: Pat
     from edgewise.label.workflow import history_from_store, load_history_csv
 
     if csv is not None:
-        if not csv.is_file():
-            raise fail(f"--csv {str(csv)!r} does not exist.")
-        return load_history_csv(csv)
+        try:  # a missing file, a directory or a binary file is named in one line
+            return load_history_csv(csv)
+        except ValueError as exc:
+            raise fail(f"--csv: {exc}") from None
     try:
         from edgewise.store import open_store  # type: ignore[attr-defined]
     except ImportError:

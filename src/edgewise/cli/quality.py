@@ -55,9 +55,7 @@ def quality(
     from edgewise.quality.report import fleet_report, metric_issues
     from edgewise.tables import read_table, time_ns
 
-    if not file.is_file():
-        raise fail(f"{str(file)!r} is not a file")
-    try:
+    try:  # a missing file, a directory or a binary file is named in one line
         df = read_table(file)
     except QualityError as exc:
         raise fail(str(exc)) from None

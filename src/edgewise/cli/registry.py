@@ -1,4 +1,9 @@
-"""``edgewise registry list|publish|rollout|pubkey``: model versions and signed releases."""
+"""``edgewise registry list|publish|rollout|pubkey|new-key``: model versions and signed releases.
+
+Only ``rollout`` and ``pubkey`` make the signing key, and only for a registry that never had
+one; ``list`` never does. A registry whose key was issued but whose ``signing_key.pem`` is gone
+refuses ``publish`` and ``rollout`` with one line (restore the file, or ``new-key`` on purpose).
+"""
 
 from __future__ import annotations
 
@@ -46,15 +51,21 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
     reg = Registry(data_dir)
     versions = reg.versions(name or None)
     releases = [r for r in reg.releases() if not name or r.name == name]
+    state = reg.key_state
+    key_id = None if state == "none" else reg.key_id
     if json_out:
         typer.echo(json.dumps({
-            "key_id": reg.key_id,
+            "key_id": key_id,
+            "key_state": state,
             "versions": [v.__dict__ for v in versions],
             "releases": [{"release": r.release, "name": r.name, "version": r.version,
                           "target": r.target, "kind": r.kind} for r in releases],
         }))
         return
-    typer.echo(f"signing key {reg.key_id}")
+    typer.echo({"ok": f"signing key {key_id}",
+                "none": "signing key: none yet (made at the first rollout or gateway start)",
+                "lost": f"signing key {key_id}: LOST (signing_key.pem is gone; publish and "
+                        "rollout are refused until it is restored, or 'registry new-key')"}[state])
     for v in versions:
         typer.echo(f"{v.name} {v.version}  {v.format}  {v.size} B  sha256 {v.sha256[:16]}  "
                    f"trained on {v.trained_on or '-'}  {v.metrics}")
@@ -89,8 +100,13 @@ def publish_cmd(
         fmt = model_format(model_file, format)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    mv = Registry(data_dir).publish(name, version, model_file.read_bytes(), format=fmt,
-                                    trained_on=trained_on, metrics=metrics)
+    from edgewise.errors import SignatureError
+
+    try:
+        mv = Registry(data_dir).publish(name, version, model_file.read_bytes(), format=fmt,
+                                        trained_on=trained_on, metrics=metrics)
+    except SignatureError as exc:
+        raise fail(str(exc)) from None
     typer.echo(f"published {mv.name} {mv.version} ({mv.size} B, sha256 {mv.sha256[:16]})")
 
 
@@ -102,7 +118,7 @@ def rollout_cmd(
     rollback: Annotated[bool, typer.Option(help="Sign an explicit rollback order.")] = False,
 ) -> None:
     """Sign a release of NAME VERSION for TARGET (device:<id> or group:<name>)."""
-    from edgewise.errors import InvalidParameterError
+    from edgewise.errors import InvalidParameterError, SignatureError
     from edgewise.registry import Registry, check_expires_days
 
     try:
@@ -113,7 +129,7 @@ def rollout_cmd(
                             kind="rollback" if rollback else "release")
         finally:
             reg.close()
-    except InvalidParameterError as exc:
+    except (InvalidParameterError, SignatureError) as exc:
         raise fail(str(exc)) from None
     except KeyError as exc:
         published = ", ".join(v.version for v in Registry(data_dir).versions(name)) or "none"
@@ -125,8 +141,40 @@ def rollout_cmd(
 
 @registry_app.command("pubkey")
 def pubkey_cmd(data_dir: DataDir) -> None:
-    """Print 'KEY_ID BASE64_PUBLIC_KEY', what agents get at enrolment."""
-    from edgewise.registry import Registry
+    """Print 'KEY_ID BASE64_PUBLIC_KEY', what agents get at enrolment.
+
+    On a registry that never had a key this makes it (agents are enrolled before the first
+    rollout); if the private half is lost it prints the public half left and warns.
+    """
+    from edgewise.errors import SignatureError
+    from edgewise.registry import Registry, key_id_of
 
     reg = Registry(data_dir)
-    typer.echo(f"{reg.key_id} {base64.b64encode(reg.public_key_bytes).decode()}")
+    try:
+        public = reg.public_key_bytes
+    except SignatureError as exc:
+        raise fail(str(exc)) from None
+    if reg.key_state == "lost":
+        typer.echo("warning: the private half of this key (signing_key.pem) is gone; "
+                   "rollouts are refused until it is restored.", err=True)
+    typer.echo(f"{key_id_of(public)} {base64.b64encode(public).decode()}")
+
+
+@registry_app.command("new-key")
+def new_key_cmd(data_dir: DataDir) -> None:
+    """Replace a LOST signing key on purpose (refused while signing_key.pem exists).
+
+    Every agent must then be given the new signing_key.pub (--trust-key, repeatable: keep the
+    old one too while devices still run releases it signed); until then they refuse new
+    releases as signed by an unknown key. Prints 'KEY_ID BASE64_PUBLIC_KEY'.
+    """
+    from edgewise.errors import SignatureError
+    from edgewise.registry import Registry
+
+    try:
+        key = Registry(data_dir).new_key()
+    except SignatureError as exc:
+        raise fail(str(exc)) from None
+    typer.echo("new signing key; give every agent the new signing_key.pub (--trust-key)",
+               err=True)
+    typer.echo(f"{key.key_id} {base64.b64encode(key.public_key_bytes).decode()}")

@@ -5,16 +5,18 @@
 ``edgewise.duckdb`` (and no CSVs). From a store every device is a unit, its metrics
 pivoted on time into columns (:func:`~edgewise.models.history.device_frame`; the time
 column counts readings). Training needs each device's failure time, and it is never
-guessed: ``--failures CSV`` (``device_id,time`` rows), ``--failure-label CLASS`` (the
-start of the device's earliest current label of that class in the label store of
-``--data-dir``), or ``--history-ends-at-failure`` (you say every history ends at a
-failure). Devices without a known failure, and devices a model cannot score, are
-listed as skipped, never dropped silently.
+guessed: ``--failures CSV`` (``device_id,time`` rows; a device listed twice keeps its
+earliest time, with a warning), ``--failure-label CLASS`` (the start of the device's
+earliest current label of that class in the label store of ``--data-dir``), or
+``--history-ends-at-failure`` (you say every history ends at a failure). Devices without
+a known failure, and devices a model cannot score, are listed as skipped, never dropped
+silently.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,13 +149,19 @@ def _device_ids(store: Any, url: str, devices: str | None) -> list[str]:
 
 def _read_failures(path: Path) -> dict[str, int]:
     """``device_id,time`` rows (header line; time RFC 3339 or epoch s, ms, us or ns, the
-    unit told by size as for telemetry)."""
+    unit told by size as for telemetry). A device listed more than once keeps its earliest
+    time (its first failure ends its history), with a one-line warning naming both times."""
+    from edgewise.errors import QualityError
+    from edgewise.tables import read_text
     from edgewise.telemetry import parse_time_text
 
-    if not path.is_file():
-        raise fail(f"--failures {str(path)!r} does not exist; give a CSV of device_id,time")
+    try:  # a missing file, a directory or a binary file is named in one line
+        text = read_text(path, "--failures")
+    except QualityError as exc:
+        raise fail(f"{str(exc).rstrip('.')}; give a CSV of device_id,time") from None
     out: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
+    given: dict[str, tuple[int, str]] = {}  # device -> (line, time as written) of the one kept
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         if not {"device_id", "time"} <= set(reader.fieldnames or []):
             raise fail(f"--failures {str(path)!r} must have the header device_id,time; got "
@@ -164,7 +172,16 @@ def _read_failures(path: Path) -> dict[str, int]:
                 ts = parse_time_text(text, field_name="time", max_future_s=10 * 365 * 86400.0)
             except ValueError as exc:
                 raise fail(f"--failures {str(path)!r} line {line}: {exc}") from None
-            out[device] = min(ts, out.get(device, ts))  # the first failure ends the history
+            if device in out:  # the first failure ends the history; say so
+                (was_line, was), kept = given[device], min(ts, out[device])
+                used = was if kept == out[device] else text
+                typer.echo(f"warning: --failures {str(path)!r} lists device {device!r} more than "
+                           f"once: {was} (line {was_line}) and {text} (line {line}); using the "
+                           f"earlier, {used}, as its first failure ends its history", err=True)
+                if kept == out[device]:
+                    continue
+            out[device] = ts
+            given[device] = (line, text)
     return out
 
 
@@ -262,7 +279,9 @@ def train_rul(
                                  "from a store: the metrics every training device sends).")
     ] = None,
     failures: Annotated[Path | None, typer.Option(
-        help="Store only: CSV of device_id,time, each device's failure time.")] = None,
+        help="Store only: CSV of device_id,time, each device's failure time. A device listed "
+        "twice keeps its earliest time (its first failure ends its history); a warning names "
+        "both times.")] = None,
     failure_label: Annotated[str | None, typer.Option(
         help="Store only: comma-separated label classes (label store in --data-dir) whose "
         "earliest window start is the device's failure time.")] = None,

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from edgewise.config import Settings
-from edgewise.errors import ConfigError, PayloadError, RateLimitError
+from edgewise.errors import ConfigError, PayloadError, RateLimitError, SignatureError
 from edgewise.gateway.pipeline import IngestResult, Pipeline
 from edgewise.registry import Registry
 from edgewise.security.credentials import Security
@@ -75,8 +75,13 @@ class Gateway:
                 ) from None
         pipeline_options.setdefault("state_path", settings.data_dir / "detectors.pickle")
         self.pipeline = Pipeline(self.store, settings, self.security, **pipeline_options)
-        # the model registry and its Ed25519 signing key (made at first start, mode 0600)
+        # the model registry and its Ed25519 signing key: made at the first start (mode 0600), so
+        # agents can be enrolled before any rollout; never remade once issued and lost
         self.registry = Registry(settings.data_dir)
+        try:
+            self.registry.signing_key()
+        except SignatureError as exc:
+            log.warning("registry: %s Existing releases are still served.", exc)
         self.transport: Transport | None = None
         self.http_server: Any = None
         self._http_task: asyncio.Task[Any] | None = None
@@ -120,6 +125,19 @@ class Gateway:
                 outcomes.append(Outcome(m.device_id, None, [problem_of(r)]))
         return outcomes
 
+    def forget_device(self, device_id: str) -> None:
+        """Drop what the running transport keeps for a deleted device: with an external MQTT
+        broker, its retained ack (else a device registered again under the same id would be
+        told the old watermark). ``DELETE /v1/devices/{id}`` calls it after the deletion."""
+        forget = getattr(self.transport, "forget_device", None)
+        if forget is None:
+            return
+        try:
+            forget(device_id)
+        except Exception:  # the device and its data are gone already; say what was left
+            log.exception("could not clear what the MQTT transport keeps for deleted device %r "
+                          "(its retained ack)", device_id)
+
     def make_transport(self) -> Transport:
         """The MQTT transport the settings ask for (embedded broker or an external one)."""
         s = self.settings
@@ -161,7 +179,7 @@ class Gateway:
 
         s = self.settings
         app = create_app(store=self.store, security=self.security, pipeline=self.pipeline,
-                         settings=s, registry=self.registry)
+                         settings=s, registry=self.registry, forget_device=self.forget_device)
         kw: dict[str, Any] = {}
         if s.tls_cert and s.tls_key:
             kw.update(ssl_certfile=s.tls_cert, ssl_keyfile=s.tls_key)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 import sqlite3
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgewise.errors import InvalidParameterError
-from edgewise.tables import separator
+from edgewise.tables import read_text, separator
 from edgewise.telemetry import parse_time_text, validate_device_id
 
 if TYPE_CHECKING:
@@ -388,8 +389,10 @@ def read_labels_csv(path: Path | str) -> list[tuple[str, int, int, str, str]]:
     ``start`` and ``end`` are RFC 3339 timestamps with an offset or integer epoch times
     (seconds, milliseconds, microseconds or nanoseconds, told apart by size as in
     :func:`~edgewise.telemetry.epoch_ns`). Commas or semicolons separate the fields; a
-    spreadsheet's byte-order mark is skipped. Raises :class:`InvalidParameterError`
-    naming the line of the first bad row.
+    spreadsheet's byte-order mark is skipped; UTF-8 or Windows-1252 text. Raises
+    :class:`InvalidParameterError` naming the line of the first bad row, and
+    :class:`~edgewise.errors.QualityError` naming the file if it is missing, a directory or
+    not text (:func:`edgewise.tables.read_text`).
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "l.csv"
@@ -399,7 +402,7 @@ def read_labels_csv(path: Path | str) -> list[tuple[str, int, int, str, str]]:
     ('pump-1', 1704067200000000000, 1704067800000000000, 'anomaly')
     """
     rows: list[tuple[str, int, int, str, str]] = []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_text(path, "Label file"), newline="") as fh:
         head = fh.readline()
         fh.seek(0)
         reader = csv.DictReader(fh, delimiter=separator(head))

@@ -13,6 +13,8 @@ TLS is uvicorn's: pass :func:`uvicorn_ssl_kwargs` to ``uvicorn.run``/``uvicorn.C
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from edgewise.config import Settings
-from edgewise.errors import ConfigError
+from edgewise.errors import ConfigError, SignatureError
 from edgewise.gateway.pipeline import Pipeline
 from edgewise.registry import Registry
 from edgewise.security.credentials import Security
@@ -84,6 +86,7 @@ _SECURITY_HEADERS = {
 def create_app(
     *, store: Store, security: Security, pipeline: Pipeline, settings: Settings,
     registry: Registry | None = None,
+    forget_device: Callable[[str], Any] | None = None,
 ) -> FastAPI:
     """Build the Edgewise HTTP app around running parts.
 
@@ -102,7 +105,11 @@ def create_app(
         The model registry whose signed releases agents fetch (``GET /v1/devices/{id}/model``,
         ``GET /v1/models/{sha256}``) and operators roll out (``POST /v1/registry/rollouts``).
         By default the one in ``settings.data_dir`` (its signing key is made there at first
-        start); the caller that passes one closes it.
+        start, never remade once issued); the caller that passes one closes it.
+    forget_device
+        Called with a device id once ``DELETE /v1/devices/{id}`` has deleted the device, for
+        what the gateway keeps outside the store: the running transport's state, such as the
+        external MQTT broker's retained ack (``Gateway.forget_device``).
 
     Returns
     -------
@@ -125,11 +132,16 @@ def create_app(
     app.state.security = security
     app.state.pipeline = pipeline
     app.state.settings = settings
+    app.state.forget_device = forget_device
     install_problem_handlers(app)
     for module in (telemetry, devices, readings, quality, rul, alerts, labels, tokens, health):
         app.include_router(module.router)
-    if registry is None:
+    if registry is None:  # the gateway's first start makes the signing key (never remade)
         registry = Registry(settings.data_dir)
+        try:
+            registry.signing_key()
+        except SignatureError as exc:
+            logging.getLogger(__name__).warning("registry: %s", exc)
     app.state.registry = registry
     app.include_router(models.make_router(registry, security), tags=["registry"])
 

@@ -6,7 +6,11 @@ client id) and subscribes to ``<prefix>/+/telemetry`` at QoS 1 with paho's
 ``manual_ack``: each message is acknowledged to the broker (PUBACK) only after the store
 committed it, so a gateway that dies before the commit gets the message again from the
 broker when it reconnects. After the commit the gateway publishes the retained QoS 1
-``{"seq": w}`` on ``<prefix>/<device>/ack``.
+``{"seq": w}`` on ``<prefix>/<device>/ack``. The broker keeps that ack after the device is
+deleted, so deleting a device clears it (:meth:`ExternalBroker.forget_device`, or
+:func:`clear_retained_ack` from another process: a zero-length retained message); else a
+device registered again under the same id would be told the old watermark and drop readings
+it never delivered. Acks are not published for a device no longer registered.
 
 What the broker does is the broker's: authentication and the per-device topic ACL must
 be configured there (Mosquitto: ``pattern write edgewise/%u/telemetry``); the gateway
@@ -19,11 +23,13 @@ make such a loss visible, and devices resend what is not acked.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import logging
 import ssl
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +41,7 @@ from edgewise.errors import ConfigError
 from edgewise.transport.base import Handler, Message, Outcome
 from edgewise.transport.batcher import Batcher
 
-__all__ = ["ExternalBroker", "parse_mqtt_url"]
+__all__ = ["ExternalBroker", "clear_retained_ack", "parse_mqtt_url"]
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +183,108 @@ class ExternalBroker:
             if o.ack_seq is not None:
                 best[o.device_id] = max(best.get(o.device_id, 0), o.ack_seq)
         for device, w in best.items():
+            if self.known_device is not None and not self.known_device(device):
+                continue  # deleted meanwhile: a retained ack would outlive it (forget_device)
             self.client.publish(self._topic(device, "ack"), json.dumps({"seq": w}),
                                 qos=1, retain=True)
         for m in messages:  # PUBACK to the broker only now that the batch is committed
             mid, qos = m.token
             if qos:
                 self.client.ack(mid, qos)
+
+    def forget_device(self, device_id: str, timeout: float = 10.0) -> bool:
+        """Clear the device's retained ack on the broker: publish a zero-length retained
+        message (QoS 1) on ``<prefix>/<device>/ack``. Call it when the device is deleted,
+        after its credentials are revoked; a device registered again under the same id then
+        starts from no ack instead of the old watermark.
+
+        Runs the publish on the gateway's event loop, in order with the acks of commits, and
+        waits up to ``timeout`` seconds for the broker's PUBACK. Returns whether the broker
+        confirmed; if it is unreachable, the message stays queued (persistent session) and
+        is sent when the gateway reconnects.
+        """
+        topic = self._topic(device_id, "ack")
+        loop = self._loop
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if loop is None or on_loop or loop.is_closed() or not loop.is_running():
+            info = self.client.publish(topic, b"", qos=1, retain=True)
+            if on_loop:  # the loop must not block: the publish goes out all the same
+                return info.is_published()
+        else:
+            done: concurrent.futures.Future[mqtt.MQTTMessageInfo] = concurrent.futures.Future()
+
+            def publish() -> None:
+                try:
+                    done.set_result(self.client.publish(topic, b"", qos=1, retain=True))
+                except BaseException as exc:  # handed to the waiting thread
+                    done.set_exception(exc)
+
+            loop.call_soon_threadsafe(publish)
+            try:
+                info = done.result(timeout)
+            except TimeoutError:
+                log.warning("clearing the retained ack on %r of deleted device %r: the gateway's "
+                            "event loop did not run it within %g s", topic, device_id, timeout)
+                return False
+        why = _unconfirmed(info, timeout)
+        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            why = f"{why} (queued: it goes out when the gateway reconnects)"
+        if why is not None:
+            log.warning("clearing the retained ack on %r of deleted device %r: %s", topic,
+                        device_id, why)
+        return why is None
+
+
+def _unconfirmed(info: mqtt.MQTTMessageInfo, timeout: float) -> str | None:
+    """Wait for the broker's PUBACK of ``info``; ``None`` once it came, else why not."""
+    if info.rc == mqtt.MQTT_ERR_NO_CONN:
+        return "the broker is not connected"
+    try:
+        info.wait_for_publish(timeout)
+    except (RuntimeError, ValueError) as exc:
+        return str(exc)
+    return None if info.is_published() else f"no PUBACK from the broker within {timeout:g} s"
+
+
+def clear_retained_ack(url: str, device_id: str, *, timeout: float = 5.0) -> str:
+    """Clear ``device_id``'s retained ack on the external broker at ``url`` from a process
+    other than the gateway (``edgewise device delete``); return the topic cleared.
+
+    Connects with its own client id and a clean session (never the gateway's: that would
+    take over the gateway's persistent session), publishes a zero-length retained message
+    on ``<prefix>/<device>/ack`` at QoS 1 and waits for the PUBACK. Raises
+    ``ConnectionError`` naming the broker and the topic if it does not answer or confirm
+    within ``timeout`` seconds.
+    """
+    cfg = parse_mqtt_url(url)
+    topic = f"{cfg['prefix']}/{device_id}/ack"
+    where = f"MQTT broker {cfg['host']}:{cfg['port']}"
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                    client_id=f"edgewise-admin-{uuid.uuid4().hex[:12]}", clean_session=True)
+    if cfg["username"]:
+        c.username_pw_set(cfg["username"], cfg["password"])
+    if cfg["tls"]:
+        c.tls_set(ca_certs=cfg["ca"], cert_reqs=ssl.CERT_REQUIRED)
+    connected = threading.Event()
+    c.on_connect = lambda cl, u, f, rc, p=None: connected.set() if not rc.is_failure else None
+    try:
+        c.connect(cfg["host"], cfg["port"], keepalive=30)
+    except OSError as exc:
+        raise ConnectionError(f"{where} did not answer ({exc}); the retained ack on {topic!r} "
+                              "was not cleared.") from None
+    c.loop_start()
+    try:
+        if not connected.wait(timeout):
+            raise ConnectionError(f"{where} did not accept the connection within {timeout:g} s; "
+                                  f"the retained ack on {topic!r} was not cleared.")
+        why = _unconfirmed(c.publish(topic, b"", qos=1, retain=True), timeout)
+        if why is not None:
+            raise ConnectionError(f"{where}: the retained ack on {topic!r} was not cleared "
+                                  f"({why}).")
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return topic

@@ -132,7 +132,9 @@ def delete_device(
     pipeline: PipelineDep, settings: SettingsDep, request: Request,
 ) -> dict[str, Any]:
     """Revoke the device's credentials, make the pipeline forget the device (detectors,
-    seqs, open alert), then delete its readings, seqs, conflicts, alerts and labels."""
+    seqs, open alert), then delete its readings, seqs, conflicts, alerts and labels, and
+    clear its retained ack on an external MQTT broker (a device registered again under the
+    same id starts from no ack, not the old watermark)."""
     registered = security.has_device(device_id)
     if not known_device(security, store, device_id):
         raise not_found(device_id)
@@ -146,6 +148,9 @@ def delete_device(
     with pipeline.commit_lock:  # a commit under way for the device lands before, not after
         rows = store.delete_device(device_id)
     labels = label_store(request, security, settings).delete_device(device_id, who=actor)
+    forget = getattr(request.app.state, "forget_device", None)
+    if forget is not None:  # the transport's state: an external broker's retained ack
+        forget(device_id)
     security.audit(actor, "device.delete_data", device_id, {"rows": rows, "labels": labels})
     return {"id": device_id, "credentials_deleted": registered, "rows_deleted": rows,
             "labels_deleted": labels}

@@ -8,7 +8,9 @@
 * ``GET /v1/registry`` (viewer token): versions and releases.
 * ``POST /v1/registry/rollouts`` (operator token): ``{"name", "version", "target",
   "rollback": false, "expires_days": 30}`` signs a release; audited. ``expires_days`` must
-  lie in (0, 3650] (an expired manifest is refused by every device); else 422.
+  lie in (0, 3650] (an expired manifest is refused by every device); else 422. 409 (reason
+  ``key_lost``) if the registry's signing key was issued but ``signing_key.pem`` is gone: no new
+  key is made, since devices trust only the old one.
 
 The gateway mounts :func:`make_router` in :func:`edgewise.server.app.create_app`, with the
 registry in the data directory.
@@ -23,7 +25,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel
 
-from edgewise.errors import AuthError, InvalidParameterError
+from edgewise.errors import AuthError, InvalidParameterError, SignatureError
 from edgewise.registry import MAX_EXPIRY_DAYS, Registry, check_expires_days
 from edgewise.security.credentials import Security
 from edgewise.server.problems import Problem
@@ -42,7 +44,8 @@ class RolloutRequest(BaseModel):
 
 
 _TITLES = {"unauthorized": "Authentication required", "forbidden": "Role too low",
-           "not_found": "Not found", "invalid": "Invalid rollout"}
+           "not_found": "Not found", "invalid": "Invalid rollout",
+           "key_lost": "Signing key lost"}
 
 
 def _problem(status: int, detail: str, reason: str) -> Problem:
@@ -104,8 +107,10 @@ def make_router(registry: Registry, security: Security,
     @r.get("/v1/registry", summary="Model versions and releases (viewer)")
     def listing(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
         principal(authorization, "viewer")
+        state = registry.key_state  # reading never makes a key
         return {
-            "key_id": registry.key_id,
+            "key_id": None if state == "none" else registry.key_id,
+            "key_state": state,
             "versions": [v.__dict__ for v in registry.versions()],
             "releases": [{"release": x.release, "name": x.name, "version": x.version,
                           "target": x.target, "kind": x.kind} for x in registry.releases()],
@@ -129,6 +134,8 @@ def make_router(registry: Registry, security: Security,
                                  kind="rollback" if body.rollback else "release")
         except InvalidParameterError as exc:
             raise _problem(422, str(exc), "invalid") from None
+        except SignatureError as exc:  # the signing key is lost: never make a new one here
+            raise _problem(409, str(exc), exc.reason) from None
         except KeyError as exc:
             raise _problem(404, str(exc.args[0]), "not_found") from None
         m = s.manifest
