@@ -22,13 +22,16 @@ Detectors by name (for configuration, the CLI and the gateway):
   long-run (autocorrelation-consistent) spread, so slow metrics such as temperatures do
   not alarm on their normal wandering; opt-in: better on dev and on both held-out figures,
   short of the margin its adoption rule asked (``multivariate.md``, look #7).
+* ``"state-aware"`` (the gateway's per-metric default): ``context-likelihood``, except
+  that a stream showing only two values (a door contact, an on/off flag) is scored by
+  :class:`TwoState` on how long each state lasts and how often it switches.
 * ``"ewzscore"``: exponentially weighted z-score, the cheapest baseline.
 * ``"river-hst"``: River's HalfSpaceTrees through :class:`RiverDetector` (needs ``river``),
   the usual Python peer, kept for comparison.
 
 >>> print(*sorted(DETECTORS))
 context-art context-likelihood drift-residual ewzscore long-run-residual mahalanobis
-per-metric-residual river-hst
+per-metric-residual river-hst state-aware
 >>> type(get_detector("context-likelihood", warmup=50)).__name__
 'ContextLikelihood'
 """
@@ -43,6 +46,7 @@ from edgewise.detect.drift_residual import DriftResidual, LongRunResidual, PerMe
 from edgewise.detect.mahalanobis import Mahalanobis
 from edgewise.detect.river_adapter import RiverDetector, RiverHalfSpaceTrees
 from edgewise.detect.threshold import Threshold
+from edgewise.detect.two_state import StateAware, TwoState
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import InvalidParameterError
 
@@ -61,7 +65,9 @@ __all__ = [
     "PerMetricResidual",
     "RiverDetector",
     "RiverHalfSpaceTrees",
+    "StateAware",
     "Threshold",
+    "TwoState",
     "default_detector",
     "default_multivariate",
     "get_detector",
@@ -77,6 +83,7 @@ DETECTORS: dict[str, type[Detector]] = {
     "mahalanobis": Mahalanobis,
     "per-metric-residual": PerMetricResidual,
     "river-hst": RiverHalfSpaceTrees,
+    "state-aware": StateAware,
 }
 #: The default for one metric.
 DEFAULT_DETECTOR = "context-likelihood"
@@ -90,7 +97,7 @@ def get_detector(name: str, **params: Any) -> Detector:
     >>> get_detector("isolation")
     Traceback (most recent call last):
     ...
-    edgewise.errors.InvalidParameterError: Unknown detector 'isolation'. Choose one of: context-art, context-likelihood, drift-residual, ewzscore, long-run-residual, mahalanobis, per-metric-residual, river-hst.
+    edgewise.errors.InvalidParameterError: Unknown detector 'isolation'. Choose one of: context-art, context-likelihood, drift-residual, ewzscore, long-run-residual, mahalanobis, per-metric-residual, river-hst, state-aware.
     """  # noqa: E501
     cls = DETECTORS.get(name)
     if cls is None:

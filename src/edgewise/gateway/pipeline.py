@@ -76,14 +76,18 @@ class IngestResult:
 
 
 def default_detector_factory() -> Detector:
-    """The per-(device, metric) detector: :func:`edgewise.detect.default_detector`.
+    """The per-(device, metric) detector: :class:`~edgewise.detect.StateAware` over the
+    default level detector (:func:`edgewise.detect.default_detector`), so a door contact
+    or an on/off flag is scored on how long its states last and how often it switches,
+    not on every switch as a jump.
 
-    >>> type(default_detector_factory()).__name__
-    'ContextLikelihood'
+    >>> det = default_detector_factory()
+    >>> type(det).__name__, det.base
+    ('StateAware', 'context-likelihood')
     """
-    from edgewise.detect import default_detector
+    from edgewise.detect import DEFAULT_DETECTOR, StateAware
 
-    return default_detector()
+    return StateAware(base=DEFAULT_DETECTOR)
 
 
 def default_multivariate_factory() -> Detector:
