@@ -75,3 +75,28 @@ def test_a_negative_privacy_budget_is_refused(data_dir, command, option):
     assert r.returncode == 2
     assert f"{option} must be a finite number >= 0" in r.stderr and "-1" in r.stderr
     assert not (data_dir / "federated").exists()
+
+
+@pytest.mark.slow
+def test_a_run_in_which_every_device_fails_registers_nothing(data_dir, capsys):
+    """Check a real fleet (SuperLink + 2 SuperNodes) whose devices all fail in round 1 (a
+    budget none can meet, passed past the CLI's own check) ends with one error line and exit
+    status 1, and that no model is registered, signed or published (it used to sign the
+    untrained model as 'no DP')."""
+    import typer
+
+    from edgewise.cli.federate import _run_fleet
+    from edgewise.federated.deploy import LocalFleet
+
+    fleet = LocalFleet(2, workdir=data_dir / "federated" / "run")
+    with pytest.raises(typer.Exit) as exc:
+        _run_fleet(fleet, {"num-server-rounds": 1, "strategy": "fedavg", "evaluate": False,
+                           "dp-sgd-epsilon": 1e-4, "data-dir-publish": str(data_dir)},
+                   timeout=180)
+    assert exc.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert ("federated run failed, no model registered: Round 1: every one of the 2 devices "
+            "failed") in err
+    assert not (data_dir / "registry").exists()
+    assert not (fleet.workdir / "out" / "result.json").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -41,16 +42,80 @@ def _check_rollout(target: str) -> None:
         raise fail(f"--rollout-to must be device:<id> or group:<name>. Got {target!r}.")
 
 
-def _check_secagg(secagg: bool, strategy: str, dp_noise: float = 0.0) -> None:
-    if secagg:
-        from edgewise.federated.secagg import check_secagg
+def _check_secagg(secagg: bool, strategy: str, dp_noise: float = 0.0, *, clients: int = 2,
+                  clients_option: str = "--clients") -> None:
+    """Refuse ``--secagg`` with one device (SecAgg+ needs at least 2 to hide each update
+    among the others), a robust rule or server-side DP, before any process starts."""
+    if not secagg:
+        return
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.secagg import check_secagg
 
+    if clients < 2:
+        raise fail(f"--secagg needs {clients_option} >= 2 (SecAgg+ hides each device's update "
+                   f"in the sum of at least two). Got {clients_option} {clients}.")
+    try:
         check_secagg(strategy, robust=strategy != "fedavg", dp_noise=dp_noise)
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
 
 
 def _check_epsilon(epsilon: float, option: str = "--dp-epsilon") -> None:
     if not 0 <= epsilon < float("inf"):
         raise fail(f"{option} must be a finite number >= 0 (0: no DP-SGD). Got {epsilon}.")
+
+
+def _check_at_least(option: str, value: int, least: int, why: str = "") -> None:
+    if value < least:
+        raise fail(f"{option} must be >= {least}{why}. Got {value}.")
+
+
+def _check_beta(beta: float) -> None:
+    """Trimmed-mean fraction cut per side: in [0, 0.5) (0.5 would cut every update)."""
+    if not 0 <= beta < 0.5:
+        raise fail(f"--beta must be in [0, 0.5) (the fraction of updates cut from each side; "
+                   f"0.5 or more would cut them all). Got {beta}.")
+
+
+def _check_dp_sgd_budget(epsilon: float, *, rounds: int, dataset: str, clients: int,
+                         option: str = "--dp-epsilon") -> None:
+    """Refuse a record-level budget no device can meet, before any process starts.
+
+    A device calibrates its DP-SGD noise to the budget over ``rounds`` x local epochs at
+    Opacus's sampling rate for its record count; no noise multiplier up to
+    :data:`~edgewise.federated.privacy.MAX_DP_SGD_NOISE` reaching it means every device
+    would fail. The record counts of the simulated pump fleet are known here; for data on
+    the devices (C-MAPSS) the costliest case counts: a device holding at most one batch.
+    """
+    if epsilon <= 0:
+        return
+    from edgewise.federated.client_app import record_counts
+    from edgewise.federated.deploy import RUN_DEFAULTS
+    from edgewise.federated.privacy import (
+        MAX_DP_SGD_NOISE,
+        ceil_significant,
+        dp_sgd_epsilon_floor,
+        opacus_sampling,
+    )
+
+    batch, delta = int(RUN_DEFAULTS["batch-size"]), float(RUN_DEFAULTS["dp-delta"])
+    local_epochs = int(RUN_DEFAULTS["local-epochs"])
+    counts = record_counts(dataset, clients, int(RUN_DEFAULTS["seed"])) or [batch]
+    floors = {n: dp_sgd_epsilon_floor(batch, n, rounds * local_epochs, delta)
+              for n in sorted(set(counts))}
+    worst = max(floors, key=lambda n: floors[n])
+    if epsilon >= floors[worst]:
+        return
+    q, per_epoch = opacus_sampling(batch, worst)
+    who = (f"a device of {worst} records" if len(counts) > 1 or dataset == "pump"
+           else f"a device holding one batch ({batch} records) or fewer")
+    raise fail(
+        f"{option} {epsilon:g} cannot be met: over {rounds} round(s) x {local_epochs} local "
+        f"epoch(s), {who} (batch {batch}, sampling rate {q:.3g}, "
+        f"{rounds * local_epochs * per_epoch} steps, delta {delta:g}) would need a noise "
+        f"multiplier above {MAX_DP_SGD_NOISE:g}, the most DP-SGD uses; the smallest budget "
+        f"every device can meet is {option} {ceil_significant(floors[worst])} (or {option} 0 for "
+        "no DP-SGD).")
 
 
 def _check_strategy(strategy: str, clients: int, **kw: Any) -> None:
@@ -61,10 +126,15 @@ def _check_strategy(strategy: str, clients: int, **kw: Any) -> None:
 
     if strategy not in STRATEGIES:
         raise fail(f"--strategy must be one of {', '.join(STRATEGIES)}. Got {strategy!r}.")
+    flwr_log = logging.getLogger("flwr")
+    level = flwr_log.level
+    flwr_log.setLevel(logging.ERROR)  # Flower's notes on a strategy only checked, not run
     try:
         make_strategy(strategy, num_nodes=clients, **kw)
     except InvalidParameterError as exc:
         raise fail(str(exc)) from None
+    finally:
+        flwr_log.setLevel(level)
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -135,13 +205,26 @@ def _end_leftovers(procs: dict[int, str], grace_s: float = 5.0) -> None:
 
 
 def _run_fleet(fleet: LocalFleet, run_config: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Start ``fleet``, run once, and stop every process it started, however this ends."""
+    """Start ``fleet``, run once, and stop every process it started, however this ends.
+
+    A run that fails (every device failed in a round, nothing aggregated, …) registers
+    nothing: it ends with one ``error:`` line naming the reason and exit status 1.
+    """
+    from edgewise.federated.server_app import FederatedRunError
+
     stopper = _Stopper()
     old = {sig: signal.signal(sig, stopper.handle) for sig in _STOP_SIGNALS}
     try:
         try:
             fleet.start()
             return fleet.run(run_config, timeout=timeout)
+        except FederatedRunError as exc:
+            raise fail(f"federated run failed, no model registered: "
+                       f"{' '.join(str(exc).split())} (logs: {fleet.workdir})", code=1) from None
+        except (RuntimeError, TimeoutError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise fail(f"federated run failed, no model registered: {first} "
+                       f"(logs: {fleet.workdir})", code=1) from None
         finally:
             stopper.stopping = True
             started = _descendants()  # before the fleet stops: then all are still below us
@@ -192,8 +275,9 @@ def demo(
         raise fail(f"--clients and --rounds must be >= 1. Got {clients} and {rounds}.")
     beta = 0.34 if clients < 10 else 0.2
     _check_strategy(strategy, clients, beta=beta)
-    _check_secagg(secagg, strategy)
+    _check_secagg(secagg, strategy, clients=clients)
     _check_epsilon(dp_epsilon)
+    _check_dp_sgd_budget(dp_epsilon, rounds=rounds, dataset="pump", clients=clients)
     work = data_dir / "federated" / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
     if not as_json:
         typer.echo(f"starting a SuperLink and {clients} SuperNodes on 127.0.0.1 (logs: {work})")
@@ -234,9 +318,19 @@ def server(
     from edgewise.federated.deploy import LocalFleet
 
     _check_rollout(rollout_to)
+    # Every option with a known valid range is checked here, before anything starts.
+    _check_at_least("--clients", clients, 1)
+    if not 0 <= min_available <= clients:
+        raise fail(f"--min-available must be between 0 (all) and --clients = {clients}. "
+                   f"Got {min_available}.")
+    _check_at_least("--num-malicious", num_malicious, 0)
+    _check_beta(beta)
+    if dataset not in ("pump", "cmapss"):
+        raise fail(f"--dataset must be pump or cmapss. Got {dataset!r}.")
     _check_strategy(strategy, min_available or clients, num_malicious_nodes=num_malicious,
                     beta=beta)  # refuse a bad name or n/f/beta before starting anything
-    _check_secagg(secagg, strategy, dp_noise)
+    _check_secagg(secagg, strategy, dp_noise, clients=min_available or clients,
+                  clients_option="--min-available" if min_available else "--clients")
     _check_epsilon(dp_epsilon)
     if not 0 <= dp_noise < float("inf"):
         raise fail(f"--dp-noise must be a finite number >= 0 (0: no device-level DP). "
@@ -253,6 +347,7 @@ def server(
     if not 0 < round_timeout < float("inf"):
         raise fail(f"--round-timeout must be a finite number of seconds > 0. "
                    f"Got {round_timeout}.")
+    _check_dp_sgd_budget(dp_epsilon, rounds=rounds, dataset=dataset, clients=clients)
     work = data_dir / "federated" / "server"
     checkpoint = work / "out" / "checkpoint.npz"
     if checkpoint.exists() and not resume:
@@ -275,19 +370,26 @@ def server(
 @federate_app.command("client")
 def client(
     superlink: Annotated[str, typer.Option(help="SuperLink address host:port.")],
+    data_dir: DataDir,
     partition_id: Annotated[int, typer.Option(help="This device's partition.")] = 0,
     num_partitions: Annotated[int, typer.Option(help="Devices in the fleet.")] = 3,
     port: Annotated[int, typer.Option(help="Local port of this SuperNode's runtime API "
                                            "(0: a free one).")] = 0,
     max_epsilon: Annotated[float, typer.Option(
-        "--max-epsilon", help="The most record-level ε this device spends in one run, "
-                              "whatever the server asks (it runs DP-SGD at this budget when "
-                              "the server asks for none). 0: follow the server.")] = 8.0,
+        "--max-epsilon", help="The most record-level ε (δ=1e-5) this device's data spends, "
+                              "over every round in its privacy ledger, whatever the server "
+                              "asks or declares (it runs DP-SGD at this budget when the "
+                              "server asks for none). 0: follow the server.")] = 8.0,
+    privacy_ledger: Annotated[Path | None, typer.Option(
+        "--privacy-ledger", help="JSON file recording the DP-SGD each round really spent "
+                                 "(default: <data-dir>/federated/privacy-ledger-<partition>-"
+                                 "of-<partitions>.json). A new file is a fresh budget.")] = None,
 ) -> None:
     """Run this device as a Flower SuperNode (insecure: loopback or a trusted network)."""
     import os
 
     from edgewise.federated.deploy import _env, free_port, supernode_command
+    from edgewise.federated.ledger import PrivacyBudgetError, PrivacyLedger
 
     _check_epsilon(max_epsilon, "--max-epsilon")
     if num_partitions < 1:
@@ -297,9 +399,24 @@ def client(
                    f"{num_partitions - 1}. Got {partition_id}.")
     if not 0 <= port <= 65535:
         raise fail(f"--port must be between 0 (a free one) and 65535. Got {port}.")
+    ledger = (privacy_ledger or data_dir / "federated" /
+              f"privacy-ledger-{partition_id}-of-{num_partitions}.json").expanduser().resolve()
+    if any(c in str(ledger) for c in "'\n\r"):
+        raise fail(f"--privacy-ledger must not hold a quote or a line break (Flower's node "
+                   f"config cannot carry it). Got {str(ledger)!r}.")
+    try:  # readable (a corrupt ledger would refuse every round) and writable, up front
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        PrivacyLedger(ledger).entries()
+        with open(ledger.with_name(ledger.name + ".lock"), "a"):
+            pass
+    except PrivacyBudgetError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"--privacy-ledger {ledger} cannot be written: {exc.strerror or exc}.") \
+            from None
     home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
     cmd = supernode_command(superlink, partition_id, num_partitions, port or free_port(),
-                            max_epsilon=max_epsilon)
+                            max_epsilon=max_epsilon, ledger=ledger)
     os.execvpe(cmd[0], cmd, _env(home))
 
 
@@ -320,11 +437,18 @@ def bench_federated(
     """Federated vs central RUL RMSE on C-MAPSS FD002, with DP and 20% poisoned clients."""
     from edgewise.bench.federated import run_federated_benchmark_seeds
 
+    _check_at_least("--clients", clients, 4, " (the poisoned runs need a trimmed mean that "
+                    "cuts at least one of the 20% attackers from each side)")
+    for option, value in (("--rounds", rounds), ("--dp-clients", dp_clients),
+                          ("--dp-rounds", dp_rounds), ("--dp-local-epochs", dp_local_epochs),
+                          ("--seeds", seeds)):
+        _check_at_least(option, value, 1)
+    if not 0 <= dp_sample <= dp_clients:
+        raise fail(f"--dp-sample must be between 0 (all) and --dp-clients = {dp_clients}. "
+                   f"Got {dp_sample}.")
     if not (data / "train_FD002.txt.gz").exists():
         raise fail(f"C-MAPSS FD002 not found in {data}; pass --data PATH.")
     say = None if as_json else (lambda m: typer.echo(m, err=True))
-    if seeds < 1:
-        raise fail(f"--seeds must be >= 1. Got {seeds}.")
     res = run_federated_benchmark_seeds(data, seeds, progress=say, clients=clients,
                                         rounds=rounds, dp_clients=dp_clients,
                                         dp_rounds=dp_rounds, dp_sample=dp_sample or None,

@@ -12,7 +12,11 @@ config the server sends:
   ``local-epochs`` (record-level DP-SGD when the run sets a ``dp-sgd-epsilon`` budget, each
   device calibrating its own noise: :func:`dp_sgd_budget`), and return the new parameters
   with ``"num-examples"``, ``"unit-weight"`` (1: the weight under device-level DP),
-  ``"train-loss"`` and ``"dp-sgd-epsilon"`` (the ε the device's budget costs, 0 without).
+  ``"train-loss"`` and ``"dp-sgd-epsilon"`` (the ε the device spends in the run: its
+  planned budget, or more if the server runs more rounds than it declared; 0 without).
+  Each round is first recorded in the device's privacy ledger
+  (:mod:`edgewise.federated.ledger`), which refuses it, with an error reply and no
+  training, when it would take the device past its own ``max-dp-epsilon``.
 
 ``evaluate`` returns the loss of the global model on the device's held-back data.
 
@@ -25,6 +29,7 @@ makes a device misbehave on purpose, for robustness tests and the benchmark.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,15 +39,19 @@ import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from edgewise.errors import InvalidParameterError
 from edgewise.federated.data import (
     ConditionNormaliser,
     condition_of,
     pump_fleet,
     window_features,
 )
+from edgewise.federated.ledger import DEVICE_DELTA, LedgerEntry, PrivacyBudgetError, PrivacyLedger
 from edgewise.federated.model import RUL_SCALE, build_model, train_local
+from edgewise.federated.privacy import Mechanism
 
-__all__ = ["ATTACKS", "DeviceData", "app", "device_data", "dp_sgd_budget", "poison"]
+__all__ = ["ATTACKS", "DeviceData", "app", "device_data", "dp_sgd_budget", "poison",
+           "record_counts"]
 
 ATTACKS = ("", "signflip", "nan", "inf", "shape", "scale100", "weight")
 #: Config record of Flower's legacy fit messages, the format SecAgg+ rounds use.
@@ -163,17 +172,21 @@ def _data(context: Context) -> DeviceData:
     )
 
 
-def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0
-                  ) -> tuple[float, float]:
+def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
+                  prior: Sequence[Mechanism] = ()) -> tuple[float, float]:
     """This device's record-level DP-SGD for the whole run: (noise multiplier, ε).
 
     The run config sets the budget, ``dp-sgd-epsilon`` per device over all
     ``num-server-rounds`` × ``local-epochs`` (0: no DP-SGD), and ``dp-delta``; each device
-    calibrates its own noise from its own record count and ``batch-size``, since a
+    calibrates its own noise from its own record count and ``batch-size`` (at the sampling
+    rate Opacus really uses, :func:`~edgewise.federated.privacy.opacus_sampling`), since a
     smaller device needs more noise for the same ε. ``dp-sgd-noise`` > 0 fixes the noise
     multiplier instead (ε is then what it costs). ``max_epsilon`` > 0 is the device's own
-    limit (its node config ``max-dp-epsilon``): the device never spends more, whatever the
-    server asks, and runs DP-SGD at that limit when the server asks for none.
+    limit (its node config ``max-dp-epsilon``), checked at δ ≤ :data:`DEVICE_DELTA` after
+    the ``prior`` history it spent before (its privacy ledger): the device never plans to
+    spend more, whatever the server asks, and runs DP-SGD at that limit when the server asks
+    for none. (What it really spends is checked round by round against its ledger in
+    :func:`train`, so a server that declares fewer rounds than it runs gains nothing.)
 
     >>> z, eps = dp_sgd_budget({"dp-sgd-epsilon": 8.0, "num-server-rounds": 3}, 600)
     >>> round(eps, 1) <= 8.0 and z > 0
@@ -183,44 +196,89 @@ def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0
     >>> 3.9 < dp_sgd_budget({}, 600, max_epsilon=4.0)[1] <= 4.0
     True
     """
-    from edgewise.federated.privacy import dp_sgd_epsilon
+    from edgewise.federated.privacy import composed_epsilon, dp_sgd_epsilon, dp_sgd_history
 
     batch = int(run_config.get("batch-size", 32))
     epochs = int(run_config.get("local-epochs", 1)) * int(run_config.get("num-server-rounds", 1))
     delta = float(run_config.get("dp-delta", 1e-5))
     z = float(run_config.get("dp-sgd-noise", 0.0))
-    eps = dp_sgd_epsilon(z, batch, n_records, epochs, delta) if z > 0 else 0.0
-    if z <= 0 or (max_epsilon > 0 and eps > max_epsilon):
-        target = float(run_config.get("dp-sgd-epsilon", 0.0)) if z <= 0 else 0.0
-        if max_epsilon > 0:
-            target = min(target, max_epsilon) if target > 0 else max_epsilon
-        if target <= 0:
-            return 0.0, 0.0
-        z = _calibrated_noise(target, batch, n_records, epochs, delta)
-        eps = dp_sgd_epsilon(z, batch, n_records, epochs, delta)
-    return z, eps
+    if z <= 0:
+        target = float(run_config.get("dp-sgd-epsilon", 0.0))
+        z = _calibrated_noise(target, batch, n_records, epochs, delta, ()) if target > 0 else 0.0
+    if max_epsilon > 0:
+        limit_delta = min(delta, DEVICE_DELTA)
+        prior = tuple(prior)
+        if z <= 0 or composed_epsilon(
+                [*prior, dp_sgd_history(z, batch, n_records, epochs)], limit_delta
+        ) > max_epsilon:
+            z = max(z, _calibrated_noise(max_epsilon, batch, n_records, epochs, limit_delta,
+                                         prior))
+    if z <= 0:
+        return 0.0, 0.0
+    return z, dp_sgd_epsilon(z, batch, n_records, epochs, delta)
 
 
 @lru_cache(maxsize=64)
 def _calibrated_noise(target: float, batch: int, n_records: int, epochs: int,
-                      delta: float) -> float:
+                      delta: float, prior: tuple[Mechanism, ...]) -> float:
     from edgewise.federated.privacy import dp_sgd_noise_for_epsilon
 
-    return dp_sgd_noise_for_epsilon(target, batch, n_records, epochs, delta)
+    return dp_sgd_noise_for_epsilon(target, batch, n_records, epochs, delta, prior=prior)
+
+
+def record_counts(dataset: str, num_partitions: int, seed: int = 0) -> list[int] | None:
+    """How many training records each device of a run holds, where the server can know it
+    without the devices' data: the simulated pump fleet (``None`` for C-MAPSS, whose engines
+    are on the devices).
+
+    >>> record_counts("pump", 3)
+    [600, 600, 600]
+    >>> record_counts("cmapss", 3) is None
+    True
+    """
+    if dataset != "pump":
+        return None
+    return [len(d.X_train) for d in pump_fleet(num_partitions, n_samples=1000, seed=seed)]
+
+
+def _ledger(context: Context) -> PrivacyLedger:
+    """This device's privacy ledger: the node config's ``privacy-ledger`` file, else the
+    run's ``Context.state``."""
+    path = str(context.node_config.get("privacy-ledger", ""))
+    return PrivacyLedger(path) if path else PrivacyLedger(state=context.state)
 
 
 def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], context: Context,
          server_round: int
          ) -> tuple[list[str], list[np.ndarray], int, float, tuple[float, float]]:
     """Train the global ``state`` on this device; what it sends (names, arrays, weight, loss)
-    and its DP-SGD (ε over the whole run, noise multiplier); (0, 0) without DP-SGD."""
+    and its DP-SGD (ε, noise multiplier); (0, 0) without DP-SGD.
+
+    The round is first recorded in the device's privacy ledger, which refuses it
+    (:class:`~edgewise.federated.ledger.PrivacyBudgetError`) when it would take the device
+    past its own ``max-dp-epsilon``. The ε reported is the larger of the run's planned ε and
+    what the device has really spent in this run so far (at the run's δ).
+    """
+    from edgewise.federated.privacy import composed_epsilon, dp_sgd_history
+
     X, y = data.features(norm)
     model = build_model(data.kind, X.shape[1])
     model.load_state_dict(state)
     old = [np.asarray(v.numpy()) for v in state.values()]
     rc = context.run_config
     batch, epochs = int(rc.get("batch-size", 32)), int(rc.get("local-epochs", 1))
-    z, eps = dp_sgd_budget(rc, len(X), float(context.node_config.get("max-dp-epsilon", 0.0)))
+    max_eps = float(context.node_config.get("max-dp-epsilon", 0.0))
+    ledger, run = _ledger(context), str(context.run_id)
+    prior = tuple(ledger.history(exclude_run=run)) if max_eps > 0 else ()
+    z, eps = dp_sgd_budget(rc, len(X), max_eps, prior)
+    if z > 0:
+        delta = float(rc.get("dp-delta", 1e-5))
+        _, q, steps = dp_sgd_history(z, batch, len(X), epochs)
+        ledger.spend(LedgerEntry(run=run, server_round=server_round, noise_multiplier=z,
+                                 sampling_rate=q, steps=steps, records=len(X),
+                                 batch_size=batch),
+                     max_epsilon=max_eps, delta=min(delta, DEVICE_DELTA))
+        eps = max(eps, composed_epsilon(ledger.history(run=run), delta))
     loss = train_local(
         model, X, y, epochs=epochs, batch_size=batch, lr=float(rc.get("lr", 0.003)),
         seed=server_round * 1000 + int(context.node_config.get("partition-id", 0)),
@@ -244,9 +302,16 @@ def train(msg: Message, context: Context) -> Message:
         arrays = ArrayRecord({"count": _arr(count), "sum": _arr(total), "sumsq": _arr(squares)})
         return Message(RecordDict({"arrays": arrays,
                                    "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
-    keys, sent, n, loss, (eps, z) = _fit(data, _normaliser(config, data),
-                                         msg.content["arrays"].to_torch_state_dict(),
-                                         context, int(config.get("server-round", 0)))
+    try:
+        keys, sent, n, loss, (eps, z) = _fit(data, _normaliser(config, data),
+                                             msg.content["arrays"].to_torch_state_dict(),
+                                             context, int(config.get("server-round", 0)))
+    except (PrivacyBudgetError, InvalidParameterError) as exc:  # refused: say why, no trace
+        from flwr.app import Error
+        from flwr.common.constant import ErrorCode
+
+        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                             reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
     arrays = ArrayRecord({k: _arr(v) for k, v in zip(keys, sent, strict=True)})
     metrics = MetricRecord({"num-examples": n, "unit-weight": 1, "train-loss": loss,
                             "dp-sgd-epsilon": eps, "dp-sgd-noise": z})

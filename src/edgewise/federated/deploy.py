@@ -28,7 +28,17 @@ from typing import Any
 import edgewise
 from edgewise.errors import InvalidParameterError
 
-__all__ = ["LocalFleet", "app_pyproject", "free_port", "supernode_command"]
+__all__ = ["RUN_DEFAULTS", "LocalFleet", "app_pyproject", "free_port", "supernode_command"]
+
+#: The run config a :class:`LocalFleet` run starts from (``run`` overrides any of it).
+RUN_DEFAULTS: dict[str, Any] = {
+    "num-server-rounds": 2, "strategy": "trimmed", "dataset": "pump",
+    "round-timeout": 60.0, "local-epochs": 1, "num-malicious": 0,
+    "beta": 0.2, "dp-noise": 0.0, "dp-clip": 1.0, "data-dir": "",
+    "data-dir-publish": "", "seed": 0, "threads": 1, "lr": 0.003,
+    "batch-size": 32, "dp-sgd-noise": 0.0, "dp-sgd-clip": 1.0,
+    "dp-sgd-epsilon": 0.0, "dp-delta": 1e-5, "evaluate": True,
+}
 
 _PYPROJECT = """\
 [project]
@@ -84,12 +94,26 @@ def _env(flwr_home: Path) -> dict[str, str]:
 
 
 def supernode_command(superlink: str, partition_id: int, num_partitions: int,
-                      port: int, attack: str = "", max_epsilon: float = 0.0) -> list[str]:
+                      port: int, attack: str = "", max_epsilon: float = 0.0,
+                      ledger: str | Path | None = None) -> list[str]:
     """The ``flower-supernode`` command line of one device (``max_epsilon`` > 0: the most
-    record-level ε the device will spend in a run, whatever the server asks)."""
+    record-level ε the device will spend, whatever the server asks, checked against its
+    privacy ``ledger`` file: :mod:`edgewise.federated.ledger`).
+
+    >>> cmd = supernode_command("127.0.0.1:9092", 0, 3, 9100, max_epsilon=8.0,
+    ...                         ledger="/var/lib/edgewise/federated/privacy-ledger-0-of-3.json")
+    >>> cmd[cmd.index("--node-config") + 1]
+    "partition-id=0 num-partitions=3 max-dp-epsilon=8.0 privacy-ledger='/var/lib/edgewise/federated/privacy-ledger-0-of-3.json'"
+    """  # noqa: E501
     node_config = f"partition-id={partition_id} num-partitions={num_partitions}"
     if max_epsilon > 0:
         node_config += f" max-dp-epsilon={float(max_epsilon)}"
+    if ledger:
+        if any(c in str(ledger) for c in "'\n\r"):
+            raise InvalidParameterError(
+                f"The privacy ledger path must not hold a quote or a line break (Flower's "
+                f"node config cannot carry it). Got {str(ledger)!r}.")
+        node_config += f" privacy-ledger='{ledger}'"
     if attack:
         node_config += f' attack="{attack}"'
     return [shutil.which("flower-supernode") or "flower-supernode", "--insecure",
@@ -114,7 +138,9 @@ class LocalFleet:
     port, host
         Where the SuperLink listens (default: a free port on 127.0.0.1).
     max_epsilon
-        Each SuperNode's own record-level ε limit (node config ``max-dp-epsilon``; 0: none).
+        Each SuperNode's own record-level ε limit (node config ``max-dp-epsilon``; 0: none),
+        held against its privacy ledger ``workdir/privacy-ledger-<partition>.json``
+        (:mod:`edgewise.federated.ledger`), which survives a restarted SuperNode.
 
     Use as a context manager; :meth:`run` submits one federated run and returns its
     ``result.json``.
@@ -180,9 +206,11 @@ class LocalFleet:
 
     def start_node(self, partition_id: int) -> None:
         """Start (or restart) the SuperNode of device ``partition_id``."""
+        ledger = (self.workdir / f"privacy-ledger-{partition_id}.json").resolve() \
+            if self.max_epsilon > 0 else None
         cmd = supernode_command(f"127.0.0.1:{self.port}", partition_id, self.clients,
                                 free_port(), self.attacks.get(partition_id, ""),
-                                max_epsilon=self.max_epsilon)
+                                max_epsilon=self.max_epsilon, ledger=ledger)
         self.nodes[partition_id] = self._spawn(cmd, f"supernode-{partition_id}.log")
 
     def stop_node(self, partition_id: int) -> None:
@@ -218,24 +246,23 @@ class LocalFleet:
 
     # -- runs ------------------------------------------------------------------------
     def run(self, run_config: dict[str, Any], timeout: float = 300.0) -> dict[str, Any]:
-        """Submit one run of the Edgewise Flower app and wait for its ``result.json``."""
+        """Submit one run of the Edgewise Flower app and wait for its ``result.json``.
+
+        Raises :class:`~edgewise.federated.server_app.FederatedRunError` with the
+        ServerApp's reason when the run failed (its ``error.json``; nothing registered),
+        and ``RuntimeError`` when it produced neither within ``timeout`` seconds.
+        """
         out = Path(run_config.get("out-dir") or self.workdir / "out")
-        config = {"num-server-rounds": 2, "strategy": "trimmed", "dataset": "pump",
-                  "num-nodes": self.clients, "min-available-nodes": self.clients,
-                  "round-timeout": 60.0, "local-epochs": 1, "num-malicious": 0,
-                  "beta": 0.2, "dp-noise": 0.0, "dp-clip": 1.0, "data-dir": "",
-                  "data-dir-publish": "", "seed": 0, "threads": 1, "lr": 0.003,
-                  "batch-size": 32, "dp-sgd-noise": 0.0, "dp-sgd-clip": 1.0,
-                  "dp-sgd-epsilon": 0.0, "dp-delta": 1e-5,
-                  "evaluate": True}
+        config = {**RUN_DEFAULTS, "num-nodes": self.clients,
+                  "min-available-nodes": self.clients}
         config.update(run_config)
         config["out-dir"] = str(out)
         app_dir = self.workdir / "app"
         app_dir.mkdir(exist_ok=True)
         (app_dir / "pyproject.toml").write_text(app_pyproject(config))
-        result = out / "result.json"
-        if result.exists():
-            result.unlink()
+        result, error = out / "result.json", out / "error.json"
+        result.unlink(missing_ok=True)
+        error.unlink(missing_ok=True)
         code = (
             "from flwr.cli.run.run import run\n"
             f"run(app={str(app_dir)!r}, superlink=None, federation=None, "
@@ -248,13 +275,21 @@ class LocalFleet:
                                     cwd=self.workdir, start_new_session=True)
             self.procs.append(proc)
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and not result.exists():
+            while time.monotonic() < deadline and not result.exists() and not error.exists():
                 if proc.poll() is not None and not result.exists():
                     time.sleep(1.0)  # the ServerApp may still be writing
                     if not result.exists():
                         break
                 time.sleep(0.3)
             self._kill(proc)
+        if error.exists() and not result.exists():
+            from edgewise.federated.server_app import FederatedRunError
+
+            try:
+                why = str(json.loads(error.read_text())["error"])
+            except (OSError, ValueError, KeyError):
+                why = error.read_text(errors="replace")
+            raise FederatedRunError(why)
         if not result.exists():
             raise RuntimeError(
                 f"Federated run produced no result within {timeout:.0f} s. "

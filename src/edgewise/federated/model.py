@@ -82,8 +82,9 @@ def train_local(
 
     With ``dp_noise_multiplier > 0`` training is record-level DP-SGD through Opacus
     (per-sample gradients clipped to ``dp_max_grad_norm``, Gaussian noise, Poisson
-    sampling with rate ``batch_size / len(X)``); the ε it costs is computed by
-    :func:`edgewise.federated.privacy.dp_sgd_epsilon` from the same numbers. The noise and
+    sampling with Opacus's rate 1/⌈len(X)/batch_size⌉ and ⌊1/rate⌋ steps an epoch); the ε
+    it costs is computed by :func:`edgewise.federated.privacy.dp_sgd_epsilon` from the same
+    numbers (:func:`~edgewise.federated.privacy.opacus_sampling`). The noise and
     the Poisson sample are drawn from generators seeded from the OS's entropy on every call,
     never from ``seed``: noise that anyone knowing the seed could replay and subtract would
     protect nothing, and noise shared between devices would not average out. (Opacus's

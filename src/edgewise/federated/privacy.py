@@ -12,8 +12,12 @@ Flower itself reports no ε for a run):
   Meaningful only for large fleets: the noise is z·C/m per coordinate against a signal of
   at most C.
 * **Record-level** (one reading/window of one device): DP-SGD on each device with Opacus
-  (per-sample clipping, noise multiplier z, Poisson sampling rate q = batch/len). Each
-  device's ε is :func:`dp_sgd_epsilon` (z, q, local steps summed over rounds).
+  (per-sample clipping, noise multiplier z). Opacus's ``DPDataLoader`` samples each record
+  with probability q = 1/⌈records/batch⌉ (Poisson) and takes ⌊1/q⌋ steps per epoch, not
+  q = batch/records: :func:`opacus_sampling` gives exactly those numbers, and each
+  device's ε is :func:`dp_sgd_epsilon` (z, that q, local steps summed over rounds), so the
+  ε reported is the ε spent. A device composes the rounds it really trained in with
+  :func:`composed_epsilon` (its privacy ledger, :mod:`edgewise.federated.ledger`).
 
 >>> round(rdp_epsilon(noise_multiplier=1.5, sampling_rate=0.04, steps=2250, delta=1e-5), 3)
 7.329
@@ -22,20 +26,40 @@ Flower itself reports no ε for a run):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 from edgewise.errors import InvalidParameterError
 
 __all__ = [
+    "MAX_DEVICE_NOISE",
+    "MAX_DP_SGD_NOISE",
+    "Mechanism",
     "PrivacyReport",
+    "ceil_significant",
+    "composed_epsilon",
     "device_level_epsilon",
     "device_noise_for_epsilon",
     "dp_sgd_epsilon",
+    "dp_sgd_epsilon_floor",
+    "dp_sgd_history",
     "dp_sgd_noise_for_epsilon",
     "noise_for_epsilon",
+    "opacus_sampling",
     "rdp_epsilon",
 ]
+
+#: The largest noise multiplier a device uses for record-level DP-SGD. Beyond it the noise on
+#: the averaged gradient is over 100·C/batch per coordinate (3x the largest possible signal at
+#: the default batch of 32): the model would learn nothing, so a budget that needs more is
+#: refused instead (:func:`dp_sgd_epsilon_floor` is the smallest ε it reaches).
+MAX_DP_SGD_NOISE = 100.0
+#: The same bound for device-level DP (large fleets average the noise over many devices).
+MAX_DEVICE_NOISE = 1e4
+
+#: One step kind of a DP-SGD history, as Opacus's accountants keep it:
+#: (noise multiplier, sampling rate, number of steps).
+Mechanism = tuple[float, float, int]
 
 _ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64)) + [80, 128, 256, 512]
 
@@ -82,6 +106,45 @@ def _composed_epsilon(event: object, count: int, delta: float,
                 else dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
     accountant = rdp.RdpAccountant(_ORDERS, relation)
     accountant.compose(dp_accounting.SelfComposedDpEvent(event, count))
+    return float(accountant.get_epsilon(delta))
+
+
+def composed_epsilon(history: Iterable[Mechanism], delta: float = 1e-5) -> float:
+    """ε of a whole history of Poisson-subsampled Gaussian steps, composed by the RDP
+    accountant (tighter than adding up each part's ε).
+
+    ``history`` holds ``(noise_multiplier, sampling_rate, steps)`` triples, the form of
+    Opacus's ``RDPAccountant.history``; equal mechanisms are merged first.
+
+    >>> one = composed_epsilon([(1.0, 0.05, 200)])
+    >>> two = composed_epsilon([(1.0, 0.05, 200), (1.0, 0.05, 200)])
+    >>> one < two < 2 * one
+    True
+    >>> composed_epsilon([])
+    0.0
+    """
+    merged: dict[tuple[float, float], int] = {}
+    for z, q, steps in history:
+        if z <= 0 or not 0 < q <= 1 or steps < 0:
+            raise InvalidParameterError(
+                "composed_epsilon needs noise multipliers > 0, sampling rates in (0, 1] and "
+                f"steps >= 0. Got ({z}, {q}, {steps}) instead."
+            )
+        merged[(float(z), float(q))] = merged.get((float(z), float(q)), 0) + int(steps)
+    merged = {k: n for k, n in merged.items() if n > 0}
+    if not merged:
+        return 0.0
+    if not 0 < delta < 1:
+        raise InvalidParameterError(f"composed_epsilon needs delta in (0, 1). Got {delta}.")
+    import dp_accounting
+    from dp_accounting import rdp
+
+    accountant = rdp.RdpAccountant(_ORDERS, dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
+    for (z, q), n in merged.items():
+        event: object = dp_accounting.GaussianDpEvent(z)
+        if q < 1:
+            event = dp_accounting.PoissonSampledDpEvent(q, event)
+        accountant.compose(dp_accounting.SelfComposedDpEvent(event, n))
     return float(accountant.get_epsilon(delta))
 
 
@@ -132,36 +195,108 @@ def device_noise_for_epsilon(
     True
     """
     return _bisect(target_epsilon, lambda z: device_level_epsilon(
-        z, rounds, delta, num_devices=num_devices, sample_size=sample_size))
+        z, rounds, delta, num_devices=num_devices, sample_size=sample_size),
+        max_noise=MAX_DEVICE_NOISE)
+
+
+def opacus_sampling(batch_size: int, n_records: int) -> tuple[float, int]:
+    """The Poisson sampling rate and steps per epoch of Opacus's ``DPDataLoader`` built from a
+    ``DataLoader(batch_size=batch_size)`` over ``n_records`` records.
+
+    Opacus samples each record with probability 1/len(loader) = 1/⌈records/batch⌉ (not
+    batch/records) and yields ⌊1/rate⌋ batches per epoch (which, by floating point, is one
+    fewer than ⌈records/batch⌉ for a few sizes such as 93 batches).
+
+    >>> opacus_sampling(300, 445)
+    (0.5, 2)
+    >>> opacus_sampling(32, 600)
+    (0.05263157894736842, 19)
+    >>> opacus_sampling(64, 10)
+    (1.0, 1)
+    """
+    if batch_size < 1 or n_records < 1:
+        raise InvalidParameterError(
+            "opacus_sampling needs batch_size >= 1 and n_records >= 1. "
+            f"Got {batch_size} and {n_records} instead."
+        )
+    rate = 1 / math.ceil(n_records / batch_size)
+    return rate, int(1 / rate)
+
+
+def dp_sgd_history(noise_multiplier: float, batch_size: int, n_records: int,
+                   epochs: float) -> Mechanism:
+    """The ``(noise_multiplier, sampling_rate, steps)`` of ``epochs`` epochs of Opacus
+    DP-SGD on one device (see :func:`opacus_sampling`).
+
+    >>> dp_sgd_history(1.0, 300, 445, 3)
+    (1.0, 0.5, 6)
+    """
+    rate, per_epoch = opacus_sampling(batch_size, n_records)
+    return float(noise_multiplier), rate, round(epochs * per_epoch)
 
 
 def dp_sgd_epsilon(
     noise_multiplier: float, batch_size: int, n_records: int, epochs: float,
     delta: float = 1e-5,
 ) -> float:
-    """ε of record-level DP-SGD on one device: q = batch/records, steps = epochs/q.
+    """ε of record-level DP-SGD on one device, at the sampling rate and step count Opacus
+    really uses (:func:`opacus_sampling`: q = 1/⌈records/batch⌉, ⌊1/q⌋ steps an epoch).
 
     >>> round(dp_sgd_epsilon(1.5, batch_size=40, n_records=1000, epochs=90), 3)
     7.329
+    >>> round(dp_sgd_epsilon(0.604, batch_size=300, n_records=445, epochs=1), 2)  # q=0.5
+    10.93
     """
-    q = min(1.0, batch_size / max(n_records, 1))
-    return rdp_epsilon(noise_multiplier, q, round(epochs / q), delta)
+    z, q, steps = dp_sgd_history(noise_multiplier, batch_size, n_records, epochs)
+    return rdp_epsilon(z, q, steps, delta)
+
+
+def dp_sgd_epsilon_floor(batch_size: int, n_records: int, epochs: float,
+                         delta: float = 1e-5, prior: Iterable[Mechanism] = ()) -> float:
+    """The smallest record-level ε DP-SGD can meet: its ε at :data:`MAX_DP_SGD_NOISE`
+    (after the ``prior`` history, if any). A smaller budget is refused.
+
+    >>> round(dp_sgd_epsilon_floor(32, 600, epochs=2), 4)
+    0.0111
+    """
+    return composed_epsilon(
+        [*prior, dp_sgd_history(MAX_DP_SGD_NOISE, batch_size, n_records, epochs)], delta)
 
 
 def dp_sgd_noise_for_epsilon(
     target_epsilon: float, batch_size: int, n_records: int, epochs: float,
-    delta: float = 1e-5,
+    delta: float = 1e-5, prior: Iterable[Mechanism] = (),
 ) -> float:
     """Smallest noise multiplier whose :func:`dp_sgd_epsilon` is at most the target.
 
-    What a device calls to calibrate its own DP-SGD from its own record count.
+    What a device calls to calibrate its own DP-SGD from its own record count. With a
+    ``prior`` history (what the device spent before, from its privacy ledger) the noise is
+    the smallest whose ε composed after that history is at most the target. Raises
+    :class:`~edgewise.errors.InvalidParameterError` when even :data:`MAX_DP_SGD_NOISE`
+    does not reach the target.
 
     >>> z = dp_sgd_noise_for_epsilon(8.0, batch_size=32, n_records=600, epochs=3)
     >>> dp_sgd_epsilon(z, 32, 600, 3) <= 8.0
     True
     """
-    q = min(1.0, batch_size / max(n_records, 1))
-    return noise_for_epsilon(target_epsilon, q, round(epochs / q), delta)
+    prior = list(prior)
+    if not prior:
+        _, q, steps = dp_sgd_history(1.0, batch_size, n_records, epochs)
+        return _bisect(target_epsilon, lambda z: rdp_epsilon(z, q, steps, delta),
+                       max_noise=MAX_DP_SGD_NOISE, what=_dp_sgd_what(
+                           batch_size, n_records, epochs, delta))
+    return _bisect(target_epsilon, lambda z: composed_epsilon(
+        [*prior, dp_sgd_history(z, batch_size, n_records, epochs)], delta),
+        max_noise=MAX_DP_SGD_NOISE,
+        what=_dp_sgd_what(batch_size, n_records, epochs, delta) + " after the "
+        f"{sum(s for _, _, s in prior)} steps already spent")
+
+
+def _dp_sgd_what(batch_size: int, n_records: int, epochs: float, delta: float) -> str:
+    q, per_epoch = opacus_sampling(batch_size, n_records)
+    return (f"for {epochs:g} epoch(s) of DP-SGD over {n_records} records (batch "
+            f"{batch_size}, sampling rate {q:.4g}, {round(epochs * per_epoch)} steps, "
+            f"delta {delta:g})")
 
 
 def noise_for_epsilon(
@@ -173,19 +308,27 @@ def noise_for_epsilon(
     >>> rdp_epsilon(z, 1.0, 20) <= 8.0 < rdp_epsilon(z * 0.95, 1.0, 20)
     True
     """
-    return _bisect(target_epsilon, lambda z: rdp_epsilon(z, sampling_rate, steps, delta))
+    return _bisect(target_epsilon, lambda z: rdp_epsilon(z, sampling_rate, steps, delta),
+                   max_noise=MAX_DEVICE_NOISE)
 
 
-def _bisect(target_epsilon: float, epsilon_of: Callable[[float], float]) -> float:
-    if target_epsilon <= 0:
+def _bisect(target_epsilon: float, epsilon_of: Callable[[float], float], *,
+            max_noise: float, what: str = "") -> float:
+    if not 0 < target_epsilon < math.inf:
         raise InvalidParameterError(
-            f"The 'target_epsilon' parameter must be > 0. Got {target_epsilon!r} instead."
+            f"The 'target_epsilon' parameter must be a finite number > 0. "
+            f"Got {target_epsilon!r} instead."
         )
     lo, hi = 1e-2, 1.0
-    while epsilon_of(hi) > target_epsilon:
-        hi *= 2
-        if hi > 1e4:
-            raise InvalidParameterError(f"No noise multiplier reaches epsilon={target_epsilon}.")
+    while (eps := epsilon_of(hi)) > target_epsilon:
+        if hi >= max_noise:
+            floor = eps
+            raise InvalidParameterError(
+                f"No noise multiplier up to {max_noise:g} reaches epsilon={target_epsilon:g}"
+                f"{' ' + what if what else ''}: the most noise gives epsilon={floor:.4g}. "
+                f"Use a budget >= {ceil_significant(floor)}."
+            )
+        lo, hi = hi, min(2 * hi, max_noise)
     for _ in range(40):
         mid = math.sqrt(lo * hi)
         if epsilon_of(mid) > target_epsilon:
@@ -195,6 +338,19 @@ def _bisect(target_epsilon: float, epsilon_of: Callable[[float], float]) -> floa
         if hi / lo < 1.001:
             break
     return hi
+
+
+def ceil_significant(x: float, digits: int = 3) -> float:
+    """``x`` rounded up to ``digits`` significant digits: a budget to suggest that is at
+    least ``x``.
+
+    >>> ceil_significant(0.011068)
+    0.0111
+    """
+    if x <= 0 or not math.isfinite(x):
+        return x
+    scale = 10 ** (digits - 1 - math.floor(math.log10(x)))
+    return math.ceil(x * scale - 1e-9) / scale
 
 
 @dataclass(frozen=True)

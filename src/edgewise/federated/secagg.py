@@ -70,7 +70,10 @@ def run_secagg(
     """``rounds`` rounds of FedAvg under SecAgg+ over ``grid``; return the global arrays.
 
     ``num_shares``/``reconstruction_threshold`` are Flower's (a fraction means a share of
-    the sampled devices); ``max_weight`` must exceed every device's example count.
+    the sampled devices); ``max_weight`` must exceed every device's example count. A round
+    that Flower's workflow halts (too few devices answered or unmasked) or that aggregates
+    nothing raises :class:`~edgewise.federated.server_app.FederatedRunError`: the model
+    would otherwise come back untrained, or trained on fewer rounds than asked.
     """
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.compat.common import recorddict_compat as compat
@@ -90,7 +93,20 @@ def run_secagg(
         "normaliser": json.dumps({"mean": normaliser.mean.tolist(),
                                   "std": normaliser.std.tolist()}),
     }
-    strategy = FedAvg(
+    from edgewise.federated.server_app import FederatedRunError
+
+    aggregated: list[int] = []
+
+    class _Counted(FedAvg):  # type: ignore[misc]
+        """Flower's legacy FedAvg, noting each round whose aggregate came out."""
+
+        def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
+            params, metrics = super().aggregate_fit(server_round, results, failures)
+            if params is not None:
+                aggregated.append(server_round)
+            return params, metrics
+
+    strategy = _Counted(
         fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=num_nodes,
         min_evaluate_clients=0, min_available_clients=num_nodes,
         initial_parameters=ndarrays_to_parameters(initial),
@@ -105,5 +121,12 @@ def run_secagg(
         max_weight=max_weight, clipping_range=clipping_range, timeout=timeout,
     ))
     workflow(grid, context)
+    missing = [r for r in range(1, rounds + 1) if r not in aggregated]
+    if missing:
+        raise FederatedRunError(
+            f"SecAgg+ round(s) {missing} of {rounds} produced no aggregate (Flower halted "
+            f"secure aggregation: fewer than the {num_nodes} devices it needs answered, or "
+            "every device failed); the global model is not trained as asked."
+        )
     record = context.state.array_records[MAIN_PARAMS_RECORD]
     return parameters_to_ndarrays(compat.arrayrecord_to_parameters(record, keep_input=True))

@@ -17,6 +17,13 @@ Every reply the server receives passes through :class:`WireLog`, which records w
 crossed the wire (record types, array shapes, metric names, bytes). After each round a
 checkpoint (global arrays, round, normaliser) is written when ``checkpoint`` is given, and
 a later call with the same path resumes after the last finished round.
+
+A run that trained nothing fails with :class:`FederatedRunError` instead of returning the
+untouched initial model: a round in which every device failed (or none answered) stops
+the run there, as does a run in which no round produced an aggregated update, or one
+that asked for record-level DP-SGD and got no ε from any device. The deployment entry
+point (:func:`main`) then writes ``error.json`` beside where ``result.json`` would go and
+registers, signs and publishes nothing.
 """
 
 from __future__ import annotations
@@ -37,15 +44,20 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from edgewise.errors import InvalidParameterError
+from edgewise.errors import EdgewiseError, InvalidParameterError
 from edgewise.federated.data import ConditionNormaliser
 from edgewise.federated.model import build_model
 from edgewise.federated.privacy import PrivacyReport, device_level_epsilon
 from edgewise.federated.strategies import RobustStrategy, make_strategy
 
-__all__ = ["FederatedResult", "WireLog", "app", "run_federated"]
+__all__ = ["FederatedResult", "FederatedRunError", "WireLog", "app", "run_federated"]
 
 log = logging.getLogger(__name__)
+
+
+class FederatedRunError(EdgewiseError, RuntimeError):
+    """A federated run produced no model worth keeping (every device failed in a round, no
+    round aggregated an update, or the privacy it was asked for cannot be stated)."""
 
 
 class WireLog(Strategy):
@@ -54,6 +66,7 @@ class WireLog(Strategy):
     def __init__(self, strategy: Strategy) -> None:
         self.strategy = strategy
         self.entries: list[dict[str, Any]] = []
+        self.aggregated_rounds: list[int] = []
 
     def summary(self) -> None:
         """Delegate."""
@@ -88,10 +101,24 @@ class WireLog(Strategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Record the replies, then aggregate them with the wrapped strategy."""
+        """Record the replies, then aggregate them with the wrapped strategy.
+
+        Raises :class:`FederatedRunError` when no device answered or every one failed:
+        continuing would only hand the same model to the next round and, at the end, an
+        untrained model to the registry.
+        """
         replies = list(replies)
         self._record(server_round, "train", replies)
-        return self.strategy.aggregate_train(server_round, replies)
+        failed = [m for m in replies if m.has_error()]
+        if len(failed) == len(replies):
+            why = (f"every one of the {len(replies)} devices failed; first error: "
+                   f"{str(failed[0].error.reason)[:300]}" if replies else
+                   "no device answered within the round timeout")
+            raise FederatedRunError(f"Round {server_round}: {why}")
+        arrays, metrics = self.strategy.aggregate_train(server_round, replies)
+        if arrays is not None:
+            self.aggregated_rounds.append(server_round)
+        return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
@@ -137,7 +164,9 @@ def fit_normaliser(grid: Grid, n_conditions: int, num_nodes: int,
                                train_config=ConfigRecord({"phase": "stats"}))
     a = {k: v.numpy() for k, v in res.arrays.items()}
     if not a:
-        raise RuntimeError("No device returned normaliser statistics; is any node connected?")
+        raise FederatedRunError(
+            "No device returned normaliser statistics; is any node connected, and does "
+            "every node hold its data?")
     return ConditionNormaliser.from_stats(a["count"].reshape(n_conditions),
                                          a["sum"].reshape(n_conditions, -1),
                                          a["sumsq"].reshape(n_conditions, -1))
@@ -164,13 +193,23 @@ def load_checkpoint(path: str | Path) -> tuple[ArrayRecord, int, ConditionNormal
 
 def _privacy_report(train_metrics: dict[int, dict[str, float]], *, dp_noise: float,
                     dp_clip: float, dp_delta: float, dp_sgd_clip: float, num_devices: int,
-                    rounds: int, sample_size: int | None) -> PrivacyReport:
+                    rounds: int, sample_size: int | None, dp_sgd_epsilon: float = 0.0
+                    ) -> PrivacyReport:
     """The run's guarantee: device-level from the server's own noise, record-level from what
     the devices report (each calibrates its DP-SGD to the run's budget; the largest counts).
+
+    A run that asked for record-level DP-SGD (``dp_sgd_epsilon`` > 0) but got no ε from
+    any device raises :class:`FederatedRunError`: it is never reported as without DP.
     """
     record = [m["dp-sgd-epsilon"] for m in train_metrics.values()
               if m.get("dp-sgd-epsilon", 0.0) > 0]
     record_eps = max(record) if record else None
+    if dp_sgd_epsilon > 0 and record_eps is None:
+        raise FederatedRunError(
+            f"Record-level DP-SGD was asked for (dp-sgd-epsilon={dp_sgd_epsilon:g}) but no "
+            f"device reported the epsilon it spent ({len(train_metrics)} round(s) with "
+            "metrics); the run's privacy cannot be stated, so its model is not kept."
+        )
     z_record = [m["dp-sgd-noise"] for m in train_metrics.values() if "dp-sgd-noise" in m]
     if dp_noise > 0:
         return PrivacyReport(
@@ -286,9 +325,15 @@ def run_federated(
         result_arrays = res.arrays if len(res.arrays) else initial
         train_metrics = {done + r: dict(m) for r, m in res.train_metrics_clientapp.items()}
         eval_metrics = {done + r: dict(m) for r, m in res.evaluate_metrics_clientapp.items()}
+        if not wire.aggregated_rounds:
+            skipped = list(rule.skipped_rounds) if isinstance(rule, RobustStrategy) else []
+            raise FederatedRunError(
+                f"No round of {left} produced an aggregated update"
+                + (f" (rounds {skipped} had too few updates left for {strategy!r} after "
+                   "screening)" if skipped else "") + "; the global model is untrained.")
     privacy = _privacy_report(train_metrics, dp_noise=dp_noise, dp_clip=dp_clip,
                               dp_delta=dp_delta, dp_sgd_clip=dp_sgd_clip, num_devices=min_nodes,
-                              rounds=rounds, sample_size=m)
+                              rounds=rounds, sample_size=m, dp_sgd_epsilon=dp_sgd_epsilon)
     robust_rule = rule if isinstance(rule, RobustStrategy) else None
     return FederatedResult(
         arrays=result_arrays, normaliser=normaliser, privacy=privacy, rounds_done=rounds,
@@ -333,7 +378,12 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Deployment entry point: read the run config, train, write results to ``out-dir``."""
+    """Deployment entry point: read the run config, train, write results to ``out-dir``.
+
+    A run that fails (:class:`FederatedRunError`, or a run config out of range) writes
+    ``error.json`` (``{"error": ..., "type": ...}``) to ``out-dir`` instead of
+    ``result.json``, registers nothing and raises.
+    """
     from edgewise.federated.publish import DEFAULT_TARGET, register_global_model
 
     rc = context.run_config
@@ -341,19 +391,29 @@ def main(grid: Grid, context: Context) -> None:
     kind, n_features, n_cond = ("ae", 6, 1) if dataset == "pump" else ("rul", 43, 6)
     out = Path(str(rc["out-dir"]))
     out.mkdir(parents=True, exist_ok=True)
+    (out / "error.json").unlink(missing_ok=True)
     num_nodes = int(rc.get("num-nodes", 3))
-    result = run_federated(
-        grid, kind=kind, n_features=n_features, n_conditions=n_cond, num_nodes=num_nodes,
-        rounds=int(rc.get("num-server-rounds", 2)), strategy=str(rc.get("strategy", "trimmed")),
-        num_malicious_nodes=int(rc.get("num-malicious", 0)), beta=float(rc.get("beta", 0.2)),
-        min_available_nodes=int(rc.get("min-available-nodes", num_nodes)),
-        dp_noise=float(rc.get("dp-noise", 0.0)), dp_clip=float(rc.get("dp-clip", 1.0)),
-        dp_delta=float(rc.get("dp-delta", 1e-5)), dp_sgd_clip=float(rc.get("dp-sgd-clip", 1.0)),
-        dp_sgd_epsilon=float(rc.get("dp-sgd-epsilon", 0.0)),
-        round_timeout=float(rc.get("round-timeout", 120.0)),
-        checkpoint=out / "checkpoint.npz", evaluate=bool(rc.get("evaluate", True)),
-        secagg=bool(rc.get("secagg", False)), robust=not bool(rc.get("secagg", False)),
-    )
+    try:
+        result = run_federated(
+            grid, kind=kind, n_features=n_features, n_conditions=n_cond, num_nodes=num_nodes,
+            rounds=int(rc.get("num-server-rounds", 2)),
+            strategy=str(rc.get("strategy", "trimmed")),
+            num_malicious_nodes=int(rc.get("num-malicious", 0)),
+            beta=float(rc.get("beta", 0.2)),
+            min_available_nodes=int(rc.get("min-available-nodes", num_nodes)),
+            dp_noise=float(rc.get("dp-noise", 0.0)), dp_clip=float(rc.get("dp-clip", 1.0)),
+            dp_delta=float(rc.get("dp-delta", 1e-5)),
+            dp_sgd_clip=float(rc.get("dp-sgd-clip", 1.0)),
+            dp_sgd_epsilon=float(rc.get("dp-sgd-epsilon", 0.0)),
+            round_timeout=float(rc.get("round-timeout", 120.0)),
+            checkpoint=out / "checkpoint.npz", evaluate=bool(rc.get("evaluate", True)),
+            secagg=bool(rc.get("secagg", False)), robust=not bool(rc.get("secagg", False)),
+        )
+    except (FederatedRunError, InvalidParameterError) as exc:
+        # Nothing is registered, signed or published; the launcher reads why from here.
+        (out / "error.json").write_text(json.dumps({"error": str(exc),
+                                                    "type": type(exc).__name__}))
+        raise
     (out / "wire.json").write_text(json.dumps(result.wire, indent=1))
     entry = register_global_model(
         result.state_dict(), out.parent if rc.get("data-dir-publish", "") == "" else

@@ -1,0 +1,220 @@
+"""A device's privacy ledger: the record-level DP-SGD it has really run, round by round.
+
+A device's own limit (``edgewise federate client --max-epsilon``, node config
+``max-dp-epsilon``) must not depend on what the server declares: a server that announces
+one round and then runs four would otherwise make a device calibrate its noise for one
+round and spend four times. So before each training round the device writes the round's
+mechanism (noise multiplier, Opacus's sampling rate, steps) into its ledger, composes the
+whole ledger with the RDP accountant (:func:`edgewise.federated.privacy.composed_epsilon`,
+tighter than adding up each round's ε) and refuses the round, without training, when that
+would take it past its limit. The entry is written before training, so a round that
+crashes half-way still counts (conservative).
+
+Where it lives:
+
+* ``edgewise federate client`` keeps it in
+  ``<data-dir>/federated/privacy-ledger-<partition>-of-<partitions>.json`` (``--data-dir``
+  or ``EDGEWISE_DATA_DIR``; ``--privacy-ledger PATH`` chooses another file) and hands the
+  path to its SuperNode as node config ``privacy-ledger``. The limit holds over every
+  round in that file, across runs and restarts: DP losses of the same records add up
+  whichever server asked. A fresh budget (new data) needs a new file.
+* A ClientApp without a ``privacy-ledger`` path (an in-process grid, a SuperNode started
+  by hand) keeps the ledger in its Flower ``Context.state``: for that run only.
+
+The file is plain JSON, one entry per round (``run``, ``server_round``,
+``noise_multiplier``, ``sampling_rate``, ``steps``, ``records``, ``batch_size``,
+``epsilon_round``: that round alone, ``epsilon_total``: the whole ledger composed, at
+``delta``; ``time`` in UTC), written atomically under a lock.
+
+>>> import tempfile
+>>> path = Path(tempfile.mkdtemp()) / "ledger.json"
+>>> ledger = PrivacyLedger(path)
+>>> e = LedgerEntry(run="7", server_round=1, noise_multiplier=1.0, sampling_rate=0.05,
+...                 steps=20, records=600, batch_size=32)
+>>> round(ledger.spend(e, max_epsilon=8.0), 3)
+2.481
+>>> ledger.spend(e, max_epsilon=2.5)  # the same round again would compose to 2.97
+Traceback (most recent call last):
+...
+edgewise.federated.ledger.PrivacyBudgetError: Privacy ledger ...: round 1 of run 7 would bring this device's record-level epsilon to 2.97 (delta 1e-05), past its limit --max-epsilon 2.5 (1 earlier round spent 2.481); refusing to train. A fresh budget needs a new ledger file.
+>>> len(PrivacyLedger(path).entries())
+1
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgewise.errors import EdgewiseError
+from edgewise.federated.privacy import Mechanism, composed_epsilon
+
+__all__ = ["DEVICE_DELTA", "LEDGER_FORMAT", "LedgerEntry", "PrivacyBudgetError",
+           "PrivacyLedger"]
+
+LEDGER_FORMAT = "edgewise-privacy-ledger/1"
+#: The δ a device checks its own ε limit at, whatever δ the server's run config sets (a
+#: server could otherwise shrink the ε a device sees by raising δ).
+DEVICE_DELTA = 1e-5
+#: The ``Context.state`` record the ledger lives in when no file is given.
+STATE_KEY = "privacy-ledger"
+
+
+class PrivacyBudgetError(EdgewiseError, PermissionError):
+    """A device refuses a training round: it would spend more than its own ε limit (or its
+    ledger cannot be read, so what it spent is unknown)."""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One training round a device took part in: the DP-SGD mechanism it ran."""
+
+    run: str
+    server_round: int
+    noise_multiplier: float
+    sampling_rate: float
+    steps: int
+    records: int
+    batch_size: int
+    epsilon_round: float | None = None
+    epsilon_total: float | None = None
+    delta: float | None = None
+    time: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                           time.gmtime()))
+
+    def mechanism(self) -> Mechanism:
+        """``(noise_multiplier, sampling_rate, steps)``, the accountant's history form."""
+        return (self.noise_multiplier, self.sampling_rate, self.steps)
+
+
+class PrivacyLedger:
+    """The rounds of DP-SGD one device has run, kept in ``path`` (JSON) or, without one, in
+    a Flower ``Context.state`` ``state`` (for one run).
+
+    Parameters
+    ----------
+    path
+        The JSON file (created on first spend; its folder too).
+    state
+        A Flower ``RecordDict`` (``Context.state``) to keep the ledger in when ``path`` is
+        ``None``.
+    """
+
+    def __init__(self, path: str | Path | None = None, state: Any = None) -> None:
+        self.path = Path(path) if path else None
+        self.state = state
+        self._memory: list[dict[str, Any]] = []
+
+    @property
+    def where(self) -> str:
+        """Where the ledger lives, for messages."""
+        return str(self.path) if self.path else "(in this run's Context.state)"
+
+    # -- storage -------------------------------------------------------------------------
+    def _read(self) -> list[dict[str, Any]]:
+        if self.path is None:
+            if self.state is None:
+                return list(self._memory)
+            from flwr.app import ConfigRecord
+
+            rec = self.state.config_records.get(STATE_KEY, ConfigRecord())
+            return list(json.loads(str(rec.get("rounds", "[]"))))
+        if not self.path.exists():
+            return []
+        try:
+            doc = json.loads(self.path.read_text())
+            if doc.get("format") != LEDGER_FORMAT or not isinstance(doc.get("rounds"), list):
+                raise ValueError(f"not an {LEDGER_FORMAT} document")
+            return list(doc["rounds"])
+        except (OSError, ValueError, AttributeError) as exc:
+            raise PrivacyBudgetError(
+                f"Privacy ledger {self.path} cannot be read ({exc}); what this device has "
+                "spent is unknown, so it trains no more. Repair the file or move it away "
+                "(a new ledger starts a fresh budget)."
+            ) from None
+
+    def _write(self, rounds: list[dict[str, Any]]) -> None:
+        if self.path is None:
+            if self.state is None:
+                self._memory = list(rounds)
+                return
+            from flwr.app import ConfigRecord
+
+            self.state.config_records[STATE_KEY] = ConfigRecord({"rounds": json.dumps(rounds)})
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"format": LEDGER_FORMAT, "rounds": rounds}, indent=1))
+        os.replace(tmp, self.path)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold an exclusive lock on the ledger file (POSIX ``flock``) while inside."""
+        if self.path is None:
+            yield
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with open(lock_path, "a") as lock:
+            try:
+                import fcntl
+            except ImportError:  # not POSIX: no lock; one SuperNode per ledger
+                yield
+                return
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -- queries -------------------------------------------------------------------------
+    def entries(self) -> list[LedgerEntry]:
+        """Every round recorded, oldest first."""
+        names = set(LedgerEntry.__dataclass_fields__)
+        return [LedgerEntry(**{k: v for k, v in r.items() if k in names}) for r in self._read()]
+
+    def history(self, *, run: str | None = None, exclude_run: str | None = None
+                ) -> list[Mechanism]:
+        """The accountant history of the ledger (of one ``run``, or without one)."""
+        return [e.mechanism() for e in self.entries()
+                if (run is None or e.run == run) and (exclude_run is None or e.run != exclude_run)]
+
+    def epsilon(self, delta: float = DEVICE_DELTA, *, run: str | None = None) -> float:
+        """The ε of everything recorded (or of one ``run``), composed, at ``delta``."""
+        return composed_epsilon(self.history(run=run), delta)
+
+    # -- spending ------------------------------------------------------------------------
+    def spend(self, entry: LedgerEntry, *, max_epsilon: float = 0.0,
+              delta: float = DEVICE_DELTA) -> float:
+        """Record ``entry`` and return the ledger's composed ε with it, at ``delta``.
+
+        With ``max_epsilon`` > 0, raise :class:`PrivacyBudgetError` and record nothing when
+        the composed ε would exceed it. Check and record happen under one lock, so two
+        processes sharing a ledger cannot both pass the check on the same budget.
+        """
+        with self._locked():
+            rounds = self._read()
+            before = [(float(r["noise_multiplier"]), float(r["sampling_rate"]), int(r["steps"]))
+                      for r in rounds]
+            total = composed_epsilon([*before, entry.mechanism()], delta)
+            if max_epsilon > 0 and total > max_epsilon * (1 + 1e-9):
+                spent = composed_epsilon(before, delta)
+                n = len(before)
+                raise PrivacyBudgetError(
+                    f"Privacy ledger {self.where}: round {entry.server_round} of run "
+                    f"{entry.run} would bring this device's record-level epsilon to "
+                    f"{total:.4g} (delta {delta:g}), past its limit --max-epsilon "
+                    f"{max_epsilon:g} ({n} earlier round{'' if n == 1 else 's'} spent "
+                    f"{spent:.4g}); refusing to train. A fresh budget needs a new ledger file."
+                )
+            own = composed_epsilon([entry.mechanism()], delta)
+            rounds.append(asdict(LedgerEntry(**{
+                **asdict(entry), "epsilon_round": own, "epsilon_total": total, "delta": delta})))
+            self._write(rounds)
+            return total
