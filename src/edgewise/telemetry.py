@@ -75,6 +75,9 @@ _INT64_END = 2**63
 _INT_RE = re.compile(r"[+-]?\d+")
 _DECIMAL_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MAX_SEQ = 2**62
+#: Epoch numbers this large or larger are past any time in range in every unit (int64
+#: nanoseconds end at ~9.2e18); they are refused before any arithmetic that could overflow.
+_EPOCH_LIMIT = 2**64
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +116,7 @@ def validate_device_id(device_id: str) -> str:
     ...
     edgewise.errors.PayloadError: Reading: field 'device' must be 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit. Got 'a/b' instead.
     """  # noqa: E501
-    if not isinstance(device_id, str) or not DEVICE_ID_RE.match(device_id):
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
         raise PayloadError(
             field="device",
             value=device_id,
@@ -183,15 +186,21 @@ def parse_time(
 
     def bad(allowed: str, reason: str) -> PayloadError:
         return PayloadError(
-            device_id=device_id, field=field_name, value=value, allowed=allowed,
+            device_id=device_id, field=field_name, value=_short(value), allowed=allowed,
             reason=reason, index=index,
         )
 
+    before_end = f"a time before {_iso(_INT64_END)} (where int64 nanoseconds end)"
     if isinstance(value, bool):
         raise bad("an RFC 3339 UTC timestamp or an epoch time (s, ms, us or ns)", "bad_ts")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        # an int is never passed to math.isfinite: one past 1.8e308 overflows a float
+        if isinstance(value, float) and not math.isfinite(value):
             raise bad("a finite epoch time (s, ms, us or ns)", "bad_ts")
+        if value >= _EPOCH_LIMIT:
+            raise bad(before_end, "future_ts")
+        if value <= -_EPOCH_LIMIT:
+            raise bad(f"a time after {_iso(earliest_ns)}", "ancient_ts")
         ts_ns = epoch_ns(value)
     elif isinstance(value, str):
         text = value.strip()
@@ -204,7 +213,12 @@ def parse_time(
             raise bad(rfc, "bad_ts") from None
         if dt.tzinfo is None:
             raise bad("an RFC 3339 timestamp with a UTC offset (e.g. a trailing 'Z')", "bad_ts")
-        dt = dt.astimezone(UTC)
+        try:
+            dt = dt.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00: UTC is before year 1
+            if dt.year < 5000:
+                raise bad(f"a time after {_iso(earliest_ns)}", "ancient_ts") from None
+            raise bad(before_end, "future_ts") from None
         ts_ns = (
             int(dt.replace(microsecond=0).timestamp()) * 1_000_000_000 + dt.microsecond * 1000
         )
@@ -213,10 +227,32 @@ def parse_time(
     if ts_ns < earliest_ns:
         raise bad(f"a time after {_iso(earliest_ns)}", "ancient_ts")
     if ts_ns >= _INT64_END:
-        raise bad(f"a time before {_iso(_INT64_END)} (where int64 nanoseconds end)", "future_ts")
+        raise bad(before_end, "future_ts")
     if math.isfinite(max_future_s) and ts_ns > now_ns + int(max_future_s * 1e9):
         raise bad(f"no more than {max_future_s:g} s in the future", "future_ts")
     return ts_ns
+
+
+def _short(value: Any) -> Any:
+    """``value`` as an error may show it: an integer too long to read (or to print:
+    Python refuses ``str`` of one over 4300 digits) becomes text with its first digits and
+    its length; anything else is returned as it is.
+
+    >>> _short(10**400)
+    '100000000000000000000... (401 digits)'
+    >>> _short(12)
+    12
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value.bit_length() <= 128:
+        return value
+    try:
+        text = str(value)
+    except ValueError:
+        digits = math.floor(value.bit_length() * math.log10(2)) + 1
+        return f"an integer of about {digits} digits"
+    sign = "-" if text.startswith("-") else ""
+    digits = text.lstrip("-")
+    return f"{sign}{digits[:21]}... ({len(digits)} digits)"
 
 
 def _iso(ts_ns: int) -> str:
@@ -237,12 +273,24 @@ def parse_time_text(text: str, **bounds: Any) -> int:
     """
     raw = text.strip() if isinstance(text, str) else text
     value: Any = raw
+    huge = False
     if isinstance(raw, str):
         if _INT_RE.fullmatch(raw):
-            value = int(raw)
+            # past 40 digits it is out of range in any unit; Python refuses int() of
+            # over 4300 digits, so a stand-in of the same sign is checked instead
+            huge = len(raw.lstrip("+-")) > 40
+            value = (-1 if raw.startswith("-") else 1) * 10**40 if huge else int(raw)
         elif _DECIMAL_RE.fullmatch(raw):
             value = float(raw)
-    return parse_time(value, **bounds)
+    try:
+        return parse_time(value, **bounds)
+    except PayloadError as exc:
+        if not huge:
+            raise
+        raise PayloadError(
+            device_id=exc.device_id, field=exc.field, value=f"{raw[:21]}... ({len(raw)} "
+            "characters)", allowed=exc.allowed, reason=exc.reason, index=exc.index,
+        ) from None
 
 
 def _check_value(
@@ -254,18 +302,24 @@ def _check_value(
             device_id=device_id, field=field_name, value=value,
             allowed=allowed, reason="bad_type", index=index,
         )
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an integer past a float's range (about 1.8e308)
+        v = math.inf
     if not math.isfinite(v):
         raise PayloadError(
-            device_id=device_id, field=field_name, value=value,
-            allowed="a finite number (NaN and infinity are not readings)",
+            device_id=device_id, field=field_name, value=_short(value),
+            allowed="a finite number within a float64's range, +-1.8e308 (NaN and "
+            "infinity are not readings)",
             reason="not_finite", index=index,
         )
     return v
 
 
 def _check_metric(name: Any, field_name: str, device_id: str | None, index: int | None) -> str:
-    if not isinstance(name, str) or not METRIC_NAME_RE.match(name):
+    # fullmatch: '$' would let a trailing newline through; the ASCII classes refuse
+    # anything else, lone UTF-16 surrogates ('\ud800', which UTF-8 cannot encode) too
+    if not isinstance(name, str) or not METRIC_NAME_RE.fullmatch(name):
         raise PayloadError(
             device_id=device_id, field=field_name, value=name,
             allowed="a metric name of 1-64 letters, digits, '_', '.', ':', '/', '-'",
@@ -366,7 +420,24 @@ def decode(
                 _decode_compact(rec, device_id, now_ns, max_future_s, idx, out)
             except PayloadError as exc:
                 out.rejected.append(exc)
+            except Exception as exc:  # a bug here must cost one record, never the device
+                out.rejected.append(_undecodable(exc, device_id, idx))
     return out
+
+
+def _undecodable(exc: Exception, device_id: str, index: int | None) -> PayloadError:
+    """The rejection of a record whose decoding failed unexpectedly (a gateway bug): the
+    record is left out, and its seq, if already read, still counts towards the ack.
+
+    >>> _undecodable(OverflowError("too big"), "p", 0).reason
+    'undecodable'
+    """
+    return PayloadError(
+        device_id=device_id, field="record", value=None,
+        allowed=f"a record the gateway can decode (decoding failed with "
+        f"{type(exc).__name__}: {str(exc)[:120]}; the record was left out)",
+        reason="undecodable", index=index,
+    )
 
 
 _SENML_KEYS = frozenset({"bn", "bt", "bu", "bv", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t"})
@@ -444,6 +515,15 @@ def _decode_senml(
                     device_id=device_id, field="record", value=rec,
                     allowed="a SenML record object", reason="bad_shape", index=i,
                 )
+            # The seq is read first: a record rejected for its base fields is handled too,
+            # and its seq must count towards the ack (else the device resends it for ever).
+            bad_seq: PayloadError | None = None
+            if "seq" in rec:
+                try:
+                    seq = _check_seq(rec["seq"], device_id, i)
+                    out.seqs.append(seq)
+                except PayloadError as exc:
+                    bad_seq = exc
             if "bn" in rec:
                 if not isinstance(rec["bn"], str):
                     raise PayloadError(
@@ -452,14 +532,15 @@ def _decode_senml(
                     )
                 bn = rec["bn"]
             if "bt" in rec:
+                bt = math.nan  # refused: the records after it have no time (bad_ts), not now
                 bt = _check_value(rec["bt"], "bt", device_id, i)
             if "bu" in rec:
                 bu = rec["bu"] if isinstance(rec["bu"], str) else None
             if "bv" in rec:
+                bv = math.nan  # refused: the values after it are not readings (not_finite)
                 bv = _check_value(rec["bv"], "bv", device_id, i)
-            if "seq" in rec:
-                seq = _check_seq(rec["seq"], device_id, i)
-                out.seqs.append(seq)
+            if bad_seq is not None:
+                raise bad_seq
             must_understand = [k for k in rec if isinstance(k, str) and k.endswith("_")]
             if must_understand:
                 raise PayloadError(
@@ -510,6 +591,12 @@ def _decode_senml(
                     allowed=f"a value whose sum with the base value bv={bv!r} is finite",
                     reason="not_finite", index=i,
                 )
+            if math.isnan(bt):
+                raise PayloadError(
+                    device_id=device_id, field="t", value=rec.get("t"),
+                    allowed="a record after a valid base time (the pack's 'bt' was refused)",
+                    reason="bad_ts", index=i,
+                )
             t = bt + (_check_value(rec["t"], "t", device_id, i) if "t" in rec else 0.0)
             if t < _SENML_RELATIVE_LIMIT:
                 t = now_ns / 1e9 + t
@@ -522,6 +609,8 @@ def _decode_senml(
             out.readings.append(Reading(device_id, metric, ts_ns, value, seq, unit))
         except PayloadError as exc:
             out.rejected.append(exc)
+        except Exception as exc:  # a bug here must cost one record, never the device
+            out.rejected.append(_undecodable(exc, device_id, i))
 
 
 def _ts_out(ts_ns: int) -> float | int:

@@ -32,6 +32,8 @@ Every decision is counted in ``edgewise_quality_removed_total{reason}`` /
 
 from __future__ import annotations
 
+import bisect
+import json
 import logging
 import os
 import pickle
@@ -50,7 +52,7 @@ from edgewise.gateway.metrics import Metrics
 from edgewise.quality.stream import StreamCleaner
 from edgewise.security.ratelimit import RateLimiter
 from edgewise.store.base import Alert, Store
-from edgewise.telemetry import Reading, decode
+from edgewise.telemetry import Decoded, Reading, decode
 
 __all__ = ["IngestResult", "Pipeline", "default_detector_factory",
            "default_multivariate_factory"]
@@ -229,6 +231,11 @@ class Pipeline:
                 m.inc("edgewise_readings_rejected_total", reason=exc.reason)
                 out.append(exc)
                 continue
+            except Exception as exc:  # a decoder bug: reject this message, not the batch
+                log.exception("decoding a message from %r failed", device_id)
+                # handled (rejected with a reason), so its seq counts towards the ack as
+                # any rejected message's does, and the device does not resend it for ever
+                dec = Decoded(rejected=[_undecodable(device_id, exc)], seqs=_seqs_of(payload))
             for rej in dec.rejected:
                 m.inc("edgewise_readings_rejected_total", reason=rej.reason)
             if dec.readings:
@@ -562,18 +569,21 @@ class Pipeline:
                 reported = self._gaps_reported[device] = set()
                 for a in self.store.list_alerts(device_id=device, kind="seq_gap", limit=10_000):
                     reported.add(_gap_from_message(a.message))
-            for first, last in gaps:
-                if (first, last) in reported:
-                    continue
-                reported.add((first, last))
-                n = last - first + 1
-                self.metrics.inc("edgewise_seq_gaps_total")
-                self.metrics.inc("edgewise_seq_missing_total", n)
-                now_ns = time.time_ns()
-                out.append(self.alerts.raise_alert(Alert(
-                    device_id=device, start_ns=now_ns, end_ns=now_ns, score=1.0, kind="seq_gap",
-                    drivers={}, message=f"messages seq {first}..{last} missing ({n})",
-                )))
+            # A gap partly filled since it was reported (seq 2..10, then 3 arrives: 2..2 and
+            # 4..10) is still the same gap: only seqs no report covered yet are new.
+            spans = _merged(reported)
+            for gap in gaps:
+                for first, last in _uncovered(gap, spans):
+                    reported.add((first, last))
+                    n = last - first + 1
+                    self.metrics.inc("edgewise_seq_gaps_total")
+                    self.metrics.inc("edgewise_seq_missing_total", n)
+                    now_ns = time.time_ns()
+                    out.append(self.alerts.raise_alert(Alert(
+                        device_id=device, start_ns=now_ns, end_ns=now_ns, score=1.0,
+                        kind="seq_gap", drivers={},
+                        message=f"messages seq {first}..{last} missing ({n})",
+                    )))
         return out
 
     def _load_state(self, path: Path) -> None:
@@ -615,6 +625,71 @@ class Pipeline:
 #: Cleaner removals that detection scores anyway: the pipeline's late-horizon rule judges
 #: order, so a reading older than its stream's last one is not dropped for that alone.
 _SCORED_ANYWAY = frozenset({"out_of_order"})
+
+
+def _merged(ranges: set[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive ranges as sorted, disjoint ranges covering the same seqs.
+
+    >>> _merged({(4, 10), (2, 10), (12, 14), (15, 15)})
+    [(2, 10), (12, 15)]
+    """
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _uncovered(gap: tuple[int, int], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of the seq range ``gap`` (inclusive) that none of ``spans`` (sorted and
+    disjoint, as :func:`_merged` makes them) covers.
+
+    >>> _uncovered((4, 10), [(2, 10)])
+    []
+    >>> _uncovered((2, 20), [(5, 8), (12, 30)])
+    [(2, 4), (9, 11)]
+    """
+    first, last = gap
+    hi = bisect.bisect_right(spans, last, key=lambda r: r[0])  # spans[:hi] start <= last
+    lo = hi
+    while lo > 0 and spans[lo - 1][1] >= first:  # disjoint and sorted: ends ascend too
+        lo -= 1
+    parts = []
+    for a, b in spans[lo:hi]:
+        if a > first:
+            parts.append((first, a - 1))
+        first = max(first, b + 1)
+        if first > last:
+            return parts
+    parts.append((first, last))
+    return parts
+
+
+def _undecodable(device_id: str, exc: Exception) -> PayloadError:
+    """The rejection of a message whose decoding raised unexpectedly (a gateway bug)."""
+    return PayloadError(
+        device_id=device_id, field="payload", value=None,
+        allowed=f"a payload the gateway can decode (decoding failed with "
+        f"{type(exc).__name__}: {str(exc)[:120]}; the message was left out)",
+        reason="undecodable",
+    )
+
+
+def _seqs_of(payload: bytes) -> list[int]:
+    """The valid seqs of a plain JSON payload's records, best effort (``[]`` when none).
+
+    >>> _seqs_of(b'[{"seq": 3}, {"seq": -1}, {"seq": true}, 5]'), _seqs_of(b"\\x1f\\x8b")
+    ([3], [])
+    """
+    try:
+        doc = json.loads(payload)
+        records = doc if isinstance(doc, list) else [doc]
+        return [r["seq"] for r in records if isinstance(r, dict)
+                and type(r.get("seq")) is int and 0 <= r["seq"] < 2**62]
+    except Exception:
+        return []
 
 
 def _gap_from_message(message: str) -> tuple[int, int]:

@@ -7,7 +7,9 @@ The body always has the same keys, so clients can rely on them::
 ``field``/``value``/``allowed`` name what was wrong, with what value and what would
 have been accepted; ``reason`` is a short machine-readable word (the same labels as the
 ``edgewise_readings_rejected_total{reason=…}`` counter for payload errors). Secrets are
-never echoed: for authentication errors ``value`` is ``None``.
+never echoed: for authentication errors ``value`` is ``None``. Text that UTF-8 cannot
+encode (a lone UTF-16 surrogate such as ``"\\ud800"``, which JSON may carry) is echoed
+escaped, ``\\ud800``, so the answer can always be sent.
 
 >>> p = Problem(422, "Invalid query parameter", "bad step", field="step", value="5x",
 ...             allowed="a duration such as '60s', '5m' or seconds", reason="bad_step")
@@ -35,7 +37,7 @@ from edgewise.errors import (
     ThrottledError,
 )
 
-__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "payload_problem"]
+__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "payload_problem", "safe_text"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -87,14 +89,14 @@ class Problem(Exception):
     ) -> None:
         super().__init__(detail or title or str(status))
         self.status = status
-        self.title = title or _TITLES.get(status, "Error")
-        self.detail = detail or self.title
-        self.field = field
+        self.title = safe_text(title or _TITLES.get(status, "Error"))
+        self.detail = safe_text(detail) or self.title
+        self.field = safe_text(field)
         self.value = _jsonable(value)
-        self.allowed = allowed
-        self.reason = reason or _default_reason(status)
+        self.allowed = safe_text(allowed)
+        self.reason = safe_text(reason or _default_reason(status))
         self.headers = headers or {}
-        self.extra = extra or {}
+        self.extra = _safe(extra or {})
 
     def body(self) -> dict[str, Any]:
         """The problem+json object."""
@@ -114,7 +116,8 @@ class Problem(Exception):
     def response(self) -> JSONResponse:
         """The response carrying this problem."""
         return JSONResponse(
-            self.body(), status_code=self.status, headers=self.headers, media_type=PROBLEM_JSON
+            _safe(self.body()), status_code=self.status, headers=self.headers,
+            media_type=PROBLEM_JSON,
         )
 
 
@@ -134,12 +137,47 @@ def _default_reason(status: int) -> str:
     }.get(status, "error")
 
 
+def safe_text(text: Any) -> Any:
+    """``text`` with what UTF-8 cannot encode (lone surrogates) escaped as ``\\udXXX``;
+    anything that is not a string is returned as it is.
+
+    >>> safe_text("ok\\ud800")
+    'ok\\\\ud800'
+    >>> safe_text(None) is None
+    True
+    """
+    if not isinstance(text, str):
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _safe(value: Any) -> Any:
+    """``value`` (a JSON-like tree) with every string made encodable by :func:`safe_text`."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {safe_text(k): _safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe(v) for v in value]
+    return value
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        try:  # echo a huge integer shortened (and str() refuses one of 4300+ digits)
+            text = str(value)
+        except ValueError:
+            return "an integer of more than 4300 digits"
+        return f"{text[:21]}... ({len(text.lstrip('-'))} digits)"
     if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return repr(value)[:200]
+        return safe_text(value)
+    return safe_text(repr(value)[:200])
 
 
 def payload_problem(exc: PayloadError, status: int | None = None) -> Problem:

@@ -26,6 +26,8 @@ __all__ = ["format_ns", "parse_duration", "parse_instant"]
 _INSTANT_ALLOWED = ("RFC 3339 with a UTC offset (e.g. '2024-01-31T12:00:00Z') or an epoch time "
                     "(s, ms, us or ns), from 1970 to 2262")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+#: Durations are int64 nanoseconds (they are added to times that are too).
+_MAX_DURATION_NS = 2**63
 _UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 
 
@@ -43,30 +45,52 @@ def parse_instant(text: str | None, field: str, *, where: str = "Query parameter
         return None
     try:
         return parse_time_text(text, field_name=field, earliest_ns=0, max_future_s=math.inf)
-    except PayloadError:
+    except (PayloadError, OverflowError, ValueError):
+        # OverflowError/ValueError: a time no datetime or float holds; out of range too
         raise _bad_instant(text, field, where) from None
 
 
+def _shown(text: str) -> str:
+    """``text`` as a problem echoes it: cut to its first 40 characters when longer.
+
+    >>> _shown("1" + "0" * 400)
+    '1000000000000000000000000000000000000000... (401 characters)'
+    """
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+
+
 def _bad_instant(text: str, field: str, where: str = "Query parameter") -> Problem:
+    shown = _shown(text)
     return Problem(
         422, f"Invalid {where.lower()}",
-        f"{where} {field!r} must be {_INSTANT_ALLOWED}. Got {text!r} instead.",
-        field=field, value=text, allowed=_INSTANT_ALLOWED, reason="bad_time",
+        f"{where} {field!r} must be {_INSTANT_ALLOWED}. Got {shown!r} instead.",
+        field=field, value=shown, allowed=_INSTANT_ALLOWED, reason="bad_time",
     )
 
 
 def parse_duration(text: str | None, field: str) -> int | None:
-    """Nanoseconds of a duration such as ``60s``, ``5m`` or ``30`` (seconds); must be > 0."""
+    """Nanoseconds of a duration such as ``60s``, ``5m`` or ``30`` (seconds); must be > 0
+    and shorter than int64 nanoseconds (about 292 years).
+
+    >>> parse_duration("1" + "0" * 400, "step")
+    Traceback (most recent call last):
+    ...
+    edgewise.server.problems.Problem: Query parameter 'step' must be a positive duration ...
+    """
     if text is None or text == "":
         return None
     m = _DURATION_RE.match(text)
-    ns = round(float(m.group(1)) * _UNIT_NS[m.group(2) or "s"]) if m else 0
+    # float() of 400 digits is fine, or infinity past 1.8e308; round(inf) would overflow
+    x = float(m.group(1)) * _UNIT_NS[m.group(2) or "s"] if m else 0.0
+    ns = round(x) if math.isfinite(x) and x < _MAX_DURATION_NS else 0
     if ns <= 0:
-        allowed = "a positive duration such as '500ms', '60s', '5m', '2h', '1d' or seconds"
+        allowed = (f"a positive duration such as '500ms', '60s', '5m', '2h', '1d' or seconds, "
+                   f"under {_MAX_DURATION_NS // _UNIT_NS['d']} days")
+        shown = _shown(text)
         raise Problem(
             422, "Invalid query parameter",
-            f"Query parameter {field!r} must be {allowed}. Got {text!r} instead.",
-            field=field, value=text, allowed=allowed, reason="bad_duration",
+            f"Query parameter {field!r} must be {allowed}. Got {shown!r} instead.",
+            field=field, value=shown, allowed=allowed, reason="bad_duration",
         )
     return ns
 

@@ -118,7 +118,10 @@ class Batcher:
                 log.error("commit of a message from %r failed; not acknowledged: %s",
                           batch[0].device_id, exc)
                 if self.on_error is not None:
-                    await self.on_error(batch, exc)
+                    try:
+                        await self.on_error(batch, exc)
+                    except Exception:  # reporting must not end the commit loop
+                        log.exception("reporting a failed commit failed")
                 return [], []
             log.warning("commit of %d messages failed (%s); committing them in halves",
                         len(batch), exc)

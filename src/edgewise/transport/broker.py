@@ -35,7 +35,7 @@ from amqtt.contexts import Action
 from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from edgewise.errors import AuthError, ThrottledError
+from edgewise.errors import AuthError, StoreError, ThrottledError
 from edgewise.transport.base import Handler, Message, Outcome, topic
 from edgewise.transport.batcher import Batcher
 
@@ -202,7 +202,8 @@ class EmbeddedBroker:
         self.tls_key = tls_key
         self._count = count
         self.watermark = watermark
-        self.batcher = Batcher(handler, self._after_commit, max_batch=max_batch)
+        self.batcher = Batcher(handler, self._after_commit, self._commit_failed,
+                               max_batch=max_batch)
         self.instance = uuid.uuid4().hex
         self._broker: Broker | None = None
         self._pending: set[asyncio.Future[Any]] = set()
@@ -313,6 +314,20 @@ class EmbeddedBroker:
         task = asyncio.get_running_loop().create_task(self.publish_deadletter(device_id, problem))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _commit_failed(self, messages: list[Message], exc: BaseException) -> None:
+        """A message whose commit failed alone: tell its device on the dead-letter topic
+        that it was neither stored nor acknowledged (so it is to be sent again), with the
+        reason; the batcher has logged it. Its ack does not move: nothing was stored."""
+        store = isinstance(exc, StoreError)
+        for m in messages:
+            await self.publish_deadletter(m.device_id, {
+                "reason": "store_error" if store else "internal",
+                "field": "payload", "value": None, "index": None,
+                "detail": f"The gateway could not commit this message ({type(exc).__name__}: "
+                          f"{str(exc)[:200]}); nothing of it was stored or acknowledged. "
+                          "Send it again later.",
+            })
 
     async def _after_commit(self, messages: list[Message], outcomes: list[Outcome]) -> None:
         best: dict[str, int] = {}

@@ -18,10 +18,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from edgewise.errors import PayloadError
 from edgewise.label.store import LabelStore
 from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, parse_instant
+from edgewise.telemetry import validate_device_id
 
 __all__ = ["label_store", "router"]
 
@@ -63,8 +65,11 @@ def _label_json(lab: Any) -> dict[str, Any]:
 
 @router.post("/v1/labels", status_code=201, summary="Label a window of a device (operator)")
 def post_label(body: LabelIn, who: Operator, request: Request, security: SecurityDep,
-               settings: SettingsDep) -> dict[str, Any]:
-    """Store the label (a new version if the window was labelled before) and audit it."""
+               store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    """Store the label (a new version if the window was labelled before) and audit it.
+
+    404 when the device is neither registered nor has data (a label kept for an unknown
+    id would be inherited by a device registered later under it)."""
     for name, text, ns in (("start", body.start, body.start_ns), ("end", body.end, body.end_ns)):
         if text is not None and ns is not None:
             raise Problem(422, "Invalid label", f"Give {name!r} or {name + '_ns'!r}, not both "
@@ -81,6 +86,15 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
                           field=name, value=None, allowed="RFC 3339 or epoch seconds",
                           reason="missing")
     assert start is not None and end is not None
+    try:
+        validate_device_id(body.device_id)
+    except PayloadError:
+        pass  # a malformed id: the label store names it (422) below
+    else:
+        from edgewise.server.routes.devices import known_device, not_found  # devices imports us
+
+        if not known_device(security, store, body.device_id):
+            raise not_found(body.device_id)
     labels = label_store(request, security, settings)
     try:
         lab = labels.add(body.device_id, start, end, body.label, who=f"token:{who.name}",
