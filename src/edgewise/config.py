@@ -46,7 +46,8 @@ class Settings:
     mqtt_port: int = 1884
     tls_cert: str = ""
     tls_key: str = ""
-    max_payload_bytes: int = 256 * 1024
+    max_payload_bytes: int = 256 * 1024  # telemetry, once decompressed
+    max_body_bytes: int = 64 * 1024  # every other request body (JSON of the API)
     max_future_s: float = 300.0
     rate_limit_per_s: float = 2000.0  # readings per second per device, sustained
     rate_limit_burst: float = 20000.0

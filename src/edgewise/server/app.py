@@ -19,8 +19,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from edgewise.config import Settings
@@ -28,7 +31,9 @@ from edgewise.errors import ConfigError, SignatureError
 from edgewise.gateway.pipeline import Pipeline
 from edgewise.registry import Registry
 from edgewise.security.credentials import Security
-from edgewise.server.problems import install_problem_handlers
+from edgewise.server.body_limit import BodyLimit, check_limit
+from edgewise.server.deps import get_store
+from edgewise.server.problems import PROBLEM_JSON, install_problem_handlers
 from edgewise.server.routes import (
     alerts,
     devices,
@@ -43,7 +48,7 @@ from edgewise.server.routes import (
 )
 from edgewise.store.base import Store
 
-__all__ = ["WEB_DIR", "create_app", "uvicorn_ssl_kwargs"]
+__all__ = ["WEB_DIR", "api_routes", "create_app", "uvicorn_ssl_kwargs"]
 
 WEB_DIR = Path(str(files("edgewise.server") / "web"))
 
@@ -57,7 +62,9 @@ acknowledges and labels alerts, *admin* also manages devices and tokens; every a
 action is audited.
 
 Every error is `application/problem+json` with the keys
-`type, title, status, detail, field, value, allowed, reason`.
+`type, title, status, detail, field, value, allowed, reason` (the `Problem` schema); each
+operation lists the errors it answers. A request body over the limit is 413 before it is
+read (telemetry: `EDGEWISE_MAX_PAYLOAD_BYTES`; any other: `EDGEWISE_MAX_BODY_BYTES`).
 """
 
 _TAGS = [
@@ -100,7 +107,9 @@ def create_app(
         Decodes, validates, rate-limits, stores and scores telemetry; its metrics are
         served at ``/metrics``.
     settings
-        Limits such as ``max_payload_bytes``.
+        Limits such as ``max_payload_bytes`` (telemetry) and ``max_body_bytes`` (every other
+        request body: over it is 413 before the body is read, see
+        :mod:`edgewise.server.body_limit`).
     registry
         The model registry whose signed releases agents fetch (``GET /v1/devices/{id}/model``,
         ``GET /v1/models/{sha256}``) and operators roll out (``POST /v1/registry/rollouts``).
@@ -144,6 +153,14 @@ def create_app(
             logging.getLogger(__name__).warning("registry: %s", exc)
     app.state.registry = registry
     app.include_router(models.make_router(registry, security), tags=["registry"])
+    # added before the security headers below, so it runs inside them: its refusals get them
+    routes = api_routes(app)
+    app.add_middleware(
+        BodyLimit, limit=check_limit(settings.max_body_bytes),
+        exempt=[r.path_regex for r in routes if "telemetry" in r.tags],  # its own limit
+        bearer_routes=[(r.path_regex, frozenset(r.methods)) for r in routes
+                       if r.body_field is not None and _token_role(r.dependant) is not None],
+    )
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
@@ -170,28 +187,182 @@ def create_app(
 
 _DEVICE_PATHS = ("/v1/devices/{device_id}/model", "/v1/models/")
 
+#: The problem+json body every error of the API has (:class:`~edgewise.server.problems.Problem`).
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "Problem details (RFC 9457), the body of every error of the API: what was "
+    "wrong (field), with what value, what is allowed, and a machine-readable reason.",
+    "required": ["type", "title", "status", "detail", "field", "value", "allowed", "reason"],
+    "properties": {
+        "type": {"type": "string", "description": "'urn:edgewise:problem:' + reason.",
+                 "examples": ["urn:edgewise:problem:missing_credentials"]},
+        "title": {"type": "string", "description": "A summary that does not change."},
+        "status": {"type": "integer", "description": "The HTTP status code."},
+        "detail": {"type": "string", "description": "What went wrong this time."},
+        "field": {"anyOf": [{"type": "string"}, {"type": "null"}],
+                  "description": "The field, parameter or header at fault."},
+        "value": {"description": "Its value, shortened (never a secret: null for "
+                  "credentials)."},
+        "allowed": {"anyOf": [{"type": "string"}, {"type": "null"}],
+                    "description": "What would have been accepted."},
+        "reason": {"type": "string", "description": "A short machine-readable word, e.g. "
+                   "'missing_credentials', 'forbidden', 'too_large', 'invalid'."},
+        "index": {"type": "integer", "description": "Telemetry only: the record at fault."},
+    },
+}
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_STRING = {"schema": {"type": "string"}}
+
+#: What each error status means when no route says more.
+_ERROR_TEXT = {
+    400: "Bad request: a header is malformed.",
+    401: "No credentials, a scheme other than Bearer, or an unknown or revoked credential "
+    "(with WWW-Authenticate: Bearer).",
+    403: "The credential is valid but may not do this: a role too low, or a device secret "
+    "where an API token is needed.",
+    404: "Not found.",
+    409: "Conflict.",
+    413: "The request body is over the size limit; refused before it is read.",
+    415: "Unsupported media type or content encoding.",
+    422: "A parameter or the body is invalid; 'field' names it.",
+    429: "Too many requests; retry after the Retry-After header.",
+    503: "The store is unavailable; nothing of the request was acknowledged.",
+}
+
+#: Errors that only some routes answer, and what they mean there. The rest follow from the
+#: route: 401/403 from its credentials, 413 from a body, 422 from any input, 503 from the store.
+_ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
+    ("post", "/v1/telemetry"): {
+        400: "The body is not gzip as its Content-Encoding says.", 415: _ERROR_TEXT[415],
+        503: _ERROR_TEXT[503]},
+    ("post", "/v1/devices/{device_id}/telemetry"): {
+        400: "The body is not gzip as its Content-Encoding says.",
+        403: "X-Device-Id names another device than the path.", 415: _ERROR_TEXT[415],
+        503: _ERROR_TEXT[503]},
+    ("post", "/v1/devices"): {409: "A device with that name exists."},
+    ("delete", "/v1/devices/{device_id}"): {404: "No device with that id is registered or has "
+                                            "data."},
+    ("get", "/v1/devices/{device_id}/readings"): {404: "No device with that id."},
+    ("get", "/v1/devices/{device_id}/quality"): {404: "No device with that id."},
+    ("get", "/v1/devices/{device_id}/quality/plots/{metric}.png"): {
+        404: "No device with that id."},
+    ("get", "/v1/devices/{device_id}/rul"): {404: "No device with that id."},
+    ("get", "/v1/alerts/{alert_id}"): {404: "No alert with that id."},
+    ("post", "/v1/alerts/{alert_id}/ack"): {404: "No alert with that id."},
+    ("post", "/v1/alerts/{alert_id}/label"): {404: "No alert with that id."},
+    ("post", "/v1/labels"): {404: "The device is neither registered nor has data."},
+    ("get", "/v1/label-queue"): {404: "The device has no history to label."},
+}
+
+
+def api_routes(app: FastAPI) -> list[Any]:
+    """Every API route of ``app`` as it is served: its path, methods, tags, dependencies and
+    body with those of the router it was included from (``path_regex``, ``path_format``,
+    ``methods``, ``tags``, ``dependant``, ``body_field``). FastAPI 0.138 includes routers
+    lazily, so ``app.routes`` holds the included routers, not their routes."""
+    iter_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    if iter_contexts is None:  # FastAPI before 0.138: the routes are copied into the app
+        return [r for r in app.routes if isinstance(r, APIRoute)]
+    return [c for c in iter_contexts(app.routes) if isinstance(c.original_route, APIRoute)]
+
+
+def _token_role(dependant: Dependant) -> str | None:
+    """The role an API token needs for a route (``None``: none is needed), from the
+    dependencies that check it (they carry ``api_token_role``)."""
+    for dep in dependant.dependencies:
+        role = getattr(dep.call, "api_token_role", None) or _token_role(dep)
+        if role:
+            return role
+    return None
+
+
+def _uses(dependant: Dependant, call: Callable[..., Any]) -> bool:
+    return any(dep.call is call or _uses(dep, call) for dep in dependant.dependencies)
+
+
+def _route_errors(route: Any, method: str, op: dict[str, Any]) -> dict[int, str]:
+    """The error statuses ``route`` answers for ``method``, each with what it means."""
+    tags = op.get("tags", [])
+    if "health" in tags:  # no credentials, no body; /healthz says its own 503
+        return {}
+    errors: dict[int, str] = {}
+    if "security" in op:  # set just before: every operation outside health needs one
+        errors[401] = _ERROR_TEXT[401]
+    if _token_role(route.dependant) is not None:
+        errors[403] = _ERROR_TEXT[403]
+    if route.body_field is not None or "requestBody" in op:
+        errors[413] = _ERROR_TEXT[413]
+    if op.get("parameters") or "requestBody" in op or "422" in op.get("responses", {}):
+        errors[422] = _ERROR_TEXT[422]
+    if _uses(route.dependant, get_store):
+        errors[503] = _ERROR_TEXT[503]
+    errors.update(_ROUTE_ERRORS.get((method, route.path_format), {}))
+    return errors
+
+
+def _problem_response(description: str, status: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description,
+                           "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}}}
+    if status == 401:
+        out["headers"] = {"WWW-Authenticate": {**_STRING, "description": "'Bearer'."}}
+    elif status == 429:
+        out["headers"] = {"Retry-After": {**_STRING, "description": "Seconds to wait."}}
+    return out
+
 
 def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
-    """The generated spec, plus the bearer scheme on every operation outside ``health``."""
+    """The generated spec, plus the bearer scheme on every operation outside ``health``, and
+    every error an operation answers documented as the problem+json it is.
+
+    FastAPI documents a 422 ``HTTPValidationError`` (``{"detail": [...]}``) on each operation
+    with inputs; the API never answers that shape, so it is replaced by ``Problem`` and the
+    other statuses each operation answers (401, 403, 404, 409, 413, 429, 503) are added.
+    """
     if app.openapi_schema:
         return app.openapi_schema
     from fastapi.openapi.utils import get_openapi
 
     spec = get_openapi(title=app.title, version=app.version, summary=app.summary,
                        description=app.description, routes=app.routes, tags=app.openapi_tags)
-    spec.setdefault("components", {})["securitySchemes"] = {
+    components = spec.setdefault("components", {})
+    components["securitySchemes"] = {
         "apiToken": {"type": "http", "scheme": "bearer",
                      "description": "An API token (viewer, operator or admin)."},
         "deviceSecret": {"type": "http", "scheme": "bearer",
                          "description": "A device secret, with the X-Device-Id header."},
     }
+    schemas = components.setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas["Problem"] = _PROBLEM_SCHEMA
+    routes = {(m.lower(), r.path_format): r for r in api_routes(app) for m in r.methods}
     for path, ops in spec["paths"].items():
-        for op in ops.values():
+        for method, op in ops.items():
             tags = op.get("tags", [])
             if "telemetry" in tags or ("registry" in tags and path.startswith(_DEVICE_PATHS)):
                 op["security"] = [{"deviceSecret": []}]
             elif "health" not in tags:
                 op["security"] = [{"apiToken": []}]
+            responses = op.setdefault("responses", {})
+            route = routes.get((method, path))
+            errors = _route_errors(route, method, op) if route is not None else {}
+            for code, text in sorted(errors.items()):
+                if responses.get(str(code), {}).get("description") in (None, "Validation Error"):
+                    responses[str(code)] = {"description": text}  # FastAPI's words: replaced
+            for code, resp in responses.items():
+                if code.isdigit() and int(code) >= 400:  # the route's words, the Problem body
+                    described = resp.get("description") or _ERROR_TEXT.get(int(code), "Error.")
+                    responses[code] = _problem_response(described, int(code))
+            op["responses"] = dict(sorted(responses.items()))
+    health = spec["paths"].get("/healthz", {}).get("get")
+    if health is not None:
+        health["responses"]["503"] = {
+            "description": "The store does not respond.",
+            "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"status": {"const": "unhealthy"},
+                                                 "store": {"type": "string"}}}}},
+        }
     app.openapi_schema = spec
     return spec
 

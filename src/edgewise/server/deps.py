@@ -8,7 +8,12 @@ Two kinds of callers:
   decides what they may do: ``viewer`` reads, ``operator`` also acknowledges and
   labels alerts, ``admin`` also manages devices and tokens.
 
-Route signatures say it with a type, e.g. ``who: Operator``.
+Route signatures say it with a type, e.g. ``who: Operator``. Routes built around parts of
+their own (the registry's :func:`~edgewise.server.routes.models.make_router`) call
+:func:`authenticate_token`, :func:`check_role` and :func:`authenticate_device` with them, so
+every route answers the same problems: 401 with ``WWW-Authenticate: Bearer`` and
+``field: Authorization``, the scheme read case-insensitively (RFC 7235), and an unknown
+device worded as a wrong secret.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from edgewise.config import Settings
-from edgewise.errors import AuthError
+from edgewise.errors import AuthError, ThrottledError
 from edgewise.gateway.pipeline import Pipeline
 from edgewise.security.credentials import ROLE_RANK, Principal, Security
 from edgewise.server.problems import Problem
 from edgewise.store.base import Store
 
 __all__ = [
+    "DEVICE_ALLOWED",
     "Admin",
     "Operator",
     "PipelineDep",
@@ -32,8 +38,12 @@ __all__ = [
     "SettingsDep",
     "StoreDep",
     "Viewer",
+    "authenticate_device",
+    "authenticate_token",
     "bearer_secret",
+    "check_role",
     "require_role",
+    "wrong_device_credentials",
 ]
 
 
@@ -92,12 +102,49 @@ def bearer_secret(authorization: str | None) -> str:
     return secret
 
 
-def _principal(
-    security: SecurityDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_device_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+#: What a device sends, for the ``allowed`` of its 401 problems.
+DEVICE_ALLOWED = "'Bearer <device secret>' with 'X-Device-Id'"
+
+
+def wrong_device_credentials(device_id: str) -> Problem:
+    """The 401 for a device id and secret that do not match: the same whether the device
+    exists or not, so the answer never tells which ids are registered."""
+    return Problem(
+        401, "Authentication required",
+        f"Device {device_id!r} is unknown or the secret is wrong.",
+        field="Authorization", allowed=DEVICE_ALLOWED, reason="bad_credentials",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def authenticate_device(security: Security, device_id: str, authorization: str | None) -> str:
+    """Check ``Authorization: Bearer <device secret>`` is ``device_id``'s; return the id.
+
+    A missing or non-Bearer header, an unknown device and a wrong secret are all 401
+    problems with ``WWW-Authenticate: Bearer``; the last two are worded the same (and
+    :meth:`Security.authenticate_device` costs the same), so nothing tells whether the
+    device exists. A device paused after too many wrong secrets raises
+    :class:`~edgewise.errors.ThrottledError` (429 with ``Retry-After``), as for telemetry.
+    Blocking (it hashes and reads SQLite): call it from a sync route or the threadpool.
+    """
+    secret = bearer_secret(authorization)
+    try:
+        security.authenticate_device(device_id, secret)
+    except ThrottledError:
+        raise
+    except AuthError:
+        raise wrong_device_credentials(device_id) from None
+    return device_id
+
+
+def authenticate_token(
+    security: Security, authorization: str | None, x_device_id: str | None = None,
 ) -> Principal:
-    """Authenticate an API token (run in the threadpool: it hashes and reads SQLite)."""
+    """The principal of ``Authorization: Bearer <API token>``, or a 401 problem.
+
+    A device secret sent with its ``X-Device-Id`` is a 403 (it can only send telemetry).
+    Blocking (it hashes and reads SQLite): call it from a sync route or the threadpool.
+    """
     secret = bearer_secret(authorization)
     try:
         return security.authenticate_token(secret)
@@ -119,22 +166,43 @@ def _principal(
                               reason="bad_credentials") from None
 
 
-def require_role(role: str):
-    """A dependency that authenticates an API token and checks it has at least ``role``."""
+def check_role(who: Principal, role: str) -> Principal:
+    """``who``, if its role is at least ``role``; a 403 problem naming both otherwise."""
     need = ROLE_RANK[role]
+    if ROLE_RANK.get(who.role, 0) < need:
+        raise Problem(
+            403, "Role too low",
+            f"Token {who.name!r} has role {who.role!r}; this needs {role!r} or higher.",
+            field="role", value=who.role,
+            allowed=" or ".join(r for r, rank in ROLE_RANK.items() if rank >= need),
+            reason="forbidden",
+        )
+    return who
+
+
+def _principal(
+    security: SecurityDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_device_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    """Authenticate an API token (run in the threadpool: it hashes and reads SQLite)."""
+    return authenticate_token(security, authorization, x_device_id)
+
+
+def require_role(role: str):
+    """A dependency that authenticates an API token and checks it has at least ``role``.
+
+    It carries ``api_token_role``: the app tells the routes that need a token by it (their
+    OpenAPI 401/403, and the 401 before reading their body, :mod:`edgewise.server.body_limit`).
+    """
+    if role not in ROLE_RANK:  # caught when the route is declared, not on a request
+        raise ValueError(f"Role {role!r} is not one of {', '.join(ROLE_RANK)}.")
 
     def check(who: Annotated[Principal, Depends(_principal)]) -> Principal:
-        if ROLE_RANK.get(who.role, 0) < need:
-            raise Problem(
-                403, "Role too low",
-                f"Token {who.name!r} has role {who.role!r}; this needs {role!r} or higher.",
-                field="role", value=who.role,
-                allowed=" or ".join(r for r, rank in ROLE_RANK.items() if rank >= need),
-                reason="forbidden",
-            )
-        return who
+        return check_role(who, role)
 
     check.__name__ = f"require_{role}"
+    check.api_token_role = role  # type: ignore[attr-defined]  # how the app finds token routes
     return check
 
 

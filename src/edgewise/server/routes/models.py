@@ -12,6 +12,12 @@
   ``key_lost``) if the registry's signing key was issued but ``signing_key.pem`` is gone: no new
   key is made, since devices trust only the old one.
 
+Credentials are checked as everywhere in the API (:mod:`edgewise.server.deps`): a device id
+with a wrong secret and an unknown device id are the same 401 ("unknown or the secret is
+wrong"), the ``Bearer`` scheme is case-insensitive, every 401 carries ``WWW-Authenticate:
+Bearer`` and ``field: Authorization``, a device paused after too many wrong secrets gets 429,
+and an ``X-Device-Id`` naming another device than the path is 403.
+
 The gateway mounts :func:`make_router` in :func:`edgewise.server.app.create_app`, with the
 registry in the data directory.
 """
@@ -22,12 +28,13 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel
 
-from edgewise.errors import AuthError, InvalidParameterError, SignatureError
+from edgewise.errors import InvalidParameterError, SignatureError
 from edgewise.registry import MAX_EXPIRY_DAYS, Registry, check_expires_days
-from edgewise.security.credentials import Security
+from edgewise.security.credentials import Principal, Security
+from edgewise.server.deps import authenticate_device, authenticate_token, check_role
 from edgewise.server.problems import Problem
 
 __all__ = ["RolloutRequest", "make_router"]
@@ -43,9 +50,10 @@ class RolloutRequest(BaseModel):
     expires_days: float = 30.0
 
 
-_TITLES = {"unauthorized": "Authentication required", "forbidden": "Role too low",
-           "not_found": "Not found", "invalid": "Invalid rollout",
-           "key_lost": "Signing key lost"}
+_TITLES = {"not_found": "Not found", "invalid": "Invalid rollout", "key_lost": "Signing key lost"}
+
+
+DeviceAuth = Annotated[str | None, Header(description="'Bearer <device secret>'.")]
 
 
 def _problem(status: int, detail: str, reason: str) -> Problem:
@@ -63,50 +71,78 @@ def make_router(registry: Registry, security: Security,
     lookup_groups: Callable[[str], list[str]] = groups_of or security.device_groups
 
     def device(device_id: str, x_device_id: str | None, authorization: str | None) -> str:
-        secret = (authorization or "").removeprefix("Bearer ").strip()
-        if x_device_id not in (None, device_id) or not secret:
-            raise _problem(401, "Send 'Authorization: Bearer <device secret>'.", "unauthorized")
-        try:
-            security.authenticate_device(device_id, secret)
-        except AuthError as exc:
-            raise _problem(401, str(exc), "unauthorized") from None
-        return device_id
+        # the same checks and answers as telemetry: a wrong secret and an unknown device
+        # are one 401, so the answer never tells which device ids exist
+        if x_device_id and x_device_id != device_id:
+            raise Problem(
+                403, "Device may fetch only its own model",
+                f"Header 'X-Device-Id' is {x_device_id!r} but the path names {device_id!r}.",
+                field="X-Device-Id", value=x_device_id, allowed=device_id,
+                reason="wrong_device",
+            )
+        return authenticate_device(security, device_id, authorization)
 
-    def principal(authorization: str | None, role: str) -> Any:
-        token = (authorization or "").removeprefix("Bearer ").strip()
-        try:
-            p = security.authenticate_token(token)
-        except AuthError as exc:
-            raise _problem(401, str(exc), "unauthorized") from None
-        if not p.can(role):
-            raise _problem(403, f"Role {p.role!r} cannot do this; needs {role!r} or above.",
-                           "forbidden")
-        return p
+    def token(role: str) -> Callable[..., Principal]:
+        def check(
+            authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+            x_device_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+        ) -> Principal:
+            return check_role(authenticate_token(security, authorization, x_device_id), role)
+
+        check.__name__ = f"require_{role}"
+        check.api_token_role = role  # type: ignore[attr-defined]  # as deps.require_role's
+        return check
+
+    # in the defaults, not in Annotated: under `from __future__ import annotations` FastAPI
+    # resolves annotations in the module's globals, where this router's checks are not
+    viewer, operator = Depends(token("viewer")), Depends(token("operator"))
 
     @r.get("/v1/devices/{device_id}/model",
-           summary="The newest signed release for a device (device secret)")
-    def current_model(device_id: str, x_device_id: Annotated[str | None, Header()] = None,
-                      authorization: Annotated[str | None, Header()] = None) -> Any:
+           summary="The newest signed release for a device (device secret)",
+           responses={204: {"description": "No release for the device or its groups."},
+                      403: {"description": "X-Device-Id names another device."},
+                      429: {"description": "Too many wrong secrets; see Retry-After."}})
+    def current_model(
+        device_id: str,
+        x_device_id: Annotated[str | None, Header(description="Optional; must match.")] = None,
+        authorization: DeviceAuth = None,
+    ) -> Any:
         device(device_id, x_device_id, authorization)
         rel = registry.current(device_id, lookup_groups(device_id))
         if rel is None:
             return Response(status_code=204)
         return rel.envelope()
 
-    @r.get("/v1/models/{sha256}", summary="A model's bytes by sha256 (device secret)")
-    def model_blob(sha256: str, x_device_id: Annotated[str | None, Header()] = None,
-                   authorization: Annotated[str | None, Header()] = None) -> Response:
+    @r.get("/v1/models/{sha256}", summary="A model's bytes by sha256 (device secret)",
+           response_class=Response,
+           responses={200: {"content": {"application/octet-stream": {
+                          "schema": {"type": "string", "format": "binary"}}},
+                          "description": "The model's bytes."},
+                      404: {"description": "No model with that sha256."},
+                      429: {"description": "Too many wrong secrets; see Retry-After."}})
+    def model_blob(
+        sha256: str,
+        x_device_id: Annotated[str | None, Header(description="The fetching device's id.")]
+        = None,
+        authorization: DeviceAuth = None,
+    ) -> Response:
         if not x_device_id:
-            raise _problem(401, "Send header 'X-Device-Id'.", "unauthorized")
-        device(x_device_id, x_device_id, authorization)
+            raise Problem(
+                401, "Authentication required", "Header 'X-Device-Id' is missing.",
+                field="X-Device-Id", allowed="the device id printed by 'edgewise device add'",
+                reason="missing_credentials", headers={"WWW-Authenticate": "Bearer"},
+            )
+        authenticate_device(security, x_device_id, authorization)
         try:
             return Response(registry.blob(sha256), media_type="application/octet-stream")
         except KeyError:
-            raise _problem(404, f"No model with sha256 {sha256!r}.", "not_found") from None
+            raise Problem(
+                404, "Not found", f"No model with sha256 {sha256!r}.", field="sha256",
+                value=sha256, allowed="the sha256 of a release's manifest",
+                reason="not_found") from None
 
     @r.get("/v1/registry", summary="Model versions and releases (viewer)")
-    def listing(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
-        principal(authorization, "viewer")
+    def listing(who: Principal = viewer) -> dict[str, Any]:
         state = registry.key_state  # reading never makes a key
         return {
             "key_id": None if state == "none" else registry.key_id,
@@ -116,10 +152,10 @@ def make_router(registry: Registry, security: Security,
                           "target": x.target, "kind": x.kind} for x in registry.releases()],
         }
 
-    @r.post("/v1/registry/rollouts", summary="Sign a release to a device or group (operator)")
-    def rollout(body: RolloutRequest,
-                authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
-        p = principal(authorization, "operator")
+    @r.post("/v1/registry/rollouts", summary="Sign a release to a device or group (operator)",
+            responses={404: {"description": "No such model name and version."},
+                       409: {"description": "The signing key is lost (reason 'key_lost')."}})
+    def rollout(body: RolloutRequest, p: Principal = operator) -> dict[str, Any]:
         try:
             check_expires_days(body.expires_days, "Field 'expires_days'")
         except InvalidParameterError as exc:

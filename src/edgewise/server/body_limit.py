@@ -1,0 +1,185 @@
+"""A size limit on request bodies, enforced before they are read.
+
+FastAPI reads and parses a route's JSON body before the route's dependencies run, so
+without this an unauthenticated client could make the server read and parse a body of any
+size before it answered 401. :class:`BodyLimit` is a pure ASGI middleware (no
+``BaseHTTPMiddleware``, which would buffer) in front of every route but telemetry, which
+reads its own body against ``max_payload_bytes``
+(:func:`edgewise.server.routes.telemetry.read_limited_body`):
+
+* a ``Content-Length`` over the limit is a 413 before a byte of the body is read;
+* a chunked (or mis-declared) body is counted as it is read, and refused with 413 as soon as
+  it passes the limit; what the route would have answered is dropped;
+* a request to a route that takes a body and needs an API token, sent without
+  ``Authorization: Bearer …``, is the route's own 401 (:func:`~edgewise.server.deps.bearer_secret`)
+  before the body is read. Whether the token is valid is still the route's business.
+
+Every refusal is problem+json (:class:`~edgewise.server.problems.Problem`).
+
+>>> check_limit(65536)
+65536
+>>> check_limit(0)
+Traceback (most recent call last):
+...
+edgewise.errors.ConfigError: Setting 'max_body_bytes' (EDGEWISE_MAX_BODY_BYTES) has value 0. ...
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edgewise.errors import ConfigError
+from edgewise.server.deps import bearer_secret
+from edgewise.server.problems import Problem
+
+__all__ = ["SETTING", "BodyLimit", "check_limit", "too_large"]
+
+#: The setting that holds the limit, as the errors name it.
+SETTING = "max_body_bytes"
+_ENV = f"EDGEWISE_{SETTING.upper()}"
+
+
+def check_limit(limit: Any) -> int:
+    """``limit`` if it is a usable body limit in bytes; a :class:`ConfigError` naming the
+    setting otherwise."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(
+            f"Setting {SETTING!r} ({_ENV}) has value {limit!r}. It must be a whole number "
+            "of bytes above 0, e.g. 65536."
+        )
+    return limit
+
+
+def too_large(limit: int, got: str) -> Problem:
+    """The 413 for a body of ``got`` (e.g. ``'80000000 bytes'``) over ``limit`` bytes."""
+    return Problem(
+        413, "Payload too large",
+        f"The request body must be at most {limit} bytes (setting {SETTING!r}, {_ENV}). "
+        f"Got {got} instead.",
+        field="body", value=got, allowed=f"at most {limit} bytes", reason="too_large",
+    )
+
+
+def _declared_length(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise Problem(
+            400, detail=f"Header 'Content-Length' must be a whole number of bytes. Got "
+            f"{value!r} instead.", field="Content-Length", value=value,
+            allowed="a whole number of bytes", reason="bad_header",
+        )
+    return int(value)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the app's routes match against (without the ``root_path`` it is mounted at)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root):len(root) + 1] in ("", "/"):
+        return path[len(root):]
+    return path
+
+
+class _TooLarge(Exception):
+    """Raised into the app from ``receive`` once the body passes the limit."""
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes, before or while they are read.
+
+    Parameters
+    ----------
+    app
+        The ASGI app behind it.
+    limit
+        The most bytes a request body may have.
+    exempt
+        Route path patterns (``APIRoute.path_regex``) left alone: they enforce their own
+        limit (telemetry).
+    bearer_routes
+        ``(path pattern, methods)`` of routes that take a body and need an API token: a
+        request to one without ``Authorization: Bearer …`` is refused with 401 before its
+        body is read.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, limit: int,
+        exempt: Sequence[re.Pattern[str]] = (),
+        bearer_routes: Sequence[tuple[re.Pattern[str], Collection[str]]] = (),
+    ) -> None:
+        self.app = app
+        self.limit = check_limit(limit)
+        self.exempt = tuple(exempt)
+        self.bearer_routes = tuple(bearer_routes)
+
+    def _needs_bearer(self, method: str, path: str) -> bool:
+        return any(method in methods and pattern.match(path)
+                   for pattern, methods in self.bearer_routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = _route_path(scope)
+        if any(pattern.match(path) for pattern in self.exempt):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            if self._needs_bearer(scope["method"], path):
+                bearer_secret(headers.get("authorization"))  # the route's own 401
+            declared = _declared_length(headers.get("content-length"))
+            if declared is not None and declared > self.limit:
+                raise too_large(self.limit, f"{declared} bytes")
+        except Problem as exc:  # answered without reading a byte of the body
+            await exc.response()(scope, receive, send)
+            return
+        await self._counted(scope, receive, send)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app, counting the body as it reads it; past the limit, answer 413."""
+        limit = self.limit
+        received = 0
+        exceeded = started = answered = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            if exceeded:  # the app asks again after its read failed: nothing more comes
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    exceeded = True
+                    raise _TooLarge
+            return message
+
+        async def answer() -> None:
+            nonlocal answered
+            answered = True
+            await too_large(limit, f"more than {limit} bytes").response()(scope, receive, send)
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if answered:  # the rest of the app's own answer to a refused body
+                return
+            if message["type"] == "http.response.start":
+                if exceeded:  # the app answers its failed read (400): answer 413 instead
+                    await answer()
+                    return
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _TooLarge:
+            if started:  # the app answered before reading its body; nothing to replace
+                raise
+            if not answered:
+                await answer()
