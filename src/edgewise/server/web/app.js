@@ -5,6 +5,7 @@
 const TOKEN_KEY = "edgewise.token";
 const POLL_MS = 3000;
 const WINDOWS = [["15m", 900], ["1h", 3600], ["6h", 21600], ["24h", 86400], ["7d", 604800]];
+const WINDOW_KEY = "edgewise.window";  // the device charts' last chosen window, in seconds
 const state = { me: null, timer: null, view: null, window: 900 };
 
 // ---------------------------------------------------------------- small helpers
@@ -32,8 +33,53 @@ function ago(seconds) {
   return `${Math.round(seconds / 86400)} d ago`;
 }
 
+// Times are shown in the browser's local zone; the zone is named next to them (zoneLabel).
+const pad2 = (n) => String(n).padStart(2, "0");
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+function fmtDate(d) {
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
+}
+
+function fmtClock(d, seconds) {
+  return `${pad2(d.getHours())}:${pad2(d.getMinutes())}` + (seconds ? `:${pad2(d.getSeconds())}` : "");
+}
+
+// "UTC+05:30" for a Date's local offset
+function utcOffset(d) {
+  const m = -(d || new Date()).getTimezoneOffset();
+  return `UTC${m < 0 ? "-" : "+"}${pad2(Math.floor(Math.abs(m) / 60))}:${pad2(Math.abs(m) % 60)}`;
+}
+
+function zoneName() {
+  try { return Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { return ""; }
+}
+
+// "Europe/Berlin (UTC+01:00)", or "UTC"
+function zoneLabel() {
+  const zone = zoneName(), off = utcOffset();
+  if (!zone) return off;
+  return zone === "UTC" || zone === "Etc/UTC" ? "UTC" : `${zone} (${off})`;
+}
+
+// "2024-01-31 13:00:00" in local time, from the API's RFC 3339 UTC text
 function fmtTime(iso) {
-  return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "–";
+  if (!iso) return "–";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : `${fmtDate(d)} ${fmtClock(d, true)}`;
+}
+
+// an end time: only the clock when it is on the start's (local) day
+function fmtUntil(startIso, endIso) {
+  const full = fmtTime(endIso);
+  return startIso && full.slice(0, 10) === fmtTime(startIso).slice(0, 10) ? full.slice(11) : full;
+}
+
+// the same with its offset, for a title
+function fmtTimeZone(iso) {
+  if (!iso) return null;
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : `${fmtTime(iso)} ${utcOffset(d)}`;
 }
 
 class ApiError extends Error {
@@ -44,6 +90,9 @@ class ApiError extends Error {
   }
 }
 
+// fetch() itself failed: the gateway is down or the network is.
+class NetworkError extends Error {}
+
 async function api(path, options = {}) {
   const token = localStorage.getItem(TOKEN_KEY);
   const headers = { Accept: "application/json", ...(options.headers || {}) };
@@ -52,7 +101,12 @@ async function api(path, options = {}) {
     headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(options.json);
   }
-  const resp = await fetch(path, { method: options.method || "GET", headers, body: options.body });
+  let resp;
+  try {
+    resp = await fetch(path, { method: options.method || "GET", headers, body: options.body });
+  } catch (e) {
+    throw new NetworkError(e.message);
+  }
   const text = await resp.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch (e) { body = { detail: text }; }
@@ -68,11 +122,28 @@ function setMain(...children) {
   main.replaceChildren(...children);
 }
 
-function flash(message) {
+// One message above the page. source "poll": a failed refresh, cleared by the next good one.
+function flash(message, source) {
   const old = document.getElementById("flash");
   if (old) old.remove();
-  const el = h("p", { id: "flash", class: "error" }, message);
+  const el = h("p", { id: "flash", class: "error", role: "alert", "data-source": source || "action" },
+    message);
   document.getElementById("main").prepend(el);
+}
+
+function clearFlash(source) {
+  const old = document.getElementById("flash");
+  if (old && (!source || old.dataset.source === source)) old.remove();
+}
+
+// What a failed refresh says: a transient failure is retried by the next poll.
+function pollError(e) {
+  if (e instanceof NetworkError) return "Gateway unreachable, retrying…";
+  if (e instanceof ApiError && e.status >= 500) {
+    const detail = e.body && (e.body.detail || e.body.title);
+    return `Gateway error (HTTP ${e.status}${detail ? ": " + detail : ""}), retrying…`;
+  }
+  return e.message;
 }
 
 // ---------------------------------------------------------------- login
@@ -85,18 +156,38 @@ function showLogin(message) {
   document.getElementById("who").textContent = "";
 }
 
-async function login(token) {
-  localStorage.setItem(TOKEN_KEY, token);
-  try {
-    state.me = await api("/v1/me");
-  } catch (e) {
-    localStorage.removeItem(TOKEN_KEY);
-    showLogin(e.status === 401 ? "That token is not valid." : e.message);
-    return false;
-  }
+function showMain() {
   document.getElementById("login").classList.add("hidden");
   document.getElementById("main").classList.remove("hidden");
   document.getElementById("logout").classList.remove("hidden");
+}
+
+// Checks the token with /v1/me. Only a 401 drops it: when the gateway is down or failing
+// (a network error, a 5xx) the token is kept and the check is tried again every POLL_MS,
+// and the view is shown once it answers.
+async function login(token) {
+  localStorage.setItem(TOKEN_KEY, token);
+  stopPolling();
+  try {
+    state.me = await api("/v1/me");
+  } catch (e) {
+    if (e.status === 401) {
+      localStorage.removeItem(TOKEN_KEY);
+      showLogin("That token is not valid.");
+      return false;
+    }
+    if (localStorage.getItem(TOKEN_KEY) !== token) return false;  // changed meanwhile
+    showMain();
+    if (!document.getElementById("flash")) setMain(h("p", { class: "muted" }, "Connecting…"));
+    flash(pollError(e), "poll");
+    state.view = null;
+    state.timer = setTimeout(async () => {
+      state.timer = null;
+      if (localStorage.getItem(TOKEN_KEY) === token && await login(token)) route();
+    }, POLL_MS);
+    return false;
+  }
+  showMain();
   document.getElementById("who").textContent = `${state.me.name} (${state.me.role})`;
   return true;
 }
@@ -117,7 +208,13 @@ function poll(fn) {
   state.view = token;
   const tick = async () => {
     if (state.view !== token) return;
-    try { await fn(); } catch (e) { if (e.status !== 401) flash(e.message); }
+    try {
+      await fn();
+      if (state.view === token) clearFlash("poll");
+    } catch (e) {
+      if (e.status !== 401 && state.view === token) flash(pollError(e), "poll");
+      if (!(e instanceof ApiError) && !(e instanceof NetworkError)) console.warn(e);
+    }
     if (state.view === token && localStorage.getItem(TOKEN_KEY)) {
       state.timer = setTimeout(tick, POLL_MS);
     }
@@ -128,31 +225,46 @@ function poll(fn) {
 function route() {
   if (!localStorage.getItem(TOKEN_KEY)) { showLogin(); return; }
   const hash = location.hash || "#/fleet";
-  const parts = hash.slice(2).split("/").map(decodeURIComponent);
+  const [path, query] = hash.slice(2).split("?");
+  const parts = path.split("/").map(decodeURIComponent);
+  const params = new URLSearchParams(query || "");
   for (const a of document.querySelectorAll("[data-nav]")) {
     a.classList.toggle("active", a.dataset.nav === parts[0]);
   }
-  if (parts[0] === "device" && parts[1]) deviceView(parts[1]);
+  if (parts[0] === "device" && parts[1]) deviceView(parts[1], params);
   else if (parts[0] === "alerts") alertsView();
   else fleetView();
 }
 
 // ---------------------------------------------------------------- fleet
+// A table in its own horizontal scroller, so a wide one never widens the page.
+function scroller(table) {
+  return h("div", { class: "table-wrap" }, table);
+}
+
+const HEALTH = [["ok", "OK"], ["alerting", "Alerting"], ["stale", "Stale"], ["silent", "Silent"]];
+
 function fleetView() {
-  const summary = h("div", { class: "summary" });
+  const summary = h("div", { class: "summary", id: "fleet-summary" });
   const body = h("tbody", { id: "fleet-rows" });
   const table = h("table", { id: "fleet-table" },
     h("thead", {}, h("tr", {}, ["Device", "Health", "Last seen", "Readings", "Metrics",
       "Open alerts"].map((t) => h("th", {}, t)))),
     body);
-  setMain(h("h1", {}, "Fleet"), summary, table);
+  setMain(h("h1", {}, "Fleet"), summary, scroller(table));
   poll(async () => {
     const fleet = await api("/v1/fleet");
     const count = (k) => fleet.counts[k] || 0;
+    // every health the API counts gets a card (silent: registered, never sent anything)
+    const known = new Set(HEALTH.map(([k]) => k));
+    const extra = Object.keys(fleet.counts || {}).filter((k) => !known.has(k)).sort()
+      .map((k) => [k, k.charAt(0).toUpperCase() + k.slice(1)]);
     summary.replaceChildren(
-      ...[["Devices", fleet.devices.length], ["OK", count("ok")], ["Alerting", count("alerting")],
-        ["Stale", count("stale")], ["Open alerts", fleet.open_alerts]].map(([label, n]) =>
-        h("div", { class: "card" }, h("div", { class: "num" }, n), h("div", { class: "muted" }, label))));
+      ...[["devices", "Devices", fleet.devices.length],
+        ...[...HEALTH, ...extra].map(([k, label]) => [k, label, count(k)]),
+        ["open-alerts", "Open alerts", fleet.open_alerts]].map(([kind, label, n]) =>
+        h("div", { class: `card ${kind}`, "data-kind": kind, "data-count": n },
+          h("div", { class: "num" }, n), h("div", { class: "muted" }, label))));
     if (!fleet.devices.length) {
       body.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "muted" },
         "No devices yet. Register one with: edgewise device add NAME")));
@@ -165,7 +277,7 @@ function fleetView() {
       h("td", {}, h("a", { href: `#/device/${encodeURIComponent(d.id)}` }, d.id),
         d.name !== d.id ? h("span", { class: "muted" }, ` ${d.name}`) : null),
       h("td", {}, h("span", { class: `badge ${d.health}`, "data-health": d.health }, d.health)),
-      h("td", { title: fmtTime(d.last_seen) }, ago(d.last_seen_age_s)),
+      h("td", { title: fmtTimeZone(d.last_seen) }, ago(d.last_seen_age_s)),
       h("td", {}, d.readings.toLocaleString()),
       h("td", {}, d.metrics.length),
       h("td", {}, d.open_alerts ? h("span", { class: "badge open" }, d.open_alerts) : "0"))));
@@ -177,11 +289,73 @@ const COLORS = { line: "#1f6feb", grid: "#e6e9ed", axis: "#57606a", open: "rgba(
   acked: "rgba(154,103,0,0.20)", mark: "#cf222e", bg: "#ffffff" };
 const PAD = { left: 56, right: 10, top: 8, bottom: 22 };
 
+const DRIVER_MIN_SHARE = 0.05;  // an alert is shaded on a metric with at least this share
+const TICK_MIN_PX = 64;         // the least room for one time label
+
 function niceStep(span, target) {
   const raw = span / Math.max(1, target);
   const mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const norm = raw / mag;
   return (norm < 1.5 ? 1 : norm < 3 ? 2 : norm < 7 ? 5 : 10) * mag;
+}
+
+// Time-axis steps, in seconds: 1/2/5/10/15/30 s, 1/2/5/10/15/30 min, 1/2/3/6/12 h, 1/2/7 d.
+const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800,
+  3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800];
+
+// Ticks in [t0, t1] (seconds) at most maxTicks of them, on round local times: whole minutes
+// and hours of the local clock, local midnights for day steps (Mondays for weeks).
+function timeTicks(t0, t1, maxTicks) {
+  const raw = (t1 - t0) / Math.max(1, maxTicks);
+  const step = TIME_STEPS.find((s) => s >= raw) || 604800 * Math.ceil(raw / 604800);
+  const ticks = [];
+  const at = (d) => d.getTime() / 1000;
+  if (step < 60) {  // every zone's offset is whole minutes
+    for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) ticks.push(t);
+  } else if (step < 3600) {  // from the local hour (zones at :30 and :45 too)
+    const d = new Date(t0 * 1000);
+    d.setMinutes(0, 0, 0);
+    const base = at(d);
+    for (let t = base + Math.ceil((t0 - base) / step) * step; t <= t1; t += step) ticks.push(t);
+  } else if (step < 86400) {  // hours of the local day, by the clock (DST days too)
+    const day = new Date(t0 * 1000);
+    day.setHours(0, 0, 0, 0);
+    for (; at(day) <= t1; day.setDate(day.getDate() + 1)) {
+      for (let hr = 0; hr < 24; hr += step / 3600) {
+        const t = at(new Date(day.getFullYear(), day.getMonth(), day.getDate(), hr));
+        if (t >= t0 && t <= t1 && t !== ticks[ticks.length - 1]) ticks.push(t);
+      }
+    }
+  } else {  // local midnights
+    const days = Math.round(step / 86400);
+    const d = new Date(t0 * 1000);
+    d.setHours(0, 0, 0, 0);
+    if (at(d) < t0) d.setDate(d.getDate() + 1);
+    const dayNo = () => Math.round(Date.UTC(d.getFullYear(), d.getMonth(), d.getDate()) / 86400000);
+    // 1970-01-01 was a Thursday: day number + 3 is a multiple of 7 on Mondays
+    while ((dayNo() + (days === 7 ? 3 : 0)) % days) d.setDate(d.getDate() + 1);
+    for (; at(d) <= t1; d.setDate(d.getDate() + days)) ticks.push(at(d));
+  }
+  return { step, ticks };
+}
+
+// A tick's label: a date at local midnight on hour and day steps, else the local clock.
+function tickLabel(t, step) {
+  const d = new Date(t * 1000);
+  if (step >= 3600 && d.getHours() === 0 && d.getMinutes() === 0) {
+    return `${MONTHS[d.getMonth()]} ${d.getDate()}`;
+  }
+  return fmtClock(d, step < 60);
+}
+
+// Only metrics with a real share of the alert's drivers get its span (an alert with no
+// drivers, e.g. a sequence gap, is about the whole device).
+function drivesMetric(alert, metric) {
+  const drivers = alert.drivers || {};
+  const share = (v) => (Number.isFinite(+v) && +v > 0 ? +v : 0);
+  const total = Object.values(drivers).reduce((acc, v) => acc + share(v), 0);
+  if (!(total > 0)) return true;
+  return share(drivers[metric]) / total >= DRIVER_MIN_SHARE;
 }
 
 function drawChart(canvas, series, t0, t1, spans, stepS) {
@@ -221,20 +395,23 @@ function drawChart(canvas, series, t0, t1, spans, stepS) {
   ctx.strokeStyle = COLORS.grid; ctx.lineWidth = 1;
   ctx.fillStyle = COLORS.axis; ctx.font = "11px system-ui, sans-serif";
   const ystep = niceStep(hi - lo, 4);
+  // as many decimals as the step needs (1452.8, 1453.0, not 1453 four times)
+  const decimals = Math.max(0, -Math.floor(Math.log10(ystep) + 1e-9));
+  const yLabel = (v) => (Math.abs(v) < ystep / 2 ? "0" : decimals <= 6 ? v.toFixed(decimals)
+    : Number(v.toPrecision(3)).toString());
   ctx.textAlign = "right"; ctx.textBaseline = "middle";
   for (let v = Math.ceil(lo / ystep) * ystep; v <= hi; v += ystep) {
     ctx.beginPath(); ctx.moveTo(PAD.left, y(v)); ctx.lineTo(PAD.left + pw, y(v)); ctx.stroke();
-    ctx.fillText(Number(v.toPrecision(4)).toString(), PAD.left - 4, y(v));
+    ctx.fillText(yLabel(v), PAD.left - 4, y(v));
   }
-  const xstep = niceStep(t1 - t0, 5);
+  const { step: xstep, ticks } = timeTicks(t0, t1, Math.max(2, Math.floor(pw / TICK_MIN_PX)));
+  const labels = ticks.map((t) => tickLabel(t, xstep));
   ctx.textAlign = "center"; ctx.textBaseline = "top";
-  for (let t = Math.ceil(t0 / xstep) * xstep; t <= t1; t += xstep) {
+  ticks.forEach((t, i) => {
     ctx.beginPath(); ctx.moveTo(x(t), PAD.top); ctx.lineTo(x(t), PAD.top + ph); ctx.stroke();
-    const d = new Date(t * 1000);
-    const label = (t1 - t0) > 172800 ? d.toISOString().slice(5, 10)
-      : d.toISOString().slice(11, (t1 - t0) < 600 ? 19 : 16);
-    ctx.fillText(label, x(t), PAD.top + ph + 4);
-  }
+    const half = ctx.measureText(labels[i]).width / 2;  // kept inside the canvas
+    ctx.fillText(labels[i], Math.min(x(t), w - half - 1), PAD.top + ph + 4);
+  });
   ctx.strokeStyle = COLORS.axis;
   ctx.strokeRect(PAD.left, PAD.top, pw, ph);
   // the series; a gap longer than 3 steps breaks the line
@@ -249,7 +426,7 @@ function drawChart(canvas, series, t0, t1, spans, stepS) {
   if (ts.length === 1) { ctx.fillStyle = COLORS.line; ctx.fillRect(x(ts[0]) - 2, y(vs[0]) - 2, 4, 4); }
   // readings inside an open alert span are marked
   ctx.fillStyle = COLORS.mark;
-  for (const s of spans) {
+  for (const s of spans.filter((sp) => sp.open)) {
     for (let i = 0; i < ts.length; i++) {
       if (ts[i] >= s.start - (stepS || 0) && ts[i] <= s.end) {
         ctx.beginPath(); ctx.arc(x(ts[i]), y(vs[i]), 2.5, 0, 2 * Math.PI); ctx.fill();
@@ -260,11 +437,41 @@ function drawChart(canvas, series, t0, t1, spans, stepS) {
   canvas.dataset.lo = String(lo);  // the value axis, for tests and tools
   canvas.dataset.hi = String(hi);
   canvas.dataset.spans = String(spans.length);
+  canvas.dataset.window = String(Math.round(t1 - t0));
+  canvas.dataset.tickStep = String(xstep);  // the time axis: epoch seconds and their labels
+  canvas.dataset.ticks = ticks.join(",");
+  canvas.dataset.tickLabels = labels.join("|");
+  canvas.redraw = () => drawChart(canvas, series, t0, t1, spans, stepS);  // on resize
 }
 
-function deviceView(id) {
-  const windowSel = h("select", { id: "window", onchange: (e) => { state.window = +e.target.value; } },
-    WINDOWS.map(([label, s]) => h("option", { value: s, selected: s === state.window }, label)));
+let resizePending = false;
+window.addEventListener("resize", () => {
+  if (resizePending) return;
+  resizePending = true;
+  requestAnimationFrame(() => {
+    resizePending = false;
+    for (const c of document.querySelectorAll("canvas[data-metric]")) if (c.redraw) c.redraw();
+  });
+});
+
+// The window from "?window=1h" in the hash, else the last one chosen here, else 15 min.
+function initialWindow(params) {
+  const fromHash = WINDOWS.find(([label]) => label === params.get("window"));
+  if (fromHash) return fromHash[1];
+  const saved = +localStorage.getItem(WINDOW_KEY);
+  return WINDOWS.some(([, s]) => s === saved) ? saved : 900;
+}
+
+function deviceView(id, params) {
+  state.window = initialWindow(params || new URLSearchParams());
+  // a new window is kept (hash and localStorage) and drawn at once, not at the next poll
+  const windowSel = h("select", { id: "window", onchange: (e) => {
+    state.window = +e.target.value;
+    localStorage.setItem(WINDOW_KEY, String(state.window));
+    const label = WINDOWS.find(([, s]) => s === state.window)[0];
+    history.replaceState(null, "", `#/device/${encodeURIComponent(id)}?window=${label}`);
+    poll(update);
+  } }, WINDOWS.map(([label, s]) => h("option", { value: s, selected: s === state.window }, label)));
   const info = h("span", { class: "muted", id: "device-info" });
   const charts = h("div", { class: "charts", id: "charts" });
   const alertsBody = h("tbody", { id: "device-alerts" });
@@ -279,23 +486,25 @@ function deviceView(id) {
     h("div", { class: "legend" },
       h("span", {}, h("i", { class: "swatch line" }), "reading"),
       h("span", {}, h("i", { class: "swatch open" }), "open alert"),
-      h("span", {}, h("i", { class: "swatch acked" }), "acknowledged alert")),
+      h("span", {}, h("i", { class: "swatch acked" }), "acknowledged alert"),
+      h("span", { class: "muted tz", id: "device-tz" }, `times: ${zoneLabel()}`)),
     charts,
     h("h2", {}, "Data quality"),
-    h("div", { class: "quality-row" }, h("div", { class: "quality-table" }, qualityTable(qualityBody)),
+    h("div", { class: "quality-row" }, h("div", { class: "quality-table" }, scroller(qualityTable(qualityBody))),
       plotsBox),
     h("h2", {}, "Alerts"),
-    alertsTable(alertsBody));
+    scroller(alertsTable(alertsBody)));
   const canvases = new Map();
-  poll(async () => {
+  const update = async () => {
+    const win = state.window;
     const fleet = await api("/v1/fleet");
     const dev = fleet.devices.find((d) => d.id === id);
     if (!dev) { info.textContent = " unknown device"; return; }
     const nowS = Date.now() / 1000;
     const lastS = dev.last_seen_ns ? dev.last_seen_ns / 1e9 : nowS;
-    const t1 = (nowS - lastS < state.window / 10 ? nowS : lastS) + 1;
-    const t0 = t1 - state.window;
-    const stepS = Math.max(1, Math.round(state.window / 300));
+    const t1 = (nowS - lastS < win / 10 ? nowS : lastS) + 1;
+    const t0 = t1 - win;
+    const stepS = Math.max(1, Math.round(win / 300));
     const q = `start=${t0.toFixed(3)}&end=${t1.toFixed(3)}&step=${stepS}s`;
     const qStart = Math.max(t0, t1 - 3600);  // the quality checks look at the last hour at most
     const [data, alerts, quality] = await Promise.all([
@@ -303,6 +512,7 @@ function deviceView(id) {
       api(`/v1/alerts?device=${encodeURIComponent(id)}&limit=200`),
       api(`/v1/devices/${encodeURIComponent(id)}/quality?start=${qStart.toFixed(3)}&end=${t1.toFixed(3)}`),
     ]);
+    if (state.window !== win) return;  // changed meanwhile: the new window's fetch draws
     info.textContent = ` · ${dev.health} · last seen ${ago(dev.last_seen_age_s)} · ` +
       `${data.points} points, ${stepS} s buckets`;
     const metrics = (dev.metrics.length ? dev.metrics : Object.keys(data.series)).slice().sort();
@@ -313,7 +523,7 @@ function deviceView(id) {
         canvases.set(m, c);
       }
       const spans = alerts
-        .filter((a) => !a.drivers || !Object.keys(a.drivers).length || m in a.drivers)
+        .filter((a) => drivesMetric(a, m))
         .map((a) => ({ start: a.start_ns / 1e9, end: a.end_ns / 1e9, open: a.status === "open" }));
       drawChart(canvases.get(m), data.series[m], t0, t1, spans, stepS);
     }
@@ -321,7 +531,8 @@ function deviceView(id) {
     fillQuality(qualityBody, quality);
     fillQualityPlots(plotsBox, id, quality);
     fillRul(rulBox, id);
-  });
+  };
+  poll(update);
 }
 
 // ---------------------------------------------------------------- remaining useful life
@@ -437,7 +648,7 @@ async function fillQualityPlots(box, id, q) {
 // ---------------------------------------------------------------- alerts
 function alertsTable(body) {
   return h("table", { class: "alerts" },
-    h("thead", {}, h("tr", {}, ["When", "Device", "Kind", "Score", "Drivers", "Status", "Label",
+    h("thead", {}, h("tr", {}, [`When (${zoneLabel()})`, "Device", "Kind", "Score", "Drivers", "Status", "Label",
       "Actions"].map((t) => h("th", {}, t)))), body);
 }
 
@@ -452,7 +663,8 @@ async function act(alertId, action, label) {
 }
 
 // Signed sensor contributions of anomaly alerts, from GET /v1/alerts/{id}, kept per span.
-const explainCache = new Map();  // "id:end_ns" -> explanation (or null)
+const explainCache = new Map();    // "id:end_ns" -> explanation (or null)
+const explainPending = new Map();  // "id:end_ns" -> the fetch in flight (or queued)
 const EXPLAIN_PER_POLL = 20;
 
 function alertWhy(a) {
@@ -465,16 +677,27 @@ function alertWhy(a) {
   return box;
 }
 
-async function explainAlerts(body, alerts) {
-  const todo = alerts.filter((a) => a.kind === "anomaly" && !explainCache.has(`${a.id}:${a.end_ns}`))
-    .slice(0, EXPLAIN_PER_POLL);
+// Fetches the explanations not cached yet, one after another. Each is registered as pending
+// before the first fetch starts, so a poll that comes while they run starts none of them again.
+function explainAlerts(body, alerts) {
+  const key = (a) => `${a.id}:${a.end_ns}`;
+  const todo = alerts.filter((a) => a.kind === "anomaly" && !explainCache.has(key(a))
+    && !explainPending.has(key(a))).slice(0, EXPLAIN_PER_POLL);
+  let chain = Promise.resolve();
   for (const a of todo) {
-    let ex = null;
-    try { ex = (await api(`/v1/alerts/${encodeURIComponent(a.id)}`)).explanation; } catch (e) { continue; }
-    explainCache.set(`${a.id}:${a.end_ns}`, ex);
-    const box = body.querySelector(`[data-explain-for="${CSS.escape(a.id)}"]`);
-    if (box && ex) box.replaceChildren(contribBars(null, ex.top.slice(0, 5), "T² contributions"));
+    const k = key(a);
+    chain = chain.then(async () => {
+      try {
+        const ex = (await api(`/v1/alerts/${encodeURIComponent(a.id)}`)).explanation;
+        explainCache.set(k, ex);
+        const box = body.querySelector(`[data-explain-for="${CSS.escape(a.id)}"]`);
+        if (box && ex) box.replaceChildren(contribBars(null, ex.top.slice(0, 5), "T² contributions"));
+      } catch (e) { /* not cached: a later poll tries again */ }
+      finally { explainPending.delete(k); }
+    });
+    explainPending.set(k, chain);
   }
+  return chain;
 }
 
 function fillAlerts(body, alerts, showDevice) {
@@ -488,7 +711,9 @@ function fillAlerts(body, alerts, showDevice) {
     const drivers = Object.entries(a.drivers || {}).sort((p, q) => q[1] - p[1]).slice(0, 3)
       .map(([k, v]) => `${k} ${(100 * v).toFixed(0)}%`).join(", ");
     return h("tr", { "data-alert": a.id, "data-status": a.status, "data-label": a.label || "" },
-      h("td", {}, fmtTime(a.start), h("br"), h("span", { class: "muted" }, `to ${fmtTime(a.end)}`)),
+      h("td", { class: "when", title: `${fmtTimeZone(a.start)} to ${fmtTimeZone(a.end)}` },
+        fmtTime(a.start), h("br"),
+        h("span", { class: "muted" }, `to ${fmtUntil(a.start, a.end)}`)),
       h("td", {}, h("a", { href: `#/device/${encodeURIComponent(a.device_id)}` }, a.device_id)),
       h("td", {}, a.kind, a.message ? h("div", { class: "muted" }, a.message) : null),
       h("td", {}, Number(a.score).toFixed(2)),
@@ -519,7 +744,7 @@ function alertsView() {
   });
   const body = h("tbody", { id: "alert-rows" });
   setMain(h("h1", {}, "Alerts"), h("div", { class: "toolbar" }, "Status ", status),
-    alertsTable(body));
+    scroller(alertsTable(body)));
   poll(async () => {
     const q = status.value ? `status=${status.value}&` : "";
     fillAlerts(body, await api(`/v1/alerts?${q}limit=500`), true);
@@ -539,6 +764,8 @@ document.addEventListener("DOMContentLoaded", async () => {
     showLogin();
   });
   window.addEventListener("hashchange", () => { if (state.me) route(); });
+  const tz = document.getElementById("tz");
+  if (tz) tz.textContent = `Times are local: ${zoneLabel()}.`;
   const token = localStorage.getItem(TOKEN_KEY);
   if (token && await login(token)) route(); else if (!token) showLogin();
 });

@@ -65,6 +65,17 @@ function chart(item) {
   return box;
 }
 
+// Local time, as on the dashboard: "2024-01-31 13:00:00 UTC+01:00".
+function localTime(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const p2 = (n) => String(n).padStart(2, "0");
+  const m = -d.getTimezoneOffset();
+  return `${d.getFullYear()}-${p2(d.getMonth() + 1)}-${p2(d.getDate())} ` +
+    `${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())} ` +
+    `UTC${m < 0 ? "-" : "+"}${p2(Math.floor(Math.abs(m) / 60))}:${p2(Math.abs(m) % 60)}`;
+}
+
 function card(device, item) {
   const status = el("span", { class: "muted", "data-status": "" }, "");
   const fault = el("input", { placeholder: "fault class, e.g. cavitation", "data-fault": "" });
@@ -89,7 +100,7 @@ function card(device, item) {
     return b;
   };
   const node = el("section", { class: "card queue-item", "data-window": item.start_ns },
-    el("h3", {}, `${item.start.replace("T", " ")} → ${item.end.replace("T", " ")}`,
+    el("h3", {}, `${localTime(item.start)} → ${localTime(item.end)}`,
        ` · score ${item.score.toFixed(3)}${item.alarm ? " · alarm" : ""}`),
     chart(item),
     el("div", { class: "queue-actions" }, mk("Normal", "normal"), mk("Anomaly", "anomaly"),
