@@ -179,3 +179,15 @@ def test_store_and_unexpected_failures_are_problems(env: Env) -> None:
     body = problem(client.get("/v1/devices", headers=env.auth("viewer")), 500)
     assert body["reason"] == "internal" and "GET /v1/devices" in body["detail"]
     assert "sqlite" not in body["detail"].lower()
+
+
+def test_api_docs_are_served_from_the_package(env: Env) -> None:
+    """Check /docs loads Swagger UI from the gateway itself: FastAPI's default page takes it
+    from cdn.jsdelivr.net, a blank page on a site with no internet."""
+    page = env.client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn." not in page.text
+    scripts = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+    assert scripts and all(s.startswith("/") for s in scripts), scripts
+    for url in scripts:
+        assert env.client.get(url).status_code == 200, url

@@ -312,3 +312,18 @@ def test_dashboard_draws_signed_explanations_and_quality_plots(chromium, live) -
     assert float(bars.get_attribute("data-value")) > 0
     assert errors == []
     page.close()
+
+
+def test_api_docs_render_without_internet(chromium, live) -> None:
+    """Swagger UI at /docs draws the API's operations with no outside request (this machine,
+    like an air-gapped site, reaches no CDN)."""
+    _, base, _ = live
+    ctx = chromium.new_context()
+    page = ctx.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(base) else None)
+    page.goto(f"{base}/docs")
+    page.wait_for_selector(".opblock", timeout=15000)
+    assert page.locator(".opblock").count() > 20
+    assert outside == []
+    ctx.close()

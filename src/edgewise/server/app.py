@@ -25,6 +25,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from edgewise.config import Settings
 from edgewise.errors import ConfigError, SignatureError
@@ -128,7 +129,9 @@ def create_app(
     """
     from edgewise import __version__
 
-    app = FastAPI(
+    # FastAPI's own /docs loads Swagger UI from a CDN: a blank page on an air-gapped site.
+    # fastapi-offline serves the same Swagger UI from the package (/static-offline-docs).
+    app = FastAPIOffline(
         title="Edgewise",
         version=__version__,
         summary="Machine learning on IoT sensor fleets: telemetry in, alerts out.",
