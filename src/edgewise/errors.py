@@ -18,6 +18,11 @@ the dead-letter message and the CLI can print it on one line::
         x StoreCorruptError                            cannot open as it is; run repair
       x SignatureError                                 unsigned, tampered, stale or foreign
       x ExportError (ValueError)                       model cannot go to that format
+      x FederatedRunError (RuntimeError)               a federated run trained nothing
+      x PrivacyBudgetError (PermissionError)           a round would pass a device's ε limit
+
+The last two live with the federated code (``edgewise.federated.server_app`` and
+``edgewise.federated.ledger``), which needs the optional ``federated`` extra.
 """
 
 from __future__ import annotations
