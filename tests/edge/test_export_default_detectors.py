@@ -54,7 +54,7 @@ def test_default_detector_c_matches_python_on_nab(nab_series):
     out = c.score_many(nab_series)
     assert np.abs(out - py).max() < SCORE_TOL
     assert np.array_equal(out >= 0.9, py >= 0.9) and (py >= 0.9).sum() > 0
-    assert c.ram_bytes < 2048
+    assert c.ram_bytes <= 2048  # sizeof the state: 2 KiB with its padding
     assert f"RAM:   CLIK_RAM_BYTES (= {c.ram_bytes})" in c.files["clik.h"]
 
 
@@ -118,7 +118,7 @@ def test_default_detector_c_scores_a_counter_by_its_increments():
     assert half.counter_[0] == 2.0  # a counter, carried into the C
     c = export(half, format="c", name="clik_cnt2")
     assert np.abs(c.score_many(x[1000:]) - half.score_many(x[1000:])).max() < SCORE_TOL
-    assert c.ram_bytes < 2048
+    assert c.ram_bytes <= 2048  # sizeof the state: 2 KiB with its padding
 
 
 def test_default_detector_small_key_set_overflows_honestly(shared_data):
@@ -130,7 +130,7 @@ def test_default_detector_small_key_set_overflows_honestly(shared_data):
     small = export_context_likelihood_c(default_detector(), name="clik_small")
     cap = int(small.files["clik_small.h"].split("#define CLIK_SMALL_CAPACITY ")[1].split()[0])
     assert cap == 689 and need > cap      # more than the default (2 KiB) key set holds
-    assert small.ram_bytes < 2048 and np.abs(small.score_many(x) - py).max() > 0.01
+    assert small.ram_bytes <= 2048 and np.abs(small.score_many(x) - py).max() > 0.01
     big = export_context_likelihood_c(default_detector(), name="clik_big", capacity=need + 1)
     assert np.abs(big.score_many(x) - py).max() < SCORE_TOL
     with pytest.raises(ExportError, match=f"seen {need} transitions"):

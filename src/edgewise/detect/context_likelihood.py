@@ -124,6 +124,19 @@ def _tail_score(short, mu, var, sd_min, digits):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, inline="always")
+def _symbol(xv, x0, w):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """The symbol of ``xv`` on the grid of step ``w`` from ``x0``, clamped to +-1e15. A
+    position that is NaN (inf / inf: a step of infinite width after a warm-up spanning
+    +-1e308) is the lowest symbol, as in the C export; an integer cast of NaN is undefined."""
+    r = (xv - x0) / w
+    if not r >= -1e15:
+        r = -1e15
+    elif r > 1e15:
+        r = 1e15
+    return int(math.floor(r))  # noqa: RUF046
+
+
+@nb.njit(cache=True, inline="always")
 def _novel_range(xv, mn, mx, rng, sp_tol, nlo, slo, nhi, shi, c_min, c_fac):  # type: ignore[no-untyped-def]  # pragma: no cover
     """Whether ``xv`` lies beyond the seen range ``[mn, mx]`` by more than ``sp_tol`` of it,
     and is not creep: a side of the range that has already moved ``c_min`` times or more
@@ -172,10 +185,10 @@ def _member(s, table, m, p, xv, learn, warm):  # type: ignore[no-untyped-def]  #
             s[m, _T] = t + 1
         return 0.0
     mask = np.uint64(table.shape[1] - 1)
-    q = int(math.floor(min(max((xv - s[m, _X0]) / s[m, _W], -1e15), 1e15)))  # noqa: RUF046
+    q = _symbol(xv, s[m, _X0], s[m, _W])
     q2 = 0
     if bins2 > 0:
-        q2 = int(math.floor(min(max((xv - s[m, _X0]) / s[m, _W2], -1e15), 1e15)))  # noqa: RUF046
+        q2 = _symbol(xv, s[m, _X0], s[m, _W2])
     key = np.uint64(0)
     key2 = np.uint64(0)
     nov = 0.0
@@ -430,10 +443,10 @@ def _member_run(s, table, m, p, warm, xs, out):  # type: ignore[no-untyped-def] 
             t += 1
             out[i] = max(out[i], 0.0)
             continue
-        q = int(math.floor(min(max((xv - x0) / w1, -1e15), 1e15)))  # noqa: RUF046
+        q = _symbol(xv, x0, w1)
         q2 = 0
         if bins2 > 0:
-            q2 = int(math.floor(min(max((xv - x0) / w2, -1e15), 1e15)))  # noqa: RUF046
+            q2 = _symbol(xv, x0, w2)
         key = np.uint64(0)
         key2 = np.uint64(0)
         nov = 0.0
@@ -579,12 +592,13 @@ def _counter_in(c, xv, learn, probe):  # type: ignore[no-untyped-def]  # pragma:
     is a level for good. If it neither fell nor rose enough (a meter idle all night), the
     probe looks at the next ``probe`` readings, and so on, while the level is scored. The
     first reading after missing ones (``c[_CGAP]``) only re-anchors (its increment spans an
-    unknown stretch). A counter that drops to at most half its last value restarted from
-    zero (a reboot, a rollover, a daily counter at midnight): its increment is the new
-    value. A smaller fall is a counter running backwards, an alarm; an auto-detected counter
-    that falls ``_MAX_FALLS`` times in a row (a tank that filled during the probe, now
-    draining) was not a counter, and the members start afresh on its level. When ``learn``
-    is false nothing in ``c`` changes.
+    unknown stretch), and so does one whose increment overflows a double (scores 0, not
+    learned: :func:`_run_counter`'s kernels skip a non-finite value too). A counter that
+    drops to at most half its last value restarted from zero (a reboot, a rollover, a daily
+    counter at midnight): its increment is the new value. A smaller fall is a counter
+    running backwards, an alarm; an auto-detected counter that falls ``_MAX_FALLS`` times in
+    a row (a tank that filled during the probe, now draining) was not a counter, and the
+    members start afresh on its level. When ``learn`` is false nothing in ``c`` changes.
     """
     mode = c[_CMODE]
     if mode == _LEVEL:
@@ -626,6 +640,8 @@ def _counter_in(c, xv, learn, probe):  # type: ignore[no-untyped-def]  # pragma:
             c[_CPREV] = xv
             if xv > prev:
                 c[_CDOWN] = 0.0
+        if math.isinf(xv - prev):  # an increment beyond a double: re-anchor, as after a gap
+            return xv, _SKIP
         return xv - prev, _FEED
     if _restarted(prev, xv):
         if learn:

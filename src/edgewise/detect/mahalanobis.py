@@ -156,7 +156,8 @@ class Mahalanobis(Detector):
 
     def _solve(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(z - mean, S⁻¹ (z - mean))`` with the shrunk covariance."""
-        dz = z - self.mean_
+        with np.errstate(over="ignore"):  # a reading near 1e308 from the mean: inf, scored 1
+            dz = z - self.mean_
         s = self.shrunk_covariance()
         try:
             w = np.linalg.solve(s, dz)
@@ -178,15 +179,25 @@ class Mahalanobis(Detector):
         return min(max(-math.log10(p + 1e-300) / self.tail_digits, 0.0), 1.0)
 
     def learn_one(self, x: Mapping[str, float]) -> None:
-        """Update the running mean and covariance with one device reading."""
+        """Update the running mean and covariance with one device reading.
+
+        A reading whose update would overflow them (a deviation near 1e154 or more: a
+        sentinel such as 1e308) is not learned (:meth:`score_one` gives it 1), so it cannot
+        leave an infinite covariance that scores every later reading 1. A metric seen for the
+        first time is still registered at its value.
+        """
         if not any(math.isfinite(v) for v in x.values()):
             return
         z = self._vector(x, grow=True)
-        self.n_ += 1
-        a = max(self.alpha, 1.0 / self.n_)
-        d = z - self.mean_
-        self.mean_ = self.mean_ + a * d
-        self.cov_ = (1.0 - a) * (self.cov_ + a * np.outer(d, d))
+        n = self.n_ + 1
+        a = max(self.alpha, 1.0 / n)
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = z - self.mean_
+            mean = self.mean_ + a * d
+            cov = (1.0 - a) * (self.cov_ + a * np.outer(d, d))
+        if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+            return
+        self.n_, self.mean_, self.cov_ = n, mean, cov
 
     def explain_one(self, x: Mapping[str, float]) -> dict[str, float]:
         """Share of each metric in the reading's T² (non-negative, sums to 1 when any)."""

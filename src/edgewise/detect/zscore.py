@@ -17,6 +17,29 @@ __all__ = ["EWZScore"]
 # Added to the deviation so it is never 0; nothing absolute beside it (1e-9 of the level is
 # relative), so a stream read in small units (nA, microstrain) keeps its own scale.
 _SD_MIN = 1e-300
+# The C export keeps the state in float32 (a device reads a float): a reading from which
+# float32 rounding overflows (|v| >= 2**128 - 2**103, just above FLT_MAX) is missing as inf
+# is, and a reading whose update would take the mean or variance that far is not learned,
+# so Python and the device agree, and nothing overflows to inf or NaN (a warm-up of +-1e308
+# gave NaN scores for ever). Nothing changes below: real readings are nowhere near.
+_F32_LIMIT = 2.0**128 - 2.0**103
+
+
+def _update_py(n, mean, var, v, alpha):  # type: ignore[no-untyped-def]
+    """``(n, mean, var)`` after learning the reading ``v`` (unchanged if it would overflow)."""
+    n1 = n + 1
+    if n1 == 1:
+        return n1, v, var
+    a = max(alpha, 1.0 / n1)
+    d = v - mean
+    m1 = mean + a * d
+    v1 = (1 - a) * (var + a * d * d)
+    if abs(m1) < _F32_LIMIT and v1 < _F32_LIMIT:
+        return n1, m1, v1
+    return n, mean, var
+
+
+_update = nb.njit(cache=True)(_update_py)  # the same step in the compiled replay
 
 
 @nb.njit(cache=True)
@@ -24,7 +47,7 @@ def _replay(xs, st, alpha, z0, warmup, out):  # type: ignore[no-untyped-def]  # 
     n, mean, var = int(st[0]), st[1], st[2]
     for i in range(len(xs)):
         v = xs[i]
-        if v != v:
+        if not abs(v) < _F32_LIMIT:  # NaN, inf or beyond float32: missing
             out[i] = 0.0
             continue
         if n < warmup:
@@ -33,14 +56,7 @@ def _replay(xs, st, alpha, z0, warmup, out):  # type: ignore[no-untyped-def]  # 
             sd = math.sqrt(var) + 1e-9 * abs(mean) + _SD_MIN
             z = abs(v - mean) / sd
             out[i] = 0.0 if z <= z0 else 1.0 - math.exp(-(z - z0))
-        n += 1
-        if n == 1:
-            mean = v
-            continue
-        a = max(alpha, 1.0 / n)
-        d = v - mean
-        mean += a * d
-        var = (1 - a) * (var + a * d * d)
+        n, mean, var = _update(n, mean, var, v, alpha)
     st[0], st[1], st[2] = n, mean, var
 
 
@@ -50,6 +66,10 @@ class EWZScore(Detector):
     Good for a single slowly varying sensor; poor for multimodal or periodic signals.
     The score is ``1 - exp(-(|z| - z0))`` above ``z0`` standard deviations, else 0, so
     the default threshold 0.9 fires at about ``z0 + 2.3`` deviations.
+
+    The state stays within float32's range, as in the C export: a reading beyond it (about
+    3.4e38) is missing like NaN and inf (scores 0, not learned), and one whose update would
+    take the mean or variance beyond it scores (1 if far out) but is not learned.
 
     Parameters
     ----------
@@ -88,20 +108,13 @@ class EWZScore(Detector):
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         v = first_finite(x)
-        if v is None:
+        if v is None or not abs(v) < _F32_LIMIT:
             return
-        self.n_ += 1
-        if self.n_ == 1:
-            self.mean_ = v
-            return
-        a = max(self.alpha, 1.0 / self.n_)
-        d = v - self.mean_
-        self.mean_ += a * d
-        self.var_ = (1 - a) * (self.var_ + a * d * d)
+        self.n_, self.mean_, self.var_ = _update_py(self.n_, self.mean_, self.var_, v, self.alpha)
 
     def score_one(self, x: Mapping[str, float]) -> float:
         v = first_finite(x)
-        if v is None or self.n_ < self.warmup:
+        if v is None or not abs(v) < _F32_LIMIT or self.n_ < self.warmup:
             return 0.0
         sd = math.sqrt(self.var_) + 1e-9 * abs(self.mean_) + _SD_MIN
         z = abs(v - self.mean_) / sd

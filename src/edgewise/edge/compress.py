@@ -26,7 +26,9 @@ from edgewise.errors import ExportError
 
 __all__ = ["QuantizedTrees", "TreeTable", "prune_trees", "quantize_trees", "tree_table"]
 
-_F32_MAX = float(np.finfo(np.float32).max)
+#: LightGBM's zero (``kZeroThreshold``, 1e-35f): with ``missing_type`` "Zero" a value with
+#: ``|x| <= ZERO`` is missing, like NaN
+ZERO = float(np.float32(1e-35))
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,11 @@ class TreeTable:
     """An additive tree ensemble: ``prediction = base + sum of one leaf per tree``.
 
     Arrays are per node, all trees concatenated, each tree in pre-order. ``feature`` is -1 at
-    leaves; a sample goes left when ``x[feature] <= threshold`` (or when it is NaN and
-    ``missing_left``). ``value`` holds every node's value (leaves: what is added; inner nodes:
+    leaves; a sample goes left when ``x[feature] <= threshold``, or, when it is missing (NaN,
+    or within :data:`ZERO` of 0 for a feature flagged in ``zero_missing``), when the node is
+    ``missing_left``. ``value`` holds every node's value (leaves: what is added; inner nodes:
     what would be added if the tree were cut there, used by depth pruning).
+    ``zero_missing`` (per feature, or None: none) is LightGBM's ``zero_as_missing``.
     """
 
     feature: np.ndarray
@@ -48,6 +52,15 @@ class TreeTable:
     roots: np.ndarray
     base: float
     n_features: int
+    zero_missing: np.ndarray | None = None
+
+    def missing(self, X: np.ndarray) -> np.ndarray:
+        """Where ``X`` (rows x features) is missing: NaN, or zero on a ``zero_missing`` feature."""
+        X = np.asarray(X, dtype=np.float64)
+        miss = np.isnan(X)
+        if self.zero_missing is not None:
+            miss |= self.zero_missing[None, :] & (np.abs(X) <= ZERO)
+        return miss
 
     @property
     def n_trees(self) -> int:
@@ -62,6 +75,8 @@ class TreeTable:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predict in numpy with the thresholds as stored (the reference for C parity)."""
         X = np.asarray(X, dtype=np.float64)
+        if self.zero_missing is not None:
+            X = np.where(self.missing(X), np.nan, X)
         out = np.full(len(X), self.base, dtype=np.float64)
         rows = np.arange(len(X))
         for root in self.roots:
@@ -116,12 +131,14 @@ class _Builder:
             stack.append((right, d + 1, i))  # right popped after the whole left subtree
             stack.append((left, d + 1, None))
 
-    def build(self, base: float, n_features: int) -> TreeTable:
+    def build(self, base: float, n_features: int,
+              zero_missing: np.ndarray | None = None) -> TreeTable:
         return TreeTable(
             np.asarray(self.feature, np.int32), np.asarray(self.threshold, np.float64),
             np.asarray(self.right, np.int32), np.asarray(self.value, np.float64),
             np.asarray(self.missing_left, bool), np.asarray(self.depth, np.int32),
             np.asarray(self.roots, np.int32), float(base), int(n_features),
+            None if zero_missing is None or not zero_missing.any() else zero_missing,
         )
 
 
@@ -180,10 +197,19 @@ def _read_hgbr(model: Any) -> TreeTable:
 
 
 def _read_lightgbm(model: Any) -> TreeTable:
+    """LightGBM's trees, with its missing values (``Tree::NumericalDecision``): with
+    ``missing_type`` "NaN" a NaN takes the default side; "None": NaN is 0.0 (so it goes where
+    0 goes); "Zero" (``zero_as_missing``): NaN and every ``|x| <= 1e-35f`` take the default
+    side. "Zero" is a feature's property (its bin mapper), so it is kept per feature.
+    LightGBM also reads any ``|x| <= 1e-35f`` as 0 (its predictor drops such values), so a
+    threshold within that band is moved to its edge on 0's side: the same split for every
+    value outside the band, and 0's for the band."""
     booster = getattr(model, "booster_", model)
     dump = booster.dump_model()
     if dump.get("num_class", 1) != 1:
         raise ExportError("Cannot export a multi-class LightGBM model. Supported: regression.")
+    nf = dump["max_feature_idx"] + 1
+    kinds: list[set[bool]] = [set() for _ in range(nf)]  # per feature: "Zero" or not, seen
     b = _Builder()
     for tree in dump["tree_info"]:
 
@@ -192,12 +218,25 @@ def _read_lightgbm(model: Any) -> TreeTable:
                 return (None, 0, False, 0, 0, n["leaf_value"])
             if n.get("decision_type", "<=") != "<=":
                 raise ExportError("Cannot export LightGBM categorical splits. Supported: '<='.")
-            miss_left = bool(n.get("default_left", True)) and n.get("missing_type") == "NaN"
-            return (n["split_feature"], n["threshold"], miss_left, n["left_child"],
-                    n["right_child"], n.get("internal_value", 0.0))
+            kind = n.get("missing_type", "None")
+            thr = float(n["threshold"])
+            if kind == "None":
+                miss_left = 0.0 <= thr
+            else:
+                miss_left = bool(n.get("default_left", True))
+            if -ZERO <= thr < ZERO:  # the band reads as 0: 0's side (x <= ZERO or x < -ZERO)
+                thr = ZERO if thr >= 0.0 else float(np.nextafter(-ZERO, -np.inf))
+            kinds[n["split_feature"]].add(kind == "Zero")
+            return (n["split_feature"], thr, miss_left, n["left_child"], n["right_child"],
+                    n.get("internal_value", 0.0))
 
         b.add_tree(tree["tree_structure"], children, 1.0)
-    return b.build(0.0, dump["max_feature_idx"] + 1)
+    mixed = [f for f in range(nf) if len(kinds[f]) > 1]
+    if mixed:
+        raise ExportError(f"LightGBM features {mixed} split with missing_type 'Zero' at some "
+                          "nodes and not at others; the export keeps it per feature. Supported: "
+                          "one missing_type per feature (as LightGBM trains).")
+    return b.build(0.0, nf, np.array([True in k for k in kinds], dtype=bool))
 
 
 _READERS = {
@@ -251,15 +290,19 @@ def prune_trees(
                     table.right[i], table.value[i])
 
         b.add_tree(int(root), children, 1.0)
-    return b.build(table.base, table.n_features)
+    return b.build(table.base, table.n_features, table.zero_missing)
 
 
 def float32_thresholds(table: TreeTable) -> TreeTable:
-    """Round thresholds *down* to float32, so ``x32 <= t32`` decides as ``x32 <= t64`` does."""
-    t32 = table.threshold.astype(np.float32)
+    """Round thresholds *down* to float32, so ``x32 <= t32`` decides as ``x32 <= t64`` does.
+
+    That holds beyond float32's range too: a threshold above it becomes FLT_MAX, one below
+    it -inf, and an infinite one stays infinite (clipping +inf to FLT_MAX sent x = +inf right).
+    """
+    with np.errstate(over="ignore"):  # beyond float32: +-inf, then rounded down
+        t32 = table.threshold.astype(np.float32)
     up = t32.astype(np.float64) > table.threshold
     t32[up] = np.nextafter(t32[up], np.float32(-np.inf))
-    t32 = np.clip(t32, -_F32_MAX, _F32_MAX)
     return replace(table, threshold=t32.astype(np.float64))
 
 
@@ -268,23 +311,37 @@ class QuantizedTrees:
     """A tree table for 8-bit inputs: each feature mapped to 0..255, leaves to int16.
 
     ``q(x) = clip(floor((x - lo) / step), 0, 255)``; a node sends left when
-    ``q(x) <= qthreshold``; ``prediction = base + leaf_scale * sum(int16 leaves)``.
+    ``q(x) <= qthreshold``; ``prediction = base + leaf_scale * sum(int16 leaves)``. A missing
+    input (NaN, or zero on a ``zero_missing`` feature) is none of the 256 codes: it goes the
+    node's missing way (``table.missing_left``), as in the float model.
     """
 
     table: TreeTable  # structure; threshold holds the uint8 thresholds, value the int16 leaves
     lo: np.ndarray
     step: np.ndarray
     leaf_scale: float
+    zero_missing: np.ndarray | None = None
+
+    def missing(self, X: np.ndarray) -> np.ndarray:
+        """Where the (float32) inputs are missing, as the C tells it."""
+        with np.errstate(over="ignore"):
+            x = np.asarray(X, np.float32)
+        miss = np.isnan(x)
+        if self.zero_missing is not None:
+            miss |= self.zero_missing[None, :] & (np.abs(x) <= np.float32(ZERO))
+        return miss
 
     def quantize_inputs(self, X: np.ndarray) -> np.ndarray:
-        """Map raw features to their uint8 codes."""
-        x = np.asarray(X, np.float32)  # float32 arithmetic, as the C code does it
-        q = np.floor((x - self.lo.astype(np.float32)) / self.step.astype(np.float32))
-        return np.clip(q, 0, 255).astype(np.uint8)
+        """Map raw features to their uint8 codes (a NaN to 0 here: see :meth:`missing`)."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            x = np.asarray(X, np.float32)  # float32 arithmetic, as the C code does it
+            q = np.floor((x - self.lo.astype(np.float32)) / self.step.astype(np.float32))
+        return np.clip(np.nan_to_num(q, nan=0.0), 0, 255).astype(np.uint8)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predict exactly as the int8 C code does."""
         q = self.quantize_inputs(X).astype(np.float64)
+        q[self.missing(X)] = np.nan
         acc = self.table.predict(q) - self.table.base
         return self.table.base + self.leaf_scale * acc
 
@@ -314,5 +371,7 @@ def quantize_trees(table: TreeTable, X_calib: np.ndarray) -> QuantizedTrees:
     vmax = float(np.abs(table.value[leaves]).max()) if leaves.any() else 1.0
     leaf_scale = (vmax / 32767.0) if vmax > 0 else 1.0
     val = np.where(leaves, np.round(table.value / leaf_scale), 0.0)
-    qt = replace(table, threshold=thr, value=val, missing_left=np.zeros_like(table.missing_left))
-    return QuantizedTrees(qt, lo, step, leaf_scale)
+    # missing inputs keep each split's missing way (zeroing it sent NaN to the lowest bin's
+    # side); the codes have no zero band, the inputs' one is the QuantizedTrees' own
+    qt = replace(table, threshold=thr, value=val, zero_missing=None)
+    return QuantizedTrees(qt, lo, step, leaf_scale, table.zero_missing)

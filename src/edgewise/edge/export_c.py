@@ -65,7 +65,11 @@ def check_c_name(name: str) -> str:
 
 
 def _f(v: float) -> str:
-    s = f"{float(np.float32(v)):.9g}"
+    with np.errstate(over="ignore"):
+        v32 = np.float32(v)
+    if np.isinf(v32):  # an infinite split threshold (HistGradientBoosting's NaN-only splits)
+        return "INFINITY" if v32 > 0 else "(-INFINITY)"
+    s = f"{float(v32):.9g}"
     if "e" not in s and "." not in s and "n" not in s:
         s += ".0"
     return s + "f"
@@ -180,7 +184,8 @@ class CExport:
             raise ExportError(f"{self.name} is a {self.kind}; use predict().")
         lib = self.build()
         io = np.float64 if self.dtype == "float64" else np.float32  # the C's value type
-        v = np.ascontiguousarray(values, dtype=io)
+        with np.errstate(over="ignore"):  # beyond float's range: inf, as the device reads it
+            v = np.ascontiguousarray(values, dtype=io)
         out = np.empty(len(v), dtype=io)
         state = ctypes.create_string_buffer(self.ram_bytes)
         getattr(lib, f"{self.name}_init")(state)
@@ -194,7 +199,8 @@ class CExport:
         if self.kind != "regressor":
             raise ExportError(f"{self.name} is a {self.kind}; use score_many().")
         lib = self.build()
-        Xc = np.ascontiguousarray(X, dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float's range: inf, as the device reads it
+            Xc = np.ascontiguousarray(X, dtype=np.float32)
         if Xc.ndim != 2 or Xc.shape[1] != self.n_features:
             raise ExportError(f"{self.name} takes {self.n_features} features per row. "
                               f"Got shape {Xc.shape} instead.")
@@ -222,7 +228,9 @@ def export_ewzscore(det: Any, name: str = "ewz", dtype: str = "float32") -> CExp
  * FLASH: parameters are compile-time constants; code only (see README for the measured size).
  * Use:   {n}_state_t s; {n}_init(&s); for each reading v: score = {n}_step(&s, v);
  *        score in [0, 1]; >= {n.upper()}_THRESHOLD means anomaly.
- *        NaN readings score 0 and are not learned.
+ *        NaN and inf readings (a double beyond float's range arrives as inf) score 0 and
+ *        are not learned; a reading whose update would overflow the mean or variance
+ *        scores (1 if far out) but is not learned, as in Python.
  */
 #ifndef {_guard(n)}
 #define {_guard(n)}
@@ -263,22 +271,26 @@ void {n}_init({n}_state_t *s) {{
 
 float {n}_score(const {n}_state_t *s, float v) {{
     float sd, z;
-    if (v != v || s->n < WARMUP) return 0.0f;
+    if (v - v != 0.0f || s->n < WARMUP) return 0.0f;  /* NaN or inf: missing */
     sd = sqrtf(s->var) + 1e-9f * fabsf(s->mean) + FLT_MIN;
     z = fabsf(v - s->mean) / sd;
     return z <= Z0 ? 0.0f : 1.0f - expf(-(z - Z0));
 }}
 
 void {n}_learn({n}_state_t *s, float v) {{
-    float a, d;
-    if (v != v) return;
-    if (s->n < 0xFFFFFFFFu) s->n += 1u;
-    if (s->n == 1u) {{ s->mean = v; return; }}
-    a = 1.0f / (float)s->n;
+    float a, d, mean, var;
+    uint32_t n = s->n < 0xFFFFFFFFu ? s->n + 1u : s->n;
+    if (v - v != 0.0f) return;  /* NaN or inf: missing */
+    if (n == 1u) {{ s->n = n; s->mean = v; return; }}
+    a = 1.0f / (float)n;
     if (a < ALPHA) a = ALPHA;
     d = v - s->mean;
-    s->mean += a * d;
-    s->var = (1.0f - a) * (s->var + a * d * d);
+    mean = s->mean + a * d;
+    var = (1.0f - a) * (s->var + a * d * d);
+    if (mean - mean != 0.0f || var - var != 0.0f) return;  /* would overflow: not learned */
+    s->n = n;
+    s->mean = mean;
+    s->var = var;
 }}
 
 float {n}_step({n}_state_t *s, float v) {{
@@ -365,8 +377,22 @@ void {n}_predict_many(const float *X, float *out, uint32_t rows) {{
 """
 
 
+def _zero_band(n: str, zm: np.ndarray | None) -> tuple[str, str, int]:
+    """LightGBM's ``zero_as_missing`` features (``zm``), where ``|v| <= 1e-35f`` is missing:
+    their table, the C test to append to ``v != v`` (``@F@``: the feature), its flash bytes."""
+    if zm is None or not np.any(zm):
+        return "", "", 0
+    return (_array("uint8_t", f"{n}_zero_missing", np.asarray(zm, dtype=np.int64)),
+            f" || ({n}_zero_missing[@F@] && v >= -1e-35f && v <= 1e-35f)", len(zm))
+
+
 def export_trees(table: TreeTable | QuantizedTrees, name: str = "model") -> CExport:
-    """C for a tree ensemble: array tables walked by one loop (float32, or uint8 codes if quantised)."""  # noqa: E501
+    """C for a tree ensemble: array tables walked by one loop (float32, or uint8 codes if quantised).
+
+    A missing input (NaN, or zero on a LightGBM ``zero_as_missing`` feature) takes each
+    split's missing side (``missing_left``), as the model does; in int8 too, where it is
+    none of the 256 codes.
+    """  # noqa: E501
     check_c_name(name)
     n = name
     quant = isinstance(table, QuantizedTrees)
@@ -376,62 +402,90 @@ def export_trees(table: TreeTable | QuantizedTrees, name: str = "model") -> CExp
         raise ExportError(f"Tree ensemble too large for C tables: {nn} nodes (max 32767), "
                           f"{nf} features (max {127 if quant else 16383}). Prune it first.")
     leaf = t.feature < 0
+    zm_table, zm_test, zm_flash = _zero_band(n, table.zero_missing)
     if quant:
         # A threshold below the calibration range (code < 0) is never reached by a code 0..255:
-        # the node always goes right. It is marked with feature index nf (no such feature);
-        # clipping it to 0 instead sent every input in the lowest bin left. One above the
-        # range clips to 255, which every code is <= (always left), as it should.
+        # the node always goes right for a value. Its right child is stored negated (the
+        # feature stays, for a missing input); clipping it to 0 instead sent every input in
+        # the lowest bin left. One above the range clips to 255, which every code is <=
+        # (always left), as it should. Feature byte: 0xFF leaf, else the feature | 0x80 when
+        # a missing input goes left.
         never = ~leaf & (t.threshold < 0)
-        feat = np.where(leaf, -1, np.where(never, nf, t.feature))
-        slot = np.where(leaf, t.value, t.right).astype(np.int64)
+        feat = np.where(leaf, 0xFF, t.feature | np.where(t.missing_left, 0x80, 0))
+        slot = np.where(leaf, t.value, np.where(never, -t.right, t.right)).astype(np.int64)
         thr = np.where(leaf | never, 0, np.clip(t.threshold, 0, 255)).astype(np.int64)
-        step = (f"i = q[{n}_feature[i]] <= {n}_thr[i] ? i + 1 : {n}_right_or_leaf[i];"
-                if not never.any() else
-                f"i = {n}_feature[i] < {nf} && q[{n}_feature[i]] <= {n}_thr[i]\n"
-                f"                ? i + 1 : {n}_right_or_leaf[i];  /* feature {nf}: always "
-                "right */")
-        flash = nn * 4 + nt * 2 + nf * 8
-        tables = (_array("int8_t", f"{n}_feature", feat)
+        if never.any():
+            cmp = (f"{n}_right_or_leaf[i] >= 0 && q[f] <= {n}_thr[i]"
+                   "  /* right < 0: always right */")
+            right = f"({n}_right_or_leaf[i] < 0 ? -{n}_right_or_leaf[i] : {n}_right_or_leaf[i])"
+        else:
+            cmp, right = f"q[f] <= {n}_thr[i]", f"{n}_right_or_leaf[i]"
+        flash = nn * 4 + nt * 2 + nf * 8 + zm_flash
+        tables = (_array("uint8_t", f"{n}_feature", feat)
                   + _array("uint8_t", f"{n}_thr", thr)
                   + _array("int16_t", f"{n}_right_or_leaf", slot)
                   + _array("uint16_t", f"{n}_roots", t.roots)
                   + _array("float", f"{n}_lo", table.lo, _f)
-                  + _array("float", f"{n}_step", table.step, _f))
+                  + _array("float", f"{n}_step", table.step, _f)
+                  + zm_table)
         body = f"""
-float {n}_predict_q(const uint8_t *q) {{
+/* x missing at f (NaN{", or zero where that is missing" if zm_test else ""}) */
+static int missing(const float *x, int f) {{
+    float v = x[f];
+    return v != v{zm_test.replace("@F@", "f")};
+}}
+
+/* codes q; x: the inputs, for their missing ones (0: none missing) */
+static float walk(const uint8_t *q, const float *x) {{
     int32_t acc = 0;
     uint16_t tr;
     for (tr = 0; tr < {nt}u; ++tr) {{
         int32_t i = {n}_roots[tr];
-        while ({n}_feature[i] >= 0)
-            {step}
+        while ({n}_feature[i] != 0xFFu) {{
+            int f = {n}_feature[i] & 0x7F;
+            int left = x && missing(x, f) ? ({n}_feature[i] & 0x80u) != 0
+                                          : {cmp};
+            i = left ? i + 1 : {right};
+        }}
         acc += {n}_right_or_leaf[i];
     }}
     return {_f(t.base)} + {_f(table.leaf_scale)} * (float)acc;
 }}
 
+float {n}_predict_q(const uint8_t *q) {{
+    return walk(q, 0);
+}}
+
 float {n}_predict(const float *x) {{
     uint8_t q[{nf}];
     int j;
-    for (j = 0; j < {nf}; ++j) {{
+    for (j = 0; j < {nf}; ++j) {{  /* NaN: code 0, unread (the walk takes its missing side) */
         float c = floorf((x[j] - {n}_lo[j]) / {n}_step[j]);
-        q[j] = (uint8_t)(c < 0.0f ? 0.0f : (c > 255.0f ? 255.0f : c));
+        q[j] = (uint8_t)(c >= 255.0f ? 255.0f : (c >= 0.0f ? c : 0.0f));
     }}
-    return {n}_predict_q(q);
+    return walk(q, x);
 }}
 """
         extra = (f"/* int8: features coded 0..255 (q = floor((x - lo) / step)); leaves int16 x "
-                 f"{float(table.leaf_scale):.6g}. */\nfloat {n}_predict_q(const uint8_t *q);\n")
+                 f"{float(table.leaf_scale):.6g}. {n}_predict takes a missing input's side at "
+                 f"each split; {n}_predict_q has none. */\n"
+                 f"float {n}_predict_q(const uint8_t *q);\n")
         ram = nf
         what = f"{nt} trees, {nn} nodes, uint8 features / int16 leaves"
     else:
         feat = np.where(leaf, -1, t.feature | np.where(t.missing_left, 0x4000, 0))
         slot = np.where(leaf, t.value, t.threshold)
-        flash = nn * 8 + nt * 2
+        flash = nn * 8 + nt * 2 + zm_flash
         tables = (_array("int16_t", f"{n}_feature", feat)
                   + _array("uint16_t", f"{n}_right", np.where(leaf, 0, t.right))
                   + _array("float", f"{n}_thr_or_leaf", slot, _f, 8)
-                  + _array("uint16_t", f"{n}_roots", t.roots))
+                  + _array("uint16_t", f"{n}_roots", t.roots)
+                  + zm_table)
+        if zm_test:
+            decide = (f"int miss = v != v{zm_test.replace('@F@', 'f & 0x3FFF')};\n"
+                      f"            if (miss ? (f & 0x4000) != 0 : v <= {n}_thr_or_leaf[i])")
+        else:
+            decide = f"if (v <= {n}_thr_or_leaf[i] || (v != v && (f & 0x4000)))"
         body = f"""
 float {n}_predict(const float *x) {{
     float acc = {_f(t.base)};
@@ -441,7 +495,7 @@ float {n}_predict(const float *x) {{
         while ({n}_feature[i] >= 0) {{
             int16_t f = {n}_feature[i];
             float v = x[f & 0x3FFF];
-            if (v <= {n}_thr_or_leaf[i] || (v != v && (f & 0x4000))) i = (uint16_t)(i + 1u);
+            {decide} i = (uint16_t)(i + 1u);
             else i = {n}_right[i];
         }}
         acc += {n}_thr_or_leaf[i];
@@ -535,7 +589,8 @@ def export_mlp(model: Any, name: str = "model", dtype: str = "float32") -> CExpo
         src = "x" if k == 0 else f"buf[{(k - 1) % 2}]"
         dst = f"buf[{k % 2}]"
         scale = f"{n}_s{k}[o] * " if int8 else ""
-        actc = {"relu": "acc = acc > 0.0f ? acc : 0.0f;", "tanh": "acc = tanhf(acc);",
+        # NaN stays NaN through ReLU, as in torch (acc > 0 ? acc : 0 made it a plausible 0)
+        actc = {"relu": "acc = acc < 0.0f ? 0.0f : acc;", "tanh": "acc = tanhf(acc);",
                 "none": ""}[act]
         calls.append(f"""    for (o = 0; o < {out_n}; ++o) {{
         float acc = 0.0f;

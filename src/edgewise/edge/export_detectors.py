@@ -7,13 +7,13 @@ double precision, with the detector's learned state (state rows and the transiti
 far) as the start. Python's transition tables hold ``2**table_bits`` counters per member (64
 KiB each by default), but only "seen or not" is ever read, so the C keeps the *set* of seen
 hashed keys (tagged with the member) in a fixed open-addressing array of 16-bit slots, by
-default as many as keep the whole state under 2 KiB (689 for the default two members, beside
-the counter probe's 7 doubles). A stream that sees more distinct transitions than that (2 of
-the 58 NAB series do) stops remembering new ones; they count in ``overflow`` and keep
-scoring as novel, so its scores can then differ from Python's; a larger ``capacity``
-restores exact parity at the cost of RAM. The optional ART member (``"context-art"``,
-``art_vigilance > 0``) is not ported, its category store does not fit 2 KiB: such a detector
-is refused, never exported without it.
+default as many as keep the whole state within 2 KiB (689 for the default two members, beside
+the counter probe's 7 doubles: 2,048 bytes with the struct's padding). A stream that sees more
+distinct transitions than that (2 of the 58 NAB series do) stops remembering new ones; they
+count in ``overflow`` and keep scoring as novel, so its scores can then differ from Python's; a
+larger ``capacity`` restores exact parity at the cost of RAM. The optional ART member
+(``"context-art"``, ``art_vigilance > 0``) is not ported, its category store does not fit 2 KiB:
+such a detector is refused, never exported without it.
 
 :func:`export_mahalanobis_c` runs the streaming Hotelling T² detector (score then learn) over a
 fixed metric list with a Cholesky solve; :func:`export_mahalanobis_onnx` is its scoring step
@@ -22,7 +22,7 @@ turns it into a score is a closed form only for even metric counts, so it stays 
 
 >>> from edgewise.detect.context_likelihood import ContextLikelihood
 >>> c = export_context_likelihood_c(ContextLikelihood(), name="cl")
->>> c.ram_bytes < 2048, sorted(c.files)
+>>> c.ram_bytes <= 2048, sorted(c.files)
 (True, ['cl.c', 'cl.h', 'cl_host_test.c'])
 """
 
@@ -80,7 +80,8 @@ def _members(det: Any) -> tuple[np.ndarray, np.ndarray, list[int], int]:
 
 
 def _auto_capacity(n_doubles: int) -> int:
-    """The most key slots that keep the whole state under 2 KiB."""
+    """The most key slots that keep the whole state within 2 KiB (padding included: the
+    unpadded size stays under 2048, so its rounding up to 8 bytes is at most 2048)."""
     return max(16, (2047 - 4 - 8 * n_doubles) // 2)
 
 
@@ -96,7 +97,7 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
         C symbol prefix.
     capacity
         Slots of the seen-transition set shared by the members (at most 65535; one is kept
-        empty). ``None``: as many as keep the whole state under 2 KiB.
+        empty). ``None``: as many as keep the whole state within 2 KiB.
 
     Returns
     -------
@@ -130,7 +131,9 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
     N = n.upper()
     p = det._p
     ws, ws2 = int(det.short_window), int(det.slow_window)
-    ram = 8 * n_m * n_state + 8 * len(counter) + 2 * capacity + 4
+    # sizeof the state struct: the doubles, the keys and two counters, padded to the doubles'
+    # alignment (8 bytes); the .c checks the figure against the compiler's sizeof
+    ram = -(-(8 * n_m * n_state + 8 * len(counter) + 2 * capacity + 4) // 8) * 8
     flash_tables = 8 * n_m * n_state + 8 * len(counter) + 2 * max(len(seen), 1) + 4 * n_m
     empty = 0xFFFF
     init_keys, init_keys_loop = "", "/* no transitions learned yet */"
@@ -138,10 +141,34 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
         init_keys = (f"static const uint16_t INIT_KEYS[{len(seen)}] = {{ "
                      + ", ".join(str(int(k)) for k in seen) + " };\n")
         init_keys_loop = f"for (i = 0; i < {len(seen)}u; ++i) add(st, INIT_KEYS[i]);"
+    # the slow likelihood test (slow_window > 0) only where there is one: WS2 = 0 would be a
+    # constant division by zero, which -Werror refuses even in dead code
+    slow_decl = slow_sum = slow_score = slow_learn = ""
+    if ws2 > 0:
+        slow_decl = " rsum2, shrt2,"
+        slow_sum = """
+    rsum2 = s[RSUM2] - s[RING + WS + (int)s[RI2]] + raw;
+    shrt2 = rsum2 / WS2;"""
+        slow_score = """
+        {
+            double s2 = tail_score(shrt2, s[MUL2], s[VL2], SDMIN2);
+            if (s2 > score) score = s2;
+        }"""
+        slow_learn = """
+    s[RING + WS + (int)s[RI2]] = raw;
+    s[RSUM2] = rsum2;
+    ri = (int)s[RI2] + 1;
+    s[RI2] = ri < WS2 ? ri : 0;
+    a = 1.0 / (s[NL] + 1);
+    if (a < ALONG2) a = ALONG2;
+    d = shrt2 - s[MUL2];
+    s[MUL2] += a * d;
+    s[VL2] = (1 - a) * (s[VL2] + a * d * d);"""
     h = f"""/* {n}.h: ContextLikelihood (Edgewise's default univariate detector), generated.
  *
- * RAM:   {N}_RAM_BYTES (= {ram}) bytes of state per stream: {n_m} member(s) x {n_state} doubles,
- *        the counter probe's 7 doubles and a set of {capacity} 16-bit transition keys.
+ * RAM:   {N}_RAM_BYTES (= {ram}) bytes of state per stream (sizeof({n}_state_t)): {n_m} member(s)
+ *        x {n_state} doubles, the counter probe's 7 doubles and a set of {capacity} 16-bit
+ *        transition keys.
  *        No heap, no malloc.
  * FLASH: {N}_FLASH_BYTES (= {flash_tables}) bytes of initial-state tables, plus code.
  * Use:   {n}_state_t s; {n}_init(&s); for each reading v: score = {n}_step(&s, v);
@@ -223,6 +250,10 @@ enum {{ CMODE, CN, CPREV, CUP, CDOWN, CGAP, CRESTART }};
 #define MAX_FALLS 2
 enum {{ FEED, FEED_THEN_RESET, BACKWARDS, RESET_THEN_FEED, SKIP }};
 
+/* {N}_RAM_BYTES is sizeof({n}_state_t) where doubles align to 8 bytes (less where they align
+ * to 4); a compile error here if this compiler needs more */
+typedef char {n}_ram_bytes_check[sizeof({n}_state_t) <= {N}_RAM_BYTES ? 1 : -1];
+
 static const int32_t WARM[NM] = {{ {", ".join(str(w) for w in warms)} }};
 {_darray("INIT_STATE", state.ravel())}
 {_darray("INIT_COUNTER", counter)}
@@ -278,8 +309,8 @@ static double tail_score(double shrt, double mu, double var, double sd_min) {{
 
 static int64_t symbol(double xv, double x0, double w) {{
     double r = (xv - x0) / w;
-    if (r < -1e15) r = -1e15;
-    if (r > 1e15) r = 1e15;
+    if (!(r >= -1e15)) r = -1e15;  /* NaN too (inf / inf), as in Python: no cast of NaN */
+    else if (r > 1e15) r = 1e15;
     return (int64_t)floor(r);
 }}
 
@@ -299,7 +330,7 @@ static double member({n}_state_t *st, int m, double xv, int learn) {{
     double *s = st->s[m];
     int64_t t = (int64_t)s[T_], q, q2 = 0, warm = WARM[m];
     uint16_t key = 0, key2 = 0, tag = (uint16_t)(m << TB);
-    double nov = 0.0, z, raw, rsum, shrt, rsum2 = 0.0, shrt2 = 0.0, score = 0.0, rng, a, d;
+    double nov = 0.0, z, raw, rsum, shrt,{slow_decl} score = 0.0, rng, a, d;
     int ri;
     if (t < warm) {{
         if (learn) {{
@@ -334,19 +365,11 @@ static double member({n}_state_t *st, int m, double xv, int learn) {{
     }}
     z = fabs(xv - s[M_]) / (sqrt(s[V_]) + s[W_]);
     raw = ZW * (1.0 - exp(-z / ZC));
-    if (nov > raw) raw = nov;
+    if (!(raw >= nov)) raw = nov;  /* Python's max(nov, raw): nov when raw is NaN (z = inf / inf) */
     rsum = s[RSUM] - s[RING + (int)s[RI]] + raw;
-    shrt = rsum / WS;
-    if (WS2 > 0) {{
-        rsum2 = s[RSUM2] - s[RING + WS + (int)s[RI2]] + raw;
-        shrt2 = rsum2 / WS2;
-    }}
+    shrt = rsum / WS;{slow_sum}
     if (s[NL] > 50) {{
-        score = tail_score(shrt, s[MUL], s[VL], SDMIN);
-        if (WS2 > 0) {{
-            double s2 = tail_score(shrt2, s[MUL2], s[VL2], SDMIN2);
-            if (s2 > score) score = s2;
-        }}
+        score = tail_score(shrt, s[MUL], s[VL], SDMIN);{slow_score}
     }}
     rng = s[MX] - s[MN];
     if (novel_range(s, xv, rng)) score = 1.0;
@@ -359,18 +382,7 @@ static double member({n}_state_t *st, int m, double xv, int learn) {{
     if (a < ALONG) a = ALONG;
     d = shrt - s[MUL];
     s[MUL] += a * d;
-    s[VL] = (1 - a) * (s[VL] + a * d * d);
-    if (WS2 > 0) {{
-        s[RING + WS + (int)s[RI2]] = raw;
-        s[RSUM2] = rsum2;
-        ri = (int)s[RI2] + 1;
-        s[RI2] = ri < WS2 ? ri : 0;
-        a = 1.0 / (s[NL] + 1);
-        if (a < ALONG2) a = ALONG2;
-        d = shrt2 - s[MUL2];
-        s[MUL2] += a * d;
-        s[VL2] = (1 - a) * (s[VL2] + a * d * d);
-    }}
+    s[VL] = (1 - a) * (s[VL] + a * d * d);{slow_learn}
     s[NL] += 1;
     if (s[NH] >= 1) {{
         add(st, key);
@@ -461,6 +473,7 @@ static int counter_in({n}_state_t *st, double xv, int learn, double *fv) {{
             if (xv > prev) c[CDOWN] = 0;
         }}
         *fv = xv - prev;
+        if (*fv - *fv != 0.0) return SKIP; /* beyond a double: re-anchor, as after a gap */
         return FEED;
     }}
     if (restarted(prev, xv)) {{
@@ -605,6 +618,9 @@ def export_mahalanobis_c(det: Any, name: str = "maha",
  * FLASH: {N}_FLASH_BYTES (= {flash}) bytes of initial-state tables, plus code.
  * Use:   {n}_state_t s; {n}_init(&s); per reading x[{N}_N_METRICS] (NaN = missing):
  *        score = {n}_step(&s, x); score in [0, 1]; >= {N}_THRESHOLD means anomaly.
+ *        A metric counts from its first finite value (its mean is NaN until then), as in
+ *        Python; a reading whose update would overflow the mean or covariance (a sentinel
+ *        such as 1e308) scores 1 and is not learned.
  * Metrics, in order: {', '.join(names)}
  */
 #ifndef {_guard(n)}
@@ -618,7 +634,7 @@ def export_mahalanobis_c(det: Any, name: str = "maha",
 
 typedef struct {{
     double n;                                    /* readings learned */
-    double mean[{N}_N_METRICS];
+    double mean[{N}_N_METRICS];                  /* NaN: metric not seen yet */
     double cov[{N}_N_METRICS * {N}_N_METRICS];
     double work[{N}_N_METRICS * {N}_N_METRICS];  /* Cholesky factor */
     double dz[{N}_N_METRICS];
@@ -645,6 +661,7 @@ void {n}_run({n}_state_t *s, const double *x, double *out, uint32_t rows);
 #define SHRINK {_d(det.shrinkage)}
 #define WARMUP {int(det.warmup)}
 #define DIGITS {_d(det.tail_digits)}
+#define SEEN {k}  /* metrics learned in Python (all or none): the others are not seen yet */
 
 {_darray("INIT_MEAN", mean)}
 {_darray("INIT_COV", cov.ravel())}
@@ -652,7 +669,7 @@ void {n}_run({n}_state_t *s, const double *x, double *out, uint32_t rows);
 void {n}_init({n}_state_t *s) {{
     int i;
     s->n = {float(det.n_)!r};
-    for (i = 0; i < D; ++i) s->mean[i] = INIT_MEAN[i];
+    for (i = 0; i < D; ++i) s->mean[i] = i < SEEN ? INIT_MEAN[i] : NAN;
     for (i = 0; i < D * D; ++i) s->cov[i] = INIT_COV[i];
 }}
 
@@ -692,23 +709,27 @@ static double gamma_q(double a, double x) {{
 }}
 
 double {n}_score({n}_state_t *s, const double *x) {{
-    int i, j, k;
+    int i, j, k, seen = 0;
     double t2 = 0.0, p, sc;
     double *L = s->work;
     if (s->n < WARMUP) return 0.0;
     for (i = 0; i < D; ++i) {{
         double v = x[i];
-        s->dz[i] = (v != v || v - v != 0.0) ? 0.0 : v - s->mean[i];
+        int known = s->mean[i] == s->mean[i];  /* a metric not seen yet does not count */
+        seen += known;
+        s->dz[i] = (!known || v != v || v - v != 0.0) ? 0.0 : v - s->mean[i];
     }}
+    if (!seen) return 0.0;
     /* shrunk covariance with a ridge relative to each metric's variance, then its
        Cholesky factor in place (lower triangle) */
     for (i = 0; i < D; ++i) {{
         for (j = 0; j <= i; ++j) {{
             double v = (1.0 - SHRINK) * s->cov[i * D + j];
-            if (i == j) v += SHRINK * s->cov[i * D + i]
-                             + (1e-9 * (s->cov[i * D + i] > 0.0 ? s->cov[i * D + i]
-                                                                : s->mean[i] * s->mean[i])
-                                + 1e-300);
+            if (i == j) {{
+                double m = s->mean[i] == s->mean[i] ? s->mean[i] : 0.0;
+                v += SHRINK * s->cov[i * D + i]
+                     + (1e-9 * (s->cov[i * D + i] > 0.0 ? s->cov[i * D + i] : m * m) + 1e-300);
+            }}
             for (k = 0; k < j; ++k) v -= L[i * D + k] * L[j * D + k];
             if (i == j) {{
                 if (v <= 0.0) return 1.0;  /* not positive definite: treat as anomalous */
@@ -725,31 +746,42 @@ double {n}_score({n}_state_t *s, const double *x) {{
         t2 += s->y[i] * s->y[i];
     }}
     if (!(t2 - t2 == 0.0)) return 1.0;
-    p = gamma_q(D / 2.0, t2 / 2.0);
+    p = gamma_q(seen / 2.0, t2 / 2.0);  /* chi-squared with one degree per metric seen */
     sc = -log10(p + 1e-300) / DIGITS;
     return sc < 0.0 ? 0.0 : (sc > 1.0 ? 1.0 : sc);
 }}
 
+/* the learning step's new covariance entry (i, j), as Python's (1 - a) (cov + a outer(d, d)) */
+static double cov_next(const {n}_state_t *s, int i, int j, double a) {{
+    return (1.0 - a) * (s->cov[i * D + j] + a * (s->dz[i] * s->dz[j]));
+}}
+
 void {n}_learn({n}_state_t *s, const double *x) {{
     int i, j, any = 0;
-    double a;
+    double a, m;
     for (i = 0; i < D; ++i) {{
         double v = x[i];
         int ok = !(v != v || v - v != 0.0);
+        if (ok && s->mean[i] != s->mean[i]) s->mean[i] = v;  /* first value: the metric's mean */
         any |= ok;
         s->dz[i] = ok ? v - s->mean[i] : 0.0;
     }}
     if (!any) return;
-    if (s->n == 0.0) {{  /* first reading: its values are the means */
-        for (i = 0; i < D; ++i) {{ s->mean[i] += s->dz[i]; s->dz[i] = 0.0; }}
+    a = 1.0 / (s->n + 1.0);
+    if (a < ALPHA) a = ALPHA;
+    /* a reading whose update overflows the mean or covariance is not learned (as Python) */
+    for (i = 0; i < D; ++i) {{
+        m = s->mean[i] + a * s->dz[i];
+        if (s->mean[i] == s->mean[i] && !(m - m == 0.0)) return;
+        for (j = 0; j < D; ++j) {{
+            m = cov_next(s, i, j, a);
+            if (!(m - m == 0.0)) return;
+        }}
     }}
     s->n += 1.0;
-    a = 1.0 / s->n;
-    if (a < ALPHA) a = ALPHA;
     for (i = 0; i < D; ++i) s->mean[i] += a * s->dz[i];
     for (i = 0; i < D; ++i)
-        for (j = 0; j < D; ++j)
-            s->cov[i * D + j] = (1.0 - a) * (s->cov[i * D + j] + a * s->dz[i] * s->dz[j]);
+        for (j = 0; j < D; ++j) s->cov[i * D + j] = cov_next(s, i, j, a);
 }}
 
 double {n}_step({n}_state_t *s, const double *x) {{
