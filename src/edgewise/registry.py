@@ -553,6 +553,8 @@ class Registry:
         """``"ok"`` (the private key is here), ``"none"`` (never had one: it is made at the
         first rollout or gateway start) or ``"lost"`` (issued, but ``signing_key.pem`` is gone:
         publishing and signing are refused until it is restored or :meth:`new_key` is run)."""
+        if self._key is not None and not (self.root / KEY_FILE).exists():
+            self._key = None  # deleted while open: sign no more with the copy in memory
         if self._key is None:
             self._key = load_key(self.root)  # restored since we opened?
         if self._key is not None:

@@ -87,3 +87,23 @@ def test_bulyan_and_krum_run_with_attackers():
         assert all(np.isfinite(v.numpy()).all() for v in res.arrays.values())
         assert isinstance(make_strategy(name, num_nodes=n, num_malicious_nodes=f).strategy,
                           (Krum, Bulyan))
+
+
+@pytest.mark.parametrize(("n", "f", "beta"), [(3, 1, 0.33), (7, 1, 0.14), (10, 3, 0.25)])
+def test_trimmed_mean_refusal_suggests_a_beta_that_passes(n: int, f: int, beta: float) -> None:
+    """Check the suggested beta trims f per side: the message rounded f/n to 2 digits, so
+    n=3, f=1, beta=0.33 was told to use beta >= 0.33, the value just refused."""
+    import re
+
+    with pytest.raises(InvalidParameterError) as e:
+        check_rule_conditions(FedTrimmedAvg(beta=beta), n=n, f=f)
+    need = float(re.search(r"beta >= ([0-9.]+)", str(e.value)).group(1))
+    assert need > beta
+    check_rule_conditions(FedTrimmedAvg(beta=need), n=n, f=f)  # passes
+
+
+def test_trimmed_mean_refusal_asks_for_clients_when_no_beta_can_do() -> None:
+    """n=2, f=1 needs beta >= 0.5, which is out of range: the message asks for clients."""
+    with pytest.raises(InvalidParameterError, match=r"more clients: n > 2f = 2") as e:
+        check_rule_conditions(FedTrimmedAvg(beta=0.2), n=2, f=1)
+    assert "beta >=" not in str(e.value)

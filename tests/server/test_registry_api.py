@@ -103,3 +103,23 @@ def test_a_lost_signing_key_is_refused_over_rest_and_never_remade(env: Env) -> N
         assert p["reason"] == "key_lost" and kid in p["detail"], p
     assert not pem.exists() and [x.release for x in lost.releases()] == [1]
     lost.close()
+
+
+def test_a_key_deleted_while_the_gateway_runs_is_refused_at_once(env: Env) -> None:
+    """Check the running gateway stops signing when signing_key.pem is deleted under it: it
+    kept signing with the key in memory and listed it 'ok' while the CLI said 'LOST'. The
+    409 names the field, the file and what would be right."""
+    reg = env.client.app.state.registry
+    reg.publish("detector", "1.0.0", b"model", format="pickle")
+    body = {"name": "detector", "version": "1.0.0", "target": f"device:{env.device}"}
+    r = env.client.post("/v1/registry/rollouts", json=body, headers=env.auth("operator"))
+    assert r.status_code == 200, r.text
+    pem = env.settings.data_dir / "registry" / "signing_key.pem"
+    pem.unlink()
+    listing = env.client.get("/v1/registry", headers=env.auth("viewer")).json()
+    assert listing["key_state"] == "lost"
+    p = problem(env.client.post("/v1/registry/rollouts", json=body,
+                                headers=env.auth("operator")), 409)
+    assert p["reason"] == "key_lost" and p["field"] == "signing_key", p
+    assert p["value"] == str(pem) and "new-key" in p["allowed"], p
+    assert not pem.exists() and [x.release for x in reg.releases()] == [1]

@@ -226,8 +226,11 @@ def _clear_retained_ack(mqtt: str, device_id: str) -> bool | None:
     try:
         clear_retained_ack(mqtt, device_id)
     except ConnectionError as exc:
-        topic = f"{parse_mqtt_url(mqtt)['prefix']}/{device_id}/ack"
-        typer.echo(f"warning: {exc} Clear it with: mosquitto_pub -r -n -t '{topic}'.", err=True)
+        cfg = parse_mqtt_url(mqtt)
+        topic = f"{cfg['prefix']}/{device_id}/ack"
+        typer.echo(f"warning: {exc} Clear it, once the broker answers, with: mosquitto_pub "
+                   f"-h {cfg['host']} -p {cfg['port']} -r -n -t '{topic}' (add its credentials "
+                   "and TLS options if it needs them).", err=True)
         return False
     return True
 

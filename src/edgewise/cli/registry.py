@@ -63,7 +63,8 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
         }))
         return
     typer.echo({"ok": f"signing key {key_id}",
-                "none": "signing key: none yet (made at the first rollout or gateway start)",
+                "none": "signing key: none yet (made at the first rollout, gateway start or "
+                        "'registry pubkey')",
                 "lost": f"signing key {key_id}: LOST (signing_key.pem is gone; publish and "
                         "rollout are refused until it is restored, or 'registry new-key')"}[state])
     for v in versions:

@@ -28,6 +28,7 @@ edgewise.errors.InvalidParameterError: Krum cannot tolerate f=1 malicious client
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -89,10 +90,13 @@ def check_rule_conditions(rule: Strategy, n: int, f: int) -> None:
     elif isinstance(rule, FedTrimmedAvg):
         cut = int(rule.beta * n)
         if cut < f:
-            need = f / n
+            # the least beta that trims f per side, rounded up so that it still does
+            need = math.ceil(f / n * 1000) / 1000
+            fix = (f"beta >= {need:g} (below 0.5) or more clients" if need < 0.5 else
+                   f"more clients: n > 2f = {2 * f} (beta must stay below 0.5)")
             raise InvalidParameterError(
                 f"FedTrimmedAvg with beta={rule.beta:g} trims {cut} update per side of n={n}, "
-                f"fewer than f={f} malicious clients; use beta >= {need:.2g} or more clients."
+                f"fewer than f={f} malicious clients; use {fix}."
             )
         if 2 * cut >= n:
             raise InvalidParameterError(

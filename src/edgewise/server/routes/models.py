@@ -32,7 +32,7 @@ from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel
 
 from edgewise.errors import InvalidParameterError, SignatureError
-from edgewise.registry import MAX_EXPIRY_DAYS, Registry, check_expires_days
+from edgewise.registry import KEY_FILE, MAX_EXPIRY_DAYS, Registry, check_expires_days
 from edgewise.security.credentials import Principal, Security
 from edgewise.server.deps import authenticate_device, authenticate_token, check_role
 from edgewise.server.problems import Problem
@@ -171,7 +171,11 @@ def make_router(registry: Registry, security: Security,
         except InvalidParameterError as exc:
             raise _problem(422, str(exc), "invalid") from None
         except SignatureError as exc:  # the signing key is lost: never make a new one here
-            raise _problem(409, str(exc), exc.reason) from None
+            raise Problem(409, _TITLES.get(exc.reason, exc.reason), str(exc),
+                          field="signing_key", value=str(registry.root / KEY_FILE),
+                          allowed="the registry's issued signing key file (restore it from a "
+                          "backup, or run 'edgewise registry new-key')",
+                          reason=exc.reason) from None
         except KeyError as exc:
             raise _problem(404, str(exc.args[0]), "not_found") from None
         m = s.manifest
