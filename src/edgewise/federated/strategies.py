@@ -92,7 +92,7 @@ def check_rule_conditions(rule: Strategy, n: int, f: int) -> None:
         if cut < f:
             # the least beta that trims f per side, rounded up so that it still does
             need = math.ceil(f / n * 1000) / 1000
-            fix = (f"beta >= {need:g} (below 0.5) or more clients" if need < 0.5 else
+            fix = (f"beta >= {need:g} or more clients" if need < 0.5 else
                    f"more clients: n > 2f = {2 * f} (beta must stay below 0.5)")
             raise InvalidParameterError(
                 f"FedTrimmedAvg with beta={rule.beta:g} trims {cut} update per side of n={n}, "
