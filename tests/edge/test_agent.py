@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,10 @@ import pytest
 from edgewise.detect.zscore import EWZScore
 from edgewise.edge.agent import ModelSlot, Outbox
 from edgewise.registry import Artifact, Registry, load_or_create_key, sign
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, wait_until
+
+# the agent checks for updates every 0.3 s and flushes in batches: poll gently
+_wait = partial(wait_until, timeout=60.0, step=0.1)
 
 SECRET = "s3cret-" + "x" * 36
 ENV = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}")
@@ -81,15 +85,6 @@ def _agent(gateway: str, device: str, state: Path, *extra: str, log: Path | None
            "--secret-file", str(secret), "--state-dir", str(state), *extra]
     err = open(log, "ab") if log else subprocess.DEVNULL
     return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
-
-
-def _wait(cond, timeout=60.0, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return False
 
 
 def test_outbox_bound_and_drop_counter_are_exact(tmp_path):
@@ -164,6 +159,7 @@ _INSTALLER = """
 import sys
 from pathlib import Path
 from edgewise.edge.agent import ModelSlot
+
 d = Path(sys.argv[1])
 slot = ModelSlot(d / "slot")
 pairs = [((d / f"m{i}").read_bytes(), (d / f"p{i}").read_bytes()) for i in (1, 2)]

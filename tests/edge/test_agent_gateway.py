@@ -10,14 +10,18 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
 
 from edgewise.edge.agent import Outbox, sim_value
 from edgewise.store import open_store
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 from tests.gateway.conftest import GatewayProcess
+
+# the agent checks for updates every 0.3 s and flushes in batches: poll gently
+_wait = partial(wait_until, timeout=60.0, step=0.1)
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO / "src"))
 
@@ -32,15 +36,6 @@ def _agent(url: str, device: str, secret_file: Path, state: Path, *extra: str):
            "--secret-file", str(secret_file), "--state-dir", str(state), *extra]
     return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-
-
-def _wait(cond, timeout=60.0, step=0.1) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return False
 
 
 def _temps(url: str, token: str, device: str) -> list[float]:

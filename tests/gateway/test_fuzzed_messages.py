@@ -20,6 +20,7 @@ from edgewise.sim.device import MqttDevice
 from edgewise.store import open_store
 from edgewise.transport.base import Message, Outcome
 from edgewise.transport.broker import EmbeddedBroker
+from tests.conftest import wait_until
 from tests.gateway.conftest import GatewayProcess
 
 T0 = 1_700_000_000
@@ -145,15 +146,6 @@ def test_a_message_whose_commit_fails_alone_is_deadlettered() -> None:
     assert ("edgewise_messages_deadlettered_total", {"reason": "store_error"}) in counted
 
 
-def _wait(cond, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_overflowing_mqtt_messages_are_deadlettered_and_acknowledged(tmp_path) -> None:
     """The fuzzer's case over the embedded broker: each overflowing message gets a
     dead-letter, and the ack passes it (it used to stay at the old seq for ever)."""
@@ -167,7 +159,7 @@ def test_overflowing_mqtt_messages_are_deadlettered_and_acknowledged(tmp_path) -
     try:
         now = time.time() - 60
         d.send(now, {"a": 1.0}, seq=1)
-        assert _wait(lambda: d.acked == 1)
+        assert wait_until(lambda: d.acked == 1, 15.0)
         bad = [{"ts": now, "metrics": {"a": HUGE}, "seq": 2},
                {"ts": HUGE, "metrics": {"a": 1.0}, "seq": 3},
                {"ts": "0001-01-01T00:00:00+14:00", "metrics": {"a": 1.0}, "seq": 4},
@@ -175,8 +167,8 @@ def test_overflowing_mqtt_messages_are_deadlettered_and_acknowledged(tmp_path) -
         for doc in bad:
             d.publish_raw(d.telemetry_topic, json.dumps(doc).encode())
         d.send(now + 1, {"a": 6.0}, seq=6)
-        assert _wait(lambda: d.acked == 6), (d.acked, d.deadletters)
-        assert _wait(lambda: len(d.deadletters) >= 4), d.deadletters
+        assert wait_until(lambda: d.acked == 6, 15.0), (d.acked, d.deadletters)
+        assert wait_until(lambda: len(d.deadletters) >= 4, 15.0), d.deadletters
         assert sorted((p["field"], p["reason"]) for p in d.deadletters) == [
             ("bt", "not_finite"), ("metrics.a", "not_finite"), ("ts", "ancient_ts"),
             ("ts", "future_ts")]

@@ -16,6 +16,7 @@ import pytest
 from edgewise.security.credentials import Security
 from edgewise.sim.device import MqttDevice
 from edgewise.store import open_store
+from tests.conftest import wait_until
 from tests.gateway.conftest import GatewayProcess
 
 T0 = time.time() - 3600
@@ -32,15 +33,6 @@ def _counter(text: str, name: str, **labels: str) -> float:
         if line.startswith(key + " "):
             return float(line.split()[-1])
     return 0.0
-
-
-def _wait(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +92,13 @@ def test_bad_payloads_are_deadlettered_counted_and_good_records_kept(env) -> Non
             {"ts": time.time() + 86400, "metrics": {"a": 1.0}, "seq": 5}).encode())
         d.publish_raw(d.telemetry_topic, json.dumps(
             {"ts": T0, "metrics": {f"m{i}": 1.0 for i in range(400)}}).encode())
-        assert _wait(lambda: len(d.deadletters) >= 5), d.deadletters
+        assert wait_until(lambda: len(d.deadletters) >= 5), d.deadletters
         reasons = sorted(p["reason"] for p in d.deadletters)
         assert reasons == ["bad_json", "bad_type", "future_ts", "not_finite", "too_large"]
         bad_type = next(p for p in d.deadletters if p["reason"] == "bad_type")
         assert (bad_type["field"], bad_type["value"], bad_type["index"]) == ("metrics.a", "hot", 1)
         assert set(bad_type) >= {"reason", "detail", "field", "value", "index"}
-        assert _wait(lambda: d.acked >= 4)
+        assert wait_until(lambda: d.acked >= 4)
     finally:
         d.stop()
     after = _metrics(gw)
@@ -176,7 +168,7 @@ def test_a_device_deleted_while_connected_stores_nothing_more(env) -> None:
         sec.delete_device("doomed")
         sec.close()
         d.send(T0 + 1, {"a": 2.0})
-        assert _wait(lambda: any(p.get("reason") == "unknown_device" for p in d.deadletters))
+        assert wait_until(lambda: any(p.get("reason") == "unknown_device" for p in d.deadletters))
         q = httpx.get(f"http://127.0.0.1:{gw.http_port}/metrics", timeout=10).text
         assert _counter(q, "edgewise_readings_rejected_total", reason="unknown_device") >= 1
     finally:
@@ -207,7 +199,7 @@ def test_a_device_is_never_told_another_devices_ack(env) -> None:
     try:
         c.connect("127.0.0.1", gw.mqtt_port)
         c.loop_start()
-        assert _wait(lambda: len(got) >= 1)
+        assert wait_until(lambda: len(got) >= 1)
         time.sleep(1.0)
     finally:
         c.loop_stop()
@@ -238,7 +230,7 @@ def test_publishing_as_another_device_is_deadlettered(env) -> None:
         d.publish_raw("edgewise/good/telemetry",
                       json.dumps({"ts": T0 + 999, "metrics": {"flow": -1.0}}).encode())
         d.publish_raw("edgewise/other/ack", b'{"seq": 999}')
-        assert _wait(lambda: len(d.deadletters) >= 2)
+        assert wait_until(lambda: len(d.deadletters) >= 2)
         assert {p["reason"] for p in d.deadletters} == {"topic_not_allowed"}
         assert {p["value"] for p in d.deadletters} == {"edgewise/good/telemetry",
                                                        "edgewise/other/ack"}
@@ -265,7 +257,7 @@ def test_rate_limit_deadletters_with_reason_and_device_catches_up(env) -> None:
     try:
         for i in range(60):  # 120 readings at once: over the burst of 100
             d.send(T0 + i, {"a": float(i), "b": 1.0})
-        assert _wait(lambda: any(p["reason"] == "rate_limited" for p in d.deadletters))
+        assert wait_until(lambda: any(p["reason"] == "rate_limited" for p in d.deadletters))
         p = next(p for p in d.deadletters if p["reason"] == "rate_limited")
         assert p["retry_after_s"] > 0
         assert d.wait_acked(30)  # refused messages are resent later and stored
@@ -281,8 +273,8 @@ def test_seq_gap_is_reported_as_metric_and_alert(env) -> None:
     try:
         for seq in (1, 2, 3, 7, 8):
             d.send(T0 + seq, {"a": 1.0}, seq=seq)
-        assert _wait(lambda: d.acked == 3)
-        assert _wait(lambda: _counter(_metrics(gw), "edgewise_seq_gaps_total") >= 1, 15)
+        assert wait_until(lambda: d.acked == 3)
+        assert wait_until(lambda: _counter(_metrics(gw), "edgewise_seq_gaps_total") >= 1, 15)
     finally:
         d.stop()
     sec = Security(gw.data_dir)
@@ -367,16 +359,16 @@ def test_external_mosquitto_persistent_session_survives_kill_9(gateway_factory, 
     try:
         for i in range(50):
             d.send(T0 + i, {"a": float(i)})
-        assert _wait(lambda: d.acked == 50, 15)
+        assert wait_until(lambda: d.acked == 50, 15)
         gw.kill()  # the broker keeps the gateway's session and queues for it
         for i in range(50, 200):
             d.send(T0 + i, {"a": float(i)})
         time.sleep(0.5)
         gw.start()
-        assert _wait(lambda: d.acked == 200, 30), d.acked  # delivered from the session
+        assert wait_until(lambda: d.acked == 200, 30), d.acked  # delivered from the session
         assert d.resends == 0
         d.publish_raw(d.telemetry_topic, b"oops")
-        assert _wait(lambda: any(p["reason"] == "bad_json" for p in d.deadletters))
+        assert wait_until(lambda: any(p["reason"] == "bad_json" for p in d.deadletters))
     finally:
         d.stop()
     assert gw.stop() == 0
@@ -404,7 +396,7 @@ def test_internal_subscriber_consumer_mode(gateway_factory, monkeypatch) -> None
             d.send(T0 + i, {"a": float(i)})
         assert d.wait_acked(15) and d.acked == 30
         d.publish_raw(d.telemetry_topic, b"{bad")
-        assert _wait(lambda: any(p["reason"] == "bad_json" for p in d.deadletters))
+        assert wait_until(lambda: any(p["reason"] == "bad_json" for p in d.deadletters))
         assert not _connect(gw, "__gateway__", "guess")  # the internal user needs its secret
         spy.client.subscribe("edgewise/sub-1/telemetry", qos=1)  # refused by the ACL
         got: list[bytes] = []

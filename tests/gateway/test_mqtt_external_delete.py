@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from edgewise.security.credentials import Security
 from edgewise.sim.device import MqttDevice
+from tests.conftest import wait_until
 
 T0 = time.time() - 3600
 
@@ -38,15 +39,6 @@ def _retained(port: int, topic: str, wait_s: float = 1.0) -> list[bytes]:
     return got
 
 
-def _wait(cond, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_deleting_a_device_clears_its_retained_ack_on_mosquitto(gateway_factory,
                                                                 mosquitto_port) -> None:
     """Check DELETE /v1/devices/{id} on a gateway run against Mosquitto clears the device's
@@ -66,7 +58,7 @@ def test_deleting_a_device_clears_its_retained_ack_on_mosquitto(gateway_factory,
         try:
             for i in range(5):
                 d.send(T0 + i, {"a": float(i)})
-            assert _wait(lambda: d.acked == 5), d.acked
+            assert wait_until(lambda: d.acked == 5, 15.0), d.acked
         finally:
             d.stop()
         assert [json.loads(p) for p in _retained(mosquitto_port, ack_topic)] == [{"seq": 5}]
@@ -84,7 +76,7 @@ def test_deleting_a_device_clears_its_retained_ack_on_mosquitto(gateway_factory,
         try:
             assert again.next_seq == 1 and again.acked == 0  # it was resumed at 6, "acked" 5
             again.send(T0 + 100, {"a": 1.0})
-            assert _wait(lambda: again.acked == 1), again.acked
+            assert wait_until(lambda: again.acked == 1, 15.0), again.acked
         finally:
             again.stop()
     finally:
