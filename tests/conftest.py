@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +44,17 @@ def wait_until(cond: Callable[[], object], timeout: float = 10.0, step: float = 
             return True
         time.sleep(step)
     return False
+
+
+def score_one_by_one(det: object, values: object, name: str = "v") -> np.ndarray:
+    """Score, then learn, each value in turn (``{name: value}``; a dict is the reading
+    itself): the loop a detector's ``score_many`` must equal."""
+    out = []
+    for v in values:  # type: ignore[attr-defined]
+        x = v if isinstance(v, dict) else {name: v}
+        out.append(det.score_one(x))  # type: ignore[attr-defined]
+        det.learn_one(x)  # type: ignore[attr-defined]
+    return np.array(out)
 
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -15,6 +15,7 @@ import pytest
 
 from edgewise.detect import ContextART, ContextLikelihood
 from edgewise.errors import InvalidParameterError
+from tests.conftest import score_one_by_one
 
 DAY = 1440  # readings a day at one a minute
 
@@ -36,12 +37,6 @@ def _alarms(det, x) -> np.ndarray:
     return np.flatnonzero(det.score_many(x) >= 0.9)
 
 
-def _loop(det, x) -> np.ndarray:
-    out = []
-    for v in x:
-        out.append(det.score_one({"kwh": v}))
-        det.learn_one({"kwh": v})
-    return np.array(out)
 
 
 def test_an_energy_meter_raises_few_alarms_and_its_fault_is_found():
@@ -141,7 +136,7 @@ def test_score_many_matches_the_loop_through_every_counter_event(cls):
     x[2500:] -= 0.5                      # wound back once
     x[3500:] = x[3500] - np.arange(len(x) - 3500) * 0.001  # then falls: not a counter
     a, b = cls(), cls()
-    np.testing.assert_array_equal(a.score_many(x), _loop(b, x))
+    np.testing.assert_array_equal(a.score_many(x), score_one_by_one(b, x, "kwh"))
     np.testing.assert_array_equal(a.state_, b.state_)
     np.testing.assert_array_equal(a.counter_, b.counter_)
     assert a.counter_[0] == 1.0

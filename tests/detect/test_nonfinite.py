@@ -10,15 +10,7 @@ import numpy as np
 from edgewise.detect import default_detector
 from edgewise.detect.mahalanobis import Mahalanobis
 from edgewise.detect.zscore import EWZScore
-
-
-def _loop(det, xs):
-    out = []
-    for v in xs:
-        x = v if isinstance(v, dict) else {"v": v}
-        out.append(det.score_one(x))
-        det.learn_one(x)
-    return np.array(out)
+from tests.conftest import score_one_by_one
 
 
 def _ewz_old(xs, alpha=0.02, z0=3.0, warmup=30):
@@ -47,7 +39,7 @@ def test_ewzscore_ordinary_readings_score_exactly_as_before():
     x = np.r_[np.sin(np.arange(3000) / 30) * 1e6 + rng.standard_normal(3000), 5e7, 1.0]
     ref = _ewz_old(x)
     assert np.array_equal(EWZScore().score_many(x), ref)
-    assert np.array_equal(_loop(EWZScore(), x), ref)
+    assert np.array_equal(score_one_by_one(EWZScore(), x), ref)
 
 
 def test_ewzscore_extreme_readings_give_valid_scores_on_both_paths():
@@ -58,7 +50,7 @@ def test_ewzscore_extreme_readings_give_valid_scores_on_both_paths():
               -3e38, 1e30, rng.standard_normal(100)]
     det = EWZScore()
     many = det.score_many(x)
-    one = _loop(EWZScore(), x)
+    one = score_one_by_one(EWZScore(), x)
     assert np.array_equal(many, one)
     assert ((many >= 0) & (many <= 1)).all() and math.isfinite(det.var_)
     assert many[400] == many[401] == many[402] == 1.0  # far out: alarms, not learned
@@ -72,11 +64,11 @@ def test_mahalanobis_sentinel_reading_is_not_learned():
     a = rng.standard_normal(400)
     rows = [{"a": u, "b": 2 * u + 0.1 * rng.standard_normal()} for u in a]
     det = Mahalanobis()
-    _loop(det, rows[:300])
+    score_one_by_one(det, rows[:300])
     mean, cov, n = det.mean_.copy(), det.cov_.copy(), det.n_
-    assert _loop(det, [{"a": 1e308, "b": 0.0}])[0] == 1.0
+    assert score_one_by_one(det, [{"a": 1e308, "b": 0.0}])[0] == 1.0
     assert det.n_ == n and np.array_equal(det.mean_, mean) and np.array_equal(det.cov_, cov)
-    assert (_loop(det, rows[300:]) >= 0.9).sum() < 3
+    assert (score_one_by_one(det, rows[300:]) >= 0.9).sum() < 3
 
 
 def test_default_detector_counter_increment_overflow_is_the_same_on_both_paths():
@@ -87,4 +79,4 @@ def test_default_detector_counter_increment_overflow_is_the_same_on_both_paths()
     det = default_detector()
     many = det.score_many(x)
     assert det.is_counter
-    assert np.array_equal(_loop(default_detector(), x), many)
+    assert np.array_equal(score_one_by_one(default_detector(), x), many)

@@ -12,6 +12,7 @@ from edgewise.config import Settings
 from edgewise.detect import ContextLikelihood, StateAware, TwoState
 from edgewise.gateway.pipeline import Pipeline
 from edgewise.store import open_store
+from tests.conftest import score_one_by_one
 
 THR = 0.9
 
@@ -77,11 +78,7 @@ def test_level_streams_score_exactly_as_the_level_detector(shared_data) -> None:
     ref = ContextLikelihood().score_many(x)
     np.testing.assert_array_equal(StateAware().score_many(x), ref)
     det = StateAware()
-    loop = []
-    for v in x[:1500]:
-        loop.append(det.score_one({"v": v}))
-        det.learn_one({"v": v})
-    np.testing.assert_array_equal(loop, ref[:1500])
+    np.testing.assert_array_equal(score_one_by_one(det, x[:1500]), ref[:1500])
     assert det.two_ is None
 
 

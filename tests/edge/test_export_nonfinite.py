@@ -20,6 +20,7 @@ from edgewise.edge import compress, export
 from edgewise.edge.export_c import CFLAGS, export_trees
 from edgewise.edge.export_compact import compact_reference, export_trees_compact
 from edgewise.edge.export_detectors import export_context_likelihood_c, export_mahalanobis_c
+from tests.conftest import score_one_by_one
 
 SCORE_TOL = 1e-9      # double C against double Python, scores in [0, 1]
 DETECTOR_TOL = 1e-3   # float32 C (EWZScore) against Python
@@ -74,10 +75,7 @@ def test_default_detector_counter_increment_beyond_a_double_is_a_gap_everywhere(
     x[700] = 1.7e308
     many = default_detector().score_many(x)
     det = default_detector()
-    one = []
-    for v in x:
-        one.append(det.score_one({"v": v}))
-        det.learn_one({"v": v})
+    one = score_one_by_one(det, x)
     assert det.is_counter
     c = export(default_detector(), format="c", name="clik_cinf").score_many(x)
     assert np.abs(np.array(one) - many).max() < SCORE_TOL
@@ -149,11 +147,7 @@ def test_ewzscore_extreme_warmup_scores_stay_valid_and_match_c():
     scores in [0, 1], not NaN, on both of its paths, and the C's."""
     x = np.r_[np.full(100, 1e308), np.full(100, -1e308), _wave(500), 50.0, _wave(100)]
     py = EWZScore().score_many(x)
-    det = EWZScore()
-    one = []
-    for v in x:
-        one.append(det.score_one({"v": v}))
-        det.learn_one({"v": v})
+    one = score_one_by_one(EWZScore(), x)
     assert np.isfinite(py).all() and (py >= 0).all() and (py <= 1).all()
     assert np.array_equal(np.array(one), py) and py[700] > 0.9
     c = export(EWZScore(), format="c", name="ewz_big").score_many(x)
