@@ -20,6 +20,7 @@ import numpy as np
 from scipy.special import betainc, stdtr
 
 from edgewise.detect.base import Detector, first_finite, reading, readings
+from edgewise.detect.zscore import _update_py
 from edgewise.params import Interval, validate_params
 
 __all__ = ["StateAware", "TwoState"]
@@ -195,11 +196,9 @@ class TwoState(Detector):
         self.rate_ += a * (entered - self.rate_)
 
     def _finish_run(self, idx: int, length: int) -> None:
-        self.n_runs_[idx] += 1
-        a = max(self.alpha, 1.0 / self.n_runs_[idx])
-        d = math.log(length) - self.mu_[idx]
-        self.mu_[idx] += a * d
-        self.var_[idx] = (1 - a) * (self.var_[idx] + a * d * d)
+        # EWZScore's running mean and variance step, on the log run length
+        self.n_runs_[idx], self.mu_[idx], self.var_[idx] = _update_py(
+            self.n_runs_[idx], self.mu_[idx], self.var_[idx], math.log(length), self.alpha)
 
     @classmethod
     def _unit_test_params(cls) -> list[dict[str, Any]]:
@@ -255,18 +254,17 @@ class StateAware(Detector):
         return self.two_ is not None and self.two_.flipping
 
     def score_one(self, x: Mapping[str, float]) -> float:
-        s = self.base_.score_one(x)
         two = self.two_
-        if two is None:
-            return s
-        v = first_finite(x)
-        if v is None:
-            return two.score_one(x) if two.flipping else s
-        if two._index(v) == 2:
-            return s  # a third value: the stream is the level detector's from now on
-        if two.flipping or {*two.states_, v} == {0.0, 1.0}:  # a boolean's first switch too
-            return two.score_one(x)
-        return s
+        if two is not None:
+            v = first_finite(x)
+            if v is None:
+                if two.flipping:
+                    return 0.0  # a missing reading of a two-state stream
+            # a third value is the level detector's (from now on); a boolean's first switch
+            # is already two-state
+            elif two._index(v) != 2 and (two.flipping or {*two.states_, v} == {0.0, 1.0}):
+                return two.score_one(x)
+        return self.base_.score_one(x)
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         self.base_.learn_one(x)
