@@ -109,12 +109,8 @@ class NabScoring:
         if not any(self.windows.values()):  # NAB normalises by the windows: none, no score
             return {name: float("nan") for name in self.profiles}
         scores = {name: np.zeros(len(ts)) for name, ts in self.timestamps.items()}
-        if y is None:  # uncut runs
-            on = np.asarray(pred, bool)
-            starts = [k for k in range(len(ws)) if on[k] and not (
-                k > 0 and on[k - 1] and ws.device[k - 1] == ws.device[k])]
-        else:
-            starts = [a for a, _, _ in alarm_pieces(pred, y, ws.device)]
+        cut = np.zeros(len(pred), bool) if y is None else y  # no labels: uncut runs
+        starts = [a for a, _, _ in alarm_pieces(pred, cut, ws.device)]
         for k in starts:
             dev = str(ws.device[k])
             if dev in scores:

@@ -340,8 +340,7 @@ def server(
                    f"accounted for the mean only). Got --strategy {strategy}.")
     if dp_noise > 0 and not 0 < dp_clip < float("inf"):
         raise fail(f"--dp-clip must be a finite number > 0 with --dp-noise. Got {dp_clip}.")
-    if rounds < 1:
-        raise fail(f"--rounds must be >= 1. Got {rounds}.")
+    _check_at_least("--rounds", rounds, 1)
     if not 1 <= port <= 65535:
         raise fail(f"--port must be between 1 and 65535. Got {port}.")
     if not 0 < round_timeout < float("inf"):
@@ -392,8 +391,7 @@ def client(
     from edgewise.federated.ledger import PrivacyBudgetError, PrivacyLedger
 
     _check_epsilon(max_epsilon, "--max-epsilon")
-    if num_partitions < 1:
-        raise fail(f"--num-partitions must be >= 1. Got {num_partitions}.")
+    _check_at_least("--num-partitions", num_partitions, 1)
     if not 0 <= partition_id < num_partitions:
         raise fail(f"--partition-id must be between 0 and --num-partitions - 1 = "
                    f"{num_partitions - 1}. Got {partition_id}.")

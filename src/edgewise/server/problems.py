@@ -115,8 +115,8 @@ class Problem(Exception):
 
     def response(self) -> JSONResponse:
         """The response carrying this problem."""
-        return JSONResponse(
-            _safe(self.body()), status_code=self.status, headers=self.headers,
+        return JSONResponse(  # every field was made safe to encode when it was set
+            self.body(), status_code=self.status, headers=self.headers,
             media_type=PROBLEM_JSON,
         )
 

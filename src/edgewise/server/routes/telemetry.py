@@ -15,7 +15,13 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import AuthError
-from edgewise.server.deps import PipelineDep, SecurityDep, SettingsDep, bearer_secret
+from edgewise.server.deps import (
+    PipelineDep,
+    SecurityDep,
+    SettingsDep,
+    bearer_secret,
+    wrong_device_credentials,
+)
 from edgewise.server.problems import Problem, payload_problem
 from edgewise.telemetry import GZIP_MAGIC
 
@@ -129,12 +135,7 @@ async def _ingest(
             count("edgewise_auth_failures_total", reason="throttled")
             raise  # ThrottledError: 429 with Retry-After from the handler
         count("edgewise_auth_failures_total", reason="bad_secret")
-        raise Problem(
-            401, "Authentication required",
-            f"Device {device_id!r} is unknown or the secret is wrong.",
-            field="Authorization", allowed="'Bearer <device secret>' with 'X-Device-Id'",
-            reason="bad_credentials", headers={"WWW-Authenticate": "Bearer"},
-        ) from None
+        raise wrong_device_credentials(device_id) from None
     try:
         body = await read_limited_body(request, settings.max_payload_bytes)
         check_encoding(body, request.headers.get("content-encoding"))
