@@ -89,7 +89,7 @@ def _check_dp_sgd_budget(epsilon: float, *, rounds: int, dataset: str, clients: 
     """
     if epsilon <= 0:
         return
-    from edgewise.federated.client_app import record_counts
+    from edgewise.federated.data import record_counts
     from edgewise.federated.deploy import RUN_DEFAULTS
     from edgewise.federated.privacy import (
         MAX_DP_SGD_NOISE,

@@ -43,15 +43,14 @@ from edgewise.errors import InvalidParameterError
 from edgewise.federated.data import (
     ConditionNormaliser,
     condition_of,
-    pump_fleet,
+    run_pump_fleet,
     window_features,
 )
 from edgewise.federated.ledger import DEVICE_DELTA, LedgerEntry, PrivacyBudgetError, PrivacyLedger
 from edgewise.federated.model import RUL_SCALE, build_model, train_local
 from edgewise.federated.privacy import Mechanism
 
-__all__ = ["ATTACKS", "DeviceData", "app", "device_data", "dp_sgd_budget", "poison",
-           "record_counts"]
+__all__ = ["ATTACKS", "DeviceData", "app", "device_data", "dp_sgd_budget", "poison"]
 
 ATTACKS = ("", "signflip", "nan", "inf", "shape", "scale100", "weight")
 #: Config record of Flower's legacy fit messages, the format SecAgg+ rounds use.
@@ -105,7 +104,7 @@ def device_data(dataset: str, data_dir: str, partition_id: int, num_partitions: 
     when ``num_partitions`` is 260). Pump: the ``partition_id``-th pump of a simulated fleet.
     """
     if dataset == "pump":
-        dev = pump_fleet(num_partitions, n_samples=1000, seed=seed)[partition_id]
+        dev = run_pump_fleet(num_partitions, seed)[partition_id]
         n = len(dev.X_train)
         zeros = np.zeros(n, dtype=np.int64)
         return DeviceData("ae", [(dev.X_train.astype(np.float64), zeros, np.arange(n))], [],
@@ -224,21 +223,6 @@ def _calibrated_noise(target: float, batch: int, n_records: int, epochs: int,
     from edgewise.federated.privacy import dp_sgd_noise_for_epsilon
 
     return dp_sgd_noise_for_epsilon(target, batch, n_records, epochs, delta, prior=prior)
-
-
-def record_counts(dataset: str, num_partitions: int, seed: int = 0) -> list[int] | None:
-    """How many training records each device of a run holds, where the server can know it
-    without the devices' data: the simulated pump fleet (``None`` for C-MAPSS, whose engines
-    are on the devices).
-
-    >>> record_counts("pump", 3)
-    [600, 600, 600]
-    >>> record_counts("cmapss", 3) is None
-    True
-    """
-    if dataset != "pump":
-        return None
-    return [len(d.X_train) for d in pump_fleet(num_partitions, n_samples=1000, seed=seed)]
 
 
 def _ledger(context: Context) -> PrivacyLedger:

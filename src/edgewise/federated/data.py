@@ -41,6 +41,8 @@ __all__ = [
     "PumpDevice",
     "load_cmapss",
     "pump_fleet",
+    "record_counts",
+    "run_pump_fleet",
     "window_features",
 ]
 
@@ -333,3 +335,24 @@ def pump_fleet(
             PumpDevice(f"pump-{d}", X[:n_train], X[n_train:], y[n_train:])
         )
     return fleet
+
+
+def run_pump_fleet(num_partitions: int, seed: int = 0) -> list[PumpDevice]:
+    """The simulated pump fleet a federated run's devices hold (1000 samples each)."""
+    return pump_fleet(num_partitions, n_samples=1000, seed=seed)
+
+
+def record_counts(dataset: str, num_partitions: int, seed: int = 0) -> list[int] | None:
+    """How many training records each device of a run holds, where the server can know it
+    without the devices' data: the simulated pump fleet (``None`` for C-MAPSS, whose engines
+    are on the devices). Here, not in the client app, so the CLI's budget check before a
+    run starts does not import torch.
+
+    >>> record_counts("pump", 3)
+    [600, 600, 600]
+    >>> record_counts("cmapss", 3) is None
+    True
+    """
+    if dataset != "pump":
+        return None
+    return [len(d.X_train) for d in run_pump_fleet(num_partitions, seed)]
