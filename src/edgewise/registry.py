@@ -630,8 +630,11 @@ class Registry:
         enrolled before the first rollout; check :attr:`key_state` first to only read.
         """
         with self._lock:
-            if self.key_state != "lost":
+            try:  # one look at the key files: signing_key() reads key_state itself
                 return self.signing_key().public_key_bytes
+            except SignatureError as exc:
+                if exc.reason != "key_lost":
+                    raise
             raw = self._public_file_bytes()
             if raw is None:
                 raise self._lost_key_error()
