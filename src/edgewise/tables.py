@@ -196,19 +196,12 @@ def check_csv_file(path: str | Path, name: str = "File") -> Path:
         raise QualityError(f"{where} does not exist.")
     if not p.is_file():
         raise QualityError(f"{where} is not a regular file, expected a CSV file.")
-    try:
-        with open(p, "rb") as f:
-            head = f.read(_SNIFF_BYTES)
-        if p.suffix == ".gz":
-            if not head.startswith(b"\x1f\x8b"):
-                raise QualityError(f"{where} is not gzip data, as its .gz suffix says; "
-                                   "expected gzipped CSV text.")
-            with gzip.open(p, "rb") as g:
-                head = g.read(_SNIFF_BYTES)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise QualityError(f"{where} is a damaged gzip file ({exc}).") from None
-    except OSError as exc:
-        raise QualityError(f"{where} cannot be read ({exc.strerror or exc}).") from None
+    head = _read_bytes(p, where, gz=False, limit=_SNIFF_BYTES)
+    if p.suffix == ".gz":
+        if not head.startswith(b"\x1f\x8b"):
+            raise QualityError(f"{where} is not gzip data, as its .gz suffix says; "
+                               "expected gzipped CSV text.")
+        head = _read_bytes(p, where, gz=True, limit=_SNIFF_BYTES)
     why = _not_text(head, truncated=len(head) == _SNIFF_BYTES)
     if why:
         raise QualityError(f"{where} is not text (UTF-8/CP1252) CSV: {why}.")
@@ -258,24 +251,28 @@ def read_text(path: str | Path, name: str = "File") -> str:
     'pump-1,Lager 80°C'
     """
     p = check_csv_file(path, name)
+    data = _read_bytes(p, f"{name} {str(p)!r}", gz=p.suffix == ".gz")
+    for encoding in _ENCODINGS[:-1]:  # latin-1, the last, decodes anything: not a test
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            err = exc
+    raise QualityError(
+        f"{name} {str(p)!r} is not text (UTF-8/CP1252) CSV: byte 0x{data[err.start]:02x} at "
+        f"offset {err.start} decodes in neither (binary data)."
+    ) from None
+
+
+def _read_bytes(p: Path, where: str, *, gz: bool, limit: int = -1) -> bytes:
+    """The first ``limit`` bytes of ``p`` (all with -1), gunzipped when ``gz``; a damaged gzip
+    file or an OS error is a :class:`~edgewise.errors.QualityError` naming ``where``."""
     try:
-        with (gzip.open if p.suffix == ".gz" else open)(p, "rb") as f:
-            data = f.read()
+        with (gzip.open if gz else open)(p, "rb") as f:
+            return f.read(limit)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise QualityError(f"{name} {str(p)!r} is a damaged gzip file ({exc}).") from None
+        raise QualityError(f"{where} is a damaged gzip file ({exc}).") from None
     except OSError as exc:
-        raise QualityError(f"{name} {str(p)!r} cannot be read ({exc.strerror or exc}).") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("cp1252")
-    except UnicodeDecodeError as exc:
-        raise QualityError(
-            f"{name} {str(p)!r} is not text (UTF-8/CP1252) CSV: byte 0x{data[exc.start]:02x} at "
-            f"offset {exc.start} decodes in neither (binary data)."
-        ) from None
+        raise QualityError(f"{where} cannot be read ({exc.strerror or exc}).") from None
 
 
 def read_table(path: str | Path, name: str = "File") -> pd.DataFrame:
