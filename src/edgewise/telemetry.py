@@ -425,17 +425,19 @@ def decode(
     return out
 
 
-def _undecodable(exc: Exception, device_id: str, index: int | None) -> PayloadError:
-    """The rejection of a record whose decoding failed unexpectedly (a gateway bug): the
-    record is left out, and its seq, if already read, still counts towards the ack.
+def _undecodable(exc: Exception, device_id: str, index: int | None,
+                 what: str = "record", field: str = "record") -> PayloadError:
+    """The rejection of a ``what`` (a record; the pipeline: a whole message) whose decoding
+    failed unexpectedly (a gateway bug): it is left out, and its seq, if already read,
+    still counts towards the ack.
 
     >>> _undecodable(OverflowError("too big"), "p", 0).reason
     'undecodable'
     """
     return PayloadError(
-        device_id=device_id, field="record", value=None,
-        allowed=f"a record the gateway can decode (decoding failed with "
-        f"{type(exc).__name__}: {str(exc)[:120]}; the record was left out)",
+        device_id=device_id, field=field, value=None,
+        allowed=f"a {what} the gateway can decode (decoding failed with "
+        f"{type(exc).__name__}: {str(exc)[:120]}; the {what} was left out)",
         reason="undecodable", index=index,
     )
 

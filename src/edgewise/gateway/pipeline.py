@@ -52,7 +52,7 @@ from edgewise.gateway.metrics import Metrics
 from edgewise.quality.stream import StreamCleaner
 from edgewise.security.ratelimit import RateLimiter
 from edgewise.store.base import Alert, Store
-from edgewise.telemetry import Decoded, Reading, decode
+from edgewise.telemetry import _MAX_SEQ, Decoded, Reading, _undecodable, decode
 
 __all__ = ["IngestResult", "Pipeline", "default_detector_factory",
            "default_multivariate_factory"]
@@ -235,7 +235,8 @@ class Pipeline:
                 log.exception("decoding a message from %r failed", device_id)
                 # handled (rejected with a reason), so its seq counts towards the ack as
                 # any rejected message's does, and the device does not resend it for ever
-                dec = Decoded(rejected=[_undecodable(device_id, exc)], seqs=_seqs_of(payload))
+                dec = Decoded(rejected=[_undecodable(exc, device_id, None, "payload", "payload")],
+                              seqs=_seqs_of(payload))
             for rej in dec.rejected:
                 m.inc("edgewise_readings_rejected_total", reason=rej.reason)
             if dec.readings:
@@ -667,16 +668,6 @@ def _uncovered(gap: tuple[int, int], spans: list[tuple[int, int]]) -> list[tuple
     return parts
 
 
-def _undecodable(device_id: str, exc: Exception) -> PayloadError:
-    """The rejection of a message whose decoding raised unexpectedly (a gateway bug)."""
-    return PayloadError(
-        device_id=device_id, field="payload", value=None,
-        allowed=f"a payload the gateway can decode (decoding failed with "
-        f"{type(exc).__name__}: {str(exc)[:120]}; the message was left out)",
-        reason="undecodable",
-    )
-
-
 def _seqs_of(payload: bytes) -> list[int]:
     """The valid seqs of a plain JSON payload's records, best effort (``[]`` when none).
 
@@ -687,7 +678,7 @@ def _seqs_of(payload: bytes) -> list[int]:
         doc = json.loads(payload)
         records = doc if isinstance(doc, list) else [doc]
         return [r["seq"] for r in records if isinstance(r, dict)
-                and type(r.get("seq")) is int and 0 <= r["seq"] < 2**62]
+                and type(r.get("seq")) is int and 0 <= r["seq"] < _MAX_SEQ]
     except Exception:
         return []
 
