@@ -31,6 +31,15 @@ __all__ = ["QuantizedTrees", "TreeTable", "prune_trees", "quantize_trees", "tree
 ZERO = float(np.float32(1e-35))
 
 
+def _missing(x: np.ndarray, zero_missing: np.ndarray | None) -> np.ndarray:
+    """Where ``x`` (rows x features, already in the precision compared) is missing: NaN, or
+    within ``ZERO`` of 0 on a ``zero_missing`` feature (LightGBM's zero-as-missing)."""
+    miss = np.isnan(x)
+    if zero_missing is not None:
+        miss |= zero_missing[None, :] & (np.abs(x) <= ZERO)
+    return miss
+
+
 @dataclass(frozen=True)
 class TreeTable:
     """An additive tree ensemble: ``prediction = base + sum of one leaf per tree``.
@@ -56,11 +65,7 @@ class TreeTable:
 
     def missing(self, X: np.ndarray) -> np.ndarray:
         """Where ``X`` (rows x features) is missing: NaN, or zero on a ``zero_missing`` feature."""
-        X = np.asarray(X, dtype=np.float64)
-        miss = np.isnan(X)
-        if self.zero_missing is not None:
-            miss |= self.zero_missing[None, :] & (np.abs(X) <= ZERO)
-        return miss
+        return _missing(np.asarray(X, dtype=np.float64), self.zero_missing)
 
     @property
     def n_trees(self) -> int:
@@ -326,10 +331,7 @@ class QuantizedTrees:
         """Where the (float32) inputs are missing, as the C tells it."""
         with np.errstate(over="ignore"):
             x = np.asarray(X, np.float32)
-        miss = np.isnan(x)
-        if self.zero_missing is not None:
-            miss |= self.zero_missing[None, :] & (np.abs(x) <= np.float32(ZERO))
-        return miss
+        return _missing(x, self.zero_missing)  # ZERO is exact in float32
 
     def quantize_inputs(self, X: np.ndarray) -> np.ndarray:
         """Map raw features to their uint8 codes (a NaN to 0 here: see :meth:`missing`)."""
