@@ -46,6 +46,7 @@ import base64
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -571,6 +572,17 @@ class Registry:
             f"on purpose and give every agent the new {PUBLIC_KEY_FILE} (--trust-key).",
             "key_lost",
         )
+
+    def ensure_key(self) -> str:
+        """At a gateway's start: make the signing key if this registry never had one (agents
+        are enrolled before the first rollout), or log that an issued key is lost (its
+        releases are still served; signing is refused). Returns :attr:`key_state`."""
+        try:
+            self.signing_key()
+        except SignatureError as exc:
+            logging.getLogger(__name__).warning(
+                "registry: %s Existing releases are still served.", exc)
+        return self.key_state
 
     def signing_key(self) -> SigningKey:
         """The private signing key; made (mode 0600) if this registry never had one.

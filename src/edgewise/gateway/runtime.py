@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from edgewise.config import Settings
-from edgewise.errors import ConfigError, PayloadError, RateLimitError, SignatureError
+from edgewise.errors import ConfigError, PayloadError, RateLimitError
 from edgewise.gateway.pipeline import IngestResult, Pipeline
 from edgewise.registry import Registry
 from edgewise.security.credentials import Security
@@ -78,10 +78,7 @@ class Gateway:
         # the model registry and its Ed25519 signing key: made at the first start (mode 0600), so
         # agents can be enrolled before any rollout; never remade once issued and lost
         self.registry = Registry(settings.data_dir)
-        try:
-            self.registry.signing_key()
-        except SignatureError as exc:
-            log.warning("registry: %s Existing releases are still served.", exc)
+        self.registry.ensure_key()
         self.transport: Transport | None = None
         self.http_server: Any = None
         self._http_task: asyncio.Task[Any] | None = None

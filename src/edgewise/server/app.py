@@ -13,7 +13,6 @@ TLS is uvicorn's: pass :func:`uvicorn_ssl_kwargs` to ``uvicorn.run``/``uvicorn.C
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
@@ -28,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from edgewise.config import Settings
-from edgewise.errors import ConfigError, SignatureError
+from edgewise.errors import ConfigError
 from edgewise.gateway.pipeline import Pipeline
 from edgewise.registry import Registry
 from edgewise.security.credentials import Security
@@ -150,10 +149,7 @@ def create_app(
         app.include_router(module.router)
     if registry is None:  # the gateway's first start makes the signing key (never remade)
         registry = Registry(settings.data_dir)
-        try:
-            registry.signing_key()
-        except SignatureError as exc:
-            logging.getLogger(__name__).warning("registry: %s", exc)
+        registry.ensure_key()
     app.state.registry = registry
     app.include_router(models.make_router(registry, security), tags=["registry"])
     # added before the security headers below, so it runs inside them: its refusals get them
