@@ -161,13 +161,21 @@ class _Stopper:
             raise SystemExit(128 + signum)
 
 
+def _proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first, the start
+    time at 19), or ``None`` when the process is gone or this is not Linux."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _descendants() -> dict[int, str]:
     """This process's descendants now, as pid -> start time (Linux ``/proc``; else none)."""
     parent: dict[int, tuple[int, str]] = {}
     for d in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        fields = _proc_stat(d.name)
+        if fields is None:
             continue
         parent[int(d.name)] = (int(fields[1]), fields[19])
     found: dict[int, str] = {}
@@ -187,9 +195,8 @@ def _end_leftovers(procs: dict[int, str], grace_s: float = 5.0) -> None:
     def alive() -> list[int]:
         out = []
         for pid, start in procs.items():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
+            fields = _proc_stat(pid)
+            if fields is None:
                 continue
             if fields[19] == start and fields[0] != "Z":  # the same process, not yet reaped
                 out.append(pid)
@@ -387,7 +394,8 @@ def client(
     """Run this device as a Flower SuperNode (insecure: loopback or a trusted network)."""
     import os
 
-    from edgewise.federated.deploy import _env, free_port, supernode_command
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.deploy import _env, check_ledger_path, free_port, supernode_command
     from edgewise.federated.ledger import PrivacyBudgetError, PrivacyLedger
 
     _check_epsilon(max_epsilon, "--max-epsilon")
@@ -399,9 +407,10 @@ def client(
         raise fail(f"--port must be between 0 (a free one) and 65535. Got {port}.")
     ledger = (privacy_ledger or data_dir / "federated" /
               f"privacy-ledger-{partition_id}-of-{num_partitions}.json").expanduser().resolve()
-    if any(c in str(ledger) for c in "'\n\r"):
-        raise fail(f"--privacy-ledger must not hold a quote or a line break (Flower's node "
-                   f"config cannot carry it). Got {str(ledger)!r}.")
+    try:
+        check_ledger_path(ledger, "--privacy-ledger")
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
     try:  # readable (a corrupt ledger would refuse every round) and writable, up front
         ledger.parent.mkdir(parents=True, exist_ok=True)
         PrivacyLedger(ledger).entries()

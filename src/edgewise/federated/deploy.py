@@ -93,6 +93,15 @@ def _env(flwr_home: Path) -> dict[str, str]:
     return env
 
 
+def check_ledger_path(path: str | Path, name: str) -> None:
+    """Refuse a ledger path Flower's node config cannot carry (a quote or a line break),
+    naming it ``name``."""
+    if any(c in str(path) for c in "'\n\r"):
+        raise InvalidParameterError(
+            f"{name} must not hold a quote or a line break (Flower's node config cannot "
+            f"carry it). Got {str(path)!r}.")
+
+
 def supernode_command(superlink: str, partition_id: int, num_partitions: int,
                       port: int, attack: str = "", max_epsilon: float = 0.0,
                       ledger: str | Path | None = None) -> list[str]:
@@ -109,10 +118,7 @@ def supernode_command(superlink: str, partition_id: int, num_partitions: int,
     if max_epsilon > 0:
         node_config += f" max-dp-epsilon={float(max_epsilon)}"
     if ledger:
-        if any(c in str(ledger) for c in "'\n\r"):
-            raise InvalidParameterError(
-                f"The privacy ledger path must not hold a quote or a line break (Flower's "
-                f"node config cannot carry it). Got {str(ledger)!r}.")
+        check_ledger_path(ledger, "The privacy ledger path")
         node_config += f" privacy-ledger='{ledger}'"
     if attack:
         node_config += f' attack="{attack}"'
