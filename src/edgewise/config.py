@@ -54,6 +54,9 @@ class Settings:
     throttle_after_failures: int = 100
     retention_days: int = 0  # 0 keeps everything
     alert_threshold: float = 0.9
+    # the level detector each metric is scored with (two-state streams stay states):
+    # one of edgewise.detect.LEVEL_DETECTORS
+    detector: str = "context-likelihood"
 
     @property
     def store_url(self) -> str:

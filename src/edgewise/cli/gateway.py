@@ -21,16 +21,23 @@ TlsCert = Annotated[str, typer.Option("--tls-cert", envvar="EDGEWISE_TLS_CERT",
                                       help="PEM certificate: serve HTTPS and MQTT over TLS.")]
 TlsKey = Annotated[str, typer.Option("--tls-key", envvar="EDGEWISE_TLS_KEY",
                                      help="PEM private key for --tls-cert.")]
+Detector = Annotated[str, typer.Option(
+    "--detector", envvar="EDGEWISE_DETECTOR",
+    help="Level detector each metric is scored with: context-likelihood (default; NAB-tuned, "
+         "counters and slow trends handled), ewzscore (fewer false alerts on fast, noisy "
+         "sensors: see `edgewise bench fleet`), context-art or river-hst. Two-state streams "
+         "are scored as states either way.")]
 
 
-def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key):  # type: ignore[no-untyped-def]
+def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, detector):  # type: ignore[no-untyped-def]
     from edgewise.config import Settings
     from edgewise.errors import ConfigError
 
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--tls-cert and --tls-key go together; give both or neither.")
     return Settings.load(data_dir=data_dir, mqtt=mqtt, store=store, host=host, http_port=port,
-                         mqtt_port=mqtt_port, tls_cert=tls_cert, tls_key=tls_key)
+                         mqtt_port=mqtt_port, tls_cert=tls_cert, tls_key=tls_key,
+                         detector=detector)
 
 
 async def _start(gw) -> None:  # type: ignore[no-untyped-def]
@@ -64,13 +71,15 @@ def serve(
     mqtt_port: MqttPort = 1884,
     tls_cert: TlsCert = "",
     tls_key: TlsKey = "",
+    detector: Detector = "context-likelihood",
 ) -> None:
     """Run the gateway: MQTT in, store, detection, alerts, HTTP API and dashboard."""
     import asyncio
 
     from edgewise.gateway.runtime import Gateway
 
-    settings = _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key)
+    settings = _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key,
+                         detector)
 
     async def main() -> None:
         gw = Gateway(settings)
@@ -105,6 +114,7 @@ def demo(
     tls_key: TlsKey = "",
     pumps: Annotated[int, typer.Option("--pumps", help="Simulated pumps (>= 1).")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the fleet.")] = 0,
+    detector: Detector = "context-likelihood",
 ) -> None:
     """Broker, gateway, store, detection, dashboard and a simulated pump fleet, in one process."""
     import asyncio
@@ -118,7 +128,8 @@ def demo(
 
     if pumps < 1:
         raise ConfigError(f"--pumps must be at least 1. Got {pumps} instead.")
-    settings = _settings(data_dir, "embedded", store, host, port, mqtt_port, tls_cert, tls_key)
+    settings = _settings(data_dir, "embedded", store, host, port, mqtt_port, tls_cert, tls_key,
+                         detector)
 
     async def main() -> None:
         gw = Gateway(settings)

@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_MULTIVARIATE",
     "DEFAULT_THRESHOLD",
     "DETECTORS",
+    "LEVEL_DETECTORS",
     "ContextART",
     "ContextLikelihood",
     "Detector",
@@ -87,6 +88,8 @@ DETECTORS: dict[str, type[Detector]] = {
 }
 #: The default for one metric.
 DEFAULT_DETECTOR = "context-likelihood"
+#: One-metric level detectors: what the gateway may score each metric with (``--detector``).
+LEVEL_DETECTORS = ("context-art", "context-likelihood", "ewzscore", "river-hst")
 #: The default for several metrics of one device.
 DEFAULT_MULTIVARIATE = "mahalanobis"
 

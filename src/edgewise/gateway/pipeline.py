@@ -33,6 +33,7 @@ Every decision is counted in ``edgewise_quality_removed_total{reason}`` /
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from pathlib import Path
 from edgewise.alerts import AlertManager
 from edgewise.config import Settings
 from edgewise.detect.base import Detector
-from edgewise.errors import PayloadError, RateLimitError
+from edgewise.errors import ConfigError, PayloadError, RateLimitError
 from edgewise.gateway.metrics import Metrics
 from edgewise.quality.stream import StreamCleaner
 from edgewise.security.ratelimit import RateLimiter
@@ -90,6 +91,29 @@ def default_detector_factory() -> Detector:
     from edgewise.detect import DEFAULT_DETECTOR, StateAware
 
     return StateAware(base=DEFAULT_DETECTOR)
+
+
+def per_metric_factory(detector: str) -> Callable[[], Detector]:
+    """The per-(device, metric) factory for a gateway whose setting ``detector``
+    (``EDGEWISE_DETECTOR``, ``--detector``) names the level detector: each metric is
+    :class:`~edgewise.detect.StateAware` over it, so two-state streams stay states.
+
+    >>> per_metric_factory("ewzscore")().base
+    'ewzscore'
+    >>> per_metric_factory("mahalanobis")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: Setting 'detector' (EDGEWISE_DETECTOR, --detector) has value 'mahalanobis'. Use one of the one-metric level detectors: context-art, context-likelihood, ewzscore, river-hst.
+    """  # noqa: E501
+    from edgewise.detect import DEFAULT_DETECTOR, LEVEL_DETECTORS, StateAware
+
+    if detector not in LEVEL_DETECTORS:
+        raise ConfigError(
+            f"Setting 'detector' (EDGEWISE_DETECTOR, --detector) has value {detector!r}. "
+            f"Use one of the one-metric level detectors: {', '.join(LEVEL_DETECTORS)}.")
+    if detector == DEFAULT_DETECTOR:
+        return default_detector_factory
+    return functools.partial(StateAware, base=detector)
 
 
 def default_multivariate_factory() -> Detector:
@@ -156,7 +180,7 @@ class Pipeline:
         self.settings = settings
         self.security = security
         self.metrics = Metrics()
-        self.detector_factory = detector_factory or default_detector_factory
+        self.detector_factory = detector_factory or per_metric_factory(settings.detector)
         self.multivariate_factory = multivariate_factory
         self.late_horizon_ns = int(late_horizon_s * 1e9)
         self.gap_grace_s = gap_grace_s
@@ -595,6 +619,19 @@ class Pipeline:
                 state["detectors"], state["multivariate"], state["last_scored"])
         except Exception:
             log.exception("detector state at %s unreadable; streams warm up again", path)
+            return
+        # a restart with another --detector: the saved per-metric state is the old
+        # detector's, so those streams warm up again under the new one
+        fresh = self.detector_factory()
+        kind = (type(fresh), getattr(fresh, "base", None))
+        stale = [k for k, d in self._detectors.items()
+                 if (type(d), getattr(d, "base", None)) != kind]
+        if stale:
+            log.warning("detector state at %s holds %d stream(s) scored by another detector; "
+                        "they warm up again under %s", path, len(stale),
+                        getattr(fresh, "base", type(fresh).__name__))
+            for k in stale:
+                del self._detectors[k]
 
     def save_state(self, path: Path) -> None:
         """Write the detectors' learned state (atomically: temp file, then rename)."""

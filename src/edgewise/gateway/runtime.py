@@ -16,7 +16,7 @@ from typing import Any
 
 from edgewise.config import Settings
 from edgewise.errors import ConfigError, PayloadError, RateLimitError
-from edgewise.gateway.pipeline import IngestResult, Pipeline
+from edgewise.gateway.pipeline import IngestResult, Pipeline, per_metric_factory
 from edgewise.registry import Registry
 from edgewise.security.credentials import Security
 from edgewise.transport.base import Message, Outcome, Transport
@@ -49,6 +49,7 @@ class Gateway:
         ``EDGEWISE_SEQ_GAP_GRACE_S`` (default 30) sets how long a seq gap may stay open
         before it is reported. ``retention_days`` (``EDGEWISE_RETENTION_DAYS``; 0 keeps
         everything) deletes readings older than that many days, at start and every hour.
+        ``detector`` (``EDGEWISE_DETECTOR``) names the level detector of every metric.
     pipeline_options
         Extra keyword arguments for :class:`~edgewise.gateway.pipeline.Pipeline`.
     """
@@ -57,6 +58,8 @@ class Gateway:
         from edgewise.store import open_store
 
         self.settings = settings
+        if "detector_factory" not in pipeline_options:
+            per_metric_factory(settings.detector)  # an unknown name fails before anything opens
         if settings.retention_days < 0:
             raise ConfigError(
                 f"Setting 'retention_days' (EDGEWISE_RETENTION_DAYS) has value "

@@ -1,0 +1,124 @@
+"""The gateway's ``detector`` setting (``EDGEWISE_DETECTOR``, ``--detector``) and
+``edgewise bench fleet``, which measures what it changes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgewise.bench.fleet import bench_fleet
+from edgewise.cli import app, load_commands
+from edgewise.config import Settings
+from edgewise.errors import ConfigError
+from edgewise.gateway.pipeline import Pipeline
+from edgewise.gateway.runtime import Gateway
+from edgewise.store import open_store
+
+load_commands()
+T0 = 1_700_000_000
+
+
+def _msg(seq: int, ts: float, **metrics: float) -> bytes:
+    return json.dumps({"ts": ts, "metrics": metrics, "seq": seq}).encode()
+
+
+def _feed(p: Pipeline, n: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        q = 100 + rng.normal(0, 1)
+        p.ingest("pump-1", _msg(i + 1, T0 + i, flow=q, current=0.3 * q + rng.normal(0, 0.1)))
+    assert p.flush(timeout=30)
+
+
+def _bases(p: Pipeline) -> set[str]:
+    return {d.base for d in p._detectors.values()}
+
+
+def test_the_setting_picks_every_metrics_level_detector(tmp_path) -> None:
+    assert Settings.load(env={"EDGEWISE_DETECTOR": "ewzscore"}).detector == "ewzscore"
+    store = open_store(f"duckdb:///{tmp_path / 's.duckdb'}")
+    for name in ("context-likelihood", "ewzscore"):
+        p = Pipeline(store, Settings(data_dir=tmp_path, detector=name))
+        try:
+            _feed(p, 5)
+            assert _bases(p) == {name}
+            assert {type(d).__name__ for d in p._detectors.values()} == {"StateAware"}
+        finally:
+            p.close()
+    store.close()
+
+
+def test_an_unknown_detector_is_refused_before_anything_opens(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"has value 'mahalanobis'\. Use one of the one-metric "
+                                          r"level detectors: context-art, context-likelihood"):
+        Gateway(Settings(data_dir=tmp_path / "d", detector="mahalanobis"))
+    assert not (tmp_path / "d").exists()  # refused before the data directory was made
+    store = open_store(f"duckdb:///{tmp_path / 's.duckdb'}")
+    with pytest.raises(ConfigError, match="'hst'"):
+        Pipeline(store, Settings(data_dir=tmp_path, detector="hst"))
+    store.close()
+    res = CliRunner(mix_stderr=False).invoke(
+        app, ["serve", "--detector", "bogus", "--data-dir", str(tmp_path / "c")])
+    assert isinstance(res.exception, ConfigError) and "'bogus'" in str(res.exception)
+
+
+def test_a_restart_with_another_detector_warms_the_metrics_again(tmp_path) -> None:
+    """The saved state of each metric is its old detector's: a restart under another
+    ``--detector`` drops it (the device's multivariate state stays), one under the same
+    keeps it."""
+    state = tmp_path / "detectors.pickle"
+    store = open_store(f"duckdb:///{tmp_path / 's.duckdb'}")
+    p = Pipeline(store, Settings(data_dir=tmp_path), state_path=state)
+    _feed(p, 50)
+    p.close()
+    same = Pipeline(store, Settings(data_dir=tmp_path), state_path=state)
+    assert _bases(same) == {"context-likelihood"} and len(same._detectors) == 2
+    same.close()
+    other = Pipeline(store, Settings(data_dir=tmp_path, detector="ewzscore"), state_path=state)
+    try:
+        assert other._detectors == {} and "pump-1" in other._mv
+        _feed(other, 3, seed=1)
+        assert _bases(other) == {"ewzscore"}
+    finally:
+        other.close()
+        store.close()
+
+
+def test_bench_fleet_grades_the_gateways_alerts_against_the_faults() -> None:
+    r = bench_fleet(["context-likelihood", "ewzscore"], pumps=3, hours=0.4, seed=2,
+                    fault_rate_per_h=6.0)
+    cl, ez = r["detectors"]
+    assert r["readings"] == 3 * 1440 * 8
+    for row in (cl, ez):
+        assert row["faults"] == cl["faults"] > 0  # the same fleet for both
+        assert row["false_alerts"] == row["alerts"] - row["true_alerts"] >= 0
+        assert 0 <= row["named"] <= row["found"] <= row["faults"]
+        assert row["false_alerts_per_device_hour"] == pytest.approx(
+            row["false_alerts"] / 1.2, abs=1e-3)
+    assert cl["found"] > 0 and cl["alerts"] != ez["alerts"]  # the setting changed something
+    # white noise read once a second: the default's per-reading novelty alarms, z-scores' not
+    assert cl["noise_alarms_per_stream_hour"] > 1.0 > ez["noise_alarms_per_stream_hour"]
+    again = bench_fleet(["ewzscore"], pumps=3, hours=0.4, seed=2, fault_rate_per_h=6.0)
+    assert {k: v for k, v in again["detectors"][0].items() if k != "seconds"} == {
+        k: v for k, v in ez.items() if k != "seconds"}
+
+
+def test_bench_fleet_bad_input_is_one_line_before_any_work() -> None:
+    runner = CliRunner(mix_stderr=False)
+    res = runner.invoke(app, ["bench", "fleet", "--detectors", "context-likelihood,iforest"])
+    assert isinstance(res.exception, ConfigError) and "'iforest'" in str(res.exception)
+    assert res.stderr == ""  # refused before the header
+    with pytest.raises(ConfigError, match=r"pumps must be at least 1\. Got 0"):
+        bench_fleet(["ewzscore"], pumps=0)
+    with pytest.raises(ConfigError, match=r"hours must be above 0\. Got -1"):
+        bench_fleet(["ewzscore"], hours=-1)
+    res = runner.invoke(app, ["bench", "fleet", "--detectors", "ewzscore", "--pumps", "1",
+                              "--hours", "0.1", "--json"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout)["detectors"][0]
+    assert row["detector"] == "ewzscore" and row["device_hours"] == 0.1
+    assert re.fullmatch(r"\S+ \S+", json.loads(res.stdout)["machine"])
