@@ -7,6 +7,7 @@ temp_c/rpm/vib_mm_s and an open temp_c alert; pump-2 registered and silent).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -274,7 +275,8 @@ MARK_PIXELS = """c => {  // pixels of the red reading marks (#cf222e) in the plo
 
 def test_alert_marks_only_on_driving_metrics_and_open_alerts(chromium, live) -> None:  # noqa: F811
     """Check an alert is shaded only on metrics with a real share of its drivers (not on one
-    with a 0 or 3 % share), and readings are marked red only inside open alerts."""
+    with a 0 or 3 % share; on one with 4.69 %, which the alerts table shows as 5 %), and
+    readings are marked red only inside open alerts."""
     env, base, alert = live
     now = int(time.time())
     # acknowledged, on rpm only: shaded on rpm, but no red marks
@@ -284,13 +286,15 @@ def test_alert_marks_only_on_driving_metrics_and_open_alerts(chromium, live) -> 
     # open, nearly all temp_c: vib_mm_s (3 %) and rpm (0) are not shaded
     env.store.add_alert(Alert("pump-1", (now - 120) * 10**9, (now - 110) * 10**9, 0.95,
                               drivers={"temp_c": 0.97, "vib_mm_s": 0.03, "rpm": 0.0}))
-    # the pipeline's own alert on pump-1's spike counts too (temp_c 95 %, vib_mm_s < 5 %)
+    # the pipeline's own alert on pump-1's spike counts too (temp_c 95 %, vib_mm_s 4.69 %,
+    # which the alerts table lists as 5 %: shaded, and marked, as it is open)
     def share(a: Alert, m: str) -> float:
         total = sum(max(0.0, v) for v in a.drivers.values())
         return 1.0 if not total else max(0.0, a.drivers.get(m, 0.0)) / total
-    expected = {m: sum(share(a, m) >= 0.05 for a in env.store.list_alerts("pump-1"))
+    expected = {m: sum(math.floor(100 * share(a, m) + 0.5) >= 5  # as the table rounds
+                       for a in env.store.list_alerts("pump-1"))
                 for m in ("temp_c", "rpm", "vib_mm_s")}
-    assert expected["rpm"] == 1 and expected["vib_mm_s"] == 0 and expected["temp_c"] >= 2
+    assert expected["rpm"] == 1 and expected["vib_mm_s"] == 1 and expected["temp_c"] >= 2
     page = _page(chromium, base, env.tokens["viewer"], "/#/device/pump-1")
     spans = {}
     for m in ("temp_c", "rpm", "vib_mm_s"):
@@ -302,7 +306,7 @@ def test_alert_marks_only_on_driving_metrics_and_open_alerts(chromium, live) -> 
              for m in ("temp_c", "rpm", "vib_mm_s")}
     _shot(page, "marks.png")
     assert marks["temp_c"] > 20, marks
-    assert marks["rpm"] == 0 and marks["vib_mm_s"] == 0, marks
+    assert marks["rpm"] == 0 and marks["vib_mm_s"] > 0, marks
     assert env.store.get_alert(alert.id).status == "open"
     page.context.close()
 

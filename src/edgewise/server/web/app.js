@@ -349,13 +349,14 @@ function tickLabel(t, step) {
 }
 
 // Only metrics with a real share of the alert's drivers get its span (an alert with no
-// drivers, e.g. a sequence gap, is about the whole device).
+// drivers, e.g. a sequence gap, is about the whole device). The share is rounded to a whole
+// percent, as the alerts table shows it: a metric listed there at 5 % is shaded.
 function drivesMetric(alert, metric) {
   const drivers = alert.drivers || {};
   const share = (v) => (Number.isFinite(+v) && +v > 0 ? +v : 0);
   const total = Object.values(drivers).reduce((acc, v) => acc + share(v), 0);
   if (!(total > 0)) return true;
-  return share(drivers[metric]) / total >= DRIVER_MIN_SHARE;
+  return Math.round(100 * share(drivers[metric]) / total) >= 100 * DRIVER_MIN_SHARE;
 }
 
 function drawChart(canvas, series, t0, t1, spans, stepS) {
