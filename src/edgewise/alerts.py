@@ -143,6 +143,8 @@ class AlertManager:
                     if time.monotonic() - cur.written >= self.write_every_s:
                         self._write(cur)
                 return a
+            if cur is not None:  # the device's previous alert is over: write what is held
+                self._write(cur)
             alert = self.store.add_alert(
                 Alert(
                     device_id=device_id, start_ns=ts_ns, end_ns=ts_ns, score=float(score),
