@@ -1,10 +1,11 @@
 """ONNX graphs that onnxruntime runs: the detector's scoring step, tree ensembles, torch nets.
 
 Tree ensembles go through the same :class:`~edgewise.edge.compress.TreeTable` as the C
-exporter and become one ``ai.onnx.ml.TreeEnsembleRegressor`` node, so any tree library the
-table reads (scikit-learn, HistGradientBoosting, LightGBM) exports without a converter per
-library. Torch modules use ``torch.onnx.export``; int8 is onnxruntime's static post-training
-quantisation, calibrated on data the caller gives.
+exporter and become one ``ai.onnx.ml.TreeEnsembleRegressor`` node (behind a few elementwise
+nodes that make LightGBM's zero-as-missing band NaN, where the table has it), so any tree
+library the table reads (scikit-learn, HistGradientBoosting, LightGBM) exports without a
+converter per library. Torch modules use ``torch.onnx.export``; int8 is onnxruntime's static
+post-training quantisation, calibrated on data the caller gives.
 
 >>> import numpy as np
 >>> from edgewise.detect.zscore import EWZScore
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.edge.compress import TreeTable, float32_thresholds
+from edgewise.edge.compress import ZERO, TreeTable, float32_thresholds
 from edgewise.errors import ExportError
 
 __all__ = ["OnnxExport", "export_ewzscore", "export_torch", "export_trees", "quantize_int8"]
@@ -138,8 +139,36 @@ def export_ewzscore(det: Any, name: str = "ewz") -> OnnxExport:
     return OnnxExport(name, "detector", model.SerializeToString(), ["value", "mean", "var", "n"])
 
 
+def _zero_band_nodes(zero_missing: np.ndarray, x: str, out: str) -> list[Any]:
+    """Nodes mapping ``x`` to ``out`` with LightGBM's zero band, ``|x| <= ZERO`` on a
+    ``zero_missing`` feature, made NaN: the tree node then sends it the missing way, as it
+    does a NaN (``nodes_missing_value_tracks_true``). An input NaN stays NaN."""
+    from onnx import TensorProto, helper
+
+    def const(nm: str, dtype: int, v: Any) -> Any:
+        v = np.atleast_1d(v)
+        return helper.make_node("Constant", [], [nm], value=helper.make_tensor(
+            nm, dtype, list(v.shape), v.tolist()))
+
+    p = f"{out}_"
+    return [
+        const(p + "zm", TensorProto.BOOL, np.asarray(zero_missing, dtype=bool)),
+        const(p + "zero", TensorProto.FLOAT, np.float32(ZERO)),
+        const(p + "nan", TensorProto.FLOAT, np.float32(np.nan)),
+        helper.make_node("Abs", [x], [p + "abs"]),
+        helper.make_node("LessOrEqual", [p + "abs", p + "zero"], [p + "small"]),
+        helper.make_node("And", [p + "small", p + "zm"], [p + "band"]),
+        helper.make_node("Where", [p + "band", p + "nan", x], [out]),
+    ]
+
+
 def export_trees(table: TreeTable, name: str = "model") -> OnnxExport:
-    """One ``TreeEnsembleRegressor`` node (thresholds rounded down to float32, exact decisions)."""
+    """One ``TreeEnsembleRegressor`` node (thresholds rounded down to float32, exact decisions).
+
+    A table with ``zero_missing`` features (LightGBM's ``zero_as_missing``) first maps
+    ``|x| <= ZERO`` on them to NaN, so the zero band takes each split's missing way, as in
+    LightGBM, the C export and :meth:`TreeTable.predict`.
+    """
     onnx = _onnx()
     from onnx import TensorProto, helper
 
@@ -168,9 +197,11 @@ def export_trees(table: TreeTable, name: str = "model") -> OnnxExport:
         target_treeids=tree_of[leaf].tolist(),
         target_weights=t.value[leaf].astype(np.float32).tolist(),
     )
-    node = helper.make_node("TreeEnsembleRegressor", ["X"], ["y"], domain="ai.onnx.ml", **attrs)
+    pre = [] if t.zero_missing is None else _zero_band_nodes(t.zero_missing, "X", "X_missing")
+    x_in = pre[-1].output[0] if pre else "X"
+    node = helper.make_node("TreeEnsembleRegressor", [x_in], ["y"], domain="ai.onnx.ml", **attrs)
     graph = helper.make_graph(
-        [node], name,
+        [*pre, node], name,
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", t.n_features])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
     )
