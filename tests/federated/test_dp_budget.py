@@ -20,6 +20,7 @@ from edgewise.federated.ledger import LedgerEntry, PrivacyBudgetError, PrivacyLe
 from edgewise.federated.privacy import (
     composed_epsilon,
     dp_sgd_epsilon,
+    dp_sgd_history,
     dp_sgd_noise_for_epsilon,
     opacus_sampling,
 )
@@ -120,6 +121,25 @@ def test_secagg_round_that_aggregates_nothing_fails():
         _run(grid, rounds=1, secagg=True, dp_sgd_epsilon=1e-4)
 
 
+def test_secagg_reports_the_epsilon_spent_not_the_budget_asked():
+    """Check that under SecAgg+ the run's ε is the accountant's for what the devices ran,
+    as without SecAgg+: a server that declares 1 round of a budget of 2 and runs 2 rounds
+    reports the 2 rounds' ε (each device's ledger, composed), not the 2.0 asked for."""
+    grid = _grid([{"partition-id": i, "num-partitions": 2} for i in range(2)],
+                 {"dp-sgd-epsilon": 2.0, "num-server-rounds": 1})
+    res = _run(grid, rounds=2, secagg=True, dp_sgd_epsilon=2.0)
+    ledgers = [PrivacyLedger(state=ctx.state).entries() for ctx in grid.contexts.values()]
+    assert [[e.server_round for e in entries] for entries in ledgers] == [[1, 2], [1, 2]]
+    spent = max(composed_epsilon([dp_sgd_history(e.noise_multiplier, e.batch_size, e.records,
+                                                 epochs=1) for e in entries])
+                for entries in ledgers)
+    assert res.privacy.unit == "record" and spent > 2.2
+    assert res.privacy.epsilon == pytest.approx(spent, rel=1e-9)
+    assert res.privacy.record_epsilon == res.privacy.epsilon and res.privacy.rounds == 2
+    assert res.privacy.noise_multiplier == pytest.approx(
+        np.mean([e.noise_multiplier for entries in ledgers for e in entries]))
+
+
 def test_server_app_registers_nothing_when_the_run_fails(tmp_path):
     """Check the deployment entry point writes error.json and registers, signs and publishes
     no model when every device fails (it used to sign the untrained model as 'no DP')."""
@@ -215,6 +235,34 @@ def test_a_corrupt_ledger_refuses_to_train(tmp_path):
     with pytest.raises(PrivacyBudgetError, match="cannot be read"):
         PrivacyLedger(path).spend(entry, max_epsilon=8.0)
     assert path.read_text() == "{not json"
+
+
+def test_ledger_epsilon_is_composed_epsilon_of_its_history(tmp_path):
+    """Check the ledger's ε (whole, per run, and each round's ``epsilon_total``) is
+    ``composed_epsilon`` of the mechanisms it holds, over several runs with different
+    mechanisms, and that composition is the RDP accountant's over the whole history."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    from edgewise.federated.privacy import _ORDERS
+
+    ledger = PrivacyLedger(tmp_path / "ledger.json")
+    spends = [("1", 1, 1.2, 0.5, 2), ("1", 2, 1.2, 0.5, 2), ("2", 1, 0.9, 1 / 19, 19),
+              ("3", 1, 2.0, 0.25, 8)]
+    totals = [ledger.spend(LedgerEntry(run=run, server_round=r, noise_multiplier=z,
+                                       sampling_rate=q, steps=s, records=600, batch_size=32))
+              for run, r, z, q, s in spends]
+    history = [(z, q, s) for _, _, z, q, s in spends]
+    assert totals == [composed_epsilon(history[:i + 1]) for i in range(len(history))]
+    assert [e.epsilon_total for e in ledger.entries()] == totals
+    assert ledger.epsilon() == composed_epsilon(history) == totals[-1]
+    assert ledger.epsilon(run="1") == composed_epsilon(history[:2])
+    assert ledger.epsilon(1e-6) == composed_epsilon(history, 1e-6)
+    accountant = rdp.RdpAccountant(_ORDERS)
+    for z, q, s in history:
+        accountant.compose(dp_accounting.SelfComposedDpEvent(
+            dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), s))
+    assert ledger.epsilon() == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-12)
 
 
 def test_ledger_rounds_are_json_a_person_can_read(tmp_path):

@@ -154,11 +154,16 @@ def test_secagg_round_completes_and_equals_plain_fedavg():
                       rounds=1, strategy="trimmed", secagg=True)
 
 
-def test_secagg_with_a_dp_sgd_budget_reports_the_budget():
-    """Check that under SecAgg+ (per-device metrics hidden) a run with a record-level budget
-    reports that budget, unit ``record``, rather than no privacy."""
+def test_secagg_with_a_dp_sgd_budget_reports_what_the_devices_spent():
+    """Check that under SecAgg+ (which masks the parameters, not the metrics) a run with a
+    record-level budget of 4 over devices that each keep a limit of 3 reports the ε the
+    devices spent (just under 3, unit ``record``) and their noise, as without SecAgg+; it
+    used to report the 4.0 asked for, with noise multiplier 0."""
     rc = {"dataset": "pump", "dp-sgd-epsilon": 4.0, "num-server-rounds": 1}
-    grid = InProcessGrid(app, [{"partition-id": i, "num-partitions": 3} for i in range(3)], rc)
+    grid = InProcessGrid(app, [{"partition-id": i, "num-partitions": 3, "max-dp-epsilon": 3.0}
+                               for i in range(3)], rc)
     sec = _run(grid, rounds=1, robust=False, secagg=True, dp_sgd_epsilon=4.0)
-    assert sec.privacy.unit == "record" and sec.privacy.epsilon == 4.0
-    assert sec.privacy.record_epsilon == 4.0 and sec.privacy.num_devices == 3
+    assert sec.privacy.unit == "record" and 2.9 < sec.privacy.epsilon <= 3.0
+    assert sec.privacy.record_epsilon == sec.privacy.epsilon and sec.privacy.num_devices == 3
+    assert sec.privacy.noise_multiplier > 0
+    assert sec.train_metrics[1]["dp-sgd-epsilon"] == sec.privacy.epsilon

@@ -7,7 +7,8 @@ config the server sends:
   sum and sum of squares per operating condition), weight 1; FedAvg's mean of these is the
   fleet normaliser, without a single reading leaving the device;
 * a SecAgg+ round (Flower's legacy fit messages with SecAgg+ stage configs): the same
-  training, its result masked by Flower's ``secaggplus_mod`` before it leaves the device;
+  training, its parameters masked by Flower's ``secaggplus_mod`` before they leave the
+  device (its example count and metrics, ``dp-sgd-epsilon`` among them, are not masked);
 * ``"fit"`` (default): load the global model, train it on local data for
   ``local-epochs`` (record-level DP-SGD when the run sets a ``dp-sgd-epsilon`` budget, each
   device calibrating its own noise: :func:`dp_sgd_budget`), and return the new parameters
@@ -243,7 +244,7 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
     past its own ``max-dp-epsilon``. The ε reported is the larger of the run's planned ε and
     what the device has really spent in this run so far (at the run's δ).
     """
-    from edgewise.federated.privacy import composed_epsilon, dp_sgd_history
+    from edgewise.federated.privacy import dp_sgd_history
 
     X, y = data.features(norm)
     model = build_model(data.kind, X.shape[1])
@@ -262,7 +263,7 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
                                  sampling_rate=q, steps=steps, records=len(X),
                                  batch_size=batch),
                      max_epsilon=max_eps, delta=min(delta, DEVICE_DELTA))
-        eps = max(eps, composed_epsilon(ledger.history(run=run), delta))
+        eps = max(eps, ledger.epsilon(delta, run=run))
     loss = train_local(
         model, X, y, epochs=epochs, batch_size=batch, lr=float(rc.get("lr", 0.003)),
         seed=server_round * 1000 + int(context.node_config.get("partition-id", 0)),

@@ -176,8 +176,7 @@ class PrivacyLedger:
     # -- queries -------------------------------------------------------------------------
     def entries(self) -> list[LedgerEntry]:
         """Every round recorded, oldest first."""
-        names = set(LedgerEntry.__dataclass_fields__)
-        return [LedgerEntry(**{k: v for k, v in r.items() if k in names}) for r in self._read()]
+        return _entries(self._read())
 
     def history(self, *, run: str | None = None, exclude_run: str | None = None
                 ) -> list[Mechanism]:
@@ -200,8 +199,7 @@ class PrivacyLedger:
         """
         with self._locked():
             rounds = self._read()
-            before = [(float(r["noise_multiplier"]), float(r["sampling_rate"]), int(r["steps"]))
-                      for r in rounds]
+            before = [e.mechanism() for e in _entries(rounds)]
             total = composed_epsilon([*before, entry.mechanism()], delta)
             if max_epsilon > 0 and total > max_epsilon * (1 + 1e-9):
                 spent = composed_epsilon(before, delta)
@@ -218,3 +216,9 @@ class PrivacyLedger:
                 **asdict(entry), "epsilon_round": own, "epsilon_total": total, "delta": delta})))
             self._write(rounds)
             return total
+
+
+def _entries(rounds: list[dict[str, Any]]) -> list[LedgerEntry]:
+    """The stored rounds as :class:`LedgerEntry` (fields they do not know are passed over)."""
+    names = set(LedgerEntry.__dataclass_fields__)
+    return [LedgerEntry(**{k: v for k, v in r.items() if k in names}) for r in rounds]

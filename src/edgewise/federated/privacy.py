@@ -67,7 +67,8 @@ _ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64)) + [80, 128
 def rdp_epsilon(
     noise_multiplier: float, sampling_rate: float, steps: int, delta: float = 1e-5
 ) -> float:
-    """ε after ``steps`` Poisson-subsampled Gaussian steps, by the RDP accountant.
+    """ε after ``steps`` Poisson-subsampled Gaussian steps, by the RDP accountant
+    (:func:`composed_epsilon` of that one mechanism).
 
     Parameters
     ----------
@@ -85,27 +86,32 @@ def rdp_epsilon(
             "rdp_epsilon needs noise_multiplier > 0, sampling_rate in (0, 1], steps >= 0 and "
             f"delta in (0, 1). Got {noise_multiplier}, {sampling_rate}, {steps}, {delta} instead."
         )
-    if steps == 0:
-        return 0.0
+    return composed_epsilon([(noise_multiplier, sampling_rate, steps)], delta)
+
+
+def _gaussian_event(noise_multiplier: float, sampling_rate: float) -> object:
+    """The ``dp-accounting`` event of one Gaussian step, Poisson-subsampled when q < 1."""
     import dp_accounting
 
     event = dp_accounting.GaussianDpEvent(noise_multiplier)
     if sampling_rate < 1:
         event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
-    return _composed_epsilon(event, steps, delta)
+    return event
 
 
-def _composed_epsilon(event: object, count: int, delta: float,
+def _composed_epsilon(parts: Iterable[tuple[object, int]], delta: float,
                       replace_one: bool = False) -> float:
-    """ε after ``count`` compositions of ``event``, by the RDP accountant over ``_ORDERS``
-    (add/remove neighbours, or replace-one)."""
+    """ε after composing each ``(event, count)`` of ``parts`` ``count`` times, by the RDP
+    accountant over ``_ORDERS`` (add/remove neighbours, or replace-one): the one place every
+    ε of this module (and of the devices' ledgers) is computed."""
     import dp_accounting
     from dp_accounting import rdp
 
     relation = (dp_accounting.NeighboringRelation.REPLACE_ONE if replace_one
                 else dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
     accountant = rdp.RdpAccountant(_ORDERS, relation)
-    accountant.compose(dp_accounting.SelfComposedDpEvent(event, count))
+    for event, count in parts:
+        accountant.compose(dp_accounting.SelfComposedDpEvent(event, count))
     return float(accountant.get_epsilon(delta))
 
 
@@ -136,16 +142,8 @@ def composed_epsilon(history: Iterable[Mechanism], delta: float = 1e-5) -> float
         return 0.0
     if not 0 < delta < 1:
         raise InvalidParameterError(f"composed_epsilon needs delta in (0, 1). Got {delta}.")
-    import dp_accounting
-    from dp_accounting import rdp
-
-    accountant = rdp.RdpAccountant(_ORDERS, dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
-    for (z, q), n in merged.items():
-        event: object = dp_accounting.GaussianDpEvent(z)
-        if q < 1:
-            event = dp_accounting.PoissonSampledDpEvent(q, event)
-        accountant.compose(dp_accounting.SelfComposedDpEvent(event, n))
-    return float(accountant.get_epsilon(delta))
+    return _composed_epsilon([(_gaussian_event(z, q), n) for (z, q), n in merged.items()],
+                             delta)
 
 
 def device_level_epsilon(
@@ -181,7 +179,7 @@ def device_level_epsilon(
 
     event = dp_accounting.SampledWithoutReplacementDpEvent(
         num_devices, sample_size, dp_accounting.GaussianDpEvent(noise_multiplier / 2.0))
-    return _composed_epsilon(event, rounds, delta, replace_one=True)
+    return _composed_epsilon([(event, rounds)], delta, replace_one=True)
 
 
 def device_noise_for_epsilon(

@@ -15,6 +15,12 @@ clipping: :func:`check_secagg` refuses those combinations. The per-condition nor
 sufficient statistics (counts, sums and sums of squares per condition, no readings) are
 still averaged in the clear before the SecAgg+ rounds.
 
+SecAgg+ masks the parameters only: each device's example count and train metrics
+(``train-loss``, ``dp-sgd-epsilon``, ``dp-sgd-noise``) reach the server in the clear, as
+Flower's ``secaggplus_mod`` sends them. The run's record-level ε is therefore what the devices
+report they spent (each composes its own privacy ledger), the largest of them, exactly as
+without SecAgg+; never the budget the run asked for.
+
 >>> check_secagg("trimmed", robust=True)
 Traceback (most recent call last):
 ...
@@ -66,8 +72,14 @@ def run_secagg(
     max_weight: float = 1e4,
     clipping_range: float = 8.0,
     timeout: float | None = None,
-) -> list[Any]:
-    """``rounds`` rounds of FedAvg under SecAgg+ over ``grid``; return the global arrays.
+) -> tuple[list[Any], dict[int, dict[str, float]]]:
+    """``rounds`` rounds of FedAvg under SecAgg+ over ``grid``; return the global arrays and,
+    for each round that aggregated, the devices' train metrics.
+
+    The metrics are aggregated as the plain rounds aggregate them
+    (:func:`~edgewise.federated.strategies.aggregate_train_metrics`: ``dp-sgd-epsilon`` is
+    the largest a device reported, the ε it spent), so the run's privacy report is built
+    the same way with or without SecAgg+.
 
     ``num_shares``/``reconstruction_threshold`` are Flower's (a fraction means a share of
     the sampled devices); ``max_weight`` must exceed every device's example count. A round
@@ -95,15 +107,16 @@ def run_secagg(
     }
     from edgewise.federated.server_app import FederatedRunError
 
-    aggregated: list[int] = []
+    aggregated: dict[int, dict[str, float]] = {}
 
     class _Counted(FedAvg):  # type: ignore[misc]
-        """Flower's legacy FedAvg, noting each round whose aggregate came out."""
+        """Flower's legacy FedAvg, noting each round whose aggregate came out (with the
+        round's train metrics)."""
 
         def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
             params, metrics = super().aggregate_fit(server_round, results, failures)
             if params is not None:
-                aggregated.append(server_round)
+                aggregated[server_round] = {k: float(v) for k, v in (metrics or {}).items()}
             return params, metrics
 
     strategy = _Counted(
@@ -111,6 +124,7 @@ def run_secagg(
         min_evaluate_clients=0, min_available_clients=num_nodes,
         initial_parameters=ndarrays_to_parameters(initial),
         on_fit_config_fn=lambda server_round: dict(fit_config, **{"server-round": server_round}),
+        fit_metrics_aggregation_fn=_train_metrics,
     )
     context = LegacyContext(
         Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={}),
@@ -129,4 +143,22 @@ def run_secagg(
             "every device failed); the global model is not trained as asked."
         )
     record = context.state.array_records[MAIN_PARAMS_RECORD]
-    return parameters_to_ndarrays(compat.arrayrecord_to_parameters(record, keep_input=True))
+    arrays = parameters_to_ndarrays(compat.arrayrecord_to_parameters(record, keep_input=True))
+    return arrays, aggregated
+
+
+def _train_metrics(fit_metrics: list[tuple[int, Any]]) -> dict[str, Any]:
+    """Flower's legacy ``fit_metrics_aggregation_fn``: the devices' ``(num_examples,
+    metrics)`` aggregated by :func:`~edgewise.federated.strategies.aggregate_train_metrics`.
+
+    >>> _train_metrics([(1, {"train-loss": 1.0, "dp-sgd-epsilon": 7.9}),
+    ...                 (3, {"train-loss": 3.0, "dp-sgd-epsilon": 8.0})])
+    {'train-loss': 2.5, 'dp-sgd-epsilon': 8.0}
+    """
+    from flwr.app import MetricRecord
+
+    from edgewise.federated.strategies import aggregate_train_metrics
+
+    records = [RecordDict({"metrics": MetricRecord({**m, "num-examples": n})})
+               for n, m in fit_metrics]
+    return dict(aggregate_train_metrics(records, "num-examples"))

@@ -357,20 +357,19 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
     check_secagg(strategy, robust=robust, dp_noise=dp_noise)
     if normaliser is None:
         normaliser = fit_normaliser(grid, n_conditions, num_nodes, timeout=round_timeout)
-    arrays = run_secagg(grid, kind=kind, n_features=n_features, normaliser=normaliser,
-                        num_nodes=num_nodes, rounds=rounds, seed=seed, timeout=round_timeout)
+    arrays, train_metrics = run_secagg(
+        grid, kind=kind, n_features=n_features, normaliser=normaliser, num_nodes=num_nodes,
+        rounds=rounds, seed=seed, timeout=round_timeout)
     keys = build_model(kind, n_features).state_dict().keys()
     record = ArrayRecord({k: torch.as_tensor(a) for k, a in zip(keys, arrays, strict=True)})
-    if dp_sgd_epsilon > 0:  # SecAgg+ hides each device's metrics: report the budget set
-        privacy = PrivacyReport(unit="record", epsilon=dp_sgd_epsilon, delta=dp_delta,
-                                noise_multiplier=0.0, clipping_norm=dp_sgd_clip,
-                                num_devices=num_nodes, rounds=rounds,
-                                record_epsilon=dp_sgd_epsilon)
-    else:
-        privacy = PrivacyReport(unit="none", epsilon=None, delta=0.0, noise_multiplier=0.0,
-                                clipping_norm=0.0, num_devices=num_nodes, rounds=rounds)
+    # SecAgg+ masks the parameters, not the metrics: the ε is what the devices spent, as in
+    # the plain rounds (server-side DP is refused under SecAgg+, hence dp_noise=0).
+    privacy = _privacy_report(train_metrics, dp_noise=0.0, dp_clip=0.0, dp_delta=dp_delta,
+                              dp_sgd_clip=dp_sgd_clip, num_devices=num_nodes, rounds=rounds,
+                              sample_size=None, dp_sgd_epsilon=dp_sgd_epsilon)
     return FederatedResult(arrays=record, normaliser=normaliser, privacy=privacy,
-                           rounds_done=rounds, strategy="fedavg+secagg+")
+                           rounds_done=rounds, strategy="fedavg+secagg+",
+                           train_metrics=train_metrics)
 
 
 app = ServerApp()
