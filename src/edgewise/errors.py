@@ -51,7 +51,24 @@ class EdgewiseError(Exception):
 
 
 class InvalidParameterError(EdgewiseError, ValueError, TypeError):
-    """A constructor or function argument is out of its allowed range or type."""
+    """A constructor or function argument is out of its allowed range or type.
+
+    ``field`` names the argument at fault and ``value`` is what it was given, where the
+    raiser says (``None`` otherwise): a caller tells errors apart by them, never by the
+    wording of the message.
+
+    >>> e = InvalidParameterError("Group name 'a/b' is not valid.", field="groups",
+    ...                           value="a/b")
+    >>> (e.field, e.value, str(e))
+    ('groups', 'a/b', "Group name 'a/b' is not valid.")
+    >>> InvalidParameterError("Bad.").field is None
+    True
+    """
+
+    def __init__(self, *args: object, field: str | None = None, value: Any = None) -> None:
+        super().__init__(*args)
+        self.field = field
+        self.value = value
 
 
 class ConfigError(EdgewiseError, ValueError):

@@ -145,22 +145,24 @@ class LabelStore:
         except ValueError:
             raise InvalidParameterError(
                 f"The 'device_id' of a label must be 1-64 letters, digits, '_', '.', '-', "
-                f"starting with a letter or digit. Got {device_id!r} instead."
+                f"starting with a letter or digit. Got {device_id!r} instead.",
+                field="device_id", value=device_id,
             ) from None
         for name, v in (("start_ns", start_ns), ("end_ns", end_ns)):
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63:
                 raise InvalidParameterError(
                     f"The {name!r} of a label must be an int of UTC nanoseconds from 1970 to "
-                    f"2262 (0 <= t < 2**63). Got {v!r} instead."
+                    f"2262 (0 <= t < 2**63). Got {v!r} instead.", field=name, value=v,
                 )
         if end_ns <= start_ns:
             raise InvalidParameterError(
                 f"A label's window must end after it starts. Got start_ns={start_ns}, "
-                f"end_ns={end_ns} instead."
+                f"end_ns={end_ns} instead.", field="end_ns", value=end_ns,
             )
         if not isinstance(label, str) or not LABEL_RE.match(label):
             raise InvalidParameterError(
-                f"The 'label' of a label must be {_LABEL_ALLOWED}. Got {label!r} instead."
+                f"The 'label' of a label must be {_LABEL_ALLOWED}. Got {label!r} instead.",
+                field="label", value=label,
             )
 
     def add(

@@ -138,7 +138,8 @@ def _check_groups(groups: Iterable[str]) -> list[str]:
             out.add(validate_device_id(g))
         except PayloadError as exc:
             raise InvalidParameterError(
-                f"Group name {g!r} is not valid: it must be {exc.allowed}."
+                f"Group name {g!r} is not valid: it must be {exc.allowed}.",
+                field="groups", value=g,
             ) from None
     return sorted(out)
 
@@ -185,7 +186,8 @@ class Security:
             device_id = validate_device_id(name)
         except PayloadError as exc:
             raise InvalidParameterError(
-                f"Device name {name!r} is not a valid device id: it must be {exc.allowed}."
+                f"Device name {name!r} is not a valid device id: it must be {exc.allowed}.",
+                field="name", value=name,
             ) from None
         group_list = _check_groups(groups)
         secret = secrets.token_urlsafe(32)
@@ -207,7 +209,7 @@ class Security:
                 if isinstance(exc, sqlite3.IntegrityError):
                     raise InvalidParameterError(
                         f"Device {device_id!r} already exists; delete it first or pick "
-                        "another name."
+                        "another name.", field="name", value=name,
                     ) from None
                 raise
         self.audit(actor, "device.add", device_id, {"groups": group_list} if group_list else None)

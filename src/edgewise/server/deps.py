@@ -9,8 +9,8 @@ Two kinds of callers:
   labels alerts, ``admin`` also manages devices and tokens.
 
 Route signatures say it with a type, e.g. ``who: Operator``. Routes built around parts of
-their own (the registry's :func:`~edgewise.server.routes.models.make_router`) call
-:func:`authenticate_token`, :func:`check_role` and :func:`authenticate_device` with them, so
+their own (the registry's :func:`~edgewise.server.routes.models.make_router`) pass their
+:class:`Security` to :func:`require_role` and call :func:`authenticate_device` with it, so
 every route answers the same problems: 401 with ``WWW-Authenticate: Bearer`` and
 ``field: Authorization``, the scheme read case-insensitively (RFC 7235), and an unknown
 device worded as a wrong secret.
@@ -18,6 +18,7 @@ device worded as a wrong secret.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -180,26 +181,30 @@ def check_role(who: Principal, role: str) -> Principal:
     return who
 
 
-def _principal(
-    security: SecurityDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_device_id: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Principal:
-    """Authenticate an API token (run in the threadpool: it hashes and reads SQLite)."""
-    return authenticate_token(security, authorization, x_device_id)
-
-
-def require_role(role: str):
+def require_role(role: str, security: Security | None = None) -> Callable[..., Principal]:
     """A dependency that authenticates an API token and checks it has at least ``role``.
+
+    Tokens are looked up in the app's :class:`Security`, or in ``security`` when given: a
+    router built around parts of its own (:func:`~edgewise.server.routes.models.make_router`)
+    passes its own and answers the same problems as every other route.
 
     It carries ``api_token_role``: the app tells the routes that need a token by it (their
     OpenAPI 401/403, and the 401 before reading their body, :mod:`edgewise.server.body_limit`).
+
+    >>> require_role("operator").api_token_role
+    'operator'
     """
     if role not in ROLE_RANK:  # caught when the route is declared, not on a request
         raise ValueError(f"Role {role!r} is not one of {', '.join(ROLE_RANK)}.")
 
-    def check(who: Annotated[Principal, Depends(_principal)]) -> Principal:
-        return check_role(who, role)
+    def check(
+        request: Request,
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        x_device_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+    ) -> Principal:
+        # sync: FastAPI runs it in the threadpool (it hashes and reads SQLite)
+        tokens = get_security(request) if security is None else security
+        return check_role(authenticate_token(tokens, authorization, x_device_id), role)
 
     check.__name__ = f"require_{role}"
     check.api_token_role = role  # type: ignore[attr-defined]  # how the app finds token routes

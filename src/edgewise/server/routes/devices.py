@@ -114,7 +114,7 @@ def add_device(
         device_id, secret = security.add_device(body.name, groups=body.groups,
                                                 actor=f"token:{who.name}")
     except InvalidParameterError as exc:
-        bad_group = str(exc).startswith("Group name")
+        bad_group = exc.field == "groups"  # else 'name': invalid, or registered meanwhile
         raise Problem(
             422, "Invalid group name" if bad_group else "Invalid device name", str(exc),
             field="groups" if bad_group else "name",

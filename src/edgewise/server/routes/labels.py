@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from edgewise.errors import PayloadError
+from edgewise.errors import InvalidParameterError, PayloadError
 from edgewise.label.store import LabelStore
 from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.problems import Problem
@@ -100,16 +100,16 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
         lab = labels.add(body.device_id, start, end, body.label, who=f"token:{who.name}",
                          note=body.note)
     except ValueError as exc:
-        # the store's message names what was wrong; the problem names the same field
-        text = str(exc)
+        # the store names the argument at fault (exc.field); the problem names its body field
+        at_fault = exc.field if isinstance(exc, InvalidParameterError) else None
         field, value, allowed = "label", body.label, "'normal', 'anomaly' or a fault class"
-        if "'device_id'" in text:
+        if at_fault == "device_id":
             field, value, allowed = "device_id", body.device_id, "a registered device id"
-        elif "'start_ns'" in text:
+        elif at_fault == "start_ns":
             field, value, allowed = "start", start, "a time from 1970 to 2262"
-        elif "'end_ns'" in text or "must end after it starts" in text:
+        elif at_fault == "end_ns":  # out of range, or not after start_ns
             field, value, allowed = "end", end, "a time from 1970 to 2262, after 'start'"
-        raise Problem(422, "Invalid label", text, field=field, value=value, allowed=allowed,
+        raise Problem(422, "Invalid label", str(exc), field=field, value=value, allowed=allowed,
                       reason="bad_label") from None
     return _label_json(lab)
 

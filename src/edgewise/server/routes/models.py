@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from edgewise.errors import InvalidParameterError, SignatureError
 from edgewise.registry import KEY_FILE, MAX_EXPIRY_DAYS, Registry, check_expires_days
 from edgewise.security.credentials import Principal, Security
-from edgewise.server.deps import authenticate_device, authenticate_token, check_role
+from edgewise.server.deps import authenticate_device, require_role
 from edgewise.server.problems import Problem
 
 __all__ = ["RolloutRequest", "make_router"]
@@ -82,20 +82,10 @@ def make_router(registry: Registry, security: Security,
             )
         return authenticate_device(security, device_id, authorization)
 
-    def token(role: str) -> Callable[..., Principal]:
-        def check(
-            authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-            x_device_id: Annotated[str | None, Header(include_in_schema=False)] = None,
-        ) -> Principal:
-            return check_role(authenticate_token(security, authorization, x_device_id), role)
-
-        check.__name__ = f"require_{role}"
-        check.api_token_role = role  # type: ignore[attr-defined]  # as deps.require_role's
-        return check
-
     # in the defaults, not in Annotated: under `from __future__ import annotations` FastAPI
     # resolves annotations in the module's globals, where this router's checks are not
-    viewer, operator = Depends(token("viewer")), Depends(token("operator"))
+    viewer = Depends(require_role("viewer", security))
+    operator = Depends(require_role("operator", security))
 
     @r.get("/v1/devices/{device_id}/model",
            summary="The newest signed release for a device (device secret)",
