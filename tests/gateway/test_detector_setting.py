@@ -122,3 +122,24 @@ def test_bench_fleet_bad_input_is_one_line_before_any_work() -> None:
     row = json.loads(res.stdout)["detectors"][0]
     assert row["detector"] == "ewzscore" and row["device_hours"] == 0.1
     assert re.fullmatch(r"\S+ \S+", json.loads(res.stdout)["machine"])
+
+
+def test_what_ewzscore_gives_up_on_a_counter_and_a_trend() -> None:
+    """Check the README's caveat of ``--detector ewzscore``: a week of an energy meter
+    raises no alarm under it, and its two hours of tripled consumption go unfound, while the
+    default finds them; a month of a draining cell raises none (the default: a handful)."""
+    from edgewise.gateway.pipeline import per_metric_factory
+    from tests.detect.test_counter import DAY, _load, _meter
+    from tests.detect.test_creep import _battery
+
+    load = _load()
+    fault = slice(5 * DAY + 600, 5 * DAY + 720)
+    load[fault] *= 3
+    meter = _meter(load).reshape(-1, 1)
+    alarms = {name: np.flatnonzero(per_metric_factory(name)().score_many(meter) >= 0.9)
+              for name in ("context-likelihood", "ewzscore")}
+    assert alarms["ewzscore"].size == 0
+    assert any(fault.start <= a < fault.stop for a in alarms["context-likelihood"])
+    cell = _battery().reshape(-1, 1)
+    assert (per_metric_factory("ewzscore")().score_many(cell) >= 0.9).sum() == 0
+    assert 1 <= (per_metric_factory("context-likelihood")().score_many(cell) >= 0.9).sum() <= 10

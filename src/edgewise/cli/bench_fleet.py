@@ -32,7 +32,8 @@ def bench_fleet_cmd(
             typer.echo(
                 f"{row['detector']:<20} alerts {row['alerts']:>5}  false {row['false_alerts']:>5} "
                 f"({row['false_alerts_per_device_hour']:.2f} per device-hour)  faults found "
-                f"{row['found']}/{row['faults']} (named {row['named']})  median delay "
+                f"{row['found']}/{row['faults']} (named {row['named']})  under alert "
+                f"{100 * row['alert_time_share']:.1f}% of the time  median delay "
                 f"{'-' if delay is None else f'{delay:.0f} s'}; white noise "
                 f"{row['noise_alarms_per_stream_hour']:.2f} alarms per stream-hour  "
                 f"[{row['seconds']:.0f} s]")
