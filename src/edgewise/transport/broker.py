@@ -6,6 +6,22 @@ secrets (throttled). A device may publish only to ``edgewise/<its id>/telemetry`
 subscribe only to its own ``ack`` and ``deadletter`` topics; a publish anywhere else is
 refused and reported on the device's dead-letter topic with reason ``topic_not_allowed``.
 
+Three things of amqtt's would step past those checks, so they are refused:
+
+* a **Will** message (CONNECT with the will flag): amqtt publishes it when the client
+  drops, and retains it, without the publish check, so a device could forge another's
+  ack (``edgewise/<other>/ack``) or, with the internal subscriber, its telemetry. A
+  CONNECT carrying one is refused (``edgewise_auth_failures_total{reason="will"}``).
+* **another device's client id**: amqtt hands a persistent session to whoever connects
+  with its client id (subscriptions, queued acks and dead letters included) and lets a
+  live one be taken over. A client id is bound to the first device that authenticates
+  with it, for the broker's life; another device is refused (``reason="client_id"``).
+  (A CONNECT with clean session set still makes amqtt drop an offline session of that
+  client id before authentication; what it held is an ack, sent again at subscribe.)
+* **retained messages**: amqtt sends every retained message to each client that
+  connects, past the topic ACL. The broker keeps none (the gateway's acks are not
+  retained either, see below); a retain flag is ignored.
+
 Telemetry does not fan out to other subscribers: the broker hands each message straight
 to the gateway's handler (a broker plugin, no second MQTT hop), and after the commit the
 gateway publishes the QoS 1 ack ``{"seq": w}`` on ``edgewise/<id>/ack``; a device that
@@ -74,7 +90,7 @@ class DeviceAuthPlugin(BaseAuthPlugin):
                 hmac.compare_digest(secret.encode(), owner.internal_secret.encode())
             if not ok:
                 owner.count("edgewise_auth_failures_total", reason="bad_secret")
-            return ok
+            return ok and owner.admit(session)
         if not secret:
             owner.count("edgewise_auth_failures_total", reason="empty_password")
             return False
@@ -86,7 +102,7 @@ class DeviceAuthPlugin(BaseAuthPlugin):
         except AuthError:
             owner.count("edgewise_auth_failures_total", reason="bad_secret")
             return False
-        return True
+        return owner.admit(session)
 
 
 class DeviceTopicPlugin(BaseTopicPlugin):
@@ -207,10 +223,37 @@ class EmbeddedBroker:
         self.instance = uuid.uuid4().hex
         self._broker: Broker | None = None
         self._pending: set[asyncio.Future[Any]] = set()
+        # client id -> the device (or internal user) that first authenticated with it
+        self._client_owner: dict[str, str] = {}
 
     @staticmethod
     def telemetry_topic(device_id: str) -> str:
         return topic(device_id, "telemetry")
+
+    def admit(self, session: Session) -> bool:
+        """Whether an authenticated CONNECT may go on: no Will message, and a client id
+        no other device (or the internal subscriber) has used (see the module docstring)."""
+        user, client_id = session.username, session.client_id
+        if session.will_flag:
+            self.count("edgewise_auth_failures_total", reason="will")
+            log.info("MQTT CONNECT of %r refused: it carries a Will message (on %r), which "
+                     "the broker would publish past the topic ACL", user, session.will_topic)
+            return False
+        if client_id:
+            first = self._client_owner.setdefault(client_id, user)
+            if first != user:
+                self.count("edgewise_auth_failures_total", reason="client_id")
+                log.info("MQTT CONNECT of %r refused: client id %r belongs to another "
+                         "device's session", user, client_id)
+                return False
+        return True
+
+    async def _no_retain(self, source_session: Any, topic_name: str | None,
+                         data: bytes | bytearray | None, qos: int | None = None) -> None:
+        """Stands in for amqtt's ``retain_message``: nothing is retained (see the module
+        docstring); a retained message is delivered once, like any other."""
+        if data and topic_name is not None:
+            self.count("edgewise_mqtt_retain_ignored_total")
 
     def count(self, name: str, value: float = 1.0, **labels: str) -> None:
         if self._count is not None:
@@ -238,6 +281,7 @@ class EmbeddedBroker:
         logging.getLogger("transitions").setLevel(logging.WARNING)
         await self.batcher.start()
         self._broker = Broker(self.config())
+        self._broker.retain_message = self._no_retain  # type: ignore[method-assign]
         await self._broker.start()
         if self.consumer == "subscriber":
             from edgewise.transport.client import ExternalBroker
