@@ -222,3 +222,17 @@ def test_an_energy_meter_is_scored_by_its_increments(pipe: Pipeline) -> None:
     alerts = pipe.store.list_alerts(kind="anomaly")
     assert 1 <= len(alerts) <= 4, [(a.start_ns // 10**9 - T0) // 60 for a in alerts]
     assert any(a.start_ns == (T0 + 60 * 2500) * 10**9 for a in alerts)
+
+
+def test_a_seq_reused_in_one_batch_keeps_its_other_readings(pipe: Pipeline) -> None:
+    """Check a batch holding one seq three times (the same message twice, then the seq
+    reused for another value at the same time and for a reading at a new time) stores the
+    new reading and records the conflict, as it does when they come in separate batches;
+    every message after the first was dropped as a repeat of it."""
+    first = _msg(7, T0, b=1.0)
+    out = pipe.ingest_many([("pump-9", first), ("pump-9", first), ("pump-9", _msg(7, T0, b=2.0)),
+                            ("pump-9", _msg(7, T0 + 1, b=3.0))])
+    assert all(r.ack_seq == 0 for r in out)  # seq 7 alone: 1..6 missing
+    assert sorted(v for _, _, v in pipe.store.query("pump-9")) == [1.0, 3.0]
+    assert pipe.metrics.get("edgewise_readings_conflict_total") == 1
+    assert pipe.metrics.get("edgewise_readings_stored_total") == 2

@@ -242,7 +242,7 @@ class Pipeline:
         out: list[IngestResult | PayloadError | RateLimitError] = []
         readings: list[Reading] = []
         seqs: dict[str, list[int]] = {}
-        seen: set[tuple[str, int]] = set()
+        seen: dict[tuple[str, int], bytes] = {}  # (device, seq) -> the payload it came in
         for device_id, payload in items:
             m.inc("edgewise_messages_total", via=via)
             try:
@@ -272,11 +272,12 @@ class Pipeline:
                     out.append(exc)
                     continue
             fresh = [s for s in dec.seqs if (device_id, s) not in seen]
-            if dec.seqs and not fresh:  # the same message twice in this batch
-                rs: list[Reading] = []
-            else:
+            if dec.seqs and all(seen.get((device_id, s)) == payload for s in dec.seqs):
+                rs: list[Reading] = []  # the same message delivered twice in this batch
+            else:  # a seq reused for other readings: the store tells duplicates, conflicts
                 rs = dec.readings
-            seen.update((device_id, s) for s in dec.seqs)
+            for s in dec.seqs:
+                seen.setdefault((device_id, s), payload)
             readings.extend(rs)
             if dec.seqs:
                 seqs.setdefault(device_id, []).extend(fresh)
