@@ -104,3 +104,15 @@ def test_metric_names_with_lone_surrogates_or_a_newline_are_rejected() -> None:
     assert [r.metric for r in d.readings] == ["ok_metric"]
     assert sorted(e.field for e in d.rejected) == ["metrics.a\n", "metrics.\ud800"]
     assert {e.reason for e in d.rejected} == {"bad_metric"}
+
+
+def test_a_value_past_pythons_digit_limit_is_rejected_not_the_message() -> None:
+    """Check a 5,000-digit integer (valid JSON, past Python's 4,300-digit int conversion
+    limit) rejects its own field, with the message's other readings kept and its seq
+    counted; it failed the whole message as bad JSON, so the device resent it for ever."""
+    raw = (b'[{"ts": 1700000000, "metrics": {"a": ' + b"7" * 5000 + b', "b": 2}, "seq": 4},'
+           b' {"ts": 1700000001, "metrics": {"a": -' + b"7" * 5000 + b'}, "seq": 5}]')
+    d = decode(raw, "pump-1", now_ns=NOW_NS)
+    assert d.seqs == [4, 5]
+    assert [(r.metric, r.value) for r in d.readings] == [("b", 2.0)]
+    assert [e.field for e in d.rejected] == ["metrics.a", "metrics.a"]

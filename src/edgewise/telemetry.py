@@ -360,6 +360,21 @@ def _inflate(raw: bytes, device_id: str, max_bytes: int) -> bytes:
     return out
 
 
+def _json_int(text: str) -> int | float:
+    """A JSON integer as a Python int. One past Python's 4,300-digit conversion limit is far
+    beyond a double (1.8e308) and becomes +-inf, so the field holding it is rejected as an
+    overflow and its message's seq still counts; as a ``ValueError`` it failed the whole
+    message as bad JSON, whose seq never counts, and the device resent it for ever.
+
+    >>> _json_int("12"), _json_int("-" + "9" * 5000)
+    (12, -inf)
+    """
+    try:
+        return int(text)
+    except ValueError:
+        return float("-inf") if text.startswith("-") else float("inf")
+
+
 def decode(
     payload: bytes | str,
     device_id: str,
@@ -392,7 +407,7 @@ def decode(
     if raw.startswith(GZIP_MAGIC):
         raw = _inflate(raw, device_id, max_bytes)
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw, parse_int=_json_int)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise PayloadError(
             device_id=device_id, field="payload", value=raw[:40].decode("utf-8", "replace"),
