@@ -8,9 +8,12 @@ Three parts, each usable alone:
   is bounded in bytes; the policy when full is **drop newest**: a message that does not fit is
   counted (``dropped``, exact) and never gets a seq. Dropping the oldest instead would leave a
   hole below the gateway's ack watermark (every seq 1..w stored), which would stall acks.
-* :class:`ModelSlot`: verified, atomic install (write temp, fsync, rename, fsync dir; the
-  ``current.json`` pointer is replaced the same way), so ``kill -9`` at any point leaves the old
-  or the new model, never a partial one.
+  What the gateway rejects for good is counted (``rejected``) and kept aside; a gateway that
+  forgot the device gets the pending messages renumbered after its ack; a file SQLite cannot
+  read is moved aside (``outbox.sqlite.corrupt-<UTC time>``) and a fresh outbox started.
+* :class:`ModelSlot`: verified, atomic install (write a fresh temp that never follows a link,
+  fsync, rename, fsync dir; the ``current.json`` pointer is replaced the same way), so
+  ``kill -9`` at any point leaves the old or the new model, never a partial one.
 * :class:`Agent`: the loop. The main thread reads the source, cleans, scores and buffers; a
   sender thread drains the outbox in seq order over ``POST /v1/telemetry`` (headers as in
   INTERFACES.md), deletes what the gateway's ``ack_seq`` covers, and polls for model updates.
@@ -40,7 +43,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,10 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 _ROW_OVERHEAD = 40  # bytes counted per message beyond its JSON (seq, size, page slack)
 _DROP_LOG_EVERY_S = 60.0  # an outbox that keeps dropping is said again at most this often
 _FINAL_REFUSALS = ("unsupported_format", "bad_model")  # what the signed release itself is
+MAX_MODEL_BYTES = 256 * 1024 * 1024  # a signed release saying more is refused, never fetched
+_CLOCK_REASONS = ("future_ts", "ancient_ts")  # the gateway's reasons for a reading's time
+_REJECTED_KEEP = 1000  # rejected messages kept in the outbox's ``rejected`` table
+_STALL_FIRST_S, _STALL_MAX_S = 1.0, 30.0  # pause when a 200 answer does not advance the ack
 
 
 class Outbox:
@@ -71,18 +78,47 @@ class Outbox:
             )
         self.path = str(path)
         self.max_bytes = max_bytes
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(
-            "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, body BLOB NOT NULL,"
-            " size INTEGER NOT NULL);"
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
-            "INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('acked', 0), ('dropped', 0),"
-            " ('bytes', 0), ('source_pos', 1);"
-        )
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
+            aside = self._move_aside(exc)
+            log.error(json.dumps({"event": "outbox_corrupt", "path": self.path,
+                                  "moved_to": aside, "detail": f"{exc}; the messages in it are "
+                                  "not sent; a fresh outbox is used"}))
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(
+                "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, body BLOB NOT NULL,"
+                " size INTEGER NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, seq INTEGER,"
+                " reason TEXT NOT NULL, detail TEXT NOT NULL, body BLOB, at_ns INTEGER NOT NULL);"
+                "INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('acked', 0), ('dropped', 0),"
+                " ('bytes', 0), ('source_pos', 1), ('rejected', 0);"
+            )
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, exc: Exception) -> str:
+        """Rename the unreadable database (and its WAL files) to ``*.corrupt-<UTC time>``."""
+        aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        for suffix in ("-wal", "-shm", ""):  # the database last: a crash leaves no stray WAL
+            try:
+                os.replace(self.path + suffix, aside + suffix)
+            except FileNotFoundError:
+                continue
+        return aside
 
     def _meta(self, key: str) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
@@ -104,6 +140,12 @@ class Outbox:
         """Messages refused because the buffer was full (exact)."""
         with self._lock:
             return self._meta("dropped")
+
+    @property
+    def rejected(self) -> int:
+        """Records or metrics the gateway rejected for good (its ``rejected`` list; exact)."""
+        with self._lock:
+            return self._meta("rejected")
 
     @property
     def bytes_used(self) -> int:
@@ -149,17 +191,35 @@ class Outbox:
                 raise
 
     def pending(self, limit: int = 500) -> list[dict[str, Any]]:
-        """The oldest unacknowledged messages, in seq order."""
+        """The oldest unacknowledged messages, in seq order (the seq column is the truth:
+        :meth:`renumber` changes it, not the stored body)."""
         with self._lock:
-            rows = self._db.execute("SELECT body FROM outbox ORDER BY seq LIMIT ?",
+            rows = self._db.execute("SELECT seq, body FROM outbox ORDER BY seq LIMIT ?",
                                     (limit,)).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [{**json.loads(body), "seq": seq} for seq, body in rows]
 
-    def ack(self, ack_seq: int) -> int:
-        """Forget every message with seq <= ``ack_seq``; return how many were removed."""
+    def ack(self, ack_seq: int, rejected: Sequence[tuple[int | None, str, str]] = ()) -> int:
+        """Forget every message with seq <= ``ack_seq``; return how many were removed.
+
+        ``rejected``: ``(seq, reason, detail)`` for what the gateway refused in the answer
+        carrying this ack; counted in :attr:`rejected` and kept (with the message, when its
+        seq is known) in the ``rejected`` table, newest ``_REJECTED_KEEP``, in the same
+        transaction.
+        """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if rejected:
+                    now = time.time_ns()
+                    for seq, reason, detail in rejected:
+                        self._db.execute(
+                            "INSERT INTO rejected (seq, reason, detail, body, at_ns) VALUES "
+                            "(?, ?, ?, (SELECT body FROM outbox WHERE seq = ?), ?)",
+                            (seq, reason, detail, seq, now))
+                    self._db.execute("DELETE FROM rejected WHERE id <= "
+                                     "(SELECT MAX(id) FROM rejected) - ?", (_REJECTED_KEEP,))
+                    self._db.execute("UPDATE meta SET value = value + ? WHERE key='rejected'",
+                                     (len(rejected),))
                 (n, size) = self._db.execute(
                     "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE seq <= ?",
                     (ack_seq,)).fetchone()
@@ -173,9 +233,47 @@ class Outbox:
                 raise
         return int(n)
 
+    def renumber(self, ack_seq: int) -> int:
+        """The gateway forgot this device (its ack fell below :attr:`acked`): number the
+        pending messages, which it never acknowledged, from ``ack_seq + 1`` on and make
+        ``ack_seq`` the ack, in one transaction; return the shift (0: nothing to do).
+
+        >>> import tempfile
+        >>> box = Outbox(tempfile.mkdtemp() + "/outbox.sqlite")
+        >>> for i in range(3): _ = box.put({"ts": 1700000000 + i, "metrics": {"t": 1.0}})
+        >>> box.ack(2), box.renumber(0), [m["seq"] for m in box.pending()], box.next_seq
+        (2, 2, [1], 2)
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                acked = self._meta("acked")
+                if ack_seq >= acked:
+                    self._db.execute("COMMIT")
+                    return 0
+                first = self._db.execute("SELECT MIN(seq) FROM outbox").fetchone()[0]
+                shift = (acked if first is None else first - 1) - ack_seq
+                # through negatives, so no new seq meets an old one on the way
+                self._db.execute("UPDATE outbox SET seq = -seq")
+                self._db.execute("UPDATE outbox SET seq = -seq - ?", (shift,))
+                self._db.execute("UPDATE meta SET value = value - ? WHERE key='next_seq'",
+                                 (shift,))
+                self._db.execute("UPDATE meta SET value = ? WHERE key='acked'", (ack_seq,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(shift)
+
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file is no database or a damaged one (not, e.g., locked)."""
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text
 
 
 def _fsync_dir(path: Path) -> None:
@@ -187,8 +285,16 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` through a fresh temp file: a stale one is unlinked (a link itself, never
+    its target) and the new one made with ``O_EXCL | O_NOFOLLOW``, so nothing planted at the
+    temp path is written through; then fsync, rename and fsync the directory."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with open(fd, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -527,7 +633,11 @@ class Agent:
         self.release = 0
         self.local_alerts = 0
         self.refused: list[tuple[int, str]] = []
+        self._manifest_refused: dict[str, str] = {}  # sha256 of manifest + signature: reason
         self._drop_logged_at: float | None = None
+        self._reject_logged_at: float | None = None
+        self._rejected_unlogged: list[tuple[int | None, str, str]] = []
+        self._stall_s = 0.0
         self._stop = threading.Event()
         self._load_model()
 
@@ -576,8 +686,12 @@ class Agent:
     def check_update(self, client: Any) -> str:
         """Fetch, verify, load and install the gateway's current release; return what happened.
 
-        A release is installed only once its payload loads as a working detector; otherwise
-        it is refused (``unsupported_format``, ``bad_model``) and the running model is kept.
+        Nothing of the payload is fetched before the manifest's signature, key, target,
+        expiry and release order are verified, nor when the signed size is over
+        ``MAX_MODEL_BYTES`` (refused as ``too_large``); a manifest refused on its own is not
+        looked at again. A release is installed only once its payload loads as a working
+        detector; otherwise it is refused (``unsupported_format``, ``bad_model``) and the
+        running model is kept.
         """
         if not self.trusted_keys:
             return "disabled"
@@ -589,6 +703,10 @@ class Agent:
         env = r.json()
         mb, sig = base64.b64decode(env["manifest"]), base64.b64decode(env["signature"])
         head: Any = None
+        seen = hashlib.sha256(mb + b"\0" + sig).hexdigest()
+        if seen in self._manifest_refused:  # refused on the manifest alone: it still is
+            return f"refused:{self._manifest_refused[seen]}"
+        download = _Download(client, self.gateway, self._headers(), mb)
         try:
             head = json.loads(mb)
             if int(head.get("release", 0)) == self.release:
@@ -596,23 +714,20 @@ class Agent:
             for rel, reason in self.refused:  # refused for what it is: no need to fetch again
                 if rel == int(head.get("release", 0)) and reason in _FINAL_REFUSALS:
                     return f"refused:{reason}"
-            with client.stream("GET", f"{self.gateway}/v1/models/{head.get('sha256', '')}",
-                               headers=self._headers()) as resp:
-                resp.raise_for_status()
-                data = _read_capped(resp, int(head.get("size", 0)))
-            m = verify(mb, sig, data, trusted_keys=self.trusted_keys, device_id=self.device_id,
-                       groups=self.groups, installed_release=self.release,
-                       known=self.slot.history())
-        except SignatureError as exc:
+            m = verify(mb, sig, download, trusted_keys=self.trusted_keys,
+                       device_id=self.device_id, groups=self.groups,
+                       installed_release=self.release, known=self.slot.history())
+            data = download.data
+        except (SignatureError, _Refusal) as exc:
             if exc.reason == "replay":
                 log.info(json.dumps({"event": "update_replay", "detail": str(exc)}))
                 return "replay"
+            if not download.opened:
+                self._manifest_refused[seen] = exc.reason
             rel = int(head.get("release", -1)) if isinstance(head, dict) else -1
             return self._refuse(rel, exc.reason, str(exc))
-        if m.format != "pickle":
-            return self._refuse(m.release, "unsupported_format",
-                                f"Release {m.release} is in format {m.format!r}; this agent "
-                                "runs 'pickle' (publish with --format pickle or a .pkl file).")
+        finally:
+            download.close()
         try:
             model = load_detector(data)
         except ValueError as exc:
@@ -674,7 +789,15 @@ class Agent:
         return self._put({"ts": ts, "metrics": metrics}, source_pos=source_pos)
 
     def drain_once(self, client: Any) -> int:
-        """Send one batch of pending messages; return the gateway's ack (or -1 if none)."""
+        """Send one batch of pending messages; return the gateway's ack (or -1 if none).
+
+        What the gateway rejected (its answer's ``rejected`` list) it refuses for good: it
+        is logged, counted in ``outbox.rejected`` and kept in the outbox's ``rejected``
+        table, not sent again. An ack below what this outbox had acknowledged means the
+        gateway forgot the device (deleted and added again, or a new gateway): the pending
+        messages are numbered from its ack on (:meth:`Outbox.renumber`). A 200 answer that
+        does not advance the ack pauses (1 s, doubling up to 30 s) before the next post.
+        """
         msgs = self.outbox.pending(self.batch)
         if not msgs:
             return -1
@@ -691,9 +814,60 @@ class Agent:
             else:
                 self._stop.wait(1.0)
             return -1
-        ack = int(r.json()["ack_seq"])
-        self.outbox.ack(ack)
+        answer = r.json()
+        ack = int(answer["ack_seq"])
+        before = self.outbox.acked
+        if ack < before:  # the gateway forgot the device: what is pending it never acked
+            shift = self.outbox.renumber(ack)
+            log.warning(json.dumps({
+                "event": "gateway_forgot_device", "ack_seq": ack, "acked": before,
+                "pending": len(self.outbox), "renumbered_from": ack + 1, "shift": shift,
+                "detail": "the gateway's ack fell below what it had acknowledged (device "
+                "deleted and added again, or a new gateway); pending messages are numbered "
+                "from its ack on and sent again"}))
+            self._stall_s = 0.0
+            return ack
+        last = int(msgs[-1]["seq"])
+        done = min(ack, last)  # never drop what was not in this batch, whatever the ack says
+        rejected = _rejections(msgs, answer.get("rejected") or [], done)
+        self.outbox.ack(done, rejected)
+        if rejected:
+            self._log_rejected(rejected)
+        if ack > before or ack >= last:
+            self._stall_s = 0.0
+        else:  # stored nothing we could drop: wait instead of posting the same batch again
+            self._stall_s = min(max(2 * self._stall_s, _STALL_FIRST_S), _STALL_MAX_S)
+            log.warning(json.dumps({"event": "ack_stalled", "ack_seq": ack,
+                                    "pending_from": msgs[0]["seq"], "retry_in_s": self._stall_s}))
+            self._stop.wait(self._stall_s)
         return ack
+
+    def _log_rejected(self, rejected: Sequence[tuple[int | None, str, str]]) -> None:
+        """Log what the gateway rejected: at once, then at most once a minute with the exact
+        count since; say so when most were refused for the reading's time (clock not set)."""
+        self._rejected_unlogged.extend(rejected)
+        now = time.monotonic()
+        if self._reject_logged_at is not None and now - self._reject_logged_at < _DROP_LOG_EVERY_S:
+            return
+        self._reject_logged_at = now
+        batch, self._rejected_unlogged = self._rejected_unlogged, []
+        reasons: dict[str, int] = {}
+        for _, reason, _ in batch:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        clock = sum(reasons.get(r, 0) for r in _CLOCK_REASONS) * 2 > len(batch)
+        detail = ("most were refused for the reading's time being too far from the gateway's "
+                  "clock: is this device's clock set (NTP, RTC)? " if clock else "")
+        detail += ("the gateway refuses them for good, so they are not sent again; they are kept "
+                   f"in the rejected table of {self.outbox.path}")
+        total = self.outbox.rejected
+        log.warning(json.dumps({
+            "event": "readings_rejected", "count": len(batch), "total": total,
+            "reasons": reasons, "rejections": [
+                {"seq": seq, "reason": reason, **json.loads(info)}
+                for seq, reason, info in batch[:20]],
+            "detail": detail}))
+        if not clock:  # a report stamped by a clock the gateway refuses would be refused too
+            self._report({"agent.rejected": float(total)})
 
     def sender_loop(self) -> None:
         """Drain and poll for updates until stopped; back off while the gateway is away."""
@@ -753,12 +927,98 @@ class Agent:
         self._stop.set()
 
 
-def _read_capped(resp: Any, size: int) -> bytes:
-    """Read at most ``size + 1`` bytes of a streamed response (endless-data guard)."""
-    parts, got = [], 0
-    for chunk in resp.iter_bytes():
-        parts.append(chunk)
-        got += len(chunk)
-        if got > size:
-            break
-    return b"".join(parts)[: size + 1]
+def _rejections(msgs: Sequence[Mapping[str, Any]], problems: Sequence[Any], done: int
+                ) -> list[tuple[int | None, str, str]]:
+    """``(seq, reason, detail JSON)`` for each of the gateway's ``rejected`` problems whose
+    message the ack covers (``seq <= done``); one that names no message is kept only when
+    the whole batch is covered.
+
+    >>> msgs = [{"seq": 7}, {"seq": 8}]
+    >>> _rejections(msgs, [{"index": 1, "reason": "future_ts", "field": "ts", "value": 9}], 8)
+    [(8, 'future_ts', '{"field": "ts", "value": 9}')]
+    >>> _rejections(msgs, [{"index": 1, "reason": "future_ts"}], 7)
+    []
+    """
+    out: list[tuple[int | None, str, str]] = []
+    for p in problems:
+        if not isinstance(p, Mapping):
+            continue
+        idx = p.get("index")
+        if idx is None and len(msgs) == 1:
+            idx = 0
+        seq = (int(msgs[idx]["seq"]) if isinstance(idx, int) and 0 <= idx < len(msgs)
+               else None)
+        if (seq if seq is not None else int(msgs[-1]["seq"])) > done:
+            continue  # still pending: counted if it is rejected when sent again
+        info = {k: p[k][:300] if isinstance(p[k], str) else p[k]
+                for k in ("field", "value", "allowed", "detail") if k in p}
+        out.append((seq, str(p.get("reason") or "rejected"), json.dumps(info, default=str)))
+    return out
+
+
+class _Refusal(Exception):
+    """A verified release this agent will not fetch (``reason`` as in ``update_refused``)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class _Download:
+    """A release's payload as a binary stream that :func:`edgewise.registry.verify` reads.
+
+    ``verify`` reads only once the manifest passed its checks, so the HTTP stream is opened
+    on the first ``read``, after the (then verified) manifest's size and format are checked
+    against what this agent takes; ``data`` is what was read, ``close`` ends the stream.
+    """
+
+    def __init__(self, client: Any, gateway: str, headers: Mapping[str, str],
+                 manifest_bytes: bytes) -> None:
+        self.client, self.gateway, self.headers = client, gateway, dict(headers)
+        self.manifest_bytes = manifest_bytes
+        self.opened = False
+        self._ctx: Any = None
+        self._chunks: Iterator[bytes] | None = None
+        self._buf = b""
+        self._parts: list[bytes] = []
+
+    def _open(self) -> None:
+        m = Manifest.from_bytes(self.manifest_bytes)  # verified: verify reads only after that
+        if m.size > MAX_MODEL_BYTES:
+            raise _Refusal(f"Release {m.release} is {m.size} bytes; this agent takes models of "
+                           f"at most {MAX_MODEL_BYTES} bytes (MAX_MODEL_BYTES), so it was not "
+                           "downloaded.", "too_large")
+        if m.format != "pickle":
+            raise _Refusal(f"Release {m.release} is in format {m.format!r}; this agent runs "
+                           "'pickle' (publish with --format pickle or a .pkl file).",
+                           "unsupported_format")
+        self.opened = True
+        ctx = self.client.stream("GET", f"{self.gateway}/v1/models/{m.sha256}",
+                                 headers=self.headers)
+        resp = ctx.__enter__()
+        self._ctx = ctx
+        resp.raise_for_status()
+        self._chunks = resp.iter_bytes()
+
+    def read(self, n: int = -1) -> bytes:
+        if self._chunks is None:
+            self._open()
+        assert self._chunks is not None
+        while n < 0 or len(self._buf) < n:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                break
+            self._buf += chunk
+        out, self._buf = (self._buf, b"") if n < 0 else (self._buf[:n], self._buf[n:])
+        self._parts.append(out)
+        return out
+
+    @property
+    def data(self) -> bytes:
+        """Everything read so far (all of the payload once ``verify`` returned)."""
+        return b"".join(self._parts)
+
+    def close(self) -> None:
+        if self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            ctx.__exit__(None, None, None)
