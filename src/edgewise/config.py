@@ -60,8 +60,15 @@ class Settings:
 
     @property
     def store_url(self) -> str:
-        """The store URL, defaulting to a DuckDB file under the data directory."""
-        return self.store or f"duckdb:///{self.data_dir / 'edgewise.duckdb'}"
+        """The store URL, defaulting to a DuckDB file under the data directory (made
+        absolute: ``duckdb:///`` + a relative path would name a file under ``/``).
+
+        >>> import os
+        >>> Settings(data_dir=Path("ew")).store_url == (
+        ...     f"duckdb:///{os.getcwd()}/ew/edgewise.duckdb")
+        True
+        """
+        return self.store or f"duckdb:///{(self.data_dir / 'edgewise.duckdb').absolute()}"
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
@@ -83,8 +90,8 @@ class Settings:
 def _cast(name: str, raw: Any, typ: Any, source: str) -> Any:
     typ = str(typ)
     try:
-        if typ == "Path":
-            return Path(raw).expanduser()
+        if typ == "Path":  # absolute: a relative data dir in duckdb:///{dir} became root's
+            return Path(raw).expanduser().absolute()
         if typ == "int":
             return int(raw)
         if typ == "float":

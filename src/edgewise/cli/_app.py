@@ -30,6 +30,7 @@ DataDir = Annotated[
         help="Where the store, keys and registry live.",
         default_factory=default_data_dir,
         show_default=False,
+        resolve_path=True,  # a relative dir is the working directory's, in every URL made of it
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]

@@ -37,7 +37,7 @@ def _history(device: str, csv: Path | None, store_url: str | None, data_dir: Pat
         from edgewise.store import open_store  # type: ignore[attr-defined]
     except ImportError:
         raise fail("No store backend is installed in this build; pass --csv FILE.") from None
-    url = store_url or f"duckdb:///{data_dir / 'edgewise.duckdb'}"
+    url = store_url or f"duckdb:///{(data_dir / 'edgewise.duckdb').absolute()}"
     store = open_store(url)
     try:
         return history_from_store(store, device)
