@@ -143,3 +143,16 @@ def test_what_ewzscore_gives_up_on_a_counter_and_a_trend() -> None:
     cell = _battery().reshape(-1, 1)
     assert (per_metric_factory("ewzscore")().score_many(cell) >= 0.9).sum() == 0
     assert 1 <= (per_metric_factory("context-likelihood")().score_many(cell) >= 0.9).sum() <= 10
+
+
+def test_a_new_data_dir_is_readable_by_its_owner_only(tmp_path) -> None:
+    """Check the gateway makes its data directory 0700: it was 0755 (the first thing to
+    make it was the gateway, before Security's 0700), so with the files in it at 0644 any
+    local user read the fleet's telemetry, alerts and notes."""
+    d = tmp_path / "fresh"
+    gw = Gateway(Settings(data_dir=d))
+    try:
+        assert d.stat().st_mode & 0o777 == 0o700
+    finally:
+        gw.pipeline.close()
+        gw.store.close()

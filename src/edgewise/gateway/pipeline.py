@@ -497,13 +497,17 @@ class Pipeline:
                 del self._detectors[k]
             for k in [k for k in self._last_scored if k[0] == device_id]:
                 del self._last_scored[k]
-            self._mv.pop(device_id, None)
+            had_mv = self._mv.pop(device_id, None) is not None
             self._max_seq.pop(device_id, None)
             self._gap_since.pop(device_id, None)
             self._gaps_reported.pop(device_id, None)
             self._quality.pop(device_id, None)
             if self.cleaner is not None:
                 self.cleaner.forget(device_id)
+            # the saved state (written at the last clean stop) still holds the device: write
+            # it again now, or a crash before the next clean stop brings the device back
+            if (keys or had_mv) and self.state_path is not None and self.state_path.exists():
+                self.save_state(self.state_path)
         self.alerts.forget(device_id)
         return len(keys)
 

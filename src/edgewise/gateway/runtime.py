@@ -65,7 +65,8 @@ class Gateway:
                 f"Setting 'retention_days' (EDGEWISE_RETENTION_DAYS) has value "
                 f"{settings.retention_days!r}. Use 0 (keep everything) or a number of days."
             )
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # 0700 (a new one): the store, labels and detector state in it are the fleet's data
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.security = Security(settings.data_dir, throttle_after=settings.throttle_after_failures)
         self.store = open_store(settings.store_url)
         grace = os.environ.get("EDGEWISE_SEQ_GAP_GRACE_S")

@@ -126,7 +126,7 @@ class LabelStore:
 
     def __init__(self, data_dir: Path | str, *, security: Security | None = None) -> None:
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # as the gateway's
         self.path = self.data_dir / "labels.sqlite"
         self.security = security
         self._lock = threading.Lock()
