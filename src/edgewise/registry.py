@@ -491,6 +491,8 @@ CREATE TABLE IF NOT EXISTS versions (
 CREATE TABLE IF NOT EXISTS releases (
   release INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL, target TEXT NOT NULL,
   kind TEXT NOT NULL, created_ns INTEGER NOT NULL, manifest BLOB NOT NULL, signature BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS withdrawn (
+  release INTEGER PRIMARY KEY, key_id TEXT NOT NULL, withdrawn_ns INTEGER NOT NULL);
 """
 
 
@@ -534,8 +536,10 @@ class Registry:
         with self._lock:
             row = self._db.execute(
                 "SELECT manifest FROM releases ORDER BY release DESC LIMIT 1").fetchone()
-        if row is None:
-            return None
+            if row is None:  # every release withdrawn: their key was issued all the same
+                gone = self._db.execute(
+                    "SELECT key_id FROM withdrawn ORDER BY release DESC LIMIT 1").fetchone()
+                return None if gone is None else str(gone[0])
         try:
             return str(json.loads(row[0])["key_id"])
         except (ValueError, TypeError, KeyError):
@@ -755,7 +759,9 @@ class Registry:
                    expires_in_s: float, kind: str, key: SigningKey) -> SignedArtifact:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            (last,) = self._db.execute("SELECT COALESCE(MAX(release), 0) FROM releases").fetchone()
+            (last,) = self._db.execute(  # withdrawn counters are never handed out again
+                "SELECT MAX(COALESCE((SELECT MAX(release) FROM releases), 0), "
+                "COALESCE((SELECT MAX(release) FROM withdrawn), 0))").fetchone()
             art = Artifact(
                 payload, name, version, int(last) + 1, target, mv.format,
                 time.time_ns() + int(expires_in_s * 1e9), kind,
@@ -783,6 +789,47 @@ class Registry:
         with self._lock:
             rows = self._db.execute(q, (target,) if target else ()).fetchall()
         return [Release(*r) for r in rows]
+
+    def withdraw_device(self, device_id: str) -> list[Release]:
+        """Withdraw every release aimed at ``device:<device_id>``; return them, oldest first.
+
+        For a deleted device: a device registered again under the same id must not be served
+        the old device's releases. Releases to groups stay (a group is not the device's), and so
+        do the model versions and their blobs (published models, not the device's data). The
+        withdrawn release counters are never handed out again, so the releases that follow stay
+        newer than any an agent installed.
+
+        >>> import tempfile
+        >>> reg = Registry(tempfile.mkdtemp())
+        >>> _ = reg.publish("ewz", "1.0.0", b"model", format="pickle")
+        >>> _ = reg.rollout("ewz", "1.0.0", "device:pump-1")
+        >>> _ = reg.rollout("ewz", "1.0.0", "group:line-a")
+        >>> [r.release for r in reg.withdraw_device("pump-1")]
+        [1]
+        >>> reg.current("pump-1") is None, [r.target for r in reg.releases()]
+        (True, ['group:line-a'])
+        >>> reg.rollout("ewz", "1.0.0", "device:pump-1").manifest.release
+        3
+        """
+        target = f"device:{device_id}"
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    "SELECT * FROM releases WHERE target = ? ORDER BY release", (target,)
+                ).fetchall()
+                gone = [Release(*r) for r in rows]
+                now = time.time_ns()
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO withdrawn VALUES (?,?,?)",
+                    [(r.release, str(json.loads(r.manifest_bytes).get("key_id", "unknown")), now)
+                     for r in gone])
+                self._db.execute("DELETE FROM releases WHERE target = ?", (target,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return gone
 
     def current(self, device_id: str, groups: Iterable[str] = ()) -> Release | None:
         """The newest release aimed at this device or one of its groups, if any."""

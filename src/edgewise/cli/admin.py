@@ -3,7 +3,8 @@
 Credentials live in ``<data dir>/security.sqlite`` (SQLite in WAL mode), so these
 commands work beside a running gateway.
 
-``device delete`` revokes the device's credentials at once, then deletes its stored
+``device delete`` revokes the device's credentials at once and withdraws the model releases
+aimed at it (``device:<id>``; its groups' releases stay), then deletes its stored
 readings, seqs, conflicts and alerts. An embedded DuckDB store can be open in only one
 process: when a running gateway holds it, the command still revokes the credentials,
 says that the data is kept, and exits with status 1; delete the data with
@@ -22,6 +23,7 @@ from edgewise.cli._app import DataDir, Json, app, fail
 
 if TYPE_CHECKING:
     from edgewise.config import Settings
+    from edgewise.security import Security
     from edgewise.store.base import Store
 
 __all__ = ["device_app", "token_app"]
@@ -161,12 +163,13 @@ def device_delete(
         registered = sec.has_device(device_id)
         if registered:
             sec.delete_device(device_id, actor="cli")
+        releases = _withdraw_releases(settings, sec, device_id)
         ack = _clear_retained_ack(mqtt, device_id)  # after the revocation: no ack follows it
         try:
             st = open_store(settings.store_url)
         except StoreError as exc:
             done = {"id": device_id, "credentials_deleted": registered, "rows_deleted": None,
-                    "error": str(exc)}
+                    "releases_withdrawn": releases, "error": str(exc)}
             if as_json:
                 typer.echo(json.dumps(done))
             what = "credentials revoked" if registered else "device was not registered"
@@ -190,16 +193,31 @@ def device_delete(
         sec.audit("cli", "device.delete_data", device_id, {"rows": rows, "labels": labels})
     finally:
         sec.close()
-    if not registered and rows == 0 and labels == 0:
+    if not registered and rows == 0 and labels == 0 and not releases:
         raise fail(f"Device {device_id!r} is not registered and has no stored data.", code=1)
     if as_json:
         typer.echo(json.dumps({"id": device_id, "credentials_deleted": registered,
                                "rows_deleted": rows, "labels_deleted": labels,
+                               "releases_withdrawn": releases,
                                **({} if ack is None else {"retained_ack_cleared": ack})}))
         return
     creds = "credentials revoked" if registered else "was not registered"
     typer.echo(f"device {device_id}: {creds}; {rows} stored rows and {labels} labels deleted"
+               + (f"; {len(releases)} model releases withdrawn" if releases else "")
                + ("; retained ack cleared" if ack else ""))
+
+
+def _withdraw_releases(settings: Settings, sec: Security, device_id: str) -> list[int]:
+    """Withdraw the model releases aimed at the device, as ``DELETE /v1/devices/{id}`` does
+    (the registry is SQLite in WAL mode: safe beside a running gateway)."""
+    from edgewise.registry import Registry
+    from edgewise.server.routes.devices import withdraw_releases
+
+    reg = Registry(settings.data_dir)
+    try:
+        return withdraw_releases(reg, sec, device_id, "cli")
+    finally:
+        reg.close()
 
 
 def _external_broker(mqtt: str) -> bool:
@@ -272,3 +290,46 @@ def token_create(
     typer.echo(token)
     typer.echo(f"API token with role {role!r}; shown only now. Send it as "
                "'Authorization: Bearer <token>' or paste it into the dashboard.", err=True)
+
+
+@token_app.command("list")
+def token_list(data_dir: DataDir, as_json: Json = False) -> None:
+    """List API tokens: id, name, role, created (never the tokens themselves)."""
+    from edgewise.security import Security
+    from edgewise.server.query import format_ns
+
+    sec = Security(data_dir)
+    try:
+        rows = sec.list_tokens()
+    finally:
+        sec.close()
+    if as_json:
+        typer.echo(json.dumps([{"id": t.id, "name": t.name, "role": t.role,
+                                "created": format_ns(t.created_ns)} for t in rows]))
+        return
+    if not rows:
+        typer.echo("no API tokens; create one with: edgewise token create --role ROLE")
+        return
+    for t in rows:
+        typer.echo(f"{t.id}\t{t.name}\t{t.role}\t{format_ns(t.created_ns)}")
+
+
+@token_app.command("revoke")
+def token_revoke(name_or_id: str, data_dir: DataDir, as_json: Json = False) -> None:
+    """Revoke the API token NAME_OR_ID (its id from 'token list', or its name if only one
+    token has it). A running gateway refuses it (401) from the next request on."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.security import Security
+
+    sec = Security(data_dir)
+    try:
+        tok = sec.revoke_token(name_or_id, actor="cli")
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        sec.close()
+    if as_json:
+        typer.echo(json.dumps({"id": tok.id, "name": tok.name, "role": tok.role,
+                               "revoked": True}))
+        return
+    typer.echo(f"token {tok.id} ({tok.name}, role {tok.role}) revoked")

@@ -3,6 +3,7 @@
 Only ``rollout`` and ``pubkey`` make the signing key, and only for a registry that never had
 one; ``list`` never does. A registry whose key was issued but whose ``signing_key.pem`` is gone
 refuses ``publish`` and ``rollout`` with one line (restore the file, or ``new-key`` on purpose).
+``publish`` and ``rollout`` are audited (``model.publish``, ``model.rollout``) by ``cli``.
 """
 
 from __future__ import annotations
@@ -108,7 +109,21 @@ def publish_cmd(
                                         trained_on=trained_on, metrics=metrics)
     except SignatureError as exc:
         raise fail(str(exc)) from None
+    _audit(data_dir, "model.publish", name, {"version": version, "sha256": mv.sha256,
+                                             "size": mv.size, "format": mv.format})
     typer.echo(f"published {mv.name} {mv.version} ({mv.size} B, sha256 {mv.sha256[:16]})")
+
+
+def _audit(data_dir: Path, action: str, target: str, detail: dict[str, object]) -> None:
+    """Record a registry change in the audit log, by ``cli`` as the other CLI actions are
+    (HTTP rollouts are recorded by ``token:<name>``)."""
+    from edgewise.security import Security
+
+    sec = Security(data_dir)
+    try:
+        sec.audit("cli", action, target, detail)
+    finally:
+        sec.close()
 
 
 @registry_app.command("rollout")
@@ -137,6 +152,8 @@ def rollout_cmd(
         raise fail(f"{exc.args[0]} Published versions of {name!r}: {published} "
                    "(edgewise registry publish NAME VERSION FILE).") from None
     m = s.manifest
+    _audit(data_dir, "model.rollout", target, {"name": name, "version": version,
+                                               "release": m.release, "kind": m.kind})
     typer.echo(f"release {m.release}: {name} {version} -> {target} ({m.kind}), key {m.key_id}")
 
 

@@ -8,7 +8,9 @@ from edgewise.security.credentials import (
     DeviceRecord,
     Principal,
     Security,
+    TokenRecord,
 )
 from edgewise.security.ratelimit import RateLimiter
 
-__all__ = ["ROLE_RANK", "AuditEntry", "DeviceRecord", "Principal", "RateLimiter", "Security"]
+__all__ = ["ROLE_RANK", "AuditEntry", "DeviceRecord", "Principal", "RateLimiter", "Security",
+           "TokenRecord"]

@@ -15,6 +15,10 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
   only to the devices an admin put in that group, never to one that merely claims it.
 * There is no default password: the first admin token is made at first start by
   :meth:`Security.ensure_admin_token` and printed once.
+* Tokens are listed (:meth:`Security.list_tokens`: id, name, role, created; never the
+  secret, which is not kept) and revoked (:meth:`Security.revoke_token`, by name or id).
+  Every request looks its token up afresh, so a revoked token is refused at once, also by a
+  gateway running in another process.
 
 >>> import tempfile, pathlib
 >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
@@ -31,6 +35,14 @@ edgewise.errors.AuthError: Device 'pump-1': wrong secret.
 >>> token = sec.create_token("viewer", "grafana")
 >>> sec.authenticate_token(token).role
 'viewer'
+>>> [(t.name, t.role) for t in sec.list_tokens()]
+[('grafana', 'viewer')]
+>>> sec.revoke_token("grafana").name
+'grafana'
+>>> sec.authenticate_token(token)
+Traceback (most recent call last):
+...
+edgewise.errors.AuthError: API token not recognised.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ from typing import Any
 from edgewise.errors import AuthError, InvalidParameterError, PayloadError, ThrottledError
 from edgewise.telemetry import validate_device_id
 
-__all__ = ["ROLE_RANK", "AuditEntry", "DeviceRecord", "Principal", "Security"]
+__all__ = ["ROLE_RANK", "AuditEntry", "DeviceRecord", "Principal", "Security", "TokenRecord"]
 
 ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
 _TOKEN_PREFIX = "ew_"
@@ -114,6 +126,16 @@ class Principal:
     def can(self, role: str) -> bool:
         """Whether this principal's role is at least ``role``."""
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API token as listed: its id, name, role and creation time (never the secret)."""
+
+    id: str
+    name: str
+    role: str
+    created_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +377,54 @@ class Security:
         if row is None:
             raise AuthError("API token not recognised.")
         return Principal(*row)
+
+    def list_tokens(self) -> list[TokenRecord]:
+        """Every API token, oldest first: id, name, role, created (never the secret)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, name, role, created_ns FROM tokens ORDER BY created_ns, id"
+            ).fetchall()
+        return [TokenRecord(*r) for r in rows]
+
+    def revoke_token(self, name_or_id: str, *, actor: str = "cli") -> TokenRecord:
+        """Revoke the token with id ``name_or_id`` or, if no id is that, the one so named;
+        return it. Refused (:class:`InvalidParameterError`) if none is, or if several tokens
+        have that name (revoke one by its id). Takes effect at once: tokens are looked up on
+        every request."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    "SELECT id, name, role, created_ns FROM tokens WHERE id = ?", (name_or_id,)
+                ).fetchall() or self._db.execute(
+                    "SELECT id, name, role, created_ns FROM tokens WHERE name = ? "
+                    "ORDER BY created_ns, id", (name_or_id,)
+                ).fetchall()
+                if len(rows) == 1:
+                    self._db.execute("DELETE FROM tokens WHERE id = ?", (rows[0][0],))
+                    known = []
+                else:
+                    known = [r[0] for r in self._db.execute(
+                        "SELECT DISTINCT name FROM tokens ORDER BY name")]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if not rows:
+            raise InvalidParameterError(
+                f"No API token has the name or id {name_or_id!r}. Known names: "
+                f"{', '.join(map(repr, known)) or 'none'} (ids: edgewise token list).",
+                field="name_or_id", value=name_or_id,
+            )
+        if len(rows) > 1:
+            raise InvalidParameterError(
+                f"{len(rows)} API tokens are named {name_or_id!r} (ids "
+                f"{', '.join(r[0] for r in rows)}); revoke one by its id.",
+                field="name_or_id", value=name_or_id,
+            )
+        tok = TokenRecord(*rows[0])
+        self.audit(actor, "token.revoke", tok.id, {"role": tok.role, "name": tok.name})
+        return tok
 
     def ensure_admin_token(self) -> str | None:
         """At first start, make and return an admin token; ``None`` when one exists."""

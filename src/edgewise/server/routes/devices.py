@@ -27,7 +27,7 @@ from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, parse_duration
 from edgewise.server.routes.labels import label_store
 
-__all__ = ["NewDevice", "device_rows", "router"]
+__all__ = ["NewDevice", "device_rows", "router", "withdraw_releases"]
 
 router = APIRouter(tags=["devices"])
 
@@ -81,6 +81,19 @@ def known_device(security: Any, store: Any, device_id: str) -> bool:
     return any(s.device_id == device_id for s in store.devices())
 
 
+def withdraw_releases(registry: Any, security: Any, device_id: str, actor: str) -> list[int]:
+    """Withdraw the model releases aimed at ``device:<device_id>`` (:meth:`Registry.
+    withdraw_device`), audit it as ``model.withdraw``, and return their release counters.
+
+    Both ways of deleting a device call this (``DELETE /v1/devices/{id}`` and ``edgewise
+    device delete``), so a device registered again under the same id is not served the old
+    device's signed releases. Releases to its groups stay."""
+    gone = [r.release for r in registry.withdraw_device(device_id)]
+    if gone:
+        security.audit(actor, "model.withdraw", f"device:{device_id}", {"releases": gone})
+    return gone
+
+
 def not_found(device_id: str) -> Problem:
     """The 404 problem for an unknown device."""
     return Problem(
@@ -131,10 +144,11 @@ def delete_device(
     device_id: DeviceId, who: Admin, security: SecurityDep, store: StoreDep,
     pipeline: PipelineDep, settings: SettingsDep, request: Request,
 ) -> dict[str, Any]:
-    """Revoke the device's credentials, make the pipeline forget the device (detectors,
-    seqs, open alert), then delete its readings, seqs, conflicts, alerts and labels, and
-    clear its retained ack on an external MQTT broker (a device registered again under the
-    same id starts from no ack, not the old watermark)."""
+    """Revoke the device's credentials, withdraw the model releases aimed at it (its groups'
+    stay), make the pipeline forget the device (detectors, seqs, open alert), then delete its
+    readings, seqs, conflicts, alerts and labels, and clear its retained ack on an external
+    MQTT broker (a device registered again under the same id starts from no ack, not the old
+    watermark, and is served none of the old device's releases)."""
     registered = security.has_device(device_id)
     if not known_device(security, store, device_id):
         raise not_found(device_id)
@@ -144,6 +158,7 @@ def delete_device(
             security.delete_device(device_id, actor=actor)
         except KeyError:  # deleted by someone else meanwhile
             registered = False
+    releases = withdraw_releases(request.app.state.registry, security, device_id, actor)
     pipeline.forget_device(device_id)
     with pipeline.commit_lock:  # a commit under way for the device lands before, not after
         rows = store.delete_device(device_id)
@@ -153,7 +168,7 @@ def delete_device(
         forget(device_id)
     security.audit(actor, "device.delete_data", device_id, {"rows": rows, "labels": labels})
     return {"id": device_id, "credentials_deleted": registered, "rows_deleted": rows,
-            "labels_deleted": labels}
+            "labels_deleted": labels, "releases_withdrawn": releases}
 
 
 @router.get("/v1/fleet", summary="Each device's health, last-seen and open alerts (viewer)")

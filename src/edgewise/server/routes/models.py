@@ -10,7 +10,8 @@
   "rollback": false, "expires_days": 30}`` signs a release; audited. ``expires_days`` must
   lie in (0, 3650] (an expired manifest is refused by every device); else 422. 409 (reason
   ``key_lost``) if the registry's signing key was issued but ``signing_key.pem`` is gone: no new
-  key is made, since devices trust only the old one.
+  key is made, since devices trust only the old one. Audited as ``model.rollout`` by
+  ``token:<name>``, like every HTTP action (``edgewise registry rollout`` by ``cli``).
 
 Credentials are checked as everywhere in the API (:mod:`edgewise.server.deps`): a device id
 with a wrong secret and an unknown device id are the same 401 ("unknown or the secret is
@@ -169,7 +170,7 @@ def make_router(registry: Registry, security: Security,
         except KeyError as exc:
             raise _problem(404, str(exc.args[0]), "not_found") from None
         m = s.manifest
-        security.audit(p.name or p.role, "model.rollout", body.target,
+        security.audit(f"token:{p.name or p.role}", "model.rollout", body.target,
                        {"name": body.name, "version": body.version, "release": m.release,
                         "kind": m.kind})
         return {"release": m.release, "kind": m.kind, "key_id": m.key_id, **s.envelope()}
