@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -30,10 +31,24 @@ def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing uses right now, drawn at random below the
+    kernel's ephemeral range (32768 and up on Linux).
+
+    A port the kernel hands out (``bind(("127.0.0.1", 0))``) is also what it gives the next
+    outgoing connection or the other xdist worker's next ``free_port``: a gateway that a
+    test kills and restarts on its port then found it taken ("address already in use"),
+    and its devices talked to someone else's broker.
+    """
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port in 20000-31999 after 200 tries")
 
 
 def wait_until(cond: Callable[[], object], timeout: float = 10.0, step: float = 0.05) -> bool:

@@ -38,15 +38,16 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n"
                                    + self.log.read_text()[-3000:])
-            if "ready" in self.log.read_text().splitlines()[-1:][0:1] or self._ready():
+            if self._ready():  # this start's "ready" (the last line may be the previous one's)
                 return self
             time.sleep(0.05)
         raise TimeoutError("gateway did not become ready:\n" + self.log.read_text()[-3000:])
 
     def _ready(self) -> bool:
         lines = self.log.read_text().splitlines()
+        # the HTTP port: with an external broker nothing listens on mqtt_port
         return self.starts == sum(1 for line in lines if line == "ready") and port_answers(
-            "127.0.0.1", self.mqtt_port)
+            "127.0.0.1", self.http_port)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no flush."""
