@@ -831,6 +831,27 @@ class Registry:
                 raise
         return gone
 
+    def serves(self, sha256: str, device_id: str, groups: Iterable[str] = ()) -> bool:
+        """Whether a release aimed at this device or one of its groups carries the model
+        ``sha256``: the models such a device may fetch (``GET /v1/models/{sha256}``).
+
+        >>> import tempfile
+        >>> reg = Registry(tempfile.mkdtemp())
+        >>> mv = reg.publish("m", "1.0.0", b"abc", format="pickle")
+        >>> _ = reg.rollout("m", "1.0.0", "group:line-a")
+        >>> reg.serves(mv.sha256, "pump-1", ["line-a"]), reg.serves(mv.sha256, "pump-2")
+        (True, False)
+        """
+        targets = [f"device:{device_id}", *(f"group:{g}" for g in groups)]
+        marks = ",".join("?" * len(targets))
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM releases r JOIN versions v ON v.name = r.name AND "
+                f"v.version = r.version WHERE v.sha256 = ? AND r.target IN ({marks}) LIMIT 1",
+                [sha256, *targets],
+            ).fetchone()
+        return row is not None
+
     def current(self, device_id: str, groups: Iterable[str] = ()) -> Release | None:
         """The newest release aimed at this device or one of its groups, if any."""
         targets = [f"device:{device_id}", *(f"group:{g}" for g in groups)]

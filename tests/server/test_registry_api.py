@@ -123,3 +123,20 @@ def test_a_key_deleted_while_the_gateway_runs_is_refused_at_once(env: Env) -> No
     assert p["reason"] == "key_lost" and p["field"] == "signing_key", p
     assert p["value"] == str(pem) and "new-key" in p["allowed"], p
     assert not pem.exists() and [x.release for x in reg.releases()] == [1]
+
+
+def test_a_device_fetches_only_models_released_to_it_or_its_groups(env: Env) -> None:
+    """Check GET /v1/models/{sha256} gives a device only a model released to it or to one of
+    its groups: any authenticated device fetched any model by its hash, so a release to
+    group line-a reached devices outside it. Another group's model is a 404, as an unknown
+    hash is; in the group, the device gets it."""
+    reg = env.client.app.state.registry
+    mv = reg.publish("line-model", "1.0.0", b"line-a only" * 8, format="pickle")
+    reg.rollout("line-model", "1.0.0", "group:line-a")
+    dev = env.device_headers()
+    gone = problem(env.client.get(f"/v1/models/{mv.sha256}", headers=dev), 404)
+    unknown = problem(env.client.get(f"/v1/models/{'0' * 64}", headers=dev), 404)
+    assert gone["reason"] == unknown["reason"] == "not_found"
+    env.security.set_device_groups(env.device, ["line-a"])
+    r = env.client.get(f"/v1/models/{mv.sha256}", headers=dev)
+    assert r.status_code == 200 and r.content == b"line-a only" * 8

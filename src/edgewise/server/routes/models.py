@@ -4,7 +4,8 @@
   or its groups, as ``{"manifest", "signature"}`` (base64); 204 when none. The groups are
   those an admin put the device in (``edgewise device add ID --group NAME``, stored with its
   credentials), never ones the device claims; by default ``security.device_groups``.
-* ``GET /v1/models/{sha256}`` (device secret): the model bytes.
+* ``GET /v1/models/{sha256}`` (device secret): the model bytes, of a release aimed at the
+  device or one of its groups (any other answers 404, as an unknown one).
 * ``GET /v1/registry`` (viewer token): versions and releases.
 * ``POST /v1/registry/rollouts`` (operator token): ``{"name", "version", "target",
   "rollback": false, "expires_days": 30}`` signs a release; audited. ``expires_days`` must
@@ -125,6 +126,10 @@ def make_router(registry: Registry, security: Security,
             )
         authenticate_device(security, x_device_id, authorization)
         try:
+            # only a model released to this device or one of its groups: another group's
+            # release is not this device's to read (answered as absent, not as forbidden)
+            if not registry.serves(sha256, x_device_id, lookup_groups(x_device_id)):
+                raise KeyError(sha256)
             return Response(registry.blob(sha256), media_type="application/octet-stream")
         except KeyError:
             raise Problem(
