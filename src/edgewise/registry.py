@@ -446,6 +446,17 @@ def verify(
 # -- the registry itself -----------------------------------------------------------------------
 
 
+def _targets_of(device_id: str, groups: Iterable[str]) -> tuple[list[str], str]:
+    """The release targets that reach a device (``device:<id>`` and ``group:<g>`` of each of
+    its groups) and the SQL placeholders for them.
+
+    >>> _targets_of("pump-1", ["line-a"])
+    (['device:pump-1', 'group:line-a'], '?,?')
+    """
+    targets = [f"device:{device_id}", *(f"group:{g}" for g in groups)]
+    return targets, ",".join("?" * len(targets))
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     """One published model version and its metadata."""
@@ -842,8 +853,7 @@ class Registry:
         >>> reg.serves(mv.sha256, "pump-1", ["line-a"]), reg.serves(mv.sha256, "pump-2")
         (True, False)
         """
-        targets = [f"device:{device_id}", *(f"group:{g}" for g in groups)]
-        marks = ",".join("?" * len(targets))
+        targets, marks = _targets_of(device_id, groups)
         with self._lock:
             row = self._db.execute(
                 "SELECT 1 FROM releases r JOIN versions v ON v.name = r.name AND "
@@ -854,8 +864,7 @@ class Registry:
 
     def current(self, device_id: str, groups: Iterable[str] = ()) -> Release | None:
         """The newest release aimed at this device or one of its groups, if any."""
-        targets = [f"device:{device_id}", *(f"group:{g}" for g in groups)]
-        marks = ",".join("?" * len(targets))
+        targets, marks = _targets_of(device_id, groups)
         with self._lock:
             row = self._db.execute(
                 f"SELECT * FROM releases WHERE target IN ({marks}) ORDER BY release DESC LIMIT 1",

@@ -59,7 +59,8 @@ class Gateway:
 
         self.settings = settings
         if "detector_factory" not in pipeline_options:
-            per_metric_factory(settings.detector)  # an unknown name fails before anything opens
+            # built here, so an unknown name fails before anything opens, and built once
+            pipeline_options["detector_factory"] = per_metric_factory(settings.detector)
         if settings.retention_days < 0:
             raise ConfigError(
                 f"Setting 'retention_days' (EDGEWISE_RETENTION_DAYS) has value "
