@@ -57,6 +57,10 @@ class Settings:
     # the level detector each metric is scored with (two-state streams stay states):
     # one of edgewise.detect.LEVEL_DETECTORS
     detector: str = "context-likelihood"
+    # a per-metric alarm on a stream read more than once a minute needs its reading this
+    # many running standard deviations off the stream's running mean, and a stuck sensor
+    # alarms (edgewise.gateway.fast_streams); 0 turns both off
+    fast_stream_z: float = 3.0
 
     @property
     def store_url(self) -> str:

@@ -6,8 +6,9 @@ injected with ground truth) goes through the gateway's own detection: the same
 :class:`~edgewise.gateway.pipeline.Pipeline` (stream cleaner, one
 :class:`~edgewise.detect.StateAware` per metric over the level detector, the device's
 multivariate detector, alert merging), without the transports. Every detector sees the same
-readings. Beside the fleet, the per-metric detector alone scores white noise read once a
-second (one stream per pump), the floor of its false alarms. An alert is true when it
+readings. Beside the fleet, the gateway's per-metric scoring alone (the level detector and
+the fast-stream gate) scores white noise read once a second (one stream per pump), the
+floor of its false alarms. An alert is true when it
 overlaps a fault of its device (or starts within ``tolerance_s`` after one ends); a fault
 is found when a true alert overlaps it, and named when such an alert's drivers include the
 faulty sensor.
@@ -47,7 +48,7 @@ def _simulate(pumps: int, steps: int, seed: int, fault_rate_per_h: float,
 
 
 def _run(detector: str, devices: list[str], metrics: list[str], data: np.ndarray,
-         t0_ns: int) -> tuple[list[Any], float]:
+         t0_ns: int, fast_gate: bool = True) -> tuple[list[Any], float]:
     """Alerts raised by the gateway's detection over ``data``; seconds it took."""
     from edgewise.config import Settings
     from edgewise.gateway.pipeline import Pipeline
@@ -57,7 +58,7 @@ def _run(detector: str, devices: list[str], metrics: list[str], data: np.ndarray
     with tempfile.TemporaryDirectory(prefix="edgewise-fleet-") as tmp:
         store = open_store(f"duckdb:///{Path(tmp) / 'fleet.duckdb'}")
         pipe = Pipeline(store, Settings(data_dir=Path(tmp), detector=detector),
-                        gap_grace_s=0.0, detect_async=False)
+                        gap_grace_s=0.0, detect_async=False, fast_gate=fast_gate)
         try:
             t = time.perf_counter()
             for i in range(data.shape[0]):
@@ -130,16 +131,24 @@ def _grade(alerts: list[Any], faults: list[Any], tol_ns: int) -> dict[str, Any]:
             "false_top_drivers": dict(false_drivers.most_common(3))}
 
 
-def _noise_alarms(detector: str, streams: int, steps: int, seed: int, gap: int = 60) -> int:
+def _noise_alarms(detector: str, streams: int, steps: int, seed: int, gap: int = 60,
+                  fast_gate: bool = True) -> int:
     """Alarms (runs of scores at or above the threshold, apart by more than ``gap``
-    readings, as alerts merge) of the gateway's per-metric detector on white noise."""
+    readings, as alerts merge) of the gateway's per-metric scoring on white noise read once
+    a second: the level detector, then the fast-stream gate, as in the pipeline."""
     from edgewise.detect.base import DEFAULT_THRESHOLD
+    from edgewise.gateway.fast_streams import FastStreamGate
     from edgewise.gateway.pipeline import per_metric_factory
 
     rng = np.random.default_rng(seed)
     n = 0
     for _ in range(streams):
-        s = per_metric_factory(detector)().score_many(rng.standard_normal((steps, 1)))
+        x = rng.standard_normal((steps, 1))
+        s = per_metric_factory(detector)().score_many(x)
+        if fast_gate:
+            gate = FastStreamGate(threshold=DEFAULT_THRESHOLD)
+            s = [gate.observe(("noise", "x"), i * 10**9, float(x[i, 0]), float(v))
+                 for i, v in enumerate(s)]
         on = np.flatnonzero(np.asarray(s) >= DEFAULT_THRESHOLD)
         n += int(on.size > 0) + int((np.diff(on) > gap).sum())
     return n
@@ -153,14 +162,17 @@ def bench_fleet(
     seed: int = 3,
     fault_rate_per_h: float = 2.0,
     tolerance_s: float = 120.0,
+    fast_gate: Sequence[bool] = (True,),
     on_detector: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Alerts, false alerts per device-hour and faults found, for each level detector.
 
     ``pumps`` pumps read once a second for ``hours`` hours, with ``fault_rate_per_h``
-    faults per pump-hour (seeded by ``seed``); ``on_detector`` gets each detector's row as
-    it is done. Raises :class:`~edgewise.errors.ConfigError` for a name the gateway does
-    not take (see :data:`edgewise.detect.LEVEL_DETECTORS`), before simulating anything.
+    faults per pump-hour (seeded by ``seed``); each detector runs once per value of
+    ``fast_gate`` (the gateway's fast-stream gate on or off, see
+    :mod:`edgewise.gateway.fast_streams`); ``on_detector`` gets each row as it is done.
+    Raises :class:`~edgewise.errors.ConfigError` for a name the gateway does not take (see
+    :data:`edgewise.detect.LEVEL_DETECTORS`), before simulating anything.
     """
     from edgewise.errors import ConfigError
     from edgewise.gateway.pipeline import per_metric_factory
@@ -177,18 +189,20 @@ def bench_fleet(
     device_hours = pumps * steps / 3600
     rows = []
     for name in detectors:
-        alerts, seconds = _run(name, devices, metrics, data, t0_ns)
-        row = {"detector": name, "device_hours": round(device_hours, 3),
-               **_grade(alerts, faults, int(tolerance_s * 1e9)), "seconds": round(seconds, 1)}
-        row["false_alerts_per_device_hour"] = round(row["false_alerts"] / device_hours, 3)
-        row["recall"] = round(row["found"] / row["faults"], 3) if row["faults"] else None
-        row["alert_time_share"] = round(row.pop("alert_seconds") / (device_hours * 3600), 4)
-        # the same detector on white noise, one stream per pump: what a fault-free sensor
-        # read once a second costs in alarms
-        row["noise_alarms_per_stream_hour"] = round(
-            _noise_alarms(name, pumps, steps, seed) / device_hours, 3)
-        rows.append(row)
-        if on_detector is not None:
-            on_detector(row)
+        for gate in fast_gate:
+            alerts, seconds = _run(name, devices, metrics, data, t0_ns, fast_gate=gate)
+            row = {"detector": name, "fast_gate": gate, "device_hours": round(device_hours, 3),
+                   **_grade(alerts, faults, int(tolerance_s * 1e9)),
+                   "seconds": round(seconds, 1)}
+            row["false_alerts_per_device_hour"] = round(row["false_alerts"] / device_hours, 3)
+            row["recall"] = round(row["found"] / row["faults"], 3) if row["faults"] else None
+            row["alert_time_share"] = round(row.pop("alert_seconds") / (device_hours * 3600), 4)
+            # the same scoring on white noise, one stream per pump: what a fault-free sensor
+            # read once a second costs in alarms
+            row["noise_alarms_per_stream_hour"] = round(
+                _noise_alarms(name, pumps, steps, seed, fast_gate=gate) / device_hours, 3)
+            rows.append(row)
+            if on_detector is not None:
+                on_detector(row)
     return {"pumps": pumps, "hours": hours, "seed": seed, "fault_rate_per_h": fault_rate_per_h,
             "tolerance_s": tolerance_s, "readings": int(data.size), "detectors": rows}

@@ -20,6 +20,10 @@ def bench_fleet_cmd(
     hours: Annotated[float, typer.Option(help="Simulated hours, one reading a second.")] = 2.0,
     seed: Annotated[int, typer.Option(help="Random seed of the fleet and its faults.")] = 3,
     fault_rate: Annotated[float, typer.Option(help="Faults per pump-hour.")] = 2.0,
+    compare_gate: Annotated[bool, typer.Option(
+        "--compare-gate",
+        help="Also run each detector without the fast-stream gate, for comparison.")
+    ] = False,
     json_out: Json = False,
 ) -> None:
     """False alerts per device-hour and faults found, through the gateway's own detection."""
@@ -29,8 +33,9 @@ def bench_fleet_cmd(
     def show(row: dict[str, Any]) -> None:
         if not json_out:
             delay = row["median_delay_s"]
+            name = row["detector"] + ("" if row["fast_gate"] else " (no gate)")
             typer.echo(
-                f"{row['detector']:<20} alerts {row['alerts']:>5}  false {row['false_alerts']:>5} "
+                f"{name:<30} alerts {row['alerts']:>5}  false {row['false_alerts']:>5} "
                 f"({row['false_alerts_per_device_hour']:.2f} per device-hour)  faults found "
                 f"{row['found']}/{row['faults']} (named {row['named']})  under alert "
                 f"{100 * row['alert_time_share']:.1f}% of the time  median delay "
@@ -45,7 +50,7 @@ def bench_fleet_cmd(
         typer.echo(f"{pumps} pumps x {hours:g} h at 1 Hz, {fault_rate:g} faults per pump-hour, "
                    f"seed {seed}:", err=True)
     res = bench_fleet(names, pumps=pumps, hours=hours, seed=seed, fault_rate_per_h=fault_rate,
-                      on_detector=show)
+                      fast_gate=(True, False) if compare_gate else (True,), on_detector=show)
     res["machine"] = f"{platform.machine()} {platform.system()}"
     if json_out:
         typer.echo(json.dumps(res))

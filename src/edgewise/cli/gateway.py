@@ -27,9 +27,15 @@ Detector = Annotated[str, typer.Option(
          "counters and slow trends handled), ewzscore (fewer false alerts on fast, noisy "
          "sensors: see `edgewise bench fleet`), context-art or river-hst. Two-state streams "
          "are scored as states either way.")]
+FastStreamZ = Annotated[float, typer.Option(
+    "--fast-stream-z", envvar="EDGEWISE_FAST_STREAM_Z",
+    help="On a stream read more than once a minute, a metric alarms only this many running "
+         "standard deviations off its running mean, and a stuck sensor alarms; 0 scores fast "
+         "streams as slow ones (see `edgewise bench fleet --compare-gate`).")]
 
 
-def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, detector):  # type: ignore[no-untyped-def]
+def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, detector,  # type: ignore[no-untyped-def]
+              fast_stream_z=None):
     from edgewise.config import Settings
     from edgewise.errors import ConfigError
 
@@ -37,7 +43,7 @@ def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, d
         raise ConfigError("--tls-cert and --tls-key go together; give both or neither.")
     return Settings.load(data_dir=data_dir, mqtt=mqtt, store=store, host=host, http_port=port,
                          mqtt_port=mqtt_port, tls_cert=tls_cert, tls_key=tls_key,
-                         detector=detector)
+                         detector=detector, fast_stream_z=fast_stream_z)
 
 
 async def _start(gw) -> None:  # type: ignore[no-untyped-def]
@@ -72,6 +78,7 @@ def serve(
     tls_cert: TlsCert = "",
     tls_key: TlsKey = "",
     detector: Detector = "context-likelihood",
+    fast_stream_z: FastStreamZ = 3.0,
 ) -> None:
     """Run the gateway: MQTT in, store, detection, alerts, HTTP API and dashboard."""
     import asyncio
@@ -79,7 +86,7 @@ def serve(
     from edgewise.gateway.runtime import Gateway
 
     settings = _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key,
-                         detector)
+                         detector, fast_stream_z)
 
     async def main() -> None:
         gw = Gateway(settings)
@@ -115,6 +122,7 @@ def demo(
     pumps: Annotated[int, typer.Option("--pumps", help="Simulated pumps (>= 1).")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the fleet.")] = 0,
     detector: Detector = "context-likelihood",
+    fast_stream_z: FastStreamZ = 3.0,
 ) -> None:
     """Broker, gateway, store, detection, dashboard and a simulated pump fleet, in one process."""
     import asyncio
@@ -129,7 +137,7 @@ def demo(
     if pumps < 1:
         raise ConfigError(f"--pumps must be at least 1. Got {pumps} instead.")
     settings = _settings(data_dir, "embedded", store, host, port, mqtt_port, tls_cert, tls_key,
-                         detector)
+                         detector, fast_stream_z)
 
     async def main() -> None:
         gw = Gateway(settings)

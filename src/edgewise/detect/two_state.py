@@ -253,6 +253,16 @@ class StateAware(Detector):
         """Whether :class:`TwoState` scores the stream now."""
         return self.two_ is not None and self.two_.flipping
 
+    @property
+    def two_valued_(self) -> bool:
+        """Whether the stream has shown at most two values so far (it may be two-state)."""
+        return self.two_ is not None
+
+    @property
+    def is_counter(self) -> bool:
+        """Whether the level detector scores the stream as a cumulative counter."""
+        return bool(getattr(self.base_, "is_counter", False))
+
     def score_one(self, x: Mapping[str, float]) -> float:
         two = self.two_
         if two is not None:

@@ -49,6 +49,7 @@ from edgewise.alerts import AlertManager
 from edgewise.config import Settings
 from edgewise.detect.base import Detector
 from edgewise.errors import ConfigError, PayloadError, RateLimitError
+from edgewise.gateway.fast_streams import FastStreamGate
 from edgewise.gateway.metrics import Metrics
 from edgewise.quality.stream import StreamCleaner
 from edgewise.security.ratelimit import RateLimiter
@@ -155,6 +156,11 @@ class Pipeline:
         The streaming data-quality cleaner in front of detection (default: a
         :class:`~edgewise.quality.stream.StreamCleaner` with no per-metric limits); ``None``
         scores every committed reading as it is.
+    fast_gate
+        What fast streams (read more than once a minute) need to alarm: a magnitude, or a
+        stuck run (default: a :class:`~edgewise.gateway.fast_streams.FastStreamGate` at the
+        alert threshold and ``settings.fast_stream_z``, none where that is 0); ``None``
+        alerts on the per-metric detectors' scores as they are.
     state_path
         Where the detectors' learned state is saved on :meth:`close` and restored from
         at start, so a clean restart does not warm every stream up again. (After a crash
@@ -175,6 +181,7 @@ class Pipeline:
         merge_gap_s: float = 60.0,
         state_path: Path | None = None,
         cleaner: StreamCleaner | bool | None = True,
+        fast_gate: FastStreamGate | bool | None = True,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -191,6 +198,10 @@ class Pipeline:
         )
         self.cleaner: StreamCleaner | None = (
             StreamCleaner() if cleaner is True else (cleaner or None))
+        self.fast_gate: FastStreamGate | None = (
+            (FastStreamGate(min_z=settings.fast_stream_z, threshold=settings.alert_threshold)
+             if settings.fast_stream_z > 0 else None) if fast_gate is True
+            else (fast_gate or None))
         self._quality: dict[str, dict[str, dict[str, int]]] = {}
         self._detectors: dict[tuple[str, str], Detector] = {}
         self._mv: dict[str, Detector] = {}
@@ -434,6 +445,11 @@ class Pipeline:
             x = {r.metric: r.value}
             s = det.score_one(x)
             det.learn_one(x)
+            if self.fast_gate is not None:
+                # states and a counter's increments are not levels: their detector judges
+                level = not (getattr(det, "two_valued_", False)
+                             or getattr(det, "is_counter", False))
+                s = self.fast_gate.observe(key, r.ts_ns, r.value, s, level=level)
             scored += 1
             if last is None or r.ts_ns > last:
                 self._last_scored[key] = r.ts_ns
@@ -504,6 +520,8 @@ class Pipeline:
             self._quality.pop(device_id, None)
             if self.cleaner is not None:
                 self.cleaner.forget(device_id)
+            if self.fast_gate is not None:
+                self.fast_gate.forget(device_id)
             # the saved state (written at the last clean stop) still holds the device: write
             # it again now, or a crash before the next clean stop brings the device back
             if (keys or had_mv) and self.state_path is not None and self.state_path.exists():
@@ -622,6 +640,9 @@ class Pipeline:
                 state = pickle.load(f)  # our own file in the data directory
             self._detectors, self._mv, self._last_scored = (
                 state["detectors"], state["multivariate"], state["last_scored"])
+            # files written before the gate existed have no "fast_streams": it learns afresh
+            if self.fast_gate is not None and state.get("fast_streams") is not None:
+                self.fast_gate.streams_ = state["fast_streams"]
         except Exception:
             log.exception("detector state at %s unreadable; streams warm up again", path)
             return
@@ -641,9 +662,11 @@ class Pipeline:
     def save_state(self, path: Path) -> None:
         """Write the detectors' learned state (atomically: temp file, then rename)."""
         tmp = path.with_suffix(".tmp")
+        fast = self.fast_gate.streams_ if self.fast_gate is not None else None
         with open(tmp, "wb") as f:
             pickle.dump({"detectors": self._detectors, "multivariate": self._mv,
-                         "last_scored": self._last_scored}, f, protocol=pickle.HIGHEST_PROTOCOL)
+                         "last_scored": self._last_scored, "fast_streams": fast}, f,
+                        protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
 
     def close(self) -> None:

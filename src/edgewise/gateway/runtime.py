@@ -61,6 +61,12 @@ class Gateway:
         if "detector_factory" not in pipeline_options:
             # built here, so an unknown name fails before anything opens, and built once
             pipeline_options["detector_factory"] = per_metric_factory(settings.detector)
+        if not settings.fast_stream_z >= 0:
+            raise ConfigError(
+                f"Setting 'fast_stream_z' (EDGEWISE_FAST_STREAM_Z, --fast-stream-z) has value "
+                f"{settings.fast_stream_z!r}. Use a number of standard deviations (3 is the "
+                f"default), or 0 to score fast streams as slow ones."
+            )
         if settings.retention_days < 0:
             raise ConfigError(
                 f"Setting 'retention_days' (EDGEWISE_RETENTION_DAYS) has value "

@@ -1,0 +1,182 @@
+"""Fast streams: a per-metric alarm on a stream read more than once a minute must also be
+a magnitude, and a stuck sensor alarms.
+
+The per-metric level detectors were designed on NAB, whose streams are read every 5
+minutes to an hour. Read once a second, a sensor's noise alone sets off their novelty
+signals: on a simulated pump fleet (``edgewise bench fleet``), every false alert of the
+per-metric detectors peaked at a score of 1.0 (a sequence break or a new extreme), mostly
+at readings within 3 standard deviations of the stream's running mean. So, on a stream
+whose typical interval is under ``fast_interval_s``:
+
+* **Magnitude.** A metric's score is capped at ``threshold * z / min_z``, where ``z`` is
+  the reading's distance from an exponentially weighted mean of the stream in its
+  exponentially weighted standard deviations (weight ``alpha``, after a plain mean and
+  variance over the first ``warmup`` readings): an alarm needs ``z >= min_z`` (3, the
+  control chart's limit). Slower streams are scored as they are, so nothing NAB measured
+  changes.
+* **Stuck.** A sensor that repeats its value is flagged by the stream cleaner, but that
+  was a count, and a stuck value sits at a plausible level, so the magnitude test would
+  hide it. A run of ``L >= stuck_min`` identical readings scores 1, once per run, when
+  ``p ** (L - 1) < stuck_p``, ``p`` being how often the stream repeated its previous
+  value so far (add-one smoothed): a noisy sensor alarms at 20 repeats, a coarsely
+  quantised one only after a run it would almost never make.
+
+Streams whose detector does not score their level are exempt from both: two-state
+streams (a door contact, a running flag: how long each state lasts is scored) and
+cumulative counters (their increments are scored).
+
+>>> gate = FastStreamGate(warmup=5)
+>>> s = [gate.observe(("p", "a"), i * 10**9, 10.0 + (i % 3) * 0.1, 0.0) for i in range(40)]
+>>> gate.is_fast(("p", "a"))
+True
+>>> gate.observe(("p", "a"), 40 * 10**9, 10.1, 1.0) < 0.9   # a novelty at an ordinary level
+True
+>>> gate.observe(("p", "a"), 41 * 10**9, 14.0, 1.0)         # ... and one far off it
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from edgewise.detect.base import DEFAULT_THRESHOLD
+from edgewise.params import Interval, validate_params
+
+__all__ = ["FastStreamGate"]
+
+#: weight of the exponentially weighted mean of the log sampling interval
+_INTERVAL_ALPHA = 0.05
+#: intervals seen before a stream can be called fast
+_MIN_INTERVALS = 10
+
+
+@dataclass(slots=True)
+class _Stream:
+    last_ns: int | None = None
+    log_interval: float = 0.0  # EW mean of log(seconds between readings)
+    intervals: int = 0
+    n: int = 0
+    mean: float = 0.0
+    var: float = 0.0
+    last: float = math.nan
+    run: int = 0
+    repeats: int = 0
+    pairs: int = 0
+    fired: bool = False
+
+
+class FastStreamGate:
+    """Per (device, metric) stream: cap scores of fast streams below a magnitude, flag stuck runs.
+
+    Parameters
+    ----------
+    fast_interval_s
+        A stream whose typical interval (the geometric mean of its recent intervals, so
+        an outage does not make it slow) is under this many seconds is fast.
+    min_z
+        Standard deviations from the running mean a fast stream's reading needs to alarm.
+    alpha
+        Weight of the running mean and variance after the warm-up.
+    warmup
+        Readings of a plain mean and variance before any score is changed.
+    stuck_min, stuck_p
+        A run of identical readings alarms once it is at least ``stuck_min`` long and the
+        stream's own repeat rate makes it less likely than ``stuck_p``.
+    threshold
+        The alert threshold the capped scores are read against.
+
+    Attributes
+    ----------
+    streams_
+        What is learned per ``(device, metric)``: its interval, running mean and variance,
+        and repeat counts (saved with the gateway's detector state).
+    """
+
+    def __init__(self, fast_interval_s: float = 60.0, min_z: float = 3.0,
+                 alpha: float = 0.002, warmup: int = 280, stuck_min: int = 20,
+                 stuck_p: float = 1e-6, threshold: float = DEFAULT_THRESHOLD) -> None:
+        validate_params({"fast_interval_s": Interval(float, 0.0, None, closed="neither"),
+                         "min_z": Interval(float, 0.0, None, closed="neither"),
+                         "alpha": Interval(float, 0.0, 1.0, closed="right"),
+                         "warmup": Interval(int, 2, None),
+                         "stuck_min": Interval(int, 2, None),
+                         "stuck_p": Interval(float, 0.0, 1.0, closed="neither"),
+                         "threshold": Interval(float, 0.0, 1.0, closed="neither")},
+                        {"fast_interval_s": fast_interval_s, "min_z": min_z, "alpha": alpha,
+                         "warmup": warmup, "stuck_min": stuck_min, "stuck_p": stuck_p,
+                         "threshold": threshold}, self)
+        self.fast_interval_s = fast_interval_s
+        self.min_z = min_z
+        self.alpha = alpha
+        self.warmup = warmup
+        self.stuck_min = stuck_min
+        self.stuck_p = stuck_p
+        self.threshold = threshold
+        self.streams_: dict[tuple[str, str], _Stream] = {}
+
+    def is_fast(self, key: tuple[str, str]) -> bool:
+        """Whether the stream ``(device, metric)`` is read more often than ``fast_interval_s``."""
+        st = self.streams_.get(key)
+        # in logs, with a margin: a stream read exactly once a minute is not fast
+        return (st is not None and st.intervals >= _MIN_INTERVALS
+                and st.log_interval < math.log(self.fast_interval_s) - 1e-9)
+
+    def observe(self, key: tuple[str, str], ts_ns: int, value: float, score: float, *,
+                level: bool = True) -> float:
+        """The score to alert on for this reading of ``key``, given the detector's ``score``;
+        learns the reading. ``level=False`` (a two-state stream, a counter) leaves the score
+        as it is. Readings must come in the order they are scored."""
+        st = self.streams_.get(key)
+        if st is None:
+            st = self.streams_[key] = _Stream()
+        x = float(value)
+        if not math.isfinite(x):
+            return score
+        if st.last_ns is not None and ts_ns > st.last_ns:
+            lg = math.log((ts_ns - st.last_ns) / 1e9)
+            st.log_interval = lg if st.intervals == 0 else (
+                st.log_interval + _INTERVAL_ALPHA * (lg - st.log_interval))
+            st.intervals += 1
+        if st.last_ns is None or ts_ns > st.last_ns:
+            st.last_ns = ts_ns
+        gated = score
+        fast = level and self.is_fast(key)
+        if fast and st.n >= self.warmup:
+            d = abs(x - st.mean)
+            sd = math.sqrt(st.var)
+            z = d / sd if sd > 0 else (math.inf if d > 0 else 0.0)
+            if z < self.min_z:
+                gated = min(score, self.threshold * z / self.min_z)
+        if st.n > 0:
+            repeat = x == st.last
+            st.run = st.run + 1 if repeat else 1
+            if not repeat:
+                st.fired = False
+            if fast and st.pairs >= self.warmup and not st.fired and st.run >= self.stuck_min:
+                p = (st.repeats + 1) / (st.pairs + 2)
+                if p ** (st.run - 1) < self.stuck_p:
+                    gated = 1.0
+                    st.fired = True
+            st.pairs += 1
+            st.repeats += repeat
+        else:
+            st.run = 1
+        st.last = x
+        self._learn(st, x)
+        return gated
+
+    def _learn(self, st: _Stream, x: float) -> None:
+        st.n += 1
+        d = x - st.mean
+        if st.n <= self.warmup:  # a plain mean and variance over the warm-up
+            st.mean += d / st.n
+            st.var += (d * (x - st.mean) - st.var) / st.n
+        else:
+            st.mean += self.alpha * d
+            st.var = (1.0 - self.alpha) * (st.var + self.alpha * d * d)
+
+    def forget(self, device_id: str) -> None:
+        """Drop every stream of ``device_id``."""
+        for k in [k for k in self.streams_ if k[0] == device_id]:
+            del self.streams_[k]
