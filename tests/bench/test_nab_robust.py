@@ -79,3 +79,22 @@ def test_robustness_rejects_bad_input(numenta):
     del ref[gone]
     with pytest.raises(KeyError, match=gone):
         robustness(ts, scores, windows, profiles, resamples=1, reference=ref)
+
+
+def test_the_robustness_table_shows_folder_and_profile_names_as_they_are():
+    """Check a reference folder or profile name holding Rich markup ('[/]') is printed as
+    it is: it was read as markup, and '[/]' crashed the table (MarkupError)."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from edgewise.cli.bench_nab import _robustness_table
+
+    p = "my[/]profile"
+    r = SimpleNamespace(resamples=10, reference="runs[/]old", ci={p: (1.0, 2.0)},
+                        halves={"even": {p: 1.5}, "odd": {p: 1.6}}, diff_ci={p: (-1.0, 1.0)},
+                        diff_mean={p: 0.1}, p_better={p: 0.5})
+    out = io.StringIO()
+    Console(file=out, width=200).print(_robustness_table(r))
+    assert "- runs[/]old" in out.getvalue() and "my[/]profile" in out.getvalue()

@@ -122,6 +122,31 @@ def test_device_delete_removes_credentials_and_data(run, data_dir: Path) -> None
     assert "not registered and has no stored data" in res.stderr
 
 
+def test_device_delete_removes_the_label_model_files(run, data_dir: Path) -> None:
+    """Check 'device delete' deletes the device's label model files ('train --with-labels'
+    wrote them; they hold features of its data) and counts them, leaving other devices'
+    (even one whose id extends this one) and a device id such as '*' deleting nothing."""
+    from tests.server.test_devices import _train_label_models
+
+    run("device", "add", "pump-1")
+    _seed(data_dir, "pump-1")
+    mine = _train_label_models(data_dir, "pump-1")
+    other = _train_label_models(data_dir, "pump-1-v2", 1)
+    res = run("device", "delete", "*", "--json")
+    assert res.exit_code == 1 and all(Path(p).exists() for p in mine + other)
+    res = run("device", "delete", "pump-1", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["label_models_deleted"] == 2
+    assert not any(Path(p).exists() for p in mine) and Path(other[0]).exists()
+    run("device", "add", "pump-1")
+    _seed(data_dir, "pump-1")
+    res = run("device", "delete", "pump-1")
+    assert res.exit_code == 0 and "label model files" not in res.stdout, res.stdout
+    _train_label_models(data_dir, "pump-1", 1)
+    res = run("device", "delete", "pump-1")
+    assert "; 1 label model files deleted" in res.stdout, res.stdout
+
+
 def test_device_delete_while_the_store_is_held_by_another_process(run, data_dir: Path) -> None:
     """Check that with the DuckDB store locked, credentials are revoked, data kept, exit 1.
 

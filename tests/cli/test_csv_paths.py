@@ -102,6 +102,9 @@ def test_a_windows_1252_label_file_is_imported(tmp_path: Path) -> None:
     f.write_bytes("device_id;start;end;label;note\n"
                   "pump-1;2024-01-01T00:00:00Z;2024-01-01T00:10:00Z;anomaly;Lager 80°C\n"
                   .encode("cp1252"))
+    from edgewise.security import Security
+
+    Security(tmp_path / "ew").add_device("pump-1")  # labels are for known devices only
     code, err = run("label", "import", str(f), "--data-dir", str(tmp_path / "ew"))
     assert code == 0, err
     load_commands()

@@ -82,6 +82,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_import_and_list(data_dir: Path, tmp_path: Path) -> None:
+    for device in ("pump-1", "pump-2"):  # labels are for known devices only
+        Security(data_dir).add_device(device)
     csv = tmp_path / "labels.csv"
     csv.write_text("device_id,start,end,label,note\n"
                    "pump-1,2024-01-01T00:00:00Z,2024-01-01T00:10:00Z,anomaly,seal leak\n"
@@ -122,3 +124,146 @@ def test_label_csv_from_a_spreadsheet_reads_as_the_plain_one(tmp_path: Path) -> 
     }.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
         assert read_labels_csv(tmp_path / name) == want, name
+
+
+@pytest.mark.parametrize("label", ["normal\n", "anomaly\n", "normal\r\n", "bearing_wear\n"])
+def test_a_label_value_with_a_trailing_newline_is_refused(data_dir: Path, label: str) -> None:
+    """Check 'normal\\n' is refused naming the value: the pattern ended in '$', which also
+    matches before a trailing newline, so it was stored, and read as an anomaly class
+    (anything but 'normal' is anomalous)."""
+    store = LabelStore(data_dir)
+    with pytest.raises(InvalidParameterError, match=r"fault class.*Got '.*\\n' instead") as e:
+        store.add("pump-1", 0, 60 * S, label)
+    assert (e.value.field, e.value.value) == ("label", label)
+    assert store.history() == []
+
+
+def test_a_source_supersedes_its_earlier_label_whatever_the_window(data_dir: Path) -> None:
+    """Check a label from a source (an alert's verdict) supersedes that source's current
+    label even when its window grew, continuing its versions; other sources, other devices
+    and plain labels of the same device stay current."""
+    store = LabelStore(data_dir)
+    store.add("pump-1", 0, 10 * S, "anomaly", source="alert:a1")
+    store.add("pump-1", 0, 10 * S, "normal", who="ana")          # a person's own window
+    store.add("pump-1", 50 * S, 60 * S, "anomaly", source="alert:a2")
+    store.add("pump-2", 0, 10 * S, "anomaly", source="alert:a1")
+    lab = store.add("pump-1", 0, 40 * S, "normal", source="alert:a1")
+    assert (lab.version, lab.source, lab.current) == (2, "alert:a1", True)
+    assert [(x.device_id, x.start_ns, x.end_ns, x.label, x.source) for x in store.labels()] == [
+        ("pump-1", 0, 10 * S, "normal", ""),
+        ("pump-1", 0, 40 * S, "normal", "alert:a1"),
+        ("pump-1", 50 * S, 60 * S, "anomaly", "alert:a2"),
+        ("pump-2", 0, 10 * S, "anomaly", "alert:a1")]
+    assert [(x.label, x.version, x.current) for x in store.history("pump-1")] == [
+        ("anomaly", 1, False), ("normal", 2, True), ("anomaly", 1, True), ("normal", 2, True)]
+
+
+def test_a_label_file_from_before_sources_gets_them(data_dir: Path) -> None:
+    """Check a labels.sqlite written before labels had a 'source' opens, and each verdict
+    the alert route wrote then (note 'alert <id> labelled …') is named as that alert's, so
+    relabelling the alert supersedes it."""
+    db = sqlite3.connect(data_dir / "labels.sqlite")
+    db.executescript("""
+        CREATE TABLE labels (id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL,
+            start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL, label TEXT NOT NULL,
+            note TEXT NOT NULL DEFAULT '', who TEXT NOT NULL, created_ns INTEGER NOT NULL,
+            version INTEGER NOT NULL, current INTEGER NOT NULL DEFAULT 1);
+        INSERT INTO labels VALUES (1, 'pump-1', 0, 11, 'anomaly',
+            'alert 9f3a labelled true_alarm: bearing', 'token:ops', 1, 1, 1);
+        INSERT INTO labels VALUES (2, 'pump-1', 100, 200, 'normal',
+            'alert 9f3a labelled true_alarm is what I think', 'ana', 1, 1, 1);
+    """)
+    db.close()
+    store = LabelStore(data_dir)
+    assert [x.source for x in store.labels("pump-1")] == ["alert:9f3a", ""]
+    store.add("pump-1", 0, 31, "normal", source="alert:9f3a")
+    assert [(x.start_ns, x.end_ns, x.label, x.version) for x in store.labels("pump-1")] == [
+        (0, 31, "normal", 2), (100, 200, "normal", 1)]
+    store.close()
+    assert LabelStore(data_dir).labels("pump-1")[0].source == "alert:9f3a"  # opens again
+
+
+def _invoke(data_dir: Path, *args: str, env: dict | None = None):
+    from typer.testing import CliRunner
+
+    from edgewise.cli import app, load_commands
+
+    load_commands()
+    return CliRunner(mix_stderr=False).invoke(app, [*args, "--data-dir", str(data_dir)],
+                                              env=env)
+
+
+def test_cli_import_refuses_a_window_ending_in_the_future(data_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """Check a label file whose window ends past now plus the allowed clock skew is refused
+    in one line naming the line, the field and the value, and nothing is imported: a
+    'normal' label up to 2262 silenced every fault, present and to come (ten years ahead
+    were allowed)."""
+    import time
+
+    Security(data_dir).add_device("pump-1")
+    soon = int(time.time()) + 3600
+    csv = tmp_path / "labels.csv"
+    csv.write_text("device_id,start,end,label\n"
+                   "pump-1,2024-01-01T00:00:00Z,2024-01-01T00:10:00Z,anomaly\n"
+                   f"pump-1,2000-01-01T00:00:00Z,{soon},normal\n")
+    res = _invoke(data_dir, "label", "import", str(csv))
+    assert res.exit_code == 2
+    assert res.stderr.count("\n") == 1, res.stderr
+    assert "line 3" in res.stderr and "'end'" in res.stderr and str(soon) in res.stderr
+    assert "300 s in the future" in res.stderr
+    with LabelStore(data_dir) as labels:
+        assert labels.history() == []
+    # the skew is the gateway's setting: with an hour and a half allowed it is imported
+    res = _invoke(data_dir, "label", "import", str(csv),
+                  env={"EDGEWISE_MAX_FUTURE_S": "5400"})
+    assert res.exit_code == 0, res.stderr
+
+
+def test_cli_import_refuses_labels_for_an_unknown_device(data_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """Check a label file naming a device that is neither registered nor has stored data is
+    refused, naming the device and its line, and nothing is imported (POST /v1/labels
+    answers 404; a device registered later under the id inherited the labels). A device
+    with stored data but no credentials may be labelled, as over HTTP."""
+    import time
+
+    from edgewise.store import open_store
+    from edgewise.telemetry import Reading
+
+    Security(data_dir).add_device("pump-1")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("device_id,start,end,label\n"
+                   "pump-1,2024-01-01T00:00:00Z,2024-01-01T00:10:00Z,anomaly\n"
+                   "ghost-7,2024-01-01T00:00:00Z,2024-01-01T00:10:00Z,normal\n"
+                   "data-only,2024-01-01T00:00:00Z,2024-01-01T00:10:00Z,normal\n")
+    res = _invoke(data_dir, "label", "import", str(csv))
+    assert res.exit_code == 2
+    assert res.stderr.count("\n") == 1, res.stderr
+    assert "line 3" in res.stderr and "'ghost-7' is not registered" in res.stderr
+    assert "'data-only'" in res.stderr and "edgewise device add ghost-7" in res.stderr
+    assert not (data_dir / "edgewise.duckdb").exists()  # no store was made to look
+    with LabelStore(data_dir) as labels:
+        assert labels.history() == []
+    store = open_store(f"duckdb:///{data_dir / 'edgewise.duckdb'}")
+    store.append([Reading("data-only", "a", int(time.time() - 60) * S, 1.0)])
+    store.close()
+    res = _invoke(data_dir, "label", "import", str(csv))
+    assert res.exit_code == 2 and "'ghost-7'" in res.stderr
+    assert "'data-only'" not in res.stderr
+    csv.write_text("\n".join(csv.read_text().splitlines()[:2] + csv.read_text().splitlines()[3:]))
+    res = _invoke(data_dir, "label", "import", str(csv), "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["imported"] == 2
+
+
+def test_cli_list_shows_a_note_with_markup_as_it_is(data_dir: Path) -> None:
+    """Check 'label list' prints notes, devices and names holding Rich markup as typed: a
+    note 'oops [/] closing' crashed the table (MarkupError), '[red]' restyled it."""
+    with LabelStore(data_dir) as labels:
+        labels.add("pump-1", 0, 60 * S, "anomaly", who="[bold]ops", note="oops [/] closing")
+        labels.add("pump-1", 60 * S, 120 * S, "normal", note="[red]not red[/red]")
+    res = _invoke(data_dir, "label", "list", env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.stderr or res.exception
+    assert "oops [/] closing" in res.stdout
+    assert "[red]not red[/red]" in res.stdout and "[bold]ops" in res.stdout

@@ -21,3 +21,46 @@ def test_window_features_do_not_depend_on_the_units(unit: float) -> None:
     np.testing.assert_allclose(got.features, ref.features, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(got.scores >= 0.9, ref.scores >= 0.9)
     assert ref.features[:, 0].std() > 0  # the features do vary between windows
+
+
+def _windows(n: int = 3, length: int = 10):
+    """``n`` windows of ``length`` ns each, back to back, of device 'd'."""
+    from edgewise.label.windows import WindowSet
+
+    starts = np.arange(n) * length
+    return WindowSet(np.array(["d"] * n, dtype=object), starts, starts + length,
+                     np.zeros((n, 1)), np.zeros((n, 1)), ["f"])
+
+
+def _label(start: int, end: int, label: str = "anomaly", device: str = "d"):
+    from edgewise.label.store import Label
+
+    return Label(1, device, start, end, label, "", "test", 0, 1, True)
+
+
+def test_a_label_that_only_grazes_a_window_does_not_label_it() -> None:
+    """Check an anomaly label spilling one reading's worth into its neighbours labels only
+    the window it covers: every window it touched became 'anomaly', and a quiet window
+    (scored 0) labelled anomalous drove the device's threshold to 0."""
+    from edgewise.label.windows import window_labels
+
+    y, kind = window_labels(_windows(), [_label(9, 21)])
+    assert y.tolist() == [-1, 1, -1]
+    assert kind.tolist() == ["", "anomaly", ""]
+
+
+@pytest.mark.parametrize(("start", "end", "want"), [
+    (12, 16, [-1, 1, -1]),   # inside one window
+    (17, 24, [-1, -1, 1]),   # 3 of 7 in window 1, 4 in window 2: the one holding most
+    (15, 25, [-1, 1, 1]),    # half in each: both hold half of it
+    (5, 30, [1, 1, 1]),      # covers half of window 0 and all of the others
+    (6, 30, [-1, 1, 1]),     # covers 4 of window 0's 10: not half, nor half of the label
+    (0, 5, [1, -1, -1]),     # a label at the very start
+])
+def test_a_window_takes_a_label_covering_half_of_it_or_holding_half_of_it(
+        start: int, end: int, want: list[int]) -> None:
+    """Check the rule: a window takes a label that covers at least half of the window, or
+    when it holds at least half of the label."""
+    from edgewise.label.windows import window_labels
+
+    assert window_labels(_windows(), [_label(start, end)])[0].tolist() == want

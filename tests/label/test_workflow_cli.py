@@ -10,6 +10,7 @@ import pytest
 
 from edgewise.label.store import LabelStore
 from edgewise.label.workflow import load_model
+from edgewise.security import Security
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,6 +53,7 @@ def test_suggest_label_train_loop(data_dir: Path, tmp_path: Path) -> None:
         answer = "bearing_wear" if 2490 <= t0 < 2560 else "normal"
         rows.append(f"pump-1,{s['start_ns']},{s['end_ns']},{answer},")
     labels.write_text("\n".join(rows) + "\n")
+    Security(data_dir).add_device("pump-1")  # labels are for known devices only
     r = _cli("label", "import", str(labels), "--data-dir", str(data_dir), "--who", "ops")
     assert r.returncode == 0, r.stderr
     r = _cli("train", "--with-labels", "--device", "pump-1", "--csv", str(hist),
@@ -180,3 +182,24 @@ def test_a_history_with_repeated_times_is_refused_not_cut_into_empty_windows(
     done = _cli("label", "suggest", "--device", "pump-1", "--csv", str(tmp_path / "d.csv"),
                 "--data-dir", str(data_dir))
     assert done.returncode == 2 and "would have no duration" in done.stderr, done.stderr
+
+
+def test_an_anomaly_label_stays_on_its_fault_as_the_history_grows(tmp_path: Path) -> None:
+    """Check a correct 12-reading 'anomaly' label on a real fault keeps the device quiet
+    after more normal history arrives: windows are len(history) // 100 readings, so their
+    edges moved under the label, which then spilled one reading onto a quiet neighbour
+    (scored 0); that window became 'anomaly' and every window of the device alarmed."""
+    from edgewise.label.workflow import train_with_labels
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(20, 0.3, 2360)
+    v[1507:1519] += 4.0                        # the fault, labelled exactly
+    ts = (1_700_000_000 + 60 * np.arange(len(v))) * 10**9
+    store = LabelStore(tmp_path / "d")
+    store.add("pump-1", int(ts[1507]), int(ts[1519]), "anomaly", who="ops")
+    for n in (2000, 2360):                     # windows of 20, then of 23 readings
+        out = train_with_labels((ts[:n], v[:n, None], ["temp_c"]), "pump-1", store,
+                                tmp_path / "d")
+        assert out["n_labels"] == 1, (n, out)
+        assert out["alarms_after"] <= 2, (n, out)
+    store.close()

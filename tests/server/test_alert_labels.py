@@ -56,3 +56,48 @@ def test_alert_verdicts_become_audited_window_labels_used_by_training(env: Env) 
         assert len(labels.history(env.device)) == 2
     finally:
         labels.close()
+
+
+def test_relabelling_an_alert_whose_span_grew_supersedes_its_earlier_verdict(env: Env) -> None:
+    """Check the newest verdict on an alert is its only current window label after the
+    alert's span grew: the first verdict's window ([start, old end]) stayed current beside
+    the new one, so the alert was both 'anomaly' and 'normal'."""
+    t0 = (int(time.time()) - 600) * 10**9
+    alert = env.store.add_alert(Alert(env.device, t0, t0 + 3 * 10**9, 0.99))
+    r = env.client.post(f"/v1/alerts/{alert.id}/label", headers=env.auth("operator"),
+                        json={"label": "true_alarm"})
+    assert r.status_code == 200, r.text
+    env.store.update_alert(alert.id, end_ns=t0 + 30 * 10**9)   # the alert went on
+    r = env.client.post(f"/v1/alerts/{alert.id}/label", headers=env.auth("operator"),
+                        json={"label": "false_alarm"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["window_label"]["label"], r.json()["window_label"]["version"]) == (
+        "normal", 2)
+    with LabelStore(env.settings.data_dir) as labels:
+        assert [(x.start_ns, x.end_ns, x.label, x.source) for x in labels.labels()] == [
+            (t0, t0 + 30 * 10**9 + 1, "normal", f"alert:{alert.id}")]
+        assert [(x.label, x.current) for x in labels.history()] == [
+            ("anomaly", False), ("normal", True)]
+    r = env.client.get("/v1/labels", headers=env.auth("viewer"))
+    assert [x["source"] for x in r.json()] == [f"alert:{alert.id}"]
+
+
+def test_relabelling_an_alert_without_a_note_keeps_its_note(env: Env) -> None:
+    """Check a verdict given without a note keeps the note given before (it was wiped to
+    null), and the window label still carries it; an explicit note replaces it."""
+    t0 = (int(time.time()) - 600) * 10**9
+    alert = env.store.add_alert(Alert(env.device, t0, t0 + 3 * 10**9, 0.99))
+    r = env.client.post(f"/v1/alerts/{alert.id}/label", headers=env.auth("operator"),
+                        json={"label": "true_alarm", "note": "bearing noise"})
+    assert r.json()["note"] == "bearing noise"
+    r = env.client.post(f"/v1/alerts/{alert.id}/label", headers=env.auth("operator"),
+                        json={"label": "false_alarm"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["label"], r.json()["note"]) == ("false_alarm", "bearing noise")
+    assert env.store.get_alert(alert.id).note == "bearing noise"
+    with LabelStore(env.settings.data_dir) as labels:
+        (lab,) = labels.labels()
+        assert lab.note == f"alert {alert.id} labelled false_alarm: bearing noise"
+    r = env.client.post(f"/v1/alerts/{alert.id}/label", headers=env.auth("operator"),
+                        json={"label": "false_alarm", "note": "a test run"})
+    assert r.json()["note"] == "a test run"

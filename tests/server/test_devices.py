@@ -157,3 +157,35 @@ def test_delete_makes_the_pipeline_forget_the_device(env: Env) -> None:
     assert env.send(batch, secret=secret).status_code == 200
     assert env.pipeline.flush()
     assert env.store.list_alerts(device_id=env.device) == []
+
+
+def _train_label_models(data_dir, device: str, n: int = 2) -> list[str]:
+    """Write ``n`` versions of ``device``'s label model, as 'train --with-labels' does."""
+    from edgewise.label.store import LabelStore
+    from edgewise.label.workflow import train_with_labels
+
+    rng = np.random.default_rng(0)
+    ts = (1_700_000_000 + 60 * np.arange(200)) * 10**9
+    hist = (ts, rng.normal(20, 0.3, (200, 1)), ["a"])
+    with LabelStore(data_dir) as labels:
+        return [train_with_labels(hist, device, labels, data_dir, window=10)["path"]
+                for _ in range(n)]
+
+
+def test_delete_removes_the_device_label_model_files(env: Env) -> None:
+    """Check DELETE /v1/devices/{id} deletes the device's label model files (they hold
+    features of its data) and counts them; another device's, even one whose id extends
+    this one, stay. They were kept, and a device registered again under the id continued
+    at the next version."""
+    from pathlib import Path
+
+    _send(env, env.device, env.secret)
+    mine = _train_label_models(env.settings.data_dir, env.device)
+    other = _train_label_models(env.settings.data_dir, f"{env.device}-v2", 1)
+    resp = env.client.delete(f"/v1/devices/{env.device}", headers=env.auth("admin"))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["label_models_deleted"] == 2
+    assert not any(Path(p).exists() for p in mine) and Path(other[0]).exists()
+    (entry,) = [e for e in env.security.audit_log(50) if e.action == "device.delete_data"]
+    assert entry.detail["label_models"] == 2
+    assert _train_label_models(env.settings.data_dir, env.device, 1)[0].endswith("-v1.pkl")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgewise.label.store import LabelStore
-from tests.server.conftest import Env, build_env
+from tests.server.conftest import Env, build_env, problem
 
 
 def _send_history(env: Env, n: int = 600) -> int:
@@ -110,3 +110,68 @@ def test_label_queue_proposes_windows_with_context(lenv: Env) -> None:
     r = c.get("/v1/label-queue", params={"device": "pump-1", "strategy": "x"},
               headers=lenv.auth("viewer"))
     assert r.status_code == 422
+
+
+def test_a_label_value_with_a_trailing_newline_is_a_422(lenv: Env) -> None:
+    """Check 'normal\\n' is a 422 naming the field and value, on POST /v1/labels and on an
+    alert's verdict: it was stored, and read as an anomaly class."""
+    from edgewise.store.base import Alert
+
+    body = {"device_id": "pump-1", "start": "2024-01-01T00:00:00Z",
+            "end": "2024-01-01T00:10:00Z", "label": "normal\n"}
+    p = problem(lenv.client.post("/v1/labels", json=body, headers=lenv.auth("operator")), 422)
+    assert (p["field"], p["value"], p["reason"]) == ("label", "normal\n", "bad_label")
+    assert "Got 'normal\\n' instead" in p["detail"]
+    alert = lenv.store.add_alert(Alert("pump-1", 10**18, 10**18 + 10**9, 0.99))
+    p = problem(lenv.client.post(f"/v1/alerts/{alert.id}/label", headers=lenv.auth("operator"),
+                                 json={"label": "true_alarm\n"}), 422)
+    assert (p["field"], p["value"]) == ("label", "true_alarm\n")
+    assert "'true_alarm' or 'false_alarm'" in p["detail"]
+    assert lenv.client.get("/v1/labels", params={"history": "true"},
+                           headers=lenv.auth("viewer")).json() == []
+    assert lenv.store.get_alert(alert.id).label is None
+
+
+@pytest.mark.parametrize("end", ["2262-01-01T00:00:00Z", 9_000_000_000_000_000_000,
+                                 "an hour from now"])
+def test_a_label_window_ending_in_the_future_is_a_422(lenv: Env, end: str | int) -> None:
+    """Check a window ending later than now plus the allowed clock skew is a 422 naming
+    'end' and its value: a 'normal' label from 2000 to 2262 was stored, silenced every
+    fault, emptied the label queue and applied to readings that arrived later."""
+    if end == "an hour from now":
+        end = str(int(time.time()) + 3600)
+    given = {"end_ns": end} if isinstance(end, int) else {"end": end}
+    body = {"device_id": "pump-1", "start": "2000-01-01T00:00:00Z", "label": "normal", **given}
+    p = problem(lenv.client.post("/v1/labels", json=body, headers=lenv.auth("operator")), 422)
+    assert (p["field"], p["value"], p["reason"]) == ("end", end, "future_label")
+    assert "300 s" in p["detail"] and "EDGEWISE_MAX_FUTURE_S" in p["detail"]
+    assert lenv.client.get("/v1/labels", params={"history": "true"},
+                           headers=lenv.auth("viewer")).json() == []
+
+
+def test_a_label_window_ending_within_the_clock_skew_is_stored(data_dir: Path) -> None:
+    """Check the bound is the gateway's own skew setting (max_future_s), not a constant."""
+    gen = build_env(data_dir, max_future_s=7200.0)
+    env = next(gen)
+    try:
+        soon = int(time.time()) + 3600
+        body = {"device_id": "pump-1", "start": str(soon - 60), "end": str(soon),
+                "label": "anomaly"}
+        r = env.client.post("/v1/labels", json=body, headers=env.auth("operator"))
+        assert r.status_code == 201, r.text
+    finally:
+        gen.close()
+
+
+@pytest.mark.parametrize("times", [
+    {"start_ns": False, "end_ns": True}, {"start_ns": 0, "end_ns": True},
+    {"start_ns": 5.0, "end_ns": 10},
+])
+def test_json_booleans_are_no_label_times(lenv: Env, times: dict) -> None:
+    """Check true/false (or 5.0) as start_ns/end_ns is a 422 naming the field: they were
+    taken as 0 and 1, a label on [0, 1)."""
+    body = {"device_id": "pump-1", "label": "anomaly", **times}
+    p = problem(lenv.client.post("/v1/labels", json=body, headers=lenv.auth("operator")), 422)
+    bad = next(k for k, v in times.items() if type(v) is not int)
+    assert (p["field"], p["value"]) == (bad, times[bad])
+    assert lenv.client.get("/v1/labels", headers=lenv.auth("viewer")).json() == []

@@ -5,11 +5,12 @@ commands work beside a running gateway.
 
 ``device delete`` revokes the device's credentials at once and withdraws the model releases
 aimed at it (``device:<id>``; its groups' releases stay), then deletes its stored
-readings, seqs, conflicts and alerts. An embedded DuckDB store can be open in only one
-process: when a running gateway holds it, the command still revokes the credentials,
-says that the data is kept, and exits with status 1; delete the data with
-``DELETE /v1/devices/<id>`` on the running gateway (admin token), or run the command
-again once the gateway is stopped (it then deletes the data of the unregistered device).
+readings, seqs, conflicts and alerts, its labels and its label model files. An embedded
+DuckDB store can be open in only one process: when a running gateway holds it, the command
+still revokes the credentials, says that the data is kept, and exits with status 1; delete
+the data with ``DELETE /v1/devices/<id>`` on the running gateway (admin token), or run the
+command again once the gateway is stopped (it then deletes the data of the unregistered
+device).
 """
 
 from __future__ import annotations
@@ -190,19 +191,24 @@ def device_delete(
 
             with LabelStore(settings.data_dir, security=sec) as label_store:
                 labels = label_store.delete_device(device_id, who="cli")
-        sec.audit("cli", "device.delete_data", device_id, {"rows": rows, "labels": labels})
+        from edgewise.label.workflow import delete_models
+
+        models = delete_models(settings.data_dir, device_id)
+        sec.audit("cli", "device.delete_data", device_id,
+                  {"rows": rows, "labels": labels, "label_models": models})
     finally:
         sec.close()
-    if not registered and rows == 0 and labels == 0 and not releases:
+    if not registered and rows == 0 and labels == 0 and models == 0 and not releases:
         raise fail(f"Device {device_id!r} is not registered and has no stored data.", code=1)
     if as_json:
         typer.echo(json.dumps({"id": device_id, "credentials_deleted": registered,
                                "rows_deleted": rows, "labels_deleted": labels,
-                               "releases_withdrawn": releases,
+                               "label_models_deleted": models, "releases_withdrawn": releases,
                                **({} if ack is None else {"retained_ack_cleared": ack})}))
         return
     creds = "credentials revoked" if registered else "was not registered"
     typer.echo(f"device {device_id}: {creds}; {rows} stored rows and {labels} labels deleted"
+               + (f"; {models} label model files deleted" if models else "")
                + (f"; {len(releases)} model releases withdrawn" if releases else "")
                + ("; retained ack cleared" if ack else ""))
 

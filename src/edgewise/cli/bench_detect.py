@@ -26,6 +26,7 @@ def bench_detect(
 ) -> None:
     """Measure replay and one-at-a-time throughput, side by side with River."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from edgewise.bench.detect_speed import benchmark_detectors, load_series
@@ -44,7 +45,9 @@ def bench_detect(
     if json_out:
         typer.echo(json.dumps(doc))
         return
-    table = Table(title=f"Detector throughput, points/s (median of {repeats}; {source})")
+    # the series is named by its file under --nab: escaped, a '[' in a path is no markup
+    table = Table(title=f"Detector throughput, points/s (median of {repeats}; "
+                  f"{escape(source)})")
     for c in ("detector", "replay (score_many)", "one-at-a-time", "replay / River", "one / River"):
         table.add_column(c, justify="left" if c == "detector" else "right", no_wrap=True)
     for r in rows:

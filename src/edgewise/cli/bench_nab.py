@@ -45,6 +45,7 @@ def bench_nab(
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
+    from rich.text import Text
 
     from edgewise.bench.nab import data_files, run_nab
     from edgewise.detect import DETECTORS
@@ -84,7 +85,7 @@ def bench_nab(
     table.add_column("score", justify="right")
     table.add_column("threshold", justify="right")
     for name, p in run.result.profiles.items():
-        table.add_row(name, f"{p.normalized:.2f}", f"{p.threshold:.4f}")
+        table.add_row(Text(name), f"{p.normalized:.2f}", f"{p.threshold:.4f}")
     Console().print(table)
     typer.echo(f"results: {run.results_dir}  ({summary['points_per_second']:,} points/s)")
     if robust is not None:
@@ -107,19 +108,21 @@ def _robustness(data: Path, results_dir: Path, n: int, ref: Any, ref_path: Path 
 
 
 def _robustness_table(r: Any) -> Any:
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"Halves of the files; {r.resamples} file resamples (5-95%)")
     table.add_column("profile")
     for col in ("even", "odd", "5-95%"):
         table.add_column(col, justify="right")
     if r.reference is not None:
-        table.add_column(f"- {r.reference}", justify="right")
+        table.add_column(f"- {escape(r.reference)}", justify="right")  # a folder's name
         table.add_column("P(>)", justify="right")
     short = {"reward_low_FP_rate": "low FP", "reward_low_FN_rate": "low FN"}
     for p in r.ci:
-        row = [
-            short.get(p, p),
+        row: list[Any] = [
+            Text(short.get(p, p)),  # profile names come from the NAB root's profiles.json
             f"{r.halves['even'][p]:.2f}",
             f"{r.halves['odd'][p]:.2f}",
             f"{r.ci[p][0]:.1f} .. {r.ci[p][1]:.1f}",

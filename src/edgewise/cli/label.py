@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgewise.cli._app import DataDir, Json, app, fail
+
+if TYPE_CHECKING:
+    from edgewise.security import Security
 
 label_app = typer.Typer(help="Labels on windows of device history: import, list, suggest.",
                         no_args_is_help=True)
@@ -23,22 +26,74 @@ def _open(data_dir: Path):
     return LabelStore(data_dir, security=security), security
 
 
+def _unknown_devices(security: Security, devices: list[str], store_url: str) -> list[str]:
+    """The ``devices`` neither registered nor with stored data, as ``POST /v1/labels`` has
+    it (a label kept for an unknown id is inherited by a device registered later under it).
+    The store is opened only when a device is not registered."""
+    from edgewise.errors import StoreError
+    from edgewise.store import open_store
+
+    unregistered = [d for d in devices if not security.has_device(d)]
+    if not unregistered:
+        return []
+    if store_url.startswith("duckdb:///") and not Path(store_url[len("duckdb://"):]).exists():
+        return unregistered  # no store yet: no device has data (and none is made here)
+    try:
+        st = open_store(store_url)
+    except StoreError as exc:
+        raise fail(f"Device {unregistered[0]!r} is not registered, and whether it has stored "
+                   f"data cannot be told: {str(exc).rstrip('.')}. Register it with: edgewise "
+                   f"device add {unregistered[0]}, or import once the gateway is stopped."
+                   ) from None
+    try:
+        with_data = {s.device_id for s in st.devices()}
+    finally:
+        st.close()
+    return [d for d in unregistered if d not in with_data]
+
+
 @label_app.command("import")
 def import_(
     file: Annotated[Path, typer.Argument(help="CSV with device_id,start,end,label[,note].")],
     data_dir: DataDir,
     who: Annotated[str, typer.Option(help="Who gave these labels (audit log).")] = "cli",
+    store_url: Annotated[str, typer.Option(
+        "--store", envvar="EDGEWISE_STORE",
+        help="Store URL (default: the DuckDB file under the data directory); read only to "
+        "tell whether an unregistered device has data.")] = "",
     json_out: Json = False,
 ) -> None:
-    """Import labels from a CSV file; relabelled windows get a new version."""
+    """Import labels from a CSV file; relabelled windows get a new version.
+
+    Every device must be registered or have stored data, and no window may end later than
+    now plus the clock skew the gateway allows readings (EDGEWISE_MAX_FUTURE_S); otherwise
+    nothing is imported.
+    """
+    from edgewise.config import Settings
+    from edgewise.errors import ConfigError
     from edgewise.label.store import read_labels_csv
 
+    try:
+        settings = Settings.load(data_dir=data_dir, store=store_url or None)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
     try:  # a missing file, a directory or a binary file is named in one line
-        rows = read_labels_csv(file)
+        rows = read_labels_csv(file, max_future_s=settings.max_future_s)
     except ValueError as exc:
         raise fail(str(exc)) from None
     store, security = _open(data_dir)
     try:
+        devices = list(dict.fromkeys(row[0] for row in rows))
+        unknown = _unknown_devices(security, devices, settings.store_url)
+        if unknown:
+            line = 2 + next(i for i, row in enumerate(rows) if row[0] == unknown[0])
+            more = ""
+            if len(unknown) > 1:
+                more = f" (likewise {', '.join(map(repr, unknown[1:4]))}" + (
+                    ", …)" if len(unknown) > 4 else ")")
+            raise fail(f"Label CSV line {line}: device {unknown[0]!r} is not registered and "
+                       f"has no stored data{more}; nothing was imported. Register it first "
+                       f"with: edgewise device add {unknown[0]}")
         added = store.add_many(rows, who=who)
         snap = store.snapshot_id()
     finally:
@@ -71,11 +126,15 @@ def list_(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("device", "start", "end", "label", "v", "who", "note")
     for lab in labels:
-        table.add_row(lab.device_id, _iso(lab.start_ns), _iso(lab.end_ns), lab.label,
-                      str(lab.version) + ("" if lab.current else " (old)"), lab.who, lab.note)
+        # Text, not str: a str cell is Rich markup, and a note such as "[/]" crashed the
+        # table (MarkupError) or "[red]" restyled it
+        table.add_row(*(Text(cell) for cell in (
+            lab.device_id, _iso(lab.start_ns), _iso(lab.end_ns), lab.label,
+            str(lab.version) + ("" if lab.current else " (old)"), lab.who, lab.note)))
     Console().print(table)
 
 

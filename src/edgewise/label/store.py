@@ -7,6 +7,9 @@ import labels while ``edgewise serve`` runs in another process.
 
 * Nothing is overwritten. Labelling the same window again adds a new *version* and marks
   the old one superseded; :meth:`LabelStore.history` shows every version.
+* A label may name its ``source``, e.g. ``"alert:<id>"`` for the verdict on an alert. A
+  new label from a source supersedes that source's current label even when its window
+  differs (an alert's span grows while it stays open), so only the newest verdict counts.
 * Every write is audit-logged through :meth:`edgewise.security.Security.audit` when the
   store is given a ``Security``.
 * :meth:`LabelStore.snapshot_id` names the current label set. A model records it, and
@@ -38,17 +41,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgewise.errors import InvalidParameterError
+from edgewise.errors import InvalidParameterError, PayloadError
 from edgewise.tables import read_text, separator
-from edgewise.telemetry import parse_time_text, validate_device_id
+from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, parse_time_text, validate_device_id
 
 if TYPE_CHECKING:
     from edgewise.security import Security
 
 __all__ = ["LABEL_RE", "Label", "LabelStore", "is_anomalous", "read_labels_csv"]
 
-#: Allowed label values: ``normal``, ``anomaly`` or a fault class name.
-LABEL_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+#: Allowed label values: ``normal``, ``anomaly`` or a fault class name. ``\Z``, not ``$``:
+#: ``$`` also matches before a trailing newline, and ``"normal\n"`` is not ``"normal"``.
+LABEL_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
 _LABEL_ALLOWED = (
     "'normal', 'anomaly' or a fault class: 1-64 lowercase letters, digits, '_', '.', '-', "
     "starting with a letter"
@@ -65,7 +69,8 @@ CREATE TABLE IF NOT EXISTS labels (
     who TEXT NOT NULL,
     created_ns INTEGER NOT NULL,
     version INTEGER NOT NULL,
-    current INTEGER NOT NULL DEFAULT 1
+    current INTEGER NOT NULL DEFAULT 1,
+    source TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS labels_window ON labels (device_id, start_ns, end_ns, current);
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -87,7 +92,11 @@ def is_anomalous(label: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Label:
-    """One version of a label on the window ``[start_ns, end_ns)`` of a device."""
+    """One version of a label on the window ``[start_ns, end_ns)`` of a device.
+
+    ``source`` is what wrote it when that was not a person's own window (``"alert:<id>"``:
+    the verdict on that alert), else ``""``.
+    """
 
     id: int
     device_id: str
@@ -99,6 +108,7 @@ class Label:
     created_ns: int
     version: int
     current: bool
+    source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -107,10 +117,40 @@ class Label:
 
 def _row(r: Sequence[Any]) -> Label:
     return Label(int(r[0]), r[1], int(r[2]), int(r[3]), r[4], r[5], r[6], int(r[7]), int(r[8]),
-                 bool(r[9]))
+                 bool(r[9]), r[10])
 
 
-_COLS = "id, device_id, start_ns, end_ns, label, note, who, created_ns, version, current"
+_COLS = ("id, device_id, start_ns, end_ns, label, note, who, created_ns, version, current, "
+         "source")
+#: How the alert route wrote its verdicts' notes before labels had a ``source``.
+_ALERT_NOTE_RE = re.compile(r"alert (\S+) labelled (?:true_alarm|false_alarm)(?::|\Z)")
+
+
+def _add_source_column(db: sqlite3.Connection) -> None:
+    """Give a label file written before labels had a ``source`` its column, and name the
+    alert of each verdict the alert route wrote then (its note begins ``alert <id>
+    labelled``), so relabelling that alert supersedes it."""
+    index = "CREATE INDEX IF NOT EXISTS labels_source ON labels (device_id, source, current)"
+    if "source" in {r[1] for r in db.execute("PRAGMA table_info(labels)")}:
+        db.execute(index)
+        return
+    cur = db.cursor()
+    cur.execute("BEGIN IMMEDIATE")  # another process may be opening the same file
+    try:
+        if "source" not in {r[1] for r in cur.execute("PRAGMA table_info(labels)")}:
+            cur.execute("ALTER TABLE labels ADD COLUMN source TEXT NOT NULL DEFAULT ''")
+            rows = cur.execute("SELECT id, note FROM labels WHERE who LIKE 'token:%' "
+                               "AND note LIKE 'alert %'").fetchall()
+            for row_id, note in rows:
+                m = _ALERT_NOTE_RE.match(note)
+                if m:
+                    cur.execute("UPDATE labels SET source=? WHERE id=?",
+                                (f"alert:{m.group(1)}", row_id))
+        cur.execute(index)
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
 
 
 class LabelStore:
@@ -136,6 +176,7 @@ class LabelStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        _add_source_column(self._db)
 
     # -- writing ---------------------------------------------------------------------------
     @staticmethod
@@ -159,7 +200,7 @@ class LabelStore:
                 f"A label's window must end after it starts. Got start_ns={start_ns}, "
                 f"end_ns={end_ns} instead.", field="end_ns", value=end_ns,
             )
-        if not isinstance(label, str) or not LABEL_RE.match(label):
+        if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
             raise InvalidParameterError(
                 f"The 'label' of a label must be {_LABEL_ALLOWED}. Got {label!r} instead.",
                 field="label", value=label,
@@ -175,14 +216,26 @@ class LabelStore:
         who: str = "cli",
         note: str = "",
         created_ns: int | None = None,
+        source: str = "",
     ) -> Label:
         """Label a window; relabelling the same window adds a new version.
 
+        A ``source`` (e.g. ``"alert:<id>"``) also supersedes the current label of the same
+        device and source whatever its window, and continues its versions: the verdict on
+        an alert whose span grew replaces the earlier verdict instead of standing beside it.
+
         Returns the stored :class:`Label`. Raises :class:`InvalidParameterError` for a bad
         device id, window or label value (nothing is written then).
+
+        >>> import tempfile
+        >>> with LabelStore(tempfile.mkdtemp()) as labels:
+        ...     _ = labels.add("pump-1", 0, 10, "anomaly", source="alert:a1")
+        ...     lab = labels.add("pump-1", 0, 30, "normal", source="alert:a1")
+        ...     [(x.end_ns, x.label, x.version) for x in labels.labels("pump-1")]
+        [(30, 'normal', 2)]
         """
-        return self.add_many([(device_id, start_ns, end_ns, label, note)], who=who,
-                             created_ns=created_ns)[0]
+        return self._write([(device_id, start_ns, end_ns, label, note, source)], who=who,
+                           created_ns=created_ns)[0]
 
     def add_many(
         self,
@@ -195,32 +248,45 @@ class LabelStore:
 
         Every row is checked before anything is written: one bad row writes nothing.
         """
+        return self._write([(*row, "") for row in rows], who=who, created_ns=created_ns)
+
+    def _write(
+        self,
+        rows: Iterable[tuple[str, int, int, str, str, str]],
+        *,
+        who: str,
+        created_ns: int | None,
+    ) -> list[Label]:
         rows = list(rows)
-        for device_id, start_ns, end_ns, label, _note in rows:
+        for device_id, start_ns, end_ns, label, _note, source in rows:
             self._check(device_id, start_ns, end_ns, label)
+            if not isinstance(source, str) or len(source) > 200:
+                raise InvalidParameterError(
+                    f"The 'source' of a label must be text of at most 200 characters. "
+                    f"Got {source!r} instead.", field="source", value=source,
+                )
         now = time.time_ns() if created_ns is None else created_ns
         out: list[Label] = []
+        same = "device_id=? AND ((start_ns=? AND end_ns=?) OR (?<>'' AND source=?))"
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                for device_id, start_ns, end_ns, label, note in rows:
+                for device_id, start_ns, end_ns, label, note, source in rows:
+                    key = (device_id, start_ns, end_ns, source, source)
                     prev = cur.execute(
-                        "SELECT MAX(version) FROM labels WHERE device_id=? AND start_ns=? "
-                        "AND end_ns=?", (device_id, start_ns, end_ns),
-                    ).fetchone()[0]
+                        f"SELECT MAX(version) FROM labels WHERE {same}", key).fetchone()[0]
                     version = 1 if prev is None else int(prev) + 1
-                    cur.execute(
-                        "UPDATE labels SET current=0 WHERE device_id=? AND start_ns=? "
-                        "AND end_ns=? AND current=1", (device_id, start_ns, end_ns),
-                    )
+                    cur.execute(f"UPDATE labels SET current=0 WHERE {same} AND current=1", key)
                     cur.execute(
                         "INSERT INTO labels (device_id, start_ns, end_ns, label, note, who, "
-                        "created_ns, version, current) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                        (device_id, start_ns, end_ns, label, note or "", who, now, version),
+                        "created_ns, version, current, source) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+                        (device_id, start_ns, end_ns, label, note or "", who, now, version,
+                         source),
                     )
                     out.append(Label(int(cur.lastrowid or 0), device_id, start_ns, end_ns,
-                                     label, note or "", who, now, version, True))
+                                     label, note or "", who, now, version, True, source))
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -230,7 +296,7 @@ class LabelStore:
                 self.security.audit(
                     who, "label.add", f"{lab.device_id}:{lab.start_ns}-{lab.end_ns}",
                     {"label": lab.label, "version": lab.version, "label_id": lab.id,
-                     "note": lab.note},
+                     "note": lab.note, **({"source": lab.source} if lab.source else {})},
                 )
         return out
 
@@ -377,21 +443,33 @@ class LabelStore:
         self.close()
 
 
-def _csv_time(value: str, field_name: str, line: int) -> int:
-    try:  # history: from 1970; a planned window: up to ten years ahead
+def _csv_time(value: str, field_name: str, line: int, max_future_s: float) -> int:
+    try:  # history: from 1970; no later than now and the clock skew allowed readings
         return parse_time_text(value, field_name=field_name, earliest_ns=0,
-                               max_future_s=10 * 365 * 86400.0, index=line)
+                               max_future_s=max_future_s)
+    except PayloadError as exc:
+        why = (" (the clock skew EDGEWISE_MAX_FUTURE_S allows): a label on time not yet "
+               "recorded would apply to readings that arrive later"
+               if exc.reason == "future_ts" and "in the future" in exc.allowed else "")
+        raise InvalidParameterError(
+            f"Label CSV line {line}: field {field_name!r} must be {exc.allowed}{why}. "
+            f"Got {exc.value!r} instead.", field=field_name, value=exc.value,
+        ) from None
     except ValueError as exc:
         raise InvalidParameterError(f"Label CSV line {line}: {exc}") from None
 
 
-def read_labels_csv(path: Path | str) -> list[tuple[str, int, int, str, str]]:
+def read_labels_csv(
+    path: Path | str, *, max_future_s: float = DEFAULT_MAX_FUTURE_S
+) -> list[tuple[str, int, int, str, str]]:
     r"""Read ``device_id,start,end,label[,note]`` rows (with a header line) from a CSV file.
 
     ``start`` and ``end`` are RFC 3339 timestamps with an offset or integer epoch times
     (seconds, milliseconds, microseconds or nanoseconds, told apart by size as in
-    :func:`~edgewise.telemetry.epoch_ns`). Commas or semicolons separate the fields; a
-    spreadsheet's byte-order mark is skipped; UTF-8 or Windows-1252 text. Raises
+    :func:`~edgewise.telemetry.epoch_ns`), from 1970 to no more than ``max_future_s``
+    ahead of now (the gateway's ``EDGEWISE_MAX_FUTURE_S``): a label on time not yet
+    recorded would apply to readings that arrive later. Commas or semicolons separate the
+    fields; a spreadsheet's byte-order mark is skipped; UTF-8 or Windows-1252 text. Raises
     :class:`InvalidParameterError` naming the line of the first bad row, and
     :class:`~edgewise.errors.QualityError` naming the file if it is missing, a directory or
     not text (:func:`edgewise.tables.read_text`).
@@ -417,8 +495,8 @@ def read_labels_csv(path: Path | str) -> list[tuple[str, int, int, str, str]]:
             )
         for line, rec in enumerate(reader, start=2):
             device = (rec.get("device_id") or "").strip()
-            start = _csv_time(rec.get("start") or "", "start", line)
-            end = _csv_time(rec.get("end") or "", "end", line)
+            start = _csv_time(rec.get("start") or "", "start", line, max_future_s)
+            end = _csv_time(rec.get("end") or "", "end", line, max_future_s)
             label = (rec.get("label") or "").strip()
             try:
                 LabelStore._check(device, start, end, label)

@@ -208,19 +208,45 @@ def windows_from_series(
 def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
     """Map stored labels onto windows: ``(y, kind)`` per window.
 
-    ``y`` is 1 (anomaly or a fault class), 0 (normal) or -1 (no label overlaps the
-    window); ``kind`` is the label text (``""`` when none). A window overlapped by
-    several labels takes an anomalous one over ``"normal"``. ``labels`` are
+    ``y`` is 1 (anomaly or a fault class), 0 (normal) or -1 (no label on the window);
+    ``kind`` is the label text (``""`` when none). ``labels`` are
     :class:`~edgewise.label.store.Label` objects (anything with ``device_id``,
     ``start_ns``, ``end_ns``, ``label``).
+
+    A window takes a label when the label covers at least half of the window's span, or
+    when the window holds at least half of the label's span (so a label shorter than a
+    window lands on the window that holds most of it). A label that only grazes a window
+    does not label it: windows are cut afresh as history grows (``edgewise label suggest``
+    and ``train --with-labels`` make them ``len(history) // 100`` readings long by
+    default), so their edges move under labels given earlier, and an ``anomaly`` label
+    spilling onto a quiet neighbour would teach the device that quiet is anomalous. A
+    window taken by several labels takes an anomalous one over ``"normal"``.
+
+    >>> from types import SimpleNamespace as L
+    >>> ws = WindowSet(np.array(["d"] * 3, dtype=object), np.array([0, 10, 20]),
+    ...                np.array([10, 20, 30]), np.zeros((3, 1)), np.zeros((3, 1)), ["f"])
+    >>> y, kind = window_labels(ws, [L(device_id="d", start_ns=8, end_ns=21,
+    ...                                label="anomaly")])
+    >>> y.tolist()   # the label fills window 1; it only grazes windows 0 and 2
+    [-1, 1, -1]
+    >>> window_labels(ws, [L(device_id="d", start_ns=3, end_ns=6, label="normal")])[0].tolist()
+    [0, -1, -1]
     """
     y = np.full(len(windows), -1)
     kind = np.array([""] * len(windows), dtype=object)
     for lab in labels:
-        hit = ((windows.device == lab.device_id) & (windows.start_ns < lab.end_ns)  # type: ignore[attr-defined]
-               & (windows.end_ns > lab.start_ns))  # type: ignore[attr-defined]
+        start, end = int(lab.start_ns), int(lab.end_ns)  # type: ignore[attr-defined]
+        hit = np.flatnonzero((windows.device == lab.device_id)  # type: ignore[attr-defined]
+                             & (windows.start_ns < end) & (windows.end_ns > start))
+        if not len(hit):
+            continue
+        w0, w1 = windows.start_ns[hit].astype(np.int64), windows.end_ns[hit].astype(np.int64)
+        overlap = np.minimum(w1, end) - np.maximum(w0, start)
+        # 2 * overlap >= span, in Python ints: spans near 2**63 ns overflow int64
+        takes = [2 * int(o) >= int(b) - int(a) or 2 * int(o) >= end - start
+                 for o, a, b in zip(overlap, w0, w1, strict=True)]
         bad = lab.label != "normal"  # type: ignore[attr-defined]
-        for i in np.flatnonzero(hit):
+        for i in hit[np.asarray(takes, dtype=bool)]:
             if y[i] == 1 and not bad:
                 continue
             y[i] = 1 if bad else 0

@@ -40,8 +40,8 @@ from edgewise.label.store import LabelStore
 from edgewise.label.strategies import DefaultMix, Pool, make_strategy
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 
-__all__ = ["History", "history_from_store", "load_history_csv", "load_model", "suggest",
-           "train_with_labels"]
+__all__ = ["History", "delete_models", "history_from_store", "load_history_csv", "load_model",
+           "model_files", "suggest", "train_with_labels"]
 
 History = tuple[np.ndarray, np.ndarray, list[str]]
 
@@ -155,11 +155,8 @@ def train_with_labels(history: History, device_id: str, labels: LabelStore, data
         classes = [str(c) for c in clf.classes_]
     models = Path(data_dir) / "models"
     models.mkdir(parents=True, exist_ok=True)
-    prefix = f"label-{device_id}-v"
-    versions = [int(p.stem[len(prefix):]) for p in models.glob(f"{prefix}*.pkl")
-                if p.stem[len(prefix):].isdigit()]
-    version = max(versions, default=0) + 1
-    path = models / f"{prefix}{version}.pkl"
+    version = max(model_files(data_dir, device_id), default=0) + 1
+    path = models / f"label-{device_id}-v{version}.pkl"
     record = {
         "kind": "edgewise.label", "device_id": device_id, "version": version,
         "created_ns": time.time_ns(), "label_snapshot_id": snapshot,
@@ -170,6 +167,39 @@ def train_with_labels(history: History, device_id: str, labels: LabelStore, data
     return {"path": str(path), "version": version, "snapshot_id": snapshot,
             "n_labels": record["n_labels"], "classes": classes,
             "alarms_before": int(before.sum()), "alarms_after": int(model.predict(ws).sum())}
+
+
+def model_files(data_dir: Path | str, device_id: str) -> dict[int, Path]:
+    """The label model files :func:`train_with_labels` wrote for ``device_id``, by version
+    (``<data dir>/models/label-<device>-v<N>.pkl``; another device whose id extends this
+    one, such as ``pump-1-v2`` for ``pump-1``, is not matched).
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); (d / "models").mkdir()
+    >>> for name in ("label-pump-1-v1.pkl", "label-pump-1-v2-v1.pkl"):
+    ...     _ = (d / "models" / name).write_bytes(b"")
+    >>> sorted(model_files(d, "pump-1"))
+    [1]
+    """
+    prefix = f"label-{device_id}-v"
+    models = Path(data_dir) / "models"
+    if not models.is_dir():
+        return {}
+    # names compared as text, never as a glob pattern: an id given to 'device delete' is
+    # not checked, and '*' must not match the files of every device
+    return {int(p.stem[len(prefix):]): p for p in models.glob("label-*.pkl")
+            if p.stem.startswith(prefix) and p.stem[len(prefix):].isascii()
+            and p.stem[len(prefix):].isdigit()}
+
+
+def delete_models(data_dir: Path | str, device_id: str) -> int:
+    """Delete ``device_id``'s label model files (they hold features of its data); how many.
+    Part of deleting a device and all its data: a device registered again under the same
+    id starts again at version 1."""
+    paths = model_files(data_dir, device_id).values()
+    for p in paths:
+        p.unlink(missing_ok=True)
+    return len(paths)
 
 
 def load_model(path: Path | str) -> dict[str, Any]:

@@ -1,12 +1,18 @@
 """Alerts: list and filter (viewer), acknowledge and label (operator).
 
-Labels (``true_alarm`` / ``false_alarm``) are what the models learn from: every label keeps
-who gave it and an optional note, and labelling an anomaly alert also writes a window label
-into the label store (:class:`~edgewise.label.store.LabelStore`, audited): ``anomaly`` for a
-true alarm, ``normal`` for a false alarm, over the alert's span ``[start, end]``, so
-``edgewise label suggest`` and ``edgewise train --with-labels`` use it. Relabelling an alert
-adds a new version of that window's label. Seq-gap alerts (missing messages, not sensor
-behaviour) get no window label.
+Labels (``true_alarm`` / ``false_alarm``) record a person's verdict: every label keeps who
+gave it and an optional note (relabelling without a note keeps the note given before).
+Labelling an anomaly alert also writes a window label into the label store
+(:class:`~edgewise.label.store.LabelStore`, audited, source ``alert:<id>``): ``anomaly``
+for a true alarm, ``normal`` for a false alarm, over the alert's span ``[start, end]``.
+Relabelling an alert adds a new version that supersedes the alert's earlier window label,
+even when the alert's span has grown since, so only the newest verdict counts. Seq-gap
+alerts (missing messages, not sensor behaviour) get no window label.
+
+Labels act offline only: ``edgewise label suggest`` uses them to pick the next windows to
+ask about, and ``edgewise train --with-labels`` fits a label-aware model file from them.
+The running gateway's alerting does not read them: a false alarm labelled here does not
+raise the live threshold or silence the next alert like it.
 
 ``GET /v1/alerts/{id}`` (and ``GET /v1/alerts?explain=true``) adds ``explanation``: for an
 anomaly alert of a device with two or more metrics, the signed, exact contribution of each
@@ -158,11 +164,15 @@ def label_alert(
     alert_id: AlertId, body: LabelBody, who: Operator, store: StoreDep, security: SecurityDep,
     settings: SettingsDep, request: Request,
 ) -> dict[str, Any]:
-    """Record the verdict (and note); labelling also acknowledges an open alert and, for an
-    anomaly alert, labels its span ``anomaly`` (true alarm) or ``normal`` (false alarm) in
-    the label store. The answer's ``window_label`` is that label (``null`` for other kinds)."""
+    """Record the verdict (and the note, when one is given: without one the alert keeps its
+    note); labelling also acknowledges an open alert and, for an anomaly alert, labels its
+    span ``anomaly`` (true alarm) or ``normal`` (false alarm) in the label store, in place
+    of the window label of any earlier verdict on the alert. The answer's ``window_label``
+    is that label (``null`` for other kinds)."""
     alert = _get(store, alert_id)
-    changes: dict[str, Any] = {"label": body.label, "labelled_by": who.name, "note": body.note}
+    changes: dict[str, Any] = {"label": body.label, "labelled_by": who.name}
+    if body.note is not None:
+        changes["note"] = body.note
     if alert.status != "acknowledged":
         changes.update(status="acknowledged", acked_by=who.name)
     alert = store.update_alert(alert_id, **changes)
@@ -170,10 +180,12 @@ def label_alert(
                    {"device": alert.device_id, "label": body.label})
     window = None
     if alert.kind == "anomaly":
-        note = f"alert {alert_id} labelled {body.label}" + (f": {body.note}" if body.note else "")
+        note = f"alert {alert_id} labelled {body.label}"
+        if alert.note:  # the note given now, or the one kept from an earlier verdict
+            note += f": {alert.note}"
         lab = label_store(request, security, settings).add(
             alert.device_id, alert.start_ns, alert.end_ns + 1, WINDOW_LABEL[body.label],
-            who=f"token:{who.name}", note=note,
+            who=f"token:{who.name}", note=note, source=f"alert:{alert_id}",
         )
         window = {"id": lab.id, "label": lab.label, "version": lab.version,
                   "start_ns": lab.start_ns, "end_ns": lab.end_ns}

@@ -146,9 +146,11 @@ def delete_device(
 ) -> dict[str, Any]:
     """Revoke the device's credentials, withdraw the model releases aimed at it (its groups'
     stay), make the pipeline forget the device (detectors, seqs, open alert), then delete its
-    readings, seqs, conflicts, alerts and labels, and clear its retained ack on an external
-    MQTT broker (a device registered again under the same id starts from no ack, not the old
-    watermark, and is served none of the old device's releases)."""
+    readings, seqs, conflicts, alerts, labels and label model files
+    (``models/label-<id>-vN.pkl``, from ``edgewise train --with-labels``), and clear its
+    retained ack on an external MQTT broker (a device registered again under the same id
+    starts from no ack, not the old watermark, and is served none of the old device's
+    releases)."""
     registered = security.has_device(device_id)
     if not known_device(security, store, device_id):
         raise not_found(device_id)
@@ -163,12 +165,17 @@ def delete_device(
     with pipeline.commit_lock:  # a commit under way for the device lands before, not after
         rows = store.delete_device(device_id)
     labels = label_store(request, security, settings).delete_device(device_id, who=actor)
+    from edgewise.label.workflow import delete_models
+
+    models = delete_models(settings.data_dir, device_id)
     forget = getattr(request.app.state, "forget_device", None)
     if forget is not None:  # the transport's state: an external broker's retained ack
         forget(device_id)
-    security.audit(actor, "device.delete_data", device_id, {"rows": rows, "labels": labels})
+    security.audit(actor, "device.delete_data", device_id,
+                   {"rows": rows, "labels": labels, "label_models": models})
     return {"id": device_id, "credentials_deleted": registered, "rows_deleted": rows,
-            "labels_deleted": labels, "releases_withdrawn": releases}
+            "labels_deleted": labels, "label_models_deleted": models,
+            "releases_withdrawn": releases}
 
 
 @router.get("/v1/fleet", summary="Each device's health, last-seen and open alerts (viewer)")

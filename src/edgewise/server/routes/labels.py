@@ -1,7 +1,9 @@
 """Labels on windows of a device's history, and the labelling queue.
 
 * ``POST /v1/labels`` (operator): label a window ``normal``, ``anomaly`` or a fault class;
-  relabelling a window adds a version; every write is audit-logged.
+  relabelling a window adds a version; every write is audit-logged. A window must end by
+  now plus the allowed clock skew (``EDGEWISE_MAX_FUTURE_S``, as for telemetry): a label
+  on time not yet recorded would apply to readings that arrive later.
 * ``GET /v1/labels`` (viewer): the current labels (``history=true``: every version).
 * ``GET /v1/label-queue?device=`` (viewer): the next windows worth a person's time,
   chosen by the default query strategy, each with the readings around it for a chart.
@@ -11,11 +13,12 @@ The labels live in ``<data dir>/labels.sqlite`` (:class:`~edgewise.label.store.L
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import InvalidParameterError, PayloadError
@@ -40,8 +43,10 @@ class LabelIn(BaseModel):
                               description="Window start: RFC 3339 or epoch seconds.")
     end: str | None = Field(default=None,
                             description="Window end (exclusive): RFC 3339 or epoch seconds.")
-    start_ns: int | None = Field(default=None, description="Or the start in UTC nanoseconds.")
-    end_ns: int | None = Field(default=None, description="Or the end in UTC nanoseconds.")
+    # strict: JSON true/false are no times (pydantic's lax int took them as 1 and 0)
+    start_ns: StrictInt | None = Field(default=None,
+                                       description="Or the start in UTC nanoseconds.")
+    end_ns: StrictInt | None = Field(default=None, description="Or the end in UTC nanoseconds.")
     label: str = Field(description="'normal', 'anomaly' or a fault class, e.g. 'cavitation'.")
     note: str = Field(default="", max_length=2000, description="Free text.")
 
@@ -69,7 +74,8 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
     """Store the label (a new version if the window was labelled before) and audit it.
 
     404 when the device is neither registered nor has data (a label kept for an unknown
-    id would be inherited by a device registered later under it)."""
+    id would be inherited by a device registered later under it). 422 when the window ends
+    later than now plus the allowed clock skew (``max_future_s``)."""
     for name, text, ns in (("start", body.start, body.start_ns), ("end", body.end, body.end_ns)):
         if text is not None and ns is not None:
             raise Problem(422, "Invalid label", f"Give {name!r} or {name + '_ns'!r}, not both "
@@ -86,6 +92,17 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
                           field=name, value=None, allowed="RFC 3339 or epoch seconds",
                           reason="missing")
     assert start is not None and end is not None
+    latest = time.time_ns() + int(settings.max_future_s * 1e9)
+    if latest < end < 2**63:  # from 2**63 on, the label store names the range (1970-2262)
+        given = body.end if body.end is not None else body.end_ns
+        raise Problem(
+            422, "Invalid label",
+            f"Body field 'end' must be no later than now plus the allowed clock skew of "
+            f"{settings.max_future_s:g} s (EDGEWISE_MAX_FUTURE_S), {format_ns(latest)}: a "
+            f"label on time not yet recorded would apply to readings that arrive later. "
+            f"Got {format_ns(end)} ({given!r}) instead.", field="end", value=given,
+            allowed=f"a time no later than {format_ns(latest)}", reason="future_label",
+        )
     try:
         validate_device_id(body.device_id)
     except PayloadError:
