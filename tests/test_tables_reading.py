@@ -142,3 +142,72 @@ def test_text_that_only_looks_odd_is_still_read(tmp_path: Path) -> None:
     with gzip.open(gz, "wt") as g:
         g.write("ts,v\n1,2\n")
     assert read_table(gz)["v"].tolist() == [2] and read_text(gz) == "ts,v\n1,2\n"
+
+
+def test_day_first_dates_are_read_in_one_layout_for_the_whole_column() -> None:
+    """Check dd/mm/yyyy dates are all read day-first: cell by cell, 01/03 to 12/03 were read
+    month-first (January 3 to December 3) and 13/03 on day-first, so a sorted daily file
+    came out of order and with months-long gaps."""
+    days = [f"{d:02d}/03/2024" for d in range(1, 21)]
+    ns = time_ns(pd.Series(days, name="date"))
+    assert pd.to_datetime(ns).strftime("%Y-%m-%d").tolist() == [
+        f"2024-03-{d:02d}" for d in range(1, 21)]
+
+
+@pytest.mark.parametrize(("values", "needle"), [
+    (["01/03/2024", "02/03/2024"],
+     "reads '01/03/2024' (row 1) both day-first and month-first"),
+    (["01/13/2024", "01/14/2024", "15/01/2024"],
+     "row 3 has '15/01/2024', which does not fit the layout of row 1 ('01/13/2024')"),
+])
+def test_dates_that_are_no_one_layout_are_refused(values: list[str], needle: str) -> None:
+    """Check an ambiguous day/month layout, and a column switching layouts, are refused in
+    one line asking for ISO 8601 / RFC 3339 or epoch numbers (they were guessed per cell)."""
+    with pytest.raises(QualityError) as info:
+        time_ns(pd.Series(values, name="date"))
+    message = str(info.value)
+    assert message.startswith("Time column 'date' ") and needle in message
+    assert "ISO 8601 / RFC 3339" in message and "epoch numbers" in message
+    assert "\n" not in message
+
+
+def test_iso_layouts_loggers_write_are_read() -> None:
+    """Check the layouts ISO 8601 allows that loggers write: a space for the T (SKAB's
+    'YYYY-MM-DD HH:MM:SS'), a decimal comma in the seconds, a date alone, and epoch
+    numbers held as text."""
+    start = 1_704_067_200 * 10**9
+    assert time_ns(pd.Series(["2024-01-01 00:00:00", "2024-01-01 00:00:01"])).tolist() == [
+        start, start + 10**9]
+    assert time_ns(pd.Series(["2024-01-01 00:00:00,250"])).tolist() == [start + 250 * 10**6]
+    assert time_ns(pd.Series(["2024-01-01", "2024-01-02"])).tolist() == [
+        start, start + 86_400 * 10**9]
+    assert time_ns(pd.Series(["1704067200", "1704067201"])).tolist() == [start, start + 10**9]
+
+
+@pytest.mark.parametrize("values", [[1.7e9, 1e10], [1_700_000_000, 10_000_000_000],
+                                    [1.7e12, 9.3e12], [1.7e9, -1e10]],
+                         ids=["float-s", "int-s", "ms", "negative-s"])
+def test_epoch_numbers_past_what_int64_ns_hold_are_refused(values: list[float]) -> None:
+    """Check an epoch number outside 1677..2262 (int64 nanoseconds) is named in one line,
+    not wrapped round to a time in the wrong century."""
+    with pytest.raises(QualityError, match=r"^Time column 'ts' row 2 has .*lies outside "
+                                           r"1677-09-21 \.\. 2262-04-11") as info:
+        time_ns(pd.Series(values, name="ts"))
+    assert "np." not in str(info.value)
+
+
+def test_text_read_keeps_every_cell_as_written(tmp_path: Path) -> None:
+    """Check ``text=True`` keeps 007, NA, None, TRUE, 1.50 and 17-digit ids with a blank
+    beside them as written, and gives a semicolon file's decimal commas (only) a point."""
+    f = tmp_path / "t.csv"
+    f.write_text("ts;v;id;flag;code;note\n"
+                 "1700000000;1,50;12345678901234567;TRUE;007;NA\n"
+                 "1700000060;NA;;False;010;None\n"
+                 "1700000120;3;12345678901234568;true;1;\n")
+    df = read_table(f, text=True)
+    assert df.to_dict("list") == {
+        "ts": ["1700000000", "1700000060", "1700000120"], "v": ["1.50", "NA", "3"],
+        "id": ["12345678901234567", "", "12345678901234568"],
+        "flag": ["TRUE", "False", "true"], "code": ["007", "010", "1"],
+        "note": ["NA", "None", ""]}
+    assert read_table(f)["v"].fillna(0).tolist() == [1.5, 0.0, 3.0]

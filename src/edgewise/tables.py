@@ -29,10 +29,14 @@ __all__ = ["check_csv_file", "read_table", "read_text", "separator", "time_ns"]
 
 def time_ns(col: pd.Series) -> np.ndarray:
     """A time column as int64 UTC nanoseconds: epoch numbers in s, ms, us or ns (told by
-    size, as :func:`edgewise.telemetry.epoch_unit_ns` does for telemetry), or RFC 3339 text.
+    size, as :func:`edgewise.telemetry.epoch_unit_ns` does for telemetry), or ISO 8601 /
+    RFC 3339 text.
 
     Text times may mix offsets; a time without one (``2024-01-01T00:00:00``) is read as
-    UTC, as ``edgewise detect`` reads it.
+    UTC, as ``edgewise detect`` reads it. Text in another layout is read in the one format
+    its first cell shows (``Jan 05 2024 10:00``), the same for every row; a layout that
+    reads both day-first and month-first (``01/03/2024``) is refused, never guessed cell
+    by cell.
 
     >>> time_ns(pd.Series([1.7e9, 1.7e9 + 60])).tolist() == time_ns(
     ...     pd.Series([1_700_000_000_000, 1_700_000_060_000])).tolist()
@@ -41,10 +45,16 @@ def time_ns(col: pd.Series) -> np.ndarray:
     1700000000000000000
     >>> time_ns(pd.Series(["2024-01-01T00:00:00", "2024-01-01T01:00:00+01:00"])).tolist()
     [1704067200000000000, 1704067200000000000]
+    >>> pd.to_datetime(time_ns(pd.Series(["01/03/2024", "13/03/2024"]))).day.tolist()
+    [1, 13]
+    >>> time_ns(pd.Series(["01/03/2024", "02/03/2024"], name="day"))
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: Time column 'day' reads '01/03/2024' (row 1) both day-first and month-first; ...
 
     Raises :class:`~edgewise.errors.QualityError` naming the first row whose cell is empty
-    or holds no time.
-    """
+    or holds no time, or an epoch number past what int64 nanoseconds hold (the year 2262).
+    """  # noqa: E501
     name = "time" if col.name is None else str(col.name)
     empty = col.isna().to_numpy().copy()
     if not pd.api.types.is_numeric_dtype(col) and not empty.all():
@@ -53,7 +63,7 @@ def time_ns(col: pd.Series) -> np.ndarray:
         i = int(np.flatnonzero(empty)[0])
         raise QualityError(
             f"Time column {name!r} has an empty cell in row {i + 1}; every row needs a time "
-            "(an epoch number or RFC 3339 text)."
+            "(an epoch number or ISO 8601 / RFC 3339 text)."
         )
     if pd.api.types.is_numeric_dtype(col):
         x = col.astype(float).to_numpy()
@@ -61,26 +71,90 @@ def time_ns(col: pd.Series) -> np.ndarray:
             i = int(np.flatnonzero(~np.isfinite(x))[0])
             raise _not_a_time(name, i, col.iloc[i])
         big = np.nanmax(np.abs(x)) if len(x) else 0.0
+        per = epoch_unit_ns(big)
+        # int64 ns span 1677-09-21 to 2262-04-11: an epoch number outside would wrap round
+        if len(x) and big * per >= 2.0**63:
+            i = int(np.argmax(np.abs(x)))
+            unit = {10**9: "seconds", 10**6: "milliseconds", 10**3: "microseconds"}.get(
+                per, "nanoseconds")
+            raise QualityError(
+                f"Time column {name!r} row {i + 1} has {_shown(col.iloc[i])}, which as epoch "
+                f"{unit} lies outside 1677-09-21 .. 2262-04-11, the times int64 nanoseconds "
+                "hold; expected epoch s, ms, us or ns within them."
+            )
         if pd.api.types.is_integer_dtype(col):  # exact to the ns, where floats are not
-            return col.to_numpy(dtype=np.int64) * np.int64(epoch_unit_ns(big))
-        return (x * float(epoch_unit_ns(big))).astype(np.int64)
-    try:
-        parsed = pd.to_datetime(col, utc=True)
-    except (ValueError, TypeError):
-        # one format guessed from the first cell did not fit them all (a naive time
-        # beside one with an offset, a changed precision): each cell on its own
-        parsed = pd.to_datetime(col, utc=True, format="mixed", errors="coerce")
-        if parsed.isna().any():
-            i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-            raise _not_a_time(name, i, col.iloc[i]) from None
+            return col.to_numpy(dtype=np.int64) * np.int64(per)
+        return (x * float(per)).astype(np.int64)
+    text = col.astype(str).str.strip()
+    numbers = pd.to_numeric(text, errors="coerce")
+    if numbers.notna().all():  # epoch numbers held as text
+        return time_ns(numbers.rename(col.name))
+    # ISO 8601 allows a decimal comma in the seconds (00:00:00,250), pandas only a point
+    iso = text.str.replace(r"(?<=\d\d:\d\d:\d\d),(?=\d)", ".", regex=True)
+    parsed = pd.to_datetime(iso, utc=True, format="ISO8601", errors="coerce")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        if i > 0:  # ISO 8601 times, and one cell that is none
+            raise _not_a_time(name, i, col.iloc[i])
+        parsed = _one_format(name, text, col)
     # to ns before int64: pandas may parse text at microsecond resolution
     return parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
 
+def _one_format(name: str, text: pd.Series, col: pd.Series) -> pd.Series:
+    """``text`` (not ISO 8601 from its first cell on) read in the one format its first cell
+    shows; a format that reads it day-first and month-first alike is refused, as is a
+    column some cell of which does not fit."""
+    import warnings
+
+    from pandas.tseries.api import guess_datetime_format
+
+    first = text.iloc[0]
+    with warnings.catch_warnings():  # pandas warns when it guesses day-first
+        warnings.simplefilter("ignore")
+        guesses = [guess_datetime_format(first), guess_datetime_format(first, dayfirst=True)]
+    # year, day, month (what a day-first guess makes of 2024/01/03) is no one's layout
+    formats = list(dict.fromkeys(f for f in guesses if f and not _year_day_month(f)))
+    if not formats:
+        raise _not_a_time(name, 0, col.iloc[0])
+    tries = [pd.to_datetime(text, utc=True, format=f, errors="coerce") for f in formats]
+    whole = [p for p in tries if not p.isna().any()]
+    if len(whole) == 2 and not whole[0].equals(whole[1]):
+        raise QualityError(
+            f"Time column {name!r} reads {first!r} (row 1) both day-first and month-first; "
+            "write times as ISO 8601 / RFC 3339 (2024-03-01T00:00:00Z) or epoch numbers."
+        )
+    if whole:
+        return whole[0]
+    # the format that reads furthest names the first row it does not fit
+    i = max(int(np.flatnonzero(p.isna().to_numpy())[0]) for p in tries)
+    raise QualityError(
+        f"Time column {name!r} row {i + 1} has {_shown(col.iloc[i])}, which does not fit "
+        f"the layout of row 1 ({first!r}); one layout for the whole column is read: "
+        "ISO 8601 / RFC 3339 times (2024-03-01T00:00:00Z) or epoch numbers are expected."
+    )
+
+
+def _year_day_month(fmt: str) -> bool:
+    """Whether a strftime format puts the year, then the day, then the month.
+
+    >>> _year_day_month("%Y-%d-%m %H:%M"), _year_day_month("%d/%m/%Y")
+    (True, False)
+    """
+    at = [fmt.find(d) for d in ("%Y", "%d", "%m")]
+    return -1 not in at and at[0] < at[1] < at[2]
+
+
+def _shown(value: object) -> str:
+    """A cell as messages show it: ``19.87``, never ``np.float64(19.87)``."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _not_a_time(name: str, i: int, value: object) -> QualityError:
     return QualityError(
-        f"Time column {name!r} must hold epoch numbers or RFC 3339 times (a time without "
-        f"an offset is read as UTC); row {i + 1} has {value!r}."
+        f"Time column {name!r} must hold timestamps: epoch numbers or ISO 8601 / RFC 3339 "
+        f"times (a time without an offset is read as UTC); row {i + 1} has {_shown(value)}."
     )
 
 
@@ -275,18 +349,23 @@ def _read_bytes(p: Path, where: str, *, gz: bool, limit: int = -1) -> bytes:
         raise QualityError(f"{where} cannot be read ({exc.strerror or exc}).") from None
 
 
-def read_table(path: str | Path, name: str = "File") -> pd.DataFrame:
+def read_table(path: str | Path, name: str = "File", *, text: bool = False) -> pd.DataFrame:
     """Read a comma- or semicolon-separated file, optionally gzipped (the separator is
     detected; in a semicolon file, numbers may have a decimal comma, as European
     spreadsheets write them). A file that is not UTF-8 is read as Windows-1252, as
     spreadsheets in Western Europe write it.
 
+    With ``text=True`` every cell is the string written in the file (an empty cell is
+    ``""``; ``007``, ``NA``, ``TRUE``, ``1.50`` and 17-digit ids stay as they are), for
+    writing the rows back as they were read; only a column of decimal-comma numbers gets
+    a decimal point (``1,50`` -> ``1.50``), as the number it is read as.
+
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
     ...     f = Path(d) / "pump.csv"
-    ...     _ = f.write_text("zeit;druck\\n2024-01-01 00:00:00;1,5\\n")
-    ...     read_table(f)["druck"].tolist()
-    [1.5]
+    ...     _ = f.write_text("zeit;druck;id\\n2024-01-01 00:00:00;1,50;007\\n")
+    ...     read_table(f)["druck"].tolist(), read_table(f, text=True).iloc[0].tolist()
+    ([1.5], ['2024-01-01 00:00:00', '1.50', '007'])
 
     Raises :class:`~edgewise.errors.QualityError`, naming ``name`` and the path, when the
     file is missing, a directory, not text (:func:`check_csv_file`), empty or has no data
@@ -302,7 +381,7 @@ def read_table(path: str | Path, name: str = "File") -> pd.DataFrame:
         raise QualityError(f"{where} is empty; expected a header row and data rows.")
     sep = separator(head, sample)
     try:
-        df = _read_csv(p, sep)
+        df = _read_csv(p, sep, text)
     except pd.errors.EmptyDataError:
         raise QualityError(f"{where} is empty; expected a header row and data rows.") from None
     except pd.errors.ParserError as exc:
@@ -311,37 +390,48 @@ def read_table(path: str | Path, name: str = "File") -> pd.DataFrame:
         raise QualityError(f"{where} has a header but no data rows.")
     df.columns = [str(c).strip() for c in df.columns]
     if sep == ";":
-        _decimal_commas(df)
+        _decimal_commas(df, text)
     return df
 
 
-def _read_csv(p: Path, sep: str) -> pd.DataFrame:
-    """``pd.read_csv`` in the first of :data:`_ENCODINGS` that decodes the whole file."""
+def _read_csv(p: Path, sep: str, text: bool = False) -> pd.DataFrame:
+    """``pd.read_csv`` in the first of :data:`_ENCODINGS` that decodes the whole file; with
+    ``text``, every cell as its string, nothing taken for missing."""
+    kw: dict = {"dtype": str, "keep_default_na": False} if text else {}
     for encoding in _ENCODINGS[:-1]:
         try:
-            return pd.read_csv(p, sep=sep, encoding=encoding, skipinitialspace=True)
+            return pd.read_csv(p, sep=sep, encoding=encoding, skipinitialspace=True, **kw)
         except UnicodeDecodeError:
             continue
-    return pd.read_csv(p, sep=sep, encoding=_ENCODINGS[-1], skipinitialspace=True)
+    return pd.read_csv(p, sep=sep, encoding=_ENCODINGS[-1], skipinitialspace=True, **kw)
 
 
 _DECIMAL_COMMA = r"^[+-]?(\d+,\d*|,\d+|\d+)([eE][+-]?\d+)?$"
+#: The cells ``pd.read_csv`` reads as missing by default (its documented ``na_values``):
+#: what a ``text=True`` read leaves as written and the numeric read takes for empty.
+_NA_TEXT = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
+                      "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
+                      "nan", "null"})
 
 
-def _decimal_commas(df: pd.DataFrame) -> None:
+def _decimal_commas(df: pd.DataFrame, text: bool = False) -> None:
     """Turn text columns written with a decimal comma (``0,125``: a semicolon file from a
-    European spreadsheet) into numbers, in place. A column is converted only when every
-    non-empty value is such a number and at least one has a comma; anything else is left
-    for the numeric check to name."""
+    European spreadsheet) into numbers, in place (with ``text``, into the same text with
+    a decimal point). A column is converted only when every non-empty value is such a
+    number and at least one has a comma; anything else is left for the numeric check to
+    name."""
     for col in df.columns:
         raw = df[col]
         if raw.dtype != object and not pd.api.types.is_string_dtype(raw):
             continue
-        text = raw.dropna().astype(str).str.strip()
-        text = text[text != ""]
-        if text.empty or not text.str.contains(",", regex=False).any():
+        cells = raw.dropna().astype(str).str.strip()
+        cells = cells[~cells.isin(_NA_TEXT)]  # as the numeric read leaves them out
+        if cells.empty or not cells.str.contains(",", regex=False).any():
             continue
-        if text.str.fullmatch(_DECIMAL_COMMA).all():
-            df[col] = pd.to_numeric(raw.astype(str).str.strip().str.replace(",", ".",
-                                                                           regex=False),
-                                    errors="coerce").where(raw.notna())
+        if cells.str.fullmatch(_DECIMAL_COMMA).all():
+            points = raw.astype(str).str.strip().str.replace(",", ".", regex=False)
+            if text:  # the numbers only; NA and other missing-value text stay as written
+                df[col] = points.where(raw.astype(str).str.strip().str.fullmatch(
+                    _DECIMAL_COMMA), raw)
+            else:
+                df[col] = pd.to_numeric(points, errors="coerce").where(raw.notna())

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edgewise.bench.csv import alarm_metrics, bench_folder, detect_table
+from edgewise.bench.csv import alarm_metrics, bench_folder, detect_table, read_table
 from edgewise.errors import InvalidParameterError, QualityError
 
 
@@ -109,3 +109,98 @@ def test_bench_folder_errors_name_the_file(tmp_path: Path):
         bench_folder(tmp_path, "anomaly")
     with pytest.raises(InvalidParameterError, match=r"^--threshold must be"):
         bench_folder(tmp_path, "anomaly", threshold=5.0)
+
+
+def several(n: int = 1500, seed: int = 0) -> pd.DataFrame:
+    """Three noisy, normal columns, one a minute."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(n)
+    return pd.DataFrame({
+        "ts": 1_700_000_000 + 60 * np.arange(n), "a": 20 + a,
+        "b": 2 * a + 0.3 * rng.standard_normal(n), "c": 50 + rng.standard_normal(n),
+    })
+
+
+@pytest.mark.parametrize("columns, message", [
+    (["temp", "anomaly"], "--columns names 'anomaly', the --label-column"),
+    (["timestamp", "temp"], "--columns names 'timestamp', the time column (found by its name"),
+    ([], "--columns names no column"),
+])
+def test_named_columns_may_not_be_the_labels_the_time_or_nothing(columns, message):
+    """Check --columns naming the label column (the ground truth fed in: precision 1.000) or
+    the time column (a detector run on timestamps) is refused, as is an empty list (a
+    numpy error before)."""
+    with pytest.raises(InvalidParameterError) as err:
+        detect_table(frame(), columns=columns, label_column="anomaly", detector="ewzscore")
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_a_short_or_flat_training_span_keeps_the_untrained_default():
+    """Check several columns switch to drift-residual only with a training span it can learn
+    an alarm level from (20 rows flagged ~95% of a normal file), in which every column
+    varies (one constant there flagged nearly every later row); the result says why."""
+    df = several()
+    short = detect_table(df, train_rows=20)
+    assert short.detector == "mahalanobis"
+    assert "--train-rows 20 is under the 200 rows" in short.why
+    assert short.frame["is_anomaly"].mean() < 0.02
+    flat = df.assign(c=np.where(np.arange(len(df)) < 400, 50.0, 50.0 + df["c"] / 100))
+    res = detect_table(flat, train_rows=400)
+    assert res.detector == "mahalanobis" and "column 'c' does not vary" in res.why
+    assert res.frame["is_anomaly"].mean() < 0.02
+    full = detect_table(df, train_rows=400)
+    assert full.detector == "drift-residual" and full.why.endswith("with --train-rows 400")
+    assert detect_table(df, detector="ewzscore").why == "--detector"
+
+
+def test_a_label_column_named_is_anomaly_is_kept_beside_the_flags():
+    """Check a label column called like an output column (Yahoo S5's is_anomaly) is kept as
+    is_anomaly_label, not overwritten by this run's flags."""
+    df = frame().rename(columns={"anomaly": "is_anomaly"})
+    res = detect_table(df, label_column="is_anomaly", detector="ewzscore")
+    assert res.frame["is_anomaly_label"].tolist() == df["is_anomaly"].tolist()
+    assert res.frame["is_anomaly"].dtype == bool and res.columns == ["temp"]
+    assert list(res.frame.columns[-4:]) == ["is_anomaly_label", "anomaly_score", "is_anomaly",
+                                            "top_column"]
+
+
+def test_columns_with_no_number_are_named(tmp_path: Path):
+    """Check a semicolon file's column with thousands separators (1.234,5), read as text, is
+    named as left out instead of silently dropped, and named in the error when it was the
+    only one."""
+    f = tmp_path / "eu.csv"
+    f.write_text("timestamp;leistung;temp\n" + "".join(
+        f"2024-01-01T00:{i:02d}:00Z;1.2{i:02d},5;{20 + i % 3}\n" for i in range(60)))
+    res = detect_table(read_table(f), detector="ewzscore")
+    assert res.columns == ["temp"]
+    assert res.left_out == {"leistung": "(no value is a number: row 1 has '1.200,5')"}
+    with pytest.raises(QualityError, match=r"no numeric column to run a detector on \(left "
+                                           r"out: 'leistung' \(no value is a number: row 1"):
+        detect_table(read_table(f).drop(columns="temp"))
+
+
+def test_bench_folder_reads_gzip_and_leaves_out_scored_outputs(tmp_path: Path):
+    """Check *.csv.gz files are benchmarked and edgewise detect's *_scored.csv outputs are
+    not (they were, and the gzipped files were skipped)."""
+    frame().to_csv(tmp_path / "a.csv", index=False)
+    frame().to_csv(tmp_path / "b.csv.gz", index=False)
+    detect_table(frame(), detector="ewzscore").frame.to_csv(tmp_path / "a_scored.csv",
+                                                            index=False)
+    res = bench_folder(tmp_path, "anomaly", detector="ewzscore")
+    assert [r["file"] for r in res["files"]] == ["a.csv", "b.csv.gz"]
+    assert res["skipped"] == ["a_scored.csv"]
+
+
+def test_training_rows_with_labels_are_said_to_be_left_out():
+    """Check the notes for labelled anomalies inside the training rows, and for a run whose
+    every row is a training row (its figures were all 0, unexplained)."""
+    from edgewise.bench.csv import label_notes
+
+    labels = frame()["anomaly"]
+    assert label_notes(labels, 100) == []
+    assert label_notes(labels, 260) == [(
+        "1 labelled anomaly lies in the 260 training rows (--train-rows): learned as normal, "
+        "never flagged, left out of the metrics")]
+    assert label_notes(labels, 300)[0] == (
+        "all 300 rows are training rows (--train-rows 300): no row is left to score against "
+        "the labels")

@@ -106,3 +106,99 @@ def test_bench_csv_names_the_failing_file(tmp_path: Path):
     bad.to_csv(tmp_path / "b.csv", index=False)
     one_line_error(edgewise("bench", "csv", str(tmp_path)),
                    "b.csv: Time column 'timestamp' has a duplicate timestamp")
+
+
+def test_pass_through_columns_are_written_back_as_read(tmp_path: Path):
+    """Check OUT holds every input column as written: 007, NA, None, TRUE and 1.50 were
+    re-printed as 7, empty, empty, True and 1.5, and two 17-digit ids beside a blank became
+    the same float 1.2345678901234568e+16."""
+    n = 60
+    rows = [f"{1704067200 + 60 * i},{20 + i % 3}.50,{12345678901234560 + i if i != 5 else ''},"
+            f"{'TRUE' if i % 2 else 'FALSE'},{i:03d},{'NA' if i % 3 else 'None'}"
+            for i in range(n)]
+    src = tmp_path / "p.csv"
+    src.write_text("timestamp,temp,id,flag,code,note\n" + "\n".join(rows) + "\n")
+    p = edgewise("detect", str(src), "--columns", "temp", "--detector", "ewzscore")
+    assert p.returncode == 0, p.stderr
+    written = (tmp_path / "p_scored.csv").read_text().splitlines()
+    assert written[0] == "timestamp,temp,id,flag,code,note,anomaly_score,is_anomaly,top_column"
+    assert [line.split(",")[:6] for line in written[1:]] == [r.split(",") for r in rows]
+
+
+def test_a_label_column_named_is_anomaly_is_kept_in_out(tmp_path: Path):
+    """Check --label-column is_anomaly keeps the ground truth as is_anomaly_label, and says
+    so (the flags overwrote it)."""
+    df = pd.read_csv(sample(tmp_path / "s.csv")).rename(columns={"anomaly": "is_anomaly"})
+    df.to_csv(tmp_path / "y.csv", index=False)
+    p = edgewise("detect", str(tmp_path / "y.csv"), "--label-column", "is_anomaly",
+                 "--detector", "ewzscore")
+    assert p.returncode == 0, p.stderr
+    assert "is_anomaly: the label column, kept as is_anomaly_label" in p.stdout
+    assert "written by an earlier run" not in p.stdout
+    out = pd.read_csv(tmp_path / "y_scored.csv")
+    assert out["is_anomaly_label"].fillna(0).tolist() == df["is_anomaly"].fillna(0).tolist()
+    assert out["is_anomaly"].dtype == bool
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--columns", " , "], "--columns ' , ' names no column"),
+    (["--columns", "temp,anomaly", "--label-column", "anomaly"],
+     "--columns names 'anomaly', the --label-column"),
+    (["--columns", "timestamp,temp"], "--columns names 'timestamp', the time column"),
+])
+def test_columns_that_name_nothing_labels_or_times_are_one_line(tmp_path: Path, args, message):
+    """Check --columns ' , ' (a traceback), the label column (precision 1.000 from feeding
+    the ground truth) and the time column are refused in one line, exit 2."""
+    src = sample(tmp_path / "s.csv")
+    p = edgewise("detect", str(src), *args)
+    one_line_error(p, message)
+    assert p.returncode == 2 and not (tmp_path / "s_scored.csv").exists()
+
+
+def test_day_first_dates_in_order_are_run(tmp_path: Path):
+    """Check a sorted file of dd/mm/yyyy dates runs (it was 'row 13 comes before row 12':
+    the first twelve were read month-first)."""
+    days = pd.date_range("2024-03-01", periods=40, freq="D").strftime("%d/%m/%Y")
+    pd.DataFrame({"date": days, "v": 20.0 + np.arange(40) % 3}).to_csv(tmp_path / "d.csv",
+                                                                       index=False)
+    p = edgewise("detect", str(tmp_path / "d.csv"), "--detector", "ewzscore")
+    assert p.returncode == 0, p.stderr
+
+
+def test_a_gzipped_file_is_scored_beside_it_as_x_scored(tmp_path: Path):
+    """Check x.csv.gz is written to x_scored.csv, not x.csv_scored.csv."""
+    import gzip
+
+    sample(tmp_path / "x.csv")
+    (tmp_path / "x.csv.gz").write_bytes(gzip.compress((tmp_path / "x.csv").read_bytes()))
+    (tmp_path / "x.csv").unlink()
+    p = edgewise("detect", str(tmp_path / "x.csv.gz"), "--detector", "ewzscore")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0].endswith(f"-> {tmp_path / 'x_scored.csv'}")
+    assert (tmp_path / "x_scored.csv").is_file()
+
+
+def test_the_run_says_which_detector_why_and_what_it_left_out(tmp_path: Path):
+    """Check the summary names the detector and why (several columns and a 20-row span keep
+    mahalanobis: drift-residual flagged ~95% of rows), a column of thousands separators
+    that reads as no number is named, and labels inside the training rows, or no row left
+    to score, are said instead of silent zeros."""
+    rng = np.random.default_rng(0)
+    n = 300
+    a = rng.standard_normal(n)
+    lines = [f"{1704067200 + 60 * i};{20 + a[i]:.3f};{2 * a[i]:.3f};1.{i:03d},5;"
+             f"{int(i in (10, 250))}" for i in range(n)]
+    src = tmp_path / "eu.csv"
+    src.write_text("timestamp;flow;pressure;energy;anomaly\n" + "\n".join(lines) + "\n")
+    p = edgewise("detect", str(src), "--train-rows", "20", "--label-column", "anomaly")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.splitlines()
+    assert ("detector mahalanobis (the default for 2 columns; not drift-residual: "
+            "--train-rows 20 is under the 200 rows it needs") in out[0]
+    assert "energy: left out (no value is a number: row 1 has '1.000,5')" in out
+    assert ("note: 1 labelled anomaly lies in the 20 training rows (--train-rows): learned "
+            "as normal, never flagged, left out of the metrics") in out
+    p = edgewise("detect", str(src), "--train-rows", str(n), "--label-column", "anomaly")
+    assert p.returncode == 0, p.stderr
+    assert "note: all 300 rows are training rows (--train-rows 300)" in p.stdout
+    assert "precision" not in p.stdout

@@ -122,3 +122,28 @@ def test_drift_of_a_quantised_sensor_is_counted_in_its_resolution() -> None:
     assert np.median(one[3000:]) - np.median(one[:1000]) > 0.05  # it did move one tenth
     assert drift_score(one) < 3 and not has_drift(one)
     assert has_drift(six) and drift_score(six) < 10
+
+
+def test_an_anomaly_s_own_step_is_no_resolution() -> None:
+    """Check one spike on a flat series is found and a flat series that shifts drifts: the
+    resolution was the smallest step, here the anomaly's own, so the spike (80 above a
+    flat 20) was within 5 'resolutions' and the shift scored 1.00."""
+    from edgewise.quality.spikes import resolution
+
+    flat = np.full(201, 20.0)
+    flat[100] = 100.0
+    assert resolution(flat) == 0.0
+    assert np.flatnonzero(hampel_mask(flat, n_sigmas=5.0)).tolist() == [100]
+    shift = np.r_[np.full(300, 20.0), np.full(100, 25.0)]
+    assert has_drift(shift)
+    tenths = np.round(20 + 0.1 * np.random.default_rng(0).integers(-2, 3, 500), 1)
+    assert resolution(tenths) == pytest.approx(0.1)
+
+
+def test_resample_never_blanks_a_bin_that_holds_readings() -> None:
+    """Check max_gap_ns leaves mean/last bins with readings as they are (the 20 s bin of
+    two readings between long gaps was NaN)."""
+    ts = np.array([0, 25, 26, 60]) * S
+    for how, middle in (("mean", 2.5), ("last", 3.0)):
+        _, v = resample(ts, [1.0, 2.0, 3.0, 4.0], 10 * S, how, max_gap_ns=15 * S)
+        assert v[[0, 2, 6]].tolist() == [1.0, middle, 4.0] and np.isnan(v[[1, 3, 4, 5]]).all()

@@ -115,8 +115,9 @@ def test_a_metric_column_called_value_is_reported(tmp_path: Path) -> None:
 
 
 def test_a_bad_cell_counts_as_invalid_and_keeps_its_column(tmp_path: Path) -> None:
-    """Check one ``err`` among numbers, or one empty cell among TRUE/FALSE, is an invalid
-    reading of a column still in the report; a column of text is left out with a note."""
+    """Check one ``err`` among numbers is an invalid reading of a column still in the
+    report, one empty cell among TRUE/FALSE no reading at all (a wide file's blank is a
+    missing reading, not a bad one); a column of text is left out with a note."""
     n = 500
     temp = (20 + np.arange(n) % 5 / 10).astype(object)
     temp[100] = "err"
@@ -129,7 +130,8 @@ def test_a_bad_cell_counts_as_invalid_and_keeps_its_column(tmp_path: Path) -> No
     metrics = json.loads(done.stdout)["devices"]["device"]["metrics"]
     assert sorted(metrics) == ["on", "temp"]
     assert metrics["temp"]["invalid"] == 1 and metrics["temp"]["readings"] == n
-    assert metrics["on"]["invalid"] == 1 and metrics["on"]["binary"]
+    assert metrics["on"]["invalid"] == 0 and metrics["on"]["readings"] == n - 1
+    assert metrics["on"]["binary"]
     assert done.stderr.strip() == ("note: column 'name' left out of the report: it holds "
                                    "no numbers (row 1 has 'pump')")
 
@@ -182,3 +184,34 @@ def test_a_plots_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> No
     assert done.stderr.startswith(f"error: --plots {str(tmp_path / 'file' / 'png')!r} "
                                   "cannot be made a directory")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_blank_cells_of_a_wide_file_are_missing_readings(tmp_path: Path) -> None:
+    """Check 200 blank rows of 600 in one column of a wide file read as the narrow file
+    with those rows absent (n 400, completeness 0.667, one gap), not as 200 invalid
+    readings (n 600, completeness 1.000, validity 0.667, no gap)."""
+    ts = 1_700_000_000 + 10 * np.arange(600)
+    b = (50 + np.arange(600) % 5).astype(object)
+    b[200:400] = ""
+    pd.DataFrame({"ts": ts, "a": 20, "b": b}).to_csv(tmp_path / "w.csv", index=False)
+    keep = np.r_[0:200, 400:600]
+    pd.DataFrame({"ts": ts[keep], "b": b[keep]}).to_csv(tmp_path / "n.csv", index=False)
+    wide = run(str(tmp_path / "w.csv"), "--json")
+    narrow = run(str(tmp_path / "n.csv"), "--json")
+    assert wide.returncode == 0 and narrow.returncode == 0, wide.stderr
+    got = json.loads(wide.stdout)["devices"]["device"]["metrics"]["b"]
+    assert got == json.loads(narrow.stdout)["devices"]["device"]["metrics"]["b"]
+    assert (got["readings"], got["completeness"], got["validity"], got["gaps"]) == (
+        400, 0.6667, 1.0, 1)
+
+
+def test_day_first_dates_give_one_reading_a_day(tmp_path: Path) -> None:
+    """Check a daily dd/mm/yyyy file reports no gaps (01/03 .. 12/03 were read as January 3
+    .. December 3, the rest day-first: gaps and out-of-order readings that were not there)."""
+    days = pd.date_range("2024-03-01", periods=60, freq="D").strftime("%d/%m/%Y")
+    pd.DataFrame({"date": days, "temp": 20.0 + np.arange(60) % 4}).to_csv(
+        tmp_path / "d.csv", index=False)
+    done = run(str(tmp_path / "d.csv"), "--time-column", "date", "--json")
+    assert done.returncode == 0, done.stderr
+    temp = json.loads(done.stdout)["devices"]["device"]["metrics"]["temp"]
+    assert (temp["gaps"], temp["out_of_order"], temp["interval_s"]) == (0, 0, 86400.0)

@@ -14,6 +14,7 @@ and, given labels, compute alarm metrics (:func:`alarm_metrics`).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +37,16 @@ from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.tables import read_table, time_ns
 
 __all__ = [
+    "MIN_TRAINED_ROWS",
     "OUTPUT_COLUMNS",
     "DetectResult",
     "alarm_metrics",
     "bench_folder",
     "check_threshold",
     "detect_table",
+    "label_notes",
     "read_table",
+    "scored_rows",
 ]
 
 _TIME_NAMES = ("timestamp", "time", "ts", "datetime", "date")
@@ -52,8 +56,16 @@ _LABEL_NAMES = ("anomaly", "anomalies", "label", "labels", "is_anomaly", "change
 _MULTIVARIATE = (Mahalanobis, DriftResidual)
 #: The default for several columns when the first rows are known normal.
 DEFAULT_TRAINED_MULTIVARIATE = "drift-residual"
+#: Fewest training rows for which several columns get :data:`DEFAULT_TRAINED_MULTIVARIATE`
+#: (else :data:`DEFAULT_MULTIVARIATE`): six memories of its score's smoothing (1 / smooth =
+#: 33 readings), so that the alarm level it takes from the span's largest smoothed score
+#: has seen the normal range. Shorter spans set the level so low that on noise 10-99% of
+#: the later rows were flagged (3 columns, 2000 rows; 20 rows: 95%).
+MIN_TRAINED_ROWS = round(6 / inspect.signature(DriftResidual).parameters["smooth"].default)
 #: Columns :func:`detect_table` writes: never metrics unless named (a scored file rerun).
 OUTPUT_COLUMNS = ("anomaly_score", "is_anomaly", "top_column")
+#: Files that :func:`bench_folder` leaves out: ``edgewise detect``'s own outputs.
+_SCORED_SUFFIX = "_scored.csv"
 _CHUNK = 20_000
 
 
@@ -88,7 +100,8 @@ def check_threshold(threshold: float | None) -> None:
 
 @dataclass
 class DetectResult:
-    """The input rows with ``anomaly_score``, ``is_anomaly`` and ``top_column`` added."""
+    """The input rows with ``anomaly_score``, ``is_anomaly`` and ``top_column`` added
+    (:func:`scored_rows`), and how they were scored."""
 
     frame: pd.DataFrame
     detector: str
@@ -96,6 +109,9 @@ class DetectResult:
     threshold: float
     train_rows: int
     counters: list[str] = field(default_factory=list)  # columns scored by their increments
+    why: str = ""  # why this detector: named, or which default and why
+    left_out: dict[str, str] = field(default_factory=dict)  # column -> why it is no metric
+    label_column: str | None = None
 
 
 def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -118,8 +134,8 @@ def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
 
 
 def _time_ns(df: pd.DataFrame, col: str) -> np.ndarray:
-    """The time column as UTC ns: numbers are epoch s, ms, us or ns told apart by size
-    (:func:`edgewise.tables.time_ns`), text is parsed as dates."""
+    """The time column as UTC ns (:func:`edgewise.tables.time_ns`): numbers are epoch s,
+    ms, us or ns told apart by size, text is ISO 8601 / RFC 3339 or one layout throughout."""
     raw = df[col]
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         x = raw.to_numpy(dtype=float)
@@ -131,14 +147,9 @@ def _time_ns(df: pd.DataFrame, col: str) -> np.ndarray:
                 f"Time column {col!r} must hold timestamps; row {i + 1} has {shown}."
             )
         return time_ns(raw)  # integers exact to the ns
-    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
-    if parsed.isna().any():
-        i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-        raise QualityError(
-            f"Time column {col!r} must hold timestamps; row {i + 1} has "
-            f"{_plain(raw.iloc[i])!r}."
-        )
-    return parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    # ISO 8601 / RFC 3339 text, or one layout for the whole column (never guessed cell by
+    # cell, which read 12/03 month-first and 13/03 day-first)
+    return time_ns(raw.astype(str) if pd.api.types.is_bool_dtype(raw) else raw)
 
 
 def _check_time(df: pd.DataFrame, col: str) -> None:
@@ -181,17 +192,21 @@ def detect_table(
         Metric columns; default: every numeric column except the time and label columns
         and columns named like labels (``anomaly``, ``label``, ``changepoint``, ...) or
         written by this function (``anomaly_score``, ``is_anomaly``, ``top_column``: a
-        scored file run again is scored afresh, its old scores overwritten).
+        scored file run again is scored afresh, its old scores overwritten). Columns with
+        no number in them are left out, each named in ``left_out``. Named columns may not
+        be the time or label column.
     time_column
         Must hold sorted, unique timestamps. Default: a column named ``timestamp``,
         ``time``, ``ts``, ``datetime`` or ``date`` if there is one.
     label_column
-        Excluded from the metrics (1/true marks an anomaly).
+        Excluded from the metrics (1/true marks an anomaly). If it has the name of an
+        output column (``is_anomaly``), the frame keeps it as ``NAME_label``.
     detector
         Registry name. Default: ``context-likelihood`` for one column; for several,
-        ``drift-residual`` with ``train_rows`` (it learns normal from them) and
-        ``mahalanobis`` without. A univariate detector on several columns runs one
-        detector per column and reports the highest score.
+        ``drift-residual`` with at least :data:`MIN_TRAINED_ROWS` ``train_rows`` (it learns
+        normal from them) in which every column varies, else ``mahalanobis``. A
+        univariate detector on several columns runs one detector per column and reports
+        the highest score. ``why`` in the result says which and why.
     train_rows
         The first rows are known normal: learned, never flagged; a detector with a
         ``train_rows`` parameter learns its normal span from exactly them. With
@@ -208,27 +223,28 @@ def detect_table(
             raise InvalidParameterError(
                 f"{name} {col!r} is not a column of the file. Columns: {', '.join(df.columns)}."
             )
+    found = time_column is None
     if time_column is None:
         time_column = next((c for c in df.columns if c.lower() in _TIME_NAMES), None)
     if time_column is not None:
         _check_time(df, time_column)
     skip = {time_column, label_column}
+    left_out: dict[str, str] = {}
     if columns is None:
-        columns = [
-            c for c in df.columns
-            if c not in skip
-            and c.strip().lower() not in _LABEL_NAMES
-            and c not in OUTPUT_COLUMNS
-            and pd.to_numeric(df[c], errors="coerce").notna().any()
-        ]
+        columns = []
+        for c in df.columns:
+            if c in skip or c.strip().lower() in _LABEL_NAMES or c in OUTPUT_COLUMNS:
+                continue
+            if pd.to_numeric(df[c], errors="coerce").notna().any():
+                columns.append(c)
+            else:
+                left_out[c] = _no_number(df[c])
         if not columns:
-            raise QualityError("The file has no numeric column to run a detector on.")
+            shown = "; ".join(f"{c!r} {why}" for c, why in left_out.items())
+            raise QualityError("The file has no numeric column to run a detector on"
+                               + (f" (left out: {shown})." if shown else "."))
     else:
-        missing = [c for c in columns if c not in df.columns]
-        if missing:
-            raise InvalidParameterError(
-                f"Column {missing[0]!r} is not in the file. Columns: {', '.join(df.columns)}."
-            )
+        _check_named(df, columns, time_column, label_column, found)
     columns = list(columns)
     X = np.column_stack([_numeric(df, c) for c in columns])
     if not isinstance(train_rows, int) or not 0 <= train_rows <= len(df):
@@ -236,9 +252,9 @@ def detect_table(
             f"--train-rows must be an int in the range [0, {len(df)}]. Got {train_rows!r} instead."
         )
     if detector is None:
-        detector = DEFAULT_DETECTOR if len(columns) == 1 else DEFAULT_MULTIVARIATE
-        if len(columns) > 1 and train_rows >= 2:
-            detector = DEFAULT_TRAINED_MULTIVARIATE
+        detector, why = _default_detector(X, columns, train_rows)
+    else:
+        why = "--detector"
     if detector not in DETECTORS:
         raise InvalidParameterError(
             f"Unknown detector {detector!r}. Choose one of: {', '.join(sorted(DETECTORS))}."
@@ -282,13 +298,115 @@ def detect_table(
             threshold = min(threshold, 1.0)
     flagged = scores >= threshold
     flagged[:train_rows] = False
-    out = df.copy()
-    out["anomaly_score"] = np.round(scores, 6)
-    out["is_anomaly"] = flagged
-    out["top_column"] = top
     counters = [] if multivariate else [
         columns[j] for j, d in enumerate(dets) if getattr(d, "is_counter", False)]
-    return DetectResult(out, detector, columns, float(threshold), train_rows, counters)
+    res = DetectResult(df, detector, columns, float(threshold), train_rows, counters, why,
+                       left_out, label_column)
+    res.frame = scored_rows(df, res, np.round(scores, 6), flagged, top)
+    return res
+
+
+def scored_rows(
+    table: pd.DataFrame, result: DetectResult, scores: Any = None, flagged: Any = None,
+    top: Any = None,
+) -> pd.DataFrame:
+    """``table`` (the rows :func:`detect_table` ran on, or the same rows as read,
+    :func:`~edgewise.tables.read_table` with ``text=True``) with ``anomaly_score``,
+    ``is_anomaly`` and ``top_column`` of ``result`` set, added at the end where new. A
+    label column with the name of one of them is kept as ``NAME_label``, so the ground
+    truth is never overwritten by the flags.
+
+    >>> df = pd.DataFrame({"v": [1.0, 2.0], "is_anomaly": [0, 1]})
+    >>> res = detect_table(df, label_column="is_anomaly", detector="ewzscore")
+    >>> list(res.frame.columns)
+    ['v', 'is_anomaly_label', 'anomaly_score', 'is_anomaly', 'top_column']
+    """
+    out = table.copy()
+    label = result.label_column
+    if label is not None and label in OUTPUT_COLUMNS:
+        out = out.rename(columns={label: _kept_label(label, table)})
+    values = (scores, flagged, top)
+    for name, new in zip(OUTPUT_COLUMNS, values, strict=True):
+        out[name] = result.frame[name].to_numpy() if new is None else new
+    return out
+
+
+def _kept_label(label: str, table: pd.DataFrame) -> str:
+    """The name a label column called like an output column is kept under."""
+    kept = f"{label}_label"
+    if kept in table.columns:
+        raise InvalidParameterError(
+            f"--label-column {label!r} has the name of an output column, and {kept!r}, where "
+            "it would be kept, is taken too; rename the label column in the file."
+        )
+    return kept
+
+
+def _no_number(col: pd.Series) -> str:
+    """Why a column is no metric: it is empty, or its first value is no number.
+
+    >>> _no_number(pd.Series([None, "1.234,5"]))
+    "(no value is a number: row 2 has '1.234,5')"
+    """
+    text = col.astype(object).where(col.notna(), "").astype(str).str.strip()
+    filled = np.flatnonzero((text != "").to_numpy())
+    if not len(filled):
+        return "(every cell is empty)"
+    i = int(filled[0])
+    return f"(no value is a number: row {i + 1} has {_plain(col.iloc[i])!r})"
+
+
+def _check_named(
+    df: pd.DataFrame, columns: Sequence[str], time_column: str | None,
+    label_column: str | None, found: bool,
+) -> None:
+    """Refuse ``--columns`` that names no column, a column not in ``df``, the label column
+    (the ground truth as a reading) or the time column."""
+    if not columns:
+        raise InvalidParameterError(
+            "--columns names no column; give comma-separated metric columns, e.g. "
+            f"--columns {','.join(map(str, df.columns[:2]))}."
+        )
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InvalidParameterError(
+            f"Column {missing[0]!r} is not in the file. Columns: {', '.join(df.columns)}."
+        )
+    for c in columns:
+        if c == label_column:
+            raise InvalidParameterError(
+                f"--columns names {c!r}, the --label-column: the labels are what the run is "
+                "scored against, not a reading; leave it out of --columns."
+            )
+        if c == time_column:
+            how = " (found by its name; name another with --time-column)" if found else ""
+            raise InvalidParameterError(
+                f"--columns names {c!r}, the time column{how}: times order the rows, they "
+                "are not a reading; leave it out of --columns."
+            )
+
+
+def _default_detector(X: np.ndarray, columns: list[str], train_rows: int) -> tuple[str, str]:
+    """The default detector for ``X`` and why: one column, several with a training span
+    :data:`DEFAULT_TRAINED_MULTIVARIATE` can learn from, or several without."""
+    if len(columns) == 1:
+        return DEFAULT_DETECTOR, "the default for one column"
+    several = f"the default for {len(columns)} columns"
+    if train_rows == 0:
+        return DEFAULT_MULTIVARIATE, f"{several} without --train-rows"
+    if train_rows < MIN_TRAINED_ROWS:
+        return DEFAULT_MULTIVARIATE, (
+            f"{several}; not {DEFAULT_TRAINED_MULTIVARIATE}: --train-rows {train_rows} is "
+            f"under the {MIN_TRAINED_ROWS} rows it needs to learn an alarm level")
+    span = X[:train_rows]
+    with np.errstate(invalid="ignore"):
+        flat = [c for j, c in enumerate(columns)
+                if np.isfinite(span[:, j]).any() and np.nanmax(span[:, j]) == np.nanmin(span[:, j])]
+    if flat:
+        return DEFAULT_MULTIVARIATE, (
+            f"{several}; not {DEFAULT_TRAINED_MULTIVARIATE}: column {flat[0]!r} does not vary "
+            f"in the {train_rows} training rows, so any later change would be an alarm")
+    return DEFAULT_TRAINED_MULTIVARIATE, f"{several} with --train-rows {train_rows}"
 
 
 def alarm_metrics(flagged: np.ndarray, labels: Any, skip: int = 0) -> dict[str, float | int]:
@@ -309,6 +427,29 @@ def alarm_metrics(flagged: np.ndarray, labels: Any, skip: int = 0) -> dict[str, 
     fn = int((~f & y).sum())
     tn = int((~f & ~y).sum())
     return _rates(tp, fp, fn, tn)
+
+
+def label_notes(labels: Any, train_rows: int) -> list[str]:
+    """What :func:`alarm_metrics` with ``skip=train_rows`` leaves out, said in words: every
+    row is a training row (the counts are all 0), or labelled anomalies lie among the
+    training rows (learned as normal, never flagged, not counted).
+
+    >>> label_notes([0, 1, 0, 0], 2)
+    ['1 labelled anomaly lies in the 2 training rows (--train-rows): learned as normal, never flagged, left out of the metrics']
+    >>> label_notes([0, 0], 2)
+    ['all 2 rows are training rows (--train-rows 2): no row is left to score against the labels']
+    """  # noqa: E501
+    y = _labels(labels)
+    notes = []
+    if train_rows >= len(y):
+        notes.append(f"all {len(y)} rows are training rows (--train-rows {train_rows}): "
+                     "no row is left to score against the labels")
+    k = int(y[:train_rows].sum())
+    if k:
+        what = "labelled anomaly lies" if k == 1 else "labelled anomalies lie"
+        notes.append(f"{k} {what} in the {min(train_rows, len(y))} training rows "
+                     "(--train-rows): learned as normal, never flagged, left out of the metrics")
+    return notes
 
 
 def _rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, float | int]:
@@ -338,7 +479,9 @@ def bench_folder(
     threshold: float | None = None,
     on_file: Callable[[Path, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run :func:`detect_table` on every ``*.csv`` under ``folder`` (recursively).
+    """Run :func:`detect_table` on every ``*.csv`` and ``*.csv.gz`` under ``folder``
+    (recursively), except ``edgewise detect``'s own outputs (``*_scored.csv``), which are
+    listed in the returned ``"skipped"``.
 
     Each file is an independent run (a fresh detector, its own first ``train_rows`` rows
     as normal). Counts are pooled over files, as SKAB scores its binary leaderboard: the
@@ -352,9 +495,15 @@ def bench_folder(
         raise QualityError(
             f"Folder {str(root)!r} is a file, expected a folder of labelled *.csv files "
             "(edgewise detect FILE --label-column NAME scores one file).")
-    files = sorted(root.rglob("*.csv"))
+    found = sorted(p for p in root.rglob("*") if p.name.endswith((".csv", ".csv.gz"))
+                   and p.is_file())
+    files = [p for p in found if not p.name.endswith(_SCORED_SUFFIX)]
+    skipped = [str(p.relative_to(root)) for p in found if p.name.endswith(_SCORED_SUFFIX)]
     if not files:
-        raise QualityError(f"Folder {str(root)!r} holds no *.csv file to benchmark.")
+        also = (f" ({len(skipped)} *{_SCORED_SUFFIX}, edgewise detect's outputs, are left out)"
+                if skipped else "")
+        raise QualityError(f"Folder {str(root)!r} holds no *.csv or *.csv.gz file to "
+                           f"benchmark{also}.")
     check_threshold(threshold)
     per_file: list[dict[str, Any]] = []
     for path in files:
@@ -368,7 +517,8 @@ def bench_folder(
         if on_file is not None:
             on_file(path, row)
     counts = {k: sum(int(r[k]) for r in per_file) for k in ("tp", "fp", "fn", "tn")}
-    return {"files": per_file, "total": {"files": len(per_file), **_rates(**counts)}}
+    return {"files": per_file, "total": {"files": len(per_file), **_rates(**counts)},
+            "skipped": skipped}
 
 
 def _bench_file(
@@ -384,7 +534,8 @@ def _bench_file(
         )
     res = detect_table(df, columns, time_column, label_column, detector, train_rows, threshold)
     m = alarm_metrics(res.frame["is_anomaly"].to_numpy(), df[label_column], train_rows)
-    return {"file": name, "rows": len(df), "detector": res.detector, **m}
+    return {"file": name, "rows": len(df), "detector": res.detector, **m,
+            "notes": label_notes(df[label_column], train_rows)}
 
 
 def _labels(labels: Any) -> np.ndarray:

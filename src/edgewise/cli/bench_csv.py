@@ -22,7 +22,9 @@ from edgewise.cli.detect import (
 
 @bench_app.command("csv")
 def bench_csv(
-    folder: Annotated[Path, typer.Argument(help="Folder of labelled CSVs (searched recursively).")],
+    folder: Annotated[Path, typer.Argument(
+        help="Folder of labelled *.csv / *.csv.gz (searched recursively; *_scored.csv, "
+             "edgewise detect's outputs, left out).")],
     label_column: Annotated[
         str, typer.Option("--label-column", help="1/true marks an anomaly.")
     ] = "anomaly",
@@ -44,6 +46,8 @@ def bench_csv(
                 f"{m['file']:<28} F1 {m['f1']:.3f}  FAR {m['false_alarm_rate']:.3f}  "
                 f"MAR {m['missed_alarm_rate']:.3f}"
             )
+            for note in m["notes"]:
+                typer.echo(f"  note: {note}")
 
     res = bench_folder(folder, label_column, time_column, cols, detector, train_rows,
                        threshold, on_file=show)
@@ -52,6 +56,9 @@ def bench_csv(
     if json_out:
         typer.echo(json.dumps(res))
         return
+    if res["skipped"]:
+        typer.echo(f"left out {len(res['skipped'])} *_scored.csv (edgewise detect's outputs): "
+                   + ", ".join(res["skipped"][:5]) + (", ..." if len(res["skipped"]) > 5 else ""))
     typer.echo(
         f"{t['files']} files, detector {res['files'][0]['detector']}, pooled: "
         f"precision {t['precision']:.3f}  recall {t['recall']:.3f}  F1 {t['f1']:.3f}  "

@@ -17,10 +17,14 @@ Columns = Annotated[
     str | None, typer.Option("--columns", help="Comma-separated metric columns.")
 ]
 DetectorName = Annotated[
-    str | None, typer.Option("--detector", help="Detector name; default by column count.")
+    str | None, typer.Option(
+        "--detector", help="Detector name; default by column count and --train-rows (the "
+                           "run says which and why).")
 ]
 TrainRows = Annotated[
-    int, typer.Option("--train-rows", help="First N rows are normal: learned, not flagged.")
+    int, typer.Option("--train-rows", help="First N rows are normal: learned, not flagged. "
+                                           "Several columns and enough such rows make "
+                                           "drift-residual the default.")
 ]
 Threshold = Annotated[
     float | None, typer.Option("--threshold", help="Flag scores at or above (default 0.9).")
@@ -28,12 +32,37 @@ Threshold = Annotated[
 
 
 def split_columns(columns: str | None) -> list[str] | None:
-    """``"a, b,"`` -> ``["a", "b"]``; ``None`` (all numeric columns) stays ``None``.
+    """``"a, b,"`` -> ``["a", "b"]``; ``None`` (all numeric columns) stays ``None``; a value
+    that names no column (``" , "``) is refused in one line.
 
     >>> split_columns("a, b,")
     ['a', 'b']
+    >>> split_columns(" , ")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: --columns ' , ' names no column; ...
     """
-    return [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    if columns is None:
+        return None
+    names = [c.strip() for c in columns.split(",") if c.strip()]
+    if not names:
+        from edgewise.errors import InvalidParameterError
+
+        raise InvalidParameterError(
+            f"--columns {columns!r} names no column; give comma-separated metric columns, "
+            "e.g. --columns temp,pressure, or leave it out for every numeric column."
+        )
+    return names
+
+
+def scored_name(file: Path) -> Path:
+    """The default output beside ``file``: ``x.csv`` and ``x.csv.gz`` -> ``x_scored.csv``.
+
+    >>> scored_name(Path("d/x.csv.gz")).as_posix(), scored_name(Path("x.csv")).as_posix()
+    ('d/x_scored.csv', 'x_scored.csv')
+    """
+    name = file.name[:-3] if file.name.endswith(".gz") else file.name
+    return file.with_name(f"{Path(name).stem}_scored.csv")
 
 
 def check_out(target: Path, flag: str = "--out", example: str = "scored.csv") -> None:
@@ -55,16 +84,25 @@ def detect(
     time_column: TimeColumn = None,
     columns: Columns = None,
     label_column: Annotated[
-        str | None, typer.Option("--label-column", help="1/true marks an anomaly; prints metrics.")
+        str | None, typer.Option(
+            "--label-column",
+            help="1/true marks an anomaly; prints metrics. One named like an output column "
+                 "(is_anomaly) is kept in OUT as NAME_label (is_anomaly_label).")
     ] = None,
     detector: DetectorName = None,
     train_rows: TrainRows = 0,
     threshold: Threshold = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Output CSV (default FILE_scored.csv).")
+        Path | None, typer.Option(
+            "--out", help="Output CSV (default FILE_scored.csv): FILE's rows as written, "
+                          "comma-separated, with three columns added.")
     ] = None,
 ) -> None:
-    """Score every row of FILE online; write anomaly_score, is_anomaly and top_column."""
+    """Score every row of FILE online; write anomaly_score, is_anomaly and top_column.
+
+    OUT holds every column of FILE as written there (007, NA, TRUE, 1.50 and long ids
+    stay as they are; a decimal comma becomes a point), then the three columns.
+    """
     from rich.console import Console
     from rich.progress import Progress
 
@@ -74,15 +112,18 @@ def detect(
         alarm_metrics,
         check_threshold,
         detect_table,
+        label_notes,
         read_table,
+        scored_rows,
     )
 
     check_threshold(threshold)
-    target = out or file.with_name(f"{file.stem}_scored.csv")
+    cols = split_columns(columns)
+    target = out or scored_name(file)
     check_out(target)
     df = read_table(file)
-    cols = split_columns(columns)
-    earlier = [c for c in OUTPUT_COLUMNS if c in df.columns and c not in (cols or [])]
+    earlier = [c for c in OUTPUT_COLUMNS
+               if c in df.columns and c not in (cols or []) and c != label_column]
     if label_column is not None and label_column in df.columns:
         _labels(df[label_column])  # bad labels fail before the run
     n = len(df)
@@ -98,15 +139,23 @@ def detect(
             threshold=threshold,
             on_progress=lambda done: bar.update(task, completed=done),
         )
+    # every input column written back as its text, not as pandas re-prints the numbers
+    written = scored_rows(read_table(file, text=True), result)
     try:
-        result.frame.to_csv(target, index=False)
+        written.to_csv(target, index=False)
     except OSError as exc:
         raise fail(f"--out {str(target)!r} cannot be written: {exc.strerror or exc}") from None
     flagged = int(result.frame["is_anomaly"].sum())
     typer.echo(
-        f"{n} rows, detector {result.detector} on {', '.join(result.columns)}, "
-        f"threshold {result.threshold:.3f}: {flagged} flagged -> {target}"
+        f"{n} rows, detector {result.detector} ({result.why}) on "
+        f"{', '.join(result.columns)}, threshold {result.threshold:.3f}: {flagged} flagged "
+        f"-> {target}"
     )
+    for col, why in result.left_out.items():
+        typer.echo(f"{col}: left out {why}")
+    if label_column in OUTPUT_COLUMNS:
+        typer.echo(f"{label_column}: the label column, kept as {label_column}_label "
+                   f"({label_column} holds this run's flags)")
     if earlier:
         typer.echo(f"{', '.join(earlier)}: written by an earlier run, so not metrics "
                    "(name them in --columns to score them); overwritten")
@@ -114,6 +163,11 @@ def detect(
         typer.echo(f"{col}: a cumulative counter (it never fell and kept rising in the "
                    "warm-up), scored by its increments")
     if label_column is not None:
+        notes = label_notes(df[label_column], train_rows)
+        for note in notes:
+            typer.echo(f"note: {note}")
+        if train_rows >= n:
+            return  # nothing to score: no figures of zeros
         m = alarm_metrics(result.frame["is_anomaly"].to_numpy(), df[label_column], train_rows)
         typer.echo(
             f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "

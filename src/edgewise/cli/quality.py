@@ -50,7 +50,13 @@ def quality(
     ] = None,
     json_out: Json = False,
 ) -> None:
-    """Check a CSV of readings; print completeness, validity, duplicates, spikes, stuck runs."""
+    """Check a CSV of readings; print completeness, validity, duplicates, spikes, stuck runs.
+
+    In a wide file (a column per metric) an empty cell is no reading of that metric, as a
+    missing row of a long file; a cell that is no number is an invalid reading.
+    """
+    import numpy as np
+
     from edgewise.errors import QualityError
     from edgewise.quality.report import fleet_report, metric_issues
     from edgewise.tables import read_table, time_ns
@@ -76,13 +82,18 @@ def quality(
         long["value"] = _numbers(long["value"])
     else:
         metrics = []
+        present = {}  # a blank cell is no reading (as a row left out of a long file)
         for c in df.columns:
             if c in (time_column, device_column, "_ts"):
                 continue
             values = _numbers(df[c])
-            if values.notna().any() or df[c].isna().all():
+            if values.notna().any():
+                present[c] = df[c].notna().to_numpy()
                 df[c] = values  # a cell that is no number stays, as an invalid reading
                 metrics.append(c)
+            elif df[c].isna().all():
+                typer.echo(f"note: column {c!r} left out of the report: every cell is empty",
+                           err=True)
             else:
                 typer.echo(f"note: column {c!r} left out of the report: it holds no numbers "
                            f"(row 1 has {df[c].iloc[0]!r})", err=True)
@@ -91,6 +102,7 @@ def quality(
         # ids of our own, so that a metric column may be called 'metric' or 'value'
         long = df.melt(id_vars=[device_column, "_ts"], value_vars=metrics,
                        var_name="_metric", value_name="_value")
+        long = long[np.concatenate([present[c] for c in metrics])]  # melt's order
         long = long.rename(columns={"_metric": "metric", "_value": "value"})
     long = long.rename(columns={device_column: "device_id", "_ts": "ts_ns"})
     rows = long.to_dict("records")

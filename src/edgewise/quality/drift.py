@@ -2,10 +2,11 @@
 
 The score is the shift of the recent median from the reference median, in units of the
 reference's robust spread (MAD × 1.4826), never less than the series' resolution (the
-smallest step between readings: a sensor that reports tenths and mostly repeats itself has
-no spread, and a move of its median by one tenth is a score of 1, not billions). A
-calibrated sensor that drifts shows a score growing over weeks while each reading still
-looks normal.
+smallest step between readings that recurs, :func:`~edgewise.quality.spikes.resolution`:
+a sensor that reports tenths and mostly repeats itself has no spread, and a move of its
+median by one tenth is a score of 1, not billions; the one step of a flat series that
+shifts sets no floor, so that shift scores high). A calibrated sensor that drifts shows
+a score growing over weeks while each reading still looks normal.
 
 >>> rng = np.random.default_rng(0)
 >>> steady = rng.normal(0, 1, 400)
@@ -15,6 +16,8 @@ looks normal.
 >>> tenths = np.r_[np.full(300, 20.0), [20.1, 20.0] * 50, np.full(300, 20.1)]
 >>> drift_score(tenths)   # the median moved by one step of the sensor's resolution
 1.0
+>>> has_drift(np.r_[np.full(300, 20.0), np.full(100, 25.0)])   # a flat series shifts
+True
 """
 
 from __future__ import annotations

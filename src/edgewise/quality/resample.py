@@ -3,13 +3,17 @@
 ``how``: ``"mean"`` (average of the readings in each bin), ``"last"`` (last reading in
 the bin) or ``"interpolate"`` (linear, at bin starts). Grid points inside a gap
 between readings longer than ``max_gap_ns`` stay NaN, so a long outage is never papered
-over (``mean`` and ``last`` leave every bin without readings NaN anyway).
+over (``mean`` and ``last`` leave every bin without readings NaN anyway, and a bin with
+readings always has its value, however long the gaps around them).
 
 >>> ts = np.array([0, 10, 20, 60]) * 10**9
 >>> grid, v = resample(ts, [0.0, 1.0, 2.0, 6.0], every_ns=10 * 10**9, how="interpolate",
 ...                    max_gap_ns=15 * 10**9)
 >>> (grid // 10**9).tolist(), v.tolist()
 ([0, 10, 20, 30, 40, 50, 60], [0.0, 1.0, 2.0, nan, nan, nan, 6.0])
+>>> resample(np.array([0, 25, 26, 60]) * 10**9, [1.0, 2.0, 3.0, 4.0], every_ns=10 * 10**9,
+...          how="mean", max_gap_ns=15 * 10**9)[1].tolist()
+[1.0, nan, 2.5, nan, nan, nan, 4.0]
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def resample(
                 out = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
         else:
             out[which] = v  # later readings overwrite earlier ones in the same bin
-    if max_gap_ns is not None:
+    if max_gap_ns is not None and how == "interpolate":  # a bin with readings keeps them
         nxt = t[np.minimum(np.searchsorted(t, grid, side="left"), len(t) - 1)]
         prev = t[np.maximum(np.searchsorted(t, grid, side="right") - 1, 0)]
         on_reading = (nxt == grid) | (prev == grid)

@@ -4,20 +4,24 @@ The scale is the median absolute deviation (MAD) times 1.4826 (the normal-consis
 factor); a point is a spike when it lies more than ``n_sigmas`` scales from the
 centred median of ``2 * half_window + 1`` points. The scale never drops below the
 series' noise level (median absolute first difference / sqrt 2), its resolution (the
-smallest step between two readings: a sensor that reports tenths and mostly repeats
-itself has no spread, yet a move by a tenth or two is no spike), ``1e-9`` of the local
-median, nor ``min_scale`` (0 by default: no floor in absolute units, so a series read in
-nA is judged as the same series read in A), so a locally flat stretch does not call every
-tiny step a spike.
+smallest step between two readings that recurs, :func:`resolution`: a sensor that
+reports tenths and mostly repeats itself has no spread, yet a move by a tenth or two is
+no spike), ``1e-9`` of the local median, nor ``min_scale`` (0 by default: no floor in
+absolute units, so a series read in nA is judged as the same series read in A), so a
+locally flat stretch does not call every tiny step a spike.
 
 >>> v = np.array([1.0, 1.1, 0.9, 1.0, 50.0, 1.0, 1.1, 0.9, 1.0])
 >>> hampel_mask(v).nonzero()[0].tolist()
 [4]
 >>> float(despike(v)[4])
 1.0
->>> tenths = np.array([20.0] * 6 + [20.1] + [20.0] * 6 + [20.3] + [20.0] * 6)
+>>> tenths = np.array([20.0] * 6 + [20.1] + [20.0] * 6 + [20.1] + [20.0] * 6 + [20.3]
+...                   + [20.0] * 6)
 >>> hampel_mask(tenths, n_sigmas=5.0).any()   # steps of one or three tenths
 np.False_
+>>> flat = np.array([20.0] * 10 + [100.0] + [20.0] * 10)
+>>> hampel_mask(flat, n_sigmas=5.0).nonzero()[0].tolist()  # its own step sets no floor
+[10]
 """
 
 from __future__ import annotations
@@ -26,23 +30,37 @@ import numpy as np
 
 from edgewise.errors import QualityError
 
-__all__ = ["MAD_SCALE", "despike", "hampel_mask", "resolution"]
+__all__ = ["MAD_SCALE", "RESOLUTION_SEEN", "despike", "hampel_mask", "resolution"]
 
 MAD_SCALE = 1.4826
+#: Times a step must be seen to be taken for the resolution: a spike's way up and back
+#: down is two steps, a level shift one, and neither shows what the sensor resolves.
+RESOLUTION_SEEN = 3
 
 
 def resolution(values: object) -> float:
-    """The smallest step between two consecutive finite readings (0 if none moved): the
-    sensor's resolution, below which no spread is judged (here and in
-    :mod:`~edgewise.quality.drift`).
+    """The smallest step between two consecutive finite readings that is seen at least
+    :data:`RESOLUTION_SEEN` times (steps equal to 1e-9 of the largest reading count as
+    one): the sensor's resolution, below which no spread is judged (here and in
+    :mod:`~edgewise.quality.drift`). 0 if no step recurs: one anomaly's own step (a
+    spike on a flat series, a level shift) is no floor.
 
-    >>> resolution([20.0, 20.0, 20.1, 20.3, 20.3])
+    >>> resolution([20.0, 20.1, 20.0, 20.1, 20.3, 20.3])
     0.1...
+    >>> resolution([20.0, 20.0, 100.0, 20.0, 20.0, 25.0])
+    0.0
     """
     v = np.asarray(values, dtype=float)
-    d = np.abs(np.diff(v[np.isfinite(v)]))
+    v = v[np.isfinite(v)]
+    d = np.abs(np.diff(v))
     steps = d[d > 0]
-    return float(steps.min()) if len(steps) else 0.0
+    if not len(steps):
+        return 0.0
+    tol = 1e-9 * float(np.abs(v).max())  # 20.1 - 20.0 and 20.2 - 20.1 differ in float
+    _, first, counts = np.unique(np.round(steps / tol), return_index=True,
+                                 return_counts=True)
+    seen = counts >= RESOLUTION_SEEN
+    return float(steps[first[seen][0]]) if seen.any() else 0.0
 
 
 def _check(half_window: int, n_sigmas: float) -> None:
