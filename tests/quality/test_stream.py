@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -10,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgewise.errors import PayloadError, QualityError
+from edgewise.quality import stream
 from edgewise.quality.limits import Limits
 from edgewise.quality.report import device_report, fleet_report
+from edgewise.quality.spikes import resolution
 from edgewise.quality.stream import StreamCleaner
 from edgewise.telemetry import Reading
 
@@ -160,3 +163,57 @@ def test_a_sensor_that_reports_tenths_has_only_its_real_spikes(noise: float) -> 
     c = StreamCleaner()
     c.clean([Reading("d", "t", i * 10**9, float(v)) for i, v in enumerate(x)])
     assert 2 <= c.flagged["spike"] <= 3
+
+
+def test_a_flat_stream_s_first_spike_sets_no_floor_for_the_next() -> None:
+    """Check both spikes on a flat stream are flagged, as the batch report flags them.
+    Before, the first spike's own step (80) became the resolution floor of the stream's
+    Hampel test, so the later 60 (|60 - 20| = 40 < 5 * 80) passed as no spike."""
+    v = [20.0] * 300
+    v[100], v[200] = 100.0, 60.0
+    c = StreamCleaner()
+    c.clean([Reading("d", "t", i * 10**9, x) for i, x in enumerate(v)])
+    assert c.flagged["spike"] == 2
+    rows = [{"device_id": "d", "metric": "t", "ts_ns": i * 10**9, "value": x}
+            for i, x in enumerate(v)]
+    assert device_report(rows)["metrics"]["t"]["spikes"] == 2
+
+
+@given(st.sampled_from([1.0, 0.1, 0.25, 3e-7, 5e6]),
+       st.lists(st.integers(-8, 8), min_size=2, max_size=120))
+@settings(max_examples=200, deadline=None)
+def test_the_stream_takes_the_batch_resolution(quantum: float, ks: list[int]) -> None:
+    """Check the resolution the stream cleaner learns from its kept readings is
+    spikes.resolution of them: the smallest step seen RESOLUTION_SEEN times (steps equal
+    but for float rounding, such as 20.1 - 20.0 and 20.2 - 20.1, counting as one), 0 when
+    none recurs."""
+    values = [20.0 + k * quantum for k in ks]
+    c = StreamCleaner()
+    kept = c.clean([Reading("d", "t", i, v) for i, v in enumerate(values)])
+    assert len(kept) == len(values)
+    s = c._state[("d", "t")]
+    got = s.step if s.step < math.inf else 0.0
+    assert got == pytest.approx(resolution(values), rel=1e-9, abs=0.0)
+    assert len(s.cand_steps) <= stream.MAX_CANDIDATE_STEPS and s.cand_steps == sorted(s.cand_steps)
+
+
+def test_unquantised_noise_keeps_a_bounded_state_that_pickles() -> None:
+    """Check a stream whose steps never recur holds at most MAX_CANDIDATE_STEPS candidate
+    steps (no resolution, as in the batch), and that the cleaner pickled mid-stream goes on
+    exactly as the one that was not."""
+    rng = np.random.default_rng(2)
+    v = 20 + rng.standard_normal(3000)
+    v[[500, 1500, 2500]] += [15.0, -12.0, 9.0]
+    rs = [Reading("d", "t", i, float(x)) for i, x in enumerate(v)]
+    whole = StreamCleaner()
+    whole.clean(rs)
+    s = whole._state[("d", "t")]
+    assert s.step == math.inf and resolution(v) == 0.0
+    assert len(s.cand_steps) == len(s.cand_counts) == stream.MAX_CANDIDATE_STEPS
+    assert whole.flagged["spike"] >= 3
+    first = StreamCleaner()
+    first.clean(rs[:1000])
+    resumed = pickle.loads(pickle.dumps(first))
+    resumed.clean(rs[1000:])
+    assert resumed.counts() == whole.counts()
+    assert resumed._state[("d", "t")] == s

@@ -8,7 +8,11 @@ SenML unit), ``rate`` (changed faster than the metric's ``max_rate`` from the la
 reading); flagged but kept as ``spike`` (Hampel test against the last kept values) and
 ``stuck`` (the same value for ``stuck_run`` readings in a row; not for a two-state
 series, a boolean stored as 1/0 that has shown both values, whose switches are no spikes
-either: :mod:`~edgewise.quality.states`). ``drop_spikes=True``
+either: :mod:`~edgewise.quality.states`). The spike test's scale never drops below the
+sensor's resolution as :func:`~edgewise.quality.spikes.resolution` takes it: the smallest
+step between kept values seen :data:`~edgewise.quality.spikes.RESOLUTION_SEEN` times
+(none until one recurs), so a spike's own way up and down on a flat stream hides no later
+spike. ``drop_spikes=True``
 removes spikes instead. Every removed reading is counted by reason, so
 ``kept + sum(removed) == seen``; and because every decision looks only at kept history,
 cleaning already-clean readings keeps them all (idempotent) unless spikes are dropped.
@@ -22,6 +26,7 @@ cleaning already-clean readings keeps them all (idempotent) unless spikes are dr
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import Counter, deque
@@ -30,11 +35,16 @@ from dataclasses import dataclass, field
 
 from edgewise.errors import QualityError
 from edgewise.quality.limits import Limits
-from edgewise.quality.spikes import MAD_SCALE
+from edgewise.quality.spikes import MAD_SCALE, RESOLUTION_SEEN
 from edgewise.quality.units import PHYSICAL_RANGE
 from edgewise.telemetry import Reading
 
 __all__ = ["StreamCleaner"]
+
+#: Candidate steps (below the resolution, not yet seen RESOLUTION_SEEN times) a stream
+#: keeps; past it the largest go. Bounds the memory and per-reading cost of a stream of
+#: unquantised noise, whose steps never recur.
+MAX_CANDIDATE_STEPS = 16
 
 
 @dataclass
@@ -43,8 +53,14 @@ class _State:
     last_value: float
     window: deque = field(default_factory=deque)
     run: int = 1
-    # the smallest change between kept values: spikes.resolution, as the stream goes
+    # the sensor's resolution, spikes.resolution as the stream goes: the smallest change
+    # between kept values seen RESOLUTION_SEEN times (inf until one is). Below it, the
+    # changes seen fewer times, ascending, and their counts; steps within 1e-9 of the
+    # largest kept |value| count as one (20.1 - 20.0 and 20.2 - 20.1 differ in float)
     step: float = math.inf
+    cand_steps: list[float] = field(default_factory=list)
+    cand_counts: list[int] = field(default_factory=list)
+    max_abs: float = 0.0
     # kept values; every one was 0 or 1 (a boolean), and how many were 1
     kept: int = 0
     zero_one: bool = True
@@ -53,6 +69,70 @@ class _State:
     def two_state(self) -> bool:
         """The batch rule of quality.states: only 0s and 1s, and both of them."""
         return self.zero_one and 0 < self.ones < self.kept
+
+    def slot(self, value: float) -> tuple[float, float, int, int]:
+        """Where the change to ``value`` from the last kept one goes among the candidate
+        steps: ``(value, change, index, times seen)``, seen -1 when it is no candidate (no
+        change, or not below the resolution). Worked out once a reading, for the spike
+        test and for keeping it."""
+        d = value - self.last_value
+        if d == 0:
+            return value, 0.0, 0, -1
+        if d < 0:
+            d = -d
+        a = value if value >= 0 else -value
+        tol = 1e-9 * (a if a > self.max_abs else self.max_abs)
+        if d >= self.step - tol:
+            return value, d, 0, -1
+        steps = self.cand_steps
+        i = bisect.bisect_left(steps, d - tol)
+        seen = self.cand_counts[i] if i < len(steps) and steps[i] <= d + tol else 0
+        return value, d, i, seen
+
+    def resolution_after(self, slot: tuple[float, float, int, int]) -> float:
+        """The resolution (0 if none yet) once the change of ``slot`` is counted too: a
+        batch's resolution counts the steps of the very reading it judges, so the third
+        move by a tenth of a sensor that reports tenths is judged knowing its resolution."""
+        _, d, i, seen = slot
+        if 0 <= seen and seen + 1 >= RESOLUTION_SEEN:
+            return self.cand_steps[i] if seen else d
+        return self.step if self.step < math.inf else 0.0
+
+    def keep(self, slot: tuple[float, float, int, int]) -> None:
+        """Count the change to the kept value of ``slot`` (after the first) towards the
+        resolution, and make that value the last one.
+
+        >>> st = _State(0, 20.0)
+        >>> for v in [100.0, 20.0, 20.5, 20.0, 100.0]:
+        ...     st.keep(st.slot(v))
+        >>> st.step, st.cand_steps, st.cand_counts   # 80 was seen 3 times: 0.5 only twice
+        (80.0, [0.5], [2])
+        >>> st.resolution_after(st.slot(100.5)), st.resolution_after(st.slot(101.0))
+        (0.5, 80.0)
+        >>> st.keep(st.slot(100.5)); st.step, st.cand_steps  # a third 0.5
+        (0.5, [])
+        """
+        value, d, i, seen = slot
+        a = value if value >= 0 else -value
+        if a > self.max_abs:
+            self.max_abs = a
+        self.last_value = value
+        if seen < 0:
+            return  # no change, or by the resolution or more: nothing to learn
+        steps, counts = self.cand_steps, self.cand_counts
+        if seen + 1 >= RESOLUTION_SEEN:
+            # the first of these seen, as spikes.resolution takes it; coarser candidates
+            # can no longer become the resolution
+            self.step = steps[i] if seen else d
+            del steps[i:], counts[i:]
+        elif seen:
+            counts[i] += 1
+        elif i < MAX_CANDIDATE_STEPS:  # else it would be the largest, and dropped
+            steps.insert(i, d)
+            counts.insert(i, 1)
+            if len(steps) > MAX_CANDIDATE_STEPS:
+                steps.pop()
+                counts.pop()
 
 
 def _median(xs: list[float]) -> float:
@@ -124,7 +204,7 @@ class StreamCleaner:
         self.removed[reason] += 1
         self.by_key.setdefault(key, Counter())[reason] += 1
 
-    def _is_spike(self, st: _State, value: float) -> bool:
+    def _is_spike(self, st: _State, value: float, slot: tuple[float, float, int, int]) -> bool:
         # Plain Python on the short window: numpy's per-call overhead made this the
         # gateway's costliest per-reading step (26 us); same medians, same result.
         if len(st.window) < 5 or (st.zero_one and value in (0.0, 1.0)):
@@ -134,9 +214,8 @@ class StreamCleaner:
         scale = MAD_SCALE * _median([abs(x - med) for x in w])
         noise = MAD_SCALE * _median([abs(b - a) for a, b in itertools.pairwise(w)]) / math.sqrt(2)
         # relative: any units; never below the resolution (a move by a tenth of a sensor
-        # that reports tenths is no spike)
-        step = st.step if st.step < math.inf else 0.0
-        scale = max(scale, noise, step, 1e-9 * abs(med), 1e-300)
+        # that reports tenths is no spike), once a step has recurred enough to be one
+        scale = max(scale, noise, st.resolution_after(slot), 1e-9 * abs(med), 1e-300)
         return abs(value - med) > self.n_sigmas * scale
 
     def clean_one(self, reading: Reading) -> Reading | None:
@@ -165,18 +244,19 @@ class StreamCleaner:
             if abs(value - st.last_value) / dt > lim.max_rate:
                 self._remove(key, "rate")
                 return None
-        if st is not None and self._is_spike(st, value):
+        slot = st.slot(value) if st is not None else (value, 0.0, 0, -1)
+        if st is not None and self._is_spike(st, value, slot):
             if self.drop_spikes:
                 self._remove(key, "spike")
                 return None
             self.flagged["spike"] += 1
         if st is None:
             st = self._state[key] = _State(reading.ts_ns, value, deque(maxlen=self.spike_window))
+            st.max_abs = abs(value)
         else:
             st.run = st.run + 1 if value == st.last_value else 1
-            if value != st.last_value:
-                st.step = min(st.step, abs(value - st.last_value))
-            st.last_ts, st.last_value = reading.ts_ns, value
+            st.keep(slot)
+            st.last_ts = reading.ts_ns
         st.kept += 1
         st.zero_one = st.zero_one and value in (0.0, 1.0)
         st.ones += value == 1.0
