@@ -252,8 +252,9 @@ class WindowFeedbackModel:
         z = to_z(windows.scores[:, 0])
         for dev in np.unique(windows.device[lab]) if len(lab) else []:
             m = lab[windows.device[lab] == dev]
-            self.thresholds_[str(dev)] = min(self._fit_threshold(z[m], y[m] == 1, t0),
-                                             t0 + self.max_raise)
+            self.thresholds_[str(dev)] = min(
+                self._fit_threshold(z[m], y[m] == 1, t0, z[windows.device == dev]),
+                t0 + self.max_raise)
         self.memory_device_ = windows.device[lab]
         self.memory_X_ = (F[lab] - self.mean_) / self.scale_
         self.memory_y_ = (y[lab] == 1)
@@ -291,12 +292,25 @@ class WindowFeedbackModel:
         return np.clip(margin, -3.0, 3.0) + 3.0 * weight * np.log(p / (1 - p))
 
     @staticmethod
-    def _fit_threshold(z: np.ndarray, pos: np.ndarray, t0: float) -> float:
-        """The threshold that best separates labelled alarms from false ones, nearest t0."""
+    def _fit_threshold(z: np.ndarray, pos: np.ndarray, t0: float,
+                       z_all: np.ndarray | None = None) -> float:
+        """The threshold that best separates labelled alarms from false ones; of those that
+        do it equally well, the one raising the fewest alarms over the device's windows
+        ``z_all``, then the one nearest t0.
+
+        Two answers of "anomaly" on windows scored 0 inside a fault the detector had
+        already raised, beside two false alarms, separate as well at 0 as above every
+        window; at 0 every window of the device would alarm.
+
+        >>> z = np.array([0.0, 0.0, 30.0, 5.0, 7.0]); pos = np.array([1, 1, 1, 0, 0]) == 1
+        >>> WindowFeedbackModel._fit_threshold(z, pos, 2.3, np.r_[z, np.zeros(95)]) > 7
+        True
+        """
         cands = np.unique(np.concatenate([[t0], z, z + 1e-6]))
-        gain = [(int((pos & (z >= c)).sum() - (~pos & (z >= c)).sum()), -abs(c - t0), c)
-                for c in cands]
-        return float(max(gain)[2])
+        z_all = z if z_all is None else z_all
+        gain = [(int((pos & (z >= c)).sum() - (~pos & (z >= c)).sum()),
+                 -int((z_all >= c).sum()), -abs(c - t0), c) for c in cands]
+        return float(max(gain)[3])
 
     def _check(self) -> None:
         if not hasattr(self, "thresholds_"):
