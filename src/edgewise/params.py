@@ -51,10 +51,15 @@ class Interval:
     def __str__(self) -> str:
         left = "[" if self.closed in ("both", "left") and self.low is not None else "("
         right = "]" if self.closed in ("both", "right") and self.high is not None else ")"
-        lo = "-inf" if self.low is None else f"{self.low:g}"
-        hi = "inf" if self.high is None else f"{self.high:g}"
+        lo = "-inf" if self.low is None else _number(self.low)
+        hi = "inf" if self.high is None else _number(self.high)
         article = "an" if self.type is int else "a"
         return f"{article} {self.type.__name__} in the range {left}{lo}, {hi}{right}"
+
+
+def _number(value: float) -> str:
+    """A bound as written: an int in full (2147483647, not 2.14748e+09), a float short."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 @dataclass(frozen=True)

@@ -233,3 +233,34 @@ def test_a_device_listed_twice_in_failures_warns_naming_both_times(tmp_path: Pat
     helptext = " ".join(runner.invoke(app, ["train", "rul", "--help"],
                                       env={"COLUMNS": "200"}).stdout.split())
     assert "listed twice keeps its earliest time" in helptext, helptext
+
+
+SECRET = "S3cretPW"
+
+
+@pytest.mark.parametrize(
+    ("command", "url", "needle"),
+    [
+        ("train", f"postgresql://ew:{SECRET}@127.0.0.1:1/test", "Cannot connect"),
+        ("predict", f"postgresql://ew:{SECRET}@127.0.0.1:1/test", "Cannot connect"),
+        ("train", f"postgresql://ew:{SECRET}@[::1/test", "is malformed"),
+        ("predict", f"sqlite://ew:{SECRET}@db/x", "unsupported scheme 'sqlite'"),
+    ],
+)
+def test_a_store_password_is_never_printed(tmp_path: Path, command: str, url: str,
+                                           needle: str) -> None:
+    """Check that a store URL with a password is printed masked (***) in the one error line
+    of train and predict (the CLI repeated the raw URL although the store masks it; a
+    malformed one gave a traceback; a refused connection printed two lines)."""
+    from edgewise.models.rul import RULModel
+    from tests.models.test_rul import fleet
+
+    model = tmp_path / "m.rul"
+    RULModel(n_estimators=5, cap=60.0, calibration_folds=2).fit(fleet(4)).save(model)
+    args = (["train", "rul", "--history-ends-at-failure", "--out", str(tmp_path / "o.rul")]
+            if command == "train" else ["predict", "rul", "--model", str(model)])
+    done = edgewise(*args, "--data", url)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], done.stderr
+    assert SECRET not in done.stderr + done.stdout and "ew:***@" in lines[0], lines[0]

@@ -78,3 +78,44 @@ def test_device_rul_with_interval_from_the_data_dir_model(env: Env) -> None:
     assert (r.json()["rul"], r.json()["reason"]) == (None, "metrics_missing")
     assert "vib_mm_s" in r.json()["detail"]
     problem(env.client.get("/v1/devices/nope/rul", headers=env.auth("viewer")), 404)
+
+
+def _small_model(env: Env) -> RULModel:
+    rng = np.random.default_rng(0)
+    frames = []
+    for u in range(12):
+        life = int(rng.integers(80, 140))
+        x = _unit(rng, life)
+        frames.append(pd.DataFrame({"unit": u, "cycle": np.arange(1, life + 1),
+                                    **{s: x[:, j] for j, s in enumerate(SENSORS)}}))
+    model = RULModel(window=10, n_estimators=40, learning_rate=0.1, cap=60.0, random_state=0)
+    model.fit(pd.concat(frames, ignore_index=True))
+    (env.settings.data_dir / "models").mkdir(exist_ok=True)
+    model.save(env.settings.data_dir / "models" / "rul-v1.ewm")
+    return model
+
+
+def test_a_metric_named_like_the_time_column_is_a_reason_not_a_500(env: Env) -> None:
+    """Check that a device sending a metric named like the model's time column ('cycle')
+    gets ``rul: null`` with a reason naming the metric (pandas' 'cannot insert cycle,
+    already exists' made the route answer 500), and that an answer says where it reached
+    the cap (``rul_open``/``high_open``, with ``cap``)."""
+    _small_model(env)
+    t0 = int(time.time()) - 20
+    batch = [{"ts": t0 + i, "seq": i + 1,
+              "metrics": {"temp_c": 40.0 + i, "vib_mm_s": 2.0, "current_a": 10.0,
+                          "cycle": float(i)}} for i in range(20)]
+    assert env.send(batch).status_code == 200
+    r = env.client.get(f"/v1/devices/{env.device}/rul", headers=env.auth("viewer"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["rul"], body["reason"]) == (None, "metric_name_clash"), body
+    assert "metric named 'cycle'" in body["detail"], body
+
+    sec = env.client.post("/v1/devices", json={"name": "pump-2"},
+                          headers=env.auth("admin")).json()["secret"]
+    env.send({"ts": t0, "seq": 1, "metrics": {"temp_c": 40.0, "vib_mm_s": 2.0,
+                                              "current_a": 10.0}}, device="pump-2", secret=sec)
+    body = env.client.get("/v1/devices/pump-2/rul", headers=env.auth("viewer")).json()
+    assert body["cap"] == 60.0 and body["high"] <= 60.0, body
+    assert body["high_open"] == (body["high"] == 60.0) and body["rul_open"] == (body["rul"] == 60.0)

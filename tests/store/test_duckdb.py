@@ -120,9 +120,22 @@ def test_repair_cli(tmp_path: Path) -> None:
     assert out.returncode == 0 and '"ok_before": true' in out.stdout, out
 
 
+def test_repair_cli_never_prints_a_store_password(tmp_path: Path) -> None:
+    """Check that 'edgewise repair --store' on a PostgreSQL URL refuses in one line with the
+    password masked (it repeated the raw URL)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "edgewise", "repair", "--data-dir", str(tmp_path), "--store",
+           "postgresql://ew:S3cretPW@db:5432/ew"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "'postgresql://ew:***@db:5432/ew' is not one" in out.stderr, out.stderr
+    assert "S3cretPW" not in out.stderr + out.stdout
+
+
 @pytest.mark.parametrize(
     ("url", "match"),
     [
+        ("sqlite://ew:S3cretPW@db/x", r"'sqlite://ew:\*\*\*@db/x' has an unsupported scheme"),
         ("sqlite:///x.db", "unsupported scheme 'sqlite'"),
         ("duckdb://relative.db", "absolute file path"),
         ("not a url", "is not a URL"),
@@ -130,8 +143,9 @@ def test_repair_cli(tmp_path: Path) -> None:
 )
 def test_open_store_bad_urls(url: str, match: str) -> None:
     """Check that a bad store URL names the URL and what is supported."""
-    with pytest.raises(StoreError, match=match):
+    with pytest.raises(StoreError, match=match) as info:
         open_store(url)
+    assert "S3cretPW" not in str(info.value)
 
 
 def test_open_store_duckdb_urls(tmp_path: Path) -> None:

@@ -72,10 +72,99 @@ def test_two_stores_on_one_schema_never_store_a_key_twice(pg_schema_url: str) ->
     [
         ("postgresql://postgres@127.0.0.1:5432/test?schema=1bad;drop", "schema must be"),
         ("postgresql://nobody:pw@127.0.0.1:1/test", "Cannot connect to PostgreSQL store"),
+        ("postgresql://nobody:pw@[::1/test",
+         r"'postgresql://nobody:\*\*\*@\[::1/test' is malformed: Invalid IPv6 URL"),
     ],
 )
 def test_bad_postgres_urls(url: str, match: str) -> None:
-    """Check that a bad schema or an unreachable server gives a clear StoreError."""
+    """Check that a bad schema, a malformed URL (a ValueError from urlsplit) or an
+    unreachable server gives a clear one-line StoreError (psycopg's refusal runs over two
+    lines: '...Connection refused\\n\\tIs the server running...')."""
     with pytest.raises(StoreError, match=match) as info:
         PostgresStore(url)
     assert ":pw@" not in str(info.value), "the password was shown"
+    assert "\n" not in str(info.value), str(info.value)
+
+
+def test_concurrent_writers_record_a_conflict_once(pg_schema_url: str) -> None:
+    """Check that two stores (two connections, as two gateway processes) appending the same
+    conflicting value for the same keys at once record each conflict once and report it
+    once between them (both recorded most of them: 390 rows for 200 conflicts)."""
+    import threading
+
+    n = 60
+    first = open_store(pg_schema_url)
+    first.append([Reading("pump-1", "temp_c", T0 + k, 1.0) for k in range(n)])
+    first.close()
+    stores = [open_store(pg_schema_url), open_store(pg_schema_url)]
+    barrier = threading.Barrier(2)
+    counts = [[0, 0], [0, 0]]
+
+    def write(i: int) -> None:
+        for k in range(n):
+            barrier.wait()
+            r = stores[i].append([Reading("pump-1", "temp_c", T0 + k, 2.0)])
+            counts[i][0] += r.conflicts
+            counts[i][1] += r.duplicates
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        rows = stores[0].conflicts("pump-1", limit=10 * n)
+    finally:
+        for st in stores:
+            st.close()
+    assert len(rows) == n, len(rows)
+    assert sorted({(c.ts_ns, c.new_value) for c in rows}) == [(T0 + k, 2.0) for k in range(n)]
+    assert counts[0][0] + counts[1][0] == n and counts[0][1] + counts[1][1] == n, counts
+
+
+def test_a_store_with_repeated_conflict_rows_is_mended_at_open(pg_schema_url: str) -> None:
+    """Check that a store written before conflicts had a unique key, holding the same
+    conflict twice, keeps the first-received row at open and records no repeat after."""
+    import psycopg
+
+    store = open_store(pg_schema_url)
+    store.append([Reading("pump-1", "temp_c", T0, 1.0)])
+    store.append([Reading("pump-1", "temp_c", T0, 2.0)])
+    store.close()
+    base, schema = pg_schema_url.split("?schema=")
+    with psycopg.connect(base, autocommit=True) as con:  # back to the old layout
+        con.execute(f'SET search_path TO "{schema}"')
+        con.execute("DROP INDEX conflicts_unique")
+        con.execute("DELETE FROM ew_meta WHERE key = 'conflicts_unique'")
+        con.execute("INSERT INTO conflicts SELECT device_id, metric, ts_ns, stored_value, "
+                    "new_value, seq, received_ns + 5 FROM conflicts")
+        first = con.execute("SELECT min(received_ns) FROM conflicts").fetchone()[0]
+    store = open_store(pg_schema_url)
+    try:
+        rows = store.conflicts("pump-1")
+        assert [(c.ts_ns, c.new_value, c.received_ns) for c in rows] == [(T0, 2.0, first)]
+        r = store.append([Reading("pump-1", "temp_c", T0, 2.0)])
+        assert (r.conflicts, r.duplicates) == (0, 1) and len(store.conflicts("pump-1")) == 1
+    finally:
+        store.close()
+
+
+def test_bucket_means_match_duckdb_to_the_last_digit(pg_schema_url: str, tmp_path) -> None:
+    """Check that step-averaged queries give DuckDB's figures exactly: PostgreSQL's
+    float8::numeric kept 15 significant digits (1712345678.123456 came back as
+    1712345678.12346)."""
+    values = [1712345678.123456, 1.0000000000000002, 0.1, 2.0 / 3.0, 123456.78901234567]
+    readings = [Reading("pump-1", "temp_c", T0 + i, v) for i, v in enumerate(values)]
+    readings += [Reading("pump-1", "pair", T0 + i, v) for i, v in enumerate(values[:2])]
+    answers = []
+    for url in (f"duckdb://{tmp_path / 'ew.duckdb'}", pg_schema_url):
+        store = open_store(url)
+        try:
+            store.append(readings)
+            answers.append((store.query("pump-1", step_ns=1), store.query("pump-1", step_ns=100)))
+        finally:
+            store.close()
+    assert answers[0] == answers[1], answers
+    by_one = {(m, t): v for m, t, v in answers[1][0]}
+    assert by_one[("temp_c", T0)] == 1712345678.123456
+    assert answers[1][1][0] == ("pair", T0 // 100 * 100, (values[0] + values[1]) / 2)

@@ -26,12 +26,13 @@ def repair(
     """
     import json
 
+    from edgewise.store import shown_url
     from edgewise.store.duckdb import repair as repair_duckdb
 
     url = store or f"duckdb://{(data_dir / 'edgewise.duckdb').resolve()}"
-    if not url.startswith("duckdb://"):
-        raise fail(f"repair works on DuckDB stores (duckdb:///PATH); {url!r} is not one. "
-                   "PostgreSQL recovers its own log on start.")
+    if not url.startswith("duckdb://"):  # the URL is printed with its password masked
+        raise fail(f"repair works on DuckDB stores (duckdb:///PATH); {shown_url(url)!r} is "
+                   "not one. PostgreSQL recovers its own log on start.")
     path = url[len("duckdb://"):]
     if path in (":memory:", "/:memory:"):
         raise fail("an in-memory store has nothing to repair")

@@ -10,7 +10,14 @@ earliest time, with a warning), ``--failure-label CLASS`` (the start of the devi
 earliest current label of that class in the label store of ``--data-dir``), or
 ``--history-ends-at-failure`` (you say every history ends at a failure). Devices without
 a known failure, and devices a model cannot score, are listed as skipped, never dropped
-silently.
+silently; so are units of a CSV the model cannot score (a sensor it uses with no value in
+any of the unit's rows, or a value that is not finite). A store URL is printed with its
+password masked (``***``).
+
+Predictions are of the RUL capped at the model's cap (``--cap``, 125 by default): a
+prediction at the cap prints as ``>=125.0`` (at least that long) and an interval whose upper
+bound reaches the cap as open (``[low, open)``); ``--json`` says so with ``rul_open`` and
+``high_open``.
 """
 
 from __future__ import annotations
@@ -44,6 +51,13 @@ def _store_url(data: str) -> str | None:
     return None
 
 
+def _shown(url: str) -> str:
+    """The store URL as it may be printed: its password masked."""
+    from edgewise.store import shown_url
+
+    return shown_url(url)
+
+
 def _open(url: str) -> Any:
     """Open an existing store; one error line for a bad URL or a missing DuckDB file."""
     from edgewise.errors import StoreError
@@ -51,12 +65,12 @@ def _open(url: str) -> Any:
 
     scheme, _, rest = url.partition("://")
     if scheme.lower() == "duckdb" and rest.startswith("/") and not Path(rest).is_file():
-        raise fail(f"--data {url!r}: no store file at {rest!r}; give the path of an existing "
-                   "store, e.g. duckdb:///<data dir>/edgewise.duckdb")
+        raise fail(f"--data {_shown(url)!r}: no store file at {rest!r}; give the path of an "
+                   "existing store, e.g. duckdb:///<data dir>/edgewise.duckdb")
     try:
         return open_store(url)
     except StoreError as exc:
-        raise fail(f"--data {url!r}: {exc}") from None
+        raise fail(f"--data {_shown(url)!r}: {exc}") from None
 
 
 def _read(data: Path):
@@ -123,6 +137,35 @@ def _names(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+#: --seed bounds: numpy, k-means and torch all take it (RULModel's random_state).
+SEED_MAX = 2**31 - 1
+
+
+def _check_train_options(unit_column: str, time_column: str, condition_columns: str | None,
+                         sensor_columns: str | None, models: str, seed: int) -> None:
+    """Refuse options that cannot be right, naming the option, before any data is read (a
+    negative seed, a column in two roles and a member named twice failed as tracebacks, or
+    made a model file every prediction then crashed on)."""
+    if not 0 <= seed <= SEED_MAX:
+        raise fail(f"--seed {seed}: must be a whole number from 0 to {SEED_MAX}")
+    members = _names(models) or []
+    twice = sorted({m for m in members if members.count(m) > 1})
+    if twice:
+        raise fail(f"--models {models!r} names {twice[0]!r} more than once; give each member "
+                   "once: gbm, cnn or gbm,cnn")
+    roles = [("--unit-column", unit_column), ("--time-column", time_column),
+             *(("--condition-columns", c) for c in _names(condition_columns) or []),
+             *(("--sensor-columns", c) for c in _names(sensor_columns) or [])]
+    seen: dict[str, str] = {}
+    for option, column in roles:
+        if column in seen:
+            where = (f"twice in {option}" if seen[column] == option
+                     else f"in both {seen[column]} and {option}")
+            raise fail(f"column {column!r} is named {where}; each column is the unit, the "
+                       "time, a condition or a sensor, once")
+        seen[column] = option
+
+
 @dataclass
 class _StoreData:
     """Device histories read from a store, and the devices left out with why."""
@@ -137,13 +180,14 @@ class _StoreData:
 def _device_ids(store: Any, url: str, devices: str | None) -> list[str]:
     known = sorted(d.device_id for d in store.devices())
     if not known:
-        raise fail(f"--data {url!r}: the store holds no devices (no readings stored)")
+        raise fail(f"--data {_shown(url)!r}: the store holds no devices (no readings stored)")
     wanted = _names(devices)
     if wanted is None:
         return known
     unknown = [d for d in wanted if d not in known]
     if unknown:
-        raise fail(f"--devices: {unknown} not in the store {url!r}; it holds {known[:20]}")
+        raise fail(f"--devices: {unknown} not in the store {_shown(url)!r}; it holds "
+                   f"{known[:20]}")
     return wanted
 
 
@@ -206,6 +250,7 @@ def _store_histories(
     failures: dict[str, int] | None,
 ) -> _StoreData:
     """Every chosen device's history (cut at its failure when ``failures`` is given)."""
+    from edgewise.errors import InvalidParameterError
     from edgewise.models.history import device_frame
 
     store = _open(url)
@@ -218,8 +263,14 @@ def _store_histories(
                 if until is None:
                     got.skip(device, "no known failure")
                     continue
-            frame = device_frame(store.query(device, None, None, None, None), device,
-                                 unit_column, time_column, until_ns=until)
+            try:
+                frame = device_frame(store.query(device, None, None, None, None), device,
+                                     unit_column, time_column, until_ns=until)
+            except InvalidParameterError as exc:  # a metric named like the unit/time column
+                role = str(exc.field).removesuffix("_column")
+                got.skip(device, f"has a metric named {exc.value!r}, the name of the {role} "
+                         f"column (rename the metric, or train with another --{role}-column)")
+                continue
             if frame.empty:
                 got.skip(device, "no readings" if until is None else "no readings before "
                          "its failure")
@@ -230,10 +281,14 @@ def _store_histories(
     return got
 
 
-def _skipped_text(skipped: list[dict[str, str]]) -> str:
-    return f"skipped {len(skipped)} device(s): " + ", ".join(
-        f"{s['device']} ({s['reason']})" for s in skipped
-    )
+def _skipped_text(skipped: list[dict[str, Any]], shown: int = 10) -> str:
+    """One line naming the skipped devices (or CSV units) with why: the first ``shown``,
+    then how many more (``--json`` lists them all)."""
+    what = "device(s)" if all("device" in s for s in skipped) else "unit(s)"
+    more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"skipped {len(skipped)} {what}: " + ", ".join(
+        f"{s.get('device', s.get('unit'))} ({s['reason']})" for s in skipped[:shown]
+    ) + more
 
 
 def _store_training_table(
@@ -244,7 +299,7 @@ def _store_training_table(
 
     got = _store_histories(url, devices, unit_column, time_column, failures)
     if not got.frames:
-        raise fail(f"--data {url!r}: no device has a known failure to train on; "
+        raise fail(f"--data {_shown(url)!r}: no device has a known failure to train on; "
                    + _skipped_text(got.skipped))
     if sensor_columns is None:  # the metrics every training device sends
         common = set.intersection(*(set(f.columns) for f in got.frames))
@@ -255,7 +310,7 @@ def _store_training_table(
             got.frames.remove(f)
             got.skip(str(f[unit_column].iloc[0]), f"lacks metric(s) {missing}")
     if not got.frames or not sensor_columns:
-        raise fail(f"--data {url!r}: no metric is sent by every training device; "
+        raise fail(f"--data {_shown(url)!r}: no metric is sent by every training device; "
                    + _skipped_text(got.skipped))
     table = pd.concat([f[[unit_column, time_column, *sensor_columns]] for f in got.frames],
                       ignore_index=True)
@@ -290,10 +345,12 @@ def train_rul(
         help="Store only: every device's last reading is its failure.")] = False,
     devices: Annotated[str | None, typer.Option(
         help="Store only: comma-separated devices (default: all).")] = None,
-    cap: Annotated[float, typer.Option(help="RUL target cap (steps).")] = 125.0,
+    cap: Annotated[float, typer.Option(
+        help="RUL target cap (steps): the model learns and predicts the RUL capped here, so a "
+        "prediction at the cap means at least that many steps left.")] = 125.0,
     window: Annotated[int, typer.Option(help="Rows per trailing window.")] = 30,
     models: Annotated[str, typer.Option(help="Comma-separated members: gbm, cnn.")] = "gbm",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(help=f"Random seed, 0 to {SEED_MAX}.")] = 0,
     json_out: Json = False,
 ) -> None:
     """Fit a RUL model on histories that each end at the unit's failure; save it versioned."""
@@ -302,6 +359,8 @@ def train_rul(
     from edgewise.models.rul import RULModel
 
     check_out(out, example="model.rul")
+    _check_train_options(unit_column, time_column, condition_columns, sensor_columns, models,
+                         seed)
     url = _store_url(data)
     sources = [n for n, given in (("--failures", failures is not None),
                                   ("--failure-label", bool(failure_label)),
@@ -315,8 +374,8 @@ def train_rul(
         df = _check_units(_read(Path(data)), unit_column, time_column)
     else:
         if len(sources) != 1:
-            raise fail(f"training from the store {url!r} needs exactly one source of failure "
-                       "times: --failures CSV, --failure-label CLASS or "
+            raise fail(f"training from the store {_shown(url)!r} needs exactly one source of "
+                       "failure times: --failures CSV, --failure-label CLASS or "
                        f"--history-ends-at-failure (got {sources or 'none'})")
         fails = None
         if failures is not None:
@@ -385,7 +444,7 @@ def _store_current(url: str, devices: str | None, rul: Any) -> tuple[Any, list[d
         else:
             keep.append(f[[rul.unit_column, rul.time_column, *needed]])
     if not keep:
-        raise fail(f"--data {url!r}: no device can be scored by this model; "
+        raise fail(f"--data {_shown(url)!r}: no device can be scored by this model; "
                    + _skipped_text(got.skipped))
     return pd.concat(keep, ignore_index=True), got.skipped
 
@@ -400,7 +459,12 @@ def predict_rul(
         help="Store only: comma-separated devices (default: all).")] = None,
     json_out: Json = False,
 ) -> None:
-    """Print each unit's remaining useful life at its last row, with its interval."""
+    """Print each unit's remaining useful life at its last row, with its interval.
+
+    The model predicts the RUL capped at its cap (--cap at training): a prediction at the
+    cap prints as >=CAP and an interval reaching it as open. Units (devices) the model
+    cannot score are listed as skipped, with why.
+    """
     from edgewise.errors import EdgewiseError
     from edgewise.models.rul import load_model
 
@@ -411,29 +475,47 @@ def predict_rul(
     except EdgewiseError as exc:
         raise fail(str(exc)) from None
     url = _store_url(data)
-    skipped: list[dict[str, str]] = []
+    skipped: list[dict[str, Any]] = []
     if url is None:
         if devices:
             raise fail(f"--devices applies to store data only; --data {data!r} is CSV")
         df = _check_units(_read(Path(data)), rul.unit_column, rul.time_column)
     else:
         df, skipped = _store_current(url, devices, rul)
+    key = "unit" if url is None else "device"
     try:
+        cannot = rul.unscorable(df)  # named in the output, never filled with a made-up level
+        if cannot:
+            skipped += [{key: u, "reason": why} for u, why in cannot.items()]
+            df = df[~df[rul.unit_column].isin(list(cannot))]
+            if df.empty:
+                raise fail(f"--data {_shown(data)!r}: no {key} can be scored by this model; "
+                           + _skipped_text(skipped))
         point, low, high = rul.predict_interval(df)
         units = rul.predict(df).index
     except EdgewiseError as exc:
         raise fail(str(exc)) from None
     level = round(100 * (1 - rul.alpha))
+    rul_open, high_open = rul.open_above(point), rul.open_above(high)
     rows = [
         {"unit": u.item() if hasattr(u, "item") else u, "rul": round(float(p), 2),
-         "low": round(float(lo), 2), "high": round(float(hi), 2)}
-        for u, p, lo, hi in zip(units, point, low, high, strict=True)
+         "low": round(float(lo), 2), "high": round(float(hi), 2), "rul_open": bool(po),
+         "high_open": bool(ho)}
+        for u, p, lo, hi, po, ho in zip(units, point, low, high, rul_open, high_open,
+                                         strict=True)
     ]
     if json_out:
-        typer.echo(json.dumps({"interval": level, "predictions": rows, "skipped": skipped}))
+        typer.echo(json.dumps({"interval": level, "cap": rul.cap, "predictions": rows,
+                               "skipped": skipped}))
         return
     typer.echo(f"{'unit':>12}  {'RUL':>8}  {level}% interval")
     for r in rows:
-        typer.echo(f"{r['unit']!s:>12}  {r['rul']:8.1f}  [{r['low']:.1f}, {r['high']:.1f}]")
+        shown = f"{'>=' if r['rul_open'] else ''}{r['rul']:.1f}"
+        upper = "open)" if r["high_open"] else f"{r['high']:.1f}]"
+        typer.echo(f"{r['unit']!s:>12}  {shown:>8}  [{r['low']:.1f}, {upper}")
+    if rul_open.any() or high_open.any():
+        typer.echo(f"note: the model predicts the RUL capped at {rul.cap:g} steps: >={rul.cap:.1f} "
+                   "means at least that many steps left, and an open interval has no upper "
+                   "bound")
     if skipped:
         typer.echo(_skipped_text(skipped))

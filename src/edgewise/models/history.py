@@ -8,7 +8,9 @@ metric has two readings at one time), carries each metric's last value forward o
 times it did not report (and its first value back over the times before it first
 reported), and numbers the rows ``1 … n``: the time column counts *readings*, so a RUL is in
 readings, like C-MAPSS cycles. The device id becomes the unit. ``until_ns`` keeps only the
-readings at or before a known failure time, for training.
+readings at or before a known failure time, for training. A metric named like the unit or
+the time column is refused (:class:`~edgewise.errors.InvalidParameterError`): the table
+cannot hold both, and neither may silently replace the other.
 
 >>> rows = [("temp", 10, 1.0), ("temp", 20, 2.0), ("rpm", 20, 900.0), ("temp", 30, 3.0)]
 >>> device_frame(rows, "pump-1").to_dict("list")
@@ -23,6 +25,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from edgewise.errors import InvalidParameterError
+
 __all__ = ["device_frame", "wide_readings"]
 
 
@@ -35,8 +39,23 @@ def device_frame(
 ) -> pd.DataFrame:
     """One device's ``(metric, ts_ns, value)`` rows as a wide history (see the module doc).
 
-    Returns an empty frame (with the unit and time columns) when no row is left.
-    """
+    Returns an empty frame (with the unit and time columns) when no row is left. Raises
+    :class:`~edgewise.errors.InvalidParameterError` when a metric of the device has the
+    name of the unit or the time column.
+
+    >>> device_frame([("cycle", 10, 1.0)], "pump-1")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: Device 'pump-1' has a metric named 'cycle', the name of the history's time column; rename the metric, or name the time column otherwise.
+    """  # noqa: E501
+    for column, role in ((unit_column, "unit"), (time_column, "time")):
+        if any(r[0] == column for r in rows):
+            raise InvalidParameterError(
+                f"Device {device_id!r} has a metric named {column!r}, the name of the "
+                f"history's {role} column; rename the metric, or name the {role} column "
+                "otherwise.",
+                field=role + "_column", value=column,
+            )
     if until_ns is not None:
         rows = [r for r in rows if r[1] <= until_ns]
     if not rows:

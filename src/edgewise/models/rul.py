@@ -22,7 +22,12 @@ piecewise-linear RUL of the C-MAPSS literature. The pipeline:
    fifth, calibrate. The stacking weights use every out-of-fold row. Finally the
    pipeline is refitted on every unit (so intervals are slightly conservative).
 
-Predictions are made at the last row of each unit ("its current state").
+Predictions are made at the last row of each unit ("its current state"). A value missing
+in some rows is carried forward (then back) within its unit; a unit in which a sensor the
+model uses has no value at all, or a value that is not finite, is refused by name
+(:meth:`RULModel.unscorable` lists such units with why), never filled with a made-up level.
+Predictions and intervals are of the RUL capped at ``cap`` (:meth:`RULModel.open_above`
+tells which reached it, "at least ``cap``").
 
 >>> rng = np.random.default_rng(0)
 >>> rows = []
@@ -133,7 +138,8 @@ class RULModel:
         "cnn_epochs": Interval(int, 1, None),
         "cnn_max_rows": Interval(int, 1, None),
         "n_threads": Interval(int, 1, None),
-        "random_state": [int, None],
+        # torch, numpy and k-means all take it; seed + 1 + fold stays below 2**32
+        "random_state": [Interval(int, 0, 2**31 - 1), None],
     }
 
     def __init__(
@@ -184,27 +190,129 @@ class RULModel:
                 f"The data lacks the column(s) {missing} that RULModel needs; "
                 f"present: {sorted(map(str, X.columns))}."
             )
+        twice = [c for c in dict.fromkeys(columns) if int((X.columns == c).sum()) > 1]
+        if twice:
+            raise InvalidParameterError(
+                f"The data has the column(s) {twice} more than once; give each column once."
+            )
+        self._check_times(X[self.time_column])
         bad = [c for c in columns[2:] if not pd.api.types.is_numeric_dtype(X[c])]
         if bad:
             raise InvalidParameterError(f"Column(s) {bad} must be numeric for RULModel.")
 
+    def _check_times(self, times: pd.Series) -> None:
+        """The time column orders each unit's rows: numbers, every one of them finite."""
+        name = self.time_column
+        if not pd.api.types.is_numeric_dtype(times) or pd.api.types.is_bool_dtype(times):
+            num = pd.to_numeric(times, errors="coerce")
+            at = int(np.flatnonzero((num.isna() & times.notna()).to_numpy())[0]) if (
+                num.isna() & times.notna()).any() else 0
+            raise InvalidParameterError(
+                f"The time column {name!r} must be numeric (it orders each unit's rows, and "
+                f"text sorts '10' before '2'); row {at + 1} has {times.iloc[at]!r}."
+            )
+        values = times.to_numpy(dtype=float)
+        if not np.isfinite(values).all():
+            at = int(np.flatnonzero(~np.isfinite(values))[0])
+            what = "no value" if np.isnan(values[at]) else f"{values[at]}"
+            raise InvalidParameterError(
+                f"The time column {name!r} has {what} in row {at + 1}; every row needs a "
+                "finite time that orders it within its unit."
+            )
+
+    def _check_roles(self) -> None:
+        """Each column plays one role: the unit, the time, a condition or a sensor."""
+        roles = [("the unit column", self.unit_column), ("the time column", self.time_column),
+                 *(("a condition column", c) for c in self.conditions_),
+                 *(("a sensor column", c) for c in self.sensors_)]
+        seen: dict[str, str] = {}
+        for role, column in roles:
+            if column in seen:
+                raise InvalidParameterError(
+                    f"Column {column!r} is given to RULModel as {seen[column]} and as {role}; "
+                    "each column can be the unit, the time, a condition or a sensor, once."
+                )
+            seen[column] = role
+
     def _columns(self) -> list[str]:
         return [self.unit_column, self.time_column, *self.conditions_, *self.sensors_]
 
-    def _prepare(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Sorted units, times, settings and sensors (NaNs carried forward within a unit)."""
+    def _frame(self, X: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The model's columns sorted by unit and time, and the settings and sensors as floats."""
         self._check_columns(X, self._columns())
         df = X[self._columns()].sort_values([self.unit_column, self.time_column], kind="stable")
-        vals = df[[*self.conditions_, *self.sensors_]].astype(float)
+        return df, df[[*self.conditions_, *self.sensors_]].astype(float)
+
+    def _gaps(self, df: pd.DataFrame, vals: pd.DataFrame, used: list[str]) -> dict[Any, str]:
+        """Units whose rows cannot be used, with why: one of the ``used`` columns is not
+        finite in some row, or has no value in any of the unit's rows (there is nothing to
+        carry forward, and any stand-in would be a guess the prediction silently rests on).
+        """
+        out: dict[Any, str] = {}
+        if not used:
+            return out
+        units = df[self.unit_column].to_numpy()
+        part = vals[used].to_numpy()
+        role = {c: "setting" for c in self.conditions_} | {c: "sensor" for c in self.sensors_}
+        rows, cols = np.nonzero(np.isinf(part))
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            unit = _plain(units[r])
+            if unit not in out:
+                out[unit] = (f"{role[used[c]]} {used[c]!r} is {part[r, c]} at "
+                             f"{self.time_column} {_plain(df[self.time_column].iloc[r])}; give "
+                             "finite numbers (an empty cell for a missing one)")
+        groups = pd.DataFrame(np.isnan(part), columns=used).groupby(units, sort=False)
+        empty, sizes = groups.all(), groups.size()
+        for unit, flags, n in zip(empty.index, empty.to_numpy(), sizes.to_numpy(), strict=True):
+            unit = _plain(unit)
+            if unit not in out and flags.any():
+                column = used[int(np.flatnonzero(flags)[0])]
+                out[unit] = (f"{role[column]} {column!r} has no value in any of its {int(n)} "
+                             "row(s)")
+        return out
+
+    def _arrays(
+        self, df: pd.DataFrame, vals: pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """Units, times, settings and sensors (NaNs carried forward, then back, within a
+        unit; a column with no value in a unit is refused before this, where it matters)."""
         by = df[self.unit_column].to_numpy()
         vals = vals.groupby(by).ffill().groupby(by).bfill().fillna(0.0)
         settings = vals[self.conditions_].to_numpy() if self.conditions_ else None
-        return (
-            df[self.unit_column].to_numpy(),
-            df[self.time_column].to_numpy(),
-            settings,
-            vals[self.sensors_].to_numpy(),
-        )
+        return by, df[self.time_column].to_numpy(), settings, vals[self.sensors_].to_numpy()
+
+    def _prepare(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sorted units, times, settings and sensors of rows the fitted model can score
+        (raises naming the first unit it cannot; see :meth:`unscorable`)."""
+        df, vals = self._frame(X)
+        gaps = self._gaps(df, vals, self._used())
+        if gaps:
+            unit, why = next(iter(gaps.items()))
+            more = f" (and {len(gaps) - 1} more unit(s))" if len(gaps) > 1 else ""
+            raise InvalidParameterError(
+                f"RULModel cannot score unit {unit!r}{more}: {why}. Leave such units out; "
+                "RULModel.unscorable(X) lists them with why."
+            )
+        return self._arrays(df, vals)
+
+    def _used(self) -> list[str]:
+        """The columns a fitted model's prediction rests on: the kept sensors, and the
+        settings when it found more than one regime."""
+        norm = self.core_["norm"]
+        settings = self.conditions_ if norm.kmeans_ is not None else []
+        return [*settings, *(s for s, k in zip(self.sensors_, norm.keep_, strict=True) if k)]
+
+    def unscorable(self, X: pd.DataFrame) -> dict[Any, str]:
+        """Units of ``X`` that :meth:`predict` refuses, each with why.
+
+        A unit cannot be scored when a sensor the model uses (or a setting, when it found
+        regimes) has no value in any of the unit's rows, or a non-finite value: filling
+        such a gap with a made-up level would move the prediction without a word. Drop
+        these units (``X[~X[unit_column].isin(model.unscorable(X))]``) and predict the rest.
+        """
+        self._fitted()
+        df, vals = self._frame(X)
+        return self._gaps(df, vals, self._used())
 
     # -- the pipeline -------------------------------------------------------------------
     @staticmethod
@@ -283,12 +391,15 @@ class RULModel:
         """
         validate_params(self._parameter_constraints, vars(self), self)
         unknown = [m for m in self.models if m not in ("gbm", "cnn")]
-        if unknown or not self.models:
+        twice = sorted({m for m in self.models if list(self.models).count(m) > 1})
+        if unknown or twice or not self.models:
             raise InvalidParameterError(
                 f"The 'models' parameter of RULModel must be a non-empty subset of "
-                f"{OneOf(('gbm', 'cnn'))}. Got {self.models!r} instead."
+                f"{OneOf(('gbm', 'cnn'))}, each member once. Got {self.models!r} instead."
             )
         self.conditions_ = list(self.condition_columns or [])
+        self.sensors_ = list(self.sensor_columns or [])
+        self._check_roles()
         self._check_columns(X, [self.unit_column, self.time_column, *self.conditions_])
         taken = {self.unit_column, self.time_column, *self.conditions_}
         self.sensors_ = list(self.sensor_columns) if self.sensor_columns is not None else [
@@ -299,7 +410,18 @@ class RULModel:
         if y is not None:
             y_s = pd.Series(np.asarray(y, dtype=float), index=X.index)
         order = X.sort_values([self.unit_column, self.time_column], kind="stable").index
-        units, times, settings, sensors = self._prepare(X)
+        df, vals = self._frame(X)
+        # a column empty in every row carries nothing (the normaliser drops it); one empty
+        # in some units only, or not finite, would be learned from a made-up level
+        gaps = self._gaps(df, vals, [c for c in vals.columns if vals[c].notna().any()])
+        if gaps:
+            unit, why = next(iter(gaps.items()))
+            more = f" (and {len(gaps) - 1} more unit(s))" if len(gaps) > 1 else ""
+            raise InvalidParameterError(
+                f"RULModel cannot learn from unit {unit!r}{more}: {why}. Fix the data, leave "
+                "the unit out, or leave the column out of sensor_columns."
+            )
+        units, times, settings, sensors = self._arrays(df, vals)
         # Intervals are calibrated on the capped target, the quantity the model predicts:
         # a prediction at the cap means "healthy, at least cap steps left".
         raw = rul_targets(units, times, None) if y is None else y_s.loc[order].to_numpy()
@@ -365,10 +487,32 @@ class RULModel:
         return pd.Series(point, index=pd.Index(pd.unique(units), name=self.unit_column))
 
     def predict_interval(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(point, low, high)`` per unit (sorted unit order), ``1 - alpha`` intervals."""
+        """``(point, low, high)`` per unit (sorted unit order), ``1 - alpha`` intervals.
+
+        Like the point, the interval is one for the RUL capped at ``cap`` (what the model
+        learns): ``high`` never passes the cap, and a ``high`` at the cap means the true
+        RUL has no upper bound (a point at the cap: at least ``cap`` steps left). See
+        :meth:`open_above`.
+        """
         point = self.predict(X).to_numpy()
         low, high = self.bands_.interval(point)
-        return point, np.clip(low, 0.0, point), np.maximum(high, point)
+        high = np.maximum(high, point)
+        if self.cap:
+            high = np.minimum(high, self.cap)
+        return point, np.clip(low, 0.0, point), high
+
+    def open_above(self, values: np.ndarray) -> np.ndarray:
+        """Which predicted values (points or bounds) reached the cap, so stand for "at
+        least ``cap``" rather than for the value itself.
+
+        >>> model = RULModel(cap=125.0)
+        >>> model.open_above(np.array([3.4, 124.99, 125.0])).tolist()
+        [False, False, True]
+        """
+        values = np.asarray(values, dtype=float)
+        if not self.cap:
+            return np.zeros(values.shape, dtype=bool)
+        return values >= self.cap * (1 - 1e-9)
 
     def features(self, X: pd.DataFrame) -> pd.DataFrame:
         """The window features the boosted model sees at the last row of each unit."""
@@ -427,6 +571,11 @@ def _stack_weights(members: np.ndarray, y: np.ndarray) -> np.ndarray:
     w, _ = nnls(members.T, y)
     total = w.sum()
     return w / total if total > 0 else np.full(len(members), 1.0 / len(members))
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value (so unit ids print and serialise as written)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _rows(settings: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:

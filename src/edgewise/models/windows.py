@@ -8,6 +8,13 @@ far) and **variability** (standard deviation over the window); it adds the unit'
 :func:`window_sequences` returns the raw window, left-padded with the first row, for
 sequence models. Everything is causal: row ``t`` sees nothing after ``t``.
 
+Features are exact where it matters to a tree model exported to float32 (ONNX, C): window
+summaries are sums over the window's own rows, added oldest first (not differences of
+running sums, which carry the rounding of every earlier row), so equal windows give
+bit-identical values wherever they sit; and every feature is rounded to float32 precision,
+so values that are equal but for their last bits (a window's values in another order) are
+equal, and a threshold learned in Python separates exactly what the float32 model does.
+
 >>> z = np.arange(10.0)[:, None]
 >>> f = window_features(z, window=5)
 >>> f.shape
@@ -19,6 +26,8 @@ sequence models. Everything is causal: row ``t`` sees nothing after ``t``.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -37,24 +46,53 @@ def feature_names(sensors: list[str]) -> list[str]:
     return [f"{s}_{k}" for s in sensors for k in FEATURE_KINDS] + ["age"]
 
 
-def _window_sums(a: np.ndarray, window: int) -> np.ndarray:
-    """Sum of the last ``window`` rows up to each row (fewer at the start)."""
-    c = np.cumsum(a, axis=0)
-    out = c.copy()
-    out[window:] = c[window:] - c[:-window]
+def _lagged_sums(a: np.ndarray, window: int, table: np.ndarray | None = None) -> np.ndarray:
+    """``sum over lags k < window of weight * a[t - k]`` for every row ``t`` (lags that
+    reach before row 0 left out), added oldest first, one lag at a time. The weights are 1
+    when ``table`` is None; else row ``t`` takes ``table[min(t, window - 1), k]`` (a row
+    with a full window takes the last row of the table).
+
+    Each row's sum is the same sequence of float operations wherever its window sits, so
+    equal windows give bit-identical results. A difference of running sums
+    (``cumsum[t] - cumsum[t - window]``) does not: it carries the rounding of everything
+    before the window, and tree models then learn thresholds between values that are
+    equal but for the last bit, which float32 inputs (ONNX, C) cannot separate.
+    """
+    n_rows, full = len(a), window - 1
+    out = np.zeros_like(a)
+    for k in range(min(window, n_rows) - 1, -1, -1):
+        if table is None:
+            out[k:] += a[: n_rows - k]
+            continue
+        stop = min(full, n_rows)  # rows k .. stop - 1 have shorter windows of their own
+        if k < stop:
+            out[k:stop] += table[k:stop, k, None] * a[: stop - k]
+        if n_rows > full:
+            out[full:] += table[full, k] * a[full - k: n_rows - k]
     return out
 
 
-def _slope(z: np.ndarray, window: int | None) -> np.ndarray:
-    """Least-squares slope per row over the last ``window`` rows (all rows if None)."""
+@functools.lru_cache(maxsize=16)
+def _slope_table(window: int) -> np.ndarray:
+    """The :func:`_lagged_sums` table of the least-squares slope over the last ``window``
+    rows (``t + 1`` rows at row ``t`` early on): each row's centred time in the window over
+    the window's sum of squared centred times; 0 for a one-row window. Read-only, cached.
+    """
+    out = np.zeros((window, window))
+    for m in range(2, window + 1):
+        j = np.arange(m, dtype=float) - (m - 1) / 2.0
+        out[m - 1, :m] = (j / (j @ j))[::-1]  # lag k is the row m - 1 - k of the window
+    out.setflags(write=False)
+    return out
+
+
+def _history_slope(z: np.ndarray) -> np.ndarray:
+    """Least-squares slope per row over every row so far (running sums from row 0)."""
     n_rows = len(z)
     t = np.arange(n_rows, dtype=float)[:, None]
-    w = n_rows if window is None else window
-    n = np.minimum(np.arange(1, n_rows + 1), w).astype(float)[:, None]
-    st = _window_sums(t, w)
-    stt = _window_sums(t * t, w)
-    sz = _window_sums(z, w)
-    stz = _window_sums(t * z, w)
+    n = np.arange(1, n_rows + 1, dtype=float)[:, None]
+    st, stt = np.cumsum(t, axis=0), np.cumsum(t * t, axis=0)
+    sz, stz = np.cumsum(z, axis=0), np.cumsum(t * z, axis=0)
     den = n * stt - st * st
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = (n * stz - st * sz) / den
@@ -74,22 +112,29 @@ def window_features(z: np.ndarray, window: int = 30) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        Shape ``(n_rows, 6 * n_sensors + 1)``; columns as :func:`feature_names`.
+        Shape ``(n_rows, 6 * n_sensors + 1)``; columns as :func:`feature_names`. Values
+        are rounded to float32 precision (the dtype stays float64), the precision of an
+        exported model's inputs.
     """
     z = np.asarray(z, dtype=float)
     n_rows, n_sensors = z.shape
     n = np.minimum(np.arange(1, n_rows + 1), window).astype(float)[:, None]
-    mean = _window_sums(z, window) / n
+    mean = _lagged_sums(z, window) / n
     short = max(1, window // 5)
     ns = np.minimum(np.arange(1, n_rows + 1), short).astype(float)[:, None]
-    recent = _window_sums(z, short) / ns
-    var = _window_sums(z * z, window) / n - mean * mean
-    std = np.sqrt(np.clip(var, 0.0, None))
-    slope = _slope(z, window)
-    hslope = _slope(z, None)
+    recent = _lagged_sums(z, short) / ns
+    sq = np.zeros_like(z)  # squared deviations from the window's mean, oldest first
+    for k in range(min(window, n_rows) - 1, -1, -1):
+        sq[k:] += (z[: n_rows - k] - mean[k:]) ** 2
+    std = np.sqrt(sq / n)
+    slope = _lagged_sums(z, window, _slope_table(window))
+    hslope = _history_slope(z)
     per_sensor = np.stack([mean, recent, slope, std, hslope, z], axis=2)  # rows, sensors, kinds
     age = np.arange(1, n_rows + 1, dtype=float)[:, None]
-    return np.hstack([per_sensor.reshape(n_rows, n_sensors * len(FEATURE_KINDS)), age])
+    out = np.hstack([per_sensor.reshape(n_rows, n_sensors * len(FEATURE_KINDS)), age])
+    # float32 precision: a model learns thresholds between values an exported float32 model
+    # can tell apart (and values equal but for their last bits become equal)
+    return out.astype(np.float32).astype(np.float64)
 
 
 def window_sequences(z: np.ndarray, window: int = 30) -> np.ndarray:

@@ -18,12 +18,37 @@ edgewise.errors.StoreError: Store URL 'sqlite:///x.db' has an unsupported scheme
 
 from __future__ import annotations
 
+import re
+
 from edgewise.errors import StoreError
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary, Store
 
-__all__ = ["Alert", "AppendResult", "Conflict", "DeviceSummary", "Store", "open_store"]
+__all__ = [
+    "Alert", "AppendResult", "Conflict", "DeviceSummary", "Store", "open_store", "shown_url",
+]
 
 SUPPORTED = "duckdb:///ABS/PATH, duckdb://:memory:, postgresql://USER@HOST:PORT/DB[?schema=NAME]"
+
+
+def shown_url(url: str) -> str:
+    """``url`` safe to print: a password in it (``user:PASSWORD@host`` or
+    ``?password=…``) becomes ``***``. Never raises, even on a malformed URL.
+
+    >>> shown_url("postgresql://ew:s3cret@db:5432/ew?schema=a&password=x")
+    'postgresql://ew:***@db:5432/ew?schema=a&password=***'
+    >>> shown_url("postgresql://ew:s3cret@[::1/db")
+    'postgresql://ew:***@[::1/db'
+    """
+    if not isinstance(url, str):
+        return repr(url)
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+        userinfo, at, host = rest[:end].rpartition("@")
+        if at and ":" in userinfo:
+            rest = f"{userinfo.partition(':')[0]}:***@{host}{rest[end:]}"
+        url = f"{scheme}{sep}{rest}"
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def open_store(url: str) -> Store:
@@ -36,7 +61,7 @@ def open_store(url: str) -> Store:
         (:class:`~edgewise.errors.StoreCorruptError` when it needs ``edgewise repair``).
     """
     if not isinstance(url, str) or "://" not in url:
-        raise StoreError(f"Store URL {url!r} is not a URL. Supported: {SUPPORTED}.")
+        raise StoreError(f"Store URL {shown_url(url)!r} is not a URL. Supported: {SUPPORTED}.")
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
     if scheme == "duckdb":
@@ -46,7 +71,7 @@ def open_store(url: str) -> Store:
             return DuckDBStore(":memory:")
         if not rest.startswith("/") or rest == "/":
             raise StoreError(
-                f"Store URL {url!r} must name an absolute file path, e.g. "
+                f"Store URL {shown_url(url)!r} must name an absolute file path, e.g. "
                 "'duckdb:///var/lib/edgewise/edgewise.duckdb', or be 'duckdb://:memory:'."
             )
         return DuckDBStore(rest)
@@ -55,5 +80,6 @@ def open_store(url: str) -> Store:
 
         return PostgresStore(url)
     raise StoreError(
-        f"Store URL {url!r} has an unsupported scheme {scheme!r}. Supported: {SUPPORTED}."
+        f"Store URL {shown_url(url)!r} has an unsupported scheme {scheme!r}. "
+        f"Supported: {SUPPORTED}."
     )

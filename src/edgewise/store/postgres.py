@@ -4,9 +4,10 @@ Same promises as the DuckDB store (see :mod:`edgewise.store.base`). Each ``appen
 transaction: the batch is copied (``COPY``) into a per-connection temporary staging table,
 the keys already stored are looked up through the primary key, and new rows go in with
 ``INSERT … ON CONFLICT DO NOTHING``, so two gateway processes writing the same device can
-never store a key twice. A connection that breaks (server restart) is reopened on the next
-call; the call that hit the break raises :class:`~edgewise.errors.StoreError` and none of it
-is committed.
+never store a key twice; a conflict (a key's new value) is recorded once the same way, on a
+unique index, and counted by the writer that recorded it. A connection that breaks (server
+restart) is reopened on the next call; the call that hit the break raises
+:class:`~edgewise.errors.StoreError` and none of it is committed.
 
 The URL may carry ``?schema=name``: the tables then live in that schema (created if
 missing), which lets tests and several deployments share one database.
@@ -26,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edgewise.errors import StoreError
+from edgewise.store import shown_url
 from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
     DEVICE_TABLES,
@@ -35,7 +37,6 @@ from edgewise.store._sql import (
     alert_by_id,
     before_where,
     insert_alert,
-    insert_conflicts,
     update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
@@ -67,13 +68,26 @@ _TABLES = [
         device_id text NOT NULL, metric text NOT NULL, ts_ns bigint NOT NULL,
         stored_value double precision NOT NULL, new_value double precision NOT NULL,
         seq bigint, received_ns bigint NOT NULL)""",
-    """CREATE INDEX IF NOT EXISTS conflicts_key ON conflicts (device_id, metric, ts_ns)""",
     """CREATE TABLE IF NOT EXISTS alerts (
         id text PRIMARY KEY, device_id text NOT NULL, start_ns bigint NOT NULL,
         end_ns bigint NOT NULL, score double precision NOT NULL, kind text NOT NULL,
         drivers text NOT NULL, message text NOT NULL, created_ns bigint NOT NULL,
         status text NOT NULL, label text, acked_by text, labelled_by text, note text)""",
     """CREATE INDEX IF NOT EXISTS alerts_device ON alerts (device_id, start_ns)""",
+]
+
+#: One conflict (a key's new value) is recorded once, whichever of several writers sees it
+#: first: stores made before this index get their repeated rows removed (the earliest
+#: received kept) when the index is made, once, at open.
+_CONFLICTS_UNIQUE = [
+    """DELETE FROM conflicts a USING conflicts b
+       WHERE a.device_id = b.device_id AND a.metric = b.metric AND a.ts_ns = b.ts_ns
+         AND a.new_value = b.new_value
+         AND (a.received_ns, a.ctid) > (b.received_ns, b.ctid)""",
+    """CREATE UNIQUE INDEX IF NOT EXISTS conflicts_unique
+       ON conflicts (device_id, metric, ts_ns, new_value)""",
+    """DROP INDEX IF EXISTS conflicts_key""",  # the unique index serves its lookups
+    """INSERT INTO ew_meta VALUES ('conflicts_unique', '1')""",
 ]
 
 _STAGE = """CREATE TEMP TABLE IF NOT EXISTS ew_stage (
@@ -83,8 +97,24 @@ _STAGE = """CREATE TEMP TABLE IF NOT EXISTS ew_stage (
 
 
 def _split_url(url: str) -> tuple[str, str | None, str]:
-    """(libpq URL without ``schema``, schema, URL safe to print)."""
-    parts = urlsplit(url)
+    """(libpq URL without ``schema``, schema, URL safe to print).
+
+    >>> _split_url("postgresql://ew:pw@db/ew?schema=a")
+    ('postgresql://ew:pw@db/ew', 'a', 'postgresql://ew:***@db/ew?schema=a')
+    >>> _split_url("postgresql://postgres@[::1/db")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Store URL 'postgresql://postgres@[::1/db' is malformed: Invalid IPv6 URL. Expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?schema=NAME], with an IPv6 host in brackets ([::1]).
+    """  # noqa: E501
+    shown = shown_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise StoreError(
+            f"Store URL {shown!r} is malformed: {exc}. Expected "
+            "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?schema=NAME], with an IPv6 host in "
+            "brackets ([::1])."
+        ) from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = None
     rest = []
@@ -95,16 +125,22 @@ def _split_url(url: str) -> tuple[str, str | None, str]:
             rest.append((k, v))
     scheme = "postgresql"
     conninfo = urlunsplit((scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
-    shown_netloc = parts.netloc
-    if parts.password:
-        shown_netloc = shown_netloc.replace(f":{parts.password}@", ":***@")
-    shown = urlunsplit((parts.scheme, shown_netloc, parts.path, parts.query, ""))
     if schema is not None and not _SCHEMA_RE.match(schema):
         raise StoreError(
             f"Store URL {shown!r}: schema must be 1-63 letters, digits or '_', not starting "
             f"with a digit. Got {schema!r} instead."
         )
     return conninfo, schema, shown
+
+
+def _one_line(exc: BaseException) -> str:
+    """A driver error as one line: psycopg's connection errors run over several
+    ("…Connection refused\\n\\tIs the server running…").
+
+    >>> _one_line(ValueError("refused\\n\\tIs the server running?\\n"))
+    'refused; Is the server running?'
+    """
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def _refresh_device_stats(con: Any, devices: list[str] | None) -> None:
@@ -145,8 +181,11 @@ class PostgresStore(SQLStoreMixin):
     _bucket = "floor(ts_ns::numeric / {step})::bigint * {step}"
     # in numeric: PostgreSQL's avg of doubles also sums their squares and raises on that
     # overflow (two readings near 1e308), and a scaled double sum raises on underflow
-    # (1e-320 * 2**-64), where DuckDB quietly goes to 0
-    _mean = "avg(value::numeric)::float8"
+    # (1e-320 * 2**-64), where DuckDB quietly goes to 0. Through text: float8::numeric keeps
+    # 15 significant digits (1712345678.123456 became 1712345678.12346); the text of a
+    # float8 is its shortest exact form (extra_float_digits > 0, set at connect), so the
+    # mean is exact, then rounded once to float8.
+    _mean = "avg(value::text::numeric)::float8"
 
     def __init__(self, url: str) -> None:
         try:
@@ -177,8 +216,11 @@ class PostgresStore(SQLStoreMixin):
         try:
             con = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise StoreError(f"Cannot connect to PostgreSQL store {self.url!r}: {exc}") from exc
+            raise StoreError(
+                f"Cannot connect to PostgreSQL store {self.url!r}: {_one_line(exc)}"
+            ) from exc
         try:
+            con.execute("SET extra_float_digits = 3")  # float8 as text: exact (see _mean)
             if self.schema:
                 if create:
                     con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
@@ -198,10 +240,17 @@ class PostgresStore(SQLStoreMixin):
                     if not done:  # stores made before device_stats existed: fill it once
                         _refresh_device_stats(con, None)
                         con.execute("INSERT INTO ew_meta VALUES ('device_stats', '1')")
+                    done = con.execute(
+                        "SELECT 1 FROM ew_meta WHERE key = 'conflicts_unique'").fetchone()
+                    if not done:  # stores made before conflicts had a unique key
+                        for stmt in _CONFLICTS_UNIQUE:
+                            con.execute(stmt)
             con.execute(_STAGE)
         except psycopg.Error as exc:
             con.close()
-            raise StoreError(f"Cannot set up PostgreSQL store {self.url!r}: {exc}") from exc
+            raise StoreError(
+                f"Cannot set up PostgreSQL store {self.url!r}: {_one_line(exc)}"
+            ) from exc
         return con
 
     def _live(self, attr: str) -> Any:
@@ -227,7 +276,7 @@ class PostgresStore(SQLStoreMixin):
             try:
                 return con.execute(sql, params).fetchall()
             except self._psycopg.Error as exc:
-                raise StoreError(f"Query on {self.url!r} failed: {exc}") from exc
+                raise StoreError(f"Query on {self.url!r} failed: {_one_line(exc)}") from exc
 
     def _compact_seqs(self) -> None:
         """Fold each device's seqs 1..watermark into its seq_marks row (one transaction)."""
@@ -307,11 +356,13 @@ class PostgresStore(SQLStoreMixin):
                 # a key neither inserted nor found was deleted concurrently; count it stored
             lookup = partial(self._known_conflicts, cur)
             c = classify_batch(readings, existing, received_ns, cols.unique_keys, lookup)
-            if c.conflicts:
-                cur.executemany(*insert_conflicts(c.conflicts, "%s"))
+            recorded = self._record_conflicts(cur, c.conflicts)
             result.stored = len(inserted)
-            result.duplicates = c.duplicates + (len(c.new) - len(inserted))
-            result.conflicts = len(c.conflicts)
+            # a conflict another writer recorded first is a re-delivery here, as for a
+            # conflict recorded before this call
+            result.duplicates = (c.duplicates + (len(c.new) - len(inserted))
+                                 + (len(c.conflicts) - recorded))
+            result.conflicts = recorded
         new_seqs = self._seqs.fresh(seq_sets)
         if new_seqs:
             devs = [d for d, s in new_seqs.items() for _ in s]
@@ -336,6 +387,23 @@ class PostgresStore(SQLStoreMixin):
         return {(d, m, int(t)): float(v) for d, m, t, v in rows}
 
     @staticmethod
+    def _record_conflicts(cur: Any, conflicts: list[Conflict]) -> int:
+        """Insert new conflicts, each once (the unique index waits for a concurrent writer
+        of the same one, then skips it); return how many this call recorded."""
+        if not conflicts:
+            return 0
+        columns = list(zip(*(
+            (x.device_id, x.metric, x.ts_ns, x.stored_value, x.new_value, x.seq, x.received_ns)
+            for x in conflicts), strict=True))
+        rows = cur.execute(
+            "INSERT INTO conflicts SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], "
+            "%s::float8[], %s::float8[], %s::bigint[], %s::bigint[]) "
+            "ON CONFLICT DO NOTHING RETURNING 1",
+            [list(col) for col in columns],
+        ).fetchall()
+        return len(rows)
+
+    @staticmethod
     def _known_conflicts(cur: Any, conflicts: list[Conflict]) -> set[tuple[str, str, int, float]]:
         keys = {(x.device_id, x.metric, x.ts_ns) for x in conflicts}
         rows = cur.execute(
@@ -356,7 +424,7 @@ class PostgresStore(SQLStoreMixin):
                         cur = con.execute(sql, params)
                         counts.append(max(cur.rowcount, 0))
             except self._psycopg.Error as exc:
-                raise StoreError(f"{what} in {self.url!r} failed: {exc}") from exc
+                raise StoreError(f"{what} in {self.url!r} failed: {_one_line(exc)}") from exc
             return counts
 
     def delete_device(self, device_id: str) -> int:
@@ -389,7 +457,9 @@ class PostgresStore(SQLStoreMixin):
                     if rows:
                         _refresh_device_stats(con, [d for d, _ in rows])
             except self._psycopg.Error as exc:
-                raise StoreError(f"Retention delete in {self.url!r} failed: {exc}") from exc
+                raise StoreError(
+                    f"Retention delete in {self.url!r} failed: {_one_line(exc)}"
+                ) from exc
         return sum(int(n) for _, n in rows)
 
     # -- reads ------------------------------------------------------------------------------

@@ -8,9 +8,16 @@ time column) and the model predicts the RUL at the last row with its interval;
 ``explanation`` says which sensors pushed it up or down (signed TreeSHAP contributions
 summed per sensor, plus the largest per-feature ones; they sum to ``value - base``).
 Without a
-model file, without readings, or when the device lacks a metric the model needs, it answers
-``{"rul": null, "reason": …, "detail": …}`` (RUL is unavailable, not an error: the dashboard
-asks for every device); an unknown device is a 404 problem.
+model file, without readings, when the device lacks a metric the model needs
+(``metrics_missing``), has a metric named like the model's unit or time column
+(``metric_name_clash``), or has a metric the model needs with no usable value
+(``unscorable``), it answers ``{"rul": null, "reason": …, "detail": …}`` (RUL is
+unavailable, not an error: the dashboard asks for every device); an unknown device is a 404
+problem.
+
+The model predicts the RUL capped at its ``cap`` (the answer says which): ``rul_open``
+true means the RUL is at least ``rul`` (the prediction reached the cap), ``high_open``
+true means the interval has no upper bound (``high`` is the cap).
 """
 
 from __future__ import annotations
@@ -90,6 +97,7 @@ def _predict(store: Any, data_dir: Path, device_id: str) -> dict[str, Any]:
 
 
 def _score(store: Any, path: Path, device_id: str) -> dict[str, Any]:
+    from edgewise.errors import InvalidParameterError
     from edgewise.explain.rul import by_sensor, rul_explanations
     from edgewise.models.history import device_frame
 
@@ -99,17 +107,26 @@ def _score(store: Any, path: Path, device_id: str) -> dict[str, Any]:
     if not rows:
         return _none(device_id, "no_history", f"Device {device_id!r} has no stored readings.",
                      path.name)
-    wide = device_frame(rows, device_id, model.unit_column, model.time_column)
+    try:
+        wide = device_frame(rows, device_id, model.unit_column, model.time_column)
+    except InvalidParameterError as exc:
+        return _none(device_id, "metric_name_clash", f"The RUL model {path.name!r} cannot "
+                     f"read this device's history: {exc}", path.name)
     missing = [c for c in needed if c not in wide.columns]
     if missing:
         return _none(device_id, "metrics_missing", f"The RUL model {path.name!r} needs "
                      f"metric(s) {missing} that device {device_id!r} does not send.", path.name)
     wide = wide[[model.unit_column, model.time_column, *needed]]
+    why = model.unscorable(wide).get(device_id)
+    if why is not None:
+        return _none(device_id, "unscorable", f"The RUL model {path.name!r} cannot score "
+                     f"device {device_id!r}: {why}.", path.name)
     point, low, high = model.predict_interval(wide)
     answer = {"device_id": device_id, "model": path.name, "rul": round(float(point[0]), 2),
               "low": round(float(low[0]), 2), "high": round(float(high[0]), 2),
               "interval": round(100 * (1 - model.alpha)), "rows": len(wide), "reason": None,
-              "explanation": None}
+              "cap": model.cap, "rul_open": bool(model.open_above(point)[0]),
+              "high_open": bool(model.open_above(high)[0]), "explanation": None}
     if "gbm" in model.core_:
         ex = rul_explanations(model, wide)[device_id]
         answer["explanation"] = _explanation_json(ex, by_sensor(ex), float(point[0]))

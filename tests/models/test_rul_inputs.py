@@ -1,0 +1,125 @@
+"""RULModel on inputs it once took silently or crashed on: a sensor a unit never gives,
+non-finite values, a time column that is text or missing, a column in two roles, a member
+named twice, a negative seed, and a prediction at the cap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from edgewise.errors import InvalidParameterError
+from edgewise.models.rul import RULModel
+from tests.models.test_rul import fleet
+
+
+@pytest.fixture(scope="module")
+def model() -> RULModel:
+    """A small model on 'temp' and 'noise' ('load' and 'flat' are constant: dropped)."""
+    return RULModel(models=("gbm",), n_estimators=30, cap=60.0).fit(fleet(8))
+
+
+def test_a_unit_whose_sensor_has_no_value_is_named_not_filled(model: RULModel) -> None:
+    """Check that a unit whose used sensor is missing in every row is refused by name (it was
+    filled with a raw 0, a z-score near -600, and its prediction moved without a word), that
+    the other units still predict as before, and that a dropped sensor may be missing."""
+    now = fleet(3, seed=4)
+    gap = now.copy()
+    gap.loc[gap.unit == 1, "temp"] = np.nan
+    n_rows = int((now.unit == 1).sum())
+    assert model.unscorable(gap) == {1: f"sensor 'temp' has no value in any of its {n_rows} "
+                                        "row(s)"}
+    with pytest.raises(InvalidParameterError, match=r"cannot score unit 1: sensor 'temp'"):
+        model.predict(gap)
+    with pytest.raises(InvalidParameterError, match=r"cannot score unit 1"):
+        model.predict_interval(gap)
+    rest = gap[gap.unit != 1]
+    np.testing.assert_array_equal(model.predict(rest), model.predict(now[now.unit != 1]))
+    flat_gap = now.copy()
+    flat_gap.loc[flat_gap.unit == 1, "flat"] = np.nan  # not used by the model
+    assert model.unscorable(flat_gap) == {}
+    np.testing.assert_array_equal(model.predict(flat_gap), model.predict(now))
+
+
+def test_training_refuses_a_unit_whose_sensor_has_no_value() -> None:
+    """Check that fit names the unit and sensor instead of learning from a made-up level,
+    while a column empty in every unit (a dead channel) is only dropped."""
+    df = fleet(6)
+    df.loc[df.unit == 2, "temp"] = np.nan
+    with pytest.raises(InvalidParameterError, match=r"cannot learn from unit 2: sensor 'temp'"):
+        RULModel(n_estimators=10, cap=60.0).fit(df)
+    dead = fleet(6).assign(spare=np.nan)
+    model = RULModel(n_estimators=10, cap=60.0).fit(dead)
+    assert "spare_mean" not in model.feature_names_
+
+
+def test_non_finite_values_are_refused_by_unit(model: RULModel) -> None:
+    """Check that an infinite sensor value is named with its unit and time (it was taken,
+    with RuntimeWarnings on stderr and a prediction built on inf)."""
+    now = fleet(3, seed=4)
+    now.loc[now.index[(now.unit == 2).to_numpy()][3], "noise"] = np.inf
+    cycle = int(now.loc[now.unit == 2, "cycle"].iloc[3])
+    assert model.unscorable(now) == {2: f"sensor 'noise' is inf at cycle {cycle}; give finite "
+                                        "numbers (an empty cell for a missing one)"}
+    with pytest.raises(InvalidParameterError, match="cannot score unit 2"):
+        model.predict(now)
+    train = fleet(6)
+    train.loc[5, "temp"] = -np.inf
+    with pytest.raises(InvalidParameterError, match=r"cannot learn from unit 0: sensor 'temp' "
+                                                    r"is -inf at cycle 5"):
+        RULModel(n_estimators=10, cap=60.0).fit(train)
+
+
+@pytest.mark.parametrize("where", ["fit", "predict"])
+def test_the_time_column_must_be_numbers(model: RULModel, where: str) -> None:
+    """Check that a text time column is refused (it sorted '10c' before '2c': wrong answers
+    at predict, a TypeError at fit) and so is a missing time (NaN sorted last, silently)."""
+    def run(df: pd.DataFrame) -> None:
+        if where == "fit":
+            RULModel(n_estimators=10, cap=60.0).fit(df)
+        else:
+            model.predict(df)
+
+    text = fleet(6 if where == "fit" else 2, seed=4)
+    text["cycle"] = text["cycle"].astype(str) + "c"
+    with pytest.raises(InvalidParameterError, match=r"time column 'cycle' must be numeric.*"
+                                                    r"row 1 has '0c'"):
+        run(text)
+    gap = fleet(6 if where == "fit" else 2, seed=4)
+    gap["cycle"] = gap["cycle"].astype(float)
+    gap.loc[4, "cycle"] = np.nan
+    with pytest.raises(InvalidParameterError, match=r"time column 'cycle' has no value in "
+                                                    r"row 5"):
+        run(gap)
+
+
+def test_columns_members_and_seed_are_checked_before_fitting() -> None:
+    """Check that a column in two roles, a member named twice and a negative seed are refused
+    by name (they gave 'column label is not unique', a model file whose every prediction
+    crashed, and a numpy traceback)."""
+    df = fleet(5)
+    with pytest.raises(InvalidParameterError, match=r"'unit' is given to RULModel as the unit "
+                                                    r"column and as a sensor column"):
+        RULModel(sensor_columns=["temp", "unit"]).fit(df)
+    with pytest.raises(InvalidParameterError, match=r"'temp' is given to RULModel as a sensor "
+                                                    r"column and as a sensor column"):
+        RULModel(sensor_columns=["temp", "temp"]).fit(df)
+    with pytest.raises(InvalidParameterError, match=r"'models' parameter.*each member once"):
+        RULModel(models=("gbm", "gbm")).fit(df)
+    with pytest.raises(InvalidParameterError,
+                       match=r"'random_state' parameter of RULModel must be an int in the "
+                             r"range \[0, 2147483647\]"):
+        RULModel(random_state=-1).fit(df)
+
+
+def test_interval_is_for_the_capped_rul_and_says_where_it_is_open(model: RULModel) -> None:
+    """Check that no bound passes the cap and that a prediction or bound at the cap is
+    flagged as open (a one-row unit printed '125.0 [120.0, 125.35]', though its true RUL
+    may be anything above the cap)."""
+    young = fleet(4, seed=9).groupby("unit").head(1)
+    point, low, high = model.predict_interval(young)
+    assert np.all(high <= model.cap) and np.all(low <= point) and np.all(point <= high)
+    assert model.open_above(high).tolist() == (high == model.cap).tolist()
+    assert model.open_above(high).any()
+    assert model.open_above(np.array([0.0, 59.9, 60.0])).tolist() == [False, False, True]
+    assert not RULModel(cap=None).open_above(np.array([1e9])).any()
