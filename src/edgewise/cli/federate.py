@@ -36,6 +36,13 @@ RolloutTo = Annotated[str, typer.Option(
                          "device:ID (default group:federated, which no device is in).")]
 
 
+def _check_data_dir(data_dir: Path) -> None:
+    """Refuse a --data-dir that exists but is not a folder, before anything starts."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise fail(f"--data-dir {data_dir} is a file, not a folder; pass a folder (it is "
+                   "created if missing).")
+
+
 def _check_rollout(target: str) -> None:
     kind, _, who = target.partition(":")
     if kind not in ("device", "group") or not who:
@@ -253,6 +260,9 @@ def _print_result(result: dict, as_json: bool) -> None:
     if p.get("record_epsilon") and p["unit"] != "record":
         eps += f", record-level {p['record_epsilon']:.3g}"
     typer.echo(f"rounds: {result['rounds']}  strategy: {result['strategy']}  epsilon: {eps}")
+    if p.get("dp_covers"):
+        typer.echo(f"  epsilon covers: {p['dp_covers']}; not covered: "
+                   f"{'; '.join(p.get('not_covered') or []) or 'nothing else'}")
     for r, m in sorted(result["train_metrics"].items(), key=lambda kv: int(kv[0])):
         typer.echo(f"  round {r}: train-loss {m.get('train-loss', float('nan')):.4f}")
     m = result["model"]
@@ -277,6 +287,7 @@ def demo(
     The global model ends in the model registry, signed (see ``edgewise registry``)."""
     from edgewise.federated.deploy import LocalFleet
 
+    _check_data_dir(data_dir)
     _check_rollout(rollout_to)
     if clients < 1 or rounds < 1:
         raise fail(f"--clients and --rounds must be >= 1. Got {clients} and {rounds}.")
@@ -306,7 +317,9 @@ def server(
                                                     "(0: all).")] = 0,
     strategy: Strategy = "trimmed",
     num_malicious: Annotated[int, typer.Option(help="f, faulty clients to tolerate.")] = 0,
-    beta: Annotated[float, typer.Option(help="Trimmed-mean fraction cut per side.")] = 0.2,
+    beta: Annotated[float, typer.Option(
+        help="Trimmed-mean fraction cut per side (0: the smallest that cuts max(f, 1) "
+             "update per side, at least 0.2).")] = 0.0,
     dp_noise: Annotated[float, typer.Option(help="Device-level DP noise multiplier.")] = 0.0,
     dp_clip: Annotated[float, typer.Option(help="Device-level DP clipping norm.")] = 1.0,
     dp_epsilon: DpEpsilon = 8.0,
@@ -324,6 +337,7 @@ def server(
     """Start a SuperLink, wait for devices, run the rounds, register the global model (signed)."""
     from edgewise.federated.deploy import LocalFleet
 
+    _check_data_dir(data_dir)
     _check_rollout(rollout_to)
     # Every option with a known valid range is checked here, before anything starts.
     _check_at_least("--clients", clients, 1)
@@ -358,6 +372,15 @@ def server(
     checkpoint = work / "out" / "checkpoint.npz"
     if checkpoint.exists() and not resume:
         checkpoint.unlink()
+    if checkpoint.exists():
+        import numpy as np
+
+        with np.load(checkpoint) as z:
+            done = int(z["__round__"])
+        if done >= rounds:
+            raise fail(f"--resume: the checkpoint {checkpoint} already holds round {done} of "
+                       f"--rounds {rounds}; no rounds are left (that run's model is already "
+                       "registered). Ask for more --rounds, or drop --resume to start afresh.")
     if not as_json:
         typer.echo(f"SuperLink on {host}:{port}; connect devices with: edgewise federate client "
                    f"--superlink {host}:{port} --partition-id I --num-partitions {clients}")
@@ -388,8 +411,9 @@ def client(
                               "server asks for none). 0: follow the server.")] = 8.0,
     privacy_ledger: Annotated[Path | None, typer.Option(
         "--privacy-ledger", help="JSON file recording the DP-SGD each round really spent "
-                                 "(default: <data-dir>/federated/privacy-ledger-<partition>-"
-                                 "of-<partitions>.json). A new file is a fresh budget.")] = None,
+                                 "(default: <data-dir>/federated/privacy-ledger-<partition>"
+                                 ".json, whatever --num-partitions). A new file is a fresh "
+                                 "budget.")] = None,
 ) -> None:
     """Run this device as a Flower SuperNode (insecure: loopback or a trusted network)."""
     import os
@@ -398,6 +422,7 @@ def client(
     from edgewise.federated.deploy import _env, check_ledger_path, free_port, supernode_command
     from edgewise.federated.ledger import PrivacyBudgetError, PrivacyLedger
 
+    _check_data_dir(data_dir)
     _check_epsilon(max_epsilon, "--max-epsilon")
     _check_at_least("--num-partitions", num_partitions, 1)
     if not 0 <= partition_id < num_partitions:
@@ -405,8 +430,18 @@ def client(
                    f"{num_partitions - 1}. Got {partition_id}.")
     if not 0 <= port <= 65535:
         raise fail(f"--port must be between 0 (a free one) and 65535. Got {port}.")
+    # The default ledger belongs to this device's data (its data dir and partition), not to
+    # the fleet's size: the same records must not get a fresh budget under another
+    # --num-partitions.
     ledger = (privacy_ledger or data_dir / "federated" /
-              f"privacy-ledger-{partition_id}-of-{num_partitions}.json").expanduser().resolve()
+              f"privacy-ledger-{partition_id}.json").expanduser().resolve()
+    others = sorted(p.name for p in ledger.parent.glob("privacy-ledger*.json")
+                    if p.resolve() != ledger) if ledger.parent.is_dir() else []
+    if others:
+        typer.echo(f"warning: {ledger.parent} also holds the privacy ledgers "
+                   f"{', '.join(others)}; what they recorded is not counted in {ledger.name}, "
+                   "so if they cover this device's records, its budget is already partly "
+                   "spent.", err=True)
     try:
         check_ledger_path(ledger, "--privacy-ledger")
     except InvalidParameterError as exc:

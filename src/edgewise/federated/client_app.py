@@ -117,6 +117,11 @@ def device_data(dataset: str, data_dir: str, partition_id: int, num_partitions: 
     raw = _read_cached(str(Path(data_dir) / "train_FD002.txt.gz"))
     units = np.unique(raw[:, 0].astype(int))
     mine = units[partition_id::num_partitions]
+    if not len(mine):
+        raise InvalidParameterError(
+            f"Partition {partition_id} of {num_partitions} holds no C-MAPSS engine: FD002 in "
+            f"{data_dir} has {len(units)} engines, so num-partitions must be at most "
+            f"{len(units)}.")
     parts, ys = [], []
     for u in mine:
         r = raw[raw[:, 0] == u]

@@ -13,6 +13,7 @@ The ``flwr`` command line itself cannot start under the Typer version Edgewise p
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ __all__ = ["RUN_DEFAULTS", "LocalFleet", "app_pyproject", "free_port", "supernod
 RUN_DEFAULTS: dict[str, Any] = {
     "num-server-rounds": 2, "strategy": "trimmed", "dataset": "pump",
     "round-timeout": 60.0, "local-epochs": 1, "num-malicious": 0,
-    "beta": 0.2, "dp-noise": 0.0, "dp-clip": 1.0, "data-dir": "",
+    "beta": 0.0, "dp-noise": 0.0, "dp-clip": 1.0, "data-dir": "",
     "data-dir-publish": "", "seed": 0, "threads": 1, "lr": 0.003,
     "batch-size": 32, "dp-sgd-noise": 0.0, "dp-sgd-clip": 1.0,
     "dp-sgd-epsilon": 0.0, "dp-delta": 1e-5, "evaluate": True,
@@ -63,6 +64,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def connect_address(host: str, port: int) -> str:
+    """Where a process on this machine reaches a SuperLink listening on ``host:port``
+    (loopback for the wildcard addresses, brackets for IPv6).
+
+    >>> connect_address("0.0.0.0", 9092), connect_address("10.0.0.5", 9092)
+    ('127.0.0.1:9092', '10.0.0.5:9092')
+    >>> connect_address("fe80::1", 9092)
+    '[fe80::1]:9092'
+    """
+    h = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ``RuntimeError`` naming ``host:port`` when another program listens there (or
+    the address cannot be bound), before a SuperLink is started on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            why = ("is already in use by another program" if exc.errno == errno.EADDRINUSE
+                   else f"cannot be bound ({exc.strerror or exc})")
+            raise RuntimeError(
+                f"Port {port} on {host} {why}; stop that program or choose another --port."
+            ) from None
 
 
 def _toml_value(v: Any) -> str:
@@ -110,9 +140,9 @@ def supernode_command(superlink: str, partition_id: int, num_partitions: int,
     privacy ``ledger`` file: :mod:`edgewise.federated.ledger`).
 
     >>> cmd = supernode_command("127.0.0.1:9092", 0, 3, 9100, max_epsilon=8.0,
-    ...                         ledger="/var/lib/edgewise/federated/privacy-ledger-0-of-3.json")
+    ...                         ledger="/var/lib/edgewise/federated/privacy-ledger-0.json")
     >>> cmd[cmd.index("--node-config") + 1]
-    "partition-id=0 num-partitions=3 max-dp-epsilon=8.0 privacy-ledger='/var/lib/edgewise/federated/privacy-ledger-0-of-3.json'"
+    "partition-id=0 num-partitions=3 max-dp-epsilon=8.0 privacy-ledger='/var/lib/edgewise/federated/privacy-ledger-0.json'"
     """  # noqa: E501
     node_config = f"partition-id={partition_id} num-partitions={num_partitions}"
     if max_epsilon > 0:
@@ -169,6 +199,8 @@ class LocalFleet:
         self.flwr_home.mkdir(exist_ok=True)
         self.port = port or free_port()
         self.host = host
+        #: where this machine's processes reach the SuperLink (``host``; loopback for 0.0.0.0)
+        self.address = connect_address(host, self.port)
         self.spawn_nodes = spawn_nodes
         self.procs: list[subprocess.Popen[bytes]] = []
         self.nodes: dict[int, subprocess.Popen[bytes]] = {}
@@ -185,10 +217,11 @@ class LocalFleet:
 
     def start(self) -> LocalFleet:
         """Start the SuperLink, wait until it answers, then start the SuperNodes."""
+        check_port_free(self.host, self.port)
         (self.workdir / "superlink.db").unlink(missing_ok=True)  # a fresh link state each time
         (self.flwr_home / "config.toml").write_text(
             f'[superlink]\ndefault = "local"\n[superlink.local]\n'
-            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
+            f'address = "{self.address}"\ninsecure = true\n'
         )
         self._spawn([shutil.which("flower-superlink") or "flower-superlink", "--insecure",
                      "--host", self.host, "--port", str(self.port),
@@ -197,7 +230,8 @@ class LocalFleet:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                with socket.create_connection((self.address.rsplit(":", 1)[0].strip("[]"),
+                                               self.port), timeout=0.5):
                     break
             except OSError:
                 if self.procs[0].poll() is not None:
@@ -214,7 +248,7 @@ class LocalFleet:
         """Start (or restart) the SuperNode of device ``partition_id``."""
         ledger = (self.workdir / f"privacy-ledger-{partition_id}.json").resolve() \
             if self.max_epsilon > 0 else None
-        cmd = supernode_command(f"127.0.0.1:{self.port}", partition_id, self.clients,
+        cmd = supernode_command(self.address, partition_id, self.clients,
                                 free_port(), self.attacks.get(partition_id, ""),
                                 max_epsilon=self.max_epsilon, ledger=ledger)
         self.nodes[partition_id] = self._spawn(cmd, f"supernode-{partition_id}.log")
@@ -281,10 +315,12 @@ class LocalFleet:
                                     cwd=self.workdir, start_new_session=True)
             self.procs.append(proc)
             deadline = time.monotonic() + timeout
+            exited: int | None = None
             while time.monotonic() < deadline and not result.exists() and not error.exists():
                 if proc.poll() is not None and not result.exists():
                     time.sleep(1.0)  # the ServerApp may still be writing
-                    if not result.exists():
+                    if not result.exists() and not error.exists():
+                        exited = proc.returncode
                         break
                 time.sleep(0.3)
             self._kill(proc)
@@ -296,6 +332,14 @@ class LocalFleet:
             except (OSError, ValueError, KeyError):
                 why = error.read_text(errors="replace")
             raise FederatedRunError(why)
+        if not result.exists() and exited is not None:
+            tail = self._tail("run.log")
+            last = next((ln.strip() for ln in reversed(tail.splitlines()) if ln.strip()), "")
+            raise RuntimeError(
+                f"The run exited (status {exited}) without a result or an error report"
+                + (f"; its last log line: {last[:300]}" if last else "")
+                + f"\nLast log lines:\n{tail}"
+            )
         if not result.exists():
             raise RuntimeError(
                 f"Federated run produced no result within {timeout:.0f} s. "

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from edgewise.errors import InvalidParameterError
 
@@ -364,7 +364,39 @@ class PrivacyReport:
     rounds: int
     sample_size: int | None = None  # devices sampled per round (None: all)
     record_epsilon: float | None = None  # record-level ε (largest of the devices), if any
+    #: what the ε covers, and what leaves the devices outside it (see :func:`dp_scope`)
+    dp_covers: str = ""
+    not_covered: list[str] = field(default_factory=lambda: list(NOT_COVERED))
+
+    def __post_init__(self) -> None:
+        if not self.dp_covers:
+            object.__setattr__(self, "dp_covers", dp_scope(self.unit, self.record_epsilon))
 
     def to_dict(self) -> dict[str, object]:
         """Plain-JSON form (ε ``None`` means no DP: unbounded)."""
         return asdict(self)
+
+
+#: What every federated run sends or publishes outside any DP accounting.
+NOT_COVERED = (
+    ("normaliser statistics (the exact pooled per-condition mean and std of the devices' "
+     "readings, published in the model metadata)"),
+    "per-device loss metrics (train-loss, eval-loss) sent to the server in the clear",
+    "per-device record counts (num-examples)",
+)
+
+
+def dp_scope(unit: str, record_epsilon: float | None = None) -> str:
+    """What a run's ε covers, in words.
+
+    >>> dp_scope("none")
+    'nothing (no differential privacy)'
+    >>> dp_scope("record")
+    "model weights only (each device's DP-SGD updates)"
+    """
+    if unit == "device":
+        return ("model weights only (server-side Gaussian noise on the mean of clipped device "
+                "updates" + ("; devices also ran DP-SGD" if record_epsilon else "") + ")")
+    if unit == "record":
+        return "model weights only (each device's DP-SGD updates)"
+    return "nothing (no differential privacy)"

@@ -34,7 +34,7 @@ import numpy as np
 from edgewise.errors import InvalidParameterError, SignatureError
 from edgewise.registry import Registry, verify
 
-__all__ = ["DEFAULT_TARGET", "load_global_model", "register_global_model"]
+__all__ = ["DEFAULT_TARGET", "load_global_model", "next_version", "register_global_model"]
 
 #: Release target of a freshly trained global model: a group no device is in by default.
 DEFAULT_TARGET = "group:federated"
@@ -56,6 +56,22 @@ def _numbers(meta: Mapping[str, Any]) -> dict[str, float]:
         if isinstance(v, int | float) and math.isfinite(v):
             out[f"evaluate_{k}"] = float(v)
     return out
+
+
+def next_version(reg: Registry, name: str) -> str:
+    """The next free numeric version of ``name``: one more than the largest numeric version
+    published (a version named otherwise, or a gap, never makes it collide).
+
+    >>> import tempfile
+    >>> reg = Registry(tempfile.mkdtemp())
+    >>> _ = reg.publish("m", "7", b"x", format=FORMAT)
+    >>> _ = reg.publish("m", "beta", b"y", format=FORMAT)
+    >>> next_version(reg, "m")
+    '8'
+    >>> reg.close()
+    """
+    numbers = [int(v.version) for v in reg.versions(name) if v.version.isdigit()]
+    return str(max(numbers, default=0) + 1)
 
 
 def register_global_model(
@@ -82,7 +98,7 @@ def register_global_model(
     meta = {**dict(metadata), "source": "federated"}
     reg = Registry(data_dir)
     try:
-        version = str(len(reg.versions(name)) + 1)
+        version = next_version(reg, name)
         mv = reg.publish(name, version, payload, format=FORMAT,
                          trained_on=json.dumps(meta, sort_keys=True, default=str),
                          metrics=_numbers(meta))

@@ -3,8 +3,10 @@
 :func:`run_federated` is the whole server side and works on any Flower ``Grid`` (the
 deployment engine's, or :class:`~edgewise.federated.inprocess.InProcessGrid`):
 
-1. one round of Flower ``FedAvg`` over the devices' normaliser statistics (count, sum,
-   sum of squares; weight 1 each), giving the pooled normaliser without pooled data;
+1. one round over the devices' normaliser statistics (count, sum, sum of squares), each
+   reply screened (shapes, finite, a real variance) and pooled exactly, or, with ``f``
+   declared attackers, combined by a trimmed mean (:class:`_StatsRound`), giving the
+   fleet's normaliser without pooled data;
 2. ``rounds`` rounds of the chosen rule (``fedavg``/``trimmed``/``krum``/``bulyan``),
    wrapped in :class:`~edgewise.federated.strategies.RobustStrategy` and, when
    ``dp_noise > 0``, in Flower's ``DifferentialPrivacyServerSideFixedClipping`` (device-level
@@ -60,11 +62,38 @@ class FederatedRunError(EdgewiseError, RuntimeError):
     round aggregated an update, or the privacy it was asked for cannot be stated)."""
 
 
+class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
+    """Flower's server-side fixed-clipping DP, with the noise scaled to the updates that
+    are really averaged.
+
+    Flower adds noise of standard deviation ``z * C / m`` for the ``m`` devices sampled.
+    When only ``k < m`` updates reach the mean (a device dropped out, or the screen refused
+    one), the mean's sensitivity is ``C / k``, so that noise is an effective multiplier of
+    ``z * k / m`` and the ε the run reports (for ``z``) would be too small. Here the noise
+    is ``z * C / k`` in every round, so the reported ε holds whatever the count.
+    """
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Clip, average and add noise for the ``k`` updates that carry content."""
+        replies = list(replies)
+        k = sum(1 for m in replies if not m.has_error())
+        if k == 0:
+            return super().aggregate_train(server_round, replies)
+        sampled = self.num_sampled_clients
+        self.num_sampled_clients = k
+        try:
+            return super().aggregate_train(server_round, replies)
+        finally:
+            self.num_sampled_clients = sampled
+
+
 class WireLog(Strategy):
     """Record what every client reply carried, then delegate to the wrapped strategy."""
 
-    def __init__(self, strategy: Strategy) -> None:
+    def __init__(self, strategy: Strategy, phase: str = "train") -> None:
         self.strategy = strategy
+        self.phase = phase
         self.entries: list[dict[str, Any]] = []
         self.aggregated_rounds: list[int] = []
 
@@ -108,7 +137,7 @@ class WireLog(Strategy):
         untrained model to the registry.
         """
         replies = list(replies)
-        self._record(server_round, "train", replies)
+        self._record(server_round, self.phase, replies)
         failed = [m for m in replies if m.has_error()]
         if len(failed) == len(replies):
             why = (f"every one of the {len(replies)} devices failed; first error: "
@@ -154,22 +183,129 @@ class FederatedResult:
         return float(np.mean(sizes)) if sizes else 0.0
 
 
+class _StatsRound(FedAvg):
+    """The normaliser round: screen every device's statistics, then combine them.
+
+    Each reply must hold ``count`` (C,), ``sum`` (C, F) and ``sumsq`` (C, F), all finite,
+    counts >= 0 with at least one record, and ``sumsq >= sum**2 / count`` per cell (up to
+    rounding): anything else is a malformed reply and stops the run naming the device. The
+    devices' self-reported weights are ignored (the statistics carry their own counts).
+
+    With ``f = 0`` the statistics are pooled exactly (sums over devices). With ``f > 0``
+    declared attackers, per condition and feature the devices' own means and variances are
+    combined by a trimmed mean that drops the ``f`` largest and ``f`` smallest values (the
+    median when fewer than ``2f + 1`` devices hold that condition); the pooled variance is
+    the trimmed mean of ``var_i + (mean_i - mean)**2``. One device can then move the
+    fleet's normaliser no further than the honest devices' own spread.
+    """
+
+    def __init__(self, n_conditions: int, num_nodes: int, num_malicious_nodes: int) -> None:
+        super().__init__(fraction_evaluate=0.0, min_train_nodes=num_nodes,
+                         min_available_nodes=num_nodes)
+        self.n_conditions = n_conditions
+        self.num_malicious_nodes = num_malicious_nodes
+        self.normaliser: ConditionNormaliser | None = None
+
+    def _check(self, msg: Message) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        node = int(msg.metadata.src_node_id)
+        c = self.n_conditions
+
+        def bad(why: str) -> FederatedRunError:
+            return FederatedRunError(
+                f"Normaliser round: device (node {node}) sent malformed statistics: {why}.")
+
+        records = list(msg.content.array_records.values())
+        if len(records) != 1:
+            raise bad(f"{len(records)} array records; expected exactly one")
+        arrays = {k: v.numpy() for k, v in records[0].items()}
+        if set(arrays) != {"count", "sum", "sumsq"}:
+            raise bad(f"arrays {sorted(arrays)}; expected ['count', 'sum', 'sumsq']")
+        count, total, squares = (np.asarray(arrays[k], dtype=np.float64)
+                                 for k in ("count", "sum", "sumsq"))
+        if count.shape != (c,) or total.ndim != 2 or total.shape[0] != c \
+                or squares.shape != total.shape:
+            raise bad(f"shapes count {count.shape}, sum {total.shape}, sumsq {squares.shape}; "
+                      f"expected ({c},), ({c}, F), ({c}, F)")
+        if not (np.isfinite(count).all() and np.isfinite(total).all()
+                and np.isfinite(squares).all()):
+            raise bad("NaN or Inf in count, sum or sumsq; every value must be finite")
+        if (count < 0).any() or count.sum() <= 0:
+            raise bad(f"count {count.tolist()}; counts must be >= 0 with at least one record")
+        n = np.maximum(count, 1.0)[:, None]
+        floor = total * total / n
+        if ((squares < floor - 1e-6 * (np.abs(floor) + 1.0)) | (squares < 0)).any():
+            raise bad("sumsq is below sum**2 / count (a negative variance); these are not "
+                      "the statistics of any data")
+        return count, total, squares
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Screen each device's statistics and combine them (see the class docstring)."""
+        ok = [m for m in replies if not m.has_error()]
+        stats = [self._check(m) for m in ok]
+        if not stats:
+            return None, None
+        widths = [t.shape[1] for _, t, _ in stats]
+        width = max(set(widths), key=widths.count)  # the feature count most devices send
+        for msg, w in zip(ok, widths, strict=True):
+            if w != width:
+                raise FederatedRunError(
+                    f"Normaliser round: device (node {int(msg.metadata.src_node_id)}) sent "
+                    f"malformed statistics: {w} features where the other devices send "
+                    f"{width}.")
+        f = self.num_malicious_nodes
+        if f <= 0:
+            count = sum(s[0] for s in stats)
+            total = sum(s[1] for s in stats)
+            squares = sum(s[2] for s in stats)
+            self.normaliser = ConditionNormaliser.from_stats(count, total, squares)
+        else:
+            self.normaliser = _robust_normaliser(stats, f)
+        return ArrayRecord(), MetricRecord()
+
+
+def _trim(values: np.ndarray, f: int) -> np.ndarray:
+    """Mean over axis 0 after dropping the f largest and f smallest (median if too few)."""
+    if len(values) <= 2 * f:
+        return np.median(values, axis=0)
+    ordered = np.sort(values, axis=0)
+    return ordered[f:len(values) - f].mean(axis=0)
+
+
+def _robust_normaliser(stats: list[tuple[np.ndarray, np.ndarray, np.ndarray]], f: int
+                       ) -> ConditionNormaliser:
+    """Trimmed combination of the devices' per-condition means and variances."""
+    c, width = stats[0][1].shape
+    mean = np.zeros((c, width))
+    var = np.zeros((c, width))
+    for j in range(c):
+        held = [(s[0][j], s[1][j], s[2][j]) for s in stats if s[0][j] > 0]
+        if not held:
+            continue
+        means = np.array([t / n for n, t, _ in held])
+        variances = np.array([np.maximum(q / n - (t / n) ** 2, 0.0) for n, t, q in held])
+        mean[j] = _trim(means, f)
+        var[j] = _trim(variances + (means - mean[j]) ** 2, f)
+    # from_stats with one record per cell: mean = sum, variance = sumsq - sum**2
+    return ConditionNormaliser.from_stats(np.ones(c), mean, var + mean * mean)
+
+
 def fit_normaliser(grid: Grid, n_conditions: int, num_nodes: int,
-                   timeout: float = 60.0) -> ConditionNormaliser:
-    """One Flower FedAvg round over the devices' normaliser statistics (weight 1 each)."""
-    stats_strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=num_nodes,
-                            min_available_nodes=num_nodes)
-    res = stats_strategy.start(grid=grid, initial_arrays=ArrayRecord(),
-                               num_rounds=1, timeout=timeout,
-                               train_config=ConfigRecord({"phase": "stats"}))
-    a = {k: v.numpy() for k, v in res.arrays.items()}
-    if not a:
+                   timeout: float = 60.0, num_malicious_nodes: int = 0,
+                   wire: list[dict[str, Any]] | None = None) -> ConditionNormaliser:
+    """One round over the devices' normaliser statistics (see :class:`_StatsRound`); its
+    replies are recorded in ``wire`` (phase ``"stats"``) when given."""
+    stats_strategy = _StatsRound(n_conditions, num_nodes, num_malicious_nodes)
+    logged = WireLog(stats_strategy, phase="stats")
+    logged.start(grid=grid, initial_arrays=ArrayRecord(), num_rounds=1, timeout=timeout,
+                 train_config=ConfigRecord({"phase": "stats"}))
+    if wire is not None:
+        wire.extend(logged.entries)
+    if stats_strategy.normaliser is None:
         raise FederatedRunError(
             "No device returned normaliser statistics; is any node connected, and does "
             "every node hold its data?")
-    return ConditionNormaliser.from_stats(a["count"].reshape(n_conditions),
-                                         a["sum"].reshape(n_conditions, -1),
-                                         a["sumsq"].reshape(n_conditions, -1))
+    return stats_strategy.normaliser
 
 
 def _save_checkpoint(path: Path, arrays: ArrayRecord, server_round: int,
@@ -269,13 +405,21 @@ def run_federated(
                            dp_sgd_clip=dp_sgd_clip)
     ckpt = Path(checkpoint) if checkpoint else None
     done = 0
+    stats_wire: list[dict[str, Any]] = []
     if ckpt is not None and ckpt.exists():
         initial, done, normaliser = load_checkpoint(ckpt)
+        if done >= rounds:
+            raise FederatedRunError(
+                f"The checkpoint {ckpt} already holds round {done} of {rounds}: no rounds "
+                "are left to resume (its model was registered when that run finished). "
+                "Ask for more rounds, or start afresh without resuming.")
         log.info("resuming from %s after round %d", ckpt, done)
     else:
         if normaliser is None:
             normaliser = fit_normaliser(grid, n_conditions, min_available_nodes or num_nodes,
-                                        timeout=round_timeout)
+                                        timeout=round_timeout,
+                                        num_malicious_nodes=num_malicious_nodes if robust
+                                        else 0, wire=stats_wire)
         initial = ArrayRecord(build_model(kind, n_features, seed=seed).state_dict())
     min_nodes = min_available_nodes or num_nodes
     m = sample_size or min_nodes
@@ -295,7 +439,7 @@ def run_federated(
     if dp_noise > 0:
         # The robust screen goes outside Flower's DP wrapper, so that a malformed update
         # (wrong shape, NaN, wrong dtype) is refused before the wrapper clips it.
-        inner = DifferentialPrivacyServerSideFixedClipping(
+        inner = _DeviceDP(
             rule, noise_multiplier=dp_noise, clipping_norm=dp_clip, num_sampled_clients=m
         )
         if robust:
@@ -303,6 +447,7 @@ def run_federated(
             screen.weighted_by_key = "unit-weight"
             rule = inner = screen
     wire = WireLog(inner)
+    wire.entries.extend(stats_wire)
     config = ConfigRecord({
         "phase": "fit",
         "norm-mean": [float(x) for x in normaliser.mean.ravel()],
@@ -357,6 +502,7 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
     check_secagg(strategy, robust=robust, dp_noise=dp_noise)
     if normaliser is None:
         normaliser = fit_normaliser(grid, n_conditions, num_nodes, timeout=round_timeout)
+        # SecAgg+ runs FedAvg with no screen; the stats round still refuses malformed ones
     arrays, train_metrics = run_secagg(
         grid, kind=kind, n_features=n_features, normaliser=normaliser, num_nodes=num_nodes,
         rounds=rounds, seed=seed, timeout=round_timeout)
@@ -379,45 +525,60 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Deployment entry point: read the run config, train, write results to ``out-dir``.
 
-    A run that fails (:class:`FederatedRunError`, or a run config out of range) writes
-    ``error.json`` (``{"error": ..., "type": ...}``) to ``out-dir`` instead of
-    ``result.json``, registers nothing and raises.
+    A run that fails (:class:`FederatedRunError`, a run config out of range, or any other
+    exception, the registry's included) writes ``error.json`` (``{"error": ..., "type":
+    ...}``) to ``out-dir`` instead of ``result.json``, registers nothing more and raises.
     """
-    from edgewise.federated.publish import DEFAULT_TARGET, register_global_model
-
     rc = context.run_config
-    dataset = str(rc.get("dataset", "pump"))
-    kind, n_features, n_cond = ("ae", 6, 1) if dataset == "pump" else ("rul", 43, 6)
     out = Path(str(rc["out-dir"]))
     out.mkdir(parents=True, exist_ok=True)
     (out / "error.json").unlink(missing_ok=True)
-    num_nodes = int(rc.get("num-nodes", 3))
     try:
-        result = run_federated(
-            grid, kind=kind, n_features=n_features, n_conditions=n_cond, num_nodes=num_nodes,
-            rounds=int(rc.get("num-server-rounds", 2)),
-            strategy=str(rc.get("strategy", "trimmed")),
-            num_malicious_nodes=int(rc.get("num-malicious", 0)),
-            beta=float(rc.get("beta", 0.2)),
-            min_available_nodes=int(rc.get("min-available-nodes", num_nodes)),
-            dp_noise=float(rc.get("dp-noise", 0.0)), dp_clip=float(rc.get("dp-clip", 1.0)),
-            dp_delta=float(rc.get("dp-delta", 1e-5)),
-            dp_sgd_clip=float(rc.get("dp-sgd-clip", 1.0)),
-            dp_sgd_epsilon=float(rc.get("dp-sgd-epsilon", 0.0)),
-            round_timeout=float(rc.get("round-timeout", 120.0)),
-            checkpoint=out / "checkpoint.npz", evaluate=bool(rc.get("evaluate", True)),
-            secagg=bool(rc.get("secagg", False)), robust=not bool(rc.get("secagg", False)),
-        )
-    except (FederatedRunError, InvalidParameterError) as exc:
+        _main(grid, rc, out)
+    except Exception as exc:
         # Nothing is registered, signed or published; the launcher reads why from here.
-        (out / "error.json").write_text(json.dumps({"error": str(exc),
+        why = str(exc) if isinstance(exc, FederatedRunError | InvalidParameterError) else \
+            f"the ServerApp failed: {type(exc).__name__}: {exc}"
+        (out / "error.json").write_text(json.dumps({"error": why,
                                                     "type": type(exc).__name__}))
         raise
+
+
+def _main(grid: Grid, rc: Any, out: Path) -> None:
+    from edgewise.federated.publish import DEFAULT_TARGET, next_version, register_global_model
+    from edgewise.registry import Registry
+
+    dataset = str(rc.get("dataset", "pump"))
+    kind, n_features, n_cond = ("ae", 6, 1) if dataset == "pump" else ("rul", 43, 6)
+    num_nodes = int(rc.get("num-nodes", 3))
+    publish_dir = out.parent if rc.get("data-dir-publish", "") == "" else \
+        Path(str(rc["data-dir-publish"]))
+    name = f"federated-{dataset}"
+    if (publish_dir / "registry").exists():  # a broken registry fails before training
+        reg = Registry(publish_dir)
+        try:
+            log.info("the global model will be %s version %s", name, next_version(reg, name))
+        finally:
+            reg.close()
+    result = run_federated(
+        grid, kind=kind, n_features=n_features, n_conditions=n_cond, num_nodes=num_nodes,
+        rounds=int(rc.get("num-server-rounds", 2)),
+        strategy=str(rc.get("strategy", "trimmed")),
+        num_malicious_nodes=int(rc.get("num-malicious", 0)),
+        beta=float(rc.get("beta", 0.0)),
+        min_available_nodes=int(rc.get("min-available-nodes", num_nodes)),
+        dp_noise=float(rc.get("dp-noise", 0.0)), dp_clip=float(rc.get("dp-clip", 1.0)),
+        dp_delta=float(rc.get("dp-delta", 1e-5)),
+        dp_sgd_clip=float(rc.get("dp-sgd-clip", 1.0)),
+        dp_sgd_epsilon=float(rc.get("dp-sgd-epsilon", 0.0)),
+        round_timeout=float(rc.get("round-timeout", 120.0)),
+        checkpoint=out / "checkpoint.npz", evaluate=bool(rc.get("evaluate", True)),
+        secagg=bool(rc.get("secagg", False)), robust=not bool(rc.get("secagg", False)),
+    )
     (out / "wire.json").write_text(json.dumps(result.wire, indent=1))
     entry = register_global_model(
-        result.state_dict(), out.parent if rc.get("data-dir-publish", "") == "" else
-        Path(str(rc["data-dir-publish"])),
-        name=f"federated-{dataset}", target=str(rc.get("rollout-target", DEFAULT_TARGET)),
+        result.state_dict(), publish_dir, name=name,
+        target=str(rc.get("rollout-target", DEFAULT_TARGET)),
         metadata={
             "privacy": result.privacy.to_dict(), "strategy": result.strategy,
             "rounds": result.rounds_done, "num_devices": num_nodes, "dataset": dataset,

@@ -45,6 +45,7 @@ __all__ = [
     "RejectedUpdate",
     "RobustStrategy",
     "aggregate_train_metrics",
+    "auto_beta",
     "check_rule_conditions",
     "make_strategy",
 ]
@@ -52,6 +53,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("fedavg", "trimmed", "krum", "bulyan")
+#: Rejection reasons that identify a faulty client (one of the f); "error" does not.
+COUNTS_AGAINST_F = frozenset({"shape", "dtype", "non-finite", "norm", "weight"})
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,28 @@ class RejectedUpdate:
     detail: str
 
 
-def check_rule_conditions(rule: Strategy, n: int, f: int) -> None:
+def auto_beta(n: int, f: int = 0) -> float:
+    """The trimmed-mean fraction used when none is given: the smallest that trims
+    ``max(f, 1)`` updates per side of ``n``, and at least 0.2.
+
+    >>> auto_beta(3), auto_beta(10), auto_beta(10, 3)
+    (0.334, 0.2, 0.3)
+    """
+    need = max(f, 1)
+    return max(0.2, math.ceil(need / max(n, 1) * 1000) / 1000)
+
+
+def check_rule_conditions(rule: Strategy, n: int, f: int, *, must_trim: bool = True) -> None:
     """Raise :class:`InvalidParameterError` when ``rule`` cannot tolerate ``f`` of ``n``.
+
+    A trimmed mean that would trim nothing (``⌊βn⌋ = 0``) is a plain mean that one
+    attacker moves at will, and is refused too unless ``must_trim`` is false (a round in
+    which screening already removed updates).
+
+    >>> check_rule_conditions(FedTrimmedAvg(beta=0.2), n=3, f=0)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: FedTrimmedAvg with beta=0.2 trims 0 updates per side of n=3: a plain mean that one attacker can move at will; use beta >= 0.334 (one per side).
 
     >>> check_rule_conditions(FedTrimmedAvg(beta=0.1), n=10, f=2)
     Traceback (most recent call last):
@@ -89,6 +112,15 @@ def check_rule_conditions(rule: Strategy, n: int, f: int) -> None:
             )
     elif isinstance(rule, FedTrimmedAvg):
         cut = int(rule.beta * n)
+        if must_trim and cut == 0 and f == 0:
+            least = auto_beta(n) if n >= 3 else None
+            fix = (f"use beta >= {math.ceil(1000 / n) / 1000:g} (one per side)"
+                   if least is not None else
+                   "a trimmed mean needs n >= 3; use more clients or strategy 'fedavg'")
+            raise InvalidParameterError(
+                f"FedTrimmedAvg with beta={rule.beta:g} trims 0 updates per side of n={n}: "
+                f"a plain mean that one attacker can move at will; {fix}."
+            )
         if cut < f:
             # the least beta that trims f per side, rounded up so that it still does
             need = math.ceil(f / n * 1000) / 1000
@@ -294,11 +326,14 @@ class RobustStrategy(Strategy):
         replies = list(replies)
         n_before = len(self.events)
         kept = self.screen(server_round, replies)
-        # Every update refused above is one of the f faulty clients already removed.
-        refused = sum(1 for e in self.events[n_before:] if e.reason != "weight-capped")
+        # An update refused for what it carries (malformed, non-finite, too far, a bad
+        # weight) is one of the f faulty clients already removed. A device that failed or
+        # dropped out ("error") may well be honest: it does not reduce f, or one dropout
+        # would turn Bulyan with f=1 into a plain mean that the attacker still in it moves.
+        refused = sum(1 for e in self.events[n_before:] if e.reason in COUNTS_AGAINST_F)
         f_left = max(self.num_malicious_nodes - refused, 0)
         try:
-            check_rule_conditions(self.strategy, len(kept), f_left)
+            check_rule_conditions(self.strategy, len(kept), f_left, must_trim=False)
         except InvalidParameterError as exc:
             self.skipped_rounds.append(server_round)
             log.warning("round %d: %s Keeping the previous global model.", server_round, exc)
@@ -347,7 +382,8 @@ def make_strategy(
 ) -> Strategy:
     """Build the named Flower rule for ``num_nodes`` clients, wrapped in :class:`RobustStrategy`.
 
-    ``name`` is one of ``"fedavg"``, ``"trimmed"``, ``"krum"``, ``"bulyan"``. With
+    ``name`` is one of ``"fedavg"``, ``"trimmed"``, ``"krum"``, ``"bulyan"``; ``beta`` <= 0
+    picks the trimmed mean's fraction with :func:`auto_beta`. With
     ``robust=False`` the bare Flower rule is returned (the unsafe baseline). ``sample_size``
     (default: all ``num_nodes``) is how many of the ``num_nodes`` connected devices Flower
     samples per round; ``weighted_by_key`` is the reply metric that weights the mean
@@ -376,7 +412,8 @@ def make_strategy(
     if name == "fedavg":
         rule = FedAvg(**common)
     elif name == "trimmed":
-        rule = FedTrimmedAvg(beta=beta, **common)
+        rule = FedTrimmedAvg(beta=beta if beta > 0 else auto_beta(m, num_malicious_nodes),
+                             **common)
     elif name == "krum":
         rule = Krum(num_malicious_nodes=num_malicious_nodes, **common)
     elif name == "bulyan":
