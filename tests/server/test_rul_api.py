@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,14 +27,7 @@ def test_device_rul_with_interval_from_the_data_dir_model(env: Env) -> None:
     r = env.client.get(f"/v1/devices/{env.device}/rul", headers=env.auth("viewer"))
     assert (r.status_code, r.json()["rul"], r.json()["reason"]) == (200, None, "no_model")
     rng = np.random.default_rng(0)
-    frames = []
-    for u in range(16):
-        life = int(rng.integers(80, 140))
-        x = _unit(rng, life)
-        frames.append(pd.DataFrame({"unit": u, "cycle": np.arange(1, life + 1),
-                                    **{s: x[:, j] for j, s in enumerate(SENSORS)}}))
-    model = RULModel(window=10, n_estimators=60, learning_rate=0.1, random_state=0)
-    model.fit(pd.concat(frames, ignore_index=True))
+    model = _trained(rng, 16, window=10, n_estimators=60, learning_rate=0.1, random_state=0)
     (env.settings.data_dir / "models").mkdir(exist_ok=True)
     model.save(env.settings.data_dir / "models" / "rul-v1.ewm")
 
@@ -80,16 +74,20 @@ def test_device_rul_with_interval_from_the_data_dir_model(env: Env) -> None:
     problem(env.client.get("/v1/devices/nope/rul", headers=env.auth("viewer")), 404)
 
 
-def _small_model(env: Env) -> RULModel:
-    rng = np.random.default_rng(0)
+def _trained(rng: np.random.Generator, units: int, **params: Any) -> RULModel:
+    """A RULModel fitted on ``units`` run-to-failure histories simulated with ``rng``."""
     frames = []
-    for u in range(12):
+    for u in range(units):
         life = int(rng.integers(80, 140))
         x = _unit(rng, life)
         frames.append(pd.DataFrame({"unit": u, "cycle": np.arange(1, life + 1),
                                     **{s: x[:, j] for j, s in enumerate(SENSORS)}}))
-    model = RULModel(window=10, n_estimators=40, learning_rate=0.1, cap=60.0, random_state=0)
-    model.fit(pd.concat(frames, ignore_index=True))
+    return RULModel(**params).fit(pd.concat(frames, ignore_index=True))
+
+
+def _small_model(env: Env) -> RULModel:
+    model = _trained(np.random.default_rng(0), 12, window=10, n_estimators=40,
+                     learning_rate=0.1, cap=60.0, random_state=0)
     (env.settings.data_dir / "models").mkdir(exist_ok=True)
     model.save(env.settings.data_dir / "models" / "rul-v1.ewm")
     return model

@@ -85,6 +85,14 @@ def rul_targets(units: np.ndarray, times: np.ndarray, cap: float | None) -> np.n
     return np.minimum(rul, cap) if cap is not None else rul
 
 
+def _refuse_gaps(gaps: dict[Any, str], verb: str, advice: str) -> None:
+    """Raise naming the first unit of ``gaps`` (unit -> why) RULModel cannot ``verb``."""
+    if gaps:
+        unit, why = next(iter(gaps.items()))
+        more = f" (and {len(gaps) - 1} more unit(s))" if len(gaps) > 1 else ""
+        raise InvalidParameterError(f"RULModel cannot {verb} unit {unit!r}{more}: {why}. {advice}")
+
+
 class RULModel:
     """Predict the remaining useful life of each unit, with a conformal interval.
 
@@ -285,14 +293,8 @@ class RULModel:
         """Sorted units, times, settings and sensors of rows the fitted model can score
         (raises naming the first unit it cannot; see :meth:`unscorable`)."""
         df, vals = self._frame(X)
-        gaps = self._gaps(df, vals, self._used())
-        if gaps:
-            unit, why = next(iter(gaps.items()))
-            more = f" (and {len(gaps) - 1} more unit(s))" if len(gaps) > 1 else ""
-            raise InvalidParameterError(
-                f"RULModel cannot score unit {unit!r}{more}: {why}. Leave such units out; "
-                "RULModel.unscorable(X) lists them with why."
-            )
+        _refuse_gaps(self._gaps(df, vals, self._used()), "score",
+                     "Leave such units out; RULModel.unscorable(X) lists them with why.")
         return self._arrays(df, vals)
 
     def _used(self) -> list[str]:
@@ -413,14 +415,9 @@ class RULModel:
         df, vals = self._frame(X)
         # a column empty in every row carries nothing (the normaliser drops it); one empty
         # in some units only, or not finite, would be learned from a made-up level
-        gaps = self._gaps(df, vals, [c for c in vals.columns if vals[c].notna().any()])
-        if gaps:
-            unit, why = next(iter(gaps.items()))
-            more = f" (and {len(gaps) - 1} more unit(s))" if len(gaps) > 1 else ""
-            raise InvalidParameterError(
-                f"RULModel cannot learn from unit {unit!r}{more}: {why}. Fix the data, leave "
-                "the unit out, or leave the column out of sensor_columns."
-            )
+        _refuse_gaps(self._gaps(df, vals, [c for c in vals.columns if vals[c].notna().any()]),
+                     "learn from", "Fix the data, leave the unit out, or leave the column out "
+                     "of sensor_columns.")
         units, times, settings, sensors = self._arrays(df, vals)
         # Intervals are calibrated on the capped target, the quantity the model predicts:
         # a prediction at the cap means "healthy, at least cap steps left".
