@@ -61,8 +61,7 @@ class _Stream:
     var: float = 0.0
     last: float = math.nan
     run: int = 0
-    repeats: int = 0
-    pairs: int = 0
+    repeats: int = 0  # of the n - 1 readings after the first, those equal to the one before
     fired: bool = False
 
 
@@ -113,14 +112,17 @@ class FastStreamGate:
         self.stuck_min = stuck_min
         self.stuck_p = stuck_p
         self.threshold = threshold
+        # in logs, with a margin: a stream read exactly once a minute is not fast
+        self._fast_log = math.log(fast_interval_s) - 1e-9
         self.streams_: dict[tuple[str, str], _Stream] = {}
 
     def is_fast(self, key: tuple[str, str]) -> bool:
         """Whether the stream ``(device, metric)`` is read more often than ``fast_interval_s``."""
         st = self.streams_.get(key)
-        # in logs, with a margin: a stream read exactly once a minute is not fast
-        return (st is not None and st.intervals >= _MIN_INTERVALS
-                and st.log_interval < math.log(self.fast_interval_s) - 1e-9)
+        return st is not None and self._fast(st)
+
+    def _fast(self, st: _Stream) -> bool:
+        return st.intervals >= _MIN_INTERVALS and st.log_interval < self._fast_log
 
     def observe(self, key: tuple[str, str], ts_ns: int, value: float, score: float, *,
                 level: bool = True) -> float:
@@ -141,7 +143,7 @@ class FastStreamGate:
         if st.last_ns is None or ts_ns > st.last_ns:
             st.last_ns = ts_ns
         gated = score
-        fast = level and self.is_fast(key)
+        fast = level and self._fast(st)
         if fast and st.n >= self.warmup:
             d = abs(x - st.mean)
             sd = math.sqrt(st.var)
@@ -153,12 +155,12 @@ class FastStreamGate:
             st.run = st.run + 1 if repeat else 1
             if not repeat:
                 st.fired = False
-            if fast and st.pairs >= self.warmup and not st.fired and st.run >= self.stuck_min:
-                p = (st.repeats + 1) / (st.pairs + 2)
+            pairs = st.n - 1  # readings so far that had one before them
+            if fast and pairs >= self.warmup and not st.fired and st.run >= self.stuck_min:
+                p = (st.repeats + 1) / (pairs + 2)
                 if p ** (st.run - 1) < self.stuck_p:
                     gated = 1.0
                     st.fired = True
-            st.pairs += 1
             st.repeats += repeat
         else:
             st.run = 1
