@@ -66,16 +66,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def connect_host(host: str) -> str:
+    """The address a process on this machine reaches a SuperLink listening on ``host`` at:
+    loopback for the wildcard addresses.
+
+    >>> connect_host("0.0.0.0"), connect_host("::"), connect_host("10.0.0.5")
+    ('127.0.0.1', '127.0.0.1', '10.0.0.5')
+    """
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
 def connect_address(host: str, port: int) -> str:
     """Where a process on this machine reaches a SuperLink listening on ``host:port``
-    (loopback for the wildcard addresses, brackets for IPv6).
+    (:func:`connect_host`, with brackets for IPv6).
 
     >>> connect_address("0.0.0.0", 9092), connect_address("10.0.0.5", 9092)
     ('127.0.0.1:9092', '10.0.0.5:9092')
     >>> connect_address("fe80::1", 9092)
     '[fe80::1]:9092'
     """
-    h = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    h = connect_host(host)
     return f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
 
 
@@ -230,8 +240,8 @@ class LocalFleet:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection((self.address.rsplit(":", 1)[0].strip("[]"),
-                                               self.port), timeout=0.5):
+                with socket.create_connection((connect_host(self.host), self.port),
+                                              timeout=0.5):
                     break
             except OSError:
                 if self.procs[0].poll() is not None:

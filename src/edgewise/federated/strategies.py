@@ -113,10 +113,8 @@ def check_rule_conditions(rule: Strategy, n: int, f: int, *, must_trim: bool = T
     elif isinstance(rule, FedTrimmedAvg):
         cut = int(rule.beta * n)
         if must_trim and cut == 0 and f == 0:
-            least = auto_beta(n) if n >= 3 else None
-            fix = (f"use beta >= {math.ceil(1000 / n) / 1000:g} (one per side)"
-                   if least is not None else
-                   "a trimmed mean needs n >= 3; use more clients or strategy 'fedavg'")
+            fix = (f"use beta >= {math.ceil(1000 / n) / 1000:g} (one per side)" if n >= 3
+                   else "a trimmed mean needs n >= 3; use more clients or strategy 'fedavg'")
             raise InvalidParameterError(
                 f"FedTrimmedAvg with beta={rule.beta:g} trims 0 updates per side of n={n}: "
                 f"a plain mean that one attacker can move at will; {fix}."
