@@ -139,11 +139,11 @@ def test_a_pickle_from_before_the_ensemble_loads_as_one_member() -> None:
     new.score_many(x[:600])
     old = ContextLikelihood(warmup=280, warmup_spread=0)
     old.score_many(x[:600])
-    # the old layout: 1-D state and table (no creep counts), 19 parameters, no
-    # warmup_spread attribute
-    old.state_ = np.delete(old.state_[0], np.arange(22, 26))
+    # the old layout: 1-D state and table (no creep counts, no warm-up seconds), 19
+    # parameters, no warmup_spread attribute
+    old.state_ = np.delete(old.state_[0], np.arange(22, 28))
     old.table_, old._p = old.table_[0].copy(), old._p[:19]
-    for k in ("warmup_spread", "creep_min", "creep_factor"):
+    for k in ("warmup_spread", "creep_min", "creep_factor", "glitch_gap"):
         del old.__dict__[k]
     for k in [k for k in vars(old) if k.startswith(("art", "_pa"))]:  # nor the ART member
         del old.__dict__[k]

@@ -71,6 +71,16 @@ Scores are in [0, 1]; high means anomalous. Cheap ideas, compiled with Numba:
    first, one file (machine_temperature) loses a false alarm; all 58: 73.26 / 62.40 /
    78.73 (was 73.24 / 62.33 / 78.71), ``nab.md`` round 9.
 
+9. **A glitch in the warm-up** (opt-in, ``glitch_gap``). The warm-up's range fixes the
+   symbol grid for good, so a single reading of 100 in a 20 +- 0.5 stream, if it comes in
+   the warm-up, blinds the detector: a later +12 sd spike or level shift scores 0 (16 of 16
+   faults missed over 8 seeds). With ``glitch_gap=5`` a lone extreme that stands apart
+   from the next value by more than 5 times the range of the rest is left out of the
+   range, the grid and the mean, and 15 of 16 are found (as without the glitch). Off by
+   default: designed on NAB's even half (bit-identical there) and checked once on the odd
+   half, it lost 2.8 / 5.1 / 1.8 points (two AWS CPU files whose early lone spike recurs),
+   ``nab.md`` round 10.
+
 The scale is set so that :data:`~edgewise.detect.base.DEFAULT_THRESHOLD` (0.9) is the
 threshold NAB's optimiser picks for it on the NAB corpus. No constant is absolute: a
 stream read in other units (nA instead of A) scores the same; a warm-up constant at 0
@@ -98,10 +108,12 @@ __all__ = ["ContextLikelihood"]
 
 # state vector layout
 (_T, _MN, _MX, _M, _V, _W, _W2, _X0, _RSUM, _RI, _MUL, _VL, _NL, _CD, _NH, _H0, _H1,
- _RSUM2, _RI2, _MUL2, _VL2, _NAL, _NLO, _SLO, _NHI, _SHI) = range(26)
-_RING = 26
+ _RSUM2, _RI2, _MUL2, _VL2, _NAL, _NLO, _SLO, _NHI, _SHI, _MN2, _MX2) = range(28)
+_RING = 28
 #: columns of a member's state before the creep counts (_NLO.._SHI) were added
 _OLD_RING = 22
+#: columns before the warm-up's second lowest and highest values (_MN2, _MX2) were added
+_CREEP_RING = 26
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -153,6 +165,44 @@ def _novel_range(xv, mn, mx, rng, sp_tol, nlo, slo, nhi, shi, c_min, c_fac):  # 
 
 
 @nb.njit(cache=True, inline="always")
+def _warm_see(xv, mn, mn2, mx, mx2):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """The warm-up's lowest two and highest two values after seeing ``xv``."""
+    if xv < mn:
+        mn2, mn = mn, xv
+    elif xv < mn2:
+        mn2 = xv
+    if xv > mx:
+        mx2, mx = mx, xv
+    elif xv > mx2:
+        mx2 = xv
+    return mn, mn2, mx, mx2
+
+
+@nb.njit(cache=True, inline="always")
+def _warm_range(mn, mn2, mx, mx2, mu, n, gap):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """The warm-up's range and mean of ``n`` values without a lone glitch on either side.
+
+    The highest value is a glitch when it stands apart from the second highest by more than
+    ``gap`` times the range of the rest (``mx2 - mn2``), and likewise the lowest: a single
+    reading of 100 in a 20 +- 0.5 stream would otherwise widen the range (and the symbol
+    grid cut from it) for good, and no later fault inside it would be novel. A glitch is
+    also taken out of the mean. ``gap`` 0: keep every value (as before the rule)."""
+    if gap <= 0.0 or n < 3:
+        return mn, mx, mu
+    core = mx2 - mn2
+    lo = mn2 - mn > gap * core
+    hi = mx - mx2 > gap * core
+    if hi:
+        mu = (mu * n - mx) / (n - 1)
+        n -= 1
+        mx = mx2
+    if lo:
+        mu = (mu * n - mn) / (n - 1)
+        mn = mn2
+    return mn, mx, mu
+
+
+@nb.njit(cache=True, inline="always")
 def _likelihood_learn(ring, ri, raw, short, mul, vl, a_long, nl):  # type: ignore[no-untyped-def]  # pragma: no cover
     """One likelihood test's learning step (:func:`_member`, :func:`_member_run`): store
     ``raw`` in the ring, update the long-run mean and variance of ``short``."""
@@ -174,10 +224,12 @@ def _member(s, table, m, p, xv, learn, warm):  # type: ignore[no-untyped-def]  #
     t = int(s[m, _T])
     if t < warm:
         if learn:
-            s[m, _MN] = min(s[m, _MN], xv)
-            s[m, _MX] = max(s[m, _MX], xv)
+            s[m, _MN], s[m, _MN2], s[m, _MX], s[m, _MX2] = _warm_see(
+                xv, s[m, _MN], s[m, _MN2], s[m, _MX], s[m, _MX2])
             s[m, _M] += (xv - s[m, _M]) / (t + 1)
             if t == warm - 1:
+                s[m, _MN], s[m, _MX], s[m, _M] = _warm_range(
+                    s[m, _MN], s[m, _MN2], s[m, _MX], s[m, _MX2], s[m, _M], warm, p[22])
                 floor = max(1e-9 * abs(s[m, _MX]), 1e-300)
                 s[m, _W] = max((s[m, _MX] - s[m, _MN]) / bins, floor)
                 s[m, _W2] = max((s[m, _MX] - s[m, _MN]) / bins2, floor) if bins2 > 0 else 1.0
@@ -420,7 +472,8 @@ def _member_run(s, table, m, p, warm, xs, out):  # type: ignore[no-untyped-def] 
     rsum2, ri2, mul2, vl2 = s[m, _RSUM2], int(s[m, _RI2]), s[m, _MUL2], s[m, _VL2]
     nh, h0, h1 = s[m, _NH], int(s[m, _H0]), int(s[m, _H1])
     nlo, slo, nhi, shi = s[m, _NLO], s[m, _SLO], s[m, _NHI], s[m, _SHI]
-    c_min, c_fac = p[20], p[21]
+    c_min, c_fac, gap = p[20], p[21], p[22]
+    mn2, mx2 = s[m, _MN2], s[m, _MX2]
     ring = s[m, _RING:_RING + ws]
     ring2 = s[m, _RING + ws:_RING + ws + ws2]
     tab = table[m]
@@ -432,10 +485,10 @@ def _member_run(s, table, m, p, warm, xs, out):  # type: ignore[no-untyped-def] 
         if not math.isfinite(xv):
             continue
         if t < warm:
-            mn = min(mn, xv)
-            mx = max(mx, xv)
+            mn, mn2, mx, mx2 = _warm_see(xv, mn, mn2, mx, mx2)
             mu += (xv - mu) / (t + 1)
             if t == warm - 1:
+                mn, mx, mu = _warm_range(mn, mn2, mx, mx2, mu, warm, gap)
                 floor = max(1e-9 * abs(mx), 1e-300)
                 w1 = max((mx - mn) / bins, floor)
                 w2 = max((mx - mn) / bins2, floor) if bins2 > 0 else 1.0
@@ -507,6 +560,7 @@ def _member_run(s, table, m, p, warm, xs, out):  # type: ignore[no-untyped-def] 
     s[m, _RSUM2], s[m, _RI2], s[m, _MUL2], s[m, _VL2] = rsum2, ri2, mul2, vl2
     s[m, _NH], s[m, _H0], s[m, _H1] = nh, h0, h1
     s[m, _NLO], s[m, _SLO], s[m, _NHI], s[m, _SHI] = nlo, slo, nhi, shi
+    s[m, _MN2], s[m, _MX2] = mn2, mx2
 
 
 @nb.njit(cache=True, inline="always")
@@ -664,6 +718,8 @@ def _reset(s, table, a, cats):  # type: ignore[no-untyped-def]  # pragma: no cov
     s[:] = 0.0
     s[:, _MN] = np.inf
     s[:, _MX] = -np.inf
+    s[:, _MN2] = np.inf
+    s[:, _MX2] = -np.inf
     table[:] = 0
     a[:] = 0.0
     a[_AMN] = np.inf
@@ -826,6 +882,15 @@ class ContextLikelihood(Detector):
         A side of the seen range that has moved ``creep_min`` times is creeping (a trend):
         a new move of it by at most ``creep_factor`` times its mean move is not range
         novelty. ``creep_min=0``: every move past ``spatial_tolerance`` is.
+    glitch_gap
+        At the end of a member's warm-up, its highest (lowest) value is a lone glitch, left
+        out of the range, the symbol grid and the mean, when it stands apart from the
+        second highest (lowest) by more than ``glitch_gap`` times the range of the rest.
+        0 (the default): keep every value. 5 undoes the blinding a single glitch in the
+        warm-up otherwise causes (a reading of 100 in a 20 +- 0.5 stream made a later
+        +12 sd fault score 0 for good), but it costs NAB 2.8 points (standard): early lone
+        spikes that recur are real behaviour there (``nab.md`` round 10). The C export
+        has no such rule.
 
     Examples
     --------
@@ -872,6 +937,7 @@ class ContextLikelihood(Detector):
         "counter": OneOf(tuple(_COUNTER_MODES)),
         "creep_min": Interval(int, 0, None),
         "creep_factor": Interval(float, 0.0, None),
+        "glitch_gap": Interval(float, 0.0, None),
     }
 
     def __init__(
@@ -907,6 +973,7 @@ class ContextLikelihood(Detector):
         counter: str = "auto",
         creep_min: int = 20,
         creep_factor: float = 3.0,
+        glitch_gap: float = 0.0,
     ) -> None:
         params = dict(locals())
         params.pop("self")
@@ -924,7 +991,7 @@ class ContextLikelihood(Detector):
                 bins, bins2, warmup, short_window, long_alpha, min_sd, slow_window,
                 slow_long_alpha, slow_min_sd, suppress, suppress_frac, suppress_rate, damp,
                 suppress_level, spatial_tolerance, ew_alpha, z_weight, z_scale, tail_digits,
-                warmup_spread, creep_min, creep_factor,
+                warmup_spread, creep_min, creep_factor, glitch_gap,
             ],
             dtype=float,
         )
@@ -932,6 +999,8 @@ class ContextLikelihood(Detector):
         self.state_ = np.zeros((members, _RING + short_window + slow_window))
         self.state_[:, _MN] = np.inf
         self.state_[:, _MX] = -np.inf
+        self.state_[:, _MN2] = np.inf
+        self.state_[:, _MX2] = -np.inf
         self.table_ = np.zeros((members, 1 << table_bits), dtype=np.int32)
         self.counter_ = np.array([_COUNTER_MODES[counter], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
         # counter_[0] != _LEVEL (probing, or a counter), as a bool for the hot path
@@ -975,8 +1044,15 @@ class ContextLikelihood(Detector):
             state["creep_min"], state["creep_factor"] = 0, 3.0
             st = np.asarray(state["state_"])
             state["state_"] = np.concatenate(
-                [st[:, :_OLD_RING], np.zeros((len(st), _RING - _OLD_RING)), st[:, _OLD_RING:]],
-                axis=1)
+                [st[:, :_OLD_RING], np.zeros((len(st), _CREEP_RING - _OLD_RING)),
+                 st[:, _OLD_RING:]], axis=1)
+        if len(state["_p"]) == 22:  # saved before the warm-up glitch rule: none, as then
+            state["_p"] = np.append(state["_p"], 0.0)
+            state["glitch_gap"] = 0.0
+            st = np.asarray(state["state_"])
+            second = np.tile([np.inf, -np.inf], (len(st), 1))
+            state["state_"] = np.concatenate(
+                [st[:, :_CREEP_RING], second, st[:, _CREEP_RING:]], axis=1)
         self.__dict__.update(state)
         if "counter_" not in state:  # saved before the counter probe: scores levels, as then
             self.counter = "never"

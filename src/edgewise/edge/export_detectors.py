@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from edgewise.detect.context_likelihood import _MN2, _MX2
 from edgewise.edge.export_c import CExport, check_c_name
 from edgewise.errors import ExportError
 
@@ -69,7 +70,9 @@ def _guard(name: str) -> str:
 
 def _members(det: Any) -> tuple[np.ndarray, np.ndarray, list[int], int]:
     """State rows, tables, each member's warm-up, and the age at which suppression starts."""
-    state = np.atleast_2d(det.state_)
+    # the warm-up's second lowest/highest values serve only the glitch rule, which the C
+    # export does not have (it refuses glitch_gap > 0): the C state leaves them out
+    state = np.delete(np.atleast_2d(det.state_), [_MN2, _MX2], axis=1)
     table = np.atleast_2d(det.table_)
     p = det._p
     warm = int(p[2])
@@ -110,6 +113,10 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
                           f"store does not fit a device's 2 KiB); got art_vigilance="
                           f"{det.art_vigilance}. Export the default 'context-likelihood' "
                           "(art_vigilance=0) instead.")
+    if getattr(det, "glitch_gap", 0.0) > 0:
+        raise ExportError("The C export of ContextLikelihood has no warm-up glitch rule; got "
+                          f"glitch_gap={det.glitch_gap}. Export a detector with glitch_gap=0 "
+                          "(the default) instead.")
     state, table, warms, start = _members(det)
     n_m, n_state = state.shape
     tb = int(det.table_bits)
