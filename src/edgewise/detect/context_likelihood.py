@@ -1065,6 +1065,22 @@ class ContextLikelihood(Detector):
             self._init_art()
 
     @property
+    def warming_up(self) -> bool:
+        """Whether a member is still in its warm-up, whose range fixes its symbol grid for
+        good (the gateway keeps readings its cleaner flags as spikes out of it).
+
+        >>> det = ContextLikelihood(warmup=20, warmup_spread=0)
+        >>> _ = det.score_many(np.sin(np.arange(19.0)))
+        >>> det.warming_up, (det.score_many(np.array([0.5])), det.warming_up)[1]
+        (True, False)
+        """
+        n = len(self.state_)
+        warm, spread = int(self._p[2]), int(self._p[19])
+        return any(
+            self.state_[m, _T] < (warm if n == 1 else warm - spread + 2 * spread * m // (n - 1))
+            for m in range(n))
+
+    @property
     def is_counter(self) -> bool:
         """Whether the stream is scored as a cumulative counter (by its increments), as
         told by the probe or declared with ``counter="always"``.

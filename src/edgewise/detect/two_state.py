@@ -263,6 +263,12 @@ class StateAware(Detector):
         """Whether the level detector scores the stream as a cumulative counter."""
         return bool(getattr(self.base_, "is_counter", False))
 
+    @property
+    def warming_up(self) -> bool:
+        """Whether the level detector is still in a warm-up that fixes what it learns for
+        good (see :attr:`ContextLikelihood.warming_up`); False for one without."""
+        return bool(getattr(self.base_, "warming_up", False))
+
     def score_one(self, x: Mapping[str, float]) -> float:
         two = self.two_
         if two is not None:

@@ -125,10 +125,12 @@ class FastStreamGate:
         return st.intervals >= _MIN_INTERVALS and st.log_interval < self._fast_log
 
     def observe(self, key: tuple[str, str], ts_ns: int, value: float, score: float, *,
-                level: bool = True) -> float:
+                level: bool = True, learn: bool = True) -> float:
         """The score to alert on for this reading of ``key``, given the detector's ``score``;
         learns the reading. ``level=False`` (a two-state stream, a counter) leaves the score
-        as it is. Readings must come in the order they are scored."""
+        as it is. ``learn=False`` (a reading the cleaner flagged as a spike) keeps the value
+        out of the running mean and deviation, which one glitch would widen for about a
+        thousand readings. Readings must come in the order they are scored."""
         st = self.streams_.get(key)
         if st is None:
             st = self.streams_[key] = _Stream()
@@ -161,11 +163,12 @@ class FastStreamGate:
                 if p ** (st.run - 1) < self.stuck_p:
                     gated = 1.0
                     st.fired = True
-            st.repeats += repeat
+            st.repeats += repeat and learn  # a share of the learned readings, as n is
         else:
             st.run = 1
         st.last = x
-        self._learn(st, x)
+        if learn:
+            self._learn(st, x)
         return gated
 
     def _learn(self, st: _Stream, x: float) -> None:

@@ -15,7 +15,9 @@ on nothing else), while the cleaner decides what the detectors see. Readings it 
 their stream's newest kept reading; this includes a re-delivered reading that is not its
 stream's newest) are still scored under the pipeline's own ``late_horizon_s`` rule;
 ``spike`` and ``stuck`` readings are flagged and counted but scored as they are (a spike
-is what the detectors are for).
+is what the detectors are for); a spike is not learned while its level detector is in the
+warm-up that fixes its range for good (one glitch there would blind it), nor by the
+fast-stream gate's running mean and deviation.
 Every decision is counted in ``edgewise_quality_removed_total{reason}`` /
 ``edgewise_quality_flagged_total{reason}`` and per device in :meth:`Pipeline.quality_counts`.
 
@@ -431,9 +433,10 @@ class Pipeline:
         scores: dict[tuple[str, int], dict[str, float]] = {}
         scored = late = 0
         horizon = self.late_horizon_ns
+        spikes: set[int] = set()
         if self.cleaner is not None:
-            readings = self._clean(readings)
-        for r in readings:
+            readings, spikes = self._clean(readings)
+        for i, r in enumerate(readings):
             key = (r.device_id, r.metric)
             last = self._last_scored.get(key)
             if last is not None and r.ts_ns < last - horizon:
@@ -444,12 +447,20 @@ class Pipeline:
                 det = self._detectors[key] = self.detector_factory()
             x = {r.metric: r.value}
             s = det.score_one(x)
-            det.learn_one(x)
+            spike = i in spikes
+            # a spike in the warm-up would fix the level detector's range (and its symbol
+            # grid) for good and blind it to later faults inside that range: scored (0 in
+            # the warm-up), stored, counted, not learned. A two-valued stream's switch is
+            # not for the cleaner to call a spike.
+            if not (spike and getattr(det, "warming_up", False)
+                    and not getattr(det, "two_valued_", False)):
+                det.learn_one(x)
             if self.fast_gate is not None:
                 # states and a counter's increments are not levels: their detector judges
                 level = not (getattr(det, "two_valued_", False)
                              or getattr(det, "is_counter", False))
-                s = self.fast_gate.observe(key, r.ts_ns, r.value, s, level=level)
+                s = self.fast_gate.observe(key, r.ts_ns, r.value, s, level=level,
+                                           learn=not spike)
             scored += 1
             if last is None or r.ts_ns > last:
                 self._last_scored[key] = r.ts_ns
@@ -529,11 +540,13 @@ class Pipeline:
         self.alerts.forget(device_id)
         return len(keys)
 
-    def _clean(self, readings: Sequence[Reading]) -> list[Reading]:
-        """The readings detection should score; count every cleaner decision."""
+    def _clean(self, readings: Sequence[Reading]) -> tuple[list[Reading], set[int]]:
+        """The readings detection should score, and the positions among them of those
+        flagged as spikes; count every cleaner decision."""
         c = self.cleaner
         assert c is not None
         out: list[Reading] = []
+        spikes: set[int] = set()
         m = self.metrics
         seen_removed = dict(c.removed)
         seen_flagged = dict(c.flagged)
@@ -561,10 +574,12 @@ class Pipeline:
                 m.inc(f"edgewise_quality_{kind}_total", reason=reason)
             if kept:
                 q["kept"][r.metric] = q["kept"].get(r.metric, 0) + 1
+                if ("flagged", "spike") in changed:
+                    spikes.add(len(out))
                 out.append(r)
             elif all(k in _SCORED_ANYWAY for kind, k in changed if kind == "removed"):
                 out.append(r)
-        return out
+        return out, spikes
 
     def quality_counts(self, device_id: str) -> dict[str, object]:
         """What the cleaner did to a device's readings since start: per metric seen, kept,
