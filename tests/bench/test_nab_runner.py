@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from edgewise.bench.nab import run_nab
 from edgewise.bench.nab_scorer import load_profiles, load_results_dir, load_windows, score_corpus
+from edgewise.detect.context_likelihood import ContextLikelihood
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = [
@@ -112,11 +114,11 @@ def test_tune_on_half_never_accepts_a_worse_tuned_half_and_is_repeatable(small_n
     mean = {k: sum(d["tuned"].values()) / 3 for k, d in (("b", r.before), ("a", r.after))}
     assert mean["a"] >= mean["b"]
     assert set(r.before) == {"tuned", "other", "all"}
-    assert set(r.params) <= {"bins", "warmup", "tail_digits", "damp", "z_weight", "ew_alpha",
-                             "short_window", "long_alpha", "min_sd", "slow_window",
-                             "slow_long_alpha", "slow_min_sd", "suppress", "suppress_frac",
-                             "suppress_rate", "suppress_level", "spatial_tolerance",
-                             "z_scale", "warmup_spread"}
+    # any numeric constant but the frozen ones (which constants the moves pick depends on
+    # the seed and on how many constants there are)
+    numeric = {k for k, p in inspect.signature(ContextLikelihood.__init__).parameters.items()
+               if isinstance(p.default, int | float) and not isinstance(p.default, bool)}
+    assert set(r.params) <= numeric - {"table_bits", "bins2"}
     if not r.params:  # nothing accepted: before and after are the same constants
         assert r.after == r.before
     assert tune_on_half(small_nab, "context-likelihood", "even", steps=3, seed=2).summary() == \
