@@ -7,11 +7,16 @@
 Traceback (most recent call last):
 ...
 edgewise.errors.ConfigError: Setting 'EDGEWISE_HTTP_PORT' has value 'ten'. Not a valid int.
-"""
+>>> Settings.load(env={"EDGEWISE_RATE_LIMIT_PER_S": "nan"})
+Traceback (most recent call last):
+...
+edgewise.errors.ConfigError: Setting 'rate_limit_per_s' (EDGEWISE_RATE_LIMIT_PER_S) has value 'nan'. It must be a finite float in the range (0, inf).
+"""  # noqa: E501
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.errors import ConfigError
+from edgewise.params import Interval
 
 __all__ = ["Settings", "default_data_dir"]
 
@@ -62,6 +68,18 @@ class Settings:
     # alarms (edgewise.gateway.fast_streams); 0 turns both off
     fast_stream_z: float = 3.0
 
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first numeric setting out of its range
+        (:data:`LIMITS`); :meth:`load` calls it, so a bad value stops before anything starts.
+
+        >>> Settings(http_port=99999).check()
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.ConfigError: Setting 'http_port' (EDGEWISE_HTTP_PORT, --port) has value 99999. It must be an int in the range [1, 65535].
+        """  # noqa: E501
+        for name in LIMITS:
+            _check_limit(name, getattr(self, name), getattr(self, name))
+
     @property
     def store_url(self) -> str:
         """The store URL, defaulting to a DuckDB file under the data directory (made
@@ -88,7 +106,47 @@ class Settings:
         unknown = set(flags) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
-        return cls(**values)
+        for name, value in values.items():  # the value as given, in the message
+            raw = flags[name] if flags.get(name) is not None else env[f"EDGEWISE_{name.upper()}"]
+            _check_limit(name, value, raw)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+
+#: numeric settings: (allowed range, whether infinity is allowed); NaN never is
+LIMITS: dict[str, tuple[Interval, bool]] = {
+    "http_port": (Interval(int, 1, 65535), False),
+    "mqtt_port": (Interval(int, 1, 65535), False),
+    "max_payload_bytes": (Interval(int, 1, None), False),
+    "max_body_bytes": (Interval(int, 1, None), False),
+    "max_future_s": (Interval(float, 0, None), True),  # inf: no bound on future times
+    "rate_limit_per_s": (Interval(float, 0, None, closed="neither"), False),
+    "rate_limit_burst": (Interval(float, 1, None), False),
+    "throttle_after_failures": (Interval(int, 1, None), False),
+    "retention_days": (Interval(int, 0, None), False),
+    "alert_threshold": (Interval(float, 0, 1, closed="right"), False),
+    "fast_stream_z": (Interval(float, 0, None), False),
+}
+#: the CLI flag of a setting, where one has a flag
+_FLAGS = {"http_port": "--port", "mqtt_port": "--mqtt-port", "fast_stream_z": "--fast-stream-z"}
+
+
+def _check_limit(name: str, value: Any, raw: Any) -> None:
+    """Refuse ``value`` of setting ``name`` (given as ``raw``) outside :data:`LIMITS`."""
+    if name not in LIMITS:
+        return
+    interval, inf_ok = LIMITS[name]
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if interval.accepts(value) and (finite or inf_ok):
+        return
+    where = ", ".join([f"EDGEWISE_{name.upper()}"] + ([_FLAGS[name]] if name in _FLAGS else []))
+    allowed = str(interval)
+    if not inf_ok and interval.type is float:
+        allowed = allowed.replace("a float", "a finite float", 1)
+    elif inf_ok and allowed.endswith("inf)"):
+        allowed = allowed[:-1] + "] (inf: no bound)"
+    raise ConfigError(f"Setting {name!r} ({where}) has value {raw!r}. It must be {allowed}.")
 
 
 def _cast(name: str, raw: Any, typ: Any, source: str) -> Any:

@@ -18,18 +18,51 @@ import numpy as np
 
 from edgewise.detect import DETECTORS, Detector, get_detector
 
-__all__ = ["benchmark_detectors", "load_series"]
+__all__ = ["benchmark_detectors", "check_sizes", "load_series"]
+
+
+NAB_FILE = Path("data") / "realKnownCause" / "machine_temperature_system_failure.csv"
+
+
+def check_sizes(**sizes: int) -> None:
+    """Raise :class:`~edgewise.errors.ConfigError` for the first size below 1.
+
+    >>> check_sizes(points=1000, repeats=0)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: --repeats must be an int >= 1. Got 0 instead.
+    """
+    from edgewise.errors import ConfigError
+
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be an int >= 1. "
+                              f"Got {value!r} instead.")
 
 
 def load_series(nab_dir: str | Path | None, n: int) -> tuple[np.ndarray, str]:
-    """``n`` values of a real NAB series (tiled), or a synthetic cycle if NAB is absent."""
-    if nab_dir is not None:
-        f = Path(nab_dir) / "data" / "realKnownCause" / "machine_temperature_system_failure.csv"
-        if f.is_file():
-            import pandas as pd
+    """``n`` values of the NAB series under ``nab_dir`` (tiled), or, with ``nab_dir``
+    ``None``, a synthetic cycle. A ``nab_dir`` without the file is an error, not a quiet
+    switch to the synthetic series (the runs would not compare with NAB ones).
 
-            v = pd.read_csv(f)["value"].to_numpy(dtype=float)
-            return np.resize(v, n), f"NAB {f.parent.name}/{f.name}"
+    >>> load_series("/nonexistent", 10)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: --nab '/nonexistent' has no data/realKnownCause/machine_temperature_system_failure.csv; give the NAB root (the folder holding data/) or leave --nab out for the synthetic series.
+    """  # noqa: E501
+    check_sizes(points=n)
+    if nab_dir is not None:
+        from edgewise.errors import ConfigError
+
+        f = Path(nab_dir) / NAB_FILE
+        if not f.is_file():
+            raise ConfigError(f"--nab {str(nab_dir)!r} has no {NAB_FILE.as_posix()}; give the "
+                              f"NAB root (the folder holding data/) or leave --nab out for the "
+                              f"synthetic series.")
+        import pandas as pd
+
+        v = pd.read_csv(f)["value"].to_numpy(dtype=float)
+        return np.resize(v, n), f"NAB {f.parent.name}/{f.name}"
     rng = np.random.default_rng(0)
     t = np.arange(n)
     return 10 + np.sin(2 * np.pi * t / 288) + 0.1 * rng.standard_normal(n), "synthetic cycle"
@@ -52,8 +85,11 @@ def benchmark_detectors(
 
     Returns one row per detector: ``{"detector", "replay_pps", "replay_points", "one_pps"}``
     (``replay_pps`` is ``None`` for River, which has no batch path; a detector without a
-    compiled ``score_many`` replays only a sample of ``replay_points``).
+    compiled ``score_many`` replays only a sample of ``replay_points``). ``x``,
+    ``one_at_a_time_points`` and ``repeats`` must each be at least 1
+    (:class:`~edgewise.errors.ConfigError`).
     """
+    check_sizes(points=len(x), one_points=one_at_a_time_points, repeats=repeats)
     small = x[:one_at_a_time_points]
     tasks: dict[str, dict[str, Callable[[], int] | None]] = {}
     replay_points: dict[str, int | None] = {"river.HalfSpaceTrees": None}

@@ -34,7 +34,7 @@ import paho.mqtt.client as mqtt
 
 from edgewise.sim.device import MqttDevice
 
-__all__ = ["run_ingest_bench"]
+__all__ = ["check_ingest_options", "run_ingest_bench"]
 
 METRICS = ("flow", "pressure", "current", "bearing_temp", "motor_temp", "vibration",
            "speed", "suction")
@@ -48,13 +48,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def _log_tail(log: Path | None, lines: int = 3) -> str:
+    """The last ``lines`` non-empty lines of ``log`` on one line ('' without a log)."""
+    if log is None or not log.is_file():
+        return ""
+    text = log.read_text(errors="replace").splitlines()
+    tail = [ln.strip() for ln in text if ln.strip()][-lines:]
+    return "; its log ends: " + " | ".join(tail) if tail else ""
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0,
+               log: Path | None = None) -> None:
+    """Wait until ``port`` answers; if ``proc`` exits first, say why (its ``log``'s tail)."""
     import socket
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"benchmark server exited with {proc.returncode}")
+            raise RuntimeError(f"benchmark server exited with {proc.returncode}"
+                               + _log_tail(log))
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -95,9 +107,12 @@ class _Load:
 
     def __init__(self, devices: list[MqttDevice], seconds: float, rate_per_device: float | None,
                  window: int, spike_every: int, ts0: float) -> None:
+        if rate_per_device is not None and not rate_per_device > 0:
+            raise ValueError(f"rate_per_device must be above 0 (None: unpaced). "
+                             f"Got {rate_per_device!r} instead.")
         self.devices = devices
         self.seconds = seconds
-        self.rate = rate_per_device
+        self.rate = rate_per_device  # None: as fast as the window allows
         self.window = window
         self.spike_every = spike_every
         self.ts0 = ts0
@@ -119,14 +134,14 @@ class _Load:
     def _device(self, d: MqttDevice, i: int, stop_at: float) -> None:
         rng = np.random.default_rng(i)
         pubs = self.pub_t[d.device_id]
-        period = 1.0 / self.rate if self.rate else 0.0
+        period = 1.0 / self.rate if self.rate is not None else 0.0
         nxt = time.monotonic()
         seq = 0
         while True:
             now = time.monotonic()
             if now >= stop_at:
                 return
-            if self.rate:
+            if self.rate is not None:
                 if now < nxt:
                     time.sleep(min(nxt - now, 0.01))
                     continue
@@ -257,9 +272,10 @@ def _gateway(n_devices: int, seconds: float, rate_per_device: float | None, wind
              "--mqtt-port", str(mport), "--port", str(hport), *extra],
             env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
+            log.flush()
             if not mosquitto:
-                _wait_port(mport, proc)
-            _wait_port(hport, proc)
+                _wait_port(mport, proc, log=data / "gateway.log")
+            _wait_port(hport, proc, log=data / "gateway.log")
             lat: list[float] = []
             acked_total = [0]
             load_ref: list[_Load] = []
@@ -325,6 +341,33 @@ def _metric(text: str, name: str) -> float:
     return 0.0
 
 
+def check_ingest_options(devices: int, seconds: float, window: int, spike_every: int = 200,
+                         mosquitto: int | None = None, consumer: str = "plugin") -> None:
+    """Raise :class:`~edgewise.errors.ConfigError` naming the first bad option.
+
+    >>> check_ingest_options(20, 10.0, 200, consumer="junk")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: --consumer must be one of 'plugin', 'subscriber'. Got 'junk' instead.
+    """  # noqa: E501
+    import math
+
+    from edgewise.errors import ConfigError
+    from edgewise.params import Interval, OneOf
+
+    checks: list[tuple[str, Any, Interval | OneOf]] = [
+        ("--devices", devices, Interval(int, 1, None)),
+        ("--seconds", seconds, Interval(float, 0, 86400, closed="right")),
+        ("--window", window, Interval(int, 1, None)),
+        ("spike_every", spike_every, Interval(int, 0, None)),
+        ("--mosquitto", mosquitto or 1, Interval(int, 1, 65535)),
+        ("--consumer", consumer, OneOf(("plugin", "subscriber"))),
+    ]
+    for name, value, allowed in checks:
+        if not allowed.accepts(value) or (isinstance(value, float) and not math.isfinite(value)):
+            raise ConfigError(f"{name} must be {allowed}. Got {value!r} instead.")
+
+
 def run_ingest_bench(
     devices: int = 20, seconds: float = 10.0, window: int = 200, spike_every: int = 200,
     progress: Callable[[str], None] = lambda s: None, mosquitto: int | None = None,
@@ -336,12 +379,28 @@ def run_ingest_bench(
     amqtt, and the gateway runs in external-broker mode. ``consumer`` picks how the
     embedded broker hands telemetry to the gateway: ``"plugin"`` or ``"subscriber"``.
 
+    Every argument is checked before anything runs
+    (:class:`~edgewise.errors.ConfigError`); a max-rate run that gets no ack in its
+    ``seconds`` leaves no half rate to pace at, and is refused the same way.
+
     >>> r = run_ingest_bench(devices=1, seconds=0.5)  # doctest: +SKIP
+    >>> run_ingest_bench(devices=0)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: --devices must be an int in the range [1, inf). Got 0 instead.
     """
+    check_ingest_options(devices, seconds, window, spike_every, mosquitto, consumer)
     progress(f"raw broker ceiling: {devices} publishers, {seconds:g} s")
     raw = _raw(devices, seconds, window, mosquitto)
     progress(f"gateway at max rate: {devices} devices, {seconds:g} s")
     full = _gateway(devices, seconds, None, window, spike_every, progress, mosquitto, consumer)
+    if not full["messages_per_s"] > 0:
+        from edgewise.errors import ConfigError
+
+        raise ConfigError(
+            f"The gateway acked no message in the {seconds:g} s max-rate run, so there is no "
+            f"half rate to measure latency at; give a longer --seconds (10 is the default) "
+            f"or run on a less loaded machine.")
     half_rate = full["messages_per_s"] / 2 / devices
     progress(f"gateway at half load: {half_rate * devices:.0f} messages/s")
     half = _gateway(devices, seconds, half_rate, window, spike_every, progress, mosquitto,

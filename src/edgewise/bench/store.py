@@ -17,22 +17,59 @@ from typing import Any
 from edgewise.store import open_store
 from edgewise.telemetry import Reading
 
-__all__ = ["make_batch", "run_store_bench"]
+__all__ = ["check_store_options", "make_batch", "run_store_bench"]
 
 T0 = 1_700_000_000 * 10**9
 METRICS = ("temp_c", "rpm", "vib_x", "vib_y", "vib_z", "current_a", "pressure_bar", "flow_lpm")
 
 
-def make_batch(k: int, size: int, devices: int) -> list[Reading]:
-    """Batch ``k``: ``size`` readings, 8 metrics per message, spread over ``devices``."""
+def make_batch(k: int, size: int, devices: int, prefix: str = "bench") -> list[Reading]:
+    """Batch ``k``: ``size`` readings (rounded down to whole messages per device, at least
+    one), 8 metrics per message, spread over ``devices`` named ``{prefix}-000`` …"""
     per_device = max(size // (devices * len(METRICS)), 1)
     out = []
     for d in range(devices):
         for i in range(per_device):
             n = k * per_device + i
             for j, m in enumerate(METRICS):
-                out.append(Reading(f"pump-{d:03d}", m, T0 + n * 10**9, float(n % 97) + j, n + 1))
+                out.append(Reading(f"{prefix}-{d:03d}", m, T0 + n * 10**9, float(n % 97) + j,
+                                   n + 1))
     return out
+
+
+def check_store_options(url: str, batch: int, batches: int, devices: int) -> None:
+    """Raise :class:`~edgewise.errors.ConfigError` naming the first bad option; a DuckDB
+    file must not exist yet (the bench makes it for the run and removes it after, so it
+    never writes into a store that holds data).
+
+    >>> check_store_options("", batch=100, batches=3, devices=20)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: --batch must be at least --devices x 8 = 160 (one 8-metric message per device). Got 100 instead.
+    """  # noqa: E501
+    from edgewise.errors import ConfigError
+
+    for name, value in (("--devices", devices), ("--batches", batches)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be an int >= 1. Got {value!r} instead.")
+    need = devices * len(METRICS)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < need:
+        raise ConfigError(f"--batch must be at least --devices x {len(METRICS)} = {need} (one "
+                          f"{len(METRICS)}-metric message per device). Got {batch!r} instead.")
+    path = _duckdb_file(url)
+    if path is not None and (path.exists() or Path(f"{path}.wal").exists()):
+        raise ConfigError(
+            f"--store {url!r} names an existing DuckDB file; the bench writes and deletes test "
+            f"readings, so give a path that does not exist yet (made for the run, removed "
+            f"after) or leave --store out.")
+
+
+def _duckdb_file(url: str) -> Path | None:
+    """The file of a ``duckdb:///PATH`` URL (``None`` for memory or another backend)."""
+    if not url.lower().startswith("duckdb://"):
+        return None
+    rest = url.split("://", 1)[1]
+    return None if rest in (":memory:", "/:memory:") or not rest.startswith("/") else Path(rest)
 
 
 def _stats(times: list[float], n: int) -> dict[str, float]:
@@ -46,11 +83,18 @@ def run_store_bench(
 ) -> dict[str, Any]:
     """Append ``batches`` fresh batches of ``batch`` readings, re-append them, then query.
 
-    ``url`` empty means a DuckDB file in a temporary folder. A ``postgresql://`` URL
-    without ``?schema=`` gets a fresh schema that is dropped afterwards.
+    ``url`` empty means a DuckDB file in a temporary folder; a ``duckdb:///PATH`` must not
+    exist yet and is removed afterwards. A ``postgresql://`` URL without ``?schema=`` gets a
+    fresh schema that is dropped afterwards; with one, the bench's devices (ids of their
+    own, ``bench-<random>-NNN``) are deleted afterwards.
     """
+    from edgewise.errors import StoreError
+
+    check_store_options(url, batch, batches, devices)
     tmp = None
     drop_schema = None
+    remove_file = _duckdb_file(url)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
     if not url:
         tmp = tempfile.TemporaryDirectory()
         url = f"duckdb://{Path(tmp.name) / 'bench.duckdb'}"
@@ -59,29 +103,34 @@ def run_store_bench(
         url = f"{url}{'&' if '?' in url else '?'}schema={drop_schema}"
     store = open_store(url)
     try:
-        data = [make_batch(k, batch, devices) for k in range(batches)]
+        data = [make_batch(k, batch, devices, prefix) for k in range(batches)]
         n = len(data[0])
         append = []
         for b in data:
             t = time.perf_counter()
             r = store.append(b)
             append.append(time.perf_counter() - t)
-            assert r.stored == n, r
+            if r.stored != n:
+                raise StoreError(f"Store {url.split('?')[0]!r} stored {r.stored} of {n} fresh "
+                                 f"bench readings ({r.duplicates} duplicates); the figures "
+                                 f"would not be of fresh appends.")
         dup = []
         for b in data[-5:]:
             t = time.perf_counter()
             r = store.append(b)
             dup.append(time.perf_counter() - t)
-            assert r.duplicates == n, r
+            if r.duplicates != n:
+                raise StoreError(f"Store {url.split('?')[0]!r} took {r.duplicates} of {n} "
+                                 f"re-delivered bench readings as duplicates; expected all.")
         total = store.count_readings()
         q, qs = [], []
         rows = 0
         for d in range(min(devices, 5)):
             t = time.perf_counter()
-            rows = len(store.query(f"pump-{d:03d}", "temp_c"))
+            rows = len(store.query(f"{prefix}-{d:03d}", "temp_c"))
             q.append(time.perf_counter() - t)
             t = time.perf_counter()
-            store.query(f"pump-{d:03d}", step_ns=60 * 10**9)
+            store.query(f"{prefix}-{d:03d}", step_ns=60 * 10**9)
             qs.append(time.perf_counter() - t)
         return {
             "store": url.split("?")[0] if drop_schema else url,
@@ -95,7 +144,15 @@ def run_store_bench(
             "query_downsampled_all_metrics_ms": round(statistics.median(qs) * 1000, 2),
         }
     finally:
-        store.close()
+        try:
+            if tmp is None and remove_file is None and not drop_schema:  # a store of its own
+                for d in range(devices):
+                    store.delete_device(f"{prefix}-{d:03d}")
+        finally:
+            store.close()
+        if remove_file is not None:
+            for f in (remove_file, Path(f"{remove_file}.wal")):
+                f.unlink(missing_ok=True)
         if drop_schema:
             import psycopg
 

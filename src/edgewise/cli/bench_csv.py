@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +20,40 @@ from edgewise.cli.detect import (
     TrainRows,
     split_columns,
 )
+
+
+def machine() -> str:
+    """What this machine is, as measured: architecture, system, CPU count and processor.
+
+    >>> f"{os.cpu_count()} CPUs" in machine()
+    True
+    """
+    cpu = platform.processor() or "processor not reported"
+    return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs ({cpu})"
+
+
+def detector_counts(files: list[dict[str, Any]]) -> dict[str, int]:
+    """Files scored by each detector, most used first.
+
+    >>> detector_counts([{"detector": "a"}, {"detector": "b"}, {"detector": "b"}])
+    {'b': 2, 'a': 1}
+    """
+    return dict(Counter(f["detector"] for f in files).most_common())
+
+
+def describe_detectors(counts: dict[str, int]) -> str:
+    """``detector NAME`` for one, else every detector with its file count.
+
+    >>> describe_detectors({"drift-residual": 1})
+    'detector drift-residual'
+    >>> describe_detectors({"drift-residual": 1, "context-likelihood": 1})
+    'detectors drift-residual x1, context-likelihood x1'
+    """
+    if not counts:
+        return "no detector"
+    if len(counts) == 1:
+        return f"detector {next(iter(counts))}"
+    return "detectors " + ", ".join(f"{d} x{n}" for d, n in counts.items())
 
 
 @bench_app.command("csv")
@@ -51,7 +87,9 @@ def bench_csv(
 
     res = bench_folder(folder, label_column, time_column, cols, detector, train_rows,
                        threshold, on_file=show)
-    res["machine"] = f"{platform.machine()} {platform.system()} (2-core shared VM)"
+    res["machine"] = machine()
+    res["cpus"] = os.cpu_count()
+    res["detectors"] = detector_counts(res["files"])
     t = res["total"]
     if json_out:
         typer.echo(json.dumps(res))
@@ -59,8 +97,11 @@ def bench_csv(
     if res["skipped"]:
         typer.echo(f"left out {len(res['skipped'])} *_scored.csv (edgewise detect's outputs): "
                    + ", ".join(res["skipped"][:5]) + (", ..." if len(res["skipped"]) > 5 else ""))
+    if len(res["detectors"]) > 1:
+        typer.echo("note: the pooled figures mix detectors (each file's default depends on its "
+                   "columns and training span; --detector scores every file with one)")
     typer.echo(
-        f"{t['files']} files, detector {res['files'][0]['detector']}, pooled: "
+        f"{t['files']} files, {describe_detectors(res['detectors'])}, pooled: "
         f"precision {t['precision']:.3f}  recall {t['recall']:.3f}  F1 {t['f1']:.3f}  "
         f"false-alarm rate {t['false_alarm_rate']:.3f}  "
         f"missed-alarm rate {t['missed_alarm_rate']:.3f}"

@@ -29,9 +29,10 @@ def bench_detect(
     from rich.markup import escape
     from rich.table import Table
 
-    from edgewise.bench.detect_speed import benchmark_detectors, load_series
+    from edgewise.bench.detect_speed import benchmark_detectors, check_sizes, load_series
     from edgewise.detect import DEFAULT_DETECTOR
 
+    check_sizes(points=points, one_points=one_points, repeats=repeats)
     x, source = load_series(nab, points)
     rows = benchmark_detectors(x, one_points, repeats)
     river = next((r for r in rows if r["detector"] == "river.HalfSpaceTrees"), None)

@@ -27,8 +27,7 @@ def bench_fleet_cmd(
     json_out: Json = False,
 ) -> None:
     """False alerts per device-hour and faults found, through the gateway's own detection."""
-    from edgewise.bench.fleet import bench_fleet
-    from edgewise.gateway.pipeline import per_metric_factory
+    from edgewise.bench.fleet import bench_fleet, check_fleet_options
 
     def show(row: dict[str, Any]) -> None:
         if not json_out:
@@ -44,8 +43,8 @@ def bench_fleet_cmd(
                 f"[{row['seconds']:.0f} s]")
 
     names = [d.strip() for d in detectors.split(",") if d.strip()]
-    for name in names:
-        per_metric_factory(name)  # a name the gateway does not take fails before the header
+    # a name the gateway does not take, or a bad number, fails before the header
+    check_fleet_options(names, pumps=pumps, hours=hours, seed=seed, fault_rate_per_h=fault_rate)
     if not json_out:
         typer.echo(f"{pumps} pumps x {hours:g} h at 1 Hz, {fault_rate:g} faults per pump-hour, "
                    f"seed {seed}:", err=True)

@@ -28,8 +28,10 @@ def ingest(
     broker ceiling, measured in one run."""
     import json
 
-    from edgewise.bench.ingest import run_ingest_bench
+    from edgewise.bench.ingest import check_ingest_options, run_ingest_bench
 
+    check_ingest_options(devices, seconds, window, mosquitto=mosquitto or None,
+                         consumer=consumer)
     say = (lambda s: None) if json_out else (lambda s: typer.echo(s, err=True))
     r = run_ingest_bench(devices=devices, seconds=seconds, window=window, progress=say,
                          mosquitto=mosquitto or None, consumer=consumer)
@@ -40,8 +42,9 @@ def ingest(
     typer.echo(f"broker: {r['broker']}, consumer: {r['consumer']}")
     typer.echo(f"raw broker (no gateway): {raw['readings_per_s']:,.0f} readings/s "
                f"(p50 {raw['p50_ms']} ms, p99 {raw['p99_ms']} ms publish->subscribe)")
+    ratio = r["gateway_vs_raw"]
     typer.echo(f"gateway max:  {full['readings_per_s']:,.0f} readings/s durably acked "
-               f"= {r['gateway_vs_raw']:.0%} of raw; p50/p99 publish->stored "
+               f"= {'n/a' if ratio is None else f'{ratio:.0%}'} of raw; p50/p99 publish->stored "
                f"{full['p50_stored_ms']}/{full['p99_stored_ms']} ms")
     typer.echo(f"gateway half: {half['readings_per_s']:,.0f} readings/s; p50/p99 "
                f"publish->stored {half['p50_stored_ms']}/{half['p99_stored_ms']} ms; "

@@ -23,8 +23,10 @@ def bench_store(
     """Append fresh and re-delivered batches, then query; report readings/s per backend."""
     import json
 
-    from edgewise.bench.store import run_store_bench
+    from edgewise.bench.store import check_store_options, run_store_bench
 
+    for u in store or [""]:  # every URL checked before any is measured
+        check_store_options(u, batch, batches, devices)
     results = [run_store_bench(u, batch=batch, batches=batches, devices=devices)
                for u in (store or [""])]
     if json_out:

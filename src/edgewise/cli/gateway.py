@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -46,11 +47,40 @@ def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, d
                          detector=detector, fast_stream_z=fast_stream_z)
 
 
-async def _start(gw) -> None:  # type: ignore[no-untyped-def]
-    """Start the gateway; if starting fails half-way, stop what did start."""
+#: the embedded broker's ways of handing telemetry to the gateway (EDGEWISE_MQTT_CONSUMER)
+CONSUMERS = ("plugin", "subscriber")
+
+
+def _check_consumer(settings, env=None) -> None:  # type: ignore[no-untyped-def]
+    """Refuse an ``EDGEWISE_MQTT_CONSUMER`` the embedded broker does not take, before
+    anything (the admin token above all) is made.
+
+    >>> from edgewise.config import Settings
+    >>> _check_consumer(Settings(), {"EDGEWISE_MQTT_CONSUMER": "junk"})
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: Setting 'EDGEWISE_MQTT_CONSUMER' has value 'junk'. Use 'plugin' or 'subscriber'.
+    """  # noqa: E501
+    import os
+
+    from edgewise.errors import ConfigError
+
+    env = os.environ if env is None else env
+    consumer = env.get("EDGEWISE_MQTT_CONSUMER", "plugin")
+    if settings.mqtt == "embedded" and consumer not in CONSUMERS:
+        raise ConfigError(f"Setting 'EDGEWISE_MQTT_CONSUMER' has value {consumer!r}. "
+                          f"Use {' or '.join(repr(c) for c in CONSUMERS)}.")
+
+
+async def _start(gw, token: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Start the gateway; if starting fails half-way, stop what did start, and show the
+    admin token just made (it exists now and is shown nowhere else)."""
     try:
         await gw.start()
     except BaseException:
+        if token:
+            typer.echo(f"admin token (shown once, keep it; the gateway did not start): {token}",
+                       err=True)
         await gw.stop()
         raise
 
@@ -87,11 +117,12 @@ def serve(
 
     settings = _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key,
                          detector, fast_stream_z)
+    _check_consumer(settings)
 
     async def main() -> None:
         gw = Gateway(settings)
         token = gw.security.ensure_admin_token()
-        await _start(gw)
+        await _start(gw, token)
         scheme = "mqtts" if settings.tls_cert else "mqtt"
         where = (f"{scheme}://{settings.host}:{settings.mqtt_port}" if settings.mqtt == "embedded"
                  else settings.mqtt)
@@ -110,6 +141,52 @@ def serve(
     asyncio.run(main())
 
 
+def _read_labels(path: Path) -> list[dict[str, Any]]:
+    """The fault labels earlier demo runs wrote to ``path`` (none when it is absent)."""
+    import json
+
+    from edgewise.errors import ConfigError
+
+    if not path.exists():
+        return []
+    try:
+        labels = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} holds the demo's fault labels but cannot be read ({e}); "
+                          f"move it away to start afresh.") from None
+    if not isinstance(labels, list) or not all(
+            isinstance(x, dict) and {"device_id", "start_ns"} <= x.keys() for x in labels):
+        raise ConfigError(f"{path} is not a list of fault labels (each with device_id and "
+                          f"start_ns); move it away to start afresh.")
+    return labels
+
+
+def merge_labels(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Earlier runs' labels with this run's, one per ``(device_id, start_ns)`` (this run's
+    wins), in time order.
+
+    >>> a = {"device_id": "p", "start_ns": 1, "end_ns": 2}
+    >>> b = {"device_id": "p", "start_ns": 5, "end_ns": 9}
+    >>> [x["start_ns"] for x in merge_labels([a], [b, a])]
+    [1, 5]
+    """
+    merged = {(x["device_id"], x["start_ns"]): x for x in old}
+    merged.update({(x["device_id"], x["start_ns"]): x for x in new})
+    return sorted(merged.values(), key=lambda x: (x["start_ns"], x["device_id"]))
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` atomically, readable by its owner only (0600 from the start)."""
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
 @app.command()
 def demo(
     data_dir: DataDir,
@@ -124,10 +201,13 @@ def demo(
     detector: Detector = "context-likelihood",
     fast_stream_z: FastStreamZ = 3.0,
 ) -> None:
-    """Broker, gateway, store, detection, dashboard and a simulated pump fleet, in one process."""
+    """Broker, gateway, store, detection, dashboard and a simulated pump fleet, in one process.
+
+    Restarted on the same data, it goes on after the newest stored reading (no history is
+    sent back-dated over it) and adds its fault labels to the earlier runs' ones.
+    """
     import asyncio
     import json
-    import os
 
     from edgewise.errors import ConfigError
     from edgewise.gateway.runtime import Gateway
@@ -136,25 +216,34 @@ def demo(
 
     if pumps < 1:
         raise ConfigError(f"--pumps must be at least 1. Got {pumps} instead.")
+    if seed < 0:
+        raise ConfigError(f"--seed must be an int >= 0. Got {seed} instead.")
     settings = _settings(data_dir, "embedded", store, host, port, mqtt_port, tls_cert, tls_key,
                          detector, fast_stream_z)
+    _check_consumer(settings)
+    labels_file = settings.data_dir / "demo-labels.json"
+    earlier_labels = _read_labels(labels_file)  # a bad file stops us before anything is made
+    fleet = PumpFleet(pumps, seed=seed)
 
     async def main() -> None:
         gw = Gateway(settings)
         token = gw.security.ensure_admin_token()
-        fleet = PumpFleet(pumps, seed=seed)
         creds_file = settings.data_dir / "demo-devices.json"
         creds: dict[str, str] = json.loads(creds_file.read_text()) if creds_file.exists() else {}
+        made: list[str] = []
         for dev in fleet.device_ids:
             if dev not in creds or not gw.security.has_device(dev):
                 if gw.security.has_device(dev):
                     gw.security.delete_device(dev, actor="demo")
                 creds[dev] = gw.security.add_device(dev, actor="demo")[1]
-        creds_file.write_text(json.dumps(creds, indent=1))
-        os.chmod(creds_file, 0o600)
-        await _start(gw)
+                made.append(dev)
+        _write_private(creds_file, json.dumps(creds, indent=1))
+        ids = set(fleet.device_ids)
+        stored = [d.last_ns for d in gw.store.devices() if d.device_id in ids and d.last_ns]
+        await _start(gw, token)
         runner = FleetRunner(fleet, [(d, creds[d]) for d in fleet.device_ids], "127.0.0.1",
-                             settings.mqtt_port, tls_ca=settings.tls_cert or None, seed=seed)
+                             settings.mqtt_port, tls_ca=settings.tls_cert or None, seed=seed,
+                             start_after_ns=max(stored, default=None))
         await asyncio.to_thread(runner.start)
         typer.echo(f"dashboard: {gw.http_url or '(HTTP not available)'}")
         if token:
@@ -162,17 +251,21 @@ def demo(
         else:
             typer.echo("admin token: made at first start (see `edgewise token create`)")
         typer.echo(f"{pumps} simulated pumps on MQTT 127.0.0.1:{settings.mqtt_port}; "
-                   f"device credentials (id: secret) are in {creds_file}:")
-        for dev in fleet.device_ids:
+                   f"device credentials (id: secret) are in {creds_file} (owner-only)"
+                   + (f"; made now for {len(made)} (shown once):" if made else "."))
+        for dev in made:
             typer.echo(f"  {dev}: {creds[dev]}")
+        if stored:
+            typer.echo(f"data of an earlier run found: the fleet goes on after its newest "
+                       f"reading; fault labels are added to {labels_file}")
         typer.echo("Ctrl-C stops.")
         try:
             await _until_signalled()
         finally:
             await asyncio.to_thread(runner.stop)
-            labels = settings.data_dir / "demo-labels.json"
-            labels.write_text(json.dumps(fleet.labels(), indent=1))
+            _write_private(labels_file, json.dumps(
+                merge_labels(earlier_labels, fleet.labels()), indent=1))
             await gw.stop()
-        typer.echo(f"stopped; {runner.sent} messages sent; fault ground truth in {labels}")
+        typer.echo(f"stopped; {runner.sent} messages sent; fault ground truth in {labels_file}")
 
     asyncio.run(main())

@@ -34,6 +34,11 @@ class FleetRunner:
         Seconds between samples (real time).
     backfill_s
         History sent at start (fast), so charts and detectors have something at once.
+    start_after_ns
+        The newest reading time the gateway already holds for these devices (a restart on
+        the same data): the history starts after it, so nothing is sent back-dated over
+        what is stored; when it is less than ``backfill_s`` old only the gap since is
+        filled. ``None``: nothing is stored.
     p_gap, p_dropout, p_duplicate, p_swap
         Probabilities per message: skip the sample, drop one sensor, send twice, send
         after the next one.
@@ -54,11 +59,13 @@ class FleetRunner:
         p_duplicate: float = 0.01,
         p_swap: float = 0.01,
         seed: int = 0,
+        start_after_ns: int | None = None,
     ) -> None:
         self.fleet = fleet
         self.devices = [MqttDevice(d, s, host, port, tls_ca=tls_ca) for d, s in credentials]
         self.period_s = period_s
         self.backfill_s = backfill_s
+        self.start_after_ns = start_after_ns
         self.p = (p_gap, p_dropout, p_duplicate, p_swap)
         self.rng = random.Random(seed)
         self.sent = 0
@@ -100,15 +107,32 @@ class FleetRunner:
                 if payload is not None:
                     d.publish_raw(d.telemetry_topic, payload)
 
+    def first_ns(self, now_ns: int) -> int:
+        """Time of the first sample sent when started at ``now_ns``: ``backfill_s`` back,
+        but never at or before ``start_after_ns``.
+
+        >>> r = FleetRunner(PumpFleet(1), [], backfill_s=600, start_after_ns=10**12)
+        >>> r.first_ns(10**12 + 60 * 10**9) == 10**12 + 10**9  # 1 s after the stored data
+        True
+        >>> r.first_ns(10**12 + 3600 * 10**9) == 10**12 + 3000 * 10**9  # 600 s back
+        True
+        """
+        t = now_ns - int(self.backfill_s * 1e9)
+        if self.start_after_ns is not None:
+            t = max(t, self.start_after_ns + int(self.period_s * 1e9))
+        return t
+
     def _run(self) -> None:
         now = time.time_ns()
         step = int(self.period_s * 1e9)
-        t = now - int(self.backfill_s * 1e9)
+        t = self.first_ns(now)
         while t < now and not self._stop.is_set():  # history, as fast as acks allow
             self._emit(t)
             t += step
             if sum(len(d.pending) for d in self.devices) > 5000:
                 time.sleep(0.05)
+        # stored data newer than this clock (clocks differ): wait, never send ahead of time
+        self._stop.wait(max(0.0, (t - time.time_ns()) / 1e9))
         while not self._stop.is_set():
             self._emit(t)
             for d in self.devices:

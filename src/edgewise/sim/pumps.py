@@ -8,7 +8,14 @@ move with speed, with realistic sensor noise. Faults are injected with ground tr
 * ``spike``: one reading of one sensor far off (a glitch),
 * ``drift``: a sensor's offset grows linearly (calibration drift),
 * ``stuck``: a sensor repeats its last value,
-* ``bearing_wear``: vibration and bearing temperature trend up over the fault window.
+* ``bearing_wear``: vibration and bearing temperature trend up for 20 minutes, then the
+  bearing is replaced; the label (``metrics``: both sensors) stays open until the bearing
+  has cooled back to within half a noise standard deviation of its no-wear temperature, so
+  no reading outside a label carries the fault.
+
+A fault's window ``[start_ns, end_ns]`` holds every reading it moves, on the sensors its
+``metrics`` name (``metric`` is the first of them), and no reading after ``end_ns`` is
+changed by it.
 
 >>> fleet = PumpFleet(n_pumps=2, seed=1)
 >>> rows = [fleet.step(1_700_000_000 * 10**9 + i * 10**9) for i in range(3)]
@@ -24,6 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgewise.params import Interval, validate_params
+
 __all__ = ["FAULT_KINDS", "SENSORS", "Fault", "Pump", "PumpFleet"]
 
 #: sensor name -> (unit, noise standard deviation)
@@ -38,17 +47,42 @@ SENSORS: dict[str, tuple[str, float]] = {
     "vibration_rms_mms": ("mm/s", 0.05),
 }
 FAULT_KINDS = ("spike", "drift", "stuck", "bearing_wear")
+#: thermal time constant of the bearing and motor temperatures, seconds
+THERMAL_TAU_S = 300.0
+#: a worn bearing's label closes once its extra heat is below this share of the
+#: bearing-temperature sensor's noise standard deviation
+COOLED_NOISE_SD = 0.5
+#: sensors a bearing_wear fault moves (the first is the label's ``metric``)
+BEARING_WEAR_METRICS = ("vibration_rms_mms", "bearing_temp_c")
+_WEAR_RAMP_S = 1200.0
+_FLEET_PARAMS = {
+    "n_pumps": Interval(int, 1, None),
+    "seed": Interval(int, 0, None),
+    "fault_rate_per_h": Interval(float, 0, 3600),
+}
 
 
 @dataclass
 class Fault:
-    """Ground truth of one injected fault (times in ns, inclusive)."""
+    """Ground truth of one injected fault (times in ns, inclusive).
+
+    ``metrics`` names every sensor the fault moves (``metric`` is the first); it defaults
+    to ``(metric,)``.
+
+    >>> Fault("pump-01", "drift", "flow_m3h", 0, 10).metrics
+    ('flow_m3h',)
+    """
 
     device_id: str
     kind: str
     metric: str
     start_ns: int
     end_ns: int
+    metrics: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.metrics:
+            self.metrics = (self.metric,)
 
 
 @dataclass
@@ -67,6 +101,8 @@ class Pump:
     motor_temp: float = 55.0
     ambient: float = 22.0
     wear: float = 0.0
+    #: the bearing temperature's excess over its no-wear value (°C), part of bearing_temp
+    wear_heat: float = 0.0
     stuck: dict[str, float] = field(default_factory=dict)
     offsets: dict[str, float] = field(default_factory=dict)
 
@@ -81,10 +117,15 @@ class Pump:
         power_frac = s**3
         current = self.rated_current * (0.25 + 0.75 * power_frac)
         suction = 1.2 - 0.1 * s * s
-        target_bt = self.ambient + 18.0 + 14.0 * power_frac + 25.0 * self.wear
+        target_bt = self.ambient + 18.0 + 14.0 * power_frac
         target_mt = self.ambient + 20.0 + 30.0 * power_frac
-        k = 1.0 - math.exp(-dt_s / 300.0)
-        self.bearing_temp += (target_bt - self.bearing_temp) * k
+        k = 1.0 - math.exp(-dt_s / THERMAL_TAU_S)
+        # the wear's heat lags like the rest, kept apart so its decay after the bearing is
+        # replaced is known (the sum is the same first-order lag on the summed target)
+        base_bt = self.bearing_temp - self.wear_heat
+        base_bt += (target_bt - base_bt) * k
+        self.wear_heat += (25.0 * self.wear - self.wear_heat) * k
+        self.bearing_temp = base_bt + self.wear_heat
         self.motor_temp += (target_mt - self.motor_temp) * k
         vib = 0.8 + 1.6 * s * s + 6.0 * self.wear**1.5
         return {
@@ -105,22 +146,33 @@ class PumpFleet:
     Parameters
     ----------
     n_pumps
-        Number of pumps (device ids ``pump-01`` …).
+        Number of pumps (device ids ``pump-01`` …), at least 1.
     seed
-        Random seed: the same seed gives the same fleet, noise and faults.
+        Random seed, an int >= 0: the same seed gives the same fleet, noise and faults.
+        The fleet's fault stream and each pump's stream are spawned apart from it
+        (:class:`numpy.random.SeedSequence`), so no two of them, in this fleet or in a
+        fleet of another seed, share a stream.
     fault_rate_per_h
-        Expected faults per pump per hour of simulated time.
+        Expected faults per pump per hour of simulated time, in [0, 3600].
     prefix
         Device id prefix.
-    """
+
+    >>> PumpFleet(2, seed=-1)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'seed' parameter of PumpFleet must be an int in the range [0, inf). Got -1 instead.
+    """  # noqa: E501
 
     def __init__(
         self, n_pumps: int = 20, seed: int = 0, fault_rate_per_h: float = 6.0,
         prefix: str = "pump",
     ) -> None:
-        self.rng = np.random.default_rng(seed)
+        validate_params(_FLEET_PARAMS, {"n_pumps": n_pumps, "seed": seed,
+                                            "fault_rate_per_h": fault_rate_per_h}, self)
+        streams = np.random.SeedSequence(seed).spawn(n_pumps + 1)
+        self.rng = np.random.default_rng(streams[0])
         self.pumps = [
-            Pump(f"{prefix}-{i + 1:02d}", np.random.default_rng(seed * 1000 + i),
+            Pump(f"{prefix}-{i + 1:02d}", np.random.default_rng(streams[i + 1]),
                  rated_rpm=float(self.rng.choice([1450.0, 2950.0])),
                  rated_flow=float(self.rng.uniform(60, 200)),
                  rated_head_bar=float(self.rng.uniform(2.5, 8.0)),
@@ -130,9 +182,10 @@ class PumpFleet:
         ]
         for p in self.pumps:
             p.speed_frac = p.setpoint
-        self.fault_rate_per_h = fault_rate_per_h
+        self.fault_rate_per_h = float(fault_rate_per_h)
         self.faults: list[Fault] = []
         self._active: dict[str, Fault] = {}
+        self._wear_until: dict[str, int] = {}  # device -> end of its bearing's wear ramp
         self._last_ns: int | None = None
 
     @property
@@ -143,23 +196,51 @@ class PumpFleet:
         if p.device_id in self._active or self.rng.random() >= self.fault_rate_per_h * dt_s / 3600:
             return
         kind = str(self.rng.choice(FAULT_KINDS))
-        metric = {"bearing_wear": "vibration_rms_mms"}.get(
-            kind, str(self.rng.choice(list(SENSORS))))
-        dur_s = {"spike": 0.0, "drift": 600.0, "stuck": 300.0, "bearing_wear": 1200.0}[kind]
-        f = Fault(p.device_id, kind, metric, ts_ns, ts_ns + int(dur_s * 1e9))
+        if kind == "bearing_wear":
+            # open-ended until the bearing is replaced and has cooled (see _replace_bearing)
+            f = Fault(p.device_id, kind, BEARING_WEAR_METRICS[0], ts_ns,
+                      ts_ns + int(_WEAR_RAMP_S * 1e9), metrics=BEARING_WEAR_METRICS)
+            self._wear_until[p.device_id] = f.end_ns
+        else:
+            dur_s = {"spike": 0.0, "drift": 600.0, "stuck": 300.0}[kind]
+            metric = str(self.rng.choice(list(SENSORS)))
+            f = Fault(p.device_id, kind, metric, ts_ns, ts_ns + int(dur_s * 1e9))
         self.faults.append(f)
         self._active[p.device_id] = f
 
+    def _replace_bearing(self, p: Pump, f: Fault, ts_ns: int) -> None:
+        """The worn bearing is replaced at ``ts_ns``: vibration is back at once, the extra
+        heat decays with the thermal lag; the label ends when it is below
+        ``COOLED_NOISE_SD`` noise standard deviations (it decays by exp(-t/τ) exactly)."""
+        del self._wear_until[p.device_id]
+        p.wear = 0.0
+        floor = COOLED_NOISE_SD * SENSORS["bearing_temp_c"][1]
+        heat = abs(p.wear_heat)
+        cool_s = THERMAL_TAU_S * math.log(heat / floor) if heat > floor else 0.0
+        f.end_ns = ts_ns + math.ceil(cool_s) * 10**9
+
     def step(self, ts_ns: int) -> list[tuple[str, dict[str, float]]]:
-        """Sample every pump at ``ts_ns``; return ``[(device_id, {metric: value})]``."""
+        """Sample every pump at ``ts_ns``; return ``[(device_id, {metric: value})]``.
+
+        A fault acts on the samples with ``start_ns <= ts_ns <= end_ns`` only, whatever the
+        sampling period.
+        """
         dt_s = 1.0 if self._last_ns is None else max((ts_ns - self._last_ns) / 1e9, 1e-3)
         self._last_ns = ts_ns
         out = []
         for p in self.pumps:
+            f = self._active.get(p.device_id)
+            wearing = p.device_id in self._wear_until  # its end is set at the replacement
+            if f is not None and ts_ns > f.end_ns and not wearing:  # over: it changes nothing
+                del self._active[p.device_id]
+                p.stuck.clear()
             self._maybe_fault(p, ts_ns, dt_s)
+            f = self._active.get(p.device_id)
+            wear_until = self._wear_until.get(p.device_id)
+            if f is not None and wear_until is not None:  # before physics: no tick late
+                p.wear = min(1.0, (ts_ns - f.start_ns) / max(wear_until - f.start_ns, 1))
             true = p.physics(dt_s)
             obs = {m: v + float(p.rng.normal(0, SENSORS[m][1])) for m, v in true.items()}
-            f = self._active.get(p.device_id)
             if f is not None:
                 frac = (ts_ns - f.start_ns) / max(f.end_ns - f.start_ns, 1)
                 if f.kind == "spike":
@@ -169,16 +250,14 @@ class PumpFleet:
                     obs[f.metric] += SENSORS[f.metric][1] * 40 * frac
                 elif f.kind == "stuck":
                     obs[f.metric] = p.stuck.setdefault(f.metric, obs[f.metric])
-                elif f.kind == "bearing_wear":
-                    p.wear = min(1.0, frac)
-                if ts_ns >= f.end_ns:
-                    del self._active[p.device_id]
-                    p.stuck.clear()
-                    if f.kind == "bearing_wear":
-                        p.wear = 0.0  # the bearing was replaced
+                elif wear_until is not None and ts_ns >= wear_until:
+                    self._replace_bearing(p, f, ts_ns)
             out.append((p.device_id, {m: round(v, 4) for m, v in obs.items()}))
         return out
 
     def labels(self) -> list[dict[str, object]]:
-        """Ground truth of every fault injected so far."""
-        return [f.__dict__.copy() for f in self.faults]
+        """Ground truth of every fault injected so far (``metrics`` as a list, for JSON).
+
+        A bearing still wearing or cooling has its end as far as is known now.
+        """
+        return [f.__dict__ | {"metrics": list(f.metrics)} for f in self.faults]
