@@ -28,7 +28,10 @@ one of these ``reason`` values (python-tuf's update attacks, one test each):
 ==================  =================================================================
 
 Going back to an older model is an explicit, signed *rollback order*: a new release (higher
-counter) of ``kind="rollback"`` whose payload is the older model.
+counter) of ``kind="rollback"`` whose payload is the older model. :meth:`Registry.rollout`
+enforces it per target and model: a version published before the one the target was last given
+is refused unless it is a rollback order, and a rollback order for a version that is not older
+is refused.
 
 >>> import tempfile
 >>> reg = Registry(tempfile.mkdtemp())
@@ -50,6 +53,7 @@ import logging
 import math
 import os
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -170,12 +174,33 @@ def load_key(key_dir: str | os.PathLike[str]) -> SigningKey | None:
     return SigningKey(key)
 
 
+def _write_public_file(d: Path, key: SigningKey) -> None:
+    """Write ``signing_key.pub`` for ``key`` atomically (a unique temporary file, then
+    :func:`os.replace`): a reader sees the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".signing_key.pub.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(key.public_key_bytes).decode() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, d / PUBLIC_KEY_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def load_or_create_key(key_dir: str | os.PathLike[str]) -> SigningKey:
     """Load ``signing_key.pem`` from ``key_dir``, creating it (mode 0600) if there is none.
 
     The public key is written beside it as ``signing_key.pub`` (base64 of the raw 32 bytes).
     :class:`Registry` does not call this blindly: it makes a key only for a registry that never
     had one (see :meth:`Registry.signing_key`).
+
+    Safe across processes: a candidate key is written to a unique temporary file and linked to
+    ``signing_key.pem`` with :func:`os.link`, which fails if the file exists, so exactly one
+    process's key wins; every process then uses the key read back from ``signing_key.pem``
+    (never its own candidate), and ``signing_key.pub`` is written from that key.
 
     >>> import tempfile, stat
     >>> d = tempfile.mkdtemp()
@@ -187,25 +212,34 @@ def load_or_create_key(key_dir: str | os.PathLike[str]) -> SigningKey:
     """
     d = Path(key_dir)
     d.mkdir(parents=True, exist_ok=True)
-    path = d / KEY_FILE
     found = load_key(d)
     if found is not None:
+        if not (d / PUBLIC_KEY_FILE).exists():  # its maker stopped before writing it
+            _write_public_file(d, found)
         return found
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    tmp = d / "signing_key.pem.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".signing_key.pem.", suffix=".tmp")  # mode 0600
     try:
-        os.write(fd, pem)
-        os.fsync(fd)
+        try:
+            os.write(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, d / KEY_FILE)  # atomic and exclusive: the first link wins
+        except FileExistsError:
+            pass  # another process made the key first: use that one
     finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    sk = SigningKey(key)
-    (d / PUBLIC_KEY_FILE).write_text(base64.b64encode(sk.public_key_bytes).decode() + "\n")
-    return sk
+        Path(tmp).unlink(missing_ok=True)
+    won = load_key(d)
+    if won is None:  # deleted between our link and this read: nothing to sign with
+        raise SignatureError(f"Key file {str(d / KEY_FILE)!r} disappeared while it was being "
+                             "made; run the command again.", "key_lost")
+    _write_public_file(d, won)
+    return won
 
 
 @dataclass(frozen=True)
@@ -226,7 +260,8 @@ class Manifest:
 
     def to_bytes(self) -> bytes:
         """Canonical JSON (sorted keys, no spaces): the bytes that get signed."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"),
+                          allow_nan=False).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
@@ -457,6 +492,55 @@ def _targets_of(device_id: str, groups: Iterable[str]) -> tuple[list[str], str]:
     return targets, ",".join("?" * len(targets))
 
 
+def _check_label(value: object, what: str, where: str) -> str:
+    """Return ``value`` if it is a usable model name or version: non-empty text, not only
+    blanks (``""`` matched every model's versions, and a release named ``''`` was signed).
+
+    >>> _check_label("1.0.0", "version", "Registry.rollout")
+    '1.0.0'
+    >>> _check_label("", "name", "Registry.rollout")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'name' parameter of Registry.rollout must be non-empty text, not only blanks. Got '' instead.
+    """  # noqa: E501
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidParameterError(
+            f"The {what!r} parameter of {where} must be non-empty text, not only blanks. "
+            f"Got {value!r} instead.", field=what, value=value)
+    return value
+
+
+def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """``metrics`` as a dict of non-empty names to finite floats, else
+    :class:`InvalidParameterError` naming the bad entry (a signed manifest is strict JSON:
+    no NaN or infinity, and a metric needs a name).
+
+    >>> _check_metrics({"auc": 0.8})
+    {'auc': 0.8}
+    >>> _check_metrics({"auc": float("nan")})
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: Metric 'auc' must be a finite number. Got nan instead.
+    """
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        if not isinstance(k, str) or not k.strip():
+            raise InvalidParameterError(f"Metric names must be non-empty text. Got {k!r} "
+                                        f"(value {v!r}) instead.", field="metrics", value=k)
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+        if not ok or not math.isfinite(v):
+            raise InvalidParameterError(f"Metric {k!r} must be a finite number. Got {v!r} "
+                                        "instead.", field=f"metrics.{k}", value=v)
+        out[k] = float(v)
+    return out
+
+
+def _model_version(row: tuple[Any, ...]) -> ModelVersion:
+    """A ``versions`` table row as a :class:`ModelVersion`."""
+    return ModelVersion(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]),
+                        row[7])
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     """One published model version and its metadata."""
@@ -529,7 +613,9 @@ class Registry:
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.root = Path(data_dir) / "registry"
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
-        self._key = load_key(self.root)
+        self._key: SigningKey | None = None
+        self._key_file: tuple[int, int, int] | None = None  # (inode, size, mtime) _key was read at
+        self._reload_key()
         # one connection shared by threads (a gateway serves from a thread pool), used under a lock
         self._db = sqlite3.connect(self.root / "registry.sqlite", timeout=30, isolation_level=None,
                                    check_same_thread=False)
@@ -566,16 +652,55 @@ class Registry:
 
     @property
     def key_state(self) -> str:
-        """``"ok"`` (the private key is here), ``"none"`` (never had one: it is made at the
-        first rollout or gateway start) or ``"lost"`` (issued, but ``signing_key.pem`` is gone:
-        publishing and signing are refused until it is restored or :meth:`new_key` is run)."""
-        if self._key is not None and not (self.root / KEY_FILE).exists():
-            self._key = None  # deleted while open: sign no more with the copy in memory
+        """``"ok"`` (the private key is here and is the one issued), ``"none"`` (never had one:
+        it is made at the first rollout or gateway start), ``"lost"`` (issued, but
+        ``signing_key.pem`` is gone: publishing and signing are refused until it is restored or
+        :meth:`new_key` is run) or ``"mismatch"`` (``signing_key.pem`` holds another key than
+        the one issued, ``signing_key.pub`` or the newest release's: refused the same way, as
+        every agent would refuse what it signs)."""
+        # the issued id first: a key's maker writes signing_key.pem before signing_key.pub, so
+        # a .pub seen here means its .pem is on disk (a key being made meanwhile is not "lost")
+        issued = self._issued_key_id()
+        self._reload_key()
         if self._key is None:
-            self._key = load_key(self.root)  # restored since we opened?
-        if self._key is not None:
-            return "ok"
-        return "none" if self._issued_key_id() is None else "lost"
+            return "none" if issued is None else "lost"
+        if issued is not None and issued != self._key.key_id:
+            return "mismatch"
+        return "ok"
+
+    def _reload_key(self) -> None:
+        """Make the key in memory the one in ``signing_key.pem`` now: none if the file was
+        deleted while open (sign no more with the copy), the file's if it was restored or
+        replaced since it was read (one ``stat`` when nothing changed)."""
+        path = self.root / KEY_FILE
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._key, self._key_file = None, None
+            return
+        seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._key is None or seen != self._key_file:
+            self._key = load_key(self.root)
+            self._key_file = seen if self._key is not None else None
+
+    def _mismatch_error(self) -> SignatureError:
+        assert self._key is not None
+        kid, issued = self._key.key_id, self._issued_key_id()
+        return SignatureError(
+            f"{str(self.root / KEY_FILE)!r} holds key {kid!r}, but this registry issued key "
+            f"{issued!r} ({PUBLIC_KEY_FILE} and its signed releases), the only key agents trust: "
+            f"restore the {KEY_FILE} of key {issued!r} from a backup, or to switch keys on "
+            f"purpose move {KEY_FILE} away and run 'edgewise registry new-key'.",
+            "key_mismatch",
+        )
+
+    def _refuse_unusable_key(self) -> None:
+        """Raise :class:`SignatureError` unless the key is usable or can be made."""
+        state = self.key_state
+        if state == "lost":
+            raise self._lost_key_error()
+        if state == "mismatch":
+            raise self._mismatch_error()
 
     def _lost_key_error(self) -> SignatureError:
         kid = self._issued_key_id()
@@ -603,26 +728,31 @@ class Registry:
         """The private signing key; made (mode 0600) if this registry never had one.
 
         Raises :class:`SignatureError` (reason ``"key_lost"``) if the registry issued a key whose
-        ``signing_key.pem`` is gone: restore it, or replace it on purpose with :meth:`new_key`.
+        ``signing_key.pem`` is gone, or (reason ``"key_mismatch"``) if ``signing_key.pem`` holds
+        another key than the one issued: restore it, or replace it on purpose with
+        :meth:`new_key`. Across processes one key is made (see :func:`load_or_create_key`).
         """
         with self._lock:
-            state = self.key_state
-            if state == "lost":
-                raise self._lost_key_error()
+            self._refuse_unusable_key()
             if self._key is None:
-                self._key = load_or_create_key(self.root)
+                load_or_create_key(self.root)
+                self._refuse_unusable_key()  # reads the key that won back from the file
+                if self._key is None:
+                    raise SignatureError(f"Key file {str(self.root / KEY_FILE)!r} disappeared "
+                                         "just after it was made; run the command again.",
+                                         "key_lost")
             return self._key
 
     def new_key(self) -> SigningKey:
         """Replace a lost signing key on purpose (or make the first one); return the new key.
 
         Refused (:class:`SignatureError`, reason ``"key_exists"``) while ``signing_key.pem``
-        exists. Releases signed with the old key still verify for agents that trust it; every
-        agent must be given the new ``signing_key.pub`` (``--trust-key``, repeatable) before it
-        accepts a release signed with the new key.
+        exists (move a mismatching one away first). Releases signed with the old key still
+        verify for agents that trust it; every agent must be given the new ``signing_key.pub``
+        (``--trust-key``, repeatable) before it accepts a release signed with the new key.
         """
         with self._lock:
-            if self.key_state == "ok":
+            if self.key_state in ("ok", "mismatch"):
                 assert self._key is not None
                 raise SignatureError(
                     f"The registry already has signing key {self._key.key_id!r} "
@@ -633,7 +763,10 @@ class Registry:
                 (self.root / f"signing_key.{key_id_of(old)}.pub").write_text(
                     base64.b64encode(old).decode() + "\n")
             (self.root / PUBLIC_KEY_FILE).unlink(missing_ok=True)
-            self._key = load_or_create_key(self.root)
+            load_or_create_key(self.root)
+            self._reload_key()
+            if self._key is None:
+                raise self._lost_key_error()
             return self._key
 
     @property
@@ -651,8 +784,10 @@ class Registry:
     def public_key_bytes(self) -> bytes:
         """Raw public key to hand to agents at enrolment.
 
-        Of ``signing_key.pem``; if that is lost, of ``signing_key.pub`` (a lost key is never
-        remade; :class:`SignatureError`, reason ``"key_lost"``, if the public half is gone too).
+        Of ``signing_key.pem``; if that is lost, or holds another key than the one issued, of
+        ``signing_key.pub``, the key agents trust (a lost key is never remade;
+        :class:`SignatureError`, reason ``"key_lost"`` or ``"key_mismatch"``, if the public half
+        is gone too).
         On a registry that never had a key this makes it (:meth:`signing_key`), as agents are
         enrolled before the first rollout; check :attr:`key_state` first to only read.
         """
@@ -660,11 +795,12 @@ class Registry:
             try:  # one look at the key files: signing_key() reads key_state itself
                 return self.signing_key().public_key_bytes
             except SignatureError as exc:
-                if exc.reason != "key_lost":
+                if exc.reason not in ("key_lost", "key_mismatch"):
                     raise
+                error = exc
             raw = self._public_file_bytes()
             if raw is None:
-                raise self._lost_key_error()
+                raise error
             return raw
 
     def close(self) -> None:
@@ -683,23 +819,41 @@ class Registry:
     ) -> ModelVersion:
         """Store a model version (blob + metadata). Versions are immutable once published.
 
-        Refused (:class:`SignatureError`, reason ``"key_lost"``) while the registry's signing
-        key is lost: nothing published could be released.
-        """
-        if self.key_state == "lost":
-            raise self._lost_key_error()
+        ``name`` and ``version`` must be non-empty text (not only blanks); each metric a
+        non-empty name and a finite number (the signed manifests carry them as strict JSON).
+        Refused (:class:`SignatureError`, reason ``"key_lost"`` or ``"key_mismatch"``) while the
+        registry's signing key is lost or is not the key it issued: nothing published could be
+        released. Safe when several processes publish the same bytes at once (the blob is
+        content-addressed: each writes its own temporary file and the last rename wins).
+
+        >>> import tempfile
+        >>> Registry(tempfile.mkdtemp()).publish("ewz", " ", b"m", format="pickle")
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.InvalidParameterError: The 'version' parameter of Registry.publish must be non-empty text, not only blanks. Got ' ' instead.
+        """  # noqa: E501
+        _check_label(name, "name", "Registry.publish")
+        _check_label(version, "version", "Registry.publish")
+        checked = _check_metrics(metrics or {})
+        self._refuse_unusable_key()
         digest = hashlib.sha256(payload).hexdigest()
-        blob = self.root / "blobs" / digest
+        blobs = self.root / "blobs"
+        blob = blobs / digest
         if not blob.exists():
-            tmp = blob.with_suffix(".tmp")
-            with open(tmp, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, blob)
+            # a unique temporary name per writer: a shared '<sha>.tmp' was truncated by one
+            # writer while another wrote it, and renamed away from under the others
+            fd, tmp = tempfile.mkstemp(dir=blobs, prefix=f".{digest}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(payload)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, blob)  # same bytes whoever wins: content-addressed
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         mv = ModelVersion(
-            name, version, format, digest, len(payload), trained_on, dict(metrics or {}),
-            time.time_ns(),
+            name, version, format, digest, len(payload), trained_on, checked, time.time_ns(),
         )
         try:
             with self._lock:
@@ -717,18 +871,29 @@ class Registry:
 
     def versions(self, name: str | None = None) -> list[ModelVersion]:
         """Published versions, oldest first, optionally of one model."""
-        q = "SELECT * FROM versions" + (" WHERE name = ?" if name else "") + " ORDER BY created_ns"
+        one = name is not None  # "" is a (never published) name, not "every model"
+        q = "SELECT * FROM versions" + (" WHERE name = ?" if one else "") + " ORDER BY created_ns"
         with self._lock:
-            rows = self._db.execute(q, (name,) if name else ()).fetchall()
-        return [ModelVersion(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7])
-                for r in rows]
+            rows = self._db.execute(q, (name,) if one else ()).fetchall()
+        return [_model_version(r) for r in rows]
 
     def version(self, name: str, version: str) -> ModelVersion:
-        """One published version; ``KeyError`` naming it if absent."""
-        for v in self.versions(name):
-            if v.version == version:
-                return v
-        raise KeyError(f"Model {name!r} has no published version {version!r}.")
+        """One published version of the model ``name``; ``KeyError`` naming it if absent.
+
+        >>> import tempfile
+        >>> reg = Registry(tempfile.mkdtemp())
+        >>> _ = reg.publish("m", "1.0.0", b"abc", format="pickle")
+        >>> reg.version("", "1.0.0")
+        Traceback (most recent call last):
+        ...
+        KeyError: "Model '' has no published version '1.0.0'."
+        """
+        with self._lock:
+            row = self._db.execute("SELECT * FROM versions WHERE name = ? AND version = ?",
+                                   (name, version)).fetchone()
+        if row is None:
+            raise KeyError(f"Model {name!r} has no published version {version!r}.")
+        return _model_version(row)
 
     def blob(self, sha256: str) -> bytes:
         """The payload with this hash; ``KeyError`` if absent."""
@@ -751,8 +916,14 @@ class Registry:
         """Sign a release of ``name``/``version`` for ``target`` with the next release counter.
 
         ``expires_in_s`` must lie in (0, :data:`MAX_EXPIRY_DAYS` days]; ``KeyError`` if the
-        version is not published.
+        version is not published. Going back is explicit: a version published before the one
+        the target's newest release of ``name`` carries is signed only with
+        ``kind="rollback"`` (:meth:`rollback`), and ``kind="rollback"`` only for such a version
+        (or to re-sign the rollback order the target has); else :class:`InvalidParameterError`.
+        Versions are ordered by when they were published, not by their text ("beta").
         """
+        _check_label(name, "name", "Registry.rollout")
+        _check_label(version, "version", "Registry.rollout")
         _check_target(target)
         if not (isinstance(expires_in_s, int | float) and math.isfinite(expires_in_s)
                 and 0 < expires_in_s <= MAX_EXPIRY_DAYS * 86400):
@@ -760,16 +931,56 @@ class Registry:
                 f"The 'expires_in_s' parameter of Registry.rollout must be a number of seconds "
                 f"in (0, {MAX_EXPIRY_DAYS * 86400}]. Got {expires_in_s!r} instead."
             )
+        if kind not in ("release", "rollback"):
+            raise InvalidParameterError(
+                "The 'kind' parameter of Registry.rollout must be one of 'release', 'rollback'. "
+                f"Got {kind!r} instead.", field="kind", value=kind)
         mv = self.version(name, version)
+        bad = [k for k, v in mv.metrics.items() if not math.isfinite(v)]
+        if bad:  # published before metrics were checked: a manifest cannot carry them
+            raise InvalidParameterError(
+                f"Model {name!r} version {version!r} has metric {bad[0]!r} = "
+                f"{mv.metrics[bad[0]]!r}, which a signed manifest (strict JSON) cannot carry; "
+                "publish a new version with finite metrics.", field="version", value=version)
         payload = self.blob(mv.sha256)
         with self._lock:
             key = self.signing_key()
             return self._sign_next(name, version, target, mv, payload, expires_in_s, kind, key)
 
+    def _check_direction(self, name: str, version: str, target: str, mv: ModelVersion,
+                         kind: str) -> None:
+        """Refuse a downgrade not signed as a rollback, and a rollback that is no downgrade
+        (inside the write transaction of :meth:`_sign_next`)."""
+        row = self._db.execute(
+            "SELECT r.version, r.kind, v.created_ns FROM releases r JOIN versions v ON "
+            "v.name = r.name AND v.version = r.version WHERE r.name = ? AND r.target = ? "
+            "ORDER BY r.release DESC LIMIT 1", (name, target)).fetchone()
+        if row is None:
+            if kind == "rollback":
+                raise InvalidParameterError(
+                    f"Rollback of {name!r} to {version!r} for {target!r} refused: {target!r} "
+                    f"has no release of {name!r} to go back from; roll it out without "
+                    "--rollback (kind='release').", field="kind", value=kind)
+            return
+        cur_version, cur_kind, cur_ns = str(row[0]), str(row[1]), int(row[2])
+        older = mv.created_ns < cur_ns
+        if older and kind != "rollback":
+            raise InvalidParameterError(
+                f"Version {version!r} of {name!r} is older than {cur_version!r}, which "
+                f"{target!r} was last given: going back is an explicit rollback order; roll "
+                "it out with --rollback (kind='rollback').", field="kind", value=kind)
+        same_order = version == cur_version and cur_kind == "rollback"
+        if kind == "rollback" and not older and not same_order:
+            raise InvalidParameterError(
+                f"Rollback of {name!r} to {version!r} for {target!r} refused: it is not older "
+                f"than {cur_version!r}, which {target!r} was last given; roll it out without "
+                "--rollback (kind='release').", field="kind", value=kind)
+
     def _sign_next(self, name: str, version: str, target: str, mv: ModelVersion, payload: bytes,
                    expires_in_s: float, kind: str, key: SigningKey) -> SignedArtifact:
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            self._check_direction(name, version, target, mv, kind)
             (last,) = self._db.execute(  # withdrawn counters are never handed out again
                 "SELECT MAX(COALESCE((SELECT MAX(release) FROM releases), 0), "
                 "COALESCE((SELECT MAX(release) FROM withdrawn), 0))").fetchone()

@@ -7,6 +7,7 @@ Python now agree.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 
 import numpy as np
@@ -294,7 +295,11 @@ def test_lightgbm_missing_types_match_the_model(kind):
     assert np.abs(f32.predict(rows) - model).max() < PRED_TOL
     cmp = export_trees_compact(t, name=f"lgcF_{kind}")
     assert np.abs(cmp.predict(rows) - compact_reference(t).predict(rows)).max() < PRED_TOL
-    q = compress.quantize_trees(t, X[:400])
+    # x == 0 means +10 here, split off at +-1e-35: no uint8 code tells 0 from its neighbours,
+    # so the int8 model strays far from LightGBM where 0 is no missing value, and says so
+    strays = pytest.warns(UserWarning, match="strays from the float model")
+    with strays if kind != "zero" else contextlib.nullcontext():
+        q = compress.quantize_trees(t, X[:400])
     i8 = export_trees(q, name=f"lgqF_{kind}")
     assert np.abs(i8.predict(rows) - q.predict(rows)).max() < PRED_TOL
     miss = q.missing(rows).any(axis=1)

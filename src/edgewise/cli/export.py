@@ -43,16 +43,45 @@ Inputs: {inputs}. `host_test.py` reads numbers from stdin and prints the outputs
 ```
 """
 
-_HOST_ONNX = '''"""Host check for {name}.onnx: feed numbers on stdin, print the outputs."""
+_HOST_ONNX = '''"""Host check for the ONNX graph {name!r}: numbers on stdin, the outputs printed."""
 import sys
 
 import numpy as np
 import onnxruntime as ort
 
-sess = ort.InferenceSession("{name}.onnx", providers=["CPUExecutionProvider"])
-vals = np.array([float(v) for v in sys.stdin.read().split()], dtype=np.float32)
+sess = ort.InferenceSession({file!r}, providers=["CPUExecutionProvider"])
+vals = np.array([float(v) for v in sys.stdin.read().split()], dtype=np.{np_dtype})
 {body}
 '''
+
+#: ``mdetector`` (a learned Mahalanobis, frozen): the graph gives T^2; the score is
+#: ``min(1, -log10(chi2_sf(t2, D)) / tail_digits)``, with the chi-squared tail in closed form
+#: (D/2 is a whole or half number), so the host check needs only numpy and onnxruntime
+_HOST_MAHA = '''import math
+
+D = sess.get_inputs()[0].shape[1]
+TAIL_DIGITS = {tail!r}
+
+
+def chi2_sf(t2, d):
+    """P(chi-squared with d degrees of freedom > t2): the upper regularized gamma Q(d/2, t2/2)."""
+    x = t2 / 2.0
+    if d % 2 == 0:
+        a, q = 1.0, math.exp(-x)          # Q(1, x)
+    else:
+        a, q = 0.5, math.erfc(math.sqrt(x))  # Q(1/2, x)
+    while a < d / 2.0:
+        q += math.exp(a * math.log(x) - x - math.lgamma(a + 1.0)) if x > 0 else 0.0
+        a += 1.0
+    return min(max(q, 0.0), 1.0)
+
+
+X = vals.reshape(-1, D)
+for t2 in sess.run(None, {{{feed!r}: X}})[0]:
+    t2 = max(float(t2), 0.0)
+    p = chi2_sf(t2, D) if math.isfinite(t2) else 0.0
+    score = min(max(-math.log10(p + 1e-300) / TAIL_DIGITS, 0.0), 1.0)
+    print(t2, score)'''
 
 
 def _model_width(model: object) -> int | None:
@@ -125,8 +154,10 @@ def export_cmd(
     """Write C sources or an ONNX graph, a README for the target and a host test program."""
     import importlib
     import pickle
+    import warnings
 
     from edgewise.edge import CExport, OnnxExport, export
+    from edgewise.errors import ExportError
 
     if detector:
         if detector.lower() not in _DETECTORS:
@@ -155,9 +186,22 @@ def export_cmd(
         ex: CExport | OnnxExport = export_mahalanobis_c(
             model, name=name, metrics=[m.strip() for m in metrics.split(",")])
     else:
-        ex = export(model, format=format, dtype=dtype, name=name, calibration=calib)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            try:
+                ex = export(model, format=format, dtype=dtype, name=name, calibration=calib)
+            except ExportError as exc:
+                raise fail(str(exc)) from None
+        for w in caught:  # one line each, as every message of this command
+            typer.echo(f"warning: {' '.join(str(w.message).split())}", err=True)
+        if isinstance(ex, CExport) and ex.calibration_rmse is not None:
+            typer.echo(f"int8: RMSE {ex.calibration_rmse:.4g} against the float model on the "
+                       f"{len(calib)} calibration rows (its output std "
+                       f"{ex.calibration_std:.4g})", err=True)
     try:
         paths = ex.save(out)
+    except ExportError as exc:
+        raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(f"--out {str(out)!r} cannot be written ({exc.strerror or exc}); give a "
                    "folder you can write to.") from None
@@ -179,12 +223,20 @@ def export_cmd(
                     'for v in vals:\n'
                     '    s, m, va, n = sess.run(None, {"value": np.array([v], np.float32), **st})\n'
                     '    st = {"mean": m, "var": va, "n": n}\n    print(float(s[0]))')
+        elif ex.kind == "mdetector":  # input "x" (rows x D, float64) -> t2 per row
+            body = _HOST_MAHA.format(tail=float(getattr(model, "tail_digits", 10.0)),
+                                     feed=ex.input_names[0])
         else:
             body = ('X = vals.reshape(-1, sess.get_inputs()[0].shape[1])\n'
-                    'for y in sess.run(None, {"X": X})[0]:\n    print(float(np.ravel(y)[0]))')
-        (out / "host_test.py").write_text(_HOST_ONNX.format(name=name, body=body))
+                    f'for y in sess.run(None, {{{ex.input_names[0]!r}: X}})[0]:\n'
+                    '    print(float(np.ravel(y)[0]))')
+        np_dtype = "float64" if ex.dtype == "float64" else "float32"  # int8 graphs take float32
+        (out / "host_test.py").write_text(_HOST_ONNX.format(
+            name=name, file=f"{name}.onnx", np_dtype=np_dtype, body=body))
+        what = ("one 'T2 score' line per row" if ex.kind == "mdetector"
+                else "one output per row" if ex.kind != "detector" else "one score per value")
         readme = _README_ONNX.format(name=name, inputs=", ".join(ex.input_names),
-                                     usage="printf '1 2 3' | python host_test.py")
+                                     usage=f"printf '1 2 3' | python host_test.py   # {what}")
     (out / "README.md").write_text(readme)
     for p in [*paths, out / "README.md"]:
         typer.echo(str(p))

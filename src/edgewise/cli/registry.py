@@ -2,7 +2,8 @@
 
 Only ``rollout`` and ``pubkey`` make the signing key, and only for a registry that never had
 one; ``list`` never does. A registry whose key was issued but whose ``signing_key.pem`` is gone
-refuses ``publish`` and ``rollout`` with one line (restore the file, or ``new-key`` on purpose).
+(or holds another key) refuses ``publish``, ``rollout`` (and ``pubkey`` for another key) with
+one line (restore the file, or ``new-key`` on purpose).
 ``publish`` and ``rollout`` are audited (``model.publish``, ``model.rollout``) by ``cli``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -54,25 +56,64 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
     releases = [r for r in reg.releases() if not name or r.name == name]
     state = reg.key_state
     key_id = None if state == "none" else reg.key_id
-    if json_out:
-        typer.echo(json.dumps({
+    if json_out:  # strict JSON: a NaN metric published before they were checked is null
+        typer.echo(json.dumps(_strict_json({
             "key_id": key_id,
             "key_state": state,
             "versions": [v.__dict__ for v in versions],
             "releases": [{"release": r.release, "name": r.name, "version": r.version,
                           "target": r.target, "kind": r.kind} for r in releases],
-        }))
+        }), allow_nan=False))
         return
     typer.echo({"ok": f"signing key {key_id}",
                 "none": "signing key: none yet (made at the first rollout, gateway start or "
                         "'registry pubkey')",
                 "lost": f"signing key {key_id}: LOST (signing_key.pem is gone; publish and "
-                        "rollout are refused until it is restored, or 'registry new-key')"}[state])
+                        "rollout are refused until it is restored, or 'registry new-key')",
+                "mismatch": f"signing key {key_id}: MISMATCH (signing_key.pem holds another "
+                            "key; publish and rollout are refused until the issued key is "
+                            "restored, or 'registry new-key')"}[state])
     for v in versions:
         typer.echo(f"{v.name} {v.version}  {v.format}  {v.size} B  sha256 {v.sha256[:16]}  "
                    f"trained on {v.trained_on or '-'}  {v.metrics}")
     for r in releases:
         typer.echo(f"release {r.release}: {r.name} {r.version} -> {r.target} ({r.kind})")
+
+
+def _strict_json(obj: object) -> object:
+    """``obj`` with every non-finite float made ``None``, so it dumps as strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict_json(v) for v in obj]
+    return obj
+
+
+def parse_metric(text: str) -> tuple[str, float]:
+    """One ``--metric NAME=VALUE``: a non-empty name and a finite number, else ``ValueError``
+    with the one-line message to print.
+
+    >>> parse_metric("auc=0.81")
+    ('auc', 0.81)
+    >>> parse_metric("auc=nan")
+    Traceback (most recent call last):
+    ...
+    ValueError: --metric must be NAME=NUMBER with a finite NUMBER. Got 'auc=nan' instead.
+    """
+    k, sep, v = text.partition("=")
+    if not sep or not k.strip():
+        raise ValueError(f"--metric must be NAME=NUMBER with a non-empty NAME. Got {text!r} "
+                         "instead.")
+    try:
+        value = float(v)
+    except ValueError:
+        raise ValueError(f"--metric must be NAME=NUMBER. Got {text!r} instead.") from None
+    if not math.isfinite(value):
+        raise ValueError(f"--metric must be NAME=NUMBER with a finite NUMBER. Got {text!r} "
+                         "instead.")
+    return k, value
 
 
 @registry_app.command("publish")
@@ -91,23 +132,21 @@ def publish_cmd(
         raise fail(f"Model file {str(model_file)!r} does not exist.")
     metrics = {}
     for m in metric:
-        k, sep, v = m.partition("=")
         try:
-            metrics[k] = float(v)
-        except ValueError:
-            raise fail(f"--metric must be NAME=NUMBER. Got {m!r} instead.") from None
-        if not sep:
-            raise fail(f"--metric must be NAME=NUMBER. Got {m!r} instead.")
+            k, value = parse_metric(m)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+        metrics[k] = value
     try:
         fmt = model_format(model_file, format)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    from edgewise.errors import SignatureError
+    from edgewise.errors import InvalidParameterError, SignatureError
 
     try:
         mv = Registry(data_dir).publish(name, version, model_file.read_bytes(), format=fmt,
                                         trained_on=trained_on, metrics=metrics)
-    except SignatureError as exc:
+    except (InvalidParameterError, SignatureError) as exc:
         raise fail(str(exc)) from None
     _audit(data_dir, "model.publish", name, {"version": version, "sha256": mv.sha256,
                                              "size": mv.size, "format": mv.format})
@@ -131,7 +170,9 @@ def rollout_cmd(
     name: str, version: str, target: str, data_dir: DataDir,
     expires_days: Annotated[float, typer.Option(
         help="Manifest lifetime in days, above 0 and at most 3650.")] = 30.0,
-    rollback: Annotated[bool, typer.Option(help="Sign an explicit rollback order.")] = False,
+    rollback: Annotated[bool, typer.Option(
+        help="Sign an explicit rollback order: required to go back to a version published "
+             "before the one TARGET was last given, refused otherwise.")] = False,
 ) -> None:
     """Sign a release of NAME VERSION for TARGET (device:<id> or group:<name>)."""
     from edgewise.errors import InvalidParameterError, SignatureError
@@ -168,6 +209,11 @@ def pubkey_cmd(data_dir: DataDir) -> None:
     from edgewise.registry import Registry, key_id_of
 
     reg = Registry(data_dir)
+    if reg.key_state == "mismatch":  # enrolling agents with either key would be wrong
+        try:
+            reg.signing_key()
+        except SignatureError as exc:
+            raise fail(str(exc)) from None
     try:
         public = reg.public_key_bytes
     except SignatureError as exc:

@@ -65,9 +65,13 @@ def export(
     dtype
         ``"float32"``, or ``"int8"`` (quantised; needs ``calibration`` rows from real data).
     name
-        C symbol prefix / graph name.
+        C symbol prefix (a C identifier, :func:`~edgewise.edge.export_c.check_c_name`) / graph
+        name (a plain file name, :func:`~edgewise.edge.export_onnx.check_onnx_name`).
     calibration
-        Real input rows (n_samples, n_features) for int8 ranges.
+        Real input rows (n_samples, n_features) for int8 ranges: at least one row, no
+        infinity (NaN is a missing value); tree ensembles need exactly ``n_features`` columns
+        and warn when the int8 model strays far from the float one on these rows (see
+        :func:`~edgewise.edge.compress.quantize_trees`).
 
     Returns
     -------
@@ -87,10 +91,35 @@ def export(
             f"Cannot export {type(model).__name__} to format={format!r} with dtype={dtype!r}. "
             f"Supported for {type(model).__name__}: {combos}."
         )
+    if format == "c":
+        export_c.check_c_name(name)
+    else:  # a file name: '../x' or '/abs' wrote outside the output folder
+        export_onnx.check_onnx_name(name)
     if dtype == "int8" and calibration is None:  # "compact" (trees) needs none: splits stay exact
         raise ExportError(f"dtype='int8' export of {type(model).__name__} needs calibration rows "
                           "from real data: export(..., calibration=X).")
+    if calibration is not None:
+        _check_calibration_rows(calibration)
     return fn(model, name=name, calibration=calibration)
+
+
+def _check_calibration_rows(calibration: Any) -> None:
+    """Raise :class:`ExportError` unless ``calibration`` is a non-empty array of numbers with
+    no infinity (NaN, a missing value, is allowed): one inf made every int8 range infinite."""
+    try:
+        X = np.asarray(calibration, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ExportError("Calibration rows must be an array of numbers, one real input row "
+                          f"each. Got {type(calibration).__name__} instead.") from None
+    if X.ndim < 2 or X.shape[0] < 1 or X.size == 0:
+        raise ExportError("Calibration rows must be at least one real input row, shape "
+                          f"(rows >= 1, inputs). Got shape {X.shape} instead.")
+    inf = np.isinf(X)
+    if inf.any():
+        at = tuple(int(i) for i in np.argwhere(inf)[0])
+        where = f"column {at[1]}" if len(at) == 2 else f"position {at[1:]}"
+        raise ExportError(f"Calibration row {at[0]}, {where} is {X[at]}; give finite values "
+                          "(NaN, a missing value, is allowed).")
 
 
 # -- the registrations: one function per model type and format ---------------------------------

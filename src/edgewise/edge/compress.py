@@ -17,14 +17,18 @@ table, so a new tree library is one reader function.
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from edgewise.errors import ExportError
+from edgewise.errors import ExportError, InvalidParameterError
 
-__all__ = ["QuantizedTrees", "TreeTable", "prune_trees", "quantize_trees", "tree_table"]
+__all__ = ["QuantizedTrees", "TreeTable", "check_trees", "prune_trees", "quantize_trees",
+           "tree_table"]
 
 #: LightGBM's zero (``kZeroThreshold``, 1e-35f): with ``missing_type`` "Zero" a value with
 #: ``|x| <= ZERO`` is missing, like NaN
@@ -268,13 +272,44 @@ def tree_table(model: Any) -> TreeTable:
     return _READERS[name](model)
 
 
+def check_trees(table: TreeTable | QuantizedTrees) -> None:
+    """Raise :class:`ExportError` for a tree table with no tree: it has nothing to export (its
+    C did not compile, and ONNX failed with a raw error).
+
+    >>> import numpy as np
+    >>> e = np.zeros(0, np.int64)
+    >>> check_trees(TreeTable(e, e.astype(float), e, e.astype(float), e.astype(bool), e, e,
+    ...                       0.0, 3))
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ExportError: Tree table has 0 trees; nothing to export. Keep at least one tree (prune_trees(max_trees >= 1)).
+    """  # noqa: E501
+    t = table.table if isinstance(table, QuantizedTrees) else table
+    if t.n_trees < 1 or t.n_nodes < 1:
+        raise ExportError("Tree table has 0 trees; nothing to export. Keep at least one tree "
+                          "(prune_trees(max_trees >= 1)).")
+
+
+def _check_limit(value: Any, what: str) -> int | None:
+    """``value`` as an int >= 1, or None; else :class:`InvalidParameterError` naming it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InvalidParameterError(
+            f"The {what!r} parameter of prune_trees must be an integer >= 1, or None for no "
+            f"limit. Got {value!r} instead.", field=what, value=value)
+    return int(value)
+
+
 def prune_trees(
     table: TreeTable, *, max_trees: int | None = None, max_depth: int | None = None
 ) -> TreeTable:
     """Keep the first ``max_trees`` trees and cut every tree at ``max_depth``.
 
     A node at ``max_depth`` becomes a leaf carrying its own value. Useful for boosted
-    ensembles, whose later trees and deeper splits add least.
+    ensembles, whose later trees and deeper splits add least. Both are integers >= 1 or
+    ``None`` (no limit); anything else raises :class:`InvalidParameterError` (``-1`` dropped
+    the last tree, and a depth of ``-1`` cut every tree to its root).
 
     >>> import numpy as np
     >>> from sklearn.ensemble import GradientBoostingRegressor
@@ -283,7 +318,13 @@ def prune_trees(
     >>> p = prune_trees(t, max_trees=10, max_depth=2)
     >>> p.n_trees, int(p.depth.max())
     (10, 2)
-    """
+    >>> prune_trees(t, max_trees=0)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'max_trees' parameter of prune_trees must be an integer >= 1, or None for no limit. Got 0 instead.
+    """  # noqa: E501
+    max_trees = _check_limit(max_trees, "max_trees")
+    max_depth = _check_limit(max_depth, "max_depth")
     b = _Builder()
     n_trees = table.n_trees if max_trees is None else min(max_trees, table.n_trees)
     for root in table.roots[:n_trees]:
@@ -319,6 +360,10 @@ class QuantizedTrees:
     ``q(x) <= qthreshold``; ``prediction = base + leaf_scale * sum(int16 leaves)``. A missing
     input (NaN, or zero on a ``zero_missing`` feature) is none of the 256 codes: it goes the
     node's missing way (``table.missing_left``), as in the float model.
+
+    ``calibration_rmse`` is how far these predictions are from the float model's on the
+    calibration rows (root mean square), ``calibration_std`` the spread of the float model's
+    predictions there (NaN when not measured).
     """
 
     table: TreeTable  # structure; threshold holds the uint8 thresholds, value the int16 leaves
@@ -326,6 +371,8 @@ class QuantizedTrees:
     step: np.ndarray
     leaf_scale: float
     zero_missing: np.ndarray | None = None
+    calibration_rmse: float = math.nan
+    calibration_std: float = math.nan
 
     def missing(self, X: np.ndarray) -> np.ndarray:
         """Where the (float32) inputs are missing, as the C tells it."""
@@ -357,8 +404,19 @@ def quantize_trees(table: TreeTable, X_calib: np.ndarray) -> QuantizedTrees:
     >>> q = quantize_trees(tree_table(DecisionTreeRegressor(max_depth=1).fit(X, y)), X)
     >>> float(np.abs(q.predict(X) - y).max()) < 0.01
     True
+    >>> quantize_trees(q.table, np.array([[np.inf]]))
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ExportError: Calibration row 0, column 0 is inf; int8 ranges need finite values (NaN, a missing value, is allowed).
+
+    ``X_calib`` must be real input rows, shape ``(n >= 1, table.n_features)``: finite, or NaN
+    for a missing value, with a value in every column; else :class:`ExportError` naming the
+    row and column. The range of each feature is its min..max over the rows, so a few rows
+    far out make every other value share one code: when the quantised model then strays from
+    the float one by more than a quarter of its output's spread on those rows, a warning names
+    the column whose range few rows set (``calibration_rmse`` has the figure).
     """  # noqa: E501
-    X = np.asarray(X_calib, np.float64)
+    X = _check_calibration(X_calib, table.n_features)
     lo = np.nanmin(X, axis=0)
     hi = np.nanmax(X, axis=0)
     step = np.where(hi > lo, (hi - lo) / 255.0, 1.0)
@@ -376,4 +434,60 @@ def quantize_trees(table: TreeTable, X_calib: np.ndarray) -> QuantizedTrees:
     # missing inputs keep each split's missing way (zeroing it sent NaN to the lowest bin's
     # side); the codes have no zero band, the inputs' one is the QuantizedTrees' own
     qt = replace(table, threshold=thr, value=val, zero_missing=None)
-    return QuantizedTrees(qt, lo, step, leaf_scale, table.zero_missing)
+    q = QuantizedTrees(qt, lo, step, leaf_scale, table.zero_missing)
+    ref = table.predict(X)
+    ok = np.isfinite(ref)
+    rmse = float(np.sqrt(np.mean((q.predict(X)[ok] - ref[ok]) ** 2))) if ok.any() else math.nan
+    std = float(np.std(ref[ok])) if ok.any() else math.nan
+    if std > 0 and rmse > 0.25 * std:
+        warnings.warn(_deviation_note(X, rmse, std), UserWarning, stacklevel=2)
+    return replace(q, calibration_rmse=rmse, calibration_std=std)
+
+
+def _check_calibration(X_calib: Any, n_features: int) -> np.ndarray:
+    """``X_calib`` as a float array of shape (n >= 1, n_features), finite or NaN, a value in
+    every column; else :class:`ExportError` naming what is wrong."""
+    try:
+        X = np.asarray(X_calib, np.float64)
+    except (TypeError, ValueError):
+        raise ExportError(f"Calibration rows must be numbers, shape (rows, {n_features}). "
+                          f"Got {type(X_calib).__name__} instead.") from None
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] != n_features:
+        raise ExportError(f"Calibration rows must have shape (rows >= 1, {n_features}): one "
+                          f"row of {n_features} inputs each. Got shape {X.shape} instead.")
+    inf = np.isinf(X)
+    if inf.any():
+        r, c = (int(i) for i in np.argwhere(inf)[0])
+        raise ExportError(f"Calibration row {r}, column {c} is {X[r, c]}; int8 ranges need "
+                          "finite values (NaN, a missing value, is allowed).")
+    empty = np.isnan(X).all(axis=0)
+    if empty.any():
+        c = int(np.flatnonzero(empty)[0])
+        raise ExportError(f"Calibration column {c} has no value (all {X.shape[0]} rows are "
+                          "NaN); give rows where that input has real values.")
+    return X
+
+
+def _deviation_note(X: np.ndarray, rmse: float, std: float) -> str:
+    """One line on a quantised model that strays from the float one on the calibration rows,
+    naming the column whose range is most set by a few rows far out."""
+    note = (f"int8 quantisation strays from the float model by RMSE {rmse:.4g} on the "
+            f"{len(X)} calibration rows (the float model's output std is {std:.4g})")
+    worst, ratio = -1, 1.0
+    for c in range(X.shape[1]):
+        v = X[:, c][~np.isnan(X[:, c])]
+        a, b = np.percentile(v, [1.0, 99.0])
+        full = float(v.max() - v.min())
+        r = full / float(b - a) if b > a else (math.inf if full > 0 else 1.0)
+        if r > ratio:
+            worst, ratio = c, r
+    if worst < 0 or ratio < 10:
+        return (note + ": its splits are finer than the 256 codes per input resolve over the "
+                "calibration range; export float32, or dtype='compact' (exact splits).")
+    col = X[:, worst]
+    mid = float(np.nanmedian(col))
+    row = int(np.nanargmax(np.abs(col - mid)))
+    a, b = np.nanpercentile(col, [1.0, 99.0])
+    return (note + f": column {worst}'s range is set by a few rows (row {row} holds "
+            f"{col[row]:.6g}, while 98% of the column lies in [{a:.6g}, {b:.6g}]); drop or "
+            "clip such rows in the calibration data.")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.edge.compress import QuantizedTrees, TreeTable, float32_thresholds
+from edgewise.edge.compress import QuantizedTrees, TreeTable, check_trees, float32_thresholds
 from edgewise.errors import ExportError
 
 __all__ = [
@@ -133,6 +133,9 @@ class CExport:
         Bytes of mutable state (detectors) or working buffers (regressors), from the header.
     flash_bytes
         Bytes of constant model tables (code size comes on top; see :meth:`code_bytes`).
+    calibration_rmse, calibration_std
+        int8 tree ensembles: how far the quantised predictions are from the float model's on
+        the calibration rows (RMSE), and the float predictions' std there; else ``None``.
     """
 
     name: str
@@ -142,6 +145,8 @@ class CExport:
     flash_bytes: int
     n_features: int = 1
     dtype: str = "float32"
+    calibration_rmse: float | None = None
+    calibration_std: float | None = None
     _lib: Any = field(default=None, repr=False)
     _dir: Any = field(default=None, repr=False)
 
@@ -394,6 +399,7 @@ def export_trees(table: TreeTable | QuantizedTrees, name: str = "model") -> CExp
     none of the 256 codes.
     """  # noqa: E501
     check_c_name(name)
+    check_trees(table)
     n = name
     quant = isinstance(table, QuantizedTrees)
     t = table.table if quant else float32_thresholds(table)
@@ -512,7 +518,9 @@ float {n}_predict(const float *x) {{
     files = {f"{n}.h": h, f"{n}.c": c, f"{n}_host_test.c": _regressor_host(n)}
     return CExport(n, "regressor", files,
                    ram_bytes=ram, flash_bytes=flash, n_features=nf,
-                   dtype="int8" if quant else "float32")
+                   dtype="int8" if quant else "float32",
+                   calibration_rmse=table.calibration_rmse if quant else None,
+                   calibration_std=table.calibration_std if quant else None)
 
 
 # -- regressors: small MLP ---------------------------------------------------------------------

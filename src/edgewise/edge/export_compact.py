@@ -28,7 +28,7 @@ import dataclasses
 
 import numpy as np
 
-from edgewise.edge.compress import TreeTable, float32_thresholds
+from edgewise.edge.compress import TreeTable, check_trees, float32_thresholds
 from edgewise.edge.export_c import (
     CExport,
     _array,
@@ -90,6 +90,7 @@ def compact_reference(table: TreeTable) -> TreeTable:
 def export_trees_compact(table: TreeTable, name: str = "model") -> CExport:
     """C99 for a tree ensemble in the compact layout (see the module docstring)."""
     check_c_name(name)
+    check_trees(table)
     n = name
     lay = _layout(table)
     t = lay["t"]

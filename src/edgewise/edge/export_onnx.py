@@ -19,6 +19,7 @@ post-training quantisation, calibrated on data the caller gives.
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -27,10 +28,33 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.edge.compress import ZERO, TreeTable, float32_thresholds
+from edgewise.edge.compress import ZERO, TreeTable, check_trees, float32_thresholds
 from edgewise.errors import ExportError
 
-__all__ = ["OnnxExport", "export_ewzscore", "export_torch", "export_trees", "quantize_int8"]
+__all__ = ["OnnxExport", "check_onnx_name", "export_ewzscore", "export_torch", "export_trees",
+           "quantize_int8"]
+
+
+def check_onnx_name(name: str) -> str:
+    """Return ``name`` if it is a usable graph and file name, else raise :class:`ExportError`.
+
+    ``<name>.onnx`` is written into the output folder and the name is put into the generated
+    host test, so it is a plain file name: letters, digits, ``_``, ``-`` and ``.``, not
+    starting with ``.`` or ``-``, no ``..``, at most 64 characters.
+
+    >>> check_onnx_name("rul-v2.1")
+    'rul-v2.1'
+    >>> check_onnx_name("../../escaped")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ExportError: Graph name '../../escaped' must be a plain file name: letters, digits, '_', '-' or '.', not starting with '.' or '-', no '..', at most 64 characters (e.g. 'model').
+    """  # noqa: E501
+    if (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", name)
+            or ".." in name):
+        raise ExportError(f"Graph name {name!r} must be a plain file name: letters, digits, "
+                          "'_', '-' or '.', not starting with '.' or '-', no '..', at most 64 "
+                          "characters (e.g. 'model').")
+    return name
 
 
 def _onnx() -> Any:
@@ -60,10 +84,15 @@ class OnnxExport:
         return len(self.model_bytes)
 
     def save(self, out_dir: str | Path) -> list[Path]:
-        """Write ``<name>.onnx`` into ``out_dir``."""
+        """Write ``<name>.onnx`` into ``out_dir``; :class:`ExportError` for a name that is not
+        a plain file name (:func:`check_onnx_name`) or would land outside ``out_dir``."""
+        check_onnx_name(self.name)
         d = Path(out_dir)
-        d.mkdir(parents=True, exist_ok=True)
         p = d / f"{self.name}.onnx"
+        if p.resolve().parent != d.resolve():
+            raise ExportError(f"Graph file {str(p)!r} would be written outside --out "
+                              f"{str(d)!r}; give a plain graph name.")
+        d.mkdir(parents=True, exist_ok=True)
         p.write_bytes(self.model_bytes)
         return [p]
 
@@ -172,6 +201,7 @@ def export_trees(table: TreeTable, name: str = "model") -> OnnxExport:
     onnx = _onnx()
     from onnx import TensorProto, helper
 
+    check_trees(table)
     t = float32_thresholds(table)
     tree_of = np.zeros(t.n_nodes, dtype=np.int64)
     for k, r in enumerate(t.roots):

@@ -11,7 +11,10 @@
   "rollback": false, "expires_days": 30}`` signs a release; audited. ``expires_days`` must
   lie in (0, 3650] (an expired manifest is refused by every device); else 422. 409 (reason
   ``key_lost``) if the registry's signing key was issued but ``signing_key.pem`` is gone: no new
-  key is made, since devices trust only the old one. Audited as ``model.rollout`` by
+  key is made, since devices trust only the old one; 409 (reason ``key_mismatch``) if
+  ``signing_key.pem`` holds another key than the one issued. 422 for an empty name or
+  version, a downgrade without ``"rollback": true``, or a rollback that is no downgrade
+  (:meth:`Registry.rollout`). Audited as ``model.rollout`` by
   ``token:<name>``, like every HTTP action (``edgewise registry rollout`` by ``cli``).
 
 Credentials are checked as everywhere in the API (:mod:`edgewise.server.deps`): a device id
@@ -52,7 +55,8 @@ class RolloutRequest(BaseModel):
     expires_days: float = 30.0
 
 
-_TITLES = {"not_found": "Not found", "invalid": "Invalid rollout", "key_lost": "Signing key lost"}
+_TITLES = {"not_found": "Not found", "invalid": "Invalid rollout", "key_lost": "Signing key lost",
+           "key_mismatch": "Signing key is not the issued key"}
 
 
 DeviceAuth = Annotated[str | None, Header(description="'Bearer <device secret>'.")]
@@ -166,7 +170,7 @@ def make_router(registry: Registry, security: Security,
                                  kind="rollback" if body.rollback else "release")
         except InvalidParameterError as exc:
             raise _problem(422, str(exc), "invalid") from None
-        except SignatureError as exc:  # the signing key is lost: never make a new one here
+        except SignatureError as exc:  # the key is lost or not the issued one: never remake
             raise Problem(409, _TITLES.get(exc.reason, exc.reason), str(exc),
                           field="signing_key", value=str(registry.root / KEY_FILE),
                           allowed="the registry's issued signing key file (restore it from a "
