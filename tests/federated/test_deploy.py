@@ -42,7 +42,8 @@ def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path):
         assert e["array_records"] == {"arrays": shapes}
         assert set(e["metric_records"]["metrics"]) == {"num-examples", "unit-weight",
                                                        "train-loss", "dp-sgd-epsilon",
-                                                       "dp-sgd-noise"}
+                                                       "dp-sgd-noise", "dp-sgd-rate",
+                                                       "dp-sgd-steps"}
     # the NaN-sending device was rejected each round, and the model stayed finite
     assert meta["strategy"] == "fedavg+robust"
     assert sum(r["reason"] == "non-finite" for r in meta["rejected"]) == 2

@@ -73,10 +73,12 @@ def test_only_parameters_and_metrics_cross_the_wire():
             assert e["array_records"] == {"arrays": shapes}
             assert set(e["metric_records"]["metrics"]) == {"num-examples", "unit-weight",
                                                                 "train-loss", "dp-sgd-epsilon",
-                                                                "dp-sgd-noise"}
+                                                                "dp-sgd-noise", "dp-sgd-rate",
+                                                                "dp-sgd-steps"}
         if e["phase"] == "evaluate":
             assert e["array_records"] == {}
-            assert set(e["metric_records"]["metrics"]) == {"eval-loss", "num-examples"}
+            assert set(e["metric_records"]["metrics"]) == {"eval-loss", "num-examples",
+                                                           "unit-weight"}
         assert e["array_bytes"] < raw_bytes / 5
 
 

@@ -259,6 +259,9 @@ def _print_result(result: dict, as_json: bool) -> None:
     eps = "none (no DP)" if p["epsilon"] is None else f"{p['epsilon']:.3g} (unit: {p['unit']})"
     if p.get("record_epsilon") and p["unit"] != "record":
         eps += f", record-level {p['record_epsilon']:.3g}"
+    planned = p.get("rounds_planned")
+    if p["epsilon"] is not None and planned and p.get("rounds") != planned:
+        eps += f" over the {p['rounds']} of {planned} rounds that spent it"
     typer.echo(f"rounds: {result['rounds']}  strategy: {result['strategy']}  epsilon: {eps}")
     if p.get("dp_covers"):
         typer.echo(f"  epsilon covers: {p['dp_covers']}; not covered: "
@@ -370,8 +373,11 @@ def server(
     _check_dp_sgd_budget(dp_epsilon, rounds=rounds, dataset=dataset, clients=clients)
     work = data_dir / "federated" / "server"
     checkpoint = work / "out" / "checkpoint.npz"
-    if checkpoint.exists() and not resume:
-        checkpoint.unlink()
+    if not resume:  # a fresh run: neither the model nor the privacy spent carries over
+        from edgewise.federated.server_app import run_ledger_path
+
+        checkpoint.unlink(missing_ok=True)
+        run_ledger_path(checkpoint).unlink(missing_ok=True)
     if checkpoint.exists():
         import numpy as np
 

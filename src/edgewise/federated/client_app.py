@@ -13,8 +13,11 @@ config the server sends:
   ``local-epochs`` (record-level DP-SGD when the run sets a ``dp-sgd-epsilon`` budget, each
   device calibrating its own noise: :func:`dp_sgd_budget`), and return the new parameters
   with ``"num-examples"``, ``"unit-weight"`` (1: the weight under device-level DP),
-  ``"train-loss"`` and ``"dp-sgd-epsilon"`` (the ε the device spends in the run: its
-  planned budget, or more if the server runs more rounds than it declared; 0 without).
+  ``"train-loss"``, ``"dp-sgd-epsilon"`` (the ε the device has really spent in the run so
+  far: the rounds it trained in, composed from its ledger, not the budget it planned for
+  every declared round; 0 without) and the round's DP-SGD mechanism ``"dp-sgd-noise"``,
+  ``"dp-sgd-rate"`` and ``"dp-sgd-steps"``, from which the server composes the run's ε
+  across resumed runs (:class:`~edgewise.federated.ledger.RunLedger`).
   Each round is first recorded in the device's privacy ledger
   (:mod:`edgewise.federated.ledger`), which refuses it, with an error reply and no
   training, when it would take the device past its own ``max-dp-epsilon``.
@@ -240,14 +243,15 @@ def _ledger(context: Context) -> PrivacyLedger:
 
 def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], context: Context,
          server_round: int
-         ) -> tuple[list[str], list[np.ndarray], int, float, tuple[float, float]]:
+         ) -> tuple[list[str], list[np.ndarray], int, float, tuple[float, float, float, int]]:
     """Train the global ``state`` on this device; what it sends (names, arrays, weight, loss)
-    and its DP-SGD (ε, noise multiplier); (0, 0) without DP-SGD.
+    and its DP-SGD (ε, noise multiplier, sampling rate, steps); zeros without DP-SGD.
 
     The round is first recorded in the device's privacy ledger, which refuses it
     (:class:`~edgewise.federated.ledger.PrivacyBudgetError`) when it would take the device
-    past its own ``max-dp-epsilon``. The ε reported is the larger of the run's planned ε and
-    what the device has really spent in this run so far (at the run's δ).
+    past its own ``max-dp-epsilon``. The ε reported is what the device has really spent in
+    this run so far (its ledger's rounds of this run, composed at the run's δ), not the ε
+    planned for every declared round: a run that ends early reports the rounds it ran.
     """
     from edgewise.federated.privacy import dp_sgd_history
 
@@ -261,6 +265,7 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
     ledger, run = _ledger(context), str(context.run_id)
     prior = tuple(ledger.history(exclude_run=run)) if max_eps > 0 else ()
     z, eps = dp_sgd_budget(rc, len(X), max_eps, prior)
+    q, steps = 0.0, 0
     if z > 0:
         delta = float(rc.get("dp-delta", 1e-5))
         _, q, steps = dp_sgd_history(z, batch, len(X), epochs)
@@ -268,7 +273,7 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
                                  sampling_rate=q, steps=steps, records=len(X),
                                  batch_size=batch),
                      max_epsilon=max_eps, delta=min(delta, DEVICE_DELTA))
-        eps = max(eps, ledger.epsilon(delta, run=run))
+        eps = ledger.epsilon(delta, run=run)
     loss = train_local(
         model, X, y, epochs=epochs, batch_size=batch, lr=float(rc.get("lr", 0.003)),
         seed=server_round * 1000 + int(context.node_config.get("partition-id", 0)),
@@ -277,7 +282,7 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
     attack = str(context.node_config.get("attack", ""))
     new = [v.detach().numpy().copy() for v in model.state_dict().values()]
     n = 10**9 if attack == "weight" else len(X)
-    return list(state), poison(attack, new, old), n, float(loss), (eps, z)
+    return list(state), poison(attack, new, old), n, float(loss), (eps, z, q, steps)
 
 
 @app.train()
@@ -293,7 +298,7 @@ def train(msg: Message, context: Context) -> Message:
         return Message(RecordDict({"arrays": arrays,
                                    "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
     try:
-        keys, sent, n, loss, (eps, z) = _fit(data, _normaliser(config, data),
+        keys, sent, n, loss, (eps, z, q, steps) = _fit(data, _normaliser(config, data),
                                              msg.content["arrays"].to_torch_state_dict(),
                                              context, int(config.get("server-round", 0)))
     except (PrivacyBudgetError, InvalidParameterError) as exc:  # refused: say why, no trace
@@ -304,7 +309,8 @@ def train(msg: Message, context: Context) -> Message:
                              reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
     arrays = ArrayRecord({k: _arr(v) for k, v in zip(keys, sent, strict=True)})
     metrics = MetricRecord({"num-examples": n, "unit-weight": 1, "train-loss": loss,
-                            "dp-sgd-epsilon": eps, "dp-sgd-noise": z})
+                            "dp-sgd-epsilon": eps, "dp-sgd-noise": z, "dp-sgd-rate": q,
+                            "dp-sgd-steps": steps})
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
 
@@ -324,10 +330,11 @@ def _secagg_fit(msg: Message, context: Context, data: DeviceData) -> Message:
     template = build_model(data.kind, int(cfg["n-features"])).state_dict()
     state = {k: torch.as_tensor(a) for k, a in zip(
         template, parameters_to_ndarrays(fitins.parameters), strict=True)}
-    _, sent, n, loss, (eps, z) = _fit(data, norm, state, context,
-                                      int(cfg.get("server-round", 0)))
+    _, sent, n, loss, (eps, z, q, steps) = _fit(data, norm, state, context,
+                                                int(cfg.get("server-round", 0)))
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(sent), n,
-                 {"train-loss": loss, "dp-sgd-epsilon": eps, "dp-sgd-noise": z})
+                 {"train-loss": loss, "dp-sgd-epsilon": eps, "dp-sgd-noise": z,
+                  "dp-sgd-rate": q, "dp-sgd-steps": steps})
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
 
@@ -349,7 +356,8 @@ def evaluate(msg: Message, context: Context) -> Message:
         out = model(torch.as_tensor(X)).numpy()
     target = X if y is None else y.reshape(-1, 1) / RUL_SCALE
     loss = float(np.mean((out - target) ** 2))
-    metrics = MetricRecord({"num-examples": len(X), "eval-loss": loss})
+    # unit-weight: under device-level DP the server averages with equal weights, evaluation too
+    metrics = MetricRecord({"num-examples": len(X), "unit-weight": 1, "eval-loss": loss})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 

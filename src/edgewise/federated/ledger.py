@@ -53,12 +53,18 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.errors import EdgewiseError
-from edgewise.federated.privacy import Mechanism, composed_epsilon
+from edgewise.federated.privacy import (
+    Mechanism,
+    composed_epsilon,
+    device_level_epsilon,
+    worst_case_epsilon,
+)
 
-__all__ = ["DEVICE_DELTA", "LEDGER_FORMAT", "LedgerEntry", "PrivacyBudgetError",
-           "PrivacyLedger"]
+__all__ = ["DEVICE_DELTA", "LEDGER_FORMAT", "RUN_LEDGER_FORMAT", "LedgerEntry",
+           "PrivacyBudgetError", "PrivacyLedger", "RunLedger"]
 
 LEDGER_FORMAT = "edgewise-privacy-ledger/1"
+RUN_LEDGER_FORMAT = "edgewise-run-privacy-ledger/1"
 #: The δ a device checks its own ε limit at, whatever δ the server's run config sets (a
 #: server could otherwise shrink the ε a device sees by raising δ).
 DEVICE_DELTA = 1e-5
@@ -222,3 +228,133 @@ def _entries(rounds: list[dict[str, Any]]) -> list[LedgerEntry]:
     """The stored rounds as :class:`LedgerEntry` (fields they do not know are passed over)."""
     names = set(LedgerEntry.__dataclass_fields__)
     return [LedgerEntry(**{k: v for k, v in r.items() if k in names}) for r in rounds]
+
+
+class RunLedger:
+    """The server's account of what a federated run really spent, round by round.
+
+    Two kinds of entry, each written (atomically, to ``path`` when given) at the moment the
+    privacy is spent, before anything that depends on it leaves the server:
+
+    * ``{"round": r, "kind": "record", "segment": s, "devices": {node: [z, q, steps]},
+      "reported": e}`` when round ``r``'s training replies arrive: the DP-SGD each replying
+      device says it ran that round (the server has seen those updates, whatever it then
+      does with them) and the largest ε a device reported for its run so far. ``segment``
+      counts the server runs (a resume starts a new one: its devices' ids may differ);
+    * ``{"round": r, "kind": "device", "noise_multiplier": z, "num_devices": n,
+      "sample_size": m}`` when round ``r``'s update was aggregated with server-side noise,
+      before the new global model is sent to any device or checkpointed.
+
+    A round that was skipped (nothing aggregated) adds no device entry, and a run stopped
+    after a round was aggregated but before its checkpoint keeps that round: a run resumed
+    from the checkpoint composes with every round in the file, so it neither forgets nor
+    counts twice what was spent.
+
+    >>> led = RunLedger()
+    >>> led.record_round(1, {"7": (1.0, 0.05, 20)}, reported=2.4)
+    >>> led.device_round(1, noise_multiplier=2.0, num_devices=3, sample_size=3)
+    >>> led.device_rounds(), round(led.device_epsilon(1e-5), 3)
+    (1, 2.166)
+    >>> round(led.record_epsilon(1e-5), 3), led.record_rounds()
+    (2.481, 1)
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else None
+        self.rounds: list[dict[str, Any]] = []
+        self.segment = 0
+
+    def load(self) -> RunLedger:
+        """Read ``path`` (nothing when it does not exist); return ``self``."""
+        if self.path is None or not self.path.exists():
+            return self
+        try:
+            doc = json.loads(self.path.read_text())
+            if doc.get("format") != RUN_LEDGER_FORMAT or not isinstance(doc.get("rounds"), list):
+                raise ValueError(f"not an {RUN_LEDGER_FORMAT} document")
+            self.rounds = list(doc["rounds"])
+            self.segment = 1 + max((int(r.get("segment", 0)) for r in self.rounds),
+                                   default=-1)
+        except (OSError, ValueError, AttributeError) as exc:
+            raise PrivacyBudgetError(
+                f"Run privacy ledger {self.path} cannot be read ({exc}); what the run's "
+                "earlier rounds spent is unknown, so it cannot resume. Start afresh."
+            ) from None
+        return self
+
+    def reset(self) -> None:
+        """Forget every round (a fresh run) and remove ``path``."""
+        self.rounds = []
+        self.segment = 0
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+    def _add(self, entry: dict[str, Any]) -> None:
+        self.rounds.append(entry)
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"format": RUN_LEDGER_FORMAT, "rounds": self.rounds},
+                                  indent=1))
+        os.replace(tmp, self.path)
+
+    def record_round(self, server_round: int, devices: dict[str, Mechanism],
+                     reported: float = 0.0) -> None:
+        """In round ``server_round`` each device of ``devices`` (by node id) ran its DP-SGD
+        mechanism; the largest ε a device reported was ``reported``."""
+        if devices or reported > 0:
+            self._add({"round": int(server_round), "kind": "record", "segment": self.segment,
+                       "devices": {str(k): [float(z), float(q), int(n)]
+                                   for k, (z, q, n) in devices.items()},
+                       "reported": float(reported)})
+
+    def device_round(self, server_round: int, *, noise_multiplier: float, num_devices: int,
+                     sample_size: int | None) -> None:
+        """Round ``server_round`` was aggregated with device-level noise ``noise_multiplier``."""
+        self._add({"round": int(server_round), "kind": "device",
+                   "noise_multiplier": float(noise_multiplier), "num_devices": int(num_devices),
+                   "sample_size": None if sample_size is None else int(sample_size)})
+
+    def _of(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.rounds if r.get("kind") == kind]
+
+    def device_rounds(self) -> int:
+        """How many rounds were aggregated with device-level noise."""
+        return len(self._of("device"))
+
+    def record_rounds(self) -> int:
+        """How many distinct rounds carried DP-SGD updates."""
+        return len({r["round"] for r in self._of("record")})
+
+    def device_epsilon(self, delta: float) -> float | None:
+        """Device-level ε of every noisy round (``None``: none). Raises
+        :class:`~edgewise.errors.InvalidParameterError` when rounds used different noise
+        or fleet settings (resumed with other options): their ε is not accounted."""
+        from edgewise.errors import InvalidParameterError
+
+        noisy = self._of("device")
+        if not noisy:
+            return None
+        kinds = {(r["noise_multiplier"], r["num_devices"], r["sample_size"]) for r in noisy}
+        if len(kinds) > 1:
+            raise InvalidParameterError(
+                f"Run privacy ledger {self.path}: its rounds ran with different device-level "
+                f"DP settings (noise, devices, sampled) {sorted(kinds, key=str)}; resume with "
+                "the settings of the first run, or start afresh.")
+        (z, n, m), = kinds
+        return device_level_epsilon(z, len(noisy), delta, num_devices=n, sample_size=m)
+
+    def record_epsilon(self, delta: float) -> float | None:
+        """Record-level ε bound of every round's DP-SGD (:func:`worst_case_epsilon` of the
+        mechanisms, at least the largest ε a device reported); ``None``: no DP-SGD."""
+        recs = self._of("record")
+        if not recs:
+            return None
+        parts: dict[int, dict[str, list[Mechanism]]] = {}
+        for r in recs:  # a round re-run after a resume is a second spend, in its own segment
+            part = parts.setdefault(int(r.get("segment", 0)), {})
+            for node, (z, q, n) in r.get("devices", {}).items():
+                part.setdefault(node, []).append((float(z), float(q), int(n)))
+        eps = worst_case_epsilon([p.values() for p in parts.values()], delta)
+        return max(eps, max(float(r.get("reported", 0.0)) for r in recs)) or None

@@ -47,6 +47,7 @@ __all__ = [
     "noise_for_epsilon",
     "opacus_sampling",
     "rdp_epsilon",
+    "worst_case_epsilon",
 ]
 
 #: The largest noise multiplier a device uses for record-level DP-SGD. Beyond it the noise on
@@ -144,6 +145,47 @@ def composed_epsilon(history: Iterable[Mechanism], delta: float = 1e-5) -> float
         raise InvalidParameterError(f"composed_epsilon needs delta in (0, 1). Got {delta}.")
     return _composed_epsilon([(_gaussian_event(z, q), n) for (z, q), n in merged.items()],
                              delta)
+
+
+
+def worst_case_epsilon(parts: Iterable[Iterable[Iterable[Mechanism]]],
+                       delta: float = 1e-5) -> float:
+    """An upper bound on the record-level ε of every device, when devices are told apart
+    within each part (one run) but not across parts (a resumed run's devices may have new
+    ids): per RDP order, the sum over parts of the largest RDP of a device's history there.
+
+    With one part it is the ε of the worst device's history (:func:`composed_epsilon`).
+
+    >>> a, b = [(1.0, 0.05, 20)], [(1.0, 0.05, 20), (1.0, 0.05, 20)]
+    >>> worst_case_epsilon([[a, b]]) == composed_epsilon(b)
+    True
+    >>> worst_case_epsilon([[a], [a]]) == composed_epsilon(b)
+    True
+    >>> worst_case_epsilon([])
+    0.0
+    """
+    import numpy as np
+    from dp_accounting.rdp import rdp_privacy_accountant as rdp
+
+    total = np.zeros(len(_ORDERS))
+    for histories in parts:
+        worst = np.zeros(len(_ORDERS))
+        for history in histories:
+            mine = np.zeros(len(_ORDERS))
+            for z, q, steps in history:
+                if z <= 0 or not 0 < q <= 1 or steps < 0:
+                    raise InvalidParameterError(
+                        "worst_case_epsilon needs noise multipliers > 0, sampling rates in "
+                        f"(0, 1] and steps >= 0. Got ({z}, {q}, {steps}) instead.")
+                mine += np.asarray(
+                    rdp._compute_rdp_poisson_subsampled_gaussian(q, z, _ORDERS)) * int(steps)
+            worst = np.maximum(worst, mine)
+        total += worst
+    if not total.any():
+        return 0.0
+    if not 0 < delta < 1:
+        raise InvalidParameterError(f"worst_case_epsilon needs delta in (0, 1). Got {delta}.")
+    return float(rdp.compute_epsilon(_ORDERS, total, delta)[0])
 
 
 def device_level_epsilon(
@@ -361,12 +403,14 @@ class PrivacyReport:
     noise_multiplier: float  # record-level: the devices' mean (each calibrates its own)
     clipping_norm: float
     num_devices: int
-    rounds: int
+    rounds: int  # rounds whose privacy the ε counts (device-level: aggregated with noise)
     sample_size: int | None = None  # devices sampled per round (None: all)
     record_epsilon: float | None = None  # record-level ε (largest of the devices), if any
     #: what the ε covers, and what leaves the devices outside it (see :func:`dp_scope`)
     dp_covers: str = ""
     not_covered: list[str] = field(default_factory=lambda: list(NOT_COVERED))
+    #: the rounds the run declared (``rounds`` is fewer when rounds were skipped or missed)
+    rounds_planned: int | None = None
 
     def __post_init__(self) -> None:
         if not self.dp_covers:

@@ -16,9 +16,15 @@ deployment engine's, or :class:`~edgewise.federated.inprocess.InProcessGrid`):
    largest (:func:`edgewise.federated.client_app.dp_sgd_budget`).
 
 Every reply the server receives passes through :class:`WireLog`, which records what
-crossed the wire (record types, array shapes, metric names, bytes). After each round a
-checkpoint (global arrays, round, normaliser) is written when ``checkpoint`` is given, and
-a later call with the same path resumes after the last finished round.
+crossed the wire (record types, array shapes, metric names, bytes) and, in the run's
+:class:`~edgewise.federated.ledger.RunLedger`, the privacy each round really spent: the
+devices' DP-SGD as their replies arrive, and a device-level noisy round as soon as it is
+aggregated, before the new model leaves the server. The ε reported is the ledger's: rounds
+skipped, refused or never run cost nothing, and a stopped run resumed from its checkpoint
+composes with every round its ledger holds (``checkpoint.privacy.json`` beside the
+checkpoint; :func:`run_ledger_path`). After each round a checkpoint (global arrays, round,
+normaliser) is written when ``checkpoint`` is given, and a later call with the same path
+resumes after the last finished round.
 
 A run that trained nothing fails with :class:`FederatedRunError` instead of returning the
 untouched initial model: a round in which every device failed (or none answered) stops
@@ -48,11 +54,13 @@ from flwr.serverapp.strategy import (
 
 from edgewise.errors import EdgewiseError, InvalidParameterError
 from edgewise.federated.data import ConditionNormaliser
+from edgewise.federated.ledger import PrivacyBudgetError, RunLedger
 from edgewise.federated.model import build_model
-from edgewise.federated.privacy import PrivacyReport, device_level_epsilon
+from edgewise.federated.privacy import Mechanism, PrivacyReport
 from edgewise.federated.strategies import RobustStrategy, make_strategy
 
-__all__ = ["FederatedResult", "FederatedRunError", "WireLog", "app", "run_federated"]
+__all__ = ["FederatedResult", "FederatedRunError", "WireLog", "app", "run_federated",
+           "run_ledger_path"]
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +97,27 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
 
 
 class WireLog(Strategy):
-    """Record what every client reply carried, then delegate to the wrapped strategy."""
+    """Record what every client reply carried, then delegate to the wrapped strategy.
 
-    def __init__(self, strategy: Strategy, phase: str = "train") -> None:
+    With a ``ledger``, each training round's DP-SGD (what the replying devices say they ran)
+    is written to it when the replies arrive, and, with ``device_dp`` = (noise multiplier,
+    devices, sampled), each round aggregated with device-level noise right after the
+    aggregation, before Flower sends the new model anywhere. ``round_offset`` turns Flower's
+    round numbers into the run's (a resumed run starts after its checkpoint).
+    """
+
+    def __init__(self, strategy: Strategy, phase: str = "train", *,
+                 ledger: RunLedger | None = None,
+                 device_dp: tuple[float, int, int | None] | None = None,
+                 round_offset: int = 0) -> None:
         self.strategy = strategy
         self.phase = phase
+        self.ledger = ledger
+        self.device_dp = device_dp
+        self.round_offset = round_offset
         self.entries: list[dict[str, Any]] = []
         self.aggregated_rounds: list[int] = []
+        self.trained_rounds: list[int] = []
 
     def summary(self) -> None:
         """Delegate."""
@@ -138,6 +160,10 @@ class WireLog(Strategy):
         """
         replies = list(replies)
         self._record(server_round, self.phase, replies)
+        self.trained_rounds.append(server_round)
+        if self.ledger is not None:
+            mechanisms, reported = _dp_sgd_spent(replies)
+            self.ledger.record_round(self.round_offset + server_round, mechanisms, reported)
         failed = [m for m in replies if m.has_error()]
         if len(failed) == len(replies):
             why = (f"every one of the {len(replies)} devices failed; first error: "
@@ -147,6 +173,10 @@ class WireLog(Strategy):
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         if arrays is not None:
             self.aggregated_rounds.append(server_round)
+            if self.ledger is not None and self.device_dp is not None:
+                z, n, m = self.device_dp
+                self.ledger.device_round(self.round_offset + server_round, noise_multiplier=z,
+                                         num_devices=n, sample_size=m)
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
@@ -327,19 +357,60 @@ def load_checkpoint(path: str | Path) -> tuple[ArrayRecord, int, ConditionNormal
                                                                  z["__norm_std__"])
 
 
+def run_ledger_path(checkpoint: str | Path) -> Path:
+    """Where the run's privacy ledger (:class:`~edgewise.federated.ledger.RunLedger`) of
+    ``checkpoint`` lives: beside it, ``<stem>.privacy.json``.
+
+    >>> run_ledger_path("out/checkpoint.npz").name
+    'checkpoint.privacy.json'
+    """
+    path = Path(checkpoint)
+    return path.with_name(path.stem + ".privacy.json")
+
+
+def _dp_sgd_spent(replies: list[Message]) -> tuple[dict[str, Mechanism], float]:
+    """The DP-SGD mechanism each replying device (by node id) ran this round, and the
+    largest ε one reported (every reply with content counts: the server saw that update)."""
+    mechanisms: dict[str, Mechanism] = {}
+    reported = 0.0
+    for msg in replies:
+        if msg.has_error():
+            continue
+        for rec in msg.content.metric_records.values():
+            z, q = float(rec.get("dp-sgd-noise", 0.0)), float(rec.get("dp-sgd-rate", 0.0))
+            steps = int(rec.get("dp-sgd-steps", 0))
+            if z > 0 and 0 < q <= 1 and steps > 0:
+                mechanisms[str(int(msg.metadata.src_node_id))] = (z, q, steps)
+            reported = max(reported, float(rec.get("dp-sgd-epsilon", 0.0)))
+    return mechanisms, reported
+
+
 def _privacy_report(train_metrics: dict[int, dict[str, float]], *, dp_noise: float,
                     dp_clip: float, dp_delta: float, dp_sgd_clip: float, num_devices: int,
-                    rounds: int, sample_size: int | None, dp_sgd_epsilon: float = 0.0
-                    ) -> PrivacyReport:
-    """The run's guarantee: device-level from the server's own noise, record-level from what
-    the devices report (each calibrates its DP-SGD to the run's budget; the largest counts).
+                    rounds: int, sample_size: int | None, dp_sgd_epsilon: float = 0.0,
+                    ledger: RunLedger | None = None) -> PrivacyReport:
+    """The run's guarantee, of the rounds that really ran (``rounds`` is the number planned).
+
+    With a ``ledger`` (:class:`~edgewise.federated.ledger.RunLedger`) device-level ε is
+    that of the rounds it holds aggregated with noise, record-level the bound of the DP-SGD
+    the devices reported round by round; without one, the ``train_metrics`` stand for it
+    (each round's largest device ε; device-level: every round in them aggregated).
 
     A run that asked for record-level DP-SGD (``dp_sgd_epsilon`` > 0) but got no ε from
     any device raises :class:`FederatedRunError`: it is never reported as without DP.
     """
-    record = [m["dp-sgd-epsilon"] for m in train_metrics.values()
-              if m.get("dp-sgd-epsilon", 0.0) > 0]
-    record_eps = max(record) if record else None
+    if ledger is None:
+        ledger = RunLedger()
+        for r, m in sorted(train_metrics.items()):
+            ledger.record_round(r, {}, float(m.get("dp-sgd-epsilon", 0.0)))
+            if dp_noise > 0:
+                ledger.device_round(r, noise_multiplier=dp_noise, num_devices=num_devices,
+                                    sample_size=sample_size)
+    try:
+        record_eps = ledger.record_epsilon(dp_delta)
+        device_eps = ledger.device_epsilon(dp_delta) if dp_noise > 0 else None
+    except (InvalidParameterError, PrivacyBudgetError) as exc:
+        raise FederatedRunError(str(exc)) from None
     if dp_sgd_epsilon > 0 and record_eps is None:
         raise FederatedRunError(
             f"Record-level DP-SGD was asked for (dp-sgd-epsilon={dp_sgd_epsilon:g}) but no "
@@ -350,19 +421,19 @@ def _privacy_report(train_metrics: dict[int, dict[str, float]], *, dp_noise: flo
     if dp_noise > 0:
         return PrivacyReport(
             unit="device", delta=dp_delta, noise_multiplier=dp_noise, clipping_norm=dp_clip,
-            epsilon=device_level_epsilon(dp_noise, rounds, dp_delta, num_devices=num_devices,
-                                         sample_size=sample_size),
-            num_devices=num_devices, rounds=rounds, sample_size=sample_size,
-            record_epsilon=record_eps)
+            epsilon=device_eps or 0.0, num_devices=num_devices,
+            rounds=ledger.device_rounds(), sample_size=sample_size,
+            record_epsilon=record_eps, rounds_planned=rounds)
     if record_eps is not None:
         return PrivacyReport(
             unit="record", epsilon=record_eps, delta=dp_delta,
             noise_multiplier=float(np.mean(z_record)) if z_record else 0.0,
-            clipping_norm=dp_sgd_clip, num_devices=num_devices, rounds=rounds,
-            sample_size=sample_size, record_epsilon=record_eps)
+            clipping_norm=dp_sgd_clip, num_devices=num_devices,
+            rounds=ledger.record_rounds(), sample_size=sample_size,
+            record_epsilon=record_eps, rounds_planned=rounds)
     return PrivacyReport(unit="none", epsilon=None, delta=dp_delta, noise_multiplier=0.0,
                          clipping_norm=0.0, num_devices=num_devices, rounds=rounds,
-                         sample_size=sample_size)
+                         sample_size=sample_size, rounds_planned=rounds)
 
 
 def run_federated(
@@ -406,6 +477,7 @@ def run_federated(
     ckpt = Path(checkpoint) if checkpoint else None
     done = 0
     stats_wire: list[dict[str, Any]] = []
+    ledger = RunLedger(run_ledger_path(ckpt) if ckpt is not None else None)
     if ckpt is not None and ckpt.exists():
         initial, done, normaliser = load_checkpoint(ckpt)
         if done >= rounds:
@@ -413,8 +485,18 @@ def run_federated(
                 f"The checkpoint {ckpt} already holds round {done} of {rounds}: no rounds "
                 "are left to resume (its model was registered when that run finished). "
                 "Ask for more rounds, or start afresh without resuming.")
+        if done > 0 and (dp_noise > 0 or dp_sgd_epsilon > 0) and ledger.path is not None \
+                and not ledger.path.exists():
+            raise FederatedRunError(
+                f"The checkpoint {ckpt} has no privacy ledger {ledger.path}, so the ε its "
+                f"{done} round(s) spent is unknown; start afresh without resuming.")
+        try:
+            ledger.load()
+        except PrivacyBudgetError as exc:
+            raise FederatedRunError(str(exc)) from None
         log.info("resuming from %s after round %d", ckpt, done)
     else:
+        ledger.reset()  # a fresh run: what an earlier run at this path spent is its own
         if normaliser is None:
             normaliser = fit_normaliser(grid, n_conditions, min_available_nodes or num_nodes,
                                         timeout=round_timeout,
@@ -446,7 +528,8 @@ def run_federated(
             screen = RobustStrategy(inner, num_malicious_nodes=num_malicious_nodes)
             screen.weighted_by_key = "unit-weight"
             rule = inner = screen
-    wire = WireLog(inner)
+    wire = WireLog(inner, ledger=ledger, round_offset=done,
+                   device_dp=(dp_noise, min_nodes, m) if dp_noise > 0 else None)
     wire.entries.extend(stats_wire)
     config = ConfigRecord({
         "phase": "fit",
@@ -478,10 +561,12 @@ def run_federated(
                    "screening)" if skipped else "") + "; the global model is untrained.")
     privacy = _privacy_report(train_metrics, dp_noise=dp_noise, dp_clip=dp_clip,
                               dp_delta=dp_delta, dp_sgd_clip=dp_sgd_clip, num_devices=min_nodes,
-                              rounds=rounds, sample_size=m, dp_sgd_epsilon=dp_sgd_epsilon)
+                              rounds=rounds, sample_size=m, dp_sgd_epsilon=dp_sgd_epsilon,
+                              ledger=ledger)
     robust_rule = rule if isinstance(rule, RobustStrategy) else None
     return FederatedResult(
-        arrays=result_arrays, normaliser=normaliser, privacy=privacy, rounds_done=rounds,
+        arrays=result_arrays, normaliser=normaliser, privacy=privacy,
+        rounds_done=done + len(wire.trained_rounds),
         strategy=strategy + ("+robust" if robust else "") + ("+dp" if dp_noise > 0 else ""),
         wire=wire.entries,
         rejected=[e.__dict__ for e in robust_rule.events] if robust_rule else [],
@@ -514,7 +599,7 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
                               dp_sgd_clip=dp_sgd_clip, num_devices=num_nodes, rounds=rounds,
                               sample_size=None, dp_sgd_epsilon=dp_sgd_epsilon)
     return FederatedResult(arrays=record, normaliser=normaliser, privacy=privacy,
-                           rounds_done=rounds, strategy="fedavg+secagg+",
+                           rounds_done=len(train_metrics) or rounds, strategy="fedavg+secagg+",
                            train_metrics=train_metrics)
 
 
