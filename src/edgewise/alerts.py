@@ -2,8 +2,12 @@
 
 Consecutive anomalous readings of one device become *one* open alert whose span grows
 while the anomaly lasts (readings closer than ``merge_gap_s`` apart join it), so a fault
-that lasts ten minutes is one alert, not six hundred. Each alert carries the metrics that
-drove it with their mean share of the score over its readings, and its message names them.
+that lasts ten minutes is one alert, not six hundred. A reading that arrives late joins
+the alert it falls inside or next to (its start moves earlier, in the store too), so a
+fault whose readings are resent late stays one alert. Each alert carries the metrics that
+drove it with their mean share over its readings (each reading's drivers are normalised to
+shares first, so every reading weighs the same), and its message names them; a metric at
+0 share is never named.
 
 >>> from edgewise.store import open_store
 >>> store = open_store("duckdb://:memory:")
@@ -21,30 +25,54 @@ drove it with their mean share of the score over its readings, and its message n
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from edgewise.detect.base import DEFAULT_THRESHOLD
 from edgewise.errors import InvalidParameterError
 from edgewise.store.base import Alert, Store
 
-__all__ = ["LABELS", "AlertManager", "merge_drivers"]
+__all__ = ["LABELS", "AlertManager", "ScoredReading", "merge_drivers", "reading_shares"]
 
 #: Labels a person can give an alert.
 LABELS = ("true_alarm", "false_alarm")
 
 
+def _positive(drivers: Mapping[str, float]) -> dict[str, float]:
+    """The entries of a driver map that can drive an alert: finite and above 0."""
+    return {str(k): float(v) for k, v in drivers.items() if math.isfinite(v) and v > 0}
+
+
+def reading_shares(drivers: Mapping[str, float]) -> dict[str, float]:
+    """One reading's drivers as shares that sum to 1 (entries at or below 0, or not finite,
+    left out), so every reading of an alert weighs the same whatever its drivers' scale.
+
+    >>> reading_shares({"temp": 0.9, "rpm": 0.3, "flow": 0.0})
+    {'temp': 0.75, 'rpm': 0.25}
+    """
+    pos = _positive(drivers)
+    total = math.fsum(pos.values())
+    return {k: v / total for k, v in pos.items()} if total > 0 else {}
+
+
 def merge_drivers(
-    old: dict[str, float], new: dict[str, float], keep: int = 5
+    old: Mapping[str, float], new: Mapping[str, float], keep: int = 5
 ) -> dict[str, float]:
-    """Average two driver maps (shares), keep the ``keep`` largest, renormalise to 1.
+    """Add two driver maps (shares), keep the ``keep`` largest, renormalise to 1.
+
+    Entries at or below 0 (a metric that did not drive the reading) and non-finite ones
+    are left out, so they are never named.
 
     >>> merge_drivers({"a": 1.0}, {"a": 0.5, "b": 0.5})
     {'a': 0.75, 'b': 0.25}
+    >>> merge_drivers({}, {"temp": 0.99, "rpm": 0.0})
+    {'temp': 1.0}
     """
-    names = set(old) | set(new)
-    both = {n: old.get(n, 0.0) + new.get(n, 0.0) for n in names}
+    old, new = _positive(old), _positive(new)
+    both = {n: old.get(n, 0.0) + new.get(n, 0.0) for n in set(old) | set(new)}
     top = sorted(both.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
     total = sum(v for _, v in top)
     return {n: round(v / total, 4) for n, v in top} if total > 0 else {}
@@ -52,17 +80,24 @@ def merge_drivers(
 
 @dataclass
 class _Open:
+    """An alert that readings may still extend (the device's newest, or a recent one a
+    late reading may still reach), with what is held back from the store."""
+
     alert: Alert
     readings: int = 1
     dirty: dict[str, object] | None = None
     written: float = 0.0
     # each metric's summed share over the alert's readings (all metrics, not only the top)
-    shares: dict[str, float] | None = None
+    shares: dict[str, float] = field(default_factory=dict)
 
 
 def _top_shares(shares: dict[str, float], keep: int = 5) -> dict[str, float]:
     """The ``keep`` largest of summed shares, renormalised to 1."""
     return merge_drivers(shares, {}, keep)
+
+
+#: One scored reading for :meth:`AlertManager.observe_many`: ``(ts_ns, score, drivers)``.
+ScoredReading = tuple[int, float, Mapping[str, float]]
 
 
 class AlertManager:
@@ -81,6 +116,27 @@ class AlertManager:
     write_every_s
         A growing alert's span and score are written to the store at most this often
         (and by :meth:`flush`), so a long fault costs a few writes, not one per reading.
+    late_horizon_s
+        How late (device time, behind the device's newest alert) a reading may still
+        arrive and join an earlier alert: the device's alerts that end within this of its
+        newest one stay extendable. The gateway passes its own lateness horizon (readings
+        later than that are not scored).
+
+    A reading that arrives late joins the alert it falls inside or within ``merge_gap_s``
+    of, moving its start earlier when it is older (the moved start is stored too); a late
+    reading that touches none raises an alert of its own and leaves the device's open alert
+    as it is. :meth:`observe_many` takes a batch (a resent backlog) as a whole: readings
+    less than ``merge_gap_s`` apart form one run, and a run that touches an alert joins it,
+    whichever order its readings came in.
+
+    >>> from edgewise.store import open_store
+    >>> store = open_store("duckdb://:memory:")
+    >>> am, t, s = AlertManager(store, write_every_s=0.0), 10**18, 10**9
+    >>> a = am.observe("pump-1", t + 200 * s, 0.99, {"temp": 1.0})
+    >>> late = [(t + k * s, 0.98, {"temp": 1.0}) for k in range(100, 200, 10)]  # resent
+    >>> am.observe_many("pump-1", late) == [a], (store.get_alert(a.id).start_ns - t) // s
+    (True, 100)
+    >>> store.close()
     """
 
     def __init__(
@@ -90,73 +146,144 @@ class AlertManager:
         merge_gap_s: float = 60.0,
         on_alert: object = None,
         write_every_s: float = 1.0,
+        late_horizon_s: float = 300.0,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise InvalidParameterError(
                 f"The 'threshold' parameter of AlertManager must be a float in the range "
                 f"(0, 1]. Got {threshold!r} instead."
             )
+        if not (isinstance(late_horizon_s, int | float) and late_horizon_s >= 0.0):
+            raise InvalidParameterError(
+                f"The 'late_horizon_s' parameter of AlertManager must be a float in the "
+                f"range [0, inf). Got {late_horizon_s!r} instead.",
+                field="late_horizon_s", value=late_horizon_s,
+            )
         self.store = store
         self.threshold = threshold
         self.merge_gap_ns = int(merge_gap_s * 1e9)
+        self.late_horizon_ns = int(late_horizon_s * 1e9)
         self.on_alert = on_alert
         self.write_every_s = write_every_s
-        self._open: dict[str, _Open] = {}
+        # each device's extendable alerts: its newest (the open one) and recent ones
+        self._held: dict[str, list[_Open]] = {}
         self._lock = threading.Lock()
 
     def observe(
-        self, device_id: str, ts_ns: int, score: float, drivers: dict[str, float]
+        self, device_id: str, ts_ns: int, score: float, drivers: Mapping[str, float]
     ) -> Alert | None:
         """Feed one scored reading; return the alert it raised or extended, else ``None``."""
-        if score < self.threshold:
-            return None
+        out = self.observe_many(device_id, [(ts_ns, score, drivers)])
+        return out[0] if out else None
+
+    def observe_many(
+        self, device_id: str, readings: Iterable[ScoredReading]
+    ) -> list[Alert]:
+        """Feed a batch of one device's scored ``(ts_ns, score, drivers)`` readings, in any
+        order; return the alerts they raised or extended (one per run of readings less than
+        ``merge_gap_s`` apart, oldest first).
+
+        A run that touches (lies inside or within ``merge_gap_s`` of) one of the device's
+        alerts still held extends it (the newest of them, when it touches several);
+        otherwise it raises a new alert. Only a new alert *after* the open one replaces it:
+        an older one is a late fault of its own.
+        """
+        items = sorted(
+            ((int(ts), float(score), drivers) for ts, score, drivers in readings
+             if score >= self.threshold),
+            key=lambda r: r[0],
+        )
+        if not items:
+            return []
+        gap = self.merge_gap_ns
+        runs: list[list[tuple[int, float, Mapping[str, float]]]] = [[items[0]]]
+        for item in items[1:]:
+            if item[0] - runs[-1][-1][0] <= gap:
+                runs[-1].append(item)
+            else:
+                runs.append([item])
+        out: list[Alert] = []
+        new: list[Alert] = []
         with self._lock:
-            cur = self._open.get(device_id)
-            a = cur.alert if cur else None
-            gap = self.merge_gap_ns
-            if a is not None and a.start_ns - gap <= ts_ns <= a.end_ns + gap:
-                start, end = min(a.start_ns, ts_ns), max(a.end_ns, ts_ns)
-                changes: dict[str, object] = {}
-                if end != a.end_ns:
-                    changes["end_ns"] = end
-                if score > a.score:
-                    changes["score"] = score
-                # every reading of the alert weighs the same: the drivers are each
-                # metric's mean share over the span, and the message names the same ones
-                assert cur is not None
-                shares = cur.shares if cur.shares is not None else dict(a.drivers)
-                for name, v in drivers.items():
-                    shares[name] = shares.get(name, 0.0) + v
-                cur.shares = shares
-                merged = _top_shares(shares)
-                if merged != a.drivers:
-                    changes["drivers"] = merged
-                    message = _describe(merged)
-                    if message != a.message:
-                        changes["message"] = message
-                        a.message = message
-                a.drivers = merged
-                a.start_ns, a.end_ns, a.score = start, end, max(a.score, score)
-                cur.readings += 1
-                if changes:
-                    cur.dirty = {**(cur.dirty or {}), **changes}
-                    if time.monotonic() - cur.written >= self.write_every_s:
+            held = self._held.setdefault(device_id, [])
+            for run in runs:
+                lo, hi = run[0][0], run[-1][0]
+                touching = [h for h in held
+                            if lo <= h.alert.end_ns + gap and hi >= h.alert.start_ns - gap]
+                if touching:
+                    cur = max(touching, key=lambda h: h.alert.end_ns)
+                    for ts_ns, score, drivers in run:
+                        self._extend(cur, ts_ns, score, drivers)
+                    if cur.dirty and time.monotonic() - cur.written >= self.write_every_s:
                         self._write(cur)
-                return a
-            if cur is not None:  # the device's previous alert is over: write what is held
-                self._write(cur)
-            alert = self.store.add_alert(
-                Alert(
-                    device_id=device_id, start_ns=ts_ns, end_ns=ts_ns, score=float(score),
-                    kind="anomaly", drivers=merge_drivers({}, drivers),
-                    message=_describe(drivers),
-                )
-            )
-            self._open[device_id] = _Open(alert, written=time.monotonic(),
-                                          shares=merge_drivers({}, drivers, keep=len(drivers)))
+                    out.append(cur.alert)
+                    continue
+                if held and lo > max(h.alert.end_ns for h in held):
+                    for h in held:  # the device's previous alert is over: write what is held
+                        self._write(h)
+                cur = self._start(device_id, run)
+                held.append(cur)
+                out.append(cur.alert)
+                new.append(cur.alert)
+            self._prune(held)
         if callable(self.on_alert):
-            self.on_alert(alert)
-        return alert
+            for alert in new:
+                self.on_alert(alert)
+        return out
+
+    def _start(
+        self, device_id: str, run: list[tuple[int, float, Mapping[str, float]]]
+    ) -> _Open:
+        """Store a new alert for a run of readings (its first reading opens it)."""
+        ts_ns, score, drivers = run[0]
+        alert = Alert(
+            device_id=device_id, start_ns=ts_ns, end_ns=ts_ns, score=score,
+            kind="anomaly", drivers=merge_drivers({}, drivers), message=_describe(drivers),
+        )
+        cur = _Open(alert, shares=reading_shares(drivers))
+        for item in run[1:]:
+            self._extend(cur, *item)
+        cur.dirty = None  # the alert is stored as it stands now
+        self.store.add_alert(alert)
+        cur.written = time.monotonic()
+        return cur
+
+    def _extend(
+        self, cur: _Open, ts_ns: int, score: float, drivers: Mapping[str, float]
+    ) -> None:
+        """Add one reading to a held alert in memory; mark what changed for the store."""
+        a = cur.alert
+        changes: dict[str, object] = {}
+        if ts_ns < a.start_ns:  # a late reading moves the start earlier
+            a.start_ns = changes["start_ns"] = ts_ns
+        if ts_ns > a.end_ns:
+            a.end_ns = changes["end_ns"] = ts_ns
+        if score > a.score:
+            a.score = changes["score"] = score
+        # every reading of the alert weighs the same: the drivers are each metric's mean
+        # share over the span (each reading's drivers normalised first), and the message
+        # names the same ones
+        for name, v in reading_shares(drivers).items():
+            cur.shares[name] = cur.shares.get(name, 0.0) + v
+        cur.readings += 1
+        merged = _top_shares(cur.shares)
+        if merged != a.drivers:
+            a.drivers = changes["drivers"] = merged
+            message = _describe(merged)
+            if message != a.message:
+                a.message = changes["message"] = message
+        if changes:
+            cur.dirty = {**(cur.dirty or {}), **changes}
+
+    def _prune(self, held: list[_Open]) -> None:
+        """Let go of the device's alerts no late reading can reach any more (written first)."""
+        newest = max(h.alert.end_ns for h in held)
+        cutoff = newest - self.late_horizon_ns - self.merge_gap_ns
+        keep = [h for h in held if h.alert.end_ns >= cutoff]
+        for h in held:
+            if h.alert.end_ns < cutoff:
+                self._write(h)
+        held[:] = keep
 
     def _write(self, cur: _Open) -> None:
         if cur.dirty:
@@ -169,15 +296,16 @@ class AlertManager:
         ``write_every_s`` while it grows); ``force`` writes all of them now."""
         now = time.monotonic()
         with self._lock:
-            for cur in self._open.values():
-                if cur.dirty and (force or now - cur.written >= self.write_every_s):
-                    self._write(cur)
+            for held in self._held.values():
+                for cur in held:
+                    if cur.dirty and (force or now - cur.written >= self.write_every_s):
+                        self._write(cur)
 
     def forget(self, device_id: str) -> None:
-        """Stop extending the device's open alert (its held-back update is dropped: the
+        """Stop extending the device's alerts (their held-back updates are dropped: the
         device and its alerts are being deleted)."""
         with self._lock:
-            self._open.pop(device_id, None)
+            self._held.pop(device_id, None)
 
     def raise_alert(self, alert: Alert) -> Alert:
         """Store a non-anomaly alert (e.g. ``kind="seq_gap"``) as it is."""
@@ -187,7 +315,14 @@ class AlertManager:
         return stored
 
     def acknowledge(self, alert_id: str, by: str) -> Alert:
-        """Mark an alert acknowledged by ``by``; ``KeyError`` if unknown."""
+        """Mark an alert acknowledged by ``by``; ``KeyError`` if unknown.
+
+        Acknowledging twice keeps the first acknowledgement (and who gave it), as the
+        HTTP API does.
+        """
+        alert = self.store.get_alert(alert_id)
+        if alert.status == "acknowledged":
+            return alert
         return self.store.update_alert(alert_id, status="acknowledged", acked_by=by)
 
     def label(self, alert_id: str, label: str, by: str, note: str | None = None) -> Alert:
@@ -203,7 +338,8 @@ class AlertManager:
         return self.store.update_alert(alert_id, **changes)
 
 
-def _describe(drivers: dict[str, float]) -> str:
+def _describe(drivers: Mapping[str, float]) -> str:
+    """The alert's message: its top three drivers with their shares (none at 0 named)."""
     top = sorted(merge_drivers({}, drivers).items(), key=lambda kv: -kv[1])[:3]
     if not top:
         return "Anomalous reading."

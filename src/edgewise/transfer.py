@@ -31,7 +31,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from edgewise.errors import InvalidParameterError, NotFittedError
-from edgewise.params import validate_params
+from edgewise.params import Interval, validate_params
 
 __all__ = ["DeviceModel", "FleetModel", "compare_on_holdout", "fine_tune"]
 
@@ -39,6 +39,106 @@ __all__ = ["DeviceModel", "FleetModel", "compare_on_holdout", "fine_tune"]
 def _f1(pred: np.ndarray, y: np.ndarray) -> float:
     tp = int((pred & y).sum())
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + int((pred & ~y).sum()) + int((~pred & y).sum()))
+
+
+def _windows(X: Any, who: str, n_features: int | None = None) -> np.ndarray:
+    """``X`` as a 2-D float array of at least one window, with ``n_features`` columns when
+    given, every value finite; else a one-line :class:`InvalidParameterError`.
+
+    >>> _windows([[1.0, 2.0]], "fit").shape
+    (1, 2)
+    >>> _windows([1.0, 2.0], "fine_tune")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: fine_tune needs windows as a 2-D array (one row per window, one column per feature). Got a 1-D array of shape (2,).
+    """  # noqa: E501
+    try:
+        arr = np.asarray(X, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterError(
+            f"{who} needs windows of numbers. Got {type(X).__name__} that is not: {exc}.",
+            field="X", value=None,
+        ) from None
+    if arr.ndim != 2:
+        raise InvalidParameterError(
+            f"{who} needs windows as a 2-D array (one row per window, one column per "
+            f"feature). Got a {arr.ndim}-D array of shape {arr.shape}.",
+            field="X", value=arr.shape,
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InvalidParameterError(
+            f"{who} needs at least one window of at least one feature. Got shape {arr.shape}.",
+            field="X", value=arr.shape,
+        )
+    if n_features is not None and arr.shape[1] != n_features:
+        raise InvalidParameterError(
+            f"{who} needs windows with the fleet model's {n_features} features. "
+            f"Got {arr.shape[1]}.", field="X", value=arr.shape,
+        )
+    bad = np.argwhere(~np.isfinite(arr))
+    if len(bad):
+        i, j = (int(v) for v in bad[0])
+        raise InvalidParameterError(
+            f"{who} needs finite windows. Got {arr[i, j]} in window {i}, feature {j} "
+            f"({len(bad)} non-finite value(s) in all).", field="X", value=float(arr[i, j]),
+        )
+    return arr
+
+
+def _labels(y: Any, n: int, who: str) -> np.ndarray:
+    """``y`` as ``n`` int labels, each 0 (normal) or 1 (anomaly); else a one-line
+    :class:`InvalidParameterError` naming the labels found.
+
+    Other conventions are not guessed at: scikit-learn's outlier labels (-1 anomaly,
+    1 normal) are mapped by the caller, ``(np.asarray(y) == -1).astype(int)``.
+
+    >>> _labels([0, 1, 1.0, True], 4, "fit").tolist()
+    [0, 1, 1, 1]
+    >>> _labels([-1, 1], 2, "fit")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: fit needs labels 0 (normal) or 1 (anomaly). Got labels [-1, 1]; for scikit-learn's outlier labels (-1 anomaly, 1 normal) pass (y == -1).astype(int).
+    """  # noqa: E501
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise InvalidParameterError(
+            f"{who} needs one label per window as a 1-D array. Got shape {arr.shape}.",
+            field="y", value=arr.shape,
+        )
+    if len(arr) != n:
+        raise InvalidParameterError(
+            f"{who} needs one label per window. Got {n} windows and {len(arr)} labels.",
+            field="y", value=len(arr),
+        )
+    distinct = set(arr.tolist())
+    try:
+        found = sorted(distinct)
+    except TypeError:  # labels of mixed types
+        found = sorted(distinct, key=repr)
+    numeric = arr.dtype.kind in "biuf"
+    if not numeric or not set(np.unique(arr).tolist()) <= {0, 1}:
+        shown = found[:10] + (["..."] if len(found) > 10 else [])
+        hint = ("; for scikit-learn's outlier labels (-1 anomaly, 1 normal) pass "
+                "(y == -1).astype(int)" if numeric and -1 in found else "")
+        raise InvalidParameterError(
+            f"{who} needs labels 0 (normal) or 1 (anomaly). Got labels {shown}{hint}.",
+            field="y", value=shown,
+        )
+    return arr.astype(int)
+
+
+def _check_fitted(fleet: Any, who: str) -> FleetModel:
+    """``fleet`` if it is a fitted :class:`FleetModel`; else a one-line error."""
+    if not isinstance(fleet, FleetModel):
+        raise InvalidParameterError(
+            f"{who} needs a FleetModel. Got {type(fleet).__name__}.",
+            field="fleet", value=type(fleet).__name__,
+        )
+    if not hasattr(fleet, "model_"):
+        raise NotFittedError(
+            f"This FleetModel is not fitted yet; call fit(X, y) on it before {who}."
+        )
+    return fleet
 
 
 class FleetModel(ClassifierMixin, BaseEstimator):
@@ -54,20 +154,28 @@ class FleetModel(ClassifierMixin, BaseEstimator):
         self.C = C
 
     def fit(self, X: Any, y: Any) -> FleetModel:
-        """Fit on fleet windows ``X`` with labels ``y`` (1 anomaly, 0 normal)."""
+        """Fit on fleet windows ``X`` (2-D: one row per window) with labels ``y``: 1 for an
+        anomaly, 0 for normal, and both present. Other labels are refused (map
+        scikit-learn's -1/1 outlier labels with ``(y == -1).astype(int)``).
+
+        >>> FleetModel().fit([[0.0], [1.0], [5.0], [6.0]], [0, 0, 1, 1]).predict([[5.5]])
+        array([1])
+        """
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 
-        validate_params({"C": float}, {"C": float(self.C)}, self)
-        X = np.asarray(X, dtype=float)
-        y = np.asarray(y).astype(int)
+        C = self.C.item() if isinstance(self.C, np.generic) else self.C
+        validate_params({"C": Interval(float, 0.0, None, closed="neither")}, {"C": C}, self)
+        X = _windows(X, "FleetModel.fit")
+        y = _labels(y, len(X), "FleetModel.fit")
         if len(np.unique(y)) < 2:
             raise InvalidParameterError(
-                "FleetModel.fit needs both normal (0) and anomalous (1) windows."
+                f"FleetModel.fit needs both normal (0) and anomalous (1) windows. Got only "
+                f"label {int(y[0])}.", field="y", value=int(y[0]),
             )
         self.normal_mean_ = X[y == 0].mean(axis=0)
         self.scaler_ = StandardScaler().fit(X)
-        self.model_ = LogisticRegression(C=self.C, class_weight="balanced", max_iter=500).fit(
+        self.model_ = LogisticRegression(C=float(C), class_weight="balanced", max_iter=500).fit(
             self.scaler_.transform(X), y)
         self.classes_ = np.array([0, 1])
         self.n_features_in_ = X.shape[1]
@@ -77,8 +185,8 @@ class FleetModel(ClassifierMixin, BaseEstimator):
         """Log-odds of an anomaly."""
         if not hasattr(self, "model_"):
             raise NotFittedError("This FleetModel is not fitted yet; call fit(X, y) first.")
-        return np.asarray(self.model_.decision_function(
-            self.scaler_.transform(np.asarray(X, dtype=float))))
+        X = _windows(X, "FleetModel.decision_function", self.n_features_in_)
+        return np.asarray(self.model_.decision_function(self.scaler_.transform(X)))
 
     def predict(self, X: Any) -> np.ndarray:
         """1 for anomalous windows, 0 for normal."""
@@ -98,7 +206,8 @@ class DeviceModel:
 
     def decision_function(self, X: Any) -> np.ndarray:
         """The fleet model's log-odds on the re-centred window, re-calibrated."""
-        d = self.fleet.decision_function(np.asarray(X, dtype=float) - self.shift_)
+        X = _windows(X, "DeviceModel.decision_function", len(self.shift_))
+        d = self.fleet.decision_function(X - self.shift_)
         if self.calibrator_ is not None:
             d = np.asarray(self.calibrator_.decision_function(d[:, None]))
         return d
@@ -112,17 +221,31 @@ def fine_tune(fleet: FleetModel, X: Any, y: Any, *, recenter: bool = True,
               recalibrate: bool = True) -> DeviceModel:
     """Adapt ``fleet`` to one device from its labelled windows ``X``, ``y`` (1/0).
 
-    Re-centring needs at least one labelled-normal window; re-calibration at least two
-    windows of each label. Without them that step is skipped.
-    """
+    ``X`` is 2-D with the fleet model's features; ``y`` holds 1 (anomaly) or 0 (normal)
+    per window, nothing else. Re-centring needs at least one labelled-normal window;
+    re-calibration at least two windows of each label. Without them that step is skipped.
+
+    Raises
+    ------
+    NotFittedError
+        When ``fleet`` has not been fitted.
+    InvalidParameterError
+        When the windows are not 2-D, empty, not finite or have another number of
+        features than the fleet model, or a label is not 0 or 1.
+
+    >>> fleet = FleetModel().fit([[0.0], [1.0], [5.0], [6.0]], [0, 0, 1, 1])
+    >>> fine_tune(fleet, [[2.0], [3.0]], [0, 0]).shift_.tolist()
+    [2.0]
+    >>> fine_tune(fleet, [[2.0, 1.0]], [0])
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: fine_tune needs windows with the fleet model's 1 features. Got 2.
+    """  # noqa: E501
     from sklearn.linear_model import LogisticRegression
 
-    X = np.asarray(X, dtype=float)
-    y = np.asarray(y).astype(int)
-    if len(X) != len(y):
-        raise InvalidParameterError(
-            f"fine_tune needs one label per window. Got {len(X)} windows and {len(y)} labels."
-        )
+    fleet = _check_fitted(fleet, "fine_tune")
+    X = _windows(X, "fine_tune", fleet.n_features_in_)
+    y = _labels(y, len(X), "fine_tune")
     shift = np.zeros(X.shape[1])
     if recenter and (y == 0).any():
         shift = X[y == 0].mean(axis=0) - fleet.normal_mean_
@@ -143,10 +266,16 @@ def compare_on_holdout(fleet: FleetModel, X: Any, y: Any, *, train_fraction: flo
     """Fine-tune on the first ``train_fraction`` of a device's windows (in time order) and
     compare F1 of the fleet and the fine-tuned model on the rest.
 
-    Returns ``{"fleet_f1", "device_f1", "n_train", "n_holdout"}``.
+    Returns ``{"fleet_f1", "device_f1", "n_train", "n_holdout"}``. ``X`` and ``y`` are
+    checked as :func:`fine_tune` checks them; ``train_fraction`` is in [0, 1] and must
+    leave windows on both sides of the split.
     """
-    X = np.asarray(X, dtype=float)
-    y = np.asarray(y).astype(int)
+    fleet = _check_fitted(fleet, "compare_on_holdout")
+    validate_params({"train_fraction": Interval(float, 0.0, 1.0)},
+                    {"train_fraction": train_fraction.item() if isinstance(
+                        train_fraction, np.generic) else train_fraction}, "compare_on_holdout")
+    X = _windows(X, "compare_on_holdout", fleet.n_features_in_)
+    y = _labels(y, len(X), "compare_on_holdout")
     cut = int(len(X) * train_fraction)
     if not 0 < cut < len(X):
         raise InvalidParameterError(

@@ -11,7 +11,10 @@ score up; a negative one is a metric that, given the others, looked *more* norma
 pulled it down. ``base`` is 0 and the terms sum to ``value`` (the peak's T²).
 
 Metrics are carried forward between their readings (a reading time sees the last value
-of every metric), as the detector sees one row per reading time.
+of every metric), as the detector sees one row per reading time. Every metric's standard
+deviation is floored at a millionth of its scale, so a metric that was constant before the
+alert and moved in it gets a large but finite term (it is named in ``constant_before``),
+and a metric with no reading before the alert is left out (named in ``left_out``).
 
 >>> rng = np.random.default_rng(0)
 >>> rows = []
@@ -27,7 +30,7 @@ of every metric), as the detector sees one row per reading time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,15 +40,29 @@ from edgewise.explain.base import Explanation
 from edgewise.explain.linear import quadratic_contributions
 from edgewise.models.history import wide_readings
 
-__all__ = ["AlertExplanation", "alert_explanation"]
+__all__ = ["MIN_RELATIVE_SD", "AlertExplanation", "alert_explanation"]
+
+
+#: Smallest standard deviation a metric is given, relative to its scale (the largest
+#: magnitude among its readings in the reference and the span).
+MIN_RELATIVE_SD = 1e-6
 
 
 @dataclass
 class AlertExplanation(Explanation):
-    """An :class:`Explanation` of an alert's peak reading, with where it was found."""
+    """An :class:`Explanation` of an alert's peak reading, with where it was found.
+
+    ``constant_before`` names the metrics that did not vary (to within a millionth of
+    their scale) in the reference but moved in the alert: their standard deviation was
+    floored at :data:`MIN_RELATIVE_SD` of their scale, so their term is large but finite.
+    ``left_out`` names the metrics with no reading before the alert, which the
+    explanation cannot compare with anything and so leaves out.
+    """
 
     peak_ns: int = 0
     reference_rows: int = 0
+    constant_before: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
 
 
 def alert_explanation(
@@ -54,7 +71,7 @@ def alert_explanation(
     end_ns: int,
     shrinkage: float = 0.01,
     min_reference: int = 20,
-) -> Explanation:
+) -> AlertExplanation:
     """Signed per-metric contributions to the T² of the alert's most anomalous reading.
 
     Parameters
@@ -69,11 +86,25 @@ def alert_explanation(
     min_reference
         Fewest complete reference rows (every metric known) needed.
 
+    Each metric's standard deviation is at least :data:`MIN_RELATIVE_SD` of its scale (the
+    largest magnitude of its readings here), so a metric that was constant before the
+    alert (a motor off, ``rpm`` 0) and moved in it gets a large finite term, named in
+    ``constant_before``, and the T² and every term stay finite. A metric with no reading
+    before the alert is left out (named in ``left_out``).
+
     Raises
     ------
     InvalidParameterError
-        When the device has fewer than two metrics, no reading in the span, or too little
-        reference history.
+        When the device has fewer than two metrics with history, no reading in the span,
+        too little reference history (naming the metric that cuts it short), or readings
+        too large for a finite T².
+
+    >>> rows = [(m, t, v) for t in range(50) for m, v in (("flow", 30.0 + t % 3),
+    ...                                                    ("temp", 60.0 - t % 5), ("rpm", 0.0))]
+    >>> rows += [("flow", 50, 31.0), ("temp", 50, 58.0), ("rpm", 50, 1500.0)]  # motor starts
+    >>> ex = alert_explanation(rows, start_ns=50, end_ns=50)
+    >>> ex.top(1)[0][0], ex.constant_before, ex.check(), ex.value < 1e13
+    ('rpm', ['rpm'], True, True)
     """
     if not rows:
         raise InvalidParameterError("The device has no stored readings around the alert.")
@@ -83,28 +114,70 @@ def alert_explanation(
             f"A multivariate explanation needs at least two metrics; the device sends "
             f"{list(wide.columns)}."
         )
+    before = wide[wide.index < start_ns]
+    # a metric with no reading before the alert (one the device just started sending)
+    # has nothing to be compared with: it is left out rather than emptying the reference
+    left_out = [str(c) for c in wide.columns if not before[c].notna().any()]
+    kept = [c for c in wide.columns if c not in left_out]
+    if len(kept) < 2:
+        raise InvalidParameterError(
+            f"A multivariate explanation needs at least two metrics with readings before "
+            f"the alert; {_named(left_out)} no reading before it, leaving {kept}."
+        )
+    wide = wide[kept]
     ref = wide[wide.index < start_ns].dropna()
     span = wide[(wide.index >= start_ns) & (wide.index <= end_ns)].dropna()
     need = max(min_reference, 2 * wide.shape[1])
     if len(ref) < need:
+        counts = wide[wide.index < start_ns].notna().sum()
+        short = [str(c) for c in counts.index if counts[c] < need]
+        why = (f"; {_named(short)} fewer than {need} readings before it" if short
+               and len(short) < wide.shape[1] else "")
         raise InvalidParameterError(
             f"The device has {len(ref)} complete reading times before the alert; a "
-            f"multivariate explanation needs at least {need}."
+            f"multivariate explanation needs at least {need}{why}."
         )
     if span.empty:
         raise InvalidParameterError("No complete reading of the device lies in the alert's span.")
     x = ref.to_numpy(dtype=float)
+    xs = span.to_numpy(dtype=float)
+    # each metric in units of its scale (the largest magnitude among its readings here):
+    # T², its split and the covariance ridge are the same in any units, and no square of
+    # a reading near the float limit overflows
+    scale = np.maximum(np.abs(x).max(axis=0), np.abs(xs).max(axis=0))
+    scale = np.where(scale > 0, scale, 1.0)  # a metric at 0 throughout
+    x, xs = x / scale, xs / scale
     mean = x.mean(axis=0)
     cov = np.cov(x, rowvar=False)
-    # inverted on the correlation scale, so pinv's relative cutoff does not drop a metric
-    # read in small units (its variance 1e-22 beside another's 1)
     s = shrink_covariance(cov, mean, shrinkage)
-    scale = np.sqrt(np.diag(s))
-    precision = np.linalg.pinv(s / np.outer(scale, scale)) / np.outer(scale, scale)
-    d = span.to_numpy(dtype=float) - mean
-    t2 = np.einsum("ij,jk,ik->i", d, precision, d)
+    # floor each sd at MIN_RELATIVE_SD of the scale: a metric constant at 0 in the
+    # reference (sd ~1e-150) would otherwise blow its term up to inf, and the rounding
+    # residues of its cross terms with the others up to ~1e135. With the floor,
+    # |d / sd| <= 2 / MIN_RELATIVE_SD for every metric, so T² and every term are finite.
+    sd = np.maximum(np.sqrt(np.diag(s)), MIN_RELATIVE_SD)
+    z = (xs - mean) / sd
+    # the correlation matrix of the floored covariance: its shrunk part keeps every
+    # eigenvalue at or above about `shrinkage`, so it is solved, not pseudo-inverted
+    corr = s / np.outer(sd, sd)
+    np.fill_diagonal(corr, 1.0)
+    inv_corr = np.linalg.solve(corr, np.eye(len(corr)))
+    inv_corr = (inv_corr + inv_corr.T) / 2
+    t2 = np.einsum("ij,jk,ik->i", z, inv_corr, z)
+    if not np.isfinite(t2).all():  # not expected with the floor; never hand out inf or NaN
+        raise InvalidParameterError(
+            "The device's readings around the alert give no finite T²; no explanation."
+        )
     peak = int(np.argmax(t2))
-    ex = quadratic_contributions(span.iloc[peak].to_numpy(dtype=float), mean, precision,
-                                 names=list(wide.columns))
+    # the split of T² in the standardised metrics equals that of dᵀ S⁻¹ d term by term
+    ex = quadratic_contributions(z[peak], np.zeros(len(kept)), inv_corr, names=kept)
+    still = np.diag(cov) <= MIN_RELATIVE_SD**2  # did not vary in the reference
+    moved = np.abs(xs[peak] - mean) > MIN_RELATIVE_SD  # by more than rounding
+    constant = [str(c) for c, st, m in zip(kept, still, moved, strict=True) if st and m]
     return AlertExplanation(ex.value, ex.base, ex.contributions, peak_ns=int(span.index[peak]),
-                            reference_rows=len(ref))
+                            reference_rows=len(ref), constant_before=constant,
+                            left_out=left_out)
+
+
+def _named(metrics: list[str]) -> str:
+    """``'a' has`` or ``'a', 'b' have``: metric names as the subject of a sentence."""
+    return ", ".join(map(repr, metrics)) + (" has" if len(metrics) == 1 else " have")

@@ -19,6 +19,7 @@ Each sums exactly to the score, so alerts can show which sensors drove them.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,11 +31,24 @@ __all__ = ["linear_contributions", "pca_contributions", "quadratic_contributions
 
 
 def _names(names: Sequence[str] | None, n: int) -> list[str]:
+    """``n`` distinct feature names (``x0``, ``x1``, … when none are given).
+
+    Two features of one name would share one entry of the contributions, losing a term,
+    so duplicates are refused.
+    """
     if names is None:
         return [f"x{i}" for i in range(n)]
     if len(names) != n:
-        raise InvalidParameterError(f"Got {len(names)} feature names for {n} features.")
-    return [str(s) for s in names]
+        raise InvalidParameterError(f"Got {len(names)} feature names for {n} features.",
+                                    field="names", value=list(names))
+    out = [str(s) for s in names]
+    dupes = sorted(name for name, k in Counter(out).items() if k > 1)
+    if dupes:
+        raise InvalidParameterError(
+            f"Feature names must be distinct (each gets its own contribution). Got "
+            f"{dupes} more than once in {out}.", field="names", value=out,
+        )
+    return out
 
 
 def _vec(x: object, n: int | None, what: str) -> np.ndarray:

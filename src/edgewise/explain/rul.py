@@ -28,7 +28,7 @@ from edgewise.explain.base import Explanation
 from edgewise.models.rul import RULModel
 from edgewise.models.windows import FEATURE_KINDS
 
-__all__ = ["by_sensor", "rul_explanations"]
+__all__ = ["UNIT_AGE_KEY", "by_sensor", "rul_explanations"]
 
 
 def rul_explanations(model: RULModel, X: pd.DataFrame) -> dict[object, Explanation]:
@@ -50,13 +50,39 @@ def rul_explanations(model: RULModel, X: pd.DataFrame) -> dict[object, Explanati
     return out
 
 
+#: Key of the unit-age window feature in :func:`by_sensor` when a sensor is named ``age``
+#: (a space is never in a metric name, so it cannot be taken by a sensor).
+UNIT_AGE_KEY = "unit age"
+
+
 def by_sensor(explanation: Explanation) -> Explanation:
-    """Sum the contributions of each sensor's window features (``s2_mean`` … into ``s2``)."""
+    """Sum the contributions of each sensor's window features (``s2_mean`` … into ``s2``).
+
+    A feature that belongs to no sensor (the unit's age, ``age``) keeps its own entry. When
+    a sensor is itself named ``age``, its features fold into ``age`` and the unit's age is
+    reported as ``"unit age"`` (:data:`UNIT_AGE_KEY`), so neither is added into the other.
+
+    >>> e = Explanation(6.0, 1.0, {"age_mean": 1.0, "age_last": 2.0, "age": 2.0})
+    >>> by_sensor(e).contributions
+    {'age': 3.0, 'unit age': 2.0}
+    """
     suffixes = tuple(f"_{k}" for k in FEATURE_KINDS)
     folded: dict[str, float] = {}
+    own: dict[str, float] = {}  # features of no sensor, kept as they are
     for name, c in explanation.contributions.items():
-        key = next((name[: -len(s)] for s in suffixes if name.endswith(s)), name)
-        folded[key] = folded.get(key, 0.0) + c
+        key = next((name[: -len(s)] for s in suffixes if name.endswith(s) and len(name) > len(s)),
+                   None)
+        if key is None:
+            own[name] = own.get(name, 0.0) + c
+        else:
+            folded[key] = folded.get(key, 0.0) + c
+    for name, c in own.items():
+        key = name
+        if key in folded:  # a sensor has this name: the feature of none gets another key
+            key = UNIT_AGE_KEY if name == "age" else f"{name} (feature)"
+            while key in folded or key in own:
+                key += "'"
+        folded[key] = c
     return Explanation(explanation.value, explanation.base, folded)
 
 

@@ -149,7 +149,10 @@ class Pipeline:
     late_horizon_s
         A reading older than its stream's last scored time by more than this is stored
         but not scored (counted in ``edgewise_readings_late_unscored_total``), so a
-        backlog arriving late cannot set off a storm of alerts.
+        backlog arriving late cannot set off a storm of alerts. An anomalous reading
+        within it joins the device's alert it falls inside or next to (the alert manager
+        keeps the device's alerts of this horizon extendable), so a fault whose readings
+        are resent late stays one alert.
     gap_grace_s
         A seq gap still missing after this long is reported (metric and alert).
     detect_async
@@ -197,6 +200,7 @@ class Pipeline:
         self.alerts = AlertManager(
             store, threshold=settings.alert_threshold, merge_gap_s=merge_gap_s,
             on_alert=lambda a: self.metrics.inc("edgewise_alerts_total", kind=a.kind),
+            late_horizon_s=late_horizon_s,
         )
         self.cleaner: StreamCleaner | None = (
             StreamCleaner() if cleaner is True else (cleaner or None))
@@ -469,6 +473,9 @@ class Pipeline:
             scores.setdefault(rk, {})[r.metric] = s
         raised: list[Alert] = []
         thr = self.alerts.threshold
+        # each device's anomalous readings go to the alert manager as one batch, so a late
+        # backlog joins the alert it runs into, in whatever order the batch lists it
+        anomalous: dict[str, list[tuple[int, float, dict[str, float]]]] = {}
         for (device, ts_ns), row in rows.items():
             per = scores[(device, ts_ns)]
             score = max(per.values())
@@ -484,9 +491,9 @@ class Pipeline:
                 mv.learn_one(row)
                 score = max(score, ms)
             if score >= thr:
-                a = self.alerts.observe(device, ts_ns, score, drivers)
-                if a is not None:
-                    raised.append(a)
+                anomalous.setdefault(device, []).append((ts_ns, score, drivers))
+        for device, scored_readings in anomalous.items():
+            raised.extend(self.alerts.observe_many(device, scored_readings))
         self.alerts.flush()
         self.metrics.inc("edgewise_readings_scored_total", scored)
         if late:

@@ -24,8 +24,8 @@ _ALERT_COLUMNS = (
     "id", "device_id", "start_ns", "end_ns", "score", "kind", "drivers", "message",
     "created_ns", "status", "label", "acked_by", "labelled_by", "note",
 )
-_ALERT_CHANGEABLE = ("status", "label", "acked_by", "labelled_by", "note", "end_ns", "score",
-                     "message", "drivers")
+_ALERT_CHANGEABLE = ("status", "label", "acked_by", "labelled_by", "note", "start_ns", "end_ns",
+                     "score", "message", "drivers")
 ALERT_STATUSES = ("open", "acknowledged")
 ALERT_LABELS = (None, "true_alarm", "false_alarm")
 #: The tables that hold rows of a device, in the order ``delete_device`` empties them.

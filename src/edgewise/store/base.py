@@ -145,7 +145,8 @@ class Store(Protocol):
         ...
 
     def update_alert(self, alert_id: str, **changes: Any) -> Alert:
-        """Change ``status``/``label``/``acked_by``/``labelled_by``/``note``/``end_ns``/``score``.
+        """Change ``status``/``label``/``acked_by``/``labelled_by``/``note``/``start_ns``/
+        ``end_ns``/``score``/``message``/``drivers`` (a late reading moves a start earlier).
 
         Raises ``KeyError`` for an unknown id.
         """

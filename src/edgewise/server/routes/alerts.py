@@ -19,11 +19,15 @@ anomaly alert of a device with two or more metrics, the signed, exact contributi
 metric to the T² of the alert's most anomalous reading against the device's readings of
 the hour before the alert (:func:`~edgewise.explain.alerts.alert_explanation`; the terms
 sum to ``value``, ``base`` is 0). It is ``null`` with ``explanation_detail`` saying why
-otherwise (seq-gap alert, one metric, too little history).
+otherwise (seq-gap alert, one metric, too little history). Every number in it is finite:
+a metric constant before the alert that moved in it gets a large, finite term and is named
+in ``constant_before``; a metric with no reading before the alert is left out, named in
+``left_out`` and in ``explanation_detail``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -88,12 +92,19 @@ def explain_alert(store: Any, alert: Any) -> dict[str, Any]:
         except InvalidParameterError as exc:
             answer["explanation_detail"] = str(exc)
             continue
+        if not all(map(math.isfinite, [ex.value, *ex.contributions.values()])):
+            # alert_explanation keeps every term finite; JSON has no inf, so never pass one
+            answer["explanation_detail"] = "The alert's T² is not a finite number."
+            break
         answer = {"explanation": {
             "method": "t2_exact", "value": round(ex.value, 6), "base": ex.base,
             "contributions": {k: round(v, 6) for k, v in ex.contributions.items()},
             "top": [{"name": n, "value": round(c, 6)} for n, c in ex.top(8)],
             "peak": format_ns(ex.peak_ns), "reference_rows": ex.reference_rows,
-        }, "explanation_detail": None}
+            "constant_before": ex.constant_before, "left_out": ex.left_out,
+        }, "explanation_detail": (
+            f"{', '.join(ex.left_out)} {'has' if len(ex.left_out) == 1 else 'have'} no "
+            f"history before the alert; left out." if ex.left_out else None)}
         break
     if len(_explained) > 10_000:
         _explained.clear()
@@ -155,7 +166,7 @@ def ack_alert(
     if alert.status == "acknowledged":
         return alert_json(alert)
     alert = store.update_alert(alert_id, status="acknowledged", acked_by=who.name)
-    security.audit(f"token:{who.name}", "alert.ack", alert_id, {"device": alert.device_id})
+    security.audit(who.actor, "alert.ack", alert_id, {"device": alert.device_id})
     return alert_json(alert)
 
 
@@ -176,7 +187,7 @@ def label_alert(
     if alert.status != "acknowledged":
         changes.update(status="acknowledged", acked_by=who.name)
     alert = store.update_alert(alert_id, **changes)
-    security.audit(f"token:{who.name}", "alert.label", alert_id,
+    security.audit(who.actor, "alert.label", alert_id,
                    {"device": alert.device_id, "label": body.label})
     window = None
     if alert.kind == "anomaly":
@@ -185,7 +196,7 @@ def label_alert(
             note += f": {alert.note}"
         lab = label_store(request, security, settings).add(
             alert.device_id, alert.start_ns, alert.end_ns + 1, WINDOW_LABEL[body.label],
-            who=f"token:{who.name}", note=note, source=f"alert:{alert_id}",
+            who=who.actor, note=note, source=f"alert:{alert_id}",
         )
         window = {"id": lab.id, "label": lab.label, "version": lab.version,
                   "start_ns": lab.start_ns, "end_ns": lab.end_ns}
