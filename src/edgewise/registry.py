@@ -624,6 +624,12 @@ class Registry:
         self._db.executescript(_SCHEMA)
 
     # -- the signing key ----------------------------------------------------------------------
+    @property
+    def issued_key_id(self) -> str | None:
+        """Id of the key this registry issued (the one agents trust), even when its private
+        half is lost; ``None`` if it never had one."""
+        return self._issued_key_id()
+
     def _issued_key_id(self) -> str | None:
         """Id of the key this registry issued, from what is left when the private half is gone:
         ``signing_key.pub``, else the newest release's manifest; ``None`` if it never had one."""

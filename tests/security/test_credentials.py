@@ -38,8 +38,8 @@ def test_file_modes_are_private(data_dir: Path) -> None:
 @pytest.mark.parametrize(("device", "secret", "match"), [
     ("pump", "", "credentials missing"),
     ("", "x", "credentials missing"),
-    ("ghost", "x", "not registered"),
-    ("pump", "nope", "wrong secret"),
+    ("ghost", "x", "unknown or the secret is wrong"),
+    ("pump", "nope", "unknown or the secret is wrong"),
 ])
 def test_bad_credentials_are_refused(data_dir: Path, device: str, secret: str,
                                      match: str) -> None:
@@ -53,21 +53,26 @@ def test_bad_credentials_are_refused(data_dir: Path, device: str, secret: str,
 
 
 def test_throttled_after_consecutive_failures(data_dir: Path) -> None:
-    """Check that after N wrong secrets even the right one is refused and counted."""
+    """Check that after N wrong secrets from one source its wrong secrets are throttled and
+    counted, while the right secret still passes (from there or anywhere)."""
     sec = Security(data_dir, throttle_after=100)
     _, secret = sec.add_device("pump")
     for _ in range(99):
         with pytest.raises(AuthError):
-            sec.authenticate_device("pump", "wrong")
-    sec.authenticate_device("pump", secret)  # a success resets the run
+            sec.authenticate_device("pump", "wrong", source="10.0.0.9")
+    sec.authenticate_device("pump", secret, source="10.0.0.9")  # a success resets the run
     for _ in range(100):
         with pytest.raises(AuthError) as info:
-            sec.authenticate_device("pump", "wrong")
+            sec.authenticate_device("pump", "wrong", source="10.0.0.9")
         assert not isinstance(info.value, ThrottledError)
-    with pytest.raises(ThrottledError, match="100 wrong secrets in a row") as info:
-        sec.authenticate_device("pump", secret)
+    with pytest.raises(ThrottledError, match="100 wrong device secrets in a row") as info:
+        sec.authenticate_device("ghost", "wrong", source="10.0.0.9")
     assert info.value.retry_after_s > 0
-    assert sec.list_devices()[0].throttled_attempts == 1
+    assert sec.throttled_attempts("10.0.0.9") == 1
+    with pytest.raises(AuthError) as info:  # another source is not paused
+        sec.authenticate_device("pump", "wrong", source="10.0.0.7")
+    assert not isinstance(info.value, ThrottledError)
+    sec.authenticate_device("pump", secret, source="10.0.0.9")  # the right one passes
 
 
 def test_duplicate_and_invalid_device_names(data_dir: Path) -> None:

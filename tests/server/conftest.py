@@ -47,6 +47,10 @@ class Env:
     def auth(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
+    def actor(self, role: str) -> str:
+        """How the audit log names the ``role`` token: ``token:<id>:<name>``."""
+        return self.security.authenticate_token(self.tokens[role]).actor
+
     def device_headers(self, device: str | None = None, secret: str | None = None) -> dict:
         return {"Authorization": f"Bearer {secret or self.secret}",
                 "X-Device-Id": device or self.device}

@@ -30,11 +30,11 @@ def test_alert_verdicts_become_audited_window_labels_used_by_training(env: Env) 
     labels = LabelStore(env.settings.data_dir)
     try:
         (lab,) = labels.labels(env.device)
-        assert (lab.label, lab.version, lab.who) == ("anomaly", 1, "token:test-operator")
+        assert (lab.label, lab.version, lab.who) == ("anomaly", 1, env.actor("operator"))
         assert lab.start_ns == alert.start_ns and lab.end_ns > alert.end_ns
         assert alert.id in lab.note and "bearing" in lab.note
         audit = [(e.action, e.actor) for e in env.security.audit_log(20)]
-        assert ("label.add", "token:test-operator") in audit
+        assert ("label.add", env.actor("operator")) in audit
 
         out = train_with_labels(history_from_store(env.store, env.device), env.device, labels,
                                 env.settings.data_dir)

@@ -46,7 +46,7 @@ def test_rest_delete_withdraws_the_device_releases_only(env: Env) -> None:
     assert resp.status_code == 204, resp.text
     assert _targets(env) == ["group:line-a"]
     assert deleted.get("releases_withdrawn") == [own]
-    assert ("token:test-admin", "model.withdraw", "device:pump-1", {"releases": [own]}) in [
+    assert (env.actor("admin"), "model.withdraw", "device:pump-1", {"releases": [own]}) in [
         (e.actor, e.action, e.target, e.detail) for e in env.security.audit_log()]
     # the group's release is untouched and still served to its members
     resp = env.client.get(f"/v1/devices/{mate}/model",

@@ -30,7 +30,7 @@ def test_admin_adds_a_device_whose_secret_sends(env: Env) -> None:
     body = resp.json()
     assert body["id"] == "pump-2" and len(body["secret"]) >= 43  # 256 bits urlsafe
     _send(env, "pump-2", body["secret"], n=1)
-    assert ("token:test-admin", "device.add", "pump-2") in _actions(env)
+    assert (env.actor("admin"), "device.add", "pump-2") in _actions(env)
     listed = env.client.get("/v1/devices", headers=env.auth("viewer")).json()
     assert [d["id"] for d in listed] == ["pump-1", "pump-2"]
     assert listed[1]["readings"] == 2 and listed[1]["metrics"] == ["a", "b"]
@@ -85,8 +85,8 @@ def test_delete_removes_credentials_and_all_data(env: Env) -> None:
     assert not env.security.has_device(env.device)
     problem(env.send({"ts": ts, "metrics": {"a": 1.0}}), 401)
     actions = _actions(env)
-    assert ("token:test-admin", "device.delete", env.device) in actions
-    assert ("token:test-admin", "device.delete_data", env.device) in actions
+    assert (env.actor("admin"), "device.delete", env.device) in actions
+    assert (env.actor("admin"), "device.delete_data", env.device) in actions
     problem(env.client.delete(f"/v1/devices/{env.device}", headers=env.auth("admin")), 404)
 
 
@@ -126,7 +126,7 @@ def test_token_creation_is_admin_only_and_audited(env: Env) -> None:
     assert me == {"name": "grafana", "role": "viewer"}
     audit = env.client.get("/v1/audit", headers=env.auth("admin")).json()
     assert audit[0]["action"] == "token.create"
-    assert audit[0]["actor"] == "token:test-admin"
+    assert audit[0]["actor"] == env.actor("admin")
     assert audit[0]["detail"]["role"] == "viewer"
     body = problem(env.client.post("/v1/tokens", json={"role": "root"},
                                    headers=env.auth("admin")), 422)

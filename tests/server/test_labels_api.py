@@ -41,7 +41,7 @@ def test_post_and_list_labels_with_roles_and_audit(lenv: Env) -> None:
     assert r.status_code == 403
     r = c.post("/v1/labels", json=body, headers=lenv.auth("operator"))
     assert r.status_code == 201, r.text
-    assert r.json()["version"] == 1 and r.json()["who"] == "token:test-operator"
+    assert r.json()["version"] == 1 and r.json()["who"] == lenv.actor("operator")
     r = c.post("/v1/labels", json={**body, "label": "normal"}, headers=lenv.auth("operator"))
     assert r.json()["version"] == 2
     r = c.post("/v1/labels", json={**body, "label": "Bad Label!"}, headers=lenv.auth("operator"))

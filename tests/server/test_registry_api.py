@@ -30,7 +30,7 @@ def test_rollout_then_device_fetches_a_verifiable_release(env: Env) -> None:
     r = env.client.post("/v1/registry/rollouts", json=body, headers=env.auth("operator"))
     assert r.status_code == 200, r.text
     assert r.json()["release"] == 1 and r.json()["key_id"] == reg.key_id
-    assert ("token:test-operator", "model.rollout", f"device:{env.device}") in {
+    assert (env.actor("operator"), "model.rollout", f"device:{env.device}") in {
         (e.actor, e.action, e.target) for e in env.security.audit_log(20)}
 
     env_ = env.client.get(f"/v1/devices/{env.device}/model", headers=dev)

@@ -7,10 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
+from edgewise._private import restrict_umask
 from edgewise.cli._app import DataDir, app
+from edgewise.store import shown_url
 
 Mqtt = Annotated[str, typer.Option("--mqtt", envvar="EDGEWISE_MQTT",
-                                   help="'embedded' (in-process broker) or mqtt://HOST:PORT.")]
+                                   help="'embedded' (in-process broker) or "
+                                        "mqtt://[USER:PASSWORD@]HOST:PORT; give a URL with a "
+                                        "password in EDGEWISE_MQTT to keep it out of the "
+                                        "process list.")]
 StoreUrl = Annotated[str, typer.Option("--store", envvar="EDGEWISE_STORE",
                                        help="duckdb:///PATH or postgresql://… "
                                             "(default: DuckDB under the data dir).")]
@@ -118,6 +123,7 @@ def serve(
     settings = _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key,
                          detector, fast_stream_z)
     _check_consumer(settings)
+    restrict_umask()  # what the gateway creates (stores, their logs, state) is 0600
 
     async def main() -> None:
         gw = Gateway(settings)
@@ -125,7 +131,7 @@ def serve(
         await _start(gw, token)
         scheme = "mqtts" if settings.tls_cert else "mqtt"
         where = (f"{scheme}://{settings.host}:{settings.mqtt_port}" if settings.mqtt == "embedded"
-                 else settings.mqtt)
+                 else shown_url(settings.mqtt))  # never the broker's password
         typer.echo(f"edgewise gateway: MQTT {where}, store {gw.store.url}", err=True)
         if gw.http_url:
             typer.echo(f"dashboard: {gw.http_url}", err=True)
@@ -221,6 +227,7 @@ def demo(
     settings = _settings(data_dir, "embedded", store, host, port, mqtt_port, tls_cert, tls_key,
                          detector, fast_stream_z)
     _check_consumer(settings)
+    restrict_umask()  # what the gateway creates (stores, their logs, state) is 0600
     labels_file = settings.data_dir / "demo-labels.json"
     earlier_labels = _read_labels(labels_file)  # a bad file stops us before anything is made
     fleet = PumpFleet(pumps, seed=seed)

@@ -155,7 +155,7 @@ def publish_cmd(
 
 def _audit(data_dir: Path, action: str, target: str, detail: dict[str, object]) -> None:
     """Record a registry change in the audit log, by ``cli`` as the other CLI actions are
-    (HTTP rollouts are recorded by ``token:<name>``)."""
+    (HTTP actions are recorded by ``token:<id>:<name>``)."""
     from edgewise.security import Security
 
     sec = Security(data_dir)
@@ -235,10 +235,13 @@ def new_key_cmd(data_dir: DataDir) -> None:
     from edgewise.errors import SignatureError
     from edgewise.registry import Registry
 
+    reg = Registry(data_dir)
+    old_key_id = reg.issued_key_id  # the key agents trust until they are given the new one
     try:
-        key = Registry(data_dir).new_key()
+        key = reg.new_key()
     except SignatureError as exc:
         raise fail(str(exc)) from None
+    _audit(data_dir, "registry.new_key", key.key_id, {"old_key_id": old_key_id})
     typer.echo("new signing key; give every agent the new signing_key.pub (--trust-key)",
                err=True)
     typer.echo(f"{key.key_id} {base64.b64encode(key.public_key_bytes).decode()}")

@@ -32,6 +32,10 @@ HELP: dict[str, tuple[str, str]] = {
         "counter", "Message seq gaps still missing after the grace period."),
     "edgewise_seq_missing_total": ("counter", "Messages missing in reported seq gaps."),
     "edgewise_auth_failures_total": ("counter", "Failed device authentications, by reason."),
+    "edgewise_mqtt_connections_closed_total": (
+        "counter", "MQTT connections the broker closed, by reason (revoked, no_session)."),
+    "edgewise_messages_refused_total": (
+        "counter", "MQTT messages refused unacknowledged, by reason (revoked credentials)."),
     "edgewise_readings_scored_total": ("counter", "Readings scored by the detectors."),
     "edgewise_readings_late_unscored_total": (
         "counter", "Readings stored but not scored: older than the stream's scoring horizon."),

@@ -12,13 +12,16 @@ import contextlib
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
+from edgewise._private import make_private
 from edgewise.config import Settings
 from edgewise.errors import ConfigError, PayloadError, RateLimitError
 from edgewise.gateway.pipeline import IngestResult, Pipeline, per_metric_factory
 from edgewise.registry import Registry
 from edgewise.security.credentials import Security
+from edgewise.store import shown_url
 from edgewise.transport.base import Message, Outcome, Transport
 
 __all__ = ["Gateway", "problem_of"]
@@ -90,10 +93,28 @@ class Gateway:
         # agents can be enrolled before any rollout; never remade once issued and lost
         self.registry = Registry(settings.data_dir)
         self.registry.ensure_key()
+        make_private(*self.private_files())  # 0600 whatever the directory's mode
         self.transport: Transport | None = None
         self.http_server: Any = None
         self._http_task: asyncio.Task[Any] | None = None
         self._retention_task: asyncio.Task[Any] | None = None
+
+    def private_files(self) -> list[Path]:
+        """The files holding the fleet's data (readings, credentials, registry, labels,
+        detector state), with their SQLite/DuckDB companions: made 0600 at start and stop
+        (:mod:`edgewise._private`)."""
+        d = self.settings.data_dir
+        files = [d / "security.sqlite", d / "registry" / "registry.sqlite",
+                 d / "labels.sqlite", d / "detectors.pickle"]
+        store_path = getattr(self.store, "path", None)
+        if isinstance(store_path, str) and str(getattr(self.store, "url", "")).startswith(
+                "duckdb://") and store_path != ":memory:":
+            files.append(Path(store_path))
+        out = []
+        for f in files:
+            out += [f, f.with_name(f.name + "-wal"), f.with_name(f.name + "-shm"),
+                    f.with_name(f.name + ".wal")]
+        return out
 
     # -- retention ----------------------------------------------------------------------
     def apply_retention(self, now_ns: int | None = None) -> int:
@@ -134,9 +155,11 @@ class Gateway:
         return outcomes
 
     def forget_device(self, device_id: str) -> None:
-        """Drop what the running transport keeps for a deleted device: with an external MQTT
-        broker, its retained ack (else a device registered again under the same id would be
-        told the old watermark). ``DELETE /v1/devices/{id}`` calls it after the deletion."""
+        """Drop what the running transport keeps for a deleted device: with the embedded
+        broker, its live connections (closed at once: its credentials are gone); with an
+        external MQTT broker, its retained ack (else a device registered again under the
+        same id would be told the old watermark). ``DELETE /v1/devices/{id}`` calls it
+        after the deletion."""
         forget = getattr(self.transport, "forget_device", None)
         if forget is None:
             return
@@ -154,9 +177,10 @@ class Gateway:
             from edgewise.transport.broker import EmbeddedBroker
 
             return EmbeddedBroker(
-                self.handle, self.security.authenticate_device, host=s.host, port=s.mqtt_port,
+                self.handle, self.security.device_credential, host=s.host, port=s.mqtt_port,
                 tls_cert=s.tls_cert, tls_key=s.tls_key, count=count,
                 watermark=self.store.seq_watermark,
+                credential_tags=self.security.credential_tags,
                 consumer=os.environ.get("EDGEWISE_MQTT_CONSUMER", "plugin"),
             )
         if s.mqtt.startswith(("mqtt://", "mqtts://")):
@@ -165,7 +189,8 @@ class Gateway:
             return ExternalBroker(self.handle, s.mqtt, count=count,
                                   data_dir=s.data_dir, known_device=self.security.has_device)
         raise ConfigError(
-            f"Setting 'mqtt' has value {s.mqtt!r}. Use 'embedded' or 'mqtt://HOST:PORT'."
+            f"Setting 'mqtt' has value {shown_url(s.mqtt)!r}. Use 'embedded' or "
+            "'mqtt://HOST:PORT'."
         )
 
     async def start(self, http: bool = True) -> None:
@@ -230,3 +255,4 @@ class Gateway:
             self.store.close()
             self.security.close()
             self.registry.close()
+            make_private(*self.private_files())  # the detector state just saved included

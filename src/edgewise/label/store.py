@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgewise._private import make_private
 from edgewise.errors import InvalidParameterError, PayloadError
 from edgewise.tables import read_text, separator
 from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, parse_time_text, validate_device_id
@@ -173,6 +174,7 @@ class LabelStore:
         self._db = sqlite3.connect(
             self.path, timeout=10.0, check_same_thread=False, isolation_level=None
         )
+        make_private(self.path)  # 0600 before the WAL exists: SQLite gives it this mode
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)

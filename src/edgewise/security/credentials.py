@@ -5,8 +5,10 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
 
 * A device gets a random 256-bit secret, shown once; only a salted SHA-256 of it is
   kept (a slow hash buys nothing for secrets of this entropy). Secrets are compared in
-  constant time and never logged. After ``throttle_after`` consecutive wrong secrets a
-  device's further attempts are refused for a growing pause, and counted.
+  constant time and never logged. After ``throttle_after`` consecutive wrong secrets from
+  one source (peer address) that source's further wrong secrets are refused for a growing
+  pause (:class:`ThrottledError`), and counted; the right secret always passes, so no one
+  can lock a device out, and an unknown id is answered as a wrong secret.
 * People and scripts get API tokens with a role: ``viewer`` reads, ``operator`` also
   acknowledges and labels alerts, ``admin`` also manages devices and tokens. Device
   secrets are not tokens: they can only send telemetry (and fetch their signed models).
@@ -31,7 +33,7 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
 >>> sec.authenticate_device("pump-1", "wrong")
 Traceback (most recent call last):
 ...
-edgewise.errors.AuthError: Device 'pump-1': wrong secret.
+edgewise.errors.AuthError: Device 'pump-1' is unknown or the secret is wrong.
 >>> token = sec.create_token("viewer", "grafana")
 >>> sec.authenticate_token(token).role
 'viewer'
@@ -68,6 +70,7 @@ __all__ = ["ROLE_RANK", "AuditEntry", "DeviceRecord", "Principal", "Security", "
 ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
 _TOKEN_PREFIX = "ew_"
 _MAX_PAUSE_S = 300.0
+_MAX_SOURCES = 10_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -127,6 +130,16 @@ class Principal:
         """Whether this principal's role is at least ``role``."""
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
 
+    @property
+    def actor(self) -> str:
+        """How the audit log names this principal: ``token:<id>:<name>``. The id is unique
+        (names are free text and need not be), so two tokens named alike stay apart.
+
+        >>> Principal("ops", "admin", "1f2e3d4c").actor
+        'token:1f2e3d4c:ops'
+        """
+        return f"token:{self.token_id}:{self.name}"
+
 
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
@@ -170,6 +183,11 @@ def _hash(salt: bytes, secret: str) -> bytes:
     return hashlib.sha256(salt + secret.encode("utf-8", "surrogatepass")).digest()
 
 
+def _tag(salt: bytes, stored: bytes) -> bytes:
+    """A device credential's tag: changes with the salt or hash (not the secret itself)."""
+    return hashlib.sha256(b"edgewise-credential\0" + salt + stored).digest()[:16]
+
+
 class Security:
     """Credentials, tokens and audit log of one Edgewise data directory."""
 
@@ -196,6 +214,9 @@ class Security:
         self._db.executescript(_SCHEMA)
         # A dummy hash so an unknown device costs the same as a known one.
         self._dummy_salt = secrets.token_bytes(16)
+        self._dummy_hash = secrets.token_bytes(32)
+        # source -> (wrong secrets in a row, paused until (ns), attempts refused while paused)
+        self._sources: dict[str, tuple[int, int, int]] = {}
 
     # -- devices -----------------------------------------------------------------------
     def add_device(self, name: str, *, groups: Iterable[str] = (),
@@ -298,52 +319,89 @@ class Security:
                 groups.setdefault(dev, []).append(grp)
         return [DeviceRecord(*r, groups=tuple(groups.get(r[0], ()))) for r in rows]
 
-    def authenticate_device(self, device_id: str, secret: str) -> None:
+    def authenticate_device(self, device_id: str, secret: str, *,
+                            source: str | None = None) -> None:
         """Return if ``secret`` is ``device_id``'s; raise :class:`AuthError` otherwise.
 
-        Raises :class:`ThrottledError` while the device is paused after too many wrong
-        secrets in a row; those attempts are counted and not even checked.
+        ``source`` is where the attempt comes from (the peer's address); wrong secrets are
+        counted per source, not per device: after ``throttle_after`` in a row from one
+        source its further wrong secrets get :class:`ThrottledError` (with a pause that
+        doubles up to 300 s) instead of :class:`AuthError`. The right secret always passes,
+        so nobody can lock a device out by sending wrong secrets in its name, and an
+        unknown device id and a wrong secret get the same answer at the same cost (a
+        dummy hash, no write), so the answer never tells which ids are registered.
         """
+        self.device_credential(device_id, secret, source=source)
+
+    def device_credential(self, device_id: str, secret: str, *,
+                          source: str | None = None) -> bytes:
+        """As :meth:`authenticate_device`, and return the device's credential tag: it
+        changes whenever the device's secret does (deleted, added again, replaced), so a
+        connection opened with it can be checked later (:meth:`credential_tags`)."""
         if not device_id or not secret:
             raise AuthError("Device credentials missing: both a device id and a secret are needed.")
+        tag = self._check_secret(device_id, secret)
+        key = source or ""
         now = time.time_ns()
         with self._lock:
-            row = self._db.execute(
-                "SELECT salt, secret_hash, failures, throttled_until_ns FROM devices WHERE id = ?",
-                (device_id,),
-            ).fetchone()
-            if row is None:
-                hmac.compare_digest(_hash(self._dummy_salt, secret), b"\0" * 32)
-                raise AuthError(f"Device {device_id!r} is not registered.")
-            salt, stored, failures, until = row
+            failures, until, attempts = self._sources.get(key, (0, 0, 0))
+            if tag is not None:
+                self._sources.pop(key, None)  # a success ends the source's run
+                return tag
             if until > now:
-                self._db.execute(
-                    "UPDATE devices SET throttled_attempts = throttled_attempts + 1 WHERE id = ?",
-                    (device_id,),
-                )
+                self._sources[key] = (failures, until, attempts + 1)
                 wait = (until - now) / 1e9
                 raise ThrottledError(
-                    f"Device {device_id!r}: {failures} wrong secrets in a row; attempts are "
-                    f"refused for {wait:.0f} s more.",
+                    f"{failures} wrong device secrets in a row from {source or 'this caller'}; "
+                    f"wrong secrets are refused for {wait:.0f} s more (a right one passes).",
                     retry_after_s=wait,
                 )
-            if hmac.compare_digest(_hash(salt, secret), stored):
-                if failures:
-                    self._db.execute(
-                        "UPDATE devices SET failures = 0, throttled_until_ns = 0 WHERE id = ?",
-                        (device_id,),
-                    )
-                return
             failures += 1
             until = 0
             if failures >= self.throttle_after:
                 pause = min(_MAX_PAUSE_S, 2.0 ** min(20, failures - self.throttle_after))
                 until = now + int(pause * 1e9)
-            self._db.execute(
-                "UPDATE devices SET failures = ?, throttled_until_ns = ? WHERE id = ?",
-                (failures, until, device_id),
-            )
-        raise AuthError(f"Device {device_id!r}: wrong secret.")
+            self._sources.pop(key, None)
+            self._sources[key] = (failures, until, attempts)
+            while len(self._sources) > _MAX_SOURCES:  # forget the longest-quiet sources
+                del self._sources[next(iter(self._sources))]
+        raise AuthError(f"Device {device_id!r} is unknown or the secret is wrong.")
+
+    def check_device_secret(self, device_id: str, secret: str) -> bool:
+        """Whether ``secret`` is ``device_id``'s, counting nothing (no throttle): for telling
+        a device secret sent where an API token belongs from a bad token."""
+        return bool(device_id and secret) and self._check_secret(device_id, secret) is not None
+
+    def throttled_attempts(self, source: str | None = None) -> int:
+        """Wrong secrets from ``source`` refused while it was paused (this process only)."""
+        with self._lock:
+            return self._sources.get(source or "", (0, 0, 0))[2]
+
+    def _check_secret(self, device_id: str, secret: str) -> bytes | None:
+        """The credential tag when ``secret`` is ``device_id``'s, else ``None``; the same
+        work (one read, one hash, one comparison) whether the device exists or not."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT salt, secret_hash FROM devices WHERE id = ?", (device_id,)
+            ).fetchone()
+        salt, stored = row if row is not None else (self._dummy_salt, self._dummy_hash)
+        ok = hmac.compare_digest(_hash(salt, secret), stored)
+        return _tag(salt, stored) if ok and row is not None else None
+
+    def credential_tags(self, device_ids: Iterable[str]) -> dict[str, bytes]:
+        """The credential tag of each registered device of ``device_ids`` (see
+        :meth:`device_credential`); a device that is not registered is left out."""
+        ids = sorted(set(device_ids))
+        out: dict[str, bytes] = {}
+        with self._lock:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                rows = self._db.execute(
+                    f"SELECT id, salt, secret_hash FROM devices WHERE id IN "
+                    f"({', '.join('?' * len(chunk))})", chunk,
+                ).fetchall()
+                out.update((dev, _tag(salt, stored)) for dev, salt, stored in rows)
+        return out
 
     # -- tokens ------------------------------------------------------------------------
     def create_token(self, role: str, name: str = "", *, actor: str = "cli") -> str:

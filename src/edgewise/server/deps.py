@@ -118,19 +118,21 @@ def wrong_device_credentials(device_id: str) -> Problem:
     )
 
 
-def authenticate_device(security: Security, device_id: str, authorization: str | None) -> str:
+def authenticate_device(security: Security, device_id: str, authorization: str | None,
+                        source: str | None = None) -> str:
     """Check ``Authorization: Bearer <device secret>`` is ``device_id``'s; return the id.
 
     A missing or non-Bearer header, an unknown device and a wrong secret are all 401
     problems with ``WWW-Authenticate: Bearer``; the last two are worded the same (and
     :meth:`Security.authenticate_device` costs the same), so nothing tells whether the
-    device exists. A device paused after too many wrong secrets raises
-    :class:`~edgewise.errors.ThrottledError` (429 with ``Retry-After``), as for telemetry.
+    device exists. Wrong secrets are counted per ``source`` (the peer address); a source
+    paused after too many in a row gets :class:`~edgewise.errors.ThrottledError` (429
+    with ``Retry-After``) for its wrong secrets, as for telemetry; a right secret passes.
     Blocking (it hashes and reads SQLite): call it from a sync route or the threadpool.
     """
     secret = bearer_secret(authorization)
     try:
-        security.authenticate_device(device_id, secret)
+        security.authenticate_device(device_id, secret, source=source)
     except ThrottledError:
         raise
     except AuthError:
@@ -150,19 +152,16 @@ def authenticate_token(
     try:
         return security.authenticate_token(secret)
     except AuthError:
-        if x_device_id and security.has_device(x_device_id):
-            try:
-                security.authenticate_device(x_device_id, secret)
-            except AuthError:
-                pass
-            else:
-                raise Problem(
-                    403, "Device credentials cannot do this",
-                    "A device secret can only send telemetry (POST /v1/telemetry); "
-                    "reading or managing data needs an API token with a role.",
-                    field="Authorization", allowed="an API token (edgewise token create)",
-                    reason="device_credentials",
-                ) from None
+        # checked without counting a failure, and at the same cost for an unknown id: a bad
+        # token sent with a device id must neither throttle that device nor tell it exists
+        if x_device_id and security.check_device_secret(x_device_id, secret):
+            raise Problem(
+                403, "Device credentials cannot do this",
+                "A device secret can only send telemetry (POST /v1/telemetry); "
+                "reading or managing data needs an API token with a role.",
+                field="Authorization", allowed="an API token (edgewise token create)",
+                reason="device_credentials",
+            ) from None
         raise unauthenticated("The API token is not valid (unknown or revoked).",
                               reason="bad_credentials") from None
 

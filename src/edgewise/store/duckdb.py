@@ -41,6 +41,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from edgewise._private import make_private
 from edgewise.errors import StoreCorruptError, StoreError
 from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
@@ -188,11 +189,14 @@ class DuckDBStore(SQLStoreMixin):
                         "that DuckDBStore instead of opening the file twice."
                     )
                 _OPEN_FILES.add(self.path)
+        new = target != ":memory:" and not Path(target).exists()
         try:
             self._con = _connect(target)
         except BaseException:
             self._release()
             raise
+        if new:  # the fleet's readings: the owner's only, whatever the directory's mode
+            make_private(target)
         self._wlock = threading.RLock()  # serialises writers; guards _seqs and the cursors list
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []

@@ -16,8 +16,11 @@ Three things of amqtt's would step past those checks, so they are refused:
   with its client id (subscriptions, queued acks and dead letters included) and lets a
   live one be taken over. A client id is bound to the first device that authenticates
   with it, for the broker's life; another device is refused (``reason="client_id"``).
-  (A CONNECT with clean session set still makes amqtt drop an offline session of that
-  client id before authentication; what it held is an ack, sent again at subscribe.)
+  amqtt would also drop (clean session) or rewrite (persistent session) the session of a
+  CONNECT's client id *before* authenticating it, so an unauthenticated CONNECT reusing a
+  live device's client id cut that device off; :class:`_GuardedBroker` authenticates and
+  admits the CONNECT first and only then touches a session. A connection whose session is
+  gone (taken over by its own device) is closed, not left to lose what it sends.
 * **retained messages**: amqtt sends every retained message to each client that
   connects, past the topic ACL. The broker keeps none (the gateway's acks are not
   retained either, see below); a retain flag is ignored.
@@ -29,6 +32,14 @@ subscribes to it gets its watermark from the store at once. Acks are not retaine
 sends every retained message of every subscribed topic to each client that connects,
 past the topic ACL, so one device was told the others' acks.
 
+Revocation: a device's connections are closed as soon as its credentials go: at once
+when the gateway deletes it (:meth:`EmbeddedBroker.forget_device`), within
+``revocation_poll_s`` (1 s) when another process does (``edgewise device delete``). Each
+connection keeps the credential tag it authenticated with; telemetry is committed only
+while that tag is still the device's (checked against the credential store per batch), so
+a connection opened with a revoked secret never writes as a device registered again
+under the same id. A refused message gets no ack and its connection is closed.
+
 Durability: amqtt sends PUBACK when the message is in memory, so PUBACK means nothing
 for durability; the application ack is sent only after the store has committed.
 """
@@ -36,20 +47,25 @@ for durability; the application ack is sent only after the store has committed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import inspect
 import json
 import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from amqtt.broker import Broker
-from amqtt.contexts import Action
+from amqtt.contexts import Action, ListenerConfig
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
 from amqtt.session import Session
+from amqtt.utils import gen_client_id
 
 from edgewise.errors import AuthError, StoreError, ThrottledError
 from edgewise.transport.base import Handler, Message, Outcome, topic
@@ -64,6 +80,13 @@ INTERNAL_USER = "__gateway__"
 log = logging.getLogger(__name__)
 
 _INSTANCES: dict[str, EmbeddedBroker] = {}
+
+#: Session attributes this module sets: the CONNECT's verdict, and the credential tag the
+#: connection authenticated with (``None``: not tracked, e.g. the internal subscriber).
+_VERDICT = "_edgewise_authenticated"
+_TAG = "_edgewise_credential"
+#: ``EmbeddedBroker._current`` value of a device whose credentials were revoked.
+_REVOKED = b""
 
 
 def _owner(context: Any) -> EmbeddedBroker:
@@ -95,14 +118,20 @@ class DeviceAuthPlugin(BaseAuthPlugin):
             owner.count("edgewise_auth_failures_total", reason="empty_password")
             return False
         try:
-            await asyncio.to_thread(owner.authenticate, user, secret)
+            tag = await asyncio.to_thread(owner.check_credentials, user, secret,
+                                          session.remote_address)
         except ThrottledError:
             owner.count("edgewise_auth_failures_total", reason="throttled")
             return False
         except AuthError:
             owner.count("edgewise_auth_failures_total", reason="bad_secret")
             return False
-        return owner.admit(session)
+        if not owner.admit(session):
+            return False
+        setattr(session, _TAG, tag)
+        if tag is not None:
+            owner.note_credential(user, tag)
+        return True
 
 
 class DeviceTopicPlugin(BaseTopicPlugin):
@@ -119,6 +148,9 @@ class DeviceTopicPlugin(BaseTopicPlugin):
         owner = _owner(self.context)
         user = session.username if session else None
         if not user or not topic:
+            return False
+        if session is not None and owner.stale(session):
+            owner.close_soon(session.client_id)
             return False
         if user == INTERNAL_USER and owner.internal_secret is not None:
             parts = topic.split("/")
@@ -155,7 +187,9 @@ class DeviceIngestPlugin(BasePlugin):  # type: ignore[type-arg]
         session = self.context.get_session(client_id)
         user = session.username if session else None
         if user and message.topic == owner.telemetry_topic(user):
-            owner.batcher.put(Message(user, bytes(message.data), time.time_ns()))
+            # the token is the credential tag it came with, checked again at the commit
+            owner.batcher.put(Message(user, bytes(message.data), time.time_ns(),
+                                      token=getattr(session, _TAG, None)))
 
     async def on_broker_client_subscribed(self, *, client_id: str, topic: str, qos: int) -> None:
         owner = _owner(self.context)
@@ -166,6 +200,103 @@ class DeviceIngestPlugin(BasePlugin):  # type: ignore[type-arg]
             await owner.publish_ack(user, w)
 
 
+class _GuardedBroker(Broker):
+    """amqtt's broker, with a CONNECT authenticated before it touches any session.
+
+    amqtt 0.11 looks the CONNECT's client id up first: with clean session set it deletes
+    the session of that id (a live one included, leaving its connection without a session,
+    whose messages are then PUBACKed and dropped), else it writes the CONNECT's username
+    and password into that session; only then does it authenticate. Here the CONNECT is
+    authenticated (and admitted: its client id must be its own) as it came, and a refused
+    one is closed without looking at any session. A live connection whose session a clean
+    CONNECT of its own device replaces is closed first, so the device reconnects; a
+    connection found without its session, or with revoked credentials, is closed too.
+    """
+
+    owner: EmbeddedBroker
+
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int,
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager)
+        except AMQTTError as exc:
+            log.debug("MQTT client %s:%s: first packet is not a CONNECT: %s",
+                      remote_address, remote_port, exc)
+            raise AMQTTError(exc) from exc
+        except MQTTError as exc:
+            log.info("MQTT client %s:%s: invalid CONNECT: %s", remote_address, remote_port, exc)
+            await writer.close()
+            raise MQTTError(exc) from exc
+        except NoDataError as exc:
+            raise AMQTTError(exc) from exc
+        ok = await super()._authenticate(session, None)  # type: ignore[arg-type]
+        setattr(session, _VERDICT, ok)
+        if not ok:  # refused: closed by _handle_client_session, no session touched
+            return handler, session
+        client_id = session.client_id
+        existing = self._sessions.get(client_id) if client_id else None
+        if session.clean_session:
+            if existing is not None:
+                await self.close_connection(client_id, forget=True)
+            elif not client_id:
+                session.client_id = gen_client_id()
+            session.parent = 0
+        elif existing is not None:  # admitted: the client id is this device's own
+            old = existing[0]
+            for name in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive",
+                         "username", "password", _TAG, _VERDICT):
+                setattr(old, name, getattr(session, name, None))
+            session = old
+            session.parent = 1
+        else:
+            session.parent = 0
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        return handler, session
+
+    async def _authenticate(self, session: Session, _: ListenerConfig) -> bool:
+        """The verdict :meth:`_initialize_client_session` reached (used once)."""
+        ok = bool(getattr(session, _VERDICT, False))
+        setattr(session, _VERDICT, False)
+        return ok
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: BrokerProtocolHandler,
+        wait_deliver: asyncio.Future[Any],
+    ) -> bool:
+        client_id = client_session.client_id
+        entry = self._sessions.get(client_id) if client_id else None
+        if entry is None or entry[0] is not client_session:
+            self.owner.count("edgewise_mqtt_connections_closed_total", reason="no_session")
+            log.info("MQTT client %r: its session is gone; closing the connection so the "
+                     "device reconnects (the message is not acknowledged)", client_id)
+            await handler.stop()
+            return False
+        if self.owner.stale(client_session):
+            await self.close_connection(client_id, forget=True)
+            return False
+        return await super()._handle_message_delivery(client_session, handler, wait_deliver)
+
+    async def close_connection(self, client_id: str | None, *, forget: bool = False) -> bool:
+        """Close the live connection of ``client_id`` (the device sees it drop); with
+        ``forget`` also delete its session (subscriptions, queued messages). Returns
+        whether a connection was closed."""
+        entry = self._sessions.get(client_id) if client_id else None
+        if entry is None:
+            return False
+        session, handler = entry
+        live = session.transitions.state == "connected"
+        if live:
+            await handler.handle_connection_closed()  # its message loop ends the session
+            await handler.stop()  # closes the socket now
+        if forget and client_id is not None and self._sessions.get(client_id) is entry:
+            await self._delete_session(client_id)
+        return live
+
+
 class EmbeddedBroker:
     """An amqtt broker in this process, feeding device telemetry to ``handler``.
 
@@ -174,7 +305,14 @@ class EmbeddedBroker:
     handler
         Commits a batch of messages (see :mod:`edgewise.transport.base`).
     authenticate
-        ``authenticate(device_id, secret)``; raises ``AuthError``/``ThrottledError``.
+        ``authenticate(device_id, secret[, source=peer address])``; raises
+        ``AuthError``/``ThrottledError``. What it returns, when ``bytes``, is the
+        connection's credential tag (:meth:`Security.device_credential`).
+    credential_tags
+        ``credential_tags(device_ids) -> {device_id: tag}`` of the registered ones
+        (:meth:`Security.credential_tags`): telemetry of a connection whose tag is no
+        longer its device's is refused, and the connection closed (see the module
+        docstring); polled every ``revocation_poll_s`` for connected devices.
     host, port
         Where to listen.
     tls_cert, tls_key
@@ -204,6 +342,8 @@ class EmbeddedBroker:
         watermark: Callable[[str], int] | None = None,
         max_batch: int = 4000,
         consumer: str = "plugin",
+        credential_tags: Callable[[Iterable[str]], dict[str, bytes]] | None = None,
+        revocation_poll_s: float = 1.0,
     ) -> None:
         if consumer not in ("plugin", "subscriber"):
             raise ValueError(f"consumer must be 'plugin' or 'subscriber'; got {consumer!r}")
@@ -218,10 +358,21 @@ class EmbeddedBroker:
         self.tls_key = tls_key
         self._count = count
         self.watermark = watermark
-        self.batcher = Batcher(handler, self._after_commit, self._commit_failed,
+        self.credential_tags = credential_tags
+        self.revocation_poll_s = revocation_poll_s
+        try:
+            self._takes_source = "source" in inspect.signature(authenticate).parameters
+        except (TypeError, ValueError):
+            self._takes_source = False
+        # device id -> its newest credential tag known here (_REVOKED once revoked)
+        self._current: dict[str, bytes] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._poke: asyncio.Event | None = None
+        self.batcher = Batcher(self._commit_checked, self._after_commit, self._commit_failed,
                                max_batch=max_batch)
         self.instance = uuid.uuid4().hex
-        self._broker: Broker | None = None
+        self._broker: _GuardedBroker | None = None
         self._pending: set[asyncio.Future[Any]] = set()
         # client id -> the device (or internal user) that first authenticated with it
         self._client_owner: dict[str, str] = {}
@@ -247,6 +398,132 @@ class EmbeddedBroker:
                          "device's session", user, client_id)
                 return False
         return True
+
+    # -- credentials of live connections -----------------------------------------------
+    def check_credentials(self, user: str, secret: str, source: str | None) -> bytes | None:
+        """Authenticate a CONNECT (blocking); its credential tag, or ``None`` if untracked."""
+        if self._takes_source:
+            tag = self.authenticate(user, secret, source=source)  # type: ignore[call-arg]
+        else:
+            tag = self.authenticate(user, secret)
+        return tag if isinstance(tag, bytes) else None  # type: ignore[redundant-expr]
+
+    def note_credential(self, device_id: str, tag: bytes) -> None:
+        """Record the credential tag a CONNECT of ``device_id`` just authenticated with."""
+        self._current[device_id] = tag
+
+    def stale(self, session: Session) -> bool:
+        """Whether ``session`` authenticated with credentials known to be revoked."""
+        tag = getattr(session, _TAG, None)
+        if tag is None:
+            return False
+        current = self._current.get(session.username or "")
+        return current is not None and current != tag
+
+    def close_soon(self, client_id: str | None) -> None:
+        """Close (and forget) the connection of ``client_id`` from the loop, soon."""
+        if self._broker is None or not client_id:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._close_revoked(client_id))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _close_revoked(self, client_id: str) -> None:
+        if self._broker is None:
+            return
+        entry = self._broker._sessions.get(client_id)
+        user = entry[0].username if entry else None
+        if await self._broker.close_connection(client_id, forget=True):
+            self.count("edgewise_mqtt_connections_closed_total", reason="revoked")
+            log.info("MQTT connection of %r (client id %r) closed: its credentials were "
+                     "revoked", user, client_id)
+
+    async def disconnect_device(self, device_id: str) -> int:
+        """Close every connection of ``device_id`` and drop its sessions at once (its
+        credentials are gone); return how many connections were closed."""
+        self._current[device_id] = _REVOKED
+        if self._broker is None:
+            return 0
+        closed = 0
+        for client_id, (session, _) in list(self._broker._sessions.items()):
+            if session.username == device_id:
+                closed += await self._broker.close_connection(client_id, forget=True)
+        if closed:
+            self.count("edgewise_mqtt_connections_closed_total", float(closed),
+                       reason="revoked")
+            log.info("closed %d MQTT connection(s) of revoked device %r", closed, device_id)
+        return closed
+
+    def forget_device(self, device_id: str, timeout: float = 10.0) -> int:
+        """Close ``device_id``'s connections now; callable from any thread (the HTTP
+        routes run on a thread pool). Returns how many were closed (0 when called on the
+        broker's own loop: the closing is then scheduled)."""
+        loop = self._loop
+        if loop is None or self._broker is None:
+            self._current[device_id] = _REVOKED
+            return 0
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task = loop.create_task(self.disconnect_device(device_id))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            return 0
+        return asyncio.run_coroutine_threadsafe(
+            self.disconnect_device(device_id), loop).result(timeout)
+
+    def _commit_checked(self, messages: list[Message]) -> list[Outcome]:
+        """The handler, for the messages whose connection's credentials are still their
+        device's (one read per batch); the others get no ack and their connections are
+        closed. Runs on the batcher's worker thread."""
+        tagged = {m.device_id for m in messages if isinstance(m.token, bytes)}
+        if not tagged or self.credential_tags is None:
+            return self.handler(messages)
+        current = self.credential_tags(tagged)
+        revoked = [isinstance(m.token, bytes) and current.get(m.device_id) != m.token
+                   for m in messages]
+        if not any(revoked):
+            return self.handler(messages)
+        for dev in {m.device_id for m, r in zip(messages, revoked, strict=True) if r}:
+            self._current[dev] = current.get(dev, _REVOKED)
+        self.count("edgewise_messages_refused_total", float(sum(revoked)), reason="revoked")
+        if self._loop is not None and self._poke is not None:
+            self._loop.call_soon_threadsafe(self._poke.set)  # close them now
+        kept = [m for m, r in zip(messages, revoked, strict=True) if not r]
+        done = iter(self.handler(kept) if kept else [])
+        return [Outcome(m.device_id) if r else next(done)
+                for m, r in zip(messages, revoked, strict=True)]
+
+    async def _watch_credentials(self) -> None:
+        """Close connections whose credentials were revoked by another process (the CLI),
+        checking the connected devices every ``revocation_poll_s`` (or when poked)."""
+        assert self._poke is not None
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self.revocation_poll_s)
+            self._poke.clear()
+            broker = self._broker
+            if broker is None or self.credential_tags is None:
+                continue
+            live = [(cid, s) for cid, (s, _) in list(broker._sessions.items())
+                    if getattr(s, _TAG, None) is not None]
+            if not live:
+                continue
+            try:
+                current = await asyncio.to_thread(
+                    self.credential_tags, {s.username for _, s in live if s.username})
+            except Exception:  # a busy store: try again at the next poll
+                log.debug("could not read the device credentials", exc_info=True)
+                continue
+            for _, s in live:
+                if s.username:
+                    self._current[s.username] = current.get(s.username, _REVOKED)
+            for cid, s in live:
+                if self.stale(s):
+                    await self._close_revoked(cid)
 
     async def _no_retain(self, source_session: Any, topic_name: str | None,
                          data: bytes | bytearray | None, qos: int | None = None) -> None:
@@ -279,10 +556,14 @@ class EmbeddedBroker:
         _INSTANCES[self.instance] = self
         logging.getLogger("amqtt").setLevel(logging.WARNING)
         logging.getLogger("transitions").setLevel(logging.WARNING)
+        self._loop = asyncio.get_running_loop()
         await self.batcher.start()
-        self._broker = Broker(self.config())
+        self._broker = _GuardedBroker(self.config())
+        self._broker.owner = self
         self._broker.retain_message = self._no_retain  # type: ignore[method-assign]
         await self._broker.start()
+        self._poke = asyncio.Event()
+        self._watch_task = asyncio.create_task(self._watch_credentials())
         if self.consumer == "subscriber":
             from edgewise.transport.client import ExternalBroker
 
@@ -299,6 +580,11 @@ class EmbeddedBroker:
 
     async def stop(self) -> None:
         """Commit what has arrived, send its acks, and shut the broker down."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
         if self._subscriber is not None:
             await self._subscriber.stop()
             self._subscriber = None

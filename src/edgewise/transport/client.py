@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import paho.mqtt.client as mqtt
 
 from edgewise.errors import ConfigError
+from edgewise.store import shown_url
 from edgewise.transport.base import Handler, Message, Outcome
 from edgewise.transport.batcher import Batcher
 
@@ -56,7 +57,7 @@ def parse_mqtt_url(url: str) -> dict[str, Any]:
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise ConfigError(
-            f"Setting 'mqtt' has value {url!r}. Use 'embedded' or mqtt://HOST:PORT "
+            f"Setting 'mqtt' has value {shown_url(url)!r}. Use 'embedded' or mqtt://HOST:PORT "
             "(mqtts:// for TLS)."
         )
     q = {k: v[-1] for k, v in parse_qs(parts.query).items()}

@@ -125,7 +125,7 @@ def add_device(
         )
     try:
         device_id, secret = security.add_device(body.name, groups=body.groups,
-                                                actor=f"token:{who.name}")
+                                                actor=who.actor)
     except InvalidParameterError as exc:
         bad_group = exc.field == "groups"  # else 'name': invalid, or registered meanwhile
         raise Problem(
@@ -154,7 +154,7 @@ def delete_device(
     registered = security.has_device(device_id)
     if not known_device(security, store, device_id):
         raise not_found(device_id)
-    actor = f"token:{who.name}"
+    actor = who.actor
     if registered:
         try:
             security.delete_device(device_id, actor=actor)

@@ -114,7 +114,7 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
             raise not_found(body.device_id)
     labels = label_store(request, security, settings)
     try:
-        lab = labels.add(body.device_id, start, end, body.label, who=f"token:{who.name}",
+        lab = labels.add(body.device_id, start, end, body.label, who=who.actor,
                          note=body.note)
     except ValueError as exc:
         # the store names the argument at fault (exc.field); the problem names its body field

@@ -15,7 +15,7 @@
   ``signing_key.pem`` holds another key than the one issued. 422 for an empty name or
   version, a downgrade without ``"rollback": true``, or a rollback that is no downgrade
   (:meth:`Registry.rollout`). Audited as ``model.rollout`` by
-  ``token:<name>``, like every HTTP action (``edgewise registry rollout`` by ``cli``).
+  ``token:<id>:<name>``, like every HTTP action (``edgewise registry rollout`` by ``cli``).
 
 Credentials are checked as everywhere in the API (:mod:`edgewise.server.deps`): a device id
 with a wrong secret and an unknown device id are the same 401 ("unknown or the secret is
@@ -179,7 +179,7 @@ def make_router(registry: Registry, security: Security,
         except KeyError as exc:
             raise _problem(404, str(exc.args[0]), "not_found") from None
         m = s.manifest
-        security.audit(f"token:{p.name or p.role}", "model.rollout", body.target,
+        security.audit(p.actor, "model.rollout", body.target,
                        {"name": body.name, "version": body.version, "release": m.release,
                         "kind": m.kind})
         return {"release": m.release, "kind": m.kind, "key_id": m.key_id, **s.envelope()}

@@ -8,6 +8,7 @@ the others are kept. Whole-payload problems answer 4xx and store nothing.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request
@@ -129,7 +130,9 @@ async def _ingest(
         count("edgewise_auth_failures_total", reason="empty_password")
         raise
     try:
-        await run_in_threadpool(security.authenticate_device, device_id, secret)
+        source = request.client.host if request.client else None
+        await run_in_threadpool(partial(security.authenticate_device, device_id, secret,
+                                        source=source))
     except AuthError as exc:
         if type(exc) is not AuthError:
             count("edgewise_auth_failures_total", reason="throttled")

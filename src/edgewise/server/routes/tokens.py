@@ -35,7 +35,7 @@ class TokenCreated(BaseModel):
 @router.post("/v1/tokens", status_code=201, response_model=TokenCreated,
              summary="Create an API token (admin)")
 def create_token(body: NewToken, who: Admin, security: SecurityDep) -> dict[str, str]:
-    token = security.create_token(body.role, body.name, actor=f"token:{who.name}")
+    token = security.create_token(body.role, body.name, actor=who.actor)
     return {"token": token, "role": body.role, "name": body.name}
 
 
