@@ -12,6 +12,7 @@ import pytest
 from edgewise.alerts import AlertManager, merge_drivers
 from edgewise.config import Settings
 from edgewise.detect.base import Detector
+from edgewise.errors import InvalidParameterError
 from edgewise.gateway.pipeline import Pipeline
 from edgewise.store import open_store
 from edgewise.store.base import Store
@@ -177,3 +178,97 @@ def test_acknowledging_twice_keeps_the_first(store: Store) -> None:
     assert store.get_alert(a.id).acked_by == "alice"
     with pytest.raises(KeyError):
         am.acknowledge("no-such-alert", by="bob")
+
+
+# -- review of the rewrite: bridging runs, a future reading, parameters, duplicates ------
+
+def test_a_late_run_bridging_two_alerts_merges_them(store: Store) -> None:
+    """Check a late run touching two held alerts leaves one alert covering both (it
+    extended only the newer one: (0, 10) and (5, 110), one inside the other), and a run
+    that lands 40 s from each (under the 60 s merge gap) joins them too."""
+    am = AlertManager(store, write_every_s=0.0)
+    for lo in (0, 100):
+        am.observe_many("pump", [(T0 + t * S, 0.99, {"temp": 1.0}) for t in range(lo, lo + 11)])
+    am.observe_many("pump", [(T0 + t * S, 0.99, {"temp": 1.0}) for t in (5, 50, 105)])
+    am.flush(force=True)
+    assert _spans(store, "pump") == [(0, 110)]
+    for lo in (0, 100):
+        am.observe_many("pump-2", [(T0 + t * S, 0.99, {"rpm": 1.0}) for t in range(lo, lo + 11)])
+    am.observe_many("pump-2", [(T0 + t * S, 0.99, {"rpm": 1.0}) for t in range(50, 56)])
+    am.flush(force=True)
+    assert _spans(store, "pump-2") == [(0, 110)]
+    assert len(am._held["pump-2"]) == 1
+
+
+def test_a_bridging_run_in_the_pipeline_leaves_one_alert(
+    store: Store, pipeline: Pipeline
+) -> None:
+    """Check the same through Pipeline.detect: two faults, then their late readings."""
+    def send(ts: list[int]) -> None:
+        readings = [Reading("pump", "temp", T0 + t * S, 150.0) for t in ts]
+        store.append(readings)
+        pipeline.detect(readings)
+
+    send(list(range(0, 11)))
+    send(list(range(100, 111)))
+    send([5, 50, 105])
+    pipeline.alerts.flush(force=True)
+    assert _spans(store, "pump") == [(0, 110)]
+
+
+def test_a_reading_far_ahead_does_not_split_a_fault(store: Store) -> None:
+    """Check one reading stamped an hour ahead leaves a 2-minute fault one alert (every
+    reading of it became its own alert: the prune cutoff was measured from the future
+    alert, so each alert in time was let go as soon as it was raised)."""
+    am = AlertManager(store, write_every_s=0.0)
+    am.observe("pump", T0 + 3600 * S, 0.99, {"vibration": 1.0})
+    for t in range(120):
+        am.observe("pump", T0 + t * S, 0.99, {"temp": 1.0})
+    am.flush(force=True)
+    assert _spans(store, "pump") == [(0, 119), (3600, 3600)]
+
+
+def test_the_alert_a_run_raised_is_never_pruned(store: Store) -> None:
+    """Check the alert a batch raised or extended stays held (extendable) whatever else
+    the device has held."""
+    am = AlertManager(store, write_every_s=0.0, late_horizon_s=0.0)
+    am.observe("pump", T0 + 10**6 * S, 0.99, {"temp": 1.0})
+    a = am.observe("pump", T0, 0.99, {"temp": 1.0})
+    assert any(h.alert is a for h in am._held["pump"])
+    assert am.observe("pump", T0 + S, 0.99, {"temp": 1.0}) is a
+
+
+@pytest.mark.parametrize("kw, value", [
+    ("late_horizon_s", float("inf")), ("late_horizon_s", float("nan")),
+    ("late_horizon_s", -1.0), ("merge_gap_s", 0.0), ("merge_gap_s", -1.0),
+    ("merge_gap_s", float("nan")), ("merge_gap_s", float("inf")),
+])
+def test_bad_horizon_and_merge_gap_get_one_line_errors(
+    store: Store, kw: str, value: float
+) -> None:
+    """Check an infinite horizon (OverflowError) and a merge gap at or below 0 or NaN
+    (every reading its own alert) are refused with the documented one-line error."""
+    with pytest.raises(InvalidParameterError) as info:
+        AlertManager(store, **{kw: value})
+    text = str(info.value)
+    assert "\n" not in text and kw in text and repr(value) in text and "range" in text
+
+
+def test_a_resent_duplicate_counts_once(store: Store) -> None:
+    """Check a reading resent in the batch (same ts) counts once in the driver shares
+    (5 copies weighed as 5 readings), and entries at one ts are one reading."""
+    am = AlertManager(store, write_every_s=0.0)
+    am.observe_many("pump", [(T0, 0.99, {"temp": 1.0})] * 5 + [(T0, 0.5, {"temp": 1.0})]
+                    + [(T0 + S, 0.99, {"rpm": 1.0})])
+    held = am._held["pump"][0]
+    assert held.readings == 2 and held.alert.drivers == {"temp": 0.5, "rpm": 0.5}
+
+
+def test_observe_many_returns_each_alert_once(store: Store) -> None:
+    """Check two runs more than the merge gap apart inside one long held alert give it
+    back once (it was listed once per run)."""
+    am = AlertManager(store, write_every_s=0.0)
+    a = am.observe_many("pump", [(T0 + t * S, 0.99, {"temp": 1.0}) for t in range(0, 301, 30)])
+    out = am.observe_many("pump", [(T0 + 10 * S, 0.99, {"temp": 1.0}),
+                                   (T0 + 200 * S, 0.99, {"temp": 1.0})])
+    assert out == a and len(out) == 1

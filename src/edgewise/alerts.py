@@ -4,7 +4,9 @@ Consecutive anomalous readings of one device become *one* open alert whose span 
 while the anomaly lasts (readings closer than ``merge_gap_s`` apart join it), so a fault
 that lasts ten minutes is one alert, not six hundred. A reading that arrives late joins
 the alert it falls inside or next to (its start moves earlier, in the store too), so a
-fault whose readings are resent late stays one alert. Each alert carries the metrics that
+fault whose readings are resent late stays one alert; a late run that bridges two of the
+device's alerts merges them into one (the other is marked ``merged_into`` it in the store
+and no longer listed). Each alert carries the metrics that
 drove it with their mean share over its readings (each reading's drivers are normalised to
 shares first, so every reading weighs the same), and its message names them; a metric at
 0 share is never named.
@@ -106,28 +108,33 @@ class AlertManager:
     Parameters
     ----------
     store
-        Where alerts are kept (``add_alert``/``update_alert``).
+        Where alerts are kept (``add_alert``/``update_alert``/``merge_alert``).
     threshold
         Score at or above which a reading is anomalous.
     merge_gap_s
-        Anomalous readings of one device closer than this (device time) join one alert.
+        Anomalous readings of one device closer than this (device time) join one alert;
+        finite and above 0.
     on_alert
         Called with each *new* alert (e.g. to count it).
     write_every_s
         A growing alert's span and score are written to the store at most this often
         (and by :meth:`flush`), so a long fault costs a few writes, not one per reading.
     late_horizon_s
-        How late (device time, behind the device's newest alert) a reading may still
-        arrive and join an earlier alert: the device's alerts that end within this of its
-        newest one stay extendable. The gateway passes its own lateness horizon (readings
-        later than that are not scored).
+        How late (device time, behind the newest alert a batch raised or extended) a
+        reading may still arrive and join an earlier alert: the device's alerts that end
+        within this (plus ``merge_gap_s``) of that alert stay extendable; finite, 0 or
+        more. The gateway passes its own lateness horizon (readings later than that are
+        not scored).
 
     A reading that arrives late joins the alert it falls inside or within ``merge_gap_s``
     of, moving its start earlier when it is older (the moved start is stored too); a late
     reading that touches none raises an alert of its own and leaves the device's open alert
     as it is. :meth:`observe_many` takes a batch (a resent backlog) as a whole: readings
     less than ``merge_gap_s`` apart form one run, and a run that touches an alert joins it,
-    whichever order its readings came in.
+    whichever order its readings came in. A run that bridges two held alerts makes them
+    one: the store lists only the alert that covers both (the other is kept, marked
+    ``merged_into`` it), so no two listed alerts of a device overlap or lie closer than
+    ``merge_gap_s`` while both are held.
 
     >>> from edgewise.store import open_store
     >>> store = open_store("duckdb://:memory:")
@@ -153,11 +160,19 @@ class AlertManager:
                 f"The 'threshold' parameter of AlertManager must be a float in the range "
                 f"(0, 1]. Got {threshold!r} instead."
             )
-        if not (isinstance(late_horizon_s, int | float) and late_horizon_s >= 0.0):
+        if not (isinstance(late_horizon_s, int | float) and not isinstance(late_horizon_s, bool)
+                and math.isfinite(late_horizon_s) and late_horizon_s >= 0.0):
             raise InvalidParameterError(
-                f"The 'late_horizon_s' parameter of AlertManager must be a float in the "
-                f"range [0, inf). Got {late_horizon_s!r} instead.",
+                f"The 'late_horizon_s' parameter of AlertManager must be a finite float in "
+                f"the range [0, inf). Got {late_horizon_s!r} instead.",
                 field="late_horizon_s", value=late_horizon_s,
+            )
+        if not (isinstance(merge_gap_s, int | float) and not isinstance(merge_gap_s, bool)
+                and math.isfinite(merge_gap_s) and merge_gap_s > 0.0):
+            raise InvalidParameterError(
+                f"The 'merge_gap_s' parameter of AlertManager must be a finite float in the "
+                f"range (0, inf). Got {merge_gap_s!r} instead.",
+                field="merge_gap_s", value=merge_gap_s,
             )
         self.store = store
         self.threshold = threshold
@@ -183,18 +198,31 @@ class AlertManager:
         order; return the alerts they raised or extended (one per run of readings less than
         ``merge_gap_s`` apart, oldest first).
 
-        A run that touches (lies inside or within ``merge_gap_s`` of) one of the device's
-        alerts still held extends it (the newest of them, when it touches several);
-        otherwise it raises a new alert. Only a new alert *after* the open one replaces it:
-        an older one is a late fault of its own.
+        Entries of the batch at one ``ts_ns`` are one reading (a resent duplicate counts
+        once): its score is their highest and each driver its highest. A run that touches
+        (lies inside or within ``merge_gap_s`` of) one of the device's alerts still held
+        extends it; when it touches several, they become one alert (the one that starts
+        first, widened over all of them; the others are marked merged into it in the store,
+        see :meth:`~edgewise.store.base.Store.merge_alert`, and keep their id for lookup).
+        Otherwise the run raises a new alert. Each alert is returned once.
         """
-        items = sorted(
-            ((int(ts), float(score), drivers) for ts, score, drivers in readings
-             if score >= self.threshold),
-            key=lambda r: r[0],
-        )
-        if not items:
+        by_ts: dict[int, tuple[float, dict[str, float]]] = {}
+        for ts, score, drivers in readings:
+            score = float(score)
+            if not score >= self.threshold:
+                continue
+            ts = int(ts)
+            seen = by_ts.get(ts)
+            if seen is None:
+                by_ts[ts] = (score, dict(drivers))
+            else:  # the same reading time again: one reading
+                both = dict(seen[1])
+                for name, v in drivers.items():
+                    both[name] = max(both[name], v) if name in both else v
+                by_ts[ts] = (max(seen[0], score), both)
+        if not by_ts:
             return []
+        items = [(ts, sc, dr) for ts, (sc, dr) in sorted(by_ts.items())]
         gap = self.merge_gap_ns
         runs: list[list[tuple[int, float, Mapping[str, float]]]] = [[items[0]]]
         for item in items[1:]:
@@ -202,7 +230,7 @@ class AlertManager:
                 runs[-1].append(item)
             else:
                 runs.append([item])
-        out: list[Alert] = []
+        out: list[_Open] = []
         new: list[Alert] = []
         with self._lock:
             held = self._held.setdefault(device_id, [])
@@ -211,25 +239,36 @@ class AlertManager:
                 touching = [h for h in held
                             if lo <= h.alert.end_ns + gap and hi >= h.alert.start_ns - gap]
                 if touching:
-                    cur = max(touching, key=lambda h: h.alert.end_ns)
+                    touching.sort(key=lambda h: (h.alert.start_ns, h.alert.created_ns))
+                    cur, absorbed = touching[0], touching[1:]
+                    for other in absorbed:
+                        self._absorb(cur, other)
                     for ts_ns, score, drivers in run:
                         self._extend(cur, ts_ns, score, drivers)
-                    if cur.dirty and time.monotonic() - cur.written >= self.write_every_s:
+                    if absorbed:  # one alert from now on, in the store too
+                        self._merge(cur, absorbed)
+                        held[:] = [h for h in held if all(h is not o for o in absorbed)]
+                        out = [cur if any(o is x for x in absorbed) else o for o in out]
+                    elif cur.dirty and time.monotonic() - cur.written >= self.write_every_s:
                         self._write(cur)
-                    out.append(cur.alert)
+                    out.append(cur)
                     continue
                 if held and lo > max(h.alert.end_ns for h in held):
                     for h in held:  # the device's previous alert is over: write what is held
                         self._write(h)
                 cur = self._start(device_id, run)
                 held.append(cur)
-                out.append(cur.alert)
+                out.append(cur)
                 new.append(cur.alert)
-            self._prune(held)
+            self._prune(held, out)
         if callable(self.on_alert):
             for alert in new:
                 self.on_alert(alert)
-        return out
+        once: list[Alert] = []
+        for o in out:
+            if all(o.alert is not a for a in once):
+                once.append(o.alert)
+        return once
 
     def _start(
         self, device_id: str, run: list[tuple[int, float, Mapping[str, float]]]
@@ -275,13 +314,60 @@ class AlertManager:
         if changes:
             cur.dirty = {**(cur.dirty or {}), **changes}
 
-    def _prune(self, held: list[_Open]) -> None:
-        """Let go of the device's alerts no late reading can reach any more (written first)."""
-        newest = max(h.alert.end_ns for h in held)
+    def _absorb(self, cur: _Open, other: _Open) -> None:
+        """Widen held alert ``cur`` over held alert ``other`` in memory (span, score,
+        readings and shares added up); mark what changed for the store."""
+        a, b = cur.alert, other.alert
+        changes: dict[str, object] = {}
+        if b.start_ns < a.start_ns:
+            a.start_ns = changes["start_ns"] = b.start_ns
+        if b.end_ns > a.end_ns:
+            a.end_ns = changes["end_ns"] = b.end_ns
+        if b.score > a.score:
+            a.score = changes["score"] = b.score
+        for name, v in other.shares.items():
+            cur.shares[name] = cur.shares.get(name, 0.0) + v
+        cur.readings += other.readings
+        merged = _top_shares(cur.shares)
+        if merged != a.drivers:
+            a.drivers = changes["drivers"] = merged
+            message = _describe(merged)
+            if message != a.message:
+                a.message = changes["message"] = message
+        if changes:
+            cur.dirty = {**(cur.dirty or {}), **changes}
+
+    def _merge(self, cur: _Open, absorbed: list[_Open]) -> None:
+        """Store that ``absorbed`` are part of ``cur`` now: each is written as it stands,
+        then marked merged into ``cur`` while ``cur`` gets its widened span (one store
+        transaction), taking over their acknowledgement and label where ``cur`` has none."""
+        for other in absorbed:
+            self._write(other)
+            stored = self.store.merge_alert(other.alert.id, cur.alert.id, **(cur.dirty or {}))
+            cur.dirty = None
+            other.alert.merged_into = cur.alert.id
+            a = cur.alert
+            a.status, a.label, a.acked_by = stored.status, stored.label, stored.acked_by
+            a.labelled_by, a.note = stored.labelled_by, stored.note
+        cur.written = time.monotonic()
+
+    def _prune(self, held: list[_Open], touched: list[_Open]) -> None:
+        """Let go of the device's alerts no late reading can reach any more (written first).
+
+        The cutoff is measured from the newest end among the alerts this batch raised or
+        extended (``touched``), never from the device's newest alert: one reading stamped
+        far ahead must not make every alert in time look too old to extend. The alerts
+        of ``touched`` are always kept.
+        """
+        if not touched:
+            return
+        newest = max(h.alert.end_ns for h in touched)
         cutoff = newest - self.late_horizon_ns - self.merge_gap_ns
-        keep = [h for h in held if h.alert.end_ns >= cutoff]
+        keep: list[_Open] = []
         for h in held:
-            if h.alert.end_ns < cutoff:
+            if h.alert.end_ns >= cutoff or any(h is t for t in touched):
+                keep.append(h)
+            else:
                 self._write(h)
         held[:] = keep
 

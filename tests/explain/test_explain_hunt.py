@@ -154,3 +154,37 @@ def test_duplicate_feature_names_are_refused() -> None:
     with pytest.raises(InvalidParameterError, match="distinct"):
         pca_contributions([1.0, 1.0], [0.0, 0.0], [[1.0, 0.0]], names=["t", "t"])
     assert linear_contributions([1.0, 2.0], 0.0, [1.0, 1.0], names=["t", "u"]).check()
+
+
+def _offset_rows(metrics: dict[str, tuple[float, float]],
+                 shift: dict[str, float]) -> list[tuple[str, int, float]]:
+    """300 s of readings around each metric's ``(level, sd)``, then one reading where the
+    metrics in ``shift`` moved by that much."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for t in range(300):
+        rows += [(m, t * S, lv + sd * rng.normal()) for m, (lv, sd) in metrics.items()]
+    rows += [(m, 300 * S, lv + shift.get(m, 0.0) + sd * rng.normal())
+             for m, (lv, sd) in metrics.items()]
+    return rows
+
+
+def test_a_precise_metric_with_a_large_offset_is_not_floored() -> None:
+    """Check a stationary GPS latitude (52.52 ± 5e-7°) that moves 1e-4° (200 sd) ranks
+    first, far above a temperature that moved 6 sd, and is not called constant (its sd was
+    floored at a millionth of 52.52: lat fell to 3.6 below temp's 46)."""
+    rows = _offset_rows({"lat": (52.52, 5e-7), "lon": (13.405, 5e-7), "temp_c": (20, 0.5)},
+                        {"lat": 1e-4, "temp_c": 3.0})
+    ex = alert_explanation(rows, 300 * S, 300 * S)
+    assert ex.top(1)[0][0] == "lat" and ex.constant_before == [] and ex.check()
+    assert ex.contributions["lat"] > 1e4 > 100 > ex.contributions["temp_c"]
+
+
+@pytest.mark.parametrize("level", [0.0, 101325.0, 1e9])
+def test_the_floor_does_not_depend_on_the_level(level: float) -> None:
+    """Check the same metric (sd 0.02, moving 1 = 50 sd) gives the same explanation at any
+    offset, and is never named constant."""
+    rows = _offset_rows({"p": (level, 0.02), "temp_c": (20, 0.5)}, {"p": 1.0, "temp_c": 3.0})
+    ex = alert_explanation(rows, 300 * S, 300 * S)
+    assert ex.top(1)[0][0] == "p" and ex.constant_before == []
+    assert ex.contributions["p"] == pytest.approx(2370, rel=0.05)

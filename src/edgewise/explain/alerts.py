@@ -12,8 +12,10 @@ pulled it down. ``base`` is 0 and the terms sum to ``value`` (the peak's T²).
 
 Metrics are carried forward between their readings (a reading time sees the last value
 of every metric), as the detector sees one row per reading time. Every metric's standard
-deviation is floored at a millionth of its scale, so a metric that was constant before the
-alert and moved in it gets a large but finite term (it is named in ``constant_before``),
+deviation is floored at a millionth of its spread around its mean before the alert (never
+of its level, so an offset does not hide a precise metric), so a metric that was constant
+before the alert and moved in it gets a large but finite term (it is named in
+``constant_before``),
 and a metric with no reading before the alert is left out (named in ``left_out``).
 
 >>> rng = np.random.default_rng(0)
@@ -40,12 +42,16 @@ from edgewise.explain.base import Explanation
 from edgewise.explain.linear import quadratic_contributions
 from edgewise.models.history import wide_readings
 
-__all__ = ["MIN_RELATIVE_SD", "AlertExplanation", "alert_explanation"]
+__all__ = ["CONSTANT_RELATIVE", "MIN_RELATIVE_SD", "AlertExplanation", "alert_explanation"]
 
 
-#: Smallest standard deviation a metric is given, relative to its scale (the largest
-#: magnitude among its readings in the reference and the span).
+#: Smallest standard deviation a metric is given, relative to its spread (the largest
+#: distance of its readings in the reference and the span from its reference mean).
 MIN_RELATIVE_SD = 1e-6
+
+#: Readings of a metric that all lie within this share of its magnitude of their mean are
+#: taken as constant (their differences are float rounding, not a change of the metric).
+CONSTANT_RELATIVE = 1e-12
 
 
 @dataclass
@@ -53,8 +59,8 @@ class AlertExplanation(Explanation):
     """An :class:`Explanation` of an alert's peak reading, with where it was found.
 
     ``constant_before`` names the metrics that did not vary (to within a millionth of
-    their scale) in the reference but moved in the alert: their standard deviation was
-    floored at :data:`MIN_RELATIVE_SD` of their scale, so their term is large but finite.
+    their spread) in the reference but moved in the alert: their standard deviation was
+    floored at :data:`MIN_RELATIVE_SD` of their spread, so their term is large but finite.
     ``left_out`` names the metrics with no reading before the alert, which the
     explanation cannot compare with anything and so leaves out.
     """
@@ -86,8 +92,9 @@ def alert_explanation(
     min_reference
         Fewest complete reference rows (every metric known) needed.
 
-    Each metric's standard deviation is at least :data:`MIN_RELATIVE_SD` of its scale (the
-    largest magnitude of its readings here), so a metric that was constant before the
+    Each metric's standard deviation is at least :data:`MIN_RELATIVE_SD` of its spread
+    (the largest distance of its readings here from its mean before the alert, whatever
+    its level), so a metric that was constant before the
     alert (a motor off, ``rpm`` 0) and moved in it gets a large finite term, named in
     ``constant_before``, and the T² and every term stay finite. A metric with no reading
     before the alert is left out (named in ``left_out``).
@@ -141,18 +148,29 @@ def alert_explanation(
         raise InvalidParameterError("No complete reading of the device lies in the alert's span.")
     x = ref.to_numpy(dtype=float)
     xs = span.to_numpy(dtype=float)
-    # each metric in units of its scale (the largest magnitude among its readings here):
-    # T², its split and the covariance ridge are the same in any units, and no square of
-    # a reading near the float limit overflows
-    scale = np.maximum(np.abs(x).max(axis=0), np.abs(xs).max(axis=0))
-    scale = np.where(scale > 0, scale, 1.0)  # a metric at 0 throughout
-    x, xs = x / scale, xs / scale
+    # each metric in units of its magnitude first (the largest among its readings here),
+    # so no sum or square of a reading near the float limit overflows; then centred on its
+    # reference mean and put in units of its spread (the largest distance of its readings
+    # from that mean): T², its split and the covariance ridge are the same in any units,
+    # and the sd floor below depends on how far the metric moves, never on its level (an
+    # offset such as 52.52° latitude or 101325 Pa does not hide a metric that varies)
+    mag = np.maximum(np.abs(x).max(axis=0), np.abs(xs).max(axis=0))
+    mag = np.where(mag > 0, mag, 1.0)  # a metric at 0 throughout
+    x, xs = x / mag, xs / mag
+    centre = x.mean(axis=0)
+    x, xs = x - centre, xs - centre
+    spread = np.maximum(np.abs(x).max(axis=0), np.abs(xs).max(axis=0))
+    # a metric that never moved by more than rounding (readings equal to within
+    # CONSTANT_RELATIVE of their magnitude) has no spread: left in units of its magnitude,
+    # where its rounding residues stay ~1e-16 and contribute nothing
+    spread = np.where(spread > CONSTANT_RELATIVE, spread, 1.0)
+    x, xs = x / spread, xs / spread
     mean = x.mean(axis=0)
     cov = np.cov(x, rowvar=False)
     s = shrink_covariance(cov, mean, shrinkage)
-    # floor each sd at MIN_RELATIVE_SD of the scale: a metric constant at 0 in the
-    # reference (sd ~1e-150) would otherwise blow its term up to inf, and the rounding
-    # residues of its cross terms with the others up to ~1e135. With the floor,
+    # floor each sd at MIN_RELATIVE_SD of the spread: a metric constant in the reference
+    # (sd ~1e-150) that moved in the alert would otherwise blow its term up to inf, and the
+    # rounding residues of its cross terms with the others up to ~1e135. With the floor,
     # |d / sd| <= 2 / MIN_RELATIVE_SD for every metric, so T² and every term are finite.
     sd = np.maximum(np.sqrt(np.diag(s)), MIN_RELATIVE_SD)
     z = (xs - mean) / sd

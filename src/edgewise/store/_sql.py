@@ -22,7 +22,7 @@ COMPACT_EVERY = 256
 
 _ALERT_COLUMNS = (
     "id", "device_id", "start_ns", "end_ns", "score", "kind", "drivers", "message",
-    "created_ns", "status", "label", "acked_by", "labelled_by", "note",
+    "created_ns", "status", "label", "acked_by", "labelled_by", "note", "merged_into",
 )
 _ALERT_CHANGEABLE = ("status", "label", "acked_by", "labelled_by", "note", "start_ns", "end_ns",
                      "score", "message", "drivers")
@@ -75,7 +75,7 @@ def _alert_where(
     device_id: str | None, status: str | None, kind: str | None, since_ns: int | None,
     ph: str = "?",
 ) -> tuple[str, list[Any]]:
-    parts: list[str] = []
+    parts: list[str] = ["merged_into IS NULL"]  # live alerts only
     params: list[Any] = []
     for col, val in (("device_id", device_id), ("status", status), ("kind", kind)):
         if val is not None:
@@ -84,7 +84,7 @@ def _alert_where(
     if since_ns is not None:
         parts.append(f"end_ns >= {ph}")
         params.append(int(since_ns))
-    return ("WHERE " + " AND ".join(parts)) if parts else "", params
+    return "WHERE " + " AND ".join(parts), params
 
 
 def _check_alert_fields(status: Any, label: Any) -> None:
@@ -98,7 +98,7 @@ def _alert_row(a: Alert) -> list[Any]:
     return [
         a.id, a.device_id, int(a.start_ns), int(a.end_ns), float(a.score), a.kind,
         json.dumps(dict(a.drivers)), a.message, int(a.created_ns), a.status, a.label,
-        a.acked_by, a.labelled_by, a.note,
+        a.acked_by, a.labelled_by, a.note, a.merged_into,
     ]
 
 
@@ -159,13 +159,18 @@ def insert_alert(alert: Alert, ph: str) -> tuple[str, list[Any]]:
 
     >>> sql, row = insert_alert(Alert("d", 1, 2, 0.5, id="a1", created_ns=5), "?")
     >>> sql.count("?"), row[:3]
-    (14, ['a1', 'd', 1])
+    (15, ['a1', 'd', 1])
+
+    The columns are named, so a table that got ``merged_into`` added later (at the end)
+    takes the row as well as a new one.
     """
     _check_alert_fields(alert.status, alert.label)
     alert.id = alert.id or uuid.uuid4().hex
     alert.created_ns = alert.created_ns or time.time_ns()
     row = _alert_row(alert)
-    return f"INSERT INTO alerts VALUES ({', '.join([ph] * len(row))})", row
+    sql = (f"INSERT INTO alerts ({', '.join(_ALERT_COLUMNS)}) "
+           f"VALUES ({', '.join([ph] * len(row))})")
+    return sql, row
 
 
 def update_alert_query(
@@ -188,6 +193,53 @@ def update_alert_query(
         changes = {**changes, "drivers": json.dumps(changes["drivers"])}
     sets = ", ".join(f"{k} = {ph}" for k in changes)
     return f"UPDATE alerts SET {sets} WHERE id = {ph}", [*changes.values(), alert_id]
+
+
+def merge_changes(into: Alert, absorbed: Alert, changes: dict[str, Any]) -> dict[str, Any]:
+    """The changes that merging ``absorbed`` into ``into`` makes to ``into``: ``changes``
+    plus the acknowledgement of ``absorbed`` when ``into`` has none, and its label (with
+    who gave it and its note) when ``into`` has none (a label ``into`` has is kept).
+
+    Raises :class:`~edgewise.errors.StoreError` when the two are one alert, belong to
+    different devices, or either was merged already.
+
+    >>> a = Alert("d", 0, 9, 0.9, id="a")
+    >>> b = Alert("d", 20, 29, 0.9, id="b", status="acknowledged", acked_by="ops",
+    ...           label="true_alarm", labelled_by="ops")
+    >>> merge_changes(a, b, {"end_ns": 29})
+    {'end_ns': 29, 'status': 'acknowledged', 'acked_by': 'ops', 'label': 'true_alarm', 'labelled_by': 'ops'}
+    """  # noqa: E501
+    if into.id == absorbed.id or into.device_id != absorbed.device_id:
+        raise StoreError(
+            f"Cannot merge alert {absorbed.id!r} of {absorbed.device_id!r} into alert "
+            f"{into.id!r} of {into.device_id!r}: only two different alerts of one device "
+            "merge."
+        )
+    for a in (into, absorbed):
+        if a.merged_into is not None:
+            raise StoreError(
+                f"Cannot merge alert {absorbed.id!r} into {into.id!r}: alert {a.id!r} was "
+                f"merged into {a.merged_into!r} already; merge live alerts only."
+            )
+    out = dict(changes)
+    if absorbed.status == "acknowledged" and into.status != "acknowledged":
+        out.update(status="acknowledged", acked_by=absorbed.acked_by)
+    if absorbed.label is not None and into.label is None:
+        out.update(label=absorbed.label, labelled_by=absorbed.labelled_by)
+        if absorbed.note is not None and into.note is None:
+            out["note"] = absorbed.note
+    return out
+
+
+def mark_merged(alert_id: str, into: str, ph: str) -> tuple[str, list[Any]]:
+    """SQL and parameters marking ``alert_id``, and the alerts merged into it before, as
+    merged into ``into`` (so every merged alert names a live one).
+
+    >>> mark_merged("b", "a", "?")
+    ('UPDATE alerts SET merged_into = ? WHERE id = ? OR merged_into = ?', ['a', 'b', 'b'])
+    """
+    return (f"UPDATE alerts SET merged_into = {ph} WHERE id = {ph} OR merged_into = {ph}",
+            [into, alert_id, alert_id])
 
 
 class SQLStoreMixin:
@@ -331,7 +383,8 @@ class SQLStoreMixin:
         since_ns: int | None = None,
         limit: int = 100,
     ) -> list[Alert]:
-        """Alerts, newest first (by ``start_ns``, then creation), filtered."""
+        """Live alerts (none merged into another), newest first (by ``start_ns``, then
+        creation), filtered."""
         where, params = _alert_where(device_id, status, kind, since_ns, ph=self._ph)
         rows = self._read(
             f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts {where} "

@@ -67,7 +67,10 @@ class Alert:
     ``kind`` is ``"anomaly"`` for detector alerts and ``"seq_gap"`` for missing messages.
     ``drivers`` maps metric name to its contribution (sums to about 1 for anomalies).
     ``status`` is ``"open"`` or ``"acknowledged"``; ``label`` is ``None``, ``"true_alarm"``
-    or ``"false_alarm"``.
+    or ``"false_alarm"``. ``merged_into`` is ``None`` for a live alert and, for an alert
+    that a later reading showed to be part of another one (see ``Store.merge_alert``),
+    the id of the alert that now covers it: such an alert is no longer listed, but can
+    still be read by its id.
     """
 
     device_id: str
@@ -84,6 +87,7 @@ class Alert:
     acked_by: str | None = None
     labelled_by: str | None = None
     note: str | None = None
+    merged_into: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -152,8 +156,25 @@ class Store(Protocol):
         """
         ...
 
+    def merge_alert(self, alert_id: str, into: str, **changes: Any) -> Alert:
+        """Mark alert ``alert_id`` as part of alert ``into`` of the same device, in one
+        transaction, and return ``into`` as stored.
+
+        ``changes`` (the fields ``update_alert`` takes: the widened span, score, drivers)
+        are applied to ``into``. ``alert_id`` gets ``merged_into = into`` (as do alerts
+        merged into it before) and drops out of ``list_alerts``; ``get_alert`` still
+        returns it, with its own span, acknowledgement and label. Its acknowledgement
+        (``status``, ``acked_by``) carries over to ``into`` when ``into`` is not
+        acknowledged, and its label (``label``, ``labelled_by``, ``note``) when ``into``
+        has none; a label ``into`` already has is kept.
+
+        Raises ``KeyError`` for an unknown id and ``StoreError`` when the two are the
+        same alert, belong to different devices, or either was merged already.
+        """
+        ...
+
     def get_alert(self, alert_id: str) -> Alert:
-        """One alert by id; ``KeyError`` if unknown."""
+        """One alert by id (a merged one too); ``KeyError`` if unknown."""
         ...
 
     def list_alerts(
@@ -164,7 +185,7 @@ class Store(Protocol):
         since_ns: int | None = None,
         limit: int = 100,
     ) -> list[Alert]:
-        """Alerts, newest first, filtered."""
+        """Live alerts (none merged into another), newest first, filtered."""
         ...
 
     def count_readings(self) -> int:

@@ -51,6 +51,8 @@ from edgewise.store._sql import (
     before_where,
     insert_alert,
     insert_conflicts,
+    mark_merged,
+    merge_changes,
     update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
@@ -78,7 +80,10 @@ _SCHEMA = [
         end_ns BIGINT NOT NULL, score DOUBLE NOT NULL, kind VARCHAR NOT NULL,
         drivers VARCHAR NOT NULL, message VARCHAR NOT NULL, created_ns BIGINT NOT NULL,
         status VARCHAR NOT NULL, label VARCHAR, acked_by VARCHAR, labelled_by VARCHAR,
-        note VARCHAR)""",
+        note VARCHAR, merged_into VARCHAR)""",
+    # stores made before alerts could be merged: the column is added (NULL: every alert
+    # live), at the end, where new tables have it too
+    """ALTER TABLE alerts ADD COLUMN IF NOT EXISTS merged_into VARCHAR""",
 ]
 
 _STATS_SQL = "SELECT device_id, count(*), min(ts_ns), max(ts_ns), list(DISTINCT metric) "
@@ -534,8 +539,43 @@ class DuckDBStore(SQLStoreMixin):
                     raise KeyError(alert_id)
             return self._alert_on(con, alert_id)
 
+    def merge_alert(self, alert_id: str, into: str, **changes: Any) -> Alert:
+        """Mark alert ``alert_id`` as part of alert ``into`` and apply ``changes`` to
+        ``into``, in one transaction; return ``into`` (see ``Store.merge_alert``).
+
+        >>> s = DuckDBStore(":memory:")
+        >>> a = s.add_alert(Alert("d", 0, 9, 0.9))
+        >>> b = s.add_alert(Alert("d", 20, 29, 0.9, status="acknowledged", acked_by="ops"))
+        >>> m = s.merge_alert(b.id, a.id, end_ns=29)
+        >>> (m.end_ns, m.status, m.acked_by), [x.id for x in s.list_alerts()] == [a.id]
+        ((29, 'acknowledged', 'ops'), True)
+        >>> s.get_alert(b.id).merged_into == a.id
+        True
+        >>> s.close()
+        """
+        with self._wlock:
+            self._check_open()
+            con = self._con
+            con.execute("BEGIN")
+            try:
+                survivor = self._alert_on(con, into)
+                absorbed = self._alert_on(con, alert_id)
+                update = update_alert_query(
+                    into, merge_changes(survivor, absorbed, changes), "?")
+                if update is not None:
+                    con.execute(*update)
+                con.execute(*mark_merged(alert_id, into, "?"))
+                con.execute("COMMIT")
+            except BaseException as exc:
+                con.execute("ROLLBACK")
+                if isinstance(exc, duckdb.Error):
+                    raise StoreError(
+                        f"Merging alert {alert_id!r} into {into!r} failed: {exc}") from exc
+                raise
+            return self._alert_on(con, into)
+
     def get_alert(self, alert_id: str) -> Alert:
-        """One alert by id; ``KeyError`` if unknown."""
+        """One alert by id (a merged one too); ``KeyError`` if unknown."""
         return self._alert_on(self._reader(), alert_id)
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -37,6 +37,8 @@ from edgewise.store._sql import (
     alert_by_id,
     before_where,
     insert_alert,
+    mark_merged,
+    merge_changes,
     update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
@@ -72,7 +74,8 @@ _TABLES = [
         id text PRIMARY KEY, device_id text NOT NULL, start_ns bigint NOT NULL,
         end_ns bigint NOT NULL, score double precision NOT NULL, kind text NOT NULL,
         drivers text NOT NULL, message text NOT NULL, created_ns bigint NOT NULL,
-        status text NOT NULL, label text, acked_by text, labelled_by text, note text)""",
+        status text NOT NULL, label text, acked_by text, labelled_by text, note text,
+        merged_into text)""",
     """CREATE INDEX IF NOT EXISTS alerts_device ON alerts (device_id, start_ns)""",
 ]
 
@@ -240,6 +243,12 @@ class PostgresStore(SQLStoreMixin):
                     if not done:  # stores made before device_stats existed: fill it once
                         _refresh_device_stats(con, None)
                         con.execute("INSERT INTO ew_meta VALUES ('device_stats', '1')")
+                    done = con.execute(
+                        "SELECT 1 FROM ew_meta WHERE key = 'alerts_merged_into'").fetchone()
+                    if not done:  # stores made before alerts could be merged: NULL, live
+                        con.execute(
+                            "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS merged_into text")
+                        con.execute("INSERT INTO ew_meta VALUES ('alerts_merged_into', '1')")
                     done = con.execute(
                         "SELECT 1 FROM ew_meta WHERE key = 'conflicts_unique'").fetchone()
                     if not done:  # stores made before conflicts had a unique key
@@ -497,8 +506,35 @@ class PostgresStore(SQLStoreMixin):
         with self._wlock:
             return self._alert_on(self._write_con(), alert_id)
 
+    def merge_alert(self, alert_id: str, into: str, **changes: Any) -> Alert:
+        """Mark alert ``alert_id`` as part of alert ``into`` and apply ``changes`` to
+        ``into``, in one transaction (both rows locked); return ``into`` (see
+        ``Store.merge_alert``)."""
+        with self._wlock:
+            con = self._write_con()
+            try:
+                with con.transaction():
+                    rows = con.execute(
+                        f"{alert_by_id('%s')} OR id = %s FOR UPDATE", [into, alert_id]
+                    ).fetchall()
+                    found = {r[0]: _alert_from_row(r) for r in rows}
+                    for key in (into, alert_id):
+                        if key not in found:
+                            raise KeyError(key)
+                    update = update_alert_query(
+                        into, merge_changes(found[into], found[alert_id], changes), "%s")
+                    if update is not None:
+                        con.execute(*update)
+                    con.execute(*mark_merged(alert_id, into, "%s"))
+            except self._psycopg.Error as exc:
+                raise StoreError(
+                    f"Merging alert {alert_id!r} into {into!r} in {self.url!r} failed: "
+                    f"{_one_line(exc)}"
+                ) from exc
+            return self._alert_on(con, into)
+
     def get_alert(self, alert_id: str) -> Alert:
-        """One alert by id; ``KeyError`` if unknown."""
+        """One alert by id (a merged one too); ``KeyError`` if unknown."""
         rows = self._read(alert_by_id("%s"), [alert_id])
         if not rows:
             raise KeyError(alert_id)

@@ -14,6 +14,14 @@ ask about, and ``edgewise train --with-labels`` fits a label-aware model file fr
 The running gateway's alerting does not read them: a false alarm labelled here does not
 raise the live threshold or silence the next alert like it.
 
+``GET /v1/alerts`` lists live alerts only. When a late reading showed two alerts of a device
+to be one fault, they were merged: the alert that covers both stays listed, and the other
+is no longer listed but ``GET /v1/alerts/{id}`` still answers for it, with ``merged_into``
+naming the alert that covers it now (``merged_into`` is ``null`` for a live alert). Its
+acknowledgement and label were carried over to that alert when it had none; acknowledging
+or labelling a merged alert is refused (409, reason ``merged_alert``), naming the alert to
+act on instead.
+
 ``GET /v1/alerts/{id}`` (and ``GET /v1/alerts?explain=true``) adds ``explanation``: for an
 anomaly alert of a device with two or more metrics, the signed, exact contribution of each
 metric to the T² of the alert's most anomalous reading against the device's readings of
@@ -122,6 +130,21 @@ def _get(store: Any, alert_id: str) -> Any:
         ) from None
 
 
+def _get_live(store: Any, alert_id: str) -> Any:
+    """The alert to acknowledge or label: 404 if unknown, 409 if it was merged into
+    another (the verdict belongs on the alert that covers it now)."""
+    alert = _get(store, alert_id)
+    if alert.merged_into is not None:
+        raise Problem(
+            409, "Merged alert",
+            f"Alert {alert_id!r} was merged into alert {alert.merged_into!r}, which covers "
+            f"its span now; acknowledge or label {alert.merged_into!r} instead.",
+            field="alert_id", value=alert_id, allowed="an id listed by GET /v1/alerts",
+            reason="merged_alert", extra={"merged_into": alert.merged_into},
+        )
+    return alert
+
+
 @router.get("/v1/alerts", summary="List alerts, newest first (viewer)")
 async def list_alerts(
     who: Viewer,
@@ -162,7 +185,7 @@ def ack_alert(
     alert_id: AlertId, who: Operator, store: StoreDep, security: SecurityDep
 ) -> dict[str, Any]:
     """Mark the alert acknowledged by the caller; acknowledging twice keeps the first."""
-    alert = _get(store, alert_id)
+    alert = _get_live(store, alert_id)
     if alert.status == "acknowledged":
         return alert_json(alert)
     alert = store.update_alert(alert_id, status="acknowledged", acked_by=who.name)
@@ -180,7 +203,7 @@ def label_alert(
     span ``anomaly`` (true alarm) or ``normal`` (false alarm) in the label store, in place
     of the window label of any earlier verdict on the alert. The answer's ``window_label``
     is that label (``null`` for other kinds)."""
-    alert = _get(store, alert_id)
+    alert = _get_live(store, alert_id)
     changes: dict[str, Any] = {"label": body.label, "labelled_by": who.name}
     if body.note is not None:
         changes["note"] = body.note
