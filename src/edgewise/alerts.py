@@ -291,43 +291,34 @@ class AlertManager:
         self, cur: _Open, ts_ns: int, score: float, drivers: Mapping[str, float]
     ) -> None:
         """Add one reading to a held alert in memory; mark what changed for the store."""
-        a = cur.alert
-        changes: dict[str, object] = {}
-        if ts_ns < a.start_ns:  # a late reading moves the start earlier
-            a.start_ns = changes["start_ns"] = ts_ns
-        if ts_ns > a.end_ns:
-            a.end_ns = changes["end_ns"] = ts_ns
-        if score > a.score:
-            a.score = changes["score"] = score
         # every reading of the alert weighs the same: the drivers are each metric's mean
         # share over the span (each reading's drivers normalised first), and the message
         # names the same ones
-        for name, v in reading_shares(drivers).items():
-            cur.shares[name] = cur.shares.get(name, 0.0) + v
-        cur.readings += 1
-        merged = _top_shares(cur.shares)
-        if merged != a.drivers:
-            a.drivers = changes["drivers"] = merged
-            message = _describe(merged)
-            if message != a.message:
-                a.message = changes["message"] = message
-        if changes:
-            cur.dirty = {**(cur.dirty or {}), **changes}
+        self._widen(cur, ts_ns, ts_ns, score, reading_shares(drivers), 1)
 
     def _absorb(self, cur: _Open, other: _Open) -> None:
         """Widen held alert ``cur`` over held alert ``other`` in memory (span, score,
         readings and shares added up); mark what changed for the store."""
-        a, b = cur.alert, other.alert
+        b = other.alert
+        self._widen(cur, b.start_ns, b.end_ns, b.score, other.shares, other.readings)
+
+    @staticmethod
+    def _widen(cur: _Open, start_ns: int, end_ns: int, score: float,
+               shares: Mapping[str, float], readings: int) -> None:
+        """Add ``readings`` readings spanning ``[start_ns, end_ns]`` (their top ``score``,
+        their summed driver ``shares``) to held alert ``cur`` in memory; mark what changed
+        for the store."""
+        a = cur.alert
         changes: dict[str, object] = {}
-        if b.start_ns < a.start_ns:
-            a.start_ns = changes["start_ns"] = b.start_ns
-        if b.end_ns > a.end_ns:
-            a.end_ns = changes["end_ns"] = b.end_ns
-        if b.score > a.score:
-            a.score = changes["score"] = b.score
-        for name, v in other.shares.items():
+        if start_ns < a.start_ns:  # a late reading moves the start earlier
+            a.start_ns = changes["start_ns"] = start_ns
+        if end_ns > a.end_ns:
+            a.end_ns = changes["end_ns"] = end_ns
+        if score > a.score:
+            a.score = changes["score"] = score
+        for name, v in shares.items():
             cur.shares[name] = cur.shares.get(name, 0.0) + v
-        cur.readings += other.readings
+        cur.readings += readings
         merged = _top_shares(cur.shares)
         if merged != a.drivers:
             a.drivers = changes["drivers"] = merged
