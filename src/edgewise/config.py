@@ -16,6 +16,7 @@ edgewise.errors.ConfigError: Setting 'rate_limit_per_s' (EDGEWISE_RATE_LIMIT_PER
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -58,6 +59,10 @@ class Settings:
     rate_limit_per_s: float = 2000.0  # readings per second per device, sustained
     rate_limit_burst: float = 20000.0
     throttle_after_failures: int = 100
+    # proxies whose X-Forwarded-For / X-Forwarded-Proto the HTTP server believes (the
+    # client address wrong secrets are counted by): "" trusts none (the default), else
+    # comma-separated addresses or networks of the reverse proxies, or "*" for any peer
+    forwarded_allow_ips: str = ""
     retention_days: int = 0  # 0 keeps everything
     alert_threshold: float = 0.9
     # the level detector each metric is scored with (two-state streams stay states):
@@ -79,6 +84,7 @@ class Settings:
         """  # noqa: E501
         for name in LIMITS:
             _check_limit(name, getattr(self, name), getattr(self, name))
+        _check_forwarded_allow_ips(self.forwarded_allow_ips)
 
     @property
     def store_url(self) -> str:
@@ -147,6 +153,28 @@ def _check_limit(name: str, value: Any, raw: Any) -> None:
     elif inf_ok and allowed.endswith("inf)"):
         allowed = allowed[:-1] + "] (inf: no bound)"
     raise ConfigError(f"Setting {name!r} ({where}) has value {raw!r}. It must be {allowed}.")
+
+
+def _check_forwarded_allow_ips(value: str) -> None:
+    """Refuse a ``forwarded_allow_ips`` that is not "", "*" or comma-separated IP
+    addresses or networks.
+
+    >>> _check_forwarded_allow_ips("10.0.0.5, 192.168.0.0/16")
+    >>> _check_forwarded_allow_ips("proxy.local")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: Setting 'forwarded_allow_ips' (EDGEWISE_FORWARDED_ALLOW_IPS) has value 'proxy.local'. It must be '' (trust no proxy), '*' or comma-separated IP addresses or networks; 'proxy.local' is neither.
+    """  # noqa: E501
+    if value.strip() in ("", "*"):
+        return
+    for part in value.split(","):
+        try:
+            ipaddress.ip_network(part.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"Setting 'forwarded_allow_ips' (EDGEWISE_FORWARDED_ALLOW_IPS) has value "
+                f"{value!r}. It must be '' (trust no proxy), '*' or comma-separated IP "
+                f"addresses or networks; {part.strip()!r} is neither.") from None
 
 
 def _cast(name: str, raw: Any, typ: Any, source: str) -> Any:

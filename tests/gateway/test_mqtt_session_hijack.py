@@ -5,7 +5,9 @@ H1: amqtt dropped (clean session) or rewrote (persistent session) the session of
 CONNECT's client id *before* authenticating it, so an unauthenticated CONNECT reusing a
 live device's client id cut the device off: its later telemetry was PUBACKed and dropped.
 H2: deleting a device left its open MQTT connection publishing; after the id was
-registered again, the old secret's connection wrote as the new device.
+registered again, the old secret's connection wrote as the new device (also, later, with
+the internal subscriber consumer). A persistent-session reconnect over a half-open old
+connection left the live one without acks and out of reach of revocation.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
+import pytest
 
 from edgewise.security.credentials import Security
 from tests.conftest import wait_until
@@ -88,6 +91,13 @@ def _stored(gw: Any, admin: str, device: str) -> list[float]:
     return [float(v) for v in series["t"]["v"]] if "t" in series else []
 
 
+@pytest.fixture(params=["plugin", "subscriber"])
+def consumer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the gateway consumes telemetry (``EDGEWISE_MQTT_CONSUMER``)."""
+    monkeypatch.setenv("EDGEWISE_MQTT_CONSUMER", request.param)
+    return str(request.param)
+
+
 def _gateway(gateway_factory: Any, *devices: str) -> tuple[Any, dict[str, str], str]:
     gw = gateway_factory()
     sec = Security(gw.data_dir)
@@ -98,7 +108,7 @@ def _gateway(gateway_factory: Any, *devices: str) -> tuple[Any, dict[str, str], 
 
 
 def test_unauthenticated_connect_with_a_live_client_id_does_not_cut_the_device_off(
-        gateway_factory: Any) -> None:
+        gateway_factory: Any, consumer: str) -> None:
     """Check a refused CONNECT (anonymous with clean session, or a wrong secret with a
     persistent session) reusing a connected device's client id leaves that device's
     session alone: its later telemetry is stored and acknowledged."""
@@ -122,7 +132,8 @@ def test_unauthenticated_connect_with_a_live_client_id_does_not_cut_the_device_o
         victim.close()
 
 
-def test_a_replaced_connection_is_closed_not_left_dropping(gateway_factory: Any) -> None:
+def test_a_replaced_connection_is_closed_not_left_dropping(gateway_factory: Any,
+                                                           consumer: str) -> None:
     """Check that when a device connects again with its client id and clean session while
     its first connection is still open, the first one is closed (so it reconnects) rather
     than left without a session, its messages PUBACKed and dropped."""
@@ -140,7 +151,8 @@ def test_a_replaced_connection_is_closed_not_left_dropping(gateway_factory: Any)
         second.close()
 
 
-def test_deleting_a_device_over_http_closes_its_connection(gateway_factory: Any) -> None:
+def test_deleting_a_device_over_http_closes_its_connection(gateway_factory: Any,
+                                                           consumer: str) -> None:
     """Check DELETE /v1/devices/{id} closes the device's open MQTT connection at once."""
     gw, secrets, admin = _gateway(gateway_factory, "pump-1")
     thief = _connect(gw.mqtt_port, "pump-1", secrets["pump-1"], f"x-{uuid.uuid4().hex[:6]}")
@@ -155,7 +167,7 @@ def test_deleting_a_device_over_http_closes_its_connection(gateway_factory: Any)
 
 
 def test_a_connection_with_a_revoked_secret_never_writes_as_the_new_device(
-        gateway_factory: Any) -> None:
+        gateway_factory: Any, consumer: str) -> None:
     """Check a device deleted and registered again under the same id by another process
     (the CLI): the connection opened with the old secret is closed and what it sends is
     neither stored nor acknowledged, while the new secret works."""
@@ -183,3 +195,47 @@ def test_a_connection_with_a_revoked_secret_never_writes_as_the_new_device(
         assert thief.acks in ([], [0]), thief.acks
     finally:
         thief.close()
+
+
+def _socket_closed(sock: Any) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(4096) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_a_persistent_reconnect_over_a_half_open_connection_keeps_its_acks(
+        gateway_factory: Any, consumer: str) -> None:
+    """Check a device that reconnects with its client id and a persistent session while
+    its old connection is half-open (socket open, silent): the old one is closed, the new
+    one gets its acks (also after the old one's keep-alive would have run out), and
+    deleting the device closes the new one at once."""
+    gw, secrets, admin = _gateway(gateway_factory, "pump-1")
+    old = _connect(gw.mqtt_port, "pump-1", secrets["pump-1"], "pump-1", clean=False,
+                   subscribe="edgewise/pump-1/ack")
+    new = None
+    try:
+        assert old.subscribed.wait(10)
+        old.publish("pump-1", 1, 1.0)
+        assert wait_until(lambda: 1 in old.acks, 10), old.acks
+        sock = old.client.socket()
+        old.client.loop_stop()  # half-open: nothing read or sent any more
+        new = _connect(gw.mqtt_port, "pump-1", secrets["pump-1"], "pump-1", clean=False,
+                       subscribe="edgewise/pump-1/ack")
+        assert new.rc == ["Success"] and new.subscribed.wait(10)
+        assert wait_until(lambda: _socket_closed(sock), 5), "the old connection is open"
+        time.sleep(0.5)  # the old connection's loop has ended by now
+        new.publish("pump-1", 2, 2.0)
+        assert wait_until(lambda: 2 in new.acks, 10), f"no ack on the live one: {new.acks}"
+        assert _stored(gw, admin, "pump-1") == [1.0, 2.0]
+        r = httpx.delete(f"http://127.0.0.1:{gw.http_port}/v1/devices/pump-1",
+                         headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert new.disconnected.wait(5), "the revoked device's live connection is open"
+    finally:
+        if new is not None:
+            new.close()
+        old.client.disconnect()

@@ -216,6 +216,13 @@ class Gateway:
         kw: dict[str, Any] = {}
         if s.tls_cert and s.tls_key:
             kw.update(ssl_certfile=s.tls_cert, ssl_keyfile=s.tls_key)
+        # X-Forwarded-For names the client (whose wrong secrets are counted) only when the
+        # peer is a proxy named in forwarded_allow_ips; off by default (uvicorn's default
+        # would believe any process on 127.0.0.1)
+        trusted = s.forwarded_allow_ips.strip()
+        kw.update(proxy_headers=bool(trusted),
+                  forwarded_allow_ips=",".join(p.strip() for p in trusted.split(","))
+                  if trusted else None)
         config = uvicorn.Config(app, host=s.host, port=s.http_port, log_level="warning",
                                 lifespan="off", **kw)
         self.http_server = uvicorn.Server(config)

@@ -49,8 +49,10 @@ edgewise.errors.AuthError: API token not recognised.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import secrets
@@ -71,6 +73,8 @@ ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
 _TOKEN_PREFIX = "ew_"
 _MAX_PAUSE_S = 300.0
 _MAX_SOURCES = 10_000
+#: how long wrong-secret counts of known devices wait in memory before they are written
+_FLUSH_AFTER_S = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -81,7 +85,8 @@ CREATE TABLE IF NOT EXISTS devices (
     created_ns INTEGER NOT NULL,
     failures INTEGER NOT NULL DEFAULT 0,
     throttled_until_ns INTEGER NOT NULL DEFAULT 0,
-    throttled_attempts INTEGER NOT NULL DEFAULT 0
+    throttled_attempts INTEGER NOT NULL DEFAULT 0,
+    wrong_secrets INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash BLOB PRIMARY KEY,
@@ -113,8 +118,9 @@ class DeviceRecord:
     id: str
     name: str
     created_ns: int
+    #: wrong secrets sent in this device's name since it was registered (never reset;
+    #: counted for display only, nothing is locked out; :meth:`Security.list_devices`)
     failures: int
-    throttled_attempts: int
     groups: tuple[str, ...] = ()
 
 
@@ -183,6 +189,27 @@ def _hash(salt: bytes, secret: str) -> bytes:
     return hashlib.sha256(salt + secret.encode("utf-8", "surrogatepass")).digest()
 
 
+def source_key(source: str | None) -> str:
+    """The key wrong secrets are counted under for a peer address: an IPv6 address by
+    its /64 (one host usually holds a whole /64), an IPv4-mapped one as IPv4, anything
+    else (a name, a test client) as given.
+
+    >>> source_key("2001:db8:1:2:aaaa::1"), source_key("::ffff:10.0.0.7"), source_key("10.0.0.7")
+    ('2001:db8:1:2::/64', '10.0.0.7', '10.0.0.7')
+    """
+    if not source:
+        return ""
+    try:
+        addr = ipaddress.ip_address(source.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return source
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
+
+
 def _tag(salt: bytes, stored: bytes) -> bytes:
     """A device credential's tag: changes with the salt or hash (not the secret itself)."""
     return hashlib.sha256(b"edgewise-credential\0" + salt + stored).digest()[:16]
@@ -212,11 +239,21 @@ class Security:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(devices)")}
+        if "wrong_secrets" not in columns:  # a database made before the column was
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                self._db.execute("ALTER TABLE devices ADD COLUMN wrong_secrets "
+                                 "INTEGER NOT NULL DEFAULT 0")
         # A dummy hash so an unknown device costs the same as a known one.
         self._dummy_salt = secrets.token_bytes(16)
         self._dummy_hash = secrets.token_bytes(32)
-        # source -> (wrong secrets in a row, paused until (ns), attempts refused while paused)
-        self._sources: dict[str, tuple[int, int, int]] = {}
+        # source key -> (wrong secrets in its run, paused until (ns), attempts refused
+        # while paused, the one device id all of the run's wrong secrets named, or "" when
+        # they named several); least recently seen first
+        self._sources: dict[str, tuple[int, int, int, str]] = {}
+        # known device id -> wrong secrets not yet written to its ``wrong_secrets`` column
+        self._wrong: dict[str, int] = {}
+        self._flush_timer: threading.Timer | None = None
 
     # -- devices -----------------------------------------------------------------------
     def add_device(self, name: str, *, groups: Iterable[str] = (),
@@ -308,10 +345,13 @@ class Security:
         return row is not None
 
     def list_devices(self) -> list[DeviceRecord]:
-        """Every registered device, by id."""
+        """Every registered device, by id; ``failures`` is the wrong secrets sent in its
+        name since it was registered (this process's counted at once, other processes'
+        within about a second)."""
+        self.flush_wrong_secrets()
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, name, created_ns, failures, throttled_attempts FROM devices ORDER BY id"
+                "SELECT id, name, created_ns, wrong_secrets FROM devices ORDER BY id"
             ).fetchall()
             groups: dict[str, list[str]] = {}
             for dev, grp in self._db.execute(
@@ -323,13 +363,20 @@ class Security:
                             source: str | None = None) -> None:
         """Return if ``secret`` is ``device_id``'s; raise :class:`AuthError` otherwise.
 
-        ``source`` is where the attempt comes from (the peer's address); wrong secrets are
-        counted per source, not per device: after ``throttle_after`` in a row from one
-        source its further wrong secrets get :class:`ThrottledError` (with a pause that
-        doubles up to 300 s) instead of :class:`AuthError`. The right secret always passes,
-        so nobody can lock a device out by sending wrong secrets in its name, and an
+        ``source`` is where the attempt comes from (the peer's address; an IPv6 one counts
+        by its /64, :func:`source_key`). Wrong secrets are counted per source, not per
+        device: after ``throttle_after`` in a run from one source its further wrong
+        secrets get :class:`ThrottledError` (with a pause that doubles up to 300 s)
+        instead of :class:`AuthError`. A right secret ends the source's run only when
+        every wrong secret of the run named that same device (a device that got its own
+        secret wrong, then right); a run that named other ids goes on, so a valid login
+        of one's own device does not reset the count of guesses at others. The throttle
+        counts and flags; it does not slow anyone down, and the right secret always
+        passes, so nobody can lock a device out by sending wrong secrets in its name. An
         unknown device id and a wrong secret get the same answer at the same cost (a
-        dummy hash, no write), so the answer never tells which ids are registered.
+        dummy hash, no write), so the answer never tells which ids are registered; a
+        registered device's wrong secrets are also counted for display
+        (:meth:`list_devices`), in memory first and written a second later.
         """
         self.device_credential(device_id, secret, source=source)
 
@@ -340,16 +387,21 @@ class Security:
         connection opened with it can be checked later (:meth:`credential_tags`)."""
         if not device_id or not secret:
             raise AuthError("Device credentials missing: both a device id and a secret are needed.")
-        tag = self._check_secret(device_id, secret)
-        key = source or ""
+        tag, known = self._check_secret(device_id, secret)
+        key = source_key(source)
         now = time.time_ns()
         with self._lock:
-            failures, until, attempts = self._sources.get(key, (0, 0, 0))
+            failures, until, attempts, sole = self._sources.pop(key, (0, 0, 0, device_id))
             if tag is not None:
-                self._sources.pop(key, None)  # a success ends the source's run
+                if failures and sole != device_id:  # the run named others: it goes on
+                    self._remember(key, (failures, until, attempts, sole), now)
                 return tag
+            if known:  # same work for an unknown id but this dict write
+                self._wrong[device_id] = self._wrong.get(device_id, 0) + 1
+            self._flush_soon()
+            sole = sole if sole == device_id else ""
             if until > now:
-                self._sources[key] = (failures, until, attempts + 1)
+                self._remember(key, (failures, until, attempts + 1, sole), now)
                 wait = (until - now) / 1e9
                 raise ThrottledError(
                     f"{failures} wrong device secrets in a row from {source or 'this caller'}; "
@@ -361,32 +413,68 @@ class Security:
             if failures >= self.throttle_after:
                 pause = min(_MAX_PAUSE_S, 2.0 ** min(20, failures - self.throttle_after))
                 until = now + int(pause * 1e9)
-            self._sources.pop(key, None)
-            self._sources[key] = (failures, until, attempts)
-            while len(self._sources) > _MAX_SOURCES:  # forget the longest-quiet sources
-                del self._sources[next(iter(self._sources))]
+            self._remember(key, (failures, until, attempts, sole), now)
         raise AuthError(f"Device {device_id!r} is unknown or the secret is wrong.")
+
+    def _remember(self, key: str, entry: tuple[int, int, int, str], now: int) -> None:
+        """Put ``key``'s entry at the recent end of the source table (caller holds the
+        lock); over the cap, forget the least recently seen source that is not paused
+        (a paused one only when every source is)."""
+        self._sources[key] = entry
+        if len(self._sources) <= _MAX_SOURCES:
+            return
+        victim = next(iter(self._sources))
+        for k, (_, until, _, _) in self._sources.items():
+            if until <= now:
+                victim = k
+                break
+        del self._sources[victim]
+
+    def _flush_soon(self) -> None:
+        """Write the pending wrong-secret counts in about a second, off the answering
+        path (caller holds the lock)."""
+        if self._flush_timer is None:
+            self._flush_timer = threading.Timer(_FLUSH_AFTER_S, self.flush_wrong_secrets)
+            self._flush_timer.daemon = True
+            self._flush_timer.start()
+
+    def flush_wrong_secrets(self) -> None:
+        """Add the wrong secrets counted in memory to the devices' ``wrong_secrets``
+        column (a device deleted meanwhile is skipped)."""
+        with self._lock:
+            pending, self._wrong = self._wrong, {}
+            self._flush_timer = None
+            if not pending:
+                return
+            try:
+                self._db.executemany(
+                    "UPDATE devices SET wrong_secrets = wrong_secrets + ? WHERE id = ?",
+                    [(n, dev) for dev, n in pending.items()])
+            except sqlite3.Error:  # closed or busy: the counts are for display only
+                pass
 
     def check_device_secret(self, device_id: str, secret: str) -> bool:
         """Whether ``secret`` is ``device_id``'s, counting nothing (no throttle): for telling
         a device secret sent where an API token belongs from a bad token."""
-        return bool(device_id and secret) and self._check_secret(device_id, secret) is not None
+        return bool(device_id and secret) and \
+            self._check_secret(device_id, secret)[0] is not None
 
     def throttled_attempts(self, source: str | None = None) -> int:
         """Wrong secrets from ``source`` refused while it was paused (this process only)."""
         with self._lock:
-            return self._sources.get(source or "", (0, 0, 0))[2]
+            return self._sources.get(source_key(source), (0, 0, 0, ""))[2]
 
-    def _check_secret(self, device_id: str, secret: str) -> bytes | None:
-        """The credential tag when ``secret`` is ``device_id``'s, else ``None``; the same
-        work (one read, one hash, one comparison) whether the device exists or not."""
+    def _check_secret(self, device_id: str, secret: str) -> tuple[bytes | None, bool]:
+        """The credential tag when ``secret`` is ``device_id``'s, else ``None``, and
+        whether ``device_id`` is registered; the same work (one read, one hash, one
+        comparison) whether the device exists or not."""
         with self._lock:
             row = self._db.execute(
                 "SELECT salt, secret_hash FROM devices WHERE id = ?", (device_id,)
             ).fetchone()
         salt, stored = row if row is not None else (self._dummy_salt, self._dummy_hash)
         ok = hmac.compare_digest(_hash(salt, secret), stored)
-        return _tag(salt, stored) if ok and row is not None else None
+        return (_tag(salt, stored) if ok and row is not None else None), row is not None
 
     def credential_tags(self, device_ids: Iterable[str]) -> dict[str, bytes]:
         """The credential tag of each registered device of ``device_ids`` (see
@@ -513,6 +601,12 @@ class Security:
         return [AuditEntry(i, t, a, act, tg, json.loads(d)) for i, t, a, act, tg, d in rows]
 
     def close(self) -> None:
-        """Close the database; safe to call twice."""
+        """Write the pending wrong-secret counts and close the database; safe to call
+        twice."""
+        timer = self._flush_timer
+        if timer is not None:
+            timer.cancel()
+        with contextlib.suppress(sqlite3.ProgrammingError):
+            self.flush_wrong_secrets()
         with self._lock:
             self._db.close()

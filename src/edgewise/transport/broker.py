@@ -38,7 +38,13 @@ when the gateway deletes it (:meth:`EmbeddedBroker.forget_device`), within
 connection keeps the credential tag it authenticated with; telemetry is committed only
 while that tag is still the device's (checked against the credential store per batch), so
 a connection opened with a revoked secret never writes as a device registered again
-under the same id. A refused message gets no ack and its connection is closed.
+under the same id. With the internal subscriber (``consumer="subscriber"``) the tag is
+also read afresh at each telemetry PUBLISH, before it fans out, and the batch is checked
+against the tag its device's telemetry was last let through with. A refused message gets
+no ack and its connection is closed. A device reconnecting with its persistent session
+while its old connection is still open (half-open) gets that old connection closed, and
+its loop ended, before the session is handed over, so the live connection keeps its acks
+and is closed on revocation.
 
 Durability: amqtt sends PUBACK when the message is in memory, so PUBACK means nothing
 for durability; the application ack is sent only after the store has committed.
@@ -161,8 +167,11 @@ class DeviceTopicPlugin(BaseTopicPlugin):
         if action == Action.PUBLISH:
             if topic == owner.telemetry_topic(user):
                 # plugin mode: taken by DeviceIngestPlugin, no fan-out to anyone;
-                # subscriber mode: fanned out to the gateway's internal subscriber only.
-                return owner.consumer == "subscriber"
+                # subscriber mode: fanned out to the gateway's internal subscriber only,
+                # once the connection's credential tag is found still the device's.
+                if owner.consumer != "subscriber" or session is None:
+                    return False
+                return await owner.publish_allowed(session)
             owner.deadletter_soon(user, {
                 "reason": "topic_not_allowed", "field": "topic", "value": topic,
                 "index": None,
@@ -245,6 +254,8 @@ class _GuardedBroker(Broker):
             session.parent = 0
         elif existing is not None:  # admitted: the client id is this device's own
             old = existing[0]
+            if old.transitions.state == "connected" or _running(existing[1]):
+                await self._end_superseded(client_id, old, existing[1])
             for name in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive",
                          "username", "password", _TAG, _VERDICT):
                 setattr(old, name, getattr(session, name, None))
@@ -256,6 +267,37 @@ class _GuardedBroker(Broker):
         if session.keep_alive > 0 and isinstance(delay, int):
             session.keep_alive += delay
         return handler, session
+
+    async def _end_superseded(self, client_id: str, session: Session,
+                              handler: BrokerProtocolHandler, timeout: float = 5.0) -> None:
+        """Close the live connection of a persistent ``session`` that a CONNECT of its own
+        device is about to take over, and wait (up to ``timeout`` s) until its message
+        loop has ended the session. Without this amqtt takes the session over in place,
+        and the old loop, ending later, marks the shared session "disconnected": the live
+        connection then never got an ack again and revocation skipped it."""
+        self.owner.count("edgewise_mqtt_connections_closed_total", reason="taken_over")
+        log.info("MQTT client %r connected again with its persistent session; closing its "
+                 "previous connection first", client_id)
+        with contextlib.suppress(Exception):
+            await handler.handle_connection_closed()
+        await handler.stop()
+        deadline = time.monotonic() + timeout
+        while session.transitions.state == "connected" and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _handle_disconnect(
+        self, client_session: Session, handler: BrokerProtocolHandler,
+        disconnect_waiter: asyncio.Future[Any],
+    ) -> None:
+        """amqtt's, except for a connection whose session another connection (of the same
+        device) has taken over: that one only stops its handler and leaves the session,
+        which is the live connection's now, as it is."""
+        entry = self._sessions.get(client_session.client_id) if client_session.client_id \
+            else None
+        if entry is not None and entry[0] is client_session and entry[1] is not handler:
+            await self._stop_handler(handler)
+            return
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
     async def _authenticate(self, session: Session, _: ListenerConfig) -> bool:
         """The verdict :meth:`_initialize_client_session` reached (used once)."""
@@ -288,13 +330,20 @@ class _GuardedBroker(Broker):
         if entry is None:
             return False
         session, handler = entry
-        live = session.transitions.state == "connected"
+        live = session.transitions.state == "connected" or _running(handler)
         if live:
             await handler.handle_connection_closed()  # its message loop ends the session
             await handler.stop()  # closes the socket now
         if forget and client_id is not None and self._sessions.get(client_id) is entry:
             await self._delete_session(client_id)
         return live
+
+
+def _running(handler: BrokerProtocolHandler) -> bool:
+    """Whether ``handler``'s connection is still being read (decided from the handler,
+    not from its session's state, which a superseded handler may have changed)."""
+    task = getattr(handler, "_reader_task", None)
+    return task is not None and not task.done()
 
 
 class EmbeddedBroker:
@@ -376,6 +425,9 @@ class EmbeddedBroker:
         self._pending: set[asyncio.Future[Any]] = set()
         # client id -> the device (or internal user) that first authenticated with it
         self._client_owner: dict[str, str] = {}
+        # subscriber mode: device id -> credential tag of the connection whose telemetry
+        # PUBLISH was last let through (checked afresh at that PUBLISH)
+        self._published: dict[str, bytes] = {}
 
     @staticmethod
     def telemetry_topic(device_id: str) -> str:
@@ -419,6 +471,40 @@ class EmbeddedBroker:
             return False
         current = self._current.get(session.username or "")
         return current is not None and current != tag
+
+    async def publish_allowed(self, session: Session) -> bool:
+        """Subscriber mode, at a telemetry PUBLISH: whether the connection's credential
+        tag is still its device's, read afresh from the credential store (one indexed
+        read, off the loop). A revoked connection's PUBLISH is refused (no ack, nothing
+        fans out to the internal subscriber) and the connection is closed."""
+        user, tag = session.username or "", getattr(session, _TAG, None)
+        if tag is None or self.credential_tags is None:
+            return True
+        try:
+            current = (await asyncio.to_thread(self.credential_tags, [user])).get(
+                user, _REVOKED)
+        except Exception:  # a busy store: refuse (no ack; the device sends it again)
+            log.debug("could not read the credentials of %r", user, exc_info=True)
+            return False
+        self._current[user] = current
+        if current != tag:
+            self.count("edgewise_messages_refused_total", reason="revoked")
+            self.close_soon(session.client_id)
+            return False
+        self._published[user] = tag
+        return True
+
+    def _commit_subscribed(self, messages: list[Message]) -> list[Outcome]:
+        """Subscriber mode's handler: each message carries the credential tag its
+        device's telemetry was last let through with (:meth:`publish_allowed`), and
+        :meth:`_commit_checked` stores and acks only those whose tag is still their
+        device's (a device whose connections are untracked has no tag: not checked).
+        The messages the subscriber passed in keep its own token (the MQTT message to
+        PUBACK to the broker); the handler sees copies."""
+        tagged = [Message(m.device_id, m.payload, m.received_ns,
+                          token=self._published.get(m.device_id))
+                  for m in messages]
+        return self._commit_checked(tagged)
 
     def close_soon(self, client_id: str | None) -> None:
         """Close (and forget) the connection of ``client_id`` from the loop, soon."""
@@ -569,7 +655,7 @@ class EmbeddedBroker:
 
             scheme = "mqtts" if self.tls_cert else "mqtt"
             self._subscriber = ExternalBroker(
-                self.handler,
+                self._commit_subscribed,
                 f"{scheme}://{INTERNAL_USER}:{self.internal_secret}@127.0.0.1:{self.port}"
                 f"?client_id={INTERNAL_USER}-{self.instance[:8]}"
                 + (f"&ca={self.tls_cert}" if self.tls_cert else ""),

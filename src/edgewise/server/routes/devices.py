@@ -64,7 +64,7 @@ def device_rows(security: Any, store: Any) -> list[dict[str, Any]]:
     for s in store.devices():
         row = rows.setdefault(s.device_id, {
             "id": s.device_id, "name": s.device_id, "registered": False, "created": None,
-            "auth_failures": 0, "groups": [],
+            "auth_failures": None, "groups": [],  # no credentials: nothing counted
         })
         row.update({
             "readings": s.readings, "metrics": sorted(s.metrics),
