@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -113,3 +115,27 @@ def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "ewdata"
     d.mkdir()
     return d
+
+
+def start_demo(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str], int]:
+    """Start ``edgewise demo`` on free ports with ``data_dir`` and read its banner up to
+    "Ctrl-C stops"; return the process, the banner's lines and the HTTP port. The process is
+    killed if the banner cannot be read."""
+    http, mqtt_port = free_port(), free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgewise", "demo", "--data-dir", str(data_dir),
+         "--port", str(http), "--mqtt-port", str(mqtt_port), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("Ctrl-C stops"):
+                break
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, lines, http

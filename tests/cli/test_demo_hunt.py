@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +16,7 @@ from typer.testing import CliRunner
 
 from edgewise.cli import app, load_commands
 from edgewise.errors import ConfigError
-from tests.conftest import REPO, free_port
+from tests.conftest import free_port, start_demo
 
 load_commands()
 
@@ -57,19 +54,8 @@ def _stored(base: str) -> float:
 
 def _run_demo(data: Path, until_stored: float) -> list[str]:
     """Start the demo (2 pumps), wait until it stored ``until_stored`` readings, stop it."""
-    http, mqtt_port = free_port(), free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgewise", "demo", "--data-dir", str(data), "--pumps", "2",
-         "--port", str(http), "--mqtt-port", str(mqtt_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
-    lines: list[str] = []
+    proc, lines, http = start_demo(data, "--pumps", "2")
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip())
-            if line.startswith("Ctrl-C stops"):
-                break
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and _stored(f"http://127.0.0.1:{http}") < until_stored:
             time.sleep(0.3)

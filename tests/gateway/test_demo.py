@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
 
-from tests.conftest import REPO, free_port
+from tests.conftest import start_demo
 
 
 def test_demo_runs_prints_credentials_stores_and_stops_cleanly(tmp_path) -> None:
-    http, mqtt_port = free_port(), free_port()
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgewise", "demo", "--data-dir", str(tmp_path / "d"),
-         "--port", str(http), "--mqtt-port", str(mqtt_port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
-    lines: list[str] = []
+    proc, lines, http = start_demo(tmp_path / "d")
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip())
-            if line.startswith("Ctrl-C stops"):
-                break
         out = "\n".join(lines)
         assert f"dashboard: http://127.0.0.1:{http}/" in out, out
         assert "admin token (shown once" in out

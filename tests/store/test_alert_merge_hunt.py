@@ -115,14 +115,7 @@ def test_a_duckdb_store_made_before_merged_into_opens_and_merges(tmp_path: Path)
     con.execute("INSERT INTO alerts VALUES ('old', 'd', ?, ?, 0.9, 'anomaly', '{}', 'm', 1, "
                 "'open', NULL, NULL, NULL, NULL)", [T0, T0 + S])
     con.close()
-    store = open_store(f"duckdb://{path}")
-    try:
-        assert [a.id for a in store.list_alerts()] == ["old"]
-        new = store.add_alert(Alert("d", T0 + 2 * S, T0 + 3 * S, 0.9))
-        store.merge_alert(new.id, "old", end_ns=T0 + 3 * S)
-        assert [(a.id, a.end_ns) for a in store.list_alerts()] == [("old", T0 + 3 * S)]
-    finally:
-        store.close()
+    _old_alert_lists_and_merges(f"duckdb://{path}")
 
 
 @pytest.mark.postgres
@@ -139,7 +132,13 @@ def test_a_postgres_store_made_before_merged_into_opens_and_merges(pg_schema_url
         con.execute(f"DELETE FROM \"{schema}\".ew_meta WHERE key = 'alerts_merged_into'")
         con.execute(f"INSERT INTO \"{schema}\".alerts VALUES ('old', 'd', %s, %s, 0.9, "
                     "'anomaly', '{}', 'm', 1, 'open', NULL, NULL, NULL, NULL)", [T0, T0 + S])
-    store = open_store(pg_schema_url)
+    _old_alert_lists_and_merges(pg_schema_url)
+
+
+def _old_alert_lists_and_merges(url: str) -> None:
+    """Open ``url`` (whose alerts table was made without merged_into and holds alert
+    'old'), check 'old' is listed as live and a new alert merges into it."""
+    store = open_store(url)
     try:
         assert [a.id for a in store.list_alerts()] == ["old"]
         new = store.add_alert(Alert("d", T0 + 2 * S, T0 + 3 * S, 0.9))
