@@ -61,7 +61,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,7 +245,7 @@ class _GuardedBroker(Broker):
         if not ok:  # refused: closed by _handle_client_session, no session touched
             return handler, session
         client_id = session.client_id
-        existing = self._sessions.get(client_id) if client_id else None
+        existing = self._entry(client_id)
         if session.clean_session:
             if existing is not None:
                 await self.close_connection(client_id, forget=True)
@@ -267,6 +267,10 @@ class _GuardedBroker(Broker):
         if session.keep_alive > 0 and isinstance(delay, int):
             session.keep_alive += delay
         return handler, session
+
+    def _entry(self, client_id: str | None) -> tuple[Session, BrokerProtocolHandler] | None:
+        """The (session, handler) amqtt holds for ``client_id``; ``None`` for none or no id."""
+        return self._sessions.get(client_id) if client_id else None
 
     async def _end_superseded(self, client_id: str, session: Session,
                               handler: BrokerProtocolHandler, timeout: float = 5.0) -> None:
@@ -292,8 +296,7 @@ class _GuardedBroker(Broker):
         """amqtt's, except for a connection whose session another connection (of the same
         device) has taken over: that one only stops its handler and leaves the session,
         which is the live connection's now, as it is."""
-        entry = self._sessions.get(client_session.client_id) if client_session.client_id \
-            else None
+        entry = self._entry(client_session.client_id)
         if entry is not None and entry[0] is client_session and entry[1] is not handler:
             await self._stop_handler(handler)
             return
@@ -310,7 +313,7 @@ class _GuardedBroker(Broker):
         wait_deliver: asyncio.Future[Any],
     ) -> bool:
         client_id = client_session.client_id
-        entry = self._sessions.get(client_id) if client_id else None
+        entry = self._entry(client_id)
         if entry is None or entry[0] is not client_session:
             self.owner.count("edgewise_mqtt_connections_closed_total", reason="no_session")
             log.info("MQTT client %r: its session is gone; closing the connection so the "
@@ -326,7 +329,7 @@ class _GuardedBroker(Broker):
         """Close the live connection of ``client_id`` (the device sees it drop); with
         ``forget`` also delete its session (subscriptions, queued messages). Returns
         whether a connection was closed."""
-        entry = self._sessions.get(client_id) if client_id else None
+        entry = self._entry(client_id)
         if entry is None:
             return False
         session, handler = entry
@@ -510,10 +513,7 @@ class EmbeddedBroker:
         """Close (and forget) the connection of ``client_id`` from the loop, soon."""
         if self._broker is None or not client_id:
             return
-        task = asyncio.get_running_loop().create_task(
-            self._close_revoked(client_id))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._spawn(self._close_revoked(client_id))
 
     async def _close_revoked(self, client_id: str) -> None:
         if self._broker is None:
@@ -554,9 +554,7 @@ class EmbeddedBroker:
         except RuntimeError:
             running = None
         if running is loop:
-            task = loop.create_task(self.disconnect_device(device_id))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._spawn(self.disconnect_device(device_id))
             return 0
         return asyncio.run_coroutine_threadsafe(
             self.disconnect_device(device_id), loop).result(timeout)
@@ -727,7 +725,12 @@ class EmbeddedBroker:
             log.debug("ack/dead-letter delivery failed: %s", task.exception())
 
     def deadletter_soon(self, device_id: str, problem: dict[str, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(self.publish_deadletter(device_id, problem))
+        self._spawn(self.publish_deadletter(device_id, problem))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` on the running loop, held in ``_pending`` until it is done (a task
+        nothing refers to may be collected before it ends)."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
