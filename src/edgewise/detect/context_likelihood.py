@@ -203,6 +203,12 @@ def _warm_range(mn, mn2, mx, mx2, mu, n, gap):  # type: ignore[no-untyped-def]  
 
 
 @nb.njit(cache=True, inline="always")
+def _member_warmup(warm, spread, n, m):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+    """Warm-up of member ``m`` of ``n``: ``warm -/+ spread``, the members spread evenly."""
+    return warm if n == 1 else warm - spread + 2 * spread * m // (n - 1)
+
+
+@nb.njit(cache=True, inline="always")
 def _likelihood_learn(ring, ri, raw, short, mul, vl, a_long, nl):  # type: ignore[no-untyped-def]  # pragma: no cover
     """One likelihood test's learning step (:func:`_member`, :func:`_member_run`): store
     ``raw`` in the ring, update the long-run mean and variance of ``short``."""
@@ -419,7 +425,7 @@ def _step(s, table, p, xv, learn):  # type: ignore[no-untyped-def]  # pragma: no
     score = 0.0
     n = s.shape[0]
     for m in range(n):
-        w = warm if n == 1 else warm - spread + 2 * spread * m // (n - 1)
+        w = _member_warmup(warm, spread, n, m)
         score = max(score, _member(s, table, m, p, xv, learn, w))
     if not learn:
         return score * p[12] if s[0, _CD] > 0 else score
@@ -571,7 +577,7 @@ def _members_run(s, table, p, xs, out):  # type: ignore[no-untyped-def]  # pragm
     n = s.shape[0]
     out[:] = 0.0
     for m in range(n):
-        w = warm if n == 1 else warm - spread + 2 * spread * m // (n - 1)
+        w = _member_warmup(warm, spread, n, m)
         _member_run(s, table, m, p, w, xs, out)
 
 
@@ -1074,11 +1080,17 @@ class ContextLikelihood(Detector):
         >>> det.warming_up, (det.score_many(np.array([0.5])), det.warming_up)[1]
         (True, False)
         """
+        return any(self.state_[m, _T] < w for m, w in enumerate(self.member_warmups()))
+
+    def member_warmups(self) -> list[int]:
+        """Each member's warm-up length (``warmup -/+ warmup_spread``, spread evenly).
+
+        >>> ContextLikelihood().member_warmups()
+        [280, 340]
+        """
         n = len(self.state_)
         warm, spread = int(self._p[2]), int(self._p[19])
-        return any(
-            self.state_[m, _T] < (warm if n == 1 else warm - spread + 2 * spread * m // (n - 1))
-            for m in range(n))
+        return [int(_member_warmup(warm, spread, n, m)) for m in range(n)]
 
     @property
     def is_counter(self) -> bool:

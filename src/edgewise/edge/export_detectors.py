@@ -74,12 +74,8 @@ def _members(det: Any) -> tuple[np.ndarray, np.ndarray, list[int], int]:
     # export does not have (it refuses glitch_gap > 0): the C state leaves them out
     state = np.delete(np.atleast_2d(det.state_), [_MN2, _MX2], axis=1)
     table = np.atleast_2d(det.table_)
-    p = det._p
-    warm = int(p[2])
-    spread = int(p[19]) if len(p) > 19 else 0
-    n = len(state)
-    warms = [warm if n == 1 else warm - spread + 2 * spread * m // (n - 1) for m in range(n)]
-    return state, table, warms, warm - spread
+    warm, spread = int(det._p[2]), int(det._p[19])
+    return state, table, det.member_warmups(), warm - spread
 
 
 def _auto_capacity(n_doubles: int) -> int:
