@@ -174,20 +174,29 @@ def load_key(key_dir: str | os.PathLike[str]) -> SigningKey | None:
     return SigningKey(key)
 
 
-def _write_public_file(d: Path, key: SigningKey) -> None:
-    """Write ``signing_key.pub`` for ``key`` atomically (a unique temporary file, then
-    :func:`os.replace`): a reader sees the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".signing_key.pub.", suffix=".tmp")
+def _replace_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` through a temporary file of its own (a shared name was
+    truncated by one writer while another wrote it), synced, then :func:`os.replace`: a
+    reader sees the old file or the new one, never half of one. ``mode``: the file's
+    permissions (``None``: mkstemp's 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(base64.b64encode(key.public_key_bytes).decode() + "\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, d / PUBLIC_KEY_FILE)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_public_file(d: Path, key: SigningKey) -> None:
+    """Write ``signing_key.pub`` for ``key`` atomically (mode 0644: it is public)."""
+    _replace_atomically(d / PUBLIC_KEY_FILE,
+                        base64.b64encode(key.public_key_bytes) + b"\n", 0o644)
 
 
 def load_or_create_key(key_dir: str | os.PathLike[str]) -> SigningKey:
@@ -843,21 +852,9 @@ class Registry:
         checked = _check_metrics(metrics or {})
         self._refuse_unusable_key()
         digest = hashlib.sha256(payload).hexdigest()
-        blobs = self.root / "blobs"
-        blob = blobs / digest
-        if not blob.exists():
-            # a unique temporary name per writer: a shared '<sha>.tmp' was truncated by one
-            # writer while another wrote it, and renamed away from under the others
-            fd, tmp = tempfile.mkstemp(dir=blobs, prefix=f".{digest}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(payload)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, blob)  # same bytes whoever wins: content-addressed
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        blob = self.root / "blobs" / digest
+        if not blob.exists():  # concurrent writers: same bytes whoever wins (by content)
+            _replace_atomically(blob, payload)
         mv = ModelVersion(
             name, version, format, digest, len(payload), trained_on, checked, time.time_ns(),
         )
