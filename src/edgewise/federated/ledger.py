@@ -154,10 +154,7 @@ class PrivacyLedger:
 
             self.state.config_records[STATE_KEY] = ConfigRecord({"rounds": json.dumps(rounds)})
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"format": LEDGER_FORMAT, "rounds": rounds}, indent=1))
-        os.replace(tmp, self.path)
+        _write_rounds(self.path, LEDGER_FORMAT, rounds)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -230,6 +227,15 @@ def _entries(rounds: list[dict[str, Any]]) -> list[LedgerEntry]:
     return [LedgerEntry(**{k: v for k, v in r.items() if k in names}) for r in rounds]
 
 
+def _write_rounds(path: Path, fmt: str, rounds: list[dict[str, Any]]) -> None:
+    """Write a ledger document (``fmt``, ``rounds``) to ``path`` atomically: a reader sees
+    the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"format": fmt, "rounds": rounds}, indent=1))
+    os.replace(tmp, path)
+
+
 class RunLedger:
     """The server's account of what a federated run really spent, round by round.
 
@@ -293,11 +299,7 @@ class RunLedger:
         self.rounds.append(entry)
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"format": RUN_LEDGER_FORMAT, "rounds": self.rounds},
-                                  indent=1))
-        os.replace(tmp, self.path)
+        _write_rounds(self.path, RUN_LEDGER_FORMAT, self.rounds)
 
     def record_round(self, server_round: int, devices: dict[str, Mechanism],
                      reported: float = 0.0) -> None:
