@@ -139,3 +139,38 @@ def start_demo(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], list
         proc.wait()
         raise
     return proc, lines, http
+
+
+def demo_stored(http_port: int) -> float:
+    """``edgewise_readings_stored_total`` of the gateway answering on ``http_port``."""
+    import httpx
+
+    m = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=10).text
+    return next(float(ln.split()[-1]) for ln in m.splitlines()
+                if ln.startswith("edgewise_readings_stored_total "))
+
+
+def wait_stored(http_port: int, at_least: float, timeout: float) -> float:
+    """Poll :func:`demo_stored` until it reaches ``at_least`` or ``timeout`` s pass; the
+    last count."""
+    deadline = time.monotonic() + timeout
+    stored = demo_stored(http_port)
+    while stored < at_least and time.monotonic() < deadline:
+        time.sleep(0.3)
+        stored = demo_stored(http_port)
+    return stored
+
+
+def stop_demo(proc: subprocess.Popen[str]) -> str:
+    """Stop a demo started by :func:`start_demo` with Ctrl-C and return the rest of its
+    output; killed if it has not stopped within 60 s."""
+    import signal
+
+    try:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        return rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

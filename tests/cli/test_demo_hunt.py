@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import signal
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
 from edgewise.cli import app, load_commands
 from edgewise.errors import ConfigError
-from tests.conftest import free_port, start_demo
+from tests.conftest import free_port, start_demo, stop_demo, wait_stored
 
 load_commands()
 
@@ -46,25 +43,13 @@ def test_a_bad_mqtt_consumer_is_refused_before_the_admin_token(tmp_path: Path,
     assert not (d / "security.sqlite").exists()
 
 
-def _stored(base: str) -> float:
-    m = httpx.get(f"{base}/metrics", timeout=10).text
-    return next(float(ln.split()[-1]) for ln in m.splitlines()
-                if ln.startswith("edgewise_readings_stored_total "))
-
-
 def _run_demo(data: Path, until_stored: float) -> list[str]:
     """Start the demo (2 pumps), wait until it stored ``until_stored`` readings, stop it."""
     proc, lines, http = start_demo(data, "--pumps", "2")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _stored(f"http://127.0.0.1:{http}") < until_stored:
-            time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        wait_stored(http, until_stored, timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        rest = stop_demo(proc)
     assert proc.returncode == 0, "\n".join(lines) + rest
     return lines + rest.splitlines()
 

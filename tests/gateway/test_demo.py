@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 
 import httpx
 
-from tests.conftest import start_demo
+from tests.conftest import start_demo, stop_demo, wait_stored
 
 
 def test_demo_runs_prints_credentials_stores_and_stops_cleanly(tmp_path) -> None:
@@ -19,22 +18,10 @@ def test_demo_runs_prints_credentials_stores_and_stops_cleanly(tmp_path) -> None
         assert "admin token (shown once" in out
         creds = [ln.split(": ") for ln in lines if ln.startswith("  pump-")]
         assert len(creds) == 20 and all(len(s) >= 40 for _, s in creds)  # 256-bit secrets
-        base = f"http://127.0.0.1:{http}"
-        deadline = time.monotonic() + 30
-        stored = 0.0
-        while time.monotonic() < deadline and stored < 20 * 8 * 50:
-            m = httpx.get(f"{base}/metrics", timeout=10).text
-            stored = next(float(ln.split()[-1]) for ln in m.splitlines()
-                          if ln.startswith("edgewise_readings_stored_total "))
-            time.sleep(0.5)
-        assert stored >= 20 * 8 * 50
-        assert httpx.get(f"{base}/", timeout=10).status_code == 200
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        assert wait_stored(http, 20 * 8 * 50, timeout=30) >= 20 * 8 * 50
+        assert httpx.get(f"http://127.0.0.1:{http}/", timeout=10).status_code == 200
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        rest = stop_demo(proc)
     assert proc.returncode == 0, rest
     assert "stopped;" in rest
     labels = json.loads((tmp_path / "d" / "demo-labels.json").read_text())
@@ -47,7 +34,6 @@ def test_a_stopping_fleet_waits_for_its_last_acks_once_not_per_device() -> None:
     """Check stopping 50 simulated pumps whose last messages were never acknowledged
     (the gateway is gone) takes about 2 s, not 2 s per pump (a stopped 200-pump demo
     waited up to 400 s)."""
-    import time
 
     from edgewise.sim.fleet import FleetRunner
     from edgewise.sim.pumps import PumpFleet
