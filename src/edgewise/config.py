@@ -70,7 +70,9 @@ class Settings:
     detector: str = "context-likelihood"
     # a per-metric alarm on a stream read more than once a minute needs its reading this
     # many running standard deviations off the stream's running mean, and a stuck sensor
-    # alarms (edgewise.gateway.fast_streams); 0 turns both off
+    # alarms (edgewise.gateway.fast_streams), and as many residual standard deviations
+    # off what the device's other sensors predict for it (edgewise.gateway.cross_sensor);
+    # 0 turns all three off
     fast_stream_z: float = 3.0
 
     def check(self) -> None:

@@ -107,6 +107,18 @@ def test_bench_fleet_grades_the_gateways_alerts_against_the_faults() -> None:
         k: v for k, v in ez.items() if k != "seconds"}
 
 
+def test_bench_fleet_compares_the_gates_in_one_run() -> None:
+    """Each detector once per gate setting: the cross-sensor gate only where the fast gate
+    is on (it needs it); false time is a part of all time under alert."""
+    r = bench_fleet(["ewzscore"], pumps=2, hours=0.3, seed=2, fault_rate_per_h=6.0,
+                    fast_gate=(True, False), cross_gate=(True, False))
+    assert [(row["fast_gate"], row["cross_gate"]) for row in r["detectors"]] == [
+        (True, True), (True, False), (False, False)]
+    for row in r["detectors"]:
+        assert 0 <= row["false_alert_time_share"] <= row["alert_time_share"] <= 1
+        assert row["false_alert_time_share"] > 0 or row["false_alerts"] == 0
+
+
 def test_bench_fleet_bad_input_is_one_line_before_any_work() -> None:
     runner = CliRunner(mix_stderr=False)
     res = runner.invoke(app, ["bench", "fleet", "--detectors", "context-likelihood,iforest"])

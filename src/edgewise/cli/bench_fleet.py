@@ -24,6 +24,11 @@ def bench_fleet_cmd(
         "--compare-gate",
         help="Also run each detector without the fast-stream gate, for comparison.")
     ] = False,
+    compare_cross: Annotated[bool, typer.Option(
+        "--compare-cross",
+        help="Also run each detector with the fast-stream gate but without the cross-sensor "
+             "gate, for comparison.")
+    ] = False,
     json_out: Json = False,
 ) -> None:
     """False alerts per device-hour and faults found, through the gateway's own detection."""
@@ -32,12 +37,14 @@ def bench_fleet_cmd(
     def show(row: dict[str, Any]) -> None:
         if not json_out:
             delay = row["median_delay_s"]
-            name = row["detector"] + ("" if row["fast_gate"] else " (no gate)")
+            name = row["detector"] + ("" if row["cross_gate"] else " (no cross gate)"
+                                      if row["fast_gate"] else " (no gate)")
             typer.echo(
                 f"{name:<30} alerts {row['alerts']:>5}  false {row['false_alerts']:>5} "
                 f"({row['false_alerts_per_device_hour']:.2f} per device-hour)  faults found "
                 f"{row['found']}/{row['faults']} (named {row['named']})  under alert "
-                f"{100 * row['alert_time_share']:.1f}% of the time  median delay "
+                f"{100 * row['alert_time_share']:.1f}% of the time (false "
+                f"{100 * row['false_alert_time_share']:.1f}%)  median delay "
                 f"{'-' if delay is None else f'{delay:.0f} s'}; white noise "
                 f"{row['noise_alarms_per_stream_hour']:.2f} alarms per stream-hour  "
                 f"[{row['seconds']:.0f} s]")
@@ -49,7 +56,8 @@ def bench_fleet_cmd(
         typer.echo(f"{pumps} pumps x {hours:g} h at 1 Hz, {fault_rate:g} faults per pump-hour, "
                    f"seed {seed}:", err=True)
     res = bench_fleet(names, pumps=pumps, hours=hours, seed=seed, fault_rate_per_h=fault_rate,
-                      fast_gate=(True, False) if compare_gate else (True,), on_detector=show)
+                      fast_gate=(True, False) if compare_gate else (True,),
+                      cross_gate=(True, False) if compare_cross else (True,), on_detector=show)
     res["machine"] = f"{platform.machine()} {platform.system()}"
     if json_out:
         typer.echo(json.dumps(res))

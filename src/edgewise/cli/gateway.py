@@ -36,8 +36,10 @@ Detector = Annotated[str, typer.Option(
 FastStreamZ = Annotated[float, typer.Option(
     "--fast-stream-z", envvar="EDGEWISE_FAST_STREAM_Z",
     help="On a stream read more than once a minute, a metric alarms only this many running "
-         "standard deviations off its running mean, and a stuck sensor alarms; 0 scores fast "
-         "streams as slow ones (see `edgewise bench fleet --compare-gate`).")]
+         "standard deviations off its running mean and as many residual standard deviations "
+         "off what the device's other sensors predict for it, and a stuck sensor alarms; 0 "
+         "scores fast streams as slow ones (see `edgewise bench fleet --compare-gate "
+         "--compare-cross`).")]
 
 
 def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, detector,  # type: ignore[no-untyped-def]

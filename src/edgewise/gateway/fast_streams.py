@@ -115,6 +115,8 @@ class FastStreamGate:
         # in logs, with a margin: a stream read exactly once a minute is not fast
         self._fast_log = math.log(fast_interval_s) - 1e-9
         self.streams_: dict[tuple[str, str], _Stream] = {}
+        #: whether the last :meth:`observe` scored a stuck run (1.0 whatever its level)
+        self.stuck_fired = False
 
     def is_fast(self, key: tuple[str, str]) -> bool:
         """Whether the stream ``(device, metric)`` is read more often than ``fast_interval_s``."""
@@ -145,6 +147,7 @@ class FastStreamGate:
         if st.last_ns is None or ts_ns > st.last_ns:
             st.last_ns = ts_ns
         gated = score
+        self.stuck_fired = False
         fast = level and self._fast(st)
         if fast and st.n >= self.warmup:
             d = abs(x - st.mean)
@@ -162,7 +165,7 @@ class FastStreamGate:
                 p = (st.repeats + 1) / (pairs + 2)
                 if p ** (st.run - 1) < self.stuck_p:
                     gated = 1.0
-                    st.fired = True
+                    st.fired = self.stuck_fired = True
             st.repeats += repeat and learn  # a share of the learned readings, as n is
         else:
             st.run = 1

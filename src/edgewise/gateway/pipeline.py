@@ -17,7 +17,9 @@ stream's newest) are still scored under the pipeline's own ``late_horizon_s`` ru
 ``spike`` and ``stuck`` readings are flagged and counted but scored as they are (a spike
 is what the detectors are for); a spike is not learned while its level detector is in the
 warm-up that fixes its range for good (one glitch there would blind it), nor by the
-fast-stream gate's running mean and deviation.
+fast-stream gate's running mean and deviation, nor by the cross-sensor gate
+(:mod:`edgewise.gateway.cross_sensor`), which caps the alarms of a fast device's
+operating changes that its sensors agree on.
 Every decision is counted in ``edgewise_quality_removed_total{reason}`` /
 ``edgewise_quality_flagged_total{reason}`` and per device in :meth:`Pipeline.quality_counts`.
 
@@ -51,6 +53,7 @@ from edgewise.alerts import AlertManager
 from edgewise.config import Settings
 from edgewise.detect.base import Detector
 from edgewise.errors import ConfigError, PayloadError, RateLimitError
+from edgewise.gateway.cross_sensor import CrossSensorGate
 from edgewise.gateway.fast_streams import FastStreamGate
 from edgewise.gateway.metrics import Metrics
 from edgewise.quality.stream import StreamCleaner
@@ -166,6 +169,11 @@ class Pipeline:
         stuck run (default: a :class:`~edgewise.gateway.fast_streams.FastStreamGate` at the
         alert threshold and ``settings.fast_stream_z``, none where that is 0); ``None``
         alerts on the per-metric detectors' scores as they are.
+    cross_gate
+        What a fast device's alarms need beyond that: a break from what its other sensors
+        say (default: a :class:`~edgewise.gateway.cross_sensor.CrossSensorGate` at the
+        same ``settings.fast_stream_z``, none where that is 0 or there is no fast gate);
+        ``None`` leaves the scores as the fast gate passed them.
     state_path
         Where the detectors' learned state is saved on :meth:`close` and restored from
         at start, so a clean restart does not warm every stream up again. (After a crash
@@ -187,6 +195,7 @@ class Pipeline:
         state_path: Path | None = None,
         cleaner: StreamCleaner | bool | None = True,
         fast_gate: FastStreamGate | bool | None = True,
+        cross_gate: CrossSensorGate | bool | None = True,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -208,6 +217,10 @@ class Pipeline:
             (FastStreamGate(min_z=settings.fast_stream_z, threshold=settings.alert_threshold)
              if settings.fast_stream_z > 0 else None) if fast_gate is True
             else (fast_gate or None))
+        self.cross_gate: CrossSensorGate | None = (
+            (CrossSensorGate(min_z=settings.fast_stream_z, threshold=settings.alert_threshold)
+             if settings.fast_stream_z > 0 and self.fast_gate is not None else None)
+            if cross_gate is True else (cross_gate or None))
         self._quality: dict[str, dict[str, dict[str, int]]] = {}
         self._detectors: dict[tuple[str, str], Detector] = {}
         self._mv: dict[str, Detector] = {}
@@ -435,6 +448,10 @@ class Pipeline:
         t0 = time.perf_counter()
         rows: dict[tuple[str, int], dict[str, float]] = {}
         scores: dict[tuple[str, int], dict[str, float]] = {}
+        eligible: dict[tuple[str, int], set[str]] = {}
+        unlearned: set[tuple[str, int]] = set()
+        stuck: dict[tuple[str, int], set[str]] = {}
+        spiked: dict[tuple[str, int], set[str]] = {}
         scored = late = 0
         horizon = self.late_horizon_ns
         spikes: set[int] = set()
@@ -465,6 +482,13 @@ class Pipeline:
                              or getattr(det, "is_counter", False))
                 s = self.fast_gate.observe(key, r.ts_ns, r.value, s, level=level,
                                            learn=not spike)
+                if level and self.fast_gate.is_fast(key):
+                    eligible.setdefault((r.device_id, r.ts_ns), set()).add(r.metric)
+                    if self.fast_gate.stuck_fired:  # a stuck run is not a level to explain
+                        stuck.setdefault((r.device_id, r.ts_ns), set()).add(r.metric)
+            if spike:
+                unlearned.add((r.device_id, r.ts_ns))
+                spiked.setdefault((r.device_id, r.ts_ns), set()).add(r.metric)
             scored += 1
             if last is None or r.ts_ns > last:
                 self._last_scored[key] = r.ts_ns
@@ -478,6 +502,10 @@ class Pipeline:
         anomalous: dict[str, list[tuple[int, float, dict[str, float]]]] = {}
         for (device, ts_ns), row in rows.items():
             per = scores[(device, ts_ns)]
+            if self.cross_gate is not None and (device, ts_ns) in eligible:
+                per = self.cross_gate.observe(device, row, per, eligible[(device, ts_ns)],
+                                              keep=stuck.get((device, ts_ns), ()),
+                                              skip=spiked.get((device, ts_ns), ()))
             score = max(per.values())
             drivers = {k: v for k, v in per.items() if v >= thr * 0.5}
             if self.multivariate_factory is not None and len(row) > 1:
@@ -486,10 +514,18 @@ class Pipeline:
                     mv = self._mv[device] = self.multivariate_factory()
                 ms = mv.score_one(row)
                 if ms >= thr:
-                    for k, share in mv.explain_one(row).items():
+                    shares = mv.explain_one(row)
+                    if self.cross_gate is not None and (device, ts_ns) in eligible:
+                        # an operating change the device's sensors agree on is not a fault
+                        ms = self.cross_gate.cap_device_score(device, ms, shares)
+                if ms >= thr:
+                    for k, share in shares.items():
                         drivers[k] = max(drivers.get(k, 0.0), ms * share)
                 mv.learn_one(row)
                 score = max(score, ms)
+            if (self.cross_gate is not None and (device, ts_ns) in eligible
+                    and (device, ts_ns) not in unlearned):
+                self.cross_gate.learn(device)
             if score >= thr:
                 anomalous.setdefault(device, []).append((ts_ns, score, drivers))
         for device, scored_readings in anomalous.items():
@@ -540,6 +576,8 @@ class Pipeline:
                 self.cleaner.forget(device_id)
             if self.fast_gate is not None:
                 self.fast_gate.forget(device_id)
+            if self.cross_gate is not None:
+                self.cross_gate.forget(device_id)
             # the saved state (written at the last clean stop) still holds the device: write
             # it again now, or a crash before the next clean stop brings the device back
             if (keys or had_mv) and self.state_path is not None and self.state_path.exists():
@@ -665,6 +703,8 @@ class Pipeline:
             # files written before the gate existed have no "fast_streams": it learns afresh
             if self.fast_gate is not None and state.get("fast_streams") is not None:
                 self.fast_gate.streams_ = state["fast_streams"]
+            if self.cross_gate is not None and state.get("cross_sensor") is not None:
+                self.cross_gate.devices_ = state["cross_sensor"]
         except Exception:
             log.exception("detector state at %s unreadable; streams warm up again", path)
             return
@@ -685,9 +725,11 @@ class Pipeline:
         """Write the detectors' learned state (atomically: temp file, then rename)."""
         tmp = path.with_suffix(".tmp")
         fast = self.fast_gate.streams_ if self.fast_gate is not None else None
+        cross = self.cross_gate.devices_ if self.cross_gate is not None else None
         with open(tmp, "wb") as f:
             pickle.dump({"detectors": self._detectors, "multivariate": self._mv,
-                         "last_scored": self._last_scored, "fast_streams": fast}, f,
+                         "last_scored": self._last_scored, "fast_streams": fast,
+                         "cross_sensor": cross}, f,
                         protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
 

@@ -1,0 +1,331 @@
+"""Cross-sensor gate: on a device read more than once a minute, an alarm must also be a
+break from what the device's other sensors say, so an operating change that moves them
+all together is not a fault.
+
+On a pump, an operator's setpoint change moves speed, flow, pressures and current at once,
+and the temperatures after them. Each sensor alone leaves its running level by far more
+than 3 standard deviations, so the fast-stream gate's magnitude test
+(:mod:`edgewise.gateway.fast_streams`) lets the per-metric detectors' alarms through, and
+the device's Hotelling T² alarms as well. What sets a fault apart is that it breaks the
+sensors' agreement: a glitch, a drifting sensor, a flow that drops while the speed holds.
+
+Each device keeps, over its fast level metrics (one row per reading time; a metric
+missing from a row counts at its last value), exponentially weighted moments of the
+readings and of their fast moves (a reading minus a moving average of about 10 rows).
+
+* **Partners.** Two metrics are partners when their fast moves correlate (at least
+  ``partner_corr``): they respond to the same cause at once. A temperature that follows
+  the load over minutes is not a partner of the speed, so it cannot make a speed change
+  look broken while it catches up. A device that has not yet changed its operating point
+  has no partners: its moves are noise.
+* **Per-metric scores.** A metric with partners is predicted from them and their squares
+  (head ~ speed² over a wide range of operating points) by least squares on the level
+  moments; its residual is the reading's distance from the prediction, in residual
+  standard deviations. Where that is under ``min_z`` the metric's score is capped at
+  ``threshold * z / min_z``, as the fast-stream gate caps a score on the metric's own
+  level.
+* **A lasting break alarms.** Where the exponentially weighted mean of a metric's
+  residual (about 10 rows) is ``break_z`` or more, the metric scores at least the
+  threshold: a flow drifting away from what the speed says, a bearing whose vibration
+  grows at a steady load. A per-metric level detector, built for level changes, takes a
+  slow ramp for normal creep; a ramp away from the partners is not creep.
+* **The device's score.** When less than half of a device-wide alarm's attribution is on
+  metrics the gate did not explain in that row, it is capped the same way
+  (:meth:`CrossSensorGate.cap_device_score`).
+
+A metric without partners, and a stuck run the fast-stream gate flagged, are left as they
+are. The gateway teaches the gate every row but those holding a reading the cleaner
+flagged as a spike (:meth:`CrossSensorGate.learn`). A fault is learned too, slowly (about
+``1/alpha`` rows of memory, far longer than it takes to alarm), so a lasting change of
+the device becomes its new agreement instead of alarming for good. Until ``warmup`` rows
+are learned, nothing is changed.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> gate = CrossSensorGate(warmup=50)
+>>> both = {"speed", "flow"}
+>>> for i in range(1000):                     # speed and flow change setpoint together
+...     s = 0.8 + 0.1 * (i // 100 % 2)
+...     row = {"speed": 2950 * s + rng.normal(0, 3), "flow": 120 * s + rng.normal(0, 0.6)}
+...     _ = gate.observe("p", row, {"speed": 0.0, "flow": 0.0}, both)
+...     gate.learn("p")
+>>> row = {"speed": 2950 * 0.95, "flow": 120 * 0.95}      # a new setpoint: explained
+>>> gate.observe("p", row, {"speed": 1.0, "flow": 1.0}, both)["speed"] < 0.5
+True
+>>> row = {"speed": 2950 * 0.95, "flow": 120 * 0.8}       # the flow alone drops: a break
+>>> gate.observe("p", row, {"speed": 0.0, "flow": 1.0}, both)["flow"]
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgewise.detect.base import DEFAULT_THRESHOLD
+from edgewise.params import Interval, validate_params
+
+__all__ = ["CrossSensorGate"]
+
+#: relative ridge on the standardised covariance: perfectly collinear sensors still invert
+_RIDGE = 1e-6
+#: relative ridge on the squares: a curvature the data do not show (two operating points
+#: seen) is not extrapolated to a third
+_SQUARE_RIDGE = 0.1
+#: weight of the moving average whose residual is a row's fast move (about 10 rows)
+_FAST = 0.1
+#: a device-wide alarm stands when at least this share of it is on unexplained metrics
+_DEVICE_SHARE = 0.5
+#: weight of the exponentially weighted mean of each metric's residual (about 10 rows)
+_SMOOTH = 0.1
+
+
+@dataclass(slots=True)
+class _Device:
+    metrics: list[str]
+    index: dict[str, int]
+    n: int = 0
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    cov: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    dmom: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # of increments
+    last: np.ndarray = field(default_factory=lambda: np.zeros(0))  # last value per metric
+    ref: np.ndarray | None = None  # the first learned row: the squares' centre
+    fast: np.ndarray | None = None  # a fast moving average of the learned rows
+    coef: np.ndarray | None = None  # (d, d): each metric's regression on its partners
+    sd: np.ndarray | None = None  # each metric's conditional sd (inf: no partners)
+    since: int = 0  # rows learned since coef was computed
+    explained: set[str] = field(default_factory=set)  # of the last row observed
+    pending: np.ndarray | None = None  # the last row observed, until learned
+    smooth: np.ndarray = field(default_factory=lambda: np.zeros(0))  # EW mean residuals
+
+
+def _features(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The readings and their squares about ``ref``: a partner's square lets a quadratic
+    law (head ~ speed²) be fitted over a wide range of operating points."""
+    c = x - ref
+    return np.concatenate([x, c * c])
+
+
+class CrossSensorGate:
+    """Per device: cap each fast level metric's score where the device's other sensors
+    explain its reading, and alarm where it lastingly breaks from them.
+
+    Parameters
+    ----------
+    min_z
+        Residual standard deviations a reading needs to keep its score.
+    alpha
+        Weight of the running moments after the warm-up (about ``1/alpha`` rows of
+        memory: long enough to hold several operating points).
+    warmup
+        Rows of plain moments before any score is changed.
+    partner_corr
+        Two metrics are partners when their fast moves (a reading minus a moving average
+        of about 10 rows) correlate at least this much: they move together, at once. A
+        metric is predicted from its partners only, so a slow sensor (a temperature that
+        follows the load over minutes) does not make a fast one look broken while it
+        catches up.
+    break_z
+        Residual (exponentially weighted mean, in residual standard deviations) that
+        alarms on its own.
+    refresh
+        Rows learned between two refits of the regressions.
+    threshold
+        The alert threshold the capped scores are read against.
+
+    Attributes
+    ----------
+    devices_
+        What is learned per device (saved with the gateway's detector state).
+    """
+
+    def __init__(self, min_z: float = 3.0, alpha: float = 0.001, warmup: int = 300,
+                 partner_corr: float = 0.2, refresh: int = 50,
+                 threshold: float = DEFAULT_THRESHOLD, break_z: float = 3.0) -> None:
+        validate_params({"min_z": Interval(float, 0.0, None, closed="neither"),
+                         "alpha": Interval(float, 0.0, 1.0, closed="right"),
+                         "warmup": Interval(int, 2, None),
+                         "partner_corr": Interval(float, 0.0, 1.0, closed="neither"),
+                         "refresh": Interval(int, 1, None),
+                         "threshold": Interval(float, 0.0, 1.0, closed="neither"),
+                         "break_z": Interval(float, 0.0, None, closed="neither")},
+                        {"min_z": min_z, "alpha": alpha, "warmup": warmup,
+                         "partner_corr": partner_corr, "refresh": refresh,
+                         "threshold": threshold, "break_z": break_z}, self)
+        self.min_z = min_z
+        self.alpha = alpha
+        self.warmup = warmup
+        self.partner_corr = partner_corr
+        self.refresh = refresh
+        self.threshold = threshold
+        self.break_z = break_z
+        self.devices_: dict[str, _Device] = {}
+
+    def observe(self, device_id: str, row: dict[str, float], scores: dict[str, float],
+                eligible: Collection[str], *, keep: Collection[str] = (),
+                skip: Collection[str] = ()) -> dict[str, float]:
+        """The scores to alert on for one reading time of ``device_id``.
+
+        ``row`` holds the readings at that time, ``scores`` their per-metric scores, and
+        ``eligible`` the metrics that are fast level streams (the only ones modelled and
+        capped); scores of metrics in ``keep`` (a stuck run) are not capped, and readings
+        of metrics in ``skip`` (flagged spikes) do not move their residual's running mean.
+        Nothing is learned until :meth:`learn` is called for the row.
+        """
+        names = [m for m in row if m in eligible and math.isfinite(row[m])]
+        dev = self.devices_.get(device_id)
+        if not names:
+            if dev is not None:
+                dev.pending, dev.explained = None, set()
+            return scores
+        if dev is None or any(m not in dev.index for m in names):
+            dev = self._grow(device_id, dev, names)
+        x = dev.last.copy()
+        for m in names:
+            x[dev.index[m]] = row[m]
+        complete = bool(np.isfinite(x).all())
+        out = scores
+        dev.explained = set()
+        if len(dev.metrics) >= 2 and dev.n >= self.warmup and complete:
+            e = self._residuals(dev, x)
+            if e is not None:
+                out = dict(scores)
+                # a metric moves its running residual only with a reading of its own (not
+                # its last value filling in) that is not a flagged spike
+                fresh = np.zeros(len(e), dtype=bool)
+                fresh[[dev.index[m] for m in names if m not in skip]] = True
+                fresh &= np.isfinite(e)
+                step = _SMOOTH * (np.where(fresh, e, 0.0) - dev.smooth)
+                dev.smooth = np.where(fresh, dev.smooth + step, dev.smooth)
+                dev.smooth[~np.isfinite(e)] = 0.0
+                for m in names:
+                    i = dev.index[m]
+                    zj = abs(e[i]) if np.isfinite(e[i]) else math.inf
+                    if zj < self.min_z and m not in keep:
+                        dev.explained.add(m)
+                        if m in out:
+                            out[m] = min(out[m], float(self.threshold * zj / self.min_z))
+                    r = float(abs(dev.smooth[i]))
+                    if r >= self.break_z:  # a lasting break from the partners
+                        dev.explained.discard(m)
+                        out[m] = max(out.get(m, 0.0), min(1.0, self.threshold * r / self.break_z))
+        for m in names:
+            dev.last[dev.index[m]] = row[m]
+        dev.pending = x if complete else None
+        return out
+
+    def learn(self, device_id: str) -> None:
+        """Learn the row last observed for ``device_id`` (the gateway skips a row holding a
+        flagged spike)."""
+        dev = self.devices_.get(device_id)
+        if dev is not None and dev.pending is not None:
+            self._learn(dev, dev.pending)
+            dev.pending = None
+
+    def cap_device_score(self, device_id: str, score: float, shares: dict[str, float]) -> float:
+        """The device-wide detector's ``score`` for the row last observed, capped
+        when it rests on readings the device's own sensors explain.
+
+        ``shares`` is that detector's attribution (metric -> share of the score). A move of
+        the operating point is far from the device's recent state in every metric, so a
+        Hotelling T² alarms on it; when less than half of the score's weight is on
+        metrics whose readings their partners do not explain, the score is capped at
+        ``threshold * unexplained / 0.5``.
+
+        >>> gate = CrossSensorGate()
+        >>> gate.cap_device_score("nobody", 1.0, {"a": 1.0})   # nothing known: unchanged
+        1.0
+        """
+        dev = self.devices_.get(device_id)
+        if dev is None or not dev.explained or score < self.threshold:
+            return score
+        unexplained = sum(v for m, v in shares.items() if m not in dev.explained)
+        if unexplained >= _DEVICE_SHARE:
+            return score
+        return min(score, self.threshold * unexplained / _DEVICE_SHARE)
+
+    def _grow(self, device_id: str, dev: _Device | None, names: list[str]) -> _Device:
+        """A metric new to the device: the model starts again over the wider set (the old
+        moments say nothing of the new metric), keeping the last values seen."""
+        metrics = list(dev.metrics) if dev is not None else []
+        metrics += [m for m in names if m not in metrics]
+        new = _Device(metrics=metrics, index={m: i for i, m in enumerate(metrics)})
+        d = len(metrics)
+        new.mean = np.zeros(2 * d)
+        new.cov = np.zeros((2 * d, 2 * d))
+        new.dmom = np.zeros((d, d))
+        new.last = np.full(d, np.nan)
+        new.smooth = np.zeros(d)
+        if dev is not None:
+            new.last[: len(dev.metrics)] = dev.last
+        self.devices_[device_id] = new
+        return new
+
+    def _learn(self, dev: _Device, x: np.ndarray) -> None:
+        # the fast part of the move: what the readings do in the last few seconds
+        step = None if dev.fast is None else x - dev.fast
+        dev.fast = x.copy() if dev.fast is None else dev.fast + _FAST * (x - dev.fast)
+        dev.n += 1
+        if dev.ref is None:
+            dev.ref = x.copy()
+        f = _features(x, dev.ref)
+        d = f - dev.mean
+        if dev.n <= self.warmup:  # plain moments over the warm-up
+            dev.mean += d / dev.n
+            dev.cov += (np.outer(d, f - dev.mean) - dev.cov) / dev.n
+            if step is not None:
+                dev.dmom += (np.outer(step, step) - dev.dmom) / (dev.n - 1)
+        else:
+            a = self.alpha
+            dev.mean += a * d
+            dev.cov = (1.0 - a) * (dev.cov + a * np.outer(d, d))
+            if step is not None:
+                dev.dmom += a * (np.outer(step, step) - dev.dmom)
+        dev.since += 1
+
+    def _fit(self, dev: _Device) -> bool:
+        """Each metric's least-squares regression on its partners, from the moments."""
+        var, dvar = np.diag(dev.cov), np.diag(dev.dmom)
+        if not ((var > 0).all() and (dvar > 0).all()):
+            return False
+        dcorr = dev.dmom / np.sqrt(np.outer(dvar, dvar))
+        k = len(dev.metrics)
+        coef = np.zeros((k, 2 * k))
+        sd = np.full(k, np.inf)
+        for j in range(k):
+            near = [i for i in range(k) if i != j and abs(dcorr[j, i]) >= self.partner_corr]
+            if not near:
+                continue
+            part = near + [i + k for i in near]  # each partner and its square
+            s_pp = dev.cov[np.ix_(part, part)]
+            ridge = np.r_[np.full(len(near), _RIDGE), np.full(len(near), _SQUARE_RIDGE)]
+            s_pp = s_pp + np.diag(ridge * np.diag(s_pp))
+            try:
+                beta = np.linalg.solve(s_pp, dev.cov[part, j])
+            except np.linalg.LinAlgError:
+                continue
+            resid = var[j] - float(dev.cov[j, part] @ beta)
+            if resid > 0:
+                coef[j, part] = beta
+                sd[j] = math.sqrt(resid)
+        dev.coef, dev.sd, dev.since = coef, sd, 0
+        return True
+
+    def _residuals(self, dev: _Device, x: np.ndarray) -> np.ndarray | None:
+        """Each metric's signed residual from its partners' prediction, in residual
+        standard deviations; NaN for a metric without partners."""
+        if (dev.coef is None or dev.since >= self.refresh) and not self._fit(dev):
+            return None
+        u = _features(x, dev.ref) - dev.mean
+        k = len(x)
+        e = np.full(k, np.nan)
+        judged = np.isfinite(dev.sd)
+        e[judged] = (u[:k] - dev.coef @ u)[judged] / dev.sd[judged]
+        return e
+
+    def forget(self, device_id: str) -> None:
+        """Drop what was learned of ``device_id``."""
+        self.devices_.pop(device_id, None)
