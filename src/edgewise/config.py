@@ -69,7 +69,8 @@ class Settings:
     # one of edgewise.detect.LEVEL_DETECTORS
     detector: str = "context-likelihood"
     # a per-metric alarm on a stream read more than once a minute needs its reading this
-    # many running standard deviations off the stream's running mean, and a stuck sensor
+    # many running standard deviations off the stream's running mean (more on a stream read
+    # so often that noise would pass it more than once in 10 hours), and a stuck sensor
     # alarms (edgewise.gateway.fast_streams), and as many residual standard deviations
     # off what the device's other sensors predict for it (edgewise.gateway.cross_sensor);
     # 0 turns all three off

@@ -52,6 +52,25 @@ def test_white_noise_read_once_a_second_raises_far_fewer_alarms() -> None:
     assert after <= 0.6 * before, (before, after)
 
 
+def test_the_needed_distance_grows_with_the_reading_rate() -> None:
+    """Read once a second, noise passes 3 sd about 10 times an hour: the gate asks for
+    4.19 sd there (0.1 noise passes an hour), 3.34 for a reading every 30 s, and the
+    control chart's 3 for slower ones; white noise read once a second then raises fewer
+    alarms than at a flat 3."""
+    gate = FastStreamGate()
+    for every, want in ((1.0, 4.19), (30.0, 3.34), (50.0, 3.19)):
+        key = ("p", f"every-{every}")
+        for i in range(30):
+            gate.observe(key, int(i * every * 1e9), float(i % 2), 0.0)
+        assert gate.needed_z(key) == pytest.approx(want, abs=0.01), every
+    assert FastStreamGate(noise_per_h=0.0).needed_z(("p", "x")) == 3.0
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 3600))
+    flat = sum(_alarms(_scores(row, 1.0, FastStreamGate(noise_per_h=0.0))) for row in x)
+    rated = sum(_alarms(_scores(row, 1.0, FastStreamGate())) for row in x)
+    assert rated <= 0.5 * flat, (flat, rated)
+
+
 def test_a_step_on_a_fast_stream_still_alarms_at_once() -> None:
     rng = np.random.default_rng(3)
     x = 20.0 + rng.standard_normal(2000)
@@ -127,6 +146,8 @@ def test_two_state_streams_are_left_to_their_detector() -> None:
 
 
 def test_bad_parameters_are_named() -> None:
+    with pytest.raises(InvalidParameterError, match="'noise_per_h'"):
+        FastStreamGate(noise_per_h=-1.0)
     with pytest.raises(InvalidParameterError, match="min_z"):
         FastStreamGate(min_z=0.0)
     with pytest.raises(InvalidParameterError, match="fast_interval_s"):

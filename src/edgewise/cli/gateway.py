@@ -36,7 +36,8 @@ Detector = Annotated[str, typer.Option(
 FastStreamZ = Annotated[float, typer.Option(
     "--fast-stream-z", envvar="EDGEWISE_FAST_STREAM_Z",
     help="On a stream read more than once a minute, a metric alarms only this many running "
-         "standard deviations off its running mean and as many residual standard deviations "
+         "standard deviations off its running mean (more on a stream read so often that noise "
+         "would pass it more than once in 10 hours), as many residual standard deviations "
          "off what the device's other sensors predict for it, and a stuck sensor alarms; 0 "
          "scores fast streams as slow ones (see `edgewise bench fleet --compare-gate "
          "--compare-cross`).")]

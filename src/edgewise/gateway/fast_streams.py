@@ -8,11 +8,15 @@ per-metric detectors peaked at a score of 1.0 (a sequence break or a new extreme
 at readings within 3 standard deviations of the stream's running mean. So, on a stream
 whose typical interval is under ``fast_interval_s``:
 
-* **Magnitude.** A metric's score is capped at ``threshold * z / min_z``, where ``z`` is
+* **Magnitude.** A metric's score is capped at ``threshold * z / k``, where ``z`` is
   the reading's distance from an exponentially weighted mean of the stream in its
   exponentially weighted standard deviations (weight ``alpha``, after a plain mean and
-  variance over the first ``warmup`` readings): an alarm needs ``z >= min_z`` (3, the
-  control chart's limit). Slower streams are scored as they are, so nothing NAB measured
+  variance over the first ``warmup`` readings): an alarm needs ``z >= k``. ``k`` is
+  ``min_z`` (3, the control chart's limit), or more where the stream is read so often that
+  Gaussian noise would pass ``min_z`` more than ``noise_per_h`` times an hour: 3.34 for a
+  reading every 30 s, 4.19 once a second (:meth:`FastStreamGate.needed_z`). A control
+  chart's 3 sd is for a few samples an hour; read 3600 times an hour, noise alone passes it
+  about 10 times. Slower streams are scored as they are, so nothing NAB measured
   changes.
 * **Stuck.** A sensor that repeats its value is flagged by the stream cleaner, but that
   was a count, and a stuck value sits at a plausible level, so the magnitude test would
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from edgewise.detect.base import DEFAULT_THRESHOLD
 from edgewise.params import Interval, validate_params
@@ -47,6 +52,7 @@ __all__ = ["FastStreamGate"]
 
 #: weight of the exponentially weighted mean of the log sampling interval
 _INTERVAL_ALPHA = 0.05
+_ND = NormalDist()
 #: intervals seen before a stream can be called fast
 _MIN_INTERVALS = 10
 
@@ -74,7 +80,11 @@ class FastStreamGate:
         A stream whose typical interval (the geometric mean of its recent intervals, so
         an outage does not make it slow) is under this many seconds is fast.
     min_z
-        Standard deviations from the running mean a fast stream's reading needs to alarm.
+        Standard deviations from the running mean a fast stream's reading needs to alarm,
+        at least.
+    noise_per_h
+        How often an hour Gaussian noise may pass the needed distance: it raises ``min_z``
+        on streams read more often (0: ``min_z`` whatever the rate).
     alpha
         Weight of the running mean and variance after the warm-up.
     warmup
@@ -94,17 +104,19 @@ class FastStreamGate:
 
     def __init__(self, fast_interval_s: float = 60.0, min_z: float = 3.0,
                  alpha: float = 0.002, warmup: int = 280, stuck_min: int = 20,
-                 stuck_p: float = 1e-6, threshold: float = DEFAULT_THRESHOLD) -> None:
+                 stuck_p: float = 1e-6, threshold: float = DEFAULT_THRESHOLD,
+                 noise_per_h: float = 0.1) -> None:
         validate_params({"fast_interval_s": Interval(float, 0.0, None, closed="neither"),
                          "min_z": Interval(float, 0.0, None, closed="neither"),
                          "alpha": Interval(float, 0.0, 1.0, closed="right"),
                          "warmup": Interval(int, 2, None),
                          "stuck_min": Interval(int, 2, None),
                          "stuck_p": Interval(float, 0.0, 1.0, closed="neither"),
-                         "threshold": Interval(float, 0.0, 1.0, closed="neither")},
+                         "threshold": Interval(float, 0.0, 1.0, closed="neither"),
+                         "noise_per_h": Interval(float, 0.0, None)},
                         {"fast_interval_s": fast_interval_s, "min_z": min_z, "alpha": alpha,
                          "warmup": warmup, "stuck_min": stuck_min, "stuck_p": stuck_p,
-                         "threshold": threshold}, self)
+                         "threshold": threshold, "noise_per_h": noise_per_h}, self)
         self.fast_interval_s = fast_interval_s
         self.min_z = min_z
         self.alpha = alpha
@@ -112,6 +124,7 @@ class FastStreamGate:
         self.stuck_min = stuck_min
         self.stuck_p = stuck_p
         self.threshold = threshold
+        self.noise_per_h = noise_per_h
         # in logs, with a margin: a stream read exactly once a minute is not fast
         self._fast_log = math.log(fast_interval_s) - 1e-9
         self.streams_: dict[tuple[str, str], _Stream] = {}
@@ -153,8 +166,9 @@ class FastStreamGate:
             d = abs(x - st.mean)
             sd = math.sqrt(st.var)
             z = d / sd if sd > 0 else (math.inf if d > 0 else 0.0)
-            if z < self.min_z:
-                gated = min(score, self.threshold * z / self.min_z)
+            need = self._needed_z(st)
+            if z < need:
+                gated = min(score, self.threshold * z / need)
         if st.n > 0:
             repeat = x == st.last
             st.run = st.run + 1 if repeat else 1
@@ -173,6 +187,28 @@ class FastStreamGate:
         if learn:
             self._learn(st, x)
         return gated
+
+    def needed_z(self, key: tuple[str, str]) -> float:
+        """The distance from its running mean, in running standard deviations, a reading
+        of ``key`` needs to keep its score: ``min_z``, or more on a stream read so often
+        that Gaussian noise would pass ``min_z`` more than ``noise_per_h`` times an hour.
+
+        >>> gate = FastStreamGate()
+        >>> for i in range(20):
+        ...     _ = gate.observe(("p", "a"), i * 10**9, float(i % 2), 0.0)
+        >>> round(gate.needed_z(("p", "a")), 2)   # read once a second
+        4.19
+        """
+        st = self.streams_.get(key)
+        return self.min_z if st is None else self._needed_z(st)
+
+    def _needed_z(self, st: _Stream) -> float:
+        k = self.min_z
+        if self.noise_per_h > 0:
+            per_h = 3600.0 / math.exp(st.log_interval)
+            p = min(0.5, self.noise_per_h / per_h)
+            k = max(k, _ND.inv_cdf(1.0 - p / 2.0))
+        return k
 
     def _learn(self, st: _Stream, x: float) -> None:
         st.n += 1
