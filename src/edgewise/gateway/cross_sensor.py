@@ -28,17 +28,24 @@ readings and of their fast moves (a reading minus a moving average of about 10 r
   residual (about 10 rows) is ``break_z`` or more, the metric scores at least the
   threshold: a flow drifting away from what the speed says, a bearing whose vibration
   grows at a steady load. A per-metric level detector, built for level changes, takes a
-  slow ramp for normal creep; a ramp away from the partners is not creep.
+  slow ramp for normal creep; a ramp away from the partners is not creep. Only the metric
+  furthest from its prediction alarms: its partners, predicted from it, are pulled off too.
 * **The device's score.** When less than half of a device-wide alarm's attribution is on
   metrics the gate did not explain in that row, it is capped the same way
   (:meth:`CrossSensorGate.cap_device_score`).
 
-A metric without partners, and a stuck run the fast-stream gate flagged, are left as they
-are. The gateway teaches the gate every row but those holding a reading the cleaner
-flagged as a spike (:meth:`CrossSensorGate.learn`). A fault is learned too, slowly (about
-``1/alpha`` rows of memory, far longer than it takes to alarm), so a lasting change of
-the device becomes its new agreement instead of alarming for good. Until ``warmup`` rows
-are learned, nothing is changed.
+A metric without partners (at most the 8 most correlated are used), one that has not
+moved yet (a constant, a coarse sensor on one value) and a stuck run the fast-stream gate
+flagged are left as they are. The gateway teaches the gate every row but those holding a
+reading the cleaner flagged as a spike (:meth:`CrossSensorGate.learn`); such a row moves
+no running residual either (the spike would move its partners' through their
+predictions), and the spike is not kept as the metric's last value. A reading a thousand
+deviations off its running mean is not learned: its square would swamp the moments. A
+fault is learned, slowly (about ``1/alpha`` rows of memory, far longer than it takes to
+alarm), so a lasting change of the device becomes its new agreement instead of alarming
+for good. A metric new to a device that has warmed up does not reset it: a wider model
+warms up beside it and takes over, running alarms included. Until ``warmup`` rows are
+learned, nothing is changed.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -79,6 +86,11 @@ _SQUARE_RIDGE = 0.1
 _FAST = 0.1
 #: a device-wide alarm stands when at least this share of it is on unexplained metrics
 _DEVICE_SHARE = 0.5
+#: a metric is predicted from at most this many partners, the most correlated
+_MAX_PARTNERS = 8
+#: a reading this many deviations off its running mean is not learned (a glitch)
+_GLITCH_SD = 1e3
+_TINY = 1e-20
 #: weight of the exponentially weighted mean of each metric's residual (about 10 rows)
 _SMOOTH = 0.1
 
@@ -100,6 +112,7 @@ class _Device:
     explained: set[str] = field(default_factory=set)  # of the last row observed
     pending: np.ndarray | None = None  # the last row observed, until learned
     smooth: np.ndarray = field(default_factory=lambda: np.zeros(0))  # EW mean residuals
+    shadow: _Device | None = None  # a wider model warming up after a new metric came
 
 
 def _features(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -180,50 +193,95 @@ class CrossSensorGate:
         if not names:
             if dev is not None:
                 dev.pending, dev.explained = None, set()
+                if dev.shadow is not None:
+                    dev.shadow.pending = None
             return scores
-        if dev is None or any(m not in dev.index for m in names):
-            dev = self._grow(device_id, dev, names)
-        x = dev.last.copy()
-        for m in names:
-            x[dev.index[m]] = row[m]
-        complete = bool(np.isfinite(x).all())
+        if dev is None or (dev.n < self.warmup and any(m not in dev.index for m in names)):
+            dev = self._grow(device_id, dev, names)  # nothing worth keeping is lost
+        elif any(m not in dev.index for m in names):
+            # a metric new to a working model: the model goes on over the metrics it
+            # knows while a wider one warms up beside it (see learn)
+            shadow = dev.shadow
+            if shadow is None or any(m not in shadow.index for m in names):
+                dev.shadow = self._new_device(shadow or dev, names)
+        if dev.shadow is not None:
+            self._stage(dev.shadow, row, names, skip)
+        known = [m for m in names if m in dev.index]
+        x = self._stage(dev, row, known, skip)
+        complete = dev.pending is not None
         out = scores
         dev.explained = set()
         if len(dev.metrics) >= 2 and dev.n >= self.warmup and complete:
             e = self._residuals(dev, x)
             if e is not None:
                 out = dict(scores)
-                # a metric moves its running residual only with a reading of its own (not
-                # its last value filling in) that is not a flagged spike
-                fresh = np.zeros(len(e), dtype=bool)
-                fresh[[dev.index[m] for m in names if m not in skip]] = True
-                fresh &= np.isfinite(e)
-                step = _SMOOTH * (np.where(fresh, e, 0.0) - dev.smooth)
-                dev.smooth = np.where(fresh, dev.smooth + step, dev.smooth)
-                dev.smooth[~np.isfinite(e)] = 0.0
-                for m in names:
-                    i = dev.index[m]
-                    zj = abs(e[i]) if np.isfinite(e[i]) else math.inf
-                    if zj < self.min_z and m not in keep:
+                if not any(m in skip for m in known):
+                    # a row holding a flagged spike moves no running residual: the spike
+                    # would move its partners' too, through their predictions
+                    fresh = np.zeros(len(e), dtype=bool)
+                    fresh[[dev.index[m] for m in known]] = True
+                    fresh &= np.isfinite(e)
+                    step = _SMOOTH * (np.where(fresh, e, 0.0) - dev.smooth)
+                    dev.smooth = np.where(fresh, dev.smooth + step, dev.smooth)
+                    dev.smooth[np.isnan(dev.sd)] = 0.0  # not judged: no break
+                for m in known:
+                    zj = abs(e[dev.index[m]])
+                    if zj < self.min_z and m not in keep:  # NaN (not judged) is not <
                         dev.explained.add(m)
                         if m in out:
                             out[m] = min(out[m], float(self.threshold * zj / self.min_z))
-                    r = float(abs(dev.smooth[i]))
-                    if r >= self.break_z:  # a lasting break from the partners
-                        dev.explained.discard(m)
-                        out[m] = max(out.get(m, 0.0), min(1.0, self.threshold * r / self.break_z))
-        for m in names:
-            dev.last[dev.index[m]] = row[m]
-        dev.pending = x if complete else None
+                # a lasting break: only the metric furthest from its partners' prediction
+                # alarms (its partners' predictions, made from it, are off as well)
+                r = np.abs(dev.smooth)
+                i = int(np.argmax(r))
+                m = dev.metrics[i]
+                if r[i] >= self.break_z and m in known:
+                    dev.explained.discard(m)
+                    out[m] = max(out.get(m, 0.0), min(1.0, float(self.threshold * r[i]
+                                                                   / self.break_z)))
         return out
+
+    def _stage(self, dev: _Device, row: dict[str, float], names: list[str],
+               skip: Collection[str]) -> np.ndarray:
+        """The device's row (a metric missing from it at its last value), kept as the row
+        to learn when it is complete and no reading is a glitch; remembers the readings
+        as last values, but not flagged spikes."""
+        x = dev.last.copy()
+        for m in names:
+            x[dev.index[m]] = row[m]
+        ok = bool(np.isfinite(x).all())
+        if ok and dev.n >= self.warmup:
+            # a reading a thousand deviations off is a glitch, not an operating point: its
+            # square would swamp the moments for good
+            sd = np.sqrt(np.maximum(np.diag(dev.cov)[: len(x)], 0.0))
+            ok = bool((np.abs(x - dev.mean[: len(x)]) <= _GLITCH_SD * sd + _TINY).all())
+        dev.pending = x if ok else None
+        for m in names:
+            if m not in skip:
+                dev.last[dev.index[m]] = row[m]
+        return x
 
     def learn(self, device_id: str) -> None:
         """Learn the row last observed for ``device_id`` (the gateway skips a row holding a
         flagged spike)."""
         dev = self.devices_.get(device_id)
-        if dev is not None and dev.pending is not None:
+        if dev is None:
+            return
+        if dev.pending is not None:
             self._learn(dev, dev.pending)
             dev.pending = None
+        shadow = dev.shadow
+        if shadow is not None:
+            if shadow.pending is not None:
+                self._learn(shadow, shadow.pending)
+                shadow.pending = None
+            if shadow.n >= self.warmup:  # the wider model takes over, alarms and all
+                for m, i in dev.index.items():
+                    shadow.smooth[shadow.index[m]] = dev.smooth[i]
+                self.devices_[device_id] = shadow
+        if not np.isfinite(self.devices_[device_id].cov).all():
+            # moments no longer finite (readings near the float limits): start again
+            self.devices_[device_id] = self._new_device(self.devices_[device_id], [])
 
     def cap_device_score(self, device_id: str, score: float, shares: dict[str, float]) -> float:
         """The device-wide detector's ``score`` for the row last observed, capped
@@ -248,8 +306,13 @@ class CrossSensorGate:
         return min(score, self.threshold * unexplained / _DEVICE_SHARE)
 
     def _grow(self, device_id: str, dev: _Device | None, names: list[str]) -> _Device:
-        """A metric new to the device: the model starts again over the wider set (the old
-        moments say nothing of the new metric), keeping the last values seen."""
+        new = self._new_device(dev, names)
+        self.devices_[device_id] = new
+        return new
+
+    @staticmethod
+    def _new_device(dev: _Device | None, names: list[str]) -> _Device:
+        """A fresh model over ``dev``'s metrics and ``names``, keeping the last values."""
         metrics = list(dev.metrics) if dev is not None else []
         metrics += [m for m in names if m not in metrics]
         new = _Device(metrics=metrics, index={m: i for i, m in enumerate(metrics)})
@@ -261,7 +324,6 @@ class CrossSensorGate:
         new.smooth = np.zeros(d)
         if dev is not None:
             new.last[: len(dev.metrics)] = dev.last
-        self.devices_[device_id] = new
         return new
 
     def _learn(self, dev: _Device, x: np.ndarray) -> None:
@@ -288,15 +350,22 @@ class CrossSensorGate:
 
     def _fit(self, dev: _Device) -> bool:
         """Each metric's least-squares regression on its partners, from the moments."""
-        var, dvar = np.diag(dev.cov), np.diag(dev.dmom)
-        if not ((var > 0).all() and (dvar > 0).all()):
-            return False
-        dcorr = dev.dmom / np.sqrt(np.outer(dvar, dvar))
         k = len(dev.metrics)
+        var, dvar = np.diag(dev.cov), np.diag(dev.dmom)
+        # a metric that has not moved (a constant, a coarse sensor still on one value) is
+        # nobody's partner and is not judged; the others still are
+        moving = ((var[:k] > _TINY * dev.mean[:k] ** 2) & (var[:k] > 0) & (var[k:] > 0)
+                  & (dvar > 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dcorr = np.abs(dev.dmom / np.sqrt(np.outer(dvar, dvar)))
+        dcorr[~moving, :] = 0.0
+        dcorr[:, ~moving] = 0.0
+        np.fill_diagonal(dcorr, 0.0)
         coef = np.zeros((k, 2 * k))
-        sd = np.full(k, np.inf)
-        for j in range(k):
-            near = [i for i in range(k) if i != j and abs(dcorr[j, i]) >= self.partner_corr]
+        sd = np.full(k, np.nan)
+        for j in np.flatnonzero(moving):
+            order = np.argsort(-dcorr[j], kind="stable")[:_MAX_PARTNERS]
+            near = [int(i) for i in order if dcorr[j, i] >= self.partner_corr]
             if not near:
                 continue
             part = near + [i + k for i in near]  # each partner and its square
@@ -322,8 +391,9 @@ class CrossSensorGate:
         u = _features(x, dev.ref) - dev.mean
         k = len(x)
         e = np.full(k, np.nan)
-        judged = np.isfinite(dev.sd)
-        e[judged] = (u[:k] - dev.coef @ u)[judged] / dev.sd[judged]
+        judged = ~np.isnan(dev.sd)
+        with np.errstate(over="ignore", invalid="ignore"):
+            e[judged] = (u[:k] - dev.coef @ u)[judged] / dev.sd[judged]
         return e
 
     def forget(self, device_id: str) -> None:
