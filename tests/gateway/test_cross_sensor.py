@@ -228,6 +228,18 @@ def test_one_learned_huge_reading_does_not_ruin_the_device() -> None:
     assert out["speed"] < 0.5 and out["flow"] < 0.5, out
 
 
+def test_a_device_whose_metrics_arrive_one_at_a_time_is_left_alone() -> None:
+    """Each metric at its own timestamp: every row would be mostly stale values, out of
+    step at each change, so the gate learns none of them and changes no score."""
+    gate = CrossSensorGate(warmup=50)
+    for row in _pump(2000):
+        for m, v in row.items():
+            out = gate.observe("p", {m: v}, {m: 1.0}, ALL)
+            gate.learn("p")
+            assert out == {m: 1.0}
+    assert gate.devices_["p"].n == 0
+
+
 def test_a_metric_has_at_most_eight_partners() -> None:
     """Forty sensors moving together: each is predicted from its 8 closest partners, so a
     refit stays cheap on a wide device."""

@@ -45,7 +45,10 @@ fault is learned, slowly (about ``1/alpha`` rows of memory, far longer than it t
 alarm), so a lasting change of the device becomes its new agreement instead of alarming
 for good. A metric new to a device that has warmed up does not reset it: a wider model
 warms up beside it and takes over, running alarms included. Until ``warmup`` rows are
-learned, nothing is changed.
+learned, nothing is changed. The gate needs a device's metrics read together: a row is
+learned, and moves the running residuals, only when at least half the device's metrics
+were read at its timestamp, so a device whose metrics arrive one at a time (each at its
+own timestamp) is left to the other detectors.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -119,7 +122,8 @@ def _features(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """The readings and their squares about ``ref``: a partner's square lets a quadratic
     law (head ~ speed²) be fitted over a wide range of operating points."""
     c = x - ref
-    return np.concatenate([x, c * c])
+    with np.errstate(over="ignore"):  # a glitch near the float limits: inf, not learned
+        return np.concatenate([x, c * c])
 
 
 class CrossSensorGate:
@@ -208,14 +212,15 @@ class CrossSensorGate:
             self._stage(dev.shadow, row, names, skip)
         known = [m for m in names if m in dev.index]
         x = self._stage(dev, row, known, skip)
-        complete = dev.pending is not None
+        complete = bool(np.isfinite(x).all())
+        together = 2 * len(known) >= len(dev.metrics)  # see _stage
         out = scores
         dev.explained = set()
         if len(dev.metrics) >= 2 and dev.n >= self.warmup and complete:
             e = self._residuals(dev, x)
             if e is not None:
                 out = dict(scores)
-                if not any(m in skip for m in known):
+                if together and not any(m in skip for m in known):
                     # a row holding a flagged spike moves no running residual: the spike
                     # would move its partners' too, through their predictions
                     fresh = np.zeros(len(e), dtype=bool)
@@ -255,6 +260,11 @@ class CrossSensorGate:
             # square would swamp the moments for good
             sd = np.sqrt(np.maximum(np.diag(dev.cov)[: len(x)], 0.0))
             ok = bool((np.abs(x - dev.mean[: len(x)]) <= _GLITCH_SD * sd + _TINY).all())
+        # a row is learned only when at least half the device's metrics were read in it:
+        # a device whose metrics arrive one at a time, each at its own timestamp, would
+        # otherwise be learned from rows of mostly stale values, out of step at every
+        # change; such a device is left to the other detectors
+        ok = ok and 2 * len(names) >= len(dev.metrics)
         dev.pending = x if ok else None
         for m in names:
             if m not in skip:
