@@ -34,6 +34,7 @@ EXPECTED_ROUTES = {
     ("GET", "/v1/label-queue"),
     ("POST", "/v1/tokens"),
     ("GET", "/v1/audit"),
+    ("GET", "/v1/audit/verify"),
     ("GET", "/v1/me"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),

@@ -1,4 +1,5 @@
-"""``edgewise device …`` and ``edgewise token …``: credentials, while ``serve`` runs or not.
+"""``edgewise device …``, ``edgewise token …`` and ``edgewise audit verify``: credentials and
+the audit log, while ``serve`` runs or not.
 
 Credentials live in ``<data dir>/security.sqlite`` (SQLite in WAL mode), so these
 commands work beside a running gateway.
@@ -27,12 +28,14 @@ if TYPE_CHECKING:
     from edgewise.security import Security
     from edgewise.store.base import Store
 
-__all__ = ["device_app", "token_app"]
+__all__ = ["audit_app", "device_app", "token_app"]
 
 device_app = typer.Typer(help="Register, list and delete devices.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens for people and scripts.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log's hash chain.", no_args_is_help=True)
 app.add_typer(device_app, name="device")
 app.add_typer(token_app, name="token")
+app.add_typer(audit_app, name="audit")
 
 StoreUrl = Annotated[
     str,
@@ -339,3 +342,40 @@ def token_revoke(name_or_id: str, data_dir: DataDir, as_json: Json = False) -> N
                                "revoked": True}))
         return
     typer.echo(f"token {tok.id} ({tok.name}, role {tok.role}) revoked")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    data_dir: DataDir,
+    expect: Annotated[str, typer.Option(
+        "--expect", help="A head printed earlier, ID:HASH: that entry must still have that hash "
+        "(catches a rewritten chain and deleted newest entries).")] = "",
+    as_json: Json = False,
+) -> None:
+    """Walk the audit log's hash chain; print one line; exit 1 if it is broken.
+
+    The line ends with the head, ID:HASH: keep it somewhere else and pass it back with
+    --expect later.
+    """
+    from edgewise.errors import InvalidParameterError
+    from edgewise.security import Security
+
+    sec = Security(data_dir)
+    try:
+        result = sec.verify_audit(expect or None)
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        sec.close()
+    if as_json:
+        typer.echo(json.dumps({"ok": result.ok, "checked": result.checked,
+                               "head": result.head, "head_id": result.head_id,
+                               "head_hash": result.head_hash, "bad_id": result.bad_id,
+                               "problem": result.problem, "reason": result.reason}))
+    elif result.ok:
+        typer.echo(f"audit chain ok: {result.checked} entries; head {result.head}")
+    else:
+        typer.echo(f"audit chain BROKEN at entry {result.bad_id} ({result.problem}): "
+                   f"{result.reason} Head {result.head}.")
+    if not result.ok:
+        raise typer.Exit(1)

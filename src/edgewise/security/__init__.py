@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from edgewise.security.credentials import (
+    AUDIT_GENESIS,
     ROLE_RANK,
     AuditEntry,
+    AuditVerification,
     DeviceRecord,
     Principal,
     Security,
     TokenRecord,
+    audit_hash,
 )
 from edgewise.security.ratelimit import RateLimiter
 
-__all__ = ["ROLE_RANK", "AuditEntry", "DeviceRecord", "Principal", "RateLimiter", "Security",
-           "TokenRecord"]
+__all__ = ["AUDIT_GENESIS", "ROLE_RANK", "AuditEntry", "AuditVerification", "DeviceRecord",
+           "Principal", "RateLimiter", "Security", "TokenRecord", "audit_hash"]

@@ -21,6 +21,10 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
   secret, which is not kept) and revoked (:meth:`Security.revoke_token`, by name or id).
   Every request looks its token up afresh, so a revoked token is refused at once, also by a
   gateway running in another process.
+* The audit log is a hash chain: each entry stores the SHA-256 of the one before and its
+  own (:meth:`Security.audit`), so :meth:`Security.verify_audit` finds an entry that was
+  edited, deleted or inserted in the file afterwards, unless whoever did it also rewrote
+  every hash after it (compare the head with a copy kept elsewhere to catch that).
 
 >>> import tempfile, pathlib
 >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
@@ -67,7 +71,8 @@ from typing import Any
 from edgewise.errors import AuthError, InvalidParameterError, PayloadError, ThrottledError
 from edgewise.telemetry import validate_device_id
 
-__all__ = ["ROLE_RANK", "AuditEntry", "DeviceRecord", "Principal", "Security", "TokenRecord"]
+__all__ = ["AUDIT_GENESIS", "ROLE_RANK", "AuditEntry", "AuditVerification", "DeviceRecord",
+           "Principal", "Security", "TokenRecord", "audit_hash"]
 
 ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
 _TOKEN_PREFIX = "ew_"
@@ -75,6 +80,10 @@ _MAX_PAUSE_S = 300.0
 _MAX_SOURCES = 10_000
 #: how long wrong-secret counts of known devices wait in memory before they are written
 _FLUSH_AFTER_S = 1.0
+#: the ``prev_hash`` of the first entry of the audit chain
+AUDIT_GENESIS = "0" * 64
+#: the action of the entry that marks where a database made before the chain was chained
+_CHAIN_START = "audit.chain_start"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -106,7 +115,9 @@ CREATE TABLE IF NOT EXISTS audit (
     actor TEXT NOT NULL,
     action TEXT NOT NULL,
     target TEXT NOT NULL,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    prev_hash TEXT,
+    hash TEXT
 );
 """
 
@@ -159,7 +170,7 @@ class TokenRecord:
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One audited action."""
+    """One audited action, with its place in the hash chain (:func:`audit_hash`)."""
 
     id: int
     ts_ns: int
@@ -167,6 +178,55 @@ class AuditEntry:
     action: str
     target: str
     detail: dict[str, Any]
+    #: the hash of the entry before (:data:`AUDIT_GENESIS` for the first); "" if missing
+    prev_hash: str = ""
+    #: this entry's hash (hex SHA-256); "" if missing (a row written outside the chain)
+    hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    """What :meth:`Security.verify_audit` found.
+
+    ``problem`` is ``None`` when ``ok``, else ``"edited"`` (an entry's content does not
+    match its hash), ``"deleted"`` (ids are missing, or the first entry does not chain from
+    the genesis value), ``"inserted"`` (an entry does not chain from the one before it, or
+    has no hash) or ``"rewritten"`` (the ``expect`` head given no longer matches).
+    ``bad_id`` is the first entry where that shows.
+    """
+
+    ok: bool
+    #: entries walked (all of them when ``ok``; up to and including ``bad_id`` otherwise)
+    checked: int
+    #: id and hash of the newest entry (``None`` and :data:`AUDIT_GENESIS` when empty):
+    #: record ``f"{head_id}:{head_hash}"`` elsewhere and pass it back as ``expect``
+    head_id: int | None
+    head_hash: str
+    bad_id: int | None = None
+    problem: str | None = None
+    reason: str = ""
+
+    @property
+    def head(self) -> str:
+        """The head as ``ID:HASH`` (``"0:<genesis>"`` when the log is empty)."""
+        return f"{self.head_id or 0}:{self.head_hash}"
+
+
+def audit_hash(prev_hash: str, entry_id: int, ts_ns: int, actor: str, action: str,
+               target: str, detail: Any) -> str:
+    """The hash of one audit entry: hex SHA-256 of ``prev_hash`` (64 hex characters, ASCII)
+    followed by the canonical JSON (sorted keys, no spaces, ASCII, UTF-8) of
+    ``[id, ts_ns, actor, action, target, detail]``, ``detail`` as the object stored (what
+    ``GET /v1/audit`` returns), so anyone can recompute a chain from that answer.
+
+    >>> h = audit_hash(AUDIT_GENESIS, 1, 5, "cli", "device.add", "pump-1", {"a": 1})
+    >>> h == hashlib.sha256(("0" * 64 + '[1,5,"cli","device.add","pump-1",{"a":1}]')
+    ...                     .encode()).hexdigest()
+    True
+    """
+    body = json.dumps([entry_id, ts_ns, actor, action, target, detail], sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(prev_hash.encode("ascii") + body.encode("ascii")).hexdigest()
 
 
 def _check_groups(groups: Iterable[str]) -> list[str]:
@@ -215,6 +275,80 @@ def _tag(salt: bytes, stored: bytes) -> bytes:
     return hashlib.sha256(b"edgewise-credential\0" + salt + stored).digest()[:16]
 
 
+def _load_detail(text: str) -> Any:
+    """An audit entry's stored detail as an object; text that is not JSON stays text (so
+    an entry whose detail was mangled still lists, and fails :meth:`Security.verify_audit`)."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _parse_head(expect: str) -> tuple[int, str]:
+    """``"ID:HASH"`` as ``(id, hash)``; :class:`InvalidParameterError` naming it if not."""
+    entry_id, _, digest = expect.strip().partition(":")
+    if not (entry_id.isascii() and entry_id.isdigit() and len(digest) == 64
+            and all(c in "0123456789abcdef" for c in digest)):
+        raise InvalidParameterError(
+            f"The expected audit head must be 'ID:HASH' (an entry id, a colon, 64 lowercase "
+            f"hex characters), as verify prints it. Got {expect!r} instead.",
+            field="expect", value=expect,
+        )
+    return int(entry_id), digest
+
+
+def _walk_chain(rows: list[tuple[Any, ...]], chain_start: int,
+                anchor: tuple[int, str] | None) -> AuditVerification:
+    """Check ``rows`` (id order) as :meth:`Security.verify_audit` says; ids below
+    ``chain_start`` (the migration's marker entry, 0 if none) may have gaps."""
+    prev_id: int | None = None
+    expected = AUDIT_GENESIS
+    anchored = False
+
+    def broken(n: int, bad: int, problem: str, reason: str) -> AuditVerification:
+        head_id, head_hash = (rows[-1][0], rows[-1][7] or "") if rows else (None, AUDIT_GENESIS)
+        return AuditVerification(False, n, head_id, head_hash, bad, problem, reason)
+
+    for n, row in enumerate(rows, 1):
+        entry_id, ts_ns, actor, action, target, detail, prev_hash, digest = row
+        after = "the start" if prev_id is None else f"entry {prev_id}"
+        gap = entry_id - 1 if prev_id is None else entry_id - prev_id - 1
+        if not digest or not prev_hash:
+            return broken(n, entry_id, "inserted", f"Entry {entry_id} has no hash: it was "
+                          "written into the file, not through the audit log.")
+        if prev_hash != expected:
+            if gap > 0:
+                first = 1 if prev_id is None else prev_id + 1
+                return broken(n, entry_id, "deleted", f"Entry {entry_id} does not chain from "
+                              f"{after}: entries {first}..{entry_id - 1} were deleted.")
+            return broken(n, entry_id, "inserted", f"Entry {entry_id} does not chain from "
+                          f"{after} (its prev_hash is {prev_hash[:12]}…, the hash before it "
+                          f"is {expected[:12]}…): an entry was inserted, or {after} was "
+                          "rewritten with a new hash.")
+        if digest != audit_hash(prev_hash, entry_id, ts_ns, actor, action, target,
+                                _load_detail(detail)):
+            return broken(n, entry_id, "edited", f"Entry {entry_id} ({action} by {actor}) "
+                          "does not match its hash: it was edited after it was written.")
+        if prev_id is not None and gap > 0 and entry_id > chain_start:
+            return broken(n, entry_id, "deleted", f"Entries {prev_id + 1}..{entry_id - 1} "
+                          f"are missing between entries {prev_id} and {entry_id}: they were "
+                          "deleted (the chain was rewritten over the gap).")
+        if anchor is not None and entry_id == anchor[0]:
+            if digest != anchor[1]:
+                return broken(n, entry_id, "rewritten", f"Entry {entry_id} has hash "
+                              f"{digest[:12]}…, not the expected {anchor[1][:12]}…: the chain "
+                              "was rewritten from there or before.")
+            anchored = True
+        expected, prev_id = digest, entry_id
+    head_id = rows[-1][0] if rows else None
+    if anchor is not None and not anchored and anchor[0] != 0:
+        return AuditVerification(
+            False, len(rows), head_id, expected, anchor[0], "deleted",
+            f"The expected head, entry {anchor[0]}, is gone (the newest entry is "
+            f"{head_id}): entries up to it were deleted.")
+    return AuditVerification(True, len(rows), head_id, expected)
+
+
 class Security:
     """Credentials, tokens and audit log of one Edgewise data directory."""
 
@@ -244,6 +378,7 @@ class Security:
             with contextlib.suppress(sqlite3.OperationalError):  # another process added it
                 self._db.execute("ALTER TABLE devices ADD COLUMN wrong_secrets "
                                  "INTEGER NOT NULL DEFAULT 0")
+        self._chain_old_audit()
         # A dummy hash so an unknown device costs the same as a known one.
         self._dummy_salt = secrets.token_bytes(16)
         self._dummy_hash = secrets.token_bytes(32)
@@ -581,24 +716,140 @@ class Security:
         return self.create_token("admin", "first-admin", actor="first-start")
 
     # -- audit -------------------------------------------------------------------------
+    def _chain_old_audit(self) -> None:
+        """Give an audit table made before the hash chain its ``prev_hash`` and ``hash``
+        columns, chain its entries once in id order, and append an ``audit.chain_start``
+        entry saying how many there were (once, also when several processes open the file
+        together: the check and the change are one ``BEGIN IMMEDIATE`` transaction).
+
+        Entries written before the chain existed are protected from this migration on
+        only: what was done to them before it cannot be told. Gaps among their ids are
+        not reported by :meth:`verify_audit` (ids missing before the chain existed).
+        """
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(audit)")}
+        if {"prev_hash", "hash"} <= columns:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(audit)")}
+            if not {"prev_hash", "hash"} <= columns:  # not done by another process meanwhile
+                for col in ("prev_hash", "hash"):
+                    if col not in columns:
+                        self._db.execute(f"ALTER TABLE audit ADD COLUMN {col} TEXT")
+                rows = self._db.execute(
+                    "SELECT id, ts_ns, actor, action, target, detail FROM audit ORDER BY id"
+                ).fetchall()
+                prev = AUDIT_GENESIS
+                for entry_id, ts_ns, actor, action, target, detail in rows:
+                    h = audit_hash(prev, entry_id, ts_ns, actor, action, target,
+                                   _load_detail(detail))
+                    self._db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?",
+                                     (prev, h, entry_id))
+                    prev = h
+                if rows:
+                    self._append_audit("edgewise", _CHAIN_START, "audit", {
+                        "entries": len(rows), "first_id": rows[0][0], "last_id": rows[-1][0],
+                        "note": "entries up to last_id were written before the hash chain "
+                                "and are protected from this entry's time on only"})
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
     def audit(self, actor: str, action: str, target: str = "",
               detail: dict[str, Any] | None = None) -> None:
-        """Append one entry to the audit log."""
+        """Append one entry to the audit log, chained to the newest one
+        (:func:`audit_hash`).
+
+        The newest entry's hash is read and the new entry written in one ``BEGIN IMMEDIATE``
+        transaction, so writers in this process (the lock) and in others (the CLI beside a
+        running gateway: SQLite's write lock) cannot fork the chain.
+
+        >>> import tempfile, pathlib
+        >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
+        >>> sec.audit("cli", "example.action", "pump-1", {"why": "doc"})
+        >>> e = sec.audit_log(1)[0]
+        >>> e.hash == audit_hash(e.prev_hash, e.id, e.ts_ns, e.actor, e.action, e.target,
+        ...                      e.detail)
+        True
+        """
         with self._lock:
-            self._db.execute(
-                "INSERT INTO audit (ts_ns, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-                (time.time_ns(), actor, action, target, json.dumps(detail or {}, default=str)),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._append_audit(actor, action, target, detail)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _append_audit(self, actor: str, action: str, target: str,
+                      detail: dict[str, Any] | None) -> None:
+        """Insert one chained entry (the caller holds the lock and a write transaction).
+
+        The id comes from ``AUTOINCREMENT``: never reused, so newest entries deleted show as
+        a gap once a later entry is written (unless ``sqlite_sequence`` was rewound too).
+        """
+        text = json.dumps(detail or {}, default=str)
+        row = self._db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        prev = row[0] if row is not None and row[0] else AUDIT_GENESIS
+        ts_ns = time.time_ns()
+        entry_id = self._db.execute(
+            "INSERT INTO audit (ts_ns, actor, action, target, detail, prev_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (ts_ns, actor, action, target, text, prev),
+        ).lastrowid
+        self._db.execute("UPDATE audit SET hash = ? WHERE id = ?", (
+            audit_hash(prev, entry_id, ts_ns, actor, action, target, json.loads(text)),
+            entry_id))
 
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
-        """The newest ``limit`` audit entries, newest first."""
+        """The newest ``limit`` audit entries, newest first, each with its hashes."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, ts_ns, actor, action, target, detail FROM audit "
+                "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash FROM audit "
                 "ORDER BY id DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [AuditEntry(i, t, a, act, tg, json.loads(d)) for i, t, a, act, tg, d in rows]
+        return [AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h or "")
+                for i, t, a, act, tg, d, p, h in rows]
+
+    def verify_audit(self, expect: str | None = None) -> AuditVerification:
+        """Walk the audit chain from its first entry; report the first break.
+
+        Each entry's hash must match its content and its ``prev_hash`` (:func:`audit_hash`),
+        each ``prev_hash`` must be the hash of the entry before (the genesis value for the
+        first) and ids must follow each other without gaps (a database chained by the
+        migration may have gaps before its ``audit.chain_start`` entry). So an entry edited,
+        deleted or inserted in ``security.sqlite`` is found, unless whoever did it also
+        recomputed every hash after it: the chain has no secret. A chain alone cannot
+        show either that the newest entries were deleted (until a later entry is written:
+        ids are never reused). Record the head (``result.head``, ``ID:HASH``) somewhere
+        else and pass it back as ``expect``: the entry with that id must still have that
+        hash, which catches both. Nothing here catches entries appended after the recorded
+        head by someone who writes the file and hashes them right: the chain shows that
+        what is up to a recorded head is unchanged, not who wrote what came after.
+
+        One pass over every entry, holding this object's lock (other threads' audit writes
+        wait for it).
+
+        ``InvalidParameterError`` if ``expect`` is not ``ID:HASH``.
+
+        >>> import tempfile, pathlib
+        >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
+        >>> sec.audit("cli", "example.action")
+        >>> result = sec.verify_audit()
+        >>> result.ok, result.checked, result.head_id
+        (True, 1, 1)
+        >>> sec.verify_audit(expect=result.head).ok
+        True
+        """
+        anchor = _parse_head(expect) if expect is not None else None
+        with self._lock:
+            start = self._db.execute("SELECT MIN(id) FROM audit WHERE action = ?",
+                                     (_CHAIN_START,)).fetchone()[0]
+            rows = self._db.execute(
+                "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash FROM audit "
+                "ORDER BY id").fetchall()
+        return _walk_chain(rows, start or 0, anchor)
 
     def close(self) -> None:
         """Write the pending wrong-secret counts and close the database; safe to call

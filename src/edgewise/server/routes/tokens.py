@@ -45,7 +45,24 @@ def audit_log(
     security: SecurityDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> list[dict[str, Any]]:
+    """Each entry carries ``prev_hash`` and ``hash``, its links in the audit hash chain."""
     return [_entry(e) for e in security.audit_log(limit)]
+
+
+@router.get("/v1/audit/verify", summary="Check the audit log's hash chain (admin)")
+def audit_verify(
+    who: Admin,
+    security: SecurityDep,
+    expect: Annotated[str | None, Query(
+        description="A head recorded earlier, 'ID:HASH': that entry must still have that "
+        "hash (catches a rewritten chain and deleted newest entries).")] = None,
+) -> dict[str, Any]:
+    """Walk the whole chain: ``ok``, entries ``checked``, the ``head`` (``ID:HASH``, record
+    it elsewhere), and for a break the first ``bad_id``, the ``problem`` (``edited``,
+    ``deleted``, ``inserted``, ``rewritten``) and a ``reason``. A broken chain is still a
+    200 answer: the check ran; ``ok`` says how it came out."""
+    result = security.verify_audit(expect)
+    return {**_entry(result), "head": result.head}
 
 
 def _entry(e: Any) -> dict[str, Any]:
