@@ -123,6 +123,9 @@ def test_bench_fleet_compares_the_gates_in_one_run() -> None:
     for row in r["detectors"]:
         assert 0 <= row["false_alert_time_share"] <= row["alert_time_share"] <= 1
         assert row["false_alert_time_share"] > 0 or row["false_alerts"] == 0
+        by_hour = row["false_alerts_per_device_hour_by_hour"]  # 0.3 h: one partial hour
+        assert len(by_hour) == 1
+        assert by_hour[0] * 2 * 0.3 == pytest.approx(row["false_alerts"], abs=0.01)
 
 
 def test_bench_fleet_bad_input_is_one_line_before_any_work() -> None:

@@ -102,6 +102,21 @@ def _covered(alerts: list[Any]) -> float:
     return total / 1e9
 
 
+def _by_hour(starts_ns: list[int], t0_ns: int, steps: int, devices: int) -> list[float]:
+    """Alerts starting in each hour of the run (a last partial hour pro rata), per
+    device-hour.
+
+    >>> _by_hour([0, 10**9, 3600 * 10**9], 0, 5400, 2)
+    [1.0, 1.0]
+    """
+    hours = -(-steps // 3600)
+    counts = [0] * hours
+    for t in starts_ns:
+        counts[min(hours - 1, (t - t0_ns) // (3600 * 10**9))] += 1
+    span = [min(3600, steps - 3600 * h) / 3600 for h in range(hours)]
+    return [round(c / (devices * s), 3) for c, s in zip(counts, span, strict=True)]
+
+
 def _grade(alerts: list[Any], faults: list[Any], tol_ns: int) -> dict[str, Any]:
     true = 0
     false_alerts: list[Any] = []
@@ -133,6 +148,7 @@ def _grade(alerts: list[Any], faults: list[Any], tol_ns: int) -> dict[str, Any]:
             # ... of which under false alerts: a fault's own alert may rightly last as long
             # as the fault (the bench's faults cover about 38 % of device time)
             "false_alert_seconds": _covered(false_alerts),
+            "false_starts_ns": [a.start_ns for a in false_alerts],
             "faults": len(faults), "found": len(found), "named": len(named),
             "median_delay_s": float(np.median(delays)) if delays else None,
             # what the false alerts blamed most: the top driver of each, counted
@@ -244,6 +260,10 @@ def bench_fleet(
                    **_grade(alerts, faults, int(tolerance_s * 1e9)),
                    "seconds": round(seconds, 1)}
             row["false_alerts_per_device_hour"] = round(row["false_alerts"] / device_hours, 3)
+            # the same by the fleet's hour of age (a new fleet's first hour is its worst:
+            # nothing has been learned yet)
+            row["false_alerts_per_device_hour_by_hour"] = _by_hour(
+                row.pop("false_starts_ns"), t0_ns, steps, pumps)
             row["recall"] = round(row["found"] / row["faults"], 3) if row["faults"] else None
             row["alert_time_share"] = round(row.pop("alert_seconds") / (device_hours * 3600), 4)
             row["false_alert_time_share"] = round(

@@ -45,7 +45,9 @@ def bench_fleet_cmd(
                 f"{row['found']}/{row['faults']} (named {row['named']})  under alert "
                 f"{100 * row['alert_time_share']:.1f}% of the time (false "
                 f"{100 * row['false_alert_time_share']:.1f}%)  median delay "
-                f"{'-' if delay is None else f'{delay:.0f} s'}; white noise "
+                f"{'-' if delay is None else f'{delay:.0f} s'}; false per device-hour by hour "
+                f"{' '.join(f'{x:.2f}' for x in row['false_alerts_per_device_hour_by_hour'])}"
+                f"; white noise "
                 f"{row['noise_alarms_per_stream_hour']:.2f} alarms per stream-hour  "
                 f"[{row['seconds']:.0f} s]")
 
