@@ -332,3 +332,21 @@ def test_the_setting_turns_it_off_with_the_fast_gate(tmp_path) -> None:  # type:
     assert p.cross_gate is None
     p.close()
     store.close()
+
+
+def test_a_state_file_of_another_layout_is_learned_afresh(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A detector state saved by an earlier layout of the gate (no version): the gateway
+    starts, the gate learns afresh instead of reading fields that are not there."""
+    import pickle
+
+    state = tmp_path / "detectors.pickle"
+    with open(state, "wb") as f:
+        pickle.dump({"detectors": {}, "multivariate": {}, "last_scored": {},
+                     "fast_streams": None, "cross_sensor": {"pump-01": object()}}, f)
+    store = open_store("duckdb://:memory:")
+    p = Pipeline(store, Settings(data_dir=tmp_path), detect_async=False, state_path=state)
+    assert p.cross_gate is not None and p.cross_gate.devices_ == {}
+    _feed_fleet(p, PumpFleet(1, seed=6, fault_rate_per_h=0.0), 400)
+    assert p.cross_gate.devices_["pump-01"].n > 0
+    p.close()
+    store.close()

@@ -78,7 +78,11 @@ import numpy as np
 from edgewise.detect.base import DEFAULT_THRESHOLD
 from edgewise.params import Interval, validate_params
 
-__all__ = ["CrossSensorGate"]
+__all__ = ["STATE_VERSION", "CrossSensorGate"]
+
+#: the layout of ``CrossSensorGate.devices_`` (saved with the gateway's detector state): a
+#: state saved under another is not read, the gate learns afresh
+STATE_VERSION = 2
 
 #: relative ridge on the standardised covariance: perfectly collinear sensors still invert
 _RIDGE = 1e-6

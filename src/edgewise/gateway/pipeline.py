@@ -53,7 +53,7 @@ from edgewise.alerts import AlertManager
 from edgewise.config import Settings
 from edgewise.detect.base import Detector
 from edgewise.errors import ConfigError, PayloadError, RateLimitError
-from edgewise.gateway.cross_sensor import CrossSensorGate
+from edgewise.gateway.cross_sensor import STATE_VERSION, CrossSensorGate
 from edgewise.gateway.fast_streams import FastStreamGate
 from edgewise.gateway.metrics import Metrics
 from edgewise.quality.stream import StreamCleaner
@@ -703,7 +703,10 @@ class Pipeline:
             # files written before the gate existed have no "fast_streams": it learns afresh
             if self.fast_gate is not None and state.get("fast_streams") is not None:
                 self.fast_gate.streams_ = state["fast_streams"]
-            if self.cross_gate is not None and state.get("cross_sensor") is not None:
+            # ... nor, from another layout of the cross-sensor gate's state, "cross_sensor" at
+            # its STATE_VERSION: it learns afresh rather than read fields that are not there
+            if (self.cross_gate is not None and state.get("cross_sensor") is not None
+                    and state.get("cross_sensor_version") == STATE_VERSION):
                 self.cross_gate.devices_ = state["cross_sensor"]
         except Exception:
             log.exception("detector state at %s unreadable; streams warm up again", path)
@@ -729,7 +732,7 @@ class Pipeline:
         with open(tmp, "wb") as f:
             pickle.dump({"detectors": self._detectors, "multivariate": self._mv,
                          "last_scored": self._last_scored, "fast_streams": fast,
-                         "cross_sensor": cross}, f,
+                         "cross_sensor": cross, "cross_sensor_version": STATE_VERSION}, f,
                         protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
 
