@@ -347,3 +347,61 @@ def test_cli_verify_prints_one_line_and_exits_1_on_a_broken_chain(data_dir: Path
     bad = run("audit", "verify", "--expect", "nope")
     assert bad.exit_code == 2
     assert "'nope'" in bad.stderr
+
+
+def test_entries_an_older_version_wrote_are_taken_in_and_named(data_dir: Path) -> None:
+    """Check an older gateway still writing the file during an upgrade (rows without a
+    hash) does not break the chain for good: the next entry chains them behind a marker
+    that names them, and the chain verifies."""
+    sec = _filled(data_dir, 2)
+    _sql(data_dir, "INSERT INTO audit (ts_ns, actor, action, target, detail) "
+                   "VALUES (9, 'old-gateway', 'device.add', 'pump-3', '{}')")
+    assert sec.verify_audit().problem == "inserted"  # until the next entry is written
+    sec.audit("cli", "after.upgrade")
+    entries = list(reversed(sec.audit_log()))
+    assert [(e.id, e.action) for e in entries][-3:] == [
+        (3, "device.add"), (4, "audit.unchained_taken_in"), (5, "after.upgrade")]
+    assert entries[3].detail["ids"] == [3]
+    assert sec.verify_audit().ok
+
+
+def test_deleting_every_entry_is_caught_once_one_is_written(data_dir: Path) -> None:
+    """Check ids are never reused: all entries deleted, then one written, is a gap."""
+    sec = _filled(data_dir, 3)
+    _sql(data_dir, "DELETE FROM audit")
+    sec.audit("cli", "later")
+    result = sec.verify_audit()
+    assert (result.ok, result.bad_id, result.problem) == (False, 4, "deleted")
+
+
+def test_an_old_table_emptied_before_the_chain_is_not_a_deletion(data_dir: Path) -> None:
+    """Check an old log whose rows were all deleted before the chain existed migrates with
+    a marker, so its first chained id (above 1) is not taken for a deletion."""
+    _old_database(data_dir, [1, 2])
+    _sql(data_dir, "DELETE FROM audit")
+    sec = Security(data_dir)
+    sec.audit("cli", "first.chained")
+    assert sec.verify_audit().ok
+
+
+def test_a_column_whose_type_was_changed_is_reported_not_a_crash(data_dir: Path) -> None:
+    sec = _filled(data_dir, 3)
+    _sql(data_dir, "UPDATE audit SET actor = CAST(actor AS BLOB) WHERE id = 2")
+    result = sec.verify_audit()
+    assert (result.ok, result.bad_id, result.problem) == (False, 2, "edited")
+
+
+def test_an_expected_empty_head_must_be_the_genesis(data_dir: Path) -> None:
+    sec = _filled(data_dir, 2)
+    assert sec.verify_audit(expect="0:" + AUDIT_GENESIS).ok
+    assert not sec.verify_audit(expect="0:" + "f" * 64).ok
+
+
+def test_cli_verify_refuses_a_data_dir_without_an_audit_log(tmp_path: Path) -> None:
+    """Check a mistyped --data-dir is an error (status 2), not an empty chain that is ok,
+    and nothing is created there."""
+    missing = tmp_path / "typo"
+    res = CliRunner(mix_stderr=False).invoke(app, ["audit", "verify", "--data-dir",
+                                                   str(missing)])
+    assert res.exit_code == 2 and "security.sqlite" in res.stderr
+    assert not missing.exists()

@@ -347,9 +347,9 @@ def token_revoke(name_or_id: str, data_dir: DataDir, as_json: Json = False) -> N
 @audit_app.command("verify")
 def audit_verify(
     data_dir: DataDir,
-    expect: Annotated[str, typer.Option(
+    expect: Annotated[str | None, typer.Option(
         "--expect", help="A head printed earlier, ID:HASH: that entry must still have that hash "
-        "(catches a rewritten chain and deleted newest entries).")] = "",
+        "(catches a rewritten chain and deleted newest entries).")] = None,
     as_json: Json = False,
 ) -> None:
     """Walk the audit log's hash chain; print one line; exit 1 if it is broken.
@@ -360,9 +360,12 @@ def audit_verify(
     from edgewise.errors import InvalidParameterError
     from edgewise.security import Security
 
+    if not (data_dir / "security.sqlite").is_file():  # a mistyped --data-dir is not "ok"
+        raise fail(f"No audit log in --data-dir {str(data_dir)!r}: it has no security.sqlite. "
+                   "Give the data directory the gateway runs with.")
     sec = Security(data_dir)
     try:
-        result = sec.verify_audit(expect or None)
+        result = sec.verify_audit(expect)
     except InvalidParameterError as exc:
         raise fail(str(exc)) from None
     finally:

@@ -84,6 +84,8 @@ _FLUSH_AFTER_S = 1.0
 AUDIT_GENESIS = "0" * 64
 #: the action of the entry that marks where a database made before the chain was chained
 _CHAIN_START = "audit.chain_start"
+#: the action of the entry that names entries an older version wrote without a hash
+_UNCHAINED = "audit.unchained_taken_in"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -325,14 +327,21 @@ def _walk_chain(rows: list[tuple[Any, ...]], chain_start: int,
                           f"{after} (its prev_hash is {prev_hash[:12]}…, the hash before it "
                           f"is {expected[:12]}…): an entry was inserted, or {after} was "
                           "rewritten with a new hash.")
-        if digest != audit_hash(prev_hash, entry_id, ts_ns, actor, action, target,
-                                _load_detail(detail)):
+        try:
+            matches = digest == audit_hash(prev_hash, entry_id, ts_ns, actor, action, target,
+                                           _load_detail(detail))
+        except (TypeError, ValueError):  # a column's type changed in the file (text -> blob)
+            matches = False
+        if not matches:
             return broken(n, entry_id, "edited", f"Entry {entry_id} ({action} by {actor}) "
                           "does not match its hash: it was edited after it was written.")
-        if prev_id is not None and gap > 0 and entry_id > chain_start:
-            return broken(n, entry_id, "deleted", f"Entries {prev_id + 1}..{entry_id - 1} "
-                          f"are missing between entries {prev_id} and {entry_id}: they were "
-                          "deleted (the chain was rewritten over the gap).")
+        # ids are never reused: a gap is deleted entries (before the migration's marker, the
+        # ids of a log kept before the chain may have gaps of their own)
+        if gap > 0 and entry_id > chain_start:
+            first = 1 if prev_id is None else prev_id + 1
+            return broken(n, entry_id, "deleted", f"Entries {first}..{entry_id - 1} are "
+                          f"missing before entry {entry_id}: they were deleted (the chain was "
+                          "rewritten over the gap).")
         if anchor is not None and entry_id == anchor[0]:
             if digest != anchor[1]:
                 return broken(n, entry_id, "rewritten", f"Entry {entry_id} has hash "
@@ -341,6 +350,11 @@ def _walk_chain(rows: list[tuple[Any, ...]], chain_start: int,
             anchored = True
         expected, prev_id = digest, entry_id
     head_id = rows[-1][0] if rows else None
+    if anchor is not None and anchor[0] == 0 and anchor[1] != AUDIT_GENESIS:
+        return AuditVerification(
+            False, len(rows), head_id, expected, None, "rewritten",
+            f"The expected head 0:{anchor[1][:12]}… is not the empty log's (0:{AUDIT_GENESIS[:12]}"
+            "…): it was not printed by verify.")
     if anchor is not None and not anchored and anchor[0] != 0:
         return AuditVerification(
             False, len(rows), head_id, expected, anchor[0], "deleted",
@@ -746,9 +760,17 @@ class Security:
                     self._db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?",
                                      (prev, h, entry_id))
                     prev = h
-                if rows:
+                # entries written and deleted before the chain leave ids behind: the marker
+                # goes in then too, so the first chained id is not taken for a deletion
+                try:
+                    used = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = "
+                                            "'audit'").fetchone()
+                except sqlite3.OperationalError:  # no AUTOINCREMENT row was ever written
+                    used = None
+                if rows or (used is not None and used[0]):
                     self._append_audit("edgewise", _CHAIN_START, "audit", {
-                        "entries": len(rows), "first_id": rows[0][0], "last_id": rows[-1][0],
+                        "entries": len(rows), "first_id": rows[0][0] if rows else None,
+                        "last_id": rows[-1][0] if rows else None,
                         "note": "entries up to last_id were written before the hash chain "
                                 "and are protected from this entry's time on only"})
             self._db.execute("COMMIT")
@@ -790,8 +812,28 @@ class Security:
         a gap once a later entry is written (unless ``sqlite_sequence`` was rewound too).
         """
         text = json.dumps(detail or {}, default=str)
-        row = self._db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-        prev = row[0] if row is not None and row[0] else AUDIT_GENESIS
+        row = self._db.execute("SELECT id, hash FROM audit WHERE hash IS NOT NULL "
+                               "ORDER BY id DESC LIMIT 1").fetchone()
+        prev = row[1] if row is not None else AUDIT_GENESIS
+        # entries after it without a hash were written by an older Edgewise still running
+        # beside this one (during an upgrade): chained here and named in a marker entry, so
+        # the chain goes on and the log says which entries it took in unchecked
+        loose = self._db.execute(
+            "SELECT id, ts_ns, actor, action, target, detail FROM audit WHERE hash IS NULL "
+            "AND id > ? ORDER BY id", (row[0] if row is not None else 0,)).fetchall()
+        for entry_id, ts_ns0, actor0, action0, target0, detail0 in loose:
+            h = audit_hash(prev, entry_id, ts_ns0, actor0, action0, target0,
+                           _load_detail(detail0))
+            self._db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?",
+                             (prev, h, entry_id))
+            prev = h
+        if loose and action != _UNCHAINED:
+            self._append_audit("edgewise", _UNCHAINED, "audit", {
+                "ids": [r[0] for r in loose],
+                "note": "written without a hash (an older Edgewise writing this file); "
+                        "chained when the next entry was written"})
+            prev = self._db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1"
+                                    ).fetchone()[0]
         ts_ns = time.time_ns()
         entry_id = self._db.execute(
             "INSERT INTO audit (ts_ns, actor, action, target, detail, prev_hash) "
