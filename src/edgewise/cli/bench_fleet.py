@@ -40,7 +40,7 @@ def bench_fleet_cmd(
             name = row["detector"] + ("" if row["cross_gate"] else " (no cross gate)"
                                       if row["fast_gate"] else " (no gate)")
             typer.echo(
-                f"{name:<30} alerts {row['alerts']:>5}  false {row['false_alerts']:>5} "
+                f"{name:<36} alerts {row['alerts']:>5}  false {row['false_alerts']:>5} "
                 f"({row['false_alerts_per_device_hour']:.2f} per device-hour)  faults found "
                 f"{row['found']}/{row['faults']} (named {row['named']})  under alert "
                 f"{100 * row['alert_time_share']:.1f}% of the time (false "
