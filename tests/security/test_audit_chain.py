@@ -405,3 +405,17 @@ def test_cli_verify_refuses_a_data_dir_without_an_audit_log(tmp_path: Path) -> N
                                                    str(missing)])
     assert res.exit_code == 2 and "security.sqlite" in res.stderr
     assert not missing.exists()
+
+
+def test_verify_reads_a_snapshot_without_holding_the_lock(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Check verify works from a relative data dir and does not wait for the object's
+    lock (a long verify no longer holds up device checks in the same process)."""
+    monkeypatch.chdir(tmp_path)
+    sec = _filled(Path("rel dir"), 3)
+    done: list[bool] = []
+    with sec._lock:
+        t = threading.Thread(target=lambda: done.append(sec.verify_audit().ok))
+        t.start()
+        t.join(5.0)
+    assert done == [True]
+    sec.close()

@@ -299,17 +299,20 @@ def _parse_head(expect: str) -> tuple[int, str]:
     return int(entry_id), digest
 
 
-def _walk_chain(rows: list[tuple[Any, ...]], chain_start: int,
-                anchor: tuple[int, str] | None) -> AuditVerification:
-    """Check ``rows`` (id order) as :meth:`Security.verify_audit` says; ids below
-    ``chain_start`` (the migration's marker entry, 0 if none) may have gaps."""
+def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
+                anchor: tuple[int, str] | None,
+                newest: tuple[int, str] | None) -> AuditVerification:
+    """Check ``rows`` (id order, read as they come) as :meth:`Security.verify_audit` says;
+    ids below ``chain_start`` (the migration's marker entry, 0 if none) may have gaps.
+    ``newest`` is the newest entry's id and hash (``None`` for an empty log)."""
     prev_id: int | None = None
     expected = AUDIT_GENESIS
     anchored = False
+    n = 0
 
     def broken(n: int, bad: int, problem: str, reason: str) -> AuditVerification:
-        head_id, head_hash = (rows[-1][0], rows[-1][7] or "") if rows else (None, AUDIT_GENESIS)
-        return AuditVerification(False, n, head_id, head_hash, bad, problem, reason)
+        head_id, head_hash = newest if newest is not None else (None, AUDIT_GENESIS)
+        return AuditVerification(False, n, head_id, head_hash or "", bad, problem, reason)
 
     for n, row in enumerate(rows, 1):
         entry_id, ts_ns, actor, action, target, detail, prev_hash, digest = row
@@ -349,18 +352,18 @@ def _walk_chain(rows: list[tuple[Any, ...]], chain_start: int,
                               "was rewritten from there or before.")
             anchored = True
         expected, prev_id = digest, entry_id
-    head_id = rows[-1][0] if rows else None
+    head_id = newest[0] if newest is not None else None
     if anchor is not None and anchor[0] == 0 and anchor[1] != AUDIT_GENESIS:
         return AuditVerification(
-            False, len(rows), head_id, expected, None, "rewritten",
+            False, n, head_id, expected, None, "rewritten",
             f"The expected head 0:{anchor[1][:12]}… is not the empty log's (0:{AUDIT_GENESIS[:12]}"
             "…): it was not printed by verify.")
     if anchor is not None and not anchored and anchor[0] != 0:
         return AuditVerification(
-            False, len(rows), head_id, expected, anchor[0], "deleted",
+            False, n, head_id, expected, anchor[0], "deleted",
             f"The expected head, entry {anchor[0]}, is gone (the newest entry is "
             f"{head_id}): entries up to it were deleted.")
-    return AuditVerification(True, len(rows), head_id, expected)
+    return AuditVerification(True, n, head_id, expected)
 
 
 class Security:
@@ -870,8 +873,8 @@ class Security:
         head by someone who writes the file and hashes them right: the chain shows that
         what is up to a recorded head is unchanged, not who wrote what came after.
 
-        One pass over every entry, holding this object's lock (other threads' audit writes
-        wait for it).
+        One pass over every entry, streamed from a read-only snapshot of the file: writers
+        are not held up, and memory does not grow with the log.
 
         ``InvalidParameterError`` if ``expect`` is not ``ID:HASH``.
 
@@ -885,13 +888,21 @@ class Security:
         True
         """
         anchor = _parse_head(expect) if expect is not None else None
-        with self._lock:
-            start = self._db.execute("SELECT MIN(id) FROM audit WHERE action = ?",
-                                     (_CHAIN_START,)).fetchone()[0]
-            rows = self._db.execute(
-                "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash FROM audit "
-                "ORDER BY id").fetchall()
-        return _walk_chain(rows, start or 0, anchor)
+        # its own read-only connection, in one read transaction (a snapshot, WAL mode): the
+        # rows are streamed, not held, and nobody waits for this object's lock meanwhile
+        db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0,
+                             isolation_level=None)
+        try:
+            db.execute("BEGIN")
+            start = db.execute("SELECT MIN(id) FROM audit WHERE action = ?",
+                               (_CHAIN_START,)).fetchone()[0]
+            newest = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1"
+                                ).fetchone()
+            rows = db.execute("SELECT id, ts_ns, actor, action, target, detail, prev_hash, "
+                              "hash FROM audit ORDER BY id")
+            return _walk_chain(rows, start or 0, anchor, newest)
+        finally:
+            db.close()
 
     def close(self) -> None:
         """Write the pending wrong-secret counts and close the database; safe to call
