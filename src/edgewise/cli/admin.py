@@ -374,9 +374,12 @@ def audit_verify(
         typer.echo(json.dumps({"ok": result.ok, "checked": result.checked,
                                "head": result.head, "head_id": result.head_id,
                                "head_hash": result.head_hash, "bad_id": result.bad_id,
-                               "problem": result.problem, "reason": result.reason}))
+                               "problem": result.problem, "reason": result.reason,
+                               "unchecked": list(result.unchecked)}))
     elif result.ok:
-        typer.echo(f"audit chain ok: {result.checked} entries; head {result.head}")
+        taken = (f"; {len(result.unchecked)} taken in without a hash, check them: "
+                 f"{', '.join(map(str, result.unchecked))}" if result.unchecked else "")
+        typer.echo(f"audit chain ok: {result.checked} entries{taken}; head {result.head}")
     else:
         typer.echo(f"audit chain BROKEN at entry {result.bad_id} ({result.problem}): "
                    f"{result.reason} Head {result.head}.")

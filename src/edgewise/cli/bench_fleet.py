@@ -22,7 +22,8 @@ def bench_fleet_cmd(
     fault_rate: Annotated[float, typer.Option(help="Faults per pump-hour.")] = 2.0,
     compare_gate: Annotated[bool, typer.Option(
         "--compare-gate",
-        help="Also run each detector without the fast-stream gate, for comparison.")
+        help="Also run each detector without the fast-stream gate (and so without the "
+             "cross-sensor gate, which needs it), for comparison.")
     ] = False,
     compare_cross: Annotated[bool, typer.Option(
         "--compare-cross",

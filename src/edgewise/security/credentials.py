@@ -207,6 +207,11 @@ class AuditVerification:
     bad_id: int | None = None
     problem: str | None = None
     reason: str = ""
+    #: entries written without a hash (by an older Edgewise during an upgrade, or forged
+    #: into the file) that a later entry took into the chain, as its
+    #: ``audit.unchained_taken_in`` entry names them: the chain vouches for them only from
+    #: then on, so look at them
+    unchecked: tuple[int, ...] = ()
 
     @property
     def head(self) -> str:
@@ -309,6 +314,7 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
     expected = AUDIT_GENESIS
     anchored = False
     n = 0
+    unchecked: list[int] = []
 
     def broken(n: int, bad: int, problem: str, reason: str) -> AuditVerification:
         head_id, head_hash = newest if newest is not None else (None, AUDIT_GENESIS)
@@ -351,6 +357,9 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
                               f"{digest[:12]}…, not the expected {anchor[1][:12]}…: the chain "
                               "was rewritten from there or before.")
             anchored = True
+        if action == _UNCHAINED and isinstance(_load_detail(detail), dict):
+            unchecked.extend(i for i in _load_detail(detail).get("ids", [])
+                             if isinstance(i, int))
         expected, prev_id = digest, entry_id
     head_id = newest[0] if newest is not None else None
     if anchor is not None and anchor[0] == 0 and anchor[1] != AUDIT_GENESIS:
@@ -363,7 +372,7 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
             False, n, head_id, expected, anchor[0], "deleted",
             f"The expected head, entry {anchor[0]}, is gone (the newest entry is "
             f"{head_id}): entries up to it were deleted.")
-    return AuditVerification(True, n, head_id, expected)
+    return AuditVerification(True, n, head_id, expected, unchecked=tuple(unchecked))
 
 
 class Security:
