@@ -765,13 +765,7 @@ class Security:
                 rows = self._db.execute(
                     "SELECT id, ts_ns, actor, action, target, detail FROM audit ORDER BY id"
                 ).fetchall()
-                prev = AUDIT_GENESIS
-                for entry_id, ts_ns, actor, action, target, detail in rows:
-                    h = audit_hash(prev, entry_id, ts_ns, actor, action, target,
-                                   _load_detail(detail))
-                    self._db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?",
-                                     (prev, h, entry_id))
-                    prev = h
+                self._chain_rows(rows, AUDIT_GENESIS)
                 # entries written and deleted before the chain leave ids behind: the marker
                 # goes in then too, so the first chained id is not taken for a deletion
                 try:
@@ -816,6 +810,16 @@ class Security:
                 self._db.execute("ROLLBACK")
                 raise
 
+    def _chain_rows(self, rows: list[tuple[Any, ...]], prev: str) -> str:
+        """Give ``rows`` (id, ts_ns, actor, action, target, detail; id order) their hashes,
+        chained from ``prev``; return the last hash (the caller holds a write transaction)."""
+        for entry_id, ts_ns, actor, action, target, detail in rows:
+            h = audit_hash(prev, entry_id, ts_ns, actor, action, target, _load_detail(detail))
+            self._db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?",
+                             (prev, h, entry_id))
+            prev = h
+        return prev
+
     def _append_audit(self, actor: str, action: str, target: str,
                       detail: dict[str, Any] | None) -> None:
         """Insert one chained entry (the caller holds the lock and a write transaction).
@@ -833,12 +837,7 @@ class Security:
         loose = self._db.execute(
             "SELECT id, ts_ns, actor, action, target, detail FROM audit WHERE hash IS NULL "
             "AND id > ? ORDER BY id", (row[0] if row is not None else 0,)).fetchall()
-        for entry_id, ts_ns0, actor0, action0, target0, detail0 in loose:
-            h = audit_hash(prev, entry_id, ts_ns0, actor0, action0, target0,
-                           _load_detail(detail0))
-            self._db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?",
-                             (prev, h, entry_id))
-            prev = h
+        prev = self._chain_rows(loose, prev)
         if loose and action != _UNCHAINED:
             self._append_audit("edgewise", _UNCHAINED, "audit", {
                 "ids": [r[0] for r in loose],
