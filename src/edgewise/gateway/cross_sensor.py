@@ -281,18 +281,15 @@ class CrossSensorGate:
         dev = self.devices_.get(device_id)
         if dev is None:
             return
-        if dev.pending is not None:
-            self._learn(dev, dev.pending)
-            dev.pending = None
         shadow = dev.shadow
-        if shadow is not None:
-            if shadow.pending is not None:
-                self._learn(shadow, shadow.pending)
-                shadow.pending = None
-            if shadow.n >= self.warmup:  # the wider model takes over, alarms and all
-                for m, i in dev.index.items():
-                    shadow.smooth[shadow.index[m]] = dev.smooth[i]
-                self.devices_[device_id] = shadow
+        for model in (dev, shadow):
+            if model is not None and model.pending is not None:
+                self._learn(model, model.pending)
+                model.pending = None
+        if shadow is not None and shadow.n >= self.warmup:  # it takes over, alarms and all
+            for m, i in dev.index.items():
+                shadow.smooth[shadow.index[m]] = dev.smooth[i]
+            self.devices_[device_id] = shadow
         if not np.isfinite(self.devices_[device_id].cov).all():
             # moments no longer finite (readings near the float limits): start again
             self.devices_[device_id] = self._new_device(self.devices_[device_id], [])

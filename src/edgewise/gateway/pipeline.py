@@ -449,7 +449,6 @@ class Pipeline:
         rows: dict[tuple[str, int], dict[str, float]] = {}
         scores: dict[tuple[str, int], dict[str, float]] = {}
         eligible: dict[tuple[str, int], set[str]] = {}
-        unlearned: set[tuple[str, int]] = set()
         stuck: dict[tuple[str, int], set[str]] = {}
         spiked: dict[tuple[str, int], set[str]] = {}
         scored = late = 0
@@ -487,7 +486,6 @@ class Pipeline:
                     if self.fast_gate.stuck_fired:  # a stuck run is not a level to explain
                         stuck.setdefault((r.device_id, r.ts_ns), set()).add(r.metric)
             if spike:
-                unlearned.add((r.device_id, r.ts_ns))
                 spiked.setdefault((r.device_id, r.ts_ns), set()).add(r.metric)
             scored += 1
             if last is None or r.ts_ns > last:
@@ -524,7 +522,7 @@ class Pipeline:
                 mv.learn_one(row)
                 score = max(score, ms)
             if (self.cross_gate is not None and (device, ts_ns) in eligible
-                    and (device, ts_ns) not in unlearned):
+                    and (device, ts_ns) not in spiked):
                 self.cross_gate.learn(device)
             if score >= thr:
                 anomalous.setdefault(device, []).append((ts_ns, score, drivers))

@@ -323,22 +323,23 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
     for n, row in enumerate(rows, 1):
         entry_id, ts_ns, actor, action, target, detail, prev_hash, digest = row
         after = "the start" if prev_id is None else f"entry {prev_id}"
-        gap = entry_id - 1 if prev_id is None else entry_id - prev_id - 1
+        first = 1 if prev_id is None else prev_id + 1  # the id that should come next
+        gap = entry_id - first
         if not digest or not prev_hash:
             return broken(n, entry_id, "inserted", f"Entry {entry_id} has no hash: it was "
                           "written into the file, not through the audit log.")
         if prev_hash != expected:
             if gap > 0:
-                first = 1 if prev_id is None else prev_id + 1
                 return broken(n, entry_id, "deleted", f"Entry {entry_id} does not chain from "
                               f"{after}: entries {first}..{entry_id - 1} were deleted.")
             return broken(n, entry_id, "inserted", f"Entry {entry_id} does not chain from "
                           f"{after} (its prev_hash is {prev_hash[:12]}…, the hash before it "
                           f"is {expected[:12]}…): an entry was inserted, or {after} was "
                           "rewritten with a new hash.")
+        obj = _load_detail(detail)
         try:
             matches = digest == audit_hash(prev_hash, entry_id, ts_ns, actor, action, target,
-                                           _load_detail(detail))
+                                           obj)
         except (TypeError, ValueError):  # a column's type changed in the file (text -> blob)
             matches = False
         if not matches:
@@ -347,7 +348,6 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
         # ids are never reused: a gap is deleted entries (before the migration's marker, the
         # ids of a log kept before the chain may have gaps of their own)
         if gap > 0 and entry_id > chain_start:
-            first = 1 if prev_id is None else prev_id + 1
             return broken(n, entry_id, "deleted", f"Entries {first}..{entry_id - 1} are "
                           f"missing before entry {entry_id}: they were deleted (the chain was "
                           "rewritten over the gap).")
@@ -357,8 +357,8 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
                               f"{digest[:12]}…, not the expected {anchor[1][:12]}…: the chain "
                               "was rewritten from there or before.")
             anchored = True
-        if action == _UNCHAINED and isinstance(_load_detail(detail), dict):
-            unchecked.extend(i for i in _load_detail(detail).get("ids", [])
+        if action == _UNCHAINED and isinstance(obj, dict):
+            unchecked.extend(i for i in obj.get("ids", [])
                              if isinstance(i, int))
         expected, prev_id = digest, entry_id
     head_id = newest[0] if newest is not None else None
