@@ -17,6 +17,9 @@ device).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -51,6 +54,24 @@ MqttUrl = Annotated[
 ]
 
 
+@contextmanager
+def _security(data_dir: Path, unknown_id: bool = False) -> Iterator[Security]:
+    """The data directory's credentials and audit log, closed after the block; a refused
+    value (:class:`~edgewise.errors.InvalidParameterError`, and with ``unknown_id`` the
+    ``KeyError`` of an id that is not there) ends the command with its message."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.security import Security
+
+    refused = (InvalidParameterError, KeyError) if unknown_id else (InvalidParameterError,)
+    sec = Security(data_dir)
+    try:
+        yield sec
+    except refused as exc:
+        raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+    finally:
+        sec.close()
+
+
 Groups = Annotated[
     list[str],
     typer.Option("--group", help="A group the device is in (gets group:NAME model releases); "
@@ -62,17 +83,9 @@ Groups = Annotated[
 def device_add(name: str, data_dir: DataDir, group: Groups = [],  # noqa: B006
                as_json: Json = False) -> None:
     """Register device NAME (in the --group groups) and print its secret (shown only once)."""
-    from edgewise.errors import InvalidParameterError
-    from edgewise.security import Security
-
-    sec = Security(data_dir)
-    try:
+    with _security(data_dir) as sec:
         device_id, secret = sec.add_device(name, groups=group, actor="cli")
         groups = sec.device_groups(device_id)
-    except InvalidParameterError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        sec.close()
     if as_json:
         out: dict[str, object] = {"id": device_id, "secret": secret}
         if groups:
@@ -96,22 +109,14 @@ def device_groups(
 
     The gateway serves a group:NAME model release only to devices put in that group here.
     """
-    from edgewise.errors import InvalidParameterError
-    from edgewise.security import Security
-
     if group and clear:
         raise fail("Give either --group (the new groups) or --clear, not both.")
-    sec = Security(data_dir)
-    try:
+    with _security(data_dir, unknown_id=True) as sec:
         if not sec.has_device(device_id):
             raise fail(f"Device {device_id!r} is not registered; add it with: "
                        f"edgewise device add {device_id}")
         groups = (sec.set_device_groups(device_id, group, actor="cli") if group or clear
                   else sec.device_groups(device_id))
-    except (InvalidParameterError, KeyError) as exc:
-        raise fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
-    finally:
-        sec.close()
     if as_json:
         typer.echo(json.dumps({"id": device_id, "groups": groups}))
         return
@@ -121,14 +126,10 @@ def device_groups(
 @device_app.command("list")
 def device_list(data_dir: DataDir, as_json: Json = False) -> None:
     """List registered devices (never their secrets)."""
-    from edgewise.security import Security
     from edgewise.server.query import format_ns
 
-    sec = Security(data_dir)
-    try:
+    with _security(data_dir) as sec:
         rows = sec.list_devices()
-    finally:
-        sec.close()
     if as_json:
         typer.echo(json.dumps([
             {"id": r.id, "name": r.name, "created": format_ns(r.created_ns),
@@ -157,13 +158,11 @@ def device_delete(
     """
     from edgewise.config import Settings
     from edgewise.errors import StoreError
-    from edgewise.security import Security
     from edgewise.store import open_store
 
     settings = Settings.load(data_dir=data_dir, store=store or None)
     _external_broker(mqtt)  # a bad --mqtt fails before anything is deleted
-    sec = Security(data_dir)
-    try:
+    with _security(data_dir) as sec:
         registered = sec.has_device(device_id)
         if registered:
             sec.delete_device(device_id, actor="cli")
@@ -199,8 +198,6 @@ def device_delete(
         models = delete_models(settings.data_dir, device_id)
         sec.audit("cli", "device.delete_data", device_id,
                   {"rows": rows, "labels": labels, "label_models": models})
-    finally:
-        sec.close()
     if not registered and rows == 0 and labels == 0 and models == 0 and not releases:
         raise fail(f"Device {device_id!r} is not registered and has no stored data.", code=1)
     if as_json:
@@ -283,16 +280,8 @@ def token_create(
     as_json: Json = False,
 ) -> None:
     """Create an API token with ROLE and print it (shown only this once)."""
-    from edgewise.errors import InvalidParameterError
-    from edgewise.security import Security
-
-    sec = Security(data_dir)
-    try:
+    with _security(data_dir) as sec:
         token = sec.create_token(role, name, actor="cli")
-    except InvalidParameterError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        sec.close()
     if as_json:
         typer.echo(json.dumps({"token": token, "role": role, "name": name or role}))
         return
@@ -304,14 +293,10 @@ def token_create(
 @token_app.command("list")
 def token_list(data_dir: DataDir, as_json: Json = False) -> None:
     """List API tokens: id, name, role, created (never the tokens themselves)."""
-    from edgewise.security import Security
     from edgewise.server.query import format_ns
 
-    sec = Security(data_dir)
-    try:
+    with _security(data_dir) as sec:
         rows = sec.list_tokens()
-    finally:
-        sec.close()
     if as_json:
         typer.echo(json.dumps([{"id": t.id, "name": t.name, "role": t.role,
                                 "created": format_ns(t.created_ns)} for t in rows]))
@@ -327,16 +312,8 @@ def token_list(data_dir: DataDir, as_json: Json = False) -> None:
 def token_revoke(name_or_id: str, data_dir: DataDir, as_json: Json = False) -> None:
     """Revoke the API token NAME_OR_ID (its id from 'token list', or its name if only one
     token has it). A running gateway refuses it (401) from the next request on."""
-    from edgewise.errors import InvalidParameterError
-    from edgewise.security import Security
-
-    sec = Security(data_dir)
-    try:
+    with _security(data_dir) as sec:
         tok = sec.revoke_token(name_or_id, actor="cli")
-    except InvalidParameterError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        sec.close()
     if as_json:
         typer.echo(json.dumps({"id": tok.id, "name": tok.name, "role": tok.role,
                                "revoked": True}))
@@ -357,19 +334,11 @@ def audit_verify(
     The line ends with the head, ID:HASH: keep it somewhere else and pass it back with
     --expect later.
     """
-    from edgewise.errors import InvalidParameterError
-    from edgewise.security import Security
-
     if not (data_dir / "security.sqlite").is_file():  # a mistyped --data-dir is not "ok"
         raise fail(f"No audit log in --data-dir {str(data_dir)!r}: it has no security.sqlite. "
                    "Give the data directory the gateway runs with.")
-    sec = Security(data_dir)
-    try:
+    with _security(data_dir) as sec:
         result = sec.verify_audit(expect)
-    except InvalidParameterError as exc:
-        raise fail(str(exc)) from None
-    finally:
-        sec.close()
     if as_json:
         typer.echo(json.dumps({"ok": result.ok, "checked": result.checked,
                                "head": result.head, "head_id": result.head_id,
