@@ -75,6 +75,10 @@ class Settings:
     # off what the device's other sensors predict for it (edgewise.gateway.cross_sensor);
     # 0 turns all three off
     fast_stream_z: float = 3.0
+    # the cross-sensor gate also explains a device's readings by what its fleet's devices
+    # with the same metrics agree on (edgewise.gateway.cross_sensor), so a new device's
+    # first operating changes are not alarms
+    fleet_prior: bool = True
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first numeric setting out of its range
@@ -180,8 +184,21 @@ def _check_forwarded_allow_ips(value: str) -> None:
                 f"addresses or networks; {part.strip()!r} is neither.") from None
 
 
+#: the words a boolean setting takes from the environment
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _cast(name: str, raw: Any, typ: Any, source: str) -> Any:
     typ = str(typ)
+    if typ == "bool":
+        if isinstance(raw, bool):
+            return raw
+        word = str(raw).strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ConfigError(f"Setting {source!r} has value {raw!r}. Use one of "
+                          f"{', '.join(_TRUE)} (on) or {', '.join(_FALSE)} (off).")
     try:
         if typ == "Path":  # absolute: a relative data dir in duckdb:///{dir} became root's
             return Path(raw).expanduser().absolute()

@@ -10,7 +10,7 @@ import pytest
 
 from edgewise.config import Settings
 from edgewise.detect.base import DEFAULT_THRESHOLD
-from edgewise.errors import InvalidParameterError
+from edgewise.errors import ConfigError, InvalidParameterError
 from edgewise.gateway.cross_sensor import CrossSensorGate
 from edgewise.gateway.pipeline import Pipeline
 from edgewise.sim.pumps import PumpFleet
@@ -350,3 +350,139 @@ def test_a_state_file_of_another_layout_is_learned_afresh(tmp_path) -> None:  # 
     assert p.cross_gate.devices_["pump-01"].n > 0
     p.close()
     store.close()
+
+
+def _sized_pump(n: int, seed: int, size: float) -> list[dict[str, float]]:
+    """:func:`_pump` scaled to another pump's size (flow and current times ``size``, the
+    same noise): the same affinity laws, other units of level."""
+    return [dict(r, flow=r["flow"] * size, current=r["current"] * size)
+            for r in _pump(n, seed)]
+
+
+def _fleet(peers: int, n: int = 1500) -> CrossSensorGate:
+    """A gate that has learned ``peers`` pumps of sizes 0.6-1.8, read together."""
+    gate = CrossSensorGate()
+    fleet = {f"peer-{k}": _sized_pump(n, seed=10 + k, size=0.6 + 0.4 * k) for k in range(peers)}
+    for i in range(n):
+        for d, rows in fleet.items():
+            gate.observe(d, rows[i], dict.fromkeys(rows[i], 0.0), ALL)
+            gate.learn(d)
+    return gate
+
+
+def _newcomer(gate: CrossSensorGate, rows: int = 120, size: float = 2.5,
+              seed: int = 30) -> tuple[dict[str, float], np.random.Generator]:
+    """A new pump of another size at a steady setpoint for ``rows`` rows (far under the
+    gate's own warm-up); returns its last row."""
+    rng = np.random.default_rng(seed)
+    s = 0.8
+    row: dict[str, float] = {}
+    for _ in range(rows):
+        row = {"speed": 2950 * s + rng.normal(0, 3), "flow": 120 * s * size + rng.normal(0, 0.6),
+               "current": 38 * (0.25 + 0.75 * s**3) * size + rng.normal(0, 0.25),
+               "temp": 56 + rng.normal(0, 0.15)}
+        gate.observe("new", row, dict.fromkeys(row, 0.0), ALL)
+        gate.learn("new")
+    return row, rng
+
+
+def _at_size(s: float, size: float, temp: float) -> dict[str, float]:
+    return {"speed": 2950 * s, "flow": 120 * s * size,
+            "current": 38 * (0.25 + 0.75 * s**3) * size, "temp": temp}
+
+
+def test_a_new_device_s_first_setpoint_change_is_explained_by_its_fleet() -> None:
+    """Three pumps of other sizes have seen setpoint changes; a fourth, two minutes old,
+    changes its setpoint for the first time. Its own model has seen nothing move (and is
+    in its warm-up), but the fleet agrees on how flow and current follow the speed (in
+    logs: the same laws whatever the pump's size), so the change is explained. Without
+    the prior, or with too few pumps to agree, it is not."""
+    hot = {"speed": 1.0, "flow": 1.0, "current": 1.0, "temp": 0.0}
+    for peers, prior, explained in ((3, True, True), (3, False, False), (2, True, False)):
+        gate = _fleet(peers)
+        gate.fleet_prior = prior
+        _newcomer(gate)
+        out = gate.observe("new", _at_size(0.9, 2.5, 56.0), hot, ALL)
+        if explained:
+            assert max(out["speed"], out["flow"], out["current"]) < 0.5, out
+            assert gate.cap_device_score("new", 1.0, {"speed": 0.5, "flow": 0.5}) < THR
+        else:
+            assert out == hot, (peers, prior, out)
+
+
+def test_the_fleet_prior_does_not_explain_a_break() -> None:
+    """On the new pump, a flow that drops by 15 noise sd while the speed holds, and a
+    flow that does not follow a speed change, keep their scores; the speed and current
+    that agree with each other are explained."""
+    gate = _fleet(3)
+    last, _ = _newcomer(gate)
+    hot = {"speed": 0.0, "flow": 1.0, "current": 0.0, "temp": 0.0}
+    assert gate.observe("new", dict(last, flow=last["flow"] - 15 * 0.6), hot, ALL)["flow"] == 1.0
+    # the speed and current move to a new setpoint, the flow stays: the flow is the break
+    row = dict(_at_size(0.9, 2.5, 56.0), flow=120 * 0.8 * 2.5)
+    out = gate.observe("new", row, {"speed": 1.0, "flow": 1.0, "current": 1.0, "temp": 0.0}, ALL)
+    assert out["flow"] == 1.0 and out["speed"] < 0.5 and out["current"] < 0.5, out
+
+
+def test_a_pair_the_fleet_disagrees_on_is_no_prior() -> None:
+    """Three pumps whose current follows the speed by three different laws (linear,
+    cubic, falling): the fleet has a prior for the flow but none for the current."""
+    gate = CrossSensorGate()
+    rng = np.random.default_rng(4)
+    laws = {"a": lambda s: 30 * s, "b": lambda s: 38 * s**3, "c": lambda s: 40 / s}
+    setpoints = rng.uniform(0.6, 0.95, 8)
+    for i in range(2400):
+        s = setpoints[i // 300]
+        for d, law in laws.items():
+            row = {"speed": 2950 * s + rng.normal(0, 3), "flow": 120 * s + rng.normal(0, 0.6),
+                   "current": law(s) + rng.normal(0, 0.25)}
+            gate.observe(d, row, dict.fromkeys(row, 0.0), row.keys())
+            gate.learn(d)
+    prior = gate._fleet_prior(gate.devices_["a"])
+    assert prior["flow"][0] == "speed" and abs(prior["flow"][1] - 1.0) < 0.05, prior
+    assert "current" not in prior, prior
+
+
+def test_a_drift_still_alarms_in_a_fleet() -> None:
+    """The flow drifting away from the speed (0.1 noise sd a reading) alarms within a
+    minute on a pump whose fleet has a prior as well (a lasting break must last under the
+    prior too, which it does)."""
+    n = 4000
+    gate = CrossSensorGate()
+    fleet = {f"peer-{k}": _sized_pump(n, seed=10 + k, size=0.6 + 0.4 * k) for k in range(3)}
+    fleet["p"] = _pump(n)
+    for i in range(n):
+        for d, rows in fleet.items():
+            gate.observe(d, rows[i], dict.fromkeys(rows[i], 0.0), ALL)
+            gate.learn(d)
+    assert "flow" in gate._fleet_prior(gate.devices_["p"])
+    first = None
+    for i, row in enumerate(_drift_rows(fleet["p"][-1], 120), start=1):
+        out = gate.observe("p", row, dict.fromkeys(row, 0.0), ALL)
+        gate.learn("p")
+        if first is None and out["flow"] >= THR:
+            first = i
+    assert first is not None and first <= 60, first
+
+
+def test_the_fleet_prior_is_a_setting(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = open_store("duckdb://:memory:")
+    for env, want in (({}, True), ({"EDGEWISE_FLEET_PRIOR": "off"}, False),
+                      ({"EDGEWISE_FLEET_PRIOR": "1"}, True)):
+        s = Settings.load(env=dict(env, EDGEWISE_DATA_DIR=str(tmp_path)))
+        p = Pipeline(store, s, detect_async=False)
+        assert p.cross_gate is not None and p.cross_gate.fleet_prior is want, env
+        p.close()
+    store.close()
+    with pytest.raises(ConfigError, match=r"'EDGEWISE_FLEET_PRIOR' has value 'maybe'\. Use one"):
+        Settings.load(env={"EDGEWISE_FLEET_PRIOR": "maybe"})
+
+
+def test_a_forgotten_device_leaves_the_fleet_prior_at_once() -> None:
+    """Deleting a device drops it from the prior its fleet uses, not 500 rows later: with
+    one of three pumps forgotten, a newcomer's first setpoint change is an alarm again."""
+    gate = _fleet(3)
+    gate.forget("peer-0")
+    _newcomer(gate)
+    hot = {"speed": 1.0, "flow": 1.0, "current": 1.0, "temp": 0.0}
+    assert gate.observe("new", _at_size(0.9, 2.5, 56.0), hot, ALL) == hot

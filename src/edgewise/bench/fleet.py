@@ -48,8 +48,8 @@ def _simulate(pumps: int, steps: int, seed: int, fault_rate_per_h: float,
 
 
 def _run(detector: str, devices: list[str], metrics: list[str], data: np.ndarray,
-         t0_ns: int, fast_gate: bool = True,
-         cross_gate: bool = True) -> tuple[list[Any], float]:
+         t0_ns: int, fast_gate: bool = True, cross_gate: bool = True,
+         fleet_prior: bool = True) -> tuple[list[Any], float]:
     """Alerts raised by the gateway's detection over ``data``; seconds it took."""
     from edgewise.config import Settings
     from edgewise.gateway.pipeline import Pipeline
@@ -58,7 +58,8 @@ def _run(detector: str, devices: list[str], metrics: list[str], data: np.ndarray
 
     with tempfile.TemporaryDirectory(prefix="edgewise-fleet-") as tmp:
         store = open_store(f"duckdb:///{Path(tmp) / 'fleet.duckdb'}")
-        pipe = Pipeline(store, Settings(data_dir=Path(tmp), detector=detector),
+        settings = Settings(data_dir=Path(tmp), detector=detector, fleet_prior=fleet_prior)
+        pipe = Pipeline(store, settings,
                         gap_grace_s=0.0, detect_async=False, fast_gate=fast_gate,
                         cross_gate=True if cross_gate else None)
         try:
@@ -231,6 +232,7 @@ def bench_fleet(
     tolerance_s: float = 120.0,
     fast_gate: Sequence[bool] = (True,),
     cross_gate: Sequence[bool] = (True,),
+    fleet_prior: Sequence[bool] = (True,),
     on_detector: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Alerts, false alerts per device-hour and faults found, for each level detector.
@@ -239,7 +241,8 @@ def bench_fleet(
     faults per pump-hour (seeded by ``seed``); each detector runs once per value of
     ``fast_gate`` (the gateway's fast-stream gate on or off, see
     :mod:`edgewise.gateway.fast_streams`) and, where the fast gate is on, of ``cross_gate``
-    (the cross-sensor gate, :mod:`edgewise.gateway.cross_sensor`; it needs the fast gate);
+    (the cross-sensor gate, :mod:`edgewise.gateway.cross_sensor`; it needs the fast gate)
+    and, where that is on, of ``fleet_prior`` (the cross-sensor gate's fleet prior);
     ``on_detector`` gets each row as it is done.
     Raises :class:`~edgewise.errors.ConfigError` for a name the gateway does not take (see
     :data:`edgewise.detect.LEVEL_DETECTORS`), before simulating anything.
@@ -252,10 +255,13 @@ def bench_fleet(
     device_hours = pumps * steps / 3600
     rows = []
     for name in detectors:
-        for gate, cross in [(g, c) for g in fast_gate for c in (cross_gate if g else (False,))]:
+        runs = [(g, c, p) for g in fast_gate for c in (cross_gate if g else (False,))
+                for p in (fleet_prior if c else (False,))]
+        for gate, cross, prior in runs:
             alerts, seconds = _run(name, devices, metrics, data, t0_ns, fast_gate=gate,
-                                   cross_gate=cross)
+                                   cross_gate=cross, fleet_prior=prior)
             row = {"detector": name, "fast_gate": gate, "cross_gate": cross,
+                   "fleet_prior": prior,
                    "device_hours": round(device_hours, 3),
                    **_grade(alerts, faults, int(tolerance_s * 1e9)),
                    "seconds": round(seconds, 1)}

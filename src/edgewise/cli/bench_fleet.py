@@ -30,6 +30,11 @@ def bench_fleet_cmd(
         help="Also run each detector with the fast-stream gate but without the cross-sensor "
              "gate, for comparison.")
     ] = False,
+    compare_prior: Annotated[bool, typer.Option(
+        "--compare-prior",
+        help="Also run each detector with both gates but without the cross-sensor gate's "
+             "fleet prior, for comparison.")
+    ] = False,
     json_out: Json = False,
 ) -> None:
     """False alerts per device-hour and faults found, through the gateway's own detection."""
@@ -38,8 +43,9 @@ def bench_fleet_cmd(
     def show(row: dict[str, Any]) -> None:
         if not json_out:
             delay = row["median_delay_s"]
-            name = row["detector"] + ("" if row["cross_gate"] else " (no cross gate)"
-                                      if row["fast_gate"] else " (no gate)")
+            name = row["detector"] + (
+                " (no gate)" if not row["fast_gate"] else " (no cross gate)"
+                if not row["cross_gate"] else "" if row["fleet_prior"] else " (no fleet prior)")
             typer.echo(
                 f"{name:<36} alerts {row['alerts']:>5}  false {row['false_alerts']:>5} "
                 f"({row['false_alerts_per_device_hour']:.2f} per device-hour)  faults found "
@@ -60,7 +66,8 @@ def bench_fleet_cmd(
                    f"seed {seed}:", err=True)
     res = bench_fleet(names, pumps=pumps, hours=hours, seed=seed, fault_rate_per_h=fault_rate,
                       fast_gate=(True, False) if compare_gate else (True,),
-                      cross_gate=(True, False) if compare_cross else (True,), on_detector=show)
+                      cross_gate=(True, False) if compare_cross else (True,),
+                      fleet_prior=(True, False) if compare_prior else (True,), on_detector=show)
     res["machine"] = f"{platform.machine()} {platform.system()}"
     if json_out:
         typer.echo(json.dumps(res))

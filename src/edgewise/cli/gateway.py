@@ -41,10 +41,16 @@ FastStreamZ = Annotated[float, typer.Option(
          "off what the device's other sensors predict for it, and a stuck sensor alarms; 0 "
          "scores fast streams as slow ones (see `edgewise bench fleet --compare-gate "
          "--compare-cross`).")]
+FleetPrior = Annotated[bool, typer.Option(
+    "--fleet-prior/--no-fleet-prior", envvar="EDGEWISE_FLEET_PRIOR",
+    help="Let the cross-sensor gate also explain a device's readings by what the fleet's "
+         "devices with the same metrics agree on (how each sensor moves with its partner), "
+         "so a new device's first operating changes are not alarms (see `edgewise bench "
+         "fleet --compare-prior`).")]
 
 
 def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, detector,  # type: ignore[no-untyped-def]
-              fast_stream_z=None):
+              fast_stream_z=None, fleet_prior=None):
     from edgewise.config import Settings
     from edgewise.errors import ConfigError
 
@@ -52,7 +58,8 @@ def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, d
         raise ConfigError("--tls-cert and --tls-key go together; give both or neither.")
     return Settings.load(data_dir=data_dir, mqtt=mqtt, store=store, host=host, http_port=port,
                          mqtt_port=mqtt_port, tls_cert=tls_cert, tls_key=tls_key,
-                         detector=detector, fast_stream_z=fast_stream_z)
+                         detector=detector, fast_stream_z=fast_stream_z,
+                         fleet_prior=fleet_prior)
 
 
 #: the embedded broker's ways of handing telemetry to the gateway (EDGEWISE_MQTT_CONSUMER)
@@ -117,6 +124,7 @@ def serve(
     tls_key: TlsKey = "",
     detector: Detector = "context-likelihood",
     fast_stream_z: FastStreamZ = 3.0,
+    fleet_prior: FleetPrior = True,
 ) -> None:
     """Run the gateway: MQTT in, store, detection, alerts, HTTP API and dashboard."""
     import asyncio
@@ -124,7 +132,7 @@ def serve(
     from edgewise.gateway.runtime import Gateway
 
     settings = _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key,
-                         detector, fast_stream_z)
+                         detector, fast_stream_z, fleet_prior)
     _check_consumer(settings)
     restrict_umask()  # what the gateway creates (stores, their logs, state) is 0600
 
@@ -209,6 +217,7 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Random seed of the fleet.")] = 0,
     detector: Detector = "context-likelihood",
     fast_stream_z: FastStreamZ = 3.0,
+    fleet_prior: FleetPrior = True,
 ) -> None:
     """Broker, gateway, store, detection, dashboard and a simulated pump fleet, in one process.
 
@@ -228,7 +237,7 @@ def demo(
     if seed < 0:
         raise ConfigError(f"--seed must be an int >= 0. Got {seed} instead.")
     settings = _settings(data_dir, "embedded", store, host, port, mqtt_port, tls_cert, tls_key,
-                         detector, fast_stream_z)
+                         detector, fast_stream_z, fleet_prior)
     _check_consumer(settings)
     restrict_umask()  # what the gateway creates (stores, their logs, state) is 0600
     labels_file = settings.data_dir / "demo-labels.json"

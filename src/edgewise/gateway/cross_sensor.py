@@ -33,6 +33,19 @@ readings and of their fast moves (a reading minus a moving average of about 10 r
 * **The device's score.** When less than half of a device-wide alarm's attribution is on
   metrics the gate did not explain in that row, it is capped the same way
   (:meth:`CrossSensorGate.cap_device_score`).
+* **The fleet's prior.** A device learns its partners from its own operating changes, so
+  its first changes, and its first ramps between operating points, would be alarms. The
+  gate's other devices with the same metrics have seen such changes: where at least 3 of
+  them show the same pair as partners (the partner explaining at least half the metric's
+  log variance there), the pair's elasticity (the slope of the log readings, the same for
+  a small pump as for a large one under the affinity laws) is their median, unless they
+  disagree (a robust spread over a quarter of it). Each metric gets the partner that
+  predicts it best across the fleet. From its 60th row on, a device's reading is also
+  explained where it is within ``min_z`` of what that predicts from its partner's reading
+  and the device's own log levels; the standard deviation is the device's own noise (from
+  second differences, which a change of operating point hardly moves) of both, plus the
+  elasticities' spread times the partner's distance from its level. A lasting break
+  alarms only where it also lasts under the prior (its running residual at 2 sd or more).
 
 A metric without partners (at most the 8 most correlated are used), one that has not
 moved yet (a constant, a coarse sensor on one value) and a stuck run the fast-stream gate
@@ -82,7 +95,7 @@ __all__ = ["STATE_VERSION", "CrossSensorGate"]
 
 #: the layout of ``CrossSensorGate.devices_`` (saved with the gateway's detector state): a
 #: state saved under another is not read, the gate learns afresh
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 #: relative ridge on the standardised covariance: perfectly collinear sensors still invert
 _RIDGE = 1e-6
@@ -100,6 +113,26 @@ _GLITCH_SD = 1e3
 _TINY = 1e-20
 #: weight of the exponentially weighted mean of each metric's residual (about 10 rows)
 _SMOOTH = 0.1
+#: rows a device needs (for its log levels and noise) before the fleet's prior is used
+_PRIOR_ROWS = 60
+#: devices of the fleet a prior's pair needs: each with the pair as partners of its own
+_PRIOR_PEERS = 3
+#: rows learned across the fleet between two recomputations of its priors
+_PRIOR_REFRESH = 500
+#: weight of the running mean absolute second difference (the noise; plain at first)
+_NOISE = 0.01
+#: mean |second difference| of white noise, in its standard deviations (sqrt(6) sqrt(2/pi))
+_D2_ABS = 1.9544
+#: a second difference over this many times the running mean is a move, not noise
+_D2_CLIP = 5.0
+#: a pair the fleet's devices disagree on (elasticities spread more than this share of
+#: their median, robustly) is not a prior
+_PRIOR_SPREAD = 0.25
+#: share of a metric's log variance its partner must explain on a device for the pair to
+#: count there: the device has seen its operating point change, not only noise
+_PRIOR_R2 = 0.5
+#: running prior residual (in its sd) at which a lasting break is lasting for the prior too
+_PRIOR_BREAK = 2.0
 
 
 @dataclass(slots=True)
@@ -120,6 +153,16 @@ class _Device:
     pending: np.ndarray | None = None  # the last row observed, until learned
     smooth: np.ndarray = field(default_factory=lambda: np.zeros(0))  # EW mean residuals
     shadow: _Device | None = None  # a wider model warming up after a new metric came
+    # the fleet prior's view: logs of the readings (power laws are straight lines there)
+    lpos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # all > 0
+    lmean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    lcov: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    lprev: np.ndarray | None = None  # the two last learned log rows, for the noise
+    lprev2: np.ndarray | None = None
+    lnoise: np.ndarray = field(default_factory=lambda: np.zeros(0))  # mean |2nd diff|
+    nd2: int = 0  # second differences seen
+    psmooth: np.ndarray = field(default_factory=lambda: np.zeros(0))  # EW mean prior z
+    key: frozenset[str] = frozenset()  # the metrics: devices with the same are its fleet
 
 
 def _features(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -156,6 +199,9 @@ class CrossSensorGate:
         Rows learned between two refits of the regressions.
     threshold
         The alert threshold the capped scores are read against.
+    fleet_prior
+        Also explain a device's readings by what its fleet's devices with the same metrics
+        agree on (see above); ``False`` judges each device on its own model only.
 
     Attributes
     ----------
@@ -165,7 +211,8 @@ class CrossSensorGate:
 
     def __init__(self, min_z: float = 3.0, alpha: float = 0.001, warmup: int = 300,
                  partner_corr: float = 0.2, refresh: int = 50,
-                 threshold: float = DEFAULT_THRESHOLD, break_z: float = 3.0) -> None:
+                 threshold: float = DEFAULT_THRESHOLD, break_z: float = 3.0,
+                 fleet_prior: bool = True) -> None:
         validate_params({"min_z": Interval(float, 0.0, None, closed="neither"),
                          "alpha": Interval(float, 0.0, 1.0, closed="right"),
                          "warmup": Interval(int, 2, None),
@@ -183,7 +230,11 @@ class CrossSensorGate:
         self.refresh = refresh
         self.threshold = threshold
         self.break_z = break_z
+        self.fleet_prior = fleet_prior
         self.devices_: dict[str, _Device] = {}
+        self._rows = 0  # rows learned, all devices
+        # metric set -> (rows when computed, the fleet's prior for such devices)
+        self._priors: dict[frozenset[str], tuple[int, dict[str, tuple[str, float, float]]]] = {}
 
     def observe(self, device_id: str, row: dict[str, float], scores: dict[str, float],
                 eligible: Collection[str], *, keep: Collection[str] = (),
@@ -220,34 +271,50 @@ class CrossSensorGate:
         together = 2 * len(known) >= len(dev.metrics)  # see _stage
         out = scores
         dev.explained = set()
-        if len(dev.metrics) >= 2 and dev.n >= self.warmup and complete:
-            e = self._residuals(dev, x)
-            if e is not None:
-                out = dict(scores)
-                if together and not any(m in skip for m in known):
-                    # a row holding a flagged spike moves no running residual: the spike
-                    # would move its partners' too, through their predictions
-                    fresh = np.zeros(len(e), dtype=bool)
-                    fresh[[dev.index[m] for m in known]] = True
-                    fresh &= np.isfinite(e)
-                    step = _SMOOTH * (np.where(fresh, e, 0.0) - dev.smooth)
-                    dev.smooth = np.where(fresh, dev.smooth + step, dev.smooth)
-                    dev.smooth[np.isnan(dev.sd)] = 0.0  # not judged: no break
-                for m in known:
-                    zj = abs(e[dev.index[m]])
-                    if zj < self.min_z and m not in keep:  # NaN (not judged) is not <
-                        dev.explained.add(m)
-                        if m in out:
-                            out[m] = min(out[m], float(self.threshold * zj / self.min_z))
-                # a lasting break: only the metric furthest from its partners' prediction
-                # alarms (its partners' predictions, made from it, are off as well)
-                r = np.abs(dev.smooth)
-                i = int(np.argmax(r))
-                m = dev.metrics[i]
-                if r[i] >= self.break_z and m in known:
-                    dev.explained.discard(m)
-                    out[m] = max(out.get(m, 0.0), min(1.0, float(self.threshold * r[i]
-                                                                   / self.break_z)))
+        if len(dev.metrics) < 2 or not complete:
+            return out
+        e = self._residuals(dev, x) if dev.n >= self.warmup else None
+        # the fleet's prior: what devices with the same metrics agree on, for a device
+        # that has not yet seen enough operating points of its own
+        prior = (self._prior_z(dev, x, known) if self.fleet_prior and dev.n >= _PRIOR_ROWS
+                 else {})
+        if e is None and not prior:
+            return out
+        out = dict(scores)
+        moves = together and not any(m in skip for m in known)
+        for m, z in prior.items():  # the prior's running residuals, as the model's below
+            if moves:
+                j = dev.index[m]
+                dev.psmooth[j] += _SMOOTH * (z - dev.psmooth[j])
+        if e is not None and moves:
+            # a row holding a flagged spike moves no running residual: the spike would
+            # move its partners' too, through their predictions
+            fresh = np.zeros(len(e), dtype=bool)
+            fresh[[dev.index[m] for m in known]] = True
+            fresh &= np.isfinite(e)
+            step = _SMOOTH * (np.where(fresh, e, 0.0) - dev.smooth)
+            dev.smooth = np.where(fresh, dev.smooth + step, dev.smooth)
+            dev.smooth[np.isnan(dev.sd)] = 0.0  # not judged: no break
+        for m in known:
+            zj = abs(e[dev.index[m]]) if e is not None else math.nan
+            zp = abs(prior.get(m, math.inf))
+            zj = min(zj, zp) if not math.isnan(zj) else (zp if zp < math.inf else zj)
+            if zj < self.min_z and m not in keep:  # NaN (not judged) is not <
+                dev.explained.add(m)
+                if m in out:
+                    out[m] = min(out[m], float(self.threshold * zj / self.min_z))
+        if e is not None:
+            # a lasting break: only the metric furthest from its partners' prediction
+            # alarms (its partners' predictions, made from it, are off as well), unless
+            # the fleet's prior explains it
+            r = np.abs(dev.smooth)
+            i = int(np.argmax(r))
+            m = dev.metrics[i]
+            lasting = m not in prior or abs(dev.psmooth[i]) >= _PRIOR_BREAK
+            if r[i] >= self.break_z and m in known and lasting:
+                dev.explained.discard(m)
+                out[m] = max(out.get(m, 0.0), min(1.0, float(self.threshold * r[i]
+                                                               / self.break_z)))
         return out
 
     def _stage(self, dev: _Device, row: dict[str, float], names: list[str],
@@ -326,13 +393,19 @@ class CrossSensorGate:
         """A fresh model over ``dev``'s metrics and ``names``, keeping the last values."""
         metrics = list(dev.metrics) if dev is not None else []
         metrics += [m for m in names if m not in metrics]
-        new = _Device(metrics=metrics, index={m: i for i, m in enumerate(metrics)})
+        new = _Device(metrics=metrics, index={m: i for i, m in enumerate(metrics)},
+                      key=frozenset(metrics))
         d = len(metrics)
         new.mean = np.zeros(2 * d)
         new.cov = np.zeros((2 * d, 2 * d))
         new.dmom = np.zeros((d, d))
         new.last = np.full(d, np.nan)
         new.smooth = np.zeros(d)
+        new.lpos = np.ones(d, dtype=bool)
+        new.lmean = np.zeros(d)
+        new.lcov = np.zeros((d, d))
+        new.lnoise = np.zeros(d)
+        new.psmooth = np.zeros(d)
         if dev is not None:
             new.last[: len(dev.metrics)] = dev.last
         return new
@@ -358,9 +431,100 @@ class CrossSensorGate:
             if step is not None:
                 dev.dmom += a * (np.outer(step, step) - dev.dmom)
         dev.since += 1
+        self._learn_logs(dev, x)
 
-    def _fit(self, dev: _Device) -> bool:
-        """Each metric's least-squares regression on its partners, from the moments."""
+    def _learn_logs(self, dev: _Device, x: np.ndarray) -> None:
+        """The log readings' moments and noise (what the fleet's prior is read with)."""
+        dev.lpos &= x > 0
+        lx = np.log(np.where(dev.lpos, x, 1.0))
+        d = lx - dev.lmean
+        if dev.n <= self.warmup:
+            dev.lmean += d / dev.n
+            dev.lcov += (np.outer(d, lx - dev.lmean) - dev.lcov) / dev.n
+        else:
+            a = self.alpha
+            dev.lmean += a * d
+            dev.lcov = (1.0 - a) * (dev.lcov + a * np.outer(d, d))
+        if dev.lprev is not None and dev.lprev2 is not None:
+            # the noise from second differences: a ramp's are small, a step's one or two
+            # are clipped, so an operating change does not pass for noise
+            d2 = np.abs(lx - 2.0 * dev.lprev + dev.lprev2)
+            dev.nd2 += 1
+            if dev.nd2 > 20:
+                d2 = np.minimum(d2, _D2_CLIP * dev.lnoise)
+            dev.lnoise += (d2 - dev.lnoise) * max(_NOISE, 1.0 / dev.nd2)
+        dev.lprev2, dev.lprev = dev.lprev, lx
+        self._rows += 1
+
+    def _fleet_prior(self, dev: _Device) -> dict[str, tuple[str, float, float]]:
+        """What the devices with ``dev``'s metrics agree on: for each metric, the
+        partner that predicts it best in most of them, the elasticity (slope of the log
+        readings) and its spread across them."""
+        key = dev.key
+        cached = self._priors.get(key)
+        if cached is not None and self._rows - cached[0] < _PRIOR_REFRESH:
+            return cached[1]
+        pairs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for peer in self.devices_.values():
+            if peer.n < _PRIOR_ROWS or peer.key != key:
+                continue
+            moving, dcorr = self._move_corr(peer)
+            partner = dcorr >= self.partner_corr
+            for j in np.flatnonzero(moving & peer.lpos):
+                for i in np.flatnonzero(partner[j] & peer.lpos):
+                    vi = peer.lcov[i, i]
+                    if vi > 0:
+                        e = peer.lcov[j, i] / vi
+                        rv = peer.lcov[j, j] - e * peer.lcov[j, i]
+                        if not rv <= (1.0 - _PRIOR_R2) * peer.lcov[j, j]:
+                            continue  # moves that were noise, not a change it has seen
+                        pairs.setdefault((peer.metrics[j], peer.metrics[i]), []).append(
+                            (float(e), float(rv)))
+        best: dict[str, tuple[float, str, float, float]] = {}
+        for (m, p), got in pairs.items():
+            if len(got) < _PRIOR_PEERS:
+                continue
+            es = np.array([g[0] for g in got])
+            rv = float(np.median([g[1] for g in got]))
+            e = float(np.median(es))
+            spread = 1.4826 * float(np.median(np.abs(es - e)))  # a worn peer is an outlier
+            if spread > _PRIOR_SPREAD * abs(e):
+                continue  # the fleet does not agree on it
+            if m not in best or rv < best[m][0]:
+                best[m] = (rv, p, e, spread)
+        prior = {m: (p, e, spread) for m, (_, p, e, spread) in best.items()}
+        self._priors[key] = (self._rows, prior)
+        return prior
+
+    def _prior_z(self, dev: _Device, x: np.ndarray, names: list[str]) -> dict[str, float]:
+        """Each metric's distance, in its standard deviations, from what the fleet's
+        prior predicts from its partner's reading on this device."""
+        prior = self._fleet_prior(dev)
+        if not prior:
+            return {}
+        # plain floats: a handful of metrics per row, numpy's per-item cost would dominate
+        sd = (dev.lnoise / _D2_ABS).tolist()
+        pos, lmean, xs = dev.lpos.tolist(), dev.lmean.tolist(), x.tolist()
+        out: dict[str, float] = {}
+        for m in names:
+            got = prior.get(m)
+            if got is None or got[0] not in dev.index:
+                continue
+            p, e, spread = got
+            j, i = dev.index[m], dev.index[p]
+            if not (pos[j] and pos[i] and xs[j] > 0 and xs[i] > 0):
+                continue
+            di = math.log(xs[i]) - lmean[i]
+            r = math.log(xs[j]) - lmean[j] - e * di
+            var = sd[j] ** 2 + (e * sd[i]) ** 2 + (spread * di) ** 2
+            if var > 0:
+                out[m] = r / math.sqrt(var)
+        return out
+
+    @staticmethod
+    def _move_corr(dev: _Device) -> tuple[np.ndarray, np.ndarray]:
+        """Which metrics have moved, and the correlations of their fast moves (0 for a
+        metric that has not moved and on the diagonal)."""
         k = len(dev.metrics)
         var, dvar = np.diag(dev.cov), np.diag(dev.dmom)
         # a metric that has not moved (a constant, a coarse sensor still on one value) is
@@ -372,6 +536,13 @@ class CrossSensorGate:
         dcorr[~moving, :] = 0.0
         dcorr[:, ~moving] = 0.0
         np.fill_diagonal(dcorr, 0.0)
+        return moving, dcorr
+
+    def _fit(self, dev: _Device) -> bool:
+        """Each metric's least-squares regression on its partners, from the moments."""
+        k = len(dev.metrics)
+        var = np.diag(dev.cov)
+        moving, dcorr = self._move_corr(dev)
         coef = np.zeros((k, 2 * k))
         sd = np.full(k, np.nan)
         for j in np.flatnonzero(moving):
@@ -408,5 +579,7 @@ class CrossSensorGate:
         return e
 
     def forget(self, device_id: str) -> None:
-        """Drop what was learned of ``device_id``."""
-        self.devices_.pop(device_id, None)
+        """Drop what was learned of ``device_id``, and the fleet prior it was part of."""
+        dev = self.devices_.pop(device_id, None)
+        if dev is not None:
+            self._priors.pop(dev.key, None)

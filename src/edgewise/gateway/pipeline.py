@@ -218,7 +218,8 @@ class Pipeline:
              if settings.fast_stream_z > 0 else None) if fast_gate is True
             else (fast_gate or None))
         self.cross_gate: CrossSensorGate | None = (
-            (CrossSensorGate(min_z=settings.fast_stream_z, threshold=settings.alert_threshold)
+            (CrossSensorGate(min_z=settings.fast_stream_z, threshold=settings.alert_threshold,
+                             fleet_prior=settings.fleet_prior)
              if settings.fast_stream_z > 0 and self.fast_gate is not None else None)
             if cross_gate is True else (cross_gate or None))
         self._quality: dict[str, dict[str, dict[str, int]]] = {}
