@@ -117,8 +117,10 @@ _SMOOTH = 0.1
 _PRIOR_ROWS = 60
 #: devices of the fleet a prior's pair needs: each with the pair as partners of its own
 _PRIOR_PEERS = 3
-#: rows learned across the fleet between two recomputations of its priors
+#: rows learned across the fleet between two recomputations of its priors: at least this,
+#: and this many per device the gate holds
 _PRIOR_REFRESH = 500
+_PRIOR_REFRESH_PER_DEVICE = 25
 #: weight of the running mean absolute second difference (the noise; plain at first)
 _NOISE = 0.01
 #: mean |second difference| of white noise, in its standard deviations (sqrt(6) sqrt(2/pi))
@@ -462,24 +464,27 @@ class CrossSensorGate:
         readings) and its spread across them."""
         key = dev.key
         cached = self._priors.get(key)
-        if cached is not None and self._rows - cached[0] < _PRIOR_REFRESH:
+        # as often in rows learned as the fleet is large: a device's row costs the same in
+        # a fleet of 20 as of 20,000 (each recomputation reads every device)
+        every = max(_PRIOR_REFRESH, _PRIOR_REFRESH_PER_DEVICE * len(self.devices_))
+        if cached is not None and self._rows - cached[0] < every:
             return cached[1]
         pairs: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for peer in self.devices_.values():
             if peer.n < _PRIOR_ROWS or peer.key != key:
                 continue
             moving, dcorr = self._move_corr(peer)
-            partner = dcorr >= self.partner_corr
-            for j in np.flatnonzero(moving & peer.lpos):
-                for i in np.flatnonzero(partner[j] & peer.lpos):
-                    vi = peer.lcov[i, i]
-                    if vi > 0:
-                        e = peer.lcov[j, i] / vi
-                        rv = peer.lcov[j, j] - e * peer.lcov[j, i]
-                        if not rv <= (1.0 - _PRIOR_R2) * peer.lcov[j, j]:
-                            continue  # moves that were noise, not a change it has seen
-                        pairs.setdefault((peer.metrics[j], peer.metrics[i]), []).append(
-                            (float(e), float(rv)))
+            v = np.diag(peer.lcov)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                e = peer.lcov / v  # e[j, i]: the slope of metric j's log on partner i's
+                rv = v[:, None] - e * peer.lcov  # the residual variance of j given i
+            ok = ((dcorr >= self.partner_corr) & (moving & peer.lpos)[:, None]
+                  & peer.lpos & (v > 0)
+                  # moves that were noise, not a change it has seen, do not count
+                  & (rv <= (1.0 - _PRIOR_R2) * v[:, None]))
+            for j, i in zip(*np.nonzero(ok), strict=True):
+                pairs.setdefault((peer.metrics[j], peer.metrics[i]), []).append(
+                    (float(e[j, i]), float(rv[j, i])))
         best: dict[str, tuple[float, str, float, float]] = {}
         for (m, p), got in pairs.items():
             if len(got) < _PRIOR_PEERS:
