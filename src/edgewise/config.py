@@ -185,8 +185,8 @@ def _check_forwarded_allow_ips(value: str) -> None:
 
 
 #: the words a boolean setting takes from the environment
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
+_TRUE = ("1", "true", "t", "yes", "y", "on")  # as the CLI's flags take them from the env
+_FALSE = ("0", "false", "f", "no", "n", "off")
 
 
 def _cast(name: str, raw: Any, typ: Any, source: str) -> Any:

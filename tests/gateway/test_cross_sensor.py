@@ -486,3 +486,41 @@ def test_a_forgotten_device_leaves_the_fleet_prior_at_once() -> None:
     _newcomer(gate)
     hot = {"speed": 1.0, "flow": 1.0, "current": 1.0, "temp": 0.0}
     assert gate.observe("new", _at_size(0.9, 2.5, 56.0), hot, ALL) == hot
+
+
+def test_readings_at_zero_are_left_out_of_the_prior_not_its_metric_for_good() -> None:
+    """A pump of the fleet stopped for 5 rows (every reading 0) still counts for the prior,
+    and a new pump that reported 0 for its first 5 rows (installed while stopped) gets it:
+    a stop is left out of the log moments row by row."""
+    hot = {"speed": 1.0, "flow": 1.0, "current": 1.0, "temp": 0.0}
+    gate = _fleet(3)
+    for _ in range(5):
+        row = {"speed": 0.0, "flow": 0.0, "current": 0.0, "temp": 40.0}
+        gate.observe("peer-0", row, dict.fromkeys(row, 0.0), ALL)
+        gate.learn("peer-0")
+    for i in range(600):  # the peers run on past the prior's next recomputation
+        for k in range(3):
+            row = _sized_pump(1, seed=50 + i, size=0.6 + 0.4 * k)[0]
+            gate.observe(f"peer-{k}", row, dict.fromkeys(row, 0.0), ALL)
+            gate.learn(f"peer-{k}")
+    stopped = {"speed": 0.0, "flow": 0.0, "current": 0.0, "temp": 56.0}
+    for _ in range(5):
+        gate.observe("new", stopped, dict.fromkeys(stopped, 0.0), ALL)
+        gate.learn("new")
+    _newcomer(gate)
+    out = gate.observe("new", _at_size(0.9, 2.5, 56.0), hot, ALL)
+    assert max(out["speed"], out["flow"], out["current"]) < 0.5, out
+
+
+def test_the_noise_estimate_recovers_from_a_constant_start() -> None:
+    """A sensor that held one value for its first 25 readings (a drive reporting its
+    setpoint before it starts) still gets a noise estimate once it is noisy."""
+    gate = CrossSensorGate()
+    rng = np.random.default_rng(2)
+    for i in range(400):
+        noise = rng.normal(0, 3) if i >= 25 else 0.0
+        row = {"speed": 2950 * 0.8 + noise, "flow": 96 + rng.normal(0, 0.6)}
+        gate.observe("p", row, dict.fromkeys(row, 0.0), row.keys())
+        gate.learn("p")
+    noise_sd = gate.devices_["p"].lnoise / 1.9544
+    assert 0.5 < noise_sd[0] / (3 / 2360) < 2.0, noise_sd

@@ -35,9 +35,11 @@ readings and of their fast moves (a reading minus a moving average of about 10 r
   (:meth:`CrossSensorGate.cap_device_score`).
 * **The fleet's prior.** A device learns its partners from its own operating changes, so
   its first changes, and its first ramps between operating points, would be alarms. The
-  gate's other devices with the same metrics have seen such changes: where at least 3 of
-  them show the same pair as partners (the partner explaining at least half the metric's
-  log variance there), the pair's elasticity (the slope of the log readings, the same for
+  gate's devices with the same metrics (the device itself among them, once it has seen
+  changes of its own) have seen such changes: where at least 3 of them show the same pair
+  as partners (the partner explaining at least half the metric's log variance there, and
+  both read above 0 in at least 90 % of their rows, those rows only), the pair's
+  elasticity (the slope of the log readings, the same for
   a small pump as for a large one under the affinity laws) is their median, unless they
   disagree (a robust spread over a quarter of it). Each metric gets the partner that
   predicts it best across the fleet. From its 60th row on, a device's reading is also
@@ -95,7 +97,7 @@ __all__ = ["STATE_VERSION", "CrossSensorGate"]
 
 #: the layout of ``CrossSensorGate.devices_`` (saved with the gateway's detector state): a
 #: state saved under another is not read, the gate learns afresh
-STATE_VERSION = 3
+STATE_VERSION = 4
 
 #: relative ridge on the standardised covariance: perfectly collinear sensors still invert
 _RIDGE = 1e-6
@@ -133,6 +135,8 @@ _PRIOR_SPREAD = 0.25
 #: share of a metric's log variance its partner must explain on a device for the pair to
 #: count there: the device has seen its operating point change, not only noise
 _PRIOR_R2 = 0.5
+#: share of a device's rows a metric may be read at 0 or below in and still be in the prior
+_LOG_BAD = 0.1
 #: running prior residual (in its sd) at which a lasting break is lasting for the prior too
 _PRIOR_BREAK = 2.0
 
@@ -156,15 +160,22 @@ class _Device:
     smooth: np.ndarray = field(default_factory=lambda: np.zeros(0))  # EW mean residuals
     shadow: _Device | None = None  # a wider model warming up after a new metric came
     # the fleet prior's view: logs of the readings (power laws are straight lines there)
-    lpos: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # all > 0
+    lcnt: np.ndarray = field(default_factory=lambda: np.zeros(0))  # rows read positive
+    lbad: np.ndarray = field(default_factory=lambda: np.zeros(0))  # share read <= 0
     lmean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     lcov: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
-    lprev: np.ndarray | None = None  # the two last learned log rows, for the noise
+    lprev: np.ndarray | None = None  # the two last learned log rows (NaN: not > 0)
     lprev2: np.ndarray | None = None
     lnoise: np.ndarray = field(default_factory=lambda: np.zeros(0))  # mean |2nd diff|
-    nd2: int = 0  # second differences seen
+    nd2: np.ndarray = field(default_factory=lambda: np.zeros(0))  # 2nd differences seen
     psmooth: np.ndarray = field(default_factory=lambda: np.zeros(0))  # EW mean prior z
     key: frozenset[str] = frozenset()  # the metrics: devices with the same are its fleet
+
+
+def _log_ok(dev: _Device) -> np.ndarray:
+    """The metrics whose log readings the fleet prior may use: read above 0 in all but
+    ``_LOG_BAD`` of the device's rows, and at least twice."""
+    return (dev.lbad < _LOG_BAD) & (dev.lcnt >= 2)
 
 
 def _features(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -284,10 +295,13 @@ class CrossSensorGate:
             return out
         out = dict(scores)
         moves = together and not any(m in skip for m in known)
-        for m, z in prior.items():  # the prior's running residuals, as the model's below
-            if moves:
+        if moves:  # the prior's running residuals, as the model's below
+            for m in known:
                 j = dev.index[m]
-                dev.psmooth[j] += _SMOOTH * (z - dev.psmooth[j])
+                z = prior.get(m)
+                # a metric out of the prior (for now) starts again from 0 when it is back
+                dev.psmooth[j] = 0.0 if z is None else dev.psmooth[j] + _SMOOTH * (
+                    z - dev.psmooth[j])
         if e is not None and moves:
             # a row holding a flagged spike moves no running residual: the spike would
             # move its partners' too, through their predictions
@@ -358,6 +372,7 @@ class CrossSensorGate:
         if shadow is not None and shadow.n >= self.warmup:  # it takes over, alarms and all
             for m, i in dev.index.items():
                 shadow.smooth[shadow.index[m]] = dev.smooth[i]
+                shadow.psmooth[shadow.index[m]] = dev.psmooth[i]
             self.devices_[device_id] = shadow
         if not np.isfinite(self.devices_[device_id].cov).all():
             # moments no longer finite (readings near the float limits): start again
@@ -403,7 +418,9 @@ class CrossSensorGate:
         new.dmom = np.zeros((d, d))
         new.last = np.full(d, np.nan)
         new.smooth = np.zeros(d)
-        new.lpos = np.ones(d, dtype=bool)
+        new.lcnt = np.zeros(d)
+        new.lbad = np.zeros(d)
+        new.nd2 = np.zeros(d)
         new.lmean = np.zeros(d)
         new.lcov = np.zeros((d, d))
         new.lnoise = np.zeros(d)
@@ -436,25 +453,34 @@ class CrossSensorGate:
         self._learn_logs(dev, x)
 
     def _learn_logs(self, dev: _Device, x: np.ndarray) -> None:
-        """The log readings' moments and noise (what the fleet's prior is read with)."""
-        dev.lpos &= x > 0
-        lx = np.log(np.where(dev.lpos, x, 1.0))
-        d = lx - dev.lmean
-        if dev.n <= self.warmup:
-            dev.lmean += d / dev.n
-            dev.lcov += (np.outer(d, lx - dev.lmean) - dev.lcov) / dev.n
-        else:
-            a = self.alpha
-            dev.lmean += a * d
-            dev.lcov = (1.0 - a) * (dev.lcov + a * np.outer(d, d))
+        """The log readings' moments and noise (what the fleet's prior is read with).
+
+        A metric's reading that is not above 0 (a stopped pump's flow) is left out of them,
+        row by row; a metric read so too often (:func:`_log_ok`) is not used."""
+        pos = x > 0
+        dev.lbad += (~pos - dev.lbad) * max(self.alpha, 1.0 / dev.n)
+        lx = np.log(np.where(pos, x, 1.0))
+        dev.lcnt += pos
+        # plain moments over each metric's first rows, as _learn's, then weighted; a pair
+        # moves only when both were read above 0, by the weight of the newer of the two
+        w = np.where(dev.lcnt <= self.warmup, 1.0 / np.maximum(dev.lcnt, 1.0), self.alpha)
+        w = np.where(pos, w, 0.0)
+        d = np.where(pos, lx - dev.lmean, 0.0)
+        wp = np.maximum.outer(w, w) * np.outer(pos, pos)
+        dev.lcov = (1.0 - wp) * (dev.lcov + wp * np.outer(d, d))
+        dev.lmean += w * d
+        lx = np.where(pos, lx, np.nan)
         if dev.lprev is not None and dev.lprev2 is not None:
             # the noise from second differences: a ramp's are small, a step's one or two
-            # are clipped, so an operating change does not pass for noise
+            # are clipped, so an operating change does not pass for noise (not clipped
+            # while the estimate is still 0: a sensor that held one value at first)
             d2 = np.abs(lx - 2.0 * dev.lprev + dev.lprev2)
-            dev.nd2 += 1
-            if dev.nd2 > 20:
-                d2 = np.minimum(d2, _D2_CLIP * dev.lnoise)
-            dev.lnoise += (d2 - dev.lnoise) * max(_NOISE, 1.0 / dev.nd2)
+            seen = np.isfinite(d2)
+            dev.nd2 += seen
+            clip = (dev.nd2 > 20) & (dev.lnoise > 0)
+            d2 = np.where(clip, np.minimum(d2, _D2_CLIP * dev.lnoise), d2)
+            rate = np.maximum(_NOISE, 1.0 / np.maximum(dev.nd2, 1.0))
+            dev.lnoise += np.where(seen, (d2 - dev.lnoise) * rate, 0.0)
         dev.lprev2, dev.lprev = dev.lprev, lx
         self._rows += 1
 
@@ -470,7 +496,9 @@ class CrossSensorGate:
         if cached is not None and self._rows - cached[0] < every:
             return cached[1]
         pairs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        live = set()
         for peer in self.devices_.values():
+            live.add(peer.key)
             if peer.n < _PRIOR_ROWS or peer.key != key:
                 continue
             moving, dcorr = self._move_corr(peer)
@@ -478,8 +506,9 @@ class CrossSensorGate:
             with np.errstate(divide="ignore", invalid="ignore"):
                 e = peer.lcov / v  # e[j, i]: the slope of metric j's log on partner i's
                 rv = v[:, None] - e * peer.lcov  # the residual variance of j given i
-            ok = ((dcorr >= self.partner_corr) & (moving & peer.lpos)[:, None]
-                  & peer.lpos & (v > 0)
+            usable = _log_ok(peer)
+            ok = ((dcorr >= self.partner_corr) & (moving & usable)[:, None]
+                  & usable & (v > 0)
                   # moves that were noise, not a change it has seen, do not count
                   & (rv <= (1.0 - _PRIOR_R2) * v[:, None]))
             for j, i in zip(*np.nonzero(ok), strict=True):
@@ -498,6 +527,9 @@ class CrossSensorGate:
             if m not in best or rv < best[m][0]:
                 best[m] = (rv, p, e, spread)
         prior = {m: (p, e, spread) for m, (_, p, e, spread) in best.items()}
+        # metric sets no device has any more (a model that grew, a device forgotten) go
+        for gone in [k for k in self._priors if k not in live]:
+            del self._priors[gone]
         self._priors[key] = (self._rows, prior)
         return prior
 
@@ -509,7 +541,7 @@ class CrossSensorGate:
             return {}
         # plain floats: a handful of metrics per row, numpy's per-item cost would dominate
         sd = (dev.lnoise / _D2_ABS).tolist()
-        pos, lmean, xs = dev.lpos.tolist(), dev.lmean.tolist(), x.tolist()
+        pos, lmean, xs = _log_ok(dev).tolist(), dev.lmean.tolist(), x.tolist()
         out: dict[str, float] = {}
         for m in names:
             got = prior.get(m)
