@@ -498,7 +498,9 @@ def test_readings_at_zero_are_left_out_of_the_prior_not_its_metric_for_good() ->
         row = {"speed": 0.0, "flow": 0.0, "current": 0.0, "temp": 40.0}
         gate.observe("peer-0", row, dict.fromkeys(row, 0.0), ALL)
         gate.learn("peer-0")
-    for i in range(600):  # the peers run on past the prior's next recomputation
+    # the peers run on past the prior's next recomputation, each row at a fresh setpoint
+    # (one-row pumps of other seeds), so every row tells how the sensors move together
+    for i in range(600):
         for k in range(3):
             row = _sized_pump(1, seed=50 + i, size=0.6 + 0.4 * k)[0]
             gate.observe(f"peer-{k}", row, dict.fromkeys(row, 0.0), ALL)

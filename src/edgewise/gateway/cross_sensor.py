@@ -312,10 +312,10 @@ class CrossSensorGate:
             dev.smooth = np.where(fresh, dev.smooth + step, dev.smooth)
             dev.smooth[np.isnan(dev.sd)] = 0.0  # not judged: no break
         for m in known:
-            zj = abs(e[dev.index[m]]) if e is not None else math.nan
-            zp = abs(prior.get(m, math.inf))
-            zj = min(zj, zp) if not math.isnan(zj) else (zp if zp < math.inf else zj)
-            if zj < self.min_z and m not in keep:  # NaN (not judged) is not <
+            # the nearer of the two predictions; inf where neither judges the metric
+            own = math.inf if e is None else abs(e[dev.index[m]])
+            zj = min(math.inf if math.isnan(own) else own, abs(prior.get(m, math.inf)))
+            if zj < self.min_z and m not in keep:
                 dev.explained.add(m)
                 if m in out:
                     out[m] = min(out[m], float(self.threshold * zj / self.min_z))
