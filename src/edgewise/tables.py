@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import io
 import itertools
 import zlib
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ import pandas as pd
 from edgewise.errors import QualityError
 from edgewise.telemetry import epoch_unit_ns
 
-__all__ = ["check_csv_file", "read_table", "read_text", "separator", "time_ns"]
+__all__ = ["check_csv_file", "read_table", "read_tables", "read_text", "separator", "time_ns"]
 
 
 def time_ns(col: pd.Series) -> np.ndarray:
@@ -359,6 +360,7 @@ def read_table(path: str | Path, name: str = "File", *, text: bool = False) -> p
     ``""``; ``007``, ``NA``, ``TRUE``, ``1.50`` and 17-digit ids stay as they are), for
     writing the rows back as they were read; only a column of decimal-comma numbers gets
     a decimal point (``1,50`` -> ``1.50``), as the number it is read as.
+    :func:`read_tables` gives both views from one read of the file.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
@@ -371,17 +373,44 @@ def read_table(path: str | Path, name: str = "File", *, text: bool = False) -> p
     file is missing, a directory, not text (:func:`check_csv_file`), empty or has no data
     rows.
     """
+    return _parse(*_load(path, name), text)
+
+
+def read_tables(path: str | Path, name: str = "File") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`read_table` and ``read_table(path, text=True)`` from one read of the file:
+    the numbers to score and the cells as written, row for row the same rows even if the
+    file changes on disk meanwhile (a logger still appending to it).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     f = Path(d) / "pump.csv"
+    ...     _ = f.write_text("t,druck\\n1,007\\n")
+    ...     numbers, cells = read_tables(f)
+    ...     numbers["druck"].tolist(), cells["druck"].tolist()
+    ([7], ['007'])
+    """
+    loaded = _load(path, name)
+    return _parse(*loaded, False), _parse(*loaded, True)
+
+
+def _load(path: str | Path, name: str) -> tuple[bytes, str, str]:
+    """The (gunzipped) bytes of the CSV file at ``path``, the separator they use and how
+    errors name the file; refused in one line when it is no CSV text or is empty."""
     p = check_csv_file(path, name)
-    opener = gzip.open if p.suffix == ".gz" else open
-    with opener(p, "rt", encoding="utf-8-sig", errors="replace") as f:
+    where = f"{name} {str(p)!r}"
+    data = _read_bytes(p, where, gz=p.suffix == ".gz")
+    with io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", errors="replace") as f:
         head = f.readline()
         sample = list(itertools.islice(f, _SAMPLE_LINES))
-    where = f"{name} {str(p)!r}"
     if not head.strip():
         raise QualityError(f"{where} is empty; expected a header row and data rows.")
-    sep = separator(head, sample)
+    return data, separator(head, sample), where
+
+
+def _parse(data: bytes, sep: str, where: str, text: bool) -> pd.DataFrame:
+    """The table in ``data`` (:func:`_load`), as numbers or (``text``) as written."""
     try:
-        df = _read_csv(p, sep, text)
+        df = _read_csv(data, sep, text)
     except pd.errors.EmptyDataError:
         raise QualityError(f"{where} is empty; expected a header row and data rows.") from None
     except pd.errors.ParserError as exc:
@@ -394,16 +423,18 @@ def read_table(path: str | Path, name: str = "File", *, text: bool = False) -> p
     return df
 
 
-def _read_csv(p: Path, sep: str, text: bool = False) -> pd.DataFrame:
-    """``pd.read_csv`` in the first of :data:`_ENCODINGS` that decodes the whole file; with
-    ``text``, every cell as its string, nothing taken for missing."""
+def _read_csv(data: bytes, sep: str, text: bool = False) -> pd.DataFrame:
+    """``pd.read_csv`` of ``data`` in the first of :data:`_ENCODINGS` that decodes it all;
+    with ``text``, every cell as its string, nothing taken for missing."""
     kw: dict = {"dtype": str, "keep_default_na": False} if text else {}
     for encoding in _ENCODINGS[:-1]:
         try:
-            return pd.read_csv(p, sep=sep, encoding=encoding, skipinitialspace=True, **kw)
+            return pd.read_csv(io.BytesIO(data), sep=sep, encoding=encoding,
+                               skipinitialspace=True, **kw)
         except UnicodeDecodeError:
             continue
-    return pd.read_csv(p, sep=sep, encoding=_ENCODINGS[-1], skipinitialspace=True, **kw)
+    return pd.read_csv(io.BytesIO(data), sep=sep, encoding=_ENCODINGS[-1],
+                       skipinitialspace=True, **kw)
 
 
 _DECIMAL_COMMA = r"^[+-]?(\d+,\d*|,\d+|\d+)([eE][+-]?\d+)?$"

@@ -134,3 +134,30 @@ def test_missing_file_is_one_line(tmp_path):
     """Check that a file that does not exist is reported by name."""
     p = run_cli(str(tmp_path / "nope.csv"))
     assert p.returncode != 0 and "does not exist" in p.stderr
+
+
+def test_a_file_still_being_written_is_scored_and_written_as_read_once(tmp_path, monkeypatch):
+    """A logger appending rows while `detect` runs: OUT holds exactly the rows scored, each
+    beside its own score (the file is read once, not again for the cells of OUT)."""
+    from typer.testing import CliRunner
+
+    import edgewise.bench.csv as csv_mod
+    from edgewise.cli import app, load_commands
+
+    load_commands()
+    src = device_csv(tmp_path / "live.csv")
+    scored = csv_mod.detect_table
+
+    def scored_then_appended(*args, **kwargs):
+        result = scored(*args, **kwargs)
+        with src.open("a") as f:  # the logger writes two more rows meanwhile
+            f.write("2024-01-02 00:00:00+00:00,1.0,2.0,0\n2024-01-02 00:01:00+00:00,1.0,2.0,0\n")
+        return result
+
+    monkeypatch.setattr(csv_mod, "detect_table", scored_then_appended)
+    out = tmp_path / "out.csv"
+    res = CliRunner(mix_stderr=False).invoke(app, ["detect", str(src), "--out", str(out)])
+    assert res.exit_code == 0, res.stderr
+    written = pd.read_csv(out)
+    assert len(written) == 1500
+    assert written["flow"].iloc[:5].tolist() == pd.read_csv(src)["flow"].iloc[:5].tolist()

@@ -113,15 +113,15 @@ def detect(
         check_threshold,
         detect_table,
         label_notes,
-        read_table,
         scored_rows,
     )
+    from edgewise.tables import read_tables
 
     check_threshold(threshold)
     cols = split_columns(columns)
     target = out or scored_name(file)
     check_out(target)
-    df = read_table(file)
+    df, cells = read_tables(file)  # the numbers, and every cell as written for OUT
     earlier = [c for c in OUTPUT_COLUMNS
                if c in df.columns and c not in (cols or []) and c != label_column]
     if label_column is not None and label_column in df.columns:
@@ -140,7 +140,7 @@ def detect(
             on_progress=lambda done: bar.update(task, completed=done),
         )
     # every input column written back as its text, not as pandas re-prints the numbers
-    written = scored_rows(read_table(file, text=True), result)
+    written = scored_rows(cells, result)
     try:
         written.to_csv(target, index=False)
     except OSError as exc:
