@@ -151,13 +151,16 @@ def device_delete(
 ) -> None:
     """Revoke device DEVICE_ID's credentials and delete its stored data.
 
-    If a running gateway holds the embedded store, only the credentials are revoked
-    (exit status 1); then use DELETE /v1/devices/ID on the gateway. With an external MQTT
-    broker (--mqtt / EDGEWISE_MQTT), the device's retained ack is cleared there, so a device
-    registered again under the same id is not told the old watermark.
+    If a gateway is running on the data dir (or holds the store), only the credentials are
+    revoked (exit status 1), and the id cannot be added again until its data is deleted:
+    use DELETE /v1/devices/ID on the gateway, or this command once the gateway is stopped.
+    With an external MQTT broker (--mqtt / EDGEWISE_MQTT), the device's retained ack is
+    cleared there, so a device registered again under the same id is not told the old
+    watermark.
     """
     from edgewise.config import Settings
     from edgewise.errors import StoreError
+    from edgewise.gateway.presence import gateway_running
     from edgewise.store import open_store
 
     settings = Settings.load(data_dir=data_dir, store=store or None)
@@ -169,8 +172,13 @@ def device_delete(
         releases = _withdraw_releases(settings, sec, device_id)
         ack = _clear_retained_ack(mqtt, device_id)  # after the revocation: no ack follows it
         try:
+            if gateway_running(settings.data_dir):
+                # its memory (seq watermark, detectors) would outlive the data: leave it the
+                # deletion, and keep the id from being registered again before it
+                raise StoreError(f"a gateway is running on {str(settings.data_dir)!r}")
             st = open_store(settings.store_url)
         except StoreError as exc:
+            sec.keep_data(device_id)
             done = {"id": device_id, "credentials_deleted": registered, "rows_deleted": None,
                     "releases_withdrawn": releases, "error": str(exc)}
             if as_json:
@@ -180,7 +188,8 @@ def device_delete(
             typer.echo(
                 f"error: {what}, but its stored data was NOT deleted: {why}. If a gateway "
                 f"is running, delete the data with DELETE /v1/devices/{device_id} (admin "
-                f"token), or run this command again once it is stopped.", err=True)
+                f"token), or run this command again once it is stopped; until then the id "
+                f"cannot be added again.", err=True)
             raise typer.Exit(1) from None
         try:
             _forget_detector_state(st, settings, device_id)
@@ -196,9 +205,11 @@ def device_delete(
         from edgewise.label.workflow import delete_models
 
         models = delete_models(settings.data_dir, device_id)
+        kept = sec.data_kept(device_id)  # an earlier deletion's data, now gone
+        sec.data_deleted(device_id)
         sec.audit("cli", "device.delete_data", device_id,
                   {"rows": rows, "labels": labels, "label_models": models})
-    if not registered and rows == 0 and labels == 0 and models == 0 and not releases:
+    if not (registered or rows or labels or models or releases or kept):
         raise fail(f"Device {device_id!r} is not registered and has no stored data.", code=1)
     if as_json:
         typer.echo(json.dumps({"id": device_id, "credentials_deleted": registered,

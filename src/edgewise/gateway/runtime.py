@@ -19,6 +19,7 @@ from edgewise._private import make_private
 from edgewise.config import Settings
 from edgewise.errors import ConfigError, PayloadError, RateLimitError
 from edgewise.gateway.pipeline import IngestResult, Pipeline, per_metric_factory
+from edgewise.gateway.presence import GatewayPresence
 from edgewise.registry import Registry
 from edgewise.security.credentials import Security
 from edgewise.store import shown_url
@@ -58,8 +59,6 @@ class Gateway:
     """
 
     def __init__(self, settings: Settings, **pipeline_options: Any) -> None:
-        from edgewise.store import open_store
-
         self.settings = settings
         if "detector_factory" not in pipeline_options:
             # built here, so an unknown name fails before anything opens, and built once
@@ -77,6 +76,23 @@ class Gateway:
             )
         # 0700 (a new one): the store, labels and detector state in it are the fleet's data
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # held until stop(): `edgewise device delete` then leaves the data to this gateway
+        self.presence = GatewayPresence(settings.data_dir)
+        try:
+            self._open_parts(pipeline_options)
+        except BaseException:
+            self.presence.release()
+            raise
+        self.transport: Transport | None = None
+        self.http_server: Any = None
+        self._http_task: asyncio.Task[Any] | None = None
+        self._retention_task: asyncio.Task[Any] | None = None
+
+    def _open_parts(self, pipeline_options: dict[str, Any]) -> None:
+        """Open the credentials, store, pipeline and registry of the data dir."""
+        from edgewise.store import open_store
+
+        settings = self.settings
         self.security = Security(settings.data_dir, throttle_after=settings.throttle_after_failures)
         self.store = open_store(settings.store_url)
         grace = os.environ.get("EDGEWISE_SEQ_GAP_GRACE_S")
@@ -94,10 +110,6 @@ class Gateway:
         self.registry = Registry(settings.data_dir)
         self.registry.ensure_key()
         make_private(*self.private_files())  # 0600 whatever the directory's mode
-        self.transport: Transport | None = None
-        self.http_server: Any = None
-        self._http_task: asyncio.Task[Any] | None = None
-        self._retention_task: asyncio.Task[Any] | None = None
 
     def private_files(self) -> list[Path]:
         """The files holding the fleet's data (readings, credentials, registry, labels,
@@ -263,3 +275,4 @@ class Gateway:
             self.security.close()
             self.registry.close()
             make_private(*self.private_files())  # the detector state just saved included
+            self.presence.release()

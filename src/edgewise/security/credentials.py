@@ -111,6 +111,10 @@ CREATE TABLE IF NOT EXISTS device_groups (
     grp TEXT NOT NULL,
     PRIMARY KEY (device_id, grp)
 );
+CREATE TABLE IF NOT EXISTS kept_data (
+    device_id TEXT PRIMARY KEY,
+    ts_ns INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts_ns INTEGER NOT NULL,
@@ -375,6 +379,13 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
     return AuditVerification(True, n, head_id, expected, unchecked=tuple(unchecked))
 
 
+def _kept_data_message(device_id: str) -> str:
+    return (f"Device {device_id!r} was deleted, but its stored data was kept (a gateway was "
+            f"running); delete it with DELETE /v1/devices/{device_id} (admin token), or with "
+            f"edgewise device delete {device_id} once the gateway is stopped, then add the "
+            f"device again; or pick another name.")
+
+
 class Security:
     """Credentials, tokens and audit log of one Edgewise data directory."""
 
@@ -436,6 +447,10 @@ class Security:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if self._db.execute("SELECT 1 FROM kept_data WHERE device_id = ?",
+                                    (device_id,)).fetchone() is not None:
+                    raise InvalidParameterError(_kept_data_message(device_id),
+                                                field="name", value=name)
                 self._db.execute(
                     "INSERT INTO devices (id, name, salt, secret_hash, created_ns) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -498,6 +513,40 @@ class Security:
         if cur.rowcount == 0:
             raise KeyError(f"Device {device_id!r} is not registered.")
         self.audit(actor, "device.delete", device_id)
+
+    def keep_data(self, device_id: str) -> None:
+        """Note that ``device_id`` was deleted while a gateway held its data (``edgewise
+        device delete`` beside a running gateway revokes only): :meth:`add_device` refuses
+        the id until :meth:`data_deleted` says the data is gone. A new device under the old
+        id would otherwise be acknowledged the old device's seq watermark and forget
+        messages that were never stored.
+
+        >>> import tempfile
+        >>> sec = Security(Path(tempfile.mkdtemp()))
+        >>> sec.keep_data("pump-9"); sec.data_kept("pump-9")
+        True
+        >>> sec.add_device("pump-9")
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.InvalidParameterError: Device 'pump-9' was deleted, but its stored data was kept ...
+        >>> sec.data_deleted("pump-9"); sec.add_device("pump-9")[0]
+        'pump-9'
+        >>> sec.close()
+        """  # noqa: E501
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO kept_data VALUES (?, ?)",
+                             (device_id, time.time_ns()))
+
+    def data_kept(self, device_id: str) -> bool:
+        """Whether :meth:`keep_data` noted the device and no deletion of its data followed."""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM kept_data WHERE device_id = ?",
+                                    (device_id,)).fetchone() is not None
+
+    def data_deleted(self, device_id: str) -> None:
+        """Note that the device's stored data was deleted (undoes :meth:`keep_data`)."""
+        with self._lock:
+            self._db.execute("DELETE FROM kept_data WHERE device_id = ?", (device_id,))
 
     def has_device(self, device_id: str) -> bool:
         """Whether ``device_id`` is registered."""

@@ -366,6 +366,24 @@ class SQLStoreMixin:
         """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1)."""
         return self._seqs.watermark(device_id)
 
+    def has_device_data(self, device_id: str) -> bool:
+        """Whether any of :data:`DEVICE_TABLES` holds a row of the device: its readings,
+        and also what outlives them under retention (seqs, alerts, conflicts).
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.telemetry import Reading
+        >>> s = open_store("duckdb://:memory:")
+        >>> _ = s.append([Reading("pump-1", "t", 1, 1.0)], seqs={"pump-1": [1]})
+        >>> _ = s.delete_before(2)  # retention took the reading; its seq stays
+        >>> s.has_device_data("pump-1"), s.has_device_data("pump-2")
+        (True, False)
+        >>> s.close()
+        """
+        self._check_open()
+        sql = "SELECT " + " OR ".join(
+            f"EXISTS (SELECT 1 FROM {t} WHERE device_id = {self._ph})" for t in DEVICE_TABLES)
+        return bool(self._read(sql, [device_id] * len(DEVICE_TABLES))[0][0])
+
     def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
         """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
         with self._wlock:

@@ -136,6 +136,10 @@ class Store(Protocol):
         """Summaries of every device that has readings."""
         ...
 
+    def has_device_data(self, device_id: str) -> bool:
+        """Whether the store holds any row of the device (readings, seqs, alerts...)."""
+        ...
+
     def delete_device(self, device_id: str) -> int:
         """Delete all of a device's readings, seqs, conflicts and alerts; return rows deleted."""
         ...

@@ -75,10 +75,13 @@ def device_rows(security: Any, store: Any) -> list[dict[str, Any]]:
 
 
 def known_device(security: Any, store: Any, device_id: str) -> bool:
-    """Whether the device is registered or has stored data."""
-    if security.has_device(device_id):
+    """Whether the device is registered or has stored data: readings, or what outlives
+    them under retention (seqs, alerts), or data kept at a deletion (:meth:`~edgewise.
+    security.credentials.Security.keep_data`)."""
+    if security.has_device(device_id) or any(s.device_id == device_id
+                                              for s in store.devices()):
         return True
-    return any(s.device_id == device_id for s in store.devices())
+    return store.has_device_data(device_id) or security.data_kept(device_id)
 
 
 def withdraw_releases(registry: Any, security: Any, device_id: str, actor: str) -> list[int]:
@@ -114,7 +117,7 @@ def list_devices(who: Viewer, security: SecurityDep, store: StoreDep) -> list[di
     summary="Register a device (admin); answers its secret once",
 )
 def add_device(
-    body: NewDevice, who: Admin, security: SecurityDep
+    body: NewDevice, who: Admin, security: SecurityDep, store: StoreDep,
 ) -> dict[str, str]:
     """Register a device. The secret is in this answer only; only its hash is kept."""
     if security.has_device(body.name):
@@ -122,6 +125,16 @@ def add_device(
             409, "Device exists", f"Device {body.name!r} already exists; delete it first or "
             "pick another name.", field="name", value=body.name,
             allowed="a name not yet registered", reason="exists",
+        )
+    if store.has_device_data(body.name) or security.data_kept(body.name):
+        # a new device under the id would be acked the old one's seq watermark, and
+        # would forget messages that were never stored
+        raise Problem(
+            409, "Device has stored data", f"Device {body.name!r} is not registered, but "
+            f"the store still holds data of a device of that id (readings, seqs or alerts); "
+            f"delete it first with DELETE /v1/devices/{body.name}, or pick another name.",
+            field="name", value=body.name, allowed="a name without stored data",
+            reason="has_data",
         )
     try:
         device_id, secret = security.add_device(body.name, groups=body.groups,
@@ -168,6 +181,7 @@ def delete_device(
     from edgewise.label.workflow import delete_models
 
     models = delete_models(settings.data_dir, device_id)
+    security.data_deleted(device_id)  # the id may be registered again
     forget = getattr(request.app.state, "forget_device", None)
     if forget is not None:  # the transport's state: an external broker's retained ack
         forget(device_id)
