@@ -104,3 +104,30 @@ def test_read_table_detects_semicolons(tmp_path):
     f.write_text("   \n")
     with pytest.raises(QualityError, match="is empty"):
         read_table(f)
+
+
+def _late_column(n: int = 1000) -> pd.DataFrame:
+    """Columns a, b throughout; c only from row 500 on, with a fault of +50 on 850-949."""
+    rng = np.random.default_rng(1)
+    c = np.full(n, np.nan)
+    c[500:] = 3 + rng.normal(0, 0.1, 500)
+    c[850:950] += 50
+    return pd.DataFrame({"ts": 1704067200 + 60 * np.arange(n),
+                         "a": 20 + rng.normal(0, 0.5, n), "b": 5 + rng.normal(0, 0.1, n),
+                         "c": c})
+
+
+def test_a_column_without_training_readings_is_not_silently_ignored():
+    """Check the default falls back from drift-residual (which ignores a metric first seen
+    after its span) and says why, and the fault on that column is found; asked for by name,
+    drift-residual names the column as left out."""
+    res = detect_table(_late_column(), train_rows=400)
+    assert res.detector == "mahalanobis"
+    assert "'c' has no reading in the 400 training rows" in res.why
+    fault = res.frame.loc[850:949]
+    assert fault["is_anomaly"].any() and set(fault.loc[fault.is_anomaly, "top_column"]) == {"c"}
+    named = detect_table(_late_column(), train_rows=400, detector="drift-residual")
+    assert named.columns == ["a", "b"] and "c" in named.left_out
+    with pytest.raises(QualityError, match="No column has a reading in the first 400 rows"):
+        detect_table(_late_column()[["ts", "c"]], train_rows=400,
+                     detector="drift-residual", columns=["c"])

@@ -161,3 +161,22 @@ def test_a_file_still_being_written_is_scored_and_written_as_read_once(tmp_path,
     written = pd.read_csv(out)
     assert len(written) == 1500
     assert written["flow"].iloc[:5].tolist() == pd.read_csv(src)["flow"].iloc[:5].tolist()
+
+
+def test_a_ground_truth_is_anomaly_column_is_kept_not_overwritten(tmp_path):
+    """Check an `is_anomaly` column with no `anomaly_score` beside it (Yahoo's layout) is
+    kept as is_anomaly_label, and a rerun on OUT does not score it as a metric."""
+    n = 400
+    rng = np.random.default_rng(0)
+    src = tmp_path / "yahoo.csv"
+    pd.DataFrame({"timestamp": np.arange(n) * 3600 + 1_700_000_000,
+                  "value": 20 + rng.standard_normal(n),
+                  "is_anomaly": (np.arange(n) == 350).astype(int)}).to_csv(src, index=False)
+    p = run_cli(str(src))
+    assert p.returncode == 0, p.stderr
+    assert "is_anomaly: ground truth" in p.stdout and "written by an earlier run" not in p.stdout
+    out = pd.read_csv(tmp_path / "yahoo_scored.csv")
+    assert out["is_anomaly_label"].tolist() == (np.arange(n) == 350).astype(int).tolist()
+    again = run_cli(str(tmp_path / "yahoo_scored.csv"), "--out", str(tmp_path / "again.csv"))
+    assert again.returncode == 0, again.stderr
+    assert " on value," in again.stdout and "is_anomaly_label" not in again.stdout.split("->")[0]

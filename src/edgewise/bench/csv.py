@@ -51,7 +51,8 @@ __all__ = [
 
 _TIME_NAMES = ("timestamp", "time", "ts", "datetime", "date")
 #: Columns never taken as metrics by default: they hold labels, not readings.
-_LABEL_NAMES = ("anomaly", "anomalies", "label", "labels", "is_anomaly", "changepoint", "target")
+_LABEL_NAMES = ("anomaly", "anomalies", "label", "labels", "is_anomaly", "changepoint", "target",
+                "is_anomaly_label", "anomaly_score_label", "top_column_label")  # kept by us
 #: Detectors that take all columns at once (the rest run one per column).
 _MULTIVARIATE = (Mahalanobis, DriftResidual)
 #: The default for several columns when the first rows are known normal.
@@ -112,6 +113,9 @@ class DetectResult:
     why: str = ""  # why this detector: named, or which default and why
     left_out: dict[str, str] = field(default_factory=dict)  # column -> why it is no metric
     label_column: str | None = None
+    #: a ground-truth ``is_anomaly`` with no ``anomaly_score`` beside it (so no earlier
+    #: run's flags) and no ``--label-column``: kept in the frame as ``is_anomaly_label``
+    truth: str | None = None
 
 
 def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -265,6 +269,19 @@ def detect_table(
     # (per-metric-residual) takes **params and would otherwise never get --train-rows.
     if train_rows >= 2 and "train_rows" in DETECTORS[detector].param_names():
         params["train_rows"] = train_rows
+    span = getattr(get_detector(detector, **params), "train_rows", None) if multivariate else None
+    if span is not None:  # it ignores metrics first seen after its training span: say so
+        unseen = [j for j in range(len(columns)) if not np.isfinite(X[:span, j]).any()]
+        for j in unseen:
+            left_out[columns[j]] = (f"(no reading in the first {span} rows, which {detector} "
+                                    "learns normal from; it ignores metrics first seen later)")
+        if len(unseen) == len(columns):
+            raise QualityError(
+                f"No column has a reading in the first {span} rows, which {detector} learns "
+                "normal from; give --train-rows the rows of a normal span that has readings, "
+                "or choose --detector mahalanobis.")
+        columns = [c for j, c in enumerate(columns) if j not in unseen]
+        X = np.delete(X, unseen, axis=1)
     n = len(X)
     scores = np.zeros(n)
     top = np.empty(n, dtype=object)
@@ -300,8 +317,13 @@ def detect_table(
     flagged[:train_rows] = False
     counters = [] if multivariate else [
         columns[j] for j, d in enumerate(dets) if getattr(d, "is_counter", False)]
+    truth = None
+    if (label_column is None and "is_anomaly" in df.columns and "anomaly_score" not in df.columns
+            and "is_anomaly" not in columns):
+        truth = "is_anomaly"
+        _kept_label(truth, df, "a ground-truth column")
     res = DetectResult(df, detector, columns, float(threshold), train_rows, counters, why,
-                       left_out, label_column)
+                       left_out, label_column, truth)
     res.frame = scored_rows(df, res, np.round(scores, 6), flagged, top)
     return res
 
@@ -322,22 +344,23 @@ def scored_rows(
     ['v', 'is_anomaly_label', 'anomaly_score', 'is_anomaly', 'top_column']
     """
     out = table.copy()
-    label = result.label_column
-    if label is not None and label in OUTPUT_COLUMNS:
-        out = out.rename(columns={label: _kept_label(label, table)})
+    for label in (result.label_column, result.truth):
+        if label is not None and label in OUTPUT_COLUMNS:
+            out = out.rename(columns={label: _kept_label(label, table)})
     values = (scores, flagged, top)
     for name, new in zip(OUTPUT_COLUMNS, values, strict=True):
         out[name] = result.frame[name].to_numpy() if new is None else new
     return out
 
 
-def _kept_label(label: str, table: pd.DataFrame) -> str:
+def _kept_label(label: str, table: pd.DataFrame, what: str = "") -> str:
     """The name a label column called like an output column is kept under."""
     kept = f"{label}_label"
     if kept in table.columns:
         raise InvalidParameterError(
-            f"--label-column {label!r} has the name of an output column, and {kept!r}, where "
-            "it would be kept, is taken too; rename the label column in the file."
+            f"{what or '--label-column'} {label!r} has the name of an output column, and "
+            f"{kept!r}, where it would be kept, is taken too; rename the label column in "
+            "the file."
         )
     return kept
 
@@ -399,6 +422,11 @@ def _default_detector(X: np.ndarray, columns: list[str], train_rows: int) -> tup
             f"{several}; not {DEFAULT_TRAINED_MULTIVARIATE}: --train-rows {train_rows} is "
             f"under the {MIN_TRAINED_ROWS} rows it needs to learn an alarm level")
     span = X[:train_rows]
+    unseen = [c for j, c in enumerate(columns) if not np.isfinite(span[:, j]).any()]
+    if unseen:
+        return DEFAULT_MULTIVARIATE, (
+            f"{several}; not {DEFAULT_TRAINED_MULTIVARIATE}: column {unseen[0]!r} has no "
+            f"reading in the {train_rows} training rows, so it could not learn its normal")
     with np.errstate(invalid="ignore"):
         flat = [c for j, c in enumerate(columns)
                 if np.isfinite(span[:, j]).any() and np.nanmax(span[:, j]) == np.nanmin(span[:, j])]

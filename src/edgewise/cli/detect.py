@@ -156,6 +156,11 @@ def detect(
     if label_column in OUTPUT_COLUMNS:
         typer.echo(f"{label_column}: the label column, kept as {label_column}_label "
                    f"({label_column} holds this run's flags)")
+    if result.truth is not None:
+        earlier.remove(result.truth)
+        typer.echo(f"{result.truth}: ground truth, not an earlier run's flags (no "
+                   f"anomaly_score beside it), kept as {result.truth}_label; --label-column "
+                   f"{result.truth} prints precision and recall against it")
     if earlier:
         typer.echo(f"{', '.join(earlier)}: written by an earlier run, so not metrics "
                    "(name them in --columns to score them); overwritten")
