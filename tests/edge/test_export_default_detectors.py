@@ -232,3 +232,13 @@ def test_default_detector_c_follows_the_creep_rule():
     assert half.state_[0, 22] >= 20
     c = export(half, format="c", name="clik_creep2")
     assert np.abs(c.score_many(x[2000:]) - half.score_many(x[2000:])).max() < SCORE_TOL
+
+
+def test_default_detector_c_follows_escalations():
+    """Check the C scores a 60 sd spike inside a repeat suppression 1, as Python does."""
+    x = 20 + np.random.default_rng(0).standard_normal(600)
+    x[500] = 80.0
+    det = default_detector()
+    py = det.clone().score_many(x)
+    out = export(det, format="c", name="clik_esc").score_many(x)
+    assert py[500] == 1.0 and np.abs(out - py).max() < SCORE_TOL

@@ -236,6 +236,7 @@ void {n}_run({n}_state_t *st, const double *v, double *out, uint32_t count);
 #define DIGITS {_d(p[18])}
 #define CMIN {_d(p[20])}
 #define CFAC {_d(p[21])}
+#define ESC {_d(p[23])}
 #define START {start}   /* stream age from which repeat suppression runs */
 #define TB {tb}
 #define MASK {(1 << tb) - 1}u
@@ -375,7 +376,10 @@ static double member({n}_state_t *st, int m, double xv, int learn) {{
         score = tail_score(shrt, s[MUL], s[VL], SDMIN);{slow_score}
     }}
     rng = s[MX] - s[MN];
-    if (novel_range(s, xv, rng)) score = 1.0;
+    /* beyond the range by more than ESC widths: an escalation (2), never damped (_escalates) */
+    if (novel_range(s, xv, rng))
+        score = (ESC > 0 && rng > 0 && (xv > s[MX] + ESC * rng || xv < s[MN] - ESC * rng))
+                ? 2.0 : 1.0;
     if (!learn) return score;
     s[RING + (int)s[RI]] = raw;
     s[RSUM] = rsum;
@@ -501,7 +505,8 @@ static int counter_in({n}_state_t *st, double xv, int learn, double *fv) {{
  * t is the stream age before the reading */
 static double suppress({n}_state_t *st, double score, int64_t t, int learn) {{
     double *s0 = st->s[0];
-    if (s0[CD] > 0) score *= DAMP;
+    if (score > 1.0) score = 1.0;  /* an escalation */
+    else if (s0[CD] > 0) score *= DAMP;
     if (!learn || t < START) return score;
     if (score >= SUPPLEVEL) {{
         int64_t base = (int64_t)(SUPPFRAC * (double)t);
