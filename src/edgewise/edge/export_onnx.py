@@ -67,6 +67,10 @@ def _onnx() -> Any:
     return onnx
 
 
+#: onnxruntime's names of the input types :meth:`OnnxExport.predict` can feed.
+_ORT_FLOAT_TYPES = {"tensor(float)": np.dtype(np.float32), "tensor(double)": np.dtype(np.float64)}
+
+
 @dataclass
 class OnnxExport:
     """A serialised ONNX model and an onnxruntime session to run it from Python."""
@@ -112,9 +116,36 @@ class OnnxExport:
         """Run the graph on ``feeds``; return all outputs."""
         return list(self.session().run(None, feeds))
 
+    def input_dtype(self) -> np.dtype:
+        """The numpy dtype of the graph's first input, as the graph declares it.
+
+        ``float32`` for the regressors and the int8 graphs (they quantise inside), ``float64``
+        for a graph with double inputs such as the Mahalanobis T^2.
+
+        >>> from edgewise.detect.zscore import EWZScore
+        >>> export_ewzscore(EWZScore()).input_dtype()
+        dtype('float32')
+        """
+        ort_type = self.session().get_inputs()[0].type
+        if ort_type not in _ORT_FLOAT_TYPES:
+            raise ExportError(f"Graph {self.name!r} takes {ort_type} input; predict() feeds "
+                              f"only {', '.join(_ORT_FLOAT_TYPES)}. Call run() with feeds "
+                              "of that type instead.")
+        return _ORT_FLOAT_TYPES[ort_type]
+
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Run a regressor graph on the rows of ``X``."""
-        out = self.run({self.input_names[0]: np.ascontiguousarray(X, dtype=np.float32)})[0]
+        """Run a one-input graph on the rows of ``X``, cast to the dtype the graph takes
+        (float32 or float64: a float64 graph is not rounded to float32 on the way in);
+        return one float64 value per row.
+
+        >>> import torch
+        >>> net = torch.nn.Linear(2, 1)
+        >>> _ = torch.nn.init.zeros_(net.weight), torch.nn.init.constant_(net.bias, 2.5)
+        >>> export_torch(net, 2).predict(np.zeros((3, 2))).tolist()
+        [2.5, 2.5, 2.5]
+        """
+        x = np.ascontiguousarray(X, dtype=self.input_dtype())
+        out = self.run({self.input_names[0]: x})[0]
         return np.asarray(out, dtype=np.float64).reshape(len(X))
 
 
@@ -123,6 +154,21 @@ def export_ewzscore(det: Any, name: str = "ewz") -> OnnxExport:
 
     Inputs ``value``, ``mean``, ``var``, ``n`` (float32 vectors, one entry per stream); outputs
     ``score`` and the next ``mean``, ``var``, ``n``: many streams advance in one call.
+
+    As in Python and the C export, a NaN or infinite ``value`` (a reading beyond float32's
+    range arrives as inf) is missing: it scores 0 and the state passes through unchanged; a
+    reading whose update would overflow the mean or variance scores (1 if far out) but is
+    not learned, so one huge reading cannot leave the state inf or NaN for ever.
+
+    >>> import numpy as np
+    >>> from edgewise.detect.zscore import EWZScore
+    >>> g = export_ewzscore(EWZScore(warmup=1))
+    >>> s, m, v, n = g.run({"value": np.array([np.inf, 3e38], np.float32),
+    ...                     "mean": np.array([1.5, 1.5], np.float32),
+    ...                     "var": np.array([0.25, 0.25], np.float32),
+    ...                     "n": np.array([40.0, 40.0], np.float32)})
+    >>> s.tolist(), m.tolist(), v.tolist(), n.tolist()
+    ([0.0, 1.0], [1.5, 1.5], [0.25, 0.25], [40.0, 40.0])
     """
     onnx = _onnx()
     from onnx import TensorProto, helper
@@ -131,20 +177,25 @@ def export_ewzscore(det: Any, name: str = "ewz") -> OnnxExport:
         return helper.make_node("Constant", [], [nm], value=helper.make_tensor(
             nm, TensorProto.FLOAT, [], [float(v)]))
 
+    def non_finite(x: str) -> list[Any]:
+        """Nodes giving ``<x>_bad``: true where ``x`` is NaN, inf or -inf."""
+        return [N("IsNaN", [x], [f"{x}_nan"]), N("IsInf", [x], [f"{x}_inf"]),
+                N("Or", [f"{x}_nan", f"{x}_inf"], [f"{x}_bad"])]
+
     N = helper.make_node
     nodes = [
         const("alpha", det.alpha), const("z0", det.z0), const("warm", det.warmup),
         const("one", 1.0), const("zero", 0.0), const("eps", 1e-9),
         const("flt_min", float(np.finfo(np.float32).tiny)),
-        # score
-        N("IsNaN", ["value"], ["isnan"]),
+        # score; a NaN or +-inf reading is missing (scores 0), as in Python and the C
+        *non_finite("value"),
         N("Sqrt", ["var"], ["sd0"]), N("Abs", ["mean"], ["am"]), N("Mul", ["eps", "am"], ["rel"]),
         N("Add", ["sd0", "rel"], ["sd1"]), N("Add", ["sd1", "flt_min"], ["sd"]),
         N("Sub", ["value", "mean"], ["d"]), N("Abs", ["d"], ["ad"]), N("Div", ["ad", "sd"], ["z"]),
         N("Sub", ["z", "z0"], ["zz"]), N("Neg", ["zz"], ["nzz"]), N("Exp", ["nzz"], ["e"]),
         N("Sub", ["one", "e"], ["s0"]), N("Greater", ["z", "z0"], ["above"]),
         N("Where", ["above", "s0", "zero"], ["s1"]), N("Less", ["n", "warm"], ["cold"]),
-        N("Or", ["cold", "isnan"], ["mute"]), N("Where", ["mute", "zero", "s1"], ["score"]),
+        N("Or", ["cold", "value_bad"], ["mute"]), N("Where", ["mute", "zero", "s1"], ["score"]),
         # learn: n' = n + 1; a = max(alpha, 1/n'); first reading sets the mean
         N("Add", ["n", "one"], ["n1"]), N("Div", ["one", "n1"], ["inv"]),
         N("Max", ["alpha", "inv"], ["a"]), N("Mul", ["a", "d"], ["ad1"]),
@@ -152,9 +203,14 @@ def export_ewzscore(det: Any, name: str = "ewz") -> OnnxExport:
         N("Add", ["var", "add2"], ["v0"]), N("Sub", ["one", "a"], ["oma"]),
         N("Mul", ["oma", "v0"], ["v1"]), N("Equal", ["n1", "one"], ["first"]),
         N("Where", ["first", "value", "m1"], ["m2"]), N("Where", ["first", "var", "v1"], ["v2"]),
-        N("Where", ["isnan", "mean", "m2"], ["mean_next"]),
-        N("Where", ["isnan", "var", "v2"], ["var_next"]),
-        N("Where", ["isnan", "n", "n1"], ["n_next"]),
+        # not learned: a missing reading, or (after the first) an update that overflows
+        # float32 (Python's _F32_LIMIT, the C's ``mean - mean != 0.0f``)
+        *non_finite("m1"), *non_finite("v1"),
+        N("Or", ["m1_bad", "v1_bad"], ["over"]), N("Not", ["first"], ["later"]),
+        N("And", ["later", "over"], ["overflow"]), N("Or", ["value_bad", "overflow"], ["keep"]),
+        N("Where", ["keep", "mean", "m2"], ["mean_next"]),
+        N("Where", ["keep", "var", "v2"], ["var_next"]),
+        N("Where", ["keep", "n", "n1"], ["n_next"]),
     ]
     vec = [helper.make_tensor_value_info(k, TensorProto.FLOAT, ["streams"])
            for k in ("value", "mean", "var", "n")]
