@@ -127,19 +127,40 @@ def _check_dp_sgd_budget(epsilon: float, *, rounds: int, dataset: str, clients: 
 
 def _check_strategy(strategy: str, clients: int, **kw: Any) -> None:
     """Refuse an unknown strategy, or a rule that cannot hold for the fleet, before any
-    process starts."""
+    process starts. Too large a ``--num-malicious`` for the fleet is named with the values
+    that would hold (``--clients 3 --num-malicious 2`` used to end in Flower's traceback,
+    ``beta must be in the range [0, 0.5)``)."""
     from edgewise.errors import InvalidParameterError
     from edgewise.federated.strategies import STRATEGIES, make_strategy
 
     if strategy not in STRATEGIES:
         raise fail(f"--strategy must be one of {', '.join(STRATEGIES)}. Got {strategy!r}.")
+
+    def refusal(f: int) -> str | None:
+        """Why ``strategy`` cannot run with ``f`` malicious of ``clients``; None if it can."""
+        try:
+            make_strategy(strategy, num_nodes=clients, **{**kw, "num_malicious_nodes": f})
+        except (InvalidParameterError, ValueError) as exc:  # ValueError: Flower's own checks
+            return str(exc)
+        return None
+
     flwr_log = logging.getLogger("flwr")
     level = flwr_log.level
     flwr_log.setLevel(logging.ERROR)  # Flower's notes on a strategy only checked, not run
     try:
-        make_strategy(strategy, num_nodes=clients, **kw)
-    except InvalidParameterError as exc:
-        raise fail(str(exc)) from None
+        f = int(kw.get("num_malicious_nodes", 0))
+        why = refusal(f)
+        if why is None:
+            return
+        # Each rule tolerates fewer malicious clients the fewer clients there are: the most
+        # this fleet allows is the largest f below the one given that the rule accepts.
+        most = next((g for g in range(f - 1, -1, -1) if refusal(g) is None), None)
+        if most is not None:
+            allowed = "0" if most == 0 else f"0 to {most}"
+            more = "" if strategy == "fedavg" else " (or more clients)"
+            raise fail(f"--num-malicious {f} is more than --strategy {strategy} can tolerate "
+                       f"with {clients} clients; valid: --num-malicious {allowed}{more}. {why}")
+        raise fail(why)
     finally:
         flwr_log.setLevel(level)
 

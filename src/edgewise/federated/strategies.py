@@ -8,8 +8,11 @@ way Flower's DP wrappers do (it overrides ``aggregate_train`` and delegates the 
 
 1. refuses configurations that break the rule's own condition, naming n, f and β
    (Krum needs n > 2f + 2, Bulyan n ≥ 4f + 3, the trimmed mean ⌊βn⌋ ≥ f and 2⌊βn⌋ < n);
-2. checks every update before it counts: same array names and shapes as the global
-   model, all values finite, update norm at most ``max_norm_ratio`` × the round's median;
+2. checks every update before it counts: the same record names and metric keys as the
+   round's other replies (Flower refuses the whole round otherwise), same array names and
+   shapes as the global model, all values finite, update norm at most ``max_norm_ratio`` ×
+   the round's median (a median of 0, most devices sending the model back unchanged, lets
+   only updates of float32 rounding size through);
 3. caps each client's ``"num-examples"`` at ``max_examples_ratio`` × the round's median
    (or ``max_num_examples``), so one client cannot claim 10⁹ examples and take the average.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +58,13 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("fedavg", "trimmed", "krum", "bulyan")
 #: Rejection reasons that identify a faulty client (one of the f); "error" does not.
-COUNTS_AGAINST_F = frozenset({"shape", "dtype", "non-finite", "norm", "weight"})
+COUNTS_AGAINST_F = frozenset({"shape", "metrics", "dtype", "non-finite", "norm", "weight"})
+#: The round's median update norm is raised to this fraction of the global model's norm
+#: before ``max_norm_ratio`` multiplies it (see :meth:`RobustStrategy.screen`).
+NORM_FLOOR = 1e-6
+
+# (ArrayRecord name, MetricRecord name, metric keys): what Flower needs the same in every reply
+_Layout = tuple[str, str, frozenset[str]]
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,8 @@ class RejectedUpdate:
 
     server_round: int
     node_id: int
-    reason: str  # "shape", "dtype", "non-finite", "norm", "weight", "weight-capped", "error"
+    reason: str  # "shape", "metrics", "dtype", "non-finite", "norm", "weight",
+    # "weight-capped", "error"
     detail: str
 
 
@@ -154,7 +165,8 @@ class RobustStrategy(Strategy):
         f, the number of faulty or malicious clients to tolerate per round.
     max_norm_ratio
         Reject an update whose norm (distance to the current global model) exceeds this
-        multiple of the round's median update norm.
+        multiple of the round's median update norm (at least :data:`NORM_FLOOR` × the
+        global model's norm, so a median of 0 does not switch the check off).
     max_examples_ratio
         Cap each client's ``"num-examples"`` at this multiple of the round's median.
     max_num_examples
@@ -182,6 +194,7 @@ class RobustStrategy(Strategy):
         self.max_num_examples = max_num_examples
         self.events: list[RejectedUpdate] = []
         self.skipped_rounds: list[int] = []
+        self.layout: _Layout | None = None  # the last round's reply layout, breaks ties
         self.current_arrays = ArrayRecord()
         self.weighted_by_key = getattr(strategy, "weighted_by_key", "num-examples")
         min_n = int(getattr(strategy, "min_train_nodes", 1))
@@ -228,10 +241,24 @@ class RobustStrategy(Strategy):
                     event.node_id, "clipped" if reason.endswith("capped") else "rejected",
                     detail)
 
+    def _expected_layout(self, layouts: list[_Layout]) -> _Layout | None:
+        """The reply layout most replies share; a tie goes to last round's layout, else
+        to none (every reply is refused: there is no telling which side is honest)."""
+        counts = Counter(layouts).most_common()
+        top = [lay for lay, c in counts if c == counts[0][1]]
+        if len(top) == 1:
+            return top[0]
+        return self.layout if self.layout in top else None
+
     def screen(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
-        """Return the replies whose update passes every check; cap their weights in place."""
+        """Return the replies whose update passes every check; cap their weights in place.
+
+        >>> s = RobustStrategy(FedAvg())
+        >>> s.screen(1, [])
+        []
+        """
         reference = {k: v.numpy() for k, v in self.current_arrays.items()}
-        passed: list[tuple[Message, str, float]] = []
+        formed: list[tuple[Message, _Layout]] = []
         for msg in replies:
             if msg.has_error():
                 self._reject(server_round, msg, "error", str(msg.error.reason)[:200])
@@ -241,8 +268,22 @@ class RobustStrategy(Strategy):
                 self._reject(server_round, msg, "shape",
                              "expected exactly one ArrayRecord and one MetricRecord")
                 continue
-            akey = next(iter(content.array_records))
-            record = content.array_records[akey]
+            mkey = next(iter(content.metric_records))
+            formed.append((msg, (next(iter(content.array_records)), mkey,
+                                 frozenset(content.metric_records[mkey]))))
+        # Flower aggregates only replies of one layout: a single device adding, dropping or
+        # renaming a metric key (or a record) raised InconsistentMessageReplies and ended the
+        # whole run without naming it. The layout most replies share is the expected one.
+        expected = self._expected_layout([lay for _, lay in formed])
+        if expected is not None:
+            self.layout = expected
+        passed: list[tuple[Message, str, float]] = []
+        for msg, layout in formed:
+            if layout != expected:
+                self._reject(server_round, msg, "metrics", self._layout_detail(layout, expected))
+                continue
+            akey = layout[0]
+            record = msg.content.array_records[akey]
             arrays = {k: v.numpy() for k, v in record.items()}
             if reference and (
                 set(arrays) != set(reference)
@@ -278,16 +319,46 @@ class RobustStrategy(Strategy):
         if not passed:
             return []
         median = float(np.median([n for _, _, n in passed]))
+        # The bound is max_norm_ratio x the median, always: a median of 0 (most devices sent
+        # the global model back unchanged) used to switch the check off, and one device
+        # sending 1e6 in every weight was averaged in. The median is first raised to
+        # NORM_FLOOR x the global model's norm, about the rounding a float32 round trip of
+        # the model leaves, so with a median of 0 an update of rounding size still passes
+        # while any real move is refused: with most of the round not moving, a lone large
+        # update cannot be told from an attack, and the mean would barely move without it.
+        # (A global model of all zeros gives a floor of 0: only unchanged models pass.)
+        model_norm = float(np.sqrt(sum(float((r.astype(np.float64) ** 2).sum())
+                                       for r in reference.values())))
+        scale = max(median, NORM_FLOOR * model_norm)
         kept: list[Message] = []
         for msg, _, norm in passed:
-            if median > 0 and norm > self.max_norm_ratio * median:
+            if norm > self.max_norm_ratio * scale:
+                why = (f"the round's median update norm {median:.3g}"
+                       + (" (most replies left the global model unchanged)" if median == 0
+                          else "") if scale == median else
+                       f"{NORM_FLOOR:g} x the global model's norm {model_norm:.3g} (the "
+                       f"round's median update norm is only {median:.3g})")
                 self._reject(server_round, msg, "norm",
-                             f"update norm {norm:.3g} > {self.max_norm_ratio:g} x median "
-                             f"{median:.3g}")
+                             f"update norm {norm:.3g} > {self.max_norm_ratio:g} x {scale:.3g}, "
+                             f"{why}")
                 continue
             kept.append(msg)
         self._cap_weights(server_round, kept)
         return [m for m in kept if id(m) not in self._bad_weight]
+
+    @staticmethod
+    def _layout_detail(got: _Layout, expected: _Layout | None) -> str:
+        """Say how a reply's layout differs from the one the round expects."""
+        if expected is None:
+            return (f"metric keys {sorted(got[2])} in records {got[0]!r}/{got[1]!r}: no layout "
+                    "is shared by more replies than any other, so none can be told honest")
+        if got[:2] != expected[:2]:
+            return (f"records named {got[0]!r}/{got[1]!r}; the round's replies use "
+                    f"{expected[0]!r}/{expected[1]!r} (ArrayRecord/MetricRecord)")
+        extra, missing = sorted(got[2] - expected[2]), sorted(expected[2] - got[2])
+        what = "; ".join(([f"extra metric keys {extra}"] if extra else [])
+                         + ([f"missing metric keys {missing}"] if missing else []))
+        return f"{what}; the round's replies carry exactly {sorted(expected[2])}"
 
     def _cap_weights(self, server_round: int, kept: list[Message]) -> None:
         self._bad_weight: set[int] = set()
@@ -393,6 +464,10 @@ def make_strategy(
     edgewise.errors.InvalidParameterError: Bulyan cannot tolerate f=1 malicious clients with n=6: it needs n >= 4f + 3 = 7. Use more clients or a smaller f.
     >>> make_strategy("trimmed", num_nodes=10, num_malicious_nodes=2, beta=0.2)
     RobustStrategy(FedTrimmedAvg, f=2)
+    >>> make_strategy("trimmed", num_nodes=3, num_malicious_nodes=2, beta=0)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: FedTrimmedAvg with the automatic beta=0.667 would trim every update of n=3 (beta must be below 0.5); trimming max(f, 1)=2 per side (f=2) needs n > 4. Use more clients or a smaller f.
     """  # noqa: E501
     m = num_nodes if sample_size is None else sample_size
     if not 1 <= m <= num_nodes:
@@ -410,8 +485,17 @@ def make_strategy(
     if name == "fedavg":
         rule = FedAvg(**common)
     elif name == "trimmed":
-        rule = FedTrimmedAvg(beta=beta if beta > 0 else auto_beta(m, num_malicious_nodes),
-                             **common)
+        b = beta if beta > 0 else auto_beta(m, num_malicious_nodes)
+        if not b < 0.5:  # Flower's own ValueError names neither n nor f
+            need = max(num_malicious_nodes, 1)
+            given = f"beta={beta:g}" if beta > 0 else f"the automatic beta={b:g}"
+            raise InvalidParameterError(
+                f"FedTrimmedAvg with {given} would trim every update of n={m} (beta must be "
+                f"below 0.5); trimming max(f, 1)={need} per side (f={num_malicious_nodes}) "
+                f"needs n > {2 * need}. Use more clients or "
+                + ("a smaller f." if num_malicious_nodes else "strategy 'fedavg'.")
+            )
+        rule = FedTrimmedAvg(beta=b, **common)
     elif name == "krum":
         rule = Krum(num_malicious_nodes=num_malicious_nodes, **common)
     elif name == "bulyan":
