@@ -25,7 +25,67 @@ import pandas as pd
 from edgewise.errors import QualityError
 from edgewise.telemetry import epoch_unit_ns
 
-__all__ = ["check_csv_file", "read_table", "read_tables", "read_text", "separator", "time_ns"]
+__all__ = ["LABEL_NAMES", "SCORE_COLUMNS", "TIME_NAMES", "check_csv_file", "find_time_column",
+           "number_column", "plain", "read_table", "read_tables", "read_text", "separator",
+           "time_ns"]
+
+#: Names a table's time column is found by when none is named: the first column whose name,
+#: in any case, is one of them (``detect``, ``quality``, ``label suggest --csv``).
+TIME_NAMES = ("timestamp", "time", "ts", "datetime", "date")
+#: Columns that hold labels, not readings: never taken as metrics (lower case; the last
+#: three are ground truth ``edgewise detect`` kept beside its own outputs).
+LABEL_NAMES = ("anomaly", "anomalies", "label", "labels", "is_anomaly", "changepoint", "target",
+               "is_anomaly_label", "anomaly_score_label", "top_column_label")
+#: The columns ``edgewise detect`` writes: no metrics of a scored file read again.
+SCORE_COLUMNS = ("anomaly_score", "is_anomaly", "top_column")
+
+
+def find_time_column(df: pd.DataFrame) -> str | None:
+    """The first column named like a time (:data:`TIME_NAMES`, any case), or ``None``.
+
+    >>> find_time_column(pd.DataFrame(columns=["device_id", "Timestamp", "ts"]))
+    'Timestamp'
+    """
+    return next((c for c in df.columns if str(c).lower() in TIME_NAMES), None)
+
+
+def plain(value: object) -> object:
+    """A numpy scalar as its Python value, so messages show ``19.87``, not ``np.float64(…)``.
+
+    >>> plain(np.float64(19.87)), plain("x")
+    (19.87, 'x')
+    """
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def number_column(df: pd.DataFrame, col: str, rows: np.ndarray | None = None) -> np.ndarray:
+    """Column ``col`` of ``df`` as floats: an empty cell is NaN; a cell that is no number is
+    refused in one line naming the column, its row (``rows[i]``, the file's row numbers;
+    default: the position from 1) and the value.
+
+    >>> number_column(pd.DataFrame({"t": [1, None, 2.5]}), "t").tolist()
+    [1.0, nan, 2.5]
+    >>> number_column(pd.DataFrame({"t": ["1", "n/a?"]}), "t")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: Column 't' must hold numbers; row 2 has 'n/a?'.
+    """
+    raw = df[col]
+    values = pd.to_numeric(raw, errors="coerce")
+    text = raw.astype(str).str.strip()
+    bad = (values.isna() & raw.notna() & (text != "")).to_numpy()
+    if bad.any():
+        # name a value that is no number in either notation before a decimal comma
+        comma = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
+        junk = bad & comma.isna().to_numpy()
+        i = int(np.flatnonzero(junk if junk.any() else bad)[0])
+        hint = "" if junk.any() else (
+            " Decimal commas are read in semicolon-separated files, where every value "
+            "of the column is written that way.")
+        row = i + 1 if rows is None else int(rows[i])
+        raise QualityError(
+            f"Column {col!r} must hold numbers; row {row} has {plain(raw.iloc[i])!r}.{hint}")
+    return values.to_numpy(dtype=float)
 
 
 def time_ns(col: pd.Series) -> np.ndarray:

@@ -34,7 +34,9 @@ from edgewise.detect import (
     get_detector,
 )
 from edgewise.errors import InvalidParameterError, QualityError
-from edgewise.tables import read_table, time_ns
+from edgewise.tables import LABEL_NAMES as _LABEL_NAMES
+from edgewise.tables import SCORE_COLUMNS, find_time_column, number_column, read_table, time_ns
+from edgewise.tables import plain as _plain
 
 __all__ = [
     "MIN_TRAINED_ROWS",
@@ -49,10 +51,6 @@ __all__ = [
     "scored_rows",
 ]
 
-_TIME_NAMES = ("timestamp", "time", "ts", "datetime", "date")
-#: Columns never taken as metrics by default: they hold labels, not readings.
-_LABEL_NAMES = ("anomaly", "anomalies", "label", "labels", "is_anomaly", "changepoint", "target",
-                "is_anomaly_label", "anomaly_score_label", "top_column_label")  # kept by us
 #: Detectors that take all columns at once (the rest run one per column).
 _MULTIVARIATE = (Mahalanobis, DriftResidual)
 #: The default for several columns when the first rows are known normal.
@@ -64,19 +62,10 @@ DEFAULT_TRAINED_MULTIVARIATE = "drift-residual"
 #: the later rows were flagged (3 columns, 2000 rows; 20 rows: 95%).
 MIN_TRAINED_ROWS = round(6 / inspect.signature(DriftResidual).parameters["smooth"].default)
 #: Columns :func:`detect_table` writes: never metrics unless named (a scored file rerun).
-OUTPUT_COLUMNS = ("anomaly_score", "is_anomaly", "top_column")
+OUTPUT_COLUMNS = SCORE_COLUMNS
 #: Files that :func:`bench_folder` leaves out: ``edgewise detect``'s own outputs.
 _SCORED_SUFFIX = "_scored.csv"
 _CHUNK = 20_000
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar as its Python value, so messages show ``19.87``, not ``np.float64(…)``.
-
-    >>> _plain(np.float64(19.87)), _plain("x")
-    (19.87, 'x')
-    """
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def check_threshold(threshold: float | None) -> None:
@@ -116,25 +105,6 @@ class DetectResult:
     #: a ground-truth ``is_anomaly`` with no ``anomaly_score`` beside it (so no earlier
     #: run's flags) and no ``--label-column``: kept in the frame as ``is_anomaly_label``
     truth: str | None = None
-
-
-def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
-    raw = df[col]
-    values = pd.to_numeric(raw, errors="coerce")
-    text = raw.astype(str).str.strip()
-    bad = (values.isna() & raw.notna() & (text != "")).to_numpy()
-    if bad.any():
-        # name a value that is no number in either notation before a decimal comma
-        comma = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
-        junk = bad & comma.isna().to_numpy()
-        i = int(np.flatnonzero(junk if junk.any() else bad)[0])
-        hint = "" if junk.any() else (
-            " Decimal commas are read in semicolon-separated files, where every value "
-            "of the column is written that way.")
-        raise QualityError(
-            f"Column {col!r} must hold numbers; row {i + 1} has {_plain(raw.iloc[i])!r}.{hint}"
-        )
-    return values.to_numpy(dtype=float)
 
 
 def _time_ns(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -229,7 +199,7 @@ def detect_table(
             )
     found = time_column is None
     if time_column is None:
-        time_column = next((c for c in df.columns if c.lower() in _TIME_NAMES), None)
+        time_column = find_time_column(df)
     if time_column is not None:
         _check_time(df, time_column)
     skip = {time_column, label_column}
@@ -250,7 +220,7 @@ def detect_table(
     else:
         _check_named(df, columns, time_column, label_column, found)
     columns = list(columns)
-    X = np.column_stack([_numeric(df, c) for c in columns])
+    X = np.column_stack([number_column(df, c) for c in columns])
     if not isinstance(train_rows, int) or not 0 <= train_rows <= len(df):
         raise InvalidParameterError(
             f"--train-rows must be an int in the range [0, {len(df)}]. Got {train_rows!r} instead."

@@ -30,7 +30,7 @@ def _history(device: str, csv: Path | None, store_url: str | None, data_dir: Pat
 
     if csv is not None:
         try:  # a missing file, a directory or a binary file is named in one line
-            return load_history_csv(csv)
+            return load_history_csv(csv, device_id=device)
         except ValueError as exc:
             raise fail(f"--csv: {exc}") from None
     try:

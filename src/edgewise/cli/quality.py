@@ -35,10 +35,53 @@ def _numbers(col: pd.Series) -> pd.Series:
     return pd.to_numeric(text.where(truth.isna(), truth), errors="coerce").where(col.notna())
 
 
+def _time_column(df: pd.DataFrame) -> str | None:
+    """The time column ``edgewise detect`` takes when none is named: the first column
+    called timestamp, time, ts, datetime or date, in any case.
+
+    >>> import pandas as pd
+    >>> _time_column(pd.DataFrame(columns=["device_id", "Timestamp", "ts"]))
+    'Timestamp'
+    """
+    from edgewise.tables import find_time_column
+
+    return find_time_column(df)
+
+
+def _time_names() -> str:
+    """The names :func:`_time_column` looks for, 'ts' (the old default) first.
+
+    >>> _time_names()
+    "'ts', 'timestamp', 'time', 'datetime' or 'date'"
+    """
+    from edgewise.tables import TIME_NAMES
+
+    names = ["ts", *(n for n in TIME_NAMES if n != "ts")]
+    return ", ".join(map(repr, names[:-1])) + f" or {names[-1]!r}"
+
+
+def _not_a_reading(column: str) -> str:
+    """Why ``column`` of a wide file is no metric, as ``edgewise detect`` leaves it out: it
+    is named like a label, or is one of detect's outputs; ``""`` for a metric.
+
+    >>> _not_a_reading("Label"), _not_a_reading("anomaly_score"), _not_a_reading("temp")
+    ('it is named like a label (labels are not readings)', "it is one of edgewise detect's outputs", '')
+    """  # noqa: E501
+    from edgewise.tables import LABEL_NAMES, SCORE_COLUMNS
+
+    if column.strip().lower() in LABEL_NAMES:
+        return "it is named like a label (labels are not readings)"
+    if column in SCORE_COLUMNS:
+        return "it is one of edgewise detect's outputs"
+    return ""
+
+
 @app.command("quality")
 def quality(
     file: Annotated[Path, typer.Argument(help="CSV: long (device, metric, ts, value) or wide.")],
-    time_column: Annotated[str, typer.Option(help="Time column (epoch or RFC 3339).")] = "ts",
+    time_column: Annotated[str | None, typer.Option(
+        help="Time column (epoch or RFC 3339). Default: the first column named timestamp, "
+             "time, ts, datetime or date (any case), as 'edgewise detect' finds it.")] = None,
     device_column: Annotated[str, typer.Option(help="Device column (if any).")] = "device_id",
     metric_column: Annotated[str, typer.Option(help="Metric column of a long CSV.")] = "metric",
     value_column: Annotated[str, typer.Option(help="Value column of a long CSV.")] = "value",
@@ -53,7 +96,9 @@ def quality(
     """Check a CSV of readings; print completeness, validity, duplicates, spikes, stuck runs.
 
     In a wide file (a column per metric) an empty cell is no reading of that metric, as a
-    missing row of a long file; a cell that is no number is an invalid reading.
+    missing row of a long file; a cell that is no number is an invalid reading. Columns
+    named like labels (label, anomaly, is_anomaly, ...) or written by 'edgewise detect'
+    (anomaly_score, top_column) are no metrics, as in 'edgewise detect'.
     """
     import numpy as np
 
@@ -65,7 +110,13 @@ def quality(
         df = read_table(file)
     except QualityError as exc:
         raise fail(str(exc)) from None
-    if time_column not in df.columns:
+    if time_column is None:
+        time_column = _time_column(df)
+        if time_column is None:
+            raise fail(f"{str(file)!r} has no time column {_time_names()} (any case, as "
+                       f"'edgewise detect' finds it); name it with --time-column; columns: "
+                       f"{list(df.columns)}")
+    elif time_column not in df.columns:
         raise fail(f"{str(file)!r} has no time column {time_column!r}; columns: {list(df.columns)}")
     if device_column not in df.columns:
         df[device_column] = device
@@ -85,6 +136,10 @@ def quality(
         present = {}  # a blank cell is no reading (as a row left out of a long file)
         for c in df.columns:
             if c in (time_column, device_column, "_ts"):
+                continue
+            if _not_a_reading(c):
+                typer.echo(f"note: column {c!r} left out of the report: "
+                           f"{_not_a_reading(c)}", err=True)
                 continue
             values = _numbers(df[c])
             if values.notna().any():

@@ -33,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from edgewise.errors import InvalidParameterError
+from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.label.feedback import WindowFeedbackModel
 from edgewise.label.store import LabelStore
 from edgewise.label.strategies import DefaultMix, Pool, make_strategy
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
+from edgewise.tables import LABEL_NAMES, SCORE_COLUMNS, TIME_NAMES, plain
 
 __all__ = ["History", "delete_models", "history_from_store", "load_history_csv", "load_model",
            "model_files", "suggest", "train_with_labels"]
@@ -46,27 +48,119 @@ __all__ = ["History", "delete_models", "history_from_store", "load_history_csv",
 History = tuple[np.ndarray, np.ndarray, list[str]]
 
 
-def load_history_csv(path: Path | str) -> History:
-    """A wide CSV: a ``timestamp`` (or ``ts``) column (RFC 3339, or epoch s, ms, us or ns
-    told apart by size) and one column per metric."""
-    import pandas as pd
+_DEVICE_COLUMN = "device_id"
 
-    from edgewise.tables import read_table, time_ns
+
+def load_history_csv(path: Path | str, *, device_id: str | None = None,
+                     time_column: str | None = None) -> History:
+    """A device's history from a wide CSV: a time column (RFC 3339, or epoch s, ms, us or ns
+    told apart by size) and one column per metric, read by ``edgewise detect``'s rules.
+
+    * The time column is ``time_column``, else the first column named ``timestamp``,
+      ``time``, ``ts``, ``datetime`` or ``date`` (:data:`TIME_NAMES`, any case). Rows are
+      put in time order; two rows of one time are refused, naming them.
+    * Metrics are the other columns with a number in them, except ``device_id``, columns
+      named like labels (:data:`LABEL_NAMES`: ``label``, ``anomaly``, ...) and the columns
+      ``edgewise detect`` writes (``anomaly_score``, ``top_column``). A cell of a metric
+      that is no number is refused in one line naming the column, row and value; an empty
+      cell is a missing reading (NaN).
+    * A ``device_id`` column may name one device; with ``device_id`` given, only that
+      device's rows are read.
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "h.csv"
+    >>> _ = f.write_text("Time,temp,label\\n60,20.5,0\\n0,20.0,1\\n")
+    >>> ts, X, metrics = load_history_csv(f)
+    >>> ts.tolist(), X.tolist(), metrics
+    ([0, 60000000000], [[20.0], [20.5]], ['temp'])
+    >>> _ = f.write_text("timestamp,temp\\n0,20.0\\n60,n/a?\\n")
+    >>> load_history_csv(f)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: Column 'temp' must hold numbers; row 2 has 'n/a?'.
+
+    Raises :class:`~edgewise.errors.QualityError` for a file or cell that cannot be read so,
+    :class:`~edgewise.errors.InvalidParameterError` when the file has no time column, no
+    metric, or not exactly one device's rows.
+    """
+    from edgewise.tables import find_time_column, number_column, read_table
 
     df = read_table(path)
-    col = "timestamp" if "timestamp" in df.columns else "ts" if "ts" in df.columns else None
-    if col is None:
+    where = f"History CSV {str(path)!r}"
+    if time_column is None:
+        time_column = find_time_column(df)
+        if time_column is None:
+            raise InvalidParameterError(
+                f"{where} has no time column: none is named "
+                f"{', '.join(map(repr, TIME_NAMES[:-1]))} or {TIME_NAMES[-1]!r} (any case), "
+                f"as edgewise detect finds it. Got columns {list(df.columns)!r}."
+            )
+    elif time_column not in df.columns:
         raise InvalidParameterError(
-            f"History CSV {str(path)!r} must have a 'timestamp' or 'ts' column. "
-            f"Got columns {list(df.columns)!r}."
-        )
-    ts = time_ns(df[col])
-    metrics = [c for c in df.columns if c != col and c != "device_id"]
+            f"{where} has no time column {time_column!r}. Got columns {list(df.columns)!r}.")
+    df = _one_device(df, where, device_id)
+    ts = _history_time(df, time_column)
+    skip = {time_column, _DEVICE_COLUMN, *SCORE_COLUMNS}
+    metrics = [c for c in df.columns if c not in skip and c.strip().lower() not in LABEL_NAMES
+               and pd.to_numeric(df[c], errors="coerce").notna().any()]
     if not metrics:
-        raise InvalidParameterError(f"History CSV {str(path)!r} has no metric columns.")
+        raise InvalidParameterError(
+            f"{where} has no metric column: a metric is a column with numbers other than the "
+            f"time column {time_column!r}, {_DEVICE_COLUMN!r} and label columns "
+            f"({', '.join(LABEL_NAMES)}). Got columns {list(df.columns)!r}.")
+    rows = df.index.to_numpy() + 1  # the file's rows, where one device's are picked
+    X = np.column_stack([number_column(df, c, rows) for c in metrics])
     order = np.argsort(ts, kind="stable")
-    X = df[metrics].apply(pd.to_numeric, errors="coerce").to_numpy(float)[order]
-    return ts[order], X, metrics
+    _refuse_repeated_times(df, time_column, ts, order, device_id)
+    return ts[order], X[order], metrics
+
+
+def _one_device(df: pd.DataFrame, where: str, device_id: str | None) -> pd.DataFrame:
+    """The rows of ``df`` of one device: those of ``device_id`` when given (the index kept,
+    so messages name rows of the file); a file whose ``device_id`` column names several
+    devices is refused without it."""
+    if _DEVICE_COLUMN not in df.columns:
+        return df
+    ids = df[_DEVICE_COLUMN].astype(object).where(df[_DEVICE_COLUMN].notna(), "").astype(str)
+    ids = ids.str.strip()
+    seen = list(dict.fromkeys(ids))
+    if device_id is not None:
+        if device_id not in seen:
+            raise InvalidParameterError(
+                f"{where} has no rows of device {device_id!r} in column {_DEVICE_COLUMN!r}; "
+                f"it holds {', '.join(map(repr, seen[:5]))}{' ...' if len(seen) > 5 else ''}.")
+        return df[(ids == device_id).to_numpy()]
+    if len(seen) > 1:
+        raise InvalidParameterError(
+            f"{where} holds the readings of {len(seen)} devices in column {_DEVICE_COLUMN!r} "
+            f"({', '.join(map(repr, seen[:5]))}{' ...' if len(seen) > 5 else ''}); a history "
+            "is one device's: keep only its rows in the file.")
+    return df
+
+
+def _history_time(df: pd.DataFrame, col: str) -> np.ndarray:
+    """The time column as UTC ns (:func:`edgewise.tables.time_ns`), as ``edgewise detect``
+    reads it."""
+    from edgewise.tables import time_ns
+
+    raw = df[col]
+    return time_ns(raw.astype(str) if pd.api.types.is_bool_dtype(raw) else raw)
+
+
+def _refuse_repeated_times(df: pd.DataFrame, col: str, ts: np.ndarray, order: np.ndarray,
+                           device_id: str | None) -> None:
+    """Refuse two rows of one time, as ``edgewise detect`` does: windows of the history are
+    cut by reading, and readings at one time have no duration between them to label."""
+    same = np.flatnonzero(np.diff(ts[order]) == 0)
+    if not len(same):
+        return
+    i, j = sorted(int(r) for r in order[same[0]:same[0] + 2])
+    a, b = int(df.index[i]) + 1, int(df.index[j]) + 1
+    of = f" of device {device_id!r}" if device_id is not None else ""
+    raise QualityError(
+        f"Time column {col!r} has a duplicate timestamp {plain(df[col].iloc[i])!r}{of} "
+        f"(rows {a} and {b}): readings at one time would have no duration between them to "
+        "label. Remove or merge duplicates first.")
 
 
 def history_from_store(store: Any, device_id: str) -> History:
