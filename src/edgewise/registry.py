@@ -29,9 +29,11 @@ one of these ``reason`` values (python-tuf's update attacks, one test each):
 
 Going back to an older model is an explicit, signed *rollback order*: a new release (higher
 counter) of ``kind="rollback"`` whose payload is the older model. :meth:`Registry.rollout`
-enforces it per target and model: a version published before the one the target was last given
-is refused unless it is a rollback order, and a rollback order for a version that is not older
-is refused.
+enforces it per model for every device a release reaches: a version published before one that
+a device of the target can already receive (the newest release of the model to the target, to
+the device itself or to any group it is in, per the device groups of the credentials) is refused
+unless it is a rollback order, and a rollback order for a version that is older for none of them
+is refused. Releases to targets that share no device are independent.
 
 >>> import tempfile
 >>> reg = Registry(tempfile.mkdtemp())
@@ -56,7 +58,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -501,6 +503,18 @@ def _targets_of(device_id: str, groups: Iterable[str]) -> tuple[list[str], str]:
     return targets, ",".join("?" * len(targets))
 
 
+def _devices(ids: list[str]) -> str:
+    """Device ids as messages name them.
+
+    >>> _devices(["pump-7"]), _devices(["p1", "p2", "p3", "p4"])
+    ("device 'pump-7'", "devices 'p1', 'p2', 'p3' and 1 more")
+    """
+    if len(ids) == 1:
+        return f"device {ids[0]!r}"
+    shown = ", ".join(map(repr, ids[:3]))
+    return f"devices {shown}" + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+
+
 def _check_label(value: object, what: str, where: str) -> str:
     """Return ``value`` if it is a usable model name or version: non-empty text, not only
     blanks (``""`` matched every model's versions, and a release named ``''`` was signed).
@@ -617,10 +631,18 @@ class Registry:
     ----------
     data_dir
         The gateway's data directory; the registry lives in its ``registry/`` folder.
+    device_groups
+        Returns each device's groups (``{device id: groups}``), which :meth:`rollout` reads to
+        see which devices a release reaches. Default: the groups of the device credentials in
+        ``<data_dir>/security.sqlite`` (:meth:`edgewise.security.Security.device_groups`), none
+        while there is no such file.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], *,
+                 device_groups: Callable[[], Mapping[str, Iterable[str]]] | None = None) -> None:
+        self.data_dir = Path(data_dir)
         self.root = Path(data_dir) / "registry"
+        self._device_groups = device_groups
         (self.root / "blobs").mkdir(parents=True, exist_ok=True)
         self._key: SigningKey | None = None
         self._key_file: tuple[int, int, int] | None = None  # (inode, size, mtime) _key was read at
@@ -919,12 +941,25 @@ class Registry:
         """Sign a release of ``name``/``version`` for ``target`` with the next release counter.
 
         ``expires_in_s`` must lie in (0, :data:`MAX_EXPIRY_DAYS` days]; ``KeyError`` if the
-        version is not published. Going back is explicit: a version published before the one
-        the target's newest release of ``name`` carries is signed only with
+        version is not published. Going back is explicit: a version published before one that
+        a device the target reaches can already receive (the newest release of ``name`` to the
+        target, to that device or to any of its groups) is signed only with
         ``kind="rollback"`` (:meth:`rollback`), and ``kind="rollback"`` only for such a version
         (or to re-sign the rollback order the target has); else :class:`InvalidParameterError`.
         Versions are ordered by when they were published, not by their text ("beta").
-        """
+
+        >>> import tempfile
+        >>> reg = Registry(tempfile.mkdtemp(), device_groups=lambda: {"pump-7": ["line-a"]})
+        >>> for v in ("1.1.0", "1.2.0"):
+        ...     _ = reg.publish("ewz", v, v.encode(), format="pickle")
+        >>> _ = reg.rollout("ewz", "1.2.0", "group:line-a")
+        >>> reg.rollout("ewz", "1.1.0", "device:pump-7")
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.InvalidParameterError: Version '1.1.0' of 'ewz' for 'device:pump-7' is older than '1.2.0', already released to 'group:line-a', which reaches device 'pump-7' too: going back is an explicit rollback order; roll it out with --rollback (kind='rollback').
+        >>> reg.rollout("ewz", "1.1.0", "device:pump-7", kind="rollback").manifest.kind
+        'rollback'
+        """  # noqa: E501
         _check_label(name, "name", "Registry.rollout")
         _check_label(version, "version", "Registry.rollout")
         _check_target(target)
@@ -946,44 +981,98 @@ class Registry:
                 f"{mv.metrics[bad[0]]!r}, which a signed manifest (strict JSON) cannot carry; "
                 "publish a new version with finite metrics.", field="version", value=version)
         payload = self.blob(mv.sha256)
+        reach = self._reach(target)  # read before the write transaction: another database
         with self._lock:
             key = self.signing_key()
-            return self._sign_next(name, version, target, mv, payload, expires_in_s, kind, key)
+            return self._sign_next(name, version, target, mv, payload, expires_in_s, kind, key,
+                                   reach)
+
+    def _groups_of_devices(self) -> dict[str, set[str]]:
+        """Each device's groups: from ``device_groups`` if given, else from the credentials
+        (none while ``security.sqlite`` does not exist: opening it would make it)."""
+        if self._device_groups is not None:
+            return {str(d): {str(g) for g in gs} for d, gs in self._device_groups().items()}
+        if not (self.data_dir / "security.sqlite").exists():
+            return {}
+        from edgewise.security import Security
+
+        sec = Security(self.data_dir)
+        try:
+            return {d.id: set(d.groups) for d in sec.list_devices()}
+        finally:
+            sec.close()
+
+    def _reach(self, target: str) -> dict[str, list[str]]:
+        """The targets whose releases reach a device that ``target`` reaches, each with those
+        devices: ``target`` itself, and for each of its devices (the device of
+        ``device:<id>``, the members of ``group:<name>``) its own target and its groups'.
+
+        >>> import tempfile
+        >>> reg = Registry(tempfile.mkdtemp(), device_groups=lambda: {
+        ...     "p7": ["a", "b"], "p8": ["a"], "p9": ["c"]})
+        >>> reg._reach("group:b")
+        {'group:b': [], 'device:p7': ['p7'], 'group:a': ['p7']}
+        """
+        kind, _, ident = target.partition(":")
+        groups = self._groups_of_devices()
+        devices = [ident] if kind == "device" else sorted(
+            d for d, gs in groups.items() if ident in gs)
+        reach: dict[str, list[str]] = {target: []}
+        for d in devices:
+            for t in (f"device:{d}", *(f"group:{g}" for g in sorted(groups.get(d, ())))):
+                seen = reach.setdefault(t, [])
+                if t != target:
+                    seen.append(d)
+        return reach
 
     def _check_direction(self, name: str, version: str, target: str, mv: ModelVersion,
-                         kind: str) -> None:
+                         kind: str, reach: Mapping[str, list[str]]) -> None:
         """Refuse a downgrade not signed as a rollback, and a rollback that is no downgrade
-        (inside the write transaction of :meth:`_sign_next`)."""
-        row = self._db.execute(
-            "SELECT r.version, r.kind, v.created_ns FROM releases r JOIN versions v ON "
-            "v.name = r.name AND v.version = r.version WHERE r.name = ? AND r.target = ? "
-            "ORDER BY r.release DESC LIMIT 1", (name, target)).fetchone()
-        if row is None:
+        (inside the write transaction of :meth:`_sign_next`): against the newest release of
+        ``name`` to each target in ``reach`` (:meth:`_reach`), what the devices the release
+        goes to can already receive."""
+        marks = ",".join("?" * len(reach))
+        rows = self._db.execute(
+            "SELECT r.target, r.version, r.kind, v.created_ns, r.release FROM releases r "
+            "JOIN versions v ON v.name = r.name AND v.version = r.version WHERE r.release IN "
+            "(SELECT MAX(release) FROM releases WHERE name = ? AND target IN "
+            f"({marks}) GROUP BY target)", [name, *reach]).fetchall()
+        if not rows:
             if kind == "rollback":
+                also = " nor has any device it reaches" if len(reach) > 1 else ""
                 raise InvalidParameterError(
                     f"Rollback of {name!r} to {version!r} for {target!r} refused: {target!r} "
-                    f"has no release of {name!r} to go back from; roll it out without "
+                    f"has no release of {name!r} to go back from{also}; roll it out without "
                     "--rollback (kind='release').", field="kind", value=kind)
             return
-        cur_version, cur_kind, cur_ns = str(row[0]), str(row[1]), int(row[2])
+        # the newest version any of them has; of equals, the target's own, then the latest
+        cur_target, cur_version, _, cur_ns, _ = max(
+            rows, key=lambda r: (int(r[3]), r[0] == target, int(r[4])))
+        cur_target, cur_version, cur_ns = str(cur_target), str(cur_version), int(cur_ns)
+        given = (f"which {target!r} was last given" if cur_target == target else
+                 f"already released to {cur_target!r}, which reaches "
+                 f"{_devices(reach[cur_target])} too")
         older = mv.created_ns < cur_ns
         if older and kind != "rollback":
+            what = "" if cur_target == target else f" for {target!r}"
             raise InvalidParameterError(
-                f"Version {version!r} of {name!r} is older than {cur_version!r}, which "
-                f"{target!r} was last given: going back is an explicit rollback order; roll "
-                "it out with --rollback (kind='rollback').", field="kind", value=kind)
-        same_order = version == cur_version and cur_kind == "rollback"
+                f"Version {version!r} of {name!r}{what} is older than {cur_version!r}, "
+                f"{given}: going back is an explicit rollback order; roll it out with "
+                "--rollback (kind='rollback').", field="kind", value=kind)
+        own = next((r for r in rows if r[0] == target), None)
+        same_order = own is not None and version == own[1] and own[2] == "rollback"
         if kind == "rollback" and not older and not same_order:
             raise InvalidParameterError(
                 f"Rollback of {name!r} to {version!r} for {target!r} refused: it is not older "
-                f"than {cur_version!r}, which {target!r} was last given; roll it out without "
-                "--rollback (kind='release').", field="kind", value=kind)
+                f"than {cur_version!r}, {given}; roll it out without --rollback "
+                "(kind='release').", field="kind", value=kind)
 
     def _sign_next(self, name: str, version: str, target: str, mv: ModelVersion, payload: bytes,
-                   expires_in_s: float, kind: str, key: SigningKey) -> SignedArtifact:
+                   expires_in_s: float, kind: str, key: SigningKey,
+                   reach: Mapping[str, list[str]]) -> SignedArtifact:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._check_direction(name, version, target, mv, kind)
+            self._check_direction(name, version, target, mv, kind, reach)
             (last,) = self._db.execute(  # withdrawn counters are never handed out again
                 "SELECT MAX(COALESCE((SELECT MAX(release) FROM releases), 0), "
                 "COALESCE((SELECT MAX(release) FROM withdrawn), 0))").fetchone()
