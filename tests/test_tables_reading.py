@@ -211,3 +211,14 @@ def test_text_read_keeps_every_cell_as_written(tmp_path: Path) -> None:
         "flag": ["TRUE", "False", "true"], "code": ["007", "010", "1"],
         "note": ["NA", "None", ""]}
     assert read_table(f)["v"].fillna(0).tolist() == [1.5, 0.0, 3.0]
+
+
+def test_epoch_seconds_then_milliseconds_in_one_column_are_refused() -> None:
+    """Check a logger that switched from seconds to milliseconds is named, not read as 1970
+    (the unit was told by the largest number, so the seconds became milliseconds)."""
+    ts = pd.Series([1_704_067_200 + 60 * i for i in range(3)]
+                   + [1_704_067_380_000 + 60_000 * i for i in range(3)], name="ts")
+    with pytest.raises(QualityError, match=r"mixes epoch units: row 1 has 1704067200 \(seconds\)"):
+        time_ns(ts)
+    small = pd.Series([0, 60, 1_704_067_200_000], name="ts")  # 0 and 60: no epoch in any unit
+    assert time_ns(small)[-1] == 1_704_067_200_000 * 10**6

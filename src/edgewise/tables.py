@@ -133,6 +133,7 @@ def time_ns(col: pd.Series) -> np.ndarray:
             raise _not_a_time(name, i, col.iloc[i])
         big = np.nanmax(np.abs(x)) if len(x) else 0.0
         per = epoch_unit_ns(big)
+        _check_one_unit(name, col, x, per)
         # int64 ns span 1677-09-21 to 2262-04-11: an epoch number outside would wrap round
         if len(x) and big * per >= 2.0**63:
             i = int(np.argmax(np.abs(x)))
@@ -161,6 +162,29 @@ def time_ns(col: pd.Series) -> np.ndarray:
         parsed = _one_format(name, text, col)
     # to ns before int64: pandas may parse text at microsecond resolution
     return parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+
+_UNITS = {10**9: "seconds", 10**6: "milliseconds", 10**3: "microseconds", 1: "nanoseconds"}
+
+
+def _check_one_unit(name: str, col: pd.Series, x: np.ndarray, per: int) -> None:
+    """Refuse epoch numbers of two units in one column (a logger switched from seconds to
+    milliseconds): told by the largest, the seconds would be read as 1970 milliseconds. Only
+    numbers from 1e8 on count (1973 in seconds): smaller ones are no epoch in any unit.
+
+    >>> _check_one_unit("ts", pd.Series([1.7e9, 1.7e12]), np.array([1.7e9, 1.7e12]), 10**6)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: Time column 'ts' mixes epoch units: row 1 has 1700000000.0 (seconds), row 2 has 1700000000000.0 (milliseconds); write every time in one unit.
+    """  # noqa: E501
+    a = np.abs(x)
+    low = np.flatnonzero((a >= 1e8) & (a < {10**9: 0, 10**6: 1e11, 10**3: 1e14, 1: 1e17}[per]))
+    if len(low):
+        i, j = int(low[0]), int(np.argmax(a))
+        raise QualityError(
+            f"Time column {name!r} mixes epoch units: row {i + 1} has {_shown(col.iloc[i])} "
+            f"({_UNITS[epoch_unit_ns(a[i])]}), row {j + 1} has {_shown(col.iloc[j])} "
+            f"({_UNITS[per]}); write every time in one unit.")
 
 
 def _one_format(name: str, text: pd.Series, col: pd.Series) -> pd.Series:
