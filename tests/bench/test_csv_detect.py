@@ -131,3 +131,16 @@ def test_a_column_without_training_readings_is_not_silently_ignored():
     with pytest.raises(QualityError, match="No column has a reading in the first 400 rows"):
         detect_table(_late_column()[["ts", "c"]], train_rows=400,
                      detector="drift-residual", columns=["c"])
+
+
+def test_a_date_and_a_time_column_make_the_time_together():
+    """Check `date,time,value` (a logger's export) is read as one time, not refused as
+    'duplicate timestamp 2024-01-01' from its date alone; the time column is no metric."""
+    df = pd.DataFrame({"date": ["2024-01-01"] * 3 + ["2024-01-02"],
+                       "time": ["10:00:00", "10:01:00", "10:02:00", "00:00:00"],
+                       "value": [1.0, 1.2, 0.9, 1.1]})
+    res = detect_table(df)
+    assert res.columns == ["value"] and "time" not in res.left_out
+    with pytest.raises(QualityError, match="'date time' has a duplicate timestamp "
+                                           "'2024-01-01 10:00:00'"):
+        detect_table(df.assign(time=["10:00:00"] * 4, date="2024-01-01"))

@@ -146,6 +146,20 @@ def _check_time(df: pd.DataFrame, col: str) -> None:
         )
 
 
+def _clock_of(df: pd.DataFrame, time_column: str | None) -> str | None:
+    """The time-of-day column beside a found ``date`` column (``date,time,value``, as data
+    loggers and spreadsheets export it), which together make the time; else ``None``.
+
+    >>> _clock_of(pd.DataFrame(columns=["Date", "Time", "v"]), "Date")
+    'Time'
+    >>> _clock_of(pd.DataFrame(columns=["date", "v"]), "date") is None
+    True
+    """
+    if time_column is None or time_column.lower() != "date":
+        return None
+    return next((c for c in df.columns if c.lower() == "time"), None)
+
+
 def detect_table(
     df: pd.DataFrame,
     columns: Sequence[str] | None = None,
@@ -171,7 +185,8 @@ def detect_table(
         be the time or label column.
     time_column
         Must hold sorted, unique timestamps. Default: a column named ``timestamp``,
-        ``time``, ``ts``, ``datetime`` or ``date`` if there is one.
+        ``time``, ``ts``, ``datetime`` or ``date`` if there is one; a ``date`` column with
+        a ``time`` column beside it (``date,time,value``) makes the time with it.
     label_column
         Excluded from the metrics (1/true marks an anomaly). If it has the name of an
         output column (``is_anomaly``), the frame keeps it as ``NAME_label``.
@@ -198,11 +213,17 @@ def detect_table(
                 f"{name} {col!r} is not a column of the file. Columns: {', '.join(df.columns)}."
             )
     found = time_column is None
+    clock = None
     if time_column is None:
         time_column = find_time_column(df)
-    if time_column is not None:
+        clock = _clock_of(df, time_column)
+    if clock is not None:  # a date column and a time-of-day column: one time together
+        both = f"{time_column} {clock}"
+        _check_time(pd.DataFrame({both: df[time_column].astype(str).str.strip() + " "
+                                  + df[clock].astype(str).str.strip()}), both)
+    elif time_column is not None:
         _check_time(df, time_column)
-    skip = {time_column, label_column}
+    skip = {time_column, label_column, clock}
     left_out: dict[str, str] = {}
     if columns is None:
         columns = []
