@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgewise.errors import InvalidParameterError
-from edgewise.label.store import LabelStore
+from edgewise.label.store import LabelStore, read_labels_csv
 from edgewise.security import Security
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,7 +107,6 @@ def test_label_csv_from_a_spreadsheet_reads_as_the_plain_one(tmp_path: Path) -> 
     """Check a label file saved by a spreadsheet (byte-order mark, semicolons) and one with
     epoch times in s, ms or ns give the same rows as the plain RFC 3339 file; before, a
     seconds value was taken as nanoseconds (a label in 1970) and a BOM hid 'device_id'."""
-    from edgewise.label.store import read_labels_csv
 
     plain = tmp_path / "plain.csv"
     plain.write_text("device_id,start,end,label,note\n"
@@ -267,3 +266,20 @@ def test_cli_list_shows_a_note_with_markup_as_it_is(data_dir: Path) -> None:
     assert res.exit_code == 0, res.stderr or res.exception
     assert "oops [/] closing" in res.stdout
     assert "[red]not red[/red]" in res.stdout and "[bold]ops" in res.stdout
+
+
+def test_a_label_file_that_contradicts_itself_or_has_extra_fields_is_refused(tmp_path):
+    """Check two lines labelling one window differently name both lines (the last one won
+    silently), and a line with more fields than the header (an unquoted comma in a note) is
+    refused instead of dropping the rest."""
+    head = "device_id,start,end,label,note\n"
+    row = "pump-1,2014-01-22T01:35:00Z,2014-01-22T20:25:00Z,{},{}\n"
+    f = tmp_path / "l.csv"
+    f.write_text(head + row.format("normal", "") + row.format("anomaly", ""))
+    with pytest.raises(InvalidParameterError, match="lines 2 and 3 label the same window"):
+        read_labels_csv(f)
+    f.write_text(head + row.format("normal", "") + row.format("normal", "again"))
+    assert len(read_labels_csv(f)) == 2  # the same label twice contradicts nothing
+    f.write_text(head + row.format("normal", "a,b"))
+    with pytest.raises(InvalidParameterError, match="line 2 has 6 fields; the header names 5"):
+        read_labels_csv(f)

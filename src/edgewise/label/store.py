@@ -495,7 +495,15 @@ def read_labels_csv(
                 f"Label CSV {str(path)!r} must have the columns device_id,start,end,label "
                 f"(note optional). Missing: {', '.join(sorted(missing))}."
             )
-        for line, rec in enumerate(reader, start=2):
+        seen: dict[tuple[str, int, int], tuple[str, int]] = {}
+        for rec in reader:
+            line = reader.line_num
+            if None in rec:  # more fields than the header names
+                raise InvalidParameterError(
+                    f"Label CSV line {line} has {len(reader.fieldnames or []) + len(rec[None])} "
+                    f"fields; the header names {len(reader.fieldnames or [])} "
+                    f"({','.join(reader.fieldnames or [])}). Quote a note that holds the "
+                    "separator.")
             device = (rec.get("device_id") or "").strip()
             start = _csv_time(rec.get("start") or "", "start", line, max_future_s)
             end = _csv_time(rec.get("end") or "", "end", line, max_future_s)
@@ -504,5 +512,11 @@ def read_labels_csv(
                 LabelStore._check(device, start, end, label)
             except ValueError as exc:
                 raise InvalidParameterError(f"Label CSV line {line}: {exc}") from None
+            earlier = seen.setdefault((device, start, end), (label, line))
+            if earlier[0] != label:  # which one is meant? the last would win silently
+                raise InvalidParameterError(
+                    f"Label CSV lines {earlier[1]} and {line} label the same window of "
+                    f"{device!r} differently ({earlier[0]!r}, then {label!r}); keep the one "
+                    "meant (a later import relabels it, keeping the history).")
             rows.append((device, start, end, label, (rec.get("note") or "").strip()))
     return rows
