@@ -283,3 +283,14 @@ def test_a_label_file_that_contradicts_itself_or_has_extra_fields_is_refused(tmp
     f.write_text(head + row.format("normal", "a,b"))
     with pytest.raises(InvalidParameterError, match="line 2 has 6 fields; the header names 5"):
         read_labels_csv(f)
+
+
+def test_cli_list_piped_keeps_whole_times(data_dir: Path) -> None:
+    """Check 'label list' into a pipe (no terminal: Rich took 80 columns) prints the start
+    and end times whole, not cut to '2014-02-09T02:4…'."""
+    with LabelStore(data_dir) as labels:
+        labels.add("pump-1", 0, 60 * S, "anomaly", note="a long note about the bearing that "
+                   "the operator wrote after the night shift, with details")
+    res = _invoke(data_dir, "label", "list", env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.stderr or res.exception
+    assert "1970-01-01T00:00:00Z" in res.stdout and "1970-01-01T00:01:00Z" in res.stdout

@@ -125,17 +125,22 @@ def list_(
         typer.echo(json.dumps([lab.to_dict() for lab in labels]))
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
     from rich.text import Text
 
-    table = Table("device", "start", "end", "label", "v", "who", "note")
+    table = Table("device", "label", "v", "who", "note")
+    for i, name in ((1, "start"), (2, "end")):  # whole times, never cut to "2014-02-09T02:4…"
+        table.columns.insert(i, Column(name, no_wrap=True, min_width=20))
     for lab in labels:
         # Text, not str: a str cell is Rich markup, and a note such as "[/]" crashed the
         # table (MarkupError) or "[red]" restyled it
         table.add_row(*(Text(cell) for cell in (
             lab.device_id, _iso(lab.start_ns), _iso(lab.end_ns), lab.label,
             str(lab.version) + ("" if lab.current else " (old)"), lab.who, lab.note)))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or redirected: no terminal width to fit, keep it all
+        console = Console(width=max(console.width, 160))
+    console.print(table)
 
 
 def _iso(ns: int) -> str:
