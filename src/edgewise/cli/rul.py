@@ -139,6 +139,23 @@ def _names(value: str | None) -> list[str] | None:
 
 #: --seed bounds: numpy, k-means and torch all take it (RULModel's random_state).
 SEED_MAX = 2**31 - 1
+#: --window when none is given (RULModel's default).
+DEFAULT_WINDOW = 30
+
+
+def _check_window(df: Any, unit_column: str, window: int | None) -> int:
+    """The window to train with: ``window``, refused when it is longer than the longest
+    unit's history (such a window sees nothing more, and its cost grows with it: 100,000
+    once asked for a 75 GiB table). The default is kept on short histories, as before."""
+    if window is None:
+        return DEFAULT_WINDOW
+    if unit_column in df.columns and len(df):
+        longest = int(df.groupby(unit_column, sort=False).size().max())
+        if window > longest:
+            raise fail(f"--window {window} is longer than the longest unit's history "
+                       f"({longest} rows), so it would see nothing more; give at most "
+                       f"{longest}")
+    return window
 
 
 def _check_train_options(unit_column: str, time_column: str, condition_columns: str | None,
@@ -348,7 +365,9 @@ def train_rul(
     cap: Annotated[float, typer.Option(
         help="RUL target cap (steps): the model learns and predicts the RUL capped here, so a "
         "prediction at the cap means at least that many steps left.")] = 125.0,
-    window: Annotated[int, typer.Option(help="Rows per trailing window.")] = 30,
+    window: Annotated[int | None, typer.Option(
+        help=f"Rows per trailing window (default {DEFAULT_WINDOW}); at most the longest unit's "
+        "history, as a longer window sees nothing more.", show_default=False)] = None,
     models: Annotated[str, typer.Option(help="Comma-separated members: gbm, cnn.")] = "gbm",
     seed: Annotated[int, typer.Option(help=f"Random seed, 0 to {SEED_MAX}.")] = 0,
     json_out: Json = False,
@@ -391,6 +410,7 @@ def train_rul(
                 typer.echo(f"note: --failures names {len(unknown)} device(s) with no readings "
                            f"in the store, not used: {', '.join(unknown[:10])}"
                            f"{' ...' if len(unknown) > 10 else ''}", err=True)
+    window = _check_window(df, unit_column, window)
     try:
         model = RULModel(
             unit_column=unit_column,
@@ -405,6 +425,9 @@ def train_rul(
         ).fit(df)
     except InvalidParameterError as exc:
         raise fail(str(exc)) from None
+    for column, why in model.left_out_.items():
+        typer.echo(f"note: column {column!r} left out of the model: {why}; predictions do "
+                   "not need it", err=True)
     try:
         size = model.save(out)
     except OSError as exc:
@@ -435,7 +458,7 @@ def _store_current(url: str, devices: str | None, rul: Any) -> tuple[Any, list[d
     import pandas as pd
 
     got = _store_histories(url, devices, rul.unit_column, rul.time_column, None)
-    needed = [*rul.conditions_, *rul.sensors_]
+    needed = rul.required_columns()[2:]  # a sensor the model learned nothing from may be absent
     keep = []
     for f in got.frames:
         missing = [c for c in needed if c not in f.columns]

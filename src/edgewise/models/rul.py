@@ -245,11 +245,35 @@ class RULModel:
     def _columns(self) -> list[str]:
         return [self.unit_column, self.time_column, *self.conditions_, *self.sensors_]
 
-    def _frame(self, X: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The model's columns sorted by unit and time, and the settings and sensors as floats."""
-        self._check_columns(X, self._columns())
-        df = X[self._columns()].sort_values([self.unit_column, self.time_column], kind="stable")
+    def _frame(
+        self, X: pd.DataFrame, needed: list[str] | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The model's columns sorted by unit and time, and the settings and sensors as floats.
+
+        Only the ``needed`` columns (default: all of them) must be in ``X``; the others are
+        left empty (NaN), whatever ``X`` holds under their names.
+        """
+        columns = self._columns()
+        needed = columns if needed is None else needed
+        self._check_columns(X, needed)
+        df = X[needed].sort_values([self.unit_column, self.time_column], kind="stable")
+        if len(needed) < len(columns):
+            df = df.reindex(columns=columns)
         return df, df[[*self.conditions_, *self.sensors_]].astype(float)
+
+    def required_columns(self) -> list[str]:
+        """The columns a fitted model needs in the data it scores: the unit and time columns
+        and :meth:`used_columns`. A sensor it learned nothing from (constant, or empty in
+        every training row) may be absent.
+
+        >>> rng = np.random.default_rng(0)
+        >>> df = pd.DataFrame({"unit": np.repeat(np.arange(6), 40), "cycle": np.tile(
+        ...     np.arange(40), 6), "temp": rng.normal(size=240), "flat": 1.0})
+        >>> RULModel(n_estimators=5).fit(df).required_columns()
+        ['unit', 'cycle', 'temp']
+        """
+        self._fitted()
+        return [self.unit_column, self.time_column, *self._used()]
 
     def _gaps(self, df: pd.DataFrame, vals: pd.DataFrame, used: list[str]) -> dict[Any, str]:
         """Units whose rows cannot be used, with why: one of the ``used`` columns is not
@@ -292,7 +316,7 @@ class RULModel:
     def _prepare(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Sorted units, times, settings and sensors of rows the fitted model can score
         (raises naming the first unit it cannot; see :meth:`unscorable`)."""
-        df, vals = self._frame(X)
+        df, vals = self._frame(X, self.required_columns())
         _refuse_gaps(self._gaps(df, vals, self._used()), "score",
                      "Leave such units out; RULModel.unscorable(X) lists them with why.")
         return self._arrays(df, vals)
@@ -312,8 +336,7 @@ class RULModel:
         such a gap with a made-up level would move the prediction without a word. Drop
         these units (``X[~X[unit_column].isin(model.unscorable(X))]``) and predict the rest.
         """
-        self._fitted()
-        df, vals = self._frame(X)
+        df, vals = self._frame(X, self.required_columns())
         return self._gaps(df, vals, self._used())
 
     # -- the pipeline -------------------------------------------------------------------
@@ -409,6 +432,17 @@ class RULModel:
         ]
         if not self.sensors_:
             raise InvalidParameterError("RULModel found no numeric sensor columns in the data.")
+        # a sensor with no value in any row carries nothing; left out (and named in
+        # left_out_), it is not needed to score either
+        present = [c for c in self.sensors_ if c in X.columns]
+        self.left_out_ = {c: "every cell is empty" for c in present
+                          if int((X.columns == c).sum()) == 1 and bool(X[c].isna().all())}
+        self.sensors_ = [c for c in self.sensors_ if c not in self.left_out_]
+        if not self.sensors_:
+            raise InvalidParameterError(
+                f"RULModel has no sensor to learn from: every cell of {list(self.left_out_)} "
+                "is empty. Give histories whose sensors hold values."
+            )
         if y is not None:
             y_s = pd.Series(np.asarray(y, dtype=float), index=X.index)
         order = X.sort_values([self.unit_column, self.time_column], kind="stable").index
@@ -427,6 +461,18 @@ class RULModel:
         if len(uniq) < 4:
             raise InvalidParameterError(
                 f"RULModel needs run-to-failure histories of at least 4 units. Got {len(uniq)}."
+            )
+        if len(uniq) == len(units) and y is None:
+            raise InvalidParameterError(
+                f"RULModel cannot learn degradation from one row per unit: each of the "
+                f"{len(uniq)} units has a single row, its failure, so every target is 0 and the "
+                "model would predict 0 (failing now) for every unit. Give each unit's history "
+                "from healthy to failure, many rows per unit."
+            )
+        if np.ptp(target) == 0:
+            raise InvalidParameterError(
+                f"RULModel has nothing to learn: every row's remaining life is {target[0]:g}. "
+                "Give histories whose rows run from healthy to failure."
             )
         seed = 0 if self.random_state is None else int(self.random_state)
         members, cuts = self._out_of_fold(units, settings, sensors, target, uniq, seed)

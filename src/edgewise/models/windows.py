@@ -27,8 +27,6 @@ equal, and a threshold learned in Python separates exactly what the float32 mode
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 __all__ = ["FEATURE_KINDS", "feature_names", "window_features", "window_sequences"]
@@ -46,44 +44,50 @@ def feature_names(sensors: list[str]) -> list[str]:
     return [f"{s}_{k}" for s in sensors for k in FEATURE_KINDS] + ["age"]
 
 
-def _lagged_sums(a: np.ndarray, window: int, table: np.ndarray | None = None) -> np.ndarray:
+def _lagged_sums(a: np.ndarray, window: int, slope: bool = False) -> np.ndarray:
     """``sum over lags k < window of weight * a[t - k]`` for every row ``t`` (lags that
-    reach before row 0 left out), added oldest first, one lag at a time. The weights are 1
-    when ``table`` is None; else row ``t`` takes ``table[min(t, window - 1), k]`` (a row
-    with a full window takes the last row of the table).
+    reach before row 0 left out), added oldest first, one lag at a time. The weights are 1;
+    with ``slope`` they are :func:`_slope_weights` of the row's window (``t + 1`` rows
+    early on, then ``window``), so the sum is the least-squares slope over the window.
 
     Each row's sum is the same sequence of float operations wherever its window sits, so
     equal windows give bit-identical results. A difference of running sums
     (``cumsum[t] - cumsum[t - window]``) does not: it carries the rounding of everything
     before the window, and tree models then learn thresholds between values that are
     equal but for the last bit, which float32 inputs (ONNX, C) cannot separate.
+
+    Memory is that of ``a`` (a few rows' worth more), whatever the window: the weights of
+    one lag are made when it is added, never as a ``window x window`` table (which took
+    75 GiB for a window of 100,000).
     """
     n_rows, full = len(a), window - 1
     out = np.zeros_like(a)
     for k in range(min(window, n_rows) - 1, -1, -1):
-        if table is None:
+        if not slope:
             out[k:] += a[: n_rows - k]
             continue
         stop = min(full, n_rows)  # rows k .. stop - 1 have shorter windows of their own
         if k < stop:
-            out[k:stop] += table[k:stop, k, None] * a[: stop - k]
+            out[k:stop] += _slope_weights(np.arange(k + 1, stop + 1), k)[:, None] * a[: stop - k]
         if n_rows > full:
-            out[full:] += table[full, k] * a[full - k: n_rows - k]
+            out[full:] += _slope_weights(np.array([window]), k)[0] * a[full - k: n_rows - k]
     return out
 
 
-@functools.lru_cache(maxsize=16)
-def _slope_table(window: int) -> np.ndarray:
-    """The :func:`_lagged_sums` table of the least-squares slope over the last ``window``
-    rows (``t + 1`` rows at row ``t`` early on): each row's centred time in the window over
-    the window's sum of squared centred times; 0 for a one-row window. Read-only, cached.
+def _slope_weights(m: np.ndarray, k: int) -> np.ndarray:
+    """Weight of lag ``k`` in the least-squares slope over windows of ``m`` rows (each
+    ``> k``): the lag's centred time in the window over the window's sum of squared centred
+    times (``m (m^2 - 1) / 12``, exact in float64 for windows below about 200,000 rows, as
+    is every centred time); 0 for a one-row window.
+
+    >>> _slope_weights(np.array([1, 2, 3]), 0).tolist()  # the newest row of 1, 2, 3 rows
+    [0.0, 1.0, 0.5]
     """
-    out = np.zeros((window, window))
-    for m in range(2, window + 1):
-        j = np.arange(m, dtype=float) - (m - 1) / 2.0
-        out[m - 1, :m] = (j / (j @ j))[::-1]  # lag k is the row m - 1 - k of the window
-    out.setflags(write=False)
-    return out
+    m = np.asarray(m, dtype=float)
+    centred = (m - 1.0 - k) - (m - 1.0) / 2.0
+    squares = m * (m * m - 1.0) / 12.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(m > 1, centred / np.where(m > 1, squares, 1.0), 0.0)
 
 
 def _history_slope(z: np.ndarray) -> np.ndarray:
@@ -127,7 +131,7 @@ def window_features(z: np.ndarray, window: int = 30) -> np.ndarray:
     for k in range(min(window, n_rows) - 1, -1, -1):
         sq[k:] += (z[: n_rows - k] - mean[k:]) ** 2
     std = np.sqrt(sq / n)
-    slope = _lagged_sums(z, window, _slope_table(window))
+    slope = _lagged_sums(z, window, slope=True)
     hslope = _history_slope(z)
     per_sensor = np.stack([mean, recent, slope, std, hslope, z], axis=2)  # rows, sensors, kinds
     age = np.arange(1, n_rows + 1, dtype=float)[:, None]

@@ -1,0 +1,91 @@
+"""RUL training on inputs a bug hunt found: a window far longer than any history (a 75 GiB
+table, then a traceback), a sensor empty in every row (required to predict, though it
+changes nothing) and histories of one row per unit (a model that learned nothing)."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgewise.errors import InvalidParameterError
+from edgewise.models.rul import RULModel
+from edgewise.models.windows import window_features
+from tests.models.test_cli_rul import edgewise
+from tests.models.test_rul import fleet
+
+
+def test_window_features_memory_follows_the_data_not_the_window() -> None:
+    """Check that a window of 5,000 over 300 rows peaks at a few MB (a 5,000 x 5,000 slope
+    table took 200 MB; 100,000 asked for 75 GiB) and that its slope is the least-squares
+    slope of the whole history so far (the window is never full)."""
+    z = np.random.default_rng(0).normal(size=(300, 2)).cumsum(axis=0)
+    tracemalloc.start()
+    try:
+        f = window_features(z, window=5000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6, peak
+    expected = np.polyfit(np.arange(300.0), z[:, 0], 1)[0]
+    assert f[-1, 2] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_window_longer_than_every_history_is_one_line(tmp_path: Path) -> None:
+    """Check that --window 100000 is refused in one line naming the option, the value and
+    the longest unit's history (it ended in a 74.5 GiB MemoryError traceback), while a window
+    of exactly the longest history trains."""
+    df = fleet(6)
+    df.to_csv(tmp_path / "h.csv", index=False)
+    longest = int(df.groupby("unit").size().max())
+    done = edgewise("train", "rul", "--data", str(tmp_path / "h.csv"), "--window", "100000",
+                    "--out", str(tmp_path / "m.rul"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"error: --window 100000 is longer than the longest unit's history ({longest} rows), "
+        f"so it would see nothing more; give at most {longest}")
+    assert not (tmp_path / "m.rul").exists()
+    done = edgewise("train", "rul", "--data", str(tmp_path / "h.csv"), "--window", str(longest),
+                    "--out", str(tmp_path / "m.rul"))
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_empty_sensor_is_left_out_and_not_needed_to_predict(tmp_path: Path) -> None:
+    """Check that a sensor empty in every training row is left out with a note naming it and
+    that data without it predicts (it failed with "The data lacks the column(s) ['dead']",
+    though an empty 'dead' column gave identical predictions)."""
+    train = fleet(8).assign(dead=np.nan)
+    now = fleet(3, seed=4)
+    model = RULModel(n_estimators=20, cap=60.0).fit(train)
+    assert model.left_out_ == {"dead": "every cell is empty"}
+    assert "dead" not in model.required_columns()
+    np.testing.assert_array_equal(model.predict(now), model.predict(now.assign(dead=np.nan)))
+
+    train.to_csv(tmp_path / "h.csv", index=False)
+    now.to_csv(tmp_path / "n.csv", index=False)
+    done = edgewise("train", "rul", "--data", str(tmp_path / "h.csv"), "--cap", "60",
+                    "--out", str(tmp_path / "m.rul"))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == ("note: column 'dead' left out of the model: every cell is "
+                                   "empty; predictions do not need it")
+    done = edgewise("predict", "rul", "--model", str(tmp_path / "m.rul"), "--data",
+                    str(tmp_path / "n.csv"))
+    assert done.returncode == 0, done.stderr
+
+
+def test_one_row_per_unit_is_refused(tmp_path: Path) -> None:
+    """Check that histories of one row per unit are refused by name: every target is 0 (the
+    unit's only row is its failure), and the model trained silently to say "0 left" of
+    every unit."""
+    last = fleet(8).groupby("unit").tail(1)
+    with pytest.raises(InvalidParameterError, match=r"cannot learn degradation from one row "
+                                                    r"per unit: each of the 8 units"):
+        RULModel(n_estimators=10).fit(last)
+    last.to_csv(tmp_path / "h.csv", index=False)
+    done = edgewise("train", "rul", "--data", str(tmp_path / "h.csv"),
+                    "--out", str(tmp_path / "m.rul"))
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "one row per unit" in done.stderr
