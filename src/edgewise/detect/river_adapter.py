@@ -100,8 +100,9 @@ class RiverHalfSpaceTrees(RiverDetector):
                                        threshold sweep such as NAB's sees River's ranking)
 
     so a usual reading scores about 0.2 (``u`` about 0), and 0.9 or more means the reading's
-    path held at most a tenth of the usual mass above the floor: (almost) nothing of the reference window was
-    near it in (almost) every tree. No data set fixed any constant. The first
+    path held at most a tenth of the usual mass above the floor: (almost) nothing of the
+    reference window was near it in (almost) every tree. No data set fixed any constant. The
+    first
     ``window_size`` readings score 0, as River's do (its trees have no reference window
     yet).
 
