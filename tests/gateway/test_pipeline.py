@@ -236,3 +236,23 @@ def test_a_seq_reused_in_one_batch_keeps_its_other_readings(pipe: Pipeline) -> N
     assert sorted(v for _, _, v in pipe.store.query("pump-9")) == [1.0, 3.0]
     assert pipe.metrics.get("edgewise_readings_conflict_total") == 1
     assert pipe.metrics.get("edgewise_readings_stored_total") == 2
+
+
+def test_a_refused_mqtt_message_with_a_readable_seq_moves_the_ack(pipe: Pipeline) -> None:
+    """Check a message refused whole over MQTT (too large: 30,000 metrics) whose seq can
+    still be read counts towards the ack, as a refused record does; before, the ack stayed
+    at 1 for good and the device resent everything after it for ever. Over HTTP the
+    refusal stays the request's answer, and an unreadable message has no seq to count."""
+    big = json.dumps({"ts": T0 + 1, "seq": 2,
+                      "metrics": {f"m{i}": 1.0 for i in range(30_000)}}).encode()
+    assert len(big) > pipe.settings.max_payload_bytes
+    out = pipe.ingest_many([("pump-1", _msg(1, T0, a=1.0)), ("pump-1", big),
+                            ("pump-1", _msg(3, T0 + 2, a=1.0))], via="mqtt")
+    assert [r.ack_seq for r in out] == [3, 3, 3]
+    assert [e.reason for e in out[1].rejected] == ["too_large"]
+    assert pipe.store.count_readings() == 2
+    with pytest.raises(PayloadError):
+        pipe.ingest("pump-1", big.replace(b'"seq": 2', b'"seq": 4'))
+    [bad] = pipe.ingest_many([("pump-1", b'{"ts": 1, "seq": 5, "metr')], via="mqtt")
+    assert isinstance(bad, PayloadError) and bad.reason == "bad_json"
+    assert pipe.store.seq_watermark("pump-1") == 3

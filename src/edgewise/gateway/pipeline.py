@@ -284,8 +284,16 @@ class Pipeline:
                 )
             except PayloadError as exc:
                 m.inc("edgewise_readings_rejected_total", reason=exc.reason)
-                out.append(exc)
-                continue
+                # Over MQTT a refused message whose seqs can still be read (too large,
+                # say) counts towards the ack, as a refused record does: the device would
+                # otherwise keep it, and everything after it, and resend them for ever.
+                # Over HTTP the refusal is the answer to the request itself.
+                handled = _seqs_of(payload) if via == "mqtt" and len(payload) <= (
+                    _SEQ_SCAN_FACTOR * self.settings.max_payload_bytes) else []
+                if not handled:
+                    out.append(exc)
+                    continue
+                dec = Decoded(rejected=[exc], seqs=handled)
             except Exception as exc:  # a decoder bug: reject this message, not the batch
                 log.exception("decoding a message from %r failed", device_id)
                 # handled (rejected with a reason), so its seq counts towards the ack as
@@ -797,6 +805,11 @@ def _uncovered(gap: tuple[int, int], spans: list[tuple[int, int]]) -> list[tuple
             return parts
     parts.append((first, last))
     return parts
+
+
+#: A refused MQTT message is read for its seqs only up to this many times the payload
+#: limit (a 256 KiB limit: 4 MiB); a larger one is dropped unread, as before.
+_SEQ_SCAN_FACTOR = 16
 
 
 def _seqs_of(payload: bytes) -> list[int]:
