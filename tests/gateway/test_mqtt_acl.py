@@ -141,3 +141,30 @@ def test_no_message_is_retained_for_other_devices(gateway_factory, monkeypatch,
         assert {t for t, _ in got_b} == {"edgewise/dev-b/ack"}, got_b
     finally:
         assert g.stop() == 0
+
+
+def test_a_device_cannot_lock_another_out_by_squatting_its_id(gw) -> None:
+    """Check a device cannot take another device's id as its client id (a client id was
+    bound to whoever used it first, for the broker's life: dev-a connecting once as
+    'dev-b' locked dev-b out until a restart), and a device registered after someone
+    used its id as a client id takes it back."""
+    a, _, rcs_a = _client(gw, "dev-a", gw.creds["dev-a"], "dev-b")
+    _run(a, gw)
+    time.sleep(1.0)
+    _stop(a)
+    assert 0 not in rcs_a, rcs_a
+    b, _, rcs_b = _client(gw, "dev-b", gw.creds["dev-b"], "dev-b")
+    _run(b, gw)
+    assert wait_until(lambda: rcs_b == [0]), rcs_b
+    _stop(b)
+    early, _, rcs_e = _client(gw, "dev-a", gw.creds["dev-a"], "pump-9", clean=False)
+    _run(early, gw)
+    assert wait_until(lambda: rcs_e == [0]), rcs_e
+    _stop(early)
+    sec = Security(gw.data_dir)
+    secret = sec.add_device("pump-9")[1]
+    sec.close()
+    late, _, rcs_l = _client(gw, "pump-9", secret, "pump-9", clean=False)
+    _run(late, gw)
+    assert wait_until(lambda: rcs_l == [0]), rcs_l
+    _stop(late)

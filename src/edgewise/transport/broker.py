@@ -14,8 +14,11 @@ Three things of amqtt's would step past those checks, so they are refused:
   CONNECT carrying one is refused (``edgewise_auth_failures_total{reason="will"}``).
 * **another device's client id**: amqtt hands a persistent session to whoever connects
   with its client id (subscriptions, queued acks and dead letters included) and lets a
-  live one be taken over. A client id is bound to the first device that authenticates
-  with it, for the broker's life; another device is refused (``reason="client_id"``).
+  live one be taken over. A client id that is a registered device's id is that device's
+  alone; any other is bound to the first device that authenticates with it, for the
+  broker's life. Another device is refused (``reason="client_id"``); a device using its
+  own id takes it back from one that used it first (its session dropped, not handed
+  over), so no device can lock another out by squatting its id.
   amqtt would also drop (clean session) or rewrite (persistent session) the session of a
   CONNECT's client id *before* authenticating it, so an unauthenticated CONNECT reusing a
   live device's client id cut that device off; :class:`_GuardedBroker` authenticates and
@@ -93,6 +96,8 @@ _VERDICT = "_edgewise_authenticated"
 _TAG = "_edgewise_credential"
 #: ``EmbeddedBroker._current`` value of a device whose credentials were revoked.
 _REVOKED = b""
+#: set on a session that takes back its device's own id as client id from another device
+_RECLAIMED = "_edgewise_reclaimed"
 
 
 def _owner(context: Any) -> EmbeddedBroker:
@@ -131,6 +136,13 @@ class DeviceAuthPlugin(BaseAuthPlugin):
             return False
         except AuthError:
             owner.count("edgewise_auth_failures_total", reason="bad_secret")
+            return False
+        cid = session.client_id
+        if cid and cid != user and owner.credential_tags is not None and (
+                await asyncio.to_thread(owner.credential_tags, [cid])):
+            owner.count("edgewise_auth_failures_total", reason="client_id")
+            log.info("MQTT CONNECT of %r refused: client id %r is another device's id", user,
+                     cid)
             return False
         if not owner.admit(session):
             return False
@@ -246,6 +258,9 @@ class _GuardedBroker(Broker):
             return handler, session
         client_id = session.client_id
         existing = self._entry(client_id)
+        if existing is not None and getattr(session, _RECLAIMED, False):
+            await self.close_connection(client_id, forget=True)  # another device's session
+            existing = None
         if session.clean_session:
             if existing is not None:
                 await self.close_connection(client_id, forget=True)
@@ -447,7 +462,12 @@ class EmbeddedBroker:
             return False
         if client_id:
             first = self._client_owner.setdefault(client_id, user)
-            if first != user:
+            if first != user and client_id == user:
+                # a device's own id is its own: whoever took it first (before the device
+                # was registered) loses it, and its session is dropped, not handed over
+                self._client_owner[client_id] = user
+                setattr(session, _RECLAIMED, True)
+            elif first != user:
                 self.count("edgewise_auth_failures_total", reason="client_id")
                 log.info("MQTT CONNECT of %r refused: client id %r belongs to another "
                          "device's session", user, client_id)
