@@ -168,3 +168,19 @@ def test_a_device_cannot_lock_another_out_by_squatting_its_id(gw) -> None:
     _run(late, gw)
     assert wait_until(lambda: rcs_l == [0]), rcs_l
     _stop(late)
+
+
+def test_a_refused_connect_gets_connack_not_authorized(gw) -> None:
+    """Check a CONNECT with a wrong secret, or none, is answered CONNACK 0x05 before the
+    socket closes (it was closed with no answer: clients saw a network fault and retried)."""
+    def connect(flags: int, user: bytes = b"dev-a", pw: bytes = b"wrong") -> bytes:
+        def s(b: bytes) -> bytes:
+            return len(b).to_bytes(2, "big") + b
+        body = (s(b"MQTT") + bytes([4, flags]) + (30).to_bytes(2, "big") + s(b"raw-1")
+                + (s(user) if flags & 0x80 else b"") + (s(pw) if flags & 0x40 else b""))
+        with socket.create_connection(("127.0.0.1", gw.mqtt_port), timeout=5) as so:
+            so.sendall(bytes([0x10, len(body)]) + body)
+            return so.recv(16)
+
+    assert connect(0xC2) == b"\x20\x02\x00\x05"
+    assert connect(0x02) == b"\x20\x02\x00\x05"

@@ -71,6 +71,7 @@ from typing import Any
 from amqtt.broker import Broker
 from amqtt.contexts import Action, ListenerConfig
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
 from amqtt.session import Session
@@ -255,6 +256,11 @@ class _GuardedBroker(Broker):
         ok = await super()._authenticate(session, None)  # type: ignore[arg-type]
         setattr(session, _VERDICT, ok)
         if not ok:  # refused: closed by _handle_client_session, no session touched
+            # CONNACK 0x05 (not authorized) first, as MQTT 3.1.1 asks: a client then knows
+            # its credentials were refused, not the network, and paho reports it so
+            with contextlib.suppress(Exception):
+                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+                await writer.drain()
             return handler, session
         client_id = session.client_id
         existing = self._entry(client_id)
