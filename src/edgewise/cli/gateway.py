@@ -283,7 +283,7 @@ def demo(
         finally:
             await asyncio.to_thread(runner.stop)
             _write_private(labels_file, json.dumps(
-                merge_labels(earlier_labels, fleet.labels()), indent=1))
+                merge_labels(earlier_labels, fleet.labels(until_ns=fleet.last_ns)), indent=1))
             await gw.stop()
         typer.echo(f"stopped; {runner.sent} messages sent; fault ground truth in {labels_file}")
 

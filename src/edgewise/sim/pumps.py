@@ -255,9 +255,26 @@ class PumpFleet:
             out.append((p.device_id, {m: round(v, 4) for m, v in obs.items()}))
         return out
 
-    def labels(self) -> list[dict[str, object]]:
+    def labels(self, until_ns: int | None = None) -> list[dict[str, object]]:
         """Ground truth of every fault injected so far (``metrics`` as a list, for JSON).
 
-        A bearing still wearing or cooling has its end as far as is known now.
+        A bearing still wearing or cooling has its end as far as is known now. With
+        ``until_ns`` (the last sample, when the run stops) a fault still running ends
+        there: a later run on the same data goes on from there with other samples, which
+        the fault's planned end must not claim.
+
+        >>> fleet = PumpFleet(1, fault_rate_per_h=3600.0, seed=0)
+        >>> _ = fleet.step(10**9)
+        >>> [f["end_ns"] for f in fleet.labels(until_ns=fleet.last_ns)] == [10**9]
+        True
         """
-        return [f.__dict__ | {"metrics": list(f.metrics)} for f in self.faults]
+        out = [f.__dict__ | {"metrics": list(f.metrics)} for f in self.faults]
+        if until_ns is not None:
+            out = [f | {"end_ns": min(int(f["end_ns"]), until_ns)} for f in out
+                   if int(f["start_ns"]) <= until_ns]
+        return out
+
+    @property
+    def last_ns(self) -> int | None:
+        """The time of the last sample :meth:`step` made (``None`` before the first)."""
+        return self._last_ns
