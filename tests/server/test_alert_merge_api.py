@@ -33,3 +33,63 @@ def test_a_merged_alert_is_not_listed_but_found_by_id(env: Env) -> None:
     assert env.store.get_alert(b.id).status == "open"
     ok = env.client.post(f"/v1/alerts/{a.id}/ack", headers=env.auth("operator"))
     assert ok.status_code == 200 and ok.json()["status"] == "acknowledged"
+
+
+def test_a_verdict_on_the_surviving_alert_replaces_the_merged_ones(env: Env) -> None:
+    """Check labelling the survivor false_alarm supersedes the anomaly window label a
+    verdict on the absorbed alert wrote (both stayed current, and the window labelled
+    anomaly kept training as one, with no way to correct it over the alerts API)."""
+    from edgewise.label.store import LabelStore
+
+    t0 = time.time_ns() - 600 * S
+    a = env.store.add_alert(Alert(env.device, t0, t0 + 10 * S, 0.9, drivers={"a": 1.0}))
+    b = env.store.add_alert(Alert(env.device, t0 + 100 * S, t0 + 110 * S, 0.95,
+                                  drivers={"a": 1.0}))
+    op = env.auth("operator")
+    assert env.client.post(f"/v1/alerts/{b.id}/label", json={"label": "true_alarm"},
+                           headers=op).status_code == 200
+    env.store.merge_alert(b.id, a.id, end_ns=t0 + 110 * S, label="true_alarm")
+    assert env.client.post(f"/v1/alerts/{a.id}/label", json={"label": "false_alarm"},
+                           headers=op).status_code == 200
+    with LabelStore(env.settings.data_dir) as labels:
+        current = [(x.label, x.source) for x in labels.labels(env.device)]
+    assert current == [("normal", f"alert:{a.id}")]
+
+
+def test_two_verdicts_at_once_leave_the_alert_and_its_window_label_agreeing(
+        env: Env, monkeypatch) -> None:
+    """Check a true_alarm whose window label is slow to write, raced by a false_alarm,
+    cannot end with the alert saying false_alarm and its window label anomaly."""
+    import threading
+
+    import edgewise.server.routes.alerts as routes
+    from edgewise.label.store import LabelStore
+
+    real = routes.label_store
+
+    class Slow:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def add(self, *args, **kw):
+            if args[3] == "anomaly":  # the first verdict's label lands last
+                time.sleep(0.4)
+            return self.inner.add(*args, **kw)
+
+    monkeypatch.setattr(routes, "label_store", lambda *a: Slow(real(*a)))
+    t0 = time.time_ns() - 600 * S
+    a = env.store.add_alert(Alert(env.device, t0, t0 + 10 * S, 0.9, drivers={"a": 1.0}))
+    op = env.auth("operator")
+
+    def verdict(label: str) -> None:
+        env.client.post(f"/v1/alerts/{a.id}/label", json={"label": label}, headers=op)
+
+    first = threading.Thread(target=verdict, args=("true_alarm",))
+    first.start()
+    time.sleep(0.1)
+    verdict("false_alarm")
+    first.join(10)
+    final = env.store.get_alert(a.id).label
+    with LabelStore(env.settings.data_dir) as labels:
+        [window] = labels.labels(env.device)
+    assert (final, window.label) in {("true_alarm", "anomaly"), ("false_alarm", "normal")}

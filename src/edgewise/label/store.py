@@ -219,12 +219,15 @@ class LabelStore:
         note: str = "",
         created_ns: int | None = None,
         source: str = "",
+        supersedes: Iterable[str] = (),
     ) -> Label:
         """Label a window; relabelling the same window adds a new version.
 
         A ``source`` (e.g. ``"alert:<id>"``) also supersedes the current label of the same
         device and source whatever its window, and continues its versions: the verdict on
         an alert whose span grew replaces the earlier verdict instead of standing beside it.
+        ``supersedes`` names more sources whose current labels of the device the new one
+        replaces, in the same transaction (the alerts merged into the one labelled now).
 
         Returns the stored :class:`Label`. Raises :class:`InvalidParameterError` for a bad
         device id, window or label value (nothing is written then).
@@ -237,7 +240,7 @@ class LabelStore:
         [(30, 'normal', 2)]
         """
         return self._write([(device_id, start_ns, end_ns, label, note, source)], who=who,
-                           created_ns=created_ns)[0]
+                           created_ns=created_ns, supersedes=tuple(supersedes))[0]
 
     def add_many(
         self,
@@ -258,6 +261,7 @@ class LabelStore:
         *,
         who: str,
         created_ns: int | None,
+        supersedes: tuple[str, ...] = (),
     ) -> list[Label]:
         rows = list(rows)
         for device_id, start_ns, end_ns, label, _note, source in rows:
@@ -280,6 +284,9 @@ class LabelStore:
                         f"SELECT MAX(version) FROM labels WHERE {same}", key).fetchone()[0]
                     version = 1 if prev is None else int(prev) + 1
                     cur.execute(f"UPDATE labels SET current=0 WHERE {same} AND current=1", key)
+                    for other in supersedes:
+                        cur.execute("UPDATE labels SET current=0 WHERE device_id=? AND "
+                                    "source=? AND current=1", (device_id, other))
                     cur.execute(
                         "INSERT INTO labels (device_id, start_ns, end_ns, label, note, who, "
                         "created_ns, version, current, source) "

@@ -393,6 +393,29 @@ class SQLStoreMixin:
         """Conflicting readings, newest first."""
         return [Conflict(*row) for row in self._read(*conflicts_query(device_id, limit, self._ph))]
 
+    def absorbed(self, alert_id: str) -> list[str]:
+        """Ids of the alerts merged into ``alert_id``, directly or through one another
+        (:meth:`merge_alert`), oldest merge first; ``[]`` for none.
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.store.base import Alert
+        >>> s = open_store("duckdb://:memory:")
+        >>> a, b = (s.add_alert(Alert("p", t, t + 1, 0.9)) for t in (0, 10))
+        >>> _ = s.merge_alert(b.id, into=a.id, end_ns=11)
+        >>> s.absorbed(a.id) == [b.id], s.absorbed(b.id)
+        (True, [])
+        >>> s.close()
+        """
+        out: list[str] = []
+        todo = [alert_id]
+        while todo:  # merges form a tree under the live alert; a cycle is impossible
+            rows = self._read(f"SELECT id FROM alerts WHERE merged_into = {self._ph} "
+                              "ORDER BY created_ns", [todo.pop()])
+            ids = [str(r[0]) for r in rows if str(r[0]) not in out]
+            out += ids
+            todo += ids
+        return out
+
     def list_alerts(
         self,
         device_id: str | None = None,

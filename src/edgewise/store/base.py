@@ -181,6 +181,10 @@ class Store(Protocol):
         """One alert by id (a merged one too); ``KeyError`` if unknown."""
         ...
 
+    def absorbed(self, alert_id: str) -> list[str]:
+        """Ids of the alerts merged into ``alert_id``, directly or transitively."""
+        ...
+
     def list_alerts(
         self,
         device_id: str | None = None,
