@@ -15,6 +15,10 @@ SenML ``vb``) is stored as 1.0 / 0.0, so it is charted, cleaned, scored and expo
 any other metric; the quality report knows a two-state series and does not call its long
 runs "stuck". Strings are refused: ``"on"`` could mean anything.
 
+A record that repeats a key (``{"metrics": {"t": 1.0, "t": 2.0}}``) is rejected whole
+(reason ``duplicate_key``, field ``metrics.t``): which value was meant is unknowable, and a
+JSON parser would silently keep the last one.
+
 Decoding never raises for one bad record: it returns the good readings and a
 :class:`~edgewise.errors.PayloadError` for each rejected part, so a batch loses only
 what was wrong. Whole-payload problems (too large, not JSON, not an object or array)
@@ -375,6 +379,99 @@ def _json_int(text: str) -> int | float:
         return float("-inf") if text.startswith("-") else float("inf")
 
 
+def _parse_keeping_repeats(raw: bytes) -> tuple[Any, dict[int, dict[str, list[Any]]]]:
+    """``raw`` parsed, and for each object that repeated a key (by ``id``; the document holds
+    them alive) every repeated key with all the values it was given, in order.
+
+    >>> doc, repeated = _parse_keeping_repeats(b'{"metrics": {"t": 1.0, "t": 2.0}}')
+    >>> doc, repeated[id(doc["metrics"])]
+    ({'metrics': {'t': 2.0}}, {'t': [1.0, 2.0]})
+    """
+    repeated: dict[int, dict[str, list[Any]]] = {}
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        d = dict(pairs)
+        if len(d) != len(pairs):
+            values: dict[str, list[Any]] = {}
+            for key, value in pairs:
+                values.setdefault(key, []).append(value)
+            repeated[id(d)] = {k: v for k, v in values.items() if len(v) > 1}
+        return d
+
+    return json.loads(raw, parse_int=_json_int, object_pairs_hook=pairs_hook), repeated
+
+
+def _may_repeat_keys(raw: bytes, records: list[Any]) -> bool:
+    """Whether the parser may have dropped a repeated key from ``records`` (parsed from
+    ``raw``): ``False`` is certain, ``True`` means "parse again, keeping repeats, and see".
+
+    Every key in the text is followed by a ``:``, and a key the parser dropped is one it no
+    longer counts, so the text's colons always outnumber the keys (and colons in strings)
+    found in the parsed records when one was dropped. Found are: the keys of the records
+    and of their ``metrics`` (enough for the usual payload), then, if the counts differ,
+    also the colons in the records' text values (an RFC 3339 time, a SenML ``urn:`` name)
+    and in metric names (``modbus:40001``) and the keys of ``units``, while the text's side
+    counts a colon spelled ``\\u003a`` too. Equal counts prove that nothing was dropped.
+    The usual payload pays for a ``bytes.count`` and a loop over its records, not for a
+    Python hook on every object the parser makes; one with a colon elsewhere (in a unit) is
+    parsed twice: correct, only slower.
+
+    >>> _may_repeat_keys(b'{"metrics": {"t": 1}}', [{"metrics": {"t": 1}}])
+    False
+    >>> _may_repeat_keys(b'{"metrics": {"t": 1, "t": 2}}', [{"metrics": {"t": 2}}])
+    True
+    >>> raw = b'{"ts": "2024-01-31T12:00:00Z", "metrics": {"a": 1}}'
+    >>> _may_repeat_keys(raw, [json.loads(raw)])
+    False
+    """
+    colons = raw.count(b":")
+    keys = 0
+    for rec in records:  # the usual payload: as many colons as keys
+        if type(rec) is dict:
+            keys += len(rec)
+            metrics = rec.get("metrics")
+            if type(metrics) is dict:
+                keys += len(metrics)
+    if keys == colons:
+        return False
+    if b"\\u" in raw:  # a colon in a string may be spelled \u003a
+        colons += raw.count(b"\\u003a") + raw.count(b"\\u003A")
+    for rec in records:  # else colons in strings (an RFC 3339 time, 'urn:dev:mac:…'),
+        if type(rec) is dict:  # and the keys of units
+            for value in rec.values():
+                if type(value) is str:
+                    keys += value.count(":")
+            units = rec.get("units")
+            if type(units) is dict:
+                keys += len(units)
+    if keys == colons:
+        return False
+    for rec in records:  # else colons in metric names ('modbus:40001')
+        if type(rec) is dict:
+            metrics = rec.get("metrics")
+            if type(metrics) is dict:
+                keys += "".join(metrics).count(":")
+    return keys != colons
+
+
+def _repeated_key(repeated: dict[str, list[Any]], prefix: str, device_id: str,
+                  idx: int | None) -> PayloadError:
+    """The rejection of a record with an object that repeated a key (``repeated``: each
+    such key with its values); ``prefix`` is where the object sits (``"metrics."``).
+
+    >>> e = _repeated_key({"t": [1.0, 2.0]}, "metrics.", "p", 0)
+    >>> e.field, e.value, e.reason
+    ('metrics.t', '2 values: 1.0, 2.0', 'duplicate_key')
+    """
+    key, values = next(iter(repeated.items()))
+    return PayloadError(
+        device_id=device_id, field=f"{prefix}{key}",
+        value=f"{len(values)} values: {', '.join(repr(_short(v)) for v in values)}",
+        allowed="a key given once per object (the record was left out: which of the values "
+        "was meant is unknown)", reason="duplicate_key", index=idx,
+    )
+
+
 def decode(
     payload: bytes | str,
     device_id: str,
@@ -426,13 +523,17 @@ def decode(
         )
     if not records:
         return out
+    repeated: dict[int, dict[str, list[Any]]] = {}
+    if _may_repeat_keys(raw, records):  # look again, slowly, keeping repeated keys
+        doc, repeated = _parse_keeping_repeats(raw)
+        records = [doc] if isinstance(doc, dict) else doc
     if _looks_senml(records):
-        _decode_senml(records, device_id, now_ns, max_future_s, out)
+        _decode_senml(records, device_id, now_ns, max_future_s, out, repeated)
     else:
         for i, rec in enumerate(records):
             idx = i if isinstance(doc, list) else None
             try:
-                _decode_compact(rec, device_id, now_ns, max_future_s, idx, out)
+                _decode_compact(rec, device_id, now_ns, max_future_s, idx, out, repeated)
             except PayloadError as exc:
                 out.rejected.append(exc)
             except Exception as exc:  # a bug here must cost one record, never the device
@@ -466,7 +567,8 @@ def _looks_senml(records: list[Any]) -> bool:
 
 
 def _decode_compact(
-    rec: Any, device_id: str, now_ns: int, max_future_s: float, idx: int | None, out: Decoded
+    rec: Any, device_id: str, now_ns: int, max_future_s: float, idx: int | None, out: Decoded,
+    repeated: dict[int, dict[str, list[Any]]] | None = None,
 ) -> None:
     if not isinstance(rec, dict):
         raise PayloadError(
@@ -479,6 +581,10 @@ def _decode_compact(
     seq = _check_seq(rec["seq"], device_id, idx) if rec.get("seq") is not None else None
     if seq is not None:
         out.seqs.append(seq)
+    if repeated:  # only after the slow parse, and only when some object repeated a key
+        for obj, at in ((rec, ""), (rec.get("metrics"), "metrics."), (rec.get("units"), "units.")):
+            if id(obj) in repeated:
+                raise _repeated_key(repeated[id(obj)], at, device_id, idx)
     unknown = set(rec) - {"ts", "metrics", "seq", "units"}
     if unknown:
         name = sorted(unknown)[0]
@@ -521,7 +627,8 @@ def _decode_compact(
 
 
 def _decode_senml(
-    records: list[Any], device_id: str, now_ns: int, max_future_s: float, out: Decoded
+    records: list[Any], device_id: str, now_ns: int, max_future_s: float, out: Decoded,
+    repeated: dict[int, dict[str, list[Any]]] | None = None,
 ) -> None:
     bn, bu, bt, bv = "", None, 0.0, 0.0
     seq: int | None = None
@@ -541,6 +648,12 @@ def _decode_senml(
                     out.seqs.append(seq)
                 except PayloadError as exc:
                     bad_seq = exc
+            if repeated and id(rec) in repeated:  # its base fields are not applied
+                if "bt" in repeated[id(rec)]:
+                    bt = math.nan  # as a refused bt: the records after it have no time
+                if "bv" in repeated[id(rec)]:
+                    bv = math.nan
+                raise _repeated_key(repeated[id(rec)], "", device_id, i)
             if "bn" in rec:
                 if not isinstance(rec["bn"], str):
                     raise PayloadError(
