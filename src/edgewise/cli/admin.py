@@ -287,10 +287,16 @@ def _forget_detector_state(store: Store, settings: Settings, device_id: str) -> 
 def token_create(
     data_dir: DataDir,
     role: Annotated[str, typer.Option("--role", help="admin, operator or viewer.")],
-    name: Annotated[str, typer.Option("--name", help="Who or what will use it.")] = "",
+    name: Annotated[str, typer.Option(
+        "--name", help="Who or what will use it (default: the role): at most 64 characters, "
+        "not 8 hex digits (a token id's form).")] = "",
     as_json: Json = False,
 ) -> None:
-    """Create an API token with ROLE and print it (shown only this once)."""
+    """Create an API token with ROLE and print it (shown only this once).
+
+    The name is at most 64 characters, as over HTTP, and never looks like a token id, so
+    'token revoke' cannot take it for another token's id.
+    """
     with _security(data_dir) as sec:
         token = sec.create_token(role, name, actor="cli")
     if as_json:
@@ -320,11 +326,20 @@ def token_list(data_dir: DataDir, as_json: Json = False) -> None:
 
 
 @token_app.command("revoke")
-def token_revoke(name_or_id: str, data_dir: DataDir, as_json: Json = False) -> None:
+def token_revoke(
+    name_or_id: str, data_dir: DataDir,
+    by_id: Annotated[bool, typer.Option(
+        "--id", help="NAME_OR_ID is a token id: never match it against names.")] = False,
+    as_json: Json = False,
+) -> None:
     """Revoke the API token NAME_OR_ID (its id from 'token list', or its name if only one
-    token has it). A running gateway refuses it (401) from the next request on."""
+    token has it). A running gateway refuses it (401) from the next request on.
+
+    Refused, revoking nothing, when the argument is one token's id and another's name
+    (possible for names made before such names were refused): give the id with --id.
+    """
     with _security(data_dir) as sec:
-        tok = sec.revoke_token(name_or_id, actor="cli")
+        tok = sec.revoke_token(name_or_id, actor="cli", by_id=by_id)
     if as_json:
         typer.echo(json.dumps({"id": tok.id, "name": tok.name, "role": tok.role,
                                "revoked": True}))

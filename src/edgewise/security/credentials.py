@@ -19,6 +19,9 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
   :meth:`Security.ensure_admin_token` and printed once.
 * Tokens are listed (:meth:`Security.list_tokens`: id, name, role, created; never the
   secret, which is not kept) and revoked (:meth:`Security.revoke_token`, by name or id).
+  A token's name is at most :data:`MAX_TOKEN_NAME` characters and never has a token id's
+  form (8 hex digits), and no id is issued equal to a name, so a name never passes for
+  another token's id.
   Every request looks its token up afresh, so a revoked token is refused at once, also by a
   gateway running in another process.
 * The audit log is a hash chain: each entry stores the SHA-256 of the one before and its
@@ -59,6 +62,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -71,10 +75,14 @@ from typing import Any
 from edgewise.errors import AuthError, InvalidParameterError, PayloadError, ThrottledError
 from edgewise.telemetry import validate_device_id
 
-__all__ = ["AUDIT_GENESIS", "ROLE_RANK", "AuditEntry", "AuditVerification", "DeviceRecord",
-           "Principal", "Security", "TokenRecord", "audit_hash"]
+__all__ = ["AUDIT_GENESIS", "MAX_TOKEN_NAME", "ROLE_RANK", "AuditEntry", "AuditVerification",
+           "DeviceRecord", "Principal", "Security", "TokenRecord", "audit_hash"]
 
 ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
+#: The most characters an API token's name may have (CLI and HTTP alike).
+MAX_TOKEN_NAME = 64
+#: A token id's form (``secrets.token_hex(4)``); a name of this form is refused.
+_TOKEN_ID_RE = re.compile(r"[0-9A-Fa-f]{8}")
 _TOKEN_PREFIX = "ew_"
 _MAX_PAUSE_S = 300.0
 _MAX_SOURCES = 10_000
@@ -377,6 +385,34 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
             f"The expected head, entry {anchor[0]}, is gone (the newest entry is "
             f"{head_id}): entries up to it were deleted.")
     return AuditVerification(True, n, head_id, expected, unchecked=tuple(unchecked))
+
+
+def _check_token_name(name: object) -> str:
+    """``name`` if it can name an API token: text of at most :data:`MAX_TOKEN_NAME`
+    characters, not of a token id's form (8 hex digits); else
+    :class:`InvalidParameterError`, ``field="name"``. ``""`` stands for the role.
+
+    >>> _check_token_name("grafana")
+    'grafana'
+    >>> _check_token_name("x" * 65)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'name' of an API token must be at most 64 characters. Got 65 characters ('xxxxxxxxxxxxxxxxxxxx…') instead.
+    """  # noqa: E501
+    if not isinstance(name, str):
+        raise InvalidParameterError(
+            f"The 'name' of an API token must be text. Got {name!r} instead.",
+            field="name", value=name)
+    if len(name) > MAX_TOKEN_NAME:
+        raise InvalidParameterError(
+            f"The 'name' of an API token must be at most {MAX_TOKEN_NAME} characters. Got "
+            f"{len(name)} characters ({name[:20] + '…'!r}) instead.", field="name", value=name)
+    if _TOKEN_ID_RE.fullmatch(name):
+        raise InvalidParameterError(
+            "The 'name' of an API token must not look like a token id (8 hex digits, as "
+            "'edgewise token list' shows ids): 'token revoke' takes a name or an id. Got "
+            f"{name!r} instead; e.g. 'ci-{name}'.", field="name", value=name)
+    return name
 
 
 def _kept_data_message(device_id: str) -> str:
@@ -703,22 +739,52 @@ class Security:
 
     # -- tokens ------------------------------------------------------------------------
     def create_token(self, role: str, name: str = "", *, actor: str = "cli") -> str:
-        """Make an API token with ``role``; return it (shown once, only its hash is kept)."""
+        """Make an API token with ``role``; return it (shown once, only its hash is kept).
+
+        ``name`` (by default the role) says who or what uses it: at most
+        :data:`MAX_TOKEN_NAME` characters, and not of a token id's form (8 hex digits), so
+        that :meth:`revoke_token` never takes it for another token's id; else
+        :class:`InvalidParameterError` (``field="name"``).
+
+        >>> import tempfile, pathlib
+        >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
+        >>> sec.create_token("viewer", "5b0205fc")
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.InvalidParameterError: The 'name' of an API token must not look like a token id (8 hex digits, as 'edgewise token list' shows ids): 'token revoke' takes a name or an id. Got '5b0205fc' instead; e.g. 'ci-5b0205fc'.
+        """  # noqa: E501
         if role not in ROLE_RANK:
             raise InvalidParameterError(
                 f"The 'role' parameter must be one of 'admin', 'operator', 'viewer'. "
-                f"Got {role!r} instead."
+                f"Got {role!r} instead.", field="role", value=role,
             )
+        _check_token_name(name)
+        name = name or role
         token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
-        token_id = secrets.token_hex(4)
         with self._lock:
-            self._db.execute(
-                "INSERT INTO tokens (token_hash, id, name, role, created_ns) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (hashlib.sha256(token.encode()).digest(), token_id, name or role, role,
-                 time.time_ns()),
-            )
-        self.audit(actor, "token.create", token_id, {"role": role, "name": name or role})
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._db.execute("SELECT 1 FROM tokens WHERE id = ?", (name,)).fetchone():
+                    raise InvalidParameterError(  # an id of another form, from an old database
+                        f"The 'name' of an API token must not be another token's id. Got "
+                        f"{name!r}, the id of an existing token, instead.",
+                        field="name", value=name)
+                while True:  # never an id that is a token's name (one made before this rule)
+                    token_id = secrets.token_hex(4)
+                    if not self._db.execute("SELECT 1 FROM tokens WHERE id = ? OR name = ?",
+                                            (token_id, token_id)).fetchone():
+                        break
+                self._db.execute(
+                    "INSERT INTO tokens (token_hash, id, name, role, created_ns) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (hashlib.sha256(token.encode()).digest(), token_id, name, role,
+                     time.time_ns()),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        self.audit(actor, "token.create", token_id, {"role": role, "name": name})
         return token
 
     def authenticate_token(self, token: str) -> Principal:
@@ -742,20 +808,32 @@ class Security:
             ).fetchall()
         return [TokenRecord(*r) for r in rows]
 
-    def revoke_token(self, name_or_id: str, *, actor: str = "cli") -> TokenRecord:
-        """Revoke the token with id ``name_or_id`` or, if no id is that, the one so named;
-        return it. Refused (:class:`InvalidParameterError`) if none is, or if several tokens
-        have that name (revoke one by its id). Takes effect at once: tokens are looked up on
-        every request."""
+    def revoke_token(self, name_or_id: str, *, actor: str = "cli",
+                     by_id: bool = False) -> TokenRecord:
+        """Revoke the token with id ``name_or_id`` or, if no id is that, the one so named
+        (with ``by_id``: only the one with that id); return it. Takes effect at once: tokens
+        are looked up on every request.
+
+        Refused (:class:`InvalidParameterError`, ``field="name_or_id"``) if no token has it,
+        if several tokens have that name, or if it is one token's id and another's name (a
+        name made before names of an id's form were refused): revoke by id, ``by_id=True``.
+
+        >>> import tempfile, pathlib
+        >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
+        >>> _ = sec.create_token("viewer", "grafana")
+        >>> tok = sec.revoke_token(sec.list_tokens()[0].id, by_id=True)
+        >>> (tok.name, sec.list_tokens())
+        ('grafana', [])
+        """
+        cols = "SELECT id, name, role, created_ns FROM tokens"
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                rows = self._db.execute(
-                    "SELECT id, name, role, created_ns FROM tokens WHERE id = ?", (name_or_id,)
-                ).fetchall() or self._db.execute(
-                    "SELECT id, name, role, created_ns FROM tokens WHERE name = ? "
-                    "ORDER BY created_ns, id", (name_or_id,)
-                ).fetchall()
+                by_ids = self._db.execute(f"{cols} WHERE id = ?", (name_or_id,)).fetchall()
+                by_names = [] if by_id else [r for r in self._db.execute(
+                    f"{cols} WHERE name = ? ORDER BY created_ns, id", (name_or_id,)
+                ).fetchall() if r not in by_ids]
+                rows = by_ids + by_names
                 if len(rows) == 1:
                     self._db.execute("DELETE FROM tokens WHERE id = ?", (rows[0][0],))
                     known = []
@@ -767,9 +845,19 @@ class Security:
                 self._db.execute("ROLLBACK")
                 raise
         if not rows:
+            what = "id" if by_id else "name or id"
             raise InvalidParameterError(
-                f"No API token has the name or id {name_or_id!r}. Known names: "
+                f"No API token has the {what} {name_or_id!r}. Known names: "
                 f"{', '.join(map(repr, known)) or 'none'} (ids: edgewise token list).",
+                field="name_or_id", value=name_or_id,
+            )
+        if by_ids and by_names:
+            named = ", ".join(f"token {r[0]} (role {r[2]})" for r in by_names)
+            raise InvalidParameterError(
+                f"{name_or_id!r} is both the id of token {by_ids[0][0]} (name "
+                f"{by_ids[0][1]!r}, role {by_ids[0][2]}) and the name of {named}; nothing was "
+                f"revoked. Revoke by id: edgewise token revoke --id "
+                f"{' or --id '.join(r[0] for r in rows)}.",
                 field="name_or_id", value=name_or_id,
             )
         if len(rows) > 1:

@@ -1,4 +1,9 @@
-"""API tokens (admin), the audit log (admin), and who the caller is (any role)."""
+"""API tokens (admin), the audit log (admin), and who the caller is (any role).
+
+``POST /v1/tokens`` refuses a name over :data:`~edgewise.security.credentials.MAX_TOKEN_NAME`
+characters or of a token id's form (8 hex digits) with a 422 naming ``name``: the rule is
+:meth:`Security.create_token`'s, the same for ``edgewise token create``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from edgewise.errors import InvalidParameterError
+from edgewise.security.credentials import MAX_TOKEN_NAME
 from edgewise.server.deps import Admin, SecurityDep, Viewer
+from edgewise.server.problems import Problem
 
 __all__ = ["router"]
 
@@ -21,7 +29,10 @@ class NewToken(BaseModel):
         description="viewer reads; operator also acknowledges and labels alerts; "
         "admin also manages devices and tokens."
     )
-    name: str = Field(default="", max_length=64, description="Who or what will use it.")
+    # the limit is checked by Security.create_token, as for the CLI; here it is documented
+    name: str = Field(default="", json_schema_extra={"maxLength": MAX_TOKEN_NAME},
+                      description="Who or what will use it (default: the role); not 8 hex "
+                      "digits, a token id's form.")
 
 
 class TokenCreated(BaseModel):
@@ -35,7 +46,13 @@ class TokenCreated(BaseModel):
 @router.post("/v1/tokens", status_code=201, response_model=TokenCreated,
              summary="Create an API token (admin)")
 def create_token(body: NewToken, who: Admin, security: SecurityDep) -> dict[str, str]:
-    token = security.create_token(body.role, body.name, actor=who.actor)
+    try:
+        token = security.create_token(body.role, body.name, actor=who.actor)
+    except InvalidParameterError as exc:
+        raise Problem(422, "Invalid input", str(exc), field=exc.field, value=exc.value,
+                      allowed=f"at most {MAX_TOKEN_NAME} characters, not 8 hex digits (a "
+                      "token id's form)" if exc.field == "name" else None,
+                      reason="invalid") from None
     return {"token": token, "role": body.role, "name": body.name}
 
 
