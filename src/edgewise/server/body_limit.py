@@ -14,7 +14,13 @@ reads its own body against ``max_payload_bytes``
   ``Authorization: Bearer …``, is the route's own 401 (:func:`~edgewise.server.deps.bearer_secret`)
   before the body is read. Whether the token is valid is still the route's business.
 
-Every refusal is problem+json (:class:`~edgewise.server.problems.Problem`).
+Every refusal is problem+json (:class:`~edgewise.server.problems.Problem`), with one
+exception that is not ours: a ``Content-Length`` that is not a whole number (``abc``,
+``+5``, ``5.0``, ``-1``) is refused by uvicorn itself, h11 and httptools alike, with a
+plain-text ``400 Invalid HTTP request received.`` before the app is called. The
+``bad_header`` check in :func:`_declared_length` is therefore never reached under
+``edgewise serve``; it stays for ASGI servers and in-process clients that pass such a
+header through, which would otherwise get a 500 from ``int()``.
 
 >>> check_limit(65536)
 65536
@@ -66,6 +72,20 @@ def too_large(limit: int, got: str) -> Problem:
 
 
 def _declared_length(value: str | None) -> int | None:
+    """The body length a ``Content-Length`` header declares (``None``: none declared).
+
+    Under uvicorn ``value`` is always digits (with blanks around them at most): its HTTP
+    parsers answer any other value with their own plain-text 400 before the app is called.
+    The problem+json 400 (reason ``bad_header``) is for other ASGI servers and in-process
+    clients (the test client) that hand such a value through.
+
+    >>> _declared_length(" 42 "), _declared_length(None)
+    (42, None)
+    >>> _declared_length("abc")
+    Traceback (most recent call last):
+    ...
+    edgewise.server.problems.Problem: Header 'Content-Length' must be a whole number of bytes. Got 'abc' instead.
+    """  # noqa: E501
     if value is None:
         return None
     if not value.strip().isdigit():

@@ -62,8 +62,64 @@ _TITLES = {"not_found": "Not found", "invalid": "Invalid rollout", "key_lost": "
 DeviceAuth = Annotated[str | None, Header(description="'Bearer <device secret>'.")]
 
 
-def _problem(status: int, detail: str, reason: str) -> Problem:
-    return Problem(status, _TITLES.get(reason, reason), detail, reason=reason)
+_TARGET_ALLOWED = "'device:<id>' or 'group:<name>'"
+
+
+def _problem(status: int, detail: str, reason: str, *, field: str | None, value: Any,
+             allowed: str | None) -> Problem:
+    """The problem+json answer of a refused rollout, naming the body field at fault, its
+    value and what would be accepted (``None`` only where no one field is at fault).
+
+    >>> _problem(422, "Bad target.", "invalid", field="target", value="everyone",
+    ...          allowed=_TARGET_ALLOWED).body()["field"]
+    'target'
+    """
+    return Problem(status, _TITLES.get(reason, reason), detail, field=field, value=value,
+                   allowed=allowed, reason=reason)
+
+
+def _invalid_rollout(exc: InvalidParameterError, body: RolloutRequest) -> Problem:
+    """The 422 for a rollout the registry refused: the body field it names (the registry's
+    ``kind`` is the body's ``rollback``), its value and what is allowed.
+
+    >>> req = RolloutRequest(name="m", version="1", target="device:p", rollback=True)
+    >>> p = _invalid_rollout(InvalidParameterError("x", field="kind", value="rollback"), req)
+    >>> (p.field, p.value)
+    ('rollback', True)
+    """
+    if exc.field == "name":
+        return _problem(422, str(exc), "invalid", field="name", value=body.name,
+                        allowed="non-empty text, not only blanks: a published model's name")
+    if exc.field == "version":
+        return _problem(422, str(exc), "invalid", field="version", value=body.version,
+                        allowed="a published version of the model: non-empty text, with "
+                        "finite metrics")
+    if exc.field == "kind":
+        return _problem(422, str(exc), "invalid", field="rollback", value=body.rollback,
+                        allowed="true to go back to a version older than the one the "
+                        "target's devices can receive, false for anything else")
+    return _problem(422, str(exc), "invalid", field=exc.field, value=exc.value, allowed=None)
+
+
+def _unpublished(registry: Registry, exc: KeyError, body: RolloutRequest) -> Problem:
+    """The 404 for a name and version that were never published: the version, among the
+    name's published ones, or the name, when it has none.
+
+    >>> import tempfile
+    >>> reg = Registry(tempfile.mkdtemp())
+    >>> _ = reg.publish("m", "1.0.0", b"x", format="bin")
+    >>> req = RolloutRequest(name="m", version="9", target="device:p")
+    >>> _unpublished(reg, KeyError("gone"), req).allowed
+    "a published version of 'm': '1.0.0'"
+    """
+    versions = [v.version for v in registry.versions(body.name)]
+    if versions:
+        shown = ", ".join(map(repr, versions[-10:])) + (" …" if len(versions) > 10 else "")
+        return _problem(404, str(exc.args[0]), "not_found", field="version",
+                        value=body.version, allowed=f"a published version of {body.name!r}: "
+                        f"{shown}")
+    return _problem(404, str(exc.args[0]), "not_found", field="name", value=body.name,
+                    allowed="the name of a published model (GET /v1/registry lists them)")
 
 
 def make_router(registry: Registry, security: Security,
@@ -164,12 +220,17 @@ def make_router(registry: Registry, security: Security,
                           value=v if math.isfinite(v) else repr(v),
                           allowed=f"a number of days in (0, {MAX_EXPIRY_DAYS}]",
                           reason="invalid") from None
+        kind, _, name = body.target.partition(":")
+        if kind not in ("device", "group") or not name:  # as the registry checks it
+            raise _problem(422, f"Field 'target' must be {_TARGET_ALLOWED}, e.g. "
+                           f"'device:pump-7'. Got {body.target!r} instead.", "invalid",
+                           field="target", value=body.target, allowed=_TARGET_ALLOWED)
         try:
             s = registry.rollout(body.name, body.version, body.target,
                                  expires_in_s=body.expires_days * 86400,
                                  kind="rollback" if body.rollback else "release")
         except InvalidParameterError as exc:
-            raise _problem(422, str(exc), "invalid") from None
+            raise _invalid_rollout(exc, body) from None
         except SignatureError as exc:  # the key is lost or not the issued one: never remake
             raise Problem(409, _TITLES.get(exc.reason, exc.reason), str(exc),
                           field="signing_key", value=str(registry.root / KEY_FILE),
@@ -177,7 +238,7 @@ def make_router(registry: Registry, security: Security,
                           "backup, or run 'edgewise registry new-key')",
                           reason=exc.reason) from None
         except KeyError as exc:
-            raise _problem(404, str(exc.args[0]), "not_found") from None
+            raise _unpublished(registry, exc, body) from None
         m = s.manifest
         security.audit(p.actor, "model.rollout", body.target,
                        {"name": body.name, "version": body.version, "release": m.release,

@@ -69,7 +69,8 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     if declared is not None:
         try:
             n = int(declared)
-        except ValueError:
+        except ValueError:  # not under uvicorn, whose parsers answer this with their own
+            # plain-text 400 before the app; for other ASGI servers and in-process clients
             raise Problem(400, detail=f"Header 'Content-Length' is not an integer: {declared!r}.",
                           field="Content-Length", value=declared, allowed="an integer",
                           reason="bad_header") from None
