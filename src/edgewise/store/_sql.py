@@ -337,10 +337,21 @@ class SQLStoreMixin:
         start_ns: int | None = None,
         end_ns: int | None = None,
         step_ns: int | None = None,
+        limit: int | None = None,
     ) -> list[tuple[str, int, float]]:
         """Rows ``(metric, ts_ns, value)`` in ``[start_ns, end_ns)``, by metric then time.
 
-        With ``step_ns`` values are averaged per bucket ``[k*step, (k+1)*step)``.
+        With ``step_ns`` values are averaged per bucket ``[k*step, (k+1)*step)``. With
+        ``limit`` only the first that many rows are read (a request for 10 points of a
+        device with millions must not load them all).
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.telemetry import Reading
+        >>> s = open_store("duckdb://:memory:")
+        >>> _ = s.append([Reading("p", "t", i, float(i)) for i in range(5)])
+        >>> s.query("p", limit=2)
+        [('t', 0, 0.0), ('t', 1, 1.0)]
+        >>> s.close()
         """
         where, params = _range_where(device_id, metric, start_ns, end_ns, ph=self._ph)
         if step_ns is not None:
@@ -353,6 +364,8 @@ class SQLStoreMixin:
             )
         else:
             sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
 
     def _alert_on(self, con: Any, alert_id: str) -> Alert:

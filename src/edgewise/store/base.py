@@ -113,8 +113,10 @@ class Store(Protocol):
         start_ns: int | None = None,
         end_ns: int | None = None,
         step_ns: int | None = None,
+        limit: int | None = None,
     ) -> list[tuple[str, int, float]]:
-        """Rows ``(metric, ts_ns, value)`` in ``[start_ns, end_ns)``, sorted by metric then time.
+        """Rows ``(metric, ts_ns, value)`` in ``[start_ns, end_ns)``, sorted by metric then time
+        (the first ``limit`` of them when given: the backend reads no more).
 
         With ``step_ns`` the values are averaged per bucket; the bucket's start is its time.
         """

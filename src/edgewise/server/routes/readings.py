@@ -32,7 +32,7 @@ async def readings(
     store: StoreDep,
     security: SecurityDep,
     device_id: Annotated[str, Path(description="The device id.")],
-    metric: Annotated[str | None, Query(description="Only this metric.")] = None,
+    metric: Annotated[str | None, Query(description="Only this metric (empty: all).")] = None,
     start: Annotated[str | None, Query(description="Range start, inclusive.")] = None,
     end: Annotated[str | None, Query(description="Range end, exclusive.")] = None,
     step: Annotated[str | None, Query(description="Downsampling bucket.")] = None,
@@ -51,7 +51,9 @@ async def readings(
         )
     if not await run_in_threadpool(known_device, security, store, device_id):
         raise not_found(device_id)
-    rows = await run_in_threadpool(store.query, device_id, metric, start_ns, end_ns, step_ns)
+    # one row past the limit tells 'truncated' without reading the rest of the history
+    rows = await run_in_threadpool(store.query, device_id, metric or None, start_ns, end_ns,
+                                   step_ns, limit + 1)
     truncated = len(rows) > limit
     series: dict[str, dict[str, list[float]]] = {}
     for name, ts_ns, value in rows[:limit]:
