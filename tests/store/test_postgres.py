@@ -168,3 +168,25 @@ def test_bucket_means_match_duckdb_to_the_last_digit(pg_schema_url: str, tmp_pat
     by_one = {(m, t): v for m, t, v in answers[1][0]}
     assert by_one[("temp_c", T0)] == 1712345678.123456
     assert answers[1][1][0] == ("pair", T0 // 100 * 100, (values[0] + values[1]) / 2)
+
+
+def test_a_reading_just_before_a_bucket_boundary_stays_in_its_bucket(
+        pg_schema_url: str, tmp_path) -> None:
+    """Check a reading 1 ns before midnight is averaged into its own day on PostgreSQL as
+    on DuckDB (numeric division rounded the quotient up first: both days became one
+    bucket of 2.0), before 1970 too, and a step near 2**62 does not overflow bigint."""
+    day = 86_400 * 10**9
+    midnight = 1_796_083_200_000_000_000  # 2026-12-01
+    readings = [Reading("p", "edge", midnight - 1, 1.0), Reading("p", "edge", midnight + 5, 3.0),
+                Reading("p", "old", -day - 1, 4.0), Reading("p", "old", -day + 1, 6.0)]
+    answers = []
+    for url in (f"duckdb://{tmp_path / 'b.duckdb'}", pg_schema_url):
+        store = open_store(url)
+        try:
+            store.append(readings)
+            answers.append((store.query("p", step_ns=day), store.query("p", step_ns=2**62)))
+        finally:
+            store.close()
+    assert answers[0] == answers[1], answers
+    assert answers[1][0] == [("edge", midnight - day, 1.0), ("edge", midnight, 3.0),
+                             ("old", -2 * day, 4.0), ("old", -day, 6.0)]

@@ -181,7 +181,10 @@ class PostgresStore(SQLStoreMixin):
     _ph = "%s"
     # bigint / bigint truncates toward zero; floor over numeric keeps buckets
     # [k*step, (k+1)*step) for negative ts_ns too
-    _bucket = "floor(ts_ns::numeric / {step})::bigint * {step}"
+    # integer floor division, as DuckDB's: numeric division rounded the quotient before
+    # floor, so a reading 1 ns before midnight went to the next day's bucket (and a step
+    # near 2**62 overflowed bigint); '%%' is psycopg's escape of the modulo operator
+    _bucket = "(ts_ns / {step} - CASE WHEN ts_ns %% {step} < 0 THEN 1 ELSE 0 END) * {step}"
     # in numeric: PostgreSQL's avg of doubles also sums their squares and raises on that
     # overflow (two readings near 1e308), and a scaled double sum raises on underflow
     # (1e-320 * 2**-64), where DuckDB quietly goes to 0. Through text: float8::numeric keeps
