@@ -71,3 +71,24 @@ def test_apply_retention_and_bad_settings(tmp_path: Path) -> None:
         gw.registry.close()
     with pytest.raises(ConfigError, match="retention_days"):
         Gateway(Settings.load(env={"EDGEWISE_RETENTION_DAYS": "-1"}, data_dir=tmp_path))
+
+
+def test_a_reading_older_than_retention_is_not_stored_again(tmp_path: Path) -> None:
+    """Check a re-sent reading older than the retention is refused ('expired') but its seq
+    counted, instead of being stored again until the next hourly pass (the readings table
+    no longer held it, so it was no duplicate)."""
+    from edgewise.gateway.pipeline import Pipeline
+
+    store = open_store(f"duckdb:///{tmp_path / 'r.duckdb'}")
+    p = Pipeline(store, Settings(data_dir=tmp_path, retention_days=30), detect_async=False)
+    try:
+        now = time.time()
+        body = ('[{"ts": %d, "metrics": {"t": 1.0}, "seq": 1},'
+                ' {"ts": %d, "metrics": {"t": 2.0}, "seq": 2}]' % (now - 40 * 86400, now - 60))
+        r = p.ingest("pump-1", body.encode())
+        assert (r.accepted, r.ack_seq) == (1, 2)
+        assert [(e.reason, e.field) for e in r.rejected] == [("expired", "ts")]
+        assert [v for _, _, v in store.query("pump-1")] == [2.0]
+    finally:
+        p.close()
+        store.close()

@@ -47,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from edgewise.alerts import AlertManager
@@ -300,6 +301,8 @@ class Pipeline:
                 # any rejected message's does, and the device does not resend it for ever
                 dec = Decoded(rejected=[_undecodable(exc, device_id, None, "payload", "payload")],
                               seqs=_seqs_of(payload))
+            if self.settings.retention_days > 0 and dec.readings:
+                _expire(dec, device_id, self.settings.retention_days)
             for rej in dec.rejected:
                 m.inc("edgewise_readings_rejected_total", reason=rej.reason)
             if dec.readings:
@@ -805,6 +808,30 @@ def _uncovered(gap: tuple[int, int], spans: list[tuple[int, int]]) -> list[tuple
             return parts
     parts.append((first, last))
     return parts
+
+
+def _expire(dec: Decoded, device_id: str, days: int) -> None:
+    """Move the readings of ``dec`` older than ``days`` (retention) to its rejections: the
+    hourly pass would delete them, and a re-sent one was stored again in the meantime
+    (the readings table no longer held it, so it was no duplicate). Its seq still counts.
+
+    >>> from edgewise.telemetry import Reading
+    >>> dec = Decoded(readings=[Reading("p", "t", 0, 1.0), Reading("p", "t", time.time_ns(), 2.0)])
+    >>> _expire(dec, "p", 30)
+    >>> [r.value for r in dec.readings], [e.reason for e in dec.rejected]
+    ([2.0], ['expired'])
+    """
+    cutoff = time.time_ns() - days * 86_400 * 10**9
+    old = [r for r in dec.readings if r.ts_ns < cutoff]
+    if not old:
+        return
+    dec.readings = [r for r in dec.readings if r.ts_ns >= cutoff]
+    dec.rejected.append(PayloadError(
+        device_id=device_id, field="ts",
+        value=datetime.fromtimestamp(old[0].ts_ns / 1e9, UTC).isoformat(),
+        allowed=f"a time within the retention of {days} days (EDGEWISE_RETENTION_DAYS): "
+        f"{len(old)} older reading(s) left out, as retention would delete them",
+        reason="expired"))
 
 
 #: A refused MQTT message is read for its seqs only up to this many times the payload
