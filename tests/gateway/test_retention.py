@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -82,9 +83,9 @@ def test_a_reading_older_than_retention_is_not_stored_again(tmp_path: Path) -> N
     store = open_store(f"duckdb:///{tmp_path / 'r.duckdb'}")
     p = Pipeline(store, Settings(data_dir=tmp_path, retention_days=30), detect_async=False)
     try:
-        now = time.time()
-        body = ('[{"ts": %d, "metrics": {"t": 1.0}, "seq": 1},'
-                ' {"ts": %d, "metrics": {"t": 2.0}, "seq": 2}]' % (now - 40 * 86400, now - 60))
+        now = int(time.time())
+        body = json.dumps([{"ts": now - 40 * 86400, "metrics": {"t": 1.0}, "seq": 1},
+                           {"ts": now - 60, "metrics": {"t": 2.0}, "seq": 2}])
         r = p.ingest("pump-1", body.encode())
         assert (r.accepted, r.ack_seq) == (1, 2)
         assert [(e.reason, e.field) for e in r.rejected] == [("expired", "ts")]
