@@ -347,3 +347,49 @@ def test_alert_explanations_are_fetched_once(chromium, live) -> None:  # noqa: F
     for other in anomalies:  # the rest follow
         page.wait_for_selector(f"[data-explain-for='{other}'] .bar-row", timeout=8000)
     page.context.close()
+
+
+def test_a_verdict_in_flight_disables_its_row_so_a_second_click_sends_nothing(
+        chromium, live) -> None:  # noqa: F811
+    """Check 'False alarm' on a slow link disables the row's buttons until the answer: the
+    buttons stayed enabled for seconds and a second click sent a second verdict."""
+    env, base, alert = live
+    page = _page(chromium, base, env.tokens["operator"], "/#/alerts")
+    row = f"tr[data-alert='{alert.id}']"
+    page.wait_for_selector(row)
+    held, posts = [], []
+
+    def hold(route) -> None:
+        posts.append(route.request.url)
+        held.append(route)
+
+    page.route(re.compile(r".*/v1/alerts/[^/]+/label$"), hold)
+    button = page.locator(f"{row} button[data-action='false_alarm']")
+    button.click()
+    _settle(page, lambda: len(held) == 1)
+    assert button.is_disabled()
+    button.click(force=True, timeout=2000)  # a disabled button takes no click
+    page.wait_for_timeout(500)
+    assert len(posts) == 1
+    held[0].continue_()
+    _settle(page, lambda: env.store.get_alert(alert.id).label == "false_alarm")
+    page.context.close()
+
+
+def test_a_64_character_metric_name_wraps_in_its_chart_card(chromium, live) -> None:  # noqa: F811
+    """Check the longest metric name allowed (64 characters, one word) wraps inside its
+    chart card on a 390 px screen: the heading ran 967 px into the next card and the page
+    scrolled sideways (986 px)."""
+    env, base, _ = live
+    long = "M" * 64
+    sent = env.send({"ts": int(time.time()) - 30, "metrics": {long: 1.0}, "seq": 301})
+    assert sent.json()["accepted"] == 1, sent.text
+    page = _page(chromium, base, env.tokens["viewer"], "/#/device/pump-1",
+                 viewport={"width": 390, "height": 740})
+    page.wait_for_selector(f"canvas[data-metric='{long}']")
+    sw, iw = page.evaluate("() => [document.documentElement.scrollWidth, innerWidth]")
+    assert sw <= iw, (sw, iw)
+    over = page.evaluate("""() => [...document.querySelectorAll('.chart h3')].filter(
+        h => h.scrollWidth > h.parentElement.clientWidth).length""")
+    assert over == 0
+    page.context.close()

@@ -169,7 +169,8 @@ def history_from_store(store: Any, device_id: str) -> History:
 
     rows = store.query(device_id)
     if not rows:
-        raise InvalidParameterError(f"Device {device_id!r} has no readings in {store.url}.")
+        # not the store's URL: the label queue shows this to any viewer
+        raise InvalidParameterError(f"Device {device_id!r} has no stored readings.")
     wide = wide_readings(rows, "mean")
     return wide.index.to_numpy(np.int64), wide.to_numpy(float), list(wide.columns)
 

@@ -653,13 +653,21 @@ function alertsTable(body) {
       "Actions"].map((t) => h("th", {}, t)))), body);
 }
 
-async function act(alertId, action, label) {
+// The row's buttons stay disabled while the request is in flight: on a slow link a second
+// click sent a second verdict (two window label versions for one decision).
+async function act(alertId, action, label, button) {
+  const cell = button ? button.closest("td") : null;
+  const buttons = cell ? [...cell.querySelectorAll("button")] : [];
+  const was = buttons.map((b) => b.disabled);
+  buttons.forEach((b) => { b.disabled = true; b.setAttribute("aria-busy", "true"); });
   try {
     if (action === "ack") await api(`/v1/alerts/${encodeURIComponent(alertId)}/ack`, { method: "POST" });
     else await api(`/v1/alerts/${encodeURIComponent(alertId)}/label`, { method: "POST", json: { label } });
     route();
   } catch (e) {
     flash(`Could not ${action} alert ${alertId}: ${e.message}`);
+  } finally {
+    buttons.forEach((b, i) => { b.disabled = was[i]; b.removeAttribute("aria-busy"); });
   }
 }
 
@@ -725,11 +733,11 @@ function fillAlerts(body, alerts, showDevice) {
         a.note ? h("div", { class: "muted" }, a.note) : null),
       h("td", { class: "actions" },
         h("button", { type: "button", "data-action": "ack", title: why,
-          disabled: !allowed || a.status !== "open", onclick: () => act(a.id, "ack") }, "Acknowledge"),
+          disabled: !allowed || a.status !== "open", onclick: (e) => act(a.id, "ack", undefined, e.currentTarget) }, "Acknowledge"),
         h("button", { type: "button", "data-action": "true_alarm", title: why, disabled: !allowed,
-          onclick: () => act(a.id, "label", "true_alarm") }, "True alarm"),
+          onclick: (e) => act(a.id, "label", "true_alarm", e.currentTarget) }, "True alarm"),
         h("button", { type: "button", "data-action": "false_alarm", title: why, disabled: !allowed,
-          onclick: () => act(a.id, "label", "false_alarm") }, "False alarm")));
+          onclick: (e) => act(a.id, "label", "false_alarm", e.currentTarget) }, "False alarm")));
   }));
   explainAlerts(body, alerts);
 }
