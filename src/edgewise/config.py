@@ -92,6 +92,12 @@ class Settings:
         for name in LIMITS:
             _check_limit(name, getattr(self, name), getattr(self, name))
         _check_forwarded_allow_ips(self.forwarded_allow_ips)
+        if not self.host.strip():  # uvicorn and amqtt take "" for every interface
+            raise ConfigError(
+                f"Setting 'host' (EDGEWISE_HOST, --host) has value {self.host!r}, which "
+                f"would listen on every network interface. Name the address: 127.0.0.1 "
+                f"(this machine, the default) or 0.0.0.0 (every interface; then with "
+                f"--tls-cert/--tls-key).")
 
     @property
     def store_url(self) -> str:

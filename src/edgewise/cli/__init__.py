@@ -33,9 +33,24 @@ def main() -> None:
     """Entry point of the ``edgewise`` console script."""
     import sys
 
+    import click
+
     load_commands()
     try:
-        app()
+        code = app(standalone_mode=False)
     except EdgewiseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except click.UsageError as exc:
+        # one line, as every other refusal: not Click's usage lines and a boxed message
+        # (a value from an environment variable is named by its option, as Click does)
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except click.ClickException as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except click.Abort:
+        print("error: aborted", file=sys.stderr)
+        raise SystemExit(1) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

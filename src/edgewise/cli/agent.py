@@ -44,6 +44,23 @@ def agent_cmd(
     if max_bytes < 1:
         raise fail(f"--max-mb must be a number of megabytes above 0 (the outbox bound; default "
                    f"256). Got {max_mb!r} instead.")
+    _check_numbers(rate=rate, limit=limit, update_interval=update_interval,
+                   flush_timeout=flush_timeout)
+    from edgewise.errors import PayloadError
+    from edgewise.telemetry import validate_device_id
+
+    try:
+        validate_device_id(device)
+    except PayloadError as exc:
+        raise fail(f"--device {device!r} is not a device id: it must be {exc.allowed}.") from None
+    if not gateway.startswith(("http://", "https://")):
+        raise fail(f"--gateway must be the gateway's http:// or https:// URL (e.g. "
+                   f"http://gw:8080). Got {gateway!r} instead.")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"--state-dir {str(state_dir)!r} cannot be made: "
+                   f"{exc.strerror or exc}.") from None
     keys: dict[str, bytes] = {}
     try:
         check_source(source)
@@ -59,3 +76,29 @@ def agent_cmd(
         agent.run(source, rate_hz=rate, limit=limit or None, flush_timeout_s=flush_timeout)
     except KeyboardInterrupt:
         agent.stop()
+
+
+def _check_numbers(*, rate: float, limit: int, update_interval: float,
+                   flush_timeout: float) -> None:
+    """Refuse, in one line, numbers that would make the agent run wild: a rate of 0 or NaN
+    read 'no pause' and buffered 529,000 readings a minute.
+
+    >>> _check_numbers(rate=1.0, limit=0, update_interval=30.0, flush_timeout=60.0)
+    >>> _check_numbers(rate=float("nan"), limit=0, update_interval=30.0, flush_timeout=60.0)
+    Traceback (most recent call last):
+    ...
+    click.exceptions.Exit: 2
+    """
+    import math
+
+    checks = [
+        ("--rate", rate, rate > 0 and math.isfinite(rate), "readings per second above 0"),
+        ("--limit", limit, limit >= 0, "a number of readings, 0 or more (0: run forever)"),
+        ("--update-interval", update_interval, update_interval > 0 and math.isfinite(
+            update_interval), "seconds above 0"),
+        ("--flush-timeout", flush_timeout, flush_timeout >= 0 and not math.isnan(
+            flush_timeout), "seconds, 0 or more"),
+    ]
+    for flag, value, ok, allowed in checks:
+        if not ok:
+            raise fail(f"{flag} must be {allowed}. Got {value!r} instead.")

@@ -52,6 +52,9 @@ def bench_nab(
 
     if detector not in DETECTORS:
         raise fail(f"Unknown detector {detector!r}. Choose one of: {', '.join(sorted(DETECTORS))}.")
+    if out.exists() and not out.is_dir():
+        raise fail(f"--out {str(out)!r} is a file; give a directory for the results (made if "
+                   f"missing), e.g. /tmp/nab.")
     if not (data / "labels" / "combined_windows.json").is_file():
         raise fail(f"--data {str(data)!r} is not a NAB root: no labels/combined_windows.json.")
     try:

@@ -115,10 +115,11 @@ def detect(
         label_notes,
         scored_rows,
     )
-    from edgewise.tables import read_tables
+    from edgewise.tables import check_csv_file, read_tables
 
     check_threshold(threshold)
     cols = split_columns(columns)
+    check_csv_file(file)  # before OUT's name is made from it ('' is the directory '.')
     target = out or scored_name(file)
     check_out(target)
     df, cells = read_tables(file)  # the numbers, and every cell as written for OUT

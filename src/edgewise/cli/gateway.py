@@ -56,10 +56,50 @@ def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, d
 
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--tls-cert and --tls-key go together; give both or neither.")
-    return Settings.load(data_dir=data_dir, mqtt=mqtt, store=store, host=host, http_port=port,
-                         mqtt_port=mqtt_port, tls_cert=tls_cert, tls_key=tls_key,
-                         detector=detector, fast_stream_z=fast_stream_z,
-                         fleet_prior=fleet_prior)
+    settings = Settings.load(data_dir=data_dir, mqtt=mqtt, store=store, host=host,
+                             http_port=port, mqtt_port=mqtt_port, tls_cert=tls_cert,
+                             tls_key=tls_key, detector=detector, fast_stream_z=fast_stream_z,
+                             fleet_prior=fleet_prior)
+    _preflight(settings)
+    return settings
+
+
+def _preflight(settings) -> None:  # type: ignore[no-untyped-def]
+    """Refuse, in one line before anything starts, what would otherwise end the start in a
+    traceback from uvicorn or amqtt: TLS files that are missing or no certificate and key,
+    one port for both listeners, a port in use, a host that does not resolve."""
+    import socket
+    import ssl
+
+    from edgewise.errors import ConfigError
+
+    s = settings
+    if s.tls_cert:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                s.tls_cert, s.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"--tls-cert {s.tls_cert!r} / --tls-key {s.tls_key!r} cannot be loaded as a "
+                f"PEM certificate and its private key: {getattr(exc, 'strerror', None) or exc}"
+                ) from None
+    ports = [("--port", s.http_port)]
+    if s.mqtt == "embedded":
+        if s.mqtt_port == s.http_port:
+            raise ConfigError(f"--port and --mqtt-port are both {s.http_port}; HTTP and MQTT "
+                              "need a port each.")
+        ports.append(("--mqtt-port", s.mqtt_port))
+    for flag, port in ports:
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in s.host else socket.AF_INET) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((s.host, port))
+        except socket.gaierror as exc:
+            raise ConfigError(f"--host {s.host!r} does not resolve to an address to listen "
+                              f"on ({exc.strerror}).") from None
+        except OSError as exc:
+            raise ConfigError(f"{flag} {port} on {s.host} cannot be listened on: "
+                              f"{exc.strerror or exc}; choose another with {flag}.") from None
 
 
 #: the embedded broker's ways of handing telemetry to the gateway (EDGEWISE_MQTT_CONSUMER)
