@@ -442,16 +442,18 @@ class Security:
         )
         if new:
             os.chmod(self.path, 0o600)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(devices)")}
-        if "wrong_secrets" not in columns:  # a database made before the column was
-            with contextlib.suppress(sqlite3.OperationalError):  # another process added it
-                self._db.execute("ALTER TABLE devices ADD COLUMN wrong_secrets "
-                                 "INTEGER NOT NULL DEFAULT 0")
-        self._chain_old_audit()
+        for attempt in range(50):
+            try:
+                self._prepare()
+                break
+            except sqlite3.OperationalError as exc:
+                # switching an old file to WAL, or its schema, while other connections open it
+                # too can be refused at once ("database is locked") without the busy
+                # handler (seen once in CI); every step is idempotent, so it is tried again
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.05)
         # A dummy hash so an unknown device costs the same as a known one.
         self._dummy_salt = secrets.token_bytes(16)
         self._dummy_hash = secrets.token_bytes(32)
@@ -462,6 +464,18 @@ class Security:
         # known device id -> wrong secrets not yet written to its ``wrong_secrets`` column
         self._wrong: dict[str, int] = {}
         self._flush_timer: threading.Timer | None = None
+
+    def _prepare(self) -> None:
+        """WAL mode, the schema, and the migrations of older files (each idempotent)."""
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(devices)")}
+        if "wrong_secrets" not in columns:  # a database made before the column was
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                self._db.execute("ALTER TABLE devices ADD COLUMN wrong_secrets "
+                                 "INTEGER NOT NULL DEFAULT 0")
+        self._chain_old_audit()
 
     # -- devices -----------------------------------------------------------------------
     def add_device(self, name: str, *, groups: Iterable[str] = (),
