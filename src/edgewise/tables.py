@@ -26,8 +26,8 @@ from edgewise.errors import QualityError
 from edgewise.telemetry import epoch_unit_ns
 
 __all__ = ["LABEL_NAMES", "SCORE_COLUMNS", "TIME_NAMES", "check_csv_file", "find_time_column",
-           "number_column", "plain", "read_table", "read_tables", "read_text", "separator",
-           "time_ns"]
+           "not_a_metric", "number_column", "plain", "read_table", "read_tables", "read_text",
+           "separator", "time_ns"]
 
 #: Names a table's time column is found by when none is named: the first column whose name,
 #: in any case, is one of them (``detect``, ``quality``, ``label suggest --csv``).
@@ -38,6 +38,21 @@ LABEL_NAMES = ("anomaly", "anomalies", "label", "labels", "is_anomaly", "changep
                "is_anomaly_label", "anomaly_score_label", "top_column_label")
 #: The columns ``edgewise detect`` writes: no metrics of a scored file read again.
 SCORE_COLUMNS = ("anomaly_score", "is_anomaly", "top_column")
+
+
+def not_a_metric(column: str) -> str:
+    """Why ``column`` is no metric by its name alone, ``""`` for one: it is named like a
+    label (:data:`LABEL_NAMES`, any case) or is one of ``edgewise detect``'s outputs
+    (:data:`SCORE_COLUMNS`). The one rule of ``detect``, ``quality`` and ``label``.
+
+    >>> not_a_metric("Label"), not_a_metric("anomaly_score"), not_a_metric("temp")
+    ('it is named like a label (labels are not readings)', "it is one of edgewise detect's outputs", '')
+    """  # noqa: E501
+    if str(column).strip().lower() in LABEL_NAMES:
+        return "it is named like a label (labels are not readings)"
+    if column in SCORE_COLUMNS:
+        return "it is one of edgewise detect's outputs"
+    return ""
 
 
 def find_time_column(df: pd.DataFrame) -> str | None:
@@ -178,9 +193,11 @@ def _check_one_unit(name: str, col: pd.Series, x: np.ndarray, per: int) -> None:
     edgewise.errors.QualityError: Time column 'ts' mixes epoch units: row 1 has 1700000000.0 (seconds), row 2 has 1700000000000.0 (milliseconds); write every time in one unit.
     """  # noqa: E501
     a = np.abs(x)
-    low = np.flatnonzero((a >= 1e8) & (a < {10**9: 0, 10**6: 1e11, 10**3: 1e14, 1: 1e17}[per]))
-    if len(low):
-        i, j = int(low[0]), int(np.argmax(a))
+    epochs = np.flatnonzero(a >= 1e8)
+    # the unit grows with the size (epoch_unit_ns): the smallest epoch tells a mix
+    if len(epochs) and epoch_unit_ns(a[epochs].min()) != per:
+        i = next(int(k) for k in epochs if epoch_unit_ns(a[k]) != per)
+        j = int(np.argmax(a))
         raise QualityError(
             f"Time column {name!r} mixes epoch units: row {i + 1} has {_shown(col.iloc[i])} "
             f"({_UNITS[epoch_unit_ns(a[i])]}), row {j + 1} has {_shown(col.iloc[j])} "
@@ -233,7 +250,7 @@ def _year_day_month(fmt: str) -> bool:
 
 def _shown(value: object) -> str:
     """A cell as messages show it: ``19.87``, never ``np.float64(19.87)``."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
+    return repr(plain(value))
 
 
 def _not_a_time(name: str, i: int, value: object) -> QualityError:

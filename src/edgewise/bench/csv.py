@@ -34,8 +34,14 @@ from edgewise.detect import (
     get_detector,
 )
 from edgewise.errors import InvalidParameterError, QualityError
-from edgewise.tables import LABEL_NAMES as _LABEL_NAMES
-from edgewise.tables import SCORE_COLUMNS, find_time_column, number_column, read_table, time_ns
+from edgewise.tables import (
+    SCORE_COLUMNS,
+    find_time_column,
+    not_a_metric,
+    number_column,
+    read_table,
+    time_ns,
+)
 from edgewise.tables import plain as _plain
 
 __all__ = [
@@ -228,7 +234,7 @@ def detect_table(
     if columns is None:
         columns = []
         for c in df.columns:
-            if c in skip or c.strip().lower() in _LABEL_NAMES or c in OUTPUT_COLUMNS:
+            if c in skip or not_a_metric(c):
                 continue
             if pd.to_numeric(df[c], errors="coerce").notna().any():
                 columns.append(c)

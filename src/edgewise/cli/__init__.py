@@ -41,12 +41,9 @@ def main() -> None:
     except EdgewiseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    except click.UsageError as exc:
+    except click.ClickException as exc:  # a bad option (UsageError) among them
         # one line, as every other refusal: not Click's usage lines and a boxed message
         # (a value from an environment variable is named by its option, as Click does)
-        print(f"error: {exc.format_message()}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-    except click.ClickException as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     except click.Abort:

@@ -35,21 +35,9 @@ def _numbers(col: pd.Series) -> pd.Series:
     return pd.to_numeric(text.where(truth.isna(), truth), errors="coerce").where(col.notna())
 
 
-def _time_column(df: pd.DataFrame) -> str | None:
-    """The time column ``edgewise detect`` takes when none is named: the first column
-    called timestamp, time, ts, datetime or date, in any case.
-
-    >>> import pandas as pd
-    >>> _time_column(pd.DataFrame(columns=["device_id", "Timestamp", "ts"]))
-    'Timestamp'
-    """
-    from edgewise.tables import find_time_column
-
-    return find_time_column(df)
-
-
 def _time_names() -> str:
-    """The names :func:`_time_column` looks for, 'ts' (the old default) first.
+    """The names :func:`~edgewise.tables.find_time_column` looks for, 'ts' (the old
+    default) first.
 
     >>> _time_names()
     "'ts', 'timestamp', 'time', 'datetime' or 'date'"
@@ -58,22 +46,6 @@ def _time_names() -> str:
 
     names = ["ts", *(n for n in TIME_NAMES if n != "ts")]
     return ", ".join(map(repr, names[:-1])) + f" or {names[-1]!r}"
-
-
-def _not_a_reading(column: str) -> str:
-    """Why ``column`` of a wide file is no metric, as ``edgewise detect`` leaves it out: it
-    is named like a label, or is one of detect's outputs; ``""`` for a metric.
-
-    >>> _not_a_reading("Label"), _not_a_reading("anomaly_score"), _not_a_reading("temp")
-    ('it is named like a label (labels are not readings)', "it is one of edgewise detect's outputs", '')
-    """  # noqa: E501
-    from edgewise.tables import LABEL_NAMES, SCORE_COLUMNS
-
-    if column.strip().lower() in LABEL_NAMES:
-        return "it is named like a label (labels are not readings)"
-    if column in SCORE_COLUMNS:
-        return "it is one of edgewise detect's outputs"
-    return ""
 
 
 @app.command("quality")
@@ -104,14 +76,14 @@ def quality(
 
     from edgewise.errors import QualityError
     from edgewise.quality.report import fleet_report, metric_issues
-    from edgewise.tables import read_table, time_ns
+    from edgewise.tables import find_time_column, not_a_metric, read_table, time_ns
 
     try:  # a missing file, a directory or a binary file is named in one line
         df = read_table(file)
     except QualityError as exc:
         raise fail(str(exc)) from None
     if time_column is None:
-        time_column = _time_column(df)
+        time_column = find_time_column(df)
         if time_column is None:
             raise fail(f"{str(file)!r} has no time column {_time_names()} (any case, as "
                        f"'edgewise detect' finds it); name it with --time-column; columns: "
@@ -137,9 +109,8 @@ def quality(
         for c in df.columns:
             if c in (time_column, device_column, "_ts"):
                 continue
-            if _not_a_reading(c):
-                typer.echo(f"note: column {c!r} left out of the report: "
-                           f"{_not_a_reading(c)}", err=True)
+            if why := not_a_metric(c):
+                typer.echo(f"note: column {c!r} left out of the report: {why}", err=True)
                 continue
             values = _numbers(df[c])
             if values.notna().any():

@@ -40,7 +40,7 @@ from edgewise.label.feedback import WindowFeedbackModel
 from edgewise.label.store import LabelStore
 from edgewise.label.strategies import DefaultMix, Pool, make_strategy
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
-from edgewise.tables import LABEL_NAMES, SCORE_COLUMNS, TIME_NAMES, plain
+from edgewise.tables import LABEL_NAMES, TIME_NAMES, not_a_metric, plain
 
 __all__ = ["History", "delete_models", "history_from_store", "load_history_csv", "load_model",
            "model_files", "suggest", "train_with_labels"]
@@ -100,9 +100,8 @@ def load_history_csv(path: Path | str, *, device_id: str | None = None,
             f"{where} has no time column {time_column!r}. Got columns {list(df.columns)!r}.")
     df = _one_device(df, where, device_id)
     ts = _history_time(df, time_column)
-    skip = {time_column, _DEVICE_COLUMN, *SCORE_COLUMNS}
-    metrics = [c for c in df.columns if c not in skip and c.strip().lower() not in LABEL_NAMES
-               and pd.to_numeric(df[c], errors="coerce").notna().any()]
+    metrics = [c for c in df.columns if c not in (time_column, _DEVICE_COLUMN)
+               and not not_a_metric(c) and pd.to_numeric(df[c], errors="coerce").notna().any()]
     if not metrics:
         raise InvalidParameterError(
             f"{where} has no metric column: a metric is a column with numbers other than the "
