@@ -359,7 +359,7 @@ def _check_target(target: str) -> None:
     if kind not in ("device", "group") or not name:
         raise InvalidParameterError(
             "The 'target' parameter must be 'device:<id>' or 'group:<name>'. "
-            f"Got {target!r} instead."
+            f"Got {target!r} instead.", field="target", value=target,
         )
 
 

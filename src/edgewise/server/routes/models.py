@@ -94,6 +94,9 @@ def _invalid_rollout(exc: InvalidParameterError, body: RolloutRequest) -> Proble
         return _problem(422, str(exc), "invalid", field="version", value=body.version,
                         allowed="a published version of the model: non-empty text, with "
                         "finite metrics")
+    if exc.field == "target":
+        return _problem(422, str(exc), "invalid", field="target", value=body.target,
+                        allowed=_TARGET_ALLOWED)
     if exc.field == "kind":
         return _problem(422, str(exc), "invalid", field="rollback", value=body.rollback,
                         allowed="true to go back to a version older than the one the "
@@ -220,11 +223,6 @@ def make_router(registry: Registry, security: Security,
                           value=v if math.isfinite(v) else repr(v),
                           allowed=f"a number of days in (0, {MAX_EXPIRY_DAYS}]",
                           reason="invalid") from None
-        kind, _, name = body.target.partition(":")
-        if kind not in ("device", "group") or not name:  # as the registry checks it
-            raise _problem(422, f"Field 'target' must be {_TARGET_ALLOWED}, e.g. "
-                           f"'device:pump-7'. Got {body.target!r} instead.", "invalid",
-                           field="target", value=body.target, allowed=_TARGET_ALLOWED)
         try:
             s = registry.rollout(body.name, body.version, body.target,
                                  expires_in_s=body.expires_days * 86400,
