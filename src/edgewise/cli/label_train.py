@@ -45,7 +45,8 @@ def _history(device: str, csv: Path | None, store_url: str | None, data_dir: Pat
         store.close()
 
 
-def _check_args(device: str, window: int | None, strategy: str | None = None) -> None:
+def _check_args(device: str, window: int | None, strategy: str | None = None, *,
+                option: str = "--device") -> None:
     """Refuse a device id, window or strategy that cannot be right, naming the option,
     before any history is read (they failed later under internal names, or not at all: a
     bad device id went into the mix state)."""
@@ -55,8 +56,8 @@ def _check_args(device: str, window: int | None, strategy: str | None = None) ->
     try:
         validate_device_id(device)
     except ValueError:
-        raise fail(f"--device must be a device id (1-64 letters, digits, '_', '.', '-', "
-                   f"starting with a letter or digit). Got {device!r}.") from None
+        raise fail(f"{option} must be a device id: 1-64 letters, digits, '_', '.', '-', "
+                   f"starting with a letter or digit. Got {device!r}.") from None
     if window is not None and window < 2:
         raise fail(f"--window must be at least 2 readings. Got {window}.")
     if strategy is not None and strategy not in STRATEGIES:

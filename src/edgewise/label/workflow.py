@@ -64,6 +64,10 @@ def load_history_csv(path: Path | str, *, device_id: str | None = None,
       ``edgewise detect`` writes (``anomaly_score``, ``top_column``). A cell of a metric
       that is no number is refused in one line naming the column, row and value; an empty
       cell is a missing reading (NaN).
+    * A column whose every cell is empty (of ``device_id``'s rows, when given: a sensor that
+      never reported) is left out of the metrics, as ``edgewise detect`` leaves it out, and
+      named in a :class:`UserWarning` (``edgewise detect`` prints "left out (every cell is
+      empty)"); the other columns are read. A file with no other metric is refused.
     * A ``device_id`` column may name one device; with ``device_id`` given, only that
       device's rows are read.
 
@@ -78,6 +82,14 @@ def load_history_csv(path: Path | str, *, device_id: str | None = None,
     Traceback (most recent call last):
     ...
     edgewise.errors.QualityError: Column 'temp' must hold numbers; row 2 has 'n/a?'.
+    >>> _ = f.write_text("timestamp,temp,vib\\n0,20.0,\\n60,20.5,\\n")
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     load_history_csv(f)[2]
+    ['temp']
+    >>> print(caught[0].message)  # doctest: +ELLIPSIS
+    History CSV '...h.csv': column 'vib' left out of the metrics (every cell is empty), ...
 
     Raises :class:`~edgewise.errors.QualityError` for a file or cell that cannot be read so,
     :class:`~edgewise.errors.InvalidParameterError` when the file has no time column, no
@@ -102,6 +114,7 @@ def load_history_csv(path: Path | str, *, device_id: str | None = None,
     ts = _history_time(df, time_column)
     metrics = [c for c in df.columns if c not in (time_column, _DEVICE_COLUMN)
                and not not_a_metric(c) and pd.to_numeric(df[c], errors="coerce").notna().any()]
+    _warn_empty_columns(df, [time_column, _DEVICE_COLUMN, *metrics], where, device_id)
     if not metrics:
         raise InvalidParameterError(
             f"{where} has no metric column: a metric is a column with numbers other than the "
@@ -112,6 +125,24 @@ def load_history_csv(path: Path | str, *, device_id: str | None = None,
     order = np.argsort(ts, kind="stable")
     _refuse_repeated_times(df, time_column, ts, order, device_id)
     return ts[order], X[order], metrics
+
+
+def _warn_empty_columns(df: pd.DataFrame, read: list[str], where: str,
+                        device_id: str | None) -> None:
+    """Name, in a :class:`UserWarning`, each column not in ``read`` whose every cell is
+    empty: left out of the metrics as ``edgewise detect`` leaves it out (and says so), not
+    silently (a sensor that never reported got no word)."""
+    import warnings
+
+    for c in df.columns:
+        if c in read or not_a_metric(c):
+            continue
+        text = df[c].astype(object).where(df[c].notna(), "").astype(str).str.strip()
+        if (text == "").all():
+            of = f" of device {device_id!r}" if device_id is not None else ""
+            warnings.warn(f"{where}: column {c!r} left out of the metrics (every cell{of} is "
+                          "empty), as edgewise detect leaves it out.", UserWarning,
+                          stacklevel=3)
 
 
 def _one_device(df: pd.DataFrame, where: str, device_id: str | None) -> pd.DataFrame:
@@ -263,9 +294,12 @@ def train_with_labels(history: History, device_id: str, labels: LabelStore, data
             "alarms_before": int(before.sum()), "alarms_after": int(model.predict(ws).sum())}
 
 
-def model_files(data_dir: Path | str, device_id: str) -> dict[int, Path]:
-    """The label model files :func:`train_with_labels` wrote for ``device_id``, by version
-    (``<data dir>/models/label-<device>-v<N>.pkl``; another device whose id extends this
+def model_files(data_dir: Path | str, device_id: str, *, kind: str = "label",
+                ) -> dict[int, Path]:
+    """The model files of ``kind`` written for ``device_id``, by version: ``label`` ones by
+    :func:`train_with_labels`, ``transfer`` ones by
+    :func:`~edgewise.label.fleet_transfer.train_transfer`
+    (``<data dir>/models/<kind>-<device>-v<N>.pkl``; another device whose id extends this
     one, such as ``pump-1-v2`` for ``pump-1``, is not matched).
 
     >>> import tempfile
@@ -275,25 +309,28 @@ def model_files(data_dir: Path | str, device_id: str) -> dict[int, Path]:
     >>> sorted(model_files(d, "pump-1"))
     [1]
     """
-    prefix = f"label-{device_id}-v"
+    prefix = f"{kind}-{device_id}-v"
     models = Path(data_dir) / "models"
     if not models.is_dir():
         return {}
     # names compared as text, never as a glob pattern: an id given to 'device delete' is
     # not checked, and '*' must not match the files of every device
-    return {int(p.stem[len(prefix):]): p for p in models.glob("label-*.pkl")
+    return {int(p.stem[len(prefix):]): p for p in models.glob(f"{kind}-*.pkl")
             if p.stem.startswith(prefix) and p.stem[len(prefix):].isascii()
             and p.stem[len(prefix):].isdigit()}
 
 
 def delete_models(data_dir: Path | str, device_id: str) -> int:
-    """Delete ``device_id``'s label model files (they hold features of its data); how many.
-    Part of deleting a device and all its data: a device registered again under the same
-    id starts again at version 1."""
+    """Delete ``device_id``'s model files (they hold features of its data): its label
+    models, and the transfer models its labels trained (its own, and other devices' whose
+    fleet it was part of); how many. Part of deleting a device and all its data: a device
+    registered again under the same id starts again at version 1."""
+    from edgewise.label.fleet_transfer import delete_transfer_models
+
     paths = model_files(data_dir, device_id).values()
     for p in paths:
         p.unlink(missing_ok=True)
-    return len(paths)
+    return len(paths) + delete_transfer_models(data_dir, device_id)
 
 
 def load_model(path: Path | str) -> dict[str, Any]:

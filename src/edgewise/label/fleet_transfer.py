@@ -1,0 +1,242 @@
+"""Transfer learning from the label store: a fleet model fine-tuned per device.
+
+What ``edgewise train transfer`` and ``edgewise predict transfer`` call. The windows every
+device's people labelled train one :class:`~edgewise.transfer.FleetModel` (on the
+scale-free window features of :mod:`edgewise.label.windows`, so a pump read in bar and one
+read in psi describe their windows alike); :func:`~edgewise.transfer.fine_tune` then
+adapts it to one device from that device's own labels, and the result is saved as the
+device's next ``transfer`` model version.
+
+* The fleet is every other device with current labels (or those named); the device's own
+  labels never train the fleet model, so the hold-out comparison below is fair.
+* Windows of every device are cut with one length (the device's), on the device's metrics
+  in its order. A fleet device that lacks one of them, or has no readings, is left out and
+  listed with the reason, never dropped silently.
+* When the device's labelled windows allow it (at least 4, an anomaly among the later
+  half), the model is also measured on them as :func:`~edgewise.transfer.compare_on_holdout`
+  does: fine-tuned on the earlier half, F1 of the fleet and the device model on the later.
+* A model file records every device whose labels trained it: deleting any of them deletes
+  the file (:func:`delete_transfer_models`), as its data went into it.
+
+>>> import tempfile
+>>> d = Path(tempfile.mkdtemp())
+>>> rng = np.random.default_rng(1)
+>>> hist, labels = {}, LabelStore(d)
+>>> for i, dev in enumerate(["p1", "p2", "p3"]):
+...     v = rng.normal(20 + i, 0.3, 1200); v[600:640] += 4
+...     ts = (1_700_000_000 + 60 * np.arange(1200)) * 10**9
+...     hist[dev] = (ts, v[:, None], ["temp_c"])
+...     _ = labels.add(dev, int(ts[600]), int(ts[640]), "anomaly")
+...     _ = labels.add(dev, int(ts[0]), int(ts[400]), "normal")
+>>> out = train_transfer(hist.__getitem__, "p3", labels, d, window=40)
+>>> out["version"], out["fleet_devices"], out["fleet_windows"]
+(1, ['p1', 'p2'], {'normal': 20, 'anomaly': 2})
+>>> [w["anomaly"] for w in predict_transfer(hist["p3"], out["path"])][14:17]
+[False, True, False]
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgewise.errors import InvalidParameterError, QualityError
+from edgewise.label.store import LabelStore
+from edgewise.label.windows import WindowSet, window_labels, windows_from_series
+from edgewise.label.workflow import History, model_files
+from edgewise.transfer import DeviceModel, FleetModel, compare_on_holdout, fine_tune
+
+__all__ = ["delete_transfer_models", "load_transfer_model", "predict_transfer",
+           "train_transfer"]
+
+KIND = "edgewise.transfer"
+
+
+def _window_length(n: int, window: int | None) -> int:
+    """Readings per window: ``window``, else ``n // 100`` (at least 10), at most half of
+    ``n`` (as ``edgewise label suggest`` cuts them)."""
+    length = window if window else max(10, n // 100)
+    return min(length, max(2, n // 2))
+
+
+def _on_metrics(history: History, metrics: Sequence[str], device_id: str) -> History:
+    """``history`` with its columns in the order of ``metrics``; a missing one is refused."""
+    ts, X, have = history
+    missing = [m for m in metrics if m not in have]
+    if missing:
+        raise InvalidParameterError(
+            f"Device {device_id!r} has no readings of metric(s) {', '.join(map(repr, missing))}; "
+            f"it has {', '.join(map(repr, have))}.", field="metrics", value=missing)
+    return ts, X[:, [list(have).index(m) for m in metrics]], list(metrics)
+
+
+def _cut(history: History, device_id: str, length: int) -> WindowSet:
+    """The windows of ``length`` readings (at most half the history) of ``device_id``."""
+    ts, X, _ = history
+    if len(ts) < 4:
+        raise InvalidParameterError(
+            f"Device {device_id!r} has {len(ts)} readings; at least 4 are needed.")
+    return windows_from_series(X, ts, device_id, length=min(length, max(2, len(ts) // 2)))
+
+
+def _labelled(history: History, device_id: str, labels: LabelStore, snapshot: str,
+              length: int) -> tuple[WindowSet, np.ndarray]:
+    """The windows of ``device_id`` and their labels (1, 0, or -1 for none) at ``snapshot``."""
+    ws = _cut(history, device_id, length)
+    y, _ = window_labels(ws, [lab for lab in labels.labels_at(snapshot)
+                              if lab.device_id == device_id])
+    return ws, y
+
+
+def train_transfer(histories: Callable[[str], History], device_id: str, labels: LabelStore,
+                   data_dir: Path | str, *, fleet: Sequence[str] | None = None,
+                   window: int | None = None) -> dict[str, Any]:
+    """Fit a fleet model on the labelled windows of the fleet, fine-tune it on
+    ``device_id``'s, and save it as that device's next transfer model version.
+
+    ``histories(dev)`` returns a device's history (see
+    :func:`~edgewise.label.workflow.history_from_store`); ``fleet`` names the devices whose
+    labels train the fleet model (default: every other device with current labels).
+
+    Returns a summary: ``path``, ``version``, ``snapshot_id``, ``fleet_devices``,
+    ``skipped`` (device -> why), ``fleet_windows`` and ``device_windows`` (labelled
+    windows by class), ``recentred`` (features moved), ``recalibrated``, ``alarms``
+    (windows of the device flagged by the fleet and by the device model) and ``holdout``
+    (the hold-out F1s, or ``None`` with ``holdout_why``).
+
+    Raises :class:`~edgewise.errors.InvalidParameterError` when the device has no labelled
+    window, or the fleet's labelled windows are not of both classes.
+    """
+    snapshot = labels.snapshot_id()
+    own = histories(device_id)
+    metrics = list(own[2])
+    length = _window_length(len(own[0]), window)
+    ws, y = _labelled(own, device_id, labels, snapshot, length)
+    if not (y >= 0).any():
+        raise InvalidParameterError(
+            f"Device {device_id!r} has no labelled window to fine-tune on; label some first "
+            f"('edgewise label suggest --device {device_id}', then 'edgewise label import').",
+            field="device", value=device_id)
+    names = list(fleet) if fleet is not None else [
+        d for d in labels.devices() if d != device_id]
+    if device_id in names:
+        raise InvalidParameterError(
+            f"The fleet must not include the device itself ({device_id!r}): its own labels "
+            "fine-tune the fleet model, and training on them too would hide what transfer "
+            "buys.", field="fleet", value=device_id)
+    used: list[str] = []
+    skipped: dict[str, str] = {}
+    parts: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    for dev in names:
+        try:
+            fws, fy = _labelled(_on_metrics(histories(dev), metrics, dev), dev, labels,
+                                snapshot, length)
+        except (InvalidParameterError, QualityError) as exc:  # its history, not the run
+            skipped[dev] = str(exc)
+            continue
+        if not (fy >= 0).any():
+            skipped[dev] = (f"Device {dev!r} has no labelled window (its labels fall outside "
+                            "its readings).")
+            continue
+        used.append(dev)
+        parts.append(fws.features[fy >= 0])
+        targets.append(fy[fy >= 0])
+    fy_all = np.concatenate(targets) if targets else np.zeros(0, dtype=int)
+    if not used or len(np.unique(fy_all)) < 2:
+        kinds = ", ".join(sorted({"anomaly" if v else "normal" for v in fy_all.tolist()}))
+        why = "; ".join(f"{d}: {r}" for d, r in skipped.items())
+        raise InvalidParameterError(
+            f"The fleet model needs labelled windows of both classes (normal and anomaly) "
+            f"on devices other than {device_id!r}. Got "
+            + (f"only {kinds} windows on {', '.join(used)}" if used else "no fleet device")
+            + (f" (left out: {why})" if why else "") + ".",
+            field="fleet", value=used)
+    fleet_model = FleetModel().fit(np.vstack(parts), fy_all)
+    Xd, yd = ws.features[y >= 0], y[y >= 0]
+    model = fine_tune(fleet_model, Xd, yd)
+    holdout, holdout_why = _holdout(fleet_model, Xd, yd)
+    version = max(model_files(data_dir, device_id, kind="transfer"), default=0) + 1
+    models = Path(data_dir) / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    path = models / f"transfer-{device_id}-v{version}.pkl"
+    record = {
+        "kind": KIND, "device_id": device_id, "version": version,
+        "created_ns": time.time_ns(), "label_snapshot_id": snapshot,
+        "fleet_devices": used, "window_length": length, "metrics": metrics,
+        "feature_names": list(ws.feature_names), "device_model": model,
+    }
+    path.write_bytes(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+    return {
+        "path": str(path), "version": version, "snapshot_id": snapshot,
+        "fleet_devices": used, "skipped": skipped,
+        "fleet_windows": {"normal": int((fy_all == 0).sum()),
+                          "anomaly": int((fy_all == 1).sum())},
+        "device_windows": {"normal": int((yd == 0).sum()), "anomaly": int((yd == 1).sum())},
+        "recentred": [n for n, s in zip(ws.feature_names, model.shift_, strict=True) if s],
+        "recalibrated": model.calibrator_ is not None,
+        "alarms": {"windows": len(ws),
+                   "fleet": int(fleet_model.predict(ws.features).sum()),
+                   "device": int(model.predict(ws.features).sum())},
+        "holdout": holdout, "holdout_why": holdout_why,
+    }
+
+
+def _holdout(fleet: FleetModel, X: np.ndarray, y: np.ndarray,
+             ) -> tuple[dict[str, float] | None, str | None]:
+    """The hold-out comparison on the device's labelled windows in time order, or why not."""
+    cut = len(y) // 2
+    if len(y) < 4:
+        return None, f"{len(y)} labelled windows; at least 4 are needed to hold half back"
+    if not (y[cut:] == 1).any():
+        return None, "no anomaly among the later half of the labelled windows"
+    return compare_on_holdout(fleet, X, y, train_fraction=cut / len(y)), None
+
+
+def load_transfer_model(path: Path | str) -> dict[str, Any]:
+    """Read a model file written by :func:`train_transfer`. Only load files you trust."""
+    try:
+        record = pickle.loads(Path(path).read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+        raise InvalidParameterError(
+            f"{str(path)!r} is not a readable Edgewise transfer model file: {exc}.") from None
+    if not isinstance(record, dict) or record.get("kind") != KIND:
+        raise InvalidParameterError(f"{str(path)!r} is not an Edgewise transfer model file.")
+    return record
+
+
+def predict_transfer(history: History, model: Path | str | dict[str, Any],
+                     ) -> list[dict[str, Any]]:
+    """Score each window of a device's ``history`` with a saved transfer model: a list of
+    ``{"start_ns", "end_ns", "decision", "anomaly"}`` in time order (``decision`` is the
+    device model's log-odds minus its threshold)."""
+    record = model if isinstance(model, dict) else load_transfer_model(model)
+    dev = record["device_id"]
+    ws = _cut(_on_metrics(history, record["metrics"], dev), dev, record["window_length"])
+    device_model: DeviceModel = record["device_model"]
+    d = device_model.decision_function(ws.features) - device_model.threshold_
+    return [{"start_ns": int(a), "end_ns": int(b), "decision": round(float(v), 4),
+             "anomaly": bool(v >= 0)} for a, b, v in zip(ws.start_ns, ws.end_ns, d, strict=True)]
+
+
+def delete_transfer_models(data_dir: Path | str, device_id: str) -> int:
+    """Delete the transfer models ``device_id``'s labels trained: its own, and those of
+    other devices whose fleet model it was part of. How many files were deleted."""
+    models = Path(data_dir) / "models"
+    if not models.is_dir():
+        return 0
+    gone = 0
+    for p in models.glob("transfer-*.pkl"):
+        try:
+            record = load_transfer_model(p)
+        except InvalidParameterError:
+            continue  # not ours to judge; an unreadable file is left for the user
+        if record["device_id"] == device_id or device_id in record.get("fleet_devices", ()):
+            p.unlink(missing_ok=True)
+            gone += 1
+    return gone

@@ -1,0 +1,194 @@
+"""``edgewise train transfer`` / ``predict transfer``: a fleet model from the label store,
+fine-tuned on one device's labels, saved, used and deleted with the data it came from."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgewise.cli import app, load_commands
+from edgewise.label.fleet_transfer import load_transfer_model, train_transfer
+from edgewise.label.store import LabelStore
+from edgewise.label.workflow import delete_models, model_files
+
+load_commands()
+REPO = Path(__file__).resolve().parents[2]
+W, N, T0 = 40, 4000, 1_700_000_000
+
+
+def _fleet(tmp: Path, *, target_size: float = 1.5, seed: int = 0,
+           ) -> tuple[dict[str, tuple], LabelStore]:
+    """Five fleet pumps whose faults lift the level by 3 sd for a window, and a target pump
+    ``t`` whose faults lift it by only ``target_size / 2`` sd: the fleet's threshold misses
+    them, the target's own labels show where they are. About a third of the normal windows
+    and every fault window are labelled."""
+    rng = np.random.default_rng(seed)
+    labels = LabelStore(tmp)
+    hist: dict[str, tuple] = {}
+    ts = (T0 + 60 * np.arange(N)) * 10**9
+    for name, size, n_faults in [*[(f"f{i}", 6.0, 8) for i in range(5)],
+                                 ("t", target_size, 12)]:
+        v = rng.normal(20, 0.5, N)
+        faults = rng.choice(np.arange(5, N // W - 1), n_faults, replace=False)
+        for s in faults:
+            v[s * W:(s + 1) * W] += size * 0.5
+        hist[name] = (ts, v[:, None], ["temp_c"])
+        for i in range(N // W):
+            if i in faults or rng.random() < 0.3:
+                labels.add(name, int(ts[i * W]), int(ts[min((i + 1) * W, N - 1)]),
+                           "anomaly" if i in faults else "normal")
+    return hist, labels
+
+
+def _csv(hist: dict[str, tuple], path: Path) -> Path:
+    rows = ["device_id,timestamp,temp_c"]
+    for dev, (ts, X, _) in hist.items():
+        rows += [f"{dev},{t // 10**9},{x:.4f}" for t, x in zip(ts, X[:, 0], strict=True)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _run(*args: str):
+    return CliRunner(mix_stderr=False).invoke(app, list(args))
+
+
+def test_fine_tuning_finds_the_faults_the_fleet_model_misses(tmp_path: Path) -> None:
+    hist, labels = _fleet(tmp_path)
+    out = train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
+    assert out["fleet_devices"] == ["f0", "f1", "f2", "f3", "f4"]
+    assert out["fleet_windows"]["anomaly"] == 40 and out["device_windows"]["anomaly"] == 12
+    h = out["holdout"]
+    assert h is not None and h["fleet_f1"] <= 0.2 and h["device_f1"] >= 0.7, h
+    assert out["recalibrated"]
+    assert out["alarms"]["fleet"] < 3 <= out["alarms"]["device"] <= 30
+    record = load_transfer_model(out["path"])
+    assert record["fleet_devices"] == out["fleet_devices"] and record["metrics"] == ["temp_c"]
+
+
+def test_own_labels_never_train_the_fleet_model(tmp_path: Path) -> None:
+    hist, labels = _fleet(tmp_path)
+    with pytest.raises(ValueError, match="must not include the device itself"):
+        train_transfer(hist.__getitem__, "t", labels, tmp_path, fleet=["f0", "t"], window=W)
+
+
+def test_a_fleet_device_without_the_metric_is_listed_not_dropped(tmp_path: Path) -> None:
+    hist, labels = _fleet(tmp_path)
+    ts, X, _ = hist["f4"]
+    hist["f4"] = (ts, X, ["pressure_bar"])
+    out = train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
+    assert "f4" not in out["fleet_devices"]
+    assert "no readings of metric(s) 'temp_c'" in out["skipped"]["f4"]
+
+
+def test_deleting_a_fleet_device_deletes_the_models_its_labels_trained(tmp_path: Path) -> None:
+    hist, labels = _fleet(tmp_path)
+    train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
+    train_transfer(hist.__getitem__, "f0", labels, tmp_path, fleet=["f1", "f2"], window=W)
+    assert list(model_files(tmp_path, "t", kind="transfer")) == [1]
+    assert delete_models(tmp_path, "f3") == 1        # t's fleet held f3; f0's did not
+    assert model_files(tmp_path, "t", kind="transfer") == {}
+    assert list(model_files(tmp_path, "f0", kind="transfer")) == [1]
+    assert delete_models(tmp_path, "f0") == 1
+
+
+def test_cli_trains_versions_and_predicts(tmp_path: Path) -> None:
+    hist, labels = _fleet(tmp_path)
+    labels.close()
+    csv = _csv(hist, tmp_path / "fleet.csv")
+    args = ["train", "transfer", "--device", "t", "--csv", str(csv), "--data-dir",
+            str(tmp_path), "--window", str(W)]
+    r = _run(*args)
+    assert r.exit_code == 0, r.stderr
+    assert "transfer-t-v1.pkl" in r.stdout and "fleet: f0, f1, f2, f3, f4" in r.stdout
+    assert "hold-out F1 (later half of its labels): fleet 0.000" in r.stdout
+    r = _run(*args, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["version"] == 2
+    r = _run("predict", "transfer", "--device", "t", "--csv", str(csv), "--data-dir",
+             str(tmp_path), "--last", "5", "--json")
+    assert r.exit_code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["version"] == 2 and len(out["windows"]) == 5
+    assert all(w["anomaly"] == (w["decision"] >= 0) for w in out["windows"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "transfer", "--device", "t", "--fleet", "f0,bad id!"],
+     "--fleet must be a device id"),
+    (["train", "transfer", "--device", "t", "--fleet", " , "],
+     "--fleet must name devices, comma-separated"),
+    (["train", "transfer", "--device", "nobody"], "has no rows of device 'nobody'"),
+    (["train", "transfer", "--device", "t", "--fleet", "f0"],
+     "needs labelled windows of both classes"),
+    (["predict", "transfer", "--device", "t"], "Device 't' has no transfer model"),
+])
+def test_cli_refusals_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    hist, labels = _fleet(tmp_path)
+    labels.add("f0", 0, 10, "normal")             # f0 has labels, but only normal ones
+    for lab in labels.labels("f0"):
+        if lab.label == "anomaly":
+            labels.add("f0", lab.start_ns, lab.end_ns, "normal")
+    labels.close()
+    csv = _csv(hist, tmp_path / "fleet.csv")
+    r = _run(*args, "--csv", str(csv), "--data-dir", str(tmp_path), "--window", str(W)) \
+        if args[0] == "train" else _run(*args, "--data-dir", str(tmp_path))
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert message in r.stderr, r.stderr
+
+
+def test_cli_refuses_a_fleet_csv_without_device_column(tmp_path: Path) -> None:
+    csv = tmp_path / "one.csv"
+    csv.write_text("timestamp,temp_c\n0,1.0\n60,2.0\n")
+    r = _run("train", "transfer", "--device", "t", "--csv", str(csv), "--data-dir",
+             str(tmp_path))
+    assert r.exit_code == 2 and "has no 'device_id' column" in r.stderr, r.stderr
+
+
+def test_cli_predict_refuses_another_devices_model(tmp_path: Path) -> None:
+    hist, labels = _fleet(tmp_path)
+    out = train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
+    labels.close()
+    r = subprocess.run(
+        [sys.executable, "-m", "edgewise", "predict", "transfer", "--device", "f0",
+         "--model", out["path"], "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and r.stderr == (
+        f"error: --model {out['path']!r} is 't''s transfer model, not 'f0''s.\n")
+
+
+@pytest.mark.slow  # 36 fleet models on 3 simulated fleets: ~15 s
+def test_on_pumps_drawn_alike_fine_tuning_is_a_wash() -> None:
+    """The README's figure: each of 12 simulated pumps left out in turn (seeds 0-2), 20 of
+    its first half's windows labelled (its anomalies first), F1 on its second half."""
+    from edgewise.bench.active import pump_fleet
+    from edgewise.transfer import FleetModel, _f1, fine_tune
+
+    res = []
+    for seed in range(3):
+        ds = pump_fleet(n_pumps=12, seed=seed)
+        ws = ds.windows
+        for dev in np.unique(ws.device):
+            m = ws.device == dev
+            fleet = FleetModel().fit(ws.features[~m], ds.y[~m].astype(int))
+            X, y = ws.features[m], ds.y[m].astype(int)
+            cut = len(y) // 2
+            idx = np.arange(cut)
+            bad = idx[y[:cut] == 1][:10]
+            pick = np.concatenate([bad, np.random.default_rng(seed).choice(
+                idx[y[:cut] == 0], 20 - len(bad), replace=False)])
+            device = fine_tune(fleet, X[pick], y[pick])
+            held = y[cut:] == 1
+            if held.any():
+                res.append((_f1(fleet.predict(X[cut:]) == 1, held),
+                            _f1(device.predict(X[cut:]) == 1, held)))
+    r = np.array(res)
+    assert len(r) == 27
+    assert r.mean(axis=0).tolist() == pytest.approx([0.639, 0.638], abs=0.002)
+    assert (int((r[:, 1] > r[:, 0]).sum()), int((r[:, 1] < r[:, 0]).sum())) == (9, 10)
