@@ -85,6 +85,24 @@ def build_env(data_dir: Path, **overrides: Any) -> Iterator[Env]:
         security.close()
 
 
+def build_postgres_env(data_dir: Path, postgres_url: str, prefix: str) -> Iterator[Env]:
+    """:func:`build_env` on a PostgreSQL schema of its own (``prefix`` + random), dropped
+    afterwards."""
+    import uuid
+
+    import psycopg
+
+    schema = f"{prefix}{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in postgres_url else "?"
+    gen = build_env(data_dir, store=f"{postgres_url}{sep}schema={schema}")
+    try:
+        yield next(gen)
+    finally:
+        gen.close()
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 @pytest.fixture
 def env(data_dir: Path) -> Iterator[Env]:
     """An app with one device 'pump-1' and a token of each role."""

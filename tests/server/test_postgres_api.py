@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edgewise.store.base import Alert
-from tests.server.conftest import Env, build_env, problem
+from tests.server.conftest import Env, build_postgres_env, problem
 
 pytestmark = pytest.mark.postgres
 
@@ -18,17 +17,7 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def pg_env(data_dir: Path, postgres_url: str) -> Iterator[Env]:
     """An app on a PostgreSQL schema of its own, dropped afterwards."""
-    import psycopg
-
-    schema = f"ew_srv_{uuid.uuid4().hex[:12]}"
-    sep = "&" if "?" in postgres_url else "?"
-    gen = build_env(data_dir, store=f"{postgres_url}{sep}schema={schema}")
-    try:
-        yield next(gen)
-    finally:
-        gen.close()
-        with psycopg.connect(postgres_url, autocommit=True) as con:
-            con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    yield from build_postgres_env(data_dir, postgres_url, "ew_srv_")
 
 
 def test_api_round_trip_on_postgres(pg_env: Env) -> None:

@@ -71,10 +71,24 @@ def _range_where(
     return " AND ".join(parts), params
 
 
+#: The order alerts are listed in, newest first: ``(start_ns, created_ns, id)`` descending,
+#: the id last so that alerts alike in both times still have one order (keyset paging).
+ALERT_ORDER = "ORDER BY start_ns DESC, created_ns DESC, id DESC"
+
+
 def _alert_where(
     device_id: str | None, status: str | None, kind: str | None, since_ns: int | None,
-    ph: str = "?",
+    ph: str = "?", after: tuple[int, int, str] | None = None,
 ) -> tuple[str, list[Any]]:
+    """WHERE clause and parameters listing live alerts; with ``after`` (an alert's
+    ``(start_ns, created_ns, id)``) only those that follow it in :data:`ALERT_ORDER`.
+
+    >>> where, params = _alert_where("d", None, None, None, "%s", after=(5, 7, "a1"))
+    >>> where.split(" AND ")
+    ['WHERE merged_into IS NULL', 'device_id = %s', '(start_ns, created_ns, id) < (%s, %s, %s)']
+    >>> params
+    ['d', 5, 7, 'a1']
+    """
     parts: list[str] = ["merged_into IS NULL"]  # live alerts only
     params: list[Any] = []
     for col, val in (("device_id", device_id), ("status", status), ("kind", kind)):
@@ -84,6 +98,11 @@ def _alert_where(
     if since_ns is not None:
         parts.append(f"end_ns >= {ph}")
         params.append(int(since_ns))
+    if after is not None:
+        # a row comparison (both backends compare it left to right): the keyset of
+        # ALERT_ORDER, so a page starts right after the last alert of the one before
+        parts.append(f"(start_ns, created_ns, id) < ({ph}, {ph}, {ph})")
+        params += [int(after[0]), int(after[1]), str(after[2])]
     return "WHERE " + " AND ".join(parts), params
 
 
@@ -436,13 +455,31 @@ class SQLStoreMixin:
         kind: str | None = None,
         since_ns: int | None = None,
         limit: int = 100,
+        *,
+        after: tuple[int, int, str] | None = None,
     ) -> list[Alert]:
         """Live alerts (none merged into another), newest first (by ``start_ns``, then
-        creation), filtered."""
-        where, params = _alert_where(device_id, status, kind, since_ns, ph=self._ph)
+        creation, then id), filtered; with ``after``, the ``(start_ns, created_ns, id)`` of
+        the last alert of a page, the next page: the alerts that follow it in that order.
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.store.base import Alert
+        >>> s = open_store("duckdb://:memory:")
+        >>> for t in range(5):
+        ...     _ = s.add_alert(Alert("p", t, t + 1, 0.9, id=f"a{t}", created_ns=1))
+        >>> page = s.list_alerts(limit=2)
+        >>> [a.id for a in page]
+        ['a4', 'a3']
+        >>> last = page[-1]
+        >>> [a.id for a in s.list_alerts(limit=2, after=(last.start_ns, last.created_ns, last.id))]
+        ['a2', 'a1']
+        >>> s.close()
+        """
+        where, params = _alert_where(device_id, status, kind, since_ns, ph=self._ph,
+                                     after=after)
         rows = self._read(
             f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts {where} "
-            f"ORDER BY start_ns DESC, created_ns DESC LIMIT {int(limit)}",
+            f"{ALERT_ORDER} LIMIT {int(limit)}",
             params,
         )
         return [_alert_from_row(r) for r in rows]

@@ -194,8 +194,17 @@ class Store(Protocol):
         kind: str | None = None,
         since_ns: int | None = None,
         limit: int = 100,
+        *,
+        after: tuple[int, int, str] | None = None,
     ) -> list[Alert]:
-        """Live alerts (none merged into another), newest first, filtered."""
+        """Live alerts (none merged into another), newest first, filtered.
+
+        Newest first is by ``start_ns``, then ``created_ns``, then ``id``, all descending:
+        one order, even for alerts alike in both times. ``after`` is the
+        ``(start_ns, created_ns, id)`` of the last alert of a page; the next page is the
+        alerts that follow it in that order (keyset paging: filters hold on every page,
+        and an alert added or merged meanwhile shifts no other).
+        """
         ...
 
     def count_readings(self) -> int:

@@ -77,6 +77,9 @@ _TABLES = [
         status text NOT NULL, label text, acked_by text, labelled_by text, note text,
         merged_into text)""",
     """CREATE INDEX IF NOT EXISTS alerts_device ON alerts (device_id, start_ns)""",
+    # list_alerts' order and keyset (start_ns, created_ns, id): a page deep in the list is
+    # an index range read, not a sort of every alert
+    """CREATE INDEX IF NOT EXISTS alerts_listing ON alerts (start_ns, created_ns, id)""",
 ]
 
 #: One conflict (a key's new value) is recorded once, whichever of several writers sees it

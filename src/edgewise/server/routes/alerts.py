@@ -22,6 +22,14 @@ acknowledgement and label were carried over to that alert when it had none; ackn
 or labelling a merged alert is refused (409, reason ``merged_alert``), naming the alert to
 act on instead.
 
+``GET /v1/alerts`` lists newest first (by start, then creation, then id) and pages by keyset:
+when more alerts follow a page, the answer has a ``Link: </v1/alerts?...&cursor=...>;
+rel="next"`` header (relative to the API's address) whose URL keeps the request's filters
+and adds ``cursor``, an opaque token of the page's last alert; following it until no
+``Link`` comes lists every matching alert once (an alert whose start a late reading moved
+earlier meanwhile may come again; none is skipped). The body stays a JSON array. A cursor
+that is not one the API gave is a 422 (``field`` ``cursor``, reason ``bad_cursor``).
+
 ``GET /v1/alerts/{id}`` (and ``GET /v1/alerts?explain=true``) adds ``explanation``: for an
 anomaly alert of a device with two or more metrics, the signed, exact contribution of each
 metric to the T² of the alert's most anomalous reading against the device's readings of
@@ -35,20 +43,26 @@ in ``constant_before``; a metric with no reading before the alert is left out, n
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
+import re
 import threading
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.problems import Problem
-from edgewise.server.query import format_ns, parse_instant
+from edgewise.server.query import _shown, format_ns, parse_instant
 from edgewise.server.routes.labels import label_store
 
-__all__ = ["WINDOW_LABEL", "alert_json", "explain_alert", "router"]
+__all__ = [
+    "WINDOW_LABEL", "alert_json", "decode_cursor", "encode_cursor", "explain_alert", "router",
+]
 
 #: The window label an alert's verdict writes into the label store.
 WINDOW_LABEL = {"true_alarm": "anomaly", "false_alarm": "normal"}
@@ -152,10 +166,67 @@ def _get_live(store: Any, alert_id: str) -> Any:
     return alert
 
 
-@router.get("/v1/alerts", summary="List alerts, newest first (viewer)")
+#: What a ``cursor`` must be, as a problem says it.
+CURSOR_ALLOWED = ("the cursor of the Link rel=\"next\" header of an earlier GET /v1/alerts "
+                  "answer, unchanged (or no cursor, for the first page)")
+_CURSOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,4096}$")
+_INT64 = range(-(2**63), 2**63)
+
+
+def encode_cursor(alert: Any) -> str:
+    """The cursor that pages on after ``alert``: its listing key ``(start_ns, created_ns,
+    id)`` as base64url JSON (opaque to clients; :func:`decode_cursor` reads it back).
+
+    >>> from edgewise.store.base import Alert
+    >>> c = encode_cursor(Alert("pump-1", 10, 20, 0.9, id="a1", created_ns=30))
+    >>> c, decode_cursor(c)
+    ('WzEwLDMwLCJhMSJd', (10, 30, 'a1'))
+    """
+    key = json.dumps([alert.start_ns, alert.created_ns, alert.id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(key.encode()).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, int, str]:
+    """The listing key ``(start_ns, created_ns, id)`` in a cursor of :func:`encode_cursor`;
+    a 422 :class:`~edgewise.server.problems.Problem` naming ``cursor`` for anything else.
+
+    >>> decode_cursor("not a cursor")
+    Traceback (most recent call last):
+    ...
+    edgewise.server.problems.Problem: Query parameter 'cursor' must be the cursor of ...
+    """
+    key: Any = None
+    if _CURSOR_RE.match(cursor):
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            key = json.loads(raw.decode("utf-8"))
+        except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
+            key = None
+    if (isinstance(key, list) and len(key) == 3
+            and all(type(x) is int and x in _INT64 for x in key[:2])
+            and isinstance(key[2], str) and key[2]):
+        return key[0], key[1], key[2]
+    shown = _shown(cursor)
+    raise Problem(
+        422, "Invalid query parameter",
+        f"Query parameter 'cursor' must be {CURSOR_ALLOWED}. Got {shown!r} instead.",
+        field="cursor", value=shown, allowed=CURSOR_ALLOWED, reason="bad_cursor",
+    )
+
+
+_LINK_DOC = {200: {"description": "The alerts of this page, newest first.", "headers": {
+    "Link": {"schema": {"type": "string"}, "description":
+             "'<URL>; rel=\"next\"' when more alerts follow: the URL (relative to the API's "
+             "address) of the next page, the same filters with a 'cursor'. Absent on the "
+             "last page."}}}}
+
+
+@router.get("/v1/alerts", summary="List alerts, newest first (viewer)", responses=_LINK_DOC)
 async def list_alerts(
     who: Viewer,
     store: StoreDep,
+    request: Request,
+    response: Response,
     device: Annotated[str | None, Query(description="Only this device's alerts.")] = None,
     status: Annotated[str | None, Query(description="'open' or 'acknowledged'.")] = None,
     kind: Annotated[str | None, Query(description="e.g. 'anomaly' or 'seq_gap'.")] = None,
@@ -163,10 +234,17 @@ async def list_alerts(
         str | None, Query(description="Only alerts whose span ends at or after this time "
                           "(RFC 3339 or epoch seconds).")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many.")] = 100,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many "
+                                "(a page; the Link header leads to the next).")] = 100,
+    cursor: Annotated[
+        str | None, Query(description="Where the page starts: the cursor in the Link "
+                          "rel=\"next\" header of the page before. Absent: the newest.")
+    ] = None,
     explain: Annotated[bool, Query(description="Add each alert's signed sensor "
                                    "contributions (reads the history around each alert).")] = False,
 ) -> list[dict[str, Any]]:
+    """Live alerts, newest first, a page of at most ``limit``; when more follow, the
+    ``Link: <…&cursor=…>; rel="next"`` header names the next page (same filters)."""
     if status is not None and status not in STATUSES:
         raise Problem(
             422, "Invalid query parameter",
@@ -175,7 +253,16 @@ async def list_alerts(
             field="status", value=status, allowed=" or ".join(STATUSES), reason="bad_status",
         )
     since_ns = parse_instant(since, "since")
-    alerts = await run_in_threadpool(store.list_alerts, device, status, kind, since_ns, limit)
+    # only a paging call passes `after`, so a store of a user's own that lists without it
+    # still answers the first page; an empty cursor is none, as an empty 'since' is
+    paging = {"after": decode_cursor(cursor)} if cursor else {}
+    # one more than the page: whether a next page exists, without a last empty one
+    alerts = await run_in_threadpool(
+        store.list_alerts, device, status, kind, since_ns, limit + 1, **paging)
+    if len(alerts) > limit:
+        alerts = alerts[:limit]
+        url = request.url.include_query_params(cursor=encode_cursor(alerts[-1]))
+        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
     if not explain:
         return [alert_json(a) for a in alerts]
     return [{**alert_json(a), **await run_in_threadpool(explain_alert, store, a)} for a in alerts]
