@@ -33,7 +33,9 @@ HELP: dict[str, tuple[str, str]] = {
     "edgewise_seq_missing_total": ("counter", "Messages missing in reported seq gaps."),
     "edgewise_auth_failures_total": ("counter", "Failed device authentications, by reason."),
     "edgewise_mqtt_connections_closed_total": (
-        "counter", "MQTT connections the broker closed, by reason (revoked, no_session)."),
+        "counter", "MQTT connections closed by the broker, by reason (revoked, too_large, ...)."),
+    "edgewise_mqtt_client_ids_released_total": (
+        "counter", "MQTT client ids released, with their session, after 16 newer ones."),
     "edgewise_messages_refused_total": (
         "counter", "MQTT messages refused unacknowledged, by reason (revoked credentials)."),
     "edgewise_readings_scored_total": ("counter", "Readings scored by the detectors."),

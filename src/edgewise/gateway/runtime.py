@@ -194,6 +194,7 @@ class Gateway:
                 watermark=self.store.seq_watermark,
                 credential_tags=self.security.credential_tags,
                 consumer=os.environ.get("EDGEWISE_MQTT_CONSUMER", "plugin"),
+                max_payload_bytes=s.max_payload_bytes,
             )
         if s.mqtt.startswith(("mqtt://", "mqtts://")):
             from edgewise.transport.client import ExternalBroker

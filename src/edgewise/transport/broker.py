@@ -16,7 +16,8 @@ Three things of amqtt's would step past those checks, so they are refused:
   with its client id (subscriptions, queued acks and dead letters included) and lets a
   live one be taken over. A client id that is a registered device's id is that device's
   alone; any other is bound to the first device that authenticates with it, for the
-  broker's life. Another device is refused (``reason="client_id"``); a device using its
+  broker's life or until that device has used 16 other client ids since (see "client
+  ids" below). Another device is refused (``reason="client_id"``); a device using its
   own id takes it back from one that used it first (its session dropped, not handed
   over), so no device can lock another out by squatting its id.
   amqtt would also drop (clean session) or rewrite (persistent session) the session of a
@@ -51,6 +52,26 @@ and is closed on revocation.
 
 Durability: amqtt sends PUBACK when the message is in memory, so PUBACK means nothing
 for durability; the application ack is sent only after the store has committed.
+
+Two bounds amqtt does not keep (amqtt 0.11 has no maximum packet size and keeps a
+persistent session for ever):
+
+* **packet size**: amqtt reads each packet whole into memory, whatever its fixed header
+  announces (MQTT allows 256 MB), before anything can look at it. The broker reads the
+  fixed header, and a connection announcing a packet over :attr:`EmbeddedBroker.max_packet_bytes`
+  is closed before its body is read (``edgewise_mqtt_connections_closed_total{reason=
+  "too_large"}``). The limit is :func:`max_packet_bytes`: 16 times
+  ``EDGEWISE_MAX_PAYLOAD_BYTES`` (4 MiB for 256 KiB), because the gateway still reads a
+  telemetry message that large for its seqs, to dead-letter and acknowledge it (see
+  ``edgewise.gateway.pipeline``), plus the largest PUBLISH header (a 65,535-byte topic).
+* **client ids**: a client id stays bound to the device that first used it (above), but
+  each device keeps at most ``client_ids_per_device`` (16) of them: when it uses one more,
+  its least recently used one with no open connection is released, with its offline
+  persistent session (``edgewise_mqtt_client_ids_released_total``), so whoever uses it
+  next finds nothing of it. A device connecting with ever-new client ids (random ones; each
+  run of the simulator picks a new one) thus cannot grow the broker's maps; amqtt itself
+  drops a clean session within a second of its disconnect. A refused CONNECT leaves
+  nothing behind, and a deleted device's client ids are released.
 """
 
 from __future__ import annotations
@@ -61,6 +82,7 @@ import hmac
 import inspect
 import json
 import logging
+import os
 import secrets
 import time
 import uuid
@@ -68,20 +90,23 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action, ListenerConfig
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.packet import MQTTFixedHeader
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
+from edgewise.config import Settings
 from edgewise.errors import AuthError, StoreError, ThrottledError
 from edgewise.transport.base import Handler, Message, Outcome, topic
 from edgewise.transport.batcher import Batcher
 
-__all__ = ["INTERNAL_USER", "EmbeddedBroker"]
+__all__ = ["INTERNAL_USER", "EmbeddedBroker", "max_packet_bytes"]
 
 #: MQTT user of the gateway's own subscriber in ``consumer="subscriber"`` mode; it cannot
 #: be a device id (those start with a letter or digit).
@@ -99,6 +124,127 @@ _TAG = "_edgewise_credential"
 _REVOKED = b""
 #: set on a session that takes back its device's own id as client id from another device
 _RECLAIMED = "_edgewise_reclaimed"
+
+#: A telemetry message over ``EDGEWISE_MAX_PAYLOAD_BYTES`` is still read for its seqs, so
+#: that it is dead-lettered *and* acknowledged (the device then drops it), up to this many
+#: times that limit: ``edgewise.gateway.pipeline._SEQ_SCAN_FACTOR`` (the transport may not
+#: import the gateway; a test checks that the two agree).
+_SEQ_SCAN_FACTOR = 16
+#: The largest PUBLISH variable header MQTT 3.1.1 allows: a topic of 65,535 bytes, its
+#: 2-byte length and the 2-byte packet id.
+_PUBLISH_HEADER_MAX = 2 + 65_535 + 2
+#: names of the packets whose size matters, for the log
+_PACKET_NAMES = {1: "CONNECT", 3: "PUBLISH", 8: "SUBSCRIBE", 10: "UNSUBSCRIBE"}
+
+
+def max_packet_bytes(max_payload_bytes: int) -> int:
+    """The largest MQTT packet (its remaining length, in bytes) the embedded broker reads,
+    for a telemetry payload limit of ``max_payload_bytes`` (``EDGEWISE_MAX_PAYLOAD_BYTES``):
+    what the gateway still reads of a payload over the limit (to dead-letter and acknowledge
+    it), plus the largest PUBLISH header.
+
+    >>> max_packet_bytes(256 * 1024)  # 4 MiB + 65,539 bytes
+    4259843
+    """
+    return _SEQ_SCAN_FACTOR * max_payload_bytes + _PUBLISH_HEADER_MAX
+
+
+def _payload_limit_setting() -> int:
+    """``EDGEWISE_MAX_PAYLOAD_BYTES`` as the gateway reads it: the environment, else the
+    default (the setting has no CLI flag)."""
+    key = "EDGEWISE_MAX_PAYLOAD_BYTES"
+    return Settings.load(env={key: os.environ[key]} if key in os.environ else {}
+                         ).max_payload_bytes
+
+
+class _PacketLimit(ReaderAdapter):
+    """A connection's reader (wrapping amqtt's) that carries its packet size limit.
+
+    amqtt 0.11 has no maximum packet size: it reads a packet's fixed header, then its whole
+    body into memory (a PUBLISH payload in one ``read(n)``, ``n`` being what the header
+    announced, up to 256 MB), and only then can a plugin look at it. Every packet's fixed
+    header is read by :meth:`MQTTFixedHeader.from_stream`, which :func:`_install_packet_limit`
+    wraps: when the reader is one of these, a remaining length over ``limit`` refuses the
+    connection there, before one byte of the body is read. Should amqtt read a body some
+    other way, a single read of more than ``limit`` bytes is refused here too.
+
+    Refusing drops the connection at once (the socket is aborted: no drain, no wait for a
+    client that does not read) and makes every later read answer "no data", which ends
+    amqtt's reading of the connection as if it had closed.
+    """
+
+    def __init__(self, inner: ReaderAdapter, writer: WriterAdapter, limit: int,
+                 owner: EmbeddedBroker) -> None:
+        self.inner = inner
+        self.writer = writer
+        self.limit = limit
+        self.owner = owner
+        self.user: str | None = None  # the device, once its CONNECT is authenticated
+        self.refused = False
+        peer = None
+        with contextlib.suppress(Exception):
+            peer = writer.get_peer_info()
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    async def read(self, n: int = -1) -> bytes:
+        if not self.refused and n > self.limit:
+            await self.refuse(n, "read")
+        if self.refused:
+            raise NoDataError("connection refused: a packet over the broker's size limit")
+        return await self.inner.read(n)
+
+    def feed_eof(self) -> None:
+        self.inner.feed_eof()
+
+    async def refuse(self, announced: int, what: str) -> None:
+        """Close the connection now, before the body is read; count and log it (once)."""
+        if self.refused:
+            return
+        self.refused = True
+        stream = getattr(self.writer, "_writer", None)  # amqtt's StreamWriterAdapter
+        transport = getattr(stream, "transport", None)
+        if transport is not None:
+            transport.abort()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.close(), 1.0)
+        self.owner.count("edgewise_mqtt_connections_closed_total", reason="too_large")
+        log.info("MQTT client %r (%s): %s of %d bytes announced, over the broker's limit of "
+                 "%d bytes (16 x EDGEWISE_MAX_PAYLOAD_BYTES + headers); connection closed "
+                 "before its body was read", self.user, self.peer, what, announced,
+                 self.limit)
+
+
+_read_fixed_header = getattr(MQTTFixedHeader.from_stream.__func__, "__wrapped__",
+                             MQTTFixedHeader.from_stream.__func__)
+
+
+async def _fixed_header_within_limit(cls: type[MQTTFixedHeader],
+                                     reader: ReaderAdapter) -> MQTTFixedHeader | None:
+    """amqtt's ``MQTTFixedHeader.from_stream``, then, for a connection of the embedded
+    broker (a :class:`_PacketLimit` reader), the announced remaining length checked against
+    its limit: over it, the connection is closed and ``None`` returned (amqtt's "end of
+    stream", which ends its reading of the connection) before the body is read. Any other
+    reader (amqtt's client, another broker in the process) reads as before."""
+    header = await _read_fixed_header(cls, reader)
+    if (header is not None and isinstance(reader, _PacketLimit)
+            and header.remaining_length > reader.limit):
+        name = _PACKET_NAMES.get(header.packet_type, f"packet of type {header.packet_type}")
+        await reader.refuse(header.remaining_length, name)
+        return None
+    return header
+
+
+_fixed_header_within_limit.__wrapped__ = _read_fixed_header  # type: ignore[attr-defined]
+
+
+def _install_packet_limit() -> None:
+    """Make amqtt's fixed-header reader check :class:`_PacketLimit` readers (idempotent).
+
+    The one change to amqtt's classes: every packet, CONNECT included, has its fixed header
+    read by this classmethod (the connection's read loop and ``MQTTPacket.from_stream``), and
+    it is the last point before the body is read. The wrapper does nothing for other readers.
+    """
+    MQTTFixedHeader.from_stream = classmethod(_fixed_header_within_limit)  # type: ignore[assignment,method-assign,arg-type]
 
 
 def _owner(context: Any) -> EmbeddedBroker:
@@ -237,6 +383,13 @@ class _GuardedBroker(Broker):
 
     owner: EmbeddedBroker
 
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter,
+                                writer: WriterAdapter) -> None:
+        """amqtt's, with the connection read through a :class:`_PacketLimit` (packets over
+        ``owner.max_packet_bytes`` close it before their body is read)."""
+        limited = _PacketLimit(reader, writer, self.owner.max_packet_bytes, self.owner)
+        await super()._client_connected(listener_name, limited, writer)
+
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int,
     ) -> tuple[BrokerProtocolHandler, Session]:
@@ -255,6 +408,8 @@ class _GuardedBroker(Broker):
             raise AMQTTError(exc) from exc
         ok = await super()._authenticate(session, None)  # type: ignore[arg-type]
         setattr(session, _VERDICT, ok)
+        if ok and isinstance(reader, _PacketLimit):
+            reader.user = session.username
         if not ok:  # refused: closed by _handle_client_session, no session touched
             # CONNACK 0x05 (not authorized) first, as MQTT 3.1.1 asks: a client then knows
             # its credentials were refused, not the network, and paho reports it so
@@ -292,6 +447,30 @@ class _GuardedBroker(Broker):
     def _entry(self, client_id: str | None) -> tuple[Session, BrokerProtocolHandler] | None:
         """The (session, handler) amqtt holds for ``client_id``; ``None`` for none or no id."""
         return self._sessions.get(client_id) if client_id else None
+
+    def in_use(self, client_id: str) -> bool:
+        """Whether a connection is open on the session of ``client_id``."""
+        entry = self._entry(client_id)
+        return entry is not None and (entry[0].transitions.state == "connected"
+                                      or _running(entry[1]))
+
+    def drop_session(self, client_id: str) -> None:
+        """Forget the (offline) session of ``client_id`` at once, with its subscriptions and
+        queued messages: synchronous, so no CONNECT can find it once this returns.
+
+        Unlike amqtt's ``_delete_session`` it finds the subscriptions by the session object,
+        not by client id (a new session of the same id keeps its own), and it replaces each
+        list rather than shrinking it or deleting topics, so amqtt's broadcast loop, which may
+        be iterating them across awaits, neither skips a subscriber nor sees the dict change.
+        """
+        entry = self._sessions.pop(client_id, None)
+        if entry is None:
+            return
+        session = entry[0]
+        for name, subs in list(self._subscriptions.items()):
+            if any(s is session for s, _ in subs):
+                self._subscriptions[name] = [(s, q) for s, q in subs if s is not session]
+        session.clear_queues()
 
     async def _end_superseded(self, client_id: str, session: Session,
                               handler: BrokerProtocolHandler, timeout: float = 5.0) -> None:
@@ -400,6 +579,19 @@ class EmbeddedBroker:
         hop. ``"subscriber"``: telemetry fans out to an internal MQTT subscriber of the
         gateway (a paho client with a persistent session and manual acks), kept to
         measure the two against each other (``edgewise bench ingest --consumer``).
+    max_payload_bytes
+        The gateway's telemetry payload limit (``Settings.max_payload_bytes``; ``None``:
+        ``EDGEWISE_MAX_PAYLOAD_BYTES`` from the environment, else its default). A packet
+        announcing more than :func:`max_packet_bytes` of it closes its connection before
+        its body is read (:attr:`max_packet_bytes`).
+    client_ids_per_device
+        How many client ids stay bound to one device (see the module docstring): one more
+        releases its least recently used one that no connection is using, with its
+        offline session.
+
+    >>> EmbeddedBroker(lambda ms: [], lambda d, s: None, max_payload_bytes=1024
+    ...                ).max_packet_bytes
+    81923
     """
 
     def __init__(
@@ -417,9 +609,22 @@ class EmbeddedBroker:
         consumer: str = "plugin",
         credential_tags: Callable[[Iterable[str]], dict[str, bytes]] | None = None,
         revocation_poll_s: float = 1.0,
+        max_payload_bytes: int | None = None,
+        client_ids_per_device: int = 16,
     ) -> None:
         if consumer not in ("plugin", "subscriber"):
             raise ValueError(f"consumer must be 'plugin' or 'subscriber'; got {consumer!r}")
+        for name, value in (("max_payload_bytes", max_payload_bytes),
+                            ("client_ids_per_device", client_ids_per_device)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"The {name!r} parameter of EmbeddedBroker must be an int "
+                                 f"in the range [1, inf). Got {value!r} instead.")
+        if max_payload_bytes is None:
+            max_payload_bytes = _payload_limit_setting()
+        #: the largest packet (remaining length) a connection may announce
+        self.max_packet_bytes = max_packet_bytes(max_payload_bytes)
+        self.client_ids_per_device = client_ids_per_device
         self.consumer = consumer
         self.internal_secret = secrets.token_urlsafe(32) if consumer == "subscriber" else None
         self._subscriber: Any = None
@@ -449,6 +654,8 @@ class EmbeddedBroker:
         self._pending: set[asyncio.Future[Any]] = set()
         # client id -> the device (or internal user) that first authenticated with it
         self._client_owner: dict[str, str] = {}
+        # device -> its client ids in _client_owner, least recently admitted first
+        self._client_ids: dict[str, dict[str, None]] = {}
         # subscriber mode: device id -> credential tag of the connection whose telemetry
         # PUBLISH was last let through (checked afresh at that PUBLISH)
         self._published: dict[str, bytes] = {}
@@ -466,19 +673,60 @@ class EmbeddedBroker:
             log.info("MQTT CONNECT of %r refused: it carries a Will message (on %r), which "
                      "the broker would publish past the topic ACL", user, session.will_topic)
             return False
-        if client_id:
-            first = self._client_owner.setdefault(client_id, user)
-            if first != user and client_id == user:
-                # a device's own id is its own: whoever took it first (before the device
-                # was registered) loses it, and its session is dropped, not handed over
-                self._client_owner[client_id] = user
-                setattr(session, _RECLAIMED, True)
-            elif first != user:
+        if client_id and user:
+            first = self._client_owner.get(client_id, user)
+            if first != user and client_id != user:
                 self.count("edgewise_auth_failures_total", reason="client_id")
                 log.info("MQTT CONNECT of %r refused: client id %r belongs to another "
                          "device's session", user, client_id)
                 return False
+            if first != user:
+                # a device's own id is its own: whoever took it first (before the device
+                # was registered) loses it, and its session is dropped, not handed over
+                setattr(session, _RECLAIMED, True)
+            self._bind(client_id, user)
         return True
+
+    def _bind(self, client_id: str, user: str) -> None:
+        """Bind ``client_id`` to ``user`` as its most recently used client id; past
+        ``client_ids_per_device``, release ``user``'s least recently used ones on which no
+        connection is open, with their offline sessions. Synchronous (no await between the
+        check in :meth:`admit` and the binding, nor between a release and its session's
+        removal, so no other CONNECT can slip in). A CONNECT still on its way (admitted, its
+        session not yet registered) holds its device's most recent client id, released
+        only if that same device has other CONNECTs admitted with as many new ids
+        meanwhile."""
+        previous = self._client_owner.get(client_id)
+        if previous is not None and previous != user:  # taken back by its own device
+            self._unbind(client_id)
+        self._client_owner[client_id] = user
+        ids = self._client_ids.setdefault(user, {})
+        ids.pop(client_id, None)
+        ids[client_id] = None
+        excess = len(ids) - self.client_ids_per_device
+        for old in list(ids)[:-1]:  # oldest first; never the one just bound
+            if excess <= 0:
+                break
+            if self._broker is not None and self._broker.in_use(old):
+                continue  # open connections are bounded by the sockets, not by this map
+            self._release(old)
+            self.count("edgewise_mqtt_client_ids_released_total")
+            excess -= 1
+
+    def _unbind(self, client_id: str) -> None:
+        user = self._client_owner.pop(client_id, None)
+        ids = self._client_ids.get(user) if user is not None else None
+        if ids is not None:
+            ids.pop(client_id, None)
+            if not ids:
+                del self._client_ids[user]  # type: ignore[arg-type]
+
+    def _release(self, client_id: str) -> None:
+        """Unbind ``client_id`` and forget its session at once (anyone may use it next,
+        and finds nothing of the session it named)."""
+        self._unbind(client_id)
+        if self._broker is not None:
+            self._broker.drop_session(client_id)
 
     # -- credentials of live connections -----------------------------------------------
     def check_credentials(self, user: str, secret: str, source: str | None) -> bytes | None:
@@ -561,6 +809,8 @@ class EmbeddedBroker:
         for client_id, (session, _) in list(self._broker._sessions.items()):
             if session.username == device_id:
                 closed += await self._broker.close_connection(client_id, forget=True)
+        for client_id in list(self._client_ids.get(device_id, ())):
+            self._release(client_id)  # its sessions are gone; so are its client ids
         if closed:
             self.count("edgewise_mqtt_connections_closed_total", float(closed),
                        reason="revoked")
@@ -667,6 +917,7 @@ class EmbeddedBroker:
         logging.getLogger("amqtt").setLevel(logging.WARNING)
         logging.getLogger("transitions").setLevel(logging.WARNING)
         self._loop = asyncio.get_running_loop()
+        _install_packet_limit()
         await self.batcher.start()
         self._broker = _GuardedBroker(self.config())
         self._broker.owner = self
