@@ -9,7 +9,7 @@ import typer
 
 from edgewise.config import default_data_dir
 
-__all__ = ["DataDir", "Json", "app", "bench_app", "fail"]
+__all__ = ["DataDir", "Json", "app", "bench_app", "existing_data_dir", "fail", "out_path"]
 
 app = typer.Typer(
     name="edgewise",
@@ -40,3 +40,64 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``message`` as one line on stderr; return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def out_path(flag: str, value: str, *, folder: bool, example: str) -> Path:
+    """``value`` of an output option as a Path, refused (one line, exit 2) before any work
+    where it cannot be written: empty (``Path("")`` is the working directory), a file where
+    a folder is wanted or a folder where a file is, or a path whose nearest existing part
+    is a file or not writable. Missing folders are fine: the caller makes them.
+
+    >>> out_path("--out", "/tmp/nab", folder=True, example="/tmp/nab").as_posix()
+    '/tmp/nab'
+    """
+    import os
+
+    kind = "a folder for the results" if folder else "a file to write"
+    if not value.strip():
+        raise fail(f"{flag} must be {kind}, e.g. {example}; an empty one would mean the "
+                   f"working directory. Got {value!r}.")
+    path = Path(value)
+    if folder and path.exists() and not path.is_dir():
+        raise fail(f"{flag} must be {kind} (made if missing), e.g. {example}. Got {value!r}, "
+                   "which is a file.")
+    if not folder and path.is_dir():
+        raise fail(f"{flag} must be {kind} (its folder made if missing), e.g. "
+                   f"{path / Path(example).name}. Got {value!r}, which is a directory.")
+    near = path if path.exists() else path.parent
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    if not (near.is_dir() or near == path):
+        raise fail(f"{flag} must be {kind}, e.g. {example}. Got {value!r}, but "
+                   f"{str(near)!r} is a file, so no folder can be made there.")
+    if not os.access(near, os.W_OK | (os.X_OK if near.is_dir() else 0)):
+        raise fail(f"{flag} must be {kind} that this user may write, e.g. {example}. Got "
+                   f"{value!r}, but {str(near)!r} is not writable.")
+    return path
+
+
+def existing_data_dir(data_dir: Path) -> Path:
+    """``data_dir`` if it is a directory; else the Exit (one line) to raise.
+
+    For commands that only read or change what is already there (``device list``, ``token
+    revoke``, ``label list``, ...): a mistyped ``--data-dir`` must not leave a new data
+    directory (and an empty ``security.sqlite``) behind, nor answer "no devices" as if it
+    were the right one. Commands that make state (``serve``, ``demo``, ``device add``,
+    ``token create``) create it instead.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> existing_data_dir(d) == d
+    True
+    >>> existing_data_dir(d / "mistyped")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ...
+    click.exceptions.Exit: 2
+    """
+    if data_dir.is_dir():
+        return data_dir
+    where = f"--data-dir (EDGEWISE_DATA_DIR) {str(data_dir)!r}"
+    if data_dir.exists():
+        raise fail(f"{where} is not a directory; pass the data directory the gateway runs with.")
+    raise fail(f"{where} does not exist; nothing is kept there yet (create it with "
+               "'edgewise serve' or 'edgewise device add', or pass the right --data-dir).")

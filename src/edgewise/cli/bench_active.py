@@ -8,7 +8,27 @@ from typing import Annotated
 
 import typer
 
-from edgewise.cli._app import Json, bench_app, fail
+from edgewise.cli._app import Json, bench_app, fail, out_path
+
+_DATASETS = ("nab", "pumps", "sim-pumps")
+
+
+def _names(flag: str, value: str, allowed: tuple[str, ...]) -> list[str]:
+    """The comma-separated names in ``value``: at least one, each of ``allowed``, none twice.
+
+    >>> _names("--datasets", "nab, pumps", _DATASETS)
+    ['nab', 'pumps']
+    """
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    why = "" if names else ", which names none"
+    for i, n in enumerate(names):
+        if n not in allowed or n in names[:i]:
+            why = f": {n!r} is {'not one of them' if n not in allowed else 'named twice'}"
+            break
+    if why:
+        raise fail(f"{flag} must name one or more of {', '.join(allowed)}, comma-separated, "
+                   f"each once. Got {value!r}{why}.")
+    return names
 
 
 @bench_app.command("active")
@@ -23,7 +43,9 @@ def bench_active(
     strategies: Annotated[str, typer.Option(
         help="Comma-separated strategies; 'mix' is reported as active.")] = "mix,random",
     seeds: Annotated[int, typer.Option(min=1, help="Seeds to average over.")] = 5,
-    out: Annotated[Path | None, typer.Option(help="Also write a Markdown report here.")] = None,
+    out: Annotated[str | None, typer.Option(
+        metavar="FILE", help="Also write a Markdown report here (its folder made if missing).")
+    ] = None,
 ) -> None:
     """Simulate a person who answers only what is asked; F1 per label budget."""
     import os
@@ -38,20 +60,25 @@ def bench_active(
     )
     from edgewise.label.strategies import STRATEGIES
 
-    names = [d.strip() for d in datasets.split(",") if d.strip()]
-    strats = [s.strip() for s in strategies.split(",") if s.strip()]
-    for s in strats:
-        if s not in STRATEGIES:
-            raise fail(f"--strategies: {s!r} is not one of {', '.join(STRATEGIES)}.")
+    # every option is checked before any corpus is read or any fleet simulated
+    names = _names("--datasets", datasets, _DATASETS)
+    strats = _names("--strategies", strategies, STRATEGIES)
+    if nab_files < 0:
+        raise fail(f"--nab-files must be an int >= 0 (the first N NAB files, sorted; 0 = "
+                   f"all). Got {nab_files}.")
+    out_file = None if out is None else out_path("--out", out, folder=False,
+                                                 example="benchmarks/results/active.md")
+    root = nab_dir
+    if "nab" in names:
+        if root is None:
+            env = os.environ.get("EDGEWISE_SHARED_DATA")
+            root = Path(env) / "nab" if env else Path.cwd().parent / "shared" / "data" / "nab"
+        if not (root / "labels" / "combined_windows.json").is_file():
+            raise fail(f"--nab-dir {str(root)!r} has no labels/combined_windows.json.")
     items = []
     for name in names:
         if name == "nab":
-            root = nab_dir
-            if root is None:
-                env = os.environ.get("EDGEWISE_SHARED_DATA")
-                root = Path(env) / "nab" if env else Path.cwd().parent / "shared" / "data" / "nab"
-            if not (root / "labels" / "combined_windows.json").is_file():
-                raise fail(f"--nab-dir {str(root)!r} has no labels/combined_windows.json.")
+            assert root is not None
             files = None
             if nab_files:
                 all_files = sorted(json.loads(
@@ -60,21 +87,19 @@ def bench_active(
             items.append(load_nab(root, files))
         elif name == "pumps":
             items.append(lambda seed: pump_fleet(seed=seed))
-        elif name == "sim-pumps":
-            items.append(lambda seed: sim_pump_fleet(seed=seed))
         else:
-            raise fail(f"--datasets: {name!r} is not one of nab, pumps, sim-pumps.")
+            items.append(lambda seed: sim_pump_fleet(seed=seed))
 
     def progress(msg: str) -> None:
         if not json_out:
             typer.echo(msg, err=True)
 
     results = run_benchmark(items, strategies=strats, seeds=seeds, progress=progress)
-    if out is not None:
+    if out_file is not None:
         cmd = "edgewise " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(
             ("edgewise", "__main__.py")) else "edgewise bench active"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(to_markdown(results, cmd))
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(to_markdown(results, cmd))
     if json_out:
         typer.echo(json.dumps(results))
         return

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from edgewise.cli._app import Json, bench_app
+from edgewise.cli._app import Json, bench_app, fail, out_path
 
 _ROWS = [
     ("detector", "c_ram_bytes", "C RAM (state), bytes", "<= 2048"),
@@ -81,20 +81,45 @@ def _shared_default() -> Path:
     return Path(os.environ.get("EDGEWISE_SHARED_DATA", "../shared/data"))
 
 
+def _check_data(data: Path) -> None:
+    """Fail in one line, before any work, unless ``data`` holds the files the run reads."""
+    from edgewise.bench.edge import NAB_SERIES
+
+    cmapss = data / "cmapss"
+    for shown, found in (
+        (f"nab/data/{NAB_SERIES}", [data / "nab" / "data" / NAB_SERIES]),
+        ("cmapss/train_FD001.txt.gz", [cmapss / "train_FD001.txt.gz"]),
+        *((f"cmapss/{n}_FD001.txt[.gz]", [cmapss / f"{n}_FD001.txt.gz", cmapss / f"{n}_FD001.txt"])
+          for n in ("test", "RUL")),
+    ):
+        if not any(f.is_file() for f in found):
+            raise fail(f"--data must be a folder holding nab/ (the NAB corpus) and cmapss/ "
+                       f"(C-MAPSS FD001), e.g. ../shared/data. Got {str(data)!r}, which has "
+                       f"no {shown}.")
+
+
 @bench_app.command("edge")
 def bench_edge(
     json_out: Json = False,
     data: Annotated[Path, typer.Option(help="Folder holding nab/ and cmapss/.",
                                        default_factory=_shared_default)] = ...,  # type: ignore
     repeats: Annotated[int, typer.Option(help="Timing repeats (median reported).")] = 5,
-    out: Annotated[Path | None, typer.Option(help="Also write a Markdown results file.")] = None,
+    out: Annotated[str | None, typer.Option(
+        metavar="FILE", help="Also write a Markdown results file (its folder made if missing).")
+    ] = None,
 ) -> None:
     """Exported detector and RUL model: RAM, flash, latency, parity (Python/ONNX/C)."""
+    from edgewise.bench.detect_speed import check_sizes
     from edgewise.bench.edge import run
 
+    # every option is checked before the minutes of measuring, not when they are spent
+    check_sizes(repeats=repeats)
+    _check_data(data)
+    out_file = None if out is None else out_path("--out", out, folder=False,
+                                                 example="benchmarks/results/edge.md")
     res = run(data, repeats=repeats)
     res["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
-    if out is not None:
+    if out_file is not None:
         lines = [
             "# edge: exported models on this machine", "",
             (f"Command: `PYTHONPATH=src python -m edgewise bench edge --repeats {repeats} "
@@ -149,8 +174,8 @@ def bench_edge(
             "  transition set); Mahalanobis's ONNX is the frozen scoring step (T², double).",
             "", "```json", json.dumps(res, indent=1), "```", "",
         ]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("\n".join(lines))
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text("\n".join(lines))
     if json_out:
         typer.echo(json.dumps(res))
         return

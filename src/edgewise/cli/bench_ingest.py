@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from edgewise.cli._app import Json, bench_app
+from edgewise.cli._app import Json, bench_app, fail
+
+
+def check_mosquitto(port: int, timeout_s: float = 3.0) -> None:
+    """Fail in one line, before any run, unless an MQTT broker on 127.0.0.1:``port`` lets an
+    anonymous client connect, as the bench's devices and gateway then do."""
+    import time
+    import uuid
+
+    import paho.mqtt.client as mqtt
+
+    def refuse(why: str) -> typer.Exit:
+        return fail(f"--mosquitto must be the port of a running Mosquitto on 127.0.0.1 that "
+                    f"lets an anonymous client connect, or 0 for the embedded amqtt. Got "
+                    f"{port}: {why}.")
+
+    answer: list[Any] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                         client_id=f"edgewise-probe-{uuid.uuid4().hex[:8]}")
+    client.on_connect = lambda c, u, flags, reason, props: answer.append(reason)
+    try:
+        client.connect("127.0.0.1", port, keepalive=10)
+    except OSError as exc:
+        raise refuse(f"nothing answers there ({exc.strerror or exc})") from None
+    try:
+        end = time.monotonic() + timeout_s
+        while not answer and time.monotonic() < end:
+            if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
+                break  # the other end closed or spoke no MQTT
+    finally:
+        client.disconnect()  # sends DISCONNECT where it can, and closes the socket
+    if not answer:
+        raise refuse("what listens there does not answer an MQTT CONNECT")
+    if answer[0].is_failure:
+        raise refuse(f"the broker refused the connection ({answer[0]})")
 
 
 @bench_app.command("ingest")
@@ -32,6 +66,8 @@ def ingest(
 
     check_ingest_options(devices, seconds, window, mosquitto=mosquitto or None,
                          consumer=consumer)
+    if mosquitto:
+        check_mosquitto(mosquitto)
     say = (lambda s: None) if json_out else (lambda s: typer.echo(s, err=True))
     r = run_ingest_bench(devices=devices, seconds=seconds, window=window, progress=say,
                          mosquitto=mosquitto or None, consumer=consumer)

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
-from edgewise.cli._app import Json, bench_app, fail
+from edgewise.cli._app import Json, bench_app, fail, out_path
 
 
 @bench_app.command("nab")
 def bench_nab(
     data: Annotated[Path, typer.Option("--data", help="NAB root (data/, labels/, config/).")],
-    out: Annotated[Path, typer.Option("--out", help="Where NAB-layout results go.")],
+    out: Annotated[str, typer.Option(
+        "--out", metavar="DIR", help="Folder for the NAB-layout results (made if missing).")],
     detector: Annotated[
         str, typer.Option("--detector", help="Detector name (see edgewise.detect.DETECTORS).")
     ] = "context-likelihood",
@@ -52,9 +53,7 @@ def bench_nab(
 
     if detector not in DETECTORS:
         raise fail(f"Unknown detector {detector!r}. Choose one of: {', '.join(sorted(DETECTORS))}.")
-    if out.exists() and not out.is_dir():
-        raise fail(f"--out {str(out)!r} is a file; give a directory for the results (made if "
-                   f"missing), e.g. /tmp/nab.")
+    out_dir = out_path("--out", out, folder=True, example="/tmp/nab")
     if not (data / "labels" / "combined_windows.json").is_file():
         raise fail(f"--data {str(data)!r} is not a NAB root: no labels/combined_windows.json.")
     try:
@@ -74,7 +73,7 @@ def bench_nab(
     console = Console(stderr=True)
     with Progress(console=console, transient=True, disable=json_out) as bar:
         task = bar.add_task(f"NAB: {detector}", total=n)
-        run = run_nab(data, out, detector, on_file=lambda _: bar.advance(task))
+        run = run_nab(data, out_dir, detector, on_file=lambda _: bar.advance(task))
     summary = run.summary()
     robust = None
     if bootstrap > 0:
