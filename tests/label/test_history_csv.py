@@ -121,3 +121,58 @@ def test_suggest_refuses_a_bad_cell_in_one_line(tmp_path: Path) -> None:
         cwd=REPO, env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "Column 'temp' must hold numbers; row 8 has 'sensor fault'." in done.stderr
+
+
+def test_an_all_empty_column_is_left_out_and_named(tmp_path: Path) -> None:
+    """Check a column whose every cell is empty (a sensor that never reported) is left out
+    of the metrics, as ``edgewise detect`` leaves it out, and named in a warning: it was
+    dropped without a word. A column empty in some rows only stays a metric with NaN."""
+    f = _write(tmp_path / "h.csv", "timestamp,temp,vib,pressure",
+               ["0,20.0,,", "60,20.5,,5.1", "120,20.4, ,"])
+    with pytest.warns(UserWarning) as caught:
+        _, X, metrics = load_history_csv(f)
+    assert metrics == ["temp", "pressure"] and X.shape == (3, 2)
+    assert [str(w.message) for w in caught] == [(
+        f"History CSV {str(f)!r}: column 'vib' left out of the metrics (every cell is "
+        "empty), as edgewise detect leaves it out.")]
+    assert caught[0].filename == __file__  # names the caller's line, not the library's
+
+
+def test_a_column_empty_for_one_device_is_named_with_it(tmp_path: Path) -> None:
+    """Check a metric only another device of the file reports is left out of this device's
+    history, the warning naming the device; the other device's history keeps it."""
+    f = _write(tmp_path / "h.csv", "device_id,ts,temp,vib",
+               ["pump-1,0,1,", "pump-2,0,2,0.5", "pump-1,60,3,", "pump-2,60,4,0.6"])
+    with pytest.warns(UserWarning, match=r"column 'vib' left out of the metrics \(every cell "
+                                         r"of device 'pump-1' is empty\)"):
+        assert load_history_csv(f, device_id="pump-1")[2] == ["temp"]
+    assert load_history_csv(f, device_id="pump-2")[2] == ["temp", "vib"]  # no warning
+
+
+def test_only_empty_columns_is_refused(tmp_path: Path) -> None:
+    """Check a file whose only metric column is empty is still refused (after the
+    warning)."""
+    f = _write(tmp_path / "h.csv", "timestamp,vib", ["0,", "60,"])
+    with pytest.warns(UserWarning, match="'vib' left out"), \
+            pytest.raises(InvalidParameterError, match="has no metric column"):
+        load_history_csv(f)
+
+
+def test_the_cli_says_a_left_out_column_in_one_note_line(tmp_path: Path) -> None:
+    """Check ``label suggest --csv`` names the empty column on one ``note:`` line, not as a
+    Python warning with the source line that raised it."""
+    from typer.testing import CliRunner
+
+    from edgewise.cli import app, load_commands
+
+    load_commands()
+    f = tmp_path / "h.csv"
+    f.write_text("timestamp,temp,vib\n" + "".join(f"{60 * i},{20 + (i % 7) * 0.1},\n"
+                                                   for i in range(200)))
+    res = CliRunner(mix_stderr=False).invoke(app, [
+        "label", "suggest", "--device", "p1", "--csv", str(f), "-k", "2",
+        "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr == (f"note: History CSV {str(f)!r}: column 'vib' left out of the "
+                          "metrics (every cell of device 'p1' is empty), as edgewise detect "
+                          "leaves it out.\n")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edgewise.cli._app import DataDir, Json, app, fail
+from edgewise.cli._app import DataDir, Json, app, existing_data_dir, fail
 
 if TYPE_CHECKING:
     from edgewise.config import Settings
@@ -72,6 +72,12 @@ def _security(data_dir: Path, unknown_id: bool = False) -> Iterator[Security]:
         sec.close()
 
 
+def _has_security(data_dir: Path) -> bool:
+    """Whether the data dir has its credentials file; a listing reads it only then (and
+    refuses a data dir that does not exist), so it never makes one."""
+    return (existing_data_dir(data_dir) / "security.sqlite").is_file()
+
+
 Groups = Annotated[
     list[str],
     typer.Option("--group", help="A group the device is in (gets group:NAME model releases); "
@@ -111,6 +117,7 @@ def device_groups(
     """
     if group and clear:
         raise fail("Give either --group (the new groups) or --clear, not both.")
+    existing_data_dir(data_dir)  # no device is registered in a data dir that is not there
     with _security(data_dir, unknown_id=True) as sec:
         if not sec.has_device(device_id):
             raise fail(f"Device {device_id!r} is not registered; add it with: "
@@ -128,8 +135,10 @@ def device_list(data_dir: DataDir, as_json: Json = False) -> None:
     """List registered devices (never their secrets)."""
     from edgewise.server.query import format_ns
 
-    with _security(data_dir) as sec:
-        rows = sec.list_devices()
+    rows = []
+    if _has_security(data_dir):  # nothing is made by a listing
+        with _security(data_dir) as sec:
+            rows = sec.list_devices()
     if as_json:
         typer.echo(json.dumps([
             {"id": r.id, "name": r.name, "created": format_ns(r.created_ns),
@@ -163,6 +172,7 @@ def device_delete(
     from edgewise.gateway.presence import gateway_running
     from edgewise.store import open_store
 
+    existing_data_dir(data_dir)  # a mistyped one: no data dir, registry and store made there
     settings = Settings.load(data_dir=data_dir, store=store or None)
     _external_broker(mqtt)  # a bad --mqtt fails before anything is deleted
     with _security(data_dir) as sec:
@@ -312,8 +322,10 @@ def token_list(data_dir: DataDir, as_json: Json = False) -> None:
     """List API tokens: id, name, role, created (never the tokens themselves)."""
     from edgewise.server.query import format_ns
 
-    with _security(data_dir) as sec:
-        rows = sec.list_tokens()
+    rows = []
+    if _has_security(data_dir):  # nothing is made by a listing
+        with _security(data_dir) as sec:
+            rows = sec.list_tokens()
     if as_json:
         typer.echo(json.dumps([{"id": t.id, "name": t.name, "role": t.role,
                                 "created": format_ns(t.created_ns)} for t in rows]))
@@ -338,6 +350,7 @@ def token_revoke(
     Refused, revoking nothing, when the argument is one token's id and another's name
     (possible for names made before such names were refused): give the id with --id.
     """
+    existing_data_dir(data_dir)  # no token was made in a data dir that is not there
     with _security(data_dir) as sec:
         tok = sec.revoke_token(name_or_id, actor="cli", by_id=by_id)
     if as_json:

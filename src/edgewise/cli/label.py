@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edgewise.cli._app import DataDir, Json, app, fail
+from edgewise.cli._app import DataDir, Json, app, existing_data_dir, fail
 
 if TYPE_CHECKING:
     from edgewise.security import Security
@@ -115,12 +115,14 @@ def list_(
     json_out: Json = False,
 ) -> None:
     """List the current labels (or their whole history)."""
-    store, security = _open(data_dir)
-    try:
-        labels = store.history(device) if history else store.labels(device)
-    finally:
-        store.close()
-        security.close()
+    labels = []
+    if (existing_data_dir(data_dir) / "labels.sqlite").is_file():  # a listing makes nothing
+        store, security = _open(data_dir)
+        try:
+            labels = store.history(device) if history else store.labels(device)
+        finally:
+            store.close()
+            security.close()
     if json_out:
         typer.echo(json.dumps([lab.to_dict() for lab in labels]))
         return

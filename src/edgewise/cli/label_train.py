@@ -25,12 +25,27 @@ Window = Annotated[int | None, typer.Option(
 T = TypeVar("T")
 
 
+def read_history_csv(csv: Path, device: str):
+    """``load_history_csv`` for a CLI: a column it leaves out (every cell empty) is said in
+    one ``note:`` line on stderr, not as a Python warning with a source line."""
+    import warnings
+
+    from edgewise.label.workflow import load_history_csv
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        history = load_history_csv(csv, device_id=device)
+    for w in caught:
+        typer.echo(f"note: {w.message}", err=True)
+    return history
+
+
 def _history(device: str, csv: Path | None, store_url: str | None, data_dir: Path):
-    from edgewise.label.workflow import history_from_store, load_history_csv
+    from edgewise.label.workflow import history_from_store
 
     if csv is not None:
         try:  # a missing file, a directory or a binary file is named in one line
-            return load_history_csv(csv, device_id=device)
+            return read_history_csv(csv, device)
         except ValueError as exc:
             raise fail(f"--csv: {exc}") from None
     try:

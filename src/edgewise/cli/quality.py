@@ -54,7 +54,9 @@ def quality(
     time_column: Annotated[str | None, typer.Option(
         help="Time column (epoch or RFC 3339). Default: the first column named timestamp, "
              "time, ts, datetime or date (any case), as 'edgewise detect' finds it.")] = None,
-    device_column: Annotated[str, typer.Option(help="Device column (if any).")] = "device_id",
+    device_column: Annotated[str | None, typer.Option(
+        help="Device column; it must be in the file. Default: device_id when the file has "
+             "one, else every row is of --device.")] = None,
     metric_column: Annotated[str, typer.Option(help="Metric column of a long CSV.")] = "metric",
     value_column: Annotated[str, typer.Option(help="Value column of a long CSV.")] = "value",
     device: Annotated[str, typer.Option(help="Device id when the CSV has no device column.")] = (
@@ -90,8 +92,13 @@ def quality(
                        f"{list(df.columns)}")
     elif time_column not in df.columns:
         raise fail(f"{str(file)!r} has no time column {time_column!r}; columns: {list(df.columns)}")
-    if device_column not in df.columns:
-        df[device_column] = device
+    if device_column is None:
+        device_column = "device_id"
+        if device_column not in df.columns:  # no device column: one device's file
+            df[device_column] = device
+    elif device_column not in df.columns:  # a mistyped one merged every device into one
+        raise fail(f"--device-column {device_column!r} is not a column of {str(file)!r}; "
+                   f"columns: {list(df.columns)}")
     try:
         df["_ts"] = time_ns(df[time_column])
     except QualityError as exc:

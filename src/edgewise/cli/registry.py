@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from edgewise.cli._app import DataDir, Json, app, fail
+from edgewise.cli._app import DataDir, Json, app, existing_data_dir, fail
 
 #: what ``--format`` (or, without it, the file's suffix) may say, and the format it records
 _FORMATS = {"pickle": "pickle", "pkl": "pickle", "onnx": "onnx", "c": "c", "npz": "npz",
@@ -51,7 +51,7 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
     """List published versions and releases."""
     from edgewise.registry import Registry
 
-    reg = Registry(data_dir)
+    reg = Registry(existing_data_dir(data_dir))  # a mistyped --data-dir is refused, not made
     versions = reg.versions(name or None)
     releases = [r for r in reg.releases() if not name or r.name == name]
     state = reg.key_state

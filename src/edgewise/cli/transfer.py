@@ -17,7 +17,15 @@ import typer
 
 from edgewise.cli._app import DataDir, Json, fail
 from edgewise.cli.label import _iso
-from edgewise.cli.label_train import Csv, Device, Store, Window, _check_args, _with_labels
+from edgewise.cli.label_train import (
+    Csv,
+    Device,
+    Store,
+    Window,
+    _check_args,
+    _with_labels,
+    read_history_csv,
+)
 from edgewise.cli.rul import predict_app, train_app
 
 
@@ -25,7 +33,7 @@ from edgewise.cli.rul import predict_app, train_app
 def _histories(csv: Path | None, store_url: str | None, data_dir: Path,
                ) -> Iterator[Callable[[str], Any]]:
     """A function from a device id to its history, from ``csv`` or the store (opened once)."""
-    from edgewise.label.workflow import history_from_store, load_history_csv
+    from edgewise.label.workflow import history_from_store
 
     if csv is not None:
         from edgewise.tables import read_table
@@ -38,7 +46,7 @@ def _histories(csv: Path | None, store_url: str | None, data_dir: Path,
             raise fail(f"--csv {str(csv)!r} has no 'device_id' column; a fleet's histories "
                        f"are one file with a device_id column naming each row's device. "
                        f"Got columns {columns!r}.")
-        yield lambda dev: load_history_csv(csv, device_id=dev)
+        yield lambda dev: read_history_csv(csv, dev)
         return
     from edgewise.store import open_store  # type: ignore[attr-defined]
 
