@@ -22,7 +22,7 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["PRIVATE_UMASK", "make_private", "restrict_umask"]
+__all__ = ["PRIVATE_UMASK", "make_private", "restrict_umask", "write_private"]
 
 #: The umask of a gateway process: no access for group and others.
 PRIVATE_UMASK = 0o077
@@ -48,3 +48,27 @@ def restrict_umask() -> int:
     old = os.umask(PRIVATE_UMASK)
     os.umask(old | PRIVATE_UMASK)
     return old
+
+
+def write_private(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` as a file of mode 0600 (created so, not changed after),
+    its missing folders made 0700, through a temporary file renamed into place (a reader
+    never sees half a file).
+
+    >>> import pathlib, stat, tempfile
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "models" / "m.pkl"
+    >>> write_private(f, b"x")
+    >>> oct(stat.S_IMODE(f.stat().st_mode)), oct(stat.S_IMODE(f.parent.stat().st_mode))
+    ('0o600', '0o700')
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -192,3 +192,86 @@ def test_on_pumps_drawn_alike_fine_tuning_is_a_wash() -> None:
     assert len(r) == 27
     assert r.mean(axis=0).tolist() == pytest.approx([0.639, 0.638], abs=0.002)
     assert (int((r[:, 1] > r[:, 0]).sum()), int((r[:, 1] < r[:, 0]).sum())) == (9, 10)
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "transfer", "--device", "t"],
+    ["predict", "transfer", "--device", "t"],
+], ids=" ".join)
+def test_a_mistyped_data_dir_is_refused_and_not_made(tmp_path: Path, args: list[str]) -> None:
+    typo = tmp_path / "typo"
+    r = _run(*args, "--data-dir", str(typo))
+    assert r.exit_code == 2 and "--data-dir (EDGEWISE_DATA_DIR)" in r.stderr, r.stderr
+    assert "does not exist" in r.stderr and not typo.exists()
+
+
+@pytest.mark.parametrize("store", [None, "duckdb:///{tmp}/elsewhere/x.duckdb"])
+def test_no_store_is_made_to_read_from(tmp_path: Path, store: str | None) -> None:
+    _, labels = _fleet(tmp_path)
+    labels.close()
+    extra = [] if store is None else ["--store", store.format(tmp=tmp_path)]
+    r = _run("train", "transfer", "--device", "t", "--data-dir", str(tmp_path), *extra)
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert ("No store at" if store is None else "--store") in r.stderr
+    assert not (tmp_path / "edgewise.duckdb").exists()
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_fleet_device_named_twice_is_refused(tmp_path: Path) -> None:
+    hist, labels = _fleet(tmp_path)
+    with pytest.raises(ValueError, match="'f1' is named more than once"):
+        train_transfer(hist.__getitem__, "t", labels, tmp_path, fleet=["f1", "f2", "f1"],
+                       window=W)
+    labels.close()
+    r = _run("train", "transfer", "--device", "t", "--fleet", "f1,f1", "--data-dir",
+             str(tmp_path))
+    assert r.exit_code == 2 and r.stderr == (
+        "error: --fleet must name each device once. Got 'f1' more than once.\n")
+
+
+def test_a_window_over_half_the_history_is_refused_not_cut(tmp_path: Path) -> None:
+    hist, labels = _fleet(tmp_path)
+    with pytest.raises(ValueError, match=r"window=2001 is more than half of device 't''s "
+                                         r"4000 readings; give at most 2000"):
+        train_transfer(hist.__getitem__, "t", labels, tmp_path, window=2001)
+
+
+def test_predict_refuses_a_history_shorter_than_one_window(tmp_path: Path) -> None:
+    from edgewise.label.fleet_transfer import predict_transfer
+
+    hist, labels = _fleet(tmp_path)
+    out = train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
+    ts, X, m = hist["t"]
+    with pytest.raises(ValueError, match="has 30 readings, fewer than one window of 40"):
+        predict_transfer((ts[:30], X[:30], m), out["path"])
+
+
+def test_a_model_file_missing_fields_is_refused_in_one_line(tmp_path: Path) -> None:
+    import pickle
+
+    fake = tmp_path / "fake.pkl"
+    fake.write_bytes(pickle.dumps({"kind": "edgewise.transfer"}))
+    r = _run("predict", "transfer", "--device", "t", "--model", str(fake), "--data-dir",
+             str(tmp_path))
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "is not a whole Edgewise transfer model file: field(s) device_id" in r.stderr
+
+
+def test_model_files_are_private(tmp_path: Path) -> None:
+    """Check transfer and label model files are 0600 in a 0700 folder, as the labels and
+    data they hold features of."""
+    import os
+    import stat
+
+    from edgewise.label.workflow import train_with_labels
+
+    old = os.umask(0o022)
+    try:
+        hist, labels = _fleet(tmp_path)
+        out = train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
+        lab = train_with_labels(hist["t"], "t", labels, tmp_path, window=W)
+    finally:
+        os.umask(old)
+    for f in (out["path"], lab["path"]):
+        assert stat.S_IMODE(Path(f).stat().st_mode) == 0o600, f
+    assert stat.S_IMODE((tmp_path / "models").stat().st_mode) == 0o700

@@ -48,16 +48,25 @@ def _history(device: str, csv: Path | None, store_url: str | None, data_dir: Pat
             return read_history_csv(csv, device)
         except ValueError as exc:
             raise fail(f"--csv: {exc}") from None
-    try:
-        from edgewise.store import open_store  # type: ignore[attr-defined]
-    except ImportError:
-        raise fail("No store backend is installed in this build; pass --csv FILE.") from None
-    url = store_url or f"duckdb:///{(data_dir / 'edgewise.duckdb').absolute()}"
-    store = open_store(url)
+    store = open_history_store(store_url, data_dir)
     try:
         return history_from_store(store, device)
     finally:
         store.close()
+
+
+def open_history_store(store_url: str | None, data_dir: Path) -> Any:
+    """The store histories are read from: ``--store``, else the data dir's DuckDB file. A
+    store that is not there is refused in one line, not created empty to read from."""
+    from edgewise.cli.rul import open_existing_store
+
+    if store_url is None:
+        path = (data_dir / "edgewise.duckdb").absolute()
+        if not path.is_file():
+            raise fail(f"No store at {str(path)!r} (--data-dir {str(data_dir)!r}); pass the "
+                       "data dir the gateway runs with, --store URL, or --csv FILE.")
+        store_url = f"duckdb:///{path}"
+    return open_existing_store(store_url, "--store")
 
 
 def _check_args(device: str, window: int | None, strategy: str | None = None, *,

@@ -58,19 +58,20 @@ def _shown(url: str) -> str:
     return shown_url(url)
 
 
-def _open(url: str) -> Any:
-    """Open an existing store; one error line for a bad URL or a missing DuckDB file."""
+def open_existing_store(url: str, option: str = "--data") -> Any:
+    """Open an existing store to read from; one error line, naming ``option``, for a bad
+    URL or a missing DuckDB file (which opening would otherwise create, empty)."""
     from edgewise.errors import StoreError
     from edgewise.store import open_store
 
     scheme, _, rest = url.partition("://")
     if scheme.lower() == "duckdb" and rest.startswith("/") and not Path(rest).is_file():
-        raise fail(f"--data {_shown(url)!r}: no store file at {rest!r}; give the path of an "
+        raise fail(f"{option} {_shown(url)!r}: no store file at {rest!r}; give the path of an "
                    "existing store, e.g. duckdb:///<data dir>/edgewise.duckdb")
     try:
         return open_store(url)
     except StoreError as exc:
-        raise fail(f"--data {_shown(url)!r}: {exc}") from None
+        raise fail(f"{option} {_shown(url)!r}: {exc}") from None
 
 
 def _read(data: Path):
@@ -270,7 +271,7 @@ def _store_histories(
     from edgewise.errors import InvalidParameterError
     from edgewise.models.history import device_frame
 
-    store = _open(url)
+    store = open_existing_store(url)
     got = _StoreData()
     try:
         for device in _device_ids(store, url, devices):

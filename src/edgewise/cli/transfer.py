@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgewise.cli._app import DataDir, Json, fail
+from edgewise.cli._app import DataDir, Json, existing_data_dir, fail
 from edgewise.cli.label import _iso
 from edgewise.cli.label_train import (
     Csv,
@@ -24,6 +24,7 @@ from edgewise.cli.label_train import (
     Window,
     _check_args,
     _with_labels,
+    open_history_store,
     read_history_csv,
 )
 from edgewise.cli.rul import predict_app, train_app
@@ -48,10 +49,7 @@ def _histories(csv: Path | None, store_url: str | None, data_dir: Path,
                        f"Got columns {columns!r}.")
         yield lambda dev: read_history_csv(csv, dev)
         return
-    from edgewise.store import open_store  # type: ignore[attr-defined]
-
-    url = store_url or f"duckdb:///{(data_dir / 'edgewise.duckdb').absolute()}"
-    store = open_store(url)
+    store = open_history_store(store_url, data_dir)
     try:
         yield lambda dev: history_from_store(store, dev)
     finally:
@@ -67,6 +65,10 @@ def _fleet(value: str | None) -> list[str] | None:
         raise fail(f"--fleet must name devices, comma-separated. Got {value!r}.")
     for name in names:
         _check_args(name, None, option="--fleet")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # its windows would count twice in the fleet model
+        raise fail(f"--fleet must name each device once. Got {', '.join(map(repr, twice))} "
+                   "more than once.")
     return names
 
 
@@ -88,6 +90,7 @@ def train_transfer_cmd(
 
     _check_args(device, window)
     names = _fleet(fleet)
+    existing_data_dir(data_dir)  # the labels are there; a mistyped one is not made
     with _histories(csv, store, data_dir) as histories:
         out = _with_labels(data_dir, lambda labels: train_transfer(
             histories, device, labels, data_dir, fleet=names, window=window))
@@ -129,6 +132,7 @@ def predict_transfer_cmd(
 
     _check_args(device, None)
     if model is None:
+        existing_data_dir(data_dir)
         files = model_files(data_dir, device, kind="transfer")
         if not files:
             raise fail(f"Device {device!r} has no transfer model in {str(data_dir)!r}; train "

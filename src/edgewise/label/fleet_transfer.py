@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from edgewise._private import write_private
 from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.label.store import LabelStore
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
@@ -57,11 +58,20 @@ __all__ = ["delete_transfer_models", "load_transfer_model", "predict_transfer",
 KIND = "edgewise.transfer"
 
 
-def _window_length(n: int, window: int | None) -> int:
-    """Readings per window: ``window``, else ``n // 100`` (at least 10), at most half of
-    ``n`` (as ``edgewise label suggest`` cuts them)."""
-    length = window if window else max(10, n // 100)
-    return min(length, max(2, n // 2))
+def _window_length(n: int, window: int | None, device_id: str) -> int:
+    """Readings per window: ``window``, else ``n // 100`` (at least 10, at most half of
+    ``n``, as ``edgewise label suggest`` cuts them). A ``window`` over half of the device's
+    ``n`` readings is refused: fine-tuning needs at least two windows.
+
+    >>> [_window_length(n, w, "p") for n, w in [(5000, None), (5000, 40), (14, None)]]
+    [50, 40, 7]
+    """
+    if window and window > n // 2:
+        raise InvalidParameterError(
+            f"window={window} is more than half of device {device_id!r}'s {n} readings; "
+            f"give at most {n // 2} (fine-tuning needs at least two windows).",
+            field="window", value=window)
+    return window if window else min(max(10, n // 100), max(2, n // 2))
 
 
 def _on_metrics(history: History, metrics: Sequence[str], device_id: str) -> History:
@@ -76,12 +86,15 @@ def _on_metrics(history: History, metrics: Sequence[str], device_id: str) -> His
 
 
 def _cut(history: History, device_id: str, length: int) -> WindowSet:
-    """The windows of ``length`` readings (at most half the history) of ``device_id``."""
+    """The windows of ``length`` readings of ``device_id``; a history shorter than one
+    window is refused (a shorter window's features, such as its largest |z|, are not
+    those the model learned)."""
     ts, X, _ = history
-    if len(ts) < 4:
+    if len(ts) < max(length, 4):
         raise InvalidParameterError(
-            f"Device {device_id!r} has {len(ts)} readings; at least 4 are needed.")
-    return windows_from_series(X, ts, device_id, length=min(length, max(2, len(ts) // 2)))
+            f"Device {device_id!r} has {len(ts)} readings, fewer than one window of "
+            f"{max(length, 4)}.", field="history", value=len(ts))
+    return windows_from_series(X, ts, device_id, length=length)
 
 
 def _labelled(history: History, device_id: str, labels: LabelStore, snapshot: str,
@@ -112,10 +125,15 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     Raises :class:`~edgewise.errors.InvalidParameterError` when the device has no labelled
     window, or the fleet's labelled windows are not of both classes.
     """
+    if fleet is not None and len(set(fleet)) < len(fleet):
+        twice = sorted({d for d in fleet if list(fleet).count(d) > 1})
+        raise InvalidParameterError(
+            f"The fleet must name each device once; {', '.join(map(repr, twice))} is named "
+            "more than once (its windows would count twice).", field="fleet", value=twice)
     snapshot = labels.snapshot_id()
     own = histories(device_id)
     metrics = list(own[2])
-    length = _window_length(len(own[0]), window)
+    length = _window_length(len(own[0]), window, device_id)
     ws, y = _labelled(own, device_id, labels, snapshot, length)
     if not (y >= 0).any():
         raise InvalidParameterError(
@@ -162,16 +180,15 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     model = fine_tune(fleet_model, Xd, yd)
     holdout, holdout_why = _holdout(fleet_model, Xd, yd)
     version = max(model_files(data_dir, device_id, kind="transfer"), default=0) + 1
-    models = Path(data_dir) / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    path = models / f"transfer-{device_id}-v{version}.pkl"
+    path = Path(data_dir) / "models" / f"transfer-{device_id}-v{version}.pkl"
     record = {
         "kind": KIND, "device_id": device_id, "version": version,
         "created_ns": time.time_ns(), "label_snapshot_id": snapshot,
         "fleet_devices": used, "window_length": length, "metrics": metrics,
         "feature_names": list(ws.feature_names), "device_model": model,
     }
-    path.write_bytes(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+    # it holds features of every fleet device's labelled windows: private, as labels are
+    write_private(path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
     return {
         "path": str(path), "version": version, "snapshot_id": snapshot,
         "fleet_devices": used, "skipped": skipped,
@@ -207,7 +224,23 @@ def load_transfer_model(path: Path | str) -> dict[str, Any]:
             f"{str(path)!r} is not a readable Edgewise transfer model file: {exc}.") from None
     if not isinstance(record, dict) or record.get("kind") != KIND:
         raise InvalidParameterError(f"{str(path)!r} is not an Edgewise transfer model file.")
+    bad = [k for k, ok in _FIELDS.items() if k not in record or not ok(record[k])]
+    if bad:
+        raise InvalidParameterError(
+            f"{str(path)!r} is not a whole Edgewise transfer model file: field(s) "
+            f"{', '.join(bad)} missing or of the wrong kind.")
     return record
+
+
+#: What each field of a transfer model file must hold.
+_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "device_id": lambda v: isinstance(v, str) and bool(v),
+    "version": lambda v: isinstance(v, int) and v >= 1,
+    "metrics": lambda v: isinstance(v, list) and bool(v) and all(isinstance(m, str) for m in v),
+    "window_length": lambda v: isinstance(v, int) and v >= 2,
+    "fleet_devices": lambda v: isinstance(v, list),
+    "device_model": lambda v: isinstance(v, DeviceModel),
+}
 
 
 def predict_transfer(history: History, model: Path | str | dict[str, Any],

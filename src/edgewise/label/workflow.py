@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from edgewise._private import write_private
 from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.label.feedback import WindowFeedbackModel
 from edgewise.label.store import LabelStore
@@ -278,17 +279,16 @@ def train_with_labels(history: History, device_id: str, labels: LabelStore, data
         target = np.where(faulty, kind, -1).astype(object)[alarm]
         clf = FaultClassifier(random_state=0).fit(ws.features[alarm], target)
         classes = [str(c) for c in clf.classes_]
-    models = Path(data_dir) / "models"
-    models.mkdir(parents=True, exist_ok=True)
     version = max(model_files(data_dir, device_id), default=0) + 1
-    path = models / f"label-{device_id}-v{version}.pkl"
+    path = Path(data_dir) / "models" / f"label-{device_id}-v{version}.pkl"
     record = {
         "kind": "edgewise.label", "device_id": device_id, "version": version,
         "created_ns": time.time_ns(), "label_snapshot_id": snapshot,
         "n_labels": int((y >= 0).sum()), "window_length": _window_length(len(history[0]), window),
         "metrics": list(history[2]), "feedback_model": model, "fault_classifier": clf,
     }
-    path.write_bytes(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+    # features of the device's data: private, as the labels they came from
+    write_private(path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
     return {"path": str(path), "version": version, "snapshot_id": snapshot,
             "n_labels": record["n_labels"], "classes": classes,
             "alarms_before": int(before.sum()), "alarms_after": int(model.predict(ws).sum())}
