@@ -35,8 +35,11 @@ def agent_cmd(
     """Run the agent until interrupted (or until --limit readings, then flush)."""
     import logging
     import math
+    import os
+    import sqlite3
 
     from edgewise.edge.agent import Agent, check_source, load_trusted_key
+    from edgewise.errors import ConfigError, PayloadError
 
     if not secret_file.is_file():
         raise fail(f"Secret file {str(secret_file)!r} does not exist.")
@@ -46,7 +49,6 @@ def agent_cmd(
                    f"256). Got {max_mb!r} instead.")
     _check_numbers(rate=rate, limit=limit, update_interval=update_interval,
                    flush_timeout=flush_timeout)
-    from edgewise.errors import PayloadError
     from edgewise.telemetry import validate_device_id
 
     try:
@@ -61,6 +63,9 @@ def agent_cmd(
     except OSError as exc:
         raise fail(f"--state-dir {str(state_dir)!r} cannot be made: "
                    f"{exc.strerror or exc}.") from None
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise fail(f"--state-dir {str(state_dir)!r} is not writable; the agent keeps its "
+                   "outbox and models there.")
     keys: dict[str, bytes] = {}
     try:
         check_source(source)
@@ -69,9 +74,16 @@ def agent_cmd(
     except ValueError as exc:
         raise fail(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    agent = Agent(gateway, device, secret_file.read_text().strip(), state_dir,
-                  trusted_keys=keys, groups=tuple(group), max_bytes=max_bytes,
-                  update_interval_s=update_interval)
+    try:
+        agent = Agent(gateway, device, secret_file.read_text().strip(), state_dir,
+                      trusted_keys=keys, groups=tuple(group), max_bytes=max_bytes,
+                      update_interval_s=update_interval)
+    except ConfigError as exc:  # the state dir belongs to another device
+        raise fail(str(exc)) from None
+    except (sqlite3.Error, OSError) as exc:  # read-only, full, or not ours to open
+        raise fail(f"--state-dir {str(state_dir)!r} cannot be used: "
+                   f"{getattr(exc, 'strerror', None) or exc} (its outbox.sqlite and models/ "
+                   "must be readable and writable).") from None
     try:
         agent.run(source, rate_hz=rate, limit=limit or None, flush_timeout_s=flush_timeout)
     except KeyboardInterrupt:

@@ -10,10 +10,14 @@ Three parts, each usable alone:
   hole below the gateway's ack watermark (every seq 1..w stored), which would stall acks.
   What the gateway rejects for good is counted (``rejected``) and kept aside; a gateway that
   forgot the device gets the pending messages renumbered after its ack; a file SQLite cannot
-  read is moved aside (``outbox.sqlite.corrupt-<UTC time>``) and a fresh outbox started.
+  read is moved aside (``outbox.sqlite.corrupt-<UTC time>``) and a fresh outbox started. A
+  full disk drops (and counts) new messages as the byte bound does. The outbox records the
+  device it belongs to (another device is refused it) and one resume position per source.
 * :class:`ModelSlot`: verified, atomic install (write a fresh temp that never follows a link,
   fsync, rename, fsync dir; the ``current.json`` pointer is replaced the same way), so
-  ``kill -9`` at any point leaves the old or the new model, never a partial one.
+  ``kill -9`` at any point leaves the old or the new model, never a partial one. The pointer
+  records the device; the anti-rollback floor is the newest release of the pointer and the
+  install history, so a damaged pointer does not lower it.
 * :class:`Agent`: the loop. The main thread reads the source, cleans, scores and buffers; a
   sender thread drains the outbox in seq order over ``POST /v1/telemetry`` (headers as in
   INTERFACES.md), deletes what the gateway's ``ack_seq`` covers, and polls for model updates.
@@ -33,6 +37,7 @@ Three parts, each usable alone:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.detect.zscore import EWZScore
-from edgewise.errors import InvalidParameterError, PayloadError, SignatureError
+from edgewise.errors import ConfigError, InvalidParameterError, PayloadError, SignatureError
 from edgewise.registry import Manifest, key_id_of, verify
 from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, parse_time_text
 
@@ -65,12 +70,20 @@ MAX_MODEL_BYTES = 256 * 1024 * 1024  # a signed release saying more is refused, 
 _CLOCK_REASONS = ("future_ts", "ancient_ts")  # the gateway's reasons for a reading's time
 _REJECTED_KEEP = 1000  # rejected messages kept in the outbox's ``rejected`` table
 _STALL_FIRST_S, _STALL_MAX_S = 1.0, 30.0  # pause when a 200 answer does not advance the ack
+_CLOCK_REFUSALS = ("expired",)  # refused by this device's clock: checked again on every offer
+_RETRY_MAX_S = 3600.0  # a release that failed to download or install is tried at most this late
 
 
 class Outbox:
-    """Store-and-forward buffer: per-device seq, byte bound, exact drop counter."""
+    """Store-and-forward buffer: per-device seq, byte bound, exact drop counter.
 
-    def __init__(self, path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    ``device_id``, if given, is recorded in the outbox the first time; an outbox that records
+    another device raises :class:`~edgewise.errors.ConfigError` (its seqs, acks, source
+    positions and pending readings are that device's, never to be sent as this one's).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES, *,
+                 device_id: str | None = None) -> None:
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
             raise InvalidParameterError(
                 f"The 'max_bytes' parameter of Outbox must be an int in the range [1, inf). "
@@ -78,7 +91,10 @@ class Outbox:
             )
         self.path = str(path)
         self.max_bytes = max_bytes
+        self.disk_full = False  # whether the last put was dropped because the disk is full
         self._lock = threading.Lock()
+        self._source: str | None = None  # the source whose position put stores (use_source)
+        self._unsaved_drops = 0  # drops the full disk did not let us count in the file yet
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
@@ -89,6 +105,46 @@ class Outbox:
                                   "moved_to": aside, "detail": f"{exc}; the messages in it are "
                                   "not sent; a fresh outbox is used"}))
             self._db = self._open()
+        if device_id is not None:
+            try:
+                self._claim(device_id)
+            except BaseException:
+                self._db.close()
+                raise
+
+    def _claim(self, device_id: str) -> None:
+        """Record ``device_id`` as the owner, or raise ConfigError if another device is."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT value FROM info WHERE key='device_id'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO info VALUES ('device_id', ?)", (device_id,))
+        if row is not None and row[0] != device_id:
+            pending = len(self)
+            raise ConfigError(
+                f"Outbox {self.path!r} belongs to device {row[0]!r}, not {device_id!r} "
+                f"({pending} of its messages not yet sent, which must not be sent as "
+                f"{device_id!r}): each device needs its own state dir (--state-dir).")
+
+    @property
+    def device_id(self) -> str | None:
+        """The device this outbox belongs to (None: not recorded, an older agent's outbox)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM info WHERE key='device_id'").fetchone()
+        return None if row is None else str(row[0])
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; on any error roll back, unless SQLite already
+        did (it does on a full disk), so the error raised is SQLite's own."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
+                    self._db.execute("ROLLBACK")
+            raise
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
@@ -102,6 +158,8 @@ class Outbox:
                 "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
                 "CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, seq INTEGER,"
                 " reason TEXT NOT NULL, detail TEXT NOT NULL, body BLOB, at_ns INTEGER NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS sources (spec TEXT PRIMARY KEY, pos INTEGER NOT NULL);"
                 "INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('acked', 0), ('dropped', 0),"
                 " ('bytes', 0), ('source_pos', 1), ('rejected', 0);"
             )
@@ -137,9 +195,9 @@ class Outbox:
 
     @property
     def dropped(self) -> int:
-        """Messages refused because the buffer was full (exact)."""
+        """Messages refused because the buffer or the disk was full (exact)."""
         with self._lock:
-            return self._meta("dropped")
+            return self._meta("dropped") + self._unsaved_drops
 
     @property
     def rejected(self) -> int:
@@ -155,9 +213,45 @@ class Outbox:
 
     @property
     def source_pos(self) -> int:
-        """Position (from 1) of the next source reading; persisted with each message."""
+        """Position (from 1) of the next reading of the source chosen with :meth:`use_source`
+        (none chosen: of the source read last); persisted with each message."""
         with self._lock:
+            if self._source is not None:
+                row = self._db.execute("SELECT pos FROM sources WHERE spec=?",
+                                       (self._source,)).fetchone()
+                if row is not None:
+                    return int(row[0])
+                if self._db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]:
+                    return 1
             return self._meta("source_pos")
+
+    def use_source(self, spec: str) -> tuple[int, str]:
+        """Make ``spec`` the source whose position :meth:`put` stores; return its position
+        (from 1) and how it was found: ``"resume"`` (read here before), ``"new"`` (never
+        read here: from its start) or ``"adopted"`` (the one position an older agent kept
+        without naming its source, taken as this one's).
+
+        Positions are kept per source (``csv:PATH`` by its absolute path), so another
+        source in the same state dir starts from its own beginning, not from where the
+        last one stopped.
+
+        >>> import tempfile
+        >>> box = Outbox(tempfile.mkdtemp() + "/outbox.sqlite")
+        >>> box.use_source("sim"), box.put({"ts": 1, "metrics": {"t": 1.0}}, source_pos=2)
+        ((1, 'new'), 1)
+        >>> box.use_source("csv:/data/b.csv"), box.use_source("sim")
+        ((1, 'new'), (2, 'resume'))
+        """
+        key = _source_key(spec)
+        with self._lock:
+            self._source = key
+            row = self._db.execute("SELECT pos FROM sources WHERE spec=?", (key,)).fetchone()
+            if row is not None:
+                return int(row[0]), "resume"
+            legacy = self._meta("source_pos")
+            if legacy > 1 and not self._db.execute("SELECT COUNT(*) FROM sources").fetchone()[0]:
+                return legacy, "adopted"
+            return 1, "new"
 
     def __len__(self) -> int:
         with self._lock:
@@ -167,28 +261,63 @@ class Outbox:
         """Store ``message`` with the next seq; return it, or None if dropped (buffer full).
 
         ``source_pos``, if given, is stored in the same transaction: where the source resumes.
+
+        When the disk is full (SQLite's "database or disk is full") the message is dropped
+        and counted like one over ``max_bytes`` (:attr:`disk_full` is then True); the count
+        is kept in memory until the file can take it.
         """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            unsaved = self._unsaved_drops
             try:
-                if source_pos is not None:
-                    self._db.execute("UPDATE meta SET value = ? WHERE key='source_pos'",
-                                     (source_pos,))
-                seq = self._meta("next_seq")
-                body = json.dumps({**message, "seq": seq}, separators=(",", ":")).encode()
-                size = len(body) + _ROW_OVERHEAD
-                if self._meta("bytes") + size > self.max_bytes:
-                    self._db.execute("UPDATE meta SET value = value + 1 WHERE key='dropped'")
-                    self._db.execute("COMMIT")
-                    return None
-                self._db.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, body, size))
-                self._db.execute("UPDATE meta SET value = ? WHERE key='next_seq'", (seq + 1,))
-                self._db.execute("UPDATE meta SET value = value + ? WHERE key='bytes'", (size,))
-                self._db.execute("COMMIT")
-                return seq
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                with self._transaction():
+                    self._save_position(source_pos)
+                    seq: int | None = self._meta("next_seq")
+                    body = json.dumps({**message, "seq": seq}, separators=(",", ":")).encode()
+                    size = len(body) + _ROW_OVERHEAD
+                    if self._meta("bytes") + size > self.max_bytes:
+                        seq = None
+                        unsaved += 1
+                    else:
+                        self._db.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, body, size))
+                        self._db.execute("UPDATE meta SET value = ? WHERE key='next_seq'",
+                                         (seq + 1,))
+                        self._db.execute("UPDATE meta SET value = value + ? WHERE key='bytes'",
+                                         (size,))
+                    if unsaved:
+                        self._db.execute("UPDATE meta SET value = value + ? WHERE key='dropped'",
+                                         (unsaved,))
+            except sqlite3.OperationalError as exc:
+                if not _is_full(exc):
+                    raise
+                self._drop_on_full_disk(source_pos)
+                return None
+            self._unsaved_drops = 0
+            self.disk_full = False
+            return seq
+
+    def _save_position(self, source_pos: int | None) -> None:
+        if source_pos is None:
+            return
+        self._db.execute("UPDATE meta SET value = ? WHERE key='source_pos'", (source_pos,))
+        if self._source is not None:
+            self._db.execute("INSERT OR REPLACE INTO sources VALUES (?, ?)",
+                             (self._source, source_pos))
+
+    def _drop_on_full_disk(self, source_pos: int | None) -> None:
+        """Count a message the full disk refused: in the file if it still takes that small
+        update (it reuses pages), else in memory until a later put succeeds."""
+        self.disk_full = True
+        self._unsaved_drops += 1
+        try:
+            with self._transaction():
+                self._save_position(source_pos)
+                self._db.execute("UPDATE meta SET value = value + ? WHERE key='dropped'",
+                                 (self._unsaved_drops,))
+        except sqlite3.OperationalError as exc:
+            if not _is_full(exc):
                 raise
+            return
+        self._unsaved_drops = 0
 
     def pending(self, limit: int = 500) -> list[dict[str, Any]]:
         """The oldest unacknowledged messages, in seq order (the seq column is the truth:
@@ -206,31 +335,25 @@ class Outbox:
         seq is known) in the ``rejected`` table, newest ``_REJECTED_KEEP``, in the same
         transaction.
         """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if rejected:
-                    now = time.time_ns()
-                    for seq, reason, detail in rejected:
-                        self._db.execute(
-                            "INSERT INTO rejected (seq, reason, detail, body, at_ns) VALUES "
-                            "(?, ?, ?, (SELECT body FROM outbox WHERE seq = ?), ?)",
-                            (seq, reason, detail, seq, now))
-                    self._db.execute("DELETE FROM rejected WHERE id <= "
-                                     "(SELECT MAX(id) FROM rejected) - ?", (_REJECTED_KEEP,))
-                    self._db.execute("UPDATE meta SET value = value + ? WHERE key='rejected'",
-                                     (len(rejected),))
-                (n, size) = self._db.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE seq <= ?",
-                    (ack_seq,)).fetchone()
-                self._db.execute("DELETE FROM outbox WHERE seq <= ?", (ack_seq,))
-                self._db.execute("UPDATE meta SET value = value - ? WHERE key='bytes'", (size,))
-                self._db.execute("UPDATE meta SET value = MAX(value, ?) WHERE key='acked'",
-                                 (ack_seq,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction():
+            if rejected:
+                now = time.time_ns()
+                for seq, reason, detail in rejected:
+                    self._db.execute(
+                        "INSERT INTO rejected (seq, reason, detail, body, at_ns) VALUES "
+                        "(?, ?, ?, (SELECT body FROM outbox WHERE seq = ?), ?)",
+                        (seq, reason, detail, seq, now))
+                self._db.execute("DELETE FROM rejected WHERE id <= "
+                                 "(SELECT MAX(id) FROM rejected) - ?", (_REJECTED_KEEP,))
+                self._db.execute("UPDATE meta SET value = value + ? WHERE key='rejected'",
+                                 (len(rejected),))
+            (n, size) = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE seq <= ?",
+                (ack_seq,)).fetchone()
+            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (ack_seq,))
+            self._db.execute("UPDATE meta SET value = value - ? WHERE key='bytes'", (size,))
+            self._db.execute("UPDATE meta SET value = MAX(value, ?) WHERE key='acked'",
+                             (ack_seq,))
         return int(n)
 
     def renumber(self, ack_seq: int) -> int:
@@ -244,30 +367,38 @@ class Outbox:
         >>> box.ack(2), box.renumber(0), [m["seq"] for m in box.pending()], box.next_seq
         (2, 2, [1], 2)
         """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                acked = self._meta("acked")
-                if ack_seq >= acked:
-                    self._db.execute("COMMIT")
-                    return 0
-                first = self._db.execute("SELECT MIN(seq) FROM outbox").fetchone()[0]
-                shift = (acked if first is None else first - 1) - ack_seq
-                # through negatives, so no new seq meets an old one on the way
-                self._db.execute("UPDATE outbox SET seq = -seq")
-                self._db.execute("UPDATE outbox SET seq = -seq - ?", (shift,))
-                self._db.execute("UPDATE meta SET value = value - ? WHERE key='next_seq'",
-                                 (shift,))
-                self._db.execute("UPDATE meta SET value = ? WHERE key='acked'", (ack_seq,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction():
+            acked = self._meta("acked")
+            if ack_seq >= acked:
+                return 0
+            first = self._db.execute("SELECT MIN(seq) FROM outbox").fetchone()[0]
+            shift = (acked if first is None else first - 1) - ack_seq
+            # through negatives, so no new seq meets an old one on the way
+            self._db.execute("UPDATE outbox SET seq = -seq")
+            self._db.execute("UPDATE outbox SET seq = -seq - ?", (shift,))
+            self._db.execute("UPDATE meta SET value = value - ? WHERE key='next_seq'",
+                             (shift,))
+            self._db.execute("UPDATE meta SET value = ? WHERE key='acked'", (ack_seq,))
         return int(shift)
 
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the disk (or the database's page limit) is full."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "is full" in str(exc)
+
+
+def _source_key(spec: str) -> str:
+    """The name a source's position is kept under: ``csv:PATH`` by its absolute path.
+
+    >>> _source_key("sim"), _source_key("csv:/data/a.csv")
+    ('sim', 'csv:/data/a.csv')
+    """
+    return f"csv:{os.path.abspath(spec[4:])}" if spec.startswith("csv:") else spec
 
 
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
@@ -313,18 +444,70 @@ class Installed:
 
 
 class ModelSlot:
-    """Verified models on disk and an atomically replaced pointer to the current one."""
+    """Verified models on disk and an atomically replaced pointer to the current one.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    ``device_id``, if given, is recorded in the pointer at each install; a slot whose model
+    was installed for another device (by that record, or, for a slot an older agent filled,
+    by a ``device:`` target of its manifests) raises :class:`~edgewise.errors.ConfigError`.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], device_id: str | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.pointer = self.root / "current.json"
+        self.device_id = device_id
+        if device_id is not None:
+            owner = self.owner()
+            if owner is not None and owner != device_id:
+                raise ConfigError(
+                    f"Model slot {str(self.root)!r} holds models installed for device "
+                    f"{owner!r}, not {device_id!r} (its release would be run, and its "
+                    "anti-rollback floor kept, as this device's): each device needs its own "
+                    "state dir (--state-dir).")
+
+    def _pointer(self) -> dict[str, Any] | None:
+        """The pointer's fields, None if there is none; ValueError if it is damaged."""
+        try:
+            raw = self.pointer.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            ptr = json.loads(raw)
+            if not (isinstance(ptr, dict) and isinstance(ptr.get("release"), int)
+                    and all(isinstance(ptr.get(k), str) for k in ("sha256", "file", "manifest"))):
+                raise ValueError("a field is missing or of the wrong type")
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ValueError(f"Model pointer {str(self.pointer)!r} is damaged ({exc}).") from None
+        return ptr
+
+    def owner(self) -> str | None:
+        """The device this slot's models were installed for, or None if it does not say.
+
+        >>> import tempfile
+        >>> ModelSlot(tempfile.mkdtemp()).owner() is None
+        True
+        """
+        targets: list[str] = []
+        try:
+            ptr = self._pointer()
+        except (OSError, ValueError):
+            ptr = None
+        if ptr is not None:
+            if isinstance(ptr.get("device"), str):
+                return str(ptr["device"])
+            with contextlib.suppress(SignatureError, ValueError):
+                targets.append(Manifest.from_bytes(base64.b64decode(ptr["manifest"])).target)
+        with contextlib.suppress(OSError, ValueError, SignatureError):
+            targets += [m.target for m in reversed(self.history())]
+        # verify() refuses a release for another device, so a device: target names the owner
+        return next((t[len("device:"):] for t in targets if t.startswith("device:")), None)
 
     def current(self) -> Installed | None:
-        """The installed model (hash re-checked), or None."""
-        if not self.pointer.exists():
+        """The installed model (hash re-checked), or None; ValueError if the pointer is
+        damaged."""
+        ptr = self._pointer()
+        if ptr is None:
             return None
-        ptr = json.loads(self.pointer.read_bytes())
         payload = (self.root / ptr["file"]).read_bytes()
         if hashlib.sha256(payload).hexdigest() != ptr["sha256"]:
             raise SignatureError(f"Installed model {ptr['file']!r} does not match its hash.",
@@ -332,16 +515,25 @@ class ModelSlot:
         m = Manifest.from_bytes(base64.b64decode(ptr["manifest"]))
         return Installed(ptr["release"], ptr["sha256"], m, payload)
 
-    def installed_release(self) -> int:
-        """The release the pointer names (0 if none or unreadable): the anti-rollback floor."""
+    def _pointed_release(self) -> int | None:
         try:
-            return int(json.loads(self.pointer.read_bytes())["release"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0
+            ptr = self._pointer()
+        except (OSError, ValueError):
+            return None
+        return None if ptr is None else int(ptr["release"])
+
+    def installed_release(self) -> int:
+        """The anti-rollback floor: the newest release the pointer or the install history
+        names (0 if none), so a damaged pointer does not lower it."""
+        releases = [self._pointed_release() or 0]
+        with contextlib.suppress(OSError, ValueError, SignatureError):
+            releases += [m.release for m in self.history()]
+        return max(releases)
 
     def previous(self) -> Installed | None:
-        """The newest release older than the current one whose file is still here, intact."""
-        floor = self.installed_release() or None
+        """The newest release older than the current one whose file is still here, intact
+        (the pointer damaged: the newest such release)."""
+        floor = self._pointed_release() or None
         try:
             hist = self.history()
         except (OSError, ValueError, SignatureError):
@@ -365,18 +557,44 @@ class ModelSlot:
             return []
         return [Manifest.from_bytes(base64.b64decode(m)) for m in json.loads(path.read_bytes())]
 
+    def point_to(self, installed: Installed) -> None:
+        """Make the pointer name ``installed`` (a release whose file is here), atomically."""
+        self._write_pointer(installed.manifest.to_bytes(), installed.manifest)
+
+    def _write_pointer(self, manifest_bytes: bytes, m: Manifest) -> None:
+        ptr: dict[str, Any] = {"release": m.release, "sha256": m.sha256,
+                               "file": f"model-{m.release}-{m.sha256[:16]}.bin",
+                               "manifest": base64.b64encode(manifest_bytes).decode()}
+        if self.device_id is not None:
+            ptr["device"] = self.device_id
+        _write_atomic(self.pointer, json.dumps(ptr).encode())
+
     def install(self, manifest_bytes: bytes, payload: bytes) -> None:
-        """Write the payload and then flip the pointer; each step is crash-atomic."""
+        """Write the payload, flip the pointer, then add the release to the history; each
+        step is crash-atomic. A damaged pointer or history is replaced (and logged), never
+        a reason to refuse the install."""
         m = Manifest.from_bytes(manifest_bytes)
         fname = f"model-{m.release}-{m.sha256[:16]}.bin"
         _write_atomic(self.root / fname, payload)
-        hist = [base64.b64encode(x.to_bytes()).decode() for x in self.history()]
+        try:
+            ptr = self._pointer()
+            old = None if ptr is None else ptr["file"]
+        except ValueError as exc:
+            old = None
+            log.warning(json.dumps({"event": "model_pointer_damaged", "path": str(self.pointer),
+                                    "detail": f"{exc} It is replaced by this install."}))
+        try:
+            hist = [base64.b64encode(x.to_bytes()).decode() for x in self.history()]
+        except (ValueError, SignatureError) as exc:
+            hist = []
+            log.warning(json.dumps({"event": "model_history_damaged",
+                                    "path": str(self.root / "history.json"),
+                                    "detail": f"{exc}; a new history is started."}))
+        # the pointer before the history: a crash between them must not leave the history
+        # naming a release (the anti-rollback floor) that the pointer does not run
+        self._write_pointer(manifest_bytes, m)
         hist.append(base64.b64encode(manifest_bytes).decode())
         _write_atomic(self.root / "history.json", json.dumps(hist[-20:]).encode())
-        ptr = {"release": m.release, "sha256": m.sha256, "file": fname,
-               "manifest": base64.b64encode(manifest_bytes).decode()}
-        old = json.loads(self.pointer.read_bytes())["file"] if self.pointer.exists() else None
-        _write_atomic(self.pointer, json.dumps(ptr).encode())
         for p in self.root.glob("model-*.bin"):  # keep the current and the previous model only
             if p.name not in (fname, old):
                 p.unlink(missing_ok=True)
@@ -621,8 +839,10 @@ class Agent:
         self.secret = secret
         self.dir = Path(data_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = Outbox(self.dir / "outbox.sqlite", max_bytes=max_bytes)
-        self.slot = ModelSlot(self.dir / "models")
+        # both check the state dir is this device's (ConfigError if not); the slot first, as
+        # it only reads, while the outbox records the device when it records none
+        self.slot = ModelSlot(self.dir / "models", device_id=device_id)
+        self.outbox = Outbox(self.dir / "outbox.sqlite", max_bytes=max_bytes, device_id=device_id)
         self.trusted_keys = dict(trusted_keys or {})
         self.groups = groups
         self.batch = batch
@@ -634,7 +854,11 @@ class Agent:
         self.local_alerts = 0
         self.refused: list[tuple[int, str]] = []
         self._manifest_refused: dict[str, str] = {}  # sha256 of manifest + signature: reason
+        # sha256 of manifest + signature: (monotonic time of the next try, failures, outcome)
+        self._retry: dict[str, tuple[float, int, str]] = {}
+        self._current_logged: str | None = None  # the offer last logged as already installed
         self._drop_logged_at: float | None = None
+        self._drop_logged_reason: str | None = None
         self._reject_logged_at: float | None = None
         self._rejected_unlogged: list[tuple[int | None, str, str]] = []
         self._stall_s = 0.0
@@ -649,19 +873,28 @@ class Agent:
 
     def _load_model(self) -> None:
         """Load the installed model; if it cannot load, fall back (with a logged reason) to the
-        previous release, else the built-in detector. The installed release stays the
-        anti-rollback floor either way, so the broken release is not fetched again."""
-        if not self.slot.pointer.exists():
-            return
+        previous release, else the built-in detector. The newest installed release (by the
+        pointer or the install history) stays the anti-rollback floor either way, so the
+        broken release is not fetched again. A damaged pointer is pointed again at the
+        newest intact release of the history."""
         self.release = self.slot.installed_release()
         try:
             cur = self.slot.current()
-            if cur is None:
+            if cur is not None:
+                self._use(load_detector(cur.payload), cur.release, cur.manifest.version)
                 return
-            self._use(load_detector(cur.payload), cur.release, cur.manifest.version)
-            return
+            if not self.release:
+                return  # nothing installed
+            damaged = True
+            reason = (f"Model pointer {str(self.slot.pointer)!r} is missing, though the history "
+                      f"shows release {self.release} installed.")
         except (SignatureError, OSError, ValueError, KeyError, TypeError) as exc:
             reason = str(exc)
+            try:
+                self.slot._pointer()
+                damaged = False
+            except (OSError, ValueError):
+                damaged = True
         prev = self.slot.previous()
         using = "built-in EWZScore"
         if prev is not None:
@@ -670,9 +903,23 @@ class Agent:
                 using = f"release {prev.release} ({prev.manifest.version})"
             except ValueError as exc:
                 reason += f" Previous release {prev.release} fails too: {exc}"
+            else:
+                if damaged:
+                    self._repoint(prev)
         log.warning(json.dumps({"event": "model_fallback", "release": self.release,
                                 "reason": reason, "using": using}))
         self._report({"agent.model_fallback": float(self.release)})
+
+    def _repoint(self, installed: Installed) -> None:
+        """Replace a damaged pointer by one naming ``installed`` (logged either way)."""
+        event: dict[str, Any] = {"event": "model_pointer_repaired",
+                                 "path": str(self.slot.pointer), "release": installed.release}
+        try:
+            self.slot.point_to(installed)
+        except OSError as exc:
+            event = {**event, "event": "model_pointer_damaged",
+                     "detail": f"not rewritten: {exc}; the history keeps the floor"}
+        log.warning(json.dumps(event))
 
     def _refuse(self, release: int, reason: str, detail: str) -> str:
         """Log and report a refused release once per (release, reason); return the outcome."""
@@ -689,9 +936,14 @@ class Agent:
         Nothing of the payload is fetched before the manifest's signature, key, target,
         expiry and release order are verified, nor when the signed size is over
         ``MAX_MODEL_BYTES`` (refused as ``too_large``); a manifest refused on its own is not
-        looked at again. A release is installed only once its payload loads as a working
-        detector; otherwise it is refused (``unsupported_format``, ``bad_model``) and the
-        running model is kept.
+        looked at again, except as ``expired``, which this device's clock decides and which
+        is checked again on the next offer. A release is installed only once its payload
+        loads as a working detector; otherwise it is refused (``unsupported_format``,
+        ``bad_model``) and the running model is kept. A download the gateway answers with an
+        error (``fetch_failed``) or an install the disk refuses (``install_failed``) is
+        logged as such and tried again after 2, 4, 8 ... update intervals (at most an hour;
+        ``<outcome>:retry_later`` until then). The installed release offered again is
+        ``current``, logged once per offer.
         """
         if not self.trusted_keys:
             return "disabled"
@@ -706,10 +958,18 @@ class Agent:
         seen = hashlib.sha256(mb + b"\0" + sig).hexdigest()
         if seen in self._manifest_refused:  # refused on the manifest alone: it still is
             return f"refused:{self._manifest_refused[seen]}"
+        retry = self._retry.get(seen)
+        if retry is not None and time.monotonic() < retry[0]:
+            return f"{retry[2]}:retry_later"  # failed before: not fetched again before then
         download = _Download(client, self.gateway, self._headers(), mb)
         try:
             head = json.loads(mb)
             if int(head.get("release", 0)) == self.release:
+                if self._current_logged != seen:  # said once per offer, not on every poll
+                    self._current_logged = seen
+                    log.info(json.dumps({
+                        "event": "update_current", "release": self.release,
+                        "detail": "the gateway offers the installed release; nothing to do"}))
                 return "current"  # nothing new; skip downloading
             for rel, reason in self.refused:  # refused for what it is: no need to fetch again
                 if rel == int(head.get("release", 0)) and reason in _FINAL_REFUSALS:
@@ -722,23 +982,43 @@ class Agent:
             if exc.reason == "replay":
                 log.info(json.dumps({"event": "update_replay", "detail": str(exc)}))
                 return "replay"
-            if not download.opened:
-                self._manifest_refused[seen] = exc.reason
+            if not download.opened and exc.reason not in _CLOCK_REFUSALS:
+                self._manifest_refused[seen] = exc.reason  # the device's clock may be wrong
             rel = int(head.get("release", -1)) if isinstance(head, dict) else -1
             return self._refuse(rel, exc.reason, str(exc))
+        except _FetchError as exc:
+            return self._retry_later(seen, int(head["release"]), "fetch_failed", str(exc))
         finally:
             download.close()
         try:
             model = load_detector(data)
         except ValueError as exc:
             return self._refuse(m.release, "bad_model", f"Release {m.release}: {exc}")
-        self.slot.install(mb, data)
+        try:
+            self.slot.install(mb, data)
+        except OSError as exc:
+            return self._retry_later(seen, m.release, "install_failed",
+                                     f"Release {m.release} verified but not installed: "
+                                     f"{exc}; the running model is kept.")
+        self._retry.pop(seen, None)
         self.release = m.release
         self._use(model, m.release, m.version)
         log.info(json.dumps({"event": "update_installed", "release": m.release,
                              "version": m.version, "kind": m.kind}))
         self._report({"agent.model_release": float(m.release)})
         return "installed"
+
+    def _retry_later(self, seen: str, release: int, outcome: str, detail: str) -> str:
+        """Log a release that failed to download or install (``update_<outcome>``) and leave
+        it until the next update check after ``2**failures`` intervals (at most an hour),
+        instead of downloading it again on every check; return ``outcome``."""
+        failures = self._retry.get(seen, (0.0, 0, ""))[1] + 1
+        wait = min(self.update_interval_s * 2 ** min(failures, 20), _RETRY_MAX_S)
+        self._retry[seen] = (time.monotonic() + wait, failures, outcome)
+        log.warning(json.dumps({"event": f"update_{outcome}", "release": release,
+                                "failures": failures, "retry_in_s": round(wait, 3),
+                                "detail": detail}))
+        return outcome
 
     # -- data path -----------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -753,13 +1033,20 @@ class Agent:
         seq = self.outbox.put(message, source_pos=source_pos)
         if seq is None:
             now = time.monotonic()
-            if self._drop_logged_at is None or now - self._drop_logged_at >= _DROP_LOG_EVERY_S:
-                self._drop_logged_at = now
+            why = "disk_full" if self.outbox.disk_full else "max_bytes"
+            if (self._drop_logged_at is None or now - self._drop_logged_at >= _DROP_LOG_EVERY_S
+                    or why != self._drop_logged_reason):
+                self._drop_logged_at, self._drop_logged_reason = now, why
+                detail = ("new readings are dropped (and counted) until the gateway "
+                          "acknowledges buffered ones; raise --max-mb to keep more")
+                if why == "disk_full":
+                    detail = (f"the disk holding {self.outbox.path} is full (SQLite: database "
+                              "or disk is full): new readings are dropped (and counted) until "
+                              "space is freed or the gateway acknowledges buffered ones")
                 log.warning(json.dumps({
-                    "event": "outbox_full", "dropped": self.outbox.dropped,
+                    "event": "outbox_full", "reason": why, "dropped": self.outbox.dropped,
                     "bytes_used": self.outbox.bytes_used, "max_bytes": self.outbox.max_bytes,
-                    "detail": "new readings are dropped (and counted) until the gateway "
-                    "acknowledges buffered ones; raise --max-mb to keep more"}))
+                    "detail": detail}))
         return seq
 
     def handle(self, reading: Mapping[str, float], source_pos: int | None = None,
@@ -904,10 +1191,13 @@ class Agent:
         When the source ends (or ``limit`` is reached) the agent keeps sending for up to
         ``flush_timeout_s``; anything still unacknowledged stays in the outbox for the next run.
         """
+        pos, how = self.outbox.use_source(source)
+        if source != "stdin":
+            log.info(json.dumps({"event": "source_start", "source": source, "position": pos,
+                                 "how": how, "detail": _SOURCE_START[how]}))
         sender = threading.Thread(target=self.sender_loop, name="edgewise-sender", daemon=True)
         sender.start()
         n = 0
-        pos = self.outbox.source_pos
         try:
             for reading, ts_ns in _source(source, pos, rate_hz):
                 pos += 1
@@ -915,6 +1205,10 @@ class Agent:
                 n += 1
                 if limit is not None and n >= limit:
                     break
+            if n == 0 and source.startswith("csv:") and pos > 1:
+                log.info(json.dumps({"event": "source_done", "source": source, "position": pos,
+                                     "detail": f"nothing after row {pos - 1} of this file, "
+                                     "which this state dir has read before"}))
             deadline = time.monotonic() + flush_timeout_s
             while len(self.outbox) and sender.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -925,6 +1219,13 @@ class Agent:
     def stop(self) -> None:
         """Ask the loops to end."""
         self._stop.set()
+
+
+_SOURCE_START = {
+    "new": "not read from this state dir before: from its first reading",
+    "resume": "resumed where this state dir stopped reading it",
+    "adopted": "resumed at the position an older agent kept, without naming its source",
+}
 
 
 def _rejections(msgs: Sequence[Mapping[str, Any]], problems: Sequence[Any], done: int
@@ -964,6 +1265,10 @@ class _Refusal(Exception):
         self.reason = reason
 
 
+class _FetchError(Exception):
+    """The gateway answered a model download with an error status (e.g. 404)."""
+
+
 class _Download:
     """A release's payload as a binary stream that :func:`edgewise.registry.verify` reads.
 
@@ -997,7 +1302,9 @@ class _Download:
                                  headers=self.headers)
         resp = ctx.__enter__()
         self._ctx = ctx
-        resp.raise_for_status()
+        if not 200 <= resp.status_code < 300:
+            raise _FetchError(f"Release {m.release}: the gateway answered the model download "
+                              f"(GET /v1/models/{m.sha256[:16]}…) with HTTP {resp.status_code}.")
         self._chunks = resp.iter_bytes()
 
     def read(self, n: int = -1) -> bytes:
