@@ -67,10 +67,12 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgewise.errors import InvalidParameterError, SignatureError
+from edgewise.errors import InvalidParameterError, PayloadError, SignatureError
+from edgewise.telemetry import validate_device_id
 
 __all__ = [
     "MAX_EXPIRY_DAYS",
+    "MIN_EXPIRY_DAYS",
     "REASONS",
     "Artifact",
     "Manifest",
@@ -99,25 +101,45 @@ REASONS = (
 )
 DEFAULT_EXPIRY_S = 30 * 24 * 3600
 MAX_EXPIRY_DAYS = 3650  # ten years; a manifest that outlives that is one nobody will re-sign
+#: The shortest manifest lifetime an operator may sign (REST and CLI): one hour. A release must
+#: outlive the time its devices need to fetch it: an agent asks every ``--update-interval``
+#: (30 s by default) and backs off while the gateway is away, and a device clock may run ahead
+#: of the gateway's by as much as the gateway accepts for readings (5 minutes), which shortens
+#: the lifetime that device sees. One hour is twelve times that skew; anything shorter risks
+#: a release that is expired on arrival and that every device refuses.
+MIN_EXPIRY_S = 3600
+MIN_EXPIRY_DAYS = MIN_EXPIRY_S / 86400
 _CHUNK = 64 * 1024
 
 
 def check_expires_days(days: float, name: str = "expires_days") -> float:
     """Return ``days`` if it is a manifest lifetime a rollout may sign, else raise
-    :class:`InvalidParameterError` naming ``name``: more than 0 (an expired release is refused
-    by every device) and at most :data:`MAX_EXPIRY_DAYS`.
+    :class:`InvalidParameterError` naming ``name``: at least :data:`MIN_EXPIRY_DAYS` (one
+    hour: an expired release is refused by every device, and one that expires before its
+    devices can fetch it is of use to none; see :data:`MIN_EXPIRY_S`) and at most
+    :data:`MAX_EXPIRY_DAYS`.
 
-    >>> check_expires_days(30)
-    30.0
+    >>> check_expires_days(30), check_expires_days(1 / 24)
+    (30.0, 0.041666666666666664)
     >>> check_expires_days(0, "--expires-days")
     Traceback (most recent call last):
     ...
     edgewise.errors.InvalidParameterError: --expires-days must be a number of days in (0, 3650]. Got 0 instead.
+    >>> check_expires_days(1e-9, "--expires-days")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: --expires-days must be at least one hour (0.04167 days): a release that expires sooner may expire before its devices fetch it, and every device refuses an expired release. Got 1e-09 instead.
     """  # noqa: E501
     ok = isinstance(days, int | float) and not isinstance(days, bool)
     if not ok or not math.isfinite(days) or not 0 < days <= MAX_EXPIRY_DAYS:
         raise InvalidParameterError(
             f"{name} must be a number of days in (0, {MAX_EXPIRY_DAYS}]. Got {days!r} instead."
+        )
+    if days < MIN_EXPIRY_DAYS:
+        raise InvalidParameterError(
+            f"{name} must be at least one hour ({MIN_EXPIRY_DAYS:.4g} days): a release that "
+            "expires sooner may expire before its devices fetch it, and every device refuses "
+            f"an expired release. Got {days!r} instead."
         )
     return float(days)
 
@@ -193,6 +215,30 @@ def _replace_atomically(path: Path, data: bytes, mode: int | None = None) -> Non
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _blob_problem(path: Path, sha256: str, size: int) -> str | None:
+    """``None`` if ``path`` holds the ``size`` bytes whose sha256 is ``sha256``; else what is
+    wrong with it (``"missing"``, ``"damaged"``).
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "b"
+    >>> _blob_problem(p, hashlib.sha256(b"abc").hexdigest(), 3)
+    'missing'
+    >>> _ = p.write_bytes(b"ab")
+    >>> _blob_problem(p, hashlib.sha256(b"abc").hexdigest(), 3)
+    'damaged'
+    """
+    try:
+        if path.stat().st_size != size:
+            return "damaged"
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK * 16):
+                h.update(chunk)
+    except FileNotFoundError:
+        return "missing"
+    return None if h.hexdigest() == sha256 else "damaged"
 
 
 def _write_public_file(d: Path, key: SigningKey) -> None:
@@ -354,13 +400,38 @@ def sign(artifact: Artifact, key: SigningKey) -> SignedArtifact:
     return SignedArtifact(mb, key.private.sign(mb), artifact.payload)
 
 
+#: What a release target may be (messages and problem answers name it).
+TARGET_ALLOWED = ("'device:<id>' or 'group:<name>', the id or name 1-64 characters of letters, "
+                  "digits, '_', '.', '-', starting with a letter or digit")
+
+
 def _check_target(target: str) -> None:
-    kind, _, name = target.partition(":")
-    if kind not in ("device", "group") or not name:
+    """Refuse a target that no device can ever be reached by: not ``device:<id>`` or
+    ``group:<name>``, or whose id or name is not one ``edgewise device add`` takes (a blank
+    group name, ``device:pump-7:x``): :class:`InvalidParameterError` naming ``target``.
+
+    >>> _check_target("group:line-a")
+    >>> _check_target("group: ")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: Target 'group: ' names group ' ', which is not a valid group name: it must be 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit (as 'edgewise device add ID --group NAME' takes it). Got 'group: ' instead.
+    """  # noqa: E501
+    kind, _, ident = target.partition(":") if isinstance(target, str) else ("", "", "")
+    if kind not in ("device", "group") or not ident:
         raise InvalidParameterError(
             "The 'target' parameter must be 'device:<id>' or 'group:<name>'. "
             f"Got {target!r} instead.", field="target", value=target,
         )
+    try:
+        validate_device_id(ident)
+    except PayloadError as exc:
+        what, how = (("device id", "'edgewise device add ID'") if kind == "device" else
+                     ("group name", "'edgewise device add ID --group NAME'"))
+        raise InvalidParameterError(
+            f"Target {target!r} names {kind} {ident!r}, which is not a valid {what}: it must "
+            f"be {exc.allowed} (as {how} takes it). Got {target!r} instead.",
+            field="target", value=target,
+        ) from None
 
 
 def _read_bounded(payload: bytes | BinaryIO, size: int) -> tuple[bytes, bool]:
@@ -863,6 +934,13 @@ class Registry:
         released. Safe when several processes publish the same bytes at once (the blob is
         content-addressed: each writes its own temporary file and the last rename wins).
 
+        Publishing bytes whose blob is stored already checks that blob (size and sha256) and
+        rewrites it if it is damaged (truncated or corrupted on disk: :meth:`rollout` and
+        :meth:`blob` refuse such a blob, reason ``"blob_damaged"``). Publishing a version
+        again with the same bytes, format, ``trained_on`` and metrics is how a damaged blob is
+        repaired: it returns the version as first published; anything else that differs from
+        the published version is refused (versions are immutable).
+
         >>> import tempfile
         >>> Registry(tempfile.mkdtemp()).publish("ewz", " ", b"m", format="pickle")
         Traceback (most recent call last):
@@ -875,7 +953,9 @@ class Registry:
         self._refuse_unusable_key()
         digest = hashlib.sha256(payload).hexdigest()
         blob = self.root / "blobs" / digest
-        if not blob.exists():  # concurrent writers: same bytes whoever wins (by content)
+        # absent, or damaged (truncated, corrupted): write it; concurrent writers write the
+        # same bytes whoever wins (by content), and each rename is atomic
+        if _blob_problem(blob, digest, len(payload)) is not None:
             _replace_atomically(blob, payload)
         mv = ModelVersion(
             name, version, format, digest, len(payload), trained_on, checked, time.time_ns(),
@@ -888,9 +968,15 @@ class Registry:
                      json.dumps(mv.metrics), mv.created_ns),
                 )
         except sqlite3.IntegrityError:
+            old = self.version(name, version)
+            if (old.sha256, old.size, old.format, old.trained_on, old.metrics) == (
+                    digest, len(payload), format, trained_on, checked):
+                return old  # the very version again: its blob is intact now (checked above)
+            same = (" (the same bytes: their stored blob was checked, and rewritten had it "
+                    "been damaged)" if old.sha256 == digest else "")
             raise InvalidParameterError(
-                f"Model {name!r} version {version!r} is already published; versions are "
-                "immutable, publish a new version."
+                f"Model {name!r} version {version!r} is already published{same}; versions are "
+                "immutable, publish a new version.", field="version", value=version,
             ) from None
         return mv
 
@@ -921,13 +1007,68 @@ class Registry:
         return _model_version(row)
 
     def blob(self, sha256: str) -> bytes:
-        """The payload with this hash; ``KeyError`` if absent."""
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        """The payload with this hash, checked; ``KeyError`` if no version has it and no blob
+        is stored under it.
+
+        Raises :class:`SignatureError` (reason ``"blob_damaged"``, naming the versions with
+        that hash and how to repair it) if the stored bytes are missing or are not the bytes
+        published (of another size or sha256: truncated or corrupted on disk), rather than
+        hand out bytes that no manifest describes.
+
+        >>> import tempfile
+        >>> reg = Registry(tempfile.mkdtemp())
+        >>> mv = reg.publish("m", "1.0.0", b"0123456789abcdef", format="bin")
+        >>> path = reg.root / "blobs" / mv.sha256
+        >>> _ = path.write_bytes(b"0123456789abc")
+        >>> reg.blob(mv.sha256)
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.SignatureError: The stored model of 'm' version '1.0.0' ... is damaged: ...
+        >>> _ = reg.publish("m", "1.0.0", b"0123456789abcdef", format="bin")  # repairs it
+        >>> reg.blob(mv.sha256)
+        b'0123456789abcdef'
+        """
+        if not isinstance(sha256, str) or len(sha256) != 64 or any(
+                c not in "0123456789abcdef" for c in sha256):
             raise KeyError(f"No blob {sha256!r}.")
         path = self.root / "blobs" / sha256
-        if not path.exists():
-            raise KeyError(f"No blob {sha256!r}.")
-        return path.read_bytes()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, version, size FROM versions WHERE sha256 = ? ORDER BY created_ns",
+                (sha256,)).fetchall()
+        if not rows:  # no version has it: a blob left by a refused publish, if any
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise KeyError(f"No blob {sha256!r}.") from None
+            return self._intact_blob(sha256, size, f"blob {sha256[:16]}…")
+        named = ", ".join(f"{n!r} version {v!r}" for n, v, _ in rows[:3])
+        more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+        return self._intact_blob(sha256, int(rows[0][2]), named + more)
+
+    def _intact_blob(self, sha256: str, size: int, what: str) -> bytes:
+        """The stored blob ``sha256`` if it is the ``size`` bytes published with that hash;
+        else :class:`SignatureError` (reason ``"blob_damaged"``) naming ``what`` (the model
+        versions with that hash) and how to repair it."""
+        path = self.root / "blobs" / sha256
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            problem = "is missing"
+        else:
+            got = hashlib.sha256(data).hexdigest()
+            if len(data) == size and got == sha256:
+                return data
+            problem = (f"is damaged: it holds {len(data)} bytes with sha256 {got[:16]}…, not the "
+                       f"{size} bytes with sha256 {sha256[:16]}… that were published")
+        raise SignatureError(
+            f"The stored model of {what} ({str(path)!r}) {problem}; it was truncated, "
+            "corrupted or tampered with on disk, so the registry neither signs nor serves it "
+            "(a release of it would name bytes no device can fetch). Publish the same model "
+            "file again (edgewise registry publish NAME VERSION FILE, with this version and "
+            "the same options, or as a new version): that rewrites the stored model.",
+            "blob_damaged",
+        )
 
     def rollout(
         self,
@@ -937,16 +1078,29 @@ class Registry:
         *,
         expires_in_s: float = DEFAULT_EXPIRY_S,
         kind: str = "release",
+        has_device: Callable[[str], bool] | None = None,
     ) -> SignedArtifact:
         """Sign a release of ``name``/``version`` for ``target`` with the next release counter.
 
-        ``expires_in_s`` must lie in (0, :data:`MAX_EXPIRY_DAYS` days]; ``KeyError`` if the
-        version is not published. Going back is explicit: a version published before one that
-        a device the target reaches can already receive (the newest release of ``name`` to the
-        target, to that device or to any of its groups) is signed only with
-        ``kind="rollback"`` (:meth:`rollback`), and ``kind="rollback"`` only for such a version
-        (or to re-sign the rollback order the target has); else :class:`InvalidParameterError`.
-        Versions are ordered by when they were published, not by their text ("beta").
+        ``expires_in_s`` must lie in (0, :data:`MAX_EXPIRY_DAYS` days] (operators are held to
+        at least :data:`MIN_EXPIRY_DAYS` by :func:`check_expires_days`); ``KeyError`` if the
+        version is not published. ``target``'s device id or group name must be one a device can
+        be registered with (:func:`_check_target`). Given ``has_device`` (whether a device id
+        is registered: :meth:`edgewise.security.Security.has_device`, as the gateway's route
+        and ``edgewise registry rollout`` pass it), a ``device:<id>`` target must name a
+        registered device: a release to an unregistered id would wait for whichever device is
+        registered under it later (checked last, inside the transaction that signs, so a
+        device deleted meanwhile has its release withdrawn). The version's stored blob must be
+        intact (the size and sha256 published; :class:`SignatureError`, reason
+        ``"blob_damaged"``, if not: publish it again). Nothing refused spends a release
+        counter.
+
+        Going back is explicit: a version published before one that a device the target
+        reaches can already receive (the newest release of ``name`` to the target, to that
+        device or to any of its groups) is signed only with ``kind="rollback"``
+        (:meth:`rollback`), and ``kind="rollback"`` only for such a version (or to re-sign the
+        rollback order the target has); else :class:`InvalidParameterError`. Versions are
+        ordered by when they were published, not by their text ("beta").
 
         >>> import tempfile
         >>> reg = Registry(tempfile.mkdtemp(), device_groups=lambda: {"pump-7": ["line-a"]})
@@ -980,12 +1134,12 @@ class Registry:
                 f"Model {name!r} version {version!r} has metric {bad[0]!r} = "
                 f"{mv.metrics[bad[0]]!r}, which a signed manifest (strict JSON) cannot carry; "
                 "publish a new version with finite metrics.", field="version", value=version)
-        payload = self.blob(mv.sha256)
+        payload = self._intact_blob(mv.sha256, mv.size, f"{name!r} version {version!r}")
         reach = self._reach(target)  # read before the write transaction: another database
         with self._lock:
             key = self.signing_key()
             return self._sign_next(name, version, target, mv, payload, expires_in_s, kind, key,
-                                   reach)
+                                   reach, has_device)
 
     def _groups_of_devices(self) -> dict[str, set[str]]:
         """Each device's groups: from ``device_groups`` if given, else from the credentials
@@ -1069,10 +1223,18 @@ class Registry:
 
     def _sign_next(self, name: str, version: str, target: str, mv: ModelVersion, payload: bytes,
                    expires_in_s: float, kind: str, key: SigningKey,
-                   reach: Mapping[str, list[str]]) -> SignedArtifact:
+                   reach: Mapping[str, list[str]],
+                   has_device: Callable[[str], bool] | None = None) -> SignedArtifact:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._check_direction(name, version, target, mv, kind, reach)
+            kind_of, _, ident = target.partition(":")  # last: only what would be signed
+            if kind_of == "device" and has_device is not None and not has_device(ident):
+                raise InvalidParameterError(
+                    f"Target {target!r} names device {ident!r}, which is not registered: a "
+                    "release to it would wait for whichever device is registered under that "
+                    f"id later. Register it first (edgewise device add {ident}), or roll out "
+                    "to a registered device or to a group.", field="target", value=target)
             (last,) = self._db.execute(  # withdrawn counters are never handed out again
                 "SELECT MAX(COALESCE((SELECT MAX(release) FROM releases), 0), "
                 "COALESCE((SELECT MAX(release) FROM withdrawn), 0))").fetchone()

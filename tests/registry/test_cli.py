@@ -81,4 +81,9 @@ def test_rollout_errors_are_one_line(data_dir, tmp_path):
         assert r.stderr.startswith("error: ") and message in r.stderr, r.stderr
     out = json.loads(run("list", "--json").stdout)
     assert out["releases"] == []
+    from edgewise.security import Security
+
+    sec = Security(data_dir)  # a device target must be a registered device
+    sec.add_device("pump-7")
+    sec.close()
     assert run("rollout", "ewz", "1.1.0", "device:pump-7", "--expires-days", "3650").exit_code == 0

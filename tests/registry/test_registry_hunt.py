@@ -248,6 +248,11 @@ def test_downgrade_needs_an_explicit_rollback_order_and_a_rollback_must_go_back(
     reg.rollout("m", "1.0.0", "device:d2")  # another target: nothing to go back from
     assert [r.kind for r in reg.releases()] == ["release", "rollback", "rollback", "release",
                                                 "release", "release"]
+    from edgewise.security import Security
+
+    sec = Security(data_dir)  # the CLI rolls out to registered devices only
+    sec.add_device("d1")
+    sec.close()
     r = _cli(data_dir, "rollout", "m", "1.0.0", "device:d1")
     assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "--rollback" in r.stderr
     r = _cli(data_dir, "rollout", "m", "1.0.0", "device:d1", "--rollback")

@@ -5,6 +5,13 @@ one; ``list`` never does. A registry whose key was issued but whose ``signing_ke
 (or holds another key) refuses ``publish``, ``rollout`` (and ``pubkey`` for another key) with
 one line (restore the file, or ``new-key`` on purpose).
 ``publish`` and ``rollout`` are audited (``model.publish``, ``model.rollout``) by ``cli``.
+
+``rollout`` refuses, with one line and without spending a release counter: a target whose
+device id or group name ``edgewise device add`` would not take (a blank group, ``device:a:b``),
+a ``device:<id>`` of no registered device, an ``--expires-days`` under one hour
+(:data:`edgewise.registry.MIN_EXPIRY_DAYS`) or over 3650, and a version whose stored model is
+missing or damaged. ``publish`` with the same bytes (the same command again) rewrites a
+damaged stored model.
 """
 
 from __future__ import annotations
@@ -125,7 +132,13 @@ def publish_cmd(
     trained_on: Annotated[str, typer.Option(help="Data the model learned from.")] = "",
     metric: Annotated[list[str], typer.Option(help="NAME=VALUE, repeatable.")] = [],  # noqa: B006
 ) -> None:
-    """Publish MODEL_FILE as NAME VERSION."""
+    """Publish MODEL_FILE as NAME VERSION.
+
+    Publishing a version again with the same file and options changes nothing but checks its
+    stored model, and rewrites it if it was damaged on disk.
+    """
+    import time
+
     from edgewise.registry import Registry
 
     if not model_file.is_file():
@@ -143,13 +156,21 @@ def publish_cmd(
         raise fail(str(exc)) from None
     from edgewise.errors import InvalidParameterError, SignatureError
 
+    started = time.time_ns()
     try:
         mv = Registry(data_dir).publish(name, version, model_file.read_bytes(), format=fmt,
                                         trained_on=trained_on, metrics=metrics)
     except (InvalidParameterError, SignatureError) as exc:
         raise fail(str(exc)) from None
+    again = mv.created_ns < started  # the very version again: its stored model was checked
     _audit(data_dir, "model.publish", name, {"version": version, "sha256": mv.sha256,
-                                             "size": mv.size, "format": mv.format})
+                                             "size": mv.size, "format": mv.format,
+                                             **({"again": True} if again else {})})
+    if again:
+        typer.echo(f"{mv.name} {mv.version} was already published with these bytes ({mv.size} "
+                   f"B, sha256 {mv.sha256[:16]}); its stored model is intact (rewritten if it "
+                   "was damaged)")
+        return
     typer.echo(f"published {mv.name} {mv.version} ({mv.size} B, sha256 {mv.sha256[:16]})")
 
 
@@ -169,22 +190,28 @@ def _audit(data_dir: Path, action: str, target: str, detail: dict[str, object]) 
 def rollout_cmd(
     name: str, version: str, target: str, data_dir: DataDir,
     expires_days: Annotated[float, typer.Option(
-        help="Manifest lifetime in days, above 0 and at most 3650.")] = 30.0,
+        help="Manifest lifetime in days, at least one hour (1/24, so devices can fetch it "
+             "before it expires) and at most 3650.")] = 30.0,
     rollback: Annotated[bool, typer.Option(
         help="Sign an explicit rollback order: required to go back to a version published "
              "before the one TARGET was last given, refused otherwise.")] = False,
 ) -> None:
-    """Sign a release of NAME VERSION for TARGET (device:<id> or group:<name>)."""
+    """Sign a release of NAME VERSION for TARGET (device:<id> of a registered device, or
+    group:<name>)."""
     from edgewise.errors import InvalidParameterError, SignatureError
     from edgewise.registry import Registry, check_expires_days
+    from edgewise.security import Security
 
     try:
         days = check_expires_days(expires_days, "--expires-days")
         reg = Registry(data_dir)
+        sec = Security(data_dir)  # a device: target must be a registered device
         try:
             s = reg.rollout(name, version, target, expires_in_s=days * 86400,
-                            kind="rollback" if rollback else "release")
+                            kind="rollback" if rollback else "release",
+                            has_device=sec.has_device)
         finally:
+            sec.close()
             reg.close()
     except (InvalidParameterError, SignatureError) as exc:
         raise fail(str(exc)) from None

@@ -5,16 +5,26 @@
   those an admin put the device in (``edgewise device add ID --group NAME``, stored with its
   credentials), never ones the device claims; by default ``security.device_groups``.
 * ``GET /v1/models/{sha256}`` (device secret): the model bytes, of a release aimed at the
-  device or one of its groups (any other answers 404, as an unknown one).
+  device or one of its groups (any other answers 404, as an unknown one). Bytes are served
+  only as published: a stored model that is missing or damaged (truncated or corrupted on
+  disk) answers 503 (reason ``blob_damaged``, logged as a warning) until it is published
+  again, which rewrites it; the agent tries again at its next update check.
 * ``GET /v1/registry`` (viewer token): versions and releases.
 * ``POST /v1/registry/rollouts`` (operator token): ``{"name", "version", "target",
   "rollback": false, "expires_days": 30}`` signs a release; audited. ``expires_days`` must
-  lie in (0, 3650] (an expired manifest is refused by every device); else 422. 409 (reason
+  be at least one hour (1/24, :data:`~edgewise.registry.MIN_EXPIRY_DAYS`: a release that
+  expires before its devices can fetch it is refused by every one) and at most 3650; else 422.
+  ``target`` must be ``device:<id>`` of a registered device or ``group:<name>``, the id or
+  name as ``edgewise device add`` takes it (not blank, no ``:``); else 422 naming ``target``
+  (reason ``unknown_device`` for an id no device is registered with: its release would wait
+  for whichever device is registered under that id later). 409 (reason
   ``key_lost``) if the registry's signing key was issued but ``signing_key.pem`` is gone: no new
   key is made, since devices trust only the old one; 409 (reason ``key_mismatch``) if
-  ``signing_key.pem`` holds another key than the one issued. 422 for an empty name or
-  version, a downgrade without ``"rollback": true``, or a rollback that is no downgrade
-  (:meth:`Registry.rollout`). Audited as ``model.rollout`` by
+  ``signing_key.pem`` holds another key than the one issued; 409 (reason ``blob_damaged``,
+  field ``version``) if the version's stored model is missing or damaged: publish it again.
+  422 for an empty name or version, a downgrade without ``"rollback": true``, or a rollback
+  that is no downgrade (:meth:`Registry.rollout`). Nothing refused spends a release counter.
+  Audited as ``model.rollout`` by
   ``token:<id>:<name>``, like every HTTP action (``edgewise registry rollout`` by ``cli``).
 
 Credentials are checked as everywhere in the API (:mod:`edgewise.server.deps`): a device id
@@ -29,6 +39,7 @@ registry in the data directory.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -37,12 +48,22 @@ from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel
 
 from edgewise.errors import InvalidParameterError, SignatureError
-from edgewise.registry import KEY_FILE, MAX_EXPIRY_DAYS, Registry, check_expires_days
+from edgewise.registry import (
+    KEY_FILE,
+    MAX_EXPIRY_DAYS,
+    MIN_EXPIRY_DAYS,
+    TARGET_ALLOWED,
+    Registry,
+    check_expires_days,
+)
 from edgewise.security.credentials import Principal, Security
 from edgewise.server.deps import authenticate_device, require_role
 from edgewise.server.problems import Problem
+from edgewise.telemetry import DEVICE_ID_RE
 
 __all__ = ["RolloutRequest", "make_router"]
+
+log = logging.getLogger(__name__)
 
 
 class RolloutRequest(BaseModel):
@@ -56,13 +77,19 @@ class RolloutRequest(BaseModel):
 
 
 _TITLES = {"not_found": "Not found", "invalid": "Invalid rollout", "key_lost": "Signing key lost",
-           "key_mismatch": "Signing key is not the issued key"}
+           "key_mismatch": "Signing key is not the issued key",
+           "unknown_device": "Target device is not registered",
+           "blob_damaged": "Stored model is damaged"}
 
 
 DeviceAuth = Annotated[str | None, Header(description="'Bearer <device secret>'.")]
 
 
 _TARGET_ALLOWED = "'device:<id>' or 'group:<name>'"
+_REGISTERED_ALLOWED = ("'device:<id>' of a registered device (GET /v1/devices lists them; "
+                       "edgewise device add ID registers one) or 'group:<name>'")
+_REPUBLISH = ("a version whose stored model is intact: publish the same model file again "
+              "(edgewise registry publish NAME VERSION FILE) to rewrite it")
 
 
 def _problem(status: int, detail: str, reason: str, *, field: str | None, value: Any,
@@ -78,14 +105,21 @@ def _problem(status: int, detail: str, reason: str, *, field: str | None, value:
                    allowed=allowed, reason=reason)
 
 
-def _invalid_rollout(exc: InvalidParameterError, body: RolloutRequest) -> Problem:
+def _invalid_rollout(exc: InvalidParameterError, body: RolloutRequest,
+                     registered: Callable[[str], bool] = lambda _: True) -> Problem:
     """The 422 for a rollout the registry refused: the body field it names (the registry's
-    ``kind`` is the body's ``rollback``), its value and what is allowed.
+    ``kind`` is the body's ``rollback``), its value and what is allowed; a well-formed
+    ``device:<id>`` target refused is one ``registered`` does not know (reason
+    ``unknown_device``).
 
     >>> req = RolloutRequest(name="m", version="1", target="device:p", rollback=True)
     >>> p = _invalid_rollout(InvalidParameterError("x", field="kind", value="rollback"), req)
     >>> (p.field, p.value)
     ('rollback', True)
+    >>> p = _invalid_rollout(InvalidParameterError("x", field="target", value="device:p"), req,
+    ...                      lambda _: False)
+    >>> (p.field, p.reason)
+    ('target', 'unknown_device')
     """
     if exc.field == "name":
         return _problem(422, str(exc), "invalid", field="name", value=body.name,
@@ -95,6 +129,16 @@ def _invalid_rollout(exc: InvalidParameterError, body: RolloutRequest) -> Proble
                         allowed="a published version of the model: non-empty text, with "
                         "finite metrics")
     if exc.field == "target":
+        kind, _, ident = body.target.partition(":")
+        if kind not in ("device", "group") or not ident:  # not even of the form
+            return _problem(422, str(exc), "invalid", field="target", value=body.target,
+                            allowed=_TARGET_ALLOWED)
+        if not DEVICE_ID_RE.fullmatch(ident):  # a blank group, 'device:pump-7:x'
+            return _problem(422, str(exc), "invalid", field="target", value=body.target,
+                            allowed=TARGET_ALLOWED)
+        if kind == "device" and not registered(ident):
+            return _problem(422, str(exc), "unknown_device", field="target", value=body.target,
+                            allowed=_REGISTERED_ALLOWED)
         return _problem(422, str(exc), "invalid", field="target", value=body.target,
                         allowed=_TARGET_ALLOWED)
     if exc.field == "kind":
@@ -174,7 +218,9 @@ def make_router(registry: Registry, security: Security,
                           "schema": {"type": "string", "format": "binary"}}},
                           "description": "The model's bytes."},
                       404: {"description": "No model with that sha256."},
-                      429: {"description": "Too many wrong secrets; see Retry-After."}})
+                      429: {"description": "Too many wrong secrets; see Retry-After."},
+                      503: {"description": "The stored model is missing or damaged (reason "
+                            "'blob_damaged'); it is served again once it is published again."}})
     def model_blob(
         sha256: str,
         x_device_id: Annotated[str | None, Header(description="The fetching device's id.")]
@@ -199,6 +245,14 @@ def make_router(registry: Registry, security: Security,
                 404, "Not found", f"No model with sha256 {sha256!r}.", field="sha256",
                 value=sha256, allowed="the sha256 of a release's manifest",
                 reason="not_found") from None
+        except SignatureError as exc:  # never serve bytes other than those published
+            log.warning("registry: device %r asked for model %s: %s", x_device_id, sha256[:16],
+                        exc)
+            raise Problem(
+                503, _TITLES["blob_damaged"], str(exc), field="sha256", value=sha256,
+                allowed="the sha256 of a release's manifest, whose stored model is intact "
+                "(the operator publishes it again to repair it)", reason=exc.reason,
+                headers={"Retry-After": "60"}) from None
 
     @r.get("/v1/registry", summary="Model versions and releases (viewer)")
     def listing(who: Principal = viewer) -> dict[str, Any]:
@@ -213,7 +267,9 @@ def make_router(registry: Registry, security: Security,
 
     @r.post("/v1/registry/rollouts", summary="Sign a release to a device or group (operator)",
             responses={404: {"description": "No such model name and version."},
-                       409: {"description": "The signing key is lost (reason 'key_lost')."}})
+                       409: {"description": "The signing key is lost (reason 'key_lost') or "
+                             "not the issued key ('key_mismatch'), or the version's stored "
+                             "model is damaged ('blob_damaged')."}})
     def rollout(body: RolloutRequest, p: Principal = operator) -> dict[str, Any]:
         try:
             check_expires_days(body.expires_days, "Field 'expires_days'")
@@ -221,15 +277,20 @@ def make_router(registry: Registry, security: Security,
             v = body.expires_days
             raise Problem(422, _TITLES["invalid"], str(exc), field="expires_days",
                           value=v if math.isfinite(v) else repr(v),
-                          allowed=f"a number of days in (0, {MAX_EXPIRY_DAYS}]",
-                          reason="invalid") from None
+                          allowed=f"a number of days from {MIN_EXPIRY_DAYS:.4g} (one hour) to "
+                          f"{MAX_EXPIRY_DAYS}", reason="invalid") from None
         try:
             s = registry.rollout(body.name, body.version, body.target,
                                  expires_in_s=body.expires_days * 86400,
-                                 kind="rollback" if body.rollback else "release")
+                                 kind="rollback" if body.rollback else "release",
+                                 has_device=security.has_device)
         except InvalidParameterError as exc:
-            raise _invalid_rollout(exc, body) from None
-        except SignatureError as exc:  # the key is lost or not the issued one: never remake
+            raise _invalid_rollout(exc, body, security.has_device) from None
+        except SignatureError as exc:
+            if exc.reason == "blob_damaged":
+                raise _problem(409, str(exc), exc.reason, field="version", value=body.version,
+                               allowed=_REPUBLISH) from None
+            # the key is lost or not the issued one: never remake
             raise Problem(409, _TITLES.get(exc.reason, exc.reason), str(exc),
                           field="signing_key", value=str(registry.root / KEY_FILE),
                           allowed="the registry's issued signing key file (restore it from a "
