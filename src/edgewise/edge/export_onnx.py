@@ -248,7 +248,9 @@ def _zero_band_nodes(zero_missing: np.ndarray, x: str, out: str) -> list[Any]:
 
 
 def export_trees(table: TreeTable, name: str = "model") -> OnnxExport:
-    """One ``TreeEnsembleRegressor`` node (thresholds rounded down to float32, exact decisions).
+    """One ``TreeEnsembleRegressor`` node over float32 inputs, thresholds in float32 as
+    :func:`~edgewise.edge.compress.float32_thresholds` rounds them (down: exact decisions for
+    every float32 input; HistGradientBoosting's to nearest, as it compares float64 inputs).
 
     A table with ``zero_missing`` features (LightGBM's ``zero_as_missing``) first maps
     ``|x| <= ZERO`` on them to NaN, so the zero band takes each split's missing way, as in
