@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from edgewise.errors import (
     AuthError,
+    BrokerUnavailableError,
     ConfigError,
     EdgewiseError,
     ExportError,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
+    "BrokerUnavailableError",
     "ConfigError",
     "EdgewiseError",
     "ExportError",

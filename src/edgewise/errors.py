@@ -17,11 +17,13 @@ the dead-letter message and the CLI can print it on one line::
       x StoreError (RuntimeError)                      the storage backend failed
         x StoreCorruptError                            cannot open as it is; run repair
       x SignatureError                                 unsigned, tampered, stale or foreign
+      x BrokerUnavailableError (ConnectionError)       an external MQTT broker did not accept us
       x ExportError (ValueError)                       model cannot go to that format
       x FederatedRunError (RuntimeError)               a federated run trained nothing
       x PrivacyBudgetError (PermissionError)           a round would pass a device's ε limit
 
-The last two live with the federated code (``edgewise.federated.server_app`` and
+``BrokerUnavailableError`` is raised by :mod:`edgewise.transport.client`. The last two live
+with the federated code (``edgewise.federated.server_app`` and
 ``edgewise.federated.ledger``), which needs the optional ``federated`` extra.
 """
 
@@ -31,6 +33,7 @@ from typing import Any
 
 __all__ = [
     "AuthError",
+    "BrokerUnavailableError",
     "ConfigError",
     "EdgewiseError",
     "ExportError",
@@ -197,6 +200,22 @@ class SignatureError(EdgewiseError):
     def __init__(self, message: str, reason: str = "invalid") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class BrokerUnavailableError(EdgewiseError, ConnectionError):
+    """An external MQTT broker did not accept the connection in time: nothing answers at
+    its address, it refused the credentials, or it was too slow. ``host`` and ``port`` say
+    which broker; the message never holds a password.
+
+    >>> e = BrokerUnavailableError("MQTT broker b:1883 did not answer.", host="b", port=1883)
+    >>> (e.host, e.port, isinstance(e, ConnectionError))
+    ('b', 1883, True)
+    """
+
+    def __init__(self, message: str, *, host: str, port: int) -> None:
+        super().__init__(message)
+        self.host = host
+        self.port = port
 
 
 class ExportError(EdgewiseError, ValueError):

@@ -87,7 +87,7 @@ def test_token_create(run, data_dir: Path) -> None:
     sec.close()
     res = run("token", "create", "--role", "root")
     assert res.exit_code == 2
-    assert "'role' parameter must be one of 'admin', 'operator', 'viewer'" in res.stderr
+    assert "error: --role must be one of admin, operator, viewer. Got 'root'." in res.stderr
 
 
 def test_data_dir_from_environment(data_dir: Path) -> None:
@@ -144,7 +144,8 @@ def test_device_delete_removes_the_label_model_files(run, data_dir: Path) -> Non
     assert res.exit_code == 0 and "label model files" not in res.stdout, res.stdout
     _train_label_models(data_dir, "pump-1", 1)
     res = run("device", "delete", "pump-1")
-    assert "; 1 label model files deleted" in res.stdout, res.stdout
+    assert "; 1 model files deleted (label and transfer models its data trained)" in res.stdout, \
+        res.stdout
 
 
 def test_device_delete_while_the_store_is_held_by_another_process(run, data_dir: Path) -> None:

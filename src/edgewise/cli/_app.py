@@ -42,18 +42,25 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def out_path(flag: str, value: str, *, folder: bool, example: str) -> Path:
+def out_path(flag: str, value: str, *, folder: bool, example: str, what: str = "") -> Path:
     """``value`` of an output option as a Path, refused (one line, exit 2) before any work
     where it cannot be written: empty (``Path("")`` is the working directory), a file where
     a folder is wanted or a folder where a file is, or a path whose nearest existing part
-    is a file or not writable. Missing folders are fine: the caller makes them.
+    is a file or cannot be written. Missing folders are fine: the caller makes them.
+    ``what`` says what the path is for (default: "a folder for the results" or "a file to
+    write").
+
+    Writability is tried, not only asked of ``os.access`` (which says yes to root on a
+    read-only or virtual file system such as ``/proc``): the first missing folder is made
+    and removed again, or a temporary file is made and removed in an existing folder, or
+    an existing file is opened to append (nothing written). Nothing is left behind.
 
     >>> out_path("--out", "/tmp/nab", folder=True, example="/tmp/nab").as_posix()
     '/tmp/nab'
     """
     import os
 
-    kind = "a folder for the results" if folder else "a file to write"
+    kind = what or ("a folder for the results" if folder else "a file to write")
     if not value.strip():
         raise fail(f"{flag} must be {kind}, e.g. {example}; an empty one would mean the "
                    f"working directory. Got {value!r}.")
@@ -73,7 +80,42 @@ def out_path(flag: str, value: str, *, folder: bool, example: str) -> Path:
     if not os.access(near, os.W_OK | (os.X_OK if near.is_dir() else 0)):
         raise fail(f"{flag} must be {kind} that this user may write, e.g. {example}. Got "
                    f"{value!r}, but {str(near)!r} is not writable.")
+    why = _cannot_write(path, near)
+    if why:
+        raise fail(f"{flag} must be {kind} that this user may write, e.g. {example}. Got "
+                   f"{value!r}, but {why}.")
     return path
+
+
+def _cannot_write(path: Path, near: Path) -> str | None:
+    """Why nothing can be written at ``path``, whose nearest existing part is ``near``
+    (tried: what this makes is removed again); ``None`` when it can be."""
+    import os
+    import tempfile
+
+    try:
+        if near == path and not path.is_dir():  # an existing file: open it to append
+            if path.is_file():  # (a FIFO or a device is left to the writer)
+                os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+            return None
+        if near != path:  # make the first missing folder, as the caller will, and remove it
+            first = near / path.relative_to(near).parts[0]
+            try:
+                os.mkdir(first)
+            except FileExistsError:  # a dangling link or a racing maker: try a file below
+                pass
+            else:
+                try:
+                    os.rmdir(first)
+                except OSError:  # another process put something in it meanwhile: theirs
+                    pass
+                return None
+        fd, tmp = tempfile.mkstemp(prefix=".edgewise-write-check-", dir=near)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        return f"nothing can be written in {str(near)!r} ({exc.strerror or exc})"
+    return None
 
 
 def existing_data_dir(data_dir: Path) -> Path:

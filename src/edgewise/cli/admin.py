@@ -6,7 +6,8 @@ commands work beside a running gateway.
 
 ``device delete`` revokes the device's credentials at once and withdraws the model releases
 aimed at it (``device:<id>``; its groups' releases stay), then deletes its stored
-readings, seqs, conflicts and alerts, its labels and its label model files. An embedded
+readings, seqs, conflicts and alerts, its labels and the label and transfer model files
+its data trained. An embedded
 DuckDB store can be open in only one process: when a running gateway holds it, the command
 still revokes the credentials, says that the data is kept, and exits with status 1; delete
 the data with ``DELETE /v1/devices/<id>`` on the running gateway (admin token), or run the
@@ -229,7 +230,8 @@ def device_delete(
         return
     creds = "credentials revoked" if registered else "was not registered"
     typer.echo(f"device {device_id}: {creds}; {rows} stored rows and {labels} labels deleted"
-               + (f"; {models} label model files deleted" if models else "")
+               + (f"; {models} model files deleted (label and transfer models its data "
+                  "trained)" if models else "")
                + (f"; {len(releases)} model releases withdrawn" if releases else "")
                + ("; retained ack cleared" if ack else ""))
 
@@ -307,6 +309,11 @@ def token_create(
     The name is at most 64 characters, as over HTTP, and never looks like a token id, so
     'token revoke' cannot take it for another token's id.
     """
+    from edgewise.security import ROLE_RANK
+
+    if role not in ROLE_RANK:  # before the data dir and its security.sqlite are made
+        roles = sorted(ROLE_RANK, key=ROLE_RANK.__getitem__, reverse=True)
+        raise fail(f"--role must be one of {', '.join(roles)}. Got {role!r}.")
     with _security(data_dir) as sec:
         token = sec.create_token(role, name, actor="cli")
     if as_json:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from edgewise.cli._app import Json, bench_app, fail
+
+#: the members ``--models`` takes (as :class:`edgewise.models.rul.RULModel` has them)
+MODELS = ("gbm", "cnn")
 
 
 @bench_app.command("cmapss")
@@ -25,7 +29,24 @@ def bench_cmapss(
 
     if not data.is_dir():
         raise fail(f"--data {str(data)!r} is not a directory")
+    # a subset is there when its three files are (else the run would fail after training)
+    try:
+        named = {m[2] for f in data.iterdir()
+                 if (m := re.fullmatch(r"(train|test|RUL)_(FD\d{3})\.txt(\.gz)?", f.name))}
+    except OSError as exc:
+        raise fail(f"--data {str(data)!r} cannot be read ({exc.strerror or exc})") from None
+    have = sorted(s for s in named
+                  if all(any((data / f"{kind}_{s}{ext}").is_file() for ext in (".txt.gz", ".txt"))
+                         for kind in ("train", "test", "RUL")))
+    if subset not in have:
+        there = (f"the subsets there are {', '.join(have)}" if have else "it holds no "
+                 "subset's train_FD00x, test_FD00x and RUL_FD00x .txt[.gz] files")
+        raise fail(f"--subset must be a C-MAPSS subset in --data {str(data)!r}, e.g. FD001: "
+                   f"{there}. Got {subset!r}.")
     members = tuple(m.strip() for m in models.split(",") if m.strip())
+    if not members or set(members) - set(MODELS) or len(set(members)) < len(members):
+        raise fail(f"--models must be comma-separated members from {', '.join(MODELS)}, each "
+                   f"once, e.g. gbm or gbm,cnn. Got {models!r}.")
 
     def progress(seed: int, figs: dict[str, float]) -> None:
         if not json_out:

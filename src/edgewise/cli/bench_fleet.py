@@ -38,7 +38,17 @@ def bench_fleet_cmd(
     json_out: Json = False,
 ) -> None:
     """False alerts per device-hour and faults found, through the gateway's own detection."""
-    from edgewise.bench.fleet import bench_fleet, check_fleet_options
+    from edgewise.bench.fleet import MAX_HOURS, bench_fleet, check_fleet_options
+    from edgewise.errors import ConfigError
+
+    # named by their options here (the library's own check names them as its arguments)
+    if pumps < 1:
+        raise ConfigError(f"--pumps must be at least 1 (8 sensors each), e.g. 20. Got {pumps} "
+                          "instead.")
+    if not 0.5 / 3600 <= hours <= MAX_HOURS:  # NaN too
+        raise ConfigError(f"--hours must give at least one reading (one a second) and at most "
+                          f"{MAX_HOURS:g} h, held in memory: a number in [{0.5 / 3600:.6f}, "
+                          f"{MAX_HOURS:g}], e.g. 2. Got {hours} instead.")
 
     def show(row: dict[str, Any]) -> None:
         if not json_out:

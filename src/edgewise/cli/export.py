@@ -140,7 +140,8 @@ def _read_calibration(path: Path, width: int | None) -> Any:
 def export_cmd(
     model_file: Annotated[Path | None, typer.Argument(help="Pickled model or detector.")] = None,
     format: Annotated[str, typer.Option("--format", help="c or onnx.")] = "c",
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("edge-export"),
+    out: Annotated[str, typer.Option(
+        "--out", metavar="DIR", help="Output folder (made if missing).")] = "edge-export",
     dtype: Annotated[str, typer.Option(help="float32 or int8.")] = "float32",
     name: Annotated[str, typer.Option(help="C symbol prefix / graph name.")] = "model",
     detector: Annotated[str, typer.Option(
@@ -159,6 +160,10 @@ def export_cmd(
     from edgewise.edge import CExport, OnnxExport, export
     from edgewise.errors import ExportError
 
+    if not out.strip():  # Path("") would be the working directory
+        raise fail("--out must be a folder for the exported files (made if missing), e.g. "
+                   f"edge-export; an empty one would mean the working directory. Got {out!r}.")
+    out_dir = Path(out)
     if detector:
         if detector.lower() not in _DETECTORS:
             raise fail(f"--detector must be one of {', '.join(_DETECTORS)}. Got {detector!r}.")
@@ -199,11 +204,11 @@ def export_cmd(
                        f"{len(calib)} calibration rows (its output std "
                        f"{ex.calibration_std:.4g})", err=True)
     try:
-        paths = ex.save(out)
+        paths = ex.save(out_dir)
     except ExportError as exc:
         raise fail(str(exc)) from None
     except OSError as exc:
-        raise fail(f"--out {str(out)!r} cannot be written ({exc.strerror or exc}); give a "
+        raise fail(f"--out {out!r} cannot be written ({exc.strerror or exc}); give a "
                    "folder you can write to.") from None
     if isinstance(ex, CExport):
         det = ex.kind in ("detector", "mdetector")
@@ -231,12 +236,12 @@ def export_cmd(
                     f'for y in sess.run(None, {{{ex.input_names[0]!r}: X}})[0]:\n'
                     '    print(float(np.ravel(y)[0]))')
         np_dtype = "float64" if ex.dtype == "float64" else "float32"  # int8 graphs take float32
-        (out / "host_test.py").write_text(_HOST_ONNX.format(
+        (out_dir / "host_test.py").write_text(_HOST_ONNX.format(
             name=name, file=f"{name}.onnx", np_dtype=np_dtype, body=body))
         what = ("one 'T2 score' line per row" if ex.kind == "mdetector"
                 else "one output per row" if ex.kind != "detector" else "one score per value")
         readme = _README_ONNX.format(name=name, inputs=", ".join(ex.input_names),
                                      usage=f"printf '1 2 3' | python host_test.py   # {what}")
-    (out / "README.md").write_text(readme)
-    for p in [*paths, out / "README.md"]:
+    (out_dir / "README.md").write_text(readme)
+    for p in [*paths, out_dir / "README.md"]:
         typer.echo(str(p))

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from edgewise._private import restrict_umask
-from edgewise.cli._app import DataDir, app
+from edgewise.cli._app import DataDir, app, fail, out_path
 from edgewise.store import shown_url
 
 Mqtt = Annotated[str, typer.Option("--mqtt", envvar="EDGEWISE_MQTT",
@@ -54,6 +54,10 @@ def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, d
     from edgewise.config import Settings
     from edgewise.errors import ConfigError
 
+    # a file, a path under a file or one that cannot be written: one line, before anything
+    out_path("--data-dir (EDGEWISE_DATA_DIR)", str(data_dir), folder=True,
+             example="~/.local/share/edgewise",
+             what="the directory for the store, keys and registry")
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError("--tls-cert and --tls-key go together; give both or neither.")
     settings = Settings.load(data_dir=data_dir, mqtt=mqtt, store=store, host=host,
@@ -169,6 +173,7 @@ def serve(
     """Run the gateway: MQTT in, store, detection, alerts, HTTP API and dashboard."""
     import asyncio
 
+    from edgewise.errors import BrokerUnavailableError
     from edgewise.gateway.runtime import Gateway
 
     settings = _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key,
@@ -195,7 +200,14 @@ def serve(
             await gw.stop()
         typer.echo("stopped", err=True)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except BrokerUnavailableError as exc:
+        if settings.mqtt == "embedded":  # the embedded broker's own subscriber: not --mqtt's
+            raise
+        raise fail(f"--mqtt (EDGEWISE_MQTT) {shown_url(settings.mqtt)!r} cannot be used: {exc} "
+                   "Give the URL of a running broker that accepts the gateway "
+                   "(mqtt://[USER:PASSWORD@]HOST:PORT), or 'embedded'.") from None
 
 
 def _read_labels(path: Path) -> list[dict[str, Any]]:
@@ -269,6 +281,7 @@ def demo(
 
     from edgewise.errors import ConfigError
     from edgewise.gateway.runtime import Gateway
+    from edgewise.label.store import labels_csv
     from edgewise.sim.fleet import FleetRunner
     from edgewise.sim.pumps import PumpFleet
 
@@ -281,6 +294,7 @@ def demo(
     _check_consumer(settings)
     restrict_umask()  # what the gateway creates (stores, their logs, state) is 0600
     labels_file = settings.data_dir / "demo-labels.json"
+    labels_csv_file = settings.data_dir / "demo-labels.csv"
     earlier_labels = _read_labels(labels_file)  # a bad file stops us before anything is made
     fleet = PumpFleet(pumps, seed=seed)
 
@@ -322,9 +336,24 @@ def demo(
             await _until_signalled()
         finally:
             await asyncio.to_thread(runner.stop)
-            _write_private(labels_file, json.dumps(
-                merge_labels(earlier_labels, fleet.labels(until_ns=fleet.last_ns)), indent=1))
+            faults = merge_labels(earlier_labels, fleet.labels(until_ns=fleet.last_ns))
+            _write_private(labels_file, json.dumps(faults, indent=1))
+            # the same faults as labels `edgewise label import` takes: a fault's window
+            # [start_ns, end_ns] holds its last reading, a label's [start, end) does not,
+            # so each ends 1 ns later (a spike's single reading at t is [t, t + 1 ns))
+            rows = []
+            for f in faults:
+                try:
+                    row = (str(f["device_id"]), int(f["start_ns"]), int(f["end_ns"]) + 1,
+                           str(f["kind"]), "demo fault on " + " ".join(
+                               map(str, f.get("metrics") or [f["metric"]])))
+                    labels_csv([row])
+                except (KeyError, TypeError, ValueError):
+                    continue  # not a label (an entry edited by hand): the JSON keeps it
+                rows.append(row)
+            _write_private(labels_csv_file, labels_csv(rows))
             await gw.stop()
-        typer.echo(f"stopped; {runner.sent} messages sent; fault ground truth in {labels_file}")
+        typer.echo(f"stopped; {runner.sent} messages sent; fault ground truth in {labels_file}"
+                   f" (as labels to import: {labels_csv_file})")
 
     asyncio.run(main())

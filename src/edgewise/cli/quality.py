@@ -62,9 +62,9 @@ def quality(
     device: Annotated[str, typer.Option(help="Device id when the CSV has no device column.")] = (
         "device"
     ),
-    plots: Annotated[
-        Path | None, typer.Option(help="Directory for a PNG per metric with flagged issues.")
-    ] = None,
+    plots: Annotated[str | None, typer.Option(
+        metavar="DIR", help="Directory for a PNG per metric with flagged issues (made if "
+                            "missing).")] = None,
     json_out: Json = False,
 ) -> None:
     """Check a CSV of readings; print completeness, validity, duplicates, spikes, stuck runs.
@@ -80,6 +80,10 @@ def quality(
     from edgewise.quality.report import fleet_report, metric_issues
     from edgewise.tables import find_time_column, not_a_metric, read_table, time_ns
 
+    if plots is not None and not plots.strip():  # Path("") would be the working directory
+        raise fail("--plots must be a folder for the plots (made if missing), e.g. "
+                   f"quality-plots; an empty one would mean the working directory. Got {plots!r}.")
+    plots_dir = None if plots is None else Path(plots)
     try:  # a missing file, a directory or a binary file is named in one line
         df = read_table(file)
     except QualityError as exc:
@@ -141,13 +145,13 @@ def quality(
     rows = long.to_dict("records")
     report = fleet_report(rows)
     written = []
-    if plots is not None:
+    if plots_dir is not None:
         from edgewise.quality.plot import plot_issues
 
         try:
-            plots.mkdir(parents=True, exist_ok=True)
+            plots_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise fail(f"--plots {str(plots)!r} cannot be made a directory "
+            raise fail(f"--plots {plots!r} cannot be made a directory "
                        f"({exc.strerror or exc}); give a directory you can write to") from None
         for (dev, metric), g in long.groupby(["device_id", "metric"]):
             unit = g["unit"].dropna().iloc[0] if "unit" in g and g["unit"].notna().any() else None
@@ -155,7 +159,7 @@ def quality(
             if any(m.any() for m in issues["flags"].values()) or issues["gaps"]:
                 safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{dev}__{metric}")
                 written.append(str(plot_issues(str(dev), str(metric), issues,
-                                               plots / f"{safe}.png")))
+                                               plots_dir / f"{safe}.png")))
     if json_out:
         typer.echo(json.dumps({"devices": report, "plots": written}, default=str))
         return

@@ -32,6 +32,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -49,7 +50,7 @@ from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, parse_time_text, validate_d
 if TYPE_CHECKING:
     from edgewise.security import Security
 
-__all__ = ["LABEL_RE", "Label", "LabelStore", "is_anomalous", "read_labels_csv"]
+__all__ = ["LABEL_RE", "Label", "LabelStore", "is_anomalous", "labels_csv", "read_labels_csv"]
 
 #: Allowed label values: ``normal``, ``anomaly`` or a fault class name. ``\Z``, not ``$``:
 #: ``$`` also matches before a trailing newline, and ``"normal\n"`` is not ``"normal"``.
@@ -58,6 +59,9 @@ _LABEL_ALLOWED = (
     "'normal', 'anomaly' or a fault class: 1-64 lowercase letters, digits, '_', '.', '-', "
     "starting with a letter"
 )
+
+#: The query mix's state per device, beside ``labels.sqlite`` (see ``save_mix_state``).
+_MIX_FILE = "label-mix.json"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (
@@ -174,7 +178,9 @@ class LabelStore:
         self._db = sqlite3.connect(
             self.path, timeout=10.0, check_same_thread=False, isolation_level=None
         )
-        make_private(self.path)  # 0600 before the WAL exists: SQLite gives it this mode
+        # 0600 before the WAL exists: SQLite gives it this mode; and the query mix's
+        # state, which an older version wrote 0644
+        make_private(self.path, self.data_dir / _MIX_FILE)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -199,7 +205,9 @@ class LabelStore:
                 )
         if end_ns <= start_ns:
             raise InvalidParameterError(
-                f"A label's window must end after it starts. Got start_ns={start_ns}, "
+                f"A label's window [start_ns, end_ns) must end after it starts (the end is "
+                f"exclusive): the label of the single reading at t is [t, t + 1 ns), so "
+                f"give end_ns = start_ns + 1 for it. Got start_ns={start_ns}, "
                 f"end_ns={end_ns} instead.", field="end_ns", value=end_ns,
             )
         if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
@@ -344,23 +352,30 @@ class LabelStore:
 
     def save_mix_state(self, device_id: str, state: dict[str, Any] | None) -> None:
         """Keep ``state`` as ``device_id``'s query-mix state (None drops it) in
-        ``label-mix.json`` beside the labels. Read-modify-write under the store's lock, and
-        a file per writer renamed into place, so concurrent queue requests never clash."""
-        import os
-
+        ``label-mix.json`` beside the labels, mode 0600 like them (it holds what the
+        fleet's answers taught the queue). Read-modify-write under the store's lock, and a
+        file per writer, made 0600 and renamed into place, so concurrent queue requests
+        never clash and no reader sees half a file."""
         with self._lock:
             states = self._mix_states()
             if state is not None:
                 states[device_id] = state
             elif states.pop(device_id, None) is None:
                 return
-            path = self.data_dir / "label-mix.json"
+            path = self.data_dir / _MIX_FILE
             tmp = path.with_name(f".label-mix.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps(states))
-            os.replace(tmp, path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(json.dumps(states))
+                os.chmod(tmp, 0o600)  # a stale temporary file left by a crash keeps its mode
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
 
     def _mix_states(self) -> dict[str, Any]:
-        path = self.data_dir / "label-mix.json"
+        path = self.data_dir / _MIX_FILE
         return json.loads(path.read_text()) if path.exists() else {}
 
     # -- reading ---------------------------------------------------------------------------
@@ -517,6 +532,19 @@ def read_labels_csv(
             label = (rec.get("label") or "").strip()
             try:
                 LabelStore._check(device, start, end, label)
+            except InvalidParameterError as exc:
+                if exc.field == "end_ns":  # in range (_csv_time saw to that): not after start
+                    given = (rec["start"].strip(), rec["end"].strip())
+                    ns = "" if given == (str(start), str(end)) else f" ({start} and {end} ns)"
+                    raise InvalidParameterError(
+                        f"Label CSV line {line}: the window of {device!r} must end after it "
+                        f"starts ('end' is exclusive). Got start {given[0]!r} and end "
+                        f"{given[1]!r}{ns} instead. To label the single reading at t, end "
+                        "the window after t and before the next reading: t + 1 in integer "
+                        f"epoch nanoseconds (here {start + 1}), or 1 microsecond later in "
+                        "RFC 3339 (read to the microsecond).", field="end", value=given[1],
+                    ) from None
+                raise InvalidParameterError(f"Label CSV line {line}: {exc}") from None
             except ValueError as exc:
                 raise InvalidParameterError(f"Label CSV line {line}: {exc}") from None
             earlier = seen.setdefault((device, start, end), (label, line))
@@ -527,3 +555,44 @@ def read_labels_csv(
                     "meant (a later import relabels it, keeping the history).")
             rows.append((device, start, end, label, (rec.get("note") or "").strip()))
     return rows
+
+
+def _csv_time_text(ts_ns: int, name: str) -> str:
+    """``ts_ns`` as a label CSV cell that :func:`read_labels_csv` reads back exactly."""
+    if ts_ns >= 10**17:  # integer epoch nanoseconds: told apart from other units by size
+        return str(ts_ns)
+    if ts_ns % 1000 == 0:  # before 1973-03-03: RFC 3339, read to the microsecond
+        from datetime import UTC, datetime, timedelta
+
+        dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_ns // 1000)
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    raise InvalidParameterError(
+        f"The {name!r} of a label written to CSV must be a whole microsecond when before "
+        f"1973-03-03 (an integer epoch that small is read as seconds, RFC 3339 to the "
+        f"microsecond). Got {ts_ns} ns instead.", field=name, value=ts_ns,
+    )
+
+
+def labels_csv(rows: Iterable[tuple[str, int, int, str, str]]) -> str:
+    """``device_id,start,end,label,note`` CSV text of ``(device_id, start_ns, end_ns,
+    label, note)`` rows, which ``edgewise label import`` (:func:`read_labels_csv`) reads
+    back exactly: times as integer epoch nanoseconds (as RFC 3339 before 1973-03-03).
+
+    Windows are ``[start_ns, end_ns)``: the label of the single reading at ``t`` is
+    ``(device, t, t + 1, label, note)``. Each row is checked as :meth:`LabelStore.add`
+    checks it; a bad one raises :class:`InvalidParameterError` and nothing is returned.
+
+    >>> text = labels_csv([("pump-1", 1704067200000000000, 1704067200000000001, "spike",
+    ...                     "one reading")])
+    >>> print(text, end="")
+    device_id,start,end,label,note
+    pump-1,1704067200000000000,1704067200000000001,spike,one reading
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["device_id", "start", "end", "label", "note"])
+    for device_id, start_ns, end_ns, label, note in rows:
+        LabelStore._check(device_id, start_ns, end_ns, label)
+        writer.writerow([device_id, _csv_time_text(start_ns, "start_ns"),
+                         _csv_time_text(end_ns, "end_ns"), label, note])
+    return out.getvalue()

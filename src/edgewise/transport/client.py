@@ -37,7 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
-from edgewise.errors import ConfigError
+from edgewise.errors import BrokerUnavailableError, ConfigError
 from edgewise.store import shown_url
 from edgewise.transport.base import Handler, Message, Outcome
 from edgewise.transport.batcher import Batcher
@@ -111,6 +111,7 @@ class ExternalBroker:
         self.client_id = self.cfg["client_id"] or f"edgewise-gateway-{tag}"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
+        self._refused: str | None = None  # why the last connection attempt failed
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         clean_session=False, manual_ack=True)
         if self.cfg["username"]:
@@ -121,6 +122,7 @@ class ExternalBroker:
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(0.1, 2.0)
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message
         self.client = c
 
@@ -132,7 +134,9 @@ class ExternalBroker:
         return f"{self.prefix}/{device_id}/{kind}"
 
     async def start(self, timeout: float = 10.0) -> None:
-        """Connect and subscribe; raises ConnectionError if the broker does not answer."""
+        """Connect and subscribe, retrying for up to ``timeout`` seconds; raises
+        :class:`~edgewise.errors.BrokerUnavailableError` (a ``ConnectionError``) if the
+        broker does not accept the gateway by then."""
         self._loop = asyncio.get_running_loop()
         await self.batcher.start()
         self.client.connect_async(self.cfg["host"], self.cfg["port"], keepalive=30)
@@ -140,10 +144,10 @@ class ExternalBroker:
         ok = await asyncio.to_thread(self._connected.wait, timeout)
         if not ok:
             await self.stop()
-            raise ConnectionError(
-                f"MQTT broker {self.cfg['host']}:{self.cfg['port']} did not accept the "
-                f"gateway within {timeout:g} s."
-            )
+            host, port = self.cfg["host"], self.cfg["port"]
+            raise BrokerUnavailableError(
+                f"MQTT broker {host}:{port} did not accept the gateway within {timeout:g} s "
+                f"({self._refused or 'no answer'}).", host=host, port=port)
 
     async def stop(self) -> None:
         """Commit what has arrived, ack it, disconnect (the broker keeps the session)."""
@@ -155,9 +159,13 @@ class ExternalBroker:
                     props: Any = None) -> None:
         if rc.is_failure:
             log.warning("MQTT broker refused the gateway: %s", rc)
+            self._refused = f"it refused the connection: {rc}"
             return
         client.subscribe(self._topic("+", "telemetry"), qos=1)
         self._connected.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._refused = "no connection could be made to it"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         parts = msg.topic.split("/")

@@ -159,8 +159,9 @@ def delete_device(
 ) -> dict[str, Any]:
     """Revoke the device's credentials, withdraw the model releases aimed at it (its groups'
     stay), make the pipeline forget the device (detectors, seqs, open alert), then delete its
-    readings, seqs, conflicts, alerts, labels and label model files
-    (``models/label-<id>-vN.pkl``, from ``edgewise train --with-labels``), and clear its
+    readings, seqs, conflicts, alerts, labels and the model files its data trained
+    (``models/label-<id>-vN.pkl`` from ``edgewise train --with-labels``, and every
+    ``models/transfer-*.pkl`` whose fleet or device it was), and clear its
     retained ack on an external MQTT broker (a device registered again under the same id
     starts from no ack, not the old watermark, and is served none of the old device's
     releases)."""

@@ -13,12 +13,14 @@ The labels live in ``<data dir>/labels.sqlite`` (:class:`~edgewise.label.store.L
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, Field, StrictFloat, StrictInt, StrictStr
+from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import InvalidParameterError, PayloadError
@@ -26,29 +28,71 @@ from edgewise.label.store import LabelStore
 from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, parse_instant
-from edgewise.telemetry import validate_device_id
+from edgewise.telemetry import parse_time, validate_device_id
 
 __all__ = ["label_store", "router"]
 
 router = APIRouter(tags=["labels"])
 
 _CONTEXT_POINTS = 240
+#: What a window's start or end may be (as :func:`~edgewise.server.query.parse_instant`).
+_INSTANT_ALLOWED = ("RFC 3339 with a UTC offset (e.g. '2024-01-31T12:00:00Z') or an epoch time "
+                    "(s, ms, us or ns; a number or text), from 1970 to 2262")
+
+
+def _time_type(value: Any) -> Any:
+    """Let text, numbers and null through, as they are; refuse anything else (true/false,
+    which pydantic would take as 1 and 0; arrays, objects) naming the field itself rather
+    than each type it tried."""
+    if value is None or (isinstance(value, str | int | float) and not isinstance(value, bool)):
+        return value
+    raise PydanticCustomError(
+        "time_type", "Input should be RFC 3339 text or an epoch time (s, ms, us or ns) as a "
+        "number or text")
+
+
+_Instant = Annotated[StrictStr | StrictInt | StrictFloat | None, BeforeValidator(_time_type)]
 
 
 class LabelIn(BaseModel):
     """A person's label on the window ``[start, end)`` of a device."""
 
     device_id: str = Field(description="The device.")
-    start: str | None = Field(default=None,
-                              description="Window start: RFC 3339 or epoch seconds.")
-    end: str | None = Field(default=None,
-                            description="Window end (exclusive): RFC 3339 or epoch seconds.")
+    # a number is an epoch time, as telemetry's "ts"; JSON true/false are no times
+    start: _Instant = Field(
+        default=None, description="Window start: RFC 3339, or an epoch time (s, ms, us or ns, "
+        "told apart by size) as a number or text.")
+    end: _Instant = Field(
+        default=None, description="Window end (exclusive: the single reading at t is "
+        "[t, t + 1 ns)): RFC 3339, or an epoch time as a number or text.")
     # strict: JSON true/false are no times (pydantic's lax int took them as 1 and 0)
     start_ns: StrictInt | None = Field(default=None,
                                        description="Or the start in UTC nanoseconds.")
     end_ns: StrictInt | None = Field(default=None, description="Or the end in UTC nanoseconds.")
     label: str = Field(description="'normal', 'anomaly' or a fault class, e.g. 'cavitation'.")
     note: str = Field(default="", max_length=2000, description="Free text.")
+
+
+def _body_instant(value: str | int | float | None, field: str) -> int | None:
+    """UTC nanoseconds of a body field's time: RFC 3339 or epoch text as
+    :func:`~edgewise.server.query.parse_instant` reads it, or an epoch number (s, ms, us or
+    ns, told apart by size) as telemetry's ``ts``; ``None`` stays ``None``. A bad one is a
+    422 naming the field, the value and what is allowed.
+
+    >>> _body_instant(1704067200, "start") == _body_instant("2024-01-01T00:00:00Z", "start")
+    True
+    >>> _body_instant(1704067200.5, "end")
+    1704067200500000000
+    """
+    if value is None or isinstance(value, str):
+        return parse_instant(value, field, where="Body field")
+    try:
+        return parse_time(value, field_name=field, earliest_ns=0, max_future_s=math.inf)
+    except PayloadError as exc:
+        raise Problem(422, "Invalid body field",
+                      f"Body field {field!r} must be {_INSTANT_ALLOWED}. Got {exc.value!r} "
+                      "instead.", field=field, value=exc.value, allowed=_INSTANT_ALLOWED,
+                      reason="bad_time") from None
 
 
 def label_store(request: Request, security: Any, settings: Any) -> LabelStore:
@@ -82,15 +126,12 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
                           f"(they may disagree). Got {text!r} and {ns!r}.", field=name,
                           value=text, allowed=f"one of {name!r} or {name + '_ns'!r}",
                           reason="conflict")
-    start = body.start_ns if body.start_ns is not None else parse_instant(
-        body.start, "start", where="Body field")
-    end = body.end_ns if body.end_ns is not None else parse_instant(
-        body.end, "end", where="Body field")
+    start = body.start_ns if body.start_ns is not None else _body_instant(body.start, "start")
+    end = body.end_ns if body.end_ns is not None else _body_instant(body.end, "end")
     for name, v in (("start", start), ("end", end)):
         if v is None:
             raise Problem(422, "Invalid label", f"Field {name!r} (or {name}_ns) is required.",
-                          field=name, value=None, allowed="RFC 3339 or epoch seconds",
-                          reason="missing")
+                          field=name, value=None, allowed=_INSTANT_ALLOWED, reason="missing")
     assert start is not None and end is not None
     latest = time.time_ns() + int(settings.max_future_s * 1e9)
     if latest < end < 2**63:  # from 2**63 on, the label store names the range (1970-2262)
@@ -125,6 +166,7 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
         elif at_fault == "start_ns":
             field, value, allowed = "start", start, "a time from 1970 to 2262"
         elif at_fault == "end_ns":  # out of range, or not after start_ns
+            # the detail (the store's) names the rule: a single reading at t is [t, t + 1)
             field, value, allowed = "end", end, "a time from 1970 to 2262, after 'start'"
         raise Problem(422, "Invalid label", str(exc), field=field, value=value, allowed=allowed,
                       reason="bad_label") from None
@@ -181,6 +223,13 @@ async def label_queue(
                       f"Query parameter 'strategy' must be one of {', '.join(STRATEGIES)}. "
                       f"Got {strategy!r} instead.", field="strategy", value=strategy,
                       allowed=" or ".join(STRATEGIES), reason="bad_strategy")
+    try:
+        validate_device_id(device)
+    except PayloadError as exc:  # a 404 "no history" would hide that no id could have one
+        raise Problem(422, "Invalid query parameter",
+                      f"Query parameter 'device' must be {exc.allowed}. Got {device!r} "
+                      "instead.", field="device", value=device, allowed=exc.allowed,
+                      reason="bad_device") from None
     labels = label_store(request, security, settings)
     try:
         return await run_in_threadpool(_queue, store, labels, device, k, strategy)
