@@ -392,6 +392,9 @@ def server(
         raise fail(f"--round-timeout must be a finite number of seconds > 0. "
                    f"Got {round_timeout}.")
     _check_dp_sgd_budget(dp_epsilon, rounds=rounds, dataset=dataset, clients=clients)
+    if resume and secagg:
+        raise fail("--resume cannot be combined with --secagg: SecAgg+ runs keep no "
+                   "checkpoint, so the run would start afresh; drop one of them.")
     work = data_dir / "federated" / "server"
     checkpoint = work / "out" / "checkpoint.npz"
     if not resume:  # a fresh run: neither the model nor the privacy spent carries over
@@ -402,12 +405,19 @@ def server(
     if checkpoint.exists():
         import numpy as np
 
+        from edgewise.federated.server_app import FederatedRunError, check_resume
+
         with np.load(checkpoint) as z:
             done = int(z["__round__"])
         if done >= rounds:
             raise fail(f"--resume: the checkpoint {checkpoint} already holds round {done} of "
                        f"--rounds {rounds}; no rounds are left (that run's model is already "
                        "registered). Ask for more --rounds, or drop --resume to start afresh.")
+        try:  # privacy settings under which no single ε would cover the model
+            check_resume(checkpoint, rounds=rounds, dp_noise=dp_noise,
+                         dp_sgd_epsilon=dp_epsilon, num_devices=min_available or clients)
+        except FederatedRunError as exc:
+            raise fail(f"--resume: {exc}") from None
     if not as_json:
         typer.echo(f"SuperLink on {host}:{port}; connect devices with: edgewise federate client "
                    f"--superlink {host}:{port} --partition-id I --num-partitions {clients}")

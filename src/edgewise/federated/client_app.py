@@ -181,7 +181,8 @@ def _data(context: Context) -> DeviceData:
 
 
 def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
-                  prior: Sequence[Mechanism] = ()) -> tuple[float, float]:
+                  prior: Sequence[Mechanism] = (), *, rounds_done: int = 0,
+                  run_prior_rdp: Sequence[float] | None = None) -> tuple[float, float]:
     """This device's record-level DP-SGD for the whole run: (noise multiplier, ε).
 
     The run config sets the budget, ``dp-sgd-epsilon`` per device over all
@@ -196,6 +197,13 @@ def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
     for none. (What it really spends is checked round by round against its ledger in
     :func:`train`, so a server that declares fewer rounds than it runs gains nothing.)
 
+    A resumed run (the server's train config ``dp-sgd-rounds-done`` > 0) plans only the
+    rounds left, ``num-server-rounds - rounds_done``, and, given ``run_prior_rdp`` (config
+    ``dp-sgd-prior-rdp``: the server's worst-case RDP curve of the run's earlier rounds,
+    from its run ledger), calibrates them so that the whole run stays within the budget:
+    a device that calibrated afresh for every round of a longer run would overspend it
+    (ε = 8 for round 1, then resumed to 2 rounds, reported 8.97).
+
     >>> z, eps = dp_sgd_budget({"dp-sgd-epsilon": 8.0, "num-server-rounds": 3}, 600)
     >>> round(eps, 1) <= 8.0 and z > 0
     True
@@ -204,15 +212,34 @@ def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
     >>> 3.9 < dp_sgd_budget({}, 600, max_epsilon=4.0)[1] <= 4.0
     True
     """
-    from edgewise.federated.privacy import composed_epsilon, dp_sgd_epsilon, dp_sgd_history
+    from edgewise.federated.privacy import (
+        composed_epsilon,
+        dp_sgd_epsilon,
+        dp_sgd_history,
+        rdp_to_epsilon,
+        worst_case_rdp,
+    )
 
     batch = int(run_config.get("batch-size", 32))
-    epochs = int(run_config.get("local-epochs", 1)) * int(run_config.get("num-server-rounds", 1))
+    local = int(run_config.get("local-epochs", 1))
+    planned = int(run_config.get("num-server-rounds", 1))
+    epochs = local * max(planned - int(rounds_done), 1)  # what this device has left to run
     delta = float(run_config.get("dp-delta", 1e-5))
     z = float(run_config.get("dp-sgd-noise", 0.0))
     if z <= 0:
         target = float(run_config.get("dp-sgd-epsilon", 0.0))
-        z = _calibrated_noise(target, batch, n_records, epochs, delta, ()) if target > 0 else 0.0
+        # the noise of the run's plan, every round of it; a resumed run keeps it when the
+        # rounds left at that noise still fit in the budget after the earlier rounds (a run
+        # stopped and resumed as planned), and calibrates them after those rounds otherwise
+        z = _calibrated_noise(target, batch, n_records, local * planned, delta, ()) \
+            if target > 0 else 0.0
+        if z > 0 and run_prior_rdp is not None and any(run_prior_rdp):
+            before = tuple(float(x) for x in run_prior_rdp)
+            rest = worst_case_rdp([[[dp_sgd_history(z, batch, n_records, epochs)]]])
+            if rdp_to_epsilon([a + b for a, b in zip(before, rest, strict=True)],
+                              delta) > target:
+                z = max(z, _calibrated_noise(target, batch, n_records, epochs, delta, (),
+                                             before))
     if max_epsilon > 0:
         limit_delta = min(delta, DEVICE_DELTA)
         prior = tuple(prior)
@@ -228,10 +255,33 @@ def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
 
 @lru_cache(maxsize=64)
 def _calibrated_noise(target: float, batch: int, n_records: int, epochs: int,
-                      delta: float, prior: tuple[Mechanism, ...]) -> float:
+                      delta: float, prior: tuple[Mechanism, ...],
+                      prior_rdp: tuple[float, ...] | None = None) -> float:
     from edgewise.federated.privacy import dp_sgd_noise_for_epsilon
 
-    return dp_sgd_noise_for_epsilon(target, batch, n_records, epochs, delta, prior=prior)
+    if prior_rdp is not None and not any(prior_rdp):
+        prior_rdp = None
+    return dp_sgd_noise_for_epsilon(target, batch, n_records, epochs, delta, prior=prior,
+                                    prior_rdp=prior_rdp)
+
+
+def _run_prior(config: Any) -> tuple[int, list[float] | None]:
+    """A resumed run's earlier rounds, as the server's train config states them: how many
+    (``dp-sgd-rounds-done``) and their worst-case RDP curve (``dp-sgd-prior-rdp`` at
+    ``dp-sgd-rdp-orders``, which must be this device's orders)."""
+    from edgewise.federated.privacy import rdp_orders
+
+    done = int(config.get("dp-sgd-rounds-done", 0))
+    curve = config.get("dp-sgd-prior-rdp")
+    if curve is None:
+        return done, None
+    orders = [float(x) for x in config.get("dp-sgd-rdp-orders", [])]
+    if orders != rdp_orders() or len(list(curve)) != len(orders):
+        raise InvalidParameterError(
+            "The server's record of the run's earlier DP-SGD (dp-sgd-prior-rdp) is taken at "
+            "other Renyi orders than this device's accountant; refusing to calibrate the "
+            "rest of the budget against it.")
+    return done, [float(x) for x in curve]
 
 
 def _ledger(context: Context) -> PrivacyLedger:
@@ -242,7 +292,7 @@ def _ledger(context: Context) -> PrivacyLedger:
 
 
 def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], context: Context,
-         server_round: int
+         server_round: int, run_prior: tuple[int, list[float] | None] = (0, None)
          ) -> tuple[list[str], list[np.ndarray], int, float, tuple[float, float, float, int]]:
     """Train the global ``state`` on this device; what it sends (names, arrays, weight, loss)
     and its DP-SGD (ε, noise multiplier, sampling rate, steps); zeros without DP-SGD.
@@ -252,6 +302,7 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
     past its own ``max-dp-epsilon``. The ε reported is what the device has really spent in
     this run so far (its ledger's rounds of this run, composed at the run's δ), not the ε
     planned for every declared round: a run that ends early reports the rounds it ran.
+    ``run_prior`` is a resumed run's earlier rounds (:func:`_run_prior`).
     """
     from edgewise.federated.privacy import dp_sgd_history
 
@@ -264,7 +315,8 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
     max_eps = float(context.node_config.get("max-dp-epsilon", 0.0))
     ledger, run = _ledger(context), str(context.run_id)
     prior = tuple(ledger.history(exclude_run=run)) if max_eps > 0 else ()
-    z, eps = dp_sgd_budget(rc, len(X), max_eps, prior)
+    z, eps = dp_sgd_budget(rc, len(X), max_eps, prior, rounds_done=run_prior[0],
+                           run_prior_rdp=run_prior[1])
     q, steps = 0.0, 0
     if z > 0:
         delta = float(rc.get("dp-delta", 1e-5))
@@ -300,7 +352,8 @@ def train(msg: Message, context: Context) -> Message:
     try:
         keys, sent, n, loss, (eps, z, q, steps) = _fit(data, _normaliser(config, data),
                                              msg.content["arrays"].to_torch_state_dict(),
-                                             context, int(config.get("server-round", 0)))
+                                             context, int(config.get("server-round", 0)),
+                                             _run_prior(config))
     except (PrivacyBudgetError, InvalidParameterError) as exc:  # refused: say why, no trace
         from flwr.app import Error
         from flwr.common.constant import ErrorCode
@@ -332,6 +385,16 @@ def _secagg_fit(msg: Message, context: Context, data: DeviceData) -> Message:
         template, parameters_to_ndarrays(fitins.parameters), strict=True)}
     _, sent, n, loss, (eps, z, q, steps) = _fit(data, norm, state, context,
                                                 int(cfg.get("server-round", 0)))
+    # The server sees only the sum, so it cannot refuse this update on its own: a
+    # non-finite one would become finite garbage in SecAgg+'s quantisation, and a count
+    # above max_weight would overflow its weighting. Refuse the first (the round goes on
+    # without this device, as after a dropout) and clip the second.
+    if not all(np.isfinite(a).all() for a in sent):
+        raise ValueError("refusing to send a non-finite update (NaN or Inf after local "
+                         "training) under SecAgg+, where the server cannot screen it")
+    max_weight = float(cfg.get("max-weight", 0.0))
+    if max_weight >= 1 and n > max_weight:
+        n = int(max_weight)
     res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(sent), n,
                  {"train-loss": loss, "dp-sgd-epsilon": eps, "dp-sgd-noise": z,
                   "dp-sgd-rate": q, "dp-sgd-steps": steps})

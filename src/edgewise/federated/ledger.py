@@ -249,7 +249,11 @@ class RunLedger:
       counts the server runs (a resume starts a new one: its devices' ids may differ);
     * ``{"round": r, "kind": "device", "noise_multiplier": z, "num_devices": n,
       "sample_size": m}`` when round ``r``'s update was aggregated with server-side noise,
-      before the new global model is sent to any device or checkpointed.
+      before the new global model is sent to any device or checkpointed;
+    * ``{"round": r, "kind": "aggregated", "segment": s}`` when round ``r``'s update was
+      aggregated at all (with or without noise), right after: a device-level ε covers the
+      model only if every aggregated round has a ``device`` entry
+      (:meth:`device_epsilon`, :meth:`resume_conflict`).
 
     A round that was skipped (nothing aggregated) adds no device entry, and a run stopped
     after a round was aggregated but before its checkpoint keeps that round: a run resumed
@@ -318,6 +322,69 @@ class RunLedger:
                    "noise_multiplier": float(noise_multiplier), "num_devices": int(num_devices),
                    "sample_size": None if sample_size is None else int(sample_size)})
 
+    def aggregated_round(self, server_round: int) -> None:
+        """Round ``server_round``'s update was aggregated into the global model."""
+        self._add({"round": int(server_round), "kind": "aggregated", "segment": self.segment})
+
+    def finished_rounds(self, done: int = 0) -> set[int]:
+        """The rounds whose update went into the global model: those with an
+        ``aggregated`` or ``device`` entry. A ledger written before ``aggregated`` entries
+        existed cannot tell a skipped round from a finished one, so rounds ``1..done`` (the
+        checkpoint's) all count as finished there."""
+        rounds = {int(r["round"]) for r in self.rounds if r.get("kind") in ("aggregated",
+                                                                             "device")}
+        if not self._of("aggregated"):
+            rounds |= set(range(1, done + 1))
+        return rounds
+
+    def resume_conflict(self, *, noise_multiplier: float, num_devices: int,
+                        sample_size: int | None, done: int = 0,
+                        dp_sgd: bool = False) -> str | None:
+        """Why a run resumed after round ``done`` with these device-level DP settings
+        (``noise_multiplier`` 0: none) could not state one device-level ε for its model,
+        or ``None`` when it can: every finished round aggregated with the same noise, fleet
+        and sample, or none with any. With ``dp_sgd`` (the resumed run asks for
+        record-level DP-SGD) every finished round must also have carried DP-SGD updates.
+
+        >>> led = RunLedger()
+        >>> led.aggregated_round(1)
+        >>> print(led.resume_conflict(noise_multiplier=1.0, num_devices=3, sample_size=3))
+        round(s) [1] were aggregated without device-level DP noise (--dp-noise 0), so no device-level epsilon covers the model; resume with --dp-noise 0, or start afresh without --resume.
+        """  # noqa: E501
+        finished = self.finished_rounds(done)
+        if dp_sgd:
+            bare = sorted(finished - {int(r["round"]) for r in self._of("record")})
+            if bare:
+                return (f"round(s) {bare} were trained without record-level DP-SGD, so no "
+                        "record-level epsilon covers the model; resume with --dp-epsilon 0 "
+                        "(as the first run), or start afresh without --resume.")
+        noisy = self._of("device")
+        plain = sorted(finished - {int(r["round"]) for r in noisy})
+        kinds = {(r["noise_multiplier"], r["num_devices"], r["sample_size"]) for r in noisy}
+        if noise_multiplier > 0:
+            if plain:
+                return (f"round(s) {plain} were aggregated without device-level DP noise "
+                        "(--dp-noise 0), so no device-level epsilon covers the model; resume "
+                        "with --dp-noise 0, or start afresh without --resume.")
+            asked = (float(noise_multiplier), int(num_devices),
+                     None if sample_size is None else int(sample_size))
+            other = sorted(k for k in kinds if k != asked)
+            if other:
+                z, n, m = other[0]
+                return (f"the earlier rounds were aggregated with device-level DP noise {z:g} "
+                        f"over {n} devices ({m} sampled), not --dp-noise "
+                        f"{noise_multiplier:g} over {num_devices} ({sample_size} sampled); "
+                        "their epsilon composes only with the same settings, so resume with "
+                        "those, or start afresh without --resume.")
+            return None
+        if noisy:
+            z = sorted(k[0] for k in kinds)[-1]
+            return (f"round(s) {sorted({int(r['round']) for r in noisy})} were aggregated with "
+                    f"device-level DP noise {z:g}; resuming without it would leave the model "
+                    f"without that guarantee; resume with --dp-noise {z:g}, or start afresh "
+                    "without --resume.")
+        return None
+
     def _of(self, kind: str) -> list[dict[str, Any]]:
         return [r for r in self.rounds if r.get("kind") == kind]
 
@@ -329,15 +396,33 @@ class RunLedger:
         """How many distinct rounds carried DP-SGD updates."""
         return len({r["round"] for r in self._of("record")})
 
-    def device_epsilon(self, delta: float) -> float | None:
+    def device_epsilon(self, delta: float, done: int = 0) -> float | None:
         """Device-level ε of every noisy round (``None``: none). Raises
         :class:`~edgewise.errors.InvalidParameterError` when rounds used different noise
-        or fleet settings (resumed with other options): their ε is not accounted."""
+        or fleet settings (resumed with other options): their ε is not accounted; or when
+        a finished round (:meth:`finished_rounds`; ``done``: the checkpoint's last round)
+        was aggregated without noise: no device-level ε covers a model that round moved.
+
+        >>> led = RunLedger()
+        >>> led.aggregated_round(1)
+        >>> led.device_round(2, noise_multiplier=1.0, num_devices=3, sample_size=3)
+        >>> led.aggregated_round(2)
+        >>> led.device_epsilon(1e-5)
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.InvalidParameterError: Run privacy ledger None: round(s) [1] were aggregated without device-level DP noise, so no device-level epsilon covers the model (the ledger's 1 noisy round(s) do not).
+        """  # noqa: E501
         from edgewise.errors import InvalidParameterError
 
         noisy = self._of("device")
         if not noisy:
             return None
+        plain = sorted(self.finished_rounds(done) - {int(r["round"]) for r in noisy})
+        if plain:
+            raise InvalidParameterError(
+                f"Run privacy ledger {self.path}: round(s) {plain} were aggregated without "
+                "device-level DP noise, so no device-level epsilon covers the model (the "
+                f"ledger's {len(noisy)} noisy round(s) do not).")
         kinds = {(r["noise_multiplier"], r["num_devices"], r["sample_size"]) for r in noisy}
         if len(kinds) > 1:
             raise InvalidParameterError(
@@ -349,14 +434,49 @@ class RunLedger:
 
     def record_epsilon(self, delta: float) -> float | None:
         """Record-level ε bound of every round's DP-SGD (:func:`worst_case_epsilon` of the
-        mechanisms, at least the largest ε a device reported); ``None``: no DP-SGD."""
+        mechanisms, at least the largest ε a device reported); ``None``: no DP-SGD. Raises
+        :class:`~edgewise.errors.InvalidParameterError` when a finished round carried no
+        DP-SGD (a run resumed with DP-SGD after rounds without): no record-level ε covers
+        the model then."""
         recs = self._of("record")
         if not recs:
             return None
+        bare = sorted(self.finished_rounds() - {int(r["round"]) for r in recs})
+        if bare:
+            from edgewise.errors import InvalidParameterError
+
+            raise InvalidParameterError(
+                f"Run privacy ledger {self.path}: round(s) {bare} were aggregated from updates "
+                "trained without record-level DP-SGD, so no record-level epsilon covers the "
+                "model.")
+        eps = worst_case_epsilon(self._record_parts(), delta)
+        return max(eps, max(float(r.get("reported", 0.0)) for r in recs)) or None
+
+    def _record_parts(self) -> list[list[list[Mechanism]]]:
+        """Each segment's DP-SGD histories, one per device (node id) of that segment."""
         parts: dict[int, dict[str, list[Mechanism]]] = {}
-        for r in recs:  # a round re-run after a resume is a second spend, in its own segment
-            part = parts.setdefault(int(r.get("segment", 0)), {})
+        for r in self._of("record"):  # a round re-run after a resume is a second spend,
+            part = parts.setdefault(int(r.get("segment", 0)), {})  # in its own segment
             for node, (z, q, n) in r.get("devices", {}).items():
                 part.setdefault(node, []).append((float(z), float(q), int(n)))
-        eps = worst_case_epsilon([p.values() for p in parts.values()], delta)
-        return max(eps, max(float(r.get("reported", 0.0)) for r in recs)) or None
+        return [list(p.values()) for p in parts.values()]
+
+    def record_rdp(self) -> list[float] | None:
+        """The RDP curve (at :func:`~edgewise.federated.privacy.rdp_orders`) bounding what
+        every device spent in the ledger's rounds (``None``: no DP-SGD round): what a
+        resumed run's devices calibrate the rest of their budget after
+        (:func:`~edgewise.federated.client_app.dp_sgd_budget`).
+
+        >>> led = RunLedger()
+        >>> led.record_rdp() is None
+        True
+        >>> led.record_round(1, {"7": (1.0, 0.05, 20)})
+        >>> from edgewise.federated.privacy import rdp_to_epsilon
+        >>> round(rdp_to_epsilon(led.record_rdp(), 1e-5), 3)
+        2.481
+        """
+        from edgewise.federated.privacy import worst_case_rdp
+
+        if not any(r.get("devices") for r in self._of("record")):
+            return None
+        return worst_case_rdp(self._record_parts())

@@ -47,7 +47,10 @@ __all__ = [
     "noise_for_epsilon",
     "opacus_sampling",
     "rdp_epsilon",
+    "rdp_orders",
+    "rdp_to_epsilon",
     "worst_case_epsilon",
+    "worst_case_rdp",
 ]
 
 #: The largest noise multiplier a device uses for record-level DP-SGD. Beyond it the noise on
@@ -164,27 +167,62 @@ def worst_case_epsilon(parts: Iterable[Iterable[Iterable[Mechanism]]],
     >>> worst_case_epsilon([])
     0.0
     """
+    return rdp_to_epsilon(worst_case_rdp(parts), delta)
+
+
+def rdp_orders() -> list[float]:
+    """The Rényi orders every RDP curve of this module is taken at (as floats)."""
+    return [float(a) for a in _ORDERS]
+
+
+def _history_rdp(history: Iterable[Mechanism]) -> list[float]:
+    """The RDP curve (at :func:`rdp_orders`) of one history of Poisson-subsampled Gaussian
+    steps, composed."""
     import numpy as np
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
+
+    mine = np.zeros(len(_ORDERS))
+    for z, q, steps in history:
+        if z <= 0 or not 0 < q <= 1 or steps < 0:
+            raise InvalidParameterError(
+                "An RDP history needs noise multipliers > 0, sampling rates in (0, 1] and "
+                f"steps >= 0. Got ({z}, {q}, {steps}) instead.")
+        mine += np.asarray(rdp._compute_rdp_poisson_subsampled_gaussian(q, z, _ORDERS)) \
+            * int(steps)
+    return [float(x) for x in mine]
+
+
+def worst_case_rdp(parts: Iterable[Iterable[Iterable[Mechanism]]]) -> list[float]:
+    """The RDP curve behind :func:`worst_case_epsilon`: per order (:func:`rdp_orders`),
+    the sum over parts of the largest RDP of a device's history there.
+
+    >>> worst_case_rdp([]) == [0.0] * len(rdp_orders())
+    True
+    """
+    import numpy as np
 
     total = np.zeros(len(_ORDERS))
     for histories in parts:
         worst = np.zeros(len(_ORDERS))
         for history in histories:
-            mine = np.zeros(len(_ORDERS))
-            for z, q, steps in history:
-                if z <= 0 or not 0 < q <= 1 or steps < 0:
-                    raise InvalidParameterError(
-                        "worst_case_epsilon needs noise multipliers > 0, sampling rates in "
-                        f"(0, 1] and steps >= 0. Got ({z}, {q}, {steps}) instead.")
-                mine += np.asarray(
-                    rdp._compute_rdp_poisson_subsampled_gaussian(q, z, _ORDERS)) * int(steps)
-            worst = np.maximum(worst, mine)
+            worst = np.maximum(worst, np.asarray(_history_rdp(history)))
         total += worst
+    return [float(x) for x in total]
+
+
+def rdp_to_epsilon(curve: Iterable[float], delta: float = 1e-5) -> float:
+    """ε at ``delta`` of an RDP curve taken at :func:`rdp_orders` (0 for a curve of 0)."""
+    import numpy as np
+    from dp_accounting.rdp import rdp_privacy_accountant as rdp
+
+    total = np.asarray(list(curve), dtype=np.float64)
+    if total.shape != (len(_ORDERS),):
+        raise InvalidParameterError(
+            f"An RDP curve needs one value per order ({len(_ORDERS)}). Got {total.shape}.")
     if not total.any():
         return 0.0
     if not 0 < delta < 1:
-        raise InvalidParameterError(f"worst_case_epsilon needs delta in (0, 1). Got {delta}.")
+        raise InvalidParameterError(f"An epsilon needs delta in (0, 1). Got {delta}.")
     return float(rdp.compute_epsilon(_ORDERS, total, delta)[0])
 
 
@@ -306,6 +344,7 @@ def dp_sgd_epsilon_floor(batch_size: int, n_records: int, epochs: float,
 def dp_sgd_noise_for_epsilon(
     target_epsilon: float, batch_size: int, n_records: int, epochs: float,
     delta: float = 1e-5, prior: Iterable[Mechanism] = (),
+    prior_rdp: Iterable[float] | None = None,
 ) -> float:
     """Smallest noise multiplier whose :func:`dp_sgd_epsilon` is at most the target.
 
@@ -315,11 +354,25 @@ def dp_sgd_noise_for_epsilon(
     :class:`~edgewise.errors.InvalidParameterError` when even :data:`MAX_DP_SGD_NOISE`
     does not reach the target.
 
+    ``prior_rdp`` (an RDP curve at :func:`rdp_orders`) is spending before that history
+    known only as a curve: the server's worst case over a resumed run's earlier rounds.
+
     >>> z = dp_sgd_noise_for_epsilon(8.0, batch_size=32, n_records=600, epochs=3)
     >>> dp_sgd_epsilon(z, 32, 600, 3) <= 8.0
     True
     """
     prior = list(prior)
+    if prior_rdp is not None:
+        base = [a + b for a, b in zip(list(prior_rdp), _history_rdp(prior), strict=True)]
+        spent = rdp_to_epsilon(base, delta)
+
+        def with_prior(z: float) -> float:
+            new = _history_rdp([dp_sgd_history(z, batch_size, n_records, epochs)])
+            return rdp_to_epsilon([a + b for a, b in zip(base, new, strict=True)], delta)
+
+        return _bisect(target_epsilon, with_prior, max_noise=MAX_DP_SGD_NOISE,
+                       what=_dp_sgd_what(batch_size, n_records, epochs, delta)
+                       + f" after the run's earlier rounds, which spent epsilon={spent:.4g}")
     if not prior:
         _, q, steps = dp_sgd_history(1.0, batch_size, n_records, epochs)
         return _bisect(target_epsilon, lambda z: rdp_epsilon(z, q, steps, delta),

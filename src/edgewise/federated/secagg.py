@@ -15,6 +15,21 @@ clipping: :func:`check_secagg` refuses those combinations. The per-condition nor
 sufficient statistics (counts, sums and sums of squares per condition, no readings) are
 still averaged in the clear before the SecAgg+ rounds.
 
+What the server can still check, and does (:func:`run_secagg`): each device's example
+count arrives in the clear, so a count outside ``[1, max_weight]`` or above 10× the round's
+median (the smaller of two) refuses the round, naming the device (SecAgg+ weights the masked
+parameters by it before the server sees them, so it cannot be clipped afterwards); the
+aggregate must be finite and move the global model by at most 10× the median move of the
+earlier accepted rounds and at most
+:data:`~edgewise.federated.strategies.MAX_UPDATE_TO_MODEL` × the model's norm. A refused
+round keeps the previous global model (``skipped_rounds``); a run in which no round is
+accepted registers nothing. What it cannot do is tell which device sent a bad update, nor
+refuse one update and keep the others' (no per-update norm check, no trimming): a device
+whose update stays within those bounds moves the mean by up to its share of them. Devices
+running this ``ClientApp`` refuse to send a non-finite update (the round goes on without
+them, as after a dropout) and clip their own example count to ``max_weight``, which the
+server sends them.
+
 SecAgg+ masks the parameters only: each device's example count and train metrics
 (``train-loss``, ``dp-sgd-epsilon``, ``dp-sgd-noise``) reach the server in the clear, as
 Flower's ``secaggplus_mod`` sends them. The run's record-level ε is therefore what the devices
@@ -30,8 +45,10 @@ edgewise.errors.InvalidParameterError: Secure aggregation (--secagg, SecAgg+) ca
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from flwr.app import Context, RecordDict
 from flwr.serverapp import Grid
 
@@ -39,7 +56,23 @@ from edgewise.errors import InvalidParameterError
 from edgewise.federated.data import ConditionNormaliser
 from edgewise.federated.model import build_model
 
-__all__ = ["check_secagg", "run_secagg"]
+__all__ = ["SecAggResult", "check_secagg", "run_secagg"]
+
+#: A device's example count may be at most this multiple of the round's median.
+MAX_EXAMPLES_RATIO = 10.0
+
+
+@dataclass
+class SecAggResult:
+    """What :func:`run_secagg` produced: the global arrays, the train metrics of each
+    accepted round, those of every round whose devices trained (what they spent, accepted or
+    not), the rounds refused (previous model kept) and why."""
+
+    arrays: list[Any]
+    train_metrics: dict[int, dict[str, float]]
+    spent_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    skipped_rounds: list[int] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
 
 
 def check_secagg(strategy: str, *, robust: bool, dp_noise: float = 0.0) -> None:
@@ -72,9 +105,9 @@ def run_secagg(
     max_weight: float = 1e4,
     clipping_range: float = 8.0,
     timeout: float | None = None,
-) -> tuple[list[Any], dict[int, dict[str, float]]]:
+) -> SecAggResult:
     """``rounds`` rounds of FedAvg under SecAgg+ over ``grid``; return the global arrays and,
-    for each round that aggregated, the devices' train metrics.
+    for each round that aggregated, the devices' train metrics (:class:`SecAggResult`).
 
     The metrics are aggregated as the plain rounds aggregate them
     (:func:`~edgewise.federated.strategies.aggregate_train_metrics`: ``dp-sgd-epsilon`` is
@@ -82,10 +115,14 @@ def run_secagg(
     the same way with or without SecAgg+.
 
     ``num_shares``/``reconstruction_threshold`` are Flower's (a fraction means a share of
-    the sampled devices); ``max_weight`` must exceed every device's example count. A round
-    that Flower's workflow halts (too few devices answered or unmasked) or that aggregates
-    nothing raises :class:`~edgewise.federated.server_app.FederatedRunError`: the model
-    would otherwise come back untrained, or trained on fewer rounds than asked.
+    the sampled devices); ``max_weight`` bounds every device's example count: the devices
+    clip theirs to it, and a round in which one arrives outside ``[1, max_weight]`` or above
+    :data:`MAX_EXAMPLES_RATIO` × the round's median is refused, as is one whose aggregate is
+    not finite or moves the model too far (see the module docstring); a refused round keeps
+    the previous global model. A round that Flower's workflow halts (too few devices
+    answered or unmasked), or a run in which every round was refused, raises
+    :class:`~edgewise.federated.server_app.FederatedRunError`: the model would otherwise
+    come back untrained, or trained on fewer rounds than asked.
     """
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.compat.common import recorddict_compat as compat
@@ -101,22 +138,34 @@ def run_secagg(
         )
     initial = [v.numpy() for v in build_model(kind, n_features, seed=seed).state_dict().values()]
     fit_config = {
-        "phase": "fit", "n-features": n_features,
+        "phase": "fit", "n-features": n_features, "max-weight": float(max_weight),
         "normaliser": json.dumps({"mean": normaliser.mean.tolist(),
                                   "std": normaliser.std.tolist()}),
     }
     from edgewise.federated.server_app import FederatedRunError
 
     aggregated: dict[int, dict[str, float]] = {}
+    spent: dict[int, dict[str, float]] = {}
+    screen = _AggregateScreen(initial, max_weight=max_weight)
 
     class _Counted(FedAvg):  # type: ignore[misc]
-        """Flower's legacy FedAvg, noting each round whose aggregate came out (with the
+        """Flower's legacy FedAvg, checking each round's example counts and aggregate
+        (:class:`_AggregateScreen`) and noting each round whose aggregate came out (with the
         round's train metrics)."""
 
         def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
+            if results:
+                spent[server_round] = _train_metrics(
+                    [(res.num_examples, res.metrics) for _, res in results])
+            if not screen.weights_ok(server_round, results):
+                return None, {}
             params, metrics = super().aggregate_fit(server_round, results, failures)
-            if params is not None:
-                aggregated[server_round] = {k: float(v) for k, v in (metrics or {}).items()}
+            if params is None:
+                return None, {}
+            new = parameters_to_ndarrays(params)
+            if not screen.aggregate_ok(server_round, new):
+                return None, {}
+            aggregated[server_round] = {k: float(v) for k, v in (metrics or {}).items()}
             return params, metrics
 
     strategy = _Counted(
@@ -135,16 +184,115 @@ def run_secagg(
         max_weight=max_weight, clipping_range=clipping_range, timeout=timeout,
     ))
     workflow(grid, context)
-    missing = [r for r in range(1, rounds + 1) if r not in aggregated]
+    missing = [r for r in range(1, rounds + 1)
+               if r not in aggregated and r not in screen.skipped_rounds]
     if missing:
         raise FederatedRunError(
             f"SecAgg+ round(s) {missing} of {rounds} produced no aggregate (Flower halted "
             f"secure aggregation: fewer than the {num_nodes} devices it needs answered, or "
             "every device failed); the global model is not trained as asked."
         )
+    if not aggregated:
+        first = screen.rejected[0]["detail"] if screen.rejected else "no aggregate"
+        raise FederatedRunError(
+            f"No SecAgg+ round of {rounds} was accepted (round(s) {screen.skipped_rounds} "
+            f"refused; first: {first}); the global model is untrained.")
     record = context.state.array_records[MAIN_PARAMS_RECORD]
     arrays = parameters_to_ndarrays(compat.arrayrecord_to_parameters(record, keep_input=True))
-    return arrays, aggregated
+    return SecAggResult(arrays=arrays, train_metrics=aggregated, spent_metrics=spent,
+                        skipped_rounds=list(screen.skipped_rounds),
+                        rejected=list(screen.rejected))
+
+
+class _AggregateScreen:
+    """The server's checks under SecAgg+, where it sees each device's example count in
+    the clear but only the sum of the parameters (see the module docstring)."""
+
+    def __init__(self, initial: list[np.ndarray], *, max_weight: float,
+                 max_norm_ratio: float = 10.0) -> None:
+        self.current = [np.asarray(a, dtype=np.float64) for a in initial]
+        self.max_weight = float(max_weight)
+        self.max_norm_ratio = max_norm_ratio
+        self.norm_history: list[float] = []
+        self.skipped_rounds: list[int] = []
+        self.rejected: list[dict[str, Any]] = []
+
+    def _refuse(self, server_round: int, node: int | None, reason: str, detail: str) -> bool:
+        import logging
+
+        self.skipped_rounds.append(server_round)
+        self.rejected.append({"server_round": server_round, "node_id": node,
+                              "reason": reason, "detail": detail})
+        logging.getLogger(__name__).warning(
+            "round %d: SecAgg+ aggregate refused (%s); keeping the previous global model",
+            server_round, detail)
+        return False
+
+    def weights_ok(self, server_round: int, results: Any) -> bool:
+        """Every example count in ``[1, max_weight]`` and at most
+        :data:`MAX_EXAMPLES_RATIO` × the round's median (the smaller of two)."""
+        counts = [(_node_of(proxy), res.num_examples) for proxy, res in results]
+        for node, n in counts:
+            if isinstance(n, bool) or not isinstance(n, int | float) or not np.isfinite(n) \
+                    or not 1 <= n <= self.max_weight:
+                return self._refuse(
+                    server_round, node, "weight",
+                    f"device (node {node}) reported num-examples {n!r}, outside [1, "
+                    f"max_weight={self.max_weight:g}]; SecAgg+ has already weighted its masked "
+                    "update by it, so the round's aggregate cannot be used")
+        values = sorted(float(n) for _, n in counts)
+        if not values:
+            return True
+        ref = float(np.median(values)) if len(values) >= 3 else values[0]
+        for node, n in counts:
+            if n > MAX_EXAMPLES_RATIO * ref:
+                return self._refuse(
+                    server_round, node, "weight",
+                    f"device (node {node}) reported num-examples {n:g}, more than "
+                    f"{MAX_EXAMPLES_RATIO:g} x the round's "
+                    f"{'median' if len(values) >= 3 else 'smaller one'} {ref:g}; SecAgg+ has "
+                    "already weighted its masked update by it")
+        return True
+
+    def aggregate_ok(self, server_round: int, arrays: list[np.ndarray]) -> bool:
+        """The aggregate is finite, shaped like the model, and moves it by at most
+        ``max_norm_ratio`` × the median move of the earlier accepted rounds and at most
+        :data:`~edgewise.federated.strategies.MAX_UPDATE_TO_MODEL` × the model's norm."""
+        from edgewise.federated.strategies import NORM_HISTORY, move_caps
+
+        new = [np.asarray(a, dtype=np.float64) for a in arrays]
+        if len(new) != len(self.current) or any(
+                a.shape != b.shape for a, b in zip(new, self.current, strict=True)):
+            return self._refuse(server_round, None, "shape",
+                                "the aggregate's arrays differ from the model's")
+        if not all(np.isfinite(a).all() for a in new):
+            return self._refuse(server_round, None, "non-finite",
+                                "NaN or Inf in the aggregate")
+        move = float(np.sqrt(sum(float(((a - b) ** 2).sum())
+                                 for a, b in zip(new, self.current, strict=True))))
+        model = float(np.sqrt(sum(float((b ** 2).sum()) for b in self.current)))
+        caps = move_caps(self.norm_history, self.max_norm_ratio, model,
+                         "the median move of the accepted rounds")
+        for cap, why in caps:
+            if not np.isfinite(move) or move > cap:
+                return self._refuse(
+                    server_round, None, "norm",
+                    f"the aggregate moves the global model by {move:.3g} > {cap:.3g}, {why}; "
+                    "a device sent a bad update, which SecAgg+ does not let the server "
+                    "single out")
+        self.current = new
+        self.norm_history = [*self.norm_history, move][-NORM_HISTORY:]
+        return True
+
+
+def _node_of(proxy: Any) -> int:
+    """The node id behind a legacy ``ClientProxy`` (``node_id``, else ``cid``), or 0."""
+    for name in ("node_id", "cid"):
+        try:
+            return int(getattr(proxy, name))
+        except (AttributeError, TypeError, ValueError):
+            continue
+    return 0
 
 
 def _train_metrics(fit_metrics: list[tuple[int, Any]]) -> dict[str, Any]:

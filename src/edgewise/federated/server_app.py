@@ -4,9 +4,9 @@
 deployment engine's, or :class:`~edgewise.federated.inprocess.InProcessGrid`):
 
 1. one round over the devices' normaliser statistics (count, sum, sum of squares), each
-   reply screened (shapes, finite, a real variance) and pooled exactly, or, with ``f``
-   declared attackers, combined by a trimmed mean (:class:`_StatsRound`), giving the
-   fleet's normaliser without pooled data;
+   reply screened (shapes, finite, a real variance) and the devices' means and variances
+   combined by a trimmed mean dropping ``max(f, 1)`` per side (:class:`_StatsRound`),
+   giving the fleet's normaliser without pooled data;
 2. ``rounds`` rounds of the chosen rule (``fedavg``/``trimmed``/``krum``/``bulyan``),
    wrapped in :class:`~edgewise.federated.strategies.RobustStrategy` and, when
    ``dp_noise > 0``, in Flower's ``DifferentialPrivacyServerSideFixedClipping`` (device-level
@@ -59,8 +59,8 @@ from edgewise.federated.model import build_model
 from edgewise.federated.privacy import Mechanism, PrivacyReport
 from edgewise.federated.strategies import RobustStrategy, make_strategy
 
-__all__ = ["FederatedResult", "FederatedRunError", "WireLog", "app", "run_federated",
-           "run_ledger_path"]
+__all__ = ["FederatedResult", "FederatedRunError", "WireLog", "app", "check_resume",
+           "run_federated", "run_ledger_path"]
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,8 @@ class WireLog(Strategy):
                 z, n, m = self.device_dp
                 self.ledger.device_round(self.round_offset + server_round, noise_multiplier=z,
                                          num_devices=n, sample_size=m)
+            if self.ledger is not None:
+                self.ledger.aggregated_round(self.round_offset + server_round)
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
@@ -221,12 +223,15 @@ class _StatsRound(FedAvg):
     rounding): anything else is a malformed reply and stops the run naming the device. The
     devices' self-reported weights are ignored (the statistics carry their own counts).
 
-    With ``f = 0`` the statistics are pooled exactly (sums over devices). With ``f > 0``
-    declared attackers, per condition and feature the devices' own means and variances are
-    combined by a trimmed mean that drops the ``f`` largest and ``f`` smallest values (the
-    median when fewer than ``2f + 1`` devices hold that condition); the pooled variance is
-    the trimmed mean of ``var_i + (mean_i - mean)**2``. One device can then move the
-    fleet's normaliser no further than the honest devices' own spread.
+    Per condition and feature the devices' own means and variances are combined by a
+    trimmed mean that drops the ``max(f, 1)`` largest and smallest values (``f`` declared
+    attackers; the median when fewer than ``2 max(f, 1) + 1`` devices hold that
+    condition); the pooled variance is the trimmed mean of ``var_i + (mean_i - mean)**2``.
+    Each device counts once, whatever count it claims. With ``f = 0`` the statistics used
+    to be pooled exactly (sums over devices), so one device claiming 10⁹ records of mean
+    1000 set every feature's mean to 1000; as in the model rounds, one device is trimmed
+    by default. With at least 3 devices one device can then move the fleet's normaliser no
+    further than the honest devices' own spread (with 2, the median is their mean).
     """
 
     def __init__(self, n_conditions: int, num_nodes: int, num_malicious_nodes: int) -> None:
@@ -283,14 +288,7 @@ class _StatsRound(FedAvg):
                     f"Normaliser round: device (node {int(msg.metadata.src_node_id)}) sent "
                     f"malformed statistics: {w} features where the other devices send "
                     f"{width}.")
-        f = self.num_malicious_nodes
-        if f <= 0:
-            count = sum(s[0] for s in stats)
-            total = sum(s[1] for s in stats)
-            squares = sum(s[2] for s in stats)
-            self.normaliser = ConditionNormaliser.from_stats(count, total, squares)
-        else:
-            self.normaliser = _robust_normaliser(stats, f)
+        self.normaliser = _robust_normaliser(stats, max(self.num_malicious_nodes, 1))
         return ArrayRecord(), MetricRecord()
 
 
@@ -357,6 +355,53 @@ def load_checkpoint(path: str | Path) -> tuple[ArrayRecord, int, ConditionNormal
                                                                  z["__norm_std__"])
 
 
+def check_resume(checkpoint: str | Path, *, rounds: int, dp_noise: float = 0.0,
+                 dp_sgd_epsilon: float = 0.0, num_devices: int,
+                 sample_size: int | None = None, dp_delta: float = 1e-5) -> int:
+    """Check that a run of ``rounds`` with these privacy settings can resume from
+    ``checkpoint``; return the last round it holds. Raises :class:`FederatedRunError` with
+    one line saying why not: no rounds left, no privacy ledger for a private run, or
+    settings under which no single ε covers the model (device-level noise added, changed or
+    dropped after rounds aggregated otherwise, DP-SGD asked for after rounds trained
+    without it: :meth:`~edgewise.federated.ledger.RunLedger.resume_conflict`), or a
+    record-level budget the earlier rounds already spent.
+    """
+    ckpt = Path(checkpoint)
+    with np.load(ckpt) as z:
+        done = int(z["__round__"])
+    if done >= rounds:
+        raise FederatedRunError(
+            f"The checkpoint {ckpt} already holds round {done} of {rounds}: no rounds "
+            "are left to resume (its model was registered when that run finished). "
+            "Ask for more rounds, or start afresh without resuming.")
+    ledger = RunLedger(run_ledger_path(ckpt))
+    if done > 0 and (dp_noise > 0 or dp_sgd_epsilon > 0) and ledger.path is not None \
+            and not ledger.path.exists():
+        raise FederatedRunError(
+            f"The checkpoint {ckpt} has no privacy ledger {ledger.path}, so the ε its "
+            f"{done} round(s) spent is unknown; start afresh without resuming.")
+    try:
+        ledger.load()
+    except PrivacyBudgetError as exc:
+        raise FederatedRunError(str(exc)) from None
+    why = ledger.resume_conflict(noise_multiplier=dp_noise, num_devices=num_devices,
+                                 sample_size=sample_size or num_devices, done=done,
+                                 dp_sgd=dp_sgd_epsilon > 0)
+    if why:
+        raise FederatedRunError(f"Cannot resume from {ckpt}: {why}")
+    if dp_sgd_epsilon > 0:
+        try:
+            spent = ledger.record_epsilon(dp_delta) or 0.0
+        except InvalidParameterError as exc:
+            raise FederatedRunError(f"Cannot resume from {ckpt}: {exc}") from None
+        if spent >= dp_sgd_epsilon:
+            raise FederatedRunError(
+                f"Cannot resume from {ckpt}: its {done} round(s) already spent record-level "
+                f"epsilon {spent:.4g} of the budget --dp-epsilon {dp_sgd_epsilon:g}; nothing "
+                "is left for more rounds. Start afresh without --resume.")
+    return done
+
+
 def run_ledger_path(checkpoint: str | Path) -> Path:
     """Where the run's privacy ledger (:class:`~edgewise.federated.ledger.RunLedger`) of
     ``checkpoint`` lives: beside it, ``<stem>.privacy.json``.
@@ -407,7 +452,13 @@ def _privacy_report(train_metrics: dict[int, dict[str, float]], *, dp_noise: flo
                 ledger.device_round(r, noise_multiplier=dp_noise, num_devices=num_devices,
                                     sample_size=sample_size)
     try:
-        record_eps = ledger.record_epsilon(dp_delta)
+        try:
+            record_eps = ledger.record_epsilon(dp_delta)
+        except InvalidParameterError:
+            if dp_sgd_epsilon > 0:
+                raise
+            # DP-SGD was not asked for and some round went without it: no record-level claim
+            record_eps = None
         device_eps = ledger.device_epsilon(dp_delta) if dp_noise > 0 else None
     except (InvalidParameterError, PrivacyBudgetError) as exc:
         raise FederatedRunError(str(exc)) from None
@@ -478,22 +529,13 @@ def run_federated(
     done = 0
     stats_wire: list[dict[str, Any]] = []
     ledger = RunLedger(run_ledger_path(ckpt) if ckpt is not None else None)
+    min_nodes = min_available_nodes or num_nodes
+    m = sample_size or min_nodes
     if ckpt is not None and ckpt.exists():
+        check_resume(ckpt, rounds=rounds, dp_noise=dp_noise, dp_sgd_epsilon=dp_sgd_epsilon,
+                     num_devices=min_nodes, sample_size=m, dp_delta=dp_delta)
         initial, done, normaliser = load_checkpoint(ckpt)
-        if done >= rounds:
-            raise FederatedRunError(
-                f"The checkpoint {ckpt} already holds round {done} of {rounds}: no rounds "
-                "are left to resume (its model was registered when that run finished). "
-                "Ask for more rounds, or start afresh without resuming.")
-        if done > 0 and (dp_noise > 0 or dp_sgd_epsilon > 0) and ledger.path is not None \
-                and not ledger.path.exists():
-            raise FederatedRunError(
-                f"The checkpoint {ckpt} has no privacy ledger {ledger.path}, so the ε its "
-                f"{done} round(s) spent is unknown; start afresh without resuming.")
-        try:
-            ledger.load()
-        except PrivacyBudgetError as exc:
-            raise FederatedRunError(str(exc)) from None
+        ledger.load()
         log.info("resuming from %s after round %d", ckpt, done)
     else:
         ledger.reset()  # a fresh run: what an earlier run at this path spent is its own
@@ -503,8 +545,6 @@ def run_federated(
                                         num_malicious_nodes=num_malicious_nodes if robust
                                         else 0, wire=stats_wire)
         initial = ArrayRecord(build_model(kind, n_features, seed=seed).state_dict())
-    min_nodes = min_available_nodes or num_nodes
-    m = sample_size or min_nodes
     # Device-level DP bounds each device's share of the mean by C/m: equal weights, not the
     # self-reported example counts (a device with more data would otherwise weigh more).
     if dp_noise > 0 and strategy != "fedavg":
@@ -536,6 +576,16 @@ def run_federated(
         "norm-mean": [float(x) for x in normaliser.mean.ravel()],
         "norm-std": [float(x) for x in normaliser.std.ravel()],
     })
+    if done > 0:
+        # A resumed run: the devices plan DP-SGD for the rounds left, after what the earlier
+        # rounds spent (the ledger's worst case), not afresh for every round of the run.
+        from edgewise.federated.privacy import rdp_orders
+
+        config["dp-sgd-rounds-done"] = done
+        prior = ledger.record_rdp()
+        if prior is not None:
+            config["dp-sgd-prior-rdp"] = prior
+            config["dp-sgd-rdp-orders"] = rdp_orders()
     left = max(rounds - done, 0)
 
     def on_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -588,19 +638,25 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
     if normaliser is None:
         normaliser = fit_normaliser(grid, n_conditions, num_nodes, timeout=round_timeout)
         # SecAgg+ runs FedAvg with no screen; the stats round still refuses malformed ones
-    arrays, train_metrics = run_secagg(
+    sec = run_secagg(
         grid, kind=kind, n_features=n_features, normaliser=normaliser, num_nodes=num_nodes,
         rounds=rounds, seed=seed, timeout=round_timeout)
+    if not all(np.isfinite(np.asarray(a, dtype=np.float64)).all() for a in sec.arrays):
+        raise FederatedRunError("The SecAgg+ global model holds NaN or Inf values; it is not "
+                                "registered.")  # run_secagg refuses such a round; never here
     keys = build_model(kind, n_features).state_dict().keys()
-    record = ArrayRecord({k: torch.as_tensor(a) for k, a in zip(keys, arrays, strict=True)})
+    record = ArrayRecord({k: torch.as_tensor(a) for k, a in zip(keys, sec.arrays, strict=True)})
     # SecAgg+ masks the parameters, not the metrics: the ε is what the devices spent, as in
-    # the plain rounds (server-side DP is refused under SecAgg+, hence dp_noise=0).
-    privacy = _privacy_report(train_metrics, dp_noise=0.0, dp_clip=0.0, dp_delta=dp_delta,
-                              dp_sgd_clip=dp_sgd_clip, num_devices=num_nodes, rounds=rounds,
-                              sample_size=None, dp_sgd_epsilon=dp_sgd_epsilon)
+    # the plain rounds (server-side DP is refused under SecAgg+, hence dp_noise=0), in every
+    # round they trained, a refused one included.
+    privacy = _privacy_report(sec.spent_metrics or sec.train_metrics, dp_noise=0.0,
+                              dp_clip=0.0, dp_delta=dp_delta, dp_sgd_clip=dp_sgd_clip,
+                              num_devices=num_nodes, rounds=rounds, sample_size=None,
+                              dp_sgd_epsilon=dp_sgd_epsilon)
     return FederatedResult(arrays=record, normaliser=normaliser, privacy=privacy,
-                           rounds_done=len(train_metrics) or rounds, strategy="fedavg+secagg+",
-                           train_metrics=train_metrics)
+                           rounds_done=len(sec.spent_metrics) or rounds,
+                           strategy="fedavg+secagg+", train_metrics=sec.train_metrics,
+                           rejected=sec.rejected, skipped_rounds=sec.skipped_rounds)
 
 
 app = ServerApp()

@@ -12,11 +12,21 @@ way Flower's DP wrappers do (it overrides ``aggregate_train`` and delegates the 
    round's other replies (Flower refuses the whole round otherwise), same array names and
    shapes as the global model, all values finite, update norm at most ``max_norm_ratio`` ×
    the round's median (a median of 0, most devices sending the model back unchanged, lets
-   only updates of float32 rounding size through);
+   only updates of float32 rounding size through). With one or two updates in a round the
+   median is no vote (the median of two norms is their mean, which the larger always
+   passes), so the bound is then ``max_norm_ratio`` × the smaller of the two, at most
+   ``max_norm_ratio`` × the median norm of the updates accepted in earlier rounds, and at
+   most :data:`MAX_UPDATE_TO_MODEL` × the global model's norm;
 3. caps each client's ``"num-examples"`` at ``max_examples_ratio`` × the round's median
    (or ``max_num_examples``), so one client cannot claim 10⁹ examples and take the average.
 
 Rejections and caps are kept in :attr:`RobustStrategy.events` (round, node, reason).
+
+A device that fails or drops out is not one of the f (it may be honest), so it does not
+loosen the rule: the trimmed mean still trims ``max(f, 1)`` per side, less one per update
+refused by the screen, from the updates that are left (raising β for that round when the
+configured one would trim fewer), and a round with too few updates left to do so is
+skipped, keeping the previous global model (:attr:`RobustStrategy.skipped_rounds`).
 
 Secure aggregation (Flower's SecAgg+) hides individual updates from the server, so it
 cannot be combined with these checks or with any robust rule: choose one or the other.
@@ -33,7 +43,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +72,13 @@ COUNTS_AGAINST_F = frozenset({"shape", "metrics", "dtype", "non-finite", "norm",
 #: The round's median update norm is raised to this fraction of the global model's norm
 #: before ``max_norm_ratio`` multiplies it (see :meth:`RobustStrategy.screen`).
 NORM_FLOOR = 1e-6
+#: With fewer than three updates in a round (no majority to take a median over), and for
+#: a SecAgg+ aggregate, no update may move the model by more than this multiple of the
+#: global model's norm (an honest device's round moved the pump and C-MAPSS models by at
+#: most 0.87 of it, at up to 10 local epochs, with or without DP-SGD).
+MAX_UPDATE_TO_MODEL = 2.0
+#: How many earlier rounds' median accepted update norms the small-round bound looks back on.
+NORM_HISTORY = 5
 
 # (ArrayRecord name, MetricRecord name, metric keys): what Flower needs the same in every reply
 _Layout = tuple[str, str, frozenset[str]]
@@ -150,6 +167,27 @@ def check_rule_conditions(rule: Strategy, n: int, f: int, *, must_trim: bool = T
         )
 
 
+def move_caps(history: Sequence[float], ratio: float, model_norm: float, what: str,
+              ) -> list[tuple[float, str]]:
+    """The bounds on how far one round may move the global model, each with its reason:
+    ``ratio`` × the median of ``history`` (``what``, e.g. the earlier rounds' accepted
+    norms) and :data:`MAX_UPDATE_TO_MODEL` × the model's norm; either is left out when
+    unknown (no earlier round, a model of zeros).
+
+    >>> [round(c) for c, _ in move_caps([1.0, 3.0], 10.0, 4.0, "the median move")]
+    [20, 8]
+    """
+    caps: list[tuple[float, str]] = []
+    if len(history):
+        ref = float(np.median(history))
+        why = f"{ratio:g} x {ref:.3g}, {what} in the last {len(history)} round(s)"
+        caps.append((ratio * ref, why))
+    if model_norm > 0:
+        caps.append((MAX_UPDATE_TO_MODEL * model_norm,
+                     f"{MAX_UPDATE_TO_MODEL:g} x the global model's norm {model_norm:.3g}"))
+    return caps
+
+
 class RobustStrategy(Strategy):
     """Wrap a Flower strategy: validate, filter and re-weight client updates first.
 
@@ -194,6 +232,8 @@ class RobustStrategy(Strategy):
         self.max_num_examples = max_num_examples
         self.events: list[RejectedUpdate] = []
         self.skipped_rounds: list[int] = []
+        #: The median norm of the updates accepted in each earlier round (most recent last).
+        self.norm_history: list[float] = []
         self.layout: _Layout | None = None  # the last round's reply layout, breaks ties
         self.current_arrays = ArrayRecord()
         self.weighted_by_key = getattr(strategy, "weighted_by_key", "num-examples")
@@ -318,7 +358,12 @@ class RobustStrategy(Strategy):
             passed.append((msg, akey, norm))
         if not passed:
             return []
-        median = float(np.median([n for _, _, n in passed]))
+        norms = [n for _, _, n in passed]
+        # With 1 or 2 updates the median is no majority: of two it is their mean, which the
+        # larger one never exceeds 10 times, and of one it is the update itself. The smaller
+        # of two (the "low median") is the reference then; the small-round caps below add
+        # what earlier rounds and the model itself say an update can be.
+        median = float(np.median(norms)) if len(norms) >= 3 else min(norms)
         # The bound is max_norm_ratio x the median, always: a median of 0 (most devices sent
         # the global model back unchanged) used to switch the check off, and one device
         # sending 1e6 in every weight was averaged in. The median is first raised to
@@ -330,21 +375,48 @@ class RobustStrategy(Strategy):
         model_norm = float(np.sqrt(sum(float((r.astype(np.float64) ** 2).sum())
                                        for r in reference.values())))
         scale = max(median, NORM_FLOOR * model_norm)
+        cap, cap_why = self._small_round_cap(len(norms), model_norm)
         kept: list[Message] = []
         for msg, _, norm in passed:
+            if cap is not None and norm > cap:
+                self._reject(server_round, msg, "norm",
+                             f"update norm {norm:.3g} > {cap:.3g}, {cap_why} (only "
+                             f"{len(norms)} update{'' if len(norms) == 1 else 's'} in the "
+                             "round, too few for its median to bound one)")
+                continue
             if norm > self.max_norm_ratio * scale:
-                why = (f"the round's median update norm {median:.3g}"
+                what = ("the round's median update norm" if len(norms) >= 3 else
+                        "the smaller update norm of the round's two" if len(norms) == 2 else
+                        "the round's only update norm")
+                why = (f"{what} {median:.3g}"
                        + (" (most replies left the global model unchanged)" if median == 0
                           else "") if scale == median else
-                       f"{NORM_FLOOR:g} x the global model's norm {model_norm:.3g} (the "
-                       f"round's median update norm is only {median:.3g})")
+                       f"{NORM_FLOOR:g} x the global model's norm {model_norm:.3g} "
+                       f"({what} is only {median:.3g})")
                 self._reject(server_round, msg, "norm",
                              f"update norm {norm:.3g} > {self.max_norm_ratio:g} x {scale:.3g}, "
                              f"{why}")
                 continue
             kept.append(msg)
         self._cap_weights(server_round, kept)
-        return [m for m in kept if id(m) not in self._bad_weight]
+        kept = [m for m in kept if id(m) not in self._bad_weight]
+        accepted = [n for m, _, n in passed if any(m is k for k in kept)]
+        if accepted:
+            self.norm_history = [*self.norm_history, float(np.median(accepted))][-NORM_HISTORY:]
+        return kept
+
+    def _small_round_cap(self, n: int, model_norm: float) -> tuple[float | None, str]:
+        """The most an update may move the model in a round of ``n`` < 3 updates (``None``
+        for a larger round): ``max_norm_ratio`` × the median of the earlier rounds' median
+        accepted norms, and :data:`MAX_UPDATE_TO_MODEL` × the global model's norm, whichever
+        is smaller (either is left out when unknown: no earlier round, a model of zeros)."""
+        if n >= 3:
+            return None, ""
+        caps = move_caps(self.norm_history, self.max_norm_ratio, model_norm,
+                         "the median norm of the updates accepted")
+        if not caps:
+            return None, ""
+        return min(caps, key=lambda c: c[0])
 
     @staticmethod
     def _layout_detail(got: _Layout, expected: _Layout | None) -> str:
@@ -400,22 +472,71 @@ class RobustStrategy(Strategy):
         # dropped out ("error") may well be honest: it does not reduce f, or one dropout
         # would turn Bulyan with f=1 into a plain mean that the attacker still in it moves.
         refused = sum(1 for e in self.events[n_before:] if e.reason in COUNTS_AGAINST_F)
+        failed = sum(1 for e in self.events[n_before:] if e.reason == "error")
         f_left = max(self.num_malicious_nodes - refused, 0)
+        beta = None
         try:
-            check_rule_conditions(self.strategy, len(kept), f_left, must_trim=False)
+            if isinstance(self.strategy, FedTrimmedAvg):
+                beta = self._round_beta(len(kept), refused, failed)
+            else:
+                check_rule_conditions(self.strategy, len(kept), f_left, must_trim=False)
         except InvalidParameterError as exc:
             self.skipped_rounds.append(server_round)
             log.warning("round %d: %s Keeping the previous global model.", server_round, exc)
             return None, None
-        # Krum/Bulyan get the f still unaccounted for among the updates that are left.
+        # Krum/Bulyan get the f still unaccounted for among the updates that are left; the
+        # trimmed mean the beta that trims what is still to be trimmed of them.
         saved = getattr(self.strategy, "num_malicious_nodes", None)
+        saved_beta = getattr(self.strategy, "beta", None)
         if saved is not None:
             self.strategy.num_malicious_nodes = f_left  # type: ignore[attr-defined]
+        if beta is not None:
+            self.strategy.beta = beta  # type: ignore[attr-defined]
         try:
             return self.strategy.aggregate_train(server_round, kept)
         finally:
             if saved is not None:
                 self.strategy.num_malicious_nodes = saved  # type: ignore[attr-defined]
+            if beta is not None:
+                self.strategy.beta = saved_beta  # type: ignore[attr-defined]
+
+    def _round_beta(self, k: int, refused: int, failed: int) -> float:
+        """The trimmed mean's β for a round with ``k`` updates left after ``refused`` were
+        refused by the screen and ``failed`` failed or dropped out.
+
+        The rule trims ``max(f, 1)`` per side; each update the screen refused is one of those
+        already removed, a failure or dropout is not (it may be honest, and the attacker is
+        then still among the ``k``). The configured β is kept when it trims enough of the
+        ``k``, raised for this round when it does not, and the round is refused
+        (:class:`InvalidParameterError`) when ``k`` is too few to trim that many per side.
+
+        >>> s = RobustStrategy(FedTrimmedAvg(beta=0.334, min_train_nodes=3))
+        >>> s._round_beta(3, 0, 0), s._round_beta(2, 1, 0)
+        (0.334, 0.334)
+        >>> s._round_beta(2, 0, 1)
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.InvalidParameterError: FedTrimmedAvg must trim max(f, 1) = 1 update per side (f=0, none refused by the screen), but only 2 are left (1 failed or dropped out, which does not count as one of the f): a trimmed mean of 2 cannot trim 1 per side.
+        """  # noqa: E501
+        if k < 1:
+            check_rule_conditions(self.strategy, k, 0)  # raises: no update is left
+        beta = float(self.strategy.beta)  # type: ignore[attr-defined]
+        f = self.num_malicious_nodes
+        need = max(max(f, 1) - refused, 0)
+        if int(beta * k) >= need:
+            return beta
+        if k > 2 * need:
+            # the least fraction that trims `need` of k (just above need/k; below 0.5)
+            return min(need / k * (1 + 1e-9), math.nextafter(0.5, 0.0))
+        removed = (f"{refused} refused by the screen" if refused else "none refused by the screen")
+        gone = (f" ({failed} failed or dropped out, which does not count as one of the f)"
+                if failed else "")
+        raise InvalidParameterError(
+            f"FedTrimmedAvg must trim max(f, 1) = {max(f, 1)} update"
+            f"{'' if max(f, 1) == 1 else 's'} per side (f={f}, {removed}), but only {k} "
+            f"{'is' if k == 1 else 'are'} left{gone}: a trimmed mean of {k} cannot trim "
+            f"{need} per side."
+        )
 
 
 def aggregate_train_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
