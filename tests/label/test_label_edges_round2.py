@@ -107,7 +107,7 @@ def test_the_demo_writes_its_ground_truth_as_labels_label_import_takes(tmp_path:
     as is, that spike was refused ('line 13: A label's window must end after it starts')
     and with it the whole file."""
     from edgewise.cli import app, load_commands
-    from tests.conftest import start_demo, stop_demo
+    from tests.conftest import start_demo, stop_demo, wait_stored
 
     d = tmp_path / "d"
     d.mkdir()
@@ -115,8 +115,11 @@ def test_the_demo_writes_its_ground_truth_as_labels_label_import_takes(tmp_path:
     earlier = {"device_id": "pump-01", "kind": "spike", "metric": "flow_m3h",
                "start_ns": spike_ns, "end_ns": spike_ns, "metrics": ["flow_m3h"]}
     (d / "demo-labels.json").write_text(json.dumps([earlier]))
-    proc, _lines, _http = start_demo(d, "--pumps", "1")
-    rest = stop_demo(proc)
+    proc, _lines, http = start_demo(d, "--pumps", "1")
+    try:  # as the other demo tests: a Ctrl-C in the demo's first moments exits 130
+        wait_stored(http, 8 * 20, timeout=60)
+    finally:
+        rest = stop_demo(proc)
     assert proc.returncode == 0, rest
     faults = json.loads((d / "demo-labels.json").read_text())
     csv_file = d / "demo-labels.csv"
