@@ -95,6 +95,38 @@ def test_deleting_a_fleet_device_deletes_the_models_its_labels_trained(tmp_path:
     assert model_files(tmp_path, "t", kind="transfer") == {}
     assert list(model_files(tmp_path, "f0", kind="transfer")) == [1]
     assert delete_models(tmp_path, "f0") == 1
+    assert not list((tmp_path / "models").glob("transfer-*")), "a sidecar was left"
+
+
+def test_deleting_reads_sidecars_not_model_files(tmp_path: Path, monkeypatch) -> None:
+    """Deleting a device unpickles no model file that has its sidecar; one written before
+    sidecars is still read and judged."""
+    import edgewise.label.fleet_transfer as ft
+
+    hist, labels = _fleet(tmp_path)
+    old = Path(train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)["path"])
+    old.with_suffix(".json").unlink()  # as written before sidecars
+    train_transfer(hist.__getitem__, "f0", labels, tmp_path, fleet=["f1", "f2"], window=W)
+    loaded: list[Path] = []
+    real = ft.load_transfer_model
+    monkeypatch.setattr(ft, "load_transfer_model", lambda p: loaded.append(p) or real(p))
+    assert delete_models(tmp_path, "f1") == 2
+    assert loaded == [old]
+
+
+def test_a_fleet_csv_is_read_once(tmp_path: Path, monkeypatch) -> None:
+    import edgewise.tables as tables
+
+    hist, labels = _fleet(tmp_path)
+    labels.close()
+    csv = _csv(hist, tmp_path / "fleet.csv")
+    reads: list[object] = []
+    real = tables.read_table
+    monkeypatch.setattr(tables, "read_table", lambda *a, **k: reads.append(a) or real(*a, **k))
+    r = _run("train", "transfer", "--device", "t", "--csv", str(csv), "--data-dir",
+             str(tmp_path), "--window", str(W))
+    assert r.exit_code == 0, r.stderr
+    assert len(reads) == 1, f"{len(reads)} reads of a 6-device file"
 
 
 def test_cli_trains_versions_and_predicts(tmp_path: Path) -> None:
@@ -226,7 +258,8 @@ def test_a_fleet_device_named_twice_is_refused(tmp_path: Path) -> None:
     r = _run("train", "transfer", "--device", "t", "--fleet", "f1,f1", "--data-dir",
              str(tmp_path))
     assert r.exit_code == 2 and r.stderr == (
-        "error: --fleet must name each device once. Got 'f1' more than once.\n")
+        "error: --fleet: The fleet must name each device once; 'f1' is named more than once (its "
+        "windows would count twice).\n")
 
 
 def test_a_window_over_half_the_history_is_refused_not_cut(tmp_path: Path) -> None:
@@ -272,6 +305,6 @@ def test_model_files_are_private(tmp_path: Path) -> None:
         lab = train_with_labels(hist["t"], "t", labels, tmp_path, window=W)
     finally:
         os.umask(old)
-    for f in (out["path"], lab["path"]):
+    for f in (out["path"], Path(out["path"]).with_suffix(".json"), lab["path"]):
         assert stat.S_IMODE(Path(f).stat().st_mode) == 0o600, f
     assert stat.S_IMODE((tmp_path / "models").stat().st_mode) == 0o700

@@ -39,15 +39,15 @@ def _histories(csv: Path | None, store_url: str | None, data_dir: Path,
     if csv is not None:
         from edgewise.tables import read_table
 
-        try:
-            columns = list(read_table(csv).columns)
+        try:  # read once: each device's history is taken from the one table
+            table = read_table(csv)
         except ValueError as exc:
             raise fail(f"--csv: {exc}") from None
-        if "device_id" not in columns:
+        if "device_id" not in table.columns:
             raise fail(f"--csv {str(csv)!r} has no 'device_id' column; a fleet's histories "
                        f"are one file with a device_id column naming each row's device. "
-                       f"Got columns {columns!r}.")
-        yield lambda dev: read_history_csv(csv, dev)
+                       f"Got columns {list(table.columns)!r}.")
+        yield lambda dev: read_history_csv(csv, dev, table=table)
         return
     store = open_history_store(store_url, data_dir)
     try:
@@ -63,12 +63,14 @@ def _fleet(value: str | None) -> list[str] | None:
     names = [v.strip() for v in value.split(",") if v.strip()]
     if not names:
         raise fail(f"--fleet must name devices, comma-separated. Got {value!r}.")
+    from edgewise.label.fleet_transfer import check_fleet
+
     for name in names:
         _check_args(name, None, option="--fleet")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:  # its windows would count twice in the fleet model
-        raise fail(f"--fleet must name each device once. Got {', '.join(map(repr, twice))} "
-                   "more than once.")
+    try:  # before any history is read
+        check_fleet(names)
+    except ValueError as exc:
+        raise fail(f"--fleet: {exc}") from None
     return names
 
 

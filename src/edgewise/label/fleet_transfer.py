@@ -37,6 +37,7 @@ device's next ``transfer`` model version.
 
 from __future__ import annotations
 
+import json
 import pickle
 import time
 from collections.abc import Callable, Sequence
@@ -49,19 +50,19 @@ from edgewise._private import write_private
 from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.label.store import LabelStore
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
-from edgewise.label.workflow import History, model_files
+from edgewise.label.workflow import History, model_files, window_length
 from edgewise.transfer import DeviceModel, FleetModel, compare_on_holdout, fine_tune
 
-__all__ = ["delete_transfer_models", "load_transfer_model", "predict_transfer",
+__all__ = ["check_fleet", "delete_transfer_models", "load_transfer_model", "predict_transfer",
            "train_transfer"]
 
 KIND = "edgewise.transfer"
 
 
 def _window_length(n: int, window: int | None, device_id: str) -> int:
-    """Readings per window: ``window``, else ``n // 100`` (at least 10, at most half of
-    ``n``, as ``edgewise label suggest`` cuts them). A ``window`` over half of the device's
-    ``n`` readings is refused: fine-tuning needs at least two windows.
+    """:func:`~edgewise.label.workflow.window_length`, as ``edgewise label suggest`` cuts
+    windows, except that a ``window`` over half of the device's ``n`` readings is refused
+    rather than cut: fine-tuning needs at least two windows.
 
     >>> [_window_length(n, w, "p") for n, w in [(5000, None), (5000, 40), (14, None)]]
     [50, 40, 7]
@@ -71,7 +72,7 @@ def _window_length(n: int, window: int | None, device_id: str) -> int:
             f"window={window} is more than half of device {device_id!r}'s {n} readings; "
             f"give at most {n // 2} (fine-tuning needs at least two windows).",
             field="window", value=window)
-    return window if window else min(max(10, n // 100), max(2, n // 2))
+    return window_length(n, window)
 
 
 def _on_metrics(history: History, metrics: Sequence[str], device_id: str) -> History:
@@ -106,6 +107,22 @@ def _labelled(history: History, device_id: str, labels: LabelStore, snapshot: st
     return ws, y
 
 
+def check_fleet(fleet: Sequence[str]) -> None:
+    """Refuse a fleet naming a device more than once (its windows would count twice).
+
+    >>> check_fleet(["a", "b", "a"])
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The fleet must name each device once; 'a' is \
+named more than once (its windows would count twice).
+    """
+    twice = sorted({d for d in fleet if list(fleet).count(d) > 1})
+    if twice:
+        raise InvalidParameterError(
+            f"The fleet must name each device once; {', '.join(map(repr, twice))} is named "
+            "more than once (its windows would count twice).", field="fleet", value=twice)
+
+
 def train_transfer(histories: Callable[[str], History], device_id: str, labels: LabelStore,
                    data_dir: Path | str, *, fleet: Sequence[str] | None = None,
                    window: int | None = None) -> dict[str, Any]:
@@ -125,11 +142,8 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     Raises :class:`~edgewise.errors.InvalidParameterError` when the device has no labelled
     window, or the fleet's labelled windows are not of both classes.
     """
-    if fleet is not None and len(set(fleet)) < len(fleet):
-        twice = sorted({d for d in fleet if list(fleet).count(d) > 1})
-        raise InvalidParameterError(
-            f"The fleet must name each device once; {', '.join(map(repr, twice))} is named "
-            "more than once (its windows would count twice).", field="fleet", value=twice)
+    if fleet is not None:
+        check_fleet(fleet)
     snapshot = labels.snapshot_id()
     own = histories(device_id)
     metrics = list(own[2])
@@ -187,7 +201,12 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
         "fleet_devices": used, "window_length": length, "metrics": metrics,
         "feature_names": list(ws.feature_names), "device_model": model,
     }
-    # it holds features of every fleet device's labelled windows: private, as labels are
+    # it holds features of every fleet device's labelled windows: private, as labels are.
+    # The sidecar (written first) says whose labels trained it, so deleting a device reads
+    # JSON rather than unpickling every model file.
+    write_private(_sidecar(path), json.dumps(
+        {"kind": KIND, "device_id": device_id, "version": version,
+         "fleet_devices": used}).encode())
     write_private(path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
     return {
         "path": str(path), "version": version, "snapshot_id": snapshot,
@@ -257,19 +276,53 @@ def predict_transfer(history: History, model: Path | str | dict[str, Any],
              "anomaly": bool(v >= 0)} for a, b, v in zip(ws.start_ns, ws.end_ns, d, strict=True)]
 
 
+def _sidecar(path: Path) -> Path:
+    """The JSON file beside a transfer model file naming whose labels trained it."""
+    return path.with_suffix(".json")
+
+
+def _trained_by(path: Path) -> set[str] | None:
+    """The devices whose labels trained the model at ``path`` (its own and its fleet), from
+    its sidecar; a file written before sidecars is read itself. ``None``: not readable."""
+    try:
+        meta = json.loads(_sidecar(path).read_text())
+        if (isinstance(meta, dict) and meta.get("kind") == KIND
+                and isinstance(meta.get("device_id"), str)
+                and isinstance(meta.get("fleet_devices"), list)):
+            return {meta["device_id"], *map(str, meta["fleet_devices"])}
+    except (OSError, ValueError):
+        pass
+    try:
+        record = load_transfer_model(path)
+    except InvalidParameterError:
+        return None
+    return {record["device_id"], *record["fleet_devices"]}
+
+
 def delete_transfer_models(data_dir: Path | str, device_id: str) -> int:
     """Delete the transfer models ``device_id``'s labels trained: its own, and those of
-    other devices whose fleet model it was part of. How many files were deleted."""
+    other devices whose fleet model it was part of. How many models were deleted.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); (d / "models").mkdir()
+    >>> for name, fleet in [("transfer-a-v1", ["b"]), ("transfer-c-v1", ["a"]),
+    ...                     ("transfer-b-v1", ["c"])]:
+    ...     _ = (d / "models" / f"{name}.pkl").write_bytes(b"")
+    ...     _ = (d / "models" / f"{name}.json").write_text(json.dumps(
+    ...         {"kind": KIND, "device_id": name.split("-")[1], "fleet_devices": fleet}))
+    >>> delete_transfer_models(d, "a"), sorted(p.name for p in (d / "models").iterdir())
+    (2, ['transfer-b-v1.json', 'transfer-b-v1.pkl'])
+    """
     models = Path(data_dir) / "models"
     if not models.is_dir():
         return 0
     gone = 0
     for p in models.glob("transfer-*.pkl"):
-        try:
-            record = load_transfer_model(p)
-        except InvalidParameterError:
+        trained_by = _trained_by(p)
+        if trained_by is None:
             continue  # not ours to judge; an unreadable file is left for the user
-        if record["device_id"] == device_id or device_id in record.get("fleet_devices", ()):
+        if device_id in trained_by:
             p.unlink(missing_ok=True)
+            _sidecar(p).unlink(missing_ok=True)
             gone += 1
     return gone

@@ -43,8 +43,9 @@ from edgewise.label.strategies import DefaultMix, Pool, make_strategy
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 from edgewise.tables import LABEL_NAMES, TIME_NAMES, not_a_metric, plain
 
-__all__ = ["History", "delete_models", "history_from_store", "load_history_csv", "load_model",
-           "model_files", "suggest", "train_with_labels"]
+__all__ = ["History", "delete_models", "history_from_store", "history_from_table",
+           "load_history_csv", "load_model", "model_files", "suggest", "train_with_labels",
+           "window_length"]
 
 History = tuple[np.ndarray, np.ndarray, list[str]]
 
@@ -96,10 +97,23 @@ def load_history_csv(path: Path | str, *, device_id: str | None = None,
     :class:`~edgewise.errors.InvalidParameterError` when the file has no time column, no
     metric, or not exactly one device's rows.
     """
-    from edgewise.tables import find_time_column, number_column, read_table
+    from edgewise.tables import read_table
 
-    df = read_table(path)
-    where = f"History CSV {str(path)!r}"
+    return history_from_table(read_table(path), f"History CSV {str(path)!r}",
+                              device_id=device_id, time_column=time_column)
+
+
+def history_from_table(df: pd.DataFrame, where: str, *, device_id: str | None = None,
+                       time_column: str | None = None) -> History:
+    """:func:`load_history_csv` on a table already read (``where`` names it in messages):
+    a fleet file is read once, and each device's history taken from it.
+
+    >>> df = pd.DataFrame({"ts": [0, 60, 0], "device_id": ["a", "a", "b"], "v": [1, 2, 3]})
+    >>> history_from_table(df, "fleet.csv", device_id="b")[1].tolist()
+    [[3.0]]
+    """
+    from edgewise.tables import find_time_column, number_column
+
     if time_column is None:
         time_column = find_time_column(df)
         if time_column is None:
@@ -206,7 +220,13 @@ def history_from_store(store: Any, device_id: str) -> History:
     return wide.index.to_numpy(np.int64), wide.to_numpy(float), list(wide.columns)
 
 
-def _window_length(n: int, window: int | None) -> int:
+def window_length(n: int, window: int | None) -> int:
+    """Readings per window of a history of ``n``: ``window``, else ``n // 100`` (at least
+    10), and at most half of ``n`` (so there are at least two windows).
+
+    >>> [window_length(n, w) for n, w in [(5000, None), (5000, 40), (14, None), (14, 40)]]
+    [50, 40, 7, 7]
+    """
     length = window if window else max(10, n // 100)
     return min(length, max(2, n // 2))
 
@@ -217,7 +237,7 @@ def _windows(history: History, device_id: str, window: int | None) -> WindowSet:
         raise InvalidParameterError(
             f"Device {device_id!r} has {len(ts)} readings; at least 4 are needed."
         )
-    return windows_from_series(X, ts, device_id, length=_window_length(len(ts), window))
+    return windows_from_series(X, ts, device_id, length=window_length(len(ts), window))
 
 
 def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10,
@@ -284,7 +304,7 @@ def train_with_labels(history: History, device_id: str, labels: LabelStore, data
     record = {
         "kind": "edgewise.label", "device_id": device_id, "version": version,
         "created_ns": time.time_ns(), "label_snapshot_id": snapshot,
-        "n_labels": int((y >= 0).sum()), "window_length": _window_length(len(history[0]), window),
+        "n_labels": int((y >= 0).sum()), "window_length": window_length(len(history[0]), window),
         "metrics": list(history[2]), "feedback_model": model, "fault_classifier": clf,
     }
     # features of the device's data: private, as the labels they came from
