@@ -57,8 +57,11 @@ def quality(
     device_column: Annotated[str | None, typer.Option(
         help="Device column; it must be in the file. Default: device_id when the file has "
              "one, else every row is of --device.")] = None,
-    metric_column: Annotated[str, typer.Option(help="Metric column of a long CSV.")] = "metric",
-    value_column: Annotated[str, typer.Option(help="Value column of a long CSV.")] = "value",
+    metric_column: Annotated[str | None, typer.Option(
+        help="Metric column of a long CSV; it must be in the file. Default: metric (a file "
+             "with metric and value columns is long, else wide).")] = None,
+    value_column: Annotated[str | None, typer.Option(
+        help="Value column of a long CSV; it must be in the file. Default: value.")] = None,
     device: Annotated[str, typer.Option(help="Device id when the CSV has no device column.")] = (
         "device"
     ),
@@ -103,12 +106,20 @@ def quality(
     elif device_column not in df.columns:  # a mistyped one merged every device into one
         raise fail(f"--device-column {device_column!r} is not a column of {str(file)!r}; "
                    f"columns: {list(df.columns)}")
+    if metric_column is not None or value_column is not None:  # a long file, said so
+        missing = [f"{opt} {name!r}" for opt, name in [
+            ("--metric-column", metric_column or "metric"),
+            ("--value-column", value_column or "value")] if name not in df.columns]
+        if missing:  # a typo would have read the file as wide, every column a metric
+            raise fail(f"{' and '.join(missing)}: not in {str(file)!r} (a long file needs "
+                       f"both a metric and a value column); columns: {list(df.columns)}")
     try:
         df["_ts"] = time_ns(df[time_column])
     except QualityError as exc:
         raise fail(str(exc)) from None
     except (ValueError, TypeError) as exc:
         raise fail(f"column {time_column!r} holds no usable times: {exc}") from None
+    metric_column, value_column = metric_column or "metric", value_column or "value"
     if metric_column in df.columns and value_column in df.columns:
         long = df.rename(columns={metric_column: "metric", value_column: "value"})
         keep = ["metric", "value", *(["unit"] if "unit" in long.columns else [])]
