@@ -236,3 +236,37 @@ def test_an_offset_does_not_hide_a_metric(offset):
     ref = DriftResidual(train_rows=300).score_many(X, columns=COLS) >= DEFAULT_THRESHOLD
     got = DriftResidual(train_rows=300).score_many(X + offset, columns=COLS)
     np.testing.assert_array_equal(got >= DEFAULT_THRESHOLD, ref)
+
+
+@pytest.mark.parametrize("levels", ["pooled", "per-metric"])
+def test_a_one_reading_fault_of_any_size_is_flagged(levels):
+    """Check a single reading far outside anything of the span alarms at once (the
+    smoothing alone needs several readings, so ``spike=inf`` misses it), on that reading
+    only, and the readings after it do not."""
+    rng = np.random.default_rng(3)
+    X = np.c_[20 + rng.standard_normal(600), 5 + 0.1 * rng.standard_normal(600)]
+    X[450, 0] = 80.0  # 60 deviations, one reading
+    X[520, 1] = 1e9
+    for spike, want in [(2.0, [450, 520]), (float("inf"), [])]:
+        det = DriftResidual(train_rows=250, levels=levels, spike=spike)
+        flagged = np.flatnonzero(det.score_many(X, columns=["a", "b"]) >= DEFAULT_THRESHOLD)
+        assert flagged.tolist() == want, (spike, flagged)
+
+
+def test_the_spike_bound_is_quiet_on_normal_noise_and_old_pickles_go_without():
+    """Check Gaussian readings far beyond the span raise no spike alarm (the bound is twice
+    the span's widest residual, at least 6 deviations), and a detector pickled before the
+    bound existed scores as before (no bound)."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((50_000, 3))
+    det = DriftResidual(train_rows=400)
+    s = det.score_many(X, columns=COLS)
+    assert (s[400:] >= DEFAULT_THRESHOLD).sum() == 0
+    assert det.bound_.min() >= 6.0
+    new, old = DriftResidual(train_rows=50), DriftResidual(train_rows=50)
+    for det in (new, old):
+        det.score_many(X[:60], columns=COLS)
+    del old.bound_, old.spike  # as pickled before the parameter
+    old = Detector.loads(old.dumps())
+    spike = {"flow": 1e6, "pressure": 0.0, "temp": 0.0}
+    assert old.score_one(spike) < DEFAULT_THRESHOLD <= new.score_one(spike)

@@ -36,7 +36,8 @@ def _mean_sd(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @nb.njit(cache=True)
-def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p, out, drivers):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, bound, st, p,  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+            out, drivers):
     """Score then learn each row of ``Z`` (trained metrics, NaN where missing): the one
     implementation of scoring and drift tracking after the span, for ``score_one``,
     ``learn_one`` and ``score_many`` alike.
@@ -44,7 +45,8 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p
     The score step is :meth:`DriftResidual._step`'s arithmetic (which the span and
     ``explain_one`` use), one metric at a time. ``advance[i]`` says whether row ``i`` is
     learned (it had any finite value); ``st`` holds ``(energy, level)``, ``p`` the
-    parameters ``(alpha, gate, jump, patience, smooth, cap, per_metric)``. The state arrays
+    parameters ``(alpha, gate, jump, patience, smooth, cap, per_metric)``, ``bound`` each
+    metric's spike bound (``|r_j| / bound_j`` is the unsmoothed ratio). The state arrays
     are updated in place; ``st[0]`` gets the new energy. ``drivers[i]`` (when it has a
     row per row of ``Z``) gets the metric with the largest share in :meth:`explain_one` before
     row ``i`` is learned, -1 where no metric has a share or the row has no reading.
@@ -58,10 +60,12 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p
     for i in range(Z.shape[0]):
         # _step: residuals, smoothed squares, smoothed max square (or max per-metric ratio)
         top = 0.0
+        spike = 0.0
         for j in range(k):
             zj = Z[i, j]
             rj = 0.0 if math.isnan(zj) else min(max((zj - base[j]) / sd[j], -_R_MAX), _R_MAX)
             r[j] = rj
+            spike = max(spike, abs(rj) / bound[j])
             r2 = rj * rj
             if per_metric:
                 ema_next[j] = ema[j] + smooth * (min(r2, cap * levels[j]) - ema[j])
@@ -82,8 +86,9 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, st, p
                 if v > best_v:
                     best, best_v = j, v
             drivers[i] = best if advance[i] and math.isfinite(total) and total > 0.0 else -1
-        # calibrate: u = 1 (the level) is exactly DEFAULT_THRESHOLD
-        u = e / level
+        # calibrate: u = 1 (the level, or a reading at its spike bound) is exactly
+        # DEFAULT_THRESHOLD
+        u = max(e / level, spike)
         if not math.isfinite(u):
             out[i] = 1.0
         elif u <= 1.0:
@@ -166,8 +171,12 @@ class DriftResidual(Detector):
        ``smooth``), each term capped at ``cap`` times the alarm level: sustained faults
        add up, single noisy readings do not, and a huge fault does not leave a long tail
        of alarms after it ends.
-    4. **Score.** ``u = e / level``; the score is ``0.9 u`` below the level and
-       ``1 - 0.1 / u`` above, so ``u = 1`` is exactly :data:`DEFAULT_THRESHOLD`.
+    4. **Score.** ``u = max(e / level, max_j |r_j| / bound_j)``; the score is ``0.9 u``
+       below 1 and ``1 - 0.1 / u`` above, so ``u = 1`` is exactly
+       :data:`DEFAULT_THRESHOLD`. The second term is the **spike bound**: a single
+       reading ``spike`` times farther out than any of the span's (``bound_j = spike *
+       max(3, span max |r_j|)``) alarms at once, however short the fault; the smoothing
+       alone needs several readings, so it could not see a one-reading fault of any size.
     5. **Drift tracking, not fault learning.** After the span, a metric's baseline moves
        towards the reading by ``alpha`` while ``|r_j| < gate``, and also beyond the gate
        while ``|r_j|`` got there gradually (each step grew it by less than ``jump``): slow
@@ -214,6 +223,9 @@ class DriftResidual(Detector):
         Alarm level as a multiple of the largest smoothed score over the training span.
     cap
         Largest squared residual fed to the smoothing, as a multiple of the alarm level.
+    spike
+        A single reading alarms when its residual is ``spike`` times the largest of the
+        span (at least ``3 * spike`` deviations); ``math.inf`` turns the bound off.
     levels
         ``"pooled"``: one alarm level for the max over metrics; ``"per-metric"``: one
         level per metric, the score is the max over metrics of their own ratio.
@@ -250,6 +262,7 @@ class DriftResidual(Detector):
         "smooth": Interval(float, 0.0, 1.0, closed="right"),
         "margin": Interval(float, 0.0, None, closed="neither"),
         "cap": Interval(float, 1.0, None, closed="neither"),
+        "spike": Interval(float, 1.0, None, closed="left"),
         "levels": OneOf(("pooled", "per-metric")),
         "scale": OneOf(("sample", "long-run")),
     }
@@ -264,6 +277,7 @@ class DriftResidual(Detector):
         smooth: float = 0.03,
         margin: float = 1.25,
         cap: float = 3.0,
+        spike: float = 2.0,
         levels: str = "pooled",
         scale: str = "sample",
     ) -> None:
@@ -278,6 +292,7 @@ class DriftResidual(Detector):
                 "smooth": smooth,
                 "margin": margin,
                 "cap": cap,
+                "spike": spike,
                 "levels": levels,
                 "scale": scale,
             },
@@ -291,6 +306,7 @@ class DriftResidual(Detector):
         self.smooth = smooth
         self.margin = margin
         self.cap = cap
+        self.spike = spike
         self.levels = levels
         self.scale = scale
         self.metrics_: dict[str, int] = {}
@@ -306,6 +322,7 @@ class DriftResidual(Detector):
         self.energy_ = 0.0
         self.level_ = math.inf
         self.levels_ = np.zeros(0)  # per metric (levels="per-metric"); inf during the span
+        self.bound_ = np.zeros(0)  # per metric spike bound, in deviations
 
     @classmethod
     def _unit_test_params(cls) -> list[dict[str, Any]]:
@@ -354,8 +371,10 @@ class DriftResidual(Detector):
         out = np.empty(len(Z))
         if drivers is None:
             drivers = np.empty(0, dtype=np.int64)
+        if len(getattr(self, "bound_", ())) != len(self.base_):  # a pickle from before
+            self.bound_ = np.full(len(self.base_), math.inf)
         _replay(Z, advance, self.base_, self.sd_, self.ema_, self.prev_, self.locked_,
-                self.held_, self.recent_, self.levels_, st, p, out, drivers)
+                self.held_, self.recent_, self.levels_, self.bound_, st, p, out, drivers)
         self.energy_ = float(st[0])
         return out
 
@@ -393,11 +412,14 @@ class DriftResidual(Detector):
         self.locked_ = np.zeros(len(names), dtype=bool)
         self.held_ = np.zeros(len(names), dtype=int)
         self.recent_ = self.base_.copy()
+        widest = np.zeros(len(names))
         for z in Z:
             r, self.ema_, self.energy_ = self._step(z)
             peak = max(peak, self.energy_)
             peaks = np.maximum(peaks, self.ema_)
             self.prev_ = np.abs(r)
+            widest = np.maximum(widest, self.prev_)
+        self.bound_ = getattr(self, "spike", math.inf) * np.maximum(widest, 3.0)
         if self.levels == "per-metric":
             # The score is already the max of the per-metric ratios: its level is 1.
             self.levels_ = self.margin * np.maximum(peaks, 1e-12)
