@@ -203,3 +203,26 @@ def test_an_anomaly_label_stays_on_its_fault_as_the_history_grows(tmp_path: Path
         assert out["n_labels"] == 1, (n, out)
         assert out["alarms_after"] <= 2, (n, out)
     store.close()
+
+
+def test_suggest_says_when_it_made_the_data_dir(tmp_path: Path) -> None:
+    """Check ``label suggest --csv`` into a data dir that is not there says it made it (a
+    typo would otherwise leave a stray label store without a word), and says nothing
+    when the dir was there."""
+    from typer.testing import CliRunner
+
+    from edgewise.cli import app, load_commands
+
+    load_commands()
+    hist = tmp_path / "pump-1.csv"
+    _history_csv(hist)
+    typo = tmp_path / "dta"
+    args = ["label", "suggest", "--device", "pump-1", "-k", "2", "--csv", str(hist),
+            "--window", "30", "--data-dir", str(typo)]
+    first = CliRunner(mix_stderr=False).invoke(app, args)
+    assert first.exit_code == 0, first.stderr
+    assert first.stderr == (f"note: --data-dir {str(typo)!r} did not exist; made it for the "
+                            "label store (labels, and what 'label suggest' asked). Mistyped? "
+                            "Delete it and pass the data dir your labels are in.\n")
+    again = CliRunner(mix_stderr=False).invoke(app, args)
+    assert again.exit_code == 0 and again.stderr == "", again.stderr

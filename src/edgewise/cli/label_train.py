@@ -120,6 +120,10 @@ def suggest_cmd(
 
     _check_args(device, window, strategy)
     hist = _history(device, csv, store, data_dir)
+    if not data_dir.exists():  # only with --csv: a store is refused unless it is there
+        typer.echo(f"note: --data-dir {str(data_dir)!r} did not exist; made it for the label "
+                   "store (labels, and what 'label suggest' asked). Mistyped? Delete it and "
+                   "pass the data dir your labels are in.", err=True)
     items = _with_labels(data_dir, lambda labels: suggest(
         hist, device, labels, k=k, strategy=strategy, window=window))
     if json_out:
