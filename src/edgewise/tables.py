@@ -25,9 +25,9 @@ import pandas as pd
 from edgewise.errors import QualityError
 from edgewise.telemetry import epoch_unit_ns
 
-__all__ = ["LABEL_NAMES", "SCORE_COLUMNS", "TIME_NAMES", "check_csv_file", "find_time_column",
-           "not_a_metric", "number_column", "plain", "read_table", "read_tables", "read_text",
-           "separator", "time_ns"]
+__all__ = ["LABEL_NAMES", "SCORE_COLUMNS", "TIME_NAMES", "check_csv_file", "clock_column",
+           "date_and_clock", "find_time_column", "not_a_metric", "number_column", "plain",
+           "read_table", "read_tables", "read_text", "separator", "time_ns"]
 
 #: Names a table's time column is found by when none is named: the first column whose name,
 #: in any case, is one of them (``detect``, ``quality``, ``label suggest --csv``).
@@ -64,6 +64,40 @@ def find_time_column(df: pd.DataFrame) -> str | None:
     return next((c for c in df.columns if str(c).lower() in TIME_NAMES), None)
 
 
+def clock_column(df: pd.DataFrame, time_column: str | None) -> str | None:
+    """The time-of-day column beside a found ``date`` column (``date,time,value``, as data
+    loggers and spreadsheets export it), which together make the time; else ``None``.
+    ``edgewise detect`` and ``edgewise quality`` read such a pair as one time
+    (:func:`date_and_clock`), and the time-of-day column is no metric.
+
+    >>> clock_column(pd.DataFrame(columns=["Date", "Time", "v"]), "Date")
+    'Time'
+    >>> clock_column(pd.DataFrame(columns=["date", "v"]), "date") is None
+    True
+    """
+    if time_column is None or str(time_column).lower() != "date":
+        return None
+    return next((c for c in df.columns if str(c).lower() == "time"), None)
+
+
+def date_and_clock(df: pd.DataFrame, date: str, clock: str) -> pd.Series:
+    """The ``date`` and ``clock`` (time-of-day) columns of ``df`` as one column of times,
+    named ``"DATE CLOCK"``, for :func:`time_ns`. A row with either cell empty is empty
+    (NaN), so that :func:`time_ns` names it, never reads a time of day alone as today's.
+
+    >>> df = pd.DataFrame({"date": ["2024-01-01", "2024-01-01", None],
+    ...                    "time": ["00:00:00", " 00:01:00", "00:02:00"]})
+    >>> date_and_clock(df, "date", "time").tolist()
+    ['2024-01-01 00:00:00', '2024-01-01 00:01:00', nan]
+    >>> time_ns(date_and_clock(df.iloc[:2], "date", "time")).tolist()
+    [1704067200000000000, 1704067260000000000]
+    """
+    a, b = (df[c].astype(object).where(df[c].notna(), "").astype(str).str.strip()
+            for c in (date, clock))
+    both = (a + " " + b).where((a != "") & (b != ""))
+    return both.rename(f"{date} {clock}")
+
+
 def plain(value: object) -> object:
     """A numpy scalar as its Python value, so messages show ``19.87``, not ``np.float64(…)``.
 
@@ -95,8 +129,8 @@ def number_column(df: pd.DataFrame, col: str, rows: np.ndarray | None = None) ->
         junk = bad & comma.isna().to_numpy()
         i = int(np.flatnonzero(junk if junk.any() else bad)[0])
         hint = "" if junk.any() else (
-            " Decimal commas are read in semicolon-separated files, where every value "
-            "of the column is written that way.")
+            " Decimal commas are read in semicolon-separated files only; in a "
+            "comma-separated file write a decimal point (2.5).")
         row = i + 1 if rows is None else int(rows[i])
         raise QualityError(
             f"Column {col!r} must hold numbers; row {row} has {plain(raw.iloc[i])!r}.{hint}")
@@ -459,8 +493,10 @@ def read_table(path: str | Path, name: str = "File", *, text: bool = False) -> p
 
     With ``text=True`` every cell is the string written in the file (an empty cell is
     ``""``; ``007``, ``NA``, ``TRUE``, ``1.50`` and 17-digit ids stay as they are), for
-    writing the rows back as they were read; only a column of decimal-comma numbers gets
-    a decimal point (``1,50`` -> ``1.50``), as the number it is read as.
+    writing the rows back as they were read; only a decimal-comma number of a semicolon
+    file gets a decimal point (``1,50`` -> ``1.50``), as the number it is read as. Such
+    numbers are read cell by cell: ``ERR`` among them stays ``ERR``, the rest are numbers.
+    Two columns whose names differ only by spaces around them are refused.
     :func:`read_tables` gives both views from one read of the file.
 
     >>> import tempfile
@@ -518,10 +554,32 @@ def _parse(data: bytes, sep: str, where: str, text: bool) -> pd.DataFrame:
         raise QualityError(f"{where} is not a valid CSV: {exc}".splitlines()[0]) from None
     if df.empty:
         raise QualityError(f"{where} has a header but no data rows.")
-    df.columns = [str(c).strip() for c in df.columns]
+    names = [str(c).strip() for c in df.columns]
+    _refuse_twice_named(names, [str(c) for c in df.columns], where)
+    df.columns = names
     if sep == ";":
         _decimal_commas(df, text)
     return df
+
+
+def _refuse_twice_named(names: list[str], raw: list[str], where: str) -> None:
+    """Refuse two columns with one name once the spaces around the names are dropped
+    (``temp`` and ``temp ``): every reader would take one for the other.
+
+    >>> _refuse_twice_named(["ts", "temp", "temp"], ["ts", "temp", "temp "], "File 'r.csv'")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: File 'r.csv' has two columns named 'temp' (columns 2 and 3 of the header: 'temp' and 'temp '; spaces around a name do not count); rename one so that every column name is unique.
+    """  # noqa: E501
+    seen: dict[str, int] = {}
+    for j, name in enumerate(names):
+        if name in seen:
+            i = seen[name]
+            raise QualityError(
+                f"{where} has two columns named {name!r} (columns {i + 1} and {j + 1} of the "
+                f"header: {raw[i]!r} and {raw[j]!r}; spaces around a name do not count); "
+                "rename one so that every column name is unique.")
+        seen[name] = j
 
 
 def _read_csv(data: bytes, sep: str, text: bool = False) -> pd.DataFrame:
@@ -547,23 +605,34 @@ _NA_TEXT = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-Na
 
 
 def _decimal_commas(df: pd.DataFrame, text: bool = False) -> None:
-    """Turn text columns written with a decimal comma (``0,125``: a semicolon file from a
-    European spreadsheet) into numbers, in place (with ``text``, into the same text with
-    a decimal point). A column is converted only when every non-empty value is such a
-    number and at least one has a comma; anything else is left for the numeric check to
-    name."""
+    """Turn the cells of text columns written with a decimal comma (``0,125``: a semicolon
+    file from a European spreadsheet) into numbers, in place (with ``text``, into the same
+    text with a decimal point). A column is looked at when one of its cells is such a
+    number with a comma; then each cell that is a number in that notation is converted,
+    cell by cell, and any other cell (``ERR``, ``1.234,5``) is left as written, for the
+    numeric check to name or the quality report to count as invalid. A column whose every
+    non-empty cell is converted becomes a float column.
+
+    >>> df = pd.DataFrame({"v": ["1,5", "ERR", "2", None], "t": ["a", "b", "c", "d"]})
+    >>> _decimal_commas(df)
+    >>> df["v"].tolist(), df["t"].tolist()
+    ([1.5, 'ERR', 2.0, nan], ['a', 'b', 'c', 'd'])
+    """
     for col in df.columns:
         raw = df[col]
         if raw.dtype != object and not pd.api.types.is_string_dtype(raw):
             continue
-        cells = raw.dropna().astype(str).str.strip()
-        cells = cells[~cells.isin(_NA_TEXT)]  # as the numeric read leaves them out
-        if cells.empty or not cells.str.contains(",", regex=False).any():
+        cells = raw.astype(object).where(raw.notna(), "").astype(str).str.strip()
+        number = cells.str.fullmatch(_DECIMAL_COMMA)
+        if not (number & cells.str.contains(",", regex=False)).any():
             continue
-        if cells.str.fullmatch(_DECIMAL_COMMA).all():
-            points = raw.astype(str).str.strip().str.replace(",", ".", regex=False)
-            if text:  # the numbers only; NA and other missing-value text stay as written
-                df[col] = points.where(raw.astype(str).str.strip().str.fullmatch(
-                    _DECIMAL_COMMA), raw)
-            else:
-                df[col] = pd.to_numeric(points, errors="coerce").where(raw.notna())
+        points = cells.str.replace(",", ".", regex=False)
+        if text:  # the numbers only; NA and any other text stay as written
+            df[col] = points.where(number, raw)
+            continue
+        values = pd.to_numeric(points.where(number), errors="coerce")
+        rest = raw.notna() & ~number & ~cells.isin(_NA_TEXT)
+        if not rest.any():  # numbers throughout: a float column, as pandas reads one
+            df[col] = values.where(raw.notna())
+        else:  # a cell that is no number stays as written, beside the numbers
+            df[col] = raw.astype(object).where(~number, values.astype(object))

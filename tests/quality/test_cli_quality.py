@@ -99,7 +99,7 @@ def test_a_meter_column_is_reported_as_a_counter(tmp_path: Path) -> None:
     done = run(str(tmp_path / "m.csv"), "--device", "meter-1")
     assert done.returncode == 0, done.stderr
     rows = {line.split()[0]: line for line in done.stdout.splitlines()[2:]}
-    assert "counter: 0 restarts, 1 backwards" in rows["kwh"] and rows["kwh"].split()[9] == "-"
+    assert "counter: 0 restarts, 1 backwards" in rows["kwh"] and rows["kwh"].split()[10] == "-"
     assert "counter" not in rows["temp"]
 
 

@@ -36,6 +36,8 @@ from edgewise.detect import (
 from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.tables import (
     SCORE_COLUMNS,
+    clock_column,
+    date_and_clock,
     find_time_column,
     not_a_metric,
     number_column,
@@ -152,20 +154,6 @@ def _check_time(df: pd.DataFrame, col: str) -> None:
         )
 
 
-def _clock_of(df: pd.DataFrame, time_column: str | None) -> str | None:
-    """The time-of-day column beside a found ``date`` column (``date,time,value``, as data
-    loggers and spreadsheets export it), which together make the time; else ``None``.
-
-    >>> _clock_of(pd.DataFrame(columns=["Date", "Time", "v"]), "Date")
-    'Time'
-    >>> _clock_of(pd.DataFrame(columns=["date", "v"]), "date") is None
-    True
-    """
-    if time_column is None or time_column.lower() != "date":
-        return None
-    return next((c for c in df.columns if c.lower() == "time"), None)
-
-
 def detect_table(
     df: pd.DataFrame,
     columns: Sequence[str] | None = None,
@@ -222,11 +210,10 @@ def detect_table(
     clock = None
     if time_column is None:
         time_column = find_time_column(df)
-        clock = _clock_of(df, time_column)
+        clock = clock_column(df, time_column)
     if clock is not None:  # a date column and a time-of-day column: one time together
-        both = f"{time_column} {clock}"
-        _check_time(pd.DataFrame({both: df[time_column].astype(str).str.strip() + " "
-                                  + df[clock].astype(str).str.strip()}), both)
+        both = date_and_clock(df, time_column, clock)
+        _check_time(both.to_frame(), str(both.name))
     elif time_column is not None:
         _check_time(df, time_column)
     skip = {time_column, label_column, clock}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -33,6 +35,76 @@ def _numbers(col: pd.Series) -> pd.Series:
     text = col.astype(str).str.strip()
     truth = text.str.lower().map(_TRUTH)
     return pd.to_numeric(text.where(truth.isna(), truth), errors="coerce").where(col.notna())
+
+
+def _ids(cells: pd.Series, column: str, what: str, file: Path) -> pd.Series:
+    """The ids in ``cells``, column ``column`` of ``file`` as written there (the text view
+    of :func:`~edgewise.tables.read_tables`), spaces around them dropped: ``007`` and
+    ``7``, ``1`` and ``1.0``, or two 17-digit ids are two devices (or metrics), and ``NA``
+    is an id, never a number. An empty cell is refused in one line naming the row and the
+    column (``what`` says what it should hold).
+
+    >>> import pandas as pd
+    >>> _ids(pd.Series(["007", " 7", "NA"]), "device_id", "device id", Path("r.csv")).tolist()
+    ['007', '7', 'NA']
+    """
+    ids = cells.astype(object).where(cells.notna(), "").astype(str).str.strip()
+    empty = (ids == "").to_numpy()
+    if empty.any():
+        i = int(empty.argmax())
+        raise fail(f"{str(file)!r} row {i + 1} has no {what} in column {column!r} (the cell "
+                   f"is empty); write the {what} in every row of that column.")
+    return ids
+
+
+#: Longest readable part of a plot's file name (before the hash and ``.png``).
+_NAME_CHARS = 100
+
+
+def _plot_name(device: str, metric: str, taken: set[str]) -> str:
+    """The file name of the plot of ``(device, metric)``: ``DEVICE__METRIC.png`` where that
+    is made of ``[A-Za-z0-9_.-]`` alone and not yet ``taken`` (any case: file systems that
+    ignore case); else its readable part (other characters as ``_``) and a short hash of
+    the real pair, so that ``温度`` and ``湿度``, or devices ``a/b`` and ``a_b``, never
+    share a file. The name is added to ``taken``.
+
+    >>> taken: set[str] = set()
+    >>> _plot_name("pump-1", "temp", taken), _plot_name("a/b", "t", taken)
+    ('pump-1__temp.png', 'a_b__t-09b622fb.png')
+    >>> _plot_name("a_b", "t", taken)
+    'a_b__t.png'
+    """
+    name = f"{device}__{metric}"
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:_NAME_CHARS]
+    file = f"{safe}.png"
+    if safe != name or file.lower() in taken:
+        digest = hashlib.sha256(f"{device}\0{metric}".encode()).hexdigest()
+        stem = f"{safe}-{digest[:8]}"
+        file, n = f"{stem}.png", 1
+        while file.lower() in taken:  # a clash of hashes, or a name that looks like one
+            n += 1
+            file = f"{stem}-{n}.png"
+    taken.add(file.lower())
+    return file
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with every float that is not finite as ``None`` (JSON's ``null``: NaN and
+    Infinity are no JSON) and numpy scalars as Python numbers, in dicts, lists and tuples.
+
+    >>> import numpy as np
+    >>> _json_ready({"drift": float("nan"), "n": [np.int64(3), float("-inf"), 1.5]})
+    {'drift': None, 'n': [3, None, 1.5]}
+    """
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _time_names() -> str:
@@ -81,18 +153,27 @@ def quality(
 
     from edgewise.errors import QualityError
     from edgewise.quality.report import fleet_report, metric_issues
-    from edgewise.tables import find_time_column, not_a_metric, read_table, time_ns
+    from edgewise.tables import (
+        clock_column,
+        date_and_clock,
+        find_time_column,
+        not_a_metric,
+        read_tables,
+        time_ns,
+    )
 
     if plots is not None and not plots.strip():  # Path("") would be the working directory
         raise fail("--plots must be a folder for the plots (made if missing), e.g. "
                    f"quality-plots; an empty one would mean the working directory. Got {plots!r}.")
     plots_dir = None if plots is None else Path(plots)
     try:  # a missing file, a directory or a binary file is named in one line
-        df = read_table(file)
+        df, cells = read_tables(file)  # the numbers, and the cells as written (the ids)
     except QualityError as exc:
         raise fail(str(exc)) from None
+    clock = None
     if time_column is None:
         time_column = find_time_column(df)
+        clock = clock_column(df, time_column)  # date,time: one time together, as detect
         if time_column is None:
             raise fail(f"{str(file)!r} has no time column {_time_names()} (any case, as "
                        f"'edgewise detect' finds it); name it with --time-column; columns: "
@@ -106,6 +187,8 @@ def quality(
     elif device_column not in df.columns:  # a mistyped one merged every device into one
         raise fail(f"--device-column {device_column!r} is not a column of {str(file)!r}; "
                    f"columns: {list(df.columns)}")
+    if device_column in cells.columns:  # ids as written: 007 is not 7, NA no number
+        df[device_column] = _ids(cells[device_column], device_column, "device id", file)
     if metric_column is not None or value_column is not None:  # a long file, said so
         missing = [f"{opt} {name!r}" for opt, name in [
             ("--metric-column", metric_column or "metric"),
@@ -114,13 +197,18 @@ def quality(
             raise fail(f"{' and '.join(missing)}: not in {str(file)!r} (a long file needs "
                        f"both a metric and a value column); columns: {list(df.columns)}")
     try:
-        df["_ts"] = time_ns(df[time_column])
+        df["_ts"] = time_ns(df[time_column] if clock is None
+                            else date_and_clock(df, time_column, clock))
     except QualityError as exc:
         raise fail(str(exc)) from None
     except (ValueError, TypeError) as exc:
         raise fail(f"column {time_column!r} holds no usable times: {exc}") from None
     metric_column, value_column = metric_column or "metric", value_column or "value"
     if metric_column in df.columns and value_column in df.columns:
+        df[metric_column] = _ids(cells[metric_column], metric_column, "metric", file)
+        if "unit" in df.columns and "unit" not in (metric_column, value_column):
+            unit = cells["unit"].astype(str).str.strip()  # as written; blank: none
+            df["unit"] = unit.astype(object).where(unit != "", None)
         long = df.rename(columns={metric_column: "metric", value_column: "value"})
         keep = ["metric", "value", *(["unit"] if "unit" in long.columns else [])]
         long = long[[device_column, "_ts", *keep]]
@@ -129,7 +217,7 @@ def quality(
         metrics = []
         present = {}  # a blank cell is no reading (as a row left out of a long file)
         for c in df.columns:
-            if c in (time_column, device_column, "_ts"):
+            if c in (time_column, clock, device_column, "_ts"):
                 continue
             if why := not_a_metric(c):
                 typer.echo(f"note: column {c!r} left out of the report: {why}", err=True)
@@ -164,15 +252,17 @@ def quality(
         except OSError as exc:
             raise fail(f"--plots {plots!r} cannot be made a directory "
                        f"({exc.strerror or exc}); give a directory you can write to") from None
+        taken: set[str] = set()
         for (dev, metric), g in long.groupby(["device_id", "metric"]):
             unit = g["unit"].dropna().iloc[0] if "unit" in g and g["unit"].notna().any() else None
             issues = metric_issues(g["ts_ns"].to_numpy(), g["value"].to_numpy(float), unit)
             if any(m.any() for m in issues["flags"].values()) or issues["gaps"]:
-                safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{dev}__{metric}")
+                name = _plot_name(str(dev), str(metric), taken)
                 written.append(str(plot_issues(str(dev), str(metric), issues,
-                                               plots_dir / f"{safe}.png")))
-    if json_out:
-        typer.echo(json.dumps({"devices": report, "plots": written}, default=str))
+                                               plots_dir / name)))
+    if json_out:  # NaN or Infinity would make it no JSON: null instead
+        typer.echo(json.dumps(_json_ready({"devices": report, "plots": written}),
+                              default=str, allow_nan=False))
         return
     for dev, rep in report.items():
         s = rep["summary"]
@@ -180,12 +270,15 @@ def quality(
                    f"{s['completeness']:.3f}, timeliness {s['timeliness']:.3f}, "
                    f"validity {s['validity']:.3f}")
         typer.echo(f"  {'metric':<20} {'n':>7} {'compl':>6} {'valid':>6} {'dup':>4} "
-                   f"{'confl':>5} {'spike':>5} {'stuck':>5} {'gaps':>4} {'drift':>6}")
+                   f"{'confl':>5} {'ooo':>4} {'spike':>5} {'stuck':>5} {'gaps':>4} "
+                   f"{'drift':>6}")
         for name, m in rep["metrics"].items():
-            drift = "   -" if m["drift"] is None else f"{m['drift']:>6.2f}"
+            d = m["drift"]
+            drift = "   -" if d is None or not math.isfinite(d) else f"{d:>6.2f}"
             typer.echo(f"  {name:<20} {m['readings']:>7} {m['completeness']:>6.3f} "
                        f"{m['validity']:>6.3f} {m['duplicates']:>4} {m['conflicts']:>5} "
-                       f"{m['spikes']:>5} {m['stuck']:>5} {m['gaps']:>4} {drift:>6}"
+                       f"{m['out_of_order']:>4} {m['spikes']:>5} {m['stuck']:>5} "
+                       f"{m['gaps']:>4} {drift:>6}"
                        + (f"  counter: {m['restarts']} restarts, {m['backwards']} backwards"
                           if m["counter"] else "")
                        + (f"  two-state: {m['transitions']} switches, "
