@@ -169,6 +169,7 @@ def test_the_cli_says_a_left_out_column_in_one_note_line(tmp_path: Path) -> None
     f = tmp_path / "h.csv"
     f.write_text("timestamp,temp,vib\n" + "".join(f"{60 * i},{20 + (i % 7) * 0.1},\n"
                                                    for i in range(200)))
+    (tmp_path / "d").mkdir()  # a data dir that is not there would be noted too
     res = CliRunner(mix_stderr=False).invoke(app, [
         "label", "suggest", "--device", "p1", "--csv", str(f), "-k", "2",
         "--data-dir", str(tmp_path / "d")])
@@ -176,3 +177,21 @@ def test_the_cli_says_a_left_out_column_in_one_note_line(tmp_path: Path) -> None
     assert res.stderr == (f"note: History CSV {str(f)!r}: column 'vib' left out of the "
                           "metrics (every cell of device 'p1' is empty), as edgewise detect "
                           "leaves it out.\n")
+
+
+def test_a_date_and_a_time_column_make_the_time_and_ids_are_read_as_written(
+        tmp_path: Path) -> None:
+    """Check a ``date,time`` history is read as one time (as ``edgewise detect`` and
+    ``quality`` read it: before, every reading of a day had one time and was refused as a
+    duplicate), the time-of-day column is no metric, and device ``007`` is not ``7``."""
+    f = tmp_path / "dt.csv"
+    f.write_text("date,time,device_id,temp\n2024-01-01,00:00:00,007,20.1\n"
+                 "2024-01-01,00:01:00,007,20.2\n2024-01-01,00:02:00,7,30.1\n"
+                 "2024-01-01,00:03:00,007,20.3\n")
+    ts, X, metrics = load_history_csv(f, device_id="007")
+    assert metrics == ["temp"] and X[:, 0].tolist() == [20.1, 20.2, 20.3]
+    assert (np.diff(ts) // 10**9).tolist() == [60, 120]
+    f.write_text("date,time,temp\n2024-01-01,00:00:00,1\n2024-01-01,00:00:00,2\n")
+    with pytest.raises(ValueError, match="Time column 'date time' has a duplicate timestamp "
+                                         "'2024-01-01 00:00:00' \\(rows 1 and 2\\)"):
+        load_history_csv(f)

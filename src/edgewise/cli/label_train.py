@@ -28,7 +28,8 @@ T = TypeVar("T")
 def read_history_csv(csv: Path, device: str, table: Any = None):
     """``load_history_csv`` for a CLI: a column it leaves out (every cell empty) is said in
     one ``note:`` line on stderr, not as a Python warning with a source line. ``table`` is
-    the file already read, where a fleet's histories are taken from one file."""
+    the file already read (:func:`~edgewise.tables.read_tables`' numbers and cells), where
+    a fleet's histories are taken from one file."""
     import warnings
 
     from edgewise.label.workflow import history_from_table, load_history_csv
@@ -36,7 +37,8 @@ def read_history_csv(csv: Path, device: str, table: Any = None):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         history = (load_history_csv(csv, device_id=device) if table is None else
-                   history_from_table(table, f"History CSV {str(csv)!r}", device_id=device))
+                   history_from_table(table[0], f"History CSV {str(csv)!r}",
+                                      device_id=device, cells=table[1]))
     for w in caught:
         typer.echo(f"note: {w.message}", err=True)
     return history

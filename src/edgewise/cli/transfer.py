@@ -37,16 +37,16 @@ def _histories(csv: Path | None, store_url: str | None, data_dir: Path,
     from edgewise.label.workflow import history_from_store
 
     if csv is not None:
-        from edgewise.tables import read_table
+        from edgewise.tables import read_tables
 
         try:  # read once: each device's history is taken from the one table
-            table = read_table(csv)
+            table = read_tables(csv)
         except ValueError as exc:
             raise fail(f"--csv: {exc}") from None
-        if "device_id" not in table.columns:
+        if "device_id" not in table[0].columns:
             raise fail(f"--csv {str(csv)!r} has no 'device_id' column; a fleet's histories "
                        f"are one file with a device_id column naming each row's device. "
-                       f"Got columns {list(table.columns)!r}.")
+                       f"Got columns {list(table[0].columns)!r}.")
         yield lambda dev: read_history_csv(csv, dev, table=table)
         return
     store = open_history_store(store_url, data_dir)

@@ -97,22 +97,26 @@ def load_history_csv(path: Path | str, *, device_id: str | None = None,
     :class:`~edgewise.errors.InvalidParameterError` when the file has no time column, no
     metric, or not exactly one device's rows.
     """
-    from edgewise.tables import read_table
+    from edgewise.tables import read_tables
 
-    return history_from_table(read_table(path), f"History CSV {str(path)!r}",
-                              device_id=device_id, time_column=time_column)
+    df, cells = read_tables(path)
+    return history_from_table(df, f"History CSV {str(path)!r}", device_id=device_id,
+                              time_column=time_column, cells=cells, _stacklevel=4)
 
 
 def history_from_table(df: pd.DataFrame, where: str, *, device_id: str | None = None,
-                       time_column: str | None = None) -> History:
+                       time_column: str | None = None,
+                       cells: pd.DataFrame | None = None, _stacklevel: int = 3) -> History:
     """:func:`load_history_csv` on a table already read (``where`` names it in messages):
-    a fleet file is read once, and each device's history taken from it.
+    a fleet file is read once, and each device's history taken from it. ``cells``, the
+    text view of :func:`~edgewise.tables.read_tables`, gives the device ids as written
+    (``007`` is not ``7``); without it they are read from ``df``.
 
     >>> df = pd.DataFrame({"ts": [0, 60, 0], "device_id": ["a", "a", "b"], "v": [1, 2, 3]})
     >>> history_from_table(df, "fleet.csv", device_id="b")[1].tolist()
     [[3.0]]
     """
-    from edgewise.tables import find_time_column, number_column
+    from edgewise.tables import clock_column, date_and_clock, find_time_column, number_column
 
     if time_column is None:
         time_column = find_time_column(df)
@@ -125,11 +129,16 @@ def history_from_table(df: pd.DataFrame, where: str, *, device_id: str | None = 
     elif time_column not in df.columns:
         raise InvalidParameterError(
             f"{where} has no time column {time_column!r}. Got columns {list(df.columns)!r}.")
+    clock = clock_column(df, time_column)  # date,time: one time together, as detect reads it
+    if cells is not None and _DEVICE_COLUMN in cells.columns:
+        df = df.assign(**{_DEVICE_COLUMN: cells[_DEVICE_COLUMN].to_numpy()})
     df = _one_device(df, where, device_id)
-    ts = _history_time(df, time_column)
-    metrics = [c for c in df.columns if c not in (time_column, _DEVICE_COLUMN)
+    times = df[time_column] if clock is None else date_and_clock(df, time_column, clock)
+    ts = _history_time(times)
+    metrics = [c for c in df.columns if c not in (time_column, clock, _DEVICE_COLUMN)
                and not not_a_metric(c) and pd.to_numeric(df[c], errors="coerce").notna().any()]
-    _warn_empty_columns(df, [time_column, _DEVICE_COLUMN, *metrics], where, device_id)
+    _warn_empty_columns(df, [time_column, clock, _DEVICE_COLUMN, *metrics], where, device_id,
+                        _stacklevel)
     if not metrics:
         raise InvalidParameterError(
             f"{where} has no metric column: a metric is a column with numbers other than the "
@@ -138,12 +147,12 @@ def history_from_table(df: pd.DataFrame, where: str, *, device_id: str | None = 
     rows = df.index.to_numpy() + 1  # the file's rows, where one device's are picked
     X = np.column_stack([number_column(df, c, rows) for c in metrics])
     order = np.argsort(ts, kind="stable")
-    _refuse_repeated_times(df, time_column, ts, order, device_id)
+    _refuse_repeated_times(df, times, ts, order, device_id)
     return ts[order], X[order], metrics
 
 
-def _warn_empty_columns(df: pd.DataFrame, read: list[str], where: str,
-                        device_id: str | None) -> None:
+def _warn_empty_columns(df: pd.DataFrame, read: list[str | None], where: str,
+                        device_id: str | None, stacklevel: int) -> None:
     """Name, in a :class:`UserWarning`, each column not in ``read`` whose every cell is
     empty: left out of the metrics as ``edgewise detect`` leaves it out (and says so), not
     silently (a sensor that never reported got no word)."""
@@ -157,7 +166,7 @@ def _warn_empty_columns(df: pd.DataFrame, read: list[str], where: str,
             of = f" of device {device_id!r}" if device_id is not None else ""
             warnings.warn(f"{where}: column {c!r} left out of the metrics (every cell{of} is "
                           "empty), as edgewise detect leaves it out.", UserWarning,
-                          stacklevel=3)
+                          stacklevel=stacklevel)
 
 
 def _one_device(df: pd.DataFrame, where: str, device_id: str | None) -> pd.DataFrame:
@@ -183,19 +192,20 @@ def _one_device(df: pd.DataFrame, where: str, device_id: str | None) -> pd.DataF
     return df
 
 
-def _history_time(df: pd.DataFrame, col: str) -> np.ndarray:
-    """The time column as UTC ns (:func:`edgewise.tables.time_ns`), as ``edgewise detect``
-    reads it."""
+def _history_time(raw: pd.Series) -> np.ndarray:
+    """The times (the time column, or a date and a time-of-day column joined) as UTC ns
+    (:func:`edgewise.tables.time_ns`), as ``edgewise detect`` reads them."""
     from edgewise.tables import time_ns
 
-    raw = df[col]
     return time_ns(raw.astype(str) if pd.api.types.is_bool_dtype(raw) else raw)
 
 
-def _refuse_repeated_times(df: pd.DataFrame, col: str, ts: np.ndarray, order: np.ndarray,
-                           device_id: str | None) -> None:
+def _refuse_repeated_times(df: pd.DataFrame, times: pd.Series, ts: np.ndarray,
+                           order: np.ndarray, device_id: str | None) -> None:
     """Refuse two rows of one time, as ``edgewise detect`` does: windows of the history are
-    cut by reading, and readings at one time have no duration between them to label."""
+    cut by reading, and readings at one time have no duration between them to label.
+    ``times`` is the time column (or the joined date and time of day), named in the
+    message."""
     same = np.flatnonzero(np.diff(ts[order]) == 0)
     if not len(same):
         return
@@ -203,7 +213,7 @@ def _refuse_repeated_times(df: pd.DataFrame, col: str, ts: np.ndarray, order: np
     a, b = int(df.index[i]) + 1, int(df.index[j]) + 1
     of = f" of device {device_id!r}" if device_id is not None else ""
     raise QualityError(
-        f"Time column {col!r} has a duplicate timestamp {plain(df[col].iloc[i])!r}{of} "
+        f"Time column {times.name!r} has a duplicate timestamp {plain(times.iloc[i])!r}{of} "
         f"(rows {a} and {b}): readings at one time would have no duration between them to "
         "label. Remove or merge duplicates first.")
 
