@@ -6,7 +6,8 @@ smallest step between readings that recurs, :func:`~edgewise.quality.spikes.reso
 a sensor that reports tenths and mostly repeats itself has no spread, and a move of its
 median by one tenth is a score of 1, not billions; the one step of a flat series that
 shifts sets no floor, so that shift scores high). A calibrated sensor that drifts shows
-a score growing over weeks while each reading still looks normal.
+a score growing over weeks while each reading still looks normal. The score is always
+finite, even between readings whose difference is past the largest float.
 
 >>> rng = np.random.default_rng(0)
 >>> steady = rng.normal(0, 1, 400)
@@ -31,7 +32,12 @@ __all__ = ["drift_score", "has_drift"]
 
 
 def drift_score(values: object, reference: int | None = None, recent: int | None = None) -> float:
-    """Shift of the last ``recent`` values from the first ``reference`` (default: quarters)."""
+    """Shift of the last ``recent`` values from the first ``reference`` (default: quarters);
+    0 when the finite values do not fill two windows of at least 5.
+
+    >>> drift_score(np.r_[np.full(20, -1.5e308), np.full(20, 1.5e308)]) > 1e9  # no NaN
+    True
+    """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     n = len(v)
@@ -41,6 +47,11 @@ def drift_score(values: object, reference: int | None = None, recent: int | None
         raise QualityError(f"Drift windows must be >= 0. Got reference={ref}, recent={rec}.")
     if ref < 5 or rec < 5 or n < ref + rec:
         return 0.0
+    # in units of a power of two above the largest |reading|, which is exact: the medians
+    # and steps of readings near +-1.5e308 overflowed (inf / inf: a NaN score)
+    big = float(np.abs(v).max())
+    if big > 0:
+        v = np.ldexp(v, -np.frexp(big)[1])
     a, b = v[:ref], v[-rec:]
     med = np.median(a)
     scale = MAD_SCALE * np.median(np.abs(a - med))

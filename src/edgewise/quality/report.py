@@ -9,7 +9,9 @@ not count); whether it is two-state (a boolean stored as 1/0,
 :mod:`~edgewise.quality.states`: no stuck runs, spikes or drift, but its switches and its
 share of 1s). ``rows`` are
 :class:`~edgewise.telemetry.Reading` objects or mappings with ``device_id``, ``metric``,
-``ts_ns`` and ``value`` (and optionally ``unit``).
+``ts_ns`` and ``value`` (and optionally ``unit``). The limit and unit checks judge the
+finite readings only: a NaN is invalid, never out of range, and the rate is judged
+across it; a reading out of its limits and impossible for its unit is out of range once.
 
 >>> rows = [{"device_id": "p1", "metric": "temp", "ts_ns": i * 10**9, "value": 20.0 + i % 3}
 ...         for i in range(60)]
@@ -75,20 +77,28 @@ def metric_issues(
     dd = deduplicate(t, v, policy="first")
     t, v = dd.ts, dd.values
     finite = np.isfinite(v)
-    bad = ~finite
-    lim = check_limits(t, np.where(finite, v, 0.0), limits) if limits else {"out_of_range": [],
-                                                                           "rate": []}
-    bad[lim["out_of_range"]] = True
-    bad[lim["rate"]] = True
     units = check_unit(unit, v)
-    bad[units["impossible"]] = True
+    # the checks see finite readings only (a NaN read as 0.0 was out of range, and the
+    # next reading too fast); as in the stream cleaner, the range (limits or unit) first,
+    # then the rate from the last reading in range
+    out_of_range = np.zeros(len(v), dtype=bool)
+    out_of_range[units["impossible"]] = True
+    out_of_range &= finite
+    at = np.flatnonzero(finite & ~out_of_range)
+    rate = np.zeros(len(v), dtype=bool)
+    if limits:
+        lim = check_limits(t[at], v[at], limits)
+        out_of_range[at[lim["out_of_range"]]] = True
+        rate[at[lim["rate"]]] = True
+    bad = ~finite | out_of_range | rate
     good = ~bad
     spikes = np.zeros(len(v), dtype=bool)
     stuck = np.zeros(len(v), dtype=bool)
     states = two_state(v[good])
     if good.sum() >= 3 and not states["binary"]:
         spikes[good] = hampel_mask(v[good], half_window=3, n_sigmas=5.0)
-        stuck[good] = stuck_mask(v[good], min_run=20)
+        with np.errstate(over="ignore"):  # a step past the largest float is inf: no run
+            stuck[good] = stuck_mask(v[good], min_run=20)
     gaps = find_gaps(t)
     step = expected_interval(t)
     steps = counter_steps(v[good])
@@ -103,14 +113,15 @@ def metric_issues(
         "timeliness": round(timeliness(t), 4),
         "validity": round(float(good.mean()) if len(v) else 1.0, 4),
         "invalid": int(bad.sum()),
-        "out_of_range": len(lim["out_of_range"]) + len(units["impossible"]),
-        "rate": len(lim["rate"]),
+        "out_of_range": int(out_of_range.sum()),
+        "rate": int(rate.sum()),
         "spikes": int(spikes.sum()),
         "stuck": int(stuck.sum()),
         "gaps": len(gaps),
         "longest_gap_s": round(max((b - a for a, b in gaps), default=0) / 1e9, 3),
         "interval_s": round(step / 1e9, 6),
-        "drift": None if counter or states["binary"] else round(drift_score(v[good]), 3),
+        "drift": (None if counter or states["binary"] or not good.any()
+                  else round(drift_score(v[good]), 3)),
         "counter": counter,
         "restarts": steps["restarts"] if counter else 0,
         "backwards": steps["backwards"] if counter else 0,

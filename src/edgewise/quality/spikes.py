@@ -10,6 +10,17 @@ no spike), ``1e-9`` of the local median, nor ``min_scale`` (0 by default: no flo
 absolute units, so a series read in nA is judged as the same series read in A), so a
 locally flat stretch does not call every tiny step a spike.
 
+The test takes two passes: the readings that are spikes without the resolution floor
+are candidates, and the resolution is taken with the candidates as :func:`resolution`'s
+``outliers``, so the way down to a dropout and back up, however often the same dropout
+recurs, is never the floor that hides it, while the lone tenth of a quiet sensor that
+reports tenths (a candidate too: its window has no spread) still shows its resolution.
+Near 0, where every step is large beside the readings, steps of one size into and out
+of outliers count once the outliers lay both above and below (0.0 with a lone 0.1 or
+-0.1); a quiet quantised sensor that reads at most four of its steps from 0 and blips
+one way only (0.0 with a lone 0.1 now and then) is the exception: its blips look like
+glitches up from zero in other units, and are spikes.
+
 >>> v = np.array([1.0, 1.1, 0.9, 1.0, 50.0, 1.0, 1.1, 0.9, 1.0])
 >>> hampel_mask(v).nonzero()[0].tolist()
 [4]
@@ -22,6 +33,10 @@ np.False_
 >>> flat = np.array([20.0] * 10 + [100.0] + [20.0] * 10)
 >>> hampel_mask(flat, n_sigmas=5.0).nonzero()[0].tolist()  # its own step sets no floor
 [10]
+>>> valve = np.full(60, 100.0)
+>>> valve[[10, 30, 50]] = 0.0                 # the same dropout three times
+>>> hampel_mask(valve, n_sigmas=5.0).nonzero()[0].tolist()
+[10, 30, 50]
 """
 
 from __future__ import annotations
@@ -30,37 +45,19 @@ import numpy as np
 
 from edgewise.errors import QualityError
 
-__all__ = ["MAD_SCALE", "RESOLUTION_SEEN", "despike", "hampel_mask", "resolution"]
+__all__ = ["MAD_SCALE", "RESOLUTION_SEEN", "RESOLUTION_SHARE", "despike", "hampel_mask",
+           "resolution"]
 
 MAD_SCALE = 1.4826
 #: Times a step must be seen to be taken for the resolution: a spike's way up and back
 #: down is two steps, a level shift one, and neither shows what the sensor resolves.
 RESOLUTION_SEEN = 3
-
-
-def resolution(values: object) -> float:
-    """The smallest step between two consecutive finite readings that is seen at least
-    :data:`RESOLUTION_SEEN` times (steps equal to 1e-9 of the largest reading count as
-    one): the sensor's resolution, below which no spread is judged (here and in
-    :mod:`~edgewise.quality.drift`). 0 if no step recurs: one anomaly's own step (a
-    spike on a flat series, a level shift) is no floor.
-
-    >>> resolution([20.0, 20.1, 20.0, 20.1, 20.3, 20.3])
-    0.1...
-    >>> resolution([20.0, 20.0, 100.0, 20.0, 20.0, 25.0])
-    0.0
-    """
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    d = np.abs(np.diff(v))
-    steps = d[d > 0]
-    if not len(steps):
-        return 0.0
-    tol = 1e-9 * float(np.abs(v).max())  # 20.1 - 20.0 and 20.2 - 20.1 differ in float
-    _, first, counts = np.unique(np.round(steps / tol), return_index=True,
-                                 return_counts=True)
-    seen = counts >= RESOLUTION_SEEN
-    return float(steps[first[seen][0]]) if seen.any() else 0.0
+#: A step into or out of an outlier counts towards the resolution by itself only when it
+#: is less than this share of both its readings' ``|value|``. A quiet sensor that reports
+#: tenths leaves 20.0 only for a lone 20.1, an outlier by its window's zero spread, and
+#: that step shows what it resolves; a dropout from 100 to 0, a glitch to twice the value
+#: or from 20 to 25 does not, however often it recurs.
+RESOLUTION_SHARE = 0.25
 
 
 def _check(half_window: int, n_sigmas: float) -> None:
@@ -82,6 +79,81 @@ def _medians(v: np.ndarray, half_window: int) -> tuple[np.ndarray, np.ndarray]:
     return med, MAD_SCALE * mad
 
 
+def _candidates(
+    v: np.ndarray, med: np.ndarray, scale: np.ndarray, n_sigmas: float, min_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The readings that are spikes by every floor but the resolution, and that floor."""
+    with np.errstate(all="ignore"):  # steps between readings past +-1e308 overflow
+        d = np.abs(np.diff(v[np.isfinite(v)]))
+        d = d[np.isfinite(d)]
+        noise = MAD_SCALE * float(np.median(d)) / np.sqrt(2) if len(d) else 0.0
+        floor = np.maximum(max(min_scale, noise, 1e-300), 1e-9 * np.abs(med))
+        return np.abs(v - med) > n_sigmas * np.maximum(scale, floor), floor
+
+
+def resolution(values: object, outliers: object | None = None) -> float:
+    """The smallest step between two consecutive finite readings that is seen at least
+    :data:`RESOLUTION_SEEN` times (steps equal to 1e-9 of the largest reading count as
+    one): the sensor's resolution, below which no spread is judged (here and in
+    :mod:`~edgewise.quality.drift`). 0 if no step recurs: one anomaly's own step (a
+    spike on a flat series, a level shift) is no floor.
+
+    A step into or out of one of the ``outliers`` (a boolean mask over ``values``; by
+    default the readings further than 3 scales from their Hampel median, without this
+    floor) counts only when it is less than :data:`RESOLUTION_SHARE` of both its
+    readings' ``|value|``, or once outliers of its size were seen both above and below
+    their neighbours (quantisation noise about 0, not a dropout): repeated dropouts are
+    no resolution, however many.
+
+    >>> resolution([20.0, 20.1, 20.0, 20.1, 20.3, 20.3])
+    0.1...
+    >>> resolution([20.0, 20.0, 100.0, 20.0, 20.0, 25.0])
+    0.0
+    >>> resolution([20.0] * 5 + [0.0] + [20.0] * 5 + [0.0] + [20.0] * 5)  # two dropouts
+    0.0
+    >>> resolution([20.0, 0.0, 20.0, 0.0], outliers=[False, False, False, False])
+    20.0
+    """
+    v = np.asarray(values, dtype=float).reshape(-1)
+    if outliers is None:
+        out = np.zeros(len(v), dtype=bool)
+        if len(v) >= 3:
+            med, scale = _medians(v, 3)
+            out = _candidates(v, med, scale, 3.0, 0.0)[0]
+    else:
+        out = np.asarray(outliers, dtype=bool).reshape(-1)
+        if len(out) != len(v):
+            raise QualityError(
+                f"The 'outliers' of resolution must mark each of the {len(v)} values; "
+                f"got {len(out)} marks."
+            )
+    finite = np.isfinite(v)
+    v, out = v[finite], out[finite]
+    with np.errstate(all="ignore"):  # readings past +-1e308 or below 1e-300
+        d = np.abs(np.diff(v))
+        prev, this, out_prev, out_this = v[:-1], v[1:], out[:-1], out[1:]
+        # a step counts by itself with no outlier, or when small beside both readings
+        alone = ~(out_prev | out_this) | (d < RESOLUTION_SHARE * np.minimum(np.abs(prev),
+                                                                            np.abs(this)))
+        # else one into or out of a single outlier counts only once outliers of its size
+        # lay both above and below their neighbours: quantisation noise, not a dropout
+        lone = ~alone & (out_prev != out_this)
+        up = np.where(out_this, this > prev, prev > this)
+        keep = (alone | lone) & (d > 0) & np.isfinite(d)
+        d, alone, lone, up = d[keep], alone[keep], lone[keep], up[keep]
+        if not len(d):
+            return 0.0
+        tol = 1e-9 * float(np.abs(v).max())  # 20.1 - 20.0 and 20.2 - 20.1 differ in float
+        _, first, size = np.unique(np.round(d / tol), return_index=True, return_inverse=True)
+    k = len(first)
+    lones = np.bincount(size, weights=lone, minlength=k)
+    ups = np.bincount(size, weights=lone & up, minlength=k)
+    seen = np.bincount(size, weights=alone, minlength=k) + np.where(
+        (ups > 0) & (ups < lones), lones, 0)
+    seen = seen >= RESOLUTION_SEEN
+    return float(d[first[seen][0]]) if seen.any() else 0.0
+
+
 def hampel_mask(
     values: object, half_window: int = 3, n_sigmas: float = 3.0, min_scale: float = 0.0
 ) -> np.ndarray:
@@ -91,11 +163,12 @@ def hampel_mask(
     if len(v) < 3:
         return np.zeros(len(v), dtype=bool)
     med, scale = _medians(v, half_window)
-    d = np.abs(np.diff(v[np.isfinite(v)]))
-    noise = MAD_SCALE * float(np.median(d)) / np.sqrt(2) if len(d) else 0.0
-    floor = np.maximum(max(min_scale, noise, resolution(v), 1e-300), 1e-9 * np.abs(med))
-    with np.errstate(invalid="ignore"):
-        return np.abs(v - med) > n_sigmas * np.maximum(scale, floor)
+    candidates, floor = _candidates(v, med, scale, n_sigmas, min_scale)
+    if not candidates.any():
+        return candidates  # the resolution only raises the floor
+    floor = np.maximum(floor, resolution(v, outliers=candidates))
+    with np.errstate(all="ignore"):
+        return candidates & (np.abs(v - med) > n_sigmas * np.maximum(scale, floor))
 
 
 def despike(

@@ -11,11 +11,13 @@ series, a boolean stored as 1/0 that has shown both values, whose switches are n
 either: :mod:`~edgewise.quality.states`). The spike test's scale never drops below the
 sensor's resolution as :func:`~edgewise.quality.spikes.resolution` takes it: the smallest
 step between kept values seen :data:`~edgewise.quality.spikes.RESOLUTION_SEEN` times
-(none until one recurs), so a spike's own way up and down on a flat stream hides no later
-spike. ``drop_spikes=True``
-removes spikes instead. Every removed reading is counted by reason, so
-``kept + sum(removed) == seen``; and because every decision looks only at kept history,
-cleaning already-clean readings keeps them all (idempotent) unless spikes are dropped.
+(none until one recurs) with the flagged spikes for its outliers: a step into or out of
+a spike counts only when it is small beside both its values, or once spikes of its size
+lay both above and below, so a spike's own way up and down on a flat stream, however
+often the same dropout recurs, hides no later spike. ``drop_spikes=True`` removes spikes
+instead. Every removed reading is counted by reason, so ``kept + sum(removed) == seen``;
+and because every decision looks only at kept history, cleaning already-clean readings
+keeps them all (idempotent) unless spikes are dropped.
 
 >>> from edgewise.telemetry import Reading
 >>> c = StreamCleaner(limits={"temp": Limits(low=-40, high=125)})
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 
 from edgewise.errors import QualityError
 from edgewise.quality.limits import Limits
-from edgewise.quality.spikes import MAD_SCALE, RESOLUTION_SEEN
+from edgewise.quality.spikes import MAD_SCALE, RESOLUTION_SEEN, RESOLUTION_SHARE
 from edgewise.quality.units import PHYSICAL_RANGE
 from edgewise.telemetry import Reading
 
@@ -47,20 +49,32 @@ __all__ = ["StreamCleaner"]
 MAX_CANDIDATE_STEPS = 16
 
 
+#: How a change between kept values counts towards the resolution: not at all, by
+#: itself, or as a change into or out of one spike that lies above or below its
+#: neighbour (bits: such changes of one size count once spikes were seen both ways).
+_NONE, _CLEAN, _UP, _DOWN = -1, 0, 1, 2
+
+
 @dataclass
 class _State:
     last_ts: int
     last_value: float
     window: deque = field(default_factory=deque)
     run: int = 1
-    # the sensor's resolution, spikes.resolution as the stream goes: the smallest change
-    # between kept values seen RESOLUTION_SEEN times (inf until one is). Below it, the
-    # changes seen fewer times, ascending, and their counts; steps within 1e-9 of the
-    # largest kept |value| count as one (20.1 - 20.0 and 20.2 - 20.1 differ in float)
+    # the sensor's resolution, spikes.resolution as the stream goes with its flagged
+    # spikes for the outliers: the smallest change between kept values seen
+    # RESOLUTION_SEEN times (inf until one is). Below it, the changes seen fewer times,
+    # ascending: how often by themselves (no spike, or small beside both values), how
+    # often into or out of one spike otherwise, and which ways those spikes lay (bits
+    # _UP, _DOWN); steps within 1e-9 of the largest kept |value| count as one (20.1 - 20.0
+    # and 20.2 - 20.1 differ in float)
     step: float = math.inf
     cand_steps: list[float] = field(default_factory=list)
     cand_counts: list[int] = field(default_factory=list)
+    cand_lone: list[int] = field(default_factory=list)
+    cand_ways: list[int] = field(default_factory=list)
     max_abs: float = 0.0
+    last_flagged: bool = False  # the last kept value was flagged as a spike
     # kept values; every one was 0 or 1 (a boolean), and how many were 1
     kept: int = 0
     zero_one: bool = True
@@ -72,9 +86,9 @@ class _State:
 
     def slot(self, value: float) -> tuple[float, float, int, int]:
         """Where the change to ``value`` from the last kept one goes among the candidate
-        steps: ``(value, change, index, times seen)``, seen -1 when it is no candidate (no
-        change, or not below the resolution). Worked out once a reading, for the spike
-        test and for keeping it."""
+        steps: ``(value, change, index, found)``, found 1 when that candidate is there, 0
+        when it would be new, -1 when the change is no candidate (no change, or not below
+        the resolution). Worked out once a reading, for the spike test and for keeping it."""
         d = value - self.last_value
         if d == 0:
             return value, 0.0, 0, -1
@@ -86,21 +100,53 @@ class _State:
             return value, d, 0, -1
         steps = self.cand_steps
         i = bisect.bisect_left(steps, d - tol)
-        seen = self.cand_counts[i] if i < len(steps) and steps[i] <= d + tol else 0
-        return value, d, i, seen
+        return value, d, i, int(i < len(steps) and steps[i] <= d + tol)
+
+    def kind(self, slot: tuple[float, float, int, int], flagged: bool) -> int:
+        """How the change of ``slot`` counts towards the resolution if its value is kept,
+        ``flagged`` as a spike or not (``_NONE``, ``_CLEAN``, ``_UP`` or ``_DOWN``), as
+        :func:`~edgewise.quality.spikes.resolution` counts it: one into or out of a spike
+        by itself only when small beside both values (a quantum, not a dropout), else by
+        the way the spike lay; one between two spikes only when small."""
+        value, d, _, found = slot
+        if found < 0:
+            return _NONE
+        last = self.last_value
+        if not (flagged or self.last_flagged) or d < RESOLUTION_SHARE * min(abs(value),
+                                                                             abs(last)):
+            return _CLEAN
+        if flagged and self.last_flagged:
+            return _NONE
+        spike, other = (value, last) if flagged else (last, value)
+        return _UP if spike > other else _DOWN
+
+    def seen(self, slot: tuple[float, float, int, int], kind: int) -> int:
+        """Times the candidate step of ``slot`` counts as seen, with its change of ``kind``
+        (not ``_NONE``) counted too."""
+        _, _, i, found = slot
+        n, lone, ways = ((self.cand_counts[i], self.cand_lone[i], self.cand_ways[i])
+                         if found else (0, 0, 0))
+        if kind == _CLEAN:
+            n += 1
+        else:
+            lone, ways = lone + 1, ways | kind
+        return n + (lone if ways == _UP | _DOWN else 0)
 
     def resolution_after(self, slot: tuple[float, float, int, int]) -> float:
-        """The resolution (0 if none yet) once the change of ``slot`` is counted too: a
-        batch's resolution counts the steps of the very reading it judges, so the third
-        move by a tenth of a sensor that reports tenths is judged knowing its resolution."""
-        _, d, i, seen = slot
-        if 0 <= seen and seen + 1 >= RESOLUTION_SEEN:
-            return self.cand_steps[i] if seen else d
+        """The resolution (0 if none yet) once the change of ``slot`` is counted too, as
+        that of a reading that is no spike: a batch's resolution counts the steps of the
+        very reading it judges, so the third move by a tenth of a sensor that reports
+        tenths is judged knowing its resolution."""
+        _, d, i, found = slot
+        kind = self.kind(slot, False)
+        if kind != _NONE and self.seen(slot, kind) >= RESOLUTION_SEEN:
+            return self.cand_steps[i] if found else d
         return self.step if self.step < math.inf else 0.0
 
-    def keep(self, slot: tuple[float, float, int, int]) -> None:
+    def keep(self, slot: tuple[float, float, int, int], flagged: bool = False) -> None:
         """Count the change to the kept value of ``slot`` (after the first) towards the
-        resolution, and make that value the last one.
+        resolution as its :meth:`kind` says, and make that value the last one,
+        ``flagged`` as a spike or not.
 
         >>> st = _State(0, 20.0)
         >>> for v in [100.0, 20.0, 20.5, 20.0, 100.0]:
@@ -111,28 +157,43 @@ class _State:
         (0.5, 80.0)
         >>> st.keep(st.slot(100.5)); st.step, st.cand_steps  # a third 0.5
         (0.5, [])
+        >>> st = _State(0, 100.0)
+        >>> for v in [0.0, 100.0] * 3:            # the same dropout, flagged each time
+        ...     st.keep(st.slot(v), flagged=v == 0.0)
+        >>> st.step, st.cand_steps, st.cand_lone  # its ways down and up: no resolution
+        (inf, [100.0], [6])
         """
-        value, d, i, seen = slot
+        value, d, i, found = slot
+        kind = self.kind(slot, flagged)
+        seen = self.seen(slot, kind) if kind != _NONE else 0
         a = value if value >= 0 else -value
         if a > self.max_abs:
             self.max_abs = a
         self.last_value = value
-        if seen < 0:
-            return  # no change, or by the resolution or more: nothing to learn
+        self.last_flagged = flagged
+        if kind == _NONE:
+            return  # no change, by the resolution or more, or between two spikes
         steps, counts = self.cand_steps, self.cand_counts
-        if seen + 1 >= RESOLUTION_SEEN:
+        lone, ways = self.cand_lone, self.cand_ways
+        if seen >= RESOLUTION_SEEN:
             # the first of these seen, as spikes.resolution takes it; coarser candidates
             # can no longer become the resolution
-            self.step = steps[i] if seen else d
-            del steps[i:], counts[i:]
-        elif seen:
-            counts[i] += 1
+            self.step = steps[i] if found else d
+            del steps[i:], counts[i:], lone[i:], ways[i:]
+        elif found:
+            if kind == _CLEAN:
+                counts[i] += 1
+            else:
+                lone[i] += 1
+                ways[i] |= kind
         elif i < MAX_CANDIDATE_STEPS:  # else it would be the largest, and dropped
             steps.insert(i, d)
-            counts.insert(i, 1)
+            counts.insert(i, int(kind == _CLEAN))
+            lone.insert(i, int(kind != _CLEAN))
+            ways.insert(i, 0 if kind == _CLEAN else kind)
             if len(steps) > MAX_CANDIDATE_STEPS:
-                steps.pop()
-                counts.pop()
+                for xs in (steps, counts, lone, ways):
+                    xs.pop()
 
 
 def _median(xs: list[float]) -> float:
@@ -245,7 +306,8 @@ class StreamCleaner:
                 self._remove(key, "rate")
                 return None
         slot = st.slot(value) if st is not None else (value, 0.0, 0, -1)
-        if st is not None and self._is_spike(st, value, slot):
+        spike = st is not None and self._is_spike(st, value, slot)
+        if spike:
             if self.drop_spikes:
                 self._remove(key, "spike")
                 return None
@@ -255,7 +317,7 @@ class StreamCleaner:
             st.max_abs = abs(value)
         else:
             st.run = st.run + 1 if value == st.last_value else 1
-            st.keep(slot)
+            st.keep(slot, flagged=spike)
             st.last_ts = reading.ts_ns
         st.kept += 1
         st.zero_one = st.zero_one and value in (0.0, 1.0)
