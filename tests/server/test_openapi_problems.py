@@ -77,7 +77,7 @@ def test_each_operation_documents_the_errors_it_answers(spec: dict[str, Any]) ->
         ("get", "/v1/models/{sha256}"): {200, 401, 404, 422, 429, 503},
         ("get", "/v1/registry"): {200, 401, 403, 422},
         ("post", "/v1/registry/rollouts"): {200, 401, 403, 404, 409, 413, 422},
-        ("post", "/v1/alerts/{alert_id}/label"): {200, 401, 403, 404, 413, 422, 503},
+        ("post", "/v1/alerts/{alert_id}/label"): {200, 401, 403, 404, 409, 413, 422, 503},
         ("post", "/v1/telemetry"): {200, 400, 401, 413, 415, 422, 429, 503},
         ("get", "/v1/me"): {200, 401, 403, 422},
     }

@@ -389,8 +389,10 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
 
 def _check_token_name(name: object) -> str:
     """``name`` if it can name an API token: text of at most :data:`MAX_TOKEN_NAME`
-    characters, not of a token id's form (8 hex digits); else
-    :class:`InvalidParameterError`, ``field="name"``. ``""`` stands for the role.
+    characters, without control or invisible format characters (a tab or newline in a name
+    would let it print a fake row in 'edgewise token list'), not of a token id's form (8 hex
+    digits); else :class:`InvalidParameterError`, ``field="name"``. ``""`` stands for the
+    role.
 
     >>> _check_token_name("grafana")
     'grafana'
@@ -398,7 +400,13 @@ def _check_token_name(name: object) -> str:
     Traceback (most recent call last):
     ...
     edgewise.errors.InvalidParameterError: The 'name' of an API token must be at most 64 characters. Got 65 characters ('xxxxxxxxxxxxxxxxxxxx…') instead.
+    >>> _check_token_name("ops\\nadmin")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'name' of an API token must not hold control or invisible format characters (tab, newline, …). Got 'ops\\nadmin' instead, with '\\n' at position 3; e.g. 'ops admin'.
     """  # noqa: E501
+    import unicodedata
+
     if not isinstance(name, str):
         raise InvalidParameterError(
             f"The 'name' of an API token must be text. Got {name!r} instead.",
@@ -407,6 +415,18 @@ def _check_token_name(name: object) -> str:
         raise InvalidParameterError(
             f"The 'name' of an API token must be at most {MAX_TOKEN_NAME} characters. Got "
             f"{len(name)} characters ({name[:20] + '…'!r}) instead.", field="name", value=name)
+    # Cc: C0/C1 controls (tab, newline, escape); Cf: invisible format characters such as
+    # bidi overrides; Zl/Zp: line and paragraph separators; Cs: lone surrogates
+    bad = [i for i, c in enumerate(name)
+           if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")]
+    if bad:
+        cleaned = " ".join("".join(" " if i in bad else c
+                                   for i, c in enumerate(name)).split())
+        hint = f"; e.g. {cleaned!r}" if cleaned else ""
+        raise InvalidParameterError(
+            "The 'name' of an API token must not hold control or invisible format characters "
+            f"(tab, newline, …). Got {name!r} instead, with {name[bad[0]]!r} at position "
+            f"{bad[0]}{hint}.", field="name", value=name)
     if _TOKEN_ID_RE.fullmatch(name):
         raise InvalidParameterError(
             "The 'name' of an API token must not look like a token id (8 hex digits, as "

@@ -151,7 +151,8 @@ def create_app(
         registry = Registry(settings.data_dir)
         registry.ensure_key()
     app.state.registry = registry
-    app.include_router(models.make_router(registry, security), tags=["registry"])
+    app.include_router(models.make_router(registry, security, metrics=pipeline.metrics),
+                       tags=["registry"])
     # added before the security headers below, so it runs inside them: its refusals get them
     routes = api_routes(app)
     app.add_middleware(
@@ -229,6 +230,9 @@ _ERROR_TEXT = {
     503: "The store is unavailable; nothing of the request was acknowledged.",
 }
 
+_MERGED_ALERT = ("The alert was merged into another (reason 'merged_alert', its id in "
+                 "'merged_into'): acknowledge or label that one instead.")
+
 #: Errors that only some routes answer, and what they mean there. The rest follow from the
 #: route: 401/403 from its credentials, 413 from a body, 422 from any input, 503 from the store.
 _ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
@@ -248,8 +252,10 @@ _ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
         404: "No device with that id."},
     ("get", "/v1/devices/{device_id}/rul"): {404: "No device with that id."},
     ("get", "/v1/alerts/{alert_id}"): {404: "No alert with that id."},
-    ("post", "/v1/alerts/{alert_id}/ack"): {404: "No alert with that id."},
-    ("post", "/v1/alerts/{alert_id}/label"): {404: "No alert with that id."},
+    ("post", "/v1/alerts/{alert_id}/ack"): {404: "No alert with that id.",
+                                            409: _MERGED_ALERT},
+    ("post", "/v1/alerts/{alert_id}/label"): {404: "No alert with that id.",
+                                              409: _MERGED_ALERT},
     ("post", "/v1/labels"): {404: "The device is neither registered nor has data."},
     ("get", "/v1/label-queue"): {404: "The device has no history to label."},
 }

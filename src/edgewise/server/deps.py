@@ -119,23 +119,38 @@ def wrong_device_credentials(device_id: str) -> Problem:
 
 
 def authenticate_device(security: Security, device_id: str, authorization: str | None,
-                        source: str | None = None) -> str:
+                        source: str | None = None,
+                        count: Callable[..., object] | None = None) -> str:
     """Check ``Authorization: Bearer <device secret>`` is ``device_id``'s; return the id.
 
     A missing or non-Bearer header, an unknown device and a wrong secret are all 401
     problems with ``WWW-Authenticate: Bearer``; the last two are worded the same (and
     :meth:`Security.authenticate_device` costs the same), so nothing tells whether the
-    device exists. Wrong secrets are counted per ``source`` (the peer address); a source
+    device exists. Wrong secrets are counted per ``source`` (the peer address: pass
+    ``request.client.host``; without one, every caller shares one count); a source
     paused after too many in a row gets :class:`~edgewise.errors.ThrottledError` (429
     with ``Retry-After``) for its wrong secrets, as for telemetry; a right secret passes.
+    Each failure is also counted with ``count`` (``Metrics.inc``) as
+    ``edgewise_auth_failures_total`` by reason (``empty_password``, ``bad_secret``,
+    ``throttled``), as telemetry counts its own.
     Blocking (it hashes and reads SQLite): call it from a sync route or the threadpool.
     """
-    secret = bearer_secret(authorization)
+    def failed(reason: str) -> None:
+        if count is not None:
+            count("edgewise_auth_failures_total", reason=reason)
+
+    try:
+        secret = bearer_secret(authorization)
+    except Problem:
+        failed("empty_password")
+        raise
     try:
         security.authenticate_device(device_id, secret, source=source)
     except ThrottledError:
+        failed("throttled")
         raise
     except AuthError:
+        failed("bad_secret")
         raise wrong_device_credentials(device_id) from None
     return device_id
 

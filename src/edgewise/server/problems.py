@@ -207,6 +207,43 @@ def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
+#: What a JSON value is, as a problem about a body that is not an object says it.
+_JSON_KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (list, "an array"), (bool, "a boolean"), ((int, float), "a number"), (str, "a string"))
+_BODY_ALLOWED = "a JSON object"
+_BODY_HOW = ("send a JSON object with the fields this operation documents (GET /docs), "
+             "with 'Content-Type: application/json'")
+
+
+def _json_kind(value: object) -> str:
+    """How a problem names the kind of a JSON value that is no object.
+
+    >>> _json_kind([1, 2]), _json_kind(5), _json_kind(True), _json_kind(None)
+    ('an array', 'a number', 'a boolean', 'null')
+    """
+    for kinds, name in _JSON_KINDS:
+        if isinstance(value, kinds):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _body_problem(request: Request, err: dict[str, Any]) -> Problem:
+    """The 422 for a request body that is missing, or JSON but not an object (an array, a
+    number, a string, ``null``): ``field`` ``"body"``, ``allowed`` ``"a JSON object"``."""
+    value = err.get("input")
+    if err.get("type") == "missing":  # no body at all, or the JSON null
+        sent = request.headers.get("content-length", "0") not in ("", "0") or \
+            "transfer-encoding" in request.headers
+        if not sent:
+            return Problem(422, "Invalid input", f"The request body is missing; {_BODY_HOW}.",
+                           field="body", value=None, allowed=_BODY_ALLOWED,
+                           reason="missing_field")
+        value = None
+    return Problem(422, "Invalid input", f"The request body must be a JSON object; got "
+                   f"{_json_kind(value)}. {_BODY_HOW[0].upper()}{_BODY_HOW[1:]}.",
+                   field="body", value=value, allowed=_BODY_ALLOWED, reason="invalid")
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error of ``app`` answer with a problem+json body."""
 
@@ -262,6 +299,8 @@ def install_problem_handlers(app: FastAPI) -> None:
                 422, "Invalid input", f"The request body must be {allowed}.", field="body",
                 value=text, allowed=allowed, reason="bad_json",
             ).response()
+        if tuple(err.get("loc", ())) == ("body",):  # the body itself: missing, or no object
+            return _body_problem(request, err).response()
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
         field = ".".join(loc) or None
         if isinstance(value, dict | list):

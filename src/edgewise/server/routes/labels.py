@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import InvalidParameterError, PayloadError
 from edgewise.label.store import LabelStore
+from edgewise.label.strategies import STRATEGIES
 from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, parse_instant
@@ -207,17 +208,18 @@ def _queue(store: Any, labels: LabelStore, device: str, k: int,
     return {"device_id": device, "snapshot_id": labels.snapshot_id(device), "items": items}
 
 
+#: The ``strategy`` parameter's description: every strategy the route accepts.
+_STRATEGY_DOC = ", ".join(STRATEGIES[:-1]) + f" or {STRATEGIES[-1]}."
+
+
 @router.get("/v1/label-queue", summary="Windows worth labelling next (viewer)")
 async def label_queue(
     who: Viewer, request: Request, store: StoreDep, security: SecurityDep,
     settings: SettingsDep,
     device: Annotated[str, Query(description="The device whose history to look at.")],
     k: Annotated[int, Query(ge=1, le=100, description="How many windows.")] = 10,
-    strategy: Annotated[str, Query(
-        description="mix, uncertainty, top, disagreement, diversity or random.")] = "mix",
+    strategy: Annotated[str, Query(description=_STRATEGY_DOC)] = "mix",
 ) -> dict[str, Any]:
-    from edgewise.label.strategies import STRATEGIES
-
     if strategy not in STRATEGIES:
         raise Problem(422, "Invalid query parameter",
                       f"Query parameter 'strategy' must be one of {', '.join(STRATEGIES)}. "

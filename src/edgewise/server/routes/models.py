@@ -30,8 +30,9 @@
 Credentials are checked as everywhere in the API (:mod:`edgewise.server.deps`): a device id
 with a wrong secret and an unknown device id are the same 401 ("unknown or the secret is
 wrong"), the ``Bearer`` scheme is case-insensitive, every 401 carries ``WWW-Authenticate:
-Bearer`` and ``field: Authorization``, a device paused after too many wrong secrets gets 429,
-and an ``X-Device-Id`` naming another device than the path is 403.
+Bearer`` and ``field: Authorization``, wrong secrets are counted per peer address (as for
+telemetry, and in ``edgewise_auth_failures_total``) and an address paused after too many gets
+429, and an ``X-Device-Id`` naming another device than the path is 403.
 
 The gateway mounts :func:`make_router` in :func:`edgewise.server.app.create_app`, with the
 registry in the data directory.
@@ -44,10 +45,11 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel
 
 from edgewise.errors import InvalidParameterError, SignatureError
+from edgewise.gateway.metrics import Metrics
 from edgewise.registry import (
     KEY_FILE,
     MAX_EXPIRY_DAYS,
@@ -170,16 +172,28 @@ def _unpublished(registry: Registry, exc: KeyError, body: RolloutRequest) -> Pro
 
 
 def make_router(registry: Registry, security: Security,
-                groups_of: Callable[[str], list[str]] | None = None) -> APIRouter:
+                groups_of: Callable[[str], list[str]] | None = None, *,
+                metrics: Metrics | None = None) -> APIRouter:
     """Routes serving ``registry``; devices and tokens are checked with ``security``.
 
     ``groups_of(device_id)`` names the groups whose releases a device gets; by default the
-    groups it was registered in (:meth:`Security.device_groups`).
+    groups it was registered in (:meth:`Security.device_groups`). A device's wrong secrets
+    are counted per peer address, as for telemetry, and in ``metrics`` (the gateway's
+    ``edgewise_auth_failures_total``) when given.
     """
     r = APIRouter()
     lookup_groups: Callable[[str], list[str]] = groups_of or security.device_groups
+    count = metrics.inc if metrics is not None else None
 
-    def device(device_id: str, x_device_id: str | None, authorization: str | None) -> str:
+    def check_secret(request: Request, device_id: str, authorization: str | None) -> str:
+        # per peer address, as telemetry: without a source every caller shares one count
+        # and one address's wrong secrets would throttle every other
+        source = request.client.host if request.client else None
+        return authenticate_device(security, device_id, authorization, source=source,
+                                   count=count)
+
+    def device(request: Request, device_id: str, x_device_id: str | None,
+               authorization: str | None) -> str:
         # the same checks and answers as telemetry: a wrong secret and an unknown device
         # are one 401, so the answer never tells which device ids exist
         if x_device_id and x_device_id != device_id:
@@ -189,7 +203,7 @@ def make_router(registry: Registry, security: Security,
                 field="X-Device-Id", value=x_device_id, allowed=device_id,
                 reason="wrong_device",
             )
-        return authenticate_device(security, device_id, authorization)
+        return check_secret(request, device_id, authorization)
 
     # in the defaults, not in Annotated: under `from __future__ import annotations` FastAPI
     # resolves annotations in the module's globals, where this router's checks are not
@@ -202,11 +216,12 @@ def make_router(registry: Registry, security: Security,
                       403: {"description": "X-Device-Id names another device."},
                       429: {"description": "Too many wrong secrets; see Retry-After."}})
     def current_model(
+        request: Request,
         device_id: str,
         x_device_id: Annotated[str | None, Header(description="Optional; must match.")] = None,
         authorization: DeviceAuth = None,
     ) -> Any:
-        device(device_id, x_device_id, authorization)
+        device(request, device_id, x_device_id, authorization)
         rel = registry.current(device_id, lookup_groups(device_id))
         if rel is None:
             return Response(status_code=204)
@@ -222,6 +237,7 @@ def make_router(registry: Registry, security: Security,
                       503: {"description": "The stored model is missing or damaged (reason "
                             "'blob_damaged'); it is served again once it is published again."}})
     def model_blob(
+        request: Request,
         sha256: str,
         x_device_id: Annotated[str | None, Header(description="The fetching device's id.")]
         = None,
@@ -233,7 +249,7 @@ def make_router(registry: Registry, security: Security,
                 field="X-Device-Id", allowed="the device id printed by 'edgewise device add'",
                 reason="missing_credentials", headers={"WWW-Authenticate": "Bearer"},
             )
-        authenticate_device(security, x_device_id, authorization)
+        check_secret(request, x_device_id, authorization)
         try:
             # only a model released to this device or one of its groups: another group's
             # release is not this device's to read (answered as absent, not as forbidden)

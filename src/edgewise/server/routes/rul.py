@@ -10,10 +10,14 @@ summed per sensor, plus the largest per-feature ones; they sum to ``value - base
 Without a
 model file, without readings, when the device lacks a metric the model needs
 (``metrics_missing``), has a metric named like the model's unit or time column
-(``metric_name_clash``), or has a metric the model needs with no usable value
-(``unscorable``), it answers ``{"rul": null, "reason": …, "detail": …}`` (RUL is
-unavailable, not an error: the dashboard asks for every device); an unknown device is a 404
-problem.
+(``metric_name_clash``), has a metric the model needs with no usable value
+(``unscorable``), or when no model file loads (``bad_model``: damaged, truncated, another
+format version, not a RUL model), it answers ``{"rul": null, "reason": …, "detail": …}`` (RUL
+is unavailable, not an error: the dashboard asks for every device); an unknown device is a
+404 problem. A newer model file that does not load is passed over for the newest that does
+(``model`` names the one used, ``skipped`` those passed over and why), so one damaged file
+never takes RUL away from the fleet; write model files whole (:meth:`RULModel.save` writes a
+temporary file and renames it).
 
 The model predicts the RUL capped at its ``cap`` (the answer says which): ``rul_open``
 true means the RUL is at least ``rul`` (the prediction reached the cap), ``high_open``
@@ -22,6 +26,7 @@ true means the interval has no upper bound (``high`` is the cap).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -36,9 +41,13 @@ from edgewise.server.routes.devices import known_device, not_found
 
 __all__ = ["find_model", "router"]
 
+log = logging.getLogger(__name__)
+
 router = APIRouter(tags=["quality"])
 
 _cache: dict[str, Any] = {}
+#: Why a model file (by path and mtime) did not load, so it is not read again on every poll.
+_failed: dict[str, str] = {}
 _lock = threading.Lock()
 #: A device's answer is reused this long (the dashboard polls every few seconds and the
 #: prediction reads the device's whole history).
@@ -46,32 +55,76 @@ TTL_S = 15.0
 _answers: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
 
-def find_model(data_dir: Path) -> Path | None:
-    """The newest RUL model file under ``data_dir/models`` (name ``rul*``), if any."""
+def model_files(data_dir: Path) -> list[Path]:
+    """The RUL model files under ``data_dir/models`` (name ``rul*``, with an Edgewise RUL
+    model header), newest first. Whether each loads is :func:`_load`'s to find out."""
     from edgewise.errors import EdgewiseError
     from edgewise.models.rul import read_header
 
     found = []
     for p in (Path(data_dir) / "models").glob("rul*"):
-        if not p.is_file():
-            continue
         try:
+            if not p.is_file():
+                continue
             read_header(p)
+            found.append((p.stat().st_mtime_ns, p.name, p))
         except (EdgewiseError, OSError):
             continue
-        found.append((p.stat().st_mtime_ns, p.name, p))
-    return max(found)[2] if found else None
+    return [p for _, _, p in sorted(found, reverse=True)]
+
+
+def find_model(data_dir: Path) -> Path | None:
+    """The newest RUL model file under ``data_dir/models`` (name ``rul*``), if any."""
+    found = model_files(data_dir)
+    return found[0] if found else None
+
+
+def _file_key(path: Path) -> str:
+    return f"{path}:{path.stat().st_mtime_ns}"
 
 
 def _load(path: Path) -> Any:
-    from edgewise.models.rul import load_model
+    """The model in ``path`` (kept while the file is unchanged); raises
+    :class:`~edgewise.models.rul.ModelFileError` saying why when it does not load (once per
+    version of the file: a damaged file is not read again on every poll)."""
+    from edgewise.models.rul import ModelFileError, load_model
 
-    key = f"{path}:{path.stat().st_mtime_ns}"
+    key = _file_key(path)
     with _lock:
+        if key in _failed:
+            raise ModelFileError(_failed[key])
         if key not in _cache:
-            _cache.clear()
-            _cache[key] = load_model(path)
+            try:
+                model = load_model(path)
+            except ModelFileError as exc:
+                why = str(exc)
+            except Exception as exc:  # unpickling can raise anything
+                why = (f"Model file {str(path)!r} does not load ({type(exc).__name__}: "
+                       f"{exc or 'no detail'}): it is damaged or truncated.")
+            else:
+                _cache.clear()
+                _cache[key] = model
+                return model
+            if len(_failed) > 100:
+                _failed.clear()
+            _failed[key] = why
+            log.warning("RUL model passed over: %s", why)
+            raise ModelFileError(why)
         return _cache[key]
+
+
+def _newest_loading(paths: list[Path]) -> tuple[Any, Path | None, list[dict[str, str]]]:
+    """The first of ``paths`` (newest first) that loads, with it, and the name and reason of
+    each newer one passed over; ``(None, None, skipped)`` when none loads."""
+    from edgewise.models.rul import ModelFileError
+
+    skipped: list[dict[str, str]] = []
+    for path in paths:
+        try:
+            return _load(path), path, skipped
+        except (ModelFileError, OSError) as exc:  # OSError: removed or unreadable meanwhile
+            skipped.append({"model": path.name, "detail": str(exc)})
+    return None, None, skipped
 
 
 def _none(device_id: str, reason: str, detail: str, model: str | None = None) -> dict[str, Any]:
@@ -80,33 +133,58 @@ def _none(device_id: str, reason: str, detail: str, model: str | None = None) ->
 
 
 def _predict(store: Any, data_dir: Path, device_id: str) -> dict[str, Any]:
-    path = find_model(data_dir)
-    if path is None:
+    paths = model_files(data_dir)
+    if not paths:
         return _none(device_id, "no_model",
                      f"No RUL model file (rul*) in {str(Path(data_dir) / 'models')!r}; make "
                      "one with 'edgewise train rul --out <data dir>/models/rul-v1.ewm'.")
-    key = (device_id, f"{path}:{path.stat().st_mtime_ns}")
+    try:
+        key = (device_id, "|".join(_file_key(p) for p in paths))
+    except OSError:  # a file removed meanwhile: answer without the cache
+        key = (device_id, "")
     hit = _answers.get(key)
     if hit is not None and time.monotonic() - hit[0] < TTL_S:
         return hit[1]
-    answer = _score(store, path, device_id)
+    answer = _score(store, paths, device_id)
     if len(_answers) > 10_000:
         _answers.clear()
     _answers[key] = (time.monotonic(), answer)
     return answer
 
 
-def _score(store: Any, path: Path, device_id: str) -> dict[str, Any]:
+def _bad_model(device_id: str, skipped: list[dict[str, str]]) -> dict[str, Any]:
+    """The answer when no model file loads: what is wrong with each (newest first)."""
+    whys = "; ".join(s["detail"].rstrip(".") for s in skipped)
+    answer = _none(device_id, "bad_model",
+                   f"No RUL model file loads: {whys}. Write a new one with 'edgewise train rul "
+                   "--out <data dir>/models/rul-v1.ewm', or remove the damaged file.",
+                   skipped[0]["model"])
+    answer["skipped"] = skipped
+    return answer
+
+
+def _score(store: Any, paths: list[Path], device_id: str) -> dict[str, Any]:
+    """The answer for ``device_id`` from the newest of ``paths`` that loads."""
+    rows = store.query(device_id, None, None, None, None)
+    if not rows:  # said without loading a model: a damaged one changes nothing here
+        return _none(device_id, "no_history", f"Device {device_id!r} has no stored readings.",
+                     paths[0].name)
+    model, path, skipped = _newest_loading(paths)
+    if model is None or path is None:
+        return _bad_model(device_id, skipped)
+    answer = _fit(model, path, rows, device_id)
+    if skipped:  # say which newer files were passed over, and why
+        answer["skipped"] = skipped
+    return answer
+
+
+def _fit(model: Any, path: Path, rows: Any, device_id: str) -> dict[str, Any]:
+    """The RUL of ``model`` (loaded from ``path``) on the device's stored ``rows``."""
     from edgewise.errors import InvalidParameterError
     from edgewise.explain.rul import by_sensor, rul_explanations
     from edgewise.models.history import device_frame
 
-    model = _load(path)
     needed = [*model.conditions_, *model.sensors_]
-    rows = store.query(device_id, None, None, None, None)
-    if not rows:
-        return _none(device_id, "no_history", f"Device {device_id!r} has no stored readings.",
-                     path.name)
     try:
         wide = device_frame(rows, device_id, model.unit_column, model.time_column)
     except InvalidParameterError as exc:

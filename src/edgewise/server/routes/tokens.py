@@ -1,8 +1,10 @@
 """API tokens (admin), the audit log (admin), and who the caller is (any role).
 
 ``POST /v1/tokens`` refuses a name over :data:`~edgewise.security.credentials.MAX_TOKEN_NAME`
-characters or of a token id's form (8 hex digits) with a 422 naming ``name``: the rule is
-:meth:`Security.create_token`'s, the same for ``edgewise token create``.
+characters, with control characters (tab, newline, …) or of a token id's form (8 hex digits)
+with a 422 naming ``name``: the rule is :meth:`Security.create_token`'s, the same for
+``edgewise token create``. It answers the token with its ``id`` (what ``edgewise token
+revoke --id`` takes) and the name it was stored under (the role when none was given).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ class NewToken(BaseModel):
     )
     # the limit is checked by Security.create_token, as for the CLI; here it is documented
     name: str = Field(default="", json_schema_extra={"maxLength": MAX_TOKEN_NAME},
-                      description="Who or what will use it (default: the role); not 8 hex "
-                      "digits, a token id's form.")
+                      description="Who or what will use it (default: the role); no control "
+                      "characters (tab, newline, …); not 8 hex digits, a token id's form.")
 
 
 class TokenCreated(BaseModel):
@@ -40,7 +42,9 @@ class TokenCreated(BaseModel):
 
     token: str
     role: str
-    name: str
+    name: str = Field(description="The name it is stored under: the role when none was given.")
+    id: str = Field(description="Its id, as 'edgewise token list' shows it and "
+                    "'edgewise token revoke --id' takes it.")
 
 
 @router.post("/v1/tokens", status_code=201, response_model=TokenCreated,
@@ -50,10 +54,12 @@ def create_token(body: NewToken, who: Admin, security: SecurityDep) -> dict[str,
         token = security.create_token(body.role, body.name, actor=who.actor)
     except InvalidParameterError as exc:
         raise Problem(422, "Invalid input", str(exc), field=exc.field, value=exc.value,
-                      allowed=f"at most {MAX_TOKEN_NAME} characters, not 8 hex digits (a "
-                      "token id's form)" if exc.field == "name" else None,
+                      allowed=f"at most {MAX_TOKEN_NAME} characters, no control characters "
+                      "(tab, newline, …), not 8 hex digits (a token id's form)"
+                      if exc.field == "name" else None,
                       reason="invalid") from None
-    return {"token": token, "role": body.role, "name": body.name}
+    made = security.authenticate_token(token)  # as stored: the name defaults to the role
+    return {"token": token, "role": made.role, "name": made.name, "id": made.token_id}
 
 
 @router.get("/v1/audit", summary="The audit log, newest first (admin)")

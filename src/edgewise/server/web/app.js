@@ -222,11 +222,17 @@ function poll(fn) {
   tick();
 }
 
+// One part of the hash, %-decoded; as written when it is no valid %-encoding (a stray "%"
+// in "#/device/pump%" threw a URIError and left the page on "Loading…").
+function decodePart(part) {
+  try { return decodeURIComponent(part); } catch (e) { return part; }
+}
+
 function route() {
   if (!localStorage.getItem(TOKEN_KEY)) { showLogin(); return; }
   const hash = location.hash || "#/fleet";
   const [path, query] = hash.slice(2).split("?");
-  const parts = path.split("/").map(decodeURIComponent);
+  const parts = path.split("/").map(decodePart);
   const params = new URLSearchParams(query || "");
   for (const a of document.querySelectorAll("[data-nav]")) {
     a.classList.toggle("active", a.dataset.nav === parts[0]);
@@ -537,14 +543,37 @@ function deviceView(id, params) {
 }
 
 // ---------------------------------------------------------------- remaining useful life
+// Shown when a RUL model file is in the data dir and fits the device's metrics; a model file
+// that does not load (reason bad_model) and a failed request are said, not hidden. Not
+// awaited by the poll, so it catches its own failures (no uncaught rejection every poll).
 async function fillRul(box, id) {
-  // Shown only when a RUL model file is in the data dir and fits the device's metrics.
-  const r = await api(`/v1/devices/${encodeURIComponent(id)}/rul`);
-  if (r.rul === null) { box.replaceChildren(); box.removeAttribute("data-rul"); return; }
+  const unavailable = (reason, detail) => {
+    box.removeAttribute("data-rul");
+    box.dataset.rulReason = reason;
+    box.replaceChildren(h("p", { class: "error rul-unavailable" },
+      `Remaining useful life unavailable: ${detail}`));
+  };
+  let r;
+  try {
+    r = await api(`/v1/devices/${encodeURIComponent(id)}/rul`);
+  } catch (e) {
+    if (e.status === 401) return;  // the login form is shown
+    unavailable("error", e instanceof NetworkError ? "gateway unreachable" : e.message);
+    return;
+  }
+  if (r.rul === null) {
+    if (r.reason === "bad_model") { unavailable(r.reason, r.detail); return; }
+    box.replaceChildren(); box.removeAttribute("data-rul"); box.removeAttribute("data-rul-reason");
+    return;
+  }
   box.dataset.rul = String(r.rul);
+  box.removeAttribute("data-rul-reason");
   const ex = r.explanation;
+  const passed = (r.skipped || []).map((s) => s.model);
   box.replaceChildren(h("p", {}, h("strong", {}, `Remaining useful life: ${r.rul.toFixed(0)} steps`),
     ` (${r.interval}% interval ${r.low.toFixed(0)}–${r.high.toFixed(0)}; model ${r.model})`),
+    passed.length ? h("p", { class: "error rul-skipped", title: r.skipped.map((s) => s.detail).join("\n") },
+      `Newer model file${passed.length > 1 ? "s" : ""} ${passed.join(", ")} did not load; using ${r.model}.`) : null,
     ex ? contribBars("rul-explain", ex.top,
       `Why: from a fleet average of ${ex.base.toFixed(0)} steps, each sensor moved it by`) : null);
 }
