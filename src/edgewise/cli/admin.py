@@ -301,7 +301,7 @@ def token_create(
     role: Annotated[str, typer.Option("--role", help="admin, operator or viewer.")],
     name: Annotated[str, typer.Option(
         "--name", help="Who or what will use it (default: the role): at most 64 characters, "
-        "not 8 hex digits (a token id's form).")] = "",
+        "no control characters (tab, newline), not 8 hex digits (a token id's form).")] = "",
     as_json: Json = False,
 ) -> None:
     """Create an API token with ROLE and print it (shown only this once).

@@ -19,9 +19,10 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
   :meth:`Security.ensure_admin_token` and printed once.
 * Tokens are listed (:meth:`Security.list_tokens`: id, name, role, created; never the
   secret, which is not kept) and revoked (:meth:`Security.revoke_token`, by name or id).
-  A token's name is at most :data:`MAX_TOKEN_NAME` characters and never has a token id's
-  form (8 hex digits), and no id is issued equal to a name, so a name never passes for
-  another token's id.
+  A token's name is at most :data:`MAX_TOKEN_NAME` characters, holds no control or
+  invisible format characters (a newline would print a fake row in a listing), and never
+  has a token id's form (8 hex digits), and no id is issued equal to a name, so a name
+  never passes for another token's id.
   Every request looks its token up afresh, so a revoked token is refused at once, also by a
   gateway running in another process.
 * The audit log is a hash chain: each entry stores the SHA-256 of the one before and its
@@ -776,7 +777,8 @@ class Security:
         """Make an API token with ``role``; return it (shown once, only its hash is kept).
 
         ``name`` (by default the role) says who or what uses it: at most
-        :data:`MAX_TOKEN_NAME` characters, and not of a token id's form (8 hex digits), so
+        :data:`MAX_TOKEN_NAME` characters, no control or invisible format characters, and
+        not of a token id's form (8 hex digits), so
         that :meth:`revoke_token` never takes it for another token's id; else
         :class:`InvalidParameterError` (``field="name"``).
 
