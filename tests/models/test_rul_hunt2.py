@@ -89,3 +89,35 @@ def test_one_row_per_unit_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1
     assert "one row per unit" in done.stderr
+
+
+@pytest.mark.parametrize("cut", [5000, "header"])
+def test_a_damaged_model_file_is_named_in_one_line(tmp_path: Path, cut: int | str) -> None:
+    """Check a model file cut short after its header (a copy that stopped) is refused in one
+    line naming it: it gave an UnpicklingError traceback, or Click's bare 'aborted' for an
+    EOFError; and a directory given as --model is called one."""
+    from edgewise.models.rul import ModelFileError, load_model
+
+    model = tmp_path / "m.rul"
+    RULModel(n_estimators=10, cap=60.0).fit(fleet(6)).save(model)
+    data = model.read_bytes()
+    end = data.index(b"\n", len(b"EDGEWISE-RUL\n")) + 1 if cut == "header" else int(cut)
+    bad = tmp_path / "cut.rul"
+    bad.write_bytes(data[:end])
+    with pytest.raises(ModelFileError, match="is damaged or truncated"):
+        load_model(bad)
+    fleet(2, seed=3).to_csv(tmp_path / "n.csv", index=False)
+    done = edgewise("predict", "rul", "--model", str(bad), "--data", str(tmp_path / "n.csv"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"Model file {str(bad)!r} is damaged or truncated" in done.stderr
+    done = edgewise("predict", "rul", "--model", str(tmp_path), "--data",
+                    str(tmp_path / "n.csv"))
+    assert done.returncode == 2 and "is a directory" in done.stderr, done.stderr
+
+
+def test_an_infinite_cap_is_refused() -> None:
+    """Check ``cap=inf`` is refused (it trained, and ``predict rul --json`` then wrote
+    ``"cap": Infinity``, which is no JSON)."""
+    with pytest.raises(InvalidParameterError, match=r"'cap' parameter of RULModel must be a "
+                                                    r"float in the range \(0, inf\)"):
+        RULModel(n_estimators=10, cap=float("inf")).fit(fleet(4))

@@ -493,7 +493,9 @@ def predict_rul(
     from edgewise.models.rul import load_model
 
     if not model.is_file():
-        raise fail(f"--model {str(model)!r} does not exist")
+        raise fail(f"--model {str(model)!r} is a directory; give the model file 'edgewise "
+                   "train rul --out' wrote" if model.is_dir()
+                   else f"--model {str(model)!r} does not exist")
     try:
         rul = load_model(model)
     except EdgewiseError as exc:

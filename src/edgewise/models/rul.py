@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle
 from pathlib import Path
 from typing import Any, ClassVar
@@ -135,7 +136,7 @@ class RULModel:
         "time_column": str,
         "condition_columns": [list, tuple, None],
         "sensor_columns": [list, tuple, None],
-        "cap": [Interval(float, 0.0, None, closed="neither"), None],
+        "cap": [Interval(float, 0.0, math.inf, closed="neither"), None],
         "window": Interval(int, 2, None),
         "models": [tuple, list],
         "alpha": Interval(float, 0.0, 1.0, closed="neither"),
@@ -665,7 +666,14 @@ def load_model(path: str | Path) -> RULModel:
     with open(path, "rb") as fh:
         fh.read(len(_MAGIC))
         fh.readline()
-        model = pickle.load(fh)
+        try:
+            model = pickle.load(fh)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
+                TypeError, ValueError) as exc:  # a cut or damaged body after a good header
+            raise ModelFileError(
+                f"Model file {str(path)!r} is damaged or truncated ({type(exc).__name__}: "
+                f"{exc or 'no detail'}); copy it again or retrain with 'edgewise train rul'."
+            ) from None
     if not isinstance(model, RULModel):
         raise ModelFileError(f"File {str(path)!r} does not hold a RULModel.")
     return model
