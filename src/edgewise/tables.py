@@ -15,6 +15,7 @@ import codecs
 import gzip
 import io
 import itertools
+import re
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,8 +27,9 @@ from edgewise.errors import QualityError
 from edgewise.telemetry import epoch_unit_ns
 
 __all__ = ["LABEL_NAMES", "SCORE_COLUMNS", "TIME_NAMES", "check_csv_file", "clock_column",
-           "date_and_clock", "find_time_column", "not_a_metric", "number_column", "plain",
-           "read_table", "read_tables", "read_text", "separator", "time_ns"]
+           "date_and_clock", "find_time_column", "header_as_written", "is_unnamed",
+           "not_a_metric", "number_column", "plain", "read_table", "read_tables", "read_text",
+           "separator", "time_ns"]
 
 #: Names a table's time column is found by when none is named: the first column whose name,
 #: in any case, is one of them (``detect``, ``quality``, ``label suggest --csv``).
@@ -38,21 +40,61 @@ LABEL_NAMES = ("anomaly", "anomalies", "label", "labels", "is_anomaly", "changep
                "is_anomaly_label", "anomaly_score_label", "top_column_label")
 #: The columns ``edgewise detect`` writes: no metrics of a scored file read again.
 SCORE_COLUMNS = ("anomaly_score", "is_anomaly", "top_column")
+#: How pandas names a column whose header cell is empty: ``Unnamed: 0`` for the index that
+#: ``DataFrame.to_csv()`` writes first, ``Unnamed: 3`` for a separator ending the header.
+_UNNAMED = re.compile(r"Unnamed: \d+")
+#: ``DataFrame.attrs`` key under which :func:`read_table` keeps the columns it named
+#: ``Unnamed: N`` for an empty header cell (:func:`header_as_written`).
+_BLANK_HEADER = "edgewise_blank_header"
+
+
+def is_unnamed(column: object) -> bool:
+    """Whether ``column`` has the name pandas gives an empty header cell (``Unnamed: 0``): a
+    saved pandas index, or a separator ending the header. Such a column is no metric
+    (:func:`not_a_metric`); ``edgewise train rul`` drops it.
+
+    >>> is_unnamed("Unnamed: 0"), is_unnamed("Unnamed: 12"), is_unnamed("Unnamed: x")
+    (True, True, False)
+    """
+    return _UNNAMED.fullmatch(str(column)) is not None
 
 
 def not_a_metric(column: str) -> str:
     """Why ``column`` is no metric by its name alone, ``""`` for one: it is named like a
-    label (:data:`LABEL_NAMES`, any case) or is one of ``edgewise detect``'s outputs
-    (:data:`SCORE_COLUMNS`). The one rule of ``detect``, ``quality`` and ``label``.
+    label (:data:`LABEL_NAMES`, any case), is one of ``edgewise detect``'s outputs
+    (:data:`SCORE_COLUMNS`) or has no name (:func:`is_unnamed`: a saved pandas index counts
+    0, 1, 2, ..., no reading). The one rule of ``detect``, ``quality`` and ``label``.
 
     >>> not_a_metric("Label"), not_a_metric("anomaly_score"), not_a_metric("temp")
     ('it is named like a label (labels are not readings)', "it is one of edgewise detect's outputs", '')
+    >>> not_a_metric("Unnamed: 0")
+    'its header cell is empty: a saved pandas index, or a separator ending the header'
     """  # noqa: E501
     if str(column).strip().lower() in LABEL_NAMES:
         return "it is named like a label (labels are not readings)"
     if column in SCORE_COLUMNS:
         return "it is one of edgewise detect's outputs"
+    if is_unnamed(column):
+        return "its header cell is empty: a saved pandas index, or a separator ending the header"
     return ""
+
+
+def header_as_written(df: pd.DataFrame) -> list[str]:
+    """The names of ``df``'s columns as the header row of its file wrote them, for writing
+    the table back: a column that :func:`read_table` named ``Unnamed: N`` for an empty header
+    cell gets its empty name back; every other name is as read (a file whose header says
+    ``Unnamed: 0`` keeps it).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     f = Path(d) / "saved.csv"
+    ...     _ = f.write_text(",ts,temp\\n0,1,20.5\\n")
+    ...     df = read_table(f)
+    ...     list(df.columns), header_as_written(df)
+    (['Unnamed: 0', 'ts', 'temp'], ['', 'ts', 'temp'])
+    """
+    blank = set(df.attrs.get(_BLANK_HEADER, ()))
+    return ["" if c in blank else str(c) for c in df.columns]
 
 
 def find_time_column(df: pd.DataFrame) -> str | None:
@@ -108,9 +150,10 @@ def plain(value: object) -> object:
 
 
 def number_column(df: pd.DataFrame, col: str, rows: np.ndarray | None = None) -> np.ndarray:
-    """Column ``col`` of ``df`` as floats: an empty cell is NaN; a cell that is no number is
-    refused in one line naming the column, its row (``rows[i]``, the file's row numbers;
-    default: the position from 1) and the value.
+    """Column ``col`` of ``df`` as floats: an empty cell is NaN; a cell that is no number, or
+    an infinite one (``inf``, ``-inf``: no reading a detector or model can weigh, and never
+    taken for a missing one), is refused in one line naming the column, its row
+    (``rows[i]``, the file's row numbers; default: the position from 1) and the value.
 
     >>> number_column(pd.DataFrame({"t": [1, None, 2.5]}), "t").tolist()
     [1.0, nan, 2.5]
@@ -118,7 +161,11 @@ def number_column(df: pd.DataFrame, col: str, rows: np.ndarray | None = None) ->
     Traceback (most recent call last):
     ...
     edgewise.errors.QualityError: Column 't' must hold numbers; row 2 has 'n/a?'.
-    """
+    >>> number_column(pd.DataFrame({"t": [1.0, float("-inf")]}), "t")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: Column 't' must hold finite numbers; row 2 has -inf (leave the cell empty where there is no reading).
+    """  # noqa: E501
     raw = df[col]
     values = pd.to_numeric(raw, errors="coerce")
     text = raw.astype(str).str.strip()
@@ -134,7 +181,15 @@ def number_column(df: pd.DataFrame, col: str, rows: np.ndarray | None = None) ->
         row = i + 1 if rows is None else int(rows[i])
         raise QualityError(
             f"Column {col!r} must hold numbers; row {row} has {plain(raw.iloc[i])!r}.{hint}")
-    return values.to_numpy(dtype=float)
+    x = values.to_numpy(dtype=float)
+    infinite = np.isinf(x)
+    if infinite.any():
+        i = int(np.flatnonzero(infinite)[0])
+        row = i + 1 if rows is None else int(rows[i])
+        raise QualityError(
+            f"Column {col!r} must hold finite numbers; row {row} has {plain(raw.iloc[i])!r} "
+            "(leave the cell empty where there is no reading).")
+    return x
 
 
 def time_ns(col: pd.Series) -> np.ndarray:
@@ -496,7 +551,10 @@ def read_table(path: str | Path, name: str = "File", *, text: bool = False) -> p
     writing the rows back as they were read; only a decimal-comma number of a semicolon
     file gets a decimal point (``1,50`` -> ``1.50``), as the number it is read as. Such
     numbers are read cell by cell: ``ERR`` among them stays ``ERR``, the rest are numbers.
-    Two columns whose names differ only by spaces around them are refused.
+    Two columns of one name (``ts,a,a``, which pandas would read as ``a`` and ``a.1``), or
+    whose names differ only by spaces around them, are refused. A column whose header cell
+    is empty (a saved pandas index) is named ``Unnamed: N``, as pandas names it;
+    :func:`header_as_written` gives its empty name back.
     :func:`read_tables` gives both views from one read of the file.
 
     >>> import tempfile
@@ -547,53 +605,81 @@ def _load(path: str | Path, name: str) -> tuple[bytes, str, str]:
 def _parse(data: bytes, sep: str, where: str, text: bool) -> pd.DataFrame:
     """The table in ``data`` (:func:`_load`), as numbers or (``text``) as written."""
     try:
-        df = _read_csv(data, sep, text)
+        df, encoding = _read_csv(data, sep, text)
+        header = _header_row(data, sep, encoding)
     except pd.errors.EmptyDataError:
         raise QualityError(f"{where} is empty; expected a header row and data rows.") from None
     except pd.errors.ParserError as exc:
         raise QualityError(f"{where} is not a valid CSV: {exc}".splitlines()[0]) from None
     if df.empty:
         raise QualityError(f"{where} has a header but no data rows.")
+    # the header as written: pandas renames a second 'a' to 'a.1', so that df.columns
+    # cannot tell it from a column the file itself names 'a.1'
+    _refuse_twice_named([c.strip() for c in header], header, where)
     names = [str(c).strip() for c in df.columns]
-    _refuse_twice_named(names, [str(c) for c in df.columns], where)
     df.columns = names
+    df.attrs[_BLANK_HEADER] = [f"Unnamed: {j}" for j, c in enumerate(header)
+                               if not c.strip() and f"Unnamed: {j}" in names]
     if sep == ";":
         _decimal_commas(df, text)
     return df
 
 
 def _refuse_twice_named(names: list[str], raw: list[str], where: str) -> None:
-    """Refuse two columns with one name once the spaces around the names are dropped
-    (``temp`` and ``temp ``): every reader would take one for the other.
+    """Refuse two columns with one name (``names``: the header cells ``raw`` without the
+    spaces around them), written alike (``a,a``) or not (``temp`` and ``temp ``): every
+    reader would take one for the other, and pandas renames the second (``a.1``). Empty
+    names are no name: each such column is told by its position.
 
     >>> _refuse_twice_named(["ts", "temp", "temp"], ["ts", "temp", "temp "], "File 'r.csv'")
     Traceback (most recent call last):
     ...
     edgewise.errors.QualityError: File 'r.csv' has two columns named 'temp' (columns 2 and 3 of the header: 'temp' and 'temp '; spaces around a name do not count); rename one so that every column name is unique.
+    >>> _refuse_twice_named(["ts", "a", "a"], ["ts", "a", "a"], "File 'r.csv'")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: File 'r.csv' has two columns named 'a' (columns 2 and 3 of the header); rename one so that every column name is unique.
+    >>> _refuse_twice_named(["", "a", "a.1", ""], ["", "a", "a.1", ""], "File 'r.csv'")
     """  # noqa: E501
     seen: dict[str, int] = {}
     for j, name in enumerate(names):
+        if not name:
+            continue
         if name in seen:
             i = seen[name]
+            how = ("" if raw[i] == raw[j] else
+                   f": {raw[i]!r} and {raw[j]!r}; spaces around a name do not count")
             raise QualityError(
                 f"{where} has two columns named {name!r} (columns {i + 1} and {j + 1} of the "
-                f"header: {raw[i]!r} and {raw[j]!r}; spaces around a name do not count); "
-                "rename one so that every column name is unique.")
+                f"header{how}); rename one so that every column name is unique.")
         seen[name] = j
 
 
-def _read_csv(data: bytes, sep: str, text: bool = False) -> pd.DataFrame:
-    """``pd.read_csv`` of ``data`` in the first of :data:`_ENCODINGS` that decodes it all;
-    with ``text``, every cell as its string, nothing taken for missing."""
+def _header_row(data: bytes, sep: str, encoding: str) -> list[str]:
+    """The cells of the header row of ``data`` as written (``pd.read_csv`` renames a second
+    ``a`` to ``a.1`` and an empty cell to ``Unnamed: N``): read as :func:`_read_csv` reads
+    the file, in its ``encoding``.
+
+    >>> _header_row(b" ts, a,a,,a.1\\n1,2,3,4,5\\n", ",", "utf-8-sig")
+    ['ts', 'a', 'a', '', 'a.1']
+    """
+    row = pd.read_csv(io.BytesIO(data), sep=sep, encoding=encoding, skipinitialspace=True,
+                      header=None, nrows=1, dtype=str, keep_default_na=False)
+    return [str(c) for c in row.iloc[0]]
+
+
+def _read_csv(data: bytes, sep: str, text: bool = False) -> tuple[pd.DataFrame, str]:
+    """``pd.read_csv`` of ``data`` in the first of :data:`_ENCODINGS` that decodes it all,
+    and that encoding; with ``text``, every cell as its string, nothing taken for missing."""
     kw: dict = {"dtype": str, "keep_default_na": False} if text else {}
     for encoding in _ENCODINGS[:-1]:
         try:
             return pd.read_csv(io.BytesIO(data), sep=sep, encoding=encoding,
-                               skipinitialspace=True, **kw)
+                               skipinitialspace=True, **kw), encoding
         except UnicodeDecodeError:
             continue
     return pd.read_csv(io.BytesIO(data), sep=sep, encoding=_ENCODINGS[-1],
-                       skipinitialspace=True, **kw)
+                       skipinitialspace=True, **kw), _ENCODINGS[-1]
 
 
 _DECIMAL_COMMA = r"^[+-]?(\d+,\d*|,\d+|\d+)([eE][+-]?\d+)?$"

@@ -36,14 +36,15 @@ from edgewise.detect import (
 from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.tables import (
     SCORE_COLUMNS,
-    clock_column,
     date_and_clock,
     find_time_column,
+    is_unnamed,
     not_a_metric,
     number_column,
     read_table,
     time_ns,
 )
+from edgewise.tables import clock_column as _clock_beside
 from edgewise.tables import plain as _plain
 
 __all__ = [
@@ -134,7 +135,15 @@ def _time_ns(df: pd.DataFrame, col: str) -> np.ndarray:
     return time_ns(raw.astype(str) if pd.api.types.is_bool_dtype(raw) else raw)
 
 
-def _check_time(df: pd.DataFrame, col: str) -> None:
+def _check_time(df: pd.DataFrame, col: str, clock: bool = False) -> None:
+    """Refuse a time column (``clock``: a date joined to a time of day) that is not sorted or
+    repeats a time; repeated dates without a time of day point to --clock-column.
+
+    >>> _check_time(pd.DataFrame({"Datum": ["2024-03-01", "2024-03-01"]}), "Datum")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: Time column 'Datum' has a duplicate timestamp '2024-03-01' (rows 1 and 2). Remove or merge duplicates first, or, if it holds dates only and the time of day is in another column, name that column with --clock-column.
+    """  # noqa: E501
     ns = _time_ns(df, col)
     def shown(i: int) -> Any:
         return _plain(df[col].iloc[i])
@@ -148,9 +157,12 @@ def _check_time(df: pd.DataFrame, col: str) -> None:
         )
     if (step == 0).any():
         i = int(np.flatnonzero(step == 0)[0]) + 1
+        dates = not clock and bool((ns % (86_400 * 10**9) == 0).all())  # midnights only
         raise QualityError(
             f"Time column {col!r} has a duplicate timestamp {shown(i)!r} "
-            f"(rows {i} and {i + 1}). Remove or merge duplicates first."
+            f"(rows {i} and {i + 1}). Remove or merge duplicates first"
+            + (", or, if it holds dates only and the time of day is in another column, name "
+               "that column with --clock-column." if dates else ".")
         )
 
 
@@ -163,6 +175,8 @@ def detect_table(
     train_rows: int = 0,
     threshold: float | None = None,
     on_progress: Callable[[int], None] | None = None,
+    *,
+    clock_column: str | None = None,
 ) -> DetectResult:
     """Run a detector online over the rows of ``df`` (already in time order).
 
@@ -175,12 +189,15 @@ def detect_table(
         and columns named like labels (``anomaly``, ``label``, ``changepoint``, ...) or
         written by this function (``anomaly_score``, ``is_anomaly``, ``top_column``: a
         scored file run again is scored afresh, its old scores overwritten). Columns with
-        no number in them are left out, each named in ``left_out``. Named columns may not
-        be the time or label column.
+        no number in them, and columns with an empty header cell (``Unnamed: 0``, a saved
+        pandas index), are left out, each named in ``left_out``. Named columns may not be
+        the time, time-of-day or label column, nor be named twice. A cell of a metric that
+        is ``inf`` or ``-inf`` is refused (an empty cell is a missing reading).
     time_column
         Must hold sorted, unique timestamps. Default: a column named ``timestamp``,
-        ``time``, ``ts``, ``datetime`` or ``date`` if there is one; a ``date`` column with
-        a ``time`` column beside it (``date,time,value``) makes the time with it.
+        ``time``, ``ts``, ``datetime`` or ``date`` if there is one. A ``date`` column, found
+        or named, with a ``time`` column beside it (``date,time,value``) makes the time with
+        it.
     label_column
         Excluded from the metrics (1/true marks an anomaly). If it has the name of an
         output column (``is_anomaly``), the frame keeps it as ``NAME_label``.
@@ -199,21 +216,34 @@ def detect_table(
         Score at or above which a row is flagged (default ``DEFAULT_THRESHOLD``).
     on_progress
         Called with the number of rows done after each chunk.
+    clock_column
+        The time-of-day column that, joined to the date in ``time_column``, makes the time
+        (``Datum,Zeit,value``: ``time_column="Datum", clock_column="Zeit"``); default: a
+        ``time`` column beside a ``date`` one. It is no metric.
     """
     check_threshold(threshold)
-    for name, col in (("--time-column", time_column), ("--label-column", label_column)):
+    for name, col in (("--time-column", time_column), ("--clock-column", clock_column),
+                      ("--label-column", label_column)):
         if col is not None and col not in df.columns:
             raise InvalidParameterError(
                 f"{name} {col!r} is not a column of the file. Columns: {', '.join(df.columns)}."
             )
     found = time_column is None
-    clock = None
     if time_column is None:
         time_column = find_time_column(df)
-        clock = clock_column(df, time_column)
+    clock = clock_column
+    if clock is None:
+        clock = _clock_beside(df, time_column)
+    elif time_column is None or clock == time_column:
+        raise InvalidParameterError(
+            f"--clock-column {clock!r} is the time of day joined to a date column, and "
+            + ("no date column is named or found" if time_column is None else
+               "the --time-column is the same column")
+            + "; name the date column with --time-column, e.g. --time-column Datum "
+            "--clock-column Zeit.")
     if clock is not None:  # a date column and a time-of-day column: one time together
         both = date_and_clock(df, time_column, clock)
-        _check_time(both.to_frame(), str(both.name))
+        _check_time(both.to_frame(), str(both.name), clock=True)
     elif time_column is not None:
         _check_time(df, time_column)
     skip = {time_column, label_column, clock}
@@ -221,7 +251,11 @@ def detect_table(
     if columns is None:
         columns = []
         for c in df.columns:
-            if c in skip or not_a_metric(c):
+            if c in skip:
+                continue
+            if why := not_a_metric(c):
+                if is_unnamed(c):  # a saved index: said, as it is where a metric would be
+                    left_out[c] = f"({why}; --columns {c!r} scores it)"
                 continue
             if pd.to_numeric(df[c], errors="coerce").notna().any():
                 columns.append(c)
@@ -232,7 +266,7 @@ def detect_table(
             raise QualityError("The file has no numeric column to run a detector on"
                                + (f" (left out: {shown})." if shown else "."))
     else:
-        _check_named(df, columns, time_column, label_column, found)
+        _check_named(df, columns, time_column, label_column, found, clock)
     columns = list(columns)
     X = np.column_stack([number_column(df, c) for c in columns])
     if not isinstance(train_rows, int) or not 0 <= train_rows <= len(df):
@@ -308,7 +342,8 @@ def detect_table(
         _kept_label(truth, df, "a ground-truth column")
     res = DetectResult(df, detector, columns, float(threshold), train_rows, counters, why,
                        left_out, label_column, truth)
-    res.frame = scored_rows(df, res, np.round(scores, 6), flagged, top)
+    # + 0.0 makes -0.0 (a score rounded from just under 0) 0.0: never written as -0.0
+    res.frame = scored_rows(df, res, np.round(scores, 6) + 0.0, flagged, top)
     return res
 
 
@@ -365,15 +400,28 @@ def _no_number(col: pd.Series) -> str:
 
 def _check_named(
     df: pd.DataFrame, columns: Sequence[str], time_column: str | None,
-    label_column: str | None, found: bool,
+    label_column: str | None, found: bool, clock: str | None = None,
 ) -> None:
-    """Refuse ``--columns`` that names no column, a column not in ``df``, the label column
-    (the ground truth as a reading) or the time column."""
+    """Refuse ``--columns`` that names no column, a column twice, a column not in ``df``,
+    the label column (the ground truth as a reading), the time column or the time-of-day
+    column ``clock`` joined to it.
+
+    >>> _check_named(pd.DataFrame(columns=["t", "a"]), ["a", "a"], "t", None, False)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: --columns names 'a' twice; name each metric column once, e.g. --columns a.
+    """  # noqa: E501
     if not columns:
         raise InvalidParameterError(
             "--columns names no column; give comma-separated metric columns, e.g. "
             f"--columns {','.join(map(str, df.columns[:2]))}."
         )
+    twice = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+    if twice is not None:
+        once = ",".join(dict.fromkeys(map(str, columns)))
+        raise InvalidParameterError(
+            f"--columns names {twice!r} twice; name each metric column once, e.g. "
+            f"--columns {once}.")
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise InvalidParameterError(
@@ -390,6 +438,12 @@ def _check_named(
             raise InvalidParameterError(
                 f"--columns names {c!r}, the time column{how}: times order the rows, they "
                 "are not a reading; leave it out of --columns."
+            )
+        if c == clock:
+            raise InvalidParameterError(
+                f"--columns names {c!r}, the time of day joined to the date column "
+                f"{time_column!r}: times order the rows, they are not a reading; leave it "
+                "out of --columns."
             )
 
 
@@ -490,6 +544,8 @@ def bench_folder(
     train_rows: int = 0,
     threshold: float | None = None,
     on_file: Callable[[Path, dict[str, Any]], None] | None = None,
+    *,
+    clock_column: str | None = None,
 ) -> dict[str, Any]:
     """Run :func:`detect_table` on every ``*.csv`` and ``*.csv.gz`` under ``folder``
     (recursively), except ``edgewise detect``'s own outputs (``*_scored.csv``), which are
@@ -498,7 +554,8 @@ def bench_folder(
     Each file is an independent run (a fresh detector, its own first ``train_rows`` rows
     as normal). Counts are pooled over files, as SKAB scores its binary leaderboard: the
     returned ``"total"`` holds precision, recall, F1 and the false- and missed-alarm rates
-    of all evaluated rows together; ``"files"`` the same per file.
+    of all evaluated rows together; ``"files"`` the same per file. ``clock_column`` is
+    :func:`detect_table`'s, for every file.
     """
     root = Path(folder)
     if not root.exists():
@@ -522,7 +579,7 @@ def bench_folder(
         name = str(path.relative_to(root))
         try:
             row = _bench_file(path, name, label_column, time_column, columns, detector,
-                              train_rows, threshold)
+                              train_rows, threshold, clock_column)
         except (QualityError, InvalidParameterError) as exc:  # say which file failed
             raise type(exc)(f"{name}: {exc}") from None
         per_file.append(row)
@@ -536,7 +593,7 @@ def bench_folder(
 def _bench_file(
     path: Path, name: str, label_column: str, time_column: str | None,
     columns: Sequence[str] | None, detector: str | None, train_rows: int,
-    threshold: float | None,
+    threshold: float | None, clock_column: str | None = None,
 ) -> dict[str, Any]:
     """One file of :func:`bench_folder`: its row of counts and rates."""
     df = read_table(path)
@@ -544,7 +601,8 @@ def _bench_file(
         raise InvalidParameterError(
             f"--label-column {label_column!r} is not a column. Columns: {', '.join(df.columns)}."
         )
-    res = detect_table(df, columns, time_column, label_column, detector, train_rows, threshold)
+    res = detect_table(df, columns, time_column, label_column, detector, train_rows, threshold,
+                       clock_column=clock_column)
     m = alarm_metrics(res.frame["is_anomaly"].to_numpy(), df[label_column], train_rows)
     return {"file": name, "rows": len(df), "detector": res.detector, **m,
             "notes": label_notes(df[label_column], train_rows)}

@@ -13,6 +13,13 @@ from edgewise.cli._app import app, fail
 TimeColumn = Annotated[
     str | None, typer.Option("--time-column", help="Timestamps: sorted, unique.")
 ]
+ClockColumn = Annotated[
+    str | None, typer.Option(
+        "--clock-column",
+        help="Time of day joined to the date in --time-column to make the time (Datum,Zeit: "
+             "--time-column Datum --clock-column Zeit); a 'time' column beside a 'date' one "
+             "is joined without it.")
+]
 Columns = Annotated[
     str | None, typer.Option("--columns", help="Comma-separated metric columns.")
 ]
@@ -33,7 +40,7 @@ Threshold = Annotated[
 
 def split_columns(columns: str | None) -> list[str] | None:
     """``"a, b,"`` -> ``["a", "b"]``; ``None`` (all numeric columns) stays ``None``; a value
-    that names no column (``" , "``) is refused in one line.
+    that names no column (``" , "``) or one column twice (``"a,a"``) is refused in one line.
 
     >>> split_columns("a, b,")
     ['a', 'b']
@@ -41,16 +48,26 @@ def split_columns(columns: str | None) -> list[str] | None:
     Traceback (most recent call last):
     ...
     edgewise.errors.InvalidParameterError: --columns ' , ' names no column; ...
-    """
+    >>> split_columns("a,b, a")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: --columns 'a,b, a' names 'a' twice; name each metric column once, e.g. --columns a,b.
+    """  # noqa: E501
+    from edgewise.errors import InvalidParameterError
+
     if columns is None:
         return None
     names = [c.strip() for c in columns.split(",") if c.strip()]
     if not names:
-        from edgewise.errors import InvalidParameterError
-
         raise InvalidParameterError(
             f"--columns {columns!r} names no column; give comma-separated metric columns, "
             "e.g. --columns temp,pressure, or leave it out for every numeric column."
+        )
+    twice = next((c for i, c in enumerate(names) if c in names[:i]), None)
+    if twice is not None:
+        raise InvalidParameterError(
+            f"--columns {columns!r} names {twice!r} twice; name each metric column once, "
+            f"e.g. --columns {','.join(dict.fromkeys(names))}."
         )
     return names
 
@@ -82,6 +99,7 @@ def detect(
         typer.Argument(help="CSV file, comma or semicolon separated (then decimal commas too)."),
     ],
     time_column: TimeColumn = None,
+    clock_column: ClockColumn = None,
     columns: Columns = None,
     label_column: Annotated[
         str | None, typer.Option(
@@ -101,7 +119,8 @@ def detect(
     """Score every row of FILE online; write anomaly_score, is_anomaly and top_column.
 
     OUT holds every column of FILE as written there (007, NA, TRUE, 1.50 and long ids
-    stay as they are; a decimal comma becomes a point), then the three columns.
+    stay as they are; a decimal comma becomes a point; an empty header cell, as a saved
+    pandas index has, stays empty), then the three columns.
     """
     from rich.console import Console
     from rich.progress import Progress
@@ -115,7 +134,7 @@ def detect(
         label_notes,
         scored_rows,
     )
-    from edgewise.tables import check_csv_file, read_tables
+    from edgewise.tables import check_csv_file, header_as_written, read_tables
 
     check_threshold(threshold)
     cols = split_columns(columns)
@@ -139,11 +158,12 @@ def detect(
             train_rows=train_rows,
             threshold=threshold,
             on_progress=lambda done: bar.update(task, completed=done),
+            clock_column=clock_column,
         )
     # every input column written back as its text, not as pandas re-prints the numbers
     written = scored_rows(cells, result)
     try:
-        written.to_csv(target, index=False)
+        written.to_csv(target, index=False, header=header_as_written(written))
     except OSError as exc:
         raise fail(f"--out {str(target)!r} cannot be written: {exc.strerror or exc}") from None
     flagged = int(result.frame["is_anomaly"].sum())

@@ -176,7 +176,8 @@ class Mahalanobis(Detector):
         if not math.isfinite(t2):
             return 1.0
         p = float(gammaincc(len(dz) / 2.0, t2 / 2.0))  # chi-squared tail
-        return min(max(-math.log10(p + 1e-300) / self.tail_digits, 0.0), 1.0)
+        # -log10(1.0) is -0.0, which max(-0.0, 0.0) keeps: + 0.0 makes it 0.0
+        return min(max(-math.log10(p + 1e-300) / self.tail_digits, 0.0), 1.0) + 0.0
 
     def learn_one(self, x: Mapping[str, float]) -> None:
         """Update the running mean and covariance with one device reading.
