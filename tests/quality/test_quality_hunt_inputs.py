@@ -232,3 +232,21 @@ def test_plot_names_never_repeat() -> None:
     assert names[0] == "a__b__c.png" and names[2] == "P__t.png"
     assert len({n.lower() for n in names}) == len(pairs)
     assert max(map(len, names)) <= 120
+
+
+def test_a_named_date_column_is_joined_to_its_time_of_day(tmp_path: Path) -> None:
+    """Check ``--time-column date`` on a date,time file reads one time per reading, as
+    ``detect`` does (the date alone made every reading of a day a conflict)."""
+    from typer.testing import CliRunner
+
+    from edgewise.cli import app, load_commands
+
+    load_commands()
+    f = tmp_path / "dt.csv"
+    f.write_text("date,time,temp\n" + "".join(
+        f"2024-01-01,00:{i:02d}:00,{20 + i % 3}\n" for i in range(30)))
+    res = CliRunner(mix_stderr=False).invoke(
+        app, ["quality", str(f), "--time-column", "date", "--json"])
+    assert res.exit_code == 0, res.stderr
+    m = json.loads(res.stdout)["devices"]["device"]["metrics"]
+    assert list(m) == ["temp"] and m["temp"]["conflicts"] == 0

@@ -13,6 +13,7 @@ import typer
 
 from edgewise.cli._app import Json, bench_app
 from edgewise.cli.detect import (
+    ClockColumn,
     Columns,
     DetectorName,
     Threshold,
@@ -65,6 +66,7 @@ def bench_csv(
         str, typer.Option("--label-column", help="1/true marks an anomaly.")
     ] = "anomaly",
     time_column: TimeColumn = None,
+    clock_column: ClockColumn = None,
     columns: Columns = None,
     detector: DetectorName = None,
     train_rows: TrainRows = 0,
@@ -86,7 +88,7 @@ def bench_csv(
                 typer.echo(f"  note: {note}")
 
     res = bench_folder(folder, label_column, time_column, cols, detector, train_rows,
-                       threshold, on_file=show)
+                       threshold, on_file=show, clock_column=clock_column)
     res["machine"] = machine()
     res["cpus"] = os.cpu_count()
     res["detectors"] = detector_counts(res["files"])

@@ -170,16 +170,15 @@ def quality(
         df, cells = read_tables(file)  # the numbers, and the cells as written (the ids)
     except QualityError as exc:
         raise fail(str(exc)) from None
-    clock = None
     if time_column is None:
         time_column = find_time_column(df)
-        clock = clock_column(df, time_column)  # date,time: one time together, as detect
         if time_column is None:
             raise fail(f"{str(file)!r} has no time column {_time_names()} (any case, as "
                        f"'edgewise detect' finds it); name it with --time-column; columns: "
                        f"{list(df.columns)}")
     elif time_column not in df.columns:
         raise fail(f"{str(file)!r} has no time column {time_column!r}; columns: {list(df.columns)}")
+    clock = clock_column(df, time_column)  # date,time: one time together, as detect reads it
     if device_column is None:
         device_column = "device_id"
         if device_column not in df.columns:  # no device column: one device's file

@@ -77,8 +77,10 @@ def open_existing_store(url: str, option: str = "--data") -> Any:
 def _read(data: Path):
     """One table from a CSV file, or from every ``*.csv``/``*.csv.gz`` in a directory."""
     frame = _read_any(data)
+    from edgewise.tables import is_unnamed
+
     # A saved pandas index ("Unnamed: 0") would be a leaky "sensor"; drop it.
-    return frame.loc[:, ~frame.columns.astype(str).str.match(r"^Unnamed: \d+$")]
+    return frame.loc[:, [not is_unnamed(c) for c in frame.columns]]
 
 
 def _read_any(data: Path):
