@@ -121,3 +121,29 @@ def test_an_infinite_cap_is_refused() -> None:
     with pytest.raises(InvalidParameterError, match=r"'cap' parameter of RULModel must be a "
                                                     r"float in the range \(0, inf\)"):
         RULModel(n_estimators=10, cap=float("inf")).fit(fleet(4))
+
+
+def test_a_gateway_data_dir_with_csv_files_is_read_as_its_store(tmp_path: Path) -> None:
+    """Check ``--data DIR`` reads DIR's ``edgewise.duckdb`` even when CSV files lie beside
+    it (the demo writes ``demo-labels.csv`` there): before, such a dir was read as CSV data
+    ('--failure-label applies to store data only', or the labels read as sensor rows), and
+    the note names the CSV files not read."""
+    from edgewise.store import open_store
+    from edgewise.telemetry import Reading
+
+    store = open_store(f"duckdb:///{tmp_path / 'edgewise.duckdb'}")
+    try:
+        for unit, g in fleet(6).groupby("unit"):
+            store.append([Reading(f"pump-{unit}", m, int(1.7e18) + int(c) * 60 * 10**9,
+                                  float(v))
+                          for m in ("temp", "noise") for c, v in zip(g.cycle, g[m],
+                                                                    strict=True)])
+    finally:
+        store.close()
+    (tmp_path / "demo-labels.csv").write_text("device_id,start,end,label\n")
+    done = edgewise("train", "rul", "--data", str(tmp_path), "--history-ends-at-failure",
+                    "--out", str(tmp_path / "m.rul"), "--cap", "60")
+    assert done.returncode == 0, done.stderr
+    assert (f"note: --data {str(tmp_path)!r} is a gateway data dir (it holds edgewise.duckdb):"
+            " reading its store, not demo-labels.csv; give a CSV file to read one.") \
+        in done.stderr

@@ -40,13 +40,19 @@ app.add_typer(predict_app, name="predict")
 
 
 def _store_url(data: str) -> str | None:
-    """The store URL ``--data`` names, or ``None`` when it names CSV data."""
+    """The store URL ``--data`` names, or ``None`` when it names CSV data. A folder holding
+    ``edgewise.duckdb`` is a gateway's data dir: its store is read, and CSV files beside it
+    (the demo's ``demo-labels.csv``, exports) are named in a note as not read."""
     if "://" in data:
         return data
     path = Path(data)
-    if path.is_dir() and (path / "edgewise.duckdb").is_file() and not any(
-        [*path.glob("*.csv"), *path.glob("*.csv.gz")]
-    ):
+    if path.is_dir() and (path / "edgewise.duckdb").is_file():
+        beside = sorted(p.name for p in [*path.glob("*.csv"), *path.glob("*.csv.gz")])
+        if beside:
+            typer.echo(f"note: --data {data!r} is a gateway data dir (it holds edgewise.duckdb): "
+                       f"reading its store, not {', '.join(beside[:3])}"
+                       f"{' ...' if len(beside) > 3 else ''}; give a CSV file to read one.",
+                       err=True)
         return f"duckdb:///{(path / 'edgewise.duckdb').resolve()}"
     return None
 
