@@ -109,7 +109,7 @@ class FleetRunner:
 
     def first_ns(self, now_ns: int) -> int:
         """Time of the first sample sent when started at ``now_ns``: ``backfill_s`` back,
-        but never at or before ``start_after_ns``.
+        but never at or before ``start_after_ns``; rounded up to a whole millisecond.
 
         >>> r = FleetRunner(PumpFleet(1), [], backfill_s=600, start_after_ns=10**12)
         >>> r.first_ns(10**12 + 60 * 10**9) == 10**12 + 10**9  # 1 s after the stored data
@@ -120,7 +120,9 @@ class FleetRunner:
         t = now_ns - int(self.backfill_s * 1e9)
         if self.start_after_ns is not None:
             t = max(t, self.start_after_ns + int(self.period_s * 1e9))
-        return t
+        # whole milliseconds: readings go out as float seconds, which the gateway keeps to
+        # the microsecond, so a fault's ground-truth times (in ns) are the stored ones
+        return -(-t // 10**6) * 10**6
 
     def _run(self) -> None:
         now = time.time_ns()
