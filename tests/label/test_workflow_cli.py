@@ -226,3 +226,24 @@ def test_suggest_says_when_it_made_the_data_dir(tmp_path: Path) -> None:
                             "Delete it and pass the data dir your labels are in.\n")
     again = CliRunner(mix_stderr=False).invoke(app, args)
     assert again.exit_code == 0 and again.stderr == "", again.stderr
+
+
+def test_a_device_with_no_readings_names_those_the_store_holds(tmp_path: Path) -> None:
+    """Check ``label suggest --device pump-1`` on the demo's store (``pump-01`` ...) says
+    which devices it does hold, not only that pump-1 has no readings."""
+    from typer.testing import CliRunner
+
+    from edgewise.cli import app, load_commands
+    from edgewise.store import open_store
+    from edgewise.telemetry import Reading
+
+    load_commands()
+    store = open_store(f"duckdb:///{tmp_path / 'edgewise.duckdb'}")
+    store.append([Reading(d, "t", 10**18 + i * 10**9, 1.0) for d in ("pump-02", "pump-01")
+                  for i in range(10)])
+    store.close()
+    res = CliRunner(mix_stderr=False).invoke(app, ["label", "suggest", "--device", "pump-1",
+                                                   "--data-dir", str(tmp_path)])
+    assert res.exit_code == 2
+    assert res.stderr == ("error: Device 'pump-1' has no stored readings. The store holds "
+                          "readings of pump-01, pump-02.\n")

@@ -52,9 +52,16 @@ def _history(device: str, csv: Path | None, store_url: str | None, data_dir: Pat
             return read_history_csv(csv, device)
         except ValueError as exc:
             raise fail(f"--csv: {exc}") from None
+    from edgewise.errors import InvalidParameterError
+
     store = open_history_store(store_url, data_dir)
     try:
         return history_from_store(store, device)
+    except InvalidParameterError as exc:  # which devices it does hold (pump-01, not pump-1)
+        held = sorted(d.device_id for d in store.devices())
+        raise fail(f"{exc} " + (f"The store holds readings of {', '.join(held[:8])}"
+                                f"{' ...' if len(held) > 8 else ''}." if held else
+                                "The store holds no readings yet.")) from None
     finally:
         store.close()
 
