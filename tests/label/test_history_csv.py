@@ -195,3 +195,23 @@ def test_a_date_and_a_time_column_make_the_time_and_ids_are_read_as_written(
     with pytest.raises(ValueError, match="Time column 'date time' has a duplicate timestamp "
                                          "'2024-01-01 00:00:00' \\(rows 1 and 2\\)"):
         load_history_csv(f)
+
+
+def test_the_cli_says_a_label_column_is_left_out(tmp_path: Path) -> None:
+    """Check ``label suggest --csv`` names a label column it leaves out of the metrics, as
+    the README says and ``quality`` does (it said nothing)."""
+    from typer.testing import CliRunner
+
+    from edgewise.cli import app, load_commands
+
+    load_commands()
+    f = tmp_path / "h.csv"
+    f.write_text("timestamp,temp,anomaly\n" + "".join(f"{60 * i},{20 + (i % 7) * 0.1},0\n"
+                                                     for i in range(200)))
+    (tmp_path / "d").mkdir()
+    res = CliRunner(mix_stderr=False).invoke(app, [
+        "label", "suggest", "--device", "p1", "--csv", str(f), "-k", "2",
+        "--data-dir", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr == (f"note: History CSV {str(f)!r}: column 'anomaly' left out of the "
+                          "metrics: it is named like a label (labels are not readings).\n")

@@ -26,21 +26,29 @@ T = TypeVar("T")
 
 
 def read_history_csv(csv: Path, device: str, table: Any = None):
-    """``load_history_csv`` for a CLI: a column it leaves out (every cell empty) is said in
-    one ``note:`` line on stderr, not as a Python warning with a source line. ``table`` is
-    the file already read (:func:`~edgewise.tables.read_tables`' numbers and cells), where
-    a fleet's histories are taken from one file."""
+    """``load_history_csv`` for a CLI: a column it leaves out (every cell empty, or named
+    like a label) is said in one ``note:`` line on stderr, not as a Python warning with a
+    source line, as ``edgewise detect`` and ``quality`` say it. ``table`` is the file already
+    read (:func:`~edgewise.tables.read_tables`' numbers and cells), where a fleet's
+    histories are taken from one file."""
     import warnings
 
-    from edgewise.label.workflow import history_from_table, load_history_csv
+    from edgewise.label.workflow import history_from_table
+    from edgewise.tables import find_time_column, not_a_metric, read_tables
 
+    if table is None:
+        table = read_tables(csv)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        history = (load_history_csv(csv, device_id=device) if table is None else
-                   history_from_table(table[0], f"History CSV {str(csv)!r}",
-                                      device_id=device, cells=table[1]))
+        history = history_from_table(table[0], f"History CSV {str(csv)!r}", device_id=device,
+                                     cells=table[1])
     for w in caught:
         typer.echo(f"note: {w.message}", err=True)
+    time_column = find_time_column(table[0])
+    for c in table[0].columns:
+        if c not in (time_column, "device_id") and (why := not_a_metric(c)):
+            typer.echo(f"note: History CSV {str(csv)!r}: column {c!r} left out of the "
+                       f"metrics: {why}.", err=True)
     return history
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import pickle
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +157,6 @@ def _warn_empty_columns(df: pd.DataFrame, read: list[str | None], where: str,
     """Name, in a :class:`UserWarning`, each column not in ``read`` whose every cell is
     empty: left out of the metrics as ``edgewise detect`` leaves it out (and says so), not
     silently (a sensor that never reported got no word)."""
-    import warnings
-
     for c in df.columns:
         if c in read or not_a_metric(c):
             continue
