@@ -97,6 +97,16 @@ def test_cli_import_and_list(data_dir: Path, tmp_path: Path) -> None:
     assert [(x["device_id"], x["label"], x["who"]) for x in rows] == [
         ("pump-1", "anomaly", "ops"), ("pump-2", "normal", "ops")]
     assert len([e for e in Security(data_dir).audit_log() if e.action == "label.add"]) == 2
+    # the same file again (the demo's labels file grows by run): no new version, no audit
+    again = _cli("label", "import", str(csv), "--data-dir", str(data_dir), "--who", "ops",
+                 "--json")
+    assert json.loads(again.stdout) == {"imported": 0, "relabelled": 0, "unchanged": 2,
+                                        "snapshot_id": out["snapshot_id"]}
+    assert len([e for e in Security(data_dir).audit_log() if e.action == "label.add"]) == 2
+    csv.write_text(csv.read_text().replace("normal", "anomaly"))
+    third = json.loads(_cli("label", "import", str(csv), "--data-dir", str(data_dir),
+                            "--json").stdout)
+    assert (third["imported"], third["relabelled"], third["unchanged"]) == (1, 1, 1)
     bad = tmp_path / "bad.csv"
     bad.write_text("device_id,start,end,label\npump-1,10,5,normal\n")
     r = _cli("label", "import", str(bad), "--data-dir", str(data_dir))

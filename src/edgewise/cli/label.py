@@ -94,17 +94,23 @@ def import_(
             raise fail(f"Label CSV line {line}: device {unknown[0]!r} is not registered and "
                        f"has no stored data{more}; nothing was imported. Register it first "
                        f"with: edgewise device add {unknown[0]}")
+        known = {lab.id for lab in store.history()}
         added = store.add_many(rows, who=who)
         snap = store.snapshot_id()
     finally:
         store.close()
         security.close()
-    relabelled = sum(1 for lab in added if lab.version > 1)
+    # a row repeating its window's current label comes back as it was (an id known before,
+    # or one this file already wrote): no new version
+    fresh = list({lab.id: lab for lab in added if lab.id not in known}.values())
+    relabelled = sum(1 for lab in fresh if lab.version > 1)
+    unchanged = len(added) - len(fresh)
     if json_out:
-        typer.echo(json.dumps({"imported": len(added), "relabelled": relabelled,
-                               "snapshot_id": snap}))
+        typer.echo(json.dumps({"imported": len(fresh), "relabelled": relabelled,
+                               "unchanged": unchanged, "snapshot_id": snap}))
     else:
-        typer.echo(f"imported {len(added)} labels ({relabelled} relabelled); snapshot {snap}")
+        typer.echo(f"imported {len(fresh)} labels ({relabelled} relabelled, {unchanged} "
+                   f"unchanged); snapshot {snap}")
 
 
 @label_app.command("list")

@@ -229,7 +229,9 @@ class LabelStore:
         source: str = "",
         supersedes: Iterable[str] = (),
     ) -> Label:
-        """Label a window; relabelling the same window adds a new version.
+        """Label a window; relabelling the same window adds a new version. The same label
+        and note again (a CSV imported twice) add none: the current label is returned as it
+        is, so the snapshot id does not move.
 
         A ``source`` (e.g. ``"alert:<id>"``) also supersedes the current label of the same
         device and source whatever its window, and continues its versions: the verdict on
@@ -259,7 +261,17 @@ class LabelStore:
     ) -> list[Label]:
         """Add ``(device_id, start_ns, end_ns, label, note)`` rows in one transaction.
 
-        Every row is checked before anything is written: one bad row writes nothing.
+        Every row is checked before anything is written: one bad row writes nothing. A row
+        that repeats its window's current label and note is not written again (its current
+        label is returned, with its own ``created_ns`` and version).
+
+        >>> import tempfile
+        >>> with LabelStore(tempfile.mkdtemp()) as labels:
+        ...     a = labels.add_many([("p", 0, 10, "anomaly", ""), ("p", 20, 30, "normal", "")])
+        ...     snap = labels.snapshot_id()
+        ...     b = labels.add_many([("p", 0, 10, "anomaly", ""), ("p", 20, 30, "anomaly", "")])
+        ...     [x.version for x in b], b[0] == a[0], labels.snapshot_id() == snap
+        ([1, 2], True, False)
         """
         return self._write([(*row, "") for row in rows], who=who, created_ns=created_ns)
 
@@ -281,6 +293,7 @@ class LabelStore:
                 )
         now = time.time_ns() if created_ns is None else created_ns
         out: list[Label] = []
+        fresh: list[Label] = []  # written now (out less the unchanged)
         same = "device_id=? AND ((start_ns=? AND end_ns=?) OR (?<>'' AND source=?))"
         with self._lock:
             cur = self._db.cursor()
@@ -288,6 +301,16 @@ class LabelStore:
             try:
                 for device_id, start_ns, end_ns, label, note, source in rows:
                     key = (device_id, start_ns, end_ns, source, source)
+                    kept = None if supersedes else cur.execute(
+                        "SELECT id, who, created_ns, version FROM labels WHERE device_id=? "
+                        "AND start_ns=? AND end_ns=? AND source=? AND label=? AND note=? "
+                        "AND current=1", (device_id, start_ns, end_ns, source, label,
+                                          note or "")).fetchone()
+                    if kept is not None:  # the same answer again: no new version
+                        out.append(Label(int(kept[0]), device_id, start_ns, end_ns, label,
+                                         note or "", kept[1], int(kept[2]), int(kept[3]),
+                                         True, source))
+                        continue
                     prev = cur.execute(
                         f"SELECT MAX(version) FROM labels WHERE {same}", key).fetchone()[0]
                     version = 1 if prev is None else int(prev) + 1
@@ -304,12 +327,13 @@ class LabelStore:
                     )
                     out.append(Label(int(cur.lastrowid or 0), device_id, start_ns, end_ns,
                                      label, note or "", who, now, version, True, source))
+                    fresh.append(out[-1])
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
         if self.security is not None:
-            for lab in out:
+            for lab in fresh:
                 self.security.audit(
                     who, "label.add", f"{lab.device_id}:{lab.start_ns}-{lab.end_ns}",
                     {"label": lab.label, "version": lab.version, "label_id": lab.id,
