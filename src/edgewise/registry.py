@@ -67,6 +67,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edgewise._private import make_private
 from edgewise.errors import InvalidParameterError, PayloadError, SignatureError
 from edgewise.telemetry import validate_device_id
 
@@ -714,13 +715,19 @@ class Registry:
         self.data_dir = Path(data_dir)
         self.root = Path(data_dir) / "registry"
         self._device_groups = device_groups
-        (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+        # the owner's only (0700, 0600), whatever the data directory's mode or the umask of
+        # the command that makes them: they hold the fleet's models and releases
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.root / "blobs").mkdir(exist_ok=True, mode=0o700)
         self._key: SigningKey | None = None
         self._key_file: tuple[int, int, int] | None = None  # (inode, size, mtime) _key was read at
         self._reload_key()
+        db = self.root / "registry.sqlite"
         # one connection shared by threads (a gateway serves from a thread pool), used under a lock
-        self._db = sqlite3.connect(self.root / "registry.sqlite", timeout=30, isolation_level=None,
-                                   check_same_thread=False)
+        self._db = sqlite3.connect(db, timeout=30, isolation_level=None, check_same_thread=False)
+        # 0600 before the WAL is made (SQLite gives it the database's mode), and the files an
+        # older version made 0644
+        make_private(db, db.with_name(f"{db.name}-wal"), db.with_name(f"{db.name}-shm"))
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)

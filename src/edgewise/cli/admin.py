@@ -12,7 +12,15 @@ DuckDB store can be open in only one process: when a running gateway holds it, t
 still revokes the credentials, says that the data is kept, and exits with status 1; delete
 the data with ``DELETE /v1/devices/<id>`` on the running gateway (admin token), or run the
 command again once the gateway is stopped (it then deletes the data of the unregistered
-device).
+device). It never makes a store to delete from: without ``--store`` it deletes from the
+data directory's DuckDB file, and when there is none although a gateway has run on the
+directory (so its data is in the store given to ``serve --store``), or the store's
+deletion fails, the data is likewise kept, the id refused by ``device add``, and the
+command exits with status 1 asking for ``--store``. Until the data is deleted the id stays
+refused; an id with nothing registered or stored is refused with nothing made or audited.
+
+``device add`` refuses an id whose data a store it can see (``--store``, else the data
+directory's DuckDB file) still holds, as ``POST /v1/devices`` does (409 ``has_data``).
 """
 
 from __future__ import annotations
@@ -88,9 +96,15 @@ Groups = Annotated[
 
 @device_app.command("add")
 def device_add(name: str, data_dir: DataDir, group: Groups = [],  # noqa: B006
-               as_json: Json = False) -> None:
-    """Register device NAME (in the --group groups) and print its secret (shown only once)."""
+               store: StoreUrl = "", as_json: Json = False) -> None:
+    """Register device NAME (in the --group groups) and print its secret (shown only once).
+
+    Refused while the store (--store, else the data dir's DuckDB file) still holds data of a
+    device of that id: delete it first with 'edgewise device delete NAME'.
+    """
     with _security(data_dir) as sec:
+        if not (sec.has_device(name) or sec.data_kept(name)):  # else add_device says why
+            _refuse_stored_data(data_dir, store, name)
         device_id, secret = sec.add_device(name, groups=group, actor="cli")
         groups = sec.device_groups(device_id)
     if as_json:
@@ -164,6 +178,9 @@ def device_delete(
     If a gateway is running on the data dir (or holds the store), only the credentials are
     revoked (exit status 1), and the id cannot be added again until its data is deleted:
     use DELETE /v1/devices/ID on the gateway, or this command once the gateway is stopped.
+    Without --store it deletes from the data dir's DuckDB file; if there is none although a
+    gateway has run on the data dir, or deleting fails, the credentials are revoked and the
+    data kept the same way (exit status 1): run it again with --store, the gateway's store.
     With an external MQTT broker (--mqtt / EDGEWISE_MQTT), the device's retained ack is
     cleared there, so a device registered again under the same id is not told the old
     watermark.
@@ -171,57 +188,71 @@ def device_delete(
     from edgewise.config import Settings
     from edgewise.errors import StoreError
     from edgewise.gateway.presence import gateway_running
-    from edgewise.store import open_store
 
     existing_data_dir(data_dir)  # a mistyped one: no data dir, registry and store made there
     settings = Settings.load(data_dir=data_dir, store=store or None)
     _external_broker(mqtt)  # a bad --mqtt fails before anything is deleted
-    with _security(data_dir) as sec:
-        registered = sec.has_device(device_id)
-        if registered:
-            sec.delete_device(device_id, actor="cli")
-        releases = _withdraw_releases(settings, sec, device_id)
-        ack = _clear_retained_ack(mqtt, device_id)  # after the revocation: no ack follows it
-        try:
-            if gateway_running(settings.data_dir):
-                # its memory (seq watermark, detectors) would outlive the data: leave it the
-                # deletion, and keep the id from being registered again before it
-                raise StoreError(f"a gateway is running on {str(settings.data_dir)!r}")
-            st = open_store(settings.store_url)
-        except StoreError as exc:
-            sec.keep_data(device_id)
-            done = {"id": device_id, "credentials_deleted": registered, "rows_deleted": None,
-                    "releases_withdrawn": releases, "error": str(exc)}
-            if as_json:
-                typer.echo(json.dumps(done))
-            what = "credentials revoked" if registered else "device was not registered"
-            why = str(exc).rstrip(".")
-            typer.echo(
-                f"error: {what}, but its stored data was NOT deleted: {why}. If a gateway "
-                f"is running, delete the data with DELETE /v1/devices/{device_id} (admin "
-                f"token), or run this command again once it is stopped; until then the id "
-                f"cannot be added again.", err=True)
-            raise typer.Exit(1) from None
-        try:
-            _forget_detector_state(st, settings, device_id)
-            rows = st.delete_device(device_id)
-        finally:
+    if gateway_running(settings.data_dir):
+        # its memory (seq watermark, detectors) would outlive the data: leave it the
+        # deletion, and keep the id from being registered again before it
+        st, why_not = None, f"a gateway is running on {str(settings.data_dir)!r}"
+    else:
+        st, why_not = _existing_store(settings)
+    try:
+        has_data = False
+        if st is not None:
+            try:
+                has_data = st.has_device_data(device_id)
+            except StoreError as exc:
+                st.close()
+                st, why_not = None, str(exc)
+        if not (_has_security(data_dir) or has_data or why_not):
+            # nothing registered here and nothing stored: make nothing (no credentials
+            # file, registry, store or audit entry) to say so
+            raise fail(f"Device {device_id!r} is not registered and has no stored data.",
+                       code=1)
+        with _security(data_dir) as sec:
+            registered = sec.has_device(device_id)
+            kept = sec.data_kept(device_id)  # an earlier deletion's data, not deleted yet
+            if kept and st is None and why_not is None:
+                why_not = (f"no store at {_default_store(settings)}, where the data kept at "
+                           f"an earlier deletion would be; pass --store with the URL the "
+                           f"gateway runs with")
+            at_stake = registered or kept or has_data or why_not is not None
+            if at_stake:  # until its data is deleted, the id is refused ('device add')
+                sec.keep_data(device_id)
+            if registered:
+                sec.delete_device(device_id, actor="cli")
+            releases = _withdraw_releases(settings, sec, device_id)
+            ack = _clear_retained_ack(mqtt, device_id)  # after the revocation: no ack follows
+            if why_not is not None:
+                raise _data_not_deleted(device_id, registered, releases, why_not, as_json)
+            rows = 0
+            if st is not None:
+                try:
+                    _forget_detector_state(st, settings, device_id)
+                    rows = st.delete_device(device_id)
+                except StoreError as exc:
+                    raise _data_not_deleted(device_id, registered, releases, str(exc),
+                                            as_json) from None
+            labels = 0
+            if (settings.data_dir / "labels.sqlite").exists():
+                from edgewise.label.store import LabelStore
+
+                with LabelStore(settings.data_dir, security=sec) as label_store:
+                    labels = label_store.delete_device(device_id, who="cli")
+            from edgewise.label.workflow import delete_models
+
+            models = delete_models(settings.data_dir, device_id)
+            if not (at_stake or rows or labels or models or releases):
+                raise fail(f"Device {device_id!r} is not registered and has no stored data.",
+                           code=1)
+            sec.data_deleted(device_id)
+            sec.audit("cli", "device.delete_data", device_id,
+                      {"rows": rows, "labels": labels, "label_models": models})
+    finally:
+        if st is not None:
             st.close()
-        labels = 0
-        if (settings.data_dir / "labels.sqlite").exists():
-            from edgewise.label.store import LabelStore
-
-            with LabelStore(settings.data_dir, security=sec) as label_store:
-                labels = label_store.delete_device(device_id, who="cli")
-        from edgewise.label.workflow import delete_models
-
-        models = delete_models(settings.data_dir, device_id)
-        kept = sec.data_kept(device_id)  # an earlier deletion's data, now gone
-        sec.data_deleted(device_id)
-        sec.audit("cli", "device.delete_data", device_id,
-                  {"rows": rows, "labels": labels, "label_models": models})
-    if not (registered or rows or labels or models or releases or kept):
-        raise fail(f"Device {device_id!r} is not registered and has no stored data.", code=1)
     if as_json:
         typer.echo(json.dumps({"id": device_id, "credentials_deleted": registered,
                                "rows_deleted": rows, "labels_deleted": labels,
@@ -236,12 +267,119 @@ def device_delete(
                + ("; retained ack cleared" if ack else ""))
 
 
+def _data_not_deleted(device_id: str, registered: bool, releases: list[int], why: str,
+                      as_json: bool) -> typer.Exit:
+    """Say that the device's stored data was not deleted (and why), and that it is kept:
+    the id stays refused until it is; return the Exit (status 1) to raise."""
+    if as_json:
+        typer.echo(json.dumps({"id": device_id, "credentials_deleted": registered,
+                               "rows_deleted": None, "releases_withdrawn": releases,
+                               "error": why}))
+    what = "credentials revoked" if registered else "device was not registered"
+    typer.echo(
+        f"error: {what}, but its stored data was NOT deleted: {why.rstrip('.')}. The data is "
+        f"kept, and the id cannot be added again until it is deleted: if a gateway is "
+        f"running, delete it with DELETE /v1/devices/{device_id} (admin token); else run "
+        f"this command again once the store answers (with --store URL, the store the "
+        f"gateway runs with).", err=True)
+    return typer.Exit(1)
+
+
+def _default_store(settings: Settings) -> Path:
+    """The data directory's DuckDB file, the store when no --store is given."""
+    return (settings.data_dir / "edgewise.duckdb").absolute()
+
+
+def _duckdb_file(url: str) -> Path | None:
+    """The file a ``duckdb:///PATH`` URL names; ``None`` for any other store.
+
+    >>> _duckdb_file("duckdb:///srv/ew/edgewise.duckdb"), _duckdb_file("duckdb://:memory:")
+    (PosixPath('/srv/ew/edgewise.duckdb'), None)
+    >>> _duckdb_file("postgresql://ew@db/ew") is None
+    True
+    """
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() != "duckdb" or not rest.startswith("/") or rest == "/:memory:":
+        return None
+    return Path(rest)
+
+
+def _gateway_ran(data_dir: Path) -> bool:
+    """Whether a gateway has run on the data dir: it leaves its presence lock file (and
+    its detector state) there."""
+    from edgewise.gateway.presence import LOCK_NAME
+
+    return (data_dir / LOCK_NAME).exists() or (data_dir / "detectors.pickle").exists()
+
+
+def _existing_store(settings: Settings) -> tuple[Store | None, str | None]:
+    """The store to delete from, opened, never made: ``(store, None)``; ``(None, why)``
+    when the device's data may be in a store that cannot be opened or is elsewhere; and
+    ``(None, None)`` when nothing can have been stored (no --store, no DuckDB file in the
+    data dir, and no gateway has run on it)."""
+    from edgewise.errors import StoreError
+    from edgewise.store import open_store, shown_url
+
+    path = _duckdb_file(settings.store_url)
+    if path is not None and not path.is_file():
+        if settings.store:
+            return None, (f"no store at {path} (--store {shown_url(settings.store)} names a "
+                          f"DuckDB file that does not exist); pass --store with the URL the "
+                          f"gateway runs with")
+        if _gateway_ran(settings.data_dir):
+            return None, (f"no store at {path}, but a gateway has run on "
+                          f"{str(settings.data_dir)!r}: its data is in the store it runs with; "
+                          f"pass that --store URL (EDGEWISE_STORE), e.g. postgresql://…")
+        return None, None
+    try:
+        return open_store(settings.store_url), None
+    except StoreError as exc:
+        return None, str(exc)
+
+
+def _refuse_stored_data(data_dir: Path, store: str, name: str) -> None:
+    """End ``device add`` (exit 2) when a store the CLI can see (``store``, else the data
+    dir's DuckDB file when there is one) still holds data of a device ``name``, as ``POST
+    /v1/devices`` refuses it (409 ``has_data``): a new device under the id would be
+    acknowledged the old one's seq watermark and forget messages never stored."""
+    from edgewise.config import Settings
+    from edgewise.errors import StoreError
+    from edgewise.gateway.presence import gateway_running
+    from edgewise.store import open_store, shown_url
+
+    url = Settings(data_dir=data_dir, store=store).store_url
+    path = _duckdb_file(url)
+    if path is not None and (not path.is_file() or gateway_running(data_dir)):
+        return  # nothing stored there; or held by the gateway, whose deletions leave none
+    try:
+        st = open_store(url)
+    except StoreError as exc:
+        typer.echo(f"warning: could not check the store for data of a device {name!r}: "
+                   f"{exc}", err=True)
+        return
+    try:
+        has = st.has_device_data(name)
+    except StoreError as exc:
+        typer.echo(f"warning: could not check the store for data of a device {name!r}: "
+                   f"{exc}", err=True)
+        return
+    finally:
+        st.close()
+    if has:
+        again = f" --store {shown_url(store)}" if store else ""
+        raise fail(f"Device {name!r} is not registered, but the store {shown_url(url)} still "
+                   f"holds data of a device of that id (readings, seqs or alerts); delete it "
+                   f"first with: edgewise device delete {name}{again}, or pick another name.")
+
+
 def _withdraw_releases(settings: Settings, sec: Security, device_id: str) -> list[int]:
     """Withdraw the model releases aimed at the device, as ``DELETE /v1/devices/{id}`` does
     (the registry is SQLite in WAL mode: safe beside a running gateway)."""
     from edgewise.registry import Registry
     from edgewise.server.routes.devices import withdraw_releases
 
+    if not (settings.data_dir / "registry" / "registry.sqlite").is_file():
+        return []  # no registry, no release: none is made to say so
     reg = Registry(settings.data_dir)
     try:
         return withdraw_releases(reg, sec, device_id, "cli")

@@ -7,6 +7,9 @@ a release of it for ``target`` (by default ``group:federated``: no device runs i
 rolled out to that device's group or to the device). The metadata is in the signed manifest:
 ``trained_on`` holds it as JSON, ``metrics`` its numbers. :func:`load_global_model` reads it
 back only after :func:`edgewise.registry.verify` accepts signature, target and payload hash.
+Both steps are recorded in the data directory's audit log (``model.publish``,
+``model.rollout``, by actor ``federated``) when it has one (``security.sqlite``), as
+``edgewise registry publish`` and ``rollout`` record theirs by ``cli``.
 
 >>> import tempfile, torch
 >>> d = Path(tempfile.mkdtemp())
@@ -39,6 +42,8 @@ __all__ = ["DEFAULT_TARGET", "load_global_model", "next_version", "register_glob
 #: Release target of a freshly trained global model: a group no device is in by default.
 DEFAULT_TARGET = "group:federated"
 FORMAT = "npz-state-dict"
+#: Who the audit log says published and released a global model.
+ACTOR = "federated"
 
 
 def _numbers(meta: Mapping[str, Any]) -> dict[str, float]:
@@ -102,12 +107,36 @@ def register_global_model(
         mv = reg.publish(name, version, payload, format=FORMAT,
                          trained_on=json.dumps(meta, sort_keys=True, default=str),
                          metrics=_numbers(meta))
+        _audit(data_dir, "model.publish", name, {"version": version, "sha256": mv.sha256,
+                                                 "size": mv.size, "format": mv.format})
         signed = reg.rollout(name, version, target)
+        _audit(data_dir, "model.rollout", target, {
+            "name": name, "version": version, "release": signed.manifest.release,
+            "kind": signed.manifest.kind})
         return {"name": name, "version": version, "release": signed.manifest.release,
                 "target": target, "sha256": mv.sha256, "size": mv.size, "key_id": reg.key_id,
                 "data_dir": str(data_dir)}
     finally:
         reg.close()
+
+
+def _audit(data_dir: str | Path, action: str, target: str, detail: dict[str, object]) -> None:
+    """Record a registry change in the data directory's audit log by :data:`ACTOR`, with the
+    details ``edgewise registry publish``/``rollout`` record; nothing where the directory has
+    no ``security.sqlite`` (a federated run's own output directory has none, and gets none).
+
+    >>> import tempfile
+    >>> _audit(tempfile.mkdtemp(), "model.publish", "demo", {})  # no audit log: nothing made
+    """
+    if not (Path(data_dir) / "security.sqlite").is_file():
+        return
+    from edgewise.security import Security
+
+    sec = Security(Path(data_dir))
+    try:
+        sec.audit(ACTOR, action, target, detail)
+    finally:
+        sec.close()
 
 
 def load_global_model(

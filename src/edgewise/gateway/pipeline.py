@@ -59,7 +59,7 @@ from edgewise.gateway.fast_streams import FastStreamGate
 from edgewise.gateway.metrics import Metrics
 from edgewise.quality.stream import StreamCleaner
 from edgewise.security.ratelimit import RateLimiter
-from edgewise.store.base import Alert, Store
+from edgewise.store.base import Alert, AppendResult, Store
 from edgewise.telemetry import _MAX_SEQ, Decoded, Reading, _undecodable, decode
 
 __all__ = ["IngestResult", "Pipeline", "default_detector_factory",
@@ -240,8 +240,15 @@ class Pipeline:
         self._listeners: list[Callable[[str, int], None]] = []
         self._alert_listeners: list[Callable[[Alert], None]] = []
         self.detect_async = detect_async
-        self._queue: queue.Queue[list[Reading] | None] = queue.Queue(maxsize=100_000)
+        self._queue: queue.Queue[_Committed | None] = queue.Queue(maxsize=100_000)
+        # committed batches not yet scored (or dropped); counted from their commit, under
+        # the commit lock, so flush() and forget_device() see a batch before it is queued
         self._busy = 0
+        self._commits = 0  # commits so far: the generation of the last committed batch
+        # forgotten device -> the generation of the last batch committed before it was
+        # forgotten: its readings in batches up to that one are dropped, not scored (they
+        # may still be queued); emptied whenever no committed batch is left to score
+        self._forgotten: dict[str, int] = {}
         self._closed = False
         self._worker: threading.Thread | None = None
         now = time.monotonic()
@@ -341,6 +348,24 @@ class Pipeline:
                 if not devices:
                     return out
             res = self.store.append(readings, seqs or None)
+            self._commits += 1
+            batch = _Committed(readings, self._commits)
+            with self._state_lock:
+                self._busy += 1  # _submit() (or the finally below) counts it off
+        try:
+            return self._after_commit(items, out, devices, seqs, res, batch, t0)
+        finally:
+            if not batch.submitted:  # no readings, or something failed before detection
+                self._done()
+
+    def _after_commit(
+        self, items: Sequence[tuple[str, bytes]],
+        out: list[IngestResult | PayloadError | RateLimitError], devices: set[str],
+        seqs: dict[str, list[int]], res: AppendResult, batch: _Committed, t0: float,
+    ) -> list[IngestResult | PayloadError | RateLimitError]:
+        """Count a commit, update the seq bookkeeping, fill in the acks, tell the
+        listeners, and hand the committed readings to detection."""
+        m = self.metrics
         m.inc("edgewise_commit_seconds_sum", time.perf_counter() - t0)
         m.inc("edgewise_commit_seconds_count")
         m.inc("edgewise_readings_stored_total", res.stored)
@@ -351,10 +376,12 @@ class Pipeline:
             marks[d] = self.store.seq_watermark(d)
         now = time.monotonic()
         with self._state_lock:
+            # a device forgotten since this commit: its seq bookkeeping is not made again
+            live = {d for d in devices if self._forgotten.get(d, 0) < batch.gen}
             for d, ss in seqs.items():
-                if ss:
+                if ss and d in live:
                     self._max_seq[d] = max(self._max_seq.get(d, 0), max(ss))
-            for d in devices:
+            for d in live:
                 if self._max_seq.get(d, 0) > marks[d]:
                     self._gap_since.setdefault(d, now)
                 else:
@@ -369,8 +396,8 @@ class Pipeline:
         for d in devices:
             for cb in self._listeners:
                 cb(d, marks[d])
-        if readings:
-            self._submit(readings)
+        if batch:
+            self._submit(batch)
         return out
 
     def _deleted(self, devices: set[str]) -> set[str]:
@@ -398,20 +425,31 @@ class Pipeline:
         self._listeners.append(callback)
 
     # -- detection ---------------------------------------------------------------------
-    def _submit(self, readings: list[Reading]) -> None:
+    def _submit(self, batch: _Committed) -> None:
+        """Score a committed batch (counted in ``_busy`` at its commit) now or on the
+        worker; either way it is counted off once it is scored or dropped."""
+        batch.submitted = True
         if not self.detect_async:
-            self.detect(readings)
+            try:
+                self.detect(batch)
+            finally:
+                self._done()
             return
         try:
-            with self._state_lock:
-                self._busy += 1
-            self._queue.put_nowait(readings)
+            self._queue.put_nowait(batch)
         except queue.Full:
-            with self._state_lock:
-                self._busy -= 1
-            self.metrics.inc("edgewise_readings_late_unscored_total", len(readings))
-            log.warning("detection backlog full: %d readings stored but not scored", len(readings))
+            self._done()
+            self.metrics.inc("edgewise_readings_late_unscored_total", len(batch))
+            log.warning("detection backlog full: %d readings stored but not scored", len(batch))
         self.metrics.set("edgewise_detection_backlog", self._queue.qsize())
+
+    def _done(self) -> None:
+        """Count off one committed batch; with none left to score, no queued reading of a
+        forgotten device is left to drop."""
+        with self._state_lock:
+            self._busy -= 1
+            if self._busy == 0:
+                self._forgotten.clear()
 
     def _run(self) -> None:
         next_gap_check = time.monotonic() + 1.0
@@ -428,8 +466,7 @@ class Pipeline:
                 except Exception:
                     log.exception("detection failed for a batch of %d readings", len(batch))
                 finally:
-                    with self._state_lock:
-                        self._busy -= 1
+                    self._done()
                 self.metrics.set("edgewise_detection_backlog", self._queue.qsize())
             if time.monotonic() >= next_gap_check:
                 try:
@@ -439,8 +476,8 @@ class Pipeline:
                 next_gap_check = time.monotonic() + 1.0
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until every committed reading has been scored and its alerts written;
-        False on timeout."""
+        """Wait until every committed reading has been scored (or, of a forgotten device,
+        dropped) and its alerts written; False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._state_lock:
@@ -452,12 +489,19 @@ class Pipeline:
         return False
 
     def detect(self, readings: Sequence[Reading]) -> list[Alert]:
-        """Score committed readings in arrival order and raise alerts; return new/extended ones."""
+        """Score committed readings in arrival order and raise alerts; return new/extended ones.
+
+        Readings of a device forgotten (:meth:`forget_device`) after the commit that
+        stored them are dropped: the device and its data are being deleted."""
         with self._detect_lock:
             return self._detect(readings)
 
     def _detect(self, readings: Sequence[Reading]) -> list[Alert]:
         t0 = time.perf_counter()
+        gen = getattr(readings, "gen", None)  # a committed batch's; None: score them all
+        if gen is not None and self._forgotten:
+            gone = self._forgotten
+            readings = [r for r in readings if gone.get(r.device_id, 0) < gen]
         rows: dict[tuple[str, int], dict[str, float]] = {}
         scores: dict[tuple[str, int], dict[str, float]] = {}
         eligible: dict[tuple[str, int], set[str]] = {}
@@ -547,7 +591,7 @@ class Pipeline:
         self.metrics.inc("edgewise_detect_seconds_sum", time.perf_counter() - t0)
         return raised
 
-    def forget_device(self, device_id: str, timeout: float = 10.0) -> int:
+    def forget_device(self, device_id: str) -> int:
         """Drop everything the pipeline keeps about a device; return how many streams it had.
 
         Called when a device is deleted (``DELETE /v1/devices/{id}``): its detectors and
@@ -555,9 +599,12 @@ class Pipeline:
         and the open alert being extended all go, so a device registered
         again under the same id starts from scratch (its seq may restart at 1 without a
         false gap, and no alert update is written for an alert that was deleted). Readings
-        of the device still queued for detection are scored first (up to ``timeout``
-        seconds), so none of them recreates state afterwards. Call it after the device's
-        credentials are revoked and before its stored data is deleted.
+        of the device committed before this call and not yet scored (a detection backlog,
+        or a commit whose readings are on their way to the queue) are dropped when their
+        turn comes, so none of them brings back detectors, alerts or seq bookkeeping; the
+        call does not wait for the backlog. Readings committed after it (the id registered
+        again) are scored as a new device's. Call it after the device's credentials are
+        revoked and before its stored data is deleted.
 
         >>> from edgewise.config import Settings
         >>> from edgewise.store import open_store
@@ -568,10 +615,11 @@ class Pipeline:
         (2, 0)
         >>> p.close(); store.close()
         """
-        if self.detect_async and not self.flush(timeout):
-            log.warning("detection backlog not drained in %.0fs; forgetting %s anyway",
-                        timeout, device_id)
-        with self._detect_lock, self._state_lock:
+        with self._commit_lock:  # every batch up to this one holds readings of before
+            last = self._commits
+        with self._gap_check_lock, self._detect_lock, self._state_lock:
+            if self._busy:  # some of them are not scored yet: drop the device's
+                self._forgotten[device_id] = last
             keys = [k for k in self._detectors if k[0] == device_id]
             for k in keys:
                 del self._detectors[k]
@@ -592,7 +640,7 @@ class Pipeline:
             # it again now, or a crash before the next clean stop brings the device back
             if (keys or had_mv) and self.state_path is not None and self.state_path.exists():
                 self.save_state(self.state_path)
-        self.alerts.forget(device_id)
+            self.alerts.forget(device_id)
         return len(keys)
 
     def _clean(self, readings: Sequence[Reading]) -> tuple[list[Reading], set[int]]:
@@ -763,6 +811,22 @@ class Pipeline:
                 self.save_state(self.state_path)
             except OSError:
                 log.exception("could not save detector state to %s", self.state_path)
+
+
+class _Committed(list[Reading]):
+    """The readings of one commit, in order, with the commit's generation ``gen`` (the
+    pipeline's count of commits when it was made): :meth:`Pipeline.forget_device` drops a
+    forgotten device's readings from batches of its generation or older.
+
+    >>> b = _Committed([Reading("pump-1", "t", 0, 1.0)], 7)
+    >>> len(b), b.gen, b.submitted
+    (1, 7, False)
+    """
+
+    def __init__(self, readings: Sequence[Reading], gen: int) -> None:
+        super().__init__(readings)
+        self.gen = gen
+        self.submitted = False  # handed to detection (which then counts it off)
 
 
 #: Cleaner removals that detection scores anyway: the pipeline's late-horizon rule judges

@@ -12,6 +12,13 @@ restart) is reopened on the next call; the call that hit the break raises
 The URL may carry ``?schema=name``: the tables then live in that schema (created if
 missing), which lets tests and several deployments share one database.
 
+Opening a store issues only the DDL it is missing (the schema, a table, an index, a
+migration of an older store), after looking in the catalogue, so a least-privilege role
+runs it: one that owns only its schema (the tables are made there at the first open), or
+one with only ``SELECT, INSERT, UPDATE, DELETE`` on tables an admin made (by opening the
+store once). DDL refused for want of a privilege fails with the statement, the privilege
+it needs and how to do it once as an admin.
+
 The seq watermark is kept in memory per process, loaded at open and advanced by this
 process's commits; a second process writing the *same* device makes it lag (it never runs
 ahead), which keeps acknowledgements safe.
@@ -95,6 +102,25 @@ _CONFLICTS_UNIQUE = [
     """DROP INDEX IF EXISTS conflicts_key""",  # the unique index serves its lookups
     """INSERT INTO ew_meta VALUES ('conflicts_unique', '1')""",
 ]
+
+#: The meta keys of the migrations an older store gets once (all present in a new one).
+_MIGRATED = ("schema_version", "device_stats", "alerts_merged_into", "conflicts_unique")
+
+_CREATES = re.compile(r"CREATE (?:UNIQUE )?(TABLE|INDEX) IF NOT EXISTS (\w+)(?: ON (\w+))?")
+
+
+def _made(stmt: str) -> tuple[str, str, str | None]:
+    """(kind, name, table indexed) of a ``CREATE … IF NOT EXISTS`` statement.
+
+    >>> _made(_TABLES[0])
+    ('table', 'ew_meta', None)
+    >>> _made(_TABLES[-1])
+    ('index', 'alerts_listing', 'alerts')
+    """
+    m = _CREATES.match(stmt)
+    assert m is not None, stmt
+    return m.group(1).lower(), m.group(2), m.group(3)
+
 
 _STAGE = """CREATE TEMP TABLE IF NOT EXISTS ew_stage (
     device_id text COLLATE "C", metric text COLLATE "C", ts_ns bigint,
@@ -232,41 +258,112 @@ class PostgresStore(SQLStoreMixin):
             con.execute("SET extra_float_digits = 3")  # float8 as text: exact (see _mean)
             if self.schema:
                 if create:
-                    con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                    self._ensure_schema(con)
                 con.execute(f'SET search_path TO "{self.schema}"')
-            if create:
+            if create and self._missing(con):
                 with con.transaction():
-                    # two processes starting at once must not race on CREATE TABLE
+                    # two processes starting at once must not race on CREATE TABLE; what
+                    # is missing is looked up again under the lock
                     con.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema()))")
-                    for stmt in _TABLES:
-                        con.execute(stmt)
-                    con.execute(
-                        "INSERT INTO ew_meta VALUES ('schema_version', '1') "
-                        "ON CONFLICT (key) DO NOTHING"
-                    )
-                    done = con.execute(
-                        "SELECT 1 FROM ew_meta WHERE key = 'device_stats'").fetchone()
-                    if not done:  # stores made before device_stats existed: fill it once
-                        _refresh_device_stats(con, None)
-                        con.execute("INSERT INTO ew_meta VALUES ('device_stats', '1')")
-                    done = con.execute(
-                        "SELECT 1 FROM ew_meta WHERE key = 'alerts_merged_into'").fetchone()
-                    if not done:  # stores made before alerts could be merged: NULL, live
-                        con.execute(
-                            "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS merged_into text")
-                        con.execute("INSERT INTO ew_meta VALUES ('alerts_merged_into', '1')")
-                    done = con.execute(
-                        "SELECT 1 FROM ew_meta WHERE key = 'conflicts_unique'").fetchone()
-                    if not done:  # stores made before conflicts had a unique key
-                        for stmt in _CONFLICTS_UNIQUE:
-                            con.execute(stmt)
+                    self._set_up(con)
             con.execute(_STAGE)
+        except StoreError:
+            con.close()
+            raise
         except psycopg.Error as exc:
             con.close()
             raise StoreError(
                 f"Cannot set up PostgreSQL store {self.url!r}: {_one_line(exc)}"
             ) from exc
         return con
+
+    def _ensure_schema(self, con: Any) -> None:
+        """Create the URL's schema if it does not exist (only then: ``CREATE SCHEMA IF NOT
+        EXISTS`` needs CREATE on the database even when the schema is there)."""
+        if con.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                       [self.schema]).fetchone():
+            return
+        role, db = con.execute("SELECT current_user, current_database()").fetchone()
+        try:
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        except self._psycopg.errors.InsufficientPrivilege as exc:
+            raise StoreError(
+                f"Cannot set up PostgreSQL store {self.url!r}: schema {self.schema!r} does not "
+                f"exist, and role {role!r} may not create it: CREATE SCHEMA needs CREATE on "
+                f"database {db!r} ({_one_line(exc)}). Create it once as an admin: CREATE "
+                f'SCHEMA "{self.schema}" AUTHORIZATION "{role}" (the role then makes the '
+                f"store's tables in it), or name an existing schema in the URL."
+            ) from exc
+        except self._psycopg.errors.UniqueViolation:  # made by another process meanwhile
+            pass
+
+    def _missing(self, con: Any) -> list[str]:
+        """What opening must still do, from the catalogue: the relations (tables, indexes)
+        of :data:`_TABLES` not in the current schema, and the migrations not recorded in
+        ``ew_meta``."""
+        have = {r[0] for r in con.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema()").fetchall()}
+        out = [name for _, name, _ in map(_made, _TABLES) if name not in have]
+        done: set[str] = set()
+        if "ew_meta" in have:
+            done = {r[0] for r in con.execute("SELECT key FROM ew_meta").fetchall()}
+        return out + [f"ew_meta:{k}" for k in _MIGRATED if k not in done]
+
+    def _set_up(self, con: Any) -> None:
+        """Issue the DDL and migrations :meth:`_missing` finds (in the open transaction,
+        under the advisory lock); each refused one names the privilege it needs."""
+        missing = set(self._missing(con))
+        if not missing:
+            return
+        role, schema = con.execute("SELECT current_user, current_schema()").fetchone()
+        made: set[str] = set()
+        for stmt in _TABLES:
+            kind, name, table = _made(stmt)
+            if name not in missing:
+                continue
+            if kind == "table":
+                right = f"CREATE on schema {schema!r}"
+            elif table in made:  # an index of a table made just now: its maker owns it
+                right = f"CREATE on schema {schema!r}"
+            else:
+                right = f"ownership of table {table!r}"
+            self._ddl(con, stmt, role, right, f"create {kind} {name!r}")
+            made.add(name)
+        if "ew_meta:schema_version" in missing:
+            con.execute("INSERT INTO ew_meta VALUES ('schema_version', '1') "
+                        "ON CONFLICT (key) DO NOTHING")
+        if "ew_meta:device_stats" in missing:  # stores made before device_stats: fill it
+            _refresh_device_stats(con, None)
+            con.execute("INSERT INTO ew_meta VALUES ('device_stats', '1')")
+        if "ew_meta:alerts_merged_into" in missing:  # alerts made before they could merge
+            has = con.execute(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = 'alerts'::regclass "
+                "AND attname = 'merged_into' AND NOT attisdropped").fetchone()
+            if not has:
+                self._ddl(con, "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS merged_into text",
+                          role, "ownership of table 'alerts'", "add column alerts.merged_into")
+            con.execute("INSERT INTO ew_meta VALUES ('alerts_merged_into', '1')")
+        if "ew_meta:conflicts_unique" in missing:  # conflicts made before their unique key
+            for stmt in _CONFLICTS_UNIQUE:
+                self._ddl(con, stmt, role, "ownership of table 'conflicts'",
+                          "give table 'conflicts' its unique index")
+
+    def _ddl(self, con: Any, stmt: str, role: str, right: str, what: str) -> None:
+        """Run one set-up statement; refused for want of a privilege, raise a
+        :class:`StoreError` naming it, the privilege and the way out."""
+        try:
+            con.execute(stmt)
+        except self._psycopg.errors.InsufficientPrivilege as exc:
+            flat = " ".join(stmt.split())
+            shown = flat if len(flat) <= 80 else flat[:79] + "…"
+            raise StoreError(
+                f"Cannot set up PostgreSQL store {self.url!r}: role {role!r} needs {right} "
+                f"to {what} ({shown}: {_one_line(exc)}). Set the store up once as an admin "
+                f"or the tables' owner (open it once with that role, e.g. 'edgewise serve "
+                f"--store' with its URL); role {role!r} then needs only SELECT, INSERT, "
+                f"UPDATE and DELETE on the store's tables."
+            ) from exc
 
     def _live(self, attr: str) -> Any:
         """The connection in ``self.<attr>``, reopened first if it is missing, closed or broken."""
