@@ -438,9 +438,10 @@ def _check_token_name(name: object) -> str:
 
 def _kept_data_message(device_id: str) -> str:
     return (f"Device {device_id!r} was deleted, but its stored data was kept (a gateway was "
-            f"running); delete it with DELETE /v1/devices/{device_id} (admin token), or with "
-            f"edgewise device delete {device_id} once the gateway is stopped, then add the "
-            f"device again; or pick another name.")
+            f"running, or the deletion could not reach the store); delete it with DELETE "
+            f"/v1/devices/{device_id} (admin token), or with edgewise device delete "
+            f"{device_id} [--store URL] once the gateway is stopped, then add the device "
+            f"again; or pick another name.")
 
 
 class Security:
