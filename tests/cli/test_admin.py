@@ -84,7 +84,10 @@ def test_token_create(run, data_dir: Path) -> None:
     sec = Security(data_dir)
     who = sec.authenticate_token(out["token"])
     assert (who.role, who.name) == ("operator", "ops")
+    assert out["id"] == who.token_id  # what 'token revoke --id' takes
     sec.close()
+    res = run("token", "create", "--role", "viewer", "--json")
+    assert json.loads(res.stdout)["name"] == "viewer"  # as stored: the role by default
     res = run("token", "create", "--role", "root")
     assert res.exit_code == 2
     assert "error: --role must be one of admin, operator, viewer. Got 'root'." in res.stderr

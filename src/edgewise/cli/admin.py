@@ -454,8 +454,10 @@ def token_create(
         raise fail(f"--role must be one of {', '.join(roles)}. Got {role!r}.")
     with _security(data_dir) as sec:
         token = sec.create_token(role, name, actor="cli")
+        made = sec.authenticate_token(token)  # as stored, with its id (revoke --id takes it)
     if as_json:
-        typer.echo(json.dumps({"token": token, "role": role, "name": name or role}))
+        typer.echo(json.dumps({"token": token, "role": made.role, "name": made.name,
+                               "id": made.token_id}))
         return
     typer.echo(token)
     typer.echo(f"API token with role {role!r}; shown only now. Send it as "
