@@ -17,7 +17,7 @@ import typer
 from edgewise.cli._app import DataDir, Json, app, bench_app, fail
 
 if TYPE_CHECKING:
-    from edgewise.federated.deploy import LocalFleet
+    from edgewise.federated.deploy import LocalFleet, TlsFiles
 
 federate_app = typer.Typer(help="Federated learning across devices (Flower).",
                            no_args_is_help=True)
@@ -31,6 +31,17 @@ DpEpsilon = Annotated[float, typer.Option(
     "--dp-epsilon", help="Record-level DP budget ε per device over the whole run (δ=1e-5): "
                          "every device runs DP-SGD and calibrates its own noise to it. "
                          "0 turns it off.")]
+TlsCert = Annotated[Path | None, typer.Option(
+    "--tls-cert", show_default=False,
+    help="PEM certificate of the SuperLink: serve TLS only (needs --tls-key). It must name "
+         "the address devices connect to, and 127.0.0.1 for --host 0.0.0.0 (this machine's "
+         "own processes connect there).")]
+TlsKey = Annotated[Path | None, typer.Option(
+    "--tls-key", show_default=False, help="Unencrypted PEM private key of --tls-cert.")]
+TlsCa = Annotated[Path | None, typer.Option(
+    "--tls-ca", show_default=False,
+    help="PEM certificate of the CA that signed --tls-cert (default: --tls-cert itself, "
+         "when self-signed); devices trust it with `federate client --tls-ca`.")]
 RolloutTo = Annotated[str, typer.Option(
     "--rollout-to", help="Target of the signed release of the global model: group:NAME or "
                          "device:ID (default group:federated, which no device is in).")]
@@ -41,6 +52,25 @@ def _check_data_dir(data_dir: Path) -> None:
     if data_dir.exists() and not data_dir.is_dir():
         raise fail(f"--data-dir {data_dir} is a file, not a folder; pass a folder (it is "
                    "created if missing).")
+
+
+def _check_tls(cert: Path | None, key: Path | None, ca: Path | None,
+               host: str) -> TlsFiles | None:
+    """The SuperLink's TLS files, checked (:func:`~edgewise.federated.deploy.check_tls`);
+    without them, a warning when the SuperLink is reachable from other machines."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.deploy import check_tls, is_loopback
+
+    try:
+        tls = check_tls(cert, key, ca, host=host)
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
+    if tls is None and not is_loopback(host):
+        typer.echo(f"warning: the SuperLink listens on {host} without TLS: model updates, "
+                   "metrics and normaliser statistics cross the network unencrypted; pass "
+                   "--tls-cert and --tls-key (and --tls-ca) outside a trusted network.",
+                   err=True)
+    return tls
 
 
 def _check_rollout(target: str) -> None:
@@ -356,9 +386,15 @@ def server(
                                               "of the previous server run.")] = False,
     secagg: SecAgg = False,
     rollout_to: RolloutTo = "group:federated",
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_ca: TlsCa = None,
     as_json: Json = False,
 ) -> None:
-    """Start a SuperLink, wait for devices, run the rounds, register the global model (signed)."""
+    """Start a SuperLink, wait for devices, run the rounds, register the global model (signed).
+
+    With --tls-cert/--tls-key (and --tls-ca) it serves TLS only; without, it runs Flower's
+    insecure mode (unencrypted: loopback or a trusted network)."""
     from edgewise.federated.deploy import LocalFleet
 
     _check_data_dir(data_dir)
@@ -395,6 +431,7 @@ def server(
     if resume and secagg:
         raise fail("--resume cannot be combined with --secagg: SecAgg+ runs keep no "
                    "checkpoint, so the run would start afresh; drop one of them.")
+    tls = _check_tls(tls_cert, tls_key, tls_ca, host)
     work = data_dir / "federated" / "server"
     checkpoint = work / "out" / "checkpoint.npz"
     if not resume:  # a fresh run: neither the model nor the privacy spent carries over
@@ -419,10 +456,16 @@ def server(
         except FederatedRunError as exc:
             raise fail(f"--resume: {exc}") from None
     if not as_json:
-        typer.echo(f"SuperLink on {host}:{port}; connect devices with: edgewise federate client "
-                   f"--superlink {host}:{port} --partition-id I --num-partitions {clients}")
+        from edgewise.federated.deploy import device_address
+
+        address, note = device_address(host, port, tls)
+        trust = f" --tls-ca {tls.ca}" if tls else ""
+        typer.echo(f"SuperLink on {host}:{port} ({'TLS' if tls else 'unencrypted'}); connect "
+                   f"devices with: edgewise federate client --superlink {address} "
+                   f"--partition-id I --num-partitions {clients}{trust}"
+                   + (f" ({note})" if note else ""))
     result = _run_fleet(
-        LocalFleet(clients, workdir=work, spawn_nodes=False, port=port, host=host),
+        LocalFleet(clients, workdir=work, spawn_nodes=False, port=port, host=host, tls=tls),
         {"num-server-rounds": rounds, "strategy": strategy, "beta": beta,
          "num-malicious": num_malicious, "dp-noise": dp_noise, "dp-clip": dp_clip,
          "dataset": dataset, "data-dir": cmapss_dir,
@@ -431,6 +474,26 @@ def server(
          "dp-sgd-epsilon": dp_epsilon},
         timeout=600 + rounds * round_timeout * 2)
     _print_result(result, as_json)
+
+
+def _check_root_certificates(tls_ca: Path | None, superlink: str) -> Path | None:
+    """``--tls-ca`` as an absolute path, refused in one line unless it holds a PEM
+    certificate; without it, a warning when the SuperLink is not on this machine."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.deploy import is_loopback, load_ca
+
+    if tls_ca is None:
+        host = superlink.rpartition(":")[0] or superlink
+        if not is_loopback(host):
+            typer.echo(f"warning: --superlink {superlink} without --tls-ca: this device's "
+                       "model updates and metrics cross the network unencrypted; pass "
+                       "--tls-ca with the SuperLink's CA certificate outside a trusted "
+                       "network.", err=True)
+        return None
+    try:
+        return load_ca(tls_ca)
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
 
 
 @federate_app.command("client")
@@ -451,8 +514,14 @@ def client(
                                  "(default: <data-dir>/federated/privacy-ledger-<partition>"
                                  ".json, whatever --num-partitions). A new file is a fresh "
                                  "budget.")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(
+        "--tls-ca", show_default=False,
+        help="PEM certificate of the CA that signed the SuperLink's certificate: connect "
+             "over TLS and verify the SuperLink with it (the server's --tls-ca, or its "
+             "--tls-cert when self-signed). Without it the connection is unencrypted.")] = None,
 ) -> None:
-    """Run this device as a Flower SuperNode (insecure: loopback or a trusted network)."""
+    """Run this device as a Flower SuperNode (TLS with --tls-ca; else unencrypted: loopback
+    or a trusted network)."""
     import os
 
     from edgewise.errors import InvalidParameterError
@@ -467,6 +536,7 @@ def client(
                    f"{num_partitions - 1}. Got {partition_id}.")
     if not 0 <= port <= 65535:
         raise fail(f"--port must be between 0 (a free one) and 65535. Got {port}.")
+    root = _check_root_certificates(tls_ca, superlink)  # before the ledger's folder is made
     # The default ledger belongs to this device's data (its data dir and partition), not to
     # the fleet's size: the same records must not get a fresh budget under another
     # --num-partitions.
@@ -495,7 +565,7 @@ def client(
             from None
     home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
     cmd = supernode_command(superlink, partition_id, num_partitions, port or free_port(),
-                            max_epsilon=max_epsilon, ledger=ledger)
+                            max_epsilon=max_epsilon, ledger=ledger, root_certificates=root)
     os.execvpe(cmd[0], cmd, _env(home))
 
 

@@ -1,7 +1,8 @@
 """Run a federated round across real processes with Flower's deployment engine.
 
 :class:`LocalFleet` starts one ``flower-superlink`` and N ``flower-supernode`` processes on
-loopback (insecure mode, free ports, a private ``FLWR_HOME``), submits the Edgewise Flower
+loopback (free ports, a private ``FLWR_HOME``; TLS when given :class:`TlsFiles`, else
+Flower's insecure mode), submits the Edgewise Flower
 app (``edgewise.federated.server_app:app`` / ``client_app:app``) the way ``flwr run``
 does, waits for it to finish and stops every process it started. The pieces can also run
 on separate machines: ``edgewise federate server`` starts the SuperLink and submits the run;
@@ -13,7 +14,9 @@ The ``flwr`` command line itself cannot start under the Typer version Edgewise p
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import ipaddress
 import json
 import os
 import shutil
@@ -23,13 +26,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 import edgewise
 from edgewise.errors import InvalidParameterError
 
-__all__ = ["RUN_DEFAULTS", "LocalFleet", "app_pyproject", "free_port", "supernode_command"]
+__all__ = ["RUN_DEFAULTS", "LocalFleet", "TlsFiles", "app_pyproject", "check_tls",
+           "device_address", "free_port", "is_loopback", "load_ca", "supernode_command"]
 
 #: The run config a :class:`LocalFleet` run starts from (``run`` overrides any of it).
 RUN_DEFAULTS: dict[str, Any] = {
@@ -89,6 +97,269 @@ def connect_address(host: str, port: int) -> str:
     return f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a SuperLink on ``host`` is reachable from this machine only (a loopback address
+    or ``localhost``; the wildcard addresses and other names are not).
+
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _local_hosts(host: str) -> list[str]:
+    """The hosts processes on this machine reach a SuperLink listening on ``host`` at: this
+    module's own run submission (:func:`connect_host`) and the SuperExec Flower starts
+    itself (the wildcard ``0.0.0.0`` read as 127.0.0.1, ``::`` as ::1)."""
+    hosts = [connect_host(host)]
+    if host == "::":
+        hosts.append("::1")
+    return hosts
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A SuperLink's TLS files, checked by :func:`check_tls`: its certificate, its private key
+    and the CA certificate that verifies it (absolute paths)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def _read_tls_file(option: str, path: str | Path) -> bytes:
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"{option} {str(path)!r} cannot be read ({exc.strerror or exc}); pass a readable "
+            "PEM file.") from None
+
+
+def _load_certs(option: str, path: str | Path) -> list[Any]:
+    from cryptography import x509
+
+    data = _read_tls_file(option, path)
+    try:
+        return list(x509.load_pem_x509_certificates(data))
+    except ValueError:
+        raise InvalidParameterError(
+            f"{option} {str(path)!r} holds no PEM certificate; pass a file that begins "
+            "'-----BEGIN CERTIFICATE-----'.") from None
+
+
+def load_ca(ca: str | Path, option: str = "--tls-ca") -> Path:
+    """``ca`` as an absolute path, once it is known to hold a PEM certificate (a device's
+    trust root for its SuperLink; refused naming ``option`` and the file otherwise)."""
+    _load_certs(option, ca)
+    return Path(ca).expanduser().resolve()
+
+
+def _cert_names(cert: Any) -> tuple[list[str], list[Any]]:
+    """The DNS names and IP addresses a certificate is valid for (its subjectAltName; the
+    common name when it has none, as Python's ``ssl`` does)."""
+    from cryptography import x509
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return [str(a.value) for a in cns], []
+    return list(san.get_values_for_type(x509.DNSName)), list(san.get_values_for_type(
+        x509.IPAddress))
+
+
+def _cert_holds(cert: Any, host: str) -> bool:
+    """Whether TLS clients verifying ``cert`` accept it for ``host`` (an IP address against
+    its IP entries; a name against its DNS entries, ``*`` standing for one leftmost label)."""
+    dns, ips = _cert_names(cert)
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        name = host.lower().rstrip(".")
+        for pattern in (d.lower().rstrip(".") for d in dns):
+            if pattern == name:
+                return True
+            if pattern.startswith("*.") and "." in name \
+                    and name.split(".", 1)[1] == pattern[2:]:
+                return True
+        return False
+    return ip in ips
+
+
+def _describe_names(cert: Any) -> str:
+    dns, ips = _cert_names(cert)
+    names = [*dns, *(str(i) for i in ips)]
+    return ", ".join(names) if names else "no names"
+
+
+def check_tls(cert: str | Path | None, key: str | Path | None, ca: str | Path | None = None,
+              host: str = "127.0.0.1") -> TlsFiles | None:
+    """Check a SuperLink's TLS files before anything starts; ``None`` when none are given.
+
+    Refused, naming the option and the value: a certificate without its key (or the
+    reverse, or a CA alone), a file that cannot be read or holds no PEM certificate or
+    unencrypted private key, a key that is not the certificate's, a certificate out of its
+    validity period, one not signed by ``ca`` (or, without ``ca``, not self-signed), and one
+    not valid for the address this machine's own processes reach the SuperLink at
+    (``host``; 127.0.0.1 for the wildcard ``0.0.0.0``): Flower's SuperExec and the run
+    submission connect there and verify it, so the run would never start.
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    if not cert and not key:
+        if ca:
+            raise InvalidParameterError(
+                f"--tls-ca {str(ca)!r} is the CA certificate that signed --tls-cert; give it "
+                "with --tls-cert and --tls-key, or drop it.")
+        return None
+    if not cert or not key:
+        given, missing = ("--tls-cert", "--tls-key") if cert else ("--tls-key", "--tls-cert")
+        raise InvalidParameterError(
+            f"{given} {str(cert or key)!r} needs {missing} too (the SuperLink's certificate "
+            f"and its private key go together); give both or neither.")
+    chain = _load_certs("--tls-cert", cert)
+    leaf = chain[0]
+    key_data = _read_tls_file("--tls-key", key)
+    try:
+        private = serialization.load_pem_private_key(key_data, password=None)
+    except TypeError:
+        raise InvalidParameterError(
+            f"--tls-key {str(key)!r} is encrypted; the SuperLink reads its key without a "
+            "password, so pass an unencrypted PEM key (e.g. openssl pkey -in KEY -out "
+            "PLAIN).") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise InvalidParameterError(
+            f"--tls-key {str(key)!r} holds no PEM private key that can be read; pass the "
+            "certificate's key file, which begins '-----BEGIN PRIVATE KEY-----' (or "
+            "'-----BEGIN RSA/EC PRIVATE KEY-----').") from None
+    der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if private.public_key().public_bytes(*der) != leaf.public_key().public_bytes(*der):
+        raise InvalidParameterError(
+            f"--tls-key {str(key)!r} is not the private key of --tls-cert {str(cert)!r} "
+            f"(subject {leaf.subject.rfc4514_string()!r}); pass the key the certificate was "
+            "made for.")
+    now = datetime.now(UTC)
+    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+        when = (f"expired on {leaf.not_valid_after_utc:%Y-%m-%d}" if now > leaf.not_valid_after_utc
+                else f"is not valid before {leaf.not_valid_before_utc:%Y-%m-%d}")
+        raise InvalidParameterError(
+            f"--tls-cert {str(cert)!r} {when}; pass a certificate valid now.")
+    if ca:
+        cas = _load_certs("--tls-ca", ca)
+    elif leaf.issuer == leaf.subject and _issued_by(leaf, leaf):
+        cas, ca = [leaf], cert  # self-signed: it is its own CA
+    else:
+        raise InvalidParameterError(
+            f"--tls-cert {str(cert)!r} is not self-signed (issuer "
+            f"{leaf.issuer.rfc4514_string()!r}); pass --tls-ca with the CA certificate that "
+            "signed it (Flower's SuperExec and the run submission verify the SuperLink with "
+            "it).")
+    if not _chains_to(chain, cas):
+        held = (f"subject {', '.join(repr(c.subject.rfc4514_string()) for c in cas)}"
+                if len(cas) <= 3 else f"{len(cas)} certificates")
+        raise InvalidParameterError(
+            f"--tls-cert {str(cert)!r} (issuer {leaf.issuer.rfc4514_string()!r}) is not "
+            f"signed by the CA in --tls-ca {str(ca)!r} ({held}); pass the CA certificate "
+            "that signed it.")
+    for local in _local_hosts(host):
+        if not _cert_holds(leaf, local):
+            where = (f"--host {host} is reached at {local} on this machine" if local != host
+                     else f"--host {host}")
+            raise InvalidParameterError(
+                f"--tls-cert {str(cert)!r} is not valid for {local} (it names "
+                f"{_describe_names(leaf)}): {where}, where Flower's SuperExec and the run "
+                f"submission connect and verify it; add {local} to its subjectAltName or "
+                "choose a --host it names.")
+    return TlsFiles(*(Path(p).expanduser().resolve() for p in (cert, key, ca)))
+
+
+def _issued_by(cert: Any, issuer: Any) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _chains_to(chain: list[Any], cas: list[Any]) -> bool:
+    """Whether ``chain[0]`` is signed by one of ``cas``, directly or through the
+    intermediate certificates that follow it in ``chain``."""
+    cert, rest = chain[0], list(chain[1:])
+    for _ in range(len(chain)):
+        if any(_issued_by(cert, c) for c in cas):
+            return True
+        nxt = next((c for c in rest if _issued_by(cert, c)), None)
+        if nxt is None:
+            return False
+        rest.remove(nxt)
+        cert = nxt
+    return False
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def device_address(host: str, port: int, tls: TlsFiles | None = None) -> tuple[str, str]:
+    """The ``--superlink`` address devices on other machines use for a SuperLink on
+    ``host:port``, and a note on it (empty when ``host`` is that address already).
+
+    For a wildcard ``host`` (``0.0.0.0``, ``::``), which no device can connect to: with TLS
+    a name the certificate holds that is not loopback (a device verifies it by that name);
+    else this machine's address on its default route or of its host name; else a
+    placeholder, ``<this machine's address>``.
+
+    >>> device_address("10.0.0.5", 9092)
+    ('10.0.0.5:9092', '')
+    """
+    if host not in ("0.0.0.0", "::", ""):
+        return _host_port(host, port), ""
+    placeholder = f"<this machine's address>:{port}"
+    if tls is not None:
+        from cryptography import x509
+
+        leaf = x509.load_pem_x509_certificates(tls.cert.read_bytes())[0]
+        dns, ips = _cert_names(leaf)
+        names = [d for d in dns if not is_loopback(d) and "*" not in d] + \
+            [str(i) for i in ips if not i.is_loopback and not i.is_unspecified]
+        if not names:
+            note = ("the certificate names only loopback addresses, so devices on other "
+                    "machines cannot verify it; give the SuperLink a certificate for the "
+                    "address they reach it at")
+            return placeholder, note
+        note = f"{names[0]} is a name the certificate holds; use the one devices reach it at"
+        return _host_port(names[0], port), note
+    addr = _machine_address()
+    if addr is None:
+        note = (f"--host {host or '0.0.0.0'} listens on every interface; put the address "
+                "devices reach this machine at")
+        return placeholder, note
+    note = (f"{addr} is this machine's address on its default route; use the one devices "
+            "reach it at if it differs")
+    return _host_port(addr, port), note
+
+
+def _machine_address() -> str | None:
+    """This machine's non-loopback IPv4 address: the one its default route leaves from
+    (a UDP socket connected nowhere sends nothing), else its host name's; ``None`` if none."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # TEST-NET-1: never answered, only routed
+        addr = str(s.getsockname()[0])
+        if not is_loopback(addr) and addr != "0.0.0.0":
+            return addr
+    with contextlib.suppress(OSError):
+        for addr in socket.gethostbyname_ex(socket.gethostname())[2]:
+            if not is_loopback(addr):
+                return str(addr)
+    return None
+
+
 def check_port_free(host: str, port: int) -> None:
     """Raise ``RuntimeError`` naming ``host:port`` when another program listens there (or
     the address cannot be bound), before a SuperLink is started on it."""
@@ -144,10 +415,13 @@ def check_ledger_path(path: str | Path, name: str) -> None:
 
 def supernode_command(superlink: str, partition_id: int, num_partitions: int,
                       port: int, attack: str = "", max_epsilon: float = 0.0,
-                      ledger: str | Path | None = None) -> list[str]:
+                      ledger: str | Path | None = None,
+                      root_certificates: str | Path | None = None) -> list[str]:
     """The ``flower-supernode`` command line of one device (``max_epsilon`` > 0: the most
     record-level ε the device will spend, whatever the server asks, checked against its
-    privacy ``ledger`` file: :mod:`edgewise.federated.ledger`).
+    privacy ``ledger`` file: :mod:`edgewise.federated.ledger`). With ``root_certificates``
+    (the PEM CA certificate that signed the SuperLink's) it connects over TLS and verifies
+    the SuperLink with it (``--root-certificates``); without, unencrypted (``--insecure``).
 
     >>> cmd = supernode_command("127.0.0.1:9092", 0, 3, 9100, max_epsilon=8.0,
     ...                         ledger="/var/lib/edgewise/federated/privacy-ledger-0.json")
@@ -162,9 +436,11 @@ def supernode_command(superlink: str, partition_id: int, num_partitions: int,
         node_config += f" privacy-ledger='{ledger}'"
     if attack:
         node_config += f' attack="{attack}"'
-    return [shutil.which("flower-supernode") or "flower-supernode", "--insecure",
-            "--superlink", superlink, "--port", str(port), "--node-config", node_config,
-            "--max-retries", "30", "--max-wait-time", "60"]
+    exe = shutil.which("flower-supernode") or "flower-supernode"
+    tls = ["--root-certificates", str(root_certificates)] if root_certificates else []
+    return [exe, *([] if tls else ["--insecure"]), "--superlink", superlink,
+            "--port", str(port), "--node-config", node_config,
+            "--max-retries", "30", "--max-wait-time", "60", *tls]
 
 
 class LocalFleet:
@@ -187,6 +463,10 @@ class LocalFleet:
         Each SuperNode's own record-level ε limit (node config ``max-dp-epsilon``; 0: none),
         held against its privacy ledger ``workdir/privacy-ledger-<partition>.json``
         (:mod:`edgewise.federated.ledger`), which survives a restarted SuperNode.
+    tls
+        The SuperLink's certificate, key and CA (:func:`check_tls`): it then serves TLS
+        only, and the SuperNodes started here and the run submission verify it with the CA.
+        ``None`` (the default): Flower's ``--insecure`` mode, unencrypted.
 
     Use as a context manager; :meth:`run` submits one federated run and returns its
     ``result.json``.
@@ -195,16 +475,17 @@ class LocalFleet:
     def __init__(self, clients: int = 3, workdir: str | Path | None = None,
                  attacks: dict[int, str] | None = None, spawn_nodes: bool = True,
                  port: int | None = None, host: str = "127.0.0.1",
-                 max_epsilon: float = 0.0) -> None:
+                 max_epsilon: float = 0.0, tls: TlsFiles | None = None) -> None:
         if clients < 1:
             raise InvalidParameterError(
                 f"The 'clients' parameter of LocalFleet must be >= 1. Got {clients} instead."
             )
         self.clients = clients
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edgewise-fl-"))
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edgewise-fl-")).absolute()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.attacks = attacks or {}
         self.max_epsilon = max_epsilon
+        self.tls = tls
         self.flwr_home = self.workdir / "flwr-home"
         self.flwr_home.mkdir(exist_ok=True)
         self.port = port or free_port()
@@ -229,11 +510,16 @@ class LocalFleet:
         """Start the SuperLink, wait until it answers, then start the SuperNodes."""
         check_port_free(self.host, self.port)
         (self.workdir / "superlink.db").unlink(missing_ok=True)  # a fresh link state each time
+        # how the run submission (flwr run) reaches the SuperLink: TLS verified with the CA
+        tls = (f"root-certificates = {_toml_value(str(self.tls.ca))}\n" if self.tls
+               else "insecure = true\n")
         (self.flwr_home / "config.toml").write_text(
             f'[superlink]\ndefault = "local"\n[superlink.local]\n'
-            f'address = "{self.address}"\ninsecure = true\n'
+            f'address = "{self.address}"\n{tls}'
         )
-        self._spawn([shutil.which("flower-superlink") or "flower-superlink", "--insecure",
+        link_tls = (["--ssl-certfile", str(self.tls.cert), "--ssl-keyfile", str(self.tls.key),
+                     "--ssl-ca-certfile", str(self.tls.ca)] if self.tls else ["--insecure"])
+        self._spawn([shutil.which("flower-superlink") or "flower-superlink", *link_tls,
                      "--host", self.host, "--port", str(self.port),
                      "--disable-runtime-dependency-installation",
                      "--database", str(self.workdir / "superlink.db")], "superlink.log")
@@ -260,7 +546,8 @@ class LocalFleet:
             if self.max_epsilon > 0 else None
         cmd = supernode_command(self.address, partition_id, self.clients,
                                 free_port(), self.attacks.get(partition_id, ""),
-                                max_epsilon=self.max_epsilon, ledger=ledger)
+                                max_epsilon=self.max_epsilon, ledger=ledger,
+                                root_certificates=self.tls.ca if self.tls else None)
         self.nodes[partition_id] = self._spawn(cmd, f"supernode-{partition_id}.log")
 
     def stop_node(self, partition_id: int) -> None:

@@ -476,8 +476,9 @@ class PrivacyReport:
 
 #: What every federated run sends or publishes outside any DP accounting.
 NOT_COVERED = (
-    ("normaliser statistics (the exact pooled per-condition mean and std of the devices' "
-     "readings, published in the model metadata)"),
+    ("normaliser statistics (each device's per-condition record count, sum and sum of "
+     "squares, sent without DP noise, and the per-condition mean and std published in the "
+     "model metadata, a trimmed combination of the devices' own means and variances)"),
     "per-device loss metrics (train-loss, eval-loss) sent to the server in the clear",
     "per-device record counts (num-examples)",
 )
