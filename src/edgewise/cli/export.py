@@ -84,6 +84,67 @@ for t2 in sess.run(None, {{{feed!r}: X}})[0]:
     print(t2, score)'''
 
 
+#: The first bytes of a model file from ``edgewise train rul`` (``RULModel.save``: this magic
+#: line, a JSON header line, the pickle); such a file is read by ``models.rul.load_model``.
+_RUL_MAGIC = b"EDGEWISE-RUL\n"
+
+
+def _load_model_file(path: Path) -> Any:
+    """The model in ``path``: a file from ``edgewise train rul`` (by its header) or a pickle;
+    a one-line CLI error for anything else (only export files you trust: both unpickle)."""
+    import pickle
+
+    from edgewise.models.rul import ModelFileError, load_model
+
+    if not path.is_file():
+        raise fail(f"Model file {str(path)!r} does not exist.")
+    try:
+        with path.open("rb") as fh:
+            start = fh.read(len(_RUL_MAGIC))
+    except OSError as exc:
+        raise fail(f"Model file {str(path)!r} cannot be read ({exc.strerror or exc}).") from None
+    if start == _RUL_MAGIC:  # a damaged header, body or version is named in one line
+        try:
+            return load_model(path)
+        except (ModelFileError, OSError) as exc:
+            raise fail(" ".join(str(exc).split())) from None
+    try:
+        return pickle.loads(path.read_bytes())
+    except Exception as exc:  # whatever unpickling raises, the file is not a model
+        raise fail(f"Model file {str(path)!r} is not a pickled model "
+                   f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}) nor a model "
+                   "file from 'edgewise train rul'; save one with pickle.dump, or use "
+                   "--detector NAME.") from None
+
+
+def _model_inputs(model: object) -> tuple[int | None, list[str] | None]:
+    """How many inputs the exported ``model`` takes and their names, where it says.
+
+    A RULModel exports its boosted member, which takes the window features it names in
+    ``feature_names_`` (not the raw columns of ``n_features_in_``). Names are those of
+    scikit-learn (``feature_names_in_``) and LightGBM (``feature_name_``, less its
+    ``Column_0, Column_1, ...`` stand-ins for a model fitted on an unnamed array).
+    """
+    if type(model).__name__ == "RULModel":
+        names = [str(n) for n in getattr(model, "feature_names_", [])]
+        return (len(names), names) if names else (None, None)
+    width = _model_width(model)
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        names = getattr(model, "feature_name_", None)
+    if names is None and callable(getattr(model, "feature_name", None)):
+        try:
+            names = model.feature_name()  # type: ignore[attr-defined]  # a LightGBM Booster
+        except Exception:
+            names = None
+    if names is None:
+        return width, None
+    names = [str(n) for n in names]
+    if names == [f"Column_{i}" for i in range(len(names))]:
+        return width, None
+    return (width if width is not None else len(names)), names
+
+
 def _model_width(model: object) -> int | None:
     """How many inputs ``model`` takes, where it says (scikit-learn, LightGBM, torch)."""
     for attr in ("n_features_in_", "n_features_"):
@@ -105,8 +166,50 @@ def _model_width(model: object) -> int | None:
     return None
 
 
-def _read_calibration(path: Path, width: int | None) -> Any:
-    """``--calibration`` rows as a float array, or a one-line CLI error naming what is wrong."""
+def _listed(names: list[str], most: int = 6) -> str:
+    """``names`` for a message: the first ``most``, then how many more.
+
+    >>> _listed(["a", "b", "c"], most=2)
+    "'a', 'b' and 1 more"
+    """
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _header_row(path: Path) -> tuple[int, list[str] | None]:
+    """Where the calibration rows start (lines to skip) and the header's cells, if the first
+    row (blank lines and ``#`` comments aside, as ``numpy.loadtxt`` skips them) is a header:
+    a row with a cell that is not a number."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
+        for i, line in enumerate(fh):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            cells = [c.strip() for c in next(csv.reader([line]))]
+            for c in cells:
+                try:
+                    float(c)
+                except ValueError:
+                    return i + 1, cells
+            return 0, None
+    return 0, None
+
+
+def _read_calibration(path: Path, width: int | None, names: list[str] | None = None,
+                      what: str = "the model", hint: str = "") -> Any:
+    """``--calibration`` rows as a float array, or a one-line CLI error naming what is wrong.
+
+    A first row that is not all numbers is a header: when the model names its inputs
+    (``names``) and the header names every one of them, the columns are picked and ordered by
+    name (others are left out); otherwise it is refused, naming the columns (``hint`` is
+    added to that message).
+    """
+    import csv
+    import warnings
+
     import numpy as np
 
     from edgewise.errors import QualityError
@@ -116,29 +219,60 @@ def _read_calibration(path: Path, width: int | None) -> Any:
     try:  # a missing file, a directory or a binary file is named in one line
         check_csv_file(path, "Calibration file")
     except QualityError as exc:
-        raise fail(f"{str(exc).rstrip('.')}; give a CSV of real input rows (no header).") from None
+        raise fail(f"{str(exc).rstrip('.')}; give a CSV of real input rows.") from None
     try:
-        rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
-    except ValueError as exc:
-        first = str(exc).split("\n")[0].rstrip(".")
-        raise fail(f"{where} must hold numbers only, one input row per line and no header row: "
-                   f"{first}.") from None
+        skip, header = _header_row(path)
+    except (OSError, EOFError, csv.Error) as exc:
+        raise fail(f"{where} cannot be read ({getattr(exc, 'strerror', None) or exc}).") from None
+    pick = None
+    if header is not None:
+        if not names:
+            raise fail(f"{where} starts with a header row ({_listed(header)}), but "
+                       f"{what} does not name its inputs to match them by; give numbers only, "
+                       "one input row per line and no header row.")
+        missing = [n for n in names if n not in header]
+        twice = [n for n in names if header.count(n) > 1]
+        if missing or twice:
+            why = (f"lack {len(missing)} of the model's {len(names)} inputs ({_listed(missing)})"
+                   if missing else f"name {_listed(twice)} more than once")
+            raise fail(f"{where} has a header row whose columns ({_listed(header)}) {why}; "
+                       f"give a header naming every input ({_listed(names)}; other columns are "
+                       f"left out), or rows of {len(names)} numbers in that order and no "
+                       f"header row{hint}.")
+        pick = [header.index(n) for n in names]
+    below = " below its header row" if header is not None else ""
+    try:
+        with warnings.catch_warnings():  # no rows: said below, in one line
+            warnings.simplefilter("ignore", UserWarning)
+            rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, skiprows=skip)
+    except ValueError as exc:  # numpy's advice after ';' (usecols) is not ours to give
+        first = " ".join(str(exc).split("\n")[0].split(";")[0].split()).rstrip(".")
+        raise fail(f"{where} must hold numbers only{below}, one input row per line"
+                   f"{'' if header is not None else ' and no header row'}: {first}.") from None
     except OSError as exc:
         raise fail(f"{where} cannot be read ({exc.strerror or exc}).") from None
     if rows.size == 0:
-        raise fail(f"{where} has no rows; give a few real input rows (no header).")
+        raise fail(f"{where} has no rows{below}; give a few real input rows.")
+    if header is not None and rows.shape[1] != len(header):
+        raise fail(f"{where} has {len(header)} columns in its header row but {rows.shape[1]} "
+                   "in its rows; give one value per column.")
+    if pick is not None:
+        rows = rows[:, pick]
     if width is not None and rows.shape[1] != width:
         raise fail(f"{where} has {rows.shape[1]} columns, but the model takes {width} inputs; "
                    f"give rows of {width} numbers.")
     if not np.isfinite(rows).all():
-        r = int(np.argwhere(~np.isfinite(rows))[0][0]) + 1
+        r = int(np.argwhere(~np.isfinite(rows))[0][0]) + 1 + skip
         raise fail(f"{where} has a value that is not a finite number on line {r}.")
     return rows
 
 
 @app.command("export")
 def export_cmd(
-    model_file: Annotated[Path | None, typer.Argument(help="Pickled model or detector.")] = None,
+    model_file: Annotated[Path | None, typer.Argument(
+        help="Pickled model or detector, or a model file from 'edgewise train rul' (its "
+             "boosted member exports; it takes the window features named in the output).")
+    ] = None,
     format: Annotated[str, typer.Option("--format", help="c or onnx.")] = "c",
     out: Annotated[str, typer.Option(
         "--out", metavar="DIR", help="Output folder (made if missing).")] = "edge-export",
@@ -150,11 +284,11 @@ def export_cmd(
     metrics: Annotated[str, typer.Option(
         help="Comma-separated metric names, in input order (--detector mahalanobis).")] = "",
     calibration: Annotated[Path | None, typer.Option(
-        help="CSV of real input rows (no header) for int8 ranges.")] = None,
+        help="CSV of real input rows for int8 ranges: numbers only, or a header row naming "
+             "the model's inputs (columns matched by name).")] = None,
 ) -> None:
     """Write C sources or an ONNX graph, a README for the target and a host test program."""
     import importlib
-    import pickle
     import warnings
 
     from edgewise.edge import CExport, OnnxExport, export
@@ -170,17 +304,18 @@ def export_cmd(
         mod, cls = _DETECTORS[detector.lower()].split(":")
         model = getattr(importlib.import_module(mod), cls)()
     elif model_file is not None:
-        if not model_file.is_file():
-            raise fail(f"Model file {str(model_file)!r} does not exist.")
-        try:
-            model = pickle.loads(model_file.read_bytes())  # only export files you trust
-        except Exception as exc:  # whatever unpickling raises, the file is not a model
-            raise fail(f"Model file {str(model_file)!r} is not a pickled model "
-                       f"({type(exc).__name__}: {str(exc)[:120]}); save one with pickle.dump, "
-                       "or use --detector NAME.") from None
+        model = _load_model_file(model_file)  # only export files you trust
     else:
         raise fail("Give MODEL_FILE or --detector NAME.")
-    calib = _read_calibration(calibration, _model_width(model)) if calibration else None
+    if calibration:
+        width, names = _model_inputs(model)
+        hint = ("; a RULModel's inputs are its window features, not the sensor rows it reads: "
+                "write rows of them with RULModel.features(histories).to_csv(PATH)"
+                if type(model).__name__ == "RULModel" else "")
+        calib = _read_calibration(calibration, width, names, what=type(model).__name__,
+                                  hint=hint)
+    else:
+        calib = None
     if detector.lower() == "mahalanobis" and format == "c":
         from edgewise.edge.export_detectors import export_mahalanobis_c
 
@@ -220,7 +355,9 @@ def export_cmd(
         call = (f"`{name}_init(&state)` once and `{name}_step(&state, value)` per reading" if det
                 else f"`{name}_predict(x)` with {ex.n_features} floats")
         ram_what = "state per stream" if det else "static buffers"
-        readme = _README_C.format(name=name, what=type(model).__name__, ram=ex.ram_bytes,
+        kind = type(model).__name__
+        what = f"{kind}'s gbm member" if kind == "RULModel" else kind
+        readme = _README_C.format(name=name, what=what, ram=ex.ram_bytes,
                                   ram_what=ram_what, flash=ex.flash_bytes, usage=usage, call=call)
     else:
         if ex.kind == "detector":
@@ -242,6 +379,43 @@ def export_cmd(
                 else "one output per row" if ex.kind != "detector" else "one score per value")
         readme = _README_ONNX.format(name=name, inputs=", ".join(ex.input_names),
                                      usage=f"printf '1 2 3' | python host_test.py   # {what}")
+    inputs = _inputs_note(model, ex, paths)
+    if inputs:
+        readme += "\n## Inputs\n\n" + inputs[0]
+        typer.echo(f"note: {inputs[1]}", err=True)
     (out_dir / "README.md").write_text(readme)
     for p in [*paths, out_dir / "README.md"]:
         typer.echo(str(p))
+
+
+def _inputs_note(model: object, ex: Any, paths: list[Path]) -> tuple[str, str] | None:
+    """For an export whose inputs are named (a RULModel's window features): the README's
+    section on them and a one-line note saying what the exported function takes."""
+    names = getattr(ex, "feature_names", None)
+    if not names:
+        return None
+    fn = f"{ex.name}_predict(x)" if hasattr(ex, "files") else f"graph input {ex.input_names[0]}"
+    listed = [str(p) for p in paths if p.suffix in (".h", ".json")]
+    result, head = "", ""
+    what = f"{len(names)} inputs"
+    if type(model).__name__ == "RULModel":
+        import json
+
+        spec_path = next((p for p in paths if p.name == f"{ex.name}_inputs.json"), None)
+        spec = json.loads(spec_path.read_text()) if spec_path else {}
+        out = spec.get("output", {})
+        cap = "none" if out.get("cap") is None else f"{out['cap']:g}"
+        what = (f"the {len(names)} window features RULModel computes from each unit's rows (its "
+                f"{len(spec.get('sensors', []))} kept sensors z-scored per operating regime, "
+                f"over a window of {spec.get('window')} rows, then the unit's age), which the "
+                "device must compute the same way")
+        result = (f"It returns y, the gbm member's RUL; the model's point is {out.get('point')} "
+                  f"with weight = {out.get('weight', 1.0):.9g}, cap = {cap}.")
+        head = "RULModel exports its gbm member: "
+    files = ", ".join(f"`{Path(p).name}`" for p in listed)
+    section = (f"`{fn}` takes {what}, in this order ({files} list them too):\n\n"
+               + "".join(f"- x[{i}]: `{n}`\n" for i, n in enumerate(names))
+               + (f"\n{result}\n" if result else ""))
+    note = (f"{head}{fn} takes {what}: {_listed(names)}; in order in "
+            f"{' and '.join(listed)}. {result}").strip()
+    return section, note

@@ -59,7 +59,9 @@ def export(
     Parameters
     ----------
     model
-        A fitted model or a streaming detector (see :func:`supported`).
+        A fitted model or a streaming detector (see :func:`supported`). A RULModel exports
+        its boosted member, which takes the window features the model computes from sensor
+        rows (named, in order, in ``.feature_names``; see :mod:`edgewise.edge.export_rul`).
     format
         ``"onnx"`` (a graph for onnxruntime) or ``"c"`` (dependency-free C99 sources).
     dtype
@@ -159,6 +161,21 @@ for _t in (*compress.TREE_MODELS, "TreeTable"):
     register(_t, "c", "compact")(_trees_c_compact)
     register(_t, "c", "int8")(_trees_c_int8)
     register(_t, "onnx", "float32")(_trees_onnx)
+
+
+def _rul(format: str, dtype: str) -> Exporter:
+    def fn(model: Any, *, name: str, calibration: Any) -> CExport | OnnxExport:
+        from edgewise.edge.export_rul import export_rul
+
+        return export_rul(model, format, dtype, name=name, calibration=calibration)
+
+    return fn
+
+
+# a RULModel (edgewise.models.rul): its boosted member, with the window features it takes
+# named in the C header and in <name>_inputs.json (edgewise.edge.export_rul)
+for _f, _d in (("c", "float32"), ("c", "compact"), ("c", "int8"), ("onnx", "float32")):
+    register("RULModel", _f, _d)(_rul(_f, _d))
 
 
 @register("Sequential", "c", "float32")

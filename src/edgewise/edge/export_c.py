@@ -136,6 +136,9 @@ class CExport:
     calibration_rmse, calibration_std
         int8 tree ensembles: how far the quantised predictions are from the float model's on
         the calibration rows (RMSE), and the float predictions' std there; else ``None``.
+    feature_names
+        The names of the inputs ``x[0..n_features-1]``, in order, where the model names them
+        (a RULModel's window features: :mod:`edgewise.edge.export_rul`); else ``None``.
     """
 
     name: str
@@ -147,6 +150,7 @@ class CExport:
     dtype: str = "float32"
     calibration_rmse: float | None = None
     calibration_std: float | None = None
+    feature_names: list[str] | None = None
     _lib: Any = field(default=None, repr=False)
     _dir: Any = field(default=None, repr=False)
 

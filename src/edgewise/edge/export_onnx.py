@@ -73,13 +73,20 @@ _ORT_FLOAT_TYPES = {"tensor(float)": np.dtype(np.float32), "tensor(double)": np.
 
 @dataclass
 class OnnxExport:
-    """A serialised ONNX model and an onnxruntime session to run it from Python."""
+    """A serialised ONNX model and an onnxruntime session to run it from Python.
+
+    ``feature_names`` names the columns of the first input, in order, where the model names
+    them (a RULModel's window features: :mod:`edgewise.edge.export_rul`); ``sidecar`` holds
+    text files (file name to text) that :meth:`save` writes beside the graph.
+    """
 
     name: str
     kind: str
     model_bytes: bytes
     input_names: list[str]
     dtype: str = "float32"
+    feature_names: list[str] | None = None
+    sidecar: dict[str, str] = field(default_factory=dict)
     _sess: Any = field(default=None, repr=False)
 
     @property
@@ -88,17 +95,25 @@ class OnnxExport:
         return len(self.model_bytes)
 
     def save(self, out_dir: str | Path) -> list[Path]:
-        """Write ``<name>.onnx`` into ``out_dir``; :class:`ExportError` for a name that is not
-        a plain file name (:func:`check_onnx_name`) or would land outside ``out_dir``."""
+        """Write ``<name>.onnx`` (and :attr:`sidecar`) into ``out_dir``; return the paths.
+        :class:`ExportError` for a name that is not a plain file name
+        (:func:`check_onnx_name`) or would land outside ``out_dir``."""
         check_onnx_name(self.name)
         d = Path(out_dir)
         p = d / f"{self.name}.onnx"
         if p.resolve().parent != d.resolve():
             raise ExportError(f"Graph file {str(p)!r} would be written outside --out "
                               f"{str(d)!r}; give a plain graph name.")
+        extra = [d / f for f in self.sidecar]
+        for q in extra:
+            if q.resolve().parent != d.resolve():
+                raise ExportError(f"File {str(q)!r} would be written outside --out {str(d)!r}; "
+                                  "give a plain graph name.")
         d.mkdir(parents=True, exist_ok=True)
         p.write_bytes(self.model_bytes)
-        return [p]
+        for q in extra:
+            q.write_text(self.sidecar[q.name])
+        return [p, *extra]
 
     def session(self) -> Any:
         """The (cached) onnxruntime inference session, one thread."""
