@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 
@@ -13,14 +15,24 @@ from edgewise.federated.deploy import LocalFleet
 from edgewise.federated.publish import load_global_model
 
 
-def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path):
+def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path, monkeypatch):
     """Check 3 SuperNode processes finish 2 rounds and only parameters reach the server."""
+    # no usage report to flower.ai: each Flower process waits up to 4 s for it at exit (a
+    # ClientApp process per message), where the network is slow or blackholed
+    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
     # the run asks for no DP, but each device keeps its own limit (node config read by the
     # real SuperNode process): it trains under DP-SGD at ε <= 6 anyway
     with LocalFleet(3, workdir=tmp_path, attacks={2: "nan"}, max_epsilon=6.0) as fleet:
         result = fleet.run({"num-server-rounds": 2, "strategy": "fedavg", "evaluate": False,
                             "min-available-nodes": 3, "dp-sgd-epsilon": 0.0}, timeout=240)
         alive = [p.poll() is None for p in fleet.nodes.values()]
+        # stop the SuperNodes all at once, while the SuperLink still answers their goodbye
+        # (LocalFleet.stop stops one at a time, 1-2 s each); it then stops the SuperLink
+        running = [p for p in fleet.nodes.values() if p.poll() is None]
+        for p in running:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in running:
+            p.wait(timeout=30)
     assert all(alive)
     assert result["rounds"] == 2
     assert set(result["train_metrics"]) == {"1", "2"}

@@ -13,11 +13,31 @@ import pytest
 
 from tests.conftest import REPO, free_port, port_answers
 
+# ``edgewise serve`` with its imports done ahead (``GatewayProcess(prestart=True)``): it
+# waits for "go" on stdin before it reads its arguments or opens anything in the data dir.
+_PRESTARTED_SERVE = (
+    "import sys\n"
+    "import uvicorn\n"
+    "import edgewise.cli, edgewise.cli.gateway, edgewise.gateway.runtime, edgewise.server.app\n"
+    "import edgewise.store.duckdb, edgewise.transport.broker\n"
+    "edgewise.cli.load_commands()\n"
+    "if sys.stdin.readline() != 'go\\n':\n"
+    "    raise SystemExit(0)\n"
+    "sys.argv[0] = 'edgewise'\n"
+    "edgewise.cli.main()\n"
+)
+
 
 class GatewayProcess:
-    """Runs ``edgewise serve`` on free ports with ``data_dir``; ``kill()`` is SIGKILL."""
+    """Runs ``edgewise serve`` on free ports with ``data_dir``; ``kill()`` is SIGKILL.
 
-    def __init__(self, data_dir: Path, *extra: str, mqtt_port: int | None = None) -> None:
+    ``prestart``: once a start is ready, the next start's process is launched and imports
+    what ``serve`` needs while this one runs (a restart is then the gateway's own start-up:
+    store, state, broker, HTTP), for tests that kill and restart it many times.
+    """
+
+    def __init__(self, data_dir: Path, *extra: str, mqtt_port: int | None = None,
+                 prestart: bool = False) -> None:
         self.data_dir = data_dir
         self.mqtt_port = mqtt_port or free_port()
         self.http_port = free_port()
@@ -25,13 +45,28 @@ class GatewayProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.log = data_dir / "gateway.log"
+        self.prestart = prestart
+        self._spare: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, waiting: bool) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
+        args = ["serve", "--data-dir", str(self.data_dir), "--mqtt-port", str(self.mqtt_port),
+                "--port", str(self.http_port), *self.extra]
+        cmd = ([sys.executable, "-c", _PRESTARTED_SERVE, *args] if waiting
+               else [sys.executable, "-m", "edgewise", *args])
+        with open(self.log, "ab") as log:
+            return subprocess.Popen(cmd, stdin=subprocess.PIPE if waiting else None,
+                                    stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
-        env = dict(os.environ, PYTHONPATH=str(REPO / "src"), PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "edgewise", "serve", "--data-dir", str(self.data_dir),
-               "--mqtt-port", str(self.mqtt_port), "--port", str(self.http_port), *self.extra]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None:
+            assert spare.stdin is not None
+            spare.stdin.write(b"go\n")
+            spare.stdin.close()
+            self.proc = spare
+        else:
+            self.proc = self._spawn(waiting=False)
         self.starts += 1
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -39,9 +74,18 @@ class GatewayProcess:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n"
                                    + self.log.read_text()[-3000:])
             if self._ready():  # this start's "ready" (the last line may be the previous one's)
+                if self.prestart:
+                    self._spare = self._spawn(waiting=True)
                 return self
             time.sleep(0.05)
         raise TimeoutError("gateway did not become ready:\n" + self.log.read_text()[-3000:])
+
+    def drop_spare(self) -> None:
+        """End the process launched ahead for the next start, if any."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.kill()
+            spare.wait(10)
 
     def _ready(self) -> bool:
         lines = self.log.read_text().splitlines()
@@ -57,6 +101,7 @@ class GatewayProcess:
 
     def stop(self) -> int:
         """SIGINT and wait for a clean exit; return the exit code."""
+        self.drop_spare()
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(signal.SIGINT)
@@ -80,4 +125,5 @@ def gateway_factory(tmp_path):
 
     yield make
     for g in made:
+        g.drop_spare()
         g.kill()

@@ -24,7 +24,9 @@ def _value(i: int, seq: int) -> dict[str, float]:
 
 
 def test_kill_9_loses_and_duplicates_nothing(gateway_factory) -> None:
-    gw = gateway_factory()
+    # each restart's process is launched ahead and has done its imports by the kill: a
+    # restart is the gateway's own recovery (store, state, broker, HTTP), not Python's
+    gw = gateway_factory(prestart=True)
     sec = Security(gw.data_dir)
     creds = [sec.add_device(f"crash-{i:02d}") for i in range(N_DEVICES)]
     sec.close()

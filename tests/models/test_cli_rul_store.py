@@ -55,14 +55,26 @@ def fleet_store(engines, tmp_path_factory) -> tuple[Path, Path]:
     return d, d / "failures.csv"
 
 
-def test_train_from_store_then_predict_each_device(fleet_store, engines, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def trained(fleet_store, tmp_path_factory):
+    """One ``train rul --failures`` run on the fleet store, shared by the tests that read
+    its answer, model or stderr (a training run is most of this module's time): the failures
+    CSV also names ``ghost``, a device the store has no readings of."""
+    d, failures = fleet_store
+    tmp = tmp_path_factory.mktemp("trained")
+    extra = tmp / "failures.csv"
+    extra.write_text(failures.read_text() + f"ghost,{_ts(100)}\n")
+    out = tmp / "rul-v1.ewm"
+    done = edgewise("train", "rul", "--data", f"duckdb:///{d / 'edgewise.duckdb'}",
+                    "--failures", str(extra), "--out", str(out), "--json")
+    return out, done
+
+
+def test_train_from_store_then_predict_each_device(trained, engines, tmp_path: Path) -> None:
     """Check that training reads the store's device histories cut at their failure, reports
     the device without a failure as skipped, and that predict scores each device's current
     state from a store, skipping (and naming) the device that lacks a metric."""
-    d, failures = fleet_store
-    out = tmp_path / "rul-v1.ewm"
-    done = edgewise("train", "rul", "--data", f"duckdb:///{d / 'edgewise.duckdb'}",
-                    "--failures", str(failures), "--out", str(out), "--json")
+    out, done = trained
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["units"] == 16
@@ -96,15 +108,12 @@ def test_train_from_store_then_predict_each_device(fleet_store, engines, tmp_pat
     assert text.returncode == 0 and "skipped 1 device(s): engine-20" in text.stdout
 
 
-def test_a_failure_of_a_device_with_no_history_is_named(fleet_store, tmp_path: Path) -> None:
+def test_a_failure_of_a_device_with_no_history_is_named(trained) -> None:
     """Check a failures CSV row for a device the store has no readings of is named on
     stderr, not ignored without a word (a fleet-wide failure log is fine, so it trains)."""
-    d, failures = fleet_store
-    extra = tmp_path / "failures.csv"
-    extra.write_text(failures.read_text() + f"ghost,{_ts(100)}\n")
-    done = edgewise("train", "rul", "--data", f"duckdb:///{d / 'edgewise.duckdb'}",
-                    "--failures", str(extra), "--out", str(tmp_path / "m.ewm"), "--json")
+    out, done = trained
     assert done.returncode == 0, done.stderr
+    assert out.exists()
     assert "1 device(s) with no readings in the store, not used: ghost" in done.stderr
     assert json.loads(done.stdout)["units"] == 16
 
