@@ -555,21 +555,30 @@ class LocalFleet:
         self._kill(self.nodes.pop(partition_id))
 
     def _kill(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
+        self._kill_all([proc])
+
+    @staticmethod
+    def _kill_all(procs: list[subprocess.Popen[bytes]]) -> None:
+        """SIGTERM the process groups (started by this fleet) of ``procs`` all at once, then
+        wait for each; SIGKILL a group still there after 10 s."""
+        live = [p for p in procs if p.poll() is None]
+        for proc in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in live:
             try:
-                os.killpg(proc.pid, signal.SIGTERM)  # the group this fleet started
-                proc.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(timeout=10)
 
     def stop(self) -> None:
-        """Stop every process this fleet started (SuperNodes first)."""
-        for proc in reversed(self.procs):
-            self._kill(proc)
+        """Stop every process this fleet started: the SuperNodes and any run together (each
+        SuperNode takes 1-2 s to say goodbye), then the SuperLink they say it to."""
+        self._kill_all(self.procs[:0:-1])
+        self._kill_all(self.procs[:1])
 
     def __enter__(self) -> LocalFleet:
         return self.start()

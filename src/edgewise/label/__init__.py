@@ -10,19 +10,55 @@
 
 from __future__ import annotations
 
-from edgewise.label.feedback import FeedbackDetector, WindowFeedbackModel
-from edgewise.label.semi_supervised import FaultClassifier
-from edgewise.label.store import Label, LabelStore
-from edgewise.label.strategies import (
-    DefaultMix,
-    Disagreement,
-    Diversity,
-    Pool,
-    RandomSampling,
-    TopScore,
-    Uncertainty,
-)
-from edgewise.label.windows import WindowSet, windows_from_series
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Imported on first use (PEP 562): the gateway's HTTP routes import edgewise.label.store,
+# and importing this package eagerly pulled in scikit-learn (feedback, semi_supervised),
+# about 1 s of every 'edgewise serve' and 'demo' start.
+_HOME = {
+    "FeedbackDetector": "feedback", "WindowFeedbackModel": "feedback",
+    "FaultClassifier": "semi_supervised",
+    "Label": "store", "LabelStore": "store",
+    "DefaultMix": "strategies", "Disagreement": "strategies", "Diversity": "strategies",
+    "Pool": "strategies", "RandomSampling": "strategies", "TopScore": "strategies",
+    "Uncertainty": "strategies",
+    "WindowSet": "windows", "windows_from_series": "windows",
+}
+
+if TYPE_CHECKING:
+    from edgewise.label.feedback import FeedbackDetector, WindowFeedbackModel
+    from edgewise.label.semi_supervised import FaultClassifier
+    from edgewise.label.store import Label, LabelStore
+    from edgewise.label.strategies import (
+        DefaultMix,
+        Disagreement,
+        Diversity,
+        Pool,
+        RandomSampling,
+        TopScore,
+        Uncertainty,
+    )
+    from edgewise.label.windows import WindowSet, windows_from_series
+
+
+def __getattr__(name: str) -> Any:
+    """``edgewise.label.LabelStore`` and the rest, imported when first asked for.
+
+    >>> import edgewise.label as label
+    >>> label.LabelStore.__name__, label.WindowSet.__module__
+    ('LabelStore', 'edgewise.label.windows')
+    """
+    if name in _HOME:
+        value = getattr(importlib.import_module(f"edgewise.label.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "DefaultMix",
