@@ -102,7 +102,11 @@ def device_add(name: str, data_dir: DataDir, group: Groups = [],  # noqa: B006
     Refused while the store (--store, else the data dir's DuckDB file) still holds data of a
     device of that id: delete it first with 'edgewise device delete NAME'.
     """
+    from edgewise.security.credentials import check_device_name, check_groups
+
     with _security(data_dir) as sec:
+        check_device_name(name)  # first: a store is looked at only for a valid request
+        check_groups(group)
         if not (sec.has_device(name) or sec.data_kept(name)):  # else add_device says why
             _refuse_stored_data(data_dir, store, name)
         device_id, secret = sec.add_device(name, groups=group, actor="cli")

@@ -249,8 +249,28 @@ def audit_hash(prev_hash: str, entry_id: int, ts_ns: int, actor: str, action: st
     return hashlib.sha256(prev_hash.encode("ascii") + body.encode("ascii")).hexdigest()
 
 
-def _check_groups(groups: Iterable[str]) -> list[str]:
-    """Sorted, de-duplicated group names; each must look like a device id."""
+def check_device_name(name: str) -> str:
+    """``name`` as a device id, else :class:`InvalidParameterError` saying what one is.
+
+    >>> check_device_name("pump-7")
+    'pump-7'
+    """
+    try:
+        return validate_device_id(name)
+    except PayloadError as exc:
+        raise InvalidParameterError(
+            f"Device name {name!r} is not a valid device id: it must be {exc.allowed}.",
+            field="name", value=name,
+        ) from None
+
+
+def check_groups(groups: Iterable[str]) -> list[str]:
+    """Sorted, de-duplicated group names; each must look like a device id, else
+    :class:`InvalidParameterError` naming it.
+
+    >>> check_groups(["line-b", "line-a", "line-b"])
+    ['line-a', 'line-b']
+    """
     if isinstance(groups, str):
         groups = [groups]
     out = set()
@@ -506,14 +526,8 @@ class Security:
 
         The secret is shown only here; a second device with the same id is refused.
         """
-        try:
-            device_id = validate_device_id(name)
-        except PayloadError as exc:
-            raise InvalidParameterError(
-                f"Device name {name!r} is not a valid device id: it must be {exc.allowed}.",
-                field="name", value=name,
-            ) from None
-        group_list = _check_groups(groups)
+        device_id = check_device_name(name)
+        group_list = check_groups(groups)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
         with self._lock:
@@ -549,7 +563,7 @@ class Security:
 
         ``KeyError`` if the device is not registered.
         """
-        group_list = _check_groups(groups)
+        group_list = check_groups(groups)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
