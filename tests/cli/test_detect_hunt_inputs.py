@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +18,7 @@ from edgewise.detect import Mahalanobis
 from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.label.workflow import load_history_csv
 from edgewise.tables import not_a_metric, read_tables
-
-REPO = Path(__file__).resolve().parents[2]
-ENV = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": "/tmp/nbc"}
-
-
-def edgewise(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgewise", *args],
-        capture_output=True, text=True, env=ENV, check=False, timeout=120,
-    )
+from tests.cli.test_detect_cli_inputs import edgewise
 
 
 def one_line_error(p: subprocess.CompletedProcess[str], *parts: str) -> None:
