@@ -294,20 +294,6 @@ def _default_store(settings: Settings) -> Path:
     return (settings.data_dir / "edgewise.duckdb").absolute()
 
 
-def _duckdb_file(url: str) -> Path | None:
-    """The file a ``duckdb:///PATH`` URL names; ``None`` for any other store.
-
-    >>> _duckdb_file("duckdb:///srv/ew/edgewise.duckdb"), _duckdb_file("duckdb://:memory:")
-    (PosixPath('/srv/ew/edgewise.duckdb'), None)
-    >>> _duckdb_file("postgresql://ew@db/ew") is None
-    True
-    """
-    scheme, _, rest = url.partition("://")
-    if scheme.lower() != "duckdb" or not rest.startswith("/") or rest == "/:memory:":
-        return None
-    return Path(rest)
-
-
 def _gateway_ran(data_dir: Path) -> bool:
     """Whether a gateway has run on the data dir: it leaves its presence lock file (and
     its detector state) there."""
@@ -322,9 +308,9 @@ def _existing_store(settings: Settings) -> tuple[Store | None, str | None]:
     ``(None, None)`` when nothing can have been stored (no --store, no DuckDB file in the
     data dir, and no gateway has run on it)."""
     from edgewise.errors import StoreError
-    from edgewise.store import open_store, shown_url
+    from edgewise.store import duckdb_file, open_store, shown_url
 
-    path = _duckdb_file(settings.store_url)
+    path = duckdb_file(settings.store_url)
     if path is not None and not path.is_file():
         if settings.store:
             return None, (f"no store at {path} (--store {shown_url(settings.store)} names a "
@@ -349,26 +335,22 @@ def _refuse_stored_data(data_dir: Path, store: str, name: str) -> None:
     from edgewise.config import Settings
     from edgewise.errors import StoreError
     from edgewise.gateway.presence import gateway_running
-    from edgewise.store import open_store, shown_url
+    from edgewise.store import duckdb_file, open_store, shown_url
 
     url = Settings(data_dir=data_dir, store=store).store_url
-    path = _duckdb_file(url)
+    path = duckdb_file(url)
     if path is not None and (not path.is_file() or gateway_running(data_dir)):
         return  # nothing stored there; or held by the gateway, whose deletions leave none
     try:
         st = open_store(url)
+        try:
+            has = st.has_device_data(name)
+        finally:
+            st.close()
     except StoreError as exc:
         typer.echo(f"warning: could not check the store for data of a device {name!r}: "
                    f"{exc}", err=True)
         return
-    try:
-        has = st.has_device_data(name)
-    except StoreError as exc:
-        typer.echo(f"warning: could not check the store for data of a device {name!r}: "
-                   f"{exc}", err=True)
-        return
-    finally:
-        st.close()
     if has:
         again = f" --store {shown_url(store)}" if store else ""
         raise fail(f"Device {name!r} is not registered, but the store {shown_url(url)} still "

@@ -31,12 +31,13 @@ def _unknown_devices(security: Security, devices: list[str], store_url: str) -> 
     it (a label kept for an unknown id is inherited by a device registered later under it).
     The store is opened only when a device is not registered."""
     from edgewise.errors import StoreError
-    from edgewise.store import open_store
+    from edgewise.store import duckdb_file, open_store
 
     unregistered = [d for d in devices if not security.has_device(d)]
     if not unregistered:
         return []
-    if store_url.startswith("duckdb:///") and not Path(store_url[len("duckdb://"):]).exists():
+    path = duckdb_file(store_url)
+    if path is not None and not path.exists():
         return unregistered  # no store yet: no device has data (and none is made here)
     try:
         st = open_store(store_url)

@@ -19,15 +19,32 @@ edgewise.errors.StoreError: Store URL 'sqlite:///x.db' has an unsupported scheme
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from edgewise.errors import StoreError
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary, Store
 
 __all__ = [
-    "Alert", "AppendResult", "Conflict", "DeviceSummary", "Store", "open_store", "shown_url",
+    "Alert", "AppendResult", "Conflict", "DeviceSummary", "Store", "duckdb_file", "open_store",
+    "shown_url",
 ]
 
 SUPPORTED = "duckdb:///ABS/PATH, duckdb://:memory:, postgresql://USER@HOST:PORT/DB[?schema=NAME]"
+
+
+def duckdb_file(url: str) -> Path | None:
+    """The file a ``duckdb:///PATH`` URL names; ``None`` for any other store (and for
+    ``:memory:``): where a command that must not create a store looks before opening it.
+
+    >>> duckdb_file("duckdb:///srv/ew/edgewise.duckdb"), duckdb_file("duckdb://:memory:")
+    (PosixPath('/srv/ew/edgewise.duckdb'), None)
+    >>> duckdb_file("postgresql://ew@db/ew") is None
+    True
+    """
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() != "duckdb" or not rest.startswith("/") or rest == "/:memory:":
+        return None
+    return Path(rest)
 
 
 def shown_url(url: str) -> str:
