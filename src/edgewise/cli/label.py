@@ -95,15 +95,15 @@ def import_(
             raise fail(f"Label CSV line {line}: device {unknown[0]!r} is not registered and "
                        f"has no stored data{more}; nothing was imported. Register it first "
                        f"with: edgewise device add {unknown[0]}")
-        known = {lab.id for lab in store.history()}
+        before = store.last_id()  # a label with a higher id is a version this file wrote
         added = store.add_many(rows, who=who)
         snap = store.snapshot_id()
     finally:
         store.close()
         security.close()
-    # a row repeating its window's current label comes back as it was (an id known before,
+    # a row repeating its window's current label comes back as it was (an id from before,
     # or one this file already wrote): no new version
-    fresh = list({lab.id: lab for lab in added if lab.id not in known}.values())
+    fresh = list({lab.id: lab for lab in added if lab.id > before}.values())
     relabelled = sum(1 for lab in fresh if lab.version > 1)
     unchanged = len(added) - len(fresh)
     if json_out:

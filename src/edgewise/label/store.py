@@ -436,6 +436,21 @@ class LabelStore:
         with self._lock:
             return [_row(r) for r in self._db.execute(q + " ORDER BY id", args).fetchall()]
 
+    def last_id(self) -> int:
+        """The highest label id written so far (0 for an empty store): labels written
+        later have higher ids, so a caller tells new versions from returned ones by it.
+
+        >>> import tempfile
+        >>> with LabelStore(tempfile.mkdtemp()) as labels:
+        ...     before = labels.last_id()
+        ...     lab = labels.add("pump-1", 0, 10, "anomaly")
+        ...     before, lab.id == labels.last_id()
+        (0, True)
+        """
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM labels")
+                       .fetchone()[0])
+
     def devices(self) -> list[str]:
         """Devices that have at least one current label."""
         with self._lock:
