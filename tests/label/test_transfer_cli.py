@@ -129,6 +129,21 @@ def test_a_fleet_csv_is_read_once(tmp_path: Path, monkeypatch) -> None:
     assert len(reads) == 1, f"{len(reads)} reads of a 6-device file"
 
 
+def test_a_label_column_of_a_fleet_csv_is_noted_once(tmp_path: Path) -> None:
+    """A fleet file's label column is left out of the metrics with one note, not one per
+    device of the file (it printed the same line six times)."""
+    hist, labels = _fleet(tmp_path)
+    labels.close()
+    csv = _csv(hist, tmp_path / "fleet.csv")
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([lines[0] + ",anomaly", *(x + ",0" for x in lines[1:])]) + "\n")
+    r = _run("train", "transfer", "--device", "t", "--csv", str(csv), "--data-dir",
+             str(tmp_path), "--window", str(W))
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr == (f"note: History CSV {str(csv)!r}: column 'anomaly' left out of the "
+                        "metrics: it is named like a label (labels are not readings).\n")
+
+
 def test_cli_trains_versions_and_predicts(tmp_path: Path) -> None:
     hist, labels = _fleet(tmp_path)
     labels.close()

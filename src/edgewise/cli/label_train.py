@@ -25,16 +25,18 @@ Window = Annotated[int | None, typer.Option(
 T = TypeVar("T")
 
 
-def read_history_csv(csv: Path, device: str, table: Any = None):
+def read_history_csv(csv: Path, device: str, table: Any = None,
+                     said: set[str] | None = None):
     """``load_history_csv`` for a CLI: a column it leaves out (every cell empty, or named
     like a label) is said in one ``note:`` line on stderr, not as a Python warning with a
     source line, as ``edgewise detect`` and ``quality`` say it. ``table`` is the file already
     read (:func:`~edgewise.tables.read_tables`' numbers and cells), where a fleet's
-    histories are taken from one file."""
+    histories are taken from one file; ``said`` holds the notes already printed for it
+    (each is printed once, not once per device)."""
     import warnings
 
     from edgewise.label.workflow import history_from_table
-    from edgewise.tables import find_time_column, not_a_metric, read_tables
+    from edgewise.tables import not_a_metric, read_tables
 
     if table is None:
         table = read_tables(csv)
@@ -42,13 +44,16 @@ def read_history_csv(csv: Path, device: str, table: Any = None):
         warnings.simplefilter("always", UserWarning)
         history = history_from_table(table[0], f"History CSV {str(csv)!r}", device_id=device,
                                      cells=table[1])
-    for w in caught:
-        typer.echo(f"note: {w.message}", err=True)
-    time_column = find_time_column(table[0])
-    for c in table[0].columns:
-        if c not in (time_column, "device_id") and (why := not_a_metric(c)):
-            typer.echo(f"note: History CSV {str(csv)!r}: column {c!r} left out of the "
-                       f"metrics: {why}.", err=True)
+    notes = [str(w.message) for w in caught]
+    # no time column is named like a label, a detect output or nothing (not_a_metric), so
+    # none is told apart here: the history's reader found it by its name
+    notes += [f"History CSV {str(csv)!r}: column {c!r} left out of the metrics: {why}."
+              for c in table[0].columns if c != "device_id" and (why := not_a_metric(c))]
+    said = set() if said is None else said
+    for note in notes:
+        if note not in said:
+            said.add(note)
+            typer.echo(f"note: {note}", err=True)
     return history
 
 

@@ -47,7 +47,8 @@ def _histories(csv: Path | None, store_url: str | None, data_dir: Path,
             raise fail(f"--csv {str(csv)!r} has no 'device_id' column; a fleet's histories "
                        f"are one file with a device_id column naming each row's device. "
                        f"Got columns {list(table[0].columns)!r}.")
-        yield lambda dev: read_history_csv(csv, dev, table=table)
+        said: set[str] = set()  # a column's note once for the file, not once per device
+        yield lambda dev: read_history_csv(csv, dev, table=table, said=said)
         return
     store = open_history_store(store_url, data_dir)
     try:
