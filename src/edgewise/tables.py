@@ -585,7 +585,8 @@ def read_tables(path: str | Path, name: str = "File") -> tuple[pd.DataFrame, pd.
     ([7], ['007'])
     """
     loaded = _load(path, name)
-    return _parse(*loaded, False), _parse(*loaded, True)
+    numbers, header = _parse_header(*loaded, False)
+    return numbers, _parse_header(*loaded, True, header)[0]
 
 
 def _load(path: str | Path, name: str) -> tuple[bytes, str, str]:
@@ -604,9 +605,17 @@ def _load(path: str | Path, name: str) -> tuple[bytes, str, str]:
 
 def _parse(data: bytes, sep: str, where: str, text: bool) -> pd.DataFrame:
     """The table in ``data`` (:func:`_load`), as numbers or (``text``) as written."""
+    return _parse_header(data, sep, where, text)[0]
+
+
+def _parse_header(data: bytes, sep: str, where: str, text: bool,
+                  header: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`_parse`, and the header row as written (read unless given: an earlier
+    parse of the same ``data`` read it)."""
     try:
         df, encoding = _read_csv(data, sep, text)
-        header = _header_row(data, sep, encoding)
+        if header is None:
+            header = _header_row(data, sep, encoding)
     except pd.errors.EmptyDataError:
         raise QualityError(f"{where} is empty; expected a header row and data rows.") from None
     except pd.errors.ParserError as exc:
@@ -622,7 +631,7 @@ def _parse(data: bytes, sep: str, where: str, text: bool) -> pd.DataFrame:
                                if not c.strip() and f"Unnamed: {j}" in names]
     if sep == ";":
         _decimal_commas(df, text)
-    return df
+    return df, header
 
 
 def _refuse_twice_named(names: list[str], raw: list[str], where: str) -> None:

@@ -68,12 +68,12 @@ def open_existing_store(url: str, option: str = "--data") -> Any:
     """Open an existing store to read from; one error line, naming ``option``, for a bad
     URL or a missing DuckDB file (which opening would otherwise create, empty)."""
     from edgewise.errors import StoreError
-    from edgewise.store import open_store
+    from edgewise.store import duckdb_file, open_store
 
-    scheme, _, rest = url.partition("://")
-    if scheme.lower() == "duckdb" and rest.startswith("/") and not Path(rest).is_file():
-        raise fail(f"{option} {_shown(url)!r}: no store file at {rest!r}; give the path of an "
-                   "existing store, e.g. duckdb:///<data dir>/edgewise.duckdb")
+    file = duckdb_file(url)
+    if file is not None and not file.is_file():
+        raise fail(f"{option} {_shown(url)!r}: no store file at {str(file)!r}; give the path "
+                   "of an existing store, e.g. duckdb:///<data dir>/edgewise.duckdb")
     try:
         return open_store(url)
     except StoreError as exc:
