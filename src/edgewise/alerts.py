@@ -8,8 +8,10 @@ fault whose readings are resent late stays one alert; a late run that bridges tw
 device's alerts merges them into one (the other is marked ``merged_into`` it in the store
 and no longer listed). Each alert carries the metrics that
 drove it with their mean share over its readings (each reading's drivers are normalised to
-shares first, so every reading weighs the same), and its message names them; a metric at
-0 share is never named.
+shares first, so every reading weighs the same), and its message names them; a metric
+whose share rounds to 0% is never named. The alerts a reading may still extend are held in
+memory; after a restart (clean or not) a device's recent alerts are taken up again from the
+store the first time it raises one, so a fault that spans the restart stays one alert.
 
 >>> from edgewise.store import open_store
 >>> store = open_store("duckdb://:memory:")
@@ -27,6 +29,7 @@ shares first, so every reading weighs the same), and its message names them; a m
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -41,6 +44,8 @@ __all__ = ["LABELS", "AlertManager", "ScoredReading", "merge_drivers", "reading_
 
 #: Labels a person can give an alert.
 LABELS = ("true_alarm", "false_alarm")
+
+log = logging.getLogger(__name__)
 
 
 def _positive(drivers: Mapping[str, float]) -> dict[str, float]:
@@ -136,6 +141,12 @@ class AlertManager:
     ``merged_into`` it), so no two listed alerts of a device overlap or lie closer than
     ``merge_gap_s`` while both are held.
 
+    What is held lives in memory. The first time a device raises or extends an alert after
+    the manager starts, its live anomaly alerts that end within ``late_horizon_s`` plus
+    ``merge_gap_s`` of the batch are taken up again from the store (see :meth:`_seed`), so
+    a gateway restarted in the middle of a fault, after a crash too, extends the stored
+    alert instead of raising a second one beside or over it.
+
     >>> from edgewise.store import open_store
     >>> store = open_store("duckdb://:memory:")
     >>> am, t, s = AlertManager(store, write_every_s=0.0), 10**18, 10**9
@@ -182,6 +193,10 @@ class AlertManager:
         self.write_every_s = write_every_s
         # each device's extendable alerts: its newest (the open one) and recent ones
         self._held: dict[str, list[_Open]] = {}
+        # alert id -> (start_ns, end_ns, readings, summed shares) saved at a clean stop
+        # (held_state), used when the alert is taken up again from the store
+        self._restored: dict[str, tuple[int, int, int, dict[str, float]]] = {}
+        self._started_ns = time.time_ns()  # alerts created before are a previous run's
         self._lock = threading.Lock()
 
     def observe(
@@ -233,7 +248,9 @@ class AlertManager:
         out: list[_Open] = []
         new: list[Alert] = []
         with self._lock:
-            held = self._held.setdefault(device_id, [])
+            held = self._held.get(device_id)
+            if held is None:  # first seen since start: take up its recent stored alerts
+                held = self._held[device_id] = self._seed(device_id, items[0][0])
             for run in runs:
                 lo, hi = run[0][0], run[-1][0]
                 touching = [h for h in held
@@ -286,6 +303,46 @@ class AlertManager:
         self.store.add_alert(alert)
         cur.written = time.monotonic()
         return cur
+
+    def _seed(self, device_id: str, first_ns: int) -> list[_Open]:
+        """The device's live anomaly alerts in the store that a batch whose oldest reading
+        is at ``first_ns`` may still extend (those ending at most ``late_horizon_s`` plus
+        ``merge_gap_s`` before it), held again: what a previous run held (only alerts
+        created before this manager started; one stored since by someone else is theirs).
+
+        Each weighs in its drivers' means as the readings it had: as saved at a clean stop
+        (:meth:`restore_held`, when the stored span is still the saved one), else (after a
+        crash) as the reading times stored over its span, at least 1.
+        """
+        since = first_ns - self.late_horizon_ns - self.merge_gap_ns
+        try:
+            stored = self.store.list_alerts(device_id, None, "anomaly", since, 100)
+        except Exception:  # a store that cannot list: the device's next alert is a new one
+            log.exception("could not read the stored alerts of %r", device_id)
+            return []
+        held: list[_Open] = []
+        for a in sorted(stored, key=lambda a: (a.start_ns, a.created_ns)):
+            if a.created_ns >= self._started_ns:
+                continue
+            saved = self._restored.pop(a.id, None)
+            if saved is not None and saved[:2] == (a.start_ns, a.end_ns):
+                readings, shares = saved[2], dict(saved[3])
+            else:
+                readings = self._stored_readings(a)
+                shares = {k: v * readings for k, v in a.drivers.items()}
+            held.append(_Open(a, readings=readings, shares=shares, written=time.monotonic()))
+        return held
+
+    def _stored_readings(self, alert: Alert) -> int:
+        """How many reading times the store holds over ``alert``'s span (at least 1; at
+        most 10,000 rows are read): the weight of an alert taken up after a crash."""
+        try:
+            rows = self.store.query(alert.device_id, None, alert.start_ns, alert.end_ns + 1,
+                                    limit=10_000)
+        except Exception:
+            log.exception("could not count the readings of alert %s", alert.id)
+            return 1
+        return max(1, len({ts for _, ts, _ in rows}))
 
     def _extend(
         self, cur: _Open, ts_ns: int, score: float, drivers: Mapping[str, float]
@@ -378,6 +435,24 @@ class AlertManager:
                     if cur.dirty and (force or now - cur.written >= self.write_every_s):
                         self._write(cur)
 
+    def held_state(self) -> dict[str, tuple[int, int, int, dict[str, float]]]:
+        """Each held alert's ``(start_ns, end_ns, readings, summed shares)`` by id: saved
+        beside the detectors at a clean stop and handed to :meth:`restore_held` at the next
+        start, so an alert taken up again weighs its readings as before."""
+        with self._lock:
+            return {h.alert.id: (h.alert.start_ns, h.alert.end_ns, h.readings, dict(h.shares))
+                    for held in self._held.values() for h in held}
+
+    def restore_held(self, state: Mapping[str, tuple[int, int, int, Mapping[str, float]]]
+                     ) -> None:
+        """Take what :meth:`held_state` saved; used when those alerts are taken up again
+        from the store (a saved span that no longer matches the stored one is ignored)."""
+        with self._lock:
+            for alert_id, (start_ns, end_ns, readings, shares) in state.items():
+                self._restored[str(alert_id)] = (
+                    int(start_ns), int(end_ns), max(1, int(readings)),
+                    {str(k): float(v) for k, v in shares.items()})
+
     def forget(self, device_id: str) -> None:
         """Stop extending the device's alerts (their held-back updates are dropped: the
         device and its alerts are being deleted)."""
@@ -395,12 +470,18 @@ class AlertManager:
         """Mark an alert acknowledged by ``by``; ``KeyError`` if unknown.
 
         Acknowledging twice keeps the first acknowledgement (and who gave it), as the
-        HTTP API does.
+        HTTP API does, also when two acknowledge at once (one conditional write,
+        ``Store.acknowledge_alert``). An alert merged into another is refused
+        (:class:`~edgewise.errors.InvalidParameterError` naming that one), as the HTTP API
+        refuses it: its acknowledgement would be on an alert no longer listed.
         """
-        alert = self.store.get_alert(alert_id)
-        if alert.status == "acknowledged":
-            return alert
-        return self.store.update_alert(alert_id, status="acknowledged", acked_by=by)
+        alert, applied = self.store.acknowledge_alert(alert_id, by)
+        if not applied and alert.merged_into is not None:
+            raise InvalidParameterError(
+                f"Alert {alert_id!r} was merged into alert {alert.merged_into!r}, which covers "
+                f"its span now; acknowledge {alert.merged_into!r} instead."
+            )
+        return alert
 
     def label(self, alert_id: str, label: str, by: str, note: str | None = None) -> Alert:
         """Label an alert ``"true_alarm"`` or ``"false_alarm"``; ``KeyError`` if unknown."""
@@ -416,8 +497,15 @@ class AlertManager:
 
 
 def _describe(drivers: Mapping[str, float]) -> str:
-    """The alert's message: its top three drivers with their shares (none at 0 named)."""
+    """The alert's message: its top three drivers with their shares; a driver whose share
+    rounds to 0% is not named (the top one always is).
+
+    >>> _describe({"temp_c": 0.9811, "rpm": 0.0142, "vib": 0.0047})
+    'Anomalous temp_c (98%), rpm (1%).'
+    """
     top = sorted(merge_drivers({}, drivers).items(), key=lambda kv: -kv[1])[:3]
     if not top:
         return "Anomalous reading."
-    return "Anomalous " + ", ".join(f"{n} ({s:.0%})" for n, s in top) + "."
+    named = [f"{n} ({s:.0%})" for n, s in top]
+    named = named[:1] + [t for t in named[1:] if not t.endswith(" (0%)")]
+    return "Anomalous " + ", ".join(named) + "."

@@ -318,6 +318,78 @@ def check_store_alerts_crud(factory: StoreFactory) -> None:
         store.close()
 
 
+def check_store_acknowledge_alert(factory: StoreFactory) -> None:
+    """acknowledge_alert writes once: the first acknowledgement stays, racing callers agree
+    on it and exactly one is told it applied; a label acknowledges an open alert with it;
+    a merged alert is not written; unknown ids raise KeyError."""
+    store = factory()
+    try:
+        a = store.add_alert(Alert("pump-1", T0, T0 + 10 * S, 0.9))
+        got, applied = store.acknowledge_alert(a.id, "ops")
+        assert applied and (got.status, got.acked_by) == ("acknowledged", "ops"), (got, applied)
+        got, applied = store.acknowledge_alert(a.id, "late")
+        assert not applied and got.acked_by == "ops", (
+            f"a second acknowledgement by 'late' gave applied={applied}, acked_by="
+            f"{got.acked_by!r}; the first ('ops') must stay and the second apply nothing")
+        # a verdict on an acknowledged alert applies and keeps who acknowledged it
+        got, applied = store.acknowledge_alert(a.id, "lab", label="true_alarm",
+                                               labelled_by="lab", note="bearing")
+        assert applied and (got.acked_by, got.label, got.labelled_by, got.note) == (
+            "ops", "true_alarm", "lab", "bearing"), (got, applied)
+        # ... and acknowledges an open one, by whoever gave it
+        b = store.add_alert(Alert("pump-1", T0 + 20 * S, T0 + 30 * S, 0.9))
+        got, applied = store.acknowledge_alert(b.id, "lab", label="false_alarm",
+                                               labelled_by="lab")
+        assert applied and (got.status, got.acked_by, got.label) == (
+            "acknowledged", "lab", "false_alarm"), (got, applied)
+        # racing callers on one open alert: one applies, all are told the same acknowledger
+        c = store.add_alert(Alert("pump-2", T0, T0 + S, 0.9))
+        answers: list[tuple[Alert, bool]] = []
+        barrier = threading.Barrier(6)
+
+        def ack(name: str) -> None:
+            barrier.wait(10)
+            answers.append(store.acknowledge_alert(c.id, name))
+
+        threads = [threading.Thread(target=ack, args=(f"op{i}",)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert [ok for _, ok in answers].count(True) == 1, (
+            f"{[ok for _, ok in answers].count(True)} of 6 racing acknowledgements applied; "
+            "exactly one must")
+        stored = store.get_alert(c.id).acked_by
+        assert {x.acked_by for x, _ in answers} == {stored}, (
+            f"racing callers were told acked_by {sorted({x.acked_by for x, _ in answers})}; "
+            f"the stored one is {stored!r}")
+        # a merged alert is written neither by an acknowledgement nor by a label
+        d = store.add_alert(Alert("pump-3", T0, T0 + S, 0.9))
+        e = store.add_alert(Alert("pump-3", T0 + 5 * S, T0 + 6 * S, 0.9))
+        store.merge_alert(e.id, into=d.id, end_ns=T0 + 6 * S)
+        for changes in ({}, {"label": "true_alarm", "labelled_by": "lab"}):
+            got, applied = store.acknowledge_alert(e.id, "ops", **changes)
+            assert not applied and got.merged_into == d.id, (changes, got, applied)
+            assert (got.status, got.acked_by, got.label) == ("open", None, None), (
+                f"acknowledge_alert({changes}) wrote onto alert {e.id!r}, merged into "
+                f"{d.id!r}: {got}")
+        assert store.get_alert(d.id).status == "open"
+        try:
+            store.acknowledge_alert("no-such-id", "ops")
+        except KeyError:
+            pass
+        else:
+            raise AssertionError("acknowledge_alert of an unknown alert id did not raise KeyError")
+        try:
+            store.acknowledge_alert(b.id, "ops", acked_by="someone")
+        except (StoreError, ValueError):
+            pass
+        else:
+            raise AssertionError("acknowledge_alert accepted acked_by among its changes")
+    finally:
+        store.close()
+
+
 def check_store_failed_append_leaves_nothing(factory: StoreFactory) -> None:
     """An append that fails stores none of its readings or seqs; a closed store refuses."""
     store = factory()
@@ -474,6 +546,7 @@ _STORE_CHECKS: tuple[StoreCheck, ...] = (
     check_store_delete_device,
     check_store_retention,
     check_store_alerts_crud,
+    check_store_acknowledge_alert,
     check_store_failed_append_leaves_nothing,
     check_store_reopen_keeps_everything,
     check_store_watermark_over_many_messages,

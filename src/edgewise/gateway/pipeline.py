@@ -178,7 +178,9 @@ class Pipeline:
     state_path
         Where the detectors' learned state is saved on :meth:`close` and restored from
         at start, so a clean restart does not warm every stream up again. (After a crash
-        the streams warm up from scratch; nothing else depends on this file.)
+        the streams warm up from scratch; nothing else depends on this file. The alerts
+        being extended are taken up again from the store either way, so a fault that
+        spans a restart stays one alert; the file only adds how many readings each had.)
     """
 
     def __init__(
@@ -234,6 +236,9 @@ class Pipeline:
         self._gap_since: dict[str, float] = {}
         self._gap_check_lock = threading.Lock()
         self._gaps_reported: dict[str, set[tuple[int, int]]] = {}
+        # device -> its open seq_gap alerts not filled yet: id -> (first, last, message)
+        self._gaps_open: dict[str, dict[str, tuple[int, int, str]]] = {}
+        self._gap_touched: set[str] = set()  # devices with a commit since the last check
         self._commit_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._detect_lock = threading.Lock()
@@ -381,6 +386,7 @@ class Pipeline:
             for d, ss in seqs.items():
                 if ss and d in live:
                     self._max_seq[d] = max(self._max_seq.get(d, 0), max(ss))
+            self._gap_touched |= live  # a reported gap may be filled now: check_gaps looks
             for d in live:
                 if self._max_seq.get(d, 0) > marks[d]:
                     self._gap_since.setdefault(d, now)
@@ -473,6 +479,10 @@ class Pipeline:
                     self.check_gaps()
                 except Exception:
                     log.exception("seq-gap check failed")
+                try:  # an alert's last growth, held back, is written though no batch follows
+                    self.alerts.flush()
+                except Exception:
+                    log.exception("writing held-back alert updates failed")
                 next_gap_check = time.monotonic() + 1.0
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -629,6 +639,8 @@ class Pipeline:
             self._max_seq.pop(device_id, None)
             self._gap_since.pop(device_id, None)
             self._gaps_reported.pop(device_id, None)
+            self._gaps_open.pop(device_id, None)
+            self._gap_touched.discard(device_id)
             self._quality.pop(device_id, None)
             if self.cleaner is not None:
                 self.cleaner.forget(device_id)
@@ -725,16 +737,26 @@ class Pipeline:
         now = time.monotonic() if now is None else now
         with self._state_lock:
             due = [d for d, t in self._gap_since.items() if now - t >= self.gap_grace_s]
+            touched, self._gap_touched = self._gap_touched, set()
+        # a device with reported gaps still open that sent since: some may be filled now
+        refill = {d for d in touched if self._gaps_open.get(d)} - set(due)
         out: list[Alert] = []
-        for device in due:
+        for device in [*due, *refill]:
             gaps = self.store.seq_gaps(device)
-            with self._state_lock:
-                self._gap_since.pop(device, None)
             reported = self._gaps_reported.get(device)
             if reported is None:
                 reported = self._gaps_reported[device] = set()
+                still_open = self._gaps_open.setdefault(device, {})
                 for a in self.store.list_alerts(device_id=device, kind="seq_gap", limit=10_000):
-                    reported.add(_gap_from_message(a.message))
+                    gap = _gap_from_message(a.message)
+                    reported.add(gap)
+                    if a.status == "open" and gap[0] >= 0:
+                        still_open[a.id] = (*gap, a.message)
+            self._settle_gaps(device, gaps)
+            if device in refill:
+                continue
+            with self._state_lock:
+                self._gap_since.pop(device, None)
             # A gap partly filled since it was reported (seq 2..10, then 3 arrives: 2..2 and
             # 4..10) is still the same gap: only seqs no report covered yet are new.
             spans = _merged(reported)
@@ -745,12 +767,49 @@ class Pipeline:
                     self.metrics.inc("edgewise_seq_gaps_total")
                     self.metrics.inc("edgewise_seq_missing_total", n)
                     now_ns = time.time_ns()
-                    out.append(self.alerts.raise_alert(Alert(
+                    alert = self.alerts.raise_alert(Alert(
                         device_id=device, start_ns=now_ns, end_ns=now_ns, score=1.0,
-                        kind="seq_gap", drivers={},
-                        message=f"messages seq {first}..{last} missing ({n})",
-                    )))
+                        kind="seq_gap", drivers={}, message=_gap_message(first, last, None),
+                    ))
+                    self._gaps_open.setdefault(device, {})[alert.id] = (
+                        first, last, alert.message)
+                    out.append(alert)
         return out
+
+    def _settle_gaps(self, device: str, gaps: list[tuple[int, int]]) -> None:
+        """Revisit the device's open seq_gap alerts against its ``gaps`` now: one whose
+        messages have all arrived since is acknowledged by ``gateway`` (audited as
+        ``alert.ack`` where the pipeline has an audit log), its message ending in "all
+        arrived later"; one partly filled stays open and its message says which seqs are
+        still missing."""
+        still_open = self._gaps_open.get(device)
+        if not still_open:
+            return
+        for alert_id, (first, last, message) in list(still_open.items()):
+            still = [(max(a, first), min(b, last)) for a, b in gaps if a <= last and b >= first]
+            text = _gap_message(first, last, still)
+            try:
+                if text != message:
+                    self.store.update_alert(alert_id, message=text)
+                if still:
+                    still_open[alert_id] = (first, last, text)
+                    continue
+                acked = self.alerts.acknowledge(alert_id, by="gateway")
+            except KeyError:  # deleted meanwhile, with the device's data
+                del still_open[alert_id]
+                continue
+            except Exception:  # let go of it, rather than fail every gap check from now on
+                log.exception("could not settle seq_gap alert %s", alert_id)
+                del still_open[alert_id]
+                continue
+            del still_open[alert_id]
+            audit = getattr(self.security, "audit", None)
+            if callable(audit) and acked.acked_by == "gateway":
+                try:
+                    audit("gateway", "alert.ack", alert_id,
+                          {"device": device, "reason": "seq gap filled"})
+                except Exception:
+                    log.exception("could not audit the acknowledgement of alert %s", alert_id)
 
     def _load_state(self, path: Path) -> None:
         try:
@@ -766,6 +825,9 @@ class Pipeline:
             if (self.cross_gate is not None and state.get("cross_sensor") is not None
                     and state.get("cross_sensor_version") == STATE_VERSION):
                 self.cross_gate.devices_ = state["cross_sensor"]
+            # how many readings each alert being extended had (files before: none; the
+            # alert manager then counts the stored readings over each alert's span)
+            self.alerts.restore_held(state.get("alerts_held") or {})
         except Exception:
             log.exception("detector state at %s unreadable; streams warm up again", path)
             return
@@ -790,7 +852,8 @@ class Pipeline:
         with open(tmp, "wb") as f:
             pickle.dump({"detectors": self._detectors, "multivariate": self._mv,
                          "last_scored": self._last_scored, "fast_streams": fast,
-                         "cross_sensor": cross, "cross_sensor_version": STATE_VERSION}, f,
+                         "cross_sensor": cross, "cross_sensor_version": STATE_VERSION,
+                         "alerts_held": self.alerts.held_state()}, f,
                         protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
 
@@ -916,6 +979,30 @@ def _seqs_of(payload: bytes) -> list[int]:
                 and type(r.get("seq")) is int and 0 <= r["seq"] < _MAX_SEQ]
     except Exception:
         return []
+
+
+def _gap_message(first: int, last: int, still: list[tuple[int, int]] | None) -> str:
+    """A seq_gap alert's message for the gap ``first..last`` whose seqs ``still`` (sorted
+    inclusive ranges; ``None``: all of them) are missing now.
+
+    >>> _gap_message(3, 5, None)
+    'messages seq 3..5 missing (3)'
+    >>> _gap_message(2, 10, [(4, 5), (7, 10)])
+    'messages seq 2..10 missing (9); 4..5, 7..10 still missing (6)'
+    >>> _gap_message(3, 5, [])
+    'messages seq 3..5 missing (3), all arrived later'
+    """
+    n = last - first + 1
+    base = f"messages seq {first}..{last} missing ({n})"
+    if still is None:
+        return base
+    if not still:
+        return f"{base}, all arrived later"
+    k = sum(b - a + 1 for a, b in still)
+    if k == n:
+        return base
+    parts = ", ".join(f"{a}..{b}" for a, b in still[:5]) + (", ..." if len(still) > 5 else "")
+    return f"{base}; {parts} still missing ({k})"
 
 
 def _gap_from_message(message: str) -> tuple[int, int]:

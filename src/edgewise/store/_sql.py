@@ -200,18 +200,57 @@ def update_alert_query(
     >>> update_alert_query("a1", {"status": "acknowledged"}, "?")
     ('UPDATE alerts SET status = ? WHERE id = ?', ['acknowledged', 'a1'])
     """
+    sets, values = _alert_sets(changes, ph)
+    if not sets:
+        return None
+    return f"UPDATE alerts SET {sets} WHERE id = {ph}", [*values, alert_id]
+
+
+def _alert_sets(changes: dict[str, Any], ph: str) -> tuple[str, list[Any]]:
+    """Check the changes to an alert; the ``SET`` list of an UPDATE and its parameters."""
     bad = sorted(set(changes) - set(_ALERT_CHANGEABLE))
     if bad:
         raise StoreError(
             f"Cannot change alert field(s) {bad}; changeable: {', '.join(_ALERT_CHANGEABLE)}."
         )
     _check_alert_fields(changes.get("status", "open"), changes.get("label"))
-    if not changes:
-        return None
     if "drivers" in changes:
         changes = {**changes, "drivers": json.dumps(changes["drivers"])}
-    sets = ", ".join(f"{k} = {ph}" for k in changes)
-    return f"UPDATE alerts SET {sets} WHERE id = {ph}", [*changes.values(), alert_id]
+    return ", ".join(f"{k} = {ph}" for k in changes), list(changes.values())
+
+
+def acknowledge_alert_query(
+    alert_id: str, by: str, changes: dict[str, Any], ph: str
+) -> tuple[str, list[Any]]:
+    """Check the changes; SQL and parameters of the one conditional UPDATE that
+    acknowledges a live alert by ``by`` when it is open (keeping an earlier
+    acknowledgement and who gave it) and applies ``changes`` with it.
+
+    It changes no row of a merged alert, and, without ``changes``, none of an alert
+    acknowledged already: its row count says whether the write applied.
+
+    >>> acknowledge_alert_query("a1", "ops", {}, "?")[0]
+    "UPDATE alerts SET status = 'acknowledged', acked_by = ? WHERE id = ? AND status = 'open' AND merged_into IS NULL"
+    >>> sql, params = acknowledge_alert_query("a1", "ops", {"label": "true_alarm"}, "?")
+    >>> sql.split(" WHERE ")[1], params
+    ('id = ? AND merged_into IS NULL', ['true_alarm', 'ops', 'a1'])
+    """  # noqa: E501
+    own = sorted({"status", "acked_by"} & set(changes))
+    if own:
+        raise StoreError(
+            f"acknowledge_alert sets the alert's status and acked_by itself; got {own} among "
+            "the changes. Pass only label, labelled_by, note or the span fields there."
+        )
+    sets, values = _alert_sets(changes, ph)
+    if not sets:
+        sql = (f"UPDATE alerts SET status = 'acknowledged', acked_by = {ph} WHERE id = {ph} "
+               "AND status = 'open' AND merged_into IS NULL")
+        return sql, [by, alert_id]
+    # right-hand sides read the row as it was: acked_by is set only where it was open
+    sql = (f"UPDATE alerts SET {sets}, "
+           f"acked_by = CASE WHEN status = 'open' THEN {ph} ELSE acked_by END, "
+           f"status = 'acknowledged' WHERE id = {ph} AND merged_into IS NULL")
+    return sql, [*values, by, alert_id]
 
 
 def merge_changes(into: Alert, absorbed: Alert, changes: dict[str, Any]) -> dict[str, Any]:

@@ -162,6 +162,23 @@ class Store(Protocol):
         """
         ...
 
+    def acknowledge_alert(self, alert_id: str, by: str, **changes: Any) -> tuple[Alert, bool]:
+        """Acknowledge alert ``alert_id`` by ``by`` if it is open, keeping an earlier
+        acknowledgement (and who gave it), and apply ``changes`` (the fields
+        ``update_alert`` takes but ``status`` and ``acked_by``: a label, who gave it, a
+        note) with it, in one atomic conditional write that touches live alerts only.
+
+        Returns the alert as stored after the call and whether the write applied. It did
+        not (nothing was written) when the alert was merged into another, or, without
+        ``changes``, when it was acknowledged already: of callers racing to acknowledge
+        one open alert, exactly one is told ``True`` and every one gets the same
+        ``acked_by``; none writes onto an alert a merge took out of the list.
+
+        Raises ``KeyError`` for an unknown id and ``StoreError`` for ``status`` or
+        ``acked_by`` among ``changes``.
+        """
+        ...
+
     def merge_alert(self, alert_id: str, into: str, **changes: Any) -> Alert:
         """Mark alert ``alert_id`` as part of alert ``into`` of the same device, in one
         transaction, and return ``into`` as stored.

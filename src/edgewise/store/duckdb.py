@@ -48,6 +48,7 @@ from edgewise.store._sql import (
     DEVICE_TABLES,
     SQLStoreMixin,
     _marks_to_move,
+    acknowledge_alert_query,
     before_where,
     insert_alert,
     insert_conflicts,
@@ -538,6 +539,28 @@ class DuckDBStore(SQLStoreMixin):
                 if not row or int(row[0]) == 0:
                     raise KeyError(alert_id)
             return self._alert_on(con, alert_id)
+
+    def acknowledge_alert(self, alert_id: str, by: str, **changes: Any) -> tuple[Alert, bool]:
+        """Acknowledge a live alert by ``by`` unless it is acknowledged already, with
+        ``changes``, in one conditional write; the alert as stored and whether the write
+        applied (see ``Store.acknowledge_alert``).
+
+        >>> s = DuckDBStore(":memory:")
+        >>> a = s.add_alert(Alert("d", 0, 9, 0.9))
+        >>> [(x.acked_by, done) for x, done in (s.acknowledge_alert(a.id, by=n) for n in "ab")]
+        [('a', True), ('a', False)]
+        >>> s.close()
+        """
+        sql, params = acknowledge_alert_query(alert_id, by, changes, "?")
+        with self._wlock:
+            self._check_open()
+            con = self._con
+            try:
+                row = con.execute(sql, params).fetchone()
+            except duckdb.Error as exc:
+                raise StoreError(f"Acknowledging alert {alert_id!r} failed: {exc}") from exc
+            # read under the write lock: the alert as this write left it
+            return self._alert_on(con, alert_id), bool(row and int(row[0]))
 
     def merge_alert(self, alert_id: str, into: str, **changes: Any) -> Alert:
         """Mark alert ``alert_id`` as part of alert ``into`` and apply ``changes`` to

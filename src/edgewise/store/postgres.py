@@ -37,10 +37,12 @@ from edgewise.errors import StoreError
 from edgewise.store import shown_url
 from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
+    _ALERT_COLUMNS,
     DEVICE_TABLES,
     SQLStoreMixin,
     _alert_from_row,
     _marks_to_move,
+    acknowledge_alert_query,
     alert_by_id,
     before_where,
     insert_alert,
@@ -608,6 +610,26 @@ class PostgresStore(SQLStoreMixin):
                 raise KeyError(alert_id)
         with self._wlock:
             return self._alert_on(self._write_con(), alert_id)
+
+    def acknowledge_alert(self, alert_id: str, by: str, **changes: Any) -> tuple[Alert, bool]:
+        """Acknowledge a live alert by ``by`` unless it is acknowledged already, with
+        ``changes``, in one conditional UPDATE (a merge holding the row is waited for and
+        then seen); the alert as stored and whether the write applied (see
+        ``Store.acknowledge_alert``)."""
+        sql, params = acknowledge_alert_query(alert_id, by, changes, "%s")
+        with self._wlock:
+            con = self._write_con()
+            try:
+                with con.transaction():
+                    row = con.execute(
+                        f"{sql} RETURNING {', '.join(_ALERT_COLUMNS)}", params).fetchone()
+                    if row is None:  # nothing written: the alert as it stands
+                        return self._alert_on(con, alert_id), False
+            except self._psycopg.Error as exc:
+                raise StoreError(
+                    f"Acknowledging alert {alert_id!r} in {self.url!r} failed: {_one_line(exc)}"
+                ) from exc
+            return _alert_from_row(row), True
 
     def merge_alert(self, alert_id: str, into: str, **changes: Any) -> Alert:
         """Mark alert ``alert_id`` as part of alert ``into`` and apply ``changes`` to

@@ -20,7 +20,12 @@ is no longer listed but ``GET /v1/alerts/{id}`` still answers for it, with ``mer
 naming the alert that covers it now (``merged_into`` is ``null`` for a live alert). Its
 acknowledgement and label were carried over to that alert when it had none; acknowledging
 or labelling a merged alert is refused (409, reason ``merged_alert``), naming the alert to
-act on instead.
+act on instead, also when the merge lands while the request runs (nothing is written then).
+
+Acknowledging is one conditional write (``Store.acknowledge_alert``): of operators
+acknowledging one alert at once, or acknowledging and labelling it, the first keeps the
+acknowledgement, all are answered with its ``acked_by``, and only it is audited
+(``alert.ack``).
 
 ``GET /v1/alerts`` lists newest first (by start, then creation, then id) and pages by keyset:
 when more alerts follow a page, the answer has a ``Link: </v1/alerts?...&cursor=...>;
@@ -33,12 +38,16 @@ that is not one the API gave is a 422 (``field`` ``cursor``, reason ``bad_cursor
 ``GET /v1/alerts/{id}`` (and ``GET /v1/alerts?explain=true``) adds ``explanation``: for an
 anomaly alert of a device with two or more metrics, the signed, exact contribution of each
 metric to the T² of the alert's most anomalous reading against the device's readings of
-the hour before the alert (:func:`~edgewise.explain.alerts.alert_explanation`; the terms
-sum to ``value``, ``base`` is 0). It is ``null`` with ``explanation_detail`` saying why
-otherwise (seq-gap alert, one metric, too little history). Every number in it is finite:
-a metric constant before the alert that moved in it gets a large, finite term and is named
-in ``constant_before``; a metric with no reading before the alert is left out, named in
-``left_out`` and in ``explanation_detail``.
+the hour before the alert, or of the day, or the week, before it when the hour is too
+little history or a metric has no reading in it (one reported every 2 h)
+(:func:`~edgewise.explain.alerts.alert_explanation`; the terms sum to ``value``, ``base``
+is 0). It is ``null`` with ``explanation_detail`` saying why otherwise (seq-gap alert, one
+metric, too little history). Every number in it is finite: a metric constant before the
+alert that moved in it gets a large, finite term and is named in ``constant_before``; a
+metric with no reading in the week before the alert is left out, named in ``left_out``
+and in ``explanation_detail``. An explanation is kept and answered again only while the
+device's readings it was made from are unchanged: a reading that arrives late inside the
+alert's span or its reference makes it anew (and one that could not be made is not kept).
 """
 
 from __future__ import annotations
@@ -95,37 +104,72 @@ def alert_json(alert: Any) -> dict[str, Any]:
 REFERENCE_NS = 3600 * 10**9
 #: the most history before an alert read to explain it, when an hour is not enough
 MAX_REFERENCE_NS = 7 * 24 * REFERENCE_NS
-_explained: dict[tuple[str, int, int], dict[str, Any]] = {}
+#: the references tried in turn, each when the one before is too little history or
+#: leaves a metric out (one that reports every 2 h has no reading in the hour before)
+REFERENCES = ((REFERENCE_NS, "hour"), (24 * REFERENCE_NS, "day"), (MAX_REFERENCE_NS, "week"))
+#: (id, start_ns, end_ns) -> (reference start, fingerprint of its readings, answer)
+_explained: dict[tuple[str, int, int], tuple[int, tuple[Any, ...], dict[str, Any]]] = {}
+
+
+def _fingerprint(store: Any, alert: Any, since: int) -> tuple[Any, ...]:
+    """What the store holds of the device in ``[since, end]``, in a few numbers: each
+    metric's mean per 64th of the range, computed by the store (no reading is read
+    out). A reading that arrived in the range since changes them (unless it equals its
+    bucket's mean to the last bit), so a cached explanation made before it is not used."""
+    step = max(1, (alert.end_ns + 1 - since) // 64)
+    return tuple(store.query(alert.device_id, None, since, alert.end_ns + 1, step))
 
 
 def explain_alert(store: Any, alert: Any) -> dict[str, Any]:
-    """``{"explanation": …, "explanation_detail": …}`` for one alert (cached per span)."""
-    from edgewise.errors import InvalidParameterError
-    from edgewise.explain.alerts import alert_explanation
-
+    """``{"explanation": …, "explanation_detail": …}`` for one alert (an explanation is
+    cached per span, and used again only while the readings it was made from are the
+    same: a reading arriving late inside the span or its reference makes it anew)."""
     if alert.kind != "anomaly":
         return {"explanation": None,
                 "explanation_detail": f"A {alert.kind!r} alert has no sensor explanation."}
     key = (alert.id, alert.start_ns, alert.end_ns)
-    if key in _explained:
-        return _explained[key]
+    hit = _explained.get(key)
+    if hit is not None and _fingerprint(store, alert, hit[0]) == hit[1]:
+        return hit[2]
+    since, fingerprint, answer = _explain(store, alert)
+    if answer["explanation"] is not None:  # a failure is not cached: more history may come
+        if len(_explained) > 10_000:
+            _explained.clear()
+        _explained[key] = (since, fingerprint, answer)
+    return answer
+
+
+def _explain(store: Any, alert: Any) -> tuple[int, tuple[Any, ...], dict[str, Any]]:
+    """The answer of :func:`explain_alert` made anew, with the start of the reference it
+    used and the :func:`_fingerprint` of that range, taken before its readings were read
+    (a reading arriving in between makes the next call explain anew, never the reverse)."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.explain.alerts import alert_explanation
+
     answer: dict[str, Any] = {"explanation": None, "explanation_detail": None}
-    # an hour of reference; if that is too little, a week (never the whole history: one
-    # device of 3 M readings took 1.9 s and 1 GB per alert, a list of 200 never ended)
-    for since in (alert.start_ns - REFERENCE_NS, alert.start_ns - MAX_REFERENCE_NS):
+    used, used_fp = alert.start_ns, ()
+    # an hour of reference; if that is too little or leaves a metric out, a day, then a
+    # week (never the whole history: one device of 3 M readings took 1.9 s and 1 GB per
+    # alert, a list of 200 never ended)
+    for reference, named in REFERENCES:
+        since = alert.start_ns - reference
+        fingerprint = _fingerprint(store, alert, since)
         rows = store.query(alert.device_id, None, since, alert.end_ns + 1, None)
         try:
             ex = alert_explanation(rows, alert.start_ns, alert.end_ns)
         except InvalidParameterError as exc:
+            if answer["explanation"] is not None:
+                break  # a shorter reference explained it (leaving a metric out): kept
             answer["explanation_detail"] = str(exc)
             if len({m for m, _, _ in rows}) == 1:
                 break  # one metric: more history cannot make it two
             continue
         if not all(map(math.isfinite, [ex.value, *ex.contributions.values()])):
             # alert_explanation keeps every term finite; JSON has no inf, so never pass one
-            answer["explanation_detail"] = "The alert's T² is not a finite number."
+            if answer["explanation"] is None:
+                answer["explanation_detail"] = "The alert's T² is not a finite number."
             break
-        answer = {"explanation": {
+        used, used_fp, answer = since, fingerprint, {"explanation": {
             "method": "t2_exact", "value": round(ex.value, 6), "base": ex.base,
             "contributions": {k: round(v, 6) for k, v in ex.contributions.items()},
             "top": [{"name": n, "value": round(c, 6)} for n, c in ex.top(8)],
@@ -133,21 +177,20 @@ def explain_alert(store: Any, alert: Any) -> dict[str, Any]:
             "constant_before": ex.constant_before, "left_out": ex.left_out,
         }, "explanation_detail": (
             f"{', '.join(ex.left_out)} {'has' if len(ex.left_out) == 1 else 'have'} no "
-            f"history before the alert; left out." if ex.left_out else None)}
-        break
-    if len(_explained) > 10_000:
-        _explained.clear()
-    _explained[key] = answer
-    return answer
+            f"reading in the {named} before the alert; left out." if ex.left_out else None)}
+        if not ex.left_out:
+            break
+    return used, used_fp, answer
 
 
 def _get(store: Any, alert_id: str) -> Any:
     try:
         return store.get_alert(alert_id)
     except KeyError:
+        shown = _shown(alert_id)  # a 20,000-character id is not echoed back in full
         raise Problem(
-            404, "Unknown alert", f"No alert with id {alert_id!r}.", field="alert_id",
-            value=alert_id, allowed="an id listed by GET /v1/alerts", reason="unknown_alert",
+            404, "Unknown alert", f"No alert with id {shown!r}.", field="alert_id",
+            value=shown, allowed="an id listed by GET /v1/alerts", reason="unknown_alert",
         ) from None
 
 
@@ -244,7 +287,11 @@ async def list_alerts(
                                    "contributions (reads the history around each alert).")] = False,
 ) -> list[dict[str, Any]]:
     """Live alerts, newest first, a page of at most ``limit``; when more follow, the
-    ``Link: <…&cursor=…>; rel="next"`` header names the next page (same filters)."""
+    ``Link: <…&cursor=…>; rel="next"`` header names the next page (same filters). An empty
+    filter (``device=``, ``status=``, ``kind=``, ``since=``, ``cursor=``) is no filter."""
+    # an empty device, status or kind is no filter, as an empty 'since' or 'cursor' is
+    # (device= matched nothing: no device is named '')
+    device, status, kind = device or None, status or None, kind or None
     if status is not None and status not in STATUSES:
         raise Problem(
             422, "Invalid query parameter",
@@ -274,20 +321,44 @@ def get_alert(alert_id: AlertId, who: Viewer, store: StoreDep) -> dict[str, Any]
     return {**alert_json(alert), **explain_alert(store, alert)}
 
 
-@router.post("/v1/alerts/{alert_id}/ack", summary="Acknowledge an alert (operator)")
+_ACT_DOC = {
+    404: {"description": "No alert has this id (reason 'unknown_alert')."},
+    409: {"description": "The alert was merged into another one, also when the merge came "
+                         "while this request ran (reason 'merged_alert'; 'merged_into' names "
+                         "the alert to act on instead). Nothing was written."},
+}
+
+
+@router.post("/v1/alerts/{alert_id}/ack", summary="Acknowledge an alert (operator)",
+             responses=_ACT_DOC)
 def ack_alert(
     alert_id: AlertId, who: Operator, store: StoreDep, security: SecurityDep
 ) -> dict[str, Any]:
-    """Mark the alert acknowledged by the caller; acknowledging twice keeps the first."""
-    alert = _get_live(store, alert_id)
-    if alert.status == "acknowledged":
-        return alert_json(alert)
-    alert = store.update_alert(alert_id, status="acknowledged", acked_by=who.name)
-    security.audit(who.actor, "alert.ack", alert_id, {"device": alert.device_id})
+    """Mark the alert acknowledged by the caller; acknowledging twice keeps the first (of
+    operators acknowledging at once, one is audited and all are answered with its
+    ``acked_by``)."""
+    alert, applied = _acknowledge(store, alert_id, who.name)
+    if applied:
+        security.audit(who.actor, "alert.ack", alert_id, {"device": alert.device_id})
     return alert_json(alert)
 
 
-@router.post("/v1/alerts/{alert_id}/label", summary="Label an alert true/false alarm (operator)")
+def _acknowledge(store: Any, alert_id: str, by: str, **changes: Any) -> tuple[Any, bool]:
+    """:meth:`~edgewise.store.base.Store.acknowledge_alert`, one conditional write (a check
+    and then a write let two operators each be told they acknowledged, and let a merge in
+    between swallow the verdict); 404 for an unknown id, 409 for a merged alert."""
+    try:
+        alert, applied = store.acknowledge_alert(alert_id, by, **changes)
+    except KeyError:
+        _get(store, alert_id)  # the 404
+        raise
+    if not applied:
+        _get_live(store, alert_id)  # the 409 when a merge took it (as the answer says now)
+    return alert, applied
+
+
+@router.post("/v1/alerts/{alert_id}/label", summary="Label an alert true/false alarm (operator)",
+             responses=_ACT_DOC)
 def label_alert(
     alert_id: AlertId, body: LabelBody, who: Operator, store: StoreDep, security: SecurityDep,
     settings: SettingsDep, request: Request,
@@ -310,13 +381,12 @@ def _label_alert(
     alert_id: str, body: LabelBody, who: Any, store: Any, security: Any, settings: Any,
     request: Request,
 ) -> dict[str, Any]:
-    alert = _get_live(store, alert_id)
     changes: dict[str, Any] = {"label": body.label, "labelled_by": who.name}
     if body.note is not None:
         changes["note"] = body.note
-    if alert.status != "acknowledged":
-        changes.update(status="acknowledged", acked_by=who.name)
-    alert = store.update_alert(alert_id, **changes)
+    # the verdict, and the acknowledgement of an open alert, in one write that a merge
+    # racing it cannot land between (that lost the verdict: 200 for an unlisted alert)
+    alert, _ = _acknowledge(store, alert_id, who.name, **changes)
     security.audit(who.actor, "alert.label", alert_id,
                    {"device": alert.device_id, "label": body.label})
     window = None

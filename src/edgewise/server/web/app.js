@@ -94,6 +94,12 @@ class ApiError extends Error {
 class NetworkError extends Error {}
 
 async function api(path, options = {}) {
+  return (await apiPage(path, options)).body;
+}
+
+// The answer's body and `next`: the URL of its Link rel="next" header (the next page of a
+// paged list, relative to the API's address), or null on the last page.
+async function apiPage(path, options = {}) {
   const token = localStorage.getItem(TOKEN_KEY);
   const headers = { Accept: "application/json", ...(options.headers || {}) };
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -114,7 +120,8 @@ async function api(path, options = {}) {
     if (resp.status === 401) showLogin("The token was refused: " + ((body && body.detail) || ""));
     throw new ApiError(resp.status, body);
   }
-  return body;
+  const link = /<([^>]*)>\s*;\s*rel="?next"?/.exec(resp.headers.get("Link") || "");
+  return { body, next: link ? link[1] : null };
 }
 
 function setMain(...children) {
@@ -482,6 +489,8 @@ function deviceView(id, params) {
   const info = h("span", { class: "muted", id: "device-info" });
   const charts = h("div", { class: "charts", id: "charts" });
   const alertsBody = h("tbody", { id: "device-alerts" });
+  const alertsMore = h("p", { id: "device-alerts-more", class: "muted more-alerts hidden" });
+  const pagesKey = `device:${id}`;
   const qualityBody = h("tbody", { id: "device-quality" });
   const rulBox = h("div", { id: "device-rul", class: "muted" });
   const plotsBox = h("div", { id: "quality-plots", class: "quality-plots" });
@@ -500,7 +509,7 @@ function deviceView(id, params) {
     h("div", { class: "quality-row" }, h("div", { class: "quality-table" }, scroller(qualityTable(qualityBody))),
       plotsBox),
     h("h2", {}, "Alerts"),
-    scroller(alertsTable(alertsBody)));
+    scroller(alertsTable(alertsBody)), alertsMore);
   const canvases = new Map();
   const update = async () => {
     const win = state.window;
@@ -514,9 +523,10 @@ function deviceView(id, params) {
     const stepS = Math.max(1, Math.round(win / 300));
     const q = `start=${t0.toFixed(3)}&end=${t1.toFixed(3)}&step=${stepS}s`;
     const qStart = Math.max(t0, t1 - 3600);  // the quality checks look at the last hour at most
-    const [data, alerts, quality] = await Promise.all([
+    const [data, { alerts, more }, quality] = await Promise.all([
       api(`/v1/devices/${encodeURIComponent(id)}/readings?${q}`),
-      api(`/v1/alerts?device=${encodeURIComponent(id)}&limit=200`),
+      alertPages(`/v1/alerts?device=${encodeURIComponent(id)}&limit=${DEVICE_ALERT_PAGE}`,
+        alertPagesShown.get(pagesKey) || 1),
       api(`/v1/devices/${encodeURIComponent(id)}/quality?start=${qStart.toFixed(3)}&end=${t1.toFixed(3)}`),
     ]);
     if (state.window !== win) return;  // changed meanwhile: the new window's fetch draws
@@ -535,6 +545,10 @@ function deviceView(id, params) {
       drawChart(canvases.get(m), data.series[m], t0, t1, spans, stepS);
     }
     fillAlerts(alertsBody, alerts, false);
+    sayMoreAlerts(alertsMore, alerts.length, more, () => {
+      alertPagesShown.set(pagesKey, (alertPagesShown.get(pagesKey) || 1) + 1);
+      poll(update);
+    });
     fillQuality(qualityBody, quality);
     fillQualityPlots(plotsBox, id, quality);
     fillRul(rulBox, id);
@@ -700,13 +714,45 @@ async function act(alertId, action, label, button) {
   }
 }
 
-// Signed sensor contributions of anomaly alerts, from GET /v1/alerts/{id}, kept per span.
-const explainCache = new Map();    // "id:end_ns" -> explanation (or null)
-const explainPending = new Map();  // "id:end_ns" -> the fetch in flight (or queued)
+// Alerts a list page reads at a time, and on the device page; older ones are read a page
+// more at each "Show older alerts" (the list said nothing of them: it stopped at 500).
+const ALERT_PAGE = 500;
+const DEVICE_ALERT_PAGE = 200;
+// Pages read per list ("alerts:<status>", "device:<id>"), kept while the tab is open, so the
+// redraw after acknowledging an old alert stays where it was.
+const alertPagesShown = new Map();
+
+// The alerts of `pages` pages of the list at `path` (its limit= is the page), following each
+// page's Link header; `more`: whether older alerts follow. An alert that a late reading moved
+// meanwhile may come on two pages: it is shown once.
+async function alertPages(path, pages) {
+  const byId = new Map();
+  let next = path;
+  for (let n = 0; next && n < pages; n += 1) {
+    const page = await apiPage(next);
+    for (const a of page.body) if (!byId.has(a.id)) byId.set(a.id, a);
+    next = page.next;
+  }
+  return { alerts: [...byId.values()], more: Boolean(next) };
+}
+
+// Under a list that stops before its oldest alerts: how many it shows and a button that
+// reads a page more of them.
+function sayMoreAlerts(box, shown, more, onMore) {
+  box.classList.toggle("hidden", !more);
+  box.replaceChildren(...(more ? [`Showing the newest ${shown} alerts; more are older. `,
+    h("button", { type: "button", "data-action": "older", onclick: onMore }, "Show older alerts")] : []));
+}
+
+// Signed sensor contributions of anomaly alerts, from GET /v1/alerts/{id}, kept per span
+// (start and end: a late reading moves the start earlier and changes the explanation).
+const explainCache = new Map();    // "id:start_ns:end_ns" -> explanation (or null)
+const explainPending = new Map();  // "id:start_ns:end_ns" -> the fetch in flight (or queued)
 const EXPLAIN_PER_POLL = 20;
+const explainKey = (a) => `${a.id}:${a.start_ns}:${a.end_ns}`;
 
 function alertWhy(a) {
-  const key = `${a.id}:${a.end_ns}`;
+  const key = explainKey(a);
   const box = h("div", { class: "alert-why", "data-explain-for": a.id });
   if (explainCache.has(key)) {
     const ex = explainCache.get(key);
@@ -718,7 +764,7 @@ function alertWhy(a) {
 // Fetches the explanations not cached yet, one after another. Each is registered as pending
 // before the first fetch starts, so a poll that comes while they run starts none of them again.
 function explainAlerts(body, alerts) {
-  const key = (a) => `${a.id}:${a.end_ns}`;
+  const key = explainKey;
   const todo = alerts.filter((a) => a.kind === "anomaly" && !explainCache.has(key(a))
     && !explainPending.has(key(a))).slice(0, EXPLAIN_PER_POLL);
   let chain = Promise.resolve();
@@ -781,12 +827,20 @@ function alertsView() {
     route();
   });
   const body = h("tbody", { id: "alert-rows" });
+  const more = h("p", { id: "alerts-more", class: "muted more-alerts hidden" });
   setMain(h("h1", {}, "Alerts"), h("div", { class: "toolbar" }, "Status ", status),
-    scroller(alertsTable(body)));
-  poll(async () => {
+    scroller(alertsTable(body)), more);
+  const pagesKey = `alerts:${status.value}`;
+  const update = async () => {
     const q = status.value ? `status=${status.value}&` : "";
-    fillAlerts(body, await api(`/v1/alerts?${q}limit=500`), true);
-  });
+    const got = await alertPages(`/v1/alerts?${q}limit=${ALERT_PAGE}`, alertPagesShown.get(pagesKey) || 1);
+    fillAlerts(body, got.alerts, true);
+    sayMoreAlerts(more, got.alerts.length, got.more, () => {
+      alertPagesShown.set(pagesKey, (alertPagesShown.get(pagesKey) || 1) + 1);
+      poll(update);
+    });
+  };
+  poll(update);
 }
 
 // ---------------------------------------------------------------- start
