@@ -147,3 +147,15 @@ def test_resample_never_blanks_a_bin_that_holds_readings() -> None:
     for how, middle in (("mean", 2.5), ("last", 3.0)):
         _, v = resample(ts, [1.0, 2.0, 3.0, 4.0], 10 * S, how, max_gap_ns=15 * S)
         assert v[[0, 2, 6]].tolist() == [1.0, middle, 4.0] and np.isnan(v[[1, 3, 4, 5]]).all()
+
+
+def test_resample_keeps_the_last_step_of_a_long_epoch_grid() -> None:
+    """Check a long grid of epoch nanoseconds keeps its last step, and every reading its own:
+    np.arange counted the grid in float64 and dropped the last of 10,320 half-hours, so the
+    grid was a step shorter than its values and each value sat a step early."""
+    step = 1800 * 10**9
+    t = 1_404_172_800 * 10**9 + step * np.arange(10_320, dtype=np.int64)
+    for how in ("mean", "last", "interpolate"):
+        grid, values = resample(t, np.arange(10_320.0), every_ns=step, how=how)
+        assert len(grid) == len(values) == 10_320, how
+        assert grid[-1] == t[-1] and values[-1] == 10_319.0, how

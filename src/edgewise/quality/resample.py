@@ -47,7 +47,9 @@ def resample(
     order = np.argsort(t, kind="stable")
     t, v = t[order], v[order]
     start = t[0] - t[0] % every_ns
-    grid = np.arange(start, t[-1] + 1, every_ns, dtype=np.int64)
+    # the length in integers: np.arange(start, stop, step) counts in float64, which drops the
+    # last step of a long grid of epoch nanoseconds (10,320 half-hours gave 10,319 points)
+    grid = start + every_ns * np.arange((t[-1] - start) // every_ns + 1, dtype=np.int64)
     if how == "interpolate":
         out = np.interp(grid.astype(float), t.astype(float), v)
     else:
