@@ -1,0 +1,193 @@
+"""``edgewise train forecast`` and ``edgewise predict forecast``: one metric, steps ahead.
+
+The history is one metric: a CSV's time and value columns (``--csv FILE --time-column C
+--column V``; times as epoch numbers or ISO 8601, a time without an offset read as UTC), or
+a device's metric in a gateway's store (``--data DIR --device ID --metric M``, ``DIR`` a
+gateway data dir holding ``edgewise.duckdb``, or a store URL). ``train`` fits a
+:class:`~edgewise.models.forecast.Forecaster` and saves it versioned; ``predict`` forecasts
+the steps after the end of a history (by default the one the model was trained on) with
+its interval, as a table, one JSON object (``--json``) or a CSV file (``--out``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgewise.cli._app import Json, fail
+from edgewise.cli.rul import _shown, _store_url, open_existing_store, predict_app, train_app
+
+Csv = Annotated[Path | None, typer.Option(
+    "--csv", help="CSV file holding the metric's history (time and value columns).")]
+TimeCol = Annotated[str, typer.Option(
+    help="CSV: the time column (epoch s/ms/us/ns or ISO 8601; no offset means UTC).")]
+ValueCol = Annotated[str | None, typer.Option(
+    "--column", help="CSV: the value column to forecast.")]
+Data = Annotated[str | None, typer.Option(
+    help="A gateway data dir (holding edgewise.duckdb) or a store URL, instead of --csv.")]
+Device = Annotated[str | None, typer.Option(help="Store: the device whose metric it is.")]
+Metric = Annotated[str | None, typer.Option(help="Store: the metric to forecast.")]
+
+
+def _history(csv: Path | None, time_column: str, column: str | None, data: str | None,
+             device: str | None, metric: str | None) -> tuple[Any, Any, str]:
+    """Times (ns), values and a name for the history the options give."""
+    if (csv is None) == (data is None):
+        raise fail("give the history as --csv FILE --column V, or as --data DIR --device ID "
+                   "--metric M (one of the two)")
+    if csv is not None:
+        return _csv_history(csv, time_column, column)
+    return _store_history(data or "", device, metric)
+
+
+def _csv_history(csv: Path, time_column: str, column: str | None) -> tuple[Any, Any, str]:
+    from edgewise.errors import QualityError
+    from edgewise.tables import number_column, read_table, time_ns
+
+    if column is None:
+        raise fail("--column is needed with --csv: the value column to forecast")
+    try:
+        df = read_table(csv, "--csv")
+    except QualityError as exc:
+        raise fail(str(exc)) from None
+    for flag, name in (("--time-column", time_column), ("--column", column)):
+        if name not in df.columns:
+            raise fail(f"{flag} {name!r} is not a column of --csv {str(csv)!r}; its columns are "
+                       f"{[str(c) for c in df.columns][:20]}")
+    try:
+        return time_ns(df[time_column]), number_column(df, column), f"{csv.name}:{column}"
+    except QualityError as exc:
+        raise fail(f"--csv {str(csv)!r}: {exc}") from None
+
+
+def _store_history(data: str, device: str | None, metric: str | None) -> tuple[Any, Any, str]:
+    import numpy as np
+
+    if not device or not metric:
+        raise fail("--device and --metric are needed with --data: which device's metric to "
+                   "forecast")
+    url = _store_url(data)
+    if url is None:
+        raise fail(f"--data {data!r} is not a gateway data dir (no edgewise.duckdb in it) nor a "
+                   "store URL; give the data dir 'edgewise serve' runs with, or use --csv")
+    store = open_existing_store(url)
+    try:
+        known = sorted(d.device_id for d in store.devices())
+        if device not in known:
+            raise fail(f"--device {device!r} is not in the store {_shown(url)!r}; it holds "
+                       f"{known[:20]}")
+        rows = store.query(device, metric)
+        if not rows:
+            metrics = sorted({r[0] for r in store.query(device, None, limit=100_000)})
+            raise fail(f"--metric {metric!r}: device {device!r} has no readings of it; its "
+                       f"metrics are {metrics[:20]}")
+    finally:
+        store.close()
+    ts = np.array([r[1] for r in rows], dtype=np.int64)
+    return ts, np.array([r[2] for r in rows], dtype=float), f"{device}/{metric}"
+
+
+@train_app.command("forecast")
+def train_forecast(
+    out: Annotated[Path, typer.Option(help="Where to write the model file.")],
+    csv: Csv = None,
+    time_column: TimeCol = "timestamp",
+    column: ValueCol = None,
+    data: Data = None,
+    device: Device = None,
+    metric: Metric = None,
+    horizon: Annotated[int, typer.Option(help="Steps to forecast.")] = 48,
+    season: Annotated[int | None, typer.Option(
+        help="Steps per seasonal cycle (default: detect a daily/weekly cycle; 1: none).",
+        show_default=False)] = None,
+    step: Annotated[str | None, typer.Option(
+        help="Grid step, e.g. 30min or 1h (default: the median spacing of the readings).",
+        show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="Random seed, 0 to 2**32-1.")] = 0,
+    json_out: Json = False,
+) -> None:
+    """Fit a forecaster on one metric's history; save it versioned."""
+    from edgewise.cli.detect import check_out
+    from edgewise.errors import EdgewiseError
+    from edgewise.models.forecast import Forecaster
+
+    check_out(out, example="model.forecast")
+    if not 0 <= seed < 2**32:
+        raise fail(f"--seed {seed}: must be a whole number from 0 to {2**32 - 1}")
+    ts, values, name = _history(csv, time_column, column, data, device, metric)
+    model = Forecaster(horizon=horizon, season=season, step=step, random_state=seed)
+    try:
+        if json_out:
+            model.fit(ts, values)
+        else:
+            from rich.console import Console
+
+            with Console(stderr=True).status(f"fitting the forecaster on {len(ts)} readings"):
+                model.fit(ts, values)
+        size = model.save(out)
+    except EdgewiseError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"--out {str(out)!r} cannot be written: {exc.strerror or exc}") from None
+    head = model.header()
+    summary = {"model": str(out), "bytes": size, "history": name, **head}
+    if json_out:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"trained forecaster on {name}: {head['n_steps']} steps of "
+               f"{head['step_ns'] // 10**9} s, season {head['season']} steps, horizon "
+               f"{head['horizon']}; wrote {out} ({size} bytes, format v{head['format_version']})")
+
+
+@predict_app.command("forecast")
+def predict_forecast(
+    model: Annotated[Path, typer.Option(help="A model file from 'edgewise train forecast'.")],
+    csv: Csv = None,
+    time_column: TimeCol = "timestamp",
+    column: ValueCol = None,
+    data: Data = None,
+    device: Device = None,
+    metric: Metric = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Also write the forecast as CSV (time,forecast,low,high).")] = None,
+    json_out: Json = False,
+) -> None:
+    """Forecast the steps after the end of a history (default: the trained one), with intervals."""
+    from edgewise.cli.detect import check_out
+    from edgewise.errors import EdgewiseError
+    from edgewise.models.forecast import load_forecaster
+
+    if not model.is_file():
+        raise fail(f"--model {str(model)!r} is a directory; give the model file 'edgewise train "
+                   "forecast --out' wrote" if model.is_dir()
+                   else f"--model {str(model)!r} does not exist")
+    if out is not None:
+        check_out(out, example="forecast.csv")
+    try:
+        fc = load_forecaster(model)
+        if csv is None and data is None:
+            frame = fc.predict()
+        else:
+            ts, values, _ = _history(csv, time_column, column, data, device, metric)
+            frame = fc.predict(ts, values)
+    except EdgewiseError as exc:
+        raise fail(str(exc)) from None
+    level = round(100 * (1 - fc.alpha))
+    frame = frame.assign(time=frame["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    if out is not None:
+        try:
+            frame.to_csv(out, index=False)
+        except OSError as exc:
+            raise fail(f"--out {str(out)!r} cannot be written: {exc.strerror or exc}") from None
+    if json_out:
+        typer.echo(json.dumps({"interval": level, "horizon": fc.horizon,
+                               "forecast": frame.round(4).to_dict("records")}))
+        return
+    typer.echo(f"{'time':>20}  {'forecast':>12}  {level}% interval")
+    for r in frame.itertuples(index=False):
+        typer.echo(f"{r.time:>20}  {r.forecast:12.6g}  [{r.low:.6g}, {r.high:.6g}]")
+    if out is not None:
+        typer.echo(f"wrote {out}")
