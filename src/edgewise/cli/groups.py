@@ -1,0 +1,240 @@
+"""``edgewise groups``: which devices behave alike, what sets each group apart, odd ones out.
+
+Histories come from a gateway's store (``--data``: a gateway data dir holding
+``edgewise.duckdb``, or a store URL) or from CSV (``--csv``): a long file (device, time,
+metric, value columns), a wide file with a device column (one column per metric), or a
+folder of wide files, one per device (the device id is the file name without ``.csv``).
+The groups are fitted by :class:`~edgewise.models.cluster.BehaviourGroups`; ``--save``
+writes the model, and ``--model`` assigns the devices to the groups of a saved model
+instead of fitting new ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from edgewise.cli._app import Json, app, fail
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: --seed bounds (BehaviourGroups' random_state)
+SEED_MAX = 2**31 - 1
+METHODS = ("kmeans", "agglomerative", "gmm")
+
+
+def _store_histories(data: str, devices: str | None) -> dict[str, pd.DataFrame]:
+    from edgewise.cli.rul import _store_url, open_existing_store
+    from edgewise.models.cluster import histories_from_store
+
+    url = _store_url(data)
+    if url is None:
+        raise fail(f"--data {data!r} is neither a gateway data dir (a folder holding "
+                   "edgewise.duckdb) nor a store URL (duckdb:///PATH, postgresql://...); for "
+                   "a CSV file use --csv")
+    store = open_existing_store(url)
+    try:
+        known = sorted(d.device_id for d in store.devices())
+        wanted = [d.strip() for d in devices.split(",") if d.strip()] if devices else known
+        unknown = [d for d in wanted if d not in known]
+        if unknown:
+            raise fail(f"--devices: {unknown} not in the store; it holds {known[:20]}")
+        return histories_from_store(store, wanted)
+    finally:
+        store.close()
+
+
+def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
+                     device: str | None, time_column: str | None) -> dict[str, pd.DataFrame]:
+    """Histories from one table: long (metric and value columns) or wide; one device
+    (``device``) when the table has no device column."""
+    import numpy as np
+    import pandas as pd
+
+    from edgewise.cli.quality import _ids, _numbers
+    from edgewise.errors import QualityError
+    from edgewise.tables import find_time_column, not_a_metric, time_ns
+
+    time_column = time_column or find_time_column(df)
+    if time_column is None or time_column not in df.columns:
+        raise fail(f"{where} has no time column {time_column or ''!r} (looked for timestamp, "
+                   f"time, ts, datetime or date; name it with --time-column); columns: "
+                   f"{list(map(str, df.columns))}")
+    try:
+        ts = time_ns(df[time_column])
+    except (QualityError, ValueError, TypeError) as exc:
+        raise fail(f"{where}: column {time_column!r} holds no usable times: {exc}") from None
+    index = pd.to_datetime(np.asarray(ts, dtype=np.int64), unit="ns", utc=True)
+    dev_col = next((c for c in ("device_id", "device") if c in df.columns), None)
+    ids = (_ids(cells[dev_col], dev_col, "device id", Path(where)) if dev_col
+           else pd.Series([device or Path(where).stem] * len(df)))
+    if "metric" in df.columns and "value" in df.columns:
+        long = pd.DataFrame({"device": ids.to_numpy(), "metric": _ids(
+            cells["metric"], "metric", "metric", Path(where)).to_numpy(),
+            "value": _numbers(df["value"]).to_numpy()}, index=index)
+        return {str(d): g.pivot_table(index=g.index, columns="metric", values="value",
+                                      aggfunc="mean").rename_axis(None, axis=1)
+                for d, g in long.groupby("device", sort=True)}
+    metrics = [c for c in df.columns if c not in (time_column, dev_col)
+               and not not_a_metric(str(c))]
+    wide = pd.DataFrame({str(c): _numbers(df[c]).to_numpy() for c in metrics}, index=index)
+    return {str(d): g for d, g in wide.groupby(ids.to_numpy(), sort=True)}
+
+
+def _csv_histories(path: Path, time_column: str | None) -> dict[str, pd.DataFrame]:
+    from edgewise.errors import QualityError
+    from edgewise.tables import read_tables
+
+    files = ([path] if not path.is_dir()
+             else sorted([*path.glob("*.csv"), *path.glob("*.csv.gz")]))
+    if not files:
+        raise fail(f"--csv {str(path)!r} is a folder with no *.csv or *.csv.gz files; give a "
+                   "CSV file, or a folder of one CSV per device")
+    out: dict[str, pd.DataFrame] = {}
+    for f in files:
+        try:
+            df, cells = read_tables(f, "--csv")
+        except QualityError as exc:
+            raise fail(str(exc)) from None
+        name = f.name.removesuffix(".gz").removesuffix(".csv")
+        got = _frame_histories(df, cells, f"--csv {str(f)!r}", name, time_column)
+        twice = sorted(set(got) & set(out))
+        if twice:
+            raise fail(f"--csv {str(path)!r}: device {twice[0]!r} is in more than one file; "
+                       "give each device's history in one file")
+        out.update(got)
+    return out
+
+
+def _table(summary: dict[str, Any], assigned: pd.DataFrame | None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    if assigned is not None:
+        t = Table(title="Devices assigned to the saved groups")
+        for col in ("device", "group", "odd score", "odd one out: why"):
+            t.add_column(col)
+        for device, row in assigned.iterrows():
+            t.add_row(escape(str(device)), str(row["group"]), f"{row['odd_score']:.2f}",
+                      escape(row["why"]) if row["odd"] else "")
+        console.print(t)
+        return
+    t = Table(title=f"{summary['n_groups']} group(s) of {summary['n_devices']} devices")
+    for col in ("group", "devices", "members", "what sets it apart"):
+        t.add_column(col)
+    for g in summary["groups"]:
+        members = ", ".join(g["members"][:8]) + (" ..." if len(g["members"]) > 8 else "")
+        traits = "\n".join(x["text"] for x in g["traits"]) or (
+            "the whole fleet: nothing separates it" if summary["n_groups"] == 1 else "-")
+        t.add_row(str(g["group"]), str(g["size"]), escape(members), escape(traits))
+    console.print(t)
+    if summary["odd_ones_out"]:
+        o = Table(title="Odd ones out (fit no group)")
+        for col in ("device", "nearest group", "odd score", "furthest from its group in"):
+            o.add_column(col)
+        for d in summary["odd_ones_out"]:
+            o.add_row(escape(d["device"]), str(d["nearest_group"]), f"{d['odd_score']:.2f}",
+                      escape(d["why"]))
+        console.print(o)
+    else:
+        console.print("No odd ones out.")
+    for m, why in summary["left_out"].items():
+        console.print(f"note: metric {escape(m)!r} left out: {escape(why)}")
+    if summary["missing"]:
+        lacking = list(summary["missing"].items())[:5]
+        console.print(f"note: {len(summary['missing'])} device(s) lack a used metric (its "
+                      "features count as the fleet median): " + escape(", ".join(
+                          f"{d} ({', '.join(ms)})" for d, ms in lacking)))
+
+
+@app.command("groups")
+def groups(
+    data: Annotated[str | None, typer.Option(
+        help="A gateway data dir (holding edgewise.duckdb) or a store URL: duckdb:///PATH, "
+        "postgresql://...")] = None,
+    csv: Annotated[Path | None, typer.Option(
+        "--csv", help="A CSV file (long: device,time,metric,value; or wide with a device "
+        "column) or a folder of one wide CSV per device.")] = None,
+    devices: Annotated[str | None, typer.Option(
+        help="Store only: comma-separated devices (default: all).")] = None,
+    time_column: Annotated[str | None, typer.Option(
+        help="CSV time column (default: timestamp, time, ts, datetime or date).")] = None,
+    n_groups: Annotated[int | None, typer.Option(
+        "--groups", help="Number of groups (default: chosen; 1 when nothing separates the "
+        "fleet).")] = None,
+    max_groups: Annotated[int, typer.Option(help="Most groups tried when choosing.")] = 8,
+    method: Annotated[str, typer.Option(help=f"One of {', '.join(METHODS)}.")] = "kmeans",
+    reference: Annotated[str | None, typer.Option(
+        help="A metric (e.g. speed_rpm) at whose fleet-median level the others are compared "
+        "(\"vibration at the same speed\").")] = None,
+    seed: Annotated[int, typer.Option(help=f"Random seed, 0 to {SEED_MAX}.")] = 0,
+    save: Annotated[Path | None, typer.Option(help="Write the fitted groups model here.")] = None,
+    model: Annotated[Path | None, typer.Option(
+        help="A saved groups model: assign the devices to its groups instead of fitting.")] = None,
+    json_out: Json = False,
+) -> None:
+    """Group devices that behave alike; say what sets each group apart; list odd ones out."""
+    from edgewise.errors import EdgewiseError
+
+    if (data is None) == (csv is None):
+        raise fail("give exactly one of --data (a gateway data dir or store URL) and --csv "
+                   f"(a CSV file or folder); got {'both' if data else 'neither'}")
+    if not 0 <= seed <= SEED_MAX:
+        raise fail(f"--seed {seed}: must be a whole number from 0 to {SEED_MAX}")
+    if method not in METHODS:
+        raise fail(f"--method must be one of {', '.join(METHODS)}. Got {method!r}.")
+    if n_groups is not None and n_groups < 1:
+        raise fail(f"--groups must be a whole number of at least 1. Got {n_groups}.")
+    if model is not None and save is not None:
+        raise fail("--save writes a newly fitted model and --model assigns to a saved one; "
+                   "give one of them")
+    if model is not None and not model.is_file():
+        raise fail(f"--model {str(model)!r} is not a file; give a file 'edgewise groups "
+                   "--save' wrote")
+    if save is not None:
+        from edgewise.cli._app import out_path
+
+        out_path("--save", str(save), folder=False, example="groups.json")
+    if devices and data is None:
+        raise fail("--devices applies to store data (--data) only")
+    if csv is not None and not csv.exists():
+        raise fail(f"--csv {str(csv)!r} does not exist")
+    hist = _store_histories(data, devices) if data is not None else _csv_histories(
+        csv, time_column)  # type: ignore[arg-type]
+    try:
+        if model is not None:
+            from edgewise.models.cluster import load_groups
+
+            assigned = load_groups(model).assign(hist)
+            if json_out:
+                typer.echo(json.dumps({"assigned": [
+                    {"device": d, "group": int(r["group"]), "odd_score": round(float(
+                        r["odd_score"]), 3), "odd": bool(r["odd"]), "why": r["why"]}
+                    for d, r in assigned.iterrows()]}))
+            else:
+                _table({}, assigned)
+            return
+        from edgewise.models.cluster import BehaviourGroups
+
+        fitted = BehaviourGroups(n_groups=n_groups, max_groups=max_groups, method=method,
+                                 reference=reference, random_state=seed).fit(hist)
+        summary = fitted.summary()
+        if save is not None:
+            size = fitted.save(save)
+            summary["saved"] = {"path": str(save), "bytes": size}
+    except EdgewiseError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"--save {str(save)!r} cannot be written: {exc.strerror or exc}") from None
+    if json_out:
+        typer.echo(json.dumps(summary, allow_nan=False, default=str))
+        return
+    _table(summary, None)
+    if save is not None:
+        typer.echo(f"saved the groups model to {save} ({summary['saved']['bytes']} bytes)")

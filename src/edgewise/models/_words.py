@@ -1,0 +1,86 @@
+"""Profile features in words a person reads: "runs hotter: bearing_temp_c median 60.4 vs
+fleet 48.7". Used by :mod:`edgewise.models.cluster` for what sets a group apart and why a
+device is an odd one out.
+
+>>> trait_text("level:bearing_temp_c", 60.4, 48.7, True)
+'runs hotter: bearing_temp_c median 60.4 vs fleet 48.7'
+>>> trait_text("at_ref:vib_mms", 4.1, 2.2, True, "group 0", "speed_rpm", 2400.0)
+'higher vib_mms at the same speed_rpm: 4.1 vs group 0 2.2 at speed_rpm=2400'
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["feature_kind", "feature_metric", "rounded", "short_number", "trait_text"]
+
+
+def feature_kind(feature: str) -> str:
+    """``level`` of ``level:temp``."""
+    return feature.split(":", 1)[0]
+
+
+def feature_metric(feature: str) -> str:
+    """``temp`` of ``level:temp`` (``a~b`` for a pair)."""
+    return feature.split(":", 1)[1]
+
+
+def rounded(v: float) -> float | None:
+    """``v`` to 4 significant digits; ``None`` (JSON null) when not finite."""
+    return None if not math.isfinite(v) else float(f"{v:.4g}")
+
+
+def short_number(v: float) -> str:
+    """A value short, as a person reads it: 3 significant digits, big ones with a unit
+    prefix.
+
+    >>> short_number(2012345.0), short_number(12345.0), short_number(2330.4)
+    ('2.01M', '12.3k', '2330')
+    >>> short_number(0.01234), short_number(float("nan"))
+    ('0.0123', 'n/a')
+    """
+    if not math.isfinite(v):
+        return "n/a"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(v) >= div:
+            return f"{v / (div if suffix != 'k' else 1e3):.3g}{suffix}"
+    return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
+def _hour(h: float) -> str:
+    return "no peak" if not math.isfinite(h) else f"{round(h) % 24:02d}:00"
+
+
+def trait_text(feature: str, value: float, typical: float, more: bool, than: str = "fleet",
+               reference: str | None = None, reference_value: float | None = None) -> str:
+    """``feature`` at ``value`` against ``typical`` (of ``than``: the fleet, a group) in
+    words; ``more`` says on which side (on the clustering scale) it lies. A daily-peak
+    feature's values are hours of day.
+
+    >>> trait_text("corr:flow~rpm", 0.2, 0.9, False, "group 1")
+    'flow and rpm move together less: correlation 0.2 vs group 1 0.9'
+    """
+    kind, m = feature_kind(feature), feature_metric(feature)
+    vs = f"{short_number(value)} vs {than} {short_number(typical)}"
+    if kind == "level":
+        if "temp" in m.lower():
+            return f"{'runs hotter' if more else 'runs cooler'}: {m} median {vs}"
+        return f"{'higher' if more else 'lower'} {m}: median {vs}"
+    if kind == "at_ref":
+        return (f"{'higher' if more else 'lower'} {m} at the same {reference}: {vs} at "
+                f"{reference}={short_number(reference_value or 0.0)}")
+    if kind == "spread":
+        return f"{m} varies {'more' if more else 'less'}: interquartile range {vs}"
+    if kind == "trend":
+        return (f"{m} {'rises' if value > typical else 'falls'} over time: "
+                f"{short_number(value)}/day vs {than} {short_number(typical)}/day")
+    if kind == "acf1":
+        return (f"{m} {'smoother' if more else 'more erratic'} from step to step: lag-1 "
+                f"autocorrelation {vs}")
+    if kind == "daily":
+        return (f"{'stronger' if more else 'weaker'} daily cycle in {m}: "
+                f"{short_number(value)} of its variance vs {than} {short_number(typical)}")
+    if kind in ("daily_cos", "daily_sin"):
+        return f"daily peak of {m} near {_hour(value)} UTC vs {than} {_hour(typical)}"
+    a, b = m.split("~", 1)
+    return f"{a} and {b} move together {'more' if more else 'less'}: correlation {vs}"

@@ -1,0 +1,697 @@
+"""Group devices that behave alike; name what sets each group apart; flag odd ones out.
+
+:class:`BehaviourGroups` takes per-device histories (a mapping of device id to a DataFrame
+indexed by time, one column per metric: irregular times, gaps and NaN are fine; from a
+store, :func:`histories_from_store`), turns each into a behaviour profile
+(:func:`~edgewise.models.profile.behaviour_profile`: per metric level, spread, trend,
+lag-1 autocorrelation, daily-cycle strength and peak hour; correlations between metrics;
+optionally each metric's level at a reference operating point), and groups the profiles.
+
+Scale: each profile feature is centred on the fleet median and divided by the difference
+that counts as one unit for its kind: half the metric's typical within-device spread for
+a level (and a level at the reference point), a factor e^0.25 (1.28) for a spread, half a
+typical spread over the fleet's typical history length for a trend, 0.1 for a lag-1
+autocorrelation, 0.25 for a daily-cycle share, 0.2 for a correlation. So units (°C or
+bytes) never matter, and a feature on which the whole fleet agrees stays near 0 instead
+of being blown up into a made-up separation. Scaled values are linear up to about 3 units
+and logarithmic beyond (``3 asinh(z / 3)``), so one extreme device or metric cannot
+outweigh all others. Each feature is then weighted by its split-half reliability (how
+well the first half of each device's history predicts the second, across the fleet): the
+trend of a random walk weighs little.
+
+Metrics some devices lack: a metric is used when at least ``min_coverage`` of the devices
+send it (the others are in ``left_out_``); a device that lacks a used metric gets the
+fleet median for that metric's features (neutral: it neither joins nor leaves a group
+for it) and the metric is listed in ``missing_``.
+
+Grouping: scikit-learn k-means (``method="kmeans"``, the default, picked by the benchmark
+in ``benchmarks/results/groups.md``), Ward agglomerative or a Gaussian mixture. With
+``n_groups=None`` the number of groups maximises the silhouette over 2 … ``max_groups``;
+a grouping whose centres are less than one unit apart does not count, and the fleet is
+one group when the best silhouette is no better than the one a single Gaussian cloud of
+the same covariance reaches (eight seeded draws, at the best number of groups): then
+nothing separates the fleet. A "group" of fewer than ``min_group_size`` devices is not
+kept; its devices are odd ones out, assigned to the nearest group. Every random choice
+follows ``random_state``, so the same data gives the same groups, numbered by size (0
+largest).
+
+Odd ones out: a device's odd score is its distance to the nearest group centre over the
+median such distance of the fleet. It is flagged above ``odd_cut_``, the higher of two
+cuts: the score a member passes with chance ``odd_alpha`` were the members' scatter
+Gaussian in as many dimensions as it effectively has (so a fleet that varies in few
+features gets a higher cut), and 3.5 robust standard deviations above the median of the
+fleet's own log scores (so a heavy-tailed fleet of hundreds of devices does not flag
+dozens).
+
+>>> rng = np.random.default_rng(0)
+>>> idx = pd.date_range("2024-01-01", periods=300, freq="10min", tz="UTC")
+>>> fleet = {f"cool-{i}": pd.DataFrame({"temp": 40 + rng.normal(0, 1, 300)}, index=idx)
+...          for i in range(6)}
+>>> fleet |= {f"hot-{i}": pd.DataFrame({"temp": 60 + rng.normal(0, 1, 300)}, index=idx)
+...           for i in range(4)}
+>>> model = BehaviourGroups(random_state=0).fit(fleet)
+>>> model.n_groups_, model.labels_[["hot-0", "cool-0"]].tolist()
+(2, [1, 0])
+>>> model.traits_[1][0]["text"]
+'runs hotter: temp median 59.9 vs fleet 40'
+>>> model.predict({"new": pd.DataFrame({"temp": 59 + rng.normal(0, 1, 300)}, index=idx)}).tolist()
+[1]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
+from edgewise.models._words import feature_kind as _kind
+from edgewise.models._words import feature_metric as _metric
+from edgewise.models._words import rounded, trait_text
+from edgewise.models.profile import (
+    behaviour_profile,
+    device_history,
+    finite_metrics,
+    median_step_ns,
+    peak_hour,
+)
+from edgewise.params import Interval, OneOf, validate_params
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BehaviourGroups",
+    "GroupsFileError",
+    "histories_from_store",
+    "load_groups",
+]
+
+#: Version of the file :meth:`BehaviourGroups.save` writes; bumped when the layout changes.
+FORMAT_VERSION = 1
+_MAGIC = b"EDGEWISE-GROUPS\n"
+_NULL_DRAWS = 8
+#: scaled features are linear up to about this many units, logarithmic beyond
+_LINEAR = 3.0
+#: group centres closer than this (scaled units) are one group
+_MIN_GAP = 1.0
+#: the difference of each feature kind that counts as one unit (see the module doc);
+#: a level (and a level at the reference point) counts in half the metric's typical
+#: within-device spread
+_UNIT = {"spread": 0.25, "trend": 0.5, "acf1": 0.1, "daily": 0.25, "daily_cos": 0.25,
+         "daily_sin": 0.25, "corr": 0.2}
+
+
+class GroupsFileError(EdgewiseError, ValueError):
+    """A file is not an Edgewise groups model, is damaged, or of a version this build cannot read."""  # noqa: E501
+
+
+def histories_from_store(store: Any, devices: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Every device's (or each of ``devices``') readings in ``store`` as a history
+    (:func:`~edgewise.models.profile.device_history`); devices without readings are left out.
+
+    >>> from edgewise.store import open_store
+    >>> from edgewise.telemetry import Reading
+    >>> store = open_store("duckdb:///:memory:")
+    >>> _ = store.append([Reading("pump-1", "temp", 10**18, 40.0)])
+    >>> list(histories_from_store(store)["pump-1"].columns)
+    ['temp']
+    """
+    ids = devices if devices is not None else sorted(d.device_id for d in store.devices())
+    out = {}
+    for device in ids:
+        frame = device_history(store.query(device, None, None, None, None))
+        if len(frame):
+            out[device] = frame
+    return out
+
+
+class BehaviourGroups:
+    """Group a fleet's devices by how they behave; assign new devices; flag odd ones out.
+
+    Use it to find devices that run alike (for a per-group model or release group), and
+    the devices that fit no group. Not for grouping by a single reading or a label you
+    already have. See the module doc for how profiles are scaled and groups chosen.
+
+    Parameters
+    ----------
+    n_groups
+        Number of groups; ``None`` chooses it (one group when nothing separates the fleet).
+    max_groups
+        Most groups tried when ``n_groups`` is ``None``.
+    method
+        ``"kmeans"``, ``"agglomerative"`` (Ward) or ``"gmm"`` (Gaussian mixture).
+    reference
+        A metric whose fleet-median level is the reference operating point: each other
+        metric's level there is a feature ("vibration at the same speed").
+    relations
+        Use the correlation of every pair of metrics as features.
+    min_coverage
+        Share of devices that must send a metric for it to be used.
+    min_group_size
+        Fewer devices than this are no group: they are odd ones out.
+    odd_alpha
+        How rarely a device that belongs to its group should be flagged as an odd one out
+        (the tail probability of the cut on the odd score; see the module doc).
+    step_s
+        Grid step (s) of the autocorrelation and correlations; ``None``: the fleet's
+        median time between readings.
+    random_state
+        Seed of every random choice.
+    """
+
+    _parameter_constraints: ClassVar[dict[str, Any]] = {
+        "n_groups": [Interval(int, 1, None), None],
+        "max_groups": Interval(int, 2, None),
+        "method": OneOf(("kmeans", "agglomerative", "gmm")),
+        "reference": [str, None],
+        "relations": bool,
+        "min_coverage": Interval(float, 0.0, 1.0, closed="right"),
+        "min_group_size": Interval(int, 1, None),
+        "odd_alpha": Interval(float, 0.0, 1.0, closed="neither"),
+        "step_s": [Interval(float, 0.0, math.inf, closed="neither"), None],
+        "random_state": Interval(int, 0, 2**31 - 1),
+    }
+
+    def __init__(
+        self,
+        n_groups: int | None = None,
+        max_groups: int = 8,
+        method: str = "kmeans",
+        reference: str | None = None,
+        relations: bool = True,
+        min_coverage: float = 0.5,
+        min_group_size: int = 2,
+        odd_alpha: float = 1e-4,
+        step_s: float | None = None,
+        random_state: int = 0,
+    ) -> None:
+        self.n_groups = n_groups
+        self.max_groups = max_groups
+        self.method = method
+        self.reference = reference
+        self.relations = relations
+        self.min_coverage = min_coverage
+        self.min_group_size = min_group_size
+        self.odd_alpha = odd_alpha
+        self.step_s = step_s
+        self.random_state = random_state
+
+    # -- input ----------------------------------------------------------------------------
+    @staticmethod
+    def _histories(X: Any, at_least: int) -> dict[str, pd.DataFrame]:
+        """``X`` as device id -> history with a UTC time index and float metric columns."""
+        if not isinstance(X, Mapping):
+            raise InvalidParameterError(
+                "BehaviourGroups needs a mapping of device id to a history (a DataFrame "
+                f"indexed by time, one column per metric). Got {type(X).__name__} instead.",
+                field="X", value=type(X).__name__)
+        if len(X) < at_least:
+            raise InvalidParameterError(
+                f"BehaviourGroups needs the histories of at least {at_least} device(s) to "
+                f"{'group' if at_least > 1 else 'assign'}. Got {len(X)}.",
+                field="X", value=len(X))
+        out = {}
+        for device, frame in X.items():
+            if not isinstance(frame, pd.DataFrame):
+                raise InvalidParameterError(
+                    f"The history of device {device!r} must be a DataFrame indexed by time. "
+                    f"Got {type(frame).__name__} instead.", field="X", value=str(device))
+            idx = frame.index
+            if pd.api.types.is_integer_dtype(idx):  # integer nanoseconds since the epoch
+                idx = pd.to_datetime(np.asarray(idx, dtype=np.int64), unit="ns", utc=True)
+            elif isinstance(idx, pd.DatetimeIndex):
+                idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+            else:
+                raise InvalidParameterError(
+                    f"The history of device {device!r} must be indexed by time (timestamps "
+                    f"or integer ns since the epoch). Got an index of {idx.dtype}.",
+                    field="X", value=str(device))
+            frame = frame.set_axis(idx, axis=0)
+            metrics = finite_metrics(frame)
+            if not metrics:
+                raise InvalidParameterError(
+                    f"Device {device!r} has no finite reading in any numeric column "
+                    f"(columns: {[str(c) for c in frame.columns]}); give it readings, or leave "
+                    "it out.", field="X", value=str(device))
+            out[str(device)] = frame[metrics].astype(float)
+        return out
+
+    def _fitted(self) -> None:
+        if not hasattr(self, "centroids_"):
+            raise NotFittedError(
+                "This BehaviourGroups is not fitted yet; call fit(histories) first.")
+
+    # -- features -------------------------------------------------------------------------
+    def _profiles(self, hist: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        rows = {d: behaviour_profile(f, self.step_ns_, self.metrics_, self.reference,
+                                     self.reference_value_, self.relations)
+                for d, f in hist.items()}
+        return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=self.feature_names_)
+
+    def _transform(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Raw profile features in the units the scale is written in: spreads as logs,
+        trends as the change over the fleet's typical history length in typical spreads."""
+        out = raw.copy()
+        for f in out.columns:
+            kind = _kind(f)
+            if kind == "spread":
+                out[f] = np.log(np.maximum(out[f], self.eps_[_metric(f)]))
+            elif kind == "trend":
+                out[f] = out[f] * self.span_days_ / self.typical_spread_[_metric(f)]
+        return out
+
+    def _scaled(self, raw: pd.DataFrame) -> np.ndarray:
+        t = self._transform(raw).to_numpy(dtype=float)
+        z = np.nan_to_num((t - self.center_) / self.scale_, nan=0.0)
+        return _LINEAR * np.arcsinh(z / _LINEAR) * self.weights_
+
+    def _fit_scale(self, raw: pd.DataFrame, span_days: float) -> None:
+        spreads = raw[[f"spread:{m}" for m in self.metrics_]].abs()
+        typical = spreads.median().to_numpy() / 1.349
+        self.typical_spread_ = {m: float(v) if v > 0 else 1.0
+                                for m, v in zip(self.metrics_, typical, strict=True)}
+        self.eps_ = {m: 1e-6 * v for m, v in self.typical_spread_.items()}
+        self.span_days_ = span_days
+        self.center_ = self._transform(raw).median().to_numpy()
+        self.scale_ = np.array([
+            _UNIT[_kind(f)] if _kind(f) in _UNIT else 0.5 * self.typical_spread_[_metric(f)]
+            for f in raw.columns])
+
+    def _reliability(self, hist: dict[str, pd.DataFrame]) -> np.ndarray:
+        """Each feature's split-half reliability across the fleet, in [0, 1]: the
+        correlation between the features of each device's first and second half of history
+        (Spearman-Brown corrected). A feature that a device's own history cannot pin down
+        (the trend of a random walk) weighs little. A feature that half a history cannot
+        show (a daily cycle, in histories shorter than four days) keeps weight 1, and so
+        does every feature with fewer than 5 devices."""
+        if len(hist) < 5:
+            return np.ones(len(self.feature_names_))
+        halves = [{}, {}]  # type: list[dict[str, pd.DataFrame]]
+        for d, f in hist.items():
+            f = f.sort_index()
+            mid = f.index[0] + (f.index[-1] - f.index[0]) / 2
+            halves[0][d], halves[1][d] = f[f.index <= mid], f[f.index > mid]
+        raw = [self._profiles(h) for h in halves]
+        a, b = (self._scaled(r) for r in raw)
+        out = np.ones(a.shape[1])
+        for j in range(a.shape[1]):
+            if any(r.iloc[:, j].isna().mean() > 0.5 for r in raw):
+                continue  # half a history cannot show it (a daily cycle of 3 days): kept
+            c = float(np.corrcoef(a[:, j], b[:, j])[0, 1]) if (
+                np.ptp(a[:, j]) > 0 and np.ptp(b[:, j]) > 0) else 0.0
+            out[j] = min(1.0, 2 * c / (1 + c)) if c > 0 else 0.0
+        return out
+
+    # -- grouping -------------------------------------------------------------------------
+    def _cluster(self, Z: np.ndarray, k: int, seed: int, n_init: int = 10) -> np.ndarray:
+        from sklearn.cluster import AgglomerativeClustering, KMeans
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.mixture import GaussianMixture
+        from threadpoolctl import threadpool_limits
+
+        if k == 1:
+            return np.zeros(len(Z), dtype=int)
+        # one thread: fleets are small, and OpenMP's start-up on a busy machine costs more
+        # than the work (k-means on 20 devices: 0.3 s with threads, 0.02 s without)
+        with threadpool_limits(1), warnings.catch_warnings():
+            # more groups asked for than there are distinct devices: fewer groups come back
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            if self.method == "agglomerative":
+                return AgglomerativeClustering(n_clusters=k).fit_predict(Z)
+            if self.method == "gmm":
+                return GaussianMixture(k, covariance_type="diag", n_init=n_init,
+                                       reg_covar=1e-3, random_state=seed).fit_predict(Z)
+            return KMeans(k, n_init=n_init, random_state=seed).fit_predict(Z)
+
+    def _silhouettes(self, Z: np.ndarray, ks: list[int], seed: int, n_init: int = 10
+                     ) -> dict[int, float]:
+        from sklearn.metrics import silhouette_score
+
+        out = {}
+        for k in ks:
+            labels = self._cluster(Z, k, seed, n_init)
+            found = np.unique(labels)
+            centres = np.array([Z[labels == g].mean(0) for g in found])
+            gaps = np.linalg.norm(centres[:, None] - centres[None], axis=2)[
+                np.triu_indices(len(found), 1)]
+            # groups closer than one unit differ by less than matters: no grouping
+            out[k] = (float(silhouette_score(Z, labels, sample_size=min(len(Z), 1000),
+                                             random_state=seed))
+                      if 1 < len(found) < len(Z) and gaps.min() >= _MIN_GAP else -1.0)
+        return out
+
+    def _choose(self, Z: np.ndarray, seed: int) -> int:
+        n = len(Z)
+        distinct = len(np.unique(Z.round(9), axis=0))
+        ks = list(range(2, min(self.max_groups, n - 1, distinct - 1) + 1))
+        if not ks:
+            self.silhouette_, self.null_silhouette_ = {}, {}
+            return 1
+        self.silhouette_ = self._silhouettes(Z, ks, seed)
+        best = max(ks, key=lambda k: (self.silhouette_[k], -k))
+        if self.silhouette_[best] <= 0:
+            self.null_silhouette_ = {}
+            return 1
+        # the silhouettes one Gaussian cloud of the same covariance reaches
+        rng = np.random.default_rng(seed)
+        cov = np.cov(Z, rowvar=False).reshape(Z.shape[1], Z.shape[1])
+        nulls = [self._silhouettes(rng.multivariate_normal(Z.mean(0), cov, n,
+                                                           check_valid="ignore"),
+                                   [best], seed, n_init=3)[best] for _ in range(_NULL_DRAWS)]
+        self.null_silhouette_ = {best: max(nulls)}
+        return best if self.silhouette_[best] > max(self.null_silhouette_[best], 0.0) else 1
+
+    # -- public API -----------------------------------------------------------------------
+    def fit(self, X: Mapping[str, pd.DataFrame], y: None = None) -> BehaviourGroups:
+        """Profile every device in ``X`` and group them."""
+        validate_params(self._parameter_constraints, vars(self), self)
+        hist = self._histories(X, at_least=2)
+        n = len(hist)
+        if self.n_groups is not None and self.n_groups > n:
+            raise InvalidParameterError(
+                f"The 'n_groups' parameter of BehaviourGroups must be at most the number of "
+                f"devices ({n}). Got {self.n_groups} instead.", field="n_groups",
+                value=self.n_groups)
+        self._fit_metrics(hist)
+        steps = [s for s in (median_step_ns(f) for f in hist.values()) if s]
+        self.step_ns_ = (int(self.step_s * 1e9) if self.step_s is not None
+                         else int(np.median(steps)) if steps else 60 * 10**9)
+        self.reference_value_ = None
+        if self.reference is not None:
+            levels = [np.nanmedian(f[self.reference]) for f in hist.values()
+                      if self.reference in f.columns]
+            self.reference_value_ = float(np.median(levels))
+        raw = pd.DataFrame.from_dict(
+            {d: behaviour_profile(f, self.step_ns_, self.metrics_, self.reference,
+                                  self.reference_value_, self.relations)
+             for d, f in hist.items()}, orient="index")
+        raw = raw.loc[:, raw.notna().any()]  # e.g. no history spans two days: no daily cycle
+        self.feature_names_ = [str(c) for c in raw.columns]
+        self.devices_ = list(raw.index)
+        self.profiles_ = raw
+        spans = [(f.index[-1] - f.index[0]) / pd.Timedelta(days=1) for f in hist.values()]
+        self._fit_scale(raw, float(np.median(spans)) or 1.0)
+        self.weights_ = np.ones(len(self.feature_names_))
+        self.weights_ = self._reliability(hist)
+        Z = self._scaled(raw)
+        seed = int(self.random_state)
+        k = self.n_groups if self.n_groups is not None else self._choose(Z, seed)
+        if self.n_groups is not None:
+            self.silhouette_, self.null_silhouette_ = {}, {}
+        self._fit_groups(Z, self._cluster(Z, k, seed))
+        self.n_features_in_ = len(self.metrics_)
+        return self
+
+    def _fit_metrics(self, hist: dict[str, pd.DataFrame]) -> None:
+        n = len(hist)
+        counts: dict[str, int] = {}
+        for f in hist.values():
+            for m in f.columns:
+                counts[m] = counts.get(m, 0) + 1
+        need = max(2, math.ceil(self.min_coverage * n))
+        self.metrics_ = sorted(m for m, c in counts.items() if c >= need)
+        self.left_out_ = {m: f"sent by {c} of {n} devices; at least {need} needed"
+                          for m, c in sorted(counts.items()) if c < need}
+        if not self.metrics_:
+            raise InvalidParameterError(
+                f"The devices have no metric in common: no metric is sent by at least {need} "
+                f"of the {n} devices (min_coverage={self.min_coverage}); metrics and how many "
+                f"devices send them: {dict(sorted(counts.items()))}. Give devices that share "
+                "metrics, or lower min_coverage.", field="X", value=dict(sorted(counts.items())))
+        if self.reference is not None and self.reference not in self.metrics_:
+            raise InvalidParameterError(
+                f"The 'reference' parameter of BehaviourGroups must be one of the metrics the "
+                f"fleet shares, {self.metrics_}. Got {self.reference!r} instead.",
+                field="reference", value=self.reference)
+        self.missing_ = {d: [m for m in self.metrics_ if m not in f.columns]
+                         for d, f in hist.items()}
+        self.missing_ = {d: ms for d, ms in self.missing_.items() if ms}
+
+    def _fit_groups(self, Z: np.ndarray, labels: np.ndarray) -> None:
+        """Number groups by size, dissolve ones below ``min_group_size``, set centres,
+        odd scores and traits."""
+        devices = np.array(self.devices_)
+        ids = sorted(np.unique(labels).tolist(), key=lambda g: (-np.sum(labels == g),
+                                                                 min(devices[labels == g])))
+        small = [g for g in ids if np.sum(labels == g) < self.min_group_size]
+        kept = [g for g in ids if g not in small] or ids[:1]
+        self.centroids_ = np.array([Z[labels == g].mean(0) for g in kept])
+        self.n_groups_ = len(kept)
+        dist = self._distances(Z)
+        new = np.array([kept.index(g) if g in kept else int(np.argmin(dist[i]))
+                        for i, g in enumerate(labels)])
+        own = dist[np.arange(len(Z)), new]
+        members = np.isin(labels, kept)
+        typical = float(np.median(own[members]))
+        self.odd_scale_ = typical if typical > 0 else float(np.mean(own[members]) or 1.0)
+        score = own / self.odd_scale_
+        self.odd_cut_ = max(self._odd_cut(Z[members] - self.centroids_[new[members]]),
+                            _tail_cut(score[members & (score > 0)]))
+        self.labels_ = pd.Series(new, index=self.devices_, name="group")
+        self.odd_score_ = pd.Series(score, index=self.devices_, name="odd_score")
+        self.odd_ = pd.Series((score > self.odd_cut_) | ~members, index=self.devices_,
+                              name="odd")
+        self.Z_ = Z
+        self.traits_ = {g: self._traits(Z[(new == g) & members], self.profiles_[
+            (new == g) & members]) for g in range(self.n_groups_)}
+
+    def _odd_cut(self, resid: np.ndarray) -> float:
+        """The odd score (distance over the median distance) that a member's scatter
+        passes with chance ``odd_alpha``: the scatter as Gaussian in as many dimensions as
+        its covariance effectively has (participation ratio of its eigenvalues), so a
+        fleet that varies in few features gets a higher cut than one that varies in many."""
+        from scipy.stats import chi2
+
+        eig = np.clip(np.linalg.eigvalsh(np.cov(resid, rowvar=False).reshape(
+            resid.shape[1], resid.shape[1])), 0.0, None) if len(resid) > 1 else np.ones(1)
+        dims = float(eig.sum() ** 2 / (eig**2).sum()) if eig.sum() > 0 else 1.0
+        self.odd_dims_ = max(1.0, dims)
+        return float(np.sqrt(chi2.ppf(1 - self.odd_alpha, self.odd_dims_)
+                             / chi2.median(self.odd_dims_)))
+
+    def _distances(self, Z: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(Z[:, None, :] - self.centroids_[None, :, :], axis=2)
+
+    # -- words ----------------------------------------------------------------------------
+    def _traits(self, Zg: np.ndarray, raw: pd.DataFrame, top: int = 3) -> list[dict[str, Any]]:
+        """What sets a group (rows ``Zg``, raw profiles ``raw``) apart from the fleet: its
+        features whose group median is at least one fleet scale from the fleet median."""
+        if self.n_groups_ == 1 or len(Zg) == 0:
+            return []
+        effect = np.median(Zg, axis=0)
+        out = []
+        for j in np.argsort(-np.abs(effect)):
+            if abs(effect[j]) < 1.0 or len(out) >= top:
+                break
+            f = self.feature_names_[j]
+            g = float(raw[f].median())
+            fleet = float(self.profiles_[f].median())
+            if _kind(f) in ("daily_cos", "daily_sin"):
+                m = _metric(f)
+                g = peak_hour(raw.median().to_dict(), m)
+                fleet = peak_hour(self.profiles_.median().to_dict(), m)
+                if any(t["feature"].startswith("daily_") and t["feature"].endswith(f":{m}")
+                       for t in out):
+                    continue
+            out.append({"feature": f, "effect": round(float(effect[j]), 2),
+                        "group": rounded(g), "fleet": rounded(fleet),
+                        "text": trait_text(f, g, fleet, bool(effect[j] > 0), "fleet",
+                                           self.reference, self.reference_value_)})
+        return out
+
+    def _why_odd(self, z: np.ndarray, raw: pd.Series, group: int) -> str:
+        """The feature that puts a device furthest from its group, in words."""
+        gap = z - self.centroids_[group]
+        j = int(np.argmax(np.abs(gap)))
+        f = self.feature_names_[j]
+        value, typical = float(raw[f]), self._group_raw(group, f)
+        if _kind(f) in ("daily_cos", "daily_sin"):  # in words: hours of the daily peak
+            m = _metric(f)
+            value = peak_hour(raw.to_dict(), m)
+            typical = peak_hour({f"{k}:{m}": self._group_raw(group, f"{k}:{m}")
+                                 for k in ("daily_cos", "daily_sin")}, m)
+        return trait_text(f, value, typical, bool(gap[j] > 0), f"group {group}",
+                          self.reference, self.reference_value_)
+
+    def _group_raw(self, group: int, f: str) -> float:
+        mask = (self.labels_ == group) & ~self.odd_
+        vals = self.profiles_.loc[mask.to_numpy(), f]
+        return float(vals.median()) if vals.notna().any() else float(self.profiles_[f].median())
+
+    # -- new devices ----------------------------------------------------------------------
+    def assign(self, X: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+        """Each device's group (the nearest group centre), odd score, odd flag and, for an
+        odd one, the feature that sets it furthest from its group; indexed by device."""
+        self._fitted()
+        hist = self._histories(X, at_least=1)
+        lacking = [d for d, f in hist.items() if not set(f.columns) & set(self.metrics_)]
+        if lacking:
+            raise InvalidParameterError(
+                f"Device {lacking[0]!r} sends none of the metrics the groups were learned "
+                f"from, {self.metrics_}; give a history with at least one of them.",
+                field="X", value=lacking[0])
+        raw = self._profiles(hist)
+        Z = self._scaled(raw)
+        dist = self._distances(Z)
+        group = dist.argmin(1)
+        score = dist.min(1) / self.odd_scale_
+        odd = score > self.odd_cut_
+        why = [self._why_odd(Z[i], raw.iloc[i], int(group[i])) if odd[i] else ""
+               for i in range(len(Z))]
+        return pd.DataFrame({"group": group, "odd_score": score, "odd": odd, "why": why},
+                            index=pd.Index(list(hist), name="device"))
+
+    def predict(self, X: Mapping[str, pd.DataFrame]) -> pd.Series:
+        """The group of each device in ``X`` (nearest group centre), indexed by device."""
+        return self.assign(X)["group"]
+
+    def score_samples(self, X: Mapping[str, pd.DataFrame]) -> pd.Series:
+        """Each device's odd score: distance to the nearest group centre over the fleet's
+        median such distance (above ``odd_cut_``: an odd one out)."""
+        return self.assign(X)["odd_score"]
+
+    def summary(self) -> dict[str, Any]:
+        """The groups as plain data (JSON-ready): members, traits, odd ones out with why."""
+        self._fitted()
+        groups = []
+        for g in range(self.n_groups_):
+            members = [d for d in self.devices_ if self.labels_[d] == g and not self.odd_[d]]
+            groups.append({"group": g, "size": len(members), "members": members,
+                           "traits": self.traits_[g]})
+        odd = []
+        for i, d in enumerate(self.devices_):
+            if self.odd_[d]:
+                g = int(self.labels_[d])
+                odd.append({"device": d, "nearest_group": g,
+                            "odd_score": round(float(self.odd_score_[d]), 2),
+                            "why": self._why_odd(self.Z_[i], self.profiles_.iloc[i], g)})
+        return {"n_devices": len(self.devices_), "n_groups": self.n_groups_,
+                "metrics": self.metrics_, "left_out": self.left_out_, "missing": self.missing_,
+                "silhouette": {str(k): round(v, 3) for k, v in self.silhouette_.items()},
+                "null_silhouette": {str(k): round(v, 3)
+                                    for k, v in self.null_silhouette_.items()},
+                "groups": groups, "odd_ones_out": odd}
+
+    # -- persistence ----------------------------------------------------------------------
+    _STATE: ClassVar[tuple[str, ...]] = (
+        "metrics_", "left_out_", "missing_", "step_ns_", "reference_value_", "feature_names_",
+        "devices_", "typical_spread_", "eps_", "span_days_", "n_groups_", "odd_scale_",
+        "odd_cut_", "odd_dims_", "silhouette_",
+        "null_silhouette_", "traits_", "n_features_in_")
+
+    def save(self, path: str | Path) -> int:
+        """Write the fitted model as one versioned JSON file, whole or not at all.
+
+        Line one names the format, line two is a header (version, SHA-256 of the body),
+        then the body: parameters and learned state, no pickle, so loading runs no code.
+        The file is written beside ``path`` under a temporary name and renamed over it, so
+        a reader never sees half a file and a failed save leaves the old one. Returns the
+        number of bytes written.
+        """
+        self._fitted()
+        state: dict[str, Any] = {k: getattr(self, k) for k in self._STATE}
+        state["traits_"] = {str(g): t for g, t in self.traits_.items()}
+        state["silhouette_"] = {str(k): v for k, v in self.silhouette_.items()}
+        state["null_silhouette_"] = {str(k): v for k, v in self.null_silhouette_.items()}
+        arrays = {"center_": self.center_, "scale_": self.scale_, "weights_": self.weights_,
+                  "centroids_": self.centroids_, "Z_": self.Z_}
+        body = json.dumps({
+            "params": {k: getattr(self, k) for k in self._parameter_constraints},
+            "state": state,
+            "arrays": {k: v.tolist() for k, v in arrays.items()},
+            "labels_": self.labels_.tolist(), "odd_score_": self.odd_score_.tolist(),
+            "odd_": self.odd_.tolist(),
+            "profiles_": json.loads(self.profiles_.to_json(orient="split")),
+        }, allow_nan=True).encode()
+        head = json.dumps({"format_version": FORMAT_VERSION, "kind": "BehaviourGroups",
+                           "n_groups": self.n_groups_, "n_devices": len(self.devices_),
+                           "body_sha256": hashlib.sha256(body).hexdigest()}).encode()
+        data = _MAGIC + head + b"\n" + body
+        target = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+                                   if str(target.parent) else ".")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return len(data)
+
+
+def _tail_cut(scores: np.ndarray, z: float = 3.5) -> float:
+    """The score ``z`` robust standard deviations (1.4826 median absolute deviations)
+    above the median, on the log scale: where the fleet's own scores stop, whatever the
+    shape of their tail.
+
+    >>> round(_tail_cut(np.array([0.8, 0.9, 1.0, 1.1, 1.25])), 2)
+    1.73
+    """
+    if len(scores) < 3:
+        return 0.0
+    logs = np.log(scores)
+    mid = float(np.median(logs))
+    return float(np.exp(mid + z * 1.4826 * float(np.median(np.abs(logs - mid)))))
+
+
+def load_groups(path: str | Path) -> BehaviourGroups:
+    """Load a model written by :meth:`BehaviourGroups.save`; a file that is not one, is
+    damaged or of another format version raises :class:`GroupsFileError`."""
+    name = str(path)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if not data.startswith(_MAGIC):
+        raise GroupsFileError(f"File {name!r} is not an Edgewise groups model file (it does "
+                              "not start with EDGEWISE-GROUPS); give a file 'save' wrote.")
+    head_line, _, body = data[len(_MAGIC):].partition(b"\n")
+    try:
+        head = json.loads(head_line)
+    except ValueError:
+        head = None
+    version = head.get("format_version") if isinstance(head, dict) else None
+    if isinstance(head, dict) and version != FORMAT_VERSION:
+        raise GroupsFileError(f"Groups file {name!r} has format version {version!r}; this "
+                              f"Edgewise reads version {FORMAT_VERSION}. Fit the groups again.")
+    if not isinstance(head, dict) or hashlib.sha256(body).hexdigest() != head.get("body_sha256"):
+        raise GroupsFileError(f"Groups file {name!r} is damaged or truncated (its content "
+                              "does not match its checksum); copy it again or fit the groups "
+                              "again.")
+    try:
+        return _from_doc(json.loads(body))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GroupsFileError(f"Groups file {name!r} does not hold a groups model this "
+                              f"Edgewise can read ({type(exc).__name__}: {exc}); fit the "
+                              "groups again.") from None
+
+
+def _from_doc(doc: dict[str, Any]) -> BehaviourGroups:
+    """The model a saved body describes."""
+    model = BehaviourGroups(**doc["params"])
+    for k, v in doc["state"].items():
+        setattr(model, k, v)
+    model.traits_ = {int(g): t for g, t in model.traits_.items()}
+    model.silhouette_ = {int(k): v for k, v in model.silhouette_.items()}
+    model.null_silhouette_ = {int(k): v for k, v in model.null_silhouette_.items()}
+    for k, v in doc["arrays"].items():
+        setattr(model, k, np.asarray(v, dtype=float).reshape(-1, len(model.feature_names_))
+                if k in ("centroids_", "Z_") else np.asarray(v, dtype=float))
+    model.labels_ = pd.Series(doc["labels_"], index=model.devices_, name="group")
+    model.odd_score_ = pd.Series(doc["odd_score_"], index=model.devices_, name="odd_score")
+    model.odd_ = pd.Series(doc["odd_"], index=model.devices_, name="odd")
+    p = doc["profiles_"]
+    model.profiles_ = pd.DataFrame(p["data"], index=p["index"], columns=p["columns"],
+                                   dtype=float)
+    return model
+
