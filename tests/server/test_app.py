@@ -44,6 +44,7 @@ EXPECTED_ROUTES = {
     ("GET", "/v1/devices/{device_id}/quality"),
     ("GET", "/v1/devices/{device_id}/quality/plots/{metric}.png"),
     ("GET", "/v1/devices/{device_id}/rul"),
+    ("GET", "/v1/devices/{device_id}/forecast"),
     ("POST", "/v1/registry/rollouts"),
 }
 

@@ -37,6 +37,7 @@ from edgewise.server.problems import PROBLEM_JSON, install_problem_handlers
 from edgewise.server.routes import (
     alerts,
     devices,
+    forecast,
     health,
     labels,
     models,
@@ -118,7 +119,8 @@ def create_app(
     forget_device
         Called with a device id once ``DELETE /v1/devices/{id}`` has deleted the device, for
         what the gateway keeps outside the store: the running transport's state, such as the
-        external MQTT broker's retained ack (``Gateway.forget_device``).
+        external MQTT broker's retained ack (``Gateway.forget_device``). The app drops the
+        device's cached forecasts (:mod:`edgewise.server.routes.forecast`) before calling it.
 
     Returns
     -------
@@ -143,9 +145,10 @@ def create_app(
     app.state.security = security
     app.state.pipeline = pipeline
     app.state.settings = settings
-    app.state.forget_device = forget_device
+    app.state.forget_device = _forgetting_forecasts(app, forget_device)
     install_problem_handlers(app)
-    for module in (telemetry, devices, readings, quality, rul, alerts, labels, tokens, health):
+    for module in (telemetry, devices, readings, forecast, quality, rul, alerts, labels, tokens,
+                   health):
         app.include_router(module.router)
     if registry is None:  # the gateway's first start makes the signing key (never remade)
         registry = Registry(settings.data_dir)
@@ -183,6 +186,18 @@ def create_app(
         return RedirectResponse("/static/favicon.svg")
 
     return app
+
+
+def _forgetting_forecasts(app: FastAPI, forget_device: Callable[[str], Any] | None,
+                          ) -> Callable[[str], Any]:
+    """What ``DELETE /v1/devices/{id}`` calls once the device is deleted: drop its cached
+    forecasts (:func:`edgewise.server.routes.forecast.forget_device`), then the caller's
+    ``forget_device`` (the transport's state)."""
+    def forget(device_id: str) -> Any:
+        forecast.forget_device(app, device_id)
+        return None if forget_device is None else forget_device(device_id)
+
+    return forget
 
 
 _DEVICE_PATHS = ("/v1/devices/{device_id}/model", "/v1/models/")

@@ -299,7 +299,8 @@ function fleetView() {
 
 // ---------------------------------------------------------------- device charts
 const COLORS = { line: "#1f6feb", grid: "#e6e9ed", axis: "#57606a", open: "rgba(207,34,46,0.28)",
-  acked: "rgba(154,103,0,0.20)", mark: "#cf222e", bg: "#ffffff" };
+  acked: "rgba(154,103,0,0.20)", mark: "#cf222e", bg: "#ffffff", forecast: "#8250df",
+  band: "rgba(130,80,223,0.18)" };
 const PAD = { left: 56, right: 10, top: 8, bottom: 22 };
 
 const DRIVER_MIN_SHARE = 0.05;  // an alert is shaded on a metric with at least this share
@@ -372,7 +373,9 @@ function drivesMetric(alert, metric) {
   return Math.round(100 * share(drivers[metric]) / total) >= 100 * DRIVER_MIN_SHARE;
 }
 
-function drawChart(canvas, series, t0, t1, spans, stepS) {
+// forecast (optional): parallel arrays t, forecast, low, high, drawn as a dashed line in
+// its interval band after the readings.
+function drawChart(canvas, series, t0, t1, spans, stepS, forecast) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth || 420;
   const hgt = canvas.clientHeight || 200;
@@ -387,8 +390,9 @@ function drawChart(canvas, series, t0, t1, spans, stepS) {
   const ts = series ? series.t : [];
   const vs = series ? series.v : [];
   let lo = Infinity, hi = -Infinity;
-  for (const v of vs) { if (v < lo) lo = v; if (v > hi) hi = v; }
-  if (!vs.length) { lo = 0; hi = 1; }
+  const fc = forecast || { t: [], forecast: [], low: [], high: [] };
+  for (const v of [...vs, ...fc.low, ...fc.high]) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  if (!vs.length && !fc.t.length) { lo = 0; hi = 1; }
   // a flat series gets a band around its level (relative: a metric in nA is drawn at its
   // own scale, not flattened into a band of +-1)
   const level = Math.max(Math.abs(lo), Math.abs(hi));
@@ -437,6 +441,17 @@ function drawChart(canvas, series, t0, t1, spans, stepS) {
     if (i === 0 || ts[i] - ts[i - 1] > gap) ctx.moveTo(px, py); else ctx.lineTo(px, py);
   }
   ctx.stroke();
+  if (fc.t.length) {  // the interval band, then the forecast dashed over it
+    ctx.fillStyle = COLORS.band;
+    ctx.beginPath();
+    fc.t.forEach((t, i) => (i ? ctx.lineTo(x(t), y(fc.high[i])) : ctx.moveTo(x(t), y(fc.high[i]))));
+    for (let i = fc.t.length - 1; i >= 0; i--) ctx.lineTo(x(fc.t[i]), y(fc.low[i]));
+    ctx.closePath(); ctx.fill();
+    ctx.strokeStyle = COLORS.forecast; ctx.setLineDash([5, 3]);
+    ctx.beginPath();
+    fc.t.forEach((t, i) => (i ? ctx.lineTo(x(t), y(fc.forecast[i])) : ctx.moveTo(x(t), y(fc.forecast[i]))));
+    ctx.stroke(); ctx.setLineDash([]);
+  }
   if (ts.length === 1) { ctx.fillStyle = COLORS.line; ctx.fillRect(x(ts[0]) - 2, y(vs[0]) - 2, 4, 4); }
   // readings inside an open alert span are marked
   ctx.fillStyle = COLORS.mark;
@@ -448,6 +463,7 @@ function drawChart(canvas, series, t0, t1, spans, stepS) {
     }
   }
   canvas.dataset.points = String(ts.length);
+  canvas.dataset.forecastPoints = String(fc.t.length);
   canvas.dataset.lo = String(lo);  // the value axis, for tests and tools
   canvas.dataset.hi = String(hi);
   canvas.dataset.spans = String(spans.length);
@@ -455,7 +471,7 @@ function drawChart(canvas, series, t0, t1, spans, stepS) {
   canvas.dataset.tickStep = String(xstep);  // the time axis: epoch seconds and their labels
   canvas.dataset.ticks = ticks.join(",");
   canvas.dataset.tickLabels = labels.join("|");
-  canvas.redraw = () => drawChart(canvas, series, t0, t1, spans, stepS);  // on resize
+  canvas.redraw = () => drawChart(canvas, series, t0, t1, spans, stepS, forecast);  // on resize
 }
 
 let resizePending = false;
@@ -464,7 +480,9 @@ window.addEventListener("resize", () => {
   resizePending = true;
   requestAnimationFrame(() => {
     resizePending = false;
-    for (const c of document.querySelectorAll("canvas[data-metric]")) if (c.redraw) c.redraw();
+    for (const c of document.querySelectorAll("canvas[data-metric], canvas[data-forecast]")) {
+      if (c.redraw) c.redraw();
+    }
   });
 });
 
@@ -503,6 +521,7 @@ function deviceView(id, params) {
       h("span", {}, h("i", { class: "swatch line" }), "reading"),
       h("span", {}, h("i", { class: "swatch open" }), "open alert"),
       h("span", {}, h("i", { class: "swatch acked" }), "acknowledged alert"),
+      h("span", {}, h("i", { class: "swatch forecast" }), "forecast and its interval"),
       h("span", { class: "muted tz", id: "device-tz" }, `times: ${zoneLabel()}`)),
     charts,
     h("h2", {}, "Data quality"),
@@ -536,7 +555,9 @@ function deviceView(id, params) {
     for (const m of metrics) {
       if (!canvases.has(m)) {
         const c = h("canvas", { "data-metric": m, width: 420, height: 200 });
-        charts.append(h("div", { class: "chart" }, h("h3", {}, m), c));
+        const fbox = h("div", { class: "forecast", "data-forecast-for": m });
+        charts.append(h("div", { class: "chart", "data-chart": m },
+          h("h3", {}, h("span", {}, m), forecastButton(id, m, fbox)), c, fbox));
         canvases.set(m, c);
       }
       const spans = alerts
@@ -554,6 +575,59 @@ function deviceView(id, params) {
     fillRul(rulBox, id);
   };
   poll(update);
+}
+
+// ---------------------------------------------------------------- forecast
+// On demand (a fit takes about a second; the gateway keeps it per metric and horizon): the
+// forecast after the last reading, with its interval band, drawn by drawChart under the
+// metric's chart together with the readings before it. Too little history is said, as the
+// API words it.
+function forecastButton(id, metric, box) {
+  return h("button", { type: "button", class: "forecast-btn", "data-metric": metric,
+    title: "Forecast the next steps of this metric from its stored history",
+    onclick: (e) => fillForecast(box, id, metric, e.currentTarget) }, "Forecast");
+}
+
+// "30 s", "5 min", "1 h", "1 d", "1.5 h"
+function fmtSpan(s) {
+  const [unit, n] = s >= 86400 ? ["d", s / 86400] : s >= 3600 ? ["h", s / 3600]
+    : s >= 60 ? ["min", s / 60] : ["s", s];
+  return `${Number(n.toPrecision(3))} ${unit}`;
+}
+
+async function fillForecast(box, id, metric, button) {
+  const say = (state, cls, text) => {
+    box.dataset.state = state;
+    box.replaceChildren(h("p", { class: cls }, text));
+  };
+  const base = `/v1/devices/${encodeURIComponent(id)}`;
+  button.disabled = true;
+  say("loading", "muted", "Fitting a forecast…");
+  try {
+    const f = await api(`${base}/forecast?metric=${encodeURIComponent(metric)}`);
+    const fc = f.forecast;
+    const endS = Date.parse(f.history.end) / 1000;
+    // the readings of the last two horizons (or a season) before it, on the forecast's step
+    const t0 = endS - Math.max(2 * f.horizon, f.season) * f.step_s;
+    const q = `metric=${encodeURIComponent(metric)}&start=${t0.toFixed(3)}` +
+      `&end=${(endS + 0.001).toFixed(3)}&step=${Math.max(1, Math.round(f.step_s * 1000))}ms`;
+    const past = await api(`${base}/readings?${q}`);
+    const c = h("canvas", { "data-forecast": metric, width: 420, height: 200 });
+    box.dataset.state = "ok";
+    box.replaceChildren(h("p", { class: "muted forecast-info" },
+      `Forecast: ${f.horizon} steps of ${fmtSpan(f.step_s)}, ${f.interval}% interval; ` +
+      (f.season > 1 ? `cycle of ${fmtSpan(f.season_s)}` : "no daily or weekly cycle found") +
+      `; from ${f.history.readings.toLocaleString()} readings since ${fmtTime(f.history.start)}.`),
+    c);
+    drawChart(c, past.series[metric], t0, fc.t[fc.t.length - 1], [], f.step_s, fc);
+  } catch (e) {
+    if (e.status === 401) { box.replaceChildren(); return; }  // the login form is shown
+    const why = e instanceof NetworkError ? "gateway unreachable" : e.message;
+    say((e.body && e.body.reason) || "error", "error forecast-unavailable",
+      `Forecast unavailable: ${why}`);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 // ---------------------------------------------------------------- remaining useful life

@@ -1,0 +1,288 @@
+"""A device metric's forecast: :class:`~edgewise.models.forecast.Forecaster` on its stored
+history, fitted on demand and cached.
+
+``GET /v1/devices/{id}/forecast?metric=M&horizon=H`` fits a Forecaster (``horizon`` steps,
+1 to :data:`MAX_HORIZON`, default 48) on the metric's readings of the :data:`WINDOW_DAYS`
+days up to the device's newest reading, and answers the ``horizon`` steps after the last
+one with their 90% interval, the grid step, the season found and the history used. A
+window of more than :data:`MAX_READINGS` readings is averaged by the store into buckets of
+the smallest common step (1 s, 2 s, 5 s… 1 h…) that keeps it within that many, so a fit
+costs about a second whatever the metric's rate.
+
+Fitting costs about a second (one CPU thread), so fitted models are kept per (device,
+metric, horizon) in :class:`ForecastCache` (one per app, at most :data:`MAX_ENTRIES`, the
+least recently used dropped first): a request is answered from the cache until the metric
+has a reading at least one step after the cached history's end, or :data:`TTL_S` has
+passed; then the model is refitted. Two requests for one key fit once (the second waits
+for the first); at most :data:`MAX_FITS` fits run at once per app, and a request that finds
+no free slot within :data:`FIT_WAIT_S` is a 429 with ``Retry-After`` (many metrics asked at
+once must not take every threadpool thread from the other routes). Failures are never
+cached. ``DELETE /v1/devices/{id}`` drops the device's
+models (:func:`forget_device`, wired by :func:`~edgewise.server.app.create_app`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+
+from edgewise.errors import InvalidParameterError
+from edgewise.models.forecast import Forecaster
+from edgewise.server.deps import SecurityDep, StoreDep, Viewer
+from edgewise.server.problems import Problem
+from edgewise.server.query import format_ns
+from edgewise.server.routes.devices import known_device, not_found
+
+__all__ = ["FIT_WAIT_S", "MAX_ENTRIES", "MAX_FITS", "MAX_HORIZON", "MAX_READINGS", "TTL_S",
+           "WINDOW_DAYS", "ForecastCache", "cache_of", "forget_device", "router"]
+
+router = APIRouter(tags=["readings"])
+
+#: Days of history a forecast is fitted on, up to the device's newest reading.
+WINDOW_DAYS = 28
+#: Readings a fit takes at most; a denser window is averaged per bucket by the store.
+MAX_READINGS = 20_000
+#: Steps ahead a request may ask for.
+MAX_HORIZON = 336
+DEFAULT_HORIZON = 48
+#: Seconds a fitted model answers before it is refitted, even with no newer reading.
+TTL_S = 900.0
+#: Fitted models kept per app (the least recently used goes first).
+MAX_ENTRIES = 256
+#: Fits one app runs at once (each takes a CPU and a threadpool thread for about a second).
+MAX_FITS = 2
+#: Seconds a request waits for a fit slot before it is answered 429 with Retry-After.
+FIT_WAIT_S = 10.0
+#: Bucket steps (s) a dense window is averaged to: the common steps Forecaster snaps to.
+_BUCKETS_S = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200,
+              10800, 21600, 43200, 86400)
+_NS_PER_DAY = 86_400 * 10**9
+
+
+@dataclass
+class _Entry:
+    answer: dict[str, Any]
+    last_ns: int  # the newest reading the model was fitted on
+    step_ns: int
+    fitted_at: float  # time.monotonic()
+
+
+class ForecastCache:
+    """Fitted forecasts per (device, metric, horizon), at most ``max_entries``; thread-safe.
+
+    >>> c = ForecastCache(max_entries=2)
+    >>> for k in ("a", "b", "c"):
+    ...     c.put(("d", k, 1), _Entry({}, 0, 1, 0.0))
+    >>> sorted(k[1] for k in c.keys()), c.forget("d"), c.keys()
+    (['b', 'c'], 2, [])
+    """
+
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_fits: int = MAX_FITS) -> None:
+        self.max_entries = max_entries
+        #: Held while a fit runs: at most ``max_fits`` at once.
+        self.fits = threading.BoundedSemaphore(max_fits)
+        self._entries: OrderedDict[tuple[str, str, int], _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self._fitting: dict[tuple[str, str, int], threading.Lock] = {}
+
+    def get(self, key: tuple[str, str, int]) -> _Entry | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: tuple[str, str, int], entry: _Entry) -> None:
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def key_lock(self, key: tuple[str, str, int]) -> threading.Lock:
+        """The lock one key's fit holds, so two requests for it fit once."""
+        with self._lock:
+            if len(self._fitting) > 4 * self.max_entries:  # unheld ones only: bounded
+                self._fitting = {k: v for k, v in self._fitting.items() if v.locked()}
+            return self._fitting.setdefault(key, threading.Lock())
+
+    def forget(self, device_id: str) -> int:
+        """Drop every model of ``device_id``; return how many."""
+        with self._lock:
+            gone = [k for k in self._entries if k[0] == device_id]
+            for k in gone:
+                del self._entries[k]
+            return len(gone)
+
+    def keys(self) -> list[tuple[str, str, int]]:
+        with self._lock:
+            return list(self._entries)
+
+
+def cache_of(app: Any) -> ForecastCache:
+    """The app's forecast cache (made on first use)."""
+    cache = getattr(app.state, "forecasts", None)
+    if cache is None:
+        cache = app.state.forecasts = ForecastCache()
+    return cache  # type: ignore[no-any-return]
+
+
+def forget_device(app: Any, device_id: str) -> int:
+    """Drop the cached forecasts of a deleted device; return how many."""
+    return cache_of(app).forget(device_id)
+
+
+def _history(store: Any, device_id: str, metric: str,
+             last_ns: int) -> tuple[list[tuple[str, int, float]], int | None]:
+    """The metric's readings in the window ending at ``last_ns`` and the bucket (ns) they
+    were averaged to (``None``: as stored)."""
+    start = last_ns - WINDOW_DAYS * _NS_PER_DAY
+    rows = store.query(device_id, metric, start, last_ns + 1, None, MAX_READINGS + 1)
+    if len(rows) <= MAX_READINGS:
+        return rows, None
+    span_s = (last_ns - rows[0][1]) / 1e9
+    bucket_s = next((s for s in _BUCKETS_S if span_s / s <= MAX_READINGS), _BUCKETS_S[-1])
+    bucket = bucket_s * 10**9
+    return store.query(device_id, metric, start, last_ns + 1, bucket, MAX_READINGS + 1), bucket
+
+
+def _too_little(device_id: str, metric: str, horizon: int, detail: str,
+                steps: Any) -> Problem:
+    return Problem(
+        422, "Too little history to forecast",
+        f"Cannot forecast metric {metric!r} of device {device_id!r} {horizon} steps ahead "
+        f"from its last {WINDOW_DAYS} days of readings: {detail}",
+        field="metric", value=metric,
+        allowed=f"a metric with a longer history in the last {WINDOW_DAYS} days, or a "
+        "shorter horizon", reason="too_little_history",
+        extra={"history_steps": steps if isinstance(steps, int) else None},
+    )
+
+
+def _fit(device_id: str, metric: str, horizon: int,
+         rows: list[tuple[str, int, float]], bucket: int | None) -> _Entry:
+    """Fit a Forecaster on ``rows``; raise a 422 problem when they cannot make one."""
+    import numpy as np
+
+    ts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+    values = np.fromiter((r[2] for r in rows), dtype=float, count=len(rows))
+    if len(rows) < 2:
+        raise _too_little(device_id, metric, horizon, f"it has {len(rows)} reading(s) there.",
+                          len(rows))
+    model = Forecaster(horizon=horizon, n_threads=1)
+    try:
+        model.fit(ts, values)
+    except InvalidParameterError as exc:
+        raise _too_little(device_id, metric, horizon, str(exc), exc.value) from None
+    out = model.predict()
+    times = out["time"].astype("int64").to_numpy()  # ns UTC
+    answer = {
+        "device_id": device_id, "metric": metric, "horizon": horizon,
+        "step_s": model.step_ns_ / 1e9,
+        "season": model.season_, "season_s": model.season_ * model.step_ns_ / 1e9
+        if model.season_ > 1 else None,
+        "interval": round(100 * (1 - model.alpha)),
+        "history": {
+            "window_days": WINDOW_DAYS, "start": format_ns(int(ts[0])),
+            "end": format_ns(int(ts[-1])), "readings": len(rows), "steps": model.n_steps_,
+            "bucket_s": None if bucket is None else bucket / 1e9,
+        },
+        "fitted_at": format_ns(time.time_ns()),
+        "forecast": {
+            "t": [int(t) / 1e9 for t in times],
+            "time": [format_ns(int(t)) for t in times],
+            "forecast": [round(float(v), 6) for v in out["forecast"]],
+            "low": [round(float(v), 6) for v in out["low"]],
+            "high": [round(float(v), 6) for v in out["high"]],
+        },
+    }
+    return _Entry(answer, int(ts[-1]), int(model.step_ns_), time.monotonic())
+
+
+def _fresh(store: Any, device_id: str, metric: str, entry: _Entry | None) -> bool:
+    """Whether a cached fit still answers: younger than the TTL, and no reading of the metric
+    at least a step after its history's end."""
+    if entry is None or time.monotonic() - entry.fitted_at >= TTL_S:
+        return False
+    newer = store.query(device_id, metric, entry.last_ns + entry.step_ns, None, None, 1)
+    return not newer
+
+
+def _forecast(request: Request, store: Any, security: Any, device_id: str, metric: str,
+              horizon: int) -> dict[str, Any]:
+    if not known_device(security, store, device_id):
+        raise not_found(device_id)
+    summary = next((s for s in store.devices() if s.device_id == device_id), None)
+    metrics = sorted(summary.metrics) if summary is not None else []
+    if metric not in metrics or summary is None or summary.last_ns is None:
+        shown = ", ".join(repr(m) for m in metrics[:50]) or "none: it has no readings"
+        raise Problem(404, "Unknown metric",
+                      f"Device {device_id!r} has no readings of metric {metric!r}; its "
+                      f"metrics: {shown}.", field="metric", value=metric,
+                      allowed=f"one of the device's metrics ({shown})",
+                      reason="unknown_metric")
+    cache = cache_of(request.app)
+    key = (device_id, metric, horizon)
+    entry = cache.get(key)
+    if _fresh(store, device_id, metric, entry):
+        return {**entry.answer, "cached": True}  # type: ignore[union-attr]
+    with cache.key_lock(key):  # one fit per key at a time; the others use its result
+        entry = cache.get(key)
+        if _fresh(store, device_id, metric, entry):
+            return {**entry.answer, "cached": True}  # type: ignore[union-attr]
+        rows, bucket = _history(store, device_id, metric, summary.last_ns)
+        if not cache.fits.acquire(timeout=FIT_WAIT_S):
+            raise Problem(429, "Forecasts busy",
+                          f"{MAX_FITS} forecasts are being fitted; this one waited "
+                          f"{FIT_WAIT_S:g} s for its turn. Retry after the Retry-After header.",
+                          reason="forecasts_busy", allowed="a retry after Retry-After seconds",
+                          headers={"Retry-After": "2"})
+        try:
+            entry = _fit(device_id, metric, horizon, rows, bucket)
+        finally:
+            cache.fits.release()
+        if known_device(security, store, device_id):  # deleted meanwhile: nothing kept
+            cache.put(key, entry)
+    return {**entry.answer, "cached": False}
+
+
+_TOO_LITTLE = ("Too little history (reason 'too_little_history'): the detail says how many "
+               "steps of what length the forecast needs and how many the metric has.")
+
+
+@router.get(
+    "/v1/devices/{device_id}/forecast",
+    summary="A device metric's forecast with its interval (viewer)",
+    description=f"Fits a forecaster (boosted trees on lags, conformal 90% interval) on the "
+    f"metric's readings of the last {WINDOW_DAYS} days up to the device's newest reading "
+    f"(over {MAX_READINGS:,} readings: averaged per bucket of a common step), and answers "
+    "the `horizon` steps after its last reading: `forecast.t` (epoch seconds), "
+    "`forecast.time`, `forecast.forecast`, `forecast.low`, `forecast.high`, with `step_s`, "
+    "`season` (steps per cycle; 1: none found) and the `history` used. Fitting takes about "
+    "a second; the fit is kept per (device, metric, horizon) and reused (`cached: true`) "
+    "until the metric has a reading a step past the fitted history, or for "
+    f"{int(TTL_S)} s at most.",
+    responses={404: {"description": "No device with that id (reason 'unknown_device'), or "
+                     "the device has no readings of that metric (reason 'unknown_metric')."},
+               422: {"description": "A bad parameter ('field' names it: 'horizon' out of "
+                     f"1..{MAX_HORIZON}, 'metric' missing), or " + _TOO_LITTLE[0].lower()
+                     + _TOO_LITTLE[1:]},
+               429: {"description": f"{MAX_FITS} forecasts were being fitted for "
+                     f"{FIT_WAIT_S:g} s (reason 'forecasts_busy'); retry after Retry-After."}},
+)
+def forecast(
+    who: Viewer, store: StoreDep, security: SecurityDep, request: Request,
+    device_id: Annotated[str, PathParam(description="The device id.")],
+    metric: Annotated[str, Query(min_length=1, max_length=256,
+                                 description="The metric to forecast.")],
+    horizon: Annotated[int, Query(ge=1, le=MAX_HORIZON,
+                                  description="Steps ahead to forecast.")] = DEFAULT_HORIZON,
+) -> dict[str, Any]:
+    """Sync: FastAPI runs it in its threadpool, so a fit never blocks the event loop."""
+    return _forecast(request, store, security, device_id, metric, horizon)
