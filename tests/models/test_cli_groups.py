@@ -131,3 +131,33 @@ def test_one_device_and_a_dead_device_are_refused(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "Device 'b' has no finite reading in any numeric column" in res.stderr
     assert len(IDX) == 288
+
+
+def test_a_long_file_without_a_value_column_is_refused(tmp_path: Path) -> None:
+    """Check that a long file whose reading column is not named 'value' is refused in one
+    line naming its columns (it was read as wide, every metric averaged into one)."""
+    rows = [f"{d},{t.isoformat()},{m},{v}" for i, d in enumerate(("a", "b", "c"))
+            for t, r in device("plain", i).iterrows() for m, v in r.items()]
+    f = tmp_path / "long.csv"
+    f.write_text("device_id,time,metric,reading\n" + "\n".join(rows) + "\n")
+    res = groups("--csv", str(f))
+    assert res.exit_code == 2, res.stdout
+    assert res.stderr.count("\n") == 1, res.stderr
+    assert ("has a 'metric' column but no 'value' column (columns: ['device_id', 'time', "
+            "'metric', 'reading'])") in res.stderr
+    assert res.stdout == ""
+
+
+def test_a_wide_file_with_two_rows_of_a_device_at_one_time_is_refused(tmp_path: Path) -> None:
+    """Check that two readings of one metric of one device at one time in a wide file are
+    refused, not averaged."""
+    frame = pd.concat([device("plain", 0).assign(device_id="a"),
+                       device("hot", 1).assign(device_id="b")])
+    frame = pd.concat([frame, frame.iloc[[5]].assign(temp_c=99.0)])
+    f = tmp_path / "twice.csv"
+    frame.rename_axis("time").to_csv(f)
+    res = groups("--csv", str(f))
+    assert res.exit_code == 2, res.stdout
+    assert res.stderr.count("\n") == 1, res.stderr
+    assert "device 'a' has more than one 'temp_c' reading at 2024-01-01T01:15:00+00:00" in (
+        res.stderr)

@@ -252,12 +252,94 @@ def test_use_before_fit_and_foreign_devices_are_refused(fitted) -> None:
 
 def test_an_odd_daily_peak_is_explained_in_hours() -> None:
     """Check that a device whose daily cycle peaks twelve hours off its group's is told
-    apart by the hour of its peak, in words."""
+    apart by the hour of its peak, in words. Three days: the fleet's daily cycles (some
+    devices have one, some not) are checked on interleaved halves; a fleet that all agree
+    on one cycle gives no such check in three days (its daily features weigh 0)."""
     hist = {f"daily-{i}": device("daily", i) for i in range(8)}
+    hist |= {f"plain-{i}": device("plain", 20 + i) for i in range(8)}
     late = device("daily", 99)
     late["temp_c"] = 40 + np.random.default_rng(9).normal(0, 1, len(IDX)) + 5 * np.sin(
         2 * np.pi * (HOUR - 21) / 24)
-    model = BehaviourGroups(n_groups=1, random_state=0).fit(hist)
+    model = BehaviourGroups(n_groups=2, random_state=0).fit(hist)
     got = model.assign({"late": late})
     assert bool(got.loc["late", "odd"])
     assert got.loc["late", "why"] == "daily peak of temp_c near 03:00 UTC vs group 0 15:00"
+
+
+def _two_level_noise_fleet(days: float, seed: int) -> dict[str, pd.DataFrame]:
+    """30 devices at 40 and 20 at 60, independent N(0, 1) readings every 10 min."""
+    n = int(days * 144)
+    idx = pd.date_range("2024-01-01", periods=n, freq="10min", tz="UTC")
+    rng = np.random.default_rng(seed)
+    hist = {f"a{i}": pd.DataFrame({"temp": 40 + rng.normal(0, 1, n)}, index=idx)
+            for i in range(30)}
+    return hist | {f"b{i}": pd.DataFrame({"temp": 60 + rng.normal(0, 1, n)}, index=idx)
+                   for i in range(20)}
+
+
+def test_three_days_of_noise_make_no_odd_ones_out() -> None:
+    """Check that noise does not make a daily cycle: with three days of history half a
+    history cannot show one, and 24 hourly means fitted to a few days of noise used to
+    weigh fully and flag normal devices ("daily peak of temp near 16:00 UTC")."""
+    flagged = {}
+    for seed in range(3):
+        model = BehaviourGroups(random_state=seed).fit(_two_level_noise_fleet(3, seed))
+        assert model.n_groups_ == 2
+        flagged[seed] = [(o["device"], o["why"]) for o in model.summary()["odd_ones_out"]]
+        daily = [w for f, w in zip(model.feature_names_, model.weights_, strict=True)
+                 if f.startswith("daily")]
+        assert daily and max(daily) < 0.3, daily
+    assert not any(flagged.values()), flagged
+
+
+def test_assign_flags_a_gross_oddity_in_a_small_fleet() -> None:
+    """Check that a new device far outside every group of a fleet of ten is an odd one out
+    (the fleet's own tail put the cut out of reach of the compressed scale)."""
+    idx = pd.date_range("2024-01-01", periods=300, freq="10min", tz="UTC")
+    rng = np.random.default_rng(0)
+    hist = {f"a{i}": pd.DataFrame({"temp": 40 + rng.normal(0, 1, 300)}, index=idx)
+            for i in range(6)}
+    hist |= {f"b{i}": pd.DataFrame({"temp": 60 + rng.normal(0, 1, 300)}, index=idx)
+             for i in range(4)}
+    model = BehaviourGroups().fit(hist)
+    assert not model.odd_.any()
+    for level in (100.0, 50_000.0):
+        got = model.assign({"x": pd.DataFrame({"temp": level + rng.normal(0, 1, 300)},
+                                              index=idx)})
+        assert bool(got.loc["x", "odd"]), (level, float(got.loc["x", "odd_score"]),
+                                           model.odd_cut_)
+        assert got.loc["x", "why"].startswith("runs hotter: temp median")
+
+
+def test_save_keeps_tiny_profile_values(tmp_path: Path) -> None:
+    """Check that readings of 1e-12 come back from the file at full precision (the
+    profiles were written with 10 decimals: 0.0)."""
+    idx = pd.date_range("2024-01-01", periods=300, freq="10min", tz="UTC")
+    rng = np.random.default_rng(0)
+    hist = {f"a{i}": pd.DataFrame({"leak": 1e-12 * (40 + rng.normal(0, 1, 300))}, index=idx)
+            for i in range(6)}
+    hist |= {f"b{i}": pd.DataFrame({"leak": 1e-12 * (60 + rng.normal(0, 1, 300))},
+                                   index=idx) for i in range(4)}
+    model = BehaviourGroups().fit(hist)
+    model.save(tmp_path / "g.json")
+    loaded = load_groups(tmp_path / "g.json")
+    np.testing.assert_array_equal(loaded.profiles_.to_numpy(), model.profiles_.to_numpy())
+    assert loaded.summary() == model.summary()
+    new = {"x": pd.DataFrame({"leak": 1e-12 * (200 + rng.normal(0, 1, 300))}, index=idx)}
+    pd.testing.assert_frame_equal(loaded.assign(new), model.assign(new))
+
+
+def test_pair_words_split_metric_names_holding_a_tilde() -> None:
+    """Check that the correlation of metrics ``in~flow`` and ``out`` reads "in~flow and
+    out", not "in and flow~out"."""
+    rng = np.random.default_rng(0)
+    idx = pd.date_range("2024-01-01", periods=300, freq="10min", tz="UTC")
+    hist = {}
+    for i in range(12):
+        a = rng.normal(0, 1, 300).cumsum()
+        b = (a if i < 6 else rng.normal(0, 1, 300).cumsum()) + rng.normal(0, 0.3, 300)
+        hist[f"d{i}"] = pd.DataFrame({"in~flow": a, "out": b}, index=idx)
+    model = BehaviourGroups(n_groups=2).fit(hist)
+    texts = [t["text"] for ts in model.traits_.values() for t in ts
+             if t["feature"] == "corr:in~flow~out"]
+    assert texts and all(t.startswith("in~flow and out move together") for t in texts), texts

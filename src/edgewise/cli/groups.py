@@ -72,7 +72,11 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
     dev_col = next((c for c in ("device_id", "device") if c in df.columns), None)
     ids = (_ids(cells[dev_col], dev_col, "device id", Path(where)) if dev_col
            else pd.Series([device or Path(where).stem] * len(df)))
-    if "metric" in df.columns and "value" in df.columns:
+    if "metric" in df.columns and "value" not in df.columns:
+        raise fail(f"{where} has a 'metric' column but no 'value' column (columns: "
+                   f"{list(map(str, df.columns))}); a long file needs device_id, time, metric "
+                   "and value columns: rename its reading column to 'value'")
+    if "metric" in df.columns:
         long = pd.DataFrame({"device": ids.to_numpy(), "metric": _ids(
             cells["metric"], "metric", "metric", Path(where)).to_numpy(),
             "value": _numbers(df["value"]).to_numpy()}, index=index)
@@ -82,6 +86,16 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
     metrics = [c for c in df.columns if c not in (time_column, dev_col)
                and not not_a_metric(str(c))]
     wide = pd.DataFrame({str(c): _numbers(df[c]).to_numpy() for c in metrics}, index=index)
+    # two rows of one device at one time that both hold a metric: a long file misread as
+    # wide, or two devices under one id; refused rather than averaged
+    held = wide.notna().set_axis(pd.MultiIndex.from_arrays([ids.to_numpy(), index]))
+    twice = held.groupby(level=[0, 1]).sum() > 1
+    if twice.to_numpy().any():
+        (dev, at), metric = next((i, c) for i, row in twice.iterrows()
+                                 for c in twice.columns if row[c])
+        raise fail(f"{where}: device {str(dev)!r} has more than one {metric!r} reading at "
+                   f"{at.isoformat()}; a wide file holds one row per device and time (a long "
+                   "file: device_id, time, metric and value columns)")
     return {str(d): g for d, g in wide.groupby(ids.to_numpy(), sort=True)}
 
 

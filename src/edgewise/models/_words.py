@@ -11,8 +11,10 @@ device is an odd one out.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
-__all__ = ["feature_kind", "feature_metric", "rounded", "short_number", "trait_text"]
+__all__ = ["feature_kind", "feature_metric", "pair_metrics", "rounded", "short_number",
+           "trait_text"]
 
 
 def feature_kind(feature: str) -> str:
@@ -23,6 +25,23 @@ def feature_kind(feature: str) -> str:
 def feature_metric(feature: str) -> str:
     """``temp`` of ``level:temp`` (``a~b`` for a pair)."""
     return feature.split(":", 1)[1]
+
+
+def pair_metrics(pair: str, metrics: Sequence[str] | None = None) -> tuple[str, str]:
+    """The two metrics of a pair ``a~b``; with the known ``metrics``, the split whose two
+    sides both are metrics (a metric's own name may hold ``~``).
+
+    >>> pair_metrics("in~flow~out", ["in~flow", "out"])
+    ('in~flow', 'out')
+    >>> pair_metrics("flow~rpm")
+    ('flow', 'rpm')
+    """
+    known = set(metrics or ())
+    for i, ch in enumerate(pair):
+        if ch == "~" and pair[:i] in known and pair[i + 1:] in known:
+            return pair[:i], pair[i + 1:]
+    a, _, b = pair.partition("~")
+    return a, b
 
 
 def rounded(v: float) -> float | None:
@@ -52,10 +71,12 @@ def _hour(h: float) -> str:
 
 
 def trait_text(feature: str, value: float, typical: float, more: bool, than: str = "fleet",
-               reference: str | None = None, reference_value: float | None = None) -> str:
+               reference: str | None = None, reference_value: float | None = None,
+               metrics: Sequence[str] | None = None) -> str:
     """``feature`` at ``value`` against ``typical`` (of ``than``: the fleet, a group) in
     words; ``more`` says on which side (on the clustering scale) it lies. A daily-peak
-    feature's values are hours of day.
+    feature's values are hours of day; ``metrics`` (the known metric names) splits a
+    pair whose metric names hold ``~``.
 
     >>> trait_text("corr:flow~rpm", 0.2, 0.9, False, "group 1")
     'flow and rpm move together less: correlation 0.2 vs group 1 0.9'
@@ -82,5 +103,5 @@ def trait_text(feature: str, value: float, typical: float, more: bool, than: str
                 f"{short_number(value)} of its variance vs {than} {short_number(typical)}")
     if kind in ("daily_cos", "daily_sin"):
         return f"daily peak of {m} near {_hour(value)} UTC vs {than} {_hour(typical)}"
-    a, b = m.split("~", 1)
+    a, b = pair_metrics(m, metrics)
     return f"{a} and {b} move together {'more' if more else 'less'}: correlation {vs}"

@@ -41,7 +41,9 @@ cuts: the score a member passes with chance ``odd_alpha`` were the members' scat
 Gaussian in as many dimensions as it effectively has (so a fleet that varies in few
 features gets a higher cut), and 3.5 robust standard deviations above the median of the
 fleet's own log scores (so a heavy-tailed fleet of hundreds of devices does not flag
-dozens).
+dozens). The second counts only with at least 30 members (a few devices' scores scatter
+too widely to say where a tail stops) and at most three times the first (so a gross
+oddity, whose score the logarithmic scale compresses, still passes it).
 
 >>> rng = np.random.default_rng(0)
 >>> idx = pd.date_range("2024-01-01", periods=300, freq="10min", tz="UTC")
@@ -102,6 +104,10 @@ _NULL_DRAWS = 8
 _LINEAR = 3.0
 #: group centres closer than this (scaled units) are one group
 _MIN_GAP = 1.0
+#: the odd-score cut from the fleet's own tail needs this many members, and is at most
+#: _TAIL_CAP times the Gaussian cut
+_TAIL_MIN_MEMBERS = 30
+_TAIL_CAP = 3.0
 #: the difference of each feature kind that counts as one unit (see the module doc);
 #: a level (and a level at the reference point) counts in half the metric's typical
 #: within-device spread
@@ -290,8 +296,12 @@ class BehaviourGroups:
         correlation between the features of each device's first and second half of history
         (Spearman-Brown corrected). A feature that a device's own history cannot pin down
         (the trend of a random walk) weighs little. A feature that half a history cannot
-        show (a daily cycle, in histories shorter than four days) keeps weight 1, and so
-        does every feature with fewer than 5 devices."""
+        show (a daily cycle, in histories of two to four days) is checked on interleaved
+        halves instead (every other reading of each metric, each half spanning the whole
+        history), less the correlation chance reaches (two standard errors): a cycle both
+        halves show keeps most of its weight, one that 24 hourly means fitted to a few days
+        of noise make up weighs little or nothing; 0 where even those cannot show it.
+        Every feature keeps weight 1 with fewer than 5 devices."""
         if len(hist) < 5:
             return np.ones(len(self.feature_names_))
         halves = [{}, {}]  # type: list[dict[str, pd.DataFrame]]
@@ -301,12 +311,21 @@ class BehaviourGroups:
             halves[0][d], halves[1][d] = f[f.index <= mid], f[f.index > mid]
         raw = [self._profiles(h) for h in halves]
         a, b = (self._scaled(r) for r in raw)
+        unseen = [j for j in range(a.shape[1]) if any(r.iloc[:, j].isna().mean() > 0.5
+                                                      for r in raw)]
+        if unseen:
+            raw = [self._profiles(h) for h in _interleaved(hist)]
+            ia, ib = (self._scaled(r) for r in raw)
+            a[:, unseen], b[:, unseen] = ia[:, unseen], ib[:, unseen]
         out = np.ones(a.shape[1])
         for j in range(a.shape[1]):
-            if any(r.iloc[:, j].isna().mean() > 0.5 for r in raw):
-                continue  # half a history cannot show it (a daily cycle of 3 days): kept
+            if j in unseen and any(r.iloc[:, j].isna().mean() > 0.5 for r in raw):
+                out[j] = 0.0  # its stability cannot be checked
+                continue
             c = float(np.corrcoef(a[:, j], b[:, j])[0, 1]) if (
                 np.ptp(a[:, j]) > 0 and np.ptp(b[:, j]) > 0) else 0.0
+            if j in unseen:  # the part of it chance alone reaches (2 standard errors) is
+                c -= 2 / math.sqrt(len(hist))  # not counted: few days of noise vary widely
             out[j] = min(1.0, 2 * c / (1 + c)) if c > 0 else 0.0
         return out
 
@@ -453,8 +472,13 @@ class BehaviourGroups:
         typical = float(np.median(own[members]))
         self.odd_scale_ = typical if typical > 0 else float(np.mean(own[members]) or 1.0)
         score = own / self.odd_scale_
-        self.odd_cut_ = max(self._odd_cut(Z[members] - self.centroids_[new[members]]),
-                            _tail_cut(score[members & (score > 0)]))
+        gauss = self._odd_cut(Z[members] - self.centroids_[new[members]])
+        # the fleet's own tail only with enough members to show one (10 devices' log
+        # scores scatter so widely that 3.5 robust SDs put the cut out of reach), and at
+        # most _TAIL_CAP times the Gaussian cut, which the compressed scale can reach
+        tail = (_tail_cut(score[members & (score > 0)])
+                if int(members.sum()) >= _TAIL_MIN_MEMBERS else 0.0)
+        self.odd_cut_ = max(gauss, min(tail, _TAIL_CAP * gauss))
         self.labels_ = pd.Series(new, index=self.devices_, name="group")
         self.odd_score_ = pd.Series(score, index=self.devices_, name="odd_score")
         self.odd_ = pd.Series((score > self.odd_cut_) | ~members, index=self.devices_,
@@ -504,7 +528,8 @@ class BehaviourGroups:
             out.append({"feature": f, "effect": round(float(effect[j]), 2),
                         "group": rounded(g), "fleet": rounded(fleet),
                         "text": trait_text(f, g, fleet, bool(effect[j] > 0), "fleet",
-                                           self.reference, self.reference_value_)})
+                                           self.reference, self.reference_value_,
+                                           self.metrics_)})
         return out
 
     def _why_odd(self, z: np.ndarray, raw: pd.Series, group: int) -> str:
@@ -519,7 +544,7 @@ class BehaviourGroups:
             typical = peak_hour({f"{k}:{m}": self._group_raw(group, f"{k}:{m}")
                                  for k in ("daily_cos", "daily_sin")}, m)
         return trait_text(f, value, typical, bool(gap[j] > 0), f"group {group}",
-                          self.reference, self.reference_value_)
+                          self.reference, self.reference_value_, self.metrics_)
 
     def _group_raw(self, group: int, f: str) -> float:
         mask = (self.labels_ == group) & ~self.odd_
@@ -609,7 +634,10 @@ class BehaviourGroups:
             "arrays": {k: v.tolist() for k, v in arrays.items()},
             "labels_": self.labels_.tolist(), "odd_score_": self.odd_score_.tolist(),
             "odd_": self.odd_.tolist(),
-            "profiles_": json.loads(self.profiles_.to_json(orient="split")),
+            # full precision, as the arrays (to_json keeps 10 decimals: 1e-12 became 0)
+            "profiles_": {"index": [str(d) for d in self.profiles_.index],
+                          "columns": [str(c) for c in self.profiles_.columns],
+                          "data": self.profiles_.to_numpy(dtype=float).tolist()},
         }, allow_nan=True).encode()
         head = json.dumps({"format_version": FORMAT_VERSION, "kind": "BehaviourGroups",
                            "n_groups": self.n_groups_, "n_devices": len(self.devices_),
@@ -629,6 +657,23 @@ class BehaviourGroups:
             Path(tmp).unlink(missing_ok=True)
             raise
         return len(data)
+
+
+def _interleaved(hist: dict[str, pd.DataFrame]) -> list[dict[str, pd.DataFrame]]:
+    """Each history split into two halves that both span it: every other reading of each
+    metric (a time with several readings: their mean).
+
+    >>> idx = pd.date_range("2024-01-01", periods=4, freq="h", tz="UTC")
+    >>> a, b = _interleaved({"d": pd.DataFrame({"t": [1.0, 2, 3, 4]}, index=idx)})
+    >>> a["d"]["t"].tolist(), b["d"]["t"].tolist()
+    ([1.0, 3.0], [2.0, 4.0])
+    """
+    out: list[dict[str, pd.DataFrame]] = [{}, {}]
+    for d, f in hist.items():
+        cols = [f[m].dropna().groupby(level=0).mean().sort_index() for m in f.columns]
+        for h in (0, 1):
+            out[h][d] = pd.concat([c.iloc[h::2] for c in cols], axis=1).sort_index()
+    return out
 
 
 def _tail_cut(scores: np.ndarray, z: float = 3.5) -> float:
