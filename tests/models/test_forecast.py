@@ -62,8 +62,10 @@ def test_predict_from_a_given_history_forecasts_after_its_end(fitted: Forecaster
     ts, y = hourly(days=20, seed=3)
     when = pd.to_datetime(ts, utc=True).tz_convert("Europe/Paris")
     out = fitted.predict(when, y)
-    end = pd.Timestamp(ts[-1] - ts[-1] % HOUR, tz="UTC")
-    assert out["time"].iloc[0] == end + pd.Timedelta(hours=1)
+    # the next reading's nominal time: the readings' phase in the hour (0-59 s late: 30 s)
+    first = out["time"].iloc[0].value
+    assert first % HOUR == fitted.phase_ns_ == 30 * 10**9
+    assert abs(first - (ts[-1] + HOUR)) <= 30 * 10**9
 
 
 def test_save_load_round_trip_gives_identical_forecasts(fitted: Forecaster,
@@ -91,8 +93,9 @@ def test_load_refuses_other_damaged_and_newer_files(fitted: Forecaster, tmp_path
     cut.write_bytes(data[: len(data) // 2])
     newer = tmp_path / "newer"
     magic, head, body = data.split(b"\n", 2)
-    newer.write_bytes(magic + b"\n" + head.replace(b'"format_version": 1', b'"format_version": 9')
-                      + b"\n" + body)
+    version = b'"format_version": %d' % FORECAST_FORMAT_VERSION
+    newer.write_bytes(magic + b"\n" + head.replace(version, b'"format_version": 9') + b"\n"
+                      + body)
     for path, words in ((foreign, "not an Edgewise forecast model"),
                         (cut, "damaged or truncated"), (newer, "format version 9")):
         with pytest.raises(ForecastFileError, match=words) as err:

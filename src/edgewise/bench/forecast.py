@@ -210,7 +210,8 @@ def run(
         season = None
         for o in starts:
             truth = y[o + 1:o + 1 + horizon]
-            seen = ts <= grid[o] + step - 1  # every reading in the origin's step, none after
+            # every reading in the origin's step (half a step either side of its time)
+            seen = ts < grid[o] + step - step // 2
             t0 = time.perf_counter()
             model = Forecaster(horizon=horizon, alpha=alpha, step=step, random_state=0,
                                **params).fit(ts[seen], values[seen])

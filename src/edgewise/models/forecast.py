@@ -4,14 +4,20 @@
 timezone-aware) and values, irregular and with gaps, as telemetry comes. The pipeline:
 
 1. **A regular grid.** The step is the median spacing of the readings, snapped to a common
-   step such as 5 min or 1 h when within 10% of it (or ``step``); the readings are averaged
-   per step (:func:`edgewise.quality.resample.resample`, ``mean``).
+   step such as 5 min or 1 h when within 10% of it (or ``step``). The grid's times are the
+   readings' nominal times (:func:`reading_phase`: where in the step they arrive, e.g.
+   hh:15:01), and each step averages the readings within half a step of its time, so
+   readings sent a little early or late stay in their step and the forecast's times are
+   those of the next readings (:func:`regular_series`).
    A step without readings stays empty (NaN): the trees take a missing feature as such,
    and an empty step is never a training target.
 2. **The season.** With ``season=None`` the candidate periods are one day and one week of
    steps (when the history holds three of them); each one whose autocorrelation is at
-   least 0.3 is a seasonal lag, and the strongest is :attr:`Forecaster.season_`. No
-   candidate passing means no season (``season_ == 1``).
+   least 0.3 is a seasonal lag if it also rises at the period (0.1 above its lowest at a
+   quarter, half or three quarters of it) or is at least 0.3 less the moving average over
+   the period: a counter or a ramp is alike a day later because it trends, not because it
+   cycles. The strongest is :attr:`Forecaster.season_`; no candidate passing means no
+   season (``season_ == 1``).
 3. **Direct multi-horizon boosted trees.** One scikit-learn
    :class:`~sklearn.ensemble.HistGradientBoostingRegressor` for every horizon: each
    training row is a (forecast origin, steps ahead) pair, its features the recent values,
@@ -27,13 +33,16 @@ timezone-aware) and values, irregular and with gaps, as telemetry comes. The pip
    on the history less its last fifth; forecasts from ``calibration_origins`` origins in
    that held-out tail give residuals, and one
    :class:`~edgewise.models.conformal.ConformalBands` per quarter of the horizon turns them
-   into intervals (local in the forecast's size: demand varies more when it is high).
+   into intervals (local in the forecast's size: demand varies more when it is high; a
+   forecast beyond every calibration forecast, as on a trending series, takes all the
+   residuals of its quarter instead of the few at the edge).
    Then the model is refitted on the whole history.
 
 :meth:`Forecaster.predict` forecasts the ``horizon`` steps after the end of the history it
 is given (by default, the one it was fitted on). :meth:`Forecaster.save` writes a
-versioned file, whole or not at all; :func:`load_forecaster` refuses any other file with
-one :class:`ForecastFileError`.
+versioned file, whole or not at all, with the SHA-256 of its body; :func:`load_forecaster`
+checks it before unpickling and refuses any other or damaged file with one
+:class:`ForecastFileError`.
 
 >>> ts = np.arange(24 * 30) * 3600 * 10**9  # 30 days of hourly readings
 >>> y = 10 + 5 * np.sin(2 * np.pi * np.arange(len(ts)) / 24)
@@ -72,19 +81,22 @@ __all__ = [
     "load_forecaster",
     "nice_step",
     "read_forecast_header",
+    "reading_phase",
     "regular_series",
     "seasonal_naive",
     "to_ns",
 ]
 
 #: Version of the file :meth:`Forecaster.save` writes; bumped when the layout changes.
-FORECAST_FORMAT_VERSION = 1
+FORECAST_FORMAT_VERSION = 2
 _MAGIC = b"EDGEWISE-FORECAST\n"
 _NS_PER_DAY = 86_400 * 10**9
 #: Recent values (steps before the origin, the origin included) every row sees.
 _RECENT = 6
 #: Autocorrelation a candidate period needs to count as a season.
 _MIN_ACF = 0.3
+#: How much lower the autocorrelation must be somewhere within the period than at it.
+_MIN_DIP = 0.1
 
 
 class ForecastFileError(EdgewiseError, ValueError):
@@ -126,16 +138,51 @@ def to_ns(timestamps: Any, name: str = "timestamps") -> np.ndarray:
     return array.astype(np.int64)
 
 
-def regular_series(ts_ns: np.ndarray, values: np.ndarray, step_ns: int) -> tuple[np.ndarray,
-                                                                                  np.ndarray]:
-    """The mean of the readings in each step of a regular grid (empty steps NaN), the grid
-    aligned on whole steps since the epoch, so any two histories of a metric share it.
+def reading_phase(ts_ns: np.ndarray, step_ns: int) -> int:
+    """Where in the step (ns after a whole step since the epoch) the readings arrive: the
+    circular median of their offsets, taken around the last reading so jitter either side
+    of a whole step does not split them. It is known to about the offsets' spread, so it is
+    rounded to the power of ten (ns) at or below their median absolute deviation.
 
-    >>> grid, v = regular_series(np.array([0, 5, 30]), np.array([1.0, 3.0, 7.0]), 10)
-    >>> grid.tolist(), v.tolist()
-    ([0, 10, 20, 30], [2.0, nan, nan, 7.0])
+    >>> H, S = 3600 * 10**9, 10**9
+    >>> reading_phase(np.array([0, H + 60 * S, 2 * H - 50 * S, 3 * H + 7 * S]), H)
+    0
+    >>> reading_phase(np.array([901, 3600 + 901]) * S, H) // S
+    901
     """
-    return resample(ts_ns, values, every_ns=int(step_ns), how="mean")
+    s = int(step_ns)
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    off = ((ts - ts[-1] + s // 2) % s) - s // 2
+    mid = float(np.median(off))
+    phase = int(ts[-1] % s) + round(mid)
+    spread = float(np.median(np.abs(off - mid)))
+    if spread >= 1:
+        unit = 10 ** int(math.log10(spread))
+        phase = round(phase / unit) * unit if unit < s else phase
+    return int(phase % s)
+
+
+def regular_series(ts_ns: np.ndarray, values: np.ndarray, step_ns: int,
+                   phase_ns: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of the readings in each step of a regular grid (empty steps NaN).
+
+    The grid's times are the readings' nominal times, ``phase_ns`` after whole steps since
+    the epoch (default :func:`reading_phase`), so any two histories of a metric share it;
+    each step holds the readings within half a step of its time (from half a step before
+    it, inclusive), so readings sent a little early or late stay in their own step.
+
+    >>> grid, v = regular_series(np.array([0, 5, 30]), np.array([1.0, 3.0, 7.0]), 10, 0)
+    >>> grid.tolist(), v.tolist()
+    ([0, 10, 20, 30], [1.0, 3.0, nan, 7.0])
+    >>> regular_series(np.array([9, 21, 29]), np.array([1.0, 2.0, 3.0]), 10)[0].tolist()
+    [9, 19, 29]
+    """
+    step = int(step_ns)
+    phase = reading_phase(ts_ns, step) if phase_ns is None else int(phase_ns) % step
+    shift = phase - step // 2  # a step [t - step//2, t - step//2 + step) -> [k*step, ...)
+    grid, v = resample(np.asarray(ts_ns, dtype=np.int64) - shift, values, every_ns=step,
+                       how="mean")
+    return grid + shift + step // 2, v
 
 
 #: Steps a clock-driven sensor reports at, in seconds; a median spacing within 10% of one
@@ -407,12 +454,15 @@ class Forecaster:
             exact = period * self.step_ns_ in (_NS_PER_DAY, 7 * _NS_PER_DAY)
             if not exact or period < 2 or 3 * period > len(y):
                 continue
-            a, b = filled[period:], filled[:-period]
-            ok = ~np.isnan(a) & ~np.isnan(b)
-            if ok.sum() > 10 and np.std(a[ok]) > 0 and np.std(b[ok]) > 0:
-                acf = float(np.corrcoef(a[ok], b[ok])[0, 1])
-                if acf >= _MIN_ACF:
-                    found.append((-round(acf, 2), int(period)))
+            acf = _acf(filled, period)
+            # a trend (a counter, a ramp, a wander) is alike a period later too, but more
+            # alike at every shorter lag; a cycle dips in between and rises at its period,
+            # or stays alike a period later once the moving average over it is taken out
+            dip = min(_acf(filled, max(1, period * q // 4)) for q in (1, 2, 3))
+            trend = pd.Series(filled).rolling(period, center=True, min_periods=period).mean()
+            if acf >= _MIN_ACF and (acf >= dip + _MIN_DIP or _acf(
+                    filled - trend.to_numpy(), period) >= _MIN_ACF):
+                found.append((-round(acf, 2), int(period)))
         return [p for _, p in sorted(found)]  # strongest first; the shorter on a tie
 
     # -- public API ---------------------------------------------------------------------------
@@ -422,7 +472,8 @@ class Forecaster:
         validate_params(self._parameter_constraints, vars(self), self)
         ts, v = self._series(X, y)
         self.step_ns_ = self._step_ns(ts)
-        grid, series = regular_series(ts, v, self.step_ns_)
+        self.phase_ns_ = reading_phase(ts, self.step_ns_)
+        grid, series = regular_series(ts, v, self.step_ns_, self.phase_ns_)
         self.seasons_ = self._detect_seasons(series)
         self.season_ = self.seasons_[0] if self.seasons_ else 1
         self.window_ = max(self.season_, min(self.horizon, 24), 2)
@@ -456,7 +507,8 @@ class Forecaster:
                     "Forecaster's held-out tail has no known value to calibrate its intervals "
                     "on; give a history whose last part holds readings.", field="values",
                     value="empty tail")
-            self.bands_.append((hs, ConformalBands(alpha=self.alpha, share=0.3).fit(p[ok], t[ok])))
+            self.bands_.append((hs, ConformalBands(alpha=self.alpha, share=0.3).fit(p[ok], t[ok]),
+                                ConformalBands(alpha=self.alpha, share=1.0).fit(p[ok], t[ok])))
         self.n_calibration_ = int(np.sum(~np.isnan(truth)))
         self.trees_ = self._fit_trees(series, grid, n - 1, seed)
         keep = self._lookback() + 1
@@ -487,7 +539,7 @@ class Forecaster:
                 "(the fitted history).", field="X" if X is None else "y", value=None)
         else:
             ts, v = self._series(X, y)
-            grid, series = regular_series(ts, v, self.step_ns_)
+            grid, series = regular_series(ts, v, self.step_ns_, self.phase_ns_)
         need = self._lookback() + 1
         if len(series) < need or np.isnan(series[-self.window_:]).all():
             raise InvalidParameterError(
@@ -497,8 +549,14 @@ class Forecaster:
                 value=len(series))
         point = self._forecast(self.trees_, series, grid, np.array([len(series) - 1]))[0]
         low, high = np.empty(self.horizon), np.empty(self.horizon)
-        for hs, bands in self.bands_:
-            low[hs], high[hs] = bands.interval(point[hs])
+        for hs, local, everywhere in self.bands_:
+            low[hs], high[hs] = local.interval(point[hs])
+            # beyond every calibration forecast (a trend): a neighbourhood in size would be
+            # the few residuals at the edge, so all of them
+            out = (point[hs] < local.pred_[0]) | (point[hs] > local.pred_[-1])
+            if out.any():
+                wide = everywhere.interval(point[hs][out])
+                low[hs[out]], high[hs[out]] = wide
         times = grid[-1] + self.step_ns_ * np.arange(1, self.horizon + 1)
         return pd.DataFrame({
             "time": pd.to_datetime(times, utc=True),
@@ -526,6 +584,7 @@ class Forecaster:
             "kind": "Forecaster",
             "horizon": self.horizon,
             "step_ns": self.step_ns_,
+            "phase_ns": self.phase_ns_,
             "season": self.season_,
             "seasons": self.seasons_,
             "alpha": self.alpha,
@@ -535,13 +594,15 @@ class Forecaster:
         }
 
     def save(self, path: str | Path) -> int:
-        """Write a versioned model file (a JSON header line, then the pickled model),
-        whole or not at all: a temporary file beside ``path`` is synced, then renamed over
-        it, so a reader never sees half a model and a failed save leaves the old file.
-        Returns the bytes written. Load only files you trust (pickle).
+        """Write a versioned model file (a JSON header line, with the SHA-256 of the body,
+        then the pickled model), whole or not at all: a temporary file beside ``path`` is
+        synced, then renamed over it, so a reader never sees half a model and a failed save
+        leaves the old file. Returns the bytes written. Load only files you trust (pickle);
+        the checksum catches damage, not tampering.
         """
-        payload = b"".join([_MAGIC, json.dumps(self.header(), sort_keys=True).encode(), b"\n",
-                            pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)])
+        body = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        head = {**self.header(), "body_sha256": hashlib.sha256(body).hexdigest()}
+        payload = b"".join([_MAGIC, json.dumps(head, sort_keys=True).encode(), b"\n", body])
         dest = Path(path)
         part = dest.parent / f".{dest.name}.{os.getpid()}.part"
         try:
@@ -558,13 +619,18 @@ class Forecaster:
 def read_forecast_header(path: str | Path) -> dict[str, Any]:
     """The JSON header of a saved forecast model, without loading the model."""
     with open(path, "rb") as fh:
-        if fh.read(len(_MAGIC)) != _MAGIC:
-            raise ForecastFileError(f"File {str(path)!r} is not an Edgewise forecast model "
-                                    "(written by 'edgewise train forecast').")
-        try:
-            head = json.loads(fh.readline())
-        except ValueError as exc:
-            raise ForecastFileError(f"File {str(path)!r} has a damaged header: {exc}.") from None
+        return _header(fh, path)
+
+
+def _header(fh: Any, path: str | Path) -> dict[str, Any]:
+    """The header of the open model file ``fh``, read up to the body."""
+    if fh.read(len(_MAGIC)) != _MAGIC:
+        raise ForecastFileError(f"File {str(path)!r} is not an Edgewise forecast model "
+                                "(written by 'edgewise train forecast').")
+    try:
+        head = json.loads(fh.readline())
+    except ValueError as exc:
+        raise ForecastFileError(f"File {str(path)!r} has a damaged header: {exc}.") from None
     if not isinstance(head, dict):
         raise ForecastFileError(f"File {str(path)!r} has a damaged header: not an object.")
     return head
@@ -576,25 +642,41 @@ def load_forecaster(path: str | Path) -> Forecaster:
     Any other file, another format version, or a damaged or cut one raises
     :class:`ForecastFileError` naming the file and what to do.
     """
-    head = read_forecast_header(path)
-    version = head.get("format_version")
-    if version != FORECAST_FORMAT_VERSION:
-        raise ForecastFileError(
-            f"Forecast model {str(path)!r} has format version {version!r}; this Edgewise reads "
-            f"version {FORECAST_FORMAT_VERSION}. Retrain with 'edgewise train forecast'.")
     with open(path, "rb") as fh:
-        fh.read(len(_MAGIC))
-        fh.readline()
-        try:
-            model = pickle.load(fh)
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
-                TypeError, ValueError, KeyError) as exc:
+        head = _header(fh, path)
+        version = head.get("format_version")
+        if version != FORECAST_FORMAT_VERSION:
             raise ForecastFileError(
-                f"Forecast model {str(path)!r} is damaged or truncated ({type(exc).__name__}); "
-                "copy it again or retrain with 'edgewise train forecast'.") from None
+                f"Forecast model {str(path)!r} has format version {version!r}; this Edgewise "
+                f"reads version {FORECAST_FORMAT_VERSION}. Retrain with 'edgewise train "
+                "forecast'.")
+        body = fh.read()
+    damaged = (f"Forecast model {str(path)!r} is damaged or truncated ({{}}); copy it again or "
+               "retrain with 'edgewise train forecast'.")
+    # checked before unpickling: a flipped bit in a pickle can crash the process
+    if hashlib.sha256(body).hexdigest() != head.get("body_sha256"):
+        raise ForecastFileError(damaged.format("its body does not match its checksum"))
+    try:
+        model = pickle.loads(body)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
+            TypeError, ValueError, KeyError) as exc:
+        raise ForecastFileError(damaged.format(type(exc).__name__)) from None
     if not isinstance(model, Forecaster) or not hasattr(model, "trees_"):
         raise ForecastFileError(f"File {str(path)!r} does not hold a fitted Forecaster.")
     return model
+
+
+def _acf(y: np.ndarray, lag: int) -> float:
+    """Autocorrelation of ``y`` (NaN where unknown) at ``lag`` steps; -1 with too little.
+
+    >>> round(_acf(np.sin(np.arange(100.0) * np.pi / 5), 10), 2)
+    1.0
+    """
+    a, b = y[lag:], y[:-lag]
+    ok = ~np.isnan(a) & ~np.isnan(b)
+    if ok.sum() <= 10 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return -1.0
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
 def _take(y: np.ndarray, idx: np.ndarray) -> np.ndarray:
