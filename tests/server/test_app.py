@@ -25,6 +25,7 @@ EXPECTED_ROUTES = {
     ("DELETE", "/v1/devices/{device_id}"),
     ("GET", "/v1/devices/{device_id}/readings"),
     ("GET", "/v1/fleet"),
+    ("GET", "/v1/fleet/groups"),
     ("GET", "/v1/alerts"),
     ("GET", "/v1/alerts/{alert_id}"),
     ("POST", "/v1/alerts/{alert_id}/ack"),

@@ -81,8 +81,9 @@ def test_forecast_of_a_daily_cycle_then_cached_until_a_step_later(env: Env,
     assert again["cached"] is True and again["forecast"] == fc and fits == [12]
     assert _get(env, metric="load_kw").json()["horizon"] == 48 and fits == [12, 48]
 
-    # half a step later: the same grid step, the forecast still holds
-    r = env.send({"ts": end + HOUR // 2, "seq": 1000, "metrics": {"load_kw": 21.0}})
+    # a third of a step later: the same grid step (half a step either side of its time),
+    # the forecast still holds
+    r = env.send({"ts": end + HOUR // 3, "seq": 1000, "metrics": {"load_kw": 21.0}})
     assert r.json()["accepted"] == 1
     assert _get(env, metric="load_kw", horizon=12).json()["cached"] is True
     assert fits == [12, 48]
@@ -92,6 +93,23 @@ def test_forecast_of_a_daily_cycle_then_cached_until_a_step_later(env: Env,
     assert moved["cached"] is False and fits == [12, 48, 12]
     assert moved["forecast"]["t"][0] == end + 2 * HOUR
     assert moved["history"]["readings"] == 242
+
+
+def test_readings_off_the_hour_are_forecast_at_their_own_times(env: Env,
+                                                               fits: list[int]) -> None:
+    """Hourly readings at hh:30 (a device that booted at half past): the forecast's times
+    are the next readings' times (before: hh:00, half an hour before the next reading), and
+    a reading 40 min after the last one (the next hour's, sent early) refits, so the cached
+    answer never starts before the newest reading."""
+    end = (int(time.time()) // HOUR - 24) * HOUR + HOUR // 2
+    _send_hourly(env, "load_kw", DAYS, end_s=end)
+    body = _get(env, metric="load_kw", horizon=6).json()
+    assert body["forecast"]["t"] == [float(end + HOUR * k) for k in range(1, 7)]
+    assert env.send({"ts": end + 2400, "seq": 10_000, "metrics": {"load_kw": 20.0}}
+                    ).status_code == 200
+    again = _get(env, metric="load_kw", horizon=6).json()
+    assert again["cached"] is False and fits == [6, 6]
+    assert again["forecast"]["t"][0] == end + 2 * HOUR
 
 
 def test_forecast_is_refitted_after_the_ttl(env: Env, fits: list[int],

@@ -38,6 +38,7 @@ from edgewise.server.routes import (
     alerts,
     devices,
     forecast,
+    groups,
     health,
     labels,
     models,
@@ -120,7 +121,8 @@ def create_app(
         Called with a device id once ``DELETE /v1/devices/{id}`` has deleted the device, for
         what the gateway keeps outside the store: the running transport's state, such as the
         external MQTT broker's retained ack (``Gateway.forget_device``). The app drops the
-        device's cached forecasts (:mod:`edgewise.server.routes.forecast`) before calling it.
+        device's cached forecasts (:mod:`edgewise.server.routes.forecast`) and the cached
+        fleet groupings (:mod:`edgewise.server.routes.groups`) before calling it.
 
     Returns
     -------
@@ -145,10 +147,10 @@ def create_app(
     app.state.security = security
     app.state.pipeline = pipeline
     app.state.settings = settings
-    app.state.forget_device = _forgetting_forecasts(app, forget_device)
+    app.state.forget_device = _forgetting_fits(app, forget_device)
     install_problem_handlers(app)
-    for module in (telemetry, devices, readings, forecast, quality, rul, alerts, labels, tokens,
-                   health):
+    for module in (telemetry, devices, groups, readings, forecast, quality, rul, alerts, labels,
+                   tokens, health):
         app.include_router(module.router)
     if registry is None:  # the gateway's first start makes the signing key (never remade)
         registry = Registry(settings.data_dir)
@@ -188,13 +190,15 @@ def create_app(
     return app
 
 
-def _forgetting_forecasts(app: FastAPI, forget_device: Callable[[str], Any] | None,
-                          ) -> Callable[[str], Any]:
+def _forgetting_fits(app: FastAPI, forget_device: Callable[[str], Any] | None,
+                     ) -> Callable[[str], Any]:
     """What ``DELETE /v1/devices/{id}`` calls once the device is deleted: drop its cached
-    forecasts (:func:`edgewise.server.routes.forecast.forget_device`), then the caller's
+    forecasts (:func:`edgewise.server.routes.forecast.forget_device`) and the cached fleet
+    groupings (:func:`edgewise.server.routes.groups.forget_device`), then the caller's
     ``forget_device`` (the transport's state)."""
     def forget(device_id: str) -> Any:
         forecast.forget_device(app, device_id)
+        groups.forget_device(app, device_id)
         return None if forget_device is None else forget_device(device_id)
 
     return forget

@@ -12,7 +12,7 @@ costs about a second whatever the metric's rate.
 Fitting costs about a second (one CPU thread), so fitted models are kept per (device,
 metric, horizon) in :class:`ForecastCache` (one per app, at most :data:`MAX_ENTRIES`, the
 least recently used dropped first): a request is answered from the cache until the metric
-has a reading at least one step after the cached history's end, or :data:`TTL_S` has
+has a reading in a grid step after the cached history's last one, or :data:`TTL_S` has
 passed; then the model is refitted. Two requests for one key fit once (the second waits
 for the first); at most :data:`MAX_FITS` fits run at once per app, and a request that finds
 no free slot within :data:`FIT_WAIT_S` is a 429 with ``Retry-After`` (many metrics asked at
@@ -23,9 +23,7 @@ models (:func:`forget_device`, wired by :func:`~edgewise.server.app.create_app`)
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -35,6 +33,7 @@ from fastapi import Path as PathParam
 from edgewise.errors import InvalidParameterError
 from edgewise.models.forecast import Forecaster
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
+from edgewise.server.fitting import FitCache, bucket_s, busy, fit_slot
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns
 from edgewise.server.routes.devices import known_device, not_found
@@ -59,21 +58,18 @@ MAX_ENTRIES = 256
 MAX_FITS = 2
 #: Seconds a request waits for a fit slot before it is answered 429 with Retry-After.
 FIT_WAIT_S = 10.0
-#: Bucket steps (s) a dense window is averaged to: the common steps Forecaster snaps to.
-_BUCKETS_S = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200,
-              10800, 21600, 43200, 86400)
 _NS_PER_DAY = 86_400 * 10**9
 
 
 @dataclass
 class _Entry:
     answer: dict[str, Any]
-    last_ns: int  # the newest reading the model was fitted on
+    grid_end_ns: int  # the fitted grid's last step (its readings' nominal time)
     step_ns: int
     fitted_at: float  # time.monotonic()
 
 
-class ForecastCache:
+class ForecastCache(FitCache[tuple[str, str, int], _Entry]):
     """Fitted forecasts per (device, metric, horizon), at most ``max_entries``; thread-safe.
 
     >>> c = ForecastCache(max_entries=2)
@@ -84,45 +80,11 @@ class ForecastCache:
     """
 
     def __init__(self, max_entries: int = MAX_ENTRIES, max_fits: int = MAX_FITS) -> None:
-        self.max_entries = max_entries
-        #: Held while a fit runs: at most ``max_fits`` at once.
-        self.fits = threading.BoundedSemaphore(max_fits)
-        self._entries: OrderedDict[tuple[str, str, int], _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-        self._fitting: dict[tuple[str, str, int], threading.Lock] = {}
-
-    def get(self, key: tuple[str, str, int]) -> _Entry | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-            return entry
-
-    def put(self, key: tuple[str, str, int], entry: _Entry) -> None:
-        with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def key_lock(self, key: tuple[str, str, int]) -> threading.Lock:
-        """The lock one key's fit holds, so two requests for it fit once."""
-        with self._lock:
-            if len(self._fitting) > 4 * self.max_entries:  # unheld ones only: bounded
-                self._fitting = {k: v for k, v in self._fitting.items() if v.locked()}
-            return self._fitting.setdefault(key, threading.Lock())
+        super().__init__(max_entries, max_fits)
 
     def forget(self, device_id: str) -> int:
         """Drop every model of ``device_id``; return how many."""
-        with self._lock:
-            gone = [k for k in self._entries if k[0] == device_id]
-            for k in gone:
-                del self._entries[k]
-            return len(gone)
-
-    def keys(self) -> list[tuple[str, str, int]]:
-        with self._lock:
-            return list(self._entries)
+        return self.drop(lambda key: key[0] == device_id)
 
 
 def cache_of(app: Any) -> ForecastCache:
@@ -146,9 +108,7 @@ def _history(store: Any, device_id: str, metric: str,
     rows = store.query(device_id, metric, start, last_ns + 1, None, MAX_READINGS + 1)
     if len(rows) <= MAX_READINGS:
         return rows, None
-    span_s = (last_ns - rows[0][1]) / 1e9
-    bucket_s = next((s for s in _BUCKETS_S if span_s / s <= MAX_READINGS), _BUCKETS_S[-1])
-    bucket = bucket_s * 10**9
+    bucket = bucket_s((last_ns - rows[0][1]) / 1e9, MAX_READINGS) * 10**9
     return store.query(device_id, metric, start, last_ns + 1, bucket, MAX_READINGS + 1), bucket
 
 
@@ -202,15 +162,22 @@ def _fit(device_id: str, metric: str, horizon: int,
             "high": [round(float(v), 6) for v in out["high"]],
         },
     }
-    return _Entry(answer, int(ts[-1]), int(model.step_ns_), time.monotonic())
+    return _Entry(answer, int(model.history_[0][-1]), int(model.step_ns_), time.monotonic())
+
+
+def _busy() -> Problem:
+    return busy("Forecasts busy", f"{MAX_FITS} forecasts are being fitted", FIT_WAIT_S,
+                "forecasts_busy", 2)
 
 
 def _fresh(store: Any, device_id: str, metric: str, entry: _Entry | None) -> bool:
     """Whether a cached fit still answers: younger than the TTL, and no reading of the metric
-    at least a step after its history's end."""
+    in a step after its grid's last one (a step holds the readings from half a step before
+    its time to half a step after)."""
     if entry is None or time.monotonic() - entry.fitted_at >= TTL_S:
         return False
-    newer = store.query(device_id, metric, entry.last_ns + entry.step_ns, None, None, 1)
+    next_step = entry.grid_end_ns + entry.step_ns - entry.step_ns // 2
+    newer = store.query(device_id, metric, next_step, None, None, 1)
     return not newer
 
 
@@ -237,16 +204,8 @@ def _forecast(request: Request, store: Any, security: Any, device_id: str, metri
         if _fresh(store, device_id, metric, entry):
             return {**entry.answer, "cached": True}  # type: ignore[union-attr]
         rows, bucket = _history(store, device_id, metric, summary.last_ns)
-        if not cache.fits.acquire(timeout=FIT_WAIT_S):
-            raise Problem(429, "Forecasts busy",
-                          f"{MAX_FITS} forecasts are being fitted; this one waited "
-                          f"{FIT_WAIT_S:g} s for its turn. Retry after the Retry-After header.",
-                          reason="forecasts_busy", allowed="a retry after Retry-After seconds",
-                          headers={"Retry-After": "2"})
-        try:
+        with fit_slot(cache.fits, FIT_WAIT_S, _busy):
             entry = _fit(device_id, metric, horizon, rows, bucket)
-        finally:
-            cache.fits.release()
         if known_device(security, store, device_id):  # deleted meanwhile: nothing kept
             cache.put(key, entry)
     return {**entry.answer, "cached": False}
@@ -266,7 +225,7 @@ _TOO_LITTLE = ("Too little history (reason 'too_little_history'): the detail say
     "`forecast.time`, `forecast.forecast`, `forecast.low`, `forecast.high`, with `step_s`, "
     "`season` (steps per cycle; 1: none found) and the `history` used. Fitting takes about "
     "a second; the fit is kept per (device, metric, horizon) and reused (`cached: true`) "
-    "until the metric has a reading a step past the fitted history, or for "
+    "until the metric has a reading in a step after the fitted history's last, or for "
     f"{int(TTL_S)} s at most.",
     responses={404: {"description": "No device with that id (reason 'unknown_device'), or "
                      "the device has no readings of that metric (reason 'unknown_metric')."},

@@ -264,7 +264,7 @@ function fleetView() {
     h("thead", {}, h("tr", {}, ["Device", "Health", "Last seen", "Readings", "Metrics",
       "Open alerts"].map((t) => h("th", {}, t)))),
     body);
-  setMain(h("h1", {}, "Fleet"), summary, scroller(table));
+  setMain(h("h1", {}, "Fleet"), summary, scroller(table), groupsPanel());
   poll(async () => {
     const fleet = await api("/v1/fleet");
     const count = (k) => fleet.counts[k] || 0;
@@ -295,6 +295,84 @@ function fleetView() {
       h("td", {}, d.metrics.length),
       h("td", {}, d.open_alerts ? h("span", { class: "badge open" }, d.open_alerts) : "0"))));
   });
+}
+
+// ---------------------------------------------------------------- behaviour groups
+// On demand (a fit takes seconds; the gateway keeps it for minutes): the fleet's devices
+// grouped by behaviour, each group with its members (links to their pages) and what sets it
+// apart, the odd ones out highlighted. Not refreshed by the poll.
+function groupsPanel() {
+  const box = h("div", { id: "groups-result" });
+  const button = h("button", { type: "button", id: "groups-btn", class: "primary",
+    title: "Group the devices by how they behaved over the last 7 days",
+    onclick: (e) => fillGroups(box, e.currentTarget) }, "Find groups");
+  return h("section", { class: "card groups", id: "groups-panel" },
+    h("h2", {}, "Groups by behaviour"),
+    h("div", { class: "toolbar" }, button,
+      h("span", { class: "muted" }, "Devices that behave alike, what sets each group apart, " +
+        "and the odd ones out.")),
+    box);
+}
+
+function deviceLink(id) {
+  return h("a", { href: `#/device/${encodeURIComponent(id)}`, "data-device": id }, id);
+}
+
+function joined(items) {
+  return items.flatMap((x, i) => (i ? [", ", x] : [x]));
+}
+
+async function fillGroups(box, button) {
+  const say = (state, cls, text) => {
+    box.dataset.state = state;
+    box.replaceChildren(h("p", { class: cls }, text));
+  };
+  button.disabled = true;
+  say("loading", "muted", "Grouping the fleet…");
+  try {
+    const g = await api("/v1/fleet/groups");
+    const odd = new Map(g.odd_ones_out.map((o) => [o.device, o]));
+    const rows = g.groups.map((grp) => h("tr", { "data-group": grp.id },
+      h("td", {}, `Group ${grp.id}`, h("div", { class: "muted" }, `${grp.size} device(s)`)),
+      h("td", { class: "members" }, joined([
+        ...grp.members.map(deviceLink),
+        ...grp.odd_ones_out.map((d) => h("span", { class: "odd-member", title: odd.get(d).reason },
+          deviceLink(d), " ", h("span", { class: "badge odd" }, "odd one out")))])),
+      h("td", {}, grp.traits.length
+        ? h("ul", { class: "traits" }, ...grp.traits.map((t) => h("li", { "data-feature": t.feature }, t.text)))
+        : h("span", { class: "muted" }, g.n_groups === 1
+          ? "the whole fleet: nothing separates it" : "–"))));
+    const parts = [
+      h("p", { class: "muted groups-info" },
+        `${g.n_groups} group(s) of ${g.n_devices} devices on ${g.metrics.length} metric(s), ` +
+        `from ${fmtTime(g.window.start)} to ${fmtTime(g.window.end)}` +
+        (g.window.bucket_s > 1 ? ` (${fmtSpan(g.window.bucket_s)} means)` : "") +
+        `; fitted ${fmtTime(g.fitted_at)}${g.cached ? " (kept)" : ""}.`),
+      scroller(h("table", { id: "groups-table" },
+        h("thead", {}, h("tr", {}, ["Group", "Members", "What sets it apart"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, ...rows)))];
+    if (g.odd_ones_out.length) {
+      parts.push(h("h3", {}, "Odd ones out"), scroller(h("table", { id: "odd-table" },
+        h("thead", {}, h("tr", {}, ["Device", "Nearest group", "Odd score", "Furthest from its group in"]
+          .map((t) => h("th", {}, t)))),
+        h("tbody", {}, ...g.odd_ones_out.map((o) => h("tr", { class: "odd", "data-device": o.device },
+          h("td", {}, deviceLink(o.device)), h("td", {}, `Group ${o.nearest_group}`),
+          h("td", {}, Number(o.odd_score).toFixed(2)), h("td", {}, o.reason)))))));
+    } else {
+      parts.push(h("p", { class: "muted", id: "no-odd" }, "No odd ones out."));
+    }
+    const left = g.left_out.devices.map((d) => `${d.device} (${d.reason})`)
+      .concat(g.left_out.metrics.map((m) => `metric ${m.metric} (${m.reason})`));
+    if (left.length) parts.push(h("p", { class: "muted groups-left" }, `Left out: ${left.join("; ")}.`));
+    box.dataset.state = "ok";
+    box.replaceChildren(...parts);
+  } catch (e) {
+    if (e.status === 401) { box.replaceChildren(); return; }  // the login form is shown
+    const why = e instanceof NetworkError ? "gateway unreachable" : e.message;
+    say((e.body && e.body.reason) || "error", "error groups-unavailable", `Groups unavailable: ${why}`);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 // ---------------------------------------------------------------- device charts

@@ -1,0 +1,128 @@
+"""What the routes that fit a model on demand share: a bounded cache of fitted answers, one fit
+per key at a time, a limit on fits at once, and the bucket a dense window is averaged to.
+
+Used by :mod:`edgewise.server.routes.forecast` (per device, metric and horizon) and
+:mod:`edgewise.server.routes.groups` (per fleet grouping). A fit takes a CPU and a threadpool
+thread for a second or more, so a route keeps its answers in a :class:`FitCache`, fits a key
+once however many requests ask for it at once (:meth:`FitCache.key_lock`), and runs at most
+``max_fits`` fits at once (:func:`fit_slot`: a request that finds no free slot in time is the
+route's 429, so many requests cannot take every threadpool thread from the other routes).
+
+>>> bucket_s(600, 2000), bucket_s(86_400, 2000), bucket_s(7 * 86_400, 2000)
+(1, 60, 600)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from typing import Generic, TypeVar
+
+from edgewise.server.problems import Problem
+
+__all__ = ["BUCKETS_S", "FitCache", "bucket_s", "busy", "fit_slot"]
+
+#: Bucket steps (s) a dense window is averaged to: the common steps a grid snaps to.
+BUCKETS_S = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200,
+             10800, 21600, 43200, 86400)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def bucket_s(span_s: float, max_points: int) -> int:
+    """The smallest of :data:`BUCKETS_S` that cuts ``span_s`` seconds into at most
+    ``max_points`` buckets (the largest when none does)."""
+    return next((s for s in BUCKETS_S if span_s / s <= max_points), BUCKETS_S[-1])
+
+
+class FitCache(Generic[K, V]):
+    """Fitted answers per key, at most ``max_entries`` (the least recently used dropped
+    first); thread-safe. ``fits`` is held while a fit runs: at most ``max_fits`` at once.
+
+    ``generation`` counts :meth:`drop` calls: a fit that read its data before a drop may be
+    stale, and :meth:`put` with the generation it started at then keeps nothing.
+
+    >>> c = FitCache(max_entries=2)
+    >>> for k in ("a", "b", "c"):
+    ...     c.put(k, k.upper())
+    >>> c.keys(), c.get("a"), c.get("b")
+    (['b', 'c'], None, 'B')
+    >>> g = c.generation
+    >>> c.drop(lambda k: k == "b")
+    1
+    >>> c.put("b", "stale", generation=g)
+    >>> c.keys()
+    ['c']
+    """
+
+    def __init__(self, max_entries: int, max_fits: int = 1) -> None:
+        self.max_entries = max_entries
+        #: Held while a fit runs: at most ``max_fits`` at once (see :func:`fit_slot`).
+        self.fits = threading.BoundedSemaphore(max_fits)
+        self.generation = 0
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+        self._fitting: dict[K, threading.Lock] = {}
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: K, entry: V, generation: int | None = None) -> None:
+        """Keep ``entry`` under ``key``; with ``generation``, only when no :meth:`drop` came
+        since."""
+        with self._lock:
+            if generation is not None and generation != self.generation:
+                return
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def key_lock(self, key: K) -> threading.Lock:
+        """The lock one key's fit holds, so two requests for it fit once."""
+        with self._lock:
+            if len(self._fitting) > 4 * self.max_entries:  # unheld ones only: bounded
+                self._fitting = {k: v for k, v in self._fitting.items() if v.locked()}
+            return self._fitting.setdefault(key, threading.Lock())
+
+    def drop(self, which: Callable[[K], bool]) -> int:
+        """Drop every entry whose key ``which`` accepts; return how many."""
+        with self._lock:
+            self.generation += 1
+            gone = [k for k in self._entries if which(k)]
+            for k in gone:
+                del self._entries[k]
+            return len(gone)
+
+    def keys(self) -> list[K]:
+        with self._lock:
+            return list(self._entries)
+
+
+@contextmanager
+def fit_slot(fits: threading.BoundedSemaphore, wait_s: float,
+             busy: Callable[[], Problem]) -> Iterator[None]:
+    """Hold one of ``fits`` while the block runs; raise ``busy()`` (a 429 problem) when
+    none is free within ``wait_s`` seconds."""
+    if not fits.acquire(timeout=wait_s):
+        raise busy()
+    try:
+        yield
+    finally:
+        fits.release()
+
+
+def busy(title: str, doing: str, wait_s: float, reason: str, retry_s: int) -> Problem:
+    """The 429 problem of a request that found no free fit slot within ``wait_s``
+    seconds; ``doing`` says what holds the slots ("2 forecasts are being fitted")."""
+    return Problem(429, title, f"{doing}; this one waited {wait_s:g} s for its turn. Retry "
+                   "after the Retry-After header.", reason=reason,
+                   allowed="a retry after Retry-After seconds",
+                   headers={"Retry-After": str(retry_s)})

@@ -1,0 +1,308 @@
+"""The fleet's behaviour groups: :class:`~edgewise.models.cluster.BehaviourGroups` on the
+fleet's recent history, fitted on demand and cached.
+
+``GET /v1/fleet/groups?groups=N&reference=METRIC`` groups the devices by how they behaved in
+the :data:`WINDOW_DAYS` days up to the fleet's newest reading, and answers each group with
+its members and what sets it apart (in words and as numbers), the odd ones out with their
+odd score and the feature that sets each furthest from its group, the devices and metrics
+left out and why, the metrics used and the window. ``groups`` fixes the number of groups
+(1 to :data:`MAX_GROUPS`; default: chosen, one group when nothing separates the fleet);
+``reference`` compares each metric at the fleet's median level of that metric ("vibration at
+the same speed").
+
+Bounded: a fit reads at most :data:`MAX_DEVICES` devices (the most recently seen; the rest
+are left out, named) and at most :data:`MAX_POINTS` points per device and metric: the store
+averages the window into buckets of the smallest common step (1 s, 2 s, 5 s… 1 h…) that
+cuts it into no more, one step for the whole fleet so that every device's profile is
+measured alike (a full 7 days: 10-minute buckets). Measured on 2 cores shared with other
+test runs (load about 4; store read + fit): 20 pumps of 8 metrics at 1 s, 10 minutes
+(the fresh demo) 0.6 + 2.4-3.1 s, 6 hours (3.5M readings, 30 s buckets) 0.9 + 2.3-2.5 s,
+the running ``edgewise demo`` through HTTP 6.5-7 s; 300 pumps, 2 days at 1 min (6.9M
+readings): 5.6 + 10.7 s capped at 100 devices, 26 + 42 s uncapped, hence the cap.
+
+Cached: the answer is kept per (groups, reference) in a :class:`~edgewise.server.fitting.
+FitCache` for :data:`TTL_S` seconds, or until the fleet's set of devices (registered or
+with data) changes; failures are never cached. ``DELETE /v1/devices/{id}`` drops every
+cached grouping (:func:`forget_device`, wired by :func:`~edgewise.server.app.create_app`).
+Two requests for one key fit once; at most :data:`MAX_FITS` grouping fits run at once per
+app, and a request that finds none free within :data:`FIT_WAIT_S` is a 429 with
+``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from edgewise.errors import InvalidParameterError
+from edgewise.models.cluster import BehaviourGroups
+from edgewise.models.profile import device_history, finite_metrics
+from edgewise.server.deps import SecurityDep, StoreDep, Viewer
+from edgewise.server.fitting import FitCache, bucket_s, busy, fit_slot
+from edgewise.server.problems import Problem
+from edgewise.server.query import format_ns
+
+__all__ = ["FIT_WAIT_S", "MAX_DEVICES", "MAX_ENTRIES", "MAX_FITS", "MAX_GROUPS", "MAX_POINTS",
+           "TTL_S", "WINDOW_DAYS", "GroupsCache", "cache_of", "forget_device", "router"]
+
+router = APIRouter(tags=["devices"])
+
+#: Days of history the groups are fitted on, up to the fleet's newest reading.
+WINDOW_DAYS = 7
+#: Points per device and metric a fit reads at most: a denser window is averaged per bucket.
+MAX_POINTS = 1_000
+#: Devices a fit reads at most (the most recently seen); the others are left out, named.
+MAX_DEVICES = 100
+#: Most groups a request may ask for (``groups``); also the most tried when choosing.
+MAX_GROUPS = 8
+#: Seconds a fitted grouping answers before it is refitted, even with the same devices.
+TTL_S = 600.0
+#: Groupings kept per app, one per (groups, reference) asked (the least recent goes first).
+MAX_ENTRIES = 32
+#: Grouping fits one app runs at once (each takes a CPU and a threadpool thread, seconds).
+MAX_FITS = 1
+#: Seconds a request waits for the fit slot before it is answered 429 with Retry-After.
+FIT_WAIT_S = 30.0
+#: Devices a group needs; a smaller one's devices are odd ones out (BehaviourGroups').
+MIN_GROUP_SIZE = 2
+_NS_PER_DAY = 86_400 * 10**9
+
+Key = tuple[int | None, str | None]
+
+
+@dataclass
+class _Entry:
+    answer: dict[str, Any]
+    devices: frozenset[str]  # the fleet's devices when it was fitted
+    fitted_at: float  # time.monotonic()
+
+
+class GroupsCache(FitCache[Key, _Entry]):
+    """Fitted groupings per (groups, reference); thread-safe.
+
+    >>> c = GroupsCache()
+    >>> c.put((None, None), _Entry({}, frozenset({"a", "b"}), 0.0))
+    >>> c.keys(), c.forget(), c.keys()
+    ([(None, None)], 1, [])
+    """
+
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_fits: int = MAX_FITS) -> None:
+        super().__init__(max_entries, max_fits)
+
+    def forget(self) -> int:
+        """Drop every cached grouping (each holds every device); return how many."""
+        return self.drop(lambda key: True)
+
+
+def cache_of(app: Any) -> GroupsCache:
+    """The app's groups cache (made on first use)."""
+    cache = getattr(app.state, "groupings", None)
+    if cache is None:
+        cache = app.state.groupings = GroupsCache()
+    return cache  # type: ignore[no-any-return]
+
+
+def forget_device(app: Any, device_id: str) -> int:
+    """Drop the cached groupings once ``device_id`` is deleted (each one holds it, or
+    lists it as left out); return how many."""
+    return cache_of(app).forget()
+
+
+@dataclass
+class _Fleet:
+    """What a fit reads: the devices and why the others are left out."""
+
+    devices: frozenset[str]  # every device registered or with data
+    chosen: list[Any]  # the store's DeviceSummary of each device the fit reads, by id
+    left_out: list[dict[str, str]]
+    metrics: list[str]  # every metric the chosen devices send
+    start_ns: int
+    end_ns: int
+
+
+def _fleet(security: Any, store: Any) -> _Fleet:
+    """The devices with readings in the window (at most :data:`MAX_DEVICES`, the most
+    recently seen), and each other device with why it is left out."""
+    seen = [s for s in store.devices() if s.last_ns is not None]
+    registered = {rec.id for rec in security.list_devices()}
+    ids = frozenset(registered | {s.device_id for s in seen})
+    left = [{"device": d, "reason": "no readings yet"}
+            for d in sorted(registered - {s.device_id for s in seen})]
+    end = max((s.last_ns for s in seen), default=0)
+    start = end - WINDOW_DAYS * _NS_PER_DAY
+    recent = sorted((s for s in seen if s.last_ns >= start),
+                    key=lambda s: (-s.last_ns, s.device_id))
+    left += [{"device": s.device_id, "reason": f"no readings in the {WINDOW_DAYS} days up to "
+              f"the fleet's newest reading (its last: {format_ns(s.last_ns)})"}
+             for s in seen if s.last_ns < start]
+    left += [{"device": s.device_id, "reason": f"over the cap of {MAX_DEVICES} devices a "
+              "fit reads (the most recently seen are read)"} for s in recent[MAX_DEVICES:]]
+    chosen = sorted(recent[:MAX_DEVICES], key=lambda s: s.device_id)
+    metrics = sorted({m for s in chosen for m in s.metrics})
+    return _Fleet(ids, chosen, sorted(left, key=lambda d: d["device"]), metrics, start, end)
+
+
+def _histories(store: Any, fleet: _Fleet) -> tuple[dict[str, Any], int, list[dict[str, str]]]:
+    """Each chosen device's window as a history, the bucket (s) it was averaged to, and the
+    devices left out for having no finite reading there."""
+    first = min(max(s.first_ns, fleet.start_ns) for s in fleet.chosen)
+    step = bucket_s((fleet.end_ns - first) / 1e9, MAX_POINTS)
+    out, left = {}, []
+    for s in fleet.chosen:
+        rows = store.query(s.device_id, None, fleet.start_ns, fleet.end_ns + 1, step * 10**9,
+                           (MAX_POINTS + 1) * max(1, len(s.metrics)))
+        frame = device_history(rows)
+        if len(frame) and finite_metrics(frame):
+            out[s.device_id] = frame
+        else:
+            left.append({"device": s.device_id, "reason": "no finite reading in the window"})
+    return out, step, left
+
+
+def _problem(exc: InvalidParameterError, groups: int | None, reference: str | None,
+             n: int) -> Problem:
+    """BehaviourGroups' refusal as the API's problem, naming the request's field."""
+    if exc.field == "n_groups":
+        return Problem(422, "Too many groups", f"Cannot make {groups} groups of the {n} "
+                       f"devices with readings in the last {WINDOW_DAYS} days.",
+                       field="groups", value=groups, allowed=f"a whole number from 1 to {n} "
+                       "(the devices with readings), or none to have it chosen",
+                       reason="too_many_groups")
+    if exc.field == "reference":
+        return Problem(422, "Reference not shared", str(exc), field="reference",
+                       value=reference, allowed="a metric at least half the devices send, "
+                       "or none", reason="reference_not_shared")
+    return Problem(422, "Cannot group the fleet", str(exc), field="devices", value=exc.value,
+                   allowed="devices that share at least one metric", reason="no_common_metric")
+
+
+def _answer(model: BehaviourGroups, fleet: _Fleet, left: list[dict[str, str]], step: int,
+            hist: dict[str, Any], fit_s: float) -> dict[str, Any]:
+    summary = model.summary()
+    odd = [{"device": o["device"], "nearest_group": o["nearest_group"],
+            "odd_score": o["odd_score"], "reason": o["why"]} for o in summary["odd_ones_out"]]
+    groups = [{"id": g["group"], "size": g["size"], "members": g["members"],
+               "odd_ones_out": [o["device"] for o in odd if o["nearest_group"] == g["group"]],
+               "traits": g["traits"]} for g in summary["groups"]]
+    starts = [int(f.index[0].value) for f in hist.values()]
+    return {
+        "n_groups": summary["n_groups"], "chosen": model.n_groups is None,
+        "n_devices": summary["n_devices"], "groups": groups, "odd_ones_out": odd,
+        "odd_cut": round(float(model.odd_cut_), 3),
+        "left_out": {"devices": sorted(left, key=lambda d: d["device"]),
+                     "metrics": [{"metric": m, "reason": why}
+                                 for m, why in summary["left_out"].items()]},
+        "missing": summary["missing"], "metrics": summary["metrics"],
+        "reference": model.reference,
+        "window": {"days": WINDOW_DAYS, "start": format_ns(min(starts)),
+                   "end": format_ns(fleet.end_ns), "bucket_s": step,
+                   "max_points": MAX_POINTS, "max_devices": MAX_DEVICES},
+        "fitted_at": format_ns(time.time_ns()), "fit_s": round(fit_s, 3),
+        "ttl_s": TTL_S,
+    }
+
+
+def _busy() -> Problem:
+    return busy("Groups busy", "A grouping of the fleet is being fitted", FIT_WAIT_S,
+                "groups_busy", 5)
+
+
+def _fit(store: Any, fleet: _Fleet, groups: int | None, reference: str | None,
+         cache: GroupsCache) -> dict[str, Any]:
+    """Read the window and fit, holding a fit slot (reading is half the cost); raise a 422
+    problem when the fleet cannot be grouped."""
+    with fit_slot(cache.fits, FIT_WAIT_S, _busy):
+        t0 = time.perf_counter()
+        hist, step, empty = _histories(store, fleet) if fleet.chosen else ({}, 1, [])
+        left = fleet.left_out + empty
+        if len(hist) < 2:
+            raise Problem(
+                422, "Too few devices to group",
+                f"Grouping needs at least 2 devices with readings in the {WINDOW_DAYS} days "
+                f"up to the fleet's newest reading; {len(hist)} has them"
+                + (f" ({', '.join(hist)})" if hist else "")
+                + (f"; left out: {', '.join(d['device'] for d in left[:10])}" if left else "")
+                + ".", field="devices", value=len(hist),
+                allowed=f"at least 2 devices with readings in the last {WINDOW_DAYS} days",
+                reason="too_few_devices")
+        if groups is not None and groups > len(hist):
+            raise _problem(InvalidParameterError(field="n_groups", value=groups), groups,
+                           reference, len(hist))
+        model = BehaviourGroups(n_groups=groups, max_groups=MAX_GROUPS, reference=reference,
+                                min_group_size=MIN_GROUP_SIZE, random_state=0)
+        try:
+            model.fit(hist)
+        except InvalidParameterError as exc:
+            raise _problem(exc, groups, reference, len(hist)) from None
+        return _answer(model, fleet, left, step, hist, time.perf_counter() - t0)
+
+
+def _fresh(entry: _Entry | None, devices: frozenset[str]) -> bool:
+    return (entry is not None and time.monotonic() - entry.fitted_at < TTL_S
+            and entry.devices == devices)
+
+
+def _groups(request: Request, store: Any, security: Any, groups: int | None,
+            reference: str | None) -> dict[str, Any]:
+    cache = cache_of(request.app)
+    generation = cache.generation
+    fleet = _fleet(security, store)
+    if reference is not None and reference not in fleet.metrics:
+        shown = ", ".join(repr(m) for m in fleet.metrics[:50]) or "none: no device has readings"
+        raise Problem(422, "Unknown metric",
+                      f"No device read for grouping sends metric {reference!r}; the fleet's "
+                      f"metrics: {shown}.", field="reference", value=reference,
+                      allowed=f"one of the fleet's metrics ({shown}), or none",
+                      reason="unknown_metric")
+    key = (groups, reference)
+    entry = cache.get(key)
+    if _fresh(entry, fleet.devices):
+        return {**entry.answer, "cached": True}  # type: ignore[union-attr]
+    with cache.key_lock(key):  # one fit per key at a time; the others use its result
+        entry = cache.get(key)
+        if _fresh(entry, fleet.devices):
+            return {**entry.answer, "cached": True}  # type: ignore[union-attr]
+        answer = _fit(store, fleet, groups, reference, cache)
+        if fleet.devices == _fleet(security, store).devices:  # none added or deleted meanwhile
+            cache.put(key, _Entry(answer, fleet.devices, time.monotonic()), generation)
+    return {**answer, "cached": False}
+
+
+@router.get(
+    "/v1/fleet/groups",
+    summary="Devices grouped by behaviour; what sets each group apart; odd ones out (viewer)",
+    description=f"Groups the devices with readings in the {WINDOW_DAYS} days up to the fleet's "
+    "newest reading by how they behave (per metric: level, spread, trend, lag-1 "
+    "autocorrelation, daily cycle; correlations between metrics; with `reference`, each "
+    "metric's level at the fleet's median of that metric). Answers `groups` (each with `id`, "
+    "`members`, `odd_ones_out` nearest it and up to three `traits`: `text` in words, "
+    "`feature`, `group` and `fleet` medians and `effect` in scaled units), `odd_ones_out` "
+    "(`device`, `nearest_group`, `odd_score`, `reason`; flagged above `odd_cut`), `left_out` "
+    "devices and metrics with why, `missing` metrics per device, `metrics`, `window` "
+    f"(`bucket_s`: the window is averaged per bucket to at most {MAX_POINTS:,} points per "
+    f"device and metric; at most {MAX_DEVICES} devices, the most recently seen), "
+    f"`fitted_at` and `cached`. A fit takes seconds; it is kept per (groups, reference) for "
+    f"{int(TTL_S)} s, or until a device is added or deleted.",
+    responses={422: {"description": "A bad parameter ('field' names it: 'groups' out of "
+                     f"1..{MAX_GROUPS} or above the devices with readings (reason "
+                     "'too_many_groups'); 'reference' not a metric of the fleet (reason "
+                     "'unknown_metric') or sent by too few devices (reason "
+                     "'reference_not_shared')), or a fleet that cannot be grouped (field "
+                     "'devices': fewer than 2 devices with readings in the window, reason "
+                     "'too_few_devices'; no metric in common, reason 'no_common_metric')."},
+               429: {"description": f"A grouping was being fitted for {FIT_WAIT_S:g} s "
+                     "(reason 'groups_busy'); retry after Retry-After."}},
+)
+def fleet_groups(
+    who: Viewer, store: StoreDep, security: SecurityDep, request: Request,
+    groups: Annotated[int | None, Query(ge=1, le=MAX_GROUPS, description=(
+        "Number of groups; default: chosen (1 when nothing separates the fleet)."))] = None,
+    reference: Annotated[str | None, Query(min_length=1, max_length=256, description=(
+        "A metric at whose fleet-median level the others are compared, e.g. speed_rpm."))]
+    = None,
+) -> dict[str, Any]:
+    """Sync: FastAPI runs it in its threadpool, so a fit never blocks the event loop."""
+    return _groups(request, store, security, groups, reference)
