@@ -3,6 +3,7 @@ and traits, the odd one out highlighted, fetched on demand only."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,7 +57,9 @@ def test_groups_panel_shows_the_groups_and_the_odd_one_out(chromium, served) -> 
     cool = page.locator("#groups-table tr[data-group='0']")
     assert "runs cooler: temp_c median 40" in cool.inner_text()
     odd_row = page.locator("#odd-table tr.odd[data-device='odd-1']")
-    assert "runs hotter: temp_c median 90" in odd_row.inner_text()
+    # the median of 90 °C plus noise, as the page rounds it (89.9 with these seeds)
+    assert re.search(r"runs hotter: temp_c median (89\.\d|90(\.\d)?) vs group 1 60",
+                     odd_row.inner_text()), odd_row.inner_text()
     assert page.locator(".odd-member .badge.odd").count() == 1
     assert "9 devices on 2 metric(s)" in page.inner_text(".groups-info")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zlib
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ def send_kind(env: Env, device: str, temp: float, end_s: int | None = None,
         secret = env.secret if device == env.device else env.security.add_device(device)[1]
     end = end_s if end_s is not None else (int(time.time()) // STEP - 5) * STEP
     ts = end - STEP * np.arange(n)[::-1]
-    rng = np.random.default_rng(abs(hash(device)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(device.encode()))  # hash() differs per process
     batch = [{"ts": int(t), "seq": i + 1,
               "metrics": {"temp_c": round(temp + rng.normal(0, 0.5), 3),
                           "load_kw": round(10 + rng.normal(0, 0.5), 3)}}
