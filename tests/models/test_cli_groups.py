@@ -148,16 +148,31 @@ def test_a_long_file_without_a_value_column_is_refused(tmp_path: Path) -> None:
     assert res.stdout == ""
 
 
-def test_a_wide_file_with_two_rows_of_a_device_at_one_time_is_refused(tmp_path: Path) -> None:
-    """Check that two readings of one metric of one device at one time in a wide file are
-    refused, not averaged."""
+def test_a_wide_file_repeating_many_times_of_a_device_is_refused(tmp_path: Path) -> None:
+    """Check that a wide file where a device holds two readings of a metric at many of its
+    times (a long file misread, or two devices under one id) is refused, not averaged, and
+    that one repeated time (a logger's repeat, as NAB's AWS files repeat the hour a clock
+    went back) is averaged with a note."""
     frame = pd.concat([device("plain", 0).assign(device_id="a"),
                        device("hot", 1).assign(device_id="b")])
-    frame = pd.concat([frame, frame.iloc[[5]].assign(temp_c=99.0)])
     f = tmp_path / "twice.csv"
-    frame.rename_axis("time").to_csv(f)
+    pd.concat([frame, frame.iloc[[5]].assign(temp_c=99.0)]).rename_axis("time").to_csv(f)
+    res = groups("--csv", str(f))
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr == (f"note: --csv {str(f)!r}: device 'a' has more than one reading of "
+                          "a metric at 1 time(s) (the first 2024-01-01T01:15:00+00:00); their "
+                          "mean is used\n")
+    pd.concat([frame, frame.iloc[:40].assign(temp_c=99.0)]).rename_axis("time").to_csv(f)
     res = groups("--csv", str(f))
     assert res.exit_code == 2, res.stdout
     assert res.stderr.count("\n") == 1, res.stderr
-    assert "device 'a' has more than one 'temp_c' reading at 2024-01-01T01:15:00+00:00" in (
-        res.stderr)
+    assert "device 'a' has more than one reading of a metric at 40 of its" in res.stderr
+
+
+def test_the_readme_folder_of_nab_aws_files_is_grouped(shared_data: Path) -> None:
+    """Check the README's first command: NAB's realAWSCloudwatch folder, whose two files
+    repeat 2014-03-09T03:00 (it was refused)."""
+    folder = shared_data / "nab" / "data" / "realAWSCloudwatch"
+    res = groups("--csv", str(folder), "--json")
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr.count("their mean is used") == 2, res.stderr

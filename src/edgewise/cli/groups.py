@@ -86,17 +86,27 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
     metrics = [c for c in df.columns if c not in (time_column, dev_col)
                and not not_a_metric(str(c))]
     wide = pd.DataFrame({str(c): _numbers(df[c]).to_numpy() for c in metrics}, index=index)
-    # two rows of one device at one time that both hold a metric: a long file misread as
-    # wide, or two devices under one id; refused rather than averaged
+    # two rows of one device at one time that both hold a metric: a few are a logger's
+    # repeat (NAB's AWS files repeat the hour a clock went back), averaged and said; many
+    # are a long file misread as wide, or two devices under one id: refused
     held = wide.notna().set_axis(pd.MultiIndex.from_arrays([ids.to_numpy(), index]))
-    twice = held.groupby(level=[0, 1]).sum() > 1
-    if twice.to_numpy().any():
-        (dev, at), metric = next((i, c) for i, row in twice.iterrows()
-                                 for c in twice.columns if row[c])
-        raise fail(f"{where}: device {str(dev)!r} has more than one {metric!r} reading at "
-                   f"{at.isoformat()}; a wide file holds one row per device and time (a long "
-                   "file: device_id, time, metric and value columns)")
-    return {str(d): g for d, g in wide.groupby(ids.to_numpy(), sort=True)}
+    twice = (held.groupby(level=[0, 1]).sum() > 1).any(axis=1)
+    out: dict[str, pd.DataFrame] = {}
+    for d, g in wide.groupby(ids.to_numpy(), sort=True):
+        times = twice.loc[d]
+        n = int(times.sum())
+        if n > max(1, len(times) // 100):
+            raise fail(f"{where}: device {str(d)!r} has more than one reading of a metric at "
+                       f"{n} of its {len(times)} times (the first {times.idxmax().isoformat()}); "
+                       "a wide file holds one row per device and time (a long file: device_id, "
+                       "time, metric and value columns)")
+        if n:
+            typer.echo(f"note: {where}: device {str(d)!r} has more than one reading of a "
+                       f"metric at {n} time(s) (the first {times.idxmax().isoformat()}); "
+                       "their mean is used", err=True)
+            g = g.groupby(level=0).mean()
+        out[str(d)] = g
+    return out
 
 
 def _csv_histories(path: Path, time_column: str | None) -> dict[str, pd.DataFrame]:
