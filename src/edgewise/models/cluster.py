@@ -65,8 +65,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -79,6 +77,7 @@ from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
 from edgewise.models._words import feature_kind as _kind
 from edgewise.models._words import feature_metric as _metric
 from edgewise.models._words import rounded, trait_text
+from edgewise.models.model_file import write_model_file
 from edgewise.models.profile import (
     behaviour_profile,
     device_history,
@@ -639,24 +638,10 @@ class BehaviourGroups:
                           "columns": [str(c) for c in self.profiles_.columns],
                           "data": self.profiles_.to_numpy(dtype=float).tolist()},
         }, allow_nan=True).encode()
-        head = json.dumps({"format_version": FORMAT_VERSION, "kind": "BehaviourGroups",
-                           "n_groups": self.n_groups_, "n_devices": len(self.devices_),
-                           "body_sha256": hashlib.sha256(body).hexdigest()}).encode()
-        data = _MAGIC + head + b"\n" + body
-        target = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-                                   if str(target.parent) else ".")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return len(data)
+        head = {"format_version": FORMAT_VERSION, "kind": "BehaviourGroups",
+                "n_groups": self.n_groups_, "n_devices": len(self.devices_),
+                "body_sha256": hashlib.sha256(body).hexdigest()}
+        return write_model_file(path, _MAGIC, head, body)
 
 
 def _interleaved(hist: dict[str, pd.DataFrame]) -> list[dict[str, pd.DataFrame]]:

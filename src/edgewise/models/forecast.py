@@ -61,7 +61,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import pickle
 from pathlib import Path
 from typing import Any, ClassVar
@@ -71,6 +70,7 @@ import pandas as pd
 
 from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
 from edgewise.models.conformal import ConformalBands
+from edgewise.models.model_file import write_model_file
 from edgewise.params import Interval, validate_params
 from edgewise.quality.resample import resample
 
@@ -602,18 +602,7 @@ class Forecaster:
         """
         body = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
         head = {**self.header(), "body_sha256": hashlib.sha256(body).hexdigest()}
-        payload = b"".join([_MAGIC, json.dumps(head, sort_keys=True).encode(), b"\n", body])
-        dest = Path(path)
-        part = dest.parent / f".{dest.name}.{os.getpid()}.part"
-        try:
-            with open(part, "wb") as out:
-                out.write(payload)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(part, dest)
-        finally:
-            part.unlink(missing_ok=True)
-        return len(payload)
+        return write_model_file(path, _MAGIC, head, body)
 
 
 def read_forecast_header(path: str | Path) -> dict[str, Any]:

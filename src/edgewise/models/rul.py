@@ -592,31 +592,16 @@ class RULModel:
     def save(self, path: str | Path) -> int:
         """Write a versioned model file: a JSON header line, then the pickled model.
 
-        The file is written whole or not at all: to a temporary file beside it (named
-        ``.<name>.<pid>.tmp``, which no ``rul*`` glob picks up), then renamed over ``path``,
-        so a gateway reading the models folder never sees half a model, and a failed save
-        leaves the old file as it was. Returns the number of bytes written. Load only files
-        you trust (pickle).
+        The file is written whole or not at all (:mod:`edgewise.models.model_file`): to a
+        temporary file beside it (``.<name>.<pid>.<thread>.tmp``, which no ``rul*`` glob
+        picks up), then renamed over ``path``, so a gateway reading the models folder never
+        sees half a model, and a failed save leaves the old file as it was. Returns the
+        number of bytes written. Load only files you trust (pickle).
         """
-        import os
+        from edgewise.models.model_file import write_model_file
 
         body = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
-        head = json.dumps(self.header(), sort_keys=True).encode()
-        data = _MAGIC + head + b"\n" + body
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        # mode 0666 less the umask, as a plain write would make it
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return len(data)
+        return write_model_file(path, _MAGIC, self.header(), body)
 
 
 def _stack_weights(members: np.ndarray, y: np.ndarray) -> np.ndarray:
