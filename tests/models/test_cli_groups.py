@@ -104,6 +104,9 @@ def test_a_folder_of_wide_csvs_one_per_device(tmp_path: Path) -> None:
     (("--csv", "CSV", "--reference", "rpm"), ("'reference' parameter of BehaviourGroups "
      "must be one of the metrics the fleet shares, ['temp_c', 'vib_mms']. Got 'rpm' "
      "instead.")),
+    (("--csv", "CSV", "--model", "CSV", "--groups", "3", "--reference", "rpm"),
+     ("error: --groups 3, --reference rpm set how groups are fitted, but --model assigns")),
+    (("--csv", "CSV", "--model", "CSV", "--seed", "4"), "error: --seed 4 set how groups"),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path: Path, args, message) -> None:
     """Check each refusal is one 'error:' line naming the option and the value, exit 2."""

@@ -218,6 +218,17 @@ def groups(
     if model is not None and save is not None:
         raise fail("--save writes a newly fitted model and --model assigns to a saved one; "
                    "give one of them")
+    if model is not None:
+        fitting = [flag for flag, given in (
+            (f"--groups {n_groups}", n_groups is not None),
+            (f"--reference {reference}", reference is not None),
+            (f"--max-groups {max_groups}", max_groups != 8),
+            (f"--method {method}", method != "kmeans"),
+            (f"--seed {seed}", seed != 0)) if given]
+        if fitting:
+            raise fail(f"{', '.join(fitting)} set how groups are fitted, but --model assigns "
+                       "the devices to the groups a saved model already has (fitted with its "
+                       "own options); drop them, or fit anew without --model")
     if model is not None and not model.is_file():
         raise fail(f"--model {str(model)!r} is not a file; give a file 'edgewise groups "
                    "--save' wrote")
