@@ -191,3 +191,25 @@ def test_beats_seasonal_naive_on_nyc_taxi_with_honest_intervals(shared_data: Pat
     ours, naive, cover = _taxi_errors(shared_data)
     assert ours < 0.7 * naive, (ours, naive)
     assert 0.75 <= cover <= 0.99, cover
+
+
+def _night_counts(shift: float, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """30 days of hourly event counts, near zero at night, plus ``shift``."""
+    rng = np.random.default_rng(seed)
+    ts = np.arange(24 * 30) * 3600 * 10**9
+    rate = 4 * np.clip(np.sin(2 * np.pi * (np.arange(len(ts)) % 24) / 24), 0, None) + 0.2
+    return ts, rng.poisson(rate).astype(float) + shift
+
+
+def test_a_metric_never_below_zero_is_not_forecast_below_zero() -> None:
+    """Check counts (never negative) get forecasts and intervals clipped at 0, while the
+    same shape shifted below zero keeps its negative interval (nothing clipped)."""
+    ts, y = _night_counts(0.0)
+    model = Forecaster(horizon=24, n_estimators=30, learning_rate=0.3).fit(ts, y)
+    out = model.predict()
+    assert model.floor_ == 0.0
+    assert (out[["forecast", "low", "high"]] >= 0).all().all(), out.min()
+    assert (out["low"] == 0).sum() >= 6  # the nights' intervals reach the floor
+    shifted = Forecaster(horizon=24, n_estimators=30, learning_rate=0.3).fit(ts, y - 1.0)
+    assert shifted.floor_ is None
+    assert (shifted.predict()["low"] < -1).any()

@@ -109,7 +109,7 @@ def test_a_damaged_model_file_is_named_in_one_line(tmp_path: Path, cut: int | st
     fleet(2, seed=3).to_csv(tmp_path / "n.csv", index=False)
     done = edgewise("predict", "rul", "--model", str(bad), "--data", str(tmp_path / "n.csv"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-    assert f"Model file {str(bad)!r} is damaged or truncated" in done.stderr
+    assert f"RUL model file {str(bad)!r} is damaged or truncated" in done.stderr
     done = edgewise("predict", "rul", "--model", str(tmp_path), "--data",
                     str(tmp_path / "n.csv"))
     assert done.returncode == 2 and "is a directory" in done.stderr, done.stderr

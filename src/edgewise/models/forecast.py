@@ -37,6 +37,9 @@ timezone-aware) and values, irregular and with gaps, as telemetry comes. The pip
    forecast beyond every calibration forecast, as on a trending series, takes all the
    residuals of its quarter instead of the few at the edge).
    Then the model is refitted on the whole history.
+5. **No impossible values.** A metric whose history never went below zero (a count, energy
+   used, a level) is taken as one that cannot: the forecast and its interval are clipped at
+   0 (:attr:`Forecaster.floor_`); a history with any negative reading is not clipped.
 
 :meth:`Forecaster.predict` forecasts the ``horizon`` steps after the end of the history it
 is given (by default, the one it was fitted on). :meth:`Forecaster.save` writes a
@@ -59,7 +62,6 @@ True
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import pickle
 from pathlib import Path
@@ -70,7 +72,7 @@ import pandas as pd
 
 from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
 from edgewise.models.conformal import ConformalBands
-from edgewise.models.model_file import write_model_file
+from edgewise.models.model_file import read_model_file, read_model_header, write_model_file
 from edgewise.params import Interval, validate_params
 from edgewise.quality.resample import resample
 
@@ -487,6 +489,7 @@ class Forecaster:
                 value=len(series))
         known = series[~np.isnan(series)]
         self.center_ = float(np.mean(known))
+        self.floor_ = 0.0 if known.min() >= 0 else None
         self.scale_ = float(np.std(known)) or 1.0
         seed = 0 if self.random_state is None else int(self.random_state)
         # calibration: fit on all but the tail, forecast from origins in the tail
@@ -558,6 +561,9 @@ class Forecaster:
                 wide = everywhere.interval(point[hs][out])
                 low[hs[out]], high[hs[out]] = wide
         times = grid[-1] + self.step_ns_ * np.arange(1, self.horizon + 1)
+        floor = getattr(self, "floor_", None)  # None in a model saved before floor_ existed
+        if floor is not None:
+            point, low, high = (np.maximum(a, floor) for a in (point, low, high))
         return pd.DataFrame({
             "time": pd.to_datetime(times, utc=True),
             "forecast": point,
@@ -601,50 +607,26 @@ class Forecaster:
         the checksum catches damage, not tampering.
         """
         body = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
-        head = {**self.header(), "body_sha256": hashlib.sha256(body).hexdigest()}
-        return write_model_file(path, _MAGIC, head, body)
+        return write_model_file(path, _MAGIC, self.header(), body)
 
 
 def read_forecast_header(path: str | Path) -> dict[str, Any]:
     """The JSON header of a saved forecast model, without loading the model."""
-    with open(path, "rb") as fh:
-        return _header(fh, path)
-
-
-def _header(fh: Any, path: str | Path) -> dict[str, Any]:
-    """The header of the open model file ``fh``, read up to the body."""
-    if fh.read(len(_MAGIC)) != _MAGIC:
-        raise ForecastFileError(f"File {str(path)!r} is not an Edgewise forecast model "
-                                "(written by 'edgewise train forecast').")
-    try:
-        head = json.loads(fh.readline())
-    except ValueError as exc:
-        raise ForecastFileError(f"File {str(path)!r} has a damaged header: {exc}.") from None
-    if not isinstance(head, dict):
-        raise ForecastFileError(f"File {str(path)!r} has a damaged header: not an object.")
-    return head
+    return read_model_header(path, _MAGIC, ForecastFileError, what="forecast model")
 
 
 def load_forecaster(path: str | Path) -> Forecaster:
     """Load a model written by :meth:`Forecaster.save` (trusted files only: pickle).
 
     Any other file, another format version, or a damaged or cut one raises
-    :class:`ForecastFileError` naming the file and what to do.
+    :class:`ForecastFileError` naming the file and what to do (the body's checksum is
+    checked before unpickling: a flipped bit in a pickle can crash the process).
     """
-    with open(path, "rb") as fh:
-        head = _header(fh, path)
-        version = head.get("format_version")
-        if version != FORECAST_FORMAT_VERSION:
-            raise ForecastFileError(
-                f"Forecast model {str(path)!r} has format version {version!r}; this Edgewise "
-                f"reads version {FORECAST_FORMAT_VERSION}. Retrain with 'edgewise train "
-                "forecast'.")
-        body = fh.read()
+    _, body = read_model_file(path, _MAGIC, ForecastFileError, what="forecast model",
+                              version=FORECAST_FORMAT_VERSION,
+                              remedy="retrain with 'edgewise train forecast'")
     damaged = (f"Forecast model {str(path)!r} is damaged or truncated ({{}}); copy it again or "
                "retrain with 'edgewise train forecast'.")
-    # checked before unpickling: a flipped bit in a pickle can crash the process
-    if hashlib.sha256(body).hexdigest() != head.get("body_sha256"):
-        raise ForecastFileError(damaged.format("its body does not match its checksum"))
     try:
         model = pickle.loads(body)
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,

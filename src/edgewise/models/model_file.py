@@ -1,7 +1,11 @@
-"""How a batch model is written to disk: one format for the RUL, forecast and groups files.
+"""How a batch model is written to and read from disk: one format for the RUL, forecast and
+groups files.
 
 A model file is a magic line naming its kind, one JSON header line (readable without
-loading the model: version, what it was trained on, checksums) and the body. It is written
+loading the model: version, what it was trained on, the SHA-256 of the body) and the body.
+:func:`read_model_file` checks the kind, the version and the checksum before anything
+deserialises the body (a flipped bit in a pickle can crash the process or load a silently
+different model), and refuses with one error naming the file and what to do. It is written
 whole or not at all: to a temporary file beside the target (``.<name>.<pid>.<thread>.tmp``,
 which no glob of model names picks up), synced, then renamed over it, so a reader never sees
 half a model and a failed save leaves the old file as it was.
@@ -9,27 +13,38 @@ half a model and a failed save leaves the old file as it was.
 >>> import tempfile
 >>> f = Path(tempfile.mkdtemp()) / "m.model"
 >>> write_model_file(f, b"EDGEWISE-DEMO\\n", {"format_version": 1}, b"body")
-40
->>> f.read_bytes()
-b'EDGEWISE-DEMO\\n{"format_version": 1}\\nbody'
+123
+>>> read_model_file(f, b"EDGEWISE-DEMO\\n", ValueError, what="demo model", version=1,
+...                 remedy="fit it again")[1]
+b'body'
+>>> _ = f.write_bytes(f.read_bytes()[:-1] + b"x")
+>>> read_model_file(f, b"EDGEWISE-DEMO\\n", ValueError, what="demo model", version=1,
+...                 remedy="fit it again")
+Traceback (most recent call last):
+...
+ValueError: Demo model file '...m.model' is damaged or truncated (its body does not match
+its checksum); copy it again or fit it again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-__all__ = ["write_model_file"]
+__all__ = ["read_model_file", "read_model_header", "write_model_file"]
 
 
 def write_model_file(path: str | Path, magic: bytes, header: dict[str, Any],
                      body: bytes) -> int:
-    """Write ``magic``, ``header`` as one JSON line (keys sorted) and ``body`` to ``path``,
-    durably and atomically (module doc); the file's mode is 0666 less the umask, as a plain
-    write would make it. Returns the number of bytes written."""
+    """Write ``magic``, ``header`` with the body's ``body_sha256`` as one JSON line (keys
+    sorted) and ``body`` to ``path``, durably and atomically (module doc); the file's mode is
+    0666 less the umask, as a plain write would make it. Returns the number of bytes
+    written."""
+    header = {**header, "body_sha256": hashlib.sha256(body).hexdigest()}
     data = magic + json.dumps(header, sort_keys=True).encode() + b"\n" + body
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -44,3 +59,54 @@ def write_model_file(path: str | Path, magic: bytes, header: dict[str, Any],
         tmp.unlink(missing_ok=True)
         raise
     return len(data)
+
+
+def _read_header(fh: BinaryIO, path: str | Path, magic: bytes, error: type[Exception],
+                 what: str) -> dict[str, Any]:
+    if fh.read(len(magic)) != magic:
+        raise error(f"File {str(path)!r} is not an Edgewise {what} file (it does not start "
+                    f"with {magic.decode(errors='replace').strip()}).")
+    try:
+        head = json.loads(fh.readline())
+    except ValueError as exc:
+        raise error(f"File {str(path)!r} has a damaged header: {exc}.") from None
+    if not isinstance(head, dict):
+        raise error(f"File {str(path)!r} has a damaged header: not a JSON object.")
+    return head
+
+
+def read_model_header(path: str | Path, magic: bytes, error: type[Exception], *,
+                      what: str) -> dict[str, Any]:
+    """The JSON header of a model file of kind ``magic``, without reading its body; a file
+    of another kind or with a damaged header raises ``error`` naming it."""
+    with open(path, "rb") as fh:
+        return _read_header(fh, path, magic, error, what)
+
+
+def read_model_file(path: str | Path, magic: bytes, error: type[Exception], *, what: str,
+                    version: int, remedy: str,
+                    unchecked_ok: bool = False) -> tuple[dict[str, Any], bytes]:
+    """The header and the checked body of a model file of kind ``magic`` and format
+    ``version``; anything else raises ``error`` naming the file, what is wrong and
+    ``remedy`` (what to do: "retrain with 'edgewise train rul'").
+
+    The body must match the header's ``body_sha256``. ``unchecked_ok`` is for a format
+    whose early files were written without one: such a file (no ``body_sha256`` in its
+    header) is then read unchecked, as before.
+    """
+    name = what[:1].upper() + what[1:]
+    with open(path, "rb") as fh:
+        head = _read_header(fh, path, magic, error, what)
+        found = head.get("format_version")
+        if found != version:
+            raise error(f"{name} file {str(path)!r} has format version "
+                        f"{found!r}; this Edgewise reads version {version}. "
+                        f"{remedy[:1].upper()}{remedy[1:]}.")
+        body = fh.read()
+    expected = head.get("body_sha256")
+    if expected is None and unchecked_ok:
+        return head, body
+    if hashlib.sha256(body).hexdigest() != expected:
+        raise error(f"{name} file {str(path)!r} is damaged or truncated "
+                    f"(its body does not match its checksum); copy it again or {remedy}.")
+    return head, body

@@ -46,7 +46,6 @@ tells which reached it, "at least ``cap``").
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import pickle
 from pathlib import Path
@@ -59,6 +58,7 @@ from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
 from edgewise.models.cnn import CNNRegressor
 from edgewise.models.conditions import ConditionNormalizer
 from edgewise.models.conformal import ConformalBands
+from edgewise.models.model_file import read_model_file, read_model_header, write_model_file
 from edgewise.models.windows import feature_names, window_features, window_sequences
 from edgewise.params import Interval, OneOf, validate_params
 
@@ -598,8 +598,6 @@ class RULModel:
         sees half a model, and a failed save leaves the old file as it was. Returns the
         number of bytes written. Load only files you trust (pickle).
         """
-        from edgewise.models.model_file import write_model_file
-
         body = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
         return write_model_file(path, _MAGIC, self.header(), body)
 
@@ -631,34 +629,27 @@ def _rows(settings: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
 
 def read_header(path: str | Path) -> dict[str, Any]:
     """The JSON header of a saved model file, without loading the model."""
-    with open(path, "rb") as fh:
-        if fh.read(len(_MAGIC)) != _MAGIC:
-            raise ModelFileError(f"File {str(path)!r} is not an Edgewise RUL model file.")
-        try:
-            return json.loads(fh.readline())
-        except ValueError as exc:
-            raise ModelFileError(f"File {str(path)!r} has a damaged header: {exc}.") from None
+    return read_model_header(path, _MAGIC, ModelFileError, what="RUL model")
 
 
 def load_model(path: str | Path) -> RULModel:
-    """Load a model written by :meth:`RULModel.save` (trusted files only: pickle)."""
-    head = read_header(path)
-    if head.get("format_version") != FORMAT_VERSION:
+    """Load a model written by :meth:`RULModel.save` (trusted files only: pickle).
+
+    The body is checked against the header's SHA-256 before it is unpickled (files saved
+    before the checksum was written are read as before); any other, damaged or cut file, or
+    another format version, raises :class:`ModelFileError` naming it and what to do.
+    """
+    _, body = read_model_file(path, _MAGIC, ModelFileError, what="RUL model",
+                              version=FORMAT_VERSION, remedy="retrain with 'edgewise train rul'",
+                              unchecked_ok=True)
+    try:
+        model = pickle.loads(body)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
+            TypeError, ValueError, KeyError) as exc:  # a cut body of an unchecked file
         raise ModelFileError(
-            f"Model file {str(path)!r} has format version {head.get('format_version')!r}; "
-            f"this Edgewise reads version {FORMAT_VERSION}. Retrain with 'edgewise train rul'."
-        )
-    with open(path, "rb") as fh:
-        fh.read(len(_MAGIC))
-        fh.readline()
-        try:
-            model = pickle.load(fh)
-        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
-                TypeError, ValueError) as exc:  # a cut or damaged body after a good header
-            raise ModelFileError(
-                f"Model file {str(path)!r} is damaged or truncated ({type(exc).__name__}: "
-                f"{exc or 'no detail'}); copy it again or retrain with 'edgewise train rul'."
-            ) from None
+            f"Model file {str(path)!r} is damaged or truncated ({type(exc).__name__}: "
+            f"{exc or 'no detail'}); copy it again or retrain with 'edgewise train rul'."
+        ) from None
     if not isinstance(model, RULModel):
         raise ModelFileError(f"File {str(path)!r} does not hold a RULModel.")
     return model
