@@ -183,6 +183,8 @@ class LabelStore:
         make_private(self.path, self.data_dir / _MIX_FILE)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # a deleted label's bytes are overwritten with zeros, not left in a free page
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
         _add_source_column(self._db)
 
@@ -345,7 +347,8 @@ class LabelStore:
         """Delete every label of ``device_id`` (all versions) and the query mix's state for
         it; the number of label rows deleted. Part of deleting a device and all its data.
 
-        Snapshots taken earlier keep their ids, but their labels of this device are gone.
+        Snapshots taken earlier keep their ids, but their labels of this device are gone,
+        from the disk too (deleted pages are zeroed and the write-ahead log truncated).
 
         >>> import tempfile
         >>> with LabelStore(tempfile.mkdtemp()) as labels:
@@ -356,6 +359,9 @@ class LabelStore:
         with self._lock:
             cur = self._db.execute("DELETE FROM labels WHERE device_id=?", (device_id,))
             n = int(cur.rowcount)
+            if n:  # gone from the disk too: zeroed pages into the file, the old WAL frames
+                # (which hold the labels as written) truncated away
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.save_mix_state(device_id, None)
         if self.security is not None:
             self.security.audit(who, "label.delete_device", device_id, {"rows": n})
