@@ -45,6 +45,7 @@ import pickle
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -60,7 +61,15 @@ from edgewise.gateway.metrics import Metrics
 from edgewise.quality.stream import StreamCleaner
 from edgewise.security.ratelimit import RateLimiter
 from edgewise.store.base import Alert, AppendResult, Store
-from edgewise.telemetry import _MAX_SEQ, Decoded, Reading, _undecodable, decode
+from edgewise.telemetry import (
+    _MAX_SEQ,
+    _SENML_RELATIVE_LIMIT,
+    GZIP_MAGIC,
+    Decoded,
+    Reading,
+    _undecodable,
+    decode,
+)
 
 __all__ = ["IngestResult", "Pipeline", "default_detector_factory",
            "default_multivariate_factory"]
@@ -175,6 +184,10 @@ class Pipeline:
         say (default: a :class:`~edgewise.gateway.cross_sensor.CrossSensorGate` at the
         same ``settings.fast_stream_z``, none where that is 0 or there is no fast gate);
         ``None`` leaves the scores as the fast gate passed them.
+    redelivery_window_s
+        How long after a message whose times were stamped on arrival (SenML with no or
+        relative times) the same message, delivered again, is still known as a
+        re-delivery and not stored twice (see :meth:`_redelivered`).
     state_path
         Where the detectors' learned state is saved on :meth:`close` and restored from
         at start, so a clean restart does not warm every stream up again. (After a crash
@@ -199,6 +212,7 @@ class Pipeline:
         cleaner: StreamCleaner | bool | None = True,
         fast_gate: FastStreamGate | bool | None = True,
         cross_gate: CrossSensorGate | bool | None = True,
+        redelivery_window_s: float = 600.0,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -208,6 +222,7 @@ class Pipeline:
         self.multivariate_factory = multivariate_factory
         self.late_horizon_ns = int(late_horizon_s * 1e9)
         self.gap_grace_s = gap_grace_s
+        self.redelivery_window_s = redelivery_window_s
         self.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         self.alerts = AlertManager(
             store, threshold=settings.alert_threshold, merge_gap_s=merge_gap_s,
@@ -236,8 +251,9 @@ class Pipeline:
         self._gap_since: dict[str, float] = {}
         self._gap_check_lock = threading.Lock()
         self._gaps_reported: dict[str, set[tuple[int, int]]] = {}
-        # device -> its open seq_gap alerts not filled yet: id -> (first, last, message)
-        self._gaps_open: dict[str, dict[str, tuple[int, int, str]]] = {}
+        # device -> its open seq_gap alerts not filled yet:
+        # id -> (first, last, first message, message now)
+        self._gaps_open: dict[str, dict[str, tuple[int, int, str, str]]] = {}
         self._gap_touched: set[str] = set()  # devices with a commit since the last check
         self._commit_lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -256,6 +272,8 @@ class Pipeline:
         self._forgotten: dict[str, int] = {}
         self._closed = False
         self._worker: threading.Thread | None = None
+        self._gap_worker: threading.Thread | None = None
+        self._stop_gaps = threading.Event()
         now = time.monotonic()
         try:
             for d in store.devices():
@@ -265,6 +283,11 @@ class Pipeline:
         if detect_async:
             self._worker = threading.Thread(target=self._run, name="edgewise-detect", daemon=True)
             self._worker.start()
+            # seq-gap checks on their own thread: one device's many gaps (store reads and
+            # alert writes) must never hold up the scoring of the others
+            self._gap_worker = threading.Thread(target=self._run_gaps, name="edgewise-gaps",
+                                                daemon=True)
+            self._gap_worker.start()
 
     # -- ingest ------------------------------------------------------------------------
     def ingest(self, device_id: str, payload: bytes, *, via: str = "http") -> IngestResult:
@@ -287,6 +310,11 @@ class Pipeline:
         readings: list[Reading] = []
         seqs: dict[str, list[int]] = {}
         seen: dict[tuple[str, int], bytes] = {}  # (device, seq) -> the payload it came in
+        # Readings are counted, and rate-limit tokens kept, only once the commit is made:
+        # a failed commit (the device resends; the transport may retry the batch in
+        # halves) leaves the device's rate limit and these counters as they were.
+        counts: list[tuple[str, int, str | None]] = []  # (counter, n, reason)
+        taken: dict[str, int] = {}  # device -> rate-limit tokens this batch took
         for device_id, payload in items:
             m.inc("edgewise_messages_total", via=via)
             try:
@@ -296,13 +324,14 @@ class Pipeline:
                     max_future_s=self.settings.max_future_s,
                 )
             except PayloadError as exc:
-                m.inc("edgewise_readings_rejected_total", reason=exc.reason)
+                counts.append(("edgewise_readings_rejected_total", 1, exc.reason))
                 # Over MQTT a refused message whose seqs can still be read (too large,
                 # say) counts towards the ack, as a refused record does: the device would
                 # otherwise keep it, and everything after it, and resend them for ever.
                 # Over HTTP the refusal is the answer to the request itself.
-                handled = _seqs_of(payload) if via == "mqtt" and len(payload) <= (
-                    _SEQ_SCAN_FACTOR * self.settings.max_payload_bytes) else []
+                scan = _SEQ_SCAN_FACTOR * self.settings.max_payload_bytes
+                handled = _seqs_of(payload, scan) if via == "mqtt" and len(payload) <= (
+                    scan) else []
                 if not handled:
                     out.append(exc)
                     continue
@@ -312,18 +341,27 @@ class Pipeline:
                 # handled (rejected with a reason), so its seq counts towards the ack as
                 # any rejected message's does, and the device does not resend it for ever
                 dec = Decoded(rejected=[_undecodable(exc, device_id, None, "payload", "payload")],
-                              seqs=_seqs_of(payload))
+                              seqs=_seqs_of(payload, _SEQ_SCAN_FACTOR
+                                            * self.settings.max_payload_bytes))
             if self.settings.retention_days > 0 and dec.readings:
                 _expire(dec, device_id, self.settings.retention_days)
             for rej in dec.rejected:
-                m.inc("edgewise_readings_rejected_total", reason=rej.reason)
+                counts.append(("edgewise_readings_rejected_total", 1, rej.reason))
             if dec.readings:
                 try:
                     self.rate_limiter.take(device_id, len(dec.readings))
                 except RateLimitError as exc:
-                    m.inc("edgewise_readings_rejected_total", len(dec.readings),
-                          reason="rate_limited")
+                    counts.append(("edgewise_readings_rejected_total", len(dec.readings),
+                                   "rate_limited"))
                     out.append(exc)
+                    continue
+                taken[device_id] = taken.get(device_id, 0) + len(dec.readings)
+                if self._redelivered(device_id, payload, dec):
+                    counts.append(("edgewise_readings_duplicate_total", len(dec.readings),
+                                   None))
+                    out.append(IngestResult(duplicates=len(dec.readings),
+                                            rejected=dec.rejected, device_id=device_id,
+                                            seqs=dec.seqs))
                     continue
             fresh = [s for s in dec.seqs if (device_id, s) not in seen]
             if dec.seqs and all(seen.get((device_id, s)) == payload for s in dec.seqs):
@@ -335,24 +373,32 @@ class Pipeline:
             readings.extend(rs)
             if dec.seqs:
                 seqs.setdefault(device_id, []).extend(fresh)
-            m.inc("edgewise_readings_ingested_total", len(dec.readings))
+            counts.append(("edgewise_readings_ingested_total", len(dec.readings), None))
             out.append(IngestResult(accepted=len(dec.readings), rejected=dec.rejected,
                                     device_id=device_id, seqs=dec.seqs))
         devices = {r.device_id for r in out if isinstance(r, IngestResult)}
         if not devices:
+            self._count(counts)
             return out
         t0 = time.perf_counter()
         with self._commit_lock:
-            gone = self._deleted(devices)
-            if gone:  # deleted since it connected: a live MQTT session outlives its secret
-                readings = [r for r in readings if r.device_id not in gone]
-                seqs = {d: ss for d, ss in seqs.items() if d not in gone}
-                out = [self._unknown(r.device_id) if isinstance(r, IngestResult)
-                       and r.device_id in gone else r for r in out]
-                devices -= gone
-                if not devices:
-                    return out
-            res = self.store.append(readings, seqs or None)
+            try:
+                gone = self._deleted(devices)
+                if gone:  # deleted since it connected: a live MQTT session outlives its secret
+                    readings = [r for r in readings if r.device_id not in gone]
+                    seqs = {d: ss for d, ss in seqs.items() if d not in gone}
+                    out = [self._unknown(r.device_id) if isinstance(r, IngestResult)
+                           and r.device_id in gone else r for r in out]
+                    devices -= gone
+                    if not devices:
+                        self._count(counts)
+                        return out
+                res = self.store.append(readings, seqs or None)
+            except BaseException:  # nothing committed: the device's tokens go back
+                for device_id, n in taken.items():
+                    self.rate_limiter.refund(device_id, n)
+                raise
+            self._count(counts)
             self._commits += 1
             batch = _Committed(readings, self._commits)
             with self._state_lock:
@@ -397,7 +443,8 @@ class Pipeline:
             if isinstance(r, IngestResult):
                 r.ack_seq = marks[r.device_id]
                 if single:
-                    r.accepted, r.duplicates = res.stored, res.duplicates
+                    # a re-delivery found before the commit counts its duplicates too
+                    r.accepted, r.duplicates = res.stored, r.duplicates + res.duplicates
                     r.conflicts = res.conflicts
         for d in devices:
             for cb in self._listeners:
@@ -419,6 +466,76 @@ class Pipeline:
             allowed="a registered device ('edgewise device add'); this one was deleted",
             reason="unknown_device",
         )
+
+    def _count(self, counts: list[tuple[str, int, str | None]]) -> None:
+        """Add a batch's reading counts to the metrics (once it is committed)."""
+        for name, n, reason in counts:
+            if reason is None:
+                self.metrics.inc(name, n)
+            else:
+                self.metrics.inc(name, n, reason=reason)
+
+    def _redelivered(self, device_id: str, payload: bytes, dec: Decoded) -> bool:
+        """Whether ``dec`` (decoded from ``payload``) is a message already stored, delivered
+        again, whose readings' times were stamped on arrival.
+
+        A SenML message with no time, or with times relative to now (RFC 8428: below
+        2**28 s), gets a new time at each delivery, so the store's (device, metric, time)
+        dedup cannot tell a re-delivery (a lost acknowledgement, MQTT's DUP) from new
+        readings. It is taken for a re-delivery, acknowledged and not stored again, only
+        when all of these hold:
+
+        - every record's time is relative (a message with an absolute time is left to
+          the store's dedup, as any other);
+        - every seq of the message (all >= 1) is recorded as stored for the device;
+        - every reading matches a stored reading of the same metric and value, shifted
+          back by one and the same interval of at most ``redelivery_window_s`` (the gap
+          between the two deliveries' arrivals).
+
+        A device whose seq counter restarted (after a reset) is still stored as before:
+        its seqs may be recorded already, but its new readings do not repeat, shifted by
+        one interval within the window, the stored readings; only a restarted device
+        sending exactly the values it sent in the window before, under a seq it used
+        then, would be taken for a re-delivery.
+
+        >>> from edgewise.config import Settings
+        >>> from edgewise.store import open_store
+        >>> store = open_store("duckdb://:memory:")
+        >>> p = Pipeline(store, Settings(), detect_async=False)
+        >>> body = b'[{"n": "temp", "v": 21.5, "seq": 1}]'
+        >>> p.ingest("pump-1", body).accepted, p.ingest("pump-1", body).duplicates
+        (1, 1)
+        >>> store.count_readings()
+        1
+        >>> p.close(); store.close()
+        """
+        if (not dec.readings or not dec.seqs or min(dec.seqs) < 1
+                or not _relative_times(payload,
+                                       _SEQ_SCAN_FACTOR * self.settings.max_payload_bytes)):
+            return False
+        wm = self.store.seq_watermark(device_id)
+        if max(dec.seqs) > wm:
+            gaps = self.store.seq_gaps(device_id)
+            # the seqs after the last gap are stored up to the highest one, known here
+            # from this gateway's commits, or else the last gap's end + 1
+            top = max(self._max_seq.get(device_id, 0), gaps[-1][1] + 1 if gaps else 0)
+            for s in dec.seqs:
+                if s > wm and (s > top or any(a <= s <= b for a, b in gaps)):
+                    return False
+        window = int(self.redelivery_window_s * 1e9)
+        by_metric: dict[str, list[Reading]] = {}
+        for r in dec.readings:
+            by_metric.setdefault(r.metric, []).append(r)
+        stored: dict[str, dict[int, float]] = {}
+        for metric, rs in by_metric.items():
+            lo, hi = min(r.ts_ns for r in rs), max(r.ts_ns for r in rs)
+            stored[metric] = {ts: v for _, ts, v in self.store.query(
+                device_id, metric, lo - window, hi)}
+        r0 = dec.readings[0]
+        shifts = [r0.ts_ns - ts for ts, v in stored[r0.metric].items()
+                  if v == r0.value and 0 < r0.ts_ns - ts <= window]
+        return any(all(stored[r.metric].get(r.ts_ns - d) == r.value for r in dec.readings)
+                   for d in shifts)
 
     @property
     def commit_lock(self) -> threading.Lock:
@@ -458,7 +575,7 @@ class Pipeline:
                 self._forgotten.clear()
 
     def _run(self) -> None:
-        next_gap_check = time.monotonic() + 1.0
+        next_flush = time.monotonic() + 1.0
         while True:
             try:
                 batch = self._queue.get(timeout=0.5)
@@ -474,16 +591,20 @@ class Pipeline:
                 finally:
                     self._done()
                 self.metrics.set("edgewise_detection_backlog", self._queue.qsize())
-            if time.monotonic() >= next_gap_check:
-                try:
-                    self.check_gaps()
-                except Exception:
-                    log.exception("seq-gap check failed")
+            if time.monotonic() >= next_flush:
                 try:  # an alert's last growth, held back, is written though no batch follows
                     self.alerts.flush()
                 except Exception:
                     log.exception("writing held-back alert updates failed")
-                next_gap_check = time.monotonic() + 1.0
+                next_flush = time.monotonic() + 1.0
+
+    def _run_gaps(self) -> None:
+        """Check seq gaps every second, apart from detection (see :meth:`check_gaps`)."""
+        while not self._stop_gaps.wait(1.0):
+            try:
+                self.check_gaps()
+            except Exception:
+                log.exception("seq-gap check failed")
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every committed reading has been scored (or, of a forgotten device,
@@ -727,8 +848,12 @@ class Pipeline:
     def check_gaps(self, now: float | None = None) -> list[Alert]:
         """Report seq gaps missing for longer than the grace period; return their alerts.
 
-        The detection worker calls this every second; callers may too. One lock around the
-        whole check keeps two callers from reporting the same gap twice.
+        A device gets at most one new ``seq_gap`` alert per check, whatever number of
+        holes it has: its message names the span, how many seqs are missing, in how many
+        ranges, and the first few ranges (a message with seqs 2, 4, 6, ... is one alert,
+        not one per hole). The gap thread calls this every second, apart from detection;
+        callers may too. One lock around the whole check keeps two callers from reporting
+        the same gap twice.
         """
         with self._gap_check_lock:
             return self._check_gaps(now)
@@ -751,7 +876,7 @@ class Pipeline:
                     gap = _gap_from_message(a.message)
                     reported.add(gap)
                     if a.status == "open" and gap[0] >= 0:
-                        still_open[a.id] = (*gap, a.message)
+                        still_open[a.id] = (*gap, _gap_head(a.message), a.message)
             self._settle_gaps(device, gaps)
             if device in refill:
                 continue
@@ -760,20 +885,22 @@ class Pipeline:
             # A gap partly filled since it was reported (seq 2..10, then 3 arrives: 2..2 and
             # 4..10) is still the same gap: only seqs no report covered yet are new.
             spans = _merged(reported)
-            for gap in gaps:
-                for first, last in _uncovered(gap, spans):
-                    reported.add((first, last))
-                    n = last - first + 1
-                    self.metrics.inc("edgewise_seq_gaps_total")
-                    self.metrics.inc("edgewise_seq_missing_total", n)
-                    now_ns = time.time_ns()
-                    alert = self.alerts.raise_alert(Alert(
-                        device_id=device, start_ns=now_ns, end_ns=now_ns, score=1.0,
-                        kind="seq_gap", drivers={}, message=_gap_message(first, last, None),
-                    ))
-                    self._gaps_open.setdefault(device, {})[alert.id] = (
-                        first, last, alert.message)
-                    out.append(alert)
+            new = [part for gap in gaps for part in _uncovered(gap, spans)]
+            if not new:
+                continue
+            first, last = new[0][0], new[-1][1]
+            # every seq of first..last not missing now is stored: the span is reported
+            reported.add((first, last))
+            self.metrics.inc("edgewise_seq_gaps_total", len(new))
+            self.metrics.inc("edgewise_seq_missing_total", sum(b - a + 1 for a, b in new))
+            head = _gap_head(new)
+            now_ns = time.time_ns()
+            alert = self.alerts.raise_alert(Alert(
+                device_id=device, start_ns=now_ns, end_ns=now_ns, score=1.0,
+                kind="seq_gap", drivers={}, message=head,
+            ))
+            self._gaps_open.setdefault(device, {})[alert.id] = (first, last, head, head)
+            out.append(alert)
         return out
 
     def _settle_gaps(self, device: str, gaps: list[tuple[int, int]]) -> None:
@@ -785,14 +912,17 @@ class Pipeline:
         still_open = self._gaps_open.get(device)
         if not still_open:
             return
-        for alert_id, (first, last, message) in list(still_open.items()):
-            still = [(max(a, first), min(b, last)) for a, b in gaps if a <= last and b >= first]
-            text = _gap_message(first, last, still)
+        for alert_id, (first, last, head, message) in list(still_open.items()):
+            # gaps are sorted and disjoint: their ends ascend too
+            lo = bisect.bisect_left(gaps, first, key=lambda g: g[1])
+            hi = bisect.bisect_right(gaps, last, key=lambda g: g[0])
+            still = [(max(a, first), min(b, last)) for a, b in gaps[lo:hi]]
+            text = _gap_message(head, still)
             try:
                 if text != message:
                     self.store.update_alert(alert_id, message=text)
                 if still:
-                    still_open[alert_id] = (first, last, text)
+                    still_open[alert_id] = (first, last, head, text)
                     continue
                 acked = self.alerts.acknowledge(alert_id, by="gateway")
             except KeyError:  # deleted meanwhile, with the device's data
@@ -862,6 +992,9 @@ class Pipeline:
         if self._closed:
             return
         self._closed = True
+        self._stop_gaps.set()
+        if self._gap_worker is not None:
+            self._gap_worker.join(timeout=30)
         if self._worker is not None:
             self._queue.put(None)
             self._worker.join(timeout=30)
@@ -966,13 +1099,24 @@ def _expire(dec: Decoded, device_id: str, days: int) -> None:
 _SEQ_SCAN_FACTOR = 16
 
 
-def _seqs_of(payload: bytes) -> list[int]:
-    """The valid seqs of a plain JSON payload's records, best effort (``[]`` when none).
+def _seqs_of(payload: bytes, max_bytes: int) -> list[int]:
+    """The valid seqs of a JSON payload's records, best effort (``[]`` when none). A
+    gzipped payload is inflated first, but never past ``max_bytes`` (a small gzip can
+    inflate a thousandfold): one that inflates to more, or is not a complete gzip
+    stream, gives ``[]``.
 
-    >>> _seqs_of(b'[{"seq": 3}, {"seq": -1}, {"seq": true}, 5]'), _seqs_of(b"\\x1f\\x8b")
+    >>> import gzip
+    >>> _seqs_of(b'[{"seq": 3}, {"seq": -1}, {"seq": true}, 5]', 100), _seqs_of(b"\\x1f\\x8b", 100)
     ([3], [])
+    >>> _seqs_of(gzip.compress(b'{"seq": 7}'), 100), _seqs_of(gzip.compress(b" " * 200), 100)
+    ([7], [])
     """
     try:
+        if payload.startswith(GZIP_MAGIC):
+            inflate = zlib.decompressobj(wbits=31)
+            payload = inflate.decompress(payload, max_bytes + 1)
+            if len(payload) > max_bytes or not inflate.eof:
+                return []
         doc = json.loads(payload)
         records = doc if isinstance(doc, list) else [doc]
         return [r["seq"] for r in records if isinstance(r, dict)
@@ -981,28 +1125,101 @@ def _seqs_of(payload: bytes) -> list[int]:
         return []
 
 
-def _gap_message(first: int, last: int, still: list[tuple[int, int]] | None) -> str:
-    """A seq_gap alert's message for the gap ``first..last`` whose seqs ``still`` (sorted
-    inclusive ranges; ``None``: all of them) are missing now.
+def _relative_times(payload: bytes, max_bytes: int) -> bool:
+    """Whether ``payload`` is SenML whose every value record's time is relative to its
+    arrival (no time, or a base time plus time below 2**28 s, RFC 8428 4.5.3); a
+    gzipped payload is inflated, never past ``max_bytes``.
 
-    >>> _gap_message(3, 5, None)
+    >>> _relative_times(b'[{"n": "t", "v": 1, "seq": 1}]', 100)
+    True
+    >>> _relative_times(b'[{"bt": 1.7e9, "n": "t", "v": 1}]', 100)
+    False
+    >>> _relative_times(b'{"ts": 1, "metrics": {"t": 1}}', 100)
+    False
+    """
+    try:
+        if payload.startswith(GZIP_MAGIC):
+            inflate = zlib.decompressobj(wbits=31)
+            payload = inflate.decompress(payload, max_bytes + 1)
+            if len(payload) > max_bytes or not inflate.eof:
+                return False
+        if not payload.lstrip()[:1] == b"[":  # compact JSON (an object): not parsed again
+            return False
+        doc = json.loads(payload)
+        if not isinstance(doc, list):
+            return False
+        bt, values = 0.0, 0
+        for rec in doc:
+            if not isinstance(rec, dict):
+                return False
+            if "bt" in rec:
+                bt = float(rec["bt"])
+            if "v" in rec or "vb" in rec:
+                values += 1
+                if bt + float(rec.get("t", 0.0)) >= _SENML_RELATIVE_LIMIT:
+                    return False
+        return values > 0
+    except Exception:
+        return False
+
+
+#: At most this many seq ranges are spelled out in a seq_gap alert's message.
+_GAP_RANGES_SHOWN = 5
+
+
+def _ranges_text(ranges: list[tuple[int, int]]) -> str:
+    """The first :data:`_GAP_RANGES_SHOWN` of ``ranges``, then "..." if there are more.
+
+    >>> _ranges_text([(1, 1), (3, 4)]), _ranges_text([(k, k) for k in range(7)])
+    ('1..1, 3..4', '0..0, 1..1, 2..2, 3..3, 4..4, ...')
+    """
+    shown = ", ".join(f"{a}..{b}" for a, b in ranges[:_GAP_RANGES_SHOWN])
+    return shown + (", ..." if len(ranges) > _GAP_RANGES_SHOWN else "")
+
+
+def _gap_head(gap: list[tuple[int, int]] | str) -> str:
+    """A seq_gap alert's first message for the missing seq ranges ``gap`` (sorted,
+    inclusive), of bounded length however many ranges there are; given an alert's
+    message (``str``), the first message it grew from.
+
+    >>> _gap_head([(3, 5)])
     'messages seq 3..5 missing (3)'
-    >>> _gap_message(2, 10, [(4, 5), (7, 10)])
+    >>> _gap_head([(3, 3), (5, 5), (7, 9)])
+    'messages seq 3..9 missing (5) in 3 ranges: 3..3, 5..5, 7..9'
+    >>> _gap_head('messages seq 2..10 missing (9); 4..5 still missing (2)')
+    'messages seq 2..10 missing (9)'
+    """
+    if isinstance(gap, str):
+        return gap.removesuffix(", all arrived later").split("; ", 1)[0]
+    first, last = gap[0][0], gap[-1][1]
+    n = sum(b - a + 1 for a, b in gap)
+    base = f"messages seq {first}..{last} missing ({n})"
+    return base if len(gap) == 1 else f"{base} in {len(gap)} ranges: {_ranges_text(gap)}"
+
+
+def _gap_message(head: str, still: list[tuple[int, int]] | None) -> str:
+    """A seq_gap alert's message, first ``head`` (:func:`_gap_head`), whose seqs ``still``
+    (sorted inclusive ranges; ``None``: all of them) are missing now.
+
+    >>> _gap_message("messages seq 3..5 missing (3)", None)
+    'messages seq 3..5 missing (3)'
+    >>> _gap_message("messages seq 2..10 missing (9)", [(4, 5), (7, 10)])
     'messages seq 2..10 missing (9); 4..5, 7..10 still missing (6)'
-    >>> _gap_message(3, 5, [])
+    >>> _gap_message("messages seq 3..5 missing (3)", [])
     'messages seq 3..5 missing (3), all arrived later'
     """
-    n = last - first + 1
-    base = f"messages seq {first}..{last} missing ({n})"
     if still is None:
-        return base
+        return head
     if not still:
-        return f"{base}, all arrived later"
+        return f"{head}, all arrived later"
+    try:
+        n = int(head.split(" missing (", 1)[1].split(")", 1)[0])
+    except (IndexError, ValueError):
+        n = -1
     k = sum(b - a + 1 for a, b in still)
-    if k == n:
-        return base
-    parts = ", ".join(f"{a}..{b}" for a, b in still[:5]) + (", ..." if len(still) > 5 else "")
-    return f"{base}; {parts} still missing ({k})"
+    if k >= n:
+        return head
+    return f"{head}; {_ranges_text(still)} still missing ({k})"
 
 
 def _gap_from_message(message: str) -> tuple[int, int]:

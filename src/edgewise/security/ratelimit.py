@@ -57,3 +57,16 @@ class RateLimiter:
                     retry_after_s=wait,
                 )
             self._buckets[device_id] = (tokens - n, now)
+
+    def refund(self, device_id: str, n: float) -> None:
+        """Give back ``n`` tokens :meth:`take` spent on readings that were not stored (a
+        failed commit), never filling the bucket past ``burst``.
+
+        >>> rl = RateLimiter(rate_per_s=1, burst=10)
+        >>> rl.take("pump-1", 10); rl.refund("pump-1", 10); rl.take("pump-1", 10)
+        """
+        with self._lock:
+            if device_id not in self._buckets:
+                return
+            tokens, last = self._buckets[device_id]
+            self._buckets[device_id] = (min(self.burst, tokens + n), last)

@@ -14,6 +14,7 @@ backends' counts identical, which the contract suite checks.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -262,28 +263,42 @@ def classify_batch(
 class SeqTracker:
     """Per-device seq watermark and the stored seqs above it, kept in memory.
 
+    The stored seqs above the watermark are kept as runs (sorted, disjoint, inclusive
+    ranges, not separated by one missing seq), so memory and :meth:`gaps` grow with the
+    number of holes, not of seqs: a device that lost seq 5 for good and sent 6..1,000,000
+    since holds one run, not a million seqs sorted again at every gap check.
+
     >>> t = SeqTracker()
     >>> t.add("d", {1, 2, 4, 7})
     >>> t.watermark("d"), t.gaps("d")
     (2, [(3, 3), (5, 6)])
     >>> t.add("d", {3}); t.watermark("d")
     4
+    >>> t.add("d", range(8, 1000)); t.gaps("d"), t.new_seqs("d", {6, 7, 999, 1000})
+    ([(5, 6)], {1000, 6})
     """
 
     def __init__(self) -> None:
         self._wm: dict[str, int] = {}
-        self._above: dict[str, set[int]] = {}
+        # device -> (starts, ends) of its runs of stored seqs above the watermark
+        self._above: dict[str, tuple[list[int], list[int]]] = {}
 
     def load(self, device_id: str, watermark: int, above: Iterable[int]) -> None:
         """Set a device's state from storage."""
         self._wm[device_id] = watermark
-        self._above[device_id] = set(above)
+        self._above[device_id] = ([], [])
+        self._insert(device_id, sorted({s for s in above if s > watermark}))
+        self.add(device_id, ())
+
+    def _has(self, device_id: str, s: int) -> bool:
+        starts, ends = self._above.get(device_id, ((), ()))
+        i = bisect.bisect_right(starts, s) - 1
+        return i >= 0 and ends[i] >= s
 
     def new_seqs(self, device_id: str, seqs: set[int]) -> set[int]:
         """The seqs of ``seqs`` not stored yet."""
         wm = self._wm.get(device_id, 0)
-        above = self._above.get(device_id, ())
-        return {s for s in seqs if s > wm and s not in above}
+        return {s for s in seqs if s > wm and not self._has(device_id, s)}
 
     def fresh(self, seq_sets: Mapping[str, set[int]]) -> dict[str, set[int]]:
         """Per device, the seqs of ``seq_sets`` not stored yet (devices with none left out).
@@ -299,14 +314,33 @@ class SeqTracker:
                 out[device_id] = new
         return out
 
+    def _insert(self, device_id: str, seqs: Iterable[int]) -> None:
+        """Add seqs (any order, repeats allowed) to the device's runs, merging neighbours."""
+        starts, ends = self._above.setdefault(device_id, ([], []))
+        new = sorted(set(seqs))
+        j = 0
+        while j < len(new):  # each run of consecutive new seqs a..b at once
+            a = b = new[j]
+            j += 1
+            while j < len(new) and new[j] == b + 1:
+                b = new[j]
+                j += 1
+            # the runs it overlaps or touches: starts[lo:hi]
+            lo = bisect.bisect_left(ends, a - 1)
+            hi = bisect.bisect_right(starts, b + 1)
+            if lo < hi:
+                a, b = min(a, starts[lo]), max(b, ends[hi - 1])
+            starts[lo:hi] = [a]
+            ends[lo:hi] = [b]
+
     def add(self, device_id: str, seqs: Iterable[int]) -> None:
         """Record committed seqs and advance the watermark."""
         wm = self._wm.get(device_id, 0)
-        above = self._above.setdefault(device_id, set())
-        above.update(s for s in seqs if s > wm)
-        while wm + 1 in above:
-            wm += 1
-            above.discard(wm)
+        self._insert(device_id, (s for s in seqs if s > wm))
+        starts, ends = self._above[device_id]
+        if starts and starts[0] == wm + 1:
+            wm = ends[0]
+            del starts[0], ends[0]
         self._wm[device_id] = wm
 
     def watermark(self, device_id: str) -> int:
@@ -319,13 +353,12 @@ class SeqTracker:
 
     def gaps(self, device_id: str) -> list[tuple[int, int]]:
         """Missing ranges between the watermark and the highest stored seq."""
-        above = sorted(self._above.get(device_id, ()))
+        starts, ends = self._above.get(device_id, ((), ()))
         out: list[tuple[int, int]] = []
         prev = self._wm.get(device_id, 0)
-        for s in above:
-            if s > prev + 1:
-                out.append((prev + 1, s - 1))
-            prev = s
+        for a, b in zip(starts, ends, strict=True):
+            out.append((prev + 1, a - 1))  # runs never touch: a > prev + 1
+            prev = b
         return out
 
     def forget(self, device_id: str) -> None:
