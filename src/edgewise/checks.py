@@ -199,6 +199,34 @@ def check_store_query_ranges_and_step(factory: StoreFactory) -> None:
         store.close()
 
 
+def check_store_query_many_matches_query(factory: StoreFactory) -> None:
+    """query_many() gives each device exactly what query() gives it (range, step, a
+    per-device limit), every asked device a key in the order asked, none read twice."""
+    store = factory()
+    try:
+        store.append(_readings("pump-1", 10, metrics=("b", "a")) + _readings("pump-2", 7)
+                     + [Reading("old-1", "a", t, float(t)) for t in (-7, -3, 2)])
+        ids = ["pump-2", "nobody", "pump-1", "old-1", "pump-2"]
+        for kw in ({}, {"start_ns": T0 + 2 * S, "end_ns": T0 + 6 * S},
+                   {"step_ns": 4 * S}, {"step_ns": 3 * S, "limit": 3},
+                   {"step_ns": 5}, {"limit": 4, "end_ns": T0 + 8 * S}, {"limit": 0}):
+            got = store.query_many(ids, **kw)  # type: ignore[arg-type]
+            assert list(got) == ["pump-2", "nobody", "pump-1", "old-1"], (kw, list(got))
+            for d, rows in got.items():
+                want = store.query(d, None, kw.get("start_ns"), kw.get("end_ns"),
+                                   kw.get("step_ns"), kw.get("limit"))
+                assert rows == want, (kw, d, rows, want)
+        assert store.query_many([]) == {}
+        try:
+            store.query_many(["pump-1"], step_ns=0)
+        except StoreError:
+            pass
+        else:
+            raise AssertionError("query_many(step_ns=0) did not raise StoreError")
+    finally:
+        store.close()
+
+
 def check_store_out_of_order_in_time_order(factory: StoreFactory) -> None:
     """Late and out-of-order readings are stored where they belong in time."""
     store = factory()
@@ -542,6 +570,7 @@ _STORE_CHECKS: tuple[StoreCheck, ...] = (
     check_store_conflict_kept_not_overwritten,
     check_store_watermark_and_gaps,
     check_store_query_ranges_and_step,
+    check_store_query_many_matches_query,
     check_store_out_of_order_in_time_order,
     check_store_delete_device,
     check_store_retention,

@@ -18,6 +18,13 @@ pump's ratings jittered by 5%, plus two odd ones (a large pump whose motor-tempe
 sensor reads 15 °C high; a small pump whose current sensor is stuck); ``pumps-same``: 24
 pumps of one kind, where the honest answer is one group.
 
+**Scale** (``edgewise bench groups --fleet-scale 100,300,1000``, :func:`run_scale`): how
+long the ``GET /v1/fleet/groups`` route takes to read (its one bulk store query, then a
+history per device) and to fit a simulated fleet of N pumps of 8 metrics, 2 days at 1 min
+(:func:`scale_fleet`: the three kinds above in turn, one in 50 odd), held in a real DuckDB
+store (:func:`scale_store`, built once and kept), with the groups found, their ARI and a
+digest of the result (the same digest: the same groups, odd ones out and profiles).
+
 Scores: adjusted Rand index (ARI) and normalised mutual information (NMI) of the found
 groups against the truth, every device counted (an odd one out is a group of its own, as
 it belongs to none), mean ± std over seeds. Peers in the same run, given the true number
@@ -28,6 +35,7 @@ metric's plain mean and standard deviation (standardised across devices).
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
@@ -42,8 +50,8 @@ from edgewise.errors import InvalidParameterError
 from edgewise.models.cluster import BehaviourGroups
 from edgewise.sim.pumps import SENSORS, Pump
 
-__all__ = ["NAB_KINDS", "TASKS", "baseline_meanstd", "baseline_raw", "nab_fleet", "pump_fleet",
-           "run"]
+__all__ = ["NAB_KINDS", "SCALE_DAYS", "SCALE_STEP_S", "TASKS", "baseline_meanstd", "baseline_raw",
+           "nab_fleet", "pump_fleet", "run", "run_scale", "scale_fleet", "scale_store"]
 
 #: file-name prefix (NAB category/file) -> what the series measures; decided before results
 NAB_KINDS: dict[str, str] = {
@@ -260,3 +268,176 @@ def run(nab_dir: str | Path, tasks: tuple[str, ...] = TASKS, seeds: int = 3,
                         "python": platform.python_version()},
             "date": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"),
             "tasks": {t: run_task(t, nab_dir, seeds, progress) for t in tasks}}
+
+
+# -- scale: how long the route's read and fit take for a fleet of N pumps ------------------
+
+#: the scale fleet: days of history, seconds between readings (the route's 2-day 1-min case)
+SCALE_DAYS = 2.0
+SCALE_STEP_S = 60.0
+_SCALE_T0 = pd.Timestamp("2026-01-01", tz="UTC")
+_SCALE_KINDS = ("small", "large", "worn")
+#: every this many pumps, one is odd (a motor-temperature sensor reading 15 °C high)
+_SCALE_ODD_EVERY = 50
+
+
+def scale_fleet(n: int, seed: int = 0, days: float = SCALE_DAYS,
+                step_s: float = SCALE_STEP_S) -> tuple[np.ndarray, dict[str, np.ndarray],
+                                                       dict[str, str]]:
+    """``n`` simulated pumps (:class:`~edgewise.sim.pumps.Pump` physics plus sensor noise)
+    of the three kinds of :func:`pump_fleet` in turn (small, large, worn), every
+    ``_SCALE_ODD_EVERY``-th one odd (motor temperature 15 °C high), over ``days`` at one
+    reading per ``step_s``: the reading times (ns), each pump's readings (times x
+    :data:`~edgewise.sim.pumps.SENSORS`, in that order) and each pump's kind.
+
+    >>> ts, values, truth = scale_fleet(4, days=0.01)
+    >>> len(ts), values["pump-0003"].shape, truth["pump-0003"]
+    (14, (14, 8), 'small')
+    """
+    steps = int(days * 86_400 / step_s)
+    ts = _SCALE_T0.value + (np.arange(steps) * step_s * 1e9).astype(np.int64)
+    noise = np.array([SENSORS[m][1] for m in SENSORS])
+    values, truth = {}, {}
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        kind = _SCALE_KINDS[i % 3]  # then "odd" as _scale_kind says
+        spec = "small" if kind == "small" else "large"
+        ratings = {k: v * float(rng.uniform(0.95, 1.05)) if k != "setpoint" else v
+                   for k, v in _PUMP_KINDS[spec].items()}
+        pump = Pump(f"pump-{i:04d}", rng, **ratings)
+        pump.speed_frac = pump.setpoint
+        if kind == "worn":
+            pump.wear = 0.5
+        true = np.array([list(pump.physics(step_s).values()) for _ in range(steps)])
+        x = true + rng.normal(0.0, 1.0, true.shape) * noise
+        if i % _SCALE_ODD_EVERY == _SCALE_ODD_EVERY - 1:
+            x[:, list(SENSORS).index("motor_temp_c")] += 15.0
+            kind = "odd"
+        values[pump.device_id], truth[pump.device_id] = x, kind
+    return ts, values, truth
+
+
+def _scale_kind(i: int) -> str:
+    """The kind of the ``i``-th pump of :func:`scale_fleet`."""
+    return "odd" if i % _SCALE_ODD_EVERY == _SCALE_ODD_EVERY - 1 else _SCALE_KINDS[i % 3]
+
+
+def scale_store(path: str | Path, n: int, seed: int = 0, days: float = SCALE_DAYS,
+                step_s: float = SCALE_STEP_S,
+                progress: Callable[[str], None] | None = None) -> dict[str, str]:
+    """A DuckDB store at ``path`` holding :func:`scale_fleet` (appended through
+    ``Store.append``, two hours of the whole fleet at a time); a store already there with
+    every reading is reused. Returns each pump's kind.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     truth = scale_store(Path(d) / "f.duckdb", 3, days=0.01)
+    >>> sorted(truth.values())
+    ['large', 'small', 'worn']
+    """
+    from edgewise.store import open_store
+    from edgewise.telemetry import Reading
+
+    path = Path(path)
+    steps = int(days * 86_400 / step_s)
+    want = steps * len(SENSORS) * n
+    if path.exists():
+        store = open_store(f"duckdb://{path}")
+        try:
+            if store.count_readings() == want:  # built already: the kinds need no run
+                return {f"pump-{i:04d}": _scale_kind(i) for i in range(n)}
+        finally:
+            store.close()
+        path.unlink()
+    ts, values, truth = scale_fleet(n, seed, days, step_s)
+    part = path.with_name(path.name + ".part")
+    for p in (part, part.with_name(part.name + ".wal")):
+        p.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = open_store(f"duckdb://{part}")
+    metrics = list(SENSORS)
+    chunk = max(1, int(7200 / step_s))
+    try:
+        for lo in range(0, len(ts), chunk):
+            batch = [Reading(d, m, int(t), float(v))
+                     for d, x in values.items()
+                     for t, row in zip(ts[lo:lo + chunk], x[lo:lo + chunk], strict=True)
+                     for m, v in zip(metrics, row, strict=True)]
+            store.append(batch)
+            if progress:
+                progress(f"scale store {n}: {min(lo + chunk, len(ts))}/{len(ts)} steps")
+        store.checkpoint()
+    finally:
+        store.close()
+    part.replace(path)
+    return truth
+
+
+def run_scale(ns: tuple[int, ...], store_dir: str | Path, repeats: int = 3, seed: int = 0,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """For each fleet size in ``ns``: the ``GET /v1/fleet/groups`` route's store read
+    (its ``_histories``, every device read, no cap) and its fit (``BehaviourGroups`` with
+    the route's parameters), each timed ``repeats`` times (median and every run, seconds),
+    on a :func:`scale_store` kept in ``store_dir``; with the groups found and their ARI
+    against the kinds, and a digest of the fit's labels, odd flags and profiles (the same
+    digest: the same result)."""
+    import hashlib
+    import os
+
+    from edgewise.server.routes import groups as route
+    from edgewise.store import open_store
+
+    out: dict[str, Any] = {
+        "benchmark": "groups-scale", "days": SCALE_DAYS, "step_s": SCALE_STEP_S,
+        "repeats": repeats, "seed": seed,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "date": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"), "fleets": {}}
+    for n in ns:
+        path = Path(store_dir) / f"groups-scale-{n}-seed{seed}.duckdb"
+        t0 = time.perf_counter()
+        truth = scale_store(path, n, seed, progress=progress)
+        build_s = time.perf_counter() - t0
+        store = open_store(f"duckdb://{path}")
+        try:
+            seen = [s for s in store.devices() if s.last_ns is not None]
+            end = max(s.last_ns for s in seen)
+            fleet = route._Fleet(frozenset(s.device_id for s in seen), seen, [],
+                                 sorted({m for s in seen for m in s.metrics}),
+                                 end - route.WINDOW_DAYS * route._NS_PER_DAY, end)
+            reads, fits = [], []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                hist, step, _empty = route._histories(store, fleet)
+                reads.append(time.perf_counter() - t)
+            readings = store.count_readings()
+        finally:
+            store.close()
+        for _ in range(repeats):
+            model = BehaviourGroups(max_groups=route.MAX_GROUPS, min_group_size=2,
+                                    random_state=0)
+            t = time.perf_counter()
+            model.fit(hist)
+            fits.append(time.perf_counter() - t)
+        digest = hashlib.sha256(json.dumps({
+            "labels": model.labels_.tolist(), "odd": model.odd_.tolist(),
+            "profiles": np.round(model.profiles_.to_numpy(float), 9).tolist(),
+            "columns": list(model.profiles_.columns)}, allow_nan=True).encode()).hexdigest()
+        devices = list(model.devices_)
+        labels = model.labels_.to_numpy().copy()
+        odd = model.odd_.to_numpy()
+        labels[odd] = model.n_groups_ + np.arange(int(odd.sum()))
+        out["fleets"][str(n)] = {
+            "devices": n, "readings": readings, "bucket_s": step,
+            "build_s": round(build_s, 1),
+            "read_s": {"median": round(statistics.median(reads), 2),
+                       "runs": [round(r, 2) for r in reads]},
+            "fit_s": {"median": round(statistics.median(fits), 2),
+                      "runs": [round(f, 2) for f in fits]},
+            "n_groups": model.n_groups_, "odd_ones_out": int(odd.sum()),
+            "ari": round(_scores([truth[d] for d in devices], labels)["ari"], 3),
+            "result_sha256": digest[:16]}
+        if progress:
+            progress(f"scale {n}: read {out['fleets'][str(n)]['read_s']['median']} s, "
+                     f"fit {out['fleets'][str(n)]['fit_s']['median']} s")
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -10,22 +11,60 @@ import typer
 
 from edgewise.cli._app import Json, bench_app, fail
 
+#: default folder of the --fleet-scale stores (they are big: keep them out of the repository)
+_STORE_DIR = Path(tempfile.gettempdir()) / "edgewise-scale"
+
 
 @bench_app.command("groups")
 def bench_groups(
-    nab: Annotated[Path, typer.Option(
-        "--nab", help="NAB root (the folder holding data/realAWSCloudwatch/ ...).")],
+    nab: Annotated[Path | None, typer.Option(
+        "--nab", help="NAB root (the folder holding data/realAWSCloudwatch/ ...); needed by "
+        "the aws and real tasks.")] = None,
     tasks: Annotated[str, typer.Option(
         help="Comma-separated tasks: aws, real, pumps, pumps-same.")] = "aws,real,pumps,pumps-same",
     seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1; figures are mean ± std.")] = 3,
+    fleet_scale: Annotated[str | None, typer.Option(
+        "--fleet-scale", help="Instead of the tasks: time the fleet-groups route's store "
+        "read and fit for simulated fleets of these comma-separated sizes, e.g. "
+        "100,300,1000 (2 days at 1 min of 8-metric pumps each, in DuckDB).")] = None,
+    store_dir: Annotated[Path, typer.Option(
+        "--store-dir", help="With --fleet-scale: where the fleets' DuckDB stores are built "
+        "(and reused when already there).")] = _STORE_DIR,
+    repeats: Annotated[int, typer.Option(
+        min=1, help="With --fleet-scale: times each read and fit is run (median shown).")] = 3,
     json_out: Json = False,
 ) -> None:
     """Score BehaviourGroups against known groups (adjusted Rand index, NMI), beside k-means
-    on z-normalised series and on plain mean/std, both given the true number of groups."""
+    on z-normalised series and on plain mean/std, both given the true number of groups; or,
+    with --fleet-scale, time the route's store read and fit for fleets of N pumps."""
     from rich.console import Console
     from rich.table import Table
 
-    from edgewise.bench.groups import TASKS, run
+    from edgewise.bench.groups import TASKS, run, run_scale
+
+    console = Console(stderr=True)
+    if fleet_scale is not None:
+        try:
+            sizes = tuple(int(x) for x in fleet_scale.split(",") if x.strip())
+        except ValueError:
+            sizes = ()
+        if not sizes or min(sizes) < 2:
+            raise fail("--fleet-scale must be comma-separated fleet sizes of at least 2 "
+                       f"devices, e.g. 100,300,1000. Got {fleet_scale!r}.")
+        res = run_scale(sizes, store_dir, repeats, progress=None if json_out else console.log)
+        if json_out:
+            typer.echo(json.dumps(res))
+            return
+        table = Table(title=f"fleet groups at scale: {res['days']:g} days at "
+                      f"{res['step_s']:g} s, medians of {repeats}")
+        for col in ("devices", "readings", "read s", "fit s", "groups", "odd", "ARI"):
+            table.add_column(col)
+        for fig in res["fleets"].values():
+            table.add_row(str(fig["devices"]), f"{fig['readings']:,}",
+                          f"{fig['read_s']['median']:.2f}", f"{fig['fit_s']['median']:.2f}",
+                          str(fig["n_groups"]), str(fig["odd_ones_out"]), f"{fig['ari']:.3f}")
+        Console().print(table)
+        return
 
     chosen = tuple(t.strip() for t in tasks.split(",") if t.strip())
     bad = [t for t in chosen if t not in TASKS]
@@ -33,11 +72,13 @@ def bench_groups(
         raise fail(f"--tasks must be comma-separated tasks from {', '.join(TASKS)}. "
                    f"Got {tasks!r}.")
     nab_tasks = any(t in ("aws", "real") for t in chosen)
-    if nab_tasks and not (nab / "data" / "realAWSCloudwatch").is_dir():
+    if nab_tasks and nab is None:
+        raise fail("--nab is needed for the aws and real tasks: give the folder holding "
+                   "NAB's data/, e.g. /work/shared/data/nab (or --tasks pumps,pumps-same)")
+    if nab_tasks and not (nab / "data" / "realAWSCloudwatch").is_dir():  # type: ignore[operator]
         raise fail(f"--nab {str(nab)!r} is not a NAB root: no data/realAWSCloudwatch folder; "
                    "give the folder holding NAB's data/, e.g. /work/shared/data/nab")
-    console = Console(stderr=True)
-    result = run(nab, chosen, seeds, progress=None if json_out else console.log)
+    result = run(nab or Path("."), chosen, seeds, progress=None if json_out else console.log)
     if json_out:
         typer.echo(json.dumps(result))
         return

@@ -131,8 +131,9 @@ def histories_from_store(store: Any, devices: list[str] | None = None) -> dict[s
     """
     ids = devices if devices is not None else sorted(d.device_id for d in store.devices())
     out = {}
+    rows = store.query_many(ids)  # one scan of the readings for every device
     for device in ids:
-        frame = device_history(store.query(device, None, None, None, None))
+        frame = device_history(rows.get(device, []))
         if len(frame):
             out[device] = frame
     return out
@@ -230,6 +231,20 @@ class BehaviourGroups:
                     f"The history of device {device!r} must be a DataFrame indexed by time. "
                     f"Got {type(frame).__name__} instead.", field="X", value=str(device))
             idx = frame.index
+            if (isinstance(idx, pd.DatetimeIndex) and idx.tz is not None
+                    and str(idx.tz) == "UTC" and frame.columns.is_unique
+                    and all(dt == np.float64 for dt in frame.dtypes)):
+                # already a UTC history of float metrics (a store's): only drop the
+                # columns without a finite reading, as the general path below does
+                metrics = finite_metrics(frame)
+                if not metrics:
+                    raise InvalidParameterError(
+                        f"Device {device!r} has no finite reading in any numeric column "
+                        f"(columns: {[str(c) for c in frame.columns]}); give it readings, "
+                        "or leave it out.", field="X", value=str(device))
+                same = len(metrics) == len(frame.columns)
+                out[str(device)] = frame.copy(deep=False) if same else frame[metrics]
+                continue
             if pd.api.types.is_integer_dtype(idx):  # integer nanoseconds since the epoch
                 idx = pd.to_datetime(np.asarray(idx, dtype=np.int64), unit="ns", utc=True)
             elif isinstance(idx, pd.DatetimeIndex):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -69,6 +70,9 @@ def device_history(rows: Sequence[tuple[str, int, float]]) -> pd.DataFrame:
     >>> device_history([("a", 0, 1.0), ("b", 60 * 10**9, 2.0)]).to_dict("list")
     {'a': [1.0, nan], 'b': [nan, 2.0]}
     """
+    fast = _history_of_sorted_rows(rows)
+    if fast is not None:
+        return fast
     by_metric: dict[str, list[tuple[str, int, float]]] = {}
     for row in rows:
         by_metric.setdefault(str(row[0]), []).append(row)
@@ -80,12 +84,53 @@ def device_history(rows: Sequence[tuple[str, int, float]]) -> pd.DataFrame:
     return frame
 
 
+def _history_of_sorted_rows(rows: Sequence[tuple[str, int, float]]) -> pd.DataFrame | None:
+    """:func:`device_history` of rows as a store gives them (sorted by metric, then time,
+    one row per metric and time, no NaN), built in numpy, the same frame; None for any
+    other rows (the general path builds those)."""
+    if not len(rows):
+        return None
+    try:
+        metric = np.array([str(r[0]) for r in rows])
+        ts = np.array([r[1] for r in rows], dtype=np.int64)
+        value = np.array([r[2] for r in rows], dtype=float)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if np.isnan(value).any():
+        return None
+    cuts = np.flatnonzero(metric[1:] != metric[:-1]) + 1
+    starts = np.concatenate(([0], cuts))
+    ends = np.concatenate((cuts, [len(rows)]))
+    names = metric[starts]
+    if len(np.unique(names)) != len(names) or (len(names) > 1 and not np.all(
+            names[1:] > names[:-1])):
+        return None
+    for a, b in zip(starts, ends, strict=True):
+        if b - a > 1 and not np.all(np.diff(ts[a:b]) > 0):
+            return None
+    # the times in the order pandas' outer join of the metrics gives them: each time
+    # where it first appears, metric by metric (not sorted where metrics' times differ)
+    uniq, first = np.unique(ts, return_index=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    times = ts[np.sort(first)]
+    grid = np.full((len(times), len(names)), np.nan)
+    for j, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        grid[rank[np.searchsorted(uniq, ts[a:b])], j] = value[a:b]
+    index = pd.to_datetime(times, unit="ns", utc=True)
+    return pd.DataFrame(grid, index=index, columns=[str(n) for n in names])
+
+
 def finite_metrics(frame: pd.DataFrame) -> list[str]:
     """The numeric columns of ``frame`` holding at least one finite reading.
 
     >>> finite_metrics(pd.DataFrame({"a": [1.0, np.nan], "b": [np.inf, np.nan], "c": ["x", "y"]}))
     ['a']
     """
+    if len(frame.columns) and frame.columns.is_unique and all(
+            dt == np.float64 for dt in frame.dtypes):  # all float: one look at all columns
+        finite = np.isfinite(frame.to_numpy(dtype=float)).any(axis=0)
+        return [str(c) for c, ok in zip(frame.columns, finite, strict=True) if ok]
     out = []
     for c in frame.columns:
         col = frame[c]
@@ -206,33 +251,268 @@ def behaviour_profile(
     """
     metrics = list(metrics) if metrics is not None else finite_metrics(frame)
     out: dict[str, float] = {}
-    grids: dict[str, pd.Series] = {}
+    grids: dict[str, _Grid] = {}
+    times = _ns(frame.index) if len(frame.columns) else np.empty(0, np.int64)
+    # a sorted index of distinct times (a store's history): each metric's finite readings
+    # are its series as they are, and the work is plain numpy (pandas per metric and pair
+    # was most of a fleet fit's time); else pandas merges a time's readings first
+    plain = frame.columns.is_unique and (len(times) < 2 or bool(np.all(np.diff(times) > 0)))
+    present = [m for m in metrics if m in frame.columns]
+    values = frame[present].to_numpy(dtype=float).T if plain and present else None
+    # every metric finite at every time: quantiles, medians and trends for all at once
+    # (row by row they are the same numbers)
+    full = values is not None and len(times) > 0 and bool(np.isfinite(values).all())
+    if full:
+        quart = np.percentile(values, [25, 75], axis=1)
+        medians = np.median(values, axis=1)
+        trends = _trends(times, values)
+        shared = _grid_many(times, values, step_ns)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN slice reads as NaN
         for m in metrics:
-            s = _series(frame, m) if m in frame.columns else pd.Series(dtype=float)
-            if s.empty:
+            j = present.index(m) if values is not None and m in present else -1
+            if m not in frame.columns:
+                t, x = np.empty(0, np.int64), np.empty(0)
+            elif values is not None:
+                x = values[j]
+                ok = np.isfinite(x)
+                t, x = (times, x) if full else (times[ok], x[ok])
+            else:
+                s = _series(frame, m)
+                t, x = _ns(s.index), s.to_numpy(dtype=float)
+            if len(x) == 0:
                 out.update({f"{k}:{m}": math.nan for k in FEATURE_KINDS})
                 continue
-            x = s.to_numpy()
-            q25, q75 = np.percentile(x, [25, 75])
+            q25, q75 = (quart[0, j], quart[1, j]) if full else np.percentile(x, [25, 75])
             spread = float(q75 - q25) or float(np.std(x))
-            g = _grid(s, step_ns)
+            g = (shared[0], shared[1][j]) if full else _grid_np(t, x, step_ns)
             grids[m] = g
-            daily, dcos, dsin = _daily(s)
-            out.update({f"level:{m}": float(np.median(x)), f"spread:{m}": spread,
-                        f"trend:{m}": _trend(s), f"acf1:{m}": _acf1(g), f"daily:{m}": daily,
-                        f"daily_cos:{m}": dcos, f"daily_sin:{m}": dsin})
+            daily, dcos, dsin = _daily_np(t, x)
+            out.update({f"level:{m}": float(medians[j] if full else np.median(x)),
+                        f"spread:{m}": spread,
+                        f"trend:{m}": float(trends[j]) if full else _trend_np(t, x),
+                        f"acf1:{m}": math.nan, f"daily:{m}": daily, f"daily_cos:{m}": dcos,
+                        f"daily_sin:{m}": dsin})
+        whole = _one_full_grid(grids, metrics)
+        acf1 = (_acf1_all(whole) if whole is not None
+                else [_acf1_np(g[1]) for g in grids.values()])
+        for m, c in zip(grids, acf1, strict=True):
+            out[f"acf1:{m}"] = c
         if relations:
+            corr = _corr_all(whole) if whole is not None else None
             for i, a in enumerate(metrics):
-                for b in metrics[i + 1:]:
-                    out[f"corr:{a}~{b}"] = _pair_corr(grids.get(a), grids.get(b))
+                for j, b in enumerate(metrics[i + 1:], i + 1):
+                    out[f"corr:{a}~{b}"] = (float(corr[i, j]) if corr is not None else
+                                            _corr(*_aligned_np(grids.get(a), grids.get(b))))
         if reference is not None and reference_value is not None:
             ref = grids.get(reference)
             for m in metrics:
                 if m != reference:
-                    out[f"at_ref:{m}"] = _at(grids.get(m), ref, reference_value)
+                    out[f"at_ref:{m}"] = _at_np(grids.get(m), ref, reference_value)
     return out
+
+
+#: a metric on its regular grid: the grid times (ns) and the mean per step (NaN: empty)
+_Grid = tuple[np.ndarray, np.ndarray]
+
+
+def _one_full_grid(grids: dict[str, _Grid], metrics: list[str]) -> np.ndarray | None:
+    """Every metric's grid values as the rows of one array (metrics in order), when every
+    metric has a grid, all on the same times, and no step is empty; else None."""
+    if len(grids) != len(metrics) or not metrics:
+        return None
+    t0 = grids[metrics[0]][0]
+    if any(len(grids[m][0]) != len(t0) or grids[m][0][0] != t0[0] for m in metrics):
+        return None
+    v = np.vstack([grids[m][1] for m in metrics])
+    return v if bool(np.isfinite(v).all()) else None
+
+
+def _corr_all(v: np.ndarray) -> np.ndarray:
+    """:func:`_corr` of every pair of rows of ``v`` (finite) at once: the same numbers
+    (``np.corrcoef`` computes each pair alike in a bigger matrix), NaN where a row is
+    constant or there are fewer than 3 columns."""
+    if v.shape[1] < 3:
+        return np.full((len(v), len(v)), np.nan)
+    c = np.clip(np.corrcoef(v), -1.0, 1.0).reshape(len(v), len(v))
+    flat = np.ptp(v, axis=1) == 0
+    c[flat, :] = np.nan
+    c[:, flat] = np.nan
+    return c
+
+
+def _acf1_all(v: np.ndarray) -> list[float]:
+    """:func:`_acf1_np` of every row of ``v`` (finite) at once."""
+    m = len(v)
+    lagged = _corr_all(np.vstack([v[:, :-1], v[:, 1:]]))
+    return [float(lagged[i, m + i]) for i in range(m)]
+
+
+def _group_mean(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The mean of each run ``values[starts[i]:starts[i] + counts[i]]`` (every count at
+    least 1), summed as pandas sums a group's mean (Kahan-compensated, in order), so the
+    means are pandas' to the last bit.
+
+    >>> _group_mean(np.array([0.1, 0.2, 0.3, 5.0]), np.array([0, 3]), np.array([3, 1]))
+    array([0.2, 5. ])
+    """
+    total = np.zeros(len(starts))
+    comp = np.zeros(len(starts))
+    for j in range(int(counts.max()) if len(counts) else 0):
+        live = counts > j
+        val = values[starts[live] + j]
+        y = val - comp[live]
+        t = total[live] + y
+        comp[live] = t - total[live] - y
+        total[live] = t
+    return total / counts
+
+
+def _run_mean(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The mean of each run ``values[starts[i]:starts[i] + counts[i]]`` of sorted groups
+    without NaN, summed as pandas does there (``np.add.reduceat``), to the last bit.
+
+    >>> _run_mean(np.array([0.1, 0.2, 0.3, 5.0]), np.array([0, 3]), np.array([3, 1]))
+    array([0.2, 5. ])
+    """
+    return np.add.reduceat(values, starts) / counts.astype(np.float64)
+
+
+def _binned_mean(t: np.ndarray, x: np.ndarray, first: int, step: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of ``x`` (at sorted times ``t``, ns) per bin ``[first + k step,
+    first + (k + 1) step)`` from the first bin to the last with a reading: the bins' start
+    times and means (NaN for an empty bin), as pandas' ``resample(...).mean()`` gives."""
+    k = (t - first) // step
+    n = int(k[-1]) + 1
+    out = np.full(n, np.nan)
+    cuts = np.flatnonzero(np.diff(k)) + 1
+    starts = np.concatenate(([0], cuts))
+    counts = np.diff(np.concatenate((starts, [len(k)])))
+    out[k[starts]] = x[starts] if counts.max() == 1 else _run_mean(x, starts, counts)
+    return first + np.arange(n, dtype=np.int64) * step, out
+
+
+def _origin_floor(t0: int, step: int) -> int:
+    """The start of the bin holding ``t0`` for bins of ``step`` ns counted from the
+    midnight (UTC) of ``t0``'s day: pandas' ``resample`` origin ``"start_day"``."""
+    day = t0 - t0 % _DAY_NS
+    return t0 - (t0 - day) % step
+
+
+def _grid_np(t: np.ndarray, x: np.ndarray, step_ns: int) -> _Grid:
+    """:func:`_grid` on a series' times ``t`` (ns, sorted, distinct) and values ``x``."""
+    start = int(t[-1]) - int(step_ns) * (MAX_GRID_POINTS - 1)
+    if t[0] < start:
+        keep = t >= start
+        t, x = t[keep], x[keep]
+    return _binned_mean(t, x, _origin_floor(int(t[0]), int(step_ns)), int(step_ns))
+
+
+def _grid_many(t: np.ndarray, values: np.ndarray, step_ns: int) -> tuple[np.ndarray, Any]:
+    """:func:`_grid_np` of every row of ``values`` (finite, at times ``t``): the grid
+    times, and the rows' grid values as one array (a step holds at most one reading) or
+    as a list of arrays, one per row."""
+    start = int(t[-1]) - int(step_ns) * (MAX_GRID_POINTS - 1)
+    if t[0] < start:
+        keep = t >= start
+        t, values = t[keep], values[:, keep]
+    step = int(step_ns)
+    first = _origin_floor(int(t[0]), step)
+    k = (t - first) // step
+    if len(k) > 1 and not np.all(np.diff(k) > 0):  # a step with several readings
+        grids = [_binned_mean(t, row, first, step) for row in values]
+        return grids[0][0], [g[1] for g in grids]
+    n = int(k[-1]) + 1
+    out = np.full((len(values), n), np.nan)
+    out[:, k] = values
+    return first + np.arange(n, dtype=np.int64) * step, out
+
+
+def _trend_np(t: np.ndarray, x: np.ndarray) -> float:
+    """:func:`_trend` on a series' times (ns) and values."""
+    if len(x) < 3:
+        return math.nan
+    days = (t - t[0]) / _DAY_NS
+    if np.ptp(days) == 0:
+        return math.nan
+    return float(np.polyfit(days, x, 1)[0])
+
+
+def _trends(t: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """:func:`_trend_np` of each row of ``values`` (finite) at times ``t``: the slope of
+    ``np.polyfit(days, row, 1)``, its steps taken once for all rows (its one-row least
+    squares kept row by row, so each slope is polyfit's to the last bit)."""
+    if len(t) < 3:
+        return np.full(len(values), np.nan)
+    days = (t - t[0]) / _DAY_NS
+    if np.ptp(days) == 0:
+        return np.full(len(values), np.nan)
+    lhs = np.vander(days + 0.0, 2)
+    scale = np.sqrt((lhs * lhs).sum(axis=0))
+    lhs /= scale
+    rcond = len(days) * np.finfo(days.dtype).eps
+    return np.array([np.linalg.lstsq(lhs, row + 0.0, rcond)[0][0] / scale[0]
+                     for row in values])
+
+
+def _acf1_np(x: np.ndarray) -> float:
+    a, b = x[:-1], x[1:]
+    ok = np.isfinite(a) & np.isfinite(b)
+    return _corr(a[ok], b[ok])
+
+
+def _aligned_np(a: _Grid | None, b: _Grid | None) -> tuple[np.ndarray, np.ndarray]:
+    """The values of two grids at the times both have, where both are finite."""
+    if a is None or b is None:
+        return np.empty(0), np.empty(0)
+    if len(a[0]) == len(b[0]) and a[0][0] == b[0][0]:  # one grid (equal steps): no search
+        va, vb = a[1], b[1]
+    else:
+        _, ia, ib = np.intersect1d(a[0], b[0], assume_unique=True, return_indices=True)
+        va, vb = a[1][ia], b[1][ib]
+    ok = np.isfinite(va) & np.isfinite(vb)
+    return va[ok], vb[ok]
+
+
+def _at_np(m: _Grid | None, ref: _Grid | None, value: float) -> float:
+    """:func:`_at` on grids."""
+    y, x = _aligned_np(m, ref)
+    if len(x) < 10 or np.ptp(x) == 0:
+        return math.nan
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope * value + intercept)
+
+
+def _daily_np(t: np.ndarray, x: np.ndarray) -> tuple[float, float, float]:
+    """:func:`_daily` on a series' times (ns, sorted, distinct) and values."""
+    if t[-1] - t[0] < 2 * _DAY_NS:
+        return math.nan, math.nan, math.nan
+    hour_ns = _DAY_NS // 24
+    ht, hv = _binned_mean(t, x, int(t[0]) - int(t[0]) % hour_ns, hour_ns)
+    ok = ~np.isnan(hv)
+    ht, hv = ht[ok], hv[ok]
+    day = ht // _DAY_NS  # the hourly means are sorted: each day's are one run
+    cuts = np.flatnonzero(np.diff(day)) + 1
+    starts = np.concatenate(([0], cuts))
+    counts = np.diff(np.concatenate((starts, [len(day)])))
+    rest = hv - np.repeat(_run_mean(hv, starts, counts), counts)
+    total = float(np.var(rest))
+    if len(rest) < 48 or total == 0:
+        return math.nan, math.nan, math.nan
+    hour = (ht % _DAY_NS) // hour_ns
+    order = np.argsort(hour, kind="stable")  # each hour's means in time order, as pandas
+    sh = hour[order]
+    hcuts = np.flatnonzero(np.diff(sh)) + 1
+    hstarts = np.concatenate(([0], hcuts))
+    weights = np.diff(np.concatenate((hstarts, [len(sh)])))
+    shape = _group_mean(rest[order], hstarts, weights)
+    share = float(min(1.0, np.average(shape**2, weights=weights) / total))
+    n = len(rest)
+    strength = max(0.0, 1.0 - (1.0 - share) * (n - 1) / max(n - len(shape), 1))
+    angle = 2 * np.pi * (sh[hstarts] + 0.5) / 24
+    phase = math.atan2(float(np.sum(shape * np.sin(angle))), float(np.sum(shape * np.cos(angle))))
+    return strength, strength * math.cos(phase), strength * math.sin(phase)
 
 
 def _aligned(a: pd.Series | None, b: pd.Series | None) -> tuple[np.ndarray, np.ndarray]:

@@ -71,6 +71,25 @@ def _range_where(
     return " AND ".join(parts), params
 
 
+#: Devices one ``query_many`` statement names at most (a longer list is read in chunks).
+QUERY_MANY_CHUNK = 2_000
+
+
+def _many_where(
+    device_ids: Sequence[str], start_ns: int | None, end_ns: int | None, ph: str = "?",
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of ``query_many``: any of ``device_ids``, in ``[start_ns, end_ns)``."""
+    parts = [f"device_id IN ({', '.join([ph] * len(device_ids))})"]
+    params: list[Any] = list(device_ids)
+    if start_ns is not None:
+        parts.append(f"ts_ns >= {ph}")
+        params.append(int(start_ns))
+    if end_ns is not None:
+        parts.append(f"ts_ns < {ph}")
+        params.append(int(end_ns))
+    return " AND ".join(parts), params
+
+
 #: The order alerts are listed in, newest first: ``(start_ns, created_ns, id)`` descending,
 #: the id last so that alerts alike in both times still have one order (keyset paging).
 ALERT_ORDER = "ORDER BY start_ns DESC, created_ns DESC, id DESC"
@@ -425,6 +444,53 @@ class SQLStoreMixin:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
+
+    def query_many(
+        self,
+        device_ids: Sequence[str],
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        step_ns: int | None = None,
+        limit: int | None = None,
+    ) -> dict[str, list[tuple[str, int, float]]]:
+        """Every device's rows of ``device_ids`` as :meth:`query` gives them (every metric,
+        ``[start_ns, end_ns)``, averaged per bucket with ``step_ns``, the first ``limit``
+        rows of each device), read in one query, so one scan of the readings serves a whole
+        fleet (``query`` per device scans them once per device). Each asked device is a
+        key, in the order asked (no rows: an empty list); a device asked twice is read once.
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.telemetry import Reading
+        >>> s = open_store("duckdb://:memory:")
+        >>> _ = s.append([Reading(d, "t", i, float(i)) for d in "ab" for i in range(4)])
+        >>> s.query_many(["b", "a", "z"], step_ns=2, limit=1)
+        {'b': [('t', 0, 0.5)], 'a': [('t', 0, 0.5)], 'z': []}
+        >>> s.close()
+        """
+        ids = list(dict.fromkeys(str(d) for d in device_ids))
+        out: dict[str, list[tuple[str, int, float]]] = {d: [] for d in ids}
+        if limit is not None and int(limit) <= 0:
+            return out
+        step = _check_step(step_ns) if step_ns is not None else None
+        for lo in range(0, len(ids), QUERY_MANY_CHUNK):
+            chunk = ids[lo:lo + QUERY_MANY_CHUNK]
+            where, params = _many_where(chunk, start_ns, end_ns, self._ph)
+            if step is not None:
+                sql = (f"SELECT device_id, metric, {self._bucket.format(step=step)} AS b, "
+                       f"{self._mean} AS v FROM readings WHERE {where} "
+                       "GROUP BY device_id, metric, b")
+            else:
+                sql = ("SELECT device_id, metric, ts_ns AS b, value AS v FROM readings "
+                       f"WHERE {where}")
+            if limit is not None:
+                # the first ``limit`` rows of each device, as query(limit=...) reads them
+                sql = (f"SELECT device_id, metric, b, v FROM (SELECT device_id, metric, b, v, "
+                       "row_number() OVER (PARTITION BY device_id ORDER BY metric, b) AS n "
+                       f"FROM ({sql}) q) r WHERE n <= {int(limit)}")
+            sql += " ORDER BY device_id, metric, b"
+            for d, m, t, v in self._read(sql, params):
+                out[d].append((m, int(t), float(v)))
+        return out
 
     def _alert_on(self, con: Any, alert_id: str) -> Alert:
         """One alert by id, read through ``con``; ``KeyError`` if unknown."""

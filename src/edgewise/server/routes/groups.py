@@ -14,11 +14,18 @@ Bounded: a fit reads at most :data:`MAX_DEVICES` devices (the most recently seen
 are left out, named) and at most :data:`MAX_POINTS` points per device and metric: the store
 averages the window into buckets of the smallest common step (1 s, 2 s, 5 s… 1 h…) that
 cuts it into no more, one step for the whole fleet so that every device's profile is
-measured alike (a full 7 days: 10-minute buckets). Measured on 2 cores shared with other
-test runs (load about 4; store read + fit): 20 pumps of 8 metrics at 1 s, 10 minutes
-(the fresh demo) 0.6 + 2.4-3.1 s, 6 hours (3.5M readings, 30 s buckets) 0.9 + 2.3-2.5 s,
-the running ``edgewise demo`` through HTTP 6.5-7 s; 300 pumps, 2 days at 1 min (6.9M
-readings): 5.6 + 10.7 s capped at 100 devices, 26 + 42 s uncapped, hence the cap.
+measured alike (a full 7 days: 10-minute buckets). The whole fleet's window is read in
+one query (``Store.query_many``: one scan of the readings, where a query per device
+scanned them once per device) and profiled in numpy. Measured on 2 cores shared with
+other runs (``edgewise bench groups --fleet-scale``, 8-metric pumps, 2 days at 1 min,
+5-minute buckets, store read + fit, medians of 3; see ``benchmarks/results/groups.md``):
+at load 5-8, 100 pumps 4.9 + 9.0 s (before: 34 + 157 s at the same load), 300 pumps
+21 + 18 s (before: 189 + 323 s), 1,000 pumps (23M readings) 97 + 48 s; the cap of 300
+keeps a request's fit well under a minute on such a machine (an HTTP request of minutes
+meets clients' and proxies' timeouts); the read is now the larger part. Earlier, at load
+about 4: 20 pumps of 8 metrics at 1 s, 10 minutes (the fresh demo) 0.6 + 2.4-3.1 s, 6
+hours (3.5M readings, 30 s buckets) 0.9 + 2.3-2.5 s; 300 pumps 26 + 42 s uncapped with a
+query per device, hence the old cap of 100.
 
 Cached: the answer is kept per (groups, reference) in a :class:`~edgewise.server.fitting.
 FitCache` for :data:`TTL_S` seconds, or until the fleet's set of devices (registered or
@@ -55,7 +62,7 @@ WINDOW_DAYS = 7
 #: Points per device and metric a fit reads at most: a denser window is averaged per bucket.
 MAX_POINTS = 1_000
 #: Devices a fit reads at most (the most recently seen); the others are left out, named.
-MAX_DEVICES = 100
+MAX_DEVICES = 300
 #: Most groups a request may ask for (``groups``); also the most tried when choosing.
 MAX_GROUPS = 8
 #: Seconds a fitted grouping answers before it is refitted, even with the same devices.
@@ -150,11 +157,13 @@ def _histories(store: Any, fleet: _Fleet) -> tuple[dict[str, Any], int, list[dic
     devices left out for having no finite reading there."""
     first = min(max(s.first_ns, fleet.start_ns) for s in fleet.chosen)
     step = bucket_s((fleet.end_ns - first) / 1e9, MAX_POINTS)
+    # one query for the whole fleet: each per-device query scanned the readings again
+    many = store.query_many([s.device_id for s in fleet.chosen], fleet.start_ns,
+                            fleet.end_ns + 1, step * 10**9,
+                            (MAX_POINTS + 1) * max(1, *(len(s.metrics) for s in fleet.chosen)))
     out, left = {}, []
     for s in fleet.chosen:
-        rows = store.query(s.device_id, None, fleet.start_ns, fleet.end_ns + 1, step * 10**9,
-                           (MAX_POINTS + 1) * max(1, len(s.metrics)))
-        frame = device_history(rows)
+        frame = device_history(many.pop(s.device_id, []))
         if len(frame) and finite_metrics(frame):
             out[s.device_id] = frame
         else:
