@@ -146,8 +146,9 @@ def run_store_bench(
     finally:
         try:
             if tmp is None and remove_file is None and not drop_schema:  # a store of its own
-                for d in range(devices):
-                    store.delete_device(f"{prefix}-{d:03d}")
+                for d in range(devices):  # one purge for all, not a rewrite per device
+                    store.delete_device(f"{prefix}-{d:03d}", purge=False)
+                store.purge()
         finally:
             store.close()
         if remove_file is not None:

@@ -122,6 +122,20 @@ class Store(Protocol):
         """
         ...
 
+    def query_many(
+        self,
+        device_ids: Sequence[str],
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        step_ns: int | None = None,
+        limit: int | None = None,
+    ) -> dict[str, list[tuple[str, int, float]]]:
+        """Each of ``device_ids`` mapped to the rows ``query(device_id, None, start_ns,
+        end_ns, step_ns, limit)`` gives (``limit`` counts per device), read in one scan of
+        the readings for the whole list; every asked device is a key (none stored: ``[]``).
+        """
+        ...
+
     def seq_watermark(self, device_id: str) -> int:
         """Highest ``w`` with every seq in ``1..w`` stored (0 when none)."""
         ...
@@ -142,12 +156,26 @@ class Store(Protocol):
         """Whether the store holds any row of the device (readings, seqs, alerts...)."""
         ...
 
-    def delete_device(self, device_id: str) -> int:
-        """Delete all of a device's readings, seqs, conflicts and alerts; return rows deleted."""
+    #: Whether :meth:`delete_device` purges by default and the gateway's retention purges
+    #: (at most daily): True where a purge is cheap enough to run unasked (DuckDB).
+    PURGES_BY_DEFAULT: bool
+
+    def delete_device(self, device_id: str, *, purge: bool = ...) -> int:
+        """Delete all of a device's readings, seqs, conflicts and alerts, and purge them
+        from the disk (:meth:`purge`) when ``purge`` (default: :attr:`PURGES_BY_DEFAULT`);
+        return rows deleted."""
         ...
 
-    def delete_before(self, ts_ns: int, device_id: str | None = None) -> int:
-        """Retention: delete readings older than ``ts_ns``; return how many."""
+    def delete_before(
+        self, ts_ns: int, device_id: str | None = None, *, purge: bool = False
+    ) -> int:
+        """Retention: delete readings older than ``ts_ns``; return how many. With
+        ``purge=True`` they are then purged from the disk (:meth:`purge`)."""
+        ...
+
+    def purge(self) -> bool:
+        """Rewrite the storage so that deleted rows' bytes are gone from the store's files;
+        True when done, False when this backend or role cannot (it then says why)."""
         ...
 
     def add_alert(self, alert: Alert) -> Alert:
