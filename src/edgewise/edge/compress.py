@@ -55,9 +55,10 @@ class TreeTable:
     what would be added if the tree were cut there, used by depth pruning).
     ``zero_missing`` (per feature, or None: none) is LightGBM's ``zero_as_missing``.
     ``threshold_rounding`` is how :func:`float32_thresholds` brings the thresholds to float32
-    for a device: ``"down"`` (models that compare float32 inputs, and LightGBM, whose
-    thresholds fall between training values) or ``"nearest"`` (HistGradientBoosting, whose
-    thresholds are often training values themselves, compared in float64).
+    for a device: ``"down"`` (models that compare float32 inputs), ``"nearest"``
+    (HistGradientBoosting, whose thresholds are often training values themselves, compared
+    in float64) or ``"lightgbm"`` (one double above a midpoint of training values, compared
+    in float64: the midpoint rounded to nearest).
     """
 
     feature: np.ndarray
@@ -254,7 +255,8 @@ def _read_lightgbm(model: Any) -> TreeTable:
         raise ExportError(f"LightGBM features {mixed} split with missing_type 'Zero' at some "
                           "nodes and not at others; the export keeps it per feature. Supported: "
                           "one missing_type per feature (as LightGBM trains).")
-    return b.build(0.0, nf, np.array([True in k for k in kinds], dtype=bool))
+    return b.build(0.0, nf, np.array([True in k for k in kinds], dtype=bool),
+                   threshold_rounding="lightgbm")
 
 
 _READERS = {
@@ -366,6 +368,18 @@ def float32_thresholds(table: TreeTable) -> TreeTable:
     a float32 step of ``t``) goes the other way. A threshold that float32 holds to two more
     bits (a float32 value, or the midpoint of two: every split of a model trained on
     float32-precision features) is still rounded down, exact for every float32 input.
+
+    LightGBM (``"lightgbm"``) also compares float64 inputs, and its threshold is one double
+    above the midpoint of two training values (``GetDoubleUpperBound``), so that a reading
+    equal to the midpoint goes left. Rounded down, a midpoint that is a reading itself (9074.15
+    between 9074.14 and 9074.16 in C-MAPSS FD001; float32 rounds it up to 9074.1504) went right
+    in the C, compact and ONNX exports (3 of 4,493 FD001 test rows, up to 1.42 cycles). So the
+    midpoint (the double below the threshold) is rounded as ``"nearest"`` does: every
+    ``x <= midpoint`` stays left, and only an ``x`` above it within half a float32 step, which
+    a decimal reading between two training values at a coarser resolution is not, goes left
+    too; a midpoint on a quarter of a float32 step (features of float32 precision) is rounded
+    down, exact for every float32 input. The zero band's edges (see the LightGBM reader) are
+    rounded down, exact for every float32 input.
     No float32 threshold decides as float64 for every input: ``float32(521.33)`` is both
     the value 521.33 (left of t = 521.33) and 521.33002 (right of it).
 
@@ -378,12 +392,30 @@ def float32_thresholds(table: TreeTable) -> TreeTable:
     ...  x32 <= float(float32_thresholds(replace(t, threshold_rounding="nearest")).threshold[0])]
     [False, True]
     """
+    mode = table.threshold_rounding
+    if mode not in ("down", "nearest", "lightgbm"):
+        raise ExportError(f"Tree table threshold_rounding must be 'down', 'nearest' or "
+                          f"'lightgbm'. Got {mode!r} instead.")
     t64 = table.threshold
+    if mode == "lightgbm":
+        # LightGBM's split is one double above a midpoint (GetDoubleUpperBound): round the
+        # midpoint. Not the zero band's edges (exact float32 decisions already; _read_lightgbm)
+        band = np.abs(t64) <= 2 * ZERO
+        t64 = np.where(band | ~np.isfinite(t64), t64, np.nextafter(t64, -np.inf))
+    t32 = _round32(t64, nearest=mode != "down")
+    if mode == "lightgbm":
+        t32[band] = _round32(table.threshold[band], nearest=False)
+    return replace(table, threshold=t32.astype(np.float64))
+
+
+def _round32(t64: np.ndarray, nearest: bool) -> np.ndarray:
+    """``t64`` in float32, rounded down, or (``nearest``) to the nearer float32 unless ``t64``
+    lies on a quarter of a float32 step (see :func:`float32_thresholds`)."""
     with np.errstate(over="ignore"):  # beyond float32: +-inf, then rounded down
         t32 = t64.astype(np.float32)
     up = t32.astype(np.float64) > t64
     t32[up] = np.nextafter(t32[up], np.float32(-np.inf))
-    if table.threshold_rounding == "nearest":
+    if nearest:
         lo = t32.astype(np.float64)
         hi32 = np.nextafter(t32, np.float32(np.inf))
         hi = hi32.astype(np.float64)
@@ -392,10 +424,7 @@ def float32_thresholds(table: TreeTable) -> TreeTable:
             frac = np.where(ok, (t64 - lo) / np.where(ok, hi - lo, 1.0), 0.0)  # exact
         nearer = ok & (frac > 0.5) & (frac * 4 != np.floor(frac * 4))
         t32[nearer] = hi32[nearer]
-    elif table.threshold_rounding != "down":
-        raise ExportError(f"Tree table threshold_rounding must be 'down' or 'nearest'. Got "
-                          f"{table.threshold_rounding!r} instead.")
-    return replace(table, threshold=t32.astype(np.float64))
+    return t32
 
 
 @dataclass(frozen=True)
