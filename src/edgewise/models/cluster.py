@@ -62,7 +62,6 @@ oddity, whose score the logarithmic scale compresses, still passes it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -77,7 +76,7 @@ from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
 from edgewise.models._words import feature_kind as _kind
 from edgewise.models._words import feature_metric as _metric
 from edgewise.models._words import rounded, trait_text
-from edgewise.models.model_file import write_model_file
+from edgewise.models.model_file import read_model_file, write_model_file
 from edgewise.models.profile import (
     behaviour_profile,
     device_history,
@@ -654,8 +653,7 @@ class BehaviourGroups:
                           "data": self.profiles_.to_numpy(dtype=float).tolist()},
         }, allow_nan=True).encode()
         head = {"format_version": FORMAT_VERSION, "kind": "BehaviourGroups",
-                "n_groups": self.n_groups_, "n_devices": len(self.devices_),
-                "body_sha256": hashlib.sha256(body).hexdigest()}
+                "n_groups": self.n_groups_, "n_devices": len(self.devices_)}
         return write_model_file(path, _MAGIC, head, body)
 
 
@@ -695,24 +693,8 @@ def load_groups(path: str | Path) -> BehaviourGroups:
     """Load a model written by :meth:`BehaviourGroups.save`; a file that is not one, is
     damaged or of another format version raises :class:`GroupsFileError`."""
     name = str(path)
-    with open(path, "rb") as fh:
-        data = fh.read()
-    if not data.startswith(_MAGIC):
-        raise GroupsFileError(f"File {name!r} is not an Edgewise groups model file (it does "
-                              "not start with EDGEWISE-GROUPS); give a file 'save' wrote.")
-    head_line, _, body = data[len(_MAGIC):].partition(b"\n")
-    try:
-        head = json.loads(head_line)
-    except ValueError:
-        head = None
-    version = head.get("format_version") if isinstance(head, dict) else None
-    if isinstance(head, dict) and version != FORMAT_VERSION:
-        raise GroupsFileError(f"Groups file {name!r} has format version {version!r}; this "
-                              f"Edgewise reads version {FORMAT_VERSION}. Fit the groups again.")
-    if not isinstance(head, dict) or hashlib.sha256(body).hexdigest() != head.get("body_sha256"):
-        raise GroupsFileError(f"Groups file {name!r} is damaged or truncated (its content "
-                              "does not match its checksum); copy it again or fit the groups "
-                              "again.")
+    _, body = read_model_file(path, _MAGIC, GroupsFileError, what="groups model",
+                              version=FORMAT_VERSION, remedy="fit the groups again")
     try:
         return _from_doc(json.loads(body))
     except (ValueError, KeyError, TypeError) as exc:
