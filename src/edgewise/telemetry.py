@@ -79,6 +79,13 @@ _INT64_END = 2**63
 _INT_RE = re.compile(r"[+-]?\d+")
 _DECIMAL_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _MAX_SEQ = 2**62
+#: An RFC 3339 fraction of a second with digits past the microsecond (Go's RFC3339Nano
+#: sends nine), followed by the offset: ``datetime`` keeps six and drops the rest, so
+#: :func:`parse_time` adds digits seven to nine itself. The offset must follow, so that a
+#: fraction of the offset's own seconds (``+05:00:00.1234567``, at the end) is not taken.
+_SUB_MICROSECOND_RE = re.compile(r"[.,]([0-9]{6})([0-9]{1,3})[0-9]*[Zz+-]")
+#: A seconds field of 60 (a leap second), which ``datetime`` refuses.
+_LEAP_SECOND_RE = re.compile(r"[Tt ][0-9]{2}:[0-9]{2}:60(?![0-9])")
 #: Epoch numbers this large or larger are past any time in range in every unit (int64
 #: nanoseconds end at ~9.2e18); they are refused before any arithmetic that could overflow.
 _EPOCH_LIMIT = 2**64
@@ -194,7 +201,7 @@ def parse_time(
             reason=reason, index=index,
         )
 
-    before_end = f"a time before {_iso(_INT64_END)} (where int64 nanoseconds end)"
+    before_end = _BEFORE_END
     if isinstance(value, bool):
         raise bad("an RFC 3339 UTC timestamp or an epoch time (s, ms, us or ns)", "bad_ts")
     if isinstance(value, int | float):
@@ -214,9 +221,22 @@ def parse_time(
         try:
             dt = datetime.fromisoformat(text.replace("z", "Z"))
         except ValueError:
+            if _LEAP_SECOND_RE.search(text):
+                raise bad(f"{rfc}, and not a leap second (':60'): epoch time has none",
+                          "bad_ts") from None
             raise bad(rfc, "bad_ts") from None
         if dt.tzinfo is None:
             raise bad("an RFC 3339 timestamp with a UTC offset (e.g. a trailing 'Z')", "bad_ts")
+        # datetime keeps microseconds: the nanoseconds past them are read here
+        sub_us = 0
+        dot = text.find(".")
+        if dot < 0:
+            dot = text.find(",")
+        if dot >= 0 and len(text) - dot > 8:  # room for 7 digits and an offset
+            m = _SUB_MICROSECOND_RE.search(text, dot)
+            # the fraction datetime read (its first six digits), not the offset's
+            if m is not None and int(m[1]) == dt.microsecond:
+                sub_us = int(m[2].ljust(3, "0"))
         try:
             dt = dt.astimezone(UTC)
         except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00: UTC is before year 1
@@ -225,6 +245,7 @@ def parse_time(
             raise bad(before_end, "future_ts") from None
         ts_ns = (
             int(dt.replace(microsecond=0).timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+            + sub_us
         )
     else:
         raise bad("an RFC 3339 UTC timestamp or an epoch time (s, ms, us or ns)", "bad_ts")
@@ -261,6 +282,9 @@ def _short(value: Any) -> Any:
 
 def _iso(ts_ns: int) -> str:
     return datetime.fromtimestamp(ts_ns // 10**9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_BEFORE_END = f"a time before {_iso(_INT64_END)} (where int64 nanoseconds end)"
 
 
 def parse_time_text(text: str, **bounds: Any) -> int:

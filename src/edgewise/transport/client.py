@@ -18,6 +18,28 @@ refuses telemetry of devices it does not know (dead letter ``unknown_device``).
 Mosquitto drops messages silently when a client's queue is full (1,000 by default) and
 writes its persistence file only now and then: the seq watermark and the gap alerts
 make such a loss visible, and devices resend what is not acked.
+
+**A commit that fails** (the store is down, or refuses one message) must not leave the
+message unacknowledged for ever: each unacked message holds one of the broker's in-flight
+slots of the gateway's session (Mosquitto: 20), and once they are all held the broker
+sends the gateway nothing more, for every device, until it restarts. So a message whose
+commit failed alone is tried again after ``retry_delays`` (0.5, 1, 2, 4 and 8 s: a store
+outage of about 15 s loses nothing and needs nothing of the device); if it still cannot
+be stored it is PUBACKed to the broker and its device gets a dead letter (reason
+``store_error``, or ``internal`` for any other error) saying it was not stored, as the
+embedded broker does, and resends it by seq (its ack did not move). Holding it longer
+would stall every device's ingest behind one message (one the store refuses stays
+refused), and a reconnect would have the broker send it again and again; what the
+gateway gives up on is only what the device still holds, since only a commit moves its
+ack.
+
+**PUBACKs belong to a connection.** A message's id (mid) is the broker's number on the
+connection it came on; a PUBACK sent on a later connection with the id of a message of an
+earlier one acknowledges whatever the broker numbered so there: a different message, not
+yet committed, if the broker lost the session (a restart without persistence numbers
+from 1 again). So a message is PUBACKed only on the connection it arrived on; one
+committed after its connection dropped is not, and the broker, if it kept the session,
+sends it again and that copy is acked (the store keeps one).
 """
 
 from __future__ import annotations
@@ -30,14 +52,14 @@ import logging
 import ssl
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
-from edgewise.errors import BrokerUnavailableError, ConfigError
+from edgewise.errors import BrokerUnavailableError, ConfigError, StoreError
 from edgewise.store import shown_url
 from edgewise.transport.base import Handler, Message, Outcome
 from edgewise.transport.batcher import Batcher
@@ -89,6 +111,17 @@ class ExternalBroker:
         Used to derive a stable client id (so the broker keeps the session across restarts).
     known_device
         ``known_device(id) -> bool``; telemetry of unknown devices is dead-lettered.
+    max_batch
+        Most messages per commit.
+    retry_delays
+        Seconds to wait before each new try of a message whose commit failed; after the
+        last, it is PUBACKed and dead-lettered (see the module docstring).
+
+    Examples
+    --------
+    >>> b = ExternalBroker(lambda msgs: [], "mqtt://127.0.0.1:1883?client_id=gw-doc")
+    >>> b.client_id, b.retry_delays
+    ('gw-doc', (0.5, 1.0, 2.0, 4.0, 8.0))
     """
 
     def __init__(
@@ -100,13 +133,24 @@ class ExternalBroker:
         data_dir: Path | None = None,
         known_device: Callable[[str], bool] | None = None,
         max_batch: int = 4000,
+        retry_delays: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0),
     ) -> None:
+        if any(not (isinstance(d, int | float) and d >= 0) for d in retry_delays):
+            raise ValueError("The 'retry_delays' parameter of ExternalBroker must be a "
+                             f"sequence of seconds >= 0. Got {retry_delays!r} instead.")
         self.cfg = parse_mqtt_url(url)
         self.prefix = self.cfg["prefix"]
         self.handler = handler
         self._count = count
         self.known_device = known_device
-        self.batcher = Batcher(handler, self._after_commit, max_batch=max_batch)
+        self.retry_delays = tuple(float(d) for d in retry_delays)
+        self.batcher = Batcher(handler, self._after_commit, self._commit_failed,
+                               max_batch=max_batch)
+        # the connection a message came on: bumped at each connect and each disconnect,
+        # under _ack_lock, so no PUBACK of an earlier connection's message goes out later
+        self._epoch = 0
+        self._ack_lock = threading.RLock()  # paho may call on_disconnect inside ack()
+        self._retries: set[asyncio.TimerHandle] = set()
         tag = hashlib.sha256(str(data_dir or "").encode()).hexdigest()[:12]
         self.client_id = self.cfg["client_id"] or f"edgewise-gateway-{tag}"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,6 +167,7 @@ class ExternalBroker:
         c.reconnect_delay_set(0.1, 2.0)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
+        c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         self.client = c
 
@@ -150,7 +195,11 @@ class ExternalBroker:
                 f"({self._refused or 'no answer'}).", host=host, port=port)
 
     async def stop(self) -> None:
-        """Commit what has arrived, ack it, disconnect (the broker keeps the session)."""
+        """Commit what has arrived, ack it, disconnect (the broker keeps the session and
+        sends again what was not acked, messages waiting for a new try included)."""
+        for handle in self._retries:
+            handle.cancel()
+        self._retries.clear()
         await self.batcher.stop()
         self.client.disconnect()
         self.client.loop_stop()
@@ -161,11 +210,29 @@ class ExternalBroker:
             log.warning("MQTT broker refused the gateway: %s", rc)
             self._refused = f"it refused the connection: {rc}"
             return
+        with self._ack_lock:
+            self._epoch += 1
         client.subscribe(self._topic("+", "telemetry"), qos=1)
         self._connected.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._refused = "no connection could be made to it"
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                       props: Any = None) -> None:
+        # paho calls this before it reconnects (and clears the PUBACKs not yet sent)
+        with self._ack_lock:
+            self._epoch += 1
+
+    def _puback(self, message: Message) -> None:
+        """PUBACK ``message`` to the broker if the connection it came on is still the
+        current one (see the module docstring)."""
+        mid, qos, epoch, _ = message.token
+        if not qos:
+            return
+        with self._ack_lock:
+            if epoch == self._epoch:
+                self.client.ack(mid, qos)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         parts = msg.topic.split("/")
@@ -178,7 +245,8 @@ class ExternalBroker:
             }), qos=1)
             client.ack(msg.mid, msg.qos)
             return
-        m = Message(device, bytes(msg.payload), token=(msg.mid, msg.qos))
+        # token: the mid, its QoS, the connection it came on, and the tries so far
+        m = Message(device, bytes(msg.payload), token=(msg.mid, msg.qos, self._epoch, 0))
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self.batcher.put, m)
 
@@ -197,9 +265,44 @@ class ExternalBroker:
             self.client.publish(self._topic(device, "ack"), json.dumps({"seq": w}),
                                 qos=1, retain=True)
         for m in messages:  # PUBACK to the broker only now that the batch is committed
-            mid, qos = m.token
-            if qos:
-                self.client.ack(mid, qos)
+            self._puback(m)
+
+    async def _commit_failed(self, messages: list[Message], exc: BaseException) -> None:
+        """A message whose commit failed alone: try it again after the next of
+        ``retry_delays``; after the last, PUBACK it and tell its device on the dead-letter
+        topic that it was not stored, to be sent again (see the module docstring)."""
+        assert self._loop is not None
+        for m in messages:
+            mid, qos, epoch, tries = m.token
+            if tries < len(self.retry_delays):
+                again = Message(m.device_id, m.payload, m.received_ns,
+                                token=(mid, qos, epoch, tries + 1))
+                self._retry_later(self.retry_delays[tries], again)
+                continue
+            reason = "store_error" if isinstance(exc, StoreError) else "internal"
+            log.error("giving up on a message from %r after %d tries (%s); acknowledged to "
+                      "the broker and dead-lettered (%s): its device resends it",
+                      m.device_id, tries + 1, exc, reason)
+            self.count("edgewise_messages_deadlettered_total", reason=reason)
+            waited = sum(self.retry_delays)
+            self.client.publish(self._topic(m.device_id, "deadletter"), json.dumps({
+                "reason": reason, "field": "payload", "value": None, "index": None,
+                "detail": f"The gateway could not commit this message in {tries + 1} tries "
+                          f"over {waited:g} s ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "nothing of it was stored and its ack did not move. Send it again "
+                          "later.",
+            }), qos=1)
+            self._puback(m)
+
+    def _retry_later(self, delay: float, message: Message) -> None:
+        assert self._loop is not None
+
+        def put() -> None:
+            self._retries.discard(handle)
+            self.batcher.put(message)
+
+        handle = self._loop.call_later(delay, put)
+        self._retries.add(handle)
 
     def forget_device(self, device_id: str, timeout: float = 10.0) -> bool:
         """Clear the device's retained ack on the broker: publish a zero-length retained
