@@ -13,6 +13,12 @@ Three parts, each usable alone:
   read is moved aside (``outbox.sqlite.corrupt-<UTC time>``) and a fresh outbox started. A
   full disk drops (and counts) new messages as the byte bound does. The outbox records the
   device it belongs to (another device is refused it) and one resume position per source.
+  On disk it takes at most about ``max_bytes`` plus a fixed margin (:data:`OUTBOX_MARGIN`):
+  the WAL is checkpointed every ``_WAL_PAGES`` pages and kept to ``_WAL_LIMIT`` bytes, and a
+  ``-reserve`` file of ``_RESERVE_BYTES`` is kept beside it and given up when an ack finds the
+  disk full, so an ack can always go through and free room. Damage SQLite notices later
+  (``database disk image is malformed``) is handled as at open: the file is moved aside, the
+  rows and counters that can still be read are copied into a fresh outbox, and it is logged.
 * :class:`ModelSlot`: verified, atomic install (write a fresh temp that never follows a link,
   fsync, rename, fsync dir; the ``current.json`` pointer is replaced the same way), so
   ``kill -9`` at any point leaves the old or the new model, never a partial one. The pointer
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -48,10 +55,10 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import ConfigError, InvalidParameterError, PayloadError, SignatureError
@@ -72,6 +79,32 @@ _REJECTED_KEEP = 1000  # rejected messages kept in the outbox's ``rejected`` tab
 _STALL_FIRST_S, _STALL_MAX_S = 1.0, 30.0  # pause when a 200 answer does not advance the ack
 _CLOCK_REFUSALS = ("expired",)  # refused by this device's clock: checked again on every offer
 _RETRY_MAX_S = 3600.0  # a release that failed to download or install is tried at most this late
+_WAL_PAGES = 64  # the outbox's WAL is checkpointed when it holds this many pages (SQLite: 1000)
+_WAL_LIMIT = 256 * 1024  # and cut back to this many bytes once checkpointed (SQLite: never)
+_RESERVE_BYTES = 512 * 1024  # kept on disk for an ack to use when the disk is full
+_ACK_CHUNK_BYTES = 128 * 1024  # an ack deletes at most about this many counted bytes at a time
+_ACK_CHUNK_ROWS = 4096  # and at most this many messages
+OUTBOX_MARGIN = _WAL_LIMIT + 64 * 4096 + 64 * 1024  # WAL, one ack's pages, shm: beyond max_bytes
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _heals(method: _F) -> _F:
+    """Run an :class:`Outbox` method; if SQLite finds the file damaged, heal the outbox
+    (:meth:`Outbox._heal`: moved aside, what can be read copied to a fresh one) and run it
+    once more, on the fresh outbox."""
+    @functools.wraps(method)
+    def wrapper(self: Outbox, *args: Any, **kwargs: Any) -> Any:
+        generation = self._generation
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise
+            self._heal(exc, seen=generation)
+        return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 class Outbox:
@@ -95,16 +128,18 @@ class Outbox:
         self._lock = threading.Lock()
         self._source: str | None = None  # the source whose position put stores (use_source)
         self._unsaved_drops = 0  # drops the full disk did not let us count in the file yet
+        self._reserve = self.path + "-reserve"  # room an ack may use when the disk is full
+        self._reserved = False  # whether the reserve file is there (as far as we know)
+        self._reserve_tried_at = -math.inf  # monotonic time of the last failed try to make it
+        self._generation = 0  # counts heals, so two threads meeting one damage heal it once
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
             if not _is_corrupt(exc):
                 raise
-            aside = self._move_aside(exc)
-            log.error(json.dumps({"event": "outbox_corrupt", "path": self.path,
-                                  "moved_to": aside, "detail": f"{exc}; the messages in it are "
-                                  "not sent; a fresh outbox is used"}))
-            self._db = self._open()
+            self._db = None  # type: ignore[assignment]
+            self._heal(exc, locked=True)
+        self._make_reserve()
         if device_id is not None:
             try:
                 self._claim(device_id)
@@ -112,6 +147,7 @@ class Outbox:
                 self._db.close()
                 raise
 
+    @_heals
     def _claim(self, device_id: str) -> None:
         """Record ``device_id`` as the owner, or raise ConfigError if another device is."""
         with self._lock, self._transaction():
@@ -126,6 +162,7 @@ class Outbox:
                 f"{device_id!r}): each device needs its own state dir (--state-dir).")
 
     @property
+    @_heals
     def device_id(self) -> str | None:
         """The device this outbox belongs to (None: not recorded, an older agent's outbox)."""
         with self._lock:
@@ -152,6 +189,8 @@ class Outbox:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+            db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
             db.executescript(
                 "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, body BLOB NOT NULL,"
                 " size INTEGER NOT NULL);"
@@ -178,40 +217,113 @@ class Outbox:
                 continue
         return aside
 
+    def _heal(self, exc: sqlite3.DatabaseError, *, locked: bool = False,
+              seen: int | None = None) -> None:
+        """The database is damaged (``exc``): move it aside, start a fresh one and copy into
+        it the counters, owner, source positions and pending rows that can still be read.
+        ``seen``: the heal count when the damage was met (already healed since: nothing)."""
+        with contextlib.nullcontext() if locked else self._lock:
+            if seen is not None and seen != self._generation:
+                return
+            self._generation += 1
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+            aside = self._move_aside(exc)
+            self._db = self._open()
+            saved, lost, what = _salvage(aside, self._db)
+        log.error(json.dumps({
+            "event": "outbox_corrupt", "path": self.path, "moved_to": aside,
+            "salvaged": saved, "lost": lost, "detail": f"{exc}; a fresh outbox is used, with "
+            f"{saved} pending messages that could still be read ({lost} could not), and "
+            f"{what} from the damaged one"}))
+
+    def _make_reserve(self) -> bool:
+        """Make sure the ``-reserve`` file is there, full size; False if the disk has no room
+        for it (the partial file is removed again)."""
+        with contextlib.suppress(OSError):
+            if os.path.getsize(self._reserve) >= _RESERVE_BYTES:
+                self._reserved = True
+                return True
+        try:
+            with open(self._reserve, "wb") as f:
+                chunk = b"\0" * 65536
+                for _ in range(0, _RESERVE_BYTES, len(chunk)):
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(self._reserve)
+            self._reserved = False
+            self._reserve_tried_at = time.monotonic()
+            return False
+        self._reserved = True
+        return True
+
+    def _release_reserve(self) -> bool:
+        """Give the ``-reserve`` file's room back to the disk; False if there was none."""
+        self._reserved = False
+        try:
+            os.remove(self._reserve)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def bytes_on_disk(self) -> int:
+        """Bytes the outbox's files take (database, WAL, shm; not the fixed ``-reserve``).
+
+        >>> import tempfile
+        >>> box = Outbox(tempfile.mkdtemp() + "/outbox.sqlite", max_bytes=10_000)
+        >>> box.bytes_on_disk() <= box.max_bytes + OUTBOX_MARGIN
+        True
+        """
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.path.getsize(self.path + suffix)
+        return total
+
     def _meta(self, key: str) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
 
     @property
+    @_heals
     def next_seq(self) -> int:
         """The seq the next accepted message will get."""
         with self._lock:
             return self._meta("next_seq")
 
     @property
+    @_heals
     def acked(self) -> int:
         """Highest seq the gateway acknowledged."""
         with self._lock:
             return self._meta("acked")
 
     @property
+    @_heals
     def dropped(self) -> int:
         """Messages refused because the buffer or the disk was full (exact)."""
         with self._lock:
             return self._meta("dropped") + self._unsaved_drops
 
     @property
+    @_heals
     def rejected(self) -> int:
         """Records or metrics the gateway rejected for good (its ``rejected`` list; exact)."""
         with self._lock:
             return self._meta("rejected")
 
     @property
+    @_heals
     def bytes_used(self) -> int:
         """Bytes counted against ``max_bytes`` (message JSON plus a fixed per-row overhead)."""
         with self._lock:
             return self._meta("bytes")
 
     @property
+    @_heals
     def source_pos(self) -> int:
         """Position (from 1) of the next reading of the source chosen with :meth:`use_source`
         (none chosen: of the source read last); persisted with each message."""
@@ -225,6 +337,7 @@ class Outbox:
                     return 1
             return self._meta("source_pos")
 
+    @_heals
     def use_source(self, spec: str) -> tuple[int, str]:
         """Make ``spec`` the source whose position :meth:`put` stores; return its position
         (from 1) and how it was found: ``"resume"`` (read here before), ``"new"`` (never
@@ -253,10 +366,12 @@ class Outbox:
                 return legacy, "adopted"
             return 1, "new"
 
+    @_heals
     def __len__(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
+    @_heals
     def put(self, message: Mapping[str, Any], *, source_pos: int | None = None) -> int | None:
         """Store ``message`` with the next seq; return it, or None if dropped (buffer full).
 
@@ -268,6 +383,10 @@ class Outbox:
         """
         with self._lock:
             unsaved = self._unsaved_drops
+            if not self._reserved and (time.monotonic() - self._reserve_tried_at < 1.0
+                                       or not self._make_reserve()):
+                self._drop_on_full_disk(source_pos)  # the ack's room comes before new data
+                return None
             try:
                 with self._transaction():
                     self._save_position(source_pos)
@@ -319,6 +438,7 @@ class Outbox:
             return
         self._unsaved_drops = 0
 
+    @_heals
     def pending(self, limit: int = 500) -> list[dict[str, Any]]:
         """The oldest unacknowledged messages, in seq order (the seq column is the truth:
         :meth:`renumber` changes it, not the stored body)."""
@@ -327,6 +447,7 @@ class Outbox:
                                     (limit,)).fetchall()
         return [{**json.loads(body), "seq": seq} for seq, body in rows]
 
+    @_heals
     def ack(self, ack_seq: int, rejected: Sequence[tuple[int | None, str, str]] = ()) -> int:
         """Forget every message with seq <= ``ack_seq``; return how many were removed.
 
@@ -334,28 +455,77 @@ class Outbox:
         carrying this ack; counted in :attr:`rejected` and kept (with the message, when its
         seq is known) in the ``rejected`` table, newest ``_REJECTED_KEEP``, in the same
         transaction.
-        """
-        with self._lock, self._transaction():
-            if rejected:
-                now = time.time_ns()
-                for seq, reason, detail in rejected:
-                    self._db.execute(
-                        "INSERT INTO rejected (seq, reason, detail, body, at_ns) VALUES "
-                        "(?, ?, ?, (SELECT body FROM outbox WHERE seq = ?), ?)",
-                        (seq, reason, detail, seq, now))
-                self._db.execute("DELETE FROM rejected WHERE id <= "
-                                 "(SELECT MAX(id) FROM rejected) - ?", (_REJECTED_KEEP,))
-                self._db.execute("UPDATE meta SET value = value + ? WHERE key='rejected'",
-                                 (len(rejected),))
-            (n, size) = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE seq <= ?",
-                (ack_seq,)).fetchone()
-            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (ack_seq,))
-            self._db.execute("UPDATE meta SET value = value - ? WHERE key='bytes'", (size,))
-            self._db.execute("UPDATE meta SET value = MAX(value, ?) WHERE key='acked'",
-                             (ack_seq,))
-        return int(n)
 
+        When the disk is full the ``-reserve`` file is given up for this ack (the WAL is
+        checkpointed into the room it leaves and cut back), and made again when there is room.
+        """
+        progress = [0, 0]  # messages removed so far, whether ``rejected`` is stored
+        try:
+            return self._ack(ack_seq, rejected, progress)
+        except sqlite3.OperationalError as exc:
+            if not _is_full(exc) or not self._release_reserve():
+                raise
+            log.warning(json.dumps({
+                "event": "outbox_reserve_used", "path": self.path, "detail": f"{exc}: the "
+                f"{_RESERVE_BYTES}-byte reserve beside the outbox is given up so the ack can "
+                "free room; it is made again once the disk has room"}))
+        self._checkpoint()
+        n = self._ack(ack_seq, rejected, progress)
+        self._checkpoint()
+        with self._lock:
+            self._make_reserve()
+        return n
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database and cut it to nothing (no error if it cannot)."""
+        with self._lock, contextlib.suppress(sqlite3.OperationalError):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _ack(self, ack_seq: int, rejected: Sequence[tuple[int | None, str, str]],
+             progress: list[int]) -> int:
+        """Delete up to ``ack_seq`` in transactions of about ``_ACK_CHUNK_BYTES`` each, so one
+        ack never needs more WAL than a chunk (deleting rows rewrites their pages in the WAL:
+        one transaction for a whole full outbox needed as much disk again as the outbox)."""
+        while True:
+            with self._lock, self._transaction():
+                if rejected and not progress[1]:
+                    self._store_rejected(rejected)
+                cut = ack_seq
+                rows = self._db.execute(
+                    "SELECT seq, size FROM outbox WHERE seq <= ? ORDER BY seq LIMIT ?",
+                    (ack_seq, _ACK_CHUNK_ROWS)).fetchall()
+                total = 0
+                for i, (seq, size) in enumerate(rows):
+                    total += size
+                    if total >= _ACK_CHUNK_BYTES or i == _ACK_CHUNK_ROWS - 1:
+                        cut = int(seq)
+                        break
+                (n, size) = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE seq <= ?",
+                    (cut,)).fetchone()
+                self._db.execute("DELETE FROM outbox WHERE seq <= ?", (cut,))
+                self._db.execute("UPDATE meta SET value = value - ? WHERE key='bytes'", (size,))
+                self._db.execute("UPDATE meta SET value = MAX(value, ?) WHERE key='acked'",
+                                 (cut,))
+            progress[0] += int(n)
+            progress[1] = 1
+            if cut >= ack_seq:
+                return progress[0]
+
+    def _store_rejected(self, rejected: Sequence[tuple[int | None, str, str]]) -> None:
+        """Count ``rejected`` and keep it (with its message) in the ``rejected`` table."""
+        now = time.time_ns()
+        for seq, reason, detail in rejected:
+            self._db.execute(
+                "INSERT INTO rejected (seq, reason, detail, body, at_ns) VALUES "
+                "(?, ?, ?, (SELECT body FROM outbox WHERE seq = ?), ?)",
+                (seq, reason, detail, seq, now))
+        self._db.execute("DELETE FROM rejected WHERE id <= "
+                         "(SELECT MAX(id) FROM rejected) - ?", (_REJECTED_KEEP,))
+        self._db.execute("UPDATE meta SET value = value + ? WHERE key='rejected'",
+                         (len(rejected),))
+
+    @_heals
     def renumber(self, ack_seq: int) -> int:
         """The gateway forgot this device (its ack fell below :attr:`acked`): number the
         pending messages, which it never acknowledged, from ``ack_seq + 1`` on and make
@@ -405,6 +575,87 @@ def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
     """Whether SQLite says the file is no database or a damaged one (not, e.g., locked)."""
     text = str(exc).lower()
     return "not a database" in text or "malformed" in text
+
+
+def _salvage(aside: str, db: sqlite3.Connection) -> tuple[int, int, str]:
+    """Copy what can still be read of the damaged outbox ``aside`` into the fresh ``db``:
+    counters, owner, source positions and pending rows, the rows numbered on from the ack with
+    no gap (a gap would stall the gateway's ack); return (rows copied, rows lost, what else
+    was copied). Unreadable parts are left out, never raised."""
+    try:
+        src = sqlite3.connect(aside, isolation_level=None)
+    except sqlite3.Error:
+        return 0, 0, "nothing else"
+    try:
+        meta: dict[str, int] = {}
+        copied = []
+        with contextlib.suppress(sqlite3.Error):
+            meta = {str(k): int(v) for k, v in src.execute("SELECT key, value FROM meta")}
+            copied.append("its counters")
+        extra: dict[str, list[tuple[Any, ...]]] = {}
+        for table in ("info", "sources"):
+            with contextlib.suppress(sqlite3.Error):
+                extra[table] = src.execute(f"SELECT * FROM {table}").fetchall()
+                copied.append(f"its {table}")
+        rows = _readable_rows(src, meta.get("acked", 0))
+    finally:
+        src.close()
+    acked = meta.get("acked", rows[0][0] - 1 if rows else 0)
+    expected = meta["next_seq"] - 1 - acked if "next_seq" in meta else len(rows)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for key in ("dropped", "rejected", "source_pos"):
+            if key in meta:
+                db.execute("UPDATE meta SET value = ? WHERE key = ?", (meta[key], key))
+        for table, found in extra.items():
+            db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", found)
+        db.executemany("INSERT INTO outbox VALUES (?, ?, ?)",
+                       [(acked + 1 + i, body, size) for i, (_, body, size) in enumerate(rows)])
+        db.execute("UPDATE meta SET value = ? WHERE key='bytes'",
+                   (sum(size for _, _, size in rows),))
+        db.execute("UPDATE meta SET value = ? WHERE key='acked'", (acked,))
+        db.execute("UPDATE meta SET value = ? WHERE key='next_seq'", (acked + 1 + len(rows),))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return len(rows), max(expected - len(rows), 0), ", ".join(copied) or "nothing else"
+
+
+def _readable_rows(src: sqlite3.Connection, after: int) -> list[tuple[int, bytes, int]]:
+    """The outbox rows of ``src`` with seq > ``after`` that can be read, in seq order: read
+    on until a damaged page, then skip it (the smallest start past it, by doubling and
+    halving) and read on."""
+    out: list[tuple[int, bytes, int]] = []
+    sql = "SELECT seq, body, size FROM outbox WHERE seq > ? ORDER BY seq"
+
+    def readable(pos: int) -> bool:
+        try:
+            src.execute(sql + " LIMIT 1", (pos,)).fetchall()
+        except sqlite3.DatabaseError:
+            return False
+        return True
+
+    pos = after
+    while True:
+        try:
+            for row in src.execute(sql, (pos,)):
+                out.append((int(row[0]), bytes(row[1]), int(row[2])))
+                pos = int(row[0])
+            return out
+        except sqlite3.DatabaseError:
+            pass
+        bad, step = pos, 1
+        while not readable(bad + step):
+            if step > 1 << 62:
+                return out
+            step *= 2
+        good = bad + step  # readable(good); every start in (pos, bad] is not
+        bad = good - step // 2 if step > 1 else pos
+        while good - bad > 1:
+            mid = (good + bad) // 2
+            good, bad = (mid, bad) if readable(mid) else (good, mid)
+        pos = good
 
 
 def _fsync_dir(path: Path) -> None:
@@ -1174,15 +1425,23 @@ class Agent:
                         self._stop.wait(0.05)
                 except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
                     log.info(json.dumps({"event": "gateway_unreachable", "detail": str(exc)[:200],
-                                         "buffered": len(self.outbox)}))
+                                         "buffered": self._buffered()}))
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 2.0)
                 except Exception as exc:  # the sender must outlive any one answer
                     log.error(json.dumps({"event": "sender_error", "detail":
                                           f"{type(exc).__name__}: {str(exc)[:200]}",
-                                          "buffered": len(self.outbox)}))
+                                          "buffered": self._buffered()}))
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 2.0)
+
+    def _buffered(self) -> int | None:
+        """Messages in the outbox, for a log line; None if the outbox cannot say (a log
+        line must never raise in the handler that writes it)."""
+        try:
+            return len(self.outbox)
+        except Exception:
+            return None
 
     def run(self, source: str = "sim", rate_hz: float = 10.0, limit: int | None = None,
             flush_timeout_s: float = 60.0) -> None:
@@ -1210,7 +1469,7 @@ class Agent:
                                      "detail": f"nothing after row {pos - 1} of this file, "
                                      "which this state dir has read before"}))
             deadline = time.monotonic() + flush_timeout_s
-            while len(self.outbox) and sender.is_alive() and time.monotonic() < deadline:
+            while self._buffered() != 0 and sender.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
             self._stop.set()
