@@ -62,6 +62,12 @@ def _range_where(
     if metric is not None:
         parts.append(f"metric = {ph}")
         params.append(metric)
+    return _with_times(parts, params, start_ns, end_ns, ph)
+
+
+def _with_times(parts: list[str], params: list[Any], start_ns: int | None,
+                end_ns: int | None, ph: str) -> tuple[str, list[Any]]:
+    """``parts`` and ``[start_ns, end_ns)`` (each bound when given) as one WHERE clause."""
     if start_ns is not None:
         parts.append(f"ts_ns >= {ph}")
         params.append(int(start_ns))
@@ -79,15 +85,8 @@ def _many_where(
     device_ids: Sequence[str], start_ns: int | None, end_ns: int | None, ph: str = "?",
 ) -> tuple[str, list[Any]]:
     """The WHERE clause of ``query_many``: any of ``device_ids``, in ``[start_ns, end_ns)``."""
-    parts = [f"device_id IN ({', '.join([ph] * len(device_ids))})"]
-    params: list[Any] = list(device_ids)
-    if start_ns is not None:
-        parts.append(f"ts_ns >= {ph}")
-        params.append(int(start_ns))
-    if end_ns is not None:
-        parts.append(f"ts_ns < {ph}")
-        params.append(int(end_ns))
-    return " AND ".join(parts), params
+    return _with_times([f"device_id IN ({', '.join([ph] * len(device_ids))})"],
+                       list(device_ids), start_ns, end_ns, ph)
 
 
 #: The order alerts are listed in, newest first: ``(start_ns, created_ns, id)`` descending,

@@ -741,13 +741,7 @@ class DuckDBStore(SQLStoreMixin):
             self._con.execute("CHECKPOINT")  # the log folds into the old file, then goes
         except duckdb.Error as exc:
             raise StoreError(f"Purge of {self.url!r} failed at its checkpoint: {exc}") from exc
-        with self._cur_lock:
-            for cur in self._cursors:
-                try:
-                    cur.close()
-                except duckdb.Error:
-                    pass
-            self._cursors.clear()
+        self._close_cursors()
         self._gen += 1  # every thread's cursor is stale now
         self._con.close()
         try:
@@ -892,19 +886,23 @@ class DuckDBStore(SQLStoreMixin):
             self._check_open()
             self._con.execute("CHECKPOINT")
 
+    def _close_cursors(self) -> None:
+        """Close every reader thread's cursor (they belong to the connection going away)."""
+        with self._cur_lock:
+            for cur in self._cursors:
+                try:
+                    cur.close()
+                except duckdb.Error:
+                    pass
+            self._cursors.clear()
+
     def close(self) -> None:
         """Checkpoint and close; safe to call twice."""
         with self._wlock:
             if self._closed:
                 return
             self._closed = True
-            with self._cur_lock:
-                for cur in self._cursors:
-                    try:
-                        cur.close()
-                    except duckdb.Error:
-                        pass
-                self._cursors.clear()
+            self._close_cursors()
             try:
                 self._compact_seqs()
                 self._con.execute("CHECKPOINT")
