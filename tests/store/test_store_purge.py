@@ -199,8 +199,6 @@ def test_purge_killed_at_any_moment_leaves_a_store_that_finishes_it(tmp_path: Pa
     other = store.count_readings() - 300
     store.close()
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
-    rng = random.Random(5)
-    pauses = [rng.uniform(0.0, 0.5) for _ in range(5)]
 
     def child(it: int) -> tuple[Path, subprocess.Popen[str]]:
         path = tmp_path / f"run{it}" / "ew.duckdb"
@@ -210,6 +208,18 @@ def test_purge_killed_at_any_moment_leaves_a_store_that_finishes_it(tmp_path: Pa
             [sys.executable, "-c", _KILLED, str(path), SECRET], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
+    # The kills are spread over one uncut delete's duration, timed here: fixed pauses fell
+    # after its end on a quiet machine and before its commit on a loaded one.
+    path, proc = child(-1)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "open", proc.stderr
+    t0 = time.perf_counter()
+    assert proc.stdout.readline().strip() == "done", proc.stderr
+    took = time.perf_counter() - t0
+    proc.communicate(timeout=30)
+    pauses = [took * f for f in (0.15, 0.35, 0.55, 0.75, 0.9)]
     outcomes = []
     ahead = child(0)
     try:

@@ -235,12 +235,7 @@ class BehaviourGroups:
                     and all(dt == np.float64 for dt in frame.dtypes)):
                 # already a UTC history of float metrics (a store's): only drop the
                 # columns without a finite reading, as the general path below does
-                metrics = finite_metrics(frame)
-                if not metrics:
-                    raise InvalidParameterError(
-                        f"Device {device!r} has no finite reading in any numeric column "
-                        f"(columns: {[str(c) for c in frame.columns]}); give it readings, "
-                        "or leave it out.", field="X", value=str(device))
+                metrics = _finite_metrics_of(device, frame)
                 same = len(metrics) == len(frame.columns)
                 out[str(device)] = frame.copy(deep=False) if same else frame[metrics]
                 continue
@@ -254,12 +249,7 @@ class BehaviourGroups:
                     f"or integer ns since the epoch). Got an index of {idx.dtype}.",
                     field="X", value=str(device))
             frame = frame.set_axis(idx, axis=0)
-            metrics = finite_metrics(frame)
-            if not metrics:
-                raise InvalidParameterError(
-                    f"Device {device!r} has no finite reading in any numeric column "
-                    f"(columns: {[str(c) for c in frame.columns]}); give it readings, or leave "
-                    "it out.", field="X", value=str(device))
+            metrics = _finite_metrics_of(device, frame)
             out[str(device)] = frame[metrics].astype(float)
         return out
 
@@ -722,3 +712,18 @@ def _from_doc(doc: dict[str, Any]) -> BehaviourGroups:
                                    dtype=float)
     return model
 
+
+def _finite_metrics_of(device: object, frame: pd.DataFrame) -> list[str]:
+    """The columns of ``frame`` (a device's history) with a finite reading; raises
+    :class:`InvalidParameterError` naming the device and its columns when none has one.
+
+    >>> _finite_metrics_of("p1", pd.DataFrame({"a": [1.0, np.nan], "b": [np.nan] * 2}))
+    ['a']
+    """
+    metrics = finite_metrics(frame)
+    if not metrics:
+        raise InvalidParameterError(
+            f"Device {device!r} has no finite reading in any numeric column "
+            f"(columns: {[str(c) for c in frame.columns]}); give it readings, or leave "
+            "it out.", field="X", value=str(device))
+    return metrics
