@@ -53,6 +53,38 @@ def free_port() -> int:
     raise RuntimeError("no free TCP port in 20000-31999 after 200 tries")
 
 
+def self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for localhost and 127.0.0.1 that no system CA signed (its own
+    CA, so a client may trust it by file), and its key: PEM files ``cert.pem``, ``key.pem``
+    in ``folder``."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cp, kp = folder / "cert.pem", folder / "key.pem"
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
+    return cp, kp
+
+
 def wait_until(cond: Callable[[], object], timeout: float = 10.0, step: float = 0.05) -> bool:
     """Poll ``cond`` every ``step`` seconds until it is true (``True``) or ``timeout`` passes."""
     deadline = time.monotonic() + timeout

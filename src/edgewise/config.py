@@ -79,6 +79,35 @@ class Settings:
     # with the same metrics agree on (edgewise.gateway.cross_sensor), so a new device's
     # first operating changes are not alarms
     fleet_prior: bool = True
+    # outgoing alert webhooks (edgewise.gateway.webhooks): comma-separated URLs that each
+    # new alert is POSTed to, signed; "" sends none. https://, or http:// to a loopback
+    # host (or anywhere with alert_webhook_allow_http)
+    alert_webhooks: str = ""
+    # the HMAC-SHA256 key every POST is signed with ("": made at first use and kept in
+    # <data_dir>/alert_webhook_secret, mode 0600); never printed
+    alert_webhook_secret: str = field(default="", repr=False)
+    alert_webhook_allow_http: bool = False  # plain http:// to a host that is not loopback
+    alert_webhook_ca_file: str = ""  # PEM CA bundle the receivers' certificates are checked with
+    alert_webhook_timeout_s: float = 5.0  # per POST
+    alert_webhook_poll_s: float = 60.0  # how often the store's alert list is read for missed ones
+    alert_webhook_retry_s: float = 1.0  # first wait after a failed POST, doubled each time
+    alert_webhook_max_retry_s: float = 300.0  # the longest wait between tries
+
+    @property
+    def alert_webhook_urls(self) -> list[str]:
+        """The alert webhook URLs of :attr:`alert_webhooks`, each checked: ``https://``,
+        or ``http://`` to a loopback host unless :attr:`alert_webhook_allow_http`.
+
+        >>> Settings(alert_webhooks="https://ops.example.org/hook, http://127.0.0.1:9000/"
+        ...          ).alert_webhook_urls
+        ['https://ops.example.org/hook', 'http://127.0.0.1:9000/']
+        >>> Settings(alert_webhooks="http://ops.example.org/hook").alert_webhook_urls
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.ConfigError: Setting 'alert_webhooks' (EDGEWISE_ALERT_WEBHOOKS, --alert-webhook) has value 'http://ops.example.org/hook'. Plain http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost): use https://ops.example.org/hook, or allow plain HTTP with EDGEWISE_ALERT_WEBHOOK_ALLOW_HTTP=1 (--alert-webhook-allow-http).
+        """  # noqa: E501
+        return [_check_webhook_url(u.strip(), self.alert_webhook_allow_http)
+                for u in self.alert_webhooks.split(",") if u.strip()]
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first numeric setting out of its range
@@ -92,6 +121,7 @@ class Settings:
         for name in LIMITS:
             _check_limit(name, getattr(self, name), getattr(self, name))
         _check_forwarded_allow_ips(self.forwarded_allow_ips)
+        _ = self.alert_webhook_urls  # a bad webhook URL stops the start, named
         if not self.host.strip():  # uvicorn and amqtt take "" for every interface
             raise ConfigError(
                 f"Setting 'host' (EDGEWISE_HOST, --host) has value {self.host!r}, which "
@@ -146,6 +176,10 @@ LIMITS: dict[str, tuple[Interval, bool]] = {
     "retention_days": (Interval(int, 0, None), False),
     "alert_threshold": (Interval(float, 0, 1, closed="right"), False),
     "fast_stream_z": (Interval(float, 0, None), False),
+    "alert_webhook_timeout_s": (Interval(float, 0, None, closed="neither"), False),
+    "alert_webhook_poll_s": (Interval(float, 0, None, closed="neither"), False),
+    "alert_webhook_retry_s": (Interval(float, 0, None, closed="neither"), False),
+    "alert_webhook_max_retry_s": (Interval(float, 0, None, closed="neither"), False),
 }
 #: the CLI flag of a setting, where one has a flag
 _FLAGS = {"http_port": "--port", "mqtt_port": "--mqtt-port", "fast_stream_z": "--fast-stream-z"}
@@ -188,6 +222,76 @@ def _check_forwarded_allow_ips(value: str) -> None:
                 f"Setting 'forwarded_allow_ips' (EDGEWISE_FORWARDED_ALLOW_IPS) has value "
                 f"{value!r}. It must be '' (trust no proxy), '*' or comma-separated IP "
                 f"addresses or networks; {part.strip()!r} is neither.") from None
+
+
+#: where the alert webhook URLs are set, for messages
+_WEBHOOKS = "Setting 'alert_webhooks' (EDGEWISE_ALERT_WEBHOOKS, --alert-webhook)"
+
+
+def _shown_webhook(url: str) -> str:
+    """``url`` with the password of its user part (if any) replaced by ``***``.
+
+    >>> _shown_webhook("https://ops:s3cret@relay.example.org/hook")
+    'https://ops:***@relay.example.org/hook'
+    """
+    head, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not (sep and at and ":" in userinfo) or "/" in userinfo:
+        return url
+    return f"{head}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def _check_webhook_url(url: str, allow_http: bool) -> str:
+    """Return alert webhook ``url`` when it may be used; else raise :class:`ConfigError`
+    naming it and what is allowed (``https://HOST[:PORT]/PATH``; ``http://`` only to a
+    loopback host, or anywhere with ``allow_http``).
+
+    >>> _check_webhook_url("http://[::1]:8000/alerts", False)
+    'http://[::1]:8000/alerts'
+    >>> _check_webhook_url("http://10.0.0.7/alerts", True)
+    'http://10.0.0.7/alerts'
+    """
+    from urllib.parse import urlsplit
+
+    shown = _shown_webhook(url)
+    allowed = ("Use an https://HOST[:PORT]/PATH URL (several: comma-separated, or "
+               "--alert-webhook once each)")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ConfigError(f"{_WEBHOOKS} has value {shown!r}, which holds a space or a control "
+                          f"character. {allowed}.")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # a port that is no number, or out of range, raises here
+    except ValueError as exc:
+        raise ConfigError(f"{_WEBHOOKS} has value {shown!r}, which is no URL ({exc}). "
+                          f"{allowed}.") from None
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    if scheme not in ("https", "http") or not host:
+        raise ConfigError(f"{_WEBHOOKS} has value {shown!r}. {allowed}.")
+    if port == 0:
+        raise ConfigError(f"{_WEBHOOKS} has value {shown!r}: port 0 cannot be sent to. "
+                          f"{allowed}.")
+    if scheme == "http" and not allow_http and not _loopback(host):
+        https = "https" + url[len("http"):]
+        raise ConfigError(
+            f"{_WEBHOOKS} has value {shown!r}. Plain http:// is allowed only to a loopback "
+            f"host (127.0.0.1, ::1, localhost): use {_shown_webhook(https)}, or allow plain "
+            f"HTTP with EDGEWISE_ALERT_WEBHOOK_ALLOW_HTTP=1 (--alert-webhook-allow-http).")
+    return url
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, without brackets) is this machine only.
+
+    >>> [_loopback(h) for h in ("localhost", "127.0.0.2", "::1", "10.0.0.1", "example.org")]
+    [True, True, True, False, False]
+    """
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 #: the words a boolean setting takes from the environment

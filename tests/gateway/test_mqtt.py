@@ -4,7 +4,6 @@ seq gaps, out-of-order readings, TLS."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import socket
 import time
@@ -16,7 +15,7 @@ import pytest
 from edgewise.security.credentials import Security
 from edgewise.sim.device import MqttDevice
 from edgewise.store import open_store
-from tests.conftest import wait_until
+from tests.conftest import self_signed_cert, wait_until
 from tests.gateway.conftest import GatewayProcess
 
 T0 = time.time() - 3600
@@ -300,34 +299,8 @@ def test_out_of_order_readings_are_stored_in_time_order(env) -> None:
     assert [v for _, _, v in rows] == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
-def _cert(tmp_path):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                           x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cp, kp = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                     serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption()))
-    return str(cp), str(kp)
-
-
 def test_tls_mqtt_and_https(gateway_factory, tmp_path) -> None:
-    cert, key = _cert(tmp_path)
+    cert, key = (str(p) for p in self_signed_cert(tmp_path))
     gw = gateway_factory("--tls-cert", cert, "--tls-key", key)
     sec = Security(gw.data_dir)
     _, secret = sec.add_device("tls-1")

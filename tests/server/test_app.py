@@ -15,6 +15,7 @@ import edgewise.server.routes as routes_pkg
 from edgewise.config import Settings
 from edgewise.errors import ConfigError
 from edgewise.server.app import WEB_DIR, uvicorn_ssl_kwargs
+from tests.conftest import self_signed_cert
 from tests.server.conftest import Env, problem, serve_in_thread
 
 EXPECTED_ROUTES = {
@@ -121,43 +122,13 @@ def test_uvicorn_ssl_kwargs(tmp_path: Path) -> None:
         uvicorn_ssl_kwargs(Settings(tls_cert=str(tmp_path / "nope.pem"), tls_key=str(key)))
 
 
-def _throwaway_cert(tmp_path: Path) -> tuple[Path, Path]:
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_https_with_a_throwaway_certificate(env: Env, tmp_path: Path) -> None:
     """Check the app serves HTTPS with uvicorn_ssl_kwargs, and a device can send over it."""
     import ssl
 
     import httpx
 
-    cert, key = _throwaway_cert(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     settings = Settings(tls_cert=str(cert), tls_key=str(key))
     ctx = ssl.create_default_context(cafile=str(cert))
     with serve_in_thread(env.client.app, **uvicorn_ssl_kwargs(settings)) as port:

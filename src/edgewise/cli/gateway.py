@@ -47,10 +47,27 @@ FleetPrior = Annotated[bool, typer.Option(
          "devices with the same metrics agree on (how each sensor moves with its partner), "
          "so a new device's first operating changes are not alarms (see `edgewise bench "
          "fleet --compare-prior`).")]
+AlertWebhook = Annotated[list[str] | None, typer.Option(
+    "--alert-webhook",
+    help="URL each new alert is POSTed to as signed JSON (once per webhook; give the option "
+         "once per URL; default: EDGEWISE_ALERT_WEBHOOKS, comma-separated, else none). "
+         "https://, or http:// to a loopback host; the secret is "
+         "EDGEWISE_ALERT_WEBHOOK_SECRET, else one made in the data dir.",
+    show_default=False)]
+AlertWebhookAllowHttp = Annotated[bool, typer.Option(
+    "--alert-webhook-allow-http",
+    help="Allow plain http:// alert webhooks to hosts that are not loopback (alerts and "
+         "their signatures then cross the network unencrypted; default: "
+         "EDGEWISE_ALERT_WEBHOOK_ALLOW_HTTP, else off).")]
+AlertWebhookCaFile = Annotated[str, typer.Option(
+    "--alert-webhook-ca-file",
+    help="PEM CA certificates the alert webhooks' TLS certificates are checked with "
+         "(default: EDGEWISE_ALERT_WEBHOOK_CA_FILE, else the system's).", show_default=False)]
 
 
 def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, detector,  # type: ignore[no-untyped-def]
-              fast_stream_z=None, fleet_prior=None):
+              fast_stream_z=None, fleet_prior=None, alert_webhooks=None,
+              alert_webhook_allow_http=False, alert_webhook_ca_file=""):
     from edgewise.config import Settings
     from edgewise.errors import ConfigError
 
@@ -63,7 +80,11 @@ def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, d
     settings = Settings.load(data_dir=data_dir, mqtt=mqtt, store=store, host=host,
                              http_port=port, mqtt_port=mqtt_port, tls_cert=tls_cert,
                              tls_key=tls_key, detector=detector, fast_stream_z=fast_stream_z,
-                             fleet_prior=fleet_prior)
+                             fleet_prior=fleet_prior,
+                             # None (not given): EDGEWISE_ALERT_WEBHOOK* (Settings reads them)
+                             alert_webhooks=alert_webhooks,
+                             alert_webhook_allow_http=True if alert_webhook_allow_http else None,
+                             alert_webhook_ca_file=alert_webhook_ca_file or None)
     _preflight(settings)
     return settings
 
@@ -169,15 +190,21 @@ def serve(
     detector: Detector = "context-likelihood",
     fast_stream_z: FastStreamZ = 3.0,
     fleet_prior: FleetPrior = True,
+    alert_webhook: AlertWebhook = None,
+    alert_webhook_allow_http: AlertWebhookAllowHttp = False,
+    alert_webhook_ca_file: AlertWebhookCaFile = "",
 ) -> None:
-    """Run the gateway: MQTT in, store, detection, alerts, HTTP API and dashboard."""
+    """Run the gateway: MQTT in, store, detection, alerts (pushed to --alert-webhook URLs),
+    HTTP API and dashboard."""
     import asyncio
 
     from edgewise.errors import BrokerUnavailableError
     from edgewise.gateway.runtime import Gateway
 
     settings = _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key,
-                         detector, fast_stream_z, fleet_prior)
+                         detector, fast_stream_z, fleet_prior,
+                         ",".join(alert_webhook) if alert_webhook else None,
+                         alert_webhook_allow_http, alert_webhook_ca_file)
     _check_consumer(settings)
     restrict_umask()  # what the gateway creates (stores, their logs, state) is 0600
 
@@ -193,6 +220,12 @@ def serve(
             typer.echo(f"dashboard: {gw.http_url}", err=True)
         if token:
             typer.echo(f"admin token (shown once): {token}", err=True)
+        if gw.webhooks is not None:
+            typer.echo(f"alert webhooks: {', '.join(w.shown for w in gw.webhooks.webhooks)}",
+                       err=True)
+        if gw.webhook_secret_made is not None:
+            typer.echo(f"alert webhook secret made: {gw.webhook_secret_made} (mode 0600; give "
+                       "it to the receivers to check X-Edgewise-Signature)", err=True)
         typer.echo("ready", err=True)
         try:
             await _until_signalled()
@@ -290,7 +323,8 @@ def demo(
     if seed < 0:
         raise ConfigError(f"--seed must be an int >= 0. Got {seed} instead.")
     settings = _settings(data_dir, "embedded", store, host, port, mqtt_port, tls_cert, tls_key,
-                         detector, fast_stream_z, fleet_prior)
+                         detector, fast_stream_z, fleet_prior,
+                         alert_webhooks="")  # a simulated fleet's alerts reach no real tool
     _check_consumer(settings)
     restrict_umask()  # what the gateway creates (stores, their logs, state) is 0600
     labels_file = settings.data_dir / "demo-labels.json"

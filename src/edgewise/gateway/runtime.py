@@ -20,9 +20,11 @@ from edgewise.config import Settings
 from edgewise.errors import ConfigError, PayloadError, RateLimitError
 from edgewise.gateway.pipeline import IngestResult, Pipeline, per_metric_factory
 from edgewise.gateway.presence import GatewayPresence
+from edgewise.gateway.webhooks import SECRET_FILE, AlertWebhooks
 from edgewise.registry import Registry
 from edgewise.security.credentials import Security
 from edgewise.store import shown_url
+from edgewise.store.base import Alert
 from edgewise.transport.base import Message, Outcome, Transport
 
 __all__ = ["Gateway", "problem_of"]
@@ -57,6 +59,9 @@ class Gateway:
         them from the disk (a rewrite of the store, :meth:`Store.purge`) at the first pass
         that deletes any and then at most once every :attr:`RETENTION_PURGE_EVERY_S` (a day).
         ``detector`` (``EDGEWISE_DETECTOR``) names the level detector of every metric.
+        ``alert_webhooks`` (``EDGEWISE_ALERT_WEBHOOKS``) names the URLs each new alert is
+        POSTed to, signed (:mod:`edgewise.gateway.webhooks`, :attr:`webhooks`); a bad one is
+        refused here, before anything opens.
     pipeline_options
         Extra keyword arguments for :class:`~edgewise.gateway.pipeline.Pipeline`.
     """
@@ -77,6 +82,7 @@ class Gateway:
                 f"Setting 'retention_days' (EDGEWISE_RETENTION_DAYS) has value "
                 f"{settings.retention_days!r}. Use 0 (keep everything) or a number of days."
             )
+        _ = settings.alert_webhook_urls  # a bad webhook URL: refused before anything opens
         # 0700 (a new one): the store, labels and detector state in it are the fleet's data
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         # held until stop(): `edgewise device delete` then leaves the data to this gateway
@@ -118,7 +124,33 @@ class Gateway:
         # agents can be enrolled before any rollout; never remade once issued and lost
         self.registry = Registry(settings.data_dir)
         self.registry.ensure_key()
+        # outgoing alert webhooks: told of each new alert by the alert manager (which only
+        # notes it: the POSTs run on the webhooks' own threads, started by start())
+        self.webhooks: AlertWebhooks | None = None
+        if settings.alert_webhook_urls:
+            try:  # a CA file or secret that cannot be used: nothing left open
+                self.webhooks = AlertWebhooks(settings, self.store, self.pipeline.metrics)
+            except BaseException:
+                self.pipeline.close()
+                self.store.close()
+                self.security.close()
+                self.registry.close()
+                raise
+            counted = self.pipeline.alerts.on_alert
+            webhooks = self.webhooks
+
+            def on_alert(alert: Alert) -> None:
+                if callable(counted):
+                    counted(alert)
+                webhooks.notify(alert)
+
+            self.pipeline.alerts.on_alert = on_alert
         make_private(*self.private_files())  # 0600 whatever the directory's mode
+
+    @property
+    def webhook_secret_made(self) -> Path | None:
+        """The alert webhook secret file this start made (to say where it is, once)."""
+        return self.webhooks.secret_made if self.webhooks is not None else None
 
     def private_files(self) -> list[Path]:
         """The files holding the fleet's data (readings, credentials, registry, labels,
@@ -126,7 +158,7 @@ class Gateway:
         (:mod:`edgewise._private`)."""
         d = self.settings.data_dir
         files = [d / "security.sqlite", d / "registry" / "registry.sqlite",
-                 d / "labels.sqlite", d / "detectors.pickle"]
+                 d / "labels.sqlite", d / "detectors.pickle", d / SECRET_FILE]
         store_path = getattr(self.store, "path", None)
         if isinstance(store_path, str) and str(getattr(self.store, "url", "")).startswith(
                 "duckdb://") and store_path != ":memory:":
@@ -225,7 +257,10 @@ class Gateway:
         )
 
     async def start(self, http: bool = True) -> None:
-        """Start MQTT (and the HTTP API + dashboard when the server package is present)."""
+        """Start the alert webhooks, MQTT (and the HTTP API + dashboard when the server
+        package is present)."""
+        if self.webhooks is not None:
+            self.webhooks.start()
         self.transport = self.make_transport()
         await self.transport.start()
         if self.settings.retention_days > 0:
@@ -289,6 +324,8 @@ class Gateway:
                 transport, self.transport = self.transport, None
                 await transport.stop()
         finally:
+            if self.webhooks is not None:  # what is not sent yet goes after the next start
+                await asyncio.to_thread(self.webhooks.close)
             self.pipeline.close()
             self.store.close()
             self.security.close()

@@ -1,0 +1,538 @@
+"""Outgoing alert webhooks: each new alert POSTed, signed, to the operators' tools.
+
+The store is the outbox. Each configured URL has a thread of its own (never the ingest or
+detection threads) that sends every *new* alert of the store once, as one JSON object,
+and records how far it got in ``<data dir>/webhooks/<id>.json`` only after the receiver
+answered 2xx: delivery is at-least-once, and a gateway stopped or crashed resumes from
+that file, sending the alerts raised meanwhile and none it sent before. The thread learns
+of a new alert at once from the gateway's alert manager (:meth:`AlertWebhooks.notify`
+only records its id and wakes the thread) and finds any it was not told of by reading the
+store's list of alerts at start and every ``poll_s``.
+
+Every POST is signed: ``X-Edgewise-Signature: sha256=<hex>`` is the HMAC-SHA256, under
+the webhook secret, of ``X-Edgewise-Timestamp`` (Unix seconds), a ``.`` and the body, so
+a receiver can tell the gateway sent it and refuse a replay (an old timestamp).
+
+>>> sign(b"my-secret", 1767225600, b'{"event":"alert.raised"}')
+'sha256=4fdd1d2569bf090dba6587767f8b22ecce9a13b52bdbf52c2474fe80321bf397'
+>>> from edgewise.store.base import Alert
+>>> p = alert_payload(Alert("pump-1", 1767225600 * 10**9, 1767225660 * 10**9, 0.97,
+...                         drivers={"temp_c": 1.0}, message="Anomalous temp_c (100%).",
+...                         id="a1", created_ns=1767225601 * 10**9))
+>>> p["event"], p["alert"]["start"], p["alert"]["path"]
+('alert.raised', '2026-01-01T00:00:00.000000000Z', '/v1/alerts/a1')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import ssl
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from edgewise._private import write_private
+from edgewise.config import Settings
+from edgewise.config import _loopback as _is_loopback
+from edgewise.errors import ConfigError
+from edgewise.gateway.metrics import Metrics
+from edgewise.store.base import Alert, Store
+
+__all__ = ["EVENT_RAISED", "SECRET_FILE", "AlertWebhooks", "Webhook", "alert_payload",
+           "sign", "webhook_id", "webhook_secret"]
+
+log = logging.getLogger(__name__)
+
+#: The event a new alert is sent as (the only one sent: see the README).
+EVENT_RAISED = "alert.raised"
+#: The file under the data dir that holds the made secret, when none is configured.
+SECRET_FILE = "alert_webhook_secret"
+#: How far back (wall-clock time of creation) the store's list is searched for an alert
+#: not yet sent, behind the newest one sent: an alert's creation time is taken before its
+#: write waits for the store, so one may be listed after a newer one.
+CREATION_SLACK_NS = 300 * 10**9
+#: Shortest secret taken from EDGEWISE_ALERT_WEBHOOK_SECRET.
+MIN_SECRET_CHARS = 16
+_COUNTER = "edgewise_alert_webhook_deliveries_total"
+_PENDING = "edgewise_alert_webhook_pending"
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The ``X-Edgewise-Signature`` of ``body`` sent at ``timestamp`` (Unix seconds):
+    ``sha256=`` and the hex HMAC-SHA256 of ``b"<timestamp>." + body`` under ``secret``.
+
+    >>> sign(b"k" * 16, 0, b"{}")[:7]
+    'sha256='
+    """
+    mac = hmac.new(secret, str(int(timestamp)).encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def _rfc3339(ts_ns: int) -> str | None:
+    """RFC 3339 UTC text of nanoseconds, all nine digits kept (``None`` out of range).
+
+    >>> _rfc3339(1706702400_000_000_001)
+    '2024-01-31T12:00:00.000000001Z'
+    """
+    try:
+        dt = datetime.fromtimestamp(ts_ns // 10**9, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ts_ns % 10**9:09d}Z"
+
+
+def alert_payload(alert: Alert, event: str = EVENT_RAISED) -> dict[str, Any]:
+    """The JSON object a webhook is sent for ``alert``: ``event`` and the alert's id,
+    device, kind, status, span (RFC 3339 and ns), score, drivers, message and the
+    gateway's path for it.
+
+    >>> alert_payload(Alert("pump-1", 0, 0, 1.0, kind="seq_gap", id="x"))["alert"]["kind"]
+    'seq_gap'
+    """
+    return {
+        "event": event,
+        "alert": {
+            "id": alert.id,
+            "device_id": alert.device_id,
+            "kind": alert.kind,
+            "status": alert.status,
+            "start": _rfc3339(alert.start_ns),
+            "end": _rfc3339(alert.end_ns),
+            "start_ns": alert.start_ns,
+            "end_ns": alert.end_ns,
+            "created": _rfc3339(alert.created_ns),
+            "created_ns": alert.created_ns,
+            "score": alert.score,
+            "drivers": dict(alert.drivers),
+            "message": alert.message,
+            "path": f"/v1/alerts/{quote(alert.id, safe='')}",
+        },
+    }
+
+
+def webhook_id(url: str) -> str:
+    """A short name of webhook ``url`` for logs, metrics and its cursor file (the URL
+    itself may hold a token): the first 8 hex digits of its SHA-256.
+
+    >>> webhook_id("https://ops.example.org/hook")
+    '3b59a701'
+    """
+    return hashlib.sha256(url.encode()).hexdigest()[:8]
+
+
+def _shown(url: str) -> str:
+    """Webhook ``url`` as logs show it: scheme, host and port (its path and query may
+    hold a token).
+
+    >>> _shown("https://hooks.example.org/services/T0/B0/XyZ?x=1")
+    'https://hooks.example.org/…'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}/…"
+
+
+def _shown_location(location: str) -> str:
+    """A redirect's ``Location`` as logs show it (its host only, as :func:`_shown`).
+
+    >>> _shown_location("https://new.example.org/h?token=x"), _shown_location("/elsewhere")
+    ('https://new.example.org/…', 'a path on the same host')
+    """
+    if urlsplit(location).hostname:
+        return _shown(location)
+    return "a path on the same host" if location else "nowhere"
+
+
+def webhook_secret(data_dir: Path, configured: str = "") -> tuple[bytes, Path | None]:
+    """The key webhooks are signed with, and the file it was just made in (else ``None``).
+
+    ``configured`` (``EDGEWISE_ALERT_WEBHOOK_SECRET``) when given (at least
+    :data:`MIN_SECRET_CHARS` characters); else the one kept in ``data_dir /`` :data:`SECRET_FILE`,
+    made there (random, mode 0600) the first time.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> key, made = webhook_secret(d)
+    >>> made == d / SECRET_FILE, webhook_secret(d) == (key, None), len(key)
+    (True, True, 43)
+    """
+    if configured:
+        if len(configured) < MIN_SECRET_CHARS:
+            raise ConfigError(
+                f"Setting 'alert_webhook_secret' (EDGEWISE_ALERT_WEBHOOK_SECRET) has "
+                f"{len(configured)} characters. Use at least {MIN_SECRET_CHARS} random ones "
+                f"(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'), or "
+                f"leave it unset to have one made in {data_dir / SECRET_FILE}.")
+        return configured.encode(), None
+    path = data_dir / SECRET_FILE
+    if path.exists():
+        try:
+            text = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"The alert webhook secret file {path} cannot be read ({exc}). "
+                              "Make it readable, or remove it to have a new one made (give "
+                              "the new one to the receivers).") from None
+        if len(text) < MIN_SECRET_CHARS:
+            raise ConfigError(f"The alert webhook secret file {path} holds {len(text)} "
+                              f"characters; it needs at least {MIN_SECRET_CHARS}. Remove it "
+                              "to have a new one made (give the new one to the receivers).")
+        return text.encode(), None
+    made = secrets.token_urlsafe(32)
+    write_private(path, made.encode())
+    return made.encode(), path
+
+
+class Webhook:
+    """One receiver: the thread that sends it each new alert of ``store`` once.
+
+    Parameters
+    ----------
+    url
+        Where alerts are POSTed (checked by :attr:`Settings.alert_webhook_urls`).
+    store
+        The outbox: alerts are read from it by id (:meth:`notify`) and by listing.
+    secret
+        The HMAC key of ``X-Edgewise-Signature``.
+    metrics
+        Counts ``edgewise_alert_webhook_deliveries_total{webhook, outcome}``.
+    state_dir
+        Where the cursor file ``<id>.json`` is kept.
+    timeout_s, poll_s, retry_s, max_retry_s
+        Per POST; between reads of the store's alert list; the first wait after a failed
+        POST, doubled after each further failure up to ``max_retry_s`` (each wait drawn
+        between half of it and all of it).
+    verify
+        TLS verification of ``httpx`` (``True``: the system's CAs; or an SSL context).
+
+    Alerts are sent oldest first (by creation): while the receiver is down, later ones
+    wait behind the one being retried. A 2xx delivers an alert; no answer, a timeout, a
+    5xx, 408 or 429 is retried (a ``Retry-After`` in seconds is kept to, up to
+    ``max_retry_s``); any other answer (a redirect, which is never followed, or another
+    4xx) refuses that alert for good: it is logged, counted and passed over.
+
+    >>> from edgewise.store import open_store
+    >>> import tempfile
+    >>> store = open_store("duckdb://:memory:")
+    >>> w = Webhook("http://127.0.0.1:9/", store, b"k" * 16, Metrics(), Path(tempfile.mkdtemp()))
+    >>> w.id, w.pending()
+    ('0aaac992', 0)
+    >>> w.close(); store.close()
+    """
+
+    def __init__(self, url: str, store: Store, secret: bytes, metrics: Metrics,
+                 state_dir: Path, *, timeout_s: float = 5.0, poll_s: float = 60.0,
+                 retry_s: float = 1.0, max_retry_s: float = 300.0,
+                 verify: bool | ssl.SSLContext = True) -> None:
+        self.url, self.store, self.secret, self.metrics = url, store, secret, metrics
+        self.timeout_s, self.poll_s = timeout_s, poll_s
+        self.retry_s, self.max_retry_s = retry_s, max_retry_s
+        self.id = webhook_id(url)
+        self.shown = f"{self.id} ({_shown(url)})"
+        self.path = state_dir / f"{self.id}.json"
+        self._floor_ns, self._done = self._load()
+        # (created_ns, id) of alerts known new and not yet handled
+        self._pending: set[tuple[int, str]] = set()
+        self._hints: list[tuple[int, str]] = []
+        self._hint_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._body: tuple[str, bytes] | None = None  # the alert being sent, as JSON
+        self._next_sweep = 0.0  # monotonic time of the next read of the store's list
+        self._unsaved, self._saved_at = False, 0.0
+        host = urlsplit(url).hostname or ""
+        # a proxy from the environment is used for remote receivers only: a loopback one
+        # taken through a proxy would cross the network in plain text
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout_s), follow_redirects=False, verify=verify,
+            trust_env=not _is_loopback(host),
+            headers={"User-Agent": "edgewise-alert-webhook/1"})
+
+    # -- the cursor --------------------------------------------------------------------
+    def _load(self) -> tuple[int, dict[str, int]]:
+        """``(floor_ns, done)`` from the cursor file: every alert created at or before
+        ``floor_ns`` was handled (or is older than the webhook), and ``done`` maps the
+        ids handled since to their creation time. A new webhook starts now (older alerts
+        are not sent), its file written at once."""
+        if not self.path.exists():
+            floor = time.time_ns()
+            self._save(floor, {})
+            return floor, {}
+        try:
+            state = json.loads(self.path.read_text())
+            floor = int(state["floor_ns"])
+            done = {str(k): int(v) for k, v in state["done"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(
+                f"The cursor file {self.path} of alert webhook {self.shown} cannot be read "
+                f"({exc!r}). Remove it to send alerts from now on (those not yet sent are "
+                f"then not sent).") from None
+        return floor, done
+
+    def _save(self, floor_ns: int, done: dict[str, int]) -> None:
+        data = {"webhook": _shown(self.url), "floor_ns": floor_ns, "done": done}
+        write_private(self.path, json.dumps(data, sort_keys=True).encode())
+
+    def _handled(self, created_ns: int, alert_id: str) -> None:
+        """Record that an alert is done with (sent, refused or gone) and persist it."""
+        self._pending.discard((created_ns, alert_id))
+        self._done[alert_id] = created_ns
+        floor = time.time_ns() - CREATION_SLACK_NS
+        if self._pending:
+            floor = min(floor, min(c for c, _ in self._pending) - 1)
+        self._floor_ns = max(self._floor_ns, floor)
+        self._done = {k: v for k, v in self._done.items() if v > self._floor_ns}
+        self._unsaved = True
+        # written once the backlog is sent, else at most every SAVE_EVERY_S: a storm of
+        # alerts does not rewrite the file for each (a crash may send those again)
+        if not self._pending or time.monotonic() - self._saved_at >= self.SAVE_EVERY_S:
+            self._flush()
+
+    #: While alerts are waiting, the cursor file is written at most this often.
+    SAVE_EVERY_S = 1.0
+
+    def _flush(self) -> None:
+        """Write the cursor if something was handled since it was last written."""
+        if not self._unsaved:
+            return
+        try:
+            self._save(self._floor_ns, self._done)
+            self._unsaved = False
+        except OSError as exc:  # sent still: a restart may send them again (at-least-once)
+            log.warning("alert webhook %s: could not save its cursor %s: %s",
+                        self.shown, self.path, exc)
+        self._saved_at = time.monotonic()
+
+    # -- what is new --------------------------------------------------------------------
+    def notify(self, alert: Alert) -> None:
+        """Note that ``alert`` was just stored (it is sent from this webhook's thread; the
+        caller never waits for the receiver)."""
+        with self._hint_lock:
+            self._hints.append((int(alert.created_ns), str(alert.id)))
+        self._wake.set()
+
+    def _take_hints(self) -> None:
+        with self._hint_lock:
+            hints, self._hints = self._hints, []
+        # an alert the gateway just raised is new whatever its creation time says
+        self._pending.update(h for h in hints if h[1] and h[1] not in self._done)
+
+    def _sweep(self, page: int = 1000) -> None:
+        """Add the listed alerts created after the cursor and not handled to the pending
+        ones (all live alerts are read: the list is ordered by start, not creation)."""
+        after: tuple[int, int, str] | None = None
+        while True:
+            alerts = self.store.list_alerts(limit=page, after=after)
+            self._pending.update((a.created_ns, a.id) for a in alerts
+                                 if a.created_ns > self._floor_ns and a.id not in self._done)
+            if len(alerts) < page:
+                return
+            last = alerts[-1]
+            after = (last.start_ns, last.created_ns, last.id)
+
+    def pending(self) -> int:
+        """How many alerts known new are not sent yet."""
+        return len(self._pending)
+
+    # -- sending ------------------------------------------------------------------------
+    def _count(self, outcome: str) -> None:
+        self.metrics.inc(_COUNTER, webhook=self.id, outcome=outcome)
+
+    def _delay(self, failures: int, retry_after: str | None = None) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row."""
+        wait = min(self.retry_s * 2 ** min(failures - 1, 60), self.max_retry_s)
+        wait *= random.uniform(0.5, 1.0)
+        if retry_after is not None and retry_after.strip().isdigit():
+            wait = max(wait, min(float(retry_after.strip()), self.max_retry_s))
+        return wait
+
+    def _send(self, created_ns: int, alert_id: str) -> tuple[str, str | None]:
+        """Send the alert once; ``(outcome, Retry-After)``: ``"delivered"``, ``"refused"``,
+        ``"skipped"`` (merged or deleted before it was sent) or ``"failed"`` (retry)."""
+        if self._body is None or self._body[0] != alert_id:
+            try:
+                alert = self.store.get_alert(alert_id)
+            except KeyError:  # the device was deleted, its alerts with it
+                return "skipped", None
+            if alert.merged_into is not None:  # the alert that covers it is (or was) sent
+                return "skipped", None
+            self._body = (alert_id, json.dumps(alert_payload(alert),
+                                               separators=(",", ":")).encode())
+        body = self._body[1]
+        ts = int(time.time())
+        headers = {"Content-Type": "application/json", "X-Edgewise-Event": EVENT_RAISED,
+                   "X-Edgewise-Delivery": alert_id, "X-Edgewise-Timestamp": str(ts),
+                   "X-Edgewise-Signature": sign(self.secret, ts, body)}
+        try:  # streamed: the receiver's answer body is never read
+            with self._client.stream("POST", self.url, content=body, headers=headers) as r:
+                status, retry_after = r.status_code, r.headers.get("retry-after")
+        except httpx.HTTPError as exc:
+            log.warning("alert webhook %s: alert %s not delivered: %s: %s; retrying",
+                        self.shown, alert_id, type(exc).__name__, exc or "no answer")
+            return "failed", None
+        if 200 <= status < 300:
+            return "delivered", None
+        if status >= 500 or status in (408, 429):
+            log.warning("alert webhook %s: alert %s not delivered: HTTP %d; retrying",
+                        self.shown, alert_id, status)
+            return "failed", retry_after
+        if 300 <= status < 400:
+            log.warning("alert webhook %s: alert %s answered with HTTP %d, a redirect to %s, "
+                        "which is never followed (configure the URL it names): not sent "
+                        "again", self.shown, alert_id, status,
+                        _shown_location(r.headers.get("location") or ""))
+        else:
+            log.warning("alert webhook %s: alert %s refused with HTTP %d: not sent again "
+                        "(only no answer, 5xx, 408 and 429 are retried)",
+                        self.shown, alert_id, status)
+        return "refused", None
+
+    def run_once(self, failures: int = 0) -> int:
+        """One step of the thread: read what is new, send the oldest pending alert;
+        return the failures in a row since (0 after a delivery, refusal or skip)."""
+        self._wake.clear()
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.poll_s
+            self._sweep()
+        self._take_hints()
+        self.metrics.set(_PENDING, len(self._pending), webhook=self.id)
+        if not self._pending:
+            self._wake.wait(max(0.0, self._next_sweep - time.monotonic()))
+            return failures
+        created_ns, alert_id = min(self._pending)
+        outcome, retry_after = self._send(created_ns, alert_id)
+        self._count(outcome)
+        if outcome == "failed":
+            failures += 1
+            self._stop.wait(self._delay(failures, retry_after))
+            return failures
+        self._body = None
+        self._handled(created_ns, alert_id)
+        self.metrics.set(_PENDING, len(self._pending), webhook=self.id)
+        return 0
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                failures = self.run_once(failures)
+            except Exception as exc:  # the store unavailable, a bug: log, wait, go on
+                failures += 1
+                self._next_sweep = 0.0  # read the list again once it answers
+                log.warning("alert webhook %s: %s: %s; trying again", self.shown,
+                            type(exc).__name__, exc)
+                self._stop.wait(self._delay(failures))
+
+    def start(self) -> None:
+        """Start the thread (its first step reads the store's list: alerts missed while
+        the gateway was down)."""
+        if self._thread is None:
+            self._stop.clear()
+            self._next_sweep = 0.0
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"alert-webhook-{self.id}")
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread (a POST in flight is waited for, up to the timeout) and the
+        client; what is not sent yet is sent after the next start."""
+        self._stop.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(self.timeout_s + 2.0)
+            if thread.is_alive():
+                log.warning("alert webhook %s: a POST still in flight at stop; left behind",
+                            self.shown)
+                return
+        self._flush()
+        self._client.close()
+
+
+class AlertWebhooks:
+    """Every alert webhook of ``settings``, sending the new alerts of ``store``.
+
+    Hand :meth:`notify` each new alert (the gateway does, from its alert manager); call
+    :meth:`start` and :meth:`close`. Built only when ``settings.alert_webhook_urls`` names
+    one or more: a bad URL, CA file or secret raises :class:`ConfigError` here, before
+    anything is sent. :attr:`secret_made` is the secret file made by this start (``None``
+    when the secret is configured or was made before).
+
+    >>> import tempfile
+    >>> from edgewise.store import open_store
+    >>> d = Path(tempfile.mkdtemp())
+    >>> store = open_store("duckdb://:memory:")
+    >>> hooks = AlertWebhooks(Settings(data_dir=d, alert_webhooks="https://ops.example.org/h"),
+    ...                       store, Metrics())
+    >>> [w.id for w in hooks.webhooks], hooks.secret_made == d / SECRET_FILE
+    (['ff455924'], True)
+    >>> hooks.close(); store.close()
+    """
+
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
+        urls = _unique(settings.alert_webhook_urls)
+        verify: bool | ssl.SSLContext = True
+        if settings.alert_webhook_ca_file:
+            try:
+                verify = ssl.create_default_context(cafile=settings.alert_webhook_ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"Setting 'alert_webhook_ca_file' (EDGEWISE_ALERT_WEBHOOK_CA_FILE, "
+                    f"--alert-webhook-ca-file) has value {settings.alert_webhook_ca_file!r}, "
+                    f"which cannot be loaded as PEM CA certificates: "
+                    f"{getattr(exc, 'strerror', None) or exc}") from None
+        self.secret, self.secret_made = webhook_secret(settings.data_dir,
+                                                       settings.alert_webhook_secret)
+        state_dir = settings.data_dir / "webhooks"
+        self.webhooks: list[Webhook] = []
+        try:
+            for url in urls:
+                self.webhooks.append(Webhook(
+                    url, store, self.secret, metrics, state_dir,
+                    timeout_s=settings.alert_webhook_timeout_s,
+                    poll_s=settings.alert_webhook_poll_s,
+                    retry_s=settings.alert_webhook_retry_s,
+                    max_retry_s=settings.alert_webhook_max_retry_s, verify=verify))
+        except BaseException:
+            self.close()
+            raise
+
+    def notify(self, alert: Alert) -> None:
+        """Hand a just-stored alert to every webhook (returns at once)."""
+        for w in self.webhooks:
+            w.notify(alert)
+
+    def start(self) -> None:
+        """Start every webhook's thread."""
+        for w in self.webhooks:
+            w.start()
+
+    def close(self) -> None:
+        """Stop every webhook's thread; safe to call twice."""
+        for w in self.webhooks:
+            with contextlib.suppress(Exception):
+                w.close()
+
+
+def _unique(urls: Iterable[str]) -> list[str]:
+    """``urls`` without repeats, in order (one URL given twice is one webhook)."""
+    out: list[str] = []
+    for u in urls:
+        if u not in out:
+            out.append(u)
+    return out
