@@ -687,7 +687,7 @@ def load_groups(path: str | Path) -> BehaviourGroups:
                               version=FORMAT_VERSION, remedy="fit the groups again")
     try:
         return _from_doc(json.loads(body))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # Recursion: nested JSON
         raise GroupsFileError(f"Groups file {name!r} does not hold a groups model this "
                               f"Edgewise can read ({type(exc).__name__}: {exc}); fit the "
                               "groups again.") from None

@@ -35,7 +35,14 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["read_model_file", "read_model_header", "write_model_file"]
+__all__ = ["MAX_HEADER_BYTES", "read_model_file", "read_model_header", "write_model_file"]
+
+#: The longest header line (its newline included) a reader accepts: a file whose header
+#: line is longer (a damaged newline runs it into the body) is refused after reading this
+#: much, never read whole. A RUL header grows about 480 bytes per sensor with 59-character
+#: names (sensor, condition and feature names), so this allows some 8,800 such sensors; the
+#: forecast and groups headers are a few hundred bytes.
+MAX_HEADER_BYTES = 4 * 2**20
 
 
 def write_model_file(path: str | Path, magic: bytes, header: dict[str, Any],
@@ -66,8 +73,18 @@ def _read_header(fh: BinaryIO, path: str | Path, magic: bytes, error: type[Excep
     if fh.read(len(magic)) != magic:
         raise error(f"File {str(path)!r} is not an Edgewise {what} file (it does not start "
                     f"with {magic.decode(errors='replace').strip()}).")
+    line = fh.readline(MAX_HEADER_BYTES + 1)
+    if len(line) > MAX_HEADER_BYTES:
+        raise error(f"File {str(path)!r} has a damaged header: its header line has no end "
+                    f"within {MAX_HEADER_BYTES >> 20} MiB (an Edgewise {what} file's header "
+                    f"is one JSON line of at most {MAX_HEADER_BYTES >> 20} MiB); copy the "
+                    "file again or write it anew.")
     try:
-        head = json.loads(fh.readline())
+        head = json.loads(line)
+    except RecursionError:
+        raise error(f"File {str(path)!r} has a damaged header: its JSON nests too deeply to "
+                    f"read (an Edgewise {what} file's header is one flat JSON object); copy "
+                    "the file again or write it anew.") from None
     except ValueError as exc:
         raise error(f"File {str(path)!r} has a damaged header: {exc}.") from None
     if not isinstance(head, dict):
@@ -78,7 +95,9 @@ def _read_header(fh: BinaryIO, path: str | Path, magic: bytes, error: type[Excep
 def read_model_header(path: str | Path, magic: bytes, error: type[Exception], *,
                       what: str) -> dict[str, Any]:
     """The JSON header of a model file of kind ``magic``, without reading its body; a file
-    of another kind or with a damaged header raises ``error`` naming it."""
+    of another kind or with a damaged header (not a JSON object, nested too deeply to read, or
+    a line longer than :data:`MAX_HEADER_BYTES`, of which no more is read) raises ``error``
+    naming it."""
     with open(path, "rb") as fh:
         return _read_header(fh, path, magic, error, what)
 
