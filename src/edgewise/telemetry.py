@@ -110,11 +110,23 @@ class Decoded:
     ``seqs`` holds the seq of every message that carried a valid one, including messages
     whose content was rejected: those are handled (reported or dead-lettered), and their
     seqs must count towards the acknowledgement watermark.
+
+    ``relative_times`` is True when the payload was SenML, gave at least one reading, and
+    every record time it read was relative to the arrival (no time, or a base time plus
+    time below 2**28 s, RFC 8428 4.5.3; an absolute time counts even in a record then
+    refused, as too far in the future): such readings are stamped anew at each delivery,
+    so the store's (device, metric, time) dedup cannot tell a re-delivery from new ones.
+
+    >>> decode(b'[{"n": "t", "v": 1}, {"n": "u", "t": -5, "v": 2}]', "d").relative_times
+    True
+    >>> decode(b'[{"bt": 1.7e9, "n": "t", "v": 1}]', "d").relative_times
+    False
     """
 
     readings: list[Reading] = field(default_factory=list)
     rejected: list[PayloadError] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
+    relative_times: bool = False
 
 
 def validate_device_id(device_id: str) -> str:
@@ -656,6 +668,7 @@ def _decode_senml(
 ) -> None:
     bn, bu, bt, bv = "", None, 0.0, 0.0
     seq: int | None = None
+    absolute = False  # a value record's time was absolute (even if the record was refused)
     for i, rec in enumerate(records):
         try:
             if not isinstance(rec, dict):
@@ -754,6 +767,8 @@ def _decode_senml(
             t = bt + (_check_value(rec["t"], "t", device_id, i) if "t" in rec else 0.0)
             if t < _SENML_RELATIVE_LIMIT:
                 t = now_ns / 1e9 + t
+            else:
+                absolute = True
             ts_ns = parse_time(
                 t, field_name="t", now_ns=now_ns, max_future_s=max_future_s,
                 device_id=device_id, index=i,
@@ -765,6 +780,7 @@ def _decode_senml(
             out.rejected.append(exc)
         except Exception as exc:  # a bug here must cost one record, never the device
             out.rejected.append(_undecodable(exc, device_id, i))
+    out.relative_times = bool(out.readings) and not absolute
 
 
 def _ts_out(ts_ns: int) -> float | int:

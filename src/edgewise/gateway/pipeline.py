@@ -63,7 +63,6 @@ from edgewise.security.ratelimit import RateLimiter
 from edgewise.store.base import Alert, AppendResult, Store
 from edgewise.telemetry import (
     _MAX_SEQ,
-    _SENML_RELATIVE_LIMIT,
     GZIP_MAGIC,
     Decoded,
     Reading,
@@ -356,7 +355,7 @@ class Pipeline:
                     out.append(exc)
                     continue
                 taken[device_id] = taken.get(device_id, 0) + len(dec.readings)
-                if self._redelivered(device_id, payload, dec):
+                if self._redelivered(device_id, dec):
                     counts.append(("edgewise_readings_duplicate_total", len(dec.readings),
                                    None))
                     out.append(IngestResult(duplicates=len(dec.readings),
@@ -475,8 +474,8 @@ class Pipeline:
             else:
                 self.metrics.inc(name, n, reason=reason)
 
-    def _redelivered(self, device_id: str, payload: bytes, dec: Decoded) -> bool:
-        """Whether ``dec`` (decoded from ``payload``) is a message already stored, delivered
+    def _redelivered(self, device_id: str, dec: Decoded) -> bool:
+        """Whether ``dec`` (a decoded message) is a message already stored, delivered
         again, whose readings' times were stamped on arrival.
 
         A SenML message with no time, or with times relative to now (RFC 8428: below
@@ -485,8 +484,8 @@ class Pipeline:
         readings. It is taken for a re-delivery, acknowledged and not stored again, only
         when all of these hold:
 
-        - every record's time is relative (a message with an absolute time is left to
-          the store's dedup, as any other);
+        - every record's time is relative (``dec.relative_times``, as the decoder found
+          it: a message with an absolute time is left to the store's dedup, as any other);
         - every seq of the message (all >= 1) is recorded as stored for the device;
         - every reading matches a stored reading of the same metric and value, shifted
           back by one and the same interval of at most ``redelivery_window_s`` (the gap
@@ -508,10 +507,12 @@ class Pipeline:
         >>> store.count_readings()
         1
         >>> p.close(); store.close()
+
+        The checks run cheapest first: the decoder's flags, then the seqs against the
+        in-memory tracker (neither waits for a commit in flight), and only then the
+        stored readings, one metric first, the others only when it matched.
         """
-        if (not dec.readings or not dec.seqs or min(dec.seqs) < 1
-                or not _relative_times(payload,
-                                       _SEQ_SCAN_FACTOR * self.settings.max_payload_bytes)):
+        if not dec.relative_times or not dec.readings or not dec.seqs or min(dec.seqs) < 1:
             return False
         wm = self.store.seq_watermark(device_id)
         if max(dec.seqs) > wm:
@@ -526,14 +527,23 @@ class Pipeline:
         by_metric: dict[str, list[Reading]] = {}
         for r in dec.readings:
             by_metric.setdefault(r.metric, []).append(r)
+        r0 = dec.readings[0]
         stored: dict[str, dict[int, float]] = {}
-        for metric, rs in by_metric.items():
+
+        def load(metric: str) -> dict[int, float]:
+            rs = by_metric[metric]
             lo, hi = min(r.ts_ns for r in rs), max(r.ts_ns for r in rs)
             stored[metric] = {ts: v for _, ts, v in self.store.query(
                 device_id, metric, lo - window, hi)}
-        r0 = dec.readings[0]
-        shifts = [r0.ts_ns - ts for ts, v in stored[r0.metric].items()
+            return stored[metric]
+
+        shifts = [r0.ts_ns - ts for ts, v in load(r0.metric).items()
                   if v == r0.value and 0 < r0.ts_ns - ts <= window]
+        if not shifts:  # the first reading has no earlier twin: the others are not read
+            return False
+        for metric in by_metric:
+            if metric not in stored:
+                load(metric)
         return any(all(stored[r.metric].get(r.ts_ns - d) == r.value for r in dec.readings)
                    for d in shifts)
 
@@ -1123,44 +1133,6 @@ def _seqs_of(payload: bytes, max_bytes: int) -> list[int]:
                 and type(r.get("seq")) is int and 0 <= r["seq"] < _MAX_SEQ]
     except Exception:
         return []
-
-
-def _relative_times(payload: bytes, max_bytes: int) -> bool:
-    """Whether ``payload`` is SenML whose every value record's time is relative to its
-    arrival (no time, or a base time plus time below 2**28 s, RFC 8428 4.5.3); a
-    gzipped payload is inflated, never past ``max_bytes``.
-
-    >>> _relative_times(b'[{"n": "t", "v": 1, "seq": 1}]', 100)
-    True
-    >>> _relative_times(b'[{"bt": 1.7e9, "n": "t", "v": 1}]', 100)
-    False
-    >>> _relative_times(b'{"ts": 1, "metrics": {"t": 1}}', 100)
-    False
-    """
-    try:
-        if payload.startswith(GZIP_MAGIC):
-            inflate = zlib.decompressobj(wbits=31)
-            payload = inflate.decompress(payload, max_bytes + 1)
-            if len(payload) > max_bytes or not inflate.eof:
-                return False
-        if not payload.lstrip()[:1] == b"[":  # compact JSON (an object): not parsed again
-            return False
-        doc = json.loads(payload)
-        if not isinstance(doc, list):
-            return False
-        bt, values = 0.0, 0
-        for rec in doc:
-            if not isinstance(rec, dict):
-                return False
-            if "bt" in rec:
-                bt = float(rec["bt"])
-            if "v" in rec or "vb" in rec:
-                values += 1
-                if bt + float(rec.get("t", 0.0)) >= _SENML_RELATIVE_LIMIT:
-                    return False
-        return values > 0
-    except Exception:
-        return False
 
 
 #: At most this many seq ranges are spelled out in a seq_gap alert's message.

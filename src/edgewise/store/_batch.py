@@ -15,6 +15,7 @@ backends' counts identical, which the contract suite checks.
 from __future__ import annotations
 
 import bisect
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -268,6 +269,11 @@ class SeqTracker:
     number of holes, not of seqs: a device that lost seq 5 for good and sent 6..1,000,000
     since holds one run, not a million seqs sorted again at every gap check.
 
+    Every method holds the tracker's own lock while it reads or changes the dicts, so
+    readers (:meth:`watermark`, :meth:`gaps`) never wait for the store's write lock,
+    which is held for a whole transaction; writers still call :meth:`fresh` and
+    :meth:`add` under that write lock, so a batch's seqs are added only after its commit.
+
     >>> t = SeqTracker()
     >>> t.add("d", {1, 2, 4, 7})
     >>> t.watermark("d"), t.gaps("d")
@@ -279,26 +285,38 @@ class SeqTracker:
     """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards _wm and _above (held only for dict work)
         self._wm: dict[str, int] = {}
         # device -> (starts, ends) of its runs of stored seqs above the watermark
         self._above: dict[str, tuple[list[int], list[int]]] = {}
 
     def load(self, device_id: str, watermark: int, above: Iterable[int]) -> None:
-        """Set a device's state from storage."""
-        self._wm[device_id] = watermark
-        self._above[device_id] = ([], [])
-        self._insert(device_id, sorted({s for s in above if s > watermark}))
-        self.add(device_id, ())
+        """Set a device's state from storage.
+
+        >>> t = SeqTracker(); t.load("d", 3, [2, 4, 6]); t.watermark("d"), t.gaps("d")
+        (4, [(5, 5)])
+        """
+        new = sorted({s for s in above if s > watermark})
+        with self._lock:
+            self._wm[device_id] = watermark
+            self._above[device_id] = ([], [])
+            self._insert(device_id, new)
+            self._advance(device_id, ())
 
     def _has(self, device_id: str, s: int) -> bool:
         starts, ends = self._above.get(device_id, ((), ()))
         i = bisect.bisect_right(starts, s) - 1
         return i >= 0 and ends[i] >= s
 
-    def new_seqs(self, device_id: str, seqs: set[int]) -> set[int]:
-        """The seqs of ``seqs`` not stored yet."""
+    def _new(self, device_id: str, seqs: Iterable[int]) -> set[int]:
+        """:meth:`new_seqs` without taking the lock (the caller holds it)."""
         wm = self._wm.get(device_id, 0)
         return {s for s in seqs if s > wm and not self._has(device_id, s)}
+
+    def new_seqs(self, device_id: str, seqs: set[int]) -> set[int]:
+        """The seqs of ``seqs`` not stored yet."""
+        with self._lock:
+            return self._new(device_id, seqs)
 
     def fresh(self, seq_sets: Mapping[str, set[int]]) -> dict[str, set[int]]:
         """Per device, the seqs of ``seq_sets`` not stored yet (devices with none left out).
@@ -308,14 +326,16 @@ class SeqTracker:
         {'d': {3}}
         """
         out: dict[str, set[int]] = {}
-        for device_id, values in seq_sets.items():
-            new = self.new_seqs(device_id, values)
-            if new:
-                out[device_id] = new
+        with self._lock:
+            for device_id, values in seq_sets.items():
+                new = self._new(device_id, values)
+                if new:
+                    out[device_id] = new
         return out
 
     def _insert(self, device_id: str, seqs: Iterable[int]) -> None:
-        """Add seqs (any order, repeats allowed) to the device's runs, merging neighbours."""
+        """Add seqs (any order, repeats allowed) to the device's runs, merging neighbours
+        (the caller holds the lock)."""
         starts, ends = self._above.setdefault(device_id, ([], []))
         new = sorted(set(seqs))
         j = 0
@@ -333,8 +353,8 @@ class SeqTracker:
             starts[lo:hi] = [a]
             ends[lo:hi] = [b]
 
-    def add(self, device_id: str, seqs: Iterable[int]) -> None:
-        """Record committed seqs and advance the watermark."""
+    def _advance(self, device_id: str, seqs: Iterable[int]) -> None:
+        """:meth:`add` without taking the lock (the caller holds it)."""
         wm = self._wm.get(device_id, 0)
         self._insert(device_id, (s for s in seqs if s > wm))
         starts, ends = self._above[device_id]
@@ -343,25 +363,34 @@ class SeqTracker:
             del starts[0], ends[0]
         self._wm[device_id] = wm
 
+    def add(self, device_id: str, seqs: Iterable[int]) -> None:
+        """Record committed seqs and advance the watermark."""
+        with self._lock:
+            self._advance(device_id, seqs)
+
     def watermark(self, device_id: str) -> int:
         """Highest ``w`` with 1..w all stored."""
-        return self._wm.get(device_id, 0)
+        with self._lock:
+            return self._wm.get(device_id, 0)
 
     def watermarks(self) -> dict[str, int]:
         """Every device's watermark."""
-        return dict(self._wm)
+        with self._lock:
+            return dict(self._wm)
 
     def gaps(self, device_id: str) -> list[tuple[int, int]]:
         """Missing ranges between the watermark and the highest stored seq."""
-        starts, ends = self._above.get(device_id, ((), ()))
-        out: list[tuple[int, int]] = []
-        prev = self._wm.get(device_id, 0)
-        for a, b in zip(starts, ends, strict=True):
-            out.append((prev + 1, a - 1))  # runs never touch: a > prev + 1
-            prev = b
+        with self._lock:
+            starts, ends = self._above.get(device_id, ((), ()))
+            out: list[tuple[int, int]] = []
+            prev = self._wm.get(device_id, 0)
+            for a, b in zip(starts, ends, strict=True):
+                out.append((prev + 1, a - 1))  # runs never touch: a > prev + 1
+                prev = b
         return out
 
     def forget(self, device_id: str) -> None:
         """Drop a device (after delete_device)."""
-        self._wm.pop(device_id, None)
-        self._above.pop(device_id, None)
+        with self._lock:
+            self._wm.pop(device_id, None)
+            self._above.pop(device_id, None)

@@ -44,7 +44,9 @@ def _load_tracker(
 
 
 def _marks_to_move(tracker: SeqTracker, marks: Mapping[str, int]) -> dict[str, int]:
-    """Devices whose watermark passed their stored mark, with the new mark."""
+    """Devices whose watermark passed their stored mark, with the new mark (the caller
+    holds the write lock, which guards ``marks``; the watermarks are one snapshot taken
+    under the tracker's own lock)."""
     return {d: w for d, w in tracker.watermarks().items() if w > marks.get(d, 0)}
 
 
@@ -323,8 +325,10 @@ class SQLStoreMixin:
 
     A backend that mixes this in provides ``url``; ``_ph``, its placeholder (``?`` or
     ``%s``); ``_db_error``, its driver's base exception; ``_seqs`` (a
-    :class:`~edgewise.store._batch.SeqTracker`), ``_appends`` and ``_closed``; ``_wlock``,
-    the lock that serialises writers and guards ``_seqs``; ``_bucket``, the SQL of a
+    :class:`~edgewise.store._batch.SeqTracker`, which guards itself: readers of seqs never
+    take ``_wlock``), ``_appends`` and ``_closed``; ``_wlock``, the lock that serialises
+    writers (held for a whole append's transaction; a writer adds its seqs to ``_seqs``
+    only after the commit, under it); ``_bucket``, the SQL of a
     reading's bucket start for ``query(step_ns=…)`` with ``{step}`` in it (integer division
     is one dialect difference there); ``_mean``, the SQL of a bucket's average that neither
     overflows nor underflows (the other); ``_read(sql, params)``, which runs a query on a
@@ -392,8 +396,9 @@ class SQLStoreMixin:
     def _committed(
         self, result: AppendResult, new_seqs: Mapping[str, set[int]], p: Prepared
     ) -> AppendResult:
-        """After an append committed (with ``_wlock`` held): advance the watermarks, compact
-        the seqs every ``COMPACT_EVERY`` appends, and fill ``result.watermarks``."""
+        """After an append committed (with ``_wlock`` held): advance the watermarks (only
+        now do readers of ``_seqs`` see the batch's seqs as stored), compact the seqs every
+        ``COMPACT_EVERY`` appends, and fill ``result.watermarks``."""
         for device_id, new in new_seqs.items():
             self._seqs.add(device_id, new)
         self._appends += 1
@@ -499,7 +504,8 @@ class SQLStoreMixin:
         return _alert_from_row(row)
 
     def seq_watermark(self, device_id: str) -> int:
-        """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1)."""
+        """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1), and, as
+        :meth:`seq_gaps`, never waits for a commit in flight."""
         return self._seqs.watermark(device_id)
 
     def has_device_data(self, device_id: str) -> bool:
@@ -521,9 +527,20 @@ class SQLStoreMixin:
         return bool(self._read(sql, [device_id] * len(DEVICE_TABLES))[0][0])
 
     def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
-        """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
-        with self._wlock:
-            return self._seqs.gaps(device_id)
+        """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen.
+
+        Read from the in-memory tracker under its own lock, never the write lock: the
+        answer does not wait for a commit in flight (its seqs count once it is committed).
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.telemetry import Reading
+        >>> s = open_store("duckdb://:memory:")
+        >>> _ = s.append([Reading("pump-1", "t", 1, 1.0)], seqs={"pump-1": [1, 4, 5, 8]})
+        >>> s.seq_gaps("pump-1"), s.seq_watermark("pump-1")
+        ([(2, 3), (6, 7)], 1)
+        >>> s.close()
+        """
+        return self._seqs.gaps(device_id)
 
     def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
         """Conflicting readings, newest first."""

@@ -302,7 +302,9 @@ class DuckDBStore(SQLStoreMixin):
             _remove_purge_leftovers(Path(target))
         if new:  # the fleet's readings: the owner's only, whatever the directory's mode
             make_private(target)
-        self._wlock = threading.RLock()  # serialises writers; guards _seqs
+        # serialises writers (held for a whole transaction); guards _marks. _seqs (a
+        # SeqTracker) guards itself, so seq_gaps/seq_watermark never wait for a commit
+        self._wlock = threading.RLock()
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cur_lock = threading.Lock()  # guards _cursors (readers take it, not _wlock)
@@ -390,7 +392,8 @@ class DuckDBStore(SQLStoreMixin):
         """Fold each device's stored seqs 1..watermark into one seq_marks row (one transaction).
 
         Keeps the seqs table (one row per message) from growing without bound; runs at open,
-        at close and every ``COMPACT_EVERY`` appends. A crash in the middle rolls it back.
+        at close and every ``COMPACT_EVERY`` appends (the caller holds ``_wlock``, which
+        guards ``_marks``, or is opening the store). A crash in the middle rolls it back.
         """
         moved = _marks_to_move(self._seqs, self._marks)
         if not moved:

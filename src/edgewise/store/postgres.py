@@ -240,6 +240,8 @@ class PostgresStore(SQLStoreMixin):
         self._psycopg = psycopg
         self._db_error = psycopg.Error
         self._conninfo, self.schema, self.url = _split_url(url)
+        # serialises writers (held for a whole transaction); guards _marks. _seqs (a
+        # SeqTracker) guards itself, so seq_gaps/seq_watermark never wait for a commit
         self._wlock = threading.RLock()
         self._rlock = threading.RLock()
         self._writer: Any = None
@@ -400,10 +402,10 @@ class PostgresStore(SQLStoreMixin):
 
     def _compact_seqs(self) -> None:
         """Fold each device's seqs 1..watermark into its seq_marks row (one transaction)."""
-        moved = _marks_to_move(self._seqs, self._marks)
-        if not moved:
-            return
-        with self._wlock:
+        with self._wlock:  # guards _marks (_seqs guards itself)
+            moved = _marks_to_move(self._seqs, self._marks)
+            if not moved:
+                return
             con = self._write_con()
             devs, marks = list(moved), list(moved.values())
             with con.transaction():
