@@ -231,11 +231,13 @@ def device_delete(
             ack = _clear_retained_ack(mqtt, device_id)  # after the revocation: no ack follows
             if why_not is not None:
                 raise _data_not_deleted(device_id, registered, releases, why_not, as_json)
-            rows = 0
+            rows, pending = 0, False
             if st is not None:
                 try:
                     _forget_detector_state(st, settings, device_id)
                     rows = st.delete_device(device_id)
+                    # DuckDB: True when its purge failed (the deletion stands; it logged why)
+                    pending = getattr(st, "purge_pending", None) if rows else False
                 except StoreError as exc:
                     raise _data_not_deleted(device_id, registered, releases, str(exc),
                                             as_json) from None
@@ -253,7 +255,8 @@ def device_delete(
                            code=1)
             sec.data_deleted(device_id)
             sec.audit("cli", "device.delete_data", device_id,
-                      {"rows": rows, "labels": labels, "label_models": models})
+                      {"rows": rows, "labels": labels, "label_models": models,
+                       **({"purge_pending": True} if pending else {})})
     finally:
         if st is not None:
             st.close()
@@ -261,6 +264,7 @@ def device_delete(
         typer.echo(json.dumps({"id": device_id, "credentials_deleted": registered,
                                "rows_deleted": rows, "labels_deleted": labels,
                                "label_models_deleted": models, "releases_withdrawn": releases,
+                               "purge_pending": pending,
                                **({} if ack is None else {"retained_ack_cleared": ack})}))
         return
     creds = "credentials revoked" if registered else "was not registered"
@@ -268,7 +272,9 @@ def device_delete(
                + (f"; {models} model files deleted (label and transfer models its data "
                   "trained)" if models else "")
                + (f"; {len(releases)} model releases withdrawn" if releases else "")
-               + ("; retained ack cleared" if ack else ""))
+               + ("; retained ack cleared" if ack else "")
+               + ("; the deleted rows' bytes stay in the store file until a purge succeeds "
+                  "(the next open of the store, or 'edgewise store purge')" if pending else ""))
 
 
 def _data_not_deleted(device_id: str, registered: bool, releases: list[int], why: str,

@@ -96,7 +96,9 @@ class Gateway:
         self.http_server: Any = None
         self._http_task: asyncio.Task[Any] | None = None
         self._retention_task: asyncio.Task[Any] | None = None
-        self._unpurged = False  # retention deleted readings not yet purged from the disk
+        # retention deleted readings not yet purged from the disk: the store notes it in its
+        # file (DuckDB), so the first pass after a restart purges what the last run left
+        self._unpurged = bool(getattr(self.store, "purge_pending", False))
         self._last_purge_ns: int | None = None
 
     #: Retention purges what it deleted from the disk at most this often: a purge

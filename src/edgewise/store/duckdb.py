@@ -35,7 +35,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -143,6 +145,14 @@ def _connect(path: Path | str) -> duckdb.DuckDBPyConnection:
 #: absent from the purged copy: a store that opens with it had a purge cut short, and
 #: purges at open.
 _PURGE_PENDING = "purge_pending"
+#: ew_meta key written in the transaction of a retention delete that left its purge for
+#: later (``delete_before(purge=False)``), absent from the purged copy. Unlike
+#: ``_PURGE_PENDING`` it does not make the open purge: the gateway's hourly retention
+#: keeps it set most of the time, so every start (and every CLI command that opens a
+#: stopped gateway's store) would rewrite the whole file. It makes
+#: :attr:`DuckDBStore.purge_pending` True instead, which the gateway reads at start, so
+#: its first retention pass (run at start, in the background) purges.
+_RETENTION_UNPURGED = "retention_unpurged"
 
 
 def _purge_dir_prefix(path: Path) -> str:
@@ -162,6 +172,67 @@ def _sync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (a store file named ``we"ird.duckdb``).
+
+    >>> _ident('we"ird')
+    '"we""ird"'
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _user(uid: int) -> str:
+    """A user for a message: name and uid (the uid alone where it has no name)."""
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(uid).pw_name!r} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def _owner_of(path: Path) -> os.stat_result:
+    """The stat of the store file ``path``, whose owner a purged copy must get; a
+    StoreError, before anything is written, when this process cannot give it (it is not
+    root and not the file's owner: the copy, made by this process, would take the store
+    from its owner, e.g. the gateway's user)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise StoreError(f"Purge of {str(path)!r} failed: cannot stat the file ({exc}).") from exc
+    euid = os.geteuid() if hasattr(os, "geteuid") else None
+    if euid not in (None, 0, st.st_uid):
+        raise StoreError(
+            f"Purge of {str(path)!r} refused: the file belongs to {_user(st.st_uid)}, and "
+            f"this process runs as {_user(euid)} (not root), so the purged copy could not be "
+            "given the file's owner. Run the purge as the file's owner (the gateway's user) "
+            "or as root. Nothing was changed."
+        )
+    return st
+
+
+def _give_owner(fresh: Path, owner: os.stat_result, url: str) -> None:
+    """Give the purged copy ``fresh`` the owner, group and mode of the store file
+    (``owner``, its stat), before it replaces it. A group this process may not give
+    (it is the owner but not in the group) is left, and the copy gets no group access."""
+    mode = stat.S_IMODE(owner.st_mode)
+    now = fresh.stat()
+    if (now.st_uid, now.st_gid) != (owner.st_uid, owner.st_gid):
+        try:
+            os.chown(fresh, owner.st_uid, owner.st_gid)
+        except OSError as exc:
+            if now.st_uid != owner.st_uid:
+                raise StoreError(
+                    f"Purge of {url!r} failed: the purged copy {str(fresh)!r} cannot be given "
+                    f"the store file's owner, {_user(owner.st_uid)} ({exc}); the store file "
+                    "was not replaced. Run the purge as that user."
+                ) from exc
+            mode &= ~0o070
+            log.warning("Purge of %s: the purged file keeps group %d, not the store file's "
+                        "%d (%s); it gets no group access", url, now.st_gid, owner.st_gid, exc)
+    os.chmod(fresh, mode)
 
 
 class _SwapGate:
@@ -561,7 +632,10 @@ class DuckDBStore(SQLStoreMixin):
         write-ahead log. A crash before the purge is done leaves the rows deleted and a
         mark that makes the next open finish the purge. ``purge=False`` leaves the purge
         to one :meth:`purge` call after several deletions (the mark is written all the
-        same, so a crash before that call is covered too).
+        same, so a crash before that call is covered too). A purge that fails (e.g. no
+        free disk for the copy) does not undo or fail the committed deletion: a warning
+        is logged, :attr:`purge_pending` stays True and the next open or :meth:`purge`
+        finishes it.
 
         >>> from edgewise.telemetry import Reading
         >>> s = DuckDBStore(":memory:")
@@ -592,7 +666,12 @@ class DuckDBStore(SQLStoreMixin):
             with self._stats_lock:
                 self._stats.pop(device_id, None)
             if total and purge:
-                self.purge()
+                try:
+                    self.purge()
+                except StoreError as exc:  # committed: the caller finishes the deletion
+                    log.warning("Device %r was deleted from %s, but its rows' bytes stay "
+                                "in the file until a purge succeeds (the next open or "
+                                "purge() tries again): %s", device_id, self.url, exc)
             return total
 
     def delete_before(
@@ -603,7 +682,9 @@ class DuckDBStore(SQLStoreMixin):
         Seqs are kept, so a device's watermark does not move back. The deleted rows'
         bytes stay in the file (DuckDB only marks them deleted) until :meth:`purge`, which
         rewrites the whole file: pass ``purge=True`` to do it now, or call :meth:`purge`
-        once after several retention passes (the gateway does so once a day).
+        once after several retention passes (the gateway does so once a day). Rows
+        deleted and not purged are noted in the file, in the delete's transaction:
+        :attr:`purge_pending` says so after a restart too, until a purge succeeds.
 
         >>> from edgewise.telemetry import Reading
         >>> s = DuckDBStore(":memory:")
@@ -623,6 +704,8 @@ class DuckDBStore(SQLStoreMixin):
                 n = int(row[0]) if row else 0
                 if n and purge:
                     self._mark_purge_pending(con)
+                elif n and self.PURGES_BY_DEFAULT:  # a later retention pass purges them
+                    self._mark_purge_pending(con, _RETENTION_UNPURGED)
                 con.execute("COMMIT")
             except duckdb.Error as exc:
                 con.execute("ROLLBACK")
@@ -638,17 +721,47 @@ class DuckDBStore(SQLStoreMixin):
 
     # -- purge ------------------------------------------------------------------------------
 
-    def _mark_purge_pending(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Write the purge mark (in the caller's transaction; not for in-memory stores)."""
+    def _mark_purge_pending(
+        self, con: duckdb.DuckDBPyConnection, key: str = _PURGE_PENDING
+    ) -> None:
+        """Write a purge mark (in the caller's transaction; not for in-memory stores)."""
         if self.path == ":memory:":
             return
-        con.execute("DELETE FROM ew_meta WHERE key = ?", [_PURGE_PENDING])
-        con.execute("INSERT INTO ew_meta VALUES (?, '1')", [_PURGE_PENDING])
+        con.execute("DELETE FROM ew_meta WHERE key = ?", [key])
+        con.execute("INSERT INTO ew_meta VALUES (?, '1')", [key])
 
-    def _purge_pending(self) -> bool:
+    def _purge_pending(self, *keys: str) -> bool:
+        """Whether one of the marks ``keys`` (default: the one that makes the open purge)
+        is in the file."""
         row = self._con.execute(
-            "SELECT count(*) FROM ew_meta WHERE key = ?", [_PURGE_PENDING]).fetchone()
+            "SELECT count(*) FROM ew_meta WHERE list_contains(?, key)",
+            [list(keys or (_PURGE_PENDING,))]).fetchone()
         return bool(row and row[0])
+
+    @property
+    def purge_pending(self) -> bool:
+        """True while rows deleted from this store keep their bytes in its file: a
+        device deletion whose purge failed or was left for later (``purge=False``), or a
+        retention delete not purged yet; also after a restart, until a purge succeeds.
+
+        >>> import tempfile, pathlib
+        >>> from edgewise.telemetry import Reading
+        >>> s = DuckDBStore(pathlib.Path(tempfile.mkdtemp()) / "ew.duckdb")
+        >>> _ = s.append([Reading("a", "t", 1, 1.0), Reading("a", "t", 5, 2.0)])
+        >>> s.delete_before(3), s.purge_pending
+        (1, True)
+        >>> s.purge(), s.purge_pending
+        (True, False)
+        >>> s.close()
+        """
+        if self.path == ":memory:":
+            return False
+        with self._wlock:
+            self._check_open()
+            try:
+                return self._purge_pending(_PURGE_PENDING, _RETENTION_UNPURGED)
+            except duckdb.Error:  # a connection a failed swap left closed: cannot tell
+                return True
 
     def purge(self) -> bool:
         """Rewrite the database file so that deleted rows are gone from the disk; return True.
@@ -692,6 +805,7 @@ class DuckDBStore(SQLStoreMixin):
             if self.path == ":memory:":
                 return True
             path = Path(self.path)
+            owner = _owner_of(path)  # one this process cannot give the copy: refused here
             con = self._con
             try:
                 con.execute("BEGIN")
@@ -700,39 +814,53 @@ class DuckDBStore(SQLStoreMixin):
             except duckdb.Error as exc:
                 con.execute("ROLLBACK")
                 raise StoreError(f"Purge of {self.url!r} failed: {exc}") from exc
-            work = Path(tempfile.mkdtemp(prefix=_purge_dir_prefix(path), dir=path.parent))
+            try:
+                work = Path(tempfile.mkdtemp(prefix=_purge_dir_prefix(path), dir=path.parent))
+            except OSError as exc:
+                raise StoreError(
+                    f"Purge of {self.url!r} failed: cannot make a folder for the copy in "
+                    f"{str(path.parent)!r} ({exc}). Deleted rows stay deleted, but their "
+                    "bytes stay in the file until a purge succeeds; the next open tries "
+                    "again, or call purge()."
+                ) from exc
             try:
                 fresh = work / path.name
-                self._copy_live_rows(fresh)
+                self._copy_live_rows(fresh, owner)
                 with self._gate.exclusive():
                     self._swap_in(fresh)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             return True
 
-    def _copy_live_rows(self, fresh: Path) -> None:
-        """Copy every table's live rows into the new file ``fresh`` (0600, synced)."""
+    def _copy_live_rows(self, fresh: Path, owner: os.stat_result) -> None:
+        """Copy every table's live rows into the new file ``fresh``, give it the store
+        file's owner, group and mode (``owner``, its stat) and sync it."""
         con = self._con
         (db,) = con.execute("SELECT current_database()").fetchone()  # type: ignore[misc]
         target = str(fresh).replace("'", "''")
+        alias = f"ew_purge_{secrets.token_hex(8)}"  # never the store's own name
         try:
-            con.execute(f"ATTACH '{target}' AS ew_purge")
+            con.execute(f"ATTACH '{target}' AS {alias}")
             try:
-                con.execute(f'COPY FROM DATABASE "{db}" TO ew_purge')
-                con.execute("DELETE FROM ew_purge.ew_meta WHERE key = ?", [_PURGE_PENDING])
-                con.execute("CHECKPOINT ew_purge")
+                con.execute(f"COPY FROM DATABASE {_ident(db)} TO {alias}")
+                con.execute(f"DELETE FROM {alias}.ew_meta WHERE key IN (?, ?)",
+                            [_PURGE_PENDING, _RETENTION_UNPURGED])
+                con.execute(f"CHECKPOINT {alias}")
             finally:
-                con.execute("DETACH ew_purge")
+                con.execute(f"DETACH {alias}")
             if _wal_path(fresh).exists() and _wal_path(fresh).stat().st_size > 0:
                 raise duckdb.IOException(f"its log {str(_wal_path(fresh))!r} was not folded in")
         except duckdb.Error as exc:
+            # only a failed write may be for want of space; other errors say what they are
+            space = (f" (it needs free space for a copy of the store, "
+                     f"{owner.st_size / 2**20:.1f} MiB)"
+                     if isinstance(exc, duckdb.IOException) else "")
             raise StoreError(
-                f"Purge of {self.url!r} failed while copying the live rows to {str(fresh)!r} "
-                f"(it needs free space for a copy of the store): {exc}. Deleted rows stay "
-                "deleted, but their bytes stay in the file until a purge succeeds; the next "
-                "open tries again, or call purge()."
+                f"Purge of {self.url!r} failed while copying the live rows to {str(fresh)!r}"
+                f"{space}: {exc}. Deleted rows stay deleted, but their bytes stay in the file "
+                "until a purge succeeds; the next open tries again, or call purge()."
             ) from exc
-        os.chmod(fresh, 0o600)
+        _give_owner(fresh, owner, self.url)
         with open(fresh, "rb+") as fh:
             os.fsync(fh.fileno())
 

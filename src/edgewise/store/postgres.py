@@ -227,8 +227,11 @@ class PostgresStore(SQLStoreMixin):
     # (1e-320 * 2**-64), where DuckDB quietly goes to 0. Through text: float8::numeric keeps
     # 15 significant digits (1712345678.123456 became 1712345678.12346); the text of a
     # float8 is its shortest exact form (extra_float_digits > 0, set at connect), so the
-    # mean is exact, then rounded once to float8.
-    _mean = "avg(value::text::numeric)::float8"
+    # mean is exact, then rounded once to float8. A mean that float8 rounds to 0 (below
+    # half the smallest subnormal, 2**-1075 ~ 2.4703282292062327e-324: one 5e-324 and
+    # seven 0.0) is 0 here, as in DuckDB: the cast raised "out of range" on it.
+    _mean = ("(CASE WHEN abs(avg(value::text::numeric)) < 2.4703282292062328e-324 THEN 0 "
+             "ELSE avg(value::text::numeric) END)::float8")
 
     def __init__(self, url: str) -> None:
         try:

@@ -164,7 +164,9 @@ def delete_device(
     ``models/transfer-*.pkl`` whose fleet or device it was), and clear its
     retained ack on an external MQTT broker (a device registered again under the same id
     starts from no ack, not the old watermark, and is served none of the old device's
-    releases)."""
+    releases). The deletion stands when the store's purge of the deleted rows fails (e.g.
+    no free disk for the copy): ``purge_pending`` is then true, and the store purges them
+    at its next open (or ``edgewise store purge``); null for a store that does not tell."""
     registered = security.has_device(device_id)
     if not known_device(security, store, device_id):
         raise not_found(device_id)
@@ -178,6 +180,8 @@ def delete_device(
     pipeline.forget_device(device_id)
     with pipeline.commit_lock:  # a commit under way for the device lands before, not after
         rows = store.delete_device(device_id)
+    # DuckDB: True when its purge failed (the deletion stands; it logged why)
+    pending = getattr(store, "purge_pending", None) if rows else False
     labels = label_store(request, security, settings).delete_device(device_id, who=actor)
     from edgewise.label.workflow import delete_models
 
@@ -187,10 +191,11 @@ def delete_device(
     if forget is not None:  # the transport's state: an external broker's retained ack
         forget(device_id)
     security.audit(actor, "device.delete_data", device_id,
-                   {"rows": rows, "labels": labels, "label_models": models})
+                   {"rows": rows, "labels": labels, "label_models": models,
+                    **({"purge_pending": True} if pending else {})})
     return {"id": device_id, "credentials_deleted": registered, "rows_deleted": rows,
             "labels_deleted": labels, "label_models_deleted": models,
-            "releases_withdrawn": releases}
+            "releases_withdrawn": releases, "purge_pending": pending}
 
 
 @router.get("/v1/fleet", summary="Each device's health, last-seen and open alerts (viewer)")
