@@ -13,6 +13,11 @@ whose share rounds to 0% is never named. The alerts a reading may still extend a
 memory; after a restart (clean or not) a device's recent alerts are taken up again from the
 store the first time it raises one, so a fault that spans the restart stays one alert.
 
+With ``feedback`` on, verdicts act live: an alert labelled a false alarm raises the bar
+for the next anomaly of its device led by the same metric to its peak score (plus a
+margin, capped below 1 so an extreme score always alerts), decaying back to the threshold
+on the device's clock; a true alarm removes the bar (:meth:`AlertManager.note_verdict`).
+
 >>> from edgewise.store import open_store
 >>> store = open_store("duckdb://:memory:")
 >>> am = AlertManager(store)
@@ -98,6 +103,51 @@ class _Open:
     shares: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class _Quiet:
+    """A run of a device's anomalous readings not raised: below the bar a false-alarm
+    verdict set for its top driver. Later readings join it; past the bar it is raised."""
+
+    start_ns: int
+    end_ns: int
+    peak: float
+    readings: int
+    shares: dict[str, float]
+    bar: float = 0.0
+
+    @classmethod
+    def of(cls, run: list[tuple[int, float, Mapping[str, float]]],
+           before: Iterable[_Quiet] = ()) -> _Quiet:
+        """The episode of ``run`` and the held-back runs it continues."""
+        q = cls(run[0][0], run[-1][0], max(s for _, s, _ in run), len(run), {})
+        for _, _, drivers in run:
+            for k, v in reading_shares(drivers).items():
+                q.shares[k] = q.shares.get(k, 0.0) + v
+        for b in before:
+            q.start_ns, q.end_ns = min(q.start_ns, b.start_ns), max(q.end_ns, b.end_ns)
+            q.peak, q.readings = max(q.peak, b.peak), q.readings + b.readings
+            for k, v in b.shares.items():
+                q.shares[k] = q.shares.get(k, 0.0) + v
+        return q
+
+    def top(self) -> str:
+        return _top(self.shares) if self.shares else ""
+
+
+def _top(drivers: Mapping[str, float]) -> str:
+    """The top driver (largest share; of equal ones, the first by name).
+
+    >>> _top({"rpm": 0.4, "temp": 0.6})
+    'temp'
+    """
+    return min(drivers.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+
+
+#: A false-alarm bar is forgotten this many half-lives after its alert (1/16 of its rise
+#: is left then).
+FEEDBACK_HALF_LIVES = 4
+
+
 def _top_shares(shares: dict[str, float], keep: int = 5) -> dict[str, float]:
     """The ``keep`` largest of summed shares, renormalised to 1."""
     return merge_drivers(shares, {}, keep)
@@ -130,6 +180,21 @@ class AlertManager:
         within this (plus ``merge_gap_s``) of that alert stay extendable; finite, 0 or
         more. The gateway passes its own lateness horizon (readings later than that are
         not scored).
+    feedback
+        Live false-alarm feedback (:meth:`note_verdict`): a false-alarm verdict raises
+        the bar for the next anomaly of its device led by the same metric, a true-alarm
+        verdict removes it; the verdicts still in effect are read back from the store at
+        start. The gateway passes ``EDGEWISE_ALERT_FEEDBACK``.
+    feedback_margin
+        The bar is the false alarm's peak score plus this (finite, 0 or more), ...
+    feedback_cap
+        ... at most this (in ``(threshold, 1]``), so a score above it always alerts.
+    feedback_half_life_s
+        The bar's rise above ``threshold`` halves every this many seconds of the device's
+        time after the false alarm's end; it is forgotten after four half-lives.
+    on_suppressed
+        Called with ``(device_id, metric)`` for each anomaly held back by a bar (once per
+        episode, however long it grows).
 
     A reading that arrives late joins the alert it falls inside or within ``merge_gap_s``
     of, moving its start earlier when it is older (the moved start is stored too); a late
@@ -165,6 +230,11 @@ class AlertManager:
         on_alert: object = None,
         write_every_s: float = 1.0,
         late_horizon_s: float = 300.0,
+        feedback: bool = False,
+        feedback_margin: float = 0.01,
+        feedback_cap: float = 0.999,
+        feedback_half_life_s: float = 7 * 86400.0,
+        on_suppressed: object = None,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise InvalidParameterError(
@@ -185,8 +255,32 @@ class AlertManager:
                 f"range (0, inf). Got {merge_gap_s!r} instead.",
                 field="merge_gap_s", value=merge_gap_s,
             )
+        for name, value, low in (("feedback_margin", feedback_margin, 0.0),
+                                 ("feedback_half_life_s", feedback_half_life_s, None)):
+            if not (isinstance(value, int | float) and not isinstance(value, bool)
+                    and math.isfinite(value) and (value > 0.0 if low is None else value >= low)):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of AlertManager must be a finite float in the "
+                    f"range {'(0' if low is None else '[0'}, inf). Got {value!r} instead.",
+                    field=name, value=value,
+                )
+        if not (isinstance(feedback_cap, int | float) and threshold < feedback_cap <= 1.0):
+            raise InvalidParameterError(
+                f"The 'feedback_cap' parameter of AlertManager must be a float in the range "
+                f"(threshold, 1] = ({threshold}, 1]. Got {feedback_cap!r} instead.",
+                field="feedback_cap", value=feedback_cap,
+            )
         self.store = store
         self.threshold = threshold
+        self.feedback = bool(feedback)
+        self.feedback_margin = float(feedback_margin)
+        self.feedback_cap = float(feedback_cap)
+        self.feedback_half_life_s = float(feedback_half_life_s)
+        self.on_suppressed = on_suppressed
+        # (device, metric) -> (raised bar, device time of the false alarm's end, alert id)
+        self._bars: dict[tuple[str, str], tuple[float, int, str]] = {}
+        # each device's runs held back by a bar, that later readings may still join
+        self._quiet: dict[str, list[_Quiet]] = {}
         self.merge_gap_ns = int(merge_gap_s * 1e9)
         self.late_horizon_ns = int(late_horizon_s * 1e9)
         self.on_alert = on_alert
@@ -198,6 +292,8 @@ class AlertManager:
         self._restored: dict[str, tuple[int, int, int, dict[str, float]]] = {}
         self._started_ns = time.time_ns()  # alerts created before are a previous run's
         self._lock = threading.Lock()
+        if self.feedback:
+            self._load_verdicts()
 
     def observe(
         self, device_id: str, ts_ns: int, score: float, drivers: Mapping[str, float]
@@ -247,12 +343,18 @@ class AlertManager:
                 runs.append([item])
         out: list[_Open] = []
         new: list[Alert] = []
+        hushed: list[_Quiet] = []
         with self._lock:
             held = self._held.get(device_id)
             if held is None:  # first seen since start: take up its recent stored alerts
                 held = self._held[device_id] = self._seed(device_id, items[0][0])
+            quiet = self._quiet.setdefault(device_id, [])
             for run in runs:
                 lo, hi = run[0][0], run[-1][0]
+                # runs held back by a bar that this one continues: one episode with it
+                near = [q for q in quiet if lo <= q.end_ns + gap and hi >= q.start_ns - gap]
+                if near:
+                    quiet[:] = [q for q in quiet if all(q is not n for n in near)]
                 touching = [h for h in held
                             if lo <= h.alert.end_ns + gap and hi >= h.alert.start_ns - gap]
                 if touching:
@@ -262,6 +364,8 @@ class AlertManager:
                         self._absorb(cur, other)
                     for ts_ns, score, drivers in run:
                         self._extend(cur, ts_ns, score, drivers)
+                    for q in near:  # what was held back is part of this alert
+                        self._widen(cur, q.start_ns, q.end_ns, q.peak, q.shares, q.readings)
                     if absorbed:  # one alert from now on, in the store too
                         self._merge(cur, absorbed)
                         held[:] = [h for h in held if all(h is not o for o in absorbed)]
@@ -270,14 +374,33 @@ class AlertManager:
                         self._write(cur)
                     out.append(cur)
                     continue
+                if self._bars:  # a like false alarm was labelled: is this one above its bar?
+                    episode = _Quiet.of(run, near)
+                    bar = self._bar(device_id, episode.top(), hi)
+                    if bar is not None and episode.peak < bar:
+                        episode.bar = bar
+                        quiet.append(episode)
+                        if not near:  # a new episode (one that grows is counted once)
+                            hushed.append(episode)
+                        continue
                 if held and lo > max(h.alert.end_ns for h in held):
                     for h in held:  # the device's previous alert is over: write what is held
                         self._write(h)
-                cur = self._start(device_id, run)
+                cur = self._start(device_id, run, near)
                 held.append(cur)
                 out.append(cur)
                 new.append(cur.alert)
             self._prune(held, out)
+            cutoff = items[-1][0] - self.late_horizon_ns - gap
+            quiet[:] = [q for q in quiet if q.end_ns >= cutoff]
+            if not quiet:
+                del self._quiet[device_id]
+        for q in hushed:
+            log.info("anomaly of %r (top driver %r, peak score %.4f) not raised: below the "
+                     "bar %.4f a false-alarm verdict on alert %s set", device_id, q.top(),
+                     q.peak, q.bar, self._bars.get((device_id, q.top()), (0, 0, "?"))[2])
+            if callable(self.on_suppressed):
+                self.on_suppressed(device_id, q.top())
         if callable(self.on_alert):
             for alert in new:
                 self.on_alert(alert)
@@ -288,9 +411,11 @@ class AlertManager:
         return once
 
     def _start(
-        self, device_id: str, run: list[tuple[int, float, Mapping[str, float]]]
+        self, device_id: str, run: list[tuple[int, float, Mapping[str, float]]],
+        quiet: Iterable[_Quiet] = (),
     ) -> _Open:
-        """Store a new alert for a run of readings (its first reading opens it)."""
+        """Store a new alert for a run of readings (its first reading opens it), over the
+        runs of the same episode held back by a bar before (``quiet``)."""
         ts_ns, score, drivers = run[0]
         alert = Alert(
             device_id=device_id, start_ns=ts_ns, end_ns=ts_ns, score=score,
@@ -299,6 +424,8 @@ class AlertManager:
         cur = _Open(alert, shares=reading_shares(drivers))
         for item in run[1:]:
             self._extend(cur, *item)
+        for q in quiet:
+            self._widen(cur, q.start_ns, q.end_ns, q.peak, q.shares, q.readings)
         cur.dirty = None  # the alert is stored as it stands now
         self.store.add_alert(alert)
         cur.written = time.monotonic()
@@ -455,9 +582,112 @@ class AlertManager:
 
     def forget(self, device_id: str) -> None:
         """Stop extending the device's alerts (their held-back updates are dropped: the
-        device and its alerts are being deleted)."""
+        device and its alerts are being deleted) and drop the bars its false alarms set."""
         with self._lock:
             self._held.pop(device_id, None)
+            self._quiet.pop(device_id, None)
+            for key in [k for k in self._bars if k[0] == device_id]:
+                del self._bars[key]
+
+    # -- live feedback: false-alarm verdicts raise a bar for the next alert like them --
+
+    def bar(self, device_id: str, metric: str, ts_ns: int) -> float | None:
+        """The score a new anomaly of ``device_id`` whose top driver is ``metric``, at
+        device time ``ts_ns``, must reach to be raised, where a false-alarm verdict raised
+        it above :attr:`threshold`; ``None`` where none did (or it has lapsed).
+
+        >>> from edgewise.store import open_store
+        >>> store = open_store("duckdb://:memory:")
+        >>> am, t, day = AlertManager(store, feedback=True), 10**18, 86400 * 10**9
+        >>> a = am.observe("pump-1", t, 0.95, {"temp": 1.0})
+        >>> _ = am.label(a.id, "false_alarm", by="ops")
+        >>> am.bar("pump-1", "temp", t), round(am.bar("pump-1", "temp", t + 7 * day), 3)
+        (0.96, 0.93)
+        >>> store.close()
+        """
+        with self._lock:
+            return self._bar(device_id, metric, ts_ns)
+
+    def _bar(self, device_id: str, metric: str, ts_ns: int) -> float | None:
+        entry = self._bars.get((device_id, metric))
+        if entry is None:
+            return None
+        bar, ref_ns, _ = entry
+        age_s = max(0, ts_ns - ref_ns) / 1e9
+        if age_s > FEEDBACK_HALF_LIVES * self.feedback_half_life_s:
+            del self._bars[(device_id, metric)]  # lapsed
+            return None
+        return self.threshold + (bar - self.threshold) * 0.5 ** (age_s / self.feedback_half_life_s)
+
+    def note_verdict(self, alert: Alert) -> None:
+        """Let a person's verdict on ``alert`` (as stored, with its ``label``) act on the
+        live alerting, where :attr:`feedback` is on (else nothing happens).
+
+        A ``false_alarm`` on an anomaly alert sets a bar for its device and its top driver:
+        the alert's peak score plus ``feedback_margin``, at most ``feedback_cap`` (so a
+        score above the cap always alerts), decaying back to the threshold with
+        ``feedback_half_life_s`` of the device's time after the alert's end, forgotten after
+        four half-lives. A new anomaly of that device whose top driver is that metric and
+        whose peak stays below the bar is not raised (:attr:`on_suppressed` is told); if it
+        grows past the bar it is raised then, over all its readings. A ``true_alarm`` on
+        an alert of the same device and top driver removes the bar. Seq-gap alerts and
+        alerts merged into another change nothing. :meth:`label` calls this; the HTTP API,
+        which writes the verdict itself, calls it on the gateway's manager.
+        """
+        if (not self.feedback or alert.kind != "anomaly" or alert.merged_into is not None
+                or alert.label not in LABELS):
+            return
+        with self._lock:
+            self._verdict(alert)
+
+    def _verdict(self, alert: Alert) -> None:
+        # the held alert is newer than the store's copy (its span and score are written
+        # at most every write_every_s)
+        live = next((h.alert for h in self._held.get(alert.device_id, ())
+                     if h.alert.id == alert.id), alert)
+        score = max(alert.score, live.score)
+        drivers = live.drivers or alert.drivers
+        end_ns = max(alert.end_ns, live.end_ns)
+        if not drivers:
+            return
+        top = _top(drivers)
+        key = (alert.device_id, top)
+        if alert.label == "true_alarm":
+            if self._bars.pop(key, None) is not None:
+                log.info("true-alarm verdict on alert %s: the bar on %r of %r is removed",
+                         alert.id, top, alert.device_id)
+            return
+        bar = min(self.feedback_cap, score + self.feedback_margin)
+        now = self._bar(*key, end_ns)
+        if bar <= self.threshold or (now is not None and now >= bar):
+            return  # a bar as high is in effect already
+        self._bars[key] = (bar, end_ns, alert.id)
+        log.info("false-alarm verdict on alert %s: a new anomaly of %r led by %r needs a "
+                 "score of %.4f (decaying to %.4f, half-life %g s)", alert.id,
+                 alert.device_id, top, bar, self.threshold, self.feedback_half_life_s)
+
+    def _load_verdicts(self) -> None:
+        """Take up the verdicts still in effect from the store (anomaly alerts ending
+        within four half-lives before now, labelled), oldest alert first so the newest
+        verdict on a device and metric counts; a store that cannot list is logged."""
+        since = time.time_ns() - int(FEEDBACK_HALF_LIVES * self.feedback_half_life_s * 1e9)
+        labelled: list[Alert] = []
+        paging: dict[str, tuple[int, int, str]] = {}
+        try:
+            while True:
+                page = self.store.list_alerts(None, None, "anomaly", since, 1000, **paging)
+                labelled += [a for a in page if a.label in LABELS]
+                if len(page) < 1000:
+                    break
+                last = page[-1]
+                paging = {"after": (last.start_ns, last.created_ns, last.id)}
+        except Exception:
+            log.exception("could not read the alert verdicts from the store; false alarms "
+                          "labelled before this start raise no bar")
+            return
+        with self._lock:
+            for a in sorted(labelled, key=lambda a: (a.end_ns, a.created_ns)):
+                self._verdict(a)
 
     def raise_alert(self, alert: Alert) -> Alert:
         """Store a non-anomaly alert (e.g. ``kind="seq_gap"``) as it is."""
@@ -484,7 +714,9 @@ class AlertManager:
         return alert
 
     def label(self, alert_id: str, label: str, by: str, note: str | None = None) -> Alert:
-        """Label an alert ``"true_alarm"`` or ``"false_alarm"``; ``KeyError`` if unknown."""
+        """Label an alert ``"true_alarm"`` or ``"false_alarm"``; ``KeyError`` if unknown.
+
+        With :attr:`feedback` on, the verdict acts at once (:meth:`note_verdict`)."""
         if label not in LABELS:
             raise InvalidParameterError(
                 f"The 'label' of an alert must be one of {', '.join(map(repr, LABELS))}. "
@@ -493,7 +725,9 @@ class AlertManager:
         changes: dict[str, object] = {"label": label, "labelled_by": by}
         if note is not None:
             changes["note"] = note
-        return self.store.update_alert(alert_id, **changes)
+        alert = self.store.update_alert(alert_id, **changes)
+        self.note_verdict(alert)
+        return alert
 
 
 def _describe(drivers: Mapping[str, float]) -> str:

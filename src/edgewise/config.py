@@ -92,6 +92,10 @@ class Settings:
     alert_webhook_poll_s: float = 60.0  # how often the store's alert list is read for missed ones
     alert_webhook_retry_s: float = 1.0  # first wait after a failed POST, doubled each time
     alert_webhook_max_retry_s: float = 300.0  # the longest wait between tries
+    # live false-alarm feedback (edgewise.alerts.AlertManager.note_verdict): an alert
+    # labelled a false alarm raises the bar for the next anomaly of its device led by the
+    # same metric to its peak score (decaying over a week); a true alarm removes it
+    alert_feedback: bool = False
 
     @property
     def alert_webhook_urls(self) -> list[str]:

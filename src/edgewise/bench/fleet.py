@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bench_fleet", "check_fleet_options"]
+__all__ = ["LABEL_DELAY_S", "bench_fleet", "check_fleet_options"]
 
 
 def _simulate(pumps: int, steps: int, seed: int, fault_rate_per_h: float,
@@ -47,34 +47,74 @@ def _simulate(pumps: int, steps: int, seed: int, fault_rate_per_h: float,
     return fleet.device_ids, metrics, data, fleet.faults
 
 
+#: how long after an alert starts the simulated operator of ``feedback`` labels it
+LABEL_DELAY_S = 600.0
+
+
+def _overlaps(alert: Any, faults: list[Any], tol_ns: int) -> bool:
+    """Whether ``alert`` overlaps a fault of its device (or starts within ``tol_ns`` after
+    one ends): a true alarm, as :func:`_grade` counts it."""
+    return any(f.device_id == alert.device_id and alert.start_ns <= f.end_ns + tol_ns
+               and alert.end_ns >= f.start_ns for f in faults)
+
+
 def _run(detector: str, devices: list[str], metrics: list[str], data: np.ndarray,
          t0_ns: int, fast_gate: bool = True, cross_gate: bool = True,
-         fleet_prior: bool = True) -> tuple[list[Any], float]:
-    """Alerts raised by the gateway's detection over ``data``; seconds it took."""
+         fleet_prior: bool = True, feedback: bool = False, faults: list[Any] | None = None,
+         tol_ns: int = 120 * 10**9,
+         label_delay_s: float = LABEL_DELAY_S) -> tuple[list[Any], float, dict[str, int]]:
+    """Alerts raised by the gateway's detection over ``data``; seconds it took; what the
+    simulated operator did (``feedback``: live false-alarm feedback on, and an operator
+    who labels each alert ``label_delay_s`` of device time after it starts, through
+    :meth:`~edgewise.alerts.AlertManager.label`: ``false_alarm`` when it overlaps none of
+    ``faults``, else ``true_alarm``)."""
     from edgewise.config import Settings
     from edgewise.gateway.pipeline import Pipeline
     from edgewise.store import open_store
     from edgewise.telemetry import Reading
 
+    ops = {"labelled_false": 0, "labelled_true": 0, "suppressed": 0}
     with tempfile.TemporaryDirectory(prefix="edgewise-fleet-") as tmp:
         store = open_store(f"duckdb:///{Path(tmp) / 'fleet.duckdb'}")
-        settings = Settings(data_dir=Path(tmp), detector=detector, fleet_prior=fleet_prior)
+        settings = Settings(data_dir=Path(tmp), detector=detector, fleet_prior=fleet_prior,
+                            alert_feedback=feedback)
         pipe = Pipeline(store, settings,
                         gap_grace_s=0.0, detect_async=False, fast_gate=fast_gate,
                         cross_gate=True if cross_gate else None)
+        to_label: list[Any] = []  # new alerts, in the order raised (so by start, nearly)
+        if feedback:
+            counted = pipe.alerts.on_alert
+
+            def on_alert(alert: Any) -> None:
+                if callable(counted):
+                    counted(alert)
+                if alert.kind == "anomaly":
+                    to_label.append(alert)
+
+            pipe.alerts.on_alert = on_alert
+        delay_ns = int(label_delay_s * 1e9)
         try:
             t = time.perf_counter()
             for i in range(data.shape[0]):
                 ts = t0_ns + i * 10**9
                 pipe.detect([Reading(d, m, ts, float(data[i, j, k]))
                              for j, d in enumerate(devices) for k, m in enumerate(metrics)])
+                while to_label and to_label[0].start_ns + delay_ns <= ts:
+                    alert = to_label.pop(0)  # the held alert: its span as it stands now
+                    if alert.merged_into is not None:
+                        continue  # the alert it joined is labelled on its own turn
+                    verdict = ("true_alarm" if _overlaps(alert, faults or [], tol_ns)
+                               else "false_alarm")
+                    pipe.alerts.label(alert.id, verdict, by="bench-operator")
+                    ops["labelled_" + verdict.split("_")[0]] += 1
             pipe.alerts.flush(force=True)
             seconds = time.perf_counter() - t
             alerts = store.list_alerts(kind="anomaly", limit=10**9)
+            ops["suppressed"] = int(pipe.metrics.get("edgewise_alerts_suppressed_total"))
         finally:
             pipe.close()
             store.close()
-    return alerts, seconds
+    return alerts, seconds, ops
 
 
 def _covered(alerts: list[Any]) -> float:
@@ -233,6 +273,7 @@ def bench_fleet(
     fast_gate: Sequence[bool] = (True,),
     cross_gate: Sequence[bool] = (True,),
     fleet_prior: Sequence[bool] = (True,),
+    feedback: Sequence[bool] = (False,),
     on_detector: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Alerts, false alerts per device-hour and faults found, for each level detector.
@@ -242,7 +283,9 @@ def bench_fleet(
     ``fast_gate`` (the gateway's fast-stream gate on or off, see
     :mod:`edgewise.gateway.fast_streams`) and, where the fast gate is on, of ``cross_gate``
     (the cross-sensor gate, :mod:`edgewise.gateway.cross_sensor`; it needs the fast gate)
-    and, where that is on, of ``fleet_prior`` (the cross-sensor gate's fleet prior);
+    and, where that is on, of ``fleet_prior`` (the cross-sensor gate's fleet prior), and
+    of ``feedback`` (live false-alarm feedback, with an operator who labels each alert
+    :data:`LABEL_DELAY_S` after it starts: false alarm when it overlaps no fault);
     ``on_detector`` gets each row as it is done.
     Raises :class:`~edgewise.errors.ConfigError` for a name the gateway does not take (see
     :data:`edgewise.detect.LEVEL_DETECTORS`), before simulating anything.
@@ -255,21 +298,28 @@ def bench_fleet(
     device_hours = pumps * steps / 3600
     rows = []
     for name in detectors:
-        runs = [(g, c, p) for g in fast_gate for c in (cross_gate if g else (False,))
-                for p in (fleet_prior if c else (False,))]
-        for gate, cross, prior in runs:
-            alerts, seconds = _run(name, devices, metrics, data, t0_ns, fast_gate=gate,
-                                   cross_gate=cross, fleet_prior=prior)
+        runs = [(g, c, p, f) for g in fast_gate for c in (cross_gate if g else (False,))
+                for p in (fleet_prior if c else (False,)) for f in feedback]
+        for gate, cross, prior, fb in runs:
+            alerts, seconds, ops = _run(name, devices, metrics, data, t0_ns, fast_gate=gate,
+                                        cross_gate=cross, fleet_prior=prior, feedback=fb,
+                                        faults=faults, tol_ns=int(tolerance_s * 1e9))
             row = {"detector": name, "fast_gate": gate, "cross_gate": cross,
-                   "fleet_prior": prior,
+                   "fleet_prior": prior, "feedback": fb,
                    "device_hours": round(device_hours, 3),
                    **_grade(alerts, faults, int(tolerance_s * 1e9)),
                    "seconds": round(seconds, 1)}
+            if fb:  # what the simulated operator labelled, and the anomalies held back
+                row.update(ops)
             row["false_alerts_per_device_hour"] = round(row["false_alerts"] / device_hours, 3)
             # the same by the fleet's hour of age (a new fleet's first hour is its worst:
             # nothing has been learned yet)
+            false_starts = row.pop("false_starts_ns")
             row["false_alerts_per_device_hour_by_hour"] = _by_hour(
-                row.pop("false_starts_ns"), t0_ns, steps, pumps)
+                false_starts, t0_ns, steps, pumps)
+            later = [t for t in false_starts if t >= t0_ns + 3600 * 10**9]
+            row["false_alerts_per_device_hour_after_first_hour"] = (
+                round(len(later) / (pumps * (steps - 3600) / 3600), 3) if steps > 3600 else None)
             row["recall"] = round(row["found"] / row["faults"], 3) if row["faults"] else None
             row["alert_time_share"] = round(row.pop("alert_seconds") / (device_hours * 3600), 4)
             row["false_alert_time_share"] = round(

@@ -35,6 +35,12 @@ def bench_fleet_cmd(
         help="Also run each detector with both gates but without the cross-sensor gate's "
              "fleet prior, for comparison.")
     ] = False,
+    feedback: Annotated[bool, typer.Option(
+        "--feedback",
+        help="Also run each detector with live false-alarm feedback (EDGEWISE_ALERT_FEEDBACK) "
+             "and a simulated operator who labels each alert 10 minutes after it starts: "
+             "false alarm when it overlaps no injected fault, else true alarm.")
+    ] = False,
     json_out: Json = False,
 ) -> None:
     """False alerts per device-hour and faults found, through the gateway's own detection."""
@@ -55,7 +61,11 @@ def bench_fleet_cmd(
             delay = row["median_delay_s"]
             name = row["detector"] + (
                 " (no gate)" if not row["fast_gate"] else " (no cross gate)"
-                if not row["cross_gate"] else "" if row["fleet_prior"] else " (no fleet prior)")
+                if not row["cross_gate"] else "" if row["fleet_prior"] else " (no fleet prior)"
+            ) + (" (feedback)" if row["feedback"] else "")
+            after = row["false_alerts_per_device_hour_after_first_hour"]
+            fb = (f"; labelled {row['labelled_false']} false / {row['labelled_true']} true, "
+                  f"held back {row['suppressed']}" if row["feedback"] else "")
             typer.echo(
                 f"{name:<36} alerts {row['alerts']:>5}  false {row['false_alerts']:>5} "
                 f"({row['false_alerts_per_device_hour']:.2f} per device-hour)  faults found "
@@ -64,6 +74,7 @@ def bench_fleet_cmd(
                 f"{100 * row['false_alert_time_share']:.1f}%)  median delay "
                 f"{'-' if delay is None else f'{delay:.0f} s'}; false per device-hour by hour "
                 f"{' '.join(f'{x:.2f}' for x in row['false_alerts_per_device_hour_by_hour'])}"
+                f" (after the first hour {'-' if after is None else f'{after:.2f}'}){fb}"
                 f"; white noise "
                 f"{row['noise_alarms_per_stream_hour']:.2f} alarms per stream-hour  "
                 f"[{row['seconds']:.0f} s]")
@@ -77,7 +88,8 @@ def bench_fleet_cmd(
     res = bench_fleet(names, pumps=pumps, hours=hours, seed=seed, fault_rate_per_h=fault_rate,
                       fast_gate=(True, False) if compare_gate else (True,),
                       cross_gate=(True, False) if compare_cross else (True,),
-                      fleet_prior=(True, False) if compare_prior else (True,), on_detector=show)
+                      fleet_prior=(True, False) if compare_prior else (True,),
+                      feedback=(False, True) if feedback else (False,), on_detector=show)
     res["machine"] = f"{platform.machine()} {platform.system()}"
     if json_out:
         typer.echo(json.dumps(res))

@@ -28,6 +28,10 @@ HELP: dict[str, tuple[str, str]] = {
     "edgewise_readings_conflict_total": (
         "counter", "Readings whose value differed from the stored one (kept as conflicts)."),
     "edgewise_alerts_total": ("counter", "Alerts raised, by kind."),
+    "edgewise_alerts_suppressed_total": (
+        "counter", ("Anomalies held back: below the bar a false-alarm verdict on an alert "
+                    "like them set (EDGEWISE_ALERT_FEEDBACK); one that grows past it is "
+                    "raised then.")),
     "edgewise_seq_gaps_total": (
         "counter", "Message seq gaps still missing after the grace period."),
     "edgewise_seq_missing_total": ("counter", "Messages missing in reported seq gaps."),

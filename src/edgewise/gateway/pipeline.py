@@ -226,7 +226,8 @@ class Pipeline:
         self.alerts = AlertManager(
             store, threshold=settings.alert_threshold, merge_gap_s=merge_gap_s,
             on_alert=lambda a: self.metrics.inc("edgewise_alerts_total", kind=a.kind),
-            late_horizon_s=late_horizon_s,
+            late_horizon_s=late_horizon_s, feedback=settings.alert_feedback,
+            on_suppressed=lambda *_: self.metrics.inc("edgewise_alerts_suppressed_total"),
         )
         self.cleaner: StreamCleaner | None = (
             StreamCleaner() if cleaner is True else (cleaner or None))

@@ -9,10 +9,13 @@ Relabelling an alert adds a new version that supersedes the alert's earlier wind
 even when the alert's span has grown since, so only the newest verdict counts. Seq-gap
 alerts (missing messages, not sensor behaviour) get no window label.
 
-Labels act offline only: ``edgewise label suggest`` uses them to pick the next windows to
-ask about, and ``edgewise train --with-labels`` fits a label-aware model file from them.
-The running gateway's alerting does not read them: a false alarm labelled here does not
-raise the live threshold or silence the next alert like it.
+Offline, ``edgewise label suggest`` uses labels to pick the next windows to ask about,
+and ``edgewise train --with-labels`` fits a label-aware model file from them. Live, with
+``EDGEWISE_ALERT_FEEDBACK=1``, a verdict given here reaches the running gateway's alert
+manager at once (:meth:`~edgewise.alerts.AlertManager.note_verdict`): a false alarm
+raises the bar for the next anomaly of its device led by the same metric to the alert's
+peak score (decaying over a week), a true alarm removes that bar; after a restart the
+manager takes the verdicts still in effect up again from the store.
 
 ``GET /v1/alerts`` lists live alerts only. When a late reading showed two alerts of a device
 to be one fault, they were merged: the alert that covers both stays listed, and the other
@@ -55,6 +58,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import math
 import re
 import threading
@@ -77,6 +81,7 @@ __all__ = [
 WINDOW_LABEL = {"true_alarm": "anomaly", "false_alarm": "normal"}
 
 router = APIRouter(tags=["alerts"])
+log = logging.getLogger(__name__)
 
 STATUSES = ("open", "acknowledged")
 AlertId = Annotated[str, Path(description="The alert id.")]
@@ -389,6 +394,13 @@ def _label_alert(
     alert, _ = _acknowledge(store, alert_id, who.name, **changes)
     security.audit(who.actor, "alert.label", alert_id,
                    {"device": alert.device_id, "label": body.label})
+    pipeline = getattr(request.app.state, "pipeline", None)
+    if pipeline is not None:  # the verdict acts on the live alerting now (when on)
+        try:
+            pipeline.alerts.note_verdict(alert)
+        except Exception:  # stored already: the next start takes it up from the store
+            log.exception("could not apply the verdict on alert %s to the live alerting",
+                          alert_id)
     window = None
     if alert.kind == "anomaly":
         note = f"alert {alert_id} labelled {body.label}"
