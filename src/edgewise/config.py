@@ -79,10 +79,12 @@ class Settings:
     # with the same metrics agree on (edgewise.gateway.cross_sensor), so a new device's
     # first operating changes are not alarms
     fleet_prior: bool = True
-    # outgoing alert webhooks (edgewise.gateway.webhooks): comma-separated URLs that each
-    # new alert is POSTed to, signed; "" sends none. https://, or http:// to a loopback
-    # host (or anywhere with alert_webhook_allow_http)
-    alert_webhooks: str = ""
+    # outgoing alert webhooks (edgewise.gateway.webhooks): the URLs that each new alert is
+    # POSTed to, signed; "" sends none. Text (EDGEWISE_ALERT_WEBHOOKS) is comma-separated
+    # (a comma inside a URL written %2C); a tuple (--alert-webhook, once per URL) is taken
+    # as it is. https://, or http:// to a loopback host (or anywhere with
+    # alert_webhook_allow_http)
+    alert_webhooks: str | tuple[str, ...] = ""
     # the HMAC-SHA256 key every POST is signed with ("": made at first use and kept in
     # <data_dir>/alert_webhook_secret, mode 0600); never printed
     alert_webhook_secret: str = field(default="", repr=False)
@@ -105,13 +107,18 @@ class Settings:
         >>> Settings(alert_webhooks="https://ops.example.org/hook, http://127.0.0.1:9000/"
         ...          ).alert_webhook_urls
         ['https://ops.example.org/hook', 'http://127.0.0.1:9000/']
-        >>> Settings(alert_webhooks="http://ops.example.org/hook").alert_webhook_urls
+        >>> Settings(alert_webhooks=("https://relay.example.org/h?teams=ops,infra",)
+        ...          ).alert_webhook_urls
+        ['https://relay.example.org/h?teams=ops,infra']
+        >>> Settings(alert_webhooks="http://ops.example.org/hook/T0k3n").alert_webhook_urls
         Traceback (most recent call last):
         ...
-        edgewise.errors.ConfigError: Setting 'alert_webhooks' (EDGEWISE_ALERT_WEBHOOKS, --alert-webhook) has value 'http://ops.example.org/hook'. Plain http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost): use https://ops.example.org/hook, or allow plain HTTP with EDGEWISE_ALERT_WEBHOOK_ALLOW_HTTP=1 (--alert-webhook-allow-http).
+        edgewise.errors.ConfigError: Setting 'alert_webhooks' (EDGEWISE_ALERT_WEBHOOKS, --alert-webhook) has value http://ops.example.org/… (webhook fe5f0ed3; its path is not shown). Plain http:// is allowed only to a loopback host (127.0.0.1, ::1, localhost): use https://ops.example.org/…, or allow plain HTTP with EDGEWISE_ALERT_WEBHOOK_ALLOW_HTTP=1 (--alert-webhook-allow-http).
         """  # noqa: E501
+        urls = (self.alert_webhooks.split(",") if isinstance(self.alert_webhooks, str)
+                else self.alert_webhooks)
         return [_check_webhook_url(u.strip(), self.alert_webhook_allow_http)
-                for u in self.alert_webhooks.split(",") if u.strip()]
+                for u in urls if u.strip()]
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first numeric setting out of its range
@@ -233,22 +240,40 @@ _WEBHOOKS = "Setting 'alert_webhooks' (EDGEWISE_ALERT_WEBHOOKS, --alert-webhook)
 
 
 def _shown_webhook(url: str) -> str:
-    """``url`` with the password of its user part (if any) replaced by ``***``.
+    """Alert webhook ``url`` as a message shows it: scheme, host and port, and its webhook
+    id (as logs and ``/metrics`` name it); never its user part, path or query, which may
+    hold a token. Never raises, even on a malformed URL.
 
-    >>> _shown_webhook("https://ops:s3cret@relay.example.org/hook")
-    'https://ops:***@relay.example.org/hook'
+    >>> _shown_webhook("https://ops:s3cret@relay.example.org:8443/hook/T0k3n?x=1")
+    'https://relay.example.org:8443/… (webhook 95bc7a0c; its path is not shown)'
+    >>> _shown_webhook("https://relay.example.org:99999/hook/T0k3n")
+    'https://relay.example.org/… (webhook adddf1d5; its path is not shown)'
     """
-    head, sep, rest = url.partition("://")
-    userinfo, at, host = rest.partition("@")
-    if not (sep and at and ":" in userinfo) or "/" in userinfo:
-        return url
-    return f"{head}://{userinfo.split(':', 1)[0]}:***@{host}"
+    import hashlib
+    from urllib.parse import urlsplit
+
+    wid = hashlib.sha256(url.encode("utf-8", "replace")).hexdigest()[:8]  # as webhook_id
+    try:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname or ""
+    except ValueError:  # e.g. an unclosed [ of an IPv6 host
+        scheme, host = url.partition("://")[0] if "://" in url else "", ""
+    try:
+        port = f":{parts.port}" if host and parts.port else ""
+    except ValueError:  # no number, or out of range: the message says which
+        port = ""
+    host = f"[{host}]" if ":" in host else host
+    scheme = scheme if scheme and scheme.isascii() and scheme.isalnum() else "?"
+    host = host if host.isprintable() and not any(c.isspace() for c in host) else "?"
+    where = f"{scheme}://{host}{port}/…" if scheme != "?" else "…"
+    return f"{where} (webhook {wid}; its path is not shown)"
 
 
 def _check_webhook_url(url: str, allow_http: bool) -> str:
     """Return alert webhook ``url`` when it may be used; else raise :class:`ConfigError`
-    naming it and what is allowed (``https://HOST[:PORT]/PATH``; ``http://`` only to a
-    loopback host, or anywhere with ``allow_http``).
+    naming it as :func:`_shown_webhook` does (never its path or user part) and what is
+    allowed (``https://HOST[:PORT]/PATH``; ``http://`` only to a loopback host, or
+    anywhere with ``allow_http``).
 
     >>> _check_webhook_url("http://[::1]:8000/alerts", False)
     'http://[::1]:8000/alerts'
@@ -258,29 +283,31 @@ def _check_webhook_url(url: str, allow_http: bool) -> str:
     from urllib.parse import urlsplit
 
     shown = _shown_webhook(url)
-    allowed = ("Use an https://HOST[:PORT]/PATH URL (several: comma-separated, or "
-               "--alert-webhook once each)")
+    allowed = ("Use an https://HOST[:PORT]/PATH URL (several: --alert-webhook once each, "
+               "or comma-separated in EDGEWISE_ALERT_WEBHOOKS, a comma inside a URL "
+               "written %2C)")
     if any(c.isspace() or not c.isprintable() for c in url):
-        raise ConfigError(f"{_WEBHOOKS} has value {shown!r}, which holds a space or a control "
+        raise ConfigError(f"{_WEBHOOKS} has value {shown}, which holds a space or a control "
                           f"character. {allowed}.")
     try:
         parts = urlsplit(url)
         port = parts.port  # a port that is no number, or out of range, raises here
     except ValueError as exc:
-        raise ConfigError(f"{_WEBHOOKS} has value {shown!r}, which is no URL ({exc}). "
+        raise ConfigError(f"{_WEBHOOKS} has value {shown}, which is no URL ({exc}). "
                           f"{allowed}.") from None
     scheme, host = parts.scheme.lower(), parts.hostname or ""
     if scheme not in ("https", "http") or not host:
-        raise ConfigError(f"{_WEBHOOKS} has value {shown!r}. {allowed}.")
+        raise ConfigError(f"{_WEBHOOKS} has value {shown}. {allowed}.")
     if port == 0:
-        raise ConfigError(f"{_WEBHOOKS} has value {shown!r}: port 0 cannot be sent to. "
+        raise ConfigError(f"{_WEBHOOKS} has value {shown}: port 0 cannot be sent to. "
                           f"{allowed}.")
     if scheme == "http" and not allow_http and not _loopback(host):
         https = "https" + url[len("http"):]
         raise ConfigError(
-            f"{_WEBHOOKS} has value {shown!r}. Plain http:// is allowed only to a loopback "
-            f"host (127.0.0.1, ::1, localhost): use {_shown_webhook(https)}, or allow plain "
-            f"HTTP with EDGEWISE_ALERT_WEBHOOK_ALLOW_HTTP=1 (--alert-webhook-allow-http).")
+            f"{_WEBHOOKS} has value {shown}. Plain http:// is allowed only to a loopback "
+            f"host (127.0.0.1, ::1, localhost): use {_shown_webhook(https).split(' (')[0]}, "
+            f"or allow plain HTTP with EDGEWISE_ALERT_WEBHOOK_ALLOW_HTTP=1 "
+            f"(--alert-webhook-allow-http).")
     return url
 
 
@@ -313,6 +340,8 @@ def _cast(name: str, raw: Any, typ: Any, source: str) -> Any:
             return word in _TRUE
         raise ConfigError(f"Setting {source!r} has value {raw!r}. Use one of "
                           f"{', '.join(_TRUE)} (on) or {', '.join(_FALSE)} (off).")
+    if isinstance(raw, (list, tuple)) and "tuple" in typ:  # alert_webhooks from the CLI
+        return tuple(str(u) for u in raw)
     try:
         if typ == "Path":  # absolute: a relative data dir in duckdb:///{dir} became root's
             return Path(raw).expanduser().absolute()

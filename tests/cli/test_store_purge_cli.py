@@ -334,3 +334,24 @@ def test_purge_as_a_role_that_does_not_own_the_tables_says_what_to_run(
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             admin.execute(f'DROP OWNED BY "{role}" CASCADE')
             admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@pytest.mark.parametrize("password", ["ab%zz99", "p%41ss%", "x%00y"],
+                         ids=["bad-escape", "escape-then-bare-percent", "nul"])
+def test_a_password_libpq_cannot_decode_is_never_printed(password: str) -> None:
+    """A PostgreSQL password holding a '%' that starts no %XX escape (or %00) is refused
+    in one line that shows it as ``***`` (libpq's own error names the raw password), in
+    ``store purge`` and in :func:`open_store`; no server is needed to see it."""
+    from edgewise.errors import StoreError
+    from edgewise.store import open_store
+
+    url = f"postgresql://postgres:{password}@127.0.0.1:5432/test?schema=x"
+    decoded = password.replace("%41", "A")
+    line = _one_line_refusal(_invoke("--store", url))
+    assert password not in line and decoded not in line, line
+    assert "postgresql://postgres:***@127.0.0.1:5432/test?schema=x" in line, line
+    assert "%25" in line, line  # says how to write a '%'
+    with pytest.raises(StoreError) as e:
+        open_store(url).close()
+    assert password not in str(e.value) and decoded not in str(e.value), str(e.value)
+    assert "postgres:***@" in str(e.value)

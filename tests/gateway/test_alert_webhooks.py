@@ -128,7 +128,7 @@ def receivers() -> Iterator[Callable[..., Receiver]]:
         r.stop()
 
 
-def _settings(data_dir: Path, urls: str, **kw: Any) -> Settings:
+def _settings(data_dir: Path, urls: str | tuple[str, ...], **kw: Any) -> Settings:
     values: dict[str, Any] = dict(
         data_dir=data_dir, mqtt_port=free_port(), http_port=free_port(),
         alert_webhooks=urls, alert_webhook_secret=SECRET, alert_webhook_poll_s=0.2,
@@ -321,8 +321,9 @@ def test_plain_http_to_a_remote_host_is_refused(tmp_path: Path) -> None:
         Settings.load(env={"EDGEWISE_ALERT_WEBHOOKS": "https://ok.example.org/h, "
                                                       "http://ops.example.org/hook"})
     msg = str(e.value)
-    assert "'http://ops.example.org/hook'" in msg and "EDGEWISE_ALERT_WEBHOOKS" in msg
-    assert "https://ops.example.org/hook" in msg and "loopback" in msg
+    assert "http://ops.example.org/…" in msg and "EDGEWISE_ALERT_WEBHOOKS" in msg
+    assert webhook_id("http://ops.example.org/hook") in msg and "/hook" not in msg
+    assert "https://ops.example.org/…" in msg and "loopback" in msg
     assert "--alert-webhook-allow-http" in msg
     d = tmp_path / "d"
     with pytest.raises(ConfigError, match=r"10\.1\.2\.3"):
@@ -411,7 +412,6 @@ def test_serve_delivers_what_a_kill_9_left_unsent(tmp_path: Path, receivers, gat
     """``edgewise serve --alert-webhook URL``: it says where it made the secret (once); a
     seq-gap alert raised over HTTP telemetry that the receiver (down) never took before
     the gateway was killed with SIGKILL is delivered after the restart, once, signed."""
-    import httpx
 
     for name, value in (("EDGEWISE_SEQ_GAP_GRACE_S", "0"), ("EDGEWISE_ALERT_WEBHOOK_POLL_S", "0.3"),
                         ("EDGEWISE_ALERT_WEBHOOK_RETRY_S", "0.1"),
@@ -420,21 +420,11 @@ def test_serve_delivers_what_a_kill_9_left_unsent(tmp_path: Path, receivers, gat
     monkeypatch.delenv("EDGEWISE_ALERT_WEBHOOK_SECRET", raising=False)
     monkeypatch.delenv("EDGEWISE_ALERT_WEBHOOKS", raising=False)
     d = tmp_path / "ew"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    added = subprocess.run([sys.executable, "-m", "edgewise", "device", "add", "pump-1",
-                            "--json", "--data-dir", str(d)],
-                           capture_output=True, text=True, env=env, timeout=60, check=True)
-    device_secret = json.loads(added.stdout)["secret"]
+    device_secret = _add_pump(d)
     recv = receivers()  # down: connections refused
     g = gateway_factory("--alert-webhook", recv.url, data_dir=d).start()
     assert f"alert webhook secret made: {d / SECRET_FILE}" in g.log.read_text()
-    t0 = int(time.time()) - 10
-    with httpx.Client(base_url=f"http://127.0.0.1:{g.http_port}") as http:
-        for seq in (1, 3):  # seq 2 never comes: a seq_gap alert
-            r = http.post("/v1/telemetry", headers={"Authorization": f"Bearer {device_secret}",
-                                                    "X-Device-Id": "pump-1"},
-                          json={"ts": t0 + seq, "metrics": {"temp": 20.0}, "seq": seq})
-            assert r.status_code == 200, r.text
+    _send_with_a_gap(g.http_port, device_secret)
     _until(lambda: "not delivered" in g.log.read_text(), timeout=30)
     g.kill()
     recv.start()
@@ -464,3 +454,190 @@ def test_https_certificates_are_checked(tmp_path: Path, receivers) -> None:
         _until(lambda: _count(gw, recv.url, "delivered") == 1)
     with pytest.raises(ConfigError, match=r"alert_webhook_ca_file.*key\.pem"):
         Gateway(_settings(tmp_path / "b", recv.url, alert_webhook_ca_file=str(key)))
+
+
+# -- fixes of 2026-12-05 --------------------------------------------------------------------
+
+
+def test_an_alert_deleted_or_merged_while_the_receiver_is_down_is_skipped(
+        tmp_path: Path, receivers) -> None:
+    """The store is read again before every retry: an alert whose device was deleted after
+    a failed POST, and one merged into a newer alert after a failed POST, are not sent
+    again (counted ``skipped``); the alert they were merged into is sent."""
+    recv = receivers(answers=[503] * 4).start()
+    with running(_settings(tmp_path, recv.url, alert_webhook_retry_s=0.6,
+                           alert_webhook_max_retry_s=1.2)) as gw:
+        doomed = _raise(gw, "doomed-1")
+        merged = _raise(gw, "pump-1")
+        recv.wait_for(1)  # doomed: 503; its retry waits at least 0.3 s
+        gw.store.delete_device("doomed-1")
+        recv.wait_for(2)  # merged: 503
+        into = _raise(gw, "pump-1")
+        gw.store.merge_alert(merged.id, into=into.id)
+        _until(lambda: _count(gw, recv.url, "delivered") == 1, timeout=30)
+        time.sleep(0.5)
+        ids = recv.alert_ids()
+        assert ids.count(doomed.id) == 1 and ids.count(merged.id) == 1, ids
+        assert ids[2:] == [into.id] * 3  # 503, 503, then 200
+        assert _count(gw, recv.url, "skipped") == 2
+
+
+class Trickler:
+    """A receiver that reads the request and then sends its answer's header one byte a
+    second, for ever: every read is quick, the answer never ends."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.posts = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}{path}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: Any) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            self.posts += 1
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                while True:
+                    time.sleep(0.5)
+                    conn.sendall(b"a")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_trickling_receiver_times_out_and_stop_is_prompt(tmp_path: Path) -> None:
+    """``timeout_s`` bounds the whole POST: a receiver that answers a byte at a time is
+    failed (counted, logged, retried) after it, not waited for for ever; three such
+    webhooks stop together within one ``timeout_s + 2`` (not one after another), and no
+    webhook thread is left."""
+    slow = Trickler()
+    urls = [slow.url(f"/hook{i}") for i in range(3)]
+    try:
+        with running(_settings(tmp_path, ",".join(urls), alert_webhook_timeout_s=1.0)) as gw:
+            _raise(gw)
+            for url in urls:
+                _until(lambda url=url: _count(gw, url, "failed") >= 2, timeout=20)
+            assert all(_count(gw, url, "delivered") == 0 for url in urls)
+            t0 = time.monotonic()
+        stop_s = time.monotonic() - t0
+        assert stop_s < 3.0, f"stop took {stop_s:.1f} s"
+        _until(lambda: not [t for t in threading.enumerate()
+                            if t.name.startswith("alert-webhook")], timeout=3)
+    finally:
+        slow.close()
+
+
+@pytest.mark.parametrize("text", [
+    '{"done": {}, "floor_ns": Infinity}', '{"done": {"a": 1e400}, "floor_ns": 1}',
+    '{"done": {}, "floor_ns": NaN}', '{"done": [], "floor_', "[1, 2]",
+], ids=["infinity", "1e400", "nan", "cut-short", "a-list"])
+def test_a_damaged_cursor_is_moved_aside_and_the_webhook_starts_now(
+        tmp_path: Path, receivers, caplog, text: str) -> None:
+    """A cursor file that is not one written by the gateway (hand-edited, cut short) does
+    not stop the start: it is moved aside to ``.damaged`` with a warning naming it, a
+    new one is written, and alerts raised from then on are delivered."""
+    recv = receivers().start()
+    cursor = tmp_path / "webhooks" / f"{webhook_id(recv.url)}.json"
+    cursor.parent.mkdir(parents=True)
+    cursor.write_text(text)
+    with caplog.at_level("WARNING", logger="edgewise.gateway.webhooks"):
+        with running(_settings(tmp_path, recv.url)) as gw:
+            alert = _raise(gw)
+            recv.wait_for(1)
+            _until(lambda: _count(gw, recv.url, "delivered") == 1)
+    assert recv.alert_ids() == [alert.id]
+    assert (tmp_path / "webhooks" / f"{cursor.name}.damaged").read_text() == text
+    assert json.loads(cursor.read_text())["done"] == {alert.id: alert.created_ns}
+    assert any("moved aside" in r.getMessage() and str(cursor) in r.getMessage()
+               for r in caplog.records), caplog.text
+
+
+_TOKEN_URLS = [
+    "http://ops:s3cret@relay.example.org/hook/T0k3n?key=K3y",  # plain http, not loopback
+    "ftp://ops:s3cret@relay.example.org/hook/T0k3n?key=K3y",
+    "https://ops:s3cret@relay.example.org:99999/hook/T0k3n?key=K3y",
+    "https://ops:s3cret@relay.example.org:0/hook/T0k3n?key=K3y",
+    "https://ops:s3cret@relay.example.org/hook/T0k3n?key=K3y x",
+    "https://ops:s3cret@[::1/hook/T0k3n?key=K3y",
+    "relay.example.org/hook/T0k3n?key=K3y",
+]
+
+
+@pytest.mark.parametrize("url", _TOKEN_URLS,
+                         ids=["http", "ftp", "port", "port0", "space", "ipv6", "no-scheme"])
+def test_a_refused_webhook_url_never_shows_its_path_or_password(url: str) -> None:
+    """Every refusal of a webhook URL names it as logs do (scheme, host, port, webhook
+    id), never its path, query or user part, which may hold a token."""
+    with pytest.raises(ConfigError) as e:
+        Settings.load(env={"EDGEWISE_ALERT_WEBHOOKS": url})
+    msg = str(e.value)
+    for secret in ("T0k3n", "K3y", "s3cret", "ops:"):
+        assert secret not in msg, msg
+    assert webhook_id(url) in msg and "EDGEWISE_ALERT_WEBHOOKS" in msg, msg
+
+
+def test_serve_takes_a_webhook_url_with_a_comma(tmp_path: Path, receivers, gateway_factory,
+                                                monkeypatch) -> None:
+    """``--alert-webhook`` URLs are taken as given, never split: one whose query holds a
+    comma starts the gateway as one webhook and gets the alert at that very URL (only
+    EDGEWISE_ALERT_WEBHOOKS is comma-separated)."""
+
+    for name, value in (("EDGEWISE_SEQ_GAP_GRACE_S", "0"), ("EDGEWISE_ALERT_WEBHOOK_POLL_S", "0.3"),
+                        ("EDGEWISE_ALERT_WEBHOOK_SECRET", SECRET)):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("EDGEWISE_ALERT_WEBHOOKS", raising=False)
+    d = tmp_path / "ew"
+    device_secret = _add_pump(d)
+    recv = receivers().start()
+    url = recv.url + "?teams=ops,infra"
+    g = gateway_factory("--alert-webhook", url, data_dir=d).start()
+    assert f"alert webhooks: {webhook_id(url)} (http://127.0.0.1:{recv.port}/…)" in (
+        g.log.read_text())
+    _send_with_a_gap(g.http_port, device_secret)
+    (path, _, _), = recv.wait_for(1, timeout=30)
+    assert path == "/hook?teams=ops,infra"
+    assert g.stop() == 0
+
+
+def _add_pump(d: Path) -> str:
+    """Register pump-1 in data dir ``d`` with the real CLI; its secret."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    added = subprocess.run([sys.executable, "-m", "edgewise", "device", "add", "pump-1",
+                            "--json", "--data-dir", str(d)],
+                           capture_output=True, text=True, env=env, timeout=60, check=True)
+    return json.loads(added.stdout)["secret"]
+
+
+def _send_with_a_gap(http_port: int, device_secret: str) -> None:
+    """POST pump-1's seqs 1 and 3 over HTTP: seq 2 never comes, a seq_gap alert."""
+    import httpx
+
+    t0 = int(time.time()) - 10
+    with httpx.Client(base_url=f"http://127.0.0.1:{http_port}") as http:
+        for seq in (1, 3):
+            r = http.post("/v1/telemetry", headers={"Authorization": f"Bearer {device_secret}",
+                                                    "X-Device-Id": "pump-1"},
+                          json={"ts": t0 + seq, "metrics": {"temp": 20.0}, "seq": seq})
+            assert r.status_code == 200, r.text

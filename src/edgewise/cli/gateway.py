@@ -50,7 +50,8 @@ FleetPrior = Annotated[bool, typer.Option(
 AlertWebhook = Annotated[list[str] | None, typer.Option(
     "--alert-webhook",
     help="URL each new alert is POSTed to as signed JSON (once per webhook; give the option "
-         "once per URL; default: EDGEWISE_ALERT_WEBHOOKS, comma-separated, else none). "
+         "once per URL, taken as it is; default: EDGEWISE_ALERT_WEBHOOKS, comma-separated "
+         "(a comma inside a URL written %2C), else none). "
          "https://, or http:// to a loopback host; the secret is "
          "EDGEWISE_ALERT_WEBHOOK_SECRET, else one made in the data dir.",
     show_default=False)]
@@ -203,7 +204,8 @@ def serve(
 
     settings = _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key,
                          detector, fast_stream_z, fleet_prior,
-                         ",".join(alert_webhook) if alert_webhook else None,
+                         # a tuple, never joined: a URL may hold a comma (?teams=a,b)
+                         tuple(alert_webhook) if alert_webhook else None,
                          alert_webhook_allow_http, alert_webhook_ca_file)
     _check_consumer(settings)
     restrict_umask()  # what the gateway creates (stores, their logs, state) is 0600

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import random
 import secrets
 import ssl
@@ -254,34 +255,49 @@ class Webhook:
         self._body: tuple[str, bytes] | None = None  # the alert being sent, as JSON
         self._next_sweep = 0.0  # monotonic time of the next read of the store's list
         self._unsaved, self._saved_at = False, 0.0
-        host = urlsplit(url).hostname or ""
-        # a proxy from the environment is used for remote receivers only: a loopback one
-        # taken through a proxy would cross the network in plain text
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout_s), follow_redirects=False, verify=verify,
-            trust_env=not _is_loopback(host),
-            headers={"User-Agent": "edgewise-alert-webhook/1"})
+        self._verify = verify
+        self._client = self._new_client()
 
     # -- the cursor --------------------------------------------------------------------
     def _load(self) -> tuple[int, dict[str, int]]:
         """``(floor_ns, done)`` from the cursor file: every alert created at or before
         ``floor_ns`` was handled (or is older than the webhook), and ``done`` maps the
         ids handled since to their creation time. A new webhook starts now (older alerts
-        are not sent), its file written at once."""
-        if not self.path.exists():
-            floor = time.time_ns()
-            self._save(floor, {})
-            return floor, {}
-        try:
-            state = json.loads(self.path.read_text())
-            floor = int(state["floor_ns"])
-            done = {str(k): int(v) for k, v in state["done"].items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(
-                f"The cursor file {self.path} of alert webhook {self.shown} cannot be read "
-                f"({exc!r}). Remove it to send alerts from now on (those not yet sent are "
-                f"then not sent).") from None
-        return floor, done
+        are not sent), its file written at once.
+
+        A damaged file (not the JSON written here: hand-edited, ``NaN``, ``Infinity``,
+        ``1e400``, cut short) is moved aside to ``<id>.json.damaged`` with a warning, and
+        the webhook starts now as a new one: a webhook is no reason to stop ingest, and
+        what it then misses (alerts not yet sent when the file was last written) stays
+        in the store and the API."""
+        if self.path.exists():
+            try:
+                data = self.path.read_bytes()
+            except OSError as exc:  # not damaged: unreadable (permissions): say so, stop
+                raise ConfigError(
+                    f"The cursor file {self.path} of alert webhook {self.shown} cannot be "
+                    f"read ({exc}). Make it readable, or remove it to send alerts from now "
+                    f"on (those not yet sent are then not sent).") from None
+            try:
+                return _parse_cursor(data)
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+                aside = self.path.with_name(self.path.name + ".damaged")
+                try:
+                    self.path.replace(aside)
+                except OSError as move:
+                    raise ConfigError(
+                        f"The cursor file {self.path} of alert webhook {self.shown} cannot "
+                        f"be read ({type(exc).__name__}: {exc}) nor moved aside ({move}). "
+                        f"Remove it to send alerts from now on (those not yet sent are "
+                        f"then not sent).") from None
+                log.warning("alert webhook %s: its cursor file %s cannot be read (%s: %s); "
+                            "moved aside to %s and sending the alerts raised from now on "
+                            "(those not yet sent when it was last written are not sent: "
+                            "see GET /v1/alerts)", self.shown, self.path,
+                            type(exc).__name__, exc, aside)
+        floor = time.time_ns()
+        self._save(floor, {})
+        return floor, {}
 
     def _save(self, floor_ns: int, done: dict[str, int]) -> None:
         data = {"webhook": _shown(self.url), "floor_ns": floor_ns, "done": done}
@@ -362,14 +378,19 @@ class Webhook:
 
     def _send(self, created_ns: int, alert_id: str) -> tuple[str, str | None]:
         """Send the alert once; ``(outcome, Retry-After)``: ``"delivered"``, ``"refused"``,
-        ``"skipped"`` (merged or deleted before it was sent) or ``"failed"`` (retry)."""
-        if self._body is None or self._body[0] != alert_id:
-            try:
-                alert = self.store.get_alert(alert_id)
-            except KeyError:  # the device was deleted, its alerts with it
-                return "skipped", None
-            if alert.merged_into is not None:  # the alert that covers it is (or was) sent
-                return "skipped", None
+        ``"skipped"`` (merged or deleted before it was sent) or ``"failed"`` (retry).
+
+        The store is read again before every try: an alert whose device was deleted, or
+        that was merged into another, while the receiver was down is not sent."""
+        try:
+            alert = self.store.get_alert(alert_id)
+        except KeyError:  # the device was deleted, its alerts with it
+            self._body = None
+            return "skipped", None
+        if alert.merged_into is not None:  # the alert that covers it is (or was) sent
+            self._body = None
+            return "skipped", None
+        if self._body is None or self._body[0] != alert_id:  # a retry sends the same bytes
             self._body = (alert_id, json.dumps(alert_payload(alert),
                                                separators=(",", ":")).encode())
         body = self._body[1]
@@ -377,10 +398,9 @@ class Webhook:
         headers = {"Content-Type": "application/json", "X-Edgewise-Event": EVENT_RAISED,
                    "X-Edgewise-Delivery": alert_id, "X-Edgewise-Timestamp": str(ts),
                    "X-Edgewise-Signature": sign(self.secret, ts, body)}
-        try:  # streamed: the receiver's answer body is never read
-            with self._client.stream("POST", self.url, content=body, headers=headers) as r:
-                status, retry_after = r.status_code, r.headers.get("retry-after")
-        except httpx.HTTPError as exc:
+        try:
+            status, retry_after, location = self._post(body, headers)
+        except (httpx.HTTPError, TimeoutError) as exc:
             log.warning("alert webhook %s: alert %s not delivered: %s: %s; retrying",
                         self.shown, alert_id, type(exc).__name__, exc or "no answer")
             return "failed", None
@@ -393,13 +413,53 @@ class Webhook:
         if 300 <= status < 400:
             log.warning("alert webhook %s: alert %s answered with HTTP %d, a redirect to %s, "
                         "which is never followed (configure the URL it names): not sent "
-                        "again", self.shown, alert_id, status,
-                        _shown_location(r.headers.get("location") or ""))
+                        "again", self.shown, alert_id, status, _shown_location(location))
         else:
             log.warning("alert webhook %s: alert %s refused with HTTP %d: not sent again "
                         "(only no answer, 5xx, 408 and 429 are retried)",
                         self.shown, alert_id, status)
         return "refused", None
+
+    def _new_client(self) -> httpx.Client:
+        host = urlsplit(self.url).hostname or ""
+        # a proxy from the environment is used for remote receivers only: a loopback one
+        # taken through a proxy would cross the network in plain text
+        return httpx.Client(
+            timeout=httpx.Timeout(self.timeout_s), follow_redirects=False,
+            verify=self._verify, trust_env=not _is_loopback(host),
+            headers={"User-Agent": "edgewise-alert-webhook/1"})
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str | None, str]:
+        """POST ``body``: ``(status, Retry-After, Location)`` of the answer, whole within
+        ``timeout_s`` (httpx's timeout bounds each read only: a receiver trickling its
+        answer a byte at a time would hold the webhook for ever).
+
+        The request runs on a thread of its own; one not answered by the deadline is
+        abandoned and its client closed (which ends that thread at its next read), and
+        :class:`TimeoutError` raised; no answer raises :class:`httpx.HTTPError`."""
+        client = self._client
+        result: list[tuple[int, str | None, str] | BaseException] = []
+
+        def post() -> None:
+            try:  # streamed: the receiver's answer body is never read
+                with client.stream("POST", self.url, content=body, headers=headers) as r:
+                    result.append((r.status_code, r.headers.get("retry-after"),
+                                   r.headers.get("location") or ""))
+            except BaseException as exc:  # handed to the webhook's thread
+                result.append(exc)
+
+        worker = threading.Thread(target=post, daemon=True, name=f"alert-webhook-{self.id}-post")
+        worker.start()
+        worker.join(self.timeout_s)
+        if not result:  # still in flight: abandon it, with its connection
+            self._client = self._new_client()
+            with contextlib.suppress(Exception):
+                client.close()
+            raise TimeoutError(f"no whole answer within {self.timeout_s:g} s")
+        out = result[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
 
     def run_once(self, failures: int = 0) -> int:
         """One step of the thread: read what is new, send the oldest pending alert;
@@ -448,20 +508,52 @@ class Webhook:
                                             name=f"alert-webhook-{self.id}")
             self._thread.start()
 
-    def close(self) -> None:
-        """Stop the thread (a POST in flight is waited for, up to the timeout) and the
-        client; what is not sent yet is sent after the next start."""
+    def _signal_stop(self) -> None:
+        """Ask the thread to stop (it ends after the POST in flight, if any)."""
         self._stop.set()
         self._wake.set()
+
+    def _join(self, deadline: float) -> None:
+        """Wait for the thread until ``deadline`` (monotonic), then close the client."""
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join(self.timeout_s + 2.0)
+            thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
-                log.warning("alert webhook %s: a POST still in flight at stop; left behind",
-                            self.shown)
+                log.warning("alert webhook %s: still busy at stop (the store not "
+                            "answering?); left behind", self.shown)
                 return
         self._flush()
         self._client.close()
+
+    def close(self) -> None:
+        """Stop the thread (a POST in flight is waited for: it ends within ``timeout_s``)
+        and the client; what is not sent yet is sent after the next start."""
+        self._signal_stop()
+        self._join(time.monotonic() + self.timeout_s + 2.0)
+
+
+def _parse_cursor(data: bytes) -> tuple[int, dict[str, int]]:
+    """``(floor_ns, done)`` of a cursor file's bytes; raises ``ValueError`` (and the like)
+    on anything else, ``NaN``, ``Infinity`` and numbers out of range included.
+
+    >>> _parse_cursor(b'{"floor_ns": 5, "done": {"a1": 7}}')
+    (5, {'a1': 7})
+    >>> _parse_cursor(b'{"floor_ns": 1e400, "done": {}}')
+    Traceback (most recent call last):
+    ...
+    ValueError: not a finite number: 1e400
+    """
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"not a number: {name}")
+
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite number: {text}")
+        return value
+
+    state = json.loads(data, parse_constant=no_constant, parse_float=finite)
+    return int(state["floor_ns"]), {str(k): int(v) for k, v in state["done"].items()}
 
 
 class AlertWebhooks:
@@ -523,10 +615,15 @@ class AlertWebhooks:
             w.start()
 
     def close(self) -> None:
-        """Stop every webhook's thread; safe to call twice."""
+        """Stop every webhook's thread, all at once (each is told first, then all are
+        waited for until one deadline); safe to call twice."""
+        for w in self.webhooks:
+            w._signal_stop()
+        deadline = time.monotonic() + max((w.timeout_s for w in self.webhooks),
+                                          default=0.0) + 2.0
         for w in self.webhooks:
             with contextlib.suppress(Exception):
-                w.close()
+                w._join(deadline)
 
 
 def _unique(urls: Iterable[str]) -> list[str]:

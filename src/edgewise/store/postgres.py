@@ -136,6 +136,10 @@ _STAGE = """CREATE TEMP TABLE IF NOT EXISTS ew_stage (
 ) ON COMMIT DELETE ROWS"""
 
 
+#: a '%' libpq refuses in a URL part: one that starts no %XX escape, or %00
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|%00")
+
+
 def _split_url(url: str) -> tuple[str, str | None, str]:
     """(libpq URL without ``schema``, schema, URL safe to print).
 
@@ -145,6 +149,10 @@ def _split_url(url: str) -> tuple[str, str | None, str]:
     Traceback (most recent call last):
     ...
     edgewise.errors.StoreError: Store URL 'postgresql://postgres@[::1/db' is malformed: Invalid IPv6 URL. Expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?schema=NAME], with an IPv6 host in brackets ([::1]).
+    >>> _split_url("postgresql://ew:ab%zz99@db/ew")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Store URL 'postgresql://ew:***@db/ew': its password holds a '%' that starts no %XX escape (or %00). Write a '%' in the password as %25 (and '@', ':', '/' as %40, %3A, %2F).
     """  # noqa: E501
     shown = shown_url(url)
     try:
@@ -155,6 +163,15 @@ def _split_url(url: str) -> tuple[str, str | None, str]:
             "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?schema=NAME], with an IPv6 host in "
             "brackets ([::1])."
         ) from None
+    # libpq decodes %XX in the URL's parts and, on a '%' that starts none (or %00), prints
+    # the part as is: the password would reach the message whole (one in ?password= is
+    # passed on re-encoded, below, so never refused)
+    password = parts.netloc.rpartition("@")[0].partition(":")[2]
+    if _BAD_ESCAPE.search(password):
+        raise StoreError(
+            f"Store URL {shown!r}: its password holds a '%' that starts no %XX escape (or "
+            "%00). Write a '%' in the password as %25 (and '@', ':', '/' as %40, %3A, %2F)."
+        )
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = None
     rest = []
