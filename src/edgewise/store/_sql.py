@@ -497,11 +497,19 @@ class SQLStoreMixin:
         return out
 
     def _alert_on(self, con: Any, alert_id: str) -> Alert:
-        """One alert by id, read through ``con``; ``KeyError`` if unknown."""
-        row = con.execute(alert_by_id(self._ph), [alert_id]).fetchone()
-        if row is None:
+        """One alert by id, read through ``con``; ``KeyError`` if unknown.
+
+        Read to the end (``fetchall``, not ``fetchone``): DuckDB streams a query's result
+        and keeps its transaction open until the last row is fetched, so a reader cursor
+        left after ``fetchone`` (the webhook thread's, before each POST) held a read
+        transaction for as long as its thread ran no other query, and every alert
+        UPDATE committed after it kept the checkpoint lock: a device deletion's purge
+        then failed at its CHECKPOINT ("other write transactions active").
+        """
+        rows = con.execute(alert_by_id(self._ph), [alert_id]).fetchall()
+        if not rows:
             raise KeyError(alert_id)
-        return _alert_from_row(row)
+        return _alert_from_row(rows[0])
 
     def seq_watermark(self, device_id: str) -> int:
         """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1), and, as

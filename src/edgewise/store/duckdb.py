@@ -733,10 +733,10 @@ class DuckDBStore(SQLStoreMixin):
     def _purge_pending(self, *keys: str) -> bool:
         """Whether one of the marks ``keys`` (default: the one that makes the open purge)
         is in the file."""
-        row = self._con.execute(
+        rows = self._con.execute(  # read to the end: a streamed result keeps its transaction
             "SELECT count(*) FROM ew_meta WHERE list_contains(?, key)",
-            [list(keys or (_PURGE_PENDING,))]).fetchone()
-        return bool(row and row[0])
+            [list(keys or (_PURGE_PENDING,))]).fetchall()
+        return bool(rows and rows[0][0])
 
     @property
     def purge_pending(self) -> bool:
@@ -868,12 +868,16 @@ class DuckDBStore(SQLStoreMixin):
         """Close every connection, rename ``fresh`` over the store's file and reopen it
         (with ``_wlock`` and the gate held alone)."""
         path = Path(self.path)
+        # closed before the checkpoint, not after: no reader is in a query (the gate is
+        # ours), but a cursor can still hold a transaction (a result not read to its end),
+        # and an UPDATE committed after that transaction began keeps the checkpoint lock
+        # until it ends, so the checkpoint failed ("other write transactions active")
+        self._close_cursors()
+        self._gen += 1  # every thread's cursor is stale now
         try:
             self._con.execute("CHECKPOINT")  # the log folds into the old file, then goes
         except duckdb.Error as exc:
             raise StoreError(f"Purge of {self.url!r} failed at its checkpoint: {exc}") from exc
-        self._close_cursors()
-        self._gen += 1  # every thread's cursor is stale now
         self._con.close()
         try:
             wal = _wal_path(path)
