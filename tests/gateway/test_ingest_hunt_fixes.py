@@ -130,12 +130,14 @@ def test_a_failed_commit_leaves_the_rate_limit_and_counts_alone(
             finally:
                 admin.execute(f"ALTER TABLE {schema}.readings_away RENAME TO readings")
         assert p.metrics.get("edgewise_readings_ingested_total") == 0
+        assert p.metrics.get("edgewise_messages_total") == 0  # counted once, when stored
         try:
             r = p.ingest("pump-1", body)
         except RateLimitError as exc:
             pytest.fail(f"the resend was refused: {exc}")
         assert (r.accepted, r.ack_seq) == (100, 1)
         assert p.metrics.get("edgewise_readings_ingested_total") == 100
+        assert p.metrics.get("edgewise_messages_total", via="http") == 1
         assert store.count_readings() == 100
     finally:
         p.close()

@@ -305,7 +305,6 @@ class Pipeline:
         Raises :class:`~edgewise.errors.StoreError` when the commit fails: then nothing
         of the batch is stored, and nothing may be acknowledged.
         """
-        m = self.metrics
         out: list[IngestResult | PayloadError | RateLimitError] = []
         readings: list[Reading] = []
         seqs: dict[str, list[int]] = {}
@@ -316,7 +315,6 @@ class Pipeline:
         counts: list[tuple[str, int, str | None]] = []  # (counter, n, reason)
         taken: dict[str, int] = {}  # device -> rate-limit tokens this batch took
         for device_id, payload in items:
-            m.inc("edgewise_messages_total", via=via)
             try:
                 dec = decode(
                     payload, device_id,
@@ -378,7 +376,7 @@ class Pipeline:
                                     device_id=device_id, seqs=dec.seqs))
         devices = {r.device_id for r in out if isinstance(r, IngestResult)}
         if not devices:
-            self._count(counts)
+            self._count(counts, len(items), via)
             return out
         t0 = time.perf_counter()
         with self._commit_lock:
@@ -391,14 +389,14 @@ class Pipeline:
                            and r.device_id in gone else r for r in out]
                     devices -= gone
                     if not devices:
-                        self._count(counts)
+                        self._count(counts, len(items), via)
                         return out
                 res = self.store.append(readings, seqs or None)
             except BaseException:  # nothing committed: the device's tokens go back
                 for device_id, n in taken.items():
                     self.rate_limiter.refund(device_id, n)
                 raise
-            self._count(counts)
+            self._count(counts, len(items), via)
             self._commits += 1
             batch = _Committed(readings, self._commits)
             with self._state_lock:
@@ -467,8 +465,12 @@ class Pipeline:
             reason="unknown_device",
         )
 
-    def _count(self, counts: list[tuple[str, int, str | None]]) -> None:
-        """Add a batch's reading counts to the metrics (once it is committed)."""
+    def _count(self, counts: list[tuple[str, int, str | None]], messages: int,
+               via: str) -> None:
+        """Add a batch's ``messages`` (by transport ``via``) and reading counts to the
+        metrics, once it is committed: a batch whose commit failed is retried (the
+        transport may retry it in halves) and must not count twice."""
+        self.metrics.inc("edgewise_messages_total", messages, via=via)
         for name, n, reason in counts:
             if reason is None:
                 self.metrics.inc(name, n)
