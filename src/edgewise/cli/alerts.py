@@ -1,0 +1,499 @@
+"""``edgewise alerts list|show|ack|label``: alerts of a running gateway, over its HTTP API.
+
+The gateway holds its DuckDB file, so these commands never open the store: they are a thin
+client of ``GET /v1/alerts``, ``GET /v1/alerts/{id}``, ``POST /v1/alerts/{id}/ack`` and
+``POST /v1/alerts/{id}/label`` with an API token (``EDGEWISE_TOKEN``; ``--token`` works too
+but shows in ``ps`` and shell history). Listing needs a *viewer* token, acknowledging and
+labelling an *operator* one; the gateway audits what an operator does under the token's
+name.
+
+The gateway's address is ``--gateway``, else ``EDGEWISE_GATEWAY_URL``, else
+``http://127.0.0.1:8080`` (the gateway's default port). An ``https://`` gateway's
+certificate is checked against the system's CAs, or against ``--ca-file``
+(``EDGEWISE_CA_FILE``) for a self-signed one.
+
+Every refusal is one line on stderr: exit 2 for what is wrong on this side (no token, a
+gateway URL that is not http(s), a CA file that cannot be read), exit 1 for what the gateway
+answered or that it could not be reached. The table shows ids shortened to 8 characters;
+``show``, ``ack`` and ``label`` take a full id or a prefix of one that only one listed alert
+has.
+
+>>> _one_line("Alert 'x'\\nwas\\tmerged\\x1b[2J")
+"Alert 'x' was merged [2J"
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from edgewise.cli._app import Json, app, fail
+from edgewise.config import Settings
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["alerts_app"]
+
+alerts_app = typer.Typer(
+    help="List, show, acknowledge and label a running gateway's alerts (over its HTTP API; "
+         "token from EDGEWISE_TOKEN).",
+    no_args_is_help=True,
+)
+app.add_typer(alerts_app, name="alerts")
+
+#: Where the gateway listens when nothing says otherwise (its default HTTP port).
+DEFAULT_GATEWAY = f"http://127.0.0.1:{Settings.http_port}"
+#: Alerts asked for per page while listing (the API allows up to 10,000).
+PAGE = 500
+#: Of the list's table, how many of an alert's drivers are shown.
+TOP_DRIVERS = 3
+
+Gateway = Annotated[str, typer.Option(
+    "--gateway", envvar="EDGEWISE_GATEWAY_URL", show_envvar=True,
+    help=f"The gateway's base URL (default: EDGEWISE_GATEWAY_URL, else {DEFAULT_GATEWAY}).",
+    show_default=False)]
+Token = Annotated[str, typer.Option(
+    "--token", envvar="EDGEWISE_TOKEN", show_envvar=True, show_default=False,
+    help="API token (prefer the EDGEWISE_TOKEN environment variable: an option shows in "
+         "'ps' and shell history). Make one with 'edgewise token create --role viewer' "
+         "(operator to ack or label).")]
+CaFile = Annotated[str, typer.Option(
+    "--ca-file", envvar="EDGEWISE_CA_FILE", show_envvar=True, show_default=False,
+    help="PEM CA bundle to check an https:// gateway's certificate with (a self-signed "
+         "gateway); default: the system's CAs.")]
+Timeout = Annotated[float, typer.Option(
+    "--timeout", min=0.1, help="Seconds to wait for the gateway per request.")]
+AlertId = Annotated[str, typer.Argument(
+    help="The alert's id, or a prefix of it only one listed alert has (as the list shows).",
+    show_default=False)]
+
+
+class Verdict(StrEnum):
+    """A person's verdict on an alert."""
+
+    true_alarm = "true_alarm"
+    false_alarm = "false_alarm"
+
+
+class Status(StrEnum):
+    """An alert's status, as the list filters it."""
+
+    open = "open"
+    acknowledged = "acknowledged"
+
+
+def _one_line(text: Any) -> str:
+    """``text`` on one line, without control characters (a gateway's answer is not trusted
+    to leave the terminal alone)."""
+    cleaned = "".join(c if c.isprintable() else " " for c in str(text))
+    return " ".join(cleaned.split())
+
+
+class _Client:
+    """The gateway's HTTP API with an API token; every failure ends the command in one line.
+
+    >>> _Client("ftp://gw", "t", "", 5.0)  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ...
+    click.exceptions.Exit: 2
+    """
+
+    def __init__(self, gateway: str, token: str, ca_file: str, timeout: float) -> None:
+        import ssl
+
+        import httpx
+
+        url = (gateway or DEFAULT_GATEWAY).strip()
+        if not url.startswith(("http://", "https://")):
+            raise fail(f"--gateway (EDGEWISE_GATEWAY_URL) must be the gateway's http:// or "
+                       f"https:// URL, e.g. {DEFAULT_GATEWAY}. Got {_one_line(url)!r} instead.")
+        try:
+            base = httpx.URL(url.rstrip("/") + "/")
+            if not base.host:
+                raise ValueError("no host")
+        except (httpx.InvalidURL, ValueError):
+            raise fail(f"--gateway (EDGEWISE_GATEWAY_URL) must be a URL with a host, e.g. "
+                       f"{DEFAULT_GATEWAY}. Got {_one_line(url)!r} instead.") from None
+        self.shown = _one_line(url.rstrip("/"))
+        token = token.strip()
+        if not token:
+            raise fail("no API token: set EDGEWISE_TOKEN (or pass --token) to a token made "
+                       "with 'edgewise token create --role viewer' (operator to ack or label).")
+        try:
+            token.encode("ascii")
+        except UnicodeEncodeError:
+            raise fail("EDGEWISE_TOKEN (--token) is not an API token: it has characters "
+                       "that are not ASCII. Set it to a token made with "
+                       "'edgewise token create'.") from None
+        verify: ssl.SSLContext | bool = True
+        if ca_file:
+            try:
+                verify = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise fail(f"--ca-file (EDGEWISE_CA_FILE) must be a readable PEM CA bundle. "
+                           f"Got {ca_file!r}: {_one_line(exc)}.") from None
+        self.base = base
+        self.http = httpx.Client(
+            base_url=base, timeout=timeout, verify=verify, follow_redirects=False,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        )
+
+    def __enter__(self) -> _Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def call(self, method: str, url: str, *, params: dict[str, Any] | None = None,
+             body: dict[str, Any] | None = None, alert_id: str | None = None,
+             unknown_ok: bool = False) -> Any:
+        """Send one request (``url`` relative to the gateway's base URL, or absolute on its
+        origin); the answer when it is a 2xx (``None`` for a 404 ``unknown_alert`` when
+        ``unknown_ok``), else end the command with one line."""
+        import httpx
+
+        try:
+            resp = self.http.request(method, url, params=params, json=body)
+        except httpx.ConnectError as exc:
+            why = _one_line(exc)
+            if "CERTIFICATE" in why.upper():
+                raise fail(f"the gateway at {self.shown} presented a certificate that could "
+                           f"not be verified ({why}); pass its CA certificate with --ca-file "
+                           f"(EDGEWISE_CA_FILE).", 1) from None
+            self._unreachable(why)
+        except httpx.TimeoutException:
+            self._unreachable(f"no answer within {self.http.timeout.read} s")
+        except httpx.HTTPError as exc:
+            self._unreachable(_one_line(exc) or type(exc).__name__)
+        if resp.is_success:
+            return resp
+        if unknown_ok and resp.status_code == 404 and _reason(resp) == "unknown_alert":
+            return None
+        self._refuse(resp, alert_id)
+
+    def json(self, resp: httpx.Response) -> Any:
+        """The JSON body of a 2xx answer; one line when it is not JSON."""
+        try:
+            return resp.json()
+        except ValueError:
+            raise fail(f"the gateway at {self.shown} answered {resp.request.url.path} with "
+                       f"HTTP {resp.status_code} but not JSON; is {self.shown} an Edgewise "
+                       "gateway (check --gateway / EDGEWISE_GATEWAY_URL)?", 1) from None
+
+    def _unreachable(self, why: str) -> NoReturn:
+        raise fail(f"cannot reach the gateway at {self.shown} ({why}); is 'edgewise serve' "
+                   f"running there? Pass its address with --gateway or "
+                   f"EDGEWISE_GATEWAY_URL.", 1)
+
+    def _refuse(self, resp: httpx.Response, alert_id: str | None) -> NoReturn:
+        try:
+            problem = resp.json()
+        except ValueError:
+            problem = None
+        if not isinstance(problem, dict):
+            problem = {}
+        detail = _one_line(problem.get("detail") or problem.get("title") or "")
+        reason = problem.get("reason")
+        status = resp.status_code
+        if status == 401:
+            raise fail(f"the gateway at {self.shown} refused the API token ({detail or 'HTTP 401'}"
+                       f"); set EDGEWISE_TOKEN (or --token) to a valid token made with "
+                       "'edgewise token create'.", 1)
+        if status == 403:
+            need = _one_line(problem.get("allowed") or "")
+            hint = (f" Use a token of role {need} (EDGEWISE_TOKEN)."
+                    if problem.get("field") == "role" and need else "")
+            raise fail(f"the gateway at {self.shown} refused this: {detail or 'HTTP 403'}"
+                       f"{hint}", 1)
+        if status == 404 and reason == "unknown_alert":
+            raise fail(f"no alert {_one_line(alert_id)!r} on the gateway at {self.shown}; "
+                       "list them with 'edgewise alerts list'.", 1)
+        if status == 404 or not problem:
+            raise fail(f"the gateway at {self.shown} answered {resp.request.url.path} with "
+                       f"HTTP {status}{': ' + detail if detail else ''}; is {self.shown} an "
+                       "Edgewise gateway (check --gateway / EDGEWISE_GATEWAY_URL)?", 1)
+        if status == 429 and resp.headers.get("Retry-After"):
+            detail += f" Retry after {_one_line(resp.headers['Retry-After'])} s."
+        raise fail(f"the gateway at {self.shown} answered HTTP {status}"
+                   f"{' (' + _one_line(reason) + ')' if reason else ''}: {detail}", 1)
+
+    def next_page(self, resp: httpx.Response) -> str | None:
+        """The URL of the ``Link: <…>; rel="next"`` header, resolved against the request's
+        URL; ``None`` on the last page. A link to another origin is refused: the token is
+        sent only to the gateway it was given for."""
+        link = resp.links.get("next", {}).get("url")
+        if not link:
+            return None
+        url = resp.request.url.join(link)
+        if (url.scheme, url.host, url.port) != (self.base.scheme, self.base.host,
+                                                self.base.port):
+            raise fail(f"the gateway at {self.shown} sent a next-page link to another "
+                       f"origin ({_one_line(url.scheme)}://{_one_line(url.host)}); "
+                       "not followed (the token goes to the gateway only).", 1)
+        return str(url)
+
+    def alert(self, alert_id: str, method: str = "GET", action: str = "",
+              body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``/v1/alerts/{id}{action}``; an id the gateway does not know is taken as a prefix
+        of a listed alert's id, used when exactly one has it."""
+        if not alert_id.strip():
+            raise fail("ALERT_ID must be an alert's id, as 'edgewise alerts list' shows it. "
+                       "Got an empty one.")
+        resp = self.call(method, f"v1/alerts/{_quote(alert_id)}{action}", body=body,
+                         alert_id=alert_id, unknown_ok=True)
+        if resp is None:  # no alert has this id: a prefix of one?
+            full = self._by_prefix(alert_id)
+            resp = self.call(method, f"v1/alerts/{_quote(full)}{action}", body=body,
+                             alert_id=full)
+        alert = self.json(resp)
+        if not isinstance(alert, dict):
+            raise fail(f"the gateway at {self.shown} answered an alert that is not a JSON "
+                       "object; is it an Edgewise gateway?", 1)
+        return alert
+
+    def _by_prefix(self, prefix: str) -> str:
+        """The id of the one listed alert that starts with ``prefix``; one line otherwise."""
+        if len(prefix) < 4:
+            self._refuse_unknown(prefix)
+        matches: list[str] = []
+        url: str | None = "v1/alerts"
+        params: dict[str, Any] | None = {"limit": 10_000}
+        while url:
+            resp = self.call("GET", url, params=params)
+            page = self.json(resp)
+            matches += [a["id"] for a in page if isinstance(a, dict)
+                        and str(a.get("id", "")).startswith(prefix)]
+            url, params = self.next_page(resp), None
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise fail(f"ALERT_ID {prefix!r} is the start of {len(matches)} alerts' ids "
+                       f"({', '.join(m[:12] + '…' for m in matches[:5])}); give more of it.")
+        self._refuse_unknown(prefix)
+
+    def _refuse_unknown(self, alert_id: str) -> NoReturn:
+        raise fail(f"no alert {_one_line(alert_id)!r} on the gateway at {self.shown}; "
+                   "list them with 'edgewise alerts list'.", 1)
+
+
+def _quote(alert_id: str) -> str:
+    from urllib.parse import quote
+
+    return quote(alert_id, safe="")
+
+
+def _reason(resp: httpx.Response) -> Any:
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    return body.get("reason") if isinstance(body, dict) else None
+
+
+def _drivers(alert: dict[str, Any], top: int = TOP_DRIVERS) -> str:
+    """An alert's strongest drivers, e.g. ``temp_c 90%, rpm 10%``.
+
+    >>> _drivers({"drivers": {"a": 0.1, "b": 0.7, "c": 0.2, "d": 0.0}})
+    'b 70%, c 20%, a 10%'
+    """
+    drivers = alert.get("drivers") or {}
+    if not isinstance(drivers, dict):
+        return ""
+    ranked = sorted(((str(k), v) for k, v in drivers.items() if isinstance(v, (int, float))),
+                    key=lambda kv: -abs(kv[1]))
+    return ", ".join(f"{_one_line(k)} {v:.0%}" for k, v in ranked[:top])
+
+
+def _status(alert: dict[str, Any]) -> str:
+    status = _one_line(alert.get("status", ""))
+    return f"{status} ({_one_line(alert['label'])})" if alert.get("label") else status
+
+
+def _score(alert: dict[str, Any]) -> str:
+    score = alert.get("score")
+    return f"{score:.2f}" if isinstance(score, (int, float)) else _one_line(score)
+
+
+def _start(alert: dict[str, Any]) -> str:
+    """An alert's start to the second, e.g. ``2026-01-31T12:00:05Z`` (UTC, as the API).
+
+    >>> _start({"start": "2026-01-31T12:00:05.250Z"})
+    '2026-01-31T12:00:05Z'
+    """
+    start = _one_line(alert.get("start") or "")
+    return start[:19] + "Z" if len(start) > 19 and start.endswith("Z") else start
+
+
+def _table(alerts: list[dict[str, Any]], more: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''}, newest first"
+    table = Table(title=title + (" (more match: raise --limit)" if more else ""))
+    for name in ("id", "device", "kind", "status", "start"):
+        table.add_column(name, no_wrap=name != "device")
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("drivers")
+    table.add_column("message")
+    for a in alerts:
+        table.add_row(_one_line(a.get("id", ""))[:8], _one_line(a.get("device_id", "")),
+                      _one_line(a.get("kind", "")), _status(a), _start(a), _score(a),
+                      _drivers(a), _one_line(a.get("message", "")))
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped: no terminal to fit, so no column is cut short
+        console = Console(highlight=False, width=160)
+    console.print(table, markup=False)
+
+
+@alerts_app.command("list")
+def alerts_list(
+    gateway: Gateway = DEFAULT_GATEWAY,
+    token: Token = "",
+    ca_file: CaFile = "",
+    device: Annotated[str, typer.Option("--device", help="Only this device's alerts.")] = "",
+    status: Annotated[Status | None, typer.Option(
+        "--status", show_default=False, help="Only open or only acknowledged alerts.")] = None,
+    kind: Annotated[str, typer.Option("--kind", help="Only this kind, e.g. anomaly or "
+                                      "seq_gap.")] = "",
+    since: Annotated[str, typer.Option("--since", help="Only alerts whose span ends at or "
+                                       "after this time (RFC 3339 or epoch seconds).")] = "",
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many alerts "
+                                       "(pages of the API are followed up to it).")] = 100,
+    as_json: Json = False,
+    timeout: Timeout = 10.0,
+) -> None:
+    """List the gateway's live alerts, newest first (needs a viewer token).
+
+    Example: EDGEWISE_TOKEN=… edgewise alerts list --status open --device pump-7
+    """
+    params = {k: v for k, v in {"device": device, "status": status.value if status else "",
+                                "kind": kind, "since": since}.items() if v}
+    params["limit"] = min(limit, PAGE)
+    alerts: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    with _Client(gateway, token, ca_file, timeout) as gw:
+        url: str | None = "v1/alerts"
+        query: dict[str, Any] | None = params
+        while url and len(alerts) < limit:
+            resp = gw.call("GET", url, params=query)
+            page = gw.json(resp)
+            if not isinstance(page, list):
+                raise fail(f"the gateway at {gw.shown} answered /v1/alerts with JSON that "
+                           "is not a list; is it an Edgewise gateway?", 1)
+            alerts += page
+            url, query = gw.next_page(resp), None
+            if url in seen:  # a gateway that links a page to itself would never end
+                break
+            seen.add(url or "")
+    more = url is not None or len(alerts) > limit
+    alerts = alerts[:limit]
+    if as_json:
+        typer.echo(json.dumps(alerts))
+        return
+    if not alerts:
+        typer.echo("no alerts" + (" matching " + ", ".join(
+            f"{k}={v}" for k, v in params.items() if k != "limit") if len(params) > 1 else ""))
+        return
+    _table(alerts, more)
+
+
+@alerts_app.command("show")
+def alerts_show(
+    alert_id: AlertId,
+    gateway: Gateway = DEFAULT_GATEWAY,
+    token: Token = "",
+    ca_file: CaFile = "",
+    as_json: Json = False,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Show one alert with its explanation (needs a viewer token).
+
+    Example: edgewise alerts show 9b1f2c3d
+    """
+    with _Client(gateway, token, ca_file, timeout) as gw:
+        alert = gw.alert(alert_id)
+    if as_json:
+        typer.echo(json.dumps(alert))
+        return
+    if not isinstance(alert, dict):
+        raise fail("the gateway answered an alert that is not a JSON object.", 1)
+    rows = [("id", alert.get("id")), ("device", alert.get("device_id")),
+            ("kind", alert.get("kind")), ("status", _status(alert)),
+            ("start", alert.get("start")), ("end", alert.get("end")),
+            ("score", _score(alert)), ("drivers", _drivers(alert, top=8)),
+            ("message", alert.get("message")), ("acked by", alert.get("acked_by")),
+            ("labelled by", alert.get("labelled_by")), ("note", alert.get("note")),
+            ("merged into", alert.get("merged_into"))]
+    explanation = alert.get("explanation")
+    if isinstance(explanation, dict) and isinstance(explanation.get("top"), list):
+        rows.append(("explanation", ", ".join(
+            f"{_one_line(t.get('name'))} {t.get('value'):+.3g}" for t in explanation["top"]
+            if isinstance(t, dict) and isinstance(t.get("value"), (int, float)))))
+    elif alert.get("explanation_detail"):
+        rows.append(("explanation", alert.get("explanation_detail")))
+    for name, value in rows:
+        if value not in (None, ""):
+            typer.echo(f"{name + ':':13}{_one_line(value)}")
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: AlertId,
+    gateway: Gateway = DEFAULT_GATEWAY,
+    token: Token = "",
+    ca_file: CaFile = "",
+    as_json: Json = False,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Acknowledge an alert (needs an operator token; audited as alert.ack).
+
+    Acknowledging twice keeps the first acknowledgement, which the answer names.
+    Example: edgewise alerts ack 9b1f2c3d
+    """
+    with _Client(gateway, token, ca_file, timeout) as gw:
+        alert = gw.alert(alert_id, "POST", "/ack")
+    if as_json:
+        typer.echo(json.dumps(alert))
+        return
+    typer.echo(f"alert {_one_line(alert.get('id'))} acknowledged by "
+               f"{_one_line(alert.get('acked_by'))}")
+
+
+@alerts_app.command("label")
+def alerts_label(
+    alert_id: AlertId,
+    verdict: Annotated[Verdict, typer.Argument(help="true_alarm (a real problem) or "
+                                               "false_alarm.", show_default=False)],
+    note: Annotated[str | None, typer.Option("--note", help="Free text kept with the "
+                                             "verdict (at most 2,000 characters).")] = None,
+    gateway: Gateway = DEFAULT_GATEWAY,
+    token: Token = "",
+    ca_file: CaFile = "",
+    as_json: Json = False,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Label an alert a true or false alarm (needs an operator token; audited as
+    alert.label). Labelling also acknowledges an open alert and, for an anomaly alert,
+    labels its span in the label store.
+
+    Example: edgewise alerts label 9b1f2c3d false_alarm --note "sensor cleaned"
+    """
+    body: dict[str, Any] = {"label": verdict.value}
+    if note is not None:
+        body["note"] = note
+    with _Client(gateway, token, ca_file, timeout) as gw:
+        alert = gw.alert(alert_id, "POST", "/label", body)
+    if as_json:
+        typer.echo(json.dumps(alert))
+        return
+    window = alert.get("window_label")
+    said = f" (note: {_one_line(alert['note'])})" if alert.get("note") else ""
+    if isinstance(window, dict):
+        said += (f"; its span is labelled {_one_line(window.get('label'))} "
+                 f"(version {_one_line(window.get('version'))})")
+    typer.echo(f"alert {_one_line(alert.get('id'))} labelled {_one_line(alert.get('label'))} "
+               f"by {_one_line(alert.get('labelled_by'))}{said}")
