@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,60 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free TCP port in 20000-31999 after 200 tries")
+
+def random_values(seed: int, n: int = 200) -> list[float]:
+    """``n`` distinct-looking floats in [-1e6, 1e6] drawn with ``seed``: values whose
+    float64 bytes can be searched for in a store's files (:func:`values_on_disk`)."""
+    rng = random.Random(seed)
+    return [rng.uniform(-1e6, 1e6) for _ in range(n)]
+
+
+def values_on_disk(path: Path, values: list[float]) -> int:
+    """How many of ``values``, as float64 bytes, are in the store file ``path`` or its
+    write-ahead log (``<path>.wal``): 0 once a deletion really erased them."""
+    data = b"".join(p.read_bytes() for p in (path, path.with_name(path.name + ".wal"))
+                    if p.exists())
+    return sum(struct.pack("<d", v) in data for v in values)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 3 MB filesystem (tmpfs): needs root to mount, else the test is skipped."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a 3 MB tmpfs needs root; not root here")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)  # lazy: a failed test may hold it
+
+
+@contextmanager
+def dml_only_role(postgres_url: str, schema: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """A login role allowed only SELECT, INSERT, UPDATE and DELETE on ``schema``'s tables
+    (it owns none of them), as ``(role, its store URL on schema)``; dropped afterwards."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    role = f"{prefix}{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"; GRANT SELECT, INSERT, '
+                      f'UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+    parts = urlsplit(postgres_url)
+    url = urlunsplit((parts.scheme, f"{role}@{parts.netloc.rpartition('@')[2]}", parts.path,
+                      f"schema={schema}", ""))
+    try:
+        yield role, url
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f'DROP OWNED BY "{role}" CASCADE')
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 def self_signed_cert(folder: Path) -> tuple[Path, Path]:

@@ -26,7 +26,7 @@ from edgewise.cli import app, load_commands
 from edgewise.security import Security
 from edgewise.store.duckdb import DuckDBStore
 from edgewise.telemetry import Reading
-from tests.conftest import REPO
+from tests.conftest import REPO, dml_only_role
 
 load_commands()
 
@@ -307,33 +307,17 @@ def test_purge_as_a_role_that_does_not_own_the_tables_says_what_to_run(
         pg_store: str, postgres_url: str) -> None:
     """Check a role with only DML rights is refused in one line (exit 1) naming the role,
     the tables and the VACUUM (FULL) their owner must run."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    import psycopg
-
     from edgewise.store.postgres import PostgresStore
 
     PostgresStore(pg_store).close()  # the admin sets the tables up
     schema = pg_store.rpartition("schema=")[2]
-    role = f"ew_purge_cli_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f'CREATE ROLE "{role}" LOGIN')
-        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"; GRANT SELECT, INSERT, '
-                      f'UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
-    parts = urlsplit(postgres_url)
-    url = urlunsplit((parts.scheme, f"{role}@{parts.netloc.rpartition('@')[2]}", parts.path,
-                      f"schema={schema}", ""))
-    try:
+    with dml_only_role(postgres_url, schema, "ew_purge_cli_") as (role, url):
         result = _invoke("--store", url)
         line = _one_line_refusal(result)
         assert result.exit_code == 1
         assert f"role {role!r} does not own them" in line, line
         assert f'Run as their owner: VACUUM (FULL) "{schema}".readings, "{schema}".seqs' \
             in line, line
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f'DROP OWNED BY "{role}" CASCADE')
-            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 @pytest.mark.parametrize("password", ["ab%zz99", "p%41ss%", "x%00y"],

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import subprocess
 import threading
 from pathlib import Path
 
@@ -62,21 +60,6 @@ def test_acking_a_whole_full_outbox_needs_little_more_disk(tmp_path):
         pass
     assert box.ack(box.next_seq - 1) > 2500 and len(box) == 0
     assert sum(_on_disk(path).values()) <= box.max_bytes + MARGIN, _on_disk(path)
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 3 MB filesystem (tmpfs): needs root to mount, else the test is skipped."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a 3 MB tmpfs needs root; not root here")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=True)  # lazy: a failed test may hold it open
 
 
 @pytest.mark.parametrize("max_mb", [2, 8])

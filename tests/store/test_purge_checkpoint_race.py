@@ -13,8 +13,6 @@ shared checkpoint lock, so the purge's CHECKPOINT was refused and the deletion a
 
 from __future__ import annotations
 
-import random
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -23,19 +21,8 @@ from pathlib import Path
 from edgewise.store.base import Alert
 from edgewise.store.duckdb import DuckDBStore
 from edgewise.telemetry import Reading
+from tests.conftest import random_values, values_on_disk
 from tests.gateway.test_alert_webhooks import Receiver, _msg, _settings, running
-
-
-def _values(seed: int, n: int) -> list[float]:
-    rng = random.Random(seed)
-    return [rng.uniform(-1e6, 1e6) for _ in range(n)]
-
-
-def _found(path: Path, values: list[float]) -> int:
-    """How many of ``values`` (as float64 bytes) are in the store's file or its log."""
-    data = b"".join(p.read_bytes() for p in (path, path.with_name(path.name + ".wal"))
-                    if p.exists())
-    return sum(struct.pack("<d", v) in data for v in values)
 
 
 def _on_thread(fn: Callable[[], object]) -> None:
@@ -53,7 +40,7 @@ def test_a_settled_gap_after_a_webhook_send_leaves_no_purge_pending(tmp_path: Pa
     # which then waits for its next poll (60 s) without another query
     recv = Receiver().start()
     try:
-        gone = _values(7, 4)
+        gone = random_values(7, 4)
         with running(_settings(tmp_path, recv.url, alert_webhook_poll_s=60.0)) as gw:
             gw.security.add_device("pump-7")
             t0 = int(time.time()) - 10
@@ -75,7 +62,7 @@ def test_a_settled_gap_after_a_webhook_send_leaves_no_purge_pending(tmp_path: Pa
             # Assert
             assert rows >= 4
             assert pending is False
-            assert _found(path, gone) == 0
+            assert values_on_disk(path, gone) == 0
     finally:
         recv.stop()
 
@@ -106,7 +93,7 @@ def test_a_reader_left_mid_result_does_not_fail_a_device_purge(tmp_path: Path) -
     path = tmp_path / "ew.duckdb"
     s = DuckDBStore(path)
     try:
-        gone, kept = _values(1, 50), _values(2, 50)
+        gone, kept = random_values(1, 50), random_values(2, 50)
         s.append([Reading("pump-7", "t", i, v) for i, v in enumerate(gone)])
         s.append([Reading("pump-8", "t", i, v) for i, v in enumerate(kept)])
         a = s.add_alert(Alert("pump-7", 0, 0, 1.0, kind="seq_gap", message="seq 2..3"))
@@ -122,7 +109,7 @@ def test_a_reader_left_mid_result_does_not_fail_a_device_purge(tmp_path: Path) -
         # Assert
         assert rows >= len(gone)
         assert s.purge_pending is False
-        assert _found(path, gone) == 0
+        assert values_on_disk(path, gone) == 0
         assert [v for _, _, v in s.query("pump-8")] == kept
     finally:
         s.close()

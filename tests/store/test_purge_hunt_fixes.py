@@ -11,14 +11,10 @@ import asyncio
 import json
 import logging
 import os
-import random
 import shutil
 import stat
-import struct
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,37 +29,11 @@ from edgewise.security import Security
 from edgewise.store import open_store
 from edgewise.store.duckdb import DuckDBStore
 from edgewise.telemetry import Reading
+from tests.conftest import random_values, values_on_disk
 
 DAY = 86_400 * 10**9
 T0 = 1_700_000_000 * 10**9
 GATEWAY_UID = 65534  # the gateway's service user ('nobody' here)
-
-
-def _values(seed: int, n: int = 200) -> list[float]:
-    rng = random.Random(seed)
-    return [rng.uniform(-1e6, 1e6) for _ in range(n)]
-
-
-def _found(path: Path, values: list[float]) -> int:
-    """How many of ``values`` are in the store's file and its log, as float64 bytes."""
-    data = b"".join(p.read_bytes() for p in (path, path.with_name(path.name + ".wal"))
-                    if p.exists())
-    return sum(struct.pack("<d", v) in data for v in values)
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 3 MB filesystem (tmpfs): needs root to mount, else the test is skipped."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a 3 MB tmpfs needs root; not root here")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=True)  # lazy: a failed test may hold it
 
 
 def _leave_free(disk: Path, store: Path) -> Path:
@@ -85,12 +55,12 @@ def test_a_failed_purge_leaves_the_device_deleted_and_the_purge_pending(
     purge pending, and the next open (with space again) purges the device's values."""
     # Prepare
     path = small_disk / "edgewise.duckdb"
-    gone, kept = _values(1), _values(2)
+    gone, kept = random_values(1), random_values(2)
     store = DuckDBStore(path)
     store.append([Reading("gone", "t", T0 + i, v) for i, v in enumerate(gone)]
                  + [Reading("kept", "t", T0 + i, v) for i, v in enumerate(kept)])
     store.checkpoint()
-    assert _found(path, gone) == len(gone)
+    assert values_on_disk(path, gone) == len(gone)
     filler = _leave_free(small_disk, path)
     # Execute
     with caplog.at_level(logging.WARNING, logger="edgewise.store.duckdb"):
@@ -106,7 +76,7 @@ def test_a_failed_purge_leaves_the_device_deleted_and_the_purge_pending(
     store = DuckDBStore(path)  # the pending mark makes the open purge
     try:
         assert store.purge_pending is False
-        assert _found(path, gone) == 0
+        assert values_on_disk(path, gone) == 0
         assert len(store.query("kept")) == len(kept) + 1
     finally:
         store.close()
@@ -125,7 +95,7 @@ def test_rest_delete_completes_when_the_purge_fails(small_disk: Path) -> None:
     env = next(gen)
     try:
         t0 = int(time.time()) - 600
-        values = _values(3, 300)
+        values = random_values(3, 300)
         batch = [{"ts": t0 + i, "seq": i + 1, "metrics": {"temp_c": v}}
                  for i, v in enumerate(values)]
         assert env.send(batch).status_code == 200
@@ -149,7 +119,7 @@ def test_rest_delete_completes_when_the_purge_fails(small_disk: Path) -> None:
         env.security.add_device("pump-1")  # data_deleted ran: the id may be registered again
         filler.unlink()
         assert env.store.purge() and env.store.purge_pending is False  # type: ignore[attr-defined]
-        assert _found(path, values) == 0
+        assert values_on_disk(path, values) == 0
     finally:
         gen.close()
 
@@ -165,7 +135,7 @@ def test_cli_device_delete_completes_when_the_purge_fails(small_disk: Path) -> N
     data.mkdir()
     runner = CliRunner(mix_stderr=False)
     assert runner.invoke(app, ["device", "add", "pump-1", "--data-dir", str(data)]).exit_code == 0
-    values = _values(4, 300)
+    values = random_values(4, 300)
     path = data / "edgewise.duckdb"
     store = DuckDBStore(path)
     store.append([Reading("pump-1", "t", T0 + i, v) for i, v in enumerate(values)])
@@ -179,18 +149,18 @@ def test_cli_device_delete_completes_when_the_purge_fails(small_disk: Path) -> N
     assert res.exit_code == 0, res.stdout + res.stderr
     out = json.loads(res.stdout)
     assert (out["rows_deleted"], out["labels_deleted"], out["purge_pending"]) == (300, 1, True)
-    assert _found(path, values) > 0  # deleted, not purged yet
+    assert values_on_disk(path, values) > 0  # deleted, not purged yet
     filler.unlink()
     store = DuckDBStore(path)
     store.close()
-    assert _found(path, values) == 0
+    assert values_on_disk(path, values) == 0
 
 
 # -- 2. the purged file keeps the store's owner, group and mode -----------------------------
 
 
 def _store_with_a_deleted_device(path: Path) -> list[float]:
-    gone = _values(5)
+    gone = random_values(5)
     s = DuckDBStore(path)
     s.append([Reading("gone", "t", T0 + i, v) for i, v in enumerate(gone)]
              + [Reading("kept", "t", T0, 2.0)])
@@ -219,7 +189,7 @@ def test_a_purge_as_root_keeps_the_store_files_owner_and_mode(tmp_path: Path) ->
             GATEWAY_UID, GATEWAY_UID, 0o640)
     finally:
         s.close()
-    assert _found(path, gone) == 0
+    assert values_on_disk(path, gone) == 0
     mine = [p.name for p in tmp_path.iterdir() if p.stat().st_uid == 0]
     assert mine == [], mine
 
@@ -262,7 +232,7 @@ def test_a_store_with_an_unusual_name_is_purged(tmp_path: Path, name: str) -> No
     """Check a store whose file name is the purge's old alias, or holds a double quote,
     is purged (it failed, and the error blamed free space)."""
     path = tmp_path / name
-    gone = _values(6)
+    gone = random_values(6)
     s = DuckDBStore(path)
     try:
         s.append([Reading("gone", "t", T0 + i, v) for i, v in enumerate(gone)]
@@ -272,7 +242,7 @@ def test_a_store_with_an_unusual_name_is_purged(tmp_path: Path, name: str) -> No
         assert s.query("kept") == [("t", T0, 2.0)]
     finally:
         s.close()
-    assert _found(path, gone) == 0
+    assert values_on_disk(path, gone) == 0
 
 
 # -- 4. a bucket mean below the smallest float8 -------------------------------------------
@@ -309,7 +279,7 @@ def test_retention_deletions_not_purged_are_purged_after_a_restart(tmp_path: Pat
     gateway's start rewrites the file for it, and a second restart purges nothing."""
     data = tmp_path / "data"
     now = time.time_ns()
-    first, second = _values(7, 50), _values(8, 50)
+    first, second = random_values(7, 50), random_values(8, 50)
     gw = _gateway(data)
     path = Path(gw.store.path)  # type: ignore[attr-defined]
     gw.store.append([Reading("p", "t", now - 3 * DAY + i, v) for i, v in enumerate(first)]
@@ -319,7 +289,7 @@ def test_retention_deletions_not_purged_are_purged_after_a_restart(tmp_path: Pat
     assert gw.apply_retention(now - 2 * 3600 * 10**9) == 50  # the first pass purges
     assert gw.apply_retention(now) == 50  # within a day of that purge: not purged
     asyncio.run(gw.stop())
-    assert _found(path, first) == 0 and _found(path, second) == len(second)
+    assert values_on_disk(path, first) == 0 and values_on_disk(path, second) == len(second)
     inode = path.stat().st_ino
     # Execute: a restart, then a pass that deletes nothing
     gw = _gateway(data)
@@ -327,7 +297,7 @@ def test_retention_deletions_not_purged_are_purged_after_a_restart(tmp_path: Pat
         assert path.stat().st_ino == inode, "the open or the start rewrote the store"
         assert gw.apply_retention(now + 3600 * 10**9) == 0
         # Assert
-        assert _found(path, second) == 0
+        assert values_on_disk(path, second) == 0
         assert gw.store.purge_pending is False  # type: ignore[attr-defined]
     finally:
         asyncio.run(gw.stop())

@@ -23,6 +23,7 @@ import pytest
 from edgewise.store.base import Alert
 from edgewise.store.duckdb import DuckDBStore
 from edgewise.telemetry import Reading
+from tests.conftest import dml_only_role
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000 * 10**9
@@ -299,24 +300,11 @@ def test_postgres_purge_without_ownership_says_what_to_run(
         pg_schema_url: str, postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """Check a role with only DML rights deletes a device, and purge() answers False with
     a warning naming the tables and the VACUUM (FULL) their owner must run."""
-    import uuid
-    from urllib.parse import urlsplit, urlunsplit
-
-    import psycopg
-
     from edgewise.store.postgres import PostgresStore
 
     PostgresStore(pg_schema_url).close()  # the admin sets the tables up
     schema = pg_schema_url.rpartition("schema=")[2]
-    role = f"ew_purge_role_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f'CREATE ROLE "{role}" LOGIN')
-        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"; GRANT SELECT, INSERT, '
-                      f'UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
-    parts = urlsplit(postgres_url)
-    url = urlunsplit((parts.scheme, f"{role}@{parts.netloc.rpartition('@')[2]}", parts.path,
-                      f"schema={schema}", ""))
-    try:
+    with dml_only_role(postgres_url, schema, "ew_purge_role_") as (role, url):
         store = PostgresStore(url)
         try:
             store.append(_secret_readings())
@@ -329,7 +317,3 @@ def test_postgres_purge_without_ownership_says_what_to_run(
         text = caplog.text
         assert f"role {role!r} does not own them" in text, text
         assert f'VACUUM (FULL) "{schema}".readings, "{schema}".seqs' in text, text
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f'DROP OWNED BY "{role}" CASCADE')
-            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
