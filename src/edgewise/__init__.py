@@ -21,6 +21,7 @@ from edgewise.errors import (
     SignatureError,
     StoreCorruptError,
     StoreError,
+    StoreLockedError,
     ThrottledError,
 )
 from edgewise.telemetry import Reading, decode
@@ -42,6 +43,7 @@ __all__ = [
     "SignatureError",
     "StoreCorruptError",
     "StoreError",
+    "StoreLockedError",
     "ThrottledError",
     "__version__",
     "decode",

@@ -16,6 +16,7 @@ the dead-letter message and the CLI can print it on one line::
       x RateLimitError                                 a device sends faster than allowed
       x StoreError (RuntimeError)                      the storage backend failed
         x StoreCorruptError                            cannot open as it is; run repair
+        x StoreLockedError                             another process holds the file
       x SignatureError                                 unsigned, tampered, stale or foreign
       x BrokerUnavailableError (ConnectionError)       an external MQTT broker did not accept us
       x ExportError (ValueError)                       model cannot go to that format
@@ -45,6 +46,7 @@ __all__ = [
     "SignatureError",
     "StoreCorruptError",
     "StoreError",
+    "StoreLockedError",
     "ThrottledError",
 ]
 
@@ -191,6 +193,19 @@ class StoreCorruptError(StoreError):
 
     The message names the file and the ``edgewise repair`` command; nothing is deleted.
     """
+
+
+class StoreLockedError(StoreError):
+    """Another process (its ``pid``, ``"unknown"`` when the backend does not say) holds the
+    store's file, e.g. a running gateway holding its DuckDB file.
+
+    >>> StoreLockedError("in use", pid="42").pid
+    '42'
+    """
+
+    def __init__(self, message: str, pid: str = "unknown") -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 class SignatureError(EdgewiseError):

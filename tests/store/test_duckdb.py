@@ -60,11 +60,11 @@ def test_second_process_gets_clear_lock_error(tmp_path: Path) -> None:
         code = (
             "import sys\n"
             "from edgewise.store.duckdb import DuckDBStore\n"
-            "from edgewise.errors import StoreError\n"
+            "from edgewise.errors import StoreError, StoreLockedError\n"
             "try:\n"
             f"    DuckDBStore({str(path)!r})\n"
             "except StoreError as e:\n"
-            "    print(e); sys.exit(3)\n"
+            "    print(e); print(type(e).__name__, getattr(e, 'pid', None)); sys.exit(3)\n"
         )
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -73,6 +73,7 @@ def test_second_process_gets_clear_lock_error(tmp_path: Path) -> None:
         assert "is in use by another process (pid " in out.stdout
         assert str(os.getpid()) in out.stdout
         assert "postgresql://" in out.stdout
+        assert f"StoreLockedError {os.getpid()}" in out.stdout  # the pid as an attribute too
     finally:
         store.close()
 

@@ -95,7 +95,7 @@ def store_purge(data_dir: DataDir, store: StoreUrl = "", as_json: Json = False) 
 def _purge_duckdb(path: Path, url: str, status: Any) -> dict[str, tuple[int, int]]:
     """Purge the DuckDB file at ``path``; its and its log's sizes (before, after), by name.
     Refused (one line) when the file is not there or another process holds it."""
-    from edgewise.errors import StoreError
+    from edgewise.errors import StoreError, StoreLockedError
     from edgewise.store import open_store, shown_url
 
     if not path.is_file():
@@ -107,13 +107,13 @@ def _purge_duckdb(path: Path, url: str, status: Any) -> dict[str, tuple[int, int
     with status, _store_warnings() as warned:
         try:
             st = open_store(url)  # a purge an earlier crash cut short finishes here
+        except StoreLockedError as exc:
+            raise fail(
+                f"DuckDB store {str(path)!r} is held by another process (pid {exc.pid}), such "
+                "as a running gateway: stop the gateway, or run 'edgewise store purge' when "
+                "it is stopped (a running gateway purges this store itself after each device "
+                "deletion and its retention).") from None
         except StoreError as exc:
-            if _locked(exc):
-                raise fail(
-                    f"DuckDB store {str(path)!r} is held by another process{_pid(exc)}, such "
-                    "as a running gateway: stop the gateway, or run 'edgewise store purge' "
-                    "when it is stopped (a running gateway purges this store itself after "
-                    "each device deletion and its retention).") from None
             raise fail(str(exc)) from None
         try:
             _purged(st, warned)
@@ -214,23 +214,6 @@ def _store_warnings() -> Iterator[list[str]]:
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
-
-
-def _locked(exc: BaseException) -> bool:
-    """Whether opening a DuckDB file failed because another process holds its lock (the
-    test ``edgewise.store.duckdb`` applies to DuckDB's error)."""
-    import duckdb
-
-    cause = exc.__cause__
-    return isinstance(cause, duckdb.IOException) and "lock" in str(cause).lower()
-
-
-def _pid(exc: BaseException) -> str:
-    """`` (pid N)`` from the store's lock error, or nothing."""
-    import re
-
-    m = re.search(r"\(pid (\d+)\)", str(exc))
-    return f" (pid {m.group(1)})" if m else ""
 
 
 def _not_purgeable(url: str) -> str:

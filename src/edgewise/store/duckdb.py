@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from edgewise._private import make_private
-from edgewise.errors import StoreCorruptError, StoreError
+from edgewise.errors import StoreCorruptError, StoreError, StoreLockedError
 from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
     DEVICE_TABLES,
@@ -128,9 +128,10 @@ def _connect(path: Path | str) -> duckdb.DuckDBPyConnection:
         if "lock" in text.lower():
             m = _LOCK_RE.search(text)
             pid = m.group(1) if m else "unknown"
-            raise StoreError(
+            raise StoreLockedError(
                 f"DuckDB store {str(path)!r} is in use by another process (pid {pid}); stop it "
-                "or use --store postgresql://… for a store that several processes can share."
+                "or use --store postgresql://… for a store that several processes can share.",
+                pid=pid,
             ) from exc
         if _is_wal_failure(exc):
             raise _corrupt(path, exc) from exc
