@@ -376,7 +376,7 @@ class Webhook:
             wait = max(wait, min(float(retry_after.strip()), self.max_retry_s))
         return wait
 
-    def _send(self, created_ns: int, alert_id: str) -> tuple[str, str | None]:
+    def _send(self, alert_id: str) -> tuple[str, str | None]:
         """Send the alert once; ``(outcome, Retry-After)``: ``"delivered"``, ``"refused"``,
         ``"skipped"`` (merged or deleted before it was sent) or ``"failed"`` (retry).
 
@@ -475,7 +475,7 @@ class Webhook:
             self._wake.wait(max(0.0, self._next_sweep - time.monotonic()))
             return failures
         created_ns, alert_id = min(self._pending)
-        outcome, retry_after = self._send(created_ns, alert_id)
+        outcome, retry_after = self._send(alert_id)
         self._count(outcome)
         if outcome == "failed":
             failures += 1
