@@ -149,6 +149,47 @@ def check_store_watermark_and_gaps(factory: StoreFactory) -> None:
         store.close()
 
 
+def check_store_stored_seqs(factory: StoreFactory) -> None:
+    """``stored_seqs`` names exactly the stored seqs of those asked, one by one (a seq above
+    the last gap too), before and after reopen; seq 0 never; bad seqs raise StoreError."""
+    store = factory()
+    try:
+        assert store.stored_seqs("nobody", {1, 2}) == set()
+        assert store.stored_seqs("pump-1", set()) == set()
+        assert store.stored_seqs("pump-1", []) == set()
+        store.append([], {"pump-1": [1, 2, 5, 9, 10, 0]})
+        store.append([Reading("pump-1", "temp_c", T0, 1.0, seq=12)])
+        asked = {0, 1, 2, 3, 5, 8, 9, 10, 11, 12, 13, 2**62 - 1}
+        assert store.stored_seqs("pump-1", asked) == {1, 2, 5, 9, 10, 12}, \
+            store.stored_seqs("pump-1", asked)
+        assert store.stored_seqs("pump-1", [2, 2, 12]) == {2, 12}
+        assert store.stored_seqs("pump-2", {1, 2}) == set()
+        for bad in ([-1], [1.0], [True], ["1"], [2**62], 5, "12", None):
+            try:
+                store.stored_seqs("pump-1", bad)  # type: ignore[arg-type]
+            except StoreError as exc:
+                assert "pump-1" in str(exc), exc
+            else:
+                raise AssertionError(f"stored_seqs took seqs {bad!r}")
+        for bad_device in ("", None, 5):
+            try:
+                store.stored_seqs(bad_device, {1})  # type: ignore[arg-type]
+            except StoreError:
+                pass
+            else:
+                raise AssertionError(f"stored_seqs took device id {bad_device!r}")
+    finally:
+        store.close()
+    store = factory()
+    try:
+        assert store.stored_seqs("pump-1", asked) == {1, 2, 5, 9, 10, 12}, \
+            "stored_seqs changed across reopen"
+        store.delete_device("pump-1")
+        assert store.stored_seqs("pump-1", asked) == set(), "a deleted device's seqs are stored"
+    finally:
+        store.close()
+
+
 def check_store_query_ranges_and_step(factory: StoreFactory) -> None:
     """query() honours [start, end), the metric filter, sort order and step averaging."""
     store = factory()
@@ -569,6 +610,7 @@ _STORE_CHECKS: tuple[StoreCheck, ...] = (
     check_store_idempotent_append,
     check_store_conflict_kept_not_overwritten,
     check_store_watermark_and_gaps,
+    check_store_stored_seqs,
     check_store_query_ranges_and_step,
     check_store_query_many_matches_query,
     check_store_out_of_order_in_time_order,

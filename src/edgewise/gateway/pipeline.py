@@ -511,21 +511,18 @@ class Pipeline:
         1
         >>> p.close(); store.close()
 
-        The checks run cheapest first: the decoder's flags, then the seqs against the
-        in-memory tracker (neither waits for a commit in flight), and only then the
-        stored readings, one metric first, the others only when it matched.
+        The checks run cheapest first: the decoder's flags, then the seqs
+        (:meth:`Store.stored_seqs <edgewise.store.base.Store.stored_seqs>`: the store's
+        in-memory tracker, and on PostgreSQL one indexed look-up of the seqs it does not
+        hold, which another gateway sharing the store may have stored; neither waits for
+        a commit in flight), and only then the stored readings, one metric first, the
+        others only when it matched.
         """
         if not dec.relative_times or not dec.readings or not dec.seqs or min(dec.seqs) < 1:
             return False
-        wm = self.store.seq_watermark(device_id)
-        if max(dec.seqs) > wm:
-            gaps = self.store.seq_gaps(device_id)
-            # the seqs after the last gap are stored up to the highest one, known here
-            # from this gateway's commits, or else the last gap's end + 1
-            top = max(self._max_seq.get(device_id, 0), gaps[-1][1] + 1 if gaps else 0)
-            for s in dec.seqs:
-                if s > wm and (s > top or any(a <= s <= b for a, b in gaps)):
-                    return False
+        asked = set(dec.seqs)
+        if self.store.stored_seqs(device_id, asked) != asked:
+            return False
         window = int(self.redelivery_window_s * 1e9)
         by_metric: dict[str, list[Reading]] = {}
         for r in dec.readings:

@@ -29,6 +29,7 @@ __all__ = [
     "Columns",
     "Prepared",
     "SeqTracker",
+    "asked_seqs",
     "check_readings",
     "classify",
     "classify_batch",
@@ -160,6 +161,32 @@ def normalise_seqs(seqs: Mapping[str, Iterable[int]] | None) -> dict[str, set[in
                 got.add(s)
         if got:
             out[device_id] = got
+    return out
+
+
+def asked_seqs(device_id: str, seqs: Iterable[int]) -> set[int]:
+    """The seqs of a ``stored_seqs`` question as a set, checked as :func:`normalise_seqs`
+    checks them (seq 0 is allowed: it is never recorded, so never the answer).
+
+    >>> sorted(asked_seqs("d", [3, 0, 3]))
+    [0, 3]
+    >>> asked_seqs("d", [-1])
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Cannot look up seq -1 of device 'd': a seq must be an int in [0, 2**62).
+    """  # noqa: E501
+    if not isinstance(device_id, str) or not device_id:
+        raise StoreError(f"Cannot look up seqs: device id must be a non-empty str. "
+                         f"Got {device_id!r} instead.")
+    if isinstance(seqs, str | bytes) or not isinstance(seqs, Iterable):
+        raise StoreError(f"Cannot look up the seqs of device {device_id!r}: seqs must be an "
+                         f"iterable of ints (a set, a list). Got {seqs!r} instead.")
+    out: set[int] = set()
+    for s in seqs:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**62:
+            raise StoreError(f"Cannot look up seq {s!r} of device {device_id!r}: a seq must "
+                             "be an int in [0, 2**62).")
+        out.add(int(s))
     return out
 
 
@@ -317,6 +344,17 @@ class SeqTracker:
         """The seqs of ``seqs`` not stored yet."""
         with self._lock:
             return self._new(device_id, seqs)
+
+    def stored(self, device_id: str, seqs: Iterable[int]) -> set[int]:
+        """The seqs of ``seqs`` recorded here as stored (seq 0 and below never are).
+
+        >>> t = SeqTracker(); t.add("d", {1, 2, 5})
+        >>> sorted(t.stored("d", {0, 2, 3, 5, 6}))
+        [2, 5]
+        """
+        with self._lock:
+            wm = self._wm.get(device_id, 0)
+            return {s for s in seqs if s >= 1 and (s <= wm or self._has(device_id, s))}
 
     def fresh(self, seq_sets: Mapping[str, set[int]]) -> dict[str, set[int]]:
         """Per device, the seqs of ``seq_sets`` not stored yet (devices with none left out).

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from edgewise.errors import StoreError
-from edgewise.store._batch import Prepared, SeqTracker, prepare
+from edgewise.store._batch import Prepared, SeqTracker, asked_seqs, prepare
 from edgewise.store.base import Alert, AppendResult, Conflict
 from edgewise.telemetry import Reading
 
@@ -515,6 +515,38 @@ class SQLStoreMixin:
         """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1), and, as
         :meth:`seq_gaps`, never waits for a commit in flight."""
         return self._seqs.watermark(device_id)
+
+    def stored_seqs(self, device_id: str, seqs: Iterable[int]) -> set[int]:
+        """The seqs of ``seqs`` recorded as stored for the device: exactly, one by one
+        (``seq_watermark`` and ``seq_gaps`` cannot tell a seq above the highest gap).
+
+        Answered from the in-memory seq tracker under its own lock, never the write lock
+        (a commit in flight counts once it is committed); the seqs the tracker does not
+        hold are then looked up in storage (:meth:`_stored_elsewhere`), where another
+        process sharing the store may have stored them. Seq 0 is never recorded; an
+        empty ``seqs`` gives an empty set. Raises :class:`~edgewise.errors.StoreError`
+        for a seq that is not an int in ``[0, 2**62)``.
+
+        >>> from edgewise.store import open_store
+        >>> s = open_store("duckdb://:memory:")
+        >>> _ = s.append([], seqs={"pump-1": [1, 2, 5, 9]})
+        >>> sorted(s.stored_seqs("pump-1", {0, 2, 3, 5, 7, 9, 10})), s.stored_seqs("pump-2", {1})
+        ([2, 5, 9], set())
+        >>> s.close()
+        """
+        asked = asked_seqs(device_id, seqs)
+        self._check_open()
+        known = self._seqs.stored(device_id, asked)
+        rest = {q for q in asked if q >= 1} - known
+        if rest:
+            known |= self._stored_elsewhere(device_id, rest)
+        return known
+
+    def _stored_elsewhere(self, device_id: str, seqs: set[int]) -> set[int]:
+        """Of ``seqs`` (all >= 1, none held by this process's tracker), those storage
+        records as stored all the same: none where this process is the store's only
+        writer (DuckDB: one process opens the file), whose tracker holds every seq."""
+        return set()
 
     def has_device_data(self, device_id: str) -> bool:
         """Whether any of :data:`DEVICE_TABLES` holds a row of the device: its readings,

@@ -13,6 +13,8 @@ Promises:
   kept in the conflicts table and never overwrites the first.
 * ``seq_watermark(device)`` is the highest seq ``w`` such that every seq in ``1..w`` is
   stored (devices number their messages from 1). This is what the gateway acknowledges.
+* ``stored_seqs(device, seqs)`` says exactly which of ``seqs`` are recorded as stored for
+  the device, also those another process sharing the store stored.
 """
 
 from __future__ import annotations
@@ -142,6 +144,25 @@ class Store(Protocol):
 
     def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
         """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
+        ...
+
+    def stored_seqs(self, device_id: str, seqs: Iterable[int]) -> set[int]:
+        """The seqs of ``seqs`` recorded as stored for the device, exactly (a seq above
+        the last of :meth:`seq_gaps` may be stored or not), also those stored by another
+        process sharing the store. Seq 0 never is; an empty ``seqs`` gives ``set()``; a
+        seq that is not an int in ``[0, 2**62)`` raises
+        :class:`~edgewise.errors.StoreError`. Never waits for a commit in flight (its seqs
+        count once it is committed).
+
+        >>> from edgewise.store import open_store
+        >>> store = open_store("duckdb://:memory:")
+        >>> _ = store.append([], seqs={"pump-1": [1, 2, 5, 9]})
+        >>> store.seq_gaps("pump-1")
+        [(3, 4), (6, 8)]
+        >>> sorted(store.stored_seqs("pump-1", {2, 4, 9, 10}))
+        [2, 9]
+        >>> store.close()
+        """
         ...
 
     def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:

@@ -21,7 +21,8 @@ it needs and how to do it once as an admin.
 
 The seq watermark is kept in memory per process, loaded at open and advanced by this
 process's commits; a second process writing the *same* device makes it lag (it never runs
-ahead), which keeps acknowledgements safe.
+ahead), which keeps acknowledgements safe. :meth:`~PostgresStore.stored_seqs` is exact all
+the same: the seqs this process's tracker does not hold are looked up in the tables.
 """
 
 from __future__ import annotations
@@ -266,6 +267,10 @@ class PostgresStore(SQLStoreMixin):
         self._rlock = threading.RLock()
         self._writer: Any = None
         self._reader: Any = None
+        # stored_seqs' look-ups, on the ingest path: a connection of their own, so they wait
+        # neither for a commit in flight (_wlock) nor for a long dashboard query (_rlock)
+        self._seq_reader: Any = None
+        self._seq_lock = threading.Lock()
         self._closed = False
         self._seqs = SeqTracker()
         self._marks: dict[str, int] = {}
@@ -419,6 +424,29 @@ class PostgresStore(SQLStoreMixin):
                 return con.execute(sql, params).fetchall()
             except self._psycopg.Error as exc:
                 raise StoreError(f"Query on {self.url!r} failed: {_one_line(exc)}") from exc
+
+    def _stored_elsewhere(self, device_id: str, seqs: set[int]) -> set[int]:
+        """Of ``seqs`` (none held by this process's tracker), those the tables record as
+        stored: another gateway process sharing the store stored them (or this one, since
+        it was opened, in a commit whose seqs the tracker gets just after). One statement,
+        so one snapshot: a compaction moving seqs into ``seq_marks`` meanwhile is seen
+        whole or not at all."""
+        with self._seq_lock:
+            con = self._live("_seq_reader")
+            try:
+                rows = con.execute(
+                    "SELECT q.s FROM unnest(%s::bigint[]) AS q(s) WHERE q.s <= coalesce("
+                    "(SELECT max(watermark) FROM seq_marks WHERE device_id = %s), 0) "
+                    "OR EXISTS (SELECT 1 FROM seqs WHERE seqs.device_id = %s "
+                    "AND seqs.seq = q.s)",
+                    [sorted(seqs), device_id, device_id],
+                ).fetchall()
+            except self._psycopg.Error as exc:
+                raise StoreError(
+                    f"Looking up seqs of device {device_id!r} in {self.url!r} failed: "
+                    f"{_one_line(exc)}"
+                ) from exc
+        return {int(r[0]) for r in rows}
 
     def _compact_seqs(self) -> None:
         """Fold each device's seqs 1..watermark into its seq_marks row (one transaction)."""
@@ -762,7 +790,7 @@ class PostgresStore(SQLStoreMixin):
 
     def close(self) -> None:
         """Close both connections; safe to call twice."""
-        with self._wlock, self._rlock:
+        with self._wlock, self._rlock, self._seq_lock:
             if self._closed:
                 return
             try:
@@ -770,10 +798,10 @@ class PostgresStore(SQLStoreMixin):
             except (self._psycopg.Error, StoreError):
                 pass  # housekeeping only
             self._closed = True
-            for con in (self._writer, self._reader):
+            for con in (self._writer, self._reader, self._seq_reader):
                 if con is not None:
                     con.close()
-            self._writer = self._reader = None
+            self._writer = self._reader = self._seq_reader = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"

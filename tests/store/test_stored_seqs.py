@@ -1,0 +1,152 @@
+"""``Store.stored_seqs``: exactly which seqs are stored for a device, on both backends.
+
+The contract check (``check_store_stored_seqs`` in :mod:`edgewise.checks`) covers one
+store; here: the errors' wording, that the answer waits for no writer (nor, on
+PostgreSQL, for another reader), and that a PostgreSQL store shared by several processes
+answers the seqs another one stored, including those folded into ``seq_marks``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgewise.errors import StoreError
+from edgewise.store import open_store
+from edgewise.store.base import Store
+from edgewise.telemetry import Reading
+from tests.store.conftest import BACKENDS
+
+T0 = 1_700_000_000 * 10**9
+#: How long a look-up may take while another thread holds a lock (it must not wait for it).
+PROMPT_S = 2.0
+
+
+@pytest.fixture(params=[pytest.param(b, marks=[pytest.mark.postgres] if b == "postgres"
+                                     else []) for b in BACKENDS])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of an empty store of each backend."""
+    if request.param == "duckdb":
+        return f"duckdb://{tmp_path / 's.duckdb'}"
+    return str(request.getfixturevalue("pg_schema_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = open_store(store_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _in_thread(fn: Callable[[], Any], timeout: float) -> tuple[bool, Any]:
+    """Run ``fn`` on a thread; (whether it returned within ``timeout`` s, its result)."""
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(fn()), daemon=True)
+    t.start()
+    t.join(timeout)
+    return (not t.is_alive(), got[0] if got else None)
+
+
+def test_stored_seqs_answers_seq_by_seq(store: Store) -> None:
+    """Check the answer holds exactly the stored seqs of those asked: below the
+    watermark, in the runs above it, above the last gap; not 0, not a gap, not above
+    the highest; empty for an empty question or an unknown device."""
+    store.append([Reading("pump-1", "t", T0, 1.0, seq=9)], {"pump-1": [1, 2, 5, 6, 0]})
+    assert store.seq_gaps("pump-1") == [(3, 4), (7, 8)]
+    assert store.stored_seqs("pump-1", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) == {1, 2, 5, 6, 9}
+    assert store.stored_seqs("pump-1", set()) == set()
+    assert store.stored_seqs("pump-1", range(6, 8)) == {6}
+    assert store.stored_seqs("pump-2", {1, 9}) == set()
+
+
+@pytest.mark.parametrize(
+    ("seqs", "shown"),
+    [
+        pytest.param({3, -1}, "seq -1", id="negative"),
+        pytest.param([1.5], "seq 1.5", id="float"),
+        pytest.param([True], "seq True", id="bool"),
+        pytest.param([2**62], f"seq {2**62}", id="too-large"),
+        pytest.param(["2"], "seq '2'", id="str-seq"),
+        pytest.param("12", "Got '12' instead", id="str"),
+        pytest.param(7, "Got 7 instead", id="one-int"),
+    ],
+)
+def test_stored_seqs_refuses_a_bad_seq_naming_it(store: Store, seqs: Any,
+                                                 shown: str) -> None:
+    """Check a seq that is not an int in [0, 2**62), or seqs that are not an iterable of
+    ints, raise StoreError naming the device, the value and what is allowed."""
+    with pytest.raises(StoreError) as err:
+        store.stored_seqs("pump-1", seqs)
+    msg = str(err.value)
+    assert "'pump-1'" in msg and shown in msg, msg
+    assert "[0, 2**62)" in msg or "iterable of ints" in msg, msg
+
+
+@pytest.mark.parametrize("device_id", ["", None, 5])
+def test_stored_seqs_refuses_a_bad_device_id(store: Store, device_id: Any) -> None:
+    """Check a device id that is not a non-empty str raises StoreError naming it."""
+    with pytest.raises(StoreError, match="non-empty str"):
+        store.stored_seqs(device_id, {1})
+
+
+def test_stored_seqs_does_not_wait_for_the_write_lock(store: Store) -> None:
+    """Check ``stored_seqs`` answers at once while another thread holds the store's write
+    lock (as an append does for its whole transaction), for seqs the tracker holds and
+    for seqs it does not (which PostgreSQL looks up in its tables); on PostgreSQL also
+    while another thread holds the reader connection (a long dashboard query)."""
+    store.append([], {"pump-1": [1, 2, 4]})
+    held, release = threading.Event(), threading.Event()
+    locks = [store._wlock]  # type: ignore[attr-defined]
+    if hasattr(store, "_rlock"):
+        locks.append(store._rlock)  # type: ignore[attr-defined]
+
+    def holder() -> None:
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        release.wait(30)
+        for lock in reversed(locks):
+            lock.release()
+
+    t = threading.Thread(target=holder, daemon=True)
+    t.start()
+    assert held.wait(5)
+    try:
+        done, got = _in_thread(lambda: store.stored_seqs("pump-1", {1, 3, 4, 5}), PROMPT_S)
+        assert done, f"stored_seqs waited for a lock more than {PROMPT_S} s"
+        assert got == {1, 4}
+    finally:
+        release.set()
+        t.join(10)
+
+
+@pytest.mark.postgres
+def test_postgres_stored_seqs_knows_what_another_process_stored(pg_schema_url: str) -> None:
+    """Check a PostgreSQL store answers the seqs another store (another gateway process)
+    on the same schema stored after it was opened, which its own seq tracker never saw:
+    those still in the seqs table and those the other folded into seq_marks (every 256
+    appends, and when it closes)."""
+    a, b = open_store(pg_schema_url), open_store(pg_schema_url)
+    try:
+        for k in range(1, 301):
+            if k != 150:
+                a.append([], {"pump-1": [k]})
+        a.append([], {"pump-1": [400, 401]})
+        asked = {1, 100, 149, 150, 151, 256, 300, 301, 399, 400, 401, 402}
+        want = asked - {150, 301, 399, 402}
+        assert b.seq_gaps("pump-1") == []  # b's tracker knows nothing of a's seqs
+        assert b.stored_seqs("pump-1", asked) == want
+        a.close()  # folds 1..149 (its watermark) into seq_marks
+        assert b.stored_seqs("pump-1", asked) == want
+        assert b.stored_seqs("pump-2", asked) == set()
+        b.append([], {"pump-1": [150]})
+        assert b.stored_seqs("pump-1", asked) == want | {150}
+    finally:
+        a.close()
+        b.close()
