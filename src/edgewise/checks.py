@@ -190,6 +190,39 @@ def check_store_stored_seqs(factory: StoreFactory) -> None:
         store.close()
 
 
+def check_store_stored_seqs_many(factory: StoreFactory) -> None:
+    """``stored_seqs_many`` gives, for each device asked (an unknown one and an empty
+    question too), exactly what ``stored_seqs`` gives it, before and after reopen; a
+    question that is not a mapping, a bad device id or a bad seq raises StoreError."""
+    asked = {"pump-1": {0, 1, 2, 3, 5, 9, 10, 11, 12, 13}, "pump-2": [1, 1, 4, 7],
+             "pump-3": range(1, 4), "pump-4": set()}
+    want = {"pump-1": {1, 2, 5, 9, 10, 12}, "pump-2": {1, 7}, "pump-3": set(),
+            "pump-4": set()}
+    store = factory()
+    try:
+        assert store.stored_seqs_many({}) == {}
+        store.append([], {"pump-1": [1, 2, 5, 9, 10], "pump-2": [1, 2, 7]})
+        store.append([Reading("pump-1", "temp_c", T0, 1.0, seq=12)])
+        got = store.stored_seqs_many(asked)
+        assert got == want, got
+        assert got == {d: store.stored_seqs(d, qs) for d, qs in asked.items()}
+        for bad in (None, [("pump-1", [1])], "pump-1", {"pump-1": [-1]}, {"pump-1": 5},
+                    {"pump-1": [1], "": [1]}, {5: [1]}, {"pump-1": [2**62]}):
+            try:
+                store.stored_seqs_many(bad)  # type: ignore[arg-type]
+            except StoreError:
+                pass
+            else:
+                raise AssertionError(f"stored_seqs_many took {bad!r}")
+    finally:
+        store.close()
+    store = factory()
+    try:
+        assert store.stored_seqs_many(asked) == want, "stored_seqs_many changed across reopen"
+    finally:
+        store.close()
+
+
 def check_store_query_ranges_and_step(factory: StoreFactory) -> None:
     """query() honours [start, end), the metric filter, sort order and step averaging."""
     store = factory()
@@ -611,6 +644,7 @@ _STORE_CHECKS: tuple[StoreCheck, ...] = (
     check_store_conflict_kept_not_overwritten,
     check_store_watermark_and_gaps,
     check_store_stored_seqs,
+    check_store_stored_seqs_many,
     check_store_query_ranges_and_step,
     check_store_query_many_matches_query,
     check_store_out_of_order_in_time_order,

@@ -150,3 +150,71 @@ def test_postgres_stored_seqs_knows_what_another_process_stored(pg_schema_url: s
     finally:
         a.close()
         b.close()
+
+
+def test_stored_seqs_many_answers_each_device_as_stored_seqs_does(store: Store) -> None:
+    """Check the batch form names, for every device asked (one never seen, one asked
+    nothing too), exactly the seqs ``stored_seqs`` names for it alone, and nothing for an
+    empty question."""
+    store.append([Reading("pump-1", "t", T0, 1.0, seq=9)], {"pump-1": [1, 2, 5, 6, 0],
+                                                          "pump-2": [3]})
+    asked = {"pump-1": {0, 1, 3, 6, 7, 9, 10}, "pump-2": [3, 3, 4], "pump-9": {1},
+             "pump-3": ()}
+    got = store.stored_seqs_many(asked)
+    assert got == {"pump-1": {1, 6, 9}, "pump-2": {3}, "pump-9": set(), "pump-3": set()}
+    assert got == {d: store.stored_seqs(d, qs) for d, qs in asked.items()}
+    assert store.stored_seqs_many({}) == {}
+
+
+@pytest.mark.parametrize(
+    ("seqs", "shown"),
+    [
+        pytest.param([("pump-1", [1])], "Got [('pump-1', [1])] instead", id="pairs"),
+        pytest.param(None, "Got None instead", id="none"),
+        pytest.param("pump-1", "Got 'pump-1' instead", id="str"),
+        pytest.param({"pump-1": [1], "pump-2": [-1]}, "seq -1 of device 'pump-2'",
+                     id="negative"),
+        pytest.param({"pump-2": [True]}, "seq True of device 'pump-2'", id="bool"),
+        pytest.param({"pump-2": 3}, "device 'pump-2': seqs must be an iterable", id="int"),
+        pytest.param({"pump-1": [1], "": [1]}, "non-empty str. Got '' instead", id="empty"),
+        pytest.param({7: [1]}, "non-empty str. Got 7 instead", id="int-device"),
+    ],
+)
+def test_stored_seqs_many_refuses_bad_input_naming_it(store: Store, seqs: Any,
+                                                      shown: str) -> None:
+    """Check a question that is not a mapping of device id to seqs, a bad device id or a
+    bad seq raises StoreError naming the value (and the device) and what is allowed."""
+    with pytest.raises(StoreError) as err:
+        store.stored_seqs_many(seqs)
+    msg = str(err.value)
+    assert shown in msg, msg
+    assert any(w in msg for w in ("mapping of device id", "[0, 2**62)", "iterable of ints",
+                                  "non-empty str")), msg
+
+
+@pytest.mark.postgres
+def test_postgres_stored_seqs_many_knows_what_another_process_stored(
+        pg_schema_url: str) -> None:
+    """Check the batch form on PostgreSQL is exact when another store (another gateway)
+    on the same schema stored some of the seqs asked, of several devices: those its own
+    tracker holds, those the other left in the seqs table, those the other folded into
+    seq_marks, and those nobody stored, in one question."""
+    a, b = open_store(pg_schema_url), open_store(pg_schema_url)
+    try:
+        for k in range(1, 301):  # at its 256th append, a folds 1..256 into seq_marks
+            a.append([], {"pump-1": [k] if k != 300 else [301]})
+        a.append([], {"pump-2": [2, 3]})
+        b.append([], {"pump-2": [5], "pump-3": [1]})
+        asked = {"pump-1": {1, 200, 299, 300, 301, 302}, "pump-2": {1, 2, 3, 4, 5, 6},
+                 "pump-3": {1, 2}, "pump-4": {1}}
+        want = {"pump-1": {1, 200, 299, 301}, "pump-2": {2, 3, 5}, "pump-3": {1},
+                "pump-4": set()}
+        assert b.stored_seqs_many(asked) == want
+        assert b.stored_seqs_many(asked) == {d: b.stored_seqs(d, q) for d, q in asked.items()}
+        a.close()  # folds what it still held into seq_marks
+        assert b.stored_seqs_many(asked) == want
+        with pytest.raises(StoreError):  # a is closed: asking it is refused
+            a.stored_seqs_many(asked)
+    finally:
+        a.close()
+        b.close()

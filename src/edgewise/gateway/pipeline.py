@@ -46,7 +46,7 @@ import queue
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -314,6 +314,10 @@ class Pipeline:
         # halves) leaves the device's rate limit and these counters as they were.
         counts: list[tuple[str, int, str | None]] = []  # (counter, n, reason)
         taken: dict[str, int] = {}  # device -> rate-limit tokens this batch took
+        # First each message is decoded and rate-limited (neither reads the store), in
+        # order; then the seqs of those that may be re-deliveries are looked up in one
+        # question for the whole batch, and only then is each message settled, in order.
+        todo: list[tuple[str, bytes, Decoded] | PayloadError | RateLimitError] = []
         for device_id, payload in items:
             try:
                 dec = decode(
@@ -331,7 +335,7 @@ class Pipeline:
                 handled = _seqs_of(payload, scan) if via == "mqtt" and len(payload) <= (
                     scan) else []
                 if not handled:
-                    out.append(exc)
+                    todo.append(exc)
                     continue
                 dec = Decoded(rejected=[exc], seqs=handled)
             except Exception as exc:  # a decoder bug: reject this message, not the batch
@@ -351,29 +355,42 @@ class Pipeline:
                 except RateLimitError as exc:
                     counts.append(("edgewise_readings_rejected_total", len(dec.readings),
                                    "rate_limited"))
-                    out.append(exc)
+                    todo.append(exc)
                     continue
                 taken[device_id] = taken.get(device_id, 0) + len(dec.readings)
-                if self._redelivered(device_id, dec):
+            todo.append((device_id, payload, dec))
+        try:
+            stored = self._stored_seqs_of(todo)
+            for item in todo:
+                if not isinstance(item, tuple):
+                    out.append(item)
+                    continue
+                device_id, payload, dec = item
+                if dec.readings and self._redelivered(device_id, dec,
+                                                      stored.get(device_id, set())):
                     counts.append(("edgewise_readings_duplicate_total", len(dec.readings),
                                    None))
                     out.append(IngestResult(duplicates=len(dec.readings),
                                             rejected=dec.rejected, device_id=device_id,
                                             seqs=dec.seqs))
                     continue
-            fresh = [s for s in dec.seqs if (device_id, s) not in seen]
-            if dec.seqs and all(seen.get((device_id, s)) == payload for s in dec.seqs):
-                rs: list[Reading] = []  # the same message delivered twice in this batch
-            else:  # a seq reused for other readings: the store tells duplicates, conflicts
-                rs = dec.readings
-            for s in dec.seqs:
-                seen.setdefault((device_id, s), payload)
-            readings.extend(rs)
-            if dec.seqs:
-                seqs.setdefault(device_id, []).extend(fresh)
-            counts.append(("edgewise_readings_ingested_total", len(dec.readings), None))
-            out.append(IngestResult(accepted=len(dec.readings), rejected=dec.rejected,
-                                    device_id=device_id, seqs=dec.seqs))
+                fresh = [s for s in dec.seqs if (device_id, s) not in seen]
+                if dec.seqs and all(seen.get((device_id, s)) == payload for s in dec.seqs):
+                    rs: list[Reading] = []  # the same message delivered twice in this batch
+                else:  # a seq reused for other readings: the store tells duplicates, conflicts
+                    rs = dec.readings
+                for s in dec.seqs:
+                    seen.setdefault((device_id, s), payload)
+                readings.extend(rs)
+                if dec.seqs:
+                    seqs.setdefault(device_id, []).extend(fresh)
+                counts.append(("edgewise_readings_ingested_total", len(dec.readings), None))
+                out.append(IngestResult(accepted=len(dec.readings), rejected=dec.rejected,
+                                        device_id=device_id, seqs=dec.seqs))
+        except BaseException:  # a look-up failed: nothing is committed, the tokens go back
+            for device_id, n in taken.items():
+                self.rate_limiter.refund(device_id, n)
+            raise
         devices = {r.device_id for r in out if isinstance(r, IngestResult)}
         if not devices:
             self._count(counts, len(items), via)
@@ -477,9 +494,32 @@ class Pipeline:
             else:
                 self.metrics.inc(name, n, reason=reason)
 
-    def _redelivered(self, device_id: str, dec: Decoded) -> bool:
+    @staticmethod
+    def _may_be_redelivered(dec: Decoded) -> bool:
+        """Whether the decoder's flags leave ``dec`` a possible re-delivery (see
+        :meth:`_redelivered`): readings, all of relative times, and seqs all >= 1."""
+        return bool(dec.relative_times and dec.readings and dec.seqs and min(dec.seqs) >= 1)
+
+    def _stored_seqs_of(
+        self, todo: Sequence[tuple[str, bytes, Decoded] | PayloadError | RateLimitError],
+    ) -> dict[str, set[int]]:
+        """Per device, which seqs of a batch's possible re-deliveries (the decoded messages
+        of ``todo`` that :meth:`_may_be_redelivered`) are stored: one
+        :meth:`Store.stored_seqs_many <edgewise.store.base.Store.stored_seqs_many>`
+        question for the whole batch (on PostgreSQL one round trip, not one per message);
+        nothing is asked when no message may be one."""
+        asked: dict[str, set[int]] = {}
+        for item in todo:
+            if isinstance(item, tuple) and self._may_be_redelivered(item[2]):
+                asked.setdefault(item[0], set()).update(item[2].seqs)
+        return self.store.stored_seqs_many(asked) if asked else {}
+
+    def _redelivered(self, device_id: str, dec: Decoded,
+                     stored: Collection[int] | None = None) -> bool:
         """Whether ``dec`` (a decoded message) is a message already stored, delivered
-        again, whose readings' times were stamped on arrival.
+        again, whose readings' times were stamped on arrival. ``stored``: the device's
+        seqs known to be stored, of those asked for the batch (at least ``dec.seqs``;
+        see :meth:`_stored_seqs_of`); ``None`` asks the store.
 
         A SenML message with no time, or with times relative to now (RFC 8428: below
         2**28 s), gets a new time at each delivery, so the store's (device, metric, time)
@@ -511,17 +551,20 @@ class Pipeline:
         1
         >>> p.close(); store.close()
 
-        The checks run cheapest first: the decoder's flags, then the seqs
-        (:meth:`Store.stored_seqs <edgewise.store.base.Store.stored_seqs>`: the store's
-        in-memory tracker, and on PostgreSQL one indexed look-up of the seqs it does not
-        hold, which another gateway sharing the store may have stored; neither waits for
-        a commit in flight), and only then the stored readings, one metric first, the
-        others only when it matched.
+        The checks run cheapest first: the decoder's flags, then the seqs (answered for
+        the whole batch at once by :meth:`Store.stored_seqs_many
+        <edgewise.store.base.Store.stored_seqs_many>`: the store's in-memory tracker, and
+        on PostgreSQL one indexed look-up of the seqs it does not hold, which another
+        gateway sharing the store may have stored; neither waits for a commit in flight),
+        and only then the stored readings (a query per metric and message: dearer than
+        the batch's one seq look-up, so left for the few messages whose seqs are all
+        stored), one metric first, the others only when it matched.
         """
-        if not dec.relative_times or not dec.readings or not dec.seqs or min(dec.seqs) < 1:
+        if not self._may_be_redelivered(dec):
             return False
-        asked = set(dec.seqs)
-        if self.store.stored_seqs(device_id, asked) != asked:
+        if stored is None:
+            stored = self.store.stored_seqs(device_id, dec.seqs)
+        if not all(s in stored for s in dec.seqs):
             return False
         window = int(self.redelivery_window_s * 1e9)
         by_metric: dict[str, list[Reading]] = {}

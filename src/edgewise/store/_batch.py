@@ -30,6 +30,7 @@ __all__ = [
     "Prepared",
     "SeqTracker",
     "asked_seqs",
+    "asked_seqs_many",
     "check_readings",
     "classify",
     "classify_batch",
@@ -188,6 +189,25 @@ def asked_seqs(device_id: str, seqs: Iterable[int]) -> set[int]:
                              "be an int in [0, 2**62).")
         out.add(int(s))
     return out
+
+
+def asked_seqs_many(seqs: Mapping[str, Iterable[int]]) -> dict[str, set[int]]:
+    """The seqs of a ``stored_seqs_many`` question, per device, as sets, each checked as
+    :func:`asked_seqs` checks one device's.
+
+    >>> {d: sorted(s) for d, s in asked_seqs_many({"a": [2, 2], "b": ()}).items()}
+    {'a': [2], 'b': []}
+    >>> asked_seqs_many([("a", [1])])
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Cannot look up seqs: seqs must be a mapping of device id to its seqs ({'pump-1': {1, 2}}). Got [('a', [1])] instead.
+    """  # noqa: E501
+    if not isinstance(seqs, Mapping):
+        shown = repr(seqs)
+        shown = shown if len(shown) <= 80 else f"{shown[:77]}..."
+        raise StoreError("Cannot look up seqs: seqs must be a mapping of device id to its "
+                         f"seqs ({{'pump-1': {{1, 2}}}}). Got {shown} instead.")
+    return {device_id: asked_seqs(device_id, values) for device_id, values in seqs.items()}
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ Promises:
   stored (devices number their messages from 1). This is what the gateway acknowledges.
 * ``stored_seqs(device, seqs)`` says exactly which of ``seqs`` are recorded as stored for
   the device, also those another process sharing the store stored.
+  ``stored_seqs_many({device: seqs})`` answers it for many devices at once.
 """
 
 from __future__ import annotations
@@ -161,6 +162,23 @@ class Store(Protocol):
         [(3, 4), (6, 8)]
         >>> sorted(store.stored_seqs("pump-1", {2, 4, 9, 10}))
         [2, 9]
+        >>> store.close()
+        """
+        ...
+
+    def stored_seqs_many(self, seqs: Mapping[str, Iterable[int]]) -> dict[str, set[int]]:
+        """:meth:`stored_seqs` for many devices in one question (on PostgreSQL one round
+        trip): each device asked maps to the seqs of its ``seqs`` recorded as stored,
+        ``set()`` where none is. The answers are exactly those of :meth:`stored_seqs`, one
+        device at a time. ``seqs`` that is not a mapping, a device id that is not a
+        non-empty str, or a bad seq raises :class:`~edgewise.errors.StoreError`.
+
+        >>> from edgewise.store import open_store
+        >>> store = open_store("duckdb://:memory:")
+        >>> _ = store.append([], seqs={"pump-1": [1, 2, 5], "pump-2": [3]})
+        >>> got = store.stored_seqs_many({"pump-1": [2, 4, 5], "pump-2": [1, 3]})
+        >>> sorted(got["pump-1"]), sorted(got["pump-2"])
+        ([2, 5], [3])
         >>> store.close()
         """
         ...

@@ -425,28 +425,40 @@ class PostgresStore(SQLStoreMixin):
             except self._psycopg.Error as exc:
                 raise StoreError(f"Query on {self.url!r} failed: {_one_line(exc)}") from exc
 
-    def _stored_elsewhere(self, device_id: str, seqs: set[int]) -> set[int]:
-        """Of ``seqs`` (none held by this process's tracker), those the tables record as
-        stored: another gateway process sharing the store stored them (or this one, since
-        it was opened, in a commit whose seqs the tracker gets just after). One statement,
-        so one snapshot: a compaction moving seqs into ``seq_marks`` meanwhile is seen
-        whole or not at all."""
+    def _stored_elsewhere(self, seqs: dict[str, set[int]]) -> dict[str, set[int]]:
+        """Of ``seqs`` (per device, none held by this process's tracker), those the tables
+        record as stored (devices with none left out): another gateway process sharing the
+        store stored them (or this one, since it was opened, in a commit whose seqs the
+        tracker gets just after). One statement for every device, so one round trip and
+        one snapshot: a compaction moving seqs into ``seq_marks`` meanwhile is seen whole
+        or not at all."""
+        devices = [d for d, qs in seqs.items() for _ in qs]
+        wanted = [q for qs in seqs.values() for q in qs]
         with self._seq_lock:
             con = self._live("_seq_reader")
             try:
+                # the LATERAL ... LIMIT 1 keeps one primary-key probe per pair asked: an
+                # EXISTS may be planned as a hash of the whole seqs table instead
                 rows = con.execute(
-                    "SELECT q.s FROM unnest(%s::bigint[]) AS q(s) WHERE q.s <= coalesce("
-                    "(SELECT max(watermark) FROM seq_marks WHERE device_id = %s), 0) "
-                    "OR EXISTS (SELECT 1 FROM seqs WHERE seqs.device_id = %s "
-                    "AND seqs.seq = q.s)",
-                    [sorted(seqs), device_id, device_id],
+                    "SELECT q.d, q.s FROM unnest(%s::text[], %s::bigint[]) AS q(d, s) "
+                    "LEFT JOIN seq_marks m ON m.device_id = q.d "
+                    "LEFT JOIN LATERAL (SELECT true AS hit FROM seqs WHERE seqs.device_id "
+                    "= q.d AND seqs.seq = q.s LIMIT 1) x ON true "
+                    "WHERE q.s <= coalesce(m.watermark, 0) OR x.hit",
+                    [devices, wanted],
                 ).fetchall()
             except self._psycopg.Error as exc:
+                shown = sorted(seqs)
+                what = (f"device {shown[0]!r}" if len(shown) == 1 else
+                        f"{len(shown)} devices ({', '.join(map(repr, shown[:3]))}"
+                        f"{', ...' if len(shown) > 3 else ''})")
                 raise StoreError(
-                    f"Looking up seqs of device {device_id!r} in {self.url!r} failed: "
-                    f"{_one_line(exc)}"
+                    f"Looking up seqs of {what} in {self.url!r} failed: {_one_line(exc)}"
                 ) from exc
-        return {int(r[0]) for r in rows}
+        out: dict[str, set[int]] = {}
+        for device_id, seq in rows:
+            out.setdefault(device_id, set()).add(int(seq))
+        return out
 
     def _compact_seqs(self) -> None:
         """Fold each device's seqs 1..watermark into its seq_marks row (one transaction)."""
