@@ -25,6 +25,7 @@ EXPECTED_ROUTES = {
     ("POST", "/v1/devices"),
     ("DELETE", "/v1/devices/{device_id}"),
     ("GET", "/v1/devices/{device_id}/readings"),
+    ("GET", "/v1/devices/{device_id}/readings.csv"),
     ("GET", "/v1/fleet"),
     ("GET", "/v1/fleet/groups"),
     ("GET", "/v1/alerts"),

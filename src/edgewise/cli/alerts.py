@@ -7,34 +7,32 @@ but shows in ``ps`` and shell history). Listing needs a *viewer* token, acknowle
 labelling an *operator* one; the gateway audits what an operator does under the token's
 name.
 
-The gateway's address is ``--gateway``, else ``EDGEWISE_GATEWAY_URL``, else
-``http://127.0.0.1:8080`` (the gateway's default port). An ``https://`` gateway's
-certificate is checked against the system's CAs, or against ``--ca-file``
-(``EDGEWISE_CA_FILE``) for a self-signed one.
-
-Every refusal is one line on stderr: exit 2 for what is wrong on this side (no token, a
-gateway URL that is not http(s), a CA file that cannot be read), exit 1 for what the gateway
-answered or that it could not be reached. The table shows ids shortened to 8 characters;
-``show``, ``ack`` and ``label`` take a full id or a prefix of one that only one listed alert
-has.
-
->>> _one_line("Alert 'x'\\nwas\\tmerged\\x1b[2J")
-"Alert 'x' was merged [2J"
+The gateway's address, token and certificate checks are those of every command over the
+API (:mod:`edgewise.cli._gateway`): ``--gateway`` / ``EDGEWISE_GATEWAY_URL``, ``--ca-file``
+/ ``EDGEWISE_CA_FILE``, and every refusal one line. The table shows ids shortened to 8
+characters; ``show``, ``ack`` and ``label`` take a full id or a prefix of one that only one
+listed alert has.
 """
 
 from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from edgewise.cli._app import Json, app, fail
-from edgewise.config import Settings
-
-if TYPE_CHECKING:
-    import httpx
+from edgewise.cli._gateway import (
+    DEFAULT_GATEWAY,
+    CaFile,
+    Gateway,
+    GatewayClient,
+    Timeout,
+    Token,
+    one_line,
+    quote_segment,
+)
 
 __all__ = ["alerts_app"]
 
@@ -45,28 +43,11 @@ alerts_app = typer.Typer(
 )
 app.add_typer(alerts_app, name="alerts")
 
-#: Where the gateway listens when nothing says otherwise (its default HTTP port).
-DEFAULT_GATEWAY = f"http://127.0.0.1:{Settings.http_port}"
 #: Alerts asked for per page while listing (the API allows up to 10,000).
 PAGE = 500
 #: Of the list's table, how many of an alert's drivers are shown.
 TOP_DRIVERS = 3
 
-Gateway = Annotated[str, typer.Option(
-    "--gateway", envvar="EDGEWISE_GATEWAY_URL", show_envvar=True,
-    help=f"The gateway's base URL (default: EDGEWISE_GATEWAY_URL, else {DEFAULT_GATEWAY}).",
-    show_default=False)]
-Token = Annotated[str, typer.Option(
-    "--token", envvar="EDGEWISE_TOKEN", show_envvar=True, show_default=False,
-    help="API token (prefer the EDGEWISE_TOKEN environment variable: an option shows in "
-         "'ps' and shell history). Make one with 'edgewise token create --role viewer' "
-         "(operator to ack or label).")]
-CaFile = Annotated[str, typer.Option(
-    "--ca-file", envvar="EDGEWISE_CA_FILE", show_envvar=True, show_default=False,
-    help="PEM CA bundle to check an https:// gateway's certificate with (a self-signed "
-         "gateway); default: the system's CAs.")]
-Timeout = Annotated[float, typer.Option(
-    "--timeout", min=0.1, help="Seconds to wait for the gateway per request.")]
 AlertId = Annotated[str, typer.Argument(
     help="The alert's id, or a prefix of it only one listed alert has (as the list shows).",
     show_default=False)]
@@ -86,15 +67,8 @@ class Status(StrEnum):
     acknowledged = "acknowledged"
 
 
-def _one_line(text: Any) -> str:
-    """``text`` on one line, without control characters (a gateway's answer is not trusted
-    to leave the terminal alone)."""
-    cleaned = "".join(c if c.isprintable() else " " for c in str(text))
-    return " ".join(cleaned.split())
-
-
-class _Client:
-    """The gateway's HTTP API with an API token; every failure ends the command in one line.
+class _Client(GatewayClient):
+    """The gateway's HTTP API, with alert ids that may be short.
 
     >>> _Client("ftp://gw", "t", "", 5.0)  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
@@ -102,139 +76,13 @@ class _Client:
     click.exceptions.Exit: 2
     """
 
-    def __init__(self, gateway: str, token: str, ca_file: str, timeout: float) -> None:
-        import ssl
+    token_hint = "'edgewise token create --role viewer' (operator to ack or label)"
 
-        import httpx
-
-        url = (gateway or DEFAULT_GATEWAY).strip()
-        if not url.startswith(("http://", "https://")):
-            raise fail(f"--gateway (EDGEWISE_GATEWAY_URL) must be the gateway's http:// or "
-                       f"https:// URL, e.g. {DEFAULT_GATEWAY}. Got {_one_line(url)!r} instead.")
-        try:
-            base = httpx.URL(url.rstrip("/") + "/")
-            if not base.host:
-                raise ValueError("no host")
-        except (httpx.InvalidURL, ValueError):
-            raise fail(f"--gateway (EDGEWISE_GATEWAY_URL) must be a URL with a host, e.g. "
-                       f"{DEFAULT_GATEWAY}. Got {_one_line(url)!r} instead.") from None
-        self.shown = _one_line(url.rstrip("/"))
-        token = token.strip()
-        if not token:
-            raise fail("no API token: set EDGEWISE_TOKEN (or pass --token) to a token made "
-                       "with 'edgewise token create --role viewer' (operator to ack or label).")
-        try:
-            token.encode("ascii")
-        except UnicodeEncodeError:
-            raise fail("EDGEWISE_TOKEN (--token) is not an API token: it has characters "
-                       "that are not ASCII. Set it to a token made with "
-                       "'edgewise token create'.") from None
-        verify: ssl.SSLContext | bool = True
-        if ca_file:
-            try:
-                verify = ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise fail(f"--ca-file (EDGEWISE_CA_FILE) must be a readable PEM CA bundle. "
-                           f"Got {ca_file!r}: {_one_line(exc)}.") from None
-        self.base = base
-        self.http = httpx.Client(
-            base_url=base, timeout=timeout, verify=verify, follow_redirects=False,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-        )
-
-    def __enter__(self) -> _Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.http.close()
-
-    def call(self, method: str, url: str, *, params: dict[str, Any] | None = None,
-             body: dict[str, Any] | None = None, alert_id: str | None = None,
-             unknown_ok: bool = False) -> Any:
-        """Send one request (``url`` relative to the gateway's base URL, or absolute on its
-        origin); the answer when it is a 2xx (``None`` for a 404 ``unknown_alert`` when
-        ``unknown_ok``), else end the command with one line."""
-        import httpx
-
-        try:
-            resp = self.http.request(method, url, params=params, json=body)
-        except httpx.ConnectError as exc:
-            why = _one_line(exc)
-            if "CERTIFICATE" in why.upper():
-                raise fail(f"the gateway at {self.shown} presented a certificate that could "
-                           f"not be verified ({why}); pass its CA certificate with --ca-file "
-                           f"(EDGEWISE_CA_FILE).", 1) from None
-            self._unreachable(why)
-        except httpx.TimeoutException:
-            self._unreachable(f"no answer within {self.http.timeout.read} s")
-        except httpx.HTTPError as exc:
-            self._unreachable(_one_line(exc) or type(exc).__name__)
-        if resp.is_success:
-            return resp
-        if unknown_ok and resp.status_code == 404 and _reason(resp) == "unknown_alert":
-            return None
-        self._refuse(resp, alert_id)
-
-    def json(self, resp: httpx.Response) -> Any:
-        """The JSON body of a 2xx answer; one line when it is not JSON."""
-        try:
-            return resp.json()
-        except ValueError:
-            raise fail(f"the gateway at {self.shown} answered {resp.request.url.path} with "
-                       f"HTTP {resp.status_code} but not JSON; is {self.shown} an Edgewise "
-                       "gateway (check --gateway / EDGEWISE_GATEWAY_URL)?", 1) from None
-
-    def _unreachable(self, why: str) -> NoReturn:
-        raise fail(f"cannot reach the gateway at {self.shown} ({why}); is 'edgewise serve' "
-                   f"running there? Pass its address with --gateway or "
-                   f"EDGEWISE_GATEWAY_URL.", 1)
-
-    def _refuse(self, resp: httpx.Response, alert_id: str | None) -> NoReturn:
-        try:
-            problem = resp.json()
-        except ValueError:
-            problem = None
-        if not isinstance(problem, dict):
-            problem = {}
-        detail = _one_line(problem.get("detail") or problem.get("title") or "")
-        reason = problem.get("reason")
-        status = resp.status_code
-        if status == 401:
-            raise fail(f"the gateway at {self.shown} refused the API token ({detail or 'HTTP 401'}"
-                       f"); set EDGEWISE_TOKEN (or --token) to a valid token made with "
-                       "'edgewise token create'.", 1)
-        if status == 403:
-            need = _one_line(problem.get("allowed") or "")
-            hint = (f" Use a token of role {need} (EDGEWISE_TOKEN)."
-                    if problem.get("field") == "role" and need else "")
-            raise fail(f"the gateway at {self.shown} refused this: {detail or 'HTTP 403'}"
-                       f"{hint}", 1)
-        if status == 404 and reason == "unknown_alert":
-            raise fail(f"no alert {_one_line(alert_id)!r} on the gateway at {self.shown}; "
-                       "list them with 'edgewise alerts list'.", 1)
-        if status == 404 or not problem:
-            raise fail(f"the gateway at {self.shown} answered {resp.request.url.path} with "
-                       f"HTTP {status}{': ' + detail if detail else ''}; is {self.shown} an "
-                       "Edgewise gateway (check --gateway / EDGEWISE_GATEWAY_URL)?", 1)
-        if status == 429 and resp.headers.get("Retry-After"):
-            detail += f" Retry after {_one_line(resp.headers['Retry-After'])} s."
-        raise fail(f"the gateway at {self.shown} answered HTTP {status}"
-                   f"{' (' + _one_line(reason) + ')' if reason else ''}: {detail}", 1)
-
-    def next_page(self, resp: httpx.Response) -> str | None:
-        """The URL of the ``Link: <…>; rel="next"`` header, resolved against the request's
-        URL; ``None`` on the last page. A link to another origin is refused: the token is
-        sent only to the gateway it was given for."""
-        link = resp.links.get("next", {}).get("url")
-        if not link:
-            return None
-        url = resp.request.url.join(link)
-        if (url.scheme, url.host, url.port) != (self.base.scheme, self.base.host,
-                                                self.base.port):
-            raise fail(f"the gateway at {self.shown} sent a next-page link to another "
-                       f"origin ({_one_line(url.scheme)}://{_one_line(url.host)}); "
-                       "not followed (the token goes to the gateway only).", 1)
-        return str(url)
+    def _unknown(self, alert_id: str) -> tuple[str, str]:
+        """How a 404 for ``alert_id`` is told: ``(reason, line)`` for :meth:`call`."""
+        line = (f"no alert {one_line(alert_id)!r} on the gateway at {self.shown}; list them "
+                "with 'edgewise alerts list'.")
+        return "unknown_alert", line
 
     def alert(self, alert_id: str, method: str = "GET", action: str = "",
               body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -243,12 +91,12 @@ class _Client:
         if not alert_id.strip():
             raise fail("ALERT_ID must be an alert's id, as 'edgewise alerts list' shows it. "
                        "Got an empty one.")
-        resp = self.call(method, f"v1/alerts/{_quote(alert_id)}{action}", body=body,
-                         alert_id=alert_id, unknown_ok=True)
+        resp = self.call(method, f"v1/alerts/{quote_segment(alert_id)}{action}", body=body,
+                         missing=self._unknown(alert_id), unknown_ok=True)
         if resp is None:  # no alert has this id: a prefix of one?
             full = self._by_prefix(alert_id)
-            resp = self.call(method, f"v1/alerts/{_quote(full)}{action}", body=body,
-                             alert_id=full)
+            resp = self.call(method, f"v1/alerts/{quote_segment(full)}{action}", body=body,
+                             missing=self._unknown(full))
         alert = self.json(resp)
         if not isinstance(alert, dict):
             raise fail(f"the gateway at {self.shown} answered an alert that is not a JSON "
@@ -276,22 +124,7 @@ class _Client:
         self._refuse_unknown(prefix)
 
     def _refuse_unknown(self, alert_id: str) -> NoReturn:
-        raise fail(f"no alert {_one_line(alert_id)!r} on the gateway at {self.shown}; "
-                   "list them with 'edgewise alerts list'.", 1)
-
-
-def _quote(alert_id: str) -> str:
-    from urllib.parse import quote
-
-    return quote(alert_id, safe="")
-
-
-def _reason(resp: httpx.Response) -> Any:
-    try:
-        body = resp.json()
-    except ValueError:
-        return None
-    return body.get("reason") if isinstance(body, dict) else None
+        raise fail(self._unknown(alert_id)[1], 1)
 
 
 def _drivers(alert: dict[str, Any], top: int = TOP_DRIVERS) -> str:
@@ -305,17 +138,17 @@ def _drivers(alert: dict[str, Any], top: int = TOP_DRIVERS) -> str:
         return ""
     ranked = sorted(((str(k), v) for k, v in drivers.items() if isinstance(v, (int, float))),
                     key=lambda kv: -abs(kv[1]))
-    return ", ".join(f"{_one_line(k)} {v:.0%}" for k, v in ranked[:top])
+    return ", ".join(f"{one_line(k)} {v:.0%}" for k, v in ranked[:top])
 
 
 def _status(alert: dict[str, Any]) -> str:
-    status = _one_line(alert.get("status", ""))
-    return f"{status} ({_one_line(alert['label'])})" if alert.get("label") else status
+    status = one_line(alert.get("status", ""))
+    return f"{status} ({one_line(alert['label'])})" if alert.get("label") else status
 
 
 def _score(alert: dict[str, Any]) -> str:
     score = alert.get("score")
-    return f"{score:.2f}" if isinstance(score, (int, float)) else _one_line(score)
+    return f"{score:.2f}" if isinstance(score, (int, float)) else one_line(score)
 
 
 def _start(alert: dict[str, Any]) -> str:
@@ -324,7 +157,7 @@ def _start(alert: dict[str, Any]) -> str:
     >>> _start({"start": "2026-01-31T12:00:05.250Z"})
     '2026-01-31T12:00:05Z'
     """
-    start = _one_line(alert.get("start") or "")
+    start = one_line(alert.get("start") or "")
     return start[:19] + "Z" if len(start) > 19 and start.endswith("Z") else start
 
 
@@ -340,9 +173,9 @@ def _table(alerts: list[dict[str, Any]], more: bool) -> None:
     table.add_column("drivers")
     table.add_column("message")
     for a in alerts:
-        table.add_row(_one_line(a.get("id", ""))[:8], _one_line(a.get("device_id", "")),
-                      _one_line(a.get("kind", "")), _status(a), _start(a), _score(a),
-                      _drivers(a), _one_line(a.get("message", "")))
+        table.add_row(one_line(a.get("id", ""))[:8], one_line(a.get("device_id", "")),
+                      one_line(a.get("kind", "")), _status(a), _start(a), _score(a),
+                      _drivers(a), one_line(a.get("message", "")))
     console = Console(highlight=False)
     if not console.is_terminal:  # piped: no terminal to fit, so no column is cut short
         console = Console(highlight=False, width=160)
@@ -431,13 +264,13 @@ def alerts_show(
     explanation = alert.get("explanation")
     if isinstance(explanation, dict) and isinstance(explanation.get("top"), list):
         rows.append(("explanation", ", ".join(
-            f"{_one_line(t.get('name'))} {t.get('value'):+.3g}" for t in explanation["top"]
+            f"{one_line(t.get('name'))} {t.get('value'):+.3g}" for t in explanation["top"]
             if isinstance(t, dict) and isinstance(t.get("value"), (int, float)))))
     elif alert.get("explanation_detail"):
         rows.append(("explanation", alert.get("explanation_detail")))
     for name, value in rows:
         if value not in (None, ""):
-            typer.echo(f"{name + ':':13}{_one_line(value)}")
+            typer.echo(f"{name + ':':13}{one_line(value)}")
 
 
 @alerts_app.command("ack")
@@ -459,8 +292,8 @@ def alerts_ack(
     if as_json:
         typer.echo(json.dumps(alert))
         return
-    typer.echo(f"alert {_one_line(alert.get('id'))} acknowledged by "
-               f"{_one_line(alert.get('acked_by'))}")
+    typer.echo(f"alert {one_line(alert.get('id'))} acknowledged by "
+               f"{one_line(alert.get('acked_by'))}")
 
 
 @alerts_app.command("label")
@@ -491,9 +324,9 @@ def alerts_label(
         typer.echo(json.dumps(alert))
         return
     window = alert.get("window_label")
-    said = f" (note: {_one_line(alert['note'])})" if alert.get("note") else ""
+    said = f" (note: {one_line(alert['note'])})" if alert.get("note") else ""
     if isinstance(window, dict):
-        said += (f"; its span is labelled {_one_line(window.get('label'))} "
-                 f"(version {_one_line(window.get('version'))})")
-    typer.echo(f"alert {_one_line(alert.get('id'))} labelled {_one_line(alert.get('label'))} "
-               f"by {_one_line(alert.get('labelled_by'))}{said}")
+        said += (f"; its span is labelled {one_line(window.get('label'))} "
+                 f"(version {one_line(window.get('version'))})")
+    typer.echo(f"alert {one_line(alert.get('id'))} labelled {one_line(alert.get('label'))} "
+               f"by {one_line(alert.get('labelled_by'))}{said}")

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import fastapi.routing
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgewise.config import Settings
 from edgewise.errors import ConfigError
@@ -90,6 +92,38 @@ _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware: ``_SECURITY_HEADERS`` (not on ``/docs``, whose Swagger UI
+    needs inline script) and ``Cache-Control: no-store`` on every answer that does not set
+    them.
+
+    Pure ASGI, not ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` ends a
+    streamed body cleanly when the app fails in the middle of it (then re-raises), so a
+    client took a cut-off ``readings.csv`` for a whole one; passed through, the server
+    closes the connection without the last chunk and the client sees the break.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = str(scope.get("path", "")).startswith("/docs")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if not docs:
+                    for key, value in _SECURITY_HEADERS.items():
+                        headers.setdefault(key, value)
+                headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def create_app(
@@ -167,14 +201,7 @@ def create_app(
                        if r.body_field is not None and _token_role(r.dependant) is not None],
     )
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        if not request.url.path.startswith("/docs"):
-            for key, value in _SECURITY_HEADERS.items():
-                response.headers.setdefault(key, value)
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    app.add_middleware(SecurityHeaders)
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     app.openapi = lambda: _openapi_with_bearer(app)  # type: ignore[method-assign]
@@ -266,6 +293,7 @@ _ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
     ("delete", "/v1/devices/{device_id}"): {404: "No device with that id is registered or has "
                                             "data."},
     ("get", "/v1/devices/{device_id}/readings"): {404: "No device with that id."},
+    ("get", "/v1/devices/{device_id}/readings.csv"): {404: "No device with that id."},
     ("get", "/v1/devices/{device_id}/quality"): {404: "No device with that id."},
     ("get", "/v1/devices/{device_id}/quality/plots/{metric}.png"): {
         404: "No device with that id."},

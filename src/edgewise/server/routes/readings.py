@@ -1,10 +1,13 @@
-"""A device's readings over a time range, optionally averaged per step."""
+"""A device's readings over a time range, optionally averaged per step: as JSON (at most
+``MAX_POINTS``), or as CSV streamed whole (``/v1/devices/{id}/readings.csv``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
@@ -12,11 +15,47 @@ from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, parse_duration, parse_instant
 from edgewise.server.routes.devices import known_device, not_found
 
-__all__ = ["router"]
+__all__ = ["CsvResponse", "parse_range", "router"]
 
 router = APIRouter(tags=["readings"])
 
 MAX_POINTS = 200_000
+
+Metric = Annotated[str | None, Query(description="Only this metric (empty: all).")]
+Start = Annotated[str | None, Query(description="Range start, inclusive.")]
+End = Annotated[str | None, Query(description="Range end, exclusive.")]
+Step = Annotated[str | None, Query(description="Downsampling bucket.")]
+
+
+class CsvResponse(StreamingResponse):
+    """A streamed ``text/csv`` answer (UTF-8)."""
+
+    media_type = "text/csv"
+
+
+def parse_range(start: str | None, end: str | None,
+                step: str | None) -> tuple[int | None, int | None, int | None]:
+    """``start``, ``end`` (ns) and ``step`` (ns) of a readings query, each ``None`` when not
+    given; a 422 problem naming the parameter when one is bad or ``end`` is not after
+    ``start``.
+
+    >>> parse_range("1700000000", None, "1m")
+    (1700000000000000000, None, 60000000000)
+    >>> parse_range("1700000100", "1700000000", None)
+    Traceback (most recent call last):
+    ...
+    edgewise.server.problems.Problem: Query parameter 'end' must be after 'start' ...
+    """
+    start_ns = parse_instant(start, "start")
+    end_ns = parse_instant(end, "end")
+    step_ns = parse_duration(step, "step")
+    if start_ns is not None and end_ns is not None and end_ns <= start_ns:
+        raise Problem(
+            422, "Invalid query parameter",
+            f"Query parameter 'end' must be after 'start' ({start!r}). Got {end!r} instead.",
+            field="end", value=end, allowed=f"a time after {start}", reason="bad_range",
+        )
+    return start_ns, end_ns, step_ns
 
 
 @router.get(
@@ -32,23 +71,15 @@ async def readings(
     store: StoreDep,
     security: SecurityDep,
     device_id: Annotated[str, Path(description="The device id.")],
-    metric: Annotated[str | None, Query(description="Only this metric (empty: all).")] = None,
-    start: Annotated[str | None, Query(description="Range start, inclusive.")] = None,
-    end: Annotated[str | None, Query(description="Range end, exclusive.")] = None,
-    step: Annotated[str | None, Query(description="Downsampling bucket.")] = None,
+    metric: Metric = None,
+    start: Start = None,
+    end: End = None,
+    step: Step = None,
     limit: Annotated[
         int, Query(ge=1, le=MAX_POINTS, description="At most this many points in all.")
     ] = MAX_POINTS,
 ) -> dict[str, Any]:
-    start_ns = parse_instant(start, "start")
-    end_ns = parse_instant(end, "end")
-    step_ns = parse_duration(step, "step")
-    if start_ns is not None and end_ns is not None and end_ns <= start_ns:
-        raise Problem(
-            422, "Invalid query parameter",
-            f"Query parameter 'end' must be after 'start' ({start!r}). Got {end!r} instead.",
-            field="end", value=end, allowed=f"a time after {start}", reason="bad_range",
-        )
+    start_ns, end_ns, step_ns = parse_range(start, end, step)
     if not await run_in_threadpool(known_device, security, store, device_id):
         raise not_found(device_id)
     # one row past the limit tells 'truncated' without reading the rest of the history
@@ -69,3 +100,77 @@ async def readings(
         "truncated": truncated,
         "series": series,
     }
+
+
+def _export_metrics(security: Any, store: Any, device_id: str) -> list[str] | None:
+    """The metrics the store holds of ``device_id``, sorted; ``None`` for an unknown device."""
+    if not known_device(security, store, device_id):
+        return None
+    return next((sorted(s.metrics) for s in store.devices() if s.device_id == device_id), [])
+
+
+def _file_name(device_id: str) -> str:
+    """A safe download name for a device's CSV.
+
+    >>> _file_name('pump 7/"a"')
+    'pump_7__a_.csv'
+    """
+    return re.sub(r"[^A-Za-z0-9._-]", "_", device_id)[:100] + ".csv"
+
+
+@router.get(
+    "/v1/devices/{device_id}/readings.csv",
+    summary="A device's whole history over a time range as CSV, streamed (viewer)",
+    description="The same `metric`, `start`, `end` and `step` as "
+    "`GET /v1/devices/{device_id}/readings`, validated alike, with no cap on the points: "
+    "the store is read in bounded slices per metric and the CSV is streamed as it is read, "
+    "so memory stays bounded whatever the history's length. `format=wide` (default): header "
+    "`time,<metric>,...` (the metrics with a reading in the range, sorted; the one asked "
+    "for with `metric`), one row per timestamp in time order, an empty cell where a metric "
+    "has no reading then (the time column is `_time` if a metric is named `time`). "
+    "`format=long`: `time,metric,value`, metric after metric, each in "
+    "time order. Times are RFC 3339 UTC with the store's nanoseconds "
+    "(`2024-01-31T12:00:00.000000000Z`), or with `time_format` epoch nanoseconds or epoch "
+    "seconds (exact decimals); with `step` a row's time is its bucket's start and its value "
+    "the bucket's mean. Readings stored while the CSV is streamed may or may not be in it. "
+    "A failure after the first bytes ends the connection without the last chunk, so a "
+    "client can tell a cut-off CSV from a whole one.",
+    response_class=CsvResponse,
+    responses={200: {"description": "The CSV (UTF-8), streamed in chunks.",
+                     "content": {"text/csv": {"schema": {"type": "string"},
+                                              "example": "time,temp_c,rpm\n"
+                                              "2024-01-31T12:00:00.000000000Z,21.5,1480.0\n"
+                                              "2024-01-31T12:00:01.000000000Z,,1482.0\n"}}}},
+)
+async def readings_csv(
+    who: Viewer,
+    store: StoreDep,
+    security: SecurityDep,
+    device_id: Annotated[str, Path(description="The device id.")],
+    metric: Metric = None,
+    start: Start = None,
+    end: End = None,
+    step: Step = None,
+    form: Annotated[Literal["wide", "long"], Query(
+        alias="format", description="`wide`: a column per metric; `long`: "
+        "`time,metric,value`.")] = "wide",
+    time_format: Annotated[Literal["rfc3339", "epoch_ns", "epoch_s"], Query(
+        description="How times are written: RFC 3339 UTC with nanoseconds, epoch "
+        "nanoseconds, or epoch seconds.")] = "rfc3339",
+) -> CsvResponse:
+    from edgewise.server.readings_csv import csv_chunks
+
+    start_ns, end_ns, step_ns = parse_range(start, end, step)
+    metrics = await run_in_threadpool(_export_metrics, security, store, device_id)
+    if metrics is None:
+        raise not_found(device_id)
+    if metric:
+        metrics = [metric]
+    # a sync generator: Starlette takes each chunk in the threadpool, so the store's reads
+    # and the formatting never block the event loop
+    chunks = csv_chunks(store, device_id, metrics, start_ns=start_ns, end_ns=end_ns,
+                        step_ns=step_ns, form=form, time_format=time_format,
+                        keep_empty=bool(metric))
+    return CsvResponse(chunks, headers={
+        "Content-Disposition": f'attachment; filename="{_file_name(device_id)}"',
+        "Cache-Control": "no-store"})
