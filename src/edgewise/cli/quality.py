@@ -120,6 +120,52 @@ def _time_names() -> str:
     return ", ".join(map(repr, names[:-1])) + f" or {names[-1]!r}"
 
 
+def _one_role_each(
+    columns: list[str],
+    time_column: str,
+    explicit_time: bool,
+    clock: str | None,
+    device_column: str | None,
+    metric_column: str | None,
+    value_column: str | None,
+) -> None:
+    """Refuse, in one line naming the column and both options, a column of the file that
+    would play two roles (time, its time of day, device, metric, value), given or taken by
+    default: the rename that follows lost one of them (a traceback), or the times were
+    read as device ids without a word. ``device_column`` and ``metric_column``/
+    ``value_column`` are as given (``None``: not given); a default counts only where the
+    file has that column, and the metric and value ones only for a long file.
+
+    >>> _one_role_each(["ts", "metric", "value"], "ts", False, None, None, "metric", "metric")
+    Traceback (most recent call last):
+    ...
+    click.exceptions.Exit: 2
+    """
+    roles: list[tuple[str, str]] = [
+        ("--time-column" if explicit_time else "the time column (found by its name)",
+         time_column)]
+    if clock is not None:
+        roles.append((f"the time of day beside --time-column {time_column!r}", clock))
+    if device_column is not None:
+        roles.append(("--device-column", device_column))
+    elif "device_id" in columns:
+        roles.append(("--device-column (by default)", "device_id"))
+    long = (metric_column is not None or value_column is not None
+            or ("metric" in columns and "value" in columns))
+    if long:
+        roles.append(("--metric-column" + (" (by default)" if metric_column is None else ""),
+                      metric_column or "metric"))
+        roles.append(("--value-column" + (" (by default)" if value_column is None else ""),
+                      value_column or "value"))
+    first: dict[str, str] = {}
+    for role, column in roles:
+        if column in first:
+            raise fail(f"column {column!r} is given two roles, {first[column]} and {role}; "
+                       "a column can be only one of the time, device, metric and value "
+                       f"columns: name another for one of them. Columns: {columns}")
+        first[column] = role
+
+
 @app.command("quality")
 def quality(
     file: Annotated[Path, typer.Argument(help="CSV: long (device, metric, ts, value) or wide.")],
@@ -150,6 +196,7 @@ def quality(
     (anomaly_score, top_column) are no metrics, as in 'edgewise detect'.
     """
     import numpy as np
+    import pandas as pd
 
     from edgewise.errors import QualityError
     from edgewise.quality.report import fleet_report, metric_issues
@@ -170,6 +217,7 @@ def quality(
         df, cells = read_tables(file)  # the numbers, and the cells as written (the ids)
     except QualityError as exc:
         raise fail(str(exc)) from None
+    explicit_time = time_column is not None
     if time_column is None:
         time_column = find_time_column(df)
         if time_column is None:
@@ -179,22 +227,26 @@ def quality(
     elif time_column not in df.columns:
         raise fail(f"{str(file)!r} has no time column {time_column!r}; columns: {list(df.columns)}")
     clock = clock_column(df, time_column)  # date,time: one time together, as detect reads it
-    if device_column is None:
-        device_column = "device_id"
-        if device_column not in df.columns:  # no device column: one device's file
-            df[device_column] = device
-    elif device_column not in df.columns:  # a mistyped one merged every device into one
+    columns = list(df.columns)  # the file's, before a device column of our own is added
+    if device_column is not None and device_column not in columns:
+        # a mistyped one merged every device into one
         raise fail(f"--device-column {device_column!r} is not a column of {str(file)!r}; "
-                   f"columns: {list(df.columns)}")
-    if device_column in cells.columns:  # ids as written: 007 is not 7, NA no number
-        df[device_column] = _ids(cells[device_column], device_column, "device id", file)
+                   f"columns: {columns}")
     if metric_column is not None or value_column is not None:  # a long file, said so
         missing = [f"{opt} {name!r}" for opt, name in [
             ("--metric-column", metric_column or "metric"),
-            ("--value-column", value_column or "value")] if name not in df.columns]
+            ("--value-column", value_column or "value")] if name not in columns]
         if missing:  # a typo would have read the file as wide, every column a metric
             raise fail(f"{' and '.join(missing)}: not in {str(file)!r} (a long file needs "
-                       f"both a metric and a value column); columns: {list(df.columns)}")
+                       f"both a metric and a value column); columns: {columns}")
+    _one_role_each(columns, time_column, explicit_time, clock, device_column, metric_column,
+                   value_column)
+    if device_column is None:
+        device_column = "device_id"
+        if device_column not in columns:  # no device column: one device's file
+            df[device_column] = device
+    if device_column in cells.columns:  # ids as written: 007 is not 7, NA no number
+        df[device_column] = _ids(cells[device_column], device_column, "device id", file)
     try:
         df["_ts"] = time_ns(df[time_column] if clock is None
                             else date_and_clock(df, time_column, clock))
@@ -203,15 +255,17 @@ def quality(
     except (ValueError, TypeError) as exc:
         raise fail(f"column {time_column!r} holds no usable times: {exc}") from None
     metric_column, value_column = metric_column or "metric", value_column or "value"
+    # the report's frame is built column by column under its own names: a rename could
+    # give two columns one name (a device column called 'metric', a metric one 'device_id')
     if metric_column in df.columns and value_column in df.columns:
-        df[metric_column] = _ids(cells[metric_column], metric_column, "metric", file)
-        if "unit" in df.columns and "unit" not in (metric_column, value_column):
+        parts = {"device_id": df[device_column], "ts_ns": df["_ts"],
+                 "metric": _ids(cells[metric_column], metric_column, "metric", file),
+                 "value": _numbers(df[value_column])}
+        if "unit" in cells.columns and "unit" not in (time_column, clock, device_column,
+                                                       metric_column, value_column):
             unit = cells["unit"].astype(str).str.strip()  # as written; blank: none
-            df["unit"] = unit.astype(object).where(unit != "", None)
-        long = df.rename(columns={metric_column: "metric", value_column: "value"})
-        keep = ["metric", "value", *(["unit"] if "unit" in long.columns else [])]
-        long = long[[device_column, "_ts", *keep]]
-        long["value"] = _numbers(long["value"])
+            parts["unit"] = unit.astype(object).where(unit != "", None)
+        long = pd.DataFrame(parts)
     else:
         metrics = []
         present = {}  # a blank cell is no reading (as a row left out of a long file)
@@ -238,8 +292,7 @@ def quality(
         long = df.melt(id_vars=[device_column, "_ts"], value_vars=metrics,
                        var_name="_metric", value_name="_value")
         long = long[np.concatenate([present[c] for c in metrics])]  # melt's order
-        long = long.rename(columns={"_metric": "metric", "_value": "value"})
-    long = long.rename(columns={device_column: "device_id", "_ts": "ts_ns"})
+        long.columns = ["device_id", "ts_ns", "metric", "value"]  # melt's: ids, name, value
     rows = long.to_dict("records")
     report = fleet_report(rows)
     written = []
@@ -253,12 +306,17 @@ def quality(
                        f"({exc.strerror or exc}); give a directory you can write to") from None
         taken: set[str] = set()
         for (dev, metric), g in long.groupby(["device_id", "metric"]):
-            unit = g["unit"].dropna().iloc[0] if "unit" in g and g["unit"].notna().any() else None
-            issues = metric_issues(g["ts_ns"].to_numpy(), g["value"].to_numpy(float), unit)
+            units = g["unit"].tolist() if "unit" in g else None  # each reading's own
+            issues = metric_issues(g["ts_ns"].to_numpy(), g["value"].to_numpy(float), units)
             if any(m.any() for m in issues["flags"].values()) or issues["gaps"]:
                 name = _plot_name(str(dev), str(metric), taken)
-                written.append(str(plot_issues(str(dev), str(metric), issues,
-                                               plots_dir / name)))
+                try:
+                    written.append(str(plot_issues(str(dev), str(metric), issues,
+                                                   plots_dir / name)))
+                except Exception as exc:  # matplotlib's errors are of many kinds: say which
+                    raise fail(f"the plot of device {str(dev)!r} metric {str(metric)!r} "
+                               f"could not be drawn ({type(exc).__name__}: {exc}); run "
+                               "without --plots for the report") from None
     if json_out:  # NaN or Infinity would make it no JSON: null instead
         typer.echo(json.dumps(_json_ready({"devices": report, "plots": written}),
                               default=str, allow_nan=False))

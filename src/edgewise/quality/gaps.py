@@ -11,12 +11,25 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["completeness", "expected_interval", "find_gaps", "timeliness"]
+__all__ = ["completeness", "expected_interval", "find_gaps", "intervals", "timeliness"]
+
+
+def intervals(t: np.ndarray) -> np.ndarray:
+    """The intervals between neighbours of ascending int64 times ``t``, exact as uint64:
+    ``np.diff`` of int64 overflows where two times lie more than 2**63 ns (292 years)
+    apart, a mistyped year among good readings, and gave negative intervals.
+
+    >>> t = np.array([np.datetime64("1724-01-01", "ns"), np.datetime64("2024-01-01", "ns")])
+    >>> int(intervals(t.astype(np.int64))[0]) // (365 * 86400 * 10**9)
+    300
+    """
+    t = np.asarray(t, dtype=np.int64)
+    return t[1:].astype(np.uint64) - t[:-1].astype(np.uint64)  # modulo 2**64: exact here
 
 
 def expected_interval(ts: object) -> float:
     """The usual spacing: the median of the positive intervals (0 when there are none)."""
-    d = np.diff(np.unique(np.asarray(ts, dtype=np.int64)))
+    d = intervals(np.unique(np.asarray(ts, dtype=np.int64)))
     return float(np.median(d)) if len(d) else 0.0
 
 
@@ -28,7 +41,7 @@ def find_gaps(
     step = every_ns if every_ns is not None else expected_interval(t)
     if step <= 0 or len(t) < 2:
         return []
-    d = np.diff(t)
+    d = intervals(t)
     return [(int(t[i]), int(t[i + 1])) for i in np.flatnonzero(d > factor * step)]
 
 
@@ -38,7 +51,7 @@ def completeness(ts: object, every_ns: float | None = None) -> float:
     step = every_ns if every_ns is not None else expected_interval(t)
     if len(t) < 2 or step <= 0:
         return 1.0 if len(t) else 0.0
-    expected = (t[-1] - t[0]) / step + 1
+    expected = (int(t[-1]) - int(t[0])) / step + 1  # Python ints: no int64 overflow
     return float(min(1.0, len(t) / expected))
 
 
@@ -52,4 +65,4 @@ def timeliness(ts: object, every_ns: float | None = None, factor: float = 1.5) -
     step = every_ns if every_ns is not None else expected_interval(t)
     if len(t) < 2 or step <= 0:
         return 1.0
-    return float(np.mean(np.diff(t) <= factor * step))
+    return float(np.mean(intervals(t) <= factor * step))

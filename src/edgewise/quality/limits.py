@@ -59,7 +59,7 @@ def check_limits(ts: object, values: object, limits: Limits) -> dict[str, list[i
             out_range.append(i)
             continue
         if limits.max_rate is not None and last_t is not None:
-            dt = max((t[i] - last_t) / 1e9, 1e-9)
+            dt = max((int(t[i]) - int(last_t)) / 1e9, 1e-9)  # Python ints: no int64 wrap
             if abs(v[i] - last_v) / dt > limits.max_rate:
                 fast.append(i)
                 continue

@@ -11,31 +11,94 @@ __all__ = ["plot_issues"]
 
 _STYLE = {"invalid": ("x", "tab:red"), "spike": ("o", "tab:orange"), "stuck": ("s", "tab:purple")}
 
+#: Largest magnitude drawn where it lies: past about 1e308 / 10 matplotlib's axis
+#: arithmetic overflows ('arange: cannot compute length'); a finite reading beyond it is
+#: drawn at the plot's edge.
+DRAWABLE = 1e300
+
+
+def y_limits(values: np.ndarray, flags: dict[str, np.ndarray]) -> tuple[float, float]:
+    """The y-range of a plot: the finite range of the ordinary readings (neither invalid
+    nor spikes, no larger than :data:`DRAWABLE`) and a margin of 5 %; of every finite,
+    drawable reading when none is ordinary. A reading outside it is drawn at its edge, so
+    that one extreme reading (a sensor's 1.7e308) neither flattens the series nor breaks
+    matplotlib.
+
+    >>> v = np.array([20.0, 20.2, 1.7e308, 20.1, float("nan")])
+    >>> spike = np.array([False, False, True, False, False])
+    >>> [round(x, 2) for x in y_limits(v, {"spike": spike})]
+    [19.99, 20.21]
+    """
+    v = np.asarray(values, dtype=float)
+    drawable = np.isfinite(v) & (np.abs(v) <= DRAWABLE)
+    ordinary = drawable.copy()
+    for name in ("invalid", "spike"):
+        if name in flags:
+            ordinary &= ~np.asarray(flags[name], dtype=bool)
+    pick = v[ordinary] if ordinary.any() else v[drawable]
+    if not len(pick):
+        return -1.0, 1.0
+    lo, hi = float(pick.min()), float(pick.max())
+    pad = 0.05 * (hi - lo) if hi > lo else max(0.05 * abs(hi), 1e-9)
+    return lo - pad, hi + pad
+
 
 def plot_issues(device: str, metric: str, issues: dict[str, Any], path: str | Path) -> Path:
-    """Draw the series with its invalid, spike and stuck readings and its gaps; save as PNG."""
+    """Draw the series with its invalid, spike and stuck readings and its gaps; save as PNG.
+
+    ``issues`` is what :func:`~edgewise.quality.report.metric_issues` returns. The y-axis
+    spans the ordinary readings (:func:`y_limits`): a reading beyond it (a spike far out,
+    or one near the float maximum) is drawn at the edge, marked with a triangle and
+    counted as ``off scale`` in the legend with its value or range.
+
+    >>> import tempfile
+    >>> from edgewise.quality.report import metric_issues
+    >>> v = np.r_[20.0 + np.arange(60) % 3 / 10]
+    >>> v[30] = 1.7e308
+    >>> issues = metric_issues(np.arange(60) * 10**9, v)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     plot_issues("pump-1", "temp", issues, Path(d) / "t.png").read_bytes()[:4]
+    b'\x89PNG'
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ts = issues["ts"].astype("datetime64[ns]")
-    v = issues["values"]
+    v = np.asarray(issues["values"], dtype=float)
+    lo, hi = y_limits(v, issues["flags"])
+    finite = np.isfinite(v)
+    off = finite & ((v < lo) | (v > hi))
+    # a reading that is no number is a break in the line (marked as invalid below)
+    shown = np.where(finite, np.clip(v, lo, hi), np.nan)
+    middle = float(np.median(v[finite & ~off])) if (finite & ~off).any() else (lo + hi) / 2
     fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
-    ax.plot(ts, v, lw=0.8, color="tab:blue", label=metric)
-    for name, mask in issues["flags"].items():
-        if np.any(mask):
-            marker, color = _STYLE[name]
-            ax.scatter(ts[mask], np.where(np.isfinite(v[mask]), v[mask], np.nanmedian(v)),
-                       marker=marker, color=color, s=18, zorder=3,
-                       label=f"{name} ({int(mask.sum())})")
-    for a, b in issues["gaps"]:
-        ax.axvspan(np.datetime64(a, "ns"), np.datetime64(b, "ns"), color="grey", alpha=0.2)
-    ax.set_title(f"{device} / {metric}: flagged readings")
-    ax.legend(loc="best", fontsize=7)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        ax.plot(ts, shown, lw=0.8, color="tab:blue", label=metric)
+        for name, mask in issues["flags"].items():
+            if np.any(mask):
+                marker, color = _STYLE[name]
+                ax.scatter(ts[mask], np.where(finite[mask], shown[mask], middle),
+                           marker=marker, color=color, s=18, zorder=3,
+                           label=f"{name} ({int(mask.sum())})")
+        for side, marker in ((finite & (v > hi), "^"), (finite & (v < lo), "v")):
+            if side.any():  # at the edge, with the values in the legend
+                out = v[side]
+                span = (f"{out.min():.4g}" if out.min() == out.max()
+                        else f"{out.min():.4g} to {out.max():.4g}")
+                ax.scatter(ts[side], shown[side], marker=marker, color="black", s=30,
+                           zorder=4, clip_on=False,
+                           label=f"off scale ({int(side.sum())}): {span}")
+        for a, b in issues["gaps"]:
+            ax.axvspan(np.datetime64(a, "ns"), np.datetime64(b, "ns"), color="grey", alpha=0.2)
+        ax.set_ylim(lo, hi)
+        ax.set_title(f"{device} / {metric}: flagged readings")
+        ax.legend(loc="best", fontsize=7)
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
     return path

@@ -25,22 +25,23 @@ across it; a reading out of its limits and impossible for its unit is out of ran
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from edgewise.errors import QualityError
+from edgewise.quality.base import as_series
 from edgewise.quality.counters import counter_steps
 from edgewise.quality.drift import drift_score
 from edgewise.quality.duplicates import deduplicate
 from edgewise.quality.gaps import completeness, expected_interval, find_gaps, timeliness
 from edgewise.quality.limits import Limits, check_limits
-from edgewise.quality.order import sort_by_time
+from edgewise.quality.order import count_out_of_order
 from edgewise.quality.spikes import hampel_mask
 from edgewise.quality.states import two_state
 from edgewise.quality.stuck import stuck_mask
-from edgewise.quality.units import check_unit
+from edgewise.quality.units import SENML_UNITS, check_unit
 from edgewise.telemetry import Reading
 
 __all__ = ["device_report", "fleet_report", "metric_issues"]
@@ -67,23 +68,86 @@ def _as_row(row: Reading | Mapping[str, Any]) -> tuple[str, str, int, float, str
         ) from None
 
 
+def _units(unit: str | Sequence[str | None] | None, n: int) -> np.ndarray:
+    """Each reading's unit (an object array of ``n``): ``unit`` for all, or one each.
+
+    >>> _units("Cel", 2).tolist(), _units(["K", None], 2).tolist()
+    (['Cel', 'Cel'], ['K', None])
+    """
+    if unit is None or isinstance(unit, str):
+        return np.full(n, unit or None, dtype=object)
+    units = np.array([u if isinstance(u, str) and u else None for u in unit], dtype=object)
+    if len(units) != n:
+        raise QualityError(f"metric_issues got {len(units)} units for {n} readings; give "
+                           "one unit, or one per reading.")
+    return units
+
+
+def _impossible(v: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Which finite readings are impossible for their own unit (check_unit per unit)."""
+    out = np.zeros(len(v), dtype=bool)
+    for u in dict.fromkeys(units.tolist()):
+        if u is not None:
+            at = np.flatnonzero(units == u)
+            out[at[check_unit(u, v[at])["impossible"]]] = True
+    return out & np.isfinite(v)
+
+
 def metric_issues(
-    ts: np.ndarray, values: np.ndarray, unit: str | None = None, limits: Limits | None = None
+    ts: np.ndarray,
+    values: np.ndarray,
+    unit: str | Sequence[str | None] | None = None,
+    limits: Limits | None = None,
 ) -> dict[str, Any]:
-    """Checks of one metric's series: figures plus the flagged times (for plots)."""
-    n = len(values)
-    out_of_order = 0
-    t, v, out_of_order = sort_by_time(ts, values)
+    """Checks of one metric's series: figures plus the flagged times (for plots).
+
+    ``unit`` is the unit of every reading, or one per reading: each reading is judged in
+    its own unit, and ``units`` lists those seen (``unit`` the first). As the stream
+    cleaner keeps it, a reading that is no number or out of range (its unit's or its
+    limits') gives way to a valid reading at the same time, and counts as invalid
+    (``out_of_range`` too) but as no conflict; among valid ones (or where none is valid)
+    the first at a time wins.
+
+    >>> nan = float("nan")
+    >>> f = metric_issues([0, 10, 10, 20], [20.0, nan, 21.0, 22.0])["figures"]
+    >>> f["distinct_times"], f["conflicts"], f["invalid"], f["validity"]
+    (3, 0, 1, 1.0)
+    >>> f = metric_issues([0, 1], [300.0, -5.0], ["K", "Cel"])["figures"]
+    >>> f["out_of_range"], f["unit"], f["units"]
+    (0, 'K', ['K', 'Cel'])
+    """
+    t, v = as_series(ts, values)
+    n = len(v)
+    units = _units(unit, n)
+    seen = [u for u in dict.fromkeys(units.tolist()) if u is not None]
+    out_of_order = count_out_of_order(t)
+    order = np.argsort(t, kind="stable")
+    t, v, units = t[order], v[order], units[order]
+    finite = np.isfinite(v)
+    # a reading fit to keep: a number, possible in its unit, inside the limits (the rate,
+    # judged against the kept series, comes after the deduplication)
+    fit = finite & ~_impossible(v, units)
+    if limits:  # Limits.in_range, for the whole array
+        with np.errstate(invalid="ignore"):
+            if limits.low is not None:
+                fit &= v >= limits.low
+            if limits.high is not None:
+                fit &= v <= limits.high
+    new_time = np.r_[True, t[1:] != t[:-1]] if n else np.zeros(0, dtype=bool)
+    group = np.cumsum(new_time) - 1
+    has_fit = np.bincount(group, weights=fit, minlength=int(new_time.sum())) > 0
+    keep = fit | ~has_fit[group]  # an unfit reading where a fit one shares its time goes
+    gone_invalid = int((~keep).sum())
+    gone_range = int((~keep & finite).sum())
+    t, v, units = t[keep], v[keep], units[keep]
     dd = deduplicate(t, v, policy="first")
+    units = units[np.flatnonzero(np.r_[True, t[1:] != t[:-1]])] if len(t) else units
     t, v = dd.ts, dd.values
     finite = np.isfinite(v)
-    units = check_unit(unit, v)
     # the checks see finite readings only (a NaN read as 0.0 was out of range, and the
     # next reading too fast); as in the stream cleaner, the range (limits or unit) first,
     # then the rate from the last reading in range
-    out_of_range = np.zeros(len(v), dtype=bool)
-    out_of_range[units["impossible"]] = True
-    out_of_range &= finite
+    out_of_range = _impossible(v, units)
     at = np.flatnonzero(finite & ~out_of_range)
     rate = np.zeros(len(v), dtype=bool)
     if limits:
@@ -112,8 +176,8 @@ def metric_issues(
         "completeness": round(completeness(t), 4),
         "timeliness": round(timeliness(t), 4),
         "validity": round(float(good.mean()) if len(v) else 1.0, 4),
-        "invalid": int(bad.sum()),
-        "out_of_range": int(out_of_range.sum()),
+        "invalid": int(bad.sum()) + gone_invalid,
+        "out_of_range": int(out_of_range.sum()) + gone_range,
         "rate": int(rate.sum()),
         "spikes": int(spikes.sum()),
         "stuck": int(stuck.sum()),
@@ -126,8 +190,9 @@ def metric_issues(
         "restarts": steps["restarts"] if counter else 0,
         "backwards": steps["backwards"] if counter else 0,
         **states,
-        "unit": unit,
-        "unit_known": units["known"],
+        "unit": seen[0] if seen else None,
+        "units": seen,
+        "unit_known": all(u in SENML_UNITS for u in seen),
     }
     return {"figures": figures, "ts": t, "values": v, "flags": {
         "invalid": bad, "spike": spikes, "stuck": stuck}, "gaps": gaps}
@@ -164,10 +229,10 @@ def _report(device: str, rows: list, limits: Mapping[str, Limits]) -> dict[str, 
         by_metric.setdefault(r[1], []).append(r)
     metrics = {}
     for name, rs in sorted(by_metric.items()):
-        unit = next((r[4] for r in rs if r[4]), None)
         ts = np.array([r[2] for r in rs], dtype=np.int64)
         vals = np.array([r[3] for r in rs], dtype=float)
-        metrics[name] = metric_issues(ts, vals, unit, limits.get(name))["figures"]
+        units = [r[4] for r in rs]  # each reading judged in its own unit
+        metrics[name] = metric_issues(ts, vals, units, limits.get(name))["figures"]
     figs = list(metrics.values())
 
     def mean(key: str) -> float | None:

@@ -31,9 +31,12 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import numbers
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from edgewise.errors import QualityError
 from edgewise.quality.limits import Limits
@@ -208,6 +211,24 @@ def _median(xs: list[float]) -> float:
     return s[mid] if n % 2 else (s[mid - 1] + s[mid]) / 2.0
 
 
+def _real(value: object) -> float | None:
+    """``value`` as a float when it is a real number, else ``None`` (an invalid reading):
+    numpy's int64 and float32 too (``isinstance(x, int | float)`` dropped them, while the
+    batch report reads them with ``float()``), and a boolean as 1/0, as the gateway
+    stores one; an int too large for a float is none.
+
+    >>> import numpy as np
+    >>> _real(np.int64(7)), _real(np.float32(0.5)), _real(True), _real("7"), _real(10**400)
+    (7.0, 0.5, 1.0, None, None)
+    """
+    if not isinstance(value, numbers.Real | np.bool_):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 class StreamCleaner:
     """Clean readings one at a time, per (device, metric), counting every removal.
 
@@ -284,7 +305,9 @@ class StreamCleaner:
         self.seen += 1
         key = (reading.device_id, reading.metric)
         value = reading.value
-        if not isinstance(value, int | float) or not math.isfinite(value):
+        if type(value) is not float:  # the gateway's readings are floats: no look-up
+            value = _real(value)
+        if value is None or not math.isfinite(value):
             self._remove(key, "invalid")
             return None
         st = self._state.get(key)

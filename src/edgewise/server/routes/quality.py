@@ -36,14 +36,34 @@ def _issues(rows: list[tuple[str, int, float]]) -> dict[str, dict[str, Any]]:
 
     from edgewise.quality.report import metric_issues
 
-    by: dict[str, list[tuple[int, float]]] = {}
+    by: dict[str, tuple[list[int], list[float]]] = {}
     for m, t, v in rows:
-        by.setdefault(m, []).append((t, v))
-    out = {}
-    for m, tv in by.items():
-        arr = np.array(tv, dtype=float)
-        out[m] = metric_issues(arr[:, 0].astype(np.int64), arr[:, 1])
-    return out
+        ts, vs = by.setdefault(m, ([], []))
+        ts.append(t)
+        vs.append(v)
+    # the times as int64 apart from the values: through float64 readings 100 ns apart
+    # at today's epochs fell on one time (conflicts) and the plot was of other figures
+    return {m: metric_issues(np.array(ts, dtype=np.int64), np.array(vs, dtype=float))
+            for m, (ts, vs) in by.items()}
+
+
+def url_instant(ts_ns: int) -> str:
+    """``ts_ns`` as RFC 3339 UTC text to the nanosecond, which :func:`parse_instant` reads
+    back exactly, for the plot URLs of the report: ``f"{ns / 1e9:.9f}"`` was rounded by
+    float64 (the plot drawn over another range, its flagged reading left out: a 404), and
+    integer epoch ns are read as seconds, ms or us below 1e17 (before 1973). A time before
+    1970 (a default start an hour before an early ``end``) is 1970, which parse_instant
+    takes and no stored reading precedes.
+
+    >>> url_instant(1_700_000_000_999_999_999)
+    '2023-11-14T22:13:20.999999999Z'
+    >>> parse_instant(url_instant(1_000_000_007), "start")
+    1000000007
+    """
+    from datetime import UTC, datetime
+
+    s, frac = divmod(max(ts_ns, 0), 10**9)
+    return datetime.fromtimestamp(s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
 
 
 def _flagged(issues: dict[str, Any]) -> dict[str, int]:
@@ -61,7 +81,8 @@ def _report(store: Any, device_id: str, start_ns: int, end_ns: int | None) -> di
     rows = store.query(device_id, None, start_ns, end_ns, None)
     rep = device_report([Reading(device_id, m, t, v) for m, t, v in rows])
     rep["device_id"] = device_id
-    rng = f"start={start_ns / 1e9:.9f}" + (f"&end={end_ns / 1e9:.9f}" if end_ns else "")
+    rng = f"start={url_instant(start_ns)}" + (
+        f"&end={url_instant(end_ns)}" if end_ns is not None else "")
     rep["plots"] = [
         {"metric": m, "flagged": counts,
          "url": f"/v1/devices/{quote(device_id, safe='')}/quality/plots/"
@@ -102,7 +123,17 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
             f"GET /v1/devices/{device_id}/quality for the same range", reason="no_plot",
         )
     with tempfile.TemporaryDirectory() as tmp:
-        path = plot_issues(device_id, metric, issues, FilePath(tmp) / "plot.png")
+        try:
+            path = plot_issues(device_id, metric, issues, FilePath(tmp) / "plot.png")
+        except Exception as exc:  # matplotlib's errors are of many kinds: a problem, no 500
+            raise Problem(
+                422, "Quality plot not drawn",
+                f"The plot of device {device_id!r} metric {metric!r} in the range could not "
+                f"be drawn ({type(exc).__name__}: {exc}); its figures are in "
+                f"GET /v1/devices/{device_id}/quality.",
+                field="metric", value=metric, allowed="a metric and range whose readings "
+                "can be drawn", reason="plot_failed",
+            ) from None
         return path.read_bytes()
 
 
