@@ -492,6 +492,71 @@ def check_store_acknowledge_alert(factory: StoreFactory) -> None:
         store.close()
 
 
+def check_store_alert_events(factory: StoreFactory) -> None:
+    """acknowledge_alert writes its events with it: ``alert.acknowledged`` when it
+    acknowledged an open alert, ``alert.labelled`` for a label, none for a write that did
+    not apply; ids grow and are never reused (a device's deletion deletes its events, and
+    the next event is numbered above the deleted ones); a reopened store keeps them."""
+    store = factory()
+    try:
+        assert store.alert_events() == [] and store.last_alert_event_id() == 0, (
+            "a new store has alert events")
+        a = store.add_alert(Alert("pump-1", T0, T0 + S, 0.9))
+        b = store.add_alert(Alert("pump-2", T0, T0 + S, 0.9))
+        store.acknowledge_alert(a.id, "ops")
+        store.acknowledge_alert(a.id, "late")  # applies nothing: no event
+        store.acknowledge_alert(a.id, "lab", label="true_alarm", labelled_by="lab",
+                                note="bearing")
+        store.acknowledge_alert(b.id, "lab", label="false_alarm", labelled_by="lab")
+        got = [(e.alert_id, e.device_id, e.event, e.actor, e.detail)
+               for e in store.alert_events()]
+        want = [
+            (a.id, "pump-1", "alert.acknowledged", "ops", {"acked_by": "ops"}),
+            (a.id, "pump-1", "alert.labelled", "lab",
+             {"label": "true_alarm", "labelled_by": "lab", "note": "bearing"}),
+            (b.id, "pump-2", "alert.acknowledged", "lab", {"acked_by": "lab"}),
+            (b.id, "pump-2", "alert.labelled", "lab",
+             {"label": "false_alarm", "labelled_by": "lab", "note": None}),
+        ]
+        assert got == want, f"alert events {got}; expected {want}"
+        events = store.alert_events()
+        ids = [e.id for e in events]
+        assert ids == sorted(set(ids)) and ids[0] >= 1, f"event ids {ids} do not grow"
+        assert all(isinstance(e.at_ns, int) and e.at_ns > 0 for e in events), events
+        assert [e.id for e in store.alert_events(after_id=ids[1], limit=1)] == [ids[2]]
+        assert store.last_alert_event_id() == ids[-1]
+        # a merged alert, an unknown id: nothing written, no event
+        c = store.add_alert(Alert("pump-1", T0 + 9 * S, T0 + 10 * S, 0.9))
+        d = store.add_alert(Alert("pump-1", T0 + 11 * S, T0 + 12 * S, 0.9))
+        store.merge_alert(d.id, into=c.id, end_ns=T0 + 12 * S)
+        store.acknowledge_alert(d.id, "ops", label="true_alarm", labelled_by="ops")
+        try:
+            store.acknowledge_alert("no-such-id", "ops")
+        except KeyError:
+            pass
+        assert [e.id for e in store.alert_events()] == ids, (
+            "a write that did not apply wrote an alert event")
+        # a device's deletion deletes its events; ids are not reused after it
+        store.delete_device("pump-2")
+        assert {e.device_id for e in store.alert_events()} == {"pump-1"}, (
+            "the events of a deleted device are still there")
+        e = store.add_alert(Alert("pump-3", T0, T0 + S, 0.9))
+        store.acknowledge_alert(e.id, "ops")
+        newest = store.alert_events()[-1]
+        assert (newest.alert_id, newest.id) == (e.id, ids[-1] + 1), (
+            f"the event after a deletion got id {newest.id}; expected {ids[-1] + 1} (ids "
+            "are never reused)")
+    finally:
+        store.close()
+    store = factory()
+    try:
+        assert [x.id for x in store.alert_events()] == [*ids[:2], ids[-1] + 1], (
+            "alert events lost at reopen")
+        assert store.last_alert_event_id() == ids[-1] + 1
+    finally:
+        store.close()
+
+
 def check_store_failed_append_leaves_nothing(factory: StoreFactory) -> None:
     """An append that fails stores none of its readings or seqs; a closed store refuses."""
     store = factory()
@@ -652,6 +717,7 @@ _STORE_CHECKS: tuple[StoreCheck, ...] = (
     check_store_retention,
     check_store_alerts_crud,
     check_store_acknowledge_alert,
+    check_store_alert_events,
     check_store_failed_append_leaves_nothing,
     check_store_reopen_keeps_everything,
     check_store_watermark_over_many_messages,

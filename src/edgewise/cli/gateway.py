@@ -49,7 +49,9 @@ FleetPrior = Annotated[bool, typer.Option(
          "fleet --compare-prior`).")]
 AlertWebhook = Annotated[list[str] | None, typer.Option(
     "--alert-webhook",
-    help="URL each new alert is POSTed to as signed JSON (once per webhook; give the option "
+    help="URL each new alert, and each acknowledgement and label of one (events "
+         "alert.raised, alert.acknowledged, alert.labelled), is POSTed to as signed JSON "
+         "(once per webhook; give the option "
          "once per URL, taken as it is; default: EDGEWISE_ALERT_WEBHOOKS, comma-separated "
          "(a comma inside a URL written %2C), else none). "
          "https://, or http:// to a loopback host; the secret is "

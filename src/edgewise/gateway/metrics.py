@@ -51,10 +51,10 @@ HELP: dict[str, tuple[str, str]] = {
     "edgewise_detect_seconds_sum": ("counter", "Seconds spent scoring readings."),
     "edgewise_detection_backlog": ("gauge", "Committed batches waiting for detection."),
     "edgewise_alert_webhook_deliveries_total": (
-        "counter", ("Alert webhook POSTs and alerts skipped, by webhook and outcome: "
-                    "delivered (2xx), failed (retried: no answer, timeout, 5xx, 408, 429), "
-                    "refused (any other answer: not retried), skipped (merged or deleted "
-                    "before it was sent).")),
+        "counter", ("Alert webhook POSTs (alerts, acknowledgements, labels) and ones "
+                    "skipped, by webhook and outcome: delivered (2xx), failed (retried: no "
+                    "answer, timeout, 5xx, 408, 429), refused (any other answer: not "
+                    "retried), skipped (merged or deleted before it was sent).")),
     "edgewise_alert_webhook_pending": (
         "gauge", "New alerts not yet delivered, by webhook."),
 }

@@ -59,9 +59,10 @@ class Gateway:
         them from the disk (a rewrite of the store, :meth:`Store.purge`) at the first pass
         that deletes any and then at most once every :attr:`RETENTION_PURGE_EVERY_S` (a day).
         ``detector`` (``EDGEWISE_DETECTOR``) names the level detector of every metric.
-        ``alert_webhooks`` (``EDGEWISE_ALERT_WEBHOOKS``) names the URLs each new alert is
-        POSTed to, signed (:mod:`edgewise.gateway.webhooks`, :attr:`webhooks`); a bad one is
-        refused here, before anything opens.
+        ``alert_webhooks`` (``EDGEWISE_ALERT_WEBHOOKS``) names the URLs each new alert
+        (and each acknowledgement and label of one) is POSTed to, signed
+        (:mod:`edgewise.gateway.webhooks`, :attr:`webhooks`); a bad one is refused here,
+        before anything opens.
     pipeline_options
         Extra keyword arguments for :class:`~edgewise.gateway.pipeline.Pipeline`.
     """

@@ -1,13 +1,19 @@
-"""Outgoing alert webhooks: each new alert POSTed, signed, to the operators' tools.
+"""Outgoing alert webhooks: each new alert, and each acknowledgement and label of one,
+POSTed, signed, to the operators' tools.
 
 The store is the outbox. Each configured URL has a thread of its own (never the ingest or
-detection threads) that sends every *new* alert of the store once, as one JSON object,
-and records how far it got in ``<data dir>/webhooks/<id>.json`` only after the receiver
-answered 2xx: delivery is at-least-once, and a gateway stopped or crashed resumes from
-that file, sending the alerts raised meanwhile and none it sent before. The thread learns
-of a new alert at once from the gateway's alert manager (:meth:`AlertWebhooks.notify`
-only records its id and wakes the thread) and finds any it was not told of by reading the
-store's list of alerts at start and every ``poll_s``.
+detection threads) that sends every *new* alert of the store once (``alert.raised``), and
+every event of the store's ``alert_events`` outbox (``alert.acknowledged``,
+``alert.labelled``: :meth:`~edgewise.store.base.Store.alert_events`, written in the
+transaction of the acknowledgement or label), each as one JSON object, and records how far
+it got in ``<data dir>/webhooks/<id>.json`` only after the receiver answered 2xx:
+delivery is at-least-once, and a gateway stopped or crashed resumes from that file,
+sending the alerts raised and events written meanwhile and none it sent before. The
+thread learns of a new alert at once from the gateway's alert manager
+(:meth:`AlertWebhooks.notify` only records its id and wakes the thread) and finds any it
+was not told of by reading the store's list of alerts at start and every ``poll_s``; it
+reads the events written since the last one it sent every :data:`EVENT_POLL_S` (at most).
+An event is sent only once the alert it names was (its ``alert.raised`` first).
 
 Every POST is signed: ``X-Edgewise-Signature: sha256=<hex>`` is the HMAC-SHA256, under
 the webhook secret, of ``X-Edgewise-Timestamp`` (Unix seconds), a ``.`` and the body, so
@@ -49,15 +55,22 @@ from edgewise.config import Settings
 from edgewise.config import _loopback as _is_loopback
 from edgewise.errors import ConfigError
 from edgewise.gateway.metrics import Metrics
-from edgewise.store.base import Alert, Store
+from edgewise.store.base import EVENT_ACKNOWLEDGED, EVENT_LABELLED, Alert, AlertEvent, Store
 
-__all__ = ["EVENT_RAISED", "SECRET_FILE", "AlertWebhooks", "Webhook", "alert_payload",
-           "sign", "webhook_id", "webhook_secret"]
+__all__ = ["EVENT_ACKNOWLEDGED", "EVENT_LABELLED", "EVENT_RAISED", "SECRET_FILE",
+           "AlertWebhooks", "Webhook", "alert_payload", "event_payload", "sign",
+           "webhook_id", "webhook_secret"]
 
 log = logging.getLogger(__name__)
 
-#: The event a new alert is sent as (the only one sent: see the README).
+#: The event a new alert is sent as (its acknowledgement and label follow as
+#: :data:`EVENT_ACKNOWLEDGED` and :data:`EVENT_LABELLED`: see the README).
 EVENT_RAISED = "alert.raised"
+#: The longest wait between reads of the store's alert events (``poll_s`` when shorter):
+#: an acknowledgement reaches the receivers about this soon.
+EVENT_POLL_S = 1.0
+#: Alert events read from the store at once.
+EVENT_PAGE = 100
 #: The file under the data dir that holds the made secret, when none is configured.
 SECRET_FILE = "alert_webhook_secret"
 #: How far back (wall-clock time of creation) the store's list is searched for an alert
@@ -121,6 +134,25 @@ def alert_payload(alert: Alert, event: str = EVENT_RAISED) -> dict[str, Any]:
             "path": f"/v1/alerts/{quote(alert.id, safe='')}",
         },
     }
+
+
+def event_payload(event: AlertEvent, alert: Alert) -> dict[str, Any]:
+    """The JSON object a webhook is sent for ``event`` (an acknowledgement or label of
+    ``alert``): the event's name and id, when it happened (RFC 3339 and ns), who did it
+    and what (``acked_by``; or ``label``, ``labelled_by`` and ``note``), and the alert as
+    :func:`alert_payload` gives it (as it stands when sent).
+
+    >>> e = AlertEvent(7, "a1", "pump-1", EVENT_LABELLED, "ops", 1767225600 * 10**9,
+    ...                {"label": "false_alarm", "labelled_by": "ops", "note": "cleaned"})
+    >>> p = event_payload(e, Alert("pump-1", 0, 0, 1.0, id="a1", status="acknowledged"))
+    >>> p["event"], p["event_id"], p["at"], p["labelled_by"], p["note"], p["alert"]["status"]
+    ('alert.labelled', 7, '2026-01-01T00:00:00.000000000Z', 'ops', 'cleaned', 'acknowledged')
+    """
+    out: dict[str, Any] = {"event": event.event, "event_id": event.id,
+                           "at": _rfc3339(event.at_ns), "at_ns": event.at_ns}
+    out.update((k, v) for k, v in event.detail.items() if k not in out and k != "alert")
+    out["alert"] = alert_payload(alert, event.event)["alert"]
+    return out
 
 
 def webhook_id(url: str) -> str:
@@ -198,7 +230,8 @@ def webhook_secret(data_dir: Path, configured: str = "") -> tuple[bytes, Path | 
 
 
 class Webhook:
-    """One receiver: the thread that sends it each new alert of ``store`` once.
+    """One receiver: the thread that sends it each new alert of ``store`` once, and each
+    alert event (acknowledgement, label) of the store's outbox once, after its alert.
 
     Parameters
     ----------
@@ -223,7 +256,9 @@ class Webhook:
     wait behind the one being retried. A 2xx delivers an alert; no answer, a timeout, a
     5xx, 408 or 429 is retried (a ``Retry-After`` in seconds is kept to, up to
     ``max_retry_s``); any other answer (a redirect, which is never followed, or another
-    4xx) refuses that alert for good: it is logged, counted and passed over.
+    4xx) refuses that alert for good: it is logged, counted and passed over. Events go
+    the same way, in the order of their ids, when no new alert waits: an event whose
+    alert this webhook has not handled yet (sent, refused or skipped) waits for it.
 
     >>> from edgewise.store import open_store
     >>> import tempfile
@@ -244,6 +279,8 @@ class Webhook:
         self.id = webhook_id(url)
         self.shown = f"{self.id} ({_shown(url)})"
         self.path = state_dir / f"{self.id}.json"
+        # the last alert event handled (None: to be read from the store, the newest then)
+        self._events_after: int | None = None
         self._floor_ns, self._done = self._load()
         # (created_ns, id) of alerts known new and not yet handled
         self._pending: set[tuple[int, str]] = set()
@@ -254,6 +291,10 @@ class Webhook:
         self._thread: threading.Thread | None = None
         self._body: tuple[str, bytes] | None = None  # the alert being sent, as JSON
         self._next_sweep = 0.0  # monotonic time of the next read of the store's list
+        self._events: list[AlertEvent] = []  # read from the store, not handled yet
+        self._event_body: tuple[int, bytes] | None = None  # the event being sent, as JSON
+        self._event_poll_s = min(poll_s, EVENT_POLL_S)
+        self._next_events = 0.0  # monotonic time of the next read of the store's events
         self._unsaved, self._saved_at = False, 0.0
         self._verify = verify
         self._client = self._new_client()
@@ -262,8 +303,11 @@ class Webhook:
     def _load(self) -> tuple[int, dict[str, int]]:
         """``(floor_ns, done)`` from the cursor file: every alert created at or before
         ``floor_ns`` was handled (or is older than the webhook), and ``done`` maps the
-        ids handled since to their creation time. A new webhook starts now (older alerts
-        are not sent), its file written at once.
+        ids handled since to their creation time; :attr:`_events_after` is set to the last
+        alert event handled. A new webhook starts now (older alerts and events are not
+        sent), its file written at once; so does the event cursor of a file written
+        before alert events were sent (it has no ``events_after``): the events the store
+        holds at the upgrade are not sent, those written after it are.
 
         A damaged file (not the JSON written here: hand-edited, ``NaN``, ``Infinity``,
         ``1e400``, cut short) is moved aside to ``<id>.json.damaged`` with a warning, and
@@ -279,7 +323,7 @@ class Webhook:
                     f"read ({exc}). Make it readable, or remove it to send alerts from now "
                     f"on (those not yet sent are then not sent).") from None
             try:
-                return _parse_cursor(data)
+                floor, done, events_after = _parse_cursor(data)
             except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
                 aside = self.path.with_name(self.path.name + ".damaged")
                 try:
@@ -295,12 +339,34 @@ class Webhook:
                             "(those not yet sent when it was last written are not sent: "
                             "see GET /v1/alerts)", self.shown, self.path,
                             type(exc).__name__, exc, aside)
+            else:
+                self._events_after = events_after
+                if events_after is None:  # written before events were sent: from now on
+                    self._events_after = self._newest_event()
+                    if self._events_after is not None:
+                        self._save(floor, done)
+                return floor, done
         floor = time.time_ns()
+        self._events_after = self._newest_event()
         self._save(floor, {})
         return floor, {}
 
+    def _newest_event(self) -> int | None:
+        """The id of the store's newest alert event (events above it are new to this
+        webhook); ``None`` when the store does not answer now (read again by the thread)."""
+        try:
+            return int(self.store.last_alert_event_id())
+        except Exception as exc:  # a webhook is no reason to stop the start
+            log.warning("alert webhook %s: could not read the store's newest alert event "
+                        "(%s: %s); reading it again from the webhook's thread", self.shown,
+                        type(exc).__name__, exc)
+            return None
+
     def _save(self, floor_ns: int, done: dict[str, int]) -> None:
-        data = {"webhook": _shown(self.url), "floor_ns": floor_ns, "done": done}
+        data: dict[str, Any] = {"webhook": _shown(self.url), "floor_ns": floor_ns,
+                                "done": done}
+        if self._events_after is not None:
+            data["events_after"] = self._events_after
         write_private(self.path, json.dumps(data, sort_keys=True).encode())
 
     def _handled(self, created_ns: int, alert_id: str) -> None:
@@ -364,6 +430,29 @@ class Webhook:
         """How many alerts known new are not sent yet."""
         return len(self._pending)
 
+    def _read_events(self) -> None:
+        """Read the next alert events (above the last one handled) when none is queued and
+        it is time to (every ``EVENT_POLL_S`` at most; at once after a full page)."""
+        now = time.monotonic()
+        if self._events or now < self._next_events:
+            return
+        self._next_events = now + self._event_poll_s
+        if self._events_after is None:  # the store did not answer at start: from now on
+            self._events_after = int(self.store.last_alert_event_id())
+            self._unsaved = True
+            self._flush()
+            return
+        self._events = self.store.alert_events(self._events_after, limit=EVENT_PAGE)
+        if len(self._events) == EVENT_PAGE:
+            self._next_events = 0.0  # more wait: the next page after these
+
+    def _raised_handled(self, alert: Alert) -> bool:
+        """Whether this webhook is done with ``alert``'s ``alert.raised`` (sent, refused,
+        skipped, or the alert is older than the webhook), so its events may follow."""
+        if any(i == alert.id for _, i in self._pending):
+            return False
+        return alert.id in self._done or alert.created_ns <= self._floor_ns
+
     # -- sending ------------------------------------------------------------------------
     def _count(self, outcome: str) -> None:
         self.metrics.inc(_COUNTER, webhook=self.id, outcome=outcome)
@@ -393,31 +482,46 @@ class Webhook:
         if self._body is None or self._body[0] != alert_id:  # a retry sends the same bytes
             self._body = (alert_id, json.dumps(alert_payload(alert),
                                                separators=(",", ":")).encode())
-        body = self._body[1]
+        return self._deliver(self._body[1], EVENT_RAISED, alert_id, f"alert {alert_id}")
+
+    def _send_event(self, event: AlertEvent, alert: Alert) -> tuple[str, str | None]:
+        """Send an alert event once (as :meth:`_send` an alert, with its rules);
+        ``(outcome, Retry-After)``. Its ``X-Edgewise-Delivery`` is ``<alert id>:<event id>``."""
+        if self._event_body is None or self._event_body[0] != event.id:  # retry: same bytes
+            self._event_body = (event.id, json.dumps(event_payload(event, alert),
+                                                     separators=(",", ":")).encode())
+        return self._deliver(self._event_body[1], event.event, f"{event.alert_id}:{event.id}",
+                             f"event {event.id} ({event.event} of alert {event.alert_id})")
+
+    def _deliver(self, body: bytes, event: str, delivery: str,
+                 what: str) -> tuple[str, str | None]:
+        """POST ``body`` signed, as ``event`` with delivery id ``delivery`` (``what`` names
+        it in logs); ``(outcome, Retry-After)``: ``"delivered"`` (2xx), ``"failed"`` (no
+        answer, a timeout, 5xx, 408, 429: retry) or ``"refused"`` (any other answer)."""
         ts = int(time.time())
-        headers = {"Content-Type": "application/json", "X-Edgewise-Event": EVENT_RAISED,
-                   "X-Edgewise-Delivery": alert_id, "X-Edgewise-Timestamp": str(ts),
+        headers = {"Content-Type": "application/json", "X-Edgewise-Event": event,
+                   "X-Edgewise-Delivery": delivery, "X-Edgewise-Timestamp": str(ts),
                    "X-Edgewise-Signature": sign(self.secret, ts, body)}
         try:
             status, retry_after, location = self._post(body, headers)
         except (httpx.HTTPError, TimeoutError) as exc:
-            log.warning("alert webhook %s: alert %s not delivered: %s: %s; retrying",
-                        self.shown, alert_id, type(exc).__name__, exc or "no answer")
+            log.warning("alert webhook %s: %s not delivered: %s: %s; retrying",
+                        self.shown, what, type(exc).__name__, exc or "no answer")
             return "failed", None
         if 200 <= status < 300:
             return "delivered", None
         if status >= 500 or status in (408, 429):
-            log.warning("alert webhook %s: alert %s not delivered: HTTP %d; retrying",
-                        self.shown, alert_id, status)
+            log.warning("alert webhook %s: %s not delivered: HTTP %d; retrying",
+                        self.shown, what, status)
             return "failed", retry_after
         if 300 <= status < 400:
-            log.warning("alert webhook %s: alert %s answered with HTTP %d, a redirect to %s, "
+            log.warning("alert webhook %s: %s answered with HTTP %d, a redirect to %s, "
                         "which is never followed (configure the URL it names): not sent "
-                        "again", self.shown, alert_id, status, _shown_location(location))
+                        "again", self.shown, what, status, _shown_location(location))
         else:
-            log.warning("alert webhook %s: alert %s refused with HTTP %d: not sent again "
+            log.warning("alert webhook %s: %s refused with HTTP %d: not sent again "
                         "(only no answer, 5xx, 408 and 429 are retried)",
-                        self.shown, alert_id, status)
+                        self.shown, what, status)
         return "refused", None
 
     def _new_client(self) -> httpx.Client:
@@ -462,17 +566,23 @@ class Webhook:
         return out
 
     def run_once(self, failures: int = 0) -> int:
-        """One step of the thread: read what is new, send the oldest pending alert;
-        return the failures in a row since (0 after a delivery, refusal or skip)."""
+        """One step of the thread: read what is new, send the oldest pending alert, else
+        the oldest alert event; return the failures in a row since (0 after a delivery,
+        refusal or skip)."""
         self._wake.clear()
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + self.poll_s
             self._sweep()
         self._take_hints()
+        if not self._pending:
+            self._read_events()
         self.metrics.set(_PENDING, len(self._pending), webhook=self.id)
         if not self._pending:
-            self._wake.wait(max(0.0, self._next_sweep - time.monotonic()))
+            if self._events:
+                return self._event_step(failures)
+            self._wake.wait(max(0.0, min(self._next_sweep, self._next_events)
+                                - time.monotonic()))
             return failures
         created_ns, alert_id = min(self._pending)
         outcome, retry_after = self._send(alert_id)
@@ -486,6 +596,33 @@ class Webhook:
         self.metrics.set(_PENDING, len(self._pending), webhook=self.id)
         return 0
 
+    def _event_step(self, failures: int) -> int:
+        """Send the oldest queued alert event (its alert's ``alert.raised`` first, when
+        this webhook has not handled that yet); the failures in a row since."""
+        event = self._events[0]
+        try:
+            alert = self.store.get_alert(event.alert_id)
+        except KeyError:  # its device was deleted, its alerts and events with it
+            outcome, retry_after = "skipped", None
+        else:
+            if not self._raised_handled(alert):  # the receiver hears of the alert first
+                self._pending.add((int(alert.created_ns), alert.id))
+                return failures
+            outcome, retry_after = self._send_event(event, alert)
+        self._count(outcome)
+        if outcome == "failed":
+            failures += 1
+            self._stop.wait(self._delay(failures, retry_after))
+            return failures
+        self._events.pop(0)
+        self._event_body = None
+        self._events_after = max(self._events_after or 0, event.id)
+        self._unsaved = True
+        # written once the queue is sent, else at most every SAVE_EVERY_S (as for alerts)
+        if not self._events or time.monotonic() - self._saved_at >= self.SAVE_EVERY_S:
+            self._flush()
+        return 0
+
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
@@ -494,6 +631,7 @@ class Webhook:
             except Exception as exc:  # the store unavailable, a bug: log, wait, go on
                 failures += 1
                 self._next_sweep = 0.0  # read the list again once it answers
+                self._next_events = 0.0
                 log.warning("alert webhook %s: %s: %s; trying again", self.shown,
                             type(exc).__name__, exc)
                 self._stop.wait(self._delay(failures))
@@ -503,7 +641,7 @@ class Webhook:
         the gateway was down)."""
         if self._thread is None:
             self._stop.clear()
-            self._next_sweep = 0.0
+            self._next_sweep = self._next_events = 0.0
             self._thread = threading.Thread(target=self._run, daemon=True,
                                             name=f"alert-webhook-{self.id}")
             self._thread.start()
@@ -532,12 +670,15 @@ class Webhook:
         self._join(time.monotonic() + self.timeout_s + 2.0)
 
 
-def _parse_cursor(data: bytes) -> tuple[int, dict[str, int]]:
-    """``(floor_ns, done)`` of a cursor file's bytes; raises ``ValueError`` (and the like)
-    on anything else, ``NaN``, ``Infinity`` and numbers out of range included.
+def _parse_cursor(data: bytes) -> tuple[int, dict[str, int], int | None]:
+    """``(floor_ns, done, events_after)`` of a cursor file's bytes (``events_after`` is
+    ``None`` in a file written before alert events were sent); raises ``ValueError`` (and
+    the like) on anything else, ``NaN``, ``Infinity`` and numbers out of range included.
 
-    >>> _parse_cursor(b'{"floor_ns": 5, "done": {"a1": 7}}')
-    (5, {'a1': 7})
+    >>> _parse_cursor(b'{"floor_ns": 5, "done": {"a1": 7}, "events_after": 3}')
+    (5, {'a1': 7}, 3)
+    >>> _parse_cursor(b'{"floor_ns": 5, "done": {}}')
+    (5, {}, None)
     >>> _parse_cursor(b'{"floor_ns": 1e400, "done": {}}')
     Traceback (most recent call last):
     ...
@@ -553,11 +694,18 @@ def _parse_cursor(data: bytes) -> tuple[int, dict[str, int]]:
         return value
 
     state = json.loads(data, parse_constant=no_constant, parse_float=finite)
-    return int(state["floor_ns"]), {str(k): int(v) for k, v in state["done"].items()}
+    events_after = state.get("events_after")
+    if events_after is not None:
+        events_after = int(events_after)
+        if events_after < 0:
+            raise ValueError(f"events_after must be 0 or more, not {events_after}")
+    return (int(state["floor_ns"]), {str(k): int(v) for k, v in state["done"].items()},
+            events_after)
 
 
 class AlertWebhooks:
-    """Every alert webhook of ``settings``, sending the new alerts of ``store``.
+    """Every alert webhook of ``settings``, sending the new alerts of ``store`` and their
+    acknowledgements and labels (the store's alert events).
 
     Hand :meth:`notify` each new alert (the gateway does, from its alert manager); call
     :meth:`start` and :meth:`close`. Built only when ``settings.alert_webhook_urls`` names

@@ -20,7 +20,14 @@ from edgewise.store._batch import (
     asked_seqs_many,
     prepare,
 )
-from edgewise.store.base import Alert, AppendResult, Conflict
+from edgewise.store.base import (
+    EVENT_ACKNOWLEDGED,
+    EVENT_LABELLED,
+    Alert,
+    AlertEvent,
+    AppendResult,
+    Conflict,
+)
 from edgewise.telemetry import Reading
 
 #: Fold stored seqs below the watermark into seq_marks every this many appends.
@@ -35,7 +42,13 @@ _ALERT_CHANGEABLE = ("status", "label", "acked_by", "labelled_by", "note", "star
 ALERT_STATUSES = ("open", "acknowledged")
 ALERT_LABELS = (None, "true_alarm", "false_alarm")
 #: The tables that hold rows of a device, in the order ``delete_device`` empties them.
-DEVICE_TABLES = ("readings", "seqs", "conflicts", "alerts", "seq_marks")
+DEVICE_TABLES = ("readings", "seqs", "conflicts", "alerts", "alert_events", "seq_marks")
+
+#: The ``ew_meta`` key holding the last alert event id given: ids are taken from it, in
+#: the writing transaction, so they are never reused (also after a device's events were
+#: deleted) and grow in commit order (its row is locked until the commit).
+EVENT_COUNTER = "alert_event_id"
+_EVENT_COLUMNS = ("id", "alert_id", "device_id", "event", "actor", "at_ns", "detail")
 
 
 def _load_tracker(
@@ -279,6 +292,54 @@ def acknowledge_alert_query(
     return sql, [*values, by, alert_id]
 
 
+def alert_events_of(
+    before: Alert, after: Alert, by: str, changes: Mapping[str, Any]
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """The events ``(event, actor, detail)`` an applied ``acknowledge_alert`` writes:
+    ``alert.acknowledged`` when the alert was open ``before`` and acknowledged ``after``,
+    then ``alert.labelled`` when ``changes`` hold a ``label``; the detail is what the alert
+    holds ``after`` the write (a relabel without a note keeps the earlier note).
+
+    >>> before = Alert("d", 0, 9, 0.9, id="a1")
+    >>> after = Alert("d", 0, 9, 0.9, id="a1", status="acknowledged", acked_by="ops",
+    ...               label="false_alarm", labelled_by="ops", note="cleaned")
+    >>> for e in alert_events_of(before, after, "ops", {"label": "false_alarm"}):
+    ...     print(e)
+    ('alert.acknowledged', 'ops', {'acked_by': 'ops'})
+    ('alert.labelled', 'ops', {'label': 'false_alarm', 'labelled_by': 'ops', 'note': 'cleaned'})
+    """
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    if before.status == "open" and after.status == "acknowledged":
+        out.append((EVENT_ACKNOWLEDGED, after.acked_by or by, {"acked_by": after.acked_by}))
+    if changes.get("label") is not None:
+        out.append((EVENT_LABELLED, after.labelled_by or by,
+                    {"label": after.label, "labelled_by": after.labelled_by,
+                     "note": after.note}))
+    return out
+
+
+def next_event_id(ph: str) -> tuple[str, list[Any]]:
+    """SQL and parameters taking the next alert event id from :data:`EVENT_COUNTER`
+    (one row back: the id).
+
+    >>> print(next_event_id("?")[0])
+    UPDATE ew_meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) WHERE key = ? RETURNING value
+    """  # noqa: E501
+    sql = ("UPDATE ew_meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) "
+           f"WHERE key = {ph} RETURNING value")
+    return sql, [EVENT_COUNTER]
+
+
+def insert_alert_event(ph: str) -> str:
+    """SQL inserting one row of ``alert_events`` (every column, named).
+
+    >>> insert_alert_event("%s").count("%s")
+    7
+    """
+    return (f"INSERT INTO alert_events ({', '.join(_EVENT_COLUMNS)}) "
+            f"VALUES ({', '.join([ph] * len(_EVENT_COLUMNS))})")
+
+
 def merge_changes(into: Alert, absorbed: Alert, changes: dict[str, Any]) -> dict[str, Any]:
     """The changes that merging ``absorbed`` into ``into`` makes to ``into``: ``changes``
     plus the acknowledgement of ``absorbed`` when ``into`` has none, and its label (with
@@ -516,6 +577,47 @@ class SQLStoreMixin:
         if not rows:
             raise KeyError(alert_id)
         return _alert_from_row(rows[0])
+
+    def _write_alert_events(
+        self, con: Any, before: Alert, after: Alert, by: str, changes: Mapping[str, Any]
+    ) -> None:
+        """Write the events of an applied acknowledgement (:func:`alert_events_of`) through
+        ``con``, in the caller's open transaction, each numbered from :data:`EVENT_COUNTER`
+        (whose row stays locked until the commit: ids grow in commit order, also with
+        several processes sharing a PostgreSQL store)."""
+        at_ns = time.time_ns()
+        for event, actor, detail in alert_events_of(before, after, by, changes):
+            rows = con.execute(*next_event_id(self._ph)).fetchall()
+            if not rows:
+                raise StoreError(
+                    f"Store {self.url!r} has no alert event counter ({EVENT_COUNTER!r} in "
+                    "ew_meta), which opening the store makes; reopen it to make it.")
+            con.execute(insert_alert_event(self._ph), [
+                int(rows[0][0]), after.id, after.device_id, event, str(actor), at_ns,
+                json.dumps(detail)])
+
+    def alert_events(self, after_id: int = 0, limit: int = 1000) -> list[AlertEvent]:
+        """Alert events numbered above ``after_id``, oldest first, at most ``limit`` (see
+        ``Store.alert_events``).
+
+        >>> from edgewise.store import open_store
+        >>> s = open_store("duckdb://:memory:")
+        >>> a = s.add_alert(Alert("pump-1", 0, 9, 0.9))
+        >>> _ = s.acknowledge_alert(a.id, "ops")
+        >>> [(e.id, e.event, e.detail) for e in s.alert_events()]
+        [(1, 'alert.acknowledged', {'acked_by': 'ops'})]
+        >>> s.close()
+        """
+        rows = self._read(
+            f"SELECT {', '.join(_EVENT_COLUMNS)} FROM alert_events WHERE id > {self._ph} "
+            f"ORDER BY id LIMIT {max(0, int(limit))}", [int(after_id)])
+        return [AlertEvent(int(i), str(a), str(d), str(e), str(who), int(at), json.loads(x))
+                for i, a, d, e, who, at, x in rows]
+
+    def last_alert_event_id(self) -> int:
+        """The highest alert event id given so far (0 when none was)."""
+        rows = self._read(f"SELECT value FROM ew_meta WHERE key = {self._ph}", [EVENT_COUNTER])
+        return int(rows[0][0]) if rows else 0
 
     def seq_watermark(self, device_id: str) -> int:
         """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1), and, as

@@ -26,7 +26,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from edgewise.telemetry import Reading
 
-__all__ = ["Alert", "AppendResult", "Conflict", "DeviceSummary", "Store"]
+__all__ = ["EVENT_ACKNOWLEDGED", "EVENT_LABELLED", "Alert", "AlertEvent", "AppendResult",
+           "Conflict", "DeviceSummary", "Store"]
+
+#: The alert event an acknowledgement of an open alert writes (:meth:`Store.alert_events`).
+EVENT_ACKNOWLEDGED = "alert.acknowledged"
+#: The alert event a label (a person's verdict) on an alert writes.
+EVENT_LABELLED = "alert.labelled"
 
 
 @dataclass(slots=True)
@@ -95,6 +101,30 @@ class Alert:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class AlertEvent:
+    """What a person did to an alert, kept in the store's outbox (``alert_events``) by the
+    write that did it: ``event`` is ``"alert.acknowledged"`` or ``"alert.labelled"``.
+
+    ``id`` numbers the events of a store in the order they were committed (never reused,
+    also after a device's events were deleted); ``actor`` is who did it, ``at_ns`` when
+    (wall clock, ns); ``detail`` holds ``acked_by`` (acknowledged) or ``label``,
+    ``labelled_by`` and ``note`` (labelled), as the alert had them after the write.
+
+    >>> e = AlertEvent(1, "a1", "pump-1", "alert.acknowledged", "ops", 5, {"acked_by": "ops"})
+    >>> e.event, e.detail["acked_by"]
+    ('alert.acknowledged', 'ops')
+    """
+
+    id: int
+    alert_id: str
+    device_id: str
+    event: str
+    actor: str
+    at_ns: int
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -243,7 +273,38 @@ class Store(Protocol):
 
         Raises ``KeyError`` for an unknown id and ``StoreError`` for ``status`` or
         ``acked_by`` among ``changes``.
+
+        A write that applied also writes, in its transaction, the events it makes (see
+        :meth:`alert_events`): ``alert.acknowledged`` when the alert was open, and
+        ``alert.labelled`` when ``changes`` hold a ``label``, in that order.
         """
+        ...
+
+    def alert_events(self, after_id: int = 0, limit: int = 1000) -> list[AlertEvent]:
+        """The alert events (acknowledgements and labels, written by
+        :meth:`acknowledge_alert`) numbered above ``after_id``, oldest first, at most
+        ``limit``: the outbox the alert webhooks send from.
+
+        Ids grow in commit order: once an event is listed, every event with a lower id
+        that will ever be listed is listed too (a reader that remembers the last id it
+        handled misses none). A device's deletion deletes its events; retention keeps
+        them, as it keeps alerts.
+
+        >>> from edgewise.store import open_store
+        >>> store = open_store("duckdb://:memory:")
+        >>> a = store.add_alert(Alert("pump-1", 0, 9, 0.9))
+        >>> _ = store.acknowledge_alert(a.id, "ops", label="true_alarm", labelled_by="ops")
+        >>> [(e.id, e.event, e.actor) for e in store.alert_events()]
+        [(1, 'alert.acknowledged', 'ops'), (2, 'alert.labelled', 'ops')]
+        >>> store.alert_events(after_id=2), store.last_alert_event_id()
+        ([], 2)
+        >>> store.close()
+        """
+        ...
+
+    def last_alert_event_id(self) -> int:
+        """The highest id an alert event of this store was given (0 when none was): the
+        events written from now on are numbered above it."""
         ...
 
     def merge_alert(self, alert_id: str, into: str, **changes: Any) -> Alert:

@@ -57,6 +57,7 @@ from edgewise.errors import StoreCorruptError, StoreError, StoreLockedError
 from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
     DEVICE_TABLES,
+    EVENT_COUNTER,
     SQLStoreMixin,
     _marks_to_move,
     acknowledge_alert_query,
@@ -96,6 +97,12 @@ _SCHEMA = [
     # stores made before alerts could be merged: the column is added (NULL: every alert
     # live), at the end, where new tables have it too
     """ALTER TABLE alerts ADD COLUMN IF NOT EXISTS merged_into VARCHAR""",
+    # the outbox of acknowledgements and labels (Store.alert_events), written with them;
+    # ids come from ew_meta's EVENT_COUNTER (made at open when missing: older stores too)
+    """CREATE TABLE IF NOT EXISTS alert_events (
+        id BIGINT NOT NULL, alert_id VARCHAR NOT NULL, device_id VARCHAR NOT NULL,
+        event VARCHAR NOT NULL, actor VARCHAR NOT NULL, at_ns BIGINT NOT NULL,
+        detail VARCHAR NOT NULL)""",
 ]
 
 _STATS_SQL = "SELECT device_id, count(*), min(ts_ns), max(ts_ns), list(DISTINCT metric) "
@@ -428,6 +435,10 @@ class DuckDBStore(SQLStoreMixin):
                 f"DuckDB store {self.path!r} has schema version {row[0]!r}; this Edgewise "
                 f"reads version {SCHEMA_VERSION!r}."
             )
+        has_counter = con.execute("SELECT count(*) FROM ew_meta WHERE key = ?",
+                                  [EVENT_COUNTER]).fetchall()[0][0]
+        if not has_counter:  # a new store, or one made before alert events
+            con.execute("INSERT INTO ew_meta VALUES (?, '0')", [EVENT_COUNTER])
         con.execute("COMMIT")
 
     def _load_stats(self, devices: list[str] | None = None) -> None:
@@ -967,12 +978,25 @@ class DuckDBStore(SQLStoreMixin):
         with self._wlock:
             self._check_open()
             con = self._con
+            con.execute("BEGIN")
             try:
-                row = con.execute(sql, params).fetchone()
-            except duckdb.Error as exc:
-                raise StoreError(f"Acknowledging alert {alert_id!r} failed: {exc}") from exc
-            # read under the write lock: the alert as this write left it
-            return self._alert_on(con, alert_id), bool(row and int(row[0]))
+                before = self._alert_on(con, alert_id)  # KeyError for an unknown id
+                row = con.execute(sql, params).fetchall()
+                applied = bool(row and int(row[0][0]))
+                # read under the write lock: the alert as this write left it
+                after = self._alert_on(con, alert_id)
+                if applied:  # its events commit with it (the webhooks' outbox)
+                    self._write_alert_events(con, before, after, by, changes)
+                con.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # a failed COMMIT ended the transaction already
+                if isinstance(exc, duckdb.Error):
+                    raise StoreError(f"Acknowledging alert {alert_id!r} failed: {exc}") from exc
+                raise
+            return after, applied
 
     def merge_alert(self, alert_id: str, into: str, **changes: Any) -> Alert:
         """Mark alert ``alert_id`` as part of alert ``into`` and apply ``changes`` to

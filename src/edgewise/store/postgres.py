@@ -41,6 +41,7 @@ from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
     _ALERT_COLUMNS,
     DEVICE_TABLES,
+    EVENT_COUNTER,
     SQLStoreMixin,
     _alert_from_row,
     _marks_to_move,
@@ -92,6 +93,14 @@ _TABLES = [
         drivers text NOT NULL, message text NOT NULL, created_ns bigint NOT NULL,
         status text NOT NULL, label text, acked_by text, labelled_by text, note text,
         merged_into text)""",
+    # the outbox of acknowledgements and labels (Store.alert_events), written with them;
+    # ids come from ew_meta's EVENT_COUNTER (no sequence: a role with only SELECT, INSERT,
+    # UPDATE, DELETE on the tables writes them, and its row lock orders them by commit)
+    """CREATE TABLE IF NOT EXISTS alert_events (
+        id bigint PRIMARY KEY, alert_id text NOT NULL, device_id text NOT NULL,
+        event text NOT NULL, actor text NOT NULL, at_ns bigint NOT NULL,
+        detail text NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS alert_events_device ON alert_events (device_id)""",
     """CREATE INDEX IF NOT EXISTS alerts_device ON alerts (device_id, start_ns)""",
     # list_alerts' order and keyset (start_ns, created_ns, id): a page deep in the list is
     # an index range read, not a sort of every alert
@@ -113,7 +122,8 @@ _CONFLICTS_UNIQUE = [
 ]
 
 #: The meta keys of the migrations an older store gets once (all present in a new one).
-_MIGRATED = ("schema_version", "device_stats", "alerts_merged_into", "conflicts_unique")
+_MIGRATED = ("schema_version", "device_stats", "alerts_merged_into", "conflicts_unique",
+             EVENT_COUNTER)
 
 _CREATES = re.compile(r"CREATE (?:UNIQUE )?(TABLE|INDEX) IF NOT EXISTS (\w+)(?: ON (\w+))?")
 
@@ -379,6 +389,9 @@ class PostgresStore(SQLStoreMixin):
                 self._ddl(con, "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS merged_into text",
                           role, "ownership of table 'alerts'", "add column alerts.merged_into")
             con.execute("INSERT INTO ew_meta VALUES ('alerts_merged_into', '1')")
+        if f"ew_meta:{EVENT_COUNTER}" in missing:  # made before alert events: none yet
+            con.execute("INSERT INTO ew_meta VALUES (%s, '0') ON CONFLICT (key) DO NOTHING",
+                        [EVENT_COUNTER])
         if "ew_meta:conflicts_unique" in missing:  # conflicts made before their unique key
             for stmt in _CONFLICTS_UNIQUE:
                 self._ddl(con, stmt, role, "ownership of table 'conflicts'",
@@ -754,15 +767,25 @@ class PostgresStore(SQLStoreMixin):
             con = self._write_con()
             try:
                 with con.transaction():
+                    # locked first: its status before the write decides the events (a
+                    # merge holding the row is waited for, then its row read)
+                    held = con.execute(f"{alert_by_id('%s')} FOR UPDATE",
+                                       [alert_id]).fetchall()
+                    if not held:
+                        raise KeyError(alert_id)
+                    before = _alert_from_row(held[0])
                     row = con.execute(
                         f"{sql} RETURNING {', '.join(_ALERT_COLUMNS)}", params).fetchone()
                     if row is None:  # nothing written: the alert as it stands
-                        return self._alert_on(con, alert_id), False
+                        return before, False
+                    after = _alert_from_row(row)
+                    # its events commit with it (the webhooks' outbox)
+                    self._write_alert_events(con, before, after, by, changes)
             except self._psycopg.Error as exc:
                 raise StoreError(
                     f"Acknowledging alert {alert_id!r} in {self.url!r} failed: {_one_line(exc)}"
                 ) from exc
-            return _alert_from_row(row), True
+            return after, True
 
     def merge_alert(self, alert_id: str, into: str, **changes: Any) -> Alert:
         """Mark alert ``alert_id`` as part of alert ``into`` and apply ``changes`` to
