@@ -59,3 +59,34 @@ def test_conventions() -> None:
     assert clf.get_params()["n_neighbors"] == 3
     one = FaultClassifier().fit([[0.0], [1.0], [2.0]], ["normal", -1, -1])
     assert one.predict([[5.0]]).tolist() == ["normal"]
+
+
+def _two_clouds() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.vstack([rng.normal(0, 0.3, (50, 2)), rng.normal(3, 0.3, (50, 2))])
+
+
+def test_integer_labels_come_back_as_integers() -> None:
+    """Check 0/1 labels are given back as 0/1 (they became '0'/'1': ``predict(X) == 1``
+    found nothing and ``score`` against the true labels raised)."""
+    X = _two_clouds()
+    y = np.full(100, -1)
+    y[:5], y[50:55] = 0, 1
+    clf = FaultClassifier(random_state=0).fit(X, y)
+    truth = np.r_[np.zeros(50, int), np.ones(50, int)]
+    assert clf.classes_.tolist() == [0, 1] and clf.classes_.dtype.kind == "i"
+    assert int((clf.predict(X) == 1).sum()) == 50
+    assert clf.score(X, truth) == 1.0
+
+
+def test_nan_and_none_are_unlabelled_not_a_class() -> None:
+    """Check NaN (an empty cell of a pandas column) and None mark unlabelled rows, as -1
+    does (NaN became a class 'nan' that half the windows were predicted as)."""
+    X = _two_clouds()
+    y = np.array(["normal"] * 3 + [np.nan] * 47 + ["leak"] * 3 + [None] * 47, dtype=object)
+    clf = FaultClassifier(random_state=0).fit(X, y)
+    assert clf.classes_.tolist() == ["leak", "normal"]
+    assert set(clf.predict(X).tolist()) == {"leak", "normal"}
+    floats = np.where(np.arange(100) % 50 < 3, np.arange(100) // 50, np.nan)  # 0.0, 1.0, NaN
+    clf = FaultClassifier(random_state=0).fit(X, floats)
+    assert clf.classes_.tolist() == [0.0, 1.0] and clf.score(X, np.arange(100) // 50) == 1.0

@@ -146,3 +146,20 @@ def test_seeded_and_validated() -> None:
         make_strategy("clever")
     with pytest.raises(InvalidParameterError, match=r"Pool\.labelled"):
         Pool(margin=np.zeros(3), labelled=np.zeros(2, bool))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_mix_never_proposes_a_window_twice(seed: int) -> None:
+    """Check the mix's picks are distinct when the pool spans fewer devices than it picks:
+    once every device had a pick, the spread check (by device only) let a strategy take a
+    window another had taken (24 picks of 2 devices' 34 windows held 6 twice), and the
+    second pick overwrote the first strategy's open question."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 40))
+    pool = Pool(margin=rng.normal(size=n), member_margins=rng.normal(size=(n, 3)),
+                features=rng.normal(size=(n, 3)), groups=rng.integers(0, 3, n))
+    k = int(rng.integers(4, n + 1))
+    mix = DefaultMix(seed=seed)
+    picks = mix.select(pool, k).tolist()
+    assert len(picks) == k and len(set(picks)) == k, picks
+    assert sorted(i for i, _, _ in mix.get_state(list(range(n)))["pending"]) == sorted(picks)

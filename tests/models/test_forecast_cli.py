@@ -94,6 +94,10 @@ def test_predict_from_the_store_of_a_gateway(model_file: Path, tmp_path: Path) -
     (["--column", "kw", "--season", "5000"], "needs a history of at least"),
     (["--column", "kw", "--step", "weekly-ish"], "'step' parameter of Forecaster"),
     (["--column", "kw", "--seed", "-1"], "--seed -1: must be a whole number from 0"),
+    # finer than the hourly readings: a traceback from scikit-learn (exit 1), or gigabytes
+    (["--column", "kw", "--step", "30min", "--horizon", "1"],
+     "The step '30min' (Forecaster's 'step', --step) is finer than the readings: they are 1h"),
+    (["--column", "kw", "--step", "1s"], "at least 36m, e.g. the spacing '1h'"),
 ])
 def test_train_refuses_bad_input_in_one_line(history_csv: Path, tmp_path: Path, args: list[str],
                                              words: str) -> None:

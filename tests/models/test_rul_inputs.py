@@ -4,12 +4,16 @@ named twice, a negative seed, and a prediction at the cap."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from edgewise.errors import InvalidParameterError
 from edgewise.models.rul import RULModel
+from tests.models.test_cli_rul import edgewise
 from tests.models.test_rul import fleet
 
 
@@ -123,3 +127,87 @@ def test_interval_is_for_the_capped_rul_and_says_where_it_is_open(model: RULMode
     assert model.open_above(high).any()
     assert model.open_above(np.array([0.0, 59.9, 60.0])).tolist() == [False, False, True]
     assert not RULModel(cap=None).open_above(np.array([1e9])).any()
+
+
+def test_a_frame_with_no_rows_gives_empty_results(model: RULModel) -> None:
+    """Check that a frame left empty once the unscorable units are dropped (as
+    :meth:`RULModel.unscorable` suggests) gives empty results (it raised a bare IndexError)."""
+    now = fleet(3, seed=4).assign(temp=np.nan)  # no unit can be scored
+    ok = now[~now["unit"].isin(model.unscorable(now))]
+    assert ok.empty
+    point, low, high = model.predict_interval(ok)
+    assert (len(point), len(low), len(high)) == (0, 0, 0)
+    assert model.predict(ok).index.name == "unit" and model.predict(ok).empty
+    feats = model.features(ok)
+    assert feats.empty and list(feats.columns) == model.feature_names_
+
+
+def _device_features(spec: dict, unit: pd.DataFrame) -> np.ndarray:
+    """Window features of one unit's last row as a device computes them from
+    ``rul_inputs``, row by row: values carried forward, never back; a setting before its
+    first value its ``settings_mean``; a sensor before its first value z = 0."""
+    from edgewise.models.windows import window_features
+
+    norm = spec["normalisation"]
+    settings = unit[spec["condition_columns"]].ffill().to_numpy(dtype=float)
+    if norm["regime_centers"] is not None:
+        mean_s = np.asarray(norm["settings_mean"])
+        settings = np.where(np.isnan(settings), mean_s, settings)
+        std = (settings - mean_s) / np.asarray(norm["settings_scale"])
+        centres = np.asarray(norm["regime_centers"])
+        regime = ((std[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)
+    else:
+        regime = np.zeros(len(unit), dtype=int)
+    raw = unit[spec["sensors"]].ffill().to_numpy(dtype=float)
+    z = (raw - np.asarray(norm["mean"])[regime]) / np.asarray(norm["scale"])[regime]
+    z = np.where(np.isnan(z), 0.0, z)
+    return window_features(z, spec["window"])[-1]
+
+
+def test_python_features_are_what_the_device_computes_from_rul_inputs() -> None:
+    """Check that the features RULModel predicts from equal those a device computes online
+    from ``rul_inputs`` (the JSON given with an exported model) for units whose first rows
+    lack a sensor or the setting: Python filled those rows backwards with the first later
+    value, which a device scoring rows as they come cannot know ('carried forward within
+    the unit', the JSON said), so its features, and the prediction, differed."""
+    from edgewise.edge.export_rul import rul_inputs
+
+    model = RULModel(condition_columns=["load"], n_estimators=30, cap=60.0, window=20).fit(
+        fleet(8, regimes=2))
+    spec = rul_inputs(model)
+    assert spec["normalisation"]["regime_centers"] is not None  # regimes: settings matter
+    now = fleet(3, seed=4, regimes=2)
+    rows = now.index[(now.unit == 1).to_numpy()]
+    now.loc[rows[:25], "temp"] = np.nan  # the sensor's first 25 rows (past the window)
+    now.loc[rows[40:43], "temp"] = np.nan
+    now.loc[rows[:4], "load"] = np.nan  # the setting's first rows
+    got = model.features(now)
+    for unit, part in now.groupby("unit"):
+        np.testing.assert_allclose(got.loc[unit].to_numpy(),
+                                   _device_features(spec, part.sort_values("cycle")),
+                                   rtol=1e-6, atol=1e-9, err_msg=f"unit {unit}")
+    assert "before the sensor's first value in the unit z is 0" in spec["normalisation"]["z"]
+
+
+def test_too_few_residuals_leave_an_uncapped_interval_open(tmp_path: Path) -> None:
+    """Check a model without a cap calibrated on fewer than 19 residuals (4 units of 4 rows)
+    has no upper bound (inf, flagged by open_above) and a lower one of 0, not the largest
+    and smallest residual; ``predict rul`` prints it open, and ``null`` in JSON."""
+    df = pd.DataFrame({"unit": np.repeat(np.arange(4), 4), "cycle": np.tile(np.arange(4), 4),
+                       "temp": np.tile([1.0, 2.0, 4.0, 8.0], 4)
+                       + np.random.default_rng(0).normal(0, 0.1, 16)})
+    model = RULModel(n_estimators=5, cap=None, window=3).fit(df)
+    assert model.n_calibration_ == 16
+    point, low, high = model.predict_interval(df)
+    assert np.isposinf(high).all() and (low == 0).all() and np.isfinite(point).all()
+    assert model.open_above(high).all() and not model.open_above(point).any()
+    model.save(tmp_path / "m.rul")
+    df.to_csv(tmp_path / "h.csv", index=False)
+    done = edgewise("predict", "rul", "--model", str(tmp_path / "m.rul"), "--data",
+                    str(tmp_path / "h.csv"), "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["predictions"]
+    assert [(r["low"], r["high"], r["high_open"]) for r in rows] == [(0.0, None, True)] * 4
+    shown = edgewise("predict", "rul", "--model", str(tmp_path / "m.rul"), "--data",
+                     str(tmp_path / "h.csv"))
+    assert shown.returncode == 0 and "[0.0, open)" in shown.stdout, shown.stderr

@@ -6,12 +6,15 @@ a device's metric in a gateway's store (``--data DIR --device ID --metric M``, `
 gateway data dir holding ``edgewise.duckdb``, or a store URL). ``train`` fits a
 :class:`~edgewise.models.forecast.Forecaster` and saves it versioned; ``predict`` forecasts
 the steps after the end of a history (by default the one the model was trained on) with
-its interval, as a table, one JSON object (``--json``) or a CSV file (``--out``).
+its interval, as a table, one JSON object (``--json``) or a CSV file (``--out``). An
+interval bound the calibration could not make finite (too few known values in the
+history's tail) is unbounded: ``-inf``/``inf`` in the table and the CSV, ``null`` in JSON.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -182,9 +185,11 @@ def predict_forecast(
             frame.to_csv(out, index=False)
         except OSError as exc:
             raise fail(f"--out {str(out)!r} cannot be written: {exc.strerror or exc}") from None
-    if json_out:
-        typer.echo(json.dumps({"interval": level, "horizon": fc.horizon,
-                               "forecast": frame.round(4).to_dict("records")}))
+    if json_out:  # JSON holds no infinity: an unbounded side of an interval is null
+        rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                 for k, v in r.items()} for r in frame.round(4).to_dict("records")]
+        typer.echo(json.dumps({"interval": level, "horizon": fc.horizon, "forecast": rows},
+                              allow_nan=False))
         return
     typer.echo(f"{'time':>20}  {'forecast':>12}  {level}% interval")
     for r in frame.itertuples(index=False):

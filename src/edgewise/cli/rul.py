@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -533,7 +534,9 @@ def predict_rul(
     rul_open, high_open = rul.open_above(point), rul.open_above(high)
     rows = [
         {"unit": u.item() if hasattr(u, "item") else u, "rul": round(float(p), 2),
-         "low": round(float(lo), 2), "high": round(float(hi), 2), "rul_open": bool(po),
+         "low": round(float(lo), 2),
+         "high": round(float(hi), 2) if math.isfinite(hi) else None,  # no cap: unbounded
+         "rul_open": bool(po),
          "high_open": bool(ho)}
         for u, p, lo, hi, po, ho in zip(units, point, low, high, rul_open, high_open,
                                          strict=True)
@@ -547,9 +550,12 @@ def predict_rul(
         shown = f"{'>=' if r['rul_open'] else ''}{r['rul']:.1f}"
         upper = "open)" if r["high_open"] else f"{r['high']:.1f}]"
         typer.echo(f"{r['unit']!s:>12}  {shown:>8}  [{r['low']:.1f}, {upper}")
-    if rul_open.any() or high_open.any():
+    if (rul_open.any() or high_open.any()) and rul.cap:
         typer.echo(f"note: the model predicts the RUL capped at {rul.cap:g} steps: >={rul.cap:.1f} "
                    "means at least that many steps left, and an open interval has no upper "
                    "bound")
+    elif high_open.any():
+        typer.echo("note: an open interval has no upper bound (too few calibration residuals "
+                   "for a finite one)")
     if skipped:
         typer.echo(_skipped_text(skipped))

@@ -144,8 +144,10 @@ def rul_inputs(model: Any) -> dict[str, Any]:
             "age": "rows of the unit's history so far, this one included (1, 2, ...)",
         },
         "normalisation": {
-            "z": "(value - mean[regime][sensor]) / scale[regime][sensor]; missing values "
-                 "carried forward within the unit",
+            "z": "(value - mean[regime][sensor]) / scale[regime][sensor]; a missing value "
+                 "is carried forward within the unit (the last value before it); before "
+                 "the sensor's first value in the unit z is 0; a setting before its first "
+                 "value in the unit is settings_mean",
             "mean": _floats(np.asarray(norm.mean_)[:, keep]),
             "scale": _floats(np.asarray(norm.scale_)[:, keep]),
             "settings_mean": _floats(norm.settings_mean_) if regimes else None,

@@ -1,10 +1,11 @@
 """Classify anomaly / fault types from a few labels and many unlabelled windows.
 
 :class:`FaultClassifier` follows scikit-learn conventions: parameters in ``__init__``,
-``fit(X, y)`` with ``-1`` (or ``None``) marking unlabelled rows (as
-:class:`sklearn.semi_supervised.LabelSpreading` does), learned state in attributes
-ending with ``_``, ``predict`` / ``predict_proba``. Class labels may be strings
-(``"cavitation"``, ``"normal"``).
+``fit(X, y)`` with ``-1``, ``None`` or NaN (an empty cell of a pandas column) marking
+unlabelled rows (as :class:`sklearn.semi_supervised.LabelSpreading` does), learned state in
+attributes ending with ``_``, ``predict`` / ``predict_proba``. Class labels may be strings
+(``"cavitation"``, ``"normal"``) or numbers (``0``, ``1``); ``classes_`` and ``predict``
+give them back as they were given, so ``predict(X) == 1`` finds the 1s.
 
 * ``method="label_spreading"`` (default): a k-nearest-neighbour graph over all windows
   (labelled and not) carries each label along the dense regions it sits in; good when
@@ -28,6 +29,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from edgewise.errors import InvalidParameterError, NotFittedError
@@ -36,8 +38,45 @@ from edgewise.params import Interval, OneOf, validate_params
 __all__ = ["FaultClassifier"]
 
 
+def _missing(v: Any) -> bool:
+    """``v`` is no label: ``None``, NaN (an empty cell of a pandas column), ``pd.NA``."""
+    if v is None:
+        return True
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):  # not a scalar
+        return False
+
+
 def _unlabelled(y: np.ndarray) -> np.ndarray:
-    return np.array([v is None or (not isinstance(v, str) and v == -1) or v == "" for v in y])
+    """Which rows carry no label: -1, ``None``, NaN or an empty string.
+
+    >>> _unlabelled(np.array([0, -1, 1, None, float("nan"), "", "leak"], dtype=object)).tolist()
+    [False, True, False, True, True, True, False]
+    """
+    return np.array([_missing(v) or (not isinstance(v, str | bool) and v == -1) or v == ""
+                     for v in y], dtype=bool)
+
+
+def _classes(labels: np.ndarray) -> np.ndarray:
+    """The distinct labels, sorted, as given: numbers stay numbers (an integer array for
+    integer labels, so ``predict(X) == 1`` finds the 1s), text stays text.
+
+    >>> _classes(np.array([1, 0, 1], dtype=object)).tolist(), _classes(np.array([1, 0])).dtype
+    ([0, 1], dtype('int64'))
+    >>> _classes(np.array(["seal", "normal"], dtype=object)).tolist()
+    ['normal', 'seal']
+    """
+    distinct = list(dict.fromkeys(v.item() if isinstance(v, np.generic) else v
+                                  for v in labels))
+    if all(isinstance(v, str) for v in distinct):
+        return np.array(sorted(distinct), dtype=object)
+    if all(isinstance(v, int | float) for v in distinct):  # bool is an int
+        return np.array(sorted(distinct))
+    # a mix (numbers and text): kept as given, numbers first
+    return np.array(sorted(distinct, key=lambda v: (isinstance(v, str), str(v)
+                                                    if isinstance(v, str) else v)),
+                    dtype=object)
 
 
 class FaultClassifier(ClassifierMixin, BaseEstimator):
@@ -75,7 +114,7 @@ class FaultClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: Any, y: Any) -> FaultClassifier:
-        """Fit on all rows of ``X``; ``y`` is -1 / None for unlabelled rows."""
+        """Fit on all rows of ``X``; ``y`` is -1, None or NaN for unlabelled rows."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
         from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
@@ -91,12 +130,13 @@ class FaultClassifier(ClassifierMixin, BaseEstimator):
         unl = _unlabelled(y)
         if unl.all():
             raise InvalidParameterError(
-                "FaultClassifier.fit needs at least one labelled row (y other than -1/None)."
+                "FaultClassifier.fit needs at least one labelled row (y other than -1, None "
+                "or NaN)."
             )
-        self.classes_ = np.array(sorted({str(v) for v in y[~unl]}), dtype=object)
+        self.classes_ = _classes(y[~unl])
         code = np.full(len(y), -1)
-        index = {c: i for i, c in enumerate(self.classes_)}
-        code[~unl] = [index[str(v)] for v in y[~unl]]
+        index = {c: i for i, c in enumerate(self.classes_.tolist())}
+        code[~unl] = [index[v.item() if isinstance(v, np.generic) else v] for v in y[~unl]]
         self.prior_ = np.bincount(code[code >= 0], minlength=len(self.classes_)) / (code >= 0).sum()
         self.scaler_ = StandardScaler().fit(X)
         Z = self.scaler_.transform(X)

@@ -379,6 +379,7 @@ class DefaultMix(QueryStrategy):
         asked = self.asks_ + np.bincount([j for j, _ in self._pending.values()],
                                          minlength=len(self.strategies))
         picked: list[int] = []
+        chosen: set[int] = set()  # picked, for lookups
         seen: set[Any] = set()
         while len(picked) < min(k, len(cand)):
             fresh = [j for j in orders if asked[j] == 0]
@@ -388,12 +389,15 @@ class DefaultMix(QueryStrategy):
                 draw = self._rng.beta(1 + self.hits_, 1 + self.asks_ - self.hits_)
                 j = max(orders, key=lambda q: draw[q])
             order = orders[j]
-            while order and order[0] in picked:
+            while order and order[0] in chosen:
                 order.pop(0)
-            spread_ok = [i for i in order[:200] if not self.spread or pool.groups is None
-                         or pool.groups[i] not in seen]
+            # a window another strategy took this round is further down every order: the
+            # spread check looks at groups only, so it must be passed over here too
+            spread_ok = [i for i in order[:200] if i not in chosen and (
+                not self.spread or pool.groups is None or pool.groups[i] not in seen)]
             i = int(spread_ok[0] if spread_ok else order[0])
             picked.append(i)
+            chosen.add(i)
             if pool.groups is not None:
                 seen.add(pool.groups[i])
                 if len(seen) >= len(set(pool.groups[cand])):

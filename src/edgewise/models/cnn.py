@@ -18,6 +18,8 @@ True
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,6 +28,32 @@ from edgewise.errors import NotFittedError
 from edgewise.params import Interval, validate_params
 
 __all__ = ["CNNRegressor"]
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside, and back to what they were after (the
+    setting is process-wide: a fit must not leave the rest of the process on its count).
+
+    >>> import torch
+    >>> before = torch.get_num_threads()
+    >>> with _torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _build(n_sensors: int, n_side: int, channels: int, hidden: int, dropout: float = 0.0):
@@ -121,11 +149,15 @@ class CNNRegressor:
         self.random_state = random_state
 
     def fit(self, seq: np.ndarray, side: np.ndarray, y: np.ndarray) -> CNNRegressor:
-        """Train on windows ``seq``, side features ``side`` and targets ``y``."""
+        """Train on windows ``seq``, side features ``side`` and targets ``y`` (on
+        ``n_threads`` torch threads; the process's count is restored after)."""
+        validate_params(self._parameter_constraints, vars(self), self)
+        with _torch_threads(self.n_threads):
+            return self._fit(seq, side, y)
+
+    def _fit(self, seq: np.ndarray, side: np.ndarray, y: np.ndarray) -> CNNRegressor:
         import torch
 
-        validate_params(self._parameter_constraints, vars(self), self)
-        torch.set_num_threads(self.n_threads)
         seed = 0 if self.random_state is None else self.random_state
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
@@ -172,8 +204,7 @@ class CNNRegressor:
 
         if not hasattr(self, "net_"):
             raise NotFittedError("This CNNRegressor is not fitted yet; call fit(seq, age, y).")
-        torch.set_num_threads(self.n_threads)
-        with torch.no_grad():
+        with _torch_threads(self.n_threads), torch.no_grad():
             xs = torch.as_tensor(np.asarray(seq, dtype=np.float32))
             xa = self._side(side)
             out = [

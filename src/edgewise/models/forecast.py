@@ -35,7 +35,11 @@ timezone-aware) and values, irregular and with gaps, as telemetry comes. The pip
    :class:`~edgewise.models.conformal.ConformalBands` per quarter of the horizon turns them
    into intervals (local in the forecast's size: demand varies more when it is high; a
    forecast beyond every calibration forecast, as on a trending series, takes all the
-   residuals of its quarter instead of the few at the edge).
+   residuals of its quarter instead of the few at the edge). A quarter with fewer known
+   residuals than a finite interval needs (19 for ``alpha=0.1``: few calibration origins,
+   a gappy tail) is pooled with the next (the last with the one before); fewer than that
+   in all leaves the interval unbounded (``low`` ``-inf``, ``high`` ``inf``; clipped at
+   the floor below, if any).
    Then the model is refitted on the whole history.
 5. **No impossible values.** A metric whose history never went below zero (a count, energy
    used, a level) is taken as one that cannot: the forecast and its interval are clipped at
@@ -71,7 +75,7 @@ import numpy as np
 import pandas as pd
 
 from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
-from edgewise.models.conformal import ConformalBands
+from edgewise.models.conformal import ConformalBands, min_residuals
 from edgewise.models.model_file import read_model_file, read_model_header, write_model_file
 from edgewise.params import Interval, validate_params
 from edgewise.quality.resample import resample
@@ -99,6 +103,9 @@ _RECENT = 6
 _MIN_ACF = 0.3
 #: How much lower the autocorrelation must be somewhere within the period than at it.
 _MIN_DIP = 0.1
+#: A given step below this share of the readings' median spacing is refused: at half the
+#: spacing every other step is empty, and a feature can be missing in every training row.
+_MIN_STEP_SHARE = 0.6
 
 
 class ForecastFileError(EdgewiseError, ValueError):
@@ -240,7 +247,8 @@ class Forecaster:
         module doc), ``1`` means no season.
     step
         The grid step: nanoseconds, a pandas offset such as ``"30min"``, or ``None`` for
-        the median spacing of the readings.
+        the median spacing of the readings. A step under 0.6 of that spacing is refused
+        (most steps would hold no reading).
     alpha
         Intervals aim to hold the truth ``1 - alpha`` of the time.
     calibration_origins
@@ -297,6 +305,27 @@ class Forecaster:
 
     # -- input ----------------------------------------------------------------------------
     def _step_ns(self, ts: np.ndarray) -> int:
+        spacing = nice_step(int(np.median(np.diff(ts))))
+        step = self._given_step()
+        if step is None:
+            return spacing
+        if step < _MIN_STEP_SHARE * spacing:
+            # most grid steps would be empty: some features are then missing in every
+            # training row (scikit-learn fails on them), and a 1 s grid over a year of
+            # hourly readings takes gigabytes
+            shown = self.step if isinstance(self.step, str) else f"{step} ns"
+            raise InvalidParameterError(
+                f"The step {shown!r} (Forecaster's 'step', --step) is finer than the readings: "
+                f"they are {_span(spacing)} apart (their median spacing), so about "
+                f"{math.floor(100 * (1 - step / spacing))}% of the steps would hold no "
+                f"reading. Give a step of at least "
+                f"{_span(math.ceil(_MIN_STEP_SHARE * spacing))}, e.g. the spacing "
+                f"{_span(spacing)!r}, or leave the step out to use the spacing.", field="step",
+                value=self.step)
+        return step
+
+    def _given_step(self) -> int | None:
+        """The ``step`` parameter in ns (``None``: not given)."""
         if isinstance(self.step, str):
             try:
                 step = pd.Timedelta(pd.tseries.frequencies.to_offset(self.step)).value
@@ -310,9 +339,7 @@ class Forecaster:
                     f"The 'step' parameter of Forecaster must be a positive time step such as "
                     f"'30min'. Got {self.step!r}.", field="step", value=self.step)
             return int(step)
-        if self.step is not None:
-            return int(self.step)
-        return nice_step(int(np.median(np.diff(ts))))
+        return None if self.step is None else int(self.step)
 
     def _series(self, timestamps: Any, values: Any) -> tuple[np.ndarray, np.ndarray]:
         """Checked times (ns) and values: same length, strictly increasing times, values
@@ -362,6 +389,34 @@ class Forecaster:
         """Grid steps fit needs: the lookback, the horizon, and room for the held-out tail
         and training rows before it."""
         return self._lookback() + 3 * self.horizon + self.calibration_origins
+
+    def _steps_for(self, longest: int) -> int:
+        """:meth:`_min_steps` were the longest season ``longest`` steps."""
+        lookback = max(_RECENT, 2 * longest, max(longest, min(self.horizon, 24), 2))
+        return lookback + 3 * self.horizon + self.calibration_origins
+
+    def _candidates(self) -> list[int]:
+        """Season lengths (steps) :meth:`_detect_seasons` tests, shortest first, in a history
+        long enough for them (none when ``season`` is given)."""
+        if self.season is not None:
+            return []
+        out = []
+        for period_ns in (_NS_PER_DAY, 7 * _NS_PER_DAY):
+            period = period_ns // self.step_ns_
+            if period * self.step_ns_ == period_ns and period >= 2:
+                out.append(int(period))
+        return out
+
+    def _steps_needed(self) -> tuple[int, int]:
+        """Grid steps a history must have for fit to accept it, and the longest season that
+        count allows for: a history of :meth:`_min_steps` may be long enough to test a
+        candidate season (three cycles) that a shorter one could not, and one found would
+        need more, so each candidate testable at the count asked for is counted in."""
+        need, longest = self._min_steps(), max(self.seasons_, default=1)
+        for period in self._candidates():
+            if 3 * period <= need and period > longest:
+                need, longest = max(need, self._steps_for(period)), period
+        return need, longest
 
     def _rows(self, y: np.ndarray, grid: np.ndarray, origins: np.ndarray,
               steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -479,14 +534,16 @@ class Forecaster:
         self.seasons_ = self._detect_seasons(series)
         self.season_ = self.seasons_[0] if self.seasons_ else 1
         self.window_ = max(self.season_, min(self.horizon, 24), 2)
-        need = self._min_steps()
-        if len(series) < need:
+        if len(series) < self._min_steps():
+            need, longest = self._steps_needed()
+            season = (f"season {self.season_}" if longest <= self.season_ else
+                      f"a season of up to {longest} steps (one it looks for in a history "
+                      "that long)")
             raise InvalidParameterError(
                 f"Forecaster needs a history of at least {need} steps of {_span(self.step_ns_)} "
-                f"({_span(need * self.step_ns_)}) for horizon {self.horizon} and season "
-                f"{self.season_}; got {len(series)} steps ({_span(len(series) * self.step_ns_)})."
-                " Give a longer history, or a shorter horizon or season.", field="values",
-                value=len(series))
+                f"({_span(need * self.step_ns_)}) for horizon {self.horizon} and {season}; got "
+                f"{len(series)} steps ({_span(len(series) * self.step_ns_)}). Give a longer "
+                "history, or a shorter horizon or season.", field="values", value=len(series))
         known = series[~np.isnan(series)]
         self.center_ = float(np.mean(known))
         self.floor_ = 0.0 if known.min() >= 0 else None
@@ -502,14 +559,16 @@ class Forecaster:
         pred = self._forecast(cal_trees, series, grid, origins)
         truth = np.array([series[o + 1:o + 1 + self.horizon] for o in origins])
         self.bands_ = []
-        for hs in np.array_split(np.arange(self.horizon), min(4, self.horizon)):
+        known = ~np.isnan(pred) & ~np.isnan(truth)
+        if not known.any():
+            raise InvalidParameterError(
+                "Forecaster's held-out tail has no known value to calibrate its intervals "
+                "on; give a history whose last part holds readings.", field="values",
+                value="empty tail")
+        for hs in _pooled(np.array_split(np.arange(self.horizon), min(4, self.horizon)),
+                          known.sum(axis=0), min_residuals(self.alpha)):
             p, t = pred[:, hs].ravel(), truth[:, hs].ravel()
-            ok = ~np.isnan(p) & ~np.isnan(t)
-            if not ok.any():
-                raise InvalidParameterError(
-                    "Forecaster's held-out tail has no known value to calibrate its intervals "
-                    "on; give a history whose last part holds readings.", field="values",
-                    value="empty tail")
+            ok = known[:, hs].ravel()
             self.bands_.append((hs, ConformalBands(alpha=self.alpha, share=0.3).fit(p[ok], t[ok]),
                                 ConformalBands(alpha=self.alpha, share=1.0).fit(p[ok], t[ok])))
         self.n_calibration_ = int(np.sum(~np.isnan(truth)))
@@ -530,7 +589,8 @@ class Forecaster:
         values; by default the history the model was fitted on).
 
         Returns a frame of ``time`` (UTC), ``forecast``, ``low`` and ``high`` (the
-        ``1 - alpha`` interval), one row per step. The history must reach back
+        ``1 - alpha`` interval; ``-inf`` / ``inf`` where the calibration held too few
+        residuals for a finite bound), one row per step. The history must reach back
         :meth:`lookback` steps (a season or two) before its end.
         """
         self._fitted()
@@ -648,6 +708,31 @@ def _acf(y: np.ndarray, lag: int) -> float:
     if ok.sum() <= 10 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
         return -1.0
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def _pooled(parts: list[np.ndarray], counts: np.ndarray, need: int) -> list[np.ndarray]:
+    """Adjacent ``parts`` (steps ahead) merged until each holds ``need`` residuals
+    (``counts`` per step ahead), the last short one into the one before it: a part with
+    fewer would have infinite bounds. All of them together holding fewer: one part.
+
+    >>> [p.tolist() for p in _pooled(np.array_split(np.arange(4), 4), np.full(4, 10), 19)]
+    [[0, 1], [2, 3]]
+    >>> [p.tolist() for p in _pooled(np.array_split(np.arange(6), 3), np.full(6, 5), 19)]
+    [[0, 1, 2, 3, 4, 5]]
+    """
+    out: list[np.ndarray] = []
+    current = np.array([], dtype=np.int64)
+    for part in parts:
+        current = np.concatenate([current, part])
+        if counts[current].sum() >= need:
+            out.append(current)
+            current = np.array([], dtype=np.int64)
+    if len(current):
+        if out:
+            out[-1] = np.concatenate([out[-1], current])
+        else:
+            out.append(current)
+    return out
 
 
 def _take(y: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -23,7 +23,10 @@ piecewise-linear RUL of the C-MAPSS literature. The pipeline:
    pipeline is refitted on every unit (so intervals are slightly conservative).
 
 Predictions are made at the last row of each unit ("its current state"). A value missing
-in some rows is carried forward (then back) within its unit; a unit in which a sensor the
+in some rows is carried forward within its unit (never back: a device scoring rows as they
+come cannot see a later value, and an exported model must see what Python computed); in the
+rows before a sensor's first value in the unit its z-score is 0, its regime's mean (a
+setting there takes its training mean). A unit in which a sensor the
 model uses has no value at all, or a value that is not finite, is refused by name
 (:meth:`RULModel.unscorable` lists such units with why), never filled with a made-up level.
 Predictions and intervals are of the RUL capped at ``cap`` (:meth:`RULModel.open_above`
@@ -48,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import math
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -307,10 +311,16 @@ class RULModel:
     def _arrays(
         self, df: pd.DataFrame, vals: pd.DataFrame
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-        """Units, times, settings and sensors (NaNs carried forward, then back, within a
-        unit; a column with no value in a unit is refused before this, where it matters)."""
+        """Units, times, settings and sensors, NaNs carried forward within a unit (never
+        back: a device scores rows as they come and cannot see a later value). What stays
+        NaN (rows before a column's first value in the unit) is filled where the values
+        are used: a sensor's z-score is 0 (:func:`_z`), a setting its mean
+        (:func:`_filled_settings`). A column with no value in a unit is refused before
+        this, where it matters; elsewhere it is 0."""
         by = df[self.unit_column].to_numpy()
-        vals = vals.groupby(by).ffill().groupby(by).bfill().fillna(0.0)
+        vals = vals.groupby(by).ffill()
+        # a column with no value in the unit is not used (else refused): a plain 0
+        vals = vals.mask(vals.isna().groupby(by).transform("all"), 0.0)
         settings = vals[self.conditions_].to_numpy() if self.conditions_ else None
         return by, df[self.time_column].to_numpy(), settings, vals[self.sensors_].to_numpy()
 
@@ -348,7 +358,7 @@ class RULModel:
         return [slice(s, e) for s, e in zip(starts, ends, strict=True)]
 
     def _views(self, norm: ConditionNormalizer, units, settings, sensors, need_seq: bool):
-        z = norm.transform(settings, sensors)
+        z = _z(norm, settings, sensors)
         feats, seqs = [], []
         for sl in self._unit_slices(units):
             feats.append(window_features(z[sl], self.window))
@@ -360,7 +370,13 @@ class RULModel:
     def _fit_core(self, units, settings, sensors, y, seed: int) -> dict[str, Any]:
         import lightgbm as lgb
 
-        norm = ConditionNormalizer(random_state=seed).fit(settings, sensors)
+        with warnings.catch_warnings():
+            # a regime whose rows all precede a sensor's first value: its mean is NaN, and
+            # its z-scores 0 (see _z), as for any row before a first value
+            warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+            warnings.filterwarnings("ignore", "Degrees of freedom", RuntimeWarning)
+            norm = ConditionNormalizer(random_state=seed).fit(
+                _filled_settings(settings, None), sensors)
         feats, seqs = self._views(norm, units, settings, sensors, "cnn" in self.models)
         core: dict[str, Any] = {"norm": norm}
         if "gbm" in self.models:
@@ -523,9 +539,19 @@ class RULModel:
             raise NotFittedError("This RULModel is not fitted yet; call fit(histories) first.")
 
     def predict(self, X: pd.DataFrame) -> pd.Series:
-        """Predicted remaining steps at the last row of each unit, indexed by unit."""
+        """Predicted remaining steps at the last row of each unit, indexed by unit (empty
+        for a frame with no rows, e.g. once every unscorable unit is left out).
+
+        >>> model = RULModel(n_estimators=5, calibration_folds=2, window=10).fit(
+        ...     pd.DataFrame({"unit": np.repeat(np.arange(4), 30), "cycle": np.tile(
+        ...         np.arange(30), 4), "temp": np.tile(np.arange(30.0), 4)}))
+        >>> len(model.predict(pd.DataFrame(columns=["unit", "cycle", "temp"], dtype=float)))
+        0
+        """
         self._fitted()
         units, _, settings, sensors = self._prepare(X)
+        if len(units) == 0:
+            return pd.Series(np.zeros(0), index=pd.Index(units, name=self.unit_column))
         members = self._members(self.core_, units, settings, sensors, last_only=True)
         point = self._combine(members, self.weights_)
         return pd.Series(point, index=pd.Index(pd.unique(units), name=self.unit_column))
@@ -536,7 +562,9 @@ class RULModel:
         Like the point, the interval is one for the RUL capped at ``cap`` (what the model
         learns): ``high`` never passes the cap, and a ``high`` at the cap means the true
         RUL has no upper bound (a point at the cap: at least ``cap`` steps left). See
-        :meth:`open_above`.
+        :meth:`open_above`. Calibrated on fewer residuals than a finite bound needs (a few
+        short histories; :func:`~edgewise.models.conformal.min_residuals`), ``high`` is the
+        cap (``inf`` without one) and ``low`` 0.
         """
         point = self.predict(X).to_numpy()
         low, high = self.bands_.interval(point)
@@ -547,7 +575,8 @@ class RULModel:
 
     def open_above(self, values: np.ndarray) -> np.ndarray:
         """Which predicted values (points or bounds) reached the cap, so stand for "at
-        least ``cap``" rather than for the value itself.
+        least ``cap``" rather than for the value itself (without a cap: which are ``inf``,
+        an unbounded interval).
 
         >>> model = RULModel(cap=125.0)
         >>> model.open_above(np.array([3.4, 124.99, 125.0])).tolist()
@@ -555,13 +584,17 @@ class RULModel:
         """
         values = np.asarray(values, dtype=float)
         if not self.cap:
-            return np.zeros(values.shape, dtype=bool)
+            return np.isposinf(values)  # an unbounded interval (too few residuals)
         return values >= self.cap * (1 - 1e-9)
 
     def features(self, X: pd.DataFrame) -> pd.DataFrame:
         """The window features the boosted model sees at the last row of each unit."""
         self._fitted()
         units, _, settings, sensors = self._prepare(X)
+        if len(units) == 0:
+            return pd.DataFrame(np.zeros((0, len(self.feature_names_))),
+                                columns=self.feature_names_,
+                                index=pd.Index(units, name=self.unit_column))
         feats, _ = self._views(self.core_["norm"], units, settings, sensors, need_seq=False)
         ends = [sl.stop - 1 for sl in self._unit_slices(units)]
         return pd.DataFrame(
@@ -621,6 +654,31 @@ def _stack_weights(members: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _plain(value: Any) -> Any:
     """A numpy scalar as the Python value (so unit ids print and serialise as written)."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _filled_settings(settings: np.ndarray | None, mean: np.ndarray | None) -> np.ndarray | None:
+    """``settings`` with each NaN (rows before the setting's first value in their unit) set
+    to the setting's ``mean`` (by default its mean over the rows given; 0 for a column with
+    no value): standardised, 0, the regime the device takes for such a row too.
+
+    >>> _filled_settings(np.array([[np.nan, 1.0], [2.0, np.nan], [4.0, np.nan]]), None).tolist()
+    [[3.0, 1.0], [2.0, 1.0], [4.0, 1.0]]
+    """
+    if settings is None or not np.isnan(settings).any():
+        return settings
+    if mean is None:
+        known = ~np.isnan(settings)
+        count = known.sum(axis=0)
+        mean = np.where(count > 0, np.where(known, settings, 0.0).sum(axis=0)
+                        / np.maximum(count, 1), 0.0)
+    return np.where(np.isnan(settings), np.asarray(mean, dtype=float)[None, :], settings)
+
+
+def _z(norm: ConditionNormalizer, settings: np.ndarray | None, sensors: np.ndarray) -> np.ndarray:
+    """The kept sensors' per-regime z-scores; 0 (the regime's mean) in rows before a sensor's
+    first value in the unit, as a device that has not yet had a reading of it takes it."""
+    z = norm.transform(_filled_settings(settings, norm.settings_mean_), sensors)
+    return np.where(np.isnan(z), 0.0, z)
 
 
 def _rows(settings: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:

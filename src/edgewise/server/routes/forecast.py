@@ -4,10 +4,11 @@ history, fitted on demand and cached.
 ``GET /v1/devices/{id}/forecast?metric=M&horizon=H`` fits a Forecaster (``horizon`` steps,
 1 to :data:`MAX_HORIZON`, default 48) on the metric's readings of the :data:`WINDOW_DAYS`
 days up to the device's newest reading, and answers the ``horizon`` steps after the last
-one with their 90% interval, the grid step, the season found and the history used. A
-window of more than :data:`MAX_READINGS` readings is averaged by the store into buckets of
-the smallest common step (1 s, 2 s, 5 s… 1 h…) that keeps it within that many, so a fit
-costs about a second whatever the metric's rate.
+one with their 90% interval (a bound is ``null`` where it is unbounded: too few known
+values in the history's tail to calibrate a finite one), the grid step, the season found
+and the history used. A window of more than :data:`MAX_READINGS` readings is averaged by
+the store into buckets of the smallest common step (1 s, 2 s, 5 s… 1 h…) that keeps it
+within that many, so a fit costs about a second whatever the metric's rate.
 
 Fitting costs about a second (one CPU thread), so fitted models are kept per (device,
 metric, horizon) in :class:`ForecastCache` (one per app, at most :data:`MAX_ENTRIES`, the
@@ -23,6 +24,7 @@ models (:func:`forget_device`, wired by :func:`~edgewise.server.app.create_app`)
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -158,11 +160,21 @@ def _fit(device_id: str, metric: str, horizon: int,
             "t": [int(t) / 1e9 for t in times],
             "time": [format_ns(int(t)) for t in times],
             "forecast": [round(float(v), 6) for v in out["forecast"]],
-            "low": [round(float(v), 6) for v in out["low"]],
-            "high": [round(float(v), 6) for v in out["high"]],
+            "low": [_bound(v) for v in out["low"]],
+            "high": [_bound(v) for v in out["high"]],
         },
     }
     return _Entry(answer, int(model.history_[0][-1]), int(model.step_ns_), time.monotonic())
+
+
+def _bound(value: float) -> float | None:
+    """An interval bound for JSON: ``None`` (``null``) where it is unbounded (infinite: the
+    calibration held too few residuals for a finite bound); JSON holds no infinity.
+
+    >>> _bound(1.23456789), _bound(float("inf")), _bound(float("-inf"))
+    (1.234568, None, None)
+    """
+    return round(float(value), 6) if math.isfinite(value) else None
 
 
 def _busy() -> Problem:
@@ -222,7 +234,9 @@ _TOO_LITTLE = ("Too little history (reason 'too_little_history'): the detail say
     f"metric's readings of the last {WINDOW_DAYS} days up to the device's newest reading "
     f"(over {MAX_READINGS:,} readings: averaged per bucket of a common step), and answers "
     "the `horizon` steps after its last reading: `forecast.t` (epoch seconds), "
-    "`forecast.time`, `forecast.forecast`, `forecast.low`, `forecast.high`, with `step_s`, "
+    "`forecast.time`, `forecast.forecast`, `forecast.low`, `forecast.high` (`null`: "
+    "unbounded on that side, when the history's tail held too few known values to "
+    "calibrate a finite bound), with `step_s`, "
     "`season` (steps per cycle; 1: none found) and the `history` used. Fitting takes about "
     "a second; the fit is kept per (device, metric, horizon) and reused (`cached: true`) "
     "until the metric has a reading in a step after the fitted history's last, or for "

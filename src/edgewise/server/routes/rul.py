@@ -21,12 +21,14 @@ temporary file and renames it).
 
 The model predicts the RUL capped at its ``cap`` (the answer says which): ``rul_open``
 true means the RUL is at least ``rul`` (the prediction reached the cap), ``high_open``
-true means the interval has no upper bound (``high`` is the cap).
+true means the interval has no upper bound (``high`` is the cap; ``null`` for a model
+without a cap whose calibration held too few residuals for a finite bound).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -201,7 +203,8 @@ def _fit(model: Any, path: Path, rows: Any, device_id: str) -> dict[str, Any]:
                      f"device {device_id!r}: {why}.", path.name)
     point, low, high = model.predict_interval(wide)
     answer = {"device_id": device_id, "model": path.name, "rul": round(float(point[0]), 2),
-              "low": round(float(low[0]), 2), "high": round(float(high[0]), 2),
+              "low": round(float(low[0]), 2),
+              "high": round(float(high[0]), 2) if math.isfinite(high[0]) else None,
               "interval": round(100 * (1 - model.alpha)), "rows": len(wide), "reason": None,
               "cap": model.cap, "rul_open": bool(model.open_above(point)[0]),
               "high_open": bool(model.open_above(high)[0]), "explanation": None}

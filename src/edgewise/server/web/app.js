@@ -452,7 +452,7 @@ function drivesMetric(alert, metric) {
 }
 
 // forecast (optional): parallel arrays t, forecast, low, high, drawn as a dashed line in
-// its interval band after the readings.
+// its interval band after the readings; a null bound (unbounded) reaches the chart's edge.
 function drawChart(canvas, series, t0, t1, spans, stepS, forecast) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth || 420;
@@ -469,7 +469,10 @@ function drawChart(canvas, series, t0, t1, spans, stepS, forecast) {
   const vs = series ? series.v : [];
   let lo = Infinity, hi = -Infinity;
   const fc = forecast || { t: [], forecast: [], low: [], high: [] };
-  for (const v of [...vs, ...fc.low, ...fc.high]) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  for (const v of [...vs, ...fc.forecast, ...fc.low, ...fc.high]) {
+    if (v === null) continue;  // an unbounded side of the interval
+    if (v < lo) lo = v; if (v > hi) hi = v;
+  }
   if (!vs.length && !fc.t.length) { lo = 0; hi = 1; }
   // a flat series gets a band around its level (relative: a metric in nA is drawn at its
   // own scale, not flattened into a band of +-1)
@@ -522,8 +525,10 @@ function drawChart(canvas, series, t0, t1, spans, stepS, forecast) {
   if (fc.t.length) {  // the interval band, then the forecast dashed over it
     ctx.fillStyle = COLORS.band;
     ctx.beginPath();
-    fc.t.forEach((t, i) => (i ? ctx.lineTo(x(t), y(fc.high[i])) : ctx.moveTo(x(t), y(fc.high[i]))));
-    for (let i = fc.t.length - 1; i >= 0; i--) ctx.lineTo(x(fc.t[i]), y(fc.low[i]));
+    const top = (i) => y(fc.high[i] === null ? hi : fc.high[i]);
+    const bottom = (i) => y(fc.low[i] === null ? lo : fc.low[i]);
+    fc.t.forEach((t, i) => (i ? ctx.lineTo(x(t), top(i)) : ctx.moveTo(x(t), top(i))));
+    for (let i = fc.t.length - 1; i >= 0; i--) ctx.lineTo(x(fc.t[i]), bottom(i));
     ctx.closePath(); ctx.fill();
     ctx.strokeStyle = COLORS.forecast; ctx.setLineDash([5, 3]);
     ctx.beginPath();
@@ -737,7 +742,7 @@ async function fillRul(box, id) {
   const ex = r.explanation;
   const passed = (r.skipped || []).map((s) => s.model);
   box.replaceChildren(h("p", {}, h("strong", {}, `Remaining useful life: ${r.rul.toFixed(0)} steps`),
-    ` (${r.interval}% interval ${r.low.toFixed(0)}–${r.high.toFixed(0)}; model ${r.model})`),
+    ` (${r.interval}% interval ${r.low.toFixed(0)}–${r.high === null ? "no upper bound" : r.high.toFixed(0)}; model ${r.model})`),
     passed.length ? h("p", { class: "error rul-skipped", title: r.skipped.map((s) => s.detail).join("\n") },
       `Newer model file${passed.length > 1 ? "s" : ""} ${passed.join(", ")} did not load; using ${r.model}.`) : null,
     ex ? contribBars("rul-explain", ex.top,
