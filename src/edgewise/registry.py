@@ -1334,12 +1334,38 @@ class Registry:
             ).fetchone()
         return row is not None
 
-    def current(self, device_id: str, groups: Iterable[str] = ()) -> Release | None:
-        """The newest release aimed at this device or one of its groups, if any."""
+    def current(self, device_id: str, groups: Iterable[str] = (), *,
+                formats: Iterable[str] | None = None) -> Release | None:
+        """The newest release aimed at this device or one of its groups, if any.
+
+        ``formats``, if given, are the model formats the asking device runs: only a release
+        of a version published in one of them is the answer, so a newer release in a format
+        the device cannot run (a C export for a group's firmware devices) does not hide an
+        older one it can. None: any format (what an agent that does not say gets).
+
+        >>> import tempfile
+        >>> reg = Registry(tempfile.mkdtemp())
+        >>> _ = reg.publish("ewz", "1.0.0", b"pickled", format="pickle")
+        >>> _ = reg.publish("clik", "1.0.0", b"/* C */", format="c")
+        >>> _ = reg.rollout("ewz", "1.0.0", "device:pump-1")
+        >>> _ = reg.rollout("clik", "1.0.0", "group:line-a")
+        >>> reg.current("pump-1", ["line-a"]).name
+        'clik'
+        >>> reg.current("pump-1", ["line-a"], formats=["pickle"]).name
+        'ewz'
+        >>> reg.current("pump-1", ["line-a"], formats=["onnx"]) is None
+        True
+        """
         targets, marks = _targets_of(device_id, groups)
+        sql = f"SELECT r.* FROM releases r WHERE r.target IN ({marks})"
+        args: list[str] = list(targets)
+        if formats is not None:
+            wanted = sorted(set(formats))
+            if not wanted:
+                return None
+            sql += (" AND EXISTS (SELECT 1 FROM versions v WHERE v.name = r.name AND "
+                    f"v.version = r.version AND v.format IN ({','.join('?' * len(wanted))}))")
+            args += wanted
         with self._lock:
-            row = self._db.execute(
-                f"SELECT * FROM releases WHERE target IN ({marks}) ORDER BY release DESC LIMIT 1",
-                targets,
-            ).fetchone()
+            row = self._db.execute(sql + " ORDER BY r.release DESC LIMIT 1", args).fetchone()
         return Release(*row) if row else None

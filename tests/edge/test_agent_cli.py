@@ -80,3 +80,72 @@ def test_outbox_drops_are_logged_once_then_periodically(tmp_path, caplog):
     assert [f["dropped"] for f in full] == [1, 100 - kept + 1]
     with pytest.raises(ValueError, match=r"'max_bytes' parameter of Outbox .* Got -5"):
         Agent("http://127.0.0.1:9", "pump-7", "s", tmp_path / "b", max_bytes=-5)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfesecret", "is not a device secret: it holds bytes that are not ASCII text"),
+    (b"", "is empty"),
+    (b"  \n\n", "is empty"),
+    (b"abc def\n", "is not a device secret: it holds blanks or control characters"),
+])
+def test_a_secret_file_that_holds_no_secret_fails_at_start(tmp_path, content, message):
+    """Check a secret file that is not text, empty or two words fails at start with one line
+    (a non-UTF-8 file raised a traceback; an empty one ran, every request answered 401)."""
+    secret = tmp_path / "bad_secret"
+    secret.write_bytes(content)
+    res = _run(tmp_path, "--secret-file", str(secret))
+    assert res.exit_code == 2, res.stdout + res.stderr
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert f"Secret file {str(secret)!r} {message}" in res.stderr
+
+
+@pytest.mark.parametrize("url", ["http://", "https://", "http:///v1"])
+def test_a_gateway_url_without_a_host_fails_at_start(tmp_path, url):
+    """Check --gateway with no host fails at start with one line (it ran, every request
+    failing)."""
+    res = _run(tmp_path, "--gateway", url)
+    assert res.exit_code == 2, res.stdout + res.stderr
+    assert res.stderr.count("\n") == 1 and "--gateway must be a URL with a host" in res.stderr
+
+
+def test_a_self_signed_gateway_is_reached_with_ca_file(data_dir, tmp_path, caplog):
+    """Check the agent reaches a gateway serving a self-signed certificate ('edgewise serve
+    --tls-cert') with --ca-file; without it, a warning names the certificate problem and
+    --ca-file (the agent had no such option, and logged each failure only at INFO as
+    gateway_unreachable); a --ca-file that is no CA bundle fails at start in one line."""
+    from edgewise.config import Settings
+    from edgewise.server.app import uvicorn_ssl_kwargs
+    from tests.conftest import self_signed_cert
+    from tests.server.conftest import build_env, serve_in_thread
+
+    caplog.set_level(logging.INFO, "edgewise.agent")
+    cert, key = self_signed_cert(tmp_path)
+    env = build_env(data_dir)
+    gw = next(env)
+    try:
+        secret = tmp_path / "secret"
+        secret.write_text(gw.secret)
+        tls = uvicorn_ssl_kwargs(Settings(tls_cert=str(cert), tls_key=str(key)))
+        with serve_in_thread(gw.client.app, **tls) as port:
+            def run(*extra: str):
+                return CliRunner(mix_stderr=False).invoke(app, [
+                    "agent", "--gateway", f"https://127.0.0.1:{port}", "--device", gw.device,
+                    "--secret-file", str(secret), "--state-dir", str(tmp_path / "state"),
+                    "--limit", "3", "--rate", "100", *extra])
+
+            res = run("--flush-timeout", "1")
+            assert res.exit_code == 0, res.stderr
+            warned = [json.loads(r.getMessage()) for r in caplog.records
+                      if "gateway_certificate_unverified" in r.getMessage()]
+            assert warned and warned[0]["buffered"] >= 1
+            assert "--ca-file" in warned[0]["detail"]
+            assert "CERTIFICATE_VERIFY_FAILED" in warned[0]["detail"]
+            assert gw.store.query(gw.device, "temp_c") == []
+            res = run("--flush-timeout", "30", "--ca-file", str(cert))
+            assert res.exit_code == 0, res.stderr
+            assert len(gw.store.query(gw.device, "temp_c")) == 6
+        res = run("--ca-file", str(tmp_path / "nope.pem"))
+        assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.stderr
+        assert "--ca-file" in res.stderr and "nope.pem" in res.stderr
+    finally:
+        env.close()

@@ -9,6 +9,7 @@ import logging
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,13 +45,30 @@ def _reports(agent: Agent, metric: str) -> list[float]:
     return [m["metrics"][metric] for m in agent.outbox.pending(1000) if metric in m["metrics"]]
 
 
+class _OlderGateway:
+    """The real app asked as a gateway from before the agent's ``formats``/``groups`` query
+    (it offers the newest release whatever its format): the query is left off."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get(self, url: str, **kw: Any) -> Any:
+        return self.client.get(url.split("?")[0], **kw)
+
+    def stream(self, *args: Any, **kw: Any) -> Any:
+        return self.client.stream(*args, **kw)
+
+
 def test_unsupported_format_is_refused_once_not_on_every_check(gw, tmp_path, caplog):
-    """Check an ONNX release is refused as unsupported_format, logged and reported once over
-    several update checks (it was re-logged and re-reported on every check)."""
+    """Check an ONNX release offered by a gateway that does not filter by format is refused
+    as unsupported_format, logged and reported once over several update checks (it was
+    re-logged and re-reported on every check); this gateway does not offer it at all."""
     caplog.set_level(logging.INFO, "edgewise.agent")
     _roll(gw, "1.0.0", b"onnx graph", fmt="onnx")
     agent = _agent(gw, tmp_path / "a")
-    assert [agent.check_update(gw.client) for _ in range(3)] == ["refused:unsupported_format"] * 3
+    assert agent.check_update(gw.client) == "none"
+    older = _OlderGateway(gw.client)
+    assert [agent.check_update(older) for _ in range(3)] == ["refused:unsupported_format"] * 3
     assert len(_events(caplog, "update_refused")) == 1
     assert _reports(agent, "agent.update_refused") == [1.0]
     assert ModelSlot(tmp_path / "a" / "models").current() is None
@@ -138,3 +156,69 @@ def test_csv_source_sends_each_row_at_its_own_time(gw, tmp_path, caplog):
     assert agent.drain_once(gw.client) == 4
     stored = gw.store.query(gw.device, "temp_c")
     assert [(ts, v) for _, ts, v in stored] == want
+
+
+@pytest.mark.parametrize("damage", ["not-json", "a-bad-entry"])
+def test_a_damaged_install_history_does_not_block_updates(gw, tmp_path, caplog, damage):
+    """Check a models/history.json that is not JSON, or holds one entry that is no manifest,
+    is logged (model_history_damaged) and the next release installs, the history written
+    again with its readable entries (it raised on every check, logged as
+    gateway_unreachable, or refused the valid release as 'tampered' for good)."""
+    caplog.set_level(logging.INFO, "edgewise.agent")
+    _roll(gw, "1.0.0", pickle.dumps(EWZScore(z0=4.0)))
+    agent = _agent(gw, tmp_path / "a")
+    assert agent.check_update(gw.client) == "installed"
+    hist = tmp_path / "a" / "models" / "history.json"
+    old = hist.read_text()
+    hist.write_text("[" + old[:40] if damage == "not-json"
+                    else json.dumps(["bm90IGEgbWFuaWZlc3Q=", *json.loads(old)]))
+    _roll(gw, "2.0.0", pickle.dumps(EWZScore(z0=5.0)))
+    agent = _agent(gw, tmp_path / "a")
+    assert agent.check_update(gw.client) == "installed"
+    assert agent.release == 2 and agent.template.z0 == 5.0
+    assert _events(caplog, "model_history_damaged")
+    slot = ModelSlot(tmp_path / "a" / "models")
+    kept = [1, 2] if damage == "a-bad-entry" else [2]
+    assert [m.release for m in slot.history()] == kept
+    assert agent.check_update(gw.client) == "current"
+
+
+def test_a_reused_release_number_with_another_model_is_a_logged_conflict(data_dir, tmp_path,
+                                                                        caplog):
+    """Check a gateway whose registry was restored from an older backup, and so offers
+    release 1 again with another model, gets a warning naming the conflict, once per offer,
+    and nothing installed (it was taken as the installed release, silently)."""
+    import shutil
+
+    caplog.set_level(logging.INFO, "edgewise.agent")
+    env = build_env(data_dir)
+    gw = next(env)
+    try:
+        reg = gw.client.app.state.registry
+        reg.publish("ewz", "1.0.0", pickle.dumps(EWZScore(z0=4.0)), format="pickle")
+        shutil.copytree(data_dir / "registry", tmp_path / "backup")
+        reg.rollout("ewz", "1.0.0", f"device:{gw.device}")
+        agent = _agent(gw, tmp_path / "a")
+        assert agent.check_update(gw.client) == "installed"
+        installed = ModelSlot(tmp_path / "a" / "models").current().sha256
+    finally:
+        env.close()
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    shutil.copytree(tmp_path / "backup", restored / "registry")
+    env = build_env(restored)
+    gw = next(env)
+    try:
+        reg = gw.client.app.state.registry
+        reg.publish("ewz", "1.1.0", pickle.dumps(EWZScore(z0=6.0)), format="pickle")
+        assert reg.rollout("ewz", "1.1.0", f"device:{gw.device}").manifest.release == 1
+        agent = _agent(gw, tmp_path / "a")
+        assert [agent.check_update(gw.client) for _ in range(3)] == ["conflict"] * 3
+        (said,) = _events(caplog, "update_conflict")
+        assert said["release"] == 1 and said["installed_sha256"] == installed
+        assert "roll out a new release" in said["detail"]
+        assert agent.template.z0 == 4.0
+        reg.rollout("ewz", "1.1.0", f"device:{gw.device}")  # the fix the warning names
+        assert agent.check_update(gw.client) == "installed" and agent.template.z0 == 6.0
+    finally:
+        env.close()

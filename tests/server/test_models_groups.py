@@ -4,6 +4,7 @@ the real app, the real CLI and the real agent code."""
 
 from __future__ import annotations
 
+import base64
 import json
 import pickle
 from pathlib import Path
@@ -73,3 +74,51 @@ def test_device_groups_cli_refuses_unknown_devices_and_bad_names(env: Env) -> No
     assert res.exit_code == 2 and res.stderr.count("\n") == 1
     assert "Group name 'a/b' is not valid" in res.stderr
     assert not env.security.has_device("pump-9")
+
+
+def test_a_device_is_offered_the_newest_release_it_can_run(env: Env, tmp_path: Path) -> None:
+    """Check a newer C export released to the device's group, or a pickle released to a
+    group its agent was not started with, no longer hides the device's own pickle release:
+    the real agent says what it runs (formats, groups) and is offered the newest release it
+    can install (it was offered only the newest of all and refused it for good, as
+    unsupported_format or wrong_device); an agent that says nothing is offered what it was
+    before; and a release older than the installed one is still refused (rollback)."""
+    data = env.settings.data_dir
+    dev = _cli(data, "device", "add", "pump-7", "--group", "line-a", "--group", "line-b",
+               "--json")
+    model, c_file = tmp_path / "ewz.pkl", tmp_path / "clik.c"
+    model.write_bytes(pickle.dumps(EWZScore(z0=4.5)))
+    c_file.write_text("/* firmware model for the MCUs of line-a */\n")
+    _cli(data, "registry", "publish", "ewz", "1.1.0", str(model))
+    _cli(data, "registry", "publish", "clik", "1.0.0", str(c_file), "--format", "c")
+    _cli(data, "registry", "rollout", "ewz", "1.1.0", "device:pump-7")   # release 1
+    _cli(data, "registry", "rollout", "clik", "1.0.0", "group:line-a")   # release 2
+    reg = env.client.app.state.registry
+    keys = {reg.key_id: reg.public_key_bytes}
+
+    def agent(*groups: str) -> Agent:
+        return Agent("http://testserver", "pump-7", dev["secret"], tmp_path / "a",
+                     trusted_keys=keys, groups=groups)
+
+    a = agent("line-a")
+    assert a.check_update(env.client) == "installed" and a.release == 1
+    _cli(data, "registry", "rollout", "ewz", "1.1.0", "group:line-b")    # release 3
+    assert a.check_update(env.client) == "current" and a.release == 1
+
+    def offered(query: str = "") -> int | None:
+        r = env.client.get(f"/v1/devices/pump-7/model{query}",
+                           headers=env.device_headers("pump-7", dev["secret"]))
+        if r.status_code == 204:
+            return None
+        return json.loads(base64.b64decode(r.json()["manifest"]))["release"]
+
+    assert offered() == 3                                     # an agent that says nothing
+    assert offered("?formats=c") == 2
+    assert offered("?formats=pickle&groups=line-a") == 1
+    assert offered("?formats=pickle&groups=line-a,line-b,line-z") == 3
+    assert offered("?groups=") == 1                           # its own releases only
+    assert offered("?formats=onnx") is None
+    b = agent("line-a", "line-b")                             # started with line-b too
+    assert b.check_update(env.client) == "installed" and b.release == 3
+    c = agent("line-a")                                       # and without it again
+    assert c.check_update(env.client) == "refused:rollback" and c.release == 3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,6 +31,11 @@ def agent_cmd(
     flush_timeout: Annotated[float, typer.Option(
         help="When the source ends, seconds to keep sending before exiting (the rest stays "
         "buffered).")] = 60.0,
+    ca_file: Annotated[str, typer.Option(
+        "--ca-file", envvar="EDGEWISE_CA_FILE", show_envvar=True, show_default=False,
+        help="PEM CA bundle to check an https:// gateway's certificate with (a self-signed "
+        "gateway, 'edgewise serve --tls-cert': its certificate); default: the system's "
+        "CAs.")] = "",
 ) -> None:
     """Run the agent until interrupted (or until --limit readings, then flush)."""
     import logging
@@ -41,8 +46,7 @@ def agent_cmd(
     from edgewise.edge.agent import Agent, check_source, load_trusted_key
     from edgewise.errors import ConfigError, PayloadError
 
-    if not secret_file.is_file():
-        raise fail(f"Secret file {str(secret_file)!r} does not exist.")
+    secret = _read_secret(secret_file)
     max_bytes = int(max_mb * 1024 * 1024) if math.isfinite(max_mb) and max_mb > 0 else 0
     if max_bytes < 1:
         raise fail(f"--max-mb must be a number of megabytes above 0 (the outbox bound; default "
@@ -55,9 +59,8 @@ def agent_cmd(
         validate_device_id(device)
     except PayloadError as exc:
         raise fail(f"--device {device!r} is not a device id: it must be {exc.allowed}.") from None
-    if not gateway.startswith(("http://", "https://")):
-        raise fail(f"--gateway must be the gateway's http:// or https:// URL (e.g. "
-                   f"http://gw:8080). Got {gateway!r} instead.")
+    _check_gateway(gateway)
+    verify = _tls_verify(ca_file)
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -75,9 +78,9 @@ def agent_cmd(
         raise fail(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        agent = Agent(gateway, device, secret_file.read_text().strip(), state_dir,
+        agent = Agent(gateway, device, secret, state_dir,
                       trusted_keys=keys, groups=tuple(group), max_bytes=max_bytes,
-                      update_interval_s=update_interval)
+                      update_interval_s=update_interval, verify=verify)
     except ConfigError as exc:  # the state dir belongs to another device
         raise fail(str(exc)) from None
     except (sqlite3.Error, OSError) as exc:  # read-only, full, or not ours to open
@@ -114,3 +117,80 @@ def _check_numbers(*, rate: float, limit: int, update_interval: float,
     for flag, value, ok, allowed in checks:
         if not ok:
             raise fail(f"{flag} must be {allowed}. Got {value!r} instead.")
+
+
+def _read_secret(path: Path) -> str:
+    """The device secret in ``path``, or a one-line refusal: a missing, unreadable, empty or
+    non-ASCII file would otherwise be a traceback, or a secret every request fails with
+    (401 for ever).
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "secret"
+    >>> _ = p.write_text("s3cr3t\\n")
+    >>> _read_secret(p)
+    's3cr3t'
+    >>> _ = p.write_text("")
+    >>> _read_secret(p)
+    Traceback (most recent call last):
+    ...
+    click.exceptions.Exit: 2
+    """
+    where = f"Secret file {str(path)!r}"
+    want = ("the secret 'edgewise device add' printed for this device, on one line")
+    if not path.is_file():
+        raise fail(f"{where} does not exist; it must hold {want}.")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise fail(f"{where} cannot be read ({exc.strerror or exc}); it must hold "
+                   f"{want}.") from None
+    try:
+        secret = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise fail(f"{where} is not a device secret: it holds bytes that are not ASCII "
+                   f"text; it must hold {want}.") from None
+    if not secret:
+        raise fail(f"{where} is empty; it must hold {want}.")
+    if not secret.isprintable() or any(c.isspace() for c in secret):
+        raise fail(f"{where} is not a device secret: it holds blanks or control "
+                   f"characters; it must hold {want}.")
+    return secret
+
+
+def _check_gateway(gateway: str) -> None:
+    """Refuse, in one line, a ``--gateway`` that is not an http(s) URL with a host.
+
+    >>> _check_gateway("http://gw:8080")
+    >>> _check_gateway("http://")
+    Traceback (most recent call last):
+    ...
+    click.exceptions.Exit: 2
+    """
+    import httpx
+
+    if not gateway.startswith(("http://", "https://")):
+        raise fail(f"--gateway must be the gateway's http:// or https:// URL (e.g. "
+                   f"http://gw:8080). Got {gateway!r} instead.")
+    try:
+        host = httpx.URL(gateway).host
+    except (httpx.InvalidURL, ValueError):
+        host = ""
+    if not host:
+        raise fail(f"--gateway must be a URL with a host (e.g. http://gw:8080). Got "
+                   f"{gateway!r} instead.")
+
+
+def _tls_verify(ca_file: str) -> Any:
+    """What checks an https:// gateway's certificate: True (the system's CAs), or an SSL
+    context of the ``--ca-file`` bundle; a file that is no readable PEM CA bundle is
+    refused in one line."""
+    if not ca_file:
+        return True
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise fail(f"--ca-file (EDGEWISE_CA_FILE) must be a readable PEM CA bundle (for a "
+                   f"self-signed gateway: its certificate). Got {ca_file!r}: "
+                   f"{getattr(exc, 'strerror', None) or exc}.") from None

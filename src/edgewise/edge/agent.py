@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import functools
 import hashlib
 import json
@@ -59,11 +60,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import ConfigError, InvalidParameterError, PayloadError, SignatureError
 from edgewise.registry import Manifest, key_id_of, verify
-from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, parse_time_text
+from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, METRIC_NAME_RE, parse_time_text
 
 __all__ = ["DEFAULT_MAX_BYTES", "Agent", "ModelSlot", "Outbox", "check_source", "load_detector",
            "load_trusted_key", "sim_value"]
@@ -73,6 +75,8 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 _ROW_OVERHEAD = 40  # bytes counted per message beyond its JSON (seq, size, page slack)
 _DROP_LOG_EVERY_S = 60.0  # an outbox that keeps dropping is said again at most this often
 _FINAL_REFUSALS = ("unsupported_format", "bad_model")  # what the signed release itself is
+AGENT_FORMATS = ("pickle",)  # the model formats this agent runs (asked of the gateway)
+_STAND_IN_METRIC = "agent.too_large"  # sent under the seq of a message the gateway refuses
 MAX_MODEL_BYTES = 256 * 1024 * 1024  # a signed release saying more is refused, never fetched
 _CLOCK_REASONS = ("future_ts", "ancient_ts")  # the gateway's reasons for a reading's time
 _REJECTED_KEEP = 1000  # rejected messages kept in the outbox's ``rejected`` table
@@ -199,6 +203,8 @@ class Outbox:
                 " reason TEXT NOT NULL, detail TEXT NOT NULL, body BLOB, at_ns INTEGER NOT NULL);"
                 "CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
                 "CREATE TABLE IF NOT EXISTS sources (spec TEXT PRIMARY KEY, pos INTEGER NOT NULL);"
+                "CREATE TABLE IF NOT EXISTS source_files (spec TEXT PRIMARY KEY,"
+                " ident TEXT NOT NULL);"
                 "INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('acked', 0), ('dropped', 0),"
                 " ('bytes', 0), ('source_pos', 1), ('rejected', 0);"
             )
@@ -338,15 +344,21 @@ class Outbox:
             return self._meta("source_pos")
 
     @_heals
-    def use_source(self, spec: str) -> tuple[int, str]:
+    def use_source(self, spec: str, identity: Mapping[str, Any] | None = None
+                   ) -> tuple[int, str]:
         """Make ``spec`` the source whose position :meth:`put` stores; return its position
         (from 1) and how it was found: ``"resume"`` (read here before), ``"new"`` (never
-        read here: from its start) or ``"adopted"`` (the one position an older agent kept
-        without naming its source, taken as this one's).
+        read here: from its start), ``"adopted"`` (the one position an older agent kept
+        without naming its source, taken as this one's) or ``"rotated"`` (a file read here
+        before, but ``identity`` says the file at that path is another one now: from its
+        start).
 
         Positions are kept per source (``csv:PATH`` by its absolute path), so another
         source in the same state dir starts from its own beginning, not from where the
-        last one stopped.
+        last one stopped. ``identity`` (a file's :func:`_file_identity`) is kept with the
+        position: a file whose first row differs from the one read before, or that is
+        shorter than it was (replaced by logrotate, or truncated), is read from its first
+        row again, in the same transaction that records its identity.
 
         >>> import tempfile
         >>> box = Outbox(tempfile.mkdtemp() + "/outbox.sqlite")
@@ -354,11 +366,24 @@ class Outbox:
         ((1, 'new'), 1)
         >>> box.use_source("csv:/data/b.csv"), box.use_source("sim")
         ((1, 'new'), (2, 'resume'))
+        >>> old, new = {"size": 90, "first": "ab"}, {"size": 40, "first": "cd"}
+        >>> _ = box.use_source("csv:/data/c.csv", old), box.put({"ts": 1}, source_pos=5)
+        >>> box.use_source("csv:/data/c.csv", old), box.use_source("csv:/data/c.csv", new)
+        ((5, 'resume'), (1, 'rotated'))
         """
         key = _source_key(spec)
-        with self._lock:
+        with self._lock, self._transaction():
             self._source = key
             row = self._db.execute("SELECT pos FROM sources WHERE spec=?", (key,)).fetchone()
+            if identity is not None:
+                known = self._db.execute("SELECT ident FROM source_files WHERE spec=?",
+                                         (key,)).fetchone()
+                self._db.execute("INSERT OR REPLACE INTO source_files VALUES (?, ?)",
+                                 (key, json.dumps(dict(identity), sort_keys=True)))
+                if (row is not None and int(row[0]) > 1 and known is not None
+                        and _replaced(json.loads(known[0]), identity)):
+                    self._db.execute("UPDATE sources SET pos = 1 WHERE spec=?", (key,))
+                    return 1, "rotated"
             if row is not None:
                 return int(row[0]), "resume"
             legacy = self._meta("source_pos")
@@ -446,6 +471,39 @@ class Outbox:
             rows = self._db.execute("SELECT seq, body FROM outbox ORDER BY seq LIMIT ?",
                                     (limit,)).fetchall()
         return [{**json.loads(body), "seq": seq} for seq, body in rows]
+
+    @_heals
+    def set_aside(self, seq: int, reason: str, detail: str, stand_in: Mapping[str, Any]
+                  ) -> bool:
+        """Reject pending message ``seq`` for good: keep it in the ``rejected`` table (counted
+        in :attr:`rejected`, as ``reason``) and put ``stand_in`` in its place under the same
+        seq, in one transaction; False if ``seq`` is not pending.
+
+        For a message the gateway will never take (too large even alone): the small stand-in
+        is sent instead, so the gateway's ack still moves over ``seq`` and what follows is
+        not held up, and no seq is numbered again.
+
+        >>> import tempfile
+        >>> box = Outbox(tempfile.mkdtemp() + "/outbox.sqlite")
+        >>> box.put({"ts": 1, "metrics": {"big": 1.0}})
+        1
+        >>> box.set_aside(1, "too_large", "{}", {"ts": 1, "metrics": {"agent.too_large": 9.0}})
+        True
+        >>> box.pending()[0]["metrics"], box.rejected
+        ({'agent.too_large': 9.0}, 1)
+        """
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT size FROM outbox WHERE seq=?", (seq,)).fetchone()
+            if row is None:
+                return False
+            self._store_rejected([(seq, reason, detail)])
+            body = json.dumps({**stand_in, "seq": seq}, separators=(",", ":")).encode()
+            size = len(body) + _ROW_OVERHEAD
+            self._db.execute("UPDATE outbox SET body = ?, size = ? WHERE seq = ?",
+                             (body, size, seq))
+            self._db.execute("UPDATE meta SET value = value + ? WHERE key='bytes'",
+                             (size - int(row[0]),))
+        return True
 
     @_heals
     def ack(self, ack_seq: int, rejected: Sequence[tuple[int | None, str, str]] = ()) -> int:
@@ -571,6 +629,45 @@ def _source_key(spec: str) -> str:
     return f"csv:{os.path.abspath(spec[4:])}" if spec.startswith("csv:") else spec
 
 
+def _file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What tells one ``csv:PATH`` file from the next at that path: its inode, size and the
+    sha256 of its header and first (whole) row; OSError if it cannot be read.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "a.csv"
+    >>> _ = p.write_text("time,t\\n1700000000,1.5\\n")
+    >>> sorted(_file_identity(p)), _file_identity(p)["size"]
+    (['first', 'inode', 'size'], 22)
+    """
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        head = f.readline(1 << 20) + b"\0" + f.readline(1 << 20)
+    if not head.endswith(b"\n"):  # a first row still being written is no row yet
+        head = head[:head.index(b"\0") + 1]
+    return {"inode": st.st_ino, "size": st.st_size,
+            "first": hashlib.sha256(head).hexdigest()}
+
+
+def _replaced(before: Mapping[str, Any], now: Mapping[str, Any]) -> str | None:
+    """Why the file ``now`` describes is not the one read before (None: it is, grown or not).
+
+    Another first row means another file (logrotate's new file, or an old one put back);
+    a shorter file was truncated or replaced. Another inode alone is not enough: a file an
+    editor or ``cp`` wrote again keeps its rows.
+
+    >>> _replaced({"size": 10, "first": "a"}, {"size": 20, "first": "a"}) is None
+    True
+    >>> _replaced({"size": 10, "first": "a"}, {"size": 5, "first": "a"})
+    'it is shorter (5 bytes) than when it was read before (10 bytes)'
+    """
+    if before.get("first") != now.get("first"):
+        return "its header or first row is not the one read before"
+    if int(now.get("size", 0)) < int(before.get("size", 0)):
+        return (f"it is shorter ({now.get('size')} bytes) than when it was read before "
+                f"({before.get('size')} bytes)")
+    return None
+
+
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
     """Whether SQLite says the file is no database or a damaged one (not, e.g., locked)."""
     text = str(exc).lower()
@@ -593,7 +690,7 @@ def _salvage(aside: str, db: sqlite3.Connection) -> tuple[int, int, str]:
             meta = {str(k): int(v) for k, v in src.execute("SELECT key, value FROM meta")}
             copied.append("its counters")
         extra: dict[str, list[tuple[Any, ...]]] = {}
-        for table in ("info", "sources"):
+        for table in ("info", "sources", "source_files"):
             with contextlib.suppress(sqlite3.Error):
                 extra[table] = src.execute(f"SELECT * FROM {table}").fetchall()
                 copied.append(f"its {table}")
@@ -748,8 +845,7 @@ class ModelSlot:
                 return str(ptr["device"])
             with contextlib.suppress(SignatureError, ValueError):
                 targets.append(Manifest.from_bytes(base64.b64decode(ptr["manifest"])).target)
-        with contextlib.suppress(OSError, ValueError, SignatureError):
-            targets += [m.target for m in reversed(self.history())]
+        targets += [m.target for m in reversed(self.readable_history()[0])]
         # verify() refuses a release for another device, so a device: target names the owner
         return next((t[len("device:"):] for t in targets if t.startswith("device:")), None)
 
@@ -777,19 +873,14 @@ class ModelSlot:
         """The anti-rollback floor: the newest release the pointer or the install history
         names (0 if none), so a damaged pointer does not lower it."""
         releases = [self._pointed_release() or 0]
-        with contextlib.suppress(OSError, ValueError, SignatureError):
-            releases += [m.release for m in self.history()]
+        releases += [m.release for m in self.readable_history()[0]]
         return max(releases)
 
     def previous(self) -> Installed | None:
         """The newest release older than the current one whose file is still here, intact
         (the pointer damaged: the newest such release)."""
         floor = self._pointed_release() or None
-        try:
-            hist = self.history()
-        except (OSError, ValueError, SignatureError):
-            return None
-        for m in reversed(hist):
+        for m in reversed(self.readable_history()[0]):
             if floor is not None and m.release >= floor:
                 continue
             path = self.root / f"model-{m.release}-{m.sha256[:16]}.bin"
@@ -802,11 +893,45 @@ class ModelSlot:
         return None
 
     def history(self) -> list[Manifest]:
-        """Manifests of every release installed so far (for mix-and-match detection)."""
+        """Manifests of every release installed so far (for mix-and-match detection);
+        ValueError or SignatureError if the file is damaged (see :meth:`readable_history`)."""
         path = self.root / "history.json"
         if not path.exists():
             return []
         return [Manifest.from_bytes(base64.b64decode(m)) for m in json.loads(path.read_bytes())]
+
+    def readable_history(self) -> tuple[list[Manifest], str | None]:
+        """The manifests of the install history that can still be read, and what is damaged
+        in it (None: nothing); never raises, so a damaged history cannot block an update
+        (:meth:`install` replaces it).
+
+        >>> import tempfile
+        >>> slot = ModelSlot(tempfile.mkdtemp())
+        >>> _ = (slot.root / "history.json").write_text('["bm90IGEgbWFuaWZlc3Q="]')
+        >>> slot.readable_history()
+        ([], 'entry 1 of 1 is not a manifest (Manifest is not valid manifest JSON: ...)')
+        """
+        path = self.root / "history.json"
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return [], None
+        except OSError as exc:
+            return [], f"it cannot be read ({exc.strerror or exc})"
+        try:
+            entries = json.loads(raw)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return [], f"it is not JSON ({exc})"
+        if not isinstance(entries, list):
+            return [], f"it is a JSON {type(entries).__name__}, not a list of manifests"
+        out: list[Manifest] = []
+        bad: list[str] = []
+        for i, entry in enumerate(entries, start=1):
+            try:
+                out.append(Manifest.from_bytes(base64.b64decode(entry)))
+            except (ValueError, TypeError, SignatureError) as exc:
+                bad.append(f"entry {i} of {len(entries)} is not a manifest ({exc})")
+        return out, "; ".join(bad[:3]) or None
 
     def point_to(self, installed: Installed) -> None:
         """Make the pointer name ``installed`` (a release whose file is here), atomically."""
@@ -834,13 +959,13 @@ class ModelSlot:
             old = None
             log.warning(json.dumps({"event": "model_pointer_damaged", "path": str(self.pointer),
                                     "detail": f"{exc} It is replaced by this install."}))
-        try:
-            hist = [base64.b64encode(x.to_bytes()).decode() for x in self.history()]
-        except (ValueError, SignatureError) as exc:
-            hist = []
+        known, damage = self.readable_history()
+        hist = [base64.b64encode(x.to_bytes()).decode() for x in known]
+        if damage is not None:
             log.warning(json.dumps({"event": "model_history_damaged",
                                     "path": str(self.root / "history.json"),
-                                    "detail": f"{exc}; a new history is started."}))
+                                    "detail": f"{damage}; it is written again with the "
+                                    f"{len(known)} readable entries and this release."}))
         # the pointer before the history: a crash between them must not leave the history
         # naming a release (the anti-rollback floor) that the pointer does not run
         self._write_pointer(manifest_bytes, m)
@@ -1022,6 +1147,93 @@ def csv_time(cell: str, lineno: int) -> int | None:
         return None
 
 
+def _decoded(raw: bytes | str, lineno: int) -> str | None:
+    """One line of a source as text, or None (logged) if it is not UTF-8: one bad byte
+    (a glitch, or a logger writing Latin-1) skips its line, never stops the agent.
+
+    >>> _decoded(b"21.5\\n", 2), _decoded(b"2\\xb01.5\\n", 3)
+    ('21.5\\n', None)
+    """
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        log.warning(json.dumps({
+            "event": "bad_input", "line": lineno,
+            "value": raw.decode("utf-8", "backslashreplace").strip()[:200],
+            "allowed": "UTF-8 text", "detail": f"row skipped: {exc.reason} at byte "
+            f"{exc.start}"}))
+        return None
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of one CSV line (RFC 4180: quoted cells, quotes doubled inside), stripped.
+
+    >>> _cells('"2024-01-31T12:00:00Z","21.5", 7\\r\\n'), _cells("")
+    (['2024-01-31T12:00:00Z', '21.5', '7'], [])
+    """
+    try:
+        return [c.strip() for c in next(csv.reader([line.rstrip("\r\n")]), [])]
+    except csv.Error:
+        return [c.strip() for c in line.strip().split(",")]
+
+
+def csv_header(raw: bytes) -> list[str]:
+    """The column names of a ``csv:PATH`` file's header line (RFC 4180 quoting, a UTF-8
+    byte order mark dropped); a header that is not UTF-8 is read as Latin-1, as a
+    Windows logger writes ``°C``, and logged. Each column after the first whose name the
+    gateway would refuse as a metric name is logged once and left out ('').
+
+    >>> csv_header(b'"time","temp_c",flow\\n')
+    ['time', 'temp_c', 'flow']
+    >>> csv_header(b"time,temp_\\xb0C,rpm\\n")
+    ['time', '', 'rpm']
+    """
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+        log.warning(json.dumps({"event": "bad_input", "line": 1, "value": text.strip()[:200],
+                                "allowed": "UTF-8 text", "detail": "header read as Latin-1"}))
+    names = _cells(text)
+    for i, name in enumerate(names[1:], start=1):
+        if not METRIC_NAME_RE.fullmatch(name):
+            log.warning(json.dumps({
+                "event": "bad_input", "line": 1, "field": name[:200], "column": i + 1,
+                "allowed": "a metric name of 1-64 letters, digits, '_', '.', ':', '/', '-' "
+                "(what the gateway takes)", "detail": "column left out"}))
+            names[i] = ""
+    return names
+
+
+def csv_row(header: Sequence[str], raw: bytes, lineno: int
+            ) -> tuple[dict[str, float], int | None]:
+    """``(reading, time)`` of one data line of a ``csv:PATH`` file (line ``lineno``): its
+    first cell is the time (:func:`csv_time`), the others numbers under the header's names.
+    A line that is not UTF-8, or whose time is unusable, is logged and gives ``({}, None)``.
+
+    >>> csv_row(["time", "temp_c"], b'"2024-01-31T12:00:00Z","21.5"\\n', 2)
+    ({'temp_c': 21.5}, 1706702400000000000)
+    """
+    line = _decoded(raw, lineno)
+    if line is None or not line.strip():
+        return {}, None
+    cells = _cells(line)
+    ts = csv_time(cells[0], lineno) if cells else None
+    if ts is None:
+        return {}, None
+    out = {}
+    for name, cell in zip(header[1:], cells[1:], strict=False):
+        if not name:
+            continue
+        try:
+            out[name] = float(cell)
+        except ValueError:
+            continue
+    return out, ts
+
+
 def _source(spec: str, start: int, rate_hz: float
             ) -> Iterator[tuple[dict[str, float], int | None]]:
     """``(reading, time)`` from position ``start`` (1-based) of the source.
@@ -1038,25 +1250,19 @@ def _source(spec: str, start: int, rate_hz: float
             if rate_hz > 0:
                 time.sleep(1.0 / rate_hz)
     elif spec.startswith("csv:"):
-        with open(spec[4:]) as f:
-            header = f.readline().strip().split(",")
-            for pos, line in enumerate(f, start=1):
+        with open(spec[4:], "rb") as f:
+            header = csv_header(f.readline())
+            for pos, raw in enumerate(f, start=1):
                 if pos < start:
                     continue
-                cells = line.strip().split(",")
-                ts = csv_time(cells[0], pos + 1) if line.strip() else None
-                out = {}
-                for name, cell in zip(header[1:], cells[1:], strict=False):
-                    try:
-                        out[name] = float(cell)
-                    except ValueError:
-                        continue
-                yield (out if ts is not None else {}), ts
+                yield csv_row(header, raw, pos + 1)
                 if rate_hz > 0:
                     time.sleep(1.0 / rate_hz)
     elif spec == "stdin":
-        for lineno, line in enumerate(sys.stdin, start=1):
-            reading = stdin_reading(line, lineno)
+        lines = getattr(sys.stdin, "buffer", sys.stdin)  # bytes: decoded line by line
+        for lineno, raw in enumerate(lines, start=1):
+            line = _decoded(raw, lineno)
+            reading = stdin_reading(line, lineno) if line is not None else {}
             if reading:
                 yield reading, None
     else:
@@ -1079,13 +1285,19 @@ class Agent:
     groups
         Groups whose ``group:<name>`` releases this device accepts (its own check; which
         group releases the gateway offers it is set there: ``edgewise device add ID --group``).
+    verify
+        How an ``https://`` gateway's certificate is checked (httpx's ``verify``): True for
+        the system's CAs, or an ``ssl.SSLContext`` holding the CA of a self-signed gateway
+        (``edgewise agent --ca-file``).
     """
 
     def __init__(self, gateway: str, device_id: str, secret: str, data_dir: str | Path, *,
                  trusted_keys: Mapping[str, bytes] | None = None, groups: tuple[str, ...] = (),
                  max_bytes: int = DEFAULT_MAX_BYTES, batch: int = 200,
-                 update_interval_s: float = 2.0, threshold: float = 0.9) -> None:
+                 update_interval_s: float = 2.0, threshold: float = 0.9,
+                 verify: Any = True) -> None:
         self.gateway = gateway.rstrip("/")
+        self.verify = verify
         self.device_id = device_id
         self.secret = secret
         self.dir = Path(data_dir)
@@ -1108,11 +1320,18 @@ class Agent:
         # sha256 of manifest + signature: (monotonic time of the next try, failures, outcome)
         self._retry: dict[str, tuple[float, int, str]] = {}
         self._current_logged: str | None = None  # the offer last logged as already installed
+        self._current_outcome = "current"  # and what it was: "current" or "conflict"
         self._drop_logged_at: float | None = None
         self._drop_logged_reason: str | None = None
         self._reject_logged_at: float | None = None
         self._rejected_unlogged: list[tuple[int | None, str, str]] = []
         self._stall_s = 0.0
+        # what the gateway's body limit is known to be: the largest post it took, the
+        # smallest it refused (413); posts are kept under the midpoint once one is refused
+        self._post_ok = 0
+        self._post_refused: int | None = None
+        self._history_logged = False  # a damaged install history is said once
+        self._tls_logged_at: float | None = None
         self._stop = threading.Event()
         self._load_model()
 
@@ -1198,7 +1417,10 @@ class Agent:
         """
         if not self.trusted_keys:
             return "disabled"
-        r = client.get(f"{self.gateway}/v1/devices/{self.device_id}/model",
+        # what this agent can install: a newer release in another format, or to a group it
+        # does not take, must not hide the newest one it can (a gateway before this ignores it)
+        query = urlencode({"formats": ",".join(AGENT_FORMATS), "groups": ",".join(self.groups)})
+        r = client.get(f"{self.gateway}/v1/devices/{self.device_id}/model?{query}",
                        headers=self._headers())
         if r.status_code in (204, 404):
             return "none"
@@ -1218,16 +1440,14 @@ class Agent:
             if int(head.get("release", 0)) == self.release:
                 if self._current_logged != seen:  # said once per offer, not on every poll
                     self._current_logged = seen
-                    log.info(json.dumps({
-                        "event": "update_current", "release": self.release,
-                        "detail": "the gateway offers the installed release; nothing to do"}))
-                return "current"  # nothing new; skip downloading
+                    self._current_outcome = self._log_current(head)
+                return self._current_outcome  # nothing new; skip downloading
             for rel, reason in self.refused:  # refused for what it is: no need to fetch again
                 if rel == int(head.get("release", 0)) and reason in _FINAL_REFUSALS:
                     return f"refused:{reason}"
             m = verify(mb, sig, download, trusted_keys=self.trusted_keys,
                        device_id=self.device_id, groups=self.groups,
-                       installed_release=self.release, known=self.slot.history())
+                       installed_release=self.release, known=self._known())
             data = download.data
         except (SignatureError, _Refusal) as exc:
             if exc.reason == "replay":
@@ -1258,6 +1478,52 @@ class Agent:
                              "version": m.version, "kind": m.kind}))
         self._report({"agent.model_release": float(m.release)})
         return "installed"
+
+    def _log_current(self, head: Mapping[str, Any]) -> str:
+        """Log the offer of the installed release number; return ``"current"``, or
+        ``"conflict"`` (a warning) when the offered manifest's sha256 is not the one
+        installed under that number: a registry restored from an older backup hands out
+        release numbers again, and this device, which refuses anything not newer than what
+        it runs, installs nothing until a newer release comes."""
+        installed = self._installed_sha256(self.release)
+        offered = head.get("sha256")
+        if installed is None or offered == installed:
+            log.info(json.dumps({
+                "event": "update_current", "release": self.release,
+                "detail": "the gateway offers the installed release; nothing to do"}))
+            return "current"
+        log.warning(json.dumps({
+            "event": "update_conflict", "release": self.release,
+            "offered_sha256": str(offered)[:64], "installed_sha256": installed,
+            "detail": f"the gateway offers release {self.release} with another model than "
+            f"the release {self.release} installed here: its registry handed the number "
+            "out again (restored from an older backup?). Nothing is installed; roll out "
+            "a new release to this device to move it (the new one gets a higher number)."}))
+        return "conflict"
+
+    def _installed_sha256(self, release: int) -> str | None:
+        """The sha256 of the model installed here as ``release`` (pointer, else history)."""
+        with contextlib.suppress(OSError, ValueError):
+            ptr = self.slot._pointer()
+            if ptr is not None and ptr["release"] == release:
+                return str(ptr["sha256"])
+        for m in reversed(self.slot.readable_history()[0]):
+            if m.release == release:
+                return m.sha256
+        return None
+
+    def _known(self) -> list[Manifest]:
+        """The install history's readable manifests (for mix-and-match detection); a damaged
+        history is logged once (``model_history_damaged``) and never blocks an update: the
+        next install replaces it."""
+        known, damage = self.slot.readable_history()
+        if damage is not None and not self._history_logged:
+            self._history_logged = True
+            log.warning(json.dumps({
+                "event": "model_history_damaged", "path": str(self.slot.root / "history.json"),
+                "readable": len(known), "detail": f"{damage}; updates are checked against "
+                "the readable entries and the next install replaces the file"}))
+        return known
 
     def _retry_later(self, seen: str, release: int, outcome: str, detail: str) -> str:
         """Log a release that failed to download or install (``update_<outcome>``) and leave
@@ -1335,23 +1601,30 @@ class Agent:
         gateway forgot the device (deleted and added again, or a new gateway): the pending
         messages are numbered from its ack on (:meth:`Outbox.renumber`). A 200 answer that
         does not advance the ack pauses (1 s, doubling up to 30 s) before the next post.
+        A 413 (too large) keeps later posts under :attr:`post_budget`; a message refused
+        alone is set aside as rejected (``too_large``) and a stand-in sent in its place
+        (:meth:`_too_large`), so nothing behind it waits.
         """
         msgs = self.outbox.pending(self.batch)
         if not msgs:
             return -1
+        body, msgs = self._fit(msgs)
         r = client.post(f"{self.gateway}/v1/telemetry",
                         headers={**self._headers(), "Content-Type": "application/json"},
-                        content=json.dumps(msgs, separators=(",", ":")).encode())
+                        content=body)
         if r.status_code != 200:
             log.warning(json.dumps({"event": "send_failed", "status": r.status_code,
+                                    "messages": len(msgs), "bytes": len(body),
                                     "detail": r.text[:200]}))
-            if r.status_code == 413 and self.batch > 1:  # payload too large: smaller batches
-                self.batch = max(1, self.batch // 2)
+            if r.status_code == 413:  # payload too large: smaller posts, or set it aside
+                self._too_large(msgs, len(body), r)
             elif r.status_code == 429:  # rate limited: wait as told (capped), keep order
                 self._stop.wait(min(float(r.headers.get("Retry-After", "1") or 1), 30.0))
             else:
                 self._stop.wait(1.0)
             return -1
+        if self._post_refused is None or len(body) < self._post_refused:
+            self._post_ok = max(self._post_ok, len(body))
         answer = r.json()
         ack = int(answer["ack_seq"])
         before = self.outbox.acked
@@ -1379,6 +1652,67 @@ class Agent:
                                     "pending_from": msgs[0]["seq"], "retry_in_s": self._stall_s}))
             self._stop.wait(self._stall_s)
         return ack
+
+    @property
+    def post_budget(self) -> int | None:
+        """The most bytes one telemetry post may take now (None: no 413 seen, no limit).
+
+        Once the gateway refused a post as too large (413), posts are kept under the
+        midpoint of the largest body it took and the smallest it refused; both move with
+        each answer, so the budget settles just under the gateway's limit in a few posts
+        and grows back after a 413 caused by a few big messages, instead of sending one
+        message per post for good.
+        """
+        if self._post_refused is None:
+            return None
+        return max((self._post_ok + self._post_refused) // 2, 1)
+
+    def _fit(self, msgs: list[dict[str, Any]]) -> tuple[bytes, list[dict[str, Any]]]:
+        """The body of the next post (a JSON array) and the messages in it: the oldest of
+        ``msgs`` that fit :attr:`post_budget`, at least one."""
+        parts = [json.dumps(m, separators=(",", ":")).encode() for m in msgs]
+        budget = self.post_budget
+        if budget is not None:
+            n, size = 0, 1  # "[" and "]", and one "," between two messages
+            for part in parts:
+                if n and size + len(part) + 1 > budget:
+                    break
+                size += len(part) + 1
+                n += 1
+            parts, msgs = parts[:n], msgs[:n]
+        return b"[" + b",".join(parts) + b"]", msgs
+
+    def _too_large(self, msgs: Sequence[Mapping[str, Any]], size: int, r: Any) -> None:
+        """The gateway refused a post of ``size`` bytes as too large (413): remember it, so
+        later posts are smaller; a message refused alone can never be taken and is set
+        aside as rejected (``too_large``: counted, logged and kept in the outbox's
+        ``rejected`` table, like the gateway's other rejections), and a small stand-in
+        (metric ``agent.too_large``, its size) is sent in its place, so the ack moves on
+        and what follows is delivered."""
+        self._post_refused = size if self._post_refused is None else min(self._post_refused,
+                                                                         size)
+        self._post_ok = min(self._post_ok, self._post_refused - 1)
+        if len(msgs) > 1:
+            return
+        msg = msgs[0]
+        if set(msg.get("metrics") or ()) == {_STAND_IN_METRIC}:  # a stand-in refused too:
+            self._stop.wait(1.0)  # the gateway's limit is absurdly small; keep trying
+            return
+        try:
+            said = r.json().get("detail")
+        except (ValueError, AttributeError):
+            said = None
+        detail = json.dumps({
+            "field": "payload", "value": f"{size} bytes",
+            "detail": f"the gateway refuses this message alone as too large (HTTP 413"
+                      f"{': ' + str(said)[:200] if said else ''}); a stand-in with metric "
+                      f"{_STAND_IN_METRIC} = {size} is sent under its seq"})
+        seq = int(msg["seq"])
+        ts = msg.get("ts")
+        stand_in = {"ts": ts if isinstance(ts, int | float) else time.time(),
+                    "metrics": {_STAND_IN_METRIC: float(size)}}
+        if self.outbox.set_aside(seq, "too_large", detail, stand_in):
+            self._log_rejected([(seq, "too_large", detail)])
 
     def _log_rejected(self, rejected: Sequence[tuple[int | None, str, str]]) -> None:
         """Log what the gateway rejected: at once, then at most once a minute with the exact
@@ -1413,7 +1747,7 @@ class Agent:
 
         backoff = 0.05
         next_update = 0.0
-        with httpx.Client(timeout=5.0) as client:
+        with httpx.Client(timeout=5.0, verify=self.verify) as client:
             while not self._stop.is_set():
                 try:
                     if time.monotonic() >= next_update:
@@ -1424,8 +1758,10 @@ class Agent:
                     if sent < 0 or not len(self.outbox):
                         self._stop.wait(0.05)
                 except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
-                    log.info(json.dumps({"event": "gateway_unreachable", "detail": str(exc)[:200],
-                                         "buffered": self._buffered()}))
+                    if not self._log_certificate(exc):
+                        log.info(json.dumps({"event": "gateway_unreachable",
+                                             "detail": str(exc)[:200],
+                                             "buffered": self._buffered()}))
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 2.0)
                 except Exception as exc:  # the sender must outlive any one answer
@@ -1434,6 +1770,24 @@ class Agent:
                                           "buffered": self._buffered()}))
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 2.0)
+
+    def _log_certificate(self, exc: BaseException) -> bool:
+        """If ``exc`` is the gateway's TLS certificate failing verification, warn (at once,
+        then at most once a minute) naming the fix, and return True."""
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" not in text and "certificate verify failed" not in text:
+            return False
+        now = time.monotonic()
+        if self._tls_logged_at is None or now - self._tls_logged_at >= _DROP_LOG_EVERY_S:
+            self._tls_logged_at = now
+            log.warning(json.dumps({
+                "event": "gateway_certificate_unverified", "gateway": self.gateway,
+                "detail": f"{text[:200]}; nothing is sent until it verifies: for a "
+                "self-signed gateway ('edgewise serve --tls-cert') pass its certificate "
+                "(or the CA that signed it) with --ca-file, and use the host name or "
+                "address the certificate names in --gateway",
+                "buffered": self._buffered()}))
+        return True
 
     def _buffered(self) -> int | None:
         """Messages in the outbox, for a log line; None if the outbox cannot say (a log
@@ -1450,7 +1804,11 @@ class Agent:
         When the source ends (or ``limit`` is reached) the agent keeps sending for up to
         ``flush_timeout_s``; anything still unacknowledged stays in the outbox for the next run.
         """
-        pos, how = self.outbox.use_source(source)
+        identity = None
+        if source.startswith("csv:"):
+            with contextlib.suppress(OSError):  # unreadable: reading it says so
+                identity = _file_identity(source[4:])
+        pos, how = self.outbox.use_source(source, identity)
         if source != "stdin":
             log.info(json.dumps({"event": "source_start", "source": source, "position": pos,
                                  "how": how, "detail": _SOURCE_START[how]}))
@@ -1484,6 +1842,8 @@ _SOURCE_START = {
     "new": "not read from this state dir before: from its first reading",
     "resume": "resumed where this state dir stopped reading it",
     "adopted": "resumed at the position an older agent kept, without naming its source",
+    "rotated": "the file at this path is not the one read before (another first row, or "
+               "shorter: rotated or truncated): from its first reading",
 }
 
 
@@ -1552,7 +1912,7 @@ class _Download:
             raise _Refusal(f"Release {m.release} is {m.size} bytes; this agent takes models of "
                            f"at most {MAX_MODEL_BYTES} bytes (MAX_MODEL_BYTES), so it was not "
                            "downloaded.", "too_large")
-        if m.format != "pickle":
+        if m.format not in AGENT_FORMATS:
             raise _Refusal(f"Release {m.release} is in format {m.format!r}; this agent runs "
                            "'pickle' (publish with --format pickle or a .pkl file).",
                            "unsupported_format")

@@ -3,7 +3,13 @@
 * ``GET /v1/devices/{device_id}/model`` (device secret): the newest release for the device
   or its groups, as ``{"manifest", "signature"}`` (base64); 204 when none. The groups are
   those an admin put the device in (``edgewise device add ID --group NAME``, stored with its
-  credentials), never ones the device claims; by default ``security.device_groups``.
+  credentials), never ones the device claims; by default ``security.device_groups``. The
+  query may narrow the answer to what the device can install: ``formats=pickle`` (the
+  formats it runs) and ``groups=a,b`` (the groups whose releases it accepts, its agent's
+  ``--group``; only those it was put in count, so it never widens them). The edge agent
+  sends both, so a newer release in another format, or to a group its agent does not take,
+  no longer hides the newest one it can install; without them any release counts, as for
+  older agents. The agent still refuses a release older than the one it runs.
 * ``GET /v1/models/{sha256}`` (device secret): the model bytes, of a release aimed at the
   device or one of its groups (any other answers 404, as an unknown one). Bytes are served
   only as published: a stored model that is missing or damaged (truncated or corrupted on
@@ -45,7 +51,7 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel
 
 from edgewise.errors import InvalidParameterError, SignatureError
@@ -171,6 +177,15 @@ def _unpublished(registry: Registry, exc: KeyError, body: RolloutRequest) -> Pro
                     allowed="the name of a published model (GET /v1/registry lists them)")
 
 
+def _listed(text: str) -> list[str]:
+    """The names of a comma-separated query value, blanks left out.
+
+    >>> _listed("pickle, onnx,,"), _listed("")
+    (['pickle', 'onnx'], [])
+    """
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def make_router(registry: Registry, security: Security,
                 groups_of: Callable[[str], list[str]] | None = None, *,
                 metrics: Metrics | None = None) -> APIRouter:
@@ -220,9 +235,22 @@ def make_router(registry: Registry, security: Security,
         device_id: str,
         x_device_id: Annotated[str | None, Header(description="Optional; must match.")] = None,
         authorization: DeviceAuth = None,
+        formats: Annotated[str | None, Query(
+            description="Comma-separated model formats the device runs "
+            "(the agent sends 'pickle'): the newest release in one of them is the answer. "
+            "Absent or empty: any format.")] = None,
+        groups: Annotated[str | None, Query(
+            description="Comma-separated groups whose releases the device "
+            "accepts (the agent's --group): only those of the groups it was put in count. "
+            "Absent: all of its groups; empty: none.")] = None,
     ) -> Any:
         device(request, device_id, x_device_id, authorization)
-        rel = registry.current(device_id, lookup_groups(device_id))
+        mine = lookup_groups(device_id)
+        if groups is not None:  # the device narrows, never widens, what it is offered
+            accepted = set(_listed(groups))
+            mine = [g for g in mine if g in accepted]
+        wanted = _listed(formats or "")
+        rel = registry.current(device_id, mine, formats=wanted or None)
         if rel is None:
             return Response(status_code=204)
         return rel.envelope()

@@ -1,0 +1,98 @@
+"""What the agent does when the real gateway app answers 413 (payload too large): a message
+it will never take is set aside as rejected and the rest flow, and posts shrink only as much
+as the gateway's limit needs, then grow back (one 413 used to wedge or slow the agent for
+good)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgewise.edge.agent import Agent
+from tests.server.conftest import Env, build_env
+
+LIMIT = 8192  # the gateway's max_payload_bytes here: small, so big messages are quick to make
+
+
+@pytest.fixture
+def gw(data_dir: Path) -> Iterator[Env]:
+    yield from build_env(data_dir, max_payload_bytes=LIMIT)
+
+
+class _Counting:
+    """The real app's client, counting telemetry posts and their answers."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.statuses: list[int] = []
+
+    def post(self, url: str, **kw: Any) -> Any:
+        r = self.client.post(url, **kw)
+        self.statuses.append(r.status_code)
+        return r
+
+
+def _big(n_bytes: int, k: float = 0.0) -> dict[str, float]:
+    """A reading of about ``n_bytes`` of JSON (metric names of 60 characters)."""
+    return {f"bin_{i:04d}_" + "x" * 51: float(i) + k for i in range(n_bytes // 72)}
+
+
+def _drain(agent: Agent, client: Any, tries: int) -> None:
+    for _ in range(tries):
+        if not len(agent.outbox):
+            return
+        agent.drain_once(client)
+
+
+def test_a_message_too_large_even_alone_is_set_aside_and_the_rest_flow(gw, tmp_path, caplog):
+    """Check a buffered message the gateway refuses even alone (413 at one message per post)
+    is rejected for good as 'too_large' (logged, counted, kept in the rejected table), a
+    small stand-in takes its seq so the ack moves on, and the 20 readings behind it are
+    stored (the agent used to post it every second for ever, delivering nothing behind it,
+    until the full outbox dropped new readings)."""
+    caplog.set_level(logging.INFO, "edgewise.agent")
+    agent = Agent("http://testserver", gw.device, gw.secret, tmp_path / "a")
+    big = agent.handle(_big(3 * LIMIT))
+    for i in range(20):
+        agent.handle({"temp_c": 20.0 + i / 10})
+    client = _Counting(gw.client)
+    _drain(agent, client, 15)
+    assert len(agent.outbox) == 0, client.statuses
+    assert agent.outbox.rejected == 1 and 413 in client.statuses
+    db = sqlite3.connect(tmp_path / "a" / "outbox.sqlite")
+    (seq, reason, detail, body), = db.execute("SELECT seq, reason, detail, body FROM rejected")
+    assert (seq, reason) == (big, "too_large") and len(body) > 2 * LIMIT
+    assert "413" in json.loads(detail)["detail"]
+    logged = [json.loads(r.getMessage()) for r in caplog.records
+              if "readings_rejected" in r.getMessage()]
+    assert logged and logged[0]["reasons"] == {"too_large": 1}
+    assert [v for _, _, v in gw.store.query(gw.device, "temp_c")] == [
+        20.0 + i / 10 for i in range(20)]
+    (stand_in,) = gw.store.query(gw.device, "agent.too_large")
+    assert stand_in[2] > 2 * LIMIT
+
+
+def test_after_a_413_posts_grow_back_instead_of_one_message_each(gw, tmp_path):
+    """Check two messages too large together but not alone are delivered one per post, and
+    a later backlog of 100 small readings then goes in one post, not 100 (the batch was
+    halved to below the number pending and never grew back), without another 413."""
+    agent = Agent("http://testserver", gw.device, gw.secret, tmp_path / "a")
+    agent.handle(_big(LIMIT * 2 // 3))
+    agent.handle(_big(LIMIT * 2 // 3, k=1.0))
+    client = _Counting(gw.client)
+    _drain(agent, client, 10)
+    assert len(agent.outbox) == 0 and agent.outbox.rejected == 0
+    assert client.statuses == [413, 200, 200]
+    for i in range(100):
+        agent.handle({"temp_c": 20.0 + i / 100})
+    client.statuses.clear()
+    _drain(agent, client, 100)
+    assert len(agent.outbox) == 0
+    assert client.statuses == [200]
+    assert len(gw.store.query(gw.device, "temp_c")) == 100
