@@ -393,3 +393,33 @@ def test_a_64_character_metric_name_wraps_in_its_chart_card(chromium, live) -> N
         h => h.scrollWidth > h.parentElement.clientWidth).length""")
     assert over == 0
     page.context.close()
+
+
+def test_download_csv_saves_every_reading_of_the_window_shown(chromium, live) -> None:  # noqa: F811
+    """"Download CSV" on the device page saves the window on screen as the readings.csv
+    route writes it: every reading (300 per metric, not the chart's buckets), a column per
+    metric; a viewer may; a refusal is said on the page, not swallowed."""
+    env, base, _ = live
+    page = _page(chromium, base, env.tokens["viewer"], "/#/device/pump-1?window=15m")
+    page.wait_for_selector("canvas[data-metric='temp_c']")
+    _settle(page, lambda: "points" in page.inner_text("#device-info"))
+    with page.expect_download() as info:
+        page.click("#download-csv")
+    download = info.value
+    assert re.fullmatch(r"pump-1_\d{8}T\d{6}Z\.csv", download.suggested_filename)
+    lines = open(download.path(), encoding="utf-8").read().splitlines()
+    assert lines[0] == "time,rpm,temp_c,vib_mm_s"
+    assert len(lines) == 1 + 300
+    assert lines[1].startswith(time.strftime("%Y-%m-%dT", time.gmtime(time.time() - 300))[:8])
+
+    # the token was revoked meanwhile: the refusal is flashed, the button usable again
+    def refuse(route) -> None:
+        route.fulfill(status=403, content_type="application/problem+json",
+                      body='{"title": "Forbidden", "detail": "token revoked"}')
+
+    page.route("**/readings.csv*", refuse)
+    page.click("#download-csv")
+    page.wait_for_selector("#flash[data-source='csv']")
+    assert "CSV download refused: token revoked" in page.inner_text("#flash")
+    assert page.is_enabled("#download-csv")
+    page.context.close()

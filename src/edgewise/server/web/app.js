@@ -588,6 +588,8 @@ function deviceView(id, params) {
     poll(update);
   } }, WINDOWS.map(([label, s]) => h("option", { value: s, selected: s === state.window }, label)));
   const info = h("span", { class: "muted", id: "device-info" });
+  const shown = { t0: null, t1: null };  // the window drawn last: what "Download CSV" takes
+  const csvBtn = csvButton(id, shown);
   const charts = h("div", { class: "charts", id: "charts" });
   const alertsBody = h("tbody", { id: "device-alerts" });
   const alertsMore = h("p", { id: "device-alerts-more", class: "muted more-alerts hidden" });
@@ -598,7 +600,7 @@ function deviceView(id, params) {
   setMain(
     h("p", {}, h("a", { href: "#/fleet" }, "← Fleet")),
     h("h1", {}, `Device ${id}`),
-    h("div", { class: "toolbar" }, "Window ", windowSel, info),
+    h("div", { class: "toolbar" }, "Window ", windowSel, " ", csvBtn, info),
     rulBox,
     h("div", { class: "legend" },
       h("span", {}, h("i", { class: "swatch line" }), "reading"),
@@ -632,6 +634,7 @@ function deviceView(id, params) {
       api(`/v1/devices/${encodeURIComponent(id)}/quality?start=${qStart.toFixed(3)}&end=${t1.toFixed(3)}`),
     ]);
     if (state.window !== win) return;  // changed meanwhile: the new window's fetch draws
+    shown.t0 = t0; shown.t1 = t1;
     info.textContent = ` · ${dev.health} · last seen ${ago(dev.last_seen_age_s)} · ` +
       `${data.points} points, ${stepS} s buckets`;
     const metrics = (dev.metrics.length ? dev.metrics : Object.keys(data.series)).slice().sort();
@@ -658,6 +661,39 @@ function deviceView(id, params) {
     fillRul(rulBox, id);
   };
   poll(update);
+}
+
+// The readings of the window on screen as a CSV file (every reading, not the chart's
+// buckets), from GET /v1/devices/{id}/readings.csv: fetched with the token (a plain link
+// cannot carry it) and saved under "<device>_<start>.csv". A refusal is flashed.
+function csvButton(id, shown) {
+  const button = h("button", { type: "button", id: "download-csv", class: "csv-btn",
+    title: "Every reading of the window shown, as CSV (time, then a column per metric)",
+    onclick: async () => {
+      if (shown.t0 === null) return;
+      button.disabled = true;
+      try {
+        const q = `start=${shown.t0.toFixed(3)}&end=${shown.t1.toFixed(3)}`;
+        const resp = await fetch(`/v1/devices/${encodeURIComponent(id)}/readings.csv?${q}`,
+          { headers: { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY)}` } });
+        if (!resp.ok) {
+          let detail = `${resp.status} ${resp.statusText}`;
+          try { detail = (await resp.json()).detail || detail; } catch (e) { /* not JSON */ }
+          throw new Error(`CSV download refused: ${detail}`);
+        }
+        const url = URL.createObjectURL(await resp.blob());
+        const stamp = new Date(shown.t0 * 1000).toISOString().slice(0, 19).replace(/[-:]/g, "");
+        const a = h("a", { href: url, download: `${id}_${stamp}Z.csv` });
+        document.body.append(a); a.click(); a.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 60000);
+        clearFlash("csv");
+      } catch (e) {
+        flash(e.message, "csv");
+      } finally {
+        button.disabled = false;
+      }
+    } }, "Download CSV");
+  return button;
 }
 
 // ---------------------------------------------------------------- forecast
