@@ -716,7 +716,23 @@ class AlertManager:
     def label(self, alert_id: str, label: str, by: str, note: str | None = None) -> Alert:
         """Label an alert ``"true_alarm"`` or ``"false_alarm"``; ``KeyError`` if unknown.
 
-        With :attr:`feedback` on, the verdict acts at once (:meth:`note_verdict`)."""
+        As ``POST /v1/alerts/{id}/label`` does: one conditional write
+        (``Store.acknowledge_alert``) that also acknowledges an open alert and writes the
+        ``alert.acknowledged`` and ``alert.labelled`` events the alert webhooks send; an
+        alert merged into another is refused (:class:`~edgewise.errors.
+        InvalidParameterError` naming that one). Without a ``note`` the alert keeps the
+        one it has. With :attr:`feedback` on, the verdict acts at once
+        (:meth:`note_verdict`).
+
+        >>> from edgewise.store import open_store
+        >>> store = open_store("duckdb://:memory:")
+        >>> am = AlertManager(store)
+        >>> a = am.observe("pump-1", 10**18, 0.97, {"temp_c": 1.0})
+        >>> b = am.label(a.id, "false_alarm", by="ops", note="cleaning")
+        >>> b.status, b.label, [e.event for e in store.alert_events()]
+        ('acknowledged', 'false_alarm', ['alert.acknowledged', 'alert.labelled'])
+        >>> store.close()
+        """
         if label not in LABELS:
             raise InvalidParameterError(
                 f"The 'label' of an alert must be one of {', '.join(map(repr, LABELS))}. "
@@ -725,7 +741,12 @@ class AlertManager:
         changes: dict[str, object] = {"label": label, "labelled_by": by}
         if note is not None:
             changes["note"] = note
-        alert = self.store.update_alert(alert_id, **changes)
+        alert, applied = self.store.acknowledge_alert(alert_id, by, **changes)
+        if not applied and alert.merged_into is not None:
+            raise InvalidParameterError(
+                f"Alert {alert_id!r} was merged into alert {alert.merged_into!r}, which covers "
+                f"its span now; label {alert.merged_into!r} instead."
+            )
         self.note_verdict(alert)
         return alert
 

@@ -168,6 +168,37 @@ def test_a_download_that_breaks_off_leaves_no_file(gw: Gateway, tmp_path: Path,
     assert _left(folder) == ["pump-1.csv"] and out.read_text() == "older export\n"
 
 
+def test_a_device_deleted_during_the_export_leaves_no_file(
+        gw: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device is deleted while its CSV is streamed (after the export's fourth slice):
+    the CLI exits 1 in one line and leaves no file, rather than renaming the rows read so
+    far into place as if they were the whole history."""
+    monkeypatch.setattr(readings_csv, "SLICE_ROWS", 20)
+    monkeypatch.setattr(readings_csv, "MIN_SLICE_ROWS", 20)
+    monkeypatch.setattr(readings_csv, "CHUNK_ROWS", 10)
+    _pump(gw.env)
+    real, calls = gw.env.store.query, []
+
+    def query(*args: Any, **kw: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 4:
+            gw.env.store.delete_device(gw.env.device)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(gw.env.store, "query", query)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    for form in ("long", "wide"):
+        calls.clear()
+        if form == "wide":
+            _pump(gw.env)
+        r = gw.cli("export", gw.env.device, "--format", form, "--out",
+                   str(folder / "pump-1.csv"))
+        line = _one_line_error(r)
+        assert f"the download from the gateway at {gw.url} broke off after " in line
+        assert _left(folder) == []
+
+
 def test_refusals_are_one_line_and_write_nothing(gw: Gateway, tmp_path: Path) -> None:
     _pump(gw.env, n=20)
     folder = tmp_path / "exports"

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from edgewise.errors import StoreError
 from edgewise.gateway.webhooks import webhook_id
 from edgewise.security.credentials import Security
 from edgewise.store import open_store
@@ -271,3 +272,94 @@ def test_the_events_of_a_deleted_device_are_not_sent(tmp_path: Path, receivers) 
     assert sent[-2:] == [("alert.raised", kept.id), ("alert.acknowledged", kept.id)]
     assert {i for _, i in sent} == {doomed.id, kept.id}  # doomed: its first (503) try only
     assert ("alert.acknowledged", doomed.id) not in sent
+
+
+@pytest.mark.parametrize("move", ["fresh_store", "backup_restored"])
+def test_a_gateway_moved_to_another_store_sends_its_events(
+        tmp_path: Path, receivers, move: str) -> None:
+    """Event ids are the store's own: the gateway keeps its data dir (and the webhook's
+    cursor, at event 3) but opens another store (a fresh file: another store id) or a
+    backup taken before those events (the same id, its newest event 0): the
+    acknowledgements made there, numbered from 1 again, are sent all the same."""
+    recv = receivers().start()
+    first = tmp_path / "first.duckdb"
+    settings = _settings(tmp_path, recv.url, store=f"duckdb://{first}")
+    open_store(settings.store_url).close()
+    backup = first.read_bytes()
+    with running(settings) as gw:
+        for i in range(3):
+            gw.store.acknowledge_alert(_raise(gw, f"pump-{i}").id, "ops")
+        recv.wait_for(6)
+        time.sleep(1.2)
+    cursor = json.loads((tmp_path / "webhooks" / f"{webhook_id(recv.url)}.json").read_text())
+    assert cursor["events_after"] == 3
+    if move == "fresh_store":
+        settings = _settings(tmp_path, recv.url, store=f"duckdb://{tmp_path / 'second.duckdb'}")
+    else:
+        first.write_bytes(backup)
+        first.with_name(first.name + ".wal").unlink(missing_ok=True)
+    with running(settings) as gw:
+        moved = [_raise(gw, "pump-9"), _raise(gw, "pump-8")]
+        for a in moved:
+            gw.store.acknowledge_alert(a.id, "ops")
+        recv.wait_for(10)
+        time.sleep(1.2)
+        assert [e.id for e in gw.store.alert_events()] == [1, 2]
+        store_id = gw.store.store_id()
+    assert sorted(_events(recv)[6:]) == sorted((e, a.id) for a in moved
+                                               for e in ("alert.raised", "alert.acknowledged"))
+    cursor = json.loads((tmp_path / "webhooks" / f"{webhook_id(recv.url)}.json").read_text())
+    assert (cursor["events_after"], cursor["store"]) == (2, store_id)
+
+
+def test_a_store_silent_at_start_never_leaves_a_cursor_without_its_events(
+        tmp_path: Path, receivers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store does not answer when a new webhook starts; it answers later and the
+    webhook sends an alert (its cursor file written), then the gateway dies. An
+    acknowledgement written before the restart is sent after it: the file never lacks
+    the events position, which a restart would read as a file of an Edgewise from before
+    alert events and start after the acknowledgement."""
+    from edgewise.gateway.metrics import Metrics
+    from edgewise.gateway.webhooks import Webhook
+
+    recv = receivers().start()
+    store = open_store(f"duckdb://{tmp_path / 'ew.duckdb'}")
+    state = tmp_path / "webhooks"
+    try:
+        down = [True]
+        for name in ("store_id", "last_alert_event_id"):
+            real = getattr(store, name, None)
+            if real is None:  # an Edgewise before store ids
+                continue
+
+            def flaky(real=real):  # type: ignore[no-untyped-def]
+                if down[0]:
+                    raise StoreError("the store does not answer")
+                return real()
+
+            monkeypatch.setattr(store, name, flaky)
+        hook = Webhook(recv.url, store, SECRET.encode(), Metrics(), state, poll_s=0.2)
+        down[0] = False
+        now = time.time_ns()
+        alert = store.add_alert(Alert("pump-1", now, now, 0.9))
+        hook.notify(alert)
+        for _ in range(20):
+            if recv.requests:
+                break
+            hook.run_once()
+        assert _events(recv) == [("alert.raised", alert.id)]
+        saved = json.loads((state / f"{hook.id}.json").read_text())
+        hook._signal_stop()  # dies: the cursor file stays as last written
+        store.acknowledge_alert(alert.id, "ops")
+        again = Webhook(recv.url, store, SECRET.encode(), Metrics(), state, poll_s=0.2)
+        for _ in range(20):
+            if len(recv.requests) > 1:
+                break
+            again.run_once()
+        again.close()
+        hook._client.close()
+        assert _events(recv) == [("alert.raised", alert.id),
+                                 ("alert.acknowledged", alert.id)]
+        assert (saved.get("events_after"), saved.get("store")) == (0, store.store_id())
+    finally:
+        store.close()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edgewise.server import readings_csv
 from edgewise.server.readings_csv import metric_rows
+from edgewise.tables import find_time_column, read_table
 from edgewise.telemetry import Reading
 from tests.server.conftest import Env, problem
 
@@ -174,6 +176,38 @@ def test_openapi_describes_the_csv(env: Env) -> None:
     assert names == {"device_id", "metric", "start", "end", "step", "format", "time_format"}
 
 
+@pytest.mark.parametrize("form, step", [("long", None), ("wide", None), ("wide", "2s")])
+def test_a_device_deleted_during_its_export_breaks_the_stream(
+        env: Env, small_slices: int, monkeypatch: pytest.MonkeyPatch, form: str,
+        step: str | None) -> None:
+    """The device is deleted after the export's third slice: the stream fails (the
+    server cuts the connection) instead of ending as a whole CSV of what was read; a
+    device still there exports whole, also a registered one with no readings at all."""
+    from edgewise.errors import StoreError
+
+    env.store.append([Reading(env.device, m, T0 + i * S, float(i))
+                      for m in ("a", "b") for i in range(60)])
+    whole = _get(env, format=form, step=step)
+    assert whole.status_code == 200 and len(whole.text.splitlines()) > 30
+    real, calls = env.store.query, []
+
+    def query(*args: Any, **kw: Any) -> Any:
+        calls.append(args)
+        if len(calls) == 3:
+            env.store.delete_device(env.device)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(env.store, "query", query)
+    with pytest.raises(RuntimeError, match="response already started") as info:
+        _get(env, format=form, step=step)  # the test client's word for a cut stream
+    assert isinstance(info.value.__cause__, StoreError)
+    assert "deleted while its readings were exported" in str(info.value.__cause__)
+    assert len(calls) >= 3
+    monkeypatch.setattr(env.store, "query", real)
+    assert _rows(_get(env, format=form)) == [["time", "metric", "value"] if form == "long"
+                                             else ["time"]]
+
+
 class _ListStore:
     """``query`` over a list as the stores answer it (sorted by metric then time, the
     first ``limit``), duplicates of one (metric, time) included, which no real store
@@ -234,7 +268,11 @@ def test_memory_is_one_slice_per_metric_however_long_the_history() -> None:
     assert rest.count("\n") == 1000 and store.calls > 200
 
 
-def test_wide_time_column_moves_aside_for_a_metric_named_time() -> None:
+def test_wide_time_column_moves_aside_for_a_metric_named_time(tmp_path: Path) -> None:
+    """The clock column stays ``time`` (what ``detect`` and ``quality`` read as the
+    clock); a metric named ``time`` is written as ``time_``, and ``time__`` when a metric
+    is named ``time_`` already; one a CSV reader takes for an earlier column (spaces around
+    a name do not count) gets a ``_`` too."""
     from edgewise.server.readings_csv import csv_chunks
     from edgewise.store import open_store
     from edgewise.store.base import Reading
@@ -242,11 +280,22 @@ def test_wide_time_column_moves_aside_for_a_metric_named_time() -> None:
     store = open_store("duckdb://:memory:")
     try:
         store.append([Reading("p", "time", 1_000_000_000, 5.0),
-                      Reading("p", "temp", 1_000_000_000, 20.5)])
+                      Reading("p", "temp", 1_000_000_000, 20.5),
+                      Reading("q", "time", 1_000_000_000, 5.0),
+                      Reading("q", "time_", 1_000_000_000, 6.0),
+                      Reading("q", "time ", 1_000_000_000, 7.0)])
         text = b"".join(csv_chunks(store, "p", ["temp", "time"],
+                                   time_format="epoch_s")).decode()
+        both = b"".join(csv_chunks(store, "q", ["time", "time ", "time_"],
                                    time_format="epoch_s")).decode()
     finally:
         store.close()
     header, row = text.splitlines()
-    assert header == "_time,temp,time"
+    assert header == "time,temp,time_"
     assert row == "1,20.5,5.0"
+    header, row = both.splitlines()
+    assert header == "time,time__,time _,time_"
+    assert row == "1,5.0,7.0,6.0"
+    (tmp_path / "q.csv").write_text(both)  # as detect and quality read it: 'time' the clock
+    df = read_table(tmp_path / "q.csv")
+    assert find_time_column(df) == "time" and list(df["time_"]) == [6.0]

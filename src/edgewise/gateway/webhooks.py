@@ -8,8 +8,10 @@ every event of the store's ``alert_events`` outbox (``alert.acknowledged``,
 transaction of the acknowledgement or label), each as one JSON object, and records how far
 it got in ``<data dir>/webhooks/<id>.json`` only after the receiver answered 2xx:
 delivery is at-least-once, and a gateway stopped or crashed resumes from that file,
-sending the alerts raised and events written meanwhile and none it sent before. The
-thread learns of a new alert at once from the gateway's alert manager
+sending the alerts raised and events written meanwhile and none it sent before. Event
+ids are the store's own, so the file names the store (its id, ``Store.store_id``): a
+gateway moved to another store (or a backup) sends that store's events from its newest
+on. The thread learns of a new alert at once from the gateway's alert manager
 (:meth:`AlertWebhooks.notify` only records its id and wakes the thread) and finds any it
 was not told of by reading the store's list of alerts at start and every ``poll_s``; it
 reads the events written since the last one it sent every :data:`EVENT_POLL_S` (at most).
@@ -279,9 +281,25 @@ class Webhook:
         self.id = webhook_id(url)
         self.shown = f"{self.id} ({_shown(url)})"
         self.path = state_dir / f"{self.id}.json"
-        # the last alert event handled (None: to be read from the store, the newest then)
+        # the last alert event handled (None: to be read from the store, the newest then),
+        # and the id of the store it counts in (None: not known yet)
         self._events_after: int | None = None
+        self._events_store: str | None = None
+        # whether the event cursor was checked against the store (:meth:`_place_events`):
+        # until it is, nothing is sent and the cursor file is not written
+        self._placed = False
+        self._unsaved, self._saved_at = False, 0.0
         self._floor_ns, self._done = self._load()
+        try:
+            changed = self._place_events()
+        except Exception as exc:  # a webhook is no reason to stop the start
+            log.warning("alert webhook %s: could not read the store's id and newest alert "
+                        "event (%s: %s); reading them again from the webhook's thread, "
+                        "which sends nothing before", self.shown, type(exc).__name__, exc)
+        else:
+            if changed:  # written at once: a new webhook starts now, also after a restart
+                self._save(self._floor_ns, self._done)
+                self._unsaved = False
         # (created_ns, id) of alerts known new and not yet handled
         self._pending: set[tuple[int, str]] = set()
         self._hints: list[tuple[int, str]] = []
@@ -295,7 +313,6 @@ class Webhook:
         self._event_body: tuple[int, bytes] | None = None  # the event being sent, as JSON
         self._event_poll_s = min(poll_s, EVENT_POLL_S)
         self._next_events = 0.0  # monotonic time of the next read of the store's events
-        self._unsaved, self._saved_at = False, 0.0
         self._verify = verify
         self._client = self._new_client()
 
@@ -304,10 +321,10 @@ class Webhook:
         """``(floor_ns, done)`` from the cursor file: every alert created at or before
         ``floor_ns`` was handled (or is older than the webhook), and ``done`` maps the
         ids handled since to their creation time; :attr:`_events_after` is set to the last
-        alert event handled. A new webhook starts now (older alerts and events are not
-        sent), its file written at once; so does the event cursor of a file written
-        before alert events were sent (it has no ``events_after``): the events the store
-        holds at the upgrade are not sent, those written after it are.
+        alert event handled and :attr:`_events_store` to the id of the store it counts in
+        (both ``None`` where the file has none: :meth:`_place_events` then places them).
+        A new webhook starts now (older alerts and events are not sent), its file written
+        once the store answers (:meth:`_place_events`).
 
         A damaged file (not the JSON written here: hand-edited, ``NaN``, ``Infinity``,
         ``1e400``, cut short) is moved aside to ``<id>.json.damaged`` with a warning, and
@@ -323,7 +340,7 @@ class Webhook:
                     f"read ({exc}). Make it readable, or remove it to send alerts from now "
                     f"on (those not yet sent are then not sent).") from None
             try:
-                floor, done, events_after = _parse_cursor(data)
+                floor, done, events_after, store = _parse_cursor(data)
             except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
                 aside = self.path.with_name(self.path.name + ".damaged")
                 try:
@@ -340,33 +357,53 @@ class Webhook:
                             "see GET /v1/alerts)", self.shown, self.path,
                             type(exc).__name__, exc, aside)
             else:
-                self._events_after = events_after
-                if events_after is None:  # written before events were sent: from now on
-                    self._events_after = self._newest_event()
-                    if self._events_after is not None:
-                        self._save(floor, done)
+                self._events_after, self._events_store = events_after, store
                 return floor, done
-        floor = time.time_ns()
-        self._events_after = self._newest_event()
-        self._save(floor, {})
-        return floor, {}
+        return time.time_ns(), {}
 
-    def _newest_event(self) -> int | None:
-        """The id of the store's newest alert event (events above it are new to this
-        webhook); ``None`` when the store does not answer now (read again by the thread)."""
-        try:
-            return int(self.store.last_alert_event_id())
-        except Exception as exc:  # a webhook is no reason to stop the start
-            log.warning("alert webhook %s: could not read the store's newest alert event "
-                        "(%s: %s); reading it again from the webhook's thread", self.shown,
-                        type(exc).__name__, exc)
-            return None
+    def _place_events(self) -> bool:
+        """Check the event cursor against the store, once, before anything is sent;
+        whether it changed (the file is then to be written). Raises what the store raises
+        (the thread tries again).
+
+        Event ids are the store's own: a cursor kept for another store (the gateway
+        moved to PostgreSQL, to a fresh file: another store id) or past this store's
+        newest event (a backup restored) would skip this store's events up to it, so it
+        starts again at the store's newest event, with a warning; so does a new webhook,
+        or a file written before alert events were sent (no ``events_after``): the
+        events the store holds then are not sent, those written after are. A file
+        written before store ids were kept takes this store's."""
+        store_id = str(self.store.store_id())
+        newest = int(self.store.last_alert_event_id())
+        after = self._events_after
+        if after is None:
+            after = newest
+        elif self._events_store is not None and self._events_store != store_id:
+            log.warning("alert webhook %s: its cursor %s counts the alert events of another "
+                        "store (id %s; this store's is %s: the gateway was moved to another "
+                        "store?); sending acknowledgements and labels from this store's "
+                        "newest event on (id %d), those of the other store not yet sent are "
+                        "not sent", self.shown, self.path, self._events_store, store_id,
+                        newest)
+            after = newest
+        elif after > newest:
+            log.warning("alert webhook %s: its cursor %s is at alert event %d, past this "
+                        "store's newest (id %d: a backup restored?); sending "
+                        "acknowledgements and labels from that one on", self.shown,
+                        self.path, after, newest)
+            after = newest
+        changed = (after, store_id) != (self._events_after, self._events_store)
+        self._events_after, self._events_store, self._placed = after, store_id, True
+        return changed
 
     def _save(self, floor_ns: int, done: dict[str, int]) -> None:
+        """Write the cursor file (only once the event cursor is placed: a file without
+        ``events_after`` reads as one written before alert events were sent)."""
+        if not self._placed or self._events_after is None or self._events_store is None:
+            raise RuntimeError(f"alert webhook {self.shown}: its event cursor is not placed")
         data: dict[str, Any] = {"webhook": _shown(self.url), "floor_ns": floor_ns,
-                                "done": done}
-        if self._events_after is not None:
-            data["events_after"] = self._events_after
+                                "done": done, "events_after": self._events_after,
+                                "store": self._events_store}
         write_private(self.path, json.dumps(data, sort_keys=True).encode())
 
     def _handled(self, created_ns: int, alert_id: str) -> None:
@@ -388,8 +425,9 @@ class Webhook:
     SAVE_EVERY_S = 1.0
 
     def _flush(self) -> None:
-        """Write the cursor if something was handled since it was last written."""
-        if not self._unsaved:
+        """Write the cursor if something was handled since it was last written (and its
+        event cursor is placed)."""
+        if not self._unsaved or not self._placed:
             return
         try:
             self._save(self._floor_ns, self._done)
@@ -437,12 +475,7 @@ class Webhook:
         if self._events or now < self._next_events:
             return
         self._next_events = now + self._event_poll_s
-        if self._events_after is None:  # the store did not answer at start: from now on
-            self._events_after = int(self.store.last_alert_event_id())
-            self._unsaved = True
-            self._flush()
-            return
-        self._events = self.store.alert_events(self._events_after, limit=EVENT_PAGE)
+        self._events = self.store.alert_events(self._events_after or 0, limit=EVENT_PAGE)
         if len(self._events) == EVENT_PAGE:
             self._next_events = 0.0  # more wait: the next page after these
 
@@ -570,6 +603,10 @@ class Webhook:
         the oldest alert event; return the failures in a row since (0 after a delivery,
         refusal or skip)."""
         self._wake.clear()
+        if not self._placed:  # the store did not answer at start: nothing before this
+            if self._place_events():
+                self._unsaved = True
+                self._flush()
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + self.poll_s
@@ -670,15 +707,17 @@ class Webhook:
         self._join(time.monotonic() + self.timeout_s + 2.0)
 
 
-def _parse_cursor(data: bytes) -> tuple[int, dict[str, int], int | None]:
-    """``(floor_ns, done, events_after)`` of a cursor file's bytes (``events_after`` is
-    ``None`` in a file written before alert events were sent); raises ``ValueError`` (and
-    the like) on anything else, ``NaN``, ``Infinity`` and numbers out of range included.
+def _parse_cursor(data: bytes) -> tuple[int, dict[str, int], int | None, str | None]:
+    """``(floor_ns, done, events_after, store)`` of a cursor file's bytes
+    (``events_after`` is ``None`` in a file written before alert events were sent,
+    ``store``, the id of the store it counts in, in one written before store ids were
+    kept); raises ``ValueError`` (and the like) on anything else, ``NaN``, ``Infinity``
+    and numbers out of range included.
 
-    >>> _parse_cursor(b'{"floor_ns": 5, "done": {"a1": 7}, "events_after": 3}')
-    (5, {'a1': 7}, 3)
+    >>> _parse_cursor(b'{"floor_ns": 5, "done": {"a1": 7}, "events_after": 3, "store": "s"}')
+    (5, {'a1': 7}, 3, 's')
     >>> _parse_cursor(b'{"floor_ns": 5, "done": {}}')
-    (5, {}, None)
+    (5, {}, None, None)
     >>> _parse_cursor(b'{"floor_ns": 1e400, "done": {}}')
     Traceback (most recent call last):
     ...
@@ -699,8 +738,11 @@ def _parse_cursor(data: bytes) -> tuple[int, dict[str, int], int | None]:
         events_after = int(events_after)
         if events_after < 0:
             raise ValueError(f"events_after must be 0 or more, not {events_after}")
+    store = state.get("store")
+    if store is not None and not isinstance(store, str):
+        raise ValueError(f"store must be a store id (text), not {store!r}")
     return (int(state["floor_ns"]), {str(k): int(v) for k, v in state["done"].items()},
-            events_after)
+            events_after, store)
 
 
 class AlertWebhooks:

@@ -33,7 +33,7 @@ from datetime import date, timedelta
 from typing import Any, Literal
 
 __all__ = ["FORMATS", "TIME_FORMATS", "csv_chunks", "merge_wide", "metric_rows",
-           "slice_rows_for", "time_formatter", "time_header"]
+           "slice_rows_for", "time_formatter", "wide_header"]
 
 FORMATS = ("wide", "long")
 TIME_FORMATS = ("rfc3339", "epoch_ns", "epoch_s")
@@ -64,7 +64,8 @@ def slice_rows_for(metrics: int) -> int:
 
 def metric_rows(store: Any, device_id: str, metric: str, start_ns: int | None = None,
                 end_ns: int | None = None, step_ns: int | None = None,
-                slice_rows: int = SLICE_ROWS) -> Iterator[tuple[int, float]]:
+                slice_rows: int = SLICE_ROWS,
+                check: Callable[[], None] | None = None) -> Iterator[tuple[int, float]]:
     """``(ts_ns, value)`` of one metric in ``[start_ns, end_ns)`` in time order (per
     ``step_ns`` bucket, its start and mean, when given), read ``slice_rows`` at a time.
 
@@ -72,7 +73,9 @@ def metric_rows(store: Any, device_id: str, metric: str, start_ns: int | None = 
     timestamp are left for the next slice, which starts at that timestamp, so rows that
     share it are neither lost nor doubled however the slice cut them; a full slice all at
     one timestamp is followed by that timestamp's rows read whole. Buckets: each is one
-    row, so the next slice starts at the last bucket's end.
+    row, so the next slice starts at the last bucket's end. A raw slice after the first
+    that comes back empty (the rows left for it are gone: the device deleted meanwhile)
+    calls ``check``, which raises when the rows read are not whole.
 
     >>> from edgewise.store import open_store
     >>> from edgewise.telemetry import Reading
@@ -86,9 +89,12 @@ def metric_rows(store: Any, device_id: str, metric: str, start_ns: int | None = 
     """
     if slice_rows < 2:
         raise ValueError(f"slice_rows must be at least 2. Got {slice_rows!r}.")
-    lo = start_ns
+    lo, first = start_ns, True
     while True:
         rows = store.query(device_id, metric, lo, end_ns, step_ns, slice_rows)
+        if not rows and not first and step_ns is None and check is not None:
+            check()  # the rows at ``lo`` left for this slice are gone
+        first = False
         if len(rows) < slice_rows:  # the last slice
             for _m, t, v in rows:
                 yield t, v
@@ -104,6 +110,8 @@ def metric_rows(store: Any, device_id: str, metric: str, start_ns: int | None = 
                 cut -= 1
             if cut == 0:  # a whole slice at one timestamp: that timestamp, read whole
                 rows = store.query(device_id, metric, last, last + 1, None, None)
+                if not rows and check is not None:
+                    check()
                 lo = last + 1
             else:
                 del rows[cut:]
@@ -200,25 +208,35 @@ def _csv_line(cells: list[str]) -> str:
     return buf.getvalue()
 
 
-def time_header(metrics: list[str]) -> str:
-    """The wide CSV's time column: ``time``, or, when a metric is called that, the first
-    of ``_time``, ``__time``... that none is (a header with two ``time`` columns could not
-    be read back).
+def wide_header(metrics: list[str]) -> list[str]:
+    """The wide CSV's header: ``time`` (always: ``edgewise detect`` and ``edgewise
+    quality`` take the column named so as the clock), then a column per metric, named
+    as the metric, unless a CSV reader would take it for a name before it (``time``, or
+    an earlier metric's column: readers ignore the spaces around a name): that metric's
+    column is its name with ``_`` appended until it is taken for no other column.
 
-    >>> time_header(["temp"]), time_header(["time", "_time"])
-    ('time', '__time')
+    >>> wide_header(["temp"]), wide_header(["time", "time_"]), wide_header(["temp", "temp "])
+    (['time', 'temp'], ['time', 'time__', 'time_'], ['time', 'temp', 'temp _'])
     """
-    name = "time"
-    while name in metrics:
-        name = "_" + name
-    return name
+    reserved = {"time", *(m.strip() for m in metrics)}  # a renamed column takes none
+    taken, out = {"time"}, ["time"]
+    for metric in metrics:
+        name = metric
+        if name.strip() in taken:
+            name += "_"
+            while name.strip() in taken or name.strip() in reserved:
+                name += "_"
+        taken.add(name.strip())
+        out.append(name)
+    return out
 
 
 def csv_chunks(store: Any, device_id: str, metrics: list[str], *,
                start_ns: int | None = None, end_ns: int | None = None,
                step_ns: int | None = None, form: Literal["wide", "long"] | str = "wide",
                time_format: str = "rfc3339", keep_empty: bool = False,
-               slice_rows: int | None = None) -> Iterator[bytes]:
+               slice_rows: int | None = None,
+               check: Callable[[], None] | None = None) -> Iterator[bytes]:
     """The CSV of ``metrics`` of ``device_id`` in ``[start_ns, end_ns)`` (per ``step_ns``
     bucket when given) as UTF-8 chunks of about ``CHUNK_ROWS`` rows, header first.
 
@@ -226,6 +244,11 @@ def csv_chunks(store: Any, device_id: str, metrics: list[str], *,
     ``keep_empty``), in the order given. Long: ``time,metric,value`` in ``metrics``' order,
     each in time order. Values are written as Python's shortest round-trip text. Lazy: the
     store is read as the chunks are taken, never more than one slice per metric at once.
+
+    ``check``, when given, is called after the last row is read (before the last chunk
+    is handed over) and when a slice finds the rows left for it gone (:func:`metric_rows`):
+    it raises when the rows read may not be whole (the device was deleted meanwhile), so
+    that the stream fails instead of ending as if whole.
     """
     fmt = time_formatter(time_format)
     if form not in FORMATS:
@@ -233,27 +256,30 @@ def csv_chunks(store: Any, device_id: str, metrics: list[str], *,
     if form == "long":
         rows = slice_rows or SLICE_ROWS
         yield b"time,metric,value\n"
+        lines: list[str] = []
         for metric in metrics:
             name = _csv_line([metric])[:-1]
-            lines: list[str] = []
-            for t, v in metric_rows(store, device_id, metric, start_ns, end_ns, step_ns, rows):
+            for t, v in metric_rows(store, device_id, metric, start_ns, end_ns, step_ns, rows,
+                                    check):
                 lines.append(f"{fmt(t)},{name},{v!r}\n")
                 if len(lines) >= CHUNK_ROWS:
                     yield "".join(lines).encode()
                     lines = []
-            if lines:
-                yield "".join(lines).encode()
+        if check is not None:
+            check()
+        if lines:
+            yield "".join(lines).encode()
         return
     rows = slice_rows or slice_rows_for(len(metrics))
     series, kept = [], []
     for metric in metrics:
-        it = metric_rows(store, device_id, metric, start_ns, end_ns, step_ns, rows)
+        it = metric_rows(store, device_id, metric, start_ns, end_ns, step_ns, rows, check)
         first = next(it, None)  # a metric with no reading in the range gets no column
         if first is None and not keep_empty:
             continue
         kept.append(metric)
         series.append(_chain(first, it))
-    yield _csv_line([time_header(kept), *kept]).encode()
+    yield _csv_line(wide_header(kept)).encode()
     lines = []
     for t, cells in merge_wide(series):
         lines.append(fmt(t) + "," + ",".join("" if v is None else repr(v) for v in cells)
@@ -261,6 +287,8 @@ def csv_chunks(store: Any, device_id: str, metrics: list[str], *,
         if len(lines) >= CHUNK_ROWS:
             yield "".join(lines).encode()
             lines = []
+    if check is not None:
+        check()
     if lines:
         yield "".join(lines).encode()
 

@@ -49,6 +49,19 @@ DEVICE_TABLES = ("readings", "seqs", "conflicts", "alerts", "alert_events", "seq
 #: deleted) and grow in commit order (its row is locked until the commit).
 EVENT_COUNTER = "alert_event_id"
 _EVENT_COLUMNS = ("id", "alert_id", "device_id", "event", "actor", "at_ns", "detail")
+#: The ``ew_meta`` key holding the store's own id (random, made when the store is opened
+#: first): readers that keep a position in the store (an alert webhook's event cursor)
+#: tell by it that they were moved to another store, whose event ids start over.
+STORE_ID = "store_id"
+
+
+def new_store_id() -> str:
+    """A fresh random store id: 32 hex digits.
+
+    >>> len(new_store_id()), new_store_id() != new_store_id()
+    (32, True)
+    """
+    return uuid.uuid4().hex
 
 
 def _load_tracker(
@@ -618,6 +631,25 @@ class SQLStoreMixin:
         """The highest alert event id given so far (0 when none was)."""
         rows = self._read(f"SELECT value FROM ew_meta WHERE key = {self._ph}", [EVENT_COUNTER])
         return int(rows[0][0]) if rows else 0
+
+    def store_id(self) -> str:
+        """This store's own id (see ``Store.store_id``), read once.
+
+        >>> from edgewise.store import open_store
+        >>> s = open_store("duckdb://:memory:")
+        >>> len(s.store_id()), s.store_id() == s.store_id()
+        (32, True)
+        >>> s.close()
+        """
+        known: str | None = getattr(self, "_store_id", None)
+        if known is None:
+            rows = self._read(f"SELECT value FROM ew_meta WHERE key = {self._ph}", [STORE_ID])
+            if not rows:
+                raise StoreError(
+                    f"Store {self.url!r} has no store id ({STORE_ID!r} in ew_meta), which "
+                    "opening the store makes; reopen it to make it.")
+            known = self._store_id = str(rows[0][0])
+        return known
 
     def seq_watermark(self, device_id: str) -> int:
         """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1), and, as

@@ -307,6 +307,21 @@ class Store(Protocol):
         events written from now on are numbered above it."""
         ...
 
+    def store_id(self) -> str:
+        """This store's own id: random, made the first time the store is opened (an older
+        store gets one at its next open) and kept in it, so a copy of the store (a purge's
+        rewrite, a backup restored) has it too, and another store (a fresh file, a move
+        to PostgreSQL) has another. A position kept outside the store (an alert
+        webhook's last event sent) is of this store only: event ids start over in another.
+
+        >>> from edgewise.store import open_store
+        >>> a, b = open_store("duckdb://:memory:"), open_store("duckdb://:memory:")
+        >>> a.store_id() == a.store_id(), a.store_id() == b.store_id()
+        (True, False)
+        >>> a.close(); b.close()
+        """
+        ...
+
     def merge_alert(self, alert_id: str, into: str, **changes: Any) -> Alert:
         """Mark alert ``alert_id`` as part of alert ``into`` of the same device, in one
         transaction, and return ``into`` as stored.

@@ -58,6 +58,7 @@ from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
     DEVICE_TABLES,
     EVENT_COUNTER,
+    STORE_ID,
     SQLStoreMixin,
     _marks_to_move,
     acknowledge_alert_query,
@@ -66,6 +67,7 @@ from edgewise.store._sql import (
     insert_conflicts,
     mark_merged,
     merge_changes,
+    new_store_id,
     update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
@@ -439,6 +441,10 @@ class DuckDBStore(SQLStoreMixin):
                                   [EVENT_COUNTER]).fetchall()[0][0]
         if not has_counter:  # a new store, or one made before alert events
             con.execute("INSERT INTO ew_meta VALUES (?, '0')", [EVENT_COUNTER])
+        has_id = con.execute("SELECT count(*) FROM ew_meta WHERE key = ?",
+                             [STORE_ID]).fetchall()[0][0]
+        if not has_id:  # a new store, or one made before store ids
+            con.execute("INSERT INTO ew_meta VALUES (?, ?)", [STORE_ID, new_store_id()])
         con.execute("COMMIT")
 
     def _load_stats(self, devices: list[str] | None = None) -> None:

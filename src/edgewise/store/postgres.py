@@ -42,6 +42,7 @@ from edgewise.store._sql import (
     _ALERT_COLUMNS,
     DEVICE_TABLES,
     EVENT_COUNTER,
+    STORE_ID,
     SQLStoreMixin,
     _alert_from_row,
     _marks_to_move,
@@ -51,6 +52,7 @@ from edgewise.store._sql import (
     insert_alert,
     mark_merged,
     merge_changes,
+    new_store_id,
     update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
@@ -123,7 +125,11 @@ _CONFLICTS_UNIQUE = [
 
 #: The meta keys of the migrations an older store gets once (all present in a new one).
 _MIGRATED = ("schema_version", "device_stats", "alerts_merged_into", "conflicts_unique",
-             EVENT_COUNTER)
+             EVENT_COUNTER, STORE_ID)
+
+#: What a role needs on every table of the store (the README's least-privilege set-up);
+#: checked at open (:meth:`PostgresStore._check_rights`).
+_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 _CREATES = re.compile(r"CREATE (?:UNIQUE )?(TABLE|INDEX) IF NOT EXISTS (\w+)(?: ON (\w+))?")
 
@@ -199,6 +205,15 @@ def _split_url(url: str) -> tuple[str, str | None, str]:
             f"with a digit. Got {schema!r} instead."
         )
     return conninfo, schema, shown
+
+
+def _quoted(name: str) -> str:
+    """``name`` as a PostgreSQL identifier, double-quoted.
+
+    >>> _quoted('ew'), _quoted('a"b')
+    ('"ew"', '"a""b"')
+    """
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _one_line(exc: BaseException) -> str:
@@ -305,6 +320,8 @@ class PostgresStore(SQLStoreMixin):
                 if create:
                     self._ensure_schema(con)
                 con.execute(f'SET search_path TO "{self.schema}"')
+            if create:
+                self._check_rights(con)
             if create and self._missing(con):
                 with con.transaction():
                     # two processes starting at once must not race on CREATE TABLE; what
@@ -341,6 +358,42 @@ class PostgresStore(SQLStoreMixin):
             ) from exc
         except self._psycopg.errors.UniqueViolation:  # made by another process meanwhile
             pass
+
+    def _check_rights(self, con: Any) -> None:
+        """Refuse to open, in one line naming the ``GRANT`` to run, where the role lacks
+        one of :data:`_RIGHTS` on a table of the store that exists (the ones missing are
+        made by this role, which then owns them). A role granted its rights table by
+        table, or ``ON ALL TABLES`` (which covers the tables of that moment only), before
+        an upgrade made a new table (``alert_events``) opened the store and then failed
+        every acknowledgement, label and device deletion ("permission denied"). Only a
+        right the role holds on another table of the store counts as missing: a role
+        granted SELECT alone (an analyst reading histories) opens as before."""
+        tables = [name for kind, name, _ in map(_made, _TABLES) if kind == "table"]
+        held = con.execute(
+            "SELECT t.name, r.priv, has_table_privilege(format('%%I.%%I', current_schema(), "
+            "t.name), r.priv) FROM unnest(%s::text[]) WITH ORDINALITY AS t(name, i) "
+            "CROSS JOIN unnest(%s::text[]) WITH ORDINALITY AS r(priv, j) "
+            "WHERE to_regclass(format('%%I.%%I', current_schema(), t.name)) IS NOT NULL "
+            "ORDER BY t.i, r.j", [tables, list(_RIGHTS)]).fetchall()
+        # a right the role holds on some tables and lacks on others: a grant that missed a
+        # table (a read-only role, SELECT everywhere and nothing else, reads as before)
+        some = {str(right) for _, right, has in held if has}
+        rows = [(table, right) for table, right, has in held if not has and right in some]
+        if not rows:
+            return
+        role, schema = con.execute("SELECT current_user, current_schema()").fetchone()
+        lacking: dict[str, list[str]] = {}
+        for table, right in rows:
+            lacking.setdefault(str(table), []).append(str(right))
+        said = "; ".join(f"{', '.join(rights)} on table {table!r}"
+                         for table, rights in lacking.items())
+        on = ", ".join(f"{_quoted(schema)}.{_quoted(t)}" for t in lacking)
+        raise StoreError(
+            f"Cannot open PostgreSQL store {self.url!r}: role {role!r} lacks {said}, which "
+            f"the store needs (a table an upgrade made after the role was granted its "
+            f"rights is not covered by that grant). Grant them once as an admin or the "
+            f"tables' owner: GRANT {', '.join(_RIGHTS)} ON {on} TO {_quoted(role)};"
+        )
 
     def _missing(self, con: Any) -> list[str]:
         """What opening must still do, from the catalogue: the relations (tables, indexes)
@@ -392,6 +445,9 @@ class PostgresStore(SQLStoreMixin):
         if f"ew_meta:{EVENT_COUNTER}" in missing:  # made before alert events: none yet
             con.execute("INSERT INTO ew_meta VALUES (%s, '0') ON CONFLICT (key) DO NOTHING",
                         [EVENT_COUNTER])
+        if f"ew_meta:{STORE_ID}" in missing:  # a new store, or one made before store ids
+            con.execute("INSERT INTO ew_meta VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                        [STORE_ID, new_store_id()])
         if "ew_meta:conflicts_unique" in missing:  # conflicts made before their unique key
             for stmt in _CONFLICTS_UNIQUE:
                 self._ddl(con, stmt, role, "ownership of table 'conflicts'",

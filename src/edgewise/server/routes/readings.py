@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from edgewise.errors import StoreError
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, parse_duration, parse_instant
@@ -109,6 +111,20 @@ def _export_metrics(security: Any, store: Any, device_id: str) -> list[str] | No
     return next((sorted(s.metrics) for s in store.devices() if s.device_id == device_id), [])
 
 
+def _still_there(store: Any, device_id: str, had_readings: bool) -> Callable[[], None]:
+    """The ``check`` of an export (:func:`~edgewise.server.readings_csv.csv_chunks`): it
+    raises :class:`StoreError` when the device had readings as the export began and has
+    none now (deleted meanwhile: the rows read are a cut history, and the connection is
+    to break, not end as if whole)."""
+    def check() -> None:
+        if had_readings and not any(s.device_id == device_id for s in store.devices()):
+            raise StoreError(
+                f"Device {device_id!r} was deleted while its readings were exported as CSV: "
+                "the CSV sent is cut short (the connection is closed without its end); "
+                "there is nothing left to export again.")
+    return check
+
+
 def _file_name(device_id: str) -> str:
     """A safe download name for a device's CSV.
 
@@ -127,14 +143,17 @@ def _file_name(device_id: str) -> str:
     "so memory stays bounded whatever the history's length. `format=wide` (default): header "
     "`time,<metric>,...` (the metrics with a reading in the range, sorted; the one asked "
     "for with `metric`), one row per timestamp in time order, an empty cell where a metric "
-    "has no reading then (the time column is `_time` if a metric is named `time`). "
+    "has no reading then (the time column is always `time`: a metric named `time`, or one "
+    "that CSV readers take for an earlier column's name, spaces around it not counting, "
+    "is written under its name with `_` appended until unique, e.g. `time_`). "
     "`format=long`: `time,metric,value`, metric after metric, each in "
     "time order. Times are RFC 3339 UTC with the store's nanoseconds "
     "(`2024-01-31T12:00:00.000000000Z`), or with `time_format` epoch nanoseconds or epoch "
     "seconds (exact decimals); with `step` a row's time is its bucket's start and its value "
     "the bucket's mean. Readings stored while the CSV is streamed may or may not be in it. "
     "A failure after the first bytes ends the connection without the last chunk, so a "
-    "client can tell a cut-off CSV from a whole one.",
+    "client can tell a cut-off CSV from a whole one; so does the device's deletion while "
+    "its CSV is streamed.",
     response_class=CsvResponse,
     responses={200: {"description": "The CSV (UTF-8), streamed in chunks.",
                      "content": {"text/csv": {"schema": {"type": "string"},
@@ -164,13 +183,14 @@ async def readings_csv(
     metrics = await run_in_threadpool(_export_metrics, security, store, device_id)
     if metrics is None:
         raise not_found(device_id)
+    check = _still_there(store, device_id, bool(metrics))
     if metric:
         metrics = [metric]
     # a sync generator: Starlette takes each chunk in the threadpool, so the store's reads
     # and the formatting never block the event loop
     chunks = csv_chunks(store, device_id, metrics, start_ns=start_ns, end_ns=end_ns,
                         step_ns=step_ns, form=form, time_format=time_format,
-                        keep_empty=bool(metric))
+                        keep_empty=bool(metric), check=check)
     return CsvResponse(chunks, headers={
         "Content-Disposition": f'attachment; filename="{_file_name(device_id)}"',
         "Cache-Control": "no-store"})
