@@ -27,7 +27,8 @@ from typing import Any
 from edgewise.errors import ConfigError
 from edgewise.params import Interval
 
-__all__ = ["Settings", "default_data_dir"]
+__all__ = ["SYSLOG_FACILITIES", "Settings", "SyslogTarget", "default_data_dir",
+           "parse_syslog_url"]
 
 
 def default_data_dir() -> Path:
@@ -98,6 +99,13 @@ class Settings:
     # labelled a false alarm raises the bar for the next anomaly of its device led by the
     # same metric to its peak score (decaying over a week); a true alarm removes it
     alert_feedback: bool = False
+    # the audit log forwarded off the box (edgewise.security.audit_syslog): each entry, as it
+    # is committed, sent as one RFC 5424 syslog message to udp://HOST[:514],
+    # tcp://HOST[:601] or tls://HOST[:6514] (RFC 6587 octet counting on TCP and TLS);
+    # "" forwards nothing (:attr:`audit_syslog_target` checks it)
+    audit_syslog: str = ""
+    # PEM CA certificates a tls:// collector's certificate is checked with ("": the system's)
+    audit_syslog_ca_file: str = ""
 
     @property
     def alert_webhook_urls(self) -> list[str]:
@@ -120,6 +128,33 @@ class Settings:
         return [_check_webhook_url(u.strip(), self.alert_webhook_allow_http)
                 for u in urls if u.strip()]
 
+    @property
+    def audit_syslog_target(self) -> SyslogTarget | None:
+        """Where the audit log is forwarded (:attr:`audit_syslog` parsed by
+        :func:`parse_syslog_url`), ``None`` when it is not; :class:`ConfigError` naming a bad
+        URL, or a CA file given for a collector that is not ``tls://``.
+
+        >>> Settings(audit_syslog="tcp://siem.example.org").audit_syslog_target.shown
+        'tcp://siem.example.org:601'
+        """
+        if not self.audit_syslog.strip():
+            if self.audit_syslog_ca_file:
+                raise ConfigError(
+                    f"Setting 'audit_syslog_ca_file' (EDGEWISE_AUDIT_SYSLOG_CA_FILE, "
+                    f"--audit-syslog-ca-file) has value {self.audit_syslog_ca_file!r}, but no "
+                    f"audit log collector is set: give --audit-syslog tls://HOST[:6514] too, "
+                    f"or leave the CA file out.")
+            return None
+        target = parse_syslog_url(self.audit_syslog)
+        if self.audit_syslog_ca_file and target.scheme != "tls":
+            raise ConfigError(
+                f"Setting 'audit_syslog_ca_file' (EDGEWISE_AUDIT_SYSLOG_CA_FILE, "
+                f"--audit-syslog-ca-file) has value {self.audit_syslog_ca_file!r}, but the "
+                f"audit log collector {target.shown} is not tls://: a CA file checks a TLS "
+                f"collector's certificate. Use tls://{target.bracketed_host}:6514, or leave "
+                f"the CA file out.")
+        return target
+
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first numeric setting out of its range
         (:data:`LIMITS`); :meth:`load` calls it, so a bad value stops before anything starts.
@@ -133,6 +168,7 @@ class Settings:
             _check_limit(name, getattr(self, name), getattr(self, name))
         _check_forwarded_allow_ips(self.forwarded_allow_ips)
         _ = self.alert_webhook_urls  # a bad webhook URL stops the start, named
+        _ = self.audit_syslog_target  # and so does a bad audit log collector URL
         if not self.host.strip():  # uvicorn and amqtt take "" for every interface
             raise ConfigError(
                 f"Setting 'host' (EDGEWISE_HOST, --host) has value {self.host!r}, which "
@@ -309,6 +345,91 @@ def _check_webhook_url(url: str, allow_http: bool) -> str:
             f"or allow plain HTTP with EDGEWISE_ALERT_WEBHOOK_ALLOW_HTTP=1 "
             f"(--alert-webhook-allow-http).")
     return url
+
+
+#: the syslog facilities the audit log may be sent as (RFC 5424 numbers); authpriv is
+#: the default: the entries are security and authorisation events, which collectors keep
+#: apart (auth.log / secure, readable by root only) and SIEMs collect as such
+SYSLOG_FACILITIES = {"auth": 4, "authpriv": 10, **{f"local{i}": 16 + i for i in range(8)}}
+#: each forwarding scheme's default port: RFC 5426 (UDP), RFC 6587 (TCP, IANA
+#: syslog-conn), RFC 5425 (TLS)
+SYSLOG_PORTS = {"udp": 514, "tcp": 601, "tls": 6514}
+#: where the audit log collector is set, for messages
+_AUDIT_SYSLOG = "Setting 'audit_syslog' (EDGEWISE_AUDIT_SYSLOG, --audit-syslog)"
+
+
+@dataclass(frozen=True)
+class SyslogTarget:
+    """A syslog collector: ``scheme`` (``udp``, ``tcp`` or ``tls``), host, port and the
+    facility number messages are sent with (:data:`SYSLOG_FACILITIES`)."""
+
+    scheme: str
+    host: str
+    port: int
+    facility: int = SYSLOG_FACILITIES["authpriv"]
+
+    @property
+    def bracketed_host(self) -> str:
+        """The host as a URL writes it (an IPv6 address in brackets)."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
+    def shown(self) -> str:
+        """``scheme://host:port``, as messages and the cursor file name the collector."""
+        return f"{self.scheme}://{self.bracketed_host}:{self.port}"
+
+
+def parse_syslog_url(url: str) -> SyslogTarget:
+    """The collector of ``udp://HOST[:PORT]``, ``tcp://HOST[:PORT]`` or
+    ``tls://HOST[:PORT]`` (default ports 514, 601, 6514), optionally ending in
+    ``?facility=NAME`` (``auth``, ``authpriv``, the default, or ``local0`` … ``local7``);
+    else :class:`ConfigError` saying what is wrong (scheme, host, port, facility) in one
+    line.
+
+    >>> parse_syslog_url("udp://[::1]?facility=local0")
+    SyslogTarget(scheme='udp', host='::1', port=514, facility=16)
+    >>> parse_syslog_url("tcp://siem:0")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: Setting 'audit_syslog' (EDGEWISE_AUDIT_SYSLOG, --audit-syslog) has value 'tcp://siem:0': port 0 cannot be sent to. Use udp://HOST[:514], tcp://HOST[:601] or tls://HOST[:6514] (tls checks the collector's certificate), optionally with ?facility=auth, authpriv (the default) or local0..local7.
+    """  # noqa: E501
+    from urllib.parse import parse_qsl, urlsplit
+
+    use = ("Use udp://HOST[:514], tcp://HOST[:601] or tls://HOST[:6514] (tls checks the "
+           "collector's certificate), optionally with ?facility=auth, authpriv (the default) "
+           "or local0..local7.")
+    shown = url
+    if "@" in url.partition("?")[0]:  # no password of a mistaken URL in a message
+        scheme, sep, rest = url.partition("://")
+        shown = f"{scheme}{sep}…@{rest.rpartition('@')[2]}"
+    where = f"{_AUDIT_SYSLOG} has value {shown!r}"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ConfigError(f"{where}, which holds a space or a control character. {use}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # no number, or out of range: raises here
+    except ValueError as exc:
+        raise ConfigError(f"{where}, which is no URL ({exc}). {use}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in SYSLOG_PORTS:
+        raise ConfigError(f"{where}: the scheme {parts.scheme or '(none)'!r} is not one "
+                          f"Edgewise sends syslog over. {use}")
+    if "@" in parts.netloc:
+        raise ConfigError(f"{where}: syslog has no user or password; leave them out. {use}")
+    host = parts.hostname or ""
+    if not host:
+        raise ConfigError(f"{where}, which names no host. {use}")
+    if port == 0:
+        raise ConfigError(f"{where}: port 0 cannot be sent to. {use}")
+    if parts.path not in ("", "/") or parts.fragment:
+        raise ConfigError(f"{where}: a collector's URL has no path. {use}")
+    facility = SYSLOG_FACILITIES["authpriv"]
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key != "facility" or value.lower() not in SYSLOG_FACILITIES:
+            raise ConfigError(f"{where}: {key}={value!r} is not a facility this URL can "
+                              f"set. {use}")
+        facility = SYSLOG_FACILITIES[value.lower()]
+    return SyslogTarget(scheme, host, port or SYSLOG_PORTS[scheme], facility)
 
 
 def _loopback(host: str) -> bool:

@@ -505,18 +505,32 @@ def audit_verify(
     expect: Annotated[str | None, typer.Option(
         "--expect", help="A head printed earlier, ID:HASH: that entry must still have that hash "
         "(catches a rewritten chain and deleted newest entries).")] = None,
+    against: Annotated[list[Path] | None, typer.Option(
+        "--against", help="A file of the syslog lines a collector wrote from 'serve "
+        "--audit-syslog' (rsyslog's file, any line format; .gz read too; give it once per "
+        "file): every entry forwarded there must be in the local log unchanged (catches a "
+        "chain rewritten with valid hashes and deleted entries, up to the newest forwarded "
+        "one).", show_default=False)] = None,
     as_json: Json = False,
 ) -> None:
     """Walk the audit log's hash chain; print one line; exit 1 if it is broken.
 
     The line ends with the head, ID:HASH: keep it somewhere else and pass it back with
-    --expect later.
+    --expect later. With --against, the chain is also checked against the entries the
+    gateway forwarded to a syslog collector; the line says how far they vouch for it.
     """
     if not (data_dir / "security.sqlite").is_file():  # a mistyped --data-dir is not "ok"
         raise fail(f"No audit log in --data-dir {str(data_dir)!r}: it has no security.sqlite. "
                    "Give the data directory the gateway runs with.")
+    for path in against or []:
+        if not path.is_file():
+            raise fail(f"--against {str(path)!r} is not a file: give the file of syslog lines "
+                       "the collector wrote (e.g. /var/log/remote/gw-1/audit.log).")
     with _security(data_dir) as sec:
         result = sec.verify_audit(expect)
+        if against and result.ok:
+            _audit_against(sec, against, as_json)
+            return
     if as_json:
         typer.echo(json.dumps({"ok": result.ok, "checked": result.checked,
                                "head": result.head, "head_id": result.head_id,
@@ -531,4 +545,41 @@ def audit_verify(
         typer.echo(f"audit chain BROKEN at entry {result.bad_id} ({result.problem}): "
                    f"{result.reason} Head {result.head}.")
     if not result.ok:
+        raise typer.Exit(1)
+
+
+def _audit_against(sec: Security, files: list[Path], as_json: bool) -> None:
+    """Print the check of ``sec``'s audit log against the forwarded ``files`` as one line
+    (or JSON); exit 1 when it fails."""
+    from edgewise.security.audit_syslog import compare_forwarded
+
+    try:
+        r = compare_forwarded(sec, files)
+    except OSError as exc:
+        raise fail(f"--against cannot be read: {exc}") from None
+    shown = ", ".join(map(str, files))
+    if as_json:
+        typer.echo(json.dumps({"ok": r.ok, "checked": r.local_entries, "head": r.head,
+                               "forwarded": r.forwarded,
+                               "forwarded_head_id": r.forwarded_head_id,
+                               "missing_below": r.missing_below, "newer": r.newer,
+                               "other_lines": r.other_lines, "bad_id": r.bad_id,
+                               "problem": r.problem, "reason": r.reason}))
+    elif r.ok and not r.forwarded:
+        typer.echo(f"audit log ok against {shown}: the log is empty and nothing was "
+                   f"forwarded; head {r.head}")
+    elif r.ok:
+        f = r.forwarded_head_id
+        lost = (f"; {r.missing_below} of those not in the file (lost or not kept), vouched "
+                f"for by later ones" if r.missing_below else "")
+        newer = (f"; {r.newer} newer not in the file, which nothing vouches for yet"
+                 if r.newer else "")
+        typer.echo(f"audit log ok against {shown}: {r.local_entries} entries; {r.forwarded} "
+                   f"forwarded, up to entry {f}, which vouches for entries up to it{lost}"
+                   f"{newer}; head {r.head}")
+    else:
+        at = f" at entry {r.bad_id}" if r.bad_id is not None else ""
+        typer.echo(f"audit log does NOT match {shown}{at} ({r.problem}): {r.reason} "
+                   f"Head {r.head}.")
+    if not r.ok:
         raise typer.Exit(1)

@@ -66,11 +66,24 @@ AlertWebhookCaFile = Annotated[str, typer.Option(
     "--alert-webhook-ca-file",
     help="PEM CA certificates the alert webhooks' TLS certificates are checked with "
          "(default: EDGEWISE_ALERT_WEBHOOK_CA_FILE, else the system's).", show_default=False)]
+AuditSyslog = Annotated[str, typer.Option(
+    "--audit-syslog", envvar="EDGEWISE_AUDIT_SYSLOG",
+    help="Forward each audit log entry, as it is committed, to this syslog collector as one "
+         "RFC 5424 message (facility authpriv, severity notice, JSON body): "
+         "udp://HOST[:514], tcp://HOST[:601] or tls://HOST[:6514] (certificate checked), "
+         "optionally ?facility=local0..local7|auth. Check the local log against what the "
+         "collector wrote with 'edgewise audit verify --against FILE'. Default: none.",
+    show_default=False)]
+AuditSyslogCaFile = Annotated[str, typer.Option(
+    "--audit-syslog-ca-file", envvar="EDGEWISE_AUDIT_SYSLOG_CA_FILE",
+    help="PEM CA certificates a tls:// --audit-syslog collector's certificate is checked "
+         "with (default: the system's).", show_default=False)]
 
 
 def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, detector,  # type: ignore[no-untyped-def]
               fast_stream_z=None, fleet_prior=None, alert_webhooks=None,
-              alert_webhook_allow_http=False, alert_webhook_ca_file=""):
+              alert_webhook_allow_http=False, alert_webhook_ca_file="", audit_syslog="",
+              audit_syslog_ca_file=""):
     from edgewise.config import Settings
     from edgewise.errors import ConfigError
 
@@ -87,7 +100,10 @@ def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, d
                              # None (not given): EDGEWISE_ALERT_WEBHOOK* (Settings reads them)
                              alert_webhooks=alert_webhooks,
                              alert_webhook_allow_http=True if alert_webhook_allow_http else None,
-                             alert_webhook_ca_file=alert_webhook_ca_file or None)
+                             alert_webhook_ca_file=alert_webhook_ca_file or None,
+                             # None (not given): EDGEWISE_AUDIT_SYSLOG* (Settings reads them)
+                             audit_syslog=audit_syslog or None,
+                             audit_syslog_ca_file=audit_syslog_ca_file or None)
     _preflight(settings)
     return settings
 
@@ -95,7 +111,8 @@ def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, d
 def _preflight(settings) -> None:  # type: ignore[no-untyped-def]
     """Refuse, in one line before anything starts, what would otherwise end the start in a
     traceback from uvicorn or amqtt: TLS files that are missing or no certificate and key,
-    one port for both listeners, a port in use, a host that does not resolve."""
+    one port for both listeners, a port in use, a host that does not resolve, an audit
+    syslog CA file that is no PEM CA certificate."""
     import socket
     import ssl
 
@@ -111,6 +128,13 @@ def _preflight(settings) -> None:  # type: ignore[no-untyped-def]
                 f"--tls-cert {s.tls_cert!r} / --tls-key {s.tls_key!r} cannot be loaded as a "
                 f"PEM certificate and its private key: {getattr(exc, 'strerror', None) or exc}"
                 ) from None
+    if s.audit_syslog_ca_file:
+        try:
+            ssl.create_default_context(cafile=s.audit_syslog_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"--audit-syslog-ca-file {s.audit_syslog_ca_file!r} cannot be loaded as PEM CA "
+                f"certificates: {getattr(exc, 'strerror', None) or exc}") from None
     ports = [("--port", s.http_port)]
     if s.mqtt == "embedded":
         if s.mqtt_port == s.http_port:
@@ -128,6 +152,17 @@ def _preflight(settings) -> None:  # type: ignore[no-untyped-def]
         except OSError as exc:
             raise ConfigError(f"{flag} {port} on {s.host} cannot be listened on: "
                               f"{exc.strerror or exc}; choose another with {flag}.") from None
+
+
+def _facility_name(number: int) -> str:
+    """The name of syslog facility ``number`` (:data:`edgewise.config.SYSLOG_FACILITIES`).
+
+    >>> _facility_name(10)
+    'authpriv'
+    """
+    from edgewise.config import SYSLOG_FACILITIES
+
+    return {v: k for k, v in SYSLOG_FACILITIES.items()}.get(number, str(number))
 
 
 #: the embedded broker's ways of handing telemetry to the gateway (EDGEWISE_MQTT_CONSUMER)
@@ -196,6 +231,8 @@ def serve(
     alert_webhook: AlertWebhook = None,
     alert_webhook_allow_http: AlertWebhookAllowHttp = False,
     alert_webhook_ca_file: AlertWebhookCaFile = "",
+    audit_syslog: AuditSyslog = "",
+    audit_syslog_ca_file: AuditSyslogCaFile = "",
 ) -> None:
     """Run the gateway: MQTT in, store, detection, alerts (pushed to --alert-webhook URLs),
     HTTP API and dashboard."""
@@ -208,7 +245,8 @@ def serve(
                          detector, fast_stream_z, fleet_prior,
                          # a tuple, never joined: a URL may hold a comma (?teams=a,b)
                          tuple(alert_webhook) if alert_webhook else None,
-                         alert_webhook_allow_http, alert_webhook_ca_file)
+                         alert_webhook_allow_http, alert_webhook_ca_file, audit_syslog,
+                         audit_syslog_ca_file)
     _check_consumer(settings)
     restrict_umask()  # what the gateway creates (stores, their logs, state) is 0600
 
@@ -227,6 +265,10 @@ def serve(
         if gw.webhooks is not None:
             typer.echo(f"alert webhooks: {', '.join(w.shown for w in gw.webhooks.webhooks)}",
                        err=True)
+        if gw.audit_forwarder is not None:
+            t = gw.audit_forwarder.target
+            typer.echo(f"audit log forwarded to {t.shown} (syslog, facility "
+                       f"{_facility_name(t.facility)})", err=True)
         if gw.webhook_secret_made is not None:
             typer.echo(f"alert webhook secret made: {gw.webhook_secret_made} (mode 0600; give "
                        "it to the receivers to check X-Edgewise-Signature)", err=True)

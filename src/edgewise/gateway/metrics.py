@@ -57,6 +57,18 @@ HELP: dict[str, tuple[str, str]] = {
                     "retried), skipped (merged or deleted before it was sent).")),
     "edgewise_alert_webhook_pending": (
         "gauge", "New alerts not yet delivered, by webhook."),
+    "edgewise_audit_syslog_sent_total": (
+        "counter", "Audit entries handed to the syslog collector (--audit-syslog)."),
+    "edgewise_audit_syslog_dropped_total": (
+        "counter", ("Audit entries not forwarded as committed, by reason: queue_full (the "
+                    "in-memory queue held 10,000: sent later as the file holds them), "
+                    "too_large (more than a UDP datagram holds: never sent).")),
+    "edgewise_audit_syslog_errors_total": (
+        "counter", "Failed connections or sends to the audit syslog collector (retried)."),
+    "edgewise_audit_syslog_pending": (
+        "gauge", "Committed audit entries queued in memory, not yet handed to the collector."),
+    "edgewise_audit_syslog_sent_id": (
+        "gauge", "The id of the last audit entry handed to the syslog collector."),
 }
 
 

@@ -22,6 +22,7 @@ from edgewise.gateway.pipeline import IngestResult, Pipeline, per_metric_factory
 from edgewise.gateway.presence import GatewayPresence
 from edgewise.gateway.webhooks import SECRET_FILE, AlertWebhooks
 from edgewise.registry import Registry
+from edgewise.security.audit_syslog import CURSOR_FILE, AuditForwarder
 from edgewise.security.credentials import Security
 from edgewise.store import shown_url
 from edgewise.store.base import Alert
@@ -62,7 +63,9 @@ class Gateway:
         ``alert_webhooks`` (``EDGEWISE_ALERT_WEBHOOKS``) names the URLs each new alert
         (and each acknowledgement and label of one) is POSTed to, signed
         (:mod:`edgewise.gateway.webhooks`, :attr:`webhooks`); a bad one is refused here,
-        before anything opens.
+        before anything opens. ``audit_syslog`` (``EDGEWISE_AUDIT_SYSLOG``) names the
+        syslog collector each audit entry is forwarded to as it is committed
+        (:mod:`edgewise.security.audit_syslog`, :attr:`audit_forwarder`).
     pipeline_options
         Extra keyword arguments for :class:`~edgewise.gateway.pipeline.Pipeline`.
     """
@@ -84,6 +87,7 @@ class Gateway:
                 f"{settings.retention_days!r}. Use 0 (keep everything) or a number of days."
             )
         _ = settings.alert_webhook_urls  # a bad webhook URL: refused before anything opens
+        _ = settings.audit_syslog_target  # and a bad audit log collector URL
         # 0700 (a new one): the store, labels and detector state in it are the fleet's data
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         # held until stop(): `edgewise device delete` then leaves the data to this gateway
@@ -148,6 +152,22 @@ class Gateway:
                 webhooks.notify(alert)
 
             self.pipeline.alerts.on_alert = on_alert
+        # the audit log forwarded off the box: told of each entry as it is committed,
+        # sending from its own thread (started by start())
+        self.audit_forwarder: AuditForwarder | None = None
+        if settings.audit_syslog_target is not None:
+            try:  # a CA file that cannot be used: nothing left open
+                self.audit_forwarder = AuditForwarder(
+                    self.security, settings.audit_syslog,
+                    ca_file=settings.audit_syslog_ca_file, metrics=self.pipeline.metrics)
+            except BaseException:
+                if self.webhooks is not None:
+                    self.webhooks.close()
+                self.pipeline.close()
+                self.store.close()
+                self.security.close()
+                self.registry.close()
+                raise
         make_private(*self.private_files())  # 0600 whatever the directory's mode
 
     @property
@@ -161,7 +181,7 @@ class Gateway:
         (:mod:`edgewise._private`)."""
         d = self.settings.data_dir
         files = [d / "security.sqlite", d / "registry" / "registry.sqlite",
-                 d / "labels.sqlite", d / "detectors.pickle", d / SECRET_FILE]
+                 d / "labels.sqlite", d / "detectors.pickle", d / SECRET_FILE, d / CURSOR_FILE]
         store_path = getattr(self.store, "path", None)
         if isinstance(store_path, str) and str(getattr(self.store, "url", "")).startswith(
                 "duckdb://") and store_path != ":memory:":
@@ -262,6 +282,8 @@ class Gateway:
     async def start(self, http: bool = True) -> None:
         """Start the alert webhooks, MQTT (and the HTTP API + dashboard when the server
         package is present)."""
+        if self.audit_forwarder is not None:
+            self.audit_forwarder.start()
         if self.webhooks is not None:
             self.webhooks.start()
         self.transport = self.make_transport()
@@ -329,6 +351,8 @@ class Gateway:
         finally:
             if self.webhooks is not None:  # what is not sent yet goes after the next start
                 await asyncio.to_thread(self.webhooks.close)
+            if self.audit_forwarder is not None:  # so are audit entries: the cursor file
+                await asyncio.to_thread(self.audit_forwarder.close)
             self.pipeline.close()
             self.store.close()
             self.security.close()

@@ -28,7 +28,9 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
 * The audit log is a hash chain: each entry stores the SHA-256 of the one before and its
   own (:meth:`Security.audit`), so :meth:`Security.verify_audit` finds an entry that was
   edited, deleted or inserted in the file afterwards, unless whoever did it also rewrote
-  every hash after it (compare the head with a copy kept elsewhere to catch that).
+  every hash after it (compare the head with a copy kept elsewhere to catch that, or
+  forward each entry off the box as it is written: :mod:`edgewise.security.audit_syslog`,
+  which hears of this process's entries from :attr:`Security.audit_listeners`).
 
 >>> import tempfile, pathlib
 >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
@@ -62,13 +64,14 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import re
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +81,8 @@ from edgewise.telemetry import validate_device_id
 
 __all__ = ["AUDIT_GENESIS", "MAX_TOKEN_NAME", "ROLE_RANK", "AuditEntry", "AuditVerification",
            "DeviceRecord", "Principal", "Security", "TokenRecord", "audit_hash"]
+
+log = logging.getLogger(__name__)
 
 ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
 #: The most characters an API token's name may have (CLI and HTTP alike).
@@ -133,6 +138,10 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL,
     prev_hash TEXT,
     hash TEXT
+);
+CREATE TABLE IF NOT EXISTS audit_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 """
 
@@ -506,6 +515,12 @@ class Security:
         # known device id -> wrong secrets not yet written to its ``wrong_secrets`` column
         self._wrong: dict[str, int] = {}
         self._flush_timer: threading.Timer | None = None
+        #: called with each entry this object appends, just after its transaction commits,
+        #: under this object's lock (in commit order), so each must return at once; one that
+        #: raises is logged and never fails the audited action
+        #: (:class:`~edgewise.security.audit_syslog.AuditForwarder` queues the entry)
+        self.audit_listeners: list[Callable[[AuditEntry], None]] = []
+        self._log_id: str | None = None
 
     def _prepare(self) -> None:
         """WAL mode, the schema, and the migrations of older files (each idempotent)."""
@@ -518,6 +533,25 @@ class Security:
                 self._db.execute("ALTER TABLE devices ADD COLUMN wrong_secrets "
                                  "INTEGER NOT NULL DEFAULT 0")
         self._chain_old_audit()
+        # the audit log's id, made once: forwarded entries carry it, so a collector's file
+        # holding several gateways' entries can be checked against this one's
+        self._db.execute("INSERT OR IGNORE INTO audit_meta VALUES ('log_id', ?)",
+                         (secrets.token_hex(8),))
+
+    @property
+    def audit_log_id(self) -> str:
+        """This audit log's id: 16 random hex digits made when the file was first opened
+        by a version that forwards entries, carried by every forwarded entry.
+
+        >>> import tempfile, pathlib
+        >>> len(Security(pathlib.Path(tempfile.mkdtemp())).audit_log_id)
+        16
+        """
+        if self._log_id is None:
+            with self._lock:
+                self._log_id = str(self._db.execute(
+                    "SELECT value FROM audit_meta WHERE key = 'log_id'").fetchone()[0])
+        return self._log_id
 
     # -- devices -----------------------------------------------------------------------
     def add_device(self, name: str, *, groups: Iterable[str] = (),
@@ -992,11 +1026,18 @@ class Security:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._append_audit(actor, action, target, detail)
+                written = self._append_audit(actor, action, target, detail)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            for listener in list(self.audit_listeners):
+                for entry in written:
+                    try:
+                        listener(entry)
+                    except Exception:  # forwarding must never fail what was audited
+                        log.exception("audit listener %r failed on entry %d", listener,
+                                      entry.id)
 
     def _chain_rows(self, rows: list[tuple[Any, ...]], prev: str) -> str:
         """Give ``rows`` (id, ts_ns, actor, action, target, detail; id order) their hashes,
@@ -1009,8 +1050,10 @@ class Security:
         return prev
 
     def _append_audit(self, actor: str, action: str, target: str,
-                      detail: dict[str, Any] | None) -> None:
-        """Insert one chained entry (the caller holds the lock and a write transaction).
+                      detail: dict[str, Any] | None) -> list[AuditEntry]:
+        """Insert one chained entry (the caller holds the lock and a write transaction);
+        return the entries inserted (an ``audit.unchained_taken_in`` marker before it, if
+        one was needed).
 
         The id comes from ``AUTOINCREMENT``: never reused, so newest entries deleted show as
         a gap once a later entry is written (unless ``sqlite_sequence`` was rewound too).
@@ -1026,8 +1069,9 @@ class Security:
             "SELECT id, ts_ns, actor, action, target, detail FROM audit WHERE hash IS NULL "
             "AND id > ? ORDER BY id", (row[0] if row is not None else 0,)).fetchall()
         prev = self._chain_rows(loose, prev)
+        written: list[AuditEntry] = []
         if loose and action != _UNCHAINED:
-            self._append_audit("edgewise", _UNCHAINED, "audit", {
+            written += self._append_audit("edgewise", _UNCHAINED, "audit", {
                 "ids": [r[0] for r in loose],
                 "note": "written without a hash (an older Edgewise writing this file); "
                         "chained when the next entry was written"})
@@ -1038,9 +1082,12 @@ class Security:
             "INSERT INTO audit (ts_ns, actor, action, target, detail, prev_hash) "
             "VALUES (?, ?, ?, ?, ?, ?)", (ts_ns, actor, action, target, text, prev),
         ).lastrowid
-        self._db.execute("UPDATE audit SET hash = ? WHERE id = ?", (
-            audit_hash(prev, entry_id, ts_ns, actor, action, target, json.loads(text)),
-            entry_id))
+        stored = json.loads(text)
+        digest = audit_hash(prev, entry_id, ts_ns, actor, action, target, stored)
+        self._db.execute("UPDATE audit SET hash = ? WHERE id = ?", (digest, entry_id))
+        written.append(AuditEntry(int(entry_id or 0), ts_ns, actor, action, target, stored,
+                                  prev, digest))
+        return written
 
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         """The newest ``limit`` audit entries, newest first, each with its hashes."""

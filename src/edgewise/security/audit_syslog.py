@@ -1,0 +1,657 @@
+"""The audit log forwarded off the box as syslog, and checked against what a collector kept.
+
+The audit log's hash chain (:meth:`Security.verify_audit
+<edgewise.security.credentials.Security.verify_audit>`) has no secret: whoever can write
+``security.sqlite`` can edit an entry and recompute every hash after it, or delete the
+newest entries, and the chain still verifies. :class:`AuditForwarder` sends each entry, as
+it is committed, to a syslog collector (rsyslog, syslog-ng, a SIEM) on another machine;
+:func:`compare_forwarded` (``edgewise audit verify --against FILE``) then checks the local
+log against the lines the collector wrote, which the tamperer cannot reach.
+
+One entry is one RFC 5424 message, its body one line of ASCII JSON holding the entry as
+:func:`~edgewise.security.credentials.audit_hash` covers it, and the log's id (several
+gateways may share a collector's file)::
+
+    <85>1 2026-01-01T00:00:00.000001Z gw-1 edgewise 4242 device.add - {"log":"…","id":7,…}
+
+PRI 85 is facility authpriv (10) with severity notice (5): the entries are security and
+authorisation events, which collectors keep apart (``auth.log``, ``secure``: root only)
+and SIEMs collect as such; ``?facility=local0`` (… ``local7``, ``auth``) on the URL picks
+another. MSGID is the action; there is no structured data (``-``): the JSON body is what
+collectors and SIEMs parse without a schema. Over ``tcp://`` and ``tls://`` each message is
+framed by octet counting (RFC 6587 3.4.1, RFC 5425), over ``udp://`` it is one datagram
+(RFC 5426). The standard library's ``SysLogHandler`` writes the older BSD format, frames
+TCP with a NUL or nothing and has no TLS, so the few lines here do it instead.
+
+Nothing waits for the collector: :meth:`AuditForwarder.notify` (a
+:attr:`Security.audit_listeners <edgewise.security.credentials.Security.audit_listeners>`
+entry, told of each entry just after its commit) only queues the entry in memory (at most
+``queue_max``, 10,000; one that does not fit is counted and later read from the file), and
+one thread sends, reconnecting with backoff while the collector is away. The file is read
+too, every ``poll_s``, for entries other processes wrote (``edgewise device add`` beside the
+gateway) or the queue had no room for. The id of the last entry handed to the socket is kept
+in ``<data dir>/audit-syslog.json`` with the collector it went to, so a restart sends what
+was committed but not sent, and a new collector gets the whole log. Syslog over TCP has no
+acknowledgement: after a connection breaks, the last 64 entries handed to it are sent again
+(a collector may keep an entry twice; the check takes duplicates that agree). Over UDP a
+datagram lost on the way is lost: nothing says so.
+
+>>> import tempfile, pathlib
+>>> from edgewise.security.credentials import Security
+>>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
+>>> sec.audit("cli", "device.add", "pump-1")
+>>> line = format_message(sec.audit_log(1)[0], sec.audit_log_id, hostname="gw-1").decode()
+>>> line.split(" ")[:6] == ["<85>1", line.split(" ")[1], "gw-1", "edgewise", "-",
+...                         "device.add"]
+True
+>>> parse_forwarded(line)["target"]
+'pump-1'
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import gzip
+import json
+import logging
+import os
+import socket
+import sqlite3
+import ssl
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgewise._private import write_private
+from edgewise.config import SyslogTarget, parse_syslog_url
+from edgewise.errors import ConfigError
+from edgewise.security.credentials import AuditEntry, Security, _load_detail, audit_hash
+
+__all__ = ["CURSOR_FILE", "AuditForwarder", "ForwardedCheck", "compare_forwarded",
+           "format_message", "frame", "parse_forwarded"]
+
+log = logging.getLogger(__name__)
+
+#: the file under the data dir that holds the id of the last entry handed to the collector
+CURSOR_FILE = "audit-syslog.json"
+#: severity notice (RFC 5424): normal but significant
+_NOTICE = 5
+#: entries sent again on a new connection after one broke (TCP has no acknowledgement)
+RESEND = 64
+#: the largest UDP payload (IPv4); a message longer than this cannot be sent over udp://
+_UDP_MAX = 65_507
+#: entries read from the file at once
+_PAGE = 500
+#: the fields of a forwarded entry's JSON body
+_KEYS = ("log", "id", "ts_ns", "actor", "action", "target", "detail", "prev_hash", "hash")
+_HEX = frozenset("0123456789abcdef")
+
+
+class _Counts(Protocol):
+    """What the forwarder counts with (:class:`edgewise.gateway.metrics.Metrics`)."""
+
+    def inc(self, name: str, value: float = 1.0, **labels: str) -> None: ...
+
+    def set(self, name: str, value: float, **labels: str) -> None: ...
+
+
+def _printusascii(text: str, limit: int) -> str:
+    """``text`` as an RFC 5424 header field: printable ASCII without spaces (others become
+    ``_``), at most ``limit`` characters, ``-`` when empty."""
+    out = "".join(c if 33 <= ord(c) <= 126 else "_" for c in text)[:limit]
+    return out or "-"
+
+
+def _timestamp(ts_ns: int) -> str:
+    """RFC 5424 TIMESTAMP (RFC 3339, UTC, microseconds) of ``ts_ns``.
+
+    >>> _timestamp(1_767_225_600_000_001_999)
+    '2026-01-01T00:00:00.000001Z'
+    """
+    secs, ns = divmod(int(ts_ns), 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+
+
+def format_message(entry: AuditEntry, log_id: str, *, hostname: str = "-",
+                   facility: int = 10, procid: str = "-") -> bytes:
+    """``entry`` of audit log ``log_id`` as one RFC 5424 message (ASCII, no newline, no
+    framing): PRI ``facility * 8 + 5`` (notice), the entry's time, ``hostname``, APP-NAME
+    ``edgewise``, ``procid``, MSGID the action (at most 32 characters), no structured data,
+    and a JSON body with the log id and the entry's fields as
+    :func:`~edgewise.security.credentials.audit_hash` covers them.
+
+    >>> e = AuditEntry(7, 0, "cli", "token.create", "ab12cd34", {"role": "viewer"},
+    ...                "0" * 64, "f" * 64)
+    >>> format_message(e, "0123456789abcdef", hostname="gw-1", procid="42")[:70]
+    b'<85>1 1970-01-01T00:00:00.000000Z gw-1 edgewise 42 token.create - {"lo'
+    """
+    body = json.dumps({"log": log_id, "id": entry.id, "ts_ns": entry.ts_ns,
+                       "actor": entry.actor, "action": entry.action, "target": entry.target,
+                       "detail": entry.detail, "prev_hash": entry.prev_hash,
+                       "hash": entry.hash}, separators=(",", ":"), ensure_ascii=True,
+                      default=str)
+    header = (f"<{facility * 8 + _NOTICE}>1 {_timestamp(entry.ts_ns)} "
+              f"{_printusascii(hostname, 255)} edgewise {_printusascii(procid, 128)} "
+              f"{_printusascii(entry.action, 32)} -")
+    return f"{header} {body}".encode("ascii")
+
+
+def frame(message: bytes, scheme: str) -> bytes:
+    """``message`` as it goes on the wire: octet counting (``LEN SP MSG``, RFC 6587) over
+    ``tcp`` and ``tls``, as it is over ``udp`` (one datagram).
+
+    >>> frame(b"<85>1 -", "tcp"), frame(b"<85>1 -", "udp")
+    (b'7 <85>1 -', b'<85>1 -')
+    """
+    return message if scheme == "udp" else b"%d %s" % (len(message), message)
+
+
+_DECODER = json.JSONDecoder()
+
+
+def parse_forwarded(line: str) -> dict[str, Any] | None:
+    """The forwarded audit entry in one line a collector wrote (an RFC 5424 line, the
+    traditional ``Mon DD HH:MM:SS host edgewise[pid]: {…}`` one, or the message alone),
+    as the JSON body's object; ``None`` for a line that holds none (another program's, a
+    damaged one).
+
+    >>> parse_forwarded('Jan  1 00:00:00 gw edgewise[4]: {"log":"a","id":1,"ts_ns":0,'
+    ...     '"actor":"cli","action":"x","target":"","detail":{},"prev_hash":"","hash":""}')["id"]
+    1
+    >>> parse_forwarded("sshd[12]: Accepted publickey for root") is None
+    True
+    """
+    start = line.find("{")
+    for _ in range(8):  # the body is the first object of a line Edgewise sent
+        if start < 0:
+            return None
+        try:
+            obj, _end = _DECODER.raw_decode(line, start)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and all(k in obj for k in _KEYS):
+            return obj
+        start = line.find("{", start + 1)
+    return None
+
+
+def _is_hash(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
+
+
+def _valid(obj: dict[str, Any]) -> bool:
+    """Whether a parsed body has the types of a forwarded entry."""
+    return (isinstance(obj["id"], int) and not isinstance(obj["id"], bool) and obj["id"] > 0
+            and isinstance(obj["ts_ns"], int) and not isinstance(obj["ts_ns"], bool)
+            and all(isinstance(obj[k], str) for k in ("log", "actor", "action", "target"))
+            and _is_hash(obj["prev_hash"]) and _is_hash(obj["hash"]))
+
+
+class AuditForwarder:
+    """Send ``security``'s audit log to the syslog collector at ``url`` (``udp://``,
+    ``tcp://`` or ``tls://HOST[:PORT][?facility=NAME]``, :func:`~edgewise.config.parse_syslog_url`),
+    from a thread of its own, as the module says; never blocking, never failing an
+    audited action.
+
+    ``ca_file``: PEM CA certificates a ``tls://`` collector's certificate is checked with
+    (default: the system's); its host name is checked too. ``metrics`` (the gateway's)
+    counts ``edgewise_audit_syslog_sent_total``, ``…_dropped_total`` (by reason:
+    ``queue_full``, sent later from the file; ``too_large`` for udp://, never sent),
+    ``…_errors_total`` and the gauges ``…_pending`` and ``…_sent_id``.
+    :class:`ConfigError` for a bad URL or CA file.
+
+    >>> import tempfile, pathlib
+    >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
+    >>> fwd = AuditForwarder(sec, "udp://127.0.0.1:9")
+    >>> fwd.start(); sec.audit("cli", "example.action")
+    >>> fwd.close(); fwd.sent_id
+    1
+    """
+
+    def __init__(self, security: Security, url: str, *, ca_file: str = "",
+                 metrics: _Counts | None = None, queue_max: int = 10_000,
+                 poll_s: float = 1.0, retry_s: float = 1.0, max_retry_s: float = 60.0,
+                 timeout_s: float = 5.0, hostname: str | None = None) -> None:
+        self.security = security
+        self.target: SyslogTarget = parse_syslog_url(url)
+        self._ssl: ssl.SSLContext | None = None
+        if self.target.scheme == "tls":
+            try:
+                self._ssl = ssl.create_default_context(cafile=ca_file or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"Setting 'audit_syslog_ca_file' (EDGEWISE_AUDIT_SYSLOG_CA_FILE, "
+                    f"--audit-syslog-ca-file) has value {ca_file!r}, which cannot be loaded "
+                    f"as PEM CA certificates: {getattr(exc, 'strerror', None) or exc}"
+                    ) from None
+        elif ca_file:
+            raise ConfigError(f"Setting 'audit_syslog_ca_file' has value {ca_file!r}, but "
+                              f"the collector {self.target.shown} is not tls://.")
+        self.metrics = metrics
+        self.queue_max = queue_max
+        self.poll_s, self.retry_s, self.max_retry_s = poll_s, retry_s, max_retry_s
+        self.timeout_s = timeout_s
+        self.hostname = hostname if hostname is not None else socket.gethostname()
+        self.cursor_path = security.data_dir / CURSOR_FILE
+        self.log_id = security.audit_log_id
+        self._queue: collections.deque[AuditEntry] = collections.deque()
+        self._qlock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self._recent: collections.deque[bytes] = collections.deque(maxlen=RESEND)
+        self._resend: list[bytes] = []
+        self._db: sqlite3.Connection | None = None
+        self._failing = False
+        self._flush_until = 0.0
+        #: the id of the last entry handed to the collector's socket
+        self.sent_id = self._load_cursor()
+        self._saved_id = self.sent_id
+        #: entries handed to the socket since this object was made (resends not counted)
+        self.sent = 0
+        #: entries the memory queue had no room for (read from the file later instead)
+        self.dropped = 0
+
+    # -- the cursor ----------------------------------------------------------------------
+    def _load_cursor(self) -> int:
+        """The last id sent to this collector from this log; 0 (send everything) when the
+        file is missing, unreadable, or names another collector or log."""
+        try:
+            state = json.loads(self.cursor_path.read_text())
+            if (state.get("collector") == self.target.shown and state.get("log") == self.log_id
+                    and isinstance(state.get("sent_id"), int)):
+                return max(0, int(state["sent_id"]))
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
+
+    def _save_cursor(self) -> None:
+        if self.sent_id == self._saved_id:
+            return
+        self._saved_id = self.sent_id
+        try:
+            write_private(self.cursor_path, json.dumps({
+                "collector": self.target.shown, "log": self.log_id,
+                "sent_id": self.sent_id}).encode())
+        except OSError as exc:  # a restart then sends some entries again: harmless
+            log.warning("audit syslog: could not write %s: %s", self.cursor_path, exc)
+
+    # -- taking entries ------------------------------------------------------------------
+    def notify(self, entry: AuditEntry) -> None:
+        """Queue a just-committed entry (returns at once; one that does not fit is counted
+        and read from the file later)."""
+        with self._qlock:
+            full = len(self._queue) >= self.queue_max
+            if not full:
+                self._queue.append(entry)
+        if full:
+            self.dropped += 1
+            self._count("edgewise_audit_syslog_dropped_total", reason="queue_full")
+        self._wake.set()
+
+    def start(self) -> None:
+        """Listen to the log and start the sending thread (once)."""
+        if self._thread is not None:
+            return
+        self.security.audit_listeners.append(self.notify)
+        self._thread = threading.Thread(target=self._run, name="audit-syslog", daemon=True)
+        self._thread.start()
+
+    def close(self, flush_s: float = 2.0) -> None:
+        """Stop listening; send what is pending for up to ``flush_s`` seconds (what is
+        not sent goes after the next start), then stop the thread; safe to call twice."""
+        with contextlib.suppress(ValueError):
+            self.security.audit_listeners.remove(self.notify)
+        self._flush_until = time.monotonic() + flush_s
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(flush_s + self.timeout_s + 1.0)
+
+    def _count(self, name: str, value: float = 1.0, **labels: str) -> None:
+        if self.metrics is not None:
+            self.metrics.inc(name, value, **labels)
+
+    def _gauge(self, name: str, value: float) -> None:
+        if self.metrics is not None:
+            self.metrics.set(name, value)
+
+    def _read_file(self, after: int) -> list[AuditEntry]:
+        """Up to :data:`_PAGE` entries with ids after ``after`` from the file, stopping
+        before one without a hash (written by an older Edgewise: sent once the next entry
+        chains it)."""
+        if self._db is None:
+            self._db = sqlite3.connect(f"{self.security.path.resolve().as_uri()}?mode=ro",
+                                       uri=True, timeout=10.0, isolation_level=None)
+        rows = self._db.execute(
+            "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash FROM audit "
+            "WHERE id > ? ORDER BY id LIMIT ?", (after, _PAGE)).fetchall()
+        out = []
+        for i, t, a, act, tg, d, p, h in rows:
+            if not h:
+                break
+            out.append(AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h))
+        return out
+
+    def _next_batch(self) -> list[AuditEntry]:
+        """The entries after :attr:`sent_id`, in id order: the queue's when it goes on from
+        there, else the file's (the queue's copy of an entry preferred: it is the entry as
+        committed, whatever the file says since)."""
+        with self._qlock:
+            while self._queue and self._queue[0].id <= self.sent_id:
+                self._queue.popleft()
+            queued = list(self._queue)
+        self._gauge("edgewise_audit_syslog_pending", len(queued))
+        if queued and queued[0].id == self.sent_id + 1:
+            run = [queued[0]]
+            for e in queued[1:]:
+                if e.id != run[-1].id + 1:
+                    break
+                run.append(e)
+            return run
+        mine = {e.id: e for e in queued}
+        try:
+            return [mine.get(e.id, e) for e in self._read_file(self.sent_id)]
+        except sqlite3.Error as exc:  # busy or gone: the next poll tries again
+            log.warning("audit syslog: could not read the audit log: %s", exc)
+            return []
+
+    # -- sending -------------------------------------------------------------------------
+    def _connect(self) -> socket.socket:
+        t = self.target
+        if t.scheme == "udp":
+            family, kind, proto, _, addr = socket.getaddrinfo(
+                t.host, t.port, type=socket.SOCK_DGRAM)[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(self.timeout_s)
+                sock.connect(addr)  # a refusal (ICMP) then shows on a later send
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+        sock = socket.create_connection((t.host, t.port), timeout=self.timeout_s)
+        if self._ssl is not None:
+            try:
+                sock = self._ssl.wrap_socket(sock, server_hostname=t.host)
+            except BaseException:
+                sock.close()
+                raise
+        return sock
+
+    def _disconnect(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
+    def _send(self, batch: list[AuditEntry]) -> None:
+        """Hand ``batch`` to the collector's socket, advancing :attr:`sent_id`; ``OSError``
+        when the collector cannot be reached (what was handed before stays handed)."""
+        if self._sock is None:
+            self._sock = self._connect()
+            for data in self._resend:  # what the broken connection may have lost
+                self._sock.sendall(data)
+                self._recent.append(data)
+            self._resend = []
+        scheme = self.target.scheme
+        try:
+            for entry in batch:
+                data = frame(format_message(entry, self.log_id, hostname=self.hostname,
+                                            facility=self.target.facility,
+                                            procid=str(os.getpid())), scheme)
+                if scheme == "udp" and len(data) > _UDP_MAX:
+                    log.warning("audit syslog: entry %d is %d bytes, more than a UDP datagram "
+                                "holds: not sent (use tcp:// or tls://)", entry.id, len(data))
+                    self._count("edgewise_audit_syslog_dropped_total", reason="too_large")
+                else:
+                    self._sock.sendall(data)
+                    self._recent.append(data)
+                    self.sent += 1
+                    self._count("edgewise_audit_syslog_sent_total")
+                self.sent_id = entry.id
+        finally:
+            self._gauge("edgewise_audit_syslog_sent_id", self.sent_id)
+            self._save_cursor()
+
+    def _check_cursor(self) -> None:
+        """Go back to the log's newest entry when the cursor is past it: the newest entries
+        were deleted (and SQLite's sequence rewound, or ids would not be reused), so the
+        entries that take their ids are sent too, and the collector's file shows two
+        different entries of one id."""
+        if self._db is None:
+            self._db = sqlite3.connect(f"{self.security.path.resolve().as_uri()}?mode=ro",
+                                       uri=True, timeout=10.0, isolation_level=None)
+        newest = self._db.execute("SELECT MAX(id) FROM audit").fetchone()[0] or 0
+        if newest < self.sent_id:
+            log.warning("audit syslog: entries up to %d were sent to %s, but the audit log ends "
+                        "at entry %d: entries were deleted; the ids taken again are sent too",
+                        self.sent_id, self.target.shown, newest)
+            self.sent_id = newest
+            self._save_cursor()
+
+    def _run(self) -> None:
+        delay = self.retry_s
+        try:
+            self._check_cursor()
+            while True:
+                stopping = self._stop.is_set()
+                if stopping and time.monotonic() >= self._flush_until:
+                    return
+                batch = self._next_batch()
+                if not batch:
+                    if stopping:
+                        return
+                    self._wake.wait(self.poll_s)
+                    self._wake.clear()
+                    continue
+                try:
+                    self._send(batch)
+                except OSError as exc:  # ssl.SSLError and socket.timeout among them
+                    self._count("edgewise_audit_syslog_errors_total")
+                    self._resend = list(self._resend or self._recent)
+                    self._recent.clear()
+                    self._disconnect()
+                    if not self._failing:
+                        log.warning("audit syslog: collector %s unreachable (%s); entries "
+                                    "wait and are sent when it answers", self.target.shown,
+                                    exc)
+                    self._failing = True
+                    if stopping:
+                        return
+                    self._stop.wait(delay)
+                    delay = min(self.max_retry_s, delay * 2)
+                    continue
+                if self._failing:
+                    log.warning("audit syslog: collector %s reached again; sent up to entry "
+                                "%d", self.target.shown, self.sent_id)
+                self._failing = False
+                delay = self.retry_s
+        except Exception:  # never leave silently: say why forwarding stopped
+            log.exception("audit syslog: forwarding to %s stopped", self.target.shown)
+        finally:
+            self._disconnect()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+# -- checking a collector's copy -----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ForwardedCheck:
+    """What :func:`compare_forwarded` found.
+
+    ``problem`` is ``None`` when ``ok``; else the local chain's own (``edited``,
+    ``deleted``, ``inserted``: :class:`~edgewise.security.credentials.AuditVerification`),
+    ``differs`` (a local entry is not what was forwarded), ``missing`` (a forwarded entry
+    is not in the local log), ``forged`` (the files hold two different entries of one id,
+    or a line that does not match its own hash) or ``unforwarded`` (the local log has
+    entries and the files none of its). ``bad_id`` is the first entry where that shows.
+    """
+
+    ok: bool
+    #: entries in the local log, and its head ``ID:HASH``
+    local_entries: int
+    head: str
+    #: distinct entries of this log found in the files, and the newest of them
+    forwarded: int
+    forwarded_head_id: int | None
+    #: local entries up to the forwarded head that the files lack (UDP loss, a collector
+    #: that lost them): the forwarded head still vouches for them, the chain links them
+    missing_below: int = 0
+    #: local entries after the forwarded head: nothing vouches for them
+    newer: int = 0
+    #: lines of other audit logs (other gateways) in the files, ignored
+    other_lines: int = 0
+    bad_id: int | None = None
+    problem: str | None = None
+    reason: str = ""
+
+
+def _lines(paths: Iterable[Path]) -> Iterator[tuple[str, int, str]]:
+    """``(path, line number, line)`` of each file in turn (``.gz`` ones unpacked)."""
+    for path in paths:
+        opener: Any = gzip.open if str(path).endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                yield str(path), n, line
+
+
+def _differences(local: AuditEntry, fwd: dict[str, Any]) -> list[str]:
+    """The fields of ``local`` that the forwarded copy ``fwd`` has otherwise."""
+    return [k for k in ("ts_ns", "actor", "action", "target", "detail", "prev_hash")
+            if getattr(local, k) != fwd[k]]
+
+
+def compare_forwarded(security: Security, paths: Iterable[Path]) -> ForwardedCheck:
+    """Check ``security``'s audit log against the forwarded entries in ``paths`` (lines a
+    collector wrote, :func:`parse_forwarded`; those of other logs are skipped).
+
+    The local chain must verify (:meth:`~edgewise.security.credentials.Security.verify_audit`);
+    each forwarded line must match its own hash, and one id must not have two different
+    forwarded entries; every forwarded entry must be in the local log with the same hash,
+    so the local log's head is not behind the forwarded head; a local log with entries must
+    have some in the files. The first entry where one fails is reported. A forwarded entry
+    that matches vouches for every local entry up to it (each hash covers the one before),
+    also those the files lack; entries after the newest forwarded one are vouched for by
+    nothing (``newer``): they were not sent yet, were lost (UDP), or were written by whoever
+    held the box while the collector could not be reached.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> sec = Security(d)
+    >>> sec.audit("cli", "device.add", "pump-1")
+    >>> _ = (d / "fwd.log").write_bytes(format_message(sec.audit_log(1)[0], sec.audit_log_id))
+    >>> r = compare_forwarded(sec, [d / "fwd.log"])
+    >>> r.ok, r.forwarded, r.forwarded_head_id
+    (True, 1, 1)
+    """
+    chain = security.verify_audit()
+    log_id = security.audit_log_id
+    forwarded: dict[int, tuple[str, str, dict[str, Any]]] = {}  # id -> hash, where, body
+    other = 0
+    other_logs: set[str] = set()
+
+    def result(ok: bool, n: int, **kw: Any) -> ForwardedCheck:
+        return ForwardedCheck(ok, n, chain.head, len(forwarded),
+                              max(forwarded, default=None), other_lines=other, **kw)
+
+    if not chain.ok:
+        return result(False, chain.checked, bad_id=chain.bad_id, problem=chain.problem,
+                      reason=chain.reason)
+    for path, n, line in _lines(paths):
+        obj = parse_forwarded(line)
+        if obj is None:
+            continue
+        if obj["log"] != log_id:
+            other += 1
+            if len(other_logs) < 3:
+                other_logs.add(str(obj["log"]))
+            continue
+        where = f"{path}:{n}"
+        entry_id = obj["id"]
+        try:
+            own = _valid(obj) and obj["hash"] == audit_hash(
+                obj["prev_hash"], entry_id, obj["ts_ns"], obj["actor"], obj["action"],
+                obj["target"], obj["detail"])
+        except (TypeError, ValueError):
+            own = False
+        if not own:
+            return result(False, chain.checked, bad_id=entry_id if isinstance(
+                entry_id, int) else None, problem="forged", reason=(
+                f"{where} holds entry {entry_id!r} of this log, which does not match its "
+                "own hash: the line was damaged or forged."))
+        seen = forwarded.get(entry_id)
+        if seen is not None and seen[0] != obj["hash"]:
+            return result(False, chain.checked, bad_id=entry_id, problem="forged", reason=(
+                f"{seen[1]} and {where} hold two different entries {entry_id} (hashes "
+                f"{seen[0][:12]}… and {obj['hash'][:12]}…): one was sent to the collector "
+                "after the log was rewritten (or security.sqlite was restored from a "
+                "backup)."))
+        if seen is None:
+            forwarded[entry_id] = (obj["hash"], where, obj)
+
+    # the local entries, streamed in id order from a snapshot, each against its copy
+    db = sqlite3.connect(f"{security.path.resolve().as_uri()}?mode=ro", uri=True,
+                         timeout=10.0, isolation_level=None)
+    local_n = 0
+    local_head = 0
+    matched: set[int] = set()
+    first_bad: tuple[int, str] | None = None
+    missing_below = newer = 0
+    try:
+        db.execute("BEGIN")
+        fwd_head = max(forwarded, default=0)
+        for row in db.execute("SELECT id, ts_ns, actor, action, target, detail, prev_hash, "
+                              "hash FROM audit ORDER BY id"):
+            i, t, a, act, tg, d, p, h = row
+            local_n += 1
+            local_head = i
+            copy = forwarded.get(i)
+            if copy is None:
+                missing_below += i <= fwd_head
+                newer += i > fwd_head
+                continue
+            matched.add(i)
+            if copy[0] != h and first_bad is None:
+                entry = AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h or "")
+                diff = _differences(entry, copy[2])
+                what = (f"its {', '.join(diff)} {'differs' if len(diff) == 1 else 'differ'}"
+                        if diff != ["prev_hash"] else
+                        f"it reads as forwarded but chains from another entry {i - 1}: an "
+                        f"entry before it that the file lacks was rewritten")
+                first_bad = (i, (f"Entry {i} ({act} by {a}) is not what was forwarded to "
+                                f"{copy[1]}: {what} (local hash {(h or '')[:12]}…, forwarded "
+                                f"{copy[0][:12]}…): the local log was rewritten, its hashes "
+                                f"recomputed."))
+    finally:
+        db.close()
+    gone = sorted(set(forwarded) - matched)
+    if gone and (first_bad is None or gone[0] < first_bad[0]):
+        g = gone[0]
+        body = forwarded[g][2]
+        if g > local_head:
+            reason = (f"Entries {g}..{gone[-1]} were forwarded ({forwarded[g][1]} first) but "
+                      f"the local log ends at entry {local_head or 'none'}: the newest "
+                      f"entries were deleted.")
+        else:
+            reason = (f"Entry {g} ({body['action']} by {body['actor']}) was forwarded to "
+                      f"{forwarded[g][1]} but is not in the local log: it was deleted.")
+        return result(False, local_n, bad_id=g, problem="missing", reason=reason)
+    if first_bad is not None:
+        return result(False, local_n, bad_id=first_bad[0], problem="differs",
+                      reason=first_bad[1])
+    if local_n and not forwarded:
+        others = (f"; they hold {other} lines of other audit logs ({', '.join(sorted(other_logs))}"
+                  f"{', …' if other > len(other_logs) and len(other_logs) == 3 else ''}): "
+                  f"another gateway's, or this log was replaced" if other else "")
+        return result(False, local_n, bad_id=None, problem="unforwarded", reason=(
+            f"None of the {local_n} local entries is in the files (this log's id is "
+            f"{log_id}{others}): nothing vouches for them. Check that the collector "
+            f"receives this gateway's entries and that the files are its."))
+    return result(True, local_n, missing_below=missing_below, newer=newer)
