@@ -18,6 +18,10 @@ Figures (RMSE in cycles on the 259 FD002 test engines, truth capped at 125):
   product's default: each of the ``clients`` devices runs DP-SGD (Opacus) calibrated by
   itself to a budget of ε≈8 / ε≈1 per device over the whole run (δ=1e-5), as
   ``edgewise federate server --dp-epsilon`` does;
+* ``dp_eps8_stats_rmse``: the ``dp_eps8`` run with the normaliser statistics released
+  through DP too (:mod:`edgewise.federated.stats_privacy`, 10 % of the budget, readings
+  clipped to :func:`public_envelope`), so its ε covers both; ``run_stats_dp_benchmark``
+  runs only this pair (``edgewise bench federated --stats-dp-only``);
 * ``dp_device_eps8_rmse``, ``dp_device_eps1_rmse``: device-level DP (Flower's server-side
   fixed clipping, equal device weights; noise calibrated by the RDP accountant for ε≈8 and
   ε≈1, δ=1e-5, over all rounds and the per-round sample), on the fleet of one client per
@@ -36,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["run_federated_benchmark", "run_federated_benchmark_seeds"]
+__all__ = ["public_envelope", "run_federated_benchmark", "run_federated_benchmark_seeds",
+           "run_stats_dp_benchmark"]
 
 
 def _rmse_of(result: Any, directory: Path) -> float:
@@ -47,6 +52,32 @@ def _rmse_of(result: Any, directory: Path) -> float:
     model = build_model("rul", data.n_features)
     model.load_state_dict(result.state_dict())
     return rmse(model, data.X_test, data.y_test)
+
+
+def public_envelope(directory: str | Path, margin: float = 0.1) -> Any:
+    """Per-condition sensor bounds for C-MAPSS FD002 that read no device's data: the range
+    of the 259 *test* engines' readings (a public reference fleet of the same engine type,
+    disjoint from the training engines the devices hold; their RUL labels are not read),
+    widened by ``margin`` of that range on each side. What an operator would take from a
+    reference fleet or the engines' operating envelope; the bench's stand-in for it.
+
+    Returns :class:`~edgewise.federated.stats_privacy.StatsBounds` of shape (6, 14).
+    """
+    from edgewise.federated.data import CONDITIONS, _engine_rows, _read
+    from edgewise.federated.stats_privacy import StatsBounds
+
+    directory = Path(directory)
+    path = next((directory / n for n in ("test_FD002.txt.gz", "test_FD002.txt")
+                 if (directory / n).is_file()), None)
+    if path is None:
+        from edgewise.errors import InvalidParameterError
+
+        raise InvalidParameterError(f"C-MAPSS test_FD002.txt(.gz) not found in {directory}.")
+    _, _, cond, sensors = _engine_rows(_read(path))
+    lo = np.stack([sensors[cond == j].min(axis=0) for j in range(len(CONDITIONS))])
+    hi = np.stack([sensors[cond == j].max(axis=0) for j in range(len(CONDITIONS))])
+    width = hi - lo
+    return StatsBounds(lo - margin * width, hi + margin * width)
 
 
 def run_federated_benchmark(
@@ -133,9 +164,13 @@ def run_federated_benchmark(
     # run; each device calibrates its own DP-SGD noise to it (client_app.dp_sgd_budget).
     # Batch and learning rate per budget were chosen on a validation split of the training
     # engines (benchmarks/results/federated.md), never on the test engines.
-    for eps, key, bs, dp_lr in ((8.0, "dp_eps8", dp_sgd_batch[0], dp_sgd_lr[0]),
-                                (1.0, "dp_eps1", dp_sgd_batch[1], dp_sgd_lr[1])):
-        r = fed(key, clients, rounds, strategy="fedavg", robust=False,
+    envelope = public_envelope(directory)
+    for eps, key, bs, dp_lr, bounds in (
+            (8.0, "dp_eps8", dp_sgd_batch[0], dp_sgd_lr[0], None),
+            (8.0, "dp_eps8_stats", dp_sgd_batch[0], dp_sgd_lr[0], envelope),
+            (1.0, "dp_eps1", dp_sgd_batch[1], dp_sgd_lr[1], None)):
+        r = fed(key, clients, rounds, strategy="fedavg", robust=False, dp_sgd_epsilon=eps,
+                dp_delta=dp_delta, stats_bounds=bounds,
                 run_config={"dp-sgd-epsilon": eps, "dp-delta": dp_delta, "batch-size": bs,
                             "lr": dp_lr, "num-server-rounds": rounds})
         out[f"{key}_rmse"] = _rmse_of(r, directory)
@@ -143,6 +178,9 @@ def run_federated_benchmark(
         out[f"{key}_noise_multiplier"] = round(r.privacy.noise_multiplier, 3)
         out[f"{key}_batch"] = bs
         out[f"{key}_lr"] = dp_lr
+        if bounds is not None:
+            out[f"{key}_stats_epsilon"] = r.privacy.stats_epsilon
+            out[f"{key}_stats_noise_multiplier"] = round(r.privacy.stats_noise_multiplier, 3)
 
     # Device-level DP: one client per engine, equal weights, noise calibrated for the whole
     # run (all rounds, and the per-round sample of m of the devices when m < n).
@@ -172,6 +210,87 @@ def run_federated_benchmark(
         "dp_device_unit": "device (one engine's whole history)",
         "seconds": timings, "total_seconds": round(time.perf_counter() - t_all, 1),
     })
+    return out
+
+
+def run_stats_dp_benchmark(
+    directory: str | Path,
+    *,
+    seeds: int = 3,
+    clients: int = 26,
+    rounds: int = 20,
+    epsilon: float = 8.0,
+    batch: int = 64,
+    lr: float = 0.003,
+    stats_share: float = 0.1,
+    margin: float = 0.1,
+    delta: float = 1e-5,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """The ``dp_eps8`` run with the normaliser statistics in the clear and through DP
+    (``stats_share`` of the budget, bounds :func:`public_envelope`), ``seeds`` times each;
+    RMSE (and normaliser error against the pooled one, in pooled standard deviations) per
+    run, and their medians. DP-SGD's noise comes from the OS's entropy, so two runs of one
+    seed differ: the seeds are repetitions, not replays.
+    """
+    import random
+
+    import torch
+
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.client_app import app
+    from edgewise.federated.data import ConditionNormaliser, _engine_rows, _read
+    from edgewise.federated.inprocess import InProcessGrid
+    from edgewise.federated.server_app import run_federated
+
+    if seeds < 1:
+        raise InvalidParameterError(f"The 'seeds' parameter must be >= 1. Got {seeds} instead.")
+    torch.set_num_threads(1)
+    for name in ("flwr", "edgewise.federated", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    directory = Path(directory)
+    say = progress or (lambda msg: None)
+    envelope = public_envelope(directory, margin)
+    _, _, cond, sensors = _engine_rows(_read(directory / "train_FD002.txt.gz"))
+    pooled = ConditionNormaliser.from_stats(*ConditionNormaliser.stats(sensors, cond))
+    runs: dict[str, list[float]] = {k: [] for k in (
+        "clear_rmse", "dp_stats_rmse", "dp_stats_mean_error_median",
+        "dp_stats_std_ratio_min", "dp_stats_std_ratio_max", "clear_epsilon",
+        "dp_stats_epsilon", "clear_noise_multiplier", "dp_stats_noise_multiplier")}
+    seconds = []
+    t_all = time.perf_counter()
+    for seed in range(seeds):
+        for key, bounds in (("clear", None), ("dp_stats", envelope)):
+            t = time.perf_counter()
+            random.seed(seed)
+            rc = {"dataset": "cmapss", "data-dir": str(directory), "local-epochs": 1,
+                  "lr": lr, "batch-size": batch, "seed": seed, "dp-sgd-epsilon": epsilon,
+                  "dp-delta": delta, "num-server-rounds": rounds}
+            grid = InProcessGrid(app, [{"partition-id": i, "num-partitions": clients}
+                                       for i in range(clients)], rc)
+            r = run_federated(grid, kind="rul", n_features=43, n_conditions=6,
+                              num_nodes=clients, rounds=rounds, seed=seed, strategy="fedavg",
+                              robust=False, dp_sgd_epsilon=epsilon, dp_delta=delta,
+                              stats_bounds=bounds, stats_share=stats_share)
+            runs[f"{key}_rmse"].append(_rmse_of(r, directory))
+            runs[f"{key}_epsilon"].append(float(r.privacy.epsilon or 0.0))
+            runs[f"{key}_noise_multiplier"].append(round(r.privacy.noise_multiplier, 4))
+            if bounds is not None:
+                err = np.abs(r.normaliser.mean - pooled.mean) / pooled.std
+                ratio = r.normaliser.std / pooled.std
+                runs["dp_stats_mean_error_median"].append(float(np.median(err)))
+                runs["dp_stats_std_ratio_min"].append(float(ratio.min()))
+                runs["dp_stats_std_ratio_max"].append(float(ratio.max()))
+            seconds.append(round(time.perf_counter() - t, 1))
+            say(f"seed {seed} {key}: RMSE {runs[f'{key}_rmse'][-1]:.3f} ({seconds[-1]} s)")
+    out: dict[str, Any] = {k: float(np.median(v)) for k, v in runs.items()}
+    out["rmse_change"] = out["dp_stats_rmse"] - out["clear_rmse"]
+    out["rmse_change_per_seed"] = [b - a for a, b in zip(runs["clear_rmse"],
+                                                         runs["dp_stats_rmse"], strict=True)]
+    out.update({"runs": runs, "seeds": seeds, "clients": clients, "rounds": rounds,
+                "epsilon": epsilon, "batch": batch, "lr": lr, "stats_share": stats_share,
+                "envelope_margin": margin, "delta": delta, "seconds": seconds,
+                "total_seconds": round(time.perf_counter() - t_all, 1)})
     return out
 
 

@@ -31,6 +31,17 @@ DpEpsilon = Annotated[float, typer.Option(
     "--dp-epsilon", help="Record-level DP budget ε per device over the whole run (δ=1e-5): "
                          "every device runs DP-SGD and calibrates its own noise to it. "
                          "0 turns it off.")]
+StatsBoundsFile = Annotated[Path | None, typer.Option(
+    "--stats-bounds", show_default=False,
+    help="JSON file of public per-sensor bounds ({\"lower\": [...], \"upper\": [...]}, "
+         "one value per sensor or one list per operating condition; optional "
+         "\"channels\"): each device clips its readings to them and sends its normaliser "
+         "statistics with Gaussian noise, paid from --dp-epsilon (--stats-share of it), so "
+         "the reported ε covers them too. Without it they are sent in the clear. Use the "
+         "sensors' operating envelope, never ranges read off the devices' data.")]
+StatsShare = Annotated[float, typer.Option(
+    "--stats-share", help="Share of --dp-epsilon the normaliser statistics' release costs "
+                          "alone (with --stats-bounds); DP-SGD gets the rest, composed.")]
 TlsCert = Annotated[Path | None, typer.Option(
     "--tls-cert", show_default=False,
     help="PEM certificate of the SuperLink: serve TLS only (needs --tls-key). It must name "
@@ -114,8 +125,41 @@ def _check_beta(beta: float) -> None:
                    f"0.5 or more would cut them all). Got {beta}.")
 
 
+def _check_stats_bounds(path: Path | None, *, dataset: str, epsilon: float,
+                        share: float) -> tuple[str, float]:
+    """``--stats-bounds`` read and checked against the dataset's sensors, as the run
+    config's JSON string, and the noise multiplier of the statistics' release ("" and 0
+    without). Refused in one line: no --dp-epsilon to pay from, an unreadable or malformed
+    file, bounds for other sensors, a --stats-share outside (0, 1)."""
+    if path is None:
+        return "", 0.0
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.data import PUMP_CHANNELS, SENSORS
+    from edgewise.federated.deploy import RUN_DEFAULTS
+    from edgewise.federated.stats_privacy import StatsBounds, stats_noise_for_epsilon
+
+    if epsilon <= 0:
+        raise fail("--stats-bounds needs --dp-epsilon > 0: the normaliser statistics' noise "
+                   "is paid from that per-device budget (--stats-share of it). Got "
+                   "--dp-epsilon 0; drop --stats-bounds or set a budget.")
+    if not 0 < share < 1:
+        raise fail(f"--stats-share must be in (0, 1) (the share of --dp-epsilon the "
+                   f"normaliser statistics cost). Got {share}.")
+    if dataset == "pump":
+        conditions, channels = 1, tuple(PUMP_CHANNELS)
+    else:
+        conditions, channels = 6, tuple(f"sensor_{i}" for i in SENSORS)
+    try:
+        bounds = StatsBounds.load(path, conditions)
+        bounds.check_width(len(channels), channels)
+        z = stats_noise_for_epsilon(share * epsilon, float(RUN_DEFAULTS["dp-delta"]))
+    except InvalidParameterError as exc:
+        raise fail(f"--stats-bounds {path}: {exc}") from None
+    return json.dumps(bounds.to_doc()), z
+
+
 def _check_dp_sgd_budget(epsilon: float, *, rounds: int, dataset: str, clients: int,
-                         option: str = "--dp-epsilon") -> None:
+                         option: str = "--dp-epsilon", stats_noise: float = 0.0) -> None:
     """Refuse a record-level budget no device can meet, before any process starts.
 
     A device calibrates its DP-SGD noise to the budget over ``rounds`` x local epochs at
@@ -123,6 +167,7 @@ def _check_dp_sgd_budget(epsilon: float, *, rounds: int, dataset: str, clients: 
     :data:`~edgewise.federated.privacy.MAX_DP_SGD_NOISE` reaching it means every device
     would fail. The record counts of the simulated pump fleet are known here; for data on
     the devices (C-MAPSS) the costliest case counts: a device holding at most one batch.
+    ``stats_noise`` > 0: the normaliser statistics' DP release comes first and counts too.
     """
     if epsilon <= 0:
         return
@@ -138,7 +183,8 @@ def _check_dp_sgd_budget(epsilon: float, *, rounds: int, dataset: str, clients: 
     batch, delta = int(RUN_DEFAULTS["batch-size"]), float(RUN_DEFAULTS["dp-delta"])
     local_epochs = int(RUN_DEFAULTS["local-epochs"])
     counts = record_counts(dataset, clients, int(RUN_DEFAULTS["seed"])) or [batch]
-    floors = {n: dp_sgd_epsilon_floor(batch, n, rounds * local_epochs, delta)
+    prior = [(stats_noise, 1.0, 1)] if stats_noise > 0 else []
+    floors = {n: dp_sgd_epsilon_floor(batch, n, rounds * local_epochs, delta, prior=prior)
               for n in sorted(set(counts))}
     worst = max(floors, key=lambda n: floors[n])
     if epsilon >= floors[worst]:
@@ -150,9 +196,10 @@ def _check_dp_sgd_budget(epsilon: float, *, rounds: int, dataset: str, clients: 
         f"{option} {epsilon:g} cannot be met: over {rounds} round(s) x {local_epochs} local "
         f"epoch(s), {who} (batch {batch}, sampling rate {q:.3g}, "
         f"{rounds * local_epochs * per_epoch} steps, delta {delta:g}) would need a noise "
-        f"multiplier above {MAX_DP_SGD_NOISE:g}, the most DP-SGD uses; the smallest budget "
-        f"every device can meet is {option} {ceil_significant(floors[worst])} (or {option} 0 for "
-        "no DP-SGD).")
+        f"multiplier above {MAX_DP_SGD_NOISE:g}, the most DP-SGD uses"
+        + (" after the normaliser statistics' release" if prior else "") + "; the smallest "
+        f"budget every device can meet is {option} {ceil_significant(floors[worst])} (or "
+        f"{option} 0 for no DP-SGD).")
 
 
 def _check_strategy(strategy: str, clients: int, **kw: Any) -> None:
@@ -313,6 +360,9 @@ def _print_result(result: dict, as_json: bool) -> None:
     planned = p.get("rounds_planned")
     if p["epsilon"] is not None and planned and p.get("rounds") != planned:
         eps += f" over the {p['rounds']} of {planned} rounds that spent it"
+    if p.get("stats_epsilon") is not None:
+        eps += (f", normaliser statistics included (their release alone: "
+                f"{p['stats_epsilon']:.3g})")
     typer.echo(f"rounds: {result['rounds']}  strategy: {result['strategy']}  epsilon: {eps}")
     if p.get("dp_covers"):
         typer.echo(f"  epsilon covers: {p['dp_covers']}; not covered: "
@@ -333,6 +383,8 @@ def demo(
     strategy: Strategy = "trimmed",
     secagg: SecAgg = False,
     dp_epsilon: DpEpsilon = 8.0,
+    stats_bounds: StatsBoundsFile = None,
+    stats_share: StatsShare = 0.1,
     rollout_to: RolloutTo = "group:federated",
     as_json: Json = False,
 ) -> None:
@@ -349,7 +401,10 @@ def demo(
     _check_strategy(strategy, clients, beta=beta)
     _check_secagg(secagg, strategy, clients=clients)
     _check_epsilon(dp_epsilon)
-    _check_dp_sgd_budget(dp_epsilon, rounds=rounds, dataset="pump", clients=clients)
+    bounds, stats_noise = _check_stats_bounds(stats_bounds, dataset="pump",
+                                              epsilon=dp_epsilon, share=stats_share)
+    _check_dp_sgd_budget(dp_epsilon, rounds=rounds, dataset="pump", clients=clients,
+                         stats_noise=stats_noise)
     work = data_dir / "federated" / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
     if not as_json:
         typer.echo(f"starting a SuperLink and {clients} SuperNodes on 127.0.0.1 (logs: {work})")
@@ -357,7 +412,8 @@ def demo(
                         {"num-server-rounds": rounds, "strategy": strategy, "beta": beta,
                          "data-dir-publish": str(data_dir), "evaluate": False,
                          "rollout-target": rollout_to, "secagg": secagg,
-                         "dp-sgd-epsilon": dp_epsilon},
+                         "dp-sgd-epsilon": dp_epsilon, "dp-stats-bounds": bounds,
+                         "dp-stats-share": stats_share},
                         timeout=120 + 60 * rounds)
     _print_result(result, as_json)
 
@@ -377,6 +433,8 @@ def server(
     dp_noise: Annotated[float, typer.Option(help="Device-level DP noise multiplier.")] = 0.0,
     dp_clip: Annotated[float, typer.Option(help="Device-level DP clipping norm.")] = 1.0,
     dp_epsilon: DpEpsilon = 8.0,
+    stats_bounds: StatsBoundsFile = None,
+    stats_share: StatsShare = 0.1,
     dataset: Annotated[str, typer.Option(help="pump or cmapss.")] = "pump",
     cmapss_dir: Annotated[str, typer.Option(help="C-MAPSS folder on the devices.")] = "",
     host: Annotated[str, typer.Option(help="Address the SuperLink listens on.")] = "127.0.0.1",
@@ -427,7 +485,10 @@ def server(
     if not 0 < round_timeout < float("inf"):
         raise fail(f"--round-timeout must be a finite number of seconds > 0. "
                    f"Got {round_timeout}.")
-    _check_dp_sgd_budget(dp_epsilon, rounds=rounds, dataset=dataset, clients=clients)
+    bounds, stats_noise = _check_stats_bounds(stats_bounds, dataset=dataset,
+                                              epsilon=dp_epsilon, share=stats_share)
+    _check_dp_sgd_budget(dp_epsilon, rounds=rounds, dataset=dataset, clients=clients,
+                         stats_noise=stats_noise)
     if resume and secagg:
         raise fail("--resume cannot be combined with --secagg: SecAgg+ runs keep no "
                    "checkpoint, so the run would start afresh; drop one of them.")
@@ -471,7 +532,8 @@ def server(
          "dataset": dataset, "data-dir": cmapss_dir,
          "min-available-nodes": min_available or clients, "round-timeout": round_timeout,
          "data-dir-publish": str(data_dir), "rollout-target": rollout_to, "secagg": secagg,
-         "dp-sgd-epsilon": dp_epsilon},
+         "dp-sgd-epsilon": dp_epsilon, "dp-stats-bounds": bounds,
+         "dp-stats-share": stats_share},
         timeout=600 + rounds * round_timeout * 2)
     _print_result(result, as_json)
 
@@ -581,10 +643,17 @@ def bench_federated(
     dp_local_epochs: Annotated[int, typer.Option(help="Local epochs in the DP runs.")] = 3,
     seeds: Annotated[int, typer.Option(help="Repeat with seeds 0..N-1; figures are medians, "
                                             "each run's values under 'runs'.")] = 1,
+    stats_dp_only: Annotated[bool, typer.Option(
+        "--stats-dp-only", help="Run only the record-level DP run (ε=8) with the normaliser "
+                                "statistics in the clear and through DP (10% of the budget), "
+                                "--seeds times each, and report the RMSE change.")] = False,
+    stats_margin: Annotated[float, typer.Option(
+        "--stats-margin", help="With --stats-dp-only: the sensor bounds are the test engines' "
+                               "range widened by this share of it on each side.")] = 0.1,
     as_json: Json = False,
 ) -> None:
     """Federated vs central RUL RMSE on C-MAPSS FD002, with DP and 20% poisoned clients."""
-    from edgewise.bench.federated import run_federated_benchmark_seeds
+    from edgewise.bench.federated import run_federated_benchmark_seeds, run_stats_dp_benchmark
 
     _check_at_least("--clients", clients, 4, " (the poisoned runs need a trimmed mean that "
                     "cuts at least one of the 20% attackers from each side)")
@@ -598,6 +667,18 @@ def bench_federated(
     if not (data / "train_FD002.txt.gz").exists():
         raise fail(f"C-MAPSS FD002 not found in {data}; pass --data PATH.")
     say = None if as_json else (lambda m: typer.echo(m, err=True))
+    if stats_dp_only:
+        if not 0 <= stats_margin < float("inf"):
+            raise fail(f"--stats-margin must be a finite number >= 0. Got {stats_margin}.")
+        res = run_stats_dp_benchmark(data, seeds=seeds, clients=clients, rounds=rounds,
+                                     margin=stats_margin, progress=say)
+        if as_json:
+            typer.echo(json.dumps(res))
+            return
+        for k, v in res.items():
+            if k != "runs":
+                typer.echo(f"{k:28s} {v:.3f}" if isinstance(v, float) else f"{k:28s} {v}")
+        return
     res = run_federated_benchmark_seeds(data, seeds, progress=say, clients=clients,
                                         rounds=rounds, dp_clients=dp_clients,
                                         dp_rounds=dp_rounds, dp_sample=dp_sample or None,

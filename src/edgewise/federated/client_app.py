@@ -4,8 +4,14 @@ A device answers two kinds of ``train`` message, told apart by the ``"phase"`` e
 config the server sends:
 
 * ``"stats"``: return the normaliser's sufficient statistics of its own history (count,
-  sum and sum of squares per operating condition), weight 1; FedAvg's mean of these is the
-  fleet normaliser, without a single reading leaving the device;
+  sum and sum of squares per operating condition), weight 1; the server's trimmed
+  combination of these is the fleet normaliser, without a single reading leaving the
+  device. When the server's config carries ``dp-stats-noise`` z > 0 and public per-sensor
+  bounds (``dp-stats-lower``/``dp-stats-upper``), the statistics go through record-level DP
+  (:func:`~edgewise.federated.stats_privacy.noisy_stats`): the release is first recorded
+  in the device's privacy ledger as one Gaussian step ``(z, 1.0, 1)`` (refused, with an
+  error reply, past its ``max-dp-epsilon``), and its DP-SGD is then calibrated so that both
+  together stay within the run's budget (:func:`dp_sgd_budget`);
 * a SecAgg+ round (Flower's legacy fit messages with SecAgg+ stage configs): the same
   training, its parameters masked by Flower's ``secaggplus_mod`` before they leave the
   device (its example count and metrics, ``dp-sgd-epsilon`` among them, are not masked);
@@ -182,8 +188,14 @@ def _data(context: Context) -> DeviceData:
 
 def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
                   prior: Sequence[Mechanism] = (), *, rounds_done: int = 0,
-                  run_prior_rdp: Sequence[float] | None = None) -> tuple[float, float]:
+                  run_prior_rdp: Sequence[float] | None = None,
+                  stats: Sequence[Mechanism] = ()) -> tuple[float, float]:
     """This device's record-level DP-SGD for the whole run: (noise multiplier, ε).
+
+    ``stats`` is the run's DP release of the normaliser statistics (one Gaussian step,
+    :func:`~edgewise.federated.stats_privacy.stats_mechanism`), spent before the first
+    round: the noise is calibrated so that it and every round of DP-SGD, composed, stay
+    within the budget, and the ε returned is theirs together.
 
     The run config sets the budget, ``dp-sgd-epsilon`` per device over all
     ``num-server-rounds`` × ``local-epochs`` (0: no DP-SGD), and ``dp-delta``; each device
@@ -211,6 +223,10 @@ def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
     (0.0, 0.0)
     >>> 3.9 < dp_sgd_budget({}, 600, max_epsilon=4.0)[1] <= 4.0
     True
+    >>> rc = {"dp-sgd-epsilon": 8.0, "num-server-rounds": 3}
+    >>> z_stats, e = dp_sgd_budget(rc, 600, stats=[(4.97, 1.0, 1)])
+    >>> z_stats > z and 7.99 < e <= 8.0
+    True
     """
     from edgewise.federated.privacy import (
         composed_epsilon,
@@ -231,7 +247,8 @@ def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
         # the noise of the run's plan, every round of it; a resumed run keeps it when the
         # rounds left at that noise still fit in the budget after the earlier rounds (a run
         # stopped and resumed as planned), and calibrates them after those rounds otherwise
-        z = _calibrated_noise(target, batch, n_records, local * planned, delta, ()) \
+        stats = tuple((float(a), float(b), int(c)) for a, b, c in stats)
+        z = _calibrated_noise(target, batch, n_records, local * planned, delta, stats) \
             if target > 0 else 0.0
         if z > 0 and run_prior_rdp is not None and any(run_prior_rdp):
             before = tuple(float(x) for x in run_prior_rdp)
@@ -250,6 +267,9 @@ def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
                                          prior))
     if z <= 0:
         return 0.0, 0.0
+    if stats:
+        return z, composed_epsilon([*stats, dp_sgd_history(z, batch, n_records, epochs)],
+                                   delta)
     return z, dp_sgd_epsilon(z, batch, n_records, epochs, delta)
 
 
@@ -292,7 +312,8 @@ def _ledger(context: Context) -> PrivacyLedger:
 
 
 def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], context: Context,
-         server_round: int, run_prior: tuple[int, list[float] | None] = (0, None)
+         server_round: int, run_prior: tuple[int, list[float] | None] = (0, None),
+         stats: Sequence[Mechanism] = ()
          ) -> tuple[list[str], list[np.ndarray], int, float, tuple[float, float, float, int]]:
     """Train the global ``state`` on this device; what it sends (names, arrays, weight, loss)
     and its DP-SGD (ε, noise multiplier, sampling rate, steps); zeros without DP-SGD.
@@ -302,7 +323,9 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
     past its own ``max-dp-epsilon``. The ε reported is what the device has really spent in
     this run so far (its ledger's rounds of this run, composed at the run's δ), not the ε
     planned for every declared round: a run that ends early reports the rounds it ran.
-    ``run_prior`` is a resumed run's earlier rounds (:func:`_run_prior`).
+    ``run_prior`` is a resumed run's earlier rounds (:func:`_run_prior`); ``stats`` the
+    run's DP release of the normaliser statistics (:func:`_stats_spent`), which the plan
+    makes room for in the budget.
     """
     from edgewise.federated.privacy import dp_sgd_history
 
@@ -314,9 +337,11 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
     batch, epochs = int(rc.get("batch-size", 32)), int(rc.get("local-epochs", 1))
     max_eps = float(context.node_config.get("max-dp-epsilon", 0.0))
     ledger, run = _ledger(context), str(context.run_id)
-    prior = tuple(ledger.history(exclude_run=run)) if max_eps > 0 else ()
+    # the device's own limit counts what it spent in other runs and this run's statistics
+    prior = tuple(ledger.history(exclude_run=run) + ledger.history(run=run, kind="stats")) \
+        if max_eps > 0 else ()
     z, eps = dp_sgd_budget(rc, len(X), max_eps, prior, rounds_done=run_prior[0],
-                           run_prior_rdp=run_prior[1])
+                           run_prior_rdp=run_prior[1], stats=stats)
     q, steps = 0.0, 0
     if z > 0:
         delta = float(rc.get("dp-delta", 1e-5))
@@ -344,16 +369,13 @@ def train(msg: Message, context: Context) -> Message:
     if LEGACY_FIT_CONFIG in msg.content.config_records:  # a SecAgg+ round (legacy messages)
         return _secagg_fit(msg, context, data)
     config = msg.content["config"]
-    if config.get("phase", "fit") == "stats":
-        count, total, squares = data.stats()
-        arrays = ArrayRecord({"count": _arr(count), "sum": _arr(total), "sumsq": _arr(squares)})
-        return Message(RecordDict({"arrays": arrays,
-                                   "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
     try:
+        if config.get("phase", "fit") == "stats":
+            return _stats_reply(msg, context, data, config)
         keys, sent, n, loss, (eps, z, q, steps) = _fit(data, _normaliser(config, data),
                                              msg.content["arrays"].to_torch_state_dict(),
                                              context, int(config.get("server-round", 0)),
-                                             _run_prior(config))
+                                             _run_prior(config), _stats_spent(config))
     except (PrivacyBudgetError, InvalidParameterError) as exc:  # refused: say why, no trace
         from flwr.app import Error
         from flwr.common.constant import ErrorCode
@@ -365,6 +387,58 @@ def train(msg: Message, context: Context) -> Message:
                             "dp-sgd-epsilon": eps, "dp-sgd-noise": z, "dp-sgd-rate": q,
                             "dp-sgd-steps": steps})
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
+def _stats_spent(config: Any) -> tuple[Mechanism, ...]:
+    """The run's DP release of the normaliser statistics as the server's train config
+    states it (``dp-stats-noise`` z > 0: one Gaussian step ``(z, 1.0, 1)``); none without."""
+    from edgewise.federated.stats_privacy import stats_mechanism
+
+    z = float(config.get("dp-stats-noise", 0.0))
+    return (stats_mechanism(z),) if z > 0 else ()
+
+
+def _stats_reply(msg: Message, context: Context, data: DeviceData, config: Any) -> Message:
+    """The normaliser statistics of this device's training rows: in the clear, or, when the
+    server asks for them through DP (``dp-stats-noise`` > 0 with ``dp-stats-lower`` and
+    ``dp-stats-upper``), clipped and noised after the release is recorded in the ledger."""
+    z = float(config.get("dp-stats-noise", 0.0))
+    metrics: dict[str, Any] = {"num-examples": 1}
+    if z <= 0:
+        count, total, squares = data.stats()
+    else:
+        from edgewise.federated.privacy import composed_epsilon
+        from edgewise.federated.stats_privacy import StatsBounds, noisy_stats, stats_mechanism
+
+        c = data.n_conditions
+        try:
+            bounds = StatsBounds(
+                np.asarray(config["dp-stats-lower"], dtype=np.float64).reshape(c, -1),
+                np.asarray(config["dp-stats-upper"], dtype=np.float64).reshape(c, -1))
+        except (KeyError, ValueError) as exc:
+            raise InvalidParameterError(
+                f"The server asked for the normaliser statistics through DP "
+                f"(dp-stats-noise={z:g}) without usable sensor bounds for {c} condition(s) "
+                f"(dp-stats-lower, dp-stats-upper): {exc}") from None
+        chans = np.concatenate([r[0] for r in data.raw_train])
+        cond = np.concatenate([r[1] for r in data.raw_train])
+        bounds.check_width(chans.shape[1])
+        rc = context.run_config
+        delta = float(rc.get("dp-delta", 1e-5))
+        max_eps = float(context.node_config.get("max-dp-epsilon", 0.0))
+        ledger = _ledger(context)
+        mech = stats_mechanism(z)
+        # recorded before anything leaves the device; refused past the device's own limit
+        ledger.spend(LedgerEntry(run=str(context.run_id), server_round=0, noise_multiplier=z,
+                                 sampling_rate=1.0, steps=1, records=len(chans), batch_size=0,
+                                 kind="stats"),
+                     max_epsilon=max_eps, delta=min(delta, DEVICE_DELTA))
+        count, total, squares = noisy_stats(chans, cond, bounds, z)
+        metrics.update({"dp-stats-noise": z,
+                        "dp-stats-epsilon": composed_epsilon([mech], delta)})
+    arrays = ArrayRecord({"count": _arr(count), "sum": _arr(total), "sumsq": _arr(squares)})
+    return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)}),
+                   reply_to=msg)
 
 
 def _secagg_fit(msg: Message, context: Context, data: DeviceData) -> Message:
@@ -384,7 +458,8 @@ def _secagg_fit(msg: Message, context: Context, data: DeviceData) -> Message:
     state = {k: torch.as_tensor(a) for k, a in zip(
         template, parameters_to_ndarrays(fitins.parameters), strict=True)}
     _, sent, n, loss, (eps, z, q, steps) = _fit(data, norm, state, context,
-                                                int(cfg.get("server-round", 0)))
+                                                int(cfg.get("server-round", 0)),
+                                                stats=_stats_spent(cfg))
     # The server sees only the sum, so it cannot refuse this update on its own: a
     # non-finite one would become finite garbage in SecAgg+'s quantisation, and a count
     # above max_weight would overflow its weighting. Refuse the first (the round goes on

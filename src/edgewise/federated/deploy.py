@@ -47,6 +47,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "data-dir-publish": "", "seed": 0, "threads": 1, "lr": 0.003,
     "batch-size": 32, "dp-sgd-noise": 0.0, "dp-sgd-clip": 1.0,
     "dp-sgd-epsilon": 0.0, "dp-delta": 1e-5, "evaluate": True,
+    "dp-stats-bounds": "", "dp-stats-share": 0.1,
 }
 
 _PYPROJECT = """\

@@ -91,6 +91,9 @@ class LedgerEntry:
     epsilon_round: float | None = None
     epsilon_total: float | None = None
     delta: float | None = None
+    #: ``"dp-sgd"`` (a training round) or ``"stats"`` (the normaliser statistics' Gaussian
+    #: release, :mod:`edgewise.federated.stats_privacy`: one step at sampling rate 1)
+    kind: str = "dp-sgd"
     time: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                            time.gmtime()))
 
@@ -181,11 +184,13 @@ class PrivacyLedger:
         """Every round recorded, oldest first."""
         return _entries(self._read())
 
-    def history(self, *, run: str | None = None, exclude_run: str | None = None
-                ) -> list[Mechanism]:
-        """The accountant history of the ledger (of one ``run``, or without one)."""
+    def history(self, *, run: str | None = None, exclude_run: str | None = None,
+                kind: str | None = None) -> list[Mechanism]:
+        """The accountant history of the ledger (of one ``run``, or without one; of one
+        ``kind`` of entry, or of all)."""
         return [e.mechanism() for e in self.entries()
-                if (run is None or e.run == run) and (exclude_run is None or e.run != exclude_run)]
+                if (run is None or e.run == run) and (exclude_run is None or e.run != exclude_run)
+                and (kind is None or e.kind == kind)]
 
     def epsilon(self, delta: float = DEVICE_DELTA, *, run: str | None = None) -> float:
         """The ε of everything recorded (or of one ``run``), composed, at ``delta``."""
@@ -207,12 +212,15 @@ class PrivacyLedger:
             if max_epsilon > 0 and total > max_epsilon * (1 + 1e-9):
                 spent = composed_epsilon(before, delta)
                 n = len(before)
+                what, act = ((f"the normaliser statistics of run {entry.run}", "send them")
+                             if entry.kind == "stats" else
+                             (f"round {entry.server_round} of run {entry.run}", "train"))
                 raise PrivacyBudgetError(
-                    f"Privacy ledger {self.where}: round {entry.server_round} of run "
-                    f"{entry.run} would bring this device's record-level epsilon to "
-                    f"{total:.4g} (delta {delta:g}), past its limit --max-epsilon "
-                    f"{max_epsilon:g} ({n} earlier round{'' if n == 1 else 's'} spent "
-                    f"{spent:.4g}); refusing to train. A fresh budget needs a new ledger file."
+                    f"Privacy ledger {self.where}: {what} would bring this device's "
+                    f"record-level epsilon to {total:.4g} (delta {delta:g}), past its limit "
+                    f"--max-epsilon {max_epsilon:g} ({n} earlier round{'' if n == 1 else 's'} "
+                    f"spent {spent:.4g}); refusing to {act}. A fresh budget needs a new "
+                    "ledger file."
                 )
             own = composed_epsilon([entry.mechanism()], delta)
             rounds.append(asdict(LedgerEntry(**{
@@ -253,7 +261,12 @@ class RunLedger:
     * ``{"round": r, "kind": "aggregated", "segment": s}`` when round ``r``'s update was
       aggregated at all (with or without noise), right after: a device-level ε covers the
       model only if every aggregated round has a ``device`` entry
-      (:meth:`device_epsilon`, :meth:`resume_conflict`).
+      (:meth:`device_epsilon`, :meth:`resume_conflict`);
+    * ``{"round": 0, "kind": "stats", "segment": s, "devices": {node: [z, 1.0, 1]},
+      "noise_multiplier": z, "epsilon": e, "bounds": {...}}`` when the devices' normaliser
+      statistics arrive through DP (:mod:`edgewise.federated.stats_privacy`): each device's
+      Gaussian release, composed with its DP-SGD in the record-level ε
+      (:meth:`record_epsilon`, :meth:`record_rdp`); ``e`` is that release's ε alone.
 
     A round that was skipped (nothing aggregated) adds no device entry, and a run stopped
     after a round was aggregated but before its checkpoint keeps that round: a run resumed
@@ -321,6 +334,32 @@ class RunLedger:
         self._add({"round": int(server_round), "kind": "device",
                    "noise_multiplier": float(noise_multiplier), "num_devices": int(num_devices),
                    "sample_size": None if sample_size is None else int(sample_size)})
+
+    def stats_round(self, devices: dict[str, Mechanism], *, noise_multiplier: float,
+                    epsilon: float, bounds: dict[str, Any] | None = None) -> None:
+        """The devices of ``devices`` (by node id) released their normaliser statistics
+        through the Gaussian mechanism of ``noise_multiplier`` (ε ``epsilon`` alone), with
+        readings clipped to ``bounds``; nothing is recorded when no device did."""
+        if devices:
+            self._add({"round": 0, "kind": "stats", "segment": self.segment,
+                       "devices": {str(k): [float(z), float(q), int(n)]
+                                   for k, (z, q, n) in devices.items()},
+                       "noise_multiplier": float(noise_multiplier), "epsilon": float(epsilon),
+                       "bounds": bounds})
+
+    def stats_release(self) -> dict[str, Any] | None:
+        """The run's DP release of the normaliser statistics (its ``stats`` entry: noise
+        multiplier, ε alone, bounds), or ``None`` when they were not sent through DP.
+
+        >>> led = RunLedger()
+        >>> led.stats_release() is None
+        True
+        >>> led.stats_round({"7": (4.97, 1.0, 1)}, noise_multiplier=4.97, epsilon=0.8)
+        >>> led.stats_release()["noise_multiplier"]
+        4.97
+        """
+        found = self._of("stats")
+        return dict(found[-1]) if found else None
 
     def aggregated_round(self, server_round: int) -> None:
         """Round ``server_round``'s update was aggregated into the global model."""
@@ -433,7 +472,8 @@ class RunLedger:
         return device_level_epsilon(z, len(noisy), delta, num_devices=n, sample_size=m)
 
     def record_epsilon(self, delta: float) -> float | None:
-        """Record-level ε bound of every round's DP-SGD (:func:`worst_case_epsilon` of the
+        """Record-level ε bound of every round's DP-SGD, composed with the normaliser
+        statistics' release when there was one (:func:`worst_case_epsilon` of the
         mechanisms, at least the largest ε a device reported); ``None``: no DP-SGD. Raises
         :class:`~edgewise.errors.InvalidParameterError` when a finished round carried no
         DP-SGD (a run resumed with DP-SGD after rounds without): no record-level ε covers
@@ -455,8 +495,10 @@ class RunLedger:
     def _record_parts(self) -> list[list[list[Mechanism]]]:
         """Each segment's DP-SGD histories, one per device (node id) of that segment."""
         parts: dict[int, dict[str, list[Mechanism]]] = {}
-        for r in self._of("record"):  # a round re-run after a resume is a second spend,
-            part = parts.setdefault(int(r.get("segment", 0)), {})  # in its own segment
+        # the statistics' release first, then each round; a round re-run after a resume is
+        # a second spend, in its own segment
+        for r in self._of("stats") + self._of("record"):
+            part = parts.setdefault(int(r.get("segment", 0)), {})
             for node, (z, q, n) in r.get("devices", {}).items():
                 part.setdefault(node, []).append((float(z), float(q), int(n)))
         return [list(p.values()) for p in parts.values()]
@@ -477,6 +519,6 @@ class RunLedger:
         """
         from edgewise.federated.privacy import worst_case_rdp
 
-        if not any(r.get("devices") for r in self._of("record")):
+        if not any(r.get("devices") for r in self._of("record") + self._of("stats")):
             return None
         return worst_case_rdp(self._record_parts())

@@ -18,6 +18,11 @@ Flower itself reports no ε for a run):
   device's ε is :func:`dp_sgd_epsilon` (z, that q, local steps summed over rounds), so the
   ε reported is the ε spent. A device composes the rounds it really trained in with
   :func:`composed_epsilon` (its privacy ledger, :mod:`edgewise.federated.ledger`).
+* **Record-level, normaliser statistics** (opt-in, with DP-SGD): each device releases its
+  per-condition count, sum and sum of squares through one Gaussian mechanism over readings
+  clipped to public bounds (:mod:`edgewise.federated.stats_privacy`), costing a share of
+  the same per-device budget; it is one more ``(z, 1.0, 1)`` step in the device's history,
+  so the record-level ε composes it with DP-SGD and covers both (:func:`dp_scope`).
 
 >>> round(rdp_epsilon(noise_multiplier=1.5, sampling_rate=0.04, steps=2250, delta=1e-5), 3)
 7.329
@@ -34,6 +39,8 @@ from edgewise.errors import InvalidParameterError
 __all__ = [
     "MAX_DEVICE_NOISE",
     "MAX_DP_SGD_NOISE",
+    "NOT_COVERED",
+    "STATS_COVERED",
     "Mechanism",
     "PrivacyReport",
     "ceil_significant",
@@ -45,6 +52,7 @@ __all__ = [
     "dp_sgd_history",
     "dp_sgd_noise_for_epsilon",
     "noise_for_epsilon",
+    "not_covered",
     "opacus_sampling",
     "rdp_epsilon",
     "rdp_orders",
@@ -464,10 +472,26 @@ class PrivacyReport:
     not_covered: list[str] = field(default_factory=lambda: list(NOT_COVERED))
     #: the rounds the run declared (``rounds`` is fewer when rounds were skipped or missed)
     rounds_planned: int | None = None
+    #: ε of the normaliser statistics' Gaussian mechanism alone (``None``: they were sent
+    #: without DP); ``record_epsilon`` composes it with DP-SGD
+    stats_epsilon: float | None = None
+    #: that mechanism's noise multiplier (noise sd / its sensitivity ``sqrt(1 + 2F)``)
+    stats_noise_multiplier: float = 0.0
+    #: the public per-sensor bounds readings were clipped to (``StatsBounds.to_doc``)
+    stats_bounds: dict[str, object] | None = None
 
     def __post_init__(self) -> None:
+        covered = self.stats_covered
         if not self.dp_covers:
-            object.__setattr__(self, "dp_covers", dp_scope(self.unit, self.record_epsilon))
+            object.__setattr__(self, "dp_covers",
+                               dp_scope(self.unit, self.record_epsilon, stats=covered))
+        if covered and list(self.not_covered) == list(NOT_COVERED):
+            object.__setattr__(self, "not_covered", not_covered(stats=True))
+
+    @property
+    def stats_covered(self) -> bool:
+        """Whether the record-level ε covers the normaliser statistics too."""
+        return self.stats_epsilon is not None and self.record_epsilon is not None
 
     def to_dict(self) -> dict[str, object]:
         """Plain-JSON form (ε ``None`` means no DP: unbounded)."""
@@ -484,17 +508,40 @@ NOT_COVERED = (
 )
 
 
-def dp_scope(unit: str, record_epsilon: float | None = None) -> str:
-    """What a run's ε covers, in words.
+#: What the record-level ε covers of the normaliser when its statistics went through DP.
+STATS_COVERED = ("the normaliser statistics (each device's per-condition count, sum and sum "
+                 "of squares of readings clipped to public bounds, with Gaussian noise, and "
+                 "the mean and std published from them)")
+
+
+def not_covered(stats: bool = False) -> list[str]:
+    """What leaves the devices outside the run's ε: :data:`NOT_COVERED`, less the normaliser
+    statistics when they went through DP (``stats``).
+
+    >>> len(not_covered()), len(not_covered(stats=True))
+    (3, 2)
+    """
+    return list(NOT_COVERED[1:] if stats else NOT_COVERED)
+
+
+def dp_scope(unit: str, record_epsilon: float | None = None, *, stats: bool = False) -> str:
+    """What a run's ε covers, in words; ``stats``: the record-level ε also covers the
+    normaliser statistics (composed with DP-SGD under the same per-device budget).
 
     >>> dp_scope("none")
     'nothing (no differential privacy)'
     >>> dp_scope("record")
     "model weights only (each device's DP-SGD updates)"
+    >>> dp_scope("record", 8.0, stats=True).startswith("model weights (each device's DP-SGD")
+    True
     """
     if unit == "device":
         return ("model weights only (server-side Gaussian noise on the mean of clipped device "
-                "updates" + ("; devices also ran DP-SGD" if record_epsilon else "") + ")")
+                "updates" + ("; devices also ran DP-SGD" if record_epsilon else "") + ")"
+                + ("; the record-level epsilon also covers " + STATS_COVERED if stats else ""))
     if unit == "record":
+        if stats:
+            return ("model weights (each device's DP-SGD updates) and " + STATS_COVERED
+                    + ", composed by the RDP accountant under one per-device budget")
         return "model weights only (each device's DP-SGD updates)"
     return "nothing (no differential privacy)"

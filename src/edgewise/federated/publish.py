@@ -2,7 +2,8 @@
 
 :func:`register_global_model` stores the parameters (``.npz`` bytes) as the next version of
 model ``name`` in :class:`edgewise.registry.Registry` under the gateway's data directory, with
-the run's metadata (ε, δ, privacy unit, strategy, rounds, fleet size, normaliser, …), and signs
+the run's metadata (ε, δ, privacy unit, what ε covers, the normaliser statistics' DP release
+and its bounds when there was one, strategy, rounds, fleet size, normaliser, …), and signs
 a release of it for ``target`` (by default ``group:federated``: no device runs it until it is
 rolled out to that device's group or to the device). The metadata is in the signed manifest:
 ``trained_on`` holds it as JSON, ``metrics`` its numbers. :func:`load_global_model` reads it
@@ -50,7 +51,8 @@ def _numbers(meta: Mapping[str, Any]) -> dict[str, float]:
     """The numeric figures of a run, flat, for the registry's ``metrics``."""
     out: dict[str, float] = {}
     priv = meta.get("privacy") or {}
-    for k in ("epsilon", "delta", "noise_multiplier", "clipping_norm"):
+    for k in ("epsilon", "delta", "noise_multiplier", "clipping_norm", "record_epsilon",
+              "stats_epsilon", "stats_noise_multiplier"):
         v = priv.get(k)
         if isinstance(v, int | float) and math.isfinite(v):
             out[k] = float(v)

@@ -13,7 +13,8 @@ Because the server never sees an individual update, SecAgg+ cannot be combined w
 robust rules (they inspect, rank or drop individual updates) nor with server-side DP
 clipping: :func:`check_secagg` refuses those combinations. The per-condition normaliser's
 sufficient statistics (counts, sums and sums of squares per condition, no readings) are
-still averaged in the clear before the SecAgg+ rounds.
+still combined unmasked before the SecAgg+ rounds (through record-level DP when the run
+gives sensor bounds: :mod:`edgewise.federated.stats_privacy`).
 
 What the server can still check, and does (:func:`run_secagg`): each device's example
 count arrives in the clear, so a count outside ``[1, max_weight]`` or above 10× the round's
@@ -105,6 +106,7 @@ def run_secagg(
     max_weight: float = 1e4,
     clipping_range: float = 8.0,
     timeout: float | None = None,
+    extra_config: dict[str, Any] | None = None,
 ) -> SecAggResult:
     """``rounds`` rounds of FedAvg under SecAgg+ over ``grid``; return the global arrays and,
     for each round that aggregated, the devices' train metrics (:class:`SecAggResult`).
@@ -113,6 +115,9 @@ def run_secagg(
     (:func:`~edgewise.federated.strategies.aggregate_train_metrics`: ``dp-sgd-epsilon`` is
     the largest a device reported, the ε it spent), so the run's privacy report is built
     the same way with or without SecAgg+.
+
+    ``extra_config`` is added to every round's fit config (``dp-stats-noise``: the run's DP
+    release of the normaliser statistics, which the devices' DP-SGD plan makes room for).
 
     ``num_shares``/``reconstruction_threshold`` are Flower's (a fraction means a share of
     the sampled devices); ``max_weight`` bounds every device's example count: the devices
@@ -141,6 +146,7 @@ def run_secagg(
         "phase": "fit", "n-features": n_features, "max-weight": float(max_weight),
         "normaliser": json.dumps({"mean": normaliser.mean.tolist(),
                                   "std": normaliser.std.tolist()}),
+        **(extra_config or {}),
     }
     from edgewise.federated.server_app import FederatedRunError
 

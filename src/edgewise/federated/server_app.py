@@ -6,7 +6,10 @@ deployment engine's, or :class:`~edgewise.federated.inprocess.InProcessGrid`):
 1. one round over the devices' normaliser statistics (count, sum, sum of squares), each
    reply screened (shapes, finite, a real variance) and the devices' means and variances
    combined by a trimmed mean dropping ``max(f, 1)`` per side (:class:`_StatsRound`),
-   giving the fleet's normaliser without pooled data;
+   giving the fleet's normaliser without pooled data; with ``stats_bounds`` the devices
+   release them through record-level DP (:mod:`edgewise.federated.stats_privacy`), paid
+   from the same per-device budget as DP-SGD and recorded in the run ledger, so the
+   record-level ε covers them;
 2. ``rounds`` rounds of the chosen rule (``fedavg``/``trimmed``/``krum``/``bulyan``),
    wrapped in :class:`~edgewise.federated.strategies.RobustStrategy` and, when
    ``dp_noise > 0``, in Flower's ``DifferentialPrivacyServerSideFixedClipping`` (device-level
@@ -57,6 +60,7 @@ from edgewise.federated.data import ConditionNormaliser
 from edgewise.federated.ledger import PrivacyBudgetError, RunLedger
 from edgewise.federated.model import build_model
 from edgewise.federated.privacy import Mechanism, PrivacyReport
+from edgewise.federated.stats_privacy import DEFAULT_STATS_SHARE, StatsBounds
 from edgewise.federated.strategies import RobustStrategy, make_strategy
 
 __all__ = ["FederatedResult", "FederatedRunError", "WireLog", "app", "check_resume",
@@ -103,17 +107,21 @@ class WireLog(Strategy):
     is written to it when the replies arrive, and, with ``device_dp`` = (noise multiplier,
     devices, sampled), each round aggregated with device-level noise right after the
     aggregation, before Flower sends the new model anywhere. ``round_offset`` turns Flower's
-    round numbers into the run's (a resumed run starts after its checkpoint).
+    round numbers into the run's (a resumed run starts after its checkpoint). In the
+    normaliser round (``phase="stats"``) with ``stats_dp`` = (noise multiplier, its ε alone,
+    bounds), the devices' DP release of their statistics is written to it instead.
     """
 
     def __init__(self, strategy: Strategy, phase: str = "train", *,
                  ledger: RunLedger | None = None,
                  device_dp: tuple[float, int, int | None] | None = None,
-                 round_offset: int = 0) -> None:
+                 round_offset: int = 0,
+                 stats_dp: tuple[float, float, dict[str, Any]] | None = None) -> None:
         self.strategy = strategy
         self.phase = phase
         self.ledger = ledger
         self.device_dp = device_dp
+        self.stats_dp = stats_dp
         self.round_offset = round_offset
         self.entries: list[dict[str, Any]] = []
         self.aggregated_rounds: list[int] = []
@@ -160,10 +168,17 @@ class WireLog(Strategy):
         """
         replies = list(replies)
         self._record(server_round, self.phase, replies)
-        self.trained_rounds.append(server_round)
-        if self.ledger is not None:
-            mechanisms, reported = _dp_sgd_spent(replies)
-            self.ledger.record_round(self.round_offset + server_round, mechanisms, reported)
+        if self.phase == "stats":  # the normaliser round: what the devices' release spent
+            if self.ledger is not None and self.stats_dp is not None:
+                z, eps, bounds = self.stats_dp
+                self.ledger.stats_round(_stats_dp_spent(replies), noise_multiplier=z,
+                                        epsilon=eps, bounds=bounds)
+        else:
+            self.trained_rounds.append(server_round)
+            if self.ledger is not None:
+                mechanisms, reported = _dp_sgd_spent(replies)
+                self.ledger.record_round(self.round_offset + server_round, mechanisms,
+                                         reported)
         failed = [m for m in replies if m.has_error()]
         if len(failed) == len(replies):
             why = (f"every one of the {len(replies)} devices failed; first error: "
@@ -171,6 +186,8 @@ class WireLog(Strategy):
                    "no device answered within the round timeout")
             raise FederatedRunError(f"Round {server_round}: {why}")
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
+        if self.phase == "stats":
+            return arrays, metrics
         if arrays is not None:
             self.aggregated_rounds.append(server_round)
             if self.ledger is not None and self.device_dp is not None:
@@ -227,18 +244,24 @@ class _StatsRound(FedAvg):
     trimmed mean that drops the ``max(f, 1)`` largest and smallest values (``f`` declared
     attackers; the median when fewer than ``2 max(f, 1) + 1`` devices hold that
     condition); the pooled variance is the trimmed mean of ``var_i + (mean_i - mean)**2``.
-    Each device counts once, whatever count it claims. With ``f = 0`` the statistics used
+    Each device counts once, whatever count it claims. Under DP (``dp``) a device may
+    report every condition as absent (all zeros: too few readings for the noise,
+    :func:`~edgewise.federated.stats_privacy.post_process`); it is left out, not refused.
+    With ``f = 0`` the statistics used
     to be pooled exactly (sums over devices), so one device claiming 10⁹ records of mean
     1000 set every feature's mean to 1000; as in the model rounds, one device is trimmed
     by default. With at least 3 devices one device can then move the fleet's normaliser no
     further than the honest devices' own spread (with 2, the median is their mean).
     """
 
-    def __init__(self, n_conditions: int, num_nodes: int, num_malicious_nodes: int) -> None:
+    def __init__(self, n_conditions: int, num_nodes: int, num_malicious_nodes: int,
+                 dp: bool = False) -> None:
         super().__init__(fraction_evaluate=0.0, min_train_nodes=num_nodes,
                          min_available_nodes=num_nodes)
         self.n_conditions = n_conditions
         self.num_malicious_nodes = num_malicious_nodes
+        self.dp = dp
+        self.empty: list[int] = []  # under DP: devices whose every condition came out absent
         self.normaliser: ConditionNormaliser | None = None
 
     def _check(self, msg: Message) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -264,6 +287,8 @@ class _StatsRound(FedAvg):
         if not (np.isfinite(count).all() and np.isfinite(total).all()
                 and np.isfinite(squares).all()):
             raise bad("NaN or Inf in count, sum or sumsq; every value must be finite")
+        if self.dp and not count.any() and not total.any() and not squares.any():
+            return count, total, squares  # every condition absent after the DP release
         if (count < 0).any() or count.sum() <= 0:
             raise bad(f"count {count.tolist()}; counts must be >= 0 with at least one record")
         n = np.maximum(count, 1.0)[:, None]
@@ -278,6 +303,11 @@ class _StatsRound(FedAvg):
         """Screen each device's statistics and combine them (see the class docstring)."""
         ok = [m for m in replies if not m.has_error()]
         stats = [self._check(m) for m in ok]
+        if self.dp:  # a device too small for the noise reports every condition as absent
+            self.empty = [int(m.metadata.src_node_id) for m, st in zip(ok, stats, strict=True)
+                          if not st[0].any()]
+            ok = [m for m, st in zip(ok, stats, strict=True) if st[0].any()]
+            stats = [st for st in stats if st[0].any()]
         if not stats:
             return None, None
         widths = [t.shape[1] for _, t, _ in stats]
@@ -320,19 +350,52 @@ def _robust_normaliser(stats: list[tuple[np.ndarray, np.ndarray, np.ndarray]], f
 
 def fit_normaliser(grid: Grid, n_conditions: int, num_nodes: int,
                    timeout: float = 60.0, num_malicious_nodes: int = 0,
-                   wire: list[dict[str, Any]] | None = None) -> ConditionNormaliser:
+                   wire: list[dict[str, Any]] | None = None, *,
+                   stats_dp: tuple[float, StatsBounds] | None = None,
+                   ledger: RunLedger | None = None, delta: float = 1e-5
+                   ) -> ConditionNormaliser:
     """One round over the devices' normaliser statistics (see :class:`_StatsRound`); its
-    replies are recorded in ``wire`` (phase ``"stats"``) when given."""
-    stats_strategy = _StatsRound(n_conditions, num_nodes, num_malicious_nodes)
-    logged = WireLog(stats_strategy, phase="stats")
+    replies are recorded in ``wire`` (phase ``"stats"``) when given.
+
+    With ``stats_dp`` = (noise multiplier z, public bounds) each device releases them through
+    the Gaussian mechanism of :mod:`edgewise.federated.stats_privacy`, and ``ledger``
+    records what each replying device spent (one step ``(z, 1.0, 1)``, ε at ``delta``).
+    """
+    config = ConfigRecord({"phase": "stats"})
+    spent: tuple[float, float, dict[str, Any]] | None = None
+    if stats_dp is not None:
+        from edgewise.federated.privacy import composed_epsilon
+        from edgewise.federated.stats_privacy import stats_mechanism
+
+        z, bounds = stats_dp
+        if bounds.n_conditions != n_conditions:
+            raise InvalidParameterError(
+                f"The sensor bounds cover {bounds.n_conditions} operating condition(s); the "
+                f"run's data has {n_conditions}.")
+        config["dp-stats-noise"] = float(z)
+        config["dp-stats-lower"] = [float(x) for x in bounds.lower.ravel()]
+        config["dp-stats-upper"] = [float(x) for x in bounds.upper.ravel()]
+        spent = (float(z), composed_epsilon([stats_mechanism(z)], delta), bounds.to_doc())
+    stats_strategy = _StatsRound(n_conditions, num_nodes, num_malicious_nodes,
+                                 dp=stats_dp is not None)
+    logged = WireLog(stats_strategy, phase="stats", ledger=ledger, stats_dp=spent)
     logged.start(grid=grid, initial_arrays=ArrayRecord(), num_rounds=1, timeout=timeout,
-                 train_config=ConfigRecord({"phase": "stats"}))
+                 train_config=config)
     if wire is not None:
         wire.extend(logged.entries)
+    if stats_strategy.empty:
+        log.warning("normaliser round: %d device(s) (nodes %s) hold too few readings for the "
+                    "DP noise and sent no statistics", len(stats_strategy.empty),
+                    stats_strategy.empty)
     if stats_strategy.normaliser is None:
         raise FederatedRunError(
             "No device returned normaliser statistics; is any node connected, and does "
-            "every node hold its data?")
+            "every node hold its data?" + (
+                f" Under DP, {len(stats_strategy.empty)} device(s) reported no condition: "
+                "each noisy count was below 3x the noise's standard deviation (too few "
+                "readings for the noise). More readings per device or a larger budget "
+                "(--dp-epsilon, --stats-share) helps; tighter bounds do not."
+                if stats_strategy.empty else ""))
     return stats_strategy.normaliser
 
 
@@ -413,6 +476,22 @@ def run_ledger_path(checkpoint: str | Path) -> Path:
     return path.with_name(path.stem + ".privacy.json")
 
 
+def _stats_dp_spent(replies: list[Message]) -> dict[str, Mechanism]:
+    """The Gaussian release of its normaliser statistics each replying device (by node id)
+    says it ran: ``(dp-stats-noise, 1.0, 1)``; every reply with content counts."""
+    from edgewise.federated.stats_privacy import stats_mechanism
+
+    spent: dict[str, Mechanism] = {}
+    for msg in replies:
+        if msg.has_error():
+            continue
+        for rec in msg.content.metric_records.values():
+            z = float(rec.get("dp-stats-noise", 0.0))
+            if z > 0:
+                spent[str(int(msg.metadata.src_node_id))] = stats_mechanism(z)
+    return spent
+
+
 def _dp_sgd_spent(replies: list[Message]) -> tuple[dict[str, Mechanism], float]:
     """The DP-SGD mechanism each replying device (by node id) ran this round, and the
     largest ε one reported (every reply with content counts: the server saw that update)."""
@@ -433,7 +512,8 @@ def _dp_sgd_spent(replies: list[Message]) -> tuple[dict[str, Mechanism], float]:
 def _privacy_report(train_metrics: dict[int, dict[str, float]], *, dp_noise: float,
                     dp_clip: float, dp_delta: float, dp_sgd_clip: float, num_devices: int,
                     rounds: int, sample_size: int | None, dp_sgd_epsilon: float = 0.0,
-                    ledger: RunLedger | None = None) -> PrivacyReport:
+                    ledger: RunLedger | None = None,
+                    stats: dict[str, Any] | None = None) -> PrivacyReport:
     """The run's guarantee, of the rounds that really ran (``rounds`` is the number planned).
 
     With a ``ledger`` (:class:`~edgewise.federated.ledger.RunLedger`) device-level ε is
@@ -443,7 +523,13 @@ def _privacy_report(train_metrics: dict[int, dict[str, float]], *, dp_noise: flo
 
     A run that asked for record-level DP-SGD (``dp_sgd_epsilon`` > 0) but got no ε from
     any device raises :class:`FederatedRunError`: it is never reported as without DP.
+
+    The normaliser statistics' DP release, when there was one, is in the ledger's ``stats``
+    entry (or ``stats``, the report's fields, without a ledger): its ε alone, noise and
+    bounds are reported, and the record-level ε composes it with DP-SGD.
     """
+    if stats is None:
+        stats = _stats_fields(ledger) if ledger is not None else {}
     if ledger is None:
         ledger = RunLedger()
         for r, m in sorted(train_metrics.items()):
@@ -474,14 +560,14 @@ def _privacy_report(train_metrics: dict[int, dict[str, float]], *, dp_noise: flo
             unit="device", delta=dp_delta, noise_multiplier=dp_noise, clipping_norm=dp_clip,
             epsilon=device_eps or 0.0, num_devices=num_devices,
             rounds=ledger.device_rounds(), sample_size=sample_size,
-            record_epsilon=record_eps, rounds_planned=rounds)
+            record_epsilon=record_eps, rounds_planned=rounds, **stats)
     if record_eps is not None:
         return PrivacyReport(
             unit="record", epsilon=record_eps, delta=dp_delta,
             noise_multiplier=float(np.mean(z_record)) if z_record else 0.0,
             clipping_norm=dp_sgd_clip, num_devices=num_devices,
             rounds=ledger.record_rounds(), sample_size=sample_size,
-            record_epsilon=record_eps, rounds_planned=rounds)
+            record_epsilon=record_eps, rounds_planned=rounds, **stats)
     return PrivacyReport(unit="none", epsilon=None, delta=dp_delta, noise_multiplier=0.0,
                          clipping_norm=0.0, num_devices=num_devices, rounds=rounds,
                          sample_size=sample_size, rounds_planned=rounds)
@@ -512,19 +598,30 @@ def run_federated(
     evaluate: bool = False,
     seed: int = 0,
     normaliser: ConditionNormaliser | None = None,
+    stats_bounds: StatsBounds | None = None,
+    stats_share: float = DEFAULT_STATS_SHARE,
 ) -> FederatedResult:
     """Train one fleet model over ``grid`` with Flower; see the module docstring.
 
     With ``secagg=True`` the rounds run FedAvg under Flower's SecAgg+ instead
     (:mod:`edgewise.federated.secagg`; no robust rule, no server-side DP, no checkpoint).
+
+    With ``stats_bounds`` (public per-sensor bounds) the devices release their normaliser
+    statistics through record-level DP (:mod:`edgewise.federated.stats_privacy`): a
+    Gaussian mechanism costing ``stats_share`` of ``dp_sgd_epsilon`` alone, and each
+    device's DP-SGD calibrated so that both, composed, stay within ``dp_sgd_epsilon``; the
+    report's record-level ε then covers the statistics too. It needs ``dp_sgd_epsilon`` > 0.
     """
+    stats_noise = _stats_noise(stats_bounds, stats_share, dp_sgd_epsilon, dp_delta)
     if secagg:
         return _run_secagg(grid, kind=kind, n_features=n_features, n_conditions=n_conditions,
                            num_nodes=min_available_nodes or num_nodes, rounds=rounds,
                            strategy=strategy, robust=robust, dp_noise=dp_noise, seed=seed,
                            normaliser=normaliser, round_timeout=round_timeout,
                            dp_sgd_epsilon=dp_sgd_epsilon, dp_delta=dp_delta,
-                           dp_sgd_clip=dp_sgd_clip)
+                           dp_sgd_clip=dp_sgd_clip,
+                           stats_dp=(stats_noise, stats_bounds)
+                           if stats_bounds is not None else None)
     ckpt = Path(checkpoint) if checkpoint else None
     done = 0
     stats_wire: list[dict[str, Any]] = []
@@ -543,7 +640,10 @@ def run_federated(
             normaliser = fit_normaliser(grid, n_conditions, min_available_nodes or num_nodes,
                                         timeout=round_timeout,
                                         num_malicious_nodes=num_malicious_nodes if robust
-                                        else 0, wire=stats_wire)
+                                        else 0, wire=stats_wire, ledger=ledger,
+                                        delta=dp_delta,
+                                        stats_dp=(stats_noise, stats_bounds)
+                                        if stats_bounds is not None else None)
         initial = ArrayRecord(build_model(kind, n_features, seed=seed).state_dict())
     # Device-level DP bounds each device's share of the mean by C/m: equal weights, not the
     # self-reported example counts (a device with more data would otherwise weigh more).
@@ -586,6 +686,9 @@ def run_federated(
         if prior is not None:
             config["dp-sgd-prior-rdp"] = prior
             config["dp-sgd-rdp-orders"] = rdp_orders()
+    release = ledger.stats_release()
+    if release is not None:  # the devices plan DP-SGD after what their statistics spent
+        config["dp-stats-noise"] = float(release["noise_multiplier"])
     left = max(rounds - done, 0)
 
     def on_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -625,22 +728,57 @@ def run_federated(
     )
 
 
+def _stats_noise(bounds: StatsBounds | None, share: float, dp_sgd_epsilon: float,
+                 delta: float) -> float:
+    """The noise multiplier of the normaliser statistics' release: the one whose ε alone
+    is ``share`` of the per-device budget (0 without ``bounds``)."""
+    if bounds is None:
+        return 0.0
+    from edgewise.federated.stats_privacy import stats_noise_for_epsilon
+
+    if not dp_sgd_epsilon > 0:
+        raise InvalidParameterError(
+            "DP normaliser statistics (sensor bounds given) spend a share of the per-device "
+            f"record-level budget, and none is set (dp_sgd_epsilon={dp_sgd_epsilon:g}); "
+            "set dp_sgd_epsilon > 0 (--dp-epsilon), or give no bounds.")
+    if not 0 < share < 1:
+        raise InvalidParameterError(
+            f"The 'stats_share' parameter (the budget's share spent on the normaliser "
+            f"statistics) must be in (0, 1). Got {share!r} instead.")
+    return stats_noise_for_epsilon(share * dp_sgd_epsilon, delta)
+
+
+def _stats_fields(ledger: RunLedger) -> dict[str, Any]:
+    """The privacy report's fields on the normaliser statistics' DP release (none without)."""
+    release = ledger.stats_release()
+    if release is None:
+        return {}
+    return {"stats_epsilon": float(release["epsilon"]),
+            "stats_noise_multiplier": float(release["noise_multiplier"]),
+            "stats_bounds": release.get("bounds")}
+
+
 def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, num_nodes: int,
                 rounds: int, strategy: str, robust: bool, dp_noise: float, seed: int,
                 normaliser: ConditionNormaliser | None, round_timeout: float,
-                dp_sgd_epsilon: float, dp_delta: float, dp_sgd_clip: float
-                ) -> FederatedResult:
+                dp_sgd_epsilon: float, dp_delta: float, dp_sgd_clip: float,
+                stats_dp: tuple[float, StatsBounds] | None = None) -> FederatedResult:
     import torch
 
     from edgewise.federated.secagg import check_secagg, run_secagg
 
     check_secagg(strategy, robust=robust, dp_noise=dp_noise)
+    stats_ledger = RunLedger()
     if normaliser is None:
-        normaliser = fit_normaliser(grid, n_conditions, num_nodes, timeout=round_timeout)
+        normaliser = fit_normaliser(grid, n_conditions, num_nodes, timeout=round_timeout,
+                                    stats_dp=stats_dp, ledger=stats_ledger, delta=dp_delta)
         # SecAgg+ runs FedAvg with no screen; the stats round still refuses malformed ones
+    release = stats_ledger.stats_release()
     sec = run_secagg(
         grid, kind=kind, n_features=n_features, normaliser=normaliser, num_nodes=num_nodes,
-        rounds=rounds, seed=seed, timeout=round_timeout)
+        rounds=rounds, seed=seed, timeout=round_timeout,
+        extra_config={"dp-stats-noise": float(release["noise_multiplier"])}
+        if release else None)
     if not all(np.isfinite(np.asarray(a, dtype=np.float64)).all() for a in sec.arrays):
         raise FederatedRunError("The SecAgg+ global model holds NaN or Inf values; it is not "
                                 "registered.")  # run_secagg refuses such a round; never here
@@ -652,7 +790,8 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
     privacy = _privacy_report(sec.spent_metrics or sec.train_metrics, dp_noise=0.0,
                               dp_clip=0.0, dp_delta=dp_delta, dp_sgd_clip=dp_sgd_clip,
                               num_devices=num_nodes, rounds=rounds, sample_size=None,
-                              dp_sgd_epsilon=dp_sgd_epsilon)
+                              dp_sgd_epsilon=dp_sgd_epsilon,
+                              stats=_stats_fields(stats_ledger))
     return FederatedResult(arrays=record, normaliser=normaliser, privacy=privacy,
                            rounds_done=len(sec.spent_metrics) or rounds,
                            strategy="fedavg+secagg+", train_metrics=sec.train_metrics,
@@ -715,6 +854,9 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
         round_timeout=float(rc.get("round-timeout", 120.0)),
         checkpoint=out / "checkpoint.npz", evaluate=bool(rc.get("evaluate", True)),
         secagg=bool(rc.get("secagg", False)), robust=not bool(rc.get("secagg", False)),
+        stats_bounds=StatsBounds.from_doc(json.loads(str(rc["dp-stats-bounds"])), n_cond)
+        if str(rc.get("dp-stats-bounds", "")) else None,
+        stats_share=float(rc.get("dp-stats-share", DEFAULT_STATS_SHARE)),
     )
     (out / "wire.json").write_text(json.dumps(result.wire, indent=1))
     entry = register_global_model(
