@@ -96,3 +96,36 @@ def test_after_a_413_posts_grow_back_instead_of_one_message_each(gw, tmp_path):
     assert len(agent.outbox) == 0
     assert client.statuses == [200]
     assert len(gw.store.query(gw.device, "temp_c")) == 100
+
+
+def test_posts_fill_the_room_under_a_413_and_find_a_raised_limit_again(gw, tmp_path):
+    """Check messages of about a third of the limit go two per post after a 413 (not one:
+    the midpoint budget stopped just under two), and once the gateway's limit is raised
+    a probe past the refused size finds it within a few posts (the budget could never
+    exceed the smallest size ever refused, so a raised limit went unnoticed until a
+    restart), while no message is lost or set aside."""
+    agent = Agent("http://testserver", gw.device, gw.secret, tmp_path / "a")
+    for k in range(3):
+        agent.handle(_big(3000, k))
+    client = _Counting(gw.client)
+    _drain(agent, client, 10)
+    assert client.statuses[0] == 413 and len(agent.outbox) == 0
+    for k in range(40):
+        agent.handle(_big(3000, 10 + k))
+    client.statuses.clear()
+    _drain(agent, client, 100)
+    db = sqlite3.connect(tmp_path / "a" / "outbox.sqlite")
+    assert len(agent.outbox) == 0 and agent.outbox.rejected == 0, db.execute(
+        "SELECT reason, detail FROM rejected LIMIT 1").fetchall()
+    assert client.statuses.count(200) <= 21, client.statuses  # two a post, was 40
+    assert client.statuses.count(413) <= 2, client.statuses  # the probes refused
+    object.__setattr__(gw.settings, "max_payload_bytes", 1 << 20)  # the limit is raised
+    for k in range(40):
+        agent.handle(_big(3000, 50 + k))
+    client.statuses.clear()
+    _drain(agent, client, 100)
+    assert len(agent.outbox) == 0 and agent.outbox.rejected == 0, db.execute(
+        "SELECT reason, detail FROM rejected LIMIT 1").fetchall()
+    assert len(client.statuses) <= 12 and 413 not in client.statuses, client.statuses
+    assert agent.post_budget is None  # the probe was taken: no limit kept any more
+    assert len(gw.store.query(gw.device, "bin_0001_" + "x" * 51)) == 83

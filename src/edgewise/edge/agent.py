@@ -81,6 +81,10 @@ MAX_MODEL_BYTES = 256 * 1024 * 1024  # a signed release saying more is refused, 
 _CLOCK_REASONS = ("future_ts", "ancient_ts")  # the gateway's reasons for a reading's time
 _REJECTED_KEEP = 1000  # rejected messages kept in the outbox's ``rejected`` table
 _STALL_FIRST_S, _STALL_MAX_S = 1.0, 30.0  # pause when a 200 answer does not advance the ack
+# posts taken in a row after a 413 before one may go past the smallest refused size (a probe:
+# has the gateway's limit been raised?); doubled after each probe it refuses, up to the max
+_PROBE_FIRST, _PROBE_MAX = 8, 1024
+_PROBE_AFTER_S = 300.0  # and a probe is due at the latest this long after the last 413
 _CLOCK_REFUSALS = ("expired",)  # refused by this device's clock: checked again on every offer
 _RETRY_MAX_S = 3600.0  # a release that failed to download or install is tried at most this late
 _WAL_PAGES = 64  # the outbox's WAL is checkpointed when it holds this many pages (SQLite: 1000)
@@ -1327,9 +1331,13 @@ class Agent:
         self._rejected_unlogged: list[tuple[int | None, str, str]] = []
         self._stall_s = 0.0
         # what the gateway's body limit is known to be: the largest post it took, the
-        # smallest it refused (413); posts are kept under the midpoint once one is refused
+        # smallest it refused (413); posts are kept under the midpoint once one is refused,
+        # and probe past it after _probe_every posts taken in a row (or _PROBE_AFTER_S)
         self._post_ok = 0
         self._post_refused: int | None = None
+        self._post_streak = 0
+        self._probe_every = _PROBE_FIRST
+        self._refused_at = 0.0  # monotonic time of the last 413
         self._history_logged = False  # a damaged install history is said once
         self._tls_logged_at: float | None = None
         self._stop = threading.Event()
@@ -1623,8 +1631,7 @@ class Agent:
             else:
                 self._stop.wait(1.0)
             return -1
-        if self._post_refused is None or len(body) < self._post_refused:
-            self._post_ok = max(self._post_ok, len(body))
+        self._post_taken(len(body))
         answer = r.json()
         ack = int(answer["ack_seq"])
         before = self.outbox.acked
@@ -1658,18 +1665,50 @@ class Agent:
         """The most bytes one telemetry post may take now (None: no 413 seen, no limit).
 
         Once the gateway refused a post as too large (413), posts are kept under the
-        midpoint of the largest body it took and the smallest it refused; both move with
-        each answer, so the budget settles just under the gateway's limit in a few posts
-        and grows back after a 413 caused by a few big messages, instead of sending one
-        message per post for good.
+        midpoint of the largest body it took and the smallest it refused (a post that would
+        teach nothing, being no bigger than one taken, may grow by one message while it
+        stays under the refused size), so the budget settles just under the gateway's
+        limit in a few posts. After ``_PROBE_FIRST`` posts taken in a row (doubling, up to
+        ``_PROBE_MAX``, each time a probe is refused) or ``_PROBE_AFTER_S`` seconds since
+        the last 413, the budget is twice the refused size: a probe. A probe taken means
+        the gateway's limit was raised: the refused size is forgotten (no limit again).
+
+        Example:
+            >>> agent.post_budget is None  # doctest: +SKIP
+            True
         """
         if self._post_refused is None:
             return None
+        if self._probe_due():
+            return 2 * self._post_refused
         return max((self._post_ok + self._post_refused) // 2, 1)
+
+    def _probe_due(self) -> bool:
+        """Whether the next post may go past the smallest refused size (see post_budget)."""
+        return self._post_refused is not None and (
+            self._post_streak >= self._probe_every
+            or time.monotonic() - self._refused_at >= _PROBE_AFTER_S)
+
+    def _post_taken(self, size: int) -> None:
+        """The gateway took a post of ``size`` bytes: raise what is known to fit, and forget
+        the refused size when this post was at least as big (its limit was raised)."""
+        self._post_ok = max(self._post_ok, size)
+        if self._post_refused is None:
+            return
+        if size >= self._post_refused:
+            log.info(json.dumps({
+                "event": "post_limit_raised", "bytes": size, "refused": self._post_refused,
+                "detail": "the gateway took a post at least as big as one it refused as too "
+                "large (413): its limit was raised, posts are no longer kept under it"}))
+            self._post_refused, self._post_streak = None, 0
+            self._probe_every = _PROBE_FIRST
+            return
+        self._post_streak += 1
 
     def _fit(self, msgs: list[dict[str, Any]]) -> tuple[bytes, list[dict[str, Any]]]:
         """The body of the next post (a JSON array) and the messages in it: the oldest of
-        ``msgs`` that fit :attr:`post_budget`, at least one."""
+        ``msgs`` that fit :attr:`post_budget`, at least one; one more when the body would be
+        no bigger than a post already taken and stays under the smallest refused size."""
         parts = [json.dumps(m, separators=(",", ":")).encode() for m in msgs]
         budget = self.post_budget
         if budget is not None:
@@ -1679,6 +1718,10 @@ class Agent:
                     break
                 size += len(part) + 1
                 n += 1
+            refused = self._post_refused
+            if (refused is not None and n < len(parts) and size <= self._post_ok
+                    and size + len(parts[n]) + 1 < refused):
+                n += 1  # the midpoint lies between two sizes of post: try the bigger one
             parts, msgs = parts[:n], msgs[:n]
         return b"[" + b",".join(parts) + b"]", msgs
 
@@ -1689,9 +1732,15 @@ class Agent:
         ``rejected`` table, like the gateway's other rejections), and a small stand-in
         (metric ``agent.too_large``, its size) is sent in its place, so the ack moves on
         and what follows is delivered."""
-        self._post_refused = size if self._post_refused is None else min(self._post_refused,
-                                                                         size)
-        self._post_ok = min(self._post_ok, self._post_refused - 1)
+        if self._post_refused is not None and size >= self._post_refused:
+            self._probe_every = min(2 * self._probe_every, _PROBE_MAX)  # a probe refused
+        else:
+            if size <= self._post_ok:  # the limit fell below a post it took before
+                self._post_ok = 0
+            self._post_refused = size
+            self._post_ok = min(self._post_ok, size - 1)
+        self._post_streak = 0
+        self._refused_at = time.monotonic()
         if len(msgs) > 1:
             return
         msg = msgs[0]

@@ -32,8 +32,10 @@ too, every ``poll_s``, for entries other processes wrote (``edgewise device add`
 gateway) or the queue had no room for. The id of the last entry handed to the socket is kept
 in ``<data dir>/audit-syslog.json`` with the collector it went to, so a restart sends what
 was committed but not sent, and a new collector gets the whole log. Syslog over TCP has no
-acknowledgement: after a connection breaks, the last 64 entries handed to it are sent again
-(a collector may keep an entry twice; the check takes duplicates that agree). Over UDP a
+acknowledgement: an entry counts as delivered (the cursor moves past it) only once the
+connection it went to stayed healthy ``confirm_s`` (30 s) after it, and never the newest 64;
+after a connection breaks, everything after that is sent again (a collector may keep an
+entry twice; the check takes duplicates that agree). Over UDP a
 datagram lost on the way is lost: nothing says so.
 
 >>> import tempfile, pathlib
@@ -80,7 +82,9 @@ log = logging.getLogger(__name__)
 CURSOR_FILE = "audit-syslog.json"
 #: severity notice (RFC 5424): normal but significant
 _NOTICE = 5
-#: entries sent again on a new connection after one broke (TCP has no acknowledgement)
+#: entries sent again on a new connection after one broke (TCP has no acknowledgement):
+#: at least this many, and every entry handed to the broken connection less than
+#: ``confirm_s`` seconds before it broke (see :class:`AuditForwarder`)
 RESEND = 64
 #: the largest UDP payload (IPv4); a message longer than this cannot be sent over udp://
 _UDP_MAX = 65_507
@@ -215,7 +219,8 @@ class AuditForwarder:
     def __init__(self, security: Security, url: str, *, ca_file: str = "",
                  metrics: _Counts | None = None, queue_max: int = 10_000,
                  poll_s: float = 1.0, retry_s: float = 1.0, max_retry_s: float = 60.0,
-                 timeout_s: float = 5.0, hostname: str | None = None) -> None:
+                 timeout_s: float = 5.0, hostname: str | None = None,
+                 confirm_s: float = 30.0) -> None:
         self.security = security
         self.target: SyslogTarget = parse_syslog_url(url)
         self._ssl: ssl.SSLContext | None = None
@@ -244,14 +249,21 @@ class AuditForwarder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
-        self._recent: collections.deque[bytes] = collections.deque(maxlen=RESEND)
-        self._resend: list[bytes] = []
+        #: (monotonic time, id) of entries handed to the current connection, not confirmed
+        self._inflight: collections.deque[tuple[float, int]] = collections.deque()
+        self.confirm_s = confirm_s
         self._db: sqlite3.Connection | None = None
         self._failing = False
+        self._checked = False  # whether the cursor was checked against the log
         self._flush_until = 0.0
         #: the id of the last entry handed to the collector's socket
         self.sent_id = self._load_cursor()
+        #: the id of the last entry taken as delivered: handed to a connection that then
+        #: stayed healthy for ``confirm_s`` (or was closed cleanly); a broken connection
+        #: sends again from the next one; the cursor file holds it (udp://: ``sent_id``)
+        self.confirmed_id = self.sent_id
         self._saved_id = self.sent_id
+        self._high = self.sent_id  # the newest id ever handed (resends are not counted)
         #: entries handed to the socket since this object was made (resends not counted)
         self.sent = 0
         #: entries the memory queue had no room for (read from the file later instead)
@@ -271,13 +283,14 @@ class AuditForwarder:
         return 0
 
     def _save_cursor(self) -> None:
-        if self.sent_id == self._saved_id:
+        cursor = self.sent_id if self.target.scheme == "udp" else self.confirmed_id
+        if cursor == self._saved_id:
             return
-        self._saved_id = self.sent_id
+        self._saved_id = cursor
         try:
             write_private(self.cursor_path, json.dumps({
                 "collector": self.target.shown, "log": self.log_id,
-                "sent_id": self.sent_id}).encode())
+                "sent_id": cursor}).encode())
         except OSError as exc:  # a restart then sends some entries again: harmless
             log.warning("audit syslog: could not write %s: %s", self.cursor_path, exc)
 
@@ -390,15 +403,31 @@ class AuditForwarder:
                 self._sock.close()
             self._sock = None
 
+    def _confirm(self, every: bool = False) -> None:
+        """Take as delivered the entries handed to the current connection at least
+        ``confirm_s`` ago (``every``: all of them, the connection closing cleanly), but
+        never the newest :data:`RESEND` of them unless ``every``."""
+        now = time.monotonic()
+        inflight = self._inflight
+        while inflight and (every or (len(inflight) > RESEND
+                                      and now - inflight[0][0] >= self.confirm_s)):
+            self.confirmed_id = inflight.popleft()[1]
+
+    def _rewind(self) -> None:
+        """The connection broke: what it was handed since :attr:`confirmed_id` may be lost
+        (in its kernel buffers or the collector's), so it is sent again from there."""
+        self._inflight.clear()
+        if self.sent_id > self.confirmed_id:
+            log.info("audit syslog: connection to %s broke; entries after %d are sent again",
+                     self.target.shown, self.confirmed_id)
+            self.sent_id = self.confirmed_id
+            self._gauge("edgewise_audit_syslog_sent_id", self.sent_id)
+
     def _send(self, batch: list[AuditEntry]) -> None:
         """Hand ``batch`` to the collector's socket, advancing :attr:`sent_id`; ``OSError``
-        when the collector cannot be reached (what was handed before stays handed)."""
+        when the collector cannot be reached (the caller then rewinds, :meth:`_rewind`)."""
         if self._sock is None:
             self._sock = self._connect()
-            for data in self._resend:  # what the broken connection may have lost
-                self._sock.sendall(data)
-                self._recent.append(data)
-            self._resend = []
         scheme = self.target.scheme
         try:
             for entry in batch:
@@ -411,11 +440,14 @@ class AuditForwarder:
                     self._count("edgewise_audit_syslog_dropped_total", reason="too_large")
                 else:
                     self._sock.sendall(data)
-                    self._recent.append(data)
-                    self.sent += 1
-                    self._count("edgewise_audit_syslog_sent_total")
+                    if entry.id > self._high:
+                        self.sent += 1
+                        self._count("edgewise_audit_syslog_sent_total")
+                self._high = max(self._high, entry.id)
                 self.sent_id = entry.id
+                self._inflight.append((time.monotonic(), entry.id))
         finally:
+            self._confirm()
             self._gauge("edgewise_audit_syslog_sent_id", self.sent_id)
             self._save_cursor()
 
@@ -433,52 +465,80 @@ class AuditForwarder:
                         "at entry %d: entries were deleted; the ids taken again are sent too",
                         self.sent_id, self.target.shown, newest)
             self.sent_id = newest
+            self.confirmed_id = min(self.confirmed_id, newest)
             self._save_cursor()
 
     def _run(self) -> None:
+        """The sending thread: send, rewind and back off on errors, until stopped. An
+        error that is not the network's (the audit file unreadable, a malformed row) is
+        logged and counted and retried with backoff too: it never ends forwarding."""
         delay = self.retry_s
+        clean = False  # all sent and the thread ending on its own: the connection is healthy
         try:
-            self._check_cursor()
             while True:
                 stopping = self._stop.is_set()
                 if stopping and time.monotonic() >= self._flush_until:
                     return
-                batch = self._next_batch()
-                if not batch:
-                    if stopping:
-                        return
-                    self._wake.wait(self.poll_s)
-                    self._wake.clear()
-                    continue
                 try:
-                    self._send(batch)
+                    if self._step(stopping):
+                        clean = True
+                        return
                 except OSError as exc:  # ssl.SSLError and socket.timeout among them
                     self._count("edgewise_audit_syslog_errors_total")
-                    self._resend = list(self._resend or self._recent)
-                    self._recent.clear()
                     self._disconnect()
+                    self._rewind()
                     if not self._failing:
                         log.warning("audit syslog: collector %s unreachable (%s); entries "
                                     "wait and are sent when it answers", self.target.shown,
                                     exc)
                     self._failing = True
-                    if stopping:
-                        return
-                    self._stop.wait(delay)
-                    delay = min(self.max_retry_s, delay * 2)
+                except Exception:
+                    self._count("edgewise_audit_syslog_errors_total")
+                    log.exception("audit syslog: forwarding to %s failed; trying again in "
+                                  "%.1f s", self.target.shown, delay)
+                    self._disconnect()
+                    self._rewind()
+                    if self._db is not None:
+                        with contextlib.suppress(sqlite3.Error):
+                            self._db.close()
+                        self._db = None
+                    self._checked = False
+                else:
+                    if self._failing:
+                        log.warning("audit syslog: collector %s reached again; sent up to "
+                                    "entry %d", self.target.shown, self.sent_id)
+                    self._failing = False
+                    delay = self.retry_s
                     continue
-                if self._failing:
-                    log.warning("audit syslog: collector %s reached again; sent up to entry "
-                                "%d", self.target.shown, self.sent_id)
-                self._failing = False
-                delay = self.retry_s
-        except Exception:  # never leave silently: say why forwarding stopped
-            log.exception("audit syslog: forwarding to %s stopped", self.target.shown)
+                if stopping:
+                    return
+                self._stop.wait(delay)
+                delay = min(self.max_retry_s, delay * 2)
         finally:
+            if clean and self._sock is not None:  # a clean close: what it was handed went out
+                self._confirm(every=True)
             self._disconnect()
+            self._save_cursor()
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+    def _step(self, stopping: bool) -> bool:
+        """Send the next batch (or wait for one); True when the thread is done."""
+        if not self._checked:
+            self._check_cursor()
+            self._checked = True
+        batch = self._next_batch()
+        if not batch:
+            self._confirm()
+            self._save_cursor()
+            if stopping:
+                return True
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            return False
+        self._send(batch)
+        return False
 
 
 # -- checking a collector's copy -----------------------------------------------------------
