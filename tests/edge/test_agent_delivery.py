@@ -129,3 +129,23 @@ def test_posts_fill_the_room_under_a_413_and_find_a_raised_limit_again(gw, tmp_p
     assert len(client.statuses) <= 12 and 413 not in client.statuses, client.statuses
     assert agent.post_budget is None  # the probe was taken: no limit kept any more
     assert len(gw.store.query(gw.device, "bin_0001_" + "x" * 51)) == 83
+
+
+def test_a_local_alert_on_a_long_metric_name_is_delivered(gw, tmp_path):
+    """Check a local alert on a metric whose name is 59-64 characters reaches the gateway
+    with the reading that raised it: ``alert:<name>`` passed the gateway's 64 characters,
+    so the whole message, the alerting reading with it, was rejected as bad_metric."""
+    from edgewise.edge.agent import alert_metric
+
+    name = "bearing_outer_race_vibration_velocity_rms_mm_per_s_sensor_0001"  # 62 characters
+    agent = Agent("http://testserver", gw.device, gw.secret, tmp_path / "a")
+    for i in range(400):
+        agent.handle({name: 1.0 + (i % 5) / 100})
+    agent.handle({name: 500.0})  # far off: a local alert
+    assert agent.local_alerts >= 1
+    _drain(agent, _Counting(gw.client), 20)
+    assert len(agent.outbox) == 0 and agent.outbox.rejected == 0
+    assert gw.store.query(gw.device, name)[-1][2] == 500.0
+    alert = alert_metric(name)
+    assert len(alert) == 64 and alert.startswith("alert:bearing_outer")
+    assert gw.store.query(gw.device, alert)[-1][2] >= agent.threshold

@@ -67,7 +67,8 @@ from edgewise.errors import ConfigError, InvalidParameterError, PayloadError, Si
 from edgewise.registry import Manifest, key_id_of, verify
 from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, METRIC_NAME_RE, parse_time_text
 
-__all__ = ["DEFAULT_MAX_BYTES", "Agent", "ModelSlot", "Outbox", "check_source", "load_detector",
+__all__ = ["DEFAULT_MAX_BYTES", "Agent", "ModelSlot", "Outbox", "alert_metric", "check_source",
+           "load_detector",
            "load_trusted_key", "sim_value"]
 
 log = logging.getLogger("edgewise.agent")
@@ -1273,6 +1274,25 @@ def _source(spec: str, start: int, rate_hz: float
         raise ValueError(f"--source must be sim, csv:PATH or stdin. Got {spec!r} instead.")
 
 
+
+def alert_metric(name: str) -> str:
+    """The metric that carries a local alert's score of metric ``name``: ``alert:<name>``,
+    shortened where that would pass the gateway's 64 characters (the whole message, the
+    alerting reading with it, was refused as ``bad_metric``) to a prefix of ``name`` and 8
+    hex digits of its SHA-256, so two long names still get two metrics.
+
+    >>> alert_metric("temp_c")
+    'alert:temp_c'
+    >>> m = alert_metric("x" * 64); len(m), m[:12], m == alert_metric("x" * 63 + "y")
+    (64, 'alert:xxxxxx', False)
+    """
+    full = f"alert:{name}"
+    if len(full) <= 64:
+        return full
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"alert:{name[:64 - 6 - 9]}-{digest}"
+
+
 class Agent:
     """Runs on the device: source -> clean -> local detector -> outbox -> gateway.
 
@@ -1592,7 +1612,7 @@ class Agent:
             det.learn_one(x)
             if score >= self.threshold:
                 self.local_alerts += 1
-                metrics[f"alert:{name}"] = round(score, 6)
+                metrics[alert_metric(name)] = round(score, 6)
                 log.warning(json.dumps({"event": "local_alert", "metric": name, "value": v,
                                         "score": score}))
         if not metrics:
