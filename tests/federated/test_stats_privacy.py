@@ -425,3 +425,125 @@ def test_demo_with_stats_bounds_publishes_a_model_whose_epsilon_covers_them(data
     assert "normaliser statistics" in privacy["dp_covers"]
     assert 7.5 < privacy["epsilon"] <= 8.0
     assert privacy["stats_bounds"]["lower"] == [PUMP_BOUNDS["lower"]]
+
+
+# -- regressions: a device without DP, non-finite readings, overflowing bounds --------------
+
+def _old_client(monkeypatch: pytest.MonkeyPatch, old: set[int], shift: float = 0.0) -> None:
+    """Make the devices of partitions ``old`` answer the normaliser round as a client from
+    before DP statistics does: clear statistics, no ``dp-stats-noise``; their means moved
+    by ``shift`` on every sensor."""
+    from edgewise.federated import client_app as ca
+
+    new_reply = ca._stats_reply
+
+    def reply(msg: Message, context, data, config) -> Message:
+        if int(context.node_config["partition-id"]) not in old:
+            return new_reply(msg, context, data, config)
+        count, total, squares = data.stats()
+        n = np.maximum(count, 1.0)[:, None]
+        mean = total / n
+        squares = squares + n * ((mean + shift) ** 2 - mean ** 2)
+        total = total + n * shift
+        arrays = ArrayRecord({"count": ca._arr(count), "sum": ca._arr(total),
+                              "sumsq": ca._arr(squares)})
+        return Message(RecordDict({"arrays": arrays,
+                                   "metrics": MetricRecord({"num-examples": 1})}),
+                       reply_to=msg)
+
+    monkeypatch.setattr(ca, "_stats_reply", reply)
+
+
+def _dp_run(n: int, **kwargs: object) -> object:
+    rc = {"dataset": "pump", "dp-sgd-epsilon": 8.0, "num-server-rounds": 1}
+    grid = InProcessGrid(app, [{"partition-id": i, "num-partitions": n} for i in range(n)],
+                         rc)
+    return run_federated(grid, kind="ae", n_features=6, n_conditions=1, num_nodes=n,
+                         rounds=1, strategy="fedavg", robust=False, dp_sgd_epsilon=8.0,
+                         stats_bounds=StatsBounds.from_doc(PUMP_BOUNDS, 1), **kwargs)
+
+
+def test_stats_sent_without_the_dp_asked_for_are_left_out_of_the_normaliser(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Check that in a mixed fleet a device on a client from before DP statistics (clear
+    statistics, no dp-stats-noise) is left out of the normaliser, logged and listed as
+    refused naming its node, and the run goes on: with 2 devices its statistics (means
+    moved by 10⁴) would otherwise be half of the normaliser's mean, under a report saying
+    the ε covers it."""
+    _old_client(monkeypatch, {0}, shift=1e4)
+    with caplog.at_level(logging.WARNING, logger="edgewise"):
+        res = _dp_run(2)
+    refused = [r for r in res.rejected if r["reason"] == "no-dp-stats"]
+    assert len(refused) == 1 and refused[0]["server_round"] == 0
+    node = refused[0]["node_id"]
+    assert f"node {node}" in caplog.text and "without DP" in caplog.text
+    mean = res.normaliser.mean[0]
+    lo, hi = np.array(PUMP_BOUNDS["lower"]), np.array(PUMP_BOUNDS["upper"])
+    assert ((lo <= mean) & (mean <= hi)).all(), mean  # the DP device's alone
+    assert res.privacy.stats_covered and res.rounds_done == 1
+
+
+@pytest.mark.parametrize("secagg", [False, True])
+def test_a_stats_round_left_without_dp_replies_fails_in_one_line(
+        monkeypatch: pytest.MonkeyPatch, secagg: bool) -> None:
+    """Check that when no device sends its statistics with the DP asked for, the run stops
+    in one line naming them and the cause, also under SecAgg+ (same normaliser round)."""
+    _old_client(monkeypatch, {0, 1})
+    with pytest.raises(FederatedRunError, match=r"2 device\(s\) \(nodes .*\) sent them "
+                                                r"without the DP asked for") as err:
+        _dp_run(2, secagg=secagg)
+    assert "\n" not in str(err.value)
+
+
+def test_a_reply_stating_less_noise_than_asked_is_left_out() -> None:
+    """Check the normaliser round with noise multiplier z keeps replies stating z (up to
+    rounding) or more, and leaves out one stating z/2 or none."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SERVER_NODE_ID, 0
+    z = 4.97
+    count, total, squares = np.array([10.0]), np.array([[5.0]]), np.array([[5.0]])
+
+    def reply(node: int, metrics: dict) -> Message:
+        arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in
+                              (("count", count), ("sum", total), ("sumsq", squares))})
+        instr = Message(RecordDict(), dst_node_id=node, message_type="train", group_id="1")
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord(
+            {"num-examples": 1, **metrics})}), reply_to=instr)
+
+    rnd = _StatsRound(1, 4, 0, dp=True, dp_noise=z)
+    rnd.aggregate_train(1, [reply(1, {"dp-stats-noise": z}),
+                            reply(2, {"dp-stats-noise": z * (1 - 1e-12)}),
+                            reply(3, {"dp-stats-noise": z / 2}), reply(4, {})])
+    assert rnd.undp == [3, 4] and rnd.normaliser is not None
+    assert [r["node_id"] for r in rnd.refused] == [3, 4]
+    assert "noise multiplier 2.485" in rnd.refused[0]["detail"]
+
+
+def test_a_non_finite_reading_is_left_out_of_the_release() -> None:
+    """Check a reading with a NaN or Inf value is dropped before clipping (one reading
+    alone decides it, so the sensitivity holds), instead of making the release NaN
+    whatever the noise."""
+    b = _bounds(n_conditions=1, width=3)
+    rng = np.random.default_rng(4)
+    X = b.lower[0] + 4.0 * rng.random((40, 3))
+    cond = np.zeros(40, dtype=np.int64)
+    base = clipped_unit_stats(X, cond, b)
+    for bad in ([np.nan, 11.0, 21.0], [1.0, np.inf, 21.0], [1.0, 11.0, -np.inf]):
+        more = clipped_unit_stats(np.vstack([X, bad]), np.append(cond, 0), b)
+        for a, t in zip(more, base, strict=True):
+            np.testing.assert_array_equal(a, t)
+        released = noisy_stats(np.vstack([X, bad]), np.append(cond, 0), b, 1.0, seed=0)
+        assert all(np.isfinite(a).all() for a in released)
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(-1e308, 1e308), (-1e200, 1e200), (1e160, 1e160 + 1e150)])
+def test_bounds_too_large_to_compute_with_are_refused_at_load(tmp_path, lo: float,
+                                                              hi: float) -> None:
+    """Check finite bounds whose width or squares overflow (every release would be Inf)
+    are refused when read, naming the sensor and condition."""
+    path = tmp_path / "bounds.json"
+    path.write_text(json.dumps({"channels": ["speed_rpm", "flow_m3h"],
+                                "lower": [[0, lo]], "upper": [[1, hi]]}))
+    with pytest.raises(InvalidParameterError,
+                       match=r"sensor flow_m3h \(condition 0\) .* too large"):
+        StatsBounds.load(path, 1)
+    StatsBounds.from_doc({"lower": [0, -1e150], "upper": [1, 1e150]}, 1)  # still fine

@@ -475,7 +475,7 @@ class PrivacyReport:
     #: ε of the normaliser statistics' Gaussian mechanism alone (``None``: they were sent
     #: without DP); ``record_epsilon`` composes it with DP-SGD
     stats_epsilon: float | None = None
-    #: that mechanism's noise multiplier (noise sd / its sensitivity ``sqrt(1 + 2F)``)
+    #: that mechanism's noise multiplier (noise sd / its sensitivity ``sqrt(1 + 1.25 F)``)
     stats_noise_multiplier: float = 0.0
     #: the public per-sensor bounds readings were clipped to (``StatsBounds.to_doc``)
     stats_bounds: dict[str, object] | None = None

@@ -247,6 +247,12 @@ class _StatsRound(FedAvg):
     Each device counts once, whatever count it claims. Under DP (``dp``) a device may
     report every condition as absent (all zeros: too few readings for the noise,
     :func:`~edgewise.federated.stats_privacy.post_process`); it is left out, not refused.
+    When the round asked for DP with noise multiplier ``dp_noise``, a reply that does not
+    state ``dp-stats-noise`` >= ``dp_noise`` (a device on a client from before DP
+    statistics sends them in the clear; one may also have run less noise) is left out of
+    the normaliser too, before its statistics are read, and listed in ``undp`` (node ids)
+    and ``refused`` (as the robust rule's refusals: round 0, reason ``"no-dp-stats"``):
+    averaged in, it would void the ε the report states for the normaliser.
     With ``f = 0`` the statistics used
     to be pooled exactly (sums over devices), so one device claiming 10⁹ records of mean
     1000 set every feature's mean to 1000; as in the model rounds, one device is trimmed
@@ -255,14 +261,35 @@ class _StatsRound(FedAvg):
     """
 
     def __init__(self, n_conditions: int, num_nodes: int, num_malicious_nodes: int,
-                 dp: bool = False) -> None:
+                 dp: bool = False, dp_noise: float = 0.0) -> None:
         super().__init__(fraction_evaluate=0.0, min_train_nodes=num_nodes,
                          min_available_nodes=num_nodes)
         self.n_conditions = n_conditions
         self.num_malicious_nodes = num_malicious_nodes
-        self.dp = dp
+        self.dp = dp or dp_noise > 0
+        self.dp_noise = float(dp_noise)
         self.empty: list[int] = []  # under DP: devices whose every condition came out absent
+        self.undp: list[int] = []  # under DP: devices whose reply does not state the noise
+        self.refused: list[dict[str, Any]] = []  # those, as the robust rule's refusals
         self.normaliser: ConditionNormaliser | None = None
+
+    def _released_with_dp(self, msg: Message) -> bool:
+        """Whether ``msg`` states a release with at least the noise asked for; if not, the
+        device is logged, listed in ``undp`` and ``refused``, and left out."""
+        node = int(msg.metadata.src_node_id)
+        stated = _stated_stats_noise(msg)
+        if stated >= self.dp_noise * (1.0 - 1e-9):
+            return True
+        detail = (f"device (node {node}) sent its normaliser statistics "
+                  + (f"with noise multiplier {stated:g}" if stated > 0 else
+                     "without DP (no dp-stats-noise: a client from before DP statistics?)")
+                  + f" where the run asked for dp-stats-noise {self.dp_noise:g}; they are "
+                  "left out of the normaliser")
+        log.warning("normaliser round: %s", detail)
+        self.undp.append(node)
+        self.refused.append({"server_round": 0, "node_id": node, "reason": "no-dp-stats",
+                             "detail": detail})
+        return False
 
     def _check(self, msg: Message) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         node = int(msg.metadata.src_node_id)
@@ -302,6 +329,8 @@ class _StatsRound(FedAvg):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Screen each device's statistics and combine them (see the class docstring)."""
         ok = [m for m in replies if not m.has_error()]
+        if self.dp_noise > 0:  # statistics sent without the DP asked for stay out
+            ok = [m for m in ok if self._released_with_dp(m)]
         stats = [self._check(m) for m in ok]
         if self.dp:  # a device too small for the noise reports every condition as absent
             self.empty = [int(m.metadata.src_node_id) for m, st in zip(ok, stats, strict=True)
@@ -352,14 +381,18 @@ def fit_normaliser(grid: Grid, n_conditions: int, num_nodes: int,
                    timeout: float = 60.0, num_malicious_nodes: int = 0,
                    wire: list[dict[str, Any]] | None = None, *,
                    stats_dp: tuple[float, StatsBounds] | None = None,
-                   ledger: RunLedger | None = None, delta: float = 1e-5
+                   ledger: RunLedger | None = None, delta: float = 1e-5,
+                   rejected: list[dict[str, Any]] | None = None
                    ) -> ConditionNormaliser:
     """One round over the devices' normaliser statistics (see :class:`_StatsRound`); its
     replies are recorded in ``wire`` (phase ``"stats"``) when given.
 
     With ``stats_dp`` = (noise multiplier z, public bounds) each device releases them through
     the Gaussian mechanism of :mod:`edgewise.federated.stats_privacy`, and ``ledger``
-    records what each replying device spent (one step ``(z, 1.0, 1)``, ε at ``delta``).
+    records what each replying device spent (one step ``(z, 1.0, 1)``, ε at ``delta``). A
+    reply that does not state ``dp-stats-noise`` >= z is left out of the normaliser and
+    added to ``rejected`` when given (round 0, reason ``"no-dp-stats"``); with no device
+    left, the run fails.
     """
     config = ConfigRecord({"phase": "stats"})
     spent: tuple[float, float, dict[str, Any]] | None = None
@@ -377,12 +410,15 @@ def fit_normaliser(grid: Grid, n_conditions: int, num_nodes: int,
         config["dp-stats-upper"] = [float(x) for x in bounds.upper.ravel()]
         spent = (float(z), composed_epsilon([stats_mechanism(z)], delta), bounds.to_doc())
     stats_strategy = _StatsRound(n_conditions, num_nodes, num_malicious_nodes,
-                                 dp=stats_dp is not None)
+                                 dp=stats_dp is not None,
+                                 dp_noise=float(stats_dp[0]) if stats_dp is not None else 0.0)
     logged = WireLog(stats_strategy, phase="stats", ledger=ledger, stats_dp=spent)
     logged.start(grid=grid, initial_arrays=ArrayRecord(), num_rounds=1, timeout=timeout,
                  train_config=config)
     if wire is not None:
         wire.extend(logged.entries)
+    if rejected is not None:
+        rejected.extend(stats_strategy.refused)
     if stats_strategy.empty:
         log.warning("normaliser round: %d device(s) (nodes %s) hold too few readings for the "
                     "DP noise and sent no statistics", len(stats_strategy.empty),
@@ -395,7 +431,11 @@ def fit_normaliser(grid: Grid, n_conditions: int, num_nodes: int,
                 "each noisy count was below 3x the noise's standard deviation (too few "
                 "readings for the noise). More readings per device or a larger budget "
                 "(--dp-epsilon, --stats-share) helps; tighter bounds do not."
-                if stats_strategy.empty else ""))
+                if stats_strategy.empty else "") + (
+                f" {len(stats_strategy.undp)} device(s) (nodes {stats_strategy.undp}) sent "
+                f"them without the DP asked for (dp-stats-noise {stats_dp[0]:g}) and were "
+                "left out: update their edgewise client, or give no --stats-bounds."
+                if stats_dp is not None and stats_strategy.undp else ""))
     return stats_strategy.normaliser
 
 
@@ -474,6 +514,15 @@ def run_ledger_path(checkpoint: str | Path) -> Path:
     """
     path = Path(checkpoint)
     return path.with_name(path.stem + ".privacy.json")
+
+
+def _stated_stats_noise(msg: Message) -> float:
+    """The noise multiplier a reply says its statistics' release ran (``dp-stats-noise``;
+    0 when it states none: sent in the clear)."""
+    if msg.has_error():
+        return 0.0
+    return max((float(rec.get("dp-stats-noise", 0.0))
+                for rec in msg.content.metric_records.values()), default=0.0)
 
 
 def _stats_dp_spent(replies: list[Message]) -> dict[str, Mechanism]:
@@ -625,6 +674,7 @@ def run_federated(
     ckpt = Path(checkpoint) if checkpoint else None
     done = 0
     stats_wire: list[dict[str, Any]] = []
+    stats_refused: list[dict[str, Any]] = []
     ledger = RunLedger(run_ledger_path(ckpt) if ckpt is not None else None)
     min_nodes = min_available_nodes or num_nodes
     m = sample_size or min_nodes
@@ -641,7 +691,7 @@ def run_federated(
                                         timeout=round_timeout,
                                         num_malicious_nodes=num_malicious_nodes if robust
                                         else 0, wire=stats_wire, ledger=ledger,
-                                        delta=dp_delta,
+                                        delta=dp_delta, rejected=stats_refused,
                                         stats_dp=(stats_noise, stats_bounds)
                                         if stats_bounds is not None else None)
         initial = ArrayRecord(build_model(kind, n_features, seed=seed).state_dict())
@@ -722,7 +772,8 @@ def run_federated(
         rounds_done=done + len(wire.trained_rounds),
         strategy=strategy + ("+robust" if robust else "") + ("+dp" if dp_noise > 0 else ""),
         wire=wire.entries,
-        rejected=[e.__dict__ for e in robust_rule.events] if robust_rule else [],
+        rejected=stats_refused + ([e.__dict__ for e in robust_rule.events]
+                                  if robust_rule else []),
         skipped_rounds=list(robust_rule.skipped_rounds) if robust_rule else [],
         train_metrics=train_metrics, evaluate_metrics=eval_metrics,
     )
@@ -769,9 +820,11 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
 
     check_secagg(strategy, robust=robust, dp_noise=dp_noise)
     stats_ledger = RunLedger()
+    stats_refused: list[dict[str, Any]] = []
     if normaliser is None:
         normaliser = fit_normaliser(grid, n_conditions, num_nodes, timeout=round_timeout,
-                                    stats_dp=stats_dp, ledger=stats_ledger, delta=dp_delta)
+                                    stats_dp=stats_dp, ledger=stats_ledger, delta=dp_delta,
+                                    rejected=stats_refused)
         # SecAgg+ runs FedAvg with no screen; the stats round still refuses malformed ones
     release = stats_ledger.stats_release()
     sec = run_secagg(
@@ -795,7 +848,8 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
     return FederatedResult(arrays=record, normaliser=normaliser, privacy=privacy,
                            rounds_done=len(sec.spent_metrics) or rounds,
                            strategy="fedavg+secagg+", train_metrics=sec.train_metrics,
-                           rejected=sec.rejected, skipped_rounds=sec.skipped_rounds)
+                           rejected=stats_refused + list(sec.rejected),
+                           skipped_rounds=sec.skipped_rounds)
 
 
 app = ServerApp()

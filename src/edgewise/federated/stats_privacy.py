@@ -122,6 +122,18 @@ class StatsBounds:
             raise InvalidParameterError(
                 f"Sensor bounds name {len(self.channels)} channels but give ranges for "
                 f"{lo.shape[1]} sensors; name one channel per range.")
+        with np.errstate(over="ignore"):  # finite bounds whose width or squares overflow
+            half = (hi - lo) / 2.0
+            huge = np.argwhere(~(np.isfinite(hi - lo) & np.isfinite(half * half)
+                                 & np.isfinite(lo * lo) & np.isfinite(hi * hi)))
+        if len(huge):
+            j, f = (int(x) for x in huge[0])
+            name = self.channels[f] if self.channels else f"#{f}"
+            raise InvalidParameterError(
+                f"Sensor bounds: sensor {name} (condition {j}) has the range "
+                f"[{lo[j, f]:g}, {hi[j, f]:g}], too large to compute with (its width, "
+                "half-width squared or a bound squared overflows to Inf, and so would every "
+                "release); give the sensor's operating envelope, bounds within about ±1e150.")
         object.__setattr__(self, "lower", lo)
         object.__setattr__(self, "upper", hi)
 
@@ -260,14 +272,24 @@ def clipped_unit_stats(X: np.ndarray, cond: np.ndarray, bounds: StatsBounds
     half-width (in ``[-1, 1]``): what one reading moves by at most
     :func:`stats_sensitivity`.
 
+    A reading with any NaN or Inf value is left out (it is not counted): clipping keeps a
+    NaN, which would make the release NaN whatever the noise. Whether a reading is left
+    out depends on that reading alone, so one reading still moves the statistics by at most
+    the sensitivity.
+
     >>> b = StatsBounds.from_doc({"lower": [0.0], "upper": [4.0]}, 1)
-    >>> n, s, q = clipped_unit_stats(np.array([[1.0], [9.0]]), np.array([0, 0]), b)
+    >>> n, s, q = clipped_unit_stats(np.array([[1.0], [9.0], [np.nan]]),
+    ...                              np.array([0, 0, 0]), b)
     >>> n.tolist(), s.tolist(), q.tolist()
     ([2.0], [[0.5]], [[0.25]])
     """
     X = np.asarray(X, dtype=np.float64)
     cond = np.asarray(cond, dtype=np.int64)
     bounds.check_width(X.shape[1])
+    if X.ndim == 2 and len(X) == len(cond):
+        finite = np.isfinite(X).all(axis=1)
+        if not finite.all():
+            X, cond = X[finite], cond[finite]
     if len(cond) and (cond.min() < 0 or cond.max() >= bounds.n_conditions):
         raise InvalidParameterError(
             f"Readings of condition {int(cond.max())} but the sensor bounds cover "
