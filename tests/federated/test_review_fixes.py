@@ -117,6 +117,27 @@ def test_cli_result_line_prints_the_scope_of_epsilon(capsys):
                                                   "key_id": "k"}}, as_json=False)
     out = capsys.readouterr().out
     assert "epsilon covers: model weights only" in out and "normaliser statistics" in out
+    assert "refused" not in out
+
+
+def test_cli_result_line_names_the_refused_updates(capsys):
+    """The robust rule's refusals and statistics sent without the DP asked for were only in
+    the log and --json; the print-out now names them (6 of them: the first 5 and a count)."""
+    from edgewise.cli.federate import _print_result
+    from edgewise.federated.privacy import PrivacyReport
+
+    p = PrivacyReport(unit="record", epsilon=7.9, delta=1e-5, noise_multiplier=1.0,
+                      clipping_norm=1.0, num_devices=3, rounds=2, record_epsilon=7.9)
+    rejected = [{"server_round": 0, "node_id": 11, "reason": "no-dp-stats", "detail": ""}] + [
+        {"server_round": r, "node_id": 12, "reason": "norm", "detail": ""} for r in range(1, 6)]
+    _print_result({"rounds": 2, "strategy": "trimmed", "privacy": p.to_dict(),
+                   "train_metrics": {}, "rejected": rejected,
+                   "model": {"name": "m", "version": "1", "release": 1, "data_dir": "d",
+                             "target": "t", "key_id": "k"}}, as_json=False)
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "refused" in x]
+    assert line == ("  refused: 6 updates: node 11 round 0 (no-dp-stats), node 12 round 1 "
+                    "(norm), node 12 round 2 (norm), node 12 round 3 (norm), node 12 round 4 "
+                    "(norm), and 1 more (--json lists all)")
 
 
 def test_a_trimmed_mean_that_trims_nothing_is_refused_naming_a_beta_that_does():

@@ -349,6 +349,20 @@ def _run_fleet(fleet: LocalFleet, run_config: dict[str, Any], timeout: float) ->
             signal.signal(sig, handler)
 
 
+def _refusals(rejected: list[dict], shown: int = 5) -> str:
+    """The refused updates of a run in one line: how many, then the first ``shown`` as
+    ``node N round R (reason)`` (round 0: the normaliser statistics).
+
+    >>> _refusals([{"server_round": 0, "node_id": 7, "reason": "no-dp-stats"},
+    ...            {"server_round": 2, "node_id": 9, "reason": "norm"}])
+    '2 updates: node 7 round 0 (no-dp-stats), node 9 round 2 (norm)'
+    """
+    items = [f"node {e.get('node_id')} round {e.get('server_round')} ({e.get('reason')})"
+             for e in rejected[:shown]]
+    more = f", and {len(rejected) - shown} more (--json lists all)" if len(rejected) > shown else ""
+    return f"{len(rejected)} update{'s' if len(rejected) != 1 else ''}: {', '.join(items)}{more}"
+
+
 def _print_result(result: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result))
@@ -369,6 +383,9 @@ def _print_result(result: dict, as_json: bool) -> None:
                    f"{'; '.join(p.get('not_covered') or []) or 'nothing else'}")
     for r, m in sorted(result["train_metrics"].items(), key=lambda kv: int(kv[0])):
         typer.echo(f"  round {r}: train-loss {m.get('train-loss', float('nan')):.4f}")
+    refused = result.get("rejected") or []
+    if refused:  # the robust rule's refusals, and statistics sent without the DP asked for
+        typer.echo(f"  refused: {_refusals(refused)}")
     m = result["model"]
     typer.echo(f"global model: {m['name']} version {m['version']} in the registry under "
                f"{m['data_dir']}, signed release {m['release']} for {m['target']} "
