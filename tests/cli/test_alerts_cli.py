@@ -29,18 +29,25 @@ load_commands()
 
 
 class Gateway:
-    """A served app, its URL and a CLI runner pointed at it."""
+    """A served app, its URL and a CLI runner pointed at it (``edgewise COMMAND``, with the
+    ``ROLE`` token by default: the alerts commands here; other command groups that talk to
+    the gateway's API subclass it)."""
+
+    COMMAND = "alerts"
+    ROLE = "operator"
 
     def __init__(self, env: Env, url: str) -> None:
         self.env, self.url = env, url
         self.runner = CliRunner(mix_stderr=False)
 
-    def cli(self, *args: str, role: str | None = "operator", **env: str | None) -> Any:
-        """Run ``edgewise alerts ARGS`` with the ``role`` token in EDGEWISE_TOKEN."""
+    def cli(self, *args: str, role: str | None = "", **env: str | None) -> Any:
+        """Run ``edgewise COMMAND ARGS`` with the ``role`` token (default ``ROLE``; None:
+        no token) in EDGEWISE_TOKEN."""
+        role = self.ROLE if role == "" else role
         environ: dict[str, str | None] = {
             "EDGEWISE_GATEWAY_URL": self.url, "EDGEWISE_CA_FILE": None,
             "EDGEWISE_TOKEN": self.env.tokens[role] if role else None, **env}
-        return self.runner.invoke(app, ["alerts", *args], env=environ)
+        return self.runner.invoke(app, [self.COMMAND, *args], env=environ)
 
     def api(self, method: str, path: str, role: str = "admin", **kw: Any) -> httpx.Response:
         return httpx.request(method, self.url + path, headers=self.env.auth(role), timeout=10,

@@ -14,12 +14,12 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from edgewise.cli import app, load_commands
+from edgewise.cli import load_commands
 from edgewise.errors import StoreError
 from edgewise.server import readings_csv
 from edgewise.telemetry import Reading
+from tests.cli.test_alerts_cli import Gateway as AlertsGateway
 from tests.conftest import REPO, free_port
 from tests.server.conftest import Env, build_env, serve_in_thread
 
@@ -29,19 +29,11 @@ T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 S = 10**9
 
 
-class Gateway:
-    """A served app, its URL and a CLI runner pointed at it."""
+class Gateway(AlertsGateway):
+    """A served app, its URL and a CLI runner for ``edgewise readings`` (viewer token)."""
 
-    def __init__(self, env: Env, url: str) -> None:
-        self.env, self.url = env, url
-        self.runner = CliRunner(mix_stderr=False)
-
-    def cli(self, *args: str, role: str | None = "viewer", **env: str | None) -> Any:
-        """Run ``edgewise readings ARGS`` with the ``role`` token in EDGEWISE_TOKEN."""
-        environ: dict[str, str | None] = {
-            "EDGEWISE_GATEWAY_URL": self.url, "EDGEWISE_CA_FILE": None,
-            "EDGEWISE_TOKEN": self.env.tokens[role] if role else None, **env}
-        return self.runner.invoke(app, ["readings", *args], env=environ)
+    COMMAND = "readings"
+    ROLE = "viewer"
 
     def csv(self, **params: str) -> str:
         r = httpx.get(f"{self.url}/v1/devices/{self.env.device}/readings.csv", params=params,
