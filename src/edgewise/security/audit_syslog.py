@@ -272,15 +272,30 @@ class AuditForwarder:
     # -- the cursor ----------------------------------------------------------------------
     def _load_cursor(self) -> int:
         """The last id sent to this collector from this log; 0 (send everything) when the
-        file is missing, unreadable, or names another collector or log."""
+        file is missing, unreadable, or names another collector or log. Its entry's hash,
+        when the file has one, is kept for :meth:`_check_cursor`."""
+        self._cursor_hash: str | None = None
         try:
             state = json.loads(self.cursor_path.read_text())
             if (state.get("collector") == self.target.shown and state.get("log") == self.log_id
                     and isinstance(state.get("sent_id"), int)):
+                if isinstance(state.get("sent_hash"), str):
+                    self._cursor_hash = state["sent_hash"]
                 return max(0, int(state["sent_id"]))
         except (OSError, ValueError, AttributeError):
             pass
         return 0
+
+    def _log_db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = sqlite3.connect(f"{self.security.path.resolve().as_uri()}?mode=ro",
+                                       uri=True, timeout=10.0, isolation_level=None)
+        return self._db
+
+    def _hash_of(self, entry_id: int) -> str | None:
+        row = self._log_db().execute("SELECT hash FROM audit WHERE id = ?",
+                                     (entry_id,)).fetchone()
+        return None if row is None else row[0]
 
     def _save_cursor(self) -> None:
         cursor = self.sent_id if self.target.scheme == "udp" else self.confirmed_id
@@ -288,9 +303,13 @@ class AuditForwarder:
             return
         self._saved_id = cursor
         try:
+            sent_hash = self._hash_of(cursor) if cursor else None
+        except sqlite3.Error:
+            sent_hash = None
+        try:
             write_private(self.cursor_path, json.dumps({
                 "collector": self.target.shown, "log": self.log_id,
-                "sent_id": cursor}).encode())
+                "sent_id": cursor, "sent_hash": sent_hash}).encode())
         except OSError as exc:  # a restart then sends some entries again: harmless
             log.warning("audit syslog: could not write %s: %s", self.cursor_path, exc)
 
@@ -456,11 +475,18 @@ class AuditForwarder:
         were deleted (and SQLite's sequence rewound, or ids would not be reused), so the
         entries that take their ids are sent too, and the collector's file shows two
         different entries of one id."""
-        if self._db is None:
-            self._db = sqlite3.connect(f"{self.security.path.resolve().as_uri()}?mode=ro",
-                                       uri=True, timeout=10.0, isolation_level=None)
-        newest = self._db.execute("SELECT MAX(id) FROM audit").fetchone()[0] or 0
-        if newest < self.sent_id:
+        newest = self._log_db().execute("SELECT MAX(id) FROM audit").fetchone()[0] or 0
+        if newest >= self.sent_id > 0 and self._cursor_hash is not None \
+                and self._hash_of(self.sent_id) != self._cursor_hash:
+            # the entry the cursor names is not the one sent: the log was rewritten at or
+            # before it (each hash covers the one before), so all of it is sent again; the
+            # entries that agree are duplicates, the others two entries of one id (forged)
+            log.warning("audit syslog: entry %d of the audit log is not the entry %d sent to "
+                        "%s: the log was rewritten; all of it is sent again",
+                        self.sent_id, self.sent_id, self.target.shown)
+            self.sent_id = self.confirmed_id = 0
+            self._save_cursor()
+        elif newest < self.sent_id:
             log.warning("audit syslog: entries up to %d were sent to %s, but the audit log ends "
                         "at entry %d: entries were deleted; the ids taken again are sent too",
                         self.sent_id, self.target.shown, newest)
