@@ -255,20 +255,16 @@ def csv_chunks(store: Any, device_id: str, metrics: list[str], *,
         raise ValueError(f"form must be one of {', '.join(FORMATS)}. Got {form!r}.")
     if form == "long":
         rows = slice_rows or SLICE_ROWS
+
+        def long_lines() -> Iterator[str]:
+            for metric in metrics:
+                name = _csv_line([metric])[:-1]
+                for t, v in metric_rows(store, device_id, metric, start_ns, end_ns, step_ns,
+                                        rows, check):
+                    yield f"{fmt(t)},{name},{v!r}\n"
+
         yield b"time,metric,value\n"
-        lines: list[str] = []
-        for metric in metrics:
-            name = _csv_line([metric])[:-1]
-            for t, v in metric_rows(store, device_id, metric, start_ns, end_ns, step_ns, rows,
-                                    check):
-                lines.append(f"{fmt(t)},{name},{v!r}\n")
-                if len(lines) >= CHUNK_ROWS:
-                    yield "".join(lines).encode()
-                    lines = []
-        if check is not None:
-            check()
-        if lines:
-            yield "".join(lines).encode()
+        yield from _chunked(long_lines(), check)
         return
     rows = slice_rows or slice_rows_for(len(metrics))
     series, kept = [], []
@@ -280,17 +276,23 @@ def csv_chunks(store: Any, device_id: str, metrics: list[str], *,
         kept.append(metric)
         series.append(_chain(first, it))
     yield _csv_line(wide_header(kept)).encode()
-    lines = []
-    for t, cells in merge_wide(series):
-        lines.append(fmt(t) + "," + ",".join("" if v is None else repr(v) for v in cells)
-                     + "\n")
-        if len(lines) >= CHUNK_ROWS:
-            yield "".join(lines).encode()
-            lines = []
+    yield from _chunked((fmt(t) + "," + ",".join("" if v is None else repr(v) for v in cells)
+                         + "\n" for t, cells in merge_wide(series)), check)
+
+
+def _chunked(lines: Iterator[str], check: Callable[[], None] | None) -> Iterator[bytes]:
+    """``lines`` joined into UTF-8 chunks of ``CHUNK_ROWS``; ``check`` (when given) runs
+    after the last line is read and before the last chunk is handed over."""
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= CHUNK_ROWS:
+            yield "".join(chunk).encode()
+            chunk = []
     if check is not None:
         check()
-    if lines:
-        yield "".join(lines).encode()
+    if chunk:
+        yield "".join(chunk).encode()
 
 
 def _chain(first: tuple[int, float] | None,
