@@ -446,6 +446,17 @@ def test_verify_against_catches_deleted_newest_entries(data_dir: Path,
     assert code == 1 and "at entry 4 (differs)" in out, out
 
 
+def _send_three_then_delete_the_third(sec: Security, r: Receiver, data_dir: Path) -> None:
+    """Three entries forwarded to ``r`` (a clean close: all delivered), then entry 3 deleted
+    and SQLite's sequence rewound, so the next entry takes id 3 again."""
+    with forwarding(sec, r.url):
+        for i in range(3):
+            sec.audit("cli", "test.action", f"t{i}")
+        assert wait_until(lambda: len(r.messages) >= 3, 10)
+    _sql(data_dir, "DELETE FROM audit WHERE id = 3")
+    _sql(data_dir, "UPDATE sqlite_sequence SET seq = 2 WHERE name = 'audit'")
+
+
 def test_ids_taken_again_after_deleted_newest_entries_are_forwarded_too(
         data_dir: Path, tmp_path: Path) -> None:
     """Check a restart after the newest entries were deleted (sequence rewound) sends the
@@ -456,16 +467,13 @@ def test_ids_taken_again_after_deleted_newest_entries_are_forwarded_too(
     used to send nothing, so the test failed now and then."""
     sec = Security(data_dir)
     with receiver("tcp") as r:
-        with forwarding(sec, r.url):
-            for i in range(3):
-                sec.audit("cli", "test.action", f"t{i}")
-            assert wait_until(lambda: len(r.messages) >= 3, 10)
-        _sql(data_dir, "DELETE FROM audit WHERE id = 3")
-        _sql(data_dir, "UPDATE sqlite_sequence SET seq = 2 WHERE name = 'audit'")
+        _send_three_then_delete_the_third(sec, r, data_dir)
         with forwarding(sec, r.url):
             sec.audit("cli", "forged.later")
             assert wait_until(lambda: r.ids().count(3) == 2, 10), r.ids()
     assert r.ids()[:3] == [1, 2, 3] and r.ids()[-1] == 3
+    code, out = _verify(data_dir, r.write(tmp_path / "collector.log"))
+    assert code == 1 and "at entry 3 (forged)" in out, out
 
 
 def test_a_log_rewritten_before_a_restart_is_sent_again_whole(
@@ -475,18 +483,11 @@ def test_a_log_rewritten_before_a_restart_is_sent_again_whole(
     with another hash and sends the whole log again ('--against': forged at entry 3)."""
     sec = Security(data_dir)
     with receiver("tcp") as r:
-        with forwarding(sec, r.url):
-            for i in range(3):
-                sec.audit("cli", "test.action", f"t{i}")
-            assert wait_until(lambda: len(r.messages) >= 3, 10)
-        _sql(data_dir, "DELETE FROM audit WHERE id = 3")
-        _sql(data_dir, "UPDATE sqlite_sequence SET seq = 2 WHERE name = 'audit'")
+        _send_three_then_delete_the_third(sec, r, data_dir)
         sec.audit("cli", "forged.later")  # before the forwarder starts
         with forwarding(sec, r.url):
             assert wait_until(lambda: len(r.messages) >= 6, 10), r.ids()
     assert r.ids() == [1, 2, 3, 1, 2, 3]
-    code, out = _verify(data_dir, r.write(tmp_path / "collector.log"))
-    assert code == 1 and "at entry 3 (forged)" in out, out
     code, out = _verify(data_dir, r.write(tmp_path / "collector.log"))
     assert code == 1 and "at entry 3 (forged)" in out, out
 
