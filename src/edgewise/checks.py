@@ -495,7 +495,8 @@ def check_store_acknowledge_alert(factory: StoreFactory) -> None:
 def check_store_alert_events(factory: StoreFactory) -> None:
     """acknowledge_alert writes its events with it: ``alert.acknowledged`` when it
     acknowledged an open alert, ``alert.labelled`` for a label, none for a write that did
-    not apply; ids grow and are never reused (a device's deletion deletes its events, and
+    not apply; merge_alert writes ``alert.merged`` (by the gateway, naming the surviving
+    alert); ids grow and are never reused (a device's deletion deletes its events, and
     the next event is numbered above the deleted ones); a reopened store keeps them."""
     store = factory()
     try:
@@ -525,10 +526,16 @@ def check_store_alert_events(factory: StoreFactory) -> None:
         assert all(isinstance(e.at_ns, int) and e.at_ns > 0 for e in events), events
         assert [e.id for e in store.alert_events(after_id=ids[1], limit=1)] == [ids[2]]
         assert store.last_alert_event_id() == ids[-1]
-        # a merged alert, an unknown id: nothing written, no event
+        # a merge writes its event; then a merged alert, an unknown id: nothing written
         c = store.add_alert(Alert("pump-1", T0 + 9 * S, T0 + 10 * S, 0.9))
         d = store.add_alert(Alert("pump-1", T0 + 11 * S, T0 + 12 * S, 0.9))
         store.merge_alert(d.id, into=c.id, end_ns=T0 + 12 * S)
+        got = [(e.id, e.alert_id, e.device_id, e.event, e.actor, e.detail)
+               for e in store.alert_events(after_id=ids[-1])]
+        want = [(ids[-1] + 1, d.id, "pump-1", "alert.merged", "gateway",
+                 {"merged_into": c.id, "also_merged": []})]
+        assert got == want, f"the merge wrote alert events {got}; expected {want}"
+        ids.append(ids[-1] + 1)
         store.acknowledge_alert(d.id, "ops", label="true_alarm", labelled_by="ops")
         try:
             store.acknowledge_alert("no-such-id", "ops")
@@ -540,6 +547,7 @@ def check_store_alert_events(factory: StoreFactory) -> None:
         store.delete_device("pump-2")
         assert {e.device_id for e in store.alert_events()} == {"pump-1"}, (
             "the events of a deleted device are still there")
+        kept = [e.id for e in store.alert_events()]  # pump-1's: a's two and d's merge
         e = store.add_alert(Alert("pump-3", T0, T0 + S, 0.9))
         store.acknowledge_alert(e.id, "ops")
         newest = store.alert_events()[-1]
@@ -550,7 +558,7 @@ def check_store_alert_events(factory: StoreFactory) -> None:
         store.close()
     store = factory()
     try:
-        assert [x.id for x in store.alert_events()] == [*ids[:2], ids[-1] + 1], (
+        assert [x.id for x in store.alert_events()] == [*kept, ids[-1] + 1], (
             "alert events lost at reopen")
         assert store.last_alert_event_id() == ids[-1] + 1
     finally:

@@ -463,7 +463,8 @@ def test_an_alert_deleted_or_merged_while_the_receiver_is_down_is_skipped(
         tmp_path: Path, receivers) -> None:
     """The store is read again before every retry: an alert whose device was deleted after
     a failed POST, and one merged into a newer alert after a failed POST, are not sent
-    again (counted ``skipped``); the alert they were merged into is sent."""
+    again (counted ``skipped``); the alert they were merged into is sent, then the
+    merge's ``alert.merged`` (naming the skipped alert and the one it is part of now)."""
     recv = receivers(answers=[503] * 4).start()
     with running(_settings(tmp_path, recv.url, alert_webhook_retry_s=0.6,
                            alert_webhook_max_retry_s=1.2)) as gw:
@@ -474,11 +475,14 @@ def test_an_alert_deleted_or_merged_while_the_receiver_is_down_is_skipped(
         recv.wait_for(2)  # merged: 503
         into = _raise(gw, "pump-1")
         gw.store.merge_alert(merged.id, into=into.id)
-        _until(lambda: _count(gw, recv.url, "delivered") == 1, timeout=30)
+        _until(lambda: _count(gw, recv.url, "delivered") == 2, timeout=30)
         time.sleep(0.5)
         ids = recv.alert_ids()
-        assert ids.count(doomed.id) == 1 and ids.count(merged.id) == 1, ids
-        assert ids[2:] == [into.id] * 3  # 503, 503, then 200
+        assert ids.count(doomed.id) == 1 and ids.count(merged.id) == 2, ids
+        assert ids[2:] == [into.id] * 3 + [merged.id]  # 503, 503, 200; then its merge
+        last = json.loads(recv.requests[-1][2])
+        assert (last["event"], last["merged_into"], last["into"]["id"]) == (
+            "alert.merged", into.id, into.id)
         assert _count(gw, recv.url, "skipped") == 2
 
 

@@ -264,7 +264,7 @@ def test_the_alert_managers_label_writes_its_events() -> None:
     """Check that ``AlertManager.label`` (which the fleet bench and library users call)
     labels as the HTTP route does: an open alert is acknowledged with it and both events
     are written for the webhooks; a relabel writes one more; an alert merged into another
-    is refused, naming that one."""
+    is refused, naming that one (the merge wrote its own event; the refusal writes none)."""
     from edgewise.alerts import AlertManager
     from edgewise.errors import InvalidParameterError
 
@@ -285,9 +285,11 @@ def test_the_alert_managers_label_writes_its_events() -> None:
              {"label": "true_alarm", "labelled_by": "lead", "note": "cleaning"}),
         ]
         store.merge_alert(b.id, into=a.id)
+        assert [(e.alert_id, e.event) for e in store.alert_events()[3:]] == [
+            (b.id, "alert.merged")]
         with pytest.raises(InvalidParameterError, match=f"merged into alert {a.id!r}"):
             am.label(b.id, "true_alarm", by="ops")
-        assert store.get_alert(b.id).label is None and len(store.alert_events()) == 3
+        assert store.get_alert(b.id).label is None and len(store.alert_events()) == 4
     finally:
         store.close()
 

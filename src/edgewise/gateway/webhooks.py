@@ -1,11 +1,12 @@
-"""Outgoing alert webhooks: each new alert, and each acknowledgement and label of one,
-POSTed, signed, to the operators' tools.
+"""Outgoing alert webhooks: each new alert, and each acknowledgement, label and merge of
+one, POSTed, signed, to the operators' tools.
 
 The store is the outbox. Each configured URL has a thread of its own (never the ingest or
 detection threads) that sends every *new* alert of the store once (``alert.raised``), and
 every event of the store's ``alert_events`` outbox (``alert.acknowledged``,
-``alert.labelled``: :meth:`~edgewise.store.base.Store.alert_events`, written in the
-transaction of the acknowledgement or label), each as one JSON object, and records how far
+``alert.labelled``, ``alert.merged``: :meth:`~edgewise.store.base.Store.alert_events`,
+written in the transaction of the acknowledgement, label or merge), each as one JSON
+object, and records how far
 it got in ``<data dir>/webhooks/<id>.json`` only after the receiver answered 2xx:
 delivery is at-least-once, and a gateway stopped or crashed resumes from that file,
 sending the alerts raised and events written meanwhile and none it sent before. Event
@@ -15,7 +16,15 @@ on. The thread learns of a new alert at once from the gateway's alert manager
 (:meth:`AlertWebhooks.notify` only records its id and wakes the thread) and finds any it
 was not told of by reading the store's list of alerts at start and every ``poll_s``; it
 reads the events written since the last one it sent every :data:`EVENT_POLL_S` (at most).
-An event is sent only once the alert it names was (its ``alert.raised`` first).
+
+New alerts and events go out in the order they happened (an alert's creation time, an
+event's ``at_ns``), interleaved: a steady stream of new alerts does not hold an
+acknowledgement back behind all of them, only behind those raised before it. An event is
+sent only once the alert it names was (its ``alert.raised`` first; an ``alert.merged``
+also after the surviving alert's): an event whose alert is still to be sent sends that
+alert first. The outbox is pruned by the store's retention
+(:meth:`~edgewise.store.base.Store.prune_alert_events`): a receiver down for longer than
+``EDGEWISE_RETENTION_DAYS`` misses the events older than that.
 
 Every POST is signed: ``X-Edgewise-Signature: sha256=<hex>`` is the HMAC-SHA256, under
 the webhook secret, of ``X-Edgewise-Timestamp`` (Unix seconds), a ``.`` and the body, so
@@ -57,16 +66,24 @@ from edgewise.config import Settings
 from edgewise.config import _loopback as _is_loopback
 from edgewise.errors import ConfigError
 from edgewise.gateway.metrics import Metrics
-from edgewise.store.base import EVENT_ACKNOWLEDGED, EVENT_LABELLED, Alert, AlertEvent, Store
+from edgewise.store.base import (
+    EVENT_ACKNOWLEDGED,
+    EVENT_LABELLED,
+    EVENT_MERGED,
+    Alert,
+    AlertEvent,
+    Store,
+)
 
-__all__ = ["EVENT_ACKNOWLEDGED", "EVENT_LABELLED", "EVENT_RAISED", "SECRET_FILE",
+__all__ = ["EVENT_ACKNOWLEDGED", "EVENT_LABELLED", "EVENT_MERGED", "EVENT_RAISED", "SECRET_FILE",
            "AlertWebhooks", "Webhook", "alert_payload", "event_payload", "sign",
            "webhook_id", "webhook_secret"]
 
 log = logging.getLogger(__name__)
 
-#: The event a new alert is sent as (its acknowledgement and label follow as
-#: :data:`EVENT_ACKNOWLEDGED` and :data:`EVENT_LABELLED`: see the README).
+#: The event a new alert is sent as (its acknowledgement, label and merge into another
+#: follow as :data:`EVENT_ACKNOWLEDGED`, :data:`EVENT_LABELLED` and :data:`EVENT_MERGED`:
+#: see the README).
 EVENT_RAISED = "alert.raised"
 #: The longest wait between reads of the store's alert events (``poll_s`` when shorter):
 #: an acknowledgement reaches the receivers about this soon.
@@ -138,22 +155,32 @@ def alert_payload(alert: Alert, event: str = EVENT_RAISED) -> dict[str, Any]:
     }
 
 
-def event_payload(event: AlertEvent, alert: Alert) -> dict[str, Any]:
-    """The JSON object a webhook is sent for ``event`` (an acknowledgement or label of
-    ``alert``): the event's name and id, when it happened (RFC 3339 and ns), who did it
-    and what (``acked_by``; or ``label``, ``labelled_by`` and ``note``), and the alert as
-    :func:`alert_payload` gives it (as it stands when sent).
+def event_payload(event: AlertEvent, alert: Alert, into: Alert | None = None) -> dict[str, Any]:
+    """The JSON object a webhook is sent for ``event`` (an acknowledgement, label or merge
+    of ``alert``): the event's name and id, when it happened (RFC 3339 and ns), who did it
+    and what (``acked_by``; or ``label``, ``labelled_by`` and ``note``; or, merged,
+    ``merged_into`` and ``also_merged``), the alert as :func:`alert_payload` gives it (as
+    it stands when sent) and, for a merge, the surviving alert ``into`` the same way.
 
     >>> e = AlertEvent(7, "a1", "pump-1", EVENT_LABELLED, "ops", 1767225600 * 10**9,
     ...                {"label": "false_alarm", "labelled_by": "ops", "note": "cleaned"})
     >>> p = event_payload(e, Alert("pump-1", 0, 0, 1.0, id="a1", status="acknowledged"))
     >>> p["event"], p["event_id"], p["at"], p["labelled_by"], p["note"], p["alert"]["status"]
     ('alert.labelled', 7, '2026-01-01T00:00:00.000000000Z', 'ops', 'cleaned', 'acknowledged')
+    >>> m = AlertEvent(8, "a2", "pump-1", EVENT_MERGED, "gateway", 1767225600 * 10**9,
+    ...                {"merged_into": "a1", "also_merged": []})
+    >>> p = event_payload(m, Alert("pump-1", 5, 9, 1.0, id="a2", merged_into="a1"),
+    ...                   Alert("pump-1", 0, 9, 1.0, id="a1"))
+    >>> p["event"], p["merged_into"], p["alert"]["id"], p["into"]["id"], p["into"]["end_ns"]
+    ('alert.merged', 'a1', 'a2', 'a1', 9)
     """
     out: dict[str, Any] = {"event": event.event, "event_id": event.id,
                            "at": _rfc3339(event.at_ns), "at_ns": event.at_ns}
-    out.update((k, v) for k, v in event.detail.items() if k not in out and k != "alert")
+    out.update((k, v) for k, v in event.detail.items()
+               if k not in out and k not in ("alert", "into"))
     out["alert"] = alert_payload(alert, event.event)["alert"]
+    if into is not None:
+        out["into"] = alert_payload(into, event.event)["alert"]
     return out
 
 
@@ -233,7 +260,8 @@ def webhook_secret(data_dir: Path, configured: str = "") -> tuple[bytes, Path | 
 
 class Webhook:
     """One receiver: the thread that sends it each new alert of ``store`` once, and each
-    alert event (acknowledgement, label) of the store's outbox once, after its alert.
+    alert event (acknowledgement, label, merge) of the store's outbox once, after its
+    alert.
 
     Parameters
     ----------
@@ -259,8 +287,12 @@ class Webhook:
     5xx, 408 or 429 is retried (a ``Retry-After`` in seconds is kept to, up to
     ``max_retry_s``); any other answer (a redirect, which is never followed, or another
     4xx) refuses that alert for good: it is logged, counted and passed over. Events go
-    the same way, in the order of their ids, when no new alert waits: an event whose
-    alert this webhook has not handled yet (sent, refused or skipped) waits for it.
+    the same way, in the order of their ids, interleaved with the new alerts by time:
+    the next event goes before the oldest pending alert when it was written
+    (``at_ns``) before that alert was created, so new alerts never hold an event back
+    for longer than it takes to send those raised before it. An event whose alert (for
+    ``alert.merged``: either alert) this webhook has not handled yet (sent, refused or
+    skipped) waits for it: that alert is sent first, oldest pending alert first.
 
     >>> from edgewise.store import open_store
     >>> import tempfile
@@ -517,11 +549,13 @@ class Webhook:
                                                separators=(",", ":")).encode())
         return self._deliver(self._body[1], EVENT_RAISED, alert_id, f"alert {alert_id}")
 
-    def _send_event(self, event: AlertEvent, alert: Alert) -> tuple[str, str | None]:
-        """Send an alert event once (as :meth:`_send` an alert, with its rules);
-        ``(outcome, Retry-After)``. Its ``X-Edgewise-Delivery`` is ``<alert id>:<event id>``."""
+    def _send_event(self, event: AlertEvent, alert: Alert,
+                    into: Alert | None = None) -> tuple[str, str | None]:
+        """Send an alert event once (as :meth:`_send` an alert, with its rules; ``into``
+        is the surviving alert of an ``alert.merged``); ``(outcome, Retry-After)``. Its
+        ``X-Edgewise-Delivery`` is ``<alert id>:<event id>``."""
         if self._event_body is None or self._event_body[0] != event.id:  # retry: same bytes
-            self._event_body = (event.id, json.dumps(event_payload(event, alert),
+            self._event_body = (event.id, json.dumps(event_payload(event, alert, into),
                                                      separators=(",", ":")).encode())
         return self._deliver(self._event_body[1], event.event, f"{event.alert_id}:{event.id}",
                              f"event {event.id} ({event.event} of alert {event.alert_id})")
@@ -599,9 +633,10 @@ class Webhook:
         return out
 
     def run_once(self, failures: int = 0) -> int:
-        """One step of the thread: read what is new, send the oldest pending alert, else
-        the oldest alert event; return the failures in a row since (0 after a delivery,
-        refusal or skip)."""
+        """One step of the thread: read what is new, then send what happened first of the
+        oldest pending alert (by creation) and the next alert event (by ``at_ns``, its
+        alert first when that is not handled yet); return the failures in a row since (0
+        after a delivery, refusal or skip)."""
         self._wake.clear()
         if not self._placed:  # the store did not answer at start: nothing before this
             if self._place_events():
@@ -612,15 +647,20 @@ class Webhook:
             self._next_sweep = now + self.poll_s
             self._sweep()
         self._take_hints()
-        if not self._pending:
-            self._read_events()
+        # read while alerts wait too: else a stream of new alerts held every event back
+        self._read_events()
         self.metrics.set(_PENDING, len(self._pending), webhook=self.id)
-        if not self._pending:
-            if self._events:
-                return self._event_step(failures)
+        if not self._pending and not self._events:
             self._wake.wait(max(0.0, min(self._next_sweep, self._next_events)
                                 - time.monotonic()))
             return failures
+        if self._events and (not self._pending
+                             or self._events[0].at_ns < min(self._pending)[0]):
+            return self._event_step(failures)
+        return self._alert_step(failures)
+
+    def _alert_step(self, failures: int) -> int:
+        """Send the oldest pending alert; the failures in a row since."""
         created_ns, alert_id = min(self._pending)
         outcome, retry_after = self._send(alert_id)
         self._count(outcome)
@@ -634,18 +674,23 @@ class Webhook:
         return 0
 
     def _event_step(self, failures: int) -> int:
-        """Send the oldest queued alert event (its alert's ``alert.raised`` first, when
-        this webhook has not handled that yet); the failures in a row since."""
+        """Send the oldest queued alert event (when this webhook has not handled its
+        alert's ``alert.raised`` yet, or for ``alert.merged`` the surviving alert's, the
+        oldest pending alert instead: that one goes first); the failures in a row since."""
         event = self._events[0]
         try:
             alert = self.store.get_alert(event.alert_id)
+            merged_into = event.detail.get("merged_into")
+            into = (self.store.get_alert(str(merged_into))
+                    if event.event == EVENT_MERGED and merged_into else None)
         except KeyError:  # its device was deleted, its alerts and events with it
             outcome, retry_after = "skipped", None
         else:
-            if not self._raised_handled(alert):  # the receiver hears of the alert first
-                self._pending.add((int(alert.created_ns), alert.id))
-                return failures
-            outcome, retry_after = self._send_event(event, alert)
+            waiting = [a for a in (alert, into) if a is not None and not self._raised_handled(a)]
+            if waiting:  # the receiver hears of the alert first (oldest pending first)
+                self._pending.update((int(a.created_ns), a.id) for a in waiting)
+                return self._alert_step(failures)
+            outcome, retry_after = self._send_event(event, alert, into)
         self._count(outcome)
         if outcome == "failed":
             failures += 1

@@ -23,6 +23,7 @@ from edgewise.store._batch import (
 from edgewise.store.base import (
     EVENT_ACKNOWLEDGED,
     EVENT_LABELLED,
+    EVENT_MERGED,
     Alert,
     AlertEvent,
     AppendResult,
@@ -49,6 +50,9 @@ DEVICE_TABLES = ("readings", "seqs", "conflicts", "alerts", "alert_events", "seq
 #: deleted) and grow in commit order (its row is locked until the commit).
 EVENT_COUNTER = "alert_event_id"
 _EVENT_COLUMNS = ("id", "alert_id", "device_id", "event", "actor", "at_ns", "detail")
+#: The actor of an ``alert.merged`` event: merges are the gateway's (a late reading showed
+#: two alerts to be one), as is its acknowledgement of a seq gap whose messages came late.
+MERGE_ACTOR = "gateway"
 #: The ``ew_meta`` key holding the store's own id (random, made when the store is opened
 #: first): readers that keep a position in the store (an alert webhook's event cursor)
 #: tell by it that they were moved to another store, whose event ids start over.
@@ -353,6 +357,18 @@ def insert_alert_event(ph: str) -> str:
             f"VALUES ({', '.join([ph] * len(_EVENT_COLUMNS))})")
 
 
+def prune_events_where(before_ns: int, device_id: str | None,
+                       ph: str) -> tuple[str, list[Any]]:
+    """WHERE clause (without the keyword) and parameters for pruning the outbox: alert
+    events written (``at_ns``) before ``before_ns``, of ``device_id`` when given.
+
+    >>> prune_events_where(5, "d", "?")
+    ('at_ns < ? AND device_id = ?', [5, 'd'])
+    """
+    where = f"at_ns < {ph}" + (f" AND device_id = {ph}" if device_id is not None else "")
+    return where, [int(before_ns)] + ([device_id] if device_id is not None else [])
+
+
 def merge_changes(into: Alert, absorbed: Alert, changes: dict[str, Any]) -> dict[str, Any]:
     """The changes that merging ``absorbed`` into ``into`` makes to ``into``: ``changes``
     plus the acknowledgement of ``absorbed`` when ``into`` has none, and its label (with
@@ -600,14 +616,31 @@ class SQLStoreMixin:
         several processes sharing a PostgreSQL store)."""
         at_ns = time.time_ns()
         for event, actor, detail in alert_events_of(before, after, by, changes):
-            rows = con.execute(*next_event_id(self._ph)).fetchall()
-            if not rows:
-                raise StoreError(
-                    f"Store {self.url!r} has no alert event counter ({EVENT_COUNTER!r} in "
-                    "ew_meta), which opening the store makes; reopen it to make it.")
-            con.execute(insert_alert_event(self._ph), [
-                int(rows[0][0]), after.id, after.device_id, event, str(actor), at_ns,
-                json.dumps(detail)])
+            self._write_event(con, after, event, str(actor), at_ns, detail)
+
+    def _write_event(self, con: Any, alert: Alert, event: str, actor: str, at_ns: int,
+                     detail: Mapping[str, Any]) -> None:
+        """Write one alert event of ``alert`` through ``con`` (in the caller's open
+        transaction), numbered from :data:`EVENT_COUNTER`."""
+        rows = con.execute(*next_event_id(self._ph)).fetchall()
+        if not rows:
+            raise StoreError(
+                f"Store {self.url!r} has no alert event counter ({EVENT_COUNTER!r} in "
+                "ew_meta), which opening the store makes; reopen it to make it.")
+        con.execute(insert_alert_event(self._ph), [
+            int(rows[0][0]), alert.id, alert.device_id, event, actor, int(at_ns),
+            json.dumps(detail)])
+
+    def _write_merge_event(self, con: Any, absorbed: Alert, into: str) -> None:
+        """Write the ``alert.merged`` event of ``absorbed`` (merged into ``into``) through
+        ``con``, in the merge's open transaction, before the merge marks the rows: its
+        ``also_merged`` are the alerts merged into ``absorbed`` before (which the merge
+        moves to ``into``), oldest first."""
+        moved = con.execute(
+            f"SELECT id FROM alerts WHERE merged_into = {self._ph} ORDER BY created_ns, id",
+            [absorbed.id]).fetchall()
+        self._write_event(con, absorbed, EVENT_MERGED, MERGE_ACTOR, time.time_ns(),
+                          {"merged_into": into, "also_merged": [str(r[0]) for r in moved]})
 
     def alert_events(self, after_id: int = 0, limit: int = 1000) -> list[AlertEvent]:
         """Alert events numbered above ``after_id``, oldest first, at most ``limit`` (see

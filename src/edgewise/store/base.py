@@ -26,13 +26,16 @@ from typing import Any, Protocol, runtime_checkable
 
 from edgewise.telemetry import Reading
 
-__all__ = ["EVENT_ACKNOWLEDGED", "EVENT_LABELLED", "Alert", "AlertEvent", "AppendResult",
-           "Conflict", "DeviceSummary", "Store"]
+__all__ = ["EVENT_ACKNOWLEDGED", "EVENT_LABELLED", "EVENT_MERGED", "Alert", "AlertEvent",
+           "AppendResult", "Conflict", "DeviceSummary", "Store"]
 
 #: The alert event an acknowledgement of an open alert writes (:meth:`Store.alert_events`).
 EVENT_ACKNOWLEDGED = "alert.acknowledged"
 #: The alert event a label (a person's verdict) on an alert writes.
 EVENT_LABELLED = "alert.labelled"
+#: The alert event a merge writes (:meth:`Store.merge_alert`): the alert it names is part
+#: of another one now (``detail["merged_into"]``).
+EVENT_MERGED = "alert.merged"
 
 
 @dataclass(slots=True)
@@ -105,13 +108,17 @@ class Alert:
 
 @dataclass(slots=True)
 class AlertEvent:
-    """What a person did to an alert, kept in the store's outbox (``alert_events``) by the
-    write that did it: ``event`` is ``"alert.acknowledged"`` or ``"alert.labelled"``.
+    """What was done to an alert, kept in the store's outbox (``alert_events``) by the
+    write that did it: ``event`` is ``"alert.acknowledged"`` or ``"alert.labelled"`` (a
+    person's), or ``"alert.merged"`` (the gateway's: the alert is part of another now).
 
     ``id`` numbers the events of a store in the order they were committed (never reused,
-    also after a device's events were deleted); ``actor`` is who did it, ``at_ns`` when
-    (wall clock, ns); ``detail`` holds ``acked_by`` (acknowledged) or ``label``,
-    ``labelled_by`` and ``note`` (labelled), as the alert had them after the write.
+    also after a device's events were deleted or retention pruned them); ``actor`` is who
+    did it (``"gateway"`` for a merge), ``at_ns`` when (wall clock, ns); ``detail`` holds
+    ``acked_by`` (acknowledged) or ``label``, ``labelled_by`` and ``note`` (labelled), as
+    the alert had them after the write, or ``merged_into`` (the surviving alert's id) and
+    ``also_merged`` (the ids of the alerts merged into this one before, which name the
+    survivor now too) for a merge.
 
     >>> e = AlertEvent(1, "a1", "pump-1", "alert.acknowledged", "ops", 5, {"acked_by": "ops"})
     >>> e.event, e.detail["acked_by"]
@@ -238,8 +245,9 @@ class Store(Protocol):
     def delete_before(
         self, ts_ns: int, device_id: str | None = None, *, purge: bool = False
     ) -> int:
-        """Retention: delete readings older than ``ts_ns``; return how many. With
-        ``purge=True`` they are then purged from the disk (:meth:`purge`)."""
+        """Retention: delete readings older than ``ts_ns``, and, in the same transaction,
+        the alert events written before it (:meth:`prune_alert_events`); return how many
+        readings. With ``purge=True`` they are then purged from the disk (:meth:`purge`)."""
         ...
 
     def purge(self) -> bool:
@@ -282,13 +290,15 @@ class Store(Protocol):
 
     def alert_events(self, after_id: int = 0, limit: int = 1000) -> list[AlertEvent]:
         """The alert events (acknowledgements and labels, written by
-        :meth:`acknowledge_alert`) numbered above ``after_id``, oldest first, at most
-        ``limit``: the outbox the alert webhooks send from.
+        :meth:`acknowledge_alert`; merges, written by :meth:`merge_alert`) numbered above
+        ``after_id``, oldest first, at most ``limit``: the outbox the alert webhooks send
+        from.
 
         Ids grow in commit order: once an event is listed, every event with a lower id
         that will ever be listed is listed too (a reader that remembers the last id it
-        handled misses none). A device's deletion deletes its events; retention keeps
-        them, as it keeps alerts.
+        handled misses none). A device's deletion deletes its events; retention
+        (:meth:`delete_before`) deletes the events written before its cut
+        (:meth:`prune_alert_events`), not the alerts.
 
         >>> from edgewise.store import open_store
         >>> store = open_store("duckdb://:memory:")
@@ -304,7 +314,21 @@ class Store(Protocol):
 
     def last_alert_event_id(self) -> int:
         """The highest id an alert event of this store was given (0 when none was): the
-        events written from now on are numbered above it."""
+        events written from now on are numbered above it. Deleting or pruning events
+        does not move it back."""
+        ...
+
+    def prune_alert_events(self, before_ns: int, device_id: str | None = None) -> int:
+        """Delete the alert events written (``at_ns``, wall clock) before ``before_ns``
+        (of ``device_id`` only, when given); return how many. :meth:`delete_before` (the
+        gateway's retention) does it with its cut, in its transaction, so the outbox
+        keeps the events of the retention window and no older ones.
+
+        Ids are not reused and :meth:`last_alert_event_id` does not move back: a reader
+        whose cursor is below a pruned event goes on from the next one kept (an alert
+        webhook whose receiver was down for longer than the retention misses the
+        acknowledgements, labels and merges older than it; the alerts themselves stay).
+        """
         ...
 
     def store_id(self) -> str:
@@ -333,6 +357,11 @@ class Store(Protocol):
         (``status``, ``acked_by``) carries over to ``into`` when ``into`` is not
         acknowledged, and its label (``label``, ``labelled_by``, ``note``) when ``into``
         has none; a label ``into`` already has is kept.
+
+        In the same transaction it writes an ``alert.merged`` event of ``alert_id`` (see
+        :meth:`alert_events`; actor ``"gateway"``), whose detail names ``into``
+        (``merged_into``) and the alerts merged into ``alert_id`` before, which now name
+        ``into`` too (``also_merged``): the alert webhooks tell the receivers.
 
         Raises ``KeyError`` for an unknown id and ``StoreError`` when the two are the
         same alert, belong to different devices, or either was merged already.

@@ -68,6 +68,7 @@ from edgewise.store._sql import (
     mark_merged,
     merge_changes,
     new_store_id,
+    prune_events_where,
     update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
@@ -695,9 +696,10 @@ class DuckDBStore(SQLStoreMixin):
     def delete_before(
         self, ts_ns: int, device_id: str | None = None, *, purge: bool = False
     ) -> int:
-        """Retention: delete readings (and conflicts) older than ``ts_ns``; return readings deleted.
+        """Retention: delete readings (and conflicts) older than ``ts_ns``, and the alert
+        events written before it (:meth:`prune_alert_events`); return readings deleted.
 
-        Seqs are kept, so a device's watermark does not move back. The deleted rows'
+        Seqs and alerts are kept, so a device's watermark does not move back. The deleted rows'
         bytes stay in the file (DuckDB only marks them deleted) until :meth:`purge`, which
         rewrites the whole file: pass ``purge=True`` to do it now, or call :meth:`purge`
         once after several retention passes (the gateway does so once a day). Rows
@@ -712,6 +714,7 @@ class DuckDBStore(SQLStoreMixin):
         >>> s.close()
         """
         where, params = before_where(ts_ns, device_id, "?")
+        events, event_params = prune_events_where(ts_ns, device_id, "?")
         with self._wlock:
             self._check_open()
             con = self._con
@@ -719,10 +722,13 @@ class DuckDBStore(SQLStoreMixin):
                 con.execute("BEGIN")
                 row = con.execute(f"DELETE FROM readings WHERE {where}", params).fetchone()
                 con.execute(f"DELETE FROM conflicts WHERE {where}", params)
+                pruned = con.execute(f"DELETE FROM alert_events WHERE {events}",
+                                     event_params).fetchone()
                 n = int(row[0]) if row else 0
-                if n and purge:
+                gone = n + (int(pruned[0]) if pruned else 0)
+                if gone and purge:
                     self._mark_purge_pending(con)
-                elif n and self.PURGES_BY_DEFAULT:  # a later retention pass purges them
+                elif gone and self.PURGES_BY_DEFAULT:  # a later retention pass purges them
                     self._mark_purge_pending(con, _RETENTION_UNPURGED)
                 con.execute("COMMIT")
             except duckdb.Error as exc:
@@ -733,8 +739,39 @@ class DuckDBStore(SQLStoreMixin):
                     hit = [d for d, st in self._stats.items()
                            if st[1] < ts_ns and device_id in (None, d)]
                 self._load_stats(hit)
-                if purge:
-                    self.purge()
+            if gone and purge:
+                self.purge()
+            return n
+
+    def prune_alert_events(self, before_ns: int, device_id: str | None = None) -> int:
+        """Delete the alert events written before ``before_ns`` (of ``device_id`` only,
+        when given); return how many (see ``Store.prune_alert_events``; retention,
+        :meth:`delete_before`, does it with its cut). Their bytes stay in the file until
+        the next :meth:`purge`.
+
+        >>> s = DuckDBStore(":memory:")
+        >>> a = s.add_alert(Alert("d", 0, 9, 0.9))
+        >>> _ = s.acknowledge_alert(a.id, "ops")
+        >>> s.prune_alert_events(0), s.prune_alert_events(2**62), s.last_alert_event_id()
+        (0, 1, 1)
+        >>> s.close()
+        """
+        where, params = prune_events_where(before_ns, device_id, "?")
+        with self._wlock:
+            self._check_open()
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                row = con.execute(f"DELETE FROM alert_events WHERE {where}", params).fetchone()
+                n = int(row[0]) if row else 0
+                if n and self.PURGES_BY_DEFAULT:  # a later retention pass purges them
+                    self._mark_purge_pending(con, _RETENTION_UNPURGED)
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                con.execute("ROLLBACK")
+                raise StoreError(
+                    f"Pruning the alert events before {before_ns} in {self.url!r} failed: "
+                    f"{exc}") from exc
             return n
 
     # -- purge ------------------------------------------------------------------------------
@@ -1029,6 +1066,8 @@ class DuckDBStore(SQLStoreMixin):
                     into, merge_changes(survivor, absorbed, changes), "?")
                 if update is not None:
                     con.execute(*update)
+                # its event commits with it (the webhooks' outbox), read before the mark
+                self._write_merge_event(con, absorbed, into)
                 con.execute(*mark_merged(alert_id, into, "?"))
                 con.execute("COMMIT")
             except BaseException as exc:

@@ -53,6 +53,7 @@ from edgewise.store._sql import (
     mark_merged,
     merge_changes,
     new_store_id,
+    prune_events_where,
     update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
@@ -752,11 +753,13 @@ class PostgresStore(SQLStoreMixin):
     def delete_before(
         self, ts_ns: int, device_id: str | None = None, *, purge: bool = False
     ) -> int:
-        """Retention: delete readings (and conflicts) older than ``ts_ns``; return readings.
+        """Retention: delete readings (and conflicts) older than ``ts_ns``, and the alert
+        events written before it (:meth:`prune_alert_events`); return readings.
 
         With ``purge=True`` the deleted rows are then purged from the files (:meth:`purge`).
         """
         where, params = before_where(ts_ns, device_id, "%s")
+        events, event_params = prune_events_where(ts_ns, device_id, "%s")
         with self._wlock:
             con = self._write_con()
             try:
@@ -767,6 +770,8 @@ class PostgresStore(SQLStoreMixin):
                         params,
                     ).fetchall()
                     con.execute(f"DELETE FROM conflicts WHERE {where}", params)
+                    pruned = max(con.execute(f"DELETE FROM alert_events WHERE {events}",
+                                             event_params).rowcount, 0)
                     if rows:
                         _refresh_device_stats(con, [d for d, _ in rows])
             except self._psycopg.Error as exc:
@@ -774,8 +779,17 @@ class PostgresStore(SQLStoreMixin):
                     f"Retention delete in {self.url!r} failed: {_one_line(exc)}"
                 ) from exc
         n = sum(int(n) for _, n in rows)
-        if n and purge:
+        if (n or pruned) and purge:
             self.purge()
+        return n
+
+    def prune_alert_events(self, before_ns: int, device_id: str | None = None) -> int:
+        """Delete the alert events written before ``before_ns`` (of ``device_id`` only,
+        when given); return how many (see ``Store.prune_alert_events``; retention,
+        :meth:`delete_before`, does it with its cut)."""
+        where, params = prune_events_where(before_ns, device_id, "%s")
+        (n,) = self._write(f"Pruning the alert events before {int(before_ns)}",
+                           [(f"DELETE FROM alert_events WHERE {where}", params)])
         return n
 
     # -- reads ------------------------------------------------------------------------------
@@ -862,6 +876,8 @@ class PostgresStore(SQLStoreMixin):
                         into, merge_changes(found[into], found[alert_id], changes), "%s")
                     if update is not None:
                         con.execute(*update)
+                    # its event commits with it (the webhooks' outbox), read before the mark
+                    self._write_merge_event(con, found[alert_id], into)
                     con.execute(*mark_merged(alert_id, into, "%s"))
             except self._psycopg.Error as exc:
                 raise StoreError(
