@@ -126,7 +126,8 @@ def test_the_mix_keeps_learning_across_suggest_calls(tmp_path: Path) -> None:
     store = LabelStore(tmp_path / "d")
     first = suggest(history, "pump-1", store, k=5, window=30)
     state = json.loads((tmp_path / "d" / "label-mix.json").read_text())["pump-1"]
-    assert sorted(p[0] for p in state["pending"]) == sorted(s["start_ns"] for s in first)
+    assert sorted(p[0] for p in state["pending"]) == sorted([s["start_ns"], s["end_ns"]]
+                                                            for s in first)
     assert sum(state["asks"]) == 0
     # every question answered "normal": the alarms among them were false (the model erred)
     for s in first:

@@ -175,3 +175,16 @@ def test_json_booleans_are_no_label_times(lenv: Env, times: dict) -> None:
     bad = next(k for k, v in times.items() if type(v) is not int)
     assert (p["field"], p["value"]) == (bad, times[bad])
     assert lenv.client.get("/v1/labels", headers=lenv.auth("viewer")).json() == []
+
+
+@pytest.mark.parametrize("params", [{"device": "bad id!"},
+                                    {"device": "bad id!", "history": "true"}])
+def test_listing_labels_of_a_device_id_no_device_can_have_is_a_422(lenv: Env,
+                                                                   params: dict) -> None:
+    """Check GET /v1/labels?device= refuses an id no device could have, naming the field,
+    as /v1/label-queue does (it answered 200 [], as for a device without labels)."""
+    r = lenv.client.get("/v1/labels", params=params, headers=lenv.auth("viewer"))
+    body = problem(r, 422)
+    assert (body["field"], body["value"], body["reason"]) == ("device", "bad id!", "bad_device")
+    r = lenv.client.get("/v1/labels", params={"device": "pump-9"}, headers=lenv.auth("viewer"))
+    assert (r.status_code, r.json()) == (200, [])  # a good id without labels: none

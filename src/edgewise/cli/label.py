@@ -153,6 +153,18 @@ def list_(
 
 
 def _iso(ns: int) -> str:
+    """RFC 3339 UTC text of integer nanoseconds, exact: whole seconds as they are, else
+    microseconds, else nanoseconds (as a float of seconds, the single reading's window
+    ``[t, t + 1 ns)`` printed its start and end alike).
+
+    >>> t = 1704067200_000000000
+    >>> _iso(t), _iso(t + 250_000_000), _iso(t + 1)
+    ('2024-01-01T00:00:00Z', '2024-01-01T00:00:00.250000Z', '2024-01-01T00:00:00.000000001Z')
+    """
     from datetime import UTC, datetime
 
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat().replace("+00:00", "Z")
+    seconds, frac = divmod(int(ns), 1_000_000_000)
+    text = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if frac == 0:
+        return text + "Z"
+    return text + (f".{frac // 1000:06d}Z" if frac % 1000 == 0 else f".{frac:09d}Z")

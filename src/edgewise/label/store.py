@@ -28,6 +28,7 @@ import labels while ``edgewise serve`` runs in another process.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -37,7 +38,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -357,12 +358,16 @@ class LabelStore:
         (1, [])
         """
         with self._lock:
-            cur = self._db.execute("DELETE FROM labels WHERE device_id=?", (device_id,))
-            n = int(cur.rowcount)
+            # the labels and the mix state go in one hold of the write lock: a 'label
+            # suggest' of another device saving the mix state meanwhile (another process)
+            # read the states before, or reads them after, never writes this one's back
+            with self._write_locked() as cur:
+                n = int(cur.execute("DELETE FROM labels WHERE device_id=?",
+                                    (device_id,)).rowcount)
+                self._put_mix_state(device_id, None)
             if n:  # gone from the disk too: zeroed pages into the file, the old WAL frames
                 # (which hold the labels as written) truncated away
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self.save_mix_state(device_id, None)
         if self.security is not None:
             self.security.audit(who, "label.delete_device", device_id, {"rows": n})
         return n
@@ -383,26 +388,50 @@ class LabelStore:
     def save_mix_state(self, device_id: str, state: dict[str, Any] | None) -> None:
         """Keep ``state`` as ``device_id``'s query-mix state (None drops it) in
         ``label-mix.json`` beside the labels, mode 0600 like them (it holds what the
-        fleet's answers taught the queue). Read-modify-write under the store's lock, and a
-        file per writer, made 0600 and renamed into place, so concurrent queue requests
-        never clash and no reader sees half a file."""
-        with self._lock:
-            states = self._mix_states()
-            if state is not None:
-                states[device_id] = state
-            elif states.pop(device_id, None) is None:
-                return
-            path = self.data_dir / _MIX_FILE
-            tmp = path.with_name(f".label-mix.{os.getpid()}.{threading.get_ident()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(json.dumps(states))
-                os.chmod(tmp, 0o600)  # a stale temporary file left by a crash keeps its mode
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+        fleet's answers taught the queue).
+
+        The read-modify-write holds the write lock of ``labels.sqlite`` (an OS file lock,
+        taken as every label write takes it, so across processes too: the gateway's queue
+        and an ``edgewise label suggest`` of another device never undo each other's
+        states, and :meth:`delete_device` drops a state under the same lock); the file is
+        written to a temporary file per writer, made 0600 and renamed into place, so no
+        reader sees half a file.
+        """
+        with self._lock, self._write_locked():
+            self._put_mix_state(device_id, state)
+
+    @contextlib.contextmanager
+    def _write_locked(self) -> Iterator[sqlite3.Cursor]:
+        """A transaction holding the write lock of ``labels.sqlite`` (``BEGIN IMMEDIATE``:
+        other connections, of any process, wait for it up to the busy timeout), committed
+        on leaving, rolled back on an error. Call it holding ``self._lock``."""
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+
+    def _put_mix_state(self, device_id: str, state: dict[str, Any] | None) -> None:
+        """:meth:`save_mix_state`'s read-modify-write; call it inside :meth:`_write_locked`."""
+        states = self._mix_states()
+        if state is not None:
+            states[device_id] = state
+        elif states.pop(device_id, None) is None:
+            return
+        path = self.data_dir / _MIX_FILE
+        tmp = path.with_name(f".label-mix.{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(states))
+            os.chmod(tmp, 0o600)  # a stale temporary file left by a crash keeps its mode
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def _mix_states(self) -> dict[str, Any]:
         path = self.data_dir / _MIX_FILE
@@ -538,7 +567,12 @@ def read_labels_csv(
     :func:`~edgewise.telemetry.epoch_ns`), from 1970 to no more than ``max_future_s``
     ahead of now (the gateway's ``EDGEWISE_MAX_FUTURE_S``): a label on time not yet
     recorded would apply to readings that arrive later. Commas or semicolons separate the
-    fields; a spreadsheet's byte-order mark is skipped; UTF-8 or Windows-1252 text. Raises
+    fields; a spreadsheet's byte-order mark is skipped; UTF-8 or Windows-1252 text.
+
+    One window (device, start and end) is one row: two rows of one window that differ in
+    label or note are refused, naming both lines (which is meant? and each import of both
+    would write two new versions, where a file imported again should add none); a row
+    repeated exactly is harmless (it is imported once). Raises
     :class:`InvalidParameterError` naming the line of the first bad row, and
     :class:`~edgewise.errors.QualityError` naming the file if it is missing, a directory or
     not text (:func:`edgewise.tables.read_text`).
@@ -592,13 +626,20 @@ def read_labels_csv(
                 raise InvalidParameterError(f"Label CSV line {line}: {exc}") from None
             except ValueError as exc:
                 raise InvalidParameterError(f"Label CSV line {line}: {exc}") from None
-            earlier = seen.setdefault((device, start, end), (label, line))
+            note = (rec.get("note") or "").strip()
+            earlier = seen.setdefault((device, start, end), (label, note, line))
             if earlier[0] != label:  # which one is meant? the last would win silently
                 raise InvalidParameterError(
-                    f"Label CSV lines {earlier[1]} and {line} label the same window of "
+                    f"Label CSV lines {earlier[2]} and {line} label the same window of "
                     f"{device!r} differently ({earlier[0]!r}, then {label!r}); keep the one "
                     "meant (a later import relabels it, keeping the history).")
-            rows.append((device, start, end, label, (rec.get("note") or "").strip()))
+            if earlier[1] != note:  # each import would write both again, as 2 new versions
+                raise InvalidParameterError(
+                    f"Label CSV lines {earlier[2]} and {line} label the same window of "
+                    f"{device!r} {label!r} with different notes ({earlier[1]!r}, then "
+                    f"{note!r}); keep one row per window, with the note meant (each import "
+                    "of both would add two versions, one per note).")
+            rows.append((device, start, end, label, note))
     return rows
 
 

@@ -29,7 +29,7 @@ batch of questions is not spent on one storm of alarms.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -330,7 +330,8 @@ class DefaultMix(QueryStrategy):
 
     def get_state(self, keys: Sequence[Any]) -> dict[str, Any]:
         """What the mix has learned, with its open questions named by ``keys[i]`` (e.g. a
-        window's start time) instead of pool indices, so a later pool can take it up.
+        window's ``[start_ns, end_ns]``) instead of pool indices, so a later pool can take
+        it up (:meth:`set_state`). Keys must be JSON-ready: the state is kept as JSON.
 
         >>> mix = DefaultMix(seed=0)
         >>> pool = Pool(margin=np.array([2.0, -1.0, 0.1]), labels=np.array([-1, -1, -1]))
@@ -341,9 +342,30 @@ class DefaultMix(QueryStrategy):
                 "hits": self.hits_.tolist(), "asks": self.asks_.tolist(),
                 "pending": [[keys[i], j, alarm] for i, (j, alarm) in self._pending.items()]}
 
-    def set_state(self, state: Mapping[str, Any], keys: Sequence[Any]) -> None:
-        """Take up a :meth:`get_state` of a mix of the same strategies; questions whose key
-        is not among ``keys`` (their window has gone) are dropped."""
+    def set_state(self, state: Mapping[str, Any], keys: Sequence[Any], *,
+                  place: Callable[[list[Any]], Sequence[tuple[int, int | None]]] | None = None,
+                  ) -> None:
+        """Take up a :meth:`get_state` of a mix of the same strategies, for a pool whose
+        window ``i`` is named ``keys[i]``.
+
+        Without ``place``, an open question is taken up at the index of its key among
+        ``keys`` (answered later through ``Pool.labels``), and dropped when its key is not
+        there. That only works while windows keep their keys: a history cut afresh into
+        windows (a grown history moves every window edge) would drop every question
+        unlearned. So ``place``, given the open questions' keys, returns per key
+        ``(answer, index)``: the answer given to the question since it was asked (1
+        anomaly, 0 normal, -1 none yet) and the pool index of the window that now holds
+        the question's window (``None``: none). An answered question is credited at once
+        to the strategy that asked it; an open one is taken up at ``index`` (the first of
+        several questions one window holds), else dropped.
+
+        >>> mix = DefaultMix(seed=0)
+        >>> state = {**mix.get_state([]), "pending": [[[0, 10], 1, True], [[10, 20], 0, False]]}
+        >>> mix.set_state(state, [[0, 15], [15, 30]],
+        ...               place=lambda qs: [(0, None), (-1, 1)])  # 1st answered "normal"
+        >>> mix.asks_.tolist()[:2], mix.hits_.tolist()[:2], mix._pending
+        ([0.0, 1.0], [0.0, 1.0], {1: (0, False)})
+        """
         names = [type(s).__name__ for s in self.strategies]
         if list(state.get("strategies", [])) != names:
             raise InvalidParameterError(
@@ -351,9 +373,23 @@ class DefaultMix(QueryStrategy):
                 f"{names!r}; start afresh instead.")
         self.hits_ = np.asarray(state["hits"], dtype=float)
         self.asks_ = np.asarray(state["asks"], dtype=float)
-        where = {k: i for i, k in enumerate(keys)}
-        self._pending = {where[key]: (int(j), bool(alarm))
-                         for key, j, alarm in state["pending"] if key in where}
+        pending = [(_hashable(key), int(j), bool(alarm)) for key, j, alarm in state["pending"]]
+        if place is None:
+            where = {_hashable(k): i for i, k in enumerate(keys)}
+            found = [(-1, where.get(key)) for key, _, _ in pending]
+        else:
+            found = list(place([key for key, _, _ in pending]))
+            if len(found) != len(pending):
+                raise InvalidParameterError(
+                    f"DefaultMix.set_state: 'place' must give one (answer, index) per open "
+                    f"question ({len(pending)}). Got {len(found)} instead.")
+        self._pending = {}
+        for (_, j, alarm), (answer, index) in zip(pending, found, strict=True):
+            if answer >= 0:  # answered: the credit goes to the strategy that asked
+                self.asks_[j] += 1
+                self.hits_[j] += bool(answer == 1) != alarm
+            elif index is not None:
+                self._pending.setdefault(int(index), (j, alarm))
 
     def _learn(self, pool: Pool) -> None:
         if pool.labels is None:
@@ -405,6 +441,11 @@ class DefaultMix(QueryStrategy):
             self._pending[i] = (j, bool(pool.margin[i] >= 0))
             asked[j] += 1
         return np.array(picked, dtype=int)
+
+
+def _hashable(key: Any) -> Any:
+    """A key of an open question as a dict key: JSON gives ``[start, end]`` back as a list."""
+    return tuple(_hashable(k) for k in key) if isinstance(key, list | tuple) else key
 
 
 #: Strategy names for the CLI and the benchmark.

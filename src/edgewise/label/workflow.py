@@ -258,21 +258,27 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
     the window), ``margin`` (z units above the device's current threshold) and ``alarm``.
     With ``strategy="mix"`` the mix's state (which strategy asked what, and how often its
     questions found the model wrong) is kept per device in ``label-mix.json`` beside the
-    label store, so it keeps learning across calls as answers arrive.
+    label store, so it keeps learning across calls as answers arrive. An open question is
+    kept with its window's span ``[start_ns, end_ns]``, and answered by the labels on that
+    span (as :func:`~edgewise.label.windows.window_labels` maps labels onto windows), so
+    the answer reaches the strategy that asked even when the grown history is cut into
+    windows with other edges (windows are ``len(history) // 100`` readings long).
     """
     ws = _windows(history, device_id, window)
-    y, _ = window_labels(ws, labels.labels(device_id))
+    current = labels.labels(device_id)
+    y, _ = window_labels(ws, current)
     model = WindowFeedbackModel().fit(ws, y)
     margin = model.decision_function(ws)
     pool = Pool(margin=margin, member_margins=model.member_margins(ws),
                 features=ws.features, groups=None, labels=y)
     strat = make_strategy(strategy, seed=seed)
-    keys = [int(t) for t in ws.start_ns]
+    keys = [[int(a), int(b)] for a, b in zip(ws.start_ns, ws.end_ns, strict=True)]
     state = labels.mix_state(device_id) if isinstance(strat, DefaultMix) else None
     if isinstance(strat, DefaultMix) and state is not None:
         # take up what the mix learned from this device's earlier questions and answers
         try:
-            strat.set_state(state, keys)
+            strat.set_state(state, keys, place=lambda asked: _place_questions(
+                asked, ws, device_id, current))
         except InvalidParameterError:
             pass  # the mix's strategies changed since: start afresh
     picks = strat.select(pool, k)
@@ -282,6 +288,55 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
              "end_ns": int(ws.end_ns[i]), "score": round(float(ws.scores[i, 0]), 6),
              "margin": round(float(margin[i]), 4), "alarm": bool(margin[i] >= 0)}
             for i in picks]
+
+
+def _place_questions(asked: list[Any], ws: WindowSet, device_id: str,
+                     current: list[Any]) -> list[tuple[int, int | None]]:
+    """Per open question of the query mix (its key: the ``(start_ns, end_ns)`` of the window
+    asked about), ``(answer, index)``: the answer the labels ``current`` give that window
+    (1 anomaly, 0 normal, -1 none yet; :func:`window_labels`'s rule), and the window of
+    ``ws`` that now holds it (the one it overlaps most, of those that would take a label
+    on it; ``None``: none). A key of an older state, a window's start alone, has no span:
+    it is found only among windows of the same start, and answered through them.
+
+    >>> ws = WindowSet(np.array(["d"] * 2, dtype=object), np.array([0, 15]),
+    ...                np.array([15, 30]), np.zeros((2, 1)), np.zeros((2, 1)), ["f"])
+    >>> from types import SimpleNamespace as L
+    >>> _place_questions([(0, 10), (12, 27), 15], ws, "d",
+    ...                  [L(device_id="d", start_ns=0, end_ns=10, label="normal")])
+    [(0, 0), (-1, 1), (-1, 1)]
+    """
+    starts = {int(t): i for i, t in enumerate(ws.start_ns)}
+    spans = [key for key in asked if isinstance(key, tuple) and len(key) == 2]
+    answers: dict[tuple[int, int], int] = {}
+    if spans:
+        mine = [lab for lab in current if lab.device_id == device_id]
+        q = WindowSet(np.array([device_id] * len(spans), dtype=object),
+                      np.array([a for a, _ in spans], dtype=np.int64),
+                      np.array([b for _, b in spans], dtype=np.int64),
+                      np.zeros((len(spans), 1)), np.zeros((len(spans), 1)), ["none"])
+        answers = dict(zip(spans, (int(v) for v in window_labels(q, mine)[0]), strict=True))
+    out: list[tuple[int, int | None]] = []
+    for key in asked:
+        if key in answers:
+            out.append((answers[key], _window_holding(ws, int(key[0]), int(key[1]))))
+        else:  # an older state's key: a window start
+            out.append((-1, starts.get(key) if isinstance(key, int) else None))
+    return out
+
+
+def _window_holding(ws: WindowSet, start: int, end: int) -> int | None:
+    """The window of ``ws`` that ``[start, end)`` overlaps most, of those that would take a
+    label on that span (it covers at least half of the window, or the window holds at
+    least half of it; see :func:`window_labels`); ``None`` when none would."""
+    hit = np.flatnonzero((ws.start_ns < end) & (ws.end_ns > start))
+    best, most = None, 0
+    for i in hit:
+        a, b = int(ws.start_ns[i]), int(ws.end_ns[i])
+        overlap = min(b, end) - max(a, start)
+        if (2 * overlap >= b - a or 2 * overlap >= end - start) and overlap > most:
+            best, most = int(i), overlap
+    return best
 
 
 def train_with_labels(history: History, device_id: str, labels: LabelStore, data_dir: Path,

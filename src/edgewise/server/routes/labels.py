@@ -174,12 +174,37 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
     return _label_json(lab)
 
 
+def _check_device(device: str) -> None:
+    """A 422 naming the query parameter ``device`` when no device could have that id
+    (:func:`~edgewise.telemetry.validate_device_id`), for every labels route alike.
+
+    >>> _check_device("pump-1")
+    >>> _check_device("bad id!")
+    Traceback (most recent call last):
+    ...
+    edgewise.server.problems.Problem: ...
+    """
+    try:
+        validate_device_id(device)
+    except PayloadError as exc:
+        raise Problem(422, "Invalid query parameter",
+                      f"Query parameter 'device' must be {exc.allowed}. Got {device!r} "
+                      "instead.", field="device", value=device, allowed=exc.allowed,
+                      reason="bad_device") from None
+
+
 @router.get("/v1/labels", summary="List labels (viewer)")
 def get_labels(
     who: Viewer, request: Request, security: SecurityDep, settings: SettingsDep,
     device: Annotated[str | None, Query(description="Only this device.")] = None,
     history: Annotated[bool, Query(description="Every version, superseded too.")] = False,
 ) -> list[dict[str, Any]]:
+    """The current labels (``history=true``: every version), of one ``device`` or all.
+
+    422 ``bad_device`` for a ``device`` no device could have, as the label queue answers
+    (an empty list would say only that it has no labels)."""
+    if device is not None:
+        _check_device(device)  # 200 [] would hide that no device could have this id
     labels = label_store(request, security, settings)
     found = labels.history(device) if history else labels.labels(device)
     return [_label_json(lab) for lab in found]
@@ -225,13 +250,7 @@ async def label_queue(
                       f"Query parameter 'strategy' must be one of {', '.join(STRATEGIES)}. "
                       f"Got {strategy!r} instead.", field="strategy", value=strategy,
                       allowed=" or ".join(STRATEGIES), reason="bad_strategy")
-    try:
-        validate_device_id(device)
-    except PayloadError as exc:  # a 404 "no history" would hide that no id could have one
-        raise Problem(422, "Invalid query parameter",
-                      f"Query parameter 'device' must be {exc.allowed}. Got {device!r} "
-                      "instead.", field="device", value=device, allowed=exc.allowed,
-                      reason="bad_device") from None
+    _check_device(device)  # a 404 "no history" would hide that no id could have one
     labels = label_store(request, security, settings)
     try:
         return await run_in_threadpool(_queue, store, labels, device, k, strategy)
