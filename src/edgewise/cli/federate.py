@@ -550,7 +550,7 @@ def server(
          "min-available-nodes": min_available or clients, "round-timeout": round_timeout,
          "data-dir-publish": str(data_dir), "rollout-target": rollout_to, "secagg": secagg,
          "dp-sgd-epsilon": dp_epsilon, "dp-stats-bounds": bounds,
-         "dp-stats-share": stats_share},
+         "dp-stats-share": stats_share, "resume": resume},
         timeout=600 + rounds * round_timeout * 2)
     _print_result(result, as_json)
 

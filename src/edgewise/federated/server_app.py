@@ -83,12 +83,50 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
     one), the mean's sensitivity is ``C / k``, so that noise is an effective multiplier of
     ``z * k / m`` and the ε the run reports (for ``z``) would be too small. Here the noise
     is ``z * C / k`` in every round, so the reported ε holds whatever the count.
+
+    That noise covers a mean in which each of the ``k`` clipped updates counts ``1 / k``.
+    The wrapped FedAvg weights by the devices' own ``unit-weight``, so every update is
+    averaged with weight 1 whatever its device reports (a device reporting 1e-9 gave the
+    others up to all of the mean: an honest device's share, and sensitivity, near ``C``
+    where the noise is sized for ``C / k``); a reported weight other than 1 is logged,
+    naming the device and the value, and listed in :attr:`reweighted`.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: (round, node id, the weight it reported) of each update averaged with weight 1
+        #: instead of the weight its device reported.
+        self.reweighted: list[tuple[int, int, Any]] = []
+
+    def equal_weights(self, server_round: int, replies: list[Message], *,
+                      invalid_too: bool = True) -> None:
+        """Set the weighting metric of every reply with content to 1 (see the class); with
+        ``invalid_too=False`` one that is not a positive finite number is left for the
+        robust screen to refuse (a malformed reply)."""
+        key = str(getattr(self.strategy, "weighted_by_key", "unit-weight"))
+        for msg in replies:
+            if msg.has_error():
+                continue
+            for metrics in msg.content.metric_records.values():
+                w = metrics.get(key)
+                if w is None or (type(w) in (int, float) and w == 1):
+                    continue
+                valid = type(w) in (int, float) and bool(np.isfinite(w)) and w > 0
+                if not valid and not invalid_too:
+                    continue
+                node = int(msg.metadata.src_node_id)
+                self.reweighted.append((server_round, node, w))
+                log.warning("round %d: device (node %d) reported %r %r; under device-level "
+                            "DP every update is averaged with weight 1 (the noise is sized "
+                            "for that), so it counts as 1", server_round, node, key, w)
+                metrics[key] = 1
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Clip, average and add noise for the ``k`` updates that carry content."""
+        """Clip, average with equal weights and add noise for the ``k`` updates that carry
+        content."""
         replies = list(replies)
+        self.equal_weights(server_round, replies)
         k = sum(1 for m in replies if not m.has_error())
         if k == 0:
             return super().aggregate_train(server_round, replies)
@@ -98,6 +136,28 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
             return super().aggregate_train(server_round, replies)
         finally:
             self.num_sampled_clients = sampled
+
+
+class _DeviceDPScreen(RobustStrategy):
+    """The robust screen of a device-level DP run, outside :class:`_DeviceDP`.
+
+    Every reply's ``unit-weight`` is set to 1 (:meth:`_DeviceDP.equal_weights`) before the
+    screen sees it: the weight cap would otherwise cap an honest device's 1 at 10 × the
+    median of the others' 1e-9 and list it as the one clipped. A weight that is not a
+    positive finite number is still refused by the screen, as a malformed reply.
+    """
+
+    def __init__(self, dp: _DeviceDP, num_malicious_nodes: int = 0) -> None:
+        super().__init__(dp, num_malicious_nodes=num_malicious_nodes)
+        self.weighted_by_key = "unit-weight"
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Set every valid weight to 1, then screen and aggregate."""
+        replies = list(replies)
+        if isinstance(self.strategy, _DeviceDP):
+            self.strategy.equal_weights(server_round, replies, invalid_too=False)
+        return super().aggregate_train(server_round, replies)
 
 
 class WireLog(Strategy):
@@ -458,20 +518,45 @@ def load_checkpoint(path: str | Path) -> tuple[ArrayRecord, int, ConditionNormal
                                                                  z["__norm_std__"])
 
 
+def _layout(arrays: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Each array's name and shape."""
+    return {k: tuple(int(d) for d in v.shape) for k, v in arrays.items()}
+
+
 def check_resume(checkpoint: str | Path, *, rounds: int, dp_noise: float = 0.0,
                  dp_sgd_epsilon: float = 0.0, num_devices: int,
-                 sample_size: int | None = None, dp_delta: float = 1e-5) -> int:
+                 sample_size: int | None = None, dp_delta: float = 1e-5,
+                 model: dict[str, Any] | None = None) -> int:
     """Check that a run of ``rounds`` with these privacy settings can resume from
     ``checkpoint``; return the last round it holds. Raises :class:`FederatedRunError` with
-    one line saying why not: no rounds left, no privacy ledger for a private run, or
+    one line saying why not: a model of another layout than ``model`` (the run's
+    ``state_dict``, when given: array names and shapes; a checkpoint of another dataset or
+    model kind), no rounds left, no privacy ledger for a private run, or
     settings under which no single ε covers the model (device-level noise added, changed or
     dropped after rounds aggregated otherwise, DP-SGD asked for after rounds trained
     without it: :meth:`~edgewise.federated.ledger.RunLedger.resume_conflict`), or a
     record-level budget the earlier rounds already spent.
-    """
+
+    >>> import tempfile
+    >>> from edgewise.federated.model import build_model
+    >>> ckpt = Path(tempfile.mkdtemp()) / "checkpoint.npz"
+    >>> np.savez(ckpt, __round__=np.array(1), **{"p:0.weight": np.zeros((16, 6))})
+    >>> check_resume(ckpt, rounds=2, num_devices=3, model=build_model("ae", 6).state_dict())
+    Traceback (most recent call last):
+    ...
+    edgewise.federated.server_app.FederatedRunError: Cannot resume from .../checkpoint.npz: it holds a model of layout {'0.weight': (16, 6)}, and this run's model is ...
+    """  # noqa: E501
     ckpt = Path(checkpoint)
     with np.load(ckpt) as z:
         done = int(z["__round__"])
+        held = {k[2:]: z[k] for k in z.files if k.startswith("p:")}
+        layout = _layout(held)
+    if model is not None and layout != _layout(model):
+        raise FederatedRunError(
+            f"Cannot resume from {ckpt}: it holds a model of layout {layout}, and this run's "
+            f"model is {_layout(model)} (array names and shapes): the checkpoint was written "
+            "by a run of another dataset or model. Resume with that run's dataset, or start "
+            "afresh without resuming.")
     if done >= rounds:
         raise FederatedRunError(
             f"The checkpoint {ckpt} already holds round {done} of {rounds}: no rounds "
@@ -678,9 +763,10 @@ def run_federated(
     ledger = RunLedger(run_ledger_path(ckpt) if ckpt is not None else None)
     min_nodes = min_available_nodes or num_nodes
     m = sample_size or min_nodes
+    template = build_model(kind, n_features, seed=seed).state_dict()
     if ckpt is not None and ckpt.exists():
         check_resume(ckpt, rounds=rounds, dp_noise=dp_noise, dp_sgd_epsilon=dp_sgd_epsilon,
-                     num_devices=min_nodes, sample_size=m, dp_delta=dp_delta)
+                     num_devices=min_nodes, sample_size=m, dp_delta=dp_delta, model=template)
         initial, done, normaliser = load_checkpoint(ckpt)
         ledger.load()
         log.info("resuming from %s after round %d", ckpt, done)
@@ -694,9 +780,10 @@ def run_federated(
                                         delta=dp_delta, rejected=stats_refused,
                                         stats_dp=(stats_noise, stats_bounds)
                                         if stats_bounds is not None else None)
-        initial = ArrayRecord(build_model(kind, n_features, seed=seed).state_dict())
+        initial = ArrayRecord(template)
     # Device-level DP bounds each device's share of the mean by C/m: equal weights, not the
-    # self-reported example counts (a device with more data would otherwise weigh more).
+    # self-reported example counts (a device with more data would otherwise weigh more), and
+    # not the self-reported unit-weight either: _DeviceDP averages every update with weight 1.
     if dp_noise > 0 and strategy != "fedavg":
         raise InvalidParameterError(
             f"Device-level DP (dp_noise={dp_noise:g}) is only accounted for the FedAvg mean, "
@@ -715,9 +802,7 @@ def run_federated(
             rule, noise_multiplier=dp_noise, clipping_norm=dp_clip, num_sampled_clients=m
         )
         if robust:
-            screen = RobustStrategy(inner, num_malicious_nodes=num_malicious_nodes)
-            screen.weighted_by_key = "unit-weight"
-            rule = inner = screen
+            rule = inner = _DeviceDPScreen(inner, num_malicious_nodes=num_malicious_nodes)
     wire = WireLog(inner, ledger=ledger, round_offset=done,
                    device_dp=(dp_noise, min_nodes, m) if dp_noise > 0 else None)
     wire.entries.extend(stats_wire)
@@ -832,11 +917,14 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
         rounds=rounds, seed=seed, timeout=round_timeout,
         extra_config={"dp-stats-noise": float(release["noise_multiplier"])}
         if release else None)
-    if not all(np.isfinite(np.asarray(a, dtype=np.float64)).all() for a in sec.arrays):
+    # Flower's SecAgg+ dequantises to float64; the model (and a plain run's) is the
+    # template's dtype (float32), which the registered payload keeps whatever --secagg.
+    template = build_model(kind, n_features).state_dict()
+    record = ArrayRecord({k: torch.as_tensor(np.asarray(a)).to(template[k].dtype)
+                          for k, a in zip(template, sec.arrays, strict=True)})
+    if not all(np.isfinite(v.numpy()).all() for v in record.values()):
         raise FederatedRunError("The SecAgg+ global model holds NaN or Inf values; it is not "
                                 "registered.")  # run_secagg refuses such a round; never here
-    keys = build_model(kind, n_features).state_dict().keys()
-    record = ArrayRecord({k: torch.as_tensor(a) for k, a in zip(keys, sec.arrays, strict=True)})
     # SecAgg+ masks the parameters, not the metrics: the ε is what the devices spent, as in
     # the plain rounds (server-side DP is refused under SecAgg+, hence dp_noise=0), in every
     # round they trained, a refused one included.
@@ -858,6 +946,10 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Deployment entry point: read the run config, train, write results to ``out-dir``.
+
+    The run checkpoints to ``<out-dir>/checkpoint.npz``. It resumes from there only when
+    the run config says ``resume = true`` (``edgewise federate server --resume``); otherwise
+    it starts afresh, removing an earlier run's checkpoint and run privacy ledger there.
 
     A run that fails (:class:`FederatedRunError`, a run config out of range, or any other
     exception, the registry's included) writes ``error.json`` (``{"error": ..., "type":
@@ -894,6 +986,21 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
             log.info("the global model will be %s version %s", name, next_version(reg, name))
         finally:
             reg.close()
+    checkpoint = out / "checkpoint.npz"
+    secagg = bool(rc.get("secagg", False))
+    if bool(rc.get("resume", False)):
+        if secagg:
+            raise InvalidParameterError(
+                "The run config asks to resume (resume = true) under SecAgg+ (secagg = true), "
+                "which keeps no checkpoint: the run would start afresh. Drop one of them.")
+        log.info("resuming from %s when it exists", checkpoint)
+    else:
+        # A fresh run (resume = false, the default): an earlier run's checkpoint in this
+        # out dir must not be continued, and its run ledger (what that run's model spent)
+        # does not describe the new model. The devices' own ledgers, which bound what their
+        # data spends across runs, live on the devices and are not touched.
+        checkpoint.unlink(missing_ok=True)
+        run_ledger_path(checkpoint).unlink(missing_ok=True)
     result = run_federated(
         grid, kind=kind, n_features=n_features, n_conditions=n_cond, num_nodes=num_nodes,
         rounds=int(rc.get("num-server-rounds", 2)),
@@ -906,8 +1013,8 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
         dp_sgd_clip=float(rc.get("dp-sgd-clip", 1.0)),
         dp_sgd_epsilon=float(rc.get("dp-sgd-epsilon", 0.0)),
         round_timeout=float(rc.get("round-timeout", 120.0)),
-        checkpoint=out / "checkpoint.npz", evaluate=bool(rc.get("evaluate", True)),
-        secagg=bool(rc.get("secagg", False)), robust=not bool(rc.get("secagg", False)),
+        checkpoint=checkpoint, evaluate=bool(rc.get("evaluate", True)),
+        secagg=secagg, robust=not secagg,
         stats_bounds=StatsBounds.from_doc(json.loads(str(rc["dp-stats-bounds"])), n_cond)
         if str(rc.get("dp-stats-bounds", "")) else None,
         stats_share=float(rc.get("dp-stats-share", DEFAULT_STATS_SHARE)),

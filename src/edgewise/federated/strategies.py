@@ -18,7 +18,9 @@ way Flower's DP wrappers do (it overrides ``aggregate_train`` and delegates the 
    ``max_norm_ratio`` × the median norm of the updates accepted in earlier rounds, and at
    most :data:`MAX_UPDATE_TO_MODEL` × the global model's norm;
 3. caps each client's ``"num-examples"`` at ``max_examples_ratio`` × the round's median
-   (or ``max_num_examples``), so one client cannot claim 10⁹ examples and take the average.
+   (the smaller of two, with two updates: the median of two is their mean, which never
+   caps the larger) or ``max_num_examples``, so one client cannot claim 10⁹ examples and
+   take the average.
 
 Rejections and caps are kept in :attr:`RobustStrategy.events` (round, node, reason).
 
@@ -206,10 +208,18 @@ class RobustStrategy(Strategy):
         multiple of the round's median update norm (at least :data:`NORM_FLOOR` × the
         global model's norm, so a median of 0 does not switch the check off).
     max_examples_ratio
-        Cap each client's ``"num-examples"`` at this multiple of the round's median.
+        Cap each client's ``"num-examples"`` at this multiple of the round's median (of
+        the smaller one in a round of two).
     max_num_examples
         Absolute cap on ``"num-examples"`` (applied as well, when given).
-    """
+
+    A ratio that is not a number (NaN) is refused, naming it:
+
+    >>> RobustStrategy(FedAvg(), max_norm_ratio=float("nan"))
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'max_norm_ratio' parameter of RobustStrategy must be a number > 1. Got nan instead.
+    """  # noqa: E501
 
     def __init__(
         self,
@@ -219,12 +229,20 @@ class RobustStrategy(Strategy):
         max_examples_ratio: float = 10.0,
         max_num_examples: int | None = None,
     ) -> None:
-        if num_malicious_nodes < 0 or max_norm_ratio <= 1 or max_examples_ratio < 1:
-            raise InvalidParameterError(
-                "RobustStrategy needs num_malicious_nodes >= 0, max_norm_ratio > 1 and "
-                f"max_examples_ratio >= 1. Got {num_malicious_nodes}, {max_norm_ratio}, "
-                f"{max_examples_ratio} instead."
-            )
+        # Written as `not (x > bound)` so that NaN, which compares false either way, is
+        # refused: `x <= bound` let it through and switched the norm check or the cap off.
+        for name, value, ok, allowed in (
+            ("num_malicious_nodes", num_malicious_nodes, not num_malicious_nodes < 0, ">= 0"),
+            ("max_norm_ratio", max_norm_ratio, max_norm_ratio > 1, "a number > 1"),
+            ("max_examples_ratio", max_examples_ratio, max_examples_ratio >= 1,
+             "a number >= 1"),
+            ("max_num_examples", max_num_examples,
+             max_num_examples is None or max_num_examples >= 1, "None or a number >= 1"),
+        ):
+            if not ok:
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of RobustStrategy must be {allowed}. "
+                    f"Got {value!r} instead.")
         self.strategy = strategy
         self.num_malicious_nodes = num_malicious_nodes
         self.max_norm_ratio = max_norm_ratio
@@ -447,7 +465,11 @@ class RobustStrategy(Strategy):
                 values.append(float(w))
         if not values:
             return
-        cap = self.max_examples_ratio * float(np.median(values))
+        # The median of two is their mean, which the larger of two never exceeds 10 times
+        # (one device claiming 1e9 examples took the mean alone, uncapped); with fewer than
+        # three the smaller is the reference, as in the norm check and under SecAgg+.
+        ref = float(np.median(values)) if len(values) >= 3 else min(values)
+        cap = self.max_examples_ratio * ref
         if self.max_num_examples is not None:
             cap = min(cap, float(self.max_num_examples))
         for msg in kept:
@@ -457,8 +479,12 @@ class RobustStrategy(Strategy):
             w = float(metrics[self.weighted_by_key])
             if w > cap:
                 metrics[self.weighted_by_key] = int(cap) if float(cap).is_integer() else cap
+                what = ("the round's median" if len(values) >= 3 else
+                        "the smaller of the round's two" if len(values) == 2 else "")
                 self._reject(server_round, msg, "weight-capped",
-                             f"{self.weighted_by_key!r} {w:g} capped to {cap:g}")
+                             f"{self.weighted_by_key!r} {w:g} capped to {cap:g}"
+                             + (f" ({self.max_examples_ratio:g} x {what} {ref:g})"
+                                if what and cap == self.max_examples_ratio * ref else ""))
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
