@@ -97,13 +97,16 @@ def test_a_folder_of_wide_csvs_one_per_device(tmp_path: Path) -> None:
     (("--csv", "CSV", "--method", "dbscan"),
      "error: --method must be one of kmeans, agglomerative, gmm. Got 'dbscan'."),
     (("--csv", "CSV", "--seed", "-1"), "error: --seed -1: must be a whole number from 0"),
-    (("--csv", "CSV", "--groups", "9"), ("'n_groups' parameter of BehaviourGroups must be "
-     "at most the number of devices (2). Got 9 instead.")),
+    (("--csv", "CSV", "--groups", "9"), ("error: --groups must be at most 1: 2 devices "
+     "make at most 1 group(s) of at least 2 devices (a smaller one is no group). Got 9 "
+     "instead.")),
+    (("--csv", "CSV", "--groups", "2"), "error: --groups must be at most 1: 2 devices"),
+    (("--csv", "CSV", "--max-groups", "1"), ("error: --max-groups must be an int in the "
+     "range [2, inf). Got 1 instead.")),
     (("--csv", "CSV", "--model", "/nonexistent.json"), ("error: --model "
      "'/nonexistent.json' is not a file")),
-    (("--csv", "CSV", "--reference", "rpm"), ("'reference' parameter of BehaviourGroups "
-     "must be one of the metrics the fleet shares, ['temp_c', 'vib_mms']. Got 'rpm' "
-     "instead.")),
+    (("--csv", "CSV", "--reference", "rpm"), ("error: --reference must be one of the "
+     "metrics the fleet shares, ['temp_c', 'vib_mms']. Got 'rpm' instead.")),
     (("--csv", "CSV", "--model", "CSV", "--groups", "3", "--reference", "rpm"),
      ("error: --groups 3, --reference rpm set how groups are fitted, but --model assigns")),
     (("--csv", "CSV", "--model", "CSV", "--seed", "4"), "error: --seed 4 set how groups"),

@@ -114,7 +114,7 @@ def test_new_devices_are_assigned_to_their_group(fitted) -> None:
     assert fitted.score_samples(new).tolist() == got["odd_score"].tolist()
 
 
-def test_a_device_lacking_a_metric_gets_the_fleet_median_for_it(fleet) -> None:
+def test_a_device_lacking_a_metric_is_grouped_by_the_others(fleet) -> None:
     """Check that a device without one metric is still grouped by the other, and named."""
     hist = dict(fleet[0])
     hist["hot-06"] = hist["hot-06"][["temp_c"]]
@@ -203,10 +203,12 @@ def test_no_metric_in_common_is_refused() -> None:
 
 
 def test_more_groups_than_devices_is_refused() -> None:
-    """Check n_groups above the number of devices names both numbers."""
+    """Check n_groups above the groups the devices can make (3 devices, at least 2 per
+    group: 1) names the limit and the value."""
     hist = {f"d{i}": device("plain", i) for i in range(3)}
     with pytest.raises(InvalidParameterError, match=r"'n_groups' parameter of BehaviourGroups "
-                       r"must be at most the number of devices \(3\). Got 4 instead."):
+                       r"must be at most 1: 3 devices make at most 1 group\(s\) of at least "
+                       r"2 devices \(a smaller one is no group\). Got 4 instead."):
         BehaviourGroups(n_groups=4).fit(hist)
 
 

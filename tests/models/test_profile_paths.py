@@ -50,11 +50,14 @@ def test_profile_is_the_same_on_either_path(days: float, step_s: int, grid_s: in
 
 def test_device_history_is_the_same_on_either_path() -> None:
     """Check a store's rows (sorted by metric, then time) make the frame the general path
-    makes of the same rows unsorted, down to its row order where metrics' times differ."""
+    makes of the same rows unsorted, its index sorted by time where metrics' times differ
+    (before: metric by metric, so index[0] was not the first reading)."""
     rng = np.random.default_rng(7)
     rows = [(m, int(t), float(rng.normal()))
             for m, times in (("a", [5, 9, 20]), ("b", [1, 9, 30, 40]), ("c", [2, 5]))
             for t in np.array(times) * 10**9]
     fast = device_history(rows)
     pd.testing.assert_frame_equal(fast, device_history(rows[::-1]), check_exact=True)
-    assert fast.index.asi8.tolist() == [t * 10**9 for t in (5, 9, 20, 1, 30, 40, 2)]
+    assert fast.index.asi8.tolist() == [t * 10**9 for t in (1, 2, 5, 9, 20, 30, 40)]
+    assert fast["a"].dropna().index.asi8.tolist() == [t * 10**9 for t in (5, 9, 20)]
+    assert fast.loc[pd.Timestamp(2 * 10**9, unit="ns", tz="UTC"), "c"] == rows[-2][2]

@@ -158,10 +158,16 @@ def test_errors_name_the_field_the_value_and_what_is_allowed(env: Env,
         body = problem(_get(env, groups=bad), 422)
         assert (body["field"], str(body["value"])) == ("groups", str(bad)), body
     assert str(route.MAX_GROUPS) in problem(_get(env, groups=99), 422)["allowed"]
-    body = problem(_get(env, groups=5), 422)  # 4 devices with readings
-    assert (body["reason"], body["field"], body["value"]) == ("too_many_groups", "groups", 5)
-    assert "from 1 to 4" in body["allowed"]
+    # 4 devices with readings, at least 2 per group: at most 2 groups (before: 1 to 4, and
+    # 3 or 4 groups kept one-device groups and flagged their twins odd)
+    for bad in (3, 5):
+        body = problem(_get(env, groups=bad), 422)
+        assert (body["reason"], body["field"], body["value"]) == ("too_many_groups", "groups",
+                                                                  bad)
+        assert "from 1 to 2 (the 4 devices with readings, at least 2 per group)" in body[
+            "allowed"] and "at most 2 can be made" in body["detail"], body
     assert route.cache_of(env.client.app).keys() == []
+    assert 3 not in fits and 5 not in fits  # refused before a fit
     assert _get(env, reference="temp_c").status_code == 200
 
 
@@ -236,3 +242,28 @@ def test_openapi_documents_the_groups_route(env: Env) -> None:
             "$ref": "#/components/schemas/Problem"}, code
     assert "too_few_devices" in op["responses"]["422"]["description"]
     assert "7 days" in op["description"] and f"{int(route.TTL_S)} s" in op["description"]
+
+
+def test_the_window_starts_at_the_first_reading_when_a_metric_starts_later(
+        env: Env, fits: list[Any]) -> None:
+    """Check window.start is the first reading's bucket even when the metric that sorts
+    first (a) starts days after the other (b): the store's histories are sorted by time
+    (before: index[0] was a's first time, day 5 of 6)."""
+    from edgewise.server.query import format_ns
+    from edgewise.telemetry import Reading
+
+    t0 = (int(time.time()) - 6 * 86400) // 3600 * 3600 * 10**9
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        for h in range(6 * 24 + 1):  # 6 days hourly, inside the 7-day window
+            t = t0 + h * 3600 * 10**9
+            rows.append(Reading(f"d{i}", "b", t, float(10 + i % 2 * 5 + rng.normal(0, 1))))
+            if h >= 5 * 24:
+                rows.append(Reading(f"d{i}", "a", t, float(5 + rng.normal(0, 1))))
+    env.store.append(rows)
+    body = _get(env).json()
+    win = body["window"]
+    assert win["start"] <= format_ns(t0), win
+    assert win["start"] >= format_ns(t0 - win["bucket_s"] * 10**9), win
+    assert body["n_devices"] == 4 and fits == [None]

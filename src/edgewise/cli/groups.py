@@ -12,6 +12,7 @@ instead of fitting new ones.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,6 +26,24 @@ if TYPE_CHECKING:
 #: --seed bounds (BehaviourGroups' random_state)
 SEED_MAX = 2**31 - 1
 METHODS = ("kmeans", "agglomerative", "gmm")
+#: BehaviourGroups' parameters and the flags that set them
+FLAGS = {"n_groups": "--groups", "max_groups": "--max-groups", "method": "--method",
+         "reference": "--reference", "random_state": "--seed"}
+
+
+def in_flags(message: str) -> str:
+    """A BehaviourGroups refusal in the words the user typed: the flag, not the parameter.
+
+    >>> in_flags("The 'max_groups' parameter of BehaviourGroups must be an int in the range "
+    ...          "[2, inf). Got 1 instead.")
+    '--max-groups must be an int in the range [2, inf). Got 1 instead.'
+    >>> in_flags("Device 'a' has no finite reading.")
+    "Device 'a' has no finite reading."
+    """
+    def flag(m: re.Match[str]) -> str:
+        return FLAGS.get(m.group(1), m.group(0))
+
+    return re.sub(r"The '(\w+)' parameter of BehaviourGroups", flag, message)
 
 
 def _store_histories(data: str, devices: str | None) -> dict[str, pd.DataFrame]:
@@ -172,8 +191,8 @@ def _table(summary: dict[str, Any], assigned: pd.DataFrame | None) -> None:
         console.print(f"note: metric {escape(m)!r} left out: {escape(why)}")
     if summary["missing"]:
         lacking = list(summary["missing"].items())[:5]
-        console.print(f"note: {len(summary['missing'])} device(s) lack a used metric (its "
-                      "features count as the fleet median): " + escape(", ".join(
+        console.print(f"note: {len(summary['missing'])} device(s) lack a used metric (each "
+                      "is grouped by the metrics it sends): " + escape(", ".join(
                           f"{d} ({', '.join(ms)})" for d, ms in lacking)))
 
 
@@ -264,7 +283,7 @@ def groups(
             size = fitted.save(save)
             summary["saved"] = {"path": str(save), "bytes": size}
     except EdgewiseError as exc:
-        raise fail(str(exc)) from None
+        raise fail(in_flags(str(exc))) from None
     except OSError as exc:
         raise fail(f"--save {str(save)!r} cannot be written: {exc.strerror or exc}") from None
     if json_out:

@@ -20,9 +20,14 @@ well the first half of each device's history predicts the second, across the fle
 trend of a random walk weighs little.
 
 Metrics some devices lack: a metric is used when at least ``min_coverage`` of the devices
-send it (the others are in ``left_out_``); a device that lacks a used metric gets the
-fleet median for that metric's features (neutral: it neither joins nor leaves a group
-for it) and the metric is listed in ``missing_``.
+send it (the others are in ``left_out_``); a device that lacks a used metric has it listed
+in ``missing_``. A feature a device lacks (a metric it does not send, or one its history
+cannot give) is unknown, not the fleet median: its distance to a group centre is taken
+over the features both have, scaled up by the share of the (squared) feature weights
+those carry, so a missing metric neither adds to the distance nor is given as the reason
+a device is odd. The clustering itself (k-means and the like need every feature) reads
+an unknown feature as the fleet median. A device that has none of the features (it sends
+none of the used metrics) is measured at the fleet median throughout.
 
 Grouping: scikit-learn k-means (``method="kmeans"``, the default, picked by the benchmark
 in ``benchmarks/results/groups.md``), Ward agglomerative or a Gaussian mixture. With
@@ -31,9 +36,11 @@ a grouping whose centres are less than one unit apart does not count, and the fl
 one group when the best silhouette is no better than the one a single Gaussian cloud of
 the same covariance reaches (eight seeded draws, at the best number of groups): then
 nothing separates the fleet. A "group" of fewer than ``min_group_size`` devices is not
-kept; its devices are odd ones out, assigned to the nearest group. Every random choice
-follows ``random_state``, so the same data gives the same groups, numbered by size (0
-largest).
+kept; its devices are odd ones out, assigned to the nearest group; so ``n_groups`` may be
+at most the number of devices over ``min_group_size`` (more groups cannot all be kept),
+and no more groups are tried when choosing. Every random choice follows
+``random_state`` and the devices are read in the order of their ids, so the same data
+gives the same groups whatever the order of the mapping, numbered by size (0 largest).
 
 Odd ones out: a device's odd score is its distance to the nearest group centre over the
 median such distance of the fleet. It is flagged above ``odd_cut_``, the higher of two
@@ -278,8 +285,9 @@ class BehaviourGroups:
         return out
 
     def _scaled(self, raw: pd.DataFrame) -> np.ndarray:
+        """Scaled, weighted features; NaN where a device lacks one (see the module doc)."""
         t = self._transform(raw).to_numpy(dtype=float)
-        z = np.nan_to_num((t - self.center_) / self.scale_, nan=0.0)
+        z = (t - self.center_) / self.scale_
         return _LINEAR * np.arcsinh(z / _LINEAR) * self.weights_
 
     def _fit_scale(self, raw: pd.DataFrame, span_days: float) -> None:
@@ -313,12 +321,12 @@ class BehaviourGroups:
             mid = f.index[0] + (f.index[-1] - f.index[0]) / 2
             halves[0][d], halves[1][d] = f[f.index <= mid], f[f.index > mid]
         raw = [self._profiles(h) for h in halves]
-        a, b = (self._scaled(r) for r in raw)
+        a, b = (np.nan_to_num(self._scaled(r)) for r in raw)
         unseen = [j for j in range(a.shape[1]) if any(r.iloc[:, j].isna().mean() > 0.5
                                                       for r in raw)]
         if unseen:
             raw = [self._profiles(h) for h in _interleaved(hist)]
-            ia, ib = (self._scaled(r) for r in raw)
+            ia, ib = (np.nan_to_num(self._scaled(r)) for r in raw)
             a[:, unseen], b[:, unseen] = ia[:, unseen], ib[:, unseen]
         out = np.ones(a.shape[1])
         for j in range(a.shape[1]):
@@ -355,25 +363,40 @@ class BehaviourGroups:
 
     def _silhouettes(self, Z: np.ndarray, ks: list[int], seed: int, n_init: int = 10
                      ) -> dict[int, float]:
+        """The silhouette of the grouping into each of ``ks`` groups. ``Z`` may hold NaN
+        (unknown features): the clustering reads them as the fleet median, the centres'
+        gaps and the silhouette are measured over the features each pair knows."""
         from sklearn.metrics import silhouette_score
 
+        filled = np.nan_to_num(Z)
+        unknown = bool(np.isnan(Z).any())
+        between = _known_pairwise(Z, self.weights_) if unknown else None
         out = {}
         for k in ks:
-            labels = self._cluster(Z, k, seed, n_init)
+            labels = self._cluster(filled, k, seed, n_init)
             found = np.unique(labels)
-            centres = np.array([Z[labels == g].mean(0) for g in found])
-            gaps = np.linalg.norm(centres[:, None] - centres[None], axis=2)[
+            centres = np.array([_known_mean(Z[labels == g]) for g in found])
+            gaps = _known_distances(centres, centres, self.weights_)[
                 np.triu_indices(len(found), 1)]
             # groups closer than one unit differ by less than matters: no grouping
-            out[k] = (float(silhouette_score(Z, labels, sample_size=min(len(Z), 1000),
-                                             random_state=seed))
-                      if 1 < len(found) < len(Z) and gaps.min() >= _MIN_GAP else -1.0)
+            if not (1 < len(found) < len(Z) and gaps.min() >= _MIN_GAP):
+                out[k] = -1.0
+            elif between is None:
+                out[k] = float(silhouette_score(Z, labels, sample_size=min(len(Z), 1000),
+                                                random_state=seed))
+            else:
+                out[k] = float(silhouette_score(between, labels, metric="precomputed",
+                                                sample_size=min(len(Z), 1000),
+                                                random_state=seed))
         return out
 
     def _choose(self, Z: np.ndarray, seed: int) -> int:
         n = len(Z)
-        distinct = len(np.unique(Z.round(9), axis=0))
-        ks = list(range(2, min(self.max_groups, n - 1, distinct - 1) + 1))
+        Zf = np.nan_to_num(Z)  # unknown features at the fleet median, for the null cloud
+        distinct = len(np.unique(Zf.round(9), axis=0))
+        # more groups than n // min_group_size cannot all be kept
+        ks = list(range(2, min(self.max_groups, n - 1, distinct - 1,
+                               n // self.min_group_size) + 1))
         if not ks:
             self.silhouette_, self.null_silhouette_ = {}, {}
             return 1
@@ -384,8 +407,8 @@ class BehaviourGroups:
             return 1
         # the silhouettes one Gaussian cloud of the same covariance reaches
         rng = np.random.default_rng(seed)
-        cov = np.cov(Z, rowvar=False).reshape(Z.shape[1], Z.shape[1])
-        nulls = [self._silhouettes(rng.multivariate_normal(Z.mean(0), cov, n,
+        cov = np.cov(Zf, rowvar=False).reshape(Z.shape[1], Z.shape[1])
+        nulls = [self._silhouettes(rng.multivariate_normal(Zf.mean(0), cov, n,
                                                            check_valid="ignore"),
                                    [best], seed, n_init=3)[best] for _ in range(_NULL_DRAWS)]
         self.null_silhouette_ = {best: max(nulls)}
@@ -395,13 +418,23 @@ class BehaviourGroups:
     def fit(self, X: Mapping[str, pd.DataFrame], y: None = None) -> BehaviourGroups:
         """Profile every device in ``X`` and group them."""
         validate_params(self._parameter_constraints, vars(self), self)
-        hist = self._histories(X, at_least=2)
+        # in the order of the device ids: the same data gives the same groups, whatever
+        # the order of the mapping (k-means' start and ties follow the row order)
+        hist = dict(sorted(self._histories(X, at_least=2).items()))
         n = len(hist)
-        if self.n_groups is not None and self.n_groups > n:
+        if n < self.min_group_size:
             raise InvalidParameterError(
-                f"The 'n_groups' parameter of BehaviourGroups must be at most the number of "
-                f"devices ({n}). Got {self.n_groups} instead.", field="n_groups",
-                value=self.n_groups)
+                f"The 'min_group_size' parameter of BehaviourGroups must be at most the "
+                f"number of devices ({n}), or no group could be kept. Got "
+                f"{self.min_group_size} instead.", field="min_group_size",
+                value=self.min_group_size)
+        most = n // self.min_group_size
+        if self.n_groups is not None and self.n_groups > most:
+            raise InvalidParameterError(
+                f"The 'n_groups' parameter of BehaviourGroups must be at most {most}: "
+                f"{n} devices make at most {most} group(s) of at least {self.min_group_size} "
+                f"devices (a smaller one is no group). Got {self.n_groups} instead.",
+                field="n_groups", value=self.n_groups)
         self._fit_metrics(hist)
         steps = [s for s in (median_step_ns(f) for f in hist.values()) if s]
         self.step_ns_ = (int(self.step_s * 1e9) if self.step_s is not None
@@ -419,16 +452,19 @@ class BehaviourGroups:
         self.feature_names_ = [str(c) for c in raw.columns]
         self.devices_ = list(raw.index)
         self.profiles_ = raw
-        spans = [(f.index[-1] - f.index[0]) / pd.Timedelta(days=1) for f in hist.values()]
+        # min and max, not first and last: a history's index need not be sorted
+        spans = [(f.index.max() - f.index.min()) / pd.Timedelta(days=1)
+                 for f in hist.values()]
         self._fit_scale(raw, float(np.median(spans)) or 1.0)
         self.weights_ = np.ones(len(self.feature_names_))
         self.weights_ = self._reliability(hist)
         Z = self._scaled(raw)
+        filled = np.nan_to_num(Z)  # the clustering needs every feature: unknown at the median
         seed = int(self.random_state)
         k = self.n_groups if self.n_groups is not None else self._choose(Z, seed)
         if self.n_groups is not None:
             self.silhouette_, self.null_silhouette_ = {}, {}
-        self._fit_groups(Z, self._cluster(Z, k, seed))
+        self._fit_groups(Z, self._cluster(filled, k, seed))
         self.n_features_in_ = len(self.metrics_)
         return self
 
@@ -459,13 +495,15 @@ class BehaviourGroups:
 
     def _fit_groups(self, Z: np.ndarray, labels: np.ndarray) -> None:
         """Number groups by size, dissolve ones below ``min_group_size``, set centres,
-        odd scores and traits."""
+        odd scores and traits. ``Z`` holds NaN where a device lacks a feature."""
         devices = np.array(self.devices_)
         ids = sorted(np.unique(labels).tolist(), key=lambda g: (-np.sum(labels == g),
                                                                  min(devices[labels == g])))
-        small = [g for g in ids if np.sum(labels == g) < self.min_group_size]
-        kept = [g for g in ids if g not in small] or ids[:1]
-        self.centroids_ = np.array([Z[labels == g].mean(0) for g in kept])
+        kept = [g for g in ids if np.sum(labels == g) >= self.min_group_size]
+        if not kept:  # no group is big enough (fit refuses the n_groups that make this):
+            labels = np.zeros(len(Z), dtype=int)  # the whole fleet is one group, never a
+            kept = [0]  # group under min_group_size
+        self.centroids_ = np.array([_known_mean(Z[labels == g]) for g in kept])
         self.n_groups_ = len(kept)
         dist = self._distances(Z)
         new = np.array([kept.index(g) if g in kept else int(np.argmin(dist[i]))
@@ -475,7 +513,7 @@ class BehaviourGroups:
         typical = float(np.median(own[members]))
         self.odd_scale_ = typical if typical > 0 else float(np.mean(own[members]) or 1.0)
         score = own / self.odd_scale_
-        gauss = self._odd_cut(Z[members] - self.centroids_[new[members]])
+        gauss = self._odd_cut(np.nan_to_num(Z[members] - self.centroids_[new[members]]))
         # the fleet's own tail only with enough members to show one (10 devices' log
         # scores scatter so widely that 3.5 robust SDs put the cut out of reach), and at
         # most _TAIL_CAP times the Gaussian cut, which the compressed scale can reach
@@ -505,7 +543,7 @@ class BehaviourGroups:
                              / chi2.median(self.odd_dims_)))
 
     def _distances(self, Z: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(Z[:, None, :] - self.centroids_[None, :, :], axis=2)
+        return _known_distances(Z, self.centroids_, self.weights_)
 
     # -- words ----------------------------------------------------------------------------
     def _traits(self, Zg: np.ndarray, raw: pd.DataFrame, top: int = 3) -> list[dict[str, Any]]:
@@ -513,7 +551,9 @@ class BehaviourGroups:
         features whose group median is at least one fleet scale from the fleet median."""
         if self.n_groups_ == 1 or len(Zg) == 0:
             return []
-        effect = np.median(Zg, axis=0)
+        with warnings.catch_warnings():  # a feature no member has: no effect
+            warnings.simplefilter("ignore", RuntimeWarning)
+            effect = np.nan_to_num(np.nanmedian(Zg, axis=0))
         out = []
         for j in np.argsort(-np.abs(effect)):
             if abs(effect[j]) < 1.0 or len(out) >= top:
@@ -536,9 +576,14 @@ class BehaviourGroups:
         return out
 
     def _why_odd(self, z: np.ndarray, raw: pd.Series, group: int) -> str:
-        """The feature that puts a device furthest from its group, in words."""
+        """The feature that puts a device furthest from its group, in words: of the
+        features both have (a feature the device lacks is never the reason)."""
         gap = z - self.centroids_[group]
-        j = int(np.argmax(np.abs(gap)))
+        known = np.isfinite(gap)
+        if not known.any():  # it has no feature: measured at the fleet median
+            gap = np.nan_to_num(z) - np.nan_to_num(self.centroids_[group])
+            known[:] = True
+        j = int(np.argmax(np.where(known, np.abs(gap), -1.0)))
         f = self.feature_names_[j]
         value, typical = float(raw[f]), self._group_raw(group, f)
         if _kind(f) in ("daily_cos", "daily_sin"):  # in words: hours of the daily peak
@@ -661,6 +706,78 @@ def _interleaved(hist: dict[str, pd.DataFrame]) -> list[dict[str, pd.DataFrame]]
         cols = [f[m].dropna().groupby(level=0).mean().sort_index() for m in f.columns]
         for h in (0, 1):
             out[h][d] = pd.concat([c.iloc[h::2] for c in cols], axis=1).sort_index()
+    return out
+
+
+def _known_mean(rows: np.ndarray) -> np.ndarray:
+    """The mean of each column over its known (finite) values; NaN where none is.
+
+    >>> _known_mean(np.array([[1.0, np.nan, np.nan], [3.0, 4.0, np.nan]])).tolist()
+    [2.0, 4.0, nan]
+    """
+    known = np.isfinite(rows)
+    if known.all():
+        return rows.mean(0)  # type: ignore[no-any-return]
+    count = known.sum(0)
+    total = np.where(known, rows, 0.0).sum(0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _known_distances(A: np.ndarray, B: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The distance of each row of ``A`` to each row of ``B`` over the features both know
+    (NaN: unknown), scaled up by the share of the squared ``weights`` those features
+    carry (so a device lacking a metric is measured as far as its other features say,
+    not pulled to the fleet median); a pair with no known feature in common is measured
+    with the unknown ones at 0, the fleet median.
+
+    >>> w = np.ones(2)
+    >>> _known_distances(np.array([[3.0, np.nan]]), np.array([[0.0, 4.0], [3.0, 9.0]]), w)
+    array([[4.24264069, 0.        ]])
+    """
+    diff = A[:, None, :] - B[None, :, :]
+    known = np.isfinite(diff)
+    if known.all():
+        return np.linalg.norm(diff, axis=2)
+    w2 = np.asarray(weights, dtype=float) ** 2
+    total = float(w2.sum())
+    sq = (np.where(known, diff, 0.0) ** 2).sum(2)
+    if total <= 0:  # every feature weighs 0: every known scaled value is 0
+        return np.sqrt(sq)
+    used = (known * w2).sum(2) / total
+    some = used > 0
+    out = np.sqrt(sq / np.where(some, used, 1.0))
+    if not some.all():
+        median = np.linalg.norm(np.nan_to_num(A)[:, None, :] - np.nan_to_num(B)[None, :, :],
+                                axis=2)
+        out = np.where(some, out, median)
+    return out
+
+
+def _known_pairwise(Z: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`_known_distances` of every row of ``Z`` to every other, in matrix products
+    (memory of rows², not rows² × features).
+
+    >>> Z = np.array([[3.0, np.nan], [0.0, 4.0], [3.0, 9.0]])
+    >>> np.allclose(_known_pairwise(Z, np.ones(2)), _known_distances(Z, Z, np.ones(2)))
+    True
+    """
+    known = np.isfinite(Z)
+    z = np.where(known, Z, 0.0)
+    m = known.astype(float)
+    w2 = np.asarray(weights, dtype=float) ** 2
+    total = float(w2.sum())
+    sq = (z**2) @ m.T + m @ (z**2).T - 2 * z @ z.T
+    sq = np.maximum(sq, 0.0)
+    used = (m * w2) @ m.T / total if total > 0 else np.ones_like(sq)
+    some = used > 0
+    out = np.sqrt(sq / np.where(some, used, 1.0))
+    if not some.all():
+        zf = np.nan_to_num(Z)
+        g = zf @ zf.T
+        d = np.diag(g)
+        median = np.sqrt(np.maximum(d[:, None] + d[None, :] - 2 * g, 0.0))
+        out = np.where(some, out, median)
+    np.fill_diagonal(out, 0.0)
     return out
 
 

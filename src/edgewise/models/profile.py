@@ -63,9 +63,10 @@ _DAY_NS = 86_400 * 10**9
 
 
 def device_history(rows: Sequence[tuple[str, int, float]]) -> pd.DataFrame:
-    """A device's stored ``(metric, ts_ns, value)`` rows as a history: a UTC time index
-    and one column per metric, each metric holding values only at its own times (NaN
-    between them, never carried forward: a repeated value would look like a calm metric).
+    """A device's stored ``(metric, ts_ns, value)`` rows as a history: a UTC time index,
+    sorted, and one column per metric, each metric holding values only at its own times
+    (NaN between them, never carried forward: a repeated value would look like a calm
+    metric).
 
     >>> device_history([("a", 0, 1.0), ("b", 60 * 10**9, 2.0)]).to_dict("list")
     {'a': [1.0, nan], 'b': [nan, 2.0]}
@@ -81,7 +82,9 @@ def device_history(rows: Sequence[tuple[str, int, float]]) -> pd.DataFrame:
     # one metric at a time, so no metric is carried over another's times
     frame = pd.concat([wide_readings(r, "mean") for _, r in sorted(by_metric.items())], axis=1)
     frame.index = pd.to_datetime(frame.index.to_numpy(dtype=np.int64), unit="ns", utc=True)
-    return frame
+    # sorted: the outer join keeps each time where it first appears, metric by metric, and
+    # readers take a history's first and last times as its start and end
+    return frame.sort_index(kind="stable")
 
 
 def _history_of_sorted_rows(rows: Sequence[tuple[str, int, float]]) -> pd.DataFrame | None:
@@ -108,15 +111,12 @@ def _history_of_sorted_rows(rows: Sequence[tuple[str, int, float]]) -> pd.DataFr
     for a, b in zip(starts, ends, strict=True):
         if b - a > 1 and not np.all(np.diff(ts[a:b]) > 0):
             return None
-    # the times in the order pandas' outer join of the metrics gives them: each time
-    # where it first appears, metric by metric (not sorted where metrics' times differ)
-    uniq, first = np.unique(ts, return_index=True)
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    times = ts[np.sort(first)]
+    # every time any metric has, sorted (where metrics' times differ, the metric-by-metric
+    # order of the rows is not the order of the times)
+    times = np.unique(ts)
     grid = np.full((len(times), len(names)), np.nan)
     for j, (a, b) in enumerate(zip(starts, ends, strict=True)):
-        grid[rank[np.searchsorted(uniq, ts[a:b])], j] = value[a:b]
+        grid[np.searchsorted(times, ts[a:b]), j] = value[a:b]
     index = pd.to_datetime(times, unit="ns", utc=True)
     return pd.DataFrame(grid, index=index, columns=[str(n) for n in names])
 

@@ -8,7 +8,8 @@ odd score and the feature that sets each furthest from its group, the devices an
 left out and why, the metrics used and the window. ``groups`` fixes the number of groups
 (1 to :data:`MAX_GROUPS`; default: chosen, one group when nothing separates the fleet);
 ``reference`` compares each metric at the fleet's median level of that metric ("vibration at
-the same speed").
+the same speed"). A group needs at least :data:`MIN_GROUP_SIZE` devices, so ``groups`` may
+be at most the devices with readings over that (4 devices: at most 2 groups).
 
 Bounded: a fit reads at most :data:`MAX_DEVICES` devices (the most recently seen; the rest
 are left out, named) and at most :data:`MAX_POINTS` points per device and metric: the store
@@ -171,15 +172,26 @@ def _histories(store: Any, fleet: _Fleet) -> tuple[dict[str, Any], int, list[dic
     return out, step, left
 
 
+def _most_groups(n: int) -> int:
+    """The most groups ``n`` devices make when each needs :data:`MIN_GROUP_SIZE`.
+
+    >>> _most_groups(4), _most_groups(5)
+    (2, 2)
+    """
+    return max(1, n // MIN_GROUP_SIZE)
+
+
 def _problem(exc: InvalidParameterError, groups: int | None, reference: str | None,
              n: int) -> Problem:
     """BehaviourGroups' refusal as the API's problem, naming the request's field."""
     if exc.field == "n_groups":
+        most = _most_groups(n)
         return Problem(422, "Too many groups", f"Cannot make {groups} groups of the {n} "
-                       f"devices with readings in the last {WINDOW_DAYS} days.",
-                       field="groups", value=groups, allowed=f"a whole number from 1 to {n} "
-                       "(the devices with readings), or none to have it chosen",
-                       reason="too_many_groups")
+                       f"devices with readings in the last {WINDOW_DAYS} days: a group needs "
+                       f"at least {MIN_GROUP_SIZE} devices, so at most {most} can be made.",
+                       field="groups", value=groups, allowed=f"a whole number from 1 to "
+                       f"{most} (the {n} devices with readings, at least {MIN_GROUP_SIZE} "
+                       "per group), or none to have it chosen", reason="too_many_groups")
     if exc.field == "reference":
         return Problem(422, "Reference not shared", str(exc), field="reference",
                        value=reference, allowed="a metric at least half the devices send, "
@@ -196,7 +208,8 @@ def _answer(model: BehaviourGroups, fleet: _Fleet, left: list[dict[str, str]], s
     groups = [{"id": g["group"], "size": g["size"], "members": g["members"],
                "odd_ones_out": [o["device"] for o in odd if o["nearest_group"] == g["group"]],
                "traits": g["traits"]} for g in summary["groups"]]
-    starts = [int(f.index[0].value) for f in hist.values()]
+    # min, not index[0]: a history's index need not be sorted
+    starts = [int(f.index.min().value) for f in hist.values()]
     return {
         "n_groups": summary["n_groups"], "chosen": model.n_groups is None,
         "n_devices": summary["n_devices"], "groups": groups, "odd_ones_out": odd,
@@ -237,7 +250,7 @@ def _fit(store: Any, fleet: _Fleet, groups: int | None, reference: str | None,
                 + ".", field="devices", value=len(hist),
                 allowed=f"at least 2 devices with readings in the last {WINDOW_DAYS} days",
                 reason="too_few_devices")
-        if groups is not None and groups > len(hist):
+        if groups is not None and groups > _most_groups(len(hist)):
             raise _problem(InvalidParameterError(field="n_groups", value=groups), groups,
                            reference, len(hist))
         model = BehaviourGroups(n_groups=groups, max_groups=MAX_GROUPS, reference=reference,
@@ -296,7 +309,8 @@ def _groups(request: Request, store: Any, security: Any, groups: int | None,
     f"`fitted_at` and `cached`. A fit takes seconds; it is kept per (groups, reference) for "
     f"{int(TTL_S)} s, or until a device is added or deleted.",
     responses={422: {"description": "A bad parameter ('field' names it: 'groups' out of "
-                     f"1..{MAX_GROUPS} or above the devices with readings (reason "
+                     f"1..{MAX_GROUPS} or above the devices with readings over "
+                     f"{MIN_GROUP_SIZE}, the least a group needs (reason "
                      "'too_many_groups'); 'reference' not a metric of the fleet (reason "
                      "'unknown_metric') or sent by too few devices (reason "
                      "'reference_not_shared')), or a fleet that cannot be grouped (field "
