@@ -30,7 +30,7 @@ def test_ewzscore_c_matches_python_on_nab(nab_series):
     out = c.score_many(nab_series)
     assert np.abs(out - py).max() < DETECTOR_TOL
     assert np.array_equal(out >= 0.9, py >= 0.9)
-    assert c.ram_bytes == 12 and "RAM:   EWZ_RAM_BYTES (= 12)" in c.files["ewz.h"]
+    assert c.ram_bytes == 24 and "RAM:   EWZ_RAM_BYTES (= 24)" in c.files["ewz.h"]
 
 
 def test_ewzscore_c_judges_small_units_as_python_does(nab_series):

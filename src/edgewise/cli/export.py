@@ -54,6 +54,16 @@ vals = np.array([float(v) for v in sys.stdin.read().split()], dtype=np.{np_dtype
 {body}
 '''
 
+#: ``detector`` (EWZScore): one stream, from the learned state the graph keeps in its metadata
+#: (``edgewise.edge.export_onnx.EWZ_STATE_KEYS``); the state is float64, the reading float32
+_HOST_EWZ = '''meta = sess.get_modelmeta().custom_metadata_map
+keys = {keys!r}
+st = {{k: np.array([float(meta.get(key, 0.0))]) for k, key in keys.items()}}
+for v in vals:
+    s, m, va, n = sess.run(None, {{"value": np.array([v], np.float32), **st}})
+    st = {{"mean": m, "var": va, "n": n}}
+    print(float(s[0]))'''
+
 #: ``mdetector`` (a learned Mahalanobis, frozen): the graph gives T^2; the score is
 #: ``min(1, -log10(chi2_sf(t2, D)) / tail_digits)``, with the chi-squared tail in closed form
 #: (D/2 is a whole or half number), so the host check needs only numpy and onnxruntime
@@ -96,6 +106,8 @@ def _load_model_file(path: Path) -> Any:
 
     from edgewise.models.rul import ModelFileError, load_model
 
+    if path.is_dir():
+        raise fail(f"Model file {str(path)!r} is a directory; give the model file in it.")
     if not path.is_file():
         raise fail(f"Model file {str(path)!r} does not exist.")
     try:
@@ -115,6 +127,23 @@ def _load_model_file(path: Path) -> Any:
                    f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}) nor a model "
                    "file from 'edgewise train rul'; save one with pickle.dump, or use "
                    "--detector NAME.") from None
+
+
+def _calibration_unused(model: object, format: str, dtype: str) -> str | None:
+    """Why the export of ``model`` to ``format``/``dtype`` does not use ``--calibration``
+    rows, or ``None`` when it does (int8 ranges; a torch module's input shape for ONNX).
+
+    >>> _calibration_unused(object(), "c", "float32")
+    'only --dtype int8 quantises with calibration rows, a float32 export does not'
+    """
+    kinds = {c.__name__ for c in type(model).__mro__}
+    if dtype == "int8":
+        if format == "c" and "Sequential" in kinds:
+            return "the int8 C of a torch MLP scales each weight row by its own largest weight"
+        return None
+    if format == "onnx" and "Module" in kinds:
+        return None  # the rows' shape is the torch module's input shape
+    return f"only --dtype int8 quantises with calibration rows, a {dtype} export does not"
 
 
 def _model_inputs(model: object) -> tuple[int | None, list[str] | None]:
@@ -276,13 +305,18 @@ def export_cmd(
     format: Annotated[str, typer.Option("--format", help="c or onnx.")] = "c",
     out: Annotated[str, typer.Option(
         "--out", metavar="DIR", help="Output folder (made if missing).")] = "edge-export",
-    dtype: Annotated[str, typer.Option(help="float32 or int8.")] = "float32",
-    name: Annotated[str, typer.Option(help="C symbol prefix / graph name.")] = "model",
+    dtype: Annotated[str, typer.Option(
+        help="float32, int8 (needs --calibration, but for a torch MLP to C) or compact (tree "
+             "ensembles to C: exact thresholds, 4 bytes a node).")] = "float32",
+    name: Annotated[str, typer.Option(
+        help="C symbol prefix / graph name. Two C exports built into one program need names "
+             "that differ in more than case (rul and RUL share the macros RUL_*).")] = "model",
     detector: Annotated[str, typer.Option(
         help="Export a fresh streaming detector that learns on the device: context-likelihood "
              "(the default detector), mahalanobis (needs --metrics) or ewzscore.")] = "",
     metrics: Annotated[str, typer.Option(
-        help="Comma-separated metric names, in input order (--detector mahalanobis).")] = "",
+        help="Comma-separated metric names, in input order, as the gateway takes them "
+             "(a Mahalanobis to C: --detector mahalanobis).")] = "",
     calibration: Annotated[Path | None, typer.Option(
         help="CSV of real input rows for int8 ranges: numbers only, or a header row naming "
              "the model's inputs (columns matched by name).")] = None,
@@ -292,6 +326,7 @@ def export_cmd(
     import warnings
 
     from edgewise.edge import CExport, OnnxExport, export
+    from edgewise.edge.export_onnx import EWZ_STATE_KEYS
     from edgewise.errors import ExportError
 
     if not out.strip():  # Path("") would be the working directory
@@ -307,24 +342,36 @@ def export_cmd(
         model = _load_model_file(model_file)  # only export files you trust
     else:
         raise fail("Give MODEL_FILE or --detector NAME.")
-    if calibration:
+    kind = type(model).__name__
+    maha_c = kind == "Mahalanobis" and format == "c"
+    if metrics and not maha_c:
+        typer.echo(f"warning: --metrics names the inputs of a Mahalanobis exported to C; this "
+                   f"export of {kind} to {format} does not use it: ignored.", err=True)
+    unused = _calibration_unused(model, format, dtype) if calibration else None
+    if unused:
+        typer.echo(f"warning: --calibration is not used: {unused}; ignored.", err=True)
+    if calibration and not unused:
         width, names = _model_inputs(model)
         hint = ("; a RULModel's inputs are its window features, not the sensor rows it reads: "
                 "write rows of them with RULModel.features(histories).to_csv(PATH)"
-                if type(model).__name__ == "RULModel" else "")
-        calib = _read_calibration(calibration, width, names, what=type(model).__name__,
-                                  hint=hint)
+                if kind == "RULModel" else "")
+        calib = _read_calibration(calibration, width, names, what=kind, hint=hint)
     else:
         calib = None
-    if detector.lower() == "mahalanobis" and format == "c":
+    if maha_c:
         from edgewise.edge.export_detectors import export_mahalanobis_c
 
-        if not metrics:
-            raise fail("--detector mahalanobis needs --metrics a,b,c (the device's metrics).")
+        if not metrics and not model.metrics_:
+            raise fail(f"{'--detector mahalanobis' if detector else 'A fresh Mahalanobis'} "
+                       "needs --metrics a,b,c (the device's metrics, in input order).")
         if dtype != "float32":
-            raise fail(f"--detector mahalanobis exports as c/float32 only. Got {dtype!r}.")
-        ex: CExport | OnnxExport = export_mahalanobis_c(
-            model, name=name, metrics=[m.strip() for m in metrics.split(",")])
+            raise fail(f"Mahalanobis exports as c/float32 only. Got {dtype!r}.")
+        try:
+            ex: CExport | OnnxExport = export_mahalanobis_c(
+                model, name=name,
+                metrics=[m.strip() for m in metrics.split(",")] if metrics else None)
+        except ExportError as exc:
+            raise fail(str(exc)) from None
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
@@ -355,16 +402,12 @@ def export_cmd(
         call = (f"`{name}_init(&state)` once and `{name}_step(&state, value)` per reading" if det
                 else f"`{name}_predict(x)` with {ex.n_features} floats")
         ram_what = "state per stream" if det else "static buffers"
-        kind = type(model).__name__
         what = f"{kind}'s gbm member" if kind == "RULModel" else kind
         readme = _README_C.format(name=name, what=what, ram=ex.ram_bytes,
                                   ram_what=ram_what, flash=ex.flash_bytes, usage=usage, call=call)
     else:
         if ex.kind == "detector":
-            body = ('z = np.zeros(1, np.float32)\nst = {"mean": z, "var": z, "n": z}\n'
-                    'for v in vals:\n'
-                    '    s, m, va, n = sess.run(None, {"value": np.array([v], np.float32), **st})\n'
-                    '    st = {"mean": m, "var": va, "n": n}\n    print(float(s[0]))')
+            body = _HOST_EWZ.format(keys=EWZ_STATE_KEYS)
         elif ex.kind == "mdetector":  # input "x" (rows x D, float64) -> t2 per row
             body = _HOST_MAHA.format(tail=float(getattr(model, "tail_digits", 10.0)),
                                      feed=ex.input_names[0])
@@ -379,6 +422,12 @@ def export_cmd(
                 else "one output per row" if ex.kind != "detector" else "one score per value")
         readme = _README_ONNX.format(name=name, inputs=", ".join(ex.input_names),
                                      usage=f"printf '1 2 3' | python host_test.py   # {what}")
+        if ex.kind == "detector":
+            readme += (
+                "\nThe state inputs `mean`, `var` and `n` are float64 (the reading `value` is "
+                "float32); start each stream from the detector's learned state, kept in the "
+                "graph's metadata as " + ", ".join(f"`{k}`" for k in EWZ_STATE_KEYS.values())
+                + " (host_test.py does), and feed each call's `*_next` outputs to the next.\n")
     inputs = _inputs_note(model, ex, paths)
     if inputs:
         readme += "\n## Inputs\n\n" + inputs[0]

@@ -17,8 +17,9 @@ __all__ = ["EWZScore"]
 # Added to the deviation so it is never 0; nothing absolute beside it (1e-9 of the level is
 # relative), so a stream read in small units (nA, microstrain) keeps its own scale.
 _SD_MIN = 1e-300
-# The C export keeps the state in float32 (a device reads a float): a reading from which
-# float32 rounding overflows (|v| >= 2**128 - 2**103, just above FLT_MAX) is missing as inf
+# The C and ONNX exports read each reading as a float32 (a device reads a float) and keep
+# the state in double, applying this same limit: a reading from which float32 rounding
+# overflows (|v| >= 2**128 - 2**103, just above FLT_MAX) is missing as inf
 # is, and a reading whose update would take the mean or variance that far is not learned,
 # so Python and the device agree, and nothing overflows to inf or NaN (a warm-up of +-1e308
 # gave NaN scores for ever). Nothing changes below: real readings are nowhere near.

@@ -6,7 +6,7 @@ model type is one function registered with :func:`register`.
 
 >>> from edgewise.detect.zscore import EWZScore
 >>> export(EWZScore(), format="c").ram_bytes
-12
+24
 >>> export(EWZScore(), format="c", dtype="int8")
 Traceback (most recent call last):
 ...
@@ -29,6 +29,8 @@ __all__ = ["CExport", "OnnxExport", "export", "register", "supported"]
 
 Exporter = Callable[..., CExport | OnnxExport]
 _EXPORTERS: dict[str, dict[tuple[str, str], Exporter]] = {}
+#: int8 exporters that take no calibration rows
+_CALIBRATION_FREE: set[Exporter] = set()
 
 
 def register(type_name: str, format: str, dtype: str) -> Callable[[Exporter], Exporter]:
@@ -65,7 +67,8 @@ def export(
     format
         ``"onnx"`` (a graph for onnxruntime) or ``"c"`` (dependency-free C99 sources).
     dtype
-        ``"float32"``, or ``"int8"`` (quantised; needs ``calibration`` rows from real data).
+        ``"float32"``, or ``"int8"`` (quantised; needs ``calibration`` rows from real data,
+        but for a torch MLP to C, whose weights are scaled per row).
     name
         C symbol prefix (a C identifier, :func:`~edgewise.edge.export_c.check_c_name`) / graph
         name (a plain file name, :func:`~edgewise.edge.export_onnx.check_onnx_name`).
@@ -97,7 +100,9 @@ def export(
         export_c.check_c_name(name)
     else:  # a file name: '../x' or '/abs' wrote outside the output folder
         export_onnx.check_onnx_name(name)
-    if dtype == "int8" and calibration is None:  # "compact" (trees) needs none: splits stay exact
+    # "compact" (trees) needs none: splits stay exact; nor does an MLP's int8 C (per-row
+    # weight scales, from the weights alone)
+    if dtype == "int8" and calibration is None and fn not in _CALIBRATION_FREE:
         raise ExportError(f"dtype='int8' export of {type(model).__name__} needs calibration rows "
                           "from real data: export(..., calibration=X).")
     if calibration is not None:
@@ -186,6 +191,9 @@ def _mlp_c(model: Any, *, name: str, calibration: Any) -> CExport:
 @register("Sequential", "c", "int8")
 def _mlp_c_int8(model: Any, *, name: str, calibration: Any) -> CExport:
     return export_c.export_mlp(model, name=name, dtype="int8")
+
+
+_CALIBRATION_FREE.add(_mlp_c_int8)
 
 
 def _n_features(model: Any, calibration: Any) -> tuple[int, tuple[int, ...] | None]:

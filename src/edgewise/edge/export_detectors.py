@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.detect.context_likelihood import _MN2, _MX2
-from edgewise.edge.export_c import CExport, check_c_name
+from edgewise.edge.export_c import CExport, _d, check_c_name
 from edgewise.errors import ExportError
 
 __all__ = [
@@ -42,17 +42,6 @@ __all__ = [
     "export_mahalanobis_onnx",
     "mahalanobis_frozen",
 ]
-
-
-
-def _d(v: float) -> str:
-    """A C double literal that round-trips ``v`` exactly."""
-    v = float(v)
-    if v == np.inf:
-        return "HUGE_VAL"
-    if v == -np.inf:
-        return "(-HUGE_VAL)"
-    return repr(v) if ("e" in repr(v) or "." in repr(v)) else repr(v) + ".0"
 
 
 def _darray(name: str, values: Any, per_line: int = 4) -> str:
@@ -584,6 +573,10 @@ int main(void) {{
 
 
 def _mahalanobis_metrics(det: Any, metrics: list[str] | None) -> list[str]:
+    """The metric list of the export: ``metrics`` (each a metric name as the gateway takes
+    it, :data:`edgewise.telemetry.METRIC_NAME_RE`) or the detector's learned ones."""
+    from edgewise.telemetry import METRIC_NAME_RE
+
     known = list(det.metrics_)
     if metrics is None:
         if not known:
@@ -591,6 +584,11 @@ def _mahalanobis_metrics(det: Any, metrics: list[str] | None) -> list[str]:
                               "metrics=[...] (the device's metric names, in input order).")
         return known
     metrics = list(metrics)
+    bad = [m for m in metrics if not isinstance(m, str) or not METRIC_NAME_RE.fullmatch(m)]
+    if bad:
+        raise ExportError(f"Metric name {bad[0]!r} (of {metrics}) is not one the gateway "
+                          "takes: 1-64 letters, digits, '_', '.', ':', '/' or '-', not starting "
+                          "with '.', ':', '/' or '-'.")
     if known and metrics != known:
         raise ExportError(f"metrics={metrics} differ from the detector's learned metrics "
                           f"{known}; pass those (same order) or none.")
@@ -607,6 +605,8 @@ def export_mahalanobis_c(det: Any, name: str = "maha",
     is ``D`` doubles in that order, NaN for a missing metric (imputed at its mean, as in
     Python). The learned mean and covariance are the initial state.
     """
+    from edgewise.edge.export_rul import _c_comment
+
     check_c_name(name)
     names = _mahalanobis_metrics(det, metrics)
     D = len(names)
@@ -629,7 +629,7 @@ def export_mahalanobis_c(det: Any, name: str = "maha",
  *        A metric counts from its first finite value (its mean is NaN until then), as in
  *        Python; a reading whose update would overflow the mean or covariance (a sentinel
  *        such as 1e308) scores 1 and is not learned.
- * Metrics, in order: {', '.join(names)}
+ * Metrics, in order: {_c_comment(', '.join(names))}
  */
 #ifndef {_guard(n)}
 #define {_guard(n)}
@@ -836,7 +836,17 @@ def export_mahalanobis_onnx(det: Any, name: str = "maha") -> Any:
 
     ``t2 = (x - mean)' P (x - mean)`` with ``P`` the inverse shrunk covariance; the score is
     ``min(1, -log10(chi2_sf(t2, D)) / tail_digits)``, computed by the caller (no chi-squared
-    tail in ONNX). Missing values must be replaced by the mean before the call.
+    tail in ONNX). A missing value (NaN, or +-inf: an unreadable one) is taken as its
+    metric's mean, as the detector and the C export take it, so it adds nothing to ``t2``.
+
+    >>> from edgewise.detect.mahalanobis import Mahalanobis
+    >>> det = Mahalanobis(warmup=1)
+    >>> for r in ([0.0, 1.0], [2.0, 0.0], [1.0, 2.0], [0.5, 0.5]):
+    ...     det.learn_one({"a": r[0], "b": r[1]})
+    >>> g = export_mahalanobis_onnx(det)
+    >>> t2 = g.run({"x": np.array([[det.mean_[0], np.nan], [det.mean_[0], np.inf]])})[0]
+    >>> t2.tolist()
+    [0.0, 0.0]
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -847,9 +857,14 @@ def export_mahalanobis_onnx(det: Any, name: str = "maha") -> Any:
     D = len(mean)
     inits = [numpy_helper.from_array(mean.astype(np.float64), "mean"),
              numpy_helper.from_array(prec.astype(np.float64), "precision"),
-             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")]
-    nodes = [
-        helper.make_node("Sub", ["x", "mean"], ["dz"]),
+             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis"),
+             numpy_helper.from_array(np.array(0.0, dtype=np.float64), "zero")]
+    nodes = [  # x at its mean where it is NaN or +-inf (missing), as in Python
+        helper.make_node("IsNaN", ["x"], ["x_nan"]),
+        helper.make_node("IsInf", ["x"], ["x_inf"]),
+        helper.make_node("Or", ["x_nan", "x_inf"], ["x_missing"]),
+        helper.make_node("Sub", ["x", "mean"], ["dz_raw"]),
+        helper.make_node("Where", ["x_missing", "zero", "dz_raw"], ["dz"]),
         helper.make_node("MatMul", ["dz", "precision"], ["w"]),
         helper.make_node("Mul", ["dz", "w"], ["terms"]),
         helper.make_node("ReduceSum", ["terms", "axis"], ["t2"], keepdims=0),

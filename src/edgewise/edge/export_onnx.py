@@ -12,8 +12,8 @@ or infinite input gives NaN (:func:`quantize_int8`).
 >>> import numpy as np
 >>> from edgewise.detect.zscore import EWZScore
 >>> g = export_ewzscore(EWZScore(warmup=1))
->>> s, *_ = g.run({"value": np.array([5.0], np.float32), "mean": np.array([0.0], np.float32),
-...                "var": np.array([1.0], np.float32), "n": np.array([10.0], np.float32)})
+>>> s, *_ = g.run({"value": np.array([5.0], np.float32), "mean": np.array([0.0]),
+...                "var": np.array([1.0]), "n": np.array([10.0])})
 >>> round(float(s[0]), 4)   # z = 5, z0 = 3: 1 - exp(-2)
 0.8647
 """
@@ -33,8 +33,8 @@ import numpy as np
 from edgewise.edge.compress import ZERO, TreeTable, check_trees, float32_thresholds
 from edgewise.errors import ExportError
 
-__all__ = ["OnnxExport", "check_onnx_name", "export_ewzscore", "export_torch", "export_trees",
-           "quantize_int8"]
+__all__ = ["EWZ_STATE_KEYS", "OnnxExport", "check_onnx_name", "export_ewzscore", "export_torch",
+           "export_trees", "quantize_int8"]
 
 
 def check_onnx_name(name: str) -> str:
@@ -79,7 +79,9 @@ class OnnxExport:
 
     ``feature_names`` names the columns of the first input, in order, where the model names
     them (a RULModel's window features: :mod:`edgewise.edge.export_rul`); ``sidecar`` holds
-    text files (file name to text) that :meth:`save` writes beside the graph.
+    text files (file name to text) that :meth:`save` writes beside the graph;
+    ``initial_state`` is a streaming detector's learned state (EWZScore: ``n``, ``mean``,
+    ``var``), which the graph also carries in its metadata, or ``None``.
     """
 
     name: str
@@ -89,6 +91,7 @@ class OnnxExport:
     dtype: str = "float32"
     feature_names: list[str] | None = None
     sidecar: dict[str, str] = field(default_factory=dict)
+    initial_state: dict[str, float] | None = None
     _sess: Any = field(default=None, repr=False)
 
     @property
@@ -130,8 +133,41 @@ class OnnxExport:
         return self._sess
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run the graph on ``feeds``; return all outputs."""
-        return list(self.session().run(None, feeds))
+        """Run the graph on ``feeds``, each float array cast to the float type its input
+        declares (float32 or float64); return all outputs."""
+        types = {i.name: _ORT_FLOAT_TYPES.get(i.type) for i in self.session().get_inputs()}
+        cast = {}
+        for k, v in feeds.items():
+            want = types.get(k)
+            arr = np.asarray(v)
+            if want is not None and arr.dtype.kind == "f" and arr.dtype != want:
+                with np.errstate(over="ignore"):  # beyond float32's range: inf, as a device
+                    arr = arr.astype(want)
+            cast[k] = arr
+        return list(self.session().run(None, cast))
+
+    def score_many(self, values: np.ndarray) -> np.ndarray:
+        """Run a streaming detector's graph over ``values`` in order, one stream, from its
+        :attr:`initial_state` (the learned state); return the scores (float64).
+
+        >>> from edgewise.detect.zscore import EWZScore
+        >>> det = EWZScore(warmup=3)
+        >>> det.score_many(np.array([20.0, 20.5, 19.5, 20.2])).tolist()[-1]
+        0.0
+        >>> g = export_ewzscore(det)
+        >>> round(float(g.score_many(np.array([26.0]))[0]), 4) == round(det.score_one({"v": 26.0}), 4)
+        True
+        """  # noqa: E501
+        if self.kind != "detector" or self.initial_state is None:
+            raise ExportError(f"{self.name} is a {self.kind} graph with no streaming state; "
+                              "use run() or predict().")
+        st = {k: np.array([self.initial_state[k]], np.float64) for k in ("mean", "var", "n")}
+        out = np.empty(len(values))
+        for i, v in enumerate(np.asarray(values, dtype=np.float64)):
+            s, m, va, n = self.run({"value": np.array([v]), **st})
+            st = {"mean": m, "var": va, "n": n}
+            out[i] = float(s[0])
+        return out
 
     def input_dtype(self) -> np.dtype:
         """The numpy dtype of the graph's first input, as the graph declares it.
@@ -166,24 +202,37 @@ class OnnxExport:
         return np.asarray(out, dtype=np.float64).reshape(len(X))
 
 
+#: ``metadata_props`` keys of an EWZScore graph holding the detector's learned state, the
+#: state a device starts from (:attr:`OnnxExport.initial_state`; host_test.py reads them)
+EWZ_STATE_KEYS = {"n": "edgewise.initial_n", "mean": "edgewise.initial_mean",
+                  "var": "edgewise.initial_var"}
+
+
 def export_ewzscore(det: Any, name: str = "ewz") -> OnnxExport:
     """The scoring-and-learning step of an EWZScore as a graph over state arrays.
 
-    Inputs ``value``, ``mean``, ``var``, ``n`` (float32 vectors, one entry per stream); outputs
-    ``score`` and the next ``mean``, ``var``, ``n``: many streams advance in one call.
+    Inputs ``value`` (float32: a reading, as a device reads it) and the state ``mean``,
+    ``var``, ``n`` (float64), one entry per stream; outputs ``score`` (float32) and the next
+    ``mean``, ``var``, ``n`` (float64): many streams advance in one call. The state is double,
+    as in Python and the C export: a float32 mean loses every update below half its last
+    place, so on a stream with a large offset (101325 Pa +- 0.1) it stuck and scores differed.
+
+    The detector's learned state (``n_``, ``mean_``, ``var_``) is the start: it is kept in
+    the graph's metadata (:data:`EWZ_STATE_KEYS`), read back as
+    :attr:`OnnxExport.initial_state`, and :meth:`OnnxExport.score_many` and the CLI's
+    host_test.py start from it.
 
     As in Python and the C export, a NaN or infinite ``value`` (a reading beyond float32's
     range arrives as inf) is missing: it scores 0 and the state passes through unchanged; a
-    reading whose update would overflow the mean or variance scores (1 if far out) but is
-    not learned, so one huge reading cannot leave the state inf or NaN for ever.
+    reading whose update would take the mean or variance beyond float32's range scores (1 if
+    far out) but is not learned, so one huge reading cannot leave the state inf or NaN.
 
     >>> import numpy as np
     >>> from edgewise.detect.zscore import EWZScore
     >>> g = export_ewzscore(EWZScore(warmup=1))
     >>> s, m, v, n = g.run({"value": np.array([np.inf, 3e38], np.float32),
-    ...                     "mean": np.array([1.5, 1.5], np.float32),
-    ...                     "var": np.array([0.25, 0.25], np.float32),
-    ...                     "n": np.array([40.0, 40.0], np.float32)})
+    ...                     "mean": np.array([1.5, 1.5]), "var": np.array([0.25, 0.25]),
+    ...                     "n": np.array([40.0, 40.0])})
     >>> s.tolist(), m.tolist(), v.tolist(), n.tolist()
     ([0.0, 1.0], [1.5, 1.5], [0.25, 0.25], [40.0, 40.0])
     """
@@ -192,7 +241,7 @@ def export_ewzscore(det: Any, name: str = "ewz") -> OnnxExport:
 
     def const(nm: str, v: float) -> Any:
         return helper.make_node("Constant", [], [nm], value=helper.make_tensor(
-            nm, TensorProto.FLOAT, [], [float(v)]))
+            nm, TensorProto.DOUBLE, [], [float(v)]))
 
     def non_finite(x: str) -> list[Any]:
         """Nodes giving ``<x>_bad``: true where ``x`` is NaN, inf or -inf."""
@@ -203,42 +252,50 @@ def export_ewzscore(det: Any, name: str = "ewz") -> OnnxExport:
     nodes = [
         const("alpha", det.alpha), const("z0", det.z0), const("warm", det.warmup),
         const("one", 1.0), const("zero", 0.0), const("eps", 1e-9),
-        const("flt_min", float(np.finfo(np.float32).tiny)),
-        # score; a NaN or +-inf reading is missing (scores 0), as in Python and the C
-        *non_finite("value"),
+        const("sd_min", 1e-300),  # Python's _SD_MIN
+        const("limit", 2.0**128 - 2.0**103),  # Python's _F32_LIMIT
+        # the reading as a double; a NaN or +-inf one is missing (scores 0), as in Python
+        N("Cast", ["value"], ["v"], to=TensorProto.DOUBLE), *non_finite("v"),
         N("Sqrt", ["var"], ["sd0"]), N("Abs", ["mean"], ["am"]), N("Mul", ["eps", "am"], ["rel"]),
-        N("Add", ["sd0", "rel"], ["sd1"]), N("Add", ["sd1", "flt_min"], ["sd"]),
-        N("Sub", ["value", "mean"], ["d"]), N("Abs", ["d"], ["ad"]), N("Div", ["ad", "sd"], ["z"]),
+        N("Add", ["sd0", "rel"], ["sd1"]), N("Add", ["sd1", "sd_min"], ["sd"]),
+        N("Sub", ["v", "mean"], ["d"]), N("Abs", ["d"], ["ad"]), N("Div", ["ad", "sd"], ["z"]),
         N("Sub", ["z", "z0"], ["zz"]), N("Neg", ["zz"], ["nzz"]), N("Exp", ["nzz"], ["e"]),
         N("Sub", ["one", "e"], ["s0"]), N("Greater", ["z", "z0"], ["above"]),
         N("Where", ["above", "s0", "zero"], ["s1"]), N("Less", ["n", "warm"], ["cold"]),
-        N("Or", ["cold", "value_bad"], ["mute"]), N("Where", ["mute", "zero", "s1"], ["score"]),
+        N("Or", ["cold", "v_bad"], ["mute"]), N("Where", ["mute", "zero", "s1"], ["s2"]),
+        N("Cast", ["s2"], ["score"], to=TensorProto.FLOAT),
         # learn: n' = n + 1; a = max(alpha, 1/n'); first reading sets the mean
         N("Add", ["n", "one"], ["n1"]), N("Div", ["one", "n1"], ["inv"]),
         N("Max", ["alpha", "inv"], ["a"]), N("Mul", ["a", "d"], ["ad1"]),
         N("Add", ["mean", "ad1"], ["m1"]), N("Mul", ["ad1", "d"], ["add2"]),
         N("Add", ["var", "add2"], ["v0"]), N("Sub", ["one", "a"], ["oma"]),
         N("Mul", ["oma", "v0"], ["v1"]), N("Equal", ["n1", "one"], ["first"]),
-        N("Where", ["first", "value", "m1"], ["m2"]), N("Where", ["first", "var", "v1"], ["v2"]),
-        # not learned: a missing reading, or (after the first) an update that overflows
-        # float32 (Python's _F32_LIMIT, the C's ``mean - mean != 0.0f``)
-        *non_finite("m1"), *non_finite("v1"),
-        N("Or", ["m1_bad", "v1_bad"], ["over"]), N("Not", ["first"], ["later"]),
-        N("And", ["later", "over"], ["overflow"]), N("Or", ["value_bad", "overflow"], ["keep"]),
+        N("Where", ["first", "v", "m1"], ["m2"]), N("Where", ["first", "var", "v1"], ["v2"]),
+        # not learned: a missing reading, or (after the first) an update beyond float32's
+        # range (Python's abs(m1) < _F32_LIMIT and v1 < _F32_LIMIT; NaN fails both)
+        N("Abs", ["m1"], ["am1"]), N("Less", ["am1", "limit"], ["m_ok"]),
+        N("Less", ["v1", "limit"], ["v_ok"]), N("And", ["m_ok", "v_ok"], ["fits"]),
+        N("Not", ["fits"], ["over"]), N("Not", ["first"], ["later"]),
+        N("And", ["later", "over"], ["overflow"]), N("Or", ["v_bad", "overflow"], ["keep"]),
         N("Where", ["keep", "mean", "m2"], ["mean_next"]),
         N("Where", ["keep", "var", "v2"], ["var_next"]),
         N("Where", ["keep", "n", "n1"], ["n_next"]),
     ]
-    vec = [helper.make_tensor_value_info(k, TensorProto.FLOAT, ["streams"])
-           for k in ("value", "mean", "var", "n")]
-    outs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, ["streams"])
-            for k in ("score", "mean_next", "var_next", "n_next")]
-    graph = helper.make_graph(nodes, name, vec, outs)
+    ins = [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["streams"])] + [
+        helper.make_tensor_value_info(k, TensorProto.DOUBLE, ["streams"])
+        for k in ("mean", "var", "n")]
+    outs = [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["streams"])] + [
+        helper.make_tensor_value_info(k, TensorProto.DOUBLE, ["streams"])
+        for k in ("mean_next", "var_next", "n_next")]
+    graph = helper.make_graph(nodes, name, ins, outs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                               producer_name="edgewise")
     model.ir_version = 8
+    state = {"n": float(det.n_), "mean": float(det.mean_), "var": float(det.var_)}
+    helper.set_model_props(model, {EWZ_STATE_KEYS[k]: repr(v) for k, v in state.items()})
     onnx.checker.check_model(model)
-    return OnnxExport(name, "detector", model.SerializeToString(), ["value", "mean", "var", "n"])
+    return OnnxExport(name, "detector", model.SerializeToString(), ["value", "mean", "var", "n"],
+                      initial_state=state)
 
 
 def _zero_band_nodes(zero_missing: np.ndarray, x: str, out: str) -> list[Any]:
