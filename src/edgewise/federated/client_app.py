@@ -28,7 +28,12 @@ config the server sends:
   (:mod:`edgewise.federated.ledger`), which refuses it, with an error reply and no
   training, when it would take the device past its own ``max-dp-epsilon``.
 
-``evaluate`` returns the loss of the global model on the device's held-back data.
+``evaluate`` returns the loss of the global model on data the device never trains on
+(:func:`held_data`): a pump's held-back *normal* readings (the later part of its series,
+fault rows left out: the autoencoder's reconstruction error on them), a C-MAPSS device's
+share of the FD002 *test* engines (every cycle, RUL from ``RUL_FD002``), which no device
+trains on. A device without held-back data (a C-MAPSS partition past the 259 test engines)
+answers with an error reply, which the evaluation average leaves out.
 
 Where the data comes from is set by the run config (``dataset``: ``"pump"`` for the
 simulated pump fleet, ``"cmapss"`` with ``data-dir`` for C-MAPSS engines) and which part
@@ -60,7 +65,8 @@ from edgewise.federated.ledger import DEVICE_DELTA, LedgerEntry, PrivacyBudgetEr
 from edgewise.federated.model import RUL_SCALE, build_model, train_local
 from edgewise.federated.privacy import Mechanism
 
-__all__ = ["ATTACKS", "DeviceData", "app", "device_data", "dp_sgd_budget", "poison"]
+__all__ = ["ATTACKS", "DeviceData", "app", "device_data", "dp_sgd_budget", "held_data",
+           "poison"]
 
 ATTACKS = ("", "signflip", "nan", "inf", "shape", "scale100", "weight")
 #: Config record of Flower's legacy fit messages, the format SecAgg+ rounds use.
@@ -82,12 +88,14 @@ app = ClientApp(mods=[secagg_when_asked])
 
 @dataclass
 class DeviceData:
-    """One device's own history: raw channels + condition, split into train and held-back."""
+    """Rows of one device: raw channels + condition (+ RUL targets), per engine or pump.
+
+    :func:`device_data` gives what it trains on, :func:`held_data` what it evaluates on.
+    """
 
     kind: str  # "rul" or "ae"
     raw_train: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (channels, cond, cycles)
     y_train: list[np.ndarray]
-    raw_held: np.ndarray | None = None  # pump: held-back normal readings
     n_conditions: int = 1
 
     def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -115,32 +123,85 @@ def device_data(dataset: str, data_dir: str, partition_id: int, num_partitions: 
     """
     if dataset == "pump":
         dev = run_pump_fleet(num_partitions, seed)[partition_id]
-        n = len(dev.X_train)
-        zeros = np.zeros(n, dtype=np.int64)
-        return DeviceData("ae", [(dev.X_train.astype(np.float64), zeros, np.arange(n))], [],
-                          raw_held=dev.X_test)
-    from pathlib import Path
-
-    from edgewise.federated.data import RUL_CAP, SENSORS
-
+        return _pump_rows(dev.X_train)
     raw = _read_cached(str(Path(data_dir) / "train_FD002.txt.gz"))
     units = np.unique(raw[:, 0].astype(int))
-    mine = units[partition_id::num_partitions]
-    if not len(mine):
+    if not len(units[partition_id::num_partitions]):
         raise InvalidParameterError(
             f"Partition {partition_id} of {num_partitions} holds no C-MAPSS engine: FD002 in "
             f"{data_dir} has {len(units)} engines, so num-partitions must be at most "
             f"{len(units)}.")
+    return _cmapss_rows(raw, partition_id, num_partitions)
+
+
+@lru_cache(maxsize=64)
+def held_data(dataset: str, data_dir: str, partition_id: int, num_partitions: int,
+              seed: int = 0) -> DeviceData:
+    """What partition ``partition_id`` of ``num_partitions`` evaluates on: rows it never
+    trains on (cached per process).
+
+    Pump: the normal readings of its held-back later stretch (``X_test`` where ``y_test``
+    is 0; the injected faults are left out, so the figure is the reconstruction error of
+    normal operation). C-MAPSS: test engines ``partition_id, partition_id + n, …`` of
+    FD002 (``test_FD002``, 259 engines, which no device trains on), every cycle, RUL
+    from ``RUL_FD002`` counted back from each engine's last cycle and capped as in
+    training. A partition with no test engine raises
+    :class:`~edgewise.errors.InvalidParameterError`.
+
+    >>> d = held_data("pump", "", 0, 3)
+    >>> d.kind, d.raw_train[0][0].shape[1]
+    ('ae', 6)
+    """
+    if dataset == "pump":
+        dev = run_pump_fleet(num_partitions, seed)[partition_id]
+        return _pump_rows(dev.X_test[dev.y_test == 0])
+    base = Path(data_dir)
+    missing = [n for n in ("test_FD002.txt.gz", "RUL_FD002.txt.gz") if not (base / n).is_file()]
+    if missing:
+        raise InvalidParameterError(
+            f"C-MAPSS evaluation reads the held-back test engines from test_FD002.txt.gz and "
+            f"RUL_FD002.txt.gz in the data dir; {data_dir!r} lacks {', '.join(missing)}.")
+    raw = _read_cached(str(base / "test_FD002.txt.gz"))
+    units = np.unique(raw[:, 0].astype(int))
+    if not len(units[partition_id::num_partitions]):
+        raise InvalidParameterError(
+            f"Partition {partition_id} of {num_partitions} holds no held-back C-MAPSS test "
+            f"engine to evaluate on: test_FD002 in {data_dir} has {len(units)} engines; "
+            f"evaluation needs num-partitions at most {len(units)}.")
+    rul = _read_cached(str(base / "RUL_FD002.txt.gz")).reshape(-1)
+    if len(rul) != len(units):
+        raise InvalidParameterError(
+            f"RUL_FD002 in {data_dir} holds {len(rul)} values for the {len(units)} engines of "
+            "test_FD002; it must hold one per engine.")
+    return _cmapss_rows(raw, partition_id, num_partitions,
+                        dict(zip(units.tolist(), rul.tolist(), strict=True)))
+
+
+def _pump_rows(X: np.ndarray) -> DeviceData:
+    n = len(X)
+    return DeviceData("ae", [(X.astype(np.float64), np.zeros(n, dtype=np.int64),
+                              np.arange(n))], [])
+
+
+def _cmapss_rows(raw: np.ndarray, partition_id: int, num_partitions: int,
+                 rul_at_end: dict[int, float] | None = None) -> DeviceData:
+    """Engines ``partition_id::num_partitions`` of ``raw`` with their RUL targets: a
+    run-to-failure engine's cycles to its last (``rul_at_end`` None), a test engine's
+    cycles to its last plus its true RUL there; capped at :data:`RUL_CAP`."""
+    from edgewise.federated.data import RUL_CAP, SENSORS
+
+    units = np.unique(raw[:, 0].astype(int))
     parts, ys = [], []
-    for u in mine:
+    for u in units[partition_id::num_partitions]:
         r = raw[raw[:, 0] == u]
         cyc = r[:, 1]
+        left = 0.0 if rul_at_end is None else rul_at_end[int(u)]
         parts.append((r[:, [4 + s for s in SENSORS]], condition_of(r[:, 2]), cyc))
-        ys.append(np.minimum(cyc.max() - cyc, RUL_CAP).astype(np.float32))
+        ys.append(np.minimum(cyc.max() - cyc + left, RUL_CAP).astype(np.float32))
     return DeviceData("rul", parts, ys, n_conditions=6)
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=4)
 def _read_cached(path: str) -> np.ndarray:
     from edgewise.federated.data import _read
 
@@ -478,16 +539,25 @@ def _secagg_fit(msg: Message, context: Context, data: DeviceData) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Loss of the global model on this device's data (pump: held-back readings)."""
+    """Loss of the global model on rows this device never trains on (:func:`held_data`):
+    a pump's held-back normal readings, a C-MAPSS device's share of the test engines."""
     import torch
 
-    data = _data(context)
+    rc, nc = context.run_config, context.node_config
+    torch.set_num_threads(int(rc.get("threads", 1)))
+    try:
+        data = held_data(str(rc.get("dataset", "pump")), str(rc.get("data-dir", "")),
+                         int(nc.get("partition-id", 0)), int(nc.get("num-partitions", 1)),
+                         int(rc.get("seed", 0)))
+    except InvalidParameterError as exc:  # nothing held back: say why, count in no average
+        from flwr.app import Error
+        from flwr.common.constant import ErrorCode
+
+        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                             reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
     config = msg.content["config"]
     norm = _normaliser(config, data)
     X, y = data.features(norm)
-    if data.raw_held is not None:
-        X = norm.transform(data.raw_held.astype(np.float64),
-                           np.zeros(len(data.raw_held), dtype=np.int64)).astype(np.float32)
     model = build_model(data.kind, X.shape[1])
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     with torch.no_grad():

@@ -255,6 +255,11 @@ def load_cmapss(
     )
 
 
+#: Faults injected into each pump's test part, their starts drawn from distinct readings
+#: 20 after the training part to 60 before the end.
+PUMP_FAULTS = 3
+#: The fewest test readings a pump needs for that: 20 + 60 + one start per fault.
+MIN_PUMP_TEST = 20 + 60 + PUMP_FAULTS
 PUMP_CHANNELS = ("speed_rpm", "flow_m3h", "pressure_bar", "current_a", "temp_c", "vibration_mm_s")
 
 
@@ -289,13 +294,24 @@ def pump_fleet(
     seed
         Seed of the whole fleet; the same seed gives the same fleet.
     train_share
-        Leading share of each series kept as normal training history.
+        Leading share of each series kept as normal training history. The rest, the test
+        part, must hold at least :data:`MIN_PUMP_TEST` (83) readings.
     """
     if n_devices < 1 or n_samples < 50 or not 0.1 <= train_share <= 0.9:
         raise InvalidParameterError(
             "pump_fleet needs n_devices >= 1, n_samples >= 50 and train_share in "
             f"[0.1, 0.9]. Got {n_devices}, {n_samples}, {train_share} instead."
         )
+    n_test = n_samples - int(n_samples * train_share)
+    if n_test < MIN_PUMP_TEST:
+        need = next(n for n in range(n_samples, 100 * MIN_PUMP_TEST)
+                    if n - int(n * train_share) >= MIN_PUMP_TEST)
+        raise InvalidParameterError(
+            f"pump_fleet needs at least {MIN_PUMP_TEST} test readings per pump (n_samples - "
+            f"int(n_samples * train_share)) to place its {PUMP_FAULTS} faults after the "
+            f"training part; n_samples={n_samples} with train_share={train_share} leaves "
+            f"{n_test}. Use n_samples >= {need} at this train_share, or a smaller "
+            "train_share.")
     rng = np.random.default_rng(seed)
     fleet = []
     n_train = int(n_samples * train_share)
@@ -316,7 +332,7 @@ def pump_fleet(
         temp = 40 + 8 * load + rng.uniform(-2, 2) + rng.normal(0, 0.3, n_samples)
         vib = 2.0 + 0.8 * ratio + rng.normal(0, 0.08, n_samples)
         y = np.zeros(n_samples, dtype=np.int8)
-        n_faults = 3
+        n_faults = PUMP_FAULTS
         slots = np.arange(n_train + 20, n_samples - 60)
         starts = np.sort(rng.choice(slots, n_faults, replace=False))
         for k, s in enumerate(starts):

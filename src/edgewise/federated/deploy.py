@@ -37,7 +37,8 @@ import edgewise
 from edgewise.errors import InvalidParameterError
 
 __all__ = ["RUN_DEFAULTS", "LocalFleet", "TlsFiles", "app_pyproject", "check_tls",
-           "device_address", "free_port", "is_loopback", "load_ca", "supernode_command"]
+           "device_address", "free_port", "is_loopback", "load_ca", "supernode_command",
+           "toml_string"]
 
 #: The run config a :class:`LocalFleet` run starts from (``run`` overrides any of it).
 RUN_DEFAULTS: dict[str, Any] = {
@@ -377,12 +378,46 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+#: TOML's short escapes in a basic string; every other control character is ``\uXXXX``.
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\f": "\\f", "\r": "\\r"}
+
+
+def toml_string(s: str) -> str:
+    r"""``s`` as a TOML basic string (double-quoted), which TOML reads back as ``s``.
+
+    Characters outside ASCII are written as they are (the file is UTF-8): an escape of a
+    character beyond U+FFFF as a UTF-16 surrogate pair, what ``json.dumps`` writes, is not
+    TOML. The quote, the backslash and the control characters U+0000-U+001F and U+007F,
+    which TOML forbids unescaped, are escaped. A lone surrogate (a file name's undecodable
+    byte, as Python decodes it) is no Unicode character and cannot be written: refused.
+
+    >>> print(toml_string('say "hi"\t\x7f to /srv/d-\U0001F680'))
+    "say \"hi\"\t\u007F to /srv/d-🚀"
+    """
+    out = []
+    for ch in s:
+        code = ord(ch)
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        elif 0xD800 <= code <= 0xDFFF:
+            raise InvalidParameterError(
+                f"{s!r} holds the lone surrogate U+{code:04X} (a byte that is not UTF-8, as "
+                "Python decodes a file name), which a TOML file cannot carry; rename it to "
+                "valid UTF-8.")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
         return repr(v)
-    return json.dumps(str(v))
+    return toml_string(str(v))
 
 
 def app_pyproject(run_config: dict[str, Any]) -> str:
@@ -516,7 +551,7 @@ class LocalFleet:
                else "insecure = true\n")
         (self.flwr_home / "config.toml").write_text(
             f'[superlink]\ndefault = "local"\n[superlink.local]\n'
-            f'address = "{self.address}"\n{tls}'
+            f'address = {toml_string(self.address)}\n{tls}', encoding="utf-8"
         )
         link_tls = (["--ssl-certfile", str(self.tls.cert), "--ssl-keyfile", str(self.tls.key),
                      "--ssl-ca-certfile", str(self.tls.ca)] if self.tls else ["--insecure"])
@@ -606,7 +641,7 @@ class LocalFleet:
         config["out-dir"] = str(out)
         app_dir = self.workdir / "app"
         app_dir.mkdir(exist_ok=True)
-        (app_dir / "pyproject.toml").write_text(app_pyproject(config))
+        (app_dir / "pyproject.toml").write_text(app_pyproject(config), encoding="utf-8")
         result, error = out / "result.json", out / "error.json"
         result.unlink(missing_ok=True)
         error.unlink(missing_ok=True)

@@ -26,10 +26,12 @@ from torch import nn
 
 from edgewise.errors import InvalidParameterError
 
-__all__ = ["build_model", "predict", "rmse", "train_local"]
+__all__ = ["KIND_ATTR", "RUL_SCALE", "build_model", "predict", "rmse", "train_local"]
 
 #: RUL targets are scaled by this before training (outputs are scaled back).
 RUL_SCALE = 100.0
+#: Attribute of a :func:`build_model` model naming its kind (``"rul"`` or ``"ae"``).
+KIND_ATTR = "edgewise_kind"
 
 
 def build_model(kind: str, n_features: int, seed: int = 0, hidden: int = 32) -> nn.Module:
@@ -37,10 +39,21 @@ def build_model(kind: str, n_features: int, seed: int = 0, hidden: int = 32) -> 
 
     The weights depend on ``seed`` only; the process-wide torch RNG is left as it was (a
     reseed here would make every later draw, DP noise included, replay the same stream).
+    The kind is recorded on the model (attribute :data:`KIND_ATTR`), which
+    :func:`train_local` and :func:`predict` follow: an ``"ae"`` over one channel ends in one
+    output like a ``"rul"`` model, so the layers cannot tell. It is a plain attribute, not a
+    buffer: it stays out of the ``state_dict`` that rounds average and the registry and
+    checkpoints store, and every load rebuilds the model here before loading that state.
+
+    >>> m = build_model("ae", n_features=1)
+    >>> getattr(m, KIND_ATTR), m[-1].out_features
+    ('ae', 1)
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _layers(kind, n_features, hidden)
+        model = _layers(kind, n_features, hidden)
+    setattr(model, KIND_ATTR, kind)
+    return model
 
 
 def _layers(kind: str, n_features: int, hidden: int) -> nn.Module:
@@ -62,6 +75,11 @@ def _layers(kind: str, n_features: int, hidden: int) -> nn.Module:
 
 
 def _kind(model: nn.Module) -> str:
+    """The kind :func:`build_model` recorded on ``model``; for a model built otherwise (no
+    record) the old guess from the last layer's width: one output is ``"rul"``."""
+    kind = getattr(model, KIND_ATTR, None)
+    if kind in ("rul", "ae"):
+        return str(kind)
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     return "rul" if last.out_features == 1 else "ae"
 

@@ -47,8 +47,38 @@ FORMAT = "npz-state-dict"
 ACTOR = "federated"
 
 
+#: Entries of the devices' evaluation replies that weigh the average, not figures of it.
+_EVAL_WEIGHTS = ("num-examples", "unit-weight")
+
+
+def _last_evaluation(evaluate_metrics: Mapping[Any, Any]) -> tuple[int | None, Mapping[Any, Any]]:
+    """The figures of the last evaluated round of ``{round: {name: value}}`` (the round
+    keys are integers, or their strings after JSON) and that round; a flat
+    ``{name: value}`` is taken as it is, round ``None``."""
+    rounds: dict[int, Mapping[Any, Any]] = {}
+    for k, v in evaluate_metrics.items():
+        if isinstance(v, Mapping) and not isinstance(k, bool):
+            try:
+                rounds[int(k)] = v
+            except (TypeError, ValueError):
+                continue
+    if not rounds:
+        return None, evaluate_metrics
+    last = max(rounds)
+    return last, rounds[last]
+
+
 def _numbers(meta: Mapping[str, Any]) -> dict[str, float]:
-    """The numeric figures of a run, flat, for the registry's ``metrics``."""
+    """The numeric figures of a run, flat, for the registry's ``metrics``.
+
+    The devices' evaluation is the last evaluated round's (``evaluate_metrics`` as
+    ``{round: {"eval-loss": …}}``), as ``evaluate_<name>``, with that round as
+    ``evaluate_round``.
+
+    >>> _numbers({"rounds": 3, "evaluate_metrics": {2: {"eval-loss": 0.5, "unit-weight": 1.0},
+    ...                                             10: {"eval-loss": 0.25}}})
+    {'rounds': 3.0, 'evaluate_eval-loss': 0.25, 'evaluate_round': 10.0}
+    """
     out: dict[str, float] = {}
     priv = meta.get("privacy") or {}
     for k in ("epsilon", "delta", "noise_multiplier", "clipping_norm", "record_epsilon",
@@ -59,9 +89,13 @@ def _numbers(meta: Mapping[str, Any]) -> dict[str, float]:
     for k in ("rounds", "num_devices"):
         if isinstance(meta.get(k), int | float):
             out[k] = float(meta[k])
-    for k, v in (meta.get("evaluate_metrics") or {}).items():
-        if isinstance(v, int | float) and math.isfinite(v):
+    last, figures = _last_evaluation(meta.get("evaluate_metrics") or {})
+    for k, v in figures.items():
+        if k not in _EVAL_WEIGHTS and isinstance(v, int | float) \
+                and not isinstance(v, bool) and math.isfinite(v):
             out[f"evaluate_{k}"] = float(v)
+    if last is not None and any(k.startswith("evaluate_") for k in out):
+        out["evaluate_round"] = float(last)
     return out
 
 
