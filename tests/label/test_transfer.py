@@ -84,3 +84,53 @@ def test_a_device_like_the_fleet_is_not_made_worse_by_fine_tuning():
             gains.append(o["device_f1"] - o["fleet_f1"])
     assert n >= 45 and worse <= 6, (worse, n)
     assert np.mean(gains) > 0.3
+
+
+def _fleet_like() -> tuple[FleetModel, object]:
+    """A fleet model whose anomalies are feature 0 above 1.5, and a draw of windows (with
+    labels) from the same distribution: devices the fleet model is right for."""
+    rng = np.random.default_rng(0)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        X = rng.normal(0, 1, (n, 3))
+        return X, (X[:, 0] > 1.5).astype(int)
+
+    return FleetModel().fit(*draw(2000)), draw
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_one_or_two_normal_windows_never_move_the_device(k: int) -> None:
+    """Check that fewer labelled-normal windows than re-centring needs (3) leave a device
+    drawn like the fleet deciding exactly as the fleet model (re-centring on one window,
+    with no noise check, made it worse than the fleet model on 248 of 300 such devices;
+    two standard errors of two windows on 120 of 300)."""
+    fleet, draw = _fleet_like()
+    Xh, _ = draw(2000)
+    moved = []
+    for _ in range(60):
+        Xt, yt = draw(400)
+        dev = fine_tune(fleet, np.vstack([Xt[yt == 0][:k], Xt[yt == 1][:1]]), [0] * k + [1])
+        moved.append(bool(dev.shift_.any()) or not np.array_equal(dev.predict(Xh),
+                                                                  fleet.predict(Xh)))
+    assert sum(moved) == 0, f"{sum(moved)} of 60 devices moved by {k} normal window(s)"
+    from edgewise.transfer import MIN_NORMALS_TO_RECENTRE
+
+    assert MIN_NORMALS_TO_RECENTRE == 3
+
+
+def test_three_normal_windows_move_a_fleet_like_device_at_most_one_time_in_20() -> None:
+    """Check the re-centring test is at its level for the device, with three windows: a
+    device drawn like the fleet is moved on 5 % of draws or fewer (two standard errors per
+    feature, the 70 % quantile of t with two degrees of freedom, moved about 45 %), while
+    a device whose sensor reads 2 sd high is moved nearly always from 10 windows."""
+    fleet, draw = _fleet_like()
+    moved = offset = 0
+    for _ in range(400):
+        Xt, yt = draw(60)
+        moved += bool(fine_tune(fleet, Xt[yt == 0][:3], [0, 0, 0]).shift_.any())
+    for _ in range(100):
+        Xt, yt = draw(60)
+        shifted = Xt[yt == 0][:10] + np.array([2.0, 0.0, 0.0])
+        offset += bool(fine_tune(fleet, shifted, [0] * 10).shift_[0] > 1.0)
+    assert moved <= 28, f"{moved} of 400 fleet-like devices re-centred"  # 5 % + 1.8 sd
+    assert offset >= 90, f"{offset} of 100 offset devices re-centred"

@@ -237,8 +237,10 @@ def test_on_pumps_drawn_alike_fine_tuning_is_a_wash() -> None:
                             _f1(device.predict(X[cut:]) == 1, held)))
     r = np.array(res)
     assert len(r) == 27
-    assert r.mean(axis=0).tolist() == pytest.approx([0.639, 0.638], abs=0.002)
-    assert (int((r[:, 1] > r[:, 0]).sum()), int((r[:, 1] < r[:, 0]).sum())) == (9, 10)
+    # re-centring at the t-test's level (3+ normal windows; before: two standard errors
+    # per feature) gives 0.625, better 12, worse 11 (before: 0.638, 9, 10)
+    assert r.mean(axis=0).tolist() == pytest.approx([0.639, 0.625], abs=0.002)
+    assert (int((r[:, 1] > r[:, 0]).sum()), int((r[:, 1] < r[:, 0]).sum())) == (12, 11)
 
 
 @pytest.mark.parametrize("args", [
@@ -323,3 +325,107 @@ def test_model_files_are_private(tmp_path: Path) -> None:
     for f in (out["path"], Path(out["path"]).with_suffix(".json"), lab["path"]):
         assert stat.S_IMODE(Path(f).stat().st_mode) == 0o600, f
     assert stat.S_IMODE((tmp_path / "models").stat().st_mode) == 0o700
+
+
+def _like_fleet(tmp: Path, normal_windows: list[int], anomaly_windows: int = 1,
+                swing: float = 0.0) -> tuple[dict[str, tuple], LabelStore, set[int]]:
+    """Eight pumps drawn alike, each with six faults of 40 readings (1.2 sd); p0-p6 are
+    labelled (faults, and every third normal window), p7 only on ``normal_windows`` and its
+    first ``anomaly_windows`` faults, and its level swings by ``swing`` (a daily load
+    cycle the fleet lacks). Returns the histories, labels and p7's fault windows."""
+    rng = np.random.default_rng(1)
+    labels = LabelStore(tmp)
+    hist: dict[str, tuple] = {}
+    ts = (T0 + 60 * np.arange(N)) * 10**9
+    faults: set[int] = set()
+    for dev in [f"p{k}" for k in range(8)]:
+        v = rng.normal(20, 0.3, N)
+        spikes = rng.choice(np.arange(2, 98), 6, replace=False)
+        for s in spikes:
+            v[s * W: s * W + W] += 0.35
+        if dev == "p7":
+            v += swing * np.sin(np.arange(N) * 2 * np.pi / 1440)
+        hist[dev] = (ts, v[:, None], ["temp_c"])
+        if dev == "p7":
+            faults = set(spikes.tolist())
+            continue
+        for s in spikes:
+            labels.add(dev, int(ts[s * W]), int(ts[s * W + W]), "anomaly")
+        for w in range(0, 100, 3):
+            if w not in spikes:
+                labels.add(dev, int(ts[w * W]), int(ts[w * W + W - 1]), "normal")
+    for w in normal_windows:
+        labels.add("p7", int(ts[w * W]), int(ts[w * W + W - 1]), "normal")
+    for s in sorted(faults)[:anomaly_windows]:
+        labels.add("p7", int(ts[s * W]), int(ts[s * W + W]), "anomaly")
+    return hist, labels, faults
+
+
+@pytest.mark.parametrize("normal_window", [0, 1, 4])
+def test_one_labelled_normal_window_saves_the_fleet_model_and_says_why(
+        tmp_path: Path, normal_window: int) -> None:
+    """Check that a device like its fleet, labelled with one normal window and one fault,
+    is saved a model deciding as the fleet model, and the summary says fine-tuning changed
+    nothing and which labels it lacked (the model re-centred on that one window's noise:
+    more alarms and a lower F1 than the fleet model for windows 0, 1 and 4, with
+    ``holdout: None`` and no word of it)."""
+    from edgewise.label.fleet_transfer import _cut, _on_metrics
+
+    hist, labels, _ = _like_fleet(tmp_path, [normal_window])
+    out = train_transfer(hist.__getitem__, "p7", labels, tmp_path, window=W)
+    dm = load_transfer_model(out["path"])["device_model"]
+    X = _cut(_on_metrics(hist["p7"], ["temp_c"], "p7"), "p7", W).features
+    np.testing.assert_array_equal(dm.predict(X), dm.fleet.predict(X))
+    assert out["alarms"]["device"] == out["alarms"]["fleet"] == out["alarms"]["fine_tuned"]
+    assert (out["holdout"], out["kept"], out["warning"]) == (None, "fleet", None)
+    assert out["kept_why"] == (
+        "fine-tuning changed nothing: 1 labelled-normal window(s), fewer than the 3 "
+        "re-centring needs; 1 normal and 1 anomalous window(s), where re-calibration needs "
+        "2 of each")
+    assert load_transfer_model(out["path"])["kept"] == "fleet"
+
+
+def test_a_fine_tuned_model_worse_on_the_hold_out_is_not_saved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Check that where the fine-tuned model scores below the fleet model on the hold-out,
+    the fleet model is saved as the device's and the print-out says so (it was saved, the
+    lower F1 printed beside it and nothing more)."""
+    import edgewise.label.fleet_transfer as ft
+
+    hist, labels = _fleet(tmp_path)
+    labels.close()
+    csv = _csv(hist, tmp_path / "fleet.csv")
+    monkeypatch.setattr(ft, "compare_on_holdout", lambda *a, **k: {
+        "fleet_f1": 0.75, "device_f1": 0.5, "n_train": 20.0, "n_holdout": 20.0})
+    r = _run("train", "transfer", "--device", "t", "--csv", str(csv), "--data-dir",
+             str(tmp_path), "--window", str(W))
+    assert r.exit_code == 0, r.stderr
+    assert ("saved as t's model: the fleet model, not fine-tuned (the fine-tuned model "
+            "scored hold-out F1 0.500, below the fleet model's 0.750)\n") in r.stdout
+    assert "re-calibrated" in r.stdout and r.stderr == ""  # it was fine-tuned, then set aside
+    record = load_transfer_model(model_files(tmp_path, "t", kind="transfer")[1])
+    dm = record["device_model"]
+    assert record["kept"] == "fleet" and not dm.shift_.any() and dm.calibrator_ is None
+    assert dm.threshold_ == 0.0
+
+
+def test_a_fine_tuned_model_the_hold_out_cannot_measure_is_saved_with_a_warning(
+        tmp_path: Path) -> None:
+    """Check that a model fine-tuning changed, on labels whose later half holds no fault
+    (so no hold-out), is saved with a warning on stderr, in --json as ``warning``, that it
+    is unchecked and how its alarms compare with the fleet model's."""
+    hist, labels, _ = _like_fleet(tmp_path, list(range(0, 100, 2)), swing=1.0)
+    out = train_transfer(hist.__getitem__, "p7", labels, tmp_path, window=W)
+    assert out["holdout"] is None and out["kept"] == "device", out
+    assert out["recentred"] and out["warning"] is not None
+    assert out["warning"].startswith(
+        "the fine-tuned model is saved unchecked: it could not be compared with the fleet "
+        f"model on a hold-out ({out['holdout_why']}), and may be worse than it. It flags "
+        f"{out['alarms']['fine_tuned']} of the device's 100 windows, the fleet model "
+        f"{out['alarms']['fleet']}.")
+    labels.close()
+    csv = _csv(hist, tmp_path / "fleet.csv")
+    r = _run("train", "transfer", "--device", "p7", "--csv", str(csv), "--data-dir",
+             str(tmp_path), "--window", str(W), "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr == f"warning: {json.loads(r.stdout)['warning']}\n"

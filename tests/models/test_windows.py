@@ -74,3 +74,39 @@ def test_onnx_export_of_the_rul_booster_agrees_with_python(shared_data: Path) ->
     gbm = model.core_["gbm"]
     diff = np.abs(export(gbm, "onnx").predict(feats).ravel() - gbm.predict(feats))
     assert diff.max() < 1e-3, (diff.max(), int((diff > 1e-3).sum()))
+
+
+@pytest.mark.parametrize("window", [0, -3, 2.0, True, "5", None])
+@pytest.mark.parametrize("fn", ["window_features", "window_sequences"])
+def test_a_window_that_is_not_an_int_of_at_least_1_is_refused_by_name(
+        fn: str, window: object) -> None:
+    """Check that a window of 0 (NaN features), a negative one (garbage), or not an int is
+    refused with an error naming the value (window_sequences said "negative dimensions are
+    not allowed"), as a ValueError with ``field``/``value``."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.models import windows
+
+    with pytest.raises(InvalidParameterError) as info:
+        getattr(windows, fn)(np.ones((5, 2)), window)
+    assert (info.value.field, info.value.value) == ("window", window)
+    assert str(info.value) == (f"{fn} needs window as an int of at least 1 (rows per "
+                               f"window). Got {window!r}.")
+
+
+@pytest.mark.parametrize("fn", ["window_features", "window_sequences"])
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 1), ()])
+def test_rows_that_are_not_2d_are_refused_with_their_shape(
+        fn: str, shape: tuple[int, ...]) -> None:
+    """Check that 1-D (or 0-D, 3-D) rows are refused naming their shape (1-D rows raised
+    "not enough values to unpack"); the smallest valid inputs still work: window 1, and
+    a numpy integer window, give the same as the int."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.models import windows
+
+    with pytest.raises(InvalidParameterError, match=r"2-D array") as info:
+        getattr(windows, fn)(np.ones(shape), 3)
+    assert (info.value.field, info.value.value) == ("z", shape)
+    z = np.arange(8.0).reshape(4, 2)
+    np.testing.assert_array_equal(getattr(windows, fn)(z, np.int64(3)),
+                                  getattr(windows, fn)(z, 3))
+    assert getattr(windows, fn)(z, 1).shape[0] == 4

@@ -117,3 +117,25 @@ def test_a_metric_named_like_the_time_column_is_a_reason_not_a_500(env: Env) -> 
     body = env.client.get("/v1/devices/pump-2/rul", headers=env.auth("viewer")).json()
     assert body["cap"] == 60.0 and body["high"] <= 60.0, body
     assert body["high_open"] == (body["high"] == 60.0) and body["rul_open"] == (body["rul"] == 60.0)
+
+
+def test_a_deleted_device_registered_again_is_not_served_its_old_rul(env: Env) -> None:
+    """Check that DELETE /v1/devices/{id} drops the route's cached answer: the id registered
+    again, with no readings yet, is answered ``no_history``, not the deleted device's RUL
+    computed from its purged readings (the 15 s answer cache kept that, with ``rows``
+    counting readings no longer stored)."""
+    _small_model(env)
+    x = _unit(np.random.default_rng(1), 120)[:30]
+    t0 = int(time.time()) - 30
+    assert env.send([{"ts": t0 + i, "seq": i + 1,
+                      "metrics": {s: float(x[i, j]) for j, s in enumerate(SENSORS)}}
+                     for i in range(30)]).status_code == 200
+    url = f"/v1/devices/{env.device}/rul"
+    before = env.client.get(url, headers=env.auth("viewer")).json()
+    assert before["rul"] is not None and before["rows"] == 30, before
+    assert env.client.delete(f"/v1/devices/{env.device}",
+                             headers=env.auth("admin")).status_code == 200
+    assert env.client.post("/v1/devices", json={"name": env.device},
+                           headers=env.auth("admin")).status_code == 201
+    after = env.client.get(url, headers=env.auth("viewer")).json()
+    assert (after["rul"], after["reason"]) == (None, "no_history"), after

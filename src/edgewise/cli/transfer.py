@@ -88,7 +88,11 @@ def train_transfer_cmd(
     json_out: Json = False,
 ) -> None:
     """Fit a fleet model on the fleet's labelled windows, fine-tune it on the device's own
-    labels, and save it as the device's next transfer model version."""
+    labels, and save it as the device's next transfer model version.
+
+    The fleet model is saved instead when the fine-tuned one scores below it on the
+    hold-out, or when fine-tuning changed nothing; a fine-tuned model that could not be
+    measured is saved with a warning (stderr) saying so."""
     from edgewise.label.fleet_transfer import train_transfer
 
     _check_args(device, window)
@@ -97,6 +101,8 @@ def train_transfer_cmd(
     with _histories(csv, store, data_dir) as histories:
         out = _with_labels(data_dir, lambda labels: train_transfer(
             histories, device, labels, data_dir, fleet=names, window=window))
+    if out["warning"]:
+        typer.echo(f"warning: {out['warning']}", err=True)
     if json_out:
         typer.echo(json.dumps(out))
         return
@@ -110,10 +116,14 @@ def train_transfer_cmd(
                f"re-centred {len(out['recentred'])} feature(s), "
                f"{'re-calibrated' if out['recalibrated'] else 'fleet threshold kept'}")
     typer.echo(f"alarms on {device}'s {al['windows']} windows: fleet model {al['fleet']}, "
-               f"device model {al['device']}")
+               f"fine-tuned model {al['fine_tuned']}")
     h = out["holdout"]
     typer.echo(f"hold-out F1 (later half of its labels): fleet {h['fleet_f1']:.3f}, device "
                f"{h['device_f1']:.3f}" if h else f"hold-out: not measured ({out['holdout_why']})")
+    typer.echo(f"saved as {device}'s model: "
+               + ("the fine-tuned model" if out["kept"] == "device" else
+                  "the fleet model, not fine-tuned")
+               + f" ({out['kept_why']})")
 
 
 @predict_app.command("transfer")

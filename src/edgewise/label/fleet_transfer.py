@@ -15,6 +15,15 @@ device's next ``transfer`` model version.
 * When the device's labelled windows allow it (at least 4, an anomaly among the later
   half), the model is also measured on them as :func:`~edgewise.transfer.compare_on_holdout`
   does: fine-tuned on the earlier half, F1 of the fleet and the device model on the later.
+* A user is never silently given a model worse than the fleet's: where the fine-tuned
+  model scores below the fleet model on that hold-out, the fleet model is saved as the
+  device's instead (``kept`` is ``"fleet"``, ``kept_why`` says why); where fine-tuning
+  changed nothing (too few labels for either step) the saved model is the fleet model and
+  ``kept_why`` says which labels were missing; where it changed the model but the hold-out
+  cannot be measured, the fine-tuned model is saved with a ``warning`` saying it is
+  unchecked and how its alarms differ from the fleet model's (it is kept because a device
+  whose people labelled only normal windows, the usual way to show an offset, can never be
+  measured, and the fleet model raises alarms on much of such a device's normal).
 * A model file records every device whose labels trained it: deleting any of them deletes
   the file (:func:`delete_transfer_models`), as its data went into it.
 
@@ -51,7 +60,13 @@ from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.label.store import LabelStore
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 from edgewise.label.workflow import History, model_files, window_length
-from edgewise.transfer import DeviceModel, FleetModel, compare_on_holdout, fine_tune
+from edgewise.transfer import (
+    MIN_NORMALS_TO_RECENTRE,
+    DeviceModel,
+    FleetModel,
+    compare_on_holdout,
+    fine_tune,
+)
 
 __all__ = ["check_fleet", "delete_transfer_models", "load_transfer_model", "predict_transfer",
            "train_transfer"]
@@ -136,8 +151,13 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     Returns a summary: ``path``, ``version``, ``snapshot_id``, ``fleet_devices``,
     ``skipped`` (device -> why), ``fleet_windows`` and ``device_windows`` (labelled
     windows by class), ``recentred`` (features moved), ``recalibrated``, ``alarms``
-    (windows of the device flagged by the fleet and by the device model) and ``holdout``
-    (the hold-out F1s, or ``None`` with ``holdout_why``).
+    (windows of the device flagged by the fleet model, the fine-tuned model and the saved
+    ``device`` model), ``holdout`` (the hold-out F1s, or ``None`` with ``holdout_why``),
+    ``kept`` (``"device"``: the fine-tuned model is saved; ``"fleet"``: the fleet model is,
+    as the device's) with ``kept_why``, and ``warning`` (``None``, or why the saved model
+    may be worse than the fleet's: fine-tuned, but not measurable on a hold-out). The
+    fleet model is kept when the fine-tuned one scores below it on the hold-out, or when
+    fine-tuning changed nothing.
 
     Raises :class:`~edgewise.errors.InvalidParameterError` when the device has no labelled
     window, or the fleet's labelled windows are not of both classes.
@@ -191,8 +211,12 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
             field="fleet", value=used)
     fleet_model = FleetModel().fit(np.vstack(parts), fy_all)
     Xd, yd = ws.features[y >= 0], y[y >= 0]
-    model = fine_tune(fleet_model, Xd, yd)
+    tuned = fine_tune(fleet_model, Xd, yd)
     holdout, holdout_why = _holdout(fleet_model, Xd, yd)
+    kept, kept_why, warning = _keep(fleet_model, tuned, yd, holdout, holdout_why,
+                                    ws.features)
+    model = tuned if kept == "device" else DeviceModel(
+        fleet_model, np.zeros(len(tuned.shift_)), None, 0.0, len(yd))
     version = max(model_files(data_dir, device_id, kind="transfer"), default=0) + 1
     path = Path(data_dir) / "models" / f"transfer-{device_id}-v{version}.pkl"
     record = {
@@ -200,6 +224,7 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
         "created_ns": time.time_ns(), "label_snapshot_id": snapshot,
         "fleet_devices": used, "window_length": length, "metrics": metrics,
         "feature_names": list(ws.feature_names), "device_model": model,
+        "kept": kept, "kept_why": kept_why,
     }
     # it holds features of every fleet device's labelled windows: private, as labels are.
     # The sidecar (written first) says whose labels trained it, so deleting a device reads
@@ -214,13 +239,63 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
         "fleet_windows": {"normal": int((fy_all == 0).sum()),
                           "anomaly": int((fy_all == 1).sum())},
         "device_windows": {"normal": int((yd == 0).sum()), "anomaly": int((yd == 1).sum())},
-        "recentred": [n for n, s in zip(ws.feature_names, model.shift_, strict=True) if s],
-        "recalibrated": model.calibrator_ is not None,
+        "recentred": [n for n, s in zip(ws.feature_names, tuned.shift_, strict=True) if s],
+        "recalibrated": tuned.calibrator_ is not None,
         "alarms": {"windows": len(ws),
                    "fleet": int(fleet_model.predict(ws.features).sum()),
+                   "fine_tuned": int(tuned.predict(ws.features).sum()),
                    "device": int(model.predict(ws.features).sum())},
         "holdout": holdout, "holdout_why": holdout_why,
+        "kept": kept, "kept_why": kept_why, "warning": warning,
     }
+
+
+def _keep(fleet: FleetModel, tuned: DeviceModel, y: np.ndarray,
+          holdout: dict[str, float] | None, holdout_why: str | None, features: np.ndarray,
+          ) -> tuple[str, str, str | None]:
+    """Which model to save as the device's, ``"device"`` (the fine-tuned ``tuned``) or
+    ``"fleet"``, why, and a warning when the saved model may be worse than the fleet's.
+
+    >>> fleet = FleetModel().fit([[0.0], [1.0], [5.0], [6.0]], [0, 0, 1, 1])
+    >>> y = np.array([0, 1])
+    >>> _keep(fleet, fine_tune(fleet, [[0.5], [5.5]], y), y, None, "2 labelled windows",
+    ...       np.zeros((1, 1)))[:2]
+    ('fleet', 'fine-tuning changed nothing: 1 labelled-normal window(s), fewer than the 3 re-centring needs; 1 normal and 1 anomalous window(s), where re-calibration needs 2 of each')
+    >>> _keep(fleet, fine_tune(fleet, [[0.5], [5.5]], y), y,
+    ...       {"fleet_f1": 0.8, "device_f1": 0.5}, None, np.zeros((1, 1)))[:2]
+    ('fleet', "the fine-tuned model scored hold-out F1 0.500, below the fleet model's 0.800")
+    """  # noqa: E501
+    if holdout is not None:
+        f, d = holdout["fleet_f1"], holdout["device_f1"]
+        if d < f:
+            return "fleet", (f"the fine-tuned model scored hold-out F1 {d:.3f}, below the "
+                             f"fleet model's {f:.3f}"), None
+        return "device", (f"the fine-tuned model scored hold-out F1 {d:.3f}, the fleet "
+                          f"model {f:.3f}"), None
+    if not tuned.shift_.any() and tuned.calibrator_ is None:
+        normal, anomaly = int((y == 0).sum()), int((y == 1).sum())
+        missing = []
+        if normal < MIN_NORMALS_TO_RECENTRE:
+            missing.append(f"{normal} labelled-normal window(s), fewer than the "
+                           f"{MIN_NORMALS_TO_RECENTRE} re-centring needs")
+        else:
+            missing.append(f"its {normal} labelled-normal windows show no offset from the "
+                           "fleet's beyond their noise")
+        if min(normal, anomaly) < 2:
+            missing.append(f"{normal} normal and {anomaly} anomalous window(s), where "
+                           "re-calibration needs 2 of each")
+        else:
+            missing.append("re-calibrating did not beat the fleet's threshold in "
+                           "cross-validation")
+        return "fleet", "fine-tuning changed nothing: " + "; ".join(missing), None
+    alarms_fleet = int(fleet.predict(features).sum())
+    alarms_tuned = int(tuned.predict(features).sum())
+    return "device", f"the hold-out was not measured ({holdout_why})", (
+        f"the fine-tuned model is saved unchecked: it could not be compared with the fleet "
+        f"model on a hold-out ({holdout_why}), and may be worse than it. It flags "
+        f"{alarms_tuned} of the device's {len(features)} windows, the fleet model "
+        f"{alarms_fleet}. Label more windows (at least 4, an anomaly among the later half) "
+        "and train again to measure it.")
 
 
 def _holdout(fleet: FleetModel, X: np.ndarray, y: np.ndarray,

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgewise.errors import InvalidParameterError
+
 __all__ = ["FEATURE_KINDS", "feature_names", "window_features", "window_sequences"]
 
 #: Per-sensor summaries, in column order, then one ``age`` column.
@@ -103,6 +105,37 @@ def _history_slope(z: np.ndarray) -> np.ndarray:
     return np.where(den > 0, slope, 0.0)
 
 
+def _checked(z: np.ndarray, window: int, who: str) -> np.ndarray:
+    """``z`` as a 2-D float array, with ``window`` an int of at least 1; else an
+    :class:`~edgewise.errors.InvalidParameterError` naming the value and what would do
+    (a window of 0 gave NaN features, a negative one garbage, and 1-D rows "not enough
+    values to unpack").
+
+    >>> _checked(np.ones((3, 2)), 2, "window_features").shape
+    (3, 2)
+    >>> _checked(np.ones((3, 2)), 0, "window_features")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: window_features needs window as an int of at least 1 (rows per window). Got 0.
+    >>> _checked(np.ones(3), 2, "window_sequences")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: window_sequences needs rows as a 2-D array (n_rows, n_sensors). Got a 1-D array of shape (3,); one sensor's rows are z[:, None].
+    """  # noqa: E501
+    if (isinstance(window, bool) or not isinstance(window, int | np.integer)
+            or window < 1):
+        raise InvalidParameterError(
+            f"{who} needs window as an int of at least 1 (rows per window). Got {window!r}.",
+            field="window", value=window)
+    arr = np.asarray(z, dtype=float)
+    if arr.ndim != 2:
+        hint = "; one sensor's rows are z[:, None]" if arr.ndim == 1 else ""
+        raise InvalidParameterError(
+            f"{who} needs rows as a 2-D array (n_rows, n_sensors). Got a {arr.ndim}-D array "
+            f"of shape {arr.shape}{hint}.", field="z", value=arr.shape)
+    return arr
+
+
 def window_features(z: np.ndarray, window: int = 30) -> np.ndarray:
     """Level, trend and variability of each column of ``z`` over a trailing window.
 
@@ -111,7 +144,7 @@ def window_features(z: np.ndarray, window: int = 30) -> np.ndarray:
     z
         One unit's (normalised) sensor rows in time order, shape ``(n_rows, n_sensors)``.
     window
-        Rows per window.
+        Rows per window: an int of at least 1.
 
     Returns
     -------
@@ -119,8 +152,13 @@ def window_features(z: np.ndarray, window: int = 30) -> np.ndarray:
         Shape ``(n_rows, 6 * n_sensors + 1)``; columns as :func:`feature_names`. Values
         are rounded to float32 precision (the dtype stays float64), the precision of an
         exported model's inputs.
+
+    Raises
+    ------
+    InvalidParameterError
+        When ``window`` is not an int of at least 1, or ``z`` is not 2-D.
     """
-    z = np.asarray(z, dtype=float)
+    z = _checked(z, window, "window_features")
     n_rows, n_sensors = z.shape
     n = np.minimum(np.arange(1, n_rows + 1), window).astype(float)[:, None]
     mean = _lagged_sums(z, window) / n
@@ -144,9 +182,13 @@ def window_features(z: np.ndarray, window: int = 30) -> np.ndarray:
 def window_sequences(z: np.ndarray, window: int = 30) -> np.ndarray:
     """The trailing window of every row, left-padded with the first row.
 
-    Returns shape ``(n_rows, window, n_sensors)``.
+    Returns shape ``(n_rows, window, n_sensors)``. ``window`` must be an int of at least
+    1 and ``z`` 2-D (:class:`~edgewise.errors.InvalidParameterError` otherwise).
+
+    >>> window_sequences(np.arange(3.0)[:, None], window=2)[:, :, 0].tolist()
+    [[0.0, 0.0], [0.0, 1.0], [1.0, 2.0]]
     """
-    z = np.asarray(z, dtype=float)
+    z = _checked(z, window, "window_sequences")
     padded = np.vstack([np.repeat(z[:1], window - 1, axis=0), z])
     idx = np.arange(len(z))[:, None] + np.arange(window)[None, :]
     return padded[idx]

@@ -41,7 +41,7 @@ from starlette.concurrency import run_in_threadpool
 from edgewise.server.deps import SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.routes.devices import known_device, not_found
 
-__all__ = ["find_model", "router"]
+__all__ = ["find_model", "forget_device", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,29 @@ _lock = threading.Lock()
 #: prediction reads the device's whole history).
 TTL_S = 15.0
 _answers: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+_answers_lock = threading.Lock()
+#: Bumped by :func:`forget_device`: an answer computed while a device was deleted is not
+#: kept (it may read the readings being purged).
+_forgets = 0
+
+
+def forget_device(device_id: str) -> int:
+    """Drop the cached RUL answers of a deleted device (what ``DELETE /v1/devices/{id}``
+    calls), so a device registered again under its id is answered from its own readings
+    (``no_history`` until it has some), never the deleted one's prediction. How many
+    answers were dropped.
+
+    >>> _answers[("pump-9", "")] = (0.0, {"rul": 1.0})
+    >>> forget_device("pump-9"), ("pump-9", "") in _answers
+    (1, False)
+    """
+    global _forgets
+    with _answers_lock:
+        _forgets += 1
+        gone = [k for k in _answers if k[0] == device_id]
+        for k in gone:
+            del _answers[k]
+    return len(gone)
 
 
 def model_files(data_dir: Path) -> list[Path]:
@@ -144,13 +167,17 @@ def _predict(store: Any, data_dir: Path, device_id: str) -> dict[str, Any]:
         key = (device_id, "|".join(_file_key(p) for p in paths))
     except OSError:  # a file removed meanwhile: answer without the cache
         key = (device_id, "")
-    hit = _answers.get(key)
+    with _answers_lock:
+        hit = _answers.get(key)
+        forgets = _forgets
     if hit is not None and time.monotonic() - hit[0] < TTL_S:
         return hit[1]
     answer = _score(store, paths, device_id)
-    if len(_answers) > 10_000:
-        _answers.clear()
-    _answers[key] = (time.monotonic(), answer)
+    with _answers_lock:
+        if forgets == _forgets:  # no device was deleted while this was computed
+            if len(_answers) > 10_000:
+                _answers.clear()
+            _answers[key] = (time.monotonic(), answer)
     return answer
 
 
