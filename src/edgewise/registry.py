@@ -33,7 +33,17 @@ enforces it per model for every device a release reaches: a version published be
 a device of the target can already receive (the newest release of the model to the target, to
 the device itself or to any group it is in, per the device groups of the credentials) is refused
 unless it is a rollback order, and a rollback order for a version that is older for none of them
-is refused. Releases to targets that share no device are independent.
+is refused. Releases to targets that share no device are independent. Versions are ordered by
+when they were published on this registry: a publish counter (:attr:`ModelVersion.seq`) that
+only grows, never the host's clock (a clock stepped back made the newer version "older").
+
+Changing a device's groups never hands it an older version of a model without a signed
+rollback order either: :meth:`Registry.check_group_change` (run by
+:meth:`edgewise.security.Security.set_device_groups`) refuses a change after which the newest
+release of a model the device is offered would be of a version published before the one it is
+offered now, naming the release and the rollout or rollback order to sign first. A device that
+leaves the last target offering it a model keeps that version as its floor: later releases of
+the model that reach it are checked against it as against its own releases.
 
 >>> import tempfile
 >>> reg = Registry(tempfile.mkdtemp())
@@ -587,9 +597,12 @@ def _devices(ids: list[str]) -> str:
     return f"devices {shown}" + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 
 
-def _check_label(value: object, what: str, where: str) -> str:
+def _check_label(value: object, what: str, where: str, *, strict: bool = False) -> str:
     """Return ``value`` if it is a usable model name or version: non-empty text, not only
     blanks (``""`` matched every model's versions, and a release named ``''`` was signed).
+    ``strict`` (what :meth:`Registry.publish` checks): also no blank at either end and no
+    control or other unprintable character (``"1.0.0 "`` and ``"1.0.0\\n"`` were published
+    as versions apart from ``"1.0.0"`` and listed alike).
 
     >>> _check_label("1.0.0", "version", "Registry.rollout")
     '1.0.0'
@@ -597,11 +610,21 @@ def _check_label(value: object, what: str, where: str) -> str:
     Traceback (most recent call last):
     ...
     edgewise.errors.InvalidParameterError: The 'name' parameter of Registry.rollout must be non-empty text, not only blanks. Got '' instead.
+    >>> _check_label("1.0.0\\n", "version", "Registry.publish", strict=True)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'version' parameter of Registry.publish must be text without blanks at either end and without control characters, e.g. '1.0.0'. Got '1.0.0\\n' instead.
     """  # noqa: E501
     if not isinstance(value, str) or not value.strip():
         raise InvalidParameterError(
             f"The {what!r} parameter of {where} must be non-empty text, not only blanks. "
             f"Got {value!r} instead.", field=what, value=value)
+    if strict and (value != value.strip() or not value.isprintable()):
+        example = value.strip() if value.strip().isprintable() else "1.0.0"
+        raise InvalidParameterError(
+            f"The {what!r} parameter of {where} must be text without blanks at either end "
+            f"and without control characters, e.g. {example!r}. Got {value!r} instead.",
+            field=what, value=value)
     return value
 
 
@@ -630,10 +653,25 @@ def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+#: The ``versions`` columns a :class:`ModelVersion` is made of, in its fields' order.
+_VERSION_COLS = "name, version, format, sha256, size, trained_on, metrics, created_ns, seq"
+
+
 def _model_version(row: tuple[Any, ...]) -> ModelVersion:
-    """A ``versions`` table row as a :class:`ModelVersion`."""
+    """A ``versions`` row (:data:`_VERSION_COLS`) as a :class:`ModelVersion`."""
     return ModelVersion(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]),
-                        row[7])
+                        row[7], int(row[8] or 0))
+
+
+def _rfc3339(ns: int) -> str:
+    """RFC 3339 UTC text of nanoseconds since the epoch, to the second.
+
+    >>> _rfc3339(1706702400_500_000_000)
+    '2024-01-31T12:00:00Z'
+    """
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ns // 10**9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -648,6 +686,10 @@ class ModelVersion:
     trained_on: str
     metrics: dict[str, float]
     created_ns: int
+    #: publish order on this registry: 1 for its first version, one more with each publish.
+    #: Versions are ordered by it (which is older), never by ``created_ns``, the publishing
+    #: host's clock (a clock stepped back made a newer version "older").
+    seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -672,18 +714,66 @@ class Release:
         """JSON-ready ``{"manifest", "signature"}`` (base64) as served to agents."""
         return SignedArtifact(self.manifest_bytes, self.signature, b"").envelope()
 
+    @property
+    def expires_ns(self) -> int:
+        """When the signed manifest expires (ns since the epoch); 0 if it cannot be read."""
+        try:
+            return int(json.loads(self.manifest_bytes)["expires_ns"])
+        except (ValueError, TypeError, KeyError):
+            return 0
+
+    def expired(self, now_ns: int | None = None) -> bool:
+        """Whether the manifest's expiry has passed: every agent refuses it (``expired``)
+        until it is signed again (the same rollout run again).
+
+        >>> import tempfile
+        >>> reg = Registry(tempfile.mkdtemp())
+        >>> _ = reg.publish("m", "1.0.0", b"x", format="bin")
+        >>> _ = reg.rollout("m", "1.0.0", "group:a", expires_in_s=3600)
+        >>> rel = reg.releases()[0]
+        >>> rel.expired(), rel.expired(rel.expires_ns)
+        (False, True)
+        """
+        return self.expires_ns <= (time.time_ns() if now_ns is None else now_ns)
+
+    def listing(self, now_ns: int | None = None) -> dict[str, Any]:
+        """The release as ``GET /v1/registry`` and ``edgewise registry list --json`` show it:
+        ``release``, ``name``, ``version``, ``target``, ``kind``, ``expires`` (RFC 3339 UTC)
+        and ``expired``."""
+        return {"release": self.release, "name": self.name, "version": self.version,
+                "target": self.target, "kind": self.kind, "expires": _rfc3339(self.expires_ns),
+                "expired": self.expired(now_ns)}
+
+    def rerun_command(self) -> str:
+        """The command that signs this release again (with a new counter and expiry).
+
+        >>> Release(3, "ewz", "1.0.0", "group:a", "rollback", 0, b"{}", b"").rerun_command()
+        'edgewise registry rollout ewz 1.0.0 group:a --rollback'
+        """
+        import shlex
+
+        return (f"edgewise registry rollout {shlex.quote(self.name)} "
+                f"{shlex.quote(self.version)} {shlex.quote(self.target)}"
+                + (" --rollback" if self.kind == "rollback" else ""))
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
   name TEXT NOT NULL, version TEXT NOT NULL, format TEXT NOT NULL, sha256 TEXT NOT NULL,
   size INTEGER NOT NULL, trained_on TEXT NOT NULL, metrics TEXT NOT NULL,
-  created_ns INTEGER NOT NULL, PRIMARY KEY (name, version));
+  created_ns INTEGER NOT NULL, seq INTEGER, PRIMARY KEY (name, version));
 CREATE TABLE IF NOT EXISTS releases (
   release INTEGER PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL, target TEXT NOT NULL,
   kind TEXT NOT NULL, created_ns INTEGER NOT NULL, manifest BLOB NOT NULL, signature BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS withdrawn (
   release INTEGER PRIMARY KEY, key_id TEXT NOT NULL, withdrawn_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS floors (
+  device_id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, release INTEGER NOT NULL,
+  target TEXT NOT NULL, PRIMARY KEY (device_id, name));
 """
+#: a publish's temporary blob file older than this is left by a publish that died (kill -9,
+#: power loss) and is removed when a registry is opened; a younger one may be being written
+STALE_TMP_S = 15 * 60
 
 
 class Registry:
@@ -731,6 +821,62 @@ class Registry:
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._number_versions()
+        self._sweep_temporary_blobs()
+
+    def _number_versions(self) -> None:
+        """Give a registry made before versions had a publish counter one: its versions
+        numbered in the order they were then sorted by (``created_ns``, then the row's
+        insertion order); once, under a write lock, so processes opening it together agree."""
+        def has_seq() -> bool:
+            return any(r[1] == "seq" for r in self._db.execute("PRAGMA table_info(versions)"))
+
+        def unnumbered() -> bool:
+            return self._db.execute(
+                "SELECT 1 FROM versions WHERE seq IS NULL LIMIT 1").fetchone() is not None
+
+        if has_seq() and not unnumbered():
+            self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS versions_seq ON versions (seq)")
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if not has_seq():
+                    self._db.execute("ALTER TABLE versions ADD COLUMN seq INTEGER")
+                if unnumbered():  # after those numbered already, in their old order
+                    (top,) = self._db.execute(
+                        "SELECT COALESCE(MAX(seq), 0) FROM versions").fetchone()
+                    rows = self._db.execute("SELECT rowid FROM versions WHERE seq IS NULL "
+                                            "ORDER BY created_ns, rowid").fetchall()
+                    self._db.executemany("UPDATE versions SET seq = ? WHERE rowid = ?",
+                                         [(int(top) + i, r[0]) for i, r in
+                                          enumerate(rows, 1)])
+                self._db.execute(
+                    "CREATE UNIQUE INDEX IF NOT EXISTS versions_seq ON versions (seq)")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _sweep_temporary_blobs(self, now: float | None = None) -> list[Path]:
+        """Remove the temporary blob files (``blobs/.<sha256>.*.tmp``) of publishes that died
+        while writing (each as large as its model, and never reused: the next publish writes
+        a file of its own), those not written for :data:`STALE_TMP_S`: younger ones may be
+        a running publish's. Returns the files removed."""
+        cutoff = (time.time() if now is None else now) - STALE_TMP_S
+        gone: list[Path] = []
+        for path in (self.root / "blobs").glob(".*.tmp"):
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    gone.append(path)
+            except FileNotFoundError:  # another process swept it first
+                continue
+        if gone:
+            logging.getLogger(__name__).info(
+                "registry: removed %d temporary model file(s) left by publishes that "
+                "stopped while writing: %s", len(gone), ", ".join(p.name for p in gone))
+        return gone
 
     # -- the signing key ----------------------------------------------------------------------
     @property
@@ -764,6 +910,19 @@ class Registry:
         except (OSError, ValueError):
             return None
         return raw if len(raw) == 32 else None
+
+    @property
+    def listed_key_id(self) -> str | None:
+        """The key id a listing shows (``registry list``, ``GET /v1/registry``), never making
+        a key: that of ``signing_key.pem`` when it is the issued key, else the issued key's
+        (:attr:`issued_key_id`: from ``signing_key.pub``, or the newest release's manifest
+        when both key files are gone); ``None`` for a registry that never had one."""
+        if self.key_state == "ok":
+            try:
+                return self.key_id
+            except SignatureError:  # the file went away meanwhile
+                pass
+        return self.issued_key_id
 
     @property
     def key_state(self) -> str:
@@ -831,13 +990,48 @@ class Registry:
     def ensure_key(self) -> str:
         """At a gateway's start: make the signing key if this registry never had one (agents
         are enrolled before the first rollout), or log that an issued key is lost (its
-        releases are still served; signing is refused). Returns :attr:`key_state`."""
+        releases are still served; signing is refused); and log a warning for each expired
+        release devices are still offered (:meth:`warn_expired`). Returns
+        :attr:`key_state`."""
         try:
             self.signing_key()
         except SignatureError as exc:
             logging.getLogger(__name__).warning(
                 "registry: %s Existing releases are still served.", exc)
+        self.warn_expired()
         return self.key_state
+
+    def expired_current(self, now_ns: int | None = None) -> list[Release]:
+        """The releases devices are still offered whose manifest has expired, oldest first:
+        of each model, the newest release to each target (what :meth:`current` answers from).
+        Every agent refuses them (``expired``); the registry does not re-sign them on its own
+        (a signature is the operator's act): run the same rollout again
+        (:meth:`Release.rerun_command`).
+
+        >>> import tempfile
+        >>> reg = Registry(tempfile.mkdtemp())
+        >>> _ = reg.publish("m", "1.0.0", b"x", format="bin")
+        >>> _ = reg.rollout("m", "1.0.0", "group:a", expires_in_s=3600)
+        >>> reg.expired_current(), [r.release for r in reg.expired_current(2**62)]
+        ([], [1])
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM releases WHERE release IN (SELECT MAX(release) FROM releases "
+                "GROUP BY name, target) ORDER BY release").fetchall()
+        return [rel for rel in map(lambda r: Release(*r), rows) if rel.expired(now_ns)]
+
+    def warn_expired(self, now_ns: int | None = None) -> list[Release]:
+        """Log a warning for each expired release devices are still offered
+        (:meth:`expired_current`), naming the rollout that signs it again; return them."""
+        gone = self.expired_current(now_ns)
+        for rel in gone:
+            logging.getLogger(__name__).warning(
+                "registry: release %d (%s %s -> %s, %s) expired at %s: every device refuses "
+                "it (expired) and is offered nothing newer of it; sign it again with: %s",
+                rel.release, rel.name, rel.version, rel.target, rel.kind,
+                _rfc3339(rel.expires_ns), rel.rerun_command())
+        return gone
 
     def signing_key(self) -> SigningKey:
         """The private signing key; made (mode 0600) if this registry never had one.
@@ -954,8 +1148,18 @@ class Registry:
         ...
         edgewise.errors.InvalidParameterError: The 'version' parameter of Registry.publish must be non-empty text, not only blanks. Got ' ' instead.
         """  # noqa: E501
-        _check_label(name, "name", "Registry.publish")
-        _check_label(version, "version", "Registry.publish")
+        _check_label(name, "name", "Registry.publish", strict=True)
+        _check_label(version, "version", "Registry.publish", strict=True)
+        _check_label(format, "format", "Registry.publish", strict=True)
+        if not isinstance(trained_on, str):  # NOT NULL in the table: refused before any write
+            raise InvalidParameterError(
+                "The 'trained_on' parameter of Registry.publish must be text (\"\" for none). "
+                f"Got {trained_on!r} instead.", field="trained_on", value=trained_on)
+        if not isinstance(payload, bytes | bytearray):
+            raise InvalidParameterError(
+                "The 'payload' parameter of Registry.publish must be bytes (the model file's "
+                f"contents). Got {type(payload).__name__} instead.", field="payload")
+        payload = bytes(payload)
         checked = _check_metrics(metrics or {})
         self._refuse_unusable_key()
         digest = hashlib.sha256(payload).hexdigest()
@@ -964,18 +1168,27 @@ class Registry:
         # same bytes whoever wins (by content), and each rename is atomic
         if _blob_problem(blob, digest, len(payload)) is not None:
             _replace_atomically(blob, payload)
-        mv = ModelVersion(
-            name, version, format, digest, len(payload), trained_on, checked, time.time_ns(),
-        )
+        created = time.time_ns()
         try:
             with self._lock:
-                self._db.execute(
-                    "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?)",
-                    (name, version, format, digest, len(payload), trained_on,
-                     json.dumps(mv.metrics), mv.created_ns),
-                )
-        except sqlite3.IntegrityError:
-            old = self.version(name, version)
+                self._db.execute("BEGIN IMMEDIATE")
+                try:  # the next publish counter, taken under the write lock
+                    (seq,) = self._db.execute(
+                        "SELECT COALESCE(MAX(seq), 0) + 1 FROM versions").fetchone()
+                    self._db.execute(
+                        f"INSERT INTO versions ({_VERSION_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (name, version, format, digest, len(payload), trained_on,
+                         json.dumps(checked), created, int(seq)),
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.IntegrityError as exc:
+            try:  # only (name, version) taken is "already published": anything else is a bug
+                old = self.version(name, version)
+            except KeyError:
+                raise exc from None
             if (old.sha256, old.size, old.format, old.trained_on, old.metrics) == (
                     digest, len(payload), format, trained_on, checked):
                 return old  # the very version again: its blob is intact now (checked above)
@@ -985,12 +1198,15 @@ class Registry:
                 f"Model {name!r} version {version!r} is already published{same}; versions are "
                 "immutable, publish a new version.", field="version", value=version,
             ) from None
-        return mv
+        return ModelVersion(name, version, format, digest, len(payload), trained_on, checked,
+                            created, int(seq))
 
     def versions(self, name: str | None = None) -> list[ModelVersion]:
-        """Published versions, oldest first, optionally of one model."""
+        """Published versions, oldest first (in publish order, :attr:`ModelVersion.seq`),
+        optionally of one model."""
         one = name is not None  # "" is a (never published) name, not "every model"
-        q = "SELECT * FROM versions" + (" WHERE name = ?" if one else "") + " ORDER BY created_ns"
+        q = (f"SELECT {_VERSION_COLS} FROM versions" + (" WHERE name = ?" if one else "")
+             + " ORDER BY seq")
         with self._lock:
             rows = self._db.execute(q, (name,) if one else ()).fetchall()
         return [_model_version(r) for r in rows]
@@ -1007,7 +1223,8 @@ class Registry:
         KeyError: "Model '' has no published version '1.0.0'."
         """
         with self._lock:
-            row = self._db.execute("SELECT * FROM versions WHERE name = ? AND version = ?",
+            row = self._db.execute(f"SELECT {_VERSION_COLS} FROM versions WHERE name = ? "
+                                   "AND version = ?",
                                    (name, version)).fetchone()
         if row is None:
             raise KeyError(f"Model {name!r} has no published version {version!r}.")
@@ -1041,7 +1258,7 @@ class Registry:
         path = self.root / "blobs" / sha256
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, version, size FROM versions WHERE sha256 = ? ORDER BY created_ns",
+                "SELECT name, version, size FROM versions WHERE sha256 = ? ORDER BY seq",
                 (sha256,)).fetchall()
         if not rows:  # no version has it: a blob left by a refused publish, if any
             try:
@@ -1106,8 +1323,10 @@ class Registry:
         reaches can already receive (the newest release of ``name`` to the target, to that
         device or to any of its groups) is signed only with ``kind="rollback"``
         (:meth:`rollback`), and ``kind="rollback"`` only for such a version (or to re-sign the
-        rollback order the target has); else :class:`InvalidParameterError`. Versions are
-        ordered by when they were published, not by their text ("beta").
+        rollback order the target has); else :class:`InvalidParameterError`. A device's floor
+        (the version it was offered through a group it left, :meth:`check_group_change`)
+        counts as a release to it. Versions are ordered by when they were published on this
+        registry (:attr:`ModelVersion.seq`), not by their text ("beta") nor by the clock.
 
         >>> import tempfile
         >>> reg = Registry(tempfile.mkdtemp(), device_groups=lambda: {"pump-7": ["line-a"]})
@@ -1148,6 +1367,18 @@ class Registry:
             return self._sign_next(name, version, target, mv, payload, expires_in_s, kind, key,
                                    reach, has_device)
 
+    @staticmethod
+    def _reached(target: str, reach: Mapping[str, list[str]]) -> list[str]:
+        """The devices a release to ``target`` goes to (``reach`` from :meth:`_reach`).
+
+        >>> Registry._reached("group:a", {"group:a": [], "device:p7": ["p7"]})
+        ['p7']
+        """
+        kind, _, ident = target.partition(":")
+        if kind == "device":
+            return [ident]
+        return sorted({d for ds in reach.values() for d in ds})
+
     def _groups_of_devices(self) -> dict[str, set[str]]:
         """Each device's groups: from ``device_groups`` if given, else from the credentials
         (none while ``security.sqlite`` does not exist: opening it would make it)."""
@@ -1186,18 +1417,137 @@ class Registry:
                     seen.append(d)
         return reach
 
+    def check_group_change(self, device_id: str, before: Iterable[str],
+                           after: Iterable[str]) -> None:
+        """Refuse to move device ``device_id`` from groups ``before`` to groups ``after`` when
+        that would hand it an older version of a model without a signed rollback order
+        (:class:`InvalidParameterError`, field ``groups``, naming the release, the one it is
+        offered now, and the rollout or rollback order to sign first); else note what it
+        leaves behind. :meth:`edgewise.security.Security.set_device_groups` runs it.
+
+        Per model, the device is offered the newest release (by counter) to it or to its
+        groups. A change is refused when, after it, that release would be another one, of a
+        version published before the one it is offered now (or before its floor): joining a
+        group that holds an older version (its agent would install it, as it has a newer
+        counter), or leaving the group whose newer version it was offered (its agent would
+        refuse the older release it falls back to, and a later release of that older version
+        to the device alone would be signed as a plain release and installed). A device that
+        leaves the last target offering it a model keeps that version as its *floor*: releases
+        of the model that reach it later are checked against it (:meth:`rollout`) until one
+        is signed for it. A release of the same or a newer version is never refused (a lower
+        counter is refused by the agent, which keeps its version until the next release).
+
+        >>> import tempfile
+        >>> reg = Registry(tempfile.mkdtemp())
+        >>> for v in ("1.0.0", "2.0.0"):
+        ...     _ = reg.publish("ewz", v, v.encode(), format="pickle")
+        >>> _ = reg.rollout("ewz", "2.0.0", "device:pump-8")
+        >>> _ = reg.rollout("ewz", "1.0.0", "group:line-a")
+        >>> reg.check_group_change("pump-8", [], ["line-a"])
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.InvalidParameterError: Putting device 'pump-8' in group 'line-a' (from no group) would offer it release 2 of 'ewz', version '1.0.0' (to 'group:line-a'), older than '2.0.0' that it is offered now (release 1, to 'device:pump-8'): a device goes back to an older version only by a signed rollback order. First roll out 'ewz' '2.0.0' (or newer) to 'group:line-a' (edgewise registry rollout ewz 2.0.0 group:line-a), or sign the rollback for the device (edgewise registry rollout ewz 1.0.0 device:pump-8 --rollback); then change its groups.
+        """  # noqa: E501
+        import shlex
+
+        old_t = set(_targets_of(device_id, before)[0])
+        new_t = set(_targets_of(device_id, after)[0])
+        if old_t == new_t:
+            return
+        every = sorted(old_t | new_t)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    "SELECT r.release, r.name, r.version, r.target, v.seq FROM releases r "
+                    "JOIN versions v ON v.name = r.name AND v.version = r.version WHERE "
+                    f"r.target IN ({','.join('?' * len(every))})", every).fetchall()
+                floors = {str(f[1]): f for f in self._db.execute(
+                    "SELECT f.release, f.name, f.version, f.target, v.seq FROM floors f JOIN "
+                    "versions v ON v.name = f.name AND v.version = f.version WHERE "
+                    "f.device_id = ?", (device_id,)).fetchall()}
+                was: dict[str, tuple[Any, ...]] = {}
+                will: dict[str, tuple[Any, ...]] = {}
+                for row in rows:
+                    for targets, newest in ((old_t, was), (new_t, will)):
+                        if row[3] in targets and (row[1] not in newest
+                                                  or row[0] > newest[row[1]][0]):
+                            newest[row[1]] = row
+                for name in sorted(set(was) | set(floors)):
+                    b, f, a = was.get(name), floors.get(name), will.get(name)
+                    if a is None or (b is not None and a[0] == b[0]):
+                        continue
+                    level = max((x for x in (b, f) if x is not None), key=lambda x: int(x[4]))
+                    if int(a[4]) < int(level[4]):
+                        raise self._group_change_error(device_id, before, after, a, level,
+                                                       level is f, shlex.quote)
+                for name, b in was.items():  # offered no release of it after: its floor
+                    f = floors.get(name)
+                    if name not in will and (f is None or int(f[4]) < int(b[4])):
+                        self._db.execute("INSERT OR REPLACE INTO floors VALUES (?,?,?,?,?)",
+                                         (device_id, name, b[2], b[0], b[3]))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _group_change_error(device_id: str, before: Iterable[str], after: Iterable[str],
+                            a: tuple[Any, ...], b: tuple[Any, ...], floor: bool,
+                            quote: Callable[[str], str]) -> InvalidParameterError:
+        """The refusal of :meth:`check_group_change`: release ``a`` (``release, name,
+        version, target, seq``) would be offered, older than ``b`` (a release or a floor)."""
+        def named(groups: Iterable[str]) -> str:
+            gs = sorted(set(groups))
+            if not gs:
+                return "no group"
+            return ("group " if len(gs) == 1 else "groups ") + ", ".join(map(repr, gs))
+
+        new = sorted(set(after))
+        if not new:
+            change = f"Taking device {device_id!r} out of {named(before)}"
+        elif not set(before):
+            change = f"Putting device {device_id!r} in {named(new)} (from no group)"
+        else:
+            change = (f"Changing the groups of device {device_id!r} from {named(before)} to "
+                      f"{named(new)}")
+        release, name, version, target = int(a[0]), str(a[1]), str(a[2]), str(a[3])
+        now = (f"which it was offered (release {b[0]}, to {b[3]!r}) before it left that target"
+               if floor else f"that it is offered now (release {b[0]}, to {b[3]!r})")
+        forward = (f"edgewise registry rollout {quote(name)} {quote(str(b[2]))} "
+                   f"{quote(target)}")
+        back = (f"edgewise registry rollout {quote(name)} {quote(version)} "
+                f"{quote('device:' + device_id)} --rollback")
+        return InvalidParameterError(
+            f"{change} would offer it release {release} of {name!r}, version {version!r} (to "
+            f"{target!r}), older than {str(b[2])!r} {now}: a device goes back to an older "
+            f"version only by a signed rollback order. First roll out {name!r} {str(b[2])!r} "
+            f"(or newer) to {target!r} ({forward}), or sign the rollback for the device "
+            f"({back}); then change its groups.", field="groups", value=new)
+
     def _check_direction(self, name: str, version: str, target: str, mv: ModelVersion,
                          kind: str, reach: Mapping[str, list[str]]) -> None:
         """Refuse a downgrade not signed as a rollback, and a rollback that is no downgrade
         (inside the write transaction of :meth:`_sign_next`): against the newest release of
         ``name`` to each target in ``reach`` (:meth:`_reach`), what the devices the release
-        goes to can already receive."""
+        goes to can already receive, and against their floors (:meth:`check_group_change`)."""
         marks = ",".join("?" * len(reach))
         rows = self._db.execute(
-            "SELECT r.target, r.version, r.kind, v.created_ns, r.release FROM releases r "
+            "SELECT r.target, r.version, r.kind, v.seq, r.release FROM releases r "
             "JOIN versions v ON v.name = r.name AND v.version = r.version WHERE r.release IN "
             "(SELECT MAX(release) FROM releases WHERE name = ? AND target IN "
             f"({marks}) GROUP BY target)", [name, *reach]).fetchall()
+        devices = self._reached(target, reach)
+        floors = self._db.execute(
+            "SELECT f.device_id, f.version, f.target, v.seq, f.release FROM floors f JOIN "
+            "versions v ON v.name = f.name AND v.version = f.version WHERE f.name = ? AND "
+            f"f.device_id IN ({','.join('?' * len(devices))})", [name, *devices]).fetchall()
+        givens = {str(r[0]): None for r in rows}
+        for dev, fv, src, fseq, frel in floors:  # a floor: what a device was offered before
+            label = f"floor:{dev}"
+            rows.append((label, fv, "release", fseq, frel))
+            givens[label] = (f"which device {dev!r} was offered (release {frel}, to {src!r}) "
+                             "before it left that target")
         if not rows:
             if kind == "rollback":
                 also = " nor has any device it reaches" if len(reach) > 1 else ""
@@ -1207,13 +1557,14 @@ class Registry:
                     "--rollback (kind='release').", field="kind", value=kind)
             return
         # the newest version any of them has; of equals, the target's own, then the latest
-        cur_target, cur_version, _, cur_ns, _ = max(
-            rows, key=lambda r: (int(r[3]), r[0] == target, int(r[4])))
-        cur_target, cur_version, cur_ns = str(cur_target), str(cur_version), int(cur_ns)
-        given = (f"which {target!r} was last given" if cur_target == target else
-                 f"already released to {cur_target!r}, which reaches "
-                 f"{_devices(reach[cur_target])} too")
-        older = mv.created_ns < cur_ns
+        cur_target, cur_version, _, cur_seq, _ = max(
+            rows, key=lambda r: (int(r[3] or 0), r[0] == target, int(r[4])))
+        cur_target, cur_version, cur_seq = str(cur_target), str(cur_version), int(cur_seq or 0)
+        given = givens[cur_target] or (
+            f"which {target!r} was last given" if cur_target == target else
+            f"already released to {cur_target!r}, which reaches "
+            f"{_devices(reach[cur_target])} too")
+        older = mv.seq < cur_seq
         if older and kind != "rollback":
             what = "" if cur_target == target else f" for {target!r}"
             raise InvalidParameterError(
@@ -1256,6 +1607,10 @@ class Registry:
                 (art.release, name, version, target, kind, time.time_ns(),
                  signed.manifest_bytes, signed.signature),
             )
+            devices = self._reached(target, reach)  # checked against their floors: now this
+            self._db.execute(  # release is what they are offered of the model
+                f"DELETE FROM floors WHERE name = ? AND device_id IN "
+                f"({','.join('?' * len(devices))})", [name, *devices])
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -1308,6 +1663,7 @@ class Registry:
                     [(r.release, str(json.loads(r.manifest_bytes).get("key_id", "unknown")), now)
                      for r in gone])
                 self._db.execute("DELETE FROM releases WHERE target = ?", (target,))
+                self._db.execute("DELETE FROM floors WHERE device_id = ?", (device_id,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

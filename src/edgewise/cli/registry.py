@@ -12,6 +12,12 @@ a ``device:<id>`` of no registered device, an ``--expires-days`` under one hour
 (:data:`edgewise.registry.MIN_EXPIRY_DAYS`) or over 3650, and a version whose stored model is
 missing or damaged. ``publish`` with the same bytes (the same command again) rewrites a
 damaged stored model.
+
+Every one of them refuses a ``--data-dir`` that does not exist, in one line (exit 2), and
+makes nothing there (``pubkey`` and ``new-key`` printed a brand-new key for a typo); only
+``publish`` makes the default data directory, so the first publish on a fresh install works.
+``list`` shows each release's expiry and marks an expired release devices are still offered
+(every agent refuses it) with the rollout that signs it again.
 """
 
 from __future__ import annotations
@@ -56,20 +62,22 @@ app.add_typer(registry_app, name="registry")
 def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only this model.")] = "",
              json_out: Json = False) -> None:
     """List published versions and releases."""
+    import time
+
     from edgewise.registry import Registry
 
     reg = Registry(existing_data_dir(data_dir))  # a mistyped --data-dir is refused, not made
     versions = reg.versions(name or None)
     releases = [r for r in reg.releases() if not name or r.name == name]
     state = reg.key_state
-    key_id = None if state == "none" else reg.key_id
+    key_id = reg.listed_key_id  # the issued key's even when both key files are gone
+    now = time.time_ns()
     if json_out:  # strict JSON: a NaN metric published before they were checked is null
         typer.echo(json.dumps(_strict_json({
             "key_id": key_id,
             "key_state": state,
             "versions": [v.__dict__ for v in versions],
-            "releases": [{"release": r.release, "name": r.name, "version": r.version,
-                          "target": r.target, "kind": r.kind} for r in releases],
+            "releases": [r.listing(now) for r in releases],
         }), allow_nan=False))
         return
     typer.echo({"ok": f"signing key {key_id}",
@@ -83,8 +91,14 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
     for v in versions:
         typer.echo(f"{v.name} {v.version}  {v.format}  {v.size} B  sha256 {v.sha256[:16]}  "
                    f"trained on {v.trained_on or '-'}  {v.metrics}")
+    offered = {r.release for r in reg.expired_current(now)}  # expired, and still offered
     for r in releases:
-        typer.echo(f"release {r.release}: {r.name} {r.version} -> {r.target} ({r.kind})")
+        row = r.listing(now)
+        expiry = (f"EXPIRED {row['expires']} (devices refuse it; sign it again: "
+                  f"{r.rerun_command()})" if r.release in offered else
+                  f"expired {row['expires']}" if row["expired"] else f"expires {row['expires']}")
+        typer.echo(f"release {r.release}: {r.name} {r.version} -> {r.target} ({r.kind})  "
+                   f"{expiry}")
 
 
 def _strict_json(obj: object) -> object:
@@ -135,12 +149,13 @@ def publish_cmd(
     """Publish MODEL_FILE as NAME VERSION.
 
     Publishing a version again with the same file and options changes nothing but checks its
-    stored model, and rewrites it if it was damaged on disk.
+    stored model, and rewrites it if it was damaged on disk. The data directory must exist
+    (a mistyped --data-dir is refused), except the default one, which the first publish on
+    a fresh install makes.
     """
-    import time
-
     from edgewise.registry import Registry
 
+    _publish_data_dir(data_dir)
     if not model_file.is_file():
         raise fail(f"Model file {str(model_file)!r} does not exist.")
     metrics = {}
@@ -156,13 +171,20 @@ def publish_cmd(
         raise fail(str(exc)) from None
     from edgewise.errors import InvalidParameterError, SignatureError
 
-    started = time.time_ns()
+    reg = Registry(data_dir)
     try:
-        mv = Registry(data_dir).publish(name, version, model_file.read_bytes(), format=fmt,
-                                        trained_on=trained_on, metrics=metrics)
+        reg.version(name, version)
+    except KeyError:
+        again = False
+    else:  # the very version again (if the same bytes): its stored model is checked
+        again = True
+    try:
+        mv = reg.publish(name, version, model_file.read_bytes(), format=fmt,
+                         trained_on=trained_on, metrics=metrics)
     except (InvalidParameterError, SignatureError) as exc:
         raise fail(str(exc)) from None
-    again = mv.created_ns < started  # the very version again: its stored model was checked
+    finally:
+        reg.close()
     _audit(data_dir, "model.publish", name, {"version": version, "sha256": mv.sha256,
                                              "size": mv.size, "format": mv.format,
                                              **({"again": True} if again else {})})
@@ -172,6 +194,24 @@ def publish_cmd(
                    "was damaged)")
         return
     typer.echo(f"published {mv.name} {mv.version} ({mv.size} B, sha256 {mv.sha256[:16]})")
+
+
+def _publish_data_dir(data_dir: Path) -> Path:
+    """The data directory ``publish`` writes to: one that exists (else the one-line refusal
+    of :func:`existing_data_dir`: a mistyped ``--data-dir`` would take the model to a new
+    registry nobody serves), or the default data directory, which a first publish on a fresh
+    install (no ``--data-dir``, no ``EDGEWISE_DATA_DIR``) makes.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _publish_data_dir(d) == d
+    True
+    """
+    from edgewise.config import default_data_dir
+
+    if not data_dir.exists() and data_dir.resolve() == default_data_dir().resolve():
+        return data_dir
+    return existing_data_dir(data_dir)
 
 
 def _audit(data_dir: Path, action: str, target: str, detail: dict[str, object]) -> None:
@@ -202,6 +242,7 @@ def rollout_cmd(
     from edgewise.registry import Registry, check_expires_days
     from edgewise.security import Security
 
+    existing_data_dir(data_dir)  # a mistyped one: nothing was published there, nothing made
     try:
         days = check_expires_days(expires_days, "--expires-days")
         reg = Registry(data_dir)
@@ -235,7 +276,8 @@ def pubkey_cmd(data_dir: DataDir) -> None:
     from edgewise.errors import SignatureError
     from edgewise.registry import Registry, key_id_of
 
-    reg = Registry(data_dir)
+    # a mistyped --data-dir must not print a brand-new key as if it were the gateway's
+    reg = Registry(existing_data_dir(data_dir))
     if reg.key_state == "mismatch":  # enrolling agents with either key would be wrong
         try:
             reg.signing_key()
@@ -262,7 +304,7 @@ def new_key_cmd(data_dir: DataDir) -> None:
     from edgewise.errors import SignatureError
     from edgewise.registry import Registry
 
-    reg = Registry(data_dir)
+    reg = Registry(existing_data_dir(data_dir))  # never a new key in a mistyped data dir
     old_key_id = reg.issued_key_id  # the key agents trust until they are given the new one
     try:
         key = reg.new_key()

@@ -595,9 +595,27 @@ class Security:
                           actor: str = "cli") -> list[str]:
         """Make ``groups`` the device's groups (replacing the old ones); return them sorted.
 
-        ``KeyError`` if the device is not registered.
+        ``KeyError`` if the device is not registered. Refused
+        (:class:`~edgewise.errors.InvalidParameterError`, field ``groups``) when the change
+        would hand the device an older version of a model than the one it is offered now
+        without a signed rollback order (joining a group that holds an older version, leaving
+        the group whose newer version it runs): the message names the release and the
+        rollout or rollback order to sign first
+        (:meth:`edgewise.registry.Registry.check_group_change`, on the registry of this data
+        directory, if it has one).
+
+        >>> import tempfile
+        >>> sec = Security(tempfile.mkdtemp())
+        >>> _ = sec.add_device("pump-1")
+        >>> sec.set_device_groups("pump-1", ["line-b", "line-a"])
+        ['line-a', 'line-b']
         """
         group_list = check_groups(groups)
+        with self._lock:
+            known = self._db.execute("SELECT 1 FROM devices WHERE id = ?",
+                                     (device_id,)).fetchone() is not None
+        if known:  # before the change: the releases it would be offered after it
+            self._check_group_change(device_id, self.device_groups(device_id), group_list)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -616,6 +634,19 @@ class Security:
             raise KeyError(f"Device {device_id!r} is not registered.")
         self.audit(actor, "device.groups", device_id, {"groups": group_list})
         return group_list
+
+    def _check_group_change(self, device_id: str, before: list[str], after: list[str]) -> None:
+        """Run the registry's :meth:`~edgewise.registry.Registry.check_group_change` for this
+        data directory's registry; nothing (and nothing made) where there is none."""
+        if not (self.data_dir / "registry" / "registry.sqlite").is_file():
+            return
+        from edgewise.registry import Registry
+
+        reg = Registry(self.data_dir)
+        try:
+            reg.check_group_change(device_id, before, after)
+        finally:
+            reg.close()
 
     def device_groups(self, device_id: str) -> list[str]:
         """The groups an admin put the device in, sorted (empty if none or not registered)."""

@@ -15,7 +15,12 @@
   only as published: a stored model that is missing or damaged (truncated or corrupted on
   disk) answers 503 (reason ``blob_damaged``, logged as a warning) until it is published
   again, which rewrites it; the agent tries again at its next update check.
-* ``GET /v1/registry`` (viewer token): versions and releases.
+* ``GET /v1/registry`` (viewer token): the signing key's id and state (``ok``, ``none``,
+  ``lost``, ``mismatch``; the issued key's id even when both key files are gone), versions
+  (in publish order, ``seq``) and releases, each with ``expires`` (RFC 3339 UTC) and
+  ``expired``: an expired release is still offered (a device is never handed an older one
+  instead) and every agent refuses it until the same rollout is run again (the gateway logs
+  a warning for each at start).
 * ``POST /v1/registry/rollouts`` (operator token): ``{"name", "version", "target",
   "rollback": false, "expires_days": 30}`` signs a release; audited. ``expires_days`` must
   be at least one hour (1/24, :data:`~edgewise.registry.MIN_EXPIRY_DAYS`: a release that
@@ -30,6 +35,8 @@
   field ``version``) if the version's stored model is missing or damaged: publish it again.
   422 for an empty name or version, a downgrade without ``"rollback": true``, or a rollback
   that is no downgrade (:meth:`Registry.rollout`). Nothing refused spends a release counter.
+  A body field other than these is refused (422 naming it: a typo such as ``expire_days``
+  signed a 30-day manifest).
   Audited as ``model.rollout`` by
   ``token:<id>:<name>``, like every HTTP action (``edgewise registry rollout`` by ``cli``).
 
@@ -48,11 +55,12 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from edgewise.errors import InvalidParameterError, SignatureError
 from edgewise.gateway.metrics import Metrics
@@ -75,7 +83,18 @@ log = logging.getLogger(__name__)
 
 
 class RolloutRequest(BaseModel):
-    """Body of ``POST /v1/registry/rollouts``."""
+    """Body of ``POST /v1/registry/rollouts``. A field it does not know is refused (422
+    naming it): ``"expire_days"``, a typo, signed a 30-day manifest.
+
+    >>> RolloutRequest(name="m", version="1", target="group:a", expire_days=0.05)
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for RolloutRequest
+    expire_days
+      Extra inputs are not permitted ...
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str
     version: str
@@ -301,12 +320,13 @@ def make_router(registry: Registry, security: Security,
     @r.get("/v1/registry", summary="Model versions and releases (viewer)")
     def listing(who: Principal = viewer) -> dict[str, Any]:
         state = registry.key_state  # reading never makes a key
+        now = time.time_ns()
         return {
-            "key_id": None if state == "none" else registry.key_id,
+            # the issued key's id even when both key files are gone (from its releases)
+            "key_id": registry.listed_key_id,
             "key_state": state,
             "versions": [v.__dict__ for v in registry.versions()],
-            "releases": [{"release": x.release, "name": x.name, "version": x.version,
-                          "target": x.target, "kind": x.kind} for x in registry.releases()],
+            "releases": [x.listing(now) for x in registry.releases()],
         }
 
     @r.post("/v1/registry/rollouts", summary="Sign a release to a device or group (operator)",
