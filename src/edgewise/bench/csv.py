@@ -478,15 +478,22 @@ def _default_detector(X: np.ndarray, columns: list[str], train_rows: int) -> tup
 def alarm_metrics(flagged: np.ndarray, labels: Any, skip: int = 0) -> dict[str, float | int]:
     """Precision, recall, F1, false-alarm and missed-alarm rates of ``flagged`` vs labels.
 
-    ``labels`` may be 0/1, booleans or 'true'/'false' strings; the first ``skip`` rows
-    (training rows) are left out.
+    ``labels`` and ``flagged`` may be 0/1, booleans or 'true'/'false' strings (an empty
+    cell or NaN is 0: normal, not flagged; anything else is refused, naming it), one per
+    row; the first ``skip`` rows (training rows) are left out.
 
     >>> m = alarm_metrics(np.array([1, 0, 1, 0]), [1, 0, 0, 1])
     >>> m["precision"], m["recall"], m["false_alarm_rate"]
     (0.5, 0.5, 0.5)
+    >>> alarm_metrics(np.array(["True", "False", np.nan], dtype=object), [1, 1, 0])["tp"]
+    1
     """
     y = _labels(labels)
-    f = np.asarray(flagged, dtype=bool)
+    f = _labels(flagged, "The flags (is_anomaly)")
+    if len(f) != len(y):
+        raise InvalidParameterError(
+            f"alarm_metrics got {len(f)} flags but {len(y)} labels; give one flag per labelled "
+            "row.", field="flagged", value=len(f))
     y, f = y[skip:], f[skip:]
     tp = int((f & y).sum())
     fp = int((f & ~y).sum())
@@ -608,7 +615,9 @@ def _bench_file(
             "notes": label_notes(df[label_column], train_rows)}
 
 
-def _labels(labels: Any) -> np.ndarray:
+def _labels(labels: Any, what: str = "Label column") -> np.ndarray:
+    """0/1, booleans or 'true'/'false' text (empty or NaN: 0) as booleans; anything else
+    is refused, naming ``what`` held it, the row and the value."""
     s = pd.Series(labels)
     if s.dtype == bool:
         return s.to_numpy()
@@ -619,7 +628,7 @@ def _labels(labels: Any) -> np.ndarray:
     if not (truthy | falsy).all():
         i = int(np.flatnonzero(~(truthy | falsy).to_numpy())[0])
         raise QualityError(
-            f"Label column must hold 0/1 or true/false (empty is 0); row {i + 1} has "
+            f"{what} must hold 0/1 or true/false (empty is 0); row {i + 1} has "
             f"{_plain(s.iloc[i])!r}."
         )
     return truthy.to_numpy()

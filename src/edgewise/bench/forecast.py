@@ -10,21 +10,27 @@ Protocol, per series: the readings are put on their median step (the mean per st
 ``origins`` forecast origins are spread evenly over the last ``tail`` share of the series
 (each leaving a full horizon after it). At each origin every method sees only the
 readings up to it (a fresh fit: nothing from after the origin reaches a method), and
-forecasts the next day. Figures per method, over every origin and step whose truth has
-readings:
+forecasts the next day. Every method works on the grid the forecaster puts those
+readings on: its steps sit at the readings' phase
+(:func:`~edgewise.models.forecast.reading_phase`), which can move with the readings seen,
+so the peers forecast from the same steps and all three are scored against the truth at
+the times the forecaster forecasts (the mean of the readings within half a step of each).
+Figures per method, over every origin and step whose truth has readings:
 
 - **MASE**: mean absolute error over the in-sample MAE of the one-day seasonal naive on the
-  history before the *first* origin (one scale per series, so methods compare on it);
+  history before the *first* origin, on the whole series' grid (one scale per series, so
+  methods compare on it);
 - **sMAPE** in %, ``200 * mean(|y - f| / (|y| + |f|))`` (a step where both are 0 skipped);
 - **coverage** of the 90% interval (the forecaster's conformal interval; Holt-Winters'
   from simulated paths, statsmodels' own).
 
 Peers, in the same run, both on the period the forecaster's own detection picks (the
-day; the week where the weekly cycle is the stronger): **seasonal naive** (the last
-season repeated) and **Holt-Winters** (statsmodels' ``ExponentialSmoothing``, additive
-season, no trend, fitted on the last ``hw_days`` days, at least four seasons, before each
-origin; empty steps interpolated). Without statsmodels the run says so and reports the
-others.
+day; the week where the weekly cycle is the stronger; none, season 1, where it finds no
+cycle): **seasonal naive** (the last season repeated; without a season the last value)
+and **Holt-Winters** (statsmodels' ``ExponentialSmoothing``, additive season, no trend,
+fitted on the last ``hw_days`` days, at least four seasons, before each origin; empty
+steps interpolated; without a season simple exponential smoothing, as statsmodels takes a
+season of 2 steps at least). Without statsmodels the run says so and reports the others.
 
 >>> smape(np.array([100.0, 0.0]), np.array([110.0, 0.0]))
 9.523809523809524
@@ -110,19 +116,39 @@ def load_series(nab: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 def _holt_winters(y: np.ndarray, season: int, horizon: int, alpha: float,
                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """statsmodels' Holt-Winters forecast (additive season, no trend: a damped trend
-    forecast worse on these series) and its simulated ``1 - alpha`` interval."""
+    forecast worse on these series) and its simulated ``1 - alpha`` interval. ``season``
+    1 (no cycle found) fits no season: simple exponential smoothing, a flat forecast
+    (statsmodels refuses a seasonal model of period 1; period 2 would invent a cycle)."""
     from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
     filled = pd.Series(y).interpolate(limit_direction="both").to_numpy()
+    seasonal = {"seasonal": "add", "seasonal_periods": season} if season > 1 else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter of the optimiser
-        fit = ExponentialSmoothing(filled, trend=None, seasonal="add",
-                                   seasonal_periods=season,
+        fit = ExponentialSmoothing(filled, trend=None, **seasonal,
                                    initialization_method="estimated").fit()
         point = fit.forecast(horizon)
         paths = fit.simulate(horizon, repetitions=200, error="add", random_state=seed)
     low, high = np.quantile(np.asarray(paths), [alpha / 2, 1 - alpha / 2], axis=1)
     return np.asarray(point), low, high
+
+
+def _history(ts: np.ndarray, values: np.ndarray, step: int, phase: int,
+             horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """The readings ``ts``/``values`` on the grid of ``step`` at ``phase`` (as the forecaster
+    puts them) and the ``horizon`` step times after its last step (the forecast's times)."""
+    grid, y = regular_series(ts, values, step, phase)
+    return y, grid[-1] + step * np.arange(1, horizon + 1, dtype=np.int64)
+
+
+def _at(grid: np.ndarray, y: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """``y`` at the grid times ``times`` (NaN at a time off the grid or past its end).
+
+    >>> _at(np.array([0, 10, 20]), np.array([1.0, 2.0, 3.0]), np.array([10, 15, 30])).tolist()
+    [2.0, nan, nan]
+    """
+    i = np.clip(np.searchsorted(grid, times), 0, len(grid) - 1)
+    return np.where(grid[i] == times, y[i], np.nan)
 
 
 @dataclass
@@ -208,8 +234,8 @@ def run(
         scale = mase_scale(y[:starts[0] + 1], horizon)
         tallies = {m: _Tally() for m in methods}
         season = None
+        truths: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # the series per grid phase
         for o in starts:
-            truth = y[o + 1:o + 1 + horizon]
             # every reading in the origin's step (half a step either side of its time)
             seen = ts < grid[o] + step - step // 2
             t0 = time.perf_counter()
@@ -217,16 +243,25 @@ def run(
                                **params).fit(ts[seen], values[seen])
             out = model.predict()
             tallies["forecaster"].seconds += time.perf_counter() - t0
+            # the forecaster's grid (its phase follows the readings seen): the peers forecast
+            # from its steps, and every method is scored at the times it forecasts
+            history, times = _history(ts[seen], values[seen], step, model.phase_ns_, horizon)
+            forecast_times = to_ns(out["time"])
+            if not np.array_equal(forecast_times, times):
+                raise RuntimeError(
+                    f"{name}: the forecaster forecast from {forecast_times[0]} ns, not the step "
+                    f"after its grid's last one ({times[0]} ns); the bench cannot score it.")
+            if model.phase_ns_ not in truths:
+                truths[model.phase_ns_] = regular_series(ts, values, step, model.phase_ns_)
+            truth = _at(*truths[model.phase_ns_], times)
             tallies["forecaster"].add(truth, out["forecast"].to_numpy(), out["low"].to_numpy(),
                                       out["high"].to_numpy())
-            season = model.season_
-            tallies["seasonal_naive"].add(truth, seasonal_naive(y[:o + 1], max(season, 2),
-                                                                horizon))
+            season = int(model.season_)
+            tallies["seasonal_naive"].add(truth, seasonal_naive(history, season, horizon))
             if have_sm:
                 t0 = time.perf_counter()
-                hw_season = max(season, 2)
-                window = y[max(0, o + 1 - max(hw_days * horizon, 4 * hw_season)):o + 1]
-                tallies["holt_winters"].add(truth, *_holt_winters(window, hw_season, horizon,
+                window = history[max(0, len(history) - max(hw_days * horizon, 4 * season)):]
+                tallies["holt_winters"].add(truth, *_holt_winters(window, season, horizon,
                                                                   alpha, int(o)))
                 tallies["holt_winters"].seconds += time.perf_counter() - t0
         row = {"series": name, "why": why.get(name, ""), "step_s": step / 1e9, "steps": n,
