@@ -15,14 +15,20 @@ gateway moved to another store (or a backup) sends that store's events from its 
 on. The thread learns of a new alert at once from the gateway's alert manager
 (:meth:`AlertWebhooks.notify` only records its id and wakes the thread) and finds any it
 was not told of by reading the store's list of alerts at start and every ``poll_s``; it
-reads the events written since the last one it sent every :data:`EVENT_POLL_S` (at most).
+reads the events written since the last one it sent every :data:`EVENT_POLL_S` (at most),
+and again before it sends an alert raised after its last read (once for that alert).
 
-New alerts and events go out in the order they happened (an alert's creation time, an
-event's ``at_ns``), interleaved: a steady stream of new alerts does not hold an
-acknowledgement back behind all of them, only behind those raised before it. An event is
-sent only once the alert it names was (its ``alert.raised`` first; an ``alert.merged``
-also after the surviving alert's): an event whose alert is still to be sent sends that
-alert first. The outbox is pruned by the store's retention
+The order, exactly: events go one after another in id (commit) order; an event goes only
+once the alert it names was handled (its ``alert.raised`` first; an ``alert.merged`` also
+after the surviving alert's): an event whose alert is still to be sent sends that alert
+first. Otherwise new alerts and events go out interleaved, in the order they happened
+(an alert's creation time, an event's ``at_ns``): a steady stream of new alerts holds an
+acknowledgement back only behind those raised before it, and an event committed before
+an alert was raised goes before it. One exception, as pages matter most: an event that
+failed (no answer, 5xx, 408, 429) waits for its retry (its own backoff) without holding
+any alert back: the pending alerts, whenever raised, go meanwhile, and the events after
+it wait for it. An alert that fails is retried (its backoff) ahead of every alert raised
+after it and every event written after it was raised. The outbox is pruned by the store's retention
 (:meth:`~edgewise.store.base.Store.prune_alert_events`): a receiver down for longer than
 ``EDGEWISE_RETENTION_DAYS`` misses the events older than that.
 
@@ -345,6 +351,10 @@ class Webhook:
         self._event_body: tuple[int, bytes] | None = None  # the event being sent, as JSON
         self._event_poll_s = min(poll_s, EVENT_POLL_S)
         self._next_events = 0.0  # monotonic time of the next read of the store's events
+        self._events_read_ns = 0  # wall-clock time (ns) the last read of the events began
+        # the oldest queued event's failures in a row, and the monotonic time before which
+        # it is not tried again (pending alerts go meanwhile)
+        self._event_failures, self._event_retry_at = 0, 0.0
         self._verify = verify
         self._client = self._new_client()
 
@@ -500,14 +510,18 @@ class Webhook:
         """How many alerts known new are not sent yet."""
         return len(self._pending)
 
-    def _read_events(self) -> None:
+    def _read_events(self, *, now_too: bool = False) -> None:
         """Read the next alert events (above the last one handled) when none is queued and
-        it is time to (every ``EVENT_POLL_S`` at most; at once after a full page)."""
+        it is time to (every ``EVENT_POLL_S`` at most; at once after a full page), or,
+        with ``now_too``, whenever none is queued; :attr:`_events_read_ns` is when the
+        read began (every event committed before then is read)."""
         now = time.monotonic()
-        if self._events or now < self._next_events:
+        if self._events or (now < self._next_events and not now_too):
             return
         self._next_events = now + self._event_poll_s
+        read_ns = time.time_ns()  # before the read: what was committed by then is in it
         self._events = self.store.alert_events(self._events_after or 0, limit=EVENT_PAGE)
+        self._events_read_ns = read_ns
         if len(self._events) == EVENT_PAGE:
             self._next_events = 0.0  # more wait: the next page after these
 
@@ -635,8 +649,14 @@ class Webhook:
     def run_once(self, failures: int = 0) -> int:
         """One step of the thread: read what is new, then send what happened first of the
         oldest pending alert (by creation) and the next alert event (by ``at_ns``, its
-        alert first when that is not handled yet); return the failures in a row since (0
-        after a delivery, refusal or skip)."""
+        alert first when that is not handled yet); return the alerts' failures in a row
+        since (0 after a delivery, refusal or skip).
+
+        An event that failed waits for its retry (its own backoff) without holding the
+        pending alerts back: they go meanwhile, whenever raised; the events after it wait
+        for it (they go in id order). Before an alert raised after the last read of the
+        events is sent, they are read again (once for that step), so that an event
+        committed before the alert was raised goes first, whatever ``EVENT_POLL_S``."""
         self._wake.clear()
         if not self._placed:  # the store did not answer at start: nothing before this
             if self._place_events():
@@ -649,15 +669,22 @@ class Webhook:
         self._take_hints()
         # read while alerts wait too: else a stream of new alerts held every event back
         self._read_events()
+        if (self._pending and not self._events
+                and min(self._pending)[0] > self._events_read_ns):
+            # the oldest alert was raised after the last read: an event committed between
+            # that read and the alert's creation goes first (one read per step at most:
+            # after it, that alert is older than the read)
+            self._read_events(now_too=True)
         self.metrics.set(_PENDING, len(self._pending), webhook=self.id)
-        if not self._pending and not self._events:
-            self._wake.wait(max(0.0, min(self._next_sweep, self._next_events)
-                                - time.monotonic()))
-            return failures
-        if self._events and (not self._pending
-                             or self._events[0].at_ns < min(self._pending)[0]):
+        event_due = bool(self._events) and time.monotonic() >= self._event_retry_at
+        if event_due and (not self._pending or self._events[0].at_ns < min(self._pending)[0]):
             return self._event_step(failures)
-        return self._alert_step(failures)
+        if self._pending:  # also ahead of an event waiting for its retry
+            return self._alert_step(failures)
+        # nothing to send before the next read, or the queued event's retry
+        due = self._event_retry_at if self._events else self._next_events
+        self._wake.wait(max(0.0, min(self._next_sweep, due) - time.monotonic()))
+        return failures
 
     def _alert_step(self, failures: int) -> int:
         """Send the oldest pending alert; the failures in a row since."""
@@ -676,7 +703,10 @@ class Webhook:
     def _event_step(self, failures: int) -> int:
         """Send the oldest queued alert event (when this webhook has not handled its
         alert's ``alert.raised`` yet, or for ``alert.merged`` the surviving alert's, the
-        oldest pending alert instead: that one goes first); the failures in a row since."""
+        oldest pending alert instead: that one goes first); the alerts' failures in a row
+        since. An event that fails is not waited for here: its retry is due after its own
+        backoff (:attr:`_event_retry_at`), and :meth:`run_once` sends the pending alerts
+        meanwhile."""
         event = self._events[0]
         try:
             alert = self.store.get_alert(event.alert_id)
@@ -692,12 +722,14 @@ class Webhook:
                 return self._alert_step(failures)
             outcome, retry_after = self._send_event(event, alert, into)
         self._count(outcome)
-        if outcome == "failed":
-            failures += 1
-            self._stop.wait(self._delay(failures, retry_after))
+        if outcome == "failed":  # retried after its backoff; alerts are not held back
+            self._event_failures += 1
+            self._event_retry_at = (time.monotonic()
+                                    + self._delay(self._event_failures, retry_after))
             return failures
         self._events.pop(0)
         self._event_body = None
+        self._event_failures, self._event_retry_at = 0, 0.0
         self._events_after = max(self._events_after or 0, event.id)
         self._unsaved = True
         # written once the queue is sent, else at most every SAVE_EVERY_S (as for alerts)
