@@ -6,7 +6,9 @@
   on time not yet recorded would apply to readings that arrive later.
 * ``GET /v1/labels`` (viewer): the current labels (``history=true``: every version).
 * ``GET /v1/label-queue?device=`` (viewer): the next windows worth a person's time,
-  chosen by the default query strategy, each with the readings around it for a chart.
+  chosen by the default query strategy, each with the readings around it for a chart
+  (only those stored: a metric's gaps are null) and its times also as exact text
+  (``start_ns_text``, ``end_ns_text``: a browser rounds JSON numbers above 2**53).
 
 The labels live in ``<data dir>/labels.sqlite`` (:class:`~edgewise.label.store.LabelStore`).
 """
@@ -210,26 +212,60 @@ def get_labels(
     return [_label_json(lab) for lab in found]
 
 
+def _context(store: Any, device: str, ts: np.ndarray, metrics: list[str], a: int,
+             b: int) -> dict[str, Any]:
+    """The readings of ``device`` at the history times ``ts[a:b]`` for a chart: at most
+    about ``_CONTEXT_POINTS`` times (every ``step``-th of them), and per metric the mean of
+    its stored readings from that time to the next one shown, ``None`` where it has none.
+
+    Read from the store itself, not from the queue's history: that one carries a metric's
+    last value forward over the times it did not report, and a sensor that stopped was
+    drawn as a flat line of readings it never sent.
+
+    >>> from types import SimpleNamespace as NS
+    >>> rows = [("flow", 10, 1.0), ("flow", 20, 2.0), ("flow", 30, 3.0), ("temp", 10, 40.0)]
+    >>> st = NS(query=lambda dev, metric, start, end: [r for r in rows if start <= r[1] < end])
+    >>> _context(st, "pump-1", np.array([10, 20, 30]), ["flow", "temp"], 0, 3)
+    {'ts_ns': [10, 20, 30], 'values': {'flow': [1.0, 2.0, 3.0], 'temp': [40.0, None, None]}}
+    """
+    if b <= a:
+        return {"ts_ns": [], "values": {m: [] for m in metrics}}
+    step = max(1, (b - a) // _CONTEXT_POINTS)
+    shown = ts[a:b:step]
+    rows = store.query(device, None, int(ts[a]), int(ts[b - 1]) + 1)
+    names = np.array([r[0] for r in rows], dtype=object)
+    at = np.array([r[1] for r in rows], dtype=np.int64)
+    vals = np.array([r[2] for r in rows], dtype=float)
+    real = np.isfinite(vals)
+    names, at, vals = names[real], at[real], vals[real]
+    slot = np.searchsorted(shown, at, side="right") - 1  # the shown time at or before each
+    values: dict[str, list[float | None]] = {}
+    for m in metrics:
+        mine = names == m
+        n = np.bincount(slot[mine], minlength=len(shown))
+        total = np.bincount(slot[mine], weights=vals[mine], minlength=len(shown))
+        values[m] = [round(float(total[i] / n[i]), 6) if n[i] else None
+                     for i in range(len(shown))]
+    return {"ts_ns": [int(t) for t in shown], "values": values}
+
+
 def _queue(store: Any, labels: LabelStore, device: str, k: int,
            strategy: str) -> dict[str, Any]:
     from edgewise.label.workflow import history_from_store, suggest
 
     hist = history_from_store(store, device)
-    ts, X, metrics = hist
+    ts, _, metrics = hist
     items = suggest(hist, device, labels, k=k, strategy=strategy)
     for it in items:
         span = it["end_ns"] - it["start_ns"]
         a = int(np.searchsorted(ts, it["start_ns"] - 3 * span))
         b = int(np.searchsorted(ts, it["end_ns"] + 3 * span))
-        step = max(1, (b - a) // _CONTEXT_POINTS)
-        sl = slice(a, b, step)
         it["start"] = format_ns(it["start_ns"])
         it["end"] = format_ns(it["end_ns"])
-        it["context"] = {
-            "ts_ns": [int(t) for t in ts[sl]],
-            "values": {m: [None if not np.isfinite(v) else round(float(v), 6)
-                           for v in X[sl, j]] for j, m in enumerate(metrics)},
-        }
+        # exact as text: a JSON number above 2**53 is rounded by a browser's JSON.parse
+        it["start_ns_text"] = str(it["start_ns"])
+        it["end_ns_text"] = str(it["end_ns"])
+        it["context"] = _context(store, device, ts, metrics, a, b)
     return {"device_id": device, "snapshot_id": labels.snapshot_id(device), "items": items}
 
 
@@ -245,6 +281,23 @@ async def label_queue(
     k: Annotated[int, Query(ge=1, le=100, description="How many windows.")] = 10,
     strategy: Annotated[str, Query(description=_STRATEGY_DOC)] = "mix",
 ) -> dict[str, Any]:
+    """The ``k`` windows of ``device``'s history whose labels would teach the detectors
+    most, best first, as ``{"device_id", "snapshot_id", "items": [...]}``. Each item:
+
+    * ``start_ns``, ``end_ns``: the window ``[start_ns, end_ns)`` in UTC nanoseconds, as
+      JSON numbers (above 2**53 a browser's ``JSON.parse`` rounds them to a multiple of
+      256 ns or so: read the ``_text`` fields there);
+    * ``start_ns_text``, ``end_ns_text``: the same, exact, as decimal text, e.g.
+      ``"1733391234123456789"``; ``POST /v1/labels`` takes them as ``start`` and ``end``;
+    * ``start``, ``end``: the same in RFC 3339 (milliseconds), for people;
+    * ``score``, ``margin``, ``alarm``: the detector's highest score in the window, its
+      margin above the threshold (z units) and whether that is an alarm;
+    * ``context``: the readings around the window for a chart, ``ts_ns`` (at most about
+      240 times) and ``values`` (per metric, the mean of its stored readings from each time
+      to the next; ``null`` where it has none: a sensor that stopped is not drawn on).
+
+    404 ``no_history`` for a device without stored readings; 422 ``bad_strategy``,
+    ``bad_device``."""
     if strategy not in STRATEGIES:
         raise Problem(422, "Invalid query parameter",
                       f"Query parameter 'strategy' must be one of {', '.join(STRATEGIES)}. "

@@ -6,7 +6,9 @@ const TOKEN_KEY = "edgewise.token";
 const POLL_MS = 3000;
 const WINDOWS = [["15m", 900], ["1h", 3600], ["6h", 21600], ["24h", 86400], ["7d", 604800]];
 const WINDOW_KEY = "edgewise.window";  // the device charts' last chosen window, in seconds
-const state = { me: null, timer: null, view: null, window: 900 };
+// refresh: the current view's poll function (act() reruns it in place, no rebuild);
+// clockOffsetMs: the gateway's clock minus the browser's, from the last /v1/fleet answer
+const state = { me: null, timer: null, view: null, refresh: null, window: 900, clockOffsetMs: 0 };
 
 // ---------------------------------------------------------------- small helpers
 function h(tag, attrs, ...children) {
@@ -213,6 +215,7 @@ function poll(fn) {
   stopPolling();
   const token = {};
   state.view = token;
+  state.refresh = fn;
   const tick = async () => {
     if (state.view !== token) return;
     try {
@@ -233,6 +236,25 @@ function poll(fn) {
 // in "#/device/pump%" threw a URIError and left the page on "Loading…").
 function decodePart(part) {
   try { return decodeURIComponent(part); } catch (e) { return part; }
+}
+
+// The current view's data fetched again and redrawn in place: its page, scroll position and
+// opened panels (forecasts, groups) stay as they are. A view that polls nothing is rebuilt.
+function refreshView() {
+  if (state.refresh) poll(state.refresh); else route();
+}
+
+// The gateway's "now" (RFC 3339, from /v1/fleet) kept as an offset from the browser's clock:
+// the charts end at the gateway's time, so a browser clock minutes behind the gateway's no
+// longer cuts the newest readings off the chart and off "Download CSV".
+function syncClock(gatewayIso) {
+  const ms = Date.parse(gatewayIso || "");
+  if (Number.isFinite(ms)) state.clockOffsetMs = ms - Date.now();
+}
+
+// The gateway's time now, in epoch seconds (the browser's clock plus the last offset seen).
+function gatewayNowS() {
+  return (Date.now() + state.clockOffsetMs) / 1000;
 }
 
 function route() {
@@ -267,6 +289,7 @@ function fleetView() {
   setMain(h("h1", {}, "Fleet"), summary, scroller(table), groupsPanel());
   poll(async () => {
     const fleet = await api("/v1/fleet");
+    syncClock(fleet.now);
     const count = (k) => fleet.counts[k] || 0;
     // every health the API counts gets a card (silent: registered, never sent anything)
     const known = new Set(HEALTH.map(([k]) => k));
@@ -579,17 +602,19 @@ function initialWindow(params) {
 
 function deviceView(id, params) {
   state.window = initialWindow(params || new URLSearchParams());
+  const shown = { t0: null, t1: null };  // the window drawn last: what "Download CSV" takes
+  const csvBtn = csvButton(id, shown);
   // a new window is kept (hash and localStorage) and drawn at once, not at the next poll
   const windowSel = h("select", { id: "window", onchange: (e) => {
     state.window = +e.target.value;
+    shown.t0 = null; shown.t1 = null;  // the old window is no longer what is asked for
+    csvBtn.sync();  // disabled until the new window is drawn
     localStorage.setItem(WINDOW_KEY, String(state.window));
     const label = WINDOWS.find(([, s]) => s === state.window)[0];
     history.replaceState(null, "", `#/device/${encodeURIComponent(id)}?window=${label}`);
     poll(update);
   } }, WINDOWS.map(([label, s]) => h("option", { value: s, selected: s === state.window }, label)));
   const info = h("span", { class: "muted", id: "device-info" });
-  const shown = { t0: null, t1: null };  // the window drawn last: what "Download CSV" takes
-  const csvBtn = csvButton(id, shown);
   const charts = h("div", { class: "charts", id: "charts" });
   const alertsBody = h("tbody", { id: "device-alerts" });
   const alertsMore = h("p", { id: "device-alerts-more", class: "muted more-alerts hidden" });
@@ -618,9 +643,10 @@ function deviceView(id, params) {
   const update = async () => {
     const win = state.window;
     const fleet = await api("/v1/fleet");
+    syncClock(fleet.now);
     const dev = fleet.devices.find((d) => d.id === id);
     if (!dev) { info.textContent = " unknown device"; return; }
-    const nowS = Date.now() / 1000;
+    const nowS = gatewayNowS();  // the gateway's clock, not the browser's (it may be off)
     const lastS = dev.last_seen_ns ? dev.last_seen_ns / 1e9 : nowS;
     const t1 = (nowS - lastS < win / 10 ? nowS : lastS) + 1;
     const t0 = t1 - win;
@@ -635,6 +661,7 @@ function deviceView(id, params) {
     ]);
     if (state.window !== win) return;  // changed meanwhile: the new window's fetch draws
     shown.t0 = t0; shown.t1 = t1;
+    csvBtn.sync();
     info.textContent = ` · ${dev.health} · last seen ${ago(dev.last_seen_age_s)} · ` +
       `${data.points} points, ${stepS} s buckets`;
     const metrics = (dev.metrics.length ? dev.metrics : Object.keys(data.series)).slice().sort();
@@ -666,12 +693,18 @@ function deviceView(id, params) {
 // The readings of the window on screen as a CSV file (every reading, not the chart's
 // buckets), from GET /v1/devices/{id}/readings.csv: fetched with the token (a plain link
 // cannot carry it) and saved under "<device>_<start>.csv". A refusal is flashed.
+// Disabled while no window is drawn (shown.t0 null: before the first draw, and from a change
+// of window until the new one is drawn: it fetched the old window meanwhile) and while a
+// download is in flight; button.sync() sets it after `shown` changes.
 function csvButton(id, shown) {
+  let busy = false;
   const button = h("button", { type: "button", id: "download-csv", class: "csv-btn",
     title: "Every reading of the window shown, as CSV (time, then a column per metric)",
+    disabled: true,
     onclick: async () => {
-      if (shown.t0 === null) return;
-      button.disabled = true;
+      if (shown.t0 === null || busy) return;
+      busy = true;
+      button.sync();
       try {
         const q = `start=${shown.t0.toFixed(3)}&end=${shown.t1.toFixed(3)}`;
         const resp = await fetch(`/v1/devices/${encodeURIComponent(id)}/readings.csv?${q}`,
@@ -690,9 +723,11 @@ function csvButton(id, shown) {
       } catch (e) {
         flash(e.message, "csv");
       } finally {
-        button.disabled = false;
+        busy = false;
+        button.sync();
       }
     } }, "Download CSV");
+  button.sync = () => { button.disabled = busy || shown.t0 === null; };
   return button;
 }
 
@@ -892,6 +927,7 @@ function alertsTable(body) {
 // The row's buttons stay disabled while the request is in flight: on a slow link a second
 // click sent a second verdict (two window label versions for one decision).
 async function act(alertId, action, label, button) {
+  const view = state.view;
   const cell = button ? button.closest("td") : null;
   const buttons = cell ? [...cell.querySelectorAll("button")] : [];
   const was = buttons.map((b) => b.disabled);
@@ -899,7 +935,9 @@ async function act(alertId, action, label, button) {
   try {
     if (action === "ack") await api(`/v1/alerts/${encodeURIComponent(alertId)}/ack`, { method: "POST" });
     else await api(`/v1/alerts/${encodeURIComponent(alertId)}/label`, { method: "POST", json: { label } });
-    route();
+    // redrawn in place: a rebuilt view jumped to the top of the page and closed the
+    // forecasts opened on the device page (a view left meanwhile polls on its own)
+    if (state.view === view) refreshView();
   } catch (e) {
     flash(`Could not ${action} alert ${alertId}: ${e.message}`);
   } finally {

@@ -23,15 +23,15 @@ function svg(tag, attrs) {
   return node;
 }
 
+// options.json: a value sent as JSON; options.rawJson: JSON text sent as it is.
 async function api(path, options = {}) {
   const headers = { Accept: "application/json" };
   const token = localStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
-  if (options.json !== undefined) headers["Content-Type"] = "application/json";
-  const resp = await fetch(path, {
-    method: options.method || "GET", headers,
-    body: options.json !== undefined ? JSON.stringify(options.json) : undefined,
-  });
+  const sent = options.rawJson !== undefined ? options.rawJson
+    : options.json !== undefined ? JSON.stringify(options.json) : undefined;
+  if (sent !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, { method: options.method || "GET", headers, body: sent });
   const body = await resp.json().catch(() => null);
   if (!resp.ok) throw new Error((body && (body.detail || body.title)) || `HTTP ${resp.status}`);
   return body;
@@ -46,7 +46,7 @@ function chart(item) {
   const box = el("div", { class: "queue-charts" });
   Object.entries(item.context.values).forEach(([metric, values], j) => {
     const finite = values.filter((v) => v !== null);
-    const lo = Math.min(...finite), hi = Math.max(...finite);
+    const lo = finite.length ? Math.min(...finite) : 0, hi = finite.length ? Math.max(...finite) : 1;
     const y = (v) => H - P - ((v - lo) / (hi - lo || 1)) * (H - 2 * P);
     const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H,
                            "data-metric": metric, "data-points": finite.length });
@@ -58,7 +58,9 @@ function chart(item) {
     s.append(svg("polyline", { points: pts, fill: "none", stroke: COLORS[j % COLORS.length],
                                "stroke-width": 1.5 }));
     const label = svg("text", { x: P + 2, y: 12, "font-size": 11, fill: "#57606a" });
-    label.textContent = `${metric} (${lo.toPrecision(4)} … ${hi.toPrecision(4)})`;
+    // a metric with no reading here (a sensor that stopped) is said, not drawn as a line
+    label.textContent = finite.length ? `${metric} (${lo.toPrecision(4)} … ${hi.toPrecision(4)})`
+      : `${metric} (no readings here)`;
     s.append(label);
     box.append(s);
   });
@@ -76,6 +78,15 @@ function localTime(iso) {
     `UTC${m < 0 ? "-" : "+"}${p2(Math.floor(Math.abs(m) / 60))}:${p2(Math.abs(m) % 60)}`;
 }
 
+// A window edge's UTC nanoseconds as JSON integer text, exact: the queue's "start_ns_text"
+// (a JSON number above 2**53, as JSON.parse reads start_ns, is off by up to 128 ns or so,
+// and the label then covered a reading of the next window), else the number itself.
+function exactNs(item, edge) {
+  const text = item[`${edge}_ns_text`];
+  if (typeof text === "string" && /^[0-9]{1,19}$/.test(text)) return text;
+  return String(item[`${edge}_ns`]);
+}
+
 function card(device, item) {
   const status = el("span", { class: "muted", "data-status": "" }, "");
   const fault = el("input", { placeholder: "fault class, e.g. cavitation", "data-fault": "" });
@@ -83,8 +94,10 @@ function card(device, item) {
   async function send(label) {
     buttons.forEach((b) => { b.disabled = true; });
     try {
-      await api("/v1/labels", { method: "POST", json: {
-        device_id: device, start_ns: item.start_ns, end_ns: item.end_ns, label } });
+      // the times spliced in as exact integers: JSON.stringify would write the rounded ones
+      await api("/v1/labels", { method: "POST", rawJson:
+        `{"device_id": ${JSON.stringify(device)}, "start_ns": ${exactNs(item, "start")}, ` +
+        `"end_ns": ${exactNs(item, "end")}, "label": ${JSON.stringify(label)}}` });
       node.setAttribute("data-labelled", label);
       status.textContent = `labelled ${label}`;
     } catch (e) {
@@ -99,7 +112,7 @@ function card(device, item) {
     buttons.push(b);
     return b;
   };
-  const node = el("section", { class: "card queue-item", "data-window": item.start_ns },
+  const node = el("section", { class: "card queue-item", "data-window": exactNs(item, "start") },
     el("h3", {}, `${localTime(item.start)} → ${localTime(item.end)}`,
        ` · score ${item.score.toFixed(3)}${item.alarm ? " · alarm" : ""}`),
     chart(item),
