@@ -40,6 +40,18 @@ yet committed, if the broker lost the session (a restart without persistence num
 from 1 again). So a message is PUBACKed only on the connection it arrived on; one
 committed after its connection dropped is not, and the broker, if it kept the session,
 sends it again and that copy is acked (the store keeps one).
+
+**The client id is the gateway's own** (:func:`gateway_client_id`): a random
+``edgewise-gateway-<12 hex>`` made at the first start and kept in
+``<data-dir>/mqtt_client_id`` (mode 0600), unless the URL gives ``client_id=``. The broker
+keeps one session per client id; a second client connecting with it takes the session
+over, and two gateways with one id take it from each other on every reconnect, each then
+receiving what the other subscribed to (and dead-lettering it as ``unknown_device``, so
+the other never stores it). Earlier versions derived the id from the data dir's path
+alone, the same on two hosts or containers with the same path; a data dir an earlier
+gateway ran on keeps that derived id (recorded in the file at the upgrade), since its
+broker session holds what was queued while the gateway was down. A broker taking the
+session over shows in the log (:meth:`ExternalBroker._note_cut`).
 """
 
 from __future__ import annotations
@@ -49,9 +61,13 @@ import concurrent.futures
 import hashlib
 import json
 import logging
+import os
+import secrets
 import ssl
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,12 +75,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
+from edgewise._private import make_private
 from edgewise.errors import BrokerUnavailableError, ConfigError, StoreError
 from edgewise.store import shown_url
 from edgewise.transport.base import Handler, Message, Outcome
 from edgewise.transport.batcher import Batcher
 
-__all__ = ["ExternalBroker", "clear_retained_ack", "parse_mqtt_url"]
+__all__ = ["CLIENT_ID_FILE", "ExternalBroker", "clear_retained_ack", "gateway_client_id",
+           "legacy_client_id", "parse_mqtt_url"]
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +100,22 @@ def parse_mqtt_url(url: str) -> dict[str, Any]:
             f"Setting 'mqtt' has value {shown_url(url)!r}. Use 'embedded' or mqtt://HOST:PORT "
             "(mqtts:// for TLS)."
         )
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of 0-65535
+        port = 0
+    if port == 0 or (port is None and parts.netloc.rpartition("@")[2].endswith(":")):
+        shown = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise ConfigError(
+            f"Setting 'mqtt' has value {shown_url(url)!r}: its port {shown!r} is not a port. "
+            "Use a number from 1 to 65535 (mqtt://HOST:PORT), or leave it out for 1883 "
+            "(8883 with mqtts://)."
+        )
     q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     tls = parts.scheme == "mqtts"
     return {
         "host": parts.hostname,
-        "port": parts.port or (8883 if tls else 1883),
+        "port": port or (8883 if tls else 1883),
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "tls": tls,
@@ -94,6 +123,152 @@ def parse_mqtt_url(url: str) -> dict[str, Any]:
         "client_id": q.get("client_id"),
         "ca": q.get("ca"),
     }
+
+
+#: The file in the data dir that keeps the gateway's MQTT client id (mode 0600).
+CLIENT_ID_FILE = "mqtt_client_id"
+
+#: Files only a gateway start or run makes in its data dir (not ``edgewise device add``,
+#: which makes ``security.sqlite`` before a first start): the default DuckDB store, the
+#: detector state saved at each stop, the presence lock, the labels, the registry's.
+_GATEWAY_FILES = ("edgewise.duckdb", "detectors.pickle", "gateway.lock", "labels.sqlite",
+                  "registry/registry.sqlite", "registry/signing_key.pem")
+
+#: What a kept client id may be: printable ASCII, no spaces, 1-128 characters.
+_MAX_ID = 128
+
+
+def legacy_client_id(data_dir: Path | str) -> str:
+    """The client id earlier versions derived from the data dir's path alone (the same on
+    every host whose data dir has that path).
+
+    >>> legacy_client_id("/var/lib/edgewise")
+    'edgewise-gateway-358aed56642f'
+    """
+    return f"edgewise-gateway-{hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]}"
+
+
+def _process_started() -> float | None:
+    """This process's start as a Unix time (Linux ``/proc``), or ``None`` if unknown."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/stat", encoding="ascii") as f:
+            boot = next(int(x.split()[1]) for x in f if x.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _ran_before(data_dir: Path) -> bool:
+    """Whether a gateway ran on ``data_dir`` before this process: one of the files only a
+    gateway makes there is older than this process (2 s of slack for the clock's
+    rounding). Where the start is unknown, any of them counts (the safe side: an old
+    session is kept rather than lost)."""
+    started = _process_started()
+    for name in _GATEWAY_FILES:
+        try:
+            mtime = (data_dir / name).stat().st_mtime
+        except OSError:
+            continue
+        if started is None or mtime < started - 2.0:
+            return True
+    return False
+
+
+def _read_client_id(path: Path) -> str | None:
+    """The client id kept in ``path``; ``None`` if there is no such file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"The gateway's MQTT client id file {path} cannot be read ({exc}); "
+                          "make it readable by the gateway's user.") from None
+    text = raw.decode("ascii", errors="replace").strip()
+    if not (0 < len(text) <= _MAX_ID and text.isprintable() and " " not in text):
+        raise ConfigError(
+            f"The gateway's MQTT client id file {path} holds {raw[:200]!r}, not a client id. "
+            f"Write one line of 1-{_MAX_ID} printable ASCII characters without spaces (the "
+            "id the broker keeps this gateway's session under), or give one with "
+            "--mqtt mqtt://HOST:PORT?client_id=NAME.")
+    make_private(path)
+    return text
+
+
+def _keep_client_id(path: Path, client_id: str) -> None:
+    """Write ``client_id`` to ``path`` (mode 0600) unless a file is there already: through a
+    temporary file linked into place, so a reader never sees half of it and, of two
+    gateways starting at once on one data dir, the first one's id is the one kept."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(client_id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return  # another gateway on this data dir kept one first: theirs is read back
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+        try:
+            dfd = os.open(path.parent, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dfd)
+        except OSError:
+            pass
+        finally:
+            os.close(dfd)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def gateway_client_id(data_dir: Path) -> str:
+    """The MQTT client id of the gateway of ``data_dir``, kept in ``<data_dir>/mqtt_client_id``.
+
+    Made at the first start and the same at every later one, so the broker keeps the
+    gateway's persistent session across restarts: a random ``edgewise-gateway-<12 hex>``
+    for a new data dir, so that two gateways never share a session because their data
+    dirs have the same path (two hosts or containers). A data dir an earlier version ran
+    on (one of the files only a gateway makes there predates this process) keeps the id
+    that version derived from the path, :func:`legacy_client_id`: its session on the broker
+    holds what was queued for the gateway while it was down.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> cid = gateway_client_id(d)
+    >>> cid.startswith("edgewise-gateway-"), cid == gateway_client_id(d), len(cid)
+    (True, True, 29)
+    >>> (d / CLIENT_ID_FILE).read_text() == cid + "\\n"
+    True
+    """
+    path = Path(data_dir) / CLIENT_ID_FILE
+    kept = _read_client_id(path)
+    if kept is not None:
+        return kept
+    if _ran_before(Path(data_dir)):
+        made = legacy_client_id(data_dir)
+        log.info("MQTT client id %r kept from the data dir's path (a gateway ran on %s "
+                 "before: its broker session may hold messages queued meanwhile); recorded "
+                 "in %s", made, data_dir, path)
+    else:
+        made = f"edgewise-gateway-{secrets.token_hex(6)}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _keep_client_id(path, made)
+    except OSError as exc:
+        raise ConfigError(
+            f"The gateway's MQTT client id cannot be kept in {path} ({exc}). Make the data "
+            "dir writable by the gateway's user, or give the id with "
+            "--mqtt mqtt://HOST:PORT?client_id=NAME.") from None
+    kept = _read_client_id(path)
+    assert kept is not None
+    return kept
 
 
 class ExternalBroker:
@@ -108,7 +283,10 @@ class ExternalBroker:
     count
         ``count(metric, value, **labels)`` for dead letters.
     data_dir
-        Used to derive a stable client id (so the broker keeps the session across restarts).
+        Where the client id is kept (:func:`gateway_client_id`; made there even when the
+        URL gives ``client_id=``, which wins), so that the broker keeps the gateway's
+        session across restarts. Without it (and without ``client_id=``) the id is random
+        for this instance only.
     known_device
         ``known_device(id) -> bool``; telemetry of unknown devices is dead-lettered.
     max_batch
@@ -138,6 +316,10 @@ class ExternalBroker:
         if any(not (isinstance(d, int | float) and d >= 0) for d in retry_delays):
             raise ValueError("The 'retry_delays' parameter of ExternalBroker must be a "
                              f"sequence of seconds >= 0. Got {retry_delays!r} instead.")
+        # the data dir's id is settled first, a bad URL or client_id= notwithstanding: a
+        # first start that fails on the URL leaves gateway files, and the start after it
+        # would take them for an earlier version's (see gateway_client_id)
+        kept_id = gateway_client_id(Path(data_dir)) if data_dir is not None else None
         self.cfg = parse_mqtt_url(url)
         self.prefix = self.cfg["prefix"]
         self.handler = handler
@@ -151,8 +333,15 @@ class ExternalBroker:
         self._epoch = 0
         self._ack_lock = threading.RLock()  # paho may call on_disconnect inside ack()
         self._retries: set[asyncio.TimerHandle] = set()
-        tag = hashlib.sha256(str(data_dir or "").encode()).hexdigest()[:12]
-        self.client_id = self.cfg["client_id"] or f"edgewise-gateway-{tag}"
+        self.client_id: str = (self.cfg["client_id"] or kept_id
+                               or f"edgewise-gateway-{secrets.token_hex(6)}")
+        self._id_file = Path(data_dir) / CLIENT_ID_FILE if data_dir is not None else None
+        # when the current connection was accepted, and when recent ones were closed by
+        # the broker soon after (a session taken over: see _on_disconnect)
+        self._connected_at: float | None = None
+        self._cut_short: deque[float] = deque()
+        self._takeover_warned = -1e9
+        self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
         self._refused: str | None = None  # why the last connection attempt failed
@@ -183,6 +372,7 @@ class ExternalBroker:
         :class:`~edgewise.errors.BrokerUnavailableError` (a ``ConnectionError``) if the
         broker does not accept the gateway by then."""
         self._loop = asyncio.get_running_loop()
+        self._stopping = False
         await self.batcher.start()
         self.client.connect_async(self.cfg["host"], self.cfg["port"], keepalive=30)
         self.client.loop_start()
@@ -201,6 +391,7 @@ class ExternalBroker:
             handle.cancel()
         self._retries.clear()
         await self.batcher.stop()
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -212,6 +403,7 @@ class ExternalBroker:
             return
         with self._ack_lock:
             self._epoch += 1
+        self._connected_at = time.monotonic()
         client.subscribe(self._topic("+", "telemetry"), qos=1)
         self._connected.set()
 
@@ -223,6 +415,55 @@ class ExternalBroker:
         # paho calls this before it reconnects (and clears the PUBACKs not yet sent)
         with self._ack_lock:
             self._epoch += 1
+        since, self._connected_at = self._connected_at, None
+        if self._stopping or since is None or not getattr(rc, "is_failure", False):
+            return
+        self._note_cut(rc, time.monotonic() - since)
+
+    #: A connection the broker closes within this many seconds of accepting it counts
+    #: towards :meth:`_note_cut`; this many such in ``TAKEOVER_WINDOW_S`` are warned of.
+    TAKEOVER_CONNECTION_S = 10.0
+    TAKEOVER_COUNT = 3
+    TAKEOVER_WINDOW_S = 60.0
+    #: At most one such warning this often.
+    TAKEOVER_WARN_EVERY_S = 600.0
+
+    def _note_cut(self, rc: Any, lasted: float) -> None:
+        """Warn when the broker takes the session over: another client connected with
+        this gateway's client id. MQTT 5 names it (reason 0x8E, "Session taken over");
+        MQTT 3.1.1, which the gateway speaks, does not: the broker only closes the older
+        connection (paho: "Unspecified error"), and as both clients reconnect at once
+        they take it from each other, so connections closed by the broker soon after it
+        accepted them, ``TAKEOVER_COUNT`` times in ``TAKEOVER_WINDOW_S``, are taken as
+        that."""
+        now = time.monotonic()
+        named = getattr(rc, "value", None) == 0x8E
+        if not named:
+            if lasted > self.TAKEOVER_CONNECTION_S:
+                return
+            self._cut_short.append(now)
+            while self._cut_short and now - self._cut_short[0] > self.TAKEOVER_WINDOW_S:
+                self._cut_short.popleft()
+            if len(self._cut_short) < self.TAKEOVER_COUNT:
+                return
+        if now - self._takeover_warned < self.TAKEOVER_WARN_EVERY_S:
+            return
+        self._takeover_warned = now
+        what = ("took the session over (MQTT reason 'Session taken over')" if named else
+                f"closed the gateway's connection {len(self._cut_short)} times in "
+                f"{self.TAKEOVER_WINDOW_S:g} s, each within {self.TAKEOVER_CONNECTION_S:g} s "
+                "of accepting it")
+        kept = (str(self._id_file) if self._id_file is not None and
+                not self.cfg["client_id"] else "client_id= in the --mqtt URL")
+        log.warning(
+            "MQTT broker %s:%s %s: another client is most likely connected with this "
+            "gateway's client id %r, and the broker hands the session to whichever connected "
+            "last, so the two take it from each other and telemetry meant for one reaches "
+            "the other (dead-lettered there as unknown_device, never stored). Check that no "
+            "other gateway uses that id (a copy of this data dir keeps it in its %s file; the "
+            "same client_id= given to two gateways) and give each its own (it comes from %s); "
+            "else see the broker's log for why it closes the connection.",
+            self.cfg["host"], self.cfg["port"], what, self.client_id, CLIENT_ID_FILE, kept)
 
     def _puback(self, message: Message) -> None:
         """PUBACK ``message`` to the broker if the connection it came on is still the
