@@ -52,6 +52,10 @@ def test_multivariate_alert_has_signed_contributions_summing_to_t2(env: Env) -> 
     assert ex["value"] > 100 and ex["reference_rows"] == 295
     top = ex["top"]
     assert {t["name"] for t in top[:2]} == {"flow", "pressure"}
+    # the shares rank the metrics (the order of top): non-negative, summing to 1
+    assert set(ex["shares"]) == {"flow", "pressure", "temp"}
+    assert abs(sum(ex["shares"].values()) - 1.0) < 1e-5
+    assert [t["name"] for t in top] == sorted(ex["shares"], key=lambda k: -ex["shares"][k])
     assert abs(ex["contributions"]["temp"]) < 0.05 * ex["value"]
 
     listed = env.client.get("/v1/alerts", params={"explain": "true"},

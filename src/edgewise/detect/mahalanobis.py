@@ -46,14 +46,23 @@ class Mahalanobis(Detector):
     roughly chi-squared with ``d`` degrees of freedom; its tail probability ``p`` gives the
     score ``-log10(p) / tail_digits`` (1 at ``p <= 10**-tail_digits``).
 
-    :meth:`explain_one` splits ``T²`` into per-metric terms ``z_j (S⁻¹ z)_j``, which sum
-    exactly to ``T²``; negative terms (a metric that pulls the reading *towards* normal)
-    are reported as 0 and the rest renormalised to shares that sum to 1.
+    :meth:`explain_one` gives each metric's share (summing to 1) of the conditional
+    residuals ``(S⁻¹ z)_j² / (S⁻¹)_jj``: how far the metric misses what the others predict
+    for it. Unlike the split of ``T²`` into ``z_j (S⁻¹ z)_j``, it names a sensor frozen at
+    its mean while its partners move.
 
     Metrics may appear and disappear: a new metric gets its own row and column (its first
-    value is its mean); a missing (or NaN/inf) metric is imputed at its mean, so it does not
-    raise the score and leaves its mean where it was. At most ``max_metrics`` metrics are
-    tracked (bounded memory); later ones are ignored.
+    value is its mean); a missing (or NaN/inf) metric is imputed at its mean when scoring, so
+    it does not raise the score. Learning updates only what was read, each metric with weight
+    ``a_i = max(alpha, 1/count)`` from its own count of readings (``counts_``): its mean, and
+    the covariance as ``M S M + u u'`` with ``M = diag(sqrt(1 - a_i))`` and
+    ``u_i = sqrt(a_i (1 - a_i)) d_i`` (``a_i = 0`` for a metric not read), which keeps the
+    covariance positive semi-definite; so a metric read less often, or offline for a while,
+    keeps its variance. (With every metric in every reading this is the usual
+    ``(1 - a)(S + a d d')``.) A metric with fewer than
+    ``warmup`` readings of its own (one added late) is left out of the score and of
+    :meth:`explain_one` until it has them. At most ``max_metrics`` metrics are tracked
+    (bounded memory); later ones are ignored.
 
     When to use: several correlated metrics of one device. When not: one metric (use
     :class:`~edgewise.detect.context_likelihood.ContextLikelihood`), or strongly
@@ -125,6 +134,15 @@ class Mahalanobis(Detector):
         self.n_ = 0
         self.mean_ = np.zeros(0)
         self.cov_ = np.zeros((0, 0))
+        #: readings learned of each metric
+        self.counts_ = np.zeros(0)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickle; one saved before per-metric counts takes every count as
+        ``n_`` (every metric read in every row: the behaviour it was saved with)."""
+        if "counts_" not in state:
+            state["counts_"] = np.full(len(state["metrics_"]), float(state["n_"]))
+        self.__dict__.update(state)
 
     @classmethod
     def _unit_test_params(cls) -> list[dict[str, Any]]:
@@ -143,6 +161,7 @@ class Mahalanobis(Detector):
                     cov = np.zeros((i + 1, i + 1))
                     cov[:i, :i] = self.cov_
                     self.cov_ = cov
+                    self.counts_ = np.append(self.counts_, 0.0)
         z = self.mean_.copy()
         for k, v in x.items():
             j = self.metrics_.get(k)
@@ -150,15 +169,35 @@ class Mahalanobis(Detector):
                 z[j] = float(v)
         return z
 
+    def _read(self, x: Mapping[str, float]) -> np.ndarray:
+        """Which known metrics the reading holds a finite value of."""
+        read = np.zeros(len(self.metrics_), dtype=bool)
+        for k, v in x.items():
+            j = self.metrics_.get(k)
+            if j is not None and math.isfinite(v):
+                read[j] = True
+        return read
+
+    def _warm(self) -> np.ndarray:
+        """Which metrics have ``warmup`` readings of their own (the others are not scored)."""
+        return self.counts_ >= self.warmup
+
     def shrunk_covariance(self) -> np.ndarray:
         """The running covariance, shrunk and ridged by :func:`shrink_covariance`."""
         return shrink_covariance(self.cov_, self.mean_, self.shrinkage)
 
     def _solve(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(z - mean, S⁻¹ (z - mean))`` with the shrunk covariance."""
+        """``(z - mean, S⁻¹ (z - mean))`` with the shrunk covariance; a metric not yet warm
+        (:meth:`_warm`) is left out: its deviation, row and column are 0 (its terms too)."""
         with np.errstate(over="ignore"):  # a reading near 1e308 from the mean: inf, scored 1
             dz = z - self.mean_
         s = self.shrunk_covariance()
+        cold = np.flatnonzero(~self._warm())
+        if len(cold):  # the marginal T² of the warm metrics
+            dz[cold] = 0.0
+            s[cold, :] = 0.0
+            s[:, cold] = 0.0
+            s[cold, cold] = 1.0
         try:
             w = np.linalg.solve(s, dz)
         except np.linalg.LinAlgError:
@@ -168,14 +207,15 @@ class Mahalanobis(Detector):
     # -- API ---------------------------------------------------------------------------
     def score_one(self, x: Mapping[str, float]) -> float:
         """Score one device reading in [0, 1] without learning it."""
-        if self.n_ < self.warmup or not self.metrics_:
+        dof = int(self._warm().sum())  # one degree per metric warm
+        if self.n_ < self.warmup or not dof:
             return 0.0
         dz, w = self._solve(self._vector(x, grow=False))
         with np.errstate(over="ignore", invalid="ignore"):  # a metric constant at 0 moved
             t2 = max(float(dz @ w), 0.0)
         if not math.isfinite(t2):
             return 1.0
-        p = float(gammaincc(len(dz) / 2.0, t2 / 2.0))  # chi-squared tail
+        p = float(gammaincc(dof / 2.0, t2 / 2.0))  # chi-squared tail
         # -log10(1.0) is -0.0, which max(-0.0, 0.0) keeps: + 0.0 makes it 0.0
         return min(max(-math.log10(p + 1e-300) / self.tail_digits, 0.0), 1.0) + 0.0
 
@@ -186,27 +226,47 @@ class Mahalanobis(Detector):
         sentinel such as 1e308) is not learned (:meth:`score_one` gives it 1), so it cannot
         leave an infinite covariance that scores every later reading 1. A metric seen for the
         first time is still registered at its value.
+
+        Only what was read is learned, each metric with weight ``max(alpha, 1/n_i)`` (``n_i``
+        its readings, this one included); see the class docstring.
         """
         if not any(math.isfinite(v) for v in x.values()):
             return
         z = self._vector(x, grow=True)
-        n = self.n_ + 1
-        a = max(self.alpha, 1.0 / n)
+        read = self._read(x)
+        counts = self.counts_ + read
+        a = np.where(read, np.maximum(self.alpha, 1.0 / np.maximum(counts, 1.0)), 0.0)
         with np.errstate(over="ignore", invalid="ignore"):
-            d = z - self.mean_
+            d = np.where(read, z - self.mean_, 0.0)
             mean = self.mean_ + a * d
-            cov = (1.0 - a) * (self.cov_ + a * np.outer(d, d))
+            if read.all() and (a == a[0]).all():  # every metric, one weight: as it always was
+                cov = (1.0 - a[0]) * (self.cov_ + a[0] * np.outer(d, d))
+            else:  # M S M + u u': positive semi-definite, a metric not read keeps its variance
+                m = np.sqrt(1.0 - a)
+                u = np.sqrt(a * (1.0 - a)) * d
+                cov = m[:, None] * self.cov_ * m[None, :] + np.outer(u, u)
         if not (np.isfinite(mean).all() and np.isfinite(cov).all()):
             return
-        self.n_, self.mean_, self.cov_ = n, mean, cov
+        self.n_, self.mean_, self.cov_, self.counts_ = self.n_ + 1, mean, cov, counts
 
     def explain_one(self, x: Mapping[str, float]) -> dict[str, float]:
-        """Share of each metric in the reading's T² (non-negative, sums to 1 when any)."""
+        """Each metric's share of the reading's anomaly (non-negative, sums to 1 when any).
+
+        The share is of ``(S⁻¹ z)_i² / (S⁻¹)_ii``: how far the metric misses what the other
+        metrics predict for it (the drop in T² were it at that prediction), so a sensor
+        stuck at its mean while its partners move leads, where its T² term is 0.
+        """
         if not self.metrics_:
             return {}
-        dz, w = self._solve(self._vector(x, grow=False))
-        with np.errstate(over="ignore", invalid="ignore"):
-            terms = np.maximum(dz * w, 0.0)
+        _, w = self._solve(self._vector(x, grow=False))
+        s = self.shrunk_covariance()  # (S⁻¹)_ii from the correlation: alike in any units
+        sd = np.sqrt(np.diag(s))
+        corr = s / np.outer(sd, sd)
+        cold = ~self._warm()  # left out of the T², as in _solve: the warm metrics' precision
+        corr[cold, :], corr[:, cold], corr[cold, cold] = 0.0, 0.0, 1.0
+        pii = np.diag(np.linalg.pinv(corr, hermitian=True)) / (sd * sd)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            terms = np.maximum(w * (w / pii), 0.0)  # w (w / pii): w² overflows sooner
         if np.isinf(terms).any():  # a metric constant at 0 that moved: it alone drives it
             terms = np.isinf(terms).astype(float)
         total = float(terms.sum())

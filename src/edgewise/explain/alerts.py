@@ -1,4 +1,4 @@
-"""Why a multivariate alert fired: exact signed contributions of each metric to its T².
+"""Why a multivariate alert fired: which metrics drive its T², and their signed terms.
 
 The gateway's multivariate detector scores a device's reading by Hotelling's
 ``T² = dᵀ S⁻¹ d`` (``d``: the reading minus the device's normal mean, ``S``: its shrunk
@@ -9,6 +9,13 @@ the most anomalous one (the peak) is split exactly into ``d_i (S⁻¹ d)_i``
 (:func:`~edgewise.explain.linear.quadratic_contributions`). A positive term pushed the
 score up; a negative one is a metric that, given the others, looked *more* normal and
 pulled it down. ``base`` is 0 and the terms sum to ``value`` (the peak's T²).
+
+Those terms do not say which metric is at fault: a sensor frozen at its mean while its
+partners move (a stuck flow meter as the load rises) has ``d_i = 0`` and a term of 0, and
+its healthy partners take the score. So the metrics are ranked by ``shares`` instead
+(:func:`~edgewise.explain.linear.conditional_shares`): each metric's share of
+``(S⁻¹ d)_i² / (S⁻¹)_ii``, how far its reading misses what the other metrics predict for
+it (the drop in T² were it at that prediction). :meth:`AlertExplanation.top` orders by them.
 
 Metrics are carried forward between their readings (a reading time sees the last value
 of every metric), as the detector sees one row per reading time. Every metric's standard
@@ -27,6 +34,8 @@ and a metric with no reading before the alert is left out (named in ``left_out``
 >>> ex = alert_explanation(rows, start_ns=200, end_ns=200)
 >>> ex.check(), sorted(ex.contributions), ex.value > 100
 (True, ['flow', 'pressure'], True)
+>>> round(sum(ex.shares.values()), 6)
+1.0
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ import numpy as np
 from edgewise.detect.mahalanobis import shrink_covariance
 from edgewise.errors import InvalidParameterError
 from edgewise.explain.base import Explanation
-from edgewise.explain.linear import quadratic_contributions
+from edgewise.explain.linear import conditional_shares, quadratic_contributions
 from edgewise.models.history import wide_readings
 
 __all__ = ["CONSTANT_RELATIVE", "MIN_RELATIVE_SD", "AlertExplanation", "alert_explanation"]
@@ -63,12 +72,38 @@ class AlertExplanation(Explanation):
     floored at :data:`MIN_RELATIVE_SD` of their spread, so their term is large but finite.
     ``left_out`` names the metrics with no reading before the alert, which the
     explanation cannot compare with anything and so leaves out.
+
+    ``shares`` ranks the metrics: each one's share (non-negative, summing to 1) of the
+    conditional residuals ``(S⁻¹ d)_i² / (S⁻¹)_ii``, how far its reading misses what the
+    other metrics predict for it. It names a sensor stuck at its mean while its partners
+    move, whose signed term in ``contributions`` is 0. :meth:`top` orders by it.
     """
 
     peak_ns: int = 0
     reference_rows: int = 0
     constant_before: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
+    shares: dict[str, float] = field(default_factory=dict)
+
+    def top(self, k: int = 5) -> list[tuple[str, float]]:
+        """The ``k`` metrics with the largest ``shares``, each with its signed T² term.
+
+        Ordered by ``shares`` (the metric that most misses what the others predict for it
+        first), not by the size of the term; by the term when there are no shares.
+
+        >>> ex = AlertExplanation(9.0, 0.0, {"flow": 0.0, "speed": 9.0},
+        ...                       shares={"flow": 0.6, "speed": 0.4})
+        >>> ex.top(2)
+        [('flow', 0.0), ('speed', 9.0)]
+        """
+        if not self.shares:
+            return super().top(k)
+        order = sorted(self.contributions, key=lambda m: -self.shares.get(m, 0.0))
+        return [(m, self.contributions[m]) for m in order[:k]]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form: the signed terms and the ``shares`` that rank the metrics."""
+        return {**super().to_dict(), "shares": self.shares}
 
 
 def alert_explanation(
@@ -78,7 +113,8 @@ def alert_explanation(
     shrinkage: float = 0.01,
     min_reference: int = 20,
 ) -> AlertExplanation:
-    """Signed per-metric contributions to the T² of the alert's most anomalous reading.
+    """Signed per-metric terms of the T² of the alert's most anomalous reading, and the
+    per-metric ``shares`` that rank which metrics drive it.
 
     Parameters
     ----------
@@ -188,12 +224,14 @@ def alert_explanation(
     peak = int(np.argmax(t2))
     # the split of T² in the standardised metrics equals that of dᵀ S⁻¹ d term by term
     ex = quadratic_contributions(z[peak], np.zeros(len(kept)), inv_corr, names=kept)
+    # the ranking: how far each metric misses what the others predict (same in any units)
+    shares = conditional_shares(z[peak], np.zeros(len(kept)), inv_corr, names=kept)
     still = np.diag(cov) <= MIN_RELATIVE_SD**2  # did not vary in the reference
     moved = np.abs(xs[peak] - mean) > MIN_RELATIVE_SD  # by more than rounding
     constant = [str(c) for c, st, m in zip(kept, still, moved, strict=True) if st and m]
     return AlertExplanation(ex.value, ex.base, ex.contributions, peak_ns=int(span.index[peak]),
                             reference_rows=len(ref), constant_before=constant,
-                            left_out=left_out)
+                            left_out=left_out, shares=shares)
 
 
 def _named(metrics: list[str]) -> str:

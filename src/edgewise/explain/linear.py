@@ -6,7 +6,10 @@
 * Quadratic forms (Mahalanobis, Hotelling T²): ``dᵀ M d`` with ``d = x - mean`` splits
   as ``d_i (M d)_i`` (signed; a sensor can *reduce* the score when it moves with others).
 
-Each sums exactly to the score, so alerts can show which sensors drove them.
+Each sums exactly to the score (a waterfall). The quadratic split is *not* a ranking of
+culprits: a sensor stuck at its mean has ``d_i = 0`` and so a term of exactly 0, however
+far its partners moved without it. :func:`conditional_shares` ranks the sensors of a
+quadratic form instead, by how far each misses what the others predict for it.
 
 >>> x, mean = np.array([3.0, 1.0]), np.zeros(2)
 >>> linear_contributions([2.0, -1.0], 0.5, x, mean, names=["a", "b"]).contributions
@@ -15,10 +18,13 @@ Each sums exactly to the score, so alerts can show which sensors drove them.
 >>> e = quadratic_contributions(x, mean, np.linalg.inv(cov))
 >>> e.check(), round(e.value, 3)
 (True, 14.444)
+>>> {k: round(v, 3) for k, v in conditional_shares(x, mean, np.linalg.inv(cov)).items()}
+{'x0': 0.712, 'x1': 0.288}
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 
@@ -27,7 +33,9 @@ import numpy as np
 from edgewise.errors import InvalidParameterError
 from edgewise.explain.base import Explanation
 
-__all__ = ["linear_contributions", "pca_contributions", "quadratic_contributions"]
+__all__ = [
+    "conditional_shares", "linear_contributions", "pca_contributions", "quadratic_contributions",
+]
 
 
 def _names(names: Sequence[str] | None, n: int) -> list[str]:
@@ -97,7 +105,61 @@ def pca_contributions(
 def quadratic_contributions(
     x: object, mean: object, precision: object, names: Sequence[str] | None = None
 ) -> Explanation:
-    """Split ``dᵀ M d`` (``d = x - mean``, ``M`` symmetric) into ``d_i (M d)_i``."""
+    """Split ``dᵀ M d`` (``d = x - mean``, ``M`` symmetric) into ``d_i (M d)_i``.
+
+    The terms sum exactly to ``dᵀ M d``, but a term says how much of the score runs
+    through the sensor's own deviation ``d_i``, not whether the sensor is the one at fault:
+    a sensor frozen at its mean while its partners move gets exactly 0. Rank sensors with
+    :func:`conditional_shares`.
+
+    >>> prec = np.linalg.inv(np.full((3, 3), 0.9) + 0.1 * np.eye(3))
+    >>> e = quadratic_contributions([0.0, 3.0, 3.0], np.zeros(3), prec)  # x0 stuck
+    >>> abs(e.contributions["x0"]), e.check()
+    (0.0, True)
+    """
+    d, mat = _quadratic(x, mean, precision)
+    parts = d * (mat @ d)
+    return Explanation(float(d @ mat @ d), 0.0,
+                       dict(zip(_names(names, len(d)), parts.tolist(), strict=True)))
+
+
+def conditional_shares(
+    x: object, mean: object, precision: object, names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Each sensor's share of the quadratic form ``dᵀ M d`` by its conditional residual.
+
+    ``c_i = (M d)_i² / M_ii`` is how much ``dᵀ M d`` would drop were sensor ``i`` replaced
+    by what the other sensors predict for it (its conditional expectation given them,
+    ``M`` the precision, the inverse covariance): the square of how many conditional
+    standard deviations it misses that prediction by. The shares are ``c_i / sum(c)``:
+    non-negative, summing to 1 (all 0 when ``d`` is 0 or not finite; when some ``c_i`` is
+    infinite, those sensors share 1 equally). With independent sensors (diagonal ``M``)
+    ``c_i = d_i² M_ii``, the same as :func:`quadratic_contributions`' terms; a sensor stuck
+    at its mean while its partners move leads, as does one spiking alone. They are the same
+    in any units or offsets of the sensors and in any order of them. They do not sum to the
+    score: use :func:`quadratic_contributions` for a split that does.
+
+    >>> prec = np.linalg.inv(np.full((3, 3), 0.9) + 0.1 * np.eye(3))  # correlation 0.9
+    >>> s = conditional_shares([0.0, 3.0, 3.0], np.zeros(3), prec,
+    ...                        names=["flow", "speed", "current"])   # flow stuck at its mean
+    >>> {k: round(v, 3) for k, v in s.items()}
+    {'flow': 0.618, 'speed': 0.191, 'current': 0.191}
+    """
+    d, mat = _quadratic(x, mean, precision)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        w = mat @ d
+        c = np.maximum(w * (w / np.diag(mat)), 0.0)  # w (w / M_ii): w² would overflow sooner
+        if np.isinf(c).any():
+            c = np.isinf(c).astype(float)
+        total = float(c.sum())
+    keys = _names(names, len(d))
+    if not (math.isfinite(total) and total > 0.0):
+        return {k: 0.0 for k in keys}
+    return dict(zip(keys, (c / total).tolist(), strict=True))
+
+
+def _quadratic(x: object, mean: object, precision: object) -> tuple[np.ndarray, np.ndarray]:
+    """``(x - mean, symmetric part of precision)``, checked to fit each other."""
     m = _vec(mean, None, "mean")
     d = _vec(x, len(m), "x") - m
     mat = np.asarray(precision, dtype=float)
@@ -105,7 +167,4 @@ def quadratic_contributions(
         raise InvalidParameterError(
             f"The precision matrix must be {len(m)}x{len(m)}. Got shape {mat.shape} instead."
         )
-    mat = (mat + mat.T) / 2
-    parts = d * (mat @ d)
-    return Explanation(float(d @ mat @ d), 0.0,
-                       dict(zip(_names(names, len(m)), parts.tolist(), strict=True)))
+    return d, (mat + mat.T) / 2

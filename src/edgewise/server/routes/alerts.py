@@ -177,6 +177,9 @@ def _explain(store: Any, alert: Any) -> tuple[int, tuple[Any, ...], dict[str, An
         used, used_fp, answer = since, fingerprint, {"explanation": {
             "method": "t2_exact", "value": round(ex.value, 6), "base": ex.base,
             "contributions": {k: round(v, 6) for k, v in ex.contributions.items()},
+            # each metric's share of the blame: how far its reading misses what the others
+            # predict for it (the order of `top`; the signed terms above sum to T²)
+            "shares": {k: round(v, 6) for k, v in ex.shares.items()},
             "top": [{"name": n, "value": round(c, 6)} for n, c in ex.top(8)],
             "peak": format_ns(ex.peak_ns), "reference_rows": ex.reference_rows,
             "constant_before": ex.constant_before, "left_out": ex.left_out,

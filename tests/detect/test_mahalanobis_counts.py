@@ -1,0 +1,112 @@
+"""Mahalanobis learns only what was read, per-metric weights, late metrics left out until warm."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+from scipy.special import gammaincc
+
+from edgewise.detect.mahalanobis import Mahalanobis, shrink_covariance
+
+
+def _old_scores(rows, alpha=0.005, shrinkage=0.01, warmup=50, digits=10.0):
+    """The formulas before per-metric counts (full rows only), copied: score, then learn."""
+    n, mean, cov, out = 0, None, None, []
+    for z in rows:
+        if n >= warmup:
+            dz = z - mean
+            t2 = max(float(dz @ np.linalg.solve(shrink_covariance(cov, mean, shrinkage), dz)), 0)
+            p = float(gammaincc(len(dz) / 2.0, t2 / 2.0))
+            out.append(min(max(-math.log10(p + 1e-300) / digits, 0.0), 1.0) + 0.0)
+        else:
+            out.append(0.0)
+        if mean is None:
+            mean, cov = z.copy(), np.zeros((len(z), len(z)))
+        n += 1
+        a = max(alpha, 1.0 / n)
+        d = z - mean
+        mean, cov = mean + a * d, (1.0 - a) * (cov + a * np.outer(d, d))
+    return np.array(out)
+
+
+def _skab_like(n, seed):
+    rng = np.random.default_rng(seed)
+    load = np.sin(np.arange(n) / 50.0) + 0.3 * rng.standard_normal(n)
+    X = np.c_[5 + load + 0.2 * rng.standard_normal(n), 30 + 3 * load + 0.6 * rng.standard_normal(n),
+              60 + 2 * load + 0.4 * rng.standard_normal(n), 1.0 + 0.01 * rng.standard_normal(n)]
+    X[900:920, 1] += 4.0  # a fault, so some scores are high
+    return X
+
+
+def test_full_rows_score_bit_identical_to_the_old_formulas():
+    """Check that with every metric in every row the scores equal the old ones bit for bit."""
+    X = _skab_like(1200, 4)
+    names = ["vib", "current", "temp", "pressure"]
+    det, new = Mahalanobis(), []
+    for row in X:
+        x = dict(zip(names, row, strict=True))
+        new.append(det.score_one(x))
+        det.learn_one(x)
+    old = _old_scores(X)
+    assert np.array_equal(np.array(new), old) and old.max() > 0.3
+
+
+def _mixed_rate(n, every, seed=0):
+    rng = np.random.default_rng(seed)
+    for t in range(n):
+        load = rng.normal()
+        row = {"vib": load + 0.3 * rng.normal(), "current": load + 0.3 * rng.normal()}
+        if t % every == 0:
+            row["temp"] = load + 0.3 * rng.normal()
+        yield t, row
+
+
+def test_a_metric_read_every_10th_row_keeps_its_variance_and_raises_no_alarm():
+    """Check that temp sent every 10th row keeps its variance (the old update shrank it to
+    0.1 of the true 1.09 on the rows it missed) and its normal noise raises no alarm."""
+    det, alarms = Mahalanobis(), 0
+    for t, row in _mixed_rate(5000, 10):
+        if t > 2000:
+            alarms += det.score_one(row) >= 0.9
+        det.learn_one(row)
+    assert 0.7 < det.cov_[2, 2] < 1.5, det.cov_[2, 2]
+    assert det.counts_.tolist() == [5000.0, 5000.0, 500.0]
+    assert alarms == 0
+    assert np.all(np.linalg.eigvalsh(det.cov_) > 0)  # still a covariance
+
+
+def test_a_metric_added_late_is_left_out_until_warm_and_raises_no_alarm():
+    """Check that a sensor added after warm-up (temp, at row 600) scores nothing and gets no
+    share until it has `warmup` readings, and raises no alarm after (it alarmed at its 2nd)."""
+    rng = np.random.default_rng(2)
+    det, hits, shares = Mahalanobis(), [], []
+    for i in range(1000):
+        load = np.sin(i / 300.0) + 0.3 * rng.normal()
+        row = {"vib": 5 + load + 0.2 * rng.normal(), "current": 30 + 3 * load + 0.6 * rng.normal()}
+        if i >= 600:
+            row["temp"] = 60 + 2 * load + 0.4 * rng.normal()
+            if det.score_one(row) >= 0.9:
+                hits.append(i - 600)
+            if i < 600 + det.warmup:
+                shares.append(det.explain_one(row).get("temp", 0.0))
+        det.learn_one(row)
+    assert hits == []
+    assert shares == [0.0] * det.warmup
+    assert det.counts_.tolist() == [1000.0, 1000.0, 400.0]
+
+
+def test_a_pickle_saved_before_counts_loads_with_every_count_n():
+    """Check that a detector pickled before per-metric counts loads, its counts all n_."""
+    det = Mahalanobis(warmup=5)
+    for _t, row in _mixed_rate(50, 1):
+        det.learn_one(row)
+    state = dict(det.__dict__)
+    del state["counts_"]
+    old = Mahalanobis.__new__(Mahalanobis)
+    old.__setstate__(state)
+    assert old.counts_.tolist() == [50.0, 50.0, 50.0]
+    back = pickle.loads(pickle.dumps(old))
+    x = {"vib": 1.0, "current": 1.2, "temp": 0.9}
+    assert back.score_one(x) == det.score_one(x)
