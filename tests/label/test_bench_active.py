@@ -30,12 +30,29 @@ def test_bench_active_json_shape(shared_data: Path) -> None:
     assert "active_nab" not in out["pumps"]
 
 
-def test_active_labels_beat_random_on_a_simulated_fleet() -> None:
-    ds = pump_fleet(seed=7)
-    act = run_active(ds, "mix", 0, (0, 25, 100))
-    rnd = [run_active(ds, "random", s, (0, 25, 100)) for s in range(3)]
-    assert act[100][0] > np.mean([r[100][0] for r in rnd]) + 0.1
-    assert act[25][0] > act[0][0]
+def test_active_labels_beat_random_on_three_simulated_fleets() -> None:
+    """Check, in event F1 averaged over the bench's first three pump fleets (fleet s with
+    the strategies seeded s, as ``edgewise bench active`` pairs them), that 25 labels
+    chosen by the mix beat none by 0.05 and 100 beat 100 random labels by 0.1.
+
+    One fleet is too noisy a witness for the 25-label claim: paired this way (measured
+    with the threshold floor alone) it held on 9 of fleets 0-9 (fleet 0: 0.296 against
+    0.313 with none), and the former single-fleet
+    test (fleet 7, the mix seeded 0) failed once thresholds stopped falling more than
+    1.5 z (0.225 against 0.275) while the mean over fleets 0-9 rose (0.399 -> 0.451 at 25
+    labels, 0.245 with none). Here the means are 0.404 against 0.285, and 0.883 against
+    0.450. A model that ignores the answers scores the same at every budget: both fail.
+    """
+    a0, a25, a100, r100 = [], [], [], []
+    for s in (0, 1, 2):
+        ds = pump_fleet(seed=s)
+        act = run_active(ds, "mix", s, (0, 25, 100))
+        a0.append(act[0][0])
+        a25.append(act[25][0])
+        a100.append(act[100][0])
+        r100.append(run_active(ds, "random", s, (0, 100))[100][0])
+    assert np.mean(a25) > np.mean(a0) + 0.05, (a0, a25)
+    assert np.mean(a100) > np.mean(r100) + 0.1, (a100, r100)
 
 
 def test_event_f1_counts_runs_of_alarms() -> None:

@@ -184,3 +184,160 @@ def test_window_model_answers_inside_a_fault_do_not_make_every_window_alarm() ->
     flagged = m.predict(ws)
     assert flagged[first]
     assert flagged.sum() <= 10, int(flagged.sum())  # the fault and the loud pulses
+
+
+def _drift() -> tuple[WindowSet, np.ndarray]:
+    """A pump whose temperature drifts up slowly (readings 3000-3600): the streaming
+    detector adapts, so the drift's windows score 0 (1 of 12 scores 0.26 z)."""
+    rng = np.random.default_rng(0)
+    v = rng.normal(20, 0.3, 5000)
+    v[3000:3600] += np.linspace(0, 1.5, 600)
+    ts = (1_700_000_000 + 60 * np.arange(5000)) * 10**9
+    ws = windows_from_series(v, ts, "pump-1", length=50)
+    span = np.flatnonzero((ws.end_ns > ts[3000]) & (ws.start_ns <= ts[3599]))
+    return ws, span
+
+
+def test_window_model_an_anomaly_scored_zero_alarms_its_look_alikes_not_the_device() -> None:
+    """Check a device whose only answer is "anomaly" on a window scored 0 (a slow drift)
+    keeps its default threshold: the threshold fell to 0 and 100 of 100 windows alarmed.
+    The labelled window still alarms, through the pattern memory."""
+    ws, span = _drift()
+    i = int(span[0])
+    assert ws.scores[i, 0] == 0.0 and len(ws) == 100  # the scenario holds
+    y = np.full(len(ws), -1)
+    y[i] = 1
+    m = WindowFeedbackModel().fit(ws, y)
+    flagged = m.predict(ws)
+    assert flagged[i]
+    assert flagged.sum() <= 5, int(flagged.sum())
+    assert m.thresholds_["pump-1"] == pytest.approx(m.t0_)
+
+
+def test_window_model_a_labelled_drift_with_a_normal_answer_does_not_flood() -> None:
+    """Check labelling a whole slow drift "anomaly" (11 of its 12 windows score 0) and a
+    quiet window "normal" alarms on the drift and a few look-alikes: the threshold 0
+    separated these answers best, and every window of the device alarmed."""
+    ws, span = _drift()
+    y = np.full(len(ws), -1)
+    y[span] = 1
+    y[30] = 0
+    assert ws.scores[30, 0] == 0.0  # the scenario holds
+    m = WindowFeedbackModel().fit(ws, y)
+    flagged = m.predict(ws)
+    assert flagged[span].all() and not flagged[30]
+    assert flagged.sum() <= len(span) + 5, int(flagged.sum())
+    assert m.thresholds_["pump-1"] >= m.t0_ - 1.5  # max_lower
+
+
+def test_window_model_confirming_a_loud_alarm_keeps_the_quieter_alarms() -> None:
+    """Check an "anomaly" answer on the louder of two alarms, with no "normal" answer,
+    leaves the quieter alarm on: the threshold rose to the confirmed window (capped at
+    4.3 z) and silenced the other alarm (3.3 z) nobody had called false."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, 3000)
+    x[1000:1003] += 6
+    x[2000:2003] += 12
+    ws = windows_from_series(x, np.arange(3000) * 10**9, "d1", length=50)
+    before = WindowFeedbackModel().fit(ws, np.full(len(ws), -1)).predict(ws)
+    assert np.flatnonzero(before).tolist() == [20, 40]  # the scenario holds
+    y = np.full(len(ws), -1)
+    y[40] = 1
+    m = WindowFeedbackModel(radius=0.0).fit(ws, y)
+    assert np.flatnonzero(m.predict(ws)).tolist() == [20, 40]
+    assert m.thresholds_["d1"] == pytest.approx(m.t0_)
+
+
+def test_window_model_checks_max_lower() -> None:
+    ws, _ = _drift()
+    with pytest.raises(InvalidParameterError, match="'max_lower' parameter"):
+        WindowFeedbackModel(max_lower=-1.0).fit(ws, np.full(len(ws), -1))
+
+
+def test_confirming_an_anomaly_scored_zero_keeps_ordinary_readings_quiet_and_learned() -> None:
+    """Check confirming an anomaly on a reading the detector scored 0 (a slow fault it
+    adapted to) leaves the threshold: it fell to 0 z, 200 of 200 ordinary readings alarmed,
+    and (protect=True, and all within tolerance of the confirmed reading) none was learned
+    again, so the detector froze."""
+    rng = np.random.default_rng(0)
+    base = EWZScore()
+    det = FeedbackDetector(base)
+    for v in rng.normal(20, 0.3, 300):
+        x = {"v": float(v)}
+        det.score_one(x)
+        det.learn_one(x)
+    quiet = {"v": 20.0}
+    assert base.score_one(quiet) == 0.0  # the scenario holds
+    det.feedback([quiet], "anomaly")
+    normals = [{"v": float(v)} for v in rng.normal(20, 0.3, 200)]
+    assert sum(det.score_one(x) >= det.threshold for x in normals) == 0
+    assert det.n_confirmed_ == 1 and det.offset_ == 0.0
+    mean_before = base.mean_
+    for v in rng.normal(20.6, 0.3, 200):  # a small, ordinary shift in level
+        det.learn_one({"v": float(v)})
+    assert mean_before < 20.0 and base.mean_ > 20.45, (mean_before, base.mean_)
+
+
+def test_a_confirmed_anomaly_lowers_the_threshold_at_most_max_lower() -> None:
+    """Check a confirmed reading within max_lower of the threshold lowers it just enough,
+    and one further below leaves it; clone keeps max_lower."""
+    rng = np.random.default_rng(1)
+    det = FeedbackDetector(EWZScore(), max_lower=0.5)
+    for v in rng.normal(0, 1, 300):
+        det.learn_one({"v": float(v)})
+    det.feedback([{"v": 4.0}], "anomaly")      # 1.39 z: 0.91 below the threshold's 2.30
+    assert det.offset_ == 0.0 and det.score_one({"v": 4.0}) < 0.9
+    det.feedback([{"v": 4.5}], "anomaly")      # 1.92 z: 0.38 below
+    assert -0.5 <= det.offset_ < 0.0 and det.score_one({"v": 4.5}) >= 0.9
+    assert det.clone().max_lower == 0.5
+    with pytest.raises(InvalidParameterError, match="'max_lower' parameter"):
+        FeedbackDetector(EWZScore(), max_lower=-1.0)
+
+
+def _stuck_fleet_with_spikes() -> tuple[WindowSet, np.ndarray]:
+    """Devices a, b, c with sensor-stuck episodes (windows 5-49, which the streaming
+    detectors barely see) and two small spikes each (windows 52 and 56) that may alarm."""
+    rng = np.random.default_rng(5)
+    parts, ys = [], []
+    for dev in ("a", "b", "c"):
+        x = 20 + np.cumsum(rng.normal(0, 0.05, 3000)) + rng.normal(0, 0.3, 3000)
+        y = np.zeros(60, bool)
+        for w in rng.choice(np.arange(5, 50), 6, replace=False):
+            x[w * 50:(w + 1) * 50] = x[w * 50]     # stuck for a whole window
+            y[w] = True
+        for w in (52, 56):
+            x[w * 50 + 20:w * 50 + 23] += 2.5
+        parts.append(windows_from_series(x, np.arange(3000) * 10**9, dev, length=50))
+        ys.append(y)
+    return WindowSet.concat(parts), np.concatenate(ys)
+
+
+def test_window_model_classifier_silences_alarms_only_on_answered_devices() -> None:
+    """Check the fleet-wide classifier raises alarms on every device but silences one only
+    on a device with an answer of its own. Device a's stuck windows are answered; b and c
+    have none. A spike alarm on b (2.6 z above its threshold), which the classifier calls
+    normal, was silenced (-3.8 z) on the strength of device a's answers alone; it stays an
+    alarm until b has one answer (a "normal" on an unrelated quiet window)."""
+    ws, truth = _stuck_fleet_with_spikes()
+    a, b, c = (np.flatnonzero(ws.device == d) for d in ("a", "b", "c"))
+    y = np.full(len(ws), -1)
+    y[a[:50]] = truth[a[:50]]                      # a's stuck windows and quiet ones
+    m = WindowFeedbackModel().fit(ws, y)
+    assert m.clf_ is not None and sorted(m.thresholds_) == ["a"]
+    base = WindowFeedbackModel(classifier=False).fit(ws, y).decision_function(ws)
+    p = m.clf_.predict_proba((ws.features - m.mean_) / m.scale_)[:, 1]
+    unruled = m._combine(base, p, m.clf_weight_)   # the classifier's log-odds everywhere
+    # the scenario holds: the classifier would silence the spike alarms on a and b
+    assert base[a[56]] > 1.0 and base[b[52]] > 2.0
+    assert unruled[a[56]] < -3.0 and unruled[b[52]] < -3.0
+    margin = m.decision_function(ws)
+    assert margin[a[56]] < -3.0                    # answered device: silenced
+    assert margin[b[52]] == pytest.approx(base[b[52]])  # no answer on b: kept
+    # raising works everywhere: b's and c's stuck windows, quiet to the detector, alarm
+    others = np.r_[b, c]
+    assert (base[others][truth[others]] < 0).all()
+    assert (margin[others][truth[others]] >= 0).mean() >= 0.75
+    y[b[2]] = 0                                    # one answer on b, far from the spike
+    m1 = WindowFeedbackModel().fit(ws, y)
+    assert m1.clf_ is not None and m1.thresholds_["b"] == pytest.approx(m1.t0_)
+    assert m1.decision_function(ws)[b[52]] < -3.0  # now the classifier may silence it

@@ -90,3 +90,24 @@ def test_nan_and_none_are_unlabelled_not_a_class() -> None:
     floats = np.where(np.arange(100) % 50 < 3, np.arange(100) // 50, np.nan)  # 0.0, 1.0, NaN
     clf = FaultClassifier(random_state=0).fit(X, floats)
     assert clf.classes_.tolist() == [0.0, 1.0] and clf.score(X, np.arange(100) // 50) == 1.0
+
+
+def test_minus_one_and_nan_written_as_text_are_unlabelled_not_a_class() -> None:
+    """Check -1 and NaN that numpy turned into the text "-1" and "nan" (an array that also
+    holds text labels), or a file's label column read as text, mark unlabelled rows:
+    "-1" became a class that every window was predicted as."""
+    import io
+
+    import pandas as pd
+
+    X = _two_clouds()
+    y = np.array(["normal"] * 3 + [-1] * 47 + ["leak"] * 3 + [-1] * 46 + [np.nan])
+    assert y[3] == "-1" and y[-1] == "nan"  # numpy wrote them as text
+    clf = FaultClassifier(random_state=0).fit(X, y)
+    assert clf.classes_.tolist() == ["leak", "normal"]
+    assert clf.predict(X).tolist() == ["normal"] * 50 + ["leak"] * 50
+    text = "label\n" + "normal\n" * 3 + "-1\n" * 47 + "leak\n" * 3 + " -1.0 \n" * 47
+    col = pd.read_csv(io.StringIO(text), dtype=str)["label"].to_numpy()
+    assert FaultClassifier(random_state=0).fit(X, col).classes_.tolist() == ["leak", "normal"]
+    with pytest.raises(InvalidParameterError, match="None of the 3 rows is labelled"):
+        FaultClassifier().fit(X[:3], np.array(["-1", "nan", ""]))

@@ -78,6 +78,36 @@ class FeedbackDetector(Detector):
         ``tolerance`` of it, relative to the pattern's magnitude.
     step
         How far above a false alarm (z units) the stream's threshold is raised.
+    max_lower
+        The most (z units) a confirmed anomaly may lower the stream's threshold. A
+        confirmed reading scored further below the threshold than this (a slow fault the
+        detector adapted to scores 0) looks ordinary to the detector: a threshold low
+        enough to catch it would alarm on ordinary readings too and, with ``protect``,
+        keep them all out of learning. Such a reading changes no threshold and is not
+        remembered as an anomaly pattern (everything within ``tolerance`` of it would be
+        kept out of learning); it is only counted in ``n_confirmed_``.
+
+    Attributes
+    ----------
+    offset_
+        z units added to the threshold: raised by false alarms, lowered (at most
+        ``max_lower``) by confirmed anomalies that did not alarm.
+    normal_patterns_
+        Readings people called normal; near-repeats score below the threshold.
+    anomalies_
+        Confirmed readings the detector sees (scored within ``max_lower`` of the
+        threshold, or above it); near-repeats are never learned.
+
+    Examples
+    --------
+    >>> from edgewise.detect.zscore import EWZScore
+    >>> det = FeedbackDetector(EWZScore())
+    >>> for t in range(300):
+    ...     x = {"v": 20.0 + (t % 7) * 0.1}
+    ...     _ = det.score_one(x); det.learn_one(x)
+    >>> det.feedback([{"v": 20.3}], "anomaly")    # scored 0: looks ordinary
+    >>> det.offset_, det.score_one({"v": 20.4}) < 0.9
+    (0.0, True)
     """
 
     _constraints: ClassVar[dict[str, Any]] = {
@@ -85,22 +115,26 @@ class FeedbackDetector(Detector):
         "protect": bool,
         "tolerance": Interval(float, 0.0, None),
         "step": Interval(float, 0.0, None),
+        "max_lower": Interval(float, 0.0, None),
     }
 
     def __init__(self, detector: Detector, threshold: float = DEFAULT_THRESHOLD,
-                 protect: bool = True, tolerance: float = 0.05, step: float = 0.25) -> None:
+                 protect: bool = True, tolerance: float = 0.05, step: float = 0.25,
+                 max_lower: float = 1.5) -> None:
         if not isinstance(detector, Detector):
             raise InvalidParameterError(
                 f"The 'detector' parameter of FeedbackDetector must be a Detector. "
                 f"Got {type(detector).__name__} instead."
             )
         validate_params(self._constraints, {"threshold": threshold, "protect": protect,
-                                            "tolerance": tolerance, "step": step}, self)
+                                            "tolerance": tolerance, "step": step,
+                                            "max_lower": max_lower}, self)
         self.detector = detector
         self.threshold = threshold
         self.protect = protect
         self.tolerance = tolerance
         self.step = step
+        self.max_lower = max_lower
         self.offset_ = 0.0  # z units added to the threshold by false alarms (or removed)
         self.normal_patterns_: list[dict[str, float]] = []
         self.anomalies_: list[dict[str, float]] = []
@@ -109,7 +143,7 @@ class FeedbackDetector(Detector):
 
     def clone(self) -> FeedbackDetector:
         return FeedbackDetector(self.detector.clone(), self.threshold, self.protect,
-                                self.tolerance, self.step)
+                                self.tolerance, self.step, self.max_lower)
 
     def _matches(self, x: Mapping[str, float], patterns: list[dict[str, float]]) -> bool:
         for p in patterns:
@@ -142,7 +176,9 @@ class FeedbackDetector(Detector):
         ``"normal"`` (a false alarm) raises the stream's threshold just above these
         readings' scores, remembers them as a normal pattern and learns them;
         ``"anomaly"`` or a fault class keeps them out of learning, and lowers the
-        threshold if they had not raised an alarm.
+        threshold if they had not raised an alarm, by at most ``max_lower``: readings
+        scored lower than that look ordinary to the detector and change nothing but
+        ``n_confirmed_`` (see ``max_lower``).
         """
         if not isinstance(label, str) or not label:
             raise InvalidParameterError(
@@ -163,10 +199,20 @@ class FeedbackDetector(Detector):
                 self.detector.learn_one(r)
         else:
             self.n_confirmed_ += 1
-            self.anomalies_.extend(rows)
-            zmax = max(self._raw_z(r) for r in rows)
-            if zmax - self.offset_ < z_thr:
-                self.offset_ = zmax - z_thr - 1e-6
+            # A threshold lowered to catch a reading scored about 0 (a slow drift the
+            # detector adapted to) alarmed on every ordinary reading and, with protect,
+            # kept them all out of learning: the detector froze. A person confirming one
+            # fault expects that fault and its look-alikes to alarm, not everything; so
+            # only readings within max_lower of the threshold (and scored above 0) lower
+            # it or become anomaly patterns. The others are indistinguishable from
+            # ordinary readings to this detector, so learning them shifts little.
+            seen = [(z, r) for z, r in ((self._raw_z(r), r) for r in rows)
+                    if z > 0 and z >= z_thr - self.max_lower]
+            self.anomalies_.extend(r for _, r in seen)
+            if seen:
+                zmax = max(z for z, _ in seen)
+                if zmax - self.offset_ < z_thr:
+                    self.offset_ = zmax - z_thr - 1e-6
 
 
 class WindowFeedbackModel:
@@ -183,6 +229,11 @@ class WindowFeedbackModel:
         The most (z units) false alarms may raise a device's threshold; repeats of a
         false alarm's pattern are silenced by the memory instead, so one loud false
         alarm does not blind the device to every fault below it.
+    max_lower
+        The most (z units) anomaly labels may lower a device's threshold. A labelled
+        anomaly scored further below (a slow fault the detector adapted to scores 0) is
+        left to the pattern memory and the classifier: a threshold low enough to catch it
+        would make most of the device's windows alarm.
     classifier
         Also learn, fleet-wide, what labelled anomalies look like in (scale-free) feature
         space: an extra-trees classifier of the labelled windows whose log-odds are added
@@ -191,7 +242,11 @@ class WindowFeedbackModel:
         score, so thresholds alone cannot use a label saying "this was a fault"; the
         classifier can, and carries it to similar windows of every device. It is only
         used when, cross-validated on the labelled windows, it beats the thresholds alone
-        (on corpora of unrelated series a fleet-wide look-alike says little).
+        (on corpora of unrelated series a fleet-wide look-alike says little). It may raise
+        alarms on any device (how a fault learned on one device reaches the others) but
+        silence them only on devices with at least one answer of their own: on a device
+        nobody has answered about, only its positive log-odds count, so silencing there
+        would hide faults with no human evidence about that device.
     evidence
         Anomaly labels at which the classifier gets half its weight.
 
@@ -217,10 +272,11 @@ class WindowFeedbackModel:
 
     def __init__(self, threshold: float = DEFAULT_THRESHOLD, radius: float = 1.0,
                  max_raise: float = 2.0, classifier: bool = True, evidence: float = 5.0,
-                 random_state: int = 0) -> None:
+                 random_state: int = 0, max_lower: float = 1.5) -> None:
         self.threshold = threshold
         self.radius = radius
         self.max_raise = max_raise
+        self.max_lower = max_lower
         self.classifier = classifier
         self.evidence = evidence
         self.random_state = random_state
@@ -229,11 +285,12 @@ class WindowFeedbackModel:
         """Fit to ``y``: 1 anomaly, 0 normal, -1 unlabelled, one per window."""
         validate_params({"threshold": Interval(float, 0.0, 1.0, closed="neither"),
                          "radius": Interval(float, 0.0, None),
-                         "max_raise": Interval(float, 0.0, None), "classifier": bool,
+                         "max_raise": Interval(float, 0.0, None),
+                         "max_lower": Interval(float, 0.0, None), "classifier": bool,
                          "evidence": Interval(float, 0.0, None, closed="neither")},
                         {"threshold": self.threshold, "radius": self.radius,
-                         "max_raise": self.max_raise, "classifier": self.classifier,
-                         "evidence": self.evidence}, self)
+                         "max_raise": self.max_raise, "max_lower": self.max_lower,
+                         "classifier": self.classifier, "evidence": self.evidence}, self)
         y = np.asarray(y)
         if len(y) != len(windows):
             raise InvalidParameterError(
@@ -253,7 +310,8 @@ class WindowFeedbackModel:
         for dev in np.unique(windows.device[lab]) if len(lab) else []:
             m = lab[windows.device[lab] == dev]
             self.thresholds_[str(dev)] = min(
-                self._fit_threshold(z[m], y[m] == 1, t0, z[windows.device == dev]),
+                self._fit_threshold(z[m], y[m] == 1, t0, z[windows.device == dev],
+                                    self.max_lower),
                 t0 + self.max_raise)
         self.memory_device_ = windows.device[lab]
         self.memory_X_ = (F[lab] - self.mean_) / self.scale_
@@ -293,7 +351,7 @@ class WindowFeedbackModel:
 
     @staticmethod
     def _fit_threshold(z: np.ndarray, pos: np.ndarray, t0: float,
-                       z_all: np.ndarray | None = None) -> float:
+                       z_all: np.ndarray | None = None, max_lower: float = 1.5) -> float:
         """The threshold that best separates labelled alarms from false ones; of those that
         do it equally well, the one raising the fewest alarms over the device's windows
         ``z_all``, then the one nearest t0.
@@ -305,8 +363,19 @@ class WindowFeedbackModel:
         >>> z = np.array([0.0, 0.0, 30.0, 5.0, 7.0]); pos = np.array([1, 1, 1, 0, 0]) == 1
         >>> WindowFeedbackModel._fit_threshold(z, pos, 2.3, np.r_[z, np.zeros(95)]) > 7
         True
+        >>> WindowFeedbackModel._fit_threshold(np.array([0.0]), np.array([True]), 2.3)
+        2.3
         """
+        # The threshold stays above 0 and at most max_lower below t0, and without a
+        # "normal" answer it does not rise. A person who labels one fault expects that
+        # fault and its look-alikes to alarm (the pattern memory and the classifier do
+        # that), not the whole device: an "anomaly" on a window scored 0 (a slow drift
+        # the detector adapted to) pulled the threshold to 0 and every window alarmed.
+        # Nor should confirming a loud alarm silence the quieter ones nobody called
+        # false: the fewest-alarms rule raised the threshold up to the confirmed window.
+        hi = np.inf if (~pos).any() else t0
         cands = np.unique(np.concatenate([[t0], z, z + 1e-6]))
+        cands = cands[(cands > 0) & (cands >= t0 - max_lower) & (cands <= hi)]  # holds t0
         z_all = z if z_all is None else z_all
         gain = [(int((pos & (z >= c)).sum() - (~pos & (z >= c)).sum()),
                  -int((z_all >= c).sum()), -abs(c - t0), c) for c in cands]
@@ -353,7 +422,17 @@ class WindowFeedbackModel:
         m[hit & ~lab] = -np.abs(m[hit & ~lab]) - 1.0
         if self.clf_ is not None:
             X = (windows.features - self.mean_) / self.scale_
-            m = self._combine(m, self.clf_.predict_proba(X)[:, 1], self.clf_weight_)
+            p = self.clf_.predict_proba(X)[:, 1]
+            # Raise anywhere, silence only where answered: on a device with no answer of
+            # its own the classifier's log-odds count only where they are positive (p >
+            # 0.5), so it can add alarms there but never push one below the threshold.
+            # Silencing a device nobody has looked at, on other devices' answers, hides
+            # its faults with no human evidence about it (on NAB, 5 answers silenced half
+            # the corpus's alarms).
+            answered = np.array([str(d) in self.thresholds_ for d in windows.device],
+                                dtype=bool)
+            p = np.where(answered, p, np.maximum(p, 0.5))
+            m = self._combine(m, p, self.clf_weight_)
         return m
 
     def member_margins(self, windows: WindowSet) -> np.ndarray:

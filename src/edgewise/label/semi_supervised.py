@@ -7,6 +7,12 @@ attributes ending with ``_``, ``predict`` / ``predict_proba``. Class labels may 
 (``"cavitation"``, ``"normal"``) or numbers (``0``, ``1``); ``classes_`` and ``predict``
 give them back as they were given, so ``predict(X) == 1`` finds the 1s.
 
+The texts ``"-1"``, ``"-1.0"``, ``"nan"`` and ``""`` (blanks around them ignored) mark
+unlabelled rows too, so they cannot be class names: numpy writes ``-1`` and NaN as those
+texts in an array that also holds text (``np.array(["normal", -1])`` is
+``["normal", "-1"]``), and so does a label column read from a file as text. Taking them
+as a fault class "-1" would predict that class for most windows.
+
 * ``method="label_spreading"`` (default): a k-nearest-neighbour graph over all windows
   (labelled and not) carries each label along the dense regions it sits in; good when
   each fault forms its own cloud in feature space, whatever its shape.
@@ -48,13 +54,22 @@ def _missing(v: Any) -> bool:
         return False
 
 
+# -1 and NaN as numpy writes them among text (np.array(["leak", -1, np.nan])), or as a
+# text column of a file holds them; "" is an empty cell
+_UNLABELLED_TEXT = frozenset({"", "-1", "-1.0", "nan"})
+
+
 def _unlabelled(y: np.ndarray) -> np.ndarray:
-    """Which rows carry no label: -1, ``None``, NaN or an empty string.
+    """Which rows carry no label: -1, ``None``, NaN, or the text "-1", "-1.0", "nan" or "".
 
     >>> _unlabelled(np.array([0, -1, 1, None, float("nan"), "", "leak"], dtype=object)).tolist()
     [False, True, False, True, True, True, False]
+    >>> _unlabelled(np.array(["normal", -1, "leak", float("nan")])).tolist()
+    [False, True, False, True]
     """
-    return np.array([_missing(v) or (not isinstance(v, str | bool) and v == -1) or v == ""
+    return np.array([_missing(v)
+                     or (isinstance(v, str) and v.strip().lower() in _UNLABELLED_TEXT)
+                     or (not isinstance(v, str | bool) and v == -1)
                      for v in y], dtype=bool)
 
 
@@ -94,6 +109,16 @@ class FaultClassifier(ClassifierMixin, BaseEstimator):
         Probability above which self-training adopts a pseudo-label.
     random_state
         Seed for anything random.
+
+    Unlabelled rows have ``y`` -1, ``None`` or NaN, or the text "-1", "-1.0", "nan" or ""
+    (how numpy writes -1 and NaN beside text labels), so none of these can be a class.
+
+    Examples
+    --------
+    >>> X = [[0.0], [0.1], [0.2], [3.0], [3.1], [3.2]]
+    >>> y = np.array(["normal", -1, -1, "leak", -1, -1])  # numpy makes -1 the text "-1"
+    >>> FaultClassifier(n_neighbors=2).fit(X, y).classes_.tolist()
+    ['leak', 'normal']
     """
 
     _parameter_constraints: ClassVar[dict[str, Any]] = {
@@ -114,7 +139,8 @@ class FaultClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X: Any, y: Any) -> FaultClassifier:
-        """Fit on all rows of ``X``; ``y`` is -1, None or NaN for unlabelled rows."""
+        """Fit on all rows of ``X``; ``y`` is -1, None or NaN for unlabelled rows (or the
+        text "-1", "-1.0", "nan" or "", as numpy writes them among text labels)."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
         from sklearn.semi_supervised import LabelSpreading, SelfTrainingClassifier
@@ -130,8 +156,9 @@ class FaultClassifier(ClassifierMixin, BaseEstimator):
         unl = _unlabelled(y)
         if unl.all():
             raise InvalidParameterError(
-                "FaultClassifier.fit needs at least one labelled row (y other than -1, None "
-                "or NaN)."
+                "FaultClassifier.fit needs at least one labelled row (y other than -1, None, "
+                f"NaN, or the text '-1', '-1.0', 'nan' or ''). None of the {len(y)} rows is "
+                "labelled."
             )
         self.classes_ = _classes(y[~unl])
         code = np.full(len(y), -1)
