@@ -107,3 +107,22 @@ def test_an_explanation_never_reads_the_whole_history(env, monkeypatch) -> None:
     two = env.store.add_alert(Alert(env.device, t0 + 2 * 10**9, t0 + 3 * 10**9, 0.99))
     env.client.get(f"/v1/alerts/{two.id}", headers=env.auth("viewer"))
     assert None not in asked and min(asked) == t0 + 2 * 10**9 - routes.MAX_REFERENCE_NS
+
+
+def test_deleting_a_device_drops_its_cached_explanations(env: Env) -> None:
+    """Check DELETE /v1/devices/{id} leaves no explanation of its alerts in the cache (what
+    they were made of is gone from the store; they stayed in memory for the process's
+    life), and another device's cached explanation stays."""
+    from edgewise.server.routes import alerts as routes
+
+    routes._explained.clear()
+    _pump(env)
+    alert = env.store.add_alert(Alert(env.device, T0 + 295 * S, T0 + 299 * S, 0.99))
+    assert env.client.get(f"/v1/alerts/{alert.id}",
+                          headers=env.auth("viewer")).json()["explanation"] is not None
+    routes._explained[("other-device", "x", 0, 1)] = (0, (), {})
+    assert {k[0] for k in routes._explained} == {env.device, "other-device"}
+    r = env.client.delete(f"/v1/devices/{env.device}", headers=env.auth("admin"))
+    assert r.status_code in (200, 204), r.text
+    assert {k[0] for k in routes._explained} == {"other-device"}
+    routes._explained.clear()

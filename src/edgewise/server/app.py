@@ -221,13 +221,15 @@ def _forgetting_fits(app: FastAPI, forget_device: Callable[[str], Any] | None,
                      ) -> Callable[[str], Any]:
     """What ``DELETE /v1/devices/{id}`` calls once the device is deleted: drop its cached
     forecasts (:func:`edgewise.server.routes.forecast.forget_device`), the cached fleet
-    groupings (:func:`edgewise.server.routes.groups.forget_device`) and the cached RUL
-    answers (:func:`edgewise.server.routes.rul.forget_device`), then the caller's
+    groupings (:func:`edgewise.server.routes.groups.forget_device`), the cached RUL
+    answers (:func:`edgewise.server.routes.rul.forget_device`) and alert explanations
+    (:func:`edgewise.server.routes.alerts.forget_device`), then the caller's
     ``forget_device`` (the transport's state)."""
     def forget(device_id: str) -> Any:
         forecast.forget_device(app, device_id)
         groups.forget_device(app, device_id)
         rul.forget_device(device_id)
+        alerts.forget_device(device_id)
         return None if forget_device is None else forget_device(device_id)
 
     return forget

@@ -112,8 +112,23 @@ MAX_REFERENCE_NS = 7 * 24 * REFERENCE_NS
 #: the references tried in turn, each when the one before is too little history or
 #: leaves a metric out (one that reports every 2 h has no reading in the hour before)
 REFERENCES = ((REFERENCE_NS, "hour"), (24 * REFERENCE_NS, "day"), (MAX_REFERENCE_NS, "week"))
-#: (id, start_ns, end_ns) -> (reference start, fingerprint of its readings, answer)
-_explained: dict[tuple[str, int, int], tuple[int, tuple[Any, ...], dict[str, Any]]] = {}
+#: (device id, alert id, start_ns, end_ns) -> (reference start, fingerprint of its
+#: readings, answer)
+_explained: dict[tuple[str, str, int, int], tuple[int, tuple[Any, ...], dict[str, Any]]] = {}
+
+
+def forget_device(device_id: str) -> int:
+    """Drop the cached explanations of ``device_id``'s alerts (its deletion: what they were
+    made of is gone from the store, so nothing of it stays in memory); how many.
+
+    >>> _explained[("pump-9", "a1", 0, 1)] = (0, (), {})
+    >>> forget_device("pump-9"), forget_device("pump-9")
+    (1, 0)
+    """
+    gone = [k for k in list(_explained) if k[0] == device_id]
+    for k in gone:
+        _explained.pop(k, None)
+    return len(gone)
 
 
 def _fingerprint(store: Any, alert: Any, since: int) -> tuple[Any, ...]:
@@ -132,7 +147,7 @@ def explain_alert(store: Any, alert: Any) -> dict[str, Any]:
     if alert.kind != "anomaly":
         return {"explanation": None,
                 "explanation_detail": f"A {alert.kind!r} alert has no sensor explanation."}
-    key = (alert.id, alert.start_ns, alert.end_ns)
+    key = (alert.device_id, alert.id, alert.start_ns, alert.end_ns)
     hit = _explained.get(key)
     if hit is not None and _fingerprint(store, alert, hit[0]) == hit[1]:
         return hit[2]
