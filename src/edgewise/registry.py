@@ -68,7 +68,8 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -585,6 +586,25 @@ def _targets_of(device_id: str, groups: Iterable[str]) -> tuple[list[str], str]:
     return targets, ",".join("?" * len(targets))
 
 
+def _offer_sql(columns: str, targets: list[str],
+               formats: Iterable[str] | None) -> tuple[str, list[str]]:
+    """The query of the releases a device reached by ``targets`` may be offered, in one of
+    ``formats`` (None: any format), and its arguments: the selection :meth:`Registry.current`
+    and :meth:`Registry.check_group_change` share (``r``: the release, ``v``: its version).
+
+    >>> _offer_sql("r.release", ["device:p1"], ["pickle"])[1]
+    ['device:p1', 'pickle']
+    """
+    sql = (f"SELECT {columns} FROM releases r LEFT JOIN versions v ON v.name = r.name AND "
+           f"v.version = r.version WHERE r.target IN ({','.join('?' * len(targets))})")
+    args = list(targets)
+    if formats is not None:
+        wanted = sorted(set(formats))
+        sql += f" AND v.format IN ({','.join('?' * len(wanted))})"
+        args += wanted
+    return sql, args
+
+
 def _devices(ids: list[str]) -> str:
     """Device ids as messages name them.
 
@@ -767,10 +787,19 @@ CREATE TABLE IF NOT EXISTS releases (
   kind TEXT NOT NULL, created_ns INTEGER NOT NULL, manifest BLOB NOT NULL, signature BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS withdrawn (
   release INTEGER PRIMARY KEY, key_id TEXT NOT NULL, withdrawn_ns INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS floors (
-  device_id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, release INTEGER NOT NULL,
-  target TEXT NOT NULL, PRIMARY KEY (device_id, name));
 """
+#: a device's floor per model and format (:meth:`Registry.check_group_change`)
+_FLOORS_COLUMNS = (
+    "(device_id TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL, "
+    "release INTEGER NOT NULL, target TEXT NOT NULL, format TEXT NOT NULL DEFAULT '', "
+    "PRIMARY KEY (device_id, name, format))")
+_SCHEMA += f"CREATE TABLE IF NOT EXISTS floors {_FLOORS_COLUMNS};\n"
+#: a floors table keyed by (device, model), as the first registries with floors made it,
+#: copied into the one keyed by format too (each floor its version's format)
+_FLOORS_COPY = (
+    "INSERT INTO floors_by_format SELECT f.device_id, f.name, f.version, f.release, f.target, "
+    "COALESCE(v.format, '') FROM floors f LEFT JOIN versions v ON v.name = f.name AND "
+    "v.version = f.version")
 #: a publish's temporary blob file older than this is left by a publish that died (kill -9,
 #: power loss) and is removed when a registry is opened; a younger one may be being written
 STALE_TMP_S = 15 * 60
@@ -822,7 +851,30 @@ class Registry:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._number_versions()
+        self._floors_by_format()
         self._sweep_temporary_blobs()
+
+    def _floors_by_format(self) -> None:
+        """Key a registry's floors by (device, model, format), as a device is offered each
+        format's newest release (:meth:`current`): a floors table keyed by (device, model)
+        is rebuilt once, each floor given its version's format, under a write lock."""
+        def has_format() -> bool:
+            return any(r[1] == "format" for r in self._db.execute("PRAGMA table_info(floors)"))
+
+        if has_format():
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if not has_format():
+                    self._db.execute(f"CREATE TABLE floors_by_format {_FLOORS_COLUMNS}")
+                    self._db.execute(_FLOORS_COPY)
+                    self._db.execute("DROP TABLE floors")
+                    self._db.execute("ALTER TABLE floors_by_format RENAME TO floors")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def _number_versions(self) -> None:
         """Give a registry made before versions had a publish counter one: its versions
@@ -1437,6 +1489,12 @@ class Registry:
         is signed for it. A release of the same or a newer version is never refused (a lower
         counter is refused by the agent, which keeps its version until the next release).
 
+        All of it is judged per model *format*, as the device is offered the newest release in
+        the formats it runs (:meth:`current` with ``formats``, as the agent asks for
+        ``pickle``): a newer release in another format (a C build for a group's firmware
+        devices) neither hides an older release it would be offered nor refuses a change it
+        is never offered; floors are kept per model and format.
+
         >>> import tempfile
         >>> reg = Registry(tempfile.mkdtemp())
         >>> for v in ("1.0.0", "2.0.0"):
@@ -1448,44 +1506,74 @@ class Registry:
         ...
         edgewise.errors.InvalidParameterError: Putting device 'pump-8' in group 'line-a' (from no group) would offer it release 2 of 'ewz', version '1.0.0' (to 'group:line-a'), older than '2.0.0' that it is offered now (release 1, to 'device:pump-8'): a device goes back to an older version only by a signed rollback order. First roll out 'ewz' '2.0.0' (or newer) to 'group:line-a' (edgewise registry rollout ewz 2.0.0 group:line-a), or sign the rollback for the device (edgewise registry rollout ewz 1.0.0 device:pump-8 --rollback); then change its groups.
         """  # noqa: E501
+        with self.group_change(device_id, before, after):
+            pass
+
+    @contextmanager
+    def group_change(self, device_id: str, before: Iterable[str],
+                     after: Iterable[str]) -> Iterator[None]:
+        """:meth:`check_group_change` as one unit of work with the caller's own: checked on
+        entry (refused there), the floors it leaves written in a write transaction of the
+        registry that commits only when the block exits without an exception (the block writes
+        the groups, and commits them), else is rolled back.
+        :meth:`edgewise.security.Security.set_device_groups` runs it inside its own write
+        transaction of the groups.
+
+        >>> import tempfile
+        >>> reg = Registry(tempfile.mkdtemp())
+        >>> _ = reg.publish("ewz", "1.0.0", b"m", format="pickle")
+        >>> _ = reg.rollout("ewz", "1.0.0", "group:line-a")
+        >>> with reg.group_change("pump-8", ["line-a"], []):
+        ...     pass  # the groups are written (and committed) here
+        >>> reg._db.execute("SELECT version, format FROM floors").fetchall()
+        [('1.0.0', 'pickle')]
+        """
         import shlex
 
         old_t = set(_targets_of(device_id, before)[0])
         new_t = set(_targets_of(device_id, after)[0])
         if old_t == new_t:
+            yield
             return
         every = sorted(old_t | new_t)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                rows = self._db.execute(
-                    "SELECT r.release, r.name, r.version, r.target, v.seq FROM releases r "
-                    "JOIN versions v ON v.name = r.name AND v.version = r.version WHERE "
-                    f"r.target IN ({','.join('?' * len(every))})", every).fetchall()
-                floors = {str(f[1]): f for f in self._db.execute(
-                    "SELECT f.release, f.name, f.version, f.target, v.seq FROM floors f JOIN "
-                    "versions v ON v.name = f.name AND v.version = f.version WHERE "
+                # each release the device may be offered, in any format: the selection of
+                # current(); the newest per model and format is what current(formats=[f]) offers
+                rows = self._db.execute(*_offer_sql(
+                    "r.release, r.name, r.version, r.target, v.seq, v.format", every, None
+                )).fetchall()
+                floors = {(str(f[1]), str(f[5])): f for f in self._db.execute(
+                    "SELECT f.release, f.name, f.version, f.target, v.seq, f.format FROM floors "
+                    "f JOIN versions v ON v.name = f.name AND v.version = f.version WHERE "
                     "f.device_id = ?", (device_id,)).fetchall()}
-                was: dict[str, tuple[Any, ...]] = {}
-                will: dict[str, tuple[Any, ...]] = {}
+                was: dict[tuple[str, str], tuple[Any, ...]] = {}
+                will: dict[tuple[str, str], tuple[Any, ...]] = {}
                 for row in rows:
+                    if row[4] is None:  # no version row: offered in no format asked for
+                        continue
+                    key = (str(row[1]), str(row[5]))
                     for targets, newest in ((old_t, was), (new_t, will)):
-                        if row[3] in targets and (row[1] not in newest
-                                                  or row[0] > newest[row[1]][0]):
-                            newest[row[1]] = row
-                for name in sorted(set(was) | set(floors)):
-                    b, f, a = was.get(name), floors.get(name), will.get(name)
+                        if row[3] in targets and (key not in newest
+                                                  or row[0] > newest[key][0]):
+                            newest[key] = row
+                for key in sorted(set(was) | set(floors)):
+                    b, f, a = was.get(key), floors.get(key), will.get(key)
                     if a is None or (b is not None and a[0] == b[0]):
                         continue
                     level = max((x for x in (b, f) if x is not None), key=lambda x: int(x[4]))
                     if int(a[4]) < int(level[4]):
                         raise self._group_change_error(device_id, before, after, a, level,
                                                        level is f, shlex.quote)
-                for name, b in was.items():  # offered no release of it after: its floor
-                    f = floors.get(name)
-                    if name not in will and (f is None or int(f[4]) < int(b[4])):
-                        self._db.execute("INSERT OR REPLACE INTO floors VALUES (?,?,?,?,?)",
-                                         (device_id, name, b[2], b[0], b[3]))
+                for key, b in was.items():  # offered no release of it after: its floor
+                    f = floors.get(key)
+                    if key not in will and (f is None or int(f[4]) < int(b[4])):
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO floors (device_id, name, version, release, "
+                            "target, format) VALUES (?,?,?,?,?,?)",
+                            (device_id, key[0], b[2], b[0], b[3], key[1]))
+                yield
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -1539,12 +1627,12 @@ class Registry:
             f"({marks}) GROUP BY target)", [name, *reach]).fetchall()
         devices = self._reached(target, reach)
         floors = self._db.execute(
-            "SELECT f.device_id, f.version, f.target, v.seq, f.release FROM floors f JOIN "
-            "versions v ON v.name = f.name AND v.version = f.version WHERE f.name = ? AND "
+            "SELECT f.device_id, f.version, f.target, v.seq, f.release, f.format FROM floors f "
+            "JOIN versions v ON v.name = f.name AND v.version = f.version WHERE f.name = ? AND "
             f"f.device_id IN ({','.join('?' * len(devices))})", [name, *devices]).fetchall()
         givens = {str(r[0]): None for r in rows}
-        for dev, fv, src, fseq, frel in floors:  # a floor: what a device was offered before
-            label = f"floor:{dev}"
+        for dev, fv, src, fseq, frel, ffmt in floors:  # what a device was offered before
+            label = f"floor:{dev}:{ffmt}"
             rows.append((label, fv, "release", fseq, frel))
             givens[label] = (f"which device {dev!r} was offered (release {frel}, to {src!r}) "
                              "before it left that target")
@@ -1608,9 +1696,9 @@ class Registry:
                  signed.manifest_bytes, signed.signature),
             )
             devices = self._reached(target, reach)  # checked against their floors: now this
-            self._db.execute(  # release is what they are offered of the model
-                f"DELETE FROM floors WHERE name = ? AND device_id IN "
-                f"({','.join('?' * len(devices))})", [name, *devices])
+            self._db.execute(  # release is what they are offered of the model in its format
+                f"DELETE FROM floors WHERE name = ? AND format = ? AND device_id IN "
+                f"({','.join('?' * len(devices))})", [name, mv.format, *devices])
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -1712,16 +1800,12 @@ class Registry:
         >>> reg.current("pump-1", ["line-a"], formats=["onnx"]) is None
         True
         """
-        targets, marks = _targets_of(device_id, groups)
-        sql = f"SELECT r.* FROM releases r WHERE r.target IN ({marks})"
-        args: list[str] = list(targets)
+        targets, _ = _targets_of(device_id, groups)
         if formats is not None:
-            wanted = sorted(set(formats))
-            if not wanted:
+            formats = sorted(set(formats))
+            if not formats:
                 return None
-            sql += (" AND EXISTS (SELECT 1 FROM versions v WHERE v.name = r.name AND "
-                    f"v.version = r.version AND v.format IN ({','.join('?' * len(wanted))}))")
-            args += wanted
+        sql, args = _offer_sql("r.*", targets, formats)
         with self._lock:
             row = self._db.execute(sql + " ORDER BY r.release DESC LIMIT 1", args).fetchone()
         return Release(*row) if row else None

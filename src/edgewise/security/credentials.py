@@ -71,7 +71,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -611,40 +611,53 @@ class Security:
         ['line-a', 'line-b']
         """
         group_list = check_groups(groups)
-        with self._lock:
-            known = self._db.execute("SELECT 1 FROM devices WHERE id = ?",
-                                     (device_id,)).fetchone() is not None
-        if known:  # before the change: the releases it would be offered after it
-            self._check_group_change(device_id, self.device_groups(device_id), group_list)
+        # One unit of work under this file's write lock: the groups it has now are read, the
+        # change checked against them and written, so two changes at once are checked one
+        # after the other (each read its own "before" first: both got through). The registry
+        # (its own file) only reads this file, which WAL lets it do meanwhile; the floors the
+        # check leaves commit after the groups, and not at all if writing them fails.
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 known = self._db.execute("SELECT 1 FROM devices WHERE id = ?",
                                          (device_id,)).fetchone() is not None
                 if known:
-                    self._db.execute("DELETE FROM device_groups WHERE device_id = ?",
-                                     (device_id,))
-                    self._db.executemany("INSERT INTO device_groups VALUES (?, ?)",
-                                         [(device_id, g) for g in group_list])
-                self._db.execute("COMMIT")
+                    before = [r[0] for r in self._db.execute(
+                        "SELECT grp FROM device_groups WHERE device_id = ? ORDER BY grp",
+                        (device_id,))]
+                    with self._check_group_change(device_id, before, group_list):
+                        self._db.execute("DELETE FROM device_groups WHERE device_id = ?",
+                                         (device_id,))
+                        self._db.executemany("INSERT INTO device_groups VALUES (?, ?)",
+                                             [(device_id, g) for g in group_list])
+                        self._db.execute("COMMIT")
+                else:
+                    self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
         if not known:
             raise KeyError(f"Device {device_id!r} is not registered.")
         self.audit(actor, "device.groups", device_id, {"groups": group_list})
         return group_list
 
-    def _check_group_change(self, device_id: str, before: list[str], after: list[str]) -> None:
-        """Run the registry's :meth:`~edgewise.registry.Registry.check_group_change` for this
-        data directory's registry; nothing (and nothing made) where there is none."""
+    @contextlib.contextmanager
+    def _check_group_change(self, device_id: str, before: list[str],
+                            after: list[str]) -> Iterator[None]:
+        """The registry's :meth:`~edgewise.registry.Registry.group_change` for this data
+        directory's registry (refused on entry; its floors committed when the block, which
+        writes the groups, exits without an exception); nothing (and nothing made) where there
+        is none."""
         if not (self.data_dir / "registry" / "registry.sqlite").is_file():
+            yield
             return
         from edgewise.registry import Registry
 
         reg = Registry(self.data_dir)
         try:
-            reg.check_group_change(device_id, before, after)
+            with reg.group_change(device_id, before, after):
+                yield
         finally:
             reg.close()
 
