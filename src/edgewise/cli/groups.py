@@ -189,6 +189,11 @@ def _table(summary: dict[str, Any], assigned: pd.DataFrame | None) -> None:
         console.print("No odd ones out.")
     for m, why in summary["left_out"].items():
         console.print(f"note: metric {escape(m)!r} left out: {escape(why)}")
+    devices_out = list(summary.get("left_out_devices", {}).items())
+    for d, why in devices_out[:10]:
+        console.print(f"note: device {escape(d)!r} left out (in no group): {escape(why)}")
+    if len(devices_out) > 10:
+        console.print(f"note: and {len(devices_out) - 10} more device(s) left out likewise")
     if summary["missing"]:
         lacking = list(summary["missing"].items())[:5]
         console.print(f"note: {len(summary['missing'])} device(s) lack a used metric (each "

@@ -19,8 +19,10 @@ device's next ``transfer`` model version.
   model scores below the fleet model on that hold-out, the fleet model is saved as the
   device's instead (``kept`` is ``"fleet"``, ``kept_why`` says why); where fine-tuning
   changed nothing (too few labels for either step) the saved model is the fleet model and
-  ``kept_why`` says which labels were missing; where it changed the model but the hold-out
-  cannot be measured, the fine-tuned model is saved with a ``warning`` saying it is
+  ``kept_why`` says which labels were missing, whatever the hold-out said; where it changed
+  the model but the hold-out cannot be measured (too few labels, or fine-tuning the earlier
+  half alone changed nothing, so the hold-out would compare the fleet model with itself),
+  the fine-tuned model is saved with a ``warning`` saying it is
   unchecked and how its alarms differ from the fleet model's (it is kept because a device
   whose people labelled only normal windows, the usual way to show an offset, can never be
   measured, and the fleet model raises alarms on much of such a device's normal).
@@ -256,15 +258,20 @@ def _keep(fleet: FleetModel, tuned: DeviceModel, y: np.ndarray,
     """Which model to save as the device's, ``"device"`` (the fine-tuned ``tuned``) or
     ``"fleet"``, why, and a warning when the saved model may be worse than the fleet's.
 
+    Where fine-tuning changed nothing the fleet model is saved, whatever the hold-out
+    says (``tuned`` decides as the fleet model does, so a tie there measured nothing).
+
     >>> fleet = FleetModel().fit([[0.0], [1.0], [5.0], [6.0]], [0, 0, 1, 1])
     >>> y = np.array([0, 1])
     >>> _keep(fleet, fine_tune(fleet, [[0.5], [5.5]], y), y, None, "2 labelled windows",
     ...       np.zeros((1, 1)))[:2]
     ('fleet', 'fine-tuning changed nothing: 1 labelled-normal window(s), fewer than the 3 re-centring needs; 1 normal and 1 anomalous window(s), where re-calibration needs 2 of each')
-    >>> _keep(fleet, fine_tune(fleet, [[0.5], [5.5]], y), y,
-    ...       {"fleet_f1": 0.8, "device_f1": 0.5}, None, np.zeros((1, 1)))[:2]
+    >>> moved = DeviceModel(fleet, np.array([1.0]), None, 0.0, 2)
+    >>> _keep(fleet, moved, y, {"fleet_f1": 0.8, "device_f1": 0.5}, None, np.zeros((1, 1)))[:2]
     ('fleet', "the fine-tuned model scored hold-out F1 0.500, below the fleet model's 0.800")
     """  # noqa: E501
+    if not _changed(tuned):
+        return "fleet", "fine-tuning changed nothing: " + _unchanged_why(y), None
     if holdout is not None:
         f, d = holdout["fleet_f1"], holdout["device_f1"]
         if d < f:
@@ -272,22 +279,6 @@ def _keep(fleet: FleetModel, tuned: DeviceModel, y: np.ndarray,
                              f"fleet model's {f:.3f}"), None
         return "device", (f"the fine-tuned model scored hold-out F1 {d:.3f}, the fleet "
                           f"model {f:.3f}"), None
-    if not tuned.shift_.any() and tuned.calibrator_ is None:
-        normal, anomaly = int((y == 0).sum()), int((y == 1).sum())
-        missing = []
-        if normal < MIN_NORMALS_TO_RECENTRE:
-            missing.append(f"{normal} labelled-normal window(s), fewer than the "
-                           f"{MIN_NORMALS_TO_RECENTRE} re-centring needs")
-        else:
-            missing.append(f"its {normal} labelled-normal windows show no offset from the "
-                           "fleet's beyond their noise")
-        if min(normal, anomaly) < 2:
-            missing.append(f"{normal} normal and {anomaly} anomalous window(s), where "
-                           "re-calibration needs 2 of each")
-        else:
-            missing.append("re-calibrating did not beat the fleet's threshold in "
-                           "cross-validation")
-        return "fleet", "fine-tuning changed nothing: " + "; ".join(missing), None
     alarms_fleet = int(fleet.predict(features).sum())
     alarms_tuned = int(tuned.predict(features).sum())
     return "device", f"the hold-out was not measured ({holdout_why})", (
@@ -298,14 +289,51 @@ def _keep(fleet: FleetModel, tuned: DeviceModel, y: np.ndarray,
         "and train again to measure it.")
 
 
+def _changed(model: DeviceModel) -> bool:
+    """Whether fine-tuning changed ``model`` from its fleet model (re-centred or
+    re-calibrated); unchanged, it decides as the fleet model does."""
+    return bool(model.shift_.any()) or model.calibrator_ is not None
+
+
+def _unchanged_why(y: np.ndarray) -> str:
+    """Why fine-tuning on labels ``y`` changed nothing: what each step lacked."""
+    normal, anomaly = int((y == 0).sum()), int((y == 1).sum())
+    missing = []
+    if normal < MIN_NORMALS_TO_RECENTRE:
+        missing.append(f"{normal} labelled-normal window(s), fewer than the "
+                       f"{MIN_NORMALS_TO_RECENTRE} re-centring needs")
+    else:
+        missing.append(f"its {normal} labelled-normal windows show no offset from the "
+                       "fleet's beyond their noise")
+    if min(normal, anomaly) < 2:
+        missing.append(f"{normal} normal and {anomaly} anomalous window(s), where "
+                       "re-calibration needs 2 of each")
+    else:
+        missing.append("re-calibrating did not beat the fleet's threshold in "
+                       "cross-validation")
+    return "; ".join(missing)
+
+
 def _holdout(fleet: FleetModel, X: np.ndarray, y: np.ndarray,
              ) -> tuple[dict[str, float] | None, str | None]:
-    """The hold-out comparison on the device's labelled windows in time order, or why not."""
+    """The hold-out comparison on the device's labelled windows in time order, or why not.
+
+    Not measured also where fine-tuning on the earlier half changes nothing: the hold-out
+    would compare the fleet model with itself, and say nothing of the saved model.
+
+    >>> fleet = FleetModel().fit([[0.0], [1.0], [5.0], [6.0]], [0, 0, 1, 1])
+    >>> _holdout(fleet, np.array([[0.5], [5.5], [0.4], [5.6]]), np.array([0, 1, 0, 1]))[1]
+    'fine-tuning the earlier 2 labelled windows changed nothing (1 labelled-normal window(s), fewer than the 3 re-centring needs; 1 normal and 1 anomalous window(s), where re-calibration needs 2 of each), so the hold-out would compare the fleet model with itself'
+    """  # noqa: E501
     cut = len(y) // 2
     if len(y) < 4:
         return None, f"{len(y)} labelled windows; at least 4 are needed to hold half back"
     if not (y[cut:] == 1).any():
         return None, "no anomaly among the later half of the labelled windows"
+    if not _changed(fine_tune(fleet, X[:cut], y[:cut])):
+        return None, (f"fine-tuning the earlier {cut} labelled windows changed nothing "
+                      f"({_unchanged_why(y[:cut])}), so the hold-out would compare the "
+                      "fleet model with itself")
     return compare_on_holdout(fleet, X, y, train_fraction=cut / len(y)), None
 
 

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LABEL_RE", "Label", "LabelStore", "is_anomalous", "labels_csv", "read_labels_csv"]
 
+_ANY = object()  # save_mix_state: no state expected, write whatever is stored
+
 #: Allowed label values: ``normal``, ``anomaly`` or a fault class name. ``\Z``, not ``$``:
 #: ``$`` also matches before a trailing newline, and ``"normal\n"`` is not ``"normal"``.
 LABEL_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
@@ -379,16 +381,34 @@ class LabelStore:
 
         >>> import tempfile
         >>> with LabelStore(tempfile.mkdtemp()) as labels:
-        ...     labels.save_mix_state("pump-1", {"hits": [1.0]})
+        ...     _ = labels.save_mix_state("pump-1", {"hits": [1.0]})
         ...     labels.mix_state("pump-1"), labels.mix_state("pump-2")
         ({'hits': [1.0]}, None)
         """
         return self._mix_states().get(device_id)
 
-    def save_mix_state(self, device_id: str, state: dict[str, Any] | None) -> None:
+    def save_mix_state(self, device_id: str, state: dict[str, Any] | None, *,
+                       expected: dict[str, Any] | object | None = _ANY) -> bool:
         """Keep ``state`` as ``device_id``'s query-mix state (None drops it) in
         ``label-mix.json`` beside the labels, mode 0600 like them (it holds what the
-        fleet's answers taught the queue).
+        fleet's answers taught the queue); True when written.
+
+        ``expected``, the state as :meth:`mix_state` gave it before (None: there was
+        none), makes the save a compare-and-swap: under the write lock, when the stored
+        state is no longer ``expected`` (a :meth:`delete_device` dropped it, or another
+        writer saved its own meanwhile) nothing is written and False is returned, so a
+        slow reader (the label queue fitting and selecting) never writes back the state
+        of a device deleted meanwhile. Left out, the save writes whatever is stored.
+
+        >>> import tempfile
+        >>> with LabelStore(tempfile.mkdtemp()) as labels:
+        ...     _ = labels.save_mix_state("pump-1", {"hits": [1.0]})
+        ...     seen = labels.mix_state("pump-1")
+        ...     _ = labels.delete_device("pump-1")
+        ...     labels.save_mix_state("pump-1", {"hits": [2.0]}, expected=seen)
+        ...     labels.mix_state("pump-1") is None
+        False
+        True
 
         The read-modify-write holds the write lock of ``labels.sqlite`` (an OS file lock,
         taken as every label write takes it, so across processes too: the gateway's queue
@@ -398,7 +418,10 @@ class LabelStore:
         reader sees half a file.
         """
         with self._lock, self._write_locked():
+            if expected is not _ANY and self._mix_states().get(device_id) != expected:
+                return False
             self._put_mix_state(device_id, state)
+        return True
 
     @contextlib.contextmanager
     def _write_locked(self) -> Iterator[sqlite3.Cursor]:

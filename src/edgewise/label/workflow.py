@@ -27,6 +27,7 @@ These are what ``edgewise label suggest`` and ``edgewise train --with-labels`` c
 
 from __future__ import annotations
 
+import copy
 import pickle
 import time
 import warnings
@@ -277,13 +278,15 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
     if isinstance(strat, DefaultMix) and state is not None:
         # take up what the mix learned from this device's earlier questions and answers
         try:
-            strat.set_state(state, keys, place=lambda asked: _place_questions(
+            strat.set_state(copy.deepcopy(state), keys, place=lambda asked: _place_questions(
                 asked, ws, device_id, current))
         except InvalidParameterError:
             pass  # the mix's strategies changed since: start afresh
     picks = strat.select(pool, k)
     if isinstance(strat, DefaultMix):
-        labels.save_mix_state(device_id, strat.get_state(keys))
+        # only over the state as read: a 'device delete' (or another suggest of this
+        # device) meanwhile wins; the next suggest starts from what is stored then
+        labels.save_mix_state(device_id, strat.get_state(keys), expected=state)
     return [{"device_id": device_id, "start_ns": int(ws.start_ns[i]),
              "end_ns": int(ws.end_ns[i]), "score": round(float(ws.scores[i, 0]), 6),
              "margin": round(float(margin[i]), 4), "alarm": bool(margin[i] >= 0)}

@@ -26,8 +26,10 @@ cannot give) is unknown, not the fleet median: its distance to a group centre is
 over the features both have, scaled up by the share of the (squared) feature weights
 those carry, so a missing metric neither adds to the distance nor is given as the reason
 a device is odd. The clustering itself (k-means and the like need every feature) reads
-an unknown feature as the fleet median. A device that has none of the features (it sends
-none of the used metrics) is measured at the fleet median throughout.
+an unknown feature as the fleet median. A device that sends none of the used metrics has
+no feature to be grouped by: it is left out of the fit (in ``left_out_devices_`` with why,
+and in the summary's ``left_out_devices``), so it is in no group and has no odd score;
+:meth:`BehaviourGroups.assign` refuses such a device.
 
 Grouping: scikit-learn k-means (``method="kmeans"``, the default, picked by the benchmark
 in ``benchmarks/results/groups.md``), Ward agglomerative or a Gaussian mixture. With
@@ -421,13 +423,23 @@ class BehaviourGroups:
         # in the order of the device ids: the same data gives the same groups, whatever
         # the order of the mapping (k-means' start and ties follow the row order)
         hist = dict(sorted(self._histories(X, at_least=2).items()))
-        n = len(hist)
+        self._fit_metrics(hist)
+        # a device sending none of the used metrics has no feature to group it by: left
+        # out (named with why, as a metric left out is), not measured at the fleet median
+        self.left_out_devices_ = {d: _sends_none(list(f.columns), self.metrics_)
+                                  for d, f in hist.items()
+                                  if not set(f.columns) & set(self.metrics_)}
+        hist = {d: f for d, f in hist.items() if d not in self.left_out_devices_}
+        self.missing_ = {d: ms for d, ms in self.missing_.items() if d in hist}
+        n = len(hist)  # at least 2: a used metric is sent by at least 2 devices
+        of = (f"number of devices that send a used metric ({n}; "
+              f"{len(self.left_out_devices_)} left out)" if self.left_out_devices_
+              else f"number of devices ({n})")
         if n < self.min_group_size:
             raise InvalidParameterError(
                 f"The 'min_group_size' parameter of BehaviourGroups must be at most the "
-                f"number of devices ({n}), or no group could be kept. Got "
-                f"{self.min_group_size} instead.", field="min_group_size",
-                value=self.min_group_size)
+                f"{of}, or no group could be kept. Got {self.min_group_size} instead.",
+                field="min_group_size", value=self.min_group_size)
         most = n // self.min_group_size
         if self.n_groups is not None and self.n_groups > most:
             raise InvalidParameterError(
@@ -435,7 +447,6 @@ class BehaviourGroups:
                 f"{n} devices make at most {most} group(s) of at least {self.min_group_size} "
                 f"devices (a smaller one is no group). Got {self.n_groups} instead.",
                 field="n_groups", value=self.n_groups)
-        self._fit_metrics(hist)
         steps = [s for s in (median_step_ns(f) for f in hist.values()) if s]
         self.step_ns_ = (int(self.step_s * 1e9) if self.step_s is not None
                          else int(np.median(steps)) if steps else 60 * 10**9)
@@ -647,7 +658,9 @@ class BehaviourGroups:
                             "odd_score": round(float(self.odd_score_[d]), 2),
                             "why": self._why_odd(self.Z_[i], self.profiles_.iloc[i], g)})
         return {"n_devices": len(self.devices_), "n_groups": self.n_groups_,
-                "metrics": self.metrics_, "left_out": self.left_out_, "missing": self.missing_,
+                "metrics": self.metrics_, "left_out": self.left_out_,
+                "left_out_devices": dict(self.left_out_devices_),
+                "missing": self.missing_,
                 "silhouette": {str(k): round(v, 3) for k, v in self.silhouette_.items()},
                 "null_silhouette": {str(k): round(v, 3)
                                     for k, v in self.null_silhouette_.items()},
@@ -655,7 +668,8 @@ class BehaviourGroups:
 
     # -- persistence ----------------------------------------------------------------------
     _STATE: ClassVar[tuple[str, ...]] = (
-        "metrics_", "left_out_", "missing_", "step_ns_", "reference_value_", "feature_names_",
+        "metrics_", "left_out_", "left_out_devices_", "missing_", "step_ns_",
+        "reference_value_", "feature_names_",
         "devices_", "typical_spread_", "eps_", "span_days_", "n_groups_", "odd_scale_",
         "odd_cut_", "odd_dims_", "silhouette_",
         "null_silhouette_", "traits_", "n_features_in_")
@@ -813,6 +827,7 @@ def load_groups(path: str | Path) -> BehaviourGroups:
 def _from_doc(doc: dict[str, Any]) -> BehaviourGroups:
     """The model a saved body describes."""
     model = BehaviourGroups(**doc["params"])
+    model.left_out_devices_ = {}  # a file saved before devices were left out names none
     for k, v in doc["state"].items():
         setattr(model, k, v)
     model.traits_ = {int(g): t for g, t in model.traits_.items()}
@@ -828,6 +843,18 @@ def _from_doc(doc: dict[str, Any]) -> BehaviourGroups:
     model.profiles_ = pd.DataFrame(p["data"], index=p["index"], columns=p["columns"],
                                    dtype=float)
     return model
+
+
+def _sends_none(sent: list[str], used: list[str], shown: int = 10) -> str:
+    """Why a device sending ``sent`` (none of the ``used`` metrics) is left out of a fit.
+
+    >>> _sends_none(["c"], ["load", "temp"])
+    'sends none of the metrics used (load, temp); it sends c'
+    """
+    def names(ms: list[str]) -> str:
+        return ", ".join(ms[:shown]) + (f" and {len(ms) - shown} more" if len(ms) > shown
+                                        else "")
+    return f"sends none of the metrics used ({names(used)}); it sends {names(sorted(sent))}"
 
 
 def _finite_metrics_of(device: object, frame: pd.DataFrame) -> list[str]:

@@ -214,7 +214,11 @@ def _answer(model: BehaviourGroups, fleet: _Fleet, left: list[dict[str, str]], s
         "n_groups": summary["n_groups"], "chosen": model.n_groups is None,
         "n_devices": summary["n_devices"], "groups": groups, "odd_ones_out": odd,
         "odd_cut": round(float(model.odd_cut_), 3),
-        "left_out": {"devices": sorted(left, key=lambda d: d["device"]),
+        # the fleet's devices not read, and those the fit left out (no used metric)
+        "left_out": {"devices": sorted(left + [
+                         {"device": d, "reason": why}
+                         for d, why in summary["left_out_devices"].items()],
+                         key=lambda d: d["device"]),
                      "metrics": [{"metric": m, "reason": why}
                                  for m, why in summary["left_out"].items()]},
         "missing": summary["missing"], "metrics": summary["metrics"],
