@@ -26,9 +26,11 @@ def _msg(seq: int, ts: float, **metrics: float) -> bytes:
     return json.dumps({"ts": ts, "metrics": metrics, "seq": seq}).encode()
 
 
-def _feed(p: Pipeline, n: int, seed: int = 0) -> None:
+def _feed(p: Pipeline, n: int, seed: int = 0, start: int = 0) -> None:
+    """Send ``n`` new readings (seq and time from ``start`` on: a reading the store already
+    holds is not scored again)."""
     rng = np.random.default_rng(seed)
-    for i in range(n):
+    for i in range(start, start + n):
         q = 100 + rng.normal(0, 1)
         p.ingest("pump-1", _msg(i + 1, T0 + i, flow=q, current=0.3 * q + rng.normal(0, 0.1)))
     assert p.flush(timeout=30)
@@ -41,10 +43,10 @@ def _bases(p: Pipeline) -> set[str]:
 def test_the_setting_picks_every_metrics_level_detector(tmp_path) -> None:
     assert Settings.load(env={"EDGEWISE_DETECTOR": "ewzscore"}).detector == "ewzscore"
     store = open_store(f"duckdb:///{tmp_path / 's.duckdb'}")
-    for name in ("context-likelihood", "ewzscore"):
+    for k, name in enumerate(("context-likelihood", "ewzscore")):
         p = Pipeline(store, Settings(data_dir=tmp_path, detector=name))
         try:
-            _feed(p, 5)
+            _feed(p, 5, start=5 * k)
             assert _bases(p) == {name}
             assert {type(d).__name__ for d in p._detectors.values()} == {"StateAware"}
         finally:
@@ -81,7 +83,7 @@ def test_a_restart_with_another_detector_warms_the_metrics_again(tmp_path) -> No
     other = Pipeline(store, Settings(data_dir=tmp_path, detector="ewzscore"), state_path=state)
     try:
         assert other._detectors == {} and "pump-1" in other._mv
-        _feed(other, 3, seed=1)
+        _feed(other, 3, seed=1, start=50)
         assert _bases(other) == {"ewzscore"}
     finally:
         other.close()

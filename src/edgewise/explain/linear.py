@@ -148,9 +148,15 @@ def conditional_shares(
     d, mat = _quadratic(x, mean, precision)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         w = mat @ d
-        c = np.maximum(w * (w / np.diag(mat)), 0.0)  # w (w / M_ii): w² would overflow sooner
-        if np.isinf(c).any():
-            c = np.isinf(c).astype(float)
+        a = np.abs(w)
+        if np.isinf(a).any():  # a deviation near 1e308: those sensors alone
+            c = np.isinf(a).astype(float)
+        else:  # shares are scale-free: w / max|w| first, or w² overflows for all from ~1e154
+            top = float(np.max(a, initial=0.0, where=np.isfinite(a)))
+            ws = w / top if top > 0.0 else w
+            c = np.maximum(ws * (ws / np.diag(mat)), 0.0)
+            if np.isinf(c).any():  # M_ii about 0 (a sensor constant before that moved)
+                c = np.isinf(c).astype(float)
         total = float(c.sum())
     keys = _names(names, len(d))
     if not (math.isfinite(total) and total > 0.0):

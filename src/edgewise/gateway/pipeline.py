@@ -12,8 +12,10 @@ front of detection: the store keeps the raw readings exactly once (its own seq a
 on nothing else), while the cleaner decides what the detectors see. Readings it removes as
 ``duplicate`` (a re-delivered reading), ``conflict``, ``invalid``, ``out_of_range`` or
 ``rate`` are stored but not scored; readings ``out_of_order`` for the cleaner (older than
-their stream's newest kept reading; this includes a re-delivered reading that is not its
-stream's newest) are still scored under the pipeline's own ``late_horizon_s`` rule;
+their stream's newest kept reading) are still scored under the pipeline's own
+``late_horizon_s`` rule, unless the store did not store them (``AppendResult.
+stored_positions``: a re-delivery, or a conflict with the value it holds; only what the
+store holds is scored);
 ``spike`` and ``stuck`` readings are flagged and counted but scored as they are (a spike
 is what the detectors are for); a spike is not learned while its level detector is in the
 warm-up that fixes its range for good (one glitch there would blind it), nor by the
@@ -58,6 +60,7 @@ from edgewise.errors import ConfigError, PayloadError, RateLimitError
 from edgewise.gateway.cross_sensor import STATE_VERSION, CrossSensorGate
 from edgewise.gateway.fast_streams import FastStreamGate
 from edgewise.gateway.metrics import Metrics
+from edgewise.quality.stream import STATE_VERSION as CLEANER_STATE_VERSION
 from edgewise.quality.stream import StreamCleaner
 from edgewise.security.ratelimit import RateLimiter
 from edgewise.store.base import Alert, AppendResult, Store
@@ -415,7 +418,7 @@ class Pipeline:
                 raise
             self._count(counts, len(items), via)
             self._commits += 1
-            batch = _Committed(readings, self._commits)
+            batch = _Committed(readings, self._commits, res.stored_positions)
             with self._state_lock:
                 self._busy += 1  # _submit() (or the finally below) counts it off
         try:
@@ -683,9 +686,21 @@ class Pipeline:
     def _detect(self, readings: Sequence[Reading]) -> list[Alert]:
         t0 = time.perf_counter()
         gen = getattr(readings, "gen", None)  # a committed batch's; None: score them all
+        # readings the store did not store (a duplicate, a conflict) are not scored: the
+        # cleaner still sees and counts them; with no cleaner they go here
+        stored_at: frozenset[int] | None = getattr(readings, "stored", None)
+        unstored: list[bool] | None = None
+        if stored_at is not None:
+            if self.cleaner is None:
+                readings = [r for i, r in enumerate(readings) if i in stored_at]
+            else:
+                unstored = [i not in stored_at for i in range(len(readings))]
         if gen is not None and self._forgotten:
             gone = self._forgotten
-            readings = [r for r in readings if gone.get(r.device_id, 0) < gen]
+            keep = [gone.get(r.device_id, 0) < gen for r in readings]
+            readings = [r for r, k in zip(readings, keep, strict=True) if k]
+            if unstored is not None:
+                unstored = [u for u, k in zip(unstored, keep, strict=True) if k]
         rows: dict[tuple[str, int], dict[str, float]] = {}
         scores: dict[tuple[str, int], dict[str, float]] = {}
         eligible: dict[tuple[str, int], set[str]] = {}
@@ -695,7 +710,7 @@ class Pipeline:
         horizon = self.late_horizon_ns
         spikes: set[int] = set()
         if self.cleaner is not None:
-            readings, spikes = self._clean(readings)
+            readings, spikes = self._clean(readings, unstored)
         for i, r in enumerate(readings):
             key = (r.device_id, r.metric)
             last = self._last_scored.get(key)
@@ -822,6 +837,7 @@ class Pipeline:
                 self.fast_gate.forget(device_id)
             if self.cross_gate is not None:
                 self.cross_gate.forget(device_id)
+            self.rate_limiter.forget(device_id)  # re-added, it starts on a full bucket
             # the saved state (written at the last clean stop) still holds the device: write
             # it again now, or a crash before the next clean stop brings the device back
             if (keys or had_mv) and self.state_path is not None and self.state_path.exists():
@@ -829,9 +845,12 @@ class Pipeline:
             self.alerts.forget(device_id)
         return len(keys)
 
-    def _clean(self, readings: Sequence[Reading]) -> tuple[list[Reading], set[int]]:
+    def _clean(
+        self, readings: Sequence[Reading], unstored: Sequence[bool] | None = None,
+    ) -> tuple[list[Reading], set[int]]:
         """The readings detection should score, and the positions among them of those
-        flagged as spikes; count every cleaner decision."""
+        flagged as spikes; count every cleaner decision. A reading ``unstored`` (the store
+        refused it as a duplicate or a conflict) is cleaned and counted, never scored."""
         c = self.cleaner
         assert c is not None
         out: list[Reading] = []
@@ -840,8 +859,9 @@ class Pipeline:
         seen_removed = dict(c.removed)
         seen_flagged = dict(c.flagged)
         n_flagged = sum(seen_flagged.values())
-        for r in readings:
+        for j, r in enumerate(readings):
             kept = c.clean_one(r) is not None
+            scorable = unstored is None or not unstored[j]
             q = self._quality.get(r.device_id)
             if q is None:
                 q = self._quality[r.device_id] = {"removed": {}, "flagged": {}, "seen": {},
@@ -863,10 +883,12 @@ class Pipeline:
                 m.inc(f"edgewise_quality_{kind}_total", reason=reason)
             if kept:
                 q["kept"][r.metric] = q["kept"].get(r.metric, 0) + 1
-                if ("flagged", "spike") in changed:
-                    spikes.add(len(out))
-                out.append(r)
-            elif all(k in _SCORED_ANYWAY for kind, k in changed if kind == "removed"):
+                if scorable:
+                    if ("flagged", "spike") in changed:
+                        spikes.add(len(out))
+                    out.append(r)
+            elif scorable and all(k in _SCORED_ANYWAY for kind, k in changed
+                                  if kind == "removed"):
                 out.append(r)
         return out, spikes
 
@@ -1008,6 +1030,10 @@ class Pipeline:
             if (self.cross_gate is not None and state.get("cross_sensor") is not None
                     and state.get("cross_sensor_version") == STATE_VERSION):
                 self.cross_gate.devices_ = state["cross_sensor"]
+            # the cleaner's per-stream history (files before: none, or another layout):
+            # without it a re-sent last message is scored again and the spike test is off
+            if self.cleaner is not None and state.get("cleaner") is not None:
+                self.cleaner.import_state(state["cleaner"], state.get("cleaner_version"))
             # how many readings each alert being extended had (files before: none; the
             # alert manager then counts the stored readings over each alert's span)
             self.alerts.restore_held(state.get("alerts_held") or {})
@@ -1032,10 +1058,12 @@ class Pipeline:
         tmp = path.with_suffix(".tmp")
         fast = self.fast_gate.streams_ if self.fast_gate is not None else None
         cross = self.cross_gate.devices_ if self.cross_gate is not None else None
+        cleaner = self.cleaner.export_state() if self.cleaner is not None else None
         with open(tmp, "wb") as f:
             pickle.dump({"detectors": self._detectors, "multivariate": self._mv,
                          "last_scored": self._last_scored, "fast_streams": fast,
                          "cross_sensor": cross, "cross_sensor_version": STATE_VERSION,
+                         "cleaner": cleaner, "cleaner_version": CLEANER_STATE_VERSION,
                          "alerts_held": self.alerts.held_state()}, f,
                         protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
@@ -1068,18 +1096,26 @@ class _Committed(list[Reading]):
     forgotten device's readings from batches of its generation or older.
 
     >>> b = _Committed([Reading("pump-1", "t", 0, 1.0)], 7)
-    >>> len(b), b.gen, b.submitted
-    (1, 7, False)
+    >>> len(b), b.gen, b.submitted, b.stored
+    (1, 7, False, None)
+    >>> _Committed([Reading("p", "t", 0, 1.0), Reading("p", "t", 0, 1.0)], 8, [0]).stored
+    frozenset({0})
     """
 
-    def __init__(self, readings: Sequence[Reading], gen: int) -> None:
+    def __init__(self, readings: Sequence[Reading], gen: int,
+                 stored: Collection[int] | None = None) -> None:
         super().__init__(readings)
         self.gen = gen
         self.submitted = False  # handed to detection (which then counts it off)
+        # the positions of the readings the store stored (None: all of them); the others
+        # (a duplicate, a conflict) are never scored, as the store does not hold them
+        self.stored: frozenset[int] | None = (
+            None if stored is None or len(stored) == len(self) else frozenset(stored))
 
 
 #: Cleaner removals that detection scores anyway: the pipeline's late-horizon rule judges
-#: order, so a reading older than its stream's last one is not dropped for that alone.
+#: order, so a reading older than its stream's last one is not dropped for that alone
+#: (a reading the store did not store, a re-delivery or a conflict, is never scored).
 _SCORED_ANYWAY = frozenset({"out_of_order"})
 
 

@@ -51,6 +51,10 @@ __all__ = ["StreamCleaner"]
 #: unquantised noise, whose steps never recur.
 MAX_CANDIDATE_STEPS = 16
 
+#: The layout of :meth:`StreamCleaner.export_state`; bumped when :class:`_State` changes,
+#: so a gateway restarted from an older layout starts its streams afresh instead.
+STATE_VERSION = 1
+
 
 #: How a change between kept values counts towards the resolution: not at all, by
 #: itself, or as a change into or out of one spike that lies above or below its
@@ -358,6 +362,36 @@ class StreamCleaner:
             del self._state[key]
         for key in [k for k in self.by_key if k[0] == device_id]:
             del self.by_key[key]
+
+    def export_state(self) -> dict[tuple[str, str], object]:
+        """The per-stream history (last time and value, spike window, stuck run,
+        resolution) to save across a restart (:data:`STATE_VERSION` is its layout); the
+        counts are since start and not part of it.
+
+        >>> c = StreamCleaner()
+        >>> _ = c.clean_one(Reading("d", "t", 1, 20.0))
+        >>> c2 = StreamCleaner(); c2.import_state(c.export_state(), STATE_VERSION)
+        True
+        >>> c2.clean_one(Reading("d", "t", 1, 20.0)), dict(c2.removed)  # re-sent
+        (None, {'duplicate': 1})
+        """
+        return dict(self._state)
+
+    def import_state(self, state: Mapping[tuple[str, str], object], version: object) -> bool:
+        """Take over the per-stream history :meth:`export_state` gave, if its layout
+        ``version`` is this one's :data:`STATE_VERSION` (else nothing changes and the streams
+        start afresh); returns whether it was taken. The spike windows take this cleaner's
+        ``spike_window``.
+        """
+        if version != STATE_VERSION or not isinstance(state, Mapping):
+            return False
+        if not all(isinstance(st, _State) for st in state.values()):
+            return False
+        for st in state.values():
+            if st.window.maxlen != self.spike_window:  # type: ignore[attr-defined]
+                st.window = deque(st.window, maxlen=self.spike_window)  # type: ignore[attr-defined]
+        self._state = dict(state)  # type: ignore[arg-type]
+        return True
 
     def clean(self, readings: Iterable[Reading]) -> list[Reading]:
         """Clean readings in arrival order; return the kept ones."""

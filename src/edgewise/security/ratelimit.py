@@ -22,6 +22,9 @@ from edgewise.errors import InvalidParameterError, RateLimitError
 
 __all__ = ["RateLimiter"]
 
+#: Idle (refilled) buckets are pruned once there are more buckets than this.
+_PRUNE_MIN = 1024
+
 
 class RateLimiter:
     """Token buckets keyed by device id: ``rate_per_s`` sustained, ``burst`` at most at once."""
@@ -36,6 +39,7 @@ class RateLimiter:
         self.burst = float(burst)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self._prune_at = _PRUNE_MIN  # prune idle buckets when there are more than this
 
     def take(self, device_id: str, n: float = 1.0) -> None:
         """Spend ``n`` tokens of ``device_id``'s bucket or raise :class:`RateLimitError`."""
@@ -57,6 +61,18 @@ class RateLimiter:
                     retry_after_s=wait,
                 )
             self._buckets[device_id] = (tokens - n, now)
+            if len(self._buckets) > self._prune_at:
+                self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        """Drop the buckets that have refilled (a full bucket is what an unknown id gets,
+        so nothing changes for their devices); called under the lock, amortised by
+        doubling the threshold to what is left."""
+        full = [d for d, (tokens, last) in self._buckets.items()
+                if tokens + (now - last) * self.rate_per_s >= self.burst]
+        for d in full:
+            del self._buckets[d]
+        self._prune_at = max(_PRUNE_MIN, 2 * len(self._buckets))
 
     def refund(self, device_id: str, n: float) -> None:
         """Give back ``n`` tokens :meth:`take` spent on readings that were not stored (a
@@ -70,3 +86,16 @@ class RateLimiter:
                 return
             tokens, last = self._buckets[device_id]
             self._buckets[device_id] = (min(self.burst, tokens + n), last)
+
+    def forget(self, device_id: str) -> bool:
+        """Drop ``device_id``'s bucket (the device was deleted): an id registered again
+        starts on a full bucket, and a fleet that churns ids keeps no bucket per id ever
+        seen. Returns whether there was one.
+
+        >>> rl = RateLimiter(rate_per_s=1, burst=10)
+        >>> rl.take("pump-1", 10); rl.forget("pump-1"), rl.forget("pump-1")
+        (True, False)
+        >>> rl.take("pump-1", 10)   # a full bucket again
+        """
+        with self._lock:
+            return self._buckets.pop(device_id, None) is not None

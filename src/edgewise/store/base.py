@@ -40,12 +40,18 @@ EVENT_MERGED = "alert.merged"
 
 @dataclass(slots=True)
 class AppendResult:
-    """What one ``append`` did; ``watermarks`` maps each touched device to its seq watermark."""
+    """What one ``append`` did; ``watermarks`` maps each touched device to its seq watermark.
+
+    ``stored_positions`` are the positions, ascending, in the readings given to ``append``
+    of those it stored (not a duplicate, not a conflict); ``None`` where a store does not
+    say (then take every reading as stored).
+    """
 
     stored: int = 0
     duplicates: int = 0
     conflicts: int = 0
     watermarks: dict[str, int] = field(default_factory=dict)
+    stored_positions: list[int] | None = None
 
 
 @dataclass(slots=True)

@@ -602,6 +602,7 @@ class DuckDBStore(SQLStoreMixin):
             if c.conflicts:
                 con.executemany(*insert_conflicts(c.conflicts, "?"))
             result.stored = len(c.new)
+            result.stored_positions = list(c.new)
             result.duplicates = c.duplicates
             result.conflicts = len(c.conflicts)
         new_seqs = self._seqs.fresh(seq_sets)

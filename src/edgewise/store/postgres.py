@@ -610,6 +610,10 @@ class PostgresStore(SQLStoreMixin):
             c = classify_batch(readings, existing, received_ns, cols.unique_keys, lookup)
             recorded = self._record_conflicts(cur, c.conflicts)
             result.stored = len(inserted)
+            done = {(d, m, int(t)) for d, m, t in inserted}
+            result.stored_positions = [
+                i for i in c.new
+                if (readings[i].device_id, readings[i].metric, readings[i].ts_ns) in done]
             # a conflict another writer recorded first is a re-delivery here, as for a
             # conflict recorded before this call
             result.duplicates = (c.duplicates + (len(c.new) - len(inserted))
