@@ -273,6 +273,53 @@ def check_store_query_ranges_and_step(factory: StoreFactory) -> None:
         store.close()
 
 
+def check_store_step_mean_correctly_rounded(factory: StoreFactory) -> None:
+    """A bucket's mean is the exact mean of its readings rounded once to the nearest float
+    (0 ulp), in query() and query_many() alike, so every backend gives the same float:
+    for seeded random buckets of readings of any size (subnormal to 1.7e308, zeros, mixed
+    signs), a single reading comes back as itself, equal readings as their value, and a
+    reading within one step of the earliest int64 time lands in a bucket clamped to
+    -2**63 (the query overflowed); a step of 2**63 or more is refused."""
+    from fractions import Fraction
+
+    rng = random.Random(20240611)
+    pool = (lambda: rng.uniform(-1e3, 1e3), lambda: rng.random() * 10.0 ** rng.randint(-20, 20),
+            lambda: round(rng.uniform(0, 100), 1), lambda: 0.0,
+            lambda: 5e-324 * rng.randint(1, 10**6), lambda: rng.choice((1.7e308, -1.7e308)))
+    groups = [[pool[rng.randrange(len(pool))]() for _ in range(rng.randint(1, 7))]
+              for _ in range(150)]
+    groups += [[1e-310], [1e16, 1.0, -1e16], [1.7e308] * 3, [0.1] * 10, [2.5] * 4,
+               [8.022650611681835e-17, 521.9248898251512, -24.286686951704837]]
+    store = factory()
+    try:
+        store.append([Reading("mean-1", "m", T0 + g * 10 + i, v)
+                      for g, vals in enumerate(groups) for i, v in enumerate(vals)])
+        want = [("m", T0 + g * 10, float(sum(map(Fraction, vals)) / len(vals)))
+                for g, vals in enumerate(groups)]
+        rows = store.query("mean-1", step_ns=10)
+        bad = [(vals, got, exp) for vals, got, exp in zip(groups, rows, want, strict=True)
+               if got != exp]
+        assert len(rows) == len(want) and not bad, (
+            f"{len(bad)} of {len(want)} bucket means are not the correctly rounded mean "
+            f"(readings, got, want): {bad[:3]}")
+        assert store.query_many(["mean-1"], step_ns=10) == {"mean-1": rows}
+        first = -(2**63)
+        store.append([Reading("early-1", "m", first, 1.0), Reading("early-1", "m", first + 9, 3.0)])
+        rows = store.query("early-1", step_ns=7)  # floor(first / 7) * 7 is below first
+        assert rows == [("m", first, 1.0), ("m", first + 8, 3.0)], rows
+        rows = store.query("early-1", step_ns=2**63 - 1)
+        assert rows == [("m", first, 1.0), ("m", first + 1, 3.0)], rows
+        for step in (2**63, 2**64):
+            try:
+                store.query("early-1", step_ns=step)
+            except StoreError as exc:
+                assert str(step) in str(exc), exc
+            else:
+                raise AssertionError(f"query(step_ns={step}) did not raise StoreError")
+    finally:
+        store.close()
+
+
 def check_store_query_many_matches_query(factory: StoreFactory) -> None:
     """query_many() gives each device exactly what query() gives it (range, step, a
     per-device limit), every asked device a key in the order asked, none read twice."""
@@ -719,6 +766,7 @@ _STORE_CHECKS: tuple[StoreCheck, ...] = (
     check_store_stored_seqs,
     check_store_stored_seqs_many,
     check_store_query_ranges_and_step,
+    check_store_step_mean_correctly_rounded,
     check_store_query_many_matches_query,
     check_store_out_of_order_in_time_order,
     check_store_delete_device,

@@ -105,8 +105,10 @@ def check_readings(readings: Sequence[Reading]) -> None:
                 ((type(v) is float and v - v == 0.0) or type(v) is int)
                 and type(t) is int and lo <= t < hi
                 and (q is None or (type(q) is int and 0 <= q < top))
-                and type(r.device_id) is str and r.device_id
-                and type(r.metric) is str and r.metric
+                and type(r.device_id) is str and r.device_id and r.device_id.isascii()
+                and "\x00" not in r.device_id
+                and type(r.metric) is str and r.metric and r.metric.isascii()
+                and "\x00" not in r.metric
             ):
                 continue
         problem = None
@@ -119,6 +121,9 @@ def check_readings(readings: Sequence[Reading]) -> None:
             problem = f"device_id must be a non-empty str. Got {r.device_id!r} instead."
         elif not isinstance(r.metric, str) or not r.metric:
             problem = f"metric must be a non-empty str. Got {r.metric!r} instead."
+        elif (bad := _text_problem("device_id", r.device_id)
+              or _text_problem("metric", r.metric)):
+            problem = bad
         elif isinstance(r.ts_ns, bool) or not isinstance(r.ts_ns, int) or not (
             -(2**63) <= r.ts_ns < 2**63
         ):
@@ -138,6 +143,26 @@ def check_readings(readings: Sequence[Reading]) -> None:
             )
 
 
+def _text_problem(name: str, text: str) -> str | None:
+    r"""Why ``text`` (a device id or metric) cannot be stored, or None: a NUL character
+    (PostgreSQL refuses it in text, DuckDB kept it) or one UTF-8 cannot encode (a lone
+    surrogate), which both backends must refuse alike, before anything is written.
+
+    >>> print(_text_problem("metric", "temp\x00c"))
+    metric must not hold a NUL character ('\x00'). Got 'temp\x00c' instead.
+    >>> _text_problem("metric", "température") is None
+    True
+    """
+    if "\x00" in text:
+        return f"{name} must not hold a NUL character ('\\x00'). Got {text!r} instead."
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"{name} must be text UTF-8 can encode; {text[exc.start:exc.end]!r} at "
+                f"position {exc.start} cannot be (a lone surrogate). Got {text!r} instead.")
+    return None
+
+
 def normalise_seqs(seqs: Mapping[str, Iterable[int]] | None) -> dict[str, set[int]]:
     """Seqs per device as sets of ints >= 1, checking types (seq 0 is kept out of watermarks).
 
@@ -151,6 +176,9 @@ def normalise_seqs(seqs: Mapping[str, Iterable[int]] | None) -> dict[str, set[in
         if not isinstance(device_id, str) or not device_id:
             raise StoreError(f"Cannot store seqs: device id must be a non-empty str. "
                              f"Got {device_id!r} instead.")
+        bad = _text_problem("device id", device_id)
+        if bad:
+            raise StoreError(f"Cannot store seqs: {bad}")
         got: set[int] = set()
         for s in values:
             if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**62:

@@ -7,9 +7,10 @@ loading; and :class:`SQLStoreMixin`, the Store methods whose logic both backends
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from edgewise.errors import StoreError
@@ -87,9 +88,71 @@ def _marks_to_move(tracker: SeqTracker, marks: Mapping[str, int]) -> dict[str, i
 
 
 def _check_step(step_ns: Any) -> int:
-    if isinstance(step_ns, bool) or not isinstance(step_ns, int) or step_ns <= 0:
-        raise StoreError(f"step_ns must be a positive int of nanoseconds. Got {step_ns!r} instead.")
+    """``step_ns`` checked: an int of nanoseconds in ``[1, 2**63 - 1]`` (it is written into
+    the SQL, where both backends take it as a BIGINT).
+
+    >>> _check_step(2**63)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: step_ns must be an int of nanoseconds in [1, 2**63 - 1] (1 ns to about 292 years). Got 9223372036854775808 instead.
+    """  # noqa: E501
+    if (isinstance(step_ns, bool) or not isinstance(step_ns, int)
+            or not 1 <= step_ns < 2**63):
+        raise StoreError("step_ns must be an int of nanoseconds in [1, 2**63 - 1] (1 ns to "
+                         f"about 292 years). Got {step_ns!r} instead.")
     return step_ns
+
+
+def _bucket_sql(quotient: str, step: int) -> str:
+    """SQL of a reading's bucket start, ``floor(ts_ns / step) * step``, from ``quotient``
+    (the backend's SQL of that floor): a start below ``-2**63`` (a reading within one step
+    of the earliest int64 time) is clamped to ``-2**63``, where it overflowed BIGINT and
+    failed the whole query.
+
+    >>> _bucket_sql("q", 2**62)
+    'CASE WHEN q < -2 THEN CAST(-9223372036854775807 AS BIGINT) - 1 ELSE q * 4611686018427387904 END'
+    """  # noqa: E501
+    first = -((2**63) // step)  # the lowest quotient whose bucket start is an int64
+    return (f"CASE WHEN {quotient} < {first} THEN CAST(-9223372036854775807 AS BIGINT) - 1 "
+            f"ELSE {quotient} * {step} END")
+
+
+def exact_mean(same: float | None, units: Sequence[Any], sums: Sequence[Any],
+               count: Any) -> float:
+    """A bucket's mean, correctly rounded (the exact mean of its readings rounded once to
+    the nearest float), from what the backends' SQL reads per bucket: ``same``, the value
+    when every reading holds it (else None), and exact integer partial sums ``sums[i]`` in
+    units of ``2**units[i]`` over ``count`` readings. Python's int division rounds
+    correctly, subnormal results included.
+
+    >>> exact_mean(None, [-56, -56], [1, 2**56], 2), exact_mean(2.5, [], [], 3)
+    (0.5, 2.5)
+    >>> exact_mean(None, [-56], [3 * 7205759403792794], 3)  # three 0.1s
+    0.1
+    """
+    if same is not None:
+        return float(same) + 0.0  # -0.0 as 0.0, as the exact sum gives it
+    lo = min(int(u) for u in units)
+    total = sum(int(s) << (int(u) - lo) for u, s in zip(units, sums, strict=True))
+    n = int(count)
+    return (total << lo) / n if lo >= 0 else total / (n << -lo)
+
+
+def scaled_mean(small: int | None, big: Any, count: Any, scale: float) -> float:
+    """A bucket's mean, correctly rounded, from what the scaled fast path reads per
+    bucket (see :meth:`SQLStoreMixin._scaled_step_sql`): the exact integer sum of its
+    readings times ``scale`` (a power of two), as ``small`` when it fits a BIGINT, else
+    as ``big``, over ``count`` readings. One int division, which rounds correctly.
+
+    >>> scaled_mean(3 * 3602879701896397, None, 3, 2.0**55)  # three 0.1s
+    0.1
+    >>> scaled_mean(None, 2**100, 4, 2.0**-3) == 2.0**101  # readings scaled down by 8
+    True
+    """
+    total = int(small) if small is not None else int(big)
+    k = math.frexp(scale)[1] - 1  # scale is exactly 2**k
+    n = int(count)
+    return total / (n << k) if k >= 0 else (total << -k) / n
 
 
 def _range_where(
@@ -424,10 +487,12 @@ class SQLStoreMixin:
     :class:`~edgewise.store._batch.SeqTracker`, which guards itself: readers of seqs never
     take ``_wlock``), ``_appends`` and ``_closed``; ``_wlock``, the lock that serialises
     writers (held for a whole append's transaction; a writer adds its seqs to ``_seqs``
-    only after the commit, under it); ``_bucket``, the SQL of a
-    reading's bucket start for ``query(step_ns=…)`` with ``{step}`` in it (integer division
-    is one dialect difference there); ``_mean``, the SQL of a bucket's average that neither
-    overflows nor underflows (the other); ``_read(sql, params)``, which runs a query on a
+    only after the commit, under it); ``_quotient``, the SQL of
+    ``floor(ts_ns / step)`` for ``query(step_ns=…)`` with ``{step}`` in it (integer division
+    is one dialect difference there); ``_word``, ``_unit``, ``_term`` and ``_list_agg``,
+    how it splits a reading exactly for a bucket's mean (see :meth:`_step_sql`: the
+    other), and ``_scaled_int``, the exact integer type of its fast path where it has
+    one (:meth:`_scaled_step_sql`); ``_read(sql, params)``, which runs a query on a
     reader connection and turns driver errors into :class:`~edgewise.errors.StoreError`;
     ``_append_tx(prepared)``, which runs one append's transaction and returns its result
     and the seqs it stored; and ``_compact_seqs()``.
@@ -436,7 +501,12 @@ class SQLStoreMixin:
     url: str
     _ph: str
     _db_error: type[Exception]
-    _bucket: str
+    _quotient: str
+    _word: str
+    _unit: str
+    _term: str
+    _list_agg: str
+    _scaled_int: str | None = None
     _seqs: SeqTracker
     _marks: dict[str, int]
     _appends: int
@@ -482,7 +552,7 @@ class SQLStoreMixin:
         with self._wlock:
             try:
                 result, new_seqs = self._append_tx(p)
-            except self._db_error as exc:
+            except (self._db_error, UnicodeError) as exc:  # a driver's encoding error too
                 raise StoreError(
                     f"Append of {len(p.readings)} readings to {self.url!r} failed and was rolled "
                     f"back; nothing of it is stored: {exc}"
@@ -532,18 +602,84 @@ class SQLStoreMixin:
         """
         where, params = _range_where(device_id, metric, start_ns, end_ns, ph=self._ph)
         if step_ns is not None:
-            step = _check_step(step_ns)
-            # the backend's average that cannot overflow where the plain sum of a bucket's
-            # readings would pass 1.8e308 (nor fail on the smallest readings)
-            sql = (
-                f"SELECT metric, {self._bucket.format(step=step)} AS b, {self._mean} "
-                f"FROM readings WHERE {where} GROUP BY metric, b ORDER BY metric, b"
-            )
-        else:
-            sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
+            tail = " ORDER BY metric, b" + (f" LIMIT {int(limit)}" if limit is not None else "")
+            return [(m, int(t), v) for m, t, v in self._bucket_means(
+                "metric", where, params, _check_step(step_ns), lambda sql, cols: sql + tail)]
+        sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
+
+    def _bucket_means(self, keys: str, where: str, params: list[Any], step: int,
+                      wrap: Callable[[str, str], str]) -> list[tuple[Any, ...]]:
+        """Rows ``(*keys, b, mean)`` of the buckets of ``step`` ns per ``keys``, each mean
+        correctly rounded; ``wrap(sql, columns)`` adds the caller's order and limit.
+
+        The scaled fast path first (one BIGINT or HUGEINT sum per bucket, where the backend
+        has one: :meth:`_scaled_step_sql`); where the readings' sizes span too many powers
+        of two for it (its scale comes back 0), the general split of :meth:`_step_sql`.
+        """
+        nk = keys.count(",") + 1
+        if self._scaled_int is not None:
+            sql = self._scaled_step_sql(keys, where, step)
+            rows = self._read(wrap(sql, f"{keys}, b, s1, s2, n, f"), params + params)
+            if not rows or rows[0][-1] != 0.0:
+                return [(*r[:nk + 1], scaled_mean(*r[nk + 1:])) for r in rows]
+        sql = self._step_sql(keys, where, step)
+        rows = self._read(wrap(sql, f"{keys}, b, same, us, ss, n"), params)
+        return [(*r[:nk + 1], exact_mean(*r[nk + 1:])) for r in rows]
+
+    def _scaled_step_sql(self, keys: str, where: str, step: int) -> str:
+        """SQL of the buckets of ``step`` ns per ``keys``, fast where the readings asked
+        span few powers of two (any sensor's, from near 0 to its top): columns ``keys, b,
+        s1, s2, n, f`` that :func:`scaled_mean` turns into the correctly rounded mean.
+
+        One scan finds the smallest nonzero size and the largest of the readings asked
+        (``where``, whose parameters come twice): ``f = 2**k``, the power of two that
+        makes every reading an integer (``k = 53 - floor(log2(smallest))``: one more than
+        needed, as log2 may be one off), is kept where every bucket's sum of the scaled
+        readings stays below ``2**126`` (``f`` is 0 otherwise, and the caller takes the
+        general split of :meth:`_step_sql`). Each reading times ``f`` is then exact, and
+        exactly an integer in ``_scaled_int``, and one exact sum per bucket comes back: as
+        BIGINT ``s1`` where it fits, else as ``s2`` (a wide integer is slow to read).
+        One statement, so both scans see one snapshot.
+        """
+        bucket = _bucket_sql(self._quotient.format(step=step), step)
+        scale = (
+            "SELECT CASE WHEN k IS NULL THEN 1.0 WHEN k BETWEEN -1022 AND 1023 AND "
+            f"top * pow(2.0, k) * cnt < {float(2**126)!r} THEN pow(2.0, k) ELSE 0.0 END AS f "
+            "FROM (SELECT 53 - CAST(floor(log2(min(abs(value)) FILTER (WHERE value <> 0))) "
+            f"AS INTEGER) AS k, max(abs(value)) AS top, count(*) AS cnt FROM readings "
+            f"WHERE {where}) m"
+        )
+        return (
+            f"SELECT {keys}, b, TRY_CAST(s AS BIGINT) AS s1, CASE WHEN TRY_CAST(s AS BIGINT) "
+            f"IS NULL THEN s END AS s2, n, f FROM (SELECT {keys}, {bucket} AS b, f, "
+            f"sum(CAST(value * f AS {self._scaled_int})) AS s, count(*) AS n "
+            f"FROM readings, ({scale}) g WHERE {where} GROUP BY {keys}, b, f) c"
+        )
+
+    def _step_sql(self, keys: str, where: str, step: int) -> str:
+        """SQL of the buckets of ``step`` ns per ``keys`` (``metric`` or ``device_id,
+        metric``): columns ``keys, b, same, us, ss, n`` that :func:`exact_mean` turns into
+        the bucket's correctly rounded mean, so both backends give the same float.
+
+        Each reading is split exactly, in SQL, into an integer (at most 2**62 in size) in
+        units of a power of two shared by readings of like size (``_word``, ``_unit`` and
+        ``_term``: the backend's way to split a double); the integers are summed exactly
+        per unit, and only those few sums per bucket come back: no reading is read into
+        Python, and no sum overflows or underflows (1.7e308 thrice, 1e-310 alone).
+        """
+        bucket = _bucket_sql(self._quotient.format(step=step), step)
+        agg = self._list_agg
+        return (
+            f"SELECT {keys}, b, CASE WHEN min(lo) = max(hi) THEN min(lo) END AS same, "
+            f"{agg}(u) AS us, {agg}(s) AS ss, sum(n) AS n FROM ("
+            f"SELECT {keys}, b, {self._unit} AS u, sum({self._term}) AS s, count(*) AS n, "
+            "min(value) AS lo, max(value) AS hi FROM ("
+            f"SELECT {keys}, {bucket} AS b, value, {self._word} AS w "
+            f"FROM readings WHERE {where}) r GROUP BY {keys}, b, u) c GROUP BY {keys}, b"
+        )
 
     def query_many(
         self,
@@ -575,20 +711,22 @@ class SQLStoreMixin:
         for lo in range(0, len(ids), QUERY_MANY_CHUNK):
             chunk = ids[lo:lo + QUERY_MANY_CHUNK]
             where, params = _many_where(chunk, start_ns, end_ns, self._ph)
+
+            def wrap(sql: str, cols: str) -> str:
+                if limit is not None:
+                    # the first ``limit`` rows of each device, as query(limit=...) reads them
+                    sql = (f"SELECT {cols} FROM (SELECT {cols}, "
+                           "row_number() OVER (PARTITION BY device_id ORDER BY metric, b) "
+                           f"AS k FROM ({sql}) q) r WHERE k <= {int(limit)}")
+                return sql + " ORDER BY device_id, metric, b"
+
             if step is not None:
-                sql = (f"SELECT device_id, metric, {self._bucket.format(step=step)} AS b, "
-                       f"{self._mean} AS v FROM readings WHERE {where} "
-                       "GROUP BY device_id, metric, b")
+                rows = self._bucket_means("device_id, metric", where, params, step, wrap)
             else:
-                sql = ("SELECT device_id, metric, ts_ns AS b, value AS v FROM readings "
-                       f"WHERE {where}")
-            if limit is not None:
-                # the first ``limit`` rows of each device, as query(limit=...) reads them
-                sql = (f"SELECT device_id, metric, b, v FROM (SELECT device_id, metric, b, v, "
-                       "row_number() OVER (PARTITION BY device_id ORDER BY metric, b) AS n "
-                       f"FROM ({sql}) q) r WHERE n <= {int(limit)}")
-            sql += " ORDER BY device_id, metric, b"
-            for d, m, t, v in self._read(sql, params):
+                rows = self._read(wrap("SELECT device_id, metric, ts_ns AS b, value AS v "
+                                       f"FROM readings WHERE {where}", "device_id, metric, b, v"),
+                                  params)
+            for d, m, t, v in rows:
                 out[d].append((m, int(t), float(v)))
         return out
 

@@ -351,10 +351,21 @@ class DuckDBStore(SQLStoreMixin):
     # would land in the bucket above its own. Step down one where the remainder is negative,
     # so a bucket is [k*step, (k+1)*step) on both sides of 1970, as in Postgres (exact
     # integers: a float floor would lose nanoseconds at today's ts_ns).
-    _bucket = "(ts_ns // {step} - CASE WHEN ts_ns % {step} < 0 THEN 1 ELSE 0 END) * {step}"
-    # summed at 2**-64 scale and scaled back: exact (a power of two) for every reading above
-    # 1e-289 in size, and no overflow where the plain sum would pass 1.8e308
-    _mean = f"sum(value * {2.0**-64!r}) / count(value) * {2.0**64!r}"
+    _quotient = "(ts_ns // {step} - CASE WHEN ts_ns % {step} < 0 THEN 1 ELSE 0 END)"
+    # A bucket's mean, exact (see SQLStoreMixin._step_sql): w, a multiple of 8 at or below a
+    # reading's binary exponent (log2 may be one off near a power of two: the -1 keeps w
+    # at or below it), so value * 2**(52 - w) is an integer below 2**62, exact in a double
+    # (a power-of-two scaling of a normal or subnormal double; two factors where one would
+    # pass 2**1023) and in BIGINT. DuckDB's pow(2.0, n) is exact for every n in -1074..1023.
+    _word = ("CASE WHEN value = 0 THEN 0 "
+             "ELSE CAST(floor((floor(log2(abs(value))) - 1) / 8) * 8 AS INTEGER) END")
+    _unit = "w - 52"
+    _term = ("CAST(CASE WHEN w < -900 THEN value * pow(2.0, 600) * pow(2.0, -548 - w) "
+             "ELSE value * pow(2.0, 52 - w) END AS BIGINT)")
+    _list_agg = "list"
+    # the fast path of a bucket's mean (SQLStoreMixin._scaled_step_sql): readings scaled by
+    # one power of two, summed as 128-bit integers (a double's cast to HUGEINT is exact)
+    _scaled_int = "HUGEINT"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)

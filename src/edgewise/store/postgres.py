@@ -265,17 +265,19 @@ class PostgresStore(SQLStoreMixin):
     # integer floor division, as DuckDB's: numeric division rounded the quotient before
     # floor, so a reading 1 ns before midnight went to the next day's bucket (and a step
     # near 2**62 overflowed bigint); '%%' is psycopg's escape of the modulo operator
-    _bucket = "(ts_ns / {step} - CASE WHEN ts_ns %% {step} < 0 THEN 1 ELSE 0 END) * {step}"
-    # in numeric: PostgreSQL's avg of doubles also sums their squares and raises on that
-    # overflow (two readings near 1e308), and a scaled double sum raises on underflow
-    # (1e-320 * 2**-64), where DuckDB quietly goes to 0. Through text: float8::numeric keeps
-    # 15 significant digits (1712345678.123456 became 1712345678.12346); the text of a
-    # float8 is its shortest exact form (extra_float_digits > 0, set at connect), so the
-    # mean is exact, then rounded once to float8. A mean that float8 rounds to 0 (below
-    # half the smallest subnormal, 2**-1075 ~ 2.4703282292062327e-324: one 5e-324 and
-    # seven 0.0) is 0 here, as in DuckDB: the cast raised "out of range" on it.
-    _mean = ("(CASE WHEN abs(avg(value::text::numeric)) < 2.4703282292062328e-324 THEN 0 "
-             "ELSE avg(value::text::numeric) END)::float8")
+    _quotient = "(ts_ns / {step} - CASE WHEN ts_ns %% {step} < 0 THEN 1 ELSE 0 END)"
+    # A bucket's mean, exact (see SQLStoreMixin._step_sql), from the reading's bits
+    # (float8send): w. Its biased exponent e (1 for subnormals) picks the unit,
+    # 2**(8*(e // 8) - 1075), and the term is the signed 53-bit mantissa shifted by e % 8
+    # (below 2**61); sum(bigint) is numeric, exact. The numeric mean this took before
+    # (through text: the shortest decimal, not the double's exact value, and a quotient of
+    # some 16 digits) was wrong in the last bit for one bucket in five.
+    _word = "('x' || encode(float8send(value), 'hex'))::bit(64)::bigint"
+    _unit = "(greatest((w >> 52) & 2047, 1) >> 3) * 8 - 1075"
+    _term = ("(CASE WHEN w < 0 THEN -1 ELSE 1 END) * ((w & 4503599627370495 "
+             "| CASE WHEN (w >> 52) & 2047 = 0 THEN 0 ELSE 4503599627370496 END) "
+             "<< (greatest((w >> 52) & 2047, 1) & 7)::int)")
+    _list_agg = "array_agg"
 
     def __init__(self, url: str) -> None:
         try:
@@ -316,7 +318,7 @@ class PostgresStore(SQLStoreMixin):
                 f"Cannot connect to PostgreSQL store {self.url!r}: {_one_line(exc)}"
             ) from exc
         try:
-            con.execute("SET extra_float_digits = 3")  # float8 as text: exact (see _mean)
+            con.execute("SET extra_float_digits = 3")  # float8 as text: its shortest exact form
             if self.schema:
                 if create:
                     self._ensure_schema(con)
