@@ -335,6 +335,85 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _tls_names(cert_file: str) -> list[str]:
+    """The names a PEM certificate holds: its subjectAltName's DNS names and IP addresses,
+    else its common name (``[]`` when it cannot be read)."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    except (OSError, ValueError):
+        return []
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return [*san.get_values_for_type(x509.DNSName),
+                *map(str, san.get_values_for_type(x509.IPAddress))]
+    except x509.ExtensionNotFound:
+        return [str(a.value) for a in cert.subject.get_attributes_for_oid(
+            x509.oid.NameOID.COMMON_NAME)]
+
+
+def _tls_verify_error(cert_file: str, key_file: str, host: str) -> str | None:
+    """Why a client that trusts ``cert_file`` only and checks the name ``host`` (as the
+    demo's simulated pumps do) refuses a server presenting ``cert_file``/``key_file``;
+    ``None`` when it accepts it. The TLS handshake runs in memory."""
+    import ssl
+
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # what paho's tls_set makes
+    client.load_verify_locations(cert_file)
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    c = client.wrap_bio(c_in, c_out, server_hostname=host)
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    for _ in range(10):
+        try:
+            c.do_handshake()
+            return None
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLCertVerificationError as exc:
+            return str(exc.verify_message or exc)
+        except ssl.SSLError as exc:
+            return str(exc)
+        s_in.write(c_out.read())
+        try:
+            srv.do_handshake()
+        except ssl.SSLError:
+            pass  # wants more, or the client's alert: the client's own error says why
+        c_in.write(s_out.read())
+    return "the TLS handshake did not finish"
+
+
+def _demo_device_host(tls_cert: str, tls_key: str) -> str:
+    """The name the demo's simulated pumps reach its broker by: ``127.0.0.1``, or
+    ``localhost`` when the ``--tls-cert`` names that and not 127.0.0.1. The pumps trust
+    the ``--tls-cert`` file only, so one they would refuse (another host's name, a leaf
+    without the CA that signed it) is refused here in one line, before anything starts.
+
+    >>> _demo_device_host("", "")
+    '127.0.0.1'
+    """
+    from edgewise.errors import ConfigError
+
+    if not tls_cert:
+        return "127.0.0.1"
+    errors: dict[str, str | None] = {}
+    for host in ("127.0.0.1", "localhost"):
+        errors[host] = _tls_verify_error(tls_cert, tls_key, host)
+        if errors[host] is None:
+            return host
+    other = [str(e) for e in errors.values() if "mismatch" not in str(e).lower()]
+    names = ", ".join(_tls_names(tls_cert)) or "no host"
+    why = other[0] if other else f"it names {names}, neither 127.0.0.1 nor localhost"
+    raise ConfigError(
+        f"--tls-cert {tls_cert!r} cannot serve the demo: its simulated pumps connect to "
+        f"127.0.0.1 or localhost and trust that file only, and it does not verify there "
+        f"({why}). Give a certificate whose subjectAltName names 127.0.0.1 or localhost, "
+        f"self-signed or followed in the same file by the CA certificate that signed it "
+        f"(`edgewise serve` takes this one for real devices).")
+
+
 @app.command()
 def demo(
     data_dir: DataDir,
@@ -372,6 +451,8 @@ def demo(
                          detector, fast_stream_z, fleet_prior,
                          alert_webhooks="")  # a simulated fleet's alerts reach no real tool
     _check_consumer(settings)
+    # the simulated pumps connect to the embedded broker here, trusting --tls-cert only
+    device_host = _demo_device_host(settings.tls_cert, settings.tls_key)
     restrict_umask()  # what the gateway creates (stores, their logs, state) is 0600
     labels_file = settings.data_dir / "demo-labels.json"
     labels_csv_file = settings.data_dir / "demo-labels.csv"
@@ -394,25 +475,32 @@ def demo(
         ids = set(fleet.device_ids)
         stored = [d.last_ns for d in gw.store.devices() if d.device_id in ids and d.last_ns]
         await _start(gw, token)
-        runner = FleetRunner(fleet, [(d, creds[d]) for d in fleet.device_ids], "127.0.0.1",
+        runner = FleetRunner(fleet, [(d, creds[d]) for d in fleet.device_ids], device_host,
                              settings.mqtt_port, tls_ca=settings.tls_cert or None, seed=seed,
                              start_after_ns=max(stored, default=None))
-        await asyncio.to_thread(runner.start)
-        typer.echo(f"dashboard: {gw.http_url or '(HTTP not available)'}")
-        if token:
-            typer.echo(f"admin token (shown once, keep it): {token}")
-        else:
-            typer.echo("admin token: made at first start (see `edgewise token create`)")
-        typer.echo(f"{pumps} simulated pumps on MQTT 127.0.0.1:{settings.mqtt_port}; "
-                   f"device credentials (id: secret) are in {creds_file} (owner-only)"
-                   + (f"; made now for {len(made)} (shown once):" if made else "."))
-        for dev in made:
-            typer.echo(f"  {dev}: {creds[dev]}")
-        if stored:
-            typer.echo(f"data of an earlier run found: the fleet goes on after its newest "
-                       f"reading; fault labels are added to {labels_file}")
-        typer.echo("Ctrl-C stops.")
         try:
+            try:
+                await asyncio.to_thread(runner.start)
+            except ConnectionError as exc:  # the gateway is stopped below, its files closed
+                if token:
+                    typer.echo(f"admin token (shown once, keep it; the demo did not start): "
+                               f"{token}", err=True)
+                raise fail(f"the demo's simulated pumps could not connect to its MQTT broker "
+                           f"on {device_host}:{settings.mqtt_port}: {exc}") from None
+            typer.echo(f"dashboard: {gw.http_url or '(HTTP not available)'}")
+            if token:
+                typer.echo(f"admin token (shown once, keep it): {token}")
+            else:
+                typer.echo("admin token: made at first start (see `edgewise token create`)")
+            typer.echo(f"{pumps} simulated pumps on MQTT {device_host}:{settings.mqtt_port}; "
+                       f"device credentials (id: secret) are in {creds_file} (owner-only)"
+                       + (f"; made now for {len(made)} (shown once):" if made else "."))
+            for dev in made:
+                typer.echo(f"  {dev}: {creds[dev]}")
+            if stored:
+                typer.echo(f"data of an earlier run found: the fleet goes on after its newest "
+                           f"reading; fault labels are added to {labels_file}")
+            typer.echo("Ctrl-C stops.")
             await _until_signalled()
         finally:
             await asyncio.to_thread(runner.stop)

@@ -3,16 +3,19 @@
 Besides the faults of :class:`~edgewise.sim.pumps.PumpFleet`, the transport is imperfect
 the way field devices are: samples go missing (a sensor drops out, a tick is skipped),
 messages are sent twice, and some are sent out of order. Ground truth of the faults is
-kept in ``fleet.labels()``.
+kept in ``fleet.labels()``; a reading of a sensor inside its fault's window is never
+skipped or dropped, so every label holds a sent reading of the sensors it names.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
 from collections.abc import Sequence
 
+from edgewise.errors import InvalidParameterError
 from edgewise.sim.device import MqttDevice
 from edgewise.sim.pumps import PumpFleet
 
@@ -31,7 +34,9 @@ class FleetRunner:
     host, port, tls_ca
         The broker.
     period_s
-        Seconds between samples (real time).
+        Seconds between samples (real time), kept to the whole microsecond (the gateway
+        stores times to the microsecond, so a fault's times are stored ones): 1/3 runs
+        every 0.333333 s; one under a microsecond is refused.
     backfill_s
         History sent at start (fast), so charts and detectors have something at once.
     start_after_ns
@@ -41,7 +46,9 @@ class FleetRunner:
         filled. ``None``: nothing is stored.
     p_gap, p_dropout, p_duplicate, p_swap
         Probabilities per message: skip the sample, drop one sensor, send twice, send
-        after the next one.
+        after the next one. A sample inside a fault's window is not skipped (it is sent
+        as it is) and a sensor the fault names is not dropped: the random draws are made
+        all the same, so the rest of the stream is what it was.
     """
 
     def __init__(
@@ -61,9 +68,16 @@ class FleetRunner:
         seed: int = 0,
         start_after_ns: int | None = None,
     ) -> None:
+        step_us = round(period_s * 1e6) if math.isfinite(period_s) else 0
+        if step_us < 1:
+            raise InvalidParameterError(
+                f"period_s must be at least 1e-06 (a whole microsecond). Got {period_s!r} "
+                f"instead.", field="period_s", value=period_s)
         self.fleet = fleet
         self.devices = [MqttDevice(d, s, host, port, tls_ca=tls_ca) for d, s in credentials]
-        self.period_s = period_s
+        #: nanoseconds between samples: ``period_s`` to the whole microsecond
+        self.step_ns = step_us * 1000
+        self.period_s = self.step_ns / 1e9
         self.backfill_s = backfill_s
         self.start_after_ns = start_after_ns
         self.p = (p_gap, p_dropout, p_duplicate, p_swap)
@@ -74,9 +88,17 @@ class FleetRunner:
         self._held: dict[str, tuple[float, dict[str, float], int]] = {}
 
     def start(self) -> FleetRunner:
-        """Connect every device and start sending."""
-        for d in self.devices:
-            d.start()
+        """Connect every device and start sending. When one cannot connect, those already
+        connected are stopped and its :class:`ConnectionError` (naming the reason) raised."""
+        started: list[MqttDevice] = []
+        try:
+            for d in self.devices:
+                d.start()
+                started.append(d)
+        except BaseException:
+            for d in started:
+                d.stop()
+            raise
         self._thread = threading.Thread(target=self._run, name="edgewise-fleet", daemon=True)
         self._thread.start()
         return self
@@ -84,11 +106,20 @@ class FleetRunner:
     def _emit(self, ts_ns: int) -> None:
         p_gap, p_dropout, p_dup, p_swap = self.p
         for d, (_, metrics) in zip(self.devices, self.fleet.step(ts_ns), strict=True):
+            # the ground truth must hold what is sent: a fault's reading (a spike's only
+            # one) is neither skipped nor stripped of its sensor; the draws are made anyway
+            faulty = self.fleet.fault_metrics(d.device_id, ts_ns)
+            ts = ts_ns / 1e9
             if self.rng.random() < p_gap:
+                if not faulty:
+                    continue
+                d.send(ts, metrics)  # as it is, without the later draws a gap skipped
+                self.sent += 1
                 continue
             if self.rng.random() < p_dropout:
-                metrics.pop(self.rng.choice(sorted(metrics)))
-            ts = ts_ns / 1e9
+                dropped = self.rng.choice(sorted(metrics))
+                if dropped not in faulty:
+                    metrics.pop(dropped)
             held = self._held.pop(d.device_id, None)
             if held is None and self.rng.random() < p_swap:
                 with d._lock:
@@ -107,6 +138,15 @@ class FleetRunner:
                 if payload is not None:
                     d.publish_raw(d.telemetry_topic, payload)
 
+    def _send_held(self) -> None:
+        """Send the readings held back to go after the next one (a swap): at a stop there
+        is no next one, and their seqs are taken, so without them nothing after is acked."""
+        for d in self.devices:
+            held = self._held.pop(d.device_id, None)
+            if held is not None:
+                d.send(*held)
+                self.sent += 1
+
     def first_ns(self, now_ns: int) -> int:
         """Time of the first sample sent when started at ``now_ns``: ``backfill_s`` back,
         but never at or before ``start_after_ns``; rounded up to a whole millisecond.
@@ -119,14 +159,14 @@ class FleetRunner:
         """
         t = now_ns - int(self.backfill_s * 1e9)
         if self.start_after_ns is not None:
-            t = max(t, self.start_after_ns + int(self.period_s * 1e9))
+            t = max(t, self.start_after_ns + self.step_ns)
         # whole milliseconds: readings go out as float seconds, which the gateway keeps to
         # the microsecond, so a fault's ground-truth times (in ns) are the stored ones
         return -(-t // 10**6) * 10**6
 
     def _run(self) -> None:
         now = time.time_ns()
-        step = int(self.period_s * 1e9)
+        step = self.step_ns
         t = self.first_ns(now)
         while t < now and not self._stop.is_set():  # history, as fast as acks allow
             self._emit(t)
@@ -147,6 +187,8 @@ class FleetRunner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        if self._thread is None or not self._thread.is_alive():
+            self._send_held()
         # one shared moment for the last acks: two seconds per device, one after the other,
         # kept a stopped 200-pump demo waiting up to 400 s
         deadline = time.monotonic() + 2.0

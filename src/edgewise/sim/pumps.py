@@ -255,6 +255,18 @@ class PumpFleet:
             out.append((p.device_id, {m: round(v, 4) for m, v in obs.items()}))
         return out
 
+    def fault_metrics(self, device_id: str, ts_ns: int) -> tuple[str, ...]:
+        """The sensors a fault of ``device_id`` moves at ``ts_ns`` (the time :meth:`step`
+        was last called with), ``()`` when no fault's window holds it.
+
+        >>> fleet = PumpFleet(1, fault_rate_per_h=3600.0, seed=0)
+        >>> _ = fleet.step(10**9)
+        >>> fleet.fault_metrics("pump-01", 10**9) == fleet.faults[0].metrics
+        True
+        """
+        f = self._active.get(device_id)
+        return f.metrics if f is not None and f.start_ns <= ts_ns <= f.end_ns else ()
+
     def labels(self, until_ns: int | None = None) -> list[dict[str, object]]:
         """Ground truth of every fault injected so far (``metrics`` as a list, for JSON).
 
