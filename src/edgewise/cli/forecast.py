@@ -9,6 +9,8 @@ the steps after the end of a history (by default the one the model was trained o
 its interval, as a table, one JSON object (``--json``) or a CSV file (``--out``). An
 interval bound the calibration could not make finite (too few known values in the
 history's tail) is unbounded: ``-inf``/``inf`` in the table and the CSV, ``null`` in JSON.
+Times are UTC, with decimals of a second when the steps need them (a 200 ms step:
+``…T22:13:20.200Z``); ``--json`` gives ``step_s``, the seconds per step.
 """
 
 from __future__ import annotations
@@ -141,8 +143,29 @@ def train_forecast(
         typer.echo(json.dumps(summary))
         return
     typer.echo(f"trained forecaster on {name}: {head['n_steps']} steps of "
-               f"{head['step_ns'] // 10**9} s, season {head['season']} steps, horizon "
+               f"{head['step_ns'] / 1e9:g} s, season {head['season']} steps, horizon "
                f"{head['horizon']}; wrote {out} ({size} bytes, format v{head['format_version']})")
+
+
+def time_texts(times_ns: Any) -> list[str]:
+    """UTC times (ns) as RFC 3339 text with as many decimals of a second as they need (0, 3,
+    6 or 9, the same for every time), so that steps below a second stay distinct.
+
+    >>> time_texts([1_700_000_000 * 10**9, 1_700_000_001 * 10**9])
+    ['2023-11-14T22:13:20Z', '2023-11-14T22:13:21Z']
+    >>> time_texts([1_700_000_000 * 10**9, 1_700_000_000_200_000_000])
+    ['2023-11-14T22:13:20.000Z', '2023-11-14T22:13:20.200Z']
+    """
+    from datetime import UTC, datetime
+
+    ns = [int(t) for t in times_ns]
+    digits = next((d for d in (0, 3, 6) if all(t % 10 ** (9 - d) == 0 for t in ns)), 9)
+    out = []
+    for t in ns:
+        text = datetime.fromtimestamp(t // 10**9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        frac = f".{(t % 10**9) // 10 ** (9 - digits):0{digits}d}" if digits else ""
+        out.append(f"{text}{frac}Z")
+    return out
 
 
 @predict_app.command("forecast")
@@ -179,7 +202,7 @@ def predict_forecast(
     except EdgewiseError as exc:
         raise fail(str(exc)) from None
     level = round(100 * (1 - fc.alpha))
-    frame = frame.assign(time=frame["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    frame = frame.assign(time=time_texts(frame["time"].astype("int64").to_numpy()))
     if out is not None:
         try:
             frame.to_csv(out, index=False)
@@ -188,7 +211,8 @@ def predict_forecast(
     if json_out:  # JSON holds no infinity: an unbounded side of an interval is null
         rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
                  for k, v in r.items()} for r in frame.round(4).to_dict("records")]
-        typer.echo(json.dumps({"interval": level, "horizon": fc.horizon, "forecast": rows},
+        typer.echo(json.dumps({"interval": level, "horizon": fc.horizon,
+                               "step_s": fc.step_ns_ / 1e9, "forecast": rows},
                               allow_nan=False))
         return
     typer.echo(f"{'time':>20}  {'forecast':>12}  {level}% interval")

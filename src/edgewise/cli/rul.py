@@ -17,7 +17,10 @@ password masked (``***``).
 Predictions are of the RUL capped at the model's cap (``--cap``, 125 by default): a
 prediction at the cap prints as ``>=125.0`` (at least that long) and an interval whose upper
 bound reaches the cap as open (``[low, open)``); ``--json`` says so with ``rul_open`` and
-``high_open``.
+``high_open``. The RUL counts steps of the time column (``--json``: ``rul_unit`` and
+``time_column``; ``time_step``, the step of the training data, ``null`` when uneven or for
+a model saved before it was recorded); from a store it counts readings, and each
+prediction's ``step_s`` is the device's median seconds between readings.
 """
 
 from __future__ import annotations
@@ -199,6 +202,8 @@ class _StoreData:
 
     frames: list[Any] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    #: Each device's median seconds between readings (a store RUL counts readings).
+    steps: dict[str, float | None] = field(default_factory=dict)
 
     def skip(self, device: str, reason: str) -> None:
         self.skipped.append({"device": device, "reason": reason})
@@ -278,7 +283,7 @@ def _store_histories(
 ) -> _StoreData:
     """Every chosen device's history (cut at its failure when ``failures`` is given)."""
     from edgewise.errors import InvalidParameterError
-    from edgewise.models.history import device_frame
+    from edgewise.models.history import device_frame, reading_step_s
 
     store = open_existing_store(url)
     got = _StoreData()
@@ -291,8 +296,9 @@ def _store_histories(
                     got.skip(device, "no known failure")
                     continue
             try:
-                frame = device_frame(store.query(device, None, None, None, None), device,
-                                     unit_column, time_column, until_ns=until)
+                rows = store.query(device, None, None, None, None)
+                got.steps[device] = reading_step_s(rows)
+                frame = device_frame(rows, device, unit_column, time_column, until_ns=until)
             except InvalidParameterError as exc:  # a metric named like the unit/time column
                 role = str(exc.field).removesuffix("_column")
                 got.skip(device, f"has a metric named {exc.value!r}, the name of the {role} "
@@ -463,8 +469,10 @@ def train_rul(
         typer.echo(_skipped_text(skipped))
 
 
-def _store_current(url: str, devices: str | None, rul: Any) -> tuple[Any, list[dict[str, str]]]:
-    """Each device's whole history as the model's table; devices it cannot score skipped."""
+def _store_current(url: str, devices: str | None,
+                   rul: Any) -> tuple[Any, list[dict[str, str]], dict[str, float | None]]:
+    """Each device's whole history as the model's table; devices it cannot score skipped;
+    each device's median seconds between readings."""
     import pandas as pd
 
     got = _store_histories(url, devices, rul.unit_column, rul.time_column, None)
@@ -479,7 +487,7 @@ def _store_current(url: str, devices: str | None, rul: Any) -> tuple[Any, list[d
     if not keep:
         raise fail(f"--data {_shown(url)!r}: no device can be scored by this model; "
                    + _skipped_text(got.skipped))
-    return pd.concat(keep, ignore_index=True), got.skipped
+    return pd.concat(keep, ignore_index=True), got.skipped, got.steps
 
 
 @predict_app.command("rul")
@@ -511,12 +519,13 @@ def predict_rul(
         raise fail(str(exc)) from None
     url = _store_url(data)
     skipped: list[dict[str, Any]] = []
+    steps: dict[str, float | None] = {}
     if url is None:
         if devices:
             raise fail(f"--devices applies to store data only; --data {data!r} is CSV")
         df = _check_units(_read(Path(data)), rul.unit_column, rul.time_column)
     else:
-        df, skipped = _store_current(url, devices, rul)
+        df, skipped, steps = _store_current(url, devices, rul)
     key = "unit" if url is None else "device"
     try:
         cannot = rul.unscorable(df)  # named in the output, never filled with a made-up level
@@ -542,8 +551,13 @@ def predict_rul(
                                          strict=True)
     ]
     if json_out:
-        typer.echo(json.dumps({"interval": level, "cap": rul.cap, "predictions": rows,
-                               "skipped": skipped}))
+        if url is not None:  # a store RUL counts readings; say how long one is
+            rows = [{**r, "step_s": steps.get(str(r["unit"]))} for r in rows]
+        typer.echo(json.dumps({"interval": level, "cap": rul.cap,
+                               "rul_unit": rul.time_column if url is None else "readings",
+                               "time_column": rul.time_column,
+                               "time_step": getattr(rul, "time_step_", None),
+                               "predictions": rows, "skipped": skipped}))
         return
     typer.echo(f"{'unit':>12}  {'RUL':>8}  {level}% interval")
     for r in rows:

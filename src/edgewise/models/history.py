@@ -5,8 +5,10 @@ The store keeps readings long (``metric, ts_ns, value``); :class:`~edgewise.mode
 reads wide histories (a unit column, a time column, one column per sensor).
 :func:`device_frame` pivots one device's rows on their time (the last value wins when a
 metric has two readings at one time), carries each metric's last value forward over the
-times it did not report (and its first value back over the times before it first
-reported), and numbers the rows ``1 … n``: the time column counts *readings*, so a RUL is in
+times it did not report, leaves it empty (NaN) over the times before it first reported
+(never back: :class:`~edgewise.models.rul.RULModel` scores those rows at the regime's
+mean, as a device scoring rows as they come does, so server and edge agree), and numbers
+the rows ``1 … n``: the time column counts *readings*, so a RUL is in
 readings, like C-MAPSS cycles. The device id becomes the unit. ``until_ns`` keeps only the
 readings at or before a known failure time, for training. A metric named like the unit or
 the time column is refused (:class:`~edgewise.errors.InvalidParameterError`): the table
@@ -14,7 +16,7 @@ cannot hold both, and neither may silently replace the other.
 
 >>> rows = [("temp", 10, 1.0), ("temp", 20, 2.0), ("rpm", 20, 900.0), ("temp", 30, 3.0)]
 >>> device_frame(rows, "pump-1").to_dict("list")
-{'unit': ['pump-1', 'pump-1', 'pump-1'], 'cycle': [1, 2, 3], 'rpm': [900.0, 900.0, 900.0], 'temp': [1.0, 2.0, 3.0]}
+{'unit': ['pump-1', 'pump-1', 'pump-1'], 'cycle': [1, 2, 3], 'rpm': [nan, 900.0, 900.0], 'temp': [1.0, 2.0, 3.0]}
 >>> device_frame(rows, "pump-1", until_ns=20)["cycle"].tolist()
 [1, 2]
 """  # noqa: E501
@@ -27,7 +29,7 @@ import pandas as pd
 
 from edgewise.errors import InvalidParameterError
 
-__all__ = ["device_frame", "wide_readings"]
+__all__ = ["device_frame", "reading_step_s", "wide_readings"]
 
 
 def device_frame(
@@ -60,10 +62,26 @@ def device_frame(
         rows = [r for r in rows if r[1] <= until_ns]
     if not rows:
         return pd.DataFrame(columns=[unit_column, time_column])
-    wide = wide_readings(rows).bfill().reset_index(drop=True)
+    wide = wide_readings(rows).reset_index(drop=True)
     wide.insert(0, time_column, range(1, len(wide) + 1))
     wide.insert(0, unit_column, device_id)
     return wide
+
+
+def reading_step_s(rows: Sequence[tuple[str, int, float]]) -> float | None:
+    """The median seconds between a device's distinct reading times (``None`` with fewer
+    than two): a RUL from :func:`device_frame` counts readings, so ``rul * step`` is about
+    the seconds left.
+
+    >>> reading_step_s([("temp", 0, 1.0), ("rpm", 0, 2.0), ("temp", 2_000_000_000, 1.0)])
+    2.0
+    """
+    import numpy as np
+
+    times = np.unique(np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)))
+    if len(times) < 2:
+        return None
+    return round(float(np.median(np.diff(times))) / 1e9, 6)
 
 
 def wide_readings(rows: Sequence[tuple[str, int, float]], agg: str = "last") -> pd.DataFrame:

@@ -32,6 +32,22 @@ model uses has no value at all, or a value that is not finite, is refused by nam
 Predictions and intervals are of the RUL capped at ``cap`` (:meth:`RULModel.open_above`
 tells which reached it, "at least ``cap``").
 
+Two more kinds of unit are refused by name (listed by :meth:`RULModel.unscorable`), as
+their prediction would be a plausible number resting on nothing:
+
+* **out of the training domain**: in the unit's last ``window`` rows a used sensor's
+  z-score (per operating regime, from the training data) is beyond :data:`Z_LIMIT` (20)
+  and beyond twice the largest one in training, e.g. units of another fleet or operating
+  condition (C-MAPSS FD002 scored by an FD001 model reach z in the thousands; FD001's own
+  test units stay below 5). The reason names the sensor, the value and the training range;
+* **steps the model was not trained on**: the model counts rows for a unit's age and
+  slopes but time-column units for its RUL, so when every training unit steps its time
+  column by the same amount (``time_step_``, 1 for C-MAPSS cycles) a unit with another
+  step (a gap, a repeated time) is refused, naming the step seen and the one expected.
+  Training data with uneven steps records no step and checks none.
+
+Models saved before these checks were recorded load and score as before, unchecked.
+
 >>> rng = np.random.default_rng(0)
 >>> rows = []
 >>> for unit in range(30):
@@ -66,13 +82,18 @@ from edgewise.models.model_file import read_model_file, read_model_header, write
 from edgewise.models.windows import feature_names, window_features, window_sequences
 from edgewise.params import Interval, OneOf, validate_params
 
-__all__ = ["FORMAT_VERSION", "ModelFileError", "RULModel", "load_model", "rul_targets"]
+__all__ = ["FORMAT_VERSION", "Z_LIMIT", "ModelFileError", "RULModel", "load_model",
+           "rul_targets"]
 
 #: Version of the file written by :meth:`RULModel.save`; bumped when the layout changes.
 #: 2: intervals from neighbourhood conformal bands fitted out-of-fold (v1 files hold binned
 #: bands this build cannot use; retrain them).
 FORMAT_VERSION = 2
 _MAGIC = b"EDGEWISE-RUL\n"
+#: A unit whose used sensor, in its last ``window`` rows, is more than this many standard
+#: deviations from its regime's training mean (and more than twice the largest |z| of
+#: training) is out of the model's domain and refused (:meth:`RULModel.unscorable`).
+Z_LIMIT = 20.0
 
 
 class ModelFileError(EdgewiseError, ValueError):
@@ -330,7 +351,61 @@ class RULModel:
         df, vals = self._frame(X, self.required_columns())
         _refuse_gaps(self._gaps(df, vals, self._used()), "score",
                      "Leave such units out; RULModel.unscorable(X) lists them with why.")
-        return self._arrays(df, vals)
+        arrays = self._arrays(df, vals)
+        _refuse_gaps(self._off_domain(*arrays), "score",
+                     "Leave such units out; RULModel.unscorable(X) lists them with why.")
+        return arrays
+
+    def _off_domain(self, units: np.ndarray, times: np.ndarray, settings: np.ndarray | None,
+                    sensors: np.ndarray) -> dict[Any, str]:
+        """Units with a time step the model was not trained on, or whose used sensors lie
+        far outside the training data in their last ``window`` rows (see the module doc),
+        with why. Models saved before ``time_step_``/``z_range_`` were recorded: none."""
+        out: dict[Any, str] = {}
+        step = getattr(self, "time_step_", None)
+        z_range = getattr(self, "z_range_", None)
+        if len(units) == 0 or (step is None and z_range is None):
+            return out
+        slices = self._unit_slices(units)
+        name = self.time_column
+        if step is not None:
+            for sl in slices:
+                t = times[sl].astype(float)
+                bad = np.flatnonzero(~np.isclose(np.diff(t), step, rtol=1e-9, atol=0.0))
+                if len(bad):
+                    i = int(bad[0])
+                    out[_plain(units[sl.start])] = (
+                        f"its {name!r} steps by {t[i + 1] - t[i]:g} (from {_plain(times[sl][i])}"
+                        f" to {_plain(times[sl][i + 1])}); the model was trained on steps of "
+                        f"{step:g} (it counts rows for age and trends, {name} for the RUL): "
+                        f"give every step, or resample to steps of {step:g}")
+        if z_range is None:
+            return out
+        norm = self.core_["norm"]
+        kept = np.flatnonzero(norm.keep_)
+        names = [self.sensors_[k] for k in kept]
+        z = _z(norm, settings, sensors)
+        value_range = getattr(self, "value_range_", {})
+        for sl in slices:
+            unit = _plain(units[sl.start])
+            if unit in out:
+                continue
+            recent = slice(max(sl.start, sl.stop - self.window), sl.stop)
+            for j, sensor in enumerate(names):
+                lo, hi = z_range[sensor]
+                limit = max(Z_LIMIT, 2 * max(abs(lo), abs(hi)))
+                col = np.abs(z[recent, j])
+                if col.max() > limit:
+                    r = recent.start + int(np.argmax(col))
+                    vlo, vhi = value_range.get(sensor, (math.nan, math.nan))
+                    out[unit] = (
+                        f"sensor {sensor!r} is {sensors[r, kept[j]]:g} at {name} "
+                        f"{_plain(times[r])}, {z[r, j]:+.4g} standard deviations from its "
+                        f"regime's training mean (training values {vlo:g} to {vhi:g}, "
+                        f"z {lo:+.3g} to {hi:+.3g}; beyond {limit:g} is out of the model's "
+                        "domain: another fleet, operating condition or unit of measure)")
+                    break
+        return out
 
     def _used(self) -> list[str]:
         """The columns a fitted model's prediction rests on: the kept sensors, and the
@@ -344,11 +419,16 @@ class RULModel:
 
         A unit cannot be scored when a sensor the model uses (or a setting, when it found
         regimes) has no value in any of the unit's rows, or a non-finite value: filling
-        such a gap with a made-up level would move the prediction without a word. Drop
-        these units (``X[~X[unit_column].isin(model.unscorable(X))]``) and predict the rest.
+        such a gap with a made-up level would move the prediction without a word; nor when
+        its time column steps otherwise than the training data's, or a used sensor is far
+        outside the training data in its last ``window`` rows (|z| beyond :data:`Z_LIMIT`;
+        see the module doc). Drop these units
+        (``X[~X[unit_column].isin(model.unscorable(X))]``) and predict the rest.
         """
         df, vals = self._frame(X, self.required_columns())
-        return self._gaps(df, vals, self._used())
+        out = self._gaps(df, vals, self._used())
+        rest = ~df[self.unit_column].isin(list(out)).to_numpy()
+        return out | self._off_domain(*self._arrays(df[rest], vals[rest]))
 
     # -- the pipeline -------------------------------------------------------------------
     @staticmethod
@@ -506,7 +586,26 @@ class RULModel:
             pd.util.hash_pandas_object(X[self._columns()], index=False).to_numpy().tobytes()
         ).hexdigest()
         self.n_units_ = len(uniq)
+        self._record_domain(units, times, settings, sensors)
         return self
+
+    def _record_domain(self, units: np.ndarray, times: np.ndarray,
+                       settings: np.ndarray | None, sensors: np.ndarray) -> None:
+        """Remember what :meth:`_off_domain` checks: the training time step (when every
+        unit steps by the same amount; else ``None``) and each used sensor's value and
+        z-score ranges."""
+        same = units[1:] == units[:-1]
+        steps = np.diff(times.astype(float))[same]
+        self.time_step_ = (float(steps[0]) if len(steps) and steps[0] > 0
+                           and np.allclose(steps, steps[0], rtol=1e-9, atol=0.0) else None)
+        norm = self.core_["norm"]
+        kept = np.flatnonzero(norm.keep_)
+        z = _z(norm, settings, sensors)
+        self.z_range_ = {self.sensors_[k]: (float(z[:, j].min()), float(z[:, j].max()))
+                         for j, k in enumerate(kept)} if len(z) else {}
+        self.value_range_ = {self.sensors_[k]: (float(np.nanmin(sensors[:, k])),
+                                                float(np.nanmax(sensors[:, k])))
+                             for k in kept}
 
     def _out_of_fold(self, units, settings, sensors, target, uniq, seed: int):
         """Cross-fitted member predictions for every row, and the calibration rows.

@@ -69,6 +69,10 @@ class _Entry:
     grid_end_ns: int  # the fitted grid's last step (its readings' nominal time)
     step_ns: int
     fitted_at: float  # time.monotonic()
+    #: A reading at or after this time is new (it falls in a step after the grid's last):
+    #: half a step after the last step for readings as stored, the end of the last bucket
+    #: (its start + the bucket) for bucketed ones. ``None``: from ``grid_end_ns``/``step_ns``.
+    new_from_ns: int | None = None
 
 
 class ForecastCache(FitCache[tuple[str, str, int], _Entry]):
@@ -164,7 +168,11 @@ def _fit(device_id: str, metric: str, horizon: int,
             "high": [_bound(v) for v in out["high"]],
         },
     }
-    return _Entry(answer, int(model.history_[0][-1]), int(model.step_ns_), time.monotonic())
+    grid_end, step = int(model.history_[0][-1]), int(model.step_ns_)
+    # a bucket's time is its start: its readings run to start + bucket; a stored reading's
+    # step holds the readings to half a step after its time
+    new_from = grid_end + bucket if bucket is not None else grid_end + step - step // 2
+    return _Entry(answer, grid_end, step, time.monotonic(), new_from)
 
 
 def _bound(value: float) -> float | None:
@@ -185,10 +193,13 @@ def _busy() -> Problem:
 def _fresh(store: Any, device_id: str, metric: str, entry: _Entry | None) -> bool:
     """Whether a cached fit still answers: younger than the TTL, and no reading of the metric
     in a step after its grid's last one (a step holds the readings from half a step before
-    its time to half a step after)."""
+    its time to half a step after; a bucket, those from its start to the next bucket's:
+    :attr:`_Entry.new_from_ns`)."""
     if entry is None or time.monotonic() - entry.fitted_at >= TTL_S:
         return False
-    next_step = entry.grid_end_ns + entry.step_ns - entry.step_ns // 2
+    next_step = entry.new_from_ns
+    if next_step is None:
+        next_step = entry.grid_end_ns + entry.step_ns - entry.step_ns // 2
     newer = store.query(device_id, metric, next_step, None, None, 1)
     return not newer
 

@@ -19,6 +19,11 @@ is unavailable, not an error: the dashboard asks for every device); an unknown d
 never takes RUL away from the fleet; write model files whole (:meth:`RULModel.save` writes a
 temporary file and renames it).
 
+The RUL, ``low`` and ``high`` count readings (``rul_unit`` says so; ``time_column`` names
+the model's time column, ``step_s`` the median seconds between the device's readings, so
+``rul * step_s`` is about the seconds left). A metric the model does not use (a sensor
+constant in training, which it dropped) need not be sent.
+
 The model predicts the RUL capped at its ``cap`` (the answer says which): ``rul_open``
 true means the RUL is at least ``rul`` (the prediction reached the cap), ``high_open``
 true means the interval has no upper bound (``high`` is the cap; ``null`` for a model
@@ -211,9 +216,11 @@ def _fit(model: Any, path: Path, rows: Any, device_id: str) -> dict[str, Any]:
     """The RUL of ``model`` (loaded from ``path``) on the device's stored ``rows``."""
     from edgewise.errors import InvalidParameterError
     from edgewise.explain.rul import by_sensor, rul_explanations
-    from edgewise.models.history import device_frame
+    from edgewise.models.history import device_frame, reading_step_s
 
-    needed = [*model.conditions_, *model.sensors_]
+    # only what the prediction rests on: a sensor constant in training (dropped by the
+    # model) need not be sent
+    needed = model.required_columns()[2:]
     try:
         wide = device_frame(rows, device_id, model.unit_column, model.time_column)
     except InvalidParameterError as exc:
@@ -234,7 +241,9 @@ def _fit(model: Any, path: Path, rows: Any, device_id: str) -> dict[str, Any]:
               "high": round(float(high[0]), 2) if math.isfinite(high[0]) else None,
               "interval": round(100 * (1 - model.alpha)), "rows": len(wide), "reason": None,
               "cap": model.cap, "rul_open": bool(model.open_above(point)[0]),
-              "high_open": bool(model.open_above(high)[0]), "explanation": None}
+              "high_open": bool(model.open_above(high)[0]), "explanation": None,
+              "rul_unit": "readings", "time_column": model.time_column,
+              "step_s": reading_step_s(rows)}
     if "gbm" in model.core_:
         ex = rul_explanations(model, wide)[device_id]
         answer["explanation"] = _explanation_json(ex, by_sensor(ex), float(point[0]))
