@@ -27,8 +27,8 @@ from typing import Any
 from edgewise.errors import ConfigError
 from edgewise.params import Interval
 
-__all__ = ["SYSLOG_FACILITIES", "Settings", "SyslogTarget", "default_data_dir",
-           "parse_syslog_url"]
+__all__ = ["MAX_FUTURE_S", "MAX_WAIT_S", "SYSLOG_FACILITIES", "Settings", "SyslogTarget",
+           "default_data_dir", "parse_syslog_url"]
 
 
 def default_data_dir() -> Path:
@@ -95,6 +95,8 @@ class Settings:
     alert_webhook_poll_s: float = 60.0  # how often the store's alert list is read for missed ones
     alert_webhook_retry_s: float = 1.0  # first wait after a failed POST, doubled each time
     alert_webhook_max_retry_s: float = 300.0  # the longest wait between tries
+    # how long a seq gap may stay open before it is reported (a ``seq_gap`` alert)
+    seq_gap_grace_s: float = 30.0
     # live false-alarm feedback (edgewise.alerts.AlertManager.note_verdict): an alert
     # labelled a false alarm raises the bar for the next anomaly of its device led by the
     # same metric to its peak score (decaying over a week); a true alarm removes it
@@ -190,14 +192,21 @@ class Settings:
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
-        """Build settings from flags (not None), then ``EDGEWISE_*`` env, then defaults."""
+        """Build settings from flags (not None), then ``EDGEWISE_*`` env, then defaults.
+
+        An empty variable (``EDGEWISE_HOST=``) counts as unset, as the CLI's options take
+        it (click), so the default applies rather than a refusal of ``''``.
+
+        >>> Settings.load(env={"EDGEWISE_HOST": "", "EDGEWISE_HTTP_PORT": ""}).host
+        '127.0.0.1'
+        """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             key = f"EDGEWISE_{f.name.upper()}"
             if flags.get(f.name) is not None:
                 values[f.name] = _cast(f.name, flags[f.name], f.type, source=f"--{f.name}")
-            elif key in env:
+            elif env.get(key, "") != "":  # an empty variable is unset, as the CLI has it
                 values[f.name] = _cast(key, env[key], f.type, source=key)
         unknown = set(flags) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -210,23 +219,34 @@ class Settings:
         return settings
 
 
-#: numeric settings: (allowed range, whether infinity is allowed); NaN never is
+#: the longest wait a duration setting may ask for (a day): far below
+#: ``threading.TIMEOUT_MAX`` (a thread's join or an event's wait past that raises
+#: OverflowError), and a timeout or retry wait longer than a day is a mistake
+MAX_WAIT_S = 86_400.0
+#: the most clock skew ``max_future_s`` may allow short of none (inf): 1e9 s (31 years)
+#: keeps now + skew in nanoseconds inside int64 (1e300 overflowed to a float inf and
+#: refused every reading)
+MAX_FUTURE_S = 1e9
+
+#: numeric settings: (allowed range, whether infinity is allowed beyond the range's
+#: upper bound); NaN never is
 LIMITS: dict[str, tuple[Interval, bool]] = {
     "http_port": (Interval(int, 1, 65535), False),
     "mqtt_port": (Interval(int, 1, 65535), False),
     "max_payload_bytes": (Interval(int, 1, None), False),
     "max_body_bytes": (Interval(int, 1, None), False),
-    "max_future_s": (Interval(float, 0, None), True),  # inf: no bound on future times
+    "max_future_s": (Interval(float, 0, MAX_FUTURE_S), True),  # inf: no bound on future times
     "rate_limit_per_s": (Interval(float, 0, None, closed="neither"), False),
     "rate_limit_burst": (Interval(float, 1, None), False),
     "throttle_after_failures": (Interval(int, 1, None), False),
     "retention_days": (Interval(int, 0, None), False),
     "alert_threshold": (Interval(float, 0, 1, closed="right"), False),
     "fast_stream_z": (Interval(float, 0, None), False),
-    "alert_webhook_timeout_s": (Interval(float, 0, None, closed="neither"), False),
-    "alert_webhook_poll_s": (Interval(float, 0, None, closed="neither"), False),
-    "alert_webhook_retry_s": (Interval(float, 0, None, closed="neither"), False),
-    "alert_webhook_max_retry_s": (Interval(float, 0, None, closed="neither"), False),
+    "alert_webhook_timeout_s": (Interval(float, 0, MAX_WAIT_S, closed="right"), False),
+    "alert_webhook_poll_s": (Interval(float, 0, MAX_WAIT_S, closed="right"), False),
+    "alert_webhook_retry_s": (Interval(float, 0, MAX_WAIT_S, closed="right"), False),
+    "alert_webhook_max_retry_s": (Interval(float, 0, MAX_WAIT_S, closed="right"), False),
+    "seq_gap_grace_s": (Interval(float, 0, MAX_WAIT_S), False),
 }
 #: the CLI flag of a setting, where one has a flag
 _FLAGS = {"http_port": "--port", "mqtt_port": "--mqtt-port", "fast_stream_z": "--fast-stream-z"}
@@ -238,14 +258,16 @@ def _check_limit(name: str, value: Any, raw: Any) -> None:
         return
     interval, inf_ok = LIMITS[name]
     finite = not isinstance(value, float) or math.isfinite(value)
-    if interval.accepts(value) and (finite or inf_ok):
+    if interval.accepts(value) and finite:
+        return
+    if inf_ok and isinstance(value, float) and value == math.inf:
         return
     where = ", ".join([f"EDGEWISE_{name.upper()}"] + ([_FLAGS[name]] if name in _FLAGS else []))
     allowed = str(interval)
-    if not inf_ok and interval.type is float:
+    if interval.type is float:
         allowed = allowed.replace("a float", "a finite float", 1)
-    elif inf_ok and allowed.endswith("inf)"):
-        allowed = allowed[:-1] + "] (inf: no bound)"
+    if inf_ok:
+        allowed += ", or inf (no bound)"
     raise ConfigError(f"Setting {name!r} ({where}) has value {raw!r}. It must be {allowed}.")
 
 

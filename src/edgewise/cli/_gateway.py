@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
     import httpx
 
-__all__ = ["DEFAULT_GATEWAY", "CaFile", "Gateway", "GatewayClient", "Timeout", "Token",
-           "one_line", "problem_reason", "quote_segment"]
+__all__ = ["DEFAULT_GATEWAY", "MAX_TIMEOUT_S", "CaFile", "Gateway", "GatewayClient", "Timeout",
+           "Token", "check_timeout", "one_line", "problem_reason", "quote_segment"]
 
 #: Where the gateway listens when nothing says otherwise (its default HTTP port).
 DEFAULT_GATEWAY = f"http://127.0.0.1:{Settings.http_port}"
@@ -49,9 +49,33 @@ CaFile = Annotated[str, typer.Option(
     "--ca-file", envvar="EDGEWISE_CA_FILE", show_envvar=True, show_default=False,
     help="PEM CA bundle to check an https:// gateway's certificate with (a self-signed "
          "gateway); default: the system's CAs.")]
+#: The longest ``--timeout`` (a day): far below ``threading.TIMEOUT_MAX``, past which a
+#: wait raises OverflowError.
+MAX_TIMEOUT_S = 86_400.0
+
 Timeout = Annotated[float, typer.Option(
     "--timeout", min=0.1, help="Seconds to wait for the gateway per request (per chunk of "
-                               "a download).")]
+                               f"a download), at most {MAX_TIMEOUT_S:g}.")]
+
+
+def check_timeout(timeout: float) -> float:
+    """``timeout`` (``--timeout``) when it is a finite number of seconds from 0.1 to
+    :data:`MAX_TIMEOUT_S`; else one ``error:`` line and exit 2 (typer's ``min`` lets NaN,
+    inf and 1e10 through, which ended in a traceback).
+
+    >>> check_timeout(10.0)
+    10.0
+    >>> check_timeout(float("nan"))
+    Traceback (most recent call last):
+    ...
+    click.exceptions.Exit: 2
+    """
+    import math
+
+    if not (math.isfinite(timeout) and 0.1 <= timeout <= MAX_TIMEOUT_S):
+        raise fail(f"--timeout must be a finite number of seconds from 0.1 to "
+                   f"{MAX_TIMEOUT_S:g}. Got {timeout!r} instead.")
+    return timeout
 
 
 def one_line(text: Any) -> str:
@@ -103,6 +127,7 @@ class GatewayClient:
 
         import httpx
 
+        check_timeout(timeout)
         url = (gateway or DEFAULT_GATEWAY).strip()
         if not url.startswith(("http://", "https://")):
             raise fail(f"--gateway (EDGEWISE_GATEWAY_URL) must be the gateway's http:// or "

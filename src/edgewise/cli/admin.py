@@ -26,6 +26,7 @@ directory's DuckDB file) still holds, as ``POST /v1/devices`` does (409 ``has_da
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -172,6 +173,11 @@ def device_list(data_dir: DataDir, as_json: Json = False) -> None:
                    f"\tgroups={','.join(r.groups) or '-'}")
 
 
+#: the ``EDGEWISE_*`` variables ``device delete`` reads beside its options: those that
+#: decide what a stopped gateway's saved detector state keeps (the detector and gates)
+_DELETE_SETTINGS = ("EDGEWISE_DETECTOR", "EDGEWISE_FAST_STREAM_Z", "EDGEWISE_FLEET_PRIOR")
+
+
 @device_app.command("delete")
 def device_delete(
     device_id: str, data_dir: DataDir, store: StoreUrl = "", mqtt: MqttUrl = "embedded",
@@ -194,7 +200,12 @@ def device_delete(
     from edgewise.gateway.presence import gateway_running
 
     existing_data_dir(data_dir)  # a mistyped one: no data dir, registry and store made there
-    settings = Settings.load(data_dir=data_dir, store=store or None)
+    # only the settings a deletion uses: the data dir and store (options, so their variables
+    # came through click), and those choosing which saved detector state a stopped gateway
+    # keeps (_forget_detector_state); another gateway setting set wrong in this shell
+    # (EDGEWISE_HOST=, EDGEWISE_RATE_LIMIT_PER_S=10s) is the gateway's, not the deletion's
+    env = {k: v for k, v in os.environ.items() if k in _DELETE_SETTINGS}
+    settings = Settings.load(env=env, data_dir=data_dir, store=store or None)
     _external_broker(mqtt)  # a bad --mqtt fails before anything is deleted
     if gateway_running(settings.data_dir):
         # its memory (seq watermark, detectors) would outlive the data: leave it the

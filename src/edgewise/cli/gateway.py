@@ -112,13 +112,22 @@ def _preflight(settings) -> None:  # type: ignore[no-untyped-def]
     """Refuse, in one line before anything starts, what would otherwise end the start in a
     traceback from uvicorn or amqtt: TLS files that are missing or no certificate and key,
     one port for both listeners, a port in use, a host that does not resolve, an audit
-    syslog CA file that is no PEM CA certificate."""
+    syslog CA file that is no PEM CA certificate; and a ``--mqtt`` URL that is none (no
+    ``mqtt://HOST``, a port out of range), before the data dir, store, keys and the first
+    admin token are made."""
     import socket
     import ssl
 
     from edgewise.errors import ConfigError
+    from edgewise.transport.client import parse_mqtt_url
 
     s = settings
+    if s.mqtt != "embedded":
+        try:
+            parse_mqtt_url(s.mqtt)
+        except ConfigError as exc:  # worded as the admin commands' --mqtt (cli/admin.py)
+            raise ConfigError(str(exc).replace("Setting 'mqtt'", "--mqtt (EDGEWISE_MQTT)")
+                              ) from None
     if s.tls_cert:
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(

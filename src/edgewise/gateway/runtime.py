@@ -53,12 +53,13 @@ class Gateway:
     ----------
     settings
         Where the data lives, which store and broker, ports, TLS, limits.
-        ``EDGEWISE_SEQ_GAP_GRACE_S`` (default 30) sets how long a seq gap may stay open
-        before it is reported. ``retention_days`` (``EDGEWISE_RETENTION_DAYS``; 0 keeps
-        everything) deletes readings older than that many days, at start and every hour,
-        and, where the store purges by default (DuckDB, ``Store.PURGES_BY_DEFAULT``), purges
-        them from the disk (a rewrite of the store, :meth:`Store.purge`) at the first pass
-        that deletes any and then at most once every :attr:`RETENTION_PURGE_EVERY_S` (a day).
+        ``seq_gap_grace_s`` (``EDGEWISE_SEQ_GAP_GRACE_S``, default 30) sets how long a seq
+        gap may stay open before it is reported. ``retention_days``
+        (``EDGEWISE_RETENTION_DAYS``; 0 keeps everything) deletes readings older than that
+        many days, at start and every hour, and, where the store purges by default
+        (DuckDB, ``Store.PURGES_BY_DEFAULT``), purges them from the disk (a rewrite of
+        the store, :meth:`Store.purge`) at the first pass that deletes any and then at
+        most once every :attr:`RETENTION_PURGE_EVERY_S` (a day).
         ``detector`` (``EDGEWISE_DETECTOR``) names the level detector of every metric.
         ``alert_webhooks`` (``EDGEWISE_ALERT_WEBHOOKS``) names the URLs each new alert
         (and each acknowledgement and label of one) is POSTed to, signed
@@ -117,14 +118,7 @@ class Gateway:
         settings = self.settings
         self.security = Security(settings.data_dir, throttle_after=settings.throttle_after_failures)
         self.store = open_store(settings.store_url)
-        grace = os.environ.get("EDGEWISE_SEQ_GAP_GRACE_S")
-        if grace is not None:
-            try:
-                pipeline_options.setdefault("gap_grace_s", float(grace))
-            except ValueError:
-                raise ConfigError(
-                    f"Setting 'EDGEWISE_SEQ_GAP_GRACE_S' has value {grace!r}. Not a valid float."
-                ) from None
+        pipeline_options.setdefault("gap_grace_s", settings.seq_gap_grace_s)
         pipeline_options.setdefault("state_path", settings.data_dir / "detectors.pickle")
         self.pipeline = Pipeline(self.store, settings, self.security, **pipeline_options)
         # the model registry and its Ed25519 signing key: made at the first start (mode 0600), so
