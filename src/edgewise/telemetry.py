@@ -75,6 +75,8 @@ MIN_EPOCH_S = 946_684_800
 METRIC_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,63}$")
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SENML_RELATIVE_LIMIT = 2**28
+#: An epoch number from here on is read as nanoseconds (:func:`epoch_unit_ns`).
+_NS_EPOCH_FROM = 10**17
 _INT64_END = 2**63
 _INT_RE = re.compile(r"[+-]?\d+")
 _DECIMAL_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -666,7 +668,8 @@ def _decode_senml(
     records: list[Any], device_id: str, now_ns: int, max_future_s: float, out: Decoded,
     repeated: dict[int, dict[str, list[Any]]] | None = None,
 ) -> None:
-    bn, bu, bt, bv = "", None, 0.0, 0.0
+    bn, bu, bv = "", None, 0.0
+    bt: int | float = 0.0  # an int as sent (an integer ns bt keeps every digit)
     seq: int | None = None
     absolute = False  # a value record's time was absolute (even if the record was refused)
     for i, rec in enumerate(records):
@@ -701,6 +704,8 @@ def _decode_senml(
             if "bt" in rec:
                 bt = math.nan  # refused: the records after it have no time (bad_ts), not now
                 bt = _check_value(rec["bt"], "bt", device_id, i)
+                if isinstance(rec["bt"], int):
+                    bt = rec["bt"]
             if "bu" in rec:
                 bu = rec["bu"] if isinstance(rec["bu"], str) else None
             if "bv" in rec:
@@ -764,15 +769,29 @@ def _decode_senml(
                     allowed="a record after a valid base time (the pack's 'bt' was refused)",
                     reason="bad_ts", index=i,
                 )
-            t = bt + (_check_value(rec["t"], "t", device_id, i) if "t" in rec else 0.0)
-            if t < _SENML_RELATIVE_LIMIT:
-                t = now_ns / 1e9 + t
+            t = _check_value(rec["t"], "t", device_id, i) if "t" in rec else 0.0
+            if bt >= _SENML_RELATIVE_LIMIT and math.isfinite(bt + t):  # else bad_ts below
+                # an absolute base time: its unit (s, ms, us or ns) told from bt alone, bt
+                # made nanoseconds exactly, and t (seconds, RFC 8428) added to it
+                ts_ns = _senml_time_ns(bt, t)
+                if ts_ns < _SENML_RELATIVE_LIMIT * 1_000_000_000:  # bt + t relative after all
+                    ts_ns += now_ns
+                else:
+                    absolute = True
+                ts_ns = parse_time(
+                    ts_ns if ts_ns >= _NS_EPOCH_FROM else ts_ns / 1e9, field_name="t",
+                    now_ns=now_ns, max_future_s=max_future_s, device_id=device_id, index=i,
+                )
             else:
-                absolute = True
-            ts_ns = parse_time(
-                t, field_name="t", now_ns=now_ns, max_future_s=max_future_s,
-                device_id=device_id, index=i,
-            )
+                t = bt + t  # no base time, or a relative one: seconds
+                if t < _SENML_RELATIVE_LIMIT:
+                    t = now_ns / 1e9 + t
+                else:
+                    absolute = True
+                ts_ns = parse_time(
+                    t, field_name="t", now_ns=now_ns, max_future_s=max_future_s,
+                    device_id=device_id, index=i,
+                )
             unit = rec.get("u", bu)
             unit = unit if isinstance(unit, str) else None
             out.readings.append(Reading(device_id, metric, ts_ns, value, seq, unit))
@@ -781,6 +800,27 @@ def _decode_senml(
         except Exception as exc:  # a bug here must cost one record, never the device
             out.rejected.append(_undecodable(exc, device_id, i))
     out.relative_times = bool(out.readings) and not absolute
+
+
+def _senml_time_ns(bt: int | float, t: float) -> int:
+    """Nanoseconds of a SenML record's time ``bt + t``, for an absolute base time ``bt``:
+    its unit (s, ms, us or ns) is told from ``bt`` alone (:func:`epoch_unit_ns`), an
+    integer ``bt`` is converted exactly, and ``t`` is in seconds (RFC 8428), whatever the
+    unit of ``bt``.
+
+    >>> _senml_time_ns(1706702400000, 5) == _senml_time_ns(1706702400, 5) == 1706702405 * 10**9
+    True
+    >>> _senml_time_ns(1706702400123456789, 0)
+    1706702400123456789
+    """
+    if isinstance(bt, int):
+        base = bt * epoch_unit_ns(abs(bt))
+    else:
+        base = epoch_ns(bt)
+    step = t * 1e9
+    if not math.isfinite(step):  # t past 1.8e299 s: far out of range either way
+        step = math.copysign(2.0**80, t)
+    return base + round(step)
 
 
 def _ts_out(ts_ns: int) -> float | int:

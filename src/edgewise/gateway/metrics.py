@@ -37,7 +37,8 @@ HELP: dict[str, tuple[str, str]] = {
     "edgewise_seq_missing_total": ("counter", "Messages missing in reported seq gaps."),
     "edgewise_auth_failures_total": ("counter", "Failed device authentications, by reason."),
     "edgewise_mqtt_connections_closed_total": (
-        "counter", "MQTT connections closed by the broker, by reason (revoked, too_large, ...)."),
+        "counter", ("MQTT connections closed by the broker, by reason (revoked, too_large, "
+                    "taken_over, no_session, connect_timeout, protocol_error).")),
     "edgewise_mqtt_client_ids_released_total": (
         "counter", "MQTT client ids released, with their session, after 16 newer ones."),
     "edgewise_messages_refused_total": (

@@ -4,7 +4,13 @@ Devices connect with username = device id and password = device secret; anonymou
 clients and empty passwords are refused, and so is everything after too many wrong
 secrets (throttled). A device may publish only to ``edgewise/<its id>/telemetry`` and
 subscribe only to its own ``ack`` and ``deadletter`` topics; a publish anywhere else is
-refused and reported on the device's dead-letter topic with reason ``topic_not_allowed``.
+refused and reported on the device's dead-letter topic with reason ``topic_not_allowed``,
+and so is a PUBLISH to a topic MQTT forbids (empty, holding ``+`` or ``#``, or starting
+with ``$``), which amqtt answered by ending the connection's message loop with its socket
+left open (PUBACKs and keep-alives answered, telemetry never read again). Should amqtt end
+that loop for any other reason, the connection is closed
+(``edgewise_mqtt_connections_closed_total{reason="protocol_error"}``), so the device
+reconnects and resends.
 
 Three things of amqtt's would step past those checks, so they are refused:
 
@@ -53,8 +59,12 @@ and is closed on revocation.
 Durability: amqtt sends PUBACK when the message is in memory, so PUBACK means nothing
 for durability; the application ack is sent only after the store has committed.
 
-Two bounds amqtt does not keep (amqtt 0.11 has no maximum packet size and keeps a
-persistent session for ever):
+Three bounds amqtt does not keep (amqtt 0.11 has no maximum packet size nor CONNECT
+timeout, and keeps a persistent session for ever):
+
+* **CONNECT time**: a new connection has ``connect_timeout_s`` (10 s) to send its whole
+  CONNECT; one that has not (idle, or trickling it) is closed before authentication
+  (``edgewise_mqtt_connections_closed_total{reason="connect_timeout"}``).
 
 * **packet size**: amqtt reads each packet whole into memory, whatever its fixed header
   announces (MQTT allows 256 MB), before anything can look at it. The broker reads the
@@ -95,8 +105,9 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action, ListenerConfig
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
-from amqtt.mqtt.packet import MQTTFixedHeader
+from amqtt.mqtt.packet import MQTTFixedHeader, MQTTPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.publish import PublishPacket
 from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
@@ -133,6 +144,8 @@ _SEQ_SCAN_FACTOR = 16
 #: The largest PUBLISH variable header MQTT 3.1.1 allows: a topic of 65,535 bytes, its
 #: 2-byte length and the 2-byte packet id.
 _PUBLISH_HEADER_MAX = 2 + 65_535 + 2
+#: Seconds a new connection has to complete its CONNECT (``EmbeddedBroker.connect_timeout_s``)
+CONNECT_TIMEOUT_S = 10.0
 #: names of the packets whose size matters, for the log
 _PACKET_NAMES = {1: "CONNECT", 3: "PUBLISH", 8: "SUBSCRIBE", 10: "UNSUBSCRIBE"}
 
@@ -181,6 +194,10 @@ class _PacketLimit(ReaderAdapter):
         self.owner = owner
         self.user: str | None = None  # the device, once its CONNECT is authenticated
         self.refused = False
+        #: the rest of the PUBLISH being read (read whole by the fixed-header check), served
+        #: before the socket; dropped at the next fixed header, so a packet amqtt gives up
+        #: on half-way (a wildcard topic) cannot leave its payload to be read as packets
+        self.pending = b""
         peer = None
         with contextlib.suppress(Exception):
             peer = writer.get_peer_info()
@@ -191,7 +208,46 @@ class _PacketLimit(ReaderAdapter):
             await self.refuse(n, "read")
         if self.refused:
             raise NoDataError("connection refused: a packet over the broker's size limit")
+        if self.pending:
+            if n < 0:
+                n = len(self.pending)
+            chunk, self.pending = self.pending[:n], self.pending[n:]
+            return chunk
         return await self.inner.read(n)
+
+    async def read_exactly(self, n: int) -> bytes:
+        """``n`` bytes from the socket (fewer only at its end)."""
+        got = b""
+        while len(got) < n:
+            try:
+                chunk = await self.inner.read(n - len(got))
+            except asyncio.IncompleteReadError as exc:  # the connection ended mid-packet
+                return got + exc.partial
+            except (ConnectionResetError, BrokenPipeError):
+                return got
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+    def refuse_topic(self, body: bytes, flags: int) -> bool:
+        """For a PUBLISH ``body`` whose topic holds a wildcard: amqtt drops such a packet
+        half-read, unanswered; it is refused here as any topic outside the device's own
+        (dead letter ``topic_not_allowed``; QoS 1 acknowledged, so the device drops it).
+        Returns whether it was refused."""
+        if len(body) < 2:
+            return False
+        size = int.from_bytes(body[:2], "big")
+        name = body[2:2 + size].decode("utf-8", "replace")
+        problem = _publish_topic_problem(name)
+        if problem is None or "wildcard" not in problem:
+            return False  # a '$' or empty topic is refused once amqtt has read it
+        self.owner.refuse_publish(self.user, name, problem)
+        qos = (flags >> 1) & 0x03
+        if qos == 1 and len(body) >= 4 + size:
+            with contextlib.suppress(Exception):
+                self.writer.write(b"\x40\x02" + body[2 + size:4 + size])  # PUBACK
+        return True
 
     def feed_eof(self) -> None:
         self.inner.feed_eof()
@@ -201,10 +257,7 @@ class _PacketLimit(ReaderAdapter):
         if self.refused:
             return
         self.refused = True
-        stream = getattr(self.writer, "_writer", None)  # amqtt's StreamWriterAdapter
-        transport = getattr(stream, "transport", None)
-        if transport is not None:
-            transport.abort()
+        _abort(self.writer)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.close(), 1.0)
         self.owner.count("edgewise_mqtt_connections_closed_total", reason="too_large")
@@ -212,6 +265,35 @@ class _PacketLimit(ReaderAdapter):
                  "%d bytes (16 x EDGEWISE_MAX_PAYLOAD_BYTES + headers); connection closed "
                  "before its body was read", self.user, self.peer, what, announced,
                  self.limit)
+
+
+def _abort(writer: WriterAdapter) -> None:
+    """Drop ``writer``'s connection at once: its socket aborted, no drain, no wait for a
+    client that does not read (a no-op for a writer that is not amqtt's stream adapter)."""
+    stream = getattr(writer, "_writer", None)  # amqtt's StreamWriterAdapter
+    transport = getattr(stream, "transport", None)
+    if transport is not None:
+        transport.abort()
+
+
+def _publish_topic_problem(name: str | None) -> str | None:
+    """Why ``name`` cannot be a PUBLISH topic at all (MQTT 3.1.1 4.7: not empty, no
+    wildcard, no leading ``$``), else ``None``. amqtt ends the client's message loop on such
+    a topic (the socket left open, later telemetry never read); the broker refuses it as
+    any other topic outside the device's own.
+
+    >>> _publish_topic_problem("$SYS/x")
+    "a topic starting with '$' is the broker's"
+    >>> _publish_topic_problem("edgewise/d1/telemetry") is None
+    True
+    """
+    if not name:
+        return "the topic is empty"
+    if "+" in name or "#" in name:
+        return "a PUBLISH topic may not hold the wildcards '+' or '#'"
+    if name.startswith("$"):
+        return "a topic starting with '$' is the broker's"
+    return None
 
 
 _read_fixed_header = getattr(MQTTFixedHeader.from_stream.__func__, "__wrapped__",
@@ -225,9 +307,12 @@ async def _fixed_header_within_limit(cls: type[MQTTFixedHeader],
     its limit: over it, the connection is closed and ``None`` returned (amqtt's "end of
     stream", which ends its reading of the connection) before the body is read. Any other
     reader (amqtt's client, another broker in the process) reads as before."""
+    if isinstance(reader, _PacketLimit):
+        reader.pending = b""  # what amqtt left of the previous packet is not a packet
     header = await _read_fixed_header(cls, reader)
-    if (header is not None and isinstance(reader, _PacketLimit)
-            and header.remaining_length > reader.limit):
+    if header is None or not isinstance(reader, _PacketLimit):
+        return header
+    if header.remaining_length > reader.limit:
         name = _PACKET_NAMES.get(header.packet_type, f"packet of type {header.packet_type}")
         await reader.refuse(header.remaining_length, name)
         return None
@@ -236,15 +321,49 @@ async def _fixed_header_within_limit(cls: type[MQTTFixedHeader],
 
 _fixed_header_within_limit.__wrapped__ = _read_fixed_header  # type: ignore[attr-defined]
 
+_read_packet = getattr(MQTTPacket.from_stream.__func__, "__wrapped__",
+                       MQTTPacket.from_stream.__func__)
+
+
+async def _publish_read_whole(cls: type[PublishPacket], reader: ReaderAdapter,
+                              fixed_header: MQTTFixedHeader | None = None,
+                              variable_header: Any = None) -> PublishPacket:
+    """amqtt's ``PublishPacket.from_stream``, except that for a connection of the embedded
+    broker the packet's body is read whole first (amqtt reads all of it anyway; the size
+    was checked on the fixed header) and then decoded from memory. amqtt raises on a topic
+    holding ``+`` or ``#`` after its topic and packet id, leaving the payload in the
+    stream to be read as packets (the connection then never got a telemetry message
+    through again); such a PUBLISH is refused here as any topic outside the device's own
+    (dead letter ``topic_not_allowed``, QoS 1 acknowledged) and all of it consumed."""
+    if (not isinstance(reader, _PacketLimit) or fixed_header is None
+            or variable_header is not None):
+        return await _read_packet(cls, reader, fixed_header, variable_header)
+    body = await reader.read_exactly(fixed_header.remaining_length)
+    if len(body) < fixed_header.remaining_length:
+        raise NoDataError("the connection ended in the middle of a PUBLISH")
+    if reader.refuse_topic(body, fixed_header.flags):
+        raise MQTTError("PUBLISH topic holds a wildcard; refused and dead-lettered")
+    reader.pending = body
+    try:
+        return await _read_packet(cls, reader, fixed_header, None)
+    finally:
+        reader.pending = b""  # whatever amqtt did not read of it
+
+
+_publish_read_whole.__wrapped__ = _read_packet  # type: ignore[attr-defined]
+
 
 def _install_packet_limit() -> None:
-    """Make amqtt's fixed-header reader check :class:`_PacketLimit` readers (idempotent).
+    """Make amqtt's fixed-header reader check :class:`_PacketLimit` readers, and its
+    PUBLISH reader read their body whole first (idempotent).
 
-    The one change to amqtt's classes: every packet, CONNECT included, has its fixed header
-    read by this classmethod (the connection's read loop and ``MQTTPacket.from_stream``), and
-    it is the last point before the body is read. The wrapper does nothing for other readers.
+    The two changes to amqtt's classes: every packet, CONNECT included, has its fixed header
+    read by the first classmethod (the connection's read loop and ``MQTTPacket.from_stream``),
+    the last point before the body is read; every PUBLISH is decoded by the second
+    (:func:`_publish_read_whole`). The wrappers do nothing for other readers.
     """
     MQTTFixedHeader.from_stream = classmethod(_fixed_header_within_limit)  # type: ignore[assignment,method-assign,arg-type]
+    PublishPacket.from_stream = classmethod(_publish_read_whole)  # type: ignore[assignment,method-assign,arg-type]
 
 
 def _owner(context: Any) -> EmbeddedBroker:
@@ -393,9 +512,21 @@ class _GuardedBroker(Broker):
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int,
     ) -> tuple[BrokerProtocolHandler, Session]:
+        timeout = self.owner.connect_timeout_s
         try:
-            handler, session = await BrokerProtocolHandler.init_from_connect(
-                reader, writer, self.plugins_manager)
+            handler, session = await asyncio.wait_for(
+                BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager),
+                timeout)
+        except TimeoutError as exc:
+            # a socket that never completes its CONNECT is not held (nor buffered) for ever
+            # before it has even authenticated
+            if isinstance(reader, _PacketLimit):
+                reader.refused = True  # any later read answers "no data"
+            _abort(writer)
+            self.owner.count("edgewise_mqtt_connections_closed_total", reason="connect_timeout")
+            log.info("MQTT client %s:%s sent no complete CONNECT within %g s; connection "
+                     "closed", remote_address, remote_port, timeout)
+            raise AMQTTError(f"no complete CONNECT within {timeout} s") from exc
         except AMQTTError as exc:
             log.debug("MQTT client %s:%s: first packet is not a CONNECT: %s",
                       remote_address, remote_port, exc)
@@ -523,7 +654,27 @@ class _GuardedBroker(Broker):
         if self.owner.stale(client_session):
             await self.close_connection(client_id, forget=True)
             return False
-        return await super()._handle_message_delivery(client_session, handler, wait_deliver)
+        message = wait_deliver.result() if wait_deliver.done() else None
+        name = getattr(message, "topic", None) if message is not None else None
+        problem = None if message is None else _publish_topic_problem(name)
+        if problem is not None:
+            # amqtt would end this connection's message loop here and leave its socket open
+            # (PUBACKs and keep-alives still answered, telemetry never read again): refused
+            # like any topic outside the device's own, and the loop goes on
+            self.owner.refuse_publish(client_session.username, name, problem)
+            return True
+        if await super()._handle_message_delivery(client_session, handler, wait_deliver):
+            return True
+        # amqtt ends the message loop: close the connection too (its session marked
+        # disconnected), so the device reconnects and resends, rather than a socket that
+        # is answered but never read for messages again
+        self.owner.count("edgewise_mqtt_connections_closed_total", reason="protocol_error")
+        log.info("MQTT client %r: a PUBLISH ended amqtt's message loop; closing the "
+                 "connection so the device reconnects", client_id)
+        ended = asyncio.get_running_loop().create_future()
+        ended.set_result(None)
+        await self._handle_disconnect(client_session, handler, ended)
+        return False
 
     async def close_connection(self, client_id: str | None, *, forget: bool = False) -> bool:
         """Close the live connection of ``client_id`` (the device sees it drop); with
@@ -588,6 +739,10 @@ class EmbeddedBroker:
         How many client ids stay bound to one device (see the module docstring): one more
         releases its least recently used one that no connection is using, with its
         offline session.
+    connect_timeout_s
+        Seconds a new connection has to send its whole CONNECT (default
+        :data:`CONNECT_TIMEOUT_S`); one that has not is closed before authentication
+        (``edgewise_mqtt_connections_closed_total{reason="connect_timeout"}``).
 
     >>> EmbeddedBroker(lambda ms: [], lambda d, s: None, max_payload_bytes=1024
     ...                ).max_packet_bytes
@@ -611,6 +766,7 @@ class EmbeddedBroker:
         revocation_poll_s: float = 1.0,
         max_payload_bytes: int | None = None,
         client_ids_per_device: int = 16,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> None:
         if consumer not in ("plugin", "subscriber"):
             raise ValueError(f"consumer must be 'plugin' or 'subscriber'; got {consumer!r}")
@@ -620,6 +776,13 @@ class EmbeddedBroker:
                                       or value < 1):
                 raise ValueError(f"The {name!r} parameter of EmbeddedBroker must be an int "
                                  f"in the range [1, inf). Got {value!r} instead.")
+        if (isinstance(connect_timeout_s, bool) or not isinstance(connect_timeout_s, int | float)
+                or not connect_timeout_s > 0):
+            raise ValueError("The 'connect_timeout_s' parameter of EmbeddedBroker must be a "
+                             f"number of seconds in (0, inf). Got {connect_timeout_s!r} "
+                             "instead.")
+        #: seconds a new connection has to complete its CONNECT before it is closed
+        self.connect_timeout_s = float(connect_timeout_s)
         if max_payload_bytes is None:
             max_payload_bytes = _payload_limit_setting()
         #: the largest packet (remaining length) a connection may announce
@@ -1000,6 +1163,17 @@ class EmbeddedBroker:
         self._pending.discard(task)  # type: ignore[arg-type]
         if not task.cancelled() and task.exception() is not None:
             log.debug("ack/dead-letter delivery failed: %s", task.exception())
+
+    def refuse_publish(self, user: str | None, name: str | None, problem: str) -> None:
+        """A PUBLISH of ``user`` to ``name``, a topic MQTT forbids (``problem`` says why),
+        refused as any topic outside the device's own: dead letter ``topic_not_allowed``."""
+        log.info("MQTT device %r: PUBLISH to %r refused: %s", user, name, problem)
+        if user and user != INTERNAL_USER:
+            self.deadletter_soon(user, {
+                "reason": "topic_not_allowed", "field": "topic", "value": name, "index": None,
+                "detail": f"Device {user!r} may publish only to "
+                          f"{self.telemetry_topic(user)!r}; got {name!r} ({problem}).",
+            })
 
     def deadletter_soon(self, device_id: str, problem: dict[str, Any]) -> None:
         self._spawn(self.publish_deadletter(device_id, problem))
