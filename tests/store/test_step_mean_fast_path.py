@@ -6,11 +6,12 @@ from __future__ import annotations
 import random
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from edgewise.store import _sql as sql_module
 from edgewise.store import open_store
-from edgewise.store._sql import SQLStoreMixin
 from edgewise.telemetry import Reading
 from tests.store.conftest import BACKENDS
 
@@ -48,10 +49,7 @@ def test_bucket_means_are_correctly_rounded_on_both_paths(
     if case != "huge":
         groups.append([1e9 - 0.5] * 60)  # sums past 2**63 once scaled: the wide column
     store = open_store(store_url)
-    calls: list[str] = []
-    real = SQLStoreMixin._step_sql
-    monkeypatch.setattr(SQLStoreMixin, "_step_sql",
-                        lambda self, *a: calls.append("general") or real(self, *a))
+    calls = _spy_paths(store, monkeypatch)
     try:
         store.append([Reading("mean-1", "m", T0 + g * 100 + i, v)
                       for g, vals in enumerate(groups) for i, v in enumerate(vals)])
@@ -63,6 +61,65 @@ def test_bucket_means_are_correctly_rounded_on_both_paths(
         assert store.query_many(["mean-1"], step_ns=100) == {"mean-1": rows}
         assert store.query("mean-1", step_ns=100, limit=3) == rows[:3]
         if store_url.startswith("duckdb"):  # which path served it
-            assert bool(calls) == (case == "fallback"), (case, calls)
+            want_path = "general" if case == "fallback" else "fast"
+            assert calls and set(calls) == {("m", want_path)}, (case, set(calls))
+    finally:
+        store.close()
+
+
+def _spy_paths(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """``(metric, path)`` of every bucket row a DuckDB store's ``query`` or ``query_many``
+    with ``step_ns`` reads from now on and uses: ``fast`` (a scaled HUGEINT sum; its
+    scale ``f`` is set) or ``general`` (the split of ``_step_sql``; ``f`` is NULL)."""
+    seen: list[tuple[str, str]] = []
+    real = store._read
+
+    def spy(sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        rows = real(sql, params)
+        if "HUGEINT" in sql and rows and len(rows[0]) >= 9:
+            # per-key scales: rows (*keys, metric, b, s1, s2, n, f, same, us, ss)
+            seen.extend((r[-9], "general" if r[-4] is None else "fast") for r in rows)
+        elif "HUGEINT" in sql and rows and rows[0][-1] != 0:
+            # one scale for all (rows (*keys, metric, b, s1, s2, n, f); f = 0: not used)
+            seen.extend((r[-6], "fast") for r in rows)
+        return rows
+
+    monkeypatch.setattr(store, "_read", spy)
+    return seen
+
+
+def test_a_noisy_metric_takes_the_general_path_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path's scale is chosen per metric (per device and metric in query_many):
+    one float-noise reading (5.55e-17 among 0..100) sent every metric of the query to the
+    general split (4 metrics, 200k readings, 1 min buckets: 16 -> 127 ms)."""
+    rng = random.Random(29)
+    groups = {m: [[round(rng.uniform(0, 100), 3) for _ in range(rng.randint(1, 20))]
+                  for _ in range(30)] for m in ("a", "b", "c")}
+    # near-zero noise ~170 powers of two below 100: no scale fits b's sums in 2**126
+    # (5.55e-17, 0.1 + 0.2 - 0.3, does among 50k readings of one metric)
+    groups["b"][7][0] = 1e-50
+    store = open_store(f"duckdb://{tmp_path / 'store.duckdb'}")
+    try:
+        store.append([Reading(d, m, T0 + g * 100 + i, v) for d in ("d1", "d2")
+                      for m, gs in groups.items() for g, vals in enumerate(gs)
+                      for i, v in enumerate(vals)])
+        calls = _spy_paths(store, monkeypatch)
+        general: list[int] = []
+        real_mean = sql_module.exact_mean
+        monkeypatch.setattr(sql_module, "exact_mean",
+                            lambda *a: general.append(1) or real_mean(*a))
+        rows = store.query("d1", step_ns=100)
+        want = [(m, T0 + g * 100, float(sum(map(Fraction, vals)) / len(vals)))
+                for m, gs in sorted(groups.items()) for g, vals in enumerate(gs)]
+        assert rows == want
+        assert len(general) == 30, f"{len(general)} buckets took the general split, not b's 30"
+        assert set(calls) == {("a", "fast"), ("b", "general"), ("c", "fast")}, set(calls)
+        assert len(calls) == len(want)  # each bucket served once
+        calls.clear()
+        assert store.query("d1", step_ns=100, limit=40) == want[:40]
+        many = store.query_many(["d2", "d1"], step_ns=100, limit=70)
+        assert many == {"d2": want[:70], "d1": want[:70]}
+        assert set(calls) == {("a", "fast"), ("b", "general"), ("c", "fast")}
     finally:
         store.close()

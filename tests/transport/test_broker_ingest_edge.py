@@ -40,10 +40,26 @@ def running(request: pytest.FixtureRequest) -> Iterator[Running]:
     r.stop()
 
 
-def _publish(so: socket.socket, name: str, payload: bytes, mid: int) -> None:
-    """A QoS 1 PUBLISH of ``payload`` to ``name``."""
+def _publish(so: socket.socket, name: str, payload: bytes, mid: int, qos: int = 1) -> None:
+    """A PUBLISH (QoS 1 or 2) of ``payload`` to ``name``."""
     body = _s(name.encode()) + mid.to_bytes(2, "big") + payload
-    so.sendall(b"\x32" + _length(len(body)) + body)
+    so.sendall(bytes([0x30 | qos << 1]) + _length(len(body)) + body)
+
+
+def _recv_until(so: socket.socket, want: bytes, got: bytes, what: str) -> bytes:
+    """``got`` plus what ``so`` sends until ``want`` is in it (5 s at most; then fails
+    with ``what``)."""
+    deadline = time.monotonic() + 5
+    while want not in got and time.monotonic() < deadline:
+        try:
+            chunk = so.recv(4096)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    assert want in got, f"{what}: received {got!r}"
+    return got
 
 
 def _subscribe(so: socket.socket, name: str, mid: int = 1) -> None:
@@ -65,16 +81,28 @@ def _dead_letters(r: Running) -> list[str]:
             if name == "edgewise_messages_deadlettered_total"]
 
 
+@pytest.mark.parametrize("qos", [1, 2])
 @pytest.mark.parametrize("bad", ["$SYS/anything", "edgewise/dev-0/+", "edgewise/#", ""])
 def test_forbidden_publish_topic_is_dead_lettered_and_telemetry_keeps_flowing(
-        running: Running, bad: str) -> None:
+        running: Running, bad: str, qos: int) -> None:
+    """The refused PUBLISH is acknowledged at its QoS: PUBACK, or PUBREC and then PUBCOMP
+    for its PUBREL (a wildcard topic got neither at QoS 2: a compliant client kept it in
+    flight for ever and resent it on every reconnect)."""
     so, connack = _connect(running.port, DEV, SECRET, "edge-1")
     assert connack == b"\x20\x02\x00\x00"
     try:
         _subscribe(so, f"edgewise/{DEV}/deadletter")
         _publish(so, running.broker.telemetry_topic(DEV), _telemetry(1), 10)
         assert wait_until(lambda: _seqs(running) == [1], 5), _seqs(running)
-        _publish(so, bad, b"{}", 11)
+        _publish(so, bad, b"{}", 11, qos)
+        so.settimeout(5)
+        got = b""
+        if qos == 2:  # delivered (so dead-lettered) once released
+            got = _recv_until(so, b"\x50\x02\x00\x0b", got,
+                              "the refused QoS 2 PUBLISH (id 11) got no PUBREC")
+            so.sendall(b"\x62\x02\x00\x0b")  # PUBREL
+            got = _recv_until(so, b"\x70\x02\x00\x0b", got,
+                              "the PUBREL of the refused PUBLISH (id 11) got no PUBCOMP")
         for seq in (2, 3):
             _publish(so, running.broker.telemetry_topic(DEV), _telemetry(seq), 10 + seq)
         assert wait_until(lambda: _seqs(running) == [1, 2, 3], 5), \
@@ -82,13 +110,11 @@ def test_forbidden_publish_topic_is_dead_lettered_and_telemetry_keeps_flowing(
         assert wait_until(lambda: _dead_letters(running) == ["topic_not_allowed"], 5), \
             _dead_letters(running)
         # the dead letter reaches the device, naming the topic
-        so.settimeout(5)
-        got = b""
-        deadline = time.monotonic() + 5
-        while b"topic_not_allowed" not in got and time.monotonic() < deadline:
-            got += so.recv(4096)
-        assert b"topic_not_allowed" in got and json.dumps(bad).encode() in got, got
-        assert b"\x40\x02\x00\x0b" in got, f"the refused PUBLISH (id 11) got no PUBACK: {got!r}"
+        got = _recv_until(so, b"topic_not_allowed", got, "no dead letter")
+        assert json.dumps(bad).encode() in got, got
+        if qos == 1:
+            assert b"\x40\x02\x00\x0b" in got, \
+                f"the refused PUBLISH (id 11) got no PUBACK: {got!r}"
         assert running.closed("protocol_error") == 0
     finally:
         _bye(so)

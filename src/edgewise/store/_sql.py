@@ -615,19 +615,28 @@ class SQLStoreMixin:
         """Rows ``(*keys, b, mean)`` of the buckets of ``step`` ns per ``keys``, each mean
         correctly rounded; ``wrap(sql, columns)`` adds the caller's order and limit.
 
-        The scaled fast path first (one BIGINT or HUGEINT sum per bucket, where the backend
-        has one: :meth:`_scaled_step_sql`); where the readings' sizes span too many powers
-        of two for it (its scale comes back 0), the general split of :meth:`_step_sql`.
+        Where the backend has a scaled fast path (one BIGINT or HUGEINT sum per bucket),
+        first with one scale for every reading asked (:meth:`_scaled_step_sql`); where
+        that cannot be exact (its scale comes back 0), one statement serves each key
+        (metric, or device and metric) by a scale of its own where its readings span few
+        enough powers of two, the rest by the general split of :meth:`_step_sql`
+        (:meth:`_keyed_step_sql`), so one noisy key slows only itself. Without a fast
+        path, every key takes the general split.
         """
         nk = keys.count(",") + 1
-        if self._scaled_int is not None:
-            sql = self._scaled_step_sql(keys, where, step)
-            rows = self._read(wrap(sql, f"{keys}, b, s1, s2, n, f"), params + params)
-            if not rows or rows[0][-1] != 0.0:
-                return [(*r[:nk + 1], scaled_mean(*r[nk + 1:])) for r in rows]
-        sql = self._step_sql(keys, where, step)
-        rows = self._read(wrap(sql, f"{keys}, b, same, us, ss, n"), params)
-        return [(*r[:nk + 1], exact_mean(*r[nk + 1:])) for r in rows]
+        if self._scaled_int is None:
+            sql = self._step_sql(keys, where, step)
+            rows = self._read(wrap(sql, f"{keys}, b, same, us, ss, n"), params)
+            return [(*r[:nk + 1], exact_mean(*r[nk + 1:])) for r in rows]
+        sql = self._scaled_step_sql(keys, where, step)
+        rows = self._read(wrap(sql, f"{keys}, b, s1, s2, n, f"), params + params)
+        if not rows or rows[0][-1] != 0.0:
+            return [(*r[:nk + 1], scaled_mean(*r[nk + 1:])) for r in rows]
+        sql = self._keyed_step_sql(keys, where, step)
+        rows = self._read(wrap(sql, f"{keys}, b, s1, s2, n, f, same, us, ss"),
+                          params + params + params)
+        return [(*r[:nk + 1], exact_mean(r[nk + 5], r[nk + 6], r[nk + 7], r[nk + 3])
+                 if r[nk + 4] is None else scaled_mean(*r[nk + 1:nk + 5])) for r in rows]
 
     def _scaled_step_sql(self, keys: str, where: str, step: int) -> str:
         """SQL of the buckets of ``step`` ns per ``keys``, fast where the readings asked
@@ -638,8 +647,8 @@ class SQLStoreMixin:
         (``where``, whose parameters come twice): ``f = 2**k``, the power of two that
         makes every reading an integer (``k = 53 - floor(log2(smallest))``: one more than
         needed, as log2 may be one off), is kept where every bucket's sum of the scaled
-        readings stays below ``2**126`` (``f`` is 0 otherwise, and the caller takes the
-        general split of :meth:`_step_sql`). Each reading times ``f`` is then exact, and
+        readings stays below ``2**126`` (``f`` is 0 otherwise, and the caller takes
+        :meth:`_keyed_step_sql`). Each reading times ``f`` is then exact, and
         exactly an integer in ``_scaled_int``, and one exact sum per bucket comes back: as
         BIGINT ``s1`` where it fits, else as ``s2`` (a wide integer is slow to read).
         One statement, so both scans see one snapshot.
@@ -659,7 +668,48 @@ class SQLStoreMixin:
             f"FROM readings, ({scale}) g WHERE {where} GROUP BY {keys}, b, f) c"
         )
 
-    def _step_sql(self, keys: str, where: str, step: int) -> str:
+    def _keyed_step_sql(self, keys: str, where: str, step: int) -> str:
+        """SQL of the buckets of ``step`` ns per ``keys``, fast for each key whose readings
+        asked span few powers of two (any sensor's, from near 0 to its top): columns
+        ``keys, b, s1, s2, n, f, same, us, ss``; where ``f`` is set, :func:`scaled_mean`
+        of ``s1, s2, n, f`` is the correctly rounded mean, else :func:`exact_mean` of
+        ``same, us, ss, n`` (the general split of :meth:`_step_sql`).
+
+        One scan first finds, per key, the smallest nonzero size and the largest of its
+        readings asked (``where``, whose parameters come three times): ``f = 2**k``, the
+        power of two that makes every reading of the key an integer (``k = 53 -
+        floor(log2(smallest))``: one more than needed, as log2 may be one off), is kept
+        where every bucket's sum of the scaled readings stays below ``2**126`` (``f`` is 0
+        otherwise). Each reading of a key with a scale, times ``f``, is then exact, and
+        exactly an integer in ``_scaled_int``, and one exact sum per bucket comes back: as
+        BIGINT ``s1`` where it fits, else as ``s2`` (a wide integer is slow to read). Only
+        the keys without one take the general split, so a key with one tiny reading (float
+        noise such as 5.55e-17 among 0..100) slows no other. One statement, so every scan
+        sees one snapshot.
+        """
+        bucket = _bucket_sql(self._quotient.format(step=step), step)
+        scale = (
+            f"SELECT {keys}, CASE WHEN k IS NULL THEN 1.0 WHEN k BETWEEN -1022 AND 1023 AND "
+            f"top * pow(2.0, k) * cnt < {float(2**126)!r} THEN pow(2.0, k) ELSE 0.0 END AS f "
+            f"FROM (SELECT {keys}, 53 - CAST(floor(log2(min(abs(value)) FILTER "
+            "(WHERE value <> 0))) AS INTEGER) AS k, max(abs(value)) AS top, count(*) AS cnt "
+            f"FROM readings WHERE {where} GROUP BY {keys}) m"
+        )
+        general = self._step_sql(
+            keys, where, step, f"readings JOIN (SELECT {keys} FROM g WHERE f = 0) z "
+            f"USING ({keys})")
+        return (
+            f"WITH g AS MATERIALIZED ({scale}) "
+            f"SELECT {keys}, b, TRY_CAST(s AS BIGINT) AS s1, CASE WHEN TRY_CAST(s AS BIGINT) "
+            f"IS NULL THEN s END AS s2, n, f, NULL AS same, NULL AS us, NULL AS ss "
+            f"FROM (SELECT {keys}, {bucket} AS b, f, "
+            f"sum(CAST(value * f AS {self._scaled_int})) AS s, count(*) AS n "
+            f"FROM readings JOIN g USING ({keys}) WHERE ({where}) AND f <> 0 "
+            f"GROUP BY {keys}, b, f) c "
+            f"UNION ALL SELECT {keys}, b, NULL, NULL, n, NULL, same, us, ss FROM ({general}) x"
+        )
+
+    def _step_sql(self, keys: str, where: str, step: int, source: str = "readings") -> str:
         """SQL of the buckets of ``step`` ns per ``keys`` (``metric`` or ``device_id,
         metric``): columns ``keys, b, same, us, ss, n`` that :func:`exact_mean` turns into
         the bucket's correctly rounded mean, so both backends give the same float.
@@ -669,6 +719,7 @@ class SQLStoreMixin:
         ``_term``: the backend's way to split a double); the integers are summed exactly
         per unit, and only those few sums per bucket come back: no reading is read into
         Python, and no sum overflows or underflows (1.7e308 thrice, 1e-310 alone).
+        ``source`` is what the readings are read from (a join that keeps only some keys).
         """
         bucket = _bucket_sql(self._quotient.format(step=step), step)
         agg = self._list_agg
@@ -678,7 +729,7 @@ class SQLStoreMixin:
             f"SELECT {keys}, b, {self._unit} AS u, sum({self._term}) AS s, count(*) AS n, "
             "min(value) AS lo, max(value) AS hi FROM ("
             f"SELECT {keys}, {bucket} AS b, value, {self._word} AS w "
-            f"FROM readings WHERE {where}) r GROUP BY {keys}, b, u) c GROUP BY {keys}, b"
+            f"FROM {source} WHERE {where}) r GROUP BY {keys}, b, u) c GROUP BY {keys}, b"
         )
 
     def query_many(

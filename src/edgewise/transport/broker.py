@@ -107,7 +107,9 @@ from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.packet import MQTTFixedHeader, MQTTPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.pubcomp import PubcompPacket
 from amqtt.mqtt.publish import PublishPacket
+from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
@@ -233,7 +235,9 @@ class _PacketLimit(ReaderAdapter):
     def refuse_topic(self, body: bytes, flags: int) -> bool:
         """For a PUBLISH ``body`` whose topic holds a wildcard: amqtt drops such a packet
         half-read, unanswered; it is refused here as any topic outside the device's own
-        (dead letter ``topic_not_allowed``; QoS 1 acknowledged, so the device drops it).
+        (dead letter ``topic_not_allowed``; acknowledged so the device drops it: QoS 1 with
+        PUBACK, QoS 2 with PUBREC, its PUBREL then answered with PUBCOMP by
+        :func:`_pubrel_always_answered`, as nothing of it is pending).
         Returns whether it was refused."""
         if len(body) < 2:
             return False
@@ -244,9 +248,10 @@ class _PacketLimit(ReaderAdapter):
             return False  # a '$' or empty topic is refused once amqtt has read it
         self.owner.refuse_publish(self.user, name, problem)
         qos = (flags >> 1) & 0x03
-        if qos == 1 and len(body) >= 4 + size:
+        ack = {1: b"\x40\x02", 2: b"\x50\x02"}.get(qos)  # PUBACK, PUBREC
+        if ack is not None and len(body) >= 4 + size:
             with contextlib.suppress(Exception):
-                self.writer.write(b"\x40\x02" + body[2 + size:4 + size])  # PUBACK
+                self.writer.write(ack + body[2 + size:4 + size])
         return True
 
     def feed_eof(self) -> None:
@@ -334,7 +339,7 @@ async def _publish_read_whole(cls: type[PublishPacket], reader: ReaderAdapter,
     holding ``+`` or ``#`` after its topic and packet id, leaving the payload in the
     stream to be read as packets (the connection then never got a telemetry message
     through again); such a PUBLISH is refused here as any topic outside the device's own
-    (dead letter ``topic_not_allowed``, QoS 1 acknowledged) and all of it consumed."""
+    (dead letter ``topic_not_allowed``, QoS 1 and 2 acknowledged) and all of it consumed."""
     if (not isinstance(reader, _PacketLimit) or fixed_header is None
             or variable_header is not None):
         return await _read_packet(cls, reader, fixed_header, variable_header)
@@ -352,10 +357,34 @@ async def _publish_read_whole(cls: type[PublishPacket], reader: ReaderAdapter,
 
 _publish_read_whole.__wrapped__ = _read_packet  # type: ignore[attr-defined]
 
+_handle_pubrel = getattr(BrokerProtocolHandler.handle_pubrel, "__wrapped__",
+                         BrokerProtocolHandler.handle_pubrel)
+
+
+async def _pubrel_always_answered(self: BrokerProtocolHandler, pubrel: PubrelPacket) -> None:
+    """amqtt's ``handle_pubrel``, except that on a connection of the embedded broker (a
+    :class:`_PacketLimit` reader) a PUBREL for a packet id with no QoS 2 message pending is
+    answered with PUBCOMP (MQTT 3.1.1 4.3.3: the receiver MUST answer every PUBREL) where
+    amqtt only logs it: a QoS 2 PUBLISH refused before amqtt stored it (a wildcard topic,
+    acknowledged with PUBREC by :meth:`_PacketLimit.refuse_topic`), or one completed whose
+    PUBCOMP was lost. Unanswered, a compliant client keeps the message in flight for ever
+    and resends the PUBREL on every reconnect."""
+    mid = pubrel.packet_id
+    pending = mid in self._pubrel_waiters or (
+        self.session is not None and mid in self.session.inflight_in)
+    if pending or not isinstance(self.reader, _PacketLimit):
+        await _handle_pubrel(self, pubrel)
+        return
+    await self._send_packet(PubcompPacket.build(mid))
+
+
+_pubrel_always_answered.__wrapped__ = _handle_pubrel  # type: ignore[attr-defined]
+
 
 def _install_packet_limit() -> None:
     """Make amqtt's fixed-header reader check :class:`_PacketLimit` readers, and its
-    PUBLISH reader read their body whole first (idempotent).
+    PUBLISH reader read their body whole first, and the broker's PUBREL handler answer
+    every PUBREL (idempotent).
 
     The two changes to amqtt's classes: every packet, CONNECT included, has its fixed header
     read by the first classmethod (the connection's read loop and ``MQTTPacket.from_stream``),
@@ -364,6 +393,7 @@ def _install_packet_limit() -> None:
     """
     MQTTFixedHeader.from_stream = classmethod(_fixed_header_within_limit)  # type: ignore[assignment,method-assign,arg-type]
     PublishPacket.from_stream = classmethod(_publish_read_whole)  # type: ignore[assignment,method-assign,arg-type]
+    BrokerProtocolHandler.handle_pubrel = _pubrel_always_answered  # type: ignore[method-assign]
 
 
 def _owner(context: Any) -> EmbeddedBroker:
