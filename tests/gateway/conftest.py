@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,3 +129,20 @@ def gateway_factory(tmp_path):
     for g in made:
         g.drop_spare()
         g.kill()
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[..., Any]]:
+    """Makes webhook receivers (``tests.gateway.test_alert_webhooks.Receiver``, not
+    started), each stopped after the test."""
+    from tests.gateway.test_alert_webhooks import Receiver
+
+    made: list[Receiver] = []
+
+    def make(**kw: Any) -> Receiver:
+        made.append(Receiver(**kw))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +32,6 @@ from tests.gateway.test_alert_webhooks import (
     _verify,
     running,
 )
-
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Receiver]]:
-    """Makes :class:`Receiver` s (not started), each stopped after the test."""
-    made: list[Receiver] = []
-
-    def make(**kw: Any) -> Receiver:
-        made.append(Receiver(**kw))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.stop()
 
 
 def _events(recv: Receiver) -> list[tuple[str, str]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -37,20 +36,6 @@ from tests.gateway.test_alert_webhooks import (
 )
 
 DAY_NS = 86_400 * 10**9
-
-
-@pytest.fixture
-def receivers() -> Iterator[Callable[..., Receiver]]:
-    """Makes :class:`Receiver` s (not started), each stopped after the test."""
-    made: list[Receiver] = []
-
-    def make(**kw: Any) -> Receiver:
-        made.append(Receiver(**kw))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.stop()
 
 
 def _sent(recv: Receiver) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from edgewise.sim.device import MqttDevice
 from edgewise.sim.fleet import FleetRunner
 from edgewise.sim.pumps import PumpFleet
 from tests.conftest import free_port, wait_until
+from tests.transport.conftest import Proxy
 
 T0 = 1_700_000_000 * 10**9
 
@@ -163,60 +164,6 @@ def test_a_fleet_start_that_fails_stops_the_devices_it_started(mosquitto_port: i
 # -- 2. one copy per message after an outage ----------------------------------------------
 
 
-class _Proxy:
-    """A TCP proxy to ``port`` that :meth:`cut` disconnects (refusing new links) until
-    :meth:`restore`."""
-
-    def __init__(self, port: int) -> None:
-        self.target = ("127.0.0.1", port)
-        self.srv = socket.create_server(("127.0.0.1", 0))
-        self.port = self.srv.getsockname()[1]
-        self.up = True
-        self.links: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                return
-            if not self.up:
-                c.close()
-                continue
-            s = socket.create_connection(self.target)
-            self.links += [c, s]
-            for a, b in ((c, s), (s, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        for x in (a, b):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        self.up = False
-        for x in self.links:
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-                x.close()
-            except OSError:
-                pass
-        self.links = []
-
-    def close(self) -> None:
-        self.cut()
-        self.srv.close()
-
-
 def test_messages_sent_during_an_outage_reach_the_broker_once(mosquitto_port: int) -> None:
     """Check every message published while the link was down went out twice after the
     reconnect: paho queued it, and the reconnect's resend published it again (50 -> 100)."""
@@ -229,7 +176,7 @@ def test_messages_sent_during_an_outage_reach_the_broker_once(mosquitto_port: in
     sub.connect("127.0.0.1", mosquitto_port)
     sub.subscribe(f"{prefix}/dev/telemetry", 1)
     sub.loop_start()
-    proxy = _Proxy(mosquitto_port)
+    proxy = Proxy(mosquitto_port)
     d = MqttDevice("dev", "s", port=proxy.port, topic_prefix=prefix, resend_after_s=1e9)
     try:
         d.start(resume=False, timeout=5)
@@ -241,7 +188,7 @@ def test_messages_sent_during_an_outage_reach_the_broker_once(mosquitto_port: in
         assert wait_until(lambda: not d.connected, 5)
         for i in range(50):
             d.send(1.7e9 + 1 + i, {"t": 1.0})
-        proxy.up = True
+        proxy.restore()
         assert wait_until(lambda: d.connected, 10)
         assert wait_until(lambda: len(set(got)) == 51, 10), len(set(got))
         time.sleep(1.0)  # a second copy would come now
