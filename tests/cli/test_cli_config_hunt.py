@@ -5,14 +5,14 @@ the settings it uses (EDGEWISE_HOST= or EDGEWISE_RATE_LIMIT_PER_S=10s blocked it
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from edgewise.cli import app, load_commands, main
+from edgewise.cli import app, load_commands
 from edgewise.security import Security
+from tests.cli.test_cli_refusals_round2 import refused
 
 load_commands()
 
@@ -23,20 +23,6 @@ class Ran(Exception):
 
 def _must_not_run(*a: object, **k: object) -> None:
     raise Ran
-
-
-def refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-            *args: str) -> str:
-    """Run ``edgewise ARGS`` in this process; return its one `error:` line (exit 2)."""
-    monkeypatch.setattr(sys, "argv", ["edgewise", *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main()
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert exc.value.code == 2 and len(lines) == 1, (exc.value.code, err)
-    assert lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.mark.parametrize(("url", "says"), [

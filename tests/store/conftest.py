@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +26,12 @@ def pg_schema_url(request: pytest.FixtureRequest) -> Iterator[str]:
     yield _pg_schema_url(base, schema)
     with psycopg.connect(base, autocommit=True) as con:
         con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=[pytest.param(b, marks=[pytest.mark.postgres] if b == "postgres" else [])
+                        for b in BACKENDS])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store's URL on each backend: a DuckDB file, or a PostgreSQL schema of its own."""
+    if request.param == "duckdb":
+        return f"duckdb://{tmp_path / 'store.duckdb'}"
+    return str(request.getfixturevalue("pg_schema_url"))

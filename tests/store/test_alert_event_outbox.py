@@ -20,15 +20,6 @@ T0 = 1_700_000_000 * 10**9
 S = 10**9
 
 
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh store's URL: a DuckDB file, or a PostgreSQL schema of its own (skipped,
-    saying so, when no PostgreSQL answers at 127.0.0.1:5432)."""
-    if request.param == "duckdb":
-        return f"duckdb://{tmp_path / 'ew.duckdb'}"
-    return str(request.getfixturevalue("pg_schema_url"))
-
-
 def _events(store) -> list[tuple[str, str, str, str, dict]]:  # type: ignore[no-untyped-def]
     return [(e.alert_id, e.device_id, e.event, e.actor, e.detail)
             for e in store.alert_events()]

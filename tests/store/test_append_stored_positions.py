@@ -3,29 +3,14 @@ gateway scores only those), on every backend."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from edgewise.store import open_store
 from edgewise.telemetry import Reading
-from tests.store.conftest import BACKENDS
-
-PARAMS = [pytest.param(b, marks=[pytest.mark.postgres] if b == "postgres" else [])
-          for b in BACKENDS]
 
 
-@pytest.fixture(params=PARAMS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb://{tmp_path / 'store.duckdb'}"
-    return request.getfixturevalue("pg_schema_url")
-
-
-def test_stored_positions_leave_out_duplicates_and_conflicts(url: str) -> None:
+def test_stored_positions_leave_out_duplicates_and_conflicts(store_url: str) -> None:
     """Check a batch of a new reading, a re-delivery, a conflict and a key repeated inside
     the batch gives the positions of the new readings only, and the counts agree."""
-    store = open_store(url)
+    store = open_store(store_url)
     try:
         first = store.append([Reading("d", "t", 10, 1.0), Reading("d", "t", 20, 2.0)])
         assert first.stored_positions == [0, 1] and first.stored == 2

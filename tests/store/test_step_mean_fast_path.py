@@ -13,18 +13,8 @@ import pytest
 from edgewise.store import _sql as sql_module
 from edgewise.store import open_store
 from edgewise.telemetry import Reading
-from tests.store.conftest import BACKENDS
 
-PARAMS = [pytest.param(b, marks=[pytest.mark.postgres] if b == "postgres" else [])
-          for b in BACKENDS]
 T0 = 1_700_000_000 * 10**9
-
-
-@pytest.fixture(params=PARAMS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb://{tmp_path / 'store.duckdb'}"
-    return request.getfixturevalue("pg_schema_url")
 
 
 def _want(groups: list[list[float]]) -> list[tuple[str, int, float]]:

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from edgewise.errors import StoreError
 from edgewise.store import open_store
 from edgewise.telemetry import Reading
-from tests.store.conftest import BACKENDS
-
-PARAMS = [pytest.param(b, marks=[pytest.mark.postgres] if b == "postgres" else [])
-          for b in BACKENDS]
-
-
-@pytest.fixture(params=PARAMS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "duckdb":
-        return f"duckdb://{tmp_path / 'store.duckdb'}"
-    return request.getfixturevalue("pg_schema_url")
 
 
 @pytest.mark.parametrize(("device", "metric", "shown"), [

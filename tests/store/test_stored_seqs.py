@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,20 +18,10 @@ from edgewise.errors import StoreError
 from edgewise.store import open_store
 from edgewise.store.base import Store
 from edgewise.telemetry import Reading
-from tests.store.conftest import BACKENDS
 
 T0 = 1_700_000_000 * 10**9
 #: How long a look-up may take while another thread holds a lock (it must not wait for it).
 PROMPT_S = 2.0
-
-
-@pytest.fixture(params=[pytest.param(b, marks=[pytest.mark.postgres] if b == "postgres"
-                                     else []) for b in BACKENDS])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL of an empty store of each backend."""
-    if request.param == "duckdb":
-        return f"duckdb://{tmp_path / 's.duckdb'}"
-    return str(request.getfixturevalue("pg_schema_url"))
 
 
 @pytest.fixture
