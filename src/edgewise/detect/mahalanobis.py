@@ -18,7 +18,7 @@ from scipy.special import gammaincc
 from edgewise.detect.base import Detector
 from edgewise.params import Interval, validate_params
 
-__all__ = ["Mahalanobis", "shrink_covariance"]
+__all__ = ["Mahalanobis", "conditional_terms", "shrink_covariance"]
 
 
 def shrink_covariance(cov: np.ndarray, mean: np.ndarray, shrinkage: float) -> np.ndarray:
@@ -265,7 +265,7 @@ class Mahalanobis(Detector):
         cold = ~self._warm()  # left out of the T², as in _solve: the warm metrics' precision
         corr[cold, :], corr[:, cold], corr[cold, cold] = 0.0, 0.0, 1.0
         pii = np.diag(np.linalg.pinv(corr, hermitian=True)) / (sd * sd)
-        terms = _scaled_terms(w, pii)
+        terms = conditional_terms(w, pii)
         total = float(terms.sum())
         names = list(self.metrics_)
         if total <= 0.0 or not math.isfinite(total):
@@ -273,16 +273,17 @@ class Mahalanobis(Detector):
         return {k: float(terms[i] / total) for k, i in self.metrics_.items()}
 
 
-def _scaled_terms(w: np.ndarray, pii: np.ndarray) -> np.ndarray:
-    """The terms ``w_i² / pii_i`` up to one common factor (all that shares need): ``w`` is
-    divided by its largest finite ``|w_i|`` first, so a deviation of 1e160 (whose ``w²``
-    overflows) is split as one of 1 is, not equally between every metric. An infinite
-    ``w_i`` (a deviation near 1e308), or a term that still overflows (a metric with zero
-    variance that moved: ``pii`` about 0), alone takes the blame, shared equally.
+def conditional_terms(w: np.ndarray, pii: np.ndarray) -> np.ndarray:
+    """The terms ``w_i² / pii_i`` up to one common factor (all that shares need), with
+    ``w = M d`` and ``pii`` the precision's diagonal: ``w`` is divided by its largest finite
+    ``|w_i|`` first, so a deviation of 1e160 (whose ``w²`` overflows) is split as one of 1
+    is, not equally between every sensor. An infinite ``w_i`` (a deviation near 1e308), or
+    a term that still overflows (a sensor with zero variance that moved: ``pii`` about 0),
+    alone takes the blame, shared equally.
 
-    >>> _scaled_terms(np.array([1e160, 1e150]), np.array([1.0, 1.0])).tolist()
+    >>> conditional_terms(np.array([1e160, 1e150]), np.array([1.0, 1.0])).tolist()
     [1.0, 1e-20]
-    >>> _scaled_terms(np.array([np.inf, 2.0]), np.array([1.0, 1.0])).tolist()
+    >>> conditional_terms(np.array([np.inf, 2.0]), np.array([1.0, 1.0])).tolist()
     [1.0, 0.0]
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -292,6 +293,6 @@ def _scaled_terms(w: np.ndarray, pii: np.ndarray) -> np.ndarray:
         top = float(np.max(a, initial=0.0, where=np.isfinite(a)))
         ws = w / top if top > 0.0 else w
         terms = np.maximum(ws * (ws / pii), 0.0)  # ws (ws / pii): ws² underflows later
-    if np.isinf(terms).any():  # a metric constant at 0 that moved: it alone drives it
+    if np.isinf(terms).any():  # a sensor constant at 0 that moved: it alone drives it
         terms = np.isinf(terms).astype(float)
     return terms

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edgewise.detect.mahalanobis import conditional_terms
 from edgewise.errors import InvalidParameterError
 from edgewise.explain.base import Explanation
 
@@ -146,17 +147,8 @@ def conditional_shares(
     {'flow': 0.618, 'speed': 0.191, 'current': 0.191}
     """
     d, mat = _quadratic(x, mean, precision)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        w = mat @ d
-        a = np.abs(w)
-        if np.isinf(a).any():  # a deviation near 1e308: those sensors alone
-            c = np.isinf(a).astype(float)
-        else:  # shares are scale-free: w / max|w| first, or w² overflows for all from ~1e154
-            top = float(np.max(a, initial=0.0, where=np.isfinite(a)))
-            ws = w / top if top > 0.0 else w
-            c = np.maximum(ws * (ws / np.diag(mat)), 0.0)
-            if np.isinf(c).any():  # M_ii about 0 (a sensor constant before that moved)
-                c = np.isinf(c).astype(float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        c = conditional_terms(mat @ d, np.diag(mat))
         total = float(c.sum())
     keys = _names(names, len(d))
     if not (math.isfinite(total) and total > 0.0):
