@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from edgewise.cli._app import fail
-from edgewise.config import Settings
+from edgewise.config import MAX_WAIT_S, Settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = ["DEFAULT_GATEWAY", "MAX_TIMEOUT_S", "CaFile", "Gateway", "GatewayClient", "Timeout",
-           "Token", "check_timeout", "one_line", "problem_reason", "quote_segment"]
+           "Token", "check_mqtt_option", "check_timeout", "one_line", "problem_reason",
+           "quote_segment"]
 
 #: Where the gateway listens when nothing says otherwise (its default HTTP port).
 DEFAULT_GATEWAY = f"http://127.0.0.1:{Settings.http_port}"
@@ -49,13 +50,38 @@ CaFile = Annotated[str, typer.Option(
     "--ca-file", envvar="EDGEWISE_CA_FILE", show_envvar=True, show_default=False,
     help="PEM CA bundle to check an https:// gateway's certificate with (a self-signed "
          "gateway); default: the system's CAs.")]
-#: The longest ``--timeout`` (a day): far below ``threading.TIMEOUT_MAX``, past which a
-#: wait raises OverflowError.
-MAX_TIMEOUT_S = 86_400.0
+#: The longest ``--timeout``: the settings' longest wait (a day), far below
+#: ``threading.TIMEOUT_MAX``, past which a wait raises OverflowError.
+MAX_TIMEOUT_S = MAX_WAIT_S
 
 Timeout = Annotated[float, typer.Option(
     "--timeout", min=0.1, help="Seconds to wait for the gateway per request (per chunk of "
                                f"a download), at most {MAX_TIMEOUT_S:g}.")]
+
+
+def check_mqtt_option(mqtt: str) -> bool:
+    """Whether ``mqtt`` (``--mqtt`` / ``EDGEWISE_MQTT``) names an external broker; a URL
+    that is none (no ``mqtt://HOST``, a port out of range) raises
+    :class:`~edgewise.errors.ConfigError` worded for the option, its password masked.
+
+    >>> check_mqtt_option("embedded"), check_mqtt_option("mqtt://gw:pw@broker:1883")
+    (False, True)
+    >>> check_mqtt_option("mqtt://broker:99999")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: --mqtt (EDGEWISE_MQTT) ...
+    """
+    from edgewise.errors import ConfigError
+    from edgewise.transport.client import parse_mqtt_url
+
+    if mqtt == "embedded":
+        return False
+    try:
+        parse_mqtt_url(mqtt)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("Setting 'mqtt'", "--mqtt (EDGEWISE_MQTT)")
+                          ) from None
+    return True
 
 
 def check_timeout(timeout: float) -> float:

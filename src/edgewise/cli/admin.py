@@ -392,16 +392,13 @@ def _withdraw_releases(settings: Settings, sec: Security, device_id: str) -> lis
 
 def _external_broker(mqtt: str) -> bool:
     """Whether ``mqtt`` names an external broker (checked: a bad URL fails in one line)."""
+    from edgewise.cli._gateway import check_mqtt_option
     from edgewise.errors import ConfigError
-    from edgewise.transport.client import parse_mqtt_url
 
-    if mqtt == "embedded":
-        return False
     try:
-        parse_mqtt_url(mqtt)
+        return check_mqtt_option(mqtt)
     except ConfigError as exc:
-        raise fail(str(exc).replace("Setting 'mqtt'", "--mqtt (EDGEWISE_MQTT)")) from None
-    return True
+        raise fail(str(exc)) from None
 
 
 def _clear_retained_ack(mqtt: str, device_id: str) -> bool | None:

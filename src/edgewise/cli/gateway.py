@@ -118,16 +118,11 @@ def _preflight(settings) -> None:  # type: ignore[no-untyped-def]
     import socket
     import ssl
 
+    from edgewise.cli._gateway import check_mqtt_option
     from edgewise.errors import ConfigError
-    from edgewise.transport.client import parse_mqtt_url
 
     s = settings
-    if s.mqtt != "embedded":
-        try:
-            parse_mqtt_url(s.mqtt)
-        except ConfigError as exc:  # worded as the admin commands' --mqtt (cli/admin.py)
-            raise ConfigError(str(exc).replace("Setting 'mqtt'", "--mqtt (EDGEWISE_MQTT)")
-                              ) from None
+    check_mqtt_option(s.mqtt)
     if s.tls_cert:
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(

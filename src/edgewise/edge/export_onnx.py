@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.edge.compress import ZERO, TreeTable, check_trees, float32_thresholds
+from edgewise.edge.export_c import _F32_LIMIT
 from edgewise.errors import ExportError
 
 __all__ = ["EWZ_STATE_KEYS", "OnnxExport", "check_onnx_name", "export_ewzscore", "export_torch",
@@ -253,7 +254,7 @@ def export_ewzscore(det: Any, name: str = "ewz") -> OnnxExport:
         const("alpha", det.alpha), const("z0", det.z0), const("warm", det.warmup),
         const("one", 1.0), const("zero", 0.0), const("eps", 1e-9),
         const("sd_min", 1e-300),  # Python's _SD_MIN
-        const("limit", 2.0**128 - 2.0**103),  # Python's _F32_LIMIT
+        const("limit", _F32_LIMIT),
         # the reading as a double; a NaN or +-inf one is missing (scores 0), as in Python
         N("Cast", ["value"], ["v"], to=TensorProto.DOUBLE), *non_finite("v"),
         N("Sqrt", ["var"], ["sd0"]), N("Abs", ["mean"], ["am"]), N("Mul", ["eps", "am"], ["rel"]),
