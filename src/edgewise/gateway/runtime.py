@@ -132,10 +132,7 @@ class Gateway:
             try:  # a CA file or secret that cannot be used: nothing left open
                 self.webhooks = AlertWebhooks(settings, self.store, self.pipeline.metrics)
             except BaseException:
-                self.pipeline.close()
-                self.store.close()
-                self.security.close()
-                self.registry.close()
+                self._close_opened()
                 raise
             counted = self.pipeline.alerts.on_alert
             webhooks = self.webhooks
@@ -155,14 +152,18 @@ class Gateway:
                     self.security, settings.audit_syslog,
                     ca_file=settings.audit_syslog_ca_file, metrics=self.pipeline.metrics)
             except BaseException:
-                if self.webhooks is not None:
-                    self.webhooks.close()
-                self.pipeline.close()
-                self.store.close()
-                self.security.close()
-                self.registry.close()
+                self._close_opened()
                 raise
         make_private(*self.private_files())  # 0600 whatever the directory's mode
+
+    def _close_opened(self) -> None:
+        """Close what ``__init__`` opened so far, when a later part of it fails."""
+        if self.webhooks is not None:
+            self.webhooks.close()
+        self.pipeline.close()
+        self.store.close()
+        self.security.close()
+        self.registry.close()
 
     @property
     def webhook_secret_made(self) -> Path | None:

@@ -71,8 +71,8 @@ class _Entry:
     fitted_at: float  # time.monotonic()
     #: A reading at or after this time is new (it falls in a step after the grid's last):
     #: half a step after the last step for readings as stored, the end of the last bucket
-    #: (its start + the bucket) for bucketed ones. ``None``: from ``grid_end_ns``/``step_ns``.
-    new_from_ns: int | None = None
+    #: (its start + the bucket) for bucketed ones.
+    new_from_ns: int
 
 
 class ForecastCache(FitCache[tuple[str, str, int], _Entry]):
@@ -80,7 +80,7 @@ class ForecastCache(FitCache[tuple[str, str, int], _Entry]):
 
     >>> c = ForecastCache(max_entries=2)
     >>> for k in ("a", "b", "c"):
-    ...     c.put(("d", k, 1), _Entry({}, 0, 1, 0.0))
+    ...     c.put(("d", k, 1), _Entry({}, 0, 1, 0.0, 1))
     >>> sorted(k[1] for k in c.keys()), c.forget("d"), c.keys()
     (['b', 'c'], 2, [])
     """
@@ -197,10 +197,7 @@ def _fresh(store: Any, device_id: str, metric: str, entry: _Entry | None) -> boo
     :attr:`_Entry.new_from_ns`)."""
     if entry is None or time.monotonic() - entry.fitted_at >= TTL_S:
         return False
-    next_step = entry.new_from_ns
-    if next_step is None:
-        next_step = entry.grid_end_ns + entry.step_ns - entry.step_ns // 2
-    newer = store.query(device_id, metric, next_step, None, None, 1)
+    newer = store.query(device_id, metric, entry.new_from_ns, None, None, 1)
     return not newer
 
 
