@@ -43,7 +43,7 @@ from edgewise.errors import InvalidParameterError, NotFittedError
 from edgewise.params import Interval, validate_params
 
 __all__ = ["MIN_NORMALS_TO_RECENTRE", "DeviceModel", "FleetModel", "compare_on_holdout",
-           "fine_tune"]
+           "fine_tune", "holdout_scores"]
 
 #: Labelled-normal windows :func:`fine_tune` needs before it re-centres: with fewer, their
 #: spread (what tells an offset from noise) is not measured, or (two windows, one degree of
@@ -368,7 +368,13 @@ def compare_on_holdout(fleet: FleetModel, X: Any, y: Any, *, train_fraction: flo
             f"compare_on_holdout needs windows on both sides of the split. Got {len(X)} "
             f"windows and train_fraction={train_fraction!r}."
         )
-    dev = fine_tune(fleet, X[:cut], y[:cut])
+    return holdout_scores(fleet, fine_tune(fleet, X[:cut], y[:cut]), X, y, cut)
+
+
+def holdout_scores(fleet: FleetModel, dev: Any, X: np.ndarray, y: np.ndarray, cut: int,
+                   ) -> dict[str, float]:
+    """:func:`compare_on_holdout`'s figures for ``dev``, a model already fine-tuned on the
+    windows before ``cut`` (checked arrays: the caller checked them)."""
     yh = y[cut:] == 1
     return {"fleet_f1": _f1(fleet.predict(X[cut:]) == 1, yh),
             "device_f1": _f1(dev.predict(X[cut:]) == 1, yh),

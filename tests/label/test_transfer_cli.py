@@ -395,7 +395,7 @@ def test_a_fine_tuned_model_worse_on_the_hold_out_is_not_saved(
     hist, labels = _fleet(tmp_path)
     labels.close()
     csv = _csv(hist, tmp_path / "fleet.csv")
-    monkeypatch.setattr(ft, "compare_on_holdout", lambda *a, **k: {
+    monkeypatch.setattr(ft, "holdout_scores", lambda *a, **k: {
         "fleet_f1": 0.75, "device_f1": 0.5, "n_train": 20.0, "n_holdout": 20.0})
     r = _run("train", "transfer", "--device", "t", "--csv", str(csv), "--data-dir",
              str(tmp_path), "--window", str(W))

@@ -66,8 +66,8 @@ from edgewise.transfer import (
     MIN_NORMALS_TO_RECENTRE,
     DeviceModel,
     FleetModel,
-    compare_on_holdout,
     fine_tune,
+    holdout_scores,
 )
 
 __all__ = ["check_fleet", "delete_transfer_models", "load_transfer_model", "predict_transfer",
@@ -330,11 +330,12 @@ def _holdout(fleet: FleetModel, X: np.ndarray, y: np.ndarray,
         return None, f"{len(y)} labelled windows; at least 4 are needed to hold half back"
     if not (y[cut:] == 1).any():
         return None, "no anomaly among the later half of the labelled windows"
-    if not _changed(fine_tune(fleet, X[:cut], y[:cut])):
+    dev = fine_tune(fleet, X[:cut], y[:cut])
+    if not _changed(dev):
         return None, (f"fine-tuning the earlier {cut} labelled windows changed nothing "
                       f"({_unchanged_why(y[:cut])}), so the hold-out would compare the "
                       "fleet model with itself")
-    return compare_on_holdout(fleet, X, y, train_fraction=cut / len(y)), None
+    return holdout_scores(fleet, dev, X, y, cut), None
 
 
 def load_transfer_model(path: Path | str) -> dict[str, Any]:
