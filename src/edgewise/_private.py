@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["PRIVATE_UMASK", "make_private", "restrict_umask", "write_private"]
+__all__ = ["PRIVATE_UMASK", "create_private_once", "make_private", "restrict_umask",
+           "write_private"]
 
 #: The umask of a gateway process: no access for group and others.
 PRIVATE_UMASK = 0o077
@@ -72,3 +74,68 @@ def write_private(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def create_private_once(path: str | os.PathLike[str], data: bytes, *,
+                        replace_without_links: bool = False) -> bool:
+    """Make ``path`` a file of mode 0600 holding ``data`` unless a file is there already;
+    return whether this call made it (``False``: another writer's, or an older, file is kept
+    untouched, and the caller reads that one back).
+
+    ``data`` goes to a temporary file of its own beside ``path`` (mode 0600 from the start),
+    synced, then hard-linked to ``path``: :func:`os.link` fails if ``path`` exists, so a
+    reader never sees half a file and, of several processes writing at once, exactly the
+    first one's file is kept. The folder is then synced (where it can be), so the new name
+    survives a power loss. The temporary file is removed whatever happens. The folder must
+    exist.
+
+    On a file system without hard links (:func:`os.link` fails otherwise than with
+    :class:`FileExistsError`) that error is raised, unless ``replace_without_links``: then
+    the file is put in place with :func:`os.replace` if there is still none, which is not
+    exclusive (two writers at that very moment may both return ``True``, the last one's file
+    kept; a caller that reads the file back after this uses whichever was kept).
+
+    >>> import pathlib, stat, tempfile
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "client_id"
+    >>> create_private_once(f, b"first\\n"), create_private_once(f, b"second\\n")
+    (True, False)
+    >>> f.read_bytes(), oct(stat.S_IMODE(f.stat().st_mode)), len(list(f.parent.iterdir()))
+    (b'first\\n', '0o600', 1)
+    """
+    p = Path(path)
+    fd, name = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")  # 0600
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, p)  # atomic and exclusive: the first link wins
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links
+            if not replace_without_links:
+                raise
+            if p.exists():
+                return False
+            os.replace(tmp, p)
+        _sync_folder(p.parent)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Sync ``folder``'s entries to disk where the platform lets a folder be opened and
+    synced (a failure is ignored: the file itself is synced already)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -78,7 +78,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgewise._private import make_private
+from edgewise._private import create_private_once, make_private
 from edgewise.errors import InvalidParameterError, PayloadError, SignatureError
 from edgewise.telemetry import validate_device_id
 
@@ -266,8 +266,9 @@ def load_or_create_key(key_dir: str | os.PathLike[str]) -> SigningKey:
     :class:`Registry` does not call this blindly: it makes a key only for a registry that never
     had one (see :meth:`Registry.signing_key`).
 
-    Safe across processes: a candidate key is written to a unique temporary file and linked to
-    ``signing_key.pem`` with :func:`os.link`, which fails if the file exists, so exactly one
+    Safe across processes: a candidate key is written with
+    :func:`edgewise._private.create_private_once` (a temporary file linked to
+    ``signing_key.pem`` with :func:`os.link`, which fails if the file exists), so exactly one
     process's key wins; every process then uses the key read back from ``signing_key.pem``
     (never its own candidate), and ``signing_key.pub`` is written from that key.
 
@@ -290,19 +291,7 @@ def load_or_create_key(key_dir: str | os.PathLike[str]) -> SigningKey:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".signing_key.pem.", suffix=".tmp")  # mode 0600
-    try:
-        try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, d / KEY_FILE)  # atomic and exclusive: the first link wins
-        except FileExistsError:
-            pass  # another process made the key first: use that one
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    create_private_once(d / KEY_FILE, pem)  # False: another process made the key first
     won = load_key(d)
     if won is None:  # deleted between our link and this read: nothing to sign with
         raise SignatureError(f"Key file {str(d / KEY_FILE)!r} disappeared while it was being "
@@ -858,53 +847,53 @@ class Registry:
         """Key a registry's floors by (device, model, format), as a device is offered each
         format's newest release (:meth:`current`): a floors table keyed by (device, model)
         is rebuilt once, each floor given its version's format, under a write lock."""
-        def has_format() -> bool:
-            return any(r[1] == "format" for r in self._db.execute("PRAGMA table_info(floors)"))
-
-        if has_format():
+        if self._has_column("floors", "format"):
             return
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if not has_format():
-                    self._db.execute(f"CREATE TABLE floors_by_format {_FLOORS_COLUMNS}")
-                    self._db.execute(_FLOORS_COPY)
-                    self._db.execute("DROP TABLE floors")
-                    self._db.execute("ALTER TABLE floors_by_format RENAME TO floors")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write_tx():
+            if not self._has_column("floors", "format"):
+                self._db.execute(f"CREATE TABLE floors_by_format {_FLOORS_COLUMNS}")
+                self._db.execute(_FLOORS_COPY)
+                self._db.execute("DROP TABLE floors")
+                self._db.execute("ALTER TABLE floors_by_format RENAME TO floors")
 
     def _number_versions(self) -> None:
         """Give a registry made before versions had a publish counter one: its versions
         numbered in the order they were then sorted by (``created_ns``, then the row's
         insertion order); once, under a write lock, so processes opening it together agree."""
-        def has_seq() -> bool:
-            return any(r[1] == "seq" for r in self._db.execute("PRAGMA table_info(versions)"))
-
         def unnumbered() -> bool:
             return self._db.execute(
                 "SELECT 1 FROM versions WHERE seq IS NULL LIMIT 1").fetchone() is not None
 
-        if has_seq() and not unnumbered():
+        if self._has_column("versions", "seq") and not unnumbered():
             self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS versions_seq ON versions (seq)")
             return
+        with self._write_tx():
+            if not self._has_column("versions", "seq"):
+                self._db.execute("ALTER TABLE versions ADD COLUMN seq INTEGER")
+            if unnumbered():  # after those numbered already, in their old order
+                (top,) = self._db.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM versions").fetchone()
+                rows = self._db.execute("SELECT rowid FROM versions WHERE seq IS NULL "
+                                        "ORDER BY created_ns, rowid").fetchall()
+                self._db.executemany("UPDATE versions SET seq = ? WHERE rowid = ?",
+                                     [(int(top) + i, r[0]) for i, r in enumerate(rows, 1)])
+            self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS versions_seq ON versions (seq)")
+
+    def _has_column(self, table: str, column: str) -> bool:
+        """Whether ``table`` of the registry database has a column named ``column`` (the
+        schema migrations probe for what an older version made)."""
+        return any(r[1] == column for r in self._db.execute(f"PRAGMA table_info({table})"))
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[None]:
+        """One write transaction of the registry database: under this object's lock, a
+        ``BEGIN IMMEDIATE`` (the database's write lock, taken at once, so what the block reads
+        no other process changes before it commits), committed when the block exits without
+        an exception, else rolled back and the exception raised again."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if not has_seq():
-                    self._db.execute("ALTER TABLE versions ADD COLUMN seq INTEGER")
-                if unnumbered():  # after those numbered already, in their old order
-                    (top,) = self._db.execute(
-                        "SELECT COALESCE(MAX(seq), 0) FROM versions").fetchone()
-                    rows = self._db.execute("SELECT rowid FROM versions WHERE seq IS NULL "
-                                            "ORDER BY created_ns, rowid").fetchall()
-                    self._db.executemany("UPDATE versions SET seq = ? WHERE rowid = ?",
-                                         [(int(top) + i, r[0]) for i, r in
-                                          enumerate(rows, 1)])
-                self._db.execute(
-                    "CREATE UNIQUE INDEX IF NOT EXISTS versions_seq ON versions (seq)")
+                yield
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -1222,20 +1211,14 @@ class Registry:
             _replace_atomically(blob, payload)
         created = time.time_ns()
         try:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:  # the next publish counter, taken under the write lock
-                    (seq,) = self._db.execute(
-                        "SELECT COALESCE(MAX(seq), 0) + 1 FROM versions").fetchone()
-                    self._db.execute(
-                        f"INSERT INTO versions ({_VERSION_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                        (name, version, format, digest, len(payload), trained_on,
-                         json.dumps(checked), created, int(seq)),
-                    )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+            with self._write_tx():  # the next publish counter, taken under the write lock
+                (seq,) = self._db.execute(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM versions").fetchone()
+                self._db.execute(
+                    f"INSERT INTO versions ({_VERSION_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (name, version, format, digest, len(payload), trained_on,
+                     json.dumps(checked), created, int(seq)),
+                )
         except sqlite3.IntegrityError as exc:
             try:  # only (name, version) taken is "already published": anything else is a bug
                 old = self.version(name, version)
@@ -1536,48 +1519,41 @@ class Registry:
             yield
             return
         every = sorted(old_t | new_t)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                # each release the device may be offered, in any format: the selection of
-                # current(); the newest per model and format is what current(formats=[f]) offers
-                rows = self._db.execute(*_offer_sql(
-                    "r.release, r.name, r.version, r.target, v.seq, v.format", every, None
-                )).fetchall()
-                floors = {(str(f[1]), str(f[5])): f for f in self._db.execute(
-                    "SELECT f.release, f.name, f.version, f.target, v.seq, f.format FROM floors "
-                    "f JOIN versions v ON v.name = f.name AND v.version = f.version WHERE "
-                    "f.device_id = ?", (device_id,)).fetchall()}
-                was: dict[tuple[str, str], tuple[Any, ...]] = {}
-                will: dict[tuple[str, str], tuple[Any, ...]] = {}
-                for row in rows:
-                    if row[4] is None:  # no version row: offered in no format asked for
-                        continue
-                    key = (str(row[1]), str(row[5]))
-                    for targets, newest in ((old_t, was), (new_t, will)):
-                        if row[3] in targets and (key not in newest
-                                                  or row[0] > newest[key][0]):
-                            newest[key] = row
-                for key in sorted(set(was) | set(floors)):
-                    b, f, a = was.get(key), floors.get(key), will.get(key)
-                    if a is None or (b is not None and a[0] == b[0]):
-                        continue
-                    level = max((x for x in (b, f) if x is not None), key=lambda x: int(x[4]))
-                    if int(a[4]) < int(level[4]):
-                        raise self._group_change_error(device_id, before, after, a, level,
-                                                       level is f, shlex.quote)
-                for key, b in was.items():  # offered no release of it after: its floor
-                    f = floors.get(key)
-                    if key not in will and (f is None or int(f[4]) < int(b[4])):
-                        self._db.execute(
-                            "INSERT OR REPLACE INTO floors (device_id, name, version, release, "
-                            "target, format) VALUES (?,?,?,?,?,?)",
-                            (device_id, key[0], b[2], b[0], b[3], key[1]))
-                yield
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write_tx():
+            # each release the device may be offered, in any format: the selection of
+            # current(); the newest per model and format is what current(formats=[f]) offers
+            rows = self._db.execute(*_offer_sql(
+                "r.release, r.name, r.version, r.target, v.seq, v.format", every, None
+            )).fetchall()
+            floors = {(str(f[1]), str(f[5])): f for f in self._db.execute(
+                "SELECT f.release, f.name, f.version, f.target, v.seq, f.format FROM floors "
+                "f JOIN versions v ON v.name = f.name AND v.version = f.version WHERE "
+                "f.device_id = ?", (device_id,)).fetchall()}
+            was: dict[tuple[str, str], tuple[Any, ...]] = {}
+            will: dict[tuple[str, str], tuple[Any, ...]] = {}
+            for row in rows:
+                if row[4] is None:  # no version row: offered in no format asked for
+                    continue
+                key = (str(row[1]), str(row[5]))
+                for targets, newest in ((old_t, was), (new_t, will)):
+                    if row[3] in targets and (key not in newest or row[0] > newest[key][0]):
+                        newest[key] = row
+            for key in sorted(set(was) | set(floors)):
+                b, f, a = was.get(key), floors.get(key), will.get(key)
+                if a is None or (b is not None and a[0] == b[0]):
+                    continue
+                level = max((x for x in (b, f) if x is not None), key=lambda x: int(x[4]))
+                if int(a[4]) < int(level[4]):
+                    raise self._group_change_error(device_id, before, after, a, level,
+                                                   level is f, shlex.quote)
+            for key, b in was.items():  # offered no release of it after: its floor
+                f = floors.get(key)
+                if key not in will and (f is None or int(f[4]) < int(b[4])):
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO floors (device_id, name, version, release, "
+                        "target, format) VALUES (?,?,?,?,?,?)",
+                        (device_id, key[0], b[2], b[0], b[3], key[1]))
+            yield
 
     @staticmethod
     def _group_change_error(device_id: str, before: Iterable[str], after: Iterable[str],
@@ -1671,8 +1647,7 @@ class Registry:
                    expires_in_s: float, kind: str, key: SigningKey,
                    reach: Mapping[str, list[str]],
                    has_device: Callable[[str], bool] | None = None) -> SignedArtifact:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write_tx():
             self._check_direction(name, version, target, mv, kind, reach)
             kind_of, _, ident = target.partition(":")  # last: only what would be signed
             if kind_of == "device" and has_device is not None and not has_device(ident):
@@ -1699,10 +1674,6 @@ class Registry:
             self._db.execute(  # release is what they are offered of the model in its format
                 f"DELETE FROM floors WHERE name = ? AND format = ? AND device_id IN "
                 f"({','.join('?' * len(devices))})", [name, mv.format, *devices])
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         return signed
 
     def rollback(self, name: str, to_version: str, target: str, **kw: Any) -> SignedArtifact:
@@ -1738,24 +1709,18 @@ class Registry:
         3
         """
         target = f"device:{device_id}"
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._db.execute(
-                    "SELECT * FROM releases WHERE target = ? ORDER BY release", (target,)
-                ).fetchall()
-                gone = [Release(*r) for r in rows]
-                now = time.time_ns()
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO withdrawn VALUES (?,?,?)",
-                    [(r.release, str(json.loads(r.manifest_bytes).get("key_id", "unknown")), now)
-                     for r in gone])
-                self._db.execute("DELETE FROM releases WHERE target = ?", (target,))
-                self._db.execute("DELETE FROM floors WHERE device_id = ?", (device_id,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write_tx():
+            rows = self._db.execute(
+                "SELECT * FROM releases WHERE target = ? ORDER BY release", (target,)
+            ).fetchall()
+            gone = [Release(*r) for r in rows]
+            now = time.time_ns()
+            self._db.executemany(
+                "INSERT OR REPLACE INTO withdrawn VALUES (?,?,?)",
+                [(r.release, str(json.loads(r.manifest_bytes).get("key_id", "unknown")), now)
+                 for r in gone])
+            self._db.execute("DELETE FROM releases WHERE target = ?", (target,))
+            self._db.execute("DELETE FROM floors WHERE device_id = ?", (device_id,))
         return gone
 
     def serves(self, sha256: str, device_id: str, groups: Iterable[str] = ()) -> bool:

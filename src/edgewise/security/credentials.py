@@ -69,15 +69,19 @@ import os
 import re
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgewise.errors import AuthError, InvalidParameterError, PayloadError, ThrottledError
 from edgewise.telemetry import validate_device_id
+
+if TYPE_CHECKING:  # imported where used: edgewise.registry imports edgewise.security
+    from edgewise.registry import Registry
 
 __all__ = ["AUDIT_GENESIS", "MAX_TOKEN_NAME", "ROLE_RANK", "AuditEntry", "AuditVerification",
            "DeviceRecord", "Principal", "Security", "TokenRecord", "audit_hash"]
@@ -521,6 +525,10 @@ class Security:
         #: (:class:`~edgewise.security.audit_syslog.AuditForwarder` queues the entry)
         self.audit_listeners: list[Callable[[AuditEntry], None]] = []
         self._log_id: str | None = None
+        # the registry group changes are checked against (_group_registry), opened once, and
+        # the (device, inode) of the registry.sqlite it opened
+        self._registry: Registry | None = None
+        self._registry_file: tuple[int, int] | None = None
 
     def _prepare(self) -> None:
         """WAL mode, the schema, and the migrations of older files (each idempotent)."""
@@ -649,17 +657,33 @@ class Security:
         directory's registry (refused on entry; its floors committed when the block, which
         writes the groups, exits without an exception); nothing (and nothing made) where there
         is none."""
-        if not (self.data_dir / "registry" / "registry.sqlite").is_file():
+        reg = self._group_registry()
+        if reg is None:
             yield
             return
-        from edgewise.registry import Registry
+        with reg.group_change(device_id, before, after):
+            yield
 
-        reg = Registry(self.data_dir)
+    def _group_registry(self) -> Registry | None:
+        """This data directory's registry, for group changes (under ``self._lock``): opened
+        at the first change and kept, as opening one runs its schema script, migration
+        probes and blob sweep; opened again only when ``registry.sqlite`` is another file
+        than the one opened (replaced, or deleted and made again: while the kept connection
+        holds the old file open, no new file can have its inode). ``None``, and nothing made,
+        while there is no such file."""
         try:
-            with reg.group_change(device_id, before, after):
-                yield
-        finally:
-            reg.close()
+            st = (self.data_dir / "registry" / "registry.sqlite").stat()
+        except OSError:
+            st = None
+        seen = (st.st_dev, st.st_ino) if st is not None and stat.S_ISREG(st.st_mode) else None
+        if self._registry is not None and seen != self._registry_file:
+            self._registry.close()
+            self._registry, self._registry_file = None, None
+        if self._registry is None and seen is not None:
+            from edgewise.registry import Registry
+
+            self._registry, self._registry_file = Registry(self.data_dir), seen
+        return self._registry
 
     def device_groups(self, device_id: str) -> list[str]:
         """The groups an admin put the device in, sorted (empty if none or not registered)."""
@@ -1200,4 +1224,7 @@ class Security:
         with contextlib.suppress(sqlite3.ProgrammingError):
             self.flush_wrong_secrets()
         with self._lock:
+            if self._registry is not None:
+                self._registry.close()
+                self._registry = None
             self._db.close()

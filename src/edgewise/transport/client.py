@@ -75,7 +75,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
-from edgewise._private import make_private
+from edgewise._private import create_private_once, make_private
 from edgewise.errors import BrokerUnavailableError, ConfigError, StoreError
 from edgewise.store import shown_url
 from edgewise.transport.base import Handler, Message, Outcome
@@ -196,38 +196,6 @@ def _read_client_id(path: Path) -> str | None:
     return text
 
 
-def _keep_client_id(path: Path, client_id: str) -> None:
-    """Write ``client_id`` to ``path`` (mode 0600) unless a file is there already: through a
-    temporary file linked into place, so a reader never sees half of it and, of two
-    gateways starting at once on one data dir, the first one's id is the one kept."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(client_id + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return  # another gateway on this data dir kept one first: theirs is read back
-        except OSError:  # a file system without hard links
-            if not path.exists():
-                os.replace(tmp, path)
-        try:
-            dfd = os.open(path.parent, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def gateway_client_id(data_dir: Path) -> str:
     """The MQTT client id of the gateway of ``data_dir``, kept in ``<data_dir>/mqtt_client_id``.
 
@@ -260,7 +228,9 @@ def gateway_client_id(data_dir: Path) -> str:
         made = f"edgewise-gateway-{secrets.token_hex(6)}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _keep_client_id(path, made)
+        # of two gateways starting at once on one data dir, the first one's id is kept
+        # (the other's read back below); written whole, 0600, where links are missing too
+        create_private_once(path, made.encode("ascii") + b"\n", replace_without_links=True)
     except OSError as exc:
         raise ConfigError(
             f"The gateway's MQTT client id cannot be kept in {path} ({exc}). Make the data "
