@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgewise.cli import app, load_commands
-from edgewise.label.fleet_transfer import load_transfer_model, train_transfer
+from edgewise.label.fleet_transfer import load_transfer_model, predict_transfer, train_transfer
 from edgewise.label.store import LabelStore
 from edgewise.label.workflow import delete_models, model_files
 
@@ -407,6 +407,29 @@ def test_a_fine_tuned_model_worse_on_the_hold_out_is_not_saved(
     dm = record["device_model"]
     assert record["kept"] == "fleet" and not dm.shift_.any() and dm.calibrator_ is None
     assert dm.threshold_ == 0.0
+
+
+@pytest.mark.parametrize("kept", ["device", "fleet"])
+def test_the_alarm_counts_are_what_the_saved_and_fleet_models_flag(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: str) -> None:
+    """Check the summary's ``alarms`` (each model's predictions made once and reused) are
+    what the saved model and its fleet model flag on the device's windows, whichever is
+    kept: the fine-tuned model's count where it is saved, the fleet model's where not."""
+    import edgewise.label.fleet_transfer as ft
+
+    hist, labels = _fleet(tmp_path)
+    if kept == "fleet":
+        monkeypatch.setattr(ft, "holdout_scores", lambda *a, **k: {
+            "fleet_f1": 1.0, "device_f1": 0.0, "n_train": 20.0, "n_holdout": 20.0})
+    out = train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
+    alarms = out["alarms"]
+    assert out["kept"] == kept and alarms["fine_tuned"] != alarms["fleet"], out
+    record = load_transfer_model(out["path"])
+    features = ft._cut(hist["t"], "t", W).features
+    assert alarms["windows"] == len(features) == N // W
+    assert alarms["fleet"] == int(record["device_model"].fleet.predict(features).sum())
+    saved = sum(w["anomaly"] for w in predict_transfer(hist["t"], record))
+    assert alarms["device"] == saved == alarms["fine_tuned" if kept == "device" else "fleet"]
 
 
 def test_a_fine_tuned_model_the_hold_out_cannot_measure_is_saved_with_a_warning(

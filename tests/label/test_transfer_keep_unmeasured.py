@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgewise.label.fleet_transfer import _holdout, _keep
+from edgewise.label.fleet_transfer import _alarms, _holdout, _keep
 from edgewise.transfer import FleetModel, fine_tune
 
 
@@ -27,7 +27,7 @@ def test_fine_tuning_that_changed_nothing_keeps_the_fleet_model_on_a_hold_out_ti
     tuned = fine_tune(fleet, X, y)
     assert not tuned.shift_.any() and tuned.calibrator_ is None
     tie = {"fleet_f1": 1.0, "device_f1": 1.0, "n_train": 2.0, "n_holdout": 2.0}
-    kept, why, warning = _keep(fleet, tuned, y, tie, None, X)
+    kept, why, warning = _keep(tuned, y, tie, None, _alarms(fleet, tuned, X))
     assert kept == "fleet" and warning is None
     assert why == ("fine-tuning changed nothing: 2 labelled-normal window(s), fewer than "
                    "the 3 re-centring needs; re-calibrating did not beat the fleet's "
@@ -52,7 +52,7 @@ def test_a_hold_out_whose_fine_tune_changed_nothing_is_not_measured() -> None:
         "window(s), fewer than the 3 re-centring needs; 2 normal and 1 anomalous window(s), "
         "where re-calibration needs 2 of each), so the hold-out would compare the fleet "
         "model with itself")
-    kept, why, warning = _keep(fleet, tuned, y, holdout, holdout_why, X)
+    kept, why, warning = _keep(tuned, y, holdout, holdout_why, _alarms(fleet, tuned, X))
     assert kept == "device" and why == f"the hold-out was not measured ({holdout_why})"
     assert warning is not None and warning.startswith(
         "the fine-tuned model is saved unchecked: it could not be compared with the fleet "
@@ -69,6 +69,7 @@ def test_a_hold_out_whose_fine_tune_changed_something_is_measured() -> None:
     holdout, holdout_why = _holdout(fleet, X, y)
     assert holdout_why is None and holdout is not None
     assert holdout["n_train"] == 5.0 and holdout["n_holdout"] == 5.0
-    kept, _, warning = _keep(fleet, fine_tune(fleet, X, y), y, holdout, None, X)
+    tuned = fine_tune(fleet, X, y)
+    kept, _, warning = _keep(tuned, y, holdout, None, _alarms(fleet, tuned, X))
     assert warning is None
     assert kept == ("fleet" if holdout["device_f1"] < holdout["fleet_f1"] else "device")

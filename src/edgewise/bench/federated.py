@@ -63,21 +63,51 @@ def public_envelope(directory: str | Path, margin: float = 0.1) -> Any:
 
     Returns :class:`~edgewise.federated.stats_privacy.StatsBounds` of shape (6, 14).
     """
-    from edgewise.federated.data import CONDITIONS, _engine_rows, _read
+    from edgewise.federated.data import CONDITIONS, _engine_rows, _read, cmapss_file
     from edgewise.federated.stats_privacy import StatsBounds
 
-    directory = Path(directory)
-    path = next((directory / n for n in ("test_FD002.txt.gz", "test_FD002.txt")
-                 if (directory / n).is_file()), None)
-    if path is None:
+    try:
+        path = cmapss_file(directory, "test")
+    except FileNotFoundError:
         from edgewise.errors import InvalidParameterError
 
-        raise InvalidParameterError(f"C-MAPSS test_FD002.txt(.gz) not found in {directory}.")
+        raise InvalidParameterError(
+            f"C-MAPSS test_FD002.txt(.gz) not found in {directory}.") from None
     _, _, cond, sensors = _engine_rows(_read(path))
     lo = np.stack([sensors[cond == j].min(axis=0) for j in range(len(CONDITIONS))])
     hi = np.stack([sensors[cond == j].max(axis=0) for j in range(len(CONDITIONS))])
     width = hi - lo
     return StatsBounds(lo - margin * width, hi + margin * width)
+
+
+def _cmapss_config(directory: Path, seed: int, local_epochs: int, lr: float,
+                   batch: int) -> dict[str, Any]:
+    """The run config of a C-MAPSS FD002 run of the Edgewise ``ClientApp``."""
+    return {"dataset": "cmapss", "data-dir": str(directory), "local-epochs": local_epochs,
+            "lr": lr, "batch-size": batch, "seed": seed}
+
+
+def _federate(base_config: dict[str, Any], n: int, n_rounds: int, seed: int,
+              attackers: int = 0, run_config: dict[str, Any] | None = None,
+              **kw: Any) -> Any:
+    """One C-MAPSS run of the Edgewise ``ClientApp`` on ``n`` in-process devices (engine
+    groups ``partition-id::n``) for ``n_rounds``; returns what
+    :func:`~edgewise.federated.server_app.run_federated` does.
+
+    ``attackers`` devices, spread evenly over the partitions, send sign-flipped updates;
+    every device gets ``base_config`` updated with ``run_config``; ``kw`` goes to
+    ``run_federated``.
+    """
+    from edgewise.federated.client_app import app
+    from edgewise.federated.inprocess import InProcessGrid
+    from edgewise.federated.server_app import run_federated
+
+    bad = set(np.linspace(0, n - 1, attackers).round().astype(int)) if attackers else set()
+    cfgs = [{"partition-id": i, "num-partitions": n,
+             "attack": "signflip" if i in bad else ""} for i in range(n)]
+    grid = InProcessGrid(app, cfgs, dict(base_config, **(run_config or {})))
+    return run_federated(grid, kind="rul", n_features=43, n_conditions=6, num_nodes=n,
+                         rounds=n_rounds, seed=seed, **kw)
 
 
 def run_federated_benchmark(
@@ -102,12 +132,9 @@ def run_federated_benchmark(
 
     import torch
 
-    from edgewise.federated.client_app import app
     from edgewise.federated.data import load_cmapss
-    from edgewise.federated.inprocess import InProcessGrid
     from edgewise.federated.model import build_model, rmse, train_local
     from edgewise.federated.privacy import device_noise_for_epsilon
-    from edgewise.federated.server_app import run_federated
 
     torch.set_num_threads(1)
     random.seed(seed)  # Flower's FedAvg samples devices with the random module
@@ -116,21 +143,14 @@ def run_federated_benchmark(
     directory = Path(directory)
     say = progress or (lambda msg: None)
     lr, batch = 0.003, 32
-    run_config = {"dataset": "cmapss", "data-dir": str(directory),
-                  "local-epochs": local_epochs, "lr": lr, "batch-size": batch, "seed": seed}
+    run_config = _cmapss_config(directory, seed, local_epochs, lr, batch)
     out: dict[str, Any] = {}
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
     def fed(name: str, n: int, n_rounds: int, attackers: int = 0, **kw: Any) -> Any:
         t = time.perf_counter()
-        bad = set(np.linspace(0, n - 1, attackers).round().astype(int)) if attackers else set()
-        cfgs = [{"partition-id": i, "num-partitions": n,
-                 "attack": "signflip" if i in bad else ""} for i in range(n)]
-        rc = dict(run_config, **kw.pop("run_config", {}))
-        grid = InProcessGrid(app, cfgs, rc)
-        res = run_federated(grid, kind="rul", n_features=43, n_conditions=6, num_nodes=n,
-                            rounds=n_rounds, seed=seed, **kw)
+        res = _federate(run_config, n, n_rounds, seed, attackers, **kw)
         timings[name] = round(time.perf_counter() - t, 1)
         say(f"{name}: {timings[name]} s")
         return res
@@ -238,10 +258,7 @@ def run_stats_dp_benchmark(
     import torch
 
     from edgewise.errors import InvalidParameterError
-    from edgewise.federated.client_app import app
-    from edgewise.federated.data import ConditionNormaliser, _engine_rows, _read
-    from edgewise.federated.inprocess import InProcessGrid
-    from edgewise.federated.server_app import run_federated
+    from edgewise.federated.data import ConditionNormaliser, _engine_rows, _read, cmapss_file
 
     if seeds < 1:
         raise InvalidParameterError(f"The 'seeds' parameter must be >= 1. Got {seeds} instead.")
@@ -251,7 +268,7 @@ def run_stats_dp_benchmark(
     directory = Path(directory)
     say = progress or (lambda msg: None)
     envelope = public_envelope(directory, margin)
-    _, _, cond, sensors = _engine_rows(_read(directory / "train_FD002.txt.gz"))
+    _, _, cond, sensors = _engine_rows(_read(cmapss_file(directory, "train")))
     pooled = ConditionNormaliser.from_stats(*ConditionNormaliser.stats(sensors, cond))
     runs: dict[str, list[float]] = {k: [] for k in (
         "clear_rmse", "dp_stats_rmse", "dp_stats_mean_error_median",
@@ -263,15 +280,11 @@ def run_stats_dp_benchmark(
         for key, bounds in (("clear", None), ("dp_stats", envelope)):
             t = time.perf_counter()
             random.seed(seed)
-            rc = {"dataset": "cmapss", "data-dir": str(directory), "local-epochs": 1,
-                  "lr": lr, "batch-size": batch, "seed": seed, "dp-sgd-epsilon": epsilon,
-                  "dp-delta": delta, "num-server-rounds": rounds}
-            grid = InProcessGrid(app, [{"partition-id": i, "num-partitions": clients}
-                                       for i in range(clients)], rc)
-            r = run_federated(grid, kind="rul", n_features=43, n_conditions=6,
-                              num_nodes=clients, rounds=rounds, seed=seed, strategy="fedavg",
-                              robust=False, dp_sgd_epsilon=epsilon, dp_delta=delta,
-                              stats_bounds=bounds, stats_share=stats_share)
+            r = _federate(_cmapss_config(directory, seed, 1, lr, batch), clients, rounds, seed,
+                          strategy="fedavg", robust=False, dp_sgd_epsilon=epsilon,
+                          dp_delta=delta, stats_bounds=bounds, stats_share=stats_share,
+                          run_config={"dp-sgd-epsilon": epsilon, "dp-delta": delta,
+                                      "num-server-rounds": rounds})
             runs[f"{key}_rmse"].append(_rmse_of(r, directory))
             runs[f"{key}_epsilon"].append(float(r.privacy.epsilon or 0.0))
             runs[f"{key}_noise_multiplier"].append(round(r.privacy.noise_multiplier, 4))

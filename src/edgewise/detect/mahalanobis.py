@@ -186,12 +186,17 @@ class Mahalanobis(Detector):
         """The running covariance, shrunk and ridged by :func:`shrink_covariance`."""
         return shrink_covariance(self.cov_, self.mean_, self.shrinkage)
 
-    def _solve(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _solve(self, z: np.ndarray, s: np.ndarray | None = None,
+               ) -> tuple[np.ndarray, np.ndarray]:
         """``(z - mean, S⁻¹ (z - mean))`` with the shrunk covariance; a metric not yet warm
-        (:meth:`_warm`) is left out: its deviation, row and column are 0 (its terms too)."""
+        (:meth:`_warm`) is left out: its deviation, row and column are 0 (its terms too).
+
+        ``s`` is :meth:`shrunk_covariance` where the caller has built it already; it is
+        overwritten."""
         with np.errstate(over="ignore"):  # a reading near 1e308 from the mean: inf, scored 1
             dz = z - self.mean_
-        s = self.shrunk_covariance()
+        if s is None:
+            s = self.shrunk_covariance()
         cold = np.flatnonzero(~self._warm())
         if len(cold):  # the marginal T² of the warm metrics
             dz[cold] = 0.0
@@ -258,10 +263,10 @@ class Mahalanobis(Detector):
         """
         if not self.metrics_:
             return {}
-        _, w = self._solve(self._vector(x, grow=False))
         s = self.shrunk_covariance()  # (S⁻¹)_ii from the correlation: alike in any units
         sd = np.sqrt(np.diag(s))
         corr = s / np.outer(sd, sd)
+        _, w = self._solve(self._vector(x, grow=False), s)  # s is not read after this
         cold = ~self._warm()  # left out of the T², as in _solve: the warm metrics' precision
         corr[cold, :], corr[:, cold], corr[cold, cold] = 0.0, 0.0, 1.0
         pii = np.diag(np.linalg.pinv(corr, hermitian=True)) / (sd * sd)

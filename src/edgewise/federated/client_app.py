@@ -57,7 +57,6 @@ from flwr.clientapp import ClientApp
 from edgewise.errors import InvalidParameterError
 from edgewise.federated.data import (
     ConditionNormaliser,
-    condition_of,
     run_pump_fleet,
     window_features,
 )
@@ -188,15 +187,17 @@ def _cmapss_rows(raw: np.ndarray, partition_id: int, num_partitions: int,
     """Engines ``partition_id::num_partitions`` of ``raw`` with their RUL targets: a
     run-to-failure engine's cycles to its last (``rul_at_end`` None), a test engine's
     cycles to its last plus its true RUL there; capped at :data:`RUL_CAP`."""
-    from edgewise.federated.data import RUL_CAP, SENSORS
+    from edgewise.federated.data import RUL_CAP, _engine_rows
 
-    units = np.unique(raw[:, 0].astype(int))
+    ids = raw[:, 0].astype(int)
+    held = np.unique(ids)[partition_id::num_partitions]
+    unit, cycles, cond, sensors = _engine_rows(raw[np.isin(ids, held)])
     parts, ys = [], []
-    for u in units[partition_id::num_partitions]:
-        r = raw[raw[:, 0] == u]
-        cyc = r[:, 1]
+    for u in held:
+        m = unit == u
+        cyc = cycles[m]
         left = 0.0 if rul_at_end is None else rul_at_end[int(u)]
-        parts.append((r[:, [4 + s for s in SENSORS]], condition_of(r[:, 2]), cyc))
+        parts.append((sensors[m], cond[m], cyc))
         ys.append(np.minimum(cyc.max() - cyc + left, RUL_CAP).astype(np.float32))
     return DeviceData("rul", parts, ys, n_conditions=6)
 

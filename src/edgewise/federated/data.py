@@ -39,6 +39,7 @@ __all__ = [
     "CmapssData",
     "ConditionNormaliser",
     "PumpDevice",
+    "cmapss_file",
     "load_cmapss",
     "pump_fleet",
     "record_counts",
@@ -171,6 +172,23 @@ def _read(path: Path) -> np.ndarray:
         return np.loadtxt(fh)
 
 
+def cmapss_file(directory: str | Path, stem: str, subset: str = "FD002") -> Path:
+    """The C-MAPSS file ``{stem}_{subset}`` in ``directory``: ``.txt.gz``, else ``.txt``.
+
+    >>> cmapss_file("no-such-dir", "train")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: C-MAPSS file train_FD002.txt(.gz) not found in no-such-dir.
+    """
+    directory = Path(directory)
+    for name in (f"{stem}_{subset}.txt.gz", f"{stem}_{subset}.txt"):
+        if (directory / name).is_file():
+            return directory / name
+    raise FileNotFoundError(
+        f"C-MAPSS file {stem}_{subset}.txt(.gz) not found in {directory}."
+    )
+
+
 def _engine_rows(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     units = raw[:, 0].astype(int)
     cycles = raw[:, 1]
@@ -214,19 +232,11 @@ def load_cmapss(
             f"'FD003', 'FD004'. Got {subset!r} instead."
         )
 
-    def find(stem: str) -> Path:
-        for name in (f"{stem}_{subset}.txt.gz", f"{stem}_{subset}.txt"):
-            if (directory / name).is_file():
-                return directory / name
-        raise FileNotFoundError(
-            f"C-MAPSS file {stem}_{subset}.txt(.gz) not found in {directory}."
-        )
-
-    train = _read(find("train"))
+    train = _read(cmapss_file(directory, "train", subset))
     if units is not None:
         train = train[train[:, 0] <= units]
-    test = _read(find("test"))
-    rul = _read(find("RUL")).reshape(-1)
+    test = _read(cmapss_file(directory, "test", subset))
+    rul = _read(cmapss_file(directory, "RUL", subset)).reshape(-1)
     u, cyc, cond, sens = _engine_rows(train)
     if normaliser is None:
         normaliser = ConditionNormaliser.from_stats(*ConditionNormaliser.stats(sens, cond))

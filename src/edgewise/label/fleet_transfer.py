@@ -215,8 +215,8 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     Xd, yd = ws.features[y >= 0], y[y >= 0]
     tuned = fine_tune(fleet_model, Xd, yd)
     holdout, holdout_why = _holdout(fleet_model, Xd, yd)
-    kept, kept_why, warning = _keep(fleet_model, tuned, yd, holdout, holdout_why,
-                                    ws.features)
+    alarms = _alarms(fleet_model, tuned, ws.features)
+    kept, kept_why, warning = _keep(tuned, yd, holdout, holdout_why, alarms)
     model = tuned if kept == "device" else DeviceModel(
         fleet_model, np.zeros(len(tuned.shift_)), None, 0.0, len(yd))
     version = max(model_files(data_dir, device_id, kind="transfer"), default=0) + 1
@@ -243,31 +243,41 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
         "device_windows": {"normal": int((yd == 0).sum()), "anomaly": int((yd == 1).sum())},
         "recentred": [n for n, s in zip(ws.feature_names, tuned.shift_, strict=True) if s],
         "recalibrated": tuned.calibrator_ is not None,
-        "alarms": {"windows": len(ws),
-                   "fleet": int(fleet_model.predict(ws.features).sum()),
-                   "fine_tuned": int(tuned.predict(ws.features).sum()),
-                   "device": int(model.predict(ws.features).sum())},
+        # the saved fleet model (shift 0, no calibrator) decides as fleet_model does
+        "alarms": {**alarms, "device": alarms["fine_tuned" if kept == "device" else "fleet"]},
         "holdout": holdout, "holdout_why": holdout_why,
         "kept": kept, "kept_why": kept_why, "warning": warning,
     }
 
 
-def _keep(fleet: FleetModel, tuned: DeviceModel, y: np.ndarray,
-          holdout: dict[str, float] | None, holdout_why: str | None, features: np.ndarray,
+def _alarms(fleet: FleetModel, tuned: DeviceModel, features: np.ndarray) -> dict[str, int]:
+    """How many of the device's windows ``features`` the fleet and the fine-tuned model
+    flag: ``{"windows", "fleet", "fine_tuned"}``.
+
+    >>> fleet = FleetModel().fit([[0.0], [1.0], [5.0], [6.0]], [0, 0, 1, 1])
+    >>> _alarms(fleet, DeviceModel(fleet, np.array([3.0]), None, 0.0, 3), np.array([[2.0], [5.0]]))
+    {'windows': 2, 'fleet': 1, 'fine_tuned': 0}
+    """
+    return {"windows": len(features), "fleet": int(fleet.predict(features).sum()),
+            "fine_tuned": int(tuned.predict(features).sum())}
+
+
+def _keep(tuned: DeviceModel, y: np.ndarray, holdout: dict[str, float] | None,
+          holdout_why: str | None, alarms: dict[str, int],
           ) -> tuple[str, str, str | None]:
     """Which model to save as the device's, ``"device"`` (the fine-tuned ``tuned``) or
-    ``"fleet"``, why, and a warning when the saved model may be worse than the fleet's.
+    ``"fleet"``, why, and a warning when the saved model may be worse than the fleet's
+    (which quotes ``alarms``, from :func:`_alarms`).
 
     Where fine-tuning changed nothing the fleet model is saved, whatever the hold-out
     says (``tuned`` decides as the fleet model does, so a tie there measured nothing).
 
     >>> fleet = FleetModel().fit([[0.0], [1.0], [5.0], [6.0]], [0, 0, 1, 1])
-    >>> y = np.array([0, 1])
-    >>> _keep(fleet, fine_tune(fleet, [[0.5], [5.5]], y), y, None, "2 labelled windows",
-    ...       np.zeros((1, 1)))[:2]
+    >>> y, alarms = np.array([0, 1]), {"windows": 1, "fleet": 0, "fine_tuned": 0}
+    >>> _keep(fine_tune(fleet, [[0.5], [5.5]], y), y, None, "2 labelled windows", alarms)[:2]
     ('fleet', 'fine-tuning changed nothing: 1 labelled-normal window(s), fewer than the 3 re-centring needs; 1 normal and 1 anomalous window(s), where re-calibration needs 2 of each')
     >>> moved = DeviceModel(fleet, np.array([1.0]), None, 0.0, 2)
-    >>> _keep(fleet, moved, y, {"fleet_f1": 0.8, "device_f1": 0.5}, None, np.zeros((1, 1)))[:2]
+    >>> _keep(moved, y, {"fleet_f1": 0.8, "device_f1": 0.5}, None, alarms)[:2]
     ('fleet', "the fine-tuned model scored hold-out F1 0.500, below the fleet model's 0.800")
     """  # noqa: E501
     if not _changed(tuned):
@@ -279,14 +289,12 @@ def _keep(fleet: FleetModel, tuned: DeviceModel, y: np.ndarray,
                              f"fleet model's {f:.3f}"), None
         return "device", (f"the fine-tuned model scored hold-out F1 {d:.3f}, the fleet "
                           f"model {f:.3f}"), None
-    alarms_fleet = int(fleet.predict(features).sum())
-    alarms_tuned = int(tuned.predict(features).sum())
     return "device", f"the hold-out was not measured ({holdout_why})", (
         f"the fine-tuned model is saved unchecked: it could not be compared with the fleet "
         f"model on a hold-out ({holdout_why}), and may be worse than it. It flags "
-        f"{alarms_tuned} of the device's {len(features)} windows, the fleet model "
-        f"{alarms_fleet}. Label more windows (at least 4, an anomaly among the later half) "
-        "and train again to measure it.")
+        f"{alarms['fine_tuned']} of the device's {alarms['windows']} windows, the fleet "
+        f"model {alarms['fleet']}. Label more windows (at least 4, an anomaly among the "
+        "later half) and train again to measure it.")
 
 
 def _changed(model: DeviceModel) -> bool:
