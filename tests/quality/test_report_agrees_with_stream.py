@@ -2,7 +2,9 @@
 its own unit (the report judged a metric's every reading by its first row's unit), a
 valid reading over a bad one at the same time (the report deduplicated first, so a NaN or
 out-of-range reading that came first won), and numpy numbers as numbers (the stream
-dropped np.int64 and np.float32 values as invalid)."""
+dropped np.int64 and np.float32 values as invalid); and readings at one time alike: the
+stream counted an out-of-range one after a kept one as a conflict, the batch kept a
+too-fast first one over a fitting second."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgewise.quality.limits import Limits
-from edgewise.quality.report import device_report
+from edgewise.quality.report import device_report, metric_issues
 from edgewise.quality.stream import StreamCleaner
 from edgewise.telemetry import Reading
 
@@ -68,3 +70,64 @@ def test_the_stream_keeps_numpy_numbers() -> None:
     kept = [c.clean_one(Reading("d", "t", i, v)) is not None
             for i, v in enumerate([np.float32(20.5), True, "20", 10**400])]
     assert kept == [True, True, False, False] and dict(c.removed) == {"invalid": 2}
+
+
+def _both(ts: list[int], vs: list[float], lim: Limits | None = None,
+          stuck_run: int = 20) -> tuple[list, dict, list, dict]:
+    """The kept ``(time, value)`` pairs and the removed readings by reason, of the stream
+    cleaner and of the batch report (its ``invalid`` less its range and rate counts)."""
+    c = StreamCleaner(limits={"m": lim} if lim else None, stuck_run=stuck_run)
+    kept = c.clean([Reading("d", "m", t, v) for t, v in zip(ts, vs, strict=True)])
+    r = metric_issues(ts, vs, limits=lim)
+    f, good = r["figures"], ~r["flags"]["invalid"]
+    batch = {"invalid": f["invalid"] - f["out_of_range"] - f["rate"],
+             "out_of_range": f["out_of_range"], "rate": f["rate"],
+             "conflict": f["conflicts"], "duplicate": f["duplicates"]}
+    return ([(r.ts_ns, r.value) for r in kept], dict(c.removed),
+            list(zip(r["ts"][good].tolist(), r["values"][good].tolist(), strict=True)),
+            {k: n for k, n in batch.items() if n})
+
+
+@pytest.mark.parametrize(("vs", "lim", "kept", "removed"), [
+    # 100 at 1 s is too fast: the stream kept 0.5 there, the batch kept 100 (the first),
+    # flagged it 'rate' and dropped 0.5 as a conflict
+    ([0.0, 100.0, 0.5, 1.0], Limits(max_rate=1.0), [0.0, 0.5, 1.0], {"rate": 1}),
+    # 900 out of range after a valid reading at its time: the stream counted a conflict
+    ([20.0, 21.0, 900.0, 22.0], Limits(low=-40, high=125), [20.0, 21.0, 22.0],
+     {"out_of_range": 1}),
+    ([20.0, 900.0, 21.0, 22.0], Limits(low=-40, high=125), [20.0, 21.0, 22.0],
+     {"out_of_range": 1}),
+    # after the kept one, a too-fast one at its time is a conflict in both
+    ([0.0, 0.5, 100.0, 1.0], Limits(max_rate=1.0), [0.0, 0.5, 1.0], {"conflict": 1}),
+])
+def test_same_time_readings_are_judged_alike(vs: list[float], lim: Limits, kept: list,
+                                             removed: dict) -> None:
+    """Check times 0, 1, 1, 2 s keep the same readings in the stream and the batch and
+    count the others for the same reasons."""
+    ts = [0, S, S, 2 * S]
+    s_kept, s_removed, b_kept, b_removed = _both(ts, vs, lim)
+    assert s_kept == b_kept == list(zip([0, S, 2 * S], kept, strict=True))
+    assert s_removed == b_removed == removed
+
+
+def test_stream_and_batch_agree_on_random_series() -> None:
+    """Check 400 random series (times in order, about four readings a time: NaN, out of
+    range, too fast, re-delivered, conflicting) keep the same readings in both, and count
+    them for the same reasons wherever every time kept a reading (where none did, the
+    batch keeps the time as one bad reading and counts the rest at it as duplicates or
+    conflicts)."""
+    rng = np.random.default_rng(7)
+    judged = too_fast = 0
+    for trial in range(400):
+        n = int(rng.integers(1, 40))
+        ts = (np.sort(rng.integers(0, 10, n)) * S).tolist()
+        vs = rng.choice([20.0, 20.5, 21.0, 23.0, 30.0, np.nan, 900.0], n,
+                        p=[0.25, 0.2, 0.2, 0.15, 0.1, 0.05, 0.05]).tolist()
+        lim = Limits(low=-40, high=125, max_rate=(None, 1.0, 5.0)[trial % 3])
+        s_kept, s_removed, b_kept, b_removed = _both(ts, vs, lim, stuck_run=1000)
+        assert s_kept == b_kept, (ts, vs, lim)
+        if {t for t, _ in s_kept} == set(ts):
+            judged += 1
+            too_fast += s_removed.get("rate", 0)
+            assert s_removed == b_removed, (ts, vs, lim)
+    assert judged >= 200 and too_fast >= 50

@@ -1,12 +1,14 @@
 """Remove repeated timestamps with an explicit policy for conflicting values.
 
-A *duplicate* repeats a time with the same value (a re-delivery); a *conflict* repeats a
-time with a different value. ``policy`` says which value survives a conflict:
+A *duplicate* repeats a time with the value of its first reading (a re-delivery); a
+*conflict* repeats a time with a different value. ``policy`` says which value survives a conflict:
 ``"first"``, ``"last"``, ``"mean"``, or ``"error"`` (raise :class:`QualityError`).
 
 >>> r = deduplicate([1, 1, 2, 2], [5.0, 5.0, 7.0, 9.0], policy="last")
 >>> r.ts.tolist(), r.values.tolist(), r.removed
 ([1, 2], [5.0, 9.0], {'duplicate': 1, 'conflict': 1})
+>>> deduplicate([1, 1, 1], [23.0, 30.0, 23.0]).removed
+{'duplicate': 1, 'conflict': 1}
 """
 
 from __future__ import annotations
@@ -39,12 +41,14 @@ def deduplicate(ts: object, values: object, policy: str = "first") -> CleanResul
     dup = conflict = 0
     for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
         group = v[s:e]
-        same = bool(np.all((group == group[0]) | (np.isnan(group) & np.isnan(group[0]))))
-        if same:
-            dup += int(e - s - 1)
+        # each later reading against the first, as the stream cleaner judges it against
+        # the one it kept: [23, 30, 23] holds a conflict and a duplicate
+        same = (group[1:] == group[0]) | (np.isnan(group[1:]) & np.isnan(group[0]))
+        dup += int(same.sum())
+        if same.all():
             out[i] = group[0]
             continue
-        conflict += int(e - s - 1)
+        conflict += int((~same).sum())
         if policy == "error":
             raise QualityError(
                 f"Conflicting values {group.tolist()} at time {int(t[s])} ns; "

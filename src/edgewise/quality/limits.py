@@ -10,7 +10,10 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
+
+import numpy as np
 
 from edgewise.errors import QualityError
 from edgewise.quality.base import as_series
@@ -18,9 +21,32 @@ from edgewise.quality.base import as_series
 __all__ = ["Limits", "check_limits"]
 
 
+def _limit_value(x: object) -> float | None:
+    """``x`` as a float when it is a real number other than a bool or NaN, else ``None``;
+    an int past the largest float is infinite.
+
+    >>> _limit_value(np.int64(3)), _limit_value(-10**400), _limit_value(True), _limit_value("1")
+    (3.0, -inf, None, None)
+    """
+    if isinstance(x, bool | np.bool_) or not isinstance(x, numbers.Real):
+        return None
+    try:
+        f = float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
+    return None if math.isnan(f) else f
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Allowed range ``[low, high]`` and largest change per second ``max_rate`` (None: any)."""
+    """Allowed range ``[low, high]`` and largest change per second ``max_rate`` (None: any).
+
+    Any real number is taken, numpy's too, and kept as a float; a bool is no limit.
+
+    >>> import numpy as np
+    >>> Limits(low=np.int64(0), high=np.float32(5))
+    Limits(low=0.0, high=5.0, max_rate=None)
+    """
 
     low: float | None = None
     high: float | None = None
@@ -29,8 +55,12 @@ class Limits:
     def __post_init__(self) -> None:
         for name in ("low", "high", "max_rate"):
             x = getattr(self, name)
-            if x is not None and (not isinstance(x, int | float) or math.isnan(x)):
+            if x is None:
+                continue
+            f = _limit_value(x)
+            if f is None:
                 raise QualityError(f"Limit {name!r} must be a number or None. Got {x!r} instead.")
+            object.__setattr__(self, name, f)  # frozen: as dataclasses do it themselves
         if self.low is not None and self.high is not None and self.low > self.high:
             raise QualityError(
                 f"Limit 'low' ({self.low}) must not exceed 'high' ({self.high})."

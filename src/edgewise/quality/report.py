@@ -9,9 +9,11 @@ not count); whether it is two-state (a boolean stored as 1/0,
 :mod:`~edgewise.quality.states`: no stuck runs, spikes or drift, but its switches and its
 share of 1s). ``rows`` are
 :class:`~edgewise.telemetry.Reading` objects or mappings with ``device_id``, ``metric``,
-``ts_ns`` and ``value`` (and optionally ``unit``). The limit and unit checks judge the
-finite readings only: a NaN is invalid, never out of range, and the rate is judged
-across it; a reading out of its limits and impossible for its unit is out of range once.
+``ts_ns`` (int nanoseconds; or ``ts``, read as a compact payload's: epoch s, ms, us or
+ns told apart by size, or RFC 3339 text) and ``value`` (and optionally ``unit``). The
+limit and unit checks judge the finite readings only: a NaN is invalid, never out of
+range, and the rate is judged across it; a reading out of its limits and impossible for
+its unit is out of range once.
 
 >>> rows = [{"device_id": "p1", "metric": "temp", "ts_ns": i * 10**9, "value": 20.0 + i % 3}
 ...         for i in range(60)]
@@ -25,12 +27,13 @@ across it; a reading out of its limits and impossible for its unit is out of ran
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from edgewise.errors import QualityError
+from edgewise.errors import PayloadError, QualityError
 from edgewise.quality.base import as_series
 from edgewise.quality.counters import counter_steps
 from edgewise.quality.drift import drift_score
@@ -42,7 +45,7 @@ from edgewise.quality.spikes import hampel_mask
 from edgewise.quality.states import two_state
 from edgewise.quality.stuck import stuck_mask
 from edgewise.quality.units import SENML_UNITS, check_unit
-from edgewise.telemetry import Reading
+from edgewise.telemetry import Reading, parse_time
 
 __all__ = ["device_report", "fleet_report", "metric_issues"]
 
@@ -55,7 +58,7 @@ def _as_row(row: Reading | Mapping[str, Any]) -> tuple[str, str, int, float, str
             f"A quality row must be a Reading or a mapping. Got {type(row).__name__} instead."
         )
     try:
-        ts = int(row["ts_ns"] if "ts_ns" in row else row["ts"])
+        ts = int(row["ts_ns"]) if "ts_ns" in row else _ts_time(row.get("ts"))
         if not -(2**63) <= ts < 2**63:
             raise OverflowError(f"time {ts} does not fit in int64 nanoseconds")
         unit = row.get("unit")
@@ -63,9 +66,31 @@ def _as_row(row: Reading | Mapping[str, Any]) -> tuple[str, str, int, float, str
                 unit if isinstance(unit, str) else None)
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise QualityError(
-            "A quality row needs 'device_id', 'metric', 'ts_ns' (int ns) and a numeric "
+            "A quality row needs 'device_id', 'metric', 'ts_ns' (int ns; or 'ts', an epoch "
+            "time in s, ms, us or ns told apart by size, or RFC 3339 text) and a numeric "
             f"'value'. Got {dict(row)!r:.200} ({type(exc).__name__}: {exc})."
         ) from None
+
+
+def _ts_time(value: object) -> int:
+    """Nanoseconds of a row's ``ts``, read as telemetry reads a compact payload's ``ts``
+    (:func:`~edgewise.telemetry.parse_time`, any time: RFC 3339 text, or an epoch number
+    in s, ms, us or ns told apart by size); a row with integer nanoseconds gives ``ts_ns``.
+
+    >>> _ts_time(1700000000) == _ts_time(1700000000000) == _ts_time("2023-11-14T22:13:20Z")
+    True
+    >>> _ts_time("soon")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'ts' must be an RFC 3339 timestamp with a UTC offset, e.g. '2024-01-31T12:00:00Z', or give int nanoseconds as 'ts_ns'
+    """  # noqa: E501
+    if value is None:
+        raise KeyError("ts_ns")
+    try:
+        return parse_time(value, now_ns=0, max_future_s=math.inf, earliest_ns=-(2**63))
+    except PayloadError as exc:
+        raise ValueError(
+            f"'ts' must be {exc.allowed}, or give int nanoseconds as 'ts_ns'") from None
 
 
 def _units(unit: str | Sequence[str | None] | None, n: int) -> np.ndarray:
@@ -93,6 +118,33 @@ def _impossible(v: np.ndarray, units: np.ndarray) -> np.ndarray:
     return out & np.isfinite(v)
 
 
+def _too_fast(t: np.ndarray, v: np.ndarray, fit: np.ndarray, max_rate: float) -> np.ndarray:
+    """Which ``fit`` readings (sorted by time) change by more than ``max_rate`` per second
+    from the reading kept before their time, judged as the stream cleaner judges them: at
+    each time the first fit reading that is not too fast is kept, the fit ones before it
+    are too fast, and those after it are that time's duplicates or conflicts.
+
+    >>> S = 10**9
+    >>> _too_fast(np.array([0, S, S, S, 2 * S]), np.array([0.0, 100.0, 0.5, 50.0, 1.0]),
+    ...           np.ones(5, dtype=bool), 1.0).tolist()
+    [False, True, False, False, False]
+    """
+    fast = np.zeros(len(v), dtype=bool)
+    last_t: int | None = None
+    last_v = 0.0
+    for i in np.flatnonzero(fit).tolist():
+        ti, vi = int(t[i]), float(v[i])
+        if ti == last_t:
+            continue  # the time already has its reading
+        if last_t is not None:
+            dt = max((ti - last_t) / 1e9, 1e-9)  # Python ints: no int64 wrap
+            if abs(vi - last_v) / dt > max_rate:
+                fast[i] = True
+                continue
+        last_t, last_v = ti, vi
+    return fast
+
+
 def metric_issues(
     ts: np.ndarray,
     values: np.ndarray,
@@ -103,10 +155,11 @@ def metric_issues(
 
     ``unit`` is the unit of every reading, or one per reading: each reading is judged in
     its own unit, and ``units`` lists those seen (``unit`` the first). As the stream
-    cleaner keeps it, a reading that is no number or out of range (its unit's or its
-    limits') gives way to a valid reading at the same time, and counts as invalid
-    (``out_of_range`` too) but as no conflict; among valid ones (or where none is valid)
-    the first at a time wins.
+    cleaner keeps it, a reading that is no number, out of range (its unit's or its
+    limits') or too fast (more than ``max_rate`` from the reading kept before its time)
+    gives way to a valid reading at the same time, and counts as invalid (``out_of_range``
+    or ``rate`` too) but as no conflict; among valid ones (or where none is valid) the
+    first at a time wins.
 
     >>> nan = float("nan")
     >>> f = metric_issues([0, 10, 10, 20], [20.0, nan, 21.0, 22.0])["figures"]
@@ -115,6 +168,10 @@ def metric_issues(
     >>> f = metric_issues([0, 1], [300.0, -5.0], ["K", "Cel"])["figures"]
     >>> f["out_of_range"], f["unit"], f["units"]
     (0, 'K', ['K', 'Cel'])
+    >>> S = 10**9                            # 100 at 1 s is too fast: 0.5 there is kept
+    >>> r = metric_issues([0, S, S, 2 * S], [0.0, 100.0, 0.5, 1.0], limits=Limits(max_rate=1))
+    >>> r["values"].tolist(), r["figures"]["rate"], r["figures"]["conflicts"]
+    ([0.0, 0.5, 1.0], 1, 0)
     """
     t, v = as_series(ts, values)
     n = len(v)
@@ -124,8 +181,8 @@ def metric_issues(
     order = np.argsort(t, kind="stable")
     t, v, units = t[order], v[order], units[order]
     finite = np.isfinite(v)
-    # a reading fit to keep: a number, possible in its unit, inside the limits (the rate,
-    # judged against the kept series, comes after the deduplication)
+    # a reading fit to keep: a number, possible in its unit, inside the limits, and no
+    # faster than max_rate from the reading kept before its time
     fit = finite & ~_impossible(v, units)
     if limits:  # Limits.in_range, for the whole array
         with np.errstate(invalid="ignore"):
@@ -133,12 +190,17 @@ def metric_issues(
                 fit &= v >= limits.low
             if limits.high is not None:
                 fit &= v <= limits.high
+    fast = np.zeros(n, dtype=bool)
+    if limits and limits.max_rate is not None:
+        fast = _too_fast(t, v, fit, limits.max_rate)
+        fit &= ~fast
     new_time = np.r_[True, t[1:] != t[:-1]] if n else np.zeros(0, dtype=bool)
     group = np.cumsum(new_time) - 1
     has_fit = np.bincount(group, weights=fit, minlength=int(new_time.sum())) > 0
     keep = fit | ~has_fit[group]  # an unfit reading where a fit one shares its time goes
     gone_invalid = int((~keep).sum())
-    gone_range = int((~keep & finite).sum())
+    gone_rate = int((~keep & fast).sum())
+    gone_range = int((~keep & finite & ~fast).sum())
     t, v, units = t[keep], v[keep], units[keep]
     dd = deduplicate(t, v, policy="first")
     units = units[np.flatnonzero(np.r_[True, t[1:] != t[:-1]])] if len(t) else units
@@ -178,7 +240,7 @@ def metric_issues(
         "validity": round(float(good.mean()) if len(v) else 1.0, 4),
         "invalid": int(bad.sum()) + gone_invalid,
         "out_of_range": int(out_of_range.sum()) + gone_range,
-        "rate": int(rate.sum()),
+        "rate": int(rate.sum()) + gone_rate,
         "spikes": int(spikes.sum()),
         "stuck": int(stuck.sum()),
         "gaps": len(gaps),

@@ -18,18 +18,40 @@ readings always has its value, however long the gaps around them).
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import numpy as np
 
 from edgewise.errors import QualityError
 from edgewise.quality.base import as_series
 
-__all__ = ["resample"]
+__all__ = ["MAX_GRID_POINTS", "resample"]
+
+#: The most points :func:`resample` makes (800 MB of int64 times, as much again of values).
+MAX_GRID_POINTS = 100_000_000
+
+
+def _day(ts_ns: int) -> str:
+    """The day of an int64 nanosecond time, for messages.
+
+    >>> _day(1_700_000_000 * 10**9)
+    '2023-11-14'
+    """
+    return (datetime(1970, 1, 1) + timedelta(microseconds=ts_ns // 1000)).date().isoformat()
 
 
 def resample(
     ts: object, values: object, every_ns: int, how: str = "mean", max_gap_ns: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Regular grid from the first to the last time; returns ``(grid_ts, grid_values)``."""
+    """Regular grid from the first to the last time; returns ``(grid_ts, grid_values)``.
+
+    Raises :class:`~edgewise.errors.QualityError` naming the span and ``every_ns`` where the
+    grid would have more than :data:`MAX_GRID_POINTS` points.
+
+    >>> day = 86400 * 10**9
+    >>> resample(np.array([0, 400 * day]), [1.0, 2.0], every_ns=day)[0].size
+    401
+    """
     if not isinstance(every_ns, int | np.integer) or every_ns <= 0:
         raise QualityError(
             f"The 'every_ns' parameter of resample must be a positive int. Got {every_ns!r}."
@@ -46,14 +68,31 @@ def resample(
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     order = np.argsort(t, kind="stable")
     t, v = t[order], v[order]
-    start = t[0] - t[0] % every_ns
-    # the length in integers: np.arange(start, stop, step) counts in float64, which drops the
-    # last step of a long grid of epoch nanoseconds (10,320 half-hours gave 10,319 points)
-    grid = start + every_ns * np.arange((t[-1] - start) // every_ns + 1, dtype=np.int64)
+    every = int(every_ns)
+    first, last = int(t[0]), int(t[-1])
+    start = first - first % every
+    # the length in Python ints: np.arange(start, stop, step) counts in float64, which drops
+    # the last step of a long grid of epoch nanoseconds (10,320 half-hours gave 10,319
+    # points), and int64 wrapped past 2**63 ns (292 years)
+    n = (last - start) // every + 1
+    if n > MAX_GRID_POINTS or start < -(2**63):
+        why = (f"at most {MAX_GRID_POINTS:,} points are made: give a larger every_ns"
+               if n > MAX_GRID_POINTS else
+               f"its first step, {start} ns, lies before int64 nanoseconds begin")
+        raise QualityError(
+            f"resample's grid would have {n:,} points: the readings span "
+            f"{(last - first) / 1e9:.6g} s ({_day(first)} to {_day(last)}) and "
+            f"every_ns is {every} ({every / 1e9:g} s); {why}."
+        )
+    # offsets from the start as uint64, exact (modulo 2**64) where int64 wraps, as
+    # gaps.intervals takes intervals: every grid time lies between start and the last time
+    grid = (np.uint64(start % 2**64) + np.uint64(every) * np.arange(n, dtype=np.uint64)
+            ).astype(np.int64)
     if how == "interpolate":
         out = np.interp(grid.astype(float), t.astype(float), v)
     else:
-        which = (t - start) // every_ns
+        which = ((t.astype(np.uint64) - np.uint64(start % 2**64)) // np.uint64(every)
+                 ).astype(np.intp)
         out = np.full(len(grid), np.nan)
         if how == "mean":
             sums = np.bincount(which, weights=v, minlength=len(grid))
@@ -66,5 +105,8 @@ def resample(
         nxt = t[np.minimum(np.searchsorted(t, grid, side="left"), len(t) - 1)]
         prev = t[np.maximum(np.searchsorted(t, grid, side="right") - 1, 0)]
         on_reading = (nxt == grid) | (prev == grid)
-        out = np.where(on_reading | (nxt - prev <= max_gap_ns), out, np.nan)
+        gap = nxt.astype(np.uint64) - prev.astype(np.uint64)  # exact: nxt >= prev
+        bridged = (gap <= min(max_gap_ns, 2**64 - 1) if max_gap_ns >= 0
+                   else np.zeros(len(grid), dtype=bool))
+        out = np.where(on_reading | bridged, out, np.nan)
     return grid, out

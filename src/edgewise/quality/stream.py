@@ -1,12 +1,14 @@
 """The streaming cleaner the gateway applies per (device, metric) before storage and detection.
 
-Each reading is judged against what was *kept* before it for its (device, metric):
-removed as ``invalid`` (NaN/inf), ``out_of_order`` (older than the last kept time),
-``duplicate`` (same time, same value), ``conflict`` (same time, another value: the
-first one wins), ``out_of_range`` (outside the metric's limits, or impossible for its
-SenML unit), ``rate`` (changed faster than the metric's ``max_rate`` from the last kept
-reading); flagged but kept as ``spike`` (Hampel test against the last kept values) and
-``stuck`` (the same value for ``stuck_run`` readings in a row; not for a two-state
+Each reading is judged by itself, then against what was *kept* before it for its
+(device, metric): removed as ``invalid`` (NaN/inf), ``out_of_range`` (outside the
+metric's limits, or impossible for its SenML unit as
+:data:`~edgewise.quality.units.PHYSICAL_RANGE` says), ``out_of_order`` (older than the
+last kept time), ``duplicate`` (same time, same value), ``conflict`` (same time, another
+value: the first one kept wins), ``rate`` (changed faster than the metric's ``max_rate``
+from the last kept reading; a too-fast reading holds no time, so a fitting one at the
+same time is kept); flagged but kept as ``spike`` (Hampel test against the last kept
+values) and ``stuck`` (the same value for ``stuck_run`` readings in a row; not for a two-state
 series, a boolean stored as 1/0 that has shown both values, whose switches are no spikes
 either: :mod:`~edgewise.quality.states`). The spike test's scale never drops below the
 sensor's resolution as :func:`~edgewise.quality.spikes.resolution` takes it: the smallest
@@ -314,6 +316,13 @@ class StreamCleaner:
         if value is None or not math.isfinite(value):
             self._remove(key, "invalid")
             return None
+        # the value's own faults before its relation to the kept history: an out-of-range
+        # reading at a kept time is out of range, as the batch report counts it, no conflict
+        lim = self.limits.get(reading.metric)
+        lo, hi = PHYSICAL_RANGE.get(reading.unit or "", (-math.inf, math.inf))
+        if (lim is not None and not lim.in_range(value)) or not lo <= value <= hi:
+            self._remove(key, "out_of_range")
+            return None
         st = self._state.get(key)
         if st is not None:
             if reading.ts_ns < st.last_ts:
@@ -322,11 +331,6 @@ class StreamCleaner:
             if reading.ts_ns == st.last_ts:
                 self._remove(key, "duplicate" if value == st.last_value else "conflict")
                 return None
-        lim = self.limits.get(reading.metric)
-        lo, hi = PHYSICAL_RANGE.get(reading.unit or "", (-math.inf, math.inf))
-        if (lim is not None and not lim.in_range(value)) or not lo <= value <= hi:
-            self._remove(key, "out_of_range")
-            return None
         if st is not None and lim is not None and lim.max_rate is not None:
             dt = max((reading.ts_ns - st.last_ts) / 1e9, 1e-9)
             if abs(value - st.last_value) / dt > lim.max_rate:
