@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from edgewise.detect.zscore import EWZScore
-from edgewise.edge.agent import ModelSlot, Outbox
+from edgewise.edge.agent import Agent, ModelSlot, Outbox
 from edgewise.registry import Artifact, Registry, load_or_create_key, sign
 from tests.conftest import REPO, free_port, wait_until
 
@@ -252,11 +252,13 @@ def test_agent_refuses_a_format_it_cannot_run_and_unknown_keys(tmp_path):
 def test_bad_stdin_lines_are_skipped_and_the_agent_keeps_going(tmp_path):
     """Check a sensor process that prints junk does not stop the agent: every good reading
     (a number, or JSON with numbers and booleans) is buffered, each bad line or field is
-    logged by line number, and the agent exits 0 (it used to die on the first bad line)."""
+    logged by line number, and the agent exits 0 (it used to die on the first bad line; an
+    integer too large for a float, 400 digits, raised OverflowError: exit 1, the rest lost)."""
     secret = tmp_path / "secret"
     secret.write_text(SECRET)
     lines = ["20.5", "oops", '{"temp_c": 21.0, "running": true}', "{not json",
-             '{"temp_c": "hot", "rpm": 1450}', "[1, 2]", "", "nan", '{"temp_c": null}', "22.5"]
+             '{"temp_c": "hot", "rpm": 1450}', "[1, 2]", "", "nan", '{"temp_c": null}',
+             '{"temp_c": ' + "9" * 400 + ', "rpm": 1460}', "22.5"]
     done = subprocess.run(
         [sys.executable, "-m", "edgewise", "agent", "--gateway", f"http://127.0.0.1:{free_port()}",
          "--device", "dev-9", "--secret-file", str(secret), "--source", "stdin",
@@ -266,8 +268,22 @@ def test_bad_stdin_lines_are_skipped_and_the_agent_keeps_going(tmp_path):
     bad = [json.loads(x.split(" WARNING ")[1]) for x in done.stderr.splitlines()
            if '"bad_input"' in x]
     assert [(b["line"], b.get("field")) for b in bad] == [
-        (2, None), (4, None), (5, "temp_c"), (6, None), (8, "value"), (9, "temp_c")]
+        (2, None), (4, None), (5, "temp_c"), (6, None), (8, "value"), (9, "temp_c"),
+        (10, "temp_c")]
     out = Outbox(tmp_path / "a" / "outbox.sqlite")
     got = [m["metrics"] for m in out.pending(100)]
     assert [{k: v for k, v in m.items() if not k.startswith("alert:")} for m in got] == [
-        {"value": 20.5}, {"temp_c": 21.0, "running": 1.0}, {"rpm": 1450.0}, {"value": 22.5}]
+        {"value": 20.5}, {"temp_c": 21.0, "running": 1.0}, {"rpm": 1450.0}, {"rpm": 1460.0},
+        {"value": 22.5}]
+
+
+def test_a_reading_too_large_for_a_float_is_left_out_not_raised(tmp_path):
+    """Check Agent.handle leaves out a value no float holds (an int of 400 digits) and
+    buffers the rest of the reading (math.isfinite raised OverflowError)."""
+    agent = Agent("http://127.0.0.1:9", "pump-7", SECRET, tmp_path / "a")
+    try:
+        assert agent.handle({"huge": 10**400, "temp_c": 21.5}, ts_ns=1_700_000_000 * 10**9) == 1
+        assert agent.handle({"huge": -(10**400)}) is None
+        assert [m["metrics"] for m in agent.outbox.pending()] == [{"temp_c": 21.5}]
+    finally:
+        agent.outbox.close()

@@ -43,10 +43,13 @@ def _key_files(tmp_path: Path) -> dict[str, str]:
     (("--source", "bogus"), "--source must be sim, csv:PATH or stdin. Got 'bogus' instead."),
     (("--source", "csv:/nonexistent.csv"), "'/nonexistent.csv' is not a file"),
     (("--source", "csv:"), "is not a file"),
+    (("--group", "line-a "), "--group: Group name 'line-a ' is not valid: it must be"),
+    (("--group", "line-a", "--group", "line-b\r"), "Group name 'line-b\\r' is not valid"),
 ])
 def test_bad_settings_fail_with_one_line(tmp_path, args, message):
     """Check each bad setting exits 2 with one line naming it (--max-mb -5 used to be accepted
-    and drop every reading; a bad --source raised a traceback once running)."""
+    and drop every reading; a bad --source raised a traceback once running; a --group with
+    a trailing blank or CR was taken, then every release for the group refused for ever)."""
     res = _run(tmp_path, *args)
     assert res.exit_code == 2, res.stdout + res.stderr
     assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr

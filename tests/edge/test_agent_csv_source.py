@@ -106,6 +106,46 @@ def test_quoted_cells_are_read(tmp_path):
                    {"ts": 1706702401 * 10**9, "temp_c": 21.6}]
 
 
+def test_a_row_still_being_written_is_read_once_it_is_whole(tmp_path, caplog):
+    """Check a last row without its newline (a logger mid-write: '23.5' cut after '2') is
+    left for the next run and then read whole (it was read as 2.0, and the position moved
+    past it, so the real 23.5 was lost)."""
+    caplog.set_level(logging.INFO, "edgewise.agent")
+    state, csv = tmp_path / "a", tmp_path / "pump.csv"
+    csv.write_text(_rows(0, 2, 21.5) + f"{T0 + 2},2")
+    assert [r["temp_c"] for r in _run(state, csv)] == [21.5, 22.5]
+    (partial,) = _events(caplog, "source_partial_row")
+    assert partial["line"] == 4
+    with csv.open("a") as f:  # the logger ends the row and adds one
+        f.write(f"3.5\n{T0 + 3},24.5\n")
+    got = _run(state, csv)
+    assert [(r["ts"], r["temp_c"]) for r in got] == [
+        ((T0 + i) * 10**9, 21.5 + i) for i in range(4)]
+    assert _events(caplog, "source_start")[-1]["how"] == "resume"
+
+
+def test_a_cell_that_is_no_number_is_logged_once_per_column(tmp_path, caplog):
+    """Check cells that are no number (decimal commas, '21,0', quoted) are left out and
+    logged once for their column, naming column, line and value, not once a row, while
+    the rest of each row is kept and an empty cell is left out silently (each was dropped
+    silently on every row: a whole column never sent, and nothing said why)."""
+    caplog.set_level(logging.INFO, "edgewise.agent")
+    csv = tmp_path / "comma.csv"
+    csv.write_text("time,temp_c,flow,rpm\n" + "".join(
+        f'{T0 + i},"21,{i}",3.{i},{"" if i == 1 else 1450}\n' for i in range(3)))
+    agent = Agent(f"http://127.0.0.1:{free_port()}", "pump-7", SECRET, tmp_path / "a")
+    try:
+        agent.run(f"csv:{csv}", rate_hz=0, flush_timeout_s=0)
+        got = [m["metrics"] for m in agent.outbox.pending(10)]
+    finally:
+        agent.outbox.close()
+    assert got == [{"flow": 3.0, "rpm": 1450.0}, {"flow": 3.1},
+                   {"flow": 3.2, "rpm": 1450.0}]
+    (bad,) = _events(caplog, "bad_input")
+    assert (bad["field"], bad["column"], bad["line"], bad["value"]) == ("temp_c", 2, 2, "21,0")
+    assert "decimal comma" in bad["detail"]
+
+
 def test_stdin_bytes_that_are_not_utf8_skip_their_line(tmp_path):
     """Check the stdin source skips (and logs) a line that is not UTF-8 even where Python
     decodes stdin strictly (a UTF-8 locale other than C.UTF-8: it raised

@@ -52,13 +52,15 @@ def _drain(agent: Agent, client: Any, tries: int) -> None:
 
 def test_a_message_too_large_even_alone_is_set_aside_and_the_rest_flow(gw, tmp_path, caplog):
     """Check a buffered message the gateway refuses even alone (413 at one message per post)
-    is rejected for good as 'too_large' (logged, counted, kept in the rejected table), a
-    small stand-in takes its seq so the ack moves on, and the 20 readings behind it are
-    stored (the agent used to post it every second for ever, delivering nothing behind it,
-    until the full outbox dropped new readings)."""
+    is rejected for good as 'too_large' (logged, counted, kept in the rejected table: its
+    first 4 KB and its size), a small stand-in takes its seq so the ack moves on, and the
+    20 readings behind it are stored (the agent used to post it every second for ever,
+    delivering nothing behind it, until the full outbox dropped new readings)."""
     caplog.set_level(logging.INFO, "edgewise.agent")
     agent = Agent("http://testserver", gw.device, gw.secret, tmp_path / "a")
     big = agent.handle(_big(3 * LIMIT))
+    (agent_body,) = agent.outbox._db.execute("SELECT body FROM outbox WHERE seq = ?",
+                                             (big,)).fetchone()
     for i in range(20):
         agent.handle({"temp_c": 20.0 + i / 10})
     client = _Counting(gw.client)
@@ -66,8 +68,10 @@ def test_a_message_too_large_even_alone_is_set_aside_and_the_rest_flow(gw, tmp_p
     assert len(agent.outbox) == 0, client.statuses
     assert agent.outbox.rejected == 1 and 413 in client.statuses
     db = sqlite3.connect(tmp_path / "a" / "outbox.sqlite")
-    (seq, reason, detail, body), = db.execute("SELECT seq, reason, detail, body FROM rejected")
-    assert (seq, reason) == (big, "too_large") and len(body) > 2 * LIMIT
+    (seq, reason, detail, body, size), = db.execute(
+        "SELECT seq, reason, detail, body, body_bytes FROM rejected")
+    assert (seq, reason) == (big, "too_large") and size > 2 * LIMIT
+    assert body == agent_body[:len(body)] and len(body) == 4096  # its start, its size kept
     assert "413" in json.loads(detail)["detail"]
     logged = [json.loads(r.getMessage()) for r in caplog.records
               if "readings_rejected" in r.getMessage()]

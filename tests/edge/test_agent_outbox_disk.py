@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
-from edgewise.edge.agent import Agent, Outbox
+from edgewise.edge.agent import OUTBOX_MARGIN, Agent, Outbox
 from tests.edge.test_agent import SECRET, Receiver
 
 MARGIN = 640 * 1024  # WAL (256 KB + one transaction) and shm beyond max_bytes
@@ -60,6 +61,55 @@ def test_acking_a_whole_full_outbox_needs_little_more_disk(tmp_path):
         pass
     assert box.ack(box.next_seq - 1) > 2500 and len(box) == 0
     assert sum(_on_disk(path).values()) <= box.max_bytes + MARGIN, _on_disk(path)
+
+
+def test_rejected_messages_stay_within_the_margin(tmp_path):
+    """Check what the gateway rejects for good (1,200 spectra of 300 bins, ~6 KB each) keeps
+    the files within max_bytes plus OUTBOX_MARGIN (1 MB bound: 7.08 MB on disk, the rejected
+    table kept 1,000 whole bodies outside both), its newest rows kept, each body cut to a
+    few KB with its size recorded; a 512 KB message set aside as too large keeps 4 KB of it."""
+    path = tmp_path / "o.sqlite"
+    box = _fast(Outbox(path, max_bytes=1024 * 1024))
+    spectrum = {f"vib.bin{i:03d}": float(i) for i in range(300)}
+    worst = 0
+    for _ in range(24):
+        first = box.next_seq
+        for i in range(50):
+            box.put({"ts": 1700000000 + i, "metrics": spectrum})
+        box.ack(box.next_seq - 1, [(seq, "future_ts", '{"field": "ts"}')
+                                   for seq in range(first, box.next_seq)])
+        worst = max(worst, box.bytes_on_disk())
+    assert box.rejected == 1200 and len(box) == 0
+    assert worst <= box.max_bytes + OUTBOX_MARGIN, worst
+    rows = box._db.execute("SELECT seq, length(body), body_bytes FROM rejected "
+                           "ORDER BY id").fetchall()
+    assert rows[-1][0] == 1200 and [s for s, _, _ in rows] == list(range(1201 - len(rows), 1201))
+    size = len(json.dumps({"ts": 1700000000, "metrics": spectrum, "seq": 1200},
+                          separators=(",", ":")))
+    assert {(n, b) for _, n, b in rows} == {(4096, size)}
+    seq = box.put({"ts": 1700000000, "metrics": {"big": 1.0}, "note": "x" * (512 << 10)})
+    assert box.set_aside(seq, "too_large", "{}", {"ts": 1700000000, "metrics": {}})
+    assert box._db.execute("SELECT length(body), body_bytes > 512 << 10 FROM rejected WHERE "
+                           "seq = ?", (seq,)).fetchone() == (4096, 1)
+    box.close()
+
+
+def test_an_older_outbox_rejected_table_is_brought_within_the_margin(tmp_path):
+    """Check an outbox an older agent wrote (no body_bytes column, whole bodies kept: here
+    one of 1 MB) opens, and its oldest rejected rows past the table's room are dropped at
+    the next rejection, the new one kept."""
+    path = tmp_path / "o.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE rejected (id INTEGER PRIMARY KEY, seq INTEGER, reason TEXT "
+                   "NOT NULL, detail TEXT NOT NULL, body BLOB, at_ns INTEGER NOT NULL)")
+        db.execute("INSERT INTO rejected VALUES (1, 1, 'too_large', '{}', ?, 0)",
+                   (b"x" * (1 << 20),))
+    box = Outbox(path)
+    seq = box.put({"ts": 1700000000, "metrics": {"t": 1.0}})
+    box.ack(seq, [(seq, "future_ts", "{}")])
+    assert box._db.execute("SELECT id, seq, body_bytes FROM rejected").fetchall() == [
+        (2, seq, len(box._db.execute("SELECT body FROM rejected").fetchone()[0]))]
+    box.close()
 
 
 @pytest.mark.parametrize("max_mb", [2, 8])
@@ -119,6 +169,17 @@ def test_damage_found_after_open_is_moved_aside_and_salvaged(tmp_path, caplog):
     [ev] = [json.loads(r.getMessage()) for r in caplog.records
             if '"outbox_corrupt"' in r.getMessage()]
     assert ev["salvaged"] == n and ev["lost"] == 2990 - n and ev["moved_to"].endswith(aside)
+
+
+def test_an_outbox_damaged_twice_in_a_second_keeps_both_files_aside(tmp_path):
+    """Check a second damaged outbox moved aside within the same second (a failing SD card)
+    gets a name of its own, the first kept (os.replace overwrote the first evidence)."""
+    path = tmp_path / "outbox.sqlite"
+    for fill in (b"A", b"B", b"C"):
+        path.write_bytes(fill * 8192)
+        Outbox(path).close()
+    aside = sorted(p for p in os.listdir(tmp_path) if ".corrupt-" in p)
+    assert sorted((tmp_path / p).read_bytes()[:1] for p in aside) == [b"A", b"B", b"C"]
 
 
 def test_the_sender_forwards_a_damaged_outbox_instead_of_dying(tmp_path):

@@ -59,6 +59,7 @@ def agent_cmd(
         validate_device_id(device)
     except PayloadError as exc:
         raise fail(f"--device {device!r} is not a device id: it must be {exc.allowed}.") from None
+    groups = _check_groups(group)
     _check_gateway(gateway)
     verify = _tls_verify(ca_file)
     try:
@@ -79,7 +80,7 @@ def agent_cmd(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         agent = Agent(gateway, device, secret, state_dir,
-                      trusted_keys=keys, groups=tuple(group), max_bytes=max_bytes,
+                      trusted_keys=keys, groups=groups, max_bytes=max_bytes,
                       update_interval_s=update_interval, verify=verify)
     except ConfigError as exc:  # the state dir belongs to another device
         raise fail(str(exc)) from None
@@ -117,6 +118,29 @@ def _check_numbers(*, rate: float, limit: int, update_interval: float,
     for flag, value, ok, allowed in checks:
         if not ok:
             raise fail(f"{flag} must be {allowed}. Got {value!r} instead.")
+
+
+def _check_groups(groups: list[str]) -> tuple[str, ...]:
+    """The ``--group`` values, each checked by the gateway's own rule for a group name
+    (:func:`edgewise.security.credentials.check_groups`), or a one-line refusal naming the
+    value: ``line-a `` (a trailing blank or CR from a config file) was taken, and then every
+    release for the group refused as ``wrong_device`` for ever.
+
+    >>> _check_groups(["line-a", "line-b"])
+    ('line-a', 'line-b')
+    >>> _check_groups(["line-a "])
+    Traceback (most recent call last):
+    ...
+    click.exceptions.Exit: 2
+    """
+    from edgewise.errors import InvalidParameterError
+    from edgewise.security.credentials import check_groups
+
+    try:
+        check_groups(groups)
+    except InvalidParameterError as exc:
+        raise fail(f"--group: {exc}") from None
+    return tuple(groups)
 
 
 def _read_secret(path: Path) -> str:

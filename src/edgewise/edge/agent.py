@@ -8,13 +8,15 @@ Three parts, each usable alone:
   is bounded in bytes; the policy when full is **drop newest**: a message that does not fit is
   counted (``dropped``, exact) and never gets a seq. Dropping the oldest instead would leave a
   hole below the gateway's ack watermark (every seq 1..w stored), which would stall acks.
-  What the gateway rejects for good is counted (``rejected``) and kept aside; a gateway that
-  forgot the device gets the pending messages renumbered after its ack; a file SQLite cannot
-  read is moved aside (``outbox.sqlite.corrupt-<UTC time>``) and a fresh outbox started. A
+  What the gateway rejects for good is counted (``rejected``) and kept aside (the newest,
+  within ``_REJECTED_BYTES``: each message's first ``_REJECTED_BODY_KEEP`` bytes and its
+  size); a gateway that forgot the device gets the pending messages renumbered after its
+  ack; a file SQLite cannot read is moved aside (``outbox.sqlite.corrupt-<UTC time>``,
+  ``-2`` ... added when that name is taken) and a fresh outbox started. A
   full disk drops (and counts) new messages as the byte bound does. The outbox records the
   device it belongs to (another device is refused it) and one resume position per source.
-  On disk it takes at most about ``max_bytes`` plus a fixed margin (:data:`OUTBOX_MARGIN`):
-  the WAL is checkpointed every ``_WAL_PAGES`` pages and kept to ``_WAL_LIMIT`` bytes, and a
+  On disk it takes at most about ``max_bytes`` plus a fixed margin (:data:`OUTBOX_MARGIN`,
+  which holds the ``rejected`` table too): the WAL is checkpointed every ``_WAL_PAGES`` pages and kept to ``_WAL_LIMIT`` bytes, and a
   ``-reserve`` file of ``_RESERVE_BYTES`` is kept beside it and given up when an ack finds the
   disk full, so an ack can always go through and free room. Damage SQLite notices later
   (``database disk image is malformed``) is handled as at open: the file is moved aside, the
@@ -80,7 +82,11 @@ AGENT_FORMATS = ("pickle",)  # the model formats this agent runs (asked of the g
 _STAND_IN_METRIC = "agent.too_large"  # sent under the seq of a message the gateway refuses
 MAX_MODEL_BYTES = 256 * 1024 * 1024  # a signed release saying more is refused, never fetched
 _CLOCK_REASONS = ("future_ts", "ancient_ts")  # the gateway's reasons for a reading's time
-_REJECTED_KEEP = 1000  # rejected messages kept in the outbox's ``rejected`` table
+_REJECTED_KEEP = 1000  # rejected messages kept in the outbox's ``rejected`` table, at most
+_REJECTED_BODY_KEEP = 4096  # bytes of each rejected message's body kept (its size is recorded)
+_REJECTED_DETAIL_KEEP = 2048  # characters of a rejection's detail kept (longer: clipped)
+_REJECTED_BYTES = 128 * 1024  # the rejected table's rows, newest first, kept within this
+_REJECTED_ROW_OVERHEAD = 64  # bytes counted per rejected row beyond its body and detail
 _STALL_FIRST_S, _STALL_MAX_S = 1.0, 30.0  # pause when a 200 answer does not advance the ack
 # posts taken in a row after a 413 before one may go past the smallest refused size (a probe:
 # has the gateway's limit been raised?); doubled after each probe it refuses, up to the max
@@ -93,7 +99,9 @@ _WAL_LIMIT = 256 * 1024  # and cut back to this many bytes once checkpointed (SQ
 _RESERVE_BYTES = 512 * 1024  # kept on disk for an ack to use when the disk is full
 _ACK_CHUNK_BYTES = 128 * 1024  # an ack deletes at most about this many counted bytes at a time
 _ACK_CHUNK_ROWS = 4096  # and at most this many messages
-OUTBOX_MARGIN = _WAL_LIMIT + 64 * 4096 + 64 * 1024  # WAL, one ack's pages, shm: beyond max_bytes
+# beyond max_bytes: the WAL, one ack's pages, the shm, and the rejected table (its rows, and
+# their pages in the WAL of the transaction that stores them)
+OUTBOX_MARGIN = _WAL_LIMIT + 64 * 4096 + 64 * 1024 + 2 * _REJECTED_BYTES
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -205,7 +213,8 @@ class Outbox:
                 " size INTEGER NOT NULL);"
                 "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
                 "CREATE TABLE IF NOT EXISTS rejected (id INTEGER PRIMARY KEY, seq INTEGER,"
-                " reason TEXT NOT NULL, detail TEXT NOT NULL, body BLOB, at_ns INTEGER NOT NULL);"
+                " reason TEXT NOT NULL, detail TEXT NOT NULL, body BLOB, at_ns INTEGER NOT NULL,"
+                " body_bytes INTEGER);"
                 "CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
                 "CREATE TABLE IF NOT EXISTS sources (spec TEXT PRIMARY KEY, pos INTEGER NOT NULL);"
                 "CREATE TABLE IF NOT EXISTS source_files (spec TEXT PRIMARY KEY,"
@@ -213,19 +222,30 @@ class Outbox:
                 "INSERT OR IGNORE INTO meta VALUES ('next_seq', 1), ('acked', 0), ('dropped', 0),"
                 " ('bytes', 0), ('source_pos', 1), ('rejected', 0);"
             )
+            columns = {row[1] for row in db.execute("PRAGMA table_info(rejected)")}
+            if "body_bytes" not in columns:  # an older agent's outbox: its bodies are whole
+                db.execute("ALTER TABLE rejected ADD COLUMN body_bytes INTEGER")
         except BaseException:
             db.close()
             raise
         return db
 
     def _move_aside(self, exc: Exception) -> str:
-        """Rename the unreadable database (and its WAL files) to ``*.corrupt-<UTC time>``."""
-        aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        """Rename the unreadable database (and its WAL files) to ``*.corrupt-<UTC time>``,
+        ``-2``, ``-3`` ... added when that name is taken (damaged again within the second:
+        the earlier file is evidence too, never replaced)."""
+        aside = _claim_name(f"{self.path}.corrupt-"
+                            f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        moved = False
         for suffix in ("-wal", "-shm", ""):  # the database last: a crash leaves no stray WAL
             try:
                 os.replace(self.path + suffix, aside + suffix)
             except FileNotFoundError:
                 continue
+            moved = moved or not suffix
+        if not moved:  # no database to move: the name claimed for it is not needed
+            with contextlib.suppress(OSError):
+                os.remove(aside)
         return aside
 
     def _heal(self, exc: sqlite3.DatabaseError, *, locked: bool = False,
@@ -515,9 +535,9 @@ class Outbox:
         """Forget every message with seq <= ``ack_seq``; return how many were removed.
 
         ``rejected``: ``(seq, reason, detail)`` for what the gateway refused in the answer
-        carrying this ack; counted in :attr:`rejected` and kept (with the message, when its
-        seq is known) in the ``rejected`` table, newest ``_REJECTED_KEEP``, in the same
-        transaction.
+        carrying this ack; counted in :attr:`rejected` and kept (with the start of the
+        message and its size, when its seq is known) in the ``rejected`` table, in the same
+        transaction (the table's bound: :meth:`_store_rejected`).
 
         When the disk is full the ``-reserve`` file is given up for this ack (the WAL is
         checkpointed into the room it leaves and cut back), and made again when there is room.
@@ -576,15 +596,38 @@ class Outbox:
                 return progress[0]
 
     def _store_rejected(self, rejected: Sequence[tuple[int | None, str, str]]) -> None:
-        """Count ``rejected`` and keep it (with its message) in the ``rejected`` table."""
+        """Count ``rejected`` and keep it in the ``rejected`` table: reason, detail (clipped
+        past ``_REJECTED_DETAIL_KEEP`` characters) and the first ``_REJECTED_BODY_KEEP``
+        bytes of its message with the message's size (``body_bytes``).
+
+        The table keeps its newest rows only, at most ``_REJECTED_KEEP`` of them and
+        ``_REJECTED_BYTES`` (body kept, detail and ``_REJECTED_ROW_OVERHEAD`` a row), so the
+        outbox's files stay within ``max_bytes`` plus :data:`OUTBOX_MARGIN`; of a batch
+        over that room, the newest are kept and all are counted."""
         now = time.time_ns()
-        for seq, reason, detail in rejected:
-            self._db.execute(
-                "INSERT INTO rejected (seq, reason, detail, body, at_ns) VALUES "
-                "(?, ?, ?, (SELECT body FROM outbox WHERE seq = ?), ?)",
-                (seq, reason, detail, seq, now))
+        rows: list[tuple[Any, ...]] = []
+        room = _REJECTED_BYTES
+        for seq, reason, detail in reversed(rejected):  # newest first: those are kept
+            detail = _clip_detail(detail)
+            found = None if seq is None else self._db.execute(
+                "SELECT substr(body, 1, ?), length(body) FROM outbox WHERE seq = ?",
+                (_REJECTED_BODY_KEEP, seq)).fetchone()
+            body, size = (None, None) if found is None else (bytes(found[0]), int(found[1]))
+            room -= len(body or b"") + len(detail.encode()) + _REJECTED_ROW_OVERHEAD
+            if room < 0:
+                break
+            rows.append((seq, reason, detail, body, size, now))
+        self._db.executemany("INSERT INTO rejected (seq, reason, detail, body, body_bytes, "
+                             "at_ns) VALUES (?, ?, ?, ?, ?, ?)", rows[::-1])
         self._db.execute("DELETE FROM rejected WHERE id <= "
                          "(SELECT MAX(id) FROM rejected) - ?", (_REJECTED_KEEP,))
+        # the oldest rows past the byte room (an older agent's whole bodies count in full)
+        self._db.execute(
+            "DELETE FROM rejected WHERE id < COALESCE((SELECT MIN(id) FROM "
+            "(SELECT id, SUM(COALESCE(length(body), 0) + length(CAST(detail AS BLOB)) + ?) "
+            "OVER (ORDER BY id DESC) AS used FROM rejected) WHERE used <= ?), "
+            "(SELECT MAX(id) + 1 FROM rejected))",
+            (_REJECTED_ROW_OVERHEAD, _REJECTED_BYTES))
         self._db.execute("UPDATE meta SET value = value + ? WHERE key='rejected'",
                          (len(rejected),))
 
@@ -623,6 +666,44 @@ def _is_full(exc: sqlite3.Error) -> bool:
     """Whether SQLite says the disk (or the database's page limit) is full."""
     code = getattr(exc, "sqlite_errorcode", None)
     return (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "is full" in str(exc)
+
+
+def _claim_name(base: str) -> str:
+    """A name no file has yet (nor its ``-wal`` or ``-shm``): ``base``, else ``base-2``,
+    ``base-3`` ...; made at once, empty and exclusively (``O_EXCL``), so no other caller
+    gets it too.
+
+    >>> import tempfile
+    >>> base = tempfile.mkdtemp() + "/x"
+    >>> [_claim_name(base)[len(base):] for _ in range(3)]
+    ['', '-2', '-3']
+    """
+    n = 1
+    while True:
+        name = base if n == 1 else f"{base}-{n}"
+        n += 1
+        if any(os.path.lexists(name + suffix) for suffix in ("-wal", "-shm")):
+            continue
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        except FileExistsError:
+            continue
+        return name
+
+
+def _clip_detail(detail: str) -> str:
+    """A rejection's detail (JSON) as kept in the ``rejected`` table: as it is up to
+    ``_REJECTED_DETAIL_KEEP`` characters, else a JSON object of its length and its start.
+
+    >>> _clip_detail('{"field": "ts"}')
+    '{"field": "ts"}'
+    >>> json.loads(_clip_detail("x" * 9000))["chars"]
+    9000
+    """
+    if len(detail) <= _REJECTED_DETAIL_KEEP:
+        return detail
+    return json.dumps({"clipped": True, "chars": len(detail),
+                       "start": detail[:_REJECTED_DETAIL_KEEP // 8]})
 
 
 def _source_key(spec: str) -> str:
@@ -1122,13 +1203,30 @@ def stdin_reading(line: str, lineno: int = 0) -> dict[str, float]:
         return {}
     out = {}
     for name, v in doc.items():
-        if isinstance(v, int | float) and math.isfinite(v):
-            out[str(name)] = float(v)
+        number = _finite(v)
+        if number is not None:
+            out[str(name)] = number
         else:
             log.warning(json.dumps({"event": "bad_input", "line": lineno, "field": name,
                                     "value": repr(v)[:200],
                                     "allowed": "a finite number or a boolean"}))
     return out
+
+
+def _finite(v: Any) -> float | None:
+    """``v`` as a finite float, or None: not a number (a boolean is one: 1 / 0), NaN,
+    infinite, or an int too large for a float (``math.isfinite`` raised OverflowError).
+
+    >>> _finite(True), _finite(2), _finite(float("inf")), _finite(10**400), _finite("1")
+    (1.0, 2.0, None, None, None)
+    """
+    if not isinstance(v, int | float):
+        return None
+    try:
+        number = float(v)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def csv_time(cell: str, lineno: int) -> int | None:
@@ -1212,11 +1310,52 @@ def csv_header(raw: bytes) -> list[str]:
     return names
 
 
-def csv_row(header: Sequence[str], raw: bytes, lineno: int
+class _CellLog:
+    """Says a ``csv:PATH`` cell that is no number (``bad_input``, naming its column, line
+    and value) at once the first time in its column, then at most once a minute a column,
+    with the count left out since: a logger writing decimal commas (``21,0``) is told at
+    start, not hidden, and not said once per row.
+
+    >>> cells = _CellLog()
+    >>> cells.left_out(2, "temp_c", "21,0", 2), cells.left_out(2, "temp_c", "21,1", 3)
+    (True, False)
+    """
+
+    def __init__(self) -> None:
+        self._said: dict[int, tuple[float, int]] = {}  # column: (monotonic time said, since)
+
+    def left_out(self, column: int, name: str, cell: str, lineno: int) -> bool:
+        """Count the cell of ``column`` (from 1) on line ``lineno`` left out; return whether
+        it was logged now."""
+        now = time.monotonic()
+        said = self._said.get(column)
+        if said is not None and now - said[0] < _DROP_LOG_EVERY_S:
+            self._said[column] = (said[0], said[1] + 1)
+            return False
+        self._said[column] = (now, 0)
+        hint = ""
+        if "," in cell and "." not in cell:
+            with contextlib.suppress(ValueError):
+                float(cell.replace(",", "."))
+                hint = " (a decimal comma: the file must use a decimal point, e.g. 21.5)"
+        event: dict[str, Any] = {
+            "event": "bad_input", "line": lineno, "field": name[:200], "column": column,
+            "value": cell[:200], "allowed": "a number", "detail": f"cell left out{hint}; "
+            "said at once for each column, then at most once a minute with the count"}
+        if said is not None:
+            event["left_out_since"] = said[1]
+        log.warning(json.dumps(event))
+        return True
+
+
+def csv_row(header: Sequence[str], raw: bytes, lineno: int, cells: _CellLog | None = None
             ) -> tuple[dict[str, float], int | None]:
     """``(reading, time)`` of one data line of a ``csv:PATH`` file (line ``lineno``): its
     first cell is the time (:func:`csv_time`), the others numbers under the header's names.
     A line that is not UTF-8, or whose time is unusable, is logged and gives ``({}, None)``.
+    A cell that is no number is left out and told to ``cells`` (a ``_CellLog`` kept
+    for the whole file; None: a fresh one, which logs it); an empty cell is a reading not
+    taken, left out silently.
 
     >>> csv_row(["time", "temp_c"], b'"2024-01-31T12:00:00Z","21.5"\\n', 2)
     ({'temp_c': 21.5}, 1706702400000000000)
@@ -1224,18 +1363,18 @@ def csv_row(header: Sequence[str], raw: bytes, lineno: int
     line = _decoded(raw, lineno)
     if line is None or not line.strip():
         return {}, None
-    cells = _cells(line)
-    ts = csv_time(cells[0], lineno) if cells else None
+    row = _cells(line)
+    ts = csv_time(row[0], lineno) if row else None
     if ts is None:
         return {}, None
     out = {}
-    for name, cell in zip(header[1:], cells[1:], strict=False):
-        if not name:
+    for column, (name, cell) in enumerate(zip(header[1:], row[1:], strict=False), start=2):
+        if not name or not cell:
             continue
         try:
             out[name] = float(cell)
         except ValueError:
-            continue
+            (cells if cells is not None else _CellLog()).left_out(column, name, cell, lineno)
     return out, ts
 
 
@@ -1257,10 +1396,17 @@ def _source(spec: str, start: int, rate_hz: float
     elif spec.startswith("csv:"):
         with open(spec[4:], "rb") as f:
             header = csv_header(f.readline())
+            cells = _CellLog()
             for pos, raw in enumerate(f, start=1):
                 if pos < start:
                     continue
-                yield csv_row(header, raw, pos + 1)
+                if not raw.endswith(b"\n"):  # still being written: read once it is whole
+                    log.info(json.dumps({
+                        "event": "source_partial_row", "source": spec, "line": pos + 1,
+                        "detail": "the last row has no newline yet (a logger still writing "
+                        "it?): it is left for the next run, which reads it once it ends"}))
+                    return
+                yield csv_row(header, raw, pos + 1, cells)
                 if rate_hz > 0:
                     time.sleep(1.0 / rate_hz)
     elif spec == "stdin":
@@ -1600,8 +1746,7 @@ class Agent:
 
         ``ts_ns`` is the reading's own time (UTC nanoseconds); None stamps it now.
         """
-        clean = {k: float(v) for k, v in reading.items() if isinstance(v, int | float)
-                 and math.isfinite(v)}
+        clean = {k: number for k, v in reading.items() if (number := _finite(v)) is not None}
         metrics = dict(clean)
         for name, v in clean.items():
             det = self.detectors.get(name)
