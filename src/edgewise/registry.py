@@ -69,7 +69,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -889,14 +889,18 @@ class Registry:
         """One write transaction of the registry database: under this object's lock, a
         ``BEGIN IMMEDIATE`` (the database's write lock, taken at once, so what the block reads
         no other process changes before it commits), committed when the block exits without
-        an exception, else rolled back and the exception raised again."""
+        an exception, else rolled back, unless SQLite already did (it does on a full disk or
+        an I/O error), and the block's own exception raised again, never one of the
+        rollback's."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    with suppress(sqlite3.Error):  # the first error is the one to tell
+                        self._db.execute("ROLLBACK")
                 raise
 
     def _sweep_temporary_blobs(self, now: float | None = None) -> list[Path]:

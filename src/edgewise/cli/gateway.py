@@ -207,6 +207,22 @@ async def _start(gw, token: str | None = None) -> None:  # type: ignore[no-untyp
         raise
 
 
+def _no_admin_token_line(gw) -> str | None:  # type: ignore[no-untyped-def]
+    """The line a start prints when the data dir has no admin token left (one is made only
+    at its first start, so revoking the last one is not undone by a restart), saying how to
+    make one; ``None`` while one exists.
+
+    The command it names runs on the gateway's machine (it writes ``security.sqlite``).
+    """
+    if gw.security.has_admin_token():
+        return None
+    import shlex
+
+    return ("no admin token (one is made only at a data dir's first start); make one on this "
+            "machine with: edgewise token create --data-dir "
+            f"{shlex.quote(str(gw.settings.data_dir))} --role admin --name NAME")
+
+
 async def _until_signalled() -> None:
     """Wait for SIGINT or SIGTERM: both stop the gateway cleanly (state saved, store closed)."""
     import asyncio
@@ -266,6 +282,8 @@ def serve(
             typer.echo(f"dashboard: {gw.http_url}", err=True)
         if token:
             typer.echo(f"admin token (shown once): {token}", err=True)
+        elif (line := _no_admin_token_line(gw)) is not None:
+            typer.echo(line, err=True)
         if gw.webhooks is not None:
             typer.echo(f"alert webhooks: {', '.join(w.shown for w in gw.webhooks.webhooks)}",
                        err=True)
@@ -494,6 +512,8 @@ def demo(
             typer.echo(f"dashboard: {gw.http_url or '(HTTP not available)'}")
             if token:
                 typer.echo(f"admin token (shown once, keep it): {token}")
+            elif (line := _no_admin_token_line(gw)) is not None:
+                typer.echo(line)
             else:
                 typer.echo("admin token: made at first start (see `edgewise token create`)")
             typer.echo(f"{pumps} simulated pumps on MQTT {device_host}:{settings.mqtt_port}; "

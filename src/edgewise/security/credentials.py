@@ -15,8 +15,10 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
 * A device may be put in groups (``add_device(name, groups=[...])``,
   :meth:`Security.set_device_groups`); the gateway serves a ``group:<name>`` model release
   only to the devices an admin put in that group, never to one that merely claims it.
-* There is no default password: the first admin token is made at first start by
-  :meth:`Security.ensure_admin_token` and printed once.
+* There is no default password: the first admin token is made at the data dir's first
+  start by :meth:`Security.ensure_admin_token` and printed once. Never again: once any
+  API token was issued there (recorded in ``audit_meta``), revoking the last admin token
+  is not undone by a restart; an admin makes a new one with ``edgewise token create``.
 * Tokens are listed (:meth:`Security.list_tokens`: id, name, role, created; never the
   secret, which is not kept) and revoked (:meth:`Security.revoke_token`, by name or id).
   A token's name is at most :data:`MAX_TOKEN_NAME` characters, holds no control or
@@ -104,6 +106,9 @@ AUDIT_GENESIS = "0" * 64
 _CHAIN_START = "audit.chain_start"
 #: the action of the entry that names entries an older version wrote without a hash
 _UNCHAINED = "audit.unchained_taken_in"
+#: the ``audit_meta`` key set once an API token was issued in this data dir: from then on
+#: :meth:`Security.ensure_admin_token` makes none
+_TOKENS_ISSUED = "tokens_issued"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -545,6 +550,19 @@ class Security:
         # holding several gateways' entries can be checked against this one's
         self._db.execute("INSERT OR IGNORE INTO audit_meta VALUES ('log_id', ?)",
                          (secrets.token_hex(8),))
+        self._mark_tokens_issued()
+
+    def _mark_tokens_issued(self) -> None:
+        """Record that API tokens were issued in a data dir an older version made, which has
+        a token, or an audit entry of one made or revoked (a revoked token's row is gone),
+        but not the ``audit_meta`` flag: its first start is over, whatever is left."""
+        if self._db.execute("SELECT 1 FROM audit_meta WHERE key = ?",
+                            (_TOKENS_ISSUED,)).fetchone() is not None:
+            return
+        self._db.execute(  # one statement: the check and the flag are one transaction
+            "INSERT OR IGNORE INTO audit_meta SELECT ?, 'before the flag' "
+            "WHERE EXISTS (SELECT 1 FROM tokens) OR EXISTS (SELECT 1 FROM audit "
+            "WHERE action IN ('token.create', 'token.revoke'))", (_TOKENS_ISSUED,))
 
     @property
     def audit_log_id(self) -> str:
@@ -914,31 +932,32 @@ class Security:
         _check_token_name(name)
         name = name or role
         token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if self._db.execute("SELECT 1 FROM tokens WHERE id = ?", (name,)).fetchone():
-                    raise InvalidParameterError(  # an id of another form, from an old database
-                        f"The 'name' of an API token must not be another token's id. Got "
-                        f"{name!r}, the id of an existing token, instead.",
-                        field="name", value=name)
-                while True:  # never an id that is a token's name (one made before this rule)
-                    token_id = secrets.token_hex(4)
-                    if not self._db.execute("SELECT 1 FROM tokens WHERE id = ? OR name = ?",
-                                            (token_id, token_id)).fetchone():
-                        break
-                self._db.execute(
-                    "INSERT INTO tokens (token_hash, id, name, role, created_ns) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (hashlib.sha256(token.encode()).digest(), token_id, name, role,
-                     time.time_ns()),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write_tx():
+            token_id = self._insert_token(token, role, name)
         self.audit(actor, "token.create", token_id, {"role": role, "name": name})
         return token
+
+    def _insert_token(self, token: str, role: str, name: str) -> str:
+        """In a write transaction: store ``token`` with ``role`` and ``name`` (both checked
+        already) under a new id, record that this data dir has issued a token (so
+        :meth:`ensure_admin_token` never makes one again), and return the id."""
+        if self._db.execute("SELECT 1 FROM tokens WHERE id = ?", (name,)).fetchone():
+            raise InvalidParameterError(  # an id of another form, from an old database
+                f"The 'name' of an API token must not be another token's id. Got "
+                f"{name!r}, the id of an existing token, instead.",
+                field="name", value=name)
+        while True:  # never an id that is a token's name (one made before this rule)
+            token_id = secrets.token_hex(4)
+            if not self._db.execute("SELECT 1 FROM tokens WHERE id = ? OR name = ?",
+                                    (token_id, token_id)).fetchone():
+                break
+        self._db.execute(
+            "INSERT INTO tokens (token_hash, id, name, role, created_ns) VALUES (?, ?, ?, ?, ?)",
+            (hashlib.sha256(token.encode()).digest(), token_id, name, role, time.time_ns()),
+        )
+        self._db.execute("INSERT OR IGNORE INTO audit_meta VALUES (?, ?)",
+                         (_TOKENS_ISSUED, token_id))
+        return token_id
 
     def authenticate_token(self, token: str) -> Principal:
         """The principal owning ``token``; :class:`AuthError` if none does."""
@@ -1024,12 +1043,50 @@ class Security:
         return tok
 
     def ensure_admin_token(self) -> str | None:
-        """At first start, make and return an admin token; ``None`` when one exists."""
+        """At the data dir's first start (no API token was ever issued in it), make and
+        return an admin token named ``first-admin``; else ``None``, also when every admin
+        token was revoked since: a restart never undoes that (:meth:`has_admin_token` tells).
+
+        >>> import tempfile, pathlib
+        >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
+        >>> sec.ensure_admin_token().startswith("ew_")
+        True
+        >>> sec.revoke_token("first-admin").role
+        'admin'
+        >>> sec.ensure_admin_token() is None, sec.has_admin_token()
+        (True, False)
+        """
+        token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._write_tx():  # the check and the token are one transaction: made once
+            if self._db.execute("SELECT 1 FROM audit_meta WHERE key = ?",
+                                (_TOKENS_ISSUED,)).fetchone() is not None:
+                return None
+            token_id = self._insert_token(token, "admin", "first-admin")
+        self.audit("first-start", "token.create", token_id,
+                   {"role": "admin", "name": "first-admin"})
+        return token
+
+    def has_admin_token(self) -> bool:
+        """Whether an admin token (not revoked) exists."""
         with self._lock:
-            row = self._db.execute("SELECT 1 FROM tokens WHERE role = 'admin'").fetchone()
-        if row is not None:
-            return None
-        return self.create_token("admin", "first-admin", actor="first-start")
+            return self._db.execute(
+                "SELECT 1 FROM tokens WHERE role = 'admin' LIMIT 1").fetchone() is not None
+
+    @contextlib.contextmanager
+    def _write_tx(self) -> Iterator[None]:
+        """One write transaction of ``security.sqlite``: under this object's lock, a
+        ``BEGIN IMMEDIATE`` committed when the block exits (also by ``return``), else rolled
+        back, unless SQLite already did (a full disk), and the block's own error raised."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
+                        self._db.execute("ROLLBACK")
+                raise
 
     # -- audit -------------------------------------------------------------------------
     def _chain_old_audit(self) -> None:
