@@ -157,10 +157,11 @@ def forwarding(sec: Security, url: str, **kw: Any) -> Iterator[AuditForwarder]:
         fwd.close()
 
 
-def _verify(data_dir: Path, *files: Path) -> tuple[int, str]:
+def _verify(data_dir: Path, *files: Path | str) -> tuple[int, str]:
+    """``audit verify --against`` each of ``files`` (a string is passed as it is)."""
     args = ["audit", "verify", "--data-dir", str(data_dir)]
     for f in files:
-        args += ["--against", str(f)]
+        args += ["--against", str(f)] if isinstance(f, Path) else [f]
     r = CliRunner().invoke(app, args)
     return r.exit_code, r.output.strip()
 
@@ -534,6 +535,80 @@ def test_verify_against_catches_forged_and_foreign_copies(data_dir: Path,
     assert other.audit_log_id in out
     check = compare_forwarded(sec, [path])
     assert (check.ok, check.problem, check.other_lines) == (False, "unforwarded", 1)
+
+
+def _give_a_new_log_id(data_dir: Path) -> str:
+    """Change the log id in audit_meta, as whoever rewrote the log can; the new id."""
+    new_id = "5e" * 8
+    _sql(data_dir, "UPDATE audit_meta SET value = ? WHERE key = 'log_id'", (new_id,))
+    return new_id
+
+
+def _forward_again(data_dir: Path, path: Path) -> None:
+    """Start a forwarder on the log as it is now (a gateway restarted), to a new collector
+    whose lines are added to ``path``: a cursor of another log id sends it whole."""
+    sec = Security(data_dir)
+    n = len(sec.audit_log(1000))
+    with receiver("udp") as r, forwarding(sec, r.url):
+        assert wait_until(lambda: len(r.messages) >= n, 10), r.messages
+    sec.close()
+    path.write_text(path.read_text() + "".join(f"{m}\n" for m in r.messages))
+
+
+def test_a_log_sent_again_under_a_new_id_is_still_checked_as_this_one(
+        data_dir: Path, tmp_path: Path) -> None:
+    """Check the newest entry deleted (sequence rewound) and the log id in audit_meta
+    changed, then the log sent again by a restarted gateway under the new id, fails as
+    missing: the lines of the old id hold this log's entries, so they are this log's. It
+    used to pass ("ok ... 7 entries"), only --json counting 8 "other_lines". The line
+    names the log id and the old id."""
+    path = _forwarded_log(data_dir, tmp_path, n=8)
+    old_id = Security(data_dir).audit_log_id
+    _sql(data_dir, "DELETE FROM audit WHERE id = 8")
+    _sql(data_dir, "UPDATE sqlite_sequence SET seq = 7 WHERE name = 'audit'")
+    new_id = _give_a_new_log_id(data_dir)
+    _forward_again(data_dir, path)
+    code, out = _verify(data_dir, path)
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert "at entry 8 (missing): Entries 8..8 were forwarded" in out, out
+    assert f"[log {old_id}] first" in out, out
+    assert f"log {new_id}, also as {old_id} (an earlier id" in out, out
+    check = compare_forwarded(Security(data_dir), [path])
+    assert (check.log_id, check.taken_logs, check.other_lines) == (new_id, (old_id,), 0)
+
+
+def test_a_rewritten_log_sent_again_under_a_new_id_is_forged(data_dir: Path,
+                                                             tmp_path: Path) -> None:
+    """Check entry 5 rewritten (hashes recomputed) and the log id changed, then the log sent
+    again, fails as forged at entry 5 (the old id's lines hold entries 1..4: they are this
+    log's); it used to pass, the old id's lines skipped as another gateway's."""
+    path = _forwarded_log(data_dir, tmp_path, n=6)
+    _rewrite(data_dir, 5, '{"i": 42}')
+    _give_a_new_log_id(data_dir)
+    _forward_again(data_dir, path)
+    code, out = _verify(data_dir, path)
+    assert code == 1 and "at entry 5 (forged)" in out and "two different entries 5" in out, out
+
+
+def test_a_log_rewritten_from_its_first_entry_is_caught_with_its_old_id_pinned(
+        data_dir: Path, tmp_path: Path) -> None:
+    """Check a log rewritten from entry 1 under a new id shares no hash with what was sent
+    before: the line passes but says the old id's lines were skipped; --log OLD_ID checks
+    them as this log's and fails (forged); a malformed --log, or one without --against, is
+    refused in one line."""
+    path = _forwarded_log(data_dir, tmp_path, n=3)
+    old_id = Security(data_dir).audit_log_id
+    _rewrite(data_dir, 1, '{"i": 42}')
+    new_id = _give_a_new_log_id(data_dir)
+    _forward_again(data_dir, path)
+    code, out = _verify(data_dir, path)
+    assert code == 0, out
+    assert f"; log {new_id}; 3 lines of other logs skipped ({old_id}); head 3:" in out, out
+    code, out = _verify(data_dir, path, "--log", old_id)
+    assert code == 1 and "at entry 1 (forged)" in out and f"[log {old_id}]" in out, out
+    for args in (["--against", str(path), "--log", "gw-1"], ["--log", old_id]):
+        assert one_line("audit", "verify", "--data-dir", str(data_dir), *args).startswith(
+            "error: --log")
 
 
 def test_verify_against_a_missing_file_is_one_line(data_dir: Path) -> None:

@@ -54,3 +54,43 @@ def test_audit_entries_carry_their_hashes(env: Env) -> None:
         assert e["prev_hash"] == (before["hash"] if before else AUDIT_GENESIS)
         assert e["hash"] == audit_hash(e["prev_hash"], e["id"], e["ts_ns"], e["actor"],
                                        e["action"], e["target"], e["detail"])
+
+
+def test_a_malformed_expect_names_the_parameter_and_its_value(env: Env) -> None:
+    """Check the 422 for a malformed head says field 'expect' and the value sent, a long
+    one cut, as InvalidParameterError carries them (they used to be null)."""
+    body = problem(env.client.get("/v1/audit/verify", params={"expect": "garbage"},
+                                  headers=env.auth("admin")), 422)
+    assert (body["field"], body["value"], body["reason"]) == ("expect", "garbage", "invalid")
+    long = "7:" + "z" * 500
+    body = problem(env.client.get("/v1/audit/verify", params={"expect": long},
+                                  headers=env.auth("admin")), 422)
+    assert body["value"] == f"{long[:200]}... (502 characters)"
+
+
+def test_the_audit_log_pages_by_id_to_its_first_entry(env: Env) -> None:
+    """Check GET /v1/audit pages newest first by before_id: following the Link rel="next"
+    header lists every entry once, down to entry 1, and the last page has no Link; an
+    explicit before_id starts below that id; a before_id below 1 is a 422 naming it. Entries
+    older than the newest 10,000 (the largest limit) used to be out of reach: before_id was
+    ignored."""
+    for i in range(5):
+        env.security.audit("cli", "test.page", f"t{i}")
+    n = env.security.audit_log(1)[0].id
+    seen: list[int] = []
+    url: str | None = "/v1/audit?limit=2"
+    while url is not None:
+        r = env.client.get(url, headers=env.auth("admin"))
+        assert r.status_code == 200, r.text
+        page = [e["id"] for e in r.json()]
+        assert 1 <= len(page) <= 2 and page == sorted(page, reverse=True)
+        seen += page
+        link = r.headers.get("link")
+        url = link[1:link.index(">")] if link else None
+        assert url is None or url.endswith(f"before_id={page[-1]}"), url
+    assert seen == list(range(n, 0, -1))
+    r = env.client.get("/v1/audit", params={"before_id": 3}, headers=env.auth("admin"))
+    assert [e["id"] for e in r.json()] == [2, 1] and "link" not in r.headers
+    body = problem(env.client.get("/v1/audit", params={"before_id": 0},
+                                  headers=env.auth("admin")), 422)
+    assert body["field"] == "before_id"

@@ -127,3 +127,32 @@ def test_me_names_the_caller(env: Env) -> None:
     """Check /v1/me answers the token's name and role."""
     assert env.client.get("/v1/me", headers=env.auth("operator")).json() == {
         "name": "test-operator", "role": "operator"}
+
+
+def test_device_secrets_sent_to_token_routes_are_counted_and_throttled(data_dir: Path) -> None:
+    """Check a device secret guessed on a token route (GET /v1/me with X-Device-Id) is
+    counted and throttled as on telemetry: wrong ones are 401 and counted, then 429 with
+    Retry-After; the right one is still the 403, and a valid token still passes. These
+    routes used to answer every guess, uncounted and never throttled."""
+    gen = build_env(data_dir, throttle_after_failures=3)
+    env = next(gen)
+    try:
+        def failures(reason: str) -> float:
+            return env.pipeline.metrics.get("edgewise_auth_failures_total", reason=reason)
+
+        wrong = env.device_headers(secret="x" * 43)
+        for _ in range(3):
+            body = problem(env.client.get("/v1/me", headers=wrong), 401)
+            assert body["reason"] == "bad_credentials"
+        assert failures("bad_secret") == 3
+        r = env.client.get("/v1/me", headers=wrong)
+        body = problem(r, 429)
+        assert body["reason"] == "throttled" and int(r.headers["retry-after"]) >= 1
+        assert failures("throttled") == 1
+        assert problem(env.send(_ok_payload(), secret="x" * 43), 429)["reason"] == "throttled"
+        right = problem(env.client.get("/v1/me", headers=env.device_headers()), 403)
+        assert right["reason"] == "device_credentials"
+        token = {**env.auth("viewer"), "X-Device-Id": env.device}
+        assert env.client.get("/v1/me", headers=token).json()["role"] == "viewer"
+    finally:
+        gen.close()

@@ -39,6 +39,7 @@ from edgewise.cli._app import DataDir, Json, app, existing_data_dir, fail
 if TYPE_CHECKING:
     from edgewise.config import Settings
     from edgewise.security import Security
+    from edgewise.security.audit_syslog import ForwardedCheck
     from edgewise.store.base import Store
 
 __all__ = ["audit_app", "device_app", "token_app"]
@@ -519,25 +520,40 @@ def audit_verify(
         "file): every entry forwarded there must be in the local log unchanged (catches a "
         "chain rewritten with valid hashes and deleted entries, up to the newest forwarded "
         "one).", show_default=False)] = None,
+    log_ids: Annotated[list[str] | None, typer.Option(
+        "--log", help="With --against: the id this log's entries were forwarded under (the "
+        "'log' of its lines, as this command printed it earlier), if it is not the id the "
+        "log has now: those lines are checked as this log's (give it once per id).",
+        show_default=False)] = None,
     as_json: Json = False,
 ) -> None:
     """Walk the audit log's hash chain; print one line; exit 1 if it is broken.
 
     The line ends with the head, ID:HASH: keep it somewhere else and pass it back with
     --expect later. With --against, the chain is also checked against the entries the
-    gateway forwarded to a syslog collector; the line says how far they vouch for it.
+    gateway forwarded to a syslog collector; the line says how far they vouch for it, and
+    names this log's id and the lines of other logs that were skipped.
     """
+    from edgewise.security.audit_syslog import check_log_id
+
     if not (data_dir / "security.sqlite").is_file():  # a mistyped --data-dir is not "ok"
         raise fail(f"No audit log in --data-dir {str(data_dir)!r}: it has no security.sqlite. "
                    "Give the data directory the gateway runs with.")
+    if log_ids and not against:
+        raise fail("--log names the id of forwarded lines: give it with --against FILE.")
     for path in against or []:
         if not path.is_file():
             raise fail(f"--against {str(path)!r} is not a file: give the file of syslog lines "
                        "the collector wrote (e.g. /var/log/remote/gw-1/audit.log).")
+    for log_id in log_ids or []:
+        try:
+            check_log_id(log_id)
+        except ValueError as exc:
+            raise fail(f"--log: {exc}") from None
     with _security(data_dir) as sec:
         result = sec.verify_audit(expect)
         if against and result.ok:
-            _audit_against(sec, against, as_json)
+            _audit_against(sec, against, log_ids or [], as_json)
             return
     if as_json:
         typer.echo(json.dumps({"ok": result.ok, "checked": result.checked,
@@ -556,13 +572,14 @@ def audit_verify(
         raise typer.Exit(1)
 
 
-def _audit_against(sec: Security, files: list[Path], as_json: bool) -> None:
-    """Print the check of ``sec``'s audit log against the forwarded ``files`` as one line
-    (or JSON); exit 1 when it fails."""
+def _audit_against(sec: Security, files: list[Path], log_ids: list[str],
+                   as_json: bool) -> None:
+    """Print the check of ``sec``'s audit log against the forwarded ``files`` (lines of
+    ``log_ids`` taken as its too) as one line (or JSON); exit 1 when it fails."""
     from edgewise.security.audit_syslog import compare_forwarded
 
     try:
-        r = compare_forwarded(sec, files)
+        r = compare_forwarded(sec, files, log_ids=log_ids)
     except OSError as exc:
         raise fail(f"--against cannot be read: {exc}") from None
     shown = ", ".join(map(str, files))
@@ -571,11 +588,12 @@ def _audit_against(sec: Security, files: list[Path], as_json: bool) -> None:
                                "forwarded": r.forwarded,
                                "forwarded_head_id": r.forwarded_head_id,
                                "missing_below": r.missing_below, "newer": r.newer,
-                               "other_lines": r.other_lines, "bad_id": r.bad_id,
-                               "problem": r.problem, "reason": r.reason}))
+                               "log_id": r.log_id, "taken_logs": list(r.taken_logs),
+                               "other_lines": r.other_lines, "other_logs": list(r.other_logs),
+                               "bad_id": r.bad_id, "problem": r.problem, "reason": r.reason}))
     elif r.ok and not r.forwarded:
         typer.echo(f"audit log ok against {shown}: the log is empty and nothing was "
-                   f"forwarded; head {r.head}")
+                   f"forwarded; {_logs_said(r)}; head {r.head}")
     elif r.ok:
         f = r.forwarded_head_id
         lost = (f"; {r.missing_below} of those not in the file (lost or not kept), vouched "
@@ -584,10 +602,22 @@ def _audit_against(sec: Security, files: list[Path], as_json: bool) -> None:
                  if r.newer else "")
         typer.echo(f"audit log ok against {shown}: {r.local_entries} entries; {r.forwarded} "
                    f"forwarded, up to entry {f}, which vouches for entries up to it{lost}"
-                   f"{newer}; head {r.head}")
+                   f"{newer}; {_logs_said(r)}; head {r.head}")
     else:
         at = f" at entry {r.bad_id}" if r.bad_id is not None else ""
         typer.echo(f"audit log does NOT match {shown}{at} ({r.problem}): {r.reason} "
-                   f"Head {r.head}.")
+                   f"Head {r.head}; {_logs_said(r)}.")
     if not r.ok:
         raise typer.Exit(1)
+
+
+def _logs_said(r: ForwardedCheck) -> str:
+    """The log ids of a check, as its line says them: this log's, the other ids whose lines
+    were checked as its, and how many lines of other logs were skipped."""
+    taken = (f", also as {', '.join(r.taken_logs)} (an earlier id: named with --log, or "
+             f"its lines hold this log's entries)" if r.taken_logs else "")
+    ids = ", ".join(r.other_logs[:3]) + (f", … ({len(r.other_logs)} logs)"
+                                         if len(r.other_logs) > 3 else "")
+    others = (f"{r.other_lines} line{'s' if r.other_lines > 1 else ''} of other logs "
+              f"skipped ({ids})" if r.other_lines else "no lines of other logs")
+    return f"log {r.log_id}{taken}; {others}"

@@ -70,11 +70,11 @@ from typing import Any, Protocol
 
 from edgewise._private import write_private
 from edgewise.config import SyslogTarget, parse_syslog_url
-from edgewise.errors import ConfigError
+from edgewise.errors import ConfigError, InvalidParameterError
 from edgewise.security.credentials import AuditEntry, Security, _load_detail, audit_hash
 
-__all__ = ["CURSOR_FILE", "AuditForwarder", "ForwardedCheck", "compare_forwarded",
-           "format_message", "frame", "parse_forwarded"]
+__all__ = ["CURSOR_FILE", "AuditForwarder", "ForwardedCheck", "check_log_id",
+           "compare_forwarded", "format_message", "frame", "parse_forwarded"]
 
 log = logging.getLogger(__name__)
 
@@ -597,6 +597,13 @@ class ForwardedCheck:
     bad_id: int | None = None
     problem: str | None = None
     reason: str = ""
+    #: the local log's id (``audit_meta``), as its forwarded lines carry it
+    log_id: str = ""
+    #: other log ids whose lines were checked as this log's: named by the caller
+    #: (``--log``), or holding entries of this log (its id was changed since they were sent)
+    taken_logs: tuple[str, ...] = ()
+    #: the ids of the other logs whose lines were skipped, sorted
+    other_logs: tuple[str, ...] = ()
 
 
 def _lines(paths: Iterable[Path]) -> Iterator[tuple[str, int, str]]:
@@ -614,7 +621,41 @@ def _differences(local: AuditEntry, fwd: dict[str, Any]) -> list[str]:
             if getattr(local, k) != fwd[k]]
 
 
-def compare_forwarded(security: Security, paths: Iterable[Path]) -> ForwardedCheck:
+def _own_hash_ok(obj: dict[str, Any]) -> bool:
+    """Whether a forwarded body has the types of an entry and matches its own hash."""
+    try:
+        return _valid(obj) and obj["hash"] == audit_hash(
+            obj["prev_hash"], obj["id"], obj["ts_ns"], obj["actor"], obj["action"],
+            obj["target"], obj["detail"])
+    except (TypeError, ValueError):
+        return False
+
+
+#: what a log id is (:attr:`Security.audit_log_id`): 16 lowercase hex digits
+_LOG_ID_DIGITS = 16
+
+
+def check_log_id(log_id: str) -> str:
+    """``log_id`` if it has an audit log id's form (16 lowercase hex digits, as forwarded
+    lines carry it), else :class:`~edgewise.errors.InvalidParameterError` naming it.
+
+    >>> check_log_id("9c0e5d1a7b3f2e48")
+    '9c0e5d1a7b3f2e48'
+    >>> check_log_id("gw-1")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: An audit log id is 16 lowercase hex digits, the "log" of a forwarded line (or 'audit verify --json' shows it as log_id). Got 'gw-1' instead.
+    """  # noqa: E501
+    if len(log_id) != _LOG_ID_DIGITS or not set(log_id) <= _HEX:
+        raise InvalidParameterError(
+            f"An audit log id is {_LOG_ID_DIGITS} lowercase hex digits, the \"log\" of a "
+            f"forwarded line (or 'audit verify --json' shows it as log_id). Got {log_id!r} "
+            "instead.", field="log_ids", value=log_id)
+    return log_id
+
+
+def compare_forwarded(security: Security, paths: Iterable[Path], *,
+                      log_ids: Iterable[str] = ()) -> ForwardedCheck:
     """Check ``security``'s audit log against the forwarded entries in ``paths`` (lines a
     collector wrote, :func:`parse_forwarded`; those of other logs are skipped).
 
@@ -628,6 +669,14 @@ def compare_forwarded(security: Security, paths: Iterable[Path]) -> ForwardedChe
     nothing (``newer``): they were not sent yet, were lost (UDP), or were written by whoever
     held the box while the collector could not be reached.
 
+    This log's lines are those with its id, those with an id of ``log_ids`` (the id it had
+    when its entries were forwarded, kept elsewhere: ``--log``), and those of any other
+    log id that holds one of its entries (a line matching its own hash whose hash, or
+    ``prev_hash``, is a local entry's): each hash covers every entry before it, so such a
+    log is this one sent under another id, the id in ``audit_meta`` having been changed
+    (``taken_logs`` names them). A log rewritten from its first entry and given a new id
+    shares no hash with what was sent before: pin the old id with ``log_ids``.
+
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> sec = Security(d)
@@ -637,37 +686,30 @@ def compare_forwarded(security: Security, paths: Iterable[Path]) -> ForwardedChe
     >>> r.ok, r.forwarded, r.forwarded_head_id
     (True, 1, 1)
     """
+    paths = list(paths)  # read twice when lines of another id turn out to be this log's
     chain = security.verify_audit()
     log_id = security.audit_log_id
+    mine = {log_id, *(check_log_id(i) for i in log_ids)}
     forwarded: dict[int, tuple[str, str, dict[str, Any]]] = {}  # id -> hash, where, body
-    other = 0
-    other_logs: set[str] = set()
+    other: collections.Counter[str] = collections.Counter()  # other log id -> lines
+    taken: set[str] = set()  # other logs found to hold this log's entries
 
     def result(ok: bool, n: int, **kw: Any) -> ForwardedCheck:
+        skipped = [k for k in other if k not in taken]
         return ForwardedCheck(ok, n, chain.head, len(forwarded),
-                              max(forwarded, default=None), other_lines=other, **kw)
+                              max(forwarded, default=None),
+                              other_lines=sum(other[k] for k in skipped), log_id=log_id,
+                              taken_logs=tuple(sorted((mine | taken) - {log_id})),
+                              other_logs=tuple(sorted(skipped)), **kw)
 
     if not chain.ok:
         return result(False, chain.checked, bad_id=chain.bad_id, problem=chain.problem,
                       reason=chain.reason)
-    for path, n, line in _lines(paths):
-        obj = parse_forwarded(line)
-        if obj is None:
-            continue
-        if obj["log"] != log_id:
-            other += 1
-            if len(other_logs) < 3:
-                other_logs.add(str(obj["log"]))
-            continue
-        where = f"{path}:{n}"
+
+    def take(obj: dict[str, Any], where: str) -> ForwardedCheck | None:
+        """Add one line of this log to ``forwarded``; the failed check if it is forged."""
         entry_id = obj["id"]
-        try:
-            own = _valid(obj) and obj["hash"] == audit_hash(
-                obj["prev_hash"], entry_id, obj["ts_ns"], obj["actor"], obj["action"],
-                obj["target"], obj["detail"])
-        except (TypeError, ValueError):
-            own = False
-        if not own:
+        if not _own_hash_ok(obj):
             return result(False, chain.checked, bad_id=entry_id if isinstance(
                 entry_id, int) else None, problem="forged", reason=(
                 f"{where} holds entry {entry_id!r} of this log, which does not match its "
@@ -681,63 +723,113 @@ def compare_forwarded(security: Security, paths: Iterable[Path]) -> ForwardedChe
                 "backup)."))
         if seen is None:
             forwarded[entry_id] = (obj["hash"], where, obj)
+        return None
 
-    # the local entries, streamed in id order from a snapshot, each against its copy
+    def at(path: str, n: int, obj: dict[str, Any]) -> str:
+        """Where a line is, and its log id when that is not this log's."""
+        return f"{path}:{n}" + ("" if obj["log"] == log_id else f" [log {obj['log']!s}]")
+
     db = sqlite3.connect(f"{security.path.resolve().as_uri()}?mode=ro", uri=True,
                          timeout=10.0, isolation_level=None)
-    local_n = 0
-    local_head = 0
-    matched: set[int] = set()
-    first_bad: tuple[int, str] | None = None
-    missing_below = newer = 0
     try:
-        db.execute("BEGIN")
+        for path, n, line in _lines(paths):
+            obj = parse_forwarded(line)
+            if obj is None:
+                continue
+            key = str(obj["log"])  # a log that is no string is never this one (_valid)
+            if key in mine:
+                if (failed := take(obj, at(path, n, obj))) is not None:
+                    return failed
+                continue
+            other[key] += 1
+            if key not in taken and _holds_local(db, obj):
+                taken.add(key)
+        if taken:  # their lines, before as after the one that matched
+            for path, n, line in _lines(paths):
+                obj = parse_forwarded(line)
+                if obj is not None and str(obj["log"]) in taken and \
+                        (failed := take(obj, at(path, n, obj))) is not None:
+                    return failed
+        local = _LocalWalk(db, forwarded)
+    finally:
+        db.close()
+    gone = sorted(set(forwarded) - local.matched)
+    if gone and (local.first_bad is None or gone[0] < local.first_bad[0]):
+        g = gone[0]
+        body = forwarded[g][2]
+        if g > local.head:
+            reason = (f"Entries {g}..{gone[-1]} were forwarded ({forwarded[g][1]} first) but "
+                      f"the local log ends at entry {local.head or 'none'}: the newest "
+                      f"entries were deleted.")
+        else:
+            reason = (f"Entry {g} ({body['action']} by {body['actor']}) was forwarded to "
+                      f"{forwarded[g][1]} but is not in the local log: it was deleted.")
+        return result(False, local.n, bad_id=g, problem="missing", reason=reason)
+    if local.first_bad is not None:
+        return result(False, local.n, bad_id=local.first_bad[0], problem="differs",
+                      reason=local.first_bad[1])
+    if local.n and not forwarded:
+        skipped = sorted(other)
+        others = (f"; they hold {other.total()} lines of other audit logs "
+                  f"({', '.join(skipped[:3])}{', …' if len(skipped) > 3 else ''}): another "
+                  f"gateway's, or this log was replaced (give its earlier id with --log)"
+                  if other else "")
+        return result(False, local.n, bad_id=None, problem="unforwarded", reason=(
+            f"None of the {local.n} local entries is in the files (this log's id is "
+            f"{log_id}{others}): nothing vouches for them. Check that the collector "
+            f"receives this gateway's entries and that the files are its."))
+    return result(True, local.n, missing_below=local.missing_below, newer=local.newer)
+
+
+#: the largest id SQLite holds: a forwarded id past it names no local entry
+_MAX_ID = 2**63 - 1
+
+
+def _holds_local(db: sqlite3.Connection, obj: dict[str, Any]) -> bool:
+    """Whether the forwarded body ``obj`` (of another log id) matches its own hash and is
+    an entry of the local log ``db``, or chains from one (its ``prev_hash`` is the local
+    hash of the entry before): each hash covers every entry before it, so its log is the
+    local one, sent under another id."""
+    if not _own_hash_ok(obj) or obj["id"] > _MAX_ID:
+        return False
+    rows = dict(db.execute("SELECT id, hash FROM audit WHERE id IN (?, ?)",
+                           (obj["id"], obj["id"] - 1)).fetchall())
+    return rows.get(obj["id"]) == obj["hash"] or rows.get(obj["id"] - 1) == obj["prev_hash"]
+
+
+class _LocalWalk:
+    """The local entries (``db``, one read snapshot, in id order, streamed) each against
+    its copy in ``forwarded`` (id -> hash, where, body), as :func:`compare_forwarded`
+    reads them: how many (``n``), the newest id (``head``), the ids that have a copy
+    (``matched``), those without one up to the newest copy and after it, and the first
+    entry that is not its copy (``first_bad``: id, reason)."""
+
+    def __init__(self, db: sqlite3.Connection,
+                 forwarded: dict[int, tuple[str, str, dict[str, Any]]]) -> None:
+        self.n = self.head = self.missing_below = self.newer = 0
+        self.matched: set[int] = set()
+        self.first_bad: tuple[int, str] | None = None
         fwd_head = max(forwarded, default=0)
+        db.execute("BEGIN")
         for row in db.execute("SELECT id, ts_ns, actor, action, target, detail, prev_hash, "
                               "hash FROM audit ORDER BY id"):
             i, t, a, act, tg, d, p, h = row
-            local_n += 1
-            local_head = i
+            self.n += 1
+            self.head = i
             copy = forwarded.get(i)
             if copy is None:
-                missing_below += i <= fwd_head
-                newer += i > fwd_head
+                self.missing_below += i <= fwd_head
+                self.newer += i > fwd_head
                 continue
-            matched.add(i)
-            if copy[0] != h and first_bad is None:
+            self.matched.add(i)
+            if copy[0] != h and self.first_bad is None:
                 entry = AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h or "")
                 diff = _differences(entry, copy[2])
                 what = (f"its {', '.join(diff)} {'differs' if len(diff) == 1 else 'differ'}"
                         if diff != ["prev_hash"] else
                         f"it reads as forwarded but chains from another entry {i - 1}: an "
                         f"entry before it that the file lacks was rewritten")
-                first_bad = (i, (f"Entry {i} ({act} by {a}) is not what was forwarded to "
-                                f"{copy[1]}: {what} (local hash {(h or '')[:12]}…, forwarded "
-                                f"{copy[0][:12]}…): the local log was rewritten, its hashes "
-                                f"recomputed."))
-    finally:
-        db.close()
-    gone = sorted(set(forwarded) - matched)
-    if gone and (first_bad is None or gone[0] < first_bad[0]):
-        g = gone[0]
-        body = forwarded[g][2]
-        if g > local_head:
-            reason = (f"Entries {g}..{gone[-1]} were forwarded ({forwarded[g][1]} first) but "
-                      f"the local log ends at entry {local_head or 'none'}: the newest "
-                      f"entries were deleted.")
-        else:
-            reason = (f"Entry {g} ({body['action']} by {body['actor']}) was forwarded to "
-                      f"{forwarded[g][1]} but is not in the local log: it was deleted.")
-        return result(False, local_n, bad_id=g, problem="missing", reason=reason)
-    if first_bad is not None:
-        return result(False, local_n, bad_id=first_bad[0], problem="differs",
-                      reason=first_bad[1])
-    if local_n and not forwarded:
-        others = (f"; they hold {other} lines of other audit logs ({', '.join(sorted(other_logs))}"
-                  f"{', …' if other > len(other_logs) and len(other_logs) == 3 else ''}): "
-                  f"another gateway's, or this log was replaced" if other else "")
-        return result(False, local_n, bad_id=None, problem="unforwarded", reason=(
-            f"None of the {local_n} local entries is in the files (this log's id is "
-            f"{log_id}{others}): nothing vouches for them. Check that the collector "
-            f"receives this gateway's entries and that the files are its."))
-    return result(True, local_n, missing_below=missing_below, newer=newer)
+                self.first_bad = (i, (
+                    f"Entry {i} ({act} by {a}) is not what was forwarded to {copy[1]}: {what} "
+                    f"(local hash {(h or '')[:12]}…, forwarded {copy[0][:12]}…): the local "
+                    f"log was rewritten, its hashes recomputed."))

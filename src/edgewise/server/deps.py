@@ -13,7 +13,9 @@ their own (the registry's :func:`~edgewise.server.routes.models.make_router`) pa
 :class:`Security` to :func:`require_role` and call :func:`authenticate_device` with it, so
 every route answers the same problems: 401 with ``WWW-Authenticate: Bearer`` and
 ``field: Authorization``, the scheme read case-insensitively (RFC 7235), and an unknown
-device worded as a wrong secret.
+device worded as a wrong secret. A device secret sent to a token route with its
+``X-Device-Id`` is checked, counted and throttled as telemetry checks it (a 403 when right,
+401 when wrong, 429 for a source paused after too many wrong ones).
 """
 
 from __future__ import annotations
@@ -157,28 +159,40 @@ def authenticate_device(security: Security, device_id: str, authorization: str |
 
 def authenticate_token(
     security: Security, authorization: str | None, x_device_id: str | None = None,
+    source: str | None = None, count: Callable[..., object] | None = None,
 ) -> Principal:
     """The principal of ``Authorization: Bearer <API token>``, or a 401 problem.
 
-    A device secret sent with its ``X-Device-Id`` is a 403 (it can only send telemetry).
-    Blocking (it hashes and reads SQLite): call it from a sync route or the threadpool.
+    A credential that is no token, sent with an ``X-Device-Id``, is checked as that
+    device's secret the way telemetry checks it (:func:`authenticate_device`: counted per
+    ``source``, the peer address, and with ``count``; a source with too many wrong secrets
+    in a row gets 429), so these routes are no uncounted, unthrottled oracle for device
+    secrets: the right secret is a 403 (it can only send telemetry), a wrong one the 401
+    of a bad token. Blocking (it hashes and reads SQLite): call it from a sync route or the
+    threadpool.
     """
     secret = bearer_secret(authorization)
     try:
         return security.authenticate_token(secret)
     except AuthError:
-        # checked without counting a failure, and at the same cost for an unknown id: a bad
-        # token sent with a device id must neither throttle that device nor tell it exists
-        if x_device_id and security.check_device_secret(x_device_id, secret):
+        pass
+    if x_device_id:
+        try:
+            authenticate_device(security, x_device_id, authorization, source=source,
+                                count=count)
+        except Problem as exc:
+            if exc.status != 401:
+                raise
+        else:
             raise Problem(
                 403, "Device credentials cannot do this",
                 "A device secret can only send telemetry (POST /v1/telemetry); "
                 "reading or managing data needs an API token with a role.",
                 field="Authorization", allowed="an API token (edgewise token create)",
                 reason="device_credentials",
-            ) from None
-        raise unauthenticated("The API token is not valid (unknown or revoked).",
-                              reason="bad_credentials") from None
+            )
+    raise unauthenticated("The API token is not valid (unknown or revoked).",
+                          reason="bad_credentials")
 
 
 def check_role(who: Principal, role: str) -> Principal:
@@ -218,7 +232,13 @@ def require_role(role: str, security: Security | None = None) -> Callable[..., P
     ) -> Principal:
         # sync: FastAPI runs it in the threadpool (it hashes and reads SQLite)
         tokens = get_security(request) if security is None else security
-        return check_role(authenticate_token(tokens, authorization, x_device_id), role)
+        # a device secret sent here is counted as telemetry counts it: per peer address,
+        # in the gateway's edgewise_auth_failures_total
+        pipeline = getattr(request.app.state, "pipeline", None)
+        return check_role(authenticate_token(
+            tokens, authorization, x_device_id,
+            source=request.client.host if request.client else None,
+            count=pipeline.metrics.inc if pipeline is not None else None), role)
 
     check.__name__ = f"require_{role}"
     check.api_token_role = role  # type: ignore[attr-defined]  # how the app finds token routes

@@ -180,6 +180,24 @@ def _jsonable(value: Any) -> Any:
     return safe_text(repr(value)[:200])
 
 
+#: the longest text a problem echoes as ``value`` before it is cut
+_VALUE_CHARS = 200
+
+
+def _cut(value: Any) -> Any:
+    """``value`` as a problem echoes it: text over :data:`_VALUE_CHARS` characters cut, with
+    its length said (``Problem`` shortens huge integers and other objects itself).
+
+    >>> _cut("x" * 300)[195:]
+    'xxxxx... (300 characters)'
+    >>> _cut("ok"), _cut(7)
+    ('ok', 7)
+    """
+    if isinstance(value, str) and len(value) > _VALUE_CHARS:
+        return f"{value[:_VALUE_CHARS]}... ({len(value)} characters)"
+    return value
+
+
 def payload_problem(exc: PayloadError, status: int | None = None) -> Problem:
     """Turn a :class:`PayloadError` into a problem (413 for size, otherwise 422).
 
@@ -313,7 +331,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidParameterError)
     async def _param(request: Request, exc: InvalidParameterError) -> JSONResponse:
-        return Problem(422, "Invalid input", str(exc), reason="invalid").response()
+        # field and value are how callers tell these errors apart (edgewise.errors)
+        return Problem(422, "Invalid input", str(exc), field=exc.field,
+                       value=_cut(exc.value), reason="invalid").response()
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

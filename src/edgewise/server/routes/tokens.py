@@ -5,17 +5,23 @@ characters, with control characters (tab, newline, …) or of a token id's form 
 with a 422 naming ``name``: the rule is :meth:`Security.create_token`'s, the same for
 ``edgewise token create``. It answers the token with its ``id`` (what ``edgewise token
 revoke --id`` takes) and the name it was stored under (the role when none was given).
+
+``GET /v1/audit`` lists newest first and pages by id (keyset): ``before_id`` starts a page
+below an entry, and when older entries follow a page the answer has a ``Link:
+</v1/audit?limit=…&before_id=…>; rel="next"`` header, so every entry can be read however
+long the log, a page (``limit``, at most 10,000) at a time.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from edgewise.errors import InvalidParameterError
-from edgewise.security.credentials import MAX_TOKEN_NAME
+from edgewise.security.credentials import MAX_TOKEN_NAME, AuditEntry, Security, _load_detail
 from edgewise.server.deps import Admin, SecurityDep, Viewer
 from edgewise.server.problems import Problem
 
@@ -62,14 +68,58 @@ def create_token(body: NewToken, who: Admin, security: SecurityDep) -> dict[str,
     return {"token": token, "role": made.role, "name": made.name, "id": made.token_id}
 
 
-@router.get("/v1/audit", summary="The audit log, newest first (admin)")
+#: the largest id SQLite holds (a larger ``before_id`` is refused, not overflowed)
+_MAX_ID = 2**63 - 1
+
+_AUDIT_LINK_DOC = {200: {"description": "The entries of this page, newest first.", "headers": {
+    "Link": {"schema": {"type": "string"}, "description":
+             "'<URL>; rel=\"next\"' when older entries follow: the URL (relative to the API's "
+             "address) of the next page, the same limit with 'before_id' the page's last id. "
+             "Absent on the last page."}}}}
+
+
+@router.get("/v1/audit", summary="The audit log, newest first (admin)",
+            responses=_AUDIT_LINK_DOC)
 def audit_log(
     who: Admin,
     security: SecurityDep,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    request: Request,
+    response: Response,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many (a page; "
+                                "the Link header leads to the next).")] = 100,
+    before_id: Annotated[int | None, Query(ge=1, le=_MAX_ID, description=(
+        "Only entries with a smaller id: where the page starts, the last id of the page "
+        "before (its Link rel=\"next\" header gives it). Absent: the newest."))] = None,
 ) -> list[dict[str, Any]]:
-    """Each entry carries ``prev_hash`` and ``hash``, its links in the audit hash chain."""
-    return [_entry(e) for e in security.audit_log(limit)]
+    """Audit entries, newest first, a page of at most ``limit``; each carries ``prev_hash``
+    and ``hash``, its links in the audit hash chain. Pages go by id (keyset): when older
+    entries follow, the ``Link: </v1/audit?limit=…&before_id=…>; rel="next"`` header names
+    the next page; following it until no ``Link`` comes lists every entry once, however
+    long the log (entries written meanwhile are on the first page, not later ones)."""
+    # one more than the page: whether a next page exists, without a last empty one
+    entries = _audit_page(security, limit + 1, before_id)
+    if len(entries) > limit:
+        entries = entries[:limit]
+        url = request.url.include_query_params(before_id=entries[-1].id)
+        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+    return [_entry(e) for e in entries]
+
+
+def _audit_page(security: Security, limit: int, before_id: int | None) -> list[AuditEntry]:
+    """The newest ``limit`` audit entries with ids below ``before_id`` (all: ``None``),
+    newest first, read from ``security``'s file over a read-only connection of their own
+    (:meth:`Security.audit_log` pages no further than the newest)."""
+    db = sqlite3.connect(f"{security.path.resolve().as_uri()}?mode=ro", uri=True,
+                         timeout=10.0, isolation_level=None)
+    below, args = ("WHERE id < ? ", (before_id,)) if before_id is not None else ("", ())
+    try:
+        rows = db.execute(
+            "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash FROM audit "
+            f"{below}ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+    finally:
+        db.close()
+    return [AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h or "")
+            for i, t, a, act, tg, d, p, h in rows]
 
 
 @router.get("/v1/audit/verify", summary="Check the audit log's hash chain (admin)")
