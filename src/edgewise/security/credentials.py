@@ -869,12 +869,6 @@ class Security:
             except sqlite3.Error:  # closed or busy: the counts are for display only
                 pass
 
-    def check_device_secret(self, device_id: str, secret: str) -> bool:
-        """Whether ``secret`` is ``device_id``'s, counting nothing (no throttle): for telling
-        a device secret sent where an API token belongs from a bad token."""
-        return bool(device_id and secret) and \
-            self._check_secret(device_id, secret)[0] is not None
-
     def throttled_attempts(self, source: str | None = None) -> int:
         """Wrong secrets from ``source`` refused while it was paused (this process only)."""
         with self._lock:
@@ -1214,13 +1208,16 @@ class Security:
                                   prev, digest))
         return written
 
-    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
-        """The newest ``limit`` audit entries, newest first, each with its hashes."""
+    def audit_log(self, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries with ids below ``before_id`` (all: ``None``),
+        newest first, each with its hashes: pass the last one's id as the next
+        ``before_id`` to page down to entry 1."""
+        below, args = ("WHERE id < ? ", (before_id,)) if before_id is not None else ("", ())
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash FROM audit "
-                "ORDER BY id DESC LIMIT ?",
-                (limit,),
+                f"{below}ORDER BY id DESC LIMIT ?",
+                (*args, limit),
             ).fetchall()
         return [AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h or "")
                 for i, t, a, act, tg, d, p, h in rows]

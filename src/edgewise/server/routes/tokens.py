@@ -14,14 +14,13 @@ long the log, a page (``limit``, at most 10,000) at a time.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from edgewise.errors import InvalidParameterError
-from edgewise.security.credentials import MAX_TOKEN_NAME, AuditEntry, Security, _load_detail
+from edgewise.security.credentials import MAX_TOKEN_NAME
 from edgewise.server.deps import Admin, SecurityDep, Viewer
 from edgewise.server.problems import Problem
 
@@ -97,29 +96,12 @@ def audit_log(
     the next page; following it until no ``Link`` comes lists every entry once, however
     long the log (entries written meanwhile are on the first page, not later ones)."""
     # one more than the page: whether a next page exists, without a last empty one
-    entries = _audit_page(security, limit + 1, before_id)
+    entries = security.audit_log(limit + 1, before_id)
     if len(entries) > limit:
         entries = entries[:limit]
         url = request.url.include_query_params(before_id=entries[-1].id)
         response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
     return [_entry(e) for e in entries]
-
-
-def _audit_page(security: Security, limit: int, before_id: int | None) -> list[AuditEntry]:
-    """The newest ``limit`` audit entries with ids below ``before_id`` (all: ``None``),
-    newest first, read from ``security``'s file over a read-only connection of their own
-    (:meth:`Security.audit_log` pages no further than the newest)."""
-    db = sqlite3.connect(f"{security.path.resolve().as_uri()}?mode=ro", uri=True,
-                         timeout=10.0, isolation_level=None)
-    below, args = ("WHERE id < ? ", (before_id,)) if before_id is not None else ("", ())
-    try:
-        rows = db.execute(
-            "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash FROM audit "
-            f"{below}ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-    finally:
-        db.close()
-    return [AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h or "")
-            for i, t, a, act, tg, d, p, h in rows]
 
 
 @router.get("/v1/audit/verify", summary="Check the audit log's hash chain (admin)")
