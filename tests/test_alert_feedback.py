@@ -163,3 +163,44 @@ def test_the_verdicts_survive_a_restart(tmp_path: Path) -> None:
         assert held_back == [("pump-1", "temp")]
     finally:
         store.close()
+
+
+def _bars_after_restart(store: Store) -> dict[tuple[str, str], tuple[float, int, str]]:
+    """The bars a manager started on ``store`` reads back from its verdicts."""
+    return dict(manager(store)._bars)
+
+
+def test_relabelling_a_true_alarm_drops_the_bar_its_false_alarm_set_after_the_lead_moved(
+        store: Store) -> None:
+    """A false alarm led by temp sets a bar on temp; the fault goes on led by rpm and is
+    relabelled a true alarm: the temp bar goes (it was that alert's), a temp anomaly just
+    below it is raised, and a restart reads back the same bars."""
+    am, t = manager(store), time.time_ns() - 3 * HOUR
+    first = am.observe("pump-1", t, 0.95, {"temp": 1.0})
+    assert first is not None
+    am.label(first.id, "false_alarm", by="ops")
+    assert am.bar("pump-1", "temp", t) == pytest.approx(0.96)
+    for k in range(1, 30):  # the same fault, led by rpm now
+        am.observe("pump-1", t + k * S, 0.95, {"rpm": 1.0})
+    am.label(first.id, "true_alarm", by="ops", note="it was real after all")
+    assert am._bars == {}
+    assert am.bar("pump-1", "temp", t + HOUR) is None
+    assert am.observe("pump-1", t + HOUR, 0.955, {"temp": 1.0}) is not None
+    am.flush(force=True)
+    assert _bars_after_restart(store) == am._bars == {}
+
+
+def test_relabelling_a_false_alarm_moves_its_bar_to_its_new_top_driver(store: Store) -> None:
+    """Labelled a false alarm again once rpm leads it, the alert's bar is on rpm alone (not
+    on temp too), as after a restart."""
+    am, t = manager(store), time.time_ns() - 3 * HOUR
+    first = am.observe("pump-1", t, 0.95, {"temp": 1.0})
+    assert first is not None
+    am.label(first.id, "false_alarm", by="ops")
+    for k in range(1, 30):
+        am.observe("pump-1", t + k * S, 0.95, {"rpm": 1.0})
+    am.label(first.id, "false_alarm", by="ops")
+    assert set(am._bars) == {("pump-1", "rpm")}
+    assert am.observe("pump-1", t + HOUR, 0.955, {"temp": 1.0}) is not None
+    am.flush(force=True)
+    assert _bars_after_restart(store) == am._bars

@@ -45,10 +45,15 @@ from edgewise.detect.base import DEFAULT_THRESHOLD
 from edgewise.errors import InvalidParameterError
 from edgewise.store.base import Alert, Store
 
-__all__ = ["LABELS", "AlertManager", "ScoredReading", "merge_drivers", "reading_shares"]
+__all__ = [
+    "KINDS", "LABELS", "AlertManager", "ScoredReading", "merge_drivers", "reading_shares",
+]
 
 #: Labels a person can give an alert.
 LABELS = ("true_alarm", "false_alarm")
+#: The kinds of alert raised: ``anomaly`` (:meth:`AlertManager.observe`) and ``seq_gap``
+#: (missing messages, :meth:`AlertManager.raise_alert` from the gateway's gap check).
+KINDS = ("anomaly", "seq_gap")
 
 log = logging.getLogger(__name__)
 
@@ -631,16 +636,48 @@ class AlertManager:
         whose peak stays below the bar is not raised (:attr:`on_suppressed` is told); if it
         grows past the bar it is raised then, over all its readings. A ``true_alarm`` on
         an alert of the same device and top driver removes the bar. Seq-gap alerts and
-        alerts merged into another change nothing. :meth:`label` calls this; the HTTP API,
-        which writes the verdict itself, calls it on the gateway's manager.
+        alerts merged into another change nothing. A new verdict on an alert first drops
+        the bars its earlier one set. :meth:`label` calls this; the HTTP API, which writes
+        the verdict itself, calls it on the gateway's manager. The alert held in memory
+        takes up the verdict too (:meth:`note_written`), with feedback off as well.
         """
+        self.note_written(alert)
         if (not self.feedback or alert.kind != "anomaly" or alert.merged_into is not None
                 or alert.label not in LABELS):
             return
         with self._lock:
             self._verdict(alert)
 
+    def note_written(self, alert: Alert) -> None:
+        """Take up what was written to ``alert`` (as stored: its ``status``, ``label``,
+        ``acked_by``, ``labelled_by`` and ``note``) into the copy held in memory, if any,
+        so :meth:`observe` never returns an acknowledged or labelled alert as it was
+        before. :meth:`acknowledge` and :meth:`label` call this; the HTTP API, which
+        writes them itself, calls it on the gateway's manager.
+
+        >>> from edgewise.store import open_store
+        >>> store = open_store("duckdb://:memory:")
+        >>> am, t = AlertManager(store), 10**18
+        >>> a = am.observe("pump-1", t, 0.97, {"temp": 1.0})
+        >>> b, _ = store.acknowledge_alert(a.id, "ops")   # written beside the manager
+        >>> am.note_written(b)
+        >>> am.observe("pump-1", t + 10**9, 0.98, {"temp": 1.0}).status
+        'acknowledged'
+        >>> store.close()
+        """
+        with self._lock:
+            for h in self._held.get(alert.device_id, ()):
+                if h.alert.id == alert.id:
+                    a = h.alert
+                    a.status, a.label, a.acked_by = alert.status, alert.label, alert.acked_by
+                    a.labelled_by, a.note = alert.labelled_by, alert.note
+
     def _verdict(self, alert: Alert) -> None:
+        # a new verdict replaces the alert's earlier one: the bars that one set go first
+        # (its top driver may have changed since, so they are found by their source), as
+        # after a restart, where only the newest verdict is read back (_load_verdicts)
+        for key in [k for k, (_, _, source) in self._bars.items() if source == alert.id]:
+            del self._bars[key]
         # the held alert is newer than the store's copy (its span and score are written
         # at most every write_every_s)
         live = next((h.alert for h in self._held.get(alert.device_id, ())
@@ -711,6 +748,7 @@ class AlertManager:
                 f"Alert {alert_id!r} was merged into alert {alert.merged_into!r}, which covers "
                 f"its span now; acknowledge {alert.merged_into!r} instead."
             )
+        self.note_written(alert)
         return alert
 
     def label(self, alert_id: str, label: str, by: str, note: str | None = None) -> Alert:
@@ -721,8 +759,8 @@ class AlertManager:
         ``alert.acknowledged`` and ``alert.labelled`` events the alert webhooks send; an
         alert merged into another is refused (:class:`~edgewise.errors.
         InvalidParameterError` naming that one). Without a ``note`` the alert keeps the
-        one it has. With :attr:`feedback` on, the verdict acts at once
-        (:meth:`note_verdict`).
+        one it has. The alert held in memory takes up the verdict, and with
+        :attr:`feedback` on, the verdict acts at once (:meth:`note_verdict`).
 
         >>> from edgewise.store import open_store
         >>> store = open_store("duckdb://:memory:")

@@ -218,6 +218,42 @@ def test_an_unknown_id_and_api_refusals_are_one_line(gw: Gateway) -> None:
     assert gw.api("GET", f"/v1/alerts/{a.id}").json()["status"] == "open"
 
 
+def test_kind_is_one_of_the_alert_kinds(gw: Gateway) -> None:
+    """--kind takes the kinds alerts have (as --status its statuses); a typo is refused
+    before anything is sent, not answered "no alerts matching"."""
+    gap = _seq_gap(gw)
+    r = gw.cli("list", "--kind", "seqgap", role="viewer")
+    assert r.exit_code == 2 and r.stdout == "", (r.stdout, r.stderr)
+    assert all(word in r.stderr for word in ("seqgap", "anomaly", "seq_gap")), r.stderr
+    r = gw.cli("list", "--json", "--kind", "seq_gap", role="viewer")
+    assert r.exit_code == 0, r.stderr
+    assert [a["id"] for a in json.loads(r.stdout)] == [gap["id"]]
+    r = gw.cli("list", "--kind", "anomaly", role="viewer")
+    assert r.exit_code == 0 and r.stdout.strip() == "no alerts matching kind=anomaly"
+    from edgewise.alerts import KINDS
+    from edgewise.cli.alerts import Kind
+
+    assert tuple(Kind) == KINDS  # the CLI's own copy (it does not load the detectors)
+
+
+def test_a_prefix_under_4_characters_is_refused_saying_so(gw: Gateway) -> None:
+    a = _anomaly(gw, int(time.time()) - 30)
+    line = _one_line_error(gw.cli("show", a.id[:3], role="viewer"))
+    assert f"no alert {a.id[:3]!r}" in line and "at least 4 characters" in line, line
+    r = gw.cli("show", a.id[:4], "--json", role="viewer")  # 4 are enough
+    assert r.exit_code == 0 and json.loads(r.stdout)["id"] == a.id, r.stderr
+
+
+def test_dot_ids_are_refused_in_one_line_before_anything_is_sent(gw: Gateway) -> None:
+    a = _anomaly(gw, int(time.time()) - 30)
+    for dots in (".", ".."):  # dot segments of the URL: never sent
+        for args in (["show", dots], ["ack", dots], ["label", dots, "true_alarm"]):
+            line = _one_line_error(gw.cli(*args), code=2)
+            assert line == ("error: ALERT_ID must be an alert's id, as 'edgewise alerts "
+                            f"list' shows it. Got {dots!r} instead."), line
+    assert gw.api("GET", f"/v1/alerts/{a.id}").json()["status"] == "open"
+
+
 def test_https_checks_the_certificate_and_trusts_a_ca_file(gw: Gateway, tmp_path: Path) -> None:
     """A self-signed gateway is refused in one line suggesting --ca-file; with it, it works."""
     from edgewise.config import Settings

@@ -11,7 +11,7 @@ The gateway's address, token and certificate checks are those of every command o
 API (:mod:`edgewise.cli._gateway`): ``--gateway`` / ``EDGEWISE_GATEWAY_URL``, ``--ca-file``
 / ``EDGEWISE_CA_FILE``, and every refusal one line. The table shows ids shortened to 8
 characters; ``show``, ``ack`` and ``label`` take a full id or a prefix of one that only one
-listed alert has.
+listed alert has (at least 4 characters of it).
 """
 
 from __future__ import annotations
@@ -47,9 +47,12 @@ app.add_typer(alerts_app, name="alerts")
 PAGE = 500
 #: Of the list's table, how many of an alert's drivers are shown.
 TOP_DRIVERS = 3
+#: The fewest characters of an id taken as a prefix of one (the table shows 8).
+MIN_PREFIX = 4
 
 AlertId = Annotated[str, typer.Argument(
-    help="The alert's id, or a prefix of it only one listed alert has (as the list shows).",
+    help=f"The alert's id, or a prefix of it (at least {MIN_PREFIX} characters) only one "
+         "listed alert has (as the list shows).",
     show_default=False)]
 
 
@@ -65,6 +68,14 @@ class Status(StrEnum):
 
     open = "open"
     acknowledged = "acknowledged"
+
+
+class Kind(StrEnum):
+    """An alert's kind, as the list filters it (:data:`edgewise.alerts.KINDS`, not
+    imported: this thin client leaves the detectors unloaded)."""
+
+    anomaly = "anomaly"
+    seq_gap = "seq_gap"
 
 
 class _Client(GatewayClient):
@@ -88,9 +99,11 @@ class _Client(GatewayClient):
               body: dict[str, Any] | None = None) -> dict[str, Any]:
         """``/v1/alerts/{id}{action}``; an id the gateway does not know is taken as a prefix
         of a listed alert's id, used when exactly one has it."""
-        if not alert_id.strip():
+        if not alert_id.strip() or alert_id in (".", ".."):
+            # '.' and '..' would be dot segments of the URL: another route, not this id
+            got = "an empty one" if not alert_id.strip() else f"{alert_id!r} instead"
             raise fail("ALERT_ID must be an alert's id, as 'edgewise alerts list' shows it. "
-                       "Got an empty one.")
+                       f"Got {got}.")
         resp = self.call(method, f"v1/alerts/{quote_segment(alert_id)}{action}", body=body,
                          missing=self._unknown(alert_id), unknown_ok=True)
         if resp is None:  # no alert has this id: a prefix of one?
@@ -105,8 +118,10 @@ class _Client(GatewayClient):
 
     def _by_prefix(self, prefix: str) -> str:
         """The id of the one listed alert that starts with ``prefix``; one line otherwise."""
-        if len(prefix) < 4:
-            self._refuse_unknown(prefix)
+        if len(prefix) < MIN_PREFIX:
+            raise fail(f"no alert {one_line(prefix)!r} on the gateway at {self.shown}, and "
+                       f"a prefix of an id must be at least {MIN_PREFIX} characters (the "
+                       "list shows 8); give more of it.", 1)
         matches: list[str] = []
         url: str | None = "v1/alerts"
         params: dict[str, Any] | None = {"limit": 10_000}
@@ -190,8 +205,8 @@ def alerts_list(
     device: Annotated[str, typer.Option("--device", help="Only this device's alerts.")] = "",
     status: Annotated[Status | None, typer.Option(
         "--status", show_default=False, help="Only open or only acknowledged alerts.")] = None,
-    kind: Annotated[str, typer.Option("--kind", help="Only this kind, e.g. anomaly or "
-                                      "seq_gap.")] = "",
+    kind: Annotated[Kind | None, typer.Option(
+        "--kind", show_default=False, help="Only anomaly or only seq_gap alerts.")] = None,
     since: Annotated[str, typer.Option("--since", help="Only alerts whose span ends at or "
                                        "after this time (RFC 3339 or epoch seconds).")] = "",
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many alerts "
@@ -204,7 +219,8 @@ def alerts_list(
     Example: EDGEWISE_TOKEN=… edgewise alerts list --status open --device pump-7
     """
     params = {k: v for k, v in {"device": device, "status": status.value if status else "",
-                                "kind": kind, "since": since}.items() if v}
+                                "kind": kind.value if kind else "", "since": since}.items()
+              if v}
     params["limit"] = min(limit, PAGE)
     alerts: list[dict[str, Any]] = []
     seen: set[str] = set()

@@ -68,10 +68,12 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from edgewise.alerts import KINDS
 from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.problems import Problem
 from edgewise.server.query import _shown, format_ns, parse_instant
 from edgewise.server.routes.labels import label_store
+from edgewise.store._batch import _text_problem
 
 __all__ = [
     "WINDOW_LABEL", "alert_json", "decode_cursor", "encode_cursor", "explain_alert", "router",
@@ -93,7 +95,8 @@ class LabelBody(BaseModel):
     label: Literal["true_alarm", "false_alarm"] = Field(
         description="'true_alarm' (a real problem) or 'false_alarm'."
     )
-    note: str | None = Field(default=None, max_length=2000, description="Free text.")
+    note: str | None = Field(default=None, max_length=2000, description="Free text "
+                             "(no NUL character: PostgreSQL cannot store one).")
 
 
 def alert_json(alert: Any) -> dict[str, Any]:
@@ -206,15 +209,33 @@ def _explain(store: Any, alert: Any) -> tuple[int, tuple[Any, ...], dict[str, An
     return used, used_fp, answer
 
 
+def _storable(text: str) -> bool:
+    r"""Whether ``text`` (an id or a filter) is text a store can hold: one with a NUL
+    character is no alert's id nor device's, and is never sent to the store (PostgreSQL
+    refuses it: a 503 "Store unavailable" for what is only an unknown id).
+
+    >>> _storable("pump-1"), _storable("a\x00b")
+    (True, False)
+    """
+    return _text_problem("text", text) is None
+
+
+def _unknown(alert_id: str) -> Problem:
+    """The 404 for an alert id no alert has."""
+    shown = _shown(alert_id)  # a 20,000-character id is not echoed back in full
+    return Problem(
+        404, "Unknown alert", f"No alert with id {shown!r}.", field="alert_id",
+        value=shown, allowed="an id listed by GET /v1/alerts", reason="unknown_alert",
+    )
+
+
 def _get(store: Any, alert_id: str) -> Any:
+    if not _storable(alert_id):
+        raise _unknown(alert_id)
     try:
         return store.get_alert(alert_id)
     except KeyError:
-        shown = _shown(alert_id)  # a 20,000-character id is not echoed back in full
-        raise Problem(
-            404, "Unknown alert", f"No alert with id {shown!r}.", field="alert_id",
-            value=shown, allowed="an id listed by GET /v1/alerts", reason="unknown_alert",
-        ) from None
+        raise _unknown(alert_id) from None
 
 
 def _get_live(store: Any, alert_id: str) -> Any:
@@ -295,7 +316,7 @@ async def list_alerts(
     response: Response,
     device: Annotated[str | None, Query(description="Only this device's alerts.")] = None,
     status: Annotated[str | None, Query(description="'open' or 'acknowledged'.")] = None,
-    kind: Annotated[str | None, Query(description="e.g. 'anomaly' or 'seq_gap'.")] = None,
+    kind: Annotated[str | None, Query(description="'anomaly' or 'seq_gap'.")] = None,
     since: Annotated[
         str | None, Query(description="Only alerts whose span ends at or after this time "
                           "(RFC 3339 or epoch seconds).")
@@ -311,21 +332,20 @@ async def list_alerts(
 ) -> list[dict[str, Any]]:
     """Live alerts, newest first, a page of at most ``limit``; when more follow, the
     ``Link: <…&cursor=…>; rel="next"`` header names the next page (same filters). An empty
-    filter (``device=``, ``status=``, ``kind=``, ``since=``, ``cursor=``) is no filter."""
+    filter (``device=``, ``status=``, ``kind=``, ``since=``, ``cursor=``) is no filter.
+    A ``status`` or ``kind`` that is none of those allowed is a 422 (``bad_status``,
+    ``bad_kind``); a ``device`` no store could hold (a NUL character) matches nothing."""
     # an empty device, status or kind is no filter, as an empty 'since' or 'cursor' is
     # (device= matched nothing: no device is named '')
     device, status, kind = device or None, status or None, kind or None
-    if status is not None and status not in STATUSES:
-        raise Problem(
-            422, "Invalid query parameter",
-            f"Query parameter 'status' must be one of {', '.join(STATUSES)}. "
-            f"Got {status!r} instead.",
-            field="status", value=status, allowed=" or ".join(STATUSES), reason="bad_status",
-        )
+    _check_choice("status", status, STATUSES)
+    _check_choice("kind", kind, KINDS)
     since_ns = parse_instant(since, "since")
     # only a paging call passes `after`, so a store of a user's own that lists without it
     # still answers the first page; an empty cursor is none, as an empty 'since' is
     paging = {"after": decode_cursor(cursor)} if cursor else {}
+    if device is not None and not _storable(device):
+        return []  # no device has this id (and PostgreSQL would refuse to look it up)
     # one more than the page: whether a next page exists, without a last empty one
     alerts = await run_in_threadpool(
         store.list_alerts, device, status, kind, since_ns, limit + 1, **paging)
@@ -336,6 +356,28 @@ async def list_alerts(
     if not explain:
         return [alert_json(a) for a in alerts]
     return [{**alert_json(a), **await run_in_threadpool(explain_alert, store, a)} for a in alerts]
+
+
+def _check_choice(name: str, value: str | None, allowed: tuple[str, ...]) -> None:
+    """A 422 (reason ``bad_<name>``) naming query parameter ``name`` and the values it
+    allows, when ``value`` is none of them (``None`` is no filter); a long value is echoed
+    cut short.
+
+    >>> _check_choice("kind", "anomaly", ("anomaly", "seq_gap"))
+    >>> _check_choice("kind", "seqgap", ("anomaly", "seq_gap"))
+    Traceback (most recent call last):
+    ...
+    edgewise.server.problems.Problem: Query parameter 'kind' must be one of anomaly, seq_gap. ...
+    """
+    if value is None or value in allowed:
+        return
+    shown = _shown(value)  # a 60,000-character value is not echoed back in full
+    raise Problem(
+        422, "Invalid query parameter",
+        f"Query parameter {name!r} must be one of {', '.join(allowed)}. "
+        f"Got {shown!r} instead.",
+        field=name, value=shown, allowed=" or ".join(allowed), reason=f"bad_{name}",
+    )
 
 
 @router.get("/v1/alerts/{alert_id}", summary="One alert with its explanation (viewer)")
@@ -355,7 +397,7 @@ _ACT_DOC = {
 @router.post("/v1/alerts/{alert_id}/ack", summary="Acknowledge an alert (operator)",
              responses=_ACT_DOC)
 def ack_alert(
-    alert_id: AlertId, who: Operator, store: StoreDep, security: SecurityDep
+    alert_id: AlertId, who: Operator, store: StoreDep, security: SecurityDep, request: Request,
 ) -> dict[str, Any]:
     """Mark the alert acknowledged by the caller; acknowledging twice keeps the first (of
     operators acknowledging at once, one is audited and all are answered with its
@@ -363,13 +405,30 @@ def ack_alert(
     alert, applied = _acknowledge(store, alert_id, who.name)
     if applied:
         security.audit(who.actor, "alert.ack", alert_id, {"device": alert.device_id})
+    _tell_pipeline(request, "note_written", alert)
     return alert_json(alert)
+
+
+def _tell_pipeline(request: Request, what: str, alert: Any) -> None:
+    """Hand ``alert`` as stored now to the running gateway's alert manager method ``what``
+    (``note_written``: its held copy takes up the acknowledgement; ``note_verdict``: the
+    verdict acts on the live alerting too), where the app runs one; a failure is logged,
+    not answered (the write is stored already)."""
+    pipeline = getattr(request.app.state, "pipeline", None)
+    if pipeline is None:
+        return
+    try:
+        getattr(pipeline.alerts, what)(alert)
+    except Exception:  # stored already: the next start takes it up from the store
+        log.exception("could not hand alert %s to the live alerting", alert.id)
 
 
 def _acknowledge(store: Any, alert_id: str, by: str, **changes: Any) -> tuple[Any, bool]:
     """:meth:`~edgewise.store.base.Store.acknowledge_alert`, one conditional write (a check
     and then a write let two operators each be told they acknowledged, and let a merge in
     between swallow the verdict); 404 for an unknown id, 409 for a merged alert."""
+    if not _storable(alert_id):
+        raise _unknown(alert_id)  # never asked of the store: PostgreSQL refuses a NUL
     try:
         alert, applied = store.acknowledge_alert(alert_id, by, **changes)
     except KeyError:
@@ -391,8 +450,30 @@ def label_alert(
     span ``anomaly`` (true alarm) or ``normal`` (false alarm) in the label store, in place
     of the window label of any earlier verdict on the alert. The answer's ``window_label``
     is that label (``null`` for other kinds)."""
+    _check_note(body.note)
     with _LABELLING:  # the alert's verdict and its window label change together
         return _label_alert(alert_id, body, who, store, security, settings, request)
+
+
+#: What a label's ``note`` may be, as a problem says it.
+NOTE_ALLOWED = "text of at most 2000 characters without a NUL character ('\\x00')"
+
+
+def _check_note(note: str | None) -> None:
+    r"""A 422 naming body field ``note`` (reason ``bad_note``) for a note a store cannot
+    keep as it is: one with a NUL character (PostgreSQL refuses it in text, DuckDB kept
+    it), refused alike on both before anything is written.
+
+    >>> _check_note("sensor cleaned")
+    >>> _check_note("a\x00b")
+    Traceback (most recent call last):
+    ...
+    edgewise.server.problems.Problem: note must not hold a NUL character ('\x00'). ...
+    """
+    problem = None if note is None else _text_problem("note", note)
+    if problem:
+        raise Problem(422, "Invalid input", problem, field="note", value=_shown(note or ""),
+                      allowed=NOTE_ALLOWED, reason="bad_note")
 
 
 #: One verdict at a time: two operators labelling one alert at once could leave the alert
@@ -412,13 +493,7 @@ def _label_alert(
     alert, _ = _acknowledge(store, alert_id, who.name, **changes)
     security.audit(who.actor, "alert.label", alert_id,
                    {"device": alert.device_id, "label": body.label})
-    pipeline = getattr(request.app.state, "pipeline", None)
-    if pipeline is not None:  # the verdict acts on the live alerting now (when on)
-        try:
-            pipeline.alerts.note_verdict(alert)
-        except Exception:  # stored already: the next start takes it up from the store
-            log.exception("could not apply the verdict on alert %s to the live alerting",
-                          alert_id)
+    _tell_pipeline(request, "note_verdict", alert)  # acts on the live alerting (when on)
     window = None
     if alert.kind == "anomaly":
         note = f"alert {alert_id} labelled {body.label}"
