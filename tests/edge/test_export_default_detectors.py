@@ -160,41 +160,59 @@ def test_default_detector_has_no_onnx():
 # -- Mahalanobis ---------------------------------------------------------------------------
 
 
-def test_multivariate_c_matches_python_on_nab(nab_matrix):
-    """Check that the streaming C Mahalanobis (fresh, then learned) scores as Python does."""
-    names = [f"cpu{i}" for i in range(nab_matrix.shape[1])]
-    py = _py_scores(default_multivariate(), nab_matrix, names)
+def _gappy(X, seed=0):
+    """``X`` with one metric missing (NaN) in a fifth of the rows, at random, and two or
+    more (NaN or inf) in every 50th, all of them in every 200th."""
+    rng = np.random.default_rng(seed)
+    X = X.copy()
+    rows = np.flatnonzero(rng.random(len(X)) < 0.2)
+    X[rows, rng.integers(0, X.shape[1], len(rows))] = np.nan
+    X[::50, :2] = [np.nan, np.inf]
+    X[::200] = np.nan
+    return X
+
+
+@pytest.mark.parametrize("gaps", [False, True])
+def test_multivariate_c_matches_python_on_nab(nab_matrix, gaps):
+    """Check that the streaming C Mahalanobis (fresh, then learned) scores as Python does,
+    also with metrics missing from rows (``gaps``: each row scored on the metrics it holds)."""
+    X = _gappy(nab_matrix) if gaps else nab_matrix
+    names = [f"cpu{i}" for i in range(X.shape[1])]
+    py = _py_scores(default_multivariate(), X, names)
     from edgewise.edge.export_detectors import export_mahalanobis_c
 
     c = export_mahalanobis_c(default_multivariate(), name="maha", metrics=names)
-    out = c.score_many(nab_matrix)
+    out = c.score_many(X)
     assert np.abs(out - py).max() < SCORE_TOL and (py >= 0.9).sum() > 0
-    half = len(nab_matrix) // 2
+    half = len(X) // 2
     det = default_multivariate()
-    _py_scores(det, nab_matrix[:half], names)
+    _py_scores(det, X[:half], names)
     c2 = export(det, format="c", name="maha_cal")
-    assert np.abs(c2.score_many(nab_matrix[half:]) - py[half:]).max() < SCORE_TOL
+    assert np.abs(c2.score_many(X[half:]) - py[half:]).max() < SCORE_TOL
     assert not undefined_symbols(c2.object_file()) & set(ALLOCATORS)
 
 
-def test_multivariate_onnx_scoring_step_matches_python(nab_matrix):
-    """Check that the frozen ONNX T^2 (and the score from it) match Python on NAB rows."""
+@pytest.mark.parametrize("gaps", [False, True])
+def test_multivariate_onnx_scoring_step_matches_python(nab_matrix, gaps):
+    """Check that the frozen ONNX T^2 and dof (and the score from them) match Python on NAB
+    rows, also with metrics missing from rows (``gaps``)."""
     names = [f"cpu{i}" for i in range(nab_matrix.shape[1])]
     half = len(nab_matrix) // 2
     det = default_multivariate()
     _py_scores(det, nab_matrix[:half], names)
     g = export(det, format="onnx", name="maha")
-    rest = nab_matrix[half:]
-    t2 = g.run({"x": rest})[0]
+    rest = _gappy(nab_matrix[half:]) if gaps else nab_matrix[half:]
+    t2, dof = g.run({"x": rest})
+    xs = [dict(zip(names, r, strict=True)) for r in rest]
     ref = np.array([float(dz @ w) for dz, w in
-                    (det._solve(det._vector(dict(zip(names, r, strict=True)), False))
-                     for r in rest)])
+                    (det._solve(det._vector(x, False), used=det._used(x)) for x in xs)])
     assert np.max(np.abs(t2 - ref) / np.maximum(1.0, np.abs(ref))) < T2_REL_TOL
-    d = len(names)
-    score = np.clip(-np.log10(gammaincc(d / 2, np.maximum(t2, 0) / 2) + 1e-300)
-                    / det.tail_digits, 0, 1)
-    py = np.array([det.score_one(dict(zip(names, r, strict=True))) for r in rest])
-    assert np.abs(score - py).max() < SCORE_TOL
+    assert dof.tolist() == [int(det._used(x).sum()) for x in xs]
+    assert (dof == len(names)).all() != gaps and (dof == 0).any() == gaps
+    p = gammaincc(np.maximum(dof, 1) / 2, np.maximum(t2, 0) / 2)
+    score = np.where(dof > 0, np.clip(-np.log10(p + 1e-300) / det.tail_digits, 0, 1), 0.0)
+    py = np.array([det.score_one(x) for x in xs])
+    assert np.abs(score - py).max() < SCORE_TOL and (py >= 0.9).sum() > 0
 
 
 def test_fresh_multivariate_needs_metric_names():

@@ -203,6 +203,25 @@ def test_mahalanobis_reading_that_overflows_is_scored_1_and_not_learned():
     assert np.abs(c.score_many(X) - py).max() < SCORE_TOL
 
 
+def test_mahalanobis_host_program_scores_rows_missing_metrics_as_python(tmp_path):
+    """Check that the generated host program (built with the sanitizers, rows read as text:
+    nan, inf, -inf) scores rows missing one, two or all metrics as Python, which leaves them
+    out of the row's T² and its degrees of freedom (a row of none scores 0)."""
+    names = ["a", "b", "c"]
+    X = _maha_rows(n=400)
+    X[100::3, 1] = np.nan
+    X[101::7, 0] = np.inf
+    X[102::11, :2] = [-np.inf, np.nan]
+    X[200:205] = np.nan
+    X[299, 1] += 10.0  # b off its line with a: caught while c is missing
+    X[299, 2] = np.nan
+    py, _ = _maha_py(X, names)
+    c = export_mahalanobis_c(Mahalanobis(), name="maha_gaps", metrics=names)
+    out = _host(c, tmp_path, X)
+    assert np.abs(out - py).max() < SCORE_TOL  # printed %.9g
+    assert (py[200:205] == 0.0).all() and py[299] >= 0.9
+
+
 # -- trees and MLPs -----------------------------------------------------------------------
 
 

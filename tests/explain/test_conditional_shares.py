@@ -131,6 +131,22 @@ def test_explain_one_names_the_frozen_sensor(load_rows: list[dict[str, float]]) 
     assert math.fsum(shares.values()) == pytest.approx(1.0)
 
 
+def test_explain_one_names_the_frozen_sensor_with_a_partner_missing(
+    load_rows: list[dict[str, float]],
+) -> None:
+    """Check a flow frozen at its mean while the load moves +3 sd still leads, alone, when
+    current is missing from the reading (NaN or absent), which gets share 0 (imputed at its
+    mean, current looked frozen too: the four shares were 0.24-0.26, flow's 0.245)."""
+    det = _trained(load_rows)
+    row = _stuck(det)
+    for x in ({**row, "current": math.nan}, {k: v for k, v in row.items() if k != "current"}):
+        assert det.score_one(x) == 1.0
+        shares = det.explain_one(x)
+        assert shares["current"] == 0.0
+        assert max(shares, key=shares.get) == "flow" and shares["flow"] > 0.6
+        assert math.fsum(shares.values()) == pytest.approx(1.0)
+
+
 def test_explain_one_names_a_lone_spike(load_rows: list[dict[str, float]]) -> None:
     """Check a sensor jumping alone while the load stays put still leads."""
     det = _trained(load_rows)
@@ -171,7 +187,7 @@ def test_explain_one_non_finite_cases_as_before() -> None:
     for moved in (1.0, 1e10, 1e200):
         shares = det.explain_one({"a": 0.3, "b": moved})
         assert shares["b"] == pytest.approx(1.0) and shares["a"] < 1e-12
-    # a NaN or inf reading is imputed at its mean (shares of the rest, still summing to 1)
+    # a NaN or inf reading is left out: share 0 (the rest's shares still sum to 1)
     shares = det.explain_one({"a": 4.0, "b": math.inf})
     assert shares == {"a": 1.0, "b": 0.0}
 

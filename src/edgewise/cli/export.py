@@ -64,9 +64,10 @@ for v in vals:
     st = {{"mean": m, "var": va, "n": n}}
     print(float(s[0]))'''
 
-#: ``mdetector`` (a learned Mahalanobis, frozen): the graph gives T^2; the score is
-#: ``min(1, -log10(chi2_sf(t2, D)) / tail_digits)``, with the chi-squared tail in closed form
-#: (D/2 is a whole or half number), so the host check needs only numpy and onnxruntime
+#: ``mdetector`` (a learned Mahalanobis, frozen): the graph gives T^2 and dof per row; the
+#: score is ``min(1, -log10(chi2_sf(t2, dof)) / tail_digits)`` (0 where dof is 0), with the
+#: chi-squared tail in closed form (dof/2 is a whole or half number), so the host check needs
+#: only numpy and onnxruntime
 _HOST_MAHA = '''import math
 
 D = sess.get_inputs()[0].shape[1]
@@ -87,10 +88,10 @@ def chi2_sf(t2, d):
 
 
 X = vals.reshape(-1, D)
-for t2 in sess.run(None, {{{feed!r}: X}})[0]:
-    t2 = max(float(t2), 0.0)
-    p = chi2_sf(t2, D) if math.isfinite(t2) else 0.0
-    score = min(max(-math.log10(p + 1e-300) / TAIL_DIGITS, 0.0), 1.0)
+for t2, dof in zip(*sess.run(None, {{{feed!r}: X}})):
+    t2, dof = max(float(t2), 0.0), int(dof)
+    p = chi2_sf(t2, dof) if math.isfinite(t2) else 0.0
+    score = min(max(-math.log10(p + 1e-300) / TAIL_DIGITS, 0.0), 1.0) if dof else 0.0
     print(t2, score)'''
 
 

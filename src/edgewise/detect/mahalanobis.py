@@ -52,17 +52,19 @@ class Mahalanobis(Detector):
     its mean while its partners move.
 
     Metrics may appear and disappear: a new metric gets its own row and column (its first
-    value is its mean); a missing (or NaN/inf) metric is imputed at its mean when scoring, so
-    it does not raise the score. Learning updates only what was read, each metric with weight
-    ``a_i = max(alpha, 1/count)`` from its own count of readings (``counts_``): its mean, and
-    the covariance as ``M S M + u u'`` with ``M = diag(sqrt(1 - a_i))`` and
+    value is its mean). A reading is scored on the metrics it holds: a missing (or NaN/inf)
+    metric is left out, so ``T²`` is that of the metrics read under their own marginal
+    distribution (their block of ``S``), with one degree of freedom per metric read. (Imputing
+    it at its mean made its correlated partners look as if they broke the relationship.) A
+    reading of no (warm) metric scores 0. Learning updates only what was read, each metric
+    with weight ``a_i = max(alpha, 1/count)`` from its own count of readings (``counts_``): its
+    mean, and the covariance as ``M S M + u u'`` with ``M = diag(sqrt(1 - a_i))`` and
     ``u_i = sqrt(a_i (1 - a_i)) d_i`` (``a_i = 0`` for a metric not read), which keeps the
     covariance positive semi-definite; so a metric read less often, or offline for a while,
     keeps its variance. (With every metric in every reading this is the usual
-    ``(1 - a)(S + a d d')``.) A metric with fewer than
-    ``warmup`` readings of its own (one added late) is left out of the score and of
-    :meth:`explain_one` until it has them. At most ``max_metrics`` metrics are tracked
-    (bounded memory); later ones are ignored.
+    ``(1 - a)(S + a d d')``.) A metric with fewer than ``warmup`` readings of its own (one
+    added late) is left out of the score and of :meth:`explain_one` until it has them. At
+    most ``max_metrics`` metrics are tracked (bounded memory); later ones are ignored.
 
     When to use: several correlated metrics of one device. When not: one metric (use
     :class:`~edgewise.detect.context_likelihood.ContextLikelihood`), or strongly
@@ -182,14 +184,20 @@ class Mahalanobis(Detector):
         """Which metrics have ``warmup`` readings of their own (the others are not scored)."""
         return self.counts_ >= self.warmup
 
+    def _used(self, x: Mapping[str, float]) -> np.ndarray:
+        """Which metrics the reading is scored on: warm (:meth:`_warm`) and read (:meth:`_read`)."""
+        return self._warm() & self._read(x)
+
     def shrunk_covariance(self) -> np.ndarray:
         """The running covariance, shrunk and ridged by :func:`shrink_covariance`."""
         return shrink_covariance(self.cov_, self.mean_, self.shrinkage)
 
     def _solve(self, z: np.ndarray, s: np.ndarray | None = None,
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """``(z - mean, S⁻¹ (z - mean))`` with the shrunk covariance; a metric not yet warm
-        (:meth:`_warm`) is left out: its deviation, row and column are 0 (its terms too).
+               used: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(z - mean, S⁻¹ (z - mean))`` with the shrunk covariance over the metrics ``used``
+        (:meth:`_used`; by default the warm ones, as for a reading of every metric); any other
+        is left out: its deviation, row and column are 0 and its diagonal 1 (its terms 0), so
+        ``dz' S⁻¹ dz`` is the marginal T² of the metrics used.
 
         ``s`` is :meth:`shrunk_covariance` where the caller has built it already; it is
         overwritten."""
@@ -197,12 +205,12 @@ class Mahalanobis(Detector):
             dz = z - self.mean_
         if s is None:
             s = self.shrunk_covariance()
-        cold = np.flatnonzero(~self._warm())
-        if len(cold):  # the marginal T² of the warm metrics
-            dz[cold] = 0.0
-            s[cold, :] = 0.0
-            s[:, cold] = 0.0
-            s[cold, cold] = 1.0
+        out = np.flatnonzero(~(self._warm() if used is None else used))
+        if len(out):  # the marginal T² of the metrics used
+            dz[out] = 0.0
+            s[out, :] = 0.0
+            s[:, out] = 0.0
+            s[out, out] = 1.0
         try:
             w = np.linalg.solve(s, dz)
         except np.linalg.LinAlgError:
@@ -211,11 +219,13 @@ class Mahalanobis(Detector):
 
     # -- API ---------------------------------------------------------------------------
     def score_one(self, x: Mapping[str, float]) -> float:
-        """Score one device reading in [0, 1] without learning it."""
-        dof = int(self._warm().sum())  # one degree per metric warm
+        """Score one device reading in [0, 1] without learning it: the marginal T² of the
+        metrics it holds (and that are warm), 0 when it holds none."""
+        used = self._used(x)
+        dof = int(used.sum())  # one degree per metric scored
         if self.n_ < self.warmup or not dof:
             return 0.0
-        dz, w = self._solve(self._vector(x, grow=False))
+        dz, w = self._solve(self._vector(x, grow=False), used=used)
         with np.errstate(over="ignore", invalid="ignore"):  # a metric constant at 0 moved
             t2 = max(float(dz @ w), 0.0)
         if not math.isfinite(t2):
@@ -259,16 +269,19 @@ class Mahalanobis(Detector):
 
         The share is of ``(S⁻¹ z)_i² / (S⁻¹)_ii``: how far the metric misses what the other
         metrics predict for it (the drop in T² were it at that prediction), so a sensor
-        stuck at its mean while its partners move leads, where its T² term is 0.
+        stuck at its mean while its partners move leads, where its T² term is 0. As in
+        :meth:`score_one`, only the metrics read (and warm) count: ``S`` is their block, and
+        a metric missing from the reading gets share 0.
         """
         if not self.metrics_:
             return {}
         s = self.shrunk_covariance()  # (S⁻¹)_ii from the correlation: alike in any units
         sd = np.sqrt(np.diag(s))
         corr = s / np.outer(sd, sd)
-        _, w = self._solve(self._vector(x, grow=False), s)  # s is not read after this
-        cold = ~self._warm()  # left out of the T², as in _solve: the warm metrics' precision
-        corr[cold, :], corr[:, cold], corr[cold, cold] = 0.0, 0.0, 1.0
+        used = self._used(x)
+        _, w = self._solve(self._vector(x, grow=False), s, used)  # s is not read after this
+        out = ~used  # left out of the T², as in _solve: the precision of the metrics used
+        corr[out, :], corr[:, out], corr[out, out] = 0.0, 0.0, 1.0
         pii = np.diag(np.linalg.pinv(corr, hermitian=True)) / (sd * sd)
         terms = conditional_terms(w, pii)
         total = float(terms.sum())

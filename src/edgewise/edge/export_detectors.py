@@ -17,8 +17,10 @@ such a detector is refused, never exported without it.
 
 :func:`export_mahalanobis_c` runs the streaming Hotelling T² detector (score then learn) over a
 fixed metric list with a Cholesky solve; :func:`export_mahalanobis_onnx` is its scoring step
-frozen at the learned mean and shrunk covariance (the output is T²; the chi-squared tail that
-turns it into a score is a closed form only for even metric counts, so it stays host-side).
+frozen at the learned mean and shrunk covariance (the outputs are each row's T² over the
+metrics it holds and their count; the chi-squared tail that turns them into a score is a
+closed form only for even counts, so it stays host-side). Both score a row on the metrics it
+holds, as Python does: a missing one is left out of the solve, not imputed.
 
 >>> from edgewise.detect.context_likelihood import ContextLikelihood
 >>> c = export_context_likelihood_c(ContextLikelihood(), name="cl")
@@ -602,10 +604,12 @@ def export_mahalanobis_c(det: Any, name: str = "maha",
     """C99 for a streaming :class:`~edgewise.detect.mahalanobis.Mahalanobis` (score, then learn).
 
     The metric list is fixed at export (``metrics``, or the detector's learned ones); a reading
-    is ``D`` doubles in that order, NaN for a missing metric (imputed at its mean, as in
-    Python). The learned mean, covariance and per-metric / per-pair counts are the initial
-    state; as in Python, only what was read is learned and a metric with fewer than
-    ``warmup`` readings of its own is left out of the score.
+    is ``D`` doubles in that order, NaN (or +-inf) for a missing metric. The learned mean,
+    covariance and per-metric counts are the initial state. As in Python, only what was read
+    is learned, and each reading is scored on the metrics it holds that have ``warmup``
+    readings of their own: the Cholesky solve masks the others (row and column 0, diagonal 1,
+    deviation 0), so ``T²`` is the marginal one of the metrics scored, whose count is the
+    chi-squared's degrees of freedom; a reading of none scores 0.
     """
     from edgewise.edge.export_rul import _c_comment
 
@@ -632,7 +636,8 @@ def export_mahalanobis_c(det: Any, name: str = "maha",
  *        score = {n}_step(&s, x); score in [0, 1]; >= {N}_THRESHOLD means anomaly.
  *        A metric counts from its first finite value (its mean is NaN until then), as in
  *        Python; only the metrics (and pairs) read are learned, each weighted by its own
- *        count, and a metric with fewer than WARMUP readings is left out of the score;
+ *        count; a reading is scored on the metrics it holds with WARMUP readings of their
+ *        own (the marginal T^2 of those, one degree of freedom each; none: score 0);
  *        a reading whose update would overflow the mean or covariance (a sentinel
  *        such as 1e308) scores 1 and is not learned.
  * Metrics, in order: {_c_comment(', '.join(names))}
@@ -654,7 +659,8 @@ typedef struct {{
     double work[{N}_N_METRICS * {N}_N_METRICS];  /* Cholesky factor */
     double dz[{N}_N_METRICS];
     double y[{N}_N_METRICS];
-    double a[{N}_N_METRICS];                     /* learning weight of each metric */
+    double a[{N}_N_METRICS];                     /* learn: each metric's weight;
+                                                    score: 1 where it is scored, else 0 */
 }} {n}_state_t;
 
 void {n}_init({n}_state_t *s);
@@ -733,9 +739,11 @@ double {n}_score({n}_state_t *s, const double *x) {{
     if (s->n < WARMUP) return 0.0;
     for (i = 0; i < D; ++i) {{
         double v = x[i];
-        int warm = s->cnt[i] >= WARMUP;  /* a metric not warm yet does not count */
-        seen += warm;
-        s->dz[i] = (!warm || v != v || v - v != 0.0) ? 0.0 : v - s->mean[i];
+        /* scored: read (finite) and warm; a metric missing or not warm yet does not count */
+        int use = s->cnt[i] >= WARMUP && !(v != v || v - v != 0.0);
+        seen += use;
+        s->a[i] = use;
+        s->dz[i] = use ? v - s->mean[i] : 0.0;
     }}
     if (!seen) return 0.0;
     /* shrunk covariance with a ridge relative to each metric's variance, then its
@@ -743,8 +751,8 @@ double {n}_score({n}_state_t *s, const double *x) {{
     for (i = 0; i < D; ++i) {{
         for (j = 0; j <= i; ++j) {{
             double v = (1.0 - SHRINK) * s->cov[i * D + j];
-            if (s->cnt[i] < WARMUP || s->cnt[j] < WARMUP) {{
-                v = i == j ? 1.0 : 0.0;  /* not warm: row and column left out */
+            if (s->a[i] == 0.0 || s->a[j] == 0.0) {{
+                v = i == j ? 1.0 : 0.0;  /* not scored: row and column left out */
             }} else if (i == j) {{
                 double m = s->mean[i] == s->mean[i] ? s->mean[i] : 0.0;
                 v += SHRINK * s->cov[i * D + i]
@@ -766,7 +774,7 @@ double {n}_score({n}_state_t *s, const double *x) {{
         t2 += s->y[i] * s->y[i];
     }}
     if (!(t2 - t2 == 0.0)) return 1.0;
-    p = gamma_q(seen / 2.0, t2 / 2.0);  /* chi-squared with one degree per metric warm */
+    p = gamma_q(seen / 2.0, t2 / 2.0);  /* chi-squared with one degree per metric scored */
     sc = -log10(p + 1e-300) / DIGITS;
     return sc < 0.0 ? 0.0 : (sc > 1.0 ? 1.0 : sc);
 }}
@@ -844,68 +852,142 @@ int main(void) {{
                    ram_bytes=ram, flash_bytes=flash, n_features=D, dtype="float64")
 
 
-def mahalanobis_frozen(det: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean, precision)``: the learned mean and the inverse of the shrunk covariance of
-    the warm metrics (those with ``warmup`` readings of their own); a metric not yet warm
-    has 0 in its row and column of the precision, so it adds nothing, as in Python."""
+def mahalanobis_frozen(det: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, cov, warm)``: the learned mean, the shrunk covariance and which metrics are
+    warm (those with ``warmup`` readings of their own). A metric not yet warm has 0 in its
+    row and column of ``cov`` and 1 on its diagonal, so it adds nothing, as in Python.
+
+    >>> from edgewise.detect.mahalanobis import Mahalanobis
+    >>> det = Mahalanobis(warmup=2)
+    >>> for r in ({"a": 0.0}, {"a": 2.0}, {"a": 1.0, "b": 5.0}):   # b: one reading
+    ...     det.learn_one(r)
+    >>> mean, cov, warm = mahalanobis_frozen(det)
+    >>> warm.tolist(), cov[1].tolist()
+    ([True, False], [0.0, 1.0])
+    """
     if not det.metrics_:
         raise ExportError("Mahalanobis has learned no metrics yet; its scoring step has no "
                           "mean or covariance to freeze. Learn some readings first.")
     s = det.shrunk_covariance()
-    cold = np.flatnonzero(~det._warm())
-    if not len(cold):
-        return det.mean_.copy(), np.linalg.inv(s)
+    warm = det._warm()
+    cold = np.flatnonzero(~warm)
     s[cold, :] = 0.0
     s[:, cold] = 0.0
     s[cold, cold] = 1.0
-    prec = np.linalg.inv(s)
-    prec[cold, cold] = 0.0
-    return det.mean_.copy(), prec
+    return det.mean_.copy(), s, warm
+
+
+def _ldl_t2_nodes(D: int) -> tuple[list[Any], list[Any]]:
+    """Nodes (and their index constants) that take ``A`` (rows x D x D, each symmetric
+    positive definite) and ``b`` (rows x D) to ``t2_sum`` (rows x 1) = ``b' A⁻¹ b`` per row:
+    Gaussian elimination unrolled over the D pivots, without pivoting (``A`` is SPD), as
+    ``A = L diag(d) L'``: ``t2 = sum_k y_k² / d_k`` with ``L y = b``. Step k takes the
+    trailing (D - k) x (D - k) block; all its ops are elementwise over the batch."""
+    from onnx import helper, numpy_helper
+
+    big = np.iinfo(np.int64).max
+
+    def c(name: str, values: list[int]) -> Any:
+        return numpy_helper.from_array(np.array(values, dtype=np.int64), name)
+
+    consts = [c("i0", [0]), c("i1", [1]), c("i2", [2]), c("ibig", [big]),
+              c("i00", [0, 0]), c("i11", [1, 1]), c("i10", [1, 0]), c("i01", [0, 1]),
+              c("ibb", [big, big]), c("ib1", [big, 1]), c("i1b", [1, big]), c("i12", [1, 2])]
+    nodes: list[Any] = []
+
+    def op(kind: str, ins: list[str], out: str) -> str:
+        nodes.append(helper.make_node(kind, ins, [out]))
+        return out
+
+    a, b, t = "A", "b", ""
+    for k in range(D):
+        piv = op("Slice", [a, "i00", "i11", "i12"], f"piv_{k}")          # rows x 1 x 1
+        pv = op("Squeeze", [piv, "i2"], f"pv_{k}")                        # rows x 1
+        bk = op("Slice", [b, "i0", "i1", "i1"], f"bk_{k}")                # rows x 1
+        q = op("Div", [bk, pv], f"q_{k}")
+        term = op("Mul", [bk, q], f"term_{k}")                            # b_k² / d_k
+        t = op("Add", [t, term], f"t_{k}") if t else term
+        if k == D - 1:
+            break
+        col = op("Slice", [a, "i10", "ib1", "i12"], f"col_{k}")          # rows x m-1 x 1
+        row = op("Slice", [a, "i01", "i1b", "i12"], f"row_{k}")          # rows x 1 x m-1
+        rest = op("Slice", [a, "i11", "ibb", "i12"], f"rest_{k}")        # rows x m-1 x m-1
+        lk = op("Div", [col, piv], f"l_{k}")
+        a = op("Sub", [rest, op("Mul", [lk, row], f"lr_{k}")], f"A_{k + 1}")
+        colv = op("Squeeze", [col, "i2"], f"colv_{k}")                    # rows x m-1
+        brest = op("Slice", [b, "i1", "ibig", "i1"], f"brest_{k}")
+        b = op("Sub", [brest, op("Mul", [colv, q], f"cq_{k}")], f"b_{k + 1}")
+    nodes.append(helper.make_node("Identity", [t], ["t2_sum"]))
+    used = {i for n in nodes for i in n.input}
+    return nodes, [c for c in consts if c.name in used]
 
 
 def export_mahalanobis_onnx(det: Any, name: str = "maha") -> Any:
-    """The frozen scoring step as a graph: ``x`` (rows x D, float64) -> ``t2`` (rows).
+    """The frozen scoring step as a graph: ``x`` (rows x D, float64) -> ``t2`` and ``dof``
+    (rows each, float64).
 
-    ``t2 = (x - mean)' P (x - mean)`` with ``P`` the inverse shrunk covariance; the score is
-    ``min(1, -log10(chi2_sf(t2, k)) / tail_digits)``, computed by the caller (no chi-squared
-    tail in ONNX), with ``k`` the metrics warm at export (``det._warm().sum()``: those with
-    ``warmup`` readings of their own; the others are left out, as in Python, until a new
-    export). A missing value (NaN, or +-inf: an unreadable one) is taken as its
-    metric's mean, as the detector and the C export take it, so it adds nothing to ``t2``.
+    Each row is scored, as in Python, on the metrics it holds (a finite value) that were warm
+    at export (``warmup`` readings of their own; the others are left out until a new export):
+    ``t2`` is their marginal ``T²``, ``d_o' S_oo⁻¹ d_o`` under the frozen mean and shrunk
+    covariance, and ``dof`` their count. The graph solves each row's masked covariance
+    ``M S M + (I - M)`` (``M`` the row's mask) by Gaussian elimination unrolled over the D
+    metrics (about 16 nodes per metric). The score is ``min(1, -log10(chi2_sf(t2, dof)) /
+    tail_digits)``, computed by the caller (no chi-squared tail in ONNX): 0 where ``dof`` is
+    0, 1 where ``t2`` is inf (a reading near 1e308 from the mean).
 
     >>> from edgewise.detect.mahalanobis import Mahalanobis
     >>> det = Mahalanobis(warmup=1)
     >>> for r in ([0.0, 1.0], [2.0, 0.0], [1.0, 2.0], [0.5, 0.5]):
     ...     det.learn_one({"a": r[0], "b": r[1]})
     >>> g = export_mahalanobis_onnx(det)
-    >>> t2 = g.run({"x": np.array([[det.mean_[0], np.nan], [det.mean_[0], np.inf]])})[0]
-    >>> t2.tolist()
-    [0.0, 0.0]
+    >>> t2, dof = g.run({"x": np.array([[det.mean_[0], np.nan], [det.mean_[0], np.inf],
+    ...                                 [np.nan, np.nan], [2.0, 2.0]])})
+    >>> t2[:3].tolist(), dof.tolist()
+    ([0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 2.0])
     """
     from onnx import TensorProto, helper, numpy_helper
 
     from edgewise.edge.export_onnx import OnnxExport, _onnx
 
     onnx = _onnx()
-    mean, prec = mahalanobis_frozen(det)
+    mean, cov, warm = mahalanobis_frozen(det)
     D = len(mean)
+    ldl, consts = _ldl_t2_nodes(D)
     inits = [numpy_helper.from_array(mean.astype(np.float64), "mean"),
-             numpy_helper.from_array(prec.astype(np.float64), "precision"),
-             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis"),
-             numpy_helper.from_array(np.array(0.0, dtype=np.float64), "zero")]
-    nodes = [  # x at its mean where it is NaN or +-inf (missing), as in Python
+             numpy_helper.from_array(cov.astype(np.float64), "cov"),
+             numpy_helper.from_array(warm.astype(bool), "warm"),
+             numpy_helper.from_array(np.array(0.0, dtype=np.float64), "zero"),
+             numpy_helper.from_array(np.array(1.0, dtype=np.float64), "one"),
+             numpy_helper.from_array(np.array(np.inf, dtype=np.float64), "inf"), *consts]
+    nodes = [  # the row's mask: read (not NaN, not +-inf) and warm
         helper.make_node("IsNaN", ["x"], ["x_nan"]),
         helper.make_node("IsInf", ["x"], ["x_inf"]),
         helper.make_node("Or", ["x_nan", "x_inf"], ["x_missing"]),
+        helper.make_node("Not", ["x_missing"], ["x_read"]),
+        helper.make_node("And", ["x_read", "warm"], ["used"]),
+        helper.make_node("Cast", ["used"], ["m"], to=TensorProto.DOUBLE),
+        helper.make_node("ReduceSum", ["m", "i1"], ["dof"], keepdims=0),
         helper.make_node("Sub", ["x", "mean"], ["dz_raw"]),
-        helper.make_node("Where", ["x_missing", "zero", "dz_raw"], ["dz"]),
-        helper.make_node("MatMul", ["dz", "precision"], ["w"]),
-        helper.make_node("Mul", ["dz", "w"], ["terms"]),
-        helper.make_node("ReduceSum", ["terms", "axis"], ["t2"], keepdims=0),
+        helper.make_node("Where", ["used", "dz_raw", "zero"], ["b"]),
+        # A = M S M + (I - M), one matrix per row
+        helper.make_node("Unsqueeze", ["m", "i2"], ["m_col"]),
+        helper.make_node("Unsqueeze", ["m", "i1"], ["m_row"]),
+        helper.make_node("Mul", ["m_col", "cov"], ["mS"]),
+        helper.make_node("Mul", ["mS", "m_row"], ["mSm"]),
+        helper.make_node("Sub", ["one", "m_col"], ["off_col"]),
+        helper.make_node("EyeLike", ["cov"], ["eye"]),
+        helper.make_node("Mul", ["off_col", "eye"], ["off_diag"]),
+        helper.make_node("Add", ["mSm", "off_diag"], ["A"]),
+        *ldl,
+        helper.make_node("Squeeze", ["t2_sum", "i1"], ["t2_raw"]),
+        # NaN only from an infinite deviation (x near 1e308 from the mean): inf, as Python
+        helper.make_node("IsNaN", ["t2_raw"], ["t2_nan"]),
+        helper.make_node("Where", ["t2_nan", "inf", "t2_raw"], ["t2"]),
     ]
     graph = helper.make_graph(
         nodes, name, [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["rows", D])],
-        [helper.make_tensor_value_info("t2", TensorProto.DOUBLE, ["rows"])], inits)
+        [helper.make_tensor_value_info("t2", TensorProto.DOUBLE, ["rows"]),
+         helper.make_tensor_value_info("dof", TensorProto.DOUBLE, ["rows"])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
