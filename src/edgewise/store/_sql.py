@@ -155,6 +155,87 @@ def scaled_mean(small: int | None, big: Any, count: Any, scale: float) -> float:
     return total / (n << k) if k >= 0 else (total << -k) / n
 
 
+#: A bucket's sum of readings scaled by the fast path's ``f`` stays below this (HUGEINT).
+_SCALED_SUM_LIMIT = 2**126
+
+
+def _scale_sql(where: str, keys: str = "") -> str:
+    """SQL of the fast path's scale ``f`` of the readings ``where`` selects: one row for
+    them all, or with ``keys`` one row per key (its columns, then ``f``).
+
+    ``f = 2**k``, the power of two that makes every reading an integer (``k = 53 -
+    floor(log2(smallest nonzero size))``: one more than needed, as log2 may be one off),
+    is kept where every bucket's sum of the scaled readings stays below ``2**126``
+    (:func:`scale_fits` in Python); ``f`` is 0 otherwise, 1 when every reading is 0.
+
+    >>> _scale_sql("x = 1", "metric").endswith("FROM readings WHERE x = 1 GROUP BY metric) m")
+    True
+    """
+    cols, group = (f"{keys}, ", f" GROUP BY {keys}") if keys else ("", "")
+    return (
+        f"SELECT {cols}CASE WHEN k IS NULL THEN 1.0 WHEN k BETWEEN -1022 AND 1023 AND "
+        f"top * pow(2.0, k) * cnt < {float(_SCALED_SUM_LIMIT)!r} THEN pow(2.0, k) "
+        f"ELSE 0.0 END AS f FROM (SELECT {cols}53 - CAST(floor(log2(min(abs(value)) "
+        "FILTER (WHERE value <> 0))) AS INTEGER) AS k, max(abs(value)) AS top, "
+        f"count(*) AS cnt FROM readings WHERE {where}{group}) m"
+    )
+
+
+def scale_fits(count: int, smallest: float | None, top: float) -> bool:
+    """Whether one scale (:func:`_scale_sql`) serves ``count`` readings whose smallest
+    nonzero size is ``smallest`` (None: all are 0) and largest ``top``; where it does, it
+    serves any part of them too. The exponent here is exact; the SQL's log2, one off near
+    a power of two, may pick a scale half as large, which fits wherever this one does.
+
+    >>> scale_fits(10**6, 0.01, 100.0), scale_fits(4, 1e-200, 1e200), scale_fits(3, None, 0.0)
+    (True, False, True)
+    """
+    if smallest is None:
+        return True
+    k = 53 - (math.frexp(smallest)[1] - 1)  # 53 - floor(log2(smallest)), exactly
+    return -1022 <= k <= 1023 and top * 2.0**k * count < _SCALED_SUM_LIMIT
+
+
+def mean_plan(keys: Sequence[tuple[int, float | None, float]] | None, *, one_key: bool,
+              exact: bool) -> tuple[str, ...]:
+    """The statements (``one``, ``keyed``, ``general``: see
+    :meth:`SQLStoreMixin._bucket_means`) that a bucket-mean query tries, in order, until
+    one serves (only ``one`` can fail): from what the backend knows of each key asked,
+    ``keys`` (per key ``(readings, smallest nonzero size or None, largest size)``; None
+    where it knows nothing), ``exact`` when those are the readings asked, else of a
+    superset (a time range that leaves some out), and ``one_key`` when one key is asked.
+
+    ``one`` first unless it is known to fail (one scale cannot serve every reading asked):
+    then ``keyed`` (a scale per key), or ``general`` where no key has a scale. After a
+    ``one`` that fails, a single key's readings have no scale of their own either.
+
+    >>> clean, noisy = (50_000, 0.01, 100.0), (50_000, 1e-200, 1e200)
+    >>> mean_plan([clean, clean], one_key=False, exact=True)
+    ('one', 'keyed')
+    >>> mean_plan([clean, noisy], one_key=False, exact=True), mean_plan([noisy], one_key=True, exact=True)
+    (('keyed',), ('general',))
+    >>> mean_plan([clean, noisy], one_key=False, exact=False)  # the range may hold no noise
+    ('one', 'keyed')
+    """  # noqa: E501
+    after_one = ("one", "general" if one_key else "keyed")
+    if keys is None or not exact:
+        return after_one
+    smallest = [s for _, s, _ in keys if s is not None]
+    if scale_fits(sum(n for n, _, _ in keys), min(smallest, default=None),
+                  max((t for _, _, t in keys), default=0.0)):
+        return after_one
+    return ("keyed",) if not one_key and any(scale_fits(*k) for k in keys) else ("general",)
+
+
+def _mean_row(row: Sequence[Any], nk: int) -> tuple[Any, ...]:
+    """``(*keys, b, mean)`` of a bucket row ``(*keys, b, s1, s2, n, f[, same, us, ss])``
+    (``nk`` keys): :func:`scaled_mean` where the fast path's ``f`` is set, else
+    :func:`exact_mean` of the general split."""
+    s1, s2, n, f = row[nk + 1:nk + 5]
+    mean = scaled_mean(s1, s2, n, f) if f is not None else exact_mean(*row[nk + 5:nk + 8], n)
+    return (*row[:nk + 1], mean)
+
+
 def _range_where(
     device_id: str, metric: str | None, start_ns: int | None, end_ns: int | None,
     ph: str = "?",
@@ -603,111 +684,104 @@ class SQLStoreMixin:
         where, params = _range_where(device_id, metric, start_ns, end_ns, ph=self._ph)
         if step_ns is not None:
             tail = " ORDER BY metric, b" + (f" LIMIT {int(limit)}" if limit is not None else "")
+            step = _check_step(step_ns)
+            plan = self._mean_plan([device_id], metric, start_ns, end_ns)
             return [(m, int(t), v) for m, t, v in self._bucket_means(
-                "metric", where, params, _check_step(step_ns), lambda sql, cols: sql + tail)]
+                "metric", where, params, step, lambda sql, cols: sql + tail, plan)]
         sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
 
+    def _mean_plan(self, device_ids: Sequence[str], metric: str | None,
+                   start_ns: int | None, end_ns: int | None) -> tuple[str, ...]:
+        """The statements a bucket-mean query of ``metric`` (None: every metric) of
+        ``device_ids`` in ``[start_ns, end_ns)`` tries (:func:`mean_plan`); a backend that
+        knows its keys' sizes overrides this to skip a statement bound to fail."""
+        return mean_plan(None, one_key=metric is not None, exact=False)
+
     def _bucket_means(self, keys: str, where: str, params: list[Any], step: int,
-                      wrap: Callable[[str, str], str]) -> list[tuple[Any, ...]]:
+                      wrap: Callable[[str, str], str],
+                      plan: Sequence[str]) -> list[tuple[Any, ...]]:
         """Rows ``(*keys, b, mean)`` of the buckets of ``step`` ns per ``keys``, each mean
         correctly rounded; ``wrap(sql, columns)`` adds the caller's order and limit.
 
         Where the backend has a scaled fast path (one BIGINT or HUGEINT sum per bucket),
-        first with one scale for every reading asked (:meth:`_scaled_step_sql`); where
-        that cannot be exact (its scale comes back 0), one statement serves each key
-        (metric, or device and metric) by a scale of its own where its readings span few
-        enough powers of two, the rest by the general split of :meth:`_step_sql`
-        (:meth:`_keyed_step_sql`), so one noisy key slows only itself. Without a fast
-        path, every key takes the general split.
+        the statements of ``plan`` (:func:`mean_plan`) are tried in order: ``one``, one
+        scale for every reading asked (:meth:`_scaled_step_sql`), serves unless it cannot
+        be exact (its scale comes back 0); ``keyed`` serves each key (metric, or device
+        and metric) by a scale of its own where its readings span few enough powers of
+        two, the rest by the general split (:meth:`_keyed_step_sql`), so one noisy key
+        slows only itself; ``general`` splits every reading (:meth:`_general_sql`).
+        Without a fast path, every key takes the general split.
         """
         nk = keys.count(",") + 1
-        if self._scaled_int is None:
-            sql = self._step_sql(keys, where, step)
-            rows = self._read(wrap(sql, f"{keys}, b, same, us, ss, n"), params)
-            return [(*r[:nk + 1], exact_mean(*r[nk + 1:])) for r in rows]
-        sql = self._scaled_step_sql(keys, where, step)
-        rows = self._read(wrap(sql, f"{keys}, b, s1, s2, n, f"), params + params)
-        if not rows or rows[0][-1] != 0.0:
-            return [(*r[:nk + 1], scaled_mean(*r[nk + 1:])) for r in rows]
-        sql = self._keyed_step_sql(keys, where, step)
-        rows = self._read(wrap(sql, f"{keys}, b, s1, s2, n, f, same, us, ss"),
-                          params + params + params)
-        return [(*r[:nk + 1], exact_mean(r[nk + 5], r[nk + 6], r[nk + 7], r[nk + 3])
-                 if r[nk + 4] is None else scaled_mean(*r[nk + 1:nk + 5])) for r in rows]
+        statements = {"one": (self._scaled_step_sql, 2, ""),
+                      "keyed": (self._keyed_step_sql, 3, ", same, us, ss"),
+                      "general": (self._general_sql, 1, ", same, us, ss")}
+        rows: list[tuple[Any, ...]] = []
+        for path in plan if self._scaled_int is not None else ("general",):
+            build, uses, tail = statements[path]
+            rows = self._read(wrap(build(keys, where, step), f"{keys}, b, s1, s2, n, f{tail}"),
+                              params * uses)
+            if path != "one" or not rows or rows[0][nk + 4] != 0.0:
+                break  # a one-scale statement whose scale is 0 served nothing
+        return [_mean_row(r, nk) for r in rows]
+
+    def _bucket(self, step: int) -> str:
+        """SQL of a reading's bucket start for buckets of ``step`` ns (:func:`_bucket_sql`)."""
+        return _bucket_sql(self._quotient.format(step=step), step)
+
+    def _fast_sql(self, keys: str, where: str, step: int, source: str, tail: str = "") -> str:
+        """SQL of the fast path's buckets of ``step`` ns per ``keys``: columns ``keys, b,
+        s1, s2, n, f`` (then ``tail``) of the readings ``where`` selects from ``source``,
+        which gives each its scale ``f`` (:func:`_scale_sql`). Each reading times ``f`` is
+        exact, and exactly an integer in ``_scaled_int``, and one exact sum per bucket
+        comes back: as BIGINT ``s1`` where it fits, else as ``s2`` (a wide integer is slow
+        to read); :func:`scaled_mean` of ``s1, s2, n, f`` is the correctly rounded mean.
+        """
+        return (
+            f"SELECT {keys}, b, TRY_CAST(s AS BIGINT) AS s1, CASE WHEN TRY_CAST(s AS BIGINT) "
+            f"IS NULL THEN s END AS s2, n, f{tail} FROM (SELECT {keys}, {self._bucket(step)} "
+            f"AS b, f, sum(CAST(value * f AS {self._scaled_int})) AS s, count(*) AS n "
+            f"FROM {source} WHERE {where} GROUP BY {keys}, b, f) c"
+        )
 
     def _scaled_step_sql(self, keys: str, where: str, step: int) -> str:
         """SQL of the buckets of ``step`` ns per ``keys``, fast where the readings asked
-        span few powers of two (any sensor's, from near 0 to its top): columns ``keys, b,
-        s1, s2, n, f`` that :func:`scaled_mean` turns into the correctly rounded mean.
-
-        One scan finds the smallest nonzero size and the largest of the readings asked
-        (``where``, whose parameters come twice): ``f = 2**k``, the power of two that
-        makes every reading an integer (``k = 53 - floor(log2(smallest))``: one more than
-        needed, as log2 may be one off), is kept where every bucket's sum of the scaled
-        readings stays below ``2**126`` (``f`` is 0 otherwise, and the caller takes
-        :meth:`_keyed_step_sql`). Each reading times ``f`` is then exact, and
-        exactly an integer in ``_scaled_int``, and one exact sum per bucket comes back: as
-        BIGINT ``s1`` where it fits, else as ``s2`` (a wide integer is slow to read).
+        span few powers of two (any sensor's, from near 0 to its top): the columns of
+        :meth:`_fast_sql`, by one scale for every reading asked (``where``, whose
+        parameters come twice), found by one more scan (:func:`_scale_sql`); ``f`` comes
+        back 0 where none serves them all (the caller then takes another statement).
         One statement, so both scans see one snapshot.
         """
-        bucket = _bucket_sql(self._quotient.format(step=step), step)
-        scale = (
-            "SELECT CASE WHEN k IS NULL THEN 1.0 WHEN k BETWEEN -1022 AND 1023 AND "
-            f"top * pow(2.0, k) * cnt < {float(2**126)!r} THEN pow(2.0, k) ELSE 0.0 END AS f "
-            "FROM (SELECT 53 - CAST(floor(log2(min(abs(value)) FILTER (WHERE value <> 0))) "
-            f"AS INTEGER) AS k, max(abs(value)) AS top, count(*) AS cnt FROM readings "
-            f"WHERE {where}) m"
-        )
-        return (
-            f"SELECT {keys}, b, TRY_CAST(s AS BIGINT) AS s1, CASE WHEN TRY_CAST(s AS BIGINT) "
-            f"IS NULL THEN s END AS s2, n, f FROM (SELECT {keys}, {bucket} AS b, f, "
-            f"sum(CAST(value * f AS {self._scaled_int})) AS s, count(*) AS n "
-            f"FROM readings, ({scale}) g WHERE {where} GROUP BY {keys}, b, f) c"
-        )
+        return self._fast_sql(keys, where, step, f"readings, ({_scale_sql(where)}) g")
 
     def _keyed_step_sql(self, keys: str, where: str, step: int) -> str:
         """SQL of the buckets of ``step`` ns per ``keys``, fast for each key whose readings
         asked span few powers of two (any sensor's, from near 0 to its top): columns
-        ``keys, b, s1, s2, n, f, same, us, ss``; where ``f`` is set, :func:`scaled_mean`
-        of ``s1, s2, n, f`` is the correctly rounded mean, else :func:`exact_mean` of
-        ``same, us, ss, n`` (the general split of :meth:`_step_sql`).
+        ``keys, b, s1, s2, n, f, same, us, ss``, the fast path's (:meth:`_fast_sql`) where
+        ``f`` is set, else the general split's (:meth:`_general_sql`).
 
-        One scan first finds, per key, the smallest nonzero size and the largest of its
-        readings asked (``where``, whose parameters come three times): ``f = 2**k``, the
-        power of two that makes every reading of the key an integer (``k = 53 -
-        floor(log2(smallest))``: one more than needed, as log2 may be one off), is kept
-        where every bucket's sum of the scaled readings stays below ``2**126`` (``f`` is 0
-        otherwise). Each reading of a key with a scale, times ``f``, is then exact, and
-        exactly an integer in ``_scaled_int``, and one exact sum per bucket comes back: as
-        BIGINT ``s1`` where it fits, else as ``s2`` (a wide integer is slow to read). Only
-        the keys without one take the general split, so a key with one tiny reading (float
-        noise such as 5.55e-17 among 0..100) slows no other. One statement, so every scan
-        sees one snapshot.
+        One scan first finds each key's scale (:func:`_scale_sql` per key of the readings
+        ``where`` selects; its parameters come three times); only the keys without one
+        take the general split, so a key with one tiny reading (float noise such as
+        5.55e-17 among 0..100) slows no other. One statement, so every scan sees one
+        snapshot.
         """
-        bucket = _bucket_sql(self._quotient.format(step=step), step)
-        scale = (
-            f"SELECT {keys}, CASE WHEN k IS NULL THEN 1.0 WHEN k BETWEEN -1022 AND 1023 AND "
-            f"top * pow(2.0, k) * cnt < {float(2**126)!r} THEN pow(2.0, k) ELSE 0.0 END AS f "
-            f"FROM (SELECT {keys}, 53 - CAST(floor(log2(min(abs(value)) FILTER "
-            "(WHERE value <> 0))) AS INTEGER) AS k, max(abs(value)) AS top, count(*) AS cnt "
-            f"FROM readings WHERE {where} GROUP BY {keys}) m"
-        )
-        general = self._step_sql(
-            keys, where, step, f"readings JOIN (SELECT {keys} FROM g WHERE f = 0) z "
-            f"USING ({keys})")
-        return (
-            f"WITH g AS MATERIALIZED ({scale}) "
-            f"SELECT {keys}, b, TRY_CAST(s AS BIGINT) AS s1, CASE WHEN TRY_CAST(s AS BIGINT) "
-            f"IS NULL THEN s END AS s2, n, f, NULL AS same, NULL AS us, NULL AS ss "
-            f"FROM (SELECT {keys}, {bucket} AS b, f, "
-            f"sum(CAST(value * f AS {self._scaled_int})) AS s, count(*) AS n "
-            f"FROM readings JOIN g USING ({keys}) WHERE ({where}) AND f <> 0 "
-            f"GROUP BY {keys}, b, f) c "
-            f"UNION ALL SELECT {keys}, b, NULL, NULL, n, NULL, same, us, ss FROM ({general}) x"
-        )
+        fast = self._fast_sql(keys, f"({where}) AND f <> 0", step,
+                              f"readings JOIN g USING ({keys})",
+                              ", NULL AS same, NULL AS us, NULL AS ss")
+        general = self._general_sql(keys, where, step, f"readings JOIN (SELECT {keys} FROM g "
+                                    f"WHERE f = 0) z USING ({keys})")
+        return (f"WITH g AS MATERIALIZED ({_scale_sql(where, keys)}) {fast} "
+                f"UNION ALL {general}")
+
+    def _general_sql(self, keys: str, where: str, step: int, source: str = "readings") -> str:
+        """The general split of :meth:`_step_sql` in the columns of the keyed statement,
+        ``keys, b, s1, s2, n, f, same, us, ss``, its fast path's NULL."""
+        return (f"SELECT {keys}, b, NULL AS s1, NULL AS s2, n, NULL AS f, same, us, ss "
+                f"FROM ({self._step_sql(keys, where, step, source)}) x")
 
     def _step_sql(self, keys: str, where: str, step: int, source: str = "readings") -> str:
         """SQL of the buckets of ``step`` ns per ``keys`` (``metric`` or ``device_id,
@@ -721,14 +795,13 @@ class SQLStoreMixin:
         Python, and no sum overflows or underflows (1.7e308 thrice, 1e-310 alone).
         ``source`` is what the readings are read from (a join that keeps only some keys).
         """
-        bucket = _bucket_sql(self._quotient.format(step=step), step)
         agg = self._list_agg
         return (
             f"SELECT {keys}, b, CASE WHEN min(lo) = max(hi) THEN min(lo) END AS same, "
             f"{agg}(u) AS us, {agg}(s) AS ss, sum(n) AS n FROM ("
             f"SELECT {keys}, b, {self._unit} AS u, sum({self._term}) AS s, count(*) AS n, "
             "min(value) AS lo, max(value) AS hi FROM ("
-            f"SELECT {keys}, {bucket} AS b, value, {self._word} AS w "
+            f"SELECT {keys}, {self._bucket(step)} AS b, value, {self._word} AS w "
             f"FROM {source} WHERE {where}) r GROUP BY {keys}, b, u) c GROUP BY {keys}, b"
         )
 
@@ -772,7 +845,8 @@ class SQLStoreMixin:
                 return sql + " ORDER BY device_id, metric, b"
 
             if step is not None:
-                rows = self._bucket_means("device_id, metric", where, params, step, wrap)
+                rows = self._bucket_means("device_id, metric", where, params, step, wrap,
+                                          self._mean_plan(chunk, None, start_ns, end_ns))
             else:
                 rows = self._read(wrap("SELECT device_id, metric, ts_ns AS b, value AS v "
                                        f"FROM readings WHERE {where}", "device_id, metric, b, v"),

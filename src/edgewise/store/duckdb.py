@@ -40,7 +40,7 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,6 +66,7 @@ from edgewise.store._sql import (
     insert_alert,
     insert_conflicts,
     mark_merged,
+    mean_plan,
     merge_changes,
     new_store_id,
     prune_events_where,
@@ -108,7 +109,30 @@ _SCHEMA = [
         detail VARCHAR NOT NULL)""",
 ]
 
-_STATS_SQL = "SELECT device_id, count(*), min(ts_ns), max(ts_ns), list(DISTINCT metric) "
+# per device and metric: readings, first and last ts_ns, smallest nonzero and largest size
+_STATS_SQL = ("SELECT device_id, metric, count(*), min(ts_ns), max(ts_ns), "
+              "min(abs(value)) FILTER (WHERE value <> 0), max(abs(value)) ")
+
+
+def _fold_stats(stats: dict[str, list[Any]], rows: Iterable[Sequence[Any]]) -> None:
+    """Add rows of ``_STATS_SQL`` to ``stats``: per device ``[readings, first_ns, last_ns,
+    {metric: [readings, smallest nonzero size or None, largest size]}]``.
+
+    >>> stats = {}
+    >>> _fold_stats(stats, [("d", "t", 2, 5, 9, None, 0.0), ("d", "t", 1, 3, 3, 0.5, 2.0)])
+    >>> stats
+    {'d': [3, 3, 9, {'t': [3, 0.5, 2.0]}]}
+    """
+    for d, m, n, lo, hi, small, top in rows:
+        st = stats.setdefault(d, [0, int(lo), int(hi), {}])
+        st[0] += int(n)
+        st[1], st[2] = min(st[1], int(lo)), max(st[2], int(hi))
+        key = st[3].setdefault(m, [0, None, 0.0])
+        key[0] += int(n)
+        if small is not None:
+            key[1] = float(small) if key[1] is None else min(key[1], float(small))
+        key[2] = max(key[2], float(top))
+
 
 _LOCK_RE = re.compile(r"PID (\d+)")
 
@@ -407,7 +431,8 @@ class DuckDBStore(SQLStoreMixin):
         self._seqs = SeqTracker()
         self._marks: dict[str, int] = {}
         self._appends = 0
-        # per-device [readings, first_ns, last_ns, metrics]: devices() reads this, not the table
+        # per-device [readings, first_ns, last_ns, {metric: [readings, smallest nonzero
+        # size, largest size]}] (_fold_stats): devices() and _mean_plan read it, not the table
         self._stats: dict[str, list[Any]] = {}
         self._stats_lock = threading.Lock()
         self._pending_stats: list[tuple[Any, ...]] = []
@@ -462,8 +487,9 @@ class DuckDBStore(SQLStoreMixin):
     def _load_stats(self, devices: list[str] | None = None) -> None:
         """(Re)compute per-device totals from the table, for all or some devices."""
         if devices is None:
-            rows = self._con.execute(_STATS_SQL + "FROM readings GROUP BY ALL").fetchall()
-            fresh = {d: [int(n), int(lo), int(hi), set(ms)] for d, n, lo, hi, ms in rows}
+            fresh: dict[str, list[Any]] = {}
+            _fold_stats(fresh, self._con.execute(
+                _STATS_SQL + "FROM readings GROUP BY ALL").fetchall())
             with self._stats_lock:
                 self._stats = fresh
             return
@@ -474,20 +500,25 @@ class DuckDBStore(SQLStoreMixin):
         with self._stats_lock:
             for d in devices:
                 self._stats.pop(d, None)
-            for d, n, lo, hi, ms in rows:
-                self._stats[d] = [int(n), int(lo), int(hi), set(ms)]
+            _fold_stats(self._stats, rows)
 
     def _merge_stats(self, rows: list[tuple[Any, ...]]) -> None:
         with self._stats_lock:
-            for d, n, lo, hi, ms in rows:
-                st = self._stats.get(d)
-                if st is None:
-                    self._stats[d] = [int(n), int(lo), int(hi), set(ms)]
-                else:
-                    st[0] += int(n)
-                    st[1] = min(st[1], int(lo))
-                    st[2] = max(st[2], int(hi))
-                    st[3].update(ms)
+            _fold_stats(self._stats, rows)
+
+    def _mean_plan(self, device_ids: Sequence[str], metric: str | None,
+                   start_ns: int | None, end_ns: int | None) -> tuple[str, ...]:
+        """The statements a bucket-mean query tries (:func:`mean_plan`), from the sizes
+        of each key's readings kept in memory: exact where ``[start_ns, end_ns)`` holds
+        every reading of the devices, so a query whose one scale is bound to fail (a
+        metric of values from 1e-200 to 1e200 among others) skips that statement."""
+        with self._stats_lock:
+            stats = [st for st in map(self._stats.get, device_ids) if st is not None]
+            keys = [(n, small, top) for st in stats for m, (n, small, top) in st[3].items()
+                    if metric in (None, m)]
+            exact = all((start_ns is None or start_ns <= st[1])
+                        and (end_ns is None or st[2] < end_ns) for st in stats)
+        return mean_plan(keys, one_key=metric is not None, exact=exact)
 
     def _compact_seqs(self) -> None:
         """Fold each device's stored seqs 1..watermark into one seq_marks row (one transaction).
