@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,8 @@ import typer
 
 from edgewise.config import default_data_dir
 
-__all__ = ["DataDir", "Json", "app", "bench_app", "existing_data_dir", "fail", "out_path"]
+__all__ = ["DataDir", "Json", "app", "bench_app", "existing_data_dir", "fail", "not_an_input",
+           "out_path"]
 
 app = typer.Typer(
     name="edgewise",
@@ -42,13 +44,52 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def out_path(flag: str, value: str, *, folder: bool, example: str, what: str = "") -> Path:
+#: Inputs of a command, as (the option that names it, the path): a file, or a folder whose
+#: files are read. ``None`` paths (an option not given, a store that is no file) are skipped.
+Inputs = Iterable[tuple[str, str | Path | None]]
+
+
+def not_an_input(flag: str, target: str | Path, inputs: Inputs, example: str) -> None:
+    """Fail (one line, exit 2), before any work, where the output ``target`` is one of the
+    command's ``inputs`` (the same file, through a link too) or lies inside an input folder:
+    writing it would destroy the input, or add a file the next run reads as one.
+
+    >>> import tempfile
+    >>> runs = Path(tempfile.mkdtemp()) / "runs.csv"
+    >>> _ = runs.write_text("unit,cycle")
+    >>> not_an_input("--out", runs.with_name("m.rul"), [("--data", runs)], "model.rul")
+    >>> not_an_input("--out", runs, [("--data", runs)], "model.rul")
+    Traceback (most recent call last):
+    ...
+    click.exceptions.Exit: 2
+    """
+    out = Path(target)
+    where = out.resolve()
+    for option, given in inputs:
+        if given is None or not str(given).strip():
+            continue
+        source = Path(given)
+        if not source.exists():
+            continue
+        if source.is_dir():
+            if where.is_relative_to(source.resolve()):
+                raise fail(f"{flag} {str(out)!r} lies inside the {option} folder "
+                           f"{str(source)!r}, whose files are this command's input; give a "
+                           f"path outside it, e.g. {example}")
+        elif where == source.resolve() or (out.exists() and out.samefile(source)):
+            raise fail(f"{flag} {str(out)!r} is the {option} input {str(source)!r}: writing it "
+                       f"would destroy that input; give another path, e.g. {example}")
+
+
+def out_path(flag: str, value: str, *, folder: bool, example: str, what: str = "",
+             inputs: Inputs = ()) -> Path:
     """``value`` of an output option as a Path, refused (one line, exit 2) before any work
     where it cannot be written: empty (``Path("")`` is the working directory), a file where
     a folder is wanted or a folder where a file is, or a path whose nearest existing part
     is a file or cannot be written. Missing folders are fine: the caller makes them.
     ``what`` says what the path is for (default: "a folder for the results" or "a file to
-    write").
+    write"). ``inputs`` are the command's inputs, which the path must not be nor lie in
+    (:func:`not_an_input`).
 
     Writability is tried, not only asked of ``os.access`` (which says yes to root on a
     read-only or virtual file system such as ``/proc``): the first missing folder is made
@@ -65,6 +106,7 @@ def out_path(flag: str, value: str, *, folder: bool, example: str, what: str = "
         raise fail(f"{flag} must be {kind}, e.g. {example}; an empty one would mean the "
                    f"working directory. Got {value!r}.")
     path = Path(value)
+    not_an_input(flag, path, inputs, example)
     if folder and path.exists() and not path.is_dir():
         raise fail(f"{flag} must be {kind} (made if missing), e.g. {example}. Got {value!r}, "
                    "which is a file.")

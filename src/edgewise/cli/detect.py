@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgewise.cli._app import app, fail
+from edgewise.cli._app import Inputs, app, fail, not_an_input
 
 # Options shared with `edgewise bench csv`, which runs this command over a folder.
 TimeColumn = Annotated[
@@ -82,8 +82,12 @@ def scored_name(file: Path) -> Path:
     return file.with_name(f"{Path(name).stem}_scored.csv")
 
 
-def check_out(target: Path, flag: str = "--out", example: str = "scored.csv") -> None:
-    """Fail with one line, before any work, where ``target`` cannot be written as a file."""
+def check_out(target: Path, flag: str = "--out", example: str = "scored.csv",
+              inputs: Inputs = ()) -> None:
+    """Fail with one line, before any work, where ``target`` cannot be written as a file,
+    or is one of the command's ``inputs`` (``(option, path)`` pairs) or lies in an input
+    folder (:func:`~edgewise.cli._app.not_an_input`)."""
+    not_an_input(flag, target, inputs, example)
     if target.is_dir():
         raise fail(f"{flag} {str(target)!r} is a directory; give a file path, e.g. "
                    f"{str(target / example)!r}")
@@ -140,7 +144,7 @@ def detect(
     cols = split_columns(columns)
     check_csv_file(file)  # before OUT's name is made from it ('' is the directory '.')
     target = out or scored_name(file)
-    check_out(target)
+    check_out(target, inputs=[("FILE", file)])
     df, cells = read_tables(file)  # the numbers, and every cell as written for OUT
     earlier = [c for c in OUTPUT_COLUMNS
                if c in df.columns and c not in (cols or []) and c != label_column]

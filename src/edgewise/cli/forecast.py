@@ -23,7 +23,14 @@ from typing import Annotated, Any
 import typer
 
 from edgewise.cli._app import Json, fail
-from edgewise.cli.rul import _shown, _store_url, open_existing_store, predict_app, train_app
+from edgewise.cli.rul import (
+    _shown,
+    _store_url,
+    data_input,
+    open_existing_store,
+    predict_app,
+    train_app,
+)
 
 Csv = Annotated[Path | None, typer.Option(
     "--csv", help="CSV file holding the metric's history (time and value columns).")]
@@ -109,7 +116,9 @@ def train_forecast(
         help="Steps per seasonal cycle (default: detect a daily/weekly cycle; 1: none).",
         show_default=False)] = None,
     step: Annotated[str | None, typer.Option(
-        help="Grid step, e.g. 30min or 1h (default: the median spacing of the readings).",
+        help="Grid step, e.g. 30min or 1h (default: the median spacing of the readings, or "
+        "the finest common step 60% of whose steps hold a reading where they come in "
+        "bursts).",
         show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Random seed, 0 to 2**32-1.")] = 0,
     json_out: Json = False,
@@ -119,7 +128,7 @@ def train_forecast(
     from edgewise.errors import EdgewiseError
     from edgewise.models.forecast import Forecaster
 
-    check_out(out, example="model.forecast")
+    check_out(out, example="model.forecast", inputs=[("--csv", csv), ("--data", data_input(data))])
     if not 0 <= seed < 2**32:
         raise fail(f"--seed {seed}: must be a whole number from 0 to {2**32 - 1}")
     ts, values, name = _history(csv, time_column, column, data, device, metric)
@@ -191,7 +200,8 @@ def predict_forecast(
                    "forecast --out' wrote" if model.is_dir()
                    else f"--model {str(model)!r} does not exist")
     if out is not None:
-        check_out(out, example="forecast.csv")
+        check_out(out, example="forecast.csv", inputs=[
+            ("--model", model), ("--csv", csv), ("--data", data_input(data))])
     try:
         fc = load_forecaster(model)
         if csv is None and data is None:

@@ -258,8 +258,10 @@ def groups(
                    "--save' wrote")
     if save is not None:
         from edgewise.cli._app import out_path
+        from edgewise.cli.rul import data_input
 
-        out_path("--save", str(save), folder=False, example="groups.json")
+        out_path("--save", str(save), folder=False, example="groups.json",
+                 inputs=[("--csv", csv), ("--data", data_input(data))])
     if devices and data is None:
         raise fail("--devices applies to store data (--data) only")
     if csv is not None and not csv.exists():

@@ -61,6 +61,25 @@ def _store_url(data: str) -> str | None:
     return None
 
 
+def data_input(data: str | None) -> Path | None:
+    """The file or folder ``--data`` reads, for :func:`~edgewise.cli._app.not_an_input`: a
+    CSV file or folder as given, a gateway data dir's ``edgewise.duckdb`` (only that file of
+    the dir is read), the file of a ``duckdb:///PATH`` URL; ``None`` for another store.
+
+    >>> data_input("duckdb:///srv/ew/edgewise.duckdb").as_posix(), data_input("postgresql://db")
+    ('/srv/ew/edgewise.duckdb', None)
+    """
+    from edgewise.store import duckdb_file
+
+    if not data:
+        return None
+    if "://" in data:
+        return duckdb_file(data)
+    path = Path(data)
+    store = path / "edgewise.duckdb"
+    return store if path.is_dir() and store.is_file() else path
+
+
 def _shown(url: str) -> str:
     """The store URL as it may be printed: its password masked."""
     from edgewise.store import shown_url
@@ -393,7 +412,8 @@ def train_rul(
     from edgewise.errors import InvalidParameterError
     from edgewise.models.rul import RULModel
 
-    check_out(out, example="model.rul")
+    check_out(out, example="model.rul", inputs=[
+        ("--data", data_input(data)), ("--failures", failures)])
     _check_train_options(unit_column, time_column, condition_columns, sensor_columns, models,
                          seed)
     url = _store_url(data)

@@ -122,6 +122,31 @@ _UNIT = {"spread": 0.25, "trend": 0.5, "acf1": 0.1, "daily": 0.25, "daily_cos": 
          "daily_sin": 0.25, "corr": 0.2}
 
 
+_NUMBER = (int, float)
+_TEXTS = "a list of texts"
+#: The learned state a groups file holds: each key, the JSON types its value may have, and
+#: those types in words (:func:`_from_doc` checks them, naming the field, before any is used)
+_STATE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "metrics_": ((list,), _TEXTS), "left_out_": ((dict,), "an object"),
+    "left_out_devices_": ((dict,), "an object"), "missing_": ((dict,), "an object"),
+    "step_ns_": ((int,), "a whole number"),
+    "reference_value_": ((*_NUMBER, type(None)), "a number or null"),
+    "feature_names_": ((list,), _TEXTS), "devices_": ((list,), _TEXTS),
+    "typical_spread_": ((dict,), "an object"), "eps_": ((dict,), "an object"),
+    "span_days_": (_NUMBER, "a number"), "n_groups_": ((int,), "a whole number"),
+    "odd_scale_": (_NUMBER, "a number"), "odd_cut_": (_NUMBER, "a number"),
+    "odd_dims_": (_NUMBER, "a number"), "silhouette_": ((dict,), "an object"),
+    "null_silhouette_": ((dict,), "an object"), "traits_": ((dict,), "an object"),
+    "n_features_in_": ((int,), "a whole number"),
+}
+#: State a file saved by an earlier release may lack (it was saved before devices were left
+#: out: it names none).
+_OPTIONAL_STATE = frozenset({"left_out_devices_"})
+#: The arrays a groups file holds (``arrays``), and the per-device lists beside them.
+_ARRAYS = ("center_", "scale_", "weights_", "centroids_", "Z_")
+_PER_DEVICE = ("labels_", "odd_score_", "odd_")
+
+
 class GroupsFileError(EdgewiseError, ValueError):
     """A file is not an Edgewise groups model, is damaged, or of a version this build cannot read."""  # noqa: E501
 
@@ -667,12 +692,7 @@ class BehaviourGroups:
                 "groups": groups, "odd_ones_out": odd}
 
     # -- persistence ----------------------------------------------------------------------
-    _STATE: ClassVar[tuple[str, ...]] = (
-        "metrics_", "left_out_", "left_out_devices_", "missing_", "step_ns_",
-        "reference_value_", "feature_names_",
-        "devices_", "typical_spread_", "eps_", "span_days_", "n_groups_", "odd_scale_",
-        "odd_cut_", "odd_dims_", "silhouette_",
-        "null_silhouette_", "traits_", "n_features_in_")
+    _STATE: ClassVar[tuple[str, ...]] = tuple(_STATE_TYPES)
 
     def save(self, path: str | Path) -> int:
         """Write the fitted model as one versioned JSON file, whole or not at all.
@@ -817,19 +837,66 @@ def load_groups(path: str | Path) -> BehaviourGroups:
     _, body = read_model_file(path, _MAGIC, GroupsFileError, what="groups model",
                               version=FORMAT_VERSION, remedy="fit the groups again")
     try:
-        return _from_doc(json.loads(body))
+        return _from_doc(json.loads(body), name)
+    except GroupsFileError:
+        raise
     except (ValueError, KeyError, TypeError, RecursionError) as exc:  # Recursion: nested JSON
         raise GroupsFileError(f"Groups file {name!r} does not hold a groups model this "
                               f"Edgewise can read ({type(exc).__name__}: {exc}); fit the "
                               "groups again.") from None
 
 
-def _from_doc(doc: dict[str, Any]) -> BehaviourGroups:
-    """The model a saved body describes."""
+def _check_doc(doc: Any, name: str) -> None:
+    """Raise :class:`GroupsFileError` naming the file and the first field of a saved body
+    that is missing or of the wrong JSON type (a file rewritten with a valid checksum can
+    hold anything), before any of it is used."""
+    def bad(field: str, what: str, got: str = "it is missing") -> GroupsFileError:
+        return GroupsFileError(f"Groups file {name!r} does not hold a groups model this "
+                               f"Edgewise can read: its field {field!r} must be {what}; {got}. "
+                               "Fit the groups again (edgewise groups --save).")
+
+    def shown(value: Any) -> str:
+        return f"got {type(value).__name__} {value!r:.60}"
+
+    if not isinstance(doc, dict):
+        raise bad("(body)", "a JSON object", shown(doc))
+    for key, kind in (("params", dict), ("state", dict), ("arrays", dict), ("profiles_", dict),
+                      *((k, list) for k in _PER_DEVICE)):
+        what = f"a JSON {'object' if kind is dict else 'list'}"
+        if key not in doc:
+            raise bad(key, what)
+        if not isinstance(doc[key], kind):
+            raise bad(key, what, shown(doc[key]))
+    state = doc["state"]
+    for key, (types, what) in _STATE_TYPES.items():
+        if key not in state:
+            if key in _OPTIONAL_STATE:
+                continue
+            raise bad(f"state.{key}", what)
+        value = state[key]
+        if (not isinstance(value, types) or isinstance(value, bool)
+                or (what == _TEXTS and not all(isinstance(v, str) for v in value))):
+            raise bad(f"state.{key}", what, shown(value))
+    for key in _ARRAYS:
+        if key not in doc["arrays"]:
+            raise bad(f"arrays.{key}", "a list of numbers")
+        if not isinstance(doc["arrays"][key], list):
+            raise bad(f"arrays.{key}", "a list of numbers", shown(doc["arrays"][key]))
+    devices = len(state["devices_"])
+    for key in _PER_DEVICE:
+        if len(doc[key]) != devices:
+            raise bad(key, f"a list of one value per device ({devices})",
+                      f"got {len(doc[key])} values")
+
+
+def _from_doc(doc: dict[str, Any], name: str = "(body)") -> BehaviourGroups:
+    """The model a saved body describes (``name``: its file, for errors)."""
+    _check_doc(doc, name)
     model = BehaviourGroups(**doc["params"])
     model.left_out_devices_ = {}  # a file saved before devices were left out names none
     for k, v in doc["state"].items():
-        setattr(model, k, v)
+        if k in _STATE_TYPES:  # a key this release does not know is not made an attribute
+            setattr(model, k, v)
     model.traits_ = {int(g): t for g, t in model.traits_.items()}
     model.silhouette_ = {int(k): v for k, v in model.silhouette_.items()}
     model.null_silhouette_ = {int(k): v for k, v in model.null_silhouette_.items()}

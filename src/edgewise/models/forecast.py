@@ -4,7 +4,11 @@
 timezone-aware) and values, irregular and with gaps, as telemetry comes. The pipeline:
 
 1. **A regular grid.** The step is the median spacing of the readings, snapped to a common
-   step such as 5 min or 1 h when within 10% of it (or ``step``). The grid's times are the
+   step such as 5 min or 1 h when within 10% of it (or ``step``); where fewer than 60% of
+   its steps would hold a reading (:func:`step_fill`: readings sent in bursts, 5 a minute
+   apart every hour, have a median spacing of a minute), the finest common step above it
+   that 60% do hold one in (:func:`filled_step`; a ``step`` that sparse is refused, naming
+   it). The grid's times are the
    readings' nominal times (:func:`reading_phase`: where in the step they arrive, e.g.
    hh:15:01), and each step averages the readings within half a step of its time, so
    readings sent a little early or late stay in their step and the forecast's times are
@@ -84,12 +88,14 @@ __all__ = [
     "FORECAST_FORMAT_VERSION",
     "ForecastFileError",
     "Forecaster",
+    "filled_step",
     "load_forecaster",
     "nice_step",
     "read_forecast_header",
     "reading_phase",
     "regular_series",
     "seasonal_naive",
+    "step_fill",
     "to_ns",
 ]
 
@@ -105,7 +111,13 @@ _MIN_ACF = 0.3
 _MIN_DIP = 0.1
 #: A given step below this share of the readings' median spacing is refused: at half the
 #: spacing every other step is empty, and a feature can be missing in every training row.
+#: Likewise a step (given or inferred) holding a reading in fewer than this share of its
+#: steps (:func:`step_fill`): readings sent in bursts (5 a minute apart every hour) have a
+#: median spacing of a minute, and a 1 min grid would be 92% empty.
 _MIN_STEP_SHARE = 0.6
+#: Empty steps in a run at least this long are an outage (the sensor was off), not the
+#: readings' rhythm: :func:`step_fill` leaves them out, as a coarser step would not fill them.
+_OUTAGE_NS = _NS_PER_DAY
 
 
 class ForecastFileError(EdgewiseError, ValueError):
@@ -215,6 +227,43 @@ def nice_step(spacing_ns: int) -> int:
     return max(int(spacing_ns), 1)
 
 
+def step_fill(ts_ns: np.ndarray, step_ns: int) -> float:
+    """Share of a grid's steps (of ``step_ns``, at the readings' phase) that hold a reading,
+    not counting the empty steps of an outage (a run of them lasting a day or more).
+
+    >>> M, H = 60 * 10**9, 3600 * 10**9
+    >>> burst = np.array([h * H + k * M for h in range(48) for k in range(5)])
+    >>> round(step_fill(burst, M), 3), step_fill(burst, H)
+    (0.085, 1.0)
+    >>> step_fill(np.array([0, 1, 2, 3, 10**6]) * H, H)  # the outage is not counted
+    1.0
+    """
+    step = int(step_ns)
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    shift = reading_phase(ts, step) - step // 2
+    held = np.unique((ts - shift) // step)
+    empty = np.diff(held) - 1
+    short = empty[(empty > 0) & (empty * step < _OUTAGE_NS)]
+    return float(len(held) / (len(held) + int(short.sum())))
+
+
+def filled_step(ts_ns: np.ndarray, step_ns: int) -> int:
+    """``step_ns`` if at least 0.6 of its steps hold a reading (:func:`step_fill`), else the
+    finest common step above it (5 min, 1 h, …) that does; ``step_ns`` when none does.
+
+    >>> M, H = 60 * 10**9, 3600 * 10**9
+    >>> burst = np.array([h * H + k * M for h in range(48) for k in range(5)])
+    >>> filled_step(burst, M) // M, filled_step(np.arange(100) * M, M) // M
+    (60, 1)
+    """
+    if step_fill(ts_ns, step_ns) >= _MIN_STEP_SHARE:
+        return int(step_ns)
+    for s in _NICE_STEPS_S:
+        if s * 10**9 > step_ns and step_fill(ts_ns, s * 10**9) >= _MIN_STEP_SHARE:
+            return s * 10**9
+    return int(step_ns)
+
+
 def seasonal_naive(y: np.ndarray, season: int, horizon: int) -> np.ndarray:
     """The last season repeated ``horizon`` steps ahead (an empty step: the one a season
     earlier; empty in every season: the last value known; ``season=1``: the last value).
@@ -247,8 +296,9 @@ class Forecaster:
         module doc), ``1`` means no season.
     step
         The grid step: nanoseconds, a pandas offset such as ``"30min"``, or ``None`` for
-        the median spacing of the readings. A step under 0.6 of that spacing is refused
-        (most steps would hold no reading).
+        the median spacing of the readings (coarser where that leaves most steps empty:
+        :func:`filled_step`). A step under 0.6 of that spacing, or one whose steps hold a
+        reading less than 60% of the time (:func:`step_fill`), is refused.
     alpha
         Intervals aim to hold the truth ``1 - alpha`` of the time.
     calibration_origins
@@ -308,7 +358,10 @@ class Forecaster:
         spacing = nice_step(int(np.median(np.diff(ts))))
         step = self._given_step()
         if step is None:
-            return spacing
+            # bursts (5 readings a minute apart every hour) make the median spacing far
+            # finer than their rhythm: a step most of whose steps are empty would leave a
+            # feature missing in every training row; the finest common step they fill
+            return filled_step(ts, spacing)
         if step < _MIN_STEP_SHARE * spacing:
             # most grid steps would be empty: some features are then missing in every
             # training row (scikit-learn fails on them), and a 1 s grid over a year of
@@ -322,6 +375,18 @@ class Forecaster:
                 f"{_span(math.ceil(_MIN_STEP_SHARE * spacing))}, e.g. the spacing "
                 f"{_span(spacing)!r}, or leave the step out to use the spacing.", field="step",
                 value=self.step)
+        fill = step_fill(ts, step)
+        if fill < _MIN_STEP_SHARE:
+            shown = self.step if isinstance(self.step, str) else f"{step} ns"
+            coarser = filled_step(ts, step)
+            raise InvalidParameterError(
+                f"The step {shown!r} (Forecaster's 'step', --step) leaves "
+                f"{math.floor(100 * (1 - fill))}% of its steps without a reading (outages of "
+                "a day or more not counted): the readings come in bursts, closer together "
+                "than their rhythm. Give a step in which at least "
+                f"{round(100 * _MIN_STEP_SHARE)}% of the steps hold a reading, e.g. "
+                f"{_span(coarser)!r}, or leave the step out to have one chosen.",
+                field="step", value=self.step)
         return step
 
     def _given_step(self) -> int | None:
@@ -478,6 +543,10 @@ class Forecaster:
                 f"Forecaster found only {int(ok.sum())} training rows with a known target; the "
                 "history is mostly empty steps. Give a longer or fuller history.",
                 field="values", value=int(ok.sum()))
+        X = X[ok]
+        # a feature missing in every row (a lag that always falls between readings) carries
+        # nothing, and scikit-learn fails binning it: a constant column is never split on
+        X[:, np.isnan(X).all(axis=0)] = 0.0
         trees = HistGradientBoostingRegressor(
             max_iter=self.n_estimators,
             learning_rate=self.learning_rate,
@@ -488,7 +557,7 @@ class Forecaster:
             random_state=seed,
         )
         with threadpool_limits(self.n_threads):
-            return trees.fit(X[ok], ((truth - base) / scale)[ok])
+            return trees.fit(X, ((truth - base) / scale)[ok])
 
     def _forecast(self, trees: Any, y: np.ndarray, grid: np.ndarray,
                   origins: np.ndarray) -> np.ndarray:

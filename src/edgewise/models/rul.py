@@ -287,6 +287,29 @@ class RULModel:
             df = df.reindex(columns=columns)
         return df, df[[*self.conditions_, *self.sensors_]].astype(float)
 
+    @staticmethod
+    def _check_y(X: pd.DataFrame, y: Any) -> np.ndarray:
+        """``y`` as floats, one finite number per row of ``X`` (in ``X``'s row order: its
+        index is not used, so it may repeat)."""
+        try:
+            arr = np.asarray(y, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameterError(
+                f"RULModel.fit's y must be numbers, the remaining steps of each row of X. Got "
+                f"{type(y).__name__}: {exc}.", field="y", value=type(y).__name__) from None
+        if arr.ndim != 1 or len(arr) != len(X):
+            raise InvalidParameterError(
+                f"RULModel.fit's y must hold one remaining-steps value per row of X, in X's "
+                f"row order: X has {len(X)} rows, y has shape {arr.shape}.", field="y",
+                value=list(arr.shape))
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if len(bad):
+            raise InvalidParameterError(
+                f"RULModel.fit's y must be finite: y[{int(bad[0])}] is {arr[bad[0]]} "
+                f"({len(bad)} such value(s)). Give every row's remaining steps.", field="y",
+                value=float(arr[bad[0]]))
+        return arr
+
     def required_columns(self) -> list[str]:
         """The columns a fitted model needs in the data it scores: the unit and time columns
         and :meth:`used_columns`. A sensor it learned nothing from (constant, or empty in
@@ -540,9 +563,7 @@ class RULModel:
                 f"RULModel has no sensor to learn from: every cell of {list(self.left_out_)} "
                 "is empty. Give histories whose sensors hold values."
             )
-        if y is not None:
-            y_s = pd.Series(np.asarray(y, dtype=float), index=X.index)
-        order = X.sort_values([self.unit_column, self.time_column], kind="stable").index
+        y_rows = None if y is None else self._check_y(X, y)
         df, vals = self._frame(X)
         # a column empty in every row carries nothing (the normaliser drops it); one empty
         # in some units only, or not finite, would be learned from a made-up level
@@ -552,7 +573,11 @@ class RULModel:
         units, times, settings, sensors = self._arrays(df, vals)
         # Intervals are calibrated on the capped target, the quantity the model predicts:
         # a prediction at the cap means "healthy, at least cap steps left".
-        raw = rul_targets(units, times, None) if y is None else y_s.loc[order].to_numpy()
+        if y_rows is None:
+            raw = rul_targets(units, times, None)
+        else:  # by position, as _frame sorts the rows: X's index may repeat (concatenated units)
+            keys = X[[self.unit_column, self.time_column]].reset_index(drop=True)
+            raw = y_rows[keys.sort_values(list(keys.columns), kind="stable").index.to_numpy()]
         target = np.minimum(raw, self.cap) if self.cap else raw
         uniq = np.unique(units)
         if len(uniq) < 4:

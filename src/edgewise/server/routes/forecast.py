@@ -32,7 +32,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 
-from edgewise.errors import InvalidParameterError
+from edgewise.errors import EdgewiseError, InvalidParameterError
 from edgewise.models.forecast import Forecaster
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
 from edgewise.server.fitting import FitCache, bucket_s, busy, fit_slot
@@ -131,6 +131,18 @@ def _too_little(device_id: str, metric: str, horizon: int, detail: str,
     )
 
 
+def _unfit(device_id: str, metric: str, horizon: int, exc: Exception) -> Problem:
+    return Problem(
+        422, "History cannot be forecast",
+        f"Cannot forecast metric {metric!r} of device {device_id!r} {horizon} steps ahead "
+        f"from its last {WINDOW_DAYS} days of readings: the forecaster cannot be fitted on "
+        f"them ({type(exc).__name__}: {exc}).",
+        field="metric", value=metric,
+        allowed="a metric whose history the forecaster can be fitted on (the detail says "
+        "what stopped it)", reason="unfit_history",
+    )
+
+
 def _fit(device_id: str, metric: str, horizon: int,
          rows: list[tuple[str, int, float]], bucket: int | None) -> _Entry:
     """Fit a Forecaster on ``rows``; raise a 422 problem when they cannot make one."""
@@ -144,9 +156,13 @@ def _fit(device_id: str, metric: str, horizon: int,
     model = Forecaster(horizon=horizon, n_threads=1)
     try:
         model.fit(ts, values)
+        out = model.predict()
     except InvalidParameterError as exc:
         raise _too_little(device_id, metric, horizon, str(exc), exc.value) from None
-    out = model.predict()
+    except (EdgewiseError, ValueError, ArithmeticError) as exc:
+        # any other history the model cannot take (a grid too large, a fit the trees
+        # refuse) is the metric's data, not a server fault: a 422 naming it, never a 500
+        raise _unfit(device_id, metric, horizon, exc) from None
     times = out["time"].astype("int64").to_numpy()  # ns UTC
     answer = {
         "device_id": device_id, "metric": metric, "horizon": horizon,
@@ -253,7 +269,8 @@ _TOO_LITTLE = ("Too little history (reason 'too_little_history'): the detail say
                      "the device has no readings of that metric (reason 'unknown_metric')."},
                422: {"description": "A bad parameter ('field' names it: 'horizon' out of "
                      f"1..{MAX_HORIZON}, 'metric' missing), or " + _TOO_LITTLE[0].lower()
-                     + _TOO_LITTLE[1:]},
+                     + _TOO_LITTLE[1:] + " Or a history the forecaster cannot be fitted on "
+                     "(reason 'unfit_history'): the detail says why."},
                429: {"description": f"{MAX_FITS} forecasts were being fitted for "
                      f"{FIT_WAIT_S:g} s (reason 'forecasts_busy'); retry after Retry-After."}},
 )
