@@ -114,3 +114,31 @@ def test_an_out_beside_the_input_is_still_written(tmp_path: Path) -> None:
                "--horizon", "2", "--json")
     assert done.exit_code == 0, done.stderr
     assert out.is_file()
+
+
+@pytest.mark.parametrize("args", [
+    ["bench", "nab", "--data", "{nab}", "--out", "{nab}/results"],
+    ["bench", "nab", "--data", "{nab}", "--bootstrap", "10", "--reference", "{ref}",
+     "--out", "{ref}/ours"],
+    ["bench", "edge", "--data", "{root}", "--out", "{root}/edge.md"],
+    ["bench", "active", "--nab-dir", "{nab}", "--out", "{nab}/active.md"],
+])
+def test_a_benchmark_never_writes_into_its_corpus(tmp_path: Path, args: list[str]) -> None:
+    """A results path inside the corpus a benchmark reads is refused before anything is
+    read or written (it would mix result files into the data the next run reads)."""
+    root = tmp_path / "data"
+    nab, ref = root / "nab", tmp_path / "ref"
+    (nab / "labels").mkdir(parents=True)
+    (nab / "labels" / "combined_windows.json").write_text("{}")
+    (root / "cmapss").mkdir()
+    for name in ("train_FD001.txt.gz", "test_FD001.txt", "RUL_FD001.txt"):  # bench edge's
+        (root / "cmapss" / name).write_text("")
+    series = nab / "data" / "realKnownCause" / "machine_temperature_system_failure.csv"
+    series.parent.mkdir(parents=True)
+    series.write_text("timestamp,value\n")
+    ref.mkdir()
+    kept = nab / "labels" / "combined_windows.json"
+    filled = [a.format(nab=nab, ref=ref, root=root) for a in args]
+    refused(filled, kept, "--out", "input")
+    assert sorted(p.name for p in nab.iterdir()) == ["data", "labels"]
+    assert sorted(p.name for p in ref.iterdir()) == []

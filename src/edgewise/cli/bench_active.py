@@ -67,7 +67,8 @@ def bench_active(
         raise fail(f"--nab-files must be an int >= 0 (the first N NAB files, sorted; 0 = "
                    f"all). Got {nab_files}.")
     out_file = None if out is None else out_path("--out", out, folder=False,
-                                                 example="benchmarks/results/active.md")
+                                                 example="benchmarks/results/active.md",
+                                                 inputs=[("--nab-dir", nab_dir)] if nab_dir else ())
     root = nab_dir
     if "nab" in names:
         if root is None:

@@ -116,7 +116,8 @@ def bench_edge(
     check_sizes(repeats=repeats)
     _check_data(data)
     out_file = None if out is None else out_path("--out", out, folder=False,
-                                                 example="benchmarks/results/edge.md")
+                                                 example="benchmarks/results/edge.md",
+                                                 inputs=[("--data", data)])
     res = run(data, repeats=repeats)
     res["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
     if out_file is not None:

@@ -53,7 +53,8 @@ def bench_nab(
 
     if detector not in DETECTORS:
         raise fail(f"Unknown detector {detector!r}. Choose one of: {', '.join(sorted(DETECTORS))}.")
-    out_dir = out_path("--out", out, folder=True, example="/tmp/nab")
+    inputs = [("--data", data)] + ([("--reference", reference)] if reference else [])
+    out_dir = out_path("--out", out, folder=True, example="/tmp/nab", inputs=inputs)
     if not (data / "labels" / "combined_windows.json").is_file():
         raise fail(f"--data {str(data)!r} is not a NAB root: no labels/combined_windows.json.")
     try:
