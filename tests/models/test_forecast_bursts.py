@@ -117,4 +117,17 @@ def test_the_gateway_fits_bursty_readings_and_answers_an_unfit_history_as_422() 
         _fit("pump-1", "temp", 6, huge, None)
     body = err.value.body()
     assert (body["status"], body["reason"], body["field"]) == (422, "unfit_history", "metric")
-    assert "'temp' of device 'pump-1'" in body["detail"] and "ValueError" in body["detail"]
+    assert "'temp' of device 'pump-1'" in body["detail"] and "within +-1e+150" in body["detail"]
+
+
+def test_values_too_large_for_their_squares_are_refused_by_name() -> None:
+    """A history near the float limit made numpy overflow and scikit-learn fail with
+    'Input y contains NaN.'; it is refused naming the values and the bound."""
+    from edgewise.errors import QualityError
+    from edgewise.models.forecast import Forecaster
+
+    t = np.arange(24 * 30, dtype=np.int64) * 3600 * 10**9 + 1_700_000_000 * 10**9
+    v = np.sin(np.arange(24 * 30) / 24 * 2 * np.pi) * 1.7e308
+    with pytest.raises(QualityError, match=r"within \+-1e\+150.*1\.7e\+308"):
+        Forecaster(horizon=6).fit(t, v)
+    Forecaster(horizon=6).fit(t, v / 1e200)  # the same shape, in other units, fits

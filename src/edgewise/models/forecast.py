@@ -78,7 +78,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
+from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError, QualityError
 from edgewise.models.conformal import ConformalBands, min_residuals
 from edgewise.models.model_file import read_model_file, read_model_header, write_model_file
 from edgewise.params import Interval, validate_params
@@ -114,6 +114,8 @@ _MIN_DIP = 0.1
 #: Likewise a step (given or inferred) holding a reading in fewer than this share of its
 #: steps (:func:`step_fill`): readings sent in bursts (5 a minute apart every hour) have a
 #: median spacing of a minute, and a 1 min grid would be 92% empty.
+#: Largest magnitude a forecast history may hold: squares of values must stay finite.
+_MAX_ABS = 1e150
 _MIN_STEP_SHARE = 0.6
 #: Empty steps in a run at least this long are an outage (the sensor was off), not the
 #: readings' rhythm: :func:`step_fill` leaves them out, as a coarser step would not fill them.
@@ -597,6 +599,12 @@ class Forecaster:
         ``y`` the values (NaN for a missing reading)."""
         validate_params(self._parameter_constraints, vars(self), self)
         ts, v = self._series(X, y)
+        top = float(np.max(np.abs(v), initial=0.0, where=~np.isnan(v)))
+        if not top <= _MAX_ABS:  # seasons, mean, spread and the trees' sums would overflow
+            raise QualityError(
+                f"Forecaster takes values within +-{_MAX_ABS:g} (their squares must fit a "
+                f"float); got one of magnitude {top:g}. Rescale the metric (other units) "
+                "first.")
         self.step_ns_ = self._step_ns(ts)
         self.phase_ns_ = reading_phase(ts, self.step_ns_)
         grid, series = regular_series(ts, v, self.step_ns_, self.phase_ns_)
