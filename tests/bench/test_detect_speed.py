@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
 
+from edgewise.bench._machine import machine
 from edgewise.bench.detect_speed import benchmark_detectors, load_series
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +46,8 @@ def test_default_detector_replays_faster_than_river_one_at_a_time():
 
 
 def test_cli_json_is_one_object():
-    """Check that `edgewise bench detect --json` prints one JSON object with ratios."""
+    """Check that `edgewise bench detect --json` prints one JSON object with ratios and the
+    machine it ran on."""
     p = subprocess.run(
         [sys.executable, "-m", "edgewise", "bench", "detect", "--points", "5000",
          "--one-points", "300", "--repeats", "1", "--json"],
@@ -53,5 +57,7 @@ def test_cli_json_is_one_object():
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     assert doc["default"] == "context-likelihood"
+    assert doc["one_points"] == 300 and doc["machine"] == machine()  # measured, not the arch
+    assert doc["cpus"] == os.cpu_count() and doc["python"] == platform.python_version()
     first = doc["detectors"][0]
     assert first["replay_vs_river"] > 1 and first["one_vs_river"] > 0

@@ -76,12 +76,13 @@ def test_cli_bench_nab_json_prints_one_object(small_nab, tmp_path):
 def test_cli_bench_nab_rejects_unknown_detector_and_bad_root(small_nab, tmp_path):
     """Check that a bad detector name or data folder gets one clear line and exit 2."""
     env = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}
-    base = [sys.executable, "-m", "edgewise", "bench", "nab", "--out", str(tmp_path)]
+    base = [sys.executable, "-m", "edgewise", "bench", "nab", "--out", str(tmp_path / "o")]
     p = subprocess.run([*base, "--data", str(small_nab), "--detector", "nope"],
                        capture_output=True, text=True, env=env, check=False)
     assert p.returncode == 2 and "Unknown detector 'nope'" in p.stderr
-    p = subprocess.run([*base, "--data", str(tmp_path)], capture_output=True, text=True,
-                       env=env, check=False)
+    (tmp_path / "not_nab").mkdir()
+    p = subprocess.run([*base, "--data", str(tmp_path / "not_nab")], capture_output=True,
+                       text=True, env=env, check=False)
     assert p.returncode == 2 and "not a NAB root" in p.stderr
 
 
@@ -101,8 +102,8 @@ def test_cli_bench_nab_bootstrap_reports_halves_and_spread(small_nab, tmp_path):
     assert set(rob["halves"]) == {"even", "odd"} and rob["bootstrap"]["resamples"] == 3
     lo, hi = rob["bootstrap"]["ci_5_95"]["standard"]
     assert lo <= hi
-    p = subprocess.run([*base, "--reference", str(tmp_path)], capture_output=True,
-                       text=True, env=env, check=False)
+    p = subprocess.run([*base, "--reference", str(tmp_path / "o" / "ewzscore")],
+                       capture_output=True, text=True, env=env, check=False)
     assert p.returncode == 2 and "--reference needs --bootstrap" in p.stderr
 
 

@@ -28,6 +28,7 @@ Datasets:
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgewise.bench._machine import machine
 from edgewise.bench.nab_scorer import load_profiles, load_windows
 from edgewise.label.feedback import WindowFeedbackModel
 from edgewise.label.strategies import Pool, make_strategy
@@ -461,7 +463,8 @@ def to_markdown(results: dict[str, dict[str, object]], command: str) -> str:
     """The results as a Markdown report (tables of mean ± std per budget)."""
     lines = ["# Active learning: labels chosen by our strategy vs at random", "",
              f"Command: `{command}`", "",
-             "Machine: shared 2-core VM (CPU only). Headline metric: event F1 (alarm precision x",
+             f"Machine: {machine()}, Python {platform.python_version()}.", "",
+             "Headline metric: event F1 (alarm precision x",
              "event recall, alarms cut at labelled anomalies, see `edgewise/bench/active.py`);",
              "window F1 below it. Mean ± std over",
              "seeds. `active` = adaptive DefaultMix (weakest alarms, strongest alarms, ensemble",

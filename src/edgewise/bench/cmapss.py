@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from edgewise.bench._machine import machine_fields
 from edgewise.errors import InvalidParameterError
 from edgewise.models.rul import RULModel
 
@@ -129,7 +130,8 @@ class CmapssResult:
         return {"mean": round(statistics.fmean(values), 3), "std": round(sd, 3)}
 
     def to_json(self) -> dict[str, Any]:
-        """The one JSON object of ``edgewise bench cmapss --json``."""
+        """The one JSON object of ``edgewise bench cmapss --json``, with the machine it ran
+        on (:func:`~edgewise.bench._machine.machine_fields`)."""
         return {
             "subset": self.subset,
             "rmse": self._ms(self.rmse),
@@ -145,6 +147,7 @@ class CmapssResult:
             "fit_seconds": self._ms(self.fit_s),
             "model_bytes": self.model_bytes,
             "latency_ms": round(self.latency_ms, 2),
+            **machine_fields(),
         }
 
 

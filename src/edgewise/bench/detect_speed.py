@@ -18,7 +18,7 @@ import numpy as np
 
 from edgewise.detect import DETECTORS, Detector, get_detector
 
-__all__ = ["benchmark_detectors", "check_sizes", "load_series"]
+__all__ = ["benchmark_detectors", "check_one_points", "check_sizes", "load_series"]
 
 
 NAB_FILE = Path("data") / "realKnownCause" / "machine_temperature_system_failure.csv"
@@ -38,6 +38,23 @@ def check_sizes(**sizes: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be an int >= 1. "
                               f"Got {value!r} instead.")
+
+
+def check_one_points(one_points: int, points: int) -> None:
+    """Raise :class:`~edgewise.errors.ConfigError` where the one-at-a-time runs would read
+    more readings than the series has (they would score only ``points`` of them).
+
+    >>> check_one_points(20_000, 500)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: --one-points must be at most --points (500): each one-at-a-time run reads that many readings of the series. Got 20000.
+    """  # noqa: E501
+    from edgewise.errors import ConfigError
+
+    if one_points > points:
+        raise ConfigError(f"--one-points must be at most --points ({points}): each "
+                          f"one-at-a-time run reads that many readings of the series. "
+                          f"Got {one_points}.")
 
 
 def load_series(nab_dir: str | Path | None, n: int) -> tuple[np.ndarray, str]:
@@ -86,10 +103,11 @@ def benchmark_detectors(
     Returns one row per detector: ``{"detector", "replay_pps", "replay_points", "one_pps"}``
     (``replay_pps`` is ``None`` for River, which has no batch path; a detector without a
     compiled ``score_many`` replays only a sample of ``replay_points``). ``x``,
-    ``one_at_a_time_points`` and ``repeats`` must each be at least 1
-    (:class:`~edgewise.errors.ConfigError`).
+    ``one_at_a_time_points`` and ``repeats`` must each be at least 1, and
+    ``one_at_a_time_points`` at most ``len(x)`` (:class:`~edgewise.errors.ConfigError`).
     """
     check_sizes(points=len(x), one_points=one_at_a_time_points, repeats=repeats)
+    check_one_points(one_at_a_time_points, len(x))
     small = x[:one_at_a_time_points]
     tasks: dict[str, dict[str, Callable[[], int] | None]] = {}
     replay_points: dict[str, int | None] = {"river.HalfSpaceTrees": None}

@@ -50,10 +50,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from edgewise.bench._machine import machine_fields
 from edgewise.errors import InvalidParameterError
 from edgewise.models.forecast import Forecaster, regular_series, seasonal_naive, to_ns
 
-__all__ = ["SERIES", "ForecastBench", "load_series", "mase_scale", "run", "smape"]
+__all__ = ["SERIES", "ForecastBench", "load_series", "mase_scale", "origin_steps", "run",
+           "smape"]
 
 #: (NAB file, why it is in): chosen before any forecast was made (see the module doc).
 SERIES: tuple[tuple[str, str], ...] = (
@@ -198,10 +200,37 @@ class ForecastBench:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        """Every figure, as one JSON-ready object."""
+        """Every figure, as one JSON-ready object, with the machine it ran on
+        (:func:`~edgewise.bench._machine.machine_fields`)."""
         return {"benchmark": "forecast", "series": self.series, "median": self.medians(),
                 "methods": self.methods, "origins": self.origins, "tail": self.tail,
-                "statsmodels": self.statsmodels, "params": self.params}
+                "statsmodels": self.statsmodels, "params": self.params, **machine_fields()}
+
+
+def origin_steps(name: str, steps: int, horizon: int, tail: float, origins: int) -> np.ndarray:
+    """The steps of up to ``origins`` forecast origins, spread evenly over the last ``tail``
+    share of a series of ``steps`` steps, each with a full ``horizon`` of steps after it.
+    A ``tail`` whose first step leaves less than that is refused
+    (:class:`~edgewise.errors.InvalidParameterError`, naming the series ``name``).
+
+    >>> origin_steps("s.csv", 1000, 100, 0.2, 3)
+    array([800, 849, 899])
+    >>> origin_steps("s.csv", 1000, 100, 0.05, 3)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: --tail 0.05 puts the first origin of s.csv at step 950 of 1000, with 49 steps after it where a forecast needs its horizon of 100 (one day); give --tail 0.101 or more ((horizon + 1) / steps).
+    """  # noqa: E501
+    last = steps - 1 - horizon
+    first = int(steps * (1 - tail))
+    if first > last:
+        need = (horizon + 1) / steps
+        fix = (f"give --tail {np.ceil(need * 1000) / 1000:g} or more ((horizon + 1) / steps)"
+               if need < 1 else "the series is shorter than one horizon and a step: leave it out")
+        raise InvalidParameterError(
+            f"--tail {tail:g} puts the first origin of {name} at step {first} of {steps}, with "
+            f"{steps - 1 - first} steps after it where a forecast needs its horizon of "
+            f"{horizon} (one day); {fix}.", field="tail", value=tail)
+    return np.unique(np.linspace(first, last, origins).astype(np.int64))
 
 
 def run(
@@ -220,17 +249,19 @@ def run(
     params = dict(forecaster or {})
     have_sm = importlib.util.find_spec("statsmodels") is not None
     methods = ["forecaster", "seasonal_naive", *(["holt_winters"] if have_sm else [])]
-    results = []
+    # every series is read and its origins placed before any is forecast: a --tail too short
+    # for one of them is refused at once, not after the minutes spent on the others
+    prepared = []
     for name in names:
         ts, values = load_series(nab, name)
         step = int(np.median(np.diff(ts)))
         grid, y = regular_series(ts, values, step)
-        day = 86_400 * 10**9 // step
-        horizon = int(day)
+        horizon = int(86_400 * 10**9 // step)  # one day of steps
+        prepared.append((name, ts, values, step, grid, y, horizon,
+                         origin_steps(name, len(y), horizon, tail, origins)))
+    results = []
+    for name, ts, values, step, grid, y, horizon, starts in prepared:
         n = len(y)
-        last = n - 1 - horizon
-        first = int(n * (1 - tail))
-        starts = np.unique(np.linspace(first, last, origins).astype(np.int64))
         scale = mase_scale(y[:starts[0] + 1], horizon)
         tallies = {m: _Tally() for m in methods}
         season = None

@@ -49,8 +49,8 @@ def bench_active(
 ) -> None:
     """Simulate a person who answers only what is asked; F1 per label budget."""
     import os
-    import sys
 
+    from edgewise.bench._machine import command_line
     from edgewise.bench.active import (
         load_nab,
         pump_fleet,
@@ -97,8 +97,11 @@ def bench_active(
 
     results = run_benchmark(items, strategies=strats, seeds=seeds, progress=progress)
     if out_file is not None:
-        cmd = "edgewise " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(
-            ("edgewise", "__main__.py")) else "edgewise bench active"
+        cmd = command_line([
+            "bench", "active", *(["--json"] if json_out else []), "--datasets", datasets,
+            *(["--nab-dir", str(nab_dir)] if nab_dir is not None else []),
+            "--nab-files", str(nab_files), "--strategies", strategies, "--seeds", str(seeds),
+            "--out", str(out)])
         out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(to_markdown(results, cmd))
     if json_out:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Annotated
 
@@ -29,10 +28,17 @@ def bench_detect(
     from rich.markup import escape
     from rich.table import Table
 
-    from edgewise.bench.detect_speed import benchmark_detectors, check_sizes, load_series
+    from edgewise.bench._machine import machine_fields
+    from edgewise.bench.detect_speed import (
+        benchmark_detectors,
+        check_one_points,
+        check_sizes,
+        load_series,
+    )
     from edgewise.detect import DEFAULT_DETECTOR
 
     check_sizes(points=points, one_points=one_points, repeats=repeats)
+    check_one_points(one_points, points)
     x, source = load_series(nab, points)
     rows = benchmark_detectors(x, one_points, repeats)
     river = next((r for r in rows if r["detector"] == "river.HalfSpaceTrees"), None)
@@ -41,7 +47,7 @@ def bench_detect(
         r["replay_vs_river"] = r["replay_pps"] / base if base and r["replay_pps"] else None
         r["one_vs_river"] = r["one_pps"] / base if base else None
     doc = {"series": source, "points": points, "one_points": one_points, "repeats": repeats,
-           "machine": platform.machine(), "python": platform.python_version(),
+           **machine_fields(),
            "default": DEFAULT_DETECTOR, "detectors": rows}
     if json_out:
         typer.echo(json.dumps(doc))
@@ -56,7 +62,19 @@ def bench_detect(
             r["detector"],
             f"{r['replay_pps']:,.0f}" if r["replay_pps"] else "-",
             f"{r['one_pps']:,.0f}",
-            f"{r['replay_vs_river']:,.0f}x" if r["replay_vs_river"] else "-",
-            f"{r['one_vs_river']:,.1f}x" if r["one_vs_river"] else "-",
+            ratio(r["replay_vs_river"]),
+            ratio(r["one_vs_river"]),
         )
     Console(width=max(Console().width, 100)).print(table)
+
+
+def ratio(value: float | None) -> str:
+    """A speed ratio as printed: two significant digits below 10 (a 0.45 is no "0x"), whole
+    numbers above; "-" where there is none.
+
+    >>> [ratio(v) for v in (0.45, 0.04, 1.26, 9.4, 12.6, 1234.5, None)]
+    ['0.45x', '0.04x', '1.3x', '9.4x', '13x', '1,234x', '-']
+    """
+    if value is None:
+        return "-"
+    return f"{value:.2g}x" if value < 10 else f"{value:,.0f}x"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Annotated
 
@@ -109,6 +108,7 @@ def bench_edge(
     ] = None,
 ) -> None:
     """Exported detector and RUL model: RAM, flash, latency, parity (Python/ONNX/C)."""
+    from edgewise.bench._machine import command_line, machine_fields
     from edgewise.bench.detect_speed import check_sizes
     from edgewise.bench.edge import run
 
@@ -119,13 +119,15 @@ def bench_edge(
                                                  example="benchmarks/results/edge.md",
                                                  inputs=[("--data", data)])
     res = run(data, repeats=repeats)
-    res["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip()
+    res.update(machine_fields())
     if out_file is not None:
+        command = command_line(["bench", "edge", *(["--json"] if json_out else []), "--data",
+                                str(data), "--repeats", str(repeats), "--out", str(out)])
         lines = [
             "# edge: exported models on this machine", "",
-            (f"Command: `PYTHONPATH=src python -m edgewise bench edge --repeats {repeats} "
-            f"--out {out}`"), "",
-            f"Machine: shared 2-core VM ({res['machine']}); timings are medians of {repeats} runs.",
+            f"Command: `{command}`", "",
+            (f"Machine: {res['machine']}, Python {res['python']}; timings are medians of "
+             f"{repeats} runs."),
             (f"Detector: the default ContextLikelihood (and EWZScore for comparison) over NAB "
              f"`{res['detector']['series']}` ({res['detector']['readings']} readings); "
              f"ContextLikelihood also over all {res['detector']['all_nab']['series']} NAB series "
@@ -155,7 +157,7 @@ def bench_edge(
             lines.append(f"| {part} | {label} | {shown} | {goal} |")
         lines += [
             "", "Notes:",
-            "- The VM is shared by several engineers; latencies vary run to run (medians shown).",
+            "- Latencies vary run to run on a machine other jobs share (medians shown).",
             "- onnxruntime per-call figures are dominated by the Python -> onnxruntime call cost;",
             "  the C per-row figures are a batch loop called once through ctypes.",
             "- int8 trees: features coded to 0..255 per feature (range from the training rows),",

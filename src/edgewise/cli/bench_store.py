@@ -23,6 +23,7 @@ def bench_store(
     """Append fresh and re-delivered batches, then query; report readings/s per backend."""
     import json
 
+    from edgewise.bench._machine import machine_fields
     from edgewise.bench.store import check_store_options, run_store_bench
 
     for u in store or [""]:  # every URL checked before any is measured
@@ -30,7 +31,7 @@ def bench_store(
     results = [run_store_bench(u, batch=batch, batches=batches, devices=devices)
                for u in (store or [""])]
     if json_out:
-        typer.echo(json.dumps({"results": results}))
+        typer.echo(json.dumps({"results": results, **machine_fields()}))
         return
     for r in results:
         a, d = r["append"], r["append_duplicates"]
