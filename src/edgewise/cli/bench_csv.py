@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from edgewise.bench._machine import machine_fields
 from edgewise.cli._app import Json, bench_app
 from edgewise.cli.detect import (
     ClockColumn,
@@ -21,16 +20,6 @@ from edgewise.cli.detect import (
     TrainRows,
     split_columns,
 )
-
-
-def machine() -> str:
-    """What this machine is, as measured: architecture, system, CPU count and processor.
-
-    >>> f"{os.cpu_count()} CPUs" in machine()
-    True
-    """
-    cpu = platform.processor() or "processor not reported"
-    return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs ({cpu})"
 
 
 def detector_counts(files: list[dict[str, Any]]) -> dict[str, int]:
@@ -89,8 +78,7 @@ def bench_csv(
 
     res = bench_folder(folder, label_column, time_column, cols, detector, train_rows,
                        threshold, on_file=show, clock_column=clock_column)
-    res["machine"] = machine()
-    res["cpus"] = os.cpu_count()
+    res.update(machine_fields())
     res["detectors"] = detector_counts(res["files"])
     t = res["total"]
     if json_out:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import platform
 from typing import Annotated, Any
 
 import typer
 
+from edgewise.bench._machine import machine_fields
 from edgewise.cli._app import Json, bench_app
 
 
@@ -90,6 +90,6 @@ def bench_fleet_cmd(
                       cross_gate=(True, False) if compare_cross else (True,),
                       fleet_prior=(True, False) if compare_prior else (True,),
                       feedback=(False, True) if feedback else (False,), on_detector=show)
-    res["machine"] = f"{platform.machine()} {platform.system()}"
+    res.update(machine_fields())
     if json_out:
         typer.echo(json.dumps(res))
