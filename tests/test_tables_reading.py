@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from edgewise.errors import QualityError
-from edgewise.tables import read_table, separator, time_ns
+from edgewise.tables import read_table, read_tables, separator, time_ns
 
 
 def test_one_column_of_decimal_commas_is_a_semicolon_file(tmp_path: Path) -> None:
@@ -222,3 +222,45 @@ def test_epoch_seconds_then_milliseconds_in_one_column_are_refused() -> None:
         time_ns(ts)
     small = pd.Series([0, 60, 1_704_067_200_000], name="ts")  # 0 and 60: no epoch in any unit
     assert time_ns(small)[-1] == 1_704_067_200_000 * 10**6
+
+
+def test_a_separator_ending_every_data_row_keeps_the_columns(tmp_path: Path) -> None:
+    """Check data rows that end in a separator the header lacks (a meter's export:
+    ``2024-01-01T00:00:00Z,1000.084,5.03,``) keep their columns: pandas took the time for
+    the index, shifted every name one column on and left the last column empty, so the
+    times were lost and the wrong column was scored."""
+    f = tmp_path / "meter.csv"
+    f.write_text("timestamp,energy_kwh,power_kw\n2024-01-01T00:00:00Z,1000.084,5.03,\n"
+                 "2024-01-01T00:01:00Z,1000.167,4.97,\n")
+    numbers, cells = read_tables(f)
+    assert numbers.to_dict("list") == {
+        "timestamp": ["2024-01-01T00:00:00Z", "2024-01-01T00:01:00Z"],
+        "energy_kwh": [1000.084, 1000.167], "power_kw": [5.03, 4.97]}
+    assert list(cells.index) == [0, 1] and cells["power_kw"].tolist() == ["5.03", "4.97"]
+
+
+def test_an_extra_field_that_holds_something_is_refused_naming_its_row(
+        tmp_path: Path) -> None:
+    """Check a row with one field more than the header, not empty, is refused in one line
+    naming the row and the value (read with ``index_col=False`` it would be dropped)."""
+    f = tmp_path / "x.csv"
+    f.write_text("ts,a\n1,2,\n\n2,3,x\n")
+    with pytest.raises(QualityError, match=r"row 2 has 3 fields, more than the 2 columns "
+                                           r"of its header: the extra field holds 'x'"):
+        read_table(f)
+
+
+def test_a_tied_header_is_told_by_its_data_rows(tmp_path: Path) -> None:
+    """Check a German Excel export whose header has as many commas as semicolons
+    (``Zeit;Temp, °C;Druck, bar``) and whose rows do too (``20,13;0,964``) is read as a
+    semicolon file, as its rows split into numbers only so; a comma file with such a
+    header stays a comma file."""
+    f = tmp_path / "euro.csv"
+    f.write_bytes("Zeit;Temp, °C;Druck, bar\n2024-01-01 00:00:00;20,13;0,964\n"
+                  "2024-01-01 00:01:00;19,87;1,058\n".encode("cp1252"))
+    df = read_table(f)
+    assert list(df.columns) == ["Zeit", "Temp, °C", "Druck, bar"]
+    assert df["Temp, °C"].tolist() == [20.13, 19.87] and df["Druck, bar"].tolist() == [0.964,
+                                                                                          1.058]
+    assert separator("a;b,c", ["x;y,z"]) == ";"  # no numbers either way: a tie, ';'
+    assert separator("ts,Temp; °C,p; bar", ["2024-01-01 00:00:00,20.1,3"]) == ","

@@ -12,10 +12,12 @@ is refused in one line naming the path and what is wrong.
 from __future__ import annotations
 
 import codecs
+import csv
 import gzip
 import io
 import itertools
 import re
+import warnings
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -297,8 +299,6 @@ def _one_format(name: str, text: pd.Series, col: pd.Series) -> pd.Series:
     """``text`` (not ISO 8601 from its first cell on) read in the one format its first cell
     shows; a format that reads it day-first and month-first alike is refused, as is a
     column some cell of which does not fit."""
-    import warnings
-
     from pandas.tseries.api import guess_datetime_format
 
     first = text.iloc[0]
@@ -354,25 +354,52 @@ def separator(header: str, lines: Iterable[str] = ()) -> str:
     it open, from the first data ``lines``. Separators inside quotes do not count.
 
     ``;`` where the header has more semicolons than commas (a European spreadsheet's
-    export), ``,`` where it has more commas. On a tie (one column, say) the separator of
-    which every data line has as many as the header wins, a comma first: a one-column file
-    of decimal commas (``20,35``) is a semicolon file.
+    export), ``,`` where it has more commas. On a tie the data lines decide: the separator
+    of which every data line has as many as the header wins (a one-column file of decimal
+    commas, ``20,35``, is a semicolon file). Where both or neither do and the header has
+    some of each (``Zeit;Temp, °C;Druck, bar`` over ``2024-01-01 00:00:00;20,13;0,964``),
+    the one that splits the lines into more numbers wins, ``;`` on a tie; a header of
+    neither (one column) is a comma file.
 
     >>> separator("zeit;druck;temp"), separator("ts,value"), separator('zeit;"Temp, °C"')
     (';', ',', ';')
     >>> separator("druck", ["20,35", "21,5"]), separator("druck", ["20", "21.5"])
     (';', ',')
+    >>> separator("Zeit;Temp, °C;Druck, bar", ["2024-01-01 00:00:00;20,13;0,964"])
+    ';'
+    >>> separator("ts,Temp; °C,p; bar", ["2024-01-01 00:00:00,20.1,3"])
+    ','
     """
     heads = _counts(header)
     commas, semis = heads[0] if heads else (0, 0)
     if commas != semis:
         return ";" if semis > commas else ","
-    rows = _counts("\n".join(line.rstrip("\r\n") for line in lines))
-    if all(c == commas for c, _ in rows):
+    sample = [line.rstrip("\r\n") for line in lines]
+    rows = _counts("\n".join(sample))
+    by_comma = all(c == commas for c, _ in rows)
+    by_semi = all(s == semis for _, s in rows)
+    if by_comma != by_semi:
+        return "," if by_comma else ";"
+    if not commas:
         return ","
-    if all(s == semis for _, s in rows):
-        return ";"
-    return ","
+    return "," if _numbers(sample, ",") > _numbers(sample, ";") else ";"
+
+
+#: A number as a cell of a comma file writes it; in a semicolon file a decimal comma too.
+_NUMBER = {",": re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"),
+           ";": re.compile(r"[+-]?(\d+[.,]?\d*|[.,]\d+)([eE][+-]?\d+)?")}
+
+
+def _numbers(lines: list[str], sep: str) -> int:
+    """How many cells of ``lines`` split at ``sep`` (quotes kept together) are numbers.
+
+    >>> _numbers(["2024-01-01;20,13;0,964"], ";"), _numbers(["2024-01-01;20,13;0,964"], ",")
+    (2, 1)
+    """
+    cells = itertools.chain.from_iterable(
+        csv.reader(io.StringIO("\n".join(lines), newline=""), delimiter=sep,
+                   skipinitialspace=True))
+    return sum(_NUMBER[sep].fullmatch(c.strip()) is not None for c in cells)
 
 
 def _counts(text: str) -> list[tuple[int, int]]:
@@ -613,7 +640,7 @@ def _parse_header(data: bytes, sep: str, where: str, text: bool,
     """:func:`_parse`, and the header row as written (read unless given: an earlier
     parse of the same ``data`` read it)."""
     try:
-        df, encoding = _read_csv(data, sep, text)
+        df, encoding = _read_csv(data, sep, text, where)
         if header is None:
             header = _header_row(data, sep, encoding)
     except pd.errors.EmptyDataError:
@@ -673,22 +700,73 @@ def _header_row(data: bytes, sep: str, encoding: str) -> list[str]:
     ['ts', 'a', 'a', '', 'a.1']
     """
     row = pd.read_csv(io.BytesIO(data), sep=sep, encoding=encoding, skipinitialspace=True,
-                      header=None, nrows=1, dtype=str, keep_default_na=False)
+                      header=None, nrows=1, dtype=str, keep_default_na=False, index_col=False)
     return [str(c) for c in row.iloc[0]]
 
 
-def _read_csv(data: bytes, sep: str, text: bool = False) -> tuple[pd.DataFrame, str]:
+def _read_csv(data: bytes, sep: str, text: bool = False,
+              where: str = "File") -> tuple[pd.DataFrame, str]:
     """``pd.read_csv`` of ``data`` in the first of :data:`_ENCODINGS` that decodes it all,
-    and that encoding; with ``text``, every cell as its string, nothing taken for missing."""
+    and that encoding; with ``text``, every cell as its string, nothing taken for missing.
+
+    No column is taken for the index (``index_col=False``): data rows that end in a
+    separator the header lacks (``ts,a,b`` over ``2024-01-01T00:00:00Z,1.5,2,``) keep their
+    columns, where pandas would make the time the index and shift every name one column
+    on. A row whose extra fields hold something is refused (:func:`_refuse_extra_fields`).
+
+    >>> _read_csv(b"ts,a\\n1,2.5,\\n2,3.5,\\n", ",")[0].to_dict("list")
+    {'ts': [1, 2], 'a': [2.5, 3.5]}
+    """
     kw: dict = {"dtype": str, "keep_default_na": False} if text else {}
-    for encoding in _ENCODINGS[:-1]:
+    for encoding in _ENCODINGS:
         try:
-            return pd.read_csv(io.BytesIO(data), sep=sep, encoding=encoding,
-                               skipinitialspace=True, **kw), encoding
+            return _read_as(data, sep, encoding, where, kw), encoding
         except UnicodeDecodeError:
+            if encoding == _ENCODINGS[-1]:
+                raise
+    raise AssertionError("unreachable: the last encoding decodes any byte")
+
+
+def _read_as(data: bytes, sep: str, encoding: str, where: str, kw: dict) -> pd.DataFrame:
+    """:func:`_read_csv` in one ``encoding``; pandas' warning that a row has more fields
+    than the header (which it cuts off) becomes a check of what they hold."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = pd.read_csv(io.BytesIO(data), sep=sep, encoding=encoding, skipinitialspace=True,
+                         index_col=False, **kw)
+    for w in caught:
+        if issubclass(w.category, pd.errors.ParserWarning) and "index_col" in str(w.message):
+            _refuse_extra_fields(data, sep, encoding, where)
+        else:  # anyone else's warning, as if never caught
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return df
+
+
+def _refuse_extra_fields(data: bytes, sep: str, encoding: str, where: str) -> None:
+    """Refuse the first data row with more fields than the header where an extra one is not
+    empty: it names no column, so its value would be dropped (or, read by pandas' default,
+    shift the columns). Empty extra fields (a separator ending each row) are let through.
+
+    >>> _refuse_extra_fields(b"ts,a\\n1,2,\\n2,3,x\\n", ",", "utf-8", "File 'm.csv'")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: File 'm.csv' row 2 has 3 fields, more than the 2 columns of its header: the extra field holds 'x'. Name every column in the header, or remove the extra fields (a separator ending each row is fine).
+    """  # noqa: E501
+    rows = csv.reader(io.StringIO(data.decode(encoding, errors="replace"), newline=""),
+                      delimiter=sep, skipinitialspace=True)
+    header = next((r for r in rows if r), [])
+    k = 0
+    for cells in rows:
+        if not cells:  # a blank line, which pandas skips
             continue
-    return pd.read_csv(io.BytesIO(data), sep=sep, encoding=_ENCODINGS[-1],
-                       skipinitialspace=True, **kw), _ENCODINGS[-1]
+        k += 1
+        extra = [c for c in cells[len(header):] if c.strip()]
+        if extra:
+            raise QualityError(
+                f"{where} row {k} has {len(cells)} fields, more than the {len(header)} "
+                f"columns of its header: the extra field holds {extra[0]!r}. Name every "
+                "column in the header, or remove the extra fields (a separator ending each "
+                "row is fine).")
 
 
 _DECIMAL_COMMA = r"^[+-]?(\d+,\d*|,\d+|\d+)([eE][+-]?\d+)?$"

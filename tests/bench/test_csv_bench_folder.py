@@ -93,3 +93,14 @@ def test_empty_folder_and_missing_label_are_named(tmp_path):
     (tmp_path / "a.csv").write_text("t,v\n2024-01-01,1\n")
     with pytest.raises(InvalidParameterError, match="--label-column 'anomaly' is not a column"):
         bench_folder(tmp_path, "anomaly")
+
+
+def test_upper_case_csv_files_are_benchmarked(tmp_path):
+    """Check a file named PUMP1.CSV (as Windows tools name them) is scored, and
+    PUMP1_SCORED.CSV left out: the folder was reported as holding no CSV file."""
+    rows = "".join(f"{i},{20 + i % 3},{int(i == 400)}\n" for i in range(500))
+    (tmp_path / "PUMP1.CSV").write_text("t,temp,anomaly\n" + rows)
+    (tmp_path / "PUMP1_SCORED.CSV").write_text("t,temp,anomaly\n" + rows)
+    out = bench_folder(tmp_path, "anomaly", detector="ewzscore")
+    assert [f["file"] for f in out["files"]] == ["PUMP1.CSV"]
+    assert out["skipped"] == ["PUMP1_SCORED.CSV"]

@@ -109,7 +109,7 @@ def test_a_meter_column_is_named_as_a_counter(tmp_path):
         ("timestamp,v\n2024-01-01T00:00:00Z,1\n", ["--time-column", "when"],
          "--time-column 'when' is not a column"),
         ("timestamp,v,y\n2024-01-01T00:00:00Z,1,maybe\n", ["--label-column", "y"],
-         "Label column must hold 0/1"),
+         "Label column 'y' must hold 0/1"),
         ("timestamp,v\n2024-01-01T00:00:00Z,1\n", ["--detector", "magic"], "Unknown detector"),
         ("timestamp,v\n2024-01-01T00:00:00Z,1\n", ["--train-rows", "5"], "--train-rows must be"),
         ("timestamp,name\n2024-01-01T00:00:00Z,abc\n", [], "no numeric column"),

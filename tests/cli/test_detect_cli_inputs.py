@@ -94,7 +94,7 @@ def test_plain_values_in_column_errors(tmp_path: Path):
     src = sample(tmp_path / "s.csv")
     one_line_error(edgewise("detect", str(src), "--time-column", "temp"), "must be sorted")
     one_line_error(edgewise("detect", str(src), "--label-column", "temp"),
-                   "Label column must hold 0/1")
+                   "Label column 'temp' must hold 0/1")
 
 
 def test_bench_csv_names_the_failing_file(tmp_path: Path):

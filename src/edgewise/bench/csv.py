@@ -28,9 +28,13 @@ from edgewise.detect import (
     DEFAULT_MULTIVARIATE,
     DEFAULT_THRESHOLD,
     DETECTORS,
+    ContextLikelihood,
     Detector,
     DriftResidual,
+    EWZScore,
     Mahalanobis,
+    RiverHalfSpaceTrees,
+    StateAware,
     get_detector,
 )
 from edgewise.errors import InvalidParameterError, QualityError
@@ -114,6 +118,11 @@ class DetectResult:
     #: a ground-truth ``is_anomaly`` with no ``anomaly_score`` beside it (so no earlier
     #: run's flags) and no ``--label-column``: kept in the frame as ``is_anomaly_label``
     truth: str | None = None
+    #: the last row (from 1) of the detector's warm-up, in which it learns and scores 0
+    #: (:func:`_warmup_rows`); 0 for none
+    warmup: int = 0
+    #: what the run could not do, in words, for the user (a warm-up past ``train_rows``)
+    notes: list[str] = field(default_factory=list)
 
 
 def _time_ns(df: pd.DataFrame, col: str) -> np.ndarray:
@@ -226,7 +235,7 @@ def detect_table(
                       ("--label-column", label_column)):
         if col is not None and col not in df.columns:
             raise InvalidParameterError(
-                f"{name} {col!r} is not a column of the file. Columns: {', '.join(df.columns)}."
+                f"{name} {col!r} is not a column of the file. Columns: {_listed(df)}."
             )
     found = time_column is None
     if time_column is None:
@@ -267,6 +276,7 @@ def detect_table(
                                + (f" (left out: {shown})." if shown else "."))
     else:
         _check_named(df, columns, time_column, label_column, found, clock)
+        columns = _drop_empty(df, columns, left_out)
     columns = list(columns)
     X = np.column_stack([number_column(df, c) for c in columns])
     if not isinstance(train_rows, int) or not 0 <= train_rows <= len(df):
@@ -323,9 +333,13 @@ def detect_table(
             on_progress(stop)
     if not multivariate:
         scores = per_col.max(axis=1)
-        best = per_col.argmax(axis=1)
+        # the column with the highest score among those read; none where the row scores 0
+        best = np.where(np.isnan(X), -np.inf, per_col).argmax(axis=1)
         top = np.array([columns[j] for j in best], dtype=object)
-        top[np.isnan(X).all(axis=1)] = ""
+        top[np.isnan(X).all(axis=1) | (np.round(scores, 6) <= 0)] = ""
+        warm = min(_warmup_rows(d, ~np.isnan(X[:, j]), per_col[:, j]) for j, d in enumerate(dets))
+    else:
+        warm = _warmup_rows(dets[0], ~np.isnan(X).all(axis=1), scores)
     if threshold is None:
         threshold = DEFAULT_THRESHOLD
         if train_rows > 0:
@@ -341,7 +355,9 @@ def detect_table(
         truth = "is_anomaly"
         _kept_label(truth, df, "a ground-truth column")
     res = DetectResult(df, detector, columns, float(threshold), train_rows, counters, why,
-                       left_out, label_column, truth)
+                       left_out, label_column, truth, warm)
+    if warm > train_rows:
+        res.notes.append(_warmup_note(res, len(dets) > 1))
     # + 0.0 makes -0.0 (a score rounded from just under 0) 0.0: never written as -0.0
     res.frame = scored_rows(df, res, np.round(scores, 6) + 0.0, flagged, top)
     return res
@@ -390,12 +406,17 @@ def _no_number(col: pd.Series) -> str:
     >>> _no_number(pd.Series([None, "1.234,5"]))
     "(no value is a number: row 2 has '1.234,5')"
     """
-    text = col.astype(object).where(col.notna(), "").astype(str).str.strip()
-    filled = np.flatnonzero((text != "").to_numpy())
+    filled = _filled(col)
     if not len(filled):
         return "(every cell is empty)"
     i = int(filled[0])
     return f"(no value is a number: row {i + 1} has {_plain(col.iloc[i])!r})"
+
+
+def _filled(col: pd.Series) -> np.ndarray:
+    """The positions of the cells of ``col`` that are not empty (NaN or blank)."""
+    text = col.astype(object).where(col.notna(), "").astype(str).str.strip()
+    return np.flatnonzero((text != "").to_numpy())
 
 
 def _check_named(
@@ -425,7 +446,7 @@ def _check_named(
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise InvalidParameterError(
-            f"Column {missing[0]!r} is not in the file. Columns: {', '.join(df.columns)}."
+            f"Column {missing[0]!r} is not in the file. Columns: {_listed(df)}."
         )
     for c in columns:
         if c == label_column:
@@ -502,15 +523,20 @@ def alarm_metrics(flagged: np.ndarray, labels: Any, skip: int = 0) -> dict[str, 
     return _rates(tp, fp, fn, tn)
 
 
-def label_notes(labels: Any, train_rows: int) -> list[str]:
-    """What :func:`alarm_metrics` with ``skip=train_rows`` leaves out, said in words: every
-    row is a training row (the counts are all 0), or labelled anomalies lie among the
-    training rows (learned as normal, never flagged, not counted).
+def label_notes(labels: Any, train_rows: int, warmup: int = 0,
+                detector: str = "the detector") -> list[str]:
+    """What :func:`alarm_metrics` with ``skip=train_rows`` leaves out or cannot catch, said
+    in words: every row is a training row (the counts are all 0), labelled anomalies lie
+    among the training rows (learned as normal, never flagged, not counted), or after them
+    in the ``detector``'s warm-up, which ends at row ``warmup`` (:attr:`DetectResult.warmup`:
+    scored 0, so counted as missed).
 
     >>> label_notes([0, 1, 0, 0], 2)
     ['1 labelled anomaly lies in the 2 training rows (--train-rows): learned as normal, never flagged, left out of the metrics']
     >>> label_notes([0, 0], 2)
     ['all 2 rows are training rows (--train-rows 2): no row is left to score against the labels']
+    >>> label_notes([0, 0, 1, 1, 0], 1, 4, "context-likelihood")
+    ["2 labelled anomalies lie in rows 2-4, context-likelihood's warm-up: scored 0, never flagged, counted as missed"]
     """  # noqa: E501
     y = _labels(labels)
     notes = []
@@ -519,10 +545,99 @@ def label_notes(labels: Any, train_rows: int) -> list[str]:
                      "no row is left to score against the labels")
     k = int(y[:train_rows].sum())
     if k:
-        what = "labelled anomaly lies" if k == 1 else "labelled anomalies lie"
-        notes.append(f"{k} {what} in the {min(train_rows, len(y))} training rows "
+        notes.append(f"{_anomalies(k)} in the {min(train_rows, len(y))} training rows "
                      "(--train-rows): learned as normal, never flagged, left out of the metrics")
+    end = min(warmup, len(y))
+    k = int(y[train_rows:end].sum())
+    if k:
+        notes.append(f"{_anomalies(k)} in rows {train_rows + 1}-{end}, {detector}'s warm-up: "
+                     "scored 0, never flagged, counted as missed")
     return notes
+
+
+def _anomalies(k: int) -> str:
+    """``k`` labelled anomalies, with the verb: ``1 labelled anomaly lies``."""
+    return f"{k} labelled anomaly lies" if k == 1 else f"{k} labelled anomalies lie"
+
+
+def _warmup_readings(det: Detector) -> int:
+    """How many readings ``det`` learns before it scores above 0, by its parameters (0 for
+    none): context-likelihood's shorter member warm-up (twice that for a stream it scores as
+    a counter, which starts afresh on its increments), mahalanobis' and ewzscore's
+    ``warmup``, drift-residual's ``train_rows``, river-hst's ``window_size``; state-aware's
+    level detector's.
+
+    >>> _warmup_readings(ContextLikelihood()), _warmup_readings(Mahalanobis())
+    (280, 50)
+    """
+    if isinstance(det, StateAware):
+        det = det.base_
+    if isinstance(det, ContextLikelihood):
+        return min(det.member_warmups()) * (2 if det.is_counter else 1)
+    if isinstance(det, (Mahalanobis, EWZScore)):
+        return int(det.warmup)
+    if isinstance(det, DriftResidual):
+        return int(det.train_rows)
+    if isinstance(det, RiverHalfSpaceTrees):
+        return int(det.window_size)
+    return 0
+
+
+def _warmup_rows(det: Detector, read: np.ndarray, scores: np.ndarray) -> int:
+    """The last row (from 1) of ``det``'s warm-up (:func:`_warmup_readings`) over rows that
+    hold a reading where ``read`` (a row without one is not learned), at most the row
+    before its first score above 0 (``scores``); 0 where it has no warm-up.
+
+    >>> _warmup_rows(Mahalanobis(warmup=2), np.array([True, False, True, True]), np.zeros(4))
+    3
+    """
+    w = _warmup_readings(det)
+    if w <= 0:
+        return 0
+    rows = np.flatnonzero(read)
+    last = int(rows[w - 1]) + 1 if len(rows) >= w else len(read)
+    above = np.flatnonzero(scores[:last] > 0)
+    return int(above[0]) if len(above) else last
+
+
+def _warmup_note(res: DetectResult, per_column: bool) -> str:
+    """The note that rows ``1-res.warmup`` are the detector's warm-up, past --train-rows."""
+    rows = f"all {res.warmup} rows are" if res.warmup == len(res.frame) else (
+        f"rows 1-{res.warmup} are")
+    where = " on every column" if per_column else ""
+    past = f" (--train-rows {res.train_rows} covers rows 1-{res.train_rows})" if (
+        res.train_rows) else ""
+    return f"{rows} {res.detector}'s warm-up{where}: scored 0, not flagged{past}"
+
+
+def _listed(df: pd.DataFrame) -> str:
+    """The columns of ``df`` for a message, each quoted (a name may hold a comma).
+
+    >>> _listed(pd.DataFrame(columns=["Zeit", "Temp, °C"]))
+    "'Zeit', 'Temp, °C'"
+    """
+    return ", ".join(repr(str(c)) for c in df.columns)
+
+
+def _drop_empty(df: pd.DataFrame, columns: Sequence[str], left_out: dict[str, str]) -> list[str]:
+    """``columns`` (named with --columns) but those whose every cell is empty, each noted in
+    ``left_out`` as the default choice notes it; refused where that leaves none.
+
+    >>> left: dict[str, str] = {}
+    >>> _drop_empty(pd.DataFrame({"a": [1.0], "c": [None]}), ["a", "c"], left), left
+    (['a'], {'c': '(every cell is empty)'})
+    """
+    kept = []
+    for c in columns:
+        if not len(_filled(df[c])):
+            left_out[c] = _no_number(df[c])
+        else:
+            kept.append(c)
+    if not kept:
+        shown = "; ".join(f"{c!r} {why}" for c, why in left_out.items())
+        raise QualityError(f"No column named in --columns has a reading to run a detector on "
+                           f"(left out: {shown}).")
+    return kept
 
 
 def _rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, float | int]:
@@ -571,10 +686,11 @@ def bench_folder(
         raise QualityError(
             f"Folder {str(root)!r} is a file, expected a folder of labelled *.csv files "
             "(edgewise detect FILE --label-column NAME scores one file).")
-    found = sorted(p for p in root.rglob("*") if p.name.endswith((".csv", ".csv.gz"))
+    found = sorted(p for p in root.rglob("*") if p.name.lower().endswith((".csv", ".csv.gz"))
                    and p.is_file())
-    files = [p for p in found if not p.name.endswith(_SCORED_SUFFIX)]
-    skipped = [str(p.relative_to(root)) for p in found if p.name.endswith(_SCORED_SUFFIX)]
+    files = [p for p in found if not p.name.lower().endswith(_SCORED_SUFFIX)]
+    skipped = [str(p.relative_to(root)) for p in found
+               if p.name.lower().endswith(_SCORED_SUFFIX)]
     if not files:
         also = (f" ({len(skipped)} *{_SCORED_SUFFIX}, edgewise detect's outputs, are left out)"
                 if skipped else "")
@@ -606,19 +722,29 @@ def _bench_file(
     df = read_table(path)
     if label_column not in df.columns:
         raise InvalidParameterError(
-            f"--label-column {label_column!r} is not a column. Columns: {', '.join(df.columns)}."
+            f"--label-column {label_column!r} is not a column. Columns: {_listed(df)}."
         )
     res = detect_table(df, columns, time_column, label_column, detector, train_rows, threshold,
                        clock_column=clock_column)
     m = alarm_metrics(res.frame["is_anomaly"].to_numpy(), df[label_column], train_rows)
     return {"file": name, "rows": len(df), "detector": res.detector, **m,
-            "notes": label_notes(df[label_column], train_rows)}
+            "notes": res.notes + label_notes(df[label_column], train_rows, res.warmup,
+                                             res.detector)}
 
 
-def _labels(labels: Any, what: str = "Label column") -> np.ndarray:
+def _labels(labels: Any, what: str | None = None) -> np.ndarray:
     """0/1, booleans or 'true'/'false' text (empty or NaN: 0) as booleans; anything else
-    is refused, naming ``what`` held it, the row and the value."""
+    is refused, naming ``what`` held it (default: the label column, by its name where
+    ``labels`` has one), the row and the value.
+
+    >>> _labels(pd.Series(["1", "N"], name="label"))
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: Label column 'label' must hold 0/1 or true/false (empty is 0); row 2 has 'N'.
+    """  # noqa: E501
     s = pd.Series(labels)
+    if what is None:
+        what = "Label column" + ("" if s.name is None else f" {str(s.name)!r}")
     if s.dtype == bool:
         return s.to_numpy()
     # an empty cell is normal; astype(str) alone keeps NaN as NaN under pandas 3

@@ -39,11 +39,14 @@ Threshold = Annotated[
 
 
 def split_columns(columns: str | None) -> list[str] | None:
-    """``"a, b,"`` -> ``["a", "b"]``; ``None`` (all numeric columns) stays ``None``; a value
-    that names no column (``" , "``) or one column twice (``"a,a"``) is refused in one line.
+    """``"a, b,"`` -> ``["a", "b"]``; ``None`` (all numeric columns) stays ``None``. Read as
+    one CSV line, so a name with a comma is quoted (``'"Temp, °C",Druck'``). A value that
+    names no column (``" , "``) or one column twice (``"a,a"``) is refused in one line.
 
     >>> split_columns("a, b,")
     ['a', 'b']
+    >>> split_columns('"Temp, °C", Druck')
+    ['Temp, °C', 'Druck']
     >>> split_columns(" , ")
     Traceback (most recent call last):
     ...
@@ -53,11 +56,19 @@ def split_columns(columns: str | None) -> list[str] | None:
     ...
     edgewise.errors.InvalidParameterError: --columns 'a,b, a' names 'a' twice; name each metric column once, e.g. --columns a,b.
     """  # noqa: E501
+    import csv
+
     from edgewise.errors import InvalidParameterError
 
     if columns is None:
         return None
-    names = [c.strip() for c in columns.split(",") if c.strip()]
+    try:
+        cells = next(csv.reader([columns], skipinitialspace=True), [])
+    except csv.Error as exc:
+        raise InvalidParameterError(
+            f"--columns {columns!r} is not one line of comma-separated names ({exc}); quote a "
+            'name that holds a comma, e.g. --columns \'"Temp, °C",Druck\'.') from None
+    names = [c.strip() for c in cells if c.strip()]
     if not names:
         raise InvalidParameterError(
             f"--columns {columns!r} names no column; give comma-separated metric columns, "
@@ -65,9 +76,10 @@ def split_columns(columns: str | None) -> list[str] | None:
         )
     twice = next((c for i, c in enumerate(names) if c in names[:i]), None)
     if twice is not None:
+        once = ",".join(f'"{c}"' if "," in c else c for c in dict.fromkeys(names))
         raise InvalidParameterError(
             f"--columns {columns!r} names {twice!r} twice; name each metric column once, "
-            f"e.g. --columns {','.join(dict.fromkeys(names))}."
+            f"e.g. --columns {once}."
         )
     return names
 
@@ -192,8 +204,10 @@ def detect(
     for col in result.counters:
         typer.echo(f"{col}: a cumulative counter (it never fell and kept rising in the "
                    "warm-up), scored by its increments")
+    for note in result.notes:  # a warm-up past --train-rows
+        typer.echo(f"note: {note}")
     if label_column is not None:
-        notes = label_notes(df[label_column], train_rows)
+        notes = label_notes(df[label_column], train_rows, result.warmup, result.detector)
         for note in notes:
             typer.echo(f"note: {note}")
         if train_rows >= n:
