@@ -369,6 +369,35 @@ class Mahalanobis(Detector):
             return {k: 0.0 for k in names}
         return {k: float(terms[i] / total) for k, i in self.metrics_.items()}
 
+    def t2_shares(self, x: Mapping[str, float]) -> dict[str, float]:
+        """Each metric's share of the reading's T² itself (non-negative, sums to 1 when
+        any): the positive part of its term ``z_i (S⁻¹ z)_i``, over the metrics read and
+        warm, as :meth:`score_one` scores them.
+
+        Where :meth:`explain_one` ranks culprits (which sensor breaks from its partners),
+        this says what the score rests on: an operating change that moves every sensor
+        together spreads it over all of them. The gateway's cross-sensor gate weighs a
+        device-wide alarm by it (:meth:`~edgewise.gateway.cross_sensor.CrossSensorGate.
+        cap_device_score`).
+
+        >>> det = Mahalanobis(warmup=1)
+        >>> for a, b in ((0.0, 1.0), (2.0, 0.0), (1.0, 2.0), (0.5, 0.5)):
+        ...     det.learn_one({"a": a, "b": b})
+        >>> sorted(det.t2_shares({"a": 9.0, "b": 1.0}).items())[0][1] > 0.9
+        True
+        """
+        if not self.metrics_:
+            return {}
+        dz, w = self._solve(self._vector(x, grow=False), used=self._used(x))
+        with np.errstate(over="ignore", invalid="ignore"):
+            terms = np.maximum(dz * w, 0.0)
+        if np.isinf(terms).any():  # a deviation near 1e308: it alone carries the score
+            terms = np.isinf(terms).astype(float)
+        total = float(terms.sum())
+        if total <= 0.0 or not math.isfinite(total):
+            return {k: 0.0 for k in self.metrics_}
+        return {k: float(terms[i] / total) for k, i in self.metrics_.items()}
+
 
 #: Largest trace of a masked correlation's inverse that :meth:`Mahalanobis.score_explain_many`
 #: compiles: every eigenvalue is then at least 1e-4, so the pseudo-inverse that

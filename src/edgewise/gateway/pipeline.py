@@ -767,10 +767,13 @@ class Pipeline:
                     mv = self._mv[device] = self.multivariate_factory()
                 ms = mv.score_one(row)
                 if ms >= thr:
-                    shares = mv.explain_one(row)
+                    shares = mv.explain_one(row)  # the drivers: which sensor broke away
                     if self.cross_gate is not None and (device, ts_ns) in eligible:
-                        # an operating change the device's sensors agree on is not a fault
-                        ms = self.cross_gate.cap_device_score(device, ms, shares)
+                        # an operating change the device's sensors agree on is not a fault;
+                        # weighed by what the score rests on (T² terms where the detector
+                        # has them), not by the culprit ranking
+                        weights = getattr(mv, "t2_shares", mv.explain_one)(row)
+                        ms = self.cross_gate.cap_device_score(device, ms, weights)
                 if ms >= thr:
                     for k, share in shares.items():
                         drivers[k] = max(drivers.get(k, 0.0), ms * share)
