@@ -121,7 +121,7 @@ def test_score_explain_many_equals_the_loop(case):
 def test_the_compiled_shares_equal_explain_one():
     """Check the kernel's largest share per row (one Cholesky of the masked correlation)
     is explain_one's (a pseudo-inverse) to 1e-12, and names the same metric."""
-    from edgewise.detect.mahalanobis import _replay
+    from edgewise.detect._mahalanobis_replay import replay
 
     X = _device(1500)
     X[np.random.default_rng(3).random(X.shape) < 0.1] = np.nan
@@ -134,7 +134,7 @@ def test_the_compiled_shares_equal_explain_one():
     t2, dof, share = np.full(n, np.nan), np.zeros(n), np.zeros(n)
     best = np.full(n, -1, dtype=np.int64)
     p = np.array([fast.alpha, fast.shrinkage, fast.warmup])
-    done = _replay(X[1:], np.arange(3), np.isfinite(X[1:]).any(axis=1), fast.mean_.copy(),
+    done = replay(X[1:], np.arange(3), np.isfinite(X[1:]).any(axis=1), fast.mean_.copy(),
                    fast.cov_.copy(), fast.counts_.copy(), np.array([1.0]), p, t2, dof, best,
                    share)
     assert done == n

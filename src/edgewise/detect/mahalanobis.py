@@ -12,10 +12,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import numba as nb
 import numpy as np
 from scipy.special import gammaincc
 
+from edgewise.detect._mahalanobis_replay import replay
 from edgewise.detect.base import Detector, readings
 from edgewise.params import Interval, validate_params
 
@@ -283,9 +283,10 @@ class Mahalanobis(Detector):
 
     def _compiled(self, X: np.ndarray, cols: np.ndarray, any_finite: np.ndarray,
                   scores: np.ndarray, top: list[str], first: int) -> int:
-        """:func:`_replay` over the rows of ``X`` (its metric ``m`` in column ``cols[m]``,
-        -1 for none), learning them: their scores into ``scores`` and the most explaining
-        metric into ``top`` from index ``first``; returns how many rows it did."""
+        """:func:`~edgewise.detect._mahalanobis_replay.replay` over the rows of ``X`` (its
+        metric ``m`` in column ``cols[m]``, -1 for none), learning them: their scores into
+        ``scores`` and the most explaining metric into ``top`` from index ``first``; returns
+        how many rows it did."""
         n = len(X)
         t2, dof, share = np.full(n, np.nan), np.zeros(n), np.zeros(n)
         best = np.full(n, -1, dtype=np.int64)
@@ -293,7 +294,7 @@ class Mahalanobis(Detector):
         p = np.array([self.alpha, self.shrinkage, self.warmup])
         # learn_one assigns new arrays: the kernel updates copies in place
         mean, cov, counts = self.mean_.copy(), self.cov_.copy(), self.counts_.copy()
-        done = _replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, best, share)
+        done = replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, best, share)
         self.mean_, self.cov_, self.counts_, self.n_ = mean, cov, counts, int(st[0])
         scores[:done] = self._tails(t2[:done], dof[:done])
         metrics = list(self.metrics_)
@@ -397,181 +398,6 @@ class Mahalanobis(Detector):
         if total <= 0.0 or not math.isfinite(total):
             return {k: 0.0 for k in self.metrics_}
         return {k: float(terms[i] / total) for k, i in self.metrics_.items()}
-
-
-#: Largest trace of a masked correlation's inverse that :meth:`Mahalanobis.score_explain_many`
-#: compiles: every eigenvalue is then at least 1e-4, so the pseudo-inverse that
-#: :meth:`Mahalanobis.explain_one` takes drops none (its cut-off is 1e-15 of the largest,
-#: at most 4096) and equals the inverse but for rounding. A row beyond goes through the loop.
-_MAX_TRACE = 1e4
-
-
-@nb.njit(cache=True)
-def _replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, best, share):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
-    """:meth:`Mahalanobis.score_explain_many`'s rows in order: row ``r`` of ``X`` holds the
-    detector's metric ``m`` in column ``cols[m]`` (-1: not in ``X``, missing), and
-    ``any_finite[r]`` says whether the row (columns of no metric too) holds a finite value.
-    Writes ``t2`` (NaN: not scored), ``dof``, ``best`` (the index of the metric with the
-    largest share, -1 for none) and ``share`` (that share), and learns each row into
-    ``mean``, ``cov``, ``counts`` and ``st[0]`` (readings learned) as ``learn_one`` does.
-    Returns the number of rows done: fewer where a row needs the loop (a deviation that
-    overflows, a correlation that is not positive definite or near singular)."""
-    alpha, shrinkage, warmup = p[0], p[1], p[2]
-    k = len(mean)
-    c = np.empty((k, k))
-    low = np.empty((k, k))
-    inv = np.empty((k, k))
-    y = np.empty(k)
-    v = np.empty(k)
-    q = np.empty(k)
-    sd = np.empty(k)
-    w = np.empty(k)
-    terms = np.empty(k)
-    a = np.empty(k)
-    d = np.empty(k)
-    new_mean = np.empty(k)
-    new_cov = np.empty((k, k))
-    z = np.empty(k)
-    for r in range(len(X)):
-        for m in range(k):
-            z[m] = X[r, cols[m]] if cols[m] >= 0 else np.nan
-        if not any_finite[r]:
-            continue  # scores 0, no share, not learned
-        used = 0
-        for j in range(k):
-            if np.isfinite(z[j]) and counts[j] >= warmup:
-                used += 1
-        if used:
-            # the shrunk covariance's deviations and scales (shrink_covariance)
-            for j in range(k):
-                dj = cov[j, j]
-                eps = 1e-9 * (dj if dj > 0 else mean[j] * mean[j]) + 1e-300
-                sd[j] = math.sqrt((1.0 - shrinkage) * dj + (shrinkage * dj + eps))
-                on = np.isfinite(z[j]) and counts[j] >= warmup
-                y[j] = (z[j] - mean[j]) / sd[j] if on else 0.0
-                if not np.isfinite(y[j]) or not np.isfinite(sd[j]) or sd[j] == 0.0:
-                    return r
-            # the masked correlation: metrics not used are left out (identity)
-            for i in range(k):
-                on_i = np.isfinite(z[i]) and counts[i] >= warmup
-                for j in range(k):
-                    on_j = np.isfinite(z[j]) and counts[j] >= warmup
-                    if i == j:
-                        c[i, j] = 1.0
-                    elif on_i and on_j:
-                        c[i, j] = (1.0 - shrinkage) * cov[i, j] / (sd[i] * sd[j])
-                    else:
-                        c[i, j] = 0.0
-            # Cholesky c = L L'
-            for j in range(k):
-                acc = c[j, j]
-                for m in range(j):
-                    acc -= low[j, m] * low[j, m]
-                if not acc > 0.0:
-                    return r
-                low[j, j] = math.sqrt(acc)
-                for i in range(j + 1, k):
-                    acc = c[i, j]
-                    for m in range(j):
-                        acc -= low[i, m] * low[j, m]
-                    low[i, j] = acc / low[j, j]
-            # L v = y: T² = v'v; L' q = v: q = c⁻¹ y
-            total = 0.0
-            for i in range(k):
-                acc = y[i]
-                for m in range(i):
-                    acc -= low[i, m] * v[m]
-                v[i] = acc / low[i, i]
-                total += v[i] * v[i]
-            for i in range(k - 1, -1, -1):
-                acc = v[i]
-                for m in range(i + 1, k):
-                    acc -= low[m, i] * q[m]
-                q[i] = acc / low[i, i]
-            # L⁻¹, column by column: the precision's diagonal is its columns' squares
-            trace = 0.0
-            for j in range(k):
-                for i in range(k):
-                    if i < j:
-                        inv[i, j] = 0.0
-                        continue
-                    acc = 1.0 if i == j else 0.0
-                    for m in range(j, i):
-                        acc -= low[i, m] * inv[m, j]
-                    inv[i, j] = acc / low[i, i]
-            for j in range(k):
-                acc = 0.0
-                for i in range(j, k):
-                    acc += inv[i, j] * inv[i, j]
-                terms[j] = acc  # (c⁻¹)_jj for now
-                trace += acc
-            if not trace <= _MAX_TRACE or total != total:
-                return r
-            if st[0] >= warmup:
-                t2[r] = total
-                dof[r] = used
-            # conditional_terms(w, pii): w = S⁻¹ dz, pii = (c⁻¹)_jj / sd_j²
-            top = 0.0
-            inf = False
-            for j in range(k):
-                w[j] = q[j] / sd[j]
-                if math.isinf(w[j]):
-                    inf = True
-                elif abs(w[j]) > top:
-                    top = abs(w[j])
-            big = False
-            for j in range(k):
-                if inf:  # an infinite w_j alone takes the blame
-                    terms[j] = 1.0 if math.isinf(w[j]) else 0.0
-                else:
-                    ws = w[j] / top if top > 0.0 else w[j]
-                    t = ws * (ws / (terms[j] / (sd[j] * sd[j])))
-                    terms[j] = t if t > 0.0 or t != t else 0.0  # max(t, 0), NaN kept
-                    big = big or math.isinf(terms[j])
-            total = 0.0
-            for j in range(k):
-                if big:  # a term that overflows alone takes the blame
-                    terms[j] = 1.0 if math.isinf(terms[j]) else 0.0
-                total += terms[j]
-            if total > 0.0 and np.isfinite(total):
-                j_best, s_best = -1, 0.0
-                for j in range(k):
-                    part = terms[j] / total
-                    if part > s_best:
-                        j_best, s_best = j, part
-                best[r], share[r] = j_best, s_best
-        # learn_one: only what was read, each metric with its own weight
-        same = True
-        every = True
-        for j in range(k):
-            read = np.isfinite(z[j])
-            counts_j = counts[j] + (1.0 if read else 0.0)
-            a[j] = max(alpha, 1.0 / max(counts_j, 1.0)) if read else 0.0
-            d[j] = z[j] - mean[j] if read else 0.0
-            new_mean[j] = mean[j] + a[j] * d[j]
-            every = every and read
-            same = same and a[j] == a[0]
-        ok = True
-        for i in range(k):
-            ok = ok and np.isfinite(new_mean[i])
-            for j in range(k):
-                if every and same:
-                    new_cov[i, j] = (1.0 - a[0]) * (cov[i, j] + a[0] * (d[i] * d[j]))
-                else:
-                    mi, mj = math.sqrt(1.0 - a[i]), math.sqrt(1.0 - a[j])
-                    ui = math.sqrt(a[i] * (1.0 - a[i])) * d[i]
-                    uj = math.sqrt(a[j] * (1.0 - a[j])) * d[j]
-                    new_cov[i, j] = mi * cov[i, j] * mj + ui * uj
-                ok = ok and np.isfinite(new_cov[i, j])
-        if not ok:
-            continue  # learn_one leaves an overflowing update out
-        for j in range(k):
-            if np.isfinite(z[j]):
-                counts[j] += 1.0
-            mean[j] = new_mean[j]
-        cov[:, :] = new_cov
-        st[0] += 1.0
-    return len(X)
 
 
 def conditional_terms(w: np.ndarray, pii: np.ndarray) -> np.ndarray:
