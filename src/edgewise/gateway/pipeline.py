@@ -273,10 +273,14 @@ class Pipeline:
         # forgotten: its readings in batches up to that one are dropped, not scored (they
         # may still be queued); emptied whenever no committed batch is left to score
         self._forgotten: dict[str, int] = {}
+        # device -> time.time_ns() when a message of it carrying readings was last
+        # committed: when it was last heard from, by this gateway's clock (see arrivals())
+        self._arrived: dict[str, int] = {}
         self._closed = False
         self._worker: threading.Thread | None = None
         self._gap_worker: threading.Thread | None = None
         self._stop_gaps = threading.Event()
+        self._stop_detect = threading.Event()  # close(): stop after the batch being scored
         now = time.monotonic()
         try:
             for d in store.devices():
@@ -419,8 +423,11 @@ class Pipeline:
             self._count(counts, len(items), via)
             self._commits += 1
             batch = _Committed(readings, self._commits, res.stored_positions)
+            arrived = time.time_ns()
             with self._state_lock:
                 self._busy += 1  # _submit() (or the finally below) counts it off
+                self._arrived.update((r.device_id, arrived) for r in out if isinstance(
+                    r, IngestResult) and (r.accepted or r.duplicates))
         try:
             return self._after_commit(items, out, devices, seqs, res, batch, t0)
         finally:
@@ -598,6 +605,25 @@ class Pipeline:
         """Held while a batch is checked and committed; hold it to delete a device's stored
         data, so no commit already under way for the device lands after the deletion."""
         return self._commit_lock
+
+    def arrivals(self) -> dict[str, int]:
+        """Each device's last arrival: this gateway's wall clock (``time.time_ns()``) when a
+        message of it carrying readings (stored, or known duplicates) was last committed,
+        over any transport, since this pipeline started; the devices' own reading times
+        play no part. A device forgotten (:meth:`forget_device`) has none.
+
+        >>> import time
+        >>> from edgewise.config import Settings
+        >>> from edgewise.store import open_store
+        >>> store = open_store("duckdb://:memory:")
+        >>> p = Pipeline(store, Settings(), detect_async=False)
+        >>> _ = p.ingest("pump-1", b'{"ts": 1000000000, "metrics": {"a": 1}, "seq": 1}')
+        >>> time.time_ns() - p.arrivals()["pump-1"] < 60 * 10**9  # now, not in 2001
+        True
+        >>> p.close(); store.close()
+        """
+        with self._state_lock:
+            return dict(self._arrived)
 
     def on_commit(self, callback: Callable[[str, int], None]) -> None:
         """Call ``callback(device_id, watermark)`` after each commit touching the device."""
@@ -833,6 +859,7 @@ class Pipeline:
             self._gaps_reported.pop(device_id, None)
             self._gaps_open.pop(device_id, None)
             self._gap_touched.discard(device_id)
+            self._arrived.pop(device_id, None)
             self._quality.pop(device_id, None)
             if self.cleaner is not None:
                 self.cleaner.forget(device_id)

@@ -27,7 +27,8 @@ from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, parse_duration
 from edgewise.server.routes.labels import label_store
 
-__all__ = ["NewDevice", "device_rows", "router", "withdraw_releases"]
+__all__ = ["LAST_SEEN_DOC", "NewDevice", "device_rows", "last_seen", "router",
+           "withdraw_releases"]
 
 router = APIRouter(tags=["devices"])
 
@@ -51,15 +52,51 @@ class DeviceCreated(BaseModel):
     secret: str = Field(description="Send as 'Authorization: Bearer <secret>'. Not stored.")
 
 
-def device_rows(security: Any, store: Any) -> list[dict[str, Any]]:
-    """Registered devices and devices with stored data, merged, sorted by id."""
+#: What the device rows say about when a device was last heard from (the OpenAPI text).
+LAST_SEEN_DOC = (
+    "``last_seen`` (``last_seen_ns``) is when the gateway last heard from the device, by "
+    "the gateway's clock: when a message of it carrying readings was last accepted, over "
+    "HTTP or MQTT (``last_seen_from``: ``arrival``), however old or new the readings' "
+    "times were. "
+    "Until a device sends again after a gateway restart, it is the newest reading's time "
+    "capped at the gateway's current time (``last_seen_from``: ``reading``), so it is never "
+    "in the future. ``last_reading`` (``last_reading_ns``) is the newest reading's own time, "
+    "as the device stamped it (a device whose clock is off, or an agent uploading a "
+    "backlog, makes it differ from ``last_seen``); ``first_seen`` is the oldest reading's.")
+
+
+def last_seen(arrived_ns: int | None, reading_ns: int | None,
+              now_ns: int) -> tuple[int | None, str | None]:
+    """When a device was last heard from, and from what: its last arrival, else (no
+    message since the gateway started) its newest reading time; either capped at
+    ``now_ns``, so never in the future. ``(None, None)`` for a device never heard from.
+
+    >>> last_seen(None, 5_000, 3_000)  # a reading stamped by a clock running fast
+    (3000, 'reading')
+    >>> last_seen(2_000, 5_000, 3_000)
+    (2000, 'arrival')
+    """
+    if arrived_ns is not None:
+        return min(arrived_ns, now_ns), "arrival"
+    if reading_ns is not None:
+        return min(reading_ns, now_ns), "reading"
+    return None, None
+
+
+def device_rows(security: Any, store: Any, arrivals: dict[str, int] | None = None,
+                now_ns: int | None = None) -> list[dict[str, Any]]:
+    """Registered devices and devices with stored data, merged, sorted by id; ``arrivals``
+    (:meth:`~edgewise.gateway.pipeline.Pipeline.arrivals`) and ``now_ns`` (default: now)
+    give ``last_seen`` (see :data:`LAST_SEEN_DOC`)."""
+    now = time.time_ns() if now_ns is None else now_ns
+    arrived = arrivals or {}
     rows: dict[str, dict[str, Any]] = {}
     for rec in security.list_devices():
         rows[rec.id] = {
             "id": rec.id, "name": rec.name, "registered": True,
             "created": format_ns(rec.created_ns), "auth_failures": rec.failures,
             "groups": list(rec.groups), "readings": 0, "metrics": [], "first_seen": None,
-            "last_seen": None, "last_seen_ns": None,
+            "last_reading": None, "last_reading_ns": None,
         }
     for s in store.devices():
         row = rows.setdefault(s.device_id, {
@@ -68,9 +105,13 @@ def device_rows(security: Any, store: Any) -> list[dict[str, Any]]:
         })
         row.update({
             "readings": s.readings, "metrics": sorted(s.metrics),
-            "first_seen": format_ns(s.first_ns), "last_seen": format_ns(s.last_ns),
-            "last_seen_ns": s.last_ns,
+            "first_seen": format_ns(s.first_ns), "last_reading": format_ns(s.last_ns),
+            "last_reading_ns": s.last_ns,
         })
+    for row in rows.values():
+        seen_ns, seen_from = last_seen(arrived.get(row["id"]), row["last_reading_ns"], now)
+        row.update({"last_seen": format_ns(seen_ns), "last_seen_ns": seen_ns,
+                    "last_seen_from": seen_from})
     return [rows[k] for k in sorted(rows)]
 
 
@@ -106,10 +147,13 @@ def not_found(device_id: str) -> Problem:
     )
 
 
-@router.get("/v1/devices", summary="List devices (viewer)")
-def list_devices(who: Viewer, security: SecurityDep, store: StoreDep) -> list[dict[str, Any]]:
+@router.get("/v1/devices", summary="List devices (viewer)", description=(
+    "Every registered device and every device with stored data, with totals. "
+    + LAST_SEEN_DOC))
+def list_devices(who: Viewer, security: SecurityDep, store: StoreDep,
+                 pipeline: PipelineDep) -> list[dict[str, Any]]:
     """Every registered device and every device with stored data, with totals."""
-    return device_rows(security, store)
+    return device_rows(security, store, pipeline.arrivals())
 
 
 @router.post(
@@ -198,25 +242,35 @@ def delete_device(
             "releases_withdrawn": releases, "purge_pending": pending}
 
 
-@router.get("/v1/fleet", summary="Each device's health, last-seen and open alerts (viewer)")
+@router.get(
+    "/v1/fleet", summary="Each device's health, last-seen and open alerts (viewer)",
+    description=(
+        "Health is ``alerting`` (open alerts), ``stale`` (nothing heard from it for "
+        "``stale_after``: ``last_seen_age_s``, the seconds since ``last_seen``, is over it), "
+        "``silent`` (never sent) or ``ok``. " + LAST_SEEN_DOC
+        + " ``last_seen_age_s`` is never negative."),
+)
 async def fleet(
     who: Viewer,
     security: SecurityDep,
     store: StoreDep,
+    pipeline: PipelineDep,
     stale_after: Annotated[
-        str, Query(description="A device with no reading for this long is 'stale' "
+        str, Query(description="A device the gateway has not heard from for this long "
+                   "(by when its messages arrived, not its readings' times) is 'stale' "
                    "(duration: '300s', '5m', seconds).")
     ] = "5m",
 ) -> dict[str, Any]:
-    """Health is ``alerting`` (open alerts), ``stale`` (silent for ``stale_after``),
-    ``silent`` (never sent) or ``ok``."""
+    """Each device's health (``alerting``, ``stale``, ``silent`` or ``ok``), last-seen and
+    open alerts; see the route's description."""
     stale_ns = parse_duration(stale_after, "stale_after") or 0
-    rows = await run_in_threadpool(device_rows, security, store)
+    now = time.time_ns()  # before the arrivals: a later one is capped at it (age 0)
+    arrivals = await run_in_threadpool(pipeline.arrivals)  # its lock: not on the event loop
+    rows = await run_in_threadpool(device_rows, security, store, arrivals, now)
     alerts = await run_in_threadpool(store.list_alerts, None, "open", None, None, 100_000)
     open_by: dict[str, int] = {}
     for a in alerts:
         open_by[a.device_id] = open_by.get(a.device_id, 0) + 1
-    now = time.time_ns()
     for row in rows:
         row["open_alerts"] = open_by.get(row["id"], 0)
         last = row["last_seen_ns"]

@@ -279,6 +279,15 @@ function scroller(table) {
 
 const HEALTH = [["ok", "OK"], ["alerting", "Alerting"], ["stale", "Stale"], ["silent", "Silent"]];
 
+// The Last seen cell's tooltip: when the gateway last heard from the device (by its own
+// clock), and the newest reading's time as the device stamped it (they differ when the
+// device's clock is off or it uploads a backlog).
+function seenTitle(d) {
+  if (!d.last_seen) return null;
+  const reading = d.last_reading ? `; newest reading stamped ${fmtTimeZone(d.last_reading)}` : "";
+  return `heard from ${fmtTimeZone(d.last_seen)}${reading}`;
+}
+
 function fleetView() {
   const summary = h("div", { class: "summary", id: "fleet-summary" });
   const body = h("tbody", { id: "fleet-rows" });
@@ -313,7 +322,7 @@ function fleetView() {
       h("td", {}, h("a", { href: `#/device/${encodeURIComponent(d.id)}` }, d.id),
         d.name !== d.id ? h("span", { class: "muted" }, ` ${d.name}`) : null),
       h("td", {}, h("span", { class: `badge ${d.health}`, "data-health": d.health }, d.health)),
-      h("td", { title: fmtTimeZone(d.last_seen) }, ago(d.last_seen_age_s)),
+      h("td", { title: seenTitle(d) }, ago(d.last_seen_age_s)),
       h("td", {}, d.readings.toLocaleString()),
       h("td", {}, d.metrics.length),
       h("td", {}, d.open_alerts ? h("span", { class: "badge open" }, d.open_alerts) : "0"))));
@@ -647,8 +656,10 @@ function deviceView(id, params) {
     const dev = fleet.devices.find((d) => d.id === id);
     if (!dev) { info.textContent = " unknown device"; return; }
     const nowS = gatewayNowS();  // the gateway's clock, not the browser's (it may be off)
-    const lastS = dev.last_seen_ns ? dev.last_seen_ns / 1e9 : nowS;
-    const t1 = (nowS - lastS < win / 10 ? nowS : lastS) + 1;
+    // the window ends at the newest reading (by its own time: a backlog may be days old), or
+    // now when that is recent; a reading stamped in the future by a fast clock is still shown
+    const lastS = dev.last_reading_ns ? dev.last_reading_ns / 1e9 : nowS;
+    const t1 = (nowS - lastS < win / 10 ? Math.max(nowS, lastS) : lastS) + 1;
     const t0 = t1 - win;
     const stepS = Math.max(1, Math.round(win / 300));
     const q = `start=${t0.toFixed(3)}&end=${t1.toFixed(3)}&step=${stepS}s`;
