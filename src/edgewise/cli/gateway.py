@@ -230,8 +230,14 @@ async def _until_signalled() -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():  # the handlers stay in place through the stop: no second kill
+            typer.echo("already stopping (saving state); wait for 'stopped'", err=True)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     await stop.wait()
 
 

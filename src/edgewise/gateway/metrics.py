@@ -46,6 +46,9 @@ HELP: dict[str, tuple[str, str]] = {
     "edgewise_readings_scored_total": ("counter", "Readings scored by the detectors."),
     "edgewise_readings_late_unscored_total": (
         "counter", "Readings stored but not scored: older than the stream's scoring horizon."),
+    "edgewise_readings_unscored_at_stop_total": (
+        "counter", ("Readings stored (and acknowledged) but never scored: detection had not "
+                    "reached them when the gateway stopped (a restart does not score them).")),
     "edgewise_messages_total": ("counter", "Messages handled by the pipeline, by transport."),
     "edgewise_commit_seconds_sum": ("counter", "Seconds spent in store commits."),
     "edgewise_commit_seconds_count": ("counter", "Store commits."),

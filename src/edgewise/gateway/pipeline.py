@@ -658,7 +658,7 @@ class Pipeline:
 
     def _run(self) -> None:
         next_flush = time.monotonic() + 1.0
-        while True:
+        while not self._stop_detect.is_set():
             try:
                 batch = self._queue.get(timeout=0.5)
             except queue.Empty:
@@ -1098,26 +1098,87 @@ class Pipeline:
                         protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
 
+    #: Seconds :meth:`close` gives detection to score what is queued before it stops it.
+    close_wait_s: float = 30.0
+
     def close(self) -> None:
-        """Finish scoring what is queued and stop the worker; safe to call twice."""
+        """Finish scoring what is queued (for :attr:`close_wait_s` at most), stop the
+        worker and save the detector state; safe to call twice.
+
+        Detection still behind by then stops after the batch it is scoring, before the
+        state is saved (so the file holds what the detectors learned, no more, no less).
+        The readings left queued stay stored but are never scored, a restart included:
+        logged, and counted in ``edgewise_readings_unscored_at_stop_total``."""
         if self._closed:
             return
         self._closed = True
         self._stop_gaps.set()
         if self._gap_worker is not None:
             self._gap_worker.join(timeout=30)
+        save = True
         if self._worker is not None:
-            self._queue.put(None)
-            self._worker.join(timeout=30)
+            save = self._stop_worker()
         try:
             self.alerts.flush(force=True)
         except Exception:
             log.exception("writing the last alert updates failed")
-        if self.state_path is not None:
+        if self.state_path is None:
+            return
+        if not save:  # pickling while the worker changes the detectors: no consistent file
+            log.error("detector state not saved to %s: detection was still scoring a batch "
+                      "%g s after it was told to stop (the file keeps the state of the "
+                      "last clean stop)", self.state_path, _STOP_BATCH_S)
+            return
+        try:
+            self.save_state(self.state_path)
+        except OSError:
+            log.exception("could not save detector state to %s", self.state_path)
+
+    def _stop_worker(self) -> bool:
+        """Let detection score the queue for :attr:`close_wait_s`, then stop it between
+        two batches and drop what is left, counted and logged; return whether the worker
+        has ended (it may be stuck in one batch)."""
+        assert self._worker is not None
+        deadline = time.monotonic() + self.close_wait_s
+        try:  # the queue may be full: the worker takes batches off it meanwhile
+            self._queue.put(None, timeout=self.close_wait_s)
+        except queue.Full:
+            pass
+        self._worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        if not self._worker.is_alive():
+            return True
+        self._stop_detect.set()
+        self._worker.join(timeout=_STOP_BATCH_S)
+        batches = readings = 0
+        while True:
             try:
-                self.save_state(self.state_path)
-            except OSError:
-                log.exception("could not save detector state to %s", self.state_path)
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if batch is not None:
+                batches += 1
+                readings += self._unscored(batch)
+                self._done()
+        self.metrics.set("edgewise_detection_backlog", 0)
+        if readings:
+            self.metrics.inc("edgewise_readings_unscored_at_stop_total", readings)
+        if batches:
+            log.warning("detection had not caught up after waiting %g s at stop: %d stored "
+                        "reading(s) of %d committed batch(es) left unscored (a restart "
+                        "does not score them)", self.close_wait_s, readings, batches)
+        return not self._worker.is_alive()
+
+    def _unscored(self, batch: _Committed) -> int:
+        """How many readings of ``batch`` detection would have scored: those the store
+        stored, of devices not forgotten since."""
+        at = range(len(batch)) if batch.stored is None else batch.stored
+        gone = self._forgotten
+        return sum(1 for i in at if gone.get(batch[i].device_id, 0) < batch.gen)
+
+
+#: Seconds :meth:`Pipeline.close` waits for detection to end the batch it is scoring, once
+#: told to stop, before it gives up saving the detector state.
+_STOP_BATCH_S = 60.0
 
 
 class _Committed(list[Reading]):

@@ -315,7 +315,11 @@ class Gateway:
         config = uvicorn.Config(app, host=s.host, port=s.http_port, log_level="warning",
                                 lifespan="off", **kw)
         self.http_server = uvicorn.Server(config)
-        self.http_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # the process's signals are not the HTTP server's: uvicorn's serve() takes SIGINT and
+        # SIGTERM while it runs and puts back, when it stops (early in stop()), the handlers
+        # it found at start, SIG_DFL; `edgewise serve` sets its own after start, so a second
+        # SIGTERM during the rest of stop() killed the gateway before it saved its state
+        self.http_server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         self._http_task = asyncio.create_task(self.http_server.serve())
         while not self.http_server.started:
             if self._http_task.done():

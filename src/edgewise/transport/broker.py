@@ -706,6 +706,23 @@ class _GuardedBroker(Broker):
         await self._handle_disconnect(client_session, handler, ended)
         return False
 
+    def drop_connections(self) -> int:
+        """Stop listening and abort every open connection at once (no drain, no wait for
+        its client); return how many were aborted. amqtt's ``shutdown`` stops each
+        connection's handler, which waits for its reader, and a reader reads on for as long
+        as its client keeps sending: without this, devices publishing flat out held the
+        shutdown for ever. An aborted connection's reader ends at the end of what it has
+        buffered."""
+        for server in self._servers.values():
+            if server.instance is not None:
+                server.instance.close()  # no new connections; amqtt's shutdown waits for it
+        aborted = 0
+        for _, handler in list(self._sessions.values()):
+            if handler is not None and handler.writer is not None:
+                _abort(handler.writer)
+                aborted += 1
+        return aborted
+
     async def close_connection(self, client_id: str | None, *, forget: bool = False) -> bool:
         """Close the live connection of ``client_id`` (the device sees it drop); with
         ``forget`` also delete its session (subscriptions, queued messages). Returns
@@ -1132,8 +1149,23 @@ class EmbeddedBroker:
                 self._subscriber.client.tls_insecure_set(True)
             await self._subscriber.start()
 
+    #: Seconds :meth:`stop` gives the acks of the last commits to reach their devices
+    #: before it drops the connections.
+    ACK_GRACE_S = 1.0
+    #: Seconds :meth:`stop` gives amqtt's own shutdown once the connections are dropped.
+    SHUTDOWN_TIMEOUT_S = 10.0
+
     async def stop(self) -> None:
-        """Commit what has arrived, send its acks, and shut the broker down."""
+        """Commit what has arrived, send its acks, drop every connection and shut the
+        broker down, in bounded time however fast devices keep publishing.
+
+        What arrives after the last commit is neither stored nor acknowledged (its
+        device sends it again); every acknowledged message was committed before its ack.
+        amqtt's shutdown waits for each connection's reader, which reads on while its
+        client sends, so the connections are aborted first
+        (:meth:`_GuardedBroker.drop_connections`) and the shutdown is given
+        :attr:`SHUTDOWN_TIMEOUT_S` at most (a warning names one that took longer).
+        """
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -1145,8 +1177,16 @@ class EmbeddedBroker:
         await self.batcher.stop()
         if self._broker is not None:
             broker, self._broker = self._broker, None
+            acks = [t for t in self._pending if not t.done()]
+            if acks:  # the last commits' acks, on their way (the devices then drop those)
+                await asyncio.wait(acks, timeout=self.ACK_GRACE_S)
+            broker.drop_connections()
             try:
-                await broker.shutdown()
+                await asyncio.wait_for(broker.shutdown(), self.SHUTDOWN_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("the embedded MQTT broker's shutdown did not end within %g s "
+                            "of its connections being closed; stopping without waiting "
+                            "for it", self.SHUTDOWN_TIMEOUT_S)
             except (asyncio.CancelledError, Exception):  # in-flight publishes to gone clients
                 log.debug("broker shutdown interrupted in-flight deliveries", exc_info=True)
         _INSTANCES.pop(self.instance, None)
