@@ -69,7 +69,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -79,6 +79,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edgewise._private import create_private_once, make_private
+from edgewise._sqlite import write_transaction
 from edgewise.errors import InvalidParameterError, PayloadError, SignatureError
 from edgewise.telemetry import validate_device_id
 
@@ -892,16 +893,8 @@ class Registry:
         an exception, else rolled back, unless SQLite already did (it does on a full disk or
         an I/O error), and the block's own exception raised again, never one of the
         rollback's."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    with suppress(sqlite3.Error):  # the first error is the one to tell
-                        self._db.execute("ROLLBACK")
-                raise
+        with self._lock, write_transaction(self._db):
+            yield
 
     def _sweep_temporary_blobs(self, now: float | None = None) -> list[Path]:
         """Remove the temporary blob files (``blobs/.<sha256>.*.tmp``) of publishes that died

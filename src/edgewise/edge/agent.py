@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+from edgewise._sqlite import write_transaction
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import ConfigError, InvalidParameterError, PayloadError, SignatureError
 from edgewise.registry import Manifest, key_id_of, verify
@@ -190,15 +191,8 @@ class Outbox:
     def _transaction(self) -> Iterator[None]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``; on any error roll back, unless SQLite already
         did (it does on a full disk), so the error raised is SQLite's own."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self._db):
             yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
-                    self._db.execute("ROLLBACK")
-            raise
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None,

@@ -79,6 +79,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgewise._sqlite import write_transaction
 from edgewise.errors import AuthError, InvalidParameterError, PayloadError, ThrottledError
 from edgewise.telemetry import validate_device_id
 
@@ -1071,16 +1072,8 @@ class Security:
         """One write transaction of ``security.sqlite``: under this object's lock, a
         ``BEGIN IMMEDIATE`` committed when the block exits (also by ``return``), else rolled
         back, unless SQLite already did (a full disk), and the block's own error raised."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
-                        self._db.execute("ROLLBACK")
-                raise
+        with self._lock, write_transaction(self._db):
+            yield
 
     # -- audit -------------------------------------------------------------------------
     def _chain_old_audit(self) -> None:
