@@ -349,6 +349,9 @@ def _route_errors(route: Any, method: str, op: dict[str, Any]) -> dict[int, str]
         errors[403] = _ERROR_TEXT[403]
     if route.body_field is not None or "requestBody" in op:
         errors[413] = _ERROR_TEXT[413]
+        if route.body_field is not None:  # a JSON body FastAPI decodes: only identity
+            errors[415] = ("The body carries a Content-Encoding (gzip, br...) this route "
+                           "does not take: send it as it is.")
     if op.get("parameters") or "requestBody" in op or "422" in op.get("responses", {}):
         errors[422] = _ERROR_TEXT[422]
     if _uses(route.dependant, get_store):

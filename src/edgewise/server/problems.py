@@ -262,6 +262,33 @@ def _body_problem(request: Request, err: dict[str, Any]) -> Problem:
                    field="body", value=value, allowed=_BODY_ALLOWED, reason="invalid")
 
 
+#: What FastAPI raises (a 400) for a JSON body it cannot read: bytes that are not UTF-8
+#: (or UTF-16/32), such as a gzipped body.
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+_JSON_ALLOWED = "a JSON object, sent with 'Content-Type: application/json'"
+
+
+def _bad_json(value: Any) -> Problem:
+    """The 422 ``bad_json`` for a body that is no JSON (``value``: its text, cut)."""
+    return Problem(422, "Invalid input", f"The request body must be {_JSON_ALLOWED}.",
+                   field="body", value=value, allowed=_JSON_ALLOWED, reason="bad_json")
+
+
+def _unparsable_body(request: Request) -> Problem:
+    """The problem for a JSON body FastAPI could not decode: 415 for a ``Content-Encoding``
+    other than ``identity`` (only the telemetry routes take gzip, and check it
+    themselves), else the 422 ``bad_json`` of any body that is no JSON."""
+    encoding = request.headers.get("content-encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        return Problem(
+            415, "Unsupported content encoding", f"Header 'Content-Encoding' must be "
+            f"identity (or left out) on {request.method} {request.url.path}; got "
+            f"{_cut(encoding)!r}. Send the JSON body uncompressed.",
+            field="Content-Encoding", value=_cut(encoding), allowed="identity",
+            reason="bad_encoding")
+    return _bad_json(None)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error of ``app`` answer with a problem+json body."""
 
@@ -312,11 +339,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             # the raw bytes are no field; name the body, and what it must be
             text = value.decode("utf-8", "replace")[:200] if isinstance(
                 value, bytes | bytearray) else None
-            allowed = "a JSON object, sent with 'Content-Type: application/json'"
-            return Problem(
-                422, "Invalid input", f"The request body must be {allowed}.", field="body",
-                value=text, allowed=allowed, reason="bad_json",
-            ).response()
+            return _bad_json(text).response()
         if tuple(err.get("loc", ())) == ("body",):  # the body itself: missing, or no object
             return _body_problem(request, err).response()
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
@@ -346,6 +369,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+            return _unparsable_body(request).response()
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"No route {request.method} {request.url.path}."

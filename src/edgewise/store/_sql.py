@@ -1032,6 +1032,27 @@ class SQLStoreMixin:
             f"EXISTS (SELECT 1 FROM {t} WHERE device_id = {self._ph})" for t in DEVICE_TABLES)
         return bool(self._read(sql, [device_id] * len(DEVICE_TABLES))[0][0])
 
+    def held_device_ids(self) -> set[str]:
+        """Ids of the devices whose seqs, seq marks, conflicts, alerts or alert events the
+        store holds (every table of :data:`DEVICE_TABLES` but the readings), in one query:
+        with the devices that have readings (:meth:`devices`), those
+        :meth:`has_device_data` is true of. The tables it reads stay small (seqs are folded
+        into one ``seq_marks`` row per device as they are stored); readings are not read.
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.telemetry import Reading
+        >>> s = open_store("duckdb://:memory:")
+        >>> _ = s.append([Reading("pump-1", "t", 1, 1.0)], seqs={"pump-1": [1]})
+        >>> _ = s.delete_before(2)  # retention took the reading; its seq stays
+        >>> s.held_device_ids(), s.devices()
+        ({'pump-1'}, [])
+        >>> s.close()
+        """
+        self._check_open()
+        sql = " UNION ".join(f"SELECT DISTINCT device_id FROM {t}" for t in DEVICE_TABLES
+                             if t != "readings")
+        return {row[0] for row in self._read(sql, [])}
+
     def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
         """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen.
 

@@ -238,6 +238,11 @@ class Store(Protocol):
         """Whether the store holds any row of the device (readings, seqs, alerts...)."""
         ...
 
+    def held_device_ids(self) -> set[str]:
+        """Ids of the devices of which the store holds rows other than readings (seqs,
+        alerts, conflicts...): with :meth:`devices`, every device it holds data of."""
+        ...
+
     #: Whether :meth:`delete_device` purges by default and the gateway's retention purges
     #: (at most daily): True where a purge is cheap enough to run unasked (DuckDB).
     PURGES_BY_DEFAULT: bool

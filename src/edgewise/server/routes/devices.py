@@ -8,7 +8,7 @@ be read and deleted.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
@@ -32,6 +32,9 @@ __all__ = ["LAST_SEEN_DOC", "NewDevice", "device_rows", "last_seen", "router",
 
 router = APIRouter(tags=["devices"])
 
+#: How long a device may go unheard before ``GET /v1/fleet`` calls it stale, by default.
+STALE_AFTER = "5m"
+
 DeviceId = Annotated[str, Path(description="A device id, as printed by 'edgewise device add'.")]
 
 
@@ -50,6 +53,65 @@ class DeviceCreated(BaseModel):
     name: str
     groups: list[str] = Field(default_factory=list)
     secret: str = Field(description="Send as 'Authorization: Bearer <secret>'. Not stored.")
+
+
+class DeviceRow(BaseModel):
+    """A device as ``GET /v1/devices`` lists it (the OpenAPI schema; see :func:`device_rows`)."""
+
+    id: str
+    name: str = Field(description="Its name; the id for a device no longer registered.")
+    registered: bool = Field(description="False: credentials revoked, stored data kept.")
+    created: str | None = Field(description="When it was registered (RFC 3339); null if not.")
+    auth_failures: int | None = Field(description=(
+        "Wrong secrets sent in its name since it was registered; null if not registered."))
+    groups: list[str]
+    readings: int = Field(description="Readings stored.")
+    metrics: list[str] = Field(description="The metrics of its stored readings, sorted.")
+    first_seen: str | None = Field(description="The oldest stored reading's time.")
+    last_reading: str | None = Field(description="The newest stored reading's own time.")
+    last_reading_ns: int | None
+    last_seen: str | None = Field(description="When the gateway last heard from it.")
+    last_seen_ns: int | None
+    last_seen_from: Literal["arrival", "reading"] | None = Field(description=(
+        "'arrival': its last message's arrival; 'reading': its newest reading's time, "
+        "capped at now (no message since the gateway started); null: never heard from."))
+
+
+class FleetDevice(DeviceRow):
+    """A device's row in ``GET /v1/fleet``: its :class:`DeviceRow` and its health."""
+
+    open_alerts: int
+    health: Literal["alerting", "stale", "silent", "ok"]
+    last_seen_age_s: float | None = Field(description="Seconds since last_seen, >= 0.")
+
+
+class Fleet(BaseModel):
+    """The answer of ``GET /v1/fleet``."""
+
+    now: str = Field(description="The gateway's time the ages are measured from.")
+    devices: list[FleetDevice]
+    counts: dict[str, int] = Field(description="Devices per health, e.g. {'ok': 3}.")
+    open_alerts: int
+
+
+class DeviceDeleted(BaseModel):
+    """The answer of ``DELETE /v1/devices/{device_id}``: what was deleted."""
+
+    id: str
+    credentials_deleted: bool = Field(description="False: it was not registered.")
+    rows_deleted: int = Field(description="Store rows: readings, seqs, conflicts, alerts.")
+    labels_deleted: int
+    label_models_deleted: int = Field(description="Model files its data trained.")
+    releases_withdrawn: list[int] = Field(description="Release counters aimed at it.")
+    purge_pending: bool | None = Field(description=(
+        "True: the deleted rows are purged from the disk at the store's next open; null for "
+        "a store that does not tell."))
+
+
+def _documented(model: Any) -> dict[int | str, dict[str, Any]]:
+    """``responses`` that describe the 200 answer as ``model`` in the OpenAPI schema while
+    the route returns its JSON as built (no response model re-validates or filters it)."""
+    return {200: {"model": model}}
 
 
 #: What the device rows say about when a device was last heard from (the OpenAPI text).
@@ -99,15 +161,13 @@ def device_rows(security: Any, store: Any, arrivals: dict[str, int] | None = Non
             "last_reading": None, "last_reading_ns": None,
         }
     for s in store.devices():
-        row = rows.setdefault(s.device_id, {
-            "id": s.device_id, "name": s.device_id, "registered": False, "created": None,
-            "auth_failures": None, "groups": [],  # no credentials: nothing counted
-        })
-        row.update({
+        rows.setdefault(s.device_id, _unregistered_row(s.device_id)).update({
             "readings": s.readings, "metrics": sorted(s.metrics),
             "first_seen": format_ns(s.first_ns), "last_reading": format_ns(s.last_ns),
             "last_reading_ns": s.last_ns,
         })
+    for device_id in store.held_device_ids() - rows.keys():  # no readings left: seqs, alerts
+        rows[device_id] = _unregistered_row(device_id)
     for row in rows.values():
         seen_ns, seen_from = last_seen(arrived.get(row["id"]), row["last_reading_ns"], now)
         row.update({"last_seen": format_ns(seen_ns), "last_seen_ns": seen_ns,
@@ -115,6 +175,16 @@ def device_rows(security: Any, store: Any, arrivals: dict[str, int] | None = Non
     return [rows[k] for k in sorted(rows)]
 
 
+def _unregistered_row(device_id: str) -> dict[str, Any]:
+    """The row of a device with stored data but no credentials (revoked, data kept)."""
+    return {"id": device_id, "name": device_id, "registered": False, "created": None,
+            "auth_failures": None, "groups": [],  # no credentials: nothing counted
+            "readings": 0, "metrics": [], "first_seen": None, "last_reading": None,
+            "last_reading_ns": None}
+
+
+#: The store's tables, besides ``readings`` (:meth:`~edgewise.store.base.Store.devices`),
+#: that hold rows of a device: what outlives its readings under retention.
 def known_device(security: Any, store: Any, device_id: str) -> bool:
     """Whether the device is registered or has stored data: readings, or what outlives
     them under retention (seqs, alerts), or data kept at a deletion (:meth:`~edgewise.
@@ -147,7 +217,8 @@ def not_found(device_id: str) -> Problem:
     )
 
 
-@router.get("/v1/devices", summary="List devices (viewer)", description=(
+@router.get("/v1/devices", summary="List devices (viewer)", response_model=None,
+            responses=_documented(list[DeviceRow]), description=(
     "Every registered device and every device with stored data, with totals. "
     + LAST_SEEN_DOC))
 def list_devices(who: Viewer, security: SecurityDep, store: StoreDep,
@@ -196,7 +267,8 @@ def add_device(
             "groups": security.device_groups(device_id)}
 
 
-@router.delete("/v1/devices/{device_id}", summary="Delete a device and all its data (admin)")
+@router.delete("/v1/devices/{device_id}", summary="Delete a device and all its data (admin)",
+               response_model=None, responses=_documented(DeviceDeleted))
 def delete_device(
     device_id: DeviceId, who: Admin, security: SecurityDep, store: StoreDep,
     pipeline: PipelineDep, settings: SettingsDep, request: Request,
@@ -244,6 +316,7 @@ def delete_device(
 
 @router.get(
     "/v1/fleet", summary="Each device's health, last-seen and open alerts (viewer)",
+    response_model=None, responses=_documented(Fleet),
     description=(
         "Health is ``alerting`` (open alerts), ``stale`` (nothing heard from it for "
         "``stale_after``: ``last_seen_age_s``, the seconds since ``last_seen``, is over it), "
@@ -258,12 +331,13 @@ async def fleet(
     stale_after: Annotated[
         str, Query(description="A device the gateway has not heard from for this long "
                    "(by when its messages arrived, not its readings' times) is 'stale' "
-                   "(duration: '300s', '5m', seconds).")
-    ] = "5m",
+                   "(duration: '300s', '5m', seconds; empty: the default).")
+    ] = STALE_AFTER,
 ) -> dict[str, Any]:
     """Each device's health (``alerting``, ``stale``, ``silent`` or ``ok``), last-seen and
     open alerts; see the route's description."""
-    stale_ns = parse_duration(stale_after, "stale_after") or 0
+    # empty means the default, as an empty filter does elsewhere (not "stale at once")
+    stale_ns = parse_duration(stale_after or STALE_AFTER, "stale_after") or 0  # not None
     now = time.time_ns()  # before the arrivals: a later one is capped at it (age 0)
     arrivals = await run_in_threadpool(pipeline.arrivals)  # its lock: not on the event loop
     rows = await run_in_threadpool(device_rows, security, store, arrivals, now)
