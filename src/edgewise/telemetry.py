@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_MAX_FUTURE_S",
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "GZIP_MAGIC",
+    "MAX_LISTED_REJECTIONS",
     "METRIC_NAME_RE",
     "Decoded",
     "Reading",
@@ -70,6 +71,9 @@ DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
 #: The first bytes of a gzip stream (never of JSON): a payload starting so is inflated.
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_FUTURE_S = 300.0
+#: A payload's rejections listed one by one (in order; :attr:`Decoded.rejected`): the
+#: rest are counted by reason only, so 100,000 bad records cost no 40 MB answer.
+MAX_LISTED_REJECTIONS = 100
 #: Earliest accepted time (2000-01-01T00:00:00Z); anything before is a clock that was never set.
 MIN_EPOCH_S = 946_684_800
 METRIC_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,63}$")
@@ -129,6 +133,35 @@ class Decoded:
     rejected: list[PayloadError] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     relative_times: bool = False
+    #: Rejections past the first :data:`MAX_LISTED_REJECTIONS` (see :meth:`reject`), by reason.
+    unlisted: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, exc: PayloadError) -> None:
+        """Record a rejection: listed in ``rejected`` while it holds fewer than
+        :data:`MAX_LISTED_REJECTIONS`, else only counted (``unlisted``, by reason).
+
+        >>> d = decode(b"[" + b"0," * 150 + b"0]", "d")
+        >>> len(d.rejected), d.rejected_total, d.rejected_counts()
+        (100, 151, {'bad_shape': 151})
+        """
+        if len(self.rejected) < MAX_LISTED_REJECTIONS:
+            self.rejected.append(exc)
+        else:
+            self.unlisted[exc.reason] = self.unlisted.get(exc.reason, 0) + 1
+
+    @property
+    def rejected_total(self) -> int:
+        """Every rejection, listed in ``rejected`` or not."""
+        return len(self.rejected) + sum(self.unlisted.values())
+
+    def rejected_counts(self) -> dict[str, int]:
+        """Every rejection's count by reason, listed in ``rejected`` or not."""
+        counts: dict[str, int] = {}
+        for exc in self.rejected:
+            counts[exc.reason] = counts.get(exc.reason, 0) + 1
+        for reason, n in self.unlisted.items():
+            counts[reason] = counts.get(reason, 0) + n
+        return counts
 
 
 def validate_device_id(device_id: str) -> str:
@@ -380,26 +413,46 @@ def _check_seq(seq: Any, device_id: str | None, index: int | None) -> int:
 
 
 def _inflate(raw: bytes, device_id: str, max_bytes: int) -> bytes:
-    """A gzipped payload inflated, stopping one byte past ``max_bytes`` (a small gzip can
-    expand a thousandfold)."""
-    inflate = zlib.decompressobj(wbits=31)
-    try:
-        out = inflate.decompress(raw, max_bytes + 1)
-        complete = inflate.eof
-    except zlib.error:
-        out, complete = b"", False
-    if len(out) > max_bytes:
-        raise PayloadError(
-            device_id=device_id, field="payload", value=f"more than {max_bytes} bytes inflated",
-            allowed=f"at most {max_bytes} bytes once inflated", reason="too_large",
-        )
-    if not complete:
-        raise PayloadError(
-            device_id=device_id, field="payload", value=raw[:40].hex(),
-            allowed="a complete gzip stream (it starts with gzip's magic bytes)",
-            reason="bad_json",
-        )
-    return out
+    """A gzipped payload inflated, member after member as ``gzip.decompress`` does (a
+    stream may hold several, e.g. two files concatenated), stopping one byte past
+    ``max_bytes`` in all (a small gzip can expand a thousandfold). Bytes after the last
+    member that are not another member are refused (reason ``bad_encoding``).
+
+    >>> import gzip
+    >>> _inflate(gzip.compress(b"[1,") + gzip.compress(b"2]"), "d", 100)
+    b'[1,2]'
+    """
+    out = bytearray()
+    rest = raw
+    while True:
+        inflate = zlib.decompressobj(wbits=31)
+        try:
+            out += inflate.decompress(rest, max_bytes + 1 - len(out))
+            complete = inflate.eof
+        except zlib.error:
+            complete = False
+        if len(out) > max_bytes:
+            raise PayloadError(
+                device_id=device_id, field="payload",
+                value=f"more than {max_bytes} bytes inflated",
+                allowed=f"at most {max_bytes} bytes once inflated", reason="too_large",
+            )
+        if not complete:
+            raise PayloadError(
+                device_id=device_id, field="payload", value=rest[:40].hex(),
+                allowed="a complete gzip stream (it starts with gzip's magic bytes)",
+                reason="bad_json",
+            )
+        rest = inflate.unused_data
+        if not rest:
+            return bytes(out)
+        if not rest.startswith(GZIP_MAGIC):
+            raise PayloadError(
+                device_id=device_id, field="payload",
+                value=f"{len(rest)} bytes after the gzip stream: {rest[:20].hex()}",
+                allowed="gzip members only (Content-Encoding gzip: nothing after the "
+                "last member)", reason="bad_encoding",
+            )
 
 
 def _json_int(text: str) -> int | float:
@@ -573,9 +626,9 @@ def decode(
             try:
                 _decode_compact(rec, device_id, now_ns, max_future_s, idx, out, repeated)
             except PayloadError as exc:
-                out.rejected.append(exc)
+                out.reject(exc)
             except Exception as exc:  # a bug here must cost one record, never the device
-                out.rejected.append(_undecodable(exc, device_id, idx))
+                out.reject(_undecodable(exc, device_id, idx))
     return out
 
 
@@ -600,8 +653,23 @@ _SENML_KEYS = frozenset({"bn", "bt", "bu", "bv", "bver", "n", "u", "v", "vs", "v
 
 
 def _looks_senml(records: list[Any]) -> bool:
-    first = records[0]
-    return isinstance(first, dict) and "metrics" not in first and bool(_SENML_KEYS & first.keys())
+    """Whether ``records`` are a SenML pack, told by the first record that is an object with
+    a field of either form (``metrics``/``ts``: compact; a SenML field: SenML): records
+    before it that are no object or hold neither (``null``, ``{}``) are judged in the form
+    it tells, and can no longer make a SenML pack decode as compact JSON.
+
+    >>> _looks_senml([None, {}, {"bn": "p/", "n": "t", "v": 1}])
+    True
+    >>> _looks_senml([{"seq": 1}, {"ts": 1.7e9, "metrics": {"a": 1}}])
+    False
+    """
+    for rec in records:
+        if isinstance(rec, dict):
+            if "metrics" in rec or "ts" in rec:
+                return False
+            if not _SENML_KEYS.isdisjoint(rec):
+                return True
+    return False
 
 
 def _decode_compact(
@@ -656,7 +724,7 @@ def _decode_compact(
             v = float(value) if isinstance(value, bool) else _check_value(
                 value, f"metrics.{name}", device_id, idx, "a finite number or a boolean")
         except PayloadError as exc:
-            out.rejected.append(exc)
+            out.reject(exc)
             continue
         unit = units.get(name)
         out.readings.append(
@@ -668,7 +736,8 @@ def _decode_senml(
     records: list[Any], device_id: str, now_ns: int, max_future_s: float, out: Decoded,
     repeated: dict[int, dict[str, list[Any]]] | None = None,
 ) -> None:
-    bn, bu, bv = "", None, 0.0
+    bn: str | None = ""  # None: refused, so the records after it have no name (bad_metric)
+    bu, bv = None, 0.0
     bt: int | float = 0.0  # an int as sent (an integer ns bt keeps every digit)
     seq: int | None = None
     absolute = False  # a value record's time was absolute (even if the record was refused)
@@ -689,12 +758,15 @@ def _decode_senml(
                 except PayloadError as exc:
                     bad_seq = exc
             if repeated and id(rec) in repeated:  # its base fields are not applied
+                if "bn" in repeated[id(rec)]:
+                    bn = None  # as a refused bn: the records after it have no name
                 if "bt" in repeated[id(rec)]:
                     bt = math.nan  # as a refused bt: the records after it have no time
                 if "bv" in repeated[id(rec)]:
                     bv = math.nan
                 raise _repeated_key(repeated[id(rec)], "", device_id, i)
             if "bn" in rec:
+                bn = None  # refused: the records after it have no name (bad_metric)
                 if not isinstance(rec["bn"], str):
                     raise PayloadError(
                         device_id=device_id, field="bn", value=rec["bn"],
@@ -747,6 +819,12 @@ def _decode_senml(
                         reason="missing_field", index=i,
                     )
                 continue  # a pure base record
+            if bn is None:
+                raise PayloadError(
+                    device_id=device_id, field="n", value=rec.get("n"),
+                    allowed="a record after a valid base name (the pack's 'bn' was refused)",
+                    reason="bad_metric", index=i,
+                )
             name = bn + (rec.get("n") or "") if isinstance(rec.get("n", ""), str) else None
             if name is not None:
                 for prefix in (f"{device_id}/", f"{device_id}:", f"{device_id}."):
@@ -796,9 +874,9 @@ def _decode_senml(
             unit = unit if isinstance(unit, str) else None
             out.readings.append(Reading(device_id, metric, ts_ns, value, seq, unit))
         except PayloadError as exc:
-            out.rejected.append(exc)
+            out.reject(exc)
         except Exception as exc:  # a bug here must cost one record, never the device
-            out.rejected.append(_undecodable(exc, device_id, i))
+            out.reject(_undecodable(exc, device_id, i))
     out.relative_times = bool(out.readings) and not absolute
 
 

@@ -22,7 +22,8 @@ def test_telemetry_is_stored_before_the_answer(env: Env) -> None:
     resp = env.send({"ts": ts, "metrics": {"temp_c": 21.5, "rpm": 1450}, "seq": 1})
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body == {"accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": [], "ack_seq": 1}
+    assert body == {"accepted": 2, "duplicates": 0, "conflicts": 0, "rejected": [],
+                    "rejected_total": 0, "rejected_by_reason": {}, "ack_seq": 1}
     assert sorted(_stored(env)) == [("rpm", ts * 10**9, 1450.0), ("temp_c", ts * 10**9, 21.5)]
 
 

@@ -94,6 +94,9 @@ class IngestResult:
     ack_seq: int = 0
     device_id: str = ""
     seqs: list[int] = field(default_factory=list)
+    #: Every rejection by reason: ``rejected`` lists only the first
+    #: :data:`~edgewise.telemetry.MAX_LISTED_REJECTIONS` (empty: those listed are all).
+    rejected_counts: dict[str, int] = field(default_factory=dict)
 
 
 def default_detector_factory() -> Detector:
@@ -354,17 +357,22 @@ class Pipeline:
                                             * self.settings.max_payload_bytes))
             if self.settings.retention_days > 0 and dec.readings:
                 _expire(dec, device_id, self.settings.retention_days)
-            for rej in dec.rejected:
-                counts.append(("edgewise_readings_rejected_total", 1, rej.reason))
-            if dec.readings:
+            for reason, n in dec.rejected_counts().items():
+                counts.append(("edgewise_readings_rejected_total", n, reason))
+            # A rejected record or metric costs a token as a reading does: else a device
+            # could send bad records without end, each answered at length. One that sends
+            # only valid readings pays what it always did.
+            cost = len(dec.readings) + dec.rejected_total
+            if cost:
                 try:
-                    self.rate_limiter.take(device_id, len(dec.readings))
+                    self.rate_limiter.take(device_id, cost)
                 except RateLimitError as exc:
-                    counts.append(("edgewise_readings_rejected_total", len(dec.readings),
-                                   "rate_limited"))
+                    if dec.readings:
+                        counts.append(("edgewise_readings_rejected_total", len(dec.readings),
+                                       "rate_limited"))
                     todo.append(exc)
                     continue
-                taken[device_id] = taken.get(device_id, 0) + len(dec.readings)
+                taken[device_id] = taken.get(device_id, 0) + cost
             todo.append((device_id, payload, dec))
         try:
             stored = self._stored_seqs_of(todo)
@@ -379,7 +387,8 @@ class Pipeline:
                                    None))
                     out.append(IngestResult(duplicates=len(dec.readings),
                                             rejected=dec.rejected, device_id=device_id,
-                                            seqs=dec.seqs))
+                                            seqs=dec.seqs,
+                                            rejected_counts=dec.rejected_counts()))
                     continue
                 fresh = [s for s in dec.seqs if (device_id, s) not in seen]
                 if dec.seqs and all(seen.get((device_id, s)) == payload for s in dec.seqs):
@@ -393,7 +402,8 @@ class Pipeline:
                     seqs.setdefault(device_id, []).extend(fresh)
                 counts.append(("edgewise_readings_ingested_total", len(dec.readings), None))
                 out.append(IngestResult(accepted=len(dec.readings), rejected=dec.rejected,
-                                        device_id=device_id, seqs=dec.seqs))
+                                        device_id=device_id, seqs=dec.seqs,
+                                        rejected_counts=dec.rejected_counts()))
         except BaseException:  # a look-up failed: nothing is committed, the tokens go back
             for device_id, n in taken.items():
                 self.rate_limiter.refund(device_id, n)

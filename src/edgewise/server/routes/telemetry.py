@@ -2,8 +2,10 @@
 
 The answer is 200 only after the store has committed the readings: ``ack_seq`` is the
 device's seq watermark (every seq up to it is durably stored), so a device may drop
-its copies up to there. Records that failed validation are listed in ``rejected``;
-the others are kept. Whole-payload problems answer 4xx and store nothing.
+its copies up to there. Records that failed validation are listed in ``rejected`` (the
+first :data:`~edgewise.telemetry.MAX_LISTED_REJECTIONS`; ``rejected_total`` and
+``rejected_by_reason`` count them all); the others are kept. Whole-payload problems answer
+4xx and store nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from fastapi import APIRouter, Header, Path, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from edgewise.errors import AuthError
+from edgewise.errors import AuthError, PayloadError
 from edgewise.server.deps import (
     PipelineDep,
     SecurityDep,
@@ -24,7 +26,7 @@ from edgewise.server.deps import (
     wrong_device_credentials,
 )
 from edgewise.server.problems import Problem, payload_problem
-from edgewise.telemetry import GZIP_MAGIC
+from edgewise.telemetry import GZIP_MAGIC, MAX_LISTED_REJECTIONS
 
 __all__ = ["IngestResponse", "check_encoding", "read_limited_body", "router"]
 
@@ -45,7 +47,13 @@ class IngestResponse(BaseModel):
     )
     rejected: list[dict[str, Any]] = Field(
         description="One problem object per rejected record or metric (field, value, "
-        "allowed, reason, index)."
+        f"allowed, reason, index), in order: the first {MAX_LISTED_REJECTIONS} at most."
+    )
+    rejected_total: int = Field(
+        description="Every rejected record or metric, listed in 'rejected' or not."
+    )
+    rejected_by_reason: dict[str, int] = Field(
+        description="Every rejected record or metric counted by reason (listed or not)."
     )
     ack_seq: int = Field(
         description="The device's seq watermark: every message seq in 1..ack_seq is stored."
@@ -146,28 +154,54 @@ async def _ingest(
     except Problem as exc:
         count("edgewise_readings_rejected_total", reason=exc.reason)
         raise
-    result = await run_in_threadpool(pipeline.ingest, device_id, body, via="http")
-    rejected = []
-    for err in result.rejected:
-        p = payload_problem(err, status=422)
-        rejected.append({**p.body(), "index": err.index})
+    try:
+        result = await run_in_threadpool(pipeline.ingest, device_id, body, via="http")
+    except PayloadError as exc:
+        if exc.reason != "bad_encoding":
+            raise
+        encoding = request.headers.get("content-encoding")
+        raise Problem(
+            400, detail=f"The body is not gzip throughout, as its 'Content-Encoding' "
+            f"({encoding!r}) says: {exc.value}.", field="Content-Encoding", value=encoding,
+            allowed=exc.allowed, reason="bad_encoding",
+        ) from None
+    rejected = [{**payload_problem(err, status=422).body(), "index": err.index}
+                for err in result.rejected[:MAX_LISTED_REJECTIONS]]
+    by_reason = result.rejected_counts or _counts(result.rejected)
     return {
         "accepted": result.accepted,
         "duplicates": result.duplicates,
         "conflicts": result.conflicts,
         "rejected": rejected,
+        "rejected_total": sum(by_reason.values()),
+        "rejected_by_reason": by_reason,
         "ack_seq": result.ack_seq,
     }
+
+
+def _counts(errors: list[PayloadError]) -> dict[str, int]:
+    """``errors`` counted by reason.
+
+    >>> _counts([PayloadError(field="ts", value=1, allowed="", reason="bad_ts")] * 2)
+    {'bad_ts': 2}
+    """
+    counts: dict[str, int] = {}
+    for err in errors:
+        counts[err.reason] = counts.get(err.reason, 0) + 1
+    return counts
 
 
 _DOC = (
     "Body: compact JSON `{\"ts\", \"metrics\": {name: number or boolean}, \"seq\"}` (one or "
     "an array) or SenML (RFC 8428; `v` or `vb`); a boolean is stored as 1 or 0. "
     "Answers 200 only after the readings are committed; `rejected` names "
-    "each record or metric left out. The body may be gzipped (`Content-Encoding: gzip`; "
-    "the limit holds once decompressed). 400 not gzip, 401 unknown device or wrong "
-    "secret, 413 too large, 415 not JSON or another encoding, 422 nothing usable, 429 "
-    "rate limit or throttled (see Retry-After)."
+    f"each record or metric left out, the first {MAX_LISTED_REJECTIONS} in order at most "
+    "(`rejected_total` and `rejected_by_reason` count them all). A rejected record or "
+    "metric counts against the device's rate limit as a reading does. The body may be "
+    "gzipped (`Content-Encoding: gzip`, one member or several; the limit holds once "
+    "decompressed). 400 not gzip (or bytes after the gzip stream), 401 unknown device or "
+    "wrong secret, 413 too large, 415 not JSON or another encoding, 422 nothing usable, "
+    "429 rate limit or throttled (see Retry-After)."
 )
 
 
