@@ -153,3 +153,28 @@ def test_a_local_alert_on_a_long_metric_name_is_delivered(gw, tmp_path):
     alert = alert_metric(name)
     assert len(alert) == 64 and alert.startswith("alert:bearing_outer")
     assert gw.store.query(gw.device, alert)[-1][2] >= agent.threshold
+
+
+@pytest.fixture
+def gw_wide(data_dir: Path) -> Iterator[Env]:
+    yield from build_env(data_dir)
+
+
+def test_rejections_past_the_hundred_the_gateway_lists_are_counted(gw_wide, tmp_path):
+    """Check a post whose 150 messages the gateway all refuses (readings stamped an hour
+    ahead of its clock) counts 150 rejected: the answer lists the first 100 and counts the
+    rest by reason (rejected_by_reason), which the agent adds (it counted only the listed
+    100, so its rejected figure fell short of what the gateway refused)."""
+    import time
+
+    agent = Agent("http://testserver", gw_wide.device, gw_wide.secret, tmp_path / "a")
+    ahead = time.time_ns() + 3600 * 10**9
+    for i in range(150):
+        agent.handle({"temp_c": 20.0 + i / 100}, ts_ns=ahead + i * 10**9)
+    _drain(agent, gw_wide.client, 10)
+    assert len(agent.outbox) == 0
+    assert agent.outbox.rejected == 150
+    db = sqlite3.connect(tmp_path / "a" / "outbox.sqlite")
+    reasons = dict(db.execute("SELECT reason, COUNT(*) FROM rejected GROUP BY reason"))
+    db.close()
+    assert sum(reasons.values()) == 150 and set(reasons) == {"future_ts"}, reasons

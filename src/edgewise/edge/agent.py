@@ -58,6 +58,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -1806,7 +1807,8 @@ class Agent:
             return ack
         last = int(msgs[-1]["seq"])
         done = min(ack, last)  # never drop what was not in this batch, whatever the ack says
-        rejected = _rejections(msgs, answer.get("rejected") or [], done)
+        rejected = _rejections(msgs, answer.get("rejected") or [], done,
+                               answer.get("rejected_by_reason"))
         self.outbox.ack(done, rejected)
         if rejected:
             self._log_rejected(rejected)
@@ -2055,18 +2057,37 @@ _SOURCE_START = {
 }
 
 
-def _rejections(msgs: Sequence[Mapping[str, Any]], problems: Sequence[Any], done: int
-                ) -> list[tuple[int | None, str, str]]:
+def _rejections(msgs: Sequence[Mapping[str, Any]], problems: Sequence[Any], done: int,
+                by_reason: Any = None) -> list[tuple[int | None, str, str]]:
     """``(seq, reason, detail JSON)`` for each of the gateway's ``rejected`` problems whose
     message the ack covers (``seq <= done``); one that names no message is kept only when
-    the whole batch is covered.
+    the whole batch is covered. The gateway lists the first 100 of a post's rejections and
+    counts all of them by reason (``rejected_by_reason``): when the whole batch is covered,
+    those it did not list are added, one ``(None, reason, '{"unlisted": true}')`` each, so
+    they are counted too.
 
     >>> msgs = [{"seq": 7}, {"seq": 8}]
     >>> _rejections(msgs, [{"index": 1, "reason": "future_ts", "field": "ts", "value": 9}], 8)
     [(8, 'future_ts', '{"field": "ts", "value": 9}')]
     >>> _rejections(msgs, [{"index": 1, "reason": "future_ts"}], 7)
     []
+    >>> len(_rejections(msgs, [{"index": 0, "reason": "future_ts"}], 8, {"future_ts": 2}))
+    2
     """
+    out = _listed_rejections(msgs, problems, done)
+    if isinstance(by_reason, Mapping) and done >= int(msgs[-1]["seq"]):
+        listed = Counter(str(p.get("reason") or "rejected") for p in problems
+                         if isinstance(p, Mapping))
+        for reason, n in by_reason.items():
+            if isinstance(n, int) and not isinstance(n, bool):
+                out += [(None, str(reason), '{"unlisted": true}')] * max(
+                    0, min(n, _REJECTED_KEEP * 100) - listed[str(reason)])
+    return out
+
+
+def _listed_rejections(msgs: Sequence[Mapping[str, Any]], problems: Sequence[Any],
+                       done: int) -> list[tuple[int | None, str, str]]:
+    """:func:`_rejections` of the problems the gateway listed."""
     out: list[tuple[int | None, str, str]] = []
     for p in problems:
         if not isinstance(p, Mapping):
