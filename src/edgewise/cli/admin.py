@@ -176,9 +176,6 @@ def device_list(data_dir: DataDir, as_json: Json = False) -> None:
 
 #: the ``EDGEWISE_*`` variables ``device delete`` reads beside its options: those that
 #: decide what a stopped gateway's saved detector state keeps (the detector and gates)
-_DELETE_SETTINGS = ("EDGEWISE_DETECTOR", "EDGEWISE_FAST_STREAM_Z", "EDGEWISE_FLEET_PRIOR")
-
-
 @device_app.command("delete")
 def device_delete(
     device_id: str, data_dir: DataDir, store: StoreUrl = "", mqtt: MqttUrl = "embedded",
@@ -202,11 +199,10 @@ def device_delete(
 
     existing_data_dir(data_dir)  # a mistyped one: no data dir, registry and store made there
     # only the settings a deletion uses: the data dir and store (options, so their variables
-    # came through click), and those choosing which saved detector state a stopped gateway
-    # keeps (_forget_detector_state); another gateway setting set wrong in this shell
-    # (EDGEWISE_HOST=, EDGEWISE_RATE_LIMIT_PER_S=10s) is the gateway's, not the deletion's
-    env = {k: v for k, v in os.environ.items() if k in _DELETE_SETTINGS}
-    settings = Settings.load(env=env, data_dir=data_dir, store=store or None)
+    # came through click); a gateway setting set wrong in this shell (EDGEWISE_HOST=,
+    # EDGEWISE_RATE_LIMIT_PER_S=10s) is the gateway's, not the deletion's, and the saved
+    # detector state is edited as it is, whatever detector the gateway ran with
+    settings = Settings.load(env={}, data_dir=data_dir, store=store or None)
     _external_broker(mqtt)  # a bad --mqtt fails before anything is deleted
     if gateway_running(settings.data_dir):
         # its memory (seq watermark, detectors) would outlive the data: leave it the
@@ -246,7 +242,7 @@ def device_delete(
             rows, pending = 0, False
             if st is not None:
                 try:
-                    _forget_detector_state(st, settings, device_id)
+                    _forget_detector_state(settings.data_dir, device_id)
                     rows = st.delete_device(device_id)
                     # DuckDB: True when its purge failed (the deletion stands; it logged why)
                     pending = getattr(st, "purge_pending", None) if rows else False
@@ -340,7 +336,7 @@ def _existing_store(settings: Settings) -> tuple[Store | None, str | None]:
                           f"pass that --store URL (EDGEWISE_STORE), e.g. postgresql://…")
         return None, None
     try:
-        return open_store(settings.store_url), None
+        return open_store(settings.store_url, create=False), None
     except StoreError as exc:
         return None, str(exc)
 
@@ -360,7 +356,7 @@ def _refuse_stored_data(data_dir: Path, store: str, name: str) -> None:
     if path is not None and (not path.is_file() or gateway_running(data_dir)):
         return  # nothing stored there; or held by the gateway, whose deletions leave none
     try:
-        st = open_store(url)
+        st = open_store(url, create=False)
         try:
             has = st.has_device_data(name)
         finally:
@@ -421,17 +417,73 @@ def _clear_retained_ack(mqtt: str, device_id: str) -> bool | None:
     return True
 
 
-def _forget_detector_state(store: Store, settings: Settings, device_id: str) -> None:
-    """Drop the device from the detector state a stopped gateway saved in the data dir,
-    so its next start does not score a re-registered device with the old state."""
-    from edgewise.gateway.pipeline import Pipeline
+#: The parts of the saved detector state (``Pipeline.save_state``) keyed by
+#: ``(device, metric)``, and those keyed by device.
+_STREAM_STATE = ("detectors", "last_scored", "fast_streams", "cleaner")
+_DEVICE_STATE = ("multivariate", "cross_sensor")
 
-    path = settings.data_dir / "detectors.pickle"
+
+def drop_device_state(state: dict[str, object], device_id: str) -> int:
+    """Remove ``device_id``'s entries from a saved detector state in place (every other
+    device's, and every detector kind's, stay); return how many were removed.
+
+    >>> st = {"detectors": {("p1", "t"): 1, ("p2", "t"): 2}, "multivariate": {"p1": 3},
+    ...       "last_scored": {("p1", "t"): 4}, "fast_streams": None}
+    >>> drop_device_state(st, "p1"), st["detectors"], st["multivariate"]
+    (3, {('p2', 't'): 2}, {})
+    """
+    dropped = 0
+    for part in (*_STREAM_STATE, *_DEVICE_STATE):
+        table = state.get(part)
+        if not isinstance(table, dict):
+            continue  # absent, None (a gate turned off) or another layout: nothing to drop
+        keys = [k for k in table
+                if (k == device_id if part in _DEVICE_STATE
+                    else isinstance(k, tuple) and k[:1] == (device_id,))]
+        for k in keys:
+            del table[k]
+        dropped += len(keys)
+    return dropped
+
+
+def _forget_detector_state(data_dir: Path, device_id: str) -> None:
+    """Drop the device from the detector state a stopped gateway saved in the data dir,
+    so its next start does not score a re-registered device with the old state.
+
+    The file is edited, not rebuilt: every other device's state stays, whatever detector
+    scored it (a Pipeline built from this shell's settings dropped the streams of a
+    detector given to the gateway as a flag). It is rewritten atomically, keeping its
+    mode; an unreadable one is left as it is, with a warning (the gateway, finding it
+    unreadable, warms every stream up again: the device's old state does not come back).
+    """
+    import pickle
+
+    path = data_dir / "detectors.pickle"
     if not path.exists():
         return
-    p = Pipeline(store, settings, detect_async=False, state_path=path)
-    p.forget_device(device_id)
-    p.close()  # saves the state without the device
+    try:
+        with open(path, "rb") as f:
+            state = pickle.load(f)  # the gateway's own file in the data directory
+        if not isinstance(state, dict) or not isinstance(state.get("detectors"), dict):
+            raise ValueError(f"not a saved detector state (a {type(state).__name__})")
+    except Exception as exc:
+        typer.echo(f"warning: detector state {str(path)!r} is unreadable ({exc!s:.200}); left "
+                   f"as it is, without device {device_id!r} taken out (a gateway starting on "
+                   f"it warms every stream up again).", err=True)
+        return
+    if not drop_device_state(state, device_id):
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, path.stat().st_mode & 0o777)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @token_app.command("create")

@@ -40,7 +40,7 @@ def _unknown_devices(security: Security, devices: list[str], store_url: str) -> 
     if path is not None and not path.exists():
         return unregistered  # no store yet: no device has data (and none is made here)
     try:
-        st = open_store(store_url)
+        st = open_store(store_url, create=False)
     except StoreError as exc:
         raise fail(f"Device {unregistered[0]!r} is not registered, and whether it has stored "
                    f"data cannot be told: {str(exc).rstrip('.')}. Register it with: edgewise "

@@ -26,17 +26,26 @@ def repair(
     """
     import json
 
-    from edgewise.store import shown_url
+    from edgewise.errors import StoreError
+    from edgewise.store import duckdb_path, shown_url
     from edgewise.store.duckdb import repair as repair_duckdb
 
+    def refuse(message: str) -> typer.Exit:
+        if json_out:  # a script reading stdout gets one JSON object either way
+            typer.echo(json.dumps({"error": message}))
+        return fail(message)
+
     url = store or f"duckdb://{(data_dir / 'edgewise.duckdb').resolve()}"
-    if not url.startswith("duckdb://"):  # the URL is printed with its password masked
-        raise fail(f"repair works on DuckDB stores (duckdb:///PATH); {shown_url(url)!r} is "
-                   "not one. PostgreSQL recovers its own log on start.")
-    path = url[len("duckdb://"):]
-    if path in (":memory:", "/:memory:"):
-        raise fail("an in-memory store has nothing to repair")
-    report = repair_duckdb(path)
+    if url.partition("://")[0].lower() != "duckdb":  # printed with its password masked
+        raise refuse(f"repair works on DuckDB stores (duckdb:///PATH); {shown_url(url)!r} is "
+                     "not one. PostgreSQL recovers its own log on start.")
+    try:
+        path = duckdb_path(url)  # the checks open_store makes: the same file, or a refusal
+        if path is None:
+            raise refuse("an in-memory store has nothing to repair")
+        report = repair_duckdb(path)
+    except StoreError as exc:
+        raise refuse(str(exc)) from None
     if json_out:
         typer.echo(json.dumps(report.to_dict()))
     else:

@@ -89,7 +89,8 @@ def _shown(url: str) -> str:
 
 def open_existing_store(url: str, option: str = "--data") -> Any:
     """Open an existing store to read from; one error line, naming ``option``, for a bad
-    URL or a missing DuckDB file (which opening would otherwise create, empty)."""
+    URL, a missing DuckDB file or a PostgreSQL schema with no store (which opening would
+    otherwise create, empty)."""
     from edgewise.errors import StoreError
     from edgewise.store import duckdb_file, open_store
 
@@ -98,7 +99,7 @@ def open_existing_store(url: str, option: str = "--data") -> Any:
         raise fail(f"{option} {_shown(url)!r}: no store file at {str(file)!r}; give the path "
                    "of an existing store, e.g. duckdb:///<data dir>/edgewise.duckdb")
     try:
-        return open_store(url)
+        return open_store(url, create=False)
     except StoreError as exc:
         raise fail(f"{option} {_shown(url)!r}: {exc}") from None
 

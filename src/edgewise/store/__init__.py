@@ -25,8 +25,8 @@ from edgewise.errors import StoreError
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary, Store
 
 __all__ = [
-    "Alert", "AppendResult", "Conflict", "DeviceSummary", "Store", "duckdb_file", "open_store",
-    "shown_url",
+    "Alert", "AppendResult", "Conflict", "DeviceSummary", "Store", "duckdb_file", "duckdb_path",
+    "open_store", "shown_url", "userinfo_end",
 ]
 
 SUPPORTED = "duckdb:///ABS/PATH, duckdb://:memory:, postgresql://USER@HOST:PORT/DB[?schema=NAME]"
@@ -47,55 +47,117 @@ def duckdb_file(url: str) -> Path | None:
     return Path(rest)
 
 
+def duckdb_path(url: str) -> str | None:
+    """The file path of a ``duckdb://`` URL as :func:`open_store` takes it (the scheme in
+    any case); ``None`` for ``:memory:``.
+
+    >>> duckdb_path("DuckDB:///srv/ew/edgewise.duckdb"), duckdb_path("duckdb://:memory:")
+    ('/srv/ew/edgewise.duckdb', None)
+    >>> duckdb_path("duckdb://relative/x.duckdb")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Store URL 'duckdb://relative/x.duckdb' must name an absolute file path, e.g. 'duckdb:///var/lib/edgewise/edgewise.duckdb', or be 'duckdb://:memory:'.
+
+    Raises
+    ------
+    StoreError
+        For another scheme, or a path that is not absolute or names no file (``duckdb://``,
+        ``duckdb:///``).
+    """  # noqa: E501
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "duckdb":
+        raise StoreError(f"Store URL {shown_url(url)!r} is not a DuckDB URL; expected "
+                         "duckdb:///ABS/PATH or duckdb://:memory:.")
+    if rest in (":memory:", "/:memory:"):
+        return None
+    if not rest.startswith("/") or rest.endswith("/"):
+        raise StoreError(
+            f"Store URL {shown_url(url)!r} must name an absolute file path, e.g. "
+            "'duckdb:///var/lib/edgewise/edgewise.duckdb', or be 'duckdb://:memory:'."
+        )
+    return rest
+
+
+def userinfo_end(rest: str) -> int:
+    """Where the ``USER[:PASSWORD]`` of a URL's part after ``://`` ends (the index of its
+    ``@``), or ``-1`` for none: the last ``@`` before the first ``/`` that follows an ``@``,
+    so that a ``#``, ``?``, ``/`` or ``@`` written raw in the password (libpq takes a raw
+    ``#`` or ``?`` there) stays in it. An ``@`` in a query with no path before it makes the
+    whole of that span the user info: more is masked, never less.
+
+    >>> [userinfo_end(r) for r in ("ew:pw@db/ew", "ew:a/b@db/ew", "db/ew?x=a", "e:p@d/e?a=b@c")]
+    [5, 6, -1, 3]
+    """
+    first = rest.find("@")
+    if first < 0:
+        return -1
+    slash = rest.find("/", first)
+    return rest.rfind("@", 0, slash if slash >= 0 else len(rest))
+
+
 def shown_url(url: str) -> str:
     """``url`` safe to print: a password in it (``user:PASSWORD@host`` or
-    ``?password=…``) becomes ``***``. Never raises, even on a malformed URL.
+    ``?password=…``) becomes ``***``, whatever it holds (a raw ``#``, ``?``, ``/``, ``@``).
+    Never raises, even on a malformed URL.
 
     >>> shown_url("postgresql://ew:s3cret@db:5432/ew?schema=a&password=x")
     'postgresql://ew:***@db:5432/ew?schema=a&password=***'
     >>> shown_url("postgresql://ew:s3cret@[::1/db")
     'postgresql://ew:***@[::1/db'
+    >>> shown_url("postgresql://ew:Se#cr3t@db/ew?schema=a")
+    'postgresql://ew:***@db/ew?schema=a'
     """
     if not isinstance(url, str):
         return repr(url)
     scheme, sep, rest = url.partition("://")
     if sep:
-        end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
-        userinfo, at, host = rest[:end].rpartition("@")
-        if at and ":" in userinfo:
-            rest = f"{userinfo.partition(':')[0]}:***@{host}{rest[end:]}"
+        at = userinfo_end(rest)
+        user, colon, _ = rest[:max(at, 0)].partition(":")
+        if colon:
+            rest = f"{user}:***{rest[at:]}"
         url = f"{scheme}{sep}{rest}"
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, create: bool = True) -> Store:
     """Open the store that ``url`` names.
+
+    ``create=False`` opens only a store that exists, for the commands that read or delete
+    from one (a mistyped path or ``?schema=`` must not make an empty store and report "0
+    rows"): a missing DuckDB file, or a PostgreSQL schema with no ``readings`` table, is
+    refused before anything is made.
+
+    >>> open_store("duckdb:///nowhere/edgewise.duckdb", create=False)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Store URL 'duckdb:///nowhere/edgewise.duckdb': no store file at '/nowhere/edgewise.duckdb'; give the URL of an existing store (the one the gateway runs with).
 
     Raises
     ------
     StoreError
-        For an unsupported scheme, a malformed URL, or a store that cannot be opened
-        (:class:`~edgewise.errors.StoreCorruptError` when it needs ``edgewise repair``).
-    """
+        For an unsupported scheme, a malformed URL, a store that cannot be opened
+        (:class:`~edgewise.errors.StoreCorruptError` when it needs ``edgewise repair``), or
+        with ``create=False`` one that does not exist.
+    """  # noqa: E501
     if not isinstance(url, str) or "://" not in url:
         raise StoreError(f"Store URL {shown_url(url)!r} is not a URL. Supported: {SUPPORTED}.")
-    scheme, rest = url.split("://", 1)
-    scheme = scheme.lower()
+    scheme = url.split("://", 1)[0].lower()
     if scheme == "duckdb":
         from edgewise.store.duckdb import DuckDBStore
 
-        if rest in (":memory:", "/:memory:"):
+        path = duckdb_path(url)
+        if path is None:
             return DuckDBStore(":memory:")
-        if not rest.startswith("/") or rest == "/":
+        if not create and not Path(path).is_file():
             raise StoreError(
-                f"Store URL {shown_url(url)!r} must name an absolute file path, e.g. "
-                "'duckdb:///var/lib/edgewise/edgewise.duckdb', or be 'duckdb://:memory:'."
+                f"Store URL {shown_url(url)!r}: no store file at {path!r}; give the URL of an "
+                "existing store (the one the gateway runs with)."
             )
-        return DuckDBStore(rest)
+        return DuckDBStore(path)
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         from edgewise.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, create=create)
     raise StoreError(
         f"Store URL {shown_url(url)!r} has an unsupported scheme {scheme!r}. "
         f"Supported: {SUPPORTED}."

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from edgewise.errors import StoreError
-from edgewise.store import shown_url
+from edgewise.store import shown_url, userinfo_end
 from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
     _ALERT_COLUMNS,
@@ -157,6 +157,9 @@ _STAGE = """CREATE TEMP TABLE IF NOT EXISTS ew_stage (
 #: a '%' libpq refuses in a URL part: one that starts no %XX escape, or %00
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})|%00")
 
+#: characters a URL's password must carry escaped (see :func:`_split_url`)
+_RAW_IN_PASSWORD = {"#": "%23", "/": "%2F", "?": "%3F", "@": "%40"}
+
 
 def _split_url(url: str) -> tuple[str, str | None, str]:
     """(libpq URL without ``schema``, schema, URL safe to print).
@@ -171,6 +174,10 @@ def _split_url(url: str) -> tuple[str, str | None, str]:
     Traceback (most recent call last):
     ...
     edgewise.errors.StoreError: Store URL 'postgresql://ew:***@db/ew': its password holds a '%' that starts no %XX escape (or %00). Write a '%' in the password as %25 (and '@', ':', '/' as %40, %3A, %2F).
+    >>> _split_url("postgresql://ew:Se#cr3t@db/ew")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Store URL 'postgresql://ew:***@db/ew': its password holds a raw '#', which ends the URL's user info early. Write it escaped: '#' as %23 (and '%' as %25).
     """  # noqa: E501
     shown = shown_url(url)
     try:
@@ -183,8 +190,18 @@ def _split_url(url: str) -> tuple[str, str | None, str]:
         ) from None
     # libpq decodes %XX in the URL's parts and, on a '%' that starts none (or %00), prints
     # the part as is: the password would reach the message whole (one in ?password= is
-    # passed on re-encoded, below, so never refused)
-    password = parts.netloc.rpartition("@")[0].partition(":")[2]
+    # passed on re-encoded, below, so never refused). A raw '#', '?', '/' or '@' in it
+    # ends the user info early for urlsplit (or libpq), which then takes the rest of the
+    # password for the host, path, query or fragment: refused too, before either parses it
+    rest = url.partition("://")[2]
+    password = rest[:max(userinfo_end(rest), 0)].partition(":")[2]
+    raw = sorted({c for c in password if c in _RAW_IN_PASSWORD})
+    if raw:
+        raise StoreError(
+            f"Store URL {shown!r}: its password holds a raw {' '.join(map(repr, raw))}, "
+            "which ends the URL's user info early. Write it escaped: "
+            f"{', '.join(f'{c!r} as {_RAW_IN_PASSWORD[c]}' for c in raw)} (and '%' as %25)."
+        )
     if _BAD_ESCAPE.search(password):
         raise StoreError(
             f"Store URL {shown!r}: its password holds a '%' that starts no %XX escape (or "
@@ -251,6 +268,10 @@ class PostgresStore(SQLStoreMixin):
     ----------
     url
         ``postgresql://user[:password]@host:port/db[?schema=name]``.
+    create
+        Make the schema and tables when missing (the gateway); ``False`` refuses, before
+        any DDL, a schema with no ``readings`` table (a command reading or deleting from
+        the store, where a mistyped ``?schema=`` must not make an empty one).
 
     Examples
     --------
@@ -279,7 +300,7 @@ class PostgresStore(SQLStoreMixin):
              "<< (greatest((w >> 52) & 2047, 1) & 7)::int)")
     _list_agg = "array_agg"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -303,13 +324,15 @@ class PostgresStore(SQLStoreMixin):
         self._seqs = SeqTracker()
         self._marks: dict[str, int] = {}
         self._appends = 0
-        self._writer = self._connect(create=True)
+        self._writer = self._connect(create=True, new=create)
         self._load_watermarks(self._writer)
         self._compact_seqs()
 
     # -- connections ------------------------------------------------------------------------
 
-    def _connect(self, create: bool = False) -> Any:
+    def _connect(self, create: bool = False, new: bool = True) -> Any:
+        """A connection in the store's schema; ``create`` issues the DDL the store lacks,
+        and ``new=False`` first refuses a schema that holds no store."""
         psycopg = self._psycopg
         try:
             con = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
@@ -319,6 +342,8 @@ class PostgresStore(SQLStoreMixin):
             ) from exc
         try:
             con.execute("SET extra_float_digits = 3")  # float8 as text: its shortest exact form
+            if not new:
+                self._refuse_no_store(con)
             if self.schema:
                 if create:
                     self._ensure_schema(con)
@@ -341,6 +366,25 @@ class PostgresStore(SQLStoreMixin):
                 f"Cannot set up PostgreSQL store {self.url!r}: {_one_line(exc)}"
             ) from exc
         return con
+
+    def _refuse_no_store(self, con: Any) -> None:
+        """Raise :class:`StoreError` where the URL's schema (else the first of the search
+        path) has no ``readings`` table: nothing is made, so a mistyped ``?schema=`` ends
+        in one line instead of an empty store."""
+        if self.schema:
+            schema = self.schema
+        else:
+            schema = con.execute("SELECT current_schema()").fetchone()[0]
+        if schema is not None and con.execute(
+                "SELECT to_regclass(format('%%I.readings', %s::text))",
+                [schema]).fetchone()[0] is not None:
+            return
+        db = con.execute("SELECT current_database()").fetchone()[0]
+        raise StoreError(
+            f"No Edgewise store at {self.url!r}: schema {schema!r} of database {db!r} has no "
+            "readings table (nothing was created). Check the URL's ?schema= (give the URL "
+            "the gateway runs with); a new store is made by 'edgewise serve --store URL'."
+        )
 
     def _ensure_schema(self, con: Any) -> None:
         """Create the URL's schema if it does not exist (only then: ``CREATE SCHEMA IF NOT
