@@ -99,8 +99,18 @@ def test_seq_gap_grace_out_of_range_is_one_line(value: str, allowed: str) -> Non
 
 
 def test_seq_gap_grace_that_is_no_number_is_one_line() -> None:
+    """A value that is no number names the range too, as one out of it does (README:
+    "naming the setting, the value and the range"; it named no range)."""
     assert _refusal("EDGEWISE_SEQ_GAP_GRACE_S", "30s") == (
-        "Setting 'EDGEWISE_SEQ_GAP_GRACE_S' has value '30s'. Not a valid float.")
+        "Setting 'seq_gap_grace_s' (EDGEWISE_SEQ_GAP_GRACE_S) has value '30s'. It must be a "
+        "finite float in the range [0, 86400].")
+
+
+@pytest.mark.parametrize(("key", "raw"), [
+    ("EDGEWISE_ALERT_THRESHOLD", "abc"), ("EDGEWISE_MAX_PAYLOAD_BYTES", "1.5"),
+    ("EDGEWISE_THROTTLE_AFTER_FAILURES", "x"), ("EDGEWISE_RATE_LIMIT_PER_S", "fast")])
+def test_a_number_setting_that_is_no_number_names_its_range(key: str, raw: str) -> None:
+    assert "in the range" in _refusal(key, raw), _refusal(key, raw)
     assert Settings.load(env={"EDGEWISE_SEQ_GAP_GRACE_S": "0"}).seq_gap_grace_s == 0.0
 
 

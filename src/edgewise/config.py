@@ -6,7 +6,7 @@
 >>> Settings.load(env={"EDGEWISE_HTTP_PORT": "ten"})
 Traceback (most recent call last):
 ...
-edgewise.errors.ConfigError: Setting 'EDGEWISE_HTTP_PORT' has value 'ten'. Not a valid int.
+edgewise.errors.ConfigError: Setting 'http_port' (EDGEWISE_HTTP_PORT, --port) has value 'ten'. It must be an int in the range [1, 65535].
 >>> Settings.load(env={"EDGEWISE_RATE_LIMIT_PER_S": "nan"})
 Traceback (most recent call last):
 ...
@@ -207,7 +207,7 @@ class Settings:
             if flags.get(f.name) is not None:
                 values[f.name] = _cast(f.name, flags[f.name], f.type, source=f"--{f.name}")
             elif env.get(key, "") != "":  # an empty variable is unset, as the CLI has it
-                values[f.name] = _cast(key, env[key], f.type, source=key)
+                values[f.name] = _cast(f.name, env[key], f.type, source=key)
         unknown = set(flags) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
@@ -262,13 +262,23 @@ def _check_limit(name: str, value: Any, raw: Any) -> None:
         return
     if inf_ok and isinstance(value, float) and value == math.inf:
         return
+    raise _limit_error(name, raw)
+
+
+def _limit_error(name: str, raw: Any) -> ConfigError:
+    """The refusal of ``raw`` for setting ``name`` of :data:`LIMITS`, naming its range.
+
+    >>> print(_limit_error("rate_limit_burst", "lots"))
+    Setting 'rate_limit_burst' (EDGEWISE_RATE_LIMIT_BURST) has value 'lots'. It must be a finite float in the range [1, inf).
+    """  # noqa: E501
+    interval, inf_ok = LIMITS[name]
     where = ", ".join([f"EDGEWISE_{name.upper()}"] + ([_FLAGS[name]] if name in _FLAGS else []))
     allowed = str(interval)
     if interval.type is float:
         allowed = allowed.replace("a float", "a finite float", 1)
     if inf_ok:
         allowed += ", or inf (no bound)"
-    raise ConfigError(f"Setting {name!r} ({where}) has value {raw!r}. It must be {allowed}.")
+    return ConfigError(f"Setting {name!r} ({where}) has value {raw!r}. It must be {allowed}.")
 
 
 def _check_forwarded_allow_ips(value: str) -> None:
@@ -493,6 +503,8 @@ def _cast(name: str, raw: Any, typ: Any, source: str) -> Any:
         if typ == "float":
             return float(raw)
     except (TypeError, ValueError):
+        if name in LIMITS:  # the range too, as a value out of it is told
+            raise _limit_error(name, raw) from None
         kind = {"int": "int", "float": "float"}[typ]
         raise ConfigError(f"Setting {source!r} has value {raw!r}. Not a valid {kind}.") from None
     return str(raw)
