@@ -134,6 +134,9 @@ def test_bench_fleet_bad_input_is_one_line_before_any_work() -> None:
     runner = CliRunner(mix_stderr=False)
     res = runner.invoke(app, ["bench", "fleet", "--detectors", "context-likelihood,iforest"])
     assert isinstance(res.exception, ConfigError) and "'iforest'" in str(res.exception)
+    # the option named is this command's, not serve's --detector (EDGEWISE_DETECTOR)
+    assert str(res.exception).startswith("--detectors names 'iforest'"), str(res.exception)
+    assert "EDGEWISE_DETECTOR" not in str(res.exception) and "ewzscore" in str(res.exception)
     assert res.stderr == ""  # refused before the header
     with pytest.raises(ConfigError, match=r"pumps must be at least 1\. Got 0"):
         bench_fleet(["ewzscore"], pumps=0)

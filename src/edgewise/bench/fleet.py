@@ -243,7 +243,13 @@ def check_fleet_options(detectors: Sequence[str], *, pumps: int, hours: float, s
         raise ConfigError("--detectors must name at least one level detector (as `edgewise "
                           "serve --detector`). Got none.")
     for name in detectors:
-        per_metric_factory(name)
+        try:
+            per_metric_factory(name)
+        except ConfigError as exc:  # it names serve's --detector: this option is --detectors
+            choices = str(exc).partition("Use one of")[2]
+            raise ConfigError(f"--detectors names {name!r}, which is not a level detector "
+                              f"`edgewise serve --detector` takes. Use one of{choices}"
+                              ) from None
     if isinstance(pumps, bool) or not isinstance(pumps, int) or pumps < 1:
         raise ConfigError(f"pumps must be at least 1. Got {pumps} instead.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
