@@ -89,3 +89,15 @@ def test_the_pipeline_rejects_and_counts_it_for_both_transports(tmp_path, via: s
     finally:
         p.close()
         store.close()
+
+
+def test_a_text_time_that_is_no_time_names_epoch_digits_too() -> None:
+    """A text cell (an agent's CSV, a query parameter) may be epoch digits as well as RFC
+    3339: the refusal says both (it named RFC 3339 only)."""
+    from edgewise.errors import PayloadError
+    from edgewise.telemetry import parse_time_text
+
+    with pytest.raises(PayloadError) as err:
+        parse_time_text("not-a-time")
+    assert "RFC 3339" in err.value.allowed and "epoch time in s, ms, us or ns" in \
+        err.value.allowed and err.value.reason == "bad_ts"

@@ -360,6 +360,11 @@ def parse_time_text(text: str, **bounds: Any) -> int:
     try:
         return parse_time(value, **bounds)
     except PayloadError as exc:
+        if exc.reason == "bad_ts" and isinstance(value, str):  # text may be epoch digits too
+            raise PayloadError(
+                device_id=exc.device_id, field=exc.field, value=exc.value,
+                allowed=f"{exc.allowed}, or an epoch time in s, ms, us or ns (digits)",
+                reason=exc.reason, index=exc.index) from None
         if not huge:
             raise
         raise PayloadError(
