@@ -7,8 +7,12 @@ subscribe only to its own ``ack`` and ``deadletter`` topics; a publish anywhere 
 refused and reported on the device's dead-letter topic with reason ``topic_not_allowed``,
 and so is a PUBLISH to a topic MQTT forbids (empty, holding ``+`` or ``#``, or starting
 with ``$``), which amqtt answered by ending the connection's message loop with its socket
-left open (PUBACKs and keep-alives answered, telemetry never read again). Should amqtt end
-that loop for any other reason, the connection is closed
+left open (PUBACKs and keep-alives answered, telemetry never read again). A refused
+PUBLISH is acknowledged (PUBACK, so the device drops it) and its payload's seqs, where
+they can be read, count as handled for the device that sent it (its own stream, whatever
+topic it named): they are passed to the handler as records holding only their seq (left
+out, not stored), so the device's ack moves past them and no seq gap opens behind them.
+Should amqtt end that loop for any other reason, the connection is closed
 (``edgewise_mqtt_connections_closed_total{reason="protocol_error"}``), so the device
 reconnects and resends.
 
@@ -96,6 +100,7 @@ import os
 import secrets
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +121,7 @@ from amqtt.utils import gen_client_id
 
 from edgewise.config import Settings
 from edgewise.errors import AuthError, StoreError, ThrottledError
+from edgewise.telemetry import GZIP_MAGIC
 from edgewise.transport.base import Handler, Message, Outcome, topic
 from edgewise.transport.batcher import Batcher
 
@@ -195,6 +201,7 @@ class _PacketLimit(ReaderAdapter):
         self.limit = limit
         self.owner = owner
         self.user: str | None = None  # the device, once its CONNECT is authenticated
+        self.tag: bytes | None = None  # and the credential tag it authenticated with
         self.refused = False
         #: the rest of the PUBLISH being read (read whole by the fixed-header check), served
         #: before the socket; dropped at the next fixed header, so a packet amqtt gives up
@@ -235,9 +242,9 @@ class _PacketLimit(ReaderAdapter):
     def refuse_topic(self, body: bytes, flags: int) -> bool:
         """For a PUBLISH ``body`` whose topic holds a wildcard: amqtt drops such a packet
         half-read, unanswered; it is refused here as any topic outside the device's own
-        (dead letter ``topic_not_allowed``; acknowledged so the device drops it: QoS 1 with
-        PUBACK, QoS 2 with PUBREC, its PUBREL then answered with PUBCOMP by
-        :func:`_pubrel_always_answered`, as nothing of it is pending).
+        (dead letter ``topic_not_allowed``, its payload's seqs handled; acknowledged so the
+        device drops it: QoS 1 with PUBACK, QoS 2 with PUBREC, its PUBREL then answered
+        with PUBCOMP by :func:`_pubrel_always_answered`, as nothing of it is pending).
         Returns whether it was refused."""
         if len(body) < 2:
             return False
@@ -246,8 +253,9 @@ class _PacketLimit(ReaderAdapter):
         problem = _publish_topic_problem(name)
         if problem is None or "wildcard" not in problem:
             return False  # a '$' or empty topic is refused once amqtt has read it
-        self.owner.refuse_publish(self.user, name, problem)
         qos = (flags >> 1) & 0x03
+        self.owner.refuse_publish(self.user, name, problem,
+                                  payload=body[2 + size + (2 if qos else 0):], tag=self.tag)
         ack = {1: b"\x40\x02", 2: b"\x50\x02"}.get(qos)  # PUBACK, PUBREC
         if ack is not None and len(body) >= 4 + size:
             with contextlib.suppress(Exception):
@@ -270,6 +278,55 @@ class _PacketLimit(ReaderAdapter):
                  "%d bytes (16 x EDGEWISE_MAX_PAYLOAD_BYTES + headers); connection closed "
                  "before its body was read", self.user, self.peer, what, announced,
                  self.limit)
+
+
+@dataclass(slots=True)
+class _Refused(Message):
+    """A device's PUBLISH refused for its topic (:meth:`EmbeddedBroker.refuse_publish`),
+    queued only so that its payload's seqs count as handled for that device."""
+
+
+def _payload_seqs(payload: bytes, max_bytes: int) -> list[int]:
+    """The seqs of a JSON payload's records (ints >= 0; the handler checks them as it does
+    any seq), best effort: ``[]`` when none can be read. A gzipped payload is inflated,
+    never past ``max_bytes``. The same reading as ``edgewise.gateway.pipeline._seqs_of``
+    gives a message refused as too large (the transport may not import the gateway).
+
+    >>> import gzip
+    >>> _payload_seqs(b'[{"seq": 3}, {"seq": -1}, {"seq": true}, 5]', 100)
+    [3]
+    >>> _payload_seqs(gzip.compress(b'{"seq": 7}'), 100), _payload_seqs(b"{", 100)
+    ([7], [])
+    """
+    try:
+        if payload.startswith(GZIP_MAGIC):
+            inflate = zlib.decompressobj(wbits=31)
+            payload = inflate.decompress(payload, max_bytes + 1)
+            if len(payload) > max_bytes or not inflate.eof:
+                return []
+        doc = json.loads(payload)
+    except Exception:
+        return []
+    records = doc if isinstance(doc, list) else [doc]
+    return [r["seq"] for r in records
+            if isinstance(r, dict) and type(r.get("seq")) is int and r["seq"] >= 0]
+
+
+def _seqs_only(message: Message, max_bytes: int) -> Message | None:
+    """``message`` (a refused PUBLISH) as its device's records holding only their seq: the
+    handler leaves each out (no ``ts``) and counts its seq as handled, so the device's ack
+    moves past it, as for a message refused as too large. ``None`` when no seq can be read.
+
+    >>> _seqs_only(Message("d1", b'[{"seq": 4, "ts": 1}, {"seq": 5}]'), 100).payload
+    b'[{"seq": 4}, {"seq": 5}]'
+    >>> _seqs_only(Message("d1", b"{}"), 100) is None
+    True
+    """
+    seqs = _payload_seqs(message.payload, max_bytes)
+    if not seqs:
+        return None
+    return Message(message.device_id, json.dumps([{"seq": s} for s in seqs]).encode(),
+                   message.received_ns, token=message.token)
 
 
 def _abort(writer: WriterAdapter) -> None:
@@ -480,12 +537,8 @@ class DeviceTopicPlugin(BaseTopicPlugin):
                 if owner.consumer != "subscriber" or session is None:
                     return False
                 return await owner.publish_allowed(session)
-            owner.deadletter_soon(user, {
-                "reason": "topic_not_allowed", "field": "topic", "value": topic,
-                "index": None,
-                "detail": f"Device {user!r} may publish only to "
-                          f"{owner.telemetry_topic(user)!r}; got {topic!r}.",
-            })
+            # not reached for a message: _GuardedBroker._handle_message_delivery refuses
+            # (and dead-letters) a device's PUBLISH to any other topic first, payload at hand
             return False
         return topic in (f"edgewise/{user}/ack", f"edgewise/{user}/deadletter")
 
@@ -570,7 +623,7 @@ class _GuardedBroker(Broker):
         ok = await super()._authenticate(session, None)  # type: ignore[arg-type]
         setattr(session, _VERDICT, ok)
         if ok and isinstance(reader, _PacketLimit):
-            reader.user = session.username
+            reader.user, reader.tag = session.username, getattr(session, _TAG, None)
         if not ok:  # refused: closed by _handle_client_session, no session touched
             # CONNACK 0x05 (not authorized) first, as MQTT 3.1.1 asks: a client then knows
             # its credentials were refused, not the network, and paho reports it so
@@ -687,11 +740,17 @@ class _GuardedBroker(Broker):
         message = wait_deliver.result() if wait_deliver.done() else None
         name = getattr(message, "topic", None) if message is not None else None
         problem = None if message is None else _publish_topic_problem(name)
-        if problem is not None:
-            # amqtt would end this connection's message loop here and leave its socket open
-            # (PUBACKs and keep-alives still answered, telemetry never read again): refused
-            # like any topic outside the device's own, and the loop goes on
-            self.owner.refuse_publish(client_session.username, name, problem)
+        user = client_session.username
+        if problem is not None or (message is not None and user and user != INTERNAL_USER
+                                   and name != self.owner.telemetry_topic(user)):
+            # a topic MQTT forbids: amqtt would end this connection's message loop here and
+            # leave its socket open (PUBACKs and keep-alives still answered, telemetry never
+            # read again). It is refused like any topic outside the device's own (refused
+            # here rather than by the topic plugin, which never sees the payload, so its
+            # seqs count as handled), and the loop goes on.
+            self.owner.refuse_publish(user, name, problem,
+                                      payload=bytes(getattr(message, "data", b"") or b""),
+                                      tag=getattr(client_session, _TAG, None))
             return True
         if await super()._handle_message_delivery(client_session, handler, wait_deliver):
             return True
@@ -1048,7 +1107,18 @@ class EmbeddedBroker:
     def _commit_checked(self, messages: list[Message]) -> list[Outcome]:
         """The handler, for the messages whose connection's credentials are still their
         device's (one read per batch); the others get no ack and their connections are
-        closed. Runs on the batcher's worker thread."""
+        closed. A refused PUBLISH (:class:`_Refused`) is handed on as its seqs only
+        (:func:`_seqs_only`; one with none is not handed on, and gets no ack). Runs on the
+        batcher's worker thread."""
+        scan = self.max_packet_bytes - _PUBLISH_HEADER_MAX
+        handed = [_seqs_only(m, scan) if isinstance(m, _Refused) else m for m in messages]
+        kept = [m for m in handed if m is not None]
+        done = iter(self._commit_tagged(kept) if kept else [])
+        return [Outcome(m.device_id) if h is None else next(done)
+                for m, h in zip(messages, handed, strict=True)]
+
+    def _commit_tagged(self, messages: list[Message]) -> list[Outcome]:
+        """:meth:`_commit_checked`'s credential check and commit."""
         tagged = {m.device_id for m in messages if isinstance(m.token, bytes)}
         if not tagged or self.credential_tags is None:
             return self.handler(messages)
@@ -1234,16 +1304,27 @@ class EmbeddedBroker:
         if not task.cancelled() and task.exception() is not None:
             log.debug("ack/dead-letter delivery failed: %s", task.exception())
 
-    def refuse_publish(self, user: str | None, name: str | None, problem: str) -> None:
-        """A PUBLISH of ``user`` to ``name``, a topic MQTT forbids (``problem`` says why),
-        refused as any topic outside the device's own: dead letter ``topic_not_allowed``."""
-        log.info("MQTT device %r: PUBLISH to %r refused: %s", user, name, problem)
-        if user and user != INTERNAL_USER:
-            self.deadletter_soon(user, {
-                "reason": "topic_not_allowed", "field": "topic", "value": name, "index": None,
-                "detail": f"Device {user!r} may publish only to "
-                          f"{self.telemetry_topic(user)!r}; got {name!r} ({problem}).",
-            })
+    def refuse_publish(self, user: str | None, name: str | None, problem: str | None = None,
+                       *, payload: bytes = b"", tag: bytes | None = None) -> None:
+        """Refuse a PUBLISH of device ``user`` to ``name``, a topic other than its own
+        telemetry topic (``problem``: why MQTT forbids it, if it does): dead letter
+        ``topic_not_allowed`` at once, and ``payload``'s seqs queued to count as handled
+        for ``user`` (see :func:`_seqs_only`), so its ack moves past them; the connection
+        that sent it authenticated with credential tag ``tag`` (checked at the commit as
+        for telemetry). The internal subscriber gets neither."""
+        log.info("MQTT device %r: PUBLISH to %r refused: %s", user, name,
+                 problem or "not its own telemetry topic")
+        if not user or user == INTERNAL_USER:
+            return
+        why = f" ({problem})" if problem else ""
+        self.deadletter_soon(user, {
+            "reason": "topic_not_allowed", "field": "topic", "value": name, "index": None,
+            "detail": f"Device {user!r} may publish only to {self.telemetry_topic(user)!r}; "
+                      f"got {name!r}{why}. The message is not stored; its seqs, where "
+                      "they can be read, count as handled (acknowledged).",
+        })
+        if payload:
+            self.batcher.put(_Refused(user, payload, time.time_ns(), token=tag))
 
     def deadletter_soon(self, device_id: str, problem: dict[str, Any]) -> None:
         self._spawn(self.publish_deadletter(device_id, problem))
@@ -1261,6 +1342,8 @@ class EmbeddedBroker:
         reason; the batcher has logged it. Its ack does not move: nothing was stored."""
         store = isinstance(exc, StoreError)
         for m in messages:
+            if isinstance(m, _Refused):  # told topic_not_allowed; it resends, by seq
+                continue
             await self.publish_deadletter(m.device_id, {
                 "reason": "store_error" if store else "internal",
                 "field": "payload", "value": None, "index": None,
@@ -1271,8 +1354,10 @@ class EmbeddedBroker:
 
     async def _after_commit(self, messages: list[Message], outcomes: list[Outcome]) -> None:
         best: dict[str, int] = {}
-        for o in outcomes:
-            for p in o.deadletters:
+        for m, o in zip(messages, outcomes, strict=True):
+            # a refused PUBLISH was dead-lettered (topic_not_allowed) when it came; what the
+            # handler said of its seq-only records (no ts) is not the device's to read
+            for p in () if isinstance(m, _Refused) else o.deadletters:
                 await self.publish_deadletter(o.device_id, p)
             if o.ack_seq is not None:
                 best[o.device_id] = max(best.get(o.device_id, 0), o.ack_seq)

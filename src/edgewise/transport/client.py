@@ -14,7 +14,12 @@ it never delivered. Acks are not published for a device no longer registered.
 
 What the broker does is the broker's: authentication and the per-device topic ACL must
 be configured there (Mosquitto: ``pattern write edgewise/%u/telemetry``); the gateway
-refuses telemetry of devices it does not know (dead letter ``unknown_device``).
+refuses telemetry of devices it does not know (dead letter ``unknown_device``). A publish
+the broker's ACL refuses (another device's topic, say) never reaches the gateway, which
+cannot tell who sent it: unlike the embedded broker it sends no ``topic_not_allowed`` dead
+letter and cannot count the message's seqs, so that device's ack stays below them (it
+keeps resending them, and a ``seq_gap`` alert shows it): the broker's ACL and the devices'
+topics must agree.
 Mosquitto drops messages silently when a client's queue is full (1,000 by default) and
 writes its persistence file only now and then: the seq watermark and the gap alerts
 make such a loss visible, and devices resend what is not acked.
