@@ -215,3 +215,23 @@ def test_refusals_are_one_line_and_write_nothing(gw: Gateway, tmp_path: Path) ->
     r = gw.cli("export", gw.env.device, "--format", "xml")
     assert r.exit_code == 2 and "xml" in r.stderr
     assert _left(folder) == []
+
+
+def test_a_metric_the_device_never_had_is_one_line_naming_its_metrics(
+        gw: Gateway, tmp_path: Path) -> None:
+    """Check ``--metric nope`` (a typo) exits 1 with the gateway's one-line answer naming
+    the device's metrics and writes no file, instead of "wrote 0 rows" and a CSV of
+    ``time,nope``; a metric it has, with no reading in the range, is still a header-only
+    CSV (exit 0)."""
+    _pump(gw.env, n=20)
+    out = tmp_path / "x.csv"
+    line = _one_line_error(gw.cli("export", gw.env.device, "--metric", "nope", "--out",
+                                  str(out)))
+    assert line == (f"error: --metric: the gateway at {gw.url} has no such metric: Device "
+                    f"{gw.env.device!r} has no readings of metric 'nope'; its metrics: "
+                    "'flow', 'pressure', 'temp_c'.")
+    assert not out.exists()
+    r = gw.cli("export", gw.env.device, "--metric", "flow", "--start", str(T0 + 3600),
+               "--out", str(out))
+    assert r.exit_code == 0, r.stderr
+    assert out.read_text() == "time,flow\n"

@@ -135,6 +135,39 @@ def test_failure_times_from_the_label_store(fleet_store, tmp_path: Path) -> None
     assert {s["device"] for s in summary["skipped"]} == {f"engine-{u}" for u in range(9, 18)}
 
 
+def test_a_failure_label_no_label_has_is_named_with_the_stores_classes(
+    fleet_store, tmp_path: Path
+) -> None:
+    """Check that a ``--failure-label`` class no label has (a typo, or a class the site
+    never used) is one line naming it and the classes the label store holds, before any
+    device is read, not "no device has a known failure" with every device skipped; a
+    list where only some classes are unknown trains on the rest and names the unknown."""
+    d, _ = fleet_store
+    labels = LabelStore(tmp_path)
+    for unit in range(1, 9):
+        labels.add(f"engine-{unit}", _ts(120), _ts(121), "bearing_wear", who="test")
+    labels.add("engine-9", _ts(100), _ts(110), "spike", who="test")
+    labels.close()
+    store = f"duckdb:///{d / 'edgewise.duckdb'}"
+    out = tmp_path / "m.ewm"
+    done = edgewise("train", "rul", "--data", store, "--failure-label", "bearing_failure",
+                    "--data-dir", str(tmp_path), "--out", str(out))
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [(
+        f"error: --failure-label 'bearing_failure': no label in the label store "
+        f"{str(tmp_path / 'labels.sqlite')!r} has that class; its classes are "
+        "bearing_wear, spike")]
+    assert not out.exists()
+
+    done = edgewise("train", "rul", "--data", store, "--failure-label",
+                    "bearing_failure,bearing_wear", "--data-dir", str(tmp_path),
+                    "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["units"] == 8
+    assert ("note: --failure-label class(es) bearing_failure match no label in the label "
+            "store") in done.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -100,6 +100,28 @@ def test_readings_of_unknown_device_is_404(env: Env) -> None:
     assert body["value"] == "ghost"
 
 
+def test_a_metric_the_device_never_had_is_404_naming_its_metrics(
+        seeded: tuple[Env, int]) -> None:
+    """Check a mistyped metric is a 404 ``unknown_metric`` listing the device's metrics,
+    not a 200 with empty series, while a metric it has with no reading in the range is
+    still an empty 200; and that ``metric`` given twice is a 422 naming it, not the last
+    one answered alone."""
+    env, t0 = seeded
+    url = f"/v1/devices/{env.device}/readings"
+    body = problem(env.client.get(url, params={"metric": "nope"}, headers=env.auth("viewer")),
+                   404)
+    assert (body["field"], body["value"], body["reason"]) == ("metric", "nope",
+                                                              "unknown_metric")
+    assert body["detail"] == (f"Device {env.device!r} has no readings of metric 'nope'; its "
+                              "metrics: 'a', 'b'.")
+    empty = env.client.get(url, params={"metric": "a", "start": t0 + 3600},
+                           headers=env.auth("viewer"))
+    assert empty.status_code == 200 and empty.json()["series"] == {}, empty.text
+    body = problem(env.client.get(f"{url}?metric=a&metric=b", headers=env.auth("viewer")), 422)
+    assert (body["field"], body["value"], body["reason"]) == ("metric", "'a', 'b'",
+                                                              "repeated_parameter")
+
+
 def _alert(env: Env, device: str = "pump-1", kind: str = "anomaly", score: float = 0.95) -> Alert:
     now = time.time_ns()
     return env.store.add_alert(Alert(device, now - 10**10, now, score, kind=kind,

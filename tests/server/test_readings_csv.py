@@ -130,7 +130,22 @@ def test_metric_and_empty_ranges(env: Env) -> None:
     # nothing in range: the header only; a metric asked for keeps its column
     assert _rows(_get(env, start=str(T0 // S + 60))) == [["time"]]
     assert _rows(_get(env, start=str(T0 // S + 60), metric="a")) == [["time", "a"]]
-    assert _rows(_get(env, metric="nope", format="long")) == [["time", "metric", "value"]]
+    # a metric the device never had is no empty CSV but a 404 naming its metrics
+    body = problem(_get(env, metric="nope", format="long"), 404)
+    assert (body["field"], body["value"], body["reason"]) == ("metric", "nope",
+                                                              "unknown_metric")
+    assert "its metrics: 'a', 'b'" in body["detail"]
+
+
+def test_metric_given_twice_is_a_422_naming_it(env: Env) -> None:
+    """Check ``?metric=a&metric=b`` is refused naming ``metric``, not answered with the
+    last one alone as if the first had not been asked for."""
+    env.store.append([Reading(env.device, m, T0, 1.0) for m in ("a", "b")])
+    resp = env.client.get(f"/v1/devices/{env.device}/readings.csv?metric=a&metric=b",
+                          headers=env.auth("viewer"))
+    body = problem(resp, 422)
+    assert (body["field"], body["value"], body["reason"]) == ("metric", "'a', 'b'",
+                                                              "repeated_parameter")
 
 
 @pytest.mark.parametrize("params, field, reason", [

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated
+from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -31,6 +31,7 @@ from edgewise.cli._gateway import (
     Timeout,
     Token,
     one_line,
+    problem_reason,
     quote_segment,
 )
 
@@ -63,6 +64,18 @@ class TimeFormat(StrEnum):
     rfc3339 = "rfc3339"
     epoch_ns = "epoch_ns"
     epoch_s = "epoch_s"
+
+
+class _ExportClient(GatewayClient):
+    """The gateway client of an export: a 404 for a metric the device has never had
+    (reason ``unknown_metric``) ends the command with the gateway's detail, which names the
+    device's metrics (any other refusal as :meth:`GatewayClient.refuse` says it)."""
+
+    def refuse(self, resp: httpx.Response, missing: tuple[str, str] | None = None) -> NoReturn:
+        if resp.status_code == 404 and problem_reason(resp) == "unknown_metric":
+            detail = one_line(resp.json().get("detail") or "")
+            raise fail(f"--metric: the gateway at {self.shown} has no such metric: {detail}", 1)
+        super().refuse(resp, missing)
 
 
 class _Progress:
@@ -238,7 +251,7 @@ def readings_export(
     params = {k: v for k, v in {"metric": metric, "start": start, "end": end, "step": step,
                                 "format": form.value, "time_format": time_format.value
                                 }.items() if v}
-    with GatewayClient(gateway, token, ca_file, timeout) as gw:
+    with _ExportClient(gateway, token, ca_file, timeout) as gw:
         unknown = (f"no device {one_line(device)!r} on the gateway at {gw.shown} (none is "
                    "registered or has data under that id); GET /v1/devices lists them.")
         resp = gw.open_stream(f"v1/devices/{quote_segment(device)}/readings.csv",

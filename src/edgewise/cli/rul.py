@@ -290,6 +290,17 @@ def _label_failures(data_dir: Path, classes: list[str]) -> dict[str, int]:
                    "point --data-dir at the gateway data dir whose labels mark the failures")
     with LabelStore(data_dir) as labels:
         found = labels.labels()
+    have = sorted({lab.label for lab in found})
+    unmatched = [c for c in classes if c not in have]
+    if unmatched or not classes:  # a typo, or the wrong data dir: say so before any device
+        store = str(data_dir / "labels.sqlite")
+        held = f"its classes are {', '.join(have)}" if have else "it holds no labels"
+        if len(unmatched) == len(classes):
+            which = "that class" if len(classes) == 1 else "any of those classes"
+            raise fail(f"--failure-label {','.join(classes)!r}: no label in the label store "
+                       f"{store!r} has {which}; {held}")
+        typer.echo(f"note: --failure-label class(es) {', '.join(unmatched)} match no label in "
+                   f"the label store {store!r}; {held}", err=True)
     out: dict[str, int] = {}
     for lab in found:
         if lab.label in classes:

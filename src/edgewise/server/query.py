@@ -21,7 +21,7 @@ from edgewise.errors import PayloadError
 from edgewise.server.problems import Problem
 from edgewise.telemetry import parse_time_text
 
-__all__ = ["format_ns", "parse_duration", "parse_instant"]
+__all__ = ["format_ns", "parse_duration", "parse_instant", "unknown_metric"]
 
 _INSTANT_ALLOWED = ("RFC 3339 with a UTC offset (e.g. '2024-01-31T12:00:00Z') or an epoch time "
                     "(s, ms, us or ns), from 1970 to 2262")
@@ -106,3 +106,17 @@ def format_ns(ts_ns: int | None) -> str | None:
     dt = datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=UTC)
     ms = (ts_ns % 1_000_000_000) // 1_000_000
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
+
+
+def unknown_metric(device_id: str, metric: str, metrics: list[str]) -> Problem:
+    """The 404 problem (reason ``unknown_metric``) for a ``metric`` that ``device_id`` has
+    never had: it names the device's ``metrics`` (the first 50), or says it has none.
+
+    >>> unknown_metric("pump-7", "nope", ["rpm", "temp_c"]).detail
+    "Device 'pump-7' has no readings of metric 'nope'; its metrics: 'rpm', 'temp_c'."
+    """
+    shown = ", ".join(repr(m) for m in metrics[:50]) or "none: it has no readings"
+    return Problem(404, "Unknown metric",
+                   f"Device {device_id!r} has no readings of metric {_shown(metric)!r}; its "
+                   f"metrics: {shown}.", field="metric", value=_shown(metric),
+                   allowed=f"one of the device's metrics ({shown})", reason="unknown_metric")

@@ -7,14 +7,14 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import StoreError
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
 from edgewise.server.problems import Problem
-from edgewise.server.query import format_ns, parse_duration, parse_instant
+from edgewise.server.query import format_ns, parse_duration, parse_instant, unknown_metric
 from edgewise.server.routes.devices import known_device, not_found
 
 __all__ = ["CsvResponse", "parse_range", "router"]
@@ -23,7 +23,8 @@ router = APIRouter(tags=["readings"])
 
 MAX_POINTS = 200_000
 
-Metric = Annotated[str | None, Query(description="Only this metric (empty: all).")]
+Metric = Annotated[str | None, Query(description="Only this metric (empty: all); one the "
+                                     "device has had, given at most once.")]
 Start = Annotated[str | None, Query(description="Range start, inclusive.")]
 End = Annotated[str | None, Query(description="Range end, exclusive.")]
 Step = Annotated[str | None, Query(description="Downsampling bucket.")]
@@ -60,6 +61,36 @@ def parse_range(start: str | None, end: str | None,
     return start_ns, end_ns, step_ns
 
 
+def _one_metric(request: Request) -> None:
+    """A 422 problem naming ``metric`` when the query gives it more than once: the routes
+    read one metric (or all), and a second one would be dropped without a word.
+
+    >>> from starlette.requests import Request as R
+    >>> _one_metric(R({"type": "http", "query_string": b"metric=temp_c&metric=rpm"}))
+    Traceback (most recent call last):
+    ...
+    edgewise.server.problems.Problem: Query parameter 'metric' must be given at most once: ...
+    """
+    given = request.query_params.getlist("metric")
+    if len(given) > 1:
+        allowed = "one metric, given once (leave 'metric' out to get them all)"
+        shown = ", ".join(repr(m) for m in given[:10]) + (" ..." if len(given) > 10 else "")
+        raise Problem(
+            422, "Invalid query parameter",
+            f"Query parameter 'metric' must be given at most once: {allowed}. Got "
+            f"{len(given)}: {shown} instead.",
+            field="metric", value=shown, allowed=allowed, reason="repeated_parameter",
+        )
+
+
+_REFUSALS = {404: {"description": "No device with that id (reason 'unknown_device'), or "
+                     "a `metric` the device has never had (reason 'unknown_metric': the "
+                     "detail lists its metrics); a metric it has, with no reading in the "
+                     "range, is an empty answer."},
+               422: {"description": "A bad parameter ('field' names it), or `metric` given "
+                     "more than once (reason 'repeated_parameter')."}}
+
+
 @router.get(
     "/v1/devices/{device_id}/readings",
     summary="A device's readings over a time range (viewer)",
@@ -67,9 +98,11 @@ def parse_range(start: str | None, end: str | None,
     "[start, end). With `step` ('500ms', '60s', '5m', '1h', or seconds) values are averaged "
     "per bucket and each point's time is its bucket's start. Series come as parallel arrays "
     "`t` (epoch seconds) and `v`.",
+    responses=_REFUSALS,
 )
 async def readings(
     who: Viewer,
+    request: Request,
     store: StoreDep,
     security: SecurityDep,
     device_id: Annotated[str, Path(description="The device id.")],
@@ -81,9 +114,9 @@ async def readings(
         int, Query(ge=1, le=MAX_POINTS, description="At most this many points in all.")
     ] = MAX_POINTS,
 ) -> dict[str, Any]:
+    _one_metric(request)
     start_ns, end_ns, step_ns = parse_range(start, end, step)
-    if not await run_in_threadpool(known_device, security, store, device_id):
-        raise not_found(device_id)
+    await run_in_threadpool(_device_metrics, security, store, device_id, metric)
     # one row past the limit tells 'truncated' without reading the rest of the history
     rows = await run_in_threadpool(store.query, device_id, metric or None, start_ns, end_ns,
                                    step_ns, limit + 1)
@@ -104,11 +137,16 @@ async def readings(
     }
 
 
-def _export_metrics(security: Any, store: Any, device_id: str) -> list[str] | None:
-    """The metrics the store holds of ``device_id``, sorted; ``None`` for an unknown device."""
+def _device_metrics(security: Any, store: Any, device_id: str, metric: str | None) -> list[str]:
+    """The metrics the store holds of ``device_id``, sorted; a 404 problem for an unknown
+    device, or for a ``metric`` (when given) that the device has never had."""
     if not known_device(security, store, device_id):
-        return None
-    return next((sorted(s.metrics) for s in store.devices() if s.device_id == device_id), [])
+        raise not_found(device_id)
+    metrics = next((sorted(s.metrics) for s in store.devices() if s.device_id == device_id),
+                   [])
+    if metric and metric not in metrics:
+        raise unknown_metric(device_id, metric, metrics)
+    return metrics
 
 
 def _still_there(store: Any, device_id: str, had_readings: bool) -> Callable[[], None]:
@@ -155,7 +193,7 @@ def _file_name(device_id: str) -> str:
     "client can tell a cut-off CSV from a whole one; so does the device's deletion while "
     "its CSV is streamed.",
     response_class=CsvResponse,
-    responses={200: {"description": "The CSV (UTF-8), streamed in chunks.",
+    responses={**_REFUSALS, 200: {"description": "The CSV (UTF-8), streamed in chunks.",
                      "content": {"text/csv": {"schema": {"type": "string"},
                                               "example": "time,temp_c,rpm\n"
                                               "2024-01-31T12:00:00.000000000Z,21.5,1480.0\n"
@@ -163,6 +201,7 @@ def _file_name(device_id: str) -> str:
 )
 async def readings_csv(
     who: Viewer,
+    request: Request,
     store: StoreDep,
     security: SecurityDep,
     device_id: Annotated[str, Path(description="The device id.")],
@@ -179,10 +218,9 @@ async def readings_csv(
 ) -> CsvResponse:
     from edgewise.server.readings_csv import csv_chunks
 
+    _one_metric(request)
     start_ns, end_ns, step_ns = parse_range(start, end, step)
-    metrics = await run_in_threadpool(_export_metrics, security, store, device_id)
-    if metrics is None:
-        raise not_found(device_id)
+    metrics = await run_in_threadpool(_device_metrics, security, store, device_id, metric)
     check = _still_there(store, device_id, bool(metrics))
     if metric:
         metrics = [metric]
