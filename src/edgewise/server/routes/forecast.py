@@ -37,7 +37,7 @@ from edgewise.models.forecast import Forecaster
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
 from edgewise.server.fitting import FitCache, bucket_s, busy, fit_slot
 from edgewise.server.problems import Problem
-from edgewise.server.query import format_ns
+from edgewise.server.query import format_ns, unknown_metric
 from edgewise.server.routes.devices import known_device, not_found
 
 __all__ = ["FIT_WAIT_S", "MAX_ENTRIES", "MAX_FITS", "MAX_HORIZON", "MAX_READINGS", "TTL_S",
@@ -224,12 +224,7 @@ def _forecast(request: Request, store: Any, security: Any, device_id: str, metri
     summary = next((s for s in store.devices() if s.device_id == device_id), None)
     metrics = sorted(summary.metrics) if summary is not None else []
     if metric not in metrics or summary is None or summary.last_ns is None:
-        shown = ", ".join(repr(m) for m in metrics[:50]) or "none: it has no readings"
-        raise Problem(404, "Unknown metric",
-                      f"Device {device_id!r} has no readings of metric {metric!r}; its "
-                      f"metrics: {shown}.", field="metric", value=metric,
-                      allowed=f"one of the device's metrics ({shown})",
-                      reason="unknown_metric")
+        raise unknown_metric(device_id, metric, metrics)
     cache = cache_of(request.app)
     key = (device_id, metric, horizon)
     entry = cache.get(key)
