@@ -954,3 +954,30 @@ def encode_senml(readings: Sequence[Reading]) -> bytes:
             rec["t"] = (r.ts_ns - bt) / 1e9
         out.append(rec)
     return json.dumps(out, separators=(",", ":")).encode()
+
+
+def payload_seqs(payload: bytes, max_bytes: int) -> list[int]:
+    """The valid seqs of a JSON payload's records, best effort (``[]`` when none): what a
+    message refused whole (too large, or published to a topic not the device's) still
+    tells of the seqs it held. A gzipped payload is inflated first, but never past
+    ``max_bytes`` (a small gzip can inflate a thousandfold): one that inflates to more, or
+    is not a complete gzip stream, gives ``[]``.
+
+    >>> import gzip
+    >>> payload_seqs(b'[{"seq": 3}, {"seq": -1}, {"seq": true}, 5]', 100), payload_seqs(b"\\x1f\\x8b", 100)
+    ([3], [])
+    >>> payload_seqs(gzip.compress(b'{"seq": 7}'), 100), payload_seqs(gzip.compress(b" " * 200), 100)
+    ([7], [])
+    """  # noqa: E501
+    try:
+        if payload.startswith(GZIP_MAGIC):
+            inflate = zlib.decompressobj(wbits=31)
+            payload = inflate.decompress(payload, max_bytes + 1)
+            if len(payload) > max_bytes or not inflate.eof:
+                return []
+        doc = json.loads(payload)
+        records = doc if isinstance(doc, list) else [doc]
+        return [r["seq"] for r in records if isinstance(r, dict)
+                and type(r.get("seq")) is int and 0 <= r["seq"] < _MAX_SEQ]
+    except Exception:
+        return []

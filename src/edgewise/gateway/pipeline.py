@@ -40,14 +40,12 @@ from __future__ import annotations
 
 import bisect
 import functools
-import json
 import logging
 import os
 import pickle
 import queue
 import threading
 import time
-import zlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,12 +63,11 @@ from edgewise.quality.stream import StreamCleaner
 from edgewise.security.ratelimit import RateLimiter
 from edgewise.store.base import Alert, AppendResult, Store
 from edgewise.telemetry import (
-    _MAX_SEQ,
-    GZIP_MAGIC,
     Decoded,
     Reading,
     _undecodable,
     decode,
+    payload_seqs,
 )
 
 __all__ = ["IngestResult", "Pipeline", "default_detector_factory",
@@ -342,7 +339,7 @@ class Pipeline:
                 # otherwise keep it, and everything after it, and resend them for ever.
                 # Over HTTP the refusal is the answer to the request itself.
                 scan = _SEQ_SCAN_FACTOR * self.settings.max_payload_bytes
-                handled = _seqs_of(payload, scan) if via == "mqtt" and len(payload) <= (
+                handled = payload_seqs(payload, scan) if via == "mqtt" and len(payload) <= (
                     scan) else []
                 if not handled:
                     todo.append(exc)
@@ -353,7 +350,7 @@ class Pipeline:
                 # handled (rejected with a reason), so its seq counts towards the ack as
                 # any rejected message's does, and the device does not resend it for ever
                 dec = Decoded(rejected=[_undecodable(exc, device_id, None, "payload", "payload")],
-                              seqs=_seqs_of(payload, _SEQ_SCAN_FACTOR
+                              seqs=payload_seqs(payload, _SEQ_SCAN_FACTOR
                                             * self.settings.max_payload_bytes))
             if self.settings.retention_days > 0 and dec.readings:
                 _expire(dec, device_id, self.settings.retention_days)
@@ -1287,32 +1284,6 @@ def _expire(dec: Decoded, device_id: str, days: int) -> None:
 #: A refused MQTT message is read for its seqs only up to this many times the payload
 #: limit (a 256 KiB limit: 4 MiB); a larger one is dropped unread, as before.
 _SEQ_SCAN_FACTOR = 16
-
-
-def _seqs_of(payload: bytes, max_bytes: int) -> list[int]:
-    """The valid seqs of a JSON payload's records, best effort (``[]`` when none). A
-    gzipped payload is inflated first, but never past ``max_bytes`` (a small gzip can
-    inflate a thousandfold): one that inflates to more, or is not a complete gzip
-    stream, gives ``[]``.
-
-    >>> import gzip
-    >>> _seqs_of(b'[{"seq": 3}, {"seq": -1}, {"seq": true}, 5]', 100), _seqs_of(b"\\x1f\\x8b", 100)
-    ([3], [])
-    >>> _seqs_of(gzip.compress(b'{"seq": 7}'), 100), _seqs_of(gzip.compress(b" " * 200), 100)
-    ([7], [])
-    """
-    try:
-        if payload.startswith(GZIP_MAGIC):
-            inflate = zlib.decompressobj(wbits=31)
-            payload = inflate.decompress(payload, max_bytes + 1)
-            if len(payload) > max_bytes or not inflate.eof:
-                return []
-        doc = json.loads(payload)
-        records = doc if isinstance(doc, list) else [doc]
-        return [r["seq"] for r in records if isinstance(r, dict)
-                and type(r.get("seq")) is int and 0 <= r["seq"] < _MAX_SEQ]
-    except Exception:
-        return []
 
 
 #: At most this many seq ranges are spelled out in a seq_gap alert's message.

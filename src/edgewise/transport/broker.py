@@ -100,7 +100,6 @@ import os
 import secrets
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -121,7 +120,7 @@ from amqtt.utils import gen_client_id
 
 from edgewise.config import Settings
 from edgewise.errors import AuthError, StoreError, ThrottledError
-from edgewise.telemetry import GZIP_MAGIC
+from edgewise.telemetry import payload_seqs
 from edgewise.transport.base import Handler, Message, Outcome, topic
 from edgewise.transport.batcher import Batcher
 
@@ -286,32 +285,6 @@ class _Refused(Message):
     queued only so that its payload's seqs count as handled for that device."""
 
 
-def _payload_seqs(payload: bytes, max_bytes: int) -> list[int]:
-    """The seqs of a JSON payload's records (ints >= 0; the handler checks them as it does
-    any seq), best effort: ``[]`` when none can be read. A gzipped payload is inflated,
-    never past ``max_bytes``. The same reading as ``edgewise.gateway.pipeline._seqs_of``
-    gives a message refused as too large (the transport may not import the gateway).
-
-    >>> import gzip
-    >>> _payload_seqs(b'[{"seq": 3}, {"seq": -1}, {"seq": true}, 5]', 100)
-    [3]
-    >>> _payload_seqs(gzip.compress(b'{"seq": 7}'), 100), _payload_seqs(b"{", 100)
-    ([7], [])
-    """
-    try:
-        if payload.startswith(GZIP_MAGIC):
-            inflate = zlib.decompressobj(wbits=31)
-            payload = inflate.decompress(payload, max_bytes + 1)
-            if len(payload) > max_bytes or not inflate.eof:
-                return []
-        doc = json.loads(payload)
-    except Exception:
-        return []
-    records = doc if isinstance(doc, list) else [doc]
-    return [r["seq"] for r in records
-            if isinstance(r, dict) and type(r.get("seq")) is int and r["seq"] >= 0]
-
-
 def _seqs_only(message: Message, max_bytes: int) -> Message | None:
     """``message`` (a refused PUBLISH) as its device's records holding only their seq: the
     handler leaves each out (no ``ts``) and counts its seq as handled, so the device's ack
@@ -322,7 +295,7 @@ def _seqs_only(message: Message, max_bytes: int) -> Message | None:
     >>> _seqs_only(Message("d1", b"{}"), 100) is None
     True
     """
-    seqs = _payload_seqs(message.payload, max_bytes)
+    seqs = payload_seqs(message.payload, max_bytes)
     if not seqs:
         return None
     return Message(message.device_id, json.dumps([{"seq": s} for s in seqs]).encode(),
