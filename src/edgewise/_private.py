@@ -54,8 +54,8 @@ def restrict_umask() -> int:
 
 def write_private(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` as a file of mode 0600 (created so, not changed after),
-    its missing folders made 0700, through a temporary file renamed into place (a reader
-    never sees half a file).
+    its missing folders made 0700, through a temporary file synced and renamed into place
+    (a reader never sees half a file, nor a power loss an empty one).
 
     >>> import pathlib, stat, tempfile
     >>> f = pathlib.Path(tempfile.mkdtemp()) / "models" / "m.pkl"
@@ -70,6 +70,8 @@ def write_private(path: str | os.PathLike[str], data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # whole on disk before the rename makes it the file
         os.replace(tmp, p)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -26,7 +26,6 @@ directory's DuckDB file) still holds, as ``POST /v1/devices`` does (409 ``has_da
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -452,11 +451,14 @@ def _forget_detector_state(data_dir: Path, device_id: str) -> None:
 
     The file is edited, not rebuilt: every other device's state stays, whatever detector
     scored it (a Pipeline built from this shell's settings dropped the streams of a
-    detector given to the gateway as a flag). It is rewritten atomically, keeping its
-    mode; an unreadable one is left as it is, with a warning (the gateway, finding it
+    detector given to the gateway as a flag). It is rewritten atomically, owner-only as the
+    gateway writes it (:func:`~edgewise._private.write_private`); an unreadable one is
+    left as it is, with a warning (the gateway, finding it
     unreadable, warms every stream up again: the device's old state does not come back).
     """
     import pickle
+
+    from edgewise._private import write_private
 
     path = data_dir / "detectors.pickle"
     if not path.exists():
@@ -473,17 +475,7 @@ def _forget_detector_state(data_dir: Path, device_id: str) -> None:
         return
     if not drop_device_state(state, device_id):
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, path.stat().st_mode & 0o777)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private(path, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 @token_app.command("create")
