@@ -526,20 +526,22 @@ class Outbox:
         return True
 
     @_heals
-    def ack(self, ack_seq: int, rejected: Sequence[tuple[int | None, str, str]] = ()) -> int:
+    def ack(self, ack_seq: int, rejected: Sequence[tuple[int | None, str, str]] = (),
+            unlisted: int = 0) -> int:
         """Forget every message with seq <= ``ack_seq``; return how many were removed.
 
         ``rejected``: ``(seq, reason, detail)`` for what the gateway refused in the answer
         carrying this ack; counted in :attr:`rejected` and kept (with the start of the
         message and its size, when its seq is known) in the ``rejected`` table, in the same
-        transaction (the table's bound: :meth:`_store_rejected`).
+        transaction (the table's bound: :meth:`_store_rejected`). ``unlisted``: further
+        rejections the gateway counted but did not list, counted only.
 
         When the disk is full the ``-reserve`` file is given up for this ack (the WAL is
         checkpointed into the room it leaves and cut back), and made again when there is room.
         """
         progress = [0, 0]  # messages removed so far, whether ``rejected`` is stored
         try:
-            return self._ack(ack_seq, rejected, progress)
+            return self._ack(ack_seq, rejected, unlisted, progress)
         except sqlite3.OperationalError as exc:
             if not _is_full(exc) or not self._release_reserve():
                 raise
@@ -548,7 +550,7 @@ class Outbox:
                 f"{_RESERVE_BYTES}-byte reserve beside the outbox is given up so the ack can "
                 "free room; it is made again once the disk has room"}))
         self._checkpoint()
-        n = self._ack(ack_seq, rejected, progress)
+        n = self._ack(ack_seq, rejected, unlisted, progress)
         self._checkpoint()
         with self._lock:
             self._make_reserve()
@@ -560,14 +562,14 @@ class Outbox:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _ack(self, ack_seq: int, rejected: Sequence[tuple[int | None, str, str]],
-             progress: list[int]) -> int:
+             unlisted: int, progress: list[int]) -> int:
         """Delete up to ``ack_seq`` in transactions of about ``_ACK_CHUNK_BYTES`` each, so one
         ack never needs more WAL than a chunk (deleting rows rewrites their pages in the WAL:
         one transaction for a whole full outbox needed as much disk again as the outbox)."""
         while True:
             with self._lock, self._transaction():
-                if rejected and not progress[1]:
-                    self._store_rejected(rejected)
+                if (rejected or unlisted) and not progress[1]:
+                    self._store_rejected(rejected, unlisted)
                 cut = ack_seq
                 rows = self._db.execute(
                     "SELECT seq, size FROM outbox WHERE seq <= ? ORDER BY seq LIMIT ?",
@@ -590,7 +592,8 @@ class Outbox:
             if cut >= ack_seq:
                 return progress[0]
 
-    def _store_rejected(self, rejected: Sequence[tuple[int | None, str, str]]) -> None:
+    def _store_rejected(self, rejected: Sequence[tuple[int | None, str, str]],
+                        unlisted: int = 0) -> None:
         """Count ``rejected`` and keep it in the ``rejected`` table: reason, detail (clipped
         past ``_REJECTED_DETAIL_KEEP`` characters) and the first ``_REJECTED_BODY_KEEP``
         bytes of its message with the message's size (``body_bytes``).
@@ -624,7 +627,7 @@ class Outbox:
             "(SELECT MAX(id) + 1 FROM rejected))",
             (_REJECTED_ROW_OVERHEAD, _REJECTED_BYTES))
         self._db.execute("UPDATE meta SET value = value + ? WHERE key='rejected'",
-                         (len(rejected),))
+                         (len(rejected) + unlisted,))
 
     @_heals
     def renumber(self, ack_seq: int) -> int:
@@ -1490,6 +1493,7 @@ class Agent:
         self._drop_logged_reason: str | None = None
         self._reject_logged_at: float | None = None
         self._rejected_unlogged: list[tuple[int | None, str, str]] = []
+        self._unlisted_unlogged: Counter[str] = Counter()  # counted by the gateway, unlisted
         self._stall_s = 0.0
         # what the gateway's body limit is known to be: the largest post it took, the
         # smallest it refused (413); posts are kept under the midpoint once one is refused,
@@ -1807,11 +1811,12 @@ class Agent:
             return ack
         last = int(msgs[-1]["seq"])
         done = min(ack, last)  # never drop what was not in this batch, whatever the ack says
-        rejected = _rejections(msgs, answer.get("rejected") or [], done,
-                               answer.get("rejected_by_reason"))
-        self.outbox.ack(done, rejected)
-        if rejected:
-            self._log_rejected(rejected)
+        problems = answer.get("rejected") or []
+        rejected = _rejections(msgs, problems, done)
+        unlisted = _unlisted(msgs, problems, done, answer.get("rejected_by_reason"))
+        self.outbox.ack(done, rejected, sum(unlisted.values()))
+        if rejected or unlisted:
+            self._log_rejected(rejected, unlisted)
         if ack > before or ack >= last:
             self._stall_s = 0.0
         else:  # stored nothing we could drop: wait instead of posting the same batch again
@@ -1924,27 +1929,30 @@ class Agent:
         if self.outbox.set_aside(seq, "too_large", detail, stand_in):
             self._log_rejected([(seq, "too_large", detail)])
 
-    def _log_rejected(self, rejected: Sequence[tuple[int | None, str, str]]) -> None:
-        """Log what the gateway rejected: at once, then at most once a minute with the exact
-        count since; say so when most were refused for the reading's time (clock not set)."""
+    def _log_rejected(self, rejected: Sequence[tuple[int | None, str, str]],
+                      unlisted: Mapping[str, int] | None = None) -> None:
+        """Log what the gateway rejected (``unlisted``: those it counted by reason but did
+        not list): at once, then at most once a minute with the exact count since; say so
+        when most were refused for the reading's time (clock not set)."""
         self._rejected_unlogged.extend(rejected)
+        self._unlisted_unlogged.update(unlisted or {})
         now = time.monotonic()
         if self._reject_logged_at is not None and now - self._reject_logged_at < _DROP_LOG_EVERY_S:
             return
         self._reject_logged_at = now
         batch, self._rejected_unlogged = self._rejected_unlogged, []
-        reasons: dict[str, int] = {}
-        for _, reason, _ in batch:
-            reasons[reason] = reasons.get(reason, 0) + 1
-        clock = sum(reasons.get(r, 0) for r in _CLOCK_REASONS) * 2 > len(batch)
+        reasons = Counter(reason for _, reason, _ in batch) + self._unlisted_unlogged
+        self._unlisted_unlogged = Counter()
+        count = sum(reasons.values())
+        clock = sum(reasons.get(r, 0) for r in _CLOCK_REASONS) * 2 > count
         detail = ("most were refused for the reading's time being too far from the gateway's "
                   "clock: is this device's clock set (NTP, RTC)? " if clock else "")
         detail += ("the gateway refuses them for good, so they are not sent again; they are kept "
                    f"in the rejected table of {self.outbox.path}")
         total = self.outbox.rejected
         log.warning(json.dumps({
-            "event": "readings_rejected", "count": len(batch), "total": total,
-            "reasons": reasons, "rejections": [
+            "event": "readings_rejected", "count": count, "total": total,
+            "reasons": dict(reasons), "rejections": [
                 {"seq": seq, "reason": reason, **json.loads(info)}
                 for seq, reason, info in batch[:20]],
             "detail": detail}))
@@ -2057,37 +2065,41 @@ _SOURCE_START = {
 }
 
 
-def _rejections(msgs: Sequence[Mapping[str, Any]], problems: Sequence[Any], done: int,
-                by_reason: Any = None) -> list[tuple[int | None, str, str]]:
+def _unlisted(msgs: Sequence[Mapping[str, Any]], problems: Sequence[Any], done: int,
+              by_reason: Any) -> dict[str, int]:
+    """The rejections the gateway counted by reason (``rejected_by_reason``) but did not
+    list (it lists a post's first 100), by reason, when the ack covers the whole batch
+    (else ``{}``: what is still pending is counted if it is rejected when sent again).
+
+    >>> msgs = [{"seq": 7}, {"seq": 8}]
+    >>> _unlisted(msgs, [{"index": 0, "reason": "future_ts"}], 8, {"future_ts": 2})
+    {'future_ts': 1}
+    >>> _unlisted(msgs, [], 7, {"future_ts": 2})
+    {}
+    """
+    if not isinstance(by_reason, Mapping) or done < int(msgs[-1]["seq"]):
+        return {}
+    listed = Counter(str(p.get("reason") or "rejected") for p in problems
+                     if isinstance(p, Mapping))
+    out = {}
+    for reason, n in by_reason.items():
+        if isinstance(n, int) and not isinstance(n, bool) and n > listed[str(reason)]:
+            out[str(reason)] = n - listed[str(reason)]
+    return out
+
+
+def _rejections(msgs: Sequence[Mapping[str, Any]], problems: Sequence[Any], done: int
+                ) -> list[tuple[int | None, str, str]]:
     """``(seq, reason, detail JSON)`` for each of the gateway's ``rejected`` problems whose
     message the ack covers (``seq <= done``); one that names no message is kept only when
-    the whole batch is covered. The gateway lists the first 100 of a post's rejections and
-    counts all of them by reason (``rejected_by_reason``): when the whole batch is covered,
-    those it did not list are added, one ``(None, reason, '{"unlisted": true}')`` each, so
-    they are counted too.
+    the whole batch is covered (those it counted but did not list: :func:`_unlisted`).
 
     >>> msgs = [{"seq": 7}, {"seq": 8}]
     >>> _rejections(msgs, [{"index": 1, "reason": "future_ts", "field": "ts", "value": 9}], 8)
     [(8, 'future_ts', '{"field": "ts", "value": 9}')]
     >>> _rejections(msgs, [{"index": 1, "reason": "future_ts"}], 7)
     []
-    >>> len(_rejections(msgs, [{"index": 0, "reason": "future_ts"}], 8, {"future_ts": 2}))
-    2
     """
-    out = _listed_rejections(msgs, problems, done)
-    if isinstance(by_reason, Mapping) and done >= int(msgs[-1]["seq"]):
-        listed = Counter(str(p.get("reason") or "rejected") for p in problems
-                         if isinstance(p, Mapping))
-        for reason, n in by_reason.items():
-            if isinstance(n, int) and not isinstance(n, bool):
-                out += [(None, str(reason), '{"unlisted": true}')] * max(
-                    0, min(n, _REJECTED_KEEP * 100) - listed[str(reason)])
-    return out
-
-
-def _listed_rejections(msgs: Sequence[Mapping[str, Any]], problems: Sequence[Any],
-                       done: int) -> list[tuple[int | None, str, str]]:
-    """:func:`_rejections` of the problems the gateway listed."""
     out: list[tuple[int | None, str, str]] = []
     for p in problems:
         if not isinstance(p, Mapping):
