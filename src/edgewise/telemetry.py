@@ -960,21 +960,21 @@ def payload_seqs(payload: bytes, max_bytes: int) -> list[int]:
     """The valid seqs of a JSON payload's records, best effort (``[]`` when none): what a
     message refused whole (too large, or published to a topic not the device's) still
     tells of the seqs it held. A gzipped payload is inflated first, but never past
-    ``max_bytes`` (a small gzip can inflate a thousandfold): one that inflates to more, or
-    is not a complete gzip stream, gives ``[]``.
+    ``max_bytes`` (a small gzip can inflate a thousandfold), member after member as
+    :func:`decode` reads it: one that inflates to more, or is not complete gzip, gives
+    ``[]``.
 
     >>> import gzip
     >>> payload_seqs(b'[{"seq": 3}, {"seq": -1}, {"seq": true}, 5]', 100), payload_seqs(b"\\x1f\\x8b", 100)
     ([3], [])
     >>> payload_seqs(gzip.compress(b'{"seq": 7}'), 100), payload_seqs(gzip.compress(b" " * 200), 100)
     ([7], [])
+    >>> payload_seqs(gzip.compress(b'[{"seq": 1},') + gzip.compress(b'{"seq": 2}]'), 100)
+    [1, 2]
     """  # noqa: E501
     try:
-        if payload.startswith(GZIP_MAGIC):
-            inflate = zlib.decompressobj(wbits=31)
-            payload = inflate.decompress(payload, max_bytes + 1)
-            if len(payload) > max_bytes or not inflate.eof:
-                return []
+        if payload.startswith(GZIP_MAGIC):  # every member, as decode reads it
+            payload = _inflate(payload, "", max_bytes)
         doc = json.loads(payload)
         records = doc if isinstance(doc, list) else [doc]
         return [r["seq"] for r in records if isinstance(r, dict)

@@ -166,8 +166,8 @@ async def _ingest(
             allowed=exc.allowed, reason="bad_encoding",
         ) from None
     rejected = [{**payload_problem(err, status=422).body(), "index": err.index}
-                for err in result.rejected[:MAX_LISTED_REJECTIONS]]
-    by_reason = result.rejected_counts or _counts(result.rejected)
+                for err in result.rejected]  # the first MAX_LISTED_REJECTIONS: Decoded.reject
+    by_reason = result.rejected_counts
     return {
         "accepted": result.accepted,
         "duplicates": result.duplicates,
@@ -177,18 +177,6 @@ async def _ingest(
         "rejected_by_reason": by_reason,
         "ack_seq": result.ack_seq,
     }
-
-
-def _counts(errors: list[PayloadError]) -> dict[str, int]:
-    """``errors`` counted by reason.
-
-    >>> _counts([PayloadError(field="ts", value=1, allowed="", reason="bad_ts")] * 2)
-    {'bad_ts': 2}
-    """
-    counts: dict[str, int] = {}
-    for err in errors:
-        counts[err.reason] = counts.get(err.reason, 0) + 1
-    return counts
 
 
 _DOC = (
