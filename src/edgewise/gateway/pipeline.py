@@ -41,7 +41,6 @@ from __future__ import annotations
 import bisect
 import functools
 import logging
-import os
 import pickle
 import queue
 import threading
@@ -51,6 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from edgewise._private import write_private
 from edgewise.alerts import AlertManager
 from edgewise.config import Settings
 from edgewise.detect.base import Detector
@@ -805,7 +805,8 @@ class Pipeline:
                         # an operating change the device's sensors agree on is not a fault;
                         # weighed by what the score rests on (T² terms where the detector
                         # has them), not by the culprit ranking
-                        weights = getattr(mv, "t2_shares", mv.explain_one)(row)
+                        t2_shares = getattr(mv, "t2_shares", None)
+                        weights = shares if t2_shares is None else t2_shares(row)
                         ms = self.cross_gate.cap_device_score(device, ms, weights)
                 if ms >= thr:
                     for k, share in shares.items():
@@ -1091,19 +1092,18 @@ class Pipeline:
                 del self._detectors[k]
 
     def save_state(self, path: Path) -> None:
-        """Write the detectors' learned state (atomically: temp file, then rename)."""
-        tmp = path.with_suffix(".tmp")
+        """Write the detectors' learned state, owner-only and atomically (synced temp file,
+        then rename: :func:`~edgewise._private.write_private`, as ``device delete`` writes
+        the same file)."""
         fast = self.fast_gate.streams_ if self.fast_gate is not None else None
         cross = self.cross_gate.devices_ if self.cross_gate is not None else None
         cleaner = self.cleaner.export_state() if self.cleaner is not None else None
-        with open(tmp, "wb") as f:
-            pickle.dump({"detectors": self._detectors, "multivariate": self._mv,
-                         "last_scored": self._last_scored, "fast_streams": fast,
-                         "cross_sensor": cross, "cross_sensor_version": STATE_VERSION,
-                         "cleaner": cleaner, "cleaner_version": CLEANER_STATE_VERSION,
-                         "alerts_held": self.alerts.held_state()}, f,
-                        protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        write_private(path, pickle.dumps(
+            {"detectors": self._detectors, "multivariate": self._mv,
+             "last_scored": self._last_scored, "fast_streams": fast,
+             "cross_sensor": cross, "cross_sensor_version": STATE_VERSION,
+             "cleaner": cleaner, "cleaner_version": CLEANER_STATE_VERSION,
+             "alerts_held": self.alerts.held_state()}, protocol=pickle.HIGHEST_PROTOCOL))
 
     #: Seconds :meth:`close` gives detection to score what is queued before it stops it.
     close_wait_s: float = 30.0
