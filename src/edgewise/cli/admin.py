@@ -173,8 +173,6 @@ def device_list(data_dir: DataDir, as_json: Json = False) -> None:
                    f"\tgroups={','.join(r.groups) or '-'}")
 
 
-#: the ``EDGEWISE_*`` variables ``device delete`` reads beside its options: those that
-#: decide what a stopped gateway's saved detector state keeps (the detector and gates)
 @device_app.command("delete")
 def device_delete(
     device_id: str, data_dir: DataDir, store: StoreUrl = "", mqtt: MqttUrl = "embedded",

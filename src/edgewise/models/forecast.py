@@ -114,9 +114,9 @@ _MIN_DIP = 0.1
 #: Likewise a step (given or inferred) holding a reading in fewer than this share of its
 #: steps (:func:`step_fill`): readings sent in bursts (5 a minute apart every hour) have a
 #: median spacing of a minute, and a 1 min grid would be 92% empty.
+_MIN_STEP_SHARE = 0.6
 #: Largest magnitude a forecast history may hold: squares of values must stay finite.
 _MAX_ABS = 1e150
-_MIN_STEP_SHARE = 0.6
 #: Empty steps in a run at least this long are an outage (the sensor was off), not the
 #: readings' rhythm: :func:`step_fill` leaves them out, as a coarser step would not fill them.
 _OUTAGE_NS = _NS_PER_DAY

@@ -183,8 +183,6 @@ def _unregistered_row(device_id: str) -> dict[str, Any]:
             "last_reading_ns": None}
 
 
-#: The store's tables, besides ``readings`` (:meth:`~edgewise.store.base.Store.devices`),
-#: that hold rows of a device: what outlives its readings under retention.
 def known_device(security: Any, store: Any, device_id: str) -> bool:
     """Whether the device is registered or has stored data: readings, or what outlives
     them under retention (seqs, alerts), or data kept at a deletion (:meth:`~edgewise.
