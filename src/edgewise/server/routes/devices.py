@@ -24,7 +24,7 @@ from edgewise.server.deps import (
     Viewer,
 )
 from edgewise.server.problems import Problem
-from edgewise.server.query import format_ns, parse_duration
+from edgewise.server.query import format_ns, parse_duration, unknown_metric
 from edgewise.server.routes.labels import label_store
 
 __all__ = ["LAST_SEEN_DOC", "NewDevice", "device_rows", "last_seen", "router",
@@ -181,6 +181,20 @@ def _unregistered_row(device_id: str) -> dict[str, Any]:
             "auth_failures": None, "groups": [],  # no credentials: nothing counted
             "readings": 0, "metrics": [], "first_seen": None, "last_reading": None,
             "last_reading_ns": None}
+
+
+def device_summary(security: Any, store: Any, device_id: str,
+                   metric: str | None = None) -> Any:
+    """The store's summary of ``device_id`` (:meth:`~edgewise.store.base.Store.devices`;
+    ``None`` for a known device with no readings), read once; a 404 problem for an unknown
+    device (:func:`known_device`), or for a ``metric`` (when given) it has never had,
+    listing the metrics it has."""
+    summary = next((s for s in store.devices() if s.device_id == device_id), None)
+    if summary is None and not known_device(security, store, device_id):
+        raise not_found(device_id)
+    if metric and (summary is None or metric not in summary.metrics):
+        raise unknown_metric(device_id, metric, sorted(summary.metrics) if summary else [])
+    return summary
 
 
 def known_device(security: Any, store: Any, device_id: str) -> bool:

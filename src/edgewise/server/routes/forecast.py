@@ -38,7 +38,7 @@ from edgewise.server.deps import SecurityDep, StoreDep, Viewer
 from edgewise.server.fitting import FitCache, bucket_s, busy, fit_slot
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, unknown_metric
-from edgewise.server.routes.devices import known_device, not_found
+from edgewise.server.routes.devices import device_summary, known_device
 
 __all__ = ["FIT_WAIT_S", "MAX_ENTRIES", "MAX_FITS", "MAX_HORIZON", "MAX_READINGS", "TTL_S",
            "WINDOW_DAYS", "ForecastCache", "cache_of", "forget_device", "router"]
@@ -219,12 +219,9 @@ def _fresh(store: Any, device_id: str, metric: str, entry: _Entry | None) -> boo
 
 def _forecast(request: Request, store: Any, security: Any, device_id: str, metric: str,
               horizon: int) -> dict[str, Any]:
-    if not known_device(security, store, device_id):
-        raise not_found(device_id)
-    summary = next((s for s in store.devices() if s.device_id == device_id), None)
-    metrics = sorted(summary.metrics) if summary is not None else []
-    if metric not in metrics or summary is None or summary.last_ns is None:
-        raise unknown_metric(device_id, metric, metrics)
+    summary = device_summary(security, store, device_id, metric)  # it has the metric
+    if summary.last_ns is None:  # and yet no reading
+        raise unknown_metric(device_id, metric, sorted(summary.metrics))
     cache = cache_of(request.app)
     key = (device_id, metric, horizon)
     entry = cache.get(key)

@@ -14,8 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from edgewise.errors import StoreError
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
 from edgewise.server.problems import Problem
-from edgewise.server.query import format_ns, parse_duration, parse_instant, unknown_metric
-from edgewise.server.routes.devices import known_device, not_found
+from edgewise.server.query import format_ns, parse_duration, parse_instant
+from edgewise.server.routes.devices import device_summary, known_device, not_found
 
 __all__ = ["CsvResponse", "parse_range", "router"]
 
@@ -116,7 +116,10 @@ async def readings(
 ) -> dict[str, Any]:
     _one_metric(request)
     start_ns, end_ns, step_ns = parse_range(start, end, step)
-    await run_in_threadpool(_device_metrics, security, store, device_id, metric)
+    if metric:  # its 404 names the device's metrics; without one, whether it is known
+        await run_in_threadpool(device_summary, security, store, device_id, metric)
+    elif not await run_in_threadpool(known_device, security, store, device_id):
+        raise not_found(device_id)
     # one row past the limit tells 'truncated' without reading the rest of the history
     rows = await run_in_threadpool(store.query, device_id, metric or None, start_ns, end_ns,
                                    step_ns, limit + 1)
@@ -135,18 +138,6 @@ async def readings(
         "truncated": truncated,
         "series": series,
     }
-
-
-def _device_metrics(security: Any, store: Any, device_id: str, metric: str | None) -> list[str]:
-    """The metrics the store holds of ``device_id``, sorted; a 404 problem for an unknown
-    device, or for a ``metric`` (when given) that the device has never had."""
-    if not known_device(security, store, device_id):
-        raise not_found(device_id)
-    metrics = next((sorted(s.metrics) for s in store.devices() if s.device_id == device_id),
-                   [])
-    if metric and metric not in metrics:
-        raise unknown_metric(device_id, metric, metrics)
-    return metrics
 
 
 def _still_there(store: Any, device_id: str, had_readings: bool) -> Callable[[], None]:
@@ -220,7 +211,8 @@ async def readings_csv(
 
     _one_metric(request)
     start_ns, end_ns, step_ns = parse_range(start, end, step)
-    metrics = await run_in_threadpool(_device_metrics, security, store, device_id, metric)
+    summary = await run_in_threadpool(device_summary, security, store, device_id, metric)
+    metrics = sorted(summary.metrics) if summary is not None else []
     check = _still_there(store, device_id, bool(metrics))
     if metric:
         metrics = [metric]
