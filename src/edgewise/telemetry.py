@@ -956,6 +956,13 @@ def encode_senml(readings: Sequence[Reading]) -> bytes:
     return json.dumps(out, separators=(",", ":")).encode()
 
 
+#: A telemetry message refused whole (over ``EDGEWISE_MAX_PAYLOAD_BYTES``, or on a topic
+#: not the device's) is still read for its seqs (:func:`payload_seqs`), so that it is
+#: dead-lettered *and* acknowledged, up to this many times the payload limit (a 256 KiB
+#: limit: 4 MiB); a larger one is dropped unread. The embedded broker's packet limit
+#: follows from it.
+SEQ_SCAN_FACTOR = 16
+
 def payload_seqs(payload: bytes, max_bytes: int) -> list[int]:
     """The valid seqs of a JSON payload's records, best effort (``[]`` when none): what a
     message refused whole (too large, or published to a topic not the device's) still

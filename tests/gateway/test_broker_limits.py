@@ -28,8 +28,6 @@ import pytest
 
 from edgewise.config import Settings
 from edgewise.errors import AuthError
-from edgewise.gateway import pipeline
-from edgewise.transport import broker as broker_module
 from edgewise.transport.base import Message, Outcome
 from edgewise.transport.broker import EmbeddedBroker, max_packet_bytes
 from tests.conftest import free_port, wait_until
@@ -183,7 +181,6 @@ def test_packet_limit_follows_the_gateways_payload_limit(monkeypatch) -> None:
     """Check the limit is what the gateway still reads of a too-large telemetry message
     (to dead-letter and acknowledge it) plus the largest PUBLISH header, taken from
     EDGEWISE_MAX_PAYLOAD_BYTES when not given."""
-    assert broker_module._SEQ_SCAN_FACTOR == pipeline._SEQ_SCAN_FACTOR
     default = Settings().max_payload_bytes
     assert max_packet_bytes(default) == 16 * default + 65_539 == 4_259_843
     monkeypatch.delenv("EDGEWISE_MAX_PAYLOAD_BYTES", raising=False)

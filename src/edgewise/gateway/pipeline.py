@@ -63,6 +63,7 @@ from edgewise.quality.stream import StreamCleaner
 from edgewise.security.ratelimit import RateLimiter
 from edgewise.store.base import Alert, AppendResult, Store
 from edgewise.telemetry import (
+    SEQ_SCAN_FACTOR,
     Decoded,
     Reading,
     _undecodable,
@@ -338,7 +339,7 @@ class Pipeline:
                 # say) counts towards the ack, as a refused record does: the device would
                 # otherwise keep it, and everything after it, and resend them for ever.
                 # Over HTTP the refusal is the answer to the request itself.
-                scan = _SEQ_SCAN_FACTOR * self.settings.max_payload_bytes
+                scan = SEQ_SCAN_FACTOR * self.settings.max_payload_bytes
                 handled = payload_seqs(payload, scan) if via == "mqtt" and len(payload) <= (
                     scan) else []
                 if not handled:
@@ -350,7 +351,7 @@ class Pipeline:
                 # handled (rejected with a reason), so its seq counts towards the ack as
                 # any rejected message's does, and the device does not resend it for ever
                 dec = Decoded(rejected=[_undecodable(exc, device_id, None, "payload", "payload")],
-                              seqs=payload_seqs(payload, _SEQ_SCAN_FACTOR
+                              seqs=payload_seqs(payload, SEQ_SCAN_FACTOR
                                             * self.settings.max_payload_bytes))
             if self.settings.retention_days > 0 and dec.readings:
                 _expire(dec, device_id, self.settings.retention_days)
@@ -1281,9 +1282,6 @@ def _expire(dec: Decoded, device_id: str, days: int) -> None:
         reason="expired"))
 
 
-#: A refused MQTT message is read for its seqs only up to this many times the payload
-#: limit (a 256 KiB limit: 4 MiB); a larger one is dropped unread, as before.
-_SEQ_SCAN_FACTOR = 16
 
 
 #: At most this many seq ranges are spelled out in a seq_gap alert's message.

@@ -120,7 +120,7 @@ from amqtt.utils import gen_client_id
 
 from edgewise.config import Settings
 from edgewise.errors import AuthError, StoreError, ThrottledError
-from edgewise.telemetry import payload_seqs
+from edgewise.telemetry import SEQ_SCAN_FACTOR, payload_seqs
 from edgewise.transport.base import Handler, Message, Outcome, topic
 from edgewise.transport.batcher import Batcher
 
@@ -143,11 +143,6 @@ _REVOKED = b""
 #: set on a session that takes back its device's own id as client id from another device
 _RECLAIMED = "_edgewise_reclaimed"
 
-#: A telemetry message over ``EDGEWISE_MAX_PAYLOAD_BYTES`` is still read for its seqs, so
-#: that it is dead-lettered *and* acknowledged (the device then drops it), up to this many
-#: times that limit: ``edgewise.gateway.pipeline._SEQ_SCAN_FACTOR`` (the transport may not
-#: import the gateway; a test checks that the two agree).
-_SEQ_SCAN_FACTOR = 16
 #: The largest PUBLISH variable header MQTT 3.1.1 allows: a topic of 65,535 bytes, its
 #: 2-byte length and the 2-byte packet id.
 _PUBLISH_HEADER_MAX = 2 + 65_535 + 2
@@ -166,7 +161,7 @@ def max_packet_bytes(max_payload_bytes: int) -> int:
     >>> max_packet_bytes(256 * 1024)  # 4 MiB + 65,539 bytes
     4259843
     """
-    return _SEQ_SCAN_FACTOR * max_payload_bytes + _PUBLISH_HEADER_MAX
+    return SEQ_SCAN_FACTOR * max_payload_bytes + _PUBLISH_HEADER_MAX
 
 
 def _payload_limit_setting() -> int:
