@@ -591,9 +591,8 @@ class Security:
         group_list = check_groups(groups)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+        try:
+            with self._write_tx():
                 if self._db.execute("SELECT 1 FROM kept_data WHERE device_id = ?",
                                     (device_id,)).fetchone() is not None:
                     raise InvalidParameterError(_kept_data_message(device_id),
@@ -606,15 +605,11 @@ class Security:
                 self._db.execute("DELETE FROM device_groups WHERE device_id = ?", (device_id,))
                 self._db.executemany("INSERT INTO device_groups VALUES (?, ?)",
                                      [(device_id, g) for g in group_list])
-                self._db.execute("COMMIT")
-            except BaseException as exc:
-                self._db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.IntegrityError):
-                    raise InvalidParameterError(
-                        f"Device {device_id!r} already exists; delete it first or pick "
-                        "another name.", field="name", value=name,
-                    ) from None
-                raise
+        except sqlite3.IntegrityError:
+            raise InvalidParameterError(
+                f"Device {device_id!r} already exists; delete it first or pick "
+                "another name.", field="name", value=name,
+            ) from None
         self.audit(actor, "device.add", device_id, {"groups": group_list} if group_list else None)
         return device_id, secret
 
@@ -993,24 +988,18 @@ class Security:
         ('grafana', [])
         """
         cols = "SELECT id, name, role, created_ns FROM tokens"
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                by_ids = self._db.execute(f"{cols} WHERE id = ?", (name_or_id,)).fetchall()
-                by_names = [] if by_id else [r for r in self._db.execute(
-                    f"{cols} WHERE name = ? ORDER BY created_ns, id", (name_or_id,)
-                ).fetchall() if r not in by_ids]
-                rows = by_ids + by_names
-                if len(rows) == 1:
-                    self._db.execute("DELETE FROM tokens WHERE id = ?", (rows[0][0],))
-                    known = []
-                else:
-                    known = [r[0] for r in self._db.execute(
-                        "SELECT DISTINCT name FROM tokens ORDER BY name")]
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write_tx():
+            by_ids = self._db.execute(f"{cols} WHERE id = ?", (name_or_id,)).fetchall()
+            by_names = [] if by_id else [r for r in self._db.execute(
+                f"{cols} WHERE name = ? ORDER BY created_ns, id", (name_or_id,)
+            ).fetchall() if r not in by_ids]
+            rows = by_ids + by_names
+            if len(rows) == 1:
+                self._db.execute("DELETE FROM tokens WHERE id = ?", (rows[0][0],))
+                known = []
+            else:
+                known = [r[0] for r in self._db.execute(
+                    "SELECT DISTINCT name FROM tokens ORDER BY name")]
         if not rows:
             what = "id" if by_id else "name or id"
             raise InvalidParameterError(
@@ -1136,13 +1125,8 @@ class Security:
         True
         """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(self._db):
                 written = self._append_audit(actor, action, target, detail)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             for listener in list(self.audit_listeners):
                 for entry in written:
                     try:
