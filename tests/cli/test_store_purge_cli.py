@@ -213,10 +213,11 @@ def test_purge_refuses_a_missing_store_and_makes_none(tmp_path: Path, data_dir: 
 @pytest.mark.parametrize(("url", "says"), [
     ("sqlite:///x.db", "unsupported scheme 'sqlite'"),
     ("duckdb://relative/ew.duckdb", "must name an absolute file path"),
+    ("duckdb:///", "must name an absolute file path"),  # not "no DuckDB store at '/'"
     ("duckdb://:memory:", "in-memory store: it has no files to purge"),
     ("postgresql://ew@[::1/db", "is malformed"),
     ("not a url", "is not a URL"),
-], ids=["scheme", "relative", "memory", "malformed-pg", "not-url"])
+], ids=["scheme", "relative", "root", "memory", "malformed-pg", "not-url"])
 def test_purge_refuses_a_bad_url_in_one_line(url: str, says: str) -> None:
     """Check a URL that names no store with files is refused in one line saying why."""
     line = _one_line_refusal(_invoke("--store", url))

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from edgewise.store import open_store
+from edgewise.store import duckdb_file, open_store
 from edgewise.telemetry import Reading
 
 __all__ = ["check_store_options", "make_batch", "run_store_bench"]
@@ -56,20 +56,12 @@ def check_store_options(url: str, batch: int, batches: int, devices: int) -> Non
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < need:
         raise ConfigError(f"--batch must be at least --devices x {len(METRICS)} = {need} (one "
                           f"{len(METRICS)}-metric message per device). Got {batch!r} instead.")
-    path = _duckdb_file(url)
+    path = duckdb_file(url)
     if path is not None and (path.exists() or Path(f"{path}.wal").exists()):
         raise ConfigError(
             f"--store {url!r} names an existing DuckDB file; the bench writes and deletes test "
             f"readings, so give a path that does not exist yet (made for the run, removed "
             f"after) or leave --store out.")
-
-
-def _duckdb_file(url: str) -> Path | None:
-    """The file of a ``duckdb:///PATH`` URL (``None`` for memory or another backend)."""
-    if not url.lower().startswith("duckdb://"):
-        return None
-    rest = url.split("://", 1)[1]
-    return None if rest in (":memory:", "/:memory:") or not rest.startswith("/") else Path(rest)
 
 
 def _stats(times: list[float], n: int) -> dict[str, float]:
@@ -93,7 +85,7 @@ def run_store_bench(
     check_store_options(url, batch, batches, devices)
     tmp = None
     drop_schema = None
-    remove_file = _duckdb_file(url)
+    remove_file = duckdb_file(url)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     if not url:
         tmp = tempfile.TemporaryDirectory()

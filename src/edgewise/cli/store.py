@@ -52,6 +52,7 @@ def store_purge(data_dir: DataDir, store: StoreUrl = "", as_json: Json = False) 
     Exit status 2 when refused before any work (no such store, a bad URL, a file another
     process holds), 1 when the purge fails or the role may not run it.
     """
+    from edgewise.errors import StoreError
     from edgewise.store import duckdb_file, shown_url
 
     if not store:  # the data dir's DuckDB file: a mistyped --data-dir makes nothing
@@ -59,7 +60,10 @@ def store_purge(data_dir: DataDir, store: StoreUrl = "", as_json: Json = False) 
     url = store or f"duckdb://{(data_dir / 'edgewise.duckdb').resolve()}"
     shown = shown_url(url)
     scheme = url.partition("://")[0].lower()
-    path = duckdb_file(url)
+    try:
+        path = duckdb_file(url)
+    except StoreError as exc:  # duckdb:///, a relative path: what opening it would say
+        raise fail(str(exc)) from None
     status = _status(f"Purging {shown}", quiet=as_json)
     start = time.monotonic()
     if path is not None:

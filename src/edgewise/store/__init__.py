@@ -33,18 +33,30 @@ SUPPORTED = "duckdb:///ABS/PATH, duckdb://:memory:, postgresql://USER@HOST:PORT/
 
 
 def duckdb_file(url: str) -> Path | None:
-    """The file a ``duckdb:///PATH`` URL names; ``None`` for any other store (and for
-    ``:memory:``): where a command that must not create a store looks before opening it.
+    """The file a ``duckdb:///PATH`` URL names, read as :func:`duckdb_path` (and
+    :func:`open_store`) read it; ``None`` for another backend and for ``:memory:``: where a
+    command that must not create a store looks before opening it.
 
     >>> duckdb_file("duckdb:///srv/ew/edgewise.duckdb"), duckdb_file("duckdb://:memory:")
     (PosixPath('/srv/ew/edgewise.duckdb'), None)
     >>> duckdb_file("postgresql://ew@db/ew") is None
     True
-    """
-    scheme, _, rest = url.partition("://")
-    if scheme.lower() != "duckdb" or not rest.startswith("/") or rest == "/:memory:":
+    >>> duckdb_file("duckdb:///")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Store URL 'duckdb:///' must name an absolute file path, e.g. 'duckdb:///var/lib/edgewise/edgewise.duckdb', or be 'duckdb://:memory:'.
+
+    Raises
+    ------
+    StoreError
+        For a ``duckdb://`` URL that :func:`open_store` refuses (no file named, or not an
+        absolute path), so a check before opening never looks at another file than the one
+        opening would take (``duckdb:///`` is no store at ``/``).
+    """  # noqa: E501
+    if url.partition("://")[0].lower() != "duckdb":
         return None
-    return Path(rest)
+    path = duckdb_path(url)
+    return None if path is None else Path(path)
 
 
 def duckdb_path(url: str) -> str | None:
