@@ -363,22 +363,17 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _tls_names(cert_file: str) -> list[str]:
-    """The names a PEM certificate holds: its subjectAltName's DNS names and IP addresses,
-    else its common name (``[]`` when it cannot be read)."""
+def _tls_names(cert_file: str) -> str:
+    """The names a PEM certificate holds, for a message (``"no names"`` when unreadable)."""
     from cryptography import x509
+
+    from edgewise.security.certs import describe_names
 
     try:
         cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
     except (OSError, ValueError):
-        return []
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        return [*san.get_values_for_type(x509.DNSName),
-                *map(str, san.get_values_for_type(x509.IPAddress))]
-    except x509.ExtensionNotFound:
-        return [str(a.value) for a in cert.subject.get_attributes_for_oid(
-            x509.oid.NameOID.COMMON_NAME)]
+        return "no names"
+    return describe_names(cert)
 
 
 def _tls_verify_error(cert_file: str, key_file: str, host: str) -> str | None:
@@ -432,7 +427,7 @@ def _demo_device_host(tls_cert: str, tls_key: str) -> str:
         if errors[host] is None:
             return host
     other = [str(e) for e in errors.values() if "mismatch" not in str(e).lower()]
-    names = ", ".join(_tls_names(tls_cert)) or "no host"
+    names = _tls_names(tls_cert)
     why = other[0] if other else f"it names {names}, neither 127.0.0.1 nor localhost"
     raise ConfigError(
         f"--tls-cert {tls_cert!r} cannot serve the demo: its simulated pumps connect to "

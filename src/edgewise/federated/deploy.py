@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 import edgewise
 from edgewise.errors import InvalidParameterError
+from edgewise.security.certs import cert_names, describe_names
 
 __all__ = ["RUN_DEFAULTS", "LocalFleet", "TlsFiles", "app_pyproject", "check_tls",
            "device_address", "free_port", "is_loopback", "load_ca", "supernode_command",
@@ -162,24 +163,10 @@ def load_ca(ca: str | Path, option: str = "--tls-ca") -> Path:
     return Path(ca).expanduser().resolve()
 
 
-def _cert_names(cert: Any) -> tuple[list[str], list[Any]]:
-    """The DNS names and IP addresses a certificate is valid for (its subjectAltName; the
-    common name when it has none, as Python's ``ssl`` does)."""
-    from cryptography import x509
-
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        return [str(a.value) for a in cns], []
-    return list(san.get_values_for_type(x509.DNSName)), list(san.get_values_for_type(
-        x509.IPAddress))
-
-
 def _cert_holds(cert: Any, host: str) -> bool:
     """Whether TLS clients verifying ``cert`` accept it for ``host`` (an IP address against
     its IP entries; a name against its DNS entries, ``*`` standing for one leftmost label)."""
-    dns, ips = _cert_names(cert)
+    dns, ips = cert_names(cert)
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -192,12 +179,6 @@ def _cert_holds(cert: Any, host: str) -> bool:
                 return True
         return False
     return ip in ips
-
-
-def _describe_names(cert: Any) -> str:
-    dns, ips = _cert_names(cert)
-    names = [*dns, *(str(i) for i in ips)]
-    return ", ".join(names) if names else "no names"
 
 
 def check_tls(cert: str | Path | None, key: str | Path | None, ca: str | Path | None = None,
@@ -275,7 +256,7 @@ def check_tls(cert: str | Path | None, key: str | Path | None, ca: str | Path | 
                      else f"--host {host}")
             raise InvalidParameterError(
                 f"--tls-cert {str(cert)!r} is not valid for {local} (it names "
-                f"{_describe_names(leaf)}): {where}, where Flower's SuperExec and the run "
+                f"{describe_names(leaf)}): {where}, where Flower's SuperExec and the run "
                 f"submission connect and verify it; add {local} to its subjectAltName or "
                 "choose a --host it names.")
     return TlsFiles(*(Path(p).expanduser().resolve() for p in (cert, key, ca)))
@@ -327,7 +308,7 @@ def device_address(host: str, port: int, tls: TlsFiles | None = None) -> tuple[s
         from cryptography import x509
 
         leaf = x509.load_pem_x509_certificates(tls.cert.read_bytes())[0]
-        dns, ips = _cert_names(leaf)
+        dns, ips = cert_names(leaf)
         names = [d for d in dns if not is_loopback(d) and "*" not in d] + \
             [str(i) for i in ips if not i.is_loopback and not i.is_unspecified]
         if not names:
