@@ -75,6 +75,17 @@ class Limits:
         )
 
 
+def changes_too_fast(t0: int, v0: float, t1: int, v1: float, max_rate: float) -> bool:
+    """Whether going from ``v0`` at ``t0`` to ``v1`` at ``t1`` (nanoseconds) changes by more
+    than ``max_rate`` per second; a same-time change counts over one nanosecond.
+
+    >>> changes_too_fast(0, 0.0, 10**9, 2.0, 1.0), changes_too_fast(0, 0.0, 10**9, 1.0, 1.0)
+    (True, False)
+    """
+    dt = max((t1 - t0) / 1e9, 1e-9)  # Python ints: no int64 wrap
+    return abs(v1 - v0) / dt > max_rate
+
+
 def check_limits(ts: object, values: object, limits: Limits) -> dict[str, list[int]]:
     """Indices out of range, and indices whose change from the last good reading is too fast.
 
@@ -88,10 +99,9 @@ def check_limits(ts: object, values: object, limits: Limits) -> dict[str, list[i
         if not limits.in_range(v[i]):
             out_range.append(i)
             continue
-        if limits.max_rate is not None and last_t is not None:
-            dt = max((int(t[i]) - int(last_t)) / 1e9, 1e-9)  # Python ints: no int64 wrap
-            if abs(v[i] - last_v) / dt > limits.max_rate:
-                fast.append(i)
-                continue
+        if limits.max_rate is not None and last_t is not None \
+                and changes_too_fast(int(last_t), last_v, int(t[i]), v[i], limits.max_rate):
+            fast.append(i)
+            continue
         last_t, last_v = t[i], v[i]
     return {"out_of_range": out_range, "rate": fast}

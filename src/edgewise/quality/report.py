@@ -39,7 +39,7 @@ from edgewise.quality.counters import counter_steps
 from edgewise.quality.drift import drift_score
 from edgewise.quality.duplicates import deduplicate
 from edgewise.quality.gaps import completeness, expected_interval, find_gaps, timeliness
-from edgewise.quality.limits import Limits, check_limits
+from edgewise.quality.limits import Limits, changes_too_fast, check_limits
 from edgewise.quality.order import count_out_of_order
 from edgewise.quality.spikes import hampel_mask
 from edgewise.quality.states import two_state
@@ -136,11 +136,9 @@ def _too_fast(t: np.ndarray, v: np.ndarray, fit: np.ndarray, max_rate: float) ->
         ti, vi = int(t[i]), float(v[i])
         if ti == last_t:
             continue  # the time already has its reading
-        if last_t is not None:
-            dt = max((ti - last_t) / 1e9, 1e-9)  # Python ints: no int64 wrap
-            if abs(vi - last_v) / dt > max_rate:
-                fast[i] = True
-                continue
+        if last_t is not None and changes_too_fast(last_t, last_v, ti, vi, max_rate):
+            fast[i] = True
+            continue
         last_t, last_v = ti, vi
     return fast
 
