@@ -414,35 +414,6 @@ def _clear_retained_ack(mqtt: str, device_id: str) -> bool | None:
     return True
 
 
-#: The parts of the saved detector state (``Pipeline.save_state``) keyed by
-#: ``(device, metric)``, and those keyed by device.
-_STREAM_STATE = ("detectors", "last_scored", "fast_streams", "cleaner")
-_DEVICE_STATE = ("multivariate", "cross_sensor")
-
-
-def drop_device_state(state: dict[str, object], device_id: str) -> int:
-    """Remove ``device_id``'s entries from a saved detector state in place (every other
-    device's, and every detector kind's, stay); return how many were removed.
-
-    >>> st = {"detectors": {("p1", "t"): 1, ("p2", "t"): 2}, "multivariate": {"p1": 3},
-    ...       "last_scored": {("p1", "t"): 4}, "fast_streams": None}
-    >>> drop_device_state(st, "p1"), st["detectors"], st["multivariate"]
-    (3, {('p2', 't'): 2}, {})
-    """
-    dropped = 0
-    for part in (*_STREAM_STATE, *_DEVICE_STATE):
-        table = state.get(part)
-        if not isinstance(table, dict):
-            continue  # absent, None (a gate turned off) or another layout: nothing to drop
-        keys = [k for k in table
-                if (k == device_id if part in _DEVICE_STATE
-                    else isinstance(k, tuple) and k[:1] == (device_id,))]
-        for k in keys:
-            del table[k]
-        dropped += len(keys)
-    return dropped
-
-
 def _forget_detector_state(data_dir: Path, device_id: str) -> None:
     """Drop the device from the detector state a stopped gateway saved in the data dir,
     so its next start does not score a re-registered device with the old state.
@@ -457,6 +428,7 @@ def _forget_detector_state(data_dir: Path, device_id: str) -> None:
     import pickle
 
     from edgewise._private import write_private
+    from edgewise.gateway.pipeline import drop_device_state
 
     path = data_dir / "detectors.pickle"
     if not path.exists():

@@ -71,8 +71,8 @@ from edgewise.telemetry import (
     payload_seqs,
 )
 
-__all__ = ["IngestResult", "Pipeline", "default_detector_factory",
-           "default_multivariate_factory"]
+__all__ = ["IngestResult", "Pipeline", "default_detector_factory", "default_multivariate_factory",
+           "drop_device_state"]
 
 log = logging.getLogger(__name__)
 
@@ -1182,6 +1182,37 @@ class Pipeline:
         at = range(len(batch)) if batch.stored is None else batch.stored
         gone = self._forgotten
         return sum(1 for i in at if gone.get(batch[i].device_id, 0) < batch.gen)
+
+
+#: The parts of the saved detector state (:meth:`Pipeline.save_state`) keyed by
+#: ``(device, metric)``, and those keyed by device (``alerts_held`` is keyed by alert id:
+#: a deleted device's alerts leave the store, so their saved spans match nothing).
+_STREAM_STATE = ("detectors", "last_scored", "fast_streams", "cleaner")
+_DEVICE_STATE = ("multivariate", "cross_sensor")
+
+
+def drop_device_state(state: dict[str, object], device_id: str) -> int:
+    """Remove ``device_id``'s entries from a saved detector state in place (what
+    :meth:`Pipeline.save_state` writes: ``device delete`` edits a stopped gateway's file;
+    every other device's, and every detector kind's, stay); return how many were removed.
+
+    >>> st = {"detectors": {("p1", "t"): 1, ("p2", "t"): 2}, "multivariate": {"p1": 3},
+    ...       "last_scored": {("p1", "t"): 4}, "fast_streams": None}
+    >>> drop_device_state(st, "p1"), st["detectors"], st["multivariate"]
+    (3, {('p2', 't'): 2}, {})
+    """
+    dropped = 0
+    for part in (*_STREAM_STATE, *_DEVICE_STATE):
+        table = state.get(part)
+        if not isinstance(table, dict):
+            continue  # absent, None (a gate turned off) or another layout: nothing to drop
+        keys = [k for k in table
+                if (k == device_id if part in _DEVICE_STATE
+                    else isinstance(k, tuple) and k[:1] == (device_id,))]
+        for k in keys:
+            del table[k]
+        dropped += len(keys)
+    return dropped
 
 
 #: Seconds :meth:`Pipeline.close` waits for detection to end the batch it is scoring, once
