@@ -45,6 +45,7 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, best, share):
     new_mean = np.empty(k)
     new_cov = np.empty((k, k))
     z = np.empty(k)
+    on = np.empty(k, dtype=np.bool_)  # the metrics the row is scored on: read and warm
     for r in range(len(X)):
         for m in range(k):
             z[m] = X[r, cols[m]] if cols[m] >= 0 else np.nan
@@ -52,26 +53,23 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, best, share):
             continue  # scores 0, no share, not learned
         used = 0
         for j in range(k):
-            if np.isfinite(z[j]) and counts[j] >= warmup:
-                used += 1
+            on[j] = np.isfinite(z[j]) and counts[j] >= warmup
+            used += 1 if on[j] else 0
         if used:
             # the shrunk covariance's deviations and scales (shrink_covariance)
             for j in range(k):
                 dj = cov[j, j]
                 eps = 1e-9 * (dj if dj > 0 else mean[j] * mean[j]) + 1e-300
                 sd[j] = math.sqrt((1.0 - shrinkage) * dj + (shrinkage * dj + eps))
-                on = np.isfinite(z[j]) and counts[j] >= warmup
-                y[j] = (z[j] - mean[j]) / sd[j] if on else 0.0
+                y[j] = (z[j] - mean[j]) / sd[j] if on[j] else 0.0
                 if not np.isfinite(y[j]) or not np.isfinite(sd[j]) or sd[j] == 0.0:
                     return r
             # the masked correlation: metrics not used are left out (identity)
             for i in range(k):
-                on_i = np.isfinite(z[i]) and counts[i] >= warmup
                 for j in range(k):
-                    on_j = np.isfinite(z[j]) and counts[j] >= warmup
                     if i == j:
                         c[i, j] = 1.0
-                    elif on_i and on_j:
+                    elif on[i] and on[j]:
                         c[i, j] = (1.0 - shrinkage) * cov[i, j] / (sd[i] * sd[j])
                     else:
                         c[i, j] = 0.0

@@ -206,12 +206,9 @@ class Mahalanobis(Detector):
             dz = z - self.mean_
         if s is None:
             s = self.shrunk_covariance()
-        out = np.flatnonzero(~(self._warm() if used is None else used))
-        if len(out):  # the marginal T² of the metrics used
-            dz[out] = 0.0
-            s[out, :] = 0.0
-            s[:, out] = 0.0
-            s[out, out] = 1.0
+        out = ~(self._warm() if used is None else used)
+        dz[out] = 0.0  # the marginal T² of the metrics used
+        _leave_out(s, out)
         try:
             w = np.linalg.solve(s, dz)
         except np.linalg.LinAlgError:
@@ -360,15 +357,9 @@ class Mahalanobis(Detector):
         corr = s / np.outer(sd, sd)
         used = self._used(x)
         _, w = self._solve(self._vector(x, grow=False), s, used)  # s is not read after this
-        out = ~used  # left out of the T², as in _solve: the precision of the metrics used
-        corr[out, :], corr[:, out], corr[out, out] = 0.0, 0.0, 1.0
+        _leave_out(corr, ~used)  # as in _solve: the precision of the metrics used
         pii = np.diag(np.linalg.pinv(corr, hermitian=True)) / (sd * sd)
-        terms = conditional_terms(w, pii)
-        total = float(terms.sum())
-        names = list(self.metrics_)
-        if total <= 0.0 or not math.isfinite(total):
-            return {k: 0.0 for k in names}
-        return {k: float(terms[i] / total) for k, i in self.metrics_.items()}
+        return self._shares(conditional_terms(w, pii))
 
     def t2_shares(self, x: Mapping[str, float]) -> dict[str, float]:
         """Each metric's share of the reading's T² itself (non-negative, sums to 1 when
@@ -394,10 +385,28 @@ class Mahalanobis(Detector):
             terms = np.maximum(dz * w, 0.0)
         if np.isinf(terms).any():  # a deviation near 1e308: it alone carries the score
             terms = np.isinf(terms).astype(float)
+        return self._shares(terms)
+
+    def _shares(self, terms: np.ndarray) -> dict[str, float]:
+        """``terms`` (one per metric, non-negative) as shares of their sum, by metric name;
+        all 0 when the sum is 0 or not finite."""
         total = float(terms.sum())
         if total <= 0.0 or not math.isfinite(total):
             return {k: 0.0 for k in self.metrics_}
         return {k: float(terms[i] / total) for k, i in self.metrics_.items()}
+
+
+def _leave_out(m: np.ndarray, out: np.ndarray) -> None:
+    """Leave the metrics ``out`` (a mask) out of the square matrix ``m`` in place: their
+    rows and columns 0, their diagonal 1, so a solve or an inverse gives the marginal of the
+    others (and 0 for them).
+
+    >>> m = np.full((3, 3), 2.0); _leave_out(m, np.array([False, True, False])); m.tolist()
+    [[2.0, 0.0, 2.0], [0.0, 1.0, 0.0], [2.0, 0.0, 2.0]]
+    """
+    m[out, :] = 0.0
+    m[:, out] = 0.0
+    m[out, out] = 1.0
 
 
 def conditional_terms(w: np.ndarray, pii: np.ndarray) -> np.ndarray:
