@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 
-__all__ = ["PRIVATE_UMASK", "create_private_once", "make_private", "restrict_umask",
-           "write_private"]
+__all__ = ["PRIVATE_UMASK", "create_private_once", "make_private", "replace_atomically",
+           "restrict_umask", "sync_folder", "write_private"]
 
 #: The umask of a gateway process: no access for group and others.
 PRIVATE_UMASK = 0o077
@@ -65,17 +66,43 @@ def write_private(path: str | os.PathLike[str], data: bytes) -> None:
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    replace_atomically(p, data)
+
+
+def replace_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600,
+                       exact: bool = False) -> None:
+    """Make ``path`` hold ``data``, atomically and durably: a temporary file of its own
+    beside it (a name no other writer, thread or process, uses; made with ``O_EXCL |
+    O_NOFOLLOW``, so nothing planted there is written through), synced, renamed over
+    ``path``, and the folder synced, so a reader sees the old file or the new one, never
+    half of one, and a power loss keeps one of them. The folder must exist.
+
+    ``mode`` is the new file's mode less the umask, as :func:`os.open` makes it (0600: private
+    from the start; 0666: as a plain write makes it); with ``exact`` it is set as given,
+    whatever the umask (a public key that must stay 0644 under the gateway's umask 077).
+
+    >>> import pathlib, stat, tempfile
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "signing_key.pub"
+    >>> replace_atomically(f, b"old"); replace_atomically(f, b"new", mode=0o644, exact=True)
+    >>> f.read_bytes(), oct(stat.S_IMODE(f.stat().st_mode)), len(list(f.parent.iterdir()))
+    (b'new', '0o644', 1)
+    """
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
+                      ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            if exact:
+                os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())  # whole on disk before the rename makes it the file
         os.replace(tmp, p)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    sync_folder(p.parent)
 
 
 def create_private_once(path: str | os.PathLike[str], data: bytes, *,
@@ -122,13 +149,13 @@ def create_private_once(path: str | os.PathLike[str], data: bytes, *,
             if p.exists():
                 return False
             os.replace(tmp, p)
-        _sync_folder(p.parent)
+        sync_folder(p.parent)
         return True
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: str | os.PathLike[str]) -> None:
     """Sync ``folder``'s entries to disk where the platform lets a folder be opened and
     synced (a failure is ignored: the file itself is synced already)."""
     try:

@@ -65,7 +65,6 @@ import logging
 import math
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -78,7 +77,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgewise._private import create_private_once, make_private
+from edgewise._private import create_private_once, make_private, replace_atomically
 from edgewise._sqlite import write_transaction
 from edgewise.errors import InvalidParameterError, PayloadError, SignatureError
 from edgewise.telemetry import validate_device_id
@@ -211,25 +210,6 @@ def load_key(key_dir: str | os.PathLike[str]) -> SigningKey | None:
     return SigningKey(key)
 
 
-def _replace_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` through a temporary file of its own (a shared name was
-    truncated by one writer while another wrote it), synced, then :func:`os.replace`: a
-    reader sees the old file or the new one, never half of one. ``mode``: the file's
-    permissions (``None``: mkstemp's 0600)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _blob_problem(path: Path, sha256: str, size: int) -> str | None:
     """``None`` if ``path`` holds the ``size`` bytes whose sha256 is ``sha256``; else what is
     wrong with it (``"missing"``, ``"damaged"``).
@@ -256,8 +236,8 @@ def _blob_problem(path: Path, sha256: str, size: int) -> str | None:
 
 def _write_public_file(d: Path, key: SigningKey) -> None:
     """Write ``signing_key.pub`` for ``key`` atomically (mode 0644: it is public)."""
-    _replace_atomically(d / PUBLIC_KEY_FILE,
-                        base64.b64encode(key.public_key_bytes) + b"\n", 0o644)
+    replace_atomically(d / PUBLIC_KEY_FILE, base64.b64encode(key.public_key_bytes) + b"\n",
+                       mode=0o644, exact=True)
 
 
 def load_or_create_key(key_dir: str | os.PathLike[str]) -> SigningKey:
@@ -1205,7 +1185,7 @@ class Registry:
         # absent, or damaged (truncated, corrupted): write it; concurrent writers write the
         # same bytes whoever wins (by content), and each rename is atomic
         if _blob_problem(blob, digest, len(payload)) is not None:
-            _replace_atomically(blob, payload)
+            replace_atomically(blob, payload)
         created = time.time_ns()
         try:
             with self._write_tx():  # the next publish counter, taken under the write lock

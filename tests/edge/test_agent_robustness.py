@@ -245,7 +245,9 @@ def test_install_does_not_write_through_a_planted_symlink(tmp_path):
     for name in names:
         path = slot.root / name
         assert path.is_file() and not path.is_symlink(), name
-        assert not (slot.root / f"{name}.tmp").exists()
+        # temp names are the writer's own (pid, thread, random): the planted one is unused
+        assert (slot.root / f"{name}.tmp").is_symlink(), name
+    assert not [p for p in slot.root.iterdir() if p.name.startswith(".")]  # no temp left
     assert slot.current().payload == s.payload
 
 

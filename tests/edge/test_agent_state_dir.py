@@ -339,11 +339,11 @@ def test_a_failed_install_is_logged_as_such_and_not_fetched_again_at_once(tmp_pa
     gw.offer(_release(key, 5))
     agent = _agent(key, tmp_path / "a", update_interval_s=0.05)
 
-    def read_only(path: Path, data: bytes) -> None:
+    def read_only(path: Path, data: bytes, **_: object) -> None:
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
     with monkeypatch.context() as m:
-        m.setattr(agent_module, "_write_atomic", read_only)
+        m.setattr(agent_module, "replace_atomically", read_only)
         assert agent.check_update(gw.client) == "install_failed"
         assert agent.check_update(gw.client) == "install_failed:retry_later"
         assert gw.fetches == 1 and agent.release == 0

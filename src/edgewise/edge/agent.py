@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
+from edgewise._private import replace_atomically
 from edgewise._sqlite import write_transaction
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import ConfigError, InvalidParameterError, PayloadError, SignatureError
@@ -839,32 +840,6 @@ def _readable_rows(src: sqlite3.Connection, after: int) -> list[tuple[int, bytes
         pos = good
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``path`` through a fresh temp file: a stale one is unlinked (a link itself, never
-    its target) and the new one made with ``O_EXCL | O_NOFOLLOW``, so nothing planted at the
-    temp path is written through; then fsync, rename and fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with open(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 @dataclass(frozen=True)
 class Installed:
     """The model the slot points at."""
@@ -1027,7 +1002,7 @@ class ModelSlot:
                                "manifest": base64.b64encode(manifest_bytes).decode()}
         if self.device_id is not None:
             ptr["device"] = self.device_id
-        _write_atomic(self.pointer, json.dumps(ptr).encode())
+        replace_atomically(self.pointer, json.dumps(ptr).encode(), mode=0o644)
 
     def install(self, manifest_bytes: bytes, payload: bytes) -> None:
         """Write the payload, flip the pointer, then add the release to the history; each
@@ -1035,7 +1010,7 @@ class ModelSlot:
         a reason to refuse the install."""
         m = Manifest.from_bytes(manifest_bytes)
         fname = f"model-{m.release}-{m.sha256[:16]}.bin"
-        _write_atomic(self.root / fname, payload)
+        replace_atomically(self.root / fname, payload, mode=0o644)
         try:
             ptr = self._pointer()
             old = None if ptr is None else ptr["file"]
@@ -1054,7 +1029,8 @@ class ModelSlot:
         # naming a release (the anti-rollback floor) that the pointer does not run
         self._write_pointer(manifest_bytes, m)
         hist.append(base64.b64encode(manifest_bytes).decode())
-        _write_atomic(self.root / "history.json", json.dumps(hist[-20:]).encode())
+        replace_atomically(self.root / "history.json", json.dumps(hist[-20:]).encode(),
+                           mode=0o644)
         for p in self.root.glob("model-*.bin"):  # keep the current and the previous model only
             if p.name not in (fname, old):
                 p.unlink(missing_ok=True)

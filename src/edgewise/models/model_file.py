@@ -6,9 +6,10 @@ loading the model: version, what it was trained on, the SHA-256 of the body) and
 :func:`read_model_file` checks the kind, the version and the checksum before anything
 deserialises the body (a flipped bit in a pickle can crash the process or load a silently
 different model), and refuses with one error naming the file and what to do. It is written
-whole or not at all: to a temporary file beside the target (``.<name>.<pid>.<thread>.tmp``,
-which no glob of model names picks up), synced, then renamed over it, so a reader never sees
-half a model and a failed save leaves the old file as it was.
+whole or not at all: to a temporary file beside the target (``.<name>.<pid>.<thread>.<hex>
+.tmp``, which no glob of model names picks up), synced, then renamed over it, and the folder
+synced (:func:`~edgewise._private.replace_atomically`), so a reader never sees half a model
+and a failed save leaves the old file as it was.
 
 >>> import tempfile
 >>> f = Path(tempfile.mkdtemp()) / "m.model"
@@ -30,10 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import threading
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from edgewise._private import replace_atomically
 
 __all__ = ["MAX_HEADER_BYTES", "read_model_file", "read_model_header", "write_model_file"]
 
@@ -53,18 +54,7 @@ def write_model_file(path: str | Path, magic: bytes, header: dict[str, Any],
     written."""
     header = {**header, "body_sha256": hashlib.sha256(body).hexdigest()}
     data = magic + json.dumps(header, sort_keys=True).encode() + b"\n" + body
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_atomically(path, data, mode=0o666)
     return len(data)
 
 

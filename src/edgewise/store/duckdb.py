@@ -52,7 +52,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from edgewise._private import make_private
+from edgewise._private import make_private, sync_folder
 from edgewise.errors import StoreCorruptError, StoreError, StoreLockedError
 from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
@@ -193,20 +193,6 @@ _RETENTION_UNPURGED = "retention_unpurged"
 def _purge_dir_prefix(path: Path) -> str:
     """Prefix of the private folders (next to the file) that a purge writes its copy in."""
     return f".{path.name}.purge-"
-
-
-def _sync_dir(path: Path) -> None:
-    """fsync a folder, so a rename in it survives a power cut (where the OS allows it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def _ident(name: str) -> str:
@@ -989,7 +975,7 @@ class DuckDBStore(SQLStoreMixin):
                 )
             wal.unlink(missing_ok=True)
             os.replace(fresh, path)
-            _sync_dir(path.parent)
+            sync_folder(path.parent)
         finally:
             self._con = _connect(path)
         if self._purge_pending():
