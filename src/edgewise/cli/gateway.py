@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgewise._private import restrict_umask
+from edgewise._private import restrict_umask, write_private
 from edgewise.cli._app import DataDir, app, fail, out_path
 from edgewise.store import shown_url
 
@@ -351,18 +351,6 @@ def merge_labels(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[d
     return sorted(merged.values(), key=lambda x: (x["start_ns"], x["device_id"]))
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``path`` atomically, readable by its owner only (0600 from the start)."""
-    import os
-
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 def _tls_names(cert_file: str) -> str:
     """The names a PEM certificate holds, for a message (``"no names"`` when unreadable)."""
     from cryptography import x509
@@ -494,7 +482,7 @@ def demo(
                     gw.security.delete_device(dev, actor="demo")
                 creds[dev] = gw.security.add_device(dev, actor="demo")[1]
                 made.append(dev)
-        _write_private(creds_file, json.dumps(creds, indent=1))
+        write_private(creds_file, json.dumps(creds, indent=1).encode())
         ids = set(fleet.device_ids)
         stored = [d.last_ns for d in gw.store.devices() if d.device_id in ids and d.last_ns]
         await _start(gw, token)
@@ -530,7 +518,7 @@ def demo(
         finally:
             await asyncio.to_thread(runner.stop)
             faults = merge_labels(earlier_labels, fleet.labels(until_ns=fleet.last_ns))
-            _write_private(labels_file, json.dumps(faults, indent=1))
+            write_private(labels_file, json.dumps(faults, indent=1).encode())
             # the same faults as labels `edgewise label import` takes: a fault's window
             # [start_ns, end_ns] holds its last reading, a label's [start, end) does not,
             # so each ends 1 ns later (a spike's single reading at t is [t, t + 1 ns))
@@ -544,7 +532,7 @@ def demo(
                 except (KeyError, TypeError, ValueError):
                     continue  # not a label (an entry edited by hand): the JSON keeps it
                 rows.append(row)
-            _write_private(labels_csv_file, labels_csv(rows))
+            write_private(labels_csv_file, labels_csv(rows).encode())
             await gw.stop()
         typer.echo(f"stopped; {runner.sent} messages sent; fault ground truth in {labels_file}"
                    f" (as labels to import: {labels_csv_file})")
