@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_issues"]
+__all__ = ["plot_issues", "zone_name"]
 
 _STYLE = {"invalid": ("x", "tab:red"), "spike": ("o", "tab:orange"), "stuck": ("s", "tab:purple")}
 
@@ -43,8 +43,26 @@ def y_limits(values: np.ndarray, flags: dict[str, np.ndarray]) -> tuple[float, f
     return lo - pad, hi + pad
 
 
-def plot_issues(device: str, metric: str, issues: dict[str, Any], path: str | Path) -> Path:
+def zone_name(offset_min: int) -> str:
+    """``"UTC"``, or the offset ``offset_min`` minutes east of UTC as ``"UTC+05:30"``.
+
+    >>> zone_name(0), zone_name(330), zone_name(-210)
+    ('UTC', 'UTC+05:30', 'UTC-03:30')
+    """
+    if not offset_min:
+        return "UTC"
+    sign = "-" if offset_min < 0 else "+"
+    hours, minutes = divmod(abs(offset_min), 60)
+    return f"UTC{sign}{hours:02d}:{minutes:02d}"
+
+
+def plot_issues(device: str, metric: str, issues: dict[str, Any], path: str | Path,
+                tz_offset_min: int = 0) -> Path:
     """Draw the series with its invalid, spike and stuck readings and its gaps; save as PNG.
+
+    The time axis is in UTC shifted by ``tz_offset_min`` minutes (east of UTC: 330 for
+    India; the dashboard passes the browser's, so the plot reads as the charts beside it
+    do), named under the axis: ``time (UTC)``, ``time (UTC+05:30)``.
 
     ``issues`` is what :func:`~edgewise.quality.report.metric_issues` returns. The y-axis
     spans the ordinary readings (:func:`y_limits`): a reading beyond it (a spike far out,
@@ -65,7 +83,8 @@ def plot_issues(device: str, metric: str, issues: dict[str, Any], path: str | Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ts = issues["ts"].astype("datetime64[ns]")
+    shift = np.timedelta64(int(tz_offset_min) * 60 * 10**9, "ns")
+    ts = issues["ts"].astype("datetime64[ns]") + shift
     v = np.asarray(issues["values"], dtype=float)
     lo, hi = y_limits(v, issues["flags"])
     finite = np.isfinite(v)
@@ -91,8 +110,10 @@ def plot_issues(device: str, metric: str, issues: dict[str, Any], path: str | Pa
                            zorder=4, clip_on=False,
                            label=f"off scale ({int(side.sum())}): {span}")
         for a, b in issues["gaps"]:
-            ax.axvspan(np.datetime64(a, "ns"), np.datetime64(b, "ns"), color="grey", alpha=0.2)
+            ax.axvspan(np.datetime64(a, "ns") + shift, np.datetime64(b, "ns") + shift,
+                       color="grey", alpha=0.2)
         ax.set_ylim(lo, hi)
+        ax.set_xlabel(f"time ({zone_name(int(tz_offset_min))})", fontsize=8)
         ax.set_title(f"{device} / {metric}: flagged readings")
         ax.legend(loc="best", fontsize=7)
         fig.autofmt_xdate()

@@ -6,6 +6,8 @@ gaps in the range, with the URL of its PNG:
 ``GET /v1/devices/{id}/quality/plots/{metric}.png?start=…&end=…`` draws the series with
 the flagged readings marked and the gaps shaded (:func:`~edgewise.quality.plot.plot_issues`);
 a metric the device does not send, or one with nothing flagged in the range, is a 404.
+``tz_offset_min`` (minutes east of UTC, default 0) draws its time axis in that offset and
+names it on the axis (the dashboard passes the browser's, as its charts are local).
 """
 
 from __future__ import annotations
@@ -106,7 +108,12 @@ def _range(start: str | None, end: str | None) -> tuple[int, int | None]:
     return start_ns, end_ns
 
 
-def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | None) -> bytes:
+#: The largest UTC offset a plot takes, in minutes either way (real ones are -12 h to +14 h).
+MAX_TZ_OFFSET_MIN = 18 * 60
+
+
+def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | None,
+          tz_offset_min: int = 0) -> bytes:
     import tempfile
     from pathlib import Path as FilePath
 
@@ -124,7 +131,8 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
         )
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = plot_issues(device_id, metric, issues, FilePath(tmp) / "plot.png")
+            path = plot_issues(device_id, metric, issues, FilePath(tmp) / "plot.png",
+                               tz_offset_min=tz_offset_min)
         except Exception as exc:  # matplotlib's errors are of many kinds: a problem, no 500
             raise Problem(
                 422, "Quality plot not drawn",
@@ -172,7 +180,8 @@ async def quality(
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
     description="The metric's series over [start, end) (default: the last hour) with its "
-    "invalid, spike and stuck readings marked and its gaps shaded. 404 when the metric has "
+    "invalid, spike and stuck readings marked and its gaps shaded, its time axis in UTC or "
+    "`tz_offset_min` minutes east of it (named on the axis). 404 when the metric has "
     "nothing flagged there; the quality report's `plots` lists the metrics that do.",
 )
 async def quality_plot(
@@ -183,9 +192,14 @@ async def quality_plot(
     metric: Annotated[str, Path(description="The metric name.")],
     start: Annotated[str | None, Query(description="Range start, inclusive.")] = None,
     end: Annotated[str | None, Query(description="Range end, exclusive.")] = None,
+    tz_offset_min: Annotated[int, Query(
+        ge=-MAX_TZ_OFFSET_MIN, le=MAX_TZ_OFFSET_MIN,
+        description="The time axis' offset from UTC in minutes east (330 for UTC+05:30, "
+        "-300 for UTC-05:00); 0, UTC, by default.")] = 0,
 ) -> Response:
     start_ns, end_ns = _range(start, end)
     if not await run_in_threadpool(known_device, security, store, device_id):
         raise not_found(device_id)
-    png = await run_in_threadpool(_plot, store, device_id, metric, start_ns, end_ns)
+    png = await run_in_threadpool(_plot, store, device_id, metric, start_ns, end_ns,
+                                  tz_offset_min)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

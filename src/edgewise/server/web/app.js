@@ -156,8 +156,13 @@ function pollError(e) {
 }
 
 // ---------------------------------------------------------------- login
+// Ends the view's polling for good: a 401 came while a poll ran, and its tick re-armed the
+// timer after stopPolling (the page went on polling with the refused token behind the form).
 function showLogin(message) {
   stopPolling();
+  state.view = null;
+  state.refresh = null;
+  state.me = null;  // a change of hash routes nothing until a token is accepted again
   document.getElementById("login").classList.remove("hidden");
   document.getElementById("main").classList.add("hidden");
   document.getElementById("login-error").textContent = message || "";
@@ -222,7 +227,8 @@ function poll(fn) {
       await fn();
       if (state.view === token) clearFlash("poll");
     } catch (e) {
-      if (e.status !== 401 && state.view === token) flash(pollError(e), "poll");
+      if (e.status === 401) return;  // the login form is shown: no more polls with that token
+      if (state.view === token) flash(pollError(e), "poll");
       if (!(e instanceof ApiError) && !(e instanceof NetworkError)) console.warn(e);
     }
     if (state.view === token && localStorage.getItem(TOKEN_KEY)) {
@@ -483,6 +489,16 @@ function drivesMetric(alert, metric) {
   return Math.round(100 * share(drivers[metric]) / total) >= 100 * DRIVER_MIN_SHARE;
 }
 
+// The median time between a series' readings (seconds), 0 for fewer than two.
+function medianSpacing(ts) {
+  const d = [];
+  for (let i = 1; i < ts.length; i++) d.push(ts[i] - ts[i - 1]);
+  if (!d.length) return 0;
+  d.sort((a, b) => a - b);
+  const mid = d.length >> 1;
+  return d.length % 2 ? d[mid] : (d[mid - 1] + d[mid]) / 2;
+}
+
 // forecast (optional): parallel arrays t, forecast, low, high, drawn as a dashed line in
 // its interval band after the readings; a null bound (unbounded) reaches the chart's edge.
 function drawChart(canvas, series, t0, t1, spans, stepS, forecast) {
@@ -545,15 +561,23 @@ function drawChart(canvas, series, t0, t1, spans, stepS, forecast) {
   });
   ctx.strokeStyle = COLORS.axis;
   ctx.strokeRect(PAD.left, PAD.top, pw, ph);
-  // the series; a gap longer than 3 steps breaks the line
-  const gap = Math.max(3 * (stepS || 0), (t1 - t0) / 50);
+  // the series; a gap longer than 3 steps, or 3 times the series' own spacing, breaks the
+  // line (a device reporting once a minute was all breaks in the 15 min window's 18 s: an
+  // empty chart); a reading with a break on both sides is drawn as a dot
+  const gap = Math.max(3 * (stepS || 0), (t1 - t0) / 50, 3 * medianSpacing(ts));
+  const broken = (i) => i <= 0 || i >= ts.length || ts[i] - ts[i - 1] > gap;
   ctx.strokeStyle = COLORS.line; ctx.lineWidth = 1.5;
   ctx.beginPath();
   for (let i = 0; i < ts.length; i++) {
     const px = x(ts[i]), py = y(vs[i]);
-    if (i === 0 || ts[i] - ts[i - 1] > gap) ctx.moveTo(px, py); else ctx.lineTo(px, py);
+    if (broken(i)) ctx.moveTo(px, py); else ctx.lineTo(px, py);
   }
   ctx.stroke();
+  ctx.fillStyle = COLORS.line;
+  let dots = 0;
+  for (let i = 0; i < ts.length; i++) {
+    if (broken(i) && broken(i + 1)) { ctx.fillRect(x(ts[i]) - 2, y(vs[i]) - 2, 4, 4); dots += 1; }
+  }
   if (fc.t.length) {  // the interval band, then the forecast dashed over it
     ctx.fillStyle = COLORS.band;
     ctx.beginPath();
@@ -567,7 +591,6 @@ function drawChart(canvas, series, t0, t1, spans, stepS, forecast) {
     fc.t.forEach((t, i) => (i ? ctx.lineTo(x(t), y(fc.forecast[i])) : ctx.moveTo(x(t), y(fc.forecast[i]))));
     ctx.stroke(); ctx.setLineDash([]);
   }
-  if (ts.length === 1) { ctx.fillStyle = COLORS.line; ctx.fillRect(x(ts[0]) - 2, y(vs[0]) - 2, 4, 4); }
   // readings inside an open alert span are marked
   ctx.fillStyle = COLORS.mark;
   for (const s of spans.filter((sp) => sp.open)) {
@@ -578,6 +601,7 @@ function drawChart(canvas, series, t0, t1, spans, stepS, forecast) {
     }
   }
   canvas.dataset.points = String(ts.length);
+  canvas.dataset.dots = String(dots);  // readings drawn alone, a break on either side
   canvas.dataset.forecastPoints = String(fc.t.length);
   canvas.dataset.lo = String(lo);  // the value axis, for tests and tools
   canvas.dataset.hi = String(hi);
@@ -885,7 +909,8 @@ function fillQuality(body, q) {
 
 // One PNG per metric with flagged readings; fetched with the token (an <img src> cannot send
 // it) and shown as a data: URL (the CSP allows img-src 'self' data:), refreshed at most once
-// a minute per metric.
+// a minute per metric. Its time axis is in the browser's UTC offset (tz_offset_min, named on
+// the axis), as the charts beside it are; it was in UTC, unlabelled.
 function dataUrl(blob) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
@@ -895,18 +920,25 @@ function dataUrl(blob) {
   });
 }
 
-const plotCache = new Map();  // "device/metric" -> { url, at }
+const plotCache = new Map();    // "device/metric/offset" -> { url, at }
+const plotPending = new Map();  // "device/metric/offset" -> the fetch in flight (or queued)
 const PLOT_REFRESH_MS = 60000;
 
-async function fillQualityPlots(box, id, q) {
+// Fetches the plots not cached (or older than PLOT_REFRESH_MS), one after another. Each is
+// registered as pending before the first fetch starts, so a poll that comes while they run
+// asks for none of them again (it did: a slow plot was requested at every poll).
+function fillQualityPlots(box, id, q) {
   const plots = q.plots || [];
   const want = new Set(plots.map((p) => p.metric));
   for (const fig of [...box.querySelectorAll("figure[data-metric]")]) {
     if (!want.has(fig.dataset.metric)) fig.remove();
   }
+  const offsetMin = -new Date().getTimezoneOffset();  // minutes east of UTC
+  const figure = (metric) => box.querySelector(`figure[data-metric="${CSS.escape(metric)}"]`);
+  let chain = Promise.resolve();
   for (const p of plots) {
-    const key = `${id}/${p.metric}`;
-    let fig = box.querySelector(`figure[data-metric="${CSS.escape(p.metric)}"]`);
+    const key = `${id}/${p.metric}/${offsetMin}`;
+    let fig = figure(p.metric);
     if (!fig) {
       fig = h("figure", { "data-metric": p.metric },
         h("img", { alt: `${p.metric}: flagged readings` }), h("figcaption", {}));
@@ -914,18 +946,23 @@ async function fillQualityPlots(box, id, q) {
     }
     fig.querySelector("figcaption").textContent = `${p.metric}: ${counts(p.flagged)}`;
     const hit = plotCache.get(key);
-    if (hit && Date.now() - hit.at < PLOT_REFRESH_MS) {
-      if (fig.querySelector("img").src !== hit.url) fig.querySelector("img").src = hit.url;
-      continue;
-    }
-    try {
-      const resp = await fetch(p.url, { headers: { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY)}` } });
-      if (!resp.ok) continue;  // nothing flagged any more: the next report drops it
-      const url = await dataUrl(await resp.blob());
-      plotCache.set(key, { url, at: Date.now() });
-      fig.querySelector("img").src = url;
-    } catch (e) { /* the next poll tries again */ }
+    if (hit && fig.querySelector("img").src !== hit.url) fig.querySelector("img").src = hit.url;
+    if ((hit && Date.now() - hit.at < PLOT_REFRESH_MS) || plotPending.has(key)) continue;
+    const url = p.url + (p.url.includes("?") ? "&" : "?") + `tz_offset_min=${offsetMin}`;
+    chain = chain.then(async () => {
+      try {
+        const resp = await fetch(url, { headers: { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY)}` } });
+        if (!resp.ok) return;  // nothing flagged any more: the next report drops it
+        const data = await dataUrl(await resp.blob());
+        plotCache.set(key, { url: data, at: Date.now() });
+        const shown = figure(p.metric);
+        if (shown) shown.querySelector("img").src = data;
+      } catch (e) { /* the next poll tries again */ }
+      finally { plotPending.delete(key); }
+    });
+    plotPending.set(key, chain);
   }
+  return chain;
 }
 
 // ---------------------------------------------------------------- alerts
@@ -935,9 +972,16 @@ function alertsTable(body) {
       "Actions"].map((t) => h("th", {}, t)))), body);
 }
 
+// Alerts with an acknowledgement or verdict in flight: fillAlerts draws their buttons
+// disabled (aria-busy) until the answer comes. Disabling only the clicked row was undone by
+// the next poll, which rebuilt the rows, and on a slow link a second verdict went out.
+const alertsInFlight = new Set();
+
 // The row's buttons stay disabled while the request is in flight: on a slow link a second
 // click sent a second verdict (two window label versions for one decision).
 async function act(alertId, action, label, button) {
+  if (alertsInFlight.has(alertId)) return;
+  alertsInFlight.add(alertId);
   const view = state.view;
   const cell = button ? button.closest("td") : null;
   const buttons = cell ? [...cell.querySelectorAll("button")] : [];
@@ -952,8 +996,32 @@ async function act(alertId, action, label, button) {
   } catch (e) {
     flash(`Could not ${action} alert ${alertId}: ${e.message}`);
   } finally {
+    alertsInFlight.delete(alertId);
     buttons.forEach((b, i) => { b.disabled = was[i]; b.removeAttribute("aria-busy"); });
+    // rows a poll drew meanwhile: disabled as in flight, enabled as they would be now
+    for (const b of document.querySelectorAll(`tr[data-alert="${CSS.escape(alertId)}"] button[aria-busy]`)) {
+      if (b.restDisabled !== undefined) { b.disabled = b.restDisabled; b.removeAttribute("aria-busy"); }
+    }
   }
+}
+
+// An alert row's Acknowledge / True alarm / False alarm buttons; each keeps the state it
+// has with no request in flight (restDisabled).
+function alertButtons(a, allowed, why) {
+  const busy = alertsInFlight.has(a.id);
+  const button = (action, label, rest, onclick) => {
+    const b = h("button", { type: "button", "data-action": action, title: why,
+      disabled: rest || busy, "aria-busy": busy ? "true" : null, onclick }, label);
+    b.restDisabled = rest;
+    return b;
+  };
+  return [
+    button("ack", "Acknowledge", !allowed || a.status !== "open",
+      (e) => act(a.id, "ack", undefined, e.currentTarget)),
+    button("true_alarm", "True alarm", !allowed,
+      (e) => act(a.id, "label", "true_alarm", e.currentTarget)),
+    button("false_alarm", "False alarm", !allowed,
+      (e) => act(a.id, "label", "false_alarm", e.currentTarget))];
 }
 
 // Alerts a list page reads at a time, and on the device page; older ones are read a page
@@ -987,37 +1055,46 @@ function sayMoreAlerts(box, shown, more, onMore) {
 }
 
 // Signed sensor contributions of anomaly alerts, from GET /v1/alerts/{id}, kept per span
-// (start and end: a late reading moves the start earlier and changes the explanation).
-const explainCache = new Map();    // "id:start_ns:end_ns" -> explanation (or null)
+// (start and end: a late reading moves the start earlier and changes the explanation) for
+// EXPLAIN_TTL_MS, then asked again: a late reading inside the span makes the gateway
+// explain it anew, and "no explanation yet" (too little history) may become one. Kept
+// until reload, a stale explanation and a null stayed on screen for good.
+const explainCache = new Map();    // "id:start_ns:end_ns" -> { ex, at }: ex null when none
 const explainPending = new Map();  // "id:start_ns:end_ns" -> the fetch in flight (or queued)
 const EXPLAIN_PER_POLL = 20;
+const EXPLAIN_TTL_MS = 30000;
 const explainKey = (a) => `${a.id}:${a.start_ns}:${a.end_ns}`;
 
+// The alert's explanation box: the last one fetched (also while it is asked again).
 function alertWhy(a) {
-  const key = explainKey(a);
+  const hit = explainCache.get(explainKey(a));
   const box = h("div", { class: "alert-why", "data-explain-for": a.id });
-  if (explainCache.has(key)) {
-    const ex = explainCache.get(key);
-    if (ex) box.append(contribBars(null, ex.top.slice(0, 5), "T² contributions"));
-  }
+  if (hit && hit.ex) box.append(contribBars(null, hit.ex.top.slice(0, 5), "T² contributions"));
   return box;
 }
 
-// Fetches the explanations not cached yet, one after another. Each is registered as pending
-// before the first fetch starts, so a poll that comes while they run starts none of them again.
+// Fetches the explanations not cached or expired, one after another. Each is registered as
+// pending before the first fetch starts, so a poll that comes while they run starts none of
+// them again. A null answer is shown as none and asked again once expired (not at every
+// poll: a one-metric device's alerts are all null); a failed fetch is not kept.
 function explainAlerts(body, alerts) {
   const key = explainKey;
-  const todo = alerts.filter((a) => a.kind === "anomaly" && !explainCache.has(key(a))
+  const now = Date.now();
+  if (explainCache.size > 5000) {  // a tab left open for days: drop what has expired
+    for (const [k, hit] of explainCache) if (now - hit.at >= EXPLAIN_TTL_MS) explainCache.delete(k);
+  }
+  const fresh = (k) => explainCache.has(k) && now - explainCache.get(k).at < EXPLAIN_TTL_MS;
+  const todo = alerts.filter((a) => a.kind === "anomaly" && !fresh(key(a))
     && !explainPending.has(key(a))).slice(0, EXPLAIN_PER_POLL);
   let chain = Promise.resolve();
   for (const a of todo) {
     const k = key(a);
     chain = chain.then(async () => {
       try {
-        const ex = (await api(`/v1/alerts/${encodeURIComponent(a.id)}`)).explanation;
-        explainCache.set(k, ex);
+        const ex = (await api(`/v1/alerts/${encodeURIComponent(a.id)}`)).explanation || null;
+        explainCache.set(k, { ex, at: Date.now() });
         const box = body.querySelector(`[data-explain-for="${CSS.escape(a.id)}"]`);
-        if (box && ex) box.replaceChildren(contribBars(null, ex.top.slice(0, 5), "T² contributions"));
+        if (box) box.replaceChildren(...(ex ? [contribBars(null, ex.top.slice(0, 5), "T² contributions")] : []));
       } catch (e) { /* not cached: a later poll tries again */ }
       finally { explainPending.delete(k); }
     });
@@ -1048,13 +1125,7 @@ function fillAlerts(body, alerts, showDevice) {
         a.acked_by ? h("div", { class: "muted" }, `by ${a.acked_by}`) : null),
       h("td", {}, a.label ? h("span", { class: `badge ${a.label}` }, a.label.replace("_", " ")) : "–",
         a.note ? h("div", { class: "muted" }, a.note) : null),
-      h("td", { class: "actions" },
-        h("button", { type: "button", "data-action": "ack", title: why,
-          disabled: !allowed || a.status !== "open", onclick: (e) => act(a.id, "ack", undefined, e.currentTarget) }, "Acknowledge"),
-        h("button", { type: "button", "data-action": "true_alarm", title: why, disabled: !allowed,
-          onclick: (e) => act(a.id, "label", "true_alarm", e.currentTarget) }, "True alarm"),
-        h("button", { type: "button", "data-action": "false_alarm", title: why, disabled: !allowed,
-          onclick: (e) => act(a.id, "label", "false_alarm", e.currentTarget) }, "False alarm")));
+      h("td", { class: "actions" }, alertButtons(a, allowed, why)));
   }));
   explainAlerts(body, alerts);
 }
