@@ -109,8 +109,11 @@ def bench_active(
         return
     for name, e in results.items():
         typer.echo(f"{name}: budgets {e['budgets']}")
-        for k in ("active_f1", "random_f1"):
-            if k in e:
-                typer.echo(f"  {k:10s} {e[k]}")
+        # every strategy run ('mix' is reported as active), in the order run, as
+        # to_markdown's tables have them
+        keys = [k for k in e if k.endswith("_f1") and not k.endswith("_window_f1")]
+        width = max([10, *(len(k) for k in keys)])
+        for k in keys:
+            typer.echo(f"  {k:{width}s} {e[k]}")
         typer.echo(f"  gain ratio (25 active / 100 random): "
                    f"{e.get('gain_ratio_active25_vs_random100')}")

@@ -68,12 +68,17 @@ def import_(
 
     Every device must be registered or have stored data, and no window may end later than
     now plus the clock skew the gateway allows readings (EDGEWISE_MAX_FUTURE_S); otherwise
-    nothing is imported.
+    nothing is imported. Prints each device's label snapshot id, which a model trained
+    with 'train --with-labels' on these labels records (--json gives 'snapshot_id', that
+    of every device's labels, which 'train transfer' records).
     """
     from edgewise.config import Settings
     from edgewise.errors import ConfigError
     from edgewise.label.store import read_labels_csv
 
+    if not who.strip():  # the audit log would name no one
+        raise fail(f"--who must name who gave these labels (the audit log keeps it). Got "
+                   f"{who!r}.")
     try:
         settings = Settings.load(data_dir=data_dir, store=store_url or None)
     except ConfigError as exc:
@@ -98,20 +103,24 @@ def import_(
         before = store.last_id()  # a label with a higher id is a version this file wrote
         added = store.add_many(rows, who=who)
         snap = store.snapshot_id()
+        # what a device's 'train --with-labels' model records: one id per device
+        snaps = {device: store.snapshot_id(device) for device in devices}
     finally:
         store.close()
         security.close()
     # a row repeating its window's current label comes back as it was (an id from before,
-    # or one this file already wrote): no new version
+    # or one this file already wrote: a row repeated exactly): no new version. Each label
+    # counts once, so imported + unchanged is the number of windows in the file
     fresh = list({lab.id: lab for lab in added if lab.id > before}.values())
     relabelled = sum(1 for lab in fresh if lab.version > 1)
-    unchanged = len(added) - len(fresh)
+    unchanged = len({lab.id for lab in added if lab.id <= before})
     if json_out:
         typer.echo(json.dumps({"imported": len(fresh), "relabelled": relabelled,
                                "unchanged": unchanged, "snapshot_id": snap}))
     else:
         typer.echo(f"imported {len(fresh)} labels ({relabelled} relabelled, {unchanged} "
-                   f"unchanged); snapshot {snap}")
+                   "unchanged)" + "".join(f"; {device} labels {sid}"
+                                          for device, sid in snaps.items()))
 
 
 @label_app.command("list")

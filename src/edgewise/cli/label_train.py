@@ -9,9 +9,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from edgewise.cli._app import DataDir, Json, fail
+from edgewise.cli._app import DataDir, Json, existing_data_dir, fail
 from edgewise.cli.label import _iso, label_app
-from edgewise.cli.rul import train_app
+from edgewise.cli.rul import predict_app, train_app
 
 Device = Annotated[str, typer.Option("--device", help="The device.")]
 Csv = Annotated[Path | None, typer.Option(
@@ -148,6 +148,10 @@ def suggest_cmd(
                    "pass the data dir your labels are in.", err=True)
     items = _with_labels(data_dir, lambda labels: suggest(
         hist, device, labels, k=k, strategy=strategy, window=window))
+    if not items:  # nothing to print else: say why, beside the JSON's []
+        typer.echo(f"note: every window of {device!r}'s history is labelled; nothing to "
+                   f"suggest. Train with them: edgewise train --with-labels --device "
+                   f"{device}", err=True)
     if json_out:
         typer.echo(json.dumps(items))
         return
@@ -190,3 +194,42 @@ def train_cmd(
                f"{out['n_labels']} labelled windows); alarms {out['alarms_before']} -> "
                f"{out['alarms_after']}" + (f"; fault classes {', '.join(out['classes'])}"
                                            if out["classes"] else ""))
+
+
+@predict_app.command("labels")
+def predict_labels_cmd(
+    device: Device,
+    data_dir: DataDir,
+    csv: Csv = None,
+    store: Store = None,
+    last: Annotated[int | None, typer.Option(
+        min=1, help="Print only the last N windows.")] = None,
+    json_out: Json = False,
+) -> None:
+    """Score each window of a device's history with its newest label model (saved by
+    'train --with-labels'): time span, alarm, score and fault class."""
+    from edgewise.label.workflow import load_model, model_files, predict_with_labels
+
+    _check_args(device, None)
+    files = model_files(existing_data_dir(data_dir), device)
+    if not files:
+        raise fail(f"Device {device!r} has no label model in {str(data_dir)!r}; train one "
+                   f"with 'edgewise train --with-labels --device {device}'.")
+    path = files[max(files)]
+    try:
+        record = load_model(path)
+        windows = predict_with_labels(_history(device, csv, store, data_dir), record)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if last is not None:
+        windows = windows[-last:]
+    if json_out:
+        typer.echo(json.dumps({"device_id": device, "model": str(path),
+                               "version": record["version"],
+                               "label_snapshot_id": record.get("label_snapshot_id"),
+                               "windows": windows}))
+        return
+    for w in windows:
+        typer.echo(f"{device}  {_iso(w['start_ns'])} .. {_iso(w['end_ns'])}  "
+                   f"alarm {'yes' if w['alarm'] else 'no '}  score {w['score']:.3f}"
+                   + (f"  fault {w['fault']}" if w["fault"] else ""))

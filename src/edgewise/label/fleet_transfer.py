@@ -62,6 +62,7 @@ from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.label.store import LabelStore
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 from edgewise.label.workflow import History, model_files, window_length
+from edgewise.label.workflow import on_metrics as _on_metrics
 from edgewise.transfer import (
     MIN_NORMALS_TO_RECENTRE,
     DeviceModel,
@@ -74,33 +75,6 @@ __all__ = ["check_fleet", "delete_transfer_models", "load_transfer_model", "pred
            "train_transfer"]
 
 KIND = "edgewise.transfer"
-
-
-def _window_length(n: int, window: int | None, device_id: str) -> int:
-    """:func:`~edgewise.label.workflow.window_length`, as ``edgewise label suggest`` cuts
-    windows, except that a ``window`` over half of the device's ``n`` readings is refused
-    rather than cut: fine-tuning needs at least two windows.
-
-    >>> [_window_length(n, w, "p") for n, w in [(5000, None), (5000, 40), (14, None)]]
-    [50, 40, 7]
-    """
-    if window and window > n // 2:
-        raise InvalidParameterError(
-            f"window={window} is more than half of device {device_id!r}'s {n} readings; "
-            f"give at most {n // 2} (fine-tuning needs at least two windows).",
-            field="window", value=window)
-    return window_length(n, window)
-
-
-def _on_metrics(history: History, metrics: Sequence[str], device_id: str) -> History:
-    """``history`` with its columns in the order of ``metrics``; a missing one is refused."""
-    ts, X, have = history
-    missing = [m for m in metrics if m not in have]
-    if missing:
-        raise InvalidParameterError(
-            f"Device {device_id!r} has no readings of metric(s) {', '.join(map(repr, missing))}; "
-            f"it has {', '.join(map(repr, have))}.", field="metrics", value=missing)
-    return ts, X[:, [list(have).index(m) for m in metrics]], list(metrics)
 
 
 def _cut(history: History, device_id: str, length: int) -> WindowSet:
@@ -169,7 +143,7 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     snapshot = labels.snapshot_id()
     own = histories(device_id)
     metrics = list(own[2])
-    length = _window_length(len(own[0]), window, device_id)
+    length = window_length(len(own[0]), window, device_id)
     ws, y = _labelled(own, device_id, labels, snapshot, length)
     if not (y >= 0).any():
         raise InvalidParameterError(
@@ -187,7 +161,11 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     skipped: dict[str, str] = {}
     parts: list[np.ndarray] = []
     targets: list[np.ndarray] = []
+    labelled = {lab.device_id for lab in labels.labels_at(snapshot)}
     for dev in names:
+        if dev not in labelled:  # named in the fleet, never labelled: no history to read
+            skipped[dev] = f"Device {dev!r} has no labels."
+            continue
         try:
             fws, fy = _labelled(_on_metrics(histories(dev), metrics, dev), dev, labels,
                                 snapshot, length)

@@ -63,6 +63,11 @@ _LABEL_ALLOWED = (
     "starting with a letter"
 )
 
+#: An alert's verdicts (``POST /v1/alerts/{id}/label``), which are no window labels: the
+#: alert route writes ``normal`` for a false alarm and ``anomaly`` for a true one, and a
+#: ``false_alarm`` taken as a fault class would teach the model that the window is faulty.
+_VERDICTS = {"false_alarm": "normal", "true_alarm": "anomaly"}
+
 #: The query mix's state per device, beside ``labels.sqlite`` (see ``save_mix_state``).
 _MIX_FILE = "label-mix.json"
 
@@ -220,6 +225,13 @@ class LabelStore:
                 f"The 'label' of a label must be {_LABEL_ALLOWED}. Got {label!r} instead.",
                 field="label", value=label,
             )
+        if label in _VERDICTS:
+            raise InvalidParameterError(
+                f"The 'label' of a label must be {_LABEL_ALLOWED}, not an alert's verdict: "
+                "use 'normal' for a false alarm, 'anomaly' for a true one. Got "
+                f"{label!r} instead (it would be taken as a fault class).",
+                field="label", value=label,
+            )
 
     def add(
         self,
@@ -289,6 +301,11 @@ class LabelStore:
         supersedes: tuple[str, ...] = (),
     ) -> list[Label]:
         rows = list(rows)
+        if not isinstance(who, str) or not who.strip():
+            raise InvalidParameterError(
+                f"The 'who' of a label must name who gave it (the audit log keeps it). Got "
+                f"{who!r} instead.", field="who", value=who,
+            )
         for device_id, start_ns, end_ns, label, _note, source in rows:
             self._check(device_id, start_ns, end_ns, label)
             if not isinstance(source, str) or len(source) > 200:
@@ -456,9 +473,33 @@ class LabelStore:
             tmp.unlink(missing_ok=True)
             raise
 
+    @property
+    def mix_path(self) -> Path:
+        """The file keeping the query mix's state per device (``label-mix.json``)."""
+        return self.data_dir / _MIX_FILE
+
+    def mix_state_error(self, why: str) -> InvalidParameterError:
+        """The error for a query-mix state file that cannot be read, naming it, ``why``
+        and what to do: delete it (it holds only what the mix learned of which questions
+        find the model's errors; the labels are in ``labels.sqlite``)."""
+        return InvalidParameterError(
+            f"The query mix's state file {str(self.mix_path)!r} cannot be read: {why}. "
+            "Delete it to start the mix afresh (it holds only which kinds of question "
+            "found the model's errors; the labels are kept apart).",
+            field="mix_state", value=str(self.mix_path))
+
     def _mix_states(self) -> dict[str, Any]:
-        path = self.data_dir / _MIX_FILE
-        return json.loads(path.read_text()) if path.exists() else {}
+        path = self.mix_path
+        if not path.exists():
+            return {}
+        try:
+            states = json.loads(path.read_text())
+        except ValueError as exc:  # a JSONDecodeError or UnicodeDecodeError
+            raise self.mix_state_error(f"not JSON ({exc})") from None
+        if not isinstance(states, dict):
+            raise self.mix_state_error(
+                f"it holds a JSON {type(states).__name__}, not an object of states by device")
+        return states
 
     # -- reading ---------------------------------------------------------------------------
     def labels(

@@ -29,6 +29,7 @@ batch of questions is not spent on one storm of alarms.
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -223,6 +224,7 @@ class Diversity(QueryStrategy):
 
     def priority(self, pool: Pool) -> np.ndarray:
         from sklearn.cluster import KMeans
+        from sklearn.exceptions import ConvergenceWarning
 
         if pool.features is None:
             raise InvalidParameterError("Diversity needs Pool.features (one row per window).")
@@ -230,7 +232,11 @@ class Diversity(QueryStrategy):
         sd = F.std(axis=0)
         F = (F - F.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
         k = min(self.n_clusters, len(F))
-        km = KMeans(n_clusters=k, n_init=3, random_state=self.seed).fit(F)
+        with warnings.catch_warnings():
+            # a flat history has fewer distinct windows than clusters: KMeans says so in a
+            # ConvergenceWarning, and the clusters it finds still rank the windows
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            km = KMeans(n_clusters=k, n_init=3, random_state=self.seed).fit(F)
         dist = np.linalg.norm(F - km.cluster_centers_[km.labels_], axis=1)
         assert pool.labelled is not None
         covered = np.bincount(km.labels_[pool.labelled], minlength=k)
@@ -367,13 +373,38 @@ class DefaultMix(QueryStrategy):
         ([0.0, 1.0], [0.0, 1.0], {1: (0, False)})
         """
         names = [type(s).__name__ for s in self.strategies]
+        if not isinstance(state, Mapping):
+            raise InvalidParameterError(
+                f"Mix state must be a mapping (a JSON object). Got a "
+                f"{type(state).__name__} instead.", field="state", value=None)
+        if not isinstance(state.get("strategies", []), list):
+            raise InvalidParameterError(
+                f"Mix state's 'strategies' must be a list of strategy names. Got "
+                f"{state.get('strategies')!r} instead.", field="state", value=None)
         if list(state.get("strategies", [])) != names:
             raise InvalidParameterError(
                 f"Mix state is of strategies {state.get('strategies')!r}, this mix has "
-                f"{names!r}; start afresh instead.")
-        self.hits_ = np.asarray(state["hits"], dtype=float)
-        self.asks_ = np.asarray(state["asks"], dtype=float)
-        pending = [(_hashable(key), int(j), bool(alarm)) for key, j, alarm in state["pending"]]
+                f"{names!r}; start afresh instead.", field="strategies",
+                value=state.get("strategies"))
+        try:  # a state file edited or cut short: refused whole, naming what is wrong
+            hits = np.asarray(state["hits"], dtype=float)
+            asks = np.asarray(state["asks"], dtype=float)
+            pending = [(_hashable(key), int(j), bool(alarm))
+                       for key, j, alarm in state["pending"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidParameterError(
+                f"Mix state must hold 'hits', 'asks' (numbers) and 'pending' (questions of "
+                f"[key, strategy, alarm]); {type(exc).__name__}: {exc}.",
+                field="state", value=None) from None
+        bad = [name for name, v in (("hits", hits), ("asks", asks))
+               if v.shape != (len(names),) or not np.isfinite(v).all()]
+        bad += ["pending"] * any(not 0 <= j < len(names) for _, j, _ in pending)
+        if bad:
+            raise InvalidParameterError(
+                f"Mix state's {', '.join(map(repr, bad))} must be of its {len(names)} "
+                "strategies (one finite number each; a question's strategy an index among "
+                "them).", field="state", value=None)
+        self.hits_, self.asks_ = hits, asks
         if place is None:
             where = {_hashable(k): i for i, k in enumerate(keys)}
             found = [(-1, where.get(key)) for key, _, _ in pending]

@@ -132,6 +132,8 @@ def windows_from_series(
         The device, repeated on every window.
     length
         Readings per window; the last, shorter window is kept if at least half full.
+        Each window ends where the next begins; the last ends 1 ns after the last
+        reading (it holds that reading, and no time not yet recorded).
     ensemble
         Detector factories (default :func:`default_ensemble`); each runs once per channel
         and a window's score is the highest of any channel at any reading in it.
@@ -185,7 +187,10 @@ def windows_from_series(
     wscore = wscore.reshape(n, len(factories))
     feats += [wscore[:, j] for j in range(wscore.shape[1])]
     names += [f"score{j}" for j in range(wscore.shape[1])]
-    last = ts[-1] + (ts[-1] - ts[-2] if T > 1 else 1)
+    # the last window ends just after the last reading: one reading-interval later would
+    # end it in time not yet recorded (an hour ahead on hourly readings), and the label
+    # store refuses a label ending more than EDGEWISE_MAX_FUTURE_S after now
+    last = int(ts[-1]) + 1
     end_ns = np.array([ts[b] if b < T else last for b in ends], dtype=np.int64)
     empty = np.flatnonzero(end_ns <= ts[bounds])
     if len(empty):  # a clock set back an hour is fine (NAB has some); a window of no time is not
@@ -211,7 +216,8 @@ def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndar
     ``y`` is 1 (anomaly or a fault class), 0 (normal) or -1 (no label on the window);
     ``kind`` is the label text (``""`` when none). ``labels`` are
     :class:`~edgewise.label.store.Label` objects (anything with ``device_id``,
-    ``start_ns``, ``end_ns``, ``label``).
+    ``start_ns``, ``end_ns``, ``label``; ``created_ns`` and ``id``, when there, tell which
+    is newer, else the later in ``labels`` is).
 
     A window takes a label when the label covers at least half of the window's span, or
     when the window holds at least half of the label's span (so a label shorter than a
@@ -219,8 +225,14 @@ def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndar
     does not label it: windows are cut afresh as history grows (``edgewise label suggest``
     and ``train --with-labels`` make them ``len(history) // 100`` readings long by
     default), so their edges move under labels given earlier, and an ``anomaly`` label
-    spilling onto a quiet neighbour would teach the device that quiet is anomalous. A
-    window taken by several labels takes an anomalous one over ``"normal"``.
+    spilling onto a quiet neighbour would teach the device that quiet is anomalous.
+
+    A window taken by several labels takes the newest of those that cover all of it over
+    every older one: a person's later ``normal`` on one window inside an older ``anomaly``
+    spanning many (the verdict on a long alert) is that window's answer. Among that label
+    and the newer ones covering only part of the window (or among all of them, when none
+    covers it all) an anomalous one wins over ``"normal"``: a fault labelled inside a
+    stretch called normal is a fault.
 
     >>> from types import SimpleNamespace as L
     >>> ws = WindowSet(np.array(["d"] * 3, dtype=object), np.array([0, 10, 20]),
@@ -231,10 +243,17 @@ def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndar
     [-1, 1, -1]
     >>> window_labels(ws, [L(device_id="d", start_ns=3, end_ns=6, label="normal")])[0].tolist()
     [0, -1, -1]
+    >>> alert = L(device_id="d", start_ns=0, end_ns=30, label="anomaly")  # older, all three
+    >>> window_labels(ws, [alert, L(device_id="d", start_ns=10, end_ns=20,
+    ...                             label="normal")])[0].tolist()
+    [1, 0, 1]
     """
     y = np.full(len(windows), -1)
     kind = np.array([""] * len(windows), dtype=object)
-    for lab in labels:
+    # oldest first: a label covering a whole window replaces what older ones said of it
+    order = sorted(range(len(labels)), key=lambda j: (
+        int(getattr(labels[j], "created_ns", 0) or 0), int(getattr(labels[j], "id", 0) or 0), j))
+    for lab in (labels[j] for j in order):
         start, end = int(lab.start_ns), int(lab.end_ns)  # type: ignore[attr-defined]
         hit = np.flatnonzero((windows.device == lab.device_id)  # type: ignore[attr-defined]
                              & (windows.start_ns < end) & (windows.end_ns > start))
@@ -242,12 +261,13 @@ def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndar
             continue
         w0, w1 = windows.start_ns[hit].astype(np.int64), windows.end_ns[hit].astype(np.int64)
         overlap = np.minimum(w1, end) - np.maximum(w0, start)
-        # 2 * overlap >= span, in Python ints: spans near 2**63 ns overflow int64
-        takes = [2 * int(o) >= int(b) - int(a) or 2 * int(o) >= end - start
-                 for o, a, b in zip(overlap, w0, w1, strict=True)]
         bad = lab.label != "normal"  # type: ignore[attr-defined]
-        for i in hit[np.asarray(takes, dtype=bool)]:
-            if y[i] == 1 and not bad:
+        for i, o, a, b in zip(hit, overlap, w0, w1, strict=True):
+            # 2 * overlap >= span, in Python ints: spans near 2**63 ns overflow int64
+            if not (2 * int(o) >= int(b) - int(a) or 2 * int(o) >= end - start):
+                continue
+            covers = start <= int(a) and end >= int(b)
+            if y[i] == 1 and not bad and not covers:
                 continue
             y[i] = 1 if bad else 0
             kind[i] = lab.label  # type: ignore[attr-defined]

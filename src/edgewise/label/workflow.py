@@ -46,8 +46,8 @@ from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 from edgewise.tables import LABEL_NAMES, TIME_NAMES, not_a_metric, plain
 
 __all__ = ["History", "delete_models", "history_from_store", "history_from_table",
-           "load_history_csv", "load_model", "model_files", "suggest", "train_with_labels",
-           "window_length"]
+           "load_history_csv", "load_model", "model_files", "on_metrics", "predict_with_labels",
+           "suggest", "train_with_labels", "window_length"]
 
 History = tuple[np.ndarray, np.ndarray, list[str]]
 
@@ -230,13 +230,27 @@ def history_from_store(store: Any, device_id: str) -> History:
     return wide.index.to_numpy(np.int64), wide.to_numpy(float), list(wide.columns)
 
 
-def window_length(n: int, window: int | None) -> int:
+def window_length(n: int, window: int | None, device_id: str | None = None) -> int:
     """Readings per window of a history of ``n``: ``window``, else ``n // 100`` (at least
-    10), and at most half of ``n`` (so there are at least two windows).
+    10, and at most half of ``n``, so there are at least two windows). A ``window`` over
+    half of ``n`` is refused rather than cut (a window the user did not ask for would be
+    used, and recorded in the model, silently); ``device_id`` names the device in the
+    message.
 
-    >>> [window_length(n, w) for n, w in [(5000, None), (5000, 40), (14, None), (14, 40)]]
+    >>> [window_length(n, w) for n, w in [(5000, None), (5000, 40), (14, None), (14, 7)]]
     [50, 40, 7, 7]
+    >>> window_length(14, 40, "pump-1")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: window=40 is more than half of device 'pump-1''s \
+14 readings; give at most 7 (windows are cut from its history, and at least two are needed).
     """
+    if window and window > n // 2:
+        of = f"device {device_id!r}'s" if device_id is not None else "the history's"
+        raise InvalidParameterError(
+            f"window={window} is more than half of {of} {n} readings; give at most "
+            f"{n // 2} (windows are cut from its history, and at least two are needed).",
+            field="window", value=window)
     length = window if window else max(10, n // 100)
     return min(length, max(2, n // 2))
 
@@ -247,7 +261,8 @@ def _windows(history: History, device_id: str, window: int | None) -> WindowSet:
         raise InvalidParameterError(
             f"Device {device_id!r} has {len(ts)} readings; at least 4 are needed."
         )
-    return windows_from_series(X, ts, device_id, length=window_length(len(ts), window))
+    return windows_from_series(X, ts, device_id,
+                               length=window_length(len(ts), window, device_id))
 
 
 def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10,
@@ -280,8 +295,12 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
         try:
             strat.set_state(copy.deepcopy(state), keys, place=lambda asked: _place_questions(
                 asked, ws, device_id, current))
-        except InvalidParameterError:
-            pass  # the mix's strategies changed since: start afresh
+        except InvalidParameterError as exc:
+            if exc.field != "strategies":  # not a state the mix wrote: say where it is
+                raise labels.mix_state_error(
+                    f"device {device_id!r}'s state is not one the query mix wrote: "
+                    f"{str(exc).rstrip('.')}") from None
+            # the mix's strategies changed since: start afresh
     picks = strat.select(pool, k)
     if isinstance(strat, DefaultMix):
         # only over the state as read: a 'device delete' (or another suggest of this
@@ -421,8 +440,90 @@ def delete_models(data_dir: Path | str, device_id: str) -> int:
 
 
 def load_model(path: Path | str) -> dict[str, Any]:
-    """Read a model file written by :func:`train_with_labels`. Only load files you trust."""
-    record = pickle.loads(Path(path).read_bytes())
+    """Read a model file written by :func:`train_with_labels`. Only load files you trust.
+
+    Raises :class:`InvalidParameterError` naming the file when it cannot be read or is not
+    a whole label model file."""
+    try:
+        record = pickle.loads(Path(path).read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError,
+            IndexError, ValueError) as exc:
+        raise InvalidParameterError(
+            f"{str(path)!r} is not a readable Edgewise label model file: {exc}.") from None
     if not isinstance(record, dict) or record.get("kind") != "edgewise.label":
         raise InvalidParameterError(f"{str(path)!r} is not an Edgewise label model file.")
+    bad = [k for k, ok in _FIELDS.items() if k not in record or not ok(record[k])]
+    if bad:
+        raise InvalidParameterError(
+            f"{str(path)!r} is not a whole Edgewise label model file: field(s) "
+            f"{', '.join(bad)} missing or of the wrong kind.")
     return record
+
+
+#: What each field of a label model file must hold.
+_FIELDS: dict[str, Any] = {
+    "device_id": lambda v: isinstance(v, str) and bool(v),
+    "version": lambda v: isinstance(v, int) and v >= 1,
+    "metrics": lambda v: isinstance(v, list) and bool(v) and all(isinstance(m, str) for m in v),
+    "window_length": lambda v: isinstance(v, int) and v >= 2,
+    "feedback_model": lambda v: isinstance(v, WindowFeedbackModel),
+}
+
+
+def on_metrics(history: History, metrics: list[str], device_id: str) -> History:
+    """``history`` with its columns in the order of ``metrics`` (those a model was trained
+    on); a missing one is refused, naming it and those the history has.
+
+    >>> ts, X = np.arange(2), np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> on_metrics((ts, X, ["a", "b"]), ["b", "a"], "p")[1].tolist()
+    [[2.0, 1.0], [4.0, 3.0]]
+    """
+    ts, X, have = history
+    missing = [m for m in metrics if m not in have]
+    if missing:
+        raise InvalidParameterError(
+            f"Device {device_id!r} has no readings of metric(s) {', '.join(map(repr, missing))}; "
+            f"it has {', '.join(map(repr, have))}.", field="metrics", value=missing)
+    return ts, X[:, [list(have).index(m) for m in metrics]], list(metrics)
+
+
+def predict_with_labels(history: History, model: Path | str | dict[str, Any],
+                        ) -> list[dict[str, Any]]:
+    """Score each window of a device's ``history`` with a label model saved by
+    :func:`train_with_labels`, the history cut into windows as training cut it (the
+    model's window length, on its metrics in its order).
+
+    A list in time order of ``{"start_ns", "end_ns", "score", "margin", "alarm",
+    "fault"}``: ``score`` is the primary detector's highest score in the window,
+    ``margin`` its z units above the device's learned threshold (after the pattern memory
+    and classifier of the answers), ``alarm`` whether that is an alarm, and ``fault`` the
+    fault class the model's classifier gives an alarming window (``None`` when it is no
+    alarm or no fault class was labelled).
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> v = np.random.default_rng(0).normal(20, 0.3, 2000); v[1500:1504] += 5
+    >>> hist = ((1_700_000_000 + 60 * np.arange(2000)) * 10**9, v[:, None], ["temp_c"])
+    >>> out = train_with_labels(hist, "pump-1", LabelStore(d), d, window=50)
+    >>> wins = predict_with_labels(hist, out["path"])
+    >>> len(wins), [i for i, w in enumerate(wins) if w["alarm"]]
+    (40, [30])
+    """
+    record = model if isinstance(model, dict) else load_model(model)
+    dev, length = record["device_id"], record["window_length"]
+    ts, X, _ = on_metrics(history, record["metrics"], dev)
+    if len(ts) < max(length, 4):
+        raise InvalidParameterError(
+            f"Device {dev!r} has {len(ts)} readings, fewer than one window of "
+            f"{max(length, 4)} (the window length its label model was trained with).",
+            field="history", value=len(ts))
+    ws = windows_from_series(X, ts, dev, length=length)
+    margin = record["feedback_model"].decision_function(ws)
+    alarm = margin >= 0
+    fault = np.full(len(ws), None, dtype=object)
+    clf = record.get("fault_classifier")
+    if clf is not None and alarm.any():
+        fault[alarm] = [str(c) for c in clf.predict(ws.features[alarm])]
+    return [{"start_ns": int(ws.start_ns[i]), "end_ns": int(ws.end_ns[i]),
+             "score": round(float(ws.scores[i, 0]), 6), "margin": round(float(margin[i]), 4),
+             "alarm": bool(alarm[i]), "fault": fault[i]} for i in range(len(ws))]
