@@ -190,6 +190,8 @@ def _model_width(model: object) -> int | None:
     modules = getattr(model, "modules", None)
     if callable(modules):
         for m in modules():
+            if any(hasattr(m, a) for a in ("in_channels", "input_size", "num_embeddings")):
+                return None  # a Conv1d, RNN or Embedding first: no (rows, features) input
             n = getattr(m, "in_features", None)
             if isinstance(n, int):
                 return n
@@ -226,6 +228,21 @@ def _header_row(path: Path) -> tuple[int, list[str] | None]:
                     return i + 1, cells
             return 0, None
     return 0, None
+
+
+def _first_row_width(path: Path, skip: int) -> int | None:
+    """How many cells the first row below the first ``skip`` lines has (blank lines and ``#``
+    comments aside), or ``None`` where there is none."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
+        for i, line in enumerate(fh):
+            if i < skip or not line.strip() or line.lstrip().startswith("#"):
+                continue
+            return len(next(csv.reader([line])))
+    return None
 
 
 def _read_calibration(path: Path, width: int | None, names: list[str] | None = None,
@@ -274,7 +291,10 @@ def _read_calibration(path: Path, width: int | None, names: list[str] | None = N
     try:
         with warnings.catch_warnings():  # no rows: said below, in one line
             warnings.simplefilter("ignore", UserWarning)
-            rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, skiprows=skip)
+            # only the model's columns are parsed: the others may hold text (a time, a device
+            # id, as 'edgewise readings export' writes them), and were refused as not numbers
+            rows = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64, skiprows=skip,
+                              usecols=pick)
     except ValueError as exc:  # numpy's advice after ';' (usecols) is not ours to give
         first = " ".join(str(exc).split("\n")[0].split(";")[0].split()).rstrip(".")
         raise fail(f"{where} must hold numbers only{below}, one input row per line"
@@ -283,11 +303,11 @@ def _read_calibration(path: Path, width: int | None, names: list[str] | None = N
         raise fail(f"{where} cannot be read ({exc.strerror or exc}).") from None
     if rows.size == 0:
         raise fail(f"{where} has no rows{below}; give a few real input rows.")
-    if header is not None and rows.shape[1] != len(header):
-        raise fail(f"{where} has {len(header)} columns in its header row but {rows.shape[1]} "
-                   "in its rows; give one value per column.")
-    if pick is not None:
-        rows = rows[:, pick]
+    if header is not None:
+        width_rows = _first_row_width(path, skip)
+        if width_rows is not None and width_rows != len(header):
+            raise fail(f"{where} has {len(header)} columns in its header row but {width_rows} "
+                       "in its rows; give one value per column.")
     if width is not None and rows.shape[1] != width:
         raise fail(f"{where} has {rows.shape[1]} columns, but the model takes {width} inputs; "
                    f"give rows of {width} numbers.")
@@ -320,7 +340,11 @@ def export_cmd(
              "(a Mahalanobis to C: --detector mahalanobis).")] = "",
     calibration: Annotated[Path | None, typer.Option(
         help="CSV of real input rows for int8 ranges: numbers only, or a header row naming "
-             "the model's inputs (columns matched by name).")] = None,
+             "the model's inputs (columns matched by name, others left out).")] = None,
+    capacity: Annotated[int | None, typer.Option(
+        help="Key slots of a ContextLikelihood's C (16..65535; default: as many as keep its "
+             "state within 2 KiB). A learned detector needs more than the transitions it has "
+             "seen.")] = None,
 ) -> None:
     """Write C sources or an ONNX graph, a README for the target and a host test program."""
     import importlib
@@ -334,6 +358,13 @@ def export_cmd(
         raise fail("--out must be a folder for the exported files (made if missing), e.g. "
                    f"edge-export; an empty one would mean the working directory. Got {out!r}.")
     out_dir = Path(out)
+    if detector and model_file is not None:
+        raise fail(f"Give MODEL_FILE or --detector NAME, not both: got {str(model_file)!r} and "
+                   f"--detector {detector!r} (--detector exports a fresh detector; a model file "
+                   "exports the model in it).")
+    if capacity is not None and not 16 <= capacity <= 65535:
+        raise fail(f"--capacity must be 16..65535 key slots. Got {capacity}.")
+    _check_ours(out_dir, format)
     if detector:
         if detector.lower() not in _DETECTORS:
             raise fail(f"--detector must be one of {', '.join(_DETECTORS)}. Got {detector!r}.")
@@ -345,9 +376,13 @@ def export_cmd(
         raise fail("Give MODEL_FILE or --detector NAME.")
     kind = type(model).__name__
     maha_c = kind == "Mahalanobis" and format == "c"
+    clik_c = kind == "ContextLikelihood" and format == "c"
     if metrics and not maha_c:
         typer.echo(f"warning: --metrics names the inputs of a Mahalanobis exported to C; this "
                    f"export of {kind} to {format} does not use it: ignored.", err=True)
+    if capacity is not None and not clik_c:
+        typer.echo(f"warning: --capacity sizes the key set of a ContextLikelihood exported to "
+                   f"C; this export of {kind} to {format} does not use it: ignored.", err=True)
     unused = _calibration_unused(model, format, dtype) if calibration else None
     if unused:
         typer.echo(f"warning: --calibration is not used: {unused}; ignored.", err=True)
@@ -371,6 +406,15 @@ def export_cmd(
             ex: CExport | OnnxExport = export_mahalanobis_c(
                 model, name=name,
                 metrics=[m.strip() for m in metrics.split(",")] if metrics else None)
+        except ExportError as exc:
+            raise fail(str(exc)) from None
+    elif clik_c and capacity is not None:
+        from edgewise.edge.export_detectors import export_context_likelihood_c
+
+        if dtype != "float32":
+            raise fail(f"ContextLikelihood exports as c/float32 only. Got {dtype!r}.")
+        try:
+            ex = export_context_likelihood_c(model, name=name, capacity=capacity)
         except ExportError as exc:
             raise fail(str(exc)) from None
     else:
@@ -422,7 +466,8 @@ def export_cmd(
         what = ("one 'T2 score' line per row" if ex.kind == "mdetector"
                 else "one output per row" if ex.kind != "detector" else "one score per value")
         readme = _README_ONNX.format(name=name, inputs=", ".join(ex.input_names),
-                                     usage=f"printf '1 2 3' | python host_test.py   # {what}")
+                                     usage=f"{_numbers(_onnx_width(ex))} | python host_test.py"
+                                           f"   # {what}")
         if ex.kind == "detector":
             readme += (
                 "\nThe state inputs `mean`, `var` and `n` are float64 (the reading `value` is "
@@ -436,6 +481,56 @@ def export_cmd(
     (out_dir / "README.md").write_text(readme)
     for p in [*paths, out_dir / "README.md"]:
         typer.echo(str(p))
+
+
+#: a line of every README.md and host_test.py this command writes: one without it in --out
+#: is the user's, and is not overwritten
+_OURS = "Generated by `edgewise export`"
+_OURS_HOST = '"""Host check for the ONNX graph'
+
+
+def _check_ours(out_dir: Path, format: str) -> None:
+    """A one-line CLI error where ``out_dir`` holds a README.md (or, for ONNX, a
+    host_test.py) that this command did not write (``--out .`` overwrote a project's own
+    README.md); one from an earlier export is rewritten."""
+    files = {"README.md": _OURS, **({"host_test.py": _OURS_HOST} if format == "onnx" else {})}
+    for fname, mark in files.items():
+        p = out_dir / fname
+        if not p.exists() and not p.is_symlink():
+            continue
+        try:
+            ours = p.is_file() and mark in p.read_text(errors="replace")[:2000]
+        except OSError:
+            ours = False
+        if not ours:
+            raise fail(f"--out {str(out_dir)!r} holds a {fname} that edgewise export did not "
+                       f"write; it is not overwritten. Export into another folder (--out DIR).")
+
+
+def _onnx_width(ex: Any) -> int | None:
+    """How many numbers one input row of the graph ``ex`` takes (None: one per value)."""
+    if ex.kind == "detector":
+        return None
+    dims = ex.session().get_inputs()[0].shape[1:]
+    if not dims or not all(isinstance(d, int) and d > 0 for d in dims):
+        return None
+    width = 1
+    for d in dims:
+        width *= d
+    return width
+
+
+def _numbers(width: int | None) -> str:
+    """A shell command printing one row of ``width`` numbers (three values where None).
+
+    >>> _numbers(2), _numbers(40)
+    ("printf '1 2'", 'seq 40')
+    """
+    if width is None:
+        return "printf '1 2 3'"
+    if width <= 8:
+        return f"printf '{' '.join(str(i + 1) for i in range(width))}'"
+    return f"seq {width}"
 
 
 def _inputs_note(model: object, ex: Any, paths: list[Path]) -> tuple[str, str] | None:

@@ -76,7 +76,9 @@ def export(
         Real input rows (n_samples, n_features) for int8 ranges: at least one row, no
         infinity (NaN is a missing value); tree ensembles need exactly ``n_features`` columns
         and warn when the int8 model strays far from the float one on these rows (see
-        :func:`~edgewise.edge.compress.quantize_trees`).
+        :func:`~edgewise.edge.compress.quantize_trees`). A torch module to ONNX is traced
+        on one input of their shape: one whose first layer is not Linear (a Conv1d) needs
+        them, shaped as its input (rows, channels, length).
 
     Returns
     -------
@@ -196,21 +198,43 @@ def _mlp_c_int8(model: Any, *, name: str, calibration: Any) -> CExport:
 _CALIBRATION_FREE.add(_mlp_c_int8)
 
 
+#: attributes of torch layers that take no (rows, features) input: Conv*, RNN/LSTM/GRU,
+#: Embedding
+_NOT_ROWS = ("in_channels", "input_size", "num_embeddings")
+
+
 def _n_features(model: Any, calibration: Any) -> tuple[int, tuple[int, ...] | None]:
+    """The input width of a torch module and the shape to trace it with: ``calibration``'s
+    shape, else the ``in_features`` of its first Linear; :class:`ExportError` where a layer
+    that takes no (rows, features) input comes first (a Conv1d: its input shape is unknown,
+    and tracing with the first Linear's width failed inside torch with a RuntimeError)."""
     if calibration is not None:
         shape = np.shape(calibration)
         return int(shape[-1]), (1, *shape[1:])
-    first = next((m for m in model.modules() if hasattr(m, "in_features")), None)
-    if first is None:
-        raise ExportError(f"Cannot infer the input shape of {type(model).__name__}; pass "
-                          "calibration=X (a few real input rows).")
-    return int(first.in_features), None
+    for m in model.modules():
+        if any(hasattr(m, a) for a in _NOT_ROWS):
+            raise ExportError(
+                f"Cannot infer the input shape of {type(model).__name__}: its first layer is "
+                f"{type(m).__name__}, not Linear. Export it from Python with calibration=X, a "
+                "few real inputs of its input shape (e.g. (rows, channels, length) for a "
+                "Conv1d): edgewise.edge.export(model, format='onnx', calibration=X).")
+        if hasattr(m, "in_features"):
+            return int(m.in_features), None
+    raise ExportError(f"Cannot infer the input shape of {type(model).__name__}; pass "
+                      "calibration=X (a few real input rows).")
 
 
 @register("Module", "onnx", "float32")
 def _torch_onnx(model: Any, *, name: str, calibration: Any) -> OnnxExport:
     nf, shape = _n_features(model, calibration)
-    return export_onnx.export_torch(model, nf, name=name, example_shape=shape)
+    try:
+        return export_onnx.export_torch(model, nf, name=name, example_shape=shape)
+    except RuntimeError as exc:  # torch could not run the module on an input of that shape
+        first = " ".join(str(exc).strip().split("\n")[0].split())[:200]
+        raise ExportError(
+            f"torch could not export {type(model).__name__} traced on an input of shape "
+            f"{shape or (1, nf)}: {first}. Where that is not the module's input shape, pass "
+            "calibration=X, a few real inputs of that shape.") from None
 
 
 @register("Module", "onnx", "int8")

@@ -203,13 +203,27 @@ def _sk_tree(b: _Builder, est: Any, scale: float, leaf_means: bool = False) -> N
                t.weighted_n_node_samples.__getitem__ if leaf_means else None)
 
 
+def _one_output(model: Any) -> None:
+    """Raise :class:`ExportError` for a scikit-learn model fitted on several outputs: a tree
+    table predicts one (the export read only the first: a DecisionTreeRegressor on y of 2
+    columns gave its first column's prediction in C, with no word of the second)."""
+    n = int(getattr(model, "n_outputs_", 1))
+    if n > 1:
+        raise ExportError(
+            f"Cannot export a {type(model).__name__} with n_outputs_={n} (fitted on y of {n} "
+            "columns): a tree table predicts one output. Fit one model per output column and "
+            "export each.")
+
+
 def _read_sklearn_tree(model: Any) -> TreeTable:
+    _one_output(model)
     b = _Builder()
     _sk_tree(b, model, 1.0)
     return b.build(0.0, model.n_features_in_)
 
 
 def _read_forest(model: Any) -> TreeTable:
+    _one_output(model)
     b = _Builder()
     for est in model.estimators_:
         _sk_tree(b, est, 1.0 / len(model.estimators_))
@@ -305,7 +319,13 @@ def _read_lightgbm(model: Any) -> TreeTable:
     dump = booster.dump_model()
     if dump.get("num_class", 1) != 1:
         raise ExportError("Cannot export a multi-class LightGBM model. Supported: regression.")
-    objective = str(dump.get("objective") or "custom").split()[0]
+    words = str(dump.get("objective") or "custom").split()
+    objective = words[0]
+    if "sqrt" in words[1:]:  # "regression sqrt": trained on sqrt(y), predicts sign(s) * s**2
+        raise ExportError(
+            f"Cannot export a LightGBM model with reg_sqrt=True (objective "
+            f"{' '.join(words)!r}): it predicts the square of the sum of the trees (keeping its "
+            "sign), and a tree table predicts the sum. Train with reg_sqrt=False.")
     if objective in _LGB_EXP:
         raise ExportError(
             f"Cannot export a LightGBM model with objective {objective!r}: it predicts a "
@@ -316,6 +336,9 @@ def _read_lightgbm(model: Any) -> TreeTable:
     # keep the inner nodes' Newton values: inner values from the leaves', as depth cuts need
     # them (quantile, depth 3: test RMSE 13.9 against the uncut 2.9)
     refit = objective in ("regression_l1", "quantile", "mape")
+    # boosting_type='rf' ("average_output"): the prediction is the trees' mean, not their sum
+    # (the table added 20 trees: 571 off on a y of ~20)
+    scale = 1.0 / max(len(dump["tree_info"]), 1) if dump.get("average_output") else 1.0
     nf = dump["max_feature_idx"] + 1
     kinds: list[set[bool]] = [set() for _ in range(nf)]  # per feature: "Zero" or not, seen
     b = _Builder()
@@ -323,7 +346,15 @@ def _read_lightgbm(model: Any) -> TreeTable:
 
         def children(n: dict[str, Any]) -> tuple[Any, ...] | None:
             if "leaf_value" in n:
-                return (None, 0, False, 0, 0, n["leaf_value"])
+                if n.get("leaf_coeff"):
+                    raise ExportError(
+                        "Cannot export a LightGBM model with linear_tree=True: its leaves are "
+                        "linear in the inputs (a leaf's coefficients "
+                        f"{[round(float(c), 6) for c in n['leaf_coeff'][:3]]} on features "
+                        f"{n.get('leaf_features', [])[:3]}), and a tree table's leaves are "
+                        "constants. Train with linear_tree=False.")
+                # a linear tree's leaf without coefficients predicts its leaf_const
+                return (None, 0, False, 0, 0, n.get("leaf_const", n["leaf_value"]))
             if n.get("decision_type", "<=") != "<=":
                 raise ExportError("Cannot export LightGBM categorical splits. Supported: '<='.")
             kind = n.get("missing_type", "None")
@@ -338,7 +369,8 @@ def _read_lightgbm(model: Any) -> TreeTable:
             return (n["split_feature"], thr, miss_left, n["left_child"], n["right_child"],
                     n.get("internal_value", 0.0))
 
-        b.add_tree(tree["tree_structure"], children, 1.0, _lgb_leaf_weight if refit else None)
+        b.add_tree(tree["tree_structure"], children, scale,
+                   _lgb_leaf_weight if refit else None)
     mixed = [f for f in range(nf) if len(kinds[f]) > 1]
     if mixed:
         raise ExportError(f"LightGBM features {mixed} split with missing_type 'Zero' at some "
@@ -562,6 +594,33 @@ class QuantizedTrees:
         return self.table.base + self.leaf_scale * acc
 
 
+def _center_leaves(table: TreeTable) -> TreeTable:
+    """``table`` with each tree's leaves centred on 0: the midpoint of its lowest and highest
+    leaf (subtracted from every node of the tree) moves into ``base``. Predictions are the
+    same; int16 leaves then spend their 65,535 steps on the leaves' spread, not on an offset
+    (a forest of y = 101325 + x0 has leaves near 101325 / n_trees: int16 steps of 0.62, a
+    prediction off by up to 1.26 where the output's std is 0.97).
+
+    >>> import numpy as np
+    >>> from sklearn.tree import DecisionTreeRegressor
+    >>> X = np.linspace(0, 1, 50)[:, None]; y = 1000.0 + (X[:, 0] > 0.5)
+    >>> t = _center_leaves(tree_table(DecisionTreeRegressor(max_depth=1).fit(X, y)))
+    >>> t.base, sorted(float(v) for v in t.value[t.feature < 0])
+    (1000.5, [-0.5, 0.5])
+    """
+    if table.n_nodes == 0:
+        return table
+    tree = np.searchsorted(table.roots, np.arange(table.n_nodes), side="right") - 1
+    leaf = table.feature < 0
+    lo = np.full(table.n_trees, np.inf)
+    hi = np.full(table.n_trees, -np.inf)
+    np.minimum.at(lo, tree[leaf], table.value[leaf])
+    np.maximum.at(hi, tree[leaf], table.value[leaf])
+    mid = np.where(np.isfinite(lo) & np.isfinite(hi), (lo + hi) / 2, 0.0)
+    return replace(table, value=table.value - mid[tree],
+                   base=math.fsum([table.base, *mid.tolist()]))
+
+
 def quantize_trees(table: TreeTable, X_calib: np.ndarray) -> QuantizedTrees:
     """Quantise a tree table to uint8 feature codes (range calibrated on ``X_calib``) and int16 leaves.
 
@@ -609,12 +668,13 @@ def quantize_trees(table: TreeTable, X_calib: np.ndarray) -> QuantizedTrees:
     # it to 0 sent the lowest bin left, the wrong way (C and Python 94.6 vs the model's 124.1)
     thr[inner] = np.clip(np.floor((table.threshold[inner] - lo[f]) / step[f]), -1, 255)
     leaves = ~inner
-    vmax = float(np.abs(table.value[leaves]).max()) if leaves.any() else 1.0
+    centred = _center_leaves(table)  # int16 steps for the leaves' spread, not their offset
+    vmax = float(np.abs(centred.value[leaves]).max()) if leaves.any() else 1.0
     leaf_scale = (vmax / 32767.0) if vmax > 0 else 1.0
-    val = np.where(leaves, np.round(table.value / leaf_scale), 0.0)
+    val = np.where(leaves, np.round(centred.value / leaf_scale), 0.0)
     # missing inputs keep each split's missing way (zeroing it sent NaN to the lowest bin's
     # side); the codes have no zero band, the inputs' one is the QuantizedTrees' own
-    qt = replace(table, threshold=thr, value=val, zero_missing=None)
+    qt = replace(table, threshold=thr, value=val, zero_missing=None, base=centred.base)
     q = QuantizedTrees(qt, lo, step, leaf_scale, table.zero_missing)
     ref = table.predict(X)
     ok = np.isfinite(ref)

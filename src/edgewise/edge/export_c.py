@@ -225,13 +225,26 @@ class CExport:
         return text + data
 
     def score_many(self, values: np.ndarray) -> np.ndarray:
-        """Run a detector over a stream (score then learn each value) from a fresh init."""
+        """Run a detector over a stream (score then learn each value) from a fresh init.
+
+        ``values``: one value per reading (shape ``(n,)``) for a single-stream detector, rows
+        of ``n_features`` metrics (shape ``(n, n_features)``) for a multi-metric one
+        (``kind="mdetector"``); any other shape raises :class:`ExportError` (the C read
+        ``n * n_features`` values from a 1-D array of ``n``: past its end, a crash).
+        """
         if self.kind not in ("detector", "mdetector"):  # mdetector: rows of n_features
             raise ExportError(f"{self.name} is a {self.kind}; use predict().")
-        lib = self.build()
         io = np.float64 if self.dtype == "float64" else np.float32  # the C's value type
         with np.errstate(over="ignore"):  # beyond float's range: inf, as the device reads it
             v = np.ascontiguousarray(values, dtype=io)
+        if self.kind == "mdetector" and (v.ndim != 2 or v.shape[1] != self.n_features):
+            raise ExportError(f"{self.name} scores rows of {self.n_features} metrics: values "
+                              f"must have shape (rows, {self.n_features}). Got shape {v.shape} "
+                              "instead.")
+        if self.kind == "detector" and v.ndim != 1:
+            raise ExportError(f"{self.name} scores one stream: values must have shape (n,), "
+                              f"one value per reading. Got shape {v.shape} instead.")
+        lib = self.build()
         out = np.empty(len(v), dtype=io)
         state = ctypes.create_string_buffer(self.ram_bytes)
         getattr(lib, f"{self.name}_init")(state)
@@ -621,12 +634,15 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def mlp_reference(layers: list[tuple[np.ndarray, np.ndarray, str]], X: np.ndarray,
                   int8: bool) -> np.ndarray:
-    """What the generated C computes, in numpy float32 (int8: per-row dequantised weights)."""
+    """What the generated C computes, in numpy float32 (int8: per-row dequantised weights,
+    ``scale * q`` in float32, each weight scaled before it meets an input as in the C: summing
+    ``q * x`` first took a large finite input, 1e38, beyond float's range, to NaN)."""
     h = np.asarray(X, np.float32)
     for w, b, act in layers:
         if int8:
             q, s = quantize_rows(w)
-            h = (h @ q.astype(np.float32).T) * s.astype(np.float32) + b.astype(np.float32)
+            wq = s.astype(np.float32)[:, None] * q.astype(np.float32)
+            h = h @ wq.T + b.astype(np.float32)
         else:
             h = h @ w.astype(np.float32).T + b.astype(np.float32)
         if act == "relu":
@@ -659,14 +675,17 @@ def export_mlp(model: Any, name: str = "model", dtype: str = "float32") -> CExpo
         flash += 4 * b.size
         src = "x" if k == 0 else f"buf[{(k - 1) % 2}]"
         dst = f"buf[{k % 2}]"
-        scale = f"{n}_s{k}[o] * " if int8 else ""
+        # int8: each weight times its row's scale before it meets an input, as a float
+        # weight does (q * x summed first overflowed float for a large finite x: NaN)
+        weight = (f"({n}_s{k}[o] * (float){n}_w{k}[o * {in_n} + i])" if int8
+                  else f"{n}_w{k}[o * {in_n} + i]")
         # NaN stays NaN through ReLU, as in torch (acc > 0 ? acc : 0 made it a plausible 0)
         actc = {"relu": "acc = acc < 0.0f ? 0.0f : acc;", "tanh": "acc = tanhf(acc);",
                 "none": ""}[act]
         calls.append(f"""    for (o = 0; o < {out_n}; ++o) {{
         float acc = 0.0f;
-        for (i = 0; i < {in_n}; ++i) acc += (float){n}_w{k}[o * {in_n} + i] * {src}[i];
-        acc = {scale}acc + {n}_b{k}[o];
+        for (i = 0; i < {in_n}; ++i) acc += {weight} * {src}[i];
+        acc = acc + {n}_b{k}[o];
         {actc}
         {dst}[o] = acc;
     }}""")

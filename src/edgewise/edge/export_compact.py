@@ -5,8 +5,10 @@ at most, so every distinct ``(feature, threshold)`` is stored once (float32, rou
 :func:`~edgewise.edge.compress.float32_thresholds` does, so decisions equal the float32
 export's) and each inner node holds a one-byte index into its feature's list. A node is then
 4 bytes (feature, threshold index, right child or leaf) instead of 8, and leaves are int16
-times one scale: the sum over trees differs from float leaves by at most
-``n_trees * scale / 2`` (stated in the header). This cuts the flash of the
+times one scale, each tree's leaves centred on 0 first (the offset moves into the base, so
+a large output offset, y = 101325 + x, costs no precision): the sum over trees differs from
+float leaves by at most ``n_trees * scale / 2`` (stated in the header; a warning when that is
+over a quarter of the leaves' spread). This cuts the flash of the
 float32 export by about a third (the shared thresholds cost the rest) with no change to any
 split.
 
@@ -25,10 +27,16 @@ True
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
-from edgewise.edge.compress import TreeTable, check_trees, float32_thresholds
+from edgewise.edge.compress import (
+    TreeTable,
+    _center_leaves,
+    check_trees,
+    float32_thresholds,
+)
 from edgewise.edge.export_c import (
     CExport,
     _array,
@@ -45,7 +53,8 @@ __all__ = ["compact_reference", "compact_size", "export_trees_compact"]
 
 
 def _layout(table: TreeTable) -> dict[str, np.ndarray | float | int]:
-    t = float32_thresholds(table)
+    # each tree's leaves centred on 0, the offset in base: int16 steps for the leaves' spread
+    t = _center_leaves(float32_thresholds(table))
     leaf = t.feature < 0
     if t.n_features > 127:
         raise ExportError(f"Compact trees take at most 127 features. Got {t.n_features}.")
@@ -68,6 +77,21 @@ def _layout(table: TreeTable) -> dict[str, np.ndarray | float | int]:
     q = np.where(leaf, np.round(t.value / scale), 0).astype(np.int64)
     return {"t": t, "leaf": leaf, "thr": np.concatenate(lists) if lists else np.zeros(0),
             "off": np.array(offsets), "tix": tix, "q": q, "scale": scale}
+
+
+def _leaf_spread(t: TreeTable) -> float:
+    """How far predictions can spread, from the leaves alone: the sum over trees of the std of
+    each tree's leaf values (an upper bound on the std of their sum when each tree's leaves
+    are equally likely). The int16 rounding bound is judged against it, as int8 judges its
+    error against the calibration rows' output std."""
+    tree = np.searchsorted(t.roots, np.arange(t.n_nodes), side="right") - 1
+    leaf = t.feature < 0
+    n = np.bincount(tree[leaf], minlength=t.n_trees)
+    s1 = np.bincount(tree[leaf], t.value[leaf], minlength=t.n_trees)
+    mean = s1 / np.maximum(n, 1)
+    dev2 = np.bincount(tree[leaf], (t.value[leaf] - mean[tree[leaf]]) ** 2,
+                       minlength=t.n_trees)
+    return float(np.sqrt(dev2 / np.maximum(n, 1)).sum())
 
 
 def compact_size(table: TreeTable) -> int:
@@ -102,6 +126,13 @@ def export_trees_compact(table: TreeTable, name: str = "model") -> CExport:
     zm_table, zm_test, zm_flash = _zero_band(n, t.zero_missing)
     flash = nn * 4 + nt * 2 + n_thr * 4 + (nf + 1) * 2 + zm_flash
     bound = nt * float(lay["scale"]) / 2
+    spread = _leaf_spread(t)
+    if bound > 0.25 * spread:
+        warnings.warn(
+            f"compact export: int16 leaves (x {float(lay['scale']):.4g}) move a prediction by "
+            f"up to {bound:.4g}, against a spread of {spread:.4g} in the trees' leaves (each "
+            "tree's leaf std, summed): a few leaves far from the rest set the step. Export "
+            "dtype='float32' for exact leaves.", UserWarning, stacklevel=2)
     tables = (_array("uint8_t", f"{n}_feature", feat)
               + _array("uint8_t", f"{n}_tix", np.where(leaf, 0, lay["tix"]))
               + _array("int16_t", f"{n}_right_or_leaf", slot)

@@ -120,7 +120,9 @@ def export_context_likelihood_c(det: Any, name: str = "clik",
                            for m in range(n_m)])
     if len(seen) > capacity - 1:
         raise ExportError(f"The detector has seen {len(seen)} transitions; capacity={capacity} "
-                          f"holds at most {capacity - 1}. Export with capacity >= {len(seen) + 1}.")
+                          f"holds at most {capacity - 1}. Export with capacity >= "
+                          f"{len(seen) + 1} (edgewise export --capacity {len(seen) + 1}; from "
+                          "Python export_context_likelihood_c(det, capacity=...)).")
     n = name
     N = n.upper()
     p = det._p
