@@ -314,3 +314,19 @@ def test_cli_capacity_exports_a_learned_context_likelihood(tmp_path, shared_data
     assert f"#define CL_CAPACITY {need}" in (tmp_path / "o" / "cl.h").read_text()
     r = _run_cli(str(tmp_path / "cl.pkl"), "--out", str(tmp_path / "o"), "--capacity", "8")
     assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "16..65535" in r.stderr
+
+
+def test_pruning_a_forest_keeps_the_mean_of_the_trees_kept() -> None:
+    """Check prune_trees(max_trees=k) of a random forest predicts the mean of its first k
+    trees (it predicted k/n of it: a forest of y ~ 10 pruned to half its trees gave ~5)."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    from edgewise.edge.compress import prune_trees, tree_table
+
+    X = np.random.default_rng(0).normal(size=(300, 3))
+    m = RandomForestRegressor(10, max_depth=4, random_state=0).fit(X, X[:, 0] + 10.0)
+    half = prune_trees(tree_table(m), max_trees=5)
+    want = np.mean([e.predict(X[:20]) for e in m.estimators_[:5]], axis=0)
+    np.testing.assert_allclose(half.predict(X[:20]), want, rtol=1e-12)
+    np.testing.assert_allclose(prune_trees(tree_table(m)).predict(X[:20]), m.predict(X[:20]),
+                               rtol=1e-12)

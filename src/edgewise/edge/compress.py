@@ -54,6 +54,9 @@ class TreeTable:
     ``missing_left``. ``value`` holds every node's value (leaves: what is added; inner nodes:
     what would be added if the tree were cut there, used by depth pruning).
     ``zero_missing`` (per feature, or None: none) is LightGBM's ``zero_as_missing``.
+    ``averaged``: the model predicts the trees' mean (a random forest, LightGBM's
+    ``boosting_type='rf'``), so each leaf holds its value over the number of trees, and
+    :func:`prune_trees` rescales the trees it keeps.
     ``threshold_rounding`` is how :func:`float32_thresholds` brings the thresholds to float32
     for a device: ``"down"`` (models that compare float32 inputs), ``"nearest"``
     (HistGradientBoosting, whose thresholds are often training values themselves, compared
@@ -72,6 +75,7 @@ class TreeTable:
     n_features: int
     zero_missing: np.ndarray | None = None
     threshold_rounding: str = "down"
+    averaged: bool = False
 
     def missing(self, X: np.ndarray) -> np.ndarray:
         """Where ``X`` (rows x features) is missing: NaN, or zero on a ``zero_missing`` feature."""
@@ -175,14 +179,14 @@ class _Builder:
             weights[i - start] = wl + wr
 
     def build(self, base: float, n_features: int, zero_missing: np.ndarray | None = None,
-              threshold_rounding: str = "down") -> TreeTable:
+              threshold_rounding: str = "down", averaged: bool = False) -> TreeTable:
         return TreeTable(
             np.asarray(self.feature, np.int32), np.asarray(self.threshold, np.float64),
             np.asarray(self.right, np.int32), np.asarray(self.value, np.float64),
             np.asarray(self.missing_left, bool), np.asarray(self.depth, np.int32),
             np.asarray(self.roots, np.int32), float(base), int(n_features),
             None if zero_missing is None or not zero_missing.any() else zero_missing,
-            threshold_rounding,
+            threshold_rounding, averaged,
         )
 
 
@@ -227,7 +231,7 @@ def _read_forest(model: Any) -> TreeTable:
     b = _Builder()
     for est in model.estimators_:
         _sk_tree(b, est, 1.0 / len(model.estimators_))
-    return b.build(0.0, model.n_features_in_)
+    return b.build(0.0, model.n_features_in_, averaged=True)
 
 
 def _gbr_base(model: Any) -> float:
@@ -377,7 +381,7 @@ def _read_lightgbm(model: Any) -> TreeTable:
                           "nodes and not at others; the export keeps it per feature. Supported: "
                           "one missing_type per feature (as LightGBM trains).")
     return b.build(0.0, nf, np.array([True in k for k in kinds], dtype=bool),
-                   threshold_rounding="lightgbm")
+                   threshold_rounding="lightgbm", averaged=scale != 1.0)
 
 
 _READERS = {
@@ -461,6 +465,8 @@ def prune_trees(
     max_depth = _check_limit(max_depth, "max_depth")
     b = _Builder()
     n_trees = table.n_trees if max_trees is None else min(max_trees, table.n_trees)
+    # a forest's leaves hold value / n_trees: the trees kept are averaged over their number
+    scale = table.n_trees / n_trees if table.averaged else 1.0
     for root in table.roots[:n_trees]:
 
         def children(i: int) -> tuple[Any, ...] | None:
@@ -469,8 +475,9 @@ def prune_trees(
             return (table.feature[i], table.threshold[i], table.missing_left[i], i + 1,
                     table.right[i], table.value[i])
 
-        b.add_tree(int(root), children, 1.0)
-    return b.build(table.base, table.n_features, table.zero_missing, table.threshold_rounding)
+        b.add_tree(int(root), children, scale)
+    return b.build(table.base, table.n_features, table.zero_missing, table.threshold_rounding,
+                   table.averaged)
 
 
 def float32_thresholds(table: TreeTable) -> TreeTable:
