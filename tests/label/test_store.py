@@ -92,6 +92,16 @@ def test_cli_import_and_list(data_dir: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["imported"] == 2 and out["snapshot_id"].startswith("ls-")
+    # each device's own id, as its 'train --with-labels' model records it
+    from edgewise.label.store import LabelStore
+
+    own = LabelStore(data_dir)
+    try:
+        assert out["device_snapshot_ids"] == {d: own.snapshot_id(d)
+                                              for d in out["device_snapshot_ids"]}
+        assert len(out["device_snapshot_ids"]) >= 1
+    finally:
+        own.close()
     r = _cli("label", "list", "--data-dir", str(data_dir), "--json")
     rows = json.loads(r.stdout)
     assert [(x["device_id"], x["label"], x["who"]) for x in rows] == [
@@ -101,7 +111,8 @@ def test_cli_import_and_list(data_dir: Path, tmp_path: Path) -> None:
     again = _cli("label", "import", str(csv), "--data-dir", str(data_dir), "--who", "ops",
                  "--json")
     assert json.loads(again.stdout) == {"imported": 0, "relabelled": 0, "unchanged": 2,
-                                        "snapshot_id": out["snapshot_id"]}
+                                        "snapshot_id": out["snapshot_id"],
+                                        "device_snapshot_ids": out["device_snapshot_ids"]}
     assert len([e for e in Security(data_dir).audit_log() if e.action == "label.add"]) == 2
     csv.write_text(csv.read_text().replace("normal", "anomaly"))
     third = json.loads(_cli("label", "import", str(csv), "--data-dir", str(data_dir),

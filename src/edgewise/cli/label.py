@@ -69,8 +69,8 @@ def import_(
     Every device must be registered or have stored data, and no window may end later than
     now plus the clock skew the gateway allows readings (EDGEWISE_MAX_FUTURE_S); otherwise
     nothing is imported. Prints each device's label snapshot id, which a model trained
-    with 'train --with-labels' on these labels records (--json gives 'snapshot_id', that
-    of every device's labels, which 'train transfer' records).
+    with 'train --with-labels' on these labels records (--json: 'device_snapshot_ids', and
+    'snapshot_id', that of every device's labels, which 'train transfer' records).
     """
     from edgewise.config import Settings
     from edgewise.errors import ConfigError
@@ -116,7 +116,8 @@ def import_(
     unchanged = len({lab.id for lab in added if lab.id <= before})
     if json_out:
         typer.echo(json.dumps({"imported": len(fresh), "relabelled": relabelled,
-                               "unchanged": unchanged, "snapshot_id": snap}))
+                               "unchanged": unchanged, "snapshot_id": snap,
+                               "device_snapshot_ids": snaps}))
     else:
         typer.echo(f"imported {len(fresh)} labels ({relabelled} relabelled, {unchanged} "
                    "unchanged)" + "".join(f"; {device} labels {sid}"
