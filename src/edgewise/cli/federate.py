@@ -130,8 +130,15 @@ def _check_stats_bounds(path: Path | None, *, dataset: str, epsilon: float,
     """``--stats-bounds`` read and checked against the dataset's sensors, as the run
     config's JSON string, and the noise multiplier of the statistics' release ("" and 0
     without). Refused in one line: no --dp-epsilon to pay from, an unreadable or malformed
-    file, bounds for other sensors, a --stats-share outside (0, 1)."""
+    file, bounds for other sensors, a --stats-share outside (0, 1), or a --stats-share other
+    than the default without --stats-bounds (it would be ignored)."""
     if path is None:
+        from edgewise.federated.stats_privacy import DEFAULT_STATS_SHARE
+
+        if share != DEFAULT_STATS_SHARE:
+            raise fail(f"--stats-share {share:g} needs --stats-bounds FILE: it is the share "
+                       "of --dp-epsilon the DP normaliser statistics cost, and without bounds "
+                       "they are sent in the clear. Give --stats-bounds, or drop --stats-share.")
         return "", 0.0
     from edgewise.errors import InvalidParameterError
     from edgewise.federated.data import PUMP_CHANNELS, SENSORS
@@ -483,6 +490,18 @@ def server(
     _check_beta(beta)
     if dataset not in ("pump", "cmapss"):
         raise fail(f"--dataset must be pump or cmapss. Got {dataset!r}.")
+    # Options that only act with another one are refused without it, not silently ignored.
+    if beta != 0 and strategy != "trimmed":
+        raise fail(f"--beta {beta:g} needs --strategy trimmed (it is the trimmed mean's "
+                   f"fraction cut per side); --strategy {strategy} does not use it. Drop "
+                   "--beta.")
+    if cmapss_dir and dataset != "cmapss":
+        raise fail(f"--cmapss-dir {cmapss_dir} needs --dataset cmapss; --dataset {dataset} "
+                   "does not read it. Drop --cmapss-dir, or pass --dataset cmapss.")
+    if dp_clip != 1.0 and not dp_noise > 0:
+        raise fail(f"--dp-clip {dp_clip:g} needs --dp-noise > 0 (it is the device-level DP "
+                   "clipping norm, unused without device-level noise). Drop --dp-clip, or "
+                   "pass --dp-noise.")
     _check_strategy(strategy, min_available or clients, num_malicious_nodes=num_malicious,
                     beta=beta)  # refuse a bad name or n/f/beta before starting anything
     _check_secagg(secagg, strategy, dp_noise, clients=min_available or clients,
@@ -518,12 +537,12 @@ def server(
         checkpoint.unlink(missing_ok=True)
         run_ledger_path(checkpoint).unlink(missing_ok=True)
     if checkpoint.exists():
-        import numpy as np
+        from edgewise.federated.server_app import FederatedRunError, check_resume, read_checkpoint
 
-        from edgewise.federated.server_app import FederatedRunError, check_resume
-
-        with np.load(checkpoint) as z:
-            done = int(z["__round__"])
+        try:  # a damaged file, or one without __round__: one line, not numpy's traceback
+            done = read_checkpoint(checkpoint)[0]
+        except FederatedRunError as exc:
+            raise fail(f"--resume: {exc}") from None
         if done >= rounds:
             raise fail(f"--resume: the checkpoint {checkpoint} already holds round {done} of "
                        f"--rounds {rounds}; no rounds are left (that run's model is already "
@@ -587,7 +606,10 @@ def client(
         "--max-epsilon", help="The most record-level ε (δ=1e-5) this device's data spends, "
                               "over every round in its privacy ledger, whatever the server "
                               "asks or declares (it runs DP-SGD at this budget when the "
-                              "server asks for none). 0: follow the server.")] = 8.0,
+                              "server asks for none). It covers the model updates and DP "
+                              "normaliser statistics, not statistics sent without DP (no "
+                              "--stats-bounds on the server) nor the train/eval losses and "
+                              "record counts each reply carries. 0: follow the server.")] = 8.0,
     privacy_ledger: Annotated[Path | None, typer.Option(
         "--privacy-ledger", help="JSON file recording the DP-SGD each round really spent "
                                  "(default: <data-dir>/federated/privacy-ledger-<partition>"

@@ -13,11 +13,12 @@ crashes half-way still counts (conservative).
 Where it lives:
 
 * ``edgewise federate client`` keeps it in
-  ``<data-dir>/federated/privacy-ledger-<partition>-of-<partitions>.json`` (``--data-dir``
-  or ``EDGEWISE_DATA_DIR``; ``--privacy-ledger PATH`` chooses another file) and hands the
-  path to its SuperNode as node config ``privacy-ledger``. The limit holds over every
-  round in that file, across runs and restarts: DP losses of the same records add up
-  whichever server asked. A fresh budget (new data) needs a new file.
+  ``<data-dir>/federated/privacy-ledger-<partition>.json``, the same file whatever
+  ``--num-partitions`` is (``--data-dir`` or ``EDGEWISE_DATA_DIR``; ``--privacy-ledger
+  PATH`` chooses another file) and hands the path to its SuperNode as node config
+  ``privacy-ledger``. The limit holds over every round in that file, across runs and
+  restarts: DP losses of the same records add up whichever server asked. A fresh budget
+  (new data) needs a new file.
 * A ClientApp without a ``privacy-ledger`` path (an in-process grid, a SuperNode started
   by hand) keeps the ledger in its Flower ``Context.state``: for that run only.
 
@@ -321,7 +322,16 @@ class RunLedger:
     def record_round(self, server_round: int, devices: dict[str, Mechanism],
                      reported: float = 0.0) -> None:
         """In round ``server_round`` each device of ``devices`` (by node id) ran its DP-SGD
-        mechanism; the largest ε a device reported was ``reported``."""
+        mechanism; the largest ε a device reported was ``reported`` (a NaN or one below 0
+        counts as infinite: no ε smaller than what the devices spent may come of it).
+
+        >>> led = RunLedger()
+        >>> led.record_round(1, {}, float("nan"))
+        >>> led.record_epsilon(1e-5)
+        inf
+        """
+        if not reported >= 0:
+            reported = float("inf")
         if devices or reported > 0:
             self._add({"round": int(server_round), "kind": "record", "segment": self.segment,
                        "devices": {str(k): [float(z), float(q), int(n)]

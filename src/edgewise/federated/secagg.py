@@ -16,9 +16,10 @@ sufficient statistics (counts, sums and sums of squares per condition, no readin
 still combined unmasked before the SecAgg+ rounds (through record-level DP when the run
 gives sensor bounds: :mod:`edgewise.federated.stats_privacy`).
 
-What the server can still check, and does (:func:`run_secagg`): each device's example
-count arrives in the clear, so a count outside ``[1, max_weight]`` or above 10× the round's
-median (the smaller of two) refuses the round, naming the device (SecAgg+ weights the masked
+What the server can still check, and does (:func:`run_secagg`): each device's train
+metrics arrive in the clear, so one that is not a finite number (or an ε below 0) refuses
+the round, naming the device; so does its example count, when outside ``[1, max_weight]``
+or above 10× the round's median (the smaller of two) (SecAgg+ weights the masked
 parameters by it before the server sees them, so it cannot be clipped afterwards); the
 aggregate must be finite and move the global model by at most 10× the median move of the
 earlier accepted rounds and at most
@@ -160,10 +161,11 @@ def run_secagg(
         round's train metrics)."""
 
         def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
-            if results:
+            usable = screen.metrics_ok(server_round, results)
+            if usable:  # what the devices spent, a refused round included
                 spent[server_round] = _train_metrics(
-                    [(res.num_examples, res.metrics) for _, res in results])
-            if not screen.weights_ok(server_round, results):
+                    [(res.num_examples, res.metrics) for _, res in usable])
+            if len(usable) < len(results) or not screen.weights_ok(server_round, results):
                 return None, {}
             params, metrics = super().aggregate_fit(server_round, results, failures)
             if params is None:
@@ -233,6 +235,29 @@ class _AggregateScreen:
             "round %d: SecAgg+ aggregate refused (%s); keeping the previous global model",
             server_round, detail)
         return False
+
+    def metrics_ok(self, server_round: int, results: Any) -> list[Any]:
+        """The ``results`` whose metrics (in the clear) are all finite numbers, with
+        ``dp-sgd-epsilon`` >= 0 (:func:`~edgewise.federated.strategies.metrics_problem`).
+        With any other, the round is refused naming the first such device: SecAgg+ cannot
+        leave its masked update out of the sum alone, and its ε is unknown (a NaN one made
+        the round drop out of the reported ε, below what the other devices spent)."""
+        from edgewise.federated.strategies import metrics_problem
+
+        usable, bad = [], []
+        for proxy, res in results:
+            why = metrics_problem(res.metrics or {})
+            if why is None:
+                usable.append((proxy, res))
+            else:
+                bad.append((_node_of(proxy), why))
+        if bad:
+            node, why = bad[0]
+            self._refuse(server_round, node, "metrics",
+                         f"device (node {node}): {why}"
+                         + (f" ({len(bad) - 1} more device(s) too)" if len(bad) > 1 else "")
+                         + "; SecAgg+ cannot leave its masked update out of the sum alone")
+        return usable
 
     def weights_ok(self, server_round: int, results: Any) -> bool:
         """Every example count in ``[1, max_weight]`` and at most

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,10 +62,10 @@ from edgewise.federated.ledger import PrivacyBudgetError, RunLedger
 from edgewise.federated.model import build_model
 from edgewise.federated.privacy import Mechanism, PrivacyReport
 from edgewise.federated.stats_privacy import DEFAULT_STATS_SHARE, StatsBounds
-from edgewise.federated.strategies import RobustStrategy, make_strategy
+from edgewise.federated.strategies import RobustStrategy, make_strategy, scalar_metric
 
 __all__ = ["FederatedResult", "FederatedRunError", "WireLog", "app", "check_resume",
-           "run_federated", "run_ledger_path"]
+           "read_checkpoint", "run_federated", "run_ledger_path"]
 
 log = logging.getLogger(__name__)
 
@@ -340,8 +341,12 @@ class _StatsRound(FedAvg):
         stated = _stated_stats_noise(msg)
         if stated >= self.dp_noise * (1.0 - 1e-9):
             return True
+        raw = [rec["dp-stats-noise"] for rec in msg.content.metric_records.values()
+               if "dp-stats-noise" in rec]
         detail = (f"device (node {node}) sent its normaliser statistics "
                   + (f"with noise multiplier {stated:g}" if stated > 0 else
+                     f"stating dp-stats-noise {raw[0]!r}, not a finite number" if raw
+                     and scalar_metric(raw[0]) is None else
                      "without DP (no dp-stats-noise: a client from before DP statistics?)")
                   + f" where the run asked for dp-stats-noise {self.dp_noise:g}; they are "
                   "left out of the normaliser")
@@ -507,15 +512,60 @@ def _save_checkpoint(path: Path, arrays: ArrayRecord, server_round: int,
     tmp.replace(path)
 
 
+def read_checkpoint(path: str | Path) -> tuple[int, dict[str, np.ndarray],
+                                               tuple[np.ndarray, np.ndarray] | None]:
+    """The last round, the model's arrays and the normaliser's (mean, sd) (``None`` when
+    it holds none) of a checkpoint written by :func:`run_federated`.
+
+    A file that is not such a checkpoint (not an ``.npz``, damaged, no ``__round__``)
+    raises :class:`FederatedRunError` in one line naming it and what to do, instead of
+    numpy's traceback:
+
+    >>> import tempfile
+    >>> bad = Path(tempfile.mkdtemp()) / "checkpoint.npz"
+    >>> _ = bad.write_bytes(b"not a checkpoint")
+    >>> read_checkpoint(bad)
+    Traceback (most recent call last):
+    ...
+    edgewise.federated.server_app.FederatedRunError: Cannot resume from .../checkpoint.npz: it is not a checkpoint of a federated run (ValueError: ...); start afresh without resuming (which removes it).
+    """  # noqa: E501
+    import zipfile
+
+    def unreadable(why: str) -> FederatedRunError:
+        return FederatedRunError(
+            f"Cannot resume from {path}: it is not a checkpoint of a federated run ({why}); "
+            "start afresh without resuming (which removes it).")
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "__round__" not in z.files:
+                raise unreadable(f"no __round__ among its arrays {sorted(z.files)[:5]}")
+            done = z["__round__"]
+            if done.shape != () or not np.issubdtype(done.dtype, np.integer) or done < 0:
+                raise unreadable(f"__round__ is {done!r}, not a round number")
+            arrays = {k[2:]: z[k] for k in z.files if k.startswith("p:")}
+            norm = (z["__norm_mean__"], z["__norm_std__"]) \
+                if {"__norm_mean__", "__norm_std__"} <= set(z.files) else None
+    except (AttributeError, TypeError) as exc:  # an .npy, not an .npz: no `with`, no files
+        raise unreadable(f"a single array, not an .npz archive ({type(exc).__name__})") \
+            from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise unreadable(f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}") \
+            from None
+    return int(done), arrays, norm
+
+
 def load_checkpoint(path: str | Path) -> tuple[ArrayRecord, int, ConditionNormaliser]:
     """Read a checkpoint written by :func:`run_federated`: (arrays, round, normaliser)."""
     import torch
 
-    with np.load(path) as z:
-        arrays = ArrayRecord({k[2:]: torch.as_tensor(z[k]) for k in z.files
-                              if k.startswith("p:")})
-        return arrays, int(z["__round__"]), ConditionNormaliser(z["__norm_mean__"],
-                                                                 z["__norm_std__"])
+    done, held, norm = read_checkpoint(path)
+    if norm is None:
+        raise FederatedRunError(
+            f"Cannot resume from {path}: it holds no normaliser (__norm_mean__, "
+            "__norm_std__); start afresh without resuming (which removes it).")
+    arrays = ArrayRecord({k: torch.as_tensor(v) for k, v in held.items()})
+    return arrays, done, ConditionNormaliser(*norm)
 
 
 def _layout(arrays: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -547,10 +597,8 @@ def check_resume(checkpoint: str | Path, *, rounds: int, dp_noise: float = 0.0,
     edgewise.federated.server_app.FederatedRunError: Cannot resume from .../checkpoint.npz: it holds a model of layout {'0.weight': (16, 6)}, and this run's model is ...
     """  # noqa: E501
     ckpt = Path(checkpoint)
-    with np.load(ckpt) as z:
-        done = int(z["__round__"])
-        held = {k[2:]: z[k] for k in z.files if k.startswith("p:")}
-        layout = _layout(held)
+    done, held, _ = read_checkpoint(ckpt)
+    layout = _layout(held)
     if model is not None and layout != _layout(model):
         raise FederatedRunError(
             f"Cannot resume from {ckpt}: it holds a model of layout {layout}, and this run's "
@@ -603,43 +651,58 @@ def run_ledger_path(checkpoint: str | Path) -> Path:
 
 def _stated_stats_noise(msg: Message) -> float:
     """The noise multiplier a reply says its statistics' release ran (``dp-stats-noise``;
-    0 when it states none: sent in the clear)."""
+    0 when it states none, sent in the clear, or no finite number: a list or a NaN there
+    ended the run)."""
     if msg.has_error():
         return 0.0
-    return max((float(rec.get("dp-stats-noise", 0.0))
+    return max((scalar_metric(rec.get("dp-stats-noise", 0.0)) or 0.0
                 for rec in msg.content.metric_records.values()), default=0.0)
 
 
 def _stats_dp_spent(replies: list[Message]) -> dict[str, Mechanism]:
     """The Gaussian release of its normaliser statistics each replying device (by node id)
-    says it ran: ``(dp-stats-noise, 1.0, 1)``; every reply with content counts."""
+    says it ran: ``(dp-stats-noise, 1.0, 1)``; every reply with content counts (one that
+    states no finite noise, :func:`_stated_stats_noise`, is left out of the normaliser)."""
     from edgewise.federated.stats_privacy import stats_mechanism
 
     spent: dict[str, Mechanism] = {}
     for msg in replies:
-        if msg.has_error():
-            continue
-        for rec in msg.content.metric_records.values():
-            z = float(rec.get("dp-stats-noise", 0.0))
-            if z > 0:
-                spent[str(int(msg.metadata.src_node_id))] = stats_mechanism(z)
+        z = _stated_stats_noise(msg)
+        if z > 0:
+            spent[str(int(msg.metadata.src_node_id))] = stats_mechanism(z)
     return spent
 
 
 def _dp_sgd_spent(replies: list[Message]) -> tuple[dict[str, Mechanism], float]:
     """The DP-SGD mechanism each replying device (by node id) ran this round, and the
-    largest ε one reported (every reply with content counts: the server saw that update)."""
+    largest ε one reported (every reply with content counts: the server saw that update).
+
+    A value that is not a finite number (a NaN or a list: they ended the run here, before
+    the robust screen refuses the reply, reason ``"metrics"``), or an ε below 0, counts for
+    nothing, with a warning naming the device; steps are rounded up.
+    """
     mechanisms: dict[str, Mechanism] = {}
     reported = 0.0
     for msg in replies:
         if msg.has_error():
             continue
+        node = int(msg.metadata.src_node_id)
         for rec in msg.content.metric_records.values():
-            z, q = float(rec.get("dp-sgd-noise", 0.0)), float(rec.get("dp-sgd-rate", 0.0))
-            steps = int(rec.get("dp-sgd-steps", 0))
-            if z > 0 and 0 < q <= 1 and steps > 0:
-                mechanisms[str(int(msg.metadata.src_node_id))] = (z, q, steps)
-            reported = max(reported, float(rec.get("dp-sgd-epsilon", 0.0)))
+            raw = {k: rec.get(k, 0.0) for k in ("dp-sgd-noise", "dp-sgd-rate", "dp-sgd-steps",
+                                                "dp-sgd-epsilon")}
+            vals = {k: scalar_metric(v) for k, v in raw.items()}
+            bad = {k: raw[k] for k, v in vals.items()
+                   if v is None or (k == "dp-sgd-epsilon" and v < 0)}
+            if bad:
+                log.warning("device (node %d) reported %s: not a finite number (an epsilon "
+                            ">= 0), so it counts for nothing in the privacy accounting",
+                            node, ", ".join(f"{k} {v!r}" for k, v in bad.items()))
+            z, q, steps = (vals[k] for k in ("dp-sgd-noise", "dp-sgd-rate", "dp-sgd-steps"))
+            if z is not None and q is not None and steps is not None \
+                    and z > 0 and 0 < q <= 1 and steps > 0:
+                mechanisms[str(node)] = (z, q, math.ceil(steps))
+            if "dp-sgd-epsilon" not in bad:
+                reported = max(reported, vals["dp-sgd-epsilon"] or 0.0)
     return mechanisms, reported
 
 
@@ -718,7 +781,7 @@ def run_federated(
     strategy: str = "trimmed",
     robust: bool = True,
     num_malicious_nodes: int = 0,
-    beta: float = 0.2,
+    beta: float = 0.0,
     min_available_nodes: int | None = None,
     dp_noise: float = 0.0,
     dp_clip: float = 1.0,
@@ -745,6 +808,11 @@ def run_federated(
     Gaussian mechanism costing ``stats_share`` of ``dp_sgd_epsilon`` alone, and each
     device's DP-SGD calibrated so that both, composed, stay within ``dp_sgd_epsilon``; the
     report's record-level ε then covers the statistics too. It needs ``dp_sgd_epsilon`` > 0.
+
+    ``beta`` <= 0 (the default, as ``federate server``'s) is the trimmed mean's smallest
+    fraction trimming ``max(f, 1)`` per side (:func:`~edgewise.federated.strategies.auto_beta`).
+    The rule is built, and a condition it cannot meet refused
+    (:class:`~edgewise.errors.InvalidParameterError`), before any device is asked anything.
     """
     stats_noise = _stats_noise(stats_bounds, stats_share, dp_sgd_epsilon, dp_delta)
     if secagg:
@@ -763,6 +831,20 @@ def run_federated(
     ledger = RunLedger(run_ledger_path(ckpt) if ckpt is not None else None)
     min_nodes = min_available_nodes or num_nodes
     m = sample_size or min_nodes
+    # Checked before the normaliser round, which a rule that cannot run would waste.
+    # Device-level DP bounds each device's share of the mean by C/m: equal weights, not the
+    # self-reported example counts (a device with more data would otherwise weigh more), and
+    # not the self-reported unit-weight either: _DeviceDP averages every update with weight 1.
+    if dp_noise > 0 and strategy != "fedavg":
+        raise InvalidParameterError(
+            f"Device-level DP (dp_noise={dp_noise:g}) is only accounted for the FedAvg mean, "
+            f"whose sensitivity is dp_clip/m; strategy={strategy!r} lets one device move the "
+            "model by up to dp_clip. Use strategy='fedavg' or dp_noise=0."
+        )
+    rule = make_strategy(strategy, num_nodes=min_nodes, num_malicious_nodes=num_malicious_nodes,
+                         beta=beta, robust=robust and dp_noise <= 0, sample_size=m,
+                         weighted_by_key="unit-weight" if dp_noise > 0 else "num-examples",
+                         fraction_evaluate=1.0 if evaluate else 0.0)
     template = build_model(kind, n_features, seed=seed).state_dict()
     if ckpt is not None and ckpt.exists():
         check_resume(ckpt, rounds=rounds, dp_noise=dp_noise, dp_sgd_epsilon=dp_sgd_epsilon,
@@ -781,19 +863,6 @@ def run_federated(
                                         stats_dp=(stats_noise, stats_bounds)
                                         if stats_bounds is not None else None)
         initial = ArrayRecord(template)
-    # Device-level DP bounds each device's share of the mean by C/m: equal weights, not the
-    # self-reported example counts (a device with more data would otherwise weigh more), and
-    # not the self-reported unit-weight either: _DeviceDP averages every update with weight 1.
-    if dp_noise > 0 and strategy != "fedavg":
-        raise InvalidParameterError(
-            f"Device-level DP (dp_noise={dp_noise:g}) is only accounted for the FedAvg mean, "
-            f"whose sensitivity is dp_clip/m; strategy={strategy!r} lets one device move the "
-            "model by up to dp_clip. Use strategy='fedavg' or dp_noise=0."
-        )
-    rule = make_strategy(strategy, num_nodes=min_nodes, num_malicious_nodes=num_malicious_nodes,
-                         beta=beta, robust=robust and dp_noise <= 0, sample_size=m,
-                         weighted_by_key="unit-weight" if dp_noise > 0 else "num-examples",
-                         fraction_evaluate=1.0 if evaluate else 0.0)
     inner: Strategy = rule
     if dp_noise > 0:
         # The robust screen goes outside Flower's DP wrapper, so that a malformed update

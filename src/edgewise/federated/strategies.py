@@ -9,8 +9,10 @@ way Flower's DP wrappers do (it overrides ``aggregate_train`` and delegates the 
 1. refuses configurations that break the rule's own condition, naming n, f and β
    (Krum needs n > 2f + 2, Bulyan n ≥ 4f + 3, the trimmed mean ⌊βn⌋ ≥ f and 2⌊βn⌋ < n);
 2. checks every update before it counts: the same record names and metric keys as the
-   round's other replies (Flower refuses the whole round otherwise), same array names and
-   shapes as the global model, all values finite, update norm at most ``max_norm_ratio`` ×
+   round's other replies (Flower refuses the whole round otherwise), every metric a finite
+   number (``dp-sgd-epsilon`` also >= 0: the privacy accounting reads them), same array
+   names and shapes as the global model, all values finite, update norm at most
+   ``max_norm_ratio`` ×
    the round's median (a median of 0, most devices sending the model back unchanged, lets
    only updates of float32 rounding size through). With one or two updates in a round the
    median is no vote (the median of two norms is their mean, which the larger always
@@ -20,7 +22,13 @@ way Flower's DP wrappers do (it overrides ``aggregate_train`` and delegates the 
 3. caps each client's ``"num-examples"`` at ``max_examples_ratio`` × the round's median
    (the smaller of two, with two updates: the median of two is their mean, which never
    caps the larger) or ``max_num_examples``, so one client cannot claim 10⁹ examples and
-   take the average.
+   take the average;
+4. screens the evaluation replies the same way (metric layout of most replies, finite
+   numbers, ``"num-examples"`` capped), and averages each evaluation metric without the
+   ``max(f, 1)`` largest and smallest values (:func:`trimmed_mean`; the median with two
+   replies), so one device's reply can neither end the run (Flower raised on mismatched
+   metric keys) nor set the published evaluation loss (10⁹ examples and a loss of 10⁶);
+   those refusals carry reasons prefixed ``eval-``.
 
 Rejections and caps are kept in :attr:`RobustStrategy.events` (round, node, reason).
 
@@ -45,7 +53,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +72,9 @@ __all__ = [
     "auto_beta",
     "check_rule_conditions",
     "make_strategy",
+    "metrics_problem",
+    "scalar_metric",
+    "trimmed_mean",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,8 +104,41 @@ class RejectedUpdate:
     server_round: int
     node_id: int
     reason: str  # "shape", "metrics", "dtype", "non-finite", "norm", "weight",
-    # "weight-capped", "error"
+    # "weight-capped", "error"; an evaluation reply's "eval-shape", "eval-metrics",
+    # "eval-weight", "eval-weight-capped"
     detail: str
+
+
+def scalar_metric(value: Any) -> float | None:
+    """``value`` as a float when it is a finite int or float (not a bool, not a list),
+    else ``None``: what the server may compute with from a device's reply.
+
+    >>> scalar_metric(3), scalar_metric(float("nan")), scalar_metric([1.0]), scalar_metric(True)
+    (3.0, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def metrics_problem(metrics: Mapping[str, Any], ignore: str = "") -> str | None:
+    """Why a reply's metrics cannot be used (``None``: they can): every value but
+    ``ignore``'s (the weight, checked on its own) must be a finite number, and
+    ``dp-sgd-epsilon`` one >= 0 (the ε a device spent; a NaN one made the run's maximum
+    NaN and the round drop out of the reported ε).
+
+    >>> metrics_problem(MetricRecord({"num-examples": 3, "train-loss": 0.5})) is None
+    True
+    >>> metrics_problem(MetricRecord({"train-loss": [1.0, 2.0], "dp-sgd-epsilon": -1.0}))
+    "metric 'train-loss' is [1.0, 2.0] and 'dp-sgd-epsilon' is -1.0; every metric must be a finite number (dp-sgd-epsilon >= 0)"
+    """  # noqa: E501
+    bad = [f"{k!r} is {v!r}" for k, v in metrics.items() if k != ignore
+           and ((x := scalar_metric(v)) is None or (k == "dp-sgd-epsilon" and x < 0))]
+    if not bad:
+        return None
+    return (f"metric {' and '.join(bad)}; every metric must be a finite number "
+            "(dp-sgd-epsilon >= 0)")
 
 
 def auto_beta(n: int, f: int = 0) -> float:
@@ -253,6 +297,7 @@ class RobustStrategy(Strategy):
         #: The median norm of the updates accepted in each earlier round (most recent last).
         self.norm_history: list[float] = []
         self.layout: _Layout | None = None  # the last round's reply layout, breaks ties
+        self.eval_layout: _Layout | None = None  # the same, of the evaluation replies
         self.current_arrays = ArrayRecord()
         self.weighted_by_key = getattr(strategy, "weighted_by_key", "num-examples")
         min_n = int(getattr(strategy, "min_train_nodes", 1))
@@ -289,24 +334,88 @@ class RobustStrategy(Strategy):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Delegate to the wrapped rule."""
-        return self.strategy.aggregate_evaluate(server_round, replies)
+        """Screen the evaluation replies (:meth:`screen_evaluate`), let the wrapped rule
+        aggregate what is left, then make each metric it returns a trimmed mean
+        (:func:`trimmed_mean`, ``max(f, 1)`` per side, weights capped): Flower's weighted
+        mean let one device set the published evaluation loss with its own value."""
+        kept = self.screen_evaluate(server_round, replies)
+        out = self.strategy.aggregate_evaluate(server_round, kept)
+        records = [next(iter(m.content.metric_records.values()))
+                   for m in kept if not m.has_error()]
+        if out is None or not records:
+            return out
+        weights = [float(r[self.weighted_by_key]) for r in records]
+        trim = max(self.num_malicious_nodes, 1)
+        for key in list(out.keys()):
+            if all(key in r for r in records):
+                out[key] = trimmed_mean([float(r[key]) for r in records], weights, trim)
+        return out
+
+    def screen_evaluate(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """The evaluation replies that may be averaged, their weights capped in place.
+
+        As in training, a reply must carry exactly one MetricRecord with the metric keys
+        most replies carry (one extra key made Flower raise
+        ``InconsistentMessageReplies`` after training and the whole run fail), every metric
+        a finite number, and a positive weight, capped at ``max_examples_ratio`` × the
+        median (one device claiming 10⁹ examples set the published evaluation loss).
+        Failed replies are passed on: Flower counts them as failures. A refusal names the
+        device (reasons ``eval-shape``, ``eval-metrics``, ``eval-weight``,
+        ``eval-weight-capped``), and the run goes on.
+
+        >>> RobustStrategy(FedAvg()).screen_evaluate(1, [])
+        []
+        """
+        out: list[Message] = []
+        formed: list[tuple[Message, _Layout]] = []
+        for msg in replies:
+            if msg.has_error():
+                out.append(msg)
+                continue
+            records = msg.content.metric_records
+            if len(records) != 1:
+                self._reject(server_round, msg, "eval-shape",
+                             f"{len(records)} MetricRecords; expected exactly one")
+                continue
+            mkey = next(iter(records))
+            formed.append((msg, ("", mkey, frozenset(records[mkey]))))
+        expected = self._expected_layout([lay for _, lay in formed], self.eval_layout)
+        if expected is not None:
+            self.eval_layout = expected
+        kept: list[Message] = []
+        for msg, layout in formed:
+            if layout != expected:
+                self._reject(server_round, msg, "eval-metrics",
+                             self._layout_detail(layout, expected))
+                continue
+            why = metrics_problem(msg.content.metric_records[layout[1]], self.weighted_by_key)
+            if why is not None:
+                self._reject(server_round, msg, "eval-metrics", why)
+                continue
+            kept.append(msg)
+        self._cap_weights(server_round, kept, prefix="eval-")
+        return out + [m for m in kept if id(m) not in self._bad_weight]
 
     def _reject(self, server_round: int, msg: Message, reason: str, detail: str) -> None:
         event = RejectedUpdate(server_round, int(msg.metadata.src_node_id), reason, detail)
         self.events.append(event)
-        log.warning("round %d: update from node %d %s (%s)", server_round,
+        log.warning("round %d: %s from node %d %s (%s)", server_round,
+                    "evaluation reply" if reason.startswith("eval-") else "update",
                     event.node_id, "clipped" if reason.endswith("capped") else "rejected",
                     detail)
 
-    def _expected_layout(self, layouts: list[_Layout]) -> _Layout | None:
-        """The reply layout most replies share; a tie goes to last round's layout, else
-        to none (every reply is refused: there is no telling which side is honest)."""
+    @staticmethod
+    def _expected_layout(layouts: list[_Layout], previous: _Layout | None) -> _Layout | None:
+        """The reply layout most replies share; a tie goes to ``previous`` (last round's
+        layout), else to none (every reply is refused: there is no telling which side is
+        honest)."""
         counts = Counter(layouts).most_common()
+        if not counts:
+            return None
         top = [lay for lay, c in counts if c == counts[0][1]]
         if len(top) == 1:
             return top[0]
-        return self.layout if self.layout in top else None
+        return previous if previous in top else None
 
     def screen(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
         """Return the replies whose update passes every check; cap their weights in place.
@@ -332,13 +441,19 @@ class RobustStrategy(Strategy):
         # Flower aggregates only replies of one layout: a single device adding, dropping or
         # renaming a metric key (or a record) raised InconsistentMessageReplies and ended the
         # whole run without naming it. The layout most replies share is the expected one.
-        expected = self._expected_layout([lay for _, lay in formed])
+        expected = self._expected_layout([lay for _, lay in formed], self.layout)
         if expected is not None:
             self.layout = expected
         passed: list[tuple[Message, str, float]] = []
         for msg, layout in formed:
             if layout != expected:
                 self._reject(server_round, msg, "metrics", self._layout_detail(layout, expected))
+                continue
+            # A list, NaN or Inf metric (a dp-sgd-steps of NaN, a train-loss of [1, 2])
+            # ended the run in the privacy accounting or in Flower's metric mean.
+            why = metrics_problem(msg.content.metric_records[layout[1]], self.weighted_by_key)
+            if why is not None:
+                self._reject(server_round, msg, "metrics", why)
                 continue
             akey = layout[0]
             record = msg.content.array_records[akey]
@@ -450,7 +565,9 @@ class RobustStrategy(Strategy):
                          + ([f"missing metric keys {missing}"] if missing else []))
         return f"{what}; the round's replies carry exactly {sorted(expected[2])}"
 
-    def _cap_weights(self, server_round: int, kept: list[Message]) -> None:
+    def _cap_weights(self, server_round: int, kept: list[Message], prefix: str = "") -> None:
+        """Refuse (``{prefix}weight``) a reply whose weight is not a positive number, cap
+        the others' (``{prefix}weight-capped``; see the class)."""
         self._bad_weight: set[int] = set()
         values = []
         for msg in kept:
@@ -458,7 +575,7 @@ class RobustStrategy(Strategy):
             w: Any = metrics.get(self.weighted_by_key)
             if isinstance(w, bool) or not isinstance(w, int | float) or not np.isfinite(w) \
                     or w <= 0:
-                self._reject(server_round, msg, "weight",
+                self._reject(server_round, msg, f"{prefix}weight",
                              f"{self.weighted_by_key!r} is {w!r}; must be a positive number")
                 self._bad_weight.add(id(msg))
             else:
@@ -481,7 +598,7 @@ class RobustStrategy(Strategy):
                 metrics[self.weighted_by_key] = int(cap) if float(cap).is_integer() else cap
                 what = ("the round's median" if len(values) >= 3 else
                         "the smaller of the round's two" if len(values) == 2 else "")
-                self._reject(server_round, msg, "weight-capped",
+                self._reject(server_round, msg, f"{prefix}weight-capped",
                              f"{self.weighted_by_key!r} {w:g} capped to {cap:g}"
                              + (f" ({self.max_examples_ratio:g} x {what} {ref:g})"
                                 if what and cap == self.max_examples_ratio * ref else ""))
@@ -565,9 +682,29 @@ class RobustStrategy(Strategy):
         )
 
 
+def trimmed_mean(values: Sequence[float], weights: Sequence[float], trim: int) -> float:
+    """The weighted mean of ``values`` without the ``trim`` largest and ``trim`` smallest;
+    their median when that would leave none (fewer than ``2 trim + 1`` values).
+
+    >>> trimmed_mean([0.9, 1.0, 1.1, 1e6], [300, 300, 300, 3000], 1)
+    1.05
+    >>> trimmed_mean([0.9, 1e6], [1, 1], 1)
+    500000.45
+    """
+    if len(values) <= 2 * trim:
+        return float(np.median(values))
+    order = np.argsort(values, kind="stable")[trim:len(values) - trim]
+    v, w = np.asarray(values, dtype=np.float64)[order], np.asarray(weights)[order]
+    return float((v * w).sum() / w.sum())
+
+
 def aggregate_train_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
     """Flower's weighted mean of the devices' train metrics, except ``dp-sgd-epsilon``:
     the run's record-level guarantee is the weakest device's, so that one is the maximum.
+
+    An ε that is not a finite number >= 0 (which the screens refuse before this) counts as
+    infinite, never as nothing: a NaN first made the maximum NaN, and the round then
+    dropped out of the reported ε, below what every other device spent.
 
     >>> from flwr.app import MetricRecord, RecordDict
     >>> r = [RecordDict({"m": MetricRecord({"num-examples": n, "train-loss": l,
@@ -577,10 +714,10 @@ def aggregate_train_metrics(records: list[RecordDict], weighting_key: str) -> Me
     {'train-loss': 2.5, 'dp-sgd-epsilon': 8.0}
     """
     out = aggregate_metricrecords(records, weighting_key)
-    eps = [float(v) for rec in records for mr in rec.metric_records.values()
+    eps = [scalar_metric(v) for rec in records for mr in rec.metric_records.values()
            for k, v in mr.items() if k == "dp-sgd-epsilon"]
     if eps:
-        out["dp-sgd-epsilon"] = max(eps)
+        out["dp-sgd-epsilon"] = max(math.inf if e is None or e < 0 else e for e in eps)
     return out
 
 
