@@ -46,13 +46,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgewise._private import replace_atomically
 from edgewise.errors import EdgewiseError
 from edgewise.federated.privacy import (
     Mechanism,
@@ -237,12 +237,13 @@ def _entries(rounds: list[dict[str, Any]]) -> list[LedgerEntry]:
 
 
 def _write_rounds(path: Path, fmt: str, rounds: list[dict[str, Any]]) -> None:
-    """Write a ledger document (``fmt``, ``rounds``) to ``path`` atomically: a reader sees
-    the old file or the new one, never half of one."""
+    """Write a ledger document (``fmt``, ``rounds``) to ``path`` atomically and durably: a
+    reader sees the old file or the new one, never half of one, and a power loss after a
+    round is recorded does not forget the ε it spent (an unsynced rename could come back as
+    the old ledger, leaving the budget that much larger)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"format": fmt, "rounds": rounds}, indent=1))
-    os.replace(tmp, path)
+    replace_atomically(path, json.dumps({"format": fmt, "rounds": rounds}, indent=1).encode(),
+                       mode=0o666)
 
 
 class RunLedger:

@@ -33,7 +33,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -43,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgewise._private import make_private
+from edgewise._private import make_private, replace_atomically
 from edgewise.errors import InvalidParameterError, PayloadError
 from edgewise.tables import read_text, separator
 from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, parse_time_text, validate_device_id
@@ -462,16 +461,7 @@ class LabelStore:
         elif states.pop(device_id, None) is None:
             return
         path = self.data_dir / _MIX_FILE
-        tmp = path.with_name(f".label-mix.{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(json.dumps(states))
-            os.chmod(tmp, 0o600)  # a stale temporary file left by a crash keeps its mode
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        replace_atomically(path, json.dumps(states).encode())  # 0600, a temp file of its own
 
     @property
     def mix_path(self) -> Path:
