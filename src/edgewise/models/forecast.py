@@ -4,15 +4,15 @@
 timezone-aware) and values, irregular and with gaps, as telemetry comes. The pipeline:
 
 1. **A regular grid.** The step is the median spacing of the readings, snapped to a common
-   step such as 5 min or 1 h when within 10% of it (or ``step``); where fewer than 60% of
-   its steps would hold a reading (:func:`step_fill`: readings sent in bursts, 5 a minute
-   apart every hour, have a median spacing of a minute), the finest common step above it
-   that 60% do hold one in (:func:`filled_step`; a ``step`` that sparse is refused, naming
-   it). The grid's times are the
-   readings' nominal times (:func:`reading_phase`: where in the step they arrive, e.g.
-   hh:15:01), and each step averages the readings within half a step of its time, so
-   readings sent a little early or late stay in their step and the forecast's times are
-   those of the next readings (:func:`regular_series`).
+   step such as 5 min or 1 h when within 10% of it (or ``step``); where fewer than 60%
+   (``min_fill``) of its steps would hold a reading (:func:`step_fill`: readings sent in
+   bursts, 5 a minute apart every hour, have a median spacing of a minute), the finest
+   common step above it that 60% do hold one in (:func:`filled_step`; a ``step`` that
+   sparse is refused, naming it). The grid's times are the readings' nominal times
+   (:func:`reading_phase`: where in the step they arrive, e.g. hh:15:01), and each step
+   averages the readings within half a step of its time, so readings sent a little early
+   or late stay in their step and the forecast's times are those of the next readings
+   (:func:`regular_series`).
    A step without readings stays empty (NaN): the trees take a missing feature as such,
    and an empty step is never a training target.
 2. **The season.** With ``season=None`` the candidate periods are one day and one week of
@@ -249,19 +249,22 @@ def step_fill(ts_ns: np.ndarray, step_ns: int) -> float:
     return float(len(held) / (len(held) + int(short.sum())))
 
 
-def filled_step(ts_ns: np.ndarray, step_ns: int) -> int:
-    """``step_ns`` if at least 0.6 of its steps hold a reading (:func:`step_fill`), else the
-    finest common step above it (5 min, 1 h, …) that does; ``step_ns`` when none does.
+def filled_step(ts_ns: np.ndarray, step_ns: int, min_fill: float = _MIN_STEP_SHARE) -> int:
+    """``step_ns`` if at least ``min_fill`` (0.6) of its steps hold a reading
+    (:func:`step_fill`), else the finest common step above it (5 min, 1 h, …) that does;
+    ``step_ns`` when none does.
 
     >>> M, H = 60 * 10**9, 3600 * 10**9
     >>> burst = np.array([h * H + k * M for h in range(48) for k in range(5)])
     >>> filled_step(burst, M) // M, filled_step(np.arange(100) * M, M) // M
     (60, 1)
+    >>> filled_step(burst, M, min_fill=0.0) // M
+    1
     """
-    if step_fill(ts_ns, step_ns) >= _MIN_STEP_SHARE:
+    if step_fill(ts_ns, step_ns) >= min_fill:
         return int(step_ns)
     for s in _NICE_STEPS_S:
-        if s * 10**9 > step_ns and step_fill(ts_ns, s * 10**9) >= _MIN_STEP_SHARE:
+        if s * 10**9 > step_ns and step_fill(ts_ns, s * 10**9) >= min_fill:
             return s * 10**9
     return int(step_ns)
 
@@ -300,7 +303,12 @@ class Forecaster:
         The grid step: nanoseconds, a pandas offset such as ``"30min"``, or ``None`` for
         the median spacing of the readings (coarser where that leaves most steps empty:
         :func:`filled_step`). A step under 0.6 of that spacing, or one whose steps hold a
-        reading less than 60% of the time (:func:`step_fill`), is refused.
+        reading less than ``min_fill`` of the time (:func:`step_fill`), is refused.
+    min_fill
+        Share of the grid's steps that must hold a reading (outages of a day or more not
+        counted): an inferred step is coarsened until they do, a given ``step`` is refused
+        where they do not. ``0`` takes the step as given (or the median spacing) however
+        gappy, as the forecasting benchmark does with each series' median step.
     alpha
         Intervals aim to hold the truth ``1 - alpha`` of the time.
     calibration_origins
@@ -319,6 +327,7 @@ class Forecaster:
         "horizon": Interval(int, 1, None),
         "season": [Interval(int, 1, None), None],
         "step": [Interval(int, 1, None), str, None],
+        "min_fill": Interval(float, 0.0, 1.0),
         "alpha": Interval(float, 0.0, 1.0, closed="neither"),
         "calibration_origins": Interval(int, 1, None),
         "max_rows": Interval(int, 100, None),
@@ -334,6 +343,7 @@ class Forecaster:
         horizon: int = 48,
         season: int | None = None,
         step: int | str | None = None,
+        min_fill: float = _MIN_STEP_SHARE,
         alpha: float = 0.1,
         calibration_origins: int = 20,
         max_rows: int = 20_000,
@@ -346,6 +356,7 @@ class Forecaster:
         self.horizon = horizon
         self.season = season
         self.step = step
+        self.min_fill = min_fill
         self.alpha = alpha
         self.calibration_origins = calibration_origins
         self.max_rows = max_rows
@@ -359,11 +370,13 @@ class Forecaster:
     def _step_ns(self, ts: np.ndarray) -> int:
         spacing = nice_step(int(np.median(np.diff(ts))))
         step = self._given_step()
+        # a model saved before min_fill existed has none: the share it was fitted with
+        min_fill = getattr(self, "min_fill", _MIN_STEP_SHARE)
         if step is None:
             # bursts (5 readings a minute apart every hour) make the median spacing far
             # finer than their rhythm: a step most of whose steps are empty would leave a
             # feature missing in every training row; the finest common step they fill
-            return filled_step(ts, spacing)
+            return filled_step(ts, spacing, min_fill)
         if step < _MIN_STEP_SHARE * spacing:
             # most grid steps would be empty: some features are then missing in every
             # training row (scikit-learn fails on them), and a 1 s grid over a year of
@@ -378,15 +391,15 @@ class Forecaster:
                 f"{_span(spacing)!r}, or leave the step out to use the spacing.", field="step",
                 value=self.step)
         fill = step_fill(ts, step)
-        if fill < _MIN_STEP_SHARE:
+        if fill < min_fill:
             shown = self.step if isinstance(self.step, str) else f"{step} ns"
-            coarser = filled_step(ts, step)
+            coarser = filled_step(ts, step, min_fill)
             raise InvalidParameterError(
                 f"The step {shown!r} (Forecaster's 'step', --step) leaves "
                 f"{math.floor(100 * (1 - fill))}% of its steps without a reading (outages of "
                 "a day or more not counted): the readings come in bursts, closer together "
                 "than their rhythm. Give a step in which at least "
-                f"{round(100 * _MIN_STEP_SHARE)}% of the steps hold a reading, e.g. "
+                f"{round(100 * min_fill)}% of the steps hold a reading, e.g. "
                 f"{_span(coarser)!r}, or leave the step out to have one chosen.",
                 field="step", value=self.step)
         return step
