@@ -317,6 +317,28 @@ def serve(
                    "(mqtt://[USER:PASSWORD@]HOST:PORT), or 'embedded'.") from None
 
 
+def _check_pumps_fit(pumps: int) -> None:
+    """Refuse, in one line before anything is made, more ``--pumps`` than this process
+    may open files for: each simulated pump is an MQTT client here, and the broker's end of
+    its connection is here too (:func:`~edgewise.cli.bench_ingest.max_devices`, the bound
+    `bench ingest --devices` has); past it the start died in a traceback, the admin token
+    made but never shown."""
+    from edgewise.cli.bench_ingest import FILES_PER_DEVICE, max_devices
+    from edgewise.errors import ConfigError
+
+    top = max_devices()
+    if top is None or pumps <= top:
+        return
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    most = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    raise ConfigError(
+        f"--pumps must be an int in [1, {top}], e.g. 20: each simulated pump takes up to "
+        f"{FILES_PER_DEVICE} open files in this process, which may open {soft} (`ulimit "
+        f"-n`, at most {most}; raise it for more). Got {pumps}.")
+
+
 def _read_labels(path: Path) -> list[dict[str, Any]]:
     """The fault labels earlier demo runs wrote to ``path`` (none when it is absent)."""
     import json
@@ -456,6 +478,7 @@ def demo(
 
     if pumps < 1:
         raise ConfigError(f"--pumps must be at least 1. Got {pumps} instead.")
+    _check_pumps_fit(pumps)
     if seed < 0:
         raise ConfigError(f"--seed must be an int >= 0. Got {seed} instead.")
     settings = _settings(data_dir, "embedded", store, host, port, mqtt_port, tls_cert, tls_key,
@@ -492,12 +515,18 @@ def demo(
         try:
             try:
                 await asyncio.to_thread(runner.start)
-            except ConnectionError as exc:  # the gateway is stopped below, its files closed
+            except OSError as exc:  # the gateway is stopped below, its files closed
                 if token:
                     typer.echo(f"admin token (shown once, keep it; the demo did not start): "
                                f"{token}", err=True)
-                raise fail(f"the demo's simulated pumps could not connect to its MQTT broker "
-                           f"on {device_host}:{settings.mqtt_port}: {exc}") from None
+                if isinstance(exc, ConnectionError):
+                    raise fail(f"the demo's simulated pumps could not connect to its MQTT "
+                               f"broker on {device_host}:{settings.mqtt_port}: {exc}") from None
+                # no socket or thread for one more pump (the open-file limit checked at
+                # the start is shared with the rest of this process)
+                raise fail(f"the demo's {pumps} simulated pumps could not be started: "
+                           f"{exc.strerror or exc}; give fewer --pumps (or raise "
+                           f"`ulimit -n`).") from None
             typer.echo(f"dashboard: {gw.http_url or '(HTTP not available)'}")
             if token:
                 typer.echo(f"admin token (shown once, keep it): {token}")
@@ -517,7 +546,9 @@ def demo(
             await _until_signalled()
         finally:
             await asyncio.to_thread(runner.stop)
-            faults = merge_labels(earlier_labels, fleet.labels(until_ns=fleet.last_ns))
+            # each pump's labels end at its newest acknowledged (stored) reading: a restart
+            # goes on after the newest stored one, so its readings fall outside them
+            faults = merge_labels(earlier_labels, runner.labels())
             write_private(labels_file, json.dumps(faults, indent=1).encode())
             # the same faults as labels `edgewise label import` takes: a fault's window
             # [start_ns, end_ns] holds its last reading, a label's [start, end) does not,

@@ -130,9 +130,17 @@ def per_metric_factory(detector: str) -> Callable[[], Detector]:
         raise ConfigError(
             f"Setting 'detector' (EDGEWISE_DETECTOR, --detector) has value {detector!r}. "
             f"Use one of the one-metric level detectors: {', '.join(LEVEL_DETECTORS)}.")
-    if detector == DEFAULT_DETECTOR:
-        return default_detector_factory
-    return functools.partial(StateAware, base=detector)
+    factory: Callable[[], Detector] = (default_detector_factory if detector == DEFAULT_DETECTOR
+                                       else functools.partial(StateAware, base=detector))
+    try:  # one built now: a package it needs that is missing fails here, before any start
+        factory()
+    except ImportError as exc:
+        others = ", ".join(d for d in LEVEL_DETECTORS if d != detector)
+        raise ConfigError(
+            f"Setting 'detector' (EDGEWISE_DETECTOR, --detector) has value {detector!r}, "
+            f"which cannot be built here ({exc}); or use another one-metric level "
+            f"detector: {others}.") from None
+    return factory
 
 
 def default_multivariate_factory() -> Detector:

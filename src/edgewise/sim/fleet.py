@@ -5,6 +5,8 @@ the way field devices are: samples go missing (a sensor drops out, a tick is ski
 messages are sent twice, and some are sent out of order. Ground truth of the faults is
 kept in ``fleet.labels()``; a reading of a sensor inside its fault's window is never
 skipped or dropped, so every label holds a sent reading of the sensors it names.
+:meth:`FleetRunner.labels` cuts each device's labels at its newest reading the gateway
+acknowledged (committed), so no label reaches past what was stored.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 
 from edgewise.errors import InvalidParameterError
@@ -86,6 +89,12 @@ class FleetRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._held: dict[str, tuple[float, dict[str, float], int]] = {}
+        self._sent_lock = threading.Lock()
+        #: per device, ``(seq, sample time in ns)`` of each sent reading, in seq order,
+        #: until the gateway's ack covers it; then its time counts in ``_acked_ns``
+        self._unacked: dict[str, deque[tuple[int, int]]] = {
+            d.device_id: deque() for d in self.devices}
+        self._acked_ns: dict[str, int] = {}
 
     def start(self) -> FleetRunner:
         """Connect every device and start sending. When one cannot connect, those already
@@ -113,7 +122,8 @@ class FleetRunner:
             if self.rng.random() < p_gap:
                 if not faulty:
                     continue
-                d.send(ts, metrics)  # as it is, without the later draws a gap skipped
+                # as it is, without the later draws a gap skipped
+                self._note_sent(d, d.send(ts, metrics), ts_ns)
                 self.sent += 1
                 continue
             if self.rng.random() < p_dropout:
@@ -125,9 +135,11 @@ class FleetRunner:
                 with d._lock:
                     seq = d.next_seq
                     d.next_seq += 1
+                self._note_sent(d, seq, ts_ns)  # noted in seq order: its seq comes first
                 self._held[d.device_id] = (ts, metrics, seq)  # goes out after the next one
                 continue
             seq = d.send(ts, metrics)
+            self._note_sent(d, seq, ts_ns)
             self.sent += 1
             if held is not None:
                 d.send(*held)
@@ -137,6 +149,52 @@ class FleetRunner:
                     payload = d.pending.get(seq)
                 if payload is not None:
                     d.publish_raw(d.telemetry_topic, payload)
+
+    def _note_sent(self, d: MqttDevice, seq: int, ts_ns: int) -> None:
+        """Keep ``seq``'s sample time until the gateway acknowledges it (seqs come in
+        order, a held one's when it is taken)."""
+        with self._sent_lock:
+            self._note_acked(d)
+            self._unacked[d.device_id].append((seq, ts_ns))
+
+    def _note_acked(self, d: MqttDevice) -> None:
+        """Move the sample times the ack of ``d`` now covers into ``_acked_ns`` (under
+        ``_sent_lock``)."""
+        acked = d.acked
+        sent = self._unacked[d.device_id]
+        newest = self._acked_ns.get(d.device_id)
+        while sent and sent[0][0] <= acked:
+            ts_ns = sent.popleft()[1]
+            newest = ts_ns if newest is None else max(newest, ts_ns)
+        if newest is not None:
+            self._acked_ns[d.device_id] = newest
+
+    def acked_ns(self) -> dict[str, int]:
+        """Each device's newest sample time (ns) the gateway has acknowledged, so
+        committed; a device none of whose readings of this run were acknowledged is left
+        out.
+
+        >>> FleetRunner(PumpFleet(1), [("pump-01", "s")]).acked_ns()
+        {}
+        """
+        with self._sent_lock:
+            for d in self.devices:
+                self._note_acked(d)
+            return dict(self._acked_ns)
+
+    def labels(self) -> list[dict[str, object]]:
+        """The fleet's fault labels (:meth:`PumpFleet.labels`), each device's cut at its
+        newest acknowledged reading (:meth:`acked_ns`); a device's fault that began after
+        it is left out. What was sent and never acknowledged (the last acks wait at most
+        2 s in :meth:`stop`) was not stored: a later run on the same data goes on after
+        the newest stored reading, and its readings must not fall inside these labels.
+
+        >>> r = FleetRunner(PumpFleet(1, fault_rate_per_h=3600.0), [("pump-01", "s")])
+        >>> _ = r.fleet.step(10**9)  # a fault begins, and nothing is acknowledged
+        >>> len(r.fleet.labels()), r.labels()
+        (1, [])
+        """
+        return self.fleet.labels(until_ns=self.acked_ns())
 
     def _send_held(self) -> None:
         """Send the readings held back to go after the next one (a swap): at a stop there

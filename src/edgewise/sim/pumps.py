@@ -27,6 +27,7 @@ changed by it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -267,24 +268,35 @@ class PumpFleet:
         f = self._active.get(device_id)
         return f.metrics if f is not None and f.start_ns <= ts_ns <= f.end_ns else ()
 
-    def labels(self, until_ns: int | None = None) -> list[dict[str, object]]:
+    def labels(self, until_ns: int | Mapping[str, int] | None = None
+               ) -> list[dict[str, object]]:
         """Ground truth of every fault injected so far (``metrics`` as a list, for JSON).
 
         A bearing still wearing or cooling has its end as far as is known now. With
         ``until_ns`` (the last sample, when the run stops) a fault still running ends
-        there: a later run on the same data goes on from there with other samples, which
-        the fault's planned end must not claim.
+        there and one that begins later is left out: a later run on the same data goes on
+        from there with other samples, which the fault's planned end must not claim.
+        ``until_ns`` may be a mapping ``{device_id: ns}``, a cut per device (the newest
+        sample each device had stored); a device it does not name has no labels.
 
         >>> fleet = PumpFleet(1, fault_rate_per_h=3600.0, seed=0)
         >>> _ = fleet.step(10**9)
         >>> [f["end_ns"] for f in fleet.labels(until_ns=fleet.last_ns)] == [10**9]
         True
+        >>> fleet.labels(until_ns={"pump-01": 10**9 - 1}), fleet.labels(until_ns={})
+        ([], [])
         """
         out = [f.__dict__ | {"metrics": list(f.metrics)} for f in self.faults]
-        if until_ns is not None:
-            out = [f | {"end_ns": min(int(f["end_ns"]), until_ns)} for f in out
-                   if int(f["start_ns"]) <= until_ns]
-        return out
+        if until_ns is None:
+            return out
+        cut = until_ns if isinstance(until_ns, Mapping) else dict.fromkeys(
+            self.device_ids, until_ns)
+        kept = []
+        for f in out:
+            end = cut.get(str(f["device_id"]))
+            if end is not None and int(f["start_ns"]) <= end:
+                kept.append(f | {"end_ns": min(int(f["end_ns"]), end)})
+        return kept
 
     @property
     def last_ns(self) -> int | None:

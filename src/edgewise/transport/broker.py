@@ -111,6 +111,7 @@ from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.packet import MQTTFixedHeader, MQTTPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.protocol.handler import ProtocolHandler
 from amqtt.mqtt.pubcomp import PubcompPacket
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.mqtt.pubrel import PubrelPacket
@@ -133,6 +134,49 @@ INTERNAL_USER = "__gateway__"
 log = logging.getLogger(__name__)
 
 _INSTANCES: dict[str, EmbeddedBroker] = {}
+
+#: amqtt's handlers of an acknowledgement from a client: one that comes after amqtt gave
+#: up waiting for it (5 s, under load) sets the result of a cancelled future. amqtt means
+#: to catch that InvalidStateError, but on Python < 3.12 it catches a stand-in class of
+#: its own, so each ended a task in "Task exception was never retrieved" on stderr.
+_LATE_ACK_HANDLERS = frozenset(
+    getattr(ProtocolHandler, name).__code__
+    for name in ("handle_puback", "handle_pubrec", "handle_pubcomp", "handle_pubrel"))
+
+
+class _LateAckQuiet:
+    """An event loop's exception handler: amqtt's InvalidStateError for a client's late
+    acknowledgement (see :data:`_LATE_ACK_HANDLERS`) is logged at debug level, anything
+    else goes to the handler that was there before (else the loop's default one)."""
+
+    def __init__(self, previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
+                 | None) -> None:
+        self.previous = previous
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        task = context.get("future")
+        coro = task.get_coro() if isinstance(task, asyncio.Task) else None
+        if (isinstance(context.get("exception"), asyncio.InvalidStateError)
+                and getattr(coro, "cr_code", None) in _LATE_ACK_HANDLERS):
+            log.debug("amqtt: a client's acknowledgement came after its wait ended (%s)",
+                      getattr(coro, "__qualname__", coro))
+            return
+        if self.previous is not None:
+            self.previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+
+def _quiet_amqtt(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep amqtt's per-message noise off stderr under load: its protocol handler's
+    warnings ("Timeout waiting for PUBACK", "Received PUBACK for unknown pending message
+    Id"; the device resends what our ack does not cover) below ERROR, and the tasks that
+    end in :class:`_LateAckQuiet`'s error at debug level on ``loop``. Our own log and
+    every other exception of the loop are as they were."""
+    logging.getLogger("amqtt.mqtt.protocol.handler").setLevel(logging.ERROR)
+    current = loop.get_exception_handler()
+    if not isinstance(current, _LateAckQuiet):
+        loop.set_exception_handler(_LateAckQuiet(current))
 
 #: Session attributes this module sets: the CONNECT's verdict, and the credential tag the
 #: connection authenticated with (``None``: not tracked, e.g. the internal subscriber).
@@ -1165,6 +1209,7 @@ class EmbeddedBroker:
         logging.getLogger("amqtt").setLevel(logging.WARNING)
         logging.getLogger("transitions").setLevel(logging.WARNING)
         self._loop = asyncio.get_running_loop()
+        _quiet_amqtt(self._loop)
         _install_packet_limit()
         await self.batcher.start()
         self._broker = _GuardedBroker(self.config())
