@@ -31,19 +31,29 @@ def max_devices() -> int | None:
     return max((soft - FILES_RESERVED) // FILES_PER_DEVICE, 0)
 
 
-def check_devices(devices: int) -> None:
-    """Fail in one line, before any run, where ``devices`` is more than
-    :func:`max_devices`: past it the run would die half-way with "Too many open files"."""
+def too_many_devices(devices: int, option: str = "--devices", what: str = "simulated device",
+                     ) -> str | None:
+    """Why ``devices`` simulated clients cannot run in this process (more than
+    :func:`max_devices`: past it a run dies half-way with "Too many open files"), as one line
+    naming ``option``; ``None`` when they fit."""
     top = max_devices()
     if top is None or devices <= top:
-        return
+        return None
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     most = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
-    raise fail(f"--devices must be an int in [1, {top}], e.g. 20: each simulated device takes "
-               f"up to {FILES_PER_DEVICE} open files in this process, which may open {soft} "
-               f"(`ulimit -n`, at most {most}; raise it for more). Got {devices}.")
+    return (f"{option} must be an int in [1, {top}], e.g. 20: each {what} takes up to "
+            f"{FILES_PER_DEVICE} open files in this process, which may open {soft} (`ulimit "
+            f"-n`, at most {most}; raise it for more). Got {devices}.")
+
+
+def check_devices(devices: int) -> None:
+    """Fail in one line, before any run, where ``devices`` is more than
+    :func:`max_devices` (:func:`too_many_devices`)."""
+    why = too_many_devices(devices)
+    if why is not None:
+        raise fail(why)
 
 
 def check_mosquitto(port: int, timeout_s: float = 3.0) -> None:

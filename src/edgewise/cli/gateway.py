@@ -323,20 +323,12 @@ def _check_pumps_fit(pumps: int) -> None:
     its connection is here too (:func:`~edgewise.cli.bench_ingest.max_devices`, the bound
     `bench ingest --devices` has); past it the start died in a traceback, the admin token
     made but never shown."""
-    from edgewise.cli.bench_ingest import FILES_PER_DEVICE, max_devices
+    from edgewise.cli.bench_ingest import too_many_devices
     from edgewise.errors import ConfigError
 
-    top = max_devices()
-    if top is None or pumps <= top:
-        return
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    most = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
-    raise ConfigError(
-        f"--pumps must be an int in [1, {top}], e.g. 20: each simulated pump takes up to "
-        f"{FILES_PER_DEVICE} open files in this process, which may open {soft} (`ulimit "
-        f"-n`, at most {most}; raise it for more). Got {pumps}.")
+    why = too_many_devices(pumps, "--pumps", "simulated pump")
+    if why is not None:
+        raise ConfigError(why)
 
 
 def _read_labels(path: Path) -> list[dict[str, Any]]:
