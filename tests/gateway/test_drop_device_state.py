@@ -40,7 +40,8 @@ def test_every_part_of_a_saved_state_loses_the_device_and_keeps_the_other(
     p2's are untouched."""
     state = _saved_state(tmp_path)
     parts = {k for k, v in state.items() if isinstance(v, dict) and v}
-    # alerts_held is keyed by alert id (a deleted device's alerts leave the store)
+    # alerts_held is keyed by alert id: dropped by the ids given (tests/cli/
+    # test_delete_hunt_s31.py); no alert is held here
     assert parts <= {*pl._STREAM_STATE, *pl._DEVICE_STATE}, parts
     before_p2 = {k: [key for key in state[k] if _held_by(key, "p2")] for k in parts}
     assert pl.drop_device_state(state, "p1") == 10
@@ -53,8 +54,8 @@ def test_every_part_of_a_saved_state_loses_the_device_and_keeps_the_other(
 def test_every_keyed_part_save_state_writes_is_one_drop_device_state_knows(
         tmp_path: Path) -> None:
     """Check the saved state's parts are those named: a new per-device part must be added
-    to _STREAM_STATE or _DEVICE_STATE (or here, with why it holds no device)."""
+    to _STREAM_STATE, _DEVICE_STATE or _ALERT_STATE (or here, with why it holds no device)."""
     state = _saved_state(tmp_path)
-    known = {*pl._STREAM_STATE, *pl._DEVICE_STATE, "alerts_held",
+    known = {*pl._STREAM_STATE, *pl._DEVICE_STATE, *pl._ALERT_STATE,
              "cross_sensor_version", "cleaner_version"}
     assert set(state) == known, set(state) ^ known

@@ -188,7 +188,10 @@ def device_delete(
     data kept the same way (exit status 1): run it again with --store, the gateway's store.
     With an external MQTT broker (--mqtt / EDGEWISE_MQTT), the device's retained ack is
     cleared there, so a device registered again under the same id is not told the old
-    watermark.
+    watermark; without it, where a gateway ran on the data dir with one, a warning gives
+    the command that clears it. Write-ahead logs 'edgewise repair' moved aside beside a
+    DuckDB store still hold the readings logged before its crash: they are named, with how
+    to remove them.
     """
     from edgewise.config import Settings
     from edgewise.errors import StoreError
@@ -233,15 +236,18 @@ def device_delete(
             if registered:
                 sec.delete_device(device_id, actor="cli")
             releases = _withdraw_releases(settings, sec, device_id)
-            ack = _clear_retained_ack(mqtt, device_id)  # after the revocation: no ack follows
+            # after the revocation: no ack follows
+            ack = _clear_retained_ack(mqtt, device_id, settings.data_dir, at_stake)
             if why_not is not None:
                 raise _data_not_deleted(device_id, registered, releases, why_not, as_json)
-            rows, pending = 0, False
+            rows, pending, purge_by_default = 0, False, True
             if st is not None:
+                purge_by_default = bool(getattr(st, "PURGES_BY_DEFAULT", True))
                 try:
-                    _forget_detector_state(settings.data_dir, device_id)
+                    _forget_detector_state(settings.data_dir, device_id, st)
                     rows = st.delete_device(device_id)
-                    # DuckDB: True when its purge failed (the deletion stands; it logged why)
+                    # DuckDB: True when its purge failed (the deletion stands; it logged
+                    # why); PostgreSQL: True, as it never purges unasked (VACUUM FULL)
                     pending = getattr(st, "purge_pending", None) if rows else False
                 except StoreError as exc:
                     raise _data_not_deleted(device_id, registered, releases, str(exc),
@@ -265,12 +271,14 @@ def device_delete(
     finally:
         if st is not None:
             st.close()
+    broken = _broken_logs(settings.store_url, f"the readings of device {device_id!r}")
     if as_json:
         typer.echo(json.dumps({"id": device_id, "credentials_deleted": registered,
                                "rows_deleted": rows, "labels_deleted": labels,
                                "label_models_deleted": models, "releases_withdrawn": releases,
                                "purge_pending": pending,
-                               **({} if ack is None else {"retained_ack_cleared": ack})}))
+                               **({} if ack is None else {"retained_ack_cleared": ack}),
+                               **({"broken_logs": broken} if broken else {})}))
         return
     creds = "credentials revoked" if registered else "was not registered"
     typer.echo(f"device {device_id}: {creds}; {rows} stored rows and {labels} labels deleted"
@@ -278,8 +286,46 @@ def device_delete(
                   "trained)" if models else "")
                + (f"; {len(releases)} model releases withdrawn" if releases else "")
                + ("; retained ack cleared" if ack else "")
-               + ("; the deleted rows' bytes stay in the store file until a purge succeeds "
-                  "(the next open of the store, or 'edgewise store purge')" if pending else ""))
+               + (_unpurged_note(settings, purge_by_default) if pending else ""))
+
+
+def _unpurged_note(settings: Settings, purge_by_default: bool) -> str:
+    """The end of ``device delete``'s line when the deleted rows' bytes stay in the store's
+    files: DuckDB's purge failed (it is retried), or a PostgreSQL store, which never purges
+    unasked (``VACUUM FULL`` locks its tables), whose owner runs ``store purge``."""
+    from edgewise.store import shown_url
+
+    if purge_by_default:
+        return ("; the deleted rows' bytes stay in the store file until a purge succeeds "
+                "(the next open of the store, or 'edgewise store purge')")
+    return ("; the deleted rows' bytes stay in the store's table files (dead tuples) until "
+            "they are purged: in a maintenance window (it locks the tables), run as their "
+            f"owner: edgewise store purge --store '{shown_url(settings.store_url)}'")
+
+
+def _broken_logs(store_url: str, whose: str) -> list[str]:
+    """The write-ahead logs ``edgewise repair`` moved aside beside a DuckDB store
+    (``<file>.wal.broken-<time>``): named on stderr, as still holding ``whose`` data logged
+    before the crash, with the command that removes them; returned (as paths) for --json."""
+    import shlex
+
+    from edgewise.errors import StoreError
+    from edgewise.store import duckdb_file
+    from edgewise.store.duckdb import broken_logs
+
+    try:
+        path = duckdb_file(store_url)
+    except StoreError:
+        return []
+    found = [str(p) for p in broken_logs(path)] if path is not None else []
+    if found:
+        typer.echo(
+            f"note: {len(found)} write-ahead log(s) that 'edgewise repair' moved aside stay "
+            f"beside the store, untouched by deletion and purge: {', '.join(found)}. They "
+            f"still hold what the store logged before its crash, {whose} among it; remove "
+            f"them once they are no longer needed: rm -- "
+            + " ".join(shlex.quote(p) for p in found), err=True)
+    return found
 
 
 def _data_not_deleted(device_id: str, registered: bool, releases: list[int], why: str,
@@ -395,11 +441,31 @@ def _external_broker(mqtt: str) -> bool:
         raise fail(str(exc)) from None
 
 
-def _clear_retained_ack(mqtt: str, device_id: str) -> bool | None:
+def _clear_retained_ack(mqtt: str, device_id: str, data_dir: Path,
+                        at_stake: bool) -> bool | None:
     """Clear the device's retained ack on an external broker; ``None`` for the embedded one
-    (it retains no ack), else whether it was cleared (a one-line warning when not)."""
+    (it retains no ack), else whether it was cleared (a one-line warning when not).
+
+    Without a broker URL (``--mqtt`` / ``EDGEWISE_MQTT``) where the data dir shows that a
+    gateway ran with an external broker (its MQTT client id file) and the device was
+    registered or has data (``at_stake``), the ack is not cleared: a warning names the
+    command that clears it, and the answer is False."""
+    from edgewise.transport.client import CLIENT_ID_FILE
+
     if not _external_broker(mqtt):
-        return None
+        if not (at_stake and (data_dir / CLIENT_ID_FILE).is_file()):
+            return None
+        typer.echo(
+            f"warning: a gateway ran on {str(data_dir)!r} with an external MQTT broker (its "
+            f"client id file {CLIENT_ID_FILE!r} is there), and no broker was given (--mqtt "
+            f"or EDGEWISE_MQTT): device {device_id!r}'s retained ack on that broker was NOT "
+            "cleared, so a device registered again under the id would be told the old seq "
+            "watermark and drop its messages up to it as acknowledged. Clear it with: "
+            f"mosquitto_pub -h HOST -p PORT -r -n -t 'PREFIX/{device_id}/ack' (the broker "
+            "of the gateway's --mqtt mqtt://HOST:PORT?prefix=PREFIX; PREFIX 'edgewise' when "
+            "it gives none; add the broker's credentials and TLS options if it needs them); "
+            "give --mqtt to 'device delete' to have it cleared at the deletion.", err=True)
+        return False
     from edgewise.transport.client import clear_retained_ack, parse_mqtt_url
 
     try:
@@ -414,9 +480,11 @@ def _clear_retained_ack(mqtt: str, device_id: str) -> bool | None:
     return True
 
 
-def _forget_detector_state(data_dir: Path, device_id: str) -> None:
+def _forget_detector_state(data_dir: Path, device_id: str, st: Store) -> None:
     """Drop the device from the detector state a stopped gateway saved in the data dir,
-    so its next start does not score a re-registered device with the old state.
+    so its next start does not score a re-registered device with the old state. Its held
+    alerts are saved by alert id: those of the device are found in ``st`` (so call this
+    before the store's deletion).
 
     The file is edited, not rebuilt: every other device's state stays, whatever detector
     scored it (a Pipeline built from this shell's settings dropped the streams of a
@@ -443,9 +511,26 @@ def _forget_detector_state(data_dir: Path, device_id: str) -> None:
                    f"as it is, without device {device_id!r} taken out (a gateway starting on "
                    f"it warms every stream up again).", err=True)
         return
-    if not drop_device_state(state, device_id):
+    if not drop_device_state(state, device_id, _held_alerts_of(state, device_id, st)):
         return
     write_private(path, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _held_alerts_of(state: dict[str, object], device_id: str, st: Store) -> list[str]:
+    """The ids of the alerts held in a saved detector ``state`` (``alerts_held``, keyed by
+    alert id) that are ``device_id``'s in the store ``st`` (one an id the store does not
+    know is left: it names no device, and matches no stored alert at the next start)."""
+    held = state.get("alerts_held")
+    if not isinstance(held, dict):
+        return []
+    ids = []
+    for alert_id in held:
+        try:
+            if st.get_alert(str(alert_id)).device_id == device_id:
+                ids.append(str(alert_id))
+        except KeyError:
+            continue
+    return ids
 
 
 @token_app.command("create")

@@ -11,7 +11,9 @@ without the store's tables, is refused in one line. A DuckDB file held by a runn
 is refused too (the gateway purges it itself). Done, it prints the sizes before and after
 (the DuckDB file with its write-ahead log; each PostgreSQL table with its indexes and
 TOAST, ``pg_total_relation_size``) and the time taken, and writes ``store.purge`` to the
-data directory's audit log when it has one::
+data directory's audit log when it has one. Write-ahead logs ``edgewise repair`` moved
+aside beside a DuckDB store (``<file>.wal.broken-<time>``) are not purged: they are named on
+stderr (``broken_logs`` with ``--json``) with the command that removes them::
 
     edgewise store purge --store 'postgresql://owner@db:5432/ew?schema=ew' --json
     edgewise store purge --data-dir /var/lib/edgewise      # DuckDB, gateway stopped
@@ -30,7 +32,7 @@ from typing import Any
 import typer
 
 from edgewise.cli._app import DataDir, Json, app, existing_data_dir, fail
-from edgewise.cli.admin import StoreUrl, _security
+from edgewise.cli.admin import StoreUrl, _broken_logs, _security
 
 __all__ = ["store_app"]
 
@@ -82,12 +84,15 @@ def store_purge(data_dir: DataDir, store: StoreUrl = "", as_json: Json = False) 
         with _security(data_dir) as sec:
             sec.audit("cli", "store.purge", shown, {"backend": backend, "bytes_before": before,
                                                     "bytes_after": after, "seconds": seconds})
+    # the logs 'edgewise repair' moved aside are no part of the store: never purged
+    broken = _broken_logs(url, "the readings of deleted devices") if path is not None else []
     if as_json:
         what = "files" if backend == "duckdb" else "tables"
         typer.echo(json.dumps({
             "store": shown, "backend": backend, "bytes_before": before, "bytes_after": after,
             what: {k: {"bytes_before": b, "bytes_after": a} for k, (b, a) in sizes.items()},
-            "seconds": seconds, "audited": audited}))
+            "seconds": seconds, "audited": audited,
+            **({"broken_logs": broken} if broken else {})}))
         return
     typer.echo(f"purged {shown} in {seconds:.1f} s")
     for name, (b, a) in sizes.items():

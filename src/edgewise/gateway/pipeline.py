@@ -45,7 +45,7 @@ import pickle
 import queue
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1193,29 +1193,39 @@ class Pipeline:
 
 
 #: The parts of the saved detector state (:meth:`Pipeline.save_state`) keyed by
-#: ``(device, metric)``, and those keyed by device (``alerts_held`` is keyed by alert id:
-#: a deleted device's alerts leave the store, so their saved spans match nothing).
+#: ``(device, metric)``, and those keyed by device. ``alerts_held`` is keyed by alert id
+#: (each held alert's span, readings and driver shares): :func:`drop_device_state` removes
+#: the ids it is given, those of the device's alerts (``device delete`` reads them from the
+#: store before it deletes them).
 _STREAM_STATE = ("detectors", "last_scored", "fast_streams", "cleaner")
 _DEVICE_STATE = ("multivariate", "cross_sensor")
+_ALERT_STATE = ("alerts_held",)
 
 
-def drop_device_state(state: dict[str, object], device_id: str) -> int:
+def drop_device_state(state: dict[str, object], device_id: str,
+                      alert_ids: Iterable[str] = ()) -> int:
     """Remove ``device_id``'s entries from a saved detector state in place (what
     :meth:`Pipeline.save_state` writes: ``device delete`` edits a stopped gateway's file;
     every other device's, and every detector kind's, stay); return how many were removed.
 
+    The held alerts are saved by alert id, which does not name the device: ``alert_ids``
+    are the device's alerts, whose entries are removed too.
+
     >>> st = {"detectors": {("p1", "t"): 1, ("p2", "t"): 2}, "multivariate": {"p1": 3},
-    ...       "last_scored": {("p1", "t"): 4}, "fast_streams": None}
-    >>> drop_device_state(st, "p1"), st["detectors"], st["multivariate"]
-    (3, {('p2', 't'): 2}, {})
+    ...       "last_scored": {("p1", "t"): 4}, "fast_streams": None,
+    ...       "alerts_held": {"a1": (1, 2, 1, {"t": 1.0}), "a2": (1, 2, 1, {"t": 1.0})}}
+    >>> drop_device_state(st, "p1", ["a1"]), st["detectors"], st["alerts_held"].keys()
+    (4, {('p2', 't'): 2}, dict_keys(['a2']))
     """
     dropped = 0
-    for part in (*_STREAM_STATE, *_DEVICE_STATE):
+    ids = {str(a) for a in alert_ids}
+    for part in (*_STREAM_STATE, *_DEVICE_STATE, *_ALERT_STATE):
         table = state.get(part)
         if not isinstance(table, dict):
             continue  # absent, None (a gate turned off) or another layout: nothing to drop
         keys = [k for k in table
-                if (k == device_id if part in _DEVICE_STATE
+                if (k in ids if part in _ALERT_STATE
+                    else k == device_id if part in _DEVICE_STATE
                     else isinstance(k, tuple) and k[:1] == (device_id,))]
         for k in keys:
             del table[k]

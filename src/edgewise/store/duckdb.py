@@ -36,6 +36,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import stat
 import tempfile
@@ -75,7 +76,7 @@ from edgewise.store._sql import (
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
 from edgewise.telemetry import Reading
 
-__all__ = ["DuckDBStore", "RepairReport", "repair"]
+__all__ = ["DuckDBStore", "RepairReport", "broken_logs", "repair"]
 
 SCHEMA_VERSION = "1"
 
@@ -1186,6 +1187,29 @@ class RepairReport:
         return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
 
 
+def broken_logs(path: str | os.PathLike[str]) -> list[Path]:
+    """The write-ahead logs :func:`repair` moved aside beside the store at ``path``
+    (``<file>.wal.broken-<UTC time>``), oldest first.
+
+    Each holds what the store logged before its crash, readings of devices deleted since
+    included: a device's deletion and :meth:`DuckDBStore.purge` do not touch them (only the
+    operator knows when one is no longer needed), so ``edgewise device delete`` and
+    ``edgewise store purge`` name them.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "ew.duckdb.wal.broken-20260101T000000Z").write_bytes(b"x")
+    >>> [p.name for p in broken_logs(d / "ew.duckdb")]
+    ['ew.duckdb.wal.broken-20260101T000000Z']
+    """
+    p = Path(path).expanduser().resolve()  # where repair moved it (it resolves the path)
+    prefix = f"{_wal_path(p).name}.broken-"
+    try:
+        return sorted(f for f in p.parent.iterdir() if f.name.startswith(prefix))
+    except OSError:
+        return []
+
+
 def repair(path: str | os.PathLike[str]) -> RepairReport:
     """Make a DuckDB store openable again, keeping its write-ahead log aside.
 
@@ -1246,5 +1270,6 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
         f"as {moved} ({size} bytes); {kept_note}. The store opens with {n} readings. How many "
         "readings were only in the unreadable part of the log is unknown (DuckDB cannot read "
         "it); devices that keep unacknowledged messages resend the ones above the recomputed "
-        "seq watermark.",
+        f"seq watermark. The kept log holds the readings it logged until it is removed (rm -- "
+        f"{shlex.quote(str(moved))}): deleting a device or purging the store does not reach it.",
     )

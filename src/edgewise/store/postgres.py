@@ -324,6 +324,7 @@ class PostgresStore(SQLStoreMixin):
         self._seqs = SeqTracker()
         self._marks: dict[str, int] = {}
         self._appends = 0
+        self._unpurged = False  # rows deleted here since the last purge (purge_pending)
         self._writer = self._connect(create=True, new=create)
         self._load_watermarks(self._writer)
         self._compact_seqs()
@@ -753,6 +754,7 @@ class PostgresStore(SQLStoreMixin):
         with self._wlock:
             self._seqs.forget(device_id)
             self._marks.pop(device_id, None)
+            self._unpurged = self._unpurged or bool(sum(counts))
         if sum(counts) and purge:
             self.purge()
         return sum(counts)
@@ -793,6 +795,7 @@ class PostgresStore(SQLStoreMixin):
                         ", ".join(f'"{schema}".{t}' for t in _PURGED_TABLES))
                     return False
                 con.execute(f"VACUUM (FULL) {', '.join(_PURGED_TABLES)}")
+                self._unpurged = False  # under _wlock: no deletion of this store came since
             except self._psycopg.Error as exc:
                 raise StoreError(
                     f"Purge (VACUUM FULL) of {self.url!r} failed; the deleted rows stay "
@@ -828,10 +831,22 @@ class PostgresStore(SQLStoreMixin):
                 raise StoreError(
                     f"Retention delete in {self.url!r} failed: {_one_line(exc)}"
                 ) from exc
+            self._unpurged = self._unpurged or bool(rows or pruned)
         n = sum(int(n) for _, n in rows)
         if (n or pruned) and purge:
             self.purge()
         return n
+
+    @property
+    def purge_pending(self) -> bool:
+        """True while rows this store object deleted (a device's, retention's, pruned alert
+        events) may keep their bytes in the table files: no :meth:`purge` (``VACUUM FULL``)
+        of it has succeeded since. PostgreSQL never purges unasked (:attr:`PURGES_BY_DEFAULT`;
+        a plain or auto ``VACUUM`` marks the space free without overwriting it), so after a
+        deletion this is True until ``edgewise store purge`` or :meth:`purge`. It knows only
+        this object's deletions: another process's, or an earlier run's, it cannot tell."""
+        with self._wlock:
+            return self._unpurged
 
     def prune_alert_events(self, before_ns: int, device_id: str | None = None) -> int:
         """Delete the alert events written before ``before_ns`` (of ``device_id`` only,
@@ -840,6 +855,9 @@ class PostgresStore(SQLStoreMixin):
         where, params = prune_events_where(before_ns, device_id, "%s")
         (n,) = self._write(f"Pruning the alert events before {int(before_ns)}",
                            [(f"DELETE FROM alert_events WHERE {where}", params)])
+        if n:
+            with self._wlock:
+                self._unpurged = True
         return n
 
     # -- reads ------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ for the first); at most :data:`MAX_FITS` fits run at once per app, and a request
 no free slot within :data:`FIT_WAIT_S` is a 429 with ``Retry-After`` (many metrics asked at
 once must not take every threadpool thread from the other routes). Failures are never
 cached. ``DELETE /v1/devices/{id}`` drops the device's
-models (:func:`forget_device`, wired by :func:`~edgewise.server.app.create_app`).
+models (:func:`forget_device`, wired by :func:`~edgewise.server.app.create_app`), and a fit
+that was running then keeps nothing (:attr:`~edgewise.server.fitting.FitCache.generation`,
+as the fleet groups do), even when the id is registered again before the fit ends.
 """
 
 from __future__ import annotations
@@ -219,10 +221,14 @@ def _fresh(store: Any, device_id: str, metric: str, entry: _Entry | None) -> boo
 
 def _forecast(request: Request, store: Any, security: Any, device_id: str, metric: str,
               horizon: int) -> dict[str, Any]:
+    cache = cache_of(request.app)
+    # taken before the history is read: a DELETE of the device (forget_device) while the fit
+    # runs moves it on, and the fit, possibly of the deleted device's readings, is not kept
+    # (the id may be registered again before the fit ends: known_device alone passes then)
+    generation = cache.generation
     summary = device_summary(security, store, device_id, metric)  # it has the metric
     if summary.last_ns is None:  # and yet no reading
         raise unknown_metric(device_id, metric, sorted(summary.metrics))
-    cache = cache_of(request.app)
     key = (device_id, metric, horizon)
     entry = cache.get(key)
     if _fresh(store, device_id, metric, entry):
@@ -235,7 +241,7 @@ def _forecast(request: Request, store: Any, security: Any, device_id: str, metri
         with fit_slot(cache.fits, FIT_WAIT_S, _busy):
             entry = _fit(device_id, metric, horizon, rows, bucket)
         if known_device(security, store, device_id):  # deleted meanwhile: nothing kept
-            cache.put(key, entry)
+            cache.put(key, entry, generation)
     return {**entry.answer, "cached": False}
 
 
