@@ -104,8 +104,9 @@ class DeviceDeleted(BaseModel):
     label_models_deleted: int = Field(description="Model files its data trained.")
     releases_withdrawn: list[int] = Field(description="Release counters aimed at it.")
     purge_pending: bool | None = Field(description=(
-        "True: the deleted rows are purged from the disk at the store's next open; null for "
-        "a store that does not tell."))
+        "True: the deleted rows' bytes remain in the store's files until a purge (DuckDB "
+        "retries at its next open; PostgreSQL needs `edgewise store purge`, VACUUM FULL, run "
+        "by the tables' owner); null for a store that does not tell."))
 
 
 def _documented(model: Any) -> dict[int | str, dict[str, Any]]:
@@ -294,7 +295,9 @@ def delete_device(
     starts from no ack, not the old watermark, and is served none of the old device's
     releases). The deletion stands when the store's purge of the deleted rows fails (e.g.
     no free disk for the copy): ``purge_pending`` is then true, and the store purges them
-    at its next open (or ``edgewise store purge``); null for a store that does not tell."""
+    at its next open (or ``edgewise store purge``); on PostgreSQL it is true after any
+    deletion, whose bytes stay as dead tuples until ``edgewise store purge``; null for a
+    store that does not tell."""
     registered = security.has_device(device_id)
     if not known_device(security, store, device_id):
         raise not_found(device_id)
