@@ -16,7 +16,7 @@ Should amqtt end that loop for any other reason, the connection is closed
 (``edgewise_mqtt_connections_closed_total{reason="protocol_error"}``), so the device
 reconnects and resends.
 
-Three things of amqtt's would step past those checks, so they are refused:
+Three things of amqtt's would step past those checks, so they are refused or kept apart:
 
 * a **Will** message (CONNECT with the will flag): amqtt publishes it when the client
   drops, and retains it, without the publish check, so a device could forge another's
@@ -24,12 +24,13 @@ Three things of amqtt's would step past those checks, so they are refused:
   CONNECT carrying one is refused (``edgewise_auth_failures_total{reason="will"}``).
 * **another device's client id**: amqtt hands a persistent session to whoever connects
   with its client id (subscriptions, queued acks and dead letters included) and lets a
-  live one be taken over. A client id that is a registered device's id is that device's
-  alone; any other is bound to the first device that authenticates with it, for the
-  broker's life or until that device has used 16 other client ids since (see "client
-  ids" below). Another device is refused (``reason="client_id"``); a device using its
-  own id takes it back from one that used it first (its session dropped, not handed
-  over), so no device can lock another out by squatting its id.
+  live one be taken over. So each device has client ids of its own: the session of a
+  CONNECT is kept under its device id and its client id together (``<device>/<client
+  id>``; a device id holds no ``/``), so the client ids of two devices never meet. A device
+  gets its own persistent session back with its client id, and no other device can reach
+  it, take it over or lock it out, whatever client id it picks (one device using
+  ``pump-2-main`` or ``pump-2`` as its client id only names a session of its own); nor
+  does the answer to a CONNECT tell which device ids are registered.
   amqtt would also drop (clean session) or rewrite (persistent session) the session of a
   CONNECT's client id *before* authenticating it, so an unauthenticated CONNECT reusing a
   live device's client id cut that device off; :class:`_GuardedBroker` authenticates and
@@ -63,12 +64,21 @@ and is closed on revocation.
 Durability: amqtt sends PUBACK when the message is in memory, so PUBACK means nothing
 for durability; the application ack is sent only after the store has committed.
 
-Three bounds amqtt does not keep (amqtt 0.11 has no maximum packet size nor CONNECT
-timeout, and keeps a persistent session for ever):
+Four bounds amqtt does not keep (amqtt 0.11 has no maximum packet size nor CONNECT
+timeout, no limit on connections that have not logged in, and keeps a persistent session
+for ever):
 
-* **CONNECT time**: a new connection has ``connect_timeout_s`` (10 s) to send its whole
-  CONNECT; one that has not (idle, or trickling it) is closed before authentication
+* **CONNECT time**: a new connection has ``connect_timeout_s`` (10 s) from its accept to
+  send its whole CONNECT, its TLS handshake included on a TLS listener; one that has not
+  (idle, trickling, or never starting TLS) is closed before authentication
   (``edgewise_mqtt_connections_closed_total{reason="connect_timeout"}``).
+* **connections not logged in**: at most ``max_pending_per_source`` (32) connections from
+  one source address (an IPv6 one counted by its /64) and ``max_pending`` in all
+  (:func:`default_max_pending`: a quarter of the open-file limit, 16 to 4096) may be open
+  without having finished their CONNECT; a new one over either is closed at its accept
+  (``reason="pending_per_source"`` or ``"pending_total"``, logged at most once per 10 s).
+  The gateway's HTTP server and the store share the process's file descriptors, so idle
+  sockets could otherwise starve them (and every device's reconnect) until each timed out.
 
 * **packet size**: amqtt reads each packet whole into memory, whatever its fixed header
   announces (MQTT allows 256 MB), before anything can look at it. The broker reads the
@@ -78,35 +88,41 @@ timeout, and keeps a persistent session for ever):
   ``EDGEWISE_MAX_PAYLOAD_BYTES`` (4 MiB for 256 KiB), because the gateway still reads a
   telemetry message that large for its seqs, to dead-letter and acknowledge it (see
   ``edgewise.gateway.pipeline``), plus the largest PUBLISH header (a 65,535-byte topic).
-* **client ids**: a client id stays bound to the device that first used it (above), but
-  each device keeps at most ``client_ids_per_device`` (16) of them: when it uses one more,
-  its least recently used one with no open connection is released, with its offline
-  persistent session (``edgewise_mqtt_client_ids_released_total``), so whoever uses it
-  next finds nothing of it. A device connecting with ever-new client ids (random ones; each
-  run of the simulator picks a new one) thus cannot grow the broker's maps; amqtt itself
-  drops a clean session within a second of its disconnect. A refused CONNECT leaves
-  nothing behind, and a deleted device's client ids are released.
+* **client ids**: each device keeps at most ``client_ids_per_device`` (16) client ids:
+  when it uses one more, its least recently used one with no open connection is released,
+  with its offline persistent session (``edgewise_mqtt_client_ids_released_total``), so
+  when it uses that id again it finds nothing of it. A device connecting with ever-new
+  client ids (random ones; each run of the simulator picks a new one) thus cannot grow the
+  broker's maps; amqtt itself drops a clean session within a second of its disconnect. A
+  refused CONNECT leaves nothing behind, and a deleted device's client ids are released.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import inspect
 import json
 import logging
 import os
 import secrets
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.adapters import (
+    ReaderAdapter,
+    StreamReaderAdapter,
+    StreamWriterAdapter,
+    WriterAdapter,
+)
 from amqtt.broker import Broker
-from amqtt.contexts import Action, ListenerConfig
+from amqtt.contexts import Action, ListenerConfig, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.packet import MQTTFixedHeader, MQTTPacket
@@ -121,11 +137,13 @@ from amqtt.utils import gen_client_id
 
 from edgewise.config import Settings
 from edgewise.errors import AuthError, StoreError, ThrottledError
+from edgewise.security.credentials import source_key
 from edgewise.telemetry import SEQ_SCAN_FACTOR, payload_seqs
 from edgewise.transport.base import Handler, Message, Outcome, topic
 from edgewise.transport.batcher import Batcher
 
-__all__ = ["INTERNAL_USER", "EmbeddedBroker", "max_packet_bytes"]
+__all__ = ["CONNECT_TIMEOUT_S", "INTERNAL_USER", "MAX_PENDING_PER_SOURCE", "EmbeddedBroker",
+           "default_max_pending", "max_packet_bytes"]
 
 #: MQTT user of the gateway's own subscriber in ``consumer="subscriber"`` mode; it cannot
 #: be a device id (those start with a letter or digit).
@@ -184,14 +202,16 @@ _VERDICT = "_edgewise_authenticated"
 _TAG = "_edgewise_credential"
 #: ``EmbeddedBroker._current`` value of a device whose credentials were revoked.
 _REVOKED = b""
-#: set on a session that takes back its device's own id as client id from another device
-_RECLAIMED = "_edgewise_reclaimed"
 
 #: The largest PUBLISH variable header MQTT 3.1.1 allows: a topic of 65,535 bytes, its
 #: 2-byte length and the 2-byte packet id.
 _PUBLISH_HEADER_MAX = 2 + 65_535 + 2
-#: Seconds a new connection has to complete its CONNECT (``EmbeddedBroker.connect_timeout_s``)
+#: Seconds a new connection has to complete its CONNECT, a TLS handshake included
+#: (``EmbeddedBroker.connect_timeout_s``)
 CONNECT_TIMEOUT_S = 10.0
+#: Connections from one source (an IPv6 address counted by its /64) that may be open at once
+#: without having finished their CONNECT (``EmbeddedBroker.max_pending_per_source``)
+MAX_PENDING_PER_SOURCE = 32
 #: names of the packets whose size matters, for the log
 _PACKET_NAMES = {1: "CONNECT", 3: "PUBLISH", 8: "SUBSCRIBE", 10: "UNSUBSCRIBE"}
 
@@ -206,6 +226,129 @@ def max_packet_bytes(max_payload_bytes: int) -> int:
     4259843
     """
     return SEQ_SCAN_FACTOR * max_payload_bytes + _PUBLISH_HEADER_MAX
+
+
+def default_max_pending() -> int:
+    """How many connections may be open at once, in all, without having finished their
+    CONNECT (``EmbeddedBroker.max_pending``): a quarter of this process's open-file limit
+    (``ulimit -n``; the HTTP server, the store and the logged-in devices share those file
+    descriptors), at least 16 and at most 4096 (1024 where the limit cannot be read).
+
+    >>> 16 <= default_max_pending() <= 4096
+    True
+    """
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 1024
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 4096
+    return max(16, min(4096, soft // 4))
+
+
+def _session_key(device_id: str, client_id: str) -> str:
+    """The key amqtt keeps the session of ``device_id``'s client id ``client_id`` under:
+    each device has client ids of its own (a device id holds no ``/``).
+
+    >>> _session_key("pump-3", "pump-2-main")
+    'pump-3/pump-2-main'
+    """
+    return f"{device_id}/{client_id}"
+
+
+class _Pending:
+    """A connection that has not finished its CONNECT: its place in :class:`_PendingGate`,
+    held until :meth:`release` (idempotent), and when its time to log in ends."""
+
+    __slots__ = ("deadline", "gate", "source", "transport")
+
+    def __init__(self, gate: _PendingGate, source: str, deadline: float,
+                 transport: asyncio.BaseTransport) -> None:
+        self.gate: _PendingGate | None = gate
+        self.source = source
+        self.deadline = deadline
+        self.transport = transport
+
+    def remaining(self) -> float:
+        """Seconds left until :attr:`deadline` (negative once past)."""
+        return self.deadline - time.monotonic()
+
+    def release(self) -> None:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate.leave(self)
+
+
+class _PendingGate:
+    """The connections open without a finished CONNECT, counted per source (an IPv6 address
+    by its /64, :func:`~edgewise.security.credentials.source_key`) and in all: a new one
+    over ``per_source`` or ``total`` is refused at its accept (see the module docstring).
+    Used on the broker's loop only."""
+
+    #: at most one log line of refusals this often (a flood refuses thousands a second)
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, owner: EmbeddedBroker, per_source: int, total: int) -> None:
+        self.owner = owner
+        self.per_source = per_source
+        self.total = total
+        self.by_source: dict[str, int] = {}
+        self.open: dict[_Pending, None] = {}  # an ordered set
+        self._refused = 0
+        self._logged_at = -self.LOG_EVERY_S
+
+    def enter(self, transport: asyncio.BaseTransport, timeout: float) -> _Pending | None:
+        """A place for the connection of ``transport``, which has ``timeout`` s to log in;
+        ``None`` when it is over a cap (counted and, now and then, logged: the caller
+        closes it)."""
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple | list) and peer else str(peer or "")
+        source = source_key(host)
+        reason = ("pending_per_source" if self.by_source.get(source, 0) >= self.per_source
+                  else "pending_total" if len(self.open) >= self.total else None)
+        if reason is not None:
+            self._refuse(reason, source)
+            return None
+        place = _Pending(self, source, time.monotonic() + timeout, transport)
+        self.by_source[source] = self.by_source.get(source, 0) + 1
+        self.open[place] = None
+        return place
+
+    def leave(self, place: _Pending) -> None:
+        if place not in self.open:
+            return
+        del self.open[place]
+        left = self.by_source.get(place.source, 0) - 1
+        if left > 0:
+            self.by_source[place.source] = left
+        else:
+            self.by_source.pop(place.source, None)
+
+    def abort_all(self) -> int:
+        """Drop every connection still logging in (the broker stops); how many."""
+        places = list(self.open)
+        for place in places:
+            with contextlib.suppress(Exception):
+                place.transport.abort()
+        return len(places)
+
+    def _refuse(self, reason: str, source: str) -> None:
+        self.owner.count("edgewise_mqtt_connections_closed_total", reason=reason)
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._logged_at < self.LOG_EVERY_S:
+            return
+        log.warning(
+            "MQTT: %d new connection(s) closed at once since the last such line: too many "
+            "connections have not finished their CONNECT (now %d from %s, at most %d per "
+            "source; %d in all, at most %d: EmbeddedBroker(max_pending_per_source=..., "
+            "max_pending=...)); the last was over the %s cap", self._refused,
+            self.by_source.get(source, 0), source or "?", self.per_source, len(self.open),
+            self.total, "per-source" if reason == "pending_per_source" else "total")
+        self._refused = 0
+        self._logged_at = now
 
 
 def _payload_limit_setting() -> int:
@@ -233,8 +376,11 @@ class _PacketLimit(ReaderAdapter):
     """
 
     def __init__(self, inner: ReaderAdapter, writer: WriterAdapter, limit: int,
-                 owner: EmbeddedBroker) -> None:
+                 owner: EmbeddedBroker, place: _Pending | None = None) -> None:
         self.inner = inner
+        #: its place among the connections not logged in (released once its CONNECT is
+        #: answered), and when its time to log in ends; ``None`` when not counted
+        self.place = place
         self.writer = writer
         self.limit = limit
         self.owner = owner
@@ -502,13 +648,6 @@ class DeviceAuthPlugin(BaseAuthPlugin):
         except AuthError:
             owner.count("edgewise_auth_failures_total", reason="bad_secret")
             return False
-        cid = session.client_id
-        if cid and cid != user and owner.credential_tags is not None and (
-                await asyncio.to_thread(owner.credential_tags, [cid])):
-            owner.count("edgewise_auth_failures_total", reason="client_id")
-            log.info("MQTT CONNECT of %r refused: client id %r is another device's id", user,
-                     cid)
-            return False
         if not owner.admit(session):
             return False
         setattr(session, _TAG, tag)
@@ -589,29 +728,77 @@ class _GuardedBroker(Broker):
     the session of that id (a live one included, leaving its connection without a session,
     whose messages are then PUBACKed and dropped), else it writes the CONNECT's username
     and password into that session; only then does it authenticate. Here the CONNECT is
-    authenticated (and admitted: its client id must be its own) as it came, and a refused
-    one is closed without looking at any session. A live connection whose session a clean
+    authenticated (and admitted: no Will) as it came, and a refused one is closed without
+    looking at any session; an admitted one's session is its device's own
+    (:func:`_session_key`). A live connection whose session a clean
     CONNECT of its own device replaces is closed first, so the device reconnects; a
     connection found without its session, or with revoked credentials, is closed too.
     """
 
     owner: EmbeddedBroker
 
+    async def _create_server_instance(self, listener_name: str, listener_type: ListenerType,
+                                      address: str | None, port: int,
+                                      ssl_context: ssl.SSLContext | None) -> Any:
+        """amqtt's, except that a TCP listener accepts plain TCP and hands each connection
+        to :meth:`_accepted`, which counts it among those not logged in (refusing it at
+        once over a cap) before its TLS handshake, if any, begins."""
+        if listener_type != ListenerType.TCP:
+            return await super()._create_server_instance(listener_name, listener_type,
+                                                          address, port, ssl_context)
+        return await asyncio.start_server(
+            functools.partial(self._accepted, listener_name=listener_name,
+                              ssl_context=ssl_context),
+            address, port, reuse_address=True)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                        listener_name: str, ssl_context: ssl.SSLContext | None) -> None:
+        """A new TCP connection: closed at once when too many have not logged in (see the
+        module docstring), else given ``connect_timeout_s`` from now to finish its TLS
+        handshake (on a TLS listener) and its CONNECT. Nothing is awaited before the
+        TLS handshake starts, so no byte of it can be read as MQTT."""
+        owner = self.owner
+        place = owner.pending.enter(writer.transport, owner.connect_timeout_s)
+        if place is None:
+            writer.transport.abort()
+            return
+        try:
+            if ssl_context is not None:
+                try:
+                    await writer.start_tls(ssl_context,
+                                           ssl_handshake_timeout=max(place.remaining(), 0.01))
+                except Exception as exc:  # timed out, not TLS, or gone: nothing to answer
+                    writer.transport.abort()
+                    if place.remaining() <= 0:
+                        owner.count("edgewise_mqtt_connections_closed_total",
+                                    reason="connect_timeout")
+                        log.info("MQTT client %s finished no TLS handshake within %g s; "
+                                 "connection closed", place.source, owner.connect_timeout_s)
+                    else:
+                        log.debug("MQTT client %s: TLS handshake failed: %s", place.source, exc)
+                    return
+            await self._client_connected(listener_name, StreamReaderAdapter(reader),
+                                         StreamWriterAdapter(writer), place)
+        finally:
+            place.release()
+
     async def _client_connected(self, listener_name: str, reader: ReaderAdapter,
-                                writer: WriterAdapter) -> None:
+                                writer: WriterAdapter, place: _Pending | None = None) -> None:
         """amqtt's, with the connection read through a :class:`_PacketLimit` (packets over
-        ``owner.max_packet_bytes`` close it before their body is read)."""
-        limited = _PacketLimit(reader, writer, self.owner.max_packet_bytes, self.owner)
+        ``owner.max_packet_bytes`` close it before their body is read) that holds its
+        ``place`` among the connections not logged in."""
+        limited = _PacketLimit(reader, writer, self.owner.max_packet_bytes, self.owner, place)
         await super()._client_connected(listener_name, limited, writer)
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int,
     ) -> tuple[BrokerProtocolHandler, Session]:
         timeout = self.owner.connect_timeout_s
+        place = reader.place if isinstance(reader, _PacketLimit) else None
         try:
             handler, session = await asyncio.wait_for(
                 BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager),
-                timeout)
+                timeout if place is None else max(place.remaining(), 0.0))
         except TimeoutError as exc:
             # a socket that never completes its CONNECT is not held (nor buffered) for ever
             # before it has even authenticated
@@ -634,6 +821,8 @@ class _GuardedBroker(Broker):
             raise AMQTTError(exc) from exc
         ok = await super()._authenticate(session, None)  # type: ignore[arg-type]
         setattr(session, _VERDICT, ok)
+        if place is not None:
+            place.release()  # answered: no longer a connection logging in
         if ok and isinstance(reader, _PacketLimit):
             reader.user, reader.tag = session.username, getattr(session, _TAG, None)
         if not ok:  # refused: closed by _handle_client_session, no session touched
@@ -643,18 +832,15 @@ class _GuardedBroker(Broker):
                 await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
                 await writer.drain()
             return handler, session
-        client_id = session.client_id
+        # the device's own session of that client id (amqtt made up an empty one)
+        client_id = session.client_id = _session_key(session.username or "",
+                                                     session.client_id or gen_client_id())
         existing = self._entry(client_id)
-        if existing is not None and getattr(session, _RECLAIMED, False):
-            await self.close_connection(client_id, forget=True)  # another device's session
-            existing = None
         if session.clean_session:
             if existing is not None:
                 await self.close_connection(client_id, forget=True)
-            elif not client_id:
-                session.client_id = gen_client_id()
             session.parent = 0
-        elif existing is not None:  # admitted: the client id is this device's own
+        elif existing is not None:  # the device's own session
             old = existing[0]
             if old.transitions.state == "connected" or _running(existing[1]):
                 await self._end_superseded(client_id, old, existing[1])
@@ -787,7 +973,7 @@ class _GuardedBroker(Broker):
         for server in self._servers.values():
             if server.instance is not None:
                 server.instance.close()  # no new connections; amqtt's shutdown waits for it
-        aborted = 0
+        aborted = self.owner.pending.abort_all()  # and none logging in
         for _, handler in list(self._sessions.values()):
             if handler is not None and handler.writer is not None:
                 _abort(handler.writer)
@@ -858,9 +1044,16 @@ class EmbeddedBroker:
         releases its least recently used one that no connection is using, with its
         offline session.
     connect_timeout_s
-        Seconds a new connection has to send its whole CONNECT (default
-        :data:`CONNECT_TIMEOUT_S`); one that has not is closed before authentication
+        Seconds a new connection has from its accept to send its whole CONNECT, a TLS
+        handshake included (default :data:`CONNECT_TIMEOUT_S`); one that has not is closed
+        before authentication
         (``edgewise_mqtt_connections_closed_total{reason="connect_timeout"}``).
+    max_pending_per_source, max_pending
+        How many connections may be open without having finished their CONNECT, from one
+        source address (an IPv6 one by its /64; default :data:`MAX_PENDING_PER_SOURCE`)
+        and in all (``None``: :func:`default_max_pending`, from the open-file limit); a new
+        one over either is closed at once (``reason="pending_per_source"`` or
+        ``"pending_total"``).
 
     >>> EmbeddedBroker(lambda ms: [], lambda d, s: None, max_payload_bytes=1024
     ...                ).max_packet_bytes
@@ -885,11 +1078,15 @@ class EmbeddedBroker:
         max_payload_bytes: int | None = None,
         client_ids_per_device: int = 16,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        max_pending_per_source: int = MAX_PENDING_PER_SOURCE,
+        max_pending: int | None = None,
     ) -> None:
         if consumer not in ("plugin", "subscriber"):
             raise ValueError(f"consumer must be 'plugin' or 'subscriber'; got {consumer!r}")
         for name, value in (("max_payload_bytes", max_payload_bytes),
-                            ("client_ids_per_device", client_ids_per_device)):
+                            ("client_ids_per_device", client_ids_per_device),
+                            ("max_pending_per_source", max_pending_per_source),
+                            ("max_pending", max_pending)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
                 raise ValueError(f"The {name!r} parameter of EmbeddedBroker must be an int "
@@ -906,6 +1103,10 @@ class EmbeddedBroker:
         #: the largest packet (remaining length) a connection may announce
         self.max_packet_bytes = max_packet_bytes(max_payload_bytes)
         self.client_ids_per_device = client_ids_per_device
+        #: the connections open without a finished CONNECT, and their caps
+        self.pending = _PendingGate(self, max_pending_per_source,
+                                    default_max_pending() if max_pending is None
+                                    else max_pending)
         self.consumer = consumer
         self.internal_secret = secrets.token_urlsafe(32) if consumer == "subscriber" else None
         self._subscriber: Any = None
@@ -933,7 +1134,7 @@ class EmbeddedBroker:
         self.instance = uuid.uuid4().hex
         self._broker: _GuardedBroker | None = None
         self._pending: set[asyncio.Future[Any]] = set()
-        # client id -> the device (or internal user) that first authenticated with it
+        # session key (device/client id) -> its device (or internal user)
         self._client_owner: dict[str, str] = {}
         # device -> its client ids in _client_owner, least recently admitted first
         self._client_ids: dict[str, dict[str, None]] = {}
@@ -946,8 +1147,9 @@ class EmbeddedBroker:
         return topic(device_id, "telemetry")
 
     def admit(self, session: Session) -> bool:
-        """Whether an authenticated CONNECT may go on: no Will message, and a client id
-        no other device (or the internal subscriber) has used (see the module docstring)."""
+        """Whether an authenticated CONNECT may go on: not with a Will message. Its client
+        id, in its device's own namespace (:func:`_session_key`; see the module docstring),
+        becomes the device's most recently used one."""
         user, client_id = session.username, session.client_id
         if session.will_flag:
             self.count("edgewise_auth_failures_total", reason="will")
@@ -955,31 +1157,17 @@ class EmbeddedBroker:
                      "the broker would publish past the topic ACL", user, session.will_topic)
             return False
         if client_id and user:
-            first = self._client_owner.get(client_id, user)
-            if first != user and client_id != user:
-                self.count("edgewise_auth_failures_total", reason="client_id")
-                log.info("MQTT CONNECT of %r refused: client id %r belongs to another "
-                         "device's session", user, client_id)
-                return False
-            if first != user:
-                # a device's own id is its own: whoever took it first (before the device
-                # was registered) loses it, and its session is dropped, not handed over
-                setattr(session, _RECLAIMED, True)
-            self._bind(client_id, user)
+            self._bind(_session_key(user, client_id), user)
         return True
 
     def _bind(self, client_id: str, user: str) -> None:
-        """Bind ``client_id`` to ``user`` as its most recently used client id; past
-        ``client_ids_per_device``, release ``user``'s least recently used ones on which no
-        connection is open, with their offline sessions. Synchronous (no await between the
-        check in :meth:`admit` and the binding, nor between a release and its session's
-        removal, so no other CONNECT can slip in). A CONNECT still on its way (admitted, its
-        session not yet registered) holds its device's most recent client id, released
-        only if that same device has other CONNECTs admitted with as many new ids
-        meanwhile."""
-        previous = self._client_owner.get(client_id)
-        if previous is not None and previous != user:  # taken back by its own device
-            self._unbind(client_id)
+        """Bind session key ``client_id`` (:func:`_session_key`) to ``user`` as its most
+        recently used one; past ``client_ids_per_device``, release ``user``'s least
+        recently used ones on which no connection is open, with their offline sessions.
+        Synchronous (no await between a release and its session's removal, so no CONNECT
+        can slip in). A CONNECT still on its way (admitted, its session not yet registered)
+        holds its device's most recent client id, released only if that same device has
+        other CONNECTs admitted with as many new ids meanwhile."""
         self._client_owner[client_id] = user
         ids = self._client_ids.setdefault(user, {})
         ids.pop(client_id, None)

@@ -13,8 +13,15 @@ device registered again under the same id would be told the old watermark and dr
 it never delivered. Acks are not published for a device no longer registered.
 
 What the broker does is the broker's: authentication and the per-device topic ACL must
-be configured there (Mosquitto: ``pattern write edgewise/%u/telemetry``); the gateway
-refuses telemetry of devices it does not know (dead letter ``unknown_device``). A publish
+be configured there, and must let the gateway's own user read ``<prefix>/+/telemetry`` and
+write ``<prefix>/+/ack`` and ``<prefix>/+/deadletter``, and each device write its telemetry
+and read its ack and dead letters (Mosquitto, with user name = device id: ``pattern write
+edgewise/%u/telemetry``, ``pattern read edgewise/%u/ack``, ``pattern read
+edgewise/%u/deadletter``; for the gateway's user ``topic read edgewise/+/telemetry``,
+``topic write edgewise/+/ack``, ``topic write edgewise/+/deadletter``: the README's recipe).
+Mosquitto grants a subscription its ACL then never serves, so with less the gateway
+receives nothing and cannot tell. The gateway refuses telemetry of devices it does not
+know (dead letter ``unknown_device``). A publish
 the broker's ACL refuses (another device's topic, say) never reaches the gateway, which
 cannot tell who sent it: unlike the embedded broker it sends no ``topic_not_allowed`` dead
 letter and cannot count the message's seqs, so that device's ack stays below them (it
