@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sqlite3
 
 from edgewise.cli._app import app, bench_app
 from edgewise.errors import EdgewiseError
 
-__all__ = ["NEEDS", "OPTIONAL", "app", "bench_app", "main", "missing_package"]
+__all__ = ["NEEDS", "OPTIONAL", "app", "bench_app", "damaged_database", "main",
+           "missing_package"]
 
 _loaded = False
 
@@ -121,6 +123,63 @@ def _check_needs(args: list[str]) -> str | None:
     return _needs_message(package, "edgewise " + " ".join(words), "is not installed")
 
 
+def _database_file(exc: BaseException) -> str | None:
+    """The file of the SQLite database whose use raised ``exc``: asked of a connection
+    found in the frames the error went through (innermost first: a local, or an
+    attribute of ``self``), SQLite's own ``PRAGMA database_list``; ``None`` if none says."""
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        found = list(frame.f_locals.values())
+        me = frame.f_locals.get("self")
+        if me is not None:
+            found += list(getattr(me, "__dict__", {}).values())
+        for value in found:
+            if not isinstance(value, sqlite3.Connection):
+                continue
+            try:
+                rows = value.execute("PRAGMA database_list").fetchall()
+            except sqlite3.Error:  # closed meanwhile
+                continue
+            name = next((str(r[2]) for r in rows if r[1] == "main" and r[2]), None)
+            if name:
+                return name
+    return None
+
+
+def damaged_database(exc: sqlite3.DatabaseError, args: list[str]) -> str:
+    """The one line for a SQLite error no command caught: the file (else the data
+    directory the command was given, else the default one) and what is wrong with it.
+
+    >>> damaged_database(sqlite3.DatabaseError("file is not a database"),
+    ...                  ["device", "list", "--data-dir", "/srv/ew"])  # doctest: +ELLIPSIS
+    "a SQLite database in the data directory '/srv/ew' is damaged or not an Edgewise ..."
+    """
+    import os
+
+    from edgewise.config import default_data_dir
+
+    text = str(exc).strip() or type(exc).__name__
+    damaged = any(w in text for w in ("not a database", "malformed", "no such table",
+                                      "no such column", "file is encrypted"))
+    file = _database_file(exc)
+    if file is not None:
+        what = f"SQLite database {file!r}"
+    else:
+        given = next((a.split("=", 1)[1] for a in args if a.startswith("--data-dir=")), None)
+        if given is None and "--data-dir" in args[:-1]:
+            given = args[args.index("--data-dir") + 1]
+        where = given or os.environ.get("EDGEWISE_DATA_DIR") or str(default_data_dir())
+        what = f"a SQLite database in the data directory {where!r}"
+    if damaged:
+        return (f"{what} is damaged or not an Edgewise database (SQLite: {text}); restore "
+                "it from a backup, or move it aside to start it afresh.")
+    return f"{what} cannot be used (SQLite: {text})."
+
+
 def main() -> None:
     """Entry point of the ``edgewise`` console script."""
     import sys
@@ -154,5 +213,8 @@ def main() -> None:
     except click.Abort:
         print("error: aborted", file=sys.stderr)
         raise SystemExit(1) from None
+    except sqlite3.DatabaseError as exc:  # a damaged file: one line naming it, no traceback
+        print(f"error: {damaged_database(exc, sys.argv[1:])}", file=sys.stderr)
+        raise SystemExit(2) from None
     if isinstance(code, int) and code:
         raise SystemExit(code)

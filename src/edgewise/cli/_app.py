@@ -6,12 +6,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
 from edgewise.config import default_data_dir
 
-__all__ = ["DataDir", "Json", "app", "bench_app", "existing_data_dir", "fail", "not_an_input",
-           "out_path"]
+__all__ = ["DataDir", "Json", "NonBlankPath", "app", "bench_app", "existing_data_dir", "fail",
+           "not_an_input", "out_path"]
 
 app = typer.Typer(
     name="edgewise",
@@ -24,6 +25,36 @@ bench_app = typer.Typer(help="Benchmarks; each takes --json for one JSON object 
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
+
+
+class NonBlankPath(click.Path):
+    """A path option that refuses a blank value (one line, exit 2): ``Path("")`` is the
+    working directory, so ``--data-dir ""`` wrote the gateway's files into it and listed
+    "no devices" there, and ``--out ""`` was reported as ``'.'``. ``what`` says what the
+    path must be, e.g. ``"the data directory, e.g. ~/edgewise"``.
+
+    >>> NonBlankPath("a file to write, e.g. model.rul").convert("m.rul", None, None)
+    'm.rul'
+    >>> NonBlankPath("a file to write, e.g. model.rul").convert(" ", None, None)
+    Traceback (most recent call last):
+    ...
+    click.exceptions.BadParameter: must be a file to write, e.g. model.rul; an empty one \
+would mean the working directory. Got ' '.
+    """
+
+    def __init__(self, what: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.what = what
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> object:
+        """``value`` as :class:`click.Path` converts it, unless it is blank."""
+        if isinstance(value, str) and not value.strip():
+            self.fail(f"must be {self.what}; an empty one would mean the working directory. "
+                      f"Got {value!r}.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 DataDir = Annotated[
     Path,
     typer.Option(
@@ -32,10 +63,14 @@ DataDir = Annotated[
         help="Where the store, keys and registry live.",
         default_factory=default_data_dir,
         show_default=False,
-        resolve_path=True,  # a relative dir is the working directory's, in every URL made of it
+        # a relative dir is the working directory's, in every URL made of it; a blank one
+        # (the working directory, silently) is refused
+        click_type=NonBlankPath("the data directory, e.g. ~/.local/share/edgewise",
+                                resolve_path=True),
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
+Json = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON document (an object, or a list for listings) for scripts.")]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -37,6 +37,8 @@ from edgewise.cli._app import DataDir, Json, app, existing_data_dir, fail
 
 if TYPE_CHECKING:
     from edgewise.config import Settings
+    from edgewise.label.store import LabelStore
+    from edgewise.registry import Registry
     from edgewise.security import Security
     from edgewise.security.audit_syslog import ForwardedCheck
     from edgewise.store.base import Store
@@ -223,7 +225,14 @@ def device_delete(
             # file, registry, store or audit entry) to say so
             raise fail(f"Device {device_id!r} is not registered and has no stored data.",
                        code=1)
-        with _security(data_dir) as sec:
+        with _security(data_dir) as sec, ExitStack() as opened:
+            # every file this deletion changes is opened first: a damaged one (junk in
+            # labels.sqlite or registry.sqlite) refuses before the credentials are revoked,
+            # not after (the device revoked, its labels and releases left)
+            label_store, reg = _open_label_store(settings.data_dir, sec), _open_registry(settings)
+            for opened_file in (label_store, reg):
+                if opened_file is not None:
+                    opened.callback(opened_file.close)
             registered = sec.has_device(device_id)
             kept = sec.data_kept(device_id)  # an earlier deletion's data, not deleted yet
             if kept and st is None and why_not is None:
@@ -235,7 +244,7 @@ def device_delete(
                 sec.keep_data(device_id)
             if registered:
                 sec.delete_device(device_id, actor="cli")
-            releases = _withdraw_releases(settings, sec, device_id)
+            releases = _withdraw_releases(reg, sec, device_id)
             # after the revocation: no ack follows
             ack = _clear_retained_ack(mqtt, device_id, settings.data_dir, at_stake)
             if why_not is not None:
@@ -253,11 +262,8 @@ def device_delete(
                     raise _data_not_deleted(device_id, registered, releases, str(exc),
                                             as_json) from None
             labels = 0
-            if (settings.data_dir / "labels.sqlite").exists():
-                from edgewise.label.store import LabelStore
-
-                with LabelStore(settings.data_dir, security=sec) as label_store:
-                    labels = label_store.delete_device(device_id, who="cli")
+            if label_store is not None:
+                labels = label_store.delete_device(device_id, who="cli")
             from edgewise.label.workflow import delete_models
 
             models = delete_models(settings.data_dir, device_id)
@@ -415,19 +421,35 @@ def _refuse_stored_data(data_dir: Path, store: str, name: str) -> None:
                    f"first with: edgewise device delete {name}{again}, or pick another name.")
 
 
-def _withdraw_releases(settings: Settings, sec: Security, device_id: str) -> list[int]:
-    """Withdraw the model releases aimed at the device, as ``DELETE /v1/devices/{id}`` does
-    (the registry is SQLite in WAL mode: safe beside a running gateway)."""
+def _open_label_store(data_dir: Path, sec: Security) -> LabelStore | None:
+    """The data dir's label store, opened (a damaged file raises here), or ``None`` where
+    it has none (none is made)."""
+    from edgewise.label.store import LabelStore
+
+    if not (data_dir / "labels.sqlite").exists():
+        return None
+    return LabelStore(data_dir, security=sec)
+
+
+def _open_registry(settings: Settings) -> Registry | None:
+    """The data dir's model registry, opened (a damaged file raises here), or ``None``
+    where it has none (none is made: no registry, no release)."""
     from edgewise.registry import Registry
-    from edgewise.server.routes.devices import withdraw_releases
 
     if not (settings.data_dir / "registry" / "registry.sqlite").is_file():
-        return []  # no registry, no release: none is made to say so
-    reg = Registry(settings.data_dir)
-    try:
-        return withdraw_releases(reg, sec, device_id, "cli")
-    finally:
-        reg.close()
+        return None
+    return Registry(settings.data_dir)
+
+
+def _withdraw_releases(reg: Registry | None, sec: Security, device_id: str) -> list[int]:
+    """Withdraw the model releases aimed at the device from ``reg`` (none: no registry), as
+    ``DELETE /v1/devices/{id}`` does (the registry is SQLite in WAL mode: safe beside a
+    running gateway)."""
+    from edgewise.server.routes.devices import withdraw_releases
+
+    if reg is None:
+        return []
+    return withdraw_releases(reg, sec, device_id, "cli")
 
 
 def _external_broker(mqtt: str) -> bool:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from edgewise.cli._app import app, fail
+from edgewise.cli._app import NonBlankPath, app, fail
 
 
 @app.command("agent")
@@ -17,7 +18,9 @@ def agent_cmd(
     secret_file: Annotated[Path, typer.Option(help="File holding the device secret.")],
     source: Annotated[str, typer.Option(help="sim, csv:PATH or stdin.")] = "sim",
     state_dir: Annotated[Path, typer.Option(
-        envvar="EDGEWISE_AGENT_DIR", help="Outbox, models and state.")] = Path("edgewise-agent"),
+        envvar="EDGEWISE_AGENT_DIR", help="Outbox, models and state.",
+        click_type=NonBlankPath("a folder for the outbox, models and state, e.g. "
+                                "edgewise-agent"))] = Path("edgewise-agent"),
     trust_key: Annotated[list[Path], typer.Option(
         help="Registry public key file (signing_key.pub); repeatable. None: no updates.")] = [],  # noqa: B006
     group: Annotated[list[str], typer.Option(
@@ -37,8 +40,11 @@ def agent_cmd(
         "gateway, 'edgewise serve --tls-cert': its certificate); default: the system's "
         "CAs.")] = "",
 ) -> None:
-    """Run the agent until interrupted (or until --limit readings, then flush)."""
-    import logging
+    """Run the agent until interrupted (or until --limit readings, then flush).
+
+    Readings still unacknowledged when it ends are said in one line: an error (exit 1)
+    where the gateway refused them (HTTP 401: the secret), else a warning (they stay in the
+    outbox and the next run sends them)."""
     import math
     import os
     import sqlite3
@@ -88,10 +94,95 @@ def agent_cmd(
         raise fail(f"--state-dir {str(state_dir)!r} cannot be used: "
                    f"{getattr(exc, 'strerror', None) or exc} (its outbox.sqlite and models/ "
                    "must be readable and writable).") from None
+    watch = _SendWatch()
+    agent_log = logging.getLogger("edgewise.agent")
+    agent_log.addHandler(watch)
     try:
         agent.run(source, rate_hz=rate, limit=limit or None, flush_timeout_s=flush_timeout)
     except KeyboardInterrupt:
         agent.stop()
+        return  # stopped on purpose: what is buffered is sent by the next run
+    finally:
+        agent_log.removeHandler(watch)
+    _say_undelivered(agent, watch, flush_timeout)
+
+
+class _SendWatch(logging.Handler):
+    """Keeps the agent's last failed send (its ``send_failed``, ``gateway_unreachable`` or
+    ``gateway_certificate_unverified`` log event), to say why readings were not delivered."""
+
+    EVENTS = ("send_failed", "gateway_unreachable", "gateway_certificate_unverified")
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.last: dict[str, Any] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep ``record`` if it is one of :data:`EVENTS`; never raise."""
+        import json
+
+        try:
+            event = json.loads(record.getMessage())
+        except (ValueError, TypeError):
+            return
+        if isinstance(event, dict) and event.get("event") in self.EVENTS:
+            self.last = event
+
+
+def _say_undelivered(agent: Any, watch: _SendWatch, flush_timeout: float) -> None:
+    """After a run that ended (the source's end or --limit, then the flush): if readings
+    are still unacknowledged, say how many and why in one line. A gateway that refused
+    them (a wrong secret: HTTP 401, or another refusal) ends the command with exit 1, as
+    every refusal by the gateway does; an unreachable gateway leaves them buffered for the
+    next run (store-and-forward), said in a warning."""
+    try:
+        left = len(agent.outbox)
+    except Exception:  # the outbox cannot say: nothing to add to what the log said
+        return
+    if not left:
+        return
+    where = f"they stay in the outbox {str(agent.outbox.path)!r}"
+    last = watch.last or {}
+    status = last.get("status") if last.get("event") == "send_failed" else None
+    detail = _problem_detail(str(last.get("detail") or ""))
+    if status in (401, 403):
+        raise fail(f"{left} readings not delivered: the gateway {agent.gateway} refused this "
+                   f"device's credentials (HTTP {status}{': ' + detail if detail else ''}); "
+                   f"{where}. Check that --secret-file holds the secret 'edgewise device add' "
+                   f"printed for {agent.device_id!r} and that the device is still registered.",
+                   code=1)
+    if isinstance(status, int) and 400 <= status < 500 and status not in (413, 429):
+        raise fail(f"{left} readings not delivered: the gateway {agent.gateway} refused them "
+                   f"(HTTP {status}{': ' + detail if detail else ''}); {where}.", code=1)
+    if last.get("event") == "gateway_certificate_unverified":
+        why = "its TLS certificate did not verify (pass it, or its CA, with --ca-file)"
+    elif last.get("event") == "gateway_unreachable":
+        why = f"it could not be reached ({detail or 'no answer'})"
+    elif status is not None:
+        why = f"it answered HTTP {status}{': ' + detail if detail else ''}"
+    else:
+        why = f"it did not acknowledge them within --flush-timeout {flush_timeout:g} s"
+    typer.echo(f"warning: {left} readings not delivered to the gateway {agent.gateway} yet: "
+               f"{why}; {where} and are sent by the next run.", err=True)
+
+
+def _problem_detail(text: str) -> str:
+    """The ``detail`` of a gateway's problem JSON answer, else ``text`` as it is.
+
+    >>> _problem_detail('{"title": "Unauthorized", "detail": "bad credentials"}')
+    'bad credentials'
+    >>> _problem_detail("[Errno 111] Connection refused")
+    '[Errno 111] Connection refused'
+    """
+    import json
+
+    try:
+        problem = json.loads(text)
+    except ValueError:
+        return text.strip()
+    if isinstance(problem, dict) and (problem.get("detail") or problem.get("title")):
+        return str(problem.get("detail") or problem.get("title")).strip()
+    return text.strip()
 
 
 def _check_numbers(*, rate: float, limit: int, update_interval: float,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgewise.cli._app import Inputs, app, fail, not_an_input
+from edgewise.cli._app import Inputs, NonBlankPath, app, fail, not_an_input
 
 # Options shared with `edgewise bench csv`, which runs this command over a folder.
 TimeColumn = Annotated[
@@ -129,7 +129,8 @@ def detect(
     out: Annotated[
         Path | None, typer.Option(
             "--out", help="Output CSV (default FILE_scored.csv): FILE's rows as written, "
-                          "comma-separated, with three columns added.")
+                          "comma-separated, with three columns added.",
+            click_type=NonBlankPath("a file to write, e.g. scored.csv"))
     ] = None,
 ) -> None:
     """Score every row of FILE online; write anomaly_score, is_anomaly and top_column.

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgewise.cli._app import Json, fail
+from edgewise.cli._app import Json, NonBlankPath, fail
 from edgewise.cli.rul import (
     _shown,
     _store_url,
@@ -34,8 +34,10 @@ from edgewise.cli.rul import (
 
 Csv = Annotated[Path | None, typer.Option(
     "--csv", help="CSV file holding the metric's history (time and value columns).")]
-TimeCol = Annotated[str, typer.Option(
-    help="CSV: the time column (epoch s/ms/us/ns or ISO 8601; no offset means UTC).")]
+TimeCol = Annotated[str | None, typer.Option(
+    help="CSV: the time column (epoch s/ms/us/ns or ISO 8601; no offset means UTC). Default: "
+    "the first column named timestamp, time, ts, datetime or date (any case), as 'edgewise "
+    "detect' finds it ('readings export' writes time).", show_default=False)]
 ValueCol = Annotated[str | None, typer.Option(
     "--column", help="CSV: the value column to forecast.")]
 Data = Annotated[str | None, typer.Option(
@@ -44,7 +46,7 @@ Device = Annotated[str | None, typer.Option(help="Store: the device whose metric
 Metric = Annotated[str | None, typer.Option(help="Store: the metric to forecast.")]
 
 
-def _history(csv: Path | None, time_column: str, column: str | None, data: str | None,
+def _history(csv: Path | None, time_column: str | None, column: str | None, data: str | None,
              device: str | None, metric: str | None) -> tuple[Any, Any, str]:
     """Times (ns), values and a name for the history the options give."""
     if (csv is None) == (data is None):
@@ -55,9 +57,17 @@ def _history(csv: Path | None, time_column: str, column: str | None, data: str |
     return _store_history(data or "", device, metric)
 
 
-def _csv_history(csv: Path, time_column: str, column: str | None) -> tuple[Any, Any, str]:
+def _csv_history(csv: Path, time_column: str | None,
+                 column: str | None) -> tuple[Any, Any, str]:
     from edgewise.errors import QualityError
-    from edgewise.tables import number_column, read_table, time_ns
+    from edgewise.tables import (
+        clock_column,
+        date_and_clock,
+        find_time_column,
+        number_column,
+        read_table,
+        time_ns,
+    )
 
     if column is None:
         raise fail("--column is needed with --csv: the value column to forecast")
@@ -65,12 +75,21 @@ def _csv_history(csv: Path, time_column: str, column: str | None) -> tuple[Any, 
         df = read_table(csv, "--csv")
     except QualityError as exc:
         raise fail(str(exc)) from None
+    clock = None
+    if time_column is None:  # found by its name, as detect and quality find it
+        time_column = find_time_column(df)
+        if time_column is None:
+            raise fail(f"--csv {str(csv)!r} has no column named timestamp, time, ts, datetime "
+                       f"or date (any case); name its time column with --time-column; its "
+                       f"columns are {[str(c) for c in df.columns][:20]}")
+        clock = clock_column(df, time_column)  # date,time: one time together
     for flag, name in (("--time-column", time_column), ("--column", column)):
         if name not in df.columns:
             raise fail(f"{flag} {name!r} is not a column of --csv {str(csv)!r}; its columns are "
                        f"{[str(c) for c in df.columns][:20]}")
     try:
-        return time_ns(df[time_column]), number_column(df, column), f"{csv.name}:{column}"
+        times = df[time_column] if clock is None else date_and_clock(df, time_column, clock)
+        return time_ns(times), number_column(df, column), f"{csv.name}:{column}"
     except QualityError as exc:
         raise fail(f"--csv {str(csv)!r}: {exc}") from None
 
@@ -104,9 +123,11 @@ def _store_history(data: str, device: str | None, metric: str | None) -> tuple[A
 
 @train_app.command("forecast")
 def train_forecast(
-    out: Annotated[Path, typer.Option(help="Where to write the model file.")],
+    out: Annotated[Path, typer.Option(
+        help="Where to write the model file.",
+        click_type=NonBlankPath("a file to write, e.g. model.forecast"))],
     csv: Csv = None,
-    time_column: TimeCol = "timestamp",
+    time_column: TimeCol = None,
     column: ValueCol = None,
     data: Data = None,
     device: Device = None,
@@ -181,13 +202,14 @@ def time_texts(times_ns: Any) -> list[str]:
 def predict_forecast(
     model: Annotated[Path, typer.Option(help="A model file from 'edgewise train forecast'.")],
     csv: Csv = None,
-    time_column: TimeCol = "timestamp",
+    time_column: TimeCol = None,
     column: ValueCol = None,
     data: Data = None,
     device: Device = None,
     metric: Metric = None,
     out: Annotated[Path | None, typer.Option(
-        help="Also write the forecast as CSV (time,forecast,low,high).")] = None,
+        help="Also write the forecast as CSV (time,forecast,low,high).",
+        click_type=NonBlankPath("a file to write, e.g. forecast.csv"))] = None,
     json_out: Json = False,
 ) -> None:
     """Forecast the steps after the end of a history (default: the trained one), with intervals."""

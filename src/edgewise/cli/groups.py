@@ -74,7 +74,7 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
     import numpy as np
     import pandas as pd
 
-    from edgewise.cli.quality import _ids, _numbers
+    from edgewise.cli.quality import _ids, _numbers, default_device_column
     from edgewise.errors import QualityError
     from edgewise.tables import find_time_column, not_a_metric, time_ns
 
@@ -88,7 +88,7 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
     except (QualityError, ValueError, TypeError) as exc:
         raise fail(f"{where}: column {time_column!r} holds no usable times: {exc}") from None
     index = pd.to_datetime(np.asarray(ts, dtype=np.int64), unit="ns", utc=True)
-    dev_col = next((c for c in ("device_id", "device") if c in df.columns), None)
+    dev_col = default_device_column(list(df.columns))  # as 'edgewise quality' takes it
     ids = (_ids(cells[dev_col], dev_col, "device id", Path(where)) if dev_col
            else pd.Series([device or Path(where).stem] * len(df)))
     if "metric" in df.columns and "value" not in df.columns:

@@ -79,14 +79,23 @@ def import_(
     if not who.strip():  # the audit log would name no one
         raise fail(f"--who must name who gave these labels (the audit log keeps it). Got "
                    f"{who!r}.")
+    import os
+
+    # only the settings an import uses (the data dir and store are options, their variables
+    # read by click); a gateway setting set wrong in this shell (EDGEWISE_RATE_LIMIT_PER_S=10s)
+    # is the gateway's, not the import's, as in 'device delete'
+    used = {k: os.environ[k] for k in ("EDGEWISE_MAX_FUTURE_S",) if k in os.environ}
     try:
-        settings = Settings.load(data_dir=data_dir, store=store_url or None)
+        settings = Settings.load(env=used, data_dir=data_dir, store=store_url or None)
     except ConfigError as exc:
         raise fail(str(exc)) from None
     try:  # a missing file, a directory or a binary file is named in one line
         rows = read_labels_csv(file, max_future_s=settings.max_future_s)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    # a mistyped one: refused before anything (a label store, credentials) is made there;
+    # labels need a registered device or its stored data, both in an existing data dir
+    existing_data_dir(data_dir)
     store, security = _open(data_dir)
     try:
         devices = list(dict.fromkeys(row[0] for row in rows))

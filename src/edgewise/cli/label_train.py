@@ -160,7 +160,16 @@ def suggest_cmd(
                    f"score {it['score']:.3f}  {'ALARM' if it['alarm'] else 'quiet'}")
 
 
-@train_app.callback(invoke_without_command=True)
+_TRAIN_HELP = """Train batch models from histories.
+
+'train rul', 'train forecast' and 'train transfer' take their own options after their name
+(edgewise train transfer --data-dir DIR …). The options below are for 'train --with-labels
+--device D' without a subcommand: a device's thresholds and pattern memory from its labels,
+and a fault-type classifier when fault classes are labelled; given before a subcommand
+they are refused."""
+
+
+@train_app.callback(invoke_without_command=True, help=_TRAIN_HELP)
 def train_cmd(
     ctx: typer.Context,
     data_dir: DataDir,
@@ -173,10 +182,10 @@ def train_cmd(
     window: Window = None,
     json_out: Json = False,
 ) -> None:
-    """Train models: 'train rul …' for remaining useful life; with --with-labels --device D,
-    a device's thresholds and pattern memory from its labels, and a fault-type classifier
-    when fault classes are labelled."""
+    """Train models (the help is :data:`_TRAIN_HELP`): a subcommand, or with
+    --with-labels --device D a device's label-aware models."""
     if ctx.invoked_subcommand is not None:
+        _no_group_options(ctx)
         return
     from edgewise.label.workflow import train_with_labels
 
@@ -185,6 +194,10 @@ def train_cmd(
                    "'edgewise train --with-labels --device D'.")
     _check_args(device, window)
     hist = _history(device, csv, store, data_dir)
+    # labels live in the data dir: a mistyped one has none, and must not get a label store
+    # and models/ made there (with --csv nothing else refuses it); checked after the CSV,
+    # whose own faults are said first
+    existing_data_dir(data_dir)
     out = _with_labels(data_dir, lambda labels: train_with_labels(
         hist, device, labels, data_dir, window=window))
     if json_out:
@@ -194,6 +207,31 @@ def train_cmd(
                f"{out['n_labels']} labelled windows); alarms {out['alarms_before']} -> "
                f"{out['alarms_after']}" + (f"; fault classes {', '.join(out['classes'])}"
                                            if out["classes"] else ""))
+
+
+def _no_group_options(ctx: typer.Context) -> None:
+    """Refuse, in one line, an option of ``train`` itself given on the command line before
+    a subcommand (``train --data-dir DIR transfer``, ``train --json forecast``): they are
+    ``train --with-labels``'s, and the subcommand ran without them (another data dir,
+    text instead of JSON). Values from the environment (EDGEWISE_DATA_DIR) are not given
+    here, and the subcommand reads them itself."""
+    import click
+    from click.core import ParameterSource
+
+    sub_name = ctx.invoked_subcommand or ""
+    group = ctx.command
+    sub = group.get_command(ctx, sub_name) if isinstance(group, click.Group) else None
+    sub_opts = {o for p in (sub.params if sub is not None else []) for o in p.opts}
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name or "") is not ParameterSource.COMMANDLINE:
+            continue
+        flag = param.opts[0]
+        if flag in sub_opts:
+            raise fail(f"{flag} given before {sub_name!r} is an option of 'train --with-labels' "
+                       f"and would be ignored; give {flag} after {sub_name!r}: edgewise train "
+                       f"{sub_name} {flag} …")
+        raise fail(f"{flag} is an option of 'train --with-labels' (without a subcommand); "
+                   f"'train {sub_name}' takes none: see edgewise train {sub_name} --help")
 
 
 @predict_app.command("labels")

@@ -120,6 +120,25 @@ def _time_names() -> str:
     return ", ".join(map(repr, names[:-1])) + f" or {names[-1]!r}"
 
 
+#: the names a device column is taken by, in this order, where none is named: those
+#: 'edgewise groups' reads a fleet's file by
+DEVICE_COLUMNS = ("device_id", "device")
+
+
+def default_device_column(columns: list[str]) -> str | None:
+    """The file's device column when none is named: the first of :data:`DEVICE_COLUMNS`
+    it has (a long file whose column is ``device``, as FILE's help names it, had every
+    device merged into one called "device", their readings read as conflicts), else
+    ``None`` (one device's file).
+
+    >>> default_device_column(["device", "metric", "ts", "value"])
+    'device'
+    >>> default_device_column(["device", "device_id", "ts"]), default_device_column(["ts"])
+    ('device_id', None)
+    """
+    return next((c for c in DEVICE_COLUMNS if c in columns), None)
+
+
 def _one_role_each(
     columns: list[str],
     time_column: str,
@@ -148,8 +167,8 @@ def _one_role_each(
         roles.append((f"the time of day beside --time-column {time_column!r}", clock))
     if device_column is not None:
         roles.append(("--device-column", device_column))
-    elif "device_id" in columns:
-        roles.append(("--device-column (by default)", "device_id"))
+    elif (found := default_device_column(columns)) is not None:
+        roles.append(("--device-column (by default)", found))
     long = (metric_column is not None or value_column is not None
             or ("metric" in columns and "value" in columns))
     if long:
@@ -168,13 +187,15 @@ def _one_role_each(
 
 @app.command("quality")
 def quality(
-    file: Annotated[Path, typer.Argument(help="CSV: long (device, metric, ts, value) or wide.")],
+    file: Annotated[Path, typer.Argument(
+        help="CSV: long (device_id or device, metric, time, value) or wide.")],
     time_column: Annotated[str | None, typer.Option(
         help="Time column (epoch or RFC 3339). Default: the first column named timestamp, "
              "time, ts, datetime or date (any case), as 'edgewise detect' finds it.")] = None,
     device_column: Annotated[str | None, typer.Option(
-        help="Device column; it must be in the file. Default: device_id when the file has "
-             "one, else every row is of --device.")] = None,
+        help="Device column; it must be in the file. Default: device_id, else device, when "
+             "the file has one (as 'edgewise groups' reads it), else every row is of "
+             "--device.")] = None,
     metric_column: Annotated[str | None, typer.Option(
         help="Metric column of a long CSV; it must be in the file. Default: metric (a file "
              "with metric and value columns is long, else wide).")] = None,
@@ -242,7 +263,7 @@ def quality(
     _one_role_each(columns, time_column, explicit_time, clock, device_column, metric_column,
                    value_column)
     if device_column is None:
-        device_column = "device_id"
+        device_column = default_device_column(columns) or "device_id"
         if device_column not in columns:  # no device column: one device's file
             df[device_column] = device
     if device_column in cells.columns:  # ids as written: 007 is not 7, NA no number

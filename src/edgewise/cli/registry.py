@@ -66,12 +66,21 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
 
     from edgewise.registry import Registry
 
-    reg = Registry(existing_data_dir(data_dir))  # a mistyped --data-dir is refused, not made
-    versions = reg.versions(name or None)
-    releases = [r for r in reg.releases() if not name or r.name == name]
-    state = reg.key_state
-    key_id = reg.listed_key_id  # the issued key's even when both key files are gone
     now = time.time_ns()
+    # a mistyped --data-dir is refused, not made; a data dir with no registry yet lists
+    # nothing, and a listing makes none (registry.sqlite, blobs/)
+    if (existing_data_dir(data_dir) / "registry").exists():
+        reg = Registry(data_dir)
+        try:
+            versions = reg.versions(name or None)
+            releases = [r for r in reg.releases() if not name or r.name == name]
+            state = reg.key_state
+            key_id = reg.listed_key_id  # the issued key's even when both key files are gone
+            offered = {r.release for r in reg.expired_current(now)}
+        finally:
+            reg.close()
+    else:
+        versions, releases, state, key_id, offered = [], [], "none", None, set()
     if json_out:  # strict JSON: a NaN metric published before they were checked is null
         typer.echo(json.dumps(_strict_json({
             "key_id": key_id,
@@ -91,8 +100,7 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
     for v in versions:
         typer.echo(f"{v.name} {v.version}  {v.format}  {v.size} B  sha256 {v.sha256[:16]}  "
                    f"trained on {v.trained_on or '-'}  {v.metrics}")
-    offered = {r.release for r in reg.expired_current(now)}  # expired, and still offered
-    for r in releases:
+    for r in releases:  # offered: expired, and still offered
         row = r.listing(now)
         expiry = (f"EXPIRED {row['expires']} (devices refuse it; sign it again: "
                   f"{r.rerun_command()})" if r.release in offered else
@@ -156,6 +164,9 @@ def publish_cmd(
     from edgewise.registry import Registry
 
     _publish_data_dir(data_dir)
+    if model_file.is_dir():
+        raise fail(f"Model file {str(model_file)!r} is a directory; give the model file to "
+                   "publish, e.g. model.pkl.")
     if not model_file.is_file():
         raise fail(f"Model file {str(model_file)!r} does not exist.")
     metrics = {}

@@ -35,7 +35,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgewise.cli._app import DataDir, Json, app, fail
+from edgewise.cli._app import DataDir, Json, NonBlankPath, app, fail
 
 train_app = typer.Typer(help="Train batch models from histories.", no_args_is_help=True)
 predict_app = typer.Typer(help="Score devices with a trained model.", no_args_is_help=True)
@@ -386,7 +386,8 @@ def train_rul(
     data: Annotated[str, typer.Option(
         help="CSV of run-to-failure histories, a dir of CSVs, or a store: duckdb:///PATH, "
         "postgresql://…, or a gateway data dir.")],
-    out: Annotated[Path, typer.Option(help="Where to write the model file.")],
+    out: Annotated[Path, typer.Option(help="Where to write the model file.",
+                                      click_type=NonBlankPath("a file to write, e.g. model.rul"))],
     data_dir: DataDir,
     unit_column: Annotated[str, typer.Option(help="Column naming the unit/device.")] = "unit",
     time_column: Annotated[str, typer.Option(help="Column ordering each unit's rows.")] = "cycle",
