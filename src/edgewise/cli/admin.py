@@ -417,8 +417,11 @@ def _refuse_stored_data(data_dir: Path, store: str, name: str) -> None:
     if has:
         again = f" --store {shown_url(store)}" if store else ""
         raise fail(f"Device {name!r} is not registered, but the store {shown_url(url)} still "
-                   f"holds data of a device of that id (readings, seqs or alerts); delete it "
-                   f"first with: edgewise device delete {name}{again}, or pick another name.")
+                   f"holds data of a device of that id (readings, seqs or alerts); it may "
+                   f"belong to a device registered on another data dir serving the same store "
+                   f"(gateways sharing a store must share one --data-dir). If it is no "
+                   f"device's, delete it first with: edgewise device delete {name}{again}, or "
+                   f"pick another name.")
 
 
 def _open_label_store(data_dir: Path, sec: Security) -> LabelStore | None:

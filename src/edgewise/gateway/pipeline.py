@@ -436,6 +436,11 @@ class Pipeline:
                 for device_id, n in taken.items():
                     self.rate_limiter.refund(device_id, n)
                 raise
+            for d in res.reset:  # deleted through another gateway sharing the store:
+                # what this one kept of it was the deleted device's (this batch is the new's)
+                log.info("device %r was deleted through another gateway; its state here "
+                         "is dropped", d)
+                self._forget(d, self._commits)
             self._count(counts, len(items), via)
             self._commits += 1
             batch = _Committed(readings, self._commits, res.stored_positions)
@@ -862,6 +867,11 @@ class Pipeline:
         """
         with self._commit_lock:  # every batch up to this one holds readings of before
             last = self._commits
+        return self._forget(device_id, last)
+
+    def _forget(self, device_id: str, last: int) -> int:
+        """:meth:`forget_device`, the device's readings in batches up to generation
+        ``last`` dropped unscored; return how many streams it had."""
         with self._gap_check_lock, self._detect_lock, self._state_lock:
             if self._busy:  # some of them are not scored yet: drop the device's
                 self._forgotten[device_id] = last
@@ -990,15 +1000,12 @@ class Pipeline:
         out: list[Alert] = []
         for device in [*due, *refill]:
             gaps = self.store.seq_gaps(device)
+            if gaps:  # seqs this gateway misses may have come through another one
+                gaps = self.store.recheck_seq_gaps(device)
             reported = self._gaps_reported.get(device)
             if reported is None:
                 reported = self._gaps_reported[device] = set()
-                still_open = self._gaps_open.setdefault(device, {})
-                for a in self.store.list_alerts(device_id=device, kind="seq_gap", limit=10_000):
-                    gap = _gap_from_message(a.message)
-                    reported.add(gap)
-                    if a.status == "open" and gap[0] >= 0:
-                        still_open[a.id] = (*gap, _gap_head(a.message), a.message)
+                self._adopt_gaps(device, reported)
             self._settle_gaps(device, gaps)
             if device in refill:
                 continue
@@ -1006,6 +1013,12 @@ class Pipeline:
                 self._gap_since.pop(device, None)
             # A gap partly filled since it was reported (seq 2..10, then 3 arrives: 2..2 and
             # 4..10) is still the same gap: only seqs no report covered yet are new.
+            spans = _merged(reported)
+            new = [part for gap in gaps for part in _uncovered(gap, spans)]
+            if not new:
+                continue
+            # another gateway sharing the store may have reported them since: one alert
+            self._adopt_gaps(device, reported)
             spans = _merged(reported)
             new = [part for gap in gaps for part in _uncovered(gap, spans)]
             if not new:
@@ -1024,6 +1037,18 @@ class Pipeline:
             self._gaps_open.setdefault(device, {})[alert.id] = (first, last, head, head)
             out.append(alert)
         return out
+
+    def _adopt_gaps(self, device: str, reported: set[tuple[int, int]]) -> None:
+        """Take up the device's seq_gap alerts in the store (this gateway's before a
+        restart, or another's sharing the store): their gaps count as reported, and the
+        open ones are settled as this gateway's own (:meth:`_settle_gaps`, against gaps
+        looked up in the tables)."""
+        still_open = self._gaps_open.setdefault(device, {})
+        for a in self.store.list_alerts(device_id=device, kind="seq_gap", limit=10_000):
+            gap = _gap_from_message(a.message)
+            reported.add(gap)
+            if a.status == "open" and gap[0] >= 0 and a.id not in still_open:
+                still_open[a.id] = (*gap, _gap_head(a.message), a.message)
 
     def _settle_gaps(self, device: str, gaps: list[tuple[int, int]]) -> None:
         """Revisit the device's open seq_gap alerts against its ``gaps`` now: one whose

@@ -1069,6 +1069,12 @@ class SQLStoreMixin:
         """
         return self._seqs.gaps(device_id)
 
+    def recheck_seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
+        """:meth:`seq_gaps`, after looking its missing seqs up in storage: the same here,
+        where this process is the store's only writer (PostgreSQL overrides it)."""
+        self._check_open()
+        return self.seq_gaps(device_id)
+
     def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
         """Conflicting readings, newest first."""
         return [Conflict(*row) for row in self._read(*conflicts_query(device_id, limit, self._ph))]

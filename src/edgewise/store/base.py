@@ -52,6 +52,10 @@ class AppendResult:
     conflicts: int = 0
     watermarks: dict[str, int] = field(default_factory=dict)
     stored_positions: list[int] | None = None
+    #: Devices whose seq state this process held belonged to a device deleted since (by
+    #: another process sharing the store) and was loaded again: the caller drops what
+    #: else it keeps of them (detectors, seq bookkeeping), as after its own deletion.
+    reset: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -188,6 +192,12 @@ class Store(Protocol):
 
     def seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
         """Missing seq ranges ``(first, last)`` inclusive, between 1 and the highest seen."""
+        ...
+
+    def recheck_seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
+        """:meth:`seq_gaps`, after looking its missing seqs up in storage, where another
+        process sharing the store may have stored them (the same as :meth:`seq_gaps`
+        where one process owns the store)."""
         ...
 
     def stored_seqs(self, device_id: str, seqs: Iterable[int]) -> set[int]:

@@ -20,9 +20,19 @@ store once). DDL refused for want of a privilege fails with the statement, the p
 it needs and how to do it once as an admin.
 
 The seq watermark is kept in memory per process, loaded at open and advanced by this
-process's commits; a second process writing the *same* device makes it lag (it never runs
-ahead), which keeps acknowledgements safe. :meth:`~PostgresStore.stored_seqs` is exact all
-the same: the seqs this process's tracker does not hold are looked up in the tables.
+process's commits. Several gateway processes may serve one device in turn: an append
+whose seqs do not follow what this process's tracker holds (a seq whose predecessor it
+has not seen), or that repeats a seq it holds, or of a device it has not seen, first looks
+that device up in the tables (:meth:`~PostgresStore._sync_seqs`: one statement, only on
+such a miss), so the watermark it answers counts the seqs the other processes stored.
+:meth:`~PostgresStore.stored_seqs` is exact all the same: the seqs this process's tracker
+does not hold are looked up in the tables. Every device deletion adds one to the store's
+deletion generation (``ew_meta``, :data:`DELETIONS`; no device id is kept, so a purge
+leaves none in the files): a process whose seq state of a device predates the
+generation checks, on that look-up, that the tables still hold its watermark; where they
+do not, the device was deleted since, and its state is loaded again from the tables (and
+named in :attr:`~edgewise.store.base.AppendResult.reset`), and it is never folded into
+``seq_marks`` (which would acknowledge the old watermark to the device registered again).
 """
 
 from __future__ import annotations
@@ -30,8 +40,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
+from itertools import chain
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -60,6 +71,11 @@ from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
 from edgewise.telemetry import Reading
 
 __all__ = ["PostgresStore"]
+
+#: The ``ew_meta`` key of the store's deletion generation: :meth:`PostgresStore.delete_device`
+#: adds one to it in its transaction (none: 0), so a gateway process sharing the store
+#: checks the seq state it loaded before (:meth:`PostgresStore._sync_seqs`) once more.
+DELETIONS = "devices_deleted"
 
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -323,11 +339,38 @@ class PostgresStore(SQLStoreMixin):
         self._closed = False
         self._seqs = SeqTracker()
         self._marks: dict[str, int] = {}
+        # device -> the deletion generation (DELETIONS) its seq state in _seqs was last
+        # checked at; a device missing has none here yet, and is looked up in the tables at
+        # its first append (_sync_seqs). Guarded by _wlock, as _top is.
+        self._gens: dict[str, int] = {}
+        # device -> the highest seq this process knows stored (its tracker's top)
+        self._top: dict[str, int] = {}
+        # devices whose state a gap re-check found deleted since: the next append says so
+        self._reset_pending: set[str] = set()
         self._appends = 0
         self._unpurged = False  # rows deleted here since the last purge (purge_pending)
         self._writer = self._connect(create=True, new=create)
-        self._load_watermarks(self._writer)
+        self._load_seq_state(self._writer)
         self._compact_seqs()
+
+    @staticmethod
+    def _deletions(con: Any) -> int:
+        """The store's deletion generation (:data:`DELETIONS`), through ``con``."""
+        row = con.execute("SELECT value FROM ew_meta WHERE key = %s", [DELETIONS]).fetchone()
+        return int(row[0]) if row else 0
+
+    def _load_seq_state(self, con: Any) -> None:
+        """Load the seq tracker, each device's top seq and deletion generation at open,
+        from one snapshot (a deletion meanwhile is seen whole or not at all)."""
+        with con.transaction():
+            con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            self._load_watermarks(con)
+            gen = self._deletions(con)
+            tops = dict(con.execute(
+                "SELECT device_id, max(seq) FROM seqs GROUP BY device_id").fetchall())
+        for d, w in self._seqs.watermarks().items():
+            self._gens[d] = gen
+            self._top[d] = max(int(tops.get(d) or 0), self._marks.get(d, 0), w)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -578,26 +621,129 @@ class PostgresStore(SQLStoreMixin):
         return out
 
     def _compact_seqs(self) -> None:
-        """Fold each device's seqs 1..watermark into its seq_marks row (one transaction)."""
-        with self._wlock:  # guards _marks (_seqs guards itself)
+        """Fold each device's seqs 1..watermark into its seq_marks row (one statement, so
+        one snapshot), leaving out a device deleted since this process's seq state of it
+        was checked (a deletion since, and the tables lack some of its seqs 1..watermark):
+        that state is the deleted device's, and its mark would be acknowledged to the
+        device registered again."""
+        with self._wlock:  # guards _marks and _gens (_seqs guards itself)
             moved = _marks_to_move(self._seqs, self._marks)
             if not moved:
                 return
             con = self._write_con()
             devs, marks = list(moved), list(moved.values())
-            with con.transaction():
-                con.execute(
-                    "INSERT INTO seq_marks SELECT * FROM unnest(%s::text[], %s::bigint[]) "
-                    "ON CONFLICT (device_id) DO UPDATE "
-                    "SET watermark = greatest(seq_marks.watermark, excluded.watermark)",
-                    [devs, marks],
-                )
-                con.execute(
-                    "DELETE FROM seqs USING unnest(%s::text[], %s::bigint[]) AS m(d, w) "
-                    "WHERE seqs.device_id = m.d AND seqs.seq <= m.w",
-                    [devs, marks],
-                )
-            self._marks.update(moved)
+            gens = [self._gens.get(d, 0) for d in devs]
+            done = con.execute(
+                "WITH u AS (SELECT u.*, coalesce((SELECT watermark FROM seq_marks k "
+                "WHERE k.device_id = u.d), 0) AS mark "
+                "FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS u(d, w, g)), "
+                # checked at this generation, or the tables still hold its seqs 1..w
+                "m AS (SELECT d, w FROM u WHERE u.g = coalesce((SELECT value::bigint "
+                "FROM ew_meta WHERE key = %s), 0) OR (SELECT count(*) FROM seqs s "
+                "WHERE s.device_id = u.d AND s.seq > u.mark AND s.seq <= u.w) "
+                ">= u.w - u.mark), "
+                "ins AS (INSERT INTO seq_marks SELECT d, w FROM m "
+                "ON CONFLICT (device_id) DO UPDATE "
+                "SET watermark = greatest(seq_marks.watermark, excluded.watermark)), "
+                "del AS (DELETE FROM seqs USING m "
+                "WHERE seqs.device_id = m.d AND seqs.seq <= m.w) "
+                "SELECT d FROM m",
+                [devs, marks, gens, DELETIONS],
+            ).fetchall()
+            self._marks.update({d: moved[d] for (d,) in done})
+
+    def _sync_seqs(self, con: Any, want: Mapping[str, list[tuple[int, int]]]) -> set[str]:
+        """Bring the seq state of the devices of ``want`` up to date with the tables, in
+        one statement (one snapshot), through ``con``; return the devices whose state here
+        was of a device deleted since, which is loaded again whole from the tables.
+
+        Of a device this process has not seen, everything is read. Of the others, the
+        seqs in its ranges of ``want`` (inclusive) and its folded mark: another process
+        sharing the store stored them. Where a device was deleted since its state here was
+        last checked (the store's deletion generation moved), the tables must also still
+        hold its seqs up to this process's watermark; where they do not, the device was
+        deleted (and maybe registered again): its state here is the deleted device's. The
+        caller holds ``_wlock``."""
+        devs: list[str] = []
+        los: list[int] = []
+        his: list[int] = []
+        gs: list[int] = []
+        ws: list[int] = []
+        for d, ranges in want.items():
+            for lo, hi in ranges or [(1, 0)]:  # (1, 0): no seq; the generation only
+                devs.append(d)
+                los.append(lo)
+                his.append(hi)
+                gs.append(self._gens.get(d, -1))
+                ws.append(self._seqs.watermark(d))
+        rows = con.execute(
+            "WITH q AS (SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], "
+            "%s::bigint[], %s::bigint[]) AS q(d, lo, hi, g, w)), "
+            "c AS (SELECT coalesce((SELECT value::bigint FROM ew_meta WHERE key = %s), 0) "
+            "AS gen), "
+            "v AS (SELECT d, min(g) AS g, min(w) AS w, coalesce((SELECT max(watermark) "
+            "FROM seq_marks m WHERE m.device_id = q.d), 0) AS mark FROM q GROUP BY d), "
+            "x AS (SELECT v.*, c.gen, v.g < 0 OR (v.g <> c.gen AND v.mark < v.w AND "
+            "(SELECT count(*) FROM seqs s WHERE s.device_id = v.d AND s.seq > v.mark "
+            "AND s.seq <= v.w) < v.w - v.mark) AS whole FROM v, c) "
+            "SELECT x.d, x.gen, x.mark, x.whole, CASE WHEN x.whole "
+            "THEN array(SELECT seq FROM seqs WHERE seqs.device_id = x.d) "
+            "ELSE array(SELECT s.seq FROM q JOIN seqs s ON s.device_id = q.d "
+            "AND s.seq BETWEEN q.lo AND q.hi WHERE q.d = x.d) END FROM x",
+            [devs, los, his, gs, ws, DELETIONS],
+        ).fetchall()
+        reset: set[str] = set()
+        for d, gen, mark, whole, found in rows:
+            gen, mark = int(gen), int(mark)
+            seqs = [int(x) for x in found or ()]
+            wm = self._seqs.watermark(d)
+            top = self._top.get(d, wm)
+            self._gens[d] = gen
+            if whole or mark >= top:
+                # read whole, or all this process knew of it is folded into the mark: exact
+                if whole and d in self._top:
+                    reset.add(d)
+                self._seqs.load(d, mark, seqs)
+                self._marks[d] = mark
+                self._top[d] = max([mark, *seqs])
+                continue
+            covered = (range(lo, min(hi, mark) + 1) for lo, hi in want[d] if lo <= mark)
+            self._seqs.add(d, chain(seqs, *covered))
+            self._marks[d] = max(self._marks.get(d, 0), mark)
+            self._top[d] = max([top, mark, *seqs])
+        return reset
+
+    def _sync_wanted(
+        self, seq_sets: Mapping[str, Iterable[int]],
+    ) -> dict[str, list[tuple[int, int]]]:
+        """The devices of a batch's ``seq_sets`` whose seq state must be looked up in the
+        tables before the batch is stored (:meth:`_sync_seqs`), with the seq ranges to
+        read: a device this process has not seen (read whole); one with a seq above its
+        watermark + 1 that this process has not seen all seqs below of (the seqs missing
+        below it, which another process may have stored: the tracker's gaps, and those
+        between the highest seq it knows and the batch's); one with a seq the tracker holds
+        already (a re-delivery, or a device deleted and registered again elsewhere: its
+        deletion generation is read). A device sending its seqs in order to this process
+        alone needs none of it. The caller holds ``_wlock``."""
+        want: dict[str, list[tuple[int, int]]] = {}
+        for d, given in seq_sets.items():
+            qs = {q for q in given if q >= 1}
+            if not qs:
+                continue
+            if d not in self._gens:
+                want[d] = []
+                continue
+            hi = max(qs)
+            top = self._top.get(d, self._seqs.watermark(d))
+            ranges = [(a, min(b, hi - 1)) for a, b in self._seqs.gaps(d) if a < hi]
+            lo = top + 1
+            for q in sorted(q for q in qs if q > top):
+                if lo < q:
+                    ranges.append((lo, q - 1))
+                lo = q + 1
+            if ranges or self._seqs.stored(d, qs):
+                want[d] = ranges
+        return want
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -666,6 +812,9 @@ class PostgresStore(SQLStoreMixin):
             result.duplicates = (c.duplicates + (len(c.new) - len(inserted))
                                  + (len(c.conflicts) - recorded))
             result.conflicts = recorded
+        want = self._sync_wanted(seq_sets)
+        if want:  # a miss: the tables first, so that the ack counts what others stored
+            self._reset_pending |= self._sync_seqs(cur, want)
         new_seqs = self._seqs.fresh(seq_sets)
         if new_seqs:
             devs = [d for d, s in new_seqs.items() for _ in s]
@@ -676,6 +825,37 @@ class PostgresStore(SQLStoreMixin):
                 [devs, nums],
             )
         return result, new_seqs
+
+    def _committed(
+        self, result: AppendResult, new_seqs: Mapping[str, set[int]], p: Prepared
+    ) -> AppendResult:
+        """As the base's, and then each device's top seq goes up, and the devices found
+        deleted since by another process (:meth:`_sync_seqs`) are named in
+        ``result.reset``."""
+        for d, new in new_seqs.items():
+            self._top[d] = max(self._top.get(d, 0), max(new))
+        result.reset, self._reset_pending = self._reset_pending, set()
+        return super()._committed(result, new_seqs, p)
+
+    def recheck_seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
+        """:meth:`seq_gaps`, after looking up its missing seqs in the tables (another
+        gateway process sharing the store may have stored them), with the device's
+        deletion generation: one statement, and none when this process knows no gap of
+        the device. Waits for a commit in flight (it takes the write lock)."""
+        self._check_open()
+        gaps = self._seqs.gaps(device_id)
+        if not gaps:
+            return gaps
+        with self._wlock:
+            gaps = self._seqs.gaps(device_id)
+            if gaps:
+                try:
+                    self._reset_pending |= self._sync_seqs(self._write_con(),
+                                                           {device_id: gaps})
+                except self._psycopg.Error as exc:
+                    raise StoreError(f"Looking up the missing seqs of device {device_id!r} in "
+                                     f"{self.url!r} failed: {_one_line(exc)}") from exc
+            return self._seqs.gaps(device_id)
 
     @staticmethod
     def _values(cur: Any, keys: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], float]:
@@ -747,13 +927,19 @@ class PostgresStore(SQLStoreMixin):
         counts = self._write(
             f"Deleting device {device_id!r}",
             [
-                (f"DELETE FROM {t} WHERE device_id = %s", [device_id])
-                for t in (*DEVICE_TABLES, "device_stats", "device_metrics")
+                *((f"DELETE FROM {t} WHERE device_id = %s", [device_id])
+                  for t in (*DEVICE_TABLES, "device_stats", "device_metrics")),
+                # the next generation: other processes check their seq state again
+                (("INSERT INTO ew_meta VALUES (%s, '1') ON CONFLICT (key) DO UPDATE "
+                  "SET value = (ew_meta.value::bigint + 1)::text"), [DELETIONS]),
             ],
         )[: len(DEVICE_TABLES)]  # the device_stats rows are not stored rows
         with self._wlock:
             self._seqs.forget(device_id)
             self._marks.pop(device_id, None)
+            self._gens.pop(device_id, None)  # looked up again at its next append
+            self._top.pop(device_id, None)
+            self._reset_pending.discard(device_id)
             self._unpurged = self._unpurged or bool(sum(counts))
         if sum(counts) and purge:
             self.purge()
