@@ -59,6 +59,10 @@ class Settings:
     max_future_s: float = 300.0
     rate_limit_per_s: float = 2000.0  # readings per second per device, sustained
     rate_limit_burst: float = 20000.0
+    # metric names a device may have (edgewise.gateway.metric_cap): a reading of a name new
+    # to a device that has this many already is refused (reason too_many_metrics), as each
+    # name costs the gateway a detector of its own; names it has keep being taken
+    max_metrics_per_device: int = 256
     throttle_after_failures: int = 100
     # proxies whose X-Forwarded-For / X-Forwarded-Proto the HTTP server believes (the
     # client address wrong secrets are counted by): "" trusts none (the default), else
@@ -238,6 +242,7 @@ LIMITS: dict[str, tuple[Interval, bool]] = {
     "max_future_s": (Interval(float, 0, MAX_FUTURE_S), True),  # inf: no bound on future times
     "rate_limit_per_s": (Interval(float, 0, None, closed="neither"), False),
     "rate_limit_burst": (Interval(float, 1, None), False),
+    "max_metrics_per_device": (Interval(int, 1, None), False),
     "throttle_after_failures": (Interval(int, 1, None), False),
     "retention_days": (Interval(int, 0, None), False),
     "alert_threshold": (Interval(float, 0, 1, closed="right"), False),

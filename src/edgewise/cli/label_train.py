@@ -69,7 +69,8 @@ def _history(device: str, csv: Path | None, store_url: str | None, data_dir: Pat
 
     store = open_history_store(store_url, data_dir)
     try:
-        return history_from_store(store, device)
+        # the whole history, as a --csv is read (the HTTP label queue reads a capped one)
+        return history_from_store(store, device, max_readings=None, max_metrics=None)
     except InvalidParameterError as exc:  # which devices it does hold (pump-01, not pump-1)
         held = sorted(d.device_id for d in store.devices())
         raise fail(f"{exc} " + (f"The store holds readings of {', '.join(held[:8])}"

@@ -52,7 +52,7 @@ def _histories(csv: Path | None, store_url: str | None, data_dir: Path,
         return
     store = open_history_store(store_url, data_dir)
     try:
-        yield lambda dev: history_from_store(store, dev)
+        yield lambda dev: history_from_store(store, dev, max_readings=None, max_metrics=None)
     finally:
         store.close()
 

@@ -49,6 +49,14 @@ readings and of their fast moves (a reading minus a moving average of about 10 r
   elasticities' spread times the partner's distance from its level. A lasting break
   alarms only where it also lasts under the prior (its running residual at 2 sd or more).
 
+A device is modelled over at most ``max_metrics`` fast level metrics (256), the first
+it read: the moments grow with the square of their number (2,000 metrics took 360 MB, a
+row of 20,000 asked for a 12 GB array), so metrics past them are left out of the gate,
+their scores as the per-metric detectors gave them (as :class:`~edgewise.detect.Mahalanobis`
+leaves a device's metrics past its ``max_metrics`` out). A model restored from a state
+saved with more is dropped, and the gate learns the device afresh over the first
+``max_metrics``.
+
 A metric without partners (at most the 8 most correlated are used), one that has not
 moved yet (a constant, a coarse sensor on one value) and a stuck run the fast-stream gate
 flagged are left as they are. The gateway teaches the gate every row but those holding a
@@ -93,12 +101,15 @@ import numpy as np
 from edgewise.detect.base import DEFAULT_THRESHOLD
 from edgewise.params import Interval, validate_params
 
-__all__ = ["STATE_VERSION", "CrossSensorGate"]
+__all__ = ["DEFAULT_MAX_METRICS", "STATE_VERSION", "CrossSensorGate"]
 
 #: the layout of ``CrossSensorGate.devices_`` (saved with the gateway's detector state): a
 #: state saved under another is not read, the gate learns afresh
 STATE_VERSION = 4
 
+#: the most metrics of a device the gate models (as Mahalanobis's and the gateway's
+#: default cap of a device's metric names, EDGEWISE_MAX_METRICS_PER_DEVICE)
+DEFAULT_MAX_METRICS = 256
 #: relative ridge on the standardised covariance: perfectly collinear sensors still invert
 _RIDGE = 1e-6
 #: relative ridge on the squares: a curvature the data do not show (two operating points
@@ -215,6 +226,9 @@ class CrossSensorGate:
     fleet_prior
         Also explain a device's readings by what its fleet's devices with the same metrics
         agree on (see above); ``False`` judges each device on its own model only.
+    max_metrics
+        The most metrics of a device modelled, the first it read; the gate leaves the
+        others' scores as they are (its memory and work per row grow with the square).
 
     Attributes
     ----------
@@ -225,17 +239,19 @@ class CrossSensorGate:
     def __init__(self, min_z: float = 3.0, alpha: float = 0.001, warmup: int = 300,
                  partner_corr: float = 0.2, refresh: int = 50,
                  threshold: float = DEFAULT_THRESHOLD, break_z: float = 3.0,
-                 fleet_prior: bool = True) -> None:
+                 fleet_prior: bool = True, max_metrics: int = DEFAULT_MAX_METRICS) -> None:
         validate_params({"min_z": Interval(float, 0.0, None, closed="neither"),
                          "alpha": Interval(float, 0.0, 1.0, closed="right"),
                          "warmup": Interval(int, 2, None),
                          "partner_corr": Interval(float, 0.0, 1.0, closed="neither"),
                          "refresh": Interval(int, 1, None),
                          "threshold": Interval(float, 0.0, 1.0, closed="neither"),
-                         "break_z": Interval(float, 0.0, None, closed="neither")},
+                         "break_z": Interval(float, 0.0, None, closed="neither"),
+                         "max_metrics": Interval(int, 2, None)},
                         {"min_z": min_z, "alpha": alpha, "warmup": warmup,
                          "partner_corr": partner_corr, "refresh": refresh,
-                         "threshold": threshold, "break_z": break_z}, self)
+                         "threshold": threshold, "break_z": break_z,
+                         "max_metrics": max_metrics}, self)
         self.min_z = min_z
         self.alpha = alpha
         self.warmup = warmup
@@ -244,6 +260,7 @@ class CrossSensorGate:
         self.threshold = threshold
         self.break_z = break_z
         self.fleet_prior = fleet_prior
+        self.max_metrics = max_metrics
         self.devices_: dict[str, _Device] = {}
         self._rows = 0  # rows learned, all devices
         # metric set -> (rows when computed, the fleet's prior for such devices)
@@ -262,6 +279,10 @@ class CrossSensorGate:
         """
         names = [m for m in row if m in eligible and math.isfinite(row[m])]
         dev = self.devices_.get(device_id)
+        if dev is not None and len(dev.metrics) > self.max_metrics:
+            self.forget(device_id)  # restored from a state saved before the cap: afresh
+            dev = None
+        names = self._within_cap(dev, names)
         if not names:
             if dev is not None:
                 dev.pending, dev.explained = None, set()
@@ -331,6 +352,23 @@ class CrossSensorGate:
                 dev.explained.discard(m)
                 out[m] = max(out.get(m, 0.0), min(1.0, float(self.threshold * r[i]
                                                                / self.break_z)))
+        return out
+
+    def _within_cap(self, dev: _Device | None, names: list[str]) -> list[str]:
+        """``names`` less the metrics the device's model has no room for: those it (or the
+        wider model warming up beside it) holds, and new ones while it holds fewer than
+        ``max_metrics``, first come first."""
+        model = None if dev is None else (dev.shadow or dev)
+        room = self.max_metrics - (0 if model is None else len(model.metrics))
+        if model is None and len(names) <= room:
+            return names
+        out = []
+        for m in names:
+            if model is not None and m in model.index:
+                out.append(m)
+            elif room > 0:
+                out.append(m)
+                room -= 1
         return out
 
     def _stage(self, dev: _Device, row: dict[str, float], names: list[str],

@@ -57,6 +57,7 @@ from edgewise.detect.base import Detector
 from edgewise.errors import ConfigError, PayloadError, RateLimitError
 from edgewise.gateway.cross_sensor import STATE_VERSION, CrossSensorGate
 from edgewise.gateway.fast_streams import FastStreamGate
+from edgewise.gateway.metric_cap import MetricCap
 from edgewise.gateway.metrics import Metrics
 from edgewise.quality.stream import STATE_VERSION as CLEANER_STATE_VERSION
 from edgewise.quality.stream import StreamCleaner
@@ -291,9 +292,14 @@ class Pipeline:
         self._stop_gaps = threading.Event()
         self._stop_detect = threading.Event()  # close(): stop after the batch being scored
         now = time.monotonic()
+        # each device's metric names, at most settings.max_metrics_per_device new ones: every
+        # name holds a detector (128 KB of tables) and its saved state, so a device inventing
+        # names without end grew memory and detectors.pickle without end
+        self.metric_cap = MetricCap(settings.max_metrics_per_device)
         try:
             for d in store.devices():
                 self._gap_since[d.device_id] = now
+                self.metric_cap.seed(d.device_id, d.metrics)
         except Exception:  # a store without devices() support still ingests
             log.exception("could not list devices for seq-gap checks")
         if detect_async:
@@ -363,6 +369,8 @@ class Pipeline:
                                             * self.settings.max_payload_bytes))
             if self.settings.retention_days > 0 and dec.readings:
                 _expire(dec, device_id, self.settings.retention_days)
+            if dec.readings:  # a name new past the device's cap: refused (too_many_metrics)
+                self.metric_cap.refuse_past_cap(dec, device_id)
             for reason, n in dec.rejected_counts().items():
                 counts.append(("edgewise_readings_rejected_total", n, reason))
             # A rejected record or metric costs a token as a reading does: else a device
@@ -895,6 +903,7 @@ class Pipeline:
             if self.cross_gate is not None:
                 self.cross_gate.forget(device_id)
             self.rate_limiter.forget(device_id)  # re-added, it starts on a full bucket
+            self.metric_cap.forget(device_id)
             # the saved state (written at the last clean stop) still holds the device: write
             # it again now, or a crash before the next clean stop brings the device back
             if (keys or had_mv) and self.state_path is not None and self.state_path.exists():

@@ -45,11 +45,89 @@ from edgewise.label.strategies import DefaultMix, Pool, make_strategy
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 from edgewise.tables import LABEL_NAMES, TIME_NAMES, not_a_metric, plain
 
-__all__ = ["History", "delete_models", "history_from_store", "history_from_table",
-           "load_history_csv", "load_model", "model_files", "on_metrics", "predict_with_labels",
-           "suggest", "train_with_labels", "window_length"]
+__all__ = ["MAX_METRICS", "MAX_READINGS", "History", "delete_models", "history_from_store",
+           "history_from_table", "load_history_csv", "load_model", "model_files",
+           "newest_rows", "on_metrics", "predict_with_labels", "suggest",
+           "train_with_labels", "window_length"]
 
 History = tuple[np.ndarray, np.ndarray, list[str]]
+
+#: The most readings :func:`history_from_store` reads of a device by default (the JSON
+#: readings route's cap): the newest that many, so one label-queue request is bounded
+#: (a whole history was read and pivoted: 5,000 metrics took 85 s of CPU).
+MAX_READINGS = 200_000
+#: The most metrics :func:`history_from_store` keeps by default: more than any real
+#: device the project reads has (C-MAPSS: 24), few enough that a label-queue answer
+#: (every metric's readings around each window) stays small.
+MAX_METRICS = 32
+
+#: Look-ups :func:`newest_rows` makes at most to find the newest span under its limit.
+_MAX_PROBES = 40
+
+
+def newest_rows(store: Any, device_id: str, metric: str | None, start_ns: int | None,
+                end_ns: int | None, limit: int = MAX_READINGS,
+                ) -> tuple[list[tuple[str, int, float]], int, bool]:
+    """The device's rows ``(metric, ts_ns, value)`` (of ``metric``, or all) in
+    ``[start_ns, end_ns)`` (``None``: unbounded) when they are at most ``limit``; else
+    those of the newest span ``[s, end_ns)`` holding at most ``limit`` (and at least half
+    of it, where the readings allow). Returns ``(rows, s, truncated)``; ``s`` is
+    ``start_ns`` when not truncated. The label queue reads a device's history so, and the
+    quality report its range (a helper of the store's, kept here until the store offers
+    a newest-first read).
+
+    Each look-up reads at most ``limit + 1`` rows (the store's ``limit``), so memory stays
+    bounded however long the range; the span is found by halving it, from a first guess by
+    the device's reading rate, in at most 40 look-ups.
+
+    >>> from edgewise.store import open_store
+    >>> from edgewise.telemetry import Reading
+    >>> st = open_store("duckdb://:memory:")
+    >>> _ = st.append([Reading("p", "t", i * 10**9, float(i)) for i in range(100)])
+    >>> rows, s, cut = newest_rows(st, "p", None, 0, None, limit=30)
+    >>> cut, 15 <= len(rows) <= 30, rows[-1][1] == 99 * 10**9, s <= rows[0][1]
+    (True, True, True, True)
+    >>> st.close()
+    """
+    rows = store.query(device_id, metric, start_ns, end_ns, None, limit + 1)
+    if len(rows) <= limit:
+        return rows, start_ns, False
+    summary = next((d for d in store.devices() if d.device_id == device_id), None)
+    hi = end_ns
+    if hi is None:  # up to the device's newest reading
+        newest = summary.last_ns if summary is not None and summary.last_ns is not None else (
+            max(t for _, t, _ in rows))
+        hi = max(newest, max(t for _, t, _ in rows)) + 1
+    # [lo, hi) holds more than limit: nothing is before the device's first reading
+    lo = min(0, min(t for _, t, _ in rows)) if start_ns is None else start_ns
+    if summary is not None and summary.first_ns is not None:
+        lo = max(lo, summary.first_ns)
+    best: list[tuple[str, int, float]] | None = None
+    good = hi  # [good, hi) holds at most limit: best
+    guess = None
+    if summary is not None and summary.readings and summary.last_ns is not None and (
+            summary.first_ns is not None and summary.last_ns > summary.first_ns):
+        # the span the device's mean rate fills with 90 % of the limit, as a first try
+        per_ns = summary.readings / (summary.last_ns - summary.first_ns)
+        if metric is not None and summary.metrics:
+            per_ns /= len(summary.metrics)
+        guess = hi - int(0.9 * limit / per_ns)
+    for _ in range(_MAX_PROBES):
+        mid = guess if guess is not None and lo < guess < good else lo + (good - lo) // 2
+        guess = None
+        if not lo < mid < good:
+            break
+        got = store.query(device_id, metric, mid, hi, None, limit + 1)
+        if len(got) <= limit:
+            good, best = mid, got
+            if 2 * len(got) >= limit:
+                break
+        else:
+            lo = mid
+    if best is None:  # more than limit at one instant (or no span found): its first rows
+        best = store.query(device_id, metric, lo, hi, None, limit)
+        good = lo
+    return best, good, True
 
 
 _DEVICE_COLUMN = "device_id"
@@ -218,16 +296,66 @@ def _refuse_repeated_times(df: pd.DataFrame, times: pd.Series, ts: np.ndarray,
         "label. Remove or merge duplicates first.")
 
 
-def history_from_store(store: Any, device_id: str) -> History:
-    """A device's readings from a :class:`~edgewise.store.Store`, one column per metric."""
+def history_from_store(store: Any, device_id: str, *,
+                       max_readings: int | None = MAX_READINGS,
+                       max_metrics: int | None = MAX_METRICS) -> History:
+    """A device's readings from a :class:`~edgewise.store.Store`, one column per metric.
+
+    Bounded, as ``GET /v1/label-queue`` reads it: of a device with more than
+    ``max_metrics`` metrics, those with the most readings are kept (ties: by name), and
+    of a history of more than ``max_readings`` readings the newest (the newest span holding
+    at most ``max_readings`` of the device's readings, then the newest times whose table
+    of the kept metrics has at most ``max_readings`` cells). ``None`` lifts a cap (the
+    whole history, as before the caps).
+
+    >>> from edgewise.store import open_store
+    >>> from edgewise.telemetry import Reading
+    >>> st = open_store("duckdb://:memory:")
+    >>> _ = st.append([Reading("p", m, i, float(i)) for i in range(50) for m in "abc"])
+    >>> _ = st.append([Reading("p", "junk", 7, 0.0)])
+    >>> ts, X, metrics = history_from_store(st, "p", max_readings=60, max_metrics=2)
+    >>> metrics, X.shape[1], X.size <= 60, int(ts[-1])
+    (['a', 'b'], 2, True, 49)
+    >>> st.close()
+    """
     from edgewise.models.history import wide_readings
 
-    rows = store.query(device_id)
+    if max_readings is None:
+        rows = store.query(device_id)
+    else:
+        rows, _, _ = newest_rows(store, device_id, None, None, None, max_readings)
     if not rows:
         # not the store's URL: the label queue shows this to any viewer
         raise InvalidParameterError(f"Device {device_id!r} has no stored readings.")
+    rows = _bounded(rows, max_readings, max_metrics)
     wide = wide_readings(rows, "mean")
     return wide.index.to_numpy(np.int64), wide.to_numpy(float), list(wide.columns)
+
+
+def _bounded(rows: list[tuple[str, int, float]], max_readings: int | None,
+             max_metrics: int | None) -> list[tuple[str, int, float]]:
+    """``rows`` of at most ``max_metrics`` metrics (those with the most rows; ties by
+    name) at the newest times whose table (times by kept metrics) has at most
+    ``max_readings`` cells (at least 4 times), so the pivot is bounded.
+
+    >>> _bounded([("b", 1, 0.0), ("a", 1, 0.0), ("a", 2, 0.0), ("c", 3, 0.0)], None, 2)
+    [('b', 1, 0.0), ('a', 1, 0.0), ('a', 2, 0.0)]
+    """
+    if max_metrics is not None:
+        counts: dict[str, int] = {}
+        for m, _, _ in rows:
+            counts[m] = counts.get(m, 0) + 1
+        if len(counts) > max_metrics:
+            keep = set(sorted(counts, key=lambda m: (-counts[m], m))[:max_metrics])
+            rows = [r for r in rows if r[0] in keep]
+    if max_readings is not None:
+        times = np.unique(np.fromiter((t for _, t, _ in rows), dtype=np.int64, count=len(rows)))
+        n_metrics = len({r[0] for r in rows})
+        most = max(4, max_readings // max(n_metrics, 1))
+        if len(times) > most:
+            cut = int(times[-most])
+            rows = [r for r in rows if r[1] >= cut]
+    return rows
 
 
 def window_length(n: int, window: int | None, device_id: str | None = None) -> int:
