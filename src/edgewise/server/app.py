@@ -68,7 +68,10 @@ action is audited.
 Every error is `application/problem+json` with the keys
 `type, title, status, detail, field, value, allowed, reason` (the `Problem` schema); each
 operation lists the errors it answers. A request body over the limit is 413 before it is
-read (telemetry: `EDGEWISE_MAX_PAYLOAD_BYTES`; any other: `EDGEWISE_MAX_BODY_BYTES`).
+read (telemetry: `EDGEWISE_MAX_PAYLOAD_BYTES`; any other operation that takes a body:
+`EDGEWISE_MAX_BODY_BYTES`); an operation that takes none never reads one. A body field an
+operation does not take is 422 naming it. Every value a problem echoes is shortened (over
+200 characters: cut, with its length).
 """
 
 _TAGS = [
@@ -199,6 +202,8 @@ def create_app(
         exempt=[r.path_regex for r in routes if "telemetry" in r.tags],  # its own limit
         bearer_routes=[(r.path_regex, frozenset(r.methods)) for r in routes
                        if r.body_field is not None and _token_role(r.dependant) is not None],
+        # a route that reads no body answers as without one: no 413 (none is documented)
+        routes=[(r.path_regex, frozenset(r.methods), _takes_body(r)) for r in routes],
     )
 
     app.add_middleware(SecurityHeaders)
@@ -280,6 +285,10 @@ _ERROR_TEXT = {
     503: "The store is unavailable; nothing of the request was acknowledged.",
 }
 
+_THROTTLED = ("Too many wrong device secrets from this address (a credential that is no "
+              "API token, sent with X-Device-Id, is checked as that device's secret; reason "
+              "'throttled'): retry after the Retry-After header.")
+
 _MERGED_ALERT = ("The alert was merged into another (reason 'merged_alert', its id in "
                  "'merged_into'): acknowledge or label that one instead.")
 
@@ -293,14 +302,17 @@ _ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
         400: "The body is not gzip as its Content-Encoding says.",
         403: "X-Device-Id names another device than the path.", 415: _ERROR_TEXT[415],
         503: _ERROR_TEXT[503]},
-    ("post", "/v1/devices"): {409: "A device with that name exists."},
+    ("post", "/v1/devices"): {409: "A device with that name exists (reason 'exists'), or the "
+                              "store still holds data of a device of that id (reason "
+                              "'has_data'): delete it first, or pick another name."},
     ("delete", "/v1/devices/{device_id}"): {404: "No device with that id is registered or has "
                                             "data."},
     ("get", "/v1/devices/{device_id}/readings"): {404: "No device with that id."},
     ("get", "/v1/devices/{device_id}/readings.csv"): {404: "No device with that id."},
     ("get", "/v1/devices/{device_id}/quality"): {404: "No device with that id."},
     ("get", "/v1/devices/{device_id}/quality/plots/{metric}.png"): {
-        404: "No device with that id."},
+        404: "No device with that id, or (reason 'no_plot') no flagged readings or gaps of "
+        "that metric in the range: plot a metric listed under 'plots' of its quality."},
     ("get", "/v1/devices/{device_id}/rul"): {404: "No device with that id."},
     ("get", "/v1/alerts/{alert_id}"): {404: "No alert with that id."},
     ("post", "/v1/alerts/{alert_id}/ack"): {404: "No alert with that id.",
@@ -333,6 +345,13 @@ def _token_role(dependant: Dependant) -> str | None:
     return None
 
 
+def _takes_body(route: Any) -> bool:
+    """Whether ``route`` reads a request body: a JSON one FastAPI decodes, or one it reads
+    itself and documents (``openapi_extra`` with a ``requestBody``: telemetry)."""
+    extra = getattr(route, "openapi_extra", None) or {}
+    return route.body_field is not None or "requestBody" in extra
+
+
 def _uses(dependant: Dependant, call: Callable[..., Any]) -> bool:
     return any(dep.call is call or _uses(dep, call) for dep in dependant.dependencies)
 
@@ -347,6 +366,9 @@ def _route_errors(route: Any, method: str, op: dict[str, Any]) -> dict[int, str]
         errors[401] = _ERROR_TEXT[401]
     if _token_role(route.dependant) is not None:
         errors[403] = _ERROR_TEXT[403]
+        # a credential that is no token, sent with X-Device-Id, is checked as that device's
+        # secret, and a source with too many wrong ones is paused (deps.authenticate_token)
+        errors[429] = _THROTTLED
     if route.body_field is not None or "requestBody" in op:
         errors[413] = _ERROR_TEXT[413]
         if route.body_field is not None:  # a JSON body FastAPI decodes: only identity
@@ -407,8 +429,12 @@ def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
             route = routes.get((method, path))
             errors = _route_errors(route, method, op) if route is not None else {}
             for code, text in sorted(errors.items()):
-                if responses.get(str(code), {}).get("description") in (None, "Validation Error"):
+                own = responses.get(str(code), {}).get("description")
+                if own in (None, "Validation Error"):
                     responses[str(code)] = {"description": text}  # FastAPI's words: replaced
+                elif code == 429 and text == _THROTTLED:  # the route's own 429, and this one
+                    responses[str(code)] = {**responses[str(code)],
+                                            "description": f"{own} Or: {text}"}
             for code, resp in responses.items():
                 if code.isdigit() and int(code) >= 400:  # the route's words, the Problem body
                     described = resp.get("description") or _ERROR_TEXT.get(int(code), "Error.")

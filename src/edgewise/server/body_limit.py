@@ -12,7 +12,12 @@ reads its own body against ``max_payload_bytes``
   it passes the limit; what the route would have answered is dropped;
 * a request to a route that takes a body and needs an API token, sent without
   ``Authorization: Bearer …``, is the route's own 401 (:func:`~edgewise.server.deps.bearer_secret`)
-  before the body is read. Whether the token is valid is still the route's business.
+  before the body is read. Whether the token is valid is still the route's business;
+* a request to a route that takes no body (``GET /v1/me``, ``POST /v1/alerts/{id}/ack``…)
+  is passed on whatever body it declares: the route never reads a byte of it, so there is
+  nothing to limit, and it answers as it does without one (its own 401 first, for a
+  request without a valid credential). Its OpenAPI operation documents no 413, and it
+  answers none.
 
 Every refusal is problem+json (:class:`~edgewise.server.problems.Problem`), with one
 exception that is not ours: a ``Content-Length`` that is not a whole number (``abc``,
@@ -126,28 +131,42 @@ class BodyLimit:
         ``(path pattern, methods)`` of routes that take a body and need an API token: a
         request to one without ``Authorization: Bearer …`` is refused with 401 before its
         body is read.
+    routes
+        ``(path pattern, methods, takes a body)`` of the app's routes, in the order the app
+        matches them: a request whose route (the first that matches its path and method)
+        takes no body is passed on untouched, as that route never reads one. A request
+        that matches none (a 404 or 405) is limited.
     """
 
     def __init__(
         self, app: ASGIApp, *, limit: int,
         exempt: Sequence[re.Pattern[str]] = (),
         bearer_routes: Sequence[tuple[re.Pattern[str], Collection[str]]] = (),
+        routes: Sequence[tuple[re.Pattern[str], Collection[str], bool]] = (),
     ) -> None:
         self.app = app
         self.limit = check_limit(limit)
         self.exempt = tuple(exempt)
         self.bearer_routes = tuple(bearer_routes)
+        self.routes = tuple(routes)
 
     def _needs_bearer(self, method: str, path: str) -> bool:
         return any(method in methods and pattern.match(path)
                    for pattern, methods in self.bearer_routes)
+
+    def _reads_no_body(self, method: str, path: str) -> bool:
+        for pattern, methods, takes_body in self.routes:
+            if method in methods and pattern.match(path):
+                return not takes_body
+        return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = _route_path(scope)
-        if any(pattern.match(path) for pattern in self.exempt):
+        if any(pattern.match(path) for pattern in self.exempt) or self._reads_no_body(
+                scope["method"], path):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

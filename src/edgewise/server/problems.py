@@ -7,9 +7,11 @@ The body always has the same keys, so clients can rely on them::
 ``field``/``value``/``allowed`` name what was wrong, with what value and what would
 have been accepted; ``reason`` is a short machine-readable word (the same labels as the
 ``edgewise_readings_rejected_total{reason=…}`` counter for payload errors). Secrets are
-never echoed: for authentication errors ``value`` is ``None``. Text that UTF-8 cannot
-encode (a lone UTF-16 surrogate such as ``"\\ud800"``, which JSON may carry) is echoed
-escaped, ``\\ud800``, so the answer can always be sent.
+never echoed: for authentication errors ``value`` is ``None``. ``value`` is shortened
+(:func:`_jsonable`): text over 200 characters is cut, with its length said, whichever
+part of the app made the problem (a route, or FastAPI's validation of a parameter or the
+body). Text that UTF-8 cannot encode (a lone UTF-16 surrogate such as ``"\\ud800"``, which
+JSON may carry) is echoed escaped, ``\\ud800``, so the answer can always be sent.
 
 >>> p = Problem(422, "Invalid query parameter", "bad step", field="step", value="5x",
 ...             allowed="a duration such as '60s', '5m' or seconds", reason="bad_step")
@@ -167,6 +169,15 @@ def _safe(value: Any) -> Any:
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as a problem echoes it: JSON, and shortened: text cut by :func:`_cut`, a
+    huge integer to its first digits and its length, anything else to its ``repr``'s first
+    200 characters.
+
+    >>> _jsonable("x" * 60000)[195:]
+    'xxxxx... (60000 characters)'
+    >>> _jsonable(float("nan")), _jsonable(["a"])
+    ('nan', "['a']")
+    """
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
@@ -176,8 +187,8 @@ def _jsonable(value: Any) -> Any:
             return "an integer of more than 4300 digits"
         return f"{text[:21]}... ({len(text.lstrip('-'))} digits)"
     if value is None or isinstance(value, str | int | float | bool):
-        return safe_text(value)
-    return safe_text(repr(value)[:200])
+        return safe_text(_cut(value))
+    return safe_text(repr(value)[:_VALUE_CHARS])
 
 
 #: the longest text a problem echoes as ``value`` before it is cut
@@ -186,7 +197,8 @@ _VALUE_CHARS = 200
 
 def _cut(value: Any) -> Any:
     """``value`` as a problem echoes it: text over :data:`_VALUE_CHARS` characters cut, with
-    its length said (``Problem`` shortens huge integers and other objects itself).
+    its length said. :class:`Problem` cuts its ``value`` so itself (:func:`_jsonable`);
+    call this for text put in a ``detail`` or ``field``.
 
     >>> _cut("x" * 300)[195:]
     'xxxxx... (300 characters)'
@@ -284,9 +296,21 @@ def _unparsable_body(request: Request) -> Problem:
             415, "Unsupported content encoding", f"Header 'Content-Encoding' must be "
             f"identity (or left out) on {request.method} {request.url.path}; got "
             f"{_cut(encoding)!r}. Send the JSON body uncompressed.",
-            field="Content-Encoding", value=_cut(encoding), allowed="identity",
+            field="Content-Encoding", value=encoding, allowed="identity",
             reason="bad_encoding")
     return _bad_json(None)
+
+
+def _body_fields(request: Request) -> str:
+    """The fields the JSON body of ``request``'s route takes (``'name, groups'``), for the
+    422 of a field it does not know; ``''`` when that cannot be told."""
+    route = request.scope.get("route")
+    field = getattr(route, "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    fields = getattr(model, "model_fields", None)
+    if not isinstance(fields, dict):
+        return ""
+    return ", ".join(f.alias or name for name, f in fields.items())
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -343,20 +367,27 @@ def install_problem_handlers(app: FastAPI) -> None:
         if tuple(err.get("loc", ())) == ("body",):  # the body itself: missing, or no object
             return _body_problem(request, err).response()
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        field = ".".join(loc) or None
+        field = _cut(".".join(loc)) or None  # a body's unknown key is the sender's text
         if isinstance(value, dict | list):
             value = None if err.get("type") == "missing" else value
         msg = err.get("msg", "invalid input")
+        allowed = msg
+        if err.get("type") == "extra_forbidden":  # a typo'd key: say which ones it takes
+            known = _body_fields(request)
+            if known:
+                msg = f"not a field of this body; it takes {known}"
+                allowed = f"one of {known}"
         return Problem(
             422, "Invalid input", f"Field {field!r}: {msg}.", field=field, value=value,
-            allowed=msg, reason="missing_field" if err.get("type") == "missing" else "invalid",
+            allowed=allowed,
+            reason="missing_field" if err.get("type") == "missing" else "invalid",
         ).response()
 
     @app.exception_handler(InvalidParameterError)
     async def _param(request: Request, exc: InvalidParameterError) -> JSONResponse:
         # field and value are how callers tell these errors apart (edgewise.errors)
         return Problem(422, "Invalid input", str(exc), field=exc.field,
-                       value=_cut(exc.value), reason="invalid").response()
+                       value=exc.value, reason="invalid").response()
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

@@ -65,7 +65,7 @@ import threading
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.alerts import KINDS
@@ -90,7 +90,10 @@ AlertId = Annotated[str, Path(description="The alert id.")]
 
 
 class LabelBody(BaseModel):
-    """A person's verdict on an alert."""
+    """A person's verdict on an alert. A field it does not know is refused (422 naming it):
+    ``"notes"``, a typo of ``note``, lost the note."""
+
+    model_config = ConfigDict(extra="forbid")
 
     label: Literal["true_alarm", "false_alarm"] = Field(
         description="'true_alarm' (a real problem) or 'false_alarm'."

@@ -11,7 +11,7 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import InvalidParameterError
@@ -39,7 +39,10 @@ DeviceId = Annotated[str, Path(description="A device id, as printed by 'edgewise
 
 
 class NewDevice(BaseModel):
-    """A device to register."""
+    """A device to register. A field it does not know is refused (422 naming it):
+    ``"group"``, a typo of ``groups``, registered the device in no group."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=64, description="A human name, e.g. 'pump-7'.")
     groups: list[str] = Field(default_factory=list, max_length=64, description=(

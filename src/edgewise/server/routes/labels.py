@@ -21,7 +21,15 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, BeforeValidator, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
@@ -58,7 +66,10 @@ _Instant = Annotated[StrictStr | StrictInt | StrictFloat | None, BeforeValidator
 
 
 class LabelIn(BaseModel):
-    """A person's label on the window ``[start, end)`` of a device."""
+    """A person's label on the window ``[start, end)`` of a device. A field it does not know
+    is refused (422 naming it): ``"notes"``, a typo of ``note``, lost the note."""
+
+    model_config = ConfigDict(extra="forbid")
 
     device_id: str = Field(description="The device.")
     # a number is an epoch time, as telemetry's "ts"; JSON true/false are no times

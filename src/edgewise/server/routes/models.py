@@ -109,7 +109,10 @@ _TITLES = {"not_found": "Not found", "invalid": "Invalid rollout", "key_lost": "
            "blob_damaged": "Stored model is damaged"}
 
 
-DeviceAuth = Annotated[str | None, Header(description="'Bearer <device secret>'.")]
+#: ``Authorization: Bearer <device secret>``. Left out of the operation's parameters, as
+#: OpenAPI ignores an Authorization header parameter (Swagger UI showed a dead field): the
+#: operation's ``deviceSecret`` security scheme documents it.
+DeviceAuth = Annotated[str | None, Header(include_in_schema=False)]
 
 
 _TARGET_ALLOWED = "'device:<id>' or 'group:<name>'"

@@ -186,9 +186,9 @@ def _file_name(device_id: str) -> str:
     response_class=CsvResponse,
     responses={**_REFUSALS, 200: {"description": "The CSV (UTF-8), streamed in chunks.",
                      "content": {"text/csv": {"schema": {"type": "string"},
-                                              "example": "time,temp_c,rpm\n"
-                                              "2024-01-31T12:00:00.000000000Z,21.5,1480.0\n"
-                                              "2024-01-31T12:00:01.000000000Z,,1482.0\n"}}}},
+                                              "example": "time,rpm,temp_c\n"
+                                              "2024-01-31T12:00:00.000000000Z,1480.0,21.5\n"
+                                              "2024-01-31T12:00:01.000000000Z,1482.0,\n"}}}},
 )
 async def readings_csv(
     who: Viewer,

@@ -224,6 +224,12 @@ _BODY = {
 }
 
 
+#: ``Authorization: Bearer <device secret>``. Left out of the operation's parameters, as
+#: OpenAPI ignores an Authorization header parameter (Swagger UI showed a dead field): the
+#: operation's ``deviceSecret`` security scheme documents it.
+DeviceAuth = Annotated[str | None, Header(include_in_schema=False)]
+
+
 @router.post(
     "/v1/telemetry",
     summary="Send telemetry (device id in X-Device-Id)",
@@ -237,9 +243,7 @@ async def post_telemetry(
     pipeline: PipelineDep,
     settings: SettingsDep,
     x_device_id: Annotated[str | None, Header(description="The sending device's id.")] = None,
-    authorization: Annotated[
-        str | None, Header(description="'Bearer <device secret>'.")
-    ] = None,
+    authorization: DeviceAuth = None,
 ) -> dict[str, Any]:
     if not x_device_id:
         raise Problem(
@@ -264,9 +268,7 @@ async def post_device_telemetry(
     settings: SettingsDep,
     device_id: Annotated[str, Path(description="The sending device's id.")],
     x_device_id: Annotated[str | None, Header(description="Optional; must match.")] = None,
-    authorization: Annotated[
-        str | None, Header(description="'Bearer <device secret>'.")
-    ] = None,
+    authorization: DeviceAuth = None,
 ) -> dict[str, Any]:
     if x_device_id and x_device_id != device_id:
         raise Problem(

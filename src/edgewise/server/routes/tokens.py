@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgewise.errors import InvalidParameterError
 from edgewise.security.credentials import MAX_TOKEN_NAME
@@ -30,7 +30,10 @@ router = APIRouter(tags=["tokens"])
 
 
 class NewToken(BaseModel):
-    """A token to create."""
+    """A token to create. A field it does not know is refused (422 naming it): ``"nmae"``,
+    a typo of ``name``, made a token named after its role."""
+
+    model_config = ConfigDict(extra="forbid")
 
     role: Literal["admin", "operator", "viewer"] = Field(
         description="viewer reads; operator also acknowledges and labels alerts; "
