@@ -246,7 +246,7 @@ def test_the_pipeline_refuses_names_past_the_cap_across_a_restart_and_forgets_at
         tmp_path) -> None:
     """Check the gateway's ingest applies the cap: 3 of 5 new names stored, 2 refused
     ``too_many_metrics`` (the seq still acked), a restart on the same store keeps refusing
-    (names seeded from the store), and a deleted device's names are forgotten."""
+    new names (those stored seeded from the store), and a deleted device's are forgotten."""
     import json
 
     from edgewise.config import Settings
@@ -274,8 +274,9 @@ def test_the_pipeline_refuses_names_past_the_cap_across_a_restart_and_forgets_at
 
     accepted, refused, ack = run(1, 1_700_000_000)
     assert (accepted, refused.get("too_many_metrics"), ack) == (3, 2, 1), (accepted, refused)
-    accepted, refused, _ = run(2, 1_700_000_001)
-    assert (accepted, refused.get("too_many_metrics")) == (3, 2), (accepted, refused)
+    # new names after a restart: the stored m0..m2 fill the cap (unseeded, 3 would be taken)
+    accepted, refused, _ = run(2, 1_700_000_001, prefix="x")
+    assert (accepted, refused.get("too_many_metrics")) == (0, 5), (accepted, refused)
     # new names after the delete: the old ones no longer fill the cap (0 would be accepted)
     accepted, refused, _ = run(1, 1_700_000_002, forget=True, prefix="n")
     assert accepted == 3 and refused.get("too_many_metrics") == 2, (accepted, refused)

@@ -9,12 +9,13 @@ gateway remembers each device's names: a reading of a name the device already ha
 taken as always; one of a name new to a device that has ``max_metrics`` names already is
 refused (dead-letter reason ``too_many_metrics``), its message's other readings taken.
 
-A device's names are first those the store holds of it (:meth:`MetricCap.from_store`, at
-start), then each one admitted since, first come first served within a message. Names the
-store holds are never refused, not even past the cap (a cap lowered after the fact does
-not cut a device's readings off); :meth:`MetricCap.forget` drops a deleted device, so the
-id registered again starts with none. The class is thread-safe: transports ingest from
-several threads.
+A device's names are first those the store holds of it (:meth:`MetricCap.seed` for each
+device the store lists, as the pipeline does at start while it lists them for its seq-gap
+checks; :meth:`MetricCap.from_store` does it alone), then each one admitted since, first
+come first served within a message. Names the store holds are never refused, not even past
+the cap (a cap lowered after the fact does not cut a device's readings off);
+:meth:`MetricCap.forget` drops a deleted device, so the id registered again starts with
+none. The class is thread-safe: transports ingest from several threads.
 
 >>> from edgewise.telemetry import decode
 >>> cap = MetricCap(max_metrics=2)
