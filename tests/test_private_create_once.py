@@ -100,3 +100,13 @@ def test_the_client_id_is_kept_where_hard_links_are_missing(
     assert gateway_client_id(tmp_path) == cid
     assert (tmp_path / CLIENT_ID_FILE).read_text() == cid + "\n"
     assert _others(tmp_path, CLIENT_ID_FILE) == []
+
+
+def test_replace_atomically_writes_a_file_whose_name_is_255_characters(tmp_path) -> None:
+    """Check a name as long as the file system allows is written: the temp name added
+    about 40 characters to it ('File name too long' from 216 characters on)."""
+    from edgewise._private import replace_atomically
+
+    target = tmp_path / ("m" * 251 + ".pkl")
+    replace_atomically(target, b"x")
+    assert target.read_bytes() == b"x" and len(list(tmp_path.iterdir())) == 1

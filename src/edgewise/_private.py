@@ -88,8 +88,9 @@ def replace_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int =
     (b'new', '0o644', 1)
     """
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}"
-                      ".tmp")
+    # the name cut to 150 characters: a file name of up to 255 (NAME_MAX) stays writable
+    tmp = p.with_name(f".{p.name[:150]}.{os.getpid()}.{threading.get_ident()}."
+                      f"{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as f:
