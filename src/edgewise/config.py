@@ -63,6 +63,13 @@ class Settings:
     # to a device that has this many already is refused (reason too_many_metrics), as each
     # name costs the gateway a detector of its own; names it has keep being taken
     max_metrics_per_device: int = 256
+    # embedded MQTT broker: connections not yet logged in (CONNECT, TLS handshake) from one
+    # source address (an IPv6 one by its /64), and in all (0: a quarter of the open-file
+    # limit, 16 to 4096); past either a new one is closed at once, so idle sockets cannot
+    # take the gateway's files (edgewise.transport.broker). A site whose devices share one
+    # NAT address and reconnect together needs the first at least its device count
+    mqtt_max_pending_per_source: int = 128
+    mqtt_max_pending: int = 0
     throttle_after_failures: int = 100
     # proxies whose X-Forwarded-For / X-Forwarded-Proto the HTTP server believes (the
     # client address wrong secrets are counted by): "" trusts none (the default), else
@@ -243,6 +250,8 @@ LIMITS: dict[str, tuple[Interval, bool]] = {
     "rate_limit_per_s": (Interval(float, 0, None, closed="neither"), False),
     "rate_limit_burst": (Interval(float, 1, None), False),
     "max_metrics_per_device": (Interval(int, 1, None), False),
+    "mqtt_max_pending_per_source": (Interval(int, 1, None), False),
+    "mqtt_max_pending": (Interval(int, 0, None), False),
     "throttle_after_failures": (Interval(int, 1, None), False),
     "retention_days": (Interval(int, 0, None), False),
     "alert_threshold": (Interval(float, 0, 1, closed="right"), False),

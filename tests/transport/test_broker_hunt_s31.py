@@ -41,6 +41,7 @@ import pytest
 
 from edgewise.security.credentials import Security
 from edgewise.transport.base import Message, Outcome
+from edgewise.transport.broker import MAX_PENDING_PER_SOURCE
 from edgewise.transport.client import ExternalBroker
 from tests.conftest import REPO, free_port, port_answers, self_signed_cert, wait_until
 from tests.gateway.conftest import GatewayProcess
@@ -55,8 +56,8 @@ from tests.gateway.test_broker_limits import (
 )
 from tests.transport.test_broker_ingest_edge import _publish, _recv_until, _telemetry
 
-#: EmbeddedBroker's default max_pending_per_source
-CAP = 32
+#: EmbeddedBroker's default max_pending_per_source (a NAT site reconnecting together: 128)
+CAP = MAX_PENDING_PER_SOURCE
 
 
 @pytest.fixture
@@ -375,3 +376,23 @@ def test_the_readme_mosquitto_acl_lets_telemetry_acks_and_dead_letters_through(
         loop.close()
         proc.kill()
         proc.wait()
+
+
+def test_the_caps_are_settings_a_gateway_passes_to_its_broker(tmp_path: Path) -> None:
+    """Check EDGEWISE_MQTT_MAX_PENDING_PER_SOURCE / _MAX_PENDING reach the embedded broker
+    (they were constructor arguments only: a NAT site of more than 32 devices reconnecting
+    together could not be let in) and are checked (0 per source is refused)."""
+    from edgewise.config import Settings
+    from edgewise.errors import ConfigError
+    from edgewise.gateway.runtime import Gateway
+
+    env = {"EDGEWISE_MQTT_MAX_PENDING_PER_SOURCE": "300", "EDGEWISE_MQTT_MAX_PENDING": "900"}
+    settings = Settings.load(env=env, data_dir=tmp_path / "d")
+    gw = Gateway(settings)
+    try:  # made, not started: no port is opened
+        broker = gw.make_transport()
+        assert (broker.pending.per_source, broker.pending.total) == (300, 900)
+    finally:
+        gw._close_opened()
+    with pytest.raises(ConfigError, match="MQTT_MAX_PENDING_PER_SOURCE"):
+        Settings.load(env={"EDGEWISE_MQTT_MAX_PENDING_PER_SOURCE": "0"})

@@ -266,6 +266,8 @@ class Gateway:
                 credential_tags=self.security.credential_tags,
                 consumer=os.environ.get("EDGEWISE_MQTT_CONSUMER", "plugin"),
                 max_payload_bytes=s.max_payload_bytes,
+                max_pending_per_source=s.mqtt_max_pending_per_source,
+                max_pending=s.mqtt_max_pending or None,
             )
         if s.mqtt.startswith(("mqtt://", "mqtts://")):
             from edgewise.transport.client import ExternalBroker

@@ -72,7 +72,7 @@ for ever):
   send its whole CONNECT, its TLS handshake included on a TLS listener; one that has not
   (idle, trickling, or never starting TLS) is closed before authentication
   (``edgewise_mqtt_connections_closed_total{reason="connect_timeout"}``).
-* **connections not logged in**: at most ``max_pending_per_source`` (32) connections from
+* **connections not logged in**: at most ``max_pending_per_source`` (128) connections from
   one source address (an IPv6 one counted by its /64) and ``max_pending`` in all
   (:func:`default_max_pending`: a quarter of the open-file limit, 16 to 4096) may be open
   without having finished their CONNECT; a new one over either is closed at its accept
@@ -211,7 +211,7 @@ _PUBLISH_HEADER_MAX = 2 + 65_535 + 2
 CONNECT_TIMEOUT_S = 10.0
 #: Connections from one source (an IPv6 address counted by its /64) that may be open at once
 #: without having finished their CONNECT (``EmbeddedBroker.max_pending_per_source``)
-MAX_PENDING_PER_SOURCE = 32
+MAX_PENDING_PER_SOURCE = 128
 #: names of the packets whose size matters, for the log
 _PACKET_NAMES = {1: "CONNECT", 3: "PUBLISH", 8: "SUBSCRIBE", 10: "UNSUBSCRIBE"}
 
@@ -343,8 +343,8 @@ class _PendingGate:
         log.warning(
             "MQTT: %d new connection(s) closed at once since the last such line: too many "
             "connections have not finished their CONNECT (now %d from %s, at most %d per "
-            "source; %d in all, at most %d: EmbeddedBroker(max_pending_per_source=..., "
-            "max_pending=...)); the last was over the %s cap", self._refused,
+            "source; %d in all, at most %d: EDGEWISE_MQTT_MAX_PENDING_PER_SOURCE, "
+            "EDGEWISE_MQTT_MAX_PENDING); the last was over the %s cap", self._refused,
             self.by_source.get(source, 0), source or "?", self.per_source, len(self.open),
             self.total, "per-source" if reason == "pending_per_source" else "total")
         self._refused = 0
