@@ -86,3 +86,32 @@ def test_the_broker_keeps_amqtts_late_ack_noise_off_stderr(
     finally:
         loop.run_until_complete(broker.stop())
         loop.close()
+
+
+def test_a_late_pubrel_of_the_patched_handler_is_quiet_too(caplog) -> None:
+    """Check the InvalidStateError of the handle_pubrel the embedded broker really runs
+    (_pubrel_always_answered, not amqtt's own) is logged at debug level, as a late PUBACK's
+    is: only amqtt's was listed, so a late PUBREL still printed 'Task exception was never
+    retrieved'."""
+    import asyncio
+    import logging
+
+    from edgewise.transport import broker as b
+
+    seen: list[dict] = []
+    quiet = b._LateAckQuiet(lambda loop, ctx: seen.append(ctx))
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(b._pubrel_always_answered(None, None))  # never run
+        with caplog.at_level(logging.DEBUG, logger=b.log.name):
+            quiet(loop, {"exception": asyncio.InvalidStateError(), "future": task,
+                         "message": "Task exception was never retrieved"})
+        assert seen == [], "the patched PUBREL handler's late error went to the default"
+        other = loop.create_task(asyncio.sleep(0))
+        quiet(loop, {"exception": asyncio.InvalidStateError(), "future": other,
+                     "message": "Task exception was never retrieved"})
+        assert len(seen) == 1  # any other task's error is still reported
+        task.cancel()
+        other.cancel()
+    finally:
+        loop.close()

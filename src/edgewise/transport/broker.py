@@ -594,6 +594,8 @@ async def _pubrel_always_answered(self: BrokerProtocolHandler, pubrel: PubrelPac
 
 
 _pubrel_always_answered.__wrapped__ = _handle_pubrel  # type: ignore[attr-defined]
+# the handle_pubrel the embedded broker runs: its late-PUBREL error is the same noise
+_LATE_ACK_HANDLERS = _LATE_ACK_HANDLERS | {_pubrel_always_answered.__code__}
 
 
 def _install_packet_limit() -> None:
