@@ -27,8 +27,8 @@ from typing import Any
 from edgewise.errors import ConfigError
 from edgewise.params import Interval
 
-__all__ = ["MAX_FUTURE_S", "MAX_WAIT_S", "SYSLOG_FACILITIES", "Settings", "SyslogTarget",
-           "default_data_dir", "parse_syslog_url"]
+__all__ = ["MAX_FUTURE_S", "MAX_READINGS", "MAX_WAIT_S", "SYSLOG_FACILITIES", "Settings",
+           "SyslogTarget", "default_data_dir", "parse_syslog_url"]
 
 
 def default_data_dir() -> Path:
@@ -238,6 +238,10 @@ MAX_WAIT_S = 86_400.0
 #: keeps now + skew in nanoseconds inside int64 (1e300 overflowed to a float inf and
 #: refused every reading)
 MAX_FUTURE_S = 1e9
+#: the most readings one HTTP request reads from the store: the JSON readings route's
+#: points, the quality report and its plots (the newest that many of their range) and
+#: the label queue's history; one constant, so the three caps cannot drift apart
+MAX_READINGS = 200_000
 
 #: numeric settings: (allowed range, whether infinity is allowed beyond the range's
 #: upper bound); NaN never is

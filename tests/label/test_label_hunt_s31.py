@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from edgewise.cli import app, load_commands
 from edgewise.errors import InvalidParameterError
 from edgewise.label.store import LabelStore, labels_csv, read_labels_csv
-from edgewise.label.windows import window_labels, windows_from_series
+from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 from edgewise.label.workflow import load_model, suggest, train_with_labels
 from edgewise.security import Security
 from edgewise.store.base import Alert
@@ -148,34 +148,71 @@ def test_a_window_over_half_the_history_is_refused_in_one_line(tmp_path: Path,
         assert len(suggest(_history(), "pump-1", store, k=3, window=1000)) == 2
 
 
-# -- 5. a person's newer answer on a whole window wins ---------------------------------
+# -- 5. a person's newer answer on a window wins, as the windows are re-cut -------------
+def _cut(n: int) -> WindowSet:
+    """The windows `label suggest` cuts from the first ``n`` readings (n // 100 long)."""
+    ts, X, _ = _history(2100)
+    return windows_from_series(X[:n], ts[:n], "pump-1", length=n // 100)
+
+
+def _readings(ws: WindowSet, idx: list[int]) -> list[tuple[int, int]]:
+    """Windows ``idx`` of ``ws`` as reading numbers ``(first, end)``."""
+    return [((int(ws.start_ns[i]) - T0) // MIN, (int(ws.end_ns[i]) - T0) // MIN)
+            for i in idx]
+
+
 def test_a_newer_normal_on_a_window_inside_an_older_anomaly_is_its_answer(
         tmp_path: Path) -> None:
     """Check a person's `normal` on one window inside an older `anomaly` (the verdict on a
-    long alert) labels that window normal (the anomaly won, and the answer was lost);
-    where no label covers a whole window an anomalous one still wins."""
-    hist = _history()
-    ws = windows_from_series(hist[1], hist[0], "pump-1", length=50)
-    a, b = int(ws.start_ns[10]), int(ws.end_ns[10])
+    long alert) labels that window normal, and still labels the re-cut window holding most
+    of it once the history grows (at 2,100 readings windows are 21 long: the answer on
+    readings 600-620 lies over (588, 609) and (609, 630); the rule "the newest label
+    covering the whole window" lost it there); where no label covers half a window an
+    anomalous one still wins."""
+    ws = _cut(2000)
+    assert _readings(ws, [30]) == [(600, 620)]
+    a, b = int(ws.start_ns[30]), int(ws.end_ns[30])
     with LabelStore(tmp_path) as store:
-        store.add("pump-1", int(ws.start_ns[8]), int(ws.end_ns[13]), "anomaly",
-                  source="alert:a1")
+        store.add("pump-1", T0 + 500 * MIN, T0 + 900 * MIN, "anomaly", source="alert:a1")
         store.add("pump-1", a, b, "normal", who="ana")
         y, kind = window_labels(ws, store.labels("pump-1"))
-        assert y[8:14].tolist() == [1, 1, 0, 1, 1, 1] and kind[10] == "normal"
+        assert y[27:34].tolist() == [1, 1, 1, 0, 1, 1, 1] and kind[30] == "normal"
+        # the history grows and the windows are cut afresh, with other edges
+        grown = _cut(2100)
+        assert _readings(grown, [28, 29]) == [(588, 609), (609, 630)]
+        y, kind = window_labels(grown, store.labels("pump-1"))
+        assert y[27:31].tolist() == [1, 1, 0, 1] and kind[29] == "normal"
         # the answered window is not offered again
-        asked = suggest(hist, "pump-1", store, k=40, strategy="top", window=50)
+        asked = suggest(_history(2000), "pump-1", store, k=40, strategy="top")
         assert a not in {it["start_ns"] for it in asked}
         # a newer short fault inside a window called normal: the fault wins
         store.add("pump-1", a + MIN, a + 2 * MIN, "cavitation", who="ben")
         y, kind = window_labels(ws, store.labels("pump-1"))
-        assert y[10] == 1 and kind[10] == "cavitation"
-    with LabelStore(tmp_path / "other") as store:  # no label covers window 3 whole
-        store.add("pump-1", int(ws.start_ns[3]) - 10 * MIN, int(ws.start_ns[3]) + 30 * MIN,
-                  "anomaly")
-        store.add("pump-1", int(ws.start_ns[3]) + 20 * MIN, int(ws.end_ns[3]) + 10 * MIN,
-                  "normal")
+        assert y[30] == 1 and kind[30] == "cavitation"
+    s3 = int(ws.start_ns[3])  # window 3: readings 60-80
+    with LabelStore(tmp_path / "half") as store:  # a newer label over 12 of its 20 minutes
+        store.add("pump-1", s3 - 10 * MIN, s3 + 12 * MIN, "anomaly")
+        store.add("pump-1", s3 + 8 * MIN, s3 + 30 * MIN, "normal")
+        assert window_labels(ws, store.labels("pump-1"))[0][3] == 0
+    with LabelStore(tmp_path / "other") as store:  # none covers half of window 3
+        store.add("pump-1", s3 + 2 * MIN, s3 + 8 * MIN, "anomaly")
+        store.add("pump-1", s3 + 10 * MIN, s3 + 18 * MIN, "normal")
         assert window_labels(ws, store.labels("pump-1"))[0][3] == 1
+
+
+def test_newer_is_the_later_written_label_whatever_its_clock(tmp_path: Path) -> None:
+    """Check the label written later is the newer one even when the wall clock was
+    stepped back an hour between the two writes (the order went by ``created_ns``, so the
+    earlier `anomaly` over three windows beat the person's later `normal` on one)."""
+    ws = _cut(2000)
+    a, b = int(ws.start_ns[30]), int(ws.end_ns[30])
+    now = time.time_ns()
+    with LabelStore(tmp_path) as store:
+        store.add("pump-1", int(ws.start_ns[29]), int(ws.end_ns[31]), "anomaly",
+                  created_ns=now)
+        store.add("pump-1", a, b, "normal", who="ana", created_ns=now - 3600 * 10**9)
+        y, kind = window_labels(ws, store.labels("pump-1"))
+        assert y[29:32].tolist() == [1, 0, 1] and kind[30] == "normal"
 
 
 # -- 6a. predict labels reads the model train --with-labels saved ----------------------

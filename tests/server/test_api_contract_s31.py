@@ -13,6 +13,7 @@ routes.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,6 +187,71 @@ def test_a_long_value_fastapi_refuses_is_echoed_shortened(env: Env) -> None:
     got = problem(r, 422)
     assert got["field"] == "k" * 200 + "... (5000 characters)"
     assert len(r.content) < 2_000
+
+
+_LONG = "x" * 60_000
+
+
+@pytest.mark.parametrize("method, path, params, body, who, status", [
+    ("GET", "/v1/label-queue", {"device": _LONG}, None, "viewer", 422),
+    ("GET", "/v1/label-queue", {"device": "pump-1", "strategy": _LONG}, None, "viewer", 422),
+    ("GET", "/v1/labels", {"device": _LONG}, None, "viewer", 422),
+    ("POST", "/v1/labels", None, {"device_id": _LONG, "start": 0, "end": 10,
+                                  "label": "normal"}, "operator", 422),
+    ("POST", "/v1/labels", None, {"device_id": "pump-1", "start": 0, "end": 10,
+                                  "label": _LONG}, "operator", 422),
+    ("GET", f"/v1/devices/{_LONG}/readings", None, None, "viewer", 404),
+    ("GET", f"/v1/devices/{_LONG}/readings.csv", None, None, "viewer", 404),
+    ("GET", f"/v1/devices/{_LONG}/quality", None, None, "viewer", 404),
+    ("GET", f"/v1/devices/pump-1/quality/plots/{_LONG}.png", {"start": "0"}, None, "viewer",
+     404),
+    ("DELETE", f"/v1/devices/{_LONG}", None, None, "admin", 404),
+    ("POST", f"/v1/devices/{_LONG}/telemetry", None, {"temp": 1}, "device", 401),
+    ("POST", "/v1/devices/pump-1/telemetry", None, {"temp": 1}, "device-other", 403),
+    ("GET", "/v1/devices/pump-1/model", None, None, "device-other", 403),
+    ("GET", f"/v1/devices/{_LONG}/model", None, None, "device", 401),
+], ids=lambda v: v[:40] if isinstance(v, str) else None)
+def test_a_long_id_is_not_repeated_whole_in_the_detail(
+        env: Env, method: str, path: str, params: dict[str, str] | None,
+        body: dict[str, Any] | None, who: str, status: int) -> None:
+    """Check a problem about a 60,000-character device id (metric, strategy, label, header)
+    quotes it in its ``detail`` cut as its ``value`` is (200 characters and the length):
+    the detail repeated it whole, a 60 KB answer, after the value was cut."""
+    headers = {"device": {"Authorization": "Bearer wrong"},
+               "device-other": env.device_headers(device=_LONG)}.get(who) or env.auth(who)
+    r = env.client.request(method, path, params=params, json=body, headers=headers)
+    got = problem(r, status)
+    assert "... (60000 characters)" in got["detail"], got["detail"][:300]
+    assert len(r.content) < 2_000, (len(r.content), got["detail"][:300])
+
+
+# -- 4b. a route that takes no body ignores one: what the README says --------------------
+
+def test_ack_ignores_a_body_and_the_readme_says_which_routes_refuse_a_field(
+        env: Env) -> None:
+    """Check ``POST /v1/alerts/{id}/ack`` sent ``{"note": ...}`` acknowledges and keeps no
+    note (the route takes no body: the dashboard and CLI send none), and the README's
+    claim that a body field an operation does not take is 422 is said of the routes that
+    take a JSON body, naming ack as one that ignores what is sent (it said every route)."""
+    alert = _alert(env)
+    r = env.client.post(f"/v1/alerts/{alert}/ack", json={"note": "replaced bearing"},
+                        headers=env.auth("operator"))
+    assert r.status_code == 200 and r.json()["status"] == "acknowledged", r.text
+    assert not r.json().get("note"), r.json()
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert "Of a route that takes a JSON body, a field it does not take" in readme
+    assert "a route that takes none ignores what is sent (`POST /v1/alerts/{id}/ack`" in readme
+
+
+def test_the_device_secret_header_is_declared_once() -> None:
+    """Check the telemetry and model routes use one ``DeviceAuth``, from ``deps`` (it was
+    defined twice, with the same comment)."""
+    from edgewise.server import deps
+    from edgewise.server.routes import models, telemetry
+
+    assert telemetry.DeviceAuth is deps.DeviceAuth and models.DeviceAuth is deps.DeviceAuth
+    for module in (telemetry, models):
+        assert "\nDeviceAuth = " not in inspect.getsource(module), module.__name__
 
 
 # -- 5. the readings.csv example is what the CSV is ---------------------------------------

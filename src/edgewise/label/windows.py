@@ -216,8 +216,9 @@ def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndar
     ``y`` is 1 (anomaly or a fault class), 0 (normal) or -1 (no label on the window);
     ``kind`` is the label text (``""`` when none). ``labels`` are
     :class:`~edgewise.label.store.Label` objects (anything with ``device_id``,
-    ``start_ns``, ``end_ns``, ``label``; ``created_ns`` and ``id``, when there, tell which
-    is newer, else the later in ``labels`` is).
+    ``start_ns``, ``end_ns``, ``label``; the higher ``id``, the store's write order, is
+    the newer; without ids the later in ``labels`` is). ``created_ns`` plays no part: it
+    is the wall clock, and a clock stepped back would make a later answer the older.
 
     A window takes a label when the label covers at least half of the window's span, or
     when the window holds at least half of the label's span (so a label shorter than a
@@ -227,12 +228,14 @@ def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndar
     default), so their edges move under labels given earlier, and an ``anomaly`` label
     spilling onto a quiet neighbour would teach the device that quiet is anomalous.
 
-    A window taken by several labels takes the newest of those that cover all of it over
-    every older one: a person's later ``normal`` on one window inside an older ``anomaly``
-    spanning many (the verdict on a long alert) is that window's answer. Among that label
-    and the newer ones covering only part of the window (or among all of them, when none
-    covers it all) an anomalous one wins over ``"normal"``: a fault labelled inside a
-    stretch called normal is a fault.
+    A window taken by several labels takes the newest of those that cover at least half of
+    it over every older one: a person's later ``normal`` on one window inside an older
+    ``anomaly`` spanning many (the verdict on a long alert) is that window's answer, and
+    stays the answer of the re-cut window that holds most of it when the history grows
+    and the windows' edges move (a rule asking for the whole window lost it then). Among
+    that label and the newer ones covering less than half of the window (or among all of
+    them, when none covers half) an anomalous one wins over ``"normal"``: a fault
+    labelled inside a stretch called normal is a fault.
 
     >>> from types import SimpleNamespace as L
     >>> ws = WindowSet(np.array(["d"] * 3, dtype=object), np.array([0, 10, 20]),
@@ -250,9 +253,9 @@ def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndar
     """
     y = np.full(len(windows), -1)
     kind = np.array([""] * len(windows), dtype=object)
-    # oldest first: a label covering a whole window replaces what older ones said of it
-    order = sorted(range(len(labels)), key=lambda j: (
-        int(getattr(labels[j], "created_ns", 0) or 0), int(getattr(labels[j], "id", 0) or 0), j))
+    # oldest first, in write order: a label covering half a window or more replaces what
+    # older ones said of it
+    order = sorted(range(len(labels)), key=lambda j: (int(getattr(labels[j], "id", 0) or 0), j))
     for lab in (labels[j] for j in order):
         start, end = int(lab.start_ns), int(lab.end_ns)  # type: ignore[attr-defined]
         hit = np.flatnonzero((windows.device == lab.device_id)  # type: ignore[attr-defined]
@@ -264,10 +267,10 @@ def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndar
         bad = lab.label != "normal"  # type: ignore[attr-defined]
         for i, o, a, b in zip(hit, overlap, w0, w1, strict=True):
             # 2 * overlap >= span, in Python ints: spans near 2**63 ns overflow int64
-            if not (2 * int(o) >= int(b) - int(a) or 2 * int(o) >= end - start):
+            half = 2 * int(o) >= int(b) - int(a)  # covers at least half of the window
+            if not (half or 2 * int(o) >= end - start):
                 continue
-            covers = start <= int(a) and end >= int(b)
-            if y[i] == 1 and not bad and not covers:
+            if y[i] == 1 and not bad and not half:
                 continue
             y[i] = 1 if bad else 0
             kind[i] = lab.label  # type: ignore[attr-defined]

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from edgewise import config
 from edgewise._private import write_private
 from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.label.feedback import WindowFeedbackModel
@@ -52,10 +53,11 @@ __all__ = ["MAX_METRICS", "MAX_READINGS", "History", "delete_models", "history_f
 
 History = tuple[np.ndarray, np.ndarray, list[str]]
 
-#: The most readings :func:`history_from_store` reads of a device by default (the JSON
-#: readings route's cap): the newest that many, so one label-queue request is bounded
-#: (a whole history was read and pivoted: 5,000 metrics took 85 s of CPU).
-MAX_READINGS = 200_000
+#: The most readings :func:`history_from_store` reads of a device by default
+#: (:data:`edgewise.config.MAX_READINGS`, the JSON readings route's cap): the newest that
+#: many, so one label-queue request is bounded (a whole history was read and pivoted:
+#: 5,000 metrics took 85 s of CPU).
+MAX_READINGS = config.MAX_READINGS
 #: The most metrics :func:`history_from_store` keeps by default: more than any real
 #: device the project reads has (C-MAPSS: 24), few enough that a label-queue answer
 #: (every metric's readings around each window) stays small.

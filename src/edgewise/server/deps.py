@@ -29,12 +29,13 @@ from edgewise.config import Settings
 from edgewise.errors import AuthError, ThrottledError
 from edgewise.gateway.pipeline import Pipeline
 from edgewise.security.credentials import ROLE_RANK, Principal, Security
-from edgewise.server.problems import Problem
+from edgewise.server.problems import Problem, shorten
 from edgewise.store.base import Store
 
 __all__ = [
     "DEVICE_ALLOWED",
     "Admin",
+    "DeviceAuth",
     "Operator",
     "PipelineDep",
     "SecurityDep",
@@ -74,6 +75,11 @@ StoreDep = Annotated[Store, Depends(get_store)]
 SecurityDep = Annotated[Security, Depends(get_security)]
 PipelineDep = Annotated[Pipeline, Depends(get_pipeline)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+#: ``Authorization: Bearer <device secret>``, for the routes a device calls (telemetry,
+#: its model). Left out of the operation's parameters, as OpenAPI ignores an Authorization
+#: header parameter (Swagger UI showed a dead field): the operation's ``deviceSecret``
+#: security scheme documents it.
+DeviceAuth = Annotated[str | None, Header(include_in_schema=False)]
 
 
 def unauthenticated(detail: str, reason: str = "unauthenticated") -> Problem:
@@ -114,7 +120,7 @@ def wrong_device_credentials(device_id: str) -> Problem:
     exists or not, so the answer never tells which ids are registered."""
     return Problem(
         401, "Authentication required",
-        f"Device {device_id!r} is unknown or the secret is wrong.",
+        f"Device {shorten(device_id)!r} is unknown or the secret is wrong.",
         field="Authorization", allowed=DEVICE_ALLOWED, reason="bad_credentials",
         headers={"WWW-Authenticate": "Bearer"},
     )

@@ -39,7 +39,8 @@ from edgewise.errors import (
     ThrottledError,
 )
 
-__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "payload_problem", "safe_text"]
+__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "payload_problem", "safe_text",
+           "shorten"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -169,7 +170,7 @@ def _safe(value: Any) -> Any:
 
 
 def _jsonable(value: Any) -> Any:
-    """``value`` as a problem echoes it: JSON, and shortened: text cut by :func:`_cut`, a
+    """``value`` as a problem echoes it: JSON, and shortened: text cut by :func:`shorten`, a
     huge integer to its first digits and its length, anything else to its ``repr``'s first
     200 characters.
 
@@ -187,7 +188,7 @@ def _jsonable(value: Any) -> Any:
             return "an integer of more than 4300 digits"
         return f"{text[:21]}... ({len(text.lstrip('-'))} digits)"
     if value is None or isinstance(value, str | int | float | bool):
-        return safe_text(_cut(value))
+        return safe_text(shorten(value))
     return safe_text(repr(value)[:_VALUE_CHARS])
 
 
@@ -195,14 +196,15 @@ def _jsonable(value: Any) -> Any:
 _VALUE_CHARS = 200
 
 
-def _cut(value: Any) -> Any:
+def shorten(value: Any) -> Any:
     """``value`` as a problem echoes it: text over :data:`_VALUE_CHARS` characters cut, with
     its length said. :class:`Problem` cuts its ``value`` so itself (:func:`_jsonable`);
-    call this for text put in a ``detail`` or ``field``.
+    call this for text of the sender's put in a ``detail`` or ``field`` (a route quoting a
+    60 KB device id in its ``detail`` sent it back whole).
 
-    >>> _cut("x" * 300)[195:]
+    >>> shorten("x" * 300)[195:]
     'xxxxx... (300 characters)'
-    >>> _cut("ok"), _cut(7)
+    >>> shorten("ok"), shorten(7)
     ('ok', 7)
     """
     if isinstance(value, str) and len(value) > _VALUE_CHARS:
@@ -295,7 +297,7 @@ def _unparsable_body(request: Request) -> Problem:
         return Problem(
             415, "Unsupported content encoding", f"Header 'Content-Encoding' must be "
             f"identity (or left out) on {request.method} {request.url.path}; got "
-            f"{_cut(encoding)!r}. Send the JSON body uncompressed.",
+            f"{shorten(encoding)!r}. Send the JSON body uncompressed.",
             field="Content-Encoding", value=encoding, allowed="identity",
             reason="bad_encoding")
     return _bad_json(None)
@@ -367,7 +369,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         if tuple(err.get("loc", ())) == ("body",):  # the body itself: missing, or no object
             return _body_problem(request, err).response()
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        field = _cut(".".join(loc)) or None  # a body's unknown key is the sender's text
+        field = shorten(".".join(loc)) or None  # a body's unknown key is the sender's text
         if isinstance(value, dict | list):
             value = None if err.get("type") == "missing" else value
         msg = err.get("msg", "invalid input")

@@ -23,7 +23,7 @@ from edgewise.server.deps import (
     StoreDep,
     Viewer,
 )
-from edgewise.server.problems import Problem
+from edgewise.server.problems import Problem, shorten
 from edgewise.server.query import format_ns, parse_duration, unknown_metric
 from edgewise.server.routes.labels import label_store
 
@@ -227,7 +227,7 @@ def withdraw_releases(registry: Any, security: Any, device_id: str, actor: str) 
 def not_found(device_id: str) -> Problem:
     """The 404 problem for an unknown device."""
     return Problem(
-        404, "Unknown device", f"No device {device_id!r} is registered or has data.",
+        404, "Unknown device", f"No device {shorten(device_id)!r} is registered or has data.",
         field="device_id", value=device_id, allowed="an id listed by GET /v1/devices",
         reason="unknown_device",
     )

@@ -73,8 +73,8 @@ from edgewise.registry import (
     check_expires_days,
 )
 from edgewise.security.credentials import Principal, Security
-from edgewise.server.deps import authenticate_device, require_role
-from edgewise.server.problems import Problem
+from edgewise.server.deps import DeviceAuth, authenticate_device, require_role
+from edgewise.server.problems import Problem, shorten
 from edgewise.telemetry import DEVICE_ID_RE
 
 __all__ = ["RolloutRequest", "make_router"]
@@ -107,12 +107,6 @@ _TITLES = {"not_found": "Not found", "invalid": "Invalid rollout", "key_lost": "
            "key_mismatch": "Signing key is not the issued key",
            "unknown_device": "Target device is not registered",
            "blob_damaged": "Stored model is damaged"}
-
-
-#: ``Authorization: Bearer <device secret>``. Left out of the operation's parameters, as
-#: OpenAPI ignores an Authorization header parameter (Swagger UI showed a dead field): the
-#: operation's ``deviceSecret`` security scheme documents it.
-DeviceAuth = Annotated[str | None, Header(include_in_schema=False)]
 
 
 _TARGET_ALLOWED = "'device:<id>' or 'group:<name>'"
@@ -236,8 +230,9 @@ def make_router(registry: Registry, security: Security,
         if x_device_id and x_device_id != device_id:
             raise Problem(
                 403, "Device may fetch only its own model",
-                f"Header 'X-Device-Id' is {x_device_id!r} but the path names {device_id!r}.",
-                field="X-Device-Id", value=x_device_id, allowed=device_id,
+                f"Header 'X-Device-Id' is {shorten(x_device_id)!r} but the path names "
+                f"{shorten(device_id)!r}.", field="X-Device-Id", value=x_device_id,
+                allowed=shorten(device_id),
                 reason="wrong_device",
             )
         return check_secret(request, device_id, authorization)
@@ -308,7 +303,7 @@ def make_router(registry: Registry, security: Security,
             return Response(registry.blob(sha256), media_type="application/octet-stream")
         except KeyError:
             raise Problem(
-                404, "Not found", f"No model with sha256 {sha256!r}.", field="sha256",
+                404, "Not found", f"No model with sha256 {shorten(sha256)!r}.", field="sha256",
                 value=sha256, allowed="the sha256 of a release's manifest",
                 reason="not_found") from None
         except SignatureError as exc:  # never serve bytes other than those published

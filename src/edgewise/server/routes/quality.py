@@ -26,8 +26,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
+from edgewise import config
 from edgewise.server.deps import PipelineDep, SecurityDep, StoreDep, Viewer
-from edgewise.server.problems import Problem
+from edgewise.server.problems import Problem, shorten
 from edgewise.server.query import format_ns, parse_instant
 from edgewise.server.routes.devices import known_device, not_found
 
@@ -37,8 +38,9 @@ router = APIRouter(tags=["quality"])
 
 #: Window the report covers when no ``start`` is given.
 DEFAULT_WINDOW_NS = 3600 * 10**9
-#: The most readings a report (or a plot) reads: the JSON readings route's cap.
-MAX_READINGS = 200_000
+#: The most readings a report (or a plot) reads: the JSON readings route's cap
+#: (:data:`edgewise.config.MAX_READINGS`).
+MAX_READINGS = config.MAX_READINGS
 
 
 def _issues(rows: list[tuple[str, int, float]]) -> dict[str, dict[str, Any]]:
@@ -118,7 +120,8 @@ def _range(start: str | None, end: str | None) -> tuple[int, int | None]:
     if end_ns is not None and end_ns <= start_ns:
         raise Problem(
             422, "Invalid query parameter",
-            f"Query parameter 'end' must be after 'start' ({start!r}). Got {end!r} instead.",
+            f"Query parameter 'end' must be after 'start' ({shorten(start)!r}). Got "
+            f"{shorten(end)!r} instead.",
             field="end", value=end, allowed="a time after start", reason="bad_range",
         )
     return start_ns, end_ns
@@ -141,8 +144,9 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
     if issues is None or not _flagged(issues):
         raise Problem(
             404, "No quality plot",
-            f"Device {device_id!r} has no flagged readings or gaps of metric {metric!r} in "
-            "the range" + ("" if issues is not None else " (it sent no such metric there)") + ".",
+            f"Device {device_id!r} has no flagged readings or gaps of metric "
+            f"{shorten(metric)!r} in the range"
+            + ("" if issues is not None else " (it sent no such metric there)") + ".",
             field="metric", value=metric, allowed="a metric listed under 'plots' by "
             f"GET /v1/devices/{device_id}/quality for the same range", reason="no_plot",
         )
@@ -153,8 +157,8 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
         except Exception as exc:  # matplotlib's errors are of many kinds: a problem, no 500
             raise Problem(
                 422, "Quality plot not drawn",
-                f"The plot of device {device_id!r} metric {metric!r} in the range could not "
-                f"be drawn ({type(exc).__name__}: {exc}); its figures are in "
+                f"The plot of device {device_id!r} metric {shorten(metric)!r} in the range "
+                f"could not be drawn ({type(exc).__name__}: {exc}); its figures are in "
                 f"GET /v1/devices/{device_id}/quality.",
                 field="metric", value=metric, allowed="a metric and range whose readings "
                 "can be drawn", reason="plot_failed",

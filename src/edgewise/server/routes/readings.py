@@ -11,9 +11,10 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from edgewise import config
 from edgewise.errors import StoreError
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
-from edgewise.server.problems import Problem
+from edgewise.server.problems import Problem, shorten
 from edgewise.server.query import format_ns, parse_duration, parse_instant
 from edgewise.server.routes.devices import device_summary, known_device, not_found
 
@@ -21,7 +22,9 @@ __all__ = ["CsvResponse", "parse_range", "router"]
 
 router = APIRouter(tags=["readings"])
 
-MAX_POINTS = 200_000
+#: The most points the JSON readings route answers (:data:`edgewise.config.MAX_READINGS`,
+#: the cap of every route that reads readings).
+MAX_POINTS = config.MAX_READINGS
 
 Metric = Annotated[str | None, Query(description="Only this metric (empty: all); one the "
                                      "device has had, given at most once.")]
@@ -55,7 +58,8 @@ def parse_range(start: str | None, end: str | None,
     if start_ns is not None and end_ns is not None and end_ns <= start_ns:
         raise Problem(
             422, "Invalid query parameter",
-            f"Query parameter 'end' must be after 'start' ({start!r}). Got {end!r} instead.",
+            f"Query parameter 'end' must be after 'start' ({shorten(start)!r}). Got "
+            f"{shorten(end)!r} instead.",
             field="end", value=end, allowed=f"a time after {start}", reason="bad_range",
         )
     return start_ns, end_ns, step_ns

@@ -19,13 +19,14 @@ from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import AuthError, PayloadError
 from edgewise.server.deps import (
+    DeviceAuth,
     PipelineDep,
     SecurityDep,
     SettingsDep,
     bearer_secret,
     wrong_device_credentials,
 )
-from edgewise.server.problems import Problem, payload_problem
+from edgewise.server.problems import Problem, payload_problem, shorten
 from edgewise.telemetry import GZIP_MAGIC, MAX_LISTED_REJECTIONS
 
 __all__ = ["IngestResponse", "check_encoding", "read_limited_body", "router"]
@@ -79,7 +80,8 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
             n = int(declared)
         except ValueError:  # not under uvicorn, whose parsers answer this with their own
             # plain-text 400 before the app; for other ASGI servers and in-process clients
-            raise Problem(400, detail=f"Header 'Content-Length' is not an integer: {declared!r}.",
+            raise Problem(400, detail="Header 'Content-Length' is not an integer: "
+                          f"{shorten(declared)!r}.",
                           field="Content-Length", value=declared, allowed="an integer",
                           reason="bad_header") from None
         if n > limit:
@@ -107,7 +109,8 @@ def check_encoding(body: bytes, encoding: str | None) -> None:
         return
     if coding not in ("gzip", "x-gzip"):
         raise Problem(
-            415, detail=f"Header 'Content-Encoding' must be gzip or identity. Got {encoding!r}"
+            415, detail="Header 'Content-Encoding' must be gzip or identity. Got "
+            f"{shorten(encoding)!r}"
             " instead.", field="Content-Encoding", value=encoding,
             allowed="gzip or identity", reason="bad_encoding",
         )
@@ -128,7 +131,8 @@ async def _ingest(
         hint = (" (curl -d sends that unless given -H 'Content-Type: application/json')"
                 if content_type.lower() == "application/x-www-form-urlencoded" else "")
         raise Problem(
-            415, detail=f"Header 'Content-Type' must be {_JSON_ALLOWED}. Got {content_type!r} "
+            415, detail=f"Header 'Content-Type' must be {_JSON_ALLOWED}. Got "
+            f"{shorten(content_type)!r} "
             f"instead{hint}.",
             field="Content-Type", value=content_type, allowed=_JSON_ALLOWED,
         )
@@ -162,7 +166,8 @@ async def _ingest(
         encoding = request.headers.get("content-encoding")
         raise Problem(
             400, detail=f"The body is not gzip throughout, as its 'Content-Encoding' "
-            f"({encoding!r}) says: {exc.value}.", field="Content-Encoding", value=encoding,
+            f"({shorten(encoding)!r}) says: {exc.value}.", field="Content-Encoding",
+            value=encoding,
             allowed=exc.allowed, reason="bad_encoding",
         ) from None
     rejected = [{**payload_problem(err, status=422).body(), "index": err.index}
@@ -224,12 +229,6 @@ _BODY = {
 }
 
 
-#: ``Authorization: Bearer <device secret>``. Left out of the operation's parameters, as
-#: OpenAPI ignores an Authorization header parameter (Swagger UI showed a dead field): the
-#: operation's ``deviceSecret`` security scheme documents it.
-DeviceAuth = Annotated[str | None, Header(include_in_schema=False)]
-
-
 @router.post(
     "/v1/telemetry",
     summary="Send telemetry (device id in X-Device-Id)",
@@ -273,7 +272,8 @@ async def post_device_telemetry(
     if x_device_id and x_device_id != device_id:
         raise Problem(
             403, "Device may send only its own telemetry",
-            f"Header 'X-Device-Id' is {x_device_id!r} but the path names {device_id!r}.",
-            field="X-Device-Id", value=x_device_id, allowed=device_id, reason="wrong_device",
+            f"Header 'X-Device-Id' is {shorten(x_device_id)!r} but the path names "
+            f"{shorten(device_id)!r}.", field="X-Device-Id", value=x_device_id,
+            allowed=shorten(device_id), reason="wrong_device",
         )
     return await _ingest(request, device_id, authorization, security, pipeline, settings)
