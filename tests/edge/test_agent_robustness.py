@@ -251,6 +251,35 @@ def test_install_does_not_write_through_a_planted_symlink(tmp_path):
     assert slot.current().payload == s.payload
 
 
+def test_opening_a_slot_removes_the_temps_a_cut_short_install_left(tmp_path, caplog):
+    """Check a payload-sized temp file of an install that never finished (a power loss:
+    replace_atomically's ``.<name>.<pid>.<tid>.<hex>.tmp``, which nothing removed) is removed
+    when the slot is opened, logged, while a file or link of another name, a link of that
+    name (never followed) and a temp of a live writer are kept."""
+    caplog.set_level(logging.INFO, "edgewise.agent")
+    root = tmp_path / "models"
+    root.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    dead = 999_999_999  # above any pid_max: no such process
+    stale = [f".model-9-{'ab' * 8}.bin.{dead}.140.0badcafe.tmp",
+             f".current.json.{os.getpid()}.7.00c0ffee.tmp",  # a pid reused after the reboot
+             f".history.json.{dead}.1.deadbeef.tmp"]
+    for name in stale:
+        (root / name).write_bytes(b"\0" * 4096)
+    kept = [".notes.tmp", f".model-9-{'ab' * 8}.bin.{os.getppid()}.1.12345678.tmp",
+            f"model-9-{'ab' * 8}.bin.{dead}.1.12345678.tmp", "other.json.1.1.12345678.tmp"]
+    for name in kept:
+        (root / name).write_bytes(b"keep")
+    link = f".history.json.{dead}.2.feedface.tmp"
+    os.symlink(victim, root / link)
+    ModelSlot(root)
+    assert sorted(p.name for p in root.iterdir()) == sorted([*kept, link])
+    assert (root / link).is_symlink() and victim.read_text() == "precious"
+    assert sorted(e["path"] for e in _events(caplog, "model_temp_removed")) == sorted(
+        str(root / name) for name in stale)
+
+
 # -- 5. a corrupt outbox -----------------------------------------------------------------------
 @pytest.mark.parametrize("damage", ["random", "header_zeroed"])
 def test_a_corrupt_outbox_is_moved_aside_and_a_fresh_one_used(tmp_path, caplog, damage):

@@ -180,6 +180,28 @@ def test_compact_warns_when_a_few_leaves_set_the_step():
         export_trees_compact(t, name="comb")
 
 
+@pytest.mark.parametrize("kind", ["tree", "forest"])
+def test_compact_is_silent_and_states_0_when_every_leaf_code_is_0(kind):
+    """Check trees whose leaves are all equal (a constant target: every leaf code 0 after
+    centring) export exactly with no warning and a bound of 0 in the header: the scale of 1
+    standing in for a spread of 0 stated a bound of n_trees / 2 and warned against it."""
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.tree import DecisionTreeRegressor
+
+    from edgewise.edge.compress import tree_table
+    from edgewise.edge.export_compact import compact_reference, export_trees_compact
+
+    X, _ = _xy(200)
+    y = np.full(len(X), 101325.0)
+    m = (DecisionTreeRegressor() if kind == "tree"
+         else RandomForestRegressor(4, random_state=0)).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = export_trees_compact(tree_table(m), name="flat")
+    assert "by at most 0. */" in c.files["flat.h"], c.files["flat.h"]
+    assert np.array_equal(compact_reference(tree_table(m)).predict(X), m.predict(X))
+
+
 # -- the int8 MLP C on large finite inputs ----------------------------------------------------
 
 

@@ -10,6 +10,15 @@ that were silently ignored.
 5. ``run_federated`` checked its rule only after the normaliser round, and its default β
    (0.2) was not the CLI's (the smallest that trims);
 6. options that only act with another one were silently ignored without it.
+
+Review of those fixes:
+
+7. under SecAgg+ a device whose ε was fine but whose train-loss was not was left out of the
+   round's ε (6.63 reported where 7.99 was spent), and a round in which every device had
+   such a metric left the spent rounds; a reported ε is read one way everywhere;
+8. with fewer than 3 evaluation replies one device still set the published eval-loss, and
+   a capped (used) evaluation weight was counted as a refusal;
+9. statistics stating ``dp-stats-noise`` 0 or -1.0 were said to state none.
 """
 
 from __future__ import annotations
@@ -90,6 +99,13 @@ def test_one_evaluation_reply_neither_sets_nor_fails_the_published_loss(
     loss = res.evaluate_metrics[1]["eval-loss"]
     assert math.isfinite(loss) and loss < 10, loss  # 999999.1 before
     assert _refused(res) == [(1000, reason)]
+    # a capped weight is used, not refused (it was counted among the refused updates)
+    capped = reason.endswith("-capped")
+    assert [(e["node_id"], e["reason"]) for e in res.capped] == ([(1000, reason)] if capped
+                                                                 else [])
+    assert [(e["node_id"], e["reason"]) for e in res.refused] == ([] if capped
+                                                                  else [(1000, reason)])
+    assert res.evaluate_metrics[1]["eval-robust"] == 1  # 4 replies: trimmed
 
 
 # -- 2. train metrics that are no finite number are refused, not a crash ----------------------
@@ -228,3 +244,115 @@ def test_max_epsilon_help_and_ledger_path_say_what_is_true() -> None:
                          env={**os.environ, "COLUMNS": "300"})
     text = " ".join(out.stdout.replace("│", " ").split())
     assert "not statistics sent without DP" in text, text
+
+
+# -- 7. a reported ε counts whatever the reply's other metrics --------------------------------
+
+@pytest.mark.parametrize("who", ["one", "all"])
+def test_secagg_counts_the_epsilon_of_a_device_whose_other_metric_is_bad(
+        monkeypatch: pytest.MonkeyPatch, who: str) -> None:
+    """Round 2: the bad device (or every device) reports an infinite train-loss; the bad
+    device's ε, a finite number, is the round's largest. It was left out with the round
+    (one: an ε below what was spent; all: round 2 gone from the rounds that spent ε)."""
+    spent: list[float] = []
+    fit = ca._fit
+
+    def bad_loss_in_round_2(data: Any, norm: Any, state: Any, context: Any,
+                            server_round: int, *a: Any, **k: Any) -> Any:
+        keys, sent, n, loss, (eps, z, q, steps) = fit(data, norm, state, context,
+                                                      server_round, *a, **k)
+        bad = bool(context.node_config.get("bad"))
+        if server_round == 2 and (bad or who == "all"):
+            loss = math.inf
+            eps += 0.5 if bad else 0.0
+        spent.append(eps)
+        return keys, sent, n, loss, (eps, z, q, steps)
+
+    monkeypatch.setattr(ca, "_fit", bad_loss_in_round_2)
+    grid = _grid(ca.app, 3, **{"dp-sgd-epsilon": 8.0, "num-server-rounds": 2})
+    res = run_federated(grid, kind="ae", n_features=6, n_conditions=1, num_nodes=3,
+                        rounds=2, strategy="fedavg", robust=False, secagg=True,
+                        dp_sgd_epsilon=8.0)
+    assert res.skipped_rounds == [2]
+    assert res.privacy.epsilon >= max(spent) - 1e-9
+    assert math.isfinite(res.privacy.epsilon)
+    assert res.privacy.rounds == 2 and res.rounds_done == 2
+
+
+def _msg(node: int, metrics: dict[str, Any], kind: str = "train") -> Message:
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from edgewise.federated.inprocess import SERVER_NODE_ID
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SERVER_NODE_ID, 0
+    instr = Message(RecordDict(), dst_node_id=node, message_type=kind, group_id="1")
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=instr)
+
+
+DP = {"dp-sgd-noise": 1.0, "dp-sgd-rate": 0.05, "dp-sgd-steps": 20}
+
+
+@pytest.mark.parametrize(("metrics", "want"), [
+    ({"dp-sgd-epsilon": math.nan}, math.inf),  # no mechanism to account: counted as 0
+    ({"dp-sgd-epsilon": -1.0}, math.inf),
+    ({**DP, "dp-sgd-epsilon": math.nan}, 2.0),  # the server accounts the mechanism itself
+    ({**DP, "dp-sgd-epsilon": 7.5}, 7.5),
+])
+def test_plain_rounds_read_a_reported_epsilon_as_secagg_and_the_metrics_do(
+        metrics: dict[str, Any], want: float) -> None:
+    from edgewise.federated.server_app import _dp_sgd_spent
+
+    mechanisms, reported = _dp_sgd_spent([_msg(7, {"dp-sgd-epsilon": 2.0}),
+                                          _msg(8, metrics)])
+    assert reported == want  # 2.0 for the first two before: an unknown ε counted as nothing
+    assert ("8" in mechanisms) == ("dp-sgd-noise" in metrics)
+
+
+# -- 8. evaluation with fewer than 3 devices is flagged; a cap is not a refusal ------------
+
+def _eval(node: int, loss: float, n: int) -> Message:
+    return _msg(node, {"num-examples": n, "unit-weight": 1, "eval-loss": loss}, "evaluate")
+
+
+@pytest.mark.parametrize(("replies", "robust"), [
+    ([(1, 0.2, 100), (2, 1e6, 100)], 0),  # one of two set the eval-loss (500000.1)
+    ([(1, 0.2, 100)], 0),
+    ([(1, 0.2, 100), (2, 0.3, 100), (3, 1e6, 100)], 1),
+])
+def test_evaluation_of_fewer_than_three_devices_is_flagged_not_robust(
+        replies: list[tuple[int, float, int]], robust: int, caplog: Any) -> None:
+    from edgewise.federated.strategies import make_strategy
+
+    s = make_strategy("fedavg", num_nodes=len(replies), fraction_evaluate=1.0)
+    with caplog.at_level(logging.WARNING):
+        out = s.aggregate_evaluate(1, [_eval(*r) for r in replies])
+    assert out is not None and out["eval-robust"] == robust
+    assert ("one device can set the published evaluation metrics" in caplog.text) == (
+        not robust)
+    if robust:
+        assert out["eval-loss"] == pytest.approx(0.3)
+
+
+def test_a_capped_evaluation_weight_is_logged_as_used_not_rejected(caplog: Any) -> None:
+    from edgewise.federated.strategies import make_strategy
+
+    s = make_strategy("fedavg", num_nodes=3, fraction_evaluate=1.0)
+    with caplog.at_level(logging.WARNING):
+        s.aggregate_evaluate(1, [_eval(1, 0.2, 100), _eval(2, 0.3, 100),
+                                 _eval(3, 0.4, 10**9)])
+    assert [e.reason for e in s.events] == ["eval-weight-capped"]
+    (line,) = [r.getMessage() for r in caplog.records if "node 3" in r.getMessage()]
+    assert "used with its weight capped" in line and "rejected" not in line
+
+
+# -- 9. a stated dp-stats-noise of 0 or below is named as stated -----------------------------
+
+@pytest.mark.parametrize("stated", [0, -1.0])
+def test_statistics_stating_no_noise_are_named_by_what_they_state(stated: float) -> None:
+    from edgewise.federated.server_app import _StatsRound
+
+    rule = _StatsRound(1, 2, 0, dp=True, dp_noise=5.0)
+    assert not rule._released_with_dp(_msg(9, {"dp-stats-noise": stated}))
+    detail = rule.refused[0]["detail"]
+    assert f"stating dp-stats-noise {stated!r}" in detail, detail
+    assert "no dp-stats-noise" not in detail  # said it stated none

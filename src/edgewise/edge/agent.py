@@ -54,6 +54,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import sqlite3
 import sys
 import threading
@@ -850,17 +851,42 @@ class Installed:
     payload: bytes
 
 
+#: The temporary files :func:`~edgewise._private.replace_atomically` writes for a slot's
+#: model, pointer and history: ``.<name>.<pid>.<thread id>.<8 hex>.tmp``.
+_SLOT_TEMP = re.compile(r"\.(?:model-\d+-[0-9a-f]{16}\.bin|current\.json|history\.json)"
+                        r"\.(?P<pid>\d+)\.\d+\.[0-9a-f]{8}\.tmp")
+
+
+def _writer_alive(pid: int) -> bool:
+    """Whether process ``pid`` may still be writing a temp file: another process that is
+    alive (this one is not: a slot being opened has no write of its own in flight)."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
+
+
 class ModelSlot:
     """Verified models on disk and an atomically replaced pointer to the current one.
 
     ``device_id``, if given, is recorded in the pointer at each install; a slot whose model
     was installed for another device (by that record, or, for a slot an older agent filled,
     by a ``device:`` target of its manifests) raises :class:`~edgewise.errors.ConfigError`.
+
+    Opening a slot removes the temporary files an install cut short (a power loss or a kill
+    mid-write) left in it: a payload-sized ``.model-….bin.<pid>.<tid>.<hex>.tmp`` that
+    nothing else would ever remove (:meth:`remove_stale_temps`).
     """
 
     def __init__(self, root: str | os.PathLike[str], device_id: str | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.remove_stale_temps()
         self.pointer = self.root / "current.json"
         self.device_id = device_id
         if device_id is not None:
@@ -871,6 +897,43 @@ class ModelSlot:
                     f"{owner!r}, not {device_id!r} (its release would be run, and its "
                     "anti-rollback floor kept, as this device's): each device needs its own "
                     "state dir (--state-dir).")
+
+    def remove_stale_temps(self) -> list[str]:
+        """Remove the temporary files of the slot's writes that never finished (named as
+        :func:`~edgewise._private.replace_atomically` names them for the model, pointer and
+        history files, and regular files: a link is never followed nor removed), unless the
+        process named in them is another one still alive (it may be writing); return their
+        names. Each removal is logged (``model_temp_removed``).
+
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> _ = (root / f".model-3-{'ab' * 8}.bin.999999999.7.0badcafe.tmp").write_bytes(b"x")
+        >>> _ = (root / ".notes.tmp").write_bytes(b"mine")
+        >>> _ = ModelSlot(root)  # opening the slot removes it
+        >>> sorted(p.name for p in root.iterdir())
+        ['.notes.tmp']
+        """
+        removed: list[str] = []
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return removed
+        for entry in entries:
+            m = _SLOT_TEMP.fullmatch(entry.name)
+            if m is None or _writer_alive(int(m["pid"])):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                size = entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)  # the name itself: a link put there since is not followed
+            except OSError:
+                continue
+            removed.append(entry.name)
+            log.info(json.dumps({"event": "model_temp_removed", "path": entry.path,
+                                 "bytes": size, "detail": "left by a model install that did "
+                                 "not finish (a power loss or a kill mid-write)"}))
+        return removed
 
     def _pointer(self) -> dict[str, Any] | None:
         """The pointer's fields, None if there is none; ValueError if it is damaged."""

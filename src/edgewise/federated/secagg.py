@@ -36,7 +36,9 @@ SecAgg+ masks the parameters only: each device's example count and train metrics
 (``train-loss``, ``dp-sgd-epsilon``, ``dp-sgd-noise``) reach the server in the clear, as
 Flower's ``secaggplus_mod`` sends them. The run's record-level ε is therefore what the devices
 report they spent (each composes its own privacy ledger), the largest of them, exactly as
-without SecAgg+; never the budget the run asked for.
+without SecAgg+; never the budget the run asked for. Every round the devices trained in
+counts, a refused one included, and every reply's ε in it, whatever its other metrics (one
+that is not a finite number >= 0 counts as infinite).
 
 >>> check_secagg("trimmed", robust=True)
 Traceback (most recent call last):
@@ -162,9 +164,8 @@ def run_secagg(
 
         def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
             usable = screen.metrics_ok(server_round, results)
-            if usable:  # what the devices spent, a refused round included
-                spent[server_round] = _train_metrics(
-                    [(res.num_examples, res.metrics) for _, res in usable])
+            if results:  # what the devices spent, a refused round included
+                spent[server_round] = _spent_metrics(results, usable)
             if len(usable) < len(results) or not screen.weights_ok(server_round, results):
                 return None, {}
             params, metrics = super().aggregate_fit(server_round, results, failures)
@@ -240,8 +241,8 @@ class _AggregateScreen:
         """The ``results`` whose metrics (in the clear) are all finite numbers, with
         ``dp-sgd-epsilon`` >= 0 (:func:`~edgewise.federated.strategies.metrics_problem`).
         With any other, the round is refused naming the first such device: SecAgg+ cannot
-        leave its masked update out of the sum alone, and its ε is unknown (a NaN one made
-        the round drop out of the reported ε, below what the other devices spent)."""
+        leave its masked update out of the sum alone. What the round's devices spent is
+        read from every reply all the same (:func:`_spent_metrics`)."""
         from edgewise.federated.strategies import metrics_problem
 
         usable, bad = [], []
@@ -262,10 +263,12 @@ class _AggregateScreen:
     def weights_ok(self, server_round: int, results: Any) -> bool:
         """Every example count in ``[1, max_weight]`` and at most
         :data:`MAX_EXAMPLES_RATIO` × the round's median (the smaller of two)."""
+        from edgewise.federated.strategies import scalar_metric
+
         counts = [(_node_of(proxy), res.num_examples) for proxy, res in results]
         for node, n in counts:
-            if isinstance(n, bool) or not isinstance(n, int | float) or not np.isfinite(n) \
-                    or not 1 <= n <= self.max_weight:
+            x = scalar_metric(n)
+            if x is None or not 1 <= x <= self.max_weight:
                 return self._refuse(
                     server_round, node, "weight",
                     f"device (node {node}) reported num-examples {n!r}, outside [1, "
@@ -324,6 +327,35 @@ def _node_of(proxy: Any) -> int:
         except (AttributeError, TypeError, ValueError):
             continue
     return 0
+
+
+def _spent_metrics(results: Any, usable: Any) -> dict[str, Any]:
+    """What a round's devices spent, whether or not the round is used: the train metrics
+    of ``usable`` (the replies whose metrics all pass, :func:`_train_metrics`), and as
+    ``dp-sgd-epsilon`` the largest ε of every reply in ``results`` that states one, read
+    by :func:`~edgewise.federated.strategies.reported_epsilon` (not a finite number >= 0:
+    infinite), whatever its other metrics (a device whose train-loss was infinite was left
+    out, and the ε it spent with it: 6.63 reported where 7.99 was spent). A round in which
+    no reply passes is still a round its devices spent in.
+
+    >>> from types import SimpleNamespace as NS
+    >>> ok = (1, NS(num_examples=100, metrics={"train-loss": 0.5, "dp-sgd-epsilon": 6.63}))
+    >>> bad = (2, NS(num_examples=100, metrics={"train-loss": float("inf"),
+    ...                                         "dp-sgd-epsilon": 7.99}))
+    >>> _spent_metrics([ok, bad], [ok])
+    {'train-loss': 0.5, 'dp-sgd-epsilon': 7.99}
+    >>> _spent_metrics([bad], [])
+    {'dp-sgd-epsilon': 7.99}
+    """
+    from edgewise.federated.strategies import reported_epsilon
+
+    out = _train_metrics([(res.num_examples, res.metrics) for _, res in usable]) \
+        if usable else {}
+    eps = [reported_epsilon(res.metrics["dp-sgd-epsilon"]) for _, res in results
+           if "dp-sgd-epsilon" in (res.metrics or {})]
+    if eps:
+        out["dp-sgd-epsilon"] = max(eps)
+    return out
 
 
 def _train_metrics(fit_metrics: list[tuple[int, Any]]) -> dict[str, Any]:

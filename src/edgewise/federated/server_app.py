@@ -62,7 +62,13 @@ from edgewise.federated.ledger import PrivacyBudgetError, RunLedger
 from edgewise.federated.model import build_model
 from edgewise.federated.privacy import Mechanism, PrivacyReport
 from edgewise.federated.stats_privacy import DEFAULT_STATS_SHARE, StatsBounds
-from edgewise.federated.strategies import RobustStrategy, make_strategy, scalar_metric
+from edgewise.federated.strategies import (
+    RobustStrategy,
+    is_cap,
+    make_strategy,
+    reported_epsilon,
+    scalar_metric,
+)
 
 __all__ = ["FederatedResult", "FederatedRunError", "WireLog", "app", "check_resume",
            "read_checkpoint", "run_federated", "run_ledger_path"]
@@ -110,9 +116,10 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
                 continue
             for metrics in msg.content.metric_records.values():
                 w = metrics.get(key)
-                if w is None or (type(w) in (int, float) and w == 1):
+                x = scalar_metric(w)
+                if w is None or x == 1:
                     continue
-                valid = type(w) in (int, float) and bool(np.isfinite(w)) and w > 0
+                valid = x is not None and x > 0
                 if not valid and not invalid_too:
                     continue
                 node = int(msg.metadata.src_node_id)
@@ -269,7 +276,13 @@ class WireLog(Strategy):
 
 @dataclass
 class FederatedResult:
-    """What a federated run produced."""
+    """What a federated run produced.
+
+    ``rejected`` holds the robust rule's events and the normaliser round's refusals: the
+    updates and replies refused, and those whose weight was capped (reason ending
+    ``-capped``: used, with the capped weight); :attr:`refused` and :attr:`capped` tell
+    them apart.
+    """
 
     arrays: ArrayRecord
     normaliser: ConditionNormaliser
@@ -281,6 +294,16 @@ class FederatedResult:
     skipped_rounds: list[int] = field(default_factory=list)
     train_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     evaluate_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def refused(self) -> list[dict[str, Any]]:
+        """The updates and replies refused (left out), of :attr:`rejected`."""
+        return [e for e in self.rejected if not is_cap(str(e.get("reason", "")))]
+
+    @property
+    def capped(self) -> list[dict[str, Any]]:
+        """The updates and replies used with their weight capped, of :attr:`rejected`."""
+        return [e for e in self.rejected if is_cap(str(e.get("reason", "")))]
 
     def state_dict(self) -> dict[str, Any]:
         """The global model as a PyTorch ``state_dict``."""
@@ -347,6 +370,8 @@ class _StatsRound(FedAvg):
                   + (f"with noise multiplier {stated:g}" if stated > 0 else
                      f"stating dp-stats-noise {raw[0]!r}, not a finite number" if raw
                      and scalar_metric(raw[0]) is None else
+                     f"stating dp-stats-noise {raw[0]!r}, no noise (a noise multiplier is "
+                     "> 0)" if raw else
                      "without DP (no dp-stats-noise: a client from before DP statistics?)")
                   + f" where the run asked for dp-stats-noise {self.dp_noise:g}; they are "
                   "left out of the normaliser")
@@ -677,9 +702,13 @@ def _dp_sgd_spent(replies: list[Message]) -> tuple[dict[str, Mechanism], float]:
     """The DP-SGD mechanism each replying device (by node id) ran this round, and the
     largest ε one reported (every reply with content counts: the server saw that update).
 
-    A value that is not a finite number (a NaN or a list: they ended the run here, before
-    the robust screen refuses the reply, reason ``"metrics"``), or an ε below 0, counts for
-    nothing, with a warning naming the device; steps are rounded up.
+    A mechanism value that is not a finite number (a NaN or a list: they ended the run
+    here, before the robust screen refuses the reply, reason ``"metrics"``) counts for
+    nothing, with a warning naming the device; steps are rounded up. The ε is read by
+    :func:`~edgewise.federated.strategies.reported_epsilon`, as everywhere: one that is not
+    a finite number >= 0 is infinite, unless the server accounts that device's DP-SGD
+    itself from the mechanism it stated (the ledger's ε is at least that mechanism's
+    composition, so the unreadable report adds nothing); either way with a warning.
     """
     mechanisms: dict[str, Mechanism] = {}
     reported = 0.0
@@ -690,19 +719,28 @@ def _dp_sgd_spent(replies: list[Message]) -> tuple[dict[str, Mechanism], float]:
         for rec in msg.content.metric_records.values():
             raw = {k: rec.get(k, 0.0) for k in ("dp-sgd-noise", "dp-sgd-rate", "dp-sgd-steps",
                                                 "dp-sgd-epsilon")}
-            vals = {k: scalar_metric(v) for k, v in raw.items()}
-            bad = {k: raw[k] for k, v in vals.items()
-                   if v is None or (k == "dp-sgd-epsilon" and v < 0)}
+            vals = {k: scalar_metric(raw[k]) for k in ("dp-sgd-noise", "dp-sgd-rate",
+                                                       "dp-sgd-steps")}
+            bad = {k: raw[k] for k, v in vals.items() if v is None}
             if bad:
-                log.warning("device (node %d) reported %s: not a finite number (an epsilon "
-                            ">= 0), so it counts for nothing in the privacy accounting",
+                log.warning("device (node %d) reported %s: not a finite number, so its DP-SGD "
+                            "mechanism counts for nothing in the privacy accounting",
                             node, ", ".join(f"{k} {v!r}" for k, v in bad.items()))
             z, q, steps = (vals[k] for k in ("dp-sgd-noise", "dp-sgd-rate", "dp-sgd-steps"))
-            if z is not None and q is not None and steps is not None \
-                    and z > 0 and 0 < q <= 1 and steps > 0:
+            accounted = (z is not None and q is not None and steps is not None
+                         and z > 0 and 0 < q <= 1 and steps > 0)
+            if accounted:
                 mechanisms[str(node)] = (z, q, math.ceil(steps))
-            if "dp-sgd-epsilon" not in bad:
-                reported = max(reported, vals["dp-sgd-epsilon"] or 0.0)
+            eps = reported_epsilon(raw["dp-sgd-epsilon"])
+            if math.isinf(eps):
+                log.warning("device (node %d) reported dp-sgd-epsilon %r, not a finite "
+                            "number >= 0: %s", node, raw["dp-sgd-epsilon"],
+                            "the server's accounting of the DP-SGD mechanism it stated "
+                            "stands for it" if accounted else
+                            "what it spent is unknown, so it counts as infinite")
+                if accounted:
+                    continue
+            reported = max(reported, eps)
     return mechanisms, reported
 
 
@@ -730,7 +768,7 @@ def _privacy_report(train_metrics: dict[int, dict[str, float]], *, dp_noise: flo
     if ledger is None:
         ledger = RunLedger()
         for r, m in sorted(train_metrics.items()):
-            ledger.record_round(r, {}, float(m.get("dp-sgd-epsilon", 0.0)))
+            ledger.record_round(r, {}, reported_epsilon(m.get("dp-sgd-epsilon", 0.0)))
             if dp_noise > 0:
                 ledger.device_round(r, noise_multiplier=dp_noise, num_devices=num_devices,
                                     sample_size=sample_size)
@@ -1097,11 +1135,13 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
             "rounds": result.rounds_done, "num_devices": num_nodes, "dataset": dataset,
             "normaliser": {"mean": result.normaliser.mean.tolist(),
                            "std": result.normaliser.std.tolist()},
-            "rejected": result.rejected, "evaluate_metrics": result.evaluate_metrics,
+            "rejected": result.refused, "capped": result.capped,
+            "evaluate_metrics": result.evaluate_metrics,
         })
     (out / "result.json").write_text(json.dumps({
         "rounds": result.rounds_done, "strategy": result.strategy,
         "privacy": result.privacy.to_dict(), "model": entry,
         "train_metrics": result.train_metrics, "evaluate_metrics": result.evaluate_metrics,
+        "rejected": result.refused, "capped": result.capped,
         "bytes_per_client_round": result.bytes_per_client_round(),
     }, indent=1))

@@ -25,12 +25,16 @@ way Flower's DP wrappers do (it overrides ``aggregate_train`` and delegates the 
    take the average;
 4. screens the evaluation replies the same way (metric layout of most replies, finite
    numbers, ``"num-examples"`` capped), and averages each evaluation metric without the
-   ``max(f, 1)`` largest and smallest values (:func:`trimmed_mean`; the median with two
-   replies), so one device's reply can neither end the run (Flower raised on mismatched
-   metric keys) nor set the published evaluation loss (10⁹ examples and a loss of 10⁶);
-   those refusals carry reasons prefixed ``eval-``.
+   ``max(f, 1)`` largest and smallest values (:func:`trimmed_mean`), so one device's reply
+   can neither end the run (Flower raised on mismatched metric keys) nor set the published
+   evaluation loss (10⁹ examples and a loss of 10⁶); those refusals carry reasons prefixed
+   ``eval-``. That takes at least ``2 max(f, 1) + 1`` evaluation replies (3 for f <= 1):
+   with fewer there is nothing to trim (the median of two is their mean) and one device
+   *can* set them, so the metrics are still published but flagged ``eval-robust`` 0
+   (1 when they were trimmed).
 
-Rejections and caps are kept in :attr:`RobustStrategy.events` (round, node, reason).
+Rejections and caps are kept in :attr:`RobustStrategy.events` (round, node, reason); a
+capped weight (reason ending ``-capped``) is not a refusal: that reply is used.
 
 A device that fails or drops out is not one of the f (it may be honest), so it does not
 loosen the rule: the trimmed mean still trims ``max(f, 1)`` per side, less one per update
@@ -71,8 +75,10 @@ __all__ = [
     "aggregate_train_metrics",
     "auto_beta",
     "check_rule_conditions",
+    "is_cap",
     "make_strategy",
     "metrics_problem",
+    "reported_epsilon",
     "scalar_metric",
     "trimmed_mean",
 ]
@@ -92,6 +98,9 @@ NORM_FLOOR = 1e-6
 MAX_UPDATE_TO_MODEL = 2.0
 #: How many earlier rounds' median accepted update norms the small-round bound looks back on.
 NORM_HISTORY = 5
+#: The evaluation metric :meth:`RobustStrategy.aggregate_evaluate` adds: 1 when each metric
+#: is a trimmed mean no one device can set, 0 when too few devices replied to trim.
+EVAL_ROBUST_KEY = "eval-robust"
 
 # (ArrayRecord name, MetricRecord name, metric keys): what Flower needs the same in every reply
 _Layout = tuple[str, str, frozenset[str]]
@@ -99,7 +108,7 @@ _Layout = tuple[str, str, frozenset[str]]
 
 @dataclass(frozen=True)
 class RejectedUpdate:
-    """One update the wrapper refused or clipped, and why."""
+    """One update the wrapper refused or whose weight it capped, and why."""
 
     server_round: int
     node_id: int
@@ -107,6 +116,16 @@ class RejectedUpdate:
     # "weight-capped", "error"; an evaluation reply's "eval-shape", "eval-metrics",
     # "eval-weight", "eval-weight-capped"
     detail: str
+
+
+def is_cap(reason: str) -> bool:
+    """Whether a :class:`RejectedUpdate` reason is a capped weight (``weight-capped``,
+    ``eval-weight-capped``: the reply was used, with its weight capped), not a refusal.
+
+    >>> is_cap("eval-weight-capped"), is_cap("eval-weight"), is_cap("norm")
+    (True, False, False)
+    """
+    return reason.endswith("-capped")
 
 
 def scalar_metric(value: Any) -> float | None:
@@ -122,6 +141,23 @@ def scalar_metric(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def reported_epsilon(value: Any) -> float:
+    """How the server reads the ``dp-sgd-epsilon`` a device reported: a finite number >= 0
+    is that ε; anything else (NaN, infinite, below 0, a list, a bool) is infinite, never
+    nothing, so no ε smaller than what the devices spent comes of it (a NaN once made the
+    round's maximum NaN and the round dropped out of the report). The one reading of a
+    reported ε: the train-metric aggregation, SecAgg+'s spent rounds and the run ledger's
+    rounds all use it.
+
+    >>> reported_epsilon(7.99), reported_epsilon(0), reported_epsilon(float("nan"))
+    (7.99, 0.0, inf)
+    >>> reported_epsilon(-1.0), reported_epsilon([1.0]), reported_epsilon(True)
+    (inf, inf, inf)
+    """
+    x = scalar_metric(value)
+    return math.inf if x is None or x < 0 else x
+
+
 def metrics_problem(metrics: Mapping[str, Any], ignore: str = "") -> str | None:
     """Why a reply's metrics cannot be used (``None``: they can): every value but
     ``ignore``'s (the weight, checked on its own) must be a finite number, and
@@ -134,7 +170,8 @@ def metrics_problem(metrics: Mapping[str, Any], ignore: str = "") -> str | None:
     "metric 'train-loss' is [1.0, 2.0] and 'dp-sgd-epsilon' is -1.0; every metric must be a finite number (dp-sgd-epsilon >= 0)"
     """  # noqa: E501
     bad = [f"{k!r} is {v!r}" for k, v in metrics.items() if k != ignore
-           and ((x := scalar_metric(v)) is None or (k == "dp-sgd-epsilon" and x < 0))]
+           and (scalar_metric(v) is None
+                or (k == "dp-sgd-epsilon" and math.isinf(reported_epsilon(v))))]
     if not bad:
         return None
     return (f"metric {' and '.join(bad)}; every metric must be a finite number "
@@ -337,7 +374,12 @@ class RobustStrategy(Strategy):
         """Screen the evaluation replies (:meth:`screen_evaluate`), let the wrapped rule
         aggregate what is left, then make each metric it returns a trimmed mean
         (:func:`trimmed_mean`, ``max(f, 1)`` per side, weights capped): Flower's weighted
-        mean let one device set the published evaluation loss with its own value."""
+        mean let one device set the published evaluation loss with its own value.
+
+        :data:`EVAL_ROBUST_KEY` (``eval-robust``) is added: 1 when the metrics were trimmed,
+        0 when fewer than ``2 max(f, 1) + 1`` replies were left (3 for f <= 1): then there
+        is nothing to trim, one device can set them (of two, the published value is their
+        plain mean), and they are published flagged so, with a warning."""
         kept = self.screen_evaluate(server_round, replies)
         out = self.strategy.aggregate_evaluate(server_round, kept)
         records = [next(iter(m.content.metric_records.values()))
@@ -349,6 +391,14 @@ class RobustStrategy(Strategy):
         for key in list(out.keys()):
             if all(key in r for r in records):
                 out[key] = trimmed_mean([float(r[key]) for r in records], weights, trim)
+        robust = len(records) > 2 * trim
+        if not robust:
+            log.warning("round %d: %d evaluation repl%s, fewer than the %d a trimmed mean "
+                        "needs to trim %d per side: one device can set the published "
+                        "evaluation metrics (flagged %s 0)", server_round, len(records),
+                        "y" if len(records) == 1 else "ies", 2 * trim + 1, trim,
+                        EVAL_ROBUST_KEY)
+        out[EVAL_ROBUST_KEY] = int(robust)
         return out
 
     def screen_evaluate(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
@@ -360,8 +410,8 @@ class RobustStrategy(Strategy):
         a finite number, and a positive weight, capped at ``max_examples_ratio`` × the
         median (one device claiming 10⁹ examples set the published evaluation loss).
         Failed replies are passed on: Flower counts them as failures. A refusal names the
-        device (reasons ``eval-shape``, ``eval-metrics``, ``eval-weight``,
-        ``eval-weight-capped``), and the run goes on.
+        device (reasons ``eval-shape``, ``eval-metrics``, ``eval-weight``), and the run goes
+        on; a capped weight is noted (``eval-weight-capped``) and its reply used.
 
         >>> RobustStrategy(FedAvg()).screen_evaluate(1, [])
         []
@@ -401,8 +451,8 @@ class RobustStrategy(Strategy):
         self.events.append(event)
         log.warning("round %d: %s from node %d %s (%s)", server_round,
                     "evaluation reply" if reason.startswith("eval-") else "update",
-                    event.node_id, "clipped" if reason.endswith("capped") else "rejected",
-                    detail)
+                    event.node_id, "used with its weight capped" if is_cap(reason)
+                    else "rejected", detail)
 
     @staticmethod
     def _expected_layout(layouts: list[_Layout], previous: _Layout | None) -> _Layout | None:
@@ -573,13 +623,13 @@ class RobustStrategy(Strategy):
         for msg in kept:
             metrics = next(iter(msg.content.metric_records.values()))
             w: Any = metrics.get(self.weighted_by_key)
-            if isinstance(w, bool) or not isinstance(w, int | float) or not np.isfinite(w) \
-                    or w <= 0:
+            x = scalar_metric(w)
+            if x is None or x <= 0:
                 self._reject(server_round, msg, f"{prefix}weight",
                              f"{self.weighted_by_key!r} is {w!r}; must be a positive number")
                 self._bad_weight.add(id(msg))
             else:
-                values.append(float(w))
+                values.append(x)
         if not values:
             return
         # The median of two is their mean, which the larger of two never exceeds 10 times
@@ -703,8 +753,9 @@ def aggregate_train_metrics(records: list[RecordDict], weighting_key: str) -> Me
     the run's record-level guarantee is the weakest device's, so that one is the maximum.
 
     An ε that is not a finite number >= 0 (which the screens refuse before this) counts as
-    infinite, never as nothing: a NaN first made the maximum NaN, and the round then
-    dropped out of the reported ε, below what every other device spent.
+    infinite (:func:`reported_epsilon`), never as nothing: a NaN first made the maximum
+    NaN, and the round then dropped out of the reported ε, below what every other device
+    spent.
 
     >>> from flwr.app import MetricRecord, RecordDict
     >>> r = [RecordDict({"m": MetricRecord({"num-examples": n, "train-loss": l,
@@ -714,10 +765,10 @@ def aggregate_train_metrics(records: list[RecordDict], weighting_key: str) -> Me
     {'train-loss': 2.5, 'dp-sgd-epsilon': 8.0}
     """
     out = aggregate_metricrecords(records, weighting_key)
-    eps = [scalar_metric(v) for rec in records for mr in rec.metric_records.values()
+    eps = [reported_epsilon(v) for rec in records for mr in rec.metric_records.values()
            for k, v in mr.items() if k == "dp-sgd-epsilon"]
     if eps:
-        out["dp-sgd-epsilon"] = max(math.inf if e is None or e < 0 else e for e in eps)
+        out["dp-sgd-epsilon"] = max(eps)
     return out
 
 
