@@ -58,6 +58,7 @@ from edgewise.federated.privacy import (
     Mechanism,
     composed_epsilon,
     device_level_epsilon,
+    reported_epsilon,
     worst_case_epsilon,
 )
 
@@ -331,8 +332,7 @@ class RunLedger:
         >>> led.record_epsilon(1e-5)
         inf
         """
-        if not reported >= 0:
-            reported = float("inf")
+        reported = reported_epsilon(reported)
         if devices or reported > 0:
             self._add({"round": int(server_round), "kind": "record", "segment": self.segment,
                        "devices": {str(k): [float(z), float(q), int(n)]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from edgewise.errors import InvalidParameterError
 
@@ -57,6 +58,8 @@ __all__ = [
     "rdp_epsilon",
     "rdp_orders",
     "rdp_to_epsilon",
+    "reported_epsilon",
+    "scalar_metric",
     "worst_case_epsilon",
     "worst_case_rdp",
 ]
@@ -545,3 +548,33 @@ def dp_scope(unit: str, record_epsilon: float | None = None, *, stats: bool = Fa
                     + ", composed by the RDP accountant under one per-device budget")
         return "model weights only (each device's DP-SGD updates)"
     return "nothing (no differential privacy)"
+
+
+def scalar_metric(value: Any) -> float | None:
+    """``value`` as a float when it is a finite int or float (not a bool, not a list),
+    else ``None``: what the server may compute with from a device's reply.
+
+    >>> scalar_metric(3), scalar_metric(float("nan")), scalar_metric([1.0]), scalar_metric(True)
+    (3.0, None, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def reported_epsilon(value: Any) -> float:
+    """How the server reads the ``dp-sgd-epsilon`` a device reported: a finite number >= 0
+    is that ε; anything else (NaN, infinite, below 0, a list, a bool) is infinite, never
+    nothing, so no ε smaller than what the devices spent comes of it (a NaN once made the
+    round's maximum NaN and the round dropped out of the report). The one reading of a
+    reported ε: the train-metric aggregation, SecAgg+'s spent rounds and the run ledger's
+    rounds all use it (here, beside the accounting, as the ledger imports no Flower).
+
+    >>> reported_epsilon(7.99), reported_epsilon(0), reported_epsilon(float("nan"))
+    (7.99, 0.0, inf)
+    >>> reported_epsilon(-1.0), reported_epsilon([1.0]), reported_epsilon(True)
+    (inf, inf, inf)
+    """
+    x = scalar_metric(value)
+    return math.inf if x is None or x < 0 else x

@@ -263,7 +263,7 @@ class _AggregateScreen:
     def weights_ok(self, server_round: int, results: Any) -> bool:
         """Every example count in ``[1, max_weight]`` and at most
         :data:`MAX_EXAMPLES_RATIO` × the round's median (the smaller of two)."""
-        from edgewise.federated.strategies import scalar_metric
+        from edgewise.federated.privacy import scalar_metric
 
         counts = [(_node_of(proxy), res.num_examples) for proxy, res in results]
         for node, n in counts:
@@ -333,7 +333,7 @@ def _spent_metrics(results: Any, usable: Any) -> dict[str, Any]:
     """What a round's devices spent, whether or not the round is used: the train metrics
     of ``usable`` (the replies whose metrics all pass, :func:`_train_metrics`), and as
     ``dp-sgd-epsilon`` the largest ε of every reply in ``results`` that states one, read
-    by :func:`~edgewise.federated.strategies.reported_epsilon` (not a finite number >= 0:
+    by :func:`~edgewise.federated.privacy.reported_epsilon` (not a finite number >= 0:
     infinite), whatever its other metrics (a device whose train-loss was infinite was left
     out, and the ε it spent with it: 6.63 reported where 7.99 was spent). A round in which
     no reply passes is still a round its devices spent in.
@@ -347,7 +347,7 @@ def _spent_metrics(results: Any, usable: Any) -> dict[str, Any]:
     >>> _spent_metrics([bad], [])
     {'dp-sgd-epsilon': 7.99}
     """
-    from edgewise.federated.strategies import reported_epsilon
+    from edgewise.federated.privacy import reported_epsilon
 
     out = _train_metrics([(res.num_examples, res.metrics) for _, res in usable]) \
         if usable else {}

@@ -705,7 +705,7 @@ def _dp_sgd_spent(replies: list[Message]) -> tuple[dict[str, Mechanism], float]:
     A mechanism value that is not a finite number (a NaN or a list: they ended the run
     here, before the robust screen refuses the reply, reason ``"metrics"``) counts for
     nothing, with a warning naming the device; steps are rounded up. The ε is read by
-    :func:`~edgewise.federated.strategies.reported_epsilon`, as everywhere: one that is not
+    :func:`~edgewise.federated.privacy.reported_epsilon`, as everywhere: one that is not
     a finite number >= 0 is infinite, unless the server accounts that device's DP-SGD
     itself from the mechanism it stated (the ledger's ε is at least that mechanism's
     composition, so the unreadable report adds nothing); either way with a warning.

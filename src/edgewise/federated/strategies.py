@@ -68,6 +68,7 @@ from flwr.serverapp.strategy import Bulyan, FedAvg, FedTrimmedAvg, Krum, MultiKr
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from edgewise.errors import InvalidParameterError
+from edgewise.federated.privacy import reported_epsilon, scalar_metric
 
 __all__ = [
     "RejectedUpdate",
@@ -126,36 +127,6 @@ def is_cap(reason: str) -> bool:
     (True, False, False)
     """
     return reason.endswith("-capped")
-
-
-def scalar_metric(value: Any) -> float | None:
-    """``value`` as a float when it is a finite int or float (not a bool, not a list),
-    else ``None``: what the server may compute with from a device's reply.
-
-    >>> scalar_metric(3), scalar_metric(float("nan")), scalar_metric([1.0]), scalar_metric(True)
-    (3.0, None, None, None)
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    out = float(value)
-    return out if math.isfinite(out) else None
-
-
-def reported_epsilon(value: Any) -> float:
-    """How the server reads the ``dp-sgd-epsilon`` a device reported: a finite number >= 0
-    is that ε; anything else (NaN, infinite, below 0, a list, a bool) is infinite, never
-    nothing, so no ε smaller than what the devices spent comes of it (a NaN once made the
-    round's maximum NaN and the round dropped out of the report). The one reading of a
-    reported ε: the train-metric aggregation, SecAgg+'s spent rounds and the run ledger's
-    rounds all use it.
-
-    >>> reported_epsilon(7.99), reported_epsilon(0), reported_epsilon(float("nan"))
-    (7.99, 0.0, inf)
-    >>> reported_epsilon(-1.0), reported_epsilon([1.0]), reported_epsilon(True)
-    (inf, inf, inf)
-    """
-    x = scalar_metric(value)
-    return math.inf if x is None or x < 0 else x
 
 
 def metrics_problem(metrics: Mapping[str, Any], ignore: str = "") -> str | None:
