@@ -64,11 +64,12 @@ class Settings:
     # name costs the gateway a detector of its own; names it has keep being taken
     max_metrics_per_device: int = 256
     # embedded MQTT broker: connections not yet logged in (CONNECT, TLS handshake) from one
-    # source address (an IPv6 one by its /64), and in all (0: a quarter of the open-file
-    # limit, 16 to 4096); past either a new one is closed at once, so idle sockets cannot
-    # take the gateway's files (edgewise.transport.broker). A site whose devices share one
-    # NAT address and reconnect together needs the first at least its device count
-    mqtt_max_pending_per_source: int = 128
+    # source address (an IPv6 one by its /64; 0: 128, or half the second where that is
+    # less), and in all (0: a quarter of the open-file limit, 16 to 4096); past either a new
+    # one is closed at once, so idle sockets cannot take the gateway's files
+    # (edgewise.transport.broker). A site whose devices share one NAT address and reconnect
+    # together needs the first at least its device count
+    mqtt_max_pending_per_source: int = 0
     mqtt_max_pending: int = 0
     throttle_after_failures: int = 100
     # proxies whose X-Forwarded-For / X-Forwarded-Proto the HTTP server believes (the
@@ -254,7 +255,7 @@ LIMITS: dict[str, tuple[Interval, bool]] = {
     "rate_limit_per_s": (Interval(float, 0, None, closed="neither"), False),
     "rate_limit_burst": (Interval(float, 1, None), False),
     "max_metrics_per_device": (Interval(int, 1, None), False),
-    "mqtt_max_pending_per_source": (Interval(int, 1, None), False),
+    "mqtt_max_pending_per_source": (Interval(int, 0, None), False),
     "mqtt_max_pending": (Interval(int, 0, None), False),
     "throttle_after_failures": (Interval(int, 1, None), False),
     "retention_days": (Interval(int, 0, None), False),

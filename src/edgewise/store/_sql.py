@@ -1075,6 +1075,21 @@ class SQLStoreMixin:
         self._check_open()
         return self.seq_gaps(device_id)
 
+    def recheck_seq_watermark(self, device_id: str) -> int:
+        """:meth:`seq_watermark`, after checking the device's seq state against storage
+        (where another process sharing the store may have deleted the device): the same
+        here, where this process is the store's only writer (PostgreSQL overrides it).
+
+        >>> from edgewise.store import open_store
+        >>> s = open_store("duckdb://:memory:")
+        >>> _ = s.append([], seqs={"pump-1": [1, 2, 3]})
+        >>> s.recheck_seq_watermark("pump-1")
+        3
+        >>> s.close()
+        """
+        self._check_open()
+        return self.seq_watermark(device_id)
+
     def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
         """Conflicting readings, newest first."""
         return [Conflict(*row) for row in self._read(*conflicts_query(device_id, limit, self._ph))]

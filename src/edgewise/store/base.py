@@ -200,6 +200,14 @@ class Store(Protocol):
         where one process owns the store)."""
         ...
 
+    def recheck_seq_watermark(self, device_id: str) -> int:
+        """:meth:`seq_watermark`, after checking the device's seq state against storage,
+        where another process sharing the store may have deleted the device since (then
+        the watermark storage holds, not the deleted device's); what a broker acks to a
+        device that subscribes before its first message (the same as
+        :meth:`seq_watermark` where one process owns the store)."""
+        ...
+
     def stored_seqs(self, device_id: str, seqs: Iterable[int]) -> set[int]:
         """The seqs of ``seqs`` recorded as stored for the device, exactly (a seq above
         the last of :meth:`seq_gaps` may be stored or not), also those stored by another

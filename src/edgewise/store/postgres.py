@@ -24,7 +24,11 @@ process's commits. Several gateway processes may serve one device in turn: an ap
 whose seqs do not follow what this process's tracker holds (a seq whose predecessor it
 has not seen), or that repeats a seq it holds, or of a device it has not seen, first looks
 that device up in the tables (:meth:`~PostgresStore._sync_seqs`: one statement, only on
-such a miss), so the watermark it answers counts the seqs the other processes stored.
+such a miss), so the watermark it answers counts the seqs the other processes stored. A
+seq still missing after two such look-ups counts as lost: the appends do not look it up
+again (but once after a deletion), :meth:`~PostgresStore.recheck_seq_gaps` at most every
+:attr:`~PostgresStore.RECHECK_EVERY_S`, so a device with lost seqs costs no more per
+message than one without.
 :meth:`~PostgresStore.stored_seqs` is exact all the same: the seqs this process's tracker
 does not hold are looked up in the tables. Every device deletion adds one to the store's
 deletion generation (``ew_meta``, :data:`DELETIONS`; no device id is kept, so a purge
@@ -33,6 +37,8 @@ generation checks, on that look-up, that the tables still hold its watermark; wh
 do not, the device was deleted since, and its state is loaded again from the tables (and
 named in :attr:`~edgewise.store.base.AppendResult.reset`), and it is never folded into
 ``seq_marks`` (which would acknowledge the old watermark to the device registered again).
+The watermark acked to a device that subscribes before its first message is checked so
+too (:meth:`~PostgresStore.recheck_seq_watermark`).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from itertools import chain
@@ -347,6 +354,16 @@ class PostgresStore(SQLStoreMixin):
         self._top: dict[str, int] = {}
         # devices whose state a gap re-check found deleted since: the next append says so
         self._reset_pending: set[str] = set()
+        # device -> (deletion generation, twice, once): at that generation, every seq up to
+        # `twice` the tracker misses was looked up in the tables twice by appends, every
+        # seq up to `once` at least once (_sync_wanted); guarded by _wlock
+        self._looked: dict[str, tuple[int, int, int]] = {}
+        # the same, of the append in flight: (generation before its look-up, or None for
+        # a device new here, twice, once), kept once it commits (_committed)
+        self._looking: dict[str, tuple[int | None, int, int]] = {}
+        # device -> (deletion generation, monotonic time of the last look-up of all its
+        # gaps, highest seq of a gap recheck_seq_gaps looked up); guarded by _wlock
+        self._rechecked: dict[str, tuple[int, float, int]] = {}
         self._appends = 0
         self._unpurged = False  # rows deleted here since the last purge (purge_pending)
         self._writer = self._connect(create=True, new=create)
@@ -703,6 +720,9 @@ class PostgresStore(SQLStoreMixin):
                 # read whole, or all this process knew of it is folded into the mark: exact
                 if whole and d in self._top:
                     reset.add(d)
+                if whole:  # what was looked up of it is of the state replaced
+                    self._looked.pop(d, None)
+                    self._rechecked.pop(d, None)
                 self._seqs.load(d, mark, seqs)
                 self._marks[d] = mark
                 self._top[d] = max([mark, *seqs])
@@ -718,24 +738,42 @@ class PostgresStore(SQLStoreMixin):
     ) -> dict[str, list[tuple[int, int]]]:
         """The devices of a batch's ``seq_sets`` whose seq state must be looked up in the
         tables before the batch is stored (:meth:`_sync_seqs`), with the seq ranges to
-        read: a device this process has not seen (read whole); one with a seq above its
-        watermark + 1 that this process has not seen all seqs below of (the seqs missing
-        below it, which another process may have stored: the tracker's gaps, and those
-        between the highest seq it knows and the batch's); one with a seq the tracker holds
-        already (a re-delivery, or a device deleted and registered again elsewhere: its
-        deletion generation is read). A device sending its seqs in order to this process
-        alone needs none of it. The caller holds ``_wlock``."""
+        read: a device this process has not seen (read whole); one missing seqs below the
+        batch's highest that no two appends looked up yet (which another process may have
+        stored: a gap new to the tracker, and those between the highest seq it knows and
+        the batch's); one with a seq the tracker holds already (a re-delivery, or a device
+        deleted and registered again elsewhere: its deletion generation is read).
+
+        A missing seq is looked up by two appends of its device: the one that finds it
+        missing, and the next one (which sees it stored by another process whose commit
+        raced the first look-up). After that it counts as lost: only
+        :meth:`recheck_seq_gaps` looks for it again (at most every
+        :attr:`RECHECK_EVERY_S`), and the appends once more after the store's deletion
+        generation moved. So a device sending its seqs in order to this process alone
+        needs no look-up, gap or not (one that lost a seq for good costs one more
+        look-up, not one per message with every gap it ever had). Sets ``_looking`` for
+        :meth:`_committed`. The caller holds ``_wlock``."""
         want: dict[str, list[tuple[int, int]]] = {}
+        self._looking = {}
         for d, given in seq_sets.items():
             qs = {q for q in given if q >= 1}
             if not qs:
                 continue
-            if d not in self._gens:
-                want[d] = []
-                continue
             hi = max(qs)
+            gen = self._gens.get(d)
+            if gen is None:
+                want[d] = []
+                self._looking[d] = (None, 0, hi)  # read whole: each missing seq looked up once
+                continue
+            twice, once = 0, 0
+            if d in self._looked:
+                g, twice, once = self._looked[d]
+                if g != gen:  # the generation moved: each missing seq looked up once more
+                    twice, once = 0, twice
             top = self._top.get(d, self._seqs.watermark(d))
-            ranges = [(a, min(b, hi - 1)) for a, b in self._seqs.gaps(d) if a < hi]
+            ranges = [] if twice >= top else [  # the tracker misses no seq above its top
+                (max(a, twice + 1), min(b, hi - 1))
+                for a, b in self._seqs.gaps(d) if b > twice and a < hi]
             lo = top + 1
             for q in sorted(q for q in qs if q > top):
                 if lo < q:
@@ -743,6 +781,10 @@ class PostgresStore(SQLStoreMixin):
                 lo = q + 1
             if ranges or self._seqs.stored(d, qs):
                 want[d] = ranges
+                # those up to `once` now twice, and every one below hi at least once
+                self._looking[d] = (gen, max(twice, min(once, hi)), max(once, hi))
+            else:  # none missing in twice+1..hi-1
+                self._looking[d] = (gen, max(twice, hi), max(once, hi))
         return want
 
     # -- writes -----------------------------------------------------------------------------
@@ -829,33 +871,77 @@ class PostgresStore(SQLStoreMixin):
     def _committed(
         self, result: AppendResult, new_seqs: Mapping[str, set[int]], p: Prepared
     ) -> AppendResult:
-        """As the base's, and then each device's top seq goes up, and the devices found
-        deleted since by another process (:meth:`_sync_seqs`) are named in
-        ``result.reset``."""
+        """As the base's, and then each device's top seq goes up, what the append looked
+        up is kept (:meth:`_sync_wanted`), and the devices found deleted since by another
+        process (:meth:`_sync_seqs`) are named in ``result.reset``."""
         for d, new in new_seqs.items():
             self._top[d] = max(self._top.get(d, 0), max(new))
+        for d, (before, twice, once) in self._looking.items():
+            # a generation that moved in this look-up makes the next append look again
+            self._looked[d] = (self._gens.get(d, 0) if before is None else before,
+                               twice, once)
+        self._looking = {}
         result.reset, self._reset_pending = self._reset_pending, set()
         return super()._committed(result, new_seqs, p)
+
+    #: Seconds between two look-ups of all of a device's gaps by :meth:`recheck_seq_gaps`
+    #: (the pipeline's gap check asks every second while a device's gap alert is open).
+    RECHECK_EVERY_S = 10.0
 
     def recheck_seq_gaps(self, device_id: str) -> list[tuple[int, int]]:
         """:meth:`seq_gaps`, after looking up its missing seqs in the tables (another
         gateway process sharing the store may have stored them), with the device's
         deletion generation: one statement, and none when this process knows no gap of
-        the device. Waits for a commit in flight (it takes the write lock)."""
+        the device. All its gaps are looked up at the first call, then at most every
+        :attr:`RECHECK_EVERY_S` seconds, and again once the deletion generation moved;
+        in between only the gaps opened above those looked up before (none: no
+        statement), so a device that lost thousands of seqs for good is not read again
+        at every gap check. Waits for a commit in flight (it takes the write lock)."""
         self._check_open()
         gaps = self._seqs.gaps(device_id)
         if not gaps:
             return gaps
         with self._wlock:
             gaps = self._seqs.gaps(device_id)
-            if gaps:
+            if not gaps:
+                return gaps
+            gen, now = self._gens.get(device_id, -1), time.monotonic()
+            last = self._rechecked.get(device_id)
+            if last is None or last[0] != gen or now - last[1] >= self.RECHECK_EVERY_S:
+                send, at, upto = gaps, now, 0
+            else:
+                _, at, upto = last
+                send = [(max(a, upto + 1), b) for a, b in gaps if b > upto]
+            if send:
                 try:
                     self._reset_pending |= self._sync_seqs(self._write_con(),
-                                                           {device_id: gaps})
+                                                           {device_id: send})
                 except self._psycopg.Error as exc:
                     raise StoreError(f"Looking up the missing seqs of device {device_id!r} in "
                                      f"{self.url!r} failed: {_one_line(exc)}") from exc
-            return self._seqs.gaps(device_id)
+            # (read whole meanwhile, a device deleted: the generation moved, all next time)
+            self._rechecked[device_id] = (gen, at, max(upto, gaps[-1][1]))
+            return self._seqs.gaps(device_id) if send else gaps
+
+    def recheck_seq_watermark(self, device_id: str) -> int:
+        """:meth:`seq_watermark`, after checking the device's seq state against the
+        tables, as an append of a seq this process holds does: one statement, which reads
+        the store's deletion generation (where it moved since this process last checked
+        the device, whether the tables still hold its seqs up to the watermark: where they
+        do not, the device was deleted through another gateway process and its state is
+        read again) and reads a device this process has not seen whole. What the
+        embedded broker acks to a device subscribing to its ack topic, before its first
+        message: the deleted device's watermark would make a device registered again
+        under its id drop seqs it never sent. Waits for a commit in flight (it takes the
+        write lock)."""
+        self._check_open()
+        with self._wlock:
+            try:
+                self._reset_pending |= self._sync_seqs(self._write_con(), {device_id: []})
+            except self._psycopg.Error as exc:
+                raise StoreError(f"Checking the seq watermark of device {device_id!r} in "
+                                 f"{self.url!r} failed: {_one_line(exc)}") from exc
+            return self._seqs.watermark(device_id)
 
     @staticmethod
     def _values(cur: Any, keys: list[tuple[str, str, int]]) -> dict[tuple[str, str, int], float]:
@@ -938,6 +1024,8 @@ class PostgresStore(SQLStoreMixin):
             self._seqs.forget(device_id)
             self._marks.pop(device_id, None)
             self._gens.pop(device_id, None)  # looked up again at its next append
+            self._looked.pop(device_id, None)
+            self._rechecked.pop(device_id, None)
             self._top.pop(device_id, None)
             self._reset_pending.discard(device_id)
             self._unpurged = self._unpurged or bool(sum(counts))

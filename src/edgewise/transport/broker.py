@@ -72,7 +72,8 @@ for ever):
   send its whole CONNECT, its TLS handshake included on a TLS listener; one that has not
   (idle, trickling, or never starting TLS) is closed before authentication
   (``edgewise_mqtt_connections_closed_total{reason="connect_timeout"}``).
-* **connections not logged in**: at most ``max_pending_per_source`` (128) connections from
+* **connections not logged in**: at most ``max_pending_per_source`` (128, or half of
+  ``max_pending`` where that is less, so one address never fills it) connections from
   one source address (an IPv6 one counted by its /64) and ``max_pending`` in all
   (:func:`default_max_pending`: a quarter of the open-file limit, 16 to 4096) may be open
   without having finished their CONNECT; a new one over either is closed at its accept
@@ -719,7 +720,15 @@ class DeviceIngestPlugin(BasePlugin):  # type: ignore[type-arg]
         session = self.context.get_session(client_id)
         user = session.username if session else None
         if user and topic == f"edgewise/{user}/ack" and owner.watermark is not None:
-            w = await asyncio.to_thread(owner.watermark, user)
+            # the gateway passes its store's recheck_seq_watermark: checked against the
+            # tables, a device deleted through another gateway and registered again is
+            # not told the old device's watermark (it dropped seqs it never sent)
+            try:
+                w = await asyncio.to_thread(owner.watermark, user)
+            except StoreError as exc:  # no ack now: the device gets one after its message
+                log.warning("device %r subscribed to %s: no ack sent, its seq watermark "
+                            "could not be checked: %s", user, topic, exc)
+                return
             await owner.publish_ack(user, w)
 
 
@@ -1052,8 +1061,10 @@ class EmbeddedBroker:
         (``edgewise_mqtt_connections_closed_total{reason="connect_timeout"}``).
     max_pending_per_source, max_pending
         How many connections may be open without having finished their CONNECT, from one
-        source address (an IPv6 one by its /64; default :data:`MAX_PENDING_PER_SOURCE`)
-        and in all (``None``: :func:`default_max_pending`, from the open-file limit); a new
+        source address (an IPv6 one by its /64; ``None``: :data:`MAX_PENDING_PER_SOURCE`,
+        or half the total where that is less, so one address cannot fill the total and
+        lock every other device out) and in all (``None``: :func:`default_max_pending`,
+        from the open-file limit); a new
         one over either is closed at once (``reason="pending_per_source"`` or
         ``"pending_total"``).
 
@@ -1080,7 +1091,7 @@ class EmbeddedBroker:
         max_payload_bytes: int | None = None,
         client_ids_per_device: int = 16,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
-        max_pending_per_source: int = MAX_PENDING_PER_SOURCE,
+        max_pending_per_source: int | None = None,
         max_pending: int | None = None,
     ) -> None:
         if consumer not in ("plugin", "subscriber"):
@@ -1106,9 +1117,10 @@ class EmbeddedBroker:
         self.max_packet_bytes = max_packet_bytes(max_payload_bytes)
         self.client_ids_per_device = client_ids_per_device
         #: the connections open without a finished CONNECT, and their caps
-        self.pending = _PendingGate(self, max_pending_per_source,
-                                    default_max_pending() if max_pending is None
-                                    else max_pending)
+        total = default_max_pending() if max_pending is None else max_pending
+        if max_pending_per_source is None:
+            max_pending_per_source = max(1, min(MAX_PENDING_PER_SOURCE, total // 2))
+        self.pending = _PendingGate(self, max_pending_per_source, total)
         self.consumer = consumer
         self.internal_secret = secrets.token_urlsafe(32) if consumer == "subscriber" else None
         self._subscriber: Any = None
