@@ -11,7 +11,7 @@ names it on the axis (the dashboard passes the browser's, as its charts are loca
 
 Both read at most :data:`MAX_READINGS` readings (the JSON readings route's cap): where the
 range holds more, the newest part of it that holds at most that many is read
-(:func:`~edgewise.label.workflow.newest_rows`), and the report says so (``truncated:
+(:func:`~edgewise.store.newest.newest_rows`), and the report says so (``truncated:
 true``, ``reported_start`` the start of the span it covers; its plot URLs are of that
 span). A report over a year of a fast device read every reading at once (4 metrics of 1M
 readings each: 102 s of CPU and 1.5 GB).
@@ -91,8 +91,8 @@ def _report(store: Any, device_id: str, start_ns: int, end_ns: int | None,
             limit: int | None = None) -> dict[str, Any]:
     """The quality report of the device's readings in ``[start_ns, end_ns)``, of at most
     ``limit`` (default :data:`MAX_READINGS`) of them, the newest."""
-    from edgewise.label.workflow import newest_rows
     from edgewise.quality.report import device_report
+    from edgewise.store.newest import newest_rows
     from edgewise.telemetry import Reading
 
     limit = MAX_READINGS if limit is None else limit
@@ -136,8 +136,8 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
     import tempfile
     from pathlib import Path as FilePath
 
-    from edgewise.label.workflow import newest_rows
     from edgewise.quality.plot import plot_issues
+    from edgewise.store.newest import newest_rows
 
     rows, _, _ = newest_rows(store, device_id, metric, start_ns, end_ns, MAX_READINGS)
     issues = _issues(rows).get(metric)

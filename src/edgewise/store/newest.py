@@ -1,0 +1,79 @@
+"""Reading a device's newest rows under a bound, for the requests that must not read a
+whole history (:func:`newest_rows`): the label queue's history and the quality report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgewise.config import MAX_READINGS
+
+__all__ = ["newest_rows"]
+
+#: Look-ups :func:`newest_rows` makes at most to find the newest span under its limit.
+_MAX_PROBES = 40
+
+
+
+def newest_rows(store: Any, device_id: str, metric: str | None, start_ns: int | None,
+                end_ns: int | None, limit: int = MAX_READINGS,
+                ) -> tuple[list[tuple[str, int, float]], int, bool]:
+    """The device's rows ``(metric, ts_ns, value)`` (of ``metric``, or all) in
+    ``[start_ns, end_ns)`` (``None``: unbounded) when they are at most ``limit``; else
+    those of the newest span ``[s, end_ns)`` holding at most ``limit`` (and at least half
+    of it, where the readings allow). Returns ``(rows, s, truncated)``; ``s`` is
+    ``start_ns`` when not truncated. The label queue reads a device's history so, and the
+    quality report its range: one helper of the store's for both (it lived in the label
+    workflow, and the quality route imported it from there).
+
+    Each look-up reads at most ``limit + 1`` rows (the store's ``limit``), so memory stays
+    bounded however long the range; the span is found by halving it, from a first guess by
+    the device's reading rate, in at most 40 look-ups.
+
+    >>> from edgewise.store import open_store
+    >>> from edgewise.telemetry import Reading
+    >>> st = open_store("duckdb://:memory:")
+    >>> _ = st.append([Reading("p", "t", i * 10**9, float(i)) for i in range(100)])
+    >>> rows, s, cut = newest_rows(st, "p", None, 0, None, limit=30)
+    >>> cut, 15 <= len(rows) <= 30, rows[-1][1] == 99 * 10**9, s <= rows[0][1]
+    (True, True, True, True)
+    >>> st.close()
+    """
+    rows = store.query(device_id, metric, start_ns, end_ns, None, limit + 1)
+    if len(rows) <= limit:
+        return rows, start_ns, False
+    summary = next((d for d in store.devices() if d.device_id == device_id), None)
+    hi = end_ns
+    if hi is None:  # up to the device's newest reading
+        newest = summary.last_ns if summary is not None and summary.last_ns is not None else (
+            max(t for _, t, _ in rows))
+        hi = max(newest, max(t for _, t, _ in rows)) + 1
+    # [lo, hi) holds more than limit: nothing is before the device's first reading
+    lo = min(0, min(t for _, t, _ in rows)) if start_ns is None else start_ns
+    if summary is not None and summary.first_ns is not None:
+        lo = max(lo, summary.first_ns)
+    best: list[tuple[str, int, float]] | None = None
+    good = hi  # [good, hi) holds at most limit: best
+    guess = None
+    if summary is not None and summary.readings and summary.last_ns is not None and (
+            summary.first_ns is not None and summary.last_ns > summary.first_ns):
+        # the span the device's mean rate fills with 90 % of the limit, as a first try
+        per_ns = summary.readings / (summary.last_ns - summary.first_ns)
+        if metric is not None and summary.metrics:
+            per_ns /= len(summary.metrics)
+        guess = hi - int(0.9 * limit / per_ns)
+    for _ in range(_MAX_PROBES):
+        mid = guess if guess is not None and lo < guess < good else lo + (good - lo) // 2
+        guess = None
+        if not lo < mid < good:
+            break
+        got = store.query(device_id, metric, mid, hi, None, limit + 1)
+        if len(got) <= limit:
+            good, best = mid, got
+            if 2 * len(got) >= limit:
+                break
+        else:
+            lo = mid
+    if best is None:  # more than limit at one instant (or no span found): its first rows
+        best = store.query(device_id, metric, lo, hi, None, limit)
+        good = lo
+    return best, good, True
