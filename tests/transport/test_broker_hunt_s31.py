@@ -48,6 +48,7 @@ from tests.gateway.conftest import GatewayProcess
 from tests.gateway.test_broker_limits import (
     Running,
     _bye,
+    _closed_by_peer,
     _connect,
     _length,
     _recv,
@@ -88,17 +89,6 @@ def _login(port: int, user: str, secret: str, client_id: str,
         return so, b""
 
 
-def _closed_soon(so: socket.socket, within: float) -> bool:
-    """Whether the peer closes ``so`` within ``within`` s."""
-    so.settimeout(within)
-    try:
-        return so.recv(1) == b""
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except TimeoutError:
-        return False
-
-
 def _close(*socks: socket.socket) -> None:
     for so in socks:
         so.close()
@@ -114,9 +104,9 @@ def test_connections_not_logged_in_are_capped_per_source(running: Running) -> No
     try:
         time.sleep(0.3)  # all accepted
         extra = _idle(running.port)
-        assert _closed_soon(extra, 2.0), "a socket over the per-source cap was held"
+        assert _closed_by_peer(extra, 2.0), "a socket over the per-source cap was held"
         extra.close()
-        assert not _closed_soon(held[0], 0.2)  # those within the cap wait their 10 s
+        assert not _closed_by_peer(held[0], 0.2)  # those within the cap wait their 10 s
         other, connack = _login(running.port, "dev-1", "secret-1", "c1", "127.0.0.2")
         assert connack == b"\x20\x02\x00\x00", "a device from elsewhere was refused"
         _bye(other)
@@ -147,10 +137,10 @@ def test_connections_not_logged_in_are_capped_in_all(running: Running) -> None:
         assert wait_until(lambda: running.on_loop(lambda: len(running.broker.pending.open))
                           == 4, 5)
         extra = _idle(running.port, "127.0.0.9")
-        assert _closed_soon(extra, 2.0), "a socket over the total cap was held"
+        assert _closed_by_peer(extra, 2.0), "a socket over the total cap was held"
         extra.close()
         assert wait_until(lambda: running.closed("pending_total") == 1, 5)
-        assert not _closed_soon(device, 0.2)  # the logged-in device is untouched
+        assert not _closed_by_peer(device, 0.2)  # the logged-in device is untouched
     finally:
         _close(*held)
     assert running.broker.pending.total == 4
@@ -230,8 +220,8 @@ def test_tls_handshake_is_bounded_by_the_connect_timeout(tls_files: tuple[str, s
         tls = ctx.wrap_socket(_idle(r.port), server_hostname="127.0.0.1")
         start = time.monotonic()
         for so in raw:
-            assert _closed_soon(so, 5.0), "a socket that never started TLS was held"
-        assert _closed_soon(tls, 5.0), "a TLS socket without CONNECT was held"
+            assert _closed_by_peer(so, 5.0), "a socket that never started TLS was held"
+        assert _closed_by_peer(tls, 5.0), "a TLS socket without CONNECT was held"
         took = time.monotonic() - start
         assert took < 3.0, f"closed after {took:.1f} s; the connect timeout is 1 s"
         _close(*raw, tls)
@@ -258,9 +248,9 @@ def test_sockets_in_their_tls_handshake_count_as_not_logged_in(
     try:
         time.sleep(0.3)
         over = _idle(r.port)
-        assert _closed_soon(over, 2.0), "a socket over the per-source cap was held"
+        assert _closed_by_peer(over, 2.0), "a socket over the per-source cap was held"
         over.close()
-        assert not _closed_soon(held[0], 0.2)
+        assert not _closed_by_peer(held[0], 0.2)
         assert wait_until(lambda: r.closed("pending_per_source") == 1, 5)
     finally:
         _close(*held)
@@ -279,7 +269,7 @@ def test_a_client_id_never_locks_another_device_out(running: Running) -> None:
     live, connack = _connect(port, "dev-0", "secret-0", "dev-0-main", clean=False)
     assert connack == b"\x20\x02\x00\x00", connack  # its own, no session present
     assert _subscribe(live, "edgewise/dev-0/ack")[:1] == b"\x90"
-    assert not _closed_soon(squat, 0.3)  # neither takes the other's over
+    assert not _closed_by_peer(squat, 0.3)  # neither takes the other's over
     _bye(squat)
     _bye(live)
     for user in ("dev-0", "dev-1"):

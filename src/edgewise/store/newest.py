@@ -13,7 +13,6 @@ __all__ = ["newest_rows"]
 _MAX_PROBES = 40
 
 
-
 def newest_rows(store: Any, device_id: str, metric: str | None, start_ns: int | None,
                 end_ns: int | None, limit: int = MAX_READINGS,
                 ) -> tuple[list[tuple[str, int, float]], int, bool]:
