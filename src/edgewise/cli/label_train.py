@@ -20,6 +20,7 @@ Csv = Annotated[Path | None, typer.Option(
 Store = Annotated[str | None, typer.Option(
     "--store", envvar="EDGEWISE_STORE",
     help="Store URL (default duckdb under the data dir).")]
+Last = Annotated[int | None, typer.Option(min=1, help="Print only the last N windows.")]
 Window = Annotated[int | None, typer.Option(
     help="Readings per window (default: history length / 100, at least 10).")]
 T = TypeVar("T")
@@ -241,8 +242,7 @@ def predict_labels_cmd(
     data_dir: DataDir,
     csv: Csv = None,
     store: Store = None,
-    last: Annotated[int | None, typer.Option(
-        min=1, help="Print only the last N windows.")] = None,
+    last: Last = None,
     json_out: Json = False,
 ) -> None:
     """Score each window of a device's history with its newest label model (saved by

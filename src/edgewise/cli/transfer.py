@@ -20,6 +20,7 @@ from edgewise.cli.label import _iso
 from edgewise.cli.label_train import (
     Csv,
     Device,
+    Last,
     Store,
     Window,
     _check_args,
@@ -134,8 +135,7 @@ def predict_transfer_cmd(
         help="A transfer model file (default: the device's newest).")] = None,
     csv: Csv = None,
     store: Store = None,
-    last: Annotated[int | None, typer.Option(
-        min=1, help="Print only the last N windows.")] = None,
+    last: Last = None,
     json_out: Json = False,
 ) -> None:
     """Score each window of a device's history with its transfer model."""
