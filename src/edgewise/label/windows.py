@@ -30,6 +30,7 @@ import numpy as np
 from edgewise.detect.base import Detector
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import InvalidParameterError
+from edgewise.label.store import is_anomalous
 
 __all__ = ["WindowSet", "default_ensemble", "windows_from_series"]
 
@@ -264,7 +265,7 @@ def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndar
             continue
         w0, w1 = windows.start_ns[hit].astype(np.int64), windows.end_ns[hit].astype(np.int64)
         overlap = np.minimum(w1, end) - np.maximum(w0, start)
-        bad = lab.label != "normal"  # type: ignore[attr-defined]
+        bad = is_anomalous(lab.label)  # type: ignore[attr-defined]
         for i, o, a, b in zip(hit, overlap, w0, w1, strict=True):
             # 2 * overlap >= span, in Python ints: spans near 2**63 ns overflow int64
             half = 2 * int(o) >= int(b) - int(a)  # covers at least half of the window
