@@ -326,6 +326,7 @@ class ExternalBroker:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = threading.Event()
+        self._sub_mid: int | None = None
         self._refused: str | None = None  # why the last connection attempt failed
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         clean_session=False, manual_ack=True)
@@ -338,6 +339,7 @@ class ExternalBroker:
         c.reconnect_delay_set(0.1, 2.0)
         c.on_connect = self._on_connect
         c.on_connect_fail = self._on_connect_fail
+        c.on_subscribe = self._on_subscribe
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         self.client = c
@@ -386,7 +388,22 @@ class ExternalBroker:
         with self._ack_lock:
             self._epoch += 1
         self._connected_at = time.monotonic()
-        client.subscribe(self._topic("+", "telemetry"), qos=1)
+        # start() returns once the broker has granted the subscription (SUBACK), not when
+        # it was sent: a new session holds no subscription until then, and telemetry
+        # published in between would be dropped by the broker
+        _, self._sub_mid = client.subscribe(self._topic("+", "telemetry"), qos=1)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: Any, props: Any = None) -> None:
+        if mid != self._sub_mid:
+            return
+        refused = [rc for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if refused:
+            log.warning("MQTT broker refused the gateway's subscription to %s: %s",
+                        self._topic("+", "telemetry"), refused[0])
+            self._refused = (f"it refused the subscription to "
+                             f"{self._topic('+', 'telemetry')}: {refused[0]}")
+            return
         self._connected.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
