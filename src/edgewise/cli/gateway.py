@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from edgewise._private import restrict_umask, write_private
 from edgewise.cli._app import DataDir, app, fail, out_path
 from edgewise.store import shown_url
+
+if TYPE_CHECKING:
+    import asyncio
 
 Mqtt = Annotated[str, typer.Option("--mqtt", envvar="EDGEWISE_MQTT",
                                    help="'embedded' (in-process broker) or "
@@ -223,8 +226,10 @@ def _no_admin_token_line(gw) -> str | None:  # type: ignore[no-untyped-def]
             f"{shlex.quote(str(gw.settings.data_dir))} --role admin --name NAME")
 
 
-async def _until_signalled() -> None:
-    """Wait for SIGINT or SIGTERM: both stop the gateway cleanly (state saved, store closed)."""
+def _stop_on_signal() -> asyncio.Event:
+    """An event SIGINT or SIGTERM sets: both stop the gateway cleanly (state saved, store
+    closed). Call it before printing "ready": a signal that came between that line and the
+    handlers ended the process with KeyboardInterrupt (exit 130), nothing saved."""
     import asyncio
     import signal
 
@@ -238,7 +243,7 @@ async def _until_signalled() -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    await stop.wait()
+    return stop
 
 
 @app.command()
@@ -300,9 +305,10 @@ def serve(
         if gw.webhook_secret_made is not None:
             typer.echo(f"alert webhook secret made: {gw.webhook_secret_made} (mode 0600; give "
                        "it to the receivers to check X-Edgewise-Signature)", err=True)
+        stop = _stop_on_signal()
         typer.echo("ready", err=True)
         try:
-            await _until_signalled()
+            await stop.wait()
         finally:
             await gw.stop()
         typer.echo("stopped", err=True)
@@ -519,6 +525,7 @@ def demo(
                 raise fail(f"the demo's {pumps} simulated pumps could not be started: "
                            f"{exc.strerror or exc}; give fewer --pumps (or raise "
                            f"`ulimit -n`).") from None
+            stop = _stop_on_signal()
             typer.echo(f"dashboard: {gw.http_url or '(HTTP not available)'}")
             if token:
                 typer.echo(f"admin token (shown once, keep it): {token}")
@@ -535,7 +542,7 @@ def demo(
                 typer.echo(f"data of an earlier run found: the fleet goes on after its newest "
                            f"reading; fault labels are added to {labels_file}")
             typer.echo("Ctrl-C stops.")
-            await _until_signalled()
+            await stop.wait()
         finally:
             await asyncio.to_thread(runner.stop)
             # each pump's labels end at its newest acknowledged (stored) reading: a restart
