@@ -10,10 +10,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import free_port, port_answers, wait_until
+from tests.gateway.test_broker_limits import Running
 
 
 class Mosquitto:
@@ -125,3 +127,13 @@ def pg_proxy(postgres_url: str) -> Iterator[Proxy]:
     finally:
         p.close()
         time.sleep(0.05)
+
+
+@pytest.fixture
+def running(request: pytest.FixtureRequest) -> Iterator[Running]:
+    """The embedded broker in a thread of its own (``Running``), with the keyword
+    arguments a test parametrizes indirectly (none by default)."""
+    kw: dict[str, Any] = getattr(request, "param", {})
+    r = Running(**kw)
+    yield r
+    r.stop()

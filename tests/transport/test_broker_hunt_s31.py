@@ -31,9 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -60,14 +58,6 @@ from tests.transport.test_broker_ingest_edge import _publish, _recv_until, _tele
 #: EmbeddedBroker's default max_pending_per_source (a NAT site reconnecting together: 128;
 #: half the total where that is less, so one address cannot fill it)
 CAP = min(MAX_PENDING_PER_SOURCE, default_max_pending() // 2)
-
-
-@pytest.fixture
-def running(request: pytest.FixtureRequest) -> Iterator[Running]:
-    kw: dict[str, Any] = getattr(request, "param", {})
-    r = Running(**kw)
-    yield r
-    r.stop()
 
 
 def _idle(port: int, source: str = "127.0.0.1") -> socket.socket:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,14 +29,6 @@ from tests.conftest import wait_until
 from tests.gateway.test_broker_limits import Running, _bye, _connect, _length, _recv, _s
 
 DEV, SECRET = "dev-0", "secret-0"
-
-
-@pytest.fixture
-def running(request: pytest.FixtureRequest) -> Iterator[Running]:
-    kw: dict[str, Any] = getattr(request, "param", {})
-    r = Running(**kw)
-    yield r
-    r.stop()
 
 
 def _publish(so: socket.socket, name: str, payload: bytes, mid: int, qos: int = 1) -> None:
