@@ -128,8 +128,10 @@ class Label:
 
 
 def _row(r: Sequence[Any]) -> Label:
-    return Label(int(r[0]), r[1], int(r[2]), int(r[3]), r[4], r[5], r[6], int(r[7]), int(r[8]),
-                 bool(r[9]), r[10])
+    # a verdict word stored before they were refused (``label add ... false_alarm``) is read
+    # as the window label it means: taken as a fault class, ``false_alarm`` taught "faulty"
+    return Label(int(r[0]), r[1], int(r[2]), int(r[3]), _VERDICTS.get(r[4], r[4]), r[5], r[6],
+                 int(r[7]), int(r[8]), bool(r[9]), r[10])
 
 
 _COLS = ("id, device_id, start_ns, end_ns, label, note, who, created_ns, version, current, "
