@@ -30,7 +30,7 @@ from edgewise.gateway import pipeline as pl
 from edgewise.store import open_store
 from edgewise.telemetry import Reading
 from edgewise.transport.client import CLIENT_ID_FILE
-from tests.server.conftest import build_postgres_env
+from tests.server.conftest import build_env, build_postgres_env
 
 load_commands()
 
@@ -103,6 +103,32 @@ def test_store_purge_names_the_logs_repair_moved_aside(run, data_dir: Path) -> N
     res = run("store", "purge", "--json")
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["broken_logs"] == [str(broken)]
+
+
+def test_http_delete_names_the_logs_repair_moved_aside(tmp_path: Path) -> None:
+    """Check DELETE /v1/devices/{id} answers 'broken_logs' with the moved-aside log (as the
+    CLI's --json does), and an empty list where there is none."""
+    data_dir = tmp_path / "ew"
+    data_dir.mkdir()
+    gen = build_env(data_dir)
+    env = next(gen)
+    try:
+        other, _ = env.security.add_device("pump-2")
+        r = env.client.delete(f"/v1/devices/{other}", headers=env.auth("admin"))
+        assert r.status_code == 200 and r.json()["broken_logs"] == [], r.text
+        broken = data_dir / BROKEN
+        broken.write_bytes(b"pump-1 readings")
+        r = env.send({"ts": int(time.time()) - 60, "seq": 1, "metrics": {"t": 1.0}})
+        assert r.status_code == 200, r.text
+        r = env.client.delete(f"/v1/devices/{env.device}", headers=env.auth("admin"))
+        assert r.status_code == 200, r.text
+        assert r.json()["broken_logs"] == [str(broken)], r.json()
+        assert broken.read_bytes() == b"pump-1 readings"
+        [entry] = [e for e in env.security.audit_log(100) if e.action == "device.delete_data"
+                   and e.target == env.device]
+        assert entry.detail["broken_logs"] == 1, entry
+    finally:
+        gen.close()
 
 
 # -- the retained ack on an external broker ------------------------------------------------------

@@ -93,3 +93,28 @@ def test_a_reading_older_than_retention_is_not_stored_again(tmp_path: Path) -> N
     finally:
         p.close()
         store.close()
+
+
+def test_retention_names_the_logs_repair_moved_aside(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Check a retention pass that deletes readings warns of the write-ahead logs 'edgewise
+    repair' moved aside beside the store (they hold readings it cannot reach), naming each;
+    a pass with none says nothing of them."""
+    now = time.time_ns()
+    _fill(tmp_path, now)
+    gw = Gateway(Settings.load(env={"EDGEWISE_RETENTION_DAYS": "20"}, data_dir=tmp_path))
+    try:
+        with caplog.at_level("WARNING", logger="edgewise"):
+            assert gw.apply_retention(now) == 1  # the 30-day-old reading
+        assert "moved aside" not in caplog.text
+        broken = tmp_path / "edgewise.duckdb.wal.broken-20260101T000000Z"
+        broken.write_bytes(b"old readings")
+        with caplog.at_level("WARNING", logger="edgewise"):
+            assert gw.apply_retention(now + 15 * DAY) == 1  # the 10-day-old one
+        assert "'edgewise repair' moved aside" in caplog.text and str(broken) in caplog.text
+        assert broken.read_bytes() == b"old readings"  # the operator's to remove
+    finally:
+        gw.pipeline.close()
+        gw.store.close()
+        gw.security.close()
+        gw.registry.close()

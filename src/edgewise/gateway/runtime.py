@@ -205,6 +205,12 @@ class Gateway:
             self.security.audit("retention", "readings.expire", "*",
                                 {"rows": n, "older_than_days": days})
             log.info("retention: deleted %d readings older than %d days", n, days)
+            kept = self.store.set_aside_logs()
+            if kept:  # retention cannot reach what they hold
+                log.warning("retention: %d write-ahead log(s) that 'edgewise repair' moved "
+                            "aside still hold readings of before their crash, older ones "
+                            "among them; remove them once no longer needed: %s", len(kept),
+                            ", ".join(map(str, kept)))
         last = self._last_purge_ns
         if self._unpurged and self.store.PURGES_BY_DEFAULT and (last is None
                                or now_ns - last >= self.RETENTION_PURGE_EVERY_S * 10**9):

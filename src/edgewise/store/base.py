@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from edgewise.telemetry import Reading
@@ -282,6 +283,12 @@ class Store(Protocol):
     def purge(self) -> bool:
         """Rewrite the storage so that deleted rows' bytes are gone from the store's files;
         True when done, False when this backend or role cannot (it then says why)."""
+        ...
+
+    def set_aside_logs(self) -> list[Path]:
+        """Files beside the store that still hold deleted data and that neither a deletion
+        nor :meth:`purge` touches (DuckDB: the write-ahead logs ``edgewise repair`` moved
+        aside), oldest first; ``[]`` where there are none. Deletions name them."""
         ...
 
     def add_alert(self, alert: Alert) -> Alert:

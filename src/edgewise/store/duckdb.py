@@ -848,6 +848,11 @@ class DuckDBStore(SQLStoreMixin):
             except duckdb.Error:  # a connection a failed swap left closed: cannot tell
                 return True
 
+    def set_aside_logs(self) -> list[Path]:
+        """The write-ahead logs :func:`repair` moved aside beside this store (see
+        :func:`broken_logs`); ``[]`` for ``:memory:``."""
+        return [] if self.path == ":memory:" else broken_logs(self.path)
+
     def purge(self) -> bool:
         """Rewrite the database file so that deleted rows are gone from the disk; return True.
 

@@ -50,6 +50,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from itertools import chain
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -1032,6 +1033,10 @@ class PostgresStore(SQLStoreMixin):
         if sum(counts) and purge:
             self.purge()
         return sum(counts)
+
+    def set_aside_logs(self) -> list[Path]:
+        """None: PostgreSQL keeps no files of its own beside the store."""
+        return []
 
     def purge(self) -> bool:
         """Rewrite the tables that hold devices' rows (``VACUUM FULL``) so that deleted

@@ -110,6 +110,11 @@ class DeviceDeleted(BaseModel):
         "True: the deleted rows' bytes remain in the store's files until a purge (DuckDB "
         "retries at its next open; PostgreSQL needs `edgewise store purge`, VACUUM FULL, run "
         "by the tables' owner); null for a store that does not tell."))
+    broken_logs: list[str] = Field(description=(
+        "Files beside the store that still hold what it logged before a crash, this "
+        "device's readings among it (DuckDB write-ahead logs `edgewise repair` moved aside, "
+        "`<file>.wal.broken-<time>`): neither a deletion nor a purge touches them; remove "
+        "them once no longer needed. Empty when there are none."))
 
 
 def _documented(model: Any) -> dict[int | str, dict[str, Any]]:
@@ -300,7 +305,8 @@ def delete_device(
     no free disk for the copy): ``purge_pending`` is then true, and the store purges them
     at its next open (or ``edgewise store purge``); on PostgreSQL it is true after any
     deletion, whose bytes stay as dead tuples until ``edgewise store purge``; null for a
-    store that does not tell."""
+    store that does not tell. ``broken_logs`` names the write-ahead logs ``edgewise
+    repair`` moved aside, which still hold the device's readings logged before a crash."""
     registered = security.has_device(device_id)
     if not known_device(security, store, device_id):
         raise not_found(device_id)
@@ -324,12 +330,15 @@ def delete_device(
     forget = getattr(request.app.state, "forget_device", None)
     if forget is not None:  # the transport's state: an external broker's retained ack
         forget(device_id)
+    kept = [str(p) for p in store.set_aside_logs()]
     security.audit(actor, "device.delete_data", device_id,
                    {"rows": rows, "labels": labels, "label_models": models,
-                    **({"purge_pending": True} if pending else {})})
+                    **({"purge_pending": True} if pending else {}),
+                    **({"broken_logs": len(kept)} if kept else {})})
     return {"id": device_id, "credentials_deleted": registered, "rows_deleted": rows,
             "labels_deleted": labels, "label_models_deleted": models,
-            "releases_withdrawn": releases, "purge_pending": pending}
+            "releases_withdrawn": releases, "purge_pending": pending,
+            "broken_logs": kept}
 
 
 @router.get(
