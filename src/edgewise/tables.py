@@ -31,10 +31,11 @@ from edgewise.telemetry import epoch_unit_ns
 __all__ = ["LABEL_NAMES", "SCORE_COLUMNS", "TIME_NAMES", "check_csv_file", "clock_column",
            "date_and_clock", "find_time_column", "header_as_written", "is_unnamed",
            "not_a_metric", "number_column", "plain", "read_table", "read_tables", "read_text",
-           "separator", "time_ns"]
+           "separator", "time_cells", "time_ns"]
 
-#: Names a table's time column is found by when none is named: the first column whose name,
-#: in any case, is one of them (``detect``, ``quality``, ``label suggest --csv``).
+#: Names a table's time column is found by when none is named, in this order of preference:
+#: a column whose name, in any case, is the first of them the table has
+#: (:func:`find_time_column`: ``detect``, ``quality``, ``label suggest --csv``).
 TIME_NAMES = ("timestamp", "time", "ts", "datetime", "date")
 #: Columns that hold labels, not readings: never taken as metrics (lower case; the last
 #: three are ground truth ``edgewise detect`` kept beside its own outputs).
@@ -100,12 +101,30 @@ def header_as_written(df: pd.DataFrame) -> list[str]:
 
 
 def find_time_column(df: pd.DataFrame) -> str | None:
-    """The first column named like a time (:data:`TIME_NAMES`, any case), or ``None``.
+    """The column named like a time (:data:`TIME_NAMES`, any case) that holds the times, or
+    ``None``: the first of :data:`TIME_NAMES` the file has (of two names alike in any case,
+    the first in the file), so a ``date`` column, which holds no time of day, comes last. A
+    ``date`` column with a ``time`` column beside it (``date,time,value``) is the date of
+    a pair that together make the time (:func:`clock_column`); that ``time`` column, a time
+    of day, is then no time of its own. So ``date,timestamp,temp`` is read by its
+    ``timestamp``, never as a day's readings all at one time.
 
     >>> find_time_column(pd.DataFrame(columns=["device_id", "Timestamp", "ts"]))
     'Timestamp'
+    >>> find_time_column(pd.DataFrame(columns=["date", "timestamp", "temp"]))
+    'timestamp'
+    >>> find_time_column(pd.DataFrame(columns=["Date", "Time", "v"]))
+    'Date'
+    >>> find_time_column(pd.DataFrame(columns=["date", "v"]))
+    'date'
     """
-    return next((c for c in df.columns if str(c).lower() in TIME_NAMES), None)
+    named: dict[str, str] = {}
+    for c in df.columns:
+        named.setdefault(str(c).lower(), c)
+    order = list(TIME_NAMES)
+    if "date" in named and "time" in named:  # date,time: a date and its time of day
+        order = [n for n in order if n not in ("time", "date")] + ["date"]
+    return next((named[n] for n in order if n in named), None)
 
 
 def clock_column(df: pd.DataFrame, time_column: str | None) -> str | None:
@@ -122,6 +141,24 @@ def clock_column(df: pd.DataFrame, time_column: str | None) -> str | None:
     if time_column is None or str(time_column).lower() != "date":
         return None
     return next((c for c in df.columns if str(c).lower() == "time"), None)
+
+
+def time_cells(df: pd.DataFrame, cells: pd.DataFrame | None, column: str) -> pd.Series:
+    """Column ``column`` of ``df`` (:func:`read_tables`' numbers) to hand :func:`time_ns`;
+    where it holds floats, every cell a number, its cells as written (``cells``, the text
+    view), which :func:`time_ns` reads digit by digit: epoch seconds to the nanosecond
+    (``1700000000.000000005``, as ``readings.csv?time_format=epoch_s`` writes them) are
+    more digits than a float64 holds, and two such times would read as one.
+
+    >>> df = pd.DataFrame({"ts": [1.7e9, 1.7e9]})
+    >>> cells = pd.DataFrame({"ts": ["1700000000.000000005", "1700000000.000000006"]})
+    >>> time_ns(time_cells(df, cells, "ts")).tolist()
+    [1700000000000000005, 1700000000000000006]
+    """
+    col = df[column]
+    if cells is None or column not in cells.columns or col.dtype.kind != "f" or col.isna().any():
+        return col
+    return cells[column].set_axis(col.index).rename(col.name)
 
 
 def date_and_clock(df: pd.DataFrame, date: str, clock: str) -> pd.Series:
@@ -223,6 +260,8 @@ def time_ns(col: pd.Series) -> np.ndarray:
     or holds no time, or an epoch number past what int64 nanoseconds hold (the year 2262).
     """  # noqa: E501
     name = "time" if col.name is None else str(col.name)
+    if pd.api.types.is_bool_dtype(col):  # true/false: no time, never epoch 1 and 0
+        col = col.astype(str)
     empty = col.isna().to_numpy().copy()
     if not pd.api.types.is_numeric_dtype(col) and not empty.all():
         empty |= (col.astype(str).str.strip() == "").to_numpy()
@@ -240,22 +279,23 @@ def time_ns(col: pd.Series) -> np.ndarray:
         big = np.nanmax(np.abs(x)) if len(x) else 0.0
         per = epoch_unit_ns(big)
         _check_one_unit(name, col, x, per)
-        # int64 ns span 1677-09-21 to 2262-04-11: an epoch number outside would wrap round
-        if len(x) and big * per >= 2.0**63:
-            i = int(np.argmax(np.abs(x)))
-            unit = {10**9: "seconds", 10**6: "milliseconds", 10**3: "microseconds"}.get(
-                per, "nanoseconds")
-            raise QualityError(
-                f"Time column {name!r} row {i + 1} has {_shown(col.iloc[i])}, which as epoch "
-                f"{unit} lies outside 1677-09-21 .. 2262-04-11, the times int64 nanoseconds "
-                "hold; expected epoch s, ms, us or ns within them."
-            )
+        # int64 ns span 1677-09-21 to 2262-04-11: an epoch number outside would wrap round.
+        # Integers are checked exactly (as floats, 2**63 - 2 rounds to 2**63).
+        if pd.api.types.is_integer_dtype(col):
+            out = _outside(col.to_numpy(), per)
+        else:
+            out = np.abs(x) * float(per) >= 2.0**63
+        if out.any():
+            raise _out_of_range(name, int(np.flatnonzero(out)[0]), col, per)
         if pd.api.types.is_integer_dtype(col):  # exact to the ns, where floats are not
             return col.to_numpy(dtype=np.int64) * np.int64(per)
         return (x * float(per)).astype(np.int64)
     text = col.astype(str).str.strip()
     numbers = pd.to_numeric(text, errors="coerce")
     if numbers.notna().all():  # epoch numbers held as text
+        decimals = text.str.fullmatch(_DECIMAL_EPOCH)
+        if numbers.dtype.kind == "f" and decimals.all() and text.str.contains(".").any():
+            return _decimal_ns(name, text, numbers.to_numpy(), col)
         return time_ns(numbers.rename(col.name))
     # ISO 8601 allows a decimal comma in the seconds (00:00:00,250), pandas only a point
     iso = text.str.replace(r"(?<=\d\d:\d\d:\d\d),(?=\d)", ".", regex=True)
@@ -263,11 +303,115 @@ def time_ns(col: pd.Series) -> np.ndarray:
     bad = parsed.isna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        if _beyond_ns(iso.iloc[i]):  # to the ns (pandas then parses at ns) and out of range
+            raise _out_of_range(name, i, col, None)
         if i > 0:  # ISO 8601 times, and one cell that is none
             raise _not_a_time(name, i, col.iloc[i])
         parsed = _one_format(name, text, col)
-    # to ns before int64: pandas may parse text at microsecond resolution
-    return parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return _parsed_ns(name, parsed, col)
+
+
+#: Nanoseconds per unit of a numpy datetime64 (the unit pandas parsed text at).
+_NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+#: An epoch number written as plain decimals (no exponent): read digit by digit, exact.
+_DECIMAL_EPOCH = r"[+-]?(\d+\.?\d*|\.\d+)"
+
+
+def _beyond_ns(cell: str) -> bool:
+    """Whether ``cell`` is a time that int64 nanoseconds cannot hold.
+
+    >>> _beyond_ns("1500-01-01T00:00:00.123456789Z"), _beyond_ns("2024-13-01")
+    (True, False)
+    """
+    try:
+        pd.Timestamp(cell)
+    except pd.errors.OutOfBoundsDatetime:
+        return True
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return False
+
+
+def _outside(counts: np.ndarray, per: int) -> np.ndarray:
+    """Which integer ``counts`` of a unit of ``per`` ns lie outside what int64 nanoseconds
+    hold, -(2**63 - 1) .. 2**63 - 1 (-2**63 is NaT), checked exactly.
+
+    >>> _outside(np.array([2**63 - 1, -(2**63 - 1), -(2**63)], dtype=np.int64), 1).tolist()
+    [False, False, True]
+    >>> _outside(np.array([9223372036, 9223372037]), 10**9).tolist()
+    [False, True]
+    """
+    limit = (2**63 - 1) // per
+    if counts.dtype.kind == "u":
+        return counts > np.uint64(limit)
+    return (counts > limit) | (counts < -limit)
+
+
+def _out_of_range(name: str, i: int, col: pd.Series, per: int | None) -> QualityError:
+    """The refusal of row ``i + 1``'s time, which int64 nanoseconds cannot hold: an epoch
+    number in the unit of ``per`` ns, or (``per`` None) a time written as text."""
+    what = "" if per is None else f" as epoch {_UNITS[per]}"
+    expected = "times" if per is None else "epoch s, ms, us or ns"
+    return QualityError(
+        f"Time column {name!r} row {i + 1} has {_shown(col.iloc[i])}, which{what} lies outside "
+        f"1677-09-21 .. 2262-04-11, the times int64 nanoseconds hold; expected {expected} "
+        "within them."
+    )
+
+
+def _parsed_ns(name: str, parsed: pd.Series, col: pd.Series) -> np.ndarray:
+    """Times pandas parsed from the text of ``col`` as int64 ns. Pandas parses text at a
+    coarser unit (microseconds, seconds), which holds times int64 nanoseconds do not: such
+    a time (``1500-01-01``, ``9999-12-31``) is refused naming its row, never wrapped round
+    to another date.
+
+    >>> t = pd.Series(["2024-01-01", "9999-12-31"], name="day")
+    >>> _parsed_ns("day", pd.to_datetime(t, utc=True, format="ISO8601"), t)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: Time column 'day' row 2 has '9999-12-31', which lies outside 1677-09-21 .. 2262-04-11, the times int64 nanoseconds hold; expected times within them.
+    """  # noqa: E501
+    values = parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    unit, count = np.datetime_data(values.dtype)
+    per = _NS_PER[unit] * count
+    counts = values.view(np.int64)
+    out = _outside(counts, per)
+    if out.any():
+        raise _out_of_range(name, int(np.flatnonzero(out)[0]), col, None)
+    return counts * np.int64(per)
+
+
+def _decimal_ns(name: str, text: pd.Series, x: np.ndarray, col: pd.Series) -> np.ndarray:
+    """Epoch numbers written with decimals (``text``; ``x``, the same as floats, tells the
+    unit) as int64 ns, read from their digits: exact where a float is not
+    (``1700000000.000000005`` s, as ``readings.csv?time_format=epoch_s`` writes it, is 5 ns
+    past the second, which a float64 loses). Digits past the nanosecond are rounded, half
+    away from zero.
+
+    >>> t = pd.Series(["1700000000.000000005", "1700000000.000000006", "-1.5"])
+    >>> _decimal_ns("ts", t, t.astype(float).to_numpy(), t).tolist()
+    [1700000000000000005, 1700000000000000006, -1500000000]
+    """
+    per = epoch_unit_ns(np.abs(x).max())
+    _check_one_unit(name, col, x, per)
+    out = np.abs(x) * float(per) >= 2.0**63  # far out: its digits need not fit an int64
+    if out.any():
+        raise _out_of_range(name, int(np.flatnonzero(out)[0]), col, per)
+    digits = len(str(per)) - 1  # of the fraction, those that are whole nanoseconds
+    parts = text.str.extract(r"^([+-]?)(\d*)\.?(\d*)$")
+    whole = pd.to_numeric(parts[1].where(parts[1] != "", "0")).to_numpy()
+    out = _outside(whole, per)  # exact, where the float check above was not
+    if out.any():
+        raise _out_of_range(name, int(np.flatnonzero(out)[0]), col, per)
+    frac = parts[2].str.ljust(digits + 1, "0")
+    part = (pd.to_numeric(frac.str[:digits]).to_numpy(dtype=np.int64) if digits
+            else np.zeros(len(text), dtype=np.int64))
+    part = part + (frac.str[digits] >= "5").to_numpy()  # the digit past the ns rounds
+    ns = whole.astype(np.int64) * np.int64(per)
+    out = ns > np.int64(2**63 - 1) - part
+    if out.any():
+        raise _out_of_range(name, int(np.flatnonzero(out)[0]), col, per)
+    return np.where((parts[0] == "-").to_numpy(), -(ns + part), ns + part)
 
 
 _UNITS = {10**9: "seconds", 10**6: "milliseconds", 10**3: "microseconds", 1: "nanoseconds"}

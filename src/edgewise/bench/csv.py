@@ -40,12 +40,14 @@ from edgewise.detect import (
 from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.tables import (
     SCORE_COLUMNS,
+    TIME_NAMES,
     date_and_clock,
     find_time_column,
     is_unnamed,
     not_a_metric,
     number_column,
     read_table,
+    time_cells,
     time_ns,
 )
 from edgewise.tables import clock_column as _clock_beside
@@ -144,34 +146,50 @@ def _time_ns(df: pd.DataFrame, col: str) -> np.ndarray:
     return time_ns(raw.astype(str) if pd.api.types.is_bool_dtype(raw) else raw)
 
 
-def _check_time(df: pd.DataFrame, col: str, clock: bool = False) -> None:
+def _check_time(df: pd.DataFrame, col: str, clock: bool = False,
+                times: pd.Series | None = None, others: Sequence[str] = ()) -> None:
     """Refuse a time column (``clock``: a date joined to a time of day) that is not sorted or
-    repeats a time; repeated dates without a time of day point to --clock-column.
+    repeats a time; repeated dates without a time of day point to another time column of
+    the file (``others``: ``--time-column timestamp``), else to --clock-column. ``times``:
+    the column to read, where not ``df[col]`` (its cells as written).
 
     >>> _check_time(pd.DataFrame({"Datum": ["2024-03-01", "2024-03-01"]}), "Datum")
     Traceback (most recent call last):
     ...
     edgewise.errors.QualityError: Time column 'Datum' has a duplicate timestamp '2024-03-01' (rows 1 and 2). Remove or merge duplicates first, or, if it holds dates only and the time of day is in another column, name that column with --clock-column.
+    >>> _check_time(pd.DataFrame({"date": ["2024-03-01", "2024-03-01"]}), "date",
+    ...             others=["timestamp"])
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.QualityError: Time column 'date' has a duplicate timestamp '2024-03-01' (rows 1 and 2). Remove or merge duplicates first, or, as it holds dates only, read the times from column 'timestamp' with --time-column timestamp.
     """  # noqa: E501
-    ns = _time_ns(df, col)
+    frame = df if times is None else times.to_frame(col)
+    ns = _time_ns(frame, col)
     def shown(i: int) -> Any:
-        return _plain(df[col].iloc[i])
+        return _plain(frame[col].iloc[i])
 
-    step = np.diff(ns)
-    if (step < 0).any():
-        i = int(np.flatnonzero(step < 0)[0]) + 1
+    # neighbours compared, never subtracted: a step over 292 years wraps round int64
+    back = ns[1:] < ns[:-1]
+    if back.any():
+        i = int(np.flatnonzero(back)[0]) + 1
         raise QualityError(
             f"Time column {col!r} must be sorted; row {i + 1} ({shown(i)!r}) comes "
             f"before row {i} ({shown(i - 1)!r}). Sort the file by time first."
         )
-    if (step == 0).any():
-        i = int(np.flatnonzero(step == 0)[0]) + 1
+    same = ns[1:] == ns[:-1]
+    if same.any():
+        i = int(np.flatnonzero(same)[0]) + 1
         dates = not clock and bool((ns % (86_400 * 10**9) == 0).all())  # midnights only
+        hint = "."
+        if dates and others:
+            hint = (f", or, as it holds dates only, read the times from column {others[0]!r} "
+                    f"with --time-column {others[0]}.")
+        elif dates:
+            hint = (", or, if it holds dates only and the time of day is in another column, "
+                    "name that column with --clock-column.")
         raise QualityError(
             f"Time column {col!r} has a duplicate timestamp {shown(i)!r} "
-            f"(rows {i} and {i + 1}). Remove or merge duplicates first"
-            + (", or, if it holds dates only and the time of day is in another column, name "
-               "that column with --clock-column." if dates else ".")
+            f"(rows {i} and {i + 1}). Remove or merge duplicates first" + hint
         )
 
 
@@ -186,6 +204,7 @@ def detect_table(
     on_progress: Callable[[int], None] | None = None,
     *,
     clock_column: str | None = None,
+    cells: pd.DataFrame | None = None,
 ) -> DetectResult:
     """Run a detector online over the rows of ``df`` (already in time order).
 
@@ -229,6 +248,9 @@ def detect_table(
         The time-of-day column that, joined to the date in ``time_column``, makes the time
         (``Datum,Zeit,value``: ``time_column="Datum", clock_column="Zeit"``); default: a
         ``time`` column beside a ``date`` one. It is no metric.
+    cells
+        ``df``'s cells as written (:func:`~edgewise.tables.read_tables`), from which a time
+        column of epoch numbers with decimals is read exactly (``1700000000.000000005``).
     """
     check_threshold(threshold)
     for name, col in (("--time-column", time_column), ("--clock-column", clock_column),
@@ -254,7 +276,10 @@ def detect_table(
         both = date_and_clock(df, time_column, clock)
         _check_time(both.to_frame(), str(both.name), clock=True)
     elif time_column is not None:
-        _check_time(df, time_column)
+        others = [c for c in df.columns if c != time_column and str(c).lower() in TIME_NAMES
+                  and str(c).lower() != "date"]
+        _check_time(df, time_column, others=others,
+                    times=time_cells(df, cells, time_column) if cells is not None else None)
     skip = {time_column, label_column, clock}
     left_out: dict[str, str] = {}
     if columns is None:

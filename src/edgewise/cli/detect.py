@@ -176,6 +176,7 @@ def detect(
             threshold=threshold,
             on_progress=lambda done: bar.update(task, completed=done),
             clock_column=clock_column,
+            cells=cells,
         )
     # every input column written back as its text, not as pandas re-prints the numbers
     written = scored_rows(cells, result)

@@ -65,30 +65,34 @@ def _csv_history(csv: Path, time_column: str | None,
         date_and_clock,
         find_time_column,
         number_column,
-        read_table,
+        read_tables,
+        time_cells,
         time_ns,
     )
 
     if column is None:
         raise fail("--column is needed with --csv: the value column to forecast")
     try:
-        df = read_table(csv, "--csv")
+        df, cells = read_tables(csv, "--csv")
     except QualityError as exc:
         raise fail(str(exc)) from None
-    clock = None
     if time_column is None:  # found by its name, as detect and quality find it
         time_column = find_time_column(df)
         if time_column is None:
             raise fail(f"--csv {str(csv)!r} has no column named timestamp, time, ts, datetime "
                        f"or date (any case); name its time column with --time-column; its "
                        f"columns are {[str(c) for c in df.columns][:20]}")
-        clock = clock_column(df, time_column)  # date,time: one time together
     for flag, name in (("--time-column", time_column), ("--column", column)):
         if name not in df.columns:
             raise fail(f"{flag} {name!r} is not a column of --csv {str(csv)!r}; its columns are "
                        f"{[str(c) for c in df.columns][:20]}")
+    clock = clock_column(df, time_column)  # date,time: one time together, found or named
+    if clock == column:
+        raise fail(f"--column {column!r} is the time of day joined to the date column "
+                   f"{time_column!r} to make the time; name the value column to forecast")
     try:
-        times = df[time_column] if clock is None else date_and_clock(df, time_column, clock)
+        times = (time_cells(df, cells, time_column) if clock is None
+                 else date_and_clock(df, time_column, clock))
         return time_ns(times), number_column(df, column), f"{csv.name}:{column}"
     except QualityError as exc:
         raise fail(f"--csv {str(csv)!r}: {exc}") from None

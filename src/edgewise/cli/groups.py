@@ -76,15 +76,24 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
 
     from edgewise.cli.quality import _ids, _numbers, default_device_column
     from edgewise.errors import QualityError
-    from edgewise.tables import find_time_column, not_a_metric, time_ns
+    from edgewise.tables import (
+        clock_column,
+        date_and_clock,
+        find_time_column,
+        not_a_metric,
+        time_cells,
+        time_ns,
+    )
 
     time_column = time_column or find_time_column(df)
     if time_column is None or time_column not in df.columns:
         raise fail(f"{where} has no time column {time_column or ''!r} (looked for timestamp, "
                    f"time, ts, datetime or date; name it with --time-column); columns: "
                    f"{list(map(str, df.columns))}")
+    clock = clock_column(df, time_column)  # date,time: one time together, as detect reads it
     try:
-        ts = time_ns(df[time_column])
+        ts = time_ns(time_cells(df, cells, time_column) if clock is None
+                     else date_and_clock(df, time_column, clock))
     except (QualityError, ValueError, TypeError) as exc:
         raise fail(f"{where}: column {time_column!r} holds no usable times: {exc}") from None
     index = pd.to_datetime(np.asarray(ts, dtype=np.int64), unit="ns", utc=True)
@@ -102,7 +111,7 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
         return {str(d): g.pivot_table(index=g.index, columns="metric", values="value",
                                       aggfunc="mean").rename_axis(None, axis=1)
                 for d, g in long.groupby("device", sort=True)}
-    metrics = [c for c in df.columns if c not in (time_column, dev_col)
+    metrics = [c for c in df.columns if c not in (time_column, clock, dev_col)
                and not not_a_metric(str(c))]
     wide = pd.DataFrame({str(c): _numbers(df[c]).to_numpy() for c in metrics}, index=index)
     # two rows of one device at one time that both hold a metric: a few are a logger's

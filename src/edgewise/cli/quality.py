@@ -227,6 +227,7 @@ def quality(
         find_time_column,
         not_a_metric,
         read_tables,
+        time_cells,
         time_ns,
     )
 
@@ -269,7 +270,7 @@ def quality(
     if device_column in cells.columns:  # ids as written: 007 is not 7, NA no number
         df[device_column] = _ids(cells[device_column], device_column, "device id", file)
     try:
-        df["_ts"] = time_ns(df[time_column] if clock is None
+        df["_ts"] = time_ns(time_cells(df, cells, time_column) if clock is None
                             else date_and_clock(df, time_column, clock))
     except QualityError as exc:
         raise fail(str(exc)) from None

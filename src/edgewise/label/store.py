@@ -676,8 +676,9 @@ def read_labels_csv(
                         f"starts ('end' is exclusive). Got start {given[0]!r} and end "
                         f"{given[1]!r}{ns} instead. To label the single reading at t, end "
                         "the window after t and before the next reading: t + 1 in integer "
-                        f"epoch nanoseconds (here {start + 1}), or 1 microsecond later in "
-                        "RFC 3339 (read to the microsecond).", field="end", value=given[1],
+                        f"epoch nanoseconds (here {start + 1}), or 1 nanosecond later in "
+                        "RFC 3339, which is read to the nanosecond (nine digits of the "
+                        "second: .000000001).", field="end", value=given[1],
                     ) from None
                 raise InvalidParameterError(f"Label CSV line {line}: {exc}") from None
             except ValueError as exc:

@@ -130,7 +130,13 @@ def history_from_table(df: pd.DataFrame, where: str, *, device_id: str | None = 
     >>> history_from_table(df, "fleet.csv", device_id="b")[1].tolist()
     [[3.0]]
     """
-    from edgewise.tables import clock_column, date_and_clock, find_time_column, number_column
+    from edgewise.tables import (
+        clock_column,
+        date_and_clock,
+        find_time_column,
+        number_column,
+        time_cells,
+    )
 
     if time_column is None:
         time_column = find_time_column(df)
@@ -146,6 +152,8 @@ def history_from_table(df: pd.DataFrame, where: str, *, device_id: str | None = 
     clock = clock_column(df, time_column)  # date,time: one time together, as detect reads it
     if cells is not None and _DEVICE_COLUMN in cells.columns:
         df = df.assign(**{_DEVICE_COLUMN: cells[_DEVICE_COLUMN].to_numpy()})
+    if clock is None:  # epoch seconds to the ns (1700000000.000000005) read as written
+        df = df.assign(**{time_column: time_cells(df, cells, time_column)})
     df = _one_device(df, where, device_id)
     times = df[time_column] if clock is None else date_and_clock(df, time_column, clock)
     ts = _history_time(times)
