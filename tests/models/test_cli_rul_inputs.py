@@ -1,28 +1,19 @@
-"""`edgewise train rul` / `predict rul` on inputs they once got wrong, as real processes:
-a bad --out path, an empty unit id, a unit's cycles given twice, ids read as floats."""
+"""`edgewise train rul` / `predict rul` on inputs they once got wrong, through the CLI's entry
+point (in this process: :func:`tests.models.test_cli_rul.edgewise_here`): a bad --out path,
+an empty unit id, a unit's cycles given twice, ids read as floats."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
+from tests.models.test_cli_rul import edgewise_here as edgewise  # in this process
 from tests.models.test_rul import fleet
-
-
-def edgewise(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run(
-        [sys.executable, "-m", "edgewise", *args], capture_output=True, text=True, env=env,
-        timeout=240,
-    )
 
 
 def one_line_error(p: subprocess.CompletedProcess[str], *parts: str) -> None:

@@ -22,6 +22,7 @@ from edgewise.models.forecast import (
     load_forecaster,
     regular_series,
 )
+from tests.models.test_cli_rul import edgewise_here
 
 HOUR = 3600 * 10**9
 SEC = 10**9
@@ -224,17 +225,15 @@ def test_too_few_residuals_in_all_give_an_unbounded_interval(tmp_path: Path) -> 
     assert (out["low"] == -np.inf).all() and (out["high"] == np.inf).all()
     path = tmp_path / "m.forecast"
     model.save(path)
-    done = subprocess.run([sys.executable, "-m", "edgewise", "predict", "forecast", "--model",
-                           str(path), "--json", "--out", str(tmp_path / "f.csv")],
-                          capture_output=True, text=True, timeout=120)
+    done = edgewise_here("predict", "forecast", "--model", str(path), "--json", "--out",
+                         str(tmp_path / "f.csv"))
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)["forecast"]
     assert [(r["low"], r["high"]) for r in rows] == [(None, None)] * 2
     assert all(isinstance(r["forecast"], float) for r in rows)
     table = pd.read_csv(tmp_path / "f.csv")
     assert np.isneginf(table["low"]).all() and np.isposinf(table["high"]).all()
-    shown = subprocess.run([sys.executable, "-m", "edgewise", "predict", "forecast", "--model",
-                            str(path)], capture_output=True, text=True, timeout=120)
+    shown = edgewise_here("predict", "forecast", "--model", str(path))
     assert shown.returncode == 0 and "[-inf, inf]" in shown.stdout, shown.stdout
 
 
