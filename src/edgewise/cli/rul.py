@@ -20,7 +20,7 @@ bound reaches the cap as open (``[low, open)``); ``--json`` says so with ``rul_o
 ``high_open``. The RUL counts steps of the time column (``--json``: ``rul_unit`` and
 ``time_column``; ``time_step``, the step of the training data, ``null`` when uneven or for
 a model saved before it was recorded); from a store it counts readings, and each
-prediction's ``step_s`` is the device's median seconds between readings.
+prediction's ``step_s`` is the device's mean seconds between readings.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def open_existing_store(url: str, option: str = "--data") -> Any:
     """Open an existing store to read from; one error line, naming ``option``, for a bad
     URL, a missing DuckDB file or a PostgreSQL schema with no store (which opening would
     otherwise create, empty)."""
-    from edgewise.errors import StoreError
+    from edgewise.errors import StoreError, StoreLockedError
     from edgewise.store import duckdb_file, open_store
 
     file = duckdb_file(url)
@@ -100,6 +100,8 @@ def open_existing_store(url: str, option: str = "--data") -> Any:
                    "of an existing store, e.g. duckdb:///<data dir>/edgewise.duckdb")
     try:
         return open_store(url, create=False)
+    except StoreLockedError as exc:  # it names the file, and the gateway holding it
+        raise fail(str(exc)) from None
     except StoreError as exc:
         raise fail(f"{option} {_shown(url)!r}: {exc}") from None
 

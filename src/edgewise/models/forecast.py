@@ -439,7 +439,7 @@ class Forecaster:
             raise InvalidParameterError(
                 f"Forecaster needs a history of readings; got {len(ts)}.", field="values",
                 value=len(ts))
-        back = np.flatnonzero(np.diff(ts) <= 0)
+        back = np.flatnonzero(ts[1:] <= ts[:-1])  # compared: a diff over 292 years wraps
         if len(back):
             i = int(back[0])
             what = "twice" if ts[i + 1] == ts[i] else "after a later one"

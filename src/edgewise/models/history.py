@@ -69,19 +69,24 @@ def device_frame(
 
 
 def reading_step_s(rows: Sequence[tuple[str, int, float]]) -> float | None:
-    """The median seconds between a device's distinct reading times (``None`` with fewer
-    than two): a RUL from :func:`device_frame` counts readings, so ``rul * step`` is about
-    the seconds left.
+    """The mean seconds between a device's distinct reading times (``None`` with fewer
+    than two): a RUL from :func:`device_frame` counts readings (rows), so ``rul * step`` is
+    about the seconds left. The mean, not the median: where metrics arrive at different
+    instants (temp every 10 s, vibration 0.5 s after each) the gaps alternate 0.5 s and
+    9.5 s, and their median was either, by the count's parity, 10x off for one of them.
 
     >>> reading_step_s([("temp", 0, 1.0), ("rpm", 0, 2.0), ("temp", 2_000_000_000, 1.0)])
     2.0
+    >>> reading_step_s([("t", 0, 1.0), ("v", 500_000_000, 1.0), ("t", 10_000_000_000, 1.0),
+    ...                 ("v", 10_500_000_000, 1.0)])
+    3.5
     """
     import numpy as np
 
     times = np.unique(np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)))
     if len(times) < 2:
         return None
-    return round(float(np.median(np.diff(times))) / 1e9, 6)
+    return round((int(times[-1]) - int(times[0])) / (len(times) - 1) / 1e9, 6)
 
 
 def wide_readings(rows: Sequence[tuple[str, int, float]], agg: str = "last") -> pd.DataFrame:

@@ -20,7 +20,7 @@ never takes RUL away from the fleet; write model files whole (:meth:`RULModel.sa
 temporary file and renames it).
 
 The RUL, ``low`` and ``high`` count readings (``rul_unit`` says so; ``time_column`` names
-the model's time column, ``step_s`` the median seconds between the device's readings, so
+the model's time column, ``step_s`` the mean seconds between the device's readings, so
 ``rul * step_s`` is about the seconds left). A metric the model does not use (a sensor
 constant in training, which it dropped) need not be sent.
 
