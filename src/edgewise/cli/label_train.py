@@ -91,7 +91,7 @@ def open_history_store(store_url: str | None, data_dir: Path) -> Any:
         if not path.is_file():
             raise fail(f"No store at {str(path)!r} (--data-dir {str(data_dir)!r}); pass the "
                        "data dir the gateway runs with, --store URL, or --csv FILE.")
-        store_url = f"duckdb:///{path}"
+        store_url = f"duckdb://{path}"  # path is absolute: duckdb:///D/..., not ////
     return open_existing_store(store_url, "--store")
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from edgewise._private import make_private
 from edgewise.config import Settings
-from edgewise.errors import ConfigError, PayloadError, RateLimitError
+from edgewise.errors import ConfigError, PayloadError, RateLimitError, StoreLockedError
 from edgewise.gateway.pipeline import IngestResult, Pipeline, per_metric_factory
-from edgewise.gateway.presence import GatewayPresence
+from edgewise.gateway.presence import GatewayPresence, gateway_running
 from edgewise.gateway.webhooks import SECRET_FILE, AlertWebhooks
 from edgewise.registry import Registry
 from edgewise.security.audit_syslog import CURSOR_FILE, AuditForwarder
@@ -31,6 +31,26 @@ from edgewise.transport.base import Message, Outcome, Transport
 __all__ = ["Gateway", "problem_of"]
 
 log = logging.getLogger(__name__)
+
+
+def _store_in_use(exc: StoreLockedError, settings: Settings,
+                  other_gateway: bool) -> StoreLockedError:
+    """The error of a gateway start whose DuckDB store another process holds: another
+    gateway on the same data dir (``other_gateway``), or another process."""
+    where = getattr(exc, "path", None) or shown_url(settings.store_url)
+    if other_gateway:
+        message = (
+            f"A gateway already runs on data dir {str(settings.data_dir)!r} (pid {exc.pid} "
+            f"holds its DuckDB store {where!r}); stop it before starting another, or give "
+            "this one a --data-dir of its own.")
+    else:
+        message = (
+            f"DuckDB store {where!r} is in use by another process (pid {exc.pid}), such as "
+            "an edgewise command reading it (a DuckDB store is opened by one process at a "
+            "time); start the gateway once that process has ended.")
+    out = StoreLockedError(message, pid=exc.pid)
+    out.path = where  # type: ignore[attr-defined]
+    return out
 
 
 def problem_of(exc: PayloadError | RateLimitError) -> dict[str, Any]:
@@ -91,10 +111,15 @@ class Gateway:
         _ = settings.audit_syslog_target  # and a bad audit log collector URL
         # 0700 (a new one): the store, labels and detector state in it are the fleet's data
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # another gateway on this data dir: asked before this one's own presence counts
+        other_gateway = gateway_running(settings.data_dir)
         # held until stop(): `edgewise device delete` then leaves the data to this gateway
         self.presence = GatewayPresence(settings.data_dir)
         try:
             self._open_parts(pipeline_options)
+        except StoreLockedError as exc:  # said as a gateway's start, not a command's
+            self.presence.release()
+            raise _store_in_use(exc, settings, other_gateway) from exc
         except BaseException:
             self.presence.release()
             raise

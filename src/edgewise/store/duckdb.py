@@ -11,6 +11,13 @@ recent data when readings arrive roughly in time order) and decides in Python wh
 are new. That is exact because DuckDB lets one process at a time open the file read-write
 and, inside the process, one lock serialises writers.
 
+The process that opens the file holds an exclusive ``flock`` on ``<file>.lock`` beside it
+(mode 0600, the holder's pid in it, removed at close) from open to close, purges included:
+a purge closes the file and reopens the purged copy, and DuckDB's own lock is not held in
+between, so without it another process (a CLI command, a second gateway) could open the
+file in that gap and take the store from the gateway. Another process is refused at once
+(:class:`~edgewise.errors.StoreLockedError`, naming the holder's pid).
+
 Queries from other threads use their own cursors, so a slow dashboard query does not hold
 up ingestion.
 
@@ -32,6 +39,7 @@ replaces it, and neither the device's id nor its values are left on the store's 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -41,6 +49,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -154,6 +163,157 @@ def _is_wal_failure(exc: BaseException) -> bool:
     return "wal" in text and ("replay" in text or "checkpoint" in text)
 
 
+def _lock_path(path: Path) -> Path:
+    """The file whose ``flock`` the process that has the store open holds."""
+    return path.with_name(path.name + ".lock")
+
+
+def _gateway_on(folder: Path) -> bool:
+    """Whether a gateway runs on ``folder`` as its data dir (its presence lock is held)."""
+    from edgewise.gateway.presence import gateway_running
+
+    try:
+        return gateway_running(folder)
+    except OSError:
+        return False
+
+
+def _in_use(path: Path | str, pid: str, *, gateway: bool = True) -> StoreLockedError:
+    """The error for a store file another process (``pid``) holds: one that names the
+    gateway when one runs on the file's folder (the data dir's ``edgewise.duckdb``), with
+    what to do while it runs (``gateway=False``: not asked, the holder is known to be no
+    Edgewise store of this version, which would hold the lock file)."""
+    path = Path(path)
+    if gateway and _gateway_on(path.parent):
+        message = (
+            f"DuckDB store {str(path)!r} is in use: a gateway (pid {pid}) runs on data dir "
+            f"{str(path.parent)!r} and holds it (a DuckDB store is opened by one process at "
+            "a time). Stop the gateway to run this on the store; or, while it runs, read its "
+            "readings through it (edgewise readings export DEVICE --out FILE.csv, or GET "
+            "/v1/devices/DEVICE/readings.csv) and pass that file with --csv where the "
+            "command takes one."
+        )
+    else:
+        message = (
+            f"DuckDB store {str(path)!r} is in use by another process (pid {pid}); stop it "
+            "or use --store postgresql://… for a store that several processes can share."
+        )
+    err = StoreLockedError(message, pid=pid)
+    err.path = str(path)  # type: ignore[attr-defined]
+    return err
+
+
+def _holder_pid(fd: int) -> str:
+    """The pid the lock file's holder wrote in it, ``"unknown"`` if none (yet)."""
+    for _ in range(10):  # the holder writes it just after taking the lock
+        try:
+            text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        except OSError:
+            break
+        if text.isdigit():
+            return text
+        time.sleep(0.01)
+    return "unknown"
+
+
+def _open_lock(path: Path, lock: Path) -> tuple[int, bool]:
+    """Open (make, mode 0600) the lock file ``lock`` of the store ``path``: its descriptor,
+    and whether it is open for writing."""
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT | flags, 0o600), True
+    except PermissionError:  # made by another user: a read-only descriptor takes a flock too
+        try:
+            return os.open(lock, os.O_RDONLY | flags), False
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot open DuckDB store {str(path)!r}: its lock file {str(lock)!r} cannot "
+                f"be opened ({exc}); it must belong to the user the store's processes run as "
+                "(chown it, or remove it while no process has the store open).") from exc
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot open DuckDB store {str(path)!r}: cannot make its lock file "
+            f"{str(lock)!r} ({exc}).") from exc
+
+
+def _take_lock(path: Path) -> int:
+    """Take the exclusive ``flock`` on ``<path>.lock`` (made mode 0600; when this process
+    is root, given the store's owner) without waiting; its descriptor. The pid of this
+    process is written in it (unless the file is another user's, opened read-only).
+    Another holder: :class:`StoreLockedError` naming its pid.
+
+    The holder removes the file before it lets go (:func:`_drop_lock`), so a lock taken on
+    a file that is no longer at ``<path>.lock`` (removed between this open and this lock)
+    is let go and taken again on the file there now."""
+    lock = _lock_path(path)
+    for _ in range(20):
+        fd, writable = _open_lock(path, lock)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _holder_pid(fd)
+            os.close(fd)
+            raise _in_use(path, pid) from None
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(
+                f"Cannot open DuckDB store {str(path)!r}: cannot lock its lock file "
+                f"{str(lock)!r} ({exc}).") from exc
+        try:
+            here = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            here = False
+        if here:
+            break
+        os.close(fd)  # its holder removed it meanwhile: lock the one there now
+    else:  # pragma: no cover - 20 holders in a row opened and closed the store meanwhile
+        raise _in_use(path, "unknown")
+    if writable:
+        try:
+            _own_lock_file(fd, path)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except OSError as exc:  # the lock is held all the same; only the pid is not told
+            log.warning("could not write this process's pid to %s: %s", lock, exc)
+    return fd
+
+
+def _own_lock_file(fd: int, path: Path) -> None:
+    """Make the lock file 0600, and (when this process is root and made it) give it the
+    owner of the store file, else of its folder, so that the gateway's user can open it."""
+    st = os.fstat(fd)
+    euid = os.geteuid()
+    if st.st_uid == euid and st.st_mode & 0o077:
+        os.fchmod(fd, 0o600)
+    if euid == 0 and st.st_uid == 0:
+        ref = path.stat() if path.exists() else path.parent.stat()
+        if ref.st_uid != 0:
+            os.fchown(fd, ref.st_uid, ref.st_gid)
+
+
+def _drop_lock(fd: int, path: Path) -> None:
+    """Let go of the lock :func:`_take_lock` took, removing the lock file first (while
+    it is held, so no other process holds it then; one that opened it meanwhile sees it
+    gone and locks a new one), so a closed store leaves no file beside it."""
+    lock = _lock_path(path)
+    try:
+        if os.path.samestat(os.fstat(fd), os.stat(lock)):
+            lock.unlink()
+    except OSError:
+        pass  # already gone, or a folder this process may not change: left in place
+    os.close(fd)  # closing the descriptor drops its flock
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the transaction ``con`` has open, if it still has one: a failed COMMIT
+    has ended it already, and the error to tell is the first one, never the rollback's
+    ("cannot rollback - no transaction is active")."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
 def _connect(path: Path | str) -> duckdb.DuckDBPyConnection:
     """Open the file, turning DuckDB's lock and WAL errors into Edgewise errors."""
     try:
@@ -161,13 +321,8 @@ def _connect(path: Path | str) -> duckdb.DuckDBPyConnection:
     except duckdb.IOException as exc:
         text = str(exc)
         if "lock" in text.lower():
-            m = _LOCK_RE.search(text)
-            pid = m.group(1) if m else "unknown"
-            raise StoreLockedError(
-                f"DuckDB store {str(path)!r} is in use by another process (pid {pid}); stop it "
-                "or use --store postgresql://… for a store that several processes can share.",
-                pid=pid,
-            ) from exc
+            m = _LOCK_RE.search(text)  # DuckDB's lock, not the lock file's: no gateway's
+            raise _in_use(path, m.group(1) if m else "unknown", gateway=False) from exc
         if _is_wal_failure(exc):
             raise _corrupt(path, exc) from exc
         raise StoreError(f"Cannot open DuckDB store {str(path)!r}: {text}") from exc
@@ -378,8 +533,15 @@ class DuckDBStore(SQLStoreMixin):
     # one power of two, summed as 128-bit integers (a double's cast to HUGEINT is exact)
     _scaled_int = "HUGEINT"
 
+    #: How long a purge keeps trying to reopen the store's file after the swap (another
+    #: program, not an Edgewise one, may have opened it meanwhile) before the store is
+    #: left failed: every later call then raises a StoreError that says why.
+    REOPEN_TIMEOUT_S = 5.0
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
+        self._lock_fd: int | None = None  # the flock on <file>.lock, held until close()
+        self._failed: str | None = None  # why the store is unusable (a purge's reopen failed)
         if self.path == ":memory:":
             self.url = "duckdb://:memory:"
             target: str | Path = ":memory:"
@@ -396,8 +558,10 @@ class DuckDBStore(SQLStoreMixin):
                         "that DuckDBStore instead of opening the file twice."
                     )
                 _OPEN_FILES.add(self.path)
-        new = target != ":memory:" and not Path(target).exists()
         try:
+            if target != ":memory:":  # before DuckDB's lock: held through every purge too
+                self._lock_fd = _take_lock(Path(target))
+            new = target != ":memory:" and not Path(target).exists()
             self._con = _connect(target)
         except BaseException:
             self._release()
@@ -432,18 +596,35 @@ class DuckDBStore(SQLStoreMixin):
                 try:
                     self.purge()
                 except StoreError as exc:  # e.g. a full disk: open all the same, and say so
+                    if self._failed is not None:  # ... unless the file could not be reopened
+                        raise
                     log.warning("%s", exc)
-        except BaseException:
+        except BaseException as exc:
             try:
                 self._con.close()
             except duckdb.Error:
                 pass
             self._release()
+            if isinstance(exc, duckdb.Error):  # e.g. a COMMIT refused: what, and which file
+                if _is_wal_failure(exc):
+                    raise _corrupt(self.path, exc) from exc
+                raise StoreError(
+                    f"Cannot open DuckDB store {self.path!r}: "
+                    f"{str(exc).strip() or type(exc).__name__}") from exc
             raise
 
     def _release(self) -> None:
+        """Forget the file in this process's registry and drop its lock."""
         with _OPEN_LOCK:
             _OPEN_FILES.discard(self.path)
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            _drop_lock(fd, Path(self.path))
+
+    def _check_open(self) -> None:
+        if self._failed is not None and not self._closed:
+            raise StoreError(self._failed)
+        super()._check_open()
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -456,7 +637,7 @@ class DuckDBStore(SQLStoreMixin):
         if row is None:
             con.execute("INSERT INTO ew_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
         elif row[0] != SCHEMA_VERSION:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise StoreError(
                 f"DuckDB store {self.path!r} has schema version {row[0]!r}; this Edgewise "
                 f"reads version {SCHEMA_VERSION!r}."
@@ -531,7 +712,7 @@ class DuckDBStore(SQLStoreMixin):
                             "m.device_id AND seqs.seq <= m.watermark")
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)  # a failed COMMIT ended it: its error is the one raised
                 raise
         finally:
             con.unregister("_ew_marks")
@@ -569,10 +750,7 @@ class DuckDBStore(SQLStoreMixin):
             out = self._append_locked(con, p.readings, p.cols, p.seq_sets, p.received_ns)
             con.execute("COMMIT")
         except BaseException:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
+            _rollback(con)
             raise
         self._merge_stats(self._pending_stats)
         return out
@@ -708,7 +886,7 @@ class DuckDBStore(SQLStoreMixin):
                     self._mark_purge_pending(con)
                 con.execute("COMMIT")
             except duckdb.Error as exc:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise StoreError(f"Deleting device {device_id!r} failed: {exc}") from exc
             self._seqs.forget(device_id)
             self._marks.pop(device_id, None)
@@ -762,7 +940,7 @@ class DuckDBStore(SQLStoreMixin):
                     self._mark_purge_pending(con, _RETENTION_UNPURGED)
                 con.execute("COMMIT")
             except duckdb.Error as exc:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise StoreError(f"Retention delete in {self.url!r} failed: {exc}") from exc
             if n:
                 with self._stats_lock:
@@ -798,7 +976,7 @@ class DuckDBStore(SQLStoreMixin):
                     self._mark_purge_pending(con, _RETENTION_UNPURGED)
                 con.execute("COMMIT")
             except duckdb.Error as exc:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise StoreError(
                     f"Pruning the alert events before {before_ns} in {self.url!r} failed: "
                     f"{exc}") from exc
@@ -842,6 +1020,8 @@ class DuckDBStore(SQLStoreMixin):
         if self.path == ":memory:":
             return False
         with self._wlock:
+            if self._failed is not None and not self._closed:
+                return True  # the purge whose reopen failed is still due
             self._check_open()
             try:
                 return self._purge_pending(_PURGE_PENDING, _RETENTION_UNPURGED)
@@ -902,7 +1082,7 @@ class DuckDBStore(SQLStoreMixin):
                 self._mark_purge_pending(con)
                 con.execute("COMMIT")
             except duckdb.Error as exc:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise StoreError(f"Purge of {self.url!r} failed: {exc}") from exc
             try:
                 work = Path(tempfile.mkdtemp(prefix=_purge_dir_prefix(path), dir=path.parent))
@@ -956,7 +1136,8 @@ class DuckDBStore(SQLStoreMixin):
 
     def _swap_in(self, fresh: Path) -> None:
         """Close every connection, rename ``fresh`` over the store's file and reopen it
-        (with ``_wlock`` and the gate held alone)."""
+        (with ``_wlock`` and the gate held alone; the file's lock, ``<file>.lock``, stays
+        held, so no other process opens the file while it is closed)."""
         path = Path(self.path)
         # closed before the checkpoint, not after: no reader is in a query (the gate is
         # ours), but a cursor can still hold a transaction (a result not read to its end),
@@ -979,17 +1160,50 @@ class DuckDBStore(SQLStoreMixin):
                     "but their bytes stay in the file until a purge succeeds; the next open "
                     "tries again."
                 )
-            wal.unlink(missing_ok=True)
-            os.replace(fresh, path)
+            try:
+                wal.unlink(missing_ok=True)
+                os.replace(fresh, path)
+            except OSError as exc:
+                raise StoreError(
+                    f"Purge of {self.url!r} failed: the purged copy {str(fresh)!r} could not "
+                    f"replace the store file {str(path)!r} ({exc}). The store keeps its file: "
+                    "deleted rows stay deleted, but their bytes stay in it until a purge "
+                    "succeeds; the next open tries again."
+                ) from exc
             sync_folder(path.parent)
-        finally:
-            self._con = _connect(path)
+        except BaseException:
+            self._reopen(path)  # the old file, the swap not done
+            raise
+        self._reopen(path)
         if self._purge_pending():
             raise StoreError(
                 f"Purge of {self.url!r} reopened the old file instead of the purged copy "
                 "(another connection to it was still open); its deleted rows are purged at "
                 "the next open."
             )
+
+    def _reopen(self, path: Path) -> None:
+        """Open the store's file again after a swap, trying for ``REOPEN_TIMEOUT_S`` (a
+        program that ignores the lock file may hold it a moment); failing that, leave the
+        store failed: this and every later call raise a StoreError saying why."""
+        deadline = time.monotonic() + self.REOPEN_TIMEOUT_S
+        delay = 0.02
+        while True:
+            try:
+                self._con = _connect(path)
+                return
+            except StoreError as exc:
+                if time.monotonic() + delay > deadline:
+                    self._failed = (
+                        f"DuckDB store {self.url!r} is unusable: a purge closed its file "
+                        f"{str(path)!r} and could not open it again within "
+                        f"{self.REOPEN_TIMEOUT_S:g} s ({exc}). What was committed is in the "
+                        "file; restart this process (a gateway: stop and start it) to open "
+                        "it again.")
+                    log.error("%s", self._failed)
+                    raise StoreError(self._failed) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -1067,10 +1281,7 @@ class DuckDBStore(SQLStoreMixin):
                     self._write_alert_events(con, before, after, by, changes)
                 con.execute("COMMIT")
             except BaseException as exc:
-                try:
-                    con.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass  # a failed COMMIT ended the transaction already
+                _rollback(con)  # a failed COMMIT ended the transaction already
                 if isinstance(exc, duckdb.Error):
                     raise StoreError(f"Acknowledging alert {alert_id!r} failed: {exc}") from exc
                 raise
@@ -1106,7 +1317,7 @@ class DuckDBStore(SQLStoreMixin):
                 con.execute(*mark_merged(alert_id, into, "?"))
                 con.execute("COMMIT")
             except BaseException as exc:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 if isinstance(exc, duckdb.Error):
                     raise StoreError(
                         f"Merging alert {alert_id!r} into {into!r} failed: {exc}") from exc
@@ -1144,8 +1355,9 @@ class DuckDBStore(SQLStoreMixin):
             self._closed = True
             self._close_cursors()
             try:
-                self._compact_seqs()
-                self._con.execute("CHECKPOINT")
+                if self._failed is None:  # else its connection is closed already
+                    self._compact_seqs()
+                    self._con.execute("CHECKPOINT")
             except duckdb.Error:
                 pass
             finally:
