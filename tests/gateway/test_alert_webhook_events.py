@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from edgewise.errors import StoreError
-from edgewise.gateway.webhooks import webhook_id
+from edgewise.gateway.webhooks import SECRET_FILE, webhook_id
 from edgewise.security.credentials import Security
 from edgewise.store import open_store
 from edgewise.store.base import Alert
@@ -25,6 +25,8 @@ from tests.gateway.test_alert_webhooks import (
     Receiver,
     _add_pump,
     _count,
+    _listed,
+    _quiet,
     _raise,
     _send_with_a_gap,
     _settings,
@@ -77,13 +79,21 @@ def test_ack_and_label_over_the_api_reach_the_receiver_signed(
     """``edgewise serve --alert-webhook``: after the seq-gap alert, POST /v1/alerts/{id}/ack
     and /label each reach the receiver once, signed, as ``alert.acknowledged`` (who, when)
     and ``alert.labelled`` (label, who, note), with the alert as it stands; acknowledging
-    again (nothing written) sends nothing."""
+    again (nothing written) sends nothing.
+
+    The URL is taken as given, never split: one whose query holds a comma starts the
+    gateway as one webhook and everything goes to that very URL (only
+    EDGEWISE_ALERT_WEBHOOKS is comma-separated). (That was
+    ``test_serve_takes_a_webhook_url_with_a_comma``, merged here: one gateway start.)"""
     _serve_env(monkeypatch)
     d = tmp_path / "ew"
     device_secret = _add_pump(d)
     token = _operator_token(d)
     recv = receivers().start()
-    g = gateway_factory("--alert-webhook", recv.url, data_dir=d).start()
+    url = recv.url + "?teams=ops,infra"
+    g = gateway_factory("--alert-webhook", url, data_dir=d).start()
+    assert f"alert webhooks: {webhook_id(url)} (http://127.0.0.1:{recv.port}/…)" in (
+        g.log.read_text())
     _send_with_a_gap(g.http_port, device_secret)
     recv.wait_for(1, timeout=30)
     alert_id = json.loads(recv.requests[0][2])["alert"]["id"]
@@ -103,6 +113,7 @@ def test_ack_and_label_over_the_api_reach_the_receiver_signed(
     assert g.stop() == 0
     assert _events(recv) == [("alert.raised", alert_id), ("alert.acknowledged", alert_id),
                              ("alert.labelled", alert_id)]
+    assert [path for path, _, _ in recv.requests] == ["/hook?teams=ops,infra"] * 3
     who = acked.json()["acked_by"]
     sent: list[dict[str, Any]] = []
     for _, headers, body in recv.requests[1:]:
@@ -129,15 +140,21 @@ def test_ack_and_label_over_the_api_reach_the_receiver_signed(
 
 def test_a_kill_9_between_the_commit_and_the_send_sends_after_restart(
         tmp_path: Path, receivers, gateway_factory, monkeypatch) -> None:
-    """The receiver is down: an alert, its acknowledgement and its label are committed
-    (over the HTTP API) but not sent when the gateway is killed with SIGKILL; after the
-    restart the receiver gets each once, the alert first, in order."""
+    """The receiver is down: an alert (a seq gap in HTTP telemetry), its acknowledgement
+    and its label are committed (over the HTTP API) but not sent when the gateway is
+    killed with SIGKILL; after the restart the receiver gets each once, the alert first,
+    in order, signed with the secret ``edgewise serve --alert-webhook URL`` made at its
+    first start (no EDGEWISE_ALERT_WEBHOOK_SECRET): it says where it made it, once, and
+    the restart keeps it. (That was also ``test_serve_delivers_what_a_kill_9_left_unsent``,
+    merged here: one gateway started twice instead of two.)"""
     _serve_env(monkeypatch)
+    monkeypatch.delenv("EDGEWISE_ALERT_WEBHOOK_SECRET")
     d = tmp_path / "ew"
     device_secret = _add_pump(d)
     token = _operator_token(d)
     recv = receivers()  # down: connections refused
     g = gateway_factory("--alert-webhook", recv.url, data_dir=d).start()
+    assert f"alert webhook secret made: {d / SECRET_FILE}" in g.log.read_text()
     _send_with_a_gap(g.http_port, device_secret)
     with httpx.Client(base_url=f"http://127.0.0.1:{g.http_port}", timeout=10,
                       headers={"Authorization": f"Bearer {token}"}) as http:
@@ -155,7 +172,12 @@ def test_a_kill_9_between_the_commit_and_the_send_sends_after_restart(
     time.sleep(1.5)
     assert _events(recv) == [("alert.raised", alert_id), ("alert.acknowledged", alert_id),
                              ("alert.labelled", alert_id)]
-    assert all(_verify(SECRET.encode(), h, b) for _, h, b in recv.requests)
+    alert = json.loads(recv.requests[0][2])["alert"]
+    assert (alert["device_id"], alert["kind"]) == ("pump-1", "seq_gap")
+    made = (d / SECRET_FILE).read_bytes().strip()
+    assert all(_verify(made, h, b) for _, h, b in recv.requests)
+    assert not _verify(SECRET.encode(), *recv.requests[0][1:])  # not some other secret
+    assert g.log.read_text().count("alert webhook secret made") == 1
     assert g.stop() == 0
     cursor = json.loads((d / "webhooks" / f"{webhook_id(recv.url)}.json").read_text())
     assert cursor["events_after"] == max(json.loads(b).get("event_id", 0)
@@ -179,7 +201,7 @@ def test_receiver_down_then_up_gets_the_events_once(
         assert recv.requests == []
         recv.start()
         recv.wait_for(3)
-        time.sleep(1.5)
+        _quiet(gw)  # more reads of the list and the events: nothing more goes
         assert _events(recv) == [("alert.raised", alert.id),
                                  ("alert.acknowledged", alert.id),
                                  ("alert.labelled", alert.id)]
@@ -195,7 +217,7 @@ def test_an_event_waits_for_its_alert(tmp_path: Path, receivers) -> None:
     the alert is sent first, then its acknowledgement."""
     recv = receivers().start()
     with running(_settings(tmp_path, recv.url, alert_webhook_poll_s=60.0)) as gw:
-        time.sleep(0.5)  # the start's read of the alert list is done
+        _listed(gw)  # the start's read of the alert list is done
         now = time.time_ns()
         quiet = gw.store.add_alert(Alert("pump-9", now, now, 0.9, message="m"))
         gw.store.acknowledge_alert(quiet.id, "ops")
@@ -223,13 +245,13 @@ def test_an_old_cursor_file_starts_at_the_events_of_the_upgrade(
                                   "done": {}}))  # as the gateway before this one wrote it
     with running(settings) as gw:
         assert json.loads(cursor.read_text())["events_after"] == 2  # written at the start
-        time.sleep(1.5)  # reads of the events
+        _quiet(gw)  # reads of the list and the events: nothing of before goes
         assert old_recv.requests == [] and new_recv.requests == []
         after = _raise(gw)
         gw.store.acknowledge_alert(after.id, "ops")
         old_recv.wait_for(2)
         new_recv.wait_for(2)
-        time.sleep(1.2)
+        _quiet(gw)
     for recv in (old_recv, new_recv):
         assert _events(recv) == [("alert.raised", after.id), ("alert.acknowledged", after.id)]
         assert json.loads(recv.requests[1][2])["event_id"] == 3
@@ -275,7 +297,7 @@ def test_a_gateway_moved_to_another_store_sends_its_events(
         for i in range(3):
             gw.store.acknowledge_alert(_raise(gw, f"pump-{i}").id, "ops")
         recv.wait_for(6)
-        time.sleep(1.2)
+        _quiet(gw)
     cursor = json.loads((tmp_path / "webhooks" / f"{webhook_id(recv.url)}.json").read_text())
     assert cursor["events_after"] == 3
     if move == "fresh_store":
@@ -288,7 +310,7 @@ def test_a_gateway_moved_to_another_store_sends_its_events(
         for a in moved:
             gw.store.acknowledge_alert(a.id, "ops")
         recv.wait_for(10)
-        time.sleep(1.2)
+        _quiet(gw)
         assert [e.id for e in gw.store.alert_events()] == [1, 2]
         store_id = gw.store.store_id()
     assert sorted(_events(recv)[6:]) == sorted((e, a.id) for a in moved

@@ -28,6 +28,8 @@ from tests.gateway.test_alert_webhooks import (
     SECRET,
     Receiver,
     _count,
+    _listed,
+    _quiet,
     _raise,
     _settings,
     _until,
@@ -110,7 +112,7 @@ def test_a_merge_reaches_the_receiver_as_alert_merged(
         recv.wait_for(5)
         gw.store.merge_alert(absorbed.id, into=survivor.id, end_ns=absorbed.end_ns + 5)
         recv.wait_for(6)
-        time.sleep(1.2)  # more than one read of the store's events: nothing more
+        _quiet(gw)  # more than one read of the store's events: nothing more
         assert _count(gw, recv.url, "delivered") == 6
     assert _events(recv) == [
         ("alert.raised", survivor.id), ("alert.raised", absorbed.id),
@@ -140,7 +142,7 @@ def test_a_merge_goes_out_after_both_alerts(tmp_path: Path, receivers) -> None:
     sent), then the merge."""
     recv = receivers().start()
     with running(_settings(tmp_path, recv.url, alert_webhook_poll_s=60.0)) as gw:
-        time.sleep(0.5)  # the start's read of the alert list is done
+        _listed(gw)  # the start's read of the alert list is done
         now = time.time_ns()
         survivor = gw.store.add_alert(Alert("pump-9", now, now, 0.9, message="m"))
         absorbed = gw.store.add_alert(Alert("pump-9", now + 5, now + 5, 0.9, message="m"))
@@ -173,7 +175,7 @@ def test_retention_prunes_the_outbox_but_keeps_its_window(tmp_path: Path, receiv
         later = _raise(gw, "pump-2")
         gw.store.acknowledge_alert(later.id, "ops")
         recv.wait_for(4)
-        time.sleep(1.2)
+        _quiet(gw)
     assert _events(recv)[2:] == [("alert.raised", later.id), ("alert.acknowledged", later.id)]
     assert json.loads(recv.requests[3][2])["event_id"] == 2
 

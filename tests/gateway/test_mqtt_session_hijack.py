@@ -1,5 +1,6 @@
 """The embedded broker against session hijacking and revoked credentials (security hunt
-H1, H2), on a real ``edgewise serve`` process.
+H1, H2), on a real ``edgewise serve`` process (one per consumer for the module; each test
+registers a device of its own on it, named afresh, and uses client ids of its own).
 
 H1: amqtt dropped (clean session) or rewrote (persistent session) the session of a
 CONNECT's client id *before* authenticating it, so an unauthenticated CONNECT reusing a
@@ -16,6 +17,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ import pytest
 
 from edgewise.security.credentials import Security
 from tests.conftest import wait_until
+from tests.gateway.test_mqtt_acl import SharedGateways
 
 T0 = time.time() - 600
 
@@ -91,74 +94,80 @@ def _stored(gw: Any, admin: str, device: str) -> list[float]:
     return [float(v) for v in series["t"]["v"]] if "t" in series else []
 
 
+@pytest.fixture(scope="module")
+def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedGateways]:
+    shared = SharedGateways(tmp_path_factory.mktemp("hijack"))
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
 @pytest.fixture(params=["plugin", "subscriber"])
-def consumer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def consumer(request: pytest.FixtureRequest) -> str:
     """Both ways the gateway consumes telemetry (``EDGEWISE_MQTT_CONSUMER``)."""
-    monkeypatch.setenv("EDGEWISE_MQTT_CONSUMER", request.param)
     return str(request.param)
 
 
-def _gateway(gateway_factory: Any, *devices: str) -> tuple[Any, dict[str, str], str]:
-    gw = gateway_factory()
-    sec = Security(gw.data_dir)
-    secrets = {d: sec.add_device(d)[1] for d in devices}
-    admin = sec.create_token("admin", "test-admin")
-    sec.close()
-    return gw.start(), secrets, admin
+def _gateway(gateways: SharedGateways, consumer: str) -> tuple[Any, str, str, str]:
+    """The module's gateway for ``consumer``, a device new to it (its name doubles as
+    its client id, as pump-1's did), its secret, and an admin token."""
+    gw = gateways.get(consumer)
+    ((dev, secret),) = gateways.add_devices(gw, "pump").values()
+    return gw, dev, secret, gw.admin
 
 
 def test_unauthenticated_connect_with_a_live_client_id_does_not_cut_the_device_off(
-        gateway_factory: Any, consumer: str) -> None:
+        gateways: SharedGateways, consumer: str) -> None:
     """Check a refused CONNECT (anonymous with clean session, or a wrong secret with a
     persistent session) reusing a connected device's client id leaves that device's
     session alone: its later telemetry is stored and acknowledged."""
-    gw, secrets, admin = _gateway(gateway_factory, "pump-1")
-    victim = _connect(gw.mqtt_port, "pump-1", secrets["pump-1"], "pump-1",
-                      subscribe="edgewise/pump-1/ack")
+    gw, dev, secret, admin = _gateway(gateways, consumer)
+    victim = _connect(gw.mqtt_port, dev, secret, dev, subscribe=f"edgewise/{dev}/ack")
     try:
         assert victim.rc == ["Success"] and victim.subscribed.wait(10)
-        victim.publish("pump-1", 1, 1.0)
+        victim.publish(dev, 1, 1.0)
         assert wait_until(lambda: 1 in victim.acks, 10), victim.acks
-        for user, secret, clean in ((None, None, True), ("pump-1", "wrong", False),
-                                    ("pump-1", "wrong", True)):
-            attacker = _connect(gw.mqtt_port, user, secret, "pump-1", clean=clean)
+        for user, pw, clean in ((None, None, True), (dev, "wrong", False),
+                                (dev, "wrong", True)):
+            attacker = _connect(gw.mqtt_port, user, pw, dev, clean=clean)
             attacker.close()
             assert attacker.rc[0] != "Success", attacker.rc
         assert not victim.disconnected.is_set()
-        victim.publish("pump-1", 2, 2.0)
+        victim.publish(dev, 2, 2.0)
         assert wait_until(lambda: 2 in victim.acks, 10), f"no ack after the attack: {victim.acks}"
-        assert _stored(gw, admin, "pump-1") == [1.0, 2.0]
+        assert _stored(gw, admin, dev) == [1.0, 2.0]
     finally:
         victim.close()
 
 
-def test_a_replaced_connection_is_closed_not_left_dropping(gateway_factory: Any,
+def test_a_replaced_connection_is_closed_not_left_dropping(gateways: SharedGateways,
                                                            consumer: str) -> None:
     """Check that when a device connects again with its client id and clean session while
     its first connection is still open, the first one is closed (so it reconnects) rather
     than left without a session, its messages PUBACKed and dropped."""
-    gw, secrets, _ = _gateway(gateway_factory, "pump-1")
-    first = _connect(gw.mqtt_port, "pump-1", secrets["pump-1"], "pump-1")
-    second = _connect(gw.mqtt_port, "pump-1", secrets["pump-1"], "pump-1",
-                      subscribe="edgewise/pump-1/ack")
+    gw, dev, secret, _ = _gateway(gateways, consumer)
+    first = _connect(gw.mqtt_port, dev, secret, dev)
+    second = _connect(gw.mqtt_port, dev, secret, dev,
+                      subscribe=f"edgewise/{dev}/ack")
     try:
         assert second.rc == ["Success"] and second.subscribed.wait(10)
         assert first.disconnected.wait(10), "the replaced connection was left open"
-        second.publish("pump-1", 1, 1.0)
+        second.publish(dev, 1, 1.0)
         assert wait_until(lambda: 1 in second.acks, 10), second.acks
     finally:
         first.close()
         second.close()
 
 
-def test_deleting_a_device_over_http_closes_its_connection(gateway_factory: Any,
+def test_deleting_a_device_over_http_closes_its_connection(gateways: SharedGateways,
                                                            consumer: str) -> None:
     """Check DELETE /v1/devices/{id} closes the device's open MQTT connection at once."""
-    gw, secrets, admin = _gateway(gateway_factory, "pump-1")
-    thief = _connect(gw.mqtt_port, "pump-1", secrets["pump-1"], f"x-{uuid.uuid4().hex[:6]}")
+    gw, dev, secret, admin = _gateway(gateways, consumer)
+    thief = _connect(gw.mqtt_port, dev, secret, f"x-{uuid.uuid4().hex[:6]}")
     try:
         assert thief.rc == ["Success"]
-        r = httpx.delete(f"http://127.0.0.1:{gw.http_port}/v1/devices/pump-1",
+        r = httpx.delete(f"http://127.0.0.1:{gw.http_port}/v1/devices/{dev}",
                          headers={"Authorization": f"Bearer {admin}"}, timeout=30)
         assert r.status_code == 200, r.text
         assert thief.disconnected.wait(5), "the revoked device is still connected"
@@ -167,31 +176,31 @@ def test_deleting_a_device_over_http_closes_its_connection(gateway_factory: Any,
 
 
 def test_a_connection_with_a_revoked_secret_never_writes_as_the_new_device(
-        gateway_factory: Any, consumer: str) -> None:
+        gateways: SharedGateways, consumer: str) -> None:
     """Check a device deleted and registered again under the same id by another process
     (the CLI): the connection opened with the old secret is closed and what it sends is
     neither stored nor acknowledged, while the new secret works."""
-    gw, secrets, admin = _gateway(gateway_factory, "pump-1")
-    thief = _connect(gw.mqtt_port, "pump-1", secrets["pump-1"], "thief",
-                     subscribe="edgewise/pump-1/ack")
+    gw, dev, secret, admin = _gateway(gateways, consumer)
+    thief = _connect(gw.mqtt_port, dev, secret, f"thief-{dev}",
+                     subscribe=f"edgewise/{dev}/ack")
     try:
         assert thief.subscribed.wait(10)
         sec = Security(gw.data_dir)
-        sec.delete_device("pump-1")
-        _, new_secret = sec.add_device("pump-1")
+        sec.delete_device(dev)
+        _, new_secret = sec.add_device(dev)
         sec.close()
-        thief.publish("pump-1", 1, 999.0)  # at once, before any poll could close it
+        thief.publish(dev, 1, 999.0)  # at once, before any poll could close it
         assert thief.disconnected.wait(5), "the connection with the revoked secret is open"
-        device = _connect(gw.mqtt_port, "pump-1", new_secret, "pump-1",
-                          subscribe="edgewise/pump-1/ack")
+        device = _connect(gw.mqtt_port, dev, new_secret, dev,
+                          subscribe=f"edgewise/{dev}/ack")
         try:
             assert device.subscribed.wait(10)
-            device.publish("pump-1", 1, 1.0)
+            device.publish(dev, 1, 1.0)
             assert wait_until(lambda: 1 in device.acks, 10), device.acks
         finally:
             device.close()
-        assert 999.0 not in _stored(gw, admin, "pump-1")
-        assert _stored(gw, admin, "pump-1") == [1.0]
+        assert 999.0 not in _stored(gw, admin, dev)
+        assert _stored(gw, admin, dev) == [1.0]
         assert thief.acks in ([], [0]), thief.acks
     finally:
         thief.close()
@@ -208,30 +217,30 @@ def _socket_closed(sock: Any) -> bool:
 
 
 def test_a_persistent_reconnect_over_a_half_open_connection_keeps_its_acks(
-        gateway_factory: Any, consumer: str) -> None:
+        gateways: SharedGateways, consumer: str) -> None:
     """Check a device that reconnects with its client id and a persistent session while
     its old connection is half-open (socket open, silent): the old one is closed, the new
     one gets its acks (also after the old one's keep-alive would have run out), and
     deleting the device closes the new one at once."""
-    gw, secrets, admin = _gateway(gateway_factory, "pump-1")
-    old = _connect(gw.mqtt_port, "pump-1", secrets["pump-1"], "pump-1", clean=False,
-                   subscribe="edgewise/pump-1/ack")
+    gw, dev, secret, admin = _gateway(gateways, consumer)
+    old = _connect(gw.mqtt_port, dev, secret, dev, clean=False,
+                   subscribe=f"edgewise/{dev}/ack")
     new = None
     try:
         assert old.subscribed.wait(10)
-        old.publish("pump-1", 1, 1.0)
+        old.publish(dev, 1, 1.0)
         assert wait_until(lambda: 1 in old.acks, 10), old.acks
         sock = old.client.socket()
         old.client.loop_stop()  # half-open: nothing read or sent any more
-        new = _connect(gw.mqtt_port, "pump-1", secrets["pump-1"], "pump-1", clean=False,
-                       subscribe="edgewise/pump-1/ack")
+        new = _connect(gw.mqtt_port, dev, secret, dev, clean=False,
+                       subscribe=f"edgewise/{dev}/ack")
         assert new.rc == ["Success"] and new.subscribed.wait(10)
         assert wait_until(lambda: _socket_closed(sock), 5), "the old connection is open"
         time.sleep(0.5)  # the old connection's loop has ended by now
-        new.publish("pump-1", 2, 2.0)
+        new.publish(dev, 2, 2.0)
         assert wait_until(lambda: 2 in new.acks, 10), f"no ack on the live one: {new.acks}"
-        assert _stored(gw, admin, "pump-1") == [1.0, 2.0]
-        r = httpx.delete(f"http://127.0.0.1:{gw.http_port}/v1/devices/pump-1",
+        assert _stored(gw, admin, dev) == [1.0, 2.0]
+        r = httpx.delete(f"http://127.0.0.1:{gw.http_port}/v1/devices/{dev}",
                          headers={"Authorization": f"Bearer {admin}"}, timeout=30)
         assert r.status_code == 200, r.text
         assert new.disconnected.wait(5), "the revoked device's live connection is open"
