@@ -1,4 +1,6 @@
-"""Tests of `edgewise detect FILE.csv`, run as a real process."""
+"""Tests of `edgewise detect FILE.csv`: run in the test's process through the real entry
+point (:func:`tests.in_process.edgewise_here`), and, where the process itself is
+checked (its exit status and one stderr line, its files), as a real process."""
 
 from __future__ import annotations
 
@@ -10,15 +12,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.in_process import edgewise_here
+
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": "/tmp/nbc"}
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m edgewise detect ARGS``, a real process."""
     return subprocess.run(
         [sys.executable, "-m", "edgewise", "detect", *args],
         capture_output=True, text=True, env=ENV, check=False, timeout=120,
     )
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``edgewise detect ARGS`` in this process, answered as :func:`run_process` answers."""
+    return edgewise_here("detect", *args)
 
 
 def device_csv(path: Path, sep: str = ",", n: int = 1500) -> Path:
@@ -43,7 +53,7 @@ def test_multivariate_run_writes_rows_and_prints_metrics(tmp_path):
     """Check that a semicolon CSV is scored row by row and metrics are printed."""
     src = device_csv(tmp_path / "dev.csv", sep=";")
     out = tmp_path / "scored.csv"
-    p = run_cli(str(src), "--label-column", "label", "--out", str(out))
+    p = run_process(str(src), "--label-column", "label", "--out", str(out))
     assert p.returncode == 0, p.stderr
     assert "recall 1.000" in p.stdout and "missed-alarm rate 0.000" in p.stdout
     assert "precision " in p.stdout and "F1 " in p.stdout and "false-alarm rate 0.00" in p.stdout
@@ -132,8 +142,9 @@ def test_bad_input_gets_one_line_and_nonzero_exit(tmp_path, content, args, messa
 
 def test_missing_file_is_one_line(tmp_path):
     """Check that a file that does not exist is reported by name."""
-    p = run_cli(str(tmp_path / "nope.csv"))
+    p = run_process(str(tmp_path / "nope.csv"))
     assert p.returncode != 0 and "does not exist" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
 def test_a_file_still_being_written_is_scored_and_written_as_read_once(tmp_path, monkeypatch):

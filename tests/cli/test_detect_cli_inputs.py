@@ -1,25 +1,23 @@
-"""`edgewise detect` and `edgewise bench csv` on inputs they once got wrong, as real processes:
-epoch-second times, empty labels, bad thresholds, bad --out paths, a scored file rerun."""
+"""`edgewise detect` and `edgewise bench csv` on inputs they once got wrong, through the real
+entry point in the test's process (:func:`tests.in_process.edgewise_here`; a real
+process in test_detect_cli.py): epoch-second times, empty labels, bad thresholds, bad --out
+paths, a scored file rerun."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-ENV = {"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": "/tmp/nbc"}
+from tests.in_process import edgewise_here
 
 
 def edgewise(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgewise", *args],
-        capture_output=True, text=True, env=ENV, check=False, timeout=120,
-    )
+    """``edgewise ARGS`` through the real entry point, in this process."""
+    return edgewise_here(*args)
 
 
 def one_line_error(p: subprocess.CompletedProcess[str], *parts: str) -> None:

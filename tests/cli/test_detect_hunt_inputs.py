@@ -1,4 +1,5 @@
-"""`edgewise detect` on files a hunter found it got wrong, as real processes: a saved pandas
+"""`edgewise detect` on files a hunter found it got wrong, through the real entry point in
+the test's process (:func:`tests.in_process.edgewise_here`): a saved pandas
 index scored as a metric, a named date column not joined to its time of day, infinite
 readings taken for missing ones, a column named twice (in --columns or in the header), and
 scores written as -0.0."""

@@ -2,23 +2,63 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import edgewise.bench.active as active
 from edgewise.bench.active import alarm_pieces, event_f1, load_nab, pump_fleet, run_active
+from tests.in_process import edgewise_here
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_bench_active_json_shape(shared_data: Path) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "edgewise", "bench", "active", "--json", "--seeds", "1",
-         "--nab-files", "3", "--nab-dir", str(shared_data / "nab")],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
+@dataclass
+class BenchRun:
+    """What ``edgewise bench active`` answered, the pump fleets it built (by seed) and every
+    ``run_active`` call it made: (dataset, strategy, seed, budgets, result)."""
+
+    done: subprocess.CompletedProcess[str]
+    fleets: dict[int, active.Dataset]
+    runs: list[tuple[active.Dataset, str, int, tuple[int, ...],
+                     dict[int, tuple[float, float, float]]]]
+
+
+@pytest.fixture(scope="module")
+def bench_run(shared_data: Path) -> Iterator[BenchRun]:
+    """``edgewise bench active --json --seeds 1 --nab-files 3`` run once, through the real
+    entry point in this process, with its pump fleets and ``run_active`` calls recorded
+    (unchanged) so that the three-fleet test reuses fleet 0's runs instead of repeating
+    them: the bench pairs fleet s with strategies seeded s, as that test does."""
+    fleets: dict[int, active.Dataset] = {}
+    runs: list = []
+    real_fleet, real_run = active.pump_fleet, active.run_active
+
+    def fleet(*args: object, **kwargs: object) -> active.Dataset:
+        assert not args and set(kwargs) == {"seed"}, (args, kwargs)  # the defaults but seed
+        ds = fleets[kwargs["seed"]] = real_fleet(**kwargs)  # type: ignore[arg-type]
+        return ds
+
+    def run(ds: active.Dataset, strategy: str, seed: int, budgets=active.BUDGETS,  # type: ignore[no-untyped-def]
+            *args: object, **kwargs: object):
+        out = real_run(ds, strategy, seed, budgets, *args, **kwargs)  # type: ignore[arg-type]
+        if not args and not kwargs:
+            runs.append((ds, strategy, seed, tuple(budgets), out))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(active, "pump_fleet", fleet)
+        mp.setattr(active, "run_active", run)
+        done = edgewise_here("bench", "active", "--json", "--seeds", "1", "--nab-files", "3",
+                             "--nab-dir", str(shared_data / "nab"), cwd=REPO)
+    yield BenchRun(done, fleets, runs)
+
+
+def test_bench_active_json_shape(bench_run: BenchRun) -> None:
+    r = bench_run.done
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) == {"nab", "pumps", "sim-pumps"}
@@ -30,7 +70,7 @@ def test_bench_active_json_shape(shared_data: Path) -> None:
     assert "active_nab" not in out["pumps"]
 
 
-def test_active_labels_beat_random_on_three_simulated_fleets() -> None:
+def test_active_labels_beat_random_on_three_simulated_fleets(bench_run: BenchRun) -> None:
     """Check, in event F1 averaged over the bench's first three pump fleets (fleet s with
     the strategies seeded s, as ``edgewise bench active`` pairs them), that 25 labels
     chosen by the mix beat none by 0.05 and 100 beat 100 random labels by 0.1.
@@ -42,15 +82,29 @@ def test_active_labels_beat_random_on_three_simulated_fleets() -> None:
     1.5 z (0.225 against 0.275) while the mean over fleets 0-9 rose (0.399 -> 0.451 at 25
     labels, 0.245 with none). Here the means are 0.404 against 0.285, and 0.883 against
     0.450. A model that ignores the answers scores the same at every budget: both fail.
+
+    Fleet 0's runs are those ``bench active --seeds 1`` made (:func:`bench_run`): labels
+    are asked 5 at a time either way (every budget is a multiple of 5), so the questions,
+    answers and models at budgets 0, 25 and 100 are the same as in runs to (0, 25, 100).
     """
     a0, a25, a100, r100 = [], [], [], []
     for s in (0, 1, 2):
-        ds = pump_fleet(seed=s)
-        act = run_active(ds, "mix", s, (0, 25, 100))
+        if s == 0:
+            ds = bench_run.fleets[0]
+            act, rnd = ({strategy: out for d, strategy, seed, budgets, out in bench_run.runs
+                         if d is ds and seed == 0 and {0, 25, 100} <= set(budgets)}.get(name)
+                        for name in ("mix", "random"))
+            assert act is not None and rnd is not None, (
+                "bench active ran no mix and random runs seeded 0 on pump fleet 0 to budgets "
+                f"0, 25 and 100: {[(d.name, st, se, b) for d, st, se, b, _ in bench_run.runs]}")
+        else:
+            ds = pump_fleet(seed=s)
+            act = run_active(ds, "mix", s, (0, 25, 100))
+            rnd = run_active(ds, "random", s, (0, 100))
         a0.append(act[0][0])
         a25.append(act[25][0])
         a100.append(act[100][0])
-        r100.append(run_active(ds, "random", s, (0, 100))[100][0])
+        r100.append(rnd[100][0])
     assert np.mean(a25) > np.mean(a0) + 0.05, (a0, a25)
     assert np.mean(a100) > np.mean(r100) + 0.1, (a100, r100)
 

@@ -4,9 +4,8 @@ fine-tuned on one device's labels, saved, used and deleted with the data it came
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from edgewise.cli import app, load_commands
 from edgewise.label.fleet_transfer import load_transfer_model, predict_transfer, train_transfer
 from edgewise.label.store import LabelStore
 from edgewise.label.workflow import delete_models, model_files
+from tests.in_process import edgewise_here
 
 load_commands()
 REPO = Path(__file__).resolve().parents[2]
@@ -58,9 +58,20 @@ def _run(*args: str):
     return CliRunner(mix_stderr=False).invoke(app, list(args))
 
 
-def test_fine_tuning_finds_the_faults_the_fleet_model_misses(tmp_path: Path) -> None:
-    hist, labels = _fleet(tmp_path)
-    out = train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple],
+                                                                dict[str, Any]]:
+    """``train_transfer`` of ``t`` on :func:`_fleet`, made once for the tests that only read
+    it: (its data dir, the histories, what it returned)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    hist, labels = _fleet(tmp)
+    out = train_transfer(hist.__getitem__, "t", labels, tmp, window=W)
+    labels.close()
+    return tmp, hist, out
+
+
+def test_fine_tuning_finds_the_faults_the_fleet_model_misses(trained) -> None:  # type: ignore[no-untyped-def]
+    _, _, out = trained
     assert out["fleet_devices"] == ["f0", "f1", "f2", "f3", "f4"]
     assert out["fleet_windows"]["anomaly"] == 40 and out["device_windows"]["anomaly"] == 12
     h = out["holdout"]
@@ -198,14 +209,11 @@ def test_cli_refuses_a_fleet_csv_without_device_column(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "has no 'device_id' column" in r.stderr, r.stderr
 
 
-def test_cli_predict_refuses_another_devices_model(tmp_path: Path) -> None:
-    hist, labels = _fleet(tmp_path)
-    out = train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
-    labels.close()
-    r = subprocess.run(
-        [sys.executable, "-m", "edgewise", "predict", "transfer", "--device", "f0",
-         "--model", out["path"], "--data-dir", str(tmp_path)],
-        capture_output=True, text=True, cwd=REPO, timeout=120)
+def test_cli_predict_refuses_another_devices_model(trained) -> None:  # type: ignore[no-untyped-def]
+    tmp_path, _, out = trained
+    # through the real entry point (edgewise.cli.main), in this process
+    r = edgewise_here("predict", "transfer", "--device", "f0", "--model", out["path"],
+                      "--data-dir", str(tmp_path), cwd=REPO)
     assert r.returncode == 2 and r.stderr == (
         f"error: --model {out['path']!r} is 't''s transfer model, not 'f0''s.\n")
 
@@ -286,11 +294,10 @@ def test_a_window_over_half_the_history_is_refused_not_cut(tmp_path: Path) -> No
         train_transfer(hist.__getitem__, "t", labels, tmp_path, window=2001)
 
 
-def test_predict_refuses_a_history_shorter_than_one_window(tmp_path: Path) -> None:
+def test_predict_refuses_a_history_shorter_than_one_window(trained) -> None:  # type: ignore[no-untyped-def]
     from edgewise.label.fleet_transfer import predict_transfer
 
-    hist, labels = _fleet(tmp_path)
-    out = train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
+    _, hist, out = trained
     ts, X, m = hist["t"]
     with pytest.raises(ValueError, match="has 30 readings, fewer than one window of 40"):
         predict_transfer((ts[:30], X[:30], m), out["path"])
@@ -411,17 +418,19 @@ def test_a_fine_tuned_model_worse_on_the_hold_out_is_not_saved(
 
 @pytest.mark.parametrize("kept", ["device", "fleet"])
 def test_the_alarm_counts_are_what_the_saved_and_fleet_models_flag(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: str, trained) -> None:  # type: ignore[no-untyped-def]
     """Check the summary's ``alarms`` (each model's predictions made once and reused) are
     what the saved model and its fleet model flag on the device's windows, whichever is
     kept: the fine-tuned model's count where it is saved, the fleet model's where not."""
     import edgewise.label.fleet_transfer as ft
 
-    hist, labels = _fleet(tmp_path)
     if kept == "fleet":
+        hist, labels = _fleet(tmp_path)
         monkeypatch.setattr(ft, "holdout_scores", lambda *a, **k: {
             "fleet_f1": 1.0, "device_f1": 0.0, "n_train": 20.0, "n_holdout": 20.0})
-    out = train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
+        out = train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
+    else:  # the fine-tuned model is kept on _fleet's labels (as test_fine_tuning_... says)
+        _, hist, out = trained
     alarms = out["alarms"]
     assert out["kept"] == kept and alarms["fine_tuned"] != alarms["fleet"], out
     record = load_transfer_model(out["path"])

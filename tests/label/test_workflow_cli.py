@@ -11,14 +11,22 @@ import pytest
 from edgewise.label.store import LabelStore
 from edgewise.label.workflow import load_model
 from edgewise.security import Security
+from tests.in_process import edgewise_here
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _process(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m edgewise ARGS``, a real process."""
     return subprocess.run([sys.executable, "-m", "edgewise", *args], capture_output=True,
                           text=True, cwd=REPO, env={"PYTHONPATH": str(REPO / "src"),
                                                     "PATH": "/usr/bin:/bin"}, timeout=120)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``edgewise ARGS`` through the real entry point in this process, as :func:`_process`
+    answers (a new interpreter's imports cost a second a call)."""
+    return edgewise_here(*args, cwd=REPO)
 
 
 def _history_csv(path: Path) -> None:
@@ -77,8 +85,8 @@ def test_suggest_label_train_loop(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_suggest_without_history_fails_in_one_line(data_dir: Path, tmp_path: Path) -> None:
-    r = _cli("label", "suggest", "--device", "pump-1", "--csv", str(tmp_path / "none.csv"),
-             "--data-dir", str(data_dir))
+    r = _process("label", "suggest", "--device", "pump-1", "--csv", str(tmp_path / "none.csv"),
+                 "--data-dir", str(data_dir))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "does not exist" in r.stderr
 
 

@@ -1,4 +1,6 @@
-"""``edgewise quality FILE.csv`` as a real process, on a CSV with planted faults."""
+"""``edgewise quality FILE.csv`` on CSVs with planted faults: through the real entry point in
+the test's process (:func:`tests.in_process.edgewise_here`), and once as a real process
+(a refusal's exit status and its one stderr line)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,19 @@ import numpy as np
 import pandas as pd
 
 from tests.conftest import REPO
+from tests.in_process import edgewise_here
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m edgewise quality ARGS``, a real process."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     return subprocess.run([sys.executable, "-m", "edgewise", "quality", *args],
                           capture_output=True, text=True, env=env, timeout=120)
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """``edgewise quality ARGS`` in this process, answered as :func:`run_process` answers."""
+    return edgewise_here("quality", *args)
 
 
 def test_report_and_plots_for_a_faulty_csv(tmp_path: Path) -> None:
@@ -43,7 +52,7 @@ def test_report_and_plots_for_a_faulty_csv(tmp_path: Path) -> None:
 def test_missing_time_column_is_one_line(tmp_path: Path) -> None:
     """Check that a CSV without the time column fails with a line naming it."""
     pd.DataFrame({"t": [1, 2], "v": [1.0, 2.0]}).to_csv(tmp_path / "r.csv", index=False)
-    done = run(str(tmp_path / "r.csv"))
+    done = run_process(str(tmp_path / "r.csv"))
     assert done.returncode == 2
     assert "no time column 'ts'" in done.stderr
 

@@ -384,14 +384,15 @@ def run_active(ds: Dataset, strategy: str, seed: int, budgets: Sequence[int] = B
     top = max(budgets)
     while True:
         model = WindowFeedbackModel(**model_params).fit(ws, y)
-        pred = model.predict(ws)
+        margin = model.decision_function(ws)  # once: predict() is margin >= 0, and the
+        pred = margin >= 0                    # strategies ask the same margins
         if asked in budgets:
             nab = ds.nab.score(ws, pred, ds.y)["standard"] if ds.nab is not None else float("nan")
             out[asked] = (event_f1(pred, ds.y, ds.event, ws.device), window_f1(pred, ds.y), nab)
         if asked >= top:
             return out
         want = min(batch, top - asked, *[b - asked for b in budgets if b > asked])
-        pool = Pool(margin=model.decision_function(ws),
+        pool = Pool(margin=margin,
                     member_margins=model.member_margins(ws),
                     features=ws.features, groups=ws.device, labels=y)
         pick = strat.select(pool, want)
