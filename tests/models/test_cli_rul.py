@@ -1,20 +1,17 @@
-"""The ``edgewise train rul`` / ``predict rul`` commands, run as real processes, and
-:func:`edgewise_here`, which runs a command in the test's own process as that process would."""
+"""The ``edgewise train rul`` / ``predict rul`` commands, run as real processes (and, where the
+process boundary is not under test, in this one: :func:`tests.in_process.edgewise_here`)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
-import tempfile
-import traceback
-import warnings
 from pathlib import Path
 
 from edgewise.models.rul import read_header
 from tests.conftest import REPO
+from tests.in_process import edgewise_here
 from tests.models.test_rul import fleet
 
 
@@ -24,61 +21,6 @@ def edgewise(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "edgewise", *args], capture_output=True, text=True, env=env,
         timeout=240,
     )
-
-
-def edgewise_here(*args: str) -> subprocess.CompletedProcess[str]:
-    """``edgewise ARGS`` run in this process through the same entry point
-    (:func:`edgewise.cli.main`) as ``python -m edgewise``, answered as :func:`edgewise` answers:
-    its exit status, and everything written to file descriptors 1 and 2 (Python's and native
-    libraries' output alike); warnings are printed to stderr under a fresh interpreter's
-    filters, not recorded by pytest, and an uncaught exception is a traceback and status 1.
-    It spares a test that checks what a command answers, not the process boundary, the
-    seconds of a new interpreter importing pandas, scikit-learn and LightGBM."""
-    from edgewise.cli import main
-
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-    saved_argv, saved_streams = sys.argv, (sys.stdout, sys.stderr)
-    saved_fds = (os.dup(1), os.dup(2))
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        for stream in saved_streams:
-            stream.flush()
-        os.dup2(out.fileno(), 1)
-        os.dup2(err.fileno(), 2)
-        here = sys.stdout, sys.stderr = tuple(
-            io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding="utf-8",
-                             write_through=True) for fd in (1, 2))
-        sys.argv = ["edgewise", *args]
-        code = 0
-        try:
-            with warnings.catch_warnings():
-                warnings.resetwarnings()  # a fresh interpreter's filters
-                for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning,
-                                 ResourceWarning):
-                    warnings.simplefilter("ignore", category)
-                warnings.showwarning = show
-                main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (exc.code is not None)
-            if isinstance(exc.code, str):
-                sys.stderr.write(exc.code + "\n")
-        except Exception:
-            traceback.print_exc()
-            code = 1
-        finally:
-            for stream in here:
-                stream.close()
-            sys.stdout, sys.stderr = saved_streams
-            sys.argv = saved_argv
-            os.dup2(saved_fds[0], 1)
-            os.dup2(saved_fds[1], 2)
-            for fd in saved_fds:
-                os.close(fd)
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(["edgewise", *args], int(code),
-                                           out.read().decode(), err.read().decode())
 
 
 def test_train_then_predict_round_trip(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.models.test_cli_rul import edgewise_here as edgewise  # in this process
+from tests.in_process import edgewise_here as edgewise  # in this process
 from tests.models.test_rul import fleet
 
 

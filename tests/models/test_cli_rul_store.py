@@ -12,7 +12,7 @@ from edgewise.label.store import LabelStore
 from edgewise.models.rul import read_header
 from edgewise.store import open_store
 from edgewise.telemetry import Reading
-from tests.models.test_cli_rul import edgewise_here as edgewise  # in this process
+from tests.in_process import edgewise_here as edgewise  # in this process
 
 SENSORS = ["sensor_2", "sensor_3", "sensor_4", "sensor_7", "sensor_11", "sensor_12"]
 T0 = 1_700_000_000 * 10**9

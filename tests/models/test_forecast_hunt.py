@@ -22,7 +22,7 @@ from edgewise.models.forecast import (
     load_forecaster,
     regular_series,
 )
-from tests.models.test_cli_rul import edgewise_here
+from tests.in_process import edgewise_here
 
 HOUR = 3600 * 10**9
 SEC = 10**9
