@@ -10,6 +10,28 @@ import pytest
 from tests.conftest import REPO
 
 
+def edgewise_in_process(args: list[str], monkeypatch: pytest.MonkeyPatch,
+                        capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``edgewise ARGS`` through the console script's own entry point
+    (:func:`edgewise.cli.main`, what ``python -m edgewise`` runs) in this process: its exit
+    status and what it wrote to stderr. A refusal that does not end in ``SystemExit`` (a
+    traceback) fails the test, and so does starting a fleet or a SuperNode. (The real
+    process is run by test_client_refuses_an_unreadable_privacy_ledger.)"""
+    import os
+
+    from edgewise.cli import federate, main
+
+    monkeypatch.setattr(federate, "_run_fleet",
+                        lambda *_a, **_k: pytest.fail(f"{args}: a fleet was started"))
+    monkeypatch.setattr(os, "execvpe",
+                        lambda *_a: pytest.fail(f"{args}: a SuperNode was started"))
+    monkeypatch.setattr(sys, "argv", ["edgewise", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return exited.value.code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["server", "--dp-noise", "1.0", "--strategy", "krum", "--clients", "5"], "--strategy fedavg"),
     (["server", "--dp-noise", "1.0", "--strategy", "trimmed"], "--strategy fedavg"),
@@ -49,18 +71,18 @@ from tests.conftest import REPO
     (["server", "--dp-epsilon", "0.001", "--dataset", "cmapss", "--rounds", "3"],
      "a device holding one batch (32 records) or fewer"),
 ])
-def test_bad_parameters_fail_in_one_line(tmp_path, args: list[str], needle: str) -> None:
+def test_bad_parameters_fail_in_one_line(tmp_path, monkeypatch, capsys, args: list[str],
+                                        needle: str) -> None:
     """Check each bad value gives one clear line, a non-zero exit and no traceback, before
     any process starts."""
     if args[0] in ("server", "demo"):
         args = [*args, "--data-dir", str(tmp_path)]
-    cmd = [sys.executable, "-m", "edgewise", *([] if args[0] == "bench" else ["federate"]),
-           *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert out.returncode == 2
-    assert "Traceback" not in out.stderr
-    assert needle in out.stderr, out.stderr
-    assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: "), out.stderr
+    code, err = edgewise_in_process([*([] if args[0] == "bench" else ["federate"]), *args],
+                                    monkeypatch, capsys)
+    assert code == 2, (code, err)
+    assert "Traceback" not in err
+    assert needle in err, err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
     assert not (tmp_path / "federated").exists()
 
 

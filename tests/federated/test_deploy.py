@@ -7,19 +7,26 @@ import os
 import signal
 import threading
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
+from flwr.superlink.grid.http_grid import HttpGrid
 
+from edgewise.federated.client_app import app
 from edgewise.federated.deploy import LocalFleet
+from edgewise.federated.inprocess import InProcessGrid
 from edgewise.federated.publish import load_global_model
 
 
 def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path, monkeypatch):
     """Check 3 SuperNode processes finish 2 rounds and only parameters reach the server."""
-    # no usage report to flower.ai: each Flower process waits up to 4 s for it at exit (a
-    # ClientApp process per message), where the network is slow or blackholed
+    # no usage report to flower.ai and no update check: each Flower process waits up to 4 s
+    # (3 s) for them at exit (a ClientApp process per message), where the network is slow
+    # or blackholed
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
+    monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")
     # the run asks for no DP, but each device keeps its own limit (node config read by the
     # real SuperNode process): it trains under DP-SGD at ε <= 6 anyway
     with LocalFleet(3, workdir=tmp_path, attacks={2: "nan"}, max_epsilon=6.0) as fleet:
@@ -61,6 +68,58 @@ def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path, monkeypatc
     assert sum(r["reason"] == "non-finite" for r in meta["rejected"]) == 2
     assert all(np.isfinite(v.numpy()).all() for v in state.values())
     assert (tmp_path / "out" / "checkpoint.npz").exists()
+
+
+class _SlowLink(HttpGrid):
+    """Flower's deployment grid whose replies reach the SuperLink ``ready`` seconds after
+    the messages were pushed (None: never); counts its pulls."""
+
+    def __init__(self, ready: list[float | None]) -> None:
+        super().__init__(token="not-connected")
+        self.ready, self.pulls, self.t0 = ready, 0, 0.0
+
+    def push_messages(self, messages: Any) -> list[str]:
+        self.t0 = time.monotonic()
+        return [f"m{i}" for i, _ in enumerate(messages)]
+
+    def pull_messages(self, ids: Any) -> list[Any]:
+        self.pulls += 1
+        now = time.monotonic() - self.t0
+        return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=f"m{i}"))
+                for i, at in enumerate(self.ready)
+                if at is not None and at <= now and f"m{i}" in set(ids)]
+
+
+def test_the_server_app_collects_each_round_promptly(tmp_path, monkeypatch):
+    """Check the ServerApp's grid hands back a round's replies within a poll (0.5 s) of the
+    last one reaching the SuperLink, not Flower's 3 s, each reply once, and, at the round
+    timeout, the replies that came."""
+    from flwr.app import Context, RecordDict
+
+    from edgewise.federated import server_app
+
+    link = _SlowLink([0.1, 0.6, 0.3])
+    grid = server_app._PromptGrid(link, poll=0.1)
+    t = time.monotonic()
+    got = grid.send_and_receive(["a", "b", "c"], timeout=30)
+    took = time.monotonic() - t
+    assert sorted(m.metadata.reply_to_message_id for m in got) == ["m0", "m1", "m2"]
+    assert took < 2.5, f"the last reply came at 0.6 s, the round ended at {took:.2f} s"
+    link = _SlowLink([0.1, None])
+    t = time.monotonic()
+    got = server_app._PromptGrid(link, poll=0.1).send_and_receive(["a", "b"], timeout=0.5)
+    assert [m.metadata.reply_to_message_id for m in got] == ["m0"]
+    assert 0.5 <= time.monotonic() - t < 2.5 and link.pulls >= 3
+    # the deployment entry point hands the run that grid, polling at most every 0.5 s;
+    # another grid (in-process devices: its own message ids) as it is
+    seen: list[Any] = []
+    monkeypatch.setattr(server_app, "_main", lambda g, _rc, _out: seen.append(g))
+    in_process = InProcessGrid(app, [{"partition-id": 0, "num-partitions": 1}])
+    for grid in (link, in_process):
+        server_app.main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                      run_config={"out-dir": str(tmp_path / "out")}))
+    assert isinstance(seen[0], server_app._PromptGrid) and seen[0].grid is link, seen
+    assert seen[0].poll <= 0.5 and seen[1] is in_process, seen
 
 
 @pytest.mark.slow

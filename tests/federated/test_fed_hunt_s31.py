@@ -43,6 +43,7 @@ from edgewise.federated.inprocess import InProcessGrid
 from edgewise.federated.server_app import run_federated
 from edgewise.federated.stats_privacy import StatsBounds
 from tests.conftest import REPO
+from tests.federated.test_cli_params import edgewise_in_process
 
 torch.set_num_threads(1)
 PUMP_BOUNDS = {"lower": [1000, 20, 1, 5, 30, 1], "upper": [2000, 90, 8, 30, 65, 6]}
@@ -171,25 +172,22 @@ def test_secagg_nan_epsilon_refuses_the_round_and_keeps_the_honest_epsilon(
 
 # -- 4. a damaged checkpoint is one line on --resume ----------------------------------------
 
-def _server(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgewise", "federate", "server",
-                           "--data-dir", str(tmp_path), *args],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
-
-
 @pytest.mark.parametrize("content", ["garbage", "no-round"])
-def test_resume_from_an_unreadable_checkpoint_is_one_line(tmp_path: Path, content: str) -> None:
+def test_resume_from_an_unreadable_checkpoint_is_one_line(
+        tmp_path: Path, content: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     ckpt = tmp_path / "federated" / "server" / "out" / "checkpoint.npz"
     ckpt.parent.mkdir(parents=True)
     if content == "garbage":
         ckpt.write_bytes(b"not a checkpoint at all")
     else:
         np.savez(ckpt, **{"p:0.weight": np.zeros((2, 2))})
-    out = _server(tmp_path, "--resume", "--rounds", "2")
-    assert out.returncode == 2, out.stderr
-    assert "Traceback" not in out.stderr
-    assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: --resume: "), out.stderr
-    assert str(ckpt) in out.stderr and "without resuming" in out.stderr
+    code, err = edgewise_in_process(["federate", "server", "--data-dir", str(tmp_path),
+                                     "--resume", "--rounds", "2"], monkeypatch, capsys)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("error: --resume: "), err
+    assert str(ckpt) in err and "without resuming" in err
 
 
 # -- 5. run_federated: the rule is checked first, and beta defaults as the CLI's ------------
@@ -224,13 +222,13 @@ def test_default_beta_is_the_smallest_that_trims() -> None:
     (["demo", "--stats-share", "7", "--dp-epsilon", "0.0001"],
      "--stats-share 7 needs --stats-bounds FILE"),
 ])
-def test_an_option_without_the_one_it_needs_is_refused(tmp_path: Path, args: list[str],
-                                                      needle: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "edgewise", "federate", *args,
-                          "--data-dir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert out.returncode == 2
-    assert needle in out.stderr and out.stderr.count("\n") == 1, out.stderr
+def test_an_option_without_the_one_it_needs_is_refused(
+        tmp_path: Path, args: list[str], needle: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = edgewise_in_process(["federate", *args, "--data-dir", str(tmp_path)],
+                                    monkeypatch, capsys)
+    assert code == 2
+    assert needle in err and err.count("\n") == 1, err
     assert not (tmp_path / "federated").exists()
 
 

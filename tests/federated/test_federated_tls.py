@@ -9,7 +9,6 @@ import ipaddress
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from edgewise.errors import InvalidParameterError
 from edgewise.federated import deploy
 from edgewise.federated.deploy import LocalFleet, TlsFiles, check_tls, supernode_command
-from tests.conftest import REPO
+from tests.federated.test_cli_params import edgewise_in_process
 
 
 @dataclass(frozen=True)
@@ -182,29 +181,35 @@ def test_supernode_command_trusts_the_ca_instead_of_running_insecure(pki: Pki) -
     assert tls[tls.index("--superlink") + 1] == "127.0.0.1:9092"
 
 
-def _edgewise(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgewise", "federate", *args],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+def _edgewise(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+              *args: str) -> tuple[int, str]:
+    """``edgewise federate ARGS`` through the console script's entry point, in this process
+    (exit status, stderr); starting a fleet or a SuperNode fails the test."""
+    return edgewise_in_process(["federate", *args], monkeypatch, capsys)
 
 
-def test_server_refuses_a_certificate_without_its_key_in_one_line(pki: Pki,
-                                                                  tmp_path: Path) -> None:
+def test_server_refuses_a_certificate_without_its_key_in_one_line(
+        pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """Check `federate server --tls-cert` alone stops in one line, before anything starts."""
-    r = _edgewise("server", "--tls-cert", str(pki.cert), "--data-dir", str(tmp_path))
-    assert r.returncode == 2, r.stderr
-    assert r.stderr == (f"error: --tls-cert {str(pki.cert)!r} needs --tls-key too (the "
-                        "SuperLink's certificate and its private key go together); give "
-                        "both or neither.\n")
+    code, err = _edgewise(monkeypatch, capsys, "server", "--tls-cert", str(pki.cert),
+                          "--data-dir", str(tmp_path))
+    assert code == 2, err
+    assert err == (f"error: --tls-cert {str(pki.cert)!r} needs --tls-key too (the "
+                   "SuperLink's certificate and its private key go together); give "
+                   "both or neither.\n")
     assert not (tmp_path / "federated").exists()
 
 
-def test_client_refuses_a_ca_file_that_holds_no_certificate(pki: Pki, tmp_path: Path) -> None:
+def test_client_refuses_a_ca_file_that_holds_no_certificate(
+        pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """Check `federate client --tls-ca KEY` stops in one line before starting a SuperNode."""
-    r = _edgewise("client", "--superlink", "127.0.0.1:1", "--tls-ca", str(pki.key),
-                  "--data-dir", str(tmp_path))
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith(
-        f"error: --tls-ca {str(pki.key)!r} holds no PEM certificate"), r.stderr
+    code, err = _edgewise(monkeypatch, capsys, "client", "--superlink", "127.0.0.1:1",
+                          "--tls-ca", str(pki.key), "--data-dir", str(tmp_path))
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith(
+        f"error: --tls-ca {str(pki.key)!r} holds no PEM certificate"), err
     assert not (tmp_path / "federated").exists()  # refused before the ledger is made
 
 
@@ -272,6 +277,7 @@ def test_a_tls_supernode_completes_a_round_and_insecure_or_untrusting_ones_are_r
     trusting the CA completes a round (the run submission verifies it too), while one
     running --insecure and one trusting another CA cannot connect and exit non-zero."""
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
+    monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")  # no wait on flower.ai at exit
     tls = check_tls(pki.cert, pki.key, pki.ca)
     with LocalFleet(1, workdir=tmp_path, tls=tls) as fleet:
         insecure = _spawn_bad_node(fleet, "insecure", None)

@@ -61,7 +61,6 @@ from edgewise.federated.data import (
     window_features,
 )
 from edgewise.federated.ledger import DEVICE_DELTA, LedgerEntry, PrivacyBudgetError, PrivacyLedger
-from edgewise.federated.model import RUL_SCALE, build_model, train_local
 from edgewise.federated.privacy import Mechanism
 
 __all__ = ["ATTACKS", "DeviceData", "app", "device_data", "dp_sgd_budget", "held_data",
@@ -236,11 +235,19 @@ def _normaliser(config: Any, data: DeviceData) -> ConditionNormaliser:
     return ConditionNormaliser(mean, std)
 
 
-def _data(context: Context) -> DeviceData:
+def _torch_threads(context: Context) -> None:
+    """Set torch's threads to the run config's ``threads`` before this device trains.
+
+    torch (and :mod:`edgewise.federated.model`) is imported where a model is used: a
+    device answering the normaliser round (a ClientApp process of its own, in Flower's
+    deployment engine) never loads it."""
     import torch
 
+    torch.set_num_threads(int(context.run_config.get("threads", 1)))  # small models
+
+
+def _data(context: Context) -> DeviceData:
     rc, nc = context.run_config, context.node_config
-    torch.set_num_threads(int(rc.get("threads", 1)))  # small models: threads only contend
     return device_data(
         str(rc.get("dataset", "pump")), str(rc.get("data-dir", "")),
         int(nc.get("partition-id", 0)), int(nc.get("num-partitions", 1)),
@@ -389,6 +396,7 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
     run's DP release of the normaliser statistics (:func:`_stats_spent`), which the plan
     makes room for in the budget.
     """
+    from edgewise.federated.model import build_model, train_local
     from edgewise.federated.privacy import dp_sgd_history
 
     X, y = data.features(norm)
@@ -429,11 +437,13 @@ def train(msg: Message, context: Context) -> Message:
     """Answer a ``train`` message: share normaliser statistics or train the model locally."""
     data = _data(context)
     if LEGACY_FIT_CONFIG in msg.content.config_records:  # a SecAgg+ round (legacy messages)
+        _torch_threads(context)
         return _secagg_fit(msg, context, data)
     config = msg.content["config"]
     try:
         if config.get("phase", "fit") == "stats":
             return _stats_reply(msg, context, data, config)
+        _torch_threads(context)
         keys, sent, n, loss, (eps, z, q, steps) = _fit(data, _normaliser(config, data),
                                              msg.content["arrays"].to_torch_state_dict(),
                                              context, int(config.get("server-round", 0)),
@@ -512,6 +522,8 @@ def _secagg_fit(msg: Message, context: Context, data: DeviceData) -> Message:
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.compat.common import recorddict_compat as compat
 
+    from edgewise.federated.model import build_model
+
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     cfg = fitins.config
     norm_stats = json.loads(str(cfg["normaliser"]))
@@ -543,6 +555,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     """Loss of the global model on rows this device never trains on (:func:`held_data`):
     a pump's held-back normal readings, a C-MAPSS device's share of the test engines."""
     import torch
+
+    from edgewise.federated.model import RUL_SCALE, build_model
 
     rc, nc = context.run_config, context.node_config
     torch.set_num_threads(int(rc.get("threads", 1)))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from edgewise.errors import InvalidParameterError
@@ -104,21 +105,32 @@ def rdp_epsilon(
     return composed_epsilon([(noise_multiplier, sampling_rate, steps)], delta)
 
 
-def _gaussian_event(noise_multiplier: float, sampling_rate: float) -> object:
-    """The ``dp-accounting`` event of one Gaussian step, Poisson-subsampled when q < 1."""
-    import dp_accounting
+@lru_cache(maxsize=4096)
+def _step_rdp(sampling_rate: float, noise_multiplier: float) -> Any:
+    """The RDP curve at ``_ORDERS`` of one Poisson-subsampled Gaussian step (a plain
+    Gaussian step at q = 1), as ``dp-accounting``'s RDP accountant computes it for a
+    ``PoissonSampledDpEvent`` / ``GaussianDpEvent``: a read-only float64 array.
 
-    event = dp_accounting.GaussianDpEvent(noise_multiplier)
-    if sampling_rate < 1:
-        event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
-    return event
+    Cached: the curve depends on (q, z) only and costs up to a second of pure Python
+    (fractional orders), while a device's calibration, its ledger and the server's
+    accounting ask for the same (q, z) again and again (each step count is a multiple of it).
+    """
+    import numpy as np
+    from dp_accounting.rdp import rdp_privacy_accountant as rdp
+
+    curve = np.array(rdp._compute_rdp_poisson_subsampled_gaussian(
+        q=sampling_rate, noise_multiplier=noise_multiplier, orders=np.array(_ORDERS)),
+        dtype=np.float64)
+    curve.setflags(write=False)
+    return curve
 
 
 def _composed_epsilon(parts: Iterable[tuple[object, int]], delta: float,
                       replace_one: bool = False) -> float:
     """ε after composing each ``(event, count)`` of ``parts`` ``count`` times, by the RDP
-    accountant over ``_ORDERS`` (add/remove neighbours, or replace-one): the one place every
-    ε of this module (and of the devices' ledgers) is computed."""
+    accountant over ``_ORDERS`` (add/remove neighbours, or replace-one). Histories of
+    Poisson-subsampled Gaussian steps take :func:`composed_epsilon`, which sums the same
+    curves (:func:`_step_rdp`) the accountant would, in the same order."""
     import dp_accounting
     from dp_accounting import rdp
 
@@ -157,8 +169,15 @@ def composed_epsilon(history: Iterable[Mechanism], delta: float = 1e-5) -> float
         return 0.0
     if not 0 < delta < 1:
         raise InvalidParameterError(f"composed_epsilon needs delta in (0, 1). Got {delta}.")
-    return _composed_epsilon([(_gaussian_event(z, q), n) for (z, q), n in merged.items()],
-                             delta)
+    # what RdpAccountant(_ORDERS).compose(SelfComposedDpEvent(event, n)) for each part, then
+    # get_epsilon(delta), computes (the same sums in the same order), from cached curves
+    import numpy as np
+    from dp_accounting.rdp import rdp_privacy_accountant as rdp
+
+    total = np.zeros(len(_ORDERS), dtype=np.float64)
+    for (z, q), n in merged.items():
+        total += n * _step_rdp(q, z)
+    return float(rdp.compute_epsilon(np.array(_ORDERS), total, delta)[0])
 
 
 
@@ -190,7 +209,6 @@ def _history_rdp(history: Iterable[Mechanism]) -> list[float]:
     """The RDP curve (at :func:`rdp_orders`) of one history of Poisson-subsampled Gaussian
     steps, composed."""
     import numpy as np
-    from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
     mine = np.zeros(len(_ORDERS))
     for z, q, steps in history:
@@ -198,8 +216,7 @@ def _history_rdp(history: Iterable[Mechanism]) -> list[float]:
             raise InvalidParameterError(
                 "An RDP history needs noise multipliers > 0, sampling rates in (0, 1] and "
                 f"steps >= 0. Got ({z}, {q}, {steps}) instead.")
-        mine += np.asarray(rdp._compute_rdp_poisson_subsampled_gaussian(q, z, _ORDERS)) \
-            * int(steps)
+        mine += _step_rdp(float(q), float(z)) * int(steps)
     return [float(x) for x in mine]
 
 

@@ -1050,6 +1050,79 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
 app = ServerApp()
 
 
+class _PromptGrid(Grid):
+    """``grid`` (the deployment engine's ``HttpGrid``), collecting a round's replies every
+    ``poll`` seconds: Flower's ``send_and_receive`` pulls every 3 s, so each round (the
+    normaliser round too) waited up to 3 s after its last reply had reached the SuperLink.
+    Everything else is ``grid``'s own. (:func:`_prompt` wraps only that grid: the loop
+    matches replies to the ids ``push_messages`` returned, which are message ids there.)
+    """
+
+    def __init__(self, grid: Grid, poll: float = 0.5) -> None:
+        self.grid = grid
+        self.poll = poll
+
+    def __getattr__(self, name: str) -> Any:  # close(), get_nodes(), …
+        if name == "grid":  # not set yet (a copy): no recursion
+            raise AttributeError(name)
+        return getattr(self.grid, name)
+
+    def set_run(self, run: Any) -> None:
+        """``grid.set_run``."""
+        self.grid.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        """``grid.run``."""
+        return self.grid.run
+
+    def create_message(self, content: Any, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        """``grid.create_message``."""
+        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """``grid.get_node_ids``."""
+        return self.grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """``grid.push_messages``."""
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """``grid.pull_messages``."""
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        """Push ``messages``, then pull their replies every ``poll`` seconds until each
+        has come or ``timeout`` seconds have passed (None: no limit), as Flower's does."""
+        import time
+
+        ids = set(self.push_messages(messages))
+        del messages
+        end = time.time() + (timeout if timeout is not None else 0.0)
+        replies: list[Message] = []
+        while timeout is None or time.time() < end:
+            got = list(self.pull_messages(ids))
+            replies.extend(got)
+            ids.difference_update({m.metadata.reply_to_message_id for m in got})
+            if not ids:
+                break
+            time.sleep(self.poll)
+        return replies
+
+
+def _prompt(grid: Grid) -> Grid:
+    """Flower's deployment grid (``HttpGrid``) as a :class:`_PromptGrid`; any other grid
+    (:class:`~edgewise.federated.inprocess.InProcessGrid`, …) as it is."""
+    try:
+        from flwr.superlink.grid.http_grid import HttpGrid
+    except ImportError:  # another Flower layout: its own polling
+        return grid
+    return _PromptGrid(grid) if isinstance(grid, HttpGrid) else grid
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Deployment entry point: read the run config, train, write results to ``out-dir``.
@@ -1067,7 +1140,7 @@ def main(grid: Grid, context: Context) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "error.json").unlink(missing_ok=True)
     try:
-        _main(grid, rc, out)
+        _main(_prompt(grid), rc, out)
     except Exception as exc:
         # Nothing is registered, signed or published; the launcher reads why from here.
         why = str(exc) if isinstance(exc, FederatedRunError | InvalidParameterError) else \
