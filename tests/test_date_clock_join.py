@@ -13,20 +13,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from typer.testing import CliRunner
 
-from edgewise.cli import app, load_commands
-from edgewise.errors import EdgewiseError
-
-load_commands()
+from tests.in_process import edgewise_here
 
 
 def _run(*args: str) -> tuple[int, str, str]:
-    res = CliRunner(mix_stderr=False).invoke(app, list(args))
-    err = res.stderr
-    if isinstance(res.exception, EdgewiseError):  # as edgewise.cli.main writes it
-        err += f"error: {res.exception}\n"
-    return res.exit_code, res.stdout, err
+    res = edgewise_here(*args)
+    return res.returncode, res.stdout, res.stderr
 
 
 def _day_hours(h: int) -> tuple[str, str]:

@@ -73,14 +73,21 @@ class SharedGateways:
         codes = {c: g.stop() for c, g in self.started.items()}
         assert all(rc == 0 for rc in codes.values()), f"gateway exit codes: {codes}"
 
+    @classmethod
+    def for_module(cls, tmp_path_factory: pytest.TempPathFactory,
+                   name: str) -> Iterator[SharedGateways]:
+        """A module fixture's body: the gateways under a new temp folder ``name``, each
+        stopped (and its clean exit asserted) at the module's end."""
+        shared = cls(tmp_path_factory.mktemp(name))
+        try:
+            yield shared
+        finally:
+            shared.close()
+
 
 @pytest.fixture(scope="module")
 def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedGateways]:
-    shared = SharedGateways(tmp_path_factory.mktemp("acl"))
-    try:
-        yield shared
-    finally:
-        shared.close()
+    yield from SharedGateways.for_module(tmp_path_factory, "acl")
 
 
 def _client(gw, user: str, secret: str, client_id: str | None = None, *,

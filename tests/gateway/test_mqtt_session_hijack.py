@@ -96,11 +96,7 @@ def _stored(gw: Any, admin: str, device: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedGateways]:
-    shared = SharedGateways(tmp_path_factory.mktemp("hijack"))
-    try:
-        yield shared
-    finally:
-        shared.close()
+    yield from SharedGateways.for_module(tmp_path_factory, "hijack")
 
 
 @pytest.fixture(params=["plugin", "subscriber"])

@@ -13,13 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from edgewise.cli import app, load_commands
-from edgewise.errors import EdgewiseError
 from edgewise.tables import clock_column, find_time_column
-
-load_commands()
+from tests.in_process import edgewise_here
 
 
 @pytest.mark.parametrize(("columns", "found"), [
@@ -54,11 +50,8 @@ def _file(tmp_path: Path) -> Path:
 
 
 def _run(*args: str) -> tuple[int, str, str]:
-    res = CliRunner(mix_stderr=False).invoke(app, list(args))
-    err = res.stderr
-    if isinstance(res.exception, EdgewiseError):  # as edgewise.cli.main writes it
-        err += f"error: {res.exception}\n"
-    return res.exit_code, res.stdout, err
+    res = edgewise_here(*args)
+    return res.returncode, res.stdout, res.stderr
 
 
 def test_quality_reads_the_timestamp_column_not_the_dates(tmp_path: Path) -> None:
