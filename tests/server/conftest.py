@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import itertools
 import json
 import threading
 import time
@@ -26,7 +28,11 @@ from edgewise.security import Security
 from edgewise.server.app import create_app
 from edgewise.store import open_store
 from edgewise.store.base import Store
-from tests.conftest import free_port
+from tests.conftest import IN_CI, free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "field", "value", "allowed", "reason"}
 
@@ -109,6 +115,26 @@ def env(data_dir: Path) -> Iterator[Env]:
     yield from build_env(data_dir)
 
 
+@pytest.fixture(scope="module")
+def module_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """One app as :func:`env` builds it, shared by the tests of a module that change nothing
+    in it (building an app takes most of a second): a test that adds, deletes, sends or
+    labels anything takes ``env``, an app of its own."""
+    yield from build_env(tmp_path_factory.mktemp("ewdata"))
+
+
+_DEVICE_NUMBERS = itertools.count(1)
+
+
+@pytest.fixture
+def device_env(module_env: Env) -> Env:
+    """``module_env`` as a device of the test's own sees it (``env.device``/``env.secret``
+    are a new ``dev-<n>``): for a test that sends only as that device and reads back only
+    that device's readings and acks, so what it stores is seen by no other test."""
+    device, secret = module_env.security.add_device(f"dev-{next(_DEVICE_NUMBERS)}")
+    return dataclasses.replace(module_env, device=device, secret=secret)
+
+
 def problem(resp: Any, status: int) -> dict[str, Any]:
     """Check ``resp`` is a problem+json answer with ``status``; return its body."""
     assert resp.status_code == status, resp.text
@@ -143,3 +169,31 @@ def serve_in_thread(app: Any, **uvicorn_kwargs: Any) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def _browser() -> Iterator[Any]:
+    """One headless Debian chromium under Playwright for the browser tests of a module: each
+    test works in contexts of its own (``chromium``). Not one per session: while Playwright's
+    sync API runs, its event loop counts as running, and a later module's ``asyncio.run``
+    fails ("cannot be called from a running event loop")."""
+    if not CHROMIUM.exists():
+        if IN_CI:
+            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs it with apt-get")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def chromium(_browser: Any) -> Iterator[Any]:
+    """The headless chromium; what a test opened in it (contexts: pages, their storage,
+    cookies and routes) is closed after the test, also when it failed, so no test sees
+    another's."""
+    yield _browser
+    for ctx in list(_browser.contexts):
+        ctx.close()

@@ -138,6 +138,13 @@ def _b64(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+@pytest.fixture(scope="module")
+def one_alert(module_env: Env) -> Env:
+    """The module's app (shared by the tests that only read) with one alert to list."""
+    _add(module_env, time.time_ns())
+    return module_env
+
+
 @pytest.mark.parametrize("cursor", [
     "not a cursor!",
     "abc",                                   # base64 alphabet, not JSON
@@ -151,10 +158,10 @@ def _b64(text: str) -> str:
     _b64("[" * 3000),                        # nesting deeper than the JSON parser goes
     "A" * 5000,
 ], ids=lambda c: c[:12])
-def test_a_malformed_cursor_is_a_422_naming_it(env: Env, cursor: str) -> None:
+def test_a_malformed_cursor_is_a_422_naming_it(one_alert: Env, cursor: str) -> None:
     """Check a cursor the API did not give answers 422 with field 'cursor', its value
     (shortened) and what a cursor must be; nothing else is listed."""
-    _add(env, time.time_ns())
+    env = one_alert
     resp = env.client.get("/v1/alerts", params={"cursor": cursor}, headers=env.auth("viewer"))
     body = problem(resp, 422)
     assert (body["field"], body["reason"], body["allowed"]) == ("cursor", "bad_cursor",
@@ -183,8 +190,9 @@ def test_the_cursor_is_the_listing_key() -> None:
     assert json.loads(base64.urlsafe_b64decode(c + "=" * (-len(c) % 4))) == [5, 7, "x/y"]
 
 
-def test_openapi_documents_cursor_and_link(env: Env) -> None:
+def test_openapi_documents_cursor_and_link(module_env: Env) -> None:
     """Check /openapi.json names the cursor parameter and the Link header of the listing."""
+    env = module_env
     op = env.client.get("/openapi.json").json()["paths"]["/v1/alerts"]["get"]
     assert "cursor" in {p["name"] for p in op["parameters"]}
     assert "Link" in op["responses"]["200"]["headers"]

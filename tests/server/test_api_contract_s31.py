@@ -9,6 +9,9 @@ schema says "shortened"); a ``readings.csv`` example whose columns were not in t
 the CSV writes them; reasons of 404/409 the spec did not name; and an ``Authorization``
 header parameter, which OpenAPI ignores (Swagger UI showed a dead field), on the device
 routes.
+
+The tests whose requests are refused (or only read) share one app (``module_env``); those
+that create, label or send have one of their own.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from edgewise.store.base import Alert
 from tests.server.conftest import Env, build_env, problem
 
 
-@pytest.fixture
-def spec(env: Env) -> dict[str, Any]:
-    return env.client.get("/openapi.json").json()
+@pytest.fixture(scope="module")
+def spec(module_env: Env) -> dict[str, Any]:
+    """The app's OpenAPI spec (the same for every app: the module's own serves it)."""
+    return module_env.client.get("/openapi.json").json()
 
 
 def _operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -135,10 +139,11 @@ def test_every_token_route_documents_the_429_it_answers(data_dir: Path) -> None:
 # -- 3. a body sent to a route that takes none --------------------------------------------
 
 def test_a_body_sent_to_a_route_that_takes_none_gets_a_documented_answer(
-        env: Env, spec: dict[str, Any]) -> None:
+        module_env: Env, spec: dict[str, Any]) -> None:
     """Check each operation without a request body, sent a body over max_body_bytes, answers
     as without one: its own 401 without credentials (not 413, which it does not document),
     and with a token of its role a status it documents. Before, all 23 answered 413."""
+    env = module_env
     big = b"x" * (env.settings.max_body_bytes + 1)
     bodiless = [(m, p, op) for m, p, op in _operations(spec) if "requestBody" not in op]
     assert len(bodiless) >= 23
@@ -155,9 +160,10 @@ def test_a_body_sent_to_a_route_that_takes_none_gets_a_documented_answer(
             method, path, r.status_code, r.text[:300])
 
 
-def test_a_body_over_the_limit_is_still_413_where_a_body_is_read(env: Env) -> None:
+def test_a_body_over_the_limit_is_still_413_where_a_body_is_read(module_env: Env) -> None:
     """Check the limit still holds where a route reads a body: POST /v1/devices (GET on the
     same path takes none), and a path no route serves."""
+    env = module_env
     big = b"x" * (env.settings.max_body_bytes + 1)
     admin = env.auth("admin")
     assert env.client.request("GET", "/v1/devices", content=big, headers=admin
@@ -168,10 +174,11 @@ def test_a_body_over_the_limit_is_still_413_where_a_body_is_read(env: Env) -> No
 
 # -- 4. validation problems echo a value shortened ----------------------------------------
 
-def test_a_long_value_fastapi_refuses_is_echoed_shortened(env: Env) -> None:
+def test_a_long_value_fastapi_refuses_is_echoed_shortened(module_env: Env) -> None:
     """Check a 422 made by FastAPI's validation (a body field, a query parameter, an unknown
     field's name) echoes the value cut as route-made problems cut it: 200 characters and
     the length; before, a 60,000-character name came back whole (a 60 KB answer)."""
+    env = module_env
     name = "x" * 60_000
     r = env.client.post("/v1/devices", json={"name": name}, headers=env.auth("admin"))
     got = problem(r, 422)
@@ -212,11 +219,12 @@ _LONG = "x" * 60_000
     ("GET", f"/v1/devices/{_LONG}/model", None, None, "device", 401),
 ], ids=lambda v: v[:40] if isinstance(v, str) else None)
 def test_a_long_id_is_not_repeated_whole_in_the_detail(
-        env: Env, method: str, path: str, params: dict[str, str] | None,
+        module_env: Env, method: str, path: str, params: dict[str, str] | None,
         body: dict[str, Any] | None, who: str, status: int) -> None:
     """Check a problem about a 60,000-character device id (metric, strategy, label, header)
     quotes it in its ``detail`` cut as its ``value`` is (200 characters and the length):
     the detail repeated it whole, a 60 KB answer, after the value was cut."""
+    env = module_env
     headers = {"device": {"Authorization": "Bearer wrong"},
                "device-other": env.device_headers(device=_LONG)}.get(who) or env.auth(who)
     r = env.client.request(method, path, params=params, json=body, headers=headers)

@@ -52,8 +52,9 @@ EXPECTED_ROUTES = {
 }
 
 
-def test_openapi_lists_every_route_with_a_summary(env: Env) -> None:
+def test_openapi_lists_every_route_with_a_summary(module_env: Env) -> None:
     """Check /openapi.json documents every API route of the app, each with a summary."""
+    env = module_env
     spec = env.client.get("/openapi.json").json()
     assert spec["info"]["title"] == "Edgewise"
     assert "problem+json" in spec["info"]["description"]
@@ -89,15 +90,17 @@ def test_healthz_and_metrics(env: Env) -> None:
     assert re.search(r'edgewise_readings_rejected_total\{reason="bad_type"\} 1(\.0)?\b', text)
 
 
-def test_unknown_route_is_a_problem(env: Env) -> None:
+def test_unknown_route_is_a_problem(module_env: Env) -> None:
     """Check a 404 for an unknown path has the problem body too."""
+    env = module_env
     body = problem(env.client.get("/v1/nothing", headers=env.auth("viewer")), 404)
     assert "/v1/nothing" in body["detail"]
     problem(env.client.put("/v1/devices", headers=env.auth("admin")), 405)
 
 
-def test_dashboard_is_served_with_no_outside_sources(env: Env) -> None:
+def test_dashboard_is_served_with_no_outside_sources(module_env: Env) -> None:
     """Check / serves the page, its assets come from the package, and nothing from a CDN."""
+    env = module_env
     page = env.client.get("/")
     assert page.status_code == 200 and "<canvas" not in page.text and "app.js" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
@@ -156,9 +159,10 @@ def test_store_and_unexpected_failures_are_problems(env: Env) -> None:
     assert "sqlite" not in body["detail"].lower()
 
 
-def test_api_docs_are_served_from_the_package(env: Env) -> None:
+def test_api_docs_are_served_from_the_package(module_env: Env) -> None:
     """Check /docs loads Swagger UI from the gateway itself: FastAPI's default page takes it
     from cdn.jsdelivr.net, a blank page on a site with no internet."""
+    env = module_env
     page = env.client.get("/docs")
     assert page.status_code == 200
     assert "cdn." not in page.text

@@ -11,8 +11,9 @@ from tests.server.conftest import Env, problem
 
 
 @pytest.mark.parametrize("role", ["viewer", "operator"])
-def test_verify_is_admin_only(env: Env, role: str) -> None:
+def test_verify_is_admin_only(module_env: Env, role: str) -> None:
     """Check viewer and operator get 403 naming their role; no token gets 401."""
+    env = module_env
     body = problem(env.client.get("/v1/audit/verify", headers=env.auth(role)), 403)
     assert (body["field"], body["value"]) == ("role", role)
     assert "admin" in body["allowed"]

@@ -1,4 +1,8 @@
-"""Who may do what: device secrets only send, viewers read, operators act, admins manage."""
+"""Who may do what: device secrets only send, viewers read, operators act, admins manage.
+
+The tests whose requests are refused (or only read) share one app (``module_env``); those
+that send, count failures or throttle have one of their own.
+"""
 
 from __future__ import annotations
 
@@ -20,20 +24,23 @@ def _ok_payload() -> dict:
     ({"Authorization": "Bearer"}, "bad_credentials"),
     ({"Authorization": "Bearer ew_not-a-token"}, "bad_credentials"),
 ])
-def test_reading_without_a_valid_token_is_401(env: Env, headers: dict, reason: str) -> None:
+def test_reading_without_a_valid_token_is_401(module_env: Env, headers: dict, reason: str) -> None:
     """Check that each kind of missing or bad token is a 401 naming the header, not the secret."""
+    env = module_env
     body = problem(env.client.get("/v1/devices", headers=headers), 401)
     assert (body["field"], body["value"], body["reason"]) == ("Authorization", None, reason)
 
 
-def test_401_asks_for_bearer(env: Env) -> None:
+def test_401_asks_for_bearer(module_env: Env) -> None:
     """Check the WWW-Authenticate challenge on 401."""
+    env = module_env
     resp = env.client.get("/v1/alerts")
     assert resp.headers["www-authenticate"] == "Bearer"
 
 
-def test_device_secret_cannot_read(env: Env) -> None:
+def test_device_secret_cannot_read(module_env: Env) -> None:
     """Check that a device's own secret gets 403 on every read route (and 401 without its id)."""
+    env = module_env
     for path in ("/v1/devices", "/v1/fleet", "/v1/alerts", f"/v1/devices/{env.device}/readings"):
         body = problem(env.client.get(path, headers=env.device_headers()), 403)
         assert body["reason"] == "device_credentials", path
@@ -112,8 +119,9 @@ def test_rate_limit_is_429_with_retry_after(data_dir: Path) -> None:
     ("operator", "get", "/v1/audit", None),
     ("viewer", "post", "/v1/devices", {"name": "pump-2"}),
 ])
-def test_roles_are_enforced(env: Env, role: str, method: str, path: str, json: dict) -> None:
+def test_roles_are_enforced(module_env: Env, role: str, method: str, path: str, json: dict) -> None:
     """Check viewer cannot ack/label, operator cannot manage devices or tokens: 403 + role."""
+    env = module_env
     kw = {"json": json} if json is not None else {}
     resp = getattr(env.client, method)(path, headers=env.auth(role), **kw)
     body = problem(resp, 403)
@@ -123,8 +131,9 @@ def test_roles_are_enforced(env: Env, role: str, method: str, path: str, json: d
     assert env.security.has_device("pump-1")
 
 
-def test_me_names_the_caller(env: Env) -> None:
+def test_me_names_the_caller(module_env: Env) -> None:
     """Check /v1/me answers the token's name and role."""
+    env = module_env
     assert env.client.get("/v1/me", headers=env.auth("operator")).json() == {
         "name": "test-operator", "role": "operator"}
 

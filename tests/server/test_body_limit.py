@@ -4,6 +4,9 @@ An API fuzzer sent an 80 MB JSON array to ``POST /v1/devices`` without credentia
 server read and parsed all of it (1.7 s, +460 MB) before it answered 401. These tests talk to
 a real uvicorn over a socket, declaring or streaming a big body while sending only a little,
 so a server that waits for the body is caught by a short timeout, not by memory.
+
+The tests that are refused before anything is done share one app and one uvicorn
+(``module_env``, ``served``); those that add a device or readings have an app of their own.
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ BODY_ROUTES = ["/v1/devices", "/v1/tokens", "/v1/labels", "/v1/alerts/a-1/label"
                "/v1/registry/rollouts"]
 DECLARED = 80_000_000  # what the fuzzer sent
 ANSWER_WITHIN_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def served(module_env: Env) -> Iterator[int]:
+    """The port of a real uvicorn serving ``module_env``'s app."""
+    with serve_in_thread(module_env.client.app) as port:
+        yield port
 
 
 def _read_answer(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -69,13 +79,14 @@ def _check_problem(status: int, headers: dict[str, str], body: dict[str, Any],
 
 
 @pytest.mark.parametrize("path", BODY_ROUTES)
-def test_a_declared_body_over_the_limit_is_413_before_it_is_read(env: Env, path: str) -> None:
+def test_a_declared_body_over_the_limit_is_413_before_it_is_read(
+        module_env: Env, served: int, path: str) -> None:
     """Check a Content-Length over max_body_bytes is refused with 413 at once, naming the
     limit, the setting and the declared size, with the security headers."""
+    env = module_env
     limit = env.settings.max_body_bytes
     assert limit == 64 * 1024  # the default the README names
-    with serve_in_thread(env.client.app) as port:
-        status, headers, body, took = _declare_big_body(port, path, env.auth("admin"))
+    status, headers, body, took = _declare_big_body(served, path, env.auth("admin"))
     _check_problem(status, headers, body, 413)
     assert (body["field"], body["value"], body["reason"]) == (
         "body", f"{DECLARED} bytes", "too_large"), body
@@ -90,29 +101,29 @@ def test_a_declared_body_over_the_limit_is_413_before_it_is_read(env: Env, path:
 @pytest.mark.parametrize("authorization, reason", [
     (None, "missing_credentials"), ("Basic dXNlcjpwdw==", "bad_credentials")])
 def test_a_body_without_a_bearer_token_is_401_before_it_is_read(
-        env: Env, path: str, authorization: str | None, reason: str) -> None:
+        served: int, path: str, authorization: str | None, reason: str) -> None:
     """Check a body route without 'Authorization: Bearer …' answers the route's own 401 at
     once, without waiting for (or reading) the 80 MB it declared."""
     headers = {} if authorization is None else {"Authorization": authorization}
-    with serve_in_thread(env.client.app) as port:
-        status, got, body, took = _declare_big_body(port, path, headers)
+    status, got, body, took = _declare_big_body(served, path, headers)
     _check_problem(status, got, body, 401)
     assert (body["field"], body["value"], body["reason"]) == ("Authorization", None, reason)
     assert got["www-authenticate"] == "Bearer"
     assert took < ANSWER_WITHIN_S
 
 
-def test_a_chunked_body_is_counted_and_refused_once_past_the_limit(env: Env) -> None:
+def test_a_chunked_body_is_counted_and_refused_once_past_the_limit(module_env: Env,
+                                                                   served: int) -> None:
     """Check a body sent chunked (no Content-Length) is refused with 413 as soon as it passes
     the limit: the answer comes while the client is still sending, long before the 16 MB it
     would send."""
+    env = module_env
     cap = 16_000_000
     chunk = b"1," * 4096
     head = ("POST /v1/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Transfer-Encoding: chunked\r\nAuthorization: Bearer {env.tokens['admin']}\r\n\r\n")
     limit = env.settings.max_body_bytes
-    with serve_in_thread(env.client.app) as port, \
-            socket.create_connection(("127.0.0.1", port), timeout=ANSWER_WITHIN_S) as sock:
+    with socket.create_connection(("127.0.0.1", served), timeout=ANSWER_WITHIN_S) as sock:
         sock.sendall(head.encode() + b"1\r\n[\r\n")
         sock.setblocking(False)
         sent, answered, pending = 0, False, b""
@@ -181,9 +192,10 @@ def test_telemetry_keeps_its_own_limit(env: Env) -> None:
     assert (body["field"], body["allowed"]) == ("payload", f"at most {limit} bytes"), body
 
 
-def test_every_token_body_route_is_checked_before_its_body(env: Env) -> None:
+def test_every_token_body_route_is_checked_before_its_body(module_env: Env) -> None:
     """Check the routes the middleware asks a bearer token of are exactly the routes with a
     JSON body other than telemetry, and that each answers 401 without one."""
+    env = module_env
     from edgewise.server.app import api_routes  # new with the limit
 
     routes = api_routes(env.client.app)

@@ -29,9 +29,10 @@ def _raw_post(port: int, path: str, length: str, token: str) -> tuple[int, bytes
 
 @pytest.mark.parametrize("http", ["h11", "httptools"])
 @pytest.mark.parametrize("length", ["abc", "+5", "5.0", "-1"])
-def test_uvicorn_refuses_it_before_the_app(env: Env, http: str, length: str) -> None:
+def test_uvicorn_refuses_it_before_the_app(module_env: Env, http: str, length: str) -> None:
     """Check the bug hunt's finding, which is why the branch is documented as unreachable
     under uvicorn: the answer is uvicorn's plain text, not the app's problem+json."""
+    env = module_env
     with serve_in_thread(env.client.app, http=http) as port:
         status, body = _raw_post(port, "/v1/devices", length, env.tokens["admin"])
         assert (status, body) == (400, b"Invalid HTTP request received.")

@@ -8,30 +8,47 @@ stopped at 200 the same way).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from edgewise.store import open_store
 from edgewise.store.base import Alert
 from tests.server.conftest import Env, build_env, serve_in_thread
-from tests.server.test_dashboard_browser import chromium  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.browser
 
 S = 10**9
 
 
+@pytest.fixture(scope="module")
+def six_hundred(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Alert]]:
+    """A store file whose pump-1 has 600 open alerts, a minute apart (newest last), written
+    once (600 inserts take seconds): each test serves a copy of its own."""
+    path = tmp_path_factory.mktemp("alerts") / "edgewise.duckdb"
+    store = open_store(f"duckdb:///{path}")
+    try:
+        t0 = time.time_ns() - 11 * 3600 * S
+        alerts = [store.add_alert(Alert("pump-1", t0 + k * 61 * S, t0 + k * 61 * S + S, 0.99,
+                                        kind="seq_gap", message=f"gap {k}"))
+                  for k in range(600)]
+    finally:
+        store.close()
+    return path, alerts
+
+
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Env, str, list[Alert]]]:
-    """A served app whose pump-1 has 600 open alerts, a minute apart (newest last)."""
+def served(tmp_path: Path, six_hundred: tuple[Path, list[Alert]],
+           ) -> Iterator[tuple[Env, str, list[Alert]]]:
+    """A served app on a copy of the 600 alerts' store (device pump-1 registered)."""
+    store_file, alerts = six_hundred
+    shutil.copyfile(store_file, tmp_path / "edgewise.duckdb")
     gen = build_env(tmp_path)
     env = next(gen)
-    t0 = time.time_ns() - 11 * 3600 * S
-    alerts = [env.store.add_alert(Alert("pump-1", t0 + k * 61 * S, t0 + k * 61 * S + S, 0.99,
-                                        kind="seq_gap", message=f"gap {k}"))
-              for k in range(600)]
+    assert len(env.store.list_alerts("pump-1", limit=1000)) == 600
     with serve_in_thread(env.client.app) as port:
         yield env, f"http://127.0.0.1:{port}", alerts
     gen.close()
@@ -75,7 +92,7 @@ def _wait_for(check, what: str, timeout: float = 15.0) -> None:  # type: ignore[
 
 
 def test_the_alerts_page_says_older_alerts_follow_and_shows_them(
-    chromium, served  # noqa: F811
+    chromium, served
 ) -> None:
     """Check the Alerts page shows the newest 500 of 600 open alerts, says older ones
     follow, and after "Show older alerts" shows all 600 (the oldest can be acknowledged)
@@ -96,7 +113,7 @@ def test_the_alerts_page_says_older_alerts_follow_and_shows_them(
         page.close()
 
 
-def test_the_device_page_says_older_alerts_follow(chromium, served) -> None:  # noqa: F811
+def test_the_device_page_says_older_alerts_follow(chromium, served) -> None:
     """Check the device page shows the newest 200 of the device's 600 alerts, says older
     ones follow, and shows 200 more on request."""
     env, url, alerts = served

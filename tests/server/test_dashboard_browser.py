@@ -1,10 +1,13 @@
 """The dashboard in a real headless Chromium (Debian's), driven by Playwright.
 
 Skips with a reason where /usr/bin/chromium is absent; fails instead in CI (``CI=true``).
+The ``chromium`` fixture (one browser per module, a test's contexts closed after it) is in
+tests/server/conftest.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import time
@@ -17,14 +20,10 @@ import pytest
 
 from edgewise.store.base import Alert
 from edgewise.telemetry import Reading
-from tests.conftest import IN_CI
 from tests.server.conftest import Env, build_env, serve_in_thread
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 # The chart's plot area inside the canvas, in CSS pixels (PAD in app.js).
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 10, 8, 22
 
@@ -74,43 +73,61 @@ def decode_png(data: bytes) -> np.ndarray:
     return out.reshape(height, width, channels)
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[object]:
-    """A headless Debian chromium under Playwright."""
-    if not CHROMIUM.exists():
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs it with apt-get")
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield browser
-        browser.close()
+@contextlib.contextmanager
+def serve_live(data_dir: Path) -> Iterator[tuple[Env, str, Alert]]:
+    """A served app with pump-1 (5 min of 3 metrics, a spike, an open alert) and silent pump-2."""
+    gen = build_env(data_dir)
+    env = next(gen)
+    try:
+        env.security.add_device("pump-2")
+        now = int(time.time())
+        batch = [{"ts": now - 300 + i, "seq": i + 1,
+                  "metrics": {"temp_c": 40 + 2 * np.sin(i / 20) + (25 if 240 <= i < 246 else 0),
+                              "rpm": 1450 + (i % 7), "vib_mm_s": 2.0 + 0.01 * i}}
+                 for i in range(300)]
+        assert env.send(batch).json()["accepted"] == 900
+        # scored before any test looks: the pipeline's own alert on the spike is in the store
+        # (it came in the background; a test reading the alerts at once could miss it)
+        assert env.pipeline.flush(), "the 900 readings were not scored in 30 s"
+        alert = env.store.add_alert(Alert("pump-1", (now - 60) * 10**9, (now - 54) * 10**9,
+                                          0.99, drivers={"temp_c": 1.0}, message="temp spike"))
+        _rul_model(env.settings.data_dir / "models" / "rul-v1.ewm")
+        with serve_in_thread(env.client.app) as port:
+            yield env, f"http://127.0.0.1:{port}", alert
+    finally:
+        gen.close()
 
 
 @pytest.fixture
 def live(data_dir: Path) -> Iterator[tuple[Env, str, Alert]]:
-    """A served app with pump-1 (5 min of 3 metrics, a spike, an open alert) and silent pump-2."""
-    gen = build_env(data_dir)
-    env = next(gen)
-    env.security.add_device("pump-2")
-    now = int(time.time())
-    batch = [{"ts": now - 300 + i, "seq": i + 1,
-              "metrics": {"temp_c": 40 + 2 * np.sin(i / 20) + (25 if 240 <= i < 246 else 0),
-                          "rpm": 1450 + (i % 7), "vib_mm_s": 2.0 + 0.01 * i}}
-             for i in range(300)]
-    assert env.send(batch).json()["accepted"] == 900
-    alert = env.store.add_alert(Alert("pump-1", (now - 60) * 10**9, (now - 54) * 10**9, 0.99,
-                                      drivers={"temp_c": 1.0}, message="temp spike"))
-    _rul_model(env.settings.data_dir / "models" / "rul-v1.ewm")
-    with serve_in_thread(env.client.app) as port:
-        yield env, f"http://127.0.0.1:{port}", alert
-    gen.close()
+    """:func:`serve_live` of the test's own: for a test that changes what is served."""
+    with serve_live(data_dir) as got:
+        yield got
+
+
+@pytest.fixture(scope="module")
+def shared_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, str, Alert]]:
+    """:func:`serve_live` shared by a module's tests that only look (no verdict, no reading
+    sent, no device added): each in a browser context of its own."""
+    with serve_live(tmp_path_factory.mktemp("live")) as got:
+        yield got
+
+
+_RUL_FILE: list[bytes] = []  # the model file, trained once: the same bytes every time
 
 
 def _rul_model(path: Path) -> None:
-    """A small RUL model on pump-1's metrics, trained on synthetic run-to-failure units."""
+    """A small RUL model on pump-1's metrics, trained on synthetic run-to-failure units
+    (seeded: trained once per process, then the same file is written again)."""
+    if not _RUL_FILE:
+        _RUL_FILE.append(_train_rul_model())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_RUL_FILE[0])
+
+
+def _train_rul_model() -> bytes:
+    import tempfile
+
     import pandas as pd
 
     from edgewise.models.rul import RULModel
@@ -126,8 +143,10 @@ def _rul_model(path: Path) -> None:
             "rpm": 1450 - 30 * wear + rng.normal(0, 2, life),
             "vib_mm_s": 2 + 6 * wear + rng.normal(0, 0.1, life)}))
     model = RULModel(window=10, n_estimators=40, learning_rate=0.1, random_state=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.fit(pd.concat(frames, ignore_index=True)).save(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rul-v1.ewm"
+        model.fit(pd.concat(frames, ignore_index=True)).save(path)
+        return path.read_bytes()
 
 
 def _wait_for(check, timeout: float = 10.0) -> None:
@@ -242,9 +261,9 @@ def test_chart_draws_a_metric_in_small_units_at_its_own_scale(chromium, live) ->
     page.close()
 
 
-def test_viewer_sees_alert_buttons_disabled(chromium, live) -> None:
+def test_viewer_sees_alert_buttons_disabled(chromium, shared_live) -> None:
     """Check a viewer token can look but the ack/label buttons are disabled."""
-    env, base, alert = live
+    env, base, alert = shared_live
     page = chromium.new_page()
     page.goto(base + "/")
     page.fill("#token", env.tokens["viewer"])
@@ -314,10 +333,10 @@ def test_dashboard_draws_signed_explanations_and_quality_plots(chromium, live) -
     page.close()
 
 
-def test_api_docs_render_without_internet(chromium, live) -> None:
+def test_api_docs_render_without_internet(chromium, shared_live) -> None:
     """Swagger UI at /docs draws the API's operations with no outside request (this machine,
     like an air-gapped site, reaches no CDN)."""
-    _, base, _ = live
+    _, base, _ = shared_live
     ctx = chromium.new_context()
     page = ctx.new_page()
     outside: list[str] = []

@@ -24,7 +24,6 @@ from edgewise.store.base import Alert
 from tests.server.conftest import Env, build_env, serve_in_thread
 from tests.server.test_dashboard_browser import (  # noqa: F401 (fixtures)
     _wait_for,
-    chromium,
     live,
 )
 from tests.server.test_dashboard_ui_browser import _page, _settle
@@ -84,7 +83,7 @@ def many(tmp_path: Path) -> Iterator[tuple[Env, str, list[Alert]]]:
     gen.close()
 
 
-def test_acknowledging_a_low_alert_keeps_the_page_where_it_was(chromium, many) -> None:  # noqa: F811
+def test_acknowledging_a_low_alert_keeps_the_page_where_it_was(chromium, many) -> None:
     """Check acknowledging the 140th of 150 alerts redraws the list in place: the page
     jumped to the top (scrollY 15556 -> 0) as the whole view was rebuilt."""
     env, base, alerts = many

@@ -30,7 +30,6 @@ import pytest
 
 from edgewise.store.base import Alert
 from tests.server.conftest import Env, build_env, serve_in_thread
-from tests.server.test_dashboard_browser import chromium  # noqa: F401 (fixture)
 from tests.server.test_dashboard_ui_browser import _settle
 
 S = 10**9
@@ -51,7 +50,7 @@ def _served(tmp_path: Path, setup: Callable[[Env], Any]) -> Iterator[tuple[Env, 
         gen.close()
 
 
-def _page(chromium, base: str, token: str, path: str,  # noqa: F811
+def _page(chromium, base: str, token: str, path: str,
           before: Callable[[Any], None] | None = None, **context: Any) -> Any:
     """A page at ``path`` with ``token`` saved and Playwright's clock installed; ``before``
     (page) runs before it loads (to route requests), and the alerts page lists every alert."""
@@ -100,7 +99,7 @@ LINE_PIXELS = """([metric, lo, hi, [r, g]]) => {
 
 @pytest.mark.browser
 def test_a_reading_a_minute_draws_a_line_and_a_lone_reading_a_dot(
-        chromium, tmp_path: Path) -> None:  # noqa: F811
+        chromium, tmp_path: Path) -> None:
     """Check the 15 min chart of a metric read once a minute has a line (it had 0 line
     pixels: every 60 s step was over the 18 s break), and a reading alone between two
     breaks is drawn as a dot (it was drawn as nothing)."""
@@ -132,7 +131,7 @@ def test_a_reading_a_minute_draws_a_line_and_a_lone_reading_a_dot(
 # ---------------------------------------------------------------- verdicts, revoked token
 @pytest.mark.browser
 def test_a_verdict_in_flight_stays_busy_through_a_poll_and_a_revoked_token_stops_polls(
-        chromium, tmp_path: Path) -> None:  # noqa: F811
+        chromium, tmp_path: Path) -> None:
     """Check a row's buttons stay disabled (aria-busy) while its verdict is in flight, also
     after a poll redrew the rows (they came back enabled and a second verdict went out),
     and come back once it is answered; then that a revoked token ends the polling (the
@@ -177,7 +176,7 @@ def test_a_verdict_in_flight_stays_busy_through_a_poll_and_a_revoked_token_stops
 # ---------------------------------------------------------------- quality plots, explanations
 @pytest.mark.browser
 def test_quality_plot_in_the_pages_offset_asked_once_and_explanations_asked_again(
-        chromium, tmp_path: Path) -> None:  # noqa: F811
+        chromium, tmp_path: Path) -> None:
     """Check the device page asks for a quality plot in its UTC offset (tz_offset_min=330 in
     Asia/Kolkata), and once while that request is pending (each poll asked again); and that
     an alert's explanation is asked again once expired: a null one (too little history then)

@@ -1,8 +1,11 @@
 """The dashboard's behaviour in a real headless Chromium: gateway outages, the fleet summary,
 narrow screens, the time axis, alert marks, the chart window, alert explanations.
 
-Uses the ``chromium`` and ``live`` fixtures of test_dashboard_browser (pump-1 with 5 min of
-temp_c/rpm/vib_mm_s and an open temp_c alert; pump-2 registered and silent).
+Uses the ``live`` and ``shared_live`` fixtures of test_dashboard_browser (pump-1 with 5 min of
+temp_c/rpm/vib_mm_s and an open temp_c alert; pump-2 registered and silent): a test that
+only looks uses the module's ``shared_live``, one that changes what is served its own
+``live``. A test that waits for the 3 s poll installs Playwright's clock and fast-forwards
+it past POLL_MS to make the poll come at once.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import pytest
 from edgewise.store.base import Alert
 from tests.server.test_dashboard_browser import (  # noqa: F401 (fixtures)
     _wait_for,
-    chromium,
     live,
+    shared_live,
 )
 
 pytestmark = pytest.mark.browser
@@ -30,12 +33,21 @@ WINDOWS = {"15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800}
 ALIASES = {"Asia/Kolkata": ("Asia/Calcutta",)}
 TIME_STEPS = {1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
               43200, 86400, 172800, 604800}
+POLL_MS = 3000  # app.js
+FLEET_POLL = re.compile(r"/v1/fleet$")
+ALERTS_POLL = re.compile(r"/v1/alerts\?")
+DEVICE_POLL = re.compile(r"/v1/devices/[^/]+/readings\?start=")
 
 
-def _page(chromium, base: str, token: str, path: str = "/#/fleet", **context):  # noqa: F811
-    """A page loaded at ``path`` with ``token`` saved, in its own context (viewport, zone)."""
+def _page(chromium, base: str, token: str, path: str = "/#/fleet", *, clock: bool = False,
+          **context):
+    """A page loaded at ``path`` with ``token`` saved, in its own context (viewport, zone);
+    with ``clock``, Playwright's clock installed (time runs as usual until fast-forwarded:
+    :func:`_poll_now`)."""
     ctx = chromium.new_context(**{"viewport": {"width": 1280, "height": 900}, **context})
     page = ctx.new_page()
+    if clock:
+        page.clock.install()
     page.goto(base + "/")
     page.evaluate("t => localStorage.setItem('edgewise.token', t)", token)
     page.goto(base + path)
@@ -51,17 +63,50 @@ def _settle(page, check, timeout: float = 10.0) -> None:
         page.wait_for_timeout(100)
 
 
+def _poll_now(page, url: re.Pattern[str], timeout: float = 10.0):
+    """Fast-forward the page's clock (``_page(..., clock=True)``) past POLL_MS and return the
+    request to ``url`` that the poll due then sends. A poll still running sets its timer
+    only once done: while no request comes the clock is moved on again (5 times at most;
+    then the poll comes POLL_MS later by itself), within ``timeout`` (s) in all."""
+    sent: list = []
+
+    def seen(request) -> None:
+        if url.search(request.url):
+            sent.append(request)
+
+    page.on("request", seen)
+    try:
+        deadline = time.monotonic() + timeout
+        pushed, last = 0, 0.0
+        while not sent:
+            assert time.monotonic() < deadline, f"no poll to {url.pattern} in {timeout} s"
+            if pushed < 5 and time.monotonic() - last > 0.2:
+                page.clock.fast_forward(POLL_MS)
+                pushed, last = pushed + 1, time.monotonic()
+            page.wait_for_timeout(20)
+    finally:
+        page.remove_listener("request", seen)
+    return sent[0]
+
+
+def _poll_drawn(page, url: re.Pattern[str]) -> None:
+    """Make a poll come now (:func:`_poll_now`) and wait until it has been drawn: the poll
+    after it, also made to come now, is timed only once the one before is done."""
+    _poll_now(page, url).response()  # answered (None: it failed)
+    _poll_now(page, url)
+
+
 def _shot(page, name: str) -> None:
     if os.environ.get("EDGEWISE_SCREENSHOT_DIR"):  # to look at it
         page.screenshot(path=os.path.join(os.environ["EDGEWISE_SCREENSHOT_DIR"], name),
                         full_page=True)
 
 
-def test_saved_token_survives_a_failing_gateway_at_load(chromium, live) -> None:  # noqa: F811
+def test_saved_token_survives_a_failing_gateway_at_load(chromium, shared_live) -> None:  # noqa: F811
     """Check a 503 (then a network error) from /v1/me at page load keeps the saved token, says
     the gateway is unreachable, and the page comes up by itself once /v1/me answers."""
-    env, base, _ = live
-    page = _page(chromium, base, env.tokens["viewer"])
+    env, base, _ = shared_live
+    page = _page(chromium, base, env.tokens["viewer"], clock=True)
     calls: list[str] = []
 
     def me(route) -> None:
@@ -80,8 +125,12 @@ def test_saved_token_survives_a_failing_gateway_at_load(chromium, live) -> None:
     assert page.evaluate("localStorage.getItem('edgewise.token')") == env.tokens["viewer"]
     assert page.is_hidden("#login")
     assert "retrying" in page.inner_text("#flash")
+    assert len(calls) == 1, calls
+    page.clock.fast_forward(POLL_MS)  # the retry, timed with the flash, comes now
     page.wait_for_selector("#flash:has-text('Gateway unreachable, retrying')", timeout=8000)
+    assert len(calls) == 2, calls
     assert page.evaluate("localStorage.getItem('edgewise.token')") == env.tokens["viewer"]
+    page.clock.fast_forward(POLL_MS)
     page.wait_for_selector("tr[data-device='pump-1']", timeout=10000)  # retried by itself
     assert page.query_selector("#flash") is None
     assert page.inner_text("#who") == "test-viewer (viewer)"
@@ -94,15 +143,17 @@ def test_saved_token_survives_a_failing_gateway_at_load(chromium, live) -> None:
     page.context.close()
 
 
-def test_failed_poll_message_clears_when_the_gateway_is_back(chromium, live) -> None:  # noqa: F811
+def test_failed_poll_message_clears_when_the_gateway_is_back(chromium, shared_live) -> None:  # noqa: F811
     """Check a poll that cannot reach the gateway says so, and the next good poll clears it."""
-    env, base, _ = live
-    page = _page(chromium, base, env.tokens["viewer"])
+    env, base, _ = shared_live
+    page = _page(chromium, base, env.tokens["viewer"], clock=True)
     page.wait_for_selector("tr[data-device='pump-1']")
     page.route("**/v1/fleet", lambda route: route.abort("connectionrefused"))
+    _poll_now(page, FLEET_POLL)
     flash = page.wait_for_selector("#flash", timeout=8000)
     assert flash.inner_text() == "Gateway unreachable, retrying…"
     page.unroute("**/v1/fleet")
+    _poll_now(page, FLEET_POLL)
     page.wait_for_selector("#flash", state="detached", timeout=8000)
     assert page.query_selector("tr[data-device='pump-1']") is not None
     page.context.close()
@@ -136,10 +187,10 @@ def test_fleet_summary_counts_silent_devices(chromium, live) -> None:  # noqa: F
     page.context.close()
 
 
-def test_pages_fit_a_375px_screen(chromium, live) -> None:  # noqa: F811
+def test_pages_fit_a_375px_screen(chromium, shared_live) -> None:  # noqa: F811
     """Check the fleet, device and alerts pages fit a 375 px wide phone with no horizontal
     scroll of the page; wide tables scroll inside their own box."""
-    env, base, alert = live
+    env, base, alert = shared_live
     page = _page(chromium, base, env.tokens["operator"], viewport={"width": 375, "height": 740},
                  device_scale_factor=2, is_mobile=True, has_touch=True)
     width = "() => [document.documentElement.scrollWidth, document.body.scrollWidth, innerWidth]"
@@ -181,12 +232,12 @@ def _local(t: float, zone: ZoneInfo) -> datetime:
 
 
 @pytest.mark.parametrize("zone_name", ["Asia/Kolkata"])  # +05:30: local != UTC alignment
-def test_time_axis_ticks_on_round_local_times(chromium, live, zone_name: str) -> None:  # noqa: F811
+def test_time_axis_ticks_on_round_local_times(chromium, shared_live, zone_name: str) -> None:  # noqa: F811
     """Check the device charts' time ticks fall on round times of the local clock for every
     window (a step of 1/2/5/10/15/30 s or min, 1/2/3/6/12 h or days; midnights for days),
     are labelled to the precision of the step, and the page names the time zone; the alert
     table's times are local too."""
-    env, base, alert = live
+    env, base, alert = shared_live
     zone = ZoneInfo(zone_name)
     page = _page(chromium, base, env.tokens["viewer"], timezone_id=zone_name)
     for label, seconds in WINDOWS.items():
@@ -225,11 +276,11 @@ def test_time_axis_ticks_on_round_local_times(chromium, live, zone_name: str) ->
     page.context.close()
 
 
-def test_device_window_is_kept_and_drawn_at_once(chromium, live) -> None:  # noqa: F811
+def test_device_window_is_kept_and_drawn_at_once(chromium, shared_live) -> None:  # noqa: F811
     """Check a new chart window is fetched at once (not at the next 3 s poll), is put in the
     URL, and is still chosen after a reload and on the next device page opened."""
-    env, base, _ = live
-    page = _page(chromium, base, env.tokens["viewer"], "/#/device/pump-1")
+    env, base, _ = shared_live
+    page = _page(chromium, base, env.tokens["viewer"], "/#/device/pump-1", clock=True)
     page.wait_for_selector("canvas[data-metric='temp_c'][data-points]")
 
     def span(req) -> float | None:
@@ -242,8 +293,8 @@ def test_device_window_is_kept_and_drawn_at_once(chromium, live) -> None:  # noq
             return got is not None and (seconds is None or abs(got - seconds) < 1)
         return match
 
-    with page.expect_request(readings(900), timeout=8000):
-        pass  # a poll has just started: the next one is 3 s away
+    assert abs(span(_poll_now(page, DEVICE_POLL)) - 900) < 1
+    # a poll has just started: the next one is 3 s away
     t = time.monotonic()
     with page.expect_request(readings(3600), timeout=2000):
         page.select_option("#window", "3600")
@@ -311,11 +362,11 @@ def test_alert_marks_only_on_driving_metrics_and_open_alerts(chromium, live) -> 
     page.context.close()
 
 
-def test_alert_explanations_are_fetched_once(chromium, live) -> None:  # noqa: F811
+def test_alert_explanations_are_fetched_once(chromium, shared_live) -> None:  # noqa: F811
     """Check a slow GET /v1/alerts/{id} is not started again by the polls that come while it
     runs, and its bars show once it answers."""
-    env, base, alert = live
-    page = _page(chromium, base, env.tokens["viewer"])
+    env, base, alert = shared_live
+    page = _page(chromium, base, env.tokens["viewer"], clock=True)
     page.wait_for_selector("tr[data-device='pump-1']")
     held = []
 
@@ -334,7 +385,8 @@ def test_alert_explanations_are_fetched_once(chromium, live) -> None:  # noqa: F
     page.goto(base + "/#/alerts")
     page.wait_for_selector(f"tr[data-alert='{alert.id}']")
     _settle(page, lambda: len(held) >= 1)
-    page.wait_for_timeout(7000)  # two more polls
+    _poll_drawn(page, ALERTS_POLL)  # two more polls, the first drawn
+    _poll_drawn(page, ALERTS_POLL)  # and the second
     ids = [r.request.url.rsplit("/", 1)[1] for r in held]
     anomalies = {a.id for a in env.store.list_alerts(status="open") if a.kind == "anomaly"}
     # one after another, each once: the first is held, so the polls since start none again
@@ -395,11 +447,11 @@ def test_a_64_character_metric_name_wraps_in_its_chart_card(chromium, live) -> N
     page.context.close()
 
 
-def test_download_csv_saves_every_reading_of_the_window_shown(chromium, live) -> None:  # noqa: F811
+def test_download_csv_saves_every_reading_of_the_window_shown(chromium, shared_live) -> None:  # noqa: F811
     """"Download CSV" on the device page saves the window on screen as the readings.csv
     route writes it: every reading (300 per metric, not the chart's buckets), a column per
     metric; a viewer may; a refusal is said on the page, not swallowed."""
-    env, base, _ = live
+    env, base, _ = shared_live
     page = _page(chromium, base, env.tokens["viewer"], "/#/device/pump-1?window=15m")
     page.wait_for_selector("canvas[data-metric='temp_c']")
     _settle(page, lambda: "points" in page.inner_text("#device-info"))

@@ -11,7 +11,6 @@ import pytest
 
 from tests.server.test_dashboard_browser import (  # noqa: F401 (fixtures)
     _wait_for,
-    chromium,
     live,
 )
 from tests.server.test_dashboard_ui_browser import _page

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.server.conftest import Env, build_env, serve_in_thread
-from tests.server.test_dashboard_browser import chromium  # noqa: F401 (fixture)
+from tests.server.test_dashboard_ui_browser import DEVICE_POLL, _poll_drawn
 from tests.server.test_forecast_route import DAYS, _send_hourly
 
 pytestmark = pytest.mark.browser
@@ -42,13 +42,14 @@ def _band_pixels(page, metric: str) -> int:
 
 
 def test_forecast_button_draws_the_band_or_says_too_little_history(
-        chromium, served) -> None:  # noqa: F811
+        chromium, served) -> None:
     """Check "Forecast" on a metric with 10 days of hourly readings draws its 48 steps with
     the interval band after the readings (the time axis reaching past the last reading),
     and on one with 4 days says it needs more history, in the API's words."""
     env, base, end = served
     ctx = chromium.new_context(viewport={"width": 1280, "height": 900})
     page = ctx.new_page()
+    page.clock.install()  # to make a poll come at once
     page.goto(base + "/")
     page.evaluate("t => localStorage.setItem('edgewise.token', t)", env.tokens["viewer"])
     page.goto(base + "/#/device/pump-1")
@@ -66,7 +67,7 @@ def test_forecast_button_draws_the_band_or_says_too_little_history(
     assert "48 steps of 1 h" in info and "cycle of 1 d" in info and "240 readings" in info
     assert _band_pixels(page, "load_kw") > 500
     # the 3 s refresh of the charts leaves it drawn
-    page.wait_for_timeout(3500)
+    _poll_drawn(page, DEVICE_POLL)
     assert page.locator("canvas[data-forecast='load_kw']").count() == 1
 
     page.click("button.forecast-btn[data-metric='short_kw']")

@@ -2,7 +2,11 @@
 surrogates, huge query values, and labels for devices that do not exist. Each used to
 answer 500 (and the telemetry ones stalled the device's ack for ever, or answered
 "nothing was acknowledged" after storing part of the message); now each is a 4xx or a
-rejected entry that names the field, the value and what is accepted."""
+rejected entry that names the field, the value and what is accepted.
+
+The tests whose requests are all refused share one app (``module_env``), and so do those
+that store readings only as a device of their own (``device_env``); those that store labels
+have an app of their own."""
 
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ def _stored(env: Env, metric: str) -> list[float]:
     ([{"bt": "NOW", "n": "a", "v": 1.0, "t": HUGE}], "t", "not_finite"),
 ])
 def test_an_overflowing_value_is_rejected_and_its_seq_still_acknowledged(
-        env: Env, bad, field: str, reason: str) -> None:
+        device_env: Env, bad, field: str, reason: str) -> None:
+    env = device_env
     now = time.time() - 60
     assert env.send({"ts": now - 2, "metrics": {"a": 1.0}, "seq": 1}).json()["ack_seq"] == 1
     text = json.dumps(bad).replace('"NOW"', str(int(now)))
@@ -52,7 +57,9 @@ def test_an_overflowing_value_is_rejected_and_its_seq_still_acknowledged(
     assert _stored(env, "a") == [1.0, 3.0]
 
 
-def test_a_lone_surrogate_metric_name_is_rejected_escaped_and_the_rest_stored(env: Env) -> None:
+def test_a_lone_surrogate_metric_name_is_rejected_escaped_and_the_rest_stored(
+        device_env: Env) -> None:
+    env = device_env
     r = env.send({"ts": time.time() - 60, "metrics": {"ok_metric": 5, "\ud800": 1}, "seq": 3})
     assert r.status_code == 200, r.text  # was 500 although ok_metric was stored
     body = r.json()
@@ -64,7 +71,8 @@ def test_a_lone_surrogate_metric_name_is_rejected_escaped_and_the_rest_stored(en
     assert {m for m, _, _ in env.store.query(env.device)} == {"ok_metric"}
 
 
-def test_a_body_that_is_a_lone_surrogate_string_is_a_422(env: Env) -> None:
+def test_a_body_that_is_a_lone_surrogate_string_is_a_422(module_env: Env) -> None:
+    env = module_env
     body = problem(env.send(b'"\\ud800"'), 422)  # was 500 (UnicodeEncodeError)
     assert (body["field"], body["value"], body["reason"]) == ("payload", "\\ud800", "bad_shape")
 
@@ -75,7 +83,8 @@ def _post_label(env: Env, body: dict) -> object:
                            headers={**env.auth("operator"), "Content-Type": "application/json"})
 
 
-def test_surrogates_in_a_label_body_are_a_422_that_names_the_field(env: Env) -> None:
+def test_surrogates_in_a_label_body_are_a_422_that_names_the_field(module_env: Env) -> None:
+    env = module_env
     base = {"device_id": env.device, "start": "2024-01-01T00:00:00Z",
             "end": "2024-01-01T01:00:00Z", "label": "anomaly"}
     for extra, field in (({"note": "x\ud800"}, "note"), ({"label": "\udfff"}, "label"),
@@ -101,7 +110,8 @@ def test_surrogates_in_a_label_body_are_a_422_that_names_the_field(env: Env) -> 
     ("/v1/alerts", {"since": "0001-01-01T00:00:00+14:00"}, "since", "bad_time"),
     ("/v1/devices/pump-1/quality", {"end": HUGE_TEXT}, "end", "bad_time"),
 ])
-def test_out_of_range_query_values_are_a_422(env: Env, path, params, field, reason) -> None:
+def test_out_of_range_query_values_are_a_422(module_env: Env, path, params, field, reason) -> None:
+    env = module_env
     body = problem(env.client.get(path, params=params, headers=env.auth("viewer")), 422)
     assert (body["field"], body["reason"]) == (field, reason)  # was 500 (OverflowError)
     assert body["allowed"] and repr(field) in body["detail"]
@@ -111,7 +121,8 @@ def test_out_of_range_query_values_are_a_422(env: Env, path, params, field, reas
     assert len(body["detail"]) < 400
 
 
-def test_a_label_with_a_huge_start_is_a_422(env: Env) -> None:
+def test_a_label_with_a_huge_start_is_a_422(module_env: Env) -> None:
+    env = module_env
     r = env.client.post("/v1/labels", headers=env.auth("operator"), json={
         "device_id": env.device, "start": HUGE_TEXT, "end": "2024-01-01T01:00:00Z",
         "label": "anomaly"})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.server.conftest import Env, build_env, serve_in_thread
-from tests.server.test_dashboard_browser import chromium  # noqa: F401 (fixture)
+from tests.server.test_dashboard_ui_browser import FLEET_POLL, _poll_drawn
 from tests.server.test_groups_route import COOL, HOT, send_kind
 
 pytestmark = pytest.mark.browser
@@ -31,7 +31,7 @@ def served(data_dir: Path) -> Iterator[tuple[Env, str]]:
     gen.close()
 
 
-def test_groups_panel_shows_the_groups_and_the_odd_one_out(chromium, served) -> None:  # noqa: F811
+def test_groups_panel_shows_the_groups_and_the_odd_one_out(chromium, served) -> None:
     """Check "Find groups" on the fleet page lists the two groups with their members as
     links to device pages and the cool group's trait in words, highlights the 90 °C pump as
     an odd one out with why, and that the 3 s refresh of the fleet table fetches no groups."""
@@ -40,6 +40,7 @@ def test_groups_panel_shows_the_groups_and_the_odd_one_out(chromium, served) -> 
     page = ctx.new_page()
     asked: list[str] = []
     page.on("request", lambda r: asked.append(r.url) if "/v1/fleet/groups" in r.url else None)
+    page.clock.install()  # to make a poll come at once
     page.goto(base + "/")
     page.evaluate("t => localStorage.setItem('edgewise.token', t)", env.tokens["viewer"])
     page.goto(base + "/#/fleet")
@@ -63,7 +64,7 @@ def test_groups_panel_shows_the_groups_and_the_odd_one_out(chromium, served) -> 
     assert page.locator(".odd-member .badge.odd").count() == 1
     assert "9 devices on 2 metric(s)" in page.inner_text(".groups-info")
 
-    page.wait_for_timeout(3500)  # a poll or more of the fleet table
+    _poll_drawn(page, FLEET_POLL)  # a poll or more of the fleet table
     assert len(asked) == 1 and page.locator("#groups-table").count() == 1
     page.click("#groups-table a[data-device='hot-2']")
     page.wait_for_function("location.hash === '#/device/hot-2'")

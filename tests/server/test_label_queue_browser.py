@@ -9,7 +9,7 @@ import pytest
 
 from edgewise.label.store import LabelStore
 from tests.server.conftest import Env, build_env, serve_in_thread
-from tests.server.test_dashboard_browser import _wait_for, chromium  # noqa: F401 (fixture)
+from tests.server.test_dashboard_browser import _wait_for
 from tests.server.test_labels_api import _send_history
 
 pytestmark = pytest.mark.browser
@@ -25,7 +25,7 @@ def live(data_dir: Path) -> Iterator[tuple[Env, str]]:
     gen.close()
 
 
-def test_label_queue_charts_and_one_click_labels(chromium, live) -> None:  # noqa: F811
+def test_label_queue_charts_and_one_click_labels(chromium, live) -> None:
     """Check each proposed window is charted with its context and one click stores a label."""
     env, base = live
     page = chromium.new_page(viewport={"width": 1280, "height": 900})
@@ -61,7 +61,7 @@ def test_label_queue_charts_and_one_click_labels(chromium, live) -> None:  # noq
     page.close()
 
 
-def test_viewer_cannot_label_from_the_queue(chromium, live) -> None:  # noqa: F811
+def test_viewer_cannot_label_from_the_queue(chromium, live) -> None:
     env, base = live
     page = chromium.new_page()
     page.goto(base + "/static/labels.html")

@@ -12,7 +12,7 @@ import pytest
 
 from edgewise.label.store import LabelStore
 from tests.server.conftest import Env, build_env, serve_in_thread
-from tests.server.test_dashboard_browser import _wait_for, chromium  # noqa: F401 (fixture)
+from tests.server.test_dashboard_browser import _wait_for
 from tests.server.test_label_queue_hunt import send_queue_history
 
 pytestmark = pytest.mark.browser
@@ -28,7 +28,7 @@ def served(data_dir: Path) -> Iterator[tuple[Env, str]]:
     gen.close()
 
 
-def _open(chromium, env: Env, base: str, k: int):  # noqa: F811
+def _open(chromium, env: Env, base: str, k: int):
     """The queue page of pump-1's ``k`` windows, and the items its queue answer held (read
     here exactly: the mix strategy may propose other windows at the next call)."""
     page = chromium.new_page(viewport={"width": 1280, "height": 900})
@@ -40,7 +40,7 @@ def _open(chromium, env: Env, base: str, k: int):  # noqa: F811
     return page, json.loads(answer.value.text())["items"]
 
 
-def test_one_click_labels_the_exact_nanosecond_window(chromium, served) -> None:  # noqa: F811
+def test_one_click_labels_the_exact_nanosecond_window(chromium, served) -> None:
     """Check 'Normal' stores the window the queue proposed to the nanosecond: the page sent
     JSON.parse's rounded start_ns/end_ns (-128/+132 ns here), and the label covered the
     next window's first reading."""
@@ -57,7 +57,7 @@ def test_one_click_labels_the_exact_nanosecond_window(chromium, served) -> None:
     page.close()
 
 
-def test_a_stopped_sensor_is_said_not_drawn(chromium, served) -> None:  # noqa: F811
+def test_a_stopped_sensor_is_said_not_drawn(chromium, served) -> None:
     """Check a window after temp stopped charts no temp line and says so ('temp (no
     readings here)'), while flow is drawn: it was a flat line of temp's last value."""
     env, base = served

@@ -1,4 +1,8 @@
-"""Labels over HTTP: POST/GET /v1/labels and the label queue, with roles and the audit log."""
+"""Labels over HTTP: POST/GET /v1/labels and the label queue, with roles and the audit log.
+
+The tests of refused labels share one app (``module_env``: nothing is stored); those that
+store labels or readings have one of their own (``lenv``).
+"""
 
 from __future__ import annotations
 
@@ -61,11 +65,12 @@ def test_post_and_list_labels_with_roles_and_audit(lenv: Env) -> None:
     ({"start": None, "start_ns": -1}, "start", -1),
     ({"end": None, "end_ns": 99999999999999999999}, "end", 99999999999999999999),
 ])
-def test_a_bad_label_names_the_field_that_is_wrong(lenv: Env, extra: dict, field: str,
+def test_a_bad_label_names_the_field_that_is_wrong(module_env: Env, extra: dict, field: str,
                                                    value: object) -> None:
     """Check each bad label body names its own field and value (a bad device id or time
     named 'label' with the label's value, and start plus start_ns silently took start_ns:
     a label from 1970), and stores nothing."""
+    lenv = module_env
     body = {"device_id": "pump-1", "start": "2024-01-01T00:00:00Z",
             "end": "2024-01-01T01:00:00Z", "label": "anomaly", **extra}
     r = lenv.client.post("/v1/labels", json=body, headers=lenv.auth("operator"))
@@ -74,8 +79,9 @@ def test_a_bad_label_names_the_field_that_is_wrong(lenv: Env, extra: dict, field
     assert lenv.client.get("/v1/labels", headers=lenv.auth("viewer")).json() == []
 
 
-def test_a_bad_time_in_a_label_body_is_called_a_body_field(lenv: Env) -> None:
+def test_a_bad_time_in_a_label_body_is_called_a_body_field(module_env: Env) -> None:
     """Check a bad 'start' in the body is not called a query parameter."""
+    lenv = module_env
     r = lenv.client.post("/v1/labels", headers=lenv.auth("operator"), json={
         "device_id": "pump-1", "start": "yesterday", "end": "2024-01-01T01:00:00Z",
         "label": "anomaly"})
@@ -134,10 +140,11 @@ def test_a_label_value_with_a_trailing_newline_is_a_422(lenv: Env) -> None:
 
 @pytest.mark.parametrize("end", ["2262-01-01T00:00:00Z", 9_000_000_000_000_000_000,
                                  "an hour from now"])
-def test_a_label_window_ending_in_the_future_is_a_422(lenv: Env, end: str | int) -> None:
+def test_a_label_window_ending_in_the_future_is_a_422(module_env: Env, end: str | int) -> None:
     """Check a window ending later than now plus the allowed clock skew is a 422 naming
     'end' and its value: a 'normal' label from 2000 to 2262 was stored, silenced every
     fault, emptied the label queue and applied to readings that arrived later."""
+    lenv = module_env
     if end == "an hour from now":
         end = str(int(time.time()) + 3600)
     given = {"end_ns": end} if isinstance(end, int) else {"end": end}
@@ -167,9 +174,10 @@ def test_a_label_window_ending_within_the_clock_skew_is_stored(data_dir: Path) -
     {"start_ns": False, "end_ns": True}, {"start_ns": 0, "end_ns": True},
     {"start_ns": 5.0, "end_ns": 10},
 ])
-def test_json_booleans_are_no_label_times(lenv: Env, times: dict) -> None:
+def test_json_booleans_are_no_label_times(module_env: Env, times: dict) -> None:
     """Check true/false (or 5.0) as start_ns/end_ns is a 422 naming the field: they were
     taken as 0 and 1, a label on [0, 1)."""
+    lenv = module_env
     body = {"device_id": "pump-1", "label": "anomaly", **times}
     p = problem(lenv.client.post("/v1/labels", json=body, headers=lenv.auth("operator")), 422)
     bad = next(k for k, v in times.items() if type(v) is not int)
@@ -179,10 +187,11 @@ def test_json_booleans_are_no_label_times(lenv: Env, times: dict) -> None:
 
 @pytest.mark.parametrize("params", [{"device": "bad id!"},
                                     {"device": "bad id!", "history": "true"}])
-def test_listing_labels_of_a_device_id_no_device_can_have_is_a_422(lenv: Env,
+def test_listing_labels_of_a_device_id_no_device_can_have_is_a_422(module_env: Env,
                                                                    params: dict) -> None:
     """Check GET /v1/labels?device= refuses an id no device could have, naming the field,
     as /v1/label-queue does (it answered 200 [], as for a device without labels)."""
+    lenv = module_env
     r = lenv.client.get("/v1/labels", params=params, headers=lenv.auth("viewer"))
     body = problem(r, 422)
     assert (body["field"], body["value"], body["reason"]) == ("device", "bad id!", "bad_device")

@@ -1,4 +1,8 @@
-"""Readings over a range (RFC 3339 / epoch, steps), and the alert lifecycle over HTTP."""
+"""Readings over a range (RFC 3339 / epoch, steps), and the alert lifecycle over HTTP.
+
+The tests that only read share one app (``module_env``; ``seeded``: its readings, sent
+once); those that add, ack or label alerts have one of their own (``env``).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,16 @@ from edgewise.store.base import Alert
 from tests.server.conftest import Env, problem
 
 
-@pytest.fixture
-def seeded(env: Env) -> tuple[Env, int]:
-    """pump-1 with 120 one-second readings of 'a' (0..119) and 'b' (constant 5)."""
+@pytest.fixture(scope="module")
+def seeded(module_env: Env) -> tuple[Env, int]:
+    """pump-1 with 120 one-second readings of 'a' (0..119) and 'b' (constant 5), scored."""
+    env = module_env
     t0 = (int(time.time()) // 60) * 60 - 600
     batch = [{"ts": t0 + i, "metrics": {"a": float(i), "b": 5.0}, "seq": i + 1}
              for i in range(120)]
     resp = env.send(batch)
     assert resp.json()["accepted"] == 240, resp.text
+    assert env.pipeline.flush(), "the readings were not scored in 30 s"
     return env, t0
 
 
@@ -69,8 +75,10 @@ def test_readings_downsample_by_step(seeded: tuple[Env, int], step: str) -> None
     ({"start": "1700000100", "end": "1700000000"}, "end", "bad_range"),
     ({"limit": "0"}, "limit", "invalid"),
 ])
-def test_bad_query_parameters_are_named(env: Env, params: dict, field: str, reason: str) -> None:
+def test_bad_query_parameters_are_named(module_env: Env, params: dict, field: str,
+                                        reason: str) -> None:
     """Check each bad query parameter is a 422 naming it and its value."""
+    env = module_env
     resp = env.client.get(f"/v1/devices/{env.device}/readings", params=params,
                           headers=env.auth("viewer"))
     body = problem(resp, 422)
@@ -78,9 +86,10 @@ def test_bad_query_parameters_are_named(env: Env, params: dict, field: str, reas
     assert body["value"] == params[field]
 
 
-def test_an_instant_out_of_range_is_a_422_on_every_route(env: Env) -> None:
+def test_an_instant_out_of_range_is_a_422_on_every_route(module_env: Env) -> None:
     """Check the quality report and a posted label read start/end by the same rule as
     readings, and a label's start_ns past int64 is a 422 too, not a 500."""
+    env = module_env
     body = problem(env.client.get("/v1/devices/pump-1/quality", params={"start": "-99999999999"},
                                   headers=env.auth("viewer")), 422)
     assert (body["field"], body["reason"]) == ("start", "bad_time")
@@ -94,8 +103,9 @@ def test_an_instant_out_of_range_is_a_422_on_every_route(env: Env) -> None:
     assert env.client.get("/v1/labels", headers=env.auth("viewer")).json() == []
 
 
-def test_readings_of_unknown_device_is_404(env: Env) -> None:
+def test_readings_of_unknown_device_is_404(module_env: Env) -> None:
     """Check the 404 problem for readings of a device nobody knows."""
+    env = module_env
     body = problem(env.client.get("/v1/devices/ghost/readings", headers=env.auth("viewer")), 404)
     assert body["value"] == "ghost"
 

@@ -1,5 +1,7 @@
 """``GET /v1/devices/{id}/readings.csv``: a device's whole history as CSV, streamed, read
-from the store in bounded slices (made small here so that every history spans many)."""
+from the store in bounded slices (made small here so that every history spans many).
+
+The tests that store nothing share one app (``module_env``); the others have their own."""
 
 from __future__ import annotations
 
@@ -157,8 +159,9 @@ def test_metric_given_twice_is_a_422_naming_it(env: Env) -> None:
     ({"format": "xml"}, "format", "invalid"),
     ({"time_format": "iso"}, "time_format", "invalid"),
 ])
-def test_bad_query_parameters_are_named(env: Env, params: dict, field: str,
+def test_bad_query_parameters_are_named(module_env: Env, params: dict, field: str,
                                         reason: str) -> None:
+    env = module_env
     body = problem(_get(env, **params), 422)
     assert (body["field"], body["reason"]) == (field, reason)
     assert body["value"] == params[field]
@@ -181,7 +184,8 @@ def test_viewer_reads_without_a_token_or_unknown_device_refused(env: Env) -> Non
     problem(resp, 403)
 
 
-def test_openapi_describes_the_csv(env: Env) -> None:
+def test_openapi_describes_the_csv(module_env: Env) -> None:
+    env = module_env
     op = env.client.get("/openapi.json").json()["paths"][
         "/v1/devices/{device_id}/readings.csv"]["get"]
     assert "bounded slices" in op["description"] and "format=wide" in op["description"]

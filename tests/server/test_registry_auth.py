@@ -4,6 +4,9 @@ An API fuzzer found them telling which device ids exist ("Device 'nonexist' is n
 registered." against "Device 'pump-2': wrong secret."), refusing ``Authorization: bearer …``
 (the scheme is case-insensitive, RFC 7235) and answering 401s without ``WWW-Authenticate``
 or ``field``.
+
+The tests whose requests are refused share one app (``module_env``); those that publish or
+roll out have one of their own.
 """
 
 from __future__ import annotations
@@ -76,9 +79,10 @@ def test_the_bearer_scheme_is_case_insensitive(env: Env, scheme: str) -> None:
     ({"Authorization": "Bearer"}, "bad_credentials"),
 ])
 def test_missing_or_malformed_credentials_are_the_apis_401(
-        env: Env, path: str, headers: dict, reason: str) -> None:
+        module_env: Env, path: str, headers: dict, reason: str) -> None:
     """Check a missing header or another scheme is the same 401 as elsewhere in the API: it
     names the header, never a value, and asks for Bearer."""
+    env = module_env
     r = env.client.get(path, headers=headers)
     body = problem(r, 401)
     assert (body["field"], body["value"], body["reason"]) == ("Authorization", None, reason)
@@ -86,9 +90,10 @@ def test_missing_or_malformed_credentials_are_the_apis_401(
     assert body == problem(env.client.get("/v1/devices", headers=headers), 401)
 
 
-def test_tokens_get_the_apis_401_and_403(env: Env) -> None:
+def test_tokens_get_the_apis_401_and_403(module_env: Env) -> None:
     """Check an unknown token, a role too low, and a device secret where a token is needed
     answer as on every other token route."""
+    env = module_env
     bad = {"Authorization": "Bearer ew_not-a-token"}
     r = env.client.get("/v1/registry", headers=bad)
     assert problem(r, 401) == problem(env.client.get("/v1/devices", headers=bad), 401)
@@ -103,9 +108,10 @@ def test_tokens_get_the_apis_401_and_403(env: Env) -> None:
     assert dev["reason"] == "device_credentials"
 
 
-def test_a_device_may_fetch_only_its_own_model(env: Env) -> None:
+def test_a_device_may_fetch_only_its_own_model(module_env: Env) -> None:
     """Check an X-Device-Id naming another device than the path is a 403 naming both, as for
     telemetry sent to another device's path."""
+    env = module_env
     body = problem(env.client.get("/v1/devices/pump-9/model", headers=env.device_headers()),
                    403)
     assert (body["field"], body["value"], body["allowed"], body["reason"]) == (

@@ -33,6 +33,12 @@ BODY = {"device_id": "pump-1", "start": "2024-01-01T00:00:00Z", "end": "2024-01-
         "label": "anomaly"}
 
 
+@pytest.fixture
+def env(module_env: Env) -> Env:
+    """Every request here is refused (or only reads): one app for the module."""
+    return module_env
+
+
 def _raises(exc: Exception) -> Any:
     def fake(*args: Any, **kwargs: Any) -> Any:
         raise exc

@@ -13,6 +13,12 @@ ROUTES = ["/v1/devices", "/v1/tokens", "/v1/labels", "/v1/alerts/a-1/label",
 JSON = {"Content-Type": "application/json"}
 
 
+@pytest.fixture
+def env(module_env: Env) -> Env:
+    """Every request here is refused before anything is done: one app for the module."""
+    return module_env
+
+
 @pytest.mark.parametrize("path", ROUTES)
 def test_a_missing_body_names_the_body(env: Env, path: str) -> None:
     body = problem(env.client.post(path, headers=env.auth("admin")), 422)

@@ -3,22 +3,26 @@ unavailable when the model file does not load (it vanished, with an uncaught pro
 every poll, while the route answered 500), and a hash with a stray ``%`` opens a page
 instead of hanging on "Loading…" (``decodeURIComponent`` threw a URIError).
 
-Uses the ``chromium`` and ``live`` fixtures of test_dashboard_browser (pump-1 with 5 min of
-temp_c/rpm/vib_mm_s and a RUL model file ``rul-v1.ewm`` in the data dir).
+Uses the ``live`` and ``shared_live`` fixtures of test_dashboard_browser (pump-1 with 5 min
+of temp_c/rpm/vib_mm_s and a RUL model file ``rul-v1.ewm`` in the data dir): the tests that
+only look share the module's ``shared_live``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
 
 from tests.server.test_dashboard_browser import (  # noqa: F401 (fixtures)
-    chromium,
     live,
+    shared_live,
 )
-from tests.server.test_dashboard_ui_browser import _page
+from tests.server.test_dashboard_ui_browser import _page, _poll_drawn, _poll_now
+
+RUL = re.compile(r"/v1/devices/pump-1/rul$")
 
 pytestmark = pytest.mark.browser
 
@@ -46,7 +50,7 @@ def test_a_model_file_that_does_not_load_is_said_on_the_device_page(chromium, li
     newer = models / "rul-v2.ewm"
     newer.write_bytes((models / "rul-v1.ewm").read_bytes())
     _truncate(newer)
-    page = _page(chromium, base, env.tokens["viewer"], "/#/device/pump-1")
+    page = _page(chromium, base, env.tokens["viewer"], "/#/device/pump-1", clock=True)
     errors = _errors(page)
     rul = page.wait_for_selector("#device-rul[data-rul]", timeout=15000)
     skipped = page.wait_for_selector("#device-rul .rul-skipped")
@@ -54,22 +58,23 @@ def test_a_model_file_that_does_not_load_is_said_on_the_device_page(chromium, li
     assert "Remaining useful life" in rul.inner_text()
 
     _truncate(models / "rul-v1.ewm")  # now none loads
+    _poll_now(page, RUL)  # the next poll asks now
     box = page.wait_for_selector("#device-rul[data-rul-reason='bad_model']", timeout=15000)
     text = box.inner_text()
     assert text.startswith("Remaining useful life unavailable: No RUL model file loads"), text
     assert "rul-v1.ewm" in text and "edgewise train rul" in text, text
     assert box.get_attribute("data-rul") is None
-    page.wait_for_timeout(3500)  # another poll: still said, still no uncaught error
+    _poll_drawn(page, RUL)  # another poll answered: still said, still no uncaught error
     assert page.query_selector("#device-rul[data-rul-reason='bad_model']") is not None
     assert errors == []
     page.context.close()
 
 
 @pytest.mark.parametrize("hash_", ["#/device/pump%", "#/device/pump%zz", "#/%E0%A4%A"])
-def test_a_stray_percent_in_the_hash_opens_a_page(chromium, live, hash_: str) -> None:  # noqa: F811
+def test_a_stray_percent_in_the_hash_opens_a_page(chromium, shared_live, hash_: str) -> None:  # noqa: F811
     """Check a hash that is no valid %-encoding opens a page (the raw text as the device id,
     or the fleet), not "Loading…" forever with a URIError."""
-    env, base, _ = live
+    env, base, _ = shared_live
     page = _page(chromium, base, env.tokens["viewer"], "/" + hash_)
     errors = _errors(page)
     page.reload()

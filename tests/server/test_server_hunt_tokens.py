@@ -38,7 +38,8 @@ def test_the_answer_names_the_token_as_stored(env: Env) -> None:
 
 @pytest.mark.parametrize("name", [FAKE_ROW, "ops\tadmin", "a\x1b[2Jb", "x\u202eevil",
                                   "line\u2028two", "del\x7f"])
-def test_a_name_with_control_characters_is_422(env: Env, name: str) -> None:
+def test_a_name_with_control_characters_is_422(module_env: Env, name: str) -> None:
+    env = module_env
     before = {t.id for t in env.security.list_tokens()}
     body = problem(env.client.post("/v1/tokens", json={"role": "admin", "name": name},
                                    headers=env.auth("admin")), 422)

@@ -1,4 +1,8 @@
-"""HTTP ingest: answers after commit, rejects what is wrong, keeps what is right."""
+"""HTTP ingest: answers after commit, rejects what is wrong, keeps what is right.
+
+The tests whose messages are refused whole share one app (``module_env``), and so do those
+that send only as a device of their own (``device_env``); the others have an app of their
+own."""
 
 from __future__ import annotations
 
@@ -131,8 +135,9 @@ def test_payload_over_the_limit_is_413_before_reading(data_dir: Path) -> None:
         gen.close()
 
 
-def test_wrong_content_type_is_415(env: Env) -> None:
+def test_wrong_content_type_is_415(module_env: Env) -> None:
     """Check that a non-JSON content type is refused and named."""
+    env = module_env
     resp = env.client.post("/v1/telemetry", content=b"<x/>",
                            headers={**env.device_headers(), "Content-Type": "application/xml"})
     body = problem(resp, 415)
@@ -175,8 +180,9 @@ def test_oversized_stream_is_refused_before_it_ends(env: Env) -> None:
     ([{"bn": "x", "n": "a", "vb": "on"}], "vb", "bad_type"),
     ([{"bn": "x", "n": "a", "v": True}], "v", "bad_type"),
 ])
-def test_each_bad_record_is_named(env: Env, record: object, field: str, reason: str) -> None:
+def test_each_bad_record_is_named(device_env: Env, record: object, field: str, reason: str) -> None:
     """Check each kind of bad record is rejected naming its field, next to a good record."""
+    env = device_env
     ts = int(time.time()) - 5
     good = {"ts": ts - 1, "metrics": {"ok": 1.0}}
     if isinstance(record, dict):
@@ -254,9 +260,10 @@ def test_a_gzipped_body_is_read_and_its_limits_hold(env: Env) -> None:
     assert env.store.count_readings() == 51
 
 
-def test_curl_without_a_content_type_is_told_how_to_send_json(env: Env) -> None:
+def test_curl_without_a_content_type_is_told_how_to_send_json(module_env: Env) -> None:
     """Check `curl -d` without -H (form-urlencoded) gets a 415 that says what to add, and
     lists every type the route takes (text/plain was taken but not listed)."""
+    env = module_env
     resp = env.client.post("/v1/telemetry", content=b'{"ts": 1769860800, "metrics": {"a": 1}}',
                            headers={**env.device_headers(),
                                     "Content-Type": "application/x-www-form-urlencoded"})

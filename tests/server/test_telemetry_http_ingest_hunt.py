@@ -1,6 +1,9 @@
 """POST /v1/telemetry, bugs of the HTTP data-routes hunt: a SenML pack with a bad first record
 answered 200 with nothing stored, an unbounded ``rejected`` list that cost no rate-limit
-tokens, and gzip bodies read only to their first member."""
+tokens, and gzip bodies read only to their first member.
+
+The tests that send only as a device of their own share one app (``device_env``); the
+others have an app of their own (``env``, ``slow_env``)."""
 
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ def test_a_senml_pack_with_a_null_first_record_stores_the_rest(env: Env) -> None
     assert [v for *_, v in env.store.query(env.device, "rpm")] == [1452.0]
 
 
-def test_a_huge_list_of_rejections_is_capped_and_counted(env: Env) -> None:
+def test_a_huge_list_of_rejections_is_capped_and_counted(device_env: Env) -> None:
+    env = device_env
     resp = env.send(b"[" + b"0," * 130_000 + b"0]")
     assert resp.status_code == 200, resp.text
     assert len(resp.content) < 100_000  # was 44 MB
@@ -43,7 +47,8 @@ def test_a_huge_list_of_rejections_is_capped_and_counted(env: Env) -> None:
     assert out["rejected_by_reason"] == {"bad_shape": 130_001}
 
 
-def test_a_few_rejections_are_all_listed_and_counted(env: Env) -> None:
+def test_a_few_rejections_are_all_listed_and_counted(device_env: Env) -> None:
+    env = device_env
     now = int(time.time())
     out = env.send([{"ts": now - 5, "metrics": {"a": 1, "b": "x"}}, "junk"]).json()
     assert [(r["field"], r["reason"]) for r in out["rejected"]] == [("metrics.b", "bad_type"),
@@ -77,7 +82,8 @@ def _rec(ts: int, seq: int) -> bytes:
     return b'{"ts": %d, "seq": %d, "metrics": {"a": %d}}' % (ts, seq, seq)
 
 
-def test_a_gzip_body_of_two_members_is_stored_whole(env: Env) -> None:
+def test_a_gzip_body_of_two_members_is_stored_whole(device_env: Env) -> None:
+    env = device_env
     now = int(time.time())
     arr = b"[" + _rec(now - 9, 1) + b"," + _rec(now - 8, 2) + b"]"
     resp = _post(env, gzip.compress(arr[:30]) + gzip.compress(arr[30:]),
@@ -87,7 +93,8 @@ def test_a_gzip_body_of_two_members_is_stored_whole(env: Env) -> None:
     assert [v for *_, v in env.store.query(env.device, "a")] == [1.0, 2.0]
 
 
-def test_a_second_gzip_member_is_not_dropped_silently(env: Env) -> None:
+def test_a_second_gzip_member_is_not_dropped_silently(device_env: Env) -> None:
+    env = device_env
     now = int(time.time())
     resp = _post(env, gzip.compress(_rec(now - 9, 1)) + gzip.compress(_rec(now - 8, 2)),
                  **{"Content-Encoding": "gzip"})
@@ -95,7 +102,8 @@ def test_a_second_gzip_member_is_not_dropped_silently(env: Env) -> None:
     assert env.store.query(env.device, "a") == []
 
 
-def test_bytes_after_the_gzip_stream_are_refused_naming_content_encoding(env: Env) -> None:
+def test_bytes_after_the_gzip_stream_are_refused_naming_content_encoding(device_env: Env) -> None:
+    env = device_env
     resp = _post(env, gzip.compress(_rec(int(time.time()) - 9, 1)) + b"garbage",
                  **{"Content-Encoding": "gzip"})
     body = problem(resp, 400)
@@ -105,7 +113,8 @@ def test_bytes_after_the_gzip_stream_are_refused_naming_content_encoding(env: En
     assert env.store.query(env.device, "a") == []
 
 
-def test_the_openapi_description_tells_the_cap(env: Env) -> None:
+def test_the_openapi_description_tells_the_cap(module_env: Env) -> None:
+    env = module_env
     op = env.client.get("/openapi.json").json()["paths"]["/v1/telemetry"]["post"]
     assert f"the first {MAX_LISTED_REJECTIONS}" in op["description"]
     assert "rate limit" in op["description"]

@@ -12,8 +12,9 @@ def _create(env: Env, name: str):
                            headers=env.auth("admin"))
 
 
-def test_a_name_of_a_token_ids_form_is_422(env: Env) -> None:
+def test_a_name_of_a_token_ids_form_is_422(module_env: Env) -> None:
     """Check an admin token cannot be named with a viewer token's id over HTTP either."""
+    env = module_env
     viewer_id = env.security.authenticate_token(env.tokens["viewer"]).token_id
     body = problem(_create(env, viewer_id), 422)
     assert (body["field"], body["value"]) == ("name", viewer_id)
@@ -31,6 +32,7 @@ def test_the_name_limit_is_the_same_as_the_clis(env: Env) -> None:
     assert body["allowed"].startswith("at most 64 characters")
 
 
-def test_the_schema_still_documents_the_limit(env: Env) -> None:
+def test_the_schema_still_documents_the_limit(module_env: Env) -> None:
+    env = module_env
     schema = env.client.get("/openapi.json").json()["components"]["schemas"]["NewToken"]
     assert schema["properties"]["name"]["maxLength"] == 64
