@@ -559,7 +559,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     from edgewise.federated.model import RUL_SCALE, build_model
 
     rc, nc = context.run_config, context.node_config
-    torch.set_num_threads(int(rc.get("threads", 1)))
+    _torch_threads(context)
     try:
         data = held_data(str(rc.get("dataset", "pump")), str(rc.get("data-dir", "")),
                          int(nc.get("partition-id", 0)), int(nc.get("num-partitions", 1)),
