@@ -197,15 +197,16 @@ class StoreCorruptError(StoreError):
 
 class StoreLockedError(StoreError):
     """Another process (its ``pid``, ``"unknown"`` when the backend does not say) holds the
-    store's file, e.g. a running gateway holding its DuckDB file.
+    store's file (``path``, where known), e.g. a running gateway holding its DuckDB file.
 
     >>> StoreLockedError("in use", pid="42").pid
     '42'
     """
 
-    def __init__(self, message: str, pid: str = "unknown") -> None:
+    def __init__(self, message: str, pid: str = "unknown", path: str | None = None) -> None:
         super().__init__(message)
         self.pid = pid
+        self.path = path
 
 
 class SignatureError(EdgewiseError):

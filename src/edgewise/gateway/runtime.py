@@ -37,7 +37,7 @@ def _store_in_use(exc: StoreLockedError, settings: Settings,
                   other_gateway: bool) -> StoreLockedError:
     """The error of a gateway start whose DuckDB store another process holds: another
     gateway on the same data dir (``other_gateway``), or another process."""
-    where = getattr(exc, "path", None) or shown_url(settings.store_url)
+    where = exc.path or shown_url(settings.store_url)
     if other_gateway:
         message = (
             f"A gateway already runs on data dir {str(settings.data_dir)!r} (pid {exc.pid} "
@@ -48,9 +48,7 @@ def _store_in_use(exc: StoreLockedError, settings: Settings,
             f"DuckDB store {where!r} is in use by another process (pid {exc.pid}), such as "
             "an edgewise command reading it (a DuckDB store is opened by one process at a "
             "time); start the gateway once that process has ended.")
-    out = StoreLockedError(message, pid=exc.pid)
-    out.path = where  # type: ignore[attr-defined]
-    return out
+    return StoreLockedError(message, pid=exc.pid, path=where)
 
 
 def problem_of(exc: PayloadError | RateLimitError) -> dict[str, Any]:

@@ -198,9 +198,7 @@ def _in_use(path: Path | str, pid: str, *, gateway: bool = True) -> StoreLockedE
             f"DuckDB store {str(path)!r} is in use by another process (pid {pid}); stop it "
             "or use --store postgresql://… for a store that several processes can share."
         )
-    err = StoreLockedError(message, pid=pid)
-    err.path = str(path)  # type: ignore[attr-defined]
-    return err
+    return StoreLockedError(message, pid=pid, path=str(path))
 
 
 def _holder_pid(fd: int) -> str:
