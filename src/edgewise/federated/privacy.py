@@ -174,9 +174,7 @@ def composed_epsilon(history: Iterable[Mechanism], delta: float = 1e-5) -> float
     import numpy as np
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-    total = np.zeros(len(_ORDERS), dtype=np.float64)
-    for (z, q), n in merged.items():
-        total += n * _step_rdp(q, z)
+    total = np.asarray(_history_rdp([(z, q, n) for (z, q), n in merged.items()]))
     return float(rdp.compute_epsilon(np.array(_ORDERS), total, delta)[0])
 
 
