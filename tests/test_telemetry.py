@@ -248,3 +248,37 @@ def test_parse_time_text_bounds(text: str, bounds: dict, reason: str) -> None:
         parse_time_text(text, now_ns=NOW, **bounds)
     assert info.value.reason == reason
     assert parse_time_text("0", earliest_ns=0) == 0
+
+
+@pytest.mark.parametrize("text", [
+    "1700000000.000000005", "1700000000.0000000049", "1700000000000.000005", "-1.0000000005",
+    "1700000000.123456789",
+])
+def test_decimal_epoch_text_reads_to_the_ns_as_a_csv_time_column_does(text: str) -> None:
+    """Check a decimal epoch cell (as ``readings.csv?time_format=epoch_s`` writes it) is
+    the same nanosecond in a query instant, a label CSV and a CSV's time column: read as a
+    float it lost what lies past the microsecond, so ``from=`` a downloaded time missed its
+    own reading."""
+    import pandas as pd
+
+    from edgewise.label.store import _csv_time
+    from edgewise.server.query import parse_instant
+    from edgewise.tables import time_ns
+    from edgewise.telemetry import parse_time_text
+
+    column = int(time_ns(pd.Series([text, text], name="time"))[0])
+    assert parse_time_text(text, earliest_ns=-10**10) == column
+    if not text.startswith("-"):  # the API and label files take no time before 1970
+        assert parse_instant(text, "start") == _csv_time(text, "start", 2, 300.0) == column
+
+
+def test_decimal_epoch_text_refusals_show_the_text_as_written() -> None:
+    """Check a refused decimal cell is shown as written, not as a Decimal."""
+    from edgewise.telemetry import parse_time_text
+
+    with pytest.raises(PayloadError) as info:
+        parse_time_text("99999999999999999999.5", now_ns=NOW)
+    assert info.value.reason == "future_ts" and info.value.value == "99999999999999999999.5"
+    with pytest.raises(PayloadError) as info:
+        parse_time_text("1e400", now_ns=NOW)
+    assert info.value.value == "1e400"

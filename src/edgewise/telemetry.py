@@ -45,6 +45,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from edgewise.errors import PayloadError
@@ -198,13 +199,21 @@ def epoch_unit_ns(magnitude: float) -> int:
     return 10**6 if magnitude < 1e14 else 10**3 if magnitude < 1e17 else 1
 
 
-def epoch_ns(value: float) -> int:
-    """UTC nanoseconds of a finite epoch number in the unit :func:`epoch_unit_ns` tells.
+def epoch_ns(value: float | Decimal) -> int:
+    """UTC nanoseconds of a finite epoch number in the unit :func:`epoch_unit_ns` tells:
+    a float to the microsecond (what a float64 holds of a time in seconds), a
+    :class:`~decimal.Decimal` (digits as written) to the nanosecond.
 
     >>> epoch_ns(1706702400.5) == epoch_ns(1706702400500) == epoch_ns(1706702400500000000)
     True
+    >>> epoch_ns(Decimal("1700000000.000000005"))
+    1700000000000000005
     """
-    per = epoch_unit_ns(abs(value))
+    per = epoch_unit_ns(abs(float(value)))
+    if isinstance(value, Decimal):  # written digits: exact, half away from zero past the ns
+        with localcontext() as ctx:  # enough digits that the product is exact
+            ctx.prec = max(28, len(value.as_tuple().digits) + 20)
+            return int((value * per).to_integral_value(ROUND_HALF_UP))
     if per == 10**9:  # seconds, to the microsecond
         return round(value * 1_000_000) * 1000
     whole = int(value)  # exact: a float holds whole numbers up to 2**53 exactly
@@ -251,9 +260,9 @@ def parse_time(
     before_end = _BEFORE_END
     if isinstance(value, bool):
         raise bad("an RFC 3339 UTC timestamp or an epoch time (s, ms, us or ns)", "bad_ts")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         # an int is never passed to math.isfinite: one past 1.8e308 overflows a float
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, float | Decimal) and not math.isfinite(value):
             raise bad("a finite epoch time (s, ms, us or ns)", "bad_ts")
         if value >= _EPOCH_LIMIT:
             raise bad(before_end, "future_ts")
@@ -336,13 +345,17 @@ _BEFORE_END = f"a time before {_iso(_INT64_END)} (where int64 nanoseconds end)"
 
 def parse_time_text(text: str, **bounds: Any) -> int:
     """:func:`parse_time` of a text cell (a CSV field, a query parameter): digits are an
-    integer epoch, kept exact to the nanosecond; a decimal number is a float epoch; any
-    other text is RFC 3339. ``bounds`` are :func:`parse_time`'s keyword arguments.
+    integer epoch, a decimal number an epoch read from its digits, both exact to the
+    nanosecond (as a CSV's time column is read: ``1700000000.000000005``, as
+    ``readings.csv?time_format=epoch_s`` writes it, is 5 ns past the second); any other
+    text is RFC 3339. ``bounds`` are :func:`parse_time`'s keyword arguments.
 
     >>> parse_time_text("1706702400123456789", now_ns=1_800_000_000 * 10**9)
     1706702400123456789
     >>> parse_time_text(" 1706702400.5 ", now_ns=1_800_000_000 * 10**9)
     1706702400500000000
+    >>> parse_time_text("1700000000.000000005", now_ns=1_800_000_000 * 10**9)
+    1700000000000000005
     >>> parse_time_text("0", earliest_ns=0, max_future_s=math.inf)
     0
     """
@@ -356,10 +369,14 @@ def parse_time_text(text: str, **bounds: Any) -> int:
             huge = len(raw.lstrip("+-")) > 40
             value = (-1 if raw.startswith("-") else 1) * 10**40 if huge else int(raw)
         elif _DECIMAL_RE.fullmatch(raw):
-            value = float(raw)
+            value = Decimal(raw)
     try:
         return parse_time(value, **bounds)
     except PayloadError as exc:
+        if isinstance(value, Decimal):  # shown as written, never as Decimal('...')
+            raise PayloadError(
+                device_id=exc.device_id, field=exc.field, value=raw, allowed=exc.allowed,
+                reason=exc.reason, index=exc.index) from None
         if exc.reason == "bad_ts" and isinstance(value, str):  # text may be epoch digits too
             raise PayloadError(
                 device_id=exc.device_id, field=exc.field, value=exc.value,
