@@ -5,7 +5,8 @@ Hunt (concurrency): ``label suggest``, ``train --with-labels``, ``train transfer
 use by another process (pid N); stop it or use --store postgresql://…": a --store never
 given, with four slashes, no word of the gateway, and advice to switch to PostgreSQL (a
 different, empty store). Now they say a gateway (its pid) runs on the data dir, and what
-to do while it runs.
+to do while it runs (``repair``: to stop it; reading through it and --csv, the other
+commands' advice, repairs nothing and repair has no --csv).
 """
 
 from __future__ import annotations
@@ -69,14 +70,13 @@ def _refusal(*args: str) -> str:
 
 def test_commands_name_the_gateway_that_holds_the_store(
         gateway: subprocess.Popen[str], tmp_path: Path) -> None:
-    """Check ``train --with-labels``, ``train transfer`` and ``repair`` on a data dir whose
-    gateway holds the store say a gateway (pid) runs on the data dir, how to read through
-    it and --csv; never a --store the user did not give (4 slashes), nor PostgreSQL."""
+    """Check ``train --with-labels`` and ``train transfer`` on a data dir whose gateway
+    holds the store say a gateway (pid) runs on the data dir, how to read through it and
+    --csv; never a --store the user did not give (4 slashes), nor PostgreSQL."""
     data = tmp_path / "ew"
     store = data / "edgewise.duckdb"
     for args in (["train", "--with-labels", "--device", "pump-1"],
-                 ["train", "transfer", "--device", "pump-1"],
-                 ["repair"]):
+                 ["train", "transfer", "--device", "pump-1"]):
         line = _refusal(*args, "--data-dir", str(data))
         assert line.startswith(f"error: DuckDB store {str(store)!r} is in use: a gateway "
                                f"(pid {gateway.pid}) runs on data dir {str(data)!r}"), line
@@ -84,6 +84,24 @@ def test_commands_name_the_gateway_that_holds_the_store(
         assert "--csv" in line, line
         assert "--store" not in line and "duckdb:////" not in line, line
         assert "postgresql" not in line, line
+
+
+def test_repair_names_the_gateway_and_says_to_stop_it(
+        gateway: subprocess.Popen[str], tmp_path: Path) -> None:
+    """Check ``repair`` on a data dir whose gateway holds the store names the gateway (pid)
+    and says to stop it, without the readings export and --csv the other commands are told
+    of (repair has no --csv, and a CSV of the readings repairs nothing), a --store the user
+    did not give, or PostgreSQL; the store's files are left as they were."""
+    data = tmp_path / "ew"
+    store = data / "edgewise.duckdb"
+    before = sorted(p.name for p in data.iterdir())
+    line = _refusal("repair", "--data-dir", str(data))
+    assert line.startswith(f"error: DuckDB store {str(store)!r} is in use: a gateway "
+                           f"(pid {gateway.pid}) runs on data dir {str(data)!r}"), line
+    assert "Stop the gateway to repair the store" in line, line
+    assert "--csv" not in line and "readings export" not in line, line
+    assert "--store" not in line and "postgresql" not in line, line
+    assert sorted(p.name for p in data.iterdir()) == before
 
 
 def test_a_process_that_is_no_gateway_is_named_by_its_pid(tmp_path: Path) -> None:

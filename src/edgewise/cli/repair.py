@@ -21,8 +21,11 @@ def repair(
 ) -> None:
     """Move an unreplayable DuckDB write-ahead log aside (kept, renamed) and reopen the store.
 
-    Nothing is deleted. Readings that were only in that log are lost from the store; the
-    command says how many when that can be known and 'unknown' otherwise.
+    Nothing is deleted. When DuckDB names where the log is damaged, its intact part (the
+    transactions committed before the damage) is replayed; readings only in the rest are
+    lost from the store, and how many is unknown (DuckDB cannot read it). Refused while
+    another process (a running gateway) holds the store; no other process opens it while
+    the repair works.
     """
     import json
 

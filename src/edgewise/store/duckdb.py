@@ -15,8 +15,10 @@ The process that opens the file holds an exclusive ``flock`` on ``<file>.lock`` 
 (mode 0600, the holder's pid in it, removed at close) from open to close, purges included:
 a purge closes the file and reopens the purged copy, and DuckDB's own lock is not held in
 between, so without it another process (a CLI command, a second gateway) could open the
-file in that gap and take the store from the gateway. Another process is refused at once
-(:class:`~edgewise.errors.StoreLockedError`, naming the holder's pid).
+file in that gap and take the store from the gateway. :func:`repair` holds it likewise, from
+before its first open to after its last, while it moves the log aside and replays its intact
+part. Another process is refused at once (:class:`~edgewise.errors.StoreLockedError`,
+naming the holder's pid).
 
 Queries from other threads use their own cursors, so a slow dashboard query does not hold
 up ingestion.
@@ -536,9 +538,12 @@ class DuckDBStore(SQLStoreMixin):
     #: left failed: every later call then raises a StoreError that says why.
     REOPEN_TIMEOUT_S = 5.0
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, _held_lock: int | None = None) -> None:
         self.path = str(path)
         self._lock_fd: int | None = None  # the flock on <file>.lock, held until close()
+        # _held_lock: that flock, taken already by the caller (repair), who keeps it past
+        # this store's close; else the store takes it at open and drops it at close
+        self._owns_lock = _held_lock is None
         self._failed: str | None = None  # why the store is unusable (a purge's reopen failed)
         if self.path == ":memory:":
             self.url = "duckdb://:memory:"
@@ -558,7 +563,7 @@ class DuckDBStore(SQLStoreMixin):
                 _OPEN_FILES.add(self.path)
         try:
             if target != ":memory:":  # before DuckDB's lock: held through every purge too
-                self._lock_fd = _take_lock(Path(target))
+                self._lock_fd = _take_lock(Path(target)) if _held_lock is None else _held_lock
             new = target != ":memory:" and not Path(target).exists()
             self._con = _connect(target)
         except BaseException:
@@ -612,11 +617,12 @@ class DuckDBStore(SQLStoreMixin):
             raise
 
     def _release(self) -> None:
-        """Forget the file in this process's registry and drop its lock."""
+        """Forget the file in this process's registry and drop its lock (unless the caller
+        that opened the store holds it: that caller drops it)."""
         with _OPEN_LOCK:
             _OPEN_FILES.discard(self.path)
         fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
+        if fd is not None and self._owns_lock:
             _drop_lock(fd, Path(self.path))
 
     def _check_open(self) -> None:
@@ -1445,8 +1451,49 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
     wal = _wal_path(p)
     if not p.exists() and not wal.exists():
         raise StoreError(f"No DuckDB store at {str(p)!r} to repair.")
+    with _OPEN_LOCK:
+        if str(p) in _OPEN_FILES:
+            raise StoreError(
+                f"DuckDB store {str(p)!r} is open in this process; close that DuckDBStore "
+                "before repairing the file (a store that opened needs no repair).")
+    # The store's lock, held from before the first open to after the last close: no other
+    # process opens the file while its log is moved aside and the intact part replayed
     try:
-        store = DuckDBStore(p)
+        fd = _take_lock(p)
+    except StoreLockedError as exc:
+        raise _repair_in_use(p, exc.pid) from None
+    try:
+        return _repair_held(p, fd)
+    except StoreLockedError as exc:  # DuckDB's own lock: a program that ignores the lock file
+        raise _repair_in_use(p, exc.pid, gateway=False) from None
+    finally:
+        _drop_lock(fd, p)
+
+
+def _repair_in_use(path: Path, pid: str, *, gateway: bool = True) -> StoreLockedError:
+    """The refusal of ``repair`` on a store another process (``pid``) holds: stop it and
+    repair then (the general refusal's advice, reading through a gateway and --csv or a
+    PostgreSQL store, does not help a repair)."""
+    if gateway and _gateway_on(path.parent):
+        message = (
+            f"DuckDB store {str(path)!r} is in use: a gateway (pid {pid}) runs on data dir "
+            f"{str(path.parent)!r} and holds it, so the store opened (its write-ahead log "
+            "replayed) and needs no repair while it runs. Stop the gateway to repair the "
+            "store, e.g. when the gateway does not start again on it."
+        )
+    else:
+        message = (
+            f"DuckDB store {str(path)!r} is in use by another process (pid {pid}); repair "
+            "needs the store to itself: stop that process, then run the repair again."
+        )
+    return StoreLockedError(message, pid=pid, path=str(path))
+
+
+def _repair_held(p: Path, fd: int) -> RepairReport:
+    """:func:`repair` of the store at ``p`` while this process holds its lock (``fd``)."""
+    wal = _wal_path(p)
+    try:
+        store = DuckDBStore(p, _held_lock=fd)
     except StoreCorruptError as exc:
         cause = str(exc.__cause__ or exc)
     else:
@@ -1469,14 +1516,16 @@ def repair(path: str | os.PathLike[str]) -> RepairReport:
             dst.flush()
             os.fsync(dst.fileno())
         try:
-            store = DuckDBStore(p)
+            store = DuckDBStore(p, _held_lock=fd)
             kept_note = (f"its first {cut} bytes (the transactions committed before the damage) "
                          "were replayed")
+        except StoreLockedError:
+            raise
         except StoreError:
             wal.unlink(missing_ok=True)
             store = None
     if store is None:
-        store = DuckDBStore(p)
+        store = DuckDBStore(p, _held_lock=fd)
     n = store.count_readings()
     store.close()
     return RepairReport(
