@@ -88,11 +88,12 @@ def test_known_faults_are_counted_by_reason() -> None:
 
 
 def test_stuck_sensor_is_flagged_not_removed() -> None:
-    """Check that a flat-lined sensor is kept but flagged from the stuck_run-th reading."""
+    """Check that a flat-lined sensor is kept, and its whole run counts as stuck once it
+    reaches stuck_run readings, as the batch report counts it."""
     rs = [Reading("d", "t", i, 5.0) for i in range(30)]
     c = StreamCleaner(stuck_run=20)
     assert len(c.clean(rs)) == 30
-    assert c.flagged["stuck"] == 11
+    assert c.flagged["stuck"] == 30
 
 
 def test_bad_parameters_are_named() -> None:

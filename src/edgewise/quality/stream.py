@@ -8,9 +8,24 @@ last kept time), ``duplicate`` (same time, same value), ``conflict`` (same time,
 value: the first one kept wins), ``rate`` (changed faster than the metric's ``max_rate``
 from the last kept reading; a too-fast reading holds no time, so a fitting one at the
 same time is kept); flagged but kept as ``spike`` (Hampel test against the last kept
-values) and ``stuck`` (the same value for ``stuck_run`` readings in a row; not for a two-state
-series, a boolean stored as 1/0 that has shown both values, whose switches are no spikes
-either: :mod:`~edgewise.quality.states`). The spike test's scale never drops below the
+values) and ``stuck`` (a run of ``stuck_run`` or more identical readings in a row; not for a
+two-state series, a boolean stored as 1/0 that has shown both values, whose switches are no
+spikes either: :mod:`~edgewise.quality.states`). As in the batch report, a stuck run counts
+whole once it qualifies: its ``stuck_run``-th reading adds all ``stuck_run`` readings to the
+``stuck`` count (the earlier ones were handed on before the run could be told from a live
+sensor's repeats), each later one one more, so a run of 25 counts 25 here and there.
+
+A level shift is no spike: once :data:`LEVEL_SHIFT_RUN` readings in a row are outliers on
+the same side of the window's median and lie closer to each other than to that median (or
+within the test's own threshold of each other), the last of them and every outlier that
+goes on with that run are kept unflagged, until the window has learnt the new level. With
+no look-ahead the first ``LEVEL_SHIFT_RUN - 1`` readings of a real step cannot be told
+from a spike yet, and stay flagged (dropped with ``drop_spikes=True``); the new level itself
+is never lost: a setpoint moved from 20.0 to 25.0 is kept from its third reading on, where
+the drop mode kept none of it, and the flag mode flagged the new level until half the
+window held it (the batch report, which looks both ways, flags none). An isolated outlier, or
+a burst whose readings lie further apart than from the old level, is still a spike. The
+spike test's scale never drops below the
 sensor's resolution as :func:`~edgewise.quality.spikes.resolution` takes it: the smallest
 step between kept values seen :data:`~edgewise.quality.spikes.RESOLUTION_SEEN` times
 (none until one recurs) with the flagged spikes for its outliers: a step into or out of
@@ -18,8 +33,9 @@ a spike counts only when it is small beside both its values, or once spikes of i
 lay both above and below, so a spike's own way up and down on a flat stream, however
 often the same dropout recurs, hides no later spike. ``drop_spikes=True`` removes spikes
 instead. Every removed reading is counted by reason, so ``kept + sum(removed) == seen``;
-and because every decision looks only at kept history, cleaning already-clean readings
-keeps them all (idempotent) unless spikes are dropped.
+and because every decision looks only at kept history (and, for a level shift, at the
+outliers in a row just before, dropped ones too: a dropped reading leaves nothing else),
+cleaning already-clean readings keeps them all (idempotent) unless spikes are dropped.
 
 >>> from edgewise.telemetry import Reading
 >>> c = StreamCleaner(limits={"temp": Limits(low=-40, high=125)})
@@ -52,6 +68,11 @@ __all__ = ["StreamCleaner"]
 #: keeps; past it the largest go. Bounds the memory and per-reading cost of a stream of
 #: unquantised noise, whose steps never recur.
 MAX_CANDIDATE_STEPS = 16
+
+#: Outliers in a row, on one side of the spike window's median and consistent with each
+#: other, that make a level shift: the last of them is no spike, nor is any outlier that
+#: goes on with the run (the first ``LEVEL_SHIFT_RUN - 1`` are, while still ambiguous).
+LEVEL_SHIFT_RUN = 3
 
 #: The layout of :meth:`StreamCleaner.export_state`; bumped when :class:`_State` changes,
 #: so a gateway restarted from an older layout starts its streams afresh instead.
@@ -88,6 +109,39 @@ class _State:
     kept: int = 0
     zero_one: bool = True
     ones: int = 0
+    # the readings in a row (kept or dropped) that were outliers on one side (+1 above the
+    # window's median, -1 below) and consistent with each other: how many, lowest, highest.
+    # Plain defaults: a state saved before these fields loads with no run under way.
+    shift_n: int = 0
+    shift_side: int = 0
+    shift_lo: float = 0.0
+    shift_hi: float = 0.0
+
+    def shifted(self, value: float, side: int, med: float, limit: float) -> bool:
+        """Count ``value``, an outlier on ``side`` (+1 above, -1 below) of the window's
+        median ``med``, towards the run of outliers in a row; whether that run, with it,
+        is a level shift: :data:`LEVEL_SHIFT_RUN` or more on one side whose spread is
+        within ``limit`` (the spike threshold) or less than their distance from ``med``.
+        An outlier that does not fit the run starts a new one.
+
+        >>> st = _State(0, 20.0)
+        >>> [st.shifted(v, 1, 20.0, 1e-8) for v in [25.0, 25.0, 25.0, 25.0]]
+        [False, False, True, True]
+        >>> [st.shifted(v, 1, 20.0, 1e-8) for v in [60.0, 80.0, 100.0]]  # far apart: spikes
+        [False, False, False]
+        >>> [st.shifted(v, 1, 20.0, 0.5) for v in [30.1, 29.9, 30.0]]
+        [False, False, True]
+        """
+        if self.shift_n and side == self.shift_side:
+            lo = value if value < self.shift_lo else self.shift_lo
+            hi = value if value > self.shift_hi else self.shift_hi
+            spread = hi - lo
+            if spread <= limit or spread < (lo - med if side > 0 else med - hi):
+                self.shift_n += 1
+                self.shift_lo, self.shift_hi = lo, hi
+                return self.shift_n >= LEVEL_SHIFT_RUN
+        self.shift_n, self.shift_side, self.shift_lo, self.shift_hi = 1, side, value, value
+        return False
 
     def two_state(self) -> bool:
         """The batch rule of quality.states: only 0s and 1s, and both of them."""
@@ -249,7 +303,8 @@ class StreamCleaner:
     drop_spikes
         Remove spikes instead of only flagging them.
     stuck_run
-        Identical readings in a row from which on a reading is flagged ``stuck``.
+        Identical readings in a row that make a stuck run; the run's readings, those
+        before too, count as flagged ``stuck`` from its ``stuck_run``-th on.
     """
 
     def __init__(
@@ -293,9 +348,12 @@ class StreamCleaner:
         self.by_key.setdefault(key, Counter())[reason] += 1
 
     def _is_spike(self, st: _State, value: float, slot: tuple[float, float, int, int]) -> bool:
+        """Whether ``value`` is a spike: a Hampel outlier against the kept window that does
+        not make or go on with a level shift (:meth:`_State.shifted`)."""
         # Plain Python on the short window: numpy's per-call overhead made this the
         # gateway's costliest per-reading step (26 us); same medians, same result.
         if len(st.window) < 5 or (st.zero_one and value in (0.0, 1.0)):
+            st.shift_n = 0
             return False  # a boolean's switch is no spike
         w = list(st.window)
         med = _median(w)
@@ -303,8 +361,12 @@ class StreamCleaner:
         noise = MAD_SCALE * _median([abs(b - a) for a, b in itertools.pairwise(w)]) / math.sqrt(2)
         # relative: any units; never below the resolution (a move by a tenth of a sensor
         # that reports tenths is no spike), once a step has recurred enough to be one
-        scale = max(scale, noise, st.resolution_after(slot), 1e-9 * abs(med), 1e-300)
-        return abs(value - med) > self.n_sigmas * scale
+        limit = self.n_sigmas * max(scale, noise, st.resolution_after(slot), 1e-9 * abs(med),
+                                    1e-300)
+        if not abs(value - med) > limit:
+            st.shift_n = 0
+            return False
+        return not st.shifted(value, 1 if value > med else -1, med, limit)
 
     def clean_one(self, reading: Reading) -> Reading | None:
         """Return the reading if it is kept, else ``None`` (and count why)."""
@@ -354,7 +416,8 @@ class StreamCleaner:
         st.zero_one = st.zero_one and value in (0.0, 1.0)
         st.ones += value == 1.0
         if st.run >= self.stuck_run and not st.two_state():
-            self.flagged["stuck"] += 1
+            # the whole run once it qualifies, as the batch report counts it
+            self.flagged["stuck"] += self.stuck_run if st.run == self.stuck_run else 1
         st.window.append(value)
         self.kept += 1
         return reading
