@@ -11,6 +11,7 @@ import typer
 from edgewise.cli._app import DataDir, Json, app, existing_data_dir, fail
 
 if TYPE_CHECKING:
+    from edgewise.label.store import DeviceDeletion
     from edgewise.security import Security
 
 label_app = typer.Typer(help="Labels on windows of device history: import, list, suggest.",
@@ -26,31 +27,101 @@ def _open(data_dir: Path):
     return LabelStore(data_dir, security=security), security
 
 
-def _unknown_devices(security: Security, devices: list[str], store_url: str) -> list[str]:
+def _unknown_devices(security: Security, devices: list[str],
+                     store_url: str) -> tuple[list[str], str | None]:
     """The ``devices`` neither registered nor with stored data, as ``POST /v1/labels`` has
-    it (a label kept for an unknown id is inherited by a device registered later under it).
-    The store is opened only when a device is not registered."""
+    it (a label kept for an unknown id is inherited by a device registered later under it),
+    and why the store could not tell (``None``: it could; the unregistered ones are then
+    all returned). The store is opened only when a device is not registered."""
     from edgewise.errors import StoreError
     from edgewise.store import duckdb_file, open_store
 
     unregistered = [d for d in devices if not security.has_device(d)]
     if not unregistered:
-        return []
+        return [], None
     path = duckdb_file(store_url)
     if path is not None and not path.exists():
-        return unregistered  # no store yet: no device has data (and none is made here)
+        return unregistered, None  # no store yet: no device has data (and none is made here)
     try:
         st = open_store(store_url, create=False)
     except StoreError as exc:
-        raise fail(f"Device {unregistered[0]!r} is not registered, and whether it has stored "
-                   f"data cannot be told: {str(exc).rstrip('.')}. Register it with: edgewise "
-                   f"device add {unregistered[0]}, or import once the gateway is stopped."
-                   ) from None
+        return unregistered, str(exc).rstrip(".")
     try:
         with_data = {s.device_id for s in st.devices()}
     finally:
         st.close()
-    return [d for d in unregistered if d not in with_data]
+    return [d for d in unregistered if d not in with_data], None
+
+
+def _lines_text(lines: list[int], most: int = 10) -> str:
+    """``"line 3"``, ``"lines 3, 5"``; past ``most`` lines, the count of the rest.
+
+    >>> _lines_text([3]), _lines_text([3, 5]), _lines_text(list(range(2, 15)), most=3)
+    ('line 3', 'lines 3, 5', 'lines 2, 3, 4 and 10 more')
+    """
+    shown = ", ".join(map(str, lines[:most]))
+    rest = f" and {len(lines) - most} more" if len(lines) > most else ""
+    return f"line{'s' if len(lines) > 1 else ''} {shown}{rest}"
+
+
+def _likewise(more: list[str]) -> str:
+    """``" (likewise a, b, c, …)"`` naming up to three of ``more``; ``""`` for none.
+
+    >>> _likewise([]), _likewise(["'b'"]), _likewise(["1", "2", "3", "4"])
+    ('', " (likewise 'b')", ' (likewise 1, 2, 3, …)')
+    """
+    if not more:
+        return ""
+    return f" (likewise {', '.join(more[:3])}{', …' if len(more) > 3 else ''})"
+
+
+def _deletion_text(entry: DeviceDeletion) -> str:
+    """When and by whom a device was deleted, from its ``device.delete_data`` audit entry."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(entry.ts_ns // 10**9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"on {when} by {entry.actor!r}"
+
+
+def _refusal(lines: dict[str, list[int]], unknown: list[str], gone: dict[str, DeviceDeletion],
+             store_error: str | None) -> str:
+    """The one-line refusal of a label file naming ``unknown`` devices (neither registered
+    nor with stored data; ``store_error``: whether they have data could not be told), of
+    which ``gone`` were deleted with their data (their ``device.delete_data`` entries).
+
+    A deleted device's readings and labels went with it: its rows are to be removed (a
+    device added again under its id starts with no readings, so 'device add' would have its
+    labels label nothing). A device never seen is to be registered first, as before."""
+    never = [d for d in unknown if d not in gone]
+    if not gone:
+        first = never[0]
+        if store_error is not None:
+            return (f"Device {first!r} is not registered, and whether it has stored data "
+                    f"cannot be told: {store_error}. Register it with: edgewise device add "
+                    f"{first}, or import once the gateway is stopped.")
+        more = _likewise([repr(d) for d in never[1:]])
+        return (f"Label CSV line {lines[first][0]}: device {first!r} is not registered and "
+                f"has no stored data{more}; nothing was imported. Register it first with: "
+                f"edgewise device add {first}")
+    deleted = [d for d in unknown if d in gone]
+    first = deleted[0]
+    more = _likewise([f"{d!r}, deleted {_deletion_text(gone[d])}" for d in deleted[1:]])
+    drop = sorted(line for d in deleted for line in lines[d])
+    text = (f"Label CSV line {lines[first][0]}: device {first!r} was deleted "
+            f"{_deletion_text(gone[first])}{more}, and its readings and labels with it: its "
+            f"labels cannot be imported, as they would label history that is gone (a device "
+            f"added again under the id starts with no readings); nothing was imported. "
+            f"Remove {'its rows' if len(deleted) == 1 else 'the rows of deleted devices'} "
+            f"({_lines_text(drop)}) from the file and import it again.")
+    if never:
+        other = never[0]
+        how = (f", and whether it has stored data cannot be told ({store_error}); register "
+               f"it with: edgewise device add {other}, or import once the gateway is stopped"
+               if store_error is not None else
+               f" and has no stored data; register it first with: edgewise device add {other}")
+        others = _likewise([repr(d) for d in never[1:]])
+        text += f" Device {other!r} (line {lines[other][0]}){others} is not registered{how}."
+    return text
 
 
 @label_app.command("import")
@@ -74,7 +145,7 @@ def import_(
     """
     from edgewise.config import Settings
     from edgewise.errors import ConfigError
-    from edgewise.label.store import read_labels_csv
+    from edgewise.label.store import deleted_devices, read_labels_csv_lines
 
     if not who.strip():  # the audit log would name no one
         raise fail(f"--who must name who gave these labels (the audit log keeps it). Got "
@@ -90,7 +161,7 @@ def import_(
     except ConfigError as exc:
         raise fail(str(exc)) from None
     try:  # a missing file, a directory or a binary file is named in one line
-        rows = read_labels_csv(file, max_future_s=settings.max_future_s)
+        numbered = read_labels_csv_lines(file, max_future_s=settings.max_future_s)
     except ValueError as exc:
         raise fail(str(exc)) from None
     # a mistyped one: refused before anything (a label store, credentials) is made there;
@@ -98,17 +169,15 @@ def import_(
     existing_data_dir(data_dir)
     store, security = _open(data_dir)
     try:
-        devices = list(dict.fromkeys(row[0] for row in rows))
-        unknown = _unknown_devices(security, devices, settings.store_url)
+        rows = [row for _line, row in numbered]
+        lines: dict[str, list[int]] = {}  # each device's rows' lines, for a refusal
+        for line, row in numbered:
+            lines.setdefault(row[0], []).append(line)
+        devices = list(lines)
+        unknown, store_error = _unknown_devices(security, devices, settings.store_url)
         if unknown:
-            line = 2 + next(i for i, row in enumerate(rows) if row[0] == unknown[0])
-            more = ""
-            if len(unknown) > 1:
-                more = f" (likewise {', '.join(map(repr, unknown[1:4]))}" + (
-                    ", …)" if len(unknown) > 4 else ")")
-            raise fail(f"Label CSV line {line}: device {unknown[0]!r} is not registered and "
-                       f"has no stored data{more}; nothing was imported. Register it first "
-                       f"with: edgewise device add {unknown[0]}")
+            gone = deleted_devices(security, unknown)
+            raise fail(_refusal(lines, unknown, gone, store_error))
         before = store.last_id()  # a label with a higher id is a version this file wrote
         added = store.add_many(rows, who=who)
         snap = store.snapshot_id()

@@ -50,7 +50,8 @@ from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, parse_time_text, validate_d
 if TYPE_CHECKING:
     from edgewise.security import Security
 
-__all__ = ["LABEL_RE", "Label", "LabelStore", "is_anomalous", "labels_csv", "read_labels_csv"]
+__all__ = ["LABEL_RE", "DeviceDeletion", "Label", "LabelStore", "deleted_devices", "is_anomalous",
+           "labels_csv", "read_labels_csv", "read_labels_csv_lines"]
 
 _ANY = object()  # save_mix_state: no state expected, write whatever is stored
 
@@ -640,7 +641,23 @@ def read_labels_csv(
     >>> read_labels_csv(p)[0][:4]
     ('pump-1', 1704067200000000000, 1704067800000000000, 'anomaly')
     """
-    rows: list[tuple[str, int, int, str, str]] = []
+    return [row for _line, row in read_labels_csv_lines(path, max_future_s=max_future_s)]
+
+
+def read_labels_csv_lines(
+    path: Path | str, *, max_future_s: float = DEFAULT_MAX_FUTURE_S
+) -> list[tuple[int, tuple[str, int, int, str, str]]]:
+    r"""The rows of :func:`read_labels_csv`, each with the line of the file it ends on (a
+    blank line is skipped, a quoted note may span lines: a row's index is not its line).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "l.csv"
+    >>> _ = p.write_text("device_id,start,end,label,note\n\n"
+    ...                  "pump-1,2024-01-01T00:00:00Z,2024-01-01T00:10:00Z,anomaly,seal\n")
+    >>> [(line, row[0]) for line, row in read_labels_csv_lines(p)]
+    [(3, 'pump-1')]
+    """
+    rows: list[tuple[int, tuple[str, int, int, str, str]]] = []
     with io.StringIO(read_text(path, "Label file"), newline="") as fh:
         head = fh.readline()
         fh.seek(0)
@@ -696,8 +713,52 @@ def read_labels_csv(
                     f"{device!r} {label!r} with different notes ({earlier[1]!r}, then "
                     f"{note!r}); keep one row per window, with the note meant (each import "
                     "of both would add two versions, one per note).")
-            rows.append((device, start, end, label, note))
+            rows.append((line, (device, start, end, label, note)))
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDeletion:
+    """A device's deletion with its data, as the audit log has it (``device.delete_data``)."""
+
+    device_id: str
+    #: when (UTC nanoseconds)
+    ts_ns: int
+    #: who deleted it: ``"cli"`` or the API token (``token:<id>:<name>``)
+    actor: str
+    #: the audit entry's id
+    audit_id: int
+
+
+def deleted_devices(security: Security, device_ids: Iterable[str]) -> dict[str, DeviceDeletion]:
+    """The newest deletion of each of ``device_ids`` that was deleted with its data and not
+    registered again since, by id (the audit log's ``device.delete_data`` entries).
+
+    Such a device's readings, labels and label models went with it: a label on its history
+    would label nothing (and a device added again under the id starts with none). A device
+    registered now, or whose data a deletion kept (:meth:`~edgewise.security.credentials.
+    Security.data_kept`: a gateway held it), is left out; so is every device when the
+    audit log cannot be read (the caller then answers as for a device never seen).
+
+    >>> import tempfile
+    >>> from edgewise.security import Security
+    >>> sec = Security(Path(tempfile.mkdtemp()))
+    >>> _ = sec.add_device("pump-1"); sec.delete_device("pump-1")
+    >>> sec.audit("cli", "device.delete_data", "pump-1", {"rows": 60, "labels": 2})
+    >>> {d: g.actor for d, g in deleted_devices(sec, ["pump-1", "ghost"]).items()}
+    {'pump-1': 'cli'}
+    >>> _ = sec.add_device("pump-1"); deleted_devices(sec, ["pump-1"])
+    {}
+    >>> sec.close()
+    """
+    wanted = [d for d in device_ids if not security.has_device(d) and not security.data_kept(d)]
+    if not wanted:
+        return {}
+    try:
+        entries = security.newest_audit("device.delete_data", wanted)
+    except sqlite3.Error:
+        return {}
+    return {d: DeviceDeletion(d, e.ts_ns, e.actor, e.id) for d, e in entries.items()}
 
 
 def _csv_time_text(ts_ns: int, name: str) -> str:

@@ -1199,6 +1199,34 @@ class Security:
         return [AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h or "")
                 for i, t, a, act, tg, d, p, h in rows]
 
+    def newest_audit(self, action: str, targets: Iterable[str]) -> dict[str, AuditEntry]:
+        """The newest entry of ``action`` for each of ``targets`` that has one, by target, in
+        one query (:meth:`audit_log` pages through every entry: seconds for a log of
+        200,000 label writes).
+
+        >>> import tempfile, pathlib
+        >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
+        >>> sec.audit("cli", "device.delete_data", "pump-1", {"rows": 1})
+        >>> sec.audit("token:7:ops", "device.delete_data", "pump-1", {"rows": 2})
+        >>> {t: e.actor for t, e in sec.newest_audit("device.delete_data",
+        ...                                          ["pump-1", "x"]).items()}
+        {'pump-1': 'token:7:ops'}
+        >>> sec.close()
+        """
+        wanted = sorted(set(targets))
+        found: dict[str, AuditEntry] = {}
+        for i in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+            part = wanted[i:i + 500]
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash FROM audit "
+                    f"WHERE action = ? AND target IN ({','.join('?' * len(part))}) "
+                    "ORDER BY id DESC", (action, *part)).fetchall()
+            for i_, t, a, act, tg, d, p_, h in rows:
+                if tg not in found:
+                    found[tg] = AuditEntry(i_, t, a, act, tg, _load_detail(d), p_ or "", h or "")
+        return found
+
     def verify_audit(self, expect: str | None = None) -> AuditVerification:
         """Walk the audit chain from its first entry; report the first break.
 

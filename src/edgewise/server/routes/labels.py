@@ -34,7 +34,7 @@ from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import InvalidParameterError, PayloadError
-from edgewise.label.store import LabelStore
+from edgewise.label.store import DeviceDeletion, LabelStore, deleted_devices
 from edgewise.label.strategies import STRATEGIES
 from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.problems import Problem, shorten
@@ -126,14 +126,31 @@ def _label_json(lab: Any) -> dict[str, Any]:
     return d
 
 
+def _deleted(device_id: str, entry: DeviceDeletion) -> Problem:
+    """The 404 problem for a label on a device deleted with its data (``entry``: the audit
+    log's ``device.delete_data`` of it): its readings and labels are gone, so the label
+    would label nothing, and a device registered again under the id starts with none."""
+    when = format_ns(entry.ts_ns)
+    return Problem(
+        404, "Deleted device",
+        f"Device {shorten(device_id)!r} was deleted at {when} by {shorten(entry.actor)!r}, "
+        f"and its readings and labels with it: a label on its history would label "
+        f"nothing (a device registered again under the id starts with no readings).",
+        field="device_id", value=device_id, allowed="an id listed by GET /v1/devices",
+        reason="deleted_device", extra={"deleted": when},
+    )
+
+
 @router.post("/v1/labels", status_code=201, summary="Label a window of a device (operator)")
 def post_label(body: LabelIn, who: Operator, request: Request, security: SecurityDep,
                store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     """Store the label (a new version if the window was labelled before) and audit it.
 
     404 when the device is neither registered nor has data (a label kept for an unknown
-    id would be inherited by a device registered later under it). 422 when the window ends
-    later than now plus the allowed clock skew (``max_future_s``)."""
+    id would be inherited by a device registered later under it): reason
+    ``deleted_device`` when it was deleted with its data (``deleted``: when; its readings
+    went with it), else ``unknown_device``. 422 when the window ends later than now plus
+    the allowed clock skew (``max_future_s``)."""
     for name, text, ns in (("start", body.start, body.start_ns), ("end", body.end, body.end_ns)):
         if text is not None and ns is not None:
             raise Problem(422, "Invalid label", f"Give {name!r} or {name + '_ns'!r}, not both "
@@ -166,6 +183,9 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
         from edgewise.server.routes.devices import known_device, not_found  # devices imports us
 
         if not known_device(security, store, body.device_id):
+            gone = deleted_devices(security, [body.device_id]).get(body.device_id)
+            if gone is not None:
+                raise _deleted(body.device_id, gone)
             raise not_found(body.device_id)
     labels = label_store(request, security, settings)
     try:
