@@ -77,6 +77,10 @@ __all__ = ["IngestResult", "Pipeline", "default_detector_factory", "default_mult
 
 log = logging.getLogger(__name__)
 
+#: A device's seq_gap alerts are read this many at a time when a gateway takes them up
+#: (:meth:`Pipeline._adopt_gaps`), page after page until all are read.
+ADOPT_PAGE = 1000
+
 
 @dataclass
 class IngestResult:
@@ -1004,8 +1008,12 @@ class Pipeline:
         with self._state_lock:
             due = [d for d, t in self._gap_since.items() if now - t >= self.gap_grace_s]
             touched, self._gap_touched = self._gap_touched, set()
-        # a device with reported gaps still open that sent since: some may be filled now
-        refill = {d for d in touched if self._gaps_open.get(d)} - set(due)
+        # a device with reported gaps still open that sent since: some may be filled now;
+        # so may one not looked at since start (its gaps reported before a restart are
+        # not known yet: a resend filling them all before its first check took it off
+        # _gap_since, and nothing else would ever settle their alerts)
+        refill = {d for d in touched
+                  if self._gaps_open.get(d) or d not in self._gaps_reported} - set(due)
         out: list[Alert] = []
         for device in [*due, *refill]:
             gaps = self.store.seq_gaps(device)
@@ -1053,11 +1061,19 @@ class Pipeline:
         open ones are settled as this gateway's own (:meth:`_settle_gaps`, against gaps
         looked up in the tables)."""
         still_open = self._gaps_open.setdefault(device, {})
-        for a in self.store.list_alerts(device_id=device, kind="seq_gap", limit=10_000):
-            gap = _gap_from_message(a.message)
-            reported.add(gap)
-            if a.status == "open" and gap[0] >= 0 and a.id not in still_open:
-                still_open[a.id] = (*gap, _gap_head(a.message), a.message)
+        after: tuple[int, int, str] | None = None
+        while True:  # every one of them, a page at a time: an old gap is not reported again
+            page = self.store.list_alerts(device_id=device, kind="seq_gap",
+                                          limit=ADOPT_PAGE, after=after)
+            for a in page:
+                gap = _gap_from_message(a.message)
+                reported.add(gap)
+                if a.status == "open" and gap[0] >= 0 and a.id not in still_open:
+                    still_open[a.id] = (*gap, _gap_head(a.message), a.message)
+            if len(page) < ADOPT_PAGE:
+                return
+            last = page[-1]
+            after = (last.start_ns, last.created_ns, last.id)
 
     def _settle_gaps(self, device: str, gaps: list[tuple[int, int]]) -> None:
         """Revisit the device's open seq_gap alerts against its ``gaps`` now: one whose
