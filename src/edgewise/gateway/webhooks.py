@@ -347,6 +347,9 @@ class Webhook:
         self._thread: threading.Thread | None = None
         self._body: tuple[str, bytes] | None = None  # the alert being sent, as JSON
         self._next_sweep = 0.0  # monotonic time of the next read of the store's list
+        # wall-clock time (ns) the last whole read of the store's list began (None: none
+        # yet): the cursor's floor stays CREATION_SLACK_NS behind it (:meth:`_handled`)
+        self._swept_ns: int | None = None
         self._events: list[AlertEvent] = []  # read from the store, not handled yet
         self._event_body: tuple[int, bytes] | None = None  # the event being sent, as JSON
         self._event_poll_s = min(poll_s, EVENT_POLL_S)
@@ -452,7 +455,13 @@ class Webhook:
         """Record that an alert is done with (sent, refused or gone) and persist it."""
         self._pending.discard((created_ns, alert_id))
         self._done[alert_id] = created_ns
-        floor = time.time_ns() - CREATION_SLACK_NS
+        # an alert another process wrote is found by the next read of the list only (every
+        # poll_s, which may be far more than the slack): every alert not yet listed was
+        # committed after the last read began, so created at most the slack before it
+        if self._swept_ns is None:  # no read of the list done yet: none is known listed
+            floor = self._floor_ns
+        else:
+            floor = min(time.time_ns(), self._swept_ns) - CREATION_SLACK_NS
         if self._pending:
             floor = min(floor, min(c for c, _ in self._pending) - 1)
         self._floor_ns = max(self._floor_ns, floor)
@@ -496,12 +505,14 @@ class Webhook:
     def _sweep(self, page: int = 1000) -> None:
         """Add the listed alerts created after the cursor and not handled to the pending
         ones (all live alerts are read: the list is ordered by start, not creation)."""
+        began = time.time_ns()  # every alert committed before then is in this read
         after: tuple[int, int, str] | None = None
         while True:
             alerts = self.store.list_alerts(limit=page, after=after)
             self._pending.update((a.created_ns, a.id) for a in alerts
                                  if a.created_ns > self._floor_ns and a.id not in self._done)
             if len(alerts) < page:
+                self._swept_ns = began
                 return
             last = alerts[-1]
             after = (last.start_ns, last.created_ns, last.id)
@@ -540,8 +551,11 @@ class Webhook:
         """Seconds to wait after the ``failures``-th failure in a row."""
         wait = min(self.retry_s * 2 ** min(failures - 1, 60), self.max_retry_s)
         wait *= random.uniform(0.5, 1.0)
-        if retry_after is not None and retry_after.strip().isdigit():
-            wait = max(wait, min(float(retry_after.strip()), self.max_retry_s))
+        seconds = (retry_after or "").strip()
+        # delay-seconds is ASCII digits (RFC 9110 10.2.3): str.isdigit() also takes "²";
+        # anything else (an HTTP-date, a malformed value) is left out, as is no header
+        if seconds.isascii() and seconds.isdigit():
+            wait = max(wait, min(float(seconds), self.max_retry_s))
         return wait
 
     def _send(self, alert_id: str) -> tuple[str, str | None]:
