@@ -121,6 +121,34 @@ class Settings:
     # PEM CA certificates a tls:// collector's certificate is checked with ("": the system's)
     audit_syslog_ca_file: str = ""
 
+    def __repr__(self) -> str:
+        """Every setting but the secrets: the alert webhooks by their host and id only
+        (their path or query may hold a token, as logs show them), a store URL holding a
+        user or password by its host only.
+
+        >>> r = repr(Settings(alert_webhooks="https://hooks.example.org/T0/XyZ?k=s3cret",
+        ...                   store="postgresql://ew:pa55@db.example.org:5432/ew"))
+        >>> "XyZ" in r or "s3cret" in r or "pa55" in r
+        False
+        >>> r[r.index("store="):r.index(", host=")]
+        "store='postgresql://db.example.org:5432/… (its user, password and path are not shown)'"
+        >>> r[r.index("alert_webhooks="):r.index(", alert_webhook_allow")]
+        "alert_webhooks='https://hooks.example.org/… (webhook 080f1367; its path is not shown)'"
+        """
+        parts = []
+        for f in dataclasses.fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.name == "alert_webhooks":
+                urls = value.split(",") if isinstance(value, str) else value
+                shown = [_shown_webhook(u.strip()) for u in urls if u.strip()]
+                value = ", ".join(shown) if isinstance(value, str) else tuple(shown)
+            elif f.name == "store":
+                value = _shown_store(value)
+            parts.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     @property
     def alert_webhook_urls(self) -> list[str]:
         """The alert webhook URLs of :attr:`alert_webhooks`, each checked: ``https://``,
@@ -354,6 +382,34 @@ def _shown_webhook(url: str) -> str:
     host = host if host.isprintable() and not any(c.isspace() for c in host) else "?"
     where = f"{scheme}://{host}{port}/…" if scheme != "?" else "…"
     return f"{where} (webhook {wid}; its path is not shown)"
+
+
+def _shown_store(url: str) -> str:
+    """Store ``url`` as :meth:`Settings.__repr__` shows it: whole when it holds no user
+    or password (``duckdb:///path``), else its scheme, host and port only. Never raises.
+
+    >>> _shown_store("duckdb:///srv/ew/edgewise.duckdb")
+    'duckdb:///srv/ew/edgewise.duckdb'
+    >>> _shown_store("postgresql://db/ew?password=s3cret")
+    'postgresql://db/… (its user, password and path are not shown)'
+    """
+    if "@" not in url and "password" not in url.lower():
+        return url
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname or ""
+    except ValueError:  # e.g. an unclosed [ of an IPv6 host
+        scheme, host = "", ""
+    try:
+        port = f":{parts.port}" if host and parts.port else ""
+    except ValueError:
+        port = ""
+    host = f"[{host}]" if ":" in host else host
+    scheme = scheme if scheme.isascii() and scheme.isalnum() else "?"
+    host = host if host.isprintable() and not any(c.isspace() for c in host) else "?"
+    return f"{scheme}://{host}{port}/… (its user, password and path are not shown)"
 
 
 def _check_webhook_url(url: str, allow_http: bool) -> str:
