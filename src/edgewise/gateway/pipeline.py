@@ -937,27 +937,29 @@ class Pipeline:
                 q = self._quality[r.device_id] = {"removed": {}, "flagged": {}, "seen": {},
                                                   "kept": {}}
             q["seen"][r.metric] = q["seen"].get(r.metric, 0) + 1
-            changed: list[tuple[str, str]] = []
+            # (kind, reason, by how much): a stuck run counts whole once it qualifies, so
+            # one reading may move the cleaner's count by the run's length
+            changed: list[tuple[str, str, int]] = []
             if not kept:  # rare: find the reason by comparing the counters
-                changed += [("removed", k) for k, n in c.removed.items()
-                            if n != seen_removed.get(k, 0)]
+                changed += [("removed", k, n - seen_removed.get(k, 0))
+                            for k, n in c.removed.items() if n != seen_removed.get(k, 0)]
                 seen_removed = dict(c.removed)
             total = sum(c.flagged.values())
             if total != n_flagged:
-                changed += [("flagged", k) for k, n in c.flagged.items()
-                            if n != seen_flagged.get(k, 0)]
+                changed += [("flagged", k, n - seen_flagged.get(k, 0))
+                            for k, n in c.flagged.items() if n != seen_flagged.get(k, 0)]
                 seen_flagged, n_flagged = dict(c.flagged), total
-            for kind, reason in changed:
+            for kind, reason, by in changed:
                 key = f"{r.metric}:{reason}"
-                q[kind][key] = q[kind].get(key, 0) + 1
-                m.inc(f"edgewise_quality_{kind}_total", reason=reason)
+                q[kind][key] = q[kind].get(key, 0) + by
+                m.inc(f"edgewise_quality_{kind}_total", value=by, reason=reason)
             if kept:
                 q["kept"][r.metric] = q["kept"].get(r.metric, 0) + 1
                 if scorable:
-                    if ("flagged", "spike") in changed:
+                    if any(kind == "flagged" and k == "spike" for kind, k, _ in changed):
                         spikes.add(len(out))
                     out.append(r)
-            elif scorable and all(k in _SCORED_ANYWAY for kind, k in changed
+            elif scorable and all(k in _SCORED_ANYWAY for kind, k, _ in changed
                                   if kind == "removed"):
                 out.append(r)
         return out, spikes
