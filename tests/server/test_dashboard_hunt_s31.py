@@ -23,12 +23,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import matplotlib.figure
 import numpy as np
 import pytest
 
 from edgewise.store.base import Alert
+from tests.quality.test_plot_time_zone import assert_reads_in, axis_reads
 from tests.server.conftest import Env, build_env, serve_in_thread
 from tests.server.test_dashboard_ui_browser import _settle
 
@@ -175,10 +177,11 @@ def test_a_verdict_in_flight_stays_busy_through_a_poll_and_a_revoked_token_stops
 
 # ---------------------------------------------------------------- quality plots, explanations
 @pytest.mark.browser
-def test_quality_plot_in_the_pages_offset_asked_once_and_explanations_asked_again(
+def test_quality_plot_in_the_pages_zone_asked_once_and_explanations_asked_again(
         chromium, tmp_path: Path) -> None:
-    """Check the device page asks for a quality plot in its UTC offset (tz_offset_min=330 in
-    Asia/Kolkata), and once while that request is pending (each poll asked again); and that
+    """Check the device page asks for a quality plot in its time zone (tz=Asia/Kolkata; it
+    sent one offset, taken now, drawn an hour off across a DST change), and once while that
+    request is pending (each poll asked again); and that
     an alert's explanation is asked again once expired: a null one (too little history then)
     stayed, and with it no explanation, until reload."""
     with _served(tmp_path, _three_metrics) as (env, base, alert):
@@ -208,7 +211,8 @@ def test_quality_plot_in_the_pages_offset_asked_once_and_explanations_asked_agai
         page.wait_for_timeout(400)
         urls = [r.request.url for r in plots]
         assert len(urls) == 1, f"the pending plot asked again: {urls}"
-        assert "tz_offset_min=330" in urls[0], urls[0]
+        assert re.search(r"[?&]tz=Asia%2F(Kolkata|Calcutta)(&|$)", urls[0]), urls[0]
+        assert "tz_offset_min" not in urls[0], urls[0]
         plots[0].continue_()
         page.wait_for_selector(
             "#quality-plots figure[data-metric='rpm'] img[src^='data:image/png']")
@@ -221,37 +225,98 @@ def test_quality_plot_in_the_pages_offset_asked_once_and_explanations_asked_agai
         page.context.close()
 
 
+@pytest.mark.browser
+def test_quality_plot_falls_back_to_the_offset_where_the_server_knows_no_such_zone(
+        chromium, tmp_path: Path) -> None:
+    """Check a 422 on tz (a server whose time zone database lacks the browser's zone) makes
+    the page ask again in its UTC offset now (tz_offset_min=330 in Asia/Kolkata) and show
+    that plot, rather than none."""
+    with _served(tmp_path, _three_metrics) as (env, base, _):
+        urls: list[str] = []
+
+        def plot(route) -> None:
+            urls.append(route.request.url)
+            if "tz=" in route.request.url:
+                route.fulfill(status=422, content_type="application/problem+json", json={
+                    "status": 422, "field": "tz", "reason": "invalid"})
+            else:
+                route.continue_()
+
+        page = _page(chromium, base, env.tokens["viewer"], "/#/device/pump-1",
+                     lambda page: page.route(re.compile(r".*/quality/plots/rpm\.png.*"), plot),
+                     timezone_id="Asia/Kolkata")
+        page.wait_for_selector(
+            "#quality-plots figure[data-metric='rpm'] img[src^='data:image/png']")
+        assert len(urls) == 2 and "tz=" in urls[0], urls
+        assert "tz_offset_min=330" in urls[1] and "tz=" not in urls[1], urls
+        page.context.close()
+
+
 # ---------------------------------------------------------------- the plot's time axis
 def test_quality_plot_draws_and_names_its_time_axis_in_the_offset_asked(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Check GET …/quality/plots/{metric}.png?tz_offset_min=330 draws its readings 5 h 30
-    min after their UTC times and names the axis 'UTC+05:30' (without: 'UTC'): it drew UTC
-    with no name beside the dashboard's local charts; an offset past 18 h is a 422."""
+    """Check GET …/quality/plots/{metric}.png?tz_offset_min=330 reads its axis 5 h 30 min
+    after UTC and names it 'UTC+05:30' (without: 'UTC'): it drew UTC with no name beside
+    the dashboard's local charts; an offset past 18 h is a 422."""
     t0 = 1_700_000_000
     batch = [{"ts": t0 + i, "seq": i + 1, "metrics": {"temp_c": 40.0 + (i % 3) / 10
                                                      + (30 if i == 40 else 0)}}
              for i in range(60)]
     assert env.send(batch).json()["accepted"] == 60
-    drawn: list[tuple[str, Any]] = []
-    save = matplotlib.figure.Figure.savefig
-
-    def savefig(fig, *args: Any, **kw: Any) -> Any:
-        ax = fig.axes[0]
-        drawn.append((ax.get_xlabel(), ax.get_lines()[0].get_xdata()[0]))
-        return save(fig, *args, **kw)
-
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    drawn = _drawn(monkeypatch)
     q = env.client.get(f"/v1/devices/pump-1/quality?start={t0}&end={t0 + 60}",
                        headers=env.auth("viewer")).json()
     url = next(p["url"] for p in q["plots"] if p["metric"] == "temp_c")
-    first = np.datetime64(t0 * S, "ns")
-    for extra, zone, at in (("", "UTC", first),
-                            ("&tz_offset_min=330", "UTC+05:30", first + np.timedelta64(330, "m")),
-                            ("&tz_offset_min=-210", "UTC-03:30", first - np.timedelta64(210, "m"))):
+    ts = (t0 + np.arange(60)) * S
+    for extra, zone, reads_as in (("", "UTC", "UTC"),
+                                  ("&tz_offset_min=330", "UTC+05:30", "Asia/Kolkata"),
+                                  ("&tz_offset_min=-210", "UTC-03:30", "America/St_Johns")):
         r = env.client.get(url + extra, headers=env.auth("viewer"))
         assert r.status_code == 200, r.text
-        label, x0 = drawn[-1]
-        assert label == f"time ({zone})", (extra, label)
-        assert np.datetime64(x0, "ns") == at, (extra, x0, at)
+        assert drawn[-1].axes[0].get_xlabel() == f"time ({zone})", extra
+        assert_reads_in(axis_reads(drawn[-1], ts), reads_as)  # St John's: -03:30 in November
     r = env.client.get(url + "&tz_offset_min=1500", headers=env.auth("viewer"))
     assert r.status_code == 422 and "tz_offset_min" in r.text, r.text
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch) -> list[matplotlib.figure.Figure]:
+    """The figures the plot route draws, drawn again for reading after it saved them."""
+    drawn: list[matplotlib.figure.Figure] = []
+    save = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *args: Any, **kw: Any) -> Any:
+        drawn.append(fig)
+        return save(fig, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    return drawn
+
+
+@pytest.mark.parametrize(("zone", "t0", "offsets"), [
+    ("Europe/Berlin", 1_711_843_200, "UTC+01:00/UTC+02:00"),      # 2024-03-31 00:00Z
+    ("America/New_York", 1_710_046_800, "UTC-05:00/UTC-04:00"),   # 2024-03-10 05:00Z
+])
+def test_quality_plot_in_a_zone_reads_as_the_dashboard_across_a_dst_change(
+        env: Env, monkeypatch: pytest.MonkeyPatch, zone: str, t0: int, offsets: str) -> None:
+    """Check …/quality/plots/{metric}.png?tz=ZONE over 3 h across a DST change reads each
+    tick at the zone's clock of its instant, as the dashboard's charts (the browser's local
+    clock) do, and names the zone and both offsets: the dashboard sent one offset, taken
+    now, and the readings on the other side of the change were drawn an hour off. A zone
+    not known, or tz with tz_offset_min, is a 422 naming it."""
+    step = 120
+    batch = [{"ts": t0 + step * i, "seq": i + 1,
+              "metrics": {"temp_c": 40.0 + (i % 3) / 10 + (30 if i == 50 else 0)}}
+             for i in range(90)]
+    assert env.send(batch).json()["accepted"] == 90
+    drawn = _drawn(monkeypatch)
+    q = env.client.get(f"/v1/devices/pump-1/quality?start={t0}&end={t0 + 90 * step}",
+                       headers=env.auth("viewer")).json()
+    url = next(p["url"] for p in q["plots"] if p["metric"] == "temp_c")
+    r = env.client.get(url + "&tz=" + quote(zone, safe=""), headers=env.auth("viewer"))
+    assert r.status_code == 200, r.text
+    assert drawn[-1].axes[0].get_xlabel() == f"time ({zone}, {offsets})"
+    assert_reads_in(axis_reads(drawn[-1], (t0 + step * np.arange(90)) * S), zone)
+    for extra, field in (("&tz=Mars%2FOlympus", "tz"), (f"&tz={zone}&tz_offset_min=60",
+                                                         "tz_offset_min")):
+        r = env.client.get(url + extra, headers=env.auth("viewer"))
+        assert r.status_code == 422 and r.json()["field"] == field, (extra, r.text)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_issues", "zone_name"]
+__all__ = ["plot_issues", "time_zone", "zone_name"]
 
 _STYLE = {"invalid": ("x", "tab:red"), "spike": ("o", "tab:orange"), "stuck": ("s", "tab:purple")}
 
@@ -56,13 +57,55 @@ def zone_name(offset_min: int) -> str:
     return f"UTC{sign}{hours:02d}:{minutes:02d}"
 
 
+def time_zone(tz: str) -> tzinfo:
+    """The IANA time zone named ``tz`` (``"Europe/Berlin"``), with its daylight saving time.
+
+    >>> time_zone("America/New_York").key
+    'America/New_York'
+    >>> time_zone("Mars/Olympus")
+    Traceback (most recent call last):
+    ...
+    ValueError: time zone 'Mars/Olympus' is not an IANA zone known here ...
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(tz)
+    except (ValueError, ZoneInfoNotFoundError):  # a path ('../x', '') is a ValueError
+        shown = tz if len(tz) <= 64 else tz[:61] + "..."
+        raise ValueError(f"time zone {shown!r} is not an IANA zone known here (the server's "
+                         "time zone database); give one such as 'Europe/Berlin' or 'UTC', "
+                         "or a fixed offset in minutes") from None
+
+
+def _zone_label(zone: tzinfo, key: str, ts: np.ndarray) -> str:
+    """``"UTC"``, or ``key`` and the offsets it has at the times ``ts`` (UTC nanoseconds):
+    ``"Europe/Berlin, UTC+01:00/UTC+02:00"`` for a range across a DST change."""
+    import pandas as pd
+
+    if key in ("UTC", "Etc/UTC"):  # as the dashboard names it
+        return "UTC"
+    utc = pd.DatetimeIndex(np.asarray(ts, dtype="datetime64[ns]"), tz="UTC")
+    wall = utc.tz_convert(zone).tz_localize(None)
+    minutes = (wall - utc.tz_localize(None)) // pd.Timedelta(minutes=1)
+    offsets = sorted({int(m) for m in np.unique(np.asarray(minutes))})
+    if not offsets:  # nothing drawn: the offset of now
+        offsets = [int(pd.Timestamp.now(tz=zone).utcoffset() // timedelta(minutes=1))]
+    return f"{key}, " + "/".join(zone_name(m) if m else "UTC+00:00" for m in offsets)
+
+
 def plot_issues(device: str, metric: str, issues: dict[str, Any], path: str | Path,
-                tz_offset_min: int = 0) -> Path:
+                tz_offset_min: int = 0, tz: str | None = None) -> Path:
     """Draw the series with its invalid, spike and stuck readings and its gaps; save as PNG.
 
-    The time axis is in UTC shifted by ``tz_offset_min`` minutes (east of UTC: 330 for
-    India; the dashboard passes the browser's, so the plot reads as the charts beside it
-    do), named under the axis: ``time (UTC)``, ``time (UTC+05:30)``.
+    The time axis reads in the IANA zone ``tz`` (the dashboard passes the browser's, so the
+    plot reads as the charts beside it do: each reading at its own offset, across a daylight
+    saving change too), else in the fixed offset ``tz_offset_min`` minutes east of UTC (330
+    for India), else in UTC; named under the axis: ``time (UTC)``, ``time (UTC+05:30)``,
+    ``time (Europe/Berlin, UTC+01:00/UTC+02:00)`` (the offsets in the range drawn). The
+    readings are drawn at their instants, so the hour a clock repeats in autumn is drawn
+    once, in order. A ``tz`` that is no known zone, or an offset of a day or more, is a
+    ValueError.
 
     ``issues`` is what :func:`~edgewise.quality.report.metric_issues` returns. The y-axis
     spans the ordinary readings (:func:`y_limits`): a reading beyond it (a spike far out,
@@ -81,10 +124,28 @@ def plot_issues(device: str, metric: str, issues: dict[str, Any], path: str | Pa
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    shift = np.timedelta64(int(tz_offset_min) * 60 * 10**9, "ns")
-    ts = issues["ts"].astype("datetime64[ns]") + shift
+    class _OnceEach(mdates.AutoDateLocator):
+        """Ticks on the zone's round times, each once: the local 02:00 that a spring change
+        skips is 03:00's instant, and was a second, overdrawn label there."""
+
+        def __call__(self) -> Any:
+            return np.unique(super().__call__())
+
+    ts = issues["ts"].astype("datetime64[ns]")
+    zone: tzinfo
+    if tz is not None:
+        zone = time_zone(tz)
+        axis_name = _zone_label(zone, tz, ts)
+    else:
+        offset = int(tz_offset_min)
+        if abs(offset) >= 24 * 60:
+            raise ValueError(f"tz_offset_min {offset} is no UTC offset: it must be less than "
+                             "a day (1440 minutes) either way; real ones are -720 to 840")
+        zone = timezone(timedelta(minutes=offset))
+        axis_name = zone_name(offset)
     v = np.asarray(issues["values"], dtype=float)
     lo, hi = y_limits(v, issues["flags"])
     finite = np.isfinite(v)
@@ -110,10 +171,13 @@ def plot_issues(device: str, metric: str, issues: dict[str, Any], path: str | Pa
                            zorder=4, clip_on=False,
                            label=f"off scale ({int(side.sum())}): {span}")
         for a, b in issues["gaps"]:
-            ax.axvspan(np.datetime64(a, "ns") + shift, np.datetime64(b, "ns") + shift,
-                       color="grey", alpha=0.2)
+            ax.axvspan(np.datetime64(a, "ns"), np.datetime64(b, "ns"), color="grey", alpha=0.2)
+        # instants on the axis, read in the zone: ticks on its round times, labels its clock
+        locator = _OnceEach(tz=zone)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.AutoDateFormatter(locator, tz=zone))
         ax.set_ylim(lo, hi)
-        ax.set_xlabel(f"time ({zone_name(int(tz_offset_min))})", fontsize=8)
+        ax.set_xlabel(f"time ({axis_name})", fontsize=8)
         ax.set_title(f"{device} / {metric}: flagged readings")
         ax.legend(loc="best", fontsize=7)
         fig.autofmt_xdate()

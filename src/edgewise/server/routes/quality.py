@@ -6,8 +6,11 @@ gaps in the range, with the URL of its PNG:
 ``GET /v1/devices/{id}/quality/plots/{metric}.png?start=…&end=…`` draws the series with
 the flagged readings marked and the gaps shaded (:func:`~edgewise.quality.plot.plot_issues`);
 a metric the device does not send, or one with nothing flagged in the range, is a 404.
-``tz_offset_min`` (minutes east of UTC, default 0) draws its time axis in that offset and
-names it on the axis (the dashboard passes the browser's, as its charts are local).
+``tz`` (an IANA zone, e.g. ``Europe/Berlin``) draws its time axis in that zone, each
+reading at its own offset (across a daylight saving change too), and names it on the axis;
+the dashboard passes the browser's, as its charts are local. It passed one offset taken
+now, ``tz_offset_min`` (minutes east of UTC, still taken, default 0): readings on the other
+side of a DST change were drawn an hour off the charts beside it.
 
 Both read at most :data:`MAX_READINGS` readings (the JSON readings route's cap): where the
 range holds more, the newest part of it that holds at most that many is read
@@ -132,7 +135,7 @@ MAX_TZ_OFFSET_MIN = 18 * 60
 
 
 def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | None,
-          tz_offset_min: int = 0) -> bytes:
+          tz_offset_min: int = 0, tz: str | None = None) -> bytes:
     import tempfile
     from pathlib import Path as FilePath
 
@@ -153,7 +156,7 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = plot_issues(device_id, metric, issues, FilePath(tmp) / "plot.png",
-                               tz_offset_min=tz_offset_min)
+                               tz_offset_min=tz_offset_min, tz=tz)
         except Exception as exc:  # matplotlib's errors are of many kinds: a problem, no 500
             raise Problem(
                 422, "Quality plot not drawn",
@@ -204,7 +207,8 @@ async def quality(
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
     description="The metric's series over [start, end) (default: the last hour) with its "
-    "invalid, spike and stuck readings marked and its gaps shaded, its time axis in UTC or "
+    "invalid, spike and stuck readings marked and its gaps shaded, its time axis in the IANA "
+    "zone `tz` (each reading at its own offset, across DST changes too), else in UTC or "
     "`tz_offset_min` minutes east of it (named on the axis). 404 when the metric has "
     "nothing flagged there; the quality report's `plots` lists the metrics that do. At "
     f"most {MAX_READINGS:,} readings are drawn: the newest part of the range that holds "
@@ -218,14 +222,33 @@ async def quality_plot(
     metric: Annotated[str, Path(description="The metric name.")],
     start: Annotated[str | None, Query(description="Range start, inclusive.")] = None,
     end: Annotated[str | None, Query(description="Range end, exclusive.")] = None,
-    tz_offset_min: Annotated[int, Query(
+    tz_offset_min: Annotated[int | None, Query(
         ge=-MAX_TZ_OFFSET_MIN, le=MAX_TZ_OFFSET_MIN,
         description="The time axis' offset from UTC in minutes east (330 for UTC+05:30, "
-        "-300 for UTC-05:00); 0, UTC, by default.")] = 0,
+        "-300 for UTC-05:00); 0, UTC, by default.")] = None,
+    tz: Annotated[str | None, Query(
+        description="The time axis' IANA time zone (Europe/Berlin), each reading at its own "
+        "offset; instead of tz_offset_min, which is one offset for the whole axis.")] = None,
 ) -> Response:
     start_ns, end_ns = _range(start, end)
     if not await run_in_threadpool(known_device, security, store, device_id):
         raise not_found(device_id)
     png = await run_in_threadpool(_plot, store, device_id, metric, start_ns, end_ns,
-                                  tz_offset_min)
+                                  tz_offset_min or 0, tz)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+    if tz is not None:
+        if tz_offset_min is not None:
+            raise Problem(
+                422, "Invalid query parameter",
+                f"Give tz ({shorten(tz)!r}) or tz_offset_min ({tz_offset_min}), not both: "
+                "the zone has its own offsets.", field="tz_offset_min", value=tz_offset_min,
+                allowed="absent when tz is given", reason="invalid")
+        from edgewise.quality.plot import time_zone
+
+        try:
+            time_zone(tz)
+        except ValueError as exc:
+            raise Problem(
+                422, "Invalid query parameter", f"Query parameter 'tz': {exc}.", field="tz",
+                value=shorten(tz), allowed="an IANA time zone name such as Europe/Berlin, "
+                "America/New_York or UTC", reason="invalid") from None

@@ -909,8 +909,10 @@ function fillQuality(body, q) {
 
 // One PNG per metric with flagged readings; fetched with the token (an <img src> cannot send
 // it) and shown as a data: URL (the CSP allows img-src 'self' data:), refreshed at most once
-// a minute per metric. Its time axis is in the browser's UTC offset (tz_offset_min, named on
-// the axis), as the charts beside it are; it was in UTC, unlabelled.
+// a minute per metric. Its time axis is in the browser's time zone (tz, named on the axis),
+// each reading at its own offset, as the charts beside it are: one offset taken now
+// (tz_offset_min) drew the readings across a DST change an hour off the charts. Where the
+// browser names no zone, or the server does not know it (a 422 on tz), the offset now.
 function dataUrl(blob) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
@@ -920,8 +922,8 @@ function dataUrl(blob) {
   });
 }
 
-const plotCache = new Map();    // "device/metric/offset" -> { url, at }
-const plotPending = new Map();  // "device/metric/offset" -> the fetch in flight (or queued)
+const plotCache = new Map();    // "device/metric/zone" -> { url, at }
+const plotPending = new Map();  // "device/metric/zone" -> the fetch in flight (or queued)
 const PLOT_REFRESH_MS = 60000;
 
 // Fetches the plots not cached (or older than PLOT_REFRESH_MS), one after another. Each is
@@ -933,11 +935,13 @@ function fillQualityPlots(box, id, q) {
   for (const fig of [...box.querySelectorAll("figure[data-metric]")]) {
     if (!want.has(fig.dataset.metric)) fig.remove();
   }
-  const offsetMin = -new Date().getTimezoneOffset();  // minutes east of UTC
+  const zone = zoneName();
+  const offsetQuery = () => `tz_offset_min=${-new Date().getTimezoneOffset()}`;  // minutes east of UTC
+  const zoneQuery = zone ? `tz=${encodeURIComponent(zone)}` : offsetQuery();
   const figure = (metric) => box.querySelector(`figure[data-metric="${CSS.escape(metric)}"]`);
   let chain = Promise.resolve();
   for (const p of plots) {
-    const key = `${id}/${p.metric}/${offsetMin}`;
+    const key = `${id}/${p.metric}/${zoneQuery}`;
     let fig = figure(p.metric);
     if (!fig) {
       fig = h("figure", { "data-metric": p.metric },
@@ -948,10 +952,15 @@ function fillQualityPlots(box, id, q) {
     const hit = plotCache.get(key);
     if (hit && fig.querySelector("img").src !== hit.url) fig.querySelector("img").src = hit.url;
     if ((hit && Date.now() - hit.at < PLOT_REFRESH_MS) || plotPending.has(key)) continue;
-    const url = p.url + (p.url.includes("?") ? "&" : "?") + `tz_offset_min=${offsetMin}`;
+    const url = (q) => p.url + (p.url.includes("?") ? "&" : "?") + q;
     chain = chain.then(async () => {
       try {
-        const resp = await fetch(url, { headers: { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY)}` } });
+        const get = (q) => fetch(url(q), { headers: { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY)}` } });
+        let resp = await get(zoneQuery);
+        if (resp.status === 422 && zone) {  // a zone the server does not know: the offset now
+          const body = await resp.json().catch(() => ({}));
+          if (body.field === "tz") resp = await get(offsetQuery());
+        }
         if (!resp.ok) return;  // nothing flagged any more: the next report drops it
         const data = await dataUrl(await resp.blob());
         plotCache.set(key, { url: data, at: Date.now() });
