@@ -3,10 +3,13 @@
 The history is one metric: a CSV's time and value columns (``--csv FILE --time-column C
 --column V``; times as epoch numbers or ISO 8601, a time without an offset read as UTC), or
 a device's metric in a gateway's store (``--data DIR --device ID --metric M``, ``DIR`` a
-gateway data dir holding ``edgewise.duckdb``, or a store URL). ``train`` fits a
-:class:`~edgewise.models.forecast.Forecaster` and saves it versioned; ``predict`` forecasts
-the steps after the end of a history (by default the one the model was trained on) with
-its interval, as a table, one JSON object (``--json``) or a CSV file (``--out``). An
+gateway data dir holding ``edgewise.duckdb``, or a store URL); a flag of the other source is
+refused. A CSV's readings are sorted by time and those at one time averaged, with a note
+(more than one time in a hundred repeated is refused: several devices or metrics in one
+column). ``train`` fits a :class:`~edgewise.models.forecast.Forecaster` and saves it
+versioned; ``predict`` forecasts the steps after the end of a history (by default the one
+the model was trained on) with its interval, as a table, one JSON object (``--json``, the
+numbers to the last digit, as in ``--out``) or a CSV file (``--out``). An
 interval bound the calibration could not make finite (too few known values in the
 history's tail) is unbounded: ``-inf``/``inf`` in the table and the CSV, ``null`` in JSON.
 Times are UTC, with decimals of a second when the steps need them (a 200 ms step:
@@ -53,8 +56,80 @@ def _history(csv: Path | None, time_column: str | None, column: str | None, data
         raise fail("give the history as --csv FILE --column V, or as --data DIR --device ID "
                    "--metric M (one of the two)")
     if csv is not None:
+        _not_given({"--device": device, "--metric": metric},
+                   "apply to store data (--data), not to --csv")
         return _csv_history(csv, time_column, column)
+    _not_given({"--time-column": time_column, "--column": column},
+               "apply to a CSV file (--csv), not to --data")
     return _store_history(data or "", device, metric)
+
+
+def _not_given(flags: dict[str, str | None], why: str, remedy: str = "drop {it}") -> None:
+    """Fail, naming them, where ``flags`` are given that the command would ignore without a
+    word (a --metric naming nothing beside --csv, and a forecast of the CSV's column)."""
+    given = [f"{flag} {value!r}" for flag, value in flags.items() if value is not None]
+    if given:
+        many = len(given) > 1
+        why = why.replace("apply", "apply" if many else "applies", 1)
+        raise fail(f"{', '.join(given)} {why}: " + remedy.format(it="them" if many else "it"))
+
+
+def _unused(csv: Path | None, time_column: str | None, column: str | None, data: str | None,
+            device: str | None, metric: str | None) -> None:
+    """Fail where predict has no history given (it forecasts from the trained one) but a
+    flag that names part of one is."""
+    if csv is None and data is None:
+        _not_given({"--time-column": time_column, "--column": column, "--device": device,
+                    "--metric": metric}, "apply to a history given with --csv or --data, "
+                   "and neither is given (the model forecasts from the history it was "
+                   "trained on)", "give --csv FILE or --data DIR with {it}, or drop {it}")
+
+
+def once_per_time(ts: Any, values: Any, where: str) -> tuple[Any, Any]:
+    """A CSV's readings sorted by time, those at one time averaged (NaN left out), saying
+    so on stderr in one line as 'edgewise groups' does; more than one time in a hundred
+    repeated is refused (a long file: several devices or metrics in one column).
+
+    >>> once_per_time([3, 1, 1, 2], [4.0, 1.0, 2.0, float("nan")], "f.csv")
+    (array([1, 2, 3]), array([1.5, nan, 4. ]))
+    """
+    import numpy as np
+    import pandas as pd
+
+    ts, values = np.asarray(ts, dtype=np.int64), np.asarray(values, dtype=float)
+    back = np.flatnonzero(ts[1:] < ts[:-1])  # readings before the one above them
+    late = [int(ts[i + 1]) for i in back[:1]] + [int(ts[i]) for i in back[:1]]
+    order = np.argsort(ts, kind="stable")
+    ts, values = ts[order], values[order]
+    times, first, counts = np.unique(ts, return_index=True, return_counts=True)
+    twice = counts > 1
+    n = int(twice.sum())
+
+    def iso(ns: Any) -> str:
+        return pd.Timestamp(int(ns), tz="UTC").isoformat()
+
+    if n > max(1, len(times) // 100):
+        raise fail(f"{where} has more than one reading at {n} of its {len(times)} times (the "
+                   f"first {iso(times[twice][0])}); a history holds one reading per time: "
+                   "a file of several devices or metrics (device_id, time, metric, value) "
+                   "needs one device's metric alone, e.g. through a store and --data --device "
+                   "--metric")
+    said = []
+    if n:
+        said.append(f"more than one reading at {n} time(s) (the first "
+                    f"{iso(times[twice][0])}); their mean is used")
+        known = ~np.isnan(values)
+        sums = np.add.reduceat(np.where(known, values, 0.0), first)
+        held = np.add.reduceat(known.astype(np.int64), first)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = np.where(held > 0, sums / np.maximum(held, 1), np.nan)
+        ts = times
+    if len(back):
+        said.append(f"{len(back)} reading(s) out of time order (the first at {iso(late[0])}, "
+                    f"after one at {iso(late[1])}); sorted by time")
+    if said:
+        typer.echo(f"note: {where}: {'; '.join(said)}", err=True)
+    return ts, values
 
 
 def _csv_history(csv: Path, time_column: str | None,
@@ -93,9 +168,11 @@ def _csv_history(csv: Path, time_column: str | None,
     try:
         times = (time_cells(df, cells, time_column) if clock is None
                  else date_and_clock(df, time_column, clock))
-        return time_ns(times), number_column(df, column), f"{csv.name}:{column}"
+        ts, values = time_ns(times), number_column(df, column)
     except QualityError as exc:
         raise fail(f"--csv {str(csv)!r}: {exc}") from None
+    ts, values = once_per_time(ts, values, f"--csv {str(csv)!r}")
+    return ts, values, f"{csv.name}:{column}"
 
 
 def _store_history(data: str, device: str | None, metric: str | None) -> tuple[Any, Any, str]:
@@ -228,6 +305,7 @@ def predict_forecast(
     if out is not None:
         check_out(out, example="forecast.csv", inputs=[
             ("--model", model), ("--csv", csv), ("--data", data_input(data))])
+    _unused(csv, time_column, column, data, device, metric)
     try:
         fc = load_forecaster(model)
         if csv is None and data is None:
@@ -246,7 +324,7 @@ def predict_forecast(
             raise fail(f"--out {str(out)!r} cannot be written: {exc.strerror or exc}") from None
     if json_out:  # JSON holds no infinity: an unbounded side of an interval is null
         rows = [{k: None if isinstance(v, float) and not math.isfinite(v) else v
-                 for k, v in r.items()} for r in frame.round(4).to_dict("records")]
+                 for k, v in r.items()} for r in frame.to_dict("records")]
         typer.echo(json.dumps({"interval": level, "horizon": fc.horizon,
                                "step_s": fc.step_ns_ / 1e9, "forecast": rows},
                               allow_nan=False))

@@ -273,6 +273,9 @@ def groups(
                  inputs=[("--csv", csv), ("--data", data_input(data))])
     if devices and data is None:
         raise fail("--devices applies to store data (--data) only")
+    if time_column is not None and csv is None:
+        raise fail(f"--time-column {time_column!r} applies to CSV data (--csv) only: a store's "
+                   "readings carry their times; drop it")
     if csv is not None and not csv.exists():
         raise fail(f"--csv {str(csv)!r} does not exist")
     hist = _store_histories(data, devices) if data is not None else _csv_histories(

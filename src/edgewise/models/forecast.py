@@ -14,7 +14,9 @@ timezone-aware) and values, irregular and with gaps, as telemetry comes. The pip
    or late stay in their step and the forecast's times are those of the next readings
    (:func:`regular_series`).
    A step without readings stays empty (NaN): the trees take a missing feature as such,
-   and an empty step is never a training target.
+   and an empty step is never a training target. A grid of more than 100 steps a reading
+   (a reading years from the rest, as a clock never set puts one in 1970) is refused,
+   naming the reading and the gap, before it is built.
 2. **The season.** With ``season=None`` the candidate periods are one day and one week of
    steps (when the history holds three of them); each one whose autocorrelation is at
    least 0.3 is a seasonal lag if it also rises at the period (0.1 above its lowest at a
@@ -120,6 +122,10 @@ _MAX_ABS = 1e150
 #: Empty steps in a run at least this long are an outage (the sensor was off), not the
 #: readings' rhythm: :func:`step_fill` leaves them out, as a coarser step would not fill them.
 _OUTAGE_NS = _NS_PER_DAY
+#: Most grid steps a history may span per reading: more than this many empty steps a reading
+#: (99% of the grid empty) is a reading far from the rest (a clock that was never set puts
+#: one in 1970: a minute grid from there is 28 million steps), not a history to forecast.
+_MAX_STEPS_PER_READING = 100
 
 
 class ForecastFileError(EdgewiseError, ValueError):
@@ -533,16 +539,26 @@ class Forecaster:
 
     def _pairs(self, first: int, last: int, rng: np.random.Generator) -> tuple[np.ndarray,
                                                                                np.ndarray]:
-        """(origin, steps ahead) training pairs whose target is in ``[first + 1, last]``."""
-        origins = np.arange(first, last)
-        o = np.repeat(origins, self.horizon)
-        h = np.tile(np.arange(1, self.horizon + 1), len(origins))
-        keep = o + h <= last
-        o, h = o[keep], h[keep]
-        if len(o) > self.max_rows:
-            pick = np.sort(rng.choice(len(o), self.max_rows, replace=False))
-            o, h = o[pick], h[pick]
-        return o, h
+        """(origin, steps ahead) training pairs whose target is in ``[first + 1, last]``: all
+        of them, or ``max_rows`` drawn at random.
+
+        The pairs are numbered origin by origin, steps ahead within each (origin ``first``
+        has ``min(horizon, last - first)`` of them, and so on); a draw picks numbers and
+        maps them back through the pairs each origin holds, so memory grows with the origins
+        and ``max_rows``, not with origins times the horizon (a month of minutes at horizon
+        48 would be two million pairs, a grid reaching back to 1970 a billion).
+        """
+        origins = np.arange(first, last, dtype=np.int64)
+        held = np.minimum(self.horizon, last - origins)  # pairs whose target is <= last
+        ends = np.cumsum(held)  # pairs of the origins up to and including each
+        total = int(ends[-1]) if len(ends) else 0
+        if total > self.max_rows:
+            k = np.sort(rng.choice(total, self.max_rows, replace=False))
+        else:
+            k = np.arange(total, dtype=np.int64)
+        at = np.searchsorted(ends, k, side="right")  # the origin each pair number is of
+        h = k - (ends[at] - held[at]) + 1
+        return origins[at], h.astype(np.int64)
 
     def _fit_trees(self, y: np.ndarray, grid: np.ndarray, last: int, seed: int) -> Any:
         from sklearn.ensemble import HistGradientBoostingRegressor
@@ -619,6 +635,7 @@ class Forecaster:
                 f"float); got one of magnitude {top:g}. Rescale the metric (other units) "
                 "first.")
         self.step_ns_ = self._step_ns(ts)
+        _check_span(ts, self.step_ns_)
         self.phase_ns_ = reading_phase(ts, self.step_ns_)
         grid, series = regular_series(ts, v, self.step_ns_, self.phase_ns_)
         self.seasons_ = self._detect_seasons(series)
@@ -681,7 +698,9 @@ class Forecaster:
         Returns a frame of ``time`` (UTC), ``forecast``, ``low`` and ``high`` (the
         ``1 - alpha`` interval; ``-inf`` / ``inf`` where the calibration held too few
         residuals for a finite bound), one row per step. The history must reach back
-        :meth:`lookback` steps (a season or two) before its end.
+        :meth:`lookback` steps (a season or two) before its end, and those steps must hold
+        readings as often as fit required (``min_fill``): a history thinned out (2-hourly
+        readings of a 30 min model) is refused, as it forecasts worse.
         """
         self._fitted()
         if X is None and y is None:
@@ -692,7 +711,7 @@ class Forecaster:
                 "(the fitted history).", field="X" if X is None else "y", value=None)
         else:
             ts, v = self._series(X, y)
-            grid, series = regular_series(ts, v, self.step_ns_, self.phase_ns_)
+            grid, series = self._recent_series(ts, v)
         need = self._lookback() + 1
         if len(series) < need or np.isnan(series[-self.window_:]).all():
             raise InvalidParameterError(
@@ -720,6 +739,51 @@ class Forecaster:
             "low": np.minimum(low, point),
             "high": np.maximum(high, point),
         })
+
+    def _recent_series(self, ts: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The grid and series :meth:`predict` forecasts from: the steps it reads (the last
+        lookback ones), as they are on the grid of the whole history.
+
+        Only readings within two steps more than the lookback before the last known one
+        are put on the grid (earlier ones are in steps no feature reads): a grid back to
+        a reading of a clock never set (1970) took gigabytes and changed nothing. Where
+        that drops readings, empty steps are put back before the rest up to the lookback,
+        as the whole history's grid has them. The readings kept must fill the model's
+        steps as fit required (:meth:`_check_fill`).
+        """
+        need = self._lookback() + 1
+        known = ts[~np.isnan(v)]  # _series: at least one; the grid ends at the last of them
+        cutoff = int(known[-1]) - (need + 1) * self.step_ns_
+        older = bool(known[0] <= cutoff)
+        recent = ts > cutoff
+        ts, v = ts[recent], v[recent]
+        self._check_fill(ts)
+        grid, series = regular_series(ts, v, self.step_ns_, self.phase_ns_)
+        if older and len(series) < need:
+            pad = need - len(series)
+            grid = np.concatenate([grid[0] - self.step_ns_ * np.arange(pad, 0, -1), grid])
+            series = np.concatenate([np.full(pad, np.nan), series])
+        return grid, series
+
+    def _check_fill(self, ts: np.ndarray) -> None:
+        """Refuse a history to forecast from (its recent readings ``ts``) in whose steps
+        fewer readings come than fit required (``min_fill``, :func:`step_fill`): the trees
+        learned from steps that mostly hold a reading, and forecast worse, without saying
+        so, from a history thinned out (a 2-hourly export of a 30 min metric)."""
+        min_fill = getattr(self, "min_fill", _MIN_STEP_SHARE)  # none in an older model
+        fill = step_fill(ts, self.step_ns_)
+        if fill >= min_fill:
+            return
+        spacing = int(np.median(np.diff(ts)))
+        raise InvalidParameterError(
+            f"The history to forecast from leaves {math.floor(100 * (1 - fill))}% of the "
+            f"model's {_span(self.step_ns_)} steps in its last {self._lookback() + 1} steps "
+            f"without a reading (outages of a day or more not counted; its readings are "
+            f"{_span(spacing)} apart, their median spacing); the model was fitted on steps at "
+            f"least {round(100 * min_fill)}% of which held one, and forecasts worse from a "
+            "sparser history. Give the metric's readings at their full rate (every "
+            f"{_span(self.step_ns_)} or closer), or train a model at a coarser step "
+            "(--step).", field="values", value=round(fill, 3))
 
     def lookback(self) -> int:
         """Steps of history :meth:`predict` needs (the latest ones), after fit.
@@ -831,6 +895,51 @@ def _take(y: np.ndarray, idx: np.ndarray) -> np.ndarray:
     ok = idx >= 0
     out[ok] = y[idx[ok]]
     return out
+
+
+def _check_span(ts: np.ndarray, step_ns: int) -> None:
+    """Refuse, before building it, a grid of more than :data:`_MAX_STEPS_PER_READING` steps
+    a reading, naming the widest gap between readings and those on its lonelier side.
+
+    >>> H = 3600 * 10**9
+    >>> _check_span(np.arange(100) * H, H)
+    >>> _check_span(np.array([0, *(10**6 + np.arange(100))]) * H, H)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: Forecaster would build a grid of 1,000,100 steps
+    of 1h for 101 readings (at most 100 steps a reading): the reading at
+    1970-01-01T00:00:00+00:00 lies 41666d16h (about 114 years) before the other 100, which
+    start at 2084-01-29T16:00:00+00:00 (a clock not yet set?). Drop the readings before
+    2084-01-29T16:00:00+00:00 and give the history again.
+    """
+    step = int(step_ns)
+    steps = (int(ts[-1]) - int(ts[0])) // step + 1
+    if steps <= _MAX_STEPS_PER_READING * len(ts):
+        return
+    i = int(np.argmax(np.diff(ts)))  # the widest gap: between readings i and i + 1
+    gap = int(ts[i + 1]) - int(ts[i])
+    years = round(gap / (365.25 * _NS_PER_DAY))
+    apart = _span(gap) + (f" (about {years} year{'s' if years > 1 else ''})"
+                          if gap >= 365 * _NS_PER_DAY else "")
+    before, after = i + 1, len(ts) - i - 1
+    if before <= after:
+        lone = (f"the reading at {_iso(int(ts[0]))} lies" if before == 1 else
+                f"the {before:,} readings up to {_iso(int(ts[i]))} (the first at "
+                f"{_iso(int(ts[0]))}) lie")
+        where = (f"{lone} {apart} before the other {after:,}, which start at "
+                 f"{_iso(int(ts[i + 1]))}")
+        drop = f"before {_iso(int(ts[i + 1]))}"
+    else:
+        lone = (f"the reading at {_iso(int(ts[-1]))} lies" if after == 1 else
+                f"the {after:,} readings from {_iso(int(ts[i + 1]))} (the last at "
+                f"{_iso(int(ts[-1]))}) lie")
+        where = f"{lone} {apart} after the other {before:,}, which end at {_iso(int(ts[i]))}"
+        drop = f"after {_iso(int(ts[i]))}"
+    raise InvalidParameterError(
+        f"Forecaster would build a grid of {steps:,} steps of {_span(step)} for "
+        f"{len(ts):,} readings (at most {_MAX_STEPS_PER_READING} steps a reading): {where} "
+        f"(a clock not yet set?). Drop the readings {drop} and give the history again.",
+        field="timestamps", value=int(ts[0] if before <= after else ts[-1]))
 
 
 def _iso(ns: int) -> str:
