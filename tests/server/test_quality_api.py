@@ -36,9 +36,14 @@ def test_quality_report_counts_faults_and_cleaner_keeps_storage_exactly_once(env
     assert rep["device_id"] == env.device and rep["readings"] == 1200
     assert rep["metrics"]["a"]["stuck"] > 0 and rep["metrics"]["b"]["stuck"] == 0
     assert rep["metrics"]["b"]["spikes"] >= 3 and rep["metrics"]["a"]["spikes"] <= 1
+    # the live window ends now: the device's last 5 minutes of silence are a gap of each
+    # metric, and the readings missing there count
+    assert rep["summary"]["gaps"] == 2 and rep["summary"]["completeness"] < 0.7
     rows = [Reading(env.device, k, (t0 + i) * 10**9, float(v))
             for i, x in enumerate(batch) for k, v in x["metrics"].items()]
-    assert rep["summary"] == device_report(rows)["summary"]  # same checks as offline
+    r = env.client.get(f"/v1/devices/{env.device}/quality", params={"end": str(t0 + 600)},
+                       headers=env.auth("viewer"))
+    assert r.json()["summary"] == device_report(rows)["summary"]  # same checks as offline
     ing = rep["ingest"]["metrics"]
     assert ing["a"]["seen"] == 601 and ing["a"]["kept"] == 600
     assert ing["a"]["removed"] == {"duplicate": 1}

@@ -315,8 +315,18 @@ def quality(
                        var_name="_metric", value_name="_value")
         long = long[np.concatenate([present[c] for c in metrics])]  # melt's order
         long.columns = ["device_id", "ts_ns", "metric", "value"]  # melt's: ids, name, value
+        reported = set(long["device_id"])
+        for dev in pd.unique(df[device_column]):  # it vanished from the report unsaid
+            if dev not in reported:
+                typer.echo(f"note: device {str(dev)!r} left out of the report: every cell "
+                           f"of its metric columns is empty "
+                           f"({int((df[device_column] == dev).sum())} rows)", err=True)
+    # each device judged over its first to last time in the file, of every metric (its
+    # rows with empty cells too): a metric that stopped early has the gap at its end
+    spans = {str(dev): (int(ts.min()), int(ts.max()) + 1)
+             for dev, ts in df.groupby(device_column, sort=False)["_ts"]}
     rows = long.to_dict("records")
-    report = fleet_report(rows)
+    report = fleet_report(rows, spans=spans)
     written = []
     if plots_dir is not None:
         from edgewise.quality.plot import plot_issues
@@ -329,7 +339,8 @@ def quality(
         taken: set[str] = set()
         for (dev, metric), g in long.groupby(["device_id", "metric"]):
             units = g["unit"].tolist() if "unit" in g else None  # each reading's own
-            issues = metric_issues(g["ts_ns"].to_numpy(), g["value"].to_numpy(float), units)
+            issues = metric_issues(g["ts_ns"].to_numpy(), g["value"].to_numpy(float), units,
+                                   span=spans[str(dev)])
             if any(m.any() for m in issues["flags"].values()) or issues["gaps"]:
                 name = _plot_name(str(dev), str(metric), taken)
                 try:

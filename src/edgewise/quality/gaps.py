@@ -5,13 +5,33 @@
 [(3, 10)]
 >>> round(completeness(ts), 2)
 0.5
+
+Without ``span`` a series is judged between its own first and last reading, so a sensor
+that went silent looks whole. ``span=(start, end)``, the range ``[start, end)`` the series
+should cover (a query's range; a file's first and last time of the device, the end plus
+one), judges it there: the silence before its first and after its last reading is a gap
+where it is longer than ``factor`` spacings, and the readings it should have sent there
+count as missing.
+
+>>> S = 10**9
+>>> ts = np.arange(10) * 60 * S                 # 10 one-minute readings of a 1-hour range
+>>> round(completeness(ts, span=(0, 3600 * S)), 3), find_gaps(ts, span=(0, 3600 * S))
+(0.167, [(540000000000, 3599999999999)])
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["completeness", "expected_interval", "find_gaps", "intervals", "timeliness"]
+from edgewise.errors import QualityError
+
+__all__ = ["GAP_FACTOR", "completeness", "expected_interval", "find_gaps", "intervals",
+           "timeliness"]
+
+#: An interval longer than this many expected spacings is a gap (:func:`find_gaps`).
+GAP_FACTOR = 2.5
 
 
 def intervals(t: np.ndarray) -> np.ndarray:
@@ -28,41 +48,104 @@ def intervals(t: np.ndarray) -> np.ndarray:
 
 
 def expected_interval(ts: object) -> float:
-    """The usual spacing: the median of the positive intervals (0 when there are none)."""
+    """The usual spacing: the median of the positive intervals (0 when there are none); of
+    two, the smaller (their median, the mean, hid the gap of ``[0, 1, 100]``).
+
+    >>> expected_interval([0, 1, 100]), expected_interval([0, 1, 2, 100])
+    (1.0, 1.0)
+    """
     d = intervals(np.unique(np.asarray(ts, dtype=np.int64)))
+    if len(d) == 2:
+        return float(d.min())
     return float(np.median(d)) if len(d) else 0.0
 
 
+def _span(span: tuple[int, int], t: np.ndarray) -> tuple[int, int]:
+    """``span`` as Python ints ``(start, end)``, widened to hold the readings ``t``
+    (ascending, at least one): a reading outside its range still counts.
+
+    >>> _span((10, 20), np.array([5, 30]))
+    (5, 31)
+    """
+    start, end = int(span[0]), int(span[1])
+    if end <= start:
+        raise QualityError(f"span must be (start, end) with end after start, the range "
+                           f"[start, end) in int ns. Got {(start, end)!r} instead.")
+    return min(start, int(t[0])), max(end, int(t[-1]) + 1)
+
+
+def _edges(t: np.ndarray, span: tuple[int, int] | None) -> tuple[int, int]:
+    """The silences (ns) before the first and after the last of the readings ``t`` in
+    ``span``'s range, up to its last instant ``end - 1`` (both 0 without ``span``)."""
+    if span is None:
+        return 0, 0
+    start, end = _span(span, t)
+    return int(t[0]) - start, end - 1 - int(t[-1])
+
+
 def find_gaps(
-    ts: object, every_ns: float | None = None, factor: float = 2.5
+    ts: object, every_ns: float | None = None, factor: float = GAP_FACTOR,
+    span: tuple[int, int] | None = None,
 ) -> list[tuple[int, int]]:
-    """``(start, end)`` of each interval longer than ``factor`` times the expected spacing."""
+    """``(start, end)`` of each interval longer than ``factor`` times the expected spacing;
+    with ``span``, also the silence from its start to the first reading and from the last
+    reading to its last instant (``end - 1``) where longer than that.
+
+    >>> find_gaps([0, 1, 2, 3], span=(-5, 4)), find_gaps([0, 1, 2, 3], span=(0, 8))
+    ([(-5, 0)], [(3, 7)])
+    """
     t = np.unique(np.asarray(ts, dtype=np.int64))
     step = every_ns if every_ns is not None else expected_interval(t)
     if step <= 0 or len(t) < 2:
         return []
     d = intervals(t)
-    return [(int(t[i]), int(t[i + 1])) for i in np.flatnonzero(d > factor * step)]
+    gaps = [(int(t[i]), int(t[i + 1])) for i in np.flatnonzero(d > factor * step)]
+    before, after = _edges(t, span)
+    if before > factor * step:
+        gaps.insert(0, (int(t[0]) - before, int(t[0])))
+    if after > factor * step:
+        gaps.append((int(t[-1]), int(t[-1]) + after))
+    return gaps
 
 
-def completeness(ts: object, every_ns: float | None = None) -> float:
-    """Distinct readings over the readings the expected spacing implies (at most 1.0)."""
+def completeness(
+    ts: object, every_ns: float | None = None, span: tuple[int, int] | None = None
+) -> float:
+    """Distinct readings over the readings the expected spacing implies (at most 1.0):
+    from the first to the last reading, and with ``span`` also the whole spacings that
+    fit in the silence before the first and after the last in its range where that is a
+    gap (longer than :data:`GAP_FACTOR` spacings; a shorter one is the phase of the
+    readings, or the latency of the next one at a live window's end).
+
+    >>> completeness([0, 1, 2, 3], span=(0, 8)), completeness([0, 1, 2, 3], span=(0, 6))
+    (0.5, 1.0)
+    """
     t = np.unique(np.asarray(ts, dtype=np.int64))
     step = every_ns if every_ns is not None else expected_interval(t)
     if len(t) < 2 or step <= 0:
         return 1.0 if len(t) else 0.0
-    expected = (int(t[-1]) - int(t[0])) / step + 1  # Python ints: no int64 overflow
+    missed = sum(math.floor(s / step) for s in _edges(t, span) if s > GAP_FACTOR * step)
+    expected = (int(t[-1]) - int(t[0])) / step + 1 + missed  # Python ints: no overflow
     return float(min(1.0, len(t) / expected))
 
 
-def timeliness(ts: object, every_ns: float | None = None, factor: float = 1.5) -> float:
-    """Share of intervals no longer than ``factor`` times the expected spacing.
+def timeliness(
+    ts: object, every_ns: float | None = None, factor: float = 1.5,
+    span: tuple[int, int] | None = None,
+) -> float:
+    """Share of intervals no longer than ``factor`` times the expected spacing; with
+    ``span``, a silence before the first or after the last reading in its range that is
+    longer than that is one late interval more.
 
     >>> timeliness(np.array([0, 1, 2, 5]))
     0.6666666666666666
+    >>> timeliness([0, 1, 2, 3], span=(0, 10))
+    0.75
     """
     t = np.unique(np.asarray(ts, dtype=np.int64))
     step = every_ns if every_ns is not None else expected_interval(t)
     if len(t) < 2 or step <= 0:
         return 1.0
-    return float(np.mean(intervals(t) <= factor * step))
+    d = intervals(t)
+    late_edges = sum(s > factor * step for s in _edges(t, span))
+    return float(np.sum(d <= factor * step) / (len(d) + late_edges))

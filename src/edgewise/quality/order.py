@@ -15,15 +15,19 @@ __all__ = ["count_out_of_order", "sort_by_time"]
 
 
 def count_out_of_order(ts: object) -> int:
-    """Readings whose time is earlier than the latest time seen before them.
+    """Readings whose time is earlier than the latest time seen before them and new: a
+    late re-delivery of a time already seen is that time's duplicate or conflict
+    (:func:`~edgewise.quality.duplicates.deduplicate`), one fault, not out of order too.
 
-    >>> count_out_of_order([1, 5, 2, 6, 3])
-    2
+    >>> count_out_of_order([1, 5, 2, 6, 3]), count_out_of_order([0, 1, 2, 3, 4, 2])
+    (2, 0)
     """
     t = np.asarray(ts, dtype=np.int64)
     if len(t) < 2:
         return 0
-    return int(np.sum(t[1:] < np.maximum.accumulate(t)[:-1]))
+    first = np.zeros(len(t), dtype=bool)  # the first reading of each time
+    first[np.unique(t, return_index=True)[1]] = True
+    return int(np.sum((t[1:] < np.maximum.accumulate(t)[:-1]) & first[1:]))
 
 
 def sort_by_time(ts: object, values: object) -> tuple[np.ndarray, np.ndarray, int]:

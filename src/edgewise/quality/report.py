@@ -5,9 +5,9 @@ valid, how many duplicates, conflicts and out-of-order readings arrived, how man
 readings sit in stuck runs or are spikes, the gaps, and a drift score; whether it is a
 cumulative counter, and then its restarts and backward steps
 (:mod:`~edgewise.quality.counters`: no drift score, a stuck run is a stretch where it did
-not count); whether it is two-state (a boolean stored as 1/0,
-:mod:`~edgewise.quality.states`: no stuck runs, spikes or drift, but its switches and its
-share of 1s). ``rows`` are
+not count); whether it is two-state (a boolean stored as 1/0, or a series that switches
+between two values, a heater's 0 and 1500 W: :mod:`~edgewise.quality.states`; no stuck
+runs, spikes or drift, but its switches and its share of the higher value). ``rows`` are
 :class:`~edgewise.telemetry.Reading` objects or mappings with ``device_id``, ``metric``,
 ``ts_ns`` (int nanoseconds; or ``ts``, read as a compact payload's: epoch s, ms, us or
 ns told apart by size, or RFC 3339 text) and ``value`` (and optionally ``unit``). The
@@ -148,8 +148,14 @@ def metric_issues(
     values: np.ndarray,
     unit: str | Sequence[str | None] | None = None,
     limits: Limits | None = None,
+    span: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Checks of one metric's series: figures plus the flagged times (for plots).
+
+    ``span``, the range ``[start, end)`` (int ns) the series should cover, is where its
+    completeness, timeliness and gaps are judged (:mod:`~edgewise.quality.gaps`): the
+    silence before its first and after its last reading there counts; without it, the
+    series' own first to last reading.
 
     ``unit`` is the unit of every reading, or one per reading: each reading is judged in
     its own unit, and ``units`` lists those seen (``unit`` the first). As the stream
@@ -222,8 +228,8 @@ def metric_issues(
     if good.sum() >= 3 and not states["binary"]:
         spikes[good] = hampel_mask(v[good], half_window=3, n_sigmas=5.0)
         with np.errstate(over="ignore"):  # a step past the largest float is inf: no run
-            stuck[good] = stuck_mask(v[good], min_run=20)
-    gaps = find_gaps(t)
+            stuck[good] = stuck_mask(v[good], min_run=20, ts=t[good])
+    gaps = find_gaps(t, span=span)
     step = expected_interval(t)
     steps = counter_steps(v[good])
     counter = steps["counter"] and not states["binary"]
@@ -233,8 +239,8 @@ def metric_issues(
         "duplicates": dd.removed["duplicate"],
         "conflicts": dd.removed["conflict"],
         "out_of_order": out_of_order,
-        "completeness": round(completeness(t), 4),
-        "timeliness": round(timeliness(t), 4),
+        "completeness": round(completeness(t, span=span), 4),
+        "timeliness": round(timeliness(t, span=span), 4),
         "validity": round(float(good.mean()) if len(v) else 1.0, 4),
         "invalid": int(bad.sum()) + gone_invalid,
         "out_of_range": int(out_of_range.sum()) + gone_range,
@@ -259,20 +265,36 @@ def metric_issues(
 
 
 def fleet_report(
-    rows: Iterable[Reading | Mapping[str, Any]], limits: Mapping[str, Limits] | None = None
+    rows: Iterable[Reading | Mapping[str, Any]], limits: Mapping[str, Limits] | None = None,
+    spans: Mapping[str, tuple[int, int]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """:func:`device_report` for every device in ``rows``, keyed by device id."""
+    """:func:`device_report` for every device in ``rows``, keyed by device id; ``spans``
+    the ``span`` of each device (one left out: that of its readings)."""
     by_device: dict[str, list[tuple[str, str, int, float, str | None]]] = {}
     for row in rows:
         r = _as_row(row)
         by_device.setdefault(r[0], []).append(r)
-    return {d: _report(d, rs, limits or {}) for d, rs in sorted(by_device.items())}
+    spans = spans or {}
+    return {d: _report(d, rs, limits or {}, spans.get(d))
+            for d, rs in sorted(by_device.items())}
 
 
 def device_report(
-    rows: Iterable[Reading | Mapping[str, Any]], limits: Mapping[str, Limits] | None = None
+    rows: Iterable[Reading | Mapping[str, Any]], limits: Mapping[str, Limits] | None = None,
+    span: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Data-quality figures of one device, per metric and in summary (a JSON-ready dict)."""
+    """Data-quality figures of one device, per metric and in summary (a JSON-ready dict).
+
+    Each metric is judged over ``span`` (:func:`metric_issues`), by default the range of
+    the device's readings of every metric: a metric that stopped while another went on
+    has the gap and the missing readings at its end.
+
+    >>> rows = [{"device_id": "p", "metric": m, "ts_ns": i * 10**9, "value": 1.0 + i % 2}
+    ...         for i in range(60) for m in ("temp", "hum") if m == "temp" or i < 10]
+    >>> hum = device_report(rows)["metrics"]["hum"]
+    >>> hum["completeness"], hum["gaps"]
+    (0.1667, 1)
+    """
     rows = [_as_row(r) for r in rows]
     devices = sorted({r[0] for r in rows})
     if len(devices) > 1:
@@ -280,10 +302,13 @@ def device_report(
             f"device_report covers one device; rows hold {len(devices)} ({devices[:5]}). "
             "Use fleet_report for several."
         )
-    return _report(devices[0] if devices else "", rows, limits or {})
+    return _report(devices[0] if devices else "", rows, limits or {}, span)
 
 
-def _report(device: str, rows: list, limits: Mapping[str, Limits]) -> dict[str, Any]:
+def _report(device: str, rows: list, limits: Mapping[str, Limits],
+            span: tuple[int, int] | None = None) -> dict[str, Any]:
+    if span is None and rows:  # the device's readings, of every metric
+        span = (min(r[2] for r in rows), max(r[2] for r in rows) + 1)
     by_metric: dict[str, list] = {}
     for r in rows:
         by_metric.setdefault(r[1], []).append(r)
@@ -292,7 +317,7 @@ def _report(device: str, rows: list, limits: Mapping[str, Limits]) -> dict[str, 
         ts = np.array([r[2] for r in rs], dtype=np.int64)
         vals = np.array([r[3] for r in rs], dtype=float)
         units = [r[4] for r in rs]  # each reading judged in its own unit
-        metrics[name] = metric_issues(ts, vals, units, limits.get(name))["figures"]
+        metrics[name] = metric_issues(ts, vals, units, limits.get(name), span)["figures"]
     figs = list(metrics.values())
 
     def mean(key: str) -> float | None:

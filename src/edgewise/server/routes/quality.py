@@ -18,6 +18,10 @@ range holds more, the newest part of it that holds at most that many is read
 true``, ``reported_start`` the start of the span it covers; its plot URLs are of that
 span). A report over a year of a fast device read every reading at once (4 metrics of 1M
 readings each: 102 s of CPU and 1.5 GB).
+
+Completeness, timeliness and gaps are judged over the range (:func:`_span`), not between a
+metric's first and last reading there: a sensor that sent ten one-minute readings and went
+silent for the rest of the hour is 1/6 complete, with that silence a gap (it read as whole).
 """
 
 from __future__ import annotations
@@ -46,8 +50,25 @@ DEFAULT_WINDOW_NS = 3600 * 10**9
 MAX_READINGS = config.MAX_READINGS
 
 
-def _issues(rows: list[tuple[str, int, float]]) -> dict[str, dict[str, Any]]:
-    """Per metric: the flagged times of the checks (``metric_issues``), for plots."""
+def _span(store: Any, device_id: str, start_ns: int, end_ns: int | None,
+          now_ns: int | None = None) -> tuple[int, int] | None:
+    """The range ``[start, end)`` a report judges the device's readings over: the query's,
+    from the device's first reading where it came later (no reading was missing before
+    it sent one), to ``now_ns`` (default: now) where ``end_ns`` is later or none (no
+    reading can have come after now: a live window ends now). ``None`` where that leaves
+    nothing (a range in the future)."""
+    summary = next((d for d in store.devices() if d.device_id == device_id), None)
+    if summary is not None and summary.first_ns is not None:
+        start_ns = max(start_ns, summary.first_ns)
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    end = now_ns if end_ns is None else min(end_ns, now_ns)
+    return (start_ns, end) if end > start_ns else None
+
+
+def _issues(rows: list[tuple[str, int, float]],
+            span: tuple[int, int] | None = None) -> dict[str, dict[str, Any]]:
+    """Per metric: the flagged times of the checks (``metric_issues`` over ``span``),
+    for plots."""
     import numpy as np
 
     from edgewise.quality.report import metric_issues
@@ -59,7 +80,8 @@ def _issues(rows: list[tuple[str, int, float]]) -> dict[str, dict[str, Any]]:
         vs.append(v)
     # the times as int64 apart from the values: through float64 readings 100 ns apart
     # at today's epochs fell on one time (conflicts) and the plot was of other figures
-    return {m: metric_issues(np.array(ts, dtype=np.int64), np.array(vs, dtype=float))
+    return {m: metric_issues(np.array(ts, dtype=np.int64), np.array(vs, dtype=float),
+                             span=span)
             for m, (ts, vs) in by.items()}
 
 
@@ -91,16 +113,18 @@ def _flagged(issues: dict[str, Any]) -> dict[str, int]:
 
 
 def _report(store: Any, device_id: str, start_ns: int, end_ns: int | None,
-            limit: int | None = None) -> dict[str, Any]:
+            limit: int | None = None, now_ns: int | None = None) -> dict[str, Any]:
     """The quality report of the device's readings in ``[start_ns, end_ns)``, of at most
-    ``limit`` (default :data:`MAX_READINGS`) of them, the newest."""
+    ``limit`` (default :data:`MAX_READINGS`) of them, the newest, judged over that range
+    (:func:`_span`, ``now_ns`` its now)."""
     from edgewise.quality.report import device_report
     from edgewise.store.newest import newest_rows
     from edgewise.telemetry import Reading
 
     limit = MAX_READINGS if limit is None else limit
     rows, start_ns, truncated = newest_rows(store, device_id, None, start_ns, end_ns, limit)
-    rep = device_report([Reading(device_id, m, t, v) for m, t, v in rows])
+    span = _span(store, device_id, start_ns, end_ns, now_ns)
+    rep = device_report([Reading(device_id, m, t, v) for m, t, v in rows], span=span)
     rep["device_id"] = device_id
     rep["truncated"] = truncated
     rep["reported_start"] = format_ns(start_ns)
@@ -110,7 +134,7 @@ def _report(store: Any, device_id: str, start_ns: int, end_ns: int | None,
         {"metric": m, "flagged": counts,
          "url": f"/v1/devices/{quote(device_id, safe='')}/quality/plots/"
                 f"{quote(m, safe='')}.png?{rng}"}
-        for m, issues in sorted(_issues(rows).items()) if (counts := _flagged(issues))
+        for m, issues in sorted(_issues(rows, span).items()) if (counts := _flagged(issues))
     ]
     return rep
 
@@ -142,8 +166,8 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
     from edgewise.quality.plot import plot_issues
     from edgewise.store.newest import newest_rows
 
-    rows, _, _ = newest_rows(store, device_id, metric, start_ns, end_ns, MAX_READINGS)
-    issues = _issues(rows).get(metric)
+    rows, start_ns, _ = newest_rows(store, device_id, metric, start_ns, end_ns, MAX_READINGS)
+    issues = _issues(rows, _span(store, device_id, start_ns, end_ns)).get(metric)
     if issues is None or not _flagged(issues):
         raise Problem(
             404, "No quality plot",
@@ -231,11 +255,6 @@ async def quality_plot(
         "offset; instead of tz_offset_min, which is one offset for the whole axis.")] = None,
 ) -> Response:
     start_ns, end_ns = _range(start, end)
-    if not await run_in_threadpool(known_device, security, store, device_id):
-        raise not_found(device_id)
-    png = await run_in_threadpool(_plot, store, device_id, metric, start_ns, end_ns,
-                                  tz_offset_min or 0, tz)
-    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
     if tz is not None:
         if tz_offset_min is not None:
             raise Problem(
@@ -252,3 +271,8 @@ async def quality_plot(
                 422, "Invalid query parameter", f"Query parameter 'tz': {exc}.", field="tz",
                 value=shorten(tz), allowed="an IANA time zone name such as Europe/Berlin, "
                 "America/New_York or UTC", reason="invalid") from None
+    if not await run_in_threadpool(known_device, security, store, device_id):
+        raise not_found(device_id)
+    png = await run_in_threadpool(_plot, store, device_id, metric, start_ns, end_ns,
+                                  tz_offset_min or 0, tz)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
