@@ -1,10 +1,12 @@
 """Put an irregular series on a regular time grid, bridging only short gaps.
 
 ``how``: ``"mean"`` (average of the readings in each bin), ``"last"`` (last reading in
-the bin) or ``"interpolate"`` (linear, at bin starts). Grid points inside a gap
-between readings longer than ``max_gap_ns`` stay NaN, so a long outage is never papered
-over (``mean`` and ``last`` leave every bin without readings NaN anyway, and a bin with
-readings always has its value, however long the gaps around them).
+the bin) or ``"interpolate"`` (linear, at bin starts; a bin start before the first
+reading, as the grid's first is unless that reading lies on it, stays NaN: nothing is
+known there to interpolate from). Grid points inside a gap between readings longer than
+``max_gap_ns`` stay NaN, so a long outage is never papered over (``mean`` and ``last``
+leave every bin without readings NaN anyway, and a bin with readings always has its
+value, however long the gaps around them).
 
 >>> ts = np.array([0, 10, 20, 60]) * 10**9
 >>> grid, v = resample(ts, [0.0, 1.0, 2.0, 6.0], every_ns=10 * 10**9, how="interpolate",
@@ -14,6 +16,9 @@ readings always has its value, however long the gaps around them).
 >>> resample(np.array([0, 25, 26, 60]) * 10**9, [1.0, 2.0, 3.0, 4.0], every_ns=10 * 10**9,
 ...          how="mean", max_gap_ns=15 * 10**9)[1].tolist()
 [1.0, nan, 2.5, nan, nan, nan, 4.0]
+>>> resample(np.array([59, 119]) * 10**9, [1.0, 2.0], every_ns=60 * 10**9,
+...          how="interpolate")[1].tolist()   # 0 s lies before the first reading
+[nan, 1.0166666666666666]
 """
 
 from __future__ import annotations
@@ -90,6 +95,10 @@ def resample(
             ).astype(np.int64)
     if how == "interpolate":
         out = np.interp(grid.astype(float), t.astype(float), v)
+        # NaN outside the readings (compared in int64: float64 rounds epoch ns to 256 ns):
+        # np.interp repeats the first reading back to the grid's first point (a reading at
+        # 59 s gave its value at 0 s); no grid point lies after the last reading
+        out[grid < t[0]] = np.nan
     else:
         which = ((t.astype(np.uint64) - np.uint64(start % 2**64)) // np.uint64(every)
                  ).astype(np.intp)

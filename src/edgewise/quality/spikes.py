@@ -21,6 +21,18 @@ of outliers count once the outliers lay both above and below (0.0 with a lone 0.
 one way only (0.0 with a lone 0.1 now and then) is the exception: its blips look like
 glitches up from zero in other units, and are spikes.
 
+Near the ends the window runs past the readings, and the first (last) reading stands in
+for what lies beyond: a reading is a spike when it stands out from the readings on both
+its sides where both exist. The first and last readings, and a step within the first or
+last ``half_window`` readings, have no reading on one side to come back to, and cannot be
+told from the first readings of a new level (a setpoint moved two readings before the end
+of a dashboard's window): they are spikes only when clearly beyond the readings on their
+one side (:data:`EDGE_CLEAR`: a glitch from 20 to 500), else once a reading after them
+comes back (a lone 30 after 20s as the last reading is a spike once the next reading is
+back at 20). Near 0, where any step is large beside the level, a step in the last
+readings further than twice the span of the other readings is such a glitch until a
+reading after it comes (a pump that never ran in the window, started at its end).
+
 >>> v = np.array([1.0, 1.1, 0.9, 1.0, 50.0, 1.0, 1.1, 0.9, 1.0])
 >>> hampel_mask(v).nonzero()[0].tolist()
 [4]
@@ -33,6 +45,13 @@ np.False_
 >>> flat = np.array([20.0] * 10 + [100.0] + [20.0] * 10)
 >>> hampel_mask(flat, n_sigmas=5.0).nonzero()[0].tolist()  # its own step sets no floor
 [10]
+>>> step = np.array([20.0, 20.1, 19.9] * 6 + [30.0, 30.1])  # the last two: a new level?
+>>> hampel_mask(step, n_sigmas=5.0).any()
+np.False_
+>>> hampel_mask(np.r_[step, 20.0], n_sigmas=5.0).nonzero()[0].tolist()  # no: came back
+[18, 19]
+>>> hampel_mask(np.r_[step[:18], 500.0], n_sigmas=5.0).nonzero()[0].tolist()  # a glitch
+[18]
 >>> valve = np.full(60, 100.0)
 >>> valve[[10, 30, 50]] = 0.0                 # the same dropout three times
 >>> hampel_mask(valve, n_sigmas=5.0).nonzero()[0].tolist()
@@ -41,12 +60,14 @@ np.False_
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from edgewise.errors import QualityError
 
-__all__ = ["MAD_SCALE", "RESOLUTION_SEEN", "RESOLUTION_SHARE", "despike", "hampel_mask",
-           "resolution"]
+__all__ = ["EDGE_CLEAR", "MAD_SCALE", "RESOLUTION_SEEN", "RESOLUTION_SHARE", "despike",
+           "hampel_mask", "resolution"]
 
 MAD_SCALE = 1.4826
 #: Times a step must be seen to be taken for the resolution: a spike's way up and back
@@ -58,6 +79,11 @@ RESOLUTION_SEEN = 3
 #: that step shows what it resolves; a dropout from 100 to 0, a glitch to twice the value
 #: or from 20 to 25 does not, however often it recurs.
 RESOLUTION_SHARE = 0.25
+#: A reading within ``half_window`` of an end, a spike by the readings on its one side,
+#: is one when it lies further from their median than this many times the larger of that
+#: median's size and the span of the series' other readings: a glitch from 20 to 500 or
+#: to -127, not a setpoint moved from 20 to 30 nor a dropout to 0 (a pump switched off).
+EDGE_CLEAR = 2.0
 
 
 def _check(half_window: int, n_sigmas: float) -> None:
@@ -69,11 +95,17 @@ def _check(half_window: int, n_sigmas: float) -> None:
         raise QualityError(f"The 'n_sigmas' parameter of hampel must be > 0. Got {n_sigmas!r}.")
 
 
-def _medians(v: np.ndarray, half_window: int) -> tuple[np.ndarray, np.ndarray]:
+def _medians(v: np.ndarray, half_window: int,
+             mode: str = "edge") -> tuple[np.ndarray, np.ndarray]:
+    """Each reading's window median and scale. ``"edge"``: the first and last readings
+    stand in for what lies beyond the ends (mirroring the readings there made a step in
+    the last two readings a minority of its window, and both spikes); ``"reflect"``
+    (``len(v) > half_window``): the readings on an end's one side, mirrored."""
     n = len(v)
-    padded = np.pad(v, half_window, mode="reflect" if n > half_window else "edge")
+    padded = np.pad(v, half_window, mode=mode)
     win = np.lib.stride_tricks.sliding_window_view(padded, 2 * half_window + 1)[:n]
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a window of NaN only: NaN
         med = np.nanmedian(win, axis=1) if np.isnan(v).any() else np.median(win, axis=1)
         mad = np.nanmedian(np.abs(win - med[:, None]), axis=1)
     return med, MAD_SCALE * mad
@@ -154,6 +186,57 @@ def resolution(values: object, outliers: object | None = None) -> float:
     return float(d[first[seen][0]]) if seen.any() else 0.0
 
 
+def _end_medians(v: np.ndarray, half_window: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_medians` with ``"reflect"`` for the ``half_window`` readings at each end
+    (``len(v) > half_window``), NaN between: only the first (last) ``2 * half_window``
+    readings reach their windows.
+
+    >>> v = np.arange(10.0) ** 2
+    >>> np.array_equal(_end_medians(v, 3)[0][[0, 1, 2, 7, 8, 9]],
+    ...                _medians(v, 3, mode="reflect")[0][[0, 1, 2, 7, 8, 9]])
+    True
+    """
+    n, h = len(v), half_window
+    k = min(n, 2 * h)
+    med, scale = np.full(n, np.nan), np.full(n, np.nan)
+    head, head_scale = _medians(v[:k], h, mode="reflect")
+    tail, tail_scale = _medians(v[n - k:], h, mode="reflect")
+    med[:h], scale[:h] = head[:h], head_scale[:h]
+    med[n - h:], scale[n - h:] = tail[k - h:], tail_scale[k - h:]
+    return med, scale
+
+
+def _judge(
+    v: np.ndarray, half_window: int, n_sigmas: float, min_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The spikes of ``v`` (at least 3 values) and the median each is judged against."""
+    med, scale = _medians(v, half_window)
+    mask, floor = _candidates(v, med, scale, n_sigmas, min_scale)
+    with np.errstate(all="ignore"):
+        if mask.any():  # the resolution only raises the floor
+            floor = np.maximum(floor, resolution(v, outliers=mask))
+            mask &= np.abs(v - med) > n_sigmas * np.maximum(scale, floor)
+        n, h = len(v), half_window
+        if n <= h:
+            return mask, med
+        # the ends, where the window's far side is the end reading itself: judged also on
+        # the readings on their one side (less the spikes found), and spikes when clearly
+        # beyond them
+        end = np.zeros(n, dtype=bool)
+        end[:h] = end[n - h:] = True
+        end &= ~mask & np.isfinite(v)
+        if end.any():
+            med_1, scale_1 = _end_medians(np.where(mask, np.nan, v), h)
+            dev = np.abs(v - med_1)
+            out = end & (dev > n_sigmas * np.maximum(scale_1, floor))
+            rest = v[np.isfinite(v) & ~mask & ~out]
+            span = float(np.ptp(rest)) if len(rest) else 0.0
+            clear = out & (dev > EDGE_CLEAR * np.maximum(np.abs(med_1), span))
+            mask |= clear
+            med = np.where(clear, med_1, med)
+    return mask, med
+
+
 def hampel_mask(
     values: object, half_window: int = 3, n_sigmas: float = 3.0, min_scale: float = 0.0
 ) -> np.ndarray:
@@ -162,22 +245,17 @@ def hampel_mask(
     v = np.asarray(values, dtype=float)
     if len(v) < 3:
         return np.zeros(len(v), dtype=bool)
-    med, scale = _medians(v, half_window)
-    candidates, floor = _candidates(v, med, scale, n_sigmas, min_scale)
-    if not candidates.any():
-        return candidates  # the resolution only raises the floor
-    floor = np.maximum(floor, resolution(v, outliers=candidates))
-    with np.errstate(all="ignore"):
-        return candidates & (np.abs(v - med) > n_sigmas * np.maximum(scale, floor))
+    return _judge(v, half_window, n_sigmas, min_scale)[0]
 
 
 def despike(
     values: object, half_window: int = 3, n_sigmas: float = 3.0, min_scale: float = 0.0
 ) -> np.ndarray:
-    """A copy with each spike replaced by its neighbourhood median."""
+    """A copy with each spike replaced by the median it was judged against: its
+    neighbourhood's (at an end, that of its neighbours on the one side)."""
+    _check(half_window, n_sigmas)
     v = np.asarray(values, dtype=float).copy()
-    mask = hampel_mask(v, half_window, n_sigmas, min_scale)
-    if mask.any():
-        med, _ = _medians(v, half_window)
+    if len(v) >= 3:
+        mask, med = _judge(v, half_window, n_sigmas, min_scale)
         v[mask] = med[mask]
     return v
