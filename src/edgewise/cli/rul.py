@@ -11,8 +11,11 @@ earliest current label of that class in the label store of ``--data-dir``), or
 ``--history-ends-at-failure`` (you say every history ends at a failure). Devices without
 a known failure, and devices a model cannot score, are listed as skipped, never dropped
 silently; so are units of a CSV the model cannot score (a sensor it uses with no value in
-any of the unit's rows, or a value that is not finite). A store URL is printed with its
-password masked (``***``).
+any of the unit's rows, or a value that is not finite; a history that starts after the
+training units' did, its first rows missing: see :meth:`RULModel.unscorable
+<edgewise.models.rul.RULModel.unscorable>`). A CSV's unit ids are printed as written
+(``001`` stays ``001``); ids that are all whole numbers are numbers. A store URL is printed
+with its password masked (``***``).
 
 Predictions are of the RUL capped at the model's cap (``--cap``, 125 by default): a
 prediction at the cap prints as ``>=125.0`` (at least that long) and an interval whose upper
@@ -106,33 +109,69 @@ def open_existing_store(url: str, option: str = "--data") -> Any:
         raise fail(f"{option} {_shown(url)!r}: {exc}") from None
 
 
-def _read(data: Path):
-    """One table from a CSV file, or from every ``*.csv``/``*.csv.gz`` in a directory."""
-    frame = _read_any(data)
+def _read(data: Path, unit_column: str):
+    """One table from a CSV file, or from every ``*.csv``/``*.csv.gz`` in a directory, with
+    the unit ids as written (:func:`_unit_ids`)."""
+    numbers, cells = _read_any(data)
     from edgewise.tables import is_unnamed
 
     # A saved pandas index ("Unnamed: 0") would be a leaky "sensor"; drop it.
-    return frame.loc[:, [not is_unnamed(c) for c in frame.columns]]
+    frame = numbers.loc[:, [not is_unnamed(c) for c in numbers.columns]]
+    if unit_column in cells.columns:
+        frame = frame.copy()
+        frame[unit_column] = _unit_ids(cells[unit_column]).to_numpy()
+    return frame
 
 
-def _read_any(data: Path):
+#: A unit id written as a whole number (``17``, ``-3``, or ``17.0`` as pandas writes float
+#: ids), with no leading zero or exponent, and within int64.
+_WHOLE_ID = r"-?(?:0|[1-9][0-9]{0,17})(?:\.0+)?"
+
+
+def _unit_ids(cells: Any) -> Any:
+    """The unit ids of a CSV as written (the text view of
+    :func:`~edgewise.tables.read_tables`, spaces around them dropped): ``001`` stays
+    ``001`` (not ``1``) and ``1e3`` stays ``1e3`` (not ``1000``). Only when every id is a
+    plain whole number (``17``, or ``17.0`` as pandas writes float ids) are they ints, so
+    that numbered units print, sort and serialise as numbers, as before. An empty cell
+    stays ``""``, which :func:`_check_units` refuses by row.
+
+    >>> import pandas as pd
+    >>> _unit_ids(pd.Series(["001", "002", "3"])).tolist()
+    ['001', '002', '3']
+    >>> _unit_ids(pd.Series(["1", " 2", "3.0"])).tolist()
+    [1, 2, 3]
+    """
+    import numpy as np
+
+    text = cells.astype(object).where(cells.notna(), "").astype(str).str.strip()
+    if len(text) and bool(text.str.fullmatch(_WHOLE_ID).all()):
+        return text.str.replace(r"\.0+$", "", regex=True).astype(np.int64)
+    return text
+
+
+def _read_any(data: Path) -> tuple[Any, Any]:
+    """The numbers and the cells as written (:func:`~edgewise.tables.read_tables`) of one
+    CSV file, or of every ``*.csv``/``*.csv.gz`` in a directory, one after another."""
     import pandas as pd
 
     from edgewise.errors import QualityError
-    from edgewise.tables import read_table
+    from edgewise.tables import read_tables
 
     if data.is_dir():
         files = sorted([*data.glob("*.csv"), *data.glob("*.csv.gz")])
         if not files:
             raise fail(f"--data {str(data)!r} holds no *.csv or *.csv.gz files")
         try:
-            return pd.concat([read_table(f) for f in files], ignore_index=True)
+            both = [read_tables(f) for f in files]
         except QualityError as exc:
             raise fail(f"--data: {exc}") from None
+        return (pd.concat([n for n, _ in both], ignore_index=True),
+                pd.concat([c for _, c in both], ignore_index=True))
     if not data.is_file():
         raise fail(f"--data {str(data)!r} is neither a CSV file nor a directory")
     try:
-        return read_table(data)
+        return read_tables(data)
     except QualityError as exc:
         raise fail(f"--data: {exc}") from None
 
@@ -441,7 +480,7 @@ def train_rul(
         if sources or devices:
             raise fail(f"{', '.join(sources) or '--devices'} applies to store data only; "
                        f"--data {data!r} is CSV, whose histories must each end at a failure")
-        df = _check_units(_read(Path(data)), unit_column, time_column)
+        df = _check_units(_read(Path(data), unit_column), unit_column, time_column)
     else:
         if len(sources) != 1:
             raise fail(f"training from the store {_shown(url)!r} needs exactly one source of "
@@ -558,7 +597,8 @@ def predict_rul(
     if url is None:
         if devices:
             raise fail(f"--devices applies to store data only; --data {data!r} is CSV")
-        df = _check_units(_read(Path(data)), rul.unit_column, rul.time_column)
+        df = _check_units(_read(Path(data), rul.unit_column), rul.unit_column,
+                          rul.time_column)
     else:
         df, skipped, steps = _store_current(url, devices, rul)
     key = "unit" if url is None else "device"

@@ -44,7 +44,16 @@ their prediction would be a plausible number resting on nothing:
   slopes but time-column units for its RUL, so when every training unit steps its time
   column by the same amount (``time_step_``, 1 for C-MAPSS cycles) a unit with another
   step (a gap, a repeated time) is refused, naming the step seen and the one expected.
-  Training data with uneven steps records no step and checks none.
+  Training data with uneven steps records no step and checks none;
+* **a history that starts late**: the unit's age and whole-history slopes come from the
+  rows given (as on a device, which counts them), not from the time column, so when every
+  training unit starts at the same time (within one step; ``start_range_``, cycle 1 for
+  C-MAPSS) a unit whose first row comes more than one step later (the last 60 cycles of
+  an export, a store that keeps recent rows) would be scored as a younger unit, silently
+  wrong (FD001 test units of 150+ cycles given their last 60: RMSE 20.1 against 14.3 from
+  their whole histories). It is refused, naming its first time and the training start.
+  Training units that start at different times (timestamps) record no start and check
+  none.
 
 Models saved before these checks were recorded load and score as before, unchecked.
 
@@ -381,13 +390,16 @@ class RULModel:
 
     def _off_domain(self, units: np.ndarray, times: np.ndarray, settings: np.ndarray | None,
                     sensors: np.ndarray) -> dict[Any, str]:
-        """Units with a time step the model was not trained on, or whose used sensors lie
-        far outside the training data in their last ``window`` rows (see the module doc),
-        with why. Models saved before ``time_step_``/``z_range_`` were recorded: none."""
+        """Units whose history starts after the training units' did, with a time step the
+        model was not trained on, or whose used sensors lie far outside the training data
+        in their last ``window`` rows (see the module doc), with why. Models saved before
+        ``start_range_``/``time_step_``/``z_range_`` were recorded are not checked for
+        what they lack."""
         out: dict[Any, str] = {}
         step = getattr(self, "time_step_", None)
         z_range = getattr(self, "z_range_", None)
-        if len(units) == 0 or (step is None and z_range is None):
+        start = getattr(self, "start_range_", None)
+        if len(units) == 0 or (step is None and z_range is None and start is None):
             return out
         slices = self._unit_slices(units)
         name = self.time_column
@@ -402,6 +414,9 @@ class RULModel:
                         f" to {_plain(times[sl][i + 1])}); the model was trained on steps of "
                         f"{step:g} (it counts rows for age and trends, {name} for the RUL): "
                         f"give every step, or resample to steps of {step:g}")
+        if start is not None:
+            late = self._late_starts(units, times, slices, start, step)
+            out |= {u: why for u, why in late.items() if u not in out}
         if z_range is None:
             return out
         norm = self.core_["norm"]
@@ -430,6 +445,32 @@ class RULModel:
                     break
         return out
 
+    def _late_starts(self, units: np.ndarray, times: np.ndarray, slices: list[slice],
+                     start: tuple[float, float], step: float | None) -> dict[Any, str]:
+        """Units whose history starts more than one ``step`` after every training unit's
+        did (``start_range_``), with why: the model takes a unit's age and whole-history
+        slopes from the rows it is given, so a history missing its first rows (an export
+        of recent rows, a store that keeps the last N days) is scored as a younger unit's,
+        silently wrong. One step is let pass: cycles counted from 0 or from 1 (a store
+        counts readings from 1) are the same history."""
+        lo, hi = start
+        name = self.time_column
+        since = f"{name} {_num(lo)}" if lo == hi else f"{name} {_num(lo)} to {_num(hi)}"
+        out: dict[Any, str] = {}
+        for sl in slices:
+            first = float(times[sl.start])
+            if first - hi <= (step or 0.0) + _tolerance(hi, step or 0.0):
+                continue
+            missing = (f"its first {_num(round((first - lo) / step))} {name}(s)"
+                       if step else "its first rows")
+            out[_plain(units[sl.start])] = (
+                f"its history starts at {name} {_num(first)}, but the training units' "
+                f"histories all start at {since}: the model takes a unit's age and "
+                f"whole-history trends from the rows it is given, so a history without "
+                f"{missing} would be scored as a younger unit's; give the unit's whole "
+                f"history, from {name} {_num(lo)}")
+        return out
+
     def _used(self) -> list[str]:
         """The columns a fitted model's prediction rests on: the kept sensors, and the
         settings when it found more than one regime."""
@@ -443,7 +484,8 @@ class RULModel:
         A unit cannot be scored when a sensor the model uses (or a setting, when it found
         regimes) has no value in any of the unit's rows, or a non-finite value: filling
         such a gap with a made-up level would move the prediction without a word; nor when
-        its time column steps otherwise than the training data's, or a used sensor is far
+        its history starts after every training unit's did (its first rows missing), its
+        time column steps otherwise than the training data's, or a used sensor is far
         outside the training data in its last ``window`` rows (|z| beyond :data:`Z_LIMIT`;
         see the module doc). Drop these units
         (``X[~X[unit_column].isin(model.unscorable(X))]``) and predict the rest.
@@ -617,12 +659,19 @@ class RULModel:
     def _record_domain(self, units: np.ndarray, times: np.ndarray,
                        settings: np.ndarray | None, sensors: np.ndarray) -> None:
         """Remember what :meth:`_off_domain` checks: the training time step (when every
-        unit steps by the same amount; else ``None``) and each used sensor's value and
+        unit steps by the same amount; else ``None``), the range of the units' first times
+        (when they lie within one step; else ``None``) and each used sensor's value and
         z-score ranges."""
         same = units[1:] == units[:-1]
         steps = np.diff(times.astype(float))[same]
         self.time_step_ = (float(steps[0]) if len(steps) and steps[0] > 0
                            and np.allclose(steps, steps[0], rtol=1e-9, atol=0.0) else None)
+        firsts = times[np.flatnonzero(np.r_[True, ~same])].astype(float)
+        lo, hi = (float(firsts.min()), float(firsts.max())) if len(firsts) else (0.0, 0.0)
+        # the time column says where a unit's life started only when every training unit
+        # started at the same time (within one step): C-MAPSS cycles all start at 1
+        self.start_range_ = ((lo, hi) if len(firsts) and hi - lo <= _tolerance(
+            hi, self.time_step_ or 0.0) + (self.time_step_ or 0.0) else None)
         norm = self.core_["norm"]
         kept = np.flatnonzero(norm.keep_)
         z = _z(norm, settings, sensors)
@@ -803,6 +852,25 @@ def _z(norm: ConditionNormalizer, settings: np.ndarray | None, sensors: np.ndarr
     first value in the unit, as a device that has not yet had a reading of it takes it."""
     z = norm.transform(_filled_settings(settings, norm.settings_mean_), sensors)
     return np.where(np.isnan(z), 0.0, z)
+
+
+def _tolerance(value: float, step: float) -> float:
+    """How far apart two times may be and still be the same time (float rounding).
+
+    >>> _tolerance(1.0, 1.0) < 1e-6
+    True
+    """
+    return 1e-9 * max(abs(value), abs(step), 1.0)
+
+
+def _num(value: float) -> str:
+    """A time as it reads: ``91`` for 91.0, else the float's shortest form.
+
+    >>> _num(91.0), _num(0.25)
+    ('91', '0.25')
+    """
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
 
 
 def _rows(settings: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
