@@ -128,9 +128,10 @@ def test_start_falls_back_when_the_installed_model_cannot_load(tmp_path, caplog)
 
 def test_csv_source_sends_each_row_at_its_own_time(gw, tmp_path, caplog):
     """Check a csv:PATH source stamps readings with the first column's time (RFC 3339 or epoch
-    s/ms, history included), the gateway stores them at those times, and a row whose time it
-    would refuse (before 2000, too far ahead, not a time) is logged and skipped, not sent
-    (every reading used to be stamped with the time it was read)."""
+    s/ms, history included), the gateway stores them at those times, and a row whose time is
+    before 2000 or not a time is logged and skipped, not sent, while one ahead of this
+    device's clock is sent and the gateway's refusal counted and kept (every reading used to
+    be stamped with the time it was read)."""
     import time
 
     from edgewise.edge.agent import _source
@@ -150,12 +151,13 @@ def test_csv_source_sends_each_row_at_its_own_time(gw, tmp_path, caplog):
     sent = [(m["ts"], m["metrics"]["temp_c"]) for m in agent.outbox.pending()]
     want = [(1051783200 * 10**9, 1.5), (1600000000 * 10**9, 3.5),
             (1600000060500 * 10**6, 6.5), (1600000120250 * 10**6, 7.5)]
-    assert sent == want
+    assert sent == [*want[:2], (future * 10**9, 5.5), *want[2:]]
     assert [(e["line"], e["value"]) for e in _events(caplog, "bad_input")] == [
-        (3, "1999-12-31T23:59:59Z"), (5, "yesterday"), (6, str(future))]
-    assert agent.drain_once(gw.client) == 4
+        (3, "1999-12-31T23:59:59Z"), (5, "yesterday")]
+    assert agent.drain_once(gw.client) == 5
     stored = gw.store.query(gw.device, "temp_c")
     assert [(ts, v) for _, ts, v in stored] == want
+    assert agent.outbox.rejected == 1  # the row an hour ahead: the gateway's to refuse
 
 
 @pytest.mark.parametrize("damage", ["not-json", "a-bad-entry"])

@@ -59,11 +59,12 @@ import sqlite3
 import sys
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlencode
 
 from edgewise._private import replace_atomically
@@ -71,7 +72,7 @@ from edgewise._sqlite import write_transaction
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import ConfigError, InvalidParameterError, PayloadError, SignatureError
 from edgewise.registry import Manifest, key_id_of, verify
-from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, METRIC_NAME_RE, parse_time_text
+from edgewise.telemetry import METRIC_NAME_RE, parse_time_text
 
 __all__ = ["DEFAULT_MAX_BYTES", "Agent", "ModelSlot", "Outbox", "alert_metric", "check_source",
            "load_detector",
@@ -109,6 +110,75 @@ OUTBOX_MARGIN = _WAL_LIMIT + 64 * 4096 + 64 * 1024 + 2 * _REJECTED_BYTES
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+LOCK_NAME = "agent.lock"  # in the state dir: flock-ed by the agent using that dir
+
+
+class _StateDirLock:
+    """An exclusive ``flock`` on ``<state dir>/agent.lock``, holding the holder's pid.
+
+    Two agents on one state dir would share one outbox and give out the same seqs from two
+    readers; nothing refused a second one. The lock is the kernel's, so it goes with the
+    process however it ends (``kill -9`` included) and a stale file never blocks a start.
+    Agents of one process share it (counted), as tests and embedders open one dir again.
+    """
+
+    # by (st_dev, st_ino) of the lock file
+    _held: ClassVar[dict[tuple[int, int], _StateDirLock]] = {}
+    _guard = threading.RLock()  # a finalizer may release one while this thread takes one
+
+    def __init__(self, key: tuple[int, int], fd: int) -> None:
+        self.key, self.fd, self.users = key, fd, 1
+
+    @classmethod
+    def take(cls, state_dir: Path) -> _StateDirLock:
+        """Lock ``state_dir`` for this process (again: counted); ConfigError if another
+        process holds it."""
+        path = state_dir / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            st = os.fstat(fd)
+            key = (st.st_dev, st.st_ino)
+            with cls._guard:
+                held = cls._held.get(key)
+                if held is not None:
+                    held.users += 1
+                    os.close(fd)
+                    return held
+                try:
+                    import fcntl  # POSIX; elsewhere (ImportError) the dir runs unguarded
+
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                    raise ConfigError(
+                        f"State dir {str(state_dir)!r} is in use by another agent (pid "
+                        f"{holder or 'unknown'}, holding {str(path)!r}): two agents on one "
+                        "state dir would share its outbox and send the same seqs; stop that "
+                        "one, or give this one its own --state-dir.") from None
+                except (OSError, ImportError) as exc:  # no flock here (some NFS): unguarded
+                    log.warning(json.dumps({
+                        "event": "state_dir_unlocked", "path": str(path),
+                        "detail": f"no lock taken ({exc}): nothing keeps a second agent off "
+                        "this state dir; run one agent per --state-dir"}))
+                else:
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                lock = cls._held[key] = cls(key, fd)
+                return lock
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+
+    def release(self) -> None:
+        """One user fewer; the last one unlocks (closes the file)."""
+        with self._guard:
+            self.users -= 1
+            if self.users > 0 or self._held.get(self.key) is not self:
+                return
+            del self._held[self.key]
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 def _heals(method: _F) -> _F:
@@ -415,8 +485,18 @@ class Outbox:
 
     @_heals
     def __len__(self) -> int:
+        """Messages pending (stored, not yet acknowledged), read from the ends of the table,
+        never by counting it: the pending seqs are always one run with no gap (:meth:`put`
+        numbers on from the last, :meth:`ack` deletes a prefix, :meth:`renumber` shifts them
+        all, a heal's salvage numbers them on from the ack; no agent ever deleted one row
+        alone), so ``MAX(seq) - MIN(seq) + 1`` is the count, and each is one b-tree seek. It
+        is asked after every batch sent and by the flush loop every 50 ms; ``COUNT(*)`` read
+        the whole table, a tenth of a second or more on a full outbox of millions."""
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            (n,) = self._db.execute(
+                "SELECT (SELECT MAX(seq) FROM outbox) - (SELECT MIN(seq) FROM outbox) + 1"
+            ).fetchone()
+        return 0 if n is None else int(n)
 
     @_heals
     def put(self, message: Mapping[str, Any], *, source_pos: int | None = None) -> int | None:
@@ -1091,9 +1171,13 @@ class ModelSlot:
         # the pointer before the history: a crash between them must not leave the history
         # naming a release (the anti-rollback floor) that the pointer does not run
         self._write_pointer(manifest_bytes, m)
-        hist.append(base64.b64encode(manifest_bytes).decode())
+        again = old == fname  # the running release installed again (a damaged copy mended)
+        if not (again and any(x.release == m.release and x.sha256 == m.sha256 for x in known)):
+            hist.append(base64.b64encode(manifest_bytes).decode())
         replace_atomically(self.root / "history.json", json.dumps(hist[-20:]).encode(),
                            mode=0o644)
+        if again:  # the previous release's file stays the fallback it was
+            return
         for p in self.root.glob("model-*.bin"):  # keep the current and the previous model only
             if p.name not in (fname, old):
                 p.unlink(missing_ok=True)
@@ -1270,16 +1354,23 @@ def csv_time(cell: str, lineno: int) -> int | None:
     """The time of a ``csv:PATH`` row (its first cell), in UTC nanoseconds, or None (logged).
 
     RFC 3339 or an epoch number (s, ms, us or ns), by :func:`edgewise.telemetry.parse_time`'s
-    rules and within what the gateway accepts: from 2000-01-01 (a file of history may be old)
-    to 300 s ahead of now. A row outside that is logged with its line number and skipped.
+    rules, from 2000-01-01 (a file of history may be old; earlier is a logger's clock that
+    was never set). A row before that, or no time, is logged with its line number and
+    skipped. No bound ahead of this device's clock is applied here: that clock may be the
+    wrong one (restored at boot to the time it shut down, until NTP steps it) while the
+    logger's is right, and a row skipped here is lost for good (the source position moves
+    past it). A time the gateway finds too far ahead it refuses, and that refusal is counted
+    and kept in the outbox's ``rejected`` table like any other.
 
     >>> csv_time("2024-01-31T12:00:00Z", 2), csv_time("1706702400.5", 3)
     (1706702400000000000, 1706702400500000000)
     >>> csv_time("1999-12-31T23:59:59Z", 4) is None
     True
+    >>> csv_time(str(time.time_ns() + 3600 * 10**9), 5) is not None  # ahead of this clock
+    True
     """
     try:
-        return parse_time_text(cell, field_name="time", max_future_s=DEFAULT_MAX_FUTURE_S)
+        return parse_time_text(cell, field_name="time", max_future_s=math.inf)
     except PayloadError as exc:
         log.warning(json.dumps({"event": "bad_input", "line": lineno, "field": "time",
                                 "value": cell[:200], "allowed": exc.allowed,
@@ -1486,7 +1577,9 @@ class Agent:
     device_id, secret
         The device's credentials (from enrolment).
     data_dir
-        Where the outbox, the models and the agent state live.
+        Where the outbox, the models and the agent state live; one agent at a time
+        (``agent.lock`` there, flock-ed for the agent's life: an agent of another process
+        on the same dir raises :class:`~edgewise.errors.ConfigError` naming its pid).
     trusted_keys
         Registry key id to raw public key; empty disables model updates.
     groups
@@ -1509,6 +1602,10 @@ class Agent:
         self.secret = secret
         self.dir = Path(data_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # one agent per state dir: held (flock) for this agent's life; another process's
+        # agent on the same dir is refused (ConfigError naming the holder's pid)
+        self._dir_lock = _StateDirLock.take(self.dir)
+        weakref.finalize(self, self._dir_lock.release)
         # both check the state dir is this device's (ConfigError if not); the slot first, as
         # it only reads, while the outbox records the device when it records none
         self.slot = ModelSlot(self.dir / "models", device_id=device_id)
@@ -1520,7 +1617,13 @@ class Agent:
         self.threshold = threshold
         self.detectors: dict[str, Any] = {}
         self.template: Any = EWZScore()
-        self.release = 0
+        self.release = 0  # the anti-rollback floor: the newest release installed here
+        # the release whose model runs (0: the built-in detector); below the floor when the
+        # installed model could not be used and an older one (or the built-in) took its place
+        self.running_release = 0
+        # the floor release whose installed copy failed its hash check (or is gone): the
+        # gateway's offer of that same signed release is fetched again to mend it
+        self._damaged_release: int | None = None
         self.local_alerts = 0
         self.refused: list[tuple[int, str]] = []
         self._manifest_refused: dict[str, str] = {}  # sha256 of manifest + signature: reason
@@ -1551,6 +1654,7 @@ class Agent:
     def _use(self, model: Any, release: int, version: str) -> None:
         self.template = model
         self.detectors = {}
+        self.running_release = release
         log.info(json.dumps({"event": "model_loaded", "release": release, "version": version}))
 
     def _load_model(self) -> None:
@@ -1558,8 +1662,13 @@ class Agent:
         previous release, else the built-in detector. The newest installed release (by the
         pointer or the install history) stays the anti-rollback floor either way, so the
         broken release is not fetched again. A damaged pointer is pointed again at the
-        newest intact release of the history."""
+        newest intact release of the history. An installed model file that fails its hash
+        check (bit rot, a damaged SD card) or is gone is no broken release but a damaged
+        copy: it is remembered (``_damaged_release``) and the same signed release, offered
+        again by the gateway, is fetched, verified and installed again (:meth:`check_update`)."""
         self.release = self.slot.installed_release()
+        self.running_release = 0
+        self._damaged_release = None
         try:
             cur = self.slot.current()
             if cur is not None:
@@ -1577,6 +1686,12 @@ class Agent:
                 damaged = False
             except (OSError, ValueError):
                 damaged = True
+            if not damaged and isinstance(exc, SignatureError | FileNotFoundError):
+                # the pointer reads but its model file is damaged or gone: a copy to mend
+                self._damaged_release = self.slot._pointed_release()
+                if self._damaged_release == self.release:
+                    reason += (f" Release {self.release} is fetched again when the gateway "
+                               "offers it.")
         prev = self.slot.previous()
         using = "built-in EWZScore"
         if prev is not None:
@@ -1625,7 +1740,11 @@ class Agent:
         error (``fetch_failed``) or an install the disk refuses (``install_failed``) is
         logged as such and tried again after 2, 4, 8 ... update intervals (at most an hour;
         ``<outcome>:retry_later`` until then). The installed release offered again is
-        ``current``, logged once per offer.
+        ``current``, logged once per offer; but where its installed copy failed its hash
+        check at start (an older model or the built-in runs instead), the same signed
+        release is fetched, verified and installed again (``repaired``). An offer whose
+        envelope or manifest cannot be read is refused as ``bad_manifest`` (logged once,
+        naming the field), never raised.
         """
         if not self.trusted_keys:
             return "disabled"
@@ -1637,29 +1756,33 @@ class Agent:
         if r.status_code in (204, 404):
             return "none"
         r.raise_for_status()
-        env = r.json()
-        mb, sig = base64.b64decode(env["manifest"]), base64.b64decode(env["signature"])
-        head: Any = None
-        seen = hashlib.sha256(mb + b"\0" + sig).hexdigest()
+        try:
+            mb, sig, head, seen = _parse_offer(r)
+        except _BadOffer as exc:
+            return self._refuse_offer(exc)
         if seen in self._manifest_refused:  # refused on the manifest alone: it still is
             return f"refused:{self._manifest_refused[seen]}"
         retry = self._retry.get(seen)
         if retry is not None and time.monotonic() < retry[0]:
             return f"{retry[2]}:retry_later"  # failed before: not fetched again before then
+        offered: int = head["release"]
+        repair = offered == self.release and self._mends(head)
         download = _Download(client, self.gateway, self._headers(), mb)
         try:
-            head = json.loads(mb)
-            if int(head.get("release", 0)) == self.release:
+            if offered == self.release and not repair:
                 if self._current_logged != seen:  # said once per offer, not on every poll
                     self._current_logged = seen
                     self._current_outcome = self._log_current(head)
                 return self._current_outcome  # nothing new; skip downloading
             for rel, reason in self.refused:  # refused for what it is: no need to fetch again
-                if rel == int(head.get("release", 0)) and reason in _FINAL_REFUSALS:
+                if rel == offered and reason in _FINAL_REFUSALS:
                     return f"refused:{reason}"
+            # mending the floor release's damaged copy: that release (and only that one, the
+            # manifest's release being signed) passes as not yet installed; older still fail
             m = verify(mb, sig, download, trusted_keys=self.trusted_keys,
                        device_id=self.device_id, groups=self.groups,
-                       installed_release=self.release, known=self._known())
+                       installed_release=self.release - 1 if repair else self.release,
+                       known=self._known())
             data = download.data
         except (SignatureError, _Refusal) as exc:
             if exc.reason == "replay":
@@ -1667,10 +1790,9 @@ class Agent:
                 return "replay"
             if not download.opened and exc.reason not in _CLOCK_REFUSALS:
                 self._manifest_refused[seen] = exc.reason  # the device's clock may be wrong
-            rel = int(head.get("release", -1)) if isinstance(head, dict) else -1
-            return self._refuse(rel, exc.reason, str(exc))
+            return self._refuse(offered, exc.reason, str(exc))
         except _FetchError as exc:
-            return self._retry_later(seen, int(head["release"]), "fetch_failed", str(exc))
+            return self._retry_later(seen, offered, "fetch_failed", str(exc))
         finally:
             download.close()
         try:
@@ -1685,11 +1807,41 @@ class Agent:
                                      f"{exc}; the running model is kept.")
         self._retry.pop(seen, None)
         self.release = m.release
+        self._damaged_release = None
         self._use(model, m.release, m.version)
+        if repair:
+            log.warning(json.dumps({
+                "event": "model_repaired", "release": m.release, "version": m.version,
+                "detail": f"the installed copy of release {m.release} failed its hash check "
+                f"(or was gone); the gateway's signed release {m.release} was fetched, "
+                "verified and installed again, and runs"}))
+            self._report({"agent.model_release": float(m.release)})
+            return "repaired"
         log.info(json.dumps({"event": "update_installed", "release": m.release,
                              "version": m.version, "kind": m.kind}))
         self._report({"agent.model_release": float(m.release)})
         return "installed"
+
+    def _mends(self, head: Mapping[str, Any]) -> bool:
+        """Whether the offer (of the floor release) mends a damaged installed copy: the floor
+        release's model failed its hash check (or is gone), an older model (or the built-in)
+        runs instead, and the offer names the sha256 installed under that release (another
+        one is a reused release number: :meth:`_log_current`'s conflict)."""
+        return (self._damaged_release is not None and self._damaged_release == self.release
+                and self.running_release < self.release
+                and head.get("sha256") == self._installed_sha256(self.release))
+
+    def _refuse_offer(self, exc: _BadOffer) -> str:
+        """Refuse a model offer whose envelope or manifest cannot be read: logged (naming
+        the field) and reported once per offer, then ``refused:bad_manifest`` each time it
+        is offered again; the update check returns, so the sender still drains."""
+        if exc.key not in self._manifest_refused:
+            self._manifest_refused[exc.key] = "bad_manifest"
+            log.warning(json.dumps({"event": "update_refused", "release": exc.release,
+                                    "reason": "bad_manifest", "field": exc.field,
+                                    "detail": str(exc)}))
+            self._report({"agent.update_refused": float(exc.release)})
+        return "refused:bad_manifest"
 
     def _log_current(self, head: Mapping[str, Any]) -> str:
         """Log the offer of the installed release number; return ``"current"``, or
@@ -2166,6 +2318,70 @@ class _Refusal(Exception):
 
 class _FetchError(Exception):
     """The gateway answered a model download with an error status (e.g. 404)."""
+
+
+class _BadOffer(Exception):
+    """A model offer (``GET /v1/devices/ID/model``) whose envelope or manifest cannot be
+    read: ``field`` names what is wrong, ``key`` tells this offer from another (for refusing
+    it once), ``release`` is the manifest's release where it says one (else -1)."""
+
+    def __init__(self, field: str, message: str, key: str, release: int = -1) -> None:
+        super().__init__(message)
+        self.field, self.key, self.release = field, key, release
+
+
+def _parse_offer(r: Any) -> tuple[bytes, bytes, dict[str, Any], str]:
+    """The manifest bytes, signature, manifest fields (not verified: only read) and the
+    offer's key (sha256 of manifest and signature) of a model offer; :class:`_BadOffer` if
+    it is not a JSON object of base64 ``manifest`` and ``signature`` whose manifest is a
+    JSON object with an integer ``release`` >= 0 (it raised TypeError, KeyError or a JSON
+    error out of the update check, logged as the gateway being unreachable every time).
+
+    >>> class R:
+    ...     def __init__(self, body): self.body = body
+    ...     def json(self): return json.loads(self.body)
+    >>> _parse_offer(R('{"manifest": "eyJyZWxlYXNlIjogMn0=", "signature": "AA=="}'))[2]
+    {'release': 2}
+    >>> _parse_offer(R("[]"))
+    Traceback (most recent call last):
+    ...
+    edgewise.edge.agent._BadOffer: The model offer is a JSON list, not an object of base64 'manifest' and 'signature'.
+    """  # noqa: E501
+    def bad(field: str, message: str, key: str, release: int = -1) -> _BadOffer:
+        return _BadOffer(field, message, hashlib.sha256(key.encode()).hexdigest(), release)
+
+    try:
+        env = r.json()
+    except ValueError as exc:
+        raise bad("body", f"The model offer is not JSON ({exc}).", f"body:{exc}") from None
+    if not isinstance(env, dict):
+        raise bad("body", f"The model offer is a JSON {type(env).__name__}, not an object of "
+                  "base64 'manifest' and 'signature'.", f"body:{type(env).__name__}")
+    parts: list[bytes] = []
+    for name in ("manifest", "signature"):
+        value = env.get(name)
+        try:
+            if not isinstance(value, str):
+                raise ValueError(f"a JSON {type(value).__name__}")
+            parts.append(base64.b64decode(value, validate=True))
+        except ValueError as exc:
+            shown = json.dumps(value)[:80] if isinstance(value, str) else "its value"
+            raise bad(name, f"The model offer's {name!r} is not base64 text ({shown}: {exc}).",
+                      f"{name}:{json.dumps(value, default=str)[:4096]}") from None
+    mb, sig = parts
+    seen = hashlib.sha256(mb + b"\0" + sig).hexdigest()
+    try:
+        head = json.loads(mb)
+    except ValueError as exc:
+        raise _BadOffer("manifest", f"The offered manifest is not JSON ({exc}).", seen) from None
+    if not isinstance(head, dict):
+        raise _BadOffer("manifest", f"The offered manifest is a JSON {type(head).__name__}, "
+                        "not an object.", seen)
+    release = head.get("release")
+    if isinstance(release, bool) or not isinstance(release, int) or release < 0:
+        raise _BadOffer("manifest.release", f"The offered manifest's release is "
+                        f"{json.dumps(release)[:40]}; it must be an integer >= 0.", seen)
+    return mb, sig, head, seen
 
 
 class _Download:
