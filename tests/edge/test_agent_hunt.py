@@ -30,6 +30,7 @@ from edgewise.edge.agent import Agent, ModelSlot, Outbox, _source
 from edgewise.errors import ConfigError
 from edgewise.registry import Artifact, load_or_create_key, sign
 from tests.conftest import free_port
+from tests.edge.test_agent_outbox_disk import _damaged_outbox
 from tests.server.conftest import Env, build_env
 
 load_commands()
@@ -124,18 +125,8 @@ def test_outbox_length_stays_exact_on_every_path(tmp_path):
     box = Outbox(path, device_id="pump-1")
     check("reopened")
     box.close()
-    path = tmp_path / "damaged.sqlite"  # a full page of messages in the middle goes bad
-    box = Outbox(path, device_id="pump-1")
-    box._db.execute("PRAGMA synchronous=OFF")
-    for i in range(3000):
-        box.put({"ts": 1700000000 + i, "metrics": {"t": 1.0}})
-    box.ack(10)
-    box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    box.close()
-    pages = os.path.getsize(path) // 4096
-    with open(path, "r+b") as f:
-        f.seek(4096 * (pages // 2))
-        f.write(b"\xff" * 4096)
+    # a full page of messages in the middle goes bad
+    path = _damaged_outbox(tmp_path / "damaged", 3000, acked=10)
     box = Outbox(path, device_id="pump-1")
     box.pending(5000)  # the damage is found: moved aside, what reads is salvaged
     check("healed")

@@ -13,14 +13,14 @@ from edgewise.errors import InvalidParameterError
 from edgewise.models.rul import RULModel, load_model
 
 
-def _histories(units: int, seed: int = 0) -> pd.DataFrame:
+def _histories(units: int, seed: int = 0, first: int = 1) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     frames = []
     for u in range(units):
         life = int(rng.integers(60, 90))
         wear = (np.arange(life) / life) ** 2
         frames.append(pd.DataFrame({
-            "unit": u, "cycle": np.arange(1, life + 1),
+            "unit": u, "cycle": np.arange(first, first + life),
             "temp": 40 + 15 * wear + rng.normal(0, 0.3, life),
             "vib": 2 + 6 * wear + rng.normal(0, 0.1, life)}))
     return pd.concat(frames, ignore_index=True)
