@@ -42,6 +42,25 @@ MIN_STATE_COUNT = 3
 MIN_STATE_SHARE = 0.05
 
 
+def two_levels(a: tuple[float, int], b: tuple[float, int], switches: int) -> bool:
+    """Whether a series of exactly two values, ``a`` and ``b`` (each ``(value, count)``),
+    that switched between them ``switches`` times is two-state: 0 and 1 (a boolean), or
+    whose rarer value came :data:`MIN_STATE_COUNT` times and in :data:`MIN_STATE_SHARE` of
+    the readings, with two switches (a heater's 0 and 1500 W; one step is a level shift).
+    The one rule of :func:`two_state` and of the stream cleaner's.
+
+    >>> two_levels((0.0, 40), (1500.0, 3), switches=4), two_levels((1.0, 1), (0.0, 99), 1)
+    (True, True)
+    >>> two_levels((20.0, 50), (25.0, 50), switches=1)
+    False
+    """
+    (x, nx), (y, ny) = a, b
+    if x + y == 1.0 and x * y == 0.0:  # 0 and 1, either way round
+        return True
+    rare = min(nx, ny)
+    return rare >= MIN_STATE_COUNT and rare >= MIN_STATE_SHARE * (nx + ny) and switches >= 2
+
+
 def two_state(values: object) -> dict[str, bool | int | float]:
     """Whether a series (NaN skipped) is two-state, its switches, and its share of the
     higher value (of 1s for a boolean)."""
@@ -49,10 +68,8 @@ def two_state(values: object) -> dict[str, bool | int | float]:
     v = v[np.isfinite(v)]
     levels, counts = np.unique(v, return_counts=True)
     switches = int((v[1:] != v[:-1]).sum())
-    binary = len(levels) == 2 and (
-        (levels[0] == 0.0 and levels[1] == 1.0)
-        or (int(counts.min()) >= MIN_STATE_COUNT
-            and int(counts.min()) >= MIN_STATE_SHARE * len(v) and switches >= 2))
+    binary = len(levels) == 2 and two_levels(
+        (float(levels[0]), int(counts[0])), (float(levels[1]), int(counts[1])), switches)
     if not binary:
         return {"binary": False, "transitions": 0, "on_fraction": 0.0}
     return {"binary": True, "transitions": switches,

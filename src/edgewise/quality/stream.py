@@ -8,12 +8,36 @@ last kept time), ``duplicate`` (same time, same value), ``conflict`` (same time,
 value: the first one kept wins), ``rate`` (changed faster than the metric's ``max_rate``
 from the last kept reading; a too-fast reading holds no time, so a fitting one at the
 same time is kept); flagged but kept as ``spike`` (Hampel test against the last kept
-values) and ``stuck`` (a run of ``stuck_run`` or more identical readings in a row; not for a
-two-state series, a boolean stored as 1/0 that has shown both values, whose switches are no
-spikes either: :mod:`~edgewise.quality.states`). As in the batch report, a stuck run counts
-whole once it qualifies: its ``stuck_run``-th reading adds all ``stuck_run`` readings to the
-``stuck`` count (the earlier ones were handed on before the run could be told from a live
-sensor's repeats), each later one one more, so a run of 25 counts 25 here and there.
+values) and ``stuck`` (a run of identical readings that is long for the series).
+
+Spikes and stuck runs mean what they mean in the batch report, judged on the readings seen
+so far (no look-ahead) with a bounded state per stream. A series is two-state
+(:func:`~edgewise.quality.states.two_state`: a boolean stored as 1/0 that has shown both
+values, or two levels such as a heater's 0 and 1500 W whose rarer one has come
+:data:`~edgewise.quality.states.MIN_STATE_COUNT` times, in
+:data:`~edgewise.quality.states.MIN_STATE_SHARE` of the readings, with two switches) from
+the reading on which that rule holds on the readings judged so far; its switches are then
+no spikes. The first pulses of a heater, before the rule can hold, are judged as a
+measurement's. A series that has shown between two and
+:data:`~edgewise.quality.stuck.FEW_LEVELS` distinct values (a setpoint, a mode, a
+two-level signal) holds its values by nature and is never stuck
+(:func:`~edgewise.quality.stuck.stuck_runs`); the distinct values are tracked up to one
+past that, and their counts and switches. A run is stuck when it holds ``stuck_run``
+readings *and* lasts ``stuck_run`` times the series' typical hold: the time-weighted median
+of the holds (a run's first reading to the next change) of the runs before it, kept in
+at most :data:`MAX_HOLD_BINS` logarithmic bins of :data:`HOLD_BINS_PER_OCTAVE` to the
+octave (exact while the holds in a bin are equal, as for readings at a fixed interval);
+the run's own hold so far is its first reading to the latest plus the latest spacing, as
+the batch takes a last run's. A noisy sensor's typical hold is one reading, so 20 readings
+in a row are stuck; a sensor that reports tenths and warms slowly is not stuck for holding
+a tenth for its usual minutes. A stream that has held one value since its first reading
+has no hold to compare with and cannot be told from a sensor stuck from the start: its
+run's length alone decides, as it did before (the batch report, seeing the whole series,
+calls such a series, one value throughout, never stuck). As in the batch report, a stuck
+run counts whole once it qualifies: the reading at which it qualifies adds the whole run
+so far to the ``stuck`` count (the earlier ones were handed on before the run could be
+told from a live sensor's repeats), each later one one more, so a run of 25 counts 25
+here and there.
 
 A level shift is no spike: once :data:`LEVEL_SHIFT_RUN` readings in a row are outliers on
 the same side of the window's median and lie closer to each other than to that median (or
@@ -59,6 +83,8 @@ import numpy as np
 from edgewise.errors import QualityError
 from edgewise.quality.limits import Limits
 from edgewise.quality.spikes import MAD_SCALE, RESOLUTION_SEEN, RESOLUTION_SHARE
+from edgewise.quality.states import two_levels
+from edgewise.quality.stuck import FEW_LEVELS
 from edgewise.quality.units import PHYSICAL_RANGE
 from edgewise.telemetry import Reading
 
@@ -73,6 +99,13 @@ MAX_CANDIDATE_STEPS = 16
 #: other, that make a level shift: the last of them is no spike, nor is any outlier that
 #: goes on with the run (the first ``LEVEL_SHIFT_RUN - 1`` are, while still ambiguous).
 LEVEL_SHIFT_RUN = 3
+
+#: Logarithmic bins to the octave the holds of a stream's runs are counted in, for its
+#: typical hold (a bin is 9% wide; its hold is the mean of the holds in it).
+HOLD_BINS_PER_OCTAVE = 8
+#: Bins of hold a stream keeps at most; past it the two nearest are merged. Bounds the
+#: memory of a stream whose holds spread over many octaves (32 bins: 4 octaves unmerged).
+MAX_HOLD_BINS = 32
 
 #: The layout of :meth:`StreamCleaner.export_state`; bumped when :class:`_State` changes,
 #: so a gateway restarted from an older layout starts its streams afresh instead.
@@ -105,10 +138,25 @@ class _State:
     cand_ways: list[int] = field(default_factory=list)
     max_abs: float = 0.0
     last_flagged: bool = False  # the last kept value was flagged as a spike
-    # kept values; every one was 0 or 1 (a boolean), and how many were 1
-    kept: int = 0
-    zero_one: bool = True
-    ones: int = 0
+    # the readings judged so far (kept, or dropped as spikes: the batch report sees both):
+    # their distinct values and how often each came while there are at most FEW_LEVELS
+    # (``many`` past it, the counts then gone), how many, their switches, the last of them.
+    # ``levels`` is None in a state saved before these fields: import_state seeds them.
+    levels: dict[float, int] | None = None
+    many: bool = False
+    judged: int = 0
+    switches: int = 0
+    prev: float = 0.0
+    # the kept run of identical values: the time of its first reading (None: not known, in
+    # a state saved before), whether it counts as stuck yet, and the series' typical hold
+    # over the runs before it (worked out once the run is long enough to need it: -1.0
+    # before; 0.0 with none, the run's length alone decides); the holds of the runs before
+    # it as ``[bin, runs, total hold]`` (bin: HOLD_BINS_PER_OCTAVE * log2 of a hold), bins
+    # ascending, at most MAX_HOLD_BINS
+    run_start: int | None = None
+    run_stuck: bool = False
+    typical: float = -1.0
+    hold_bins: list[list[int]] | None = None
     # the readings in a row (kept or dropped) that were outliers on one side (+1 above the
     # window's median, -1 below) and consistent with each other: how many, lowest, highest.
     # Plain defaults: a state saved before these fields loads with no run under way.
@@ -143,9 +191,140 @@ class _State:
         self.shift_n, self.shift_side, self.shift_lo, self.shift_hi = 1, side, value, value
         return False
 
+    def track(self, value: float) -> None:
+        """Count ``value``, a judged reading (kept or dropped as a spike), towards the
+        distinct values, their counts and the switches.
+
+        >>> st = _State(0, 0.0, levels={})
+        >>> for v in [0.0, 1500.0, 1500.0, 0.0, 0.0, 1500.0]:
+        ...     st.track(v)
+        >>> st.levels, st.switches, st.judged, st.two_state()
+        ({0.0: 3, 1500.0: 3}, 3, 6, True)
+        >>> for v in [1.0, 2.0, 3.0, 4.0]:
+        ...     st.track(v)
+        >>> st.levels, st.many, st.few_levels()
+        ({}, True, False)
+        """
+        if self.judged and value != self.prev:
+            self.switches += 1
+        self.prev = value
+        self.judged += 1
+        levels = self.levels
+        if self.many or levels is None:
+            return
+        n = levels.get(value)
+        if n is not None:
+            levels[value] = n + 1
+        elif len(levels) < FEW_LEVELS:
+            levels[value] = 1
+        else:
+            self.many = True
+            levels.clear()
+
     def two_state(self) -> bool:
-        """The batch rule of quality.states: only 0s and 1s, and both of them."""
-        return self.zero_one and 0 < self.ones < self.kept
+        """The batch rule of :func:`~edgewise.quality.states.two_state` on the readings
+        judged so far: exactly two values, 0 and 1, or whose rarer one came
+        MIN_STATE_COUNT times and in MIN_STATE_SHARE of the readings, with two switches.
+
+        >>> st = _State(0, 0.0, levels={})
+        >>> for v in [0.0] * 10 + [1500.0] * 2 + [0.0] * 10:
+        ...     st.track(v)
+        >>> st.two_state()                     # two readings at 1500 W: not yet
+        False
+        >>> st.track(1500.0); st.two_state()   # the third, 3 of 23, two switches and more
+        True
+        """
+        levels = self.levels
+        if self.many or levels is None or len(levels) != 2:
+            return False
+        a, b = levels.items()
+        return two_levels(a, b, self.switches)
+
+    def few_levels(self) -> bool:
+        """Whether the series has shown between two and FEW_LEVELS distinct values: it
+        holds its values by nature, and no run of it is stuck (one value all along cannot
+        be told from a sensor stuck from the start)."""
+        return not self.many and self.levels is not None and len(self.levels) >= 2
+
+    def typical_hold(self) -> float:
+        """The series' typical hold over the runs counted: the median of their holds
+        weighted by hold, as :mod:`~edgewise.quality.stuck` takes it (0.0 with none).
+
+        >>> st = _State(0, 20.0)
+        >>> for h in [1, 1, 1, 50, 50]:   # 3 of its 103 time units in holds of 1
+        ...     st.add_hold(h)
+        >>> st.typical_hold(), _State(0, 20.0).typical_hold()
+        (50.0, 0.0)
+        """
+        bins = self.hold_bins
+        if not bins:
+            return 0.0
+        half = sum(b[2] for b in bins) / 2
+        cum = 0
+        for _, n, total in bins:
+            cum += total
+            if cum >= half:
+                return total / n
+        return bins[-1][2] / bins[-1][1]  # not reached: the last bin takes cum to the sum
+
+    def add_hold(self, hold: int) -> None:
+        """Count a finished run's ``hold`` (its first reading to the next change, > 0) in
+        its bin; past MAX_HOLD_BINS bins the two nearest are merged into one.
+
+        >>> st = _State(0, 20.0)
+        >>> for h in [60, 60, 120, 61]:
+        ...     st.add_hold(h)
+        >>> st.hold_bins                   # 60 and 61 share a bin
+        [[47, 3, 181], [55, 1, 120]]
+        """
+        bins = self.hold_bins
+        if bins is None:
+            bins = self.hold_bins = []
+        at = int(HOLD_BINS_PER_OCTAVE * math.log2(hold))
+        i = 0
+        while i < len(bins) and bins[i][0] < at:
+            i += 1
+        if i < len(bins) and bins[i][0] == at:
+            bins[i][1] += 1
+            bins[i][2] += hold
+            return
+        bins.insert(i, [at, 1, hold])
+        if len(bins) > MAX_HOLD_BINS:
+            j = min(range(len(bins) - 1), key=lambda k: bins[k + 1][0] - bins[k][0])
+            a, b = bins[j], bins[j + 1]
+            bins[j] = [a[0] if a[2] >= b[2] else b[0], a[1] + b[1], a[2] + b[2]]
+            del bins[j + 1]
+
+    def new_run(self, ts: int) -> None:
+        """A kept value that differs from the last one begins a run at ``ts``: the run
+        before ends there (its hold is counted, when its start is known), and the new one
+        has no typical hold worked out yet."""
+        if self.run_start is not None:
+            self.add_hold(ts - self.run_start)
+        self.run = 1
+        self.run_start = ts
+        self.run_stuck = False
+        self.typical = -1.0
+
+    def upgrade(self, stuck_run: int) -> None:
+        """Seed the fields a state saved before them lacks: a boolean's levels from its
+        counts of 0s and 1s, another series' from its spike window (the best of its past
+        still known); no hold yet, so its run's length alone decides until a new run; a
+        run the old rule already counted as stuck goes on counting."""
+        old = vars(self)
+        zero_one = bool(old.pop("zero_one", False))
+        kept, ones = int(old.pop("kept", 0)), int(old.pop("ones", 0))
+        self.levels, self.many, self.judged, self.switches = {}, False, 0, 0
+        if zero_one and kept:
+            self.levels = {v: n for v, n in ((0.0, kept - ones), (1.0, ones)) if n}
+            self.judged = kept
+        else:
+            for v in self.window:
+                self.track(v)
+        self.prev = self.last_value
+        self.run_start = None
+        self.typical = -1.0
+        self.run_stuck = self.run >= stuck_run and not (zero_one and 0 < ones < kept)
 
     def slot(self, value: float) -> tuple[float, float, int, int]:
         """Where the change to ``value`` from the last kept one goes among the candidate
@@ -303,8 +482,9 @@ class StreamCleaner:
     drop_spikes
         Remove spikes instead of only flagging them.
     stuck_run
-        Identical readings in a row that make a stuck run; the run's readings, those
-        before too, count as flagged ``stuck`` from its ``stuck_run``-th on.
+        Identical readings in a row that make a stuck run, which must also last
+        ``stuck_run`` times the series' typical hold (see the module); the run's readings,
+        those before too, count as flagged ``stuck`` from the one at which it qualifies.
     """
 
     def __init__(
@@ -352,9 +532,9 @@ class StreamCleaner:
         not make or go on with a level shift (:meth:`_State.shifted`)."""
         # Plain Python on the short window: numpy's per-call overhead made this the
         # gateway's costliest per-reading step (26 us); same medians, same result.
-        if len(st.window) < 5 or (st.zero_one and value in (0.0, 1.0)):
+        if len(st.window) < 5 or st.two_state():
             st.shift_n = 0
-            return False  # a boolean's switch is no spike
+            return False  # a two-state series' switch is no spike
         w = list(st.window)
         med = _median(w)
         scale = MAD_SCALE * _median([abs(x - med) for x in w])
@@ -367,6 +547,17 @@ class StreamCleaner:
             st.shift_n = 0
             return False
         return not st.shifted(value, 1 if value > med else -1, med, limit)
+
+    def _outlasts(self, st: _State, hold: int | None) -> bool:
+        """Whether the run under way, held ``hold`` so far (None: its start is not known,
+        a run under way in a state saved before), lasts ``stuck_run`` times the series'
+        typical hold (none yet: it does)."""
+        if hold is None:
+            return True
+        if st.typical < 0:  # once a run: the holds do not change while it goes on
+            st.typical = st.typical_hold()
+        # a hair under stuck_run holds: float sums of equal steps, as in quality.stuck
+        return hold >= self.stuck_run * st.typical * (1 - 1e-9)
 
     def clean_one(self, reading: Reading) -> Reading | None:
         """Return the reading if it is kept, else ``None`` (and count why)."""
@@ -398,26 +589,38 @@ class StreamCleaner:
             if abs(value - st.last_value) / dt > lim.max_rate:
                 self._remove(key, "rate")
                 return None
-        slot = st.slot(value) if st is not None else (value, 0.0, 0, -1)
-        spike = st is not None and self._is_spike(st, value, slot)
-        if spike:
-            if self.drop_spikes:
-                self._remove(key, "spike")
-                return None
-            self.flagged["spike"] += 1
+        ts = reading.ts_ns
         if st is None:
-            st = self._state[key] = _State(reading.ts_ns, value, deque(maxlen=self.spike_window))
-            st.max_abs = abs(value)
+            st = self._state[key] = _State(ts, value, deque(maxlen=self.spike_window),
+                                           max_abs=abs(value), levels={}, run_start=ts)
+            st.track(value)
         else:
-            st.run = st.run + 1 if value == st.last_value else 1
+            # the value counts towards the levels before it is judged, as the batch report
+            # judges every reading knowing its own (a heater is two-state from its third
+            # reading at 1500 W on)
+            st.track(value)
+            slot = st.slot(value)
+            spike = self._is_spike(st, value, slot)
+            if spike:
+                if self.drop_spikes:
+                    self._remove(key, "spike")
+                    return None
+                self.flagged["spike"] += 1
+            gap = ts - st.last_ts
+            if value == st.last_value:
+                st.run += 1
+            else:
+                st.new_run(ts)
             st.keep(slot, flagged=spike)
-            st.last_ts = reading.ts_ns
-        st.kept += 1
-        st.zero_one = st.zero_one and value in (0.0, 1.0)
-        st.ones += value == 1.0
-        if st.run >= self.stuck_run and not st.two_state():
-            # the whole run once it qualifies, as the batch report counts it
-            self.flagged["stuck"] += self.stuck_run if st.run == self.stuck_run else 1
+            st.last_ts = ts
+            if st.run >= self.stuck_run and not st.few_levels():
+                if st.run_stuck:
+                    self.flagged["stuck"] += 1
+                elif self._outlasts(st, ts - st.run_start + gap if st.run_start is not None
+                                    else None):
+                    # the whole run once it qualifies, as the batch report counts it
+                    st.run_stuck = True
+                    self.flagged["stuck"] += st.run
         st.window.append(value)
         self.kept += 1
         return reading
@@ -457,6 +660,8 @@ class StreamCleaner:
         for st in state.values():
             if st.window.maxlen != self.spike_window:  # type: ignore[attr-defined]
                 st.window = deque(st.window, maxlen=self.spike_window)  # type: ignore[attr-defined]
+            if st.levels is None:  # type: ignore[attr-defined]
+                st.upgrade(self.stuck_run)  # type: ignore[attr-defined]
         self._state = dict(state)  # type: ignore[arg-type]
         return True
 
