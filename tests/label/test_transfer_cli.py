@@ -164,7 +164,8 @@ def test_cli_trains_versions_and_predicts(tmp_path: Path) -> None:
     r = _run(*args)
     assert r.exit_code == 0, r.stderr
     assert "transfer-t-v1.pkl" in r.stdout and "fleet: f0, f1, f2, f3, f4" in r.stdout
-    assert "hold-out F1 (later half of its labels): fleet 0.000" in r.stdout
+    assert "hold-out (later half of its labels): balanced accuracy fleet 0.500" in r.stdout
+    assert "; F1 fleet 0.000, device " in r.stdout
     r = _run(*args, "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["version"] == 2
@@ -403,12 +404,14 @@ def test_a_fine_tuned_model_worse_on_the_hold_out_is_not_saved(
     labels.close()
     csv = _csv(hist, tmp_path / "fleet.csv")
     monkeypatch.setattr(ft, "holdout_scores", lambda *a, **k: {
-        "fleet_f1": 0.75, "device_f1": 0.5, "n_train": 20.0, "n_holdout": 20.0})
+        "fleet_f1": 0.75, "device_f1": 0.5, "fleet_balanced_accuracy": 0.75,
+        "device_balanced_accuracy": 0.5, "n_train": 20.0, "n_holdout": 20.0})
     r = _run("train", "transfer", "--device", "t", "--csv", str(csv), "--data-dir",
              str(tmp_path), "--window", str(W))
     assert r.exit_code == 0, r.stderr
     assert ("saved as t's model: the fleet model, not fine-tuned (the fine-tuned model "
-            "scored hold-out F1 0.500, below the fleet model's 0.750)\n") in r.stdout
+            "scored hold-out balanced accuracy 0.500, below the fleet model's 0.750)\n"
+            ) in r.stdout
     assert "re-calibrated" in r.stdout and r.stderr == ""  # it was fine-tuned, then set aside
     record = load_transfer_model(model_files(tmp_path, "t", kind="transfer")[1])
     dm = record["device_model"]
@@ -427,7 +430,8 @@ def test_the_alarm_counts_are_what_the_saved_and_fleet_models_flag(
     if kept == "fleet":
         hist, labels = _fleet(tmp_path)
         monkeypatch.setattr(ft, "holdout_scores", lambda *a, **k: {
-            "fleet_f1": 1.0, "device_f1": 0.0, "n_train": 20.0, "n_holdout": 20.0})
+            "fleet_f1": 1.0, "device_f1": 0.0, "fleet_balanced_accuracy": 1.0,
+            "device_balanced_accuracy": 0.5, "n_train": 20.0, "n_holdout": 20.0})
         out = train_transfer(hist.__getitem__, "t", labels, tmp_path, window=W)
     else:  # the fine-tuned model is kept on _fleet's labels (as test_fine_tuning_... says)
         _, hist, out = trained

@@ -60,7 +60,9 @@ def test_a_hold_out_whose_fine_tune_changed_nothing_is_not_measured() -> None:
 
 
 def test_a_hold_out_whose_fine_tune_changed_something_is_measured() -> None:
-    """Check the ordinary case still measures: enough earlier normals to re-centre."""
+    """Check the ordinary case still measures: enough earlier normals to re-centre. Both
+    models are right on every held-out window, a tie that measured nothing: the
+    fine-tuned model is saved, with the unchecked warning (it went out with none)."""
     fleet, _ = _fleet(0)
     rng = np.random.default_rng(5)
     y = np.array([0, 0, 0, 0, 1, 0, 0, 0, 1, 1])
@@ -70,6 +72,9 @@ def test_a_hold_out_whose_fine_tune_changed_something_is_measured() -> None:
     assert holdout_why is None and holdout is not None
     assert holdout["n_train"] == 5.0 and holdout["n_holdout"] == 5.0
     tuned = fine_tune(fleet, X, y)
-    kept, _, warning = _keep(tuned, y, holdout, None, _alarms(fleet, tuned, X))
-    assert warning is None
-    assert kept == ("fleet" if holdout["device_f1"] < holdout["fleet_f1"] else "device")
+    assert holdout["fleet_balanced_accuracy"] == holdout["device_balanced_accuracy"] == 1.0
+    kept, why, warning = _keep(tuned, y, holdout, None, _alarms(fleet, tuned, X))
+    assert kept == "device"
+    assert why == "the hold-out measured nothing (a tie: balanced accuracy 1.000 each)"
+    assert warning is not None and warning.startswith("the fine-tuned model is saved "
+                                                      "unchecked")

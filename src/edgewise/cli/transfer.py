@@ -92,8 +92,9 @@ def train_transfer_cmd(
     labels, and save it as the device's next transfer model version.
 
     The fleet model is saved instead when the fine-tuned one scores below it on the
-    hold-out, or when fine-tuning changed nothing; a fine-tuned model that could not be
-    measured is saved with a warning (stderr) saying so."""
+    hold-out (balanced accuracy), or when fine-tuning changed nothing; a fine-tuned model
+    that could not be measured, tied with the fleet model there, or flags far more windows
+    than it, is saved with a warning (stderr) saying so."""
     from edgewise.label.fleet_transfer import train_transfer
 
     _check_args(device, window)
@@ -119,8 +120,10 @@ def train_transfer_cmd(
     typer.echo(f"alarms on {device}'s {al['windows']} windows: fleet model {al['fleet']}, "
                f"fine-tuned model {al['fine_tuned']}")
     h = out["holdout"]
-    typer.echo(f"hold-out F1 (later half of its labels): fleet {h['fleet_f1']:.3f}, device "
-               f"{h['device_f1']:.3f}" if h else f"hold-out: not measured ({out['holdout_why']})")
+    typer.echo(f"hold-out (later half of its labels): balanced accuracy fleet "
+               f"{h['fleet_balanced_accuracy']:.3f}, device {h['device_balanced_accuracy']:.3f}"
+               f"; F1 fleet {h['fleet_f1']:.3f}, device {h['device_f1']:.3f}"
+               if h else f"hold-out: not measured ({out['holdout_why']})")
     typer.echo(f"saved as {device}'s model: "
                + ("the fine-tuned model" if out["kept"] == "device" else
                   "the fleet model, not fine-tuned")

@@ -12,17 +12,24 @@ device's next ``transfer`` model version.
 * Windows of every device are cut with one length (the device's), on the device's metrics
   in its order. A fleet device that lacks one of them, or has no readings, is left out and
   listed with the reason, never dropped silently.
-* When the device's labelled windows allow it (at least 4, an anomaly among the later
-  half), the model is also measured on them as :func:`~edgewise.transfer.compare_on_holdout`
-  does: fine-tuned on the earlier half, F1 of the fleet and the device model on the later.
+* When the device's labelled windows allow it (at least 2 normal and 2 anomalous among
+  the later half), the model is also measured on them as
+  :func:`~edgewise.transfer.compare_on_holdout` does: fine-tuned on the earlier half,
+  balanced accuracy (the mean of the shares of anomalies caught and of normal windows let
+  pass) of the fleet and the device model on the later. Not F1: labels taken from fault
+  logs are mostly anomalies, and on them F1 cannot see false alarms, so a model flagging
+  every window won.
 * A user is never silently given a model worse than the fleet's: where the fine-tuned
   model scores below the fleet model on that hold-out, the fleet model is saved as the
-  device's instead (``kept`` is ``"fleet"``, ``kept_why`` says why); where fine-tuning
+  device's instead (``kept`` is ``"fleet"``, ``kept_why`` says why); where it scores
+  above but flags more than half the device's windows and more than twice as many as the
+  fleet model, it is saved with a ``warning`` saying so; where fine-tuning
   changed nothing (too few labels for either step) the saved model is the fleet model and
   ``kept_why`` says which labels were missing, whatever the hold-out said; where it changed
   the model but the hold-out cannot be measured (too few labels, or fine-tuning the earlier
   half alone changed nothing, so the hold-out would compare the fleet model with itself),
-  the fine-tuned model is saved with a ``warning`` saying it is
+  or it ties (the same score measured nothing; typically neither caught a held-out
+  anomaly), the fine-tuned model is saved with a ``warning`` saying it is
   unchecked and how its alarms differ from the fleet model's (it is kept because a device
   whose people labelled only normal windows, the usual way to show an offset, can never be
   measured, and the fleet model raises alarms on much of such a device's normal).
@@ -76,6 +83,12 @@ __all__ = ["check_fleet", "delete_transfer_models", "load_transfer_model", "pred
 
 KIND = "edgewise.transfer"
 
+#: Normal and anomalous windows the later half of a device's labels must each hold for
+#: the hold-out to compare the models: without normal ones it cannot see false alarms (a
+#: model flagging everything scores best), without anomalies missed faults, and one
+#: window of a class decides the comparison alone.
+MIN_HOLDOUT_EACH = 2
+
 
 def _cut(history: History, device_id: str, length: int) -> WindowSet:
     """The windows of ``length`` readings of ``device_id``; a history shorter than one
@@ -128,12 +141,13 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     ``skipped`` (device -> why), ``fleet_windows`` and ``device_windows`` (labelled
     windows by class), ``recentred`` (features moved), ``recalibrated``, ``alarms``
     (windows of the device flagged by the fleet model, the fine-tuned model and the saved
-    ``device`` model), ``holdout`` (the hold-out F1s, or ``None`` with ``holdout_why``),
-    ``kept`` (``"device"``: the fine-tuned model is saved; ``"fleet"``: the fleet model is,
-    as the device's) with ``kept_why``, and ``warning`` (``None``, or why the saved model
-    may be worse than the fleet's: fine-tuned, but not measurable on a hold-out). The
-    fleet model is kept when the fine-tuned one scores below it on the hold-out, or when
-    fine-tuning changed nothing.
+    ``device`` model), ``holdout`` (the hold-out balanced accuracies and F1s, or ``None``
+    with ``holdout_why``), ``kept`` (``"device"``: the fine-tuned model is saved;
+    ``"fleet"``: the fleet model is, as the device's) with ``kept_why``, and ``warning``
+    (``None``, or why the saved model may be worse than the fleet's: fine-tuned, but not
+    measurable on a hold-out or tied with the fleet model there, or flagging far more
+    windows than the fleet model). The fleet model is kept when the fine-tuned one scores
+    below it on the hold-out's balanced accuracy, or when fine-tuning changed nothing.
 
     Raises :class:`~edgewise.errors.InvalidParameterError` when the device has no labelled
     window, or the fleet's labelled windows are not of both classes.
@@ -249,30 +263,76 @@ def _keep(tuned: DeviceModel, y: np.ndarray, holdout: dict[str, float] | None,
 
     Where fine-tuning changed nothing the fleet model is saved, whatever the hold-out
     says (``tuned`` decides as the fleet model does, so a tie there measured nothing).
+    Else the hold-out's balanced accuracy decides: below the fleet model's, the fleet
+    model is saved; above it, the fine-tuned one, with a warning where it flags far more
+    windows (:func:`_many_alarms`). Not measured, or tied (the same hits and false alarms
+    measured nothing, as where neither caught a held-out anomaly), the fine-tuned model
+    is saved with a warning that it is unchecked (the module docstring says why).
 
     >>> fleet = FleetModel().fit([[0.0], [1.0], [5.0], [6.0]], [0, 0, 1, 1])
     >>> y, alarms = np.array([0, 1]), {"windows": 1, "fleet": 0, "fine_tuned": 0}
     >>> _keep(fine_tune(fleet, [[0.5], [5.5]], y), y, None, "2 labelled windows", alarms)[:2]
     ('fleet', 'fine-tuning changed nothing: 1 labelled-normal window(s), fewer than the 3 re-centring needs; 1 normal and 1 anomalous window(s), where re-calibration needs 2 of each')
     >>> moved = DeviceModel(fleet, np.array([1.0]), None, 0.0, 2)
-    >>> _keep(moved, y, {"fleet_f1": 0.8, "device_f1": 0.5}, None, alarms)[:2]
-    ('fleet', "the fine-tuned model scored hold-out F1 0.500, below the fleet model's 0.800")
+    >>> scores = {"fleet_f1": 0.8, "device_f1": 0.9,
+    ...           "fleet_balanced_accuracy": 0.8, "device_balanced_accuracy": 0.5}
+    >>> _keep(moved, y, scores, None, alarms)[:2]
+    ('fleet', "the fine-tuned model scored hold-out balanced accuracy 0.500, below the fleet model's 0.800")
     """  # noqa: E501
     if not _changed(tuned):
         return "fleet", "fine-tuning changed nothing: " + _unchanged_why(y), None
     if holdout is not None:
-        f, d = holdout["fleet_f1"], holdout["device_f1"]
-        if d < f:
-            return "fleet", (f"the fine-tuned model scored hold-out F1 {d:.3f}, below the "
-                             f"fleet model's {f:.3f}"), None
-        return "device", (f"the fine-tuned model scored hold-out F1 {d:.3f}, the fleet "
-                          f"model {f:.3f}"), None
-    return "device", f"the hold-out was not measured ({holdout_why})", (
-        f"the fine-tuned model is saved unchecked: it could not be compared with the fleet "
-        f"model on a hold-out ({holdout_why}), and may be worse than it. It flags "
-        f"{alarms['fine_tuned']} of the device's {alarms['windows']} windows, the fleet "
-        f"model {alarms['fleet']}. Label more windows (at least 4, an anomaly among the "
-        "later half) and train again to measure it.")
+        f = holdout["fleet_balanced_accuracy"]
+        d = holdout["device_balanced_accuracy"]
+        if d < f - _TIE:
+            return "fleet", (f"the fine-tuned model scored hold-out balanced accuracy {d:.3f}, "
+                             f"below the fleet model's {f:.3f}"), None
+        if d <= f + _TIE:  # the same hits and false alarms: it measured nothing
+            why = (f"a tie: balanced accuracy {d:.3f} each"
+                   + ("; neither caught a held-out anomaly"
+                      if holdout["fleet_f1"] == holdout["device_f1"] == 0.0 else ""))
+            return "device", f"the hold-out measured nothing ({why})", _unchecked(
+                why, alarms, "Label more windows, faults especially,")
+        return "device", (f"the fine-tuned model scored hold-out balanced accuracy {d:.3f}, "
+                          f"the fleet model {f:.3f}"), _many_alarms(
+            alarms, int(holdout["n_holdout"]))
+    return "device", f"the hold-out was not measured ({holdout_why})", _unchecked(
+        str(holdout_why), alarms, f"Label more windows (at least {MIN_HOLDOUT_EACH} normal "
+        f"and {MIN_HOLDOUT_EACH} anomalous among the later half)")
+
+
+def _unchecked(why: str, alarms: dict[str, int], advice: str) -> str:
+    """The warning for a fine-tuned model saved though the hold-out could not compare it
+    with the fleet model (``why``), quoting ``alarms`` (from :func:`_alarms`), and
+    ``advice`` on what to label."""
+    return (f"the fine-tuned model is saved unchecked: it could not be compared with the "
+            f"fleet model on a hold-out ({why}), and may be worse than it. It flags "
+            f"{alarms['fine_tuned']} of the device's {alarms['windows']} windows, the fleet "
+            f"model {alarms['fleet']}. {advice} and train again to measure it.")
+
+
+#: Hold-out scores closer than this are a tie.
+_TIE = 1e-9
+
+
+def _many_alarms(alarms: dict[str, int], n_holdout: int) -> str | None:
+    """A warning when the fine-tuned model flags more than half the device's windows and
+    more than twice as many as the fleet model (``alarms`` from :func:`_alarms`), else
+    ``None``: a hold-out of ``n_holdout`` labelled windows can miss such false alarms.
+
+    >>> print(_many_alarms({"windows": 100, "fleet": 14, "fine_tuned": 69}, 17)[:77])
+    the fine-tuned model flags 69 of the device's 100 windows, the fleet model 14
+    >>> _many_alarms({"windows": 100, "fleet": 1, "fine_tuned": 20}, 17) is None
+    True
+    """
+    tuned, fleet, windows = alarms["fine_tuned"], alarms["fleet"], alarms["windows"]
+    if tuned * 2 <= windows or tuned <= 2 * fleet:
+        return None
+    return (f"the fine-tuned model flags {tuned} of the device's {windows} windows, the fleet "
+            f"model {fleet}: more than half of them, and more than twice as many. It scored "
+            f"better on the hold-out, but {n_holdout} labelled windows can miss false alarms "
+            "on the rest; look at its alarms ('edgewise predict transfer'), label the normal "
+            "ones among them, and train again.")
 
 
 def _changed(model: DeviceModel) -> bool:
@@ -304,8 +364,10 @@ def _holdout(fleet: FleetModel, X: np.ndarray, y: np.ndarray,
              ) -> tuple[dict[str, float] | None, str | None]:
     """The hold-out comparison on the device's labelled windows in time order, or why not.
 
-    Not measured also where fine-tuning on the earlier half changes nothing: the hold-out
-    would compare the fleet model with itself, and say nothing of the saved model.
+    Not measured also where fine-tuning on the earlier half changes nothing (the hold-out
+    would compare the fleet model with itself, and say nothing of the saved model), or
+    where the later half holds fewer than :data:`MIN_HOLDOUT_EACH` normal or anomalous
+    windows (it could not see false alarms, or missed faults).
 
     >>> fleet = FleetModel().fit([[0.0], [1.0], [5.0], [6.0]], [0, 0, 1, 1])
     >>> _holdout(fleet, np.array([[0.5], [5.5], [0.4], [5.6]]), np.array([0, 1, 0, 1]))[1]
@@ -321,6 +383,11 @@ def _holdout(fleet: FleetModel, X: np.ndarray, y: np.ndarray,
         return None, (f"fine-tuning the earlier {cut} labelled windows changed nothing "
                       f"({_unchanged_why(y[:cut])}), so the hold-out would compare the "
                       "fleet model with itself")
+    normal, anomaly = int((y[cut:] == 0).sum()), int((y[cut:] == 1).sum())
+    if min(normal, anomaly) < MIN_HOLDOUT_EACH:
+        return None, (f"the later {len(y) - cut} labelled windows hold {normal} normal and "
+                      f"{anomaly} anomalous, where the hold-out needs {MIN_HOLDOUT_EACH} of "
+                      "each to see both missed faults and false alarms")
     return holdout_scores(fleet, dev, X, y, cut), None
 
 
