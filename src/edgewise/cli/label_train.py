@@ -257,7 +257,11 @@ def predict_labels_cmd(
     path = files[max(files)]
     try:
         record = load_model(path)
-        windows = predict_with_labels(_history(device, csv, store, data_dir), record)
+        if record["device_id"] != device:  # before reading the history
+            raise fail(f"{str(path)!r} is {record['device_id']!r}'s label model, not "
+                       f"{device!r}'s.")
+        windows = predict_with_labels(_history(device, csv, store, data_dir), record,
+                                      device_id=device)
     except ValueError as exc:
         raise fail(str(exc)) from None
     if last is not None:

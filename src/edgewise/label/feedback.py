@@ -9,8 +9,8 @@ Two forms of the same idea:
   Unconfirmed alarms are kept out of learning too (``protect=True``).
 * :class:`WindowFeedbackModel` does it for history cut into windows
   (:class:`~edgewise.label.windows.WindowSet`): per-device thresholds fitted to the
-  labelled windows, plus a per-device memory of labelled patterns (windows close to a
-  labelled one in feature space take its label). It is what ``edgewise train
+  labelled windows, plus a per-device memory of labelled patterns (near-duplicates of a
+  labelled window take its label). It is what ``edgewise train
   --with-labels`` fits and what the active-learning benchmark measures.
 
 Scores live in z units inside: a calibrated score ``s`` is ``z = -log(1 - s)``, so the
@@ -215,6 +215,70 @@ class FeedbackDetector(Detector):
                     self.offset_ = zmax - z_thr - 1e-6
 
 
+def _distances(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of ``A`` and of ``B``, ``(len(A), len(B))``:
+    0 exactly between equal rows (no ``|a|² + |b|² - 2ab`` rounding)."""
+    from scipy.spatial.distance import cdist
+
+    return cdist(A, B)
+
+
+def _memory_fit(F: np.ndarray, device: np.ndarray, F_lab: np.ndarray, dev_lab: np.ndarray,
+                radius: float, max_share: float,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The pattern memory of labelled windows ``F_lab`` (of devices ``dev_lab``) among the
+    windows ``F`` (of devices ``device``, the labelled ones among them): ``(center, scale,
+    X_lab, reach)``.
+
+    Features are centred on their median and scaled by their MAD (their standard
+    deviation where the MAD is 0, 1 where that is 0 too), so that one outlier window does
+    not squash the others together. A labelled window's reach is ``radius`` times its
+    device's median nearest-neighbour distance between windows, and at most the distance
+    to its ``k = max(1, max_share * n)``-th nearest other window of the device (``n``
+    windows): a label carries to near-duplicates of its window, and one label never takes
+    more than a small share of a device's windows (of windows tied at the ``k``-th distance,
+    none is taken). A labelled window whose features more than ``k`` others share exactly
+    gets reach -1: it is remembered for nothing, not even itself (the memory cannot tell
+    it from the others).
+
+    >>> F = np.r_[np.arange(100.0), 1e6][:, None]       # evenly spread, and one outlier
+    >>> dev = np.array(["d"] * 101)
+    >>> c, s, X, reach = _memory_fit(F, dev, F[[50]], dev[:1], 1.5, 0.03)
+    >>> int((np.abs((F[:, 0] - c[0]) / s[0] - X[0, 0]) <= reach[0]).sum())  # 49, 50, 51
+    3
+    """
+    center = np.median(F, axis=0)
+    mad = np.median(np.abs(F - center), axis=0) * 1.4826
+    sd = F.std(axis=0)
+    scale = np.where(mad > 0, mad, np.where(sd > 0, sd, 1.0))
+    X = (F - center) / scale
+    X_lab = (F_lab - center) / scale
+    reach = np.zeros(len(F_lab))
+    for dev in np.unique(dev_lab) if len(dev_lab) and radius > 0 else []:
+        own = X[device == dev]
+        mine = np.flatnonzero(dev_lab == dev)
+        if len(own) < 2:
+            continue
+        nn = np.empty(len(own))
+        for a in range(0, len(own), 1024):  # bounded memory on long histories
+            d = _distances(own[a:a + 1024], own)
+            d[np.arange(len(d)), np.arange(a, a + len(d))] = np.inf  # not itself
+            nn[a:a + 1024] = d.min(axis=1)
+        k = min(max(1, int(max_share * len(own))), len(own) - 1)
+        d = _distances(X_lab[mine], own)
+        # the (k+1)-th nearest of the device's windows: itself (distance 0) comes first
+        r = np.minimum(radius * float(np.median(nn)), np.partition(d, k, axis=1)[:, k])
+        # windows tied at that distance would all be taken: keep to those nearer. A
+        # pattern more than k windows share exactly (a flat stretch, a few-level series)
+        # says nothing of this window: on NAB's art_increase_spike_density 60 windows had
+        # one labelled window's features, and the label took them all
+        for j in np.flatnonzero((d <= r[:, None]).sum(axis=1) > k + 1):
+            nearer = d[j][d[j] < r[j]]
+            r[j] = nearer.max() if len(nearer) else -1.0
+        reach[mine] = r
+    return center, scale, X_lab, reach
+
+
 class WindowFeedbackModel:
     """Per-device thresholds and pattern memory fitted to labelled windows.
 
@@ -223,8 +287,17 @@ class WindowFeedbackModel:
     threshold
         The calibrated threshold before any label (the detectors' default).
     radius
-        Windows of the same device within this distance (standardised feature space) of
-        a labelled window take its label; 0 turns the memory off.
+        The pattern memory's reach: a window of the same device takes a labelled
+        window's label when it is within ``radius`` times the device's median
+        nearest-neighbour distance (between its own windows, in feature space scaled by
+        median and MAD) of it, and among the ``max_share`` of the device's windows
+        nearest to it; 0 turns the memory off. A label so carries to near-duplicates of
+        its window only: a fixed distance in features scaled by their standard deviation
+        let one outlier window squash all the others together, and one label took 35 of
+        101 windows (100 of 101 alarmed on NAB's ec2_cpu_utilization_24ae8d).
+    max_share
+        The most of a device's windows (a fraction; at least one) one labelled window's
+        pattern may take besides itself.
     max_raise
         The most (z units) false alarms may raise a device's threshold; repeats of a
         false alarm's pattern are silenced by the memory instead, so one loud false
@@ -270,11 +343,13 @@ class WindowFeedbackModel:
     (False, True)
     """
 
-    def __init__(self, threshold: float = DEFAULT_THRESHOLD, radius: float = 1.0,
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, radius: float = 0.5,
                  max_raise: float = 2.0, classifier: bool = True, evidence: float = 5.0,
-                 random_state: int = 0, max_lower: float = 1.5) -> None:
+                 random_state: int = 0, max_lower: float = 1.5,
+                 max_share: float = 0.05) -> None:
         self.threshold = threshold
         self.radius = radius
+        self.max_share = max_share
         self.max_raise = max_raise
         self.max_lower = max_lower
         self.classifier = classifier
@@ -287,10 +362,12 @@ class WindowFeedbackModel:
                          "radius": Interval(float, 0.0, None),
                          "max_raise": Interval(float, 0.0, None),
                          "max_lower": Interval(float, 0.0, None), "classifier": bool,
-                         "evidence": Interval(float, 0.0, None, closed="neither")},
+                         "evidence": Interval(float, 0.0, None, closed="neither"),
+                         "max_share": Interval(float, 0.0, 1.0, closed="right")},
                         {"threshold": self.threshold, "radius": self.radius,
                          "max_raise": self.max_raise, "max_lower": self.max_lower,
-                         "classifier": self.classifier, "evidence": self.evidence}, self)
+                         "classifier": self.classifier, "evidence": self.evidence,
+                         "max_share": self.max_share}, self)
         y = np.asarray(y)
         if len(y) != len(windows):
             raise InvalidParameterError(
@@ -314,13 +391,15 @@ class WindowFeedbackModel:
                                     self.max_lower),
                 t0 + self.max_raise)
         self.memory_device_ = windows.device[lab]
-        self.memory_X_ = (F[lab] - self.mean_) / self.scale_
         self.memory_y_ = (y[lab] == 1)
+        (self.memory_center_, self.memory_scale_, self.memory_X_,
+         self.memory_radius_) = _memory_fit(F, windows.device, F[lab], windows.device[lab],
+                                            self.radius, self.max_share)
         self.clf_ = None
         self.clf_weight_ = 0.0
         pos = y[lab] == 1
         if self.classifier and pos.sum() >= 2 and (~pos).sum() >= 2:
-            X = self.memory_X_
+            X = (F[lab] - self.mean_) / self.scale_
             det = to_z(windows.scores[lab, 0]) - np.array(
                 [self.thresholds_[str(d)] for d in windows.device[lab]])
             weight = float(pos.sum() / (pos.sum() + self.evidence))
@@ -391,21 +470,32 @@ class WindowFeedbackModel:
         return np.array([self.thresholds_.get(str(d), self.t0_) for d in windows.device])
 
     def _memory(self, windows: WindowSet) -> tuple[np.ndarray, np.ndarray]:
-        """(has a labelled neighbour within radius, that neighbour's label) per window."""
+        """(has a labelled neighbour within its reach, that neighbour's label) per window."""
         n = len(windows)
         hit = np.zeros(n, dtype=bool)
         lab = np.zeros(n, dtype=bool)
         if self.radius <= 0 or len(self.memory_y_) == 0:
             return hit, lab
-        X = (windows.features - self.mean_) / self.scale_
+        if hasattr(self, "memory_radius_"):
+            center, scale = self.memory_center_, self.memory_scale_
+            mem_X, reach = self.memory_X_, self.memory_radius_
+        else:
+            # a model saved before the memory's reach was relative kept the labelled
+            # windows' features scaled by mean and sd: undo that, and measure the reach
+            # on the windows scored (the device's history, as a model is used); its radius
+            # (1.0 then, a distance) is read as today's, relative to the windows' spacing
+            center, scale, mem_X, reach = _memory_fit(
+                windows.features, windows.device, self.memory_X_ * self.scale_ + self.mean_,
+                self.memory_device_, self.radius, getattr(self, "max_share", 0.05))
+        X = (windows.features - center) / scale
         for dev in np.unique(self.memory_device_):
             rows = np.flatnonzero(windows.device == dev)
-            mem = self.memory_device_ == dev
+            mem = np.flatnonzero(self.memory_device_ == dev)
             if len(rows) == 0:
                 continue
-            d = np.linalg.norm(X[rows, None, :] - self.memory_X_[mem][None, :, :], axis=2)
-            near = d.argmin(axis=1)
-            close = d[np.arange(len(rows)), near] <= self.radius
+            d = _distances(X[rows], mem_X[mem]) - reach[mem][None, :]
+            near = d.argmin(axis=1)  # the labelled window whose reach it is deepest in
+            close = d[np.arange(len(rows)), near] <= 0
             hit[rows[close]] = True
             lab[rows[close]] = self.memory_y_[mem][near[close]]
         return hit, lab

@@ -557,11 +557,15 @@ def on_metrics(history: History, metrics: list[str], device_id: str) -> History:
     return ts, X[:, [list(have).index(m) for m in metrics]], list(metrics)
 
 
-def predict_with_labels(history: History, model: Path | str | dict[str, Any],
-                        ) -> list[dict[str, Any]]:
+def predict_with_labels(history: History, model: Path | str | dict[str, Any], *,
+                        device_id: str | None = None) -> list[dict[str, Any]]:
     """Score each window of a device's ``history`` with a label model saved by
     :func:`train_with_labels`, the history cut into windows as training cut it (the
     model's window length, on its metrics in its order).
+
+    With ``device_id`` (the device whose history it is), a model of another device is
+    refused in one line naming both: its thresholds and pattern memory are that device's,
+    and the windows would be cut and scored as that device's.
 
     A list in time order of ``{"start_ns", "end_ns", "score", "margin", "alarm",
     "fault"}``: ``score`` is the primary detector's highest score in the window,
@@ -581,6 +585,10 @@ def predict_with_labels(history: History, model: Path | str | dict[str, Any],
     """
     record = model if isinstance(model, dict) else load_model(model)
     dev, length = record["device_id"], record["window_length"]
+    if device_id is not None and dev != device_id:
+        what = "The label model" if isinstance(model, dict) else repr(str(model))
+        raise InvalidParameterError(f"{what} is {dev!r}'s label model, not {device_id!r}'s.",
+                                    field="device_id", value=device_id)
     ts, X, _ = on_metrics(history, record["metrics"], dev)
     if len(ts) < max(length, 4):
         raise InvalidParameterError(
