@@ -149,3 +149,38 @@ def test_a_signal_sent_when_ready_is_printed_stops_the_gateway_cleanly(tmp_path:
         capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stderr.splitlines()[-1] == "stopped", res.stderr[-3000:]
+
+
+# 4. a signal while the gateway starts -------------------------------------------------
+
+_SIGNAL_IN_START = """
+import os, signal, sys
+import edgewise.cli
+from edgewise.gateway.runtime import Gateway
+start = Gateway.start
+async def start_after_a_signal(self, *args, **kwargs):
+    os.kill(os.getpid(), getattr(signal, os.environ["THE_SIGNAL"]))  # docker stop, Ctrl-C
+    return await start(self, *args, **kwargs)
+Gateway.start = start_after_a_signal
+edgewise.cli.load_commands()
+sys.argv[0] = "edgewise"
+edgewise.cli.main()
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_starting_stops_the_gateway_and_shows_the_token(
+        tmp_path: Path, sig: str) -> None:
+    """Check SIGINT or SIGTERM while the gateway starts stops it cleanly once started, and
+    shows the admin token its first start made: a Ctrl-C there was swallowed (the gateway
+    ran on), a SIGTERM killed it with a token made and never shown."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), THE_SIGNAL=sig)
+    res = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_IN_START, "serve", "--data-dir", str(tmp_path / "ew"),
+         "--mqtt-port", str(free_port()), "--port", str(free_port())],
+        capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stderr.splitlines()
+    assert lines[-1] == "stopped" and "ready" not in lines, res.stderr[-3000:]
+    assert any(line.startswith("admin token (shown once, keep it; stopped while starting): ")
+               for line in lines), res.stderr[-3000:]

@@ -226,10 +226,27 @@ def _no_admin_token_line(gw) -> str | None:  # type: ignore[no-untyped-def]
             f"{shlex.quote(str(gw.settings.data_dir))} --role admin --name NAME")
 
 
+async def _stopped_while_starting(gw, stop: asyncio.Event,  # type: ignore[no-untyped-def]
+                                  token: str | None) -> bool:
+    """Whether SIGINT or SIGTERM came while the gateway started (``stop`` set); if so, stop
+    it at once, showing the admin token just made (it exists now and is shown nowhere else:
+    a ``docker stop`` during a first start left one no one had seen)."""
+    if not stop.is_set():
+        return False
+    if token:
+        typer.echo(f"admin token (shown once, keep it; stopped while starting): {token}",
+                   err=True)
+    await gw.stop()
+    typer.echo("stopped", err=True)
+    return True
+
+
 def _stop_on_signal() -> asyncio.Event:
     """An event SIGINT or SIGTERM sets: both stop the gateway cleanly (state saved, store
-    closed). Call it before printing "ready": a signal that came between that line and the
-    handlers ended the process with KeyboardInterrupt (exit 130), nothing saved."""
+    closed). Call it first thing in the event loop, before the gateway is made: a signal
+    before the handlers ended the process with KeyboardInterrupt (exit 130, nothing saved),
+    or, inside the gateway's start, was swallowed there (a Ctrl-C while starting left it
+    running), and a SIGTERM then left an admin token made and never shown."""
     import asyncio
     import signal
 
@@ -282,9 +299,12 @@ def serve(
     restrict_umask()  # what the gateway creates (stores, their logs, state) is 0600
 
     async def main() -> None:
+        stop = _stop_on_signal()  # from the start: a Ctrl-C while starting stops it too
         gw = Gateway(settings)
         token = gw.security.ensure_admin_token()
         await _start(gw, token)
+        if await _stopped_while_starting(gw, stop, token):
+            return
         scheme = "mqtts" if settings.tls_cert else "mqtt"
         where = (f"{scheme}://{settings.host}:{settings.mqtt_port}" if settings.mqtt == "embedded"
                  else shown_url(settings.mqtt))  # never the broker's password
@@ -305,7 +325,6 @@ def serve(
         if gw.webhook_secret_made is not None:
             typer.echo(f"alert webhook secret made: {gw.webhook_secret_made} (mode 0600; give "
                        "it to the receivers to check X-Edgewise-Signature)", err=True)
-        stop = _stop_on_signal()
         typer.echo("ready", err=True)
         try:
             await stop.wait()
@@ -492,6 +511,7 @@ def demo(
     fleet = PumpFleet(pumps, seed=seed)
 
     async def main() -> None:
+        stop = _stop_on_signal()  # from the start: a Ctrl-C while starting stops it too
         gw = Gateway(settings)
         token = gw.security.ensure_admin_token()
         creds_file = settings.data_dir / "demo-devices.json"
@@ -507,6 +527,8 @@ def demo(
         ids = set(fleet.device_ids)
         stored = [d.last_ns for d in gw.store.devices() if d.device_id in ids and d.last_ns]
         await _start(gw, token)
+        if await _stopped_while_starting(gw, stop, token):
+            return
         runner = FleetRunner(fleet, [(d, creds[d]) for d in fleet.device_ids], device_host,
                              settings.mqtt_port, tls_ca=settings.tls_cert or None, seed=seed,
                              start_after_ns=max(stored, default=None))
@@ -525,7 +547,6 @@ def demo(
                 raise fail(f"the demo's {pumps} simulated pumps could not be started: "
                            f"{exc.strerror or exc}; give fewer --pumps (or raise "
                            f"`ulimit -n`).") from None
-            stop = _stop_on_signal()
             typer.echo(f"dashboard: {gw.http_url or '(HTTP not available)'}")
             if token:
                 typer.echo(f"admin token (shown once, keep it): {token}")
