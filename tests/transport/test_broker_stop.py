@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -84,6 +85,12 @@ class Fleet:
         for t in self.publishers:
             t.join(10)
         for c in self.clients:
+            sock = c.socket()  # a device blocked writing to a broker that stopped reading
+            if sock is not None:  # would hold loop_stop() (its thread's join) for ever
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             c.loop_stop()
             c.disconnect()
         self.loop.call_soon_threadsafe(self.loop.stop)
