@@ -107,7 +107,8 @@ def fleet() -> Iterator[Fleet]:
 def test_stop_is_bounded_while_devices_publish_flat_out(fleet: Fleet) -> None:
     for t in fleet.publishers:
         t.start()
-    assert wait_until(lambda: all(len(s) > 200 for s in fleet.stored.values()), 10), (
+    # traffic flowing on every device (200 each took 10 s on a slow day: a precondition only)
+    assert wait_until(lambda: all(len(s) > 50 for s in fleet.stored.values()), 20), (
         "the devices' telemetry was not committed")
     time.sleep(0.5)  # the devices keep publishing, acks flowing
     t0 = time.monotonic()
