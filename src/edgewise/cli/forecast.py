@@ -98,7 +98,7 @@ def once_per_time(ts: Any, values: Any, where: str) -> tuple[Any, Any]:
 
     ts, values = np.asarray(ts, dtype=np.int64), np.asarray(values, dtype=float)
     back = np.flatnonzero(ts[1:] < ts[:-1])  # readings before the one above them
-    late = [int(ts[i + 1]) for i in back[:1]] + [int(ts[i]) for i in back[:1]]
+    ts_in = ts  # as read, for naming the first reading out of order
     order = np.argsort(ts, kind="stable")
     ts, values = ts[order], values[order]
     times, first, counts = np.unique(ts, return_index=True, return_counts=True)
@@ -125,8 +125,9 @@ def once_per_time(ts: Any, values: Any, where: str) -> tuple[Any, Any]:
             values = np.where(held > 0, sums / np.maximum(held, 1), np.nan)
         ts = times
     if len(back):
-        said.append(f"{len(back)} reading(s) out of time order (the first at {iso(late[0])}, "
-                    f"after one at {iso(late[1])}); sorted by time")
+        i = int(back[0])  # the first reading earlier than the one above it
+        said.append(f"{len(back)} reading(s) out of time order (the first at {iso(ts_in[i + 1])}, "
+                    f"after one at {iso(ts_in[i])}); sorted by time")
     if said:
         typer.echo(f"note: {where}: {'; '.join(said)}", err=True)
     return ts, values
