@@ -19,6 +19,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,8 @@ from edgewise.errors import ConfigError
 from edgewise.params import Interval
 
 __all__ = ["MAX_FUTURE_S", "MAX_READINGS", "MAX_WAIT_S", "SYSLOG_FACILITIES", "Settings",
-           "SyslogTarget", "default_data_dir", "parse_syslog_url"]
+           "SyslogTarget", "default_data_dir", "parse_syslog_url", "shown_url",
+           "userinfo_end"]
 
 
 def default_data_dir() -> Path:
@@ -123,15 +125,18 @@ class Settings:
 
     def __repr__(self) -> str:
         """Every setting but the secrets: the alert webhooks by their host and id only
-        (their path or query may hold a token, as logs show them), a store URL holding a
-        user or password by its host only.
+        (their path or query may hold a token, as logs show them), the store and MQTT
+        broker URLs with their passwords masked (:func:`shown_url`).
 
         >>> r = repr(Settings(alert_webhooks="https://hooks.example.org/T0/XyZ?k=s3cret",
-        ...                   store="postgresql://ew:pa55@db.example.org:5432/ew"))
-        >>> "XyZ" in r or "s3cret" in r or "pa55" in r
+        ...                   store="postgresql://ew:pa55@db.example.org:5432/ew",
+        ...                   mqtt="mqtts://gw:m9tt@broker.example.org:8883"))
+        >>> "XyZ" in r or "s3cret" in r or "pa55" in r or "m9tt" in r
         False
         >>> r[r.index("store="):r.index(", host=")]
-        "store='postgresql://db.example.org:5432/… (its user, password and path are not shown)'"
+        "store='postgresql://ew:***@db.example.org:5432/ew'"
+        >>> r[r.index("mqtt="):r.index(", mqtt_port=")]
+        "mqtt='mqtts://gw:***@broker.example.org:8883'"
         >>> r[r.index("alert_webhooks="):r.index(", alert_webhook_allow")]
         "alert_webhooks='https://hooks.example.org/… (webhook 080f1367; its path is not shown)'"
         """
@@ -144,8 +149,8 @@ class Settings:
                 urls = value.split(",") if isinstance(value, str) else value
                 shown = [_shown_webhook(u.strip()) for u in urls if u.strip()]
                 value = ", ".join(shown) if isinstance(value, str) else tuple(shown)
-            elif f.name == "store":
-                value = _shown_store(value)
+            elif f.name in ("store", "mqtt"):
+                value = shown_url(value)
             parts.append(f"{f.name}={value!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
@@ -384,32 +389,45 @@ def _shown_webhook(url: str) -> str:
     return f"{where} (webhook {wid}; its path is not shown)"
 
 
-def _shown_store(url: str) -> str:
-    """Store ``url`` as :meth:`Settings.__repr__` shows it: whole when it holds no user
-    or password (``duckdb:///path``), else its scheme, host and port only. Never raises.
+def userinfo_end(rest: str) -> int:
+    """Where the ``USER[:PASSWORD]`` of a URL's part after ``://`` ends (the index of its
+    ``@``), or ``-1`` for none: the last ``@`` before the first ``/`` that follows an ``@``,
+    so that a ``#``, ``?``, ``/`` or ``@`` written raw in the password (libpq takes a raw
+    ``#`` or ``?`` there) stays in it. An ``@`` in a query with no path before it makes the
+    whole of that span the user info: more is masked, never less.
 
-    >>> _shown_store("duckdb:///srv/ew/edgewise.duckdb")
-    'duckdb:///srv/ew/edgewise.duckdb'
-    >>> _shown_store("postgresql://db/ew?password=s3cret")
-    'postgresql://db/… (its user, password and path are not shown)'
+    >>> [userinfo_end(r) for r in ("ew:pw@db/ew", "ew:a/b@db/ew", "db/ew?x=a", "e:p@d/e?a=b@c")]
+    [5, 6, -1, 3]
     """
-    if "@" not in url and "password" not in url.lower():
-        return url
-    from urllib.parse import urlsplit
+    first = rest.find("@")
+    if first < 0:
+        return -1
+    slash = rest.find("/", first)
+    return rest.rfind("@", 0, slash if slash >= 0 else len(rest))
 
-    try:
-        parts = urlsplit(url)
-        scheme, host = parts.scheme, parts.hostname or ""
-    except ValueError:  # e.g. an unclosed [ of an IPv6 host
-        scheme, host = "", ""
-    try:
-        port = f":{parts.port}" if host and parts.port else ""
-    except ValueError:
-        port = ""
-    host = f"[{host}]" if ":" in host else host
-    scheme = scheme if scheme.isascii() and scheme.isalnum() else "?"
-    host = host if host.isprintable() and not any(c.isspace() for c in host) else "?"
-    return f"{scheme}://{host}{port}/… (its user, password and path are not shown)"
+
+def shown_url(url: str) -> str:
+    """``url`` safe to print: a password in it (``user:PASSWORD@host`` or
+    ``?password=…``) becomes ``***``, whatever it holds (a raw ``#``, ``?``, ``/``, ``@``).
+    Never raises, even on a malformed URL.
+
+    >>> shown_url("postgresql://ew:s3cret@db:5432/ew?schema=a&password=x")
+    'postgresql://ew:***@db:5432/ew?schema=a&password=***'
+    >>> shown_url("postgresql://ew:s3cret@[::1/db")
+    'postgresql://ew:***@[::1/db'
+    >>> shown_url("postgresql://ew:Se#cr3t@db/ew?schema=a")
+    'postgresql://ew:***@db/ew?schema=a'
+    """
+    if not isinstance(url, str):
+        return repr(url)
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        at = userinfo_end(rest)
+        user, colon, _ = rest[:max(at, 0)].partition(":")
+        if colon:
+            rest = f"{user}:***{rest[at:]}"
+        url = f"{scheme}{sep}{rest}"
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def _check_webhook_url(url: str, allow_http: bool) -> str:

@@ -18,9 +18,9 @@ edgewise.errors.StoreError: Store URL 'sqlite:///x.db' has an unsupported scheme
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from edgewise.config import shown_url, userinfo_end
 from edgewise.errors import StoreError
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary, Store
 
@@ -88,47 +88,6 @@ def duckdb_path(url: str) -> str | None:
             "'duckdb:///var/lib/edgewise/edgewise.duckdb', or be 'duckdb://:memory:'."
         )
     return rest
-
-
-def userinfo_end(rest: str) -> int:
-    """Where the ``USER[:PASSWORD]`` of a URL's part after ``://`` ends (the index of its
-    ``@``), or ``-1`` for none: the last ``@`` before the first ``/`` that follows an ``@``,
-    so that a ``#``, ``?``, ``/`` or ``@`` written raw in the password (libpq takes a raw
-    ``#`` or ``?`` there) stays in it. An ``@`` in a query with no path before it makes the
-    whole of that span the user info: more is masked, never less.
-
-    >>> [userinfo_end(r) for r in ("ew:pw@db/ew", "ew:a/b@db/ew", "db/ew?x=a", "e:p@d/e?a=b@c")]
-    [5, 6, -1, 3]
-    """
-    first = rest.find("@")
-    if first < 0:
-        return -1
-    slash = rest.find("/", first)
-    return rest.rfind("@", 0, slash if slash >= 0 else len(rest))
-
-
-def shown_url(url: str) -> str:
-    """``url`` safe to print: a password in it (``user:PASSWORD@host`` or
-    ``?password=…``) becomes ``***``, whatever it holds (a raw ``#``, ``?``, ``/``, ``@``).
-    Never raises, even on a malformed URL.
-
-    >>> shown_url("postgresql://ew:s3cret@db:5432/ew?schema=a&password=x")
-    'postgresql://ew:***@db:5432/ew?schema=a&password=***'
-    >>> shown_url("postgresql://ew:s3cret@[::1/db")
-    'postgresql://ew:***@[::1/db'
-    >>> shown_url("postgresql://ew:Se#cr3t@db/ew?schema=a")
-    'postgresql://ew:***@db/ew?schema=a'
-    """
-    if not isinstance(url, str):
-        return repr(url)
-    scheme, sep, rest = url.partition("://")
-    if sep:
-        at = userinfo_end(rest)
-        user, colon, _ = rest[:max(at, 0)].partition(":")
-        if colon:
-            rest = f"{user}:***{rest[at:]}"
-        url = f"{scheme}{sep}{rest}"
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 def open_store(url: str, create: bool = True) -> Store:
