@@ -95,3 +95,20 @@ def test_the_admin_token_is_shown_when_the_pumps_cannot_be_started(tmp_path: Pat
     assert err[0].startswith("admin token (shown once, keep it; the demo did not start): ew_")
     assert err[-1] == ("error: the demo's 2 simulated pumps could not be started: Too many "
                        "open files; give fewer --pumps (or raise `ulimit -n`)."), err
+
+
+def test_demo_says_it_sends_no_webhooks_when_they_are_set(tmp_path: Path) -> None:
+    """The demo leaves alert webhooks out (simulated alerts must not page anyone), but a
+    user who set EDGEWISE_ALERT_WEBHOOKS to try them saw nothing say so. A damaged labels
+    file stops the demo right after the settings are read, before anything is made."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "demo-labels.json").write_text("{not json")
+    env = {**os.environ, "EDGEWISE_ALERT_WEBHOOKS": "https://relay.example.org/hook"}
+    res = subprocess.run(
+        [sys.executable, "-m", "edgewise", "demo", "--data-dir", str(d), "--pumps", "1",
+         "--port", str(free_port()), "--mqtt-port", str(free_port())],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert res.returncode != 0, res.stdout
+    assert "demo sends no alert webhooks" in res.stderr, res.stderr
+    assert "demo-labels.json" in res.stderr  # and the refusal that stopped it

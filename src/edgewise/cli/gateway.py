@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -501,6 +502,10 @@ def demo(
     settings = _settings(data_dir, "embedded", store, host, port, mqtt_port, tls_cert, tls_key,
                          detector, fast_stream_z, fleet_prior,
                          alert_webhooks="")  # a simulated fleet's alerts reach no real tool
+    if os.environ.get("EDGEWISE_ALERT_WEBHOOKS", "").strip():
+        typer.echo("note: EDGEWISE_ALERT_WEBHOOKS is set but the demo sends no alert webhooks "
+                   "(its simulated pumps' alerts would reach real tools); `edgewise serve "
+                   "--alert-webhook URL` sends them", err=True)
     _check_consumer(settings)
     # the simulated pumps connect to the embedded broker here, trusting --tls-cert only
     device_host = _demo_device_host(settings.tls_cert, settings.tls_key)
