@@ -51,3 +51,19 @@ def test_a_live_window_ends_now_and_starts_at_the_device_first_reading(store) ->
     for end in (None, T0 + 120 * M):
         rep = _report(store, "q", T0, end, now_ns=now + 30 * 10**9)["metrics"]["temp"]
         assert (rep["completeness"], rep["timeliness"], rep["gaps"]) == (1.0, 1.0, 0), end
+
+
+def test_a_metric_silent_over_the_whole_range_is_listed_not_left_out(store) -> None:
+    """A sensor that sent readings earlier and none in the hour asked was absent from the
+    report, so a dead sensor left the device's mean completeness at 1.0: it is listed
+    with completeness 0 and the range one gap, and the summary counts it; it has no plot
+    (nothing to draw)."""
+    store.append([Reading("p", "temp", T0 - 120 * M + i * M, 20.0 + 0.1 * (i % 3))
+                  for i in range(60)])  # the hour before the range, then nothing
+    store.append([Reading("p", "hum", T0 + i * M, 50.0 + 0.1 * (i % 3)) for i in range(60)])
+    rep = _report(store, "p", T0, T0 + 60 * M)
+    temp = rep["metrics"]["temp"]
+    assert (temp["readings"], temp["completeness"], temp["timeliness"]) == (0, 0.0, 0.0)
+    assert (temp["gaps"], temp["longest_gap_s"]) == (1, 3600.0)
+    assert rep["summary"]["completeness"] == 0.5 and rep["summary"]["gaps"] == 1
+    assert [p["metric"] for p in rep["plots"]] == []

@@ -281,13 +281,15 @@ def fleet_report(
 
 def device_report(
     rows: Iterable[Reading | Mapping[str, Any]], limits: Mapping[str, Limits] | None = None,
-    span: tuple[int, int] | None = None,
+    span: tuple[int, int] | None = None, metrics: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Data-quality figures of one device, per metric and in summary (a JSON-ready dict).
 
     Each metric is judged over ``span`` (:func:`metric_issues`), by default the range of
     the device's readings of every metric: a metric that stopped while another went on
-    has the gap and the missing readings at its end.
+    has the gap and the missing readings at its end. ``metrics`` names those the device
+    sends (e.g. as the store knows them): one with no reading in ``span`` is reported
+    silent (:func:`silent_figures`), not left out, where a span is given.
 
     >>> rows = [{"device_id": "p", "metric": m, "ts_ns": i * 10**9, "value": 1.0 + i % 2}
     ...         for i in range(60) for m in ("temp", "hum") if m == "temp" or i < 10]
@@ -302,18 +304,36 @@ def device_report(
             f"device_report covers one device; rows hold {len(devices)} ({devices[:5]}). "
             "Use fleet_report for several."
         )
-    return _report(devices[0] if devices else "", rows, limits or {}, span)
+    return _report(devices[0] if devices else "", rows, limits or {}, span, metrics)
+
+
+def silent_figures(span: tuple[int, int]) -> dict[str, Any]:
+    """The figures of a metric that sent no reading in ``span`` (one the device sends,
+    silent there): nothing complete or on time, the whole span one gap.
+
+    >>> f = silent_figures((0, 3600 * 10**9))
+    >>> f["readings"], f["completeness"], f["timeliness"], f["gaps"], f["longest_gap_s"]
+    (0, 0.0, 0.0, 1, 3600.0)
+    """
+    figures = metric_issues(np.zeros(0, dtype=np.int64), np.zeros(0), span=span)["figures"]
+    figures.update(completeness=0.0, timeliness=0.0, gaps=1,
+                   longest_gap_s=round((span[1] - span[0]) / 1e9, 3))
+    return figures
 
 
 def _report(device: str, rows: list, limits: Mapping[str, Limits],
-            span: tuple[int, int] | None = None) -> dict[str, Any]:
+            span: tuple[int, int] | None = None, expected: Iterable[str] = ()) -> dict[str, Any]:
     if span is None and rows:  # the device's readings, of every metric
         span = (min(r[2] for r in rows), max(r[2] for r in rows) + 1)
     by_metric: dict[str, list] = {}
     for r in rows:
         by_metric.setdefault(r[1], []).append(r)
     metrics = {}
-    for name, rs in sorted(by_metric.items()):
+    for name in sorted({*by_metric, *(expected if span is not None else ())}):
+        if name not in by_metric:  # a metric the device sends, silent over the span
+            metrics[name] = silent_figures(span)  # type: ignore[arg-type]
+            continue
+        rs = by_metric[name]
         ts = np.array([r[2] for r in rs], dtype=np.int64)
         vals = np.array([r[3] for r in rs], dtype=float)
         units = [r[4] for r in rs]  # each reading judged in its own unit

@@ -21,7 +21,10 @@ readings each: 102 s of CPU and 1.5 GB).
 
 Completeness, timeliness and gaps are judged over the range (:func:`_span`), not between a
 metric's first and last reading there: a sensor that sent ten one-minute readings and went
-silent for the rest of the hour is 1/6 complete, with that silence a gap (it read as whole).
+silent for the rest of the hour is 1/6 complete, with that silence a gap (it read as whole),
+and a metric the device sends that is silent over the whole range is listed with
+completeness 0 and the range one gap (it was left out, so a dead sensor raised the
+device's mean completeness).
 """
 
 from __future__ import annotations
@@ -50,14 +53,18 @@ DEFAULT_WINDOW_NS = 3600 * 10**9
 MAX_READINGS = config.MAX_READINGS
 
 
-def _span(store: Any, device_id: str, start_ns: int, end_ns: int | None,
+def _summary(store: Any, device_id: str) -> Any:
+    """The store's summary of the device (its first reading, its metrics), or ``None``."""
+    return next((d for d in store.devices() if d.device_id == device_id), None)
+
+
+def _span(summary: Any, start_ns: int, end_ns: int | None,
           now_ns: int | None = None) -> tuple[int, int] | None:
     """The range ``[start, end)`` a report judges the device's readings over: the query's,
-    from the device's first reading where it came later (no reading was missing before
-    it sent one), to ``now_ns`` (default: now) where ``end_ns`` is later or none (no
-    reading can have come after now: a live window ends now). ``None`` where that leaves
-    nothing (a range in the future)."""
-    summary = next((d for d in store.devices() if d.device_id == device_id), None)
+    from the device's first reading (its ``summary``'s) where it came later (no reading
+    was missing before it sent one), to ``now_ns`` (default: now) where ``end_ns`` is
+    later or none (no reading can have come after now: a live window ends now). ``None``
+    where that leaves nothing (a range in the future)."""
     if summary is not None and summary.first_ns is not None:
         start_ns = max(start_ns, summary.first_ns)
     now_ns = time.time_ns() if now_ns is None else now_ns
@@ -123,8 +130,10 @@ def _report(store: Any, device_id: str, start_ns: int, end_ns: int | None,
 
     limit = MAX_READINGS if limit is None else limit
     rows, start_ns, truncated = newest_rows(store, device_id, None, start_ns, end_ns, limit)
-    span = _span(store, device_id, start_ns, end_ns, now_ns)
-    rep = device_report([Reading(device_id, m, t, v) for m, t, v in rows], span=span)
+    summary = _summary(store, device_id)
+    span = _span(summary, start_ns, end_ns, now_ns)
+    rep = device_report([Reading(device_id, m, t, v) for m, t, v in rows], span=span,
+                        metrics=summary.metrics if summary is not None else ())
     rep["device_id"] = device_id
     rep["truncated"] = truncated
     rep["reported_start"] = format_ns(start_ns)
@@ -167,7 +176,7 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
     from edgewise.store.newest import newest_rows
 
     rows, start_ns, _ = newest_rows(store, device_id, metric, start_ns, end_ns, MAX_READINGS)
-    issues = _issues(rows, _span(store, device_id, start_ns, end_ns)).get(metric)
+    issues = _issues(rows, _span(_summary(store, device_id), start_ns, end_ns)).get(metric)
     if issues is None or not _flagged(issues):
         raise Problem(
             404, "No quality plot",
