@@ -109,3 +109,31 @@ def test_utc_zone_is_named_utc_and_fixed_offsets_still_taken(
 def test_a_zone_not_known_is_a_value_error_naming_it(bad: str) -> None:
     with pytest.raises(ValueError, match=re.escape(f"time zone {bad!r} is not an IANA zone")):
         time_zone(bad)
+
+
+def test_cli_plots_read_in_the_zone_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``edgewise quality --plots`` drew in UTC only, while the dashboard's plots read in the
+    browser's zone: ``--tz`` sets it; a zone not known, or --tz without --plots, is one
+    line before anything is read."""
+    from typer.testing import CliRunner
+
+    from edgewise.cli import app, load_commands
+
+    load_commands()
+    ts, _ = _issues("2024-03-31T00:00")
+    v = 20.0 + np.arange(len(ts)) % 3 / 10
+    v[len(ts) // 2] = 500.0
+    f = tmp_path / "r.csv"
+    f.write_text("ts,temp\n" + "".join(f"{t / 1e9:.0f},{x}\n" for t, x in zip(ts, v, strict=True)))
+    kept = _drawn(monkeypatch)
+    run = CliRunner(mix_stderr=False).invoke
+    res = run(app, ["quality", str(f), "--plots", str(tmp_path / "p"), "--tz", "Europe/Berlin"])
+    assert res.exit_code == 0, (res.stderr, res.exception)
+    assert kept[-1].axes[0].get_xlabel() == "time (Europe/Berlin, UTC+01:00/UTC+02:00)"
+    assert_reads_in(axis_reads(kept[-1], ts), "Europe/Berlin")
+    for args, said in ((["--plots", str(tmp_path / "q"), "--tz", "Mars/Olympus"],
+                        "--tz 'Mars/Olympus' is no IANA time zone"),
+                       (["--tz", "Europe/Berlin"], "give --plots DIR with it")):
+        res = run(app, ["quality", str(f), *args])
+        assert res.exit_code == 2 and said in res.stderr, (res.stderr, res.exception)
+    assert not (tmp_path / "q").exists()

@@ -61,6 +61,21 @@ def _ids(cells: pd.Series, column: str, what: str, file: Path) -> pd.Series:
 _NAME_CHARS = 100
 
 
+def _check_zone(tz: str, plots: str | None) -> None:
+    """Refuse, in one line before anything is read, a ``--tz`` that is no IANA zone or
+    that comes without ``--plots`` (only the plots have a time axis)."""
+    from edgewise.quality.plot import time_zone
+
+    if plots is None:
+        raise fail(f"--tz {tz!r} sets the plots' time axis; give --plots DIR with it, or "
+                   "leave --tz out (the report's times are UTC)")
+    try:
+        time_zone(tz)
+    except ValueError:
+        raise fail(f"--tz {tz!r} is no IANA time zone; give one such as UTC, "
+                   "Europe/Berlin or America/New_York") from None
+
+
 def _plot_name(device: str, metric: str, taken: set[str]) -> str:
     """The file name of the plot of ``(device, metric)``: ``DEVICE__METRIC.png`` where that
     is made of ``[A-Za-z0-9_.-]`` alone and not yet ``taken`` (any case: file systems that
@@ -207,6 +222,10 @@ def quality(
     plots: Annotated[str | None, typer.Option(
         metavar="DIR", help="Directory for a PNG per metric with flagged issues (made if "
                             "missing).")] = None,
+    tz: Annotated[str | None, typer.Option(
+        "--tz", metavar="ZONE", help="IANA time zone the plots' time axis reads in (e.g. "
+                                     "Europe/Berlin; each reading at its own offset, across "
+                                     "a daylight saving change too). Default: UTC.")] = None,
     json_out: Json = False,
 ) -> None:
     """Check a CSV of readings; print completeness, validity, duplicates, spikes, stuck runs.
@@ -235,6 +254,8 @@ def quality(
         raise fail("--plots must be a folder for the plots (made if missing), e.g. "
                    f"quality-plots; an empty one would mean the working directory. Got {plots!r}.")
     plots_dir = None if plots is None else Path(plots)
+    if tz is not None:
+        _check_zone(tz, plots)
     try:  # a missing file, a directory or a binary file is named in one line
         df, cells = read_tables(file)  # the numbers, and the cells as written (the ids)
     except QualityError as exc:
@@ -345,7 +366,7 @@ def quality(
                 name = _plot_name(str(dev), str(metric), taken)
                 try:
                     written.append(str(plot_issues(str(dev), str(metric), issues,
-                                                   plots_dir / name)))
+                                                   plots_dir / name, tz=tz)))
                 except Exception as exc:  # matplotlib's errors are of many kinds: say which
                     raise fail(f"the plot of device {str(dev)!r} metric {str(metric)!r} "
                                f"could not be drawn ({type(exc).__name__}: {exc}); run "
