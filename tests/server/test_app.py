@@ -24,6 +24,7 @@ EXPECTED_ROUTES = {
     ("GET", "/v1/devices"),
     ("POST", "/v1/devices"),
     ("DELETE", "/v1/devices/{device_id}"),
+    ("POST", "/v1/devices/{device_id}/secret"),
     ("GET", "/v1/devices/{device_id}/readings"),
     ("GET", "/v1/devices/{device_id}/readings.csv"),
     ("GET", "/v1/fleet"),

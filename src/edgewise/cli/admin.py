@@ -19,6 +19,9 @@ deletion fails, the data is likewise kept, the id refused by ``device add``, and
 command exits with status 1 asking for ``--store``. Until the data is deleted the id stays
 refused; an id with nothing registered or stored is refused with nothing made or audited.
 
+``device rotate-secret --device ID`` gives a registered device a new secret, printed once;
+the old one is refused at once (also by a running gateway), the device's data and groups stay.
+
 ``device add`` refuses an id whose data a store it can see (``--store``, else the data
 directory's DuckDB file) still holds, as ``POST /v1/devices`` does (409 ``has_data``).
 """
@@ -45,7 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = ["audit_app", "device_app", "token_app"]
 
-device_app = typer.Typer(help="Register, list and delete devices.", no_args_is_help=True)
+device_app = typer.Typer(help="Register, list and delete devices; replace their secrets.",
+                         no_args_is_help=True)
 token_app = typer.Typer(help="API tokens for people and scripts.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log's hash chain.", no_args_is_help=True)
 app.add_typer(device_app, name="device")
@@ -150,6 +154,35 @@ def device_groups(
         typer.echo(json.dumps({"id": device_id, "groups": groups}))
         return
     typer.echo(f"device {device_id}: " + (f"groups {', '.join(groups)}" if groups else "no groups"))
+
+
+@device_app.command("rotate-secret")
+def device_rotate_secret(
+    device: Annotated[str, typer.Option(
+        "--device", help="The registered device whose secret to replace.")],
+    data_dir: DataDir, as_json: Json = False,
+) -> None:
+    """Give a registered device a new secret and print it (shown only once).
+
+    The old secret stops working at once, also on a gateway running on the data dir (its
+    MQTT connections made with the old secret are closed within a second or so); the
+    device keeps its id, groups and stored data. Put the new secret on the device (its
+    agent's --secret-file). Audited as device.rotate_secret.
+    """
+    existing_data_dir(data_dir)  # a mistyped one: no credentials file made there
+    if not _has_security(data_dir):
+        raise fail(f"Device {device!r} is not registered (no devices in "
+                   f"{str(data_dir)!r}); add it with: edgewise device add {device}")
+    with _security(data_dir, unknown_id=True) as sec:
+        secret = sec.rotate_device_secret(device, actor="cli")
+    if as_json:
+        typer.echo(json.dumps({"id": device, "secret": secret}))
+        return
+    typer.echo(f"device {device}")
+    typer.echo(f"secret {secret}")
+    typer.echo("The new secret is shown only now; only its hash is kept. The old one is "
+               "refused from now on: put this one on the device (the agent's --secret-file, "
+               "or the MQTT password).", err=True)
 
 
 @device_app.command("list")
@@ -561,7 +594,11 @@ def _held_alerts_of(state: dict[str, object], device_id: str, st: Store) -> list
 @token_app.command("create")
 def token_create(
     data_dir: DataDir,
-    role: Annotated[str, typer.Option("--role", help="admin, operator or viewer.")],
+    role: Annotated[str, typer.Option("--role", help=(
+        "admin, operator or viewer. viewer reads; operator also acknowledges and labels "
+        "alerts and rolls model releases out or back (chooses which published, signed "
+        "version a device or group runs); admin also manages devices and tokens. "
+        "Publishing a model takes no token: 'edgewise registry publish' on this machine."))],
     name: Annotated[str, typer.Option(
         "--name", help="Who or what will use it (default: the role): at most 64 characters, "
         "no control characters (tab, newline), not 8 hex digits (a token id's form).")] = "",

@@ -13,7 +13,10 @@ from edgewise.cli._app import NonBlankPath, app, fail
 
 @app.command("agent")
 def agent_cmd(
-    gateway: Annotated[str, typer.Option(help="Gateway base URL, e.g. http://gw:8080.")],
+    gateway: Annotated[str, typer.Option(help=(
+        "Gateway base URL, e.g. https://gw:8443 ('edgewise serve --tls-cert'). Plain "
+        "http:// sends the device secret in clear: the agent warns unless the host is "
+        "loopback."))],
     device: Annotated[str, typer.Option(help="This device's id.")],
     secret_file: Annotated[Path, typer.Option(help="File holding the device secret.")],
     source: Annotated[str, typer.Option(help="sim, csv:PATH or stdin.")] = "sim",
@@ -38,13 +41,14 @@ def agent_cmd(
         "--ca-file", envvar="EDGEWISE_CA_FILE", show_envvar=True, show_default=False,
         help="PEM CA bundle to check an https:// gateway's certificate with (a self-signed "
         "gateway, 'edgewise serve --tls-cert': its certificate); default: the system's "
-        "CAs.")] = "",
+        "CAs. Refused with an http:// gateway, which has no certificate to check.")] = "",
 ) -> None:
     """Run the agent until interrupted (or until --limit readings, then flush).
 
     Readings still unacknowledged when it ends are said in one line: an error (exit 1)
     where the gateway refused them (HTTP 401: the secret), else a warning (they stay in the
-    outbox and the next run sends them)."""
+    outbox and the next run sends them). An http:// gateway on a host that is not loopback
+    is warned about at start: the device secret and readings travel in clear."""
     import math
     import os
     import sqlite3
@@ -67,6 +71,10 @@ def agent_cmd(
         raise fail(f"--device {device!r} is not a device id: it must be {exc.allowed}.") from None
     groups = _check_groups(group)
     _check_gateway(gateway)
+    if ca_file and not gateway.startswith("https://"):
+        raise fail(f"--ca-file (EDGEWISE_CA_FILE) checks an https:// gateway's certificate; "
+                   f"the gateway {gateway!r} is plain http://, which has none: give its "
+                   f"https:// URL, or leave --ca-file out.")
     verify = _tls_verify(ca_file)
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -83,6 +91,8 @@ def agent_cmd(
             keys.update(load_trusted_key(k))
     except ValueError as exc:
         raise fail(str(exc)) from None
+    if (warning := _plain_http_warning(gateway)) is not None:
+        typer.echo(warning, err=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         agent = Agent(gateway, device, secret, state_dir,
@@ -285,14 +295,44 @@ def _check_gateway(gateway: str) -> None:
 
     if not gateway.startswith(("http://", "https://")):
         raise fail(f"--gateway must be the gateway's http:// or https:// URL (e.g. "
-                   f"http://gw:8080). Got {gateway!r} instead.")
+                   f"https://gw:8443). Got {gateway!r} instead.")
     try:
         host = httpx.URL(gateway).host
     except (httpx.InvalidURL, ValueError):
         host = ""
     if not host:
-        raise fail(f"--gateway must be a URL with a host (e.g. http://gw:8080). Got "
+        raise fail(f"--gateway must be a URL with a host (e.g. https://gw:8443). Got "
                    f"{gateway!r} instead.")
+
+
+def _plain_http_warning(gateway: str) -> str | None:
+    """The warning for a plain ``http://`` gateway on a host that is not loopback (the
+    device secret, sent with every request, and the readings travel in clear); ``None``
+    for ``https://`` or a loopback host.
+
+    >>> _plain_http_warning("http://127.0.0.1:8080") is None
+    True
+    >>> _plain_http_warning("https://gw:8443") is None
+    True
+    >>> print(_plain_http_warning("http://gw:8080"))
+    warning: the gateway http://gw:8080 is plain HTTP to a host that is not loopback: the device secret (sent with every request) and the readings travel in clear, for anyone on the network to read. Use its https:// URL ('edgewise serve --tls-cert'; --ca-file for a self-signed certificate).
+    """  # noqa: E501
+    import httpx
+
+    from edgewise.config import _loopback
+
+    if not gateway.startswith("http://"):
+        return None
+    try:
+        host = httpx.URL(gateway).host
+    except (httpx.InvalidURL, ValueError):
+        return None  # refused by _check_gateway already
+    if _loopback(host):
+        return None
+    return (f"warning: the gateway {gateway} is plain HTTP to a host that is not loopback: "
+            f"the device secret (sent with every request) and the readings travel in "
+            f"clear, for anyone on the network to read. Use its https:// URL ('edgewise "
+            f"serve --tls-cert'; --ca-file for a self-signed certificate).")
 
 
 def _tls_verify(ca_file: str) -> Any:

@@ -361,6 +361,14 @@ class Pipeline:
                 handled = payload_seqs(payload, scan) if via == "mqtt" and len(payload) <= (
                     scan) else []
                 if not handled:
+                    # a payload refused whole (not JSON, too large) costs one token as a
+                    # refused record does: else it is answered at length without end
+                    try:
+                        self.rate_limiter.take(device_id, 1)
+                    except RateLimitError as limited:
+                        todo.append(limited)
+                        continue
+                    taken[device_id] = taken.get(device_id, 0) + 1
                     todo.append(exc)
                     continue
                 dec = Decoded(rejected=[exc], seqs=handled)

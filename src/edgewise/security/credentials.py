@@ -9,9 +9,15 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
   one source (peer address) that source's further wrong secrets are refused for a growing
   pause (:class:`ThrottledError`), and counted; the right secret always passes, so no one
   can lock a device out, and an unknown id is answered as a wrong secret.
-* People and scripts get API tokens with a role: ``viewer`` reads, ``operator`` also
-  acknowledges and labels alerts, ``admin`` also manages devices and tokens. Device
-  secrets are not tokens: they can only send telemetry (and fetch their signed models).
+* People and scripts get API tokens with a role (:data:`ROLES_DOC`): ``viewer`` reads,
+  ``operator`` also acknowledges and labels alerts and rolls model releases out or back
+  (chooses which published, signed version a device or group runs), ``admin`` also manages
+  devices and tokens. Publishing a model version takes no token: it is done on the
+  gateway's machine (``edgewise registry publish``). Device secrets are not tokens: they
+  can only send telemetry (and fetch their signed models).
+* A device's secret can be replaced (:meth:`Security.rotate_device_secret`, ``edgewise
+  device rotate-secret``, ``POST /v1/devices/{id}/secret``): the old one stops working at
+  once, the device's data and groups stay.
 * A device may be put in groups (``add_device(name, groups=[...])``,
   :meth:`Security.set_device_groups`); the gateway serves a ``group:<name>`` model release
   only to the devices an admin put in that group, never to one that merely claims it.
@@ -86,12 +92,21 @@ from edgewise.telemetry import validate_device_id
 if TYPE_CHECKING:  # imported where used: edgewise.registry imports edgewise.security
     from edgewise.registry import Registry
 
-__all__ = ["AUDIT_GENESIS", "MAX_TOKEN_NAME", "ROLE_RANK", "AuditEntry", "AuditVerification",
-           "DeviceRecord", "Principal", "Security", "TokenRecord", "audit_hash"]
+__all__ = ["AUDIT_GENESIS", "MAX_TOKEN_NAME", "ROLES_DOC", "ROLE_RANK", "AuditEntry",
+           "AuditVerification", "DeviceRecord", "Principal", "Security", "TokenRecord",
+           "audit_hash"]
 
 log = logging.getLogger(__name__)
 
 ROLE_RANK = {"viewer": 1, "operator": 2, "admin": 3}
+#: What each role may do, as every description of the roles says it (the API's token
+#: schema, ``edgewise token create --help``).
+ROLES_DOC = (
+    "viewer reads; operator also acknowledges and labels alerts and rolls model releases "
+    "out or back (chooses which published, signed version a device or group runs: POST "
+    "/v1/registry/rollouts); admin also manages devices and tokens. Publishing a model "
+    "version takes no token: it is done on the gateway's machine (edgewise registry "
+    "publish).")
 #: The most characters an API token's name may have (CLI and HTTP alike).
 MAX_TOKEN_NAME = 64
 #: A token id's form (``secrets.token_hex(4)``); a name of this form is refused.
@@ -715,6 +730,53 @@ class Security:
         if cur.rowcount == 0:
             raise KeyError(f"Device {device_id!r} is not registered.")
         self.audit(actor, "device.delete", device_id)
+
+    def rotate_device_secret(self, device_id: str, *, actor: str = "cli") -> str:
+        """Give a registered device a new secret (a new salt and hash) and return it, shown
+        only here. The old secret stops working at once: HTTP looks the secret up at every
+        request, and a live MQTT connection made with it no longer carries the device's
+        credential tag (:meth:`device_credential`), so the gateway refuses its messages and
+        closes it (a gateway in another process within its revocation poll). The device's
+        id, groups, data and count of wrong secrets stay. Audited as
+        ``device.rotate_secret``.
+
+        ``KeyError`` naming the device when it is not registered (never was, or was
+        deleted: a deleted device gets a new secret only by being added again).
+
+        >>> import tempfile
+        >>> sec = Security(Path(tempfile.mkdtemp()))
+        >>> _, old = sec.add_device("pump-1")
+        >>> new = sec.rotate_device_secret("pump-1")
+        >>> sec.authenticate_device("pump-1", new)
+        >>> sec.authenticate_device("pump-1", old)
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.AuthError: Device 'pump-1' is unknown or the secret is wrong.
+        >>> sec.rotate_device_secret("pump-2")
+        Traceback (most recent call last):
+        ...
+        KeyError: "Device 'pump-2' is not registered; its secret cannot be rotated (register it with: edgewise device add pump-2)."
+        >>> sec.close()
+        """  # noqa: E501
+        secret = secrets.token_urlsafe(32)
+        salt = secrets.token_bytes(16)
+        with self._write_tx():
+            cur = self._db.execute(
+                "UPDATE devices SET salt = ?, secret_hash = ? WHERE id = ?",
+                (salt, _hash(salt, secret), device_id))
+            kept = cur.rowcount == 0 and self._db.execute(
+                "SELECT 1 FROM kept_data WHERE device_id = ?", (device_id,)).fetchone()
+        if cur.rowcount == 0:
+            if kept:
+                raise KeyError(
+                    f"Device {device_id!r} was deleted (its credentials revoked, its stored "
+                    f"data kept until it is deleted); a deleted device has no secret to "
+                    f"rotate: delete its data, then register it again with: edgewise "
+                    f"device add {device_id}.")
+            raise KeyError(f"Device {device_id!r} is not registered; its secret cannot be "
+                           f"rotated (register it with: edgewise device add {device_id}).")
+        self.audit(actor, "device.rotate_secret", device_id)
+        return secret
 
     def keep_data(self, device_id: str) -> None:
         """Note that ``device_id`` was deleted while a gateway held its data (``edgewise

@@ -62,8 +62,9 @@ Telemetry in, alerts out.
 **Devices** send telemetry with `Authorization: Bearer <device secret>` and `X-Device-Id`;
 a device secret can do nothing else. **People and scripts** use API tokens
 (`edgewise token create --role viewer|operator|admin`): *viewer* reads, *operator* also
-acknowledges and labels alerts, *admin* also manages devices and tokens; every admin
-action is audited.
+acknowledges and labels alerts and rolls model releases out or back (chooses which
+published, signed version a device or group runs), *admin* also manages devices and
+tokens; every admin action is audited.
 
 Every error is `application/problem+json` with the keys
 `type, title, status, detail, field, value, allowed, reason` (the `Problem` schema); each

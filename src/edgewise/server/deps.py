@@ -5,8 +5,9 @@ Two kinds of callers:
 * **Devices** send ``Authorization: Bearer <device secret>`` with ``X-Device-Id`` (or
   the id in the path). A device secret can only send telemetry.
 * **People and scripts** send ``Authorization: Bearer <API token>``; the token's role
-  decides what they may do: ``viewer`` reads, ``operator`` also acknowledges and
-  labels alerts, ``admin`` also manages devices and tokens.
+  decides what they may do (:data:`edgewise.security.credentials.ROLES_DOC`): ``viewer``
+  reads, ``operator`` also acknowledges and labels alerts and rolls model releases out or
+  back, ``admin`` also manages devices and tokens.
 
 Route signatures say it with a type, e.g. ``who: Operator``. Routes built around parts of
 their own (the registry's :func:`~edgewise.server.routes.models.make_router`) pass their

@@ -1,4 +1,5 @@
-"""Devices: list, register (admin), delete with all their data (admin), fleet health.
+"""Devices: list, register (admin), replace a device's secret (admin), delete with all
+their data (admin), fleet health.
 
 A device known to the store but no longer registered (its credentials were revoked
 while its data stayed) is still listed, with ``registered: false``, so its data can
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from edgewise.errors import InvalidParameterError
+from edgewise.errors import InvalidParameterError, StoreError
 from edgewise.server.deps import (
     Admin,
     PipelineDep,
@@ -288,6 +289,45 @@ def add_device(
             "groups": security.device_groups(device_id)}
 
 
+class DeviceSecret(BaseModel):
+    """A device's new secret, from ``POST /v1/devices/{device_id}/secret``; shown only once."""
+
+    id: str
+    secret: str = Field(description=(
+        "Send as 'Authorization: Bearer <secret>' (HTTP) or as the MQTT password. Not "
+        "stored; the old secret is refused from now on."))
+
+
+@router.post(
+    "/v1/devices/{device_id}/secret", response_model=DeviceSecret,
+    summary="Replace a device's secret (admin); answers the new one once",
+    responses={404: {"description": "No device of that id is registered (never was, or "
+                     "was deleted: a deleted device gets a secret by being added again)."}},
+)
+def rotate_device_secret(device_id: DeviceId, who: Admin,
+                         security: SecurityDep) -> dict[str, str]:
+    """Give a registered device a new secret (a leaked one stops working): the old secret
+    is refused at once, over HTTP and MQTT (a connection made with it is closed); the
+    device keeps its id, groups and stored data. The new secret is in this answer only.
+    Audited as ``device.rotate_secret``. ``edgewise device rotate-secret --device ID`` does
+    the same on the gateway's machine."""
+    try:
+        secret = security.rotate_device_secret(device_id, actor=who.actor)
+    except KeyError:
+        shown = shorten(device_id)
+        why = (f"it was deleted (its stored data is kept until DELETE /v1/devices/{shown} "
+               f"succeeds); a deleted device gets a secret by being registered again "
+               f"(POST /v1/devices)" if security.data_kept(device_id)
+               else "register it with POST /v1/devices")
+        raise Problem(
+            404, "Unknown device", f"Device {shown!r} is not registered, so it has no secret "
+            f"to replace: {why}.", field="device_id", value=device_id,
+            allowed="a registered device's id, as GET /v1/devices lists it "
+            "(registered: true)", reason="unknown_device",
+        ) from None
+    return {"id": device_id, "secret": secret}
+
+
 @router.delete("/v1/devices/{device_id}", summary="Delete a device and all its data (admin)",
                response_model=None, responses=_documented(DeviceDeleted))
 def delete_device(
@@ -306,11 +346,19 @@ def delete_device(
     at its next open (or ``edgewise store purge``); on PostgreSQL it is true after any
     deletion, whose bytes stay as dead tuples until ``edgewise store purge``; null for a
     store that does not tell. ``broken_logs`` names the write-ahead logs ``edgewise
-    repair`` moved aside, which still hold the device's readings logged before a crash."""
+    repair`` moved aside, which still hold the device's readings logged before a crash.
+    When the store's deletion fails, the answer is 503 (reason ``store_error``) saying what
+    was done already (credentials revoked, releases withdrawn), with
+    ``credentials_deleted`` and ``releases_withdrawn``: the data is kept and the id refused
+    by ``POST /v1/devices`` and ``edgewise device add`` until a later deletion succeeds."""
     registered = security.has_device(device_id)
     if not known_device(security, store, device_id):
         raise not_found(device_id)
     actor = who.actor
+    # before anything is revoked, as 'edgewise device delete' does: until the store's
+    # deletion below succeeds (data_deleted), the id is refused by every way of adding a
+    # device (a new device under it would be acked the old one's seqs)
+    security.keep_data(device_id)
     if registered:
         try:
             security.delete_device(device_id, actor=actor)
@@ -318,8 +366,11 @@ def delete_device(
             registered = False
     releases = withdraw_releases(request.app.state.registry, security, device_id, actor)
     pipeline.forget_device(device_id)
-    with pipeline.commit_lock:  # a commit under way for the device lands before, not after
-        rows = store.delete_device(device_id)
+    try:
+        with pipeline.commit_lock:  # a commit under way for the device lands before, not after
+            rows = store.delete_device(device_id)
+    except StoreError as exc:
+        raise _data_not_deleted(device_id, registered, releases, exc) from None
     # DuckDB: True when its purge failed (the deletion stands; it logged why)
     pending = getattr(store, "purge_pending", None) if rows else False
     labels = label_store(request, security, settings).delete_device(device_id, who=actor)
@@ -339,6 +390,27 @@ def delete_device(
             "labels_deleted": labels, "label_models_deleted": models,
             "releases_withdrawn": releases, "purge_pending": pending,
             "broken_logs": kept}
+
+
+def _data_not_deleted(device_id: str, registered: bool, releases: list[int],
+                      exc: StoreError) -> Problem:
+    """The 503 of a deletion whose store deletion failed: what was done already (credentials
+    revoked, releases withdrawn, the pipeline's state of the device forgotten), that the
+    data is kept and the id refused until it is deleted, and how to finish."""
+    done = ["credentials revoked" if registered else "the device was not registered"]
+    if releases:
+        done.append(f"model releases {', '.join(map(str, releases))} withdrawn")
+    done.append("the gateway's state of the device (seqs, detectors, open alert) forgotten")
+    return Problem(
+        503, "Store unavailable",
+        f"Device {shorten(device_id)!r}: {'; '.join(done)}; but its stored data was NOT "
+        f"deleted: {str(exc).rstrip('.')}. The data is kept, and the id cannot be registered "
+        f"again until it is deleted: send DELETE /v1/devices/{shorten(device_id)} again once "
+        f"the store answers.",
+        reason="store_error",
+        extra={"credentials_deleted": registered, "releases_withdrawn": releases,
+               "data_kept": True},
+    )
 
 
 @router.get(

@@ -22,9 +22,13 @@
   instead) and every agent refuses it until the same rollout is run again (the gateway logs
   a warning for each at start).
 * ``POST /v1/registry/rollouts`` (operator token): ``{"name", "version", "target",
-  "rollback": false, "expires_days": 30}`` signs a release; audited. ``expires_days`` must
-  be at least one hour (1/24, :data:`~edgewise.registry.MIN_EXPIRY_DAYS`: a release that
-  expires before its devices can fetch it is refused by every one) and at most 3650; else 422.
+  "rollback": false, "expires_days": 30}`` signs a release; audited. Rolling out and back
+  is an operator's work: it chooses which published (signed) version a device or group
+  runs, among those published; publishing a version takes no token at all (``edgewise
+  registry publish``, on the gateway's machine), and a viewer's rollout is 403.
+  ``expires_days`` must be at least one hour (1/24,
+  :data:`~edgewise.registry.MIN_EXPIRY_DAYS`: a release that expires before its devices
+  can fetch it is refused by every one) and at most 3650; else 422.
   ``target`` must be ``device:<id>`` of a registered device or ``group:<name>``, the id or
   name as ``edgewise device add`` takes it (not blank, no ``:``); else 422 naming ``target``
   (reason ``unknown_device`` for an id no device is registered with: its release would wait
@@ -333,6 +337,10 @@ def make_router(registry: Registry, security: Security,
                              "not the issued key ('key_mismatch'), or the version's stored "
                              "model is damaged ('blob_damaged')."}})
     def rollout(body: RolloutRequest, p: Principal = operator) -> dict[str, Any]:
+        """Sign a release of a published version to ``device:<id>`` or ``group:<name>``
+        (operator or admin token; a viewer's is 403): an operator chooses which published,
+        signed version a device or group runs, a rollback included. Publishing a version
+        is not done over HTTP: ``edgewise registry publish`` on the gateway's machine."""
         try:
             check_expires_days(body.expires_days, "Field 'expires_days'")
         except InvalidParameterError as exc:

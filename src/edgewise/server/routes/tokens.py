@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgewise.errors import InvalidParameterError
-from edgewise.security.credentials import MAX_TOKEN_NAME
+from edgewise.security.credentials import MAX_TOKEN_NAME, ROLES_DOC
 from edgewise.server.deps import Admin, SecurityDep, Viewer
 from edgewise.server.problems import Problem
 
@@ -35,10 +35,7 @@ class NewToken(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["admin", "operator", "viewer"] = Field(
-        description="viewer reads; operator also acknowledges and labels alerts; "
-        "admin also manages devices and tokens."
-    )
+    role: Literal["admin", "operator", "viewer"] = Field(description=ROLES_DOC)
     # the limit is checked by Security.create_token, as for the CLI; here it is documented
     name: str = Field(default="", json_schema_extra={"maxLength": MAX_TOKEN_NAME},
                       description="Who or what will use it (default: the role); no control "
