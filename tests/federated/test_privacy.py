@@ -12,6 +12,7 @@ from edgewise.federated.inprocess import InProcessGrid
 from edgewise.federated.model import build_model, train_local
 from edgewise.federated.privacy import (
     device_level_epsilon,
+    device_noise_for_epsilon,
     dp_sgd_epsilon,
     noise_for_epsilon,
     rdp_epsilon,
@@ -38,7 +39,11 @@ def test_opacus_accountant_agrees():
 def test_noise_for_epsilon_inverts_the_accountant():
     """Check that the calibrated noise meets the target and is not much larger than needed."""
     z = noise_for_epsilon(1.0, sampling_rate=1.0, steps=10)
-    assert device_level_epsilon(z, 10) <= 1.0 < device_level_epsilon(0.97 * z, 10)
+    assert rdp_epsilon(z, 1.0, 10) <= 1.0 < rdp_epsilon(0.97 * z, 1.0, 10)
+    # device-level: one device replaced faces z/2, so it takes twice the noise
+    zd = device_noise_for_epsilon(1.0, 10)
+    assert device_level_epsilon(zd, 10) <= 1.0 < device_level_epsilon(0.97 * zd, 10)
+    assert zd == pytest.approx(2 * z, rel=2e-3)
 
 
 def test_bad_accountant_arguments_are_refused():

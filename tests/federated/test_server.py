@@ -42,7 +42,7 @@ def test_checkpoint_lets_a_stopped_run_resume(tmp_path):
     resumed = _run(grid, rounds=3, checkpoint=ckpt)
     assert load_checkpoint(ckpt)[1] == 3
     rounds_sent = {e["round"] for e in resumed.wire if e["phase"] == "train"}
-    assert rounds_sent == {1}  # one round left; no normaliser round again
+    assert rounds_sent == {3}  # one round left, the run's third; no normaliser round again
     assert not any(np.array_equal(resumed.arrays[k].numpy(), v.numpy())
                    for k, v in first.arrays.items() if v.numpy().size > 1)
 

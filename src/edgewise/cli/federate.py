@@ -236,11 +236,23 @@ def _check_strategy(strategy: str, clients: int, **kw: Any) -> None:
         why = refusal(f)
         if why is None:
             return
+        if strategy == "bulyan" and f == 0:  # Bulyan keeping every update is a plain mean
+            if "num_malicious_nodes" in kw:
+                raise fail("--strategy bulyan with --num-malicious 0 (the default) keeps every "
+                           "update and averages them all: a plain mean that one attacker "
+                           "moves at will. Use --num-malicious 1 or more (Bulyan then needs "
+                           "--clients >= 4f + 3 = 7) or --strategy trimmed.")
+            raise fail("--strategy bulyan needs f >= 1 malicious clients to tolerate (with "
+                       "f = 0 it is a plain mean that one attacker moves at will), and demo "
+                       "runs with f = 0. Use --strategy trimmed here, or `edgewise federate "
+                       "server --strategy bulyan --num-malicious 1` with 7 or more clients.")
         # Each rule tolerates fewer malicious clients the fewer clients there are: the most
-        # this fleet allows is the largest f below the one given that the rule accepts.
+        # this fleet allows is the largest f below the one given that the rule accepts (and
+        # the least the smallest: Bulyan refuses f = 0).
         most = next((g for g in range(f - 1, -1, -1) if refusal(g) is None), None)
         if most is not None:
-            allowed = "0" if most == 0 else f"0 to {most}"
+            least = next(g for g in range(most + 1) if refusal(g) is None)
+            allowed = str(most) if least == most else f"{least} to {most}"
             more = "" if strategy == "fedavg" else " (or more clients)"
             raise fail(f"--num-malicious {f} is more than --strategy {strategy} can tolerate "
                        f"with {clients} clients; valid: --num-malicious {allowed}{more}. {why}")

@@ -280,7 +280,7 @@ class RunLedger:
     >>> led.record_round(1, {"7": (1.0, 0.05, 20)}, reported=2.4)
     >>> led.device_round(1, noise_multiplier=2.0, num_devices=3, sample_size=3)
     >>> led.device_rounds(), round(led.device_epsilon(1e-5), 3)
-    (1, 2.166)
+    (1, 4.729)
     >>> round(led.record_epsilon(1e-5), 3), led.record_rounds()
     (2.481, 1)
     """

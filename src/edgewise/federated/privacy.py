@@ -3,14 +3,16 @@
 Two units, two mechanisms, one accountant (Google's ``dp-accounting`` RDP accountant;
 Flower itself reports no ε for a run):
 
-* **Device-level** (a whole device's data may be added or removed): Flower's
-  ``DifferentialPrivacyServerSideFixedClipping`` clips each device's update to norm C and
-  adds Gaussian noise of standard deviation z·C/m to the equal-weight average of the m
-  devices sampled that round. With all n devices in every round (no amplification) R rounds
-  cost :func:`device_level_epsilon` (z, R); with m < n sampled per round (Flower's fixed-size
-  sampling without replacement) the accountant uses the matching subsampled bound.
-  Meaningful only for large fleets: the noise is z·C/m per coordinate against a signal of
-  at most C.
+* **Device-level** (a whole device's data may be replaced by any other: the devices taking
+  part are known to the server): Flower's ``DifferentialPrivacyServerSideFixedClipping``
+  clips each device's update to norm C and adds Gaussian noise of standard deviation z·C/k
+  to the equal-weight average of the k updates averaged that round. Replacing one device's
+  update moves that mean by up to 2C/k, so each round is a Gaussian mechanism of noise
+  multiplier z/2 for replace-one neighbours. With all n devices in every round (no
+  amplification) R rounds cost :func:`device_level_epsilon` (z, R); with m < n sampled per
+  round (Flower's fixed-size sampling without replacement) the accountant uses the matching
+  subsampled bound, never above the unsampled one. Meaningful only for large fleets: the
+  noise is z·C/k per coordinate against a signal of at most C.
 * **Record-level** (one reading/window of one device): DP-SGD on each device with Opacus
   (per-sample clipping, noise multiplier z). Opacus's ``DPDataLoader`` samples each record
   with probability q = 1/⌈records/batch⌉ (Poisson) and takes ⌊1/q⌋ steps per epoch, not
@@ -258,23 +260,39 @@ def device_level_epsilon(
 ) -> float:
     """ε of device-level DP (Flower's fixed-clipping wrapper) after ``rounds`` rounds.
 
-    With every device in every round (``sample_size`` None or equal to ``num_devices``) each
-    round is one Gaussian mechanism of noise multiplier z (sensitivity C/m of the mean of m
-    clipped updates, a device added or removed). When Flower samples ``sample_size`` of the
-    ``num_devices`` per round (fixed size, without replacement, as ``FedAvg`` does) the
-    accountant uses the sampled-without-replacement RDP bound, which is stated for
-    replace-one neighbours: replacing a device moves the mean by up to 2C/m, so the
-    accountant sees z/2. Conservative, and exact about what Flower does.
+    The neighbours are replace-one (one device's whole history swapped for another's; the
+    devices taking part are known). The server averages the k updates it received with
+    equal weights and adds noise of sd z·C/k; replacing one device's clipped update moves
+    that mean by up to 2C/k, so each round is one Gaussian mechanism of noise multiplier
+    z/2. (Accounting it at z, as the sensitivity C/k of a device added or removed, was
+    wrong: with the mean taken over the k received, adding a device to the k also moves it
+    by up to 2C/k.) With every device in every round (``sample_size`` None or equal to
+    ``num_devices``) that is the whole accounting. When Flower samples ``sample_size`` of
+    the ``num_devices`` per round (fixed size, without replacement, as ``FedAvg`` does) the
+    accountant also takes the sampled-without-replacement RDP bound (stated for replace-one
+    neighbours) and the smaller ε of the two holds: that bound is loose when nearly every
+    device is sampled, and sampling can only help (a round is a mixture, over the sample,
+    of mechanisms each at most the unsampled one).
 
     >>> device_level_epsilon(noise_multiplier=5.0, rounds=10) < device_level_epsilon(2.0, 10)
+    True
+    >>> round(device_level_epsilon(2.0, 10), 3) == round(rdp_epsilon(1.0, 1.0, 10), 3)
     True
     >>> full = device_level_epsilon(2.0, 50, num_devices=260, sample_size=260)
     >>> full > device_level_epsilon(2.0, 50, num_devices=260, sample_size=26)
     True
+    >>> full >= device_level_epsilon(2.0, 50, num_devices=260, sample_size=259)
+    True
     """
+    if noise_multiplier <= 0 or rounds < 0:
+        raise InvalidParameterError(
+            "device_level_epsilon needs noise_multiplier > 0 and rounds >= 0. Got "
+            f"{noise_multiplier} and {rounds} instead.")
+    # replace-one: one device moves the mean of the k averaged by up to 2C/k, noise z·C/k
+    unsampled = rdp_epsilon(noise_multiplier / 2.0, 1.0, rounds, delta)
     if num_devices is None or sample_size is None or sample_size >= num_devices:
-        return rdp_epsilon(noise_multiplier, 1.0, rounds, delta)
-    if not 1 <= sample_size or noise_multiplier <= 0 or rounds < 0:
+        return unsampled
+    if not 1 <= sample_size:
         raise InvalidParameterError(
             "device_level_epsilon needs sample_size >= 1, noise_multiplier > 0 and "
             f"rounds >= 0. Got {sample_size}, {noise_multiplier}, {rounds} instead."
@@ -285,7 +303,7 @@ def device_level_epsilon(
 
     event = dp_accounting.SampledWithoutReplacementDpEvent(
         num_devices, sample_size, dp_accounting.GaussianDpEvent(noise_multiplier / 2.0))
-    return _composed_epsilon([(event, rounds)], delta, replace_one=True)
+    return min(_composed_epsilon([(event, rounds)], delta, replace_one=True), unsampled)
 
 
 def device_noise_for_epsilon(

@@ -18,7 +18,9 @@ gives sensor bounds: :mod:`edgewise.federated.stats_privacy`).
 
 What the server can still check, and does (:func:`run_secagg`): each device's train
 metrics arrive in the clear, so one that is not a finite number (or an ε below 0) refuses
-the round, naming the device; so does its example count, when outside ``[1, max_weight]``
+the round, naming the device, as does, when the run asked for record-level DP-SGD, a reply
+stating no DP-SGD mechanism (reason ``no-dp-sgd``: its update would void the ε reported);
+so does its example count, when outside ``[1, max_weight]``
 or above 10× the round's median (the smaller of two) (SecAgg+ weights the masked
 parameters by it before the server sees them, so it cannot be clipped afterwards); the
 aggregate must be finite and move the global model by at most 10× the median move of the
@@ -110,6 +112,7 @@ def run_secagg(
     clipping_range: float = 8.0,
     timeout: float | None = None,
     extra_config: dict[str, Any] | None = None,
+    dp_sgd: bool = False,
 ) -> SecAggResult:
     """``rounds`` rounds of FedAvg under SecAgg+ over ``grid``; return the global arrays and,
     for each round that aggregated, the devices' train metrics (:class:`SecAggResult`).
@@ -121,6 +124,8 @@ def run_secagg(
 
     ``extra_config`` is added to every round's fit config (``dp-stats-noise``: the run's DP
     release of the normaliser statistics, which the devices' DP-SGD plan makes room for).
+    With ``dp_sgd`` (the run asked for record-level DP-SGD) a round in which a reply states
+    no DP-SGD mechanism is refused (reason ``"no-dp-sgd"``).
 
     ``num_shares``/``reconstruction_threshold`` are Flower's (a fraction means a share of
     the sampled devices); ``max_weight`` bounds every device's example count: the devices
@@ -155,7 +160,7 @@ def run_secagg(
 
     aggregated: dict[int, dict[str, float]] = {}
     spent: dict[int, dict[str, float]] = {}
-    screen = _AggregateScreen(initial, max_weight=max_weight)
+    screen = _AggregateScreen(initial, max_weight=max_weight, dp_sgd=dp_sgd)
 
     class _Counted(FedAvg):  # type: ignore[misc]
         """Flower's legacy FedAvg, checking each round's example counts and aggregate
@@ -218,8 +223,9 @@ class _AggregateScreen:
     the clear but only the sum of the parameters (see the module docstring)."""
 
     def __init__(self, initial: list[np.ndarray], *, max_weight: float,
-                 max_norm_ratio: float = 10.0) -> None:
+                 max_norm_ratio: float = 10.0, dp_sgd: bool = False) -> None:
         self.current = [np.asarray(a, dtype=np.float64) for a in initial]
+        self.dp_sgd = dp_sgd
         self.max_weight = float(max_weight)
         self.max_norm_ratio = max_norm_ratio
         self.norm_history: list[float] = []
@@ -239,22 +245,26 @@ class _AggregateScreen:
 
     def metrics_ok(self, server_round: int, results: Any) -> list[Any]:
         """The ``results`` whose metrics (in the clear) are all finite numbers, with
-        ``dp-sgd-epsilon`` >= 0 (:func:`~edgewise.federated.strategies.metrics_problem`).
+        ``dp-sgd-epsilon`` >= 0 (:func:`~edgewise.federated.strategies.metrics_problem`),
+        and, with ``dp_sgd``, a DP-SGD mechanism
+        (:func:`~edgewise.federated.strategies.dp_sgd_problem`, reason ``no-dp-sgd``).
         With any other, the round is refused naming the first such device: SecAgg+ cannot
         leave its masked update out of the sum alone. What the round's devices spent is
         read from every reply all the same (:func:`_spent_metrics`)."""
-        from edgewise.federated.strategies import metrics_problem
+        from edgewise.federated.strategies import dp_sgd_problem, metrics_problem
 
         usable, bad = [], []
         for proxy, res in results:
-            why = metrics_problem(res.metrics or {})
+            reason, why = "metrics", metrics_problem(res.metrics or {})
+            if why is None and self.dp_sgd:
+                reason, why = "no-dp-sgd", dp_sgd_problem(res.metrics or {})
             if why is None:
                 usable.append((proxy, res))
             else:
-                bad.append((_node_of(proxy), why))
+                bad.append((_node_of(proxy), reason, why))
         if bad:
-            node, why = bad[0]
-            self._refuse(server_round, node, "metrics",
+            node, reason, why = bad[0]
+            self._refuse(server_round, node, reason,
                          f"device (node {node}): {why}"
                          + (f" ({len(bad) - 1} more device(s) too)" if len(bad) > 1 else "")
                          + "; SecAgg+ cannot leave its masked update out of the sum alone")

@@ -86,10 +86,16 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
     are really averaged.
 
     Flower adds noise of standard deviation ``z * C / m`` for the ``m`` devices sampled.
-    When only ``k < m`` updates reach the mean (a device dropped out, or the screen refused
-    one), the mean's sensitivity is ``C / k``, so that noise is an effective multiplier of
-    ``z * k / m`` and the ε the run reports (for ``z``) would be too small. Here the noise
-    is ``z * C / k`` in every round, so the reported ε holds whatever the count.
+    The mean is taken over the ``k`` updates that reach it (``k < m`` when a device dropped
+    out, or the screen refused one), and replacing one device's clipped update moves it by
+    up to ``2 C / k``; noise sized for ``m`` would be too small whenever ``k < m``. Here the
+    noise is ``z * C / k`` in every round: a Gaussian mechanism of noise multiplier ``z / 2``
+    for one device replaced, whatever the count, which is what
+    :func:`~edgewise.federated.privacy.device_level_epsilon` accounts.
+
+    Flower clips each update against the global model by position (the arrays' order), so
+    each reply's arrays are first put in the global model's order (a device sending the
+    same names in another order escaped the clip, or crashed the round).
 
     That noise covers a mean in which each of the ``k`` clipped updates counts ``1 / k``.
     The wrapped FedAvg weights by the devices' own ``unit-weight``, so every update is
@@ -102,8 +108,10 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: (round, node id, the weight it reported) of each update averaged with weight 1
-        #: instead of the weight its device reported.
+        #: instead of the weight its device reported (the run's round: Flower's plus
+        #: :attr:`round_offset`, the rounds a resumed run had done).
         self.reweighted: list[tuple[int, int, Any]] = []
+        self.round_offset = 0
 
     def equal_weights(self, server_round: int, replies: list[Message], *,
                       invalid_too: bool = True) -> None:
@@ -123,11 +131,24 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
                 if not valid and not invalid_too:
                     continue
                 node = int(msg.metadata.src_node_id)
-                self.reweighted.append((server_round, node, w))
+                run_round = self.round_offset + server_round
+                self.reweighted.append((run_round, node, w))
                 log.warning("round %d: device (node %d) reported %r %r; under device-level "
                             "DP every update is averaged with weight 1 (the noise is sized "
-                            "for that), so it counts as 1", server_round, node, key, w)
+                            "for that), so it counts as 1", run_round, node, key, w)
                 metrics[key] = 1
+
+    def in_model_order(self, replies: list[Message]) -> None:
+        """Put each reply's arrays in the global model's order, in place, when they hold
+        the model's names (Flower's clip pairs them with the model by position; another
+        set of names is left for the screen, or Flower, to refuse)."""
+        order = list(self.current_arrays.keys())
+        for msg in replies:
+            if msg.has_error():
+                continue
+            for name, record in list(msg.content.array_records.items()):
+                if list(record.keys()) != order and set(record.keys()) == set(order):
+                    msg.content[name] = ArrayRecord({k: record[k] for k in order})
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -135,6 +156,7 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
         content."""
         replies = list(replies)
         self.equal_weights(server_round, replies)
+        self.in_model_order(replies)
         k = sum(1 for m in replies if not m.has_error())
         if k == 0:
             return super().aggregate_train(server_round, replies)
@@ -155,8 +177,10 @@ class _DeviceDPScreen(RobustStrategy):
     positive finite number is still refused by the screen, as a malformed reply.
     """
 
-    def __init__(self, dp: _DeviceDP, num_malicious_nodes: int = 0) -> None:
-        super().__init__(dp, num_malicious_nodes=num_malicious_nodes)
+    def __init__(self, dp: _DeviceDP, num_malicious_nodes: int = 0, *,
+                 require_dp_sgd: bool = False) -> None:
+        super().__init__(dp, num_malicious_nodes=num_malicious_nodes,
+                         require_dp_sgd=require_dp_sgd)
         self.weighted_by_key = "unit-weight"
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -211,7 +235,7 @@ class WireLog(Strategy):
 
     def _record(self, server_round: int, phase: str, replies: list[Message]) -> None:
         for msg in replies:
-            entry: dict[str, Any] = {"round": server_round, "phase": phase,
+            entry: dict[str, Any] = {"round": self.round_offset + server_round, "phase": phase,
                                      "node": int(msg.metadata.src_node_id),
                                      "error": msg.has_error()}
             if not msg.has_error():
@@ -252,7 +276,7 @@ class WireLog(Strategy):
             why = (f"every one of the {len(replies)} devices failed; first error: "
                    f"{str(failed[0].error.reason)[:300]}" if replies else
                    "no device answered within the round timeout")
-            raise FederatedRunError(f"Round {server_round}: {why}")
+            raise FederatedRunError(f"Round {self.round_offset + server_round}: {why}")
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         if self.phase == "stats":
             return arrays, metrics
@@ -320,9 +344,14 @@ class _StatsRound(FedAvg):
     """The normaliser round: screen every device's statistics, then combine them.
 
     Each reply must hold ``count`` (C,), ``sum`` (C, F) and ``sumsq`` (C, F), all finite,
-    counts >= 0 with at least one record, and ``sumsq >= sum**2 / count`` per cell (up to
-    rounding): anything else is a malformed reply and stops the run naming the device. The
-    devices' self-reported weights are ignored (the statistics carry their own counts).
+    counts >= 0 with at least one record, ``sumsq >= sum**2 / count`` per cell (up to
+    rounding), and the feature count most devices send: anything else is a malformed reply,
+    left out of the normaliser with a warning naming the device, and listed in ``malformed``
+    (node ids) and ``refused`` (round 0, reason ``"malformed-stats"``). One device could
+    otherwise end the run with a negative count. The run fails only when, after such a
+    refusal, fewer than ``2 max(f, 1) + 1`` devices are left to combine (too few to trim
+    ``max(f, 1)`` per side). The devices' self-reported weights are ignored (the statistics
+    carry their own counts).
 
     Per condition and feature the devices' own means and variances are combined by a
     trimmed mean that drops the ``max(f, 1)`` largest and smallest values (``f`` declared
@@ -354,6 +383,7 @@ class _StatsRound(FedAvg):
         self.dp_noise = float(dp_noise)
         self.empty: list[int] = []  # under DP: devices whose every condition came out absent
         self.undp: list[int] = []  # under DP: devices whose reply does not state the noise
+        self.malformed: list[int] = []  # devices whose statistics were malformed
         self.refused: list[dict[str, Any]] = []  # those, as the robust rule's refusals
         self.normaliser: ConditionNormaliser | None = None
 
@@ -415,28 +445,52 @@ class _StatsRound(FedAvg):
                       "the statistics of any data")
         return count, total, squares
 
+    def _leave_out(self, msg: Message, detail: str) -> None:
+        """Log a device's malformed statistics and list it in ``malformed`` and ``refused``."""
+        node = int(msg.metadata.src_node_id)
+        log.warning("%s It is left out of the normaliser.", detail)
+        self.malformed.append(node)
+        self.refused.append({"server_round": 0, "node_id": node, "reason": "malformed-stats",
+                             "detail": detail})
+
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Screen each device's statistics and combine them (see the class docstring)."""
         ok = [m for m in replies if not m.has_error()]
         if self.dp_noise > 0:  # statistics sent without the DP asked for stay out
             ok = [m for m in ok if self._released_with_dp(m)]
-        stats = [self._check(m) for m in ok]
+        checked: list[tuple[Message, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
+        for msg in ok:
+            try:
+                checked.append((msg, self._check(msg)))
+            except FederatedRunError as exc:  # one device must not end the run
+                self._leave_out(msg, str(exc))
         if self.dp:  # a device too small for the noise reports every condition as absent
-            self.empty = [int(m.metadata.src_node_id) for m, st in zip(ok, stats, strict=True)
-                          if not st[0].any()]
-            ok = [m for m, st in zip(ok, stats, strict=True) if st[0].any()]
-            stats = [st for st in stats if st[0].any()]
-        if not stats:
+            self.empty = [int(m.metadata.src_node_id) for m, st in checked if not st[0].any()]
+            checked = [(m, st) for m, st in checked if st[0].any()]
+        if checked:
+            widths = [st[1].shape[1] for _, st in checked]
+            width = max(set(widths), key=widths.count)  # the feature count most devices send
+            for msg, st in checked:
+                if st[1].shape[1] != width:
+                    self._leave_out(msg, (
+                        f"Normaliser round: device (node {int(msg.metadata.src_node_id)}) "
+                        f"sent malformed statistics: {st[1].shape[1]} features where the "
+                        f"other devices send {width}."))
+            checked = [(m, st) for m, st in checked if st[1].shape[1] == width]
+        need = 2 * max(self.num_malicious_nodes, 1) + 1
+        if self.malformed and len(checked) < need:
+            first = next(e["detail"] for e in self.refused if e["reason"] == "malformed-stats")
+            raise FederatedRunError(
+                f"Normaliser round: {len(self.malformed)} device(s) (nodes {self.malformed}) "
+                f"sent malformed statistics and were left out (first: {first}); "
+                f"{len(checked)} device(s) are left, fewer than the 2 max(f, 1) + 1 = {need} "
+                f"(f={self.num_malicious_nodes}) a trimmed combination needs to trim "
+                f"{max(self.num_malicious_nodes, 1)} per side. Fix or disconnect those "
+                "devices, or run with more devices.")
+        if not checked:
             return None, None
-        widths = [t.shape[1] for _, t, _ in stats]
-        width = max(set(widths), key=widths.count)  # the feature count most devices send
-        for msg, w in zip(ok, widths, strict=True):
-            if w != width:
-                raise FederatedRunError(
-                    f"Normaliser round: device (node {int(msg.metadata.src_node_id)}) sent "
-                    f"malformed statistics: {w} features where the other devices send "
-                    f"{width}.")
+        stats = [st for _, st in checked]
         self.normaliser = _robust_normaliser(stats, max(self.num_malicious_nodes, 1))
         return ArrayRecord(), MetricRecord()
 
@@ -482,7 +536,9 @@ def fit_normaliser(grid: Grid, n_conditions: int, num_nodes: int,
     records what each replying device spent (one step ``(z, 1.0, 1)``, ε at ``delta``). A
     reply that does not state ``dp-stats-noise`` >= z is left out of the normaliser and
     added to ``rejected`` when given (round 0, reason ``"no-dp-stats"``); with no device
-    left, the run fails.
+    left, the run fails. A malformed reply is left out the same way (reason
+    ``"malformed-stats"``); the run then fails when fewer than ``2 max(f, 1) + 1`` devices
+    are left (:class:`_StatsRound`).
     """
     config = ConfigRecord({"phase": "stats"})
     spent: tuple[float, float, dict[str, Any]] | None = None
@@ -879,10 +935,13 @@ def run_federated(
             f"whose sensitivity is dp_clip/m; strategy={strategy!r} lets one device move the "
             "model by up to dp_clip. Use strategy='fedavg' or dp_noise=0."
         )
+    # A run that asked for record-level DP-SGD refuses an update trained without it
+    # (reason "no-dp-sgd"): averaged in, it voids the epsilon reported for the model.
     rule = make_strategy(strategy, num_nodes=min_nodes, num_malicious_nodes=num_malicious_nodes,
                          beta=beta, robust=robust and dp_noise <= 0, sample_size=m,
                          weighted_by_key="unit-weight" if dp_noise > 0 else "num-examples",
-                         fraction_evaluate=1.0 if evaluate else 0.0)
+                         fraction_evaluate=1.0 if evaluate else 0.0,
+                         require_dp_sgd=dp_sgd_epsilon > 0)
     template = build_model(kind, n_features, seed=seed).state_dict()
     if ckpt is not None and ckpt.exists():
         check_resume(ckpt, rounds=rounds, dp_noise=dp_noise, dp_sgd_epsilon=dp_sgd_epsilon,
@@ -908,8 +967,12 @@ def run_federated(
         inner = _DeviceDP(
             rule, noise_multiplier=dp_noise, clipping_norm=dp_clip, num_sampled_clients=m
         )
+        inner.round_offset = done
         if robust:
-            rule = inner = _DeviceDPScreen(inner, num_malicious_nodes=num_malicious_nodes)
+            rule = inner = _DeviceDPScreen(inner, num_malicious_nodes=num_malicious_nodes,
+                                           require_dp_sgd=dp_sgd_epsilon > 0)
+    if isinstance(rule, RobustStrategy):  # refusals and skipped rounds carry the run's round
+        rule.round_offset = done
     wire = WireLog(inner, ledger=ledger, round_offset=done,
                    device_dp=(dp_noise, min_nodes, m) if dp_noise > 0 else None)
     wire.entries.extend(stats_wire)
@@ -1023,7 +1086,7 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
         grid, kind=kind, n_features=n_features, normaliser=normaliser, num_nodes=num_nodes,
         rounds=rounds, seed=seed, timeout=round_timeout,
         extra_config={"dp-stats-noise": float(release["noise_multiplier"])}
-        if release else None)
+        if release else None, dp_sgd=dp_sgd_epsilon > 0)
     # Flower's SecAgg+ dequantises to float64; the model (and a plain run's) is the
     # template's dtype (float32), which the registered payload keeps whatever --secagg.
     template = build_model(kind, n_features).state_dict()

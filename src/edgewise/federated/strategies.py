@@ -7,11 +7,15 @@ self-reported ``"num-examples"``. :class:`RobustStrategy` wraps any Flower strat
 way Flower's DP wrappers do (it overrides ``aggregate_train`` and delegates the rest) and
 
 1. refuses configurations that break the rule's own condition, naming n, f and β
-   (Krum needs n > 2f + 2, Bulyan n ≥ 4f + 3, the trimmed mean ⌊βn⌋ ≥ f and 2⌊βn⌋ < n);
+   (Krum needs n > 2f + 2, Bulyan n ≥ 4f + 3 and f ≥ 1 (with f = 0 it averages every
+   update: a plain mean), the trimmed mean ⌊βn⌋ ≥ f and 2⌊βn⌋ < n);
 2. checks every update before it counts: the same record names and metric keys as the
    round's other replies (Flower refuses the whole round otherwise), every metric a finite
-   number (``dp-sgd-epsilon`` also >= 0: the privacy accounting reads them), same array
-   names and shapes as the global model, all values finite, update norm at most
+   number (``dp-sgd-epsilon`` also >= 0: the privacy accounting reads them), a DP-SGD
+   mechanism when the run asked for record-level DP (``require_dp_sgd``: reason
+   ``no-dp-sgd``), same array names and shapes as the global model (the arrays are then
+   put in the model's order: Krum, Bulyan and Flower's DP clip pair them by position),
+   all values finite, update norm at most
    ``max_norm_ratio`` ×
    the round's median (a median of 0, most devices sending the model back unchanged, lets
    only updates of float32 rounding size through). With one or two updates in a round the
@@ -34,7 +38,9 @@ way Flower's DP wrappers do (it overrides ``aggregate_train`` and delegates the 
    (1 when they were trimmed).
 
 Rejections and caps are kept in :attr:`RobustStrategy.events` (round, node, reason); a
-capped weight (reason ending ``-capped``) is not a refusal: that reply is used.
+capped weight (reason ending ``-capped``) is not a refusal: that reply is used. Their
+rounds, and :attr:`RobustStrategy.skipped_rounds`, are the run's (Flower's round plus
+:attr:`RobustStrategy.round_offset`, the rounds a resumed run had done).
 
 A device that fails or drops out is not one of the f (it may be honest), so it does not
 loosen the rule: the trimmed mean still trims ``max(f, 1)`` per side, less one per update
@@ -76,6 +82,7 @@ __all__ = [
     "aggregate_train_metrics",
     "auto_beta",
     "check_rule_conditions",
+    "dp_sgd_problem",
     "is_cap",
     "make_strategy",
     "metrics_problem",
@@ -88,7 +95,8 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("fedavg", "trimmed", "krum", "bulyan")
 #: Rejection reasons that identify a faulty client (one of the f); "error" does not.
-COUNTS_AGAINST_F = frozenset({"shape", "metrics", "dtype", "non-finite", "norm", "weight"})
+COUNTS_AGAINST_F = frozenset({"shape", "metrics", "no-dp-sgd", "dtype", "non-finite", "norm",
+                              "weight"})
 #: The round's median update norm is raised to this fraction of the global model's norm
 #: before ``max_norm_ratio`` multiplies it (see :meth:`RobustStrategy.screen`).
 NORM_FLOOR = 1e-6
@@ -113,7 +121,7 @@ class RejectedUpdate:
 
     server_round: int
     node_id: int
-    reason: str  # "shape", "metrics", "dtype", "non-finite", "norm", "weight",
+    reason: str  # "shape", "metrics", "no-dp-sgd", "dtype", "non-finite", "norm", "weight",
     # "weight-capped", "error"; an evaluation reply's "eval-shape", "eval-metrics",
     # "eval-weight", "eval-weight-capped"
     detail: str
@@ -149,6 +157,27 @@ def metrics_problem(metrics: Mapping[str, Any], ignore: str = "") -> str | None:
             "(dp-sgd-epsilon >= 0)")
 
 
+def dp_sgd_problem(metrics: Mapping[str, Any]) -> str | None:
+    """Why a train reply's metrics state no DP-SGD mechanism the privacy accounting can
+    count (``None``: they state one): ``dp-sgd-noise`` > 0, ``dp-sgd-rate`` in (0, 1] and
+    ``dp-sgd-steps`` > 0, each a finite number. What a run that asked for record-level
+    DP-SGD refuses (a device on a client that ignores the budget trains without it).
+
+    >>> dp_sgd_problem({"dp-sgd-noise": 1.1, "dp-sgd-rate": 0.05, "dp-sgd-steps": 19}) is None
+    True
+    >>> dp_sgd_problem({"dp-sgd-noise": 0.0, "dp-sgd-rate": 0.0, "dp-sgd-steps": 0})
+    'dp-sgd-noise 0.0, dp-sgd-rate 0.0, dp-sgd-steps 0: no DP-SGD mechanism (the run asked for record-level DP-SGD: dp-sgd-noise > 0, 0 < dp-sgd-rate <= 1 and dp-sgd-steps > 0)'
+    """  # noqa: E501
+    got = {k: metrics.get(k) for k in ("dp-sgd-noise", "dp-sgd-rate", "dp-sgd-steps")}
+    z, q, steps = (scalar_metric(v) for v in got.values())
+    if z is not None and q is not None and steps is not None \
+            and z > 0 and 0 < q <= 1 and steps > 0:
+        return None
+    stated = ", ".join(f"{k} {v!r}" if v is not None else f"no {k}" for k, v in got.items())
+    return (f"{stated}: no DP-SGD mechanism (the run asked for record-level DP-SGD: "
+            "dp-sgd-noise > 0, 0 < dp-sgd-rate <= 1 and dp-sgd-steps > 0)")
+
+
 def auto_beta(n: int, f: int = 0) -> float:
     """The trimmed-mean fraction used when none is given: the smallest that trims
     ``max(f, 1)`` updates per side of ``n``, and at least 0.2.
@@ -181,6 +210,12 @@ def check_rule_conditions(rule: Strategy, n: int, f: int, *, must_trim: bool = T
     if n < 1:
         raise InvalidParameterError(f"{name} needs at least one client. Got n={n} instead.")
     if isinstance(rule, Bulyan):
+        if must_trim and f == 0:
+            raise InvalidParameterError(
+                f"Bulyan with f=0 malicious clients keeps all n={n} updates and averages them "
+                "all: a plain mean that one attacker can move at will. Use f >= 1 (Bulyan "
+                "then needs n >= 4f + 3 = 7 clients) or strategy 'trimmed'."
+            )
         if n < 4 * f + 3:
             raise InvalidParameterError(
                 f"Bulyan cannot tolerate f={f} malicious clients with n={n}: it needs "
@@ -264,6 +299,10 @@ class RobustStrategy(Strategy):
         the smaller one in a round of two).
     max_num_examples
         Absolute cap on ``"num-examples"`` (applied as well, when given).
+    require_dp_sgd
+        Refuse (reason ``"no-dp-sgd"``) a train reply that states no DP-SGD mechanism
+        (:func:`dp_sgd_problem`): the run asked for record-level DP, and an update trained
+        without it would void the ε reported for the model.
 
     A ratio that is not a number (NaN) is refused, naming it:
 
@@ -280,6 +319,7 @@ class RobustStrategy(Strategy):
         max_norm_ratio: float = 10.0,
         max_examples_ratio: float = 10.0,
         max_num_examples: int | None = None,
+        require_dp_sgd: bool = False,
     ) -> None:
         # Written as `not (x > bound)` so that NaN, which compares false either way, is
         # refused: `x <= bound` let it through and switched the norm check or the cap off.
@@ -300,6 +340,10 @@ class RobustStrategy(Strategy):
         self.max_norm_ratio = max_norm_ratio
         self.max_examples_ratio = max_examples_ratio
         self.max_num_examples = max_num_examples
+        self.require_dp_sgd = require_dp_sgd
+        #: added to Flower's round numbers in events, skipped rounds and the log: the rounds
+        #: a resumed run had done before (Flower counts from 1 again)
+        self.round_offset = 0
         self.events: list[RejectedUpdate] = []
         self.skipped_rounds: list[int] = []
         #: The median norm of the updates accepted in each earlier round (most recent last).
@@ -366,7 +410,8 @@ class RobustStrategy(Strategy):
         if not robust:
             log.warning("round %d: %d evaluation repl%s, fewer than the %d a trimmed mean "
                         "needs to trim %d per side: one device can set the published "
-                        "evaluation metrics (flagged %s 0)", server_round, len(records),
+                        "evaluation metrics (flagged %s 0)", self.round_offset + server_round,
+                        len(records),
                         "y" if len(records) == 1 else "ies", 2 * trim + 1, trim,
                         EVAL_ROBUST_KEY)
         out[EVAL_ROBUST_KEY] = int(robust)
@@ -418,9 +463,10 @@ class RobustStrategy(Strategy):
         return out + [m for m in kept if id(m) not in self._bad_weight]
 
     def _reject(self, server_round: int, msg: Message, reason: str, detail: str) -> None:
-        event = RejectedUpdate(server_round, int(msg.metadata.src_node_id), reason, detail)
+        run_round = self.round_offset + server_round
+        event = RejectedUpdate(run_round, int(msg.metadata.src_node_id), reason, detail)
         self.events.append(event)
-        log.warning("round %d: %s from node %d %s (%s)", server_round,
+        log.warning("round %d: %s from node %d %s (%s)", run_round,
                     "evaluation reply" if reason.startswith("eval-") else "update",
                     event.node_id, "used with its weight capped" if is_cap(reason)
                     else "rejected", detail)
@@ -476,6 +522,13 @@ class RobustStrategy(Strategy):
             if why is not None:
                 self._reject(server_round, msg, "metrics", why)
                 continue
+            if self.require_dp_sgd:
+                why = dp_sgd_problem(msg.content.metric_records[layout[1]])
+                if why is not None:
+                    self._reject(server_round, msg, "no-dp-sgd",
+                                 f"{why}; an update trained without it would void the "
+                                 "record-level epsilon reported for the model")
+                    continue
             akey = layout[0]
             record = msg.content.array_records[akey]
             arrays = {k: v.numpy() for k, v in record.items()}
@@ -486,6 +539,11 @@ class RobustStrategy(Strategy):
                 got = {k: tuple(a.shape) for k, a in arrays.items()}
                 self._reject(server_round, msg, "shape", f"arrays {got} differ from the model")
                 continue
+            if reference and list(arrays) != list(reference):
+                # the model's names in another order: Krum, Bulyan and Flower's DP clip pair
+                # arrays by position (a device escaped the clip, or crashed the round)
+                msg.content[akey] = ArrayRecord({k: record[k] for k in reference})
+                arrays = {k: arrays[k] for k in reference}
             bad_dtype = {
                 k: str(a.dtype) for k, a in arrays.items()
                 if not np.issubdtype(a.dtype, np.floating)
@@ -645,8 +703,9 @@ class RobustStrategy(Strategy):
             else:
                 check_rule_conditions(self.strategy, len(kept), f_left, must_trim=False)
         except InvalidParameterError as exc:
-            self.skipped_rounds.append(server_round)
-            log.warning("round %d: %s Keeping the previous global model.", server_round, exc)
+            self.skipped_rounds.append(self.round_offset + server_round)
+            log.warning("round %d: %s Keeping the previous global model.",
+                        self.round_offset + server_round, exc)
             return None, None
         # Krum/Bulyan get the f still unaccounted for among the updates that are left; the
         # trimmed mean the beta that trims what is still to be trimmed of them.
