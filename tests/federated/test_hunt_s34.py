@@ -303,3 +303,19 @@ def test_a_skipped_round_is_the_runs_round():
     s.current_arrays = _record({"w": np.zeros(2)})
     assert s.aggregate_train(1, []) == (None, None)
     assert s.skipped_rounds == [4]
+
+
+# a device sending the global model back unchanged --------------------------------------------
+
+def test_an_unchanged_model_sent_back_does_not_end_a_device_dp_round() -> None:
+    """Flower's clip divides the clipping norm by the update's norm: a device sending the
+    global model back as it got it (no data, nothing learned) raised ZeroDivisionError and
+    ended the run. Its update is 0, already inside the clip; it is averaged as 0."""
+    current = {"w": np.array([0.5, -0.25, 1.0])}
+    dp = _DeviceDP(FedAvg(weighted_by_key="unit-weight"), noise_multiplier=1e-9,
+                   clipping_norm=1.0, num_sampled_clients=2)
+    dp.current_arrays = _record(current)
+    arrays, _ = dp.aggregate_train(1, [_reply(1000, {"w": current["w"].copy()}),
+                                       _reply(1001, {"w": current["w"] + [3.0, 4.0, 0.0]})])
+    # the other device's update (norm 5) is clipped to norm 1, the mean of the two is half it
+    assert np.allclose(arrays["w"].numpy(), current["w"] + [0.3, 0.4, 0.0], atol=1e-6)

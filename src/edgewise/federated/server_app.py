@@ -55,6 +55,8 @@ from flwr.serverapp.strategy import (
     FedAvg,
     Strategy,
 )
+from flwr.serverapp.strategy import dp_fixed_clipping as _dp_fixed_clipping
+from flwr.supercore.differential_privacy import compute_clip_model_update as _flower_clip
 
 from edgewise.errors import EdgewiseError, InvalidParameterError
 from edgewise.federated.data import ConditionNormaliser
@@ -162,10 +164,33 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
             return super().aggregate_train(server_round, replies)
         sampled = self.num_sampled_clients
         self.num_sampled_clients = k
+        clip = _dp_fixed_clipping.compute_clip_model_update
+        _dp_fixed_clipping.compute_clip_model_update = _clip_update  # a 0 update: no 1/0
         try:
             return super().aggregate_train(server_round, replies)
         finally:
             self.num_sampled_clients = sampled
+            _dp_fixed_clipping.compute_clip_model_update = clip
+
+
+def _clip_update(param1: list[np.ndarray], param2: list[np.ndarray],
+                 clipping_norm: float) -> None:
+    """Flower's ``compute_clip_model_update`` (``param1`` becomes ``param2`` plus the update
+    ``param1 - param2`` clipped to ``clipping_norm``, in place), where an update of norm 0
+    (a device sending the global model back unchanged: no data, or nothing learned) is
+    left as it is: Flower's divides the clipping norm by the update's norm, and that one
+    device's ZeroDivisionError ended the run.
+
+    >>> a = [np.zeros(2)]
+    >>> _clip_update(a, [np.zeros(2)], 1.0); a[0].tolist()
+    [0.0, 0.0]
+    >>> b = [np.array([3.0, 4.0])]
+    >>> _clip_update(b, [np.zeros(2)], 1.0); b[0].round(3).tolist()
+    [0.6, 0.8]
+    """
+    if all(np.array_equal(a, b) for a, b in zip(param1, param2, strict=True)):
+        return
+    _flower_clip(param1=param1, param2=param2, clipping_norm=clipping_norm)
 
 
 class _DeviceDPScreen(RobustStrategy):
