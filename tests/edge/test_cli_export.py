@@ -32,7 +32,7 @@ def test_export_pickled_trees_to_c_builds_and_predicts(tmp_path, fd001):
     r = _cli("export", str(tmp_path / "rul.pkl"), "--format", "c", "--out", str(out),
              "--name", "rul")
     assert r.returncode == 0, r.stderr
-    assert "rul_predict" in (out / "README.md").read_text()
+    assert "rul_predict" in (out / "rul_README.md").read_text()
     subprocess.run(["gcc", *CFLAGS, "rul.c", "rul_host_test.c", "-lm", "-o", "rul_test"],
                    cwd=out, check=True)
     rows = Xte[:50].astype(np.float32)
@@ -58,7 +58,7 @@ def test_export_default_detector_to_c_host_program_agrees(tmp_path, nab_series):
     r = _cli("export", "--detector", "default", "--format", "c", "--out", str(out),
              "--name", "clik")
     assert r.returncode == 0, r.stderr
-    assert "ContextLikelihood" in (out / "README.md").read_text()
+    assert "ContextLikelihood" in (out / "clik_README.md").read_text()
     subprocess.run(["gcc", *CFLAGS, "clik.c", "clik_host_test.c", "-lm", "-o", "clik_test"],
                    cwd=out, check=True)
     vals = nab_series[:4000]

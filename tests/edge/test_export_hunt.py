@@ -67,8 +67,8 @@ def test_cli_onnx_name_is_checked_and_put_in_host_test_safely(tmp_path):
     assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
     r = _run_cli(str(det), "--format", "onnx", "--name", "ewz-v1.2", "--out", str(out))
     assert r.exit_code == 0, r.stderr
-    ast.parse((out / "host_test.py").read_text())
-    run = subprocess.run([sys.executable, "host_test.py"], input="1 2 1 50", cwd=out,
+    ast.parse((out / "ewz-v1.2_host_test.py").read_text())
+    run = subprocess.run([sys.executable, "ewz-v1.2_host_test.py"], input="1 2 1 50", cwd=out,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert len(run.stdout.split()) == 4
@@ -149,7 +149,7 @@ def test_mahalanobis_onnx_host_test_runs_and_prints_t2_and_the_score(tmp_path):
                  str(out))
     assert r.exit_code == 0, r.stderr
     rows = [(1.0, 2.0, 3.0), (0.1, -0.2, 0.0), (5.0, -5.0, 0.5)]
-    run = subprocess.run([sys.executable, "host_test.py"], cwd=out, capture_output=True,
+    run = subprocess.run([sys.executable, "maha_host_test.py"], cwd=out, capture_output=True,
                          text=True, timeout=120,
                          input="\n".join(" ".join(map(str, row)) for row in rows))
     assert run.returncode == 0, run.stderr

@@ -74,7 +74,7 @@ def test_onnx_ewzscore_starts_from_the_learned_state(tmp_path):
     r = _run_cli(str(tmp_path / "ewz.pkl"), "--format", "onnx", "--out", str(out),
                  "--name", "ewz")
     assert r.exit_code == 0, r.stderr
-    run = subprocess.run([sys.executable, "host_test.py"], cwd=out, capture_output=True,
+    run = subprocess.run([sys.executable, "ewz_host_test.py"], cwd=out, capture_output=True,
                          text=True, timeout=120, input="\n".join(map(repr, new.tolist())))
     assert run.returncode == 0, run.stderr
     got = np.array(run.stdout.split(), float)
@@ -82,7 +82,7 @@ def test_onnx_ewzscore_starts_from_the_learned_state(tmp_path):
     g = export(det, format="onnx", name="ewz")
     assert g.initial_state == {"n": 1000.0, "mean": det.mean_, "var": det.var_}
     assert np.abs(g.score_many(new) - py).max() < DETECTOR_TOL
-    assert "edgewise.initial_mean" in (out / "README.md").read_text()
+    assert "edgewise.initial_mean" in (out / "ewz_README.md").read_text()
 
 
 def test_context_likelihood_c_with_nan_in_its_state_compiles_and_matches_python():
@@ -131,7 +131,7 @@ def test_mahalanobis_onnx_leaves_a_missing_value_out(tmp_path):
     r = _run_cli(str(tmp_path / "maha.pkl"), "--format", "onnx", "--out", str(out),
                  "--name", "maha")
     assert r.exit_code == 0, r.stderr
-    run = subprocess.run([sys.executable, "host_test.py"], cwd=out, capture_output=True,
+    run = subprocess.run([sys.executable, "maha_host_test.py"], cwd=out, capture_output=True,
                          text=True, timeout=120,
                          input=" ".join(str(v) for row in rows for v in row))
     assert run.returncode == 0, run.stderr

@@ -279,8 +279,8 @@ def test_cli_onnx_readme_feeds_as_many_numbers_as_inputs(tmp_path):
     from sklearn.tree import DecisionTreeRegressor
 
     rng = np.random.default_rng(0)
-    for nf, line in ((5, "printf '1 2 3 4 5' | python host_test.py"),
-                     (12, "seq 12 | python host_test.py")):
+    for nf, line in ((5, "printf '1 2 3 4 5' | python g_host_test.py"),
+                     (12, "seq 12 | python g_host_test.py")):
         X = rng.normal(size=(60, nf))
         (tmp_path / "t.pkl").write_bytes(
             pickle.dumps(DecisionTreeRegressor(max_depth=2).fit(X, X[:, 0])))
@@ -288,27 +288,27 @@ def test_cli_onnx_readme_feeds_as_many_numbers_as_inputs(tmp_path):
         r = _run_cli(str(tmp_path / "t.pkl"), "--format", "onnx", "--out", str(out),
                      "--name", "g")
         assert r.exit_code == 0, r.stderr
-        assert line in (out / "README.md").read_text()
+        assert line in (out / "g_README.md").read_text()
 
 
 def test_cli_keeps_a_readme_it_did_not_write(tmp_path):
-    """Check --out holding the user's README.md (or host_test.py) is refused with the file
-    untouched (``--out .`` overwrote a project's README), while a folder of an earlier
+    """Check --out holding the user's <name>_README.md (or <name>_host_test.py) is refused
+    with the file untouched (``--out .`` overwrote a project's README), while a folder of an earlier
     export is written again."""
     own = tmp_path / "proj"
     own.mkdir()
-    (own / "README.md").write_text("# my project\n")
+    (own / "ewz_README.md").write_text("# my project\n")
     r = _run_cli("--detector", "ewzscore", "--out", str(own), "--name", "ewz")
-    assert r.exit_code == 2 and "README.md that edgewise export did not write" in r.stderr
-    assert (own / "README.md").read_text() == "# my project\n"
+    assert r.exit_code == 2 and "ewz_README.md that edgewise export did not write" in r.stderr
+    assert (own / "ewz_README.md").read_text() == "# my project\n"
     assert not (own / "ewz.c").exists()
     pytest.importorskip("onnxruntime")
     mine = tmp_path / "onnx"
     mine.mkdir()
-    (mine / "host_test.py").write_text("print('mine')\n")
+    (mine / "model_host_test.py").write_text("print('mine')\n")
     r = _run_cli("--detector", "ewzscore", "--format", "onnx", "--out", str(mine))
-    assert r.exit_code == 2 and "host_test.py that edgewise export did not write" in r.stderr
-    assert (mine / "host_test.py").read_text() == "print('mine')\n"
+    assert r.exit_code == 2 and "model_host_test.py that edgewise export did not write" in r.stderr
+    assert (mine / "model_host_test.py").read_text() == "print('mine')\n"
     again = tmp_path / "again"
     for fmt in ("onnx", "onnx", "c"):
         r = _run_cli("--detector", "ewzscore", "--format", fmt, "--out", str(again))

@@ -58,7 +58,7 @@ def test_rul_model_file_exports_to_c_that_matches_its_gbm_on_cmapss(fleet, tmp_p
     assert spec["features"] == names and spec["window"] == model.window
     assert spec["output"] == {"weight": 1.0, "cap": model.cap,
                               "point": "min(max(weight * y, 0), cap)", "not_exported": {}}
-    assert "- x[84]: `age`" in (out / "README.md").read_text()
+    assert "- x[84]: `age`" in (out / "rul_README.md").read_text()
     subprocess.run(["gcc", *CFLAGS, "rul.c", "rul_host_test.c", "-lm", "-o", "rul_test"],
                    cwd=out, check=True)
     F = model.features(test)

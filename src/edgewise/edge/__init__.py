@@ -76,8 +76,10 @@ def export(
         Real input rows (n_samples, n_features) for int8 ranges: at least one row, no
         infinity (NaN is a missing value); tree ensembles need exactly ``n_features`` columns
         and warn when the int8 model strays far from the float one on these rows (see
-        :func:`~edgewise.edge.compress.quantize_trees`). A torch module to ONNX is traced
-        on one input of their shape: one whose first layer is not Linear (a Conv1d) needs
+        :func:`~edgewise.edge.compress.quantize_trees`). A torch module's int8 ONNX is
+        calibrated on the rows without a NaN (those are left out, with a warning; none left
+        is an :class:`ExportError`). A torch module to ONNX is traced on one input of their
+        shape: one whose first layer is not Linear (a Conv1d) needs
         them, shaped as its input (rows, channels, length).
 
     Returns

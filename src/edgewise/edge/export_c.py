@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.edge.compress import QuantizedTrees, TreeTable, check_trees, float32_thresholds
+from edgewise.edge.compress import (
+    QuantizedTrees,
+    TreeTable,
+    center_leaves_float32,
+    check_trees,
+    float32_thresholds,
+)
 from edgewise.errors import ExportError
 
 __all__ = [
@@ -64,7 +70,8 @@ def check_c_name(name: str) -> str:
     ...
     edgewise.errors.ExportError: C name 'int' is a reserved word. Use another, e.g. 'int_model'.
     """
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", name) or keyword.iskeyword(name):
+    if (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,40}", name)
+            or keyword.iskeyword(name)):
         raise ExportError(f"C name {name!r} must be a C identifier: a letter or '_' then letters, "
                           "digits or '_', at most 41 characters.")
     if name in _C_RESERVED:
@@ -478,7 +485,9 @@ def export_trees(table: TreeTable | QuantizedTrees, name: str = "model") -> CExp
     check_trees(table)
     n = name
     quant = isinstance(table, QuantizedTrees)
-    t = table.table if quant else float32_thresholds(table)
+    # float32: each tree's leaves centred on 0 and the base added last, so the sum keeps the
+    # leaves' precision on a large offset (compress.center_leaves_float32)
+    t = table.table if quant else center_leaves_float32(float32_thresholds(table))
     nn, nt, nf = t.n_nodes, t.n_trees, t.n_features
     if nn > 32767 or nf > (127 if quant else 16383):
         raise ExportError(f"Tree ensemble too large for C tables: {nn} nodes (max 32767), "
@@ -570,7 +579,7 @@ float {n}_predict(const float *x) {{
             decide = f"if (v <= {n}_thr_or_leaf[i] || (v != v && (f & 0x4000)))"
         body = f"""
 float {n}_predict(const float *x) {{
-    float acc = {_f(t.base)};
+    float acc = 0.0f;  /* each tree's leaves are centred on 0: the base is added last */
     uint16_t tr;
     for (tr = 0; tr < {nt}u; ++tr) {{
         uint16_t i = {n}_roots[tr];
@@ -582,7 +591,7 @@ float {n}_predict(const float *x) {{
         }}
         acc += {n}_thr_or_leaf[i];
     }}
-    return acc;
+    return {_f(t.base)} + acc;
 }}
 """
         extra = ""
@@ -605,7 +614,8 @@ float {n}_predict(const float *x) {{
 def mlp_layers(model: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
     """Read a torch ``Sequential`` of Linear and ReLU/Tanh into (W, b, activation) triples."""
     layers: list[tuple[np.ndarray, np.ndarray, str]] = []
-    for mod in model:
+    prev = ""  # the kind of the last layer read (Dropout, Identity, Flatten aside)
+    for k, mod in enumerate(model):
         kind = type(mod).__name__
         if kind == "Linear":
             w = mod.weight.detach().cpu().numpy().astype(np.float64)
@@ -617,9 +627,16 @@ def mlp_layers(model: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
             layers[-1] = (w, b, kind.lower())
         elif kind in ("Dropout", "Identity", "Flatten"):
             continue
+        elif kind in ("ReLU", "Tanh"):  # first, or after another activation
+            after = f"follows {prev}" if prev else "comes first"
+            raise ExportError(
+                f"Cannot export this Sequential to C: its layer {k}, {kind}, {after}; a ReLU "
+                "or Tanh must follow a Linear (one activation per Linear). Supported: Linear, "
+                "each optionally followed by ReLU or Tanh, and Dropout, Identity, Flatten.")
         else:
             raise ExportError(f"Cannot export a Sequential containing {kind} to C. Supported: "
                               "Linear, ReLU, Tanh, Dropout, Identity, Flatten.")
+        prev = kind
     if not layers or layers[-1][0].shape[0] != 1:
         raise ExportError("C export of an MLP needs a Sequential ending in Linear(…, 1).")
     return layers
