@@ -250,7 +250,7 @@ def test_superlink_on_a_non_default_host_is_reached_there(tmp_path):
     try:
         fleet.start()
         toml = (fleet.flwr_home / "config.toml").read_text()
-        assert f'address = "127.0.0.2:{fleet.port}"' in toml
+        assert f'address = "127.0.0.1:{fleet.link_port}"' in toml  # runs: loopback only
     finally:
         fleet.stop()
     assert fleet.address == f"127.0.0.2:{fleet.port}"

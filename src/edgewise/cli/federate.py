@@ -44,9 +44,9 @@ StatsShare = Annotated[float, typer.Option(
                           "alone (with --stats-bounds); DP-SGD gets the rest, composed.")]
 TlsCert = Annotated[Path | None, typer.Option(
     "--tls-cert", show_default=False,
-    help="PEM certificate of the SuperLink: serve TLS only (needs --tls-key). It must name "
-         "the address devices connect to, and 127.0.0.1 for --host 0.0.0.0 (this machine's "
-         "own processes connect there).")]
+    help="PEM certificate the devices' gate serves: TLS only (needs --tls-key). It must "
+         "name the address devices connect to, and 127.0.0.1 for --host 0.0.0.0 (this "
+         "machine checks the gate there).")]
 TlsKey = Annotated[Path | None, typer.Option(
     "--tls-key", show_default=False, help="Unencrypted PEM private key of --tls-cert.")]
 TlsCa = Annotated[Path | None, typer.Option(
@@ -473,8 +473,13 @@ def server(
     stats_share: StatsShare = 0.1,
     dataset: Annotated[str, typer.Option(help="pump or cmapss.")] = "pump",
     cmapss_dir: Annotated[str, typer.Option(help="C-MAPSS folder on the devices.")] = "",
-    host: Annotated[str, typer.Option(help="Address the SuperLink listens on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="SuperLink port (Fleet + Control API).")] = 9092,
+    host: Annotated[str, typer.Option(
+        help="Address devices connect to (the SuperLink itself listens on 127.0.0.1 only)."
+    )] = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        help="Port devices connect to: a gate that forwards Flower's Fleet API only (the "
+             "SuperLink and its Control API listen on 127.0.0.1 at a port of their own).")
+    ] = 9092,
     round_timeout: Annotated[float, typer.Option(help="Seconds to wait per round.")] = 120.0,
     resume: Annotated[bool, typer.Option(help="Continue after the last checkpointed round "
                                               "of the previous server run.")] = False,

@@ -1,12 +1,18 @@
 """Run a federated round across real processes with Flower's deployment engine.
 
-:class:`LocalFleet` starts one ``flower-superlink`` and N ``flower-supernode`` processes on
-loopback (free ports, a private ``FLWR_HOME``; TLS when given :class:`TlsFiles`, else
-Flower's insecure mode), submits the Edgewise Flower
-app (``edgewise.federated.server_app:app`` / ``client_app:app``) the way ``flwr run``
-does, waits for it to finish and stops every process it started. The pieces can also run
-on separate machines: ``edgewise federate server`` starts the SuperLink and submits the run;
-each device runs ``edgewise federate client --superlink HOST:PORT --partition-id I``.
+:class:`LocalFleet` starts one ``flower-superlink``, the gate in front of it
+(:mod:`edgewise.federated.fleet_gate`) and N ``flower-supernode`` processes on loopback
+(free ports, a private ``FLWR_HOME``; TLS when given :class:`TlsFiles`, else Flower's
+insecure mode), submits the Edgewise Flower app (``edgewise.federated.server_app:app`` /
+``client_app:app``) the way ``flwr run`` does, waits for it to finish and stops every
+process it started. The pieces can also run on separate machines: ``edgewise federate
+server`` starts the SuperLink and the gate and submits the run; each device runs
+``edgewise federate client --superlink HOST:PORT --partition-id I``.
+
+The SuperLink listens on 127.0.0.1 only, at a port of its own: Flower serves its Control API
+(run submission, unauthenticated in Flower OSS) on the same port as the Fleet API the
+devices need, so the address devices use is the gate's, which forwards the Fleet API and
+refuses everything else. The run is submitted to the SuperLink directly, over loopback.
 
 The ``flwr`` command line itself cannot start under the Typer version Edgewise pins
 (``typer<0.21``), so the run is submitted through ``flwr.cli.run.run`` from Python.
@@ -116,13 +122,10 @@ def is_loopback(host: str) -> bool:
 
 
 def _local_hosts(host: str) -> list[str]:
-    """The hosts processes on this machine reach a SuperLink listening on ``host`` at: this
-    module's own run submission (:func:`connect_host`) and the SuperExec Flower starts
-    itself (the wildcard ``0.0.0.0`` read as 127.0.0.1, ``::`` as ::1)."""
-    hosts = [connect_host(host)]
-    if host == "::":
-        hosts.append("::1")
-    return hosts
+    """The hosts processes on this machine reach a gate listening on ``host`` at, verifying
+    its certificate: :class:`LocalFleet`'s readiness check and the SuperNodes it starts
+    itself (:func:`connect_host`: loopback for the wildcard addresses)."""
+    return [connect_host(host)]
 
 
 @dataclass(frozen=True)
@@ -189,9 +192,10 @@ def check_tls(cert: str | Path | None, key: str | Path | None, ca: str | Path | 
     reverse, or a CA alone), a file that cannot be read or holds no PEM certificate or
     unencrypted private key, a key that is not the certificate's, a certificate out of its
     validity period, one not signed by ``ca`` (or, without ``ca``, not self-signed), and one
-    not valid for the address this machine's own processes reach the SuperLink at
-    (``host``; 127.0.0.1 for the wildcard ``0.0.0.0``): Flower's SuperExec and the run
-    submission connect there and verify it, so the run would never start.
+    not valid for the address this machine's own processes reach the gate at (``host``;
+    127.0.0.1 for the wildcard ``0.0.0.0``): :class:`LocalFleet` checks the gate serves it
+    there before it tells devices to connect (and its own SuperNodes connect there), so the
+    run would never start.
     """
     from cryptography.hazmat.primitives import serialization
 
@@ -241,8 +245,8 @@ def check_tls(cert: str | Path | None, key: str | Path | None, ca: str | Path | 
         raise InvalidParameterError(
             f"--tls-cert {str(cert)!r} is not self-signed (issuer "
             f"{leaf.issuer.rfc4514_string()!r}); pass --tls-ca with the CA certificate that "
-            "signed it (Flower's SuperExec and the run submission verify the SuperLink with "
-            "it).")
+            "signed it (devices verify the SuperLink with it, and so does this machine before "
+            "it tells them to connect).")
     if not _chains_to(chain, cas):
         held = (f"subject {', '.join(repr(c.subject.rfc4514_string()) for c in cas)}"
                 if len(cas) <= 3 else f"{len(cas)} certificates")
@@ -256,9 +260,9 @@ def check_tls(cert: str | Path | None, key: str | Path | None, ca: str | Path | 
                      else f"--host {host}")
             raise InvalidParameterError(
                 f"--tls-cert {str(cert)!r} is not valid for {local} (it names "
-                f"{describe_names(leaf)}): {where}, where Flower's SuperExec and the run "
-                f"submission connect and verify it; add {local} to its subjectAltName or "
-                "choose a --host it names.")
+                f"{describe_names(leaf)}): {where}, where this machine checks that the "
+                f"SuperLink serves it before devices connect; add {local} to its "
+                "subjectAltName or choose a --host it names.")
     return TlsFiles(*(Path(p).expanduser().resolve() for p in (cert, key, ca)))
 
 
@@ -461,7 +465,7 @@ def supernode_command(superlink: str, partition_id: int, num_partitions: int,
 
 
 class LocalFleet:
-    """A SuperLink and ``clients`` SuperNodes as separate processes on loopback.
+    """A SuperLink, its gate and ``clients`` SuperNodes as separate processes on loopback.
 
     Parameters
     ----------
@@ -475,15 +479,18 @@ class LocalFleet:
         Start the SuperNodes here (``False``: devices connect from elsewhere with
         ``edgewise federate client``).
     port, host
-        Where the SuperLink listens (default: a free port on 127.0.0.1).
+        Where devices reach the SuperLink (default: a free port on 127.0.0.1): the gate
+        (:mod:`edgewise.federated.fleet_gate`) listens there and forwards the Fleet API
+        only; the SuperLink itself listens on 127.0.0.1 at :attr:`link_port`, where this
+        machine alone reaches it (and submits runs).
     max_epsilon
         Each SuperNode's own record-level ε limit (node config ``max-dp-epsilon``; 0: none),
         held against its privacy ledger ``workdir/privacy-ledger-<partition>.json``
         (:mod:`edgewise.federated.ledger`), which survives a restarted SuperNode.
     tls
-        The SuperLink's certificate, key and CA (:func:`check_tls`): it then serves TLS
-        only, and the SuperNodes started here and the run submission verify it with the CA.
-        ``None`` (the default): Flower's ``--insecure`` mode, unencrypted.
+        The SuperLink's certificate, key and CA (:func:`check_tls`): the gate then serves
+        TLS only, and the SuperNodes started here verify it with the CA. ``None`` (the
+        default): unencrypted, as Flower's ``--insecure`` mode.
 
     Use as a context manager; :meth:`run` submits one federated run and returns its
     ``result.json``.
@@ -507,8 +514,13 @@ class LocalFleet:
         self.flwr_home.mkdir(exist_ok=True)
         self.port = port or free_port()
         self.host = host
-        #: where this machine's processes reach the SuperLink (``host``; loopback for 0.0.0.0)
+        #: where this machine's processes reach the gate, as devices do (``host``; loopback
+        #: for 0.0.0.0)
         self.address = connect_address(host, self.port)
+        #: the SuperLink's own port, on 127.0.0.1 only (chosen at :meth:`start`)
+        self.link_port = 0
+        self.link: subprocess.Popen[bytes] | None = None
+        self.gate: subprocess.Popen[bytes] | None = None
         self.spawn_nodes = spawn_nodes
         self.procs: list[subprocess.Popen[bytes]] = []
         self.nodes: dict[int, subprocess.Popen[bytes]] = {}
@@ -524,38 +536,87 @@ class LocalFleet:
         return proc
 
     def start(self) -> LocalFleet:
-        """Start the SuperLink, wait until it answers, then start the SuperNodes."""
+        """Start the SuperLink on loopback, then the gate on ``host:port``, wait until the
+        gate answers through to the SuperLink, then start the SuperNodes."""
         check_port_free(self.host, self.port)
         (self.workdir / "superlink.db").unlink(missing_ok=True)  # a fresh link state each time
-        # how the run submission (flwr run) reaches the SuperLink: TLS verified with the CA
-        tls = (f"root-certificates = {_toml_value(str(self.tls.ca))}\n" if self.tls
-               else "insecure = true\n")
+        self.link_port = free_port()
+        link = f"127.0.0.1:{self.link_port}"
+        # the run submission (flwr run) goes straight to the SuperLink, over loopback
         (self.flwr_home / "config.toml").write_text(
             f'[superlink]\ndefault = "local"\n[superlink.local]\n'
-            f'address = {toml_string(self.address)}\n{tls}', encoding="utf-8"
+            f'address = {toml_string(link)}\ninsecure = true\n', encoding="utf-8"
         )
-        link_tls = (["--ssl-certfile", str(self.tls.cert), "--ssl-keyfile", str(self.tls.key),
-                     "--ssl-ca-certfile", str(self.tls.ca)] if self.tls else ["--insecure"])
-        self._spawn([shutil.which("flower-superlink") or "flower-superlink", *link_tls,
-                     "--host", self.host, "--port", str(self.port),
-                     "--disable-runtime-dependency-installation",
-                     "--database", str(self.workdir / "superlink.db")], "superlink.log")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((connect_host(self.host), self.port),
-                                              timeout=0.5):
-                    break
-            except OSError:
-                if self.procs[0].poll() is not None:
-                    raise RuntimeError(self._tail("superlink.log")) from None
-                time.sleep(0.2)
-        else:
-            raise TimeoutError(f"SuperLink did not listen on port {self.port} within 60 s.")
+        # Loopback only, without TLS: Flower serves its Control API (run submission, which
+        # Flower OSS does not authenticate) and runtime API on this port too, so only this
+        # machine may reach it. Devices reach the gate, which forwards the Fleet API alone
+        # and terminates TLS.
+        self.link = self._spawn(
+            [shutil.which("flower-superlink") or "flower-superlink", "--insecure",
+             "--host", "127.0.0.1", "--port", str(self.link_port),
+             "--disable-runtime-dependency-installation",
+             "--database", str(self.workdir / "superlink.db")], "superlink.log")
+        self._wait_listening(self.link, "127.0.0.1", self.link_port, "SuperLink",
+                             "superlink.log")
+        gate_tls = (["--ssl-certfile", str(self.tls.cert), "--ssl-keyfile", str(self.tls.key)]
+                    if self.tls else [])
+        self.gate = self._spawn(
+            [sys.executable, "-m", "edgewise.federated.fleet_gate", "--host", self.host,
+             "--port", str(self.port), "--upstream", f"http://{link}", *gate_tls],
+            "fleet-gate.log")
+        self._wait_gate(self.gate)
         if self.spawn_nodes:
             for i in range(self.clients):
                 self.start_node(i)
         return self
+
+    def _wait_listening(self, proc: subprocess.Popen[bytes], host: str, port: int,
+                        what: str, log: str, timeout: float = 60.0) -> None:
+        """Wait until ``proc`` accepts connections on ``host:port``; ``RuntimeError`` with
+        its log's tail if it exits first, ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    return
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(self._tail(log)) from None
+                time.sleep(0.2)
+        raise TimeoutError(f"The {what} did not listen on port {port} within {timeout:.0f} s.")
+
+    def _wait_gate(self, gate: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+        """Wait until the ``gate`` process answers ``/health`` from the SuperLink behind it,
+        over TLS verified with the CA when the fleet has TLS (as a device will)."""
+        import ssl
+
+        import httpx
+
+        self._wait_listening(gate, connect_host(self.host), self.port, "gate",
+                             "fleet-gate.log", timeout)
+        scheme = "https" if self.tls else "http"
+        url = f"{scheme}://{self.address}/health"
+        verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=str(self.tls.ca))
+                                         if self.tls else False)
+        deadline = time.monotonic() + timeout
+        why = ""
+        while time.monotonic() < deadline:
+            try:
+                status = httpx.get(url, verify=verify, timeout=5.0, trust_env=False).status_code
+                if status == 200:
+                    return
+                why = f"it answered {status}"
+            except httpx.HTTPError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                if "CERTIFICATE_VERIFY_FAILED" in why:
+                    break
+            if gate.poll() is not None:
+                raise RuntimeError(self._tail("fleet-gate.log"))
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"The gate at {url} did not answer /health from the SuperLink ({why}); devices "
+            f"could not reach it either. Logs: {self.workdir / 'fleet-gate.log'}, "
+            f"{self.workdir / 'superlink.log'}.")
 
     def start_node(self, partition_id: int) -> None:
         """Start (or restart) the SuperNode of device ``partition_id``."""
@@ -593,9 +654,11 @@ class LocalFleet:
 
     def stop(self) -> None:
         """Stop every process this fleet started: the SuperNodes and any run together (each
-        SuperNode takes 1-2 s to say goodbye), then the SuperLink they say it to."""
-        self._kill_all(self.procs[:0:-1])
-        self._kill_all(self.procs[:1])
+        SuperNode takes 1-2 s to say goodbye), then the gate and the SuperLink they say it
+        to."""
+        links = [p for p in (self.gate, self.link) if p is not None]
+        self._kill_all([p for p in reversed(self.procs) if p not in links])
+        self._kill_all(links)
 
     def __enter__(self) -> LocalFleet:
         return self.start()
