@@ -283,6 +283,9 @@ class Pipeline:
         # the commit lock, so flush() and forget_device() see a batch before it is queued
         self._busy = 0
         self._commits = 0  # commits so far: the generation of the last committed batch
+        # device -> the generation of the last commit that recorded seqs of it (see
+        # _recheck_redelivered)
+        self._seqs_committed: dict[str, int] = {}
         # forgotten device -> the generation of the last batch committed before it was
         # forgotten: its readings in batches up to that one are dropped, not scored (they
         # may still be queued); emptied whenever no committed batch is left to score
@@ -316,17 +319,26 @@ class Pipeline:
             self._gap_worker.start()
 
     # -- ingest ------------------------------------------------------------------------
-    def ingest(self, device_id: str, payload: bytes, *, via: str = "http") -> IngestResult:
-        """Ingest one payload; return after commit. Raises PayloadError / RateLimitError."""
-        (res,) = self.ingest_many([(device_id, payload)], via=via)
+    def ingest(self, device_id: str, payload: bytes, *, via: str = "http",
+               received_ns: int | None = None) -> IngestResult:
+        """Ingest one payload; return after commit. Raises PayloadError / RateLimitError.
+        ``received_ns``: when it arrived (see :meth:`ingest_many`)."""
+        (res,) = self.ingest_many([(device_id, payload, received_ns or 0)], via=via)
         if isinstance(res, Exception):
             raise res
         return res
 
     def ingest_many(
-        self, items: Sequence[tuple[str, bytes]], *, via: str = "mqtt"
+        self, items: Sequence[tuple[str, bytes] | tuple[str, bytes, int]], *,
+        via: str = "mqtt",
     ) -> list[IngestResult | PayloadError | RateLimitError]:
         """Ingest many payloads in one store commit; one result or error per payload.
+
+        Each item is ``(device_id, payload)`` or ``(device_id, payload, received_ns)``:
+        ``received_ns`` (``time.time_ns()`` when the transport received it; 0: unknown) is
+        the "now" of SenML with no time or relative times (RFC 8428), and of the bound on
+        times ahead, so a message that waited for a commit keeps the time it arrived at.
+        Without it, the time it is decoded here stands in.
 
         Raises :class:`~edgewise.errors.StoreError` when the commit fails: then nothing
         of the batch is stored, and nothing may be acknowledged.
@@ -344,12 +356,18 @@ class Pipeline:
         # order; then the seqs of those that may be re-deliveries are looked up in one
         # question for the whole batch, and only then is each message settled, in order.
         todo: list[tuple[str, bytes, Decoded] | PayloadError | RateLimitError] = []
-        for device_id, payload in items:
+        # the commit generation of each device's seqs, as of the re-delivery look-up below
+        # (see _recheck_redelivered)
+        looked_up = self._commits
+        for item in items:
+            device_id, payload = item[0], item[1]
+            received_ns = item[2] if len(item) > 2 else 0
             try:
                 dec = decode(
                     payload, device_id,
                     max_bytes=self.settings.max_payload_bytes,
                     max_future_s=self.settings.max_future_s,
+                    now_ns=received_ns or None,
                 )
             except PayloadError as exc:
                 counts.append(("edgewise_readings_rejected_total", 1, exc.reason))
@@ -400,13 +418,16 @@ class Pipeline:
                     continue
                 taken[device_id] = taken.get(device_id, 0) + cost
             todo.append((device_id, payload, dec))
+        # messages taken for new that may be re-deliveries: (their index in out and in
+        # counts, their readings' slice of readings, device, decoded)
+        maybe: list[tuple[int, int, int, int, str, Decoded]] = []
         try:
             stored = self._stored_seqs_of(todo)
-            for item in todo:
-                if not isinstance(item, tuple):
-                    out.append(item)
+            for entry in todo:
+                if not isinstance(entry, tuple):
+                    out.append(entry)
                     continue
-                device_id, payload, dec = item
+                device_id, payload, dec = entry
                 if dec.readings and self._redelivered(device_id, dec,
                                                       stored.get(device_id, set())):
                     counts.append(("edgewise_readings_duplicate_total", len(dec.readings),
@@ -423,6 +444,9 @@ class Pipeline:
                     rs = dec.readings
                 for s in dec.seqs:
                     seen.setdefault((device_id, s), payload)
+                if self._may_be_redelivered(dec):
+                    maybe.append((len(out), len(counts), len(readings), len(readings) + len(rs),
+                                  device_id, dec))
                 readings.extend(rs)
                 if dec.seqs:
                     seqs.setdefault(device_id, []).extend(fresh)
@@ -442,6 +466,9 @@ class Pipeline:
         with self._commit_lock:
             try:
                 gone = self._deleted(devices)
+                if maybe:  # first: maybe indexes readings before a deleted device's go
+                    readings = self._recheck_redelivered(maybe, looked_up, readings, out,
+                                                         counts, gone)
                 if gone:  # deleted since it connected: a live MQTT session outlives its secret
                     readings = [r for r in readings if r.device_id not in gone]
                     seqs = {d: ss for d, ss in seqs.items() if d not in gone}
@@ -463,6 +490,9 @@ class Pipeline:
                 self._forget(d, self._commits)
             self._count(counts, len(items), via)
             self._commits += 1
+            for d, ss in seqs.items():
+                if ss:
+                    self._seqs_committed[d] = self._commits
             batch = _Committed(readings, self._commits, res.stored_positions)
             arrived = time.time_ns()
             with self._state_lock:
@@ -544,6 +574,44 @@ class Pipeline:
                 self.metrics.inc(name, n)
             else:
                 self.metrics.inc(name, n, reason=reason)
+
+    def _recheck_redelivered(
+        self, maybe: Sequence[tuple[int, int, int, int, str, Decoded]], looked_up: int,
+        readings: list[Reading], out: list[IngestResult | PayloadError | RateLimitError],
+        counts: list[tuple[str, int, str | None]], gone: Collection[str],
+    ) -> list[Reading]:
+        """Under the commit lock: check again whether the messages of a batch taken for new
+        that may be re-deliveries (``maybe``: see :meth:`ingest_many`) are, for each
+        device whose seqs a commit recorded since the batch's look-up (commit generation
+        ``looked_up``). A copy delivered again while the first waited for its commit (a
+        slow commit, a purge; the device's HTTP client timed out and sent it again) found
+        its seqs not stored yet, and with its times stamped anew the store's dedup would
+        store it twice. Such a message is made a duplicate (``out`` and ``counts`` updated)
+        and its readings left out; returns the batch's readings to commit. Nothing is
+        asked of the store when no such device had a commit meanwhile."""
+        later = [m for m in maybe if m[4] not in gone
+                 and self._seqs_committed.get(m[4], 0) > looked_up]
+        if not later:
+            return readings
+        asked: dict[str, set[int]] = {}
+        for m in later:
+            asked.setdefault(m[4], set()).update(m[5].seqs)
+        stored = self.store.stored_seqs_many(asked)
+        dropped: list[tuple[int, int]] = []
+        for i, c, lo, hi, device_id, dec in later:
+            if not self._redelivered(device_id, dec, stored.get(device_id, set())):
+                continue
+            n = len(dec.readings)
+            counts[c] = ("edgewise_readings_duplicate_total", n, None)
+            out[i] = IngestResult(duplicates=n, rejected=dec.rejected, device_id=device_id,
+                                  seqs=dec.seqs, rejected_counts=dec.rejected_counts())
+            dropped.append((lo, hi))
+        if not dropped:
+            return readings
+        keep = [True] * len(readings)
+        for lo, hi in dropped:
+            keep[lo:hi] = [False] * (hi - lo)
+        return [r for r, k in zip(readings, keep, strict=True) if k]
 
     @staticmethod
     def _may_be_redelivered(dec: Decoded) -> bool:
@@ -902,6 +970,7 @@ class Pipeline:
                 del self._last_scored[k]
             had_mv = self._mv.pop(device_id, None) is not None
             self._max_seq.pop(device_id, None)
+            self._seqs_committed.pop(device_id, None)
             self._gap_since.pop(device_id, None)
             self._gaps_reported.pop(device_id, None)
             self._gaps_open.pop(device_id, None)

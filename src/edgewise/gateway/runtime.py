@@ -255,8 +255,8 @@ class Gateway:
     # -- the handler every MQTT transport commits through ------------------------------
     def handle(self, messages: list[Message]) -> list[Outcome]:
         """Commit a batch of MQTT messages; one Outcome per message (dead letters included)."""
-        results = self.pipeline.ingest_many([(m.device_id, m.payload) for m in messages],
-                                            via="mqtt")
+        results = self.pipeline.ingest_many(
+            [(m.device_id, m.payload, m.received_ns) for m in messages], via="mqtt")
         outcomes = []
         for m, r in zip(messages, results, strict=True):
             if isinstance(r, IngestResult):

@@ -1429,7 +1429,10 @@ class EmbeddedBroker:
                 f"{scheme}://{INTERNAL_USER}:{self.internal_secret}@127.0.0.1:{self.port}"
                 f"?client_id={INTERNAL_USER}-{self.instance[:8]}"
                 + (f"&ca={self.tls_cert}" if self.tls_cert else ""),
-                count=self._count)
+                count=self._count,
+                # amqtt retains nothing here (_no_retain), but sends what it queued for
+                # the subscriber's session while it was away with the retain flag set
+                drop_retained=False)
             if self.tls_cert:  # the certificate names the public host, we dial 127.0.0.1
                 self._subscriber.client.tls_insecure_set(True)
             await self._subscriber.start()

@@ -31,6 +31,18 @@ Mosquitto drops messages silently when a client's queue is full (1,000 by defaul
 writes its persistence file only now and then: the seq watermark and the gap alerts
 make such a loss visible, and devices resend what is not acked.
 
+**Retained telemetry is dropped.** The gateway subscribes again at every connect, and a
+broker replays the retained message of each matching topic at every subscribe, with the
+retain flag set (MQTT 3.1.1 3.3.1.3; a live publish is forwarded with the flag cleared,
+retained or not). Stored, such a replay would be a new reading at every gateway restart
+or reconnect (SenML with no time is stamped anew), and a deleted device's retained
+message would come back as the telemetry of a device registered again under its id. So
+a message with the retain flag is acknowledged and dropped
+(``edgewise_messages_refused_total{reason="retained"}``, logged once per device): a
+device's telemetry published with retain is stored when it is forwarded live, and one
+published while the gateway had no session is not, and is resent as its ack did not
+move. Devices must not publish telemetry with retain.
+
 **A commit that fails** (the store is down, or refuses one message) must not leave the
 message unacknowledged for ever: each unacked message holds one of the broker's in-flight
 slots of the gateway's session (Mosquitto: 20), and once they are all held the broker
@@ -276,6 +288,11 @@ class ExternalBroker:
     retry_delays
         Seconds to wait before each new try of a message whose commit failed; after the
         last, it is PUBACKed and dead-lettered (see the module docstring).
+    drop_retained
+        Acknowledge and drop telemetry the broker sends with the retain flag (its
+        retained copy replayed at a subscribe; see the module docstring). ``False`` for
+        a broker that sets the flag on what it queued for the session (amqtt: the
+        embedded broker's internal subscriber, whose broker retains nothing).
 
     Examples
     --------
@@ -294,6 +311,7 @@ class ExternalBroker:
         known_device: Callable[[str], bool] | None = None,
         max_batch: int = 4000,
         retry_delays: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0),
+        drop_retained: bool = True,
     ) -> None:
         if any(not (isinstance(d, int | float) and d >= 0) for d in retry_delays):
             raise ValueError("The 'retry_delays' parameter of ExternalBroker must be a "
@@ -308,6 +326,8 @@ class ExternalBroker:
         self._count = count
         self.known_device = known_device
         self.retry_delays = tuple(float(d) for d in retry_delays)
+        self.drop_retained = drop_retained
+        self._retain_warned: set[str] = set()  # devices whose retained message was logged
         self.batcher = Batcher(handler, self._after_commit, self._commit_failed,
                                max_batch=max_batch)
         # the connection a message came on: bumped at each connect and each disconnect,
@@ -328,8 +348,11 @@ class ExternalBroker:
         self._connected = threading.Event()
         self._sub_mid: int | None = None
         self._refused: str | None = None  # why the last connection attempt failed
+        # MQTT 3.1.1: a broker sets the retain flag only on what it replays to a new
+        # subscription (see _drop_retained), as MQTT 5 does unless a subscription asks for
+        # retain-as-published, which this one would have to be changed to do
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                        clean_session=False, manual_ack=True)
+                        clean_session=False, manual_ack=True, protocol=mqtt.MQTTv311)
         if self.cfg["username"]:
             c.username_pw_set(self.cfg["username"], self.cfg["password"])
         if self.cfg["tls"]:
@@ -475,8 +498,12 @@ class ExternalBroker:
                 self.client.ack(mid, qos)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        received_ns = time.time_ns()
         parts = msg.topic.split("/")
         device = parts[-2] if len(parts) >= 3 else ""
+        if msg.retain and self.drop_retained:
+            self._drop_retained(client, msg, device)
+            return
         if self.known_device is not None and not self.known_device(device):
             self.count("edgewise_messages_deadlettered_total", reason="unknown_device")
             client.publish(self._topic(device, "deadletter"), json.dumps({
@@ -486,9 +513,37 @@ class ExternalBroker:
             client.ack(msg.mid, msg.qos)
             return
         # token: the mid, its QoS, the connection it came on, and the tries so far
-        m = Message(device, bytes(msg.payload), token=(msg.mid, msg.qos, self._epoch, 0))
+        m = Message(device, bytes(msg.payload), received_ns,
+                    token=(msg.mid, msg.qos, self._epoch, 0))
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self.batcher.put, m)
+
+    #: At most this many devices are remembered as warned of a retained message; past it
+    #: the record starts afresh (a warning may then come again).
+    RETAIN_WARNED_MAX = 10_000
+
+    def _drop_retained(self, client: mqtt.Client, msg: mqtt.MQTTMessage, device: str) -> None:
+        """Acknowledge and drop a telemetry message the broker sent with the retain flag:
+        its retained copy replayed to the gateway's subscription (made again at every
+        connect), not a live publish, which the broker forwards with the flag cleared (see
+        the module docstring). Counted in ``edgewise_messages_refused_total{reason=
+        "retained"}``; logged once per device."""
+        self.count("edgewise_messages_refused_total", reason="retained")
+        client.ack(msg.mid, msg.qos)
+        if device in self._retain_warned:
+            return
+        if len(self._retain_warned) >= self.RETAIN_WARNED_MAX:
+            self._retain_warned.clear()
+        self._retain_warned.add(device)
+        log.warning(
+            "MQTT broker %s:%s replayed a retained telemetry message on %r (%d bytes) to the "
+            "gateway's subscription: dropped, not stored (it was stored when it was published "
+            "live, or its device resends it, its ack not having moved). Devices must publish "
+            "telemetry without the retain flag; clear this one on the broker with a "
+            "zero-length retained message on that topic (mosquitto_pub -r -n -t %r). Further "
+            "ones of this device are dropped without a word (edgewise_messages_refused_total"
+            "{reason=\"retained\"}).",
+            self.cfg["host"], self.cfg["port"], msg.topic, len(msg.payload), msg.topic)
 
     async def _after_commit(self, messages: list[Message], outcomes: list[Outcome]) -> None:
         best: dict[str, int] = {}

@@ -10,6 +10,7 @@ first :data:`~edgewise.telemetry.MAX_LISTED_REJECTIONS`; ``rejected_total`` and
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Annotated, Any
 
@@ -126,6 +127,9 @@ async def _ingest(
     request: Request, device_id: str, authorization: str | None,
     security: Any, pipeline: Any, settings: Any,
 ) -> dict[str, Any]:
+    # when the request came: the "now" of SenML with no or relative times, whatever the
+    # wait for authentication and for the commit (see Pipeline.ingest_many)
+    received_ns = time.time_ns()
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type and content_type.lower() not in _JSON_TYPES:
         hint = (" (curl -d sends that unless given -H 'Content-Type: application/json')"
@@ -159,7 +163,8 @@ async def _ingest(
         count("edgewise_readings_rejected_total", reason=exc.reason)
         raise
     try:
-        result = await run_in_threadpool(pipeline.ingest, device_id, body, via="http")
+        result = await run_in_threadpool(partial(pipeline.ingest, device_id, body, via="http",
+                                                 received_ns=received_ns))
     except PayloadError as exc:
         if exc.reason != "bad_encoding":
             raise
