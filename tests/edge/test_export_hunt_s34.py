@@ -347,3 +347,17 @@ def test_prune_trees_of_quantised_trees_and_a_non_string_c_name_are_export_error
         prune_trees(quantize_trees(tree_table(m), X), max_trees=1)
     with pytest.raises(ExportError, match="C name 5 must be a C identifier"):
         export(m, format="c", name=5)
+
+
+@pytest.mark.parametrize("text", ["# only a comment\n", "", "\n\n", "time,a,b\n# none yet\n"])
+def test_cli_calibration_csv_with_no_rows_says_so(tmp_path, text):
+    """Check a calibration CSV of comments only, empty, or a header and no rows is the
+    one-line 'has no rows' error: the empty row list was reshaped with -1 (a ValueError
+    traceback), so that message was never reached."""
+    _named_gbr(tmp_path)
+    (tmp_path / "c.csv").write_text(text)
+    r = _run_cli(str(tmp_path / "named.pkl"), "--dtype", "int8", "--calibration",
+                 str(tmp_path / "c.csv"), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, (r.exception, r.stderr)
+    assert "c.csv' has no rows" in r.stderr and "give a few real input rows." in r.stderr, \
+        r.stderr

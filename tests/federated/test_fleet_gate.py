@@ -100,7 +100,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
 def test_a_run_submitted_to_the_devices_address_is_refused_and_nothing_of_it_runs(
         fleet: LocalFleet, tmp_path: Path) -> None:
     """Check `flwr run` pointed at the address devices use fails, its app never runs, and
-    the Control and runtime API paths answer 404 there (also disguised as Fleet paths)."""
+    the Control and runtime API paths answer 404 there (the same paths disguised as Fleet
+    paths go as raw request lines, which httpx would normalise: see
+    test_disguised_request_lines_are_refused_and_never_reach_the_superlink)."""
     marker = tmp_path / "ran"
     done = _submit(_probe_app(tmp_path / "app", marker), fleet.address, tmp_path / "home")
     out = done.stdout + done.stderr
@@ -112,9 +114,7 @@ def test_a_run_submitted_to_the_devices_address_is_refused_and_nothing_of_it_run
     with httpx.Client(base_url=base, trust_env=False, timeout=10) as client:
         for path in ("/v1/control/start-run", "/v1/control/list-runs",
                      "/v1/runtime/pull-task-input", "/v1/runtime/get-nodes", "/docs",
-                     "/openapi.json", "/v1/fleet/../control/list-runs",
-                     "/v1/fleet/%2e%2e/control/list-runs", "/v1/fleet%2f..%2fcontrol/list-runs",
-                     "//v1/control/list-runs", "/v1/fleet/"):
+                     "/openapi.json", "/v1/fleet/"):
             r = client.post(path, content=b"\x00")
             assert r.status_code == 404, (path, r.status_code, r.text)
             assert "serves only the Flower Fleet API" in r.text, (path, r.text)
@@ -273,3 +273,143 @@ def test_a_server_on_every_ipv6_and_ipv4_interface_starts_and_refuses_runs_on_bo
     finally:
         fleet.stop()
     assert all(p.poll() is not None for p in fleet.procs)
+
+
+def test_a_get_with_a_body_protocol_errors_and_the_refusal_message() -> None:
+    """Check a GET that came with a body goes on without it and without its Content-Length
+    (the gate sent the length and no body: h11 raised 'Too little data for declared
+    Content-Length' and the device got a 500 and a traceback), an HTTP/1.1 protocol error on
+    the way to the SuperLink is a 502 naming it, and a refusal names the method and path."""
+    import asyncio
+
+    import h11
+
+    from edgewise.federated.fleet_gate import FleetGate
+
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    async def link(scope, receive, send) -> None:  # stands in for the SuperLink
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        seen.append((scope["method"], {k.decode(): v.decode() for k, v in scope["headers"]},
+                     body))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def broken(request: httpx.Request) -> httpx.Response:
+        raise h11.LocalProtocolError("Too little data for declared Content-Length")
+
+    async def garbled(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("illegal status line", request=request)
+
+    async def go() -> list[httpx.Response]:
+        out = []
+        for upstream in (link, broken, garbled):
+            gate = FleetGate("http://127.0.0.1:9", transport=httpx.ASGITransport(app=link)
+                             if upstream is link else httpx.MockTransport(upstream))
+            try:
+                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gate),
+                                             base_url="http://gate") as c:
+                    out.append(await c.request("GET", "/v1/fleet/get-run", content=b"hello"))
+                    if upstream is link:
+                        out.append(await c.post("/v1/control/start-run", content=b""))
+                        out.append(await c.post("/v1/fleet/" + "a" * 200 + "%00", content=b""))
+            finally:
+                await gate.aclose()
+        return out
+
+    ok, refused, long, broke, garble = asyncio.run(go())
+    assert ok.status_code == 200 and ok.content == b"ok", ok.text
+    assert len(seen) == 1 and seen[0][0] == "GET" and seen[0][2] == b"", seen
+    assert "content-length" not in seen[0][1], seen[0][1]
+    for bad, what in ((broke, "LocalProtocolError: Too little data"),
+                      (garble, "RemoteProtocolError: illegal status line")):
+        assert bad.status_code == 502, bad.text
+        assert f"SuperLink at http://127.0.0.1:9 did not answer ({what}" in bad.text, bad.text
+    assert refused.status_code == 404
+    assert refused.json()["detail"].startswith(
+        "Not found: POST /v1/control/start-run is not forwarded; this port serves only")
+    detail = long.json()["detail"]
+    assert long.status_code == 404 and "POST /v1/fleet/aaaa" in detail, detail
+    assert "...  is not forwarded" not in detail and "... is not forwarded" in detail, detail
+    assert len(detail) < 300 and detail.isprintable(), detail
+
+
+def test_disguised_request_lines_are_refused_and_never_reach_the_superlink() -> None:
+    """Check request lines sent as they are over a socket to a gate served by uvicorn (httpx
+    normalises '/v1/fleet/../x' and '//x' before sending, so they never reached the gate
+    disguised) answer 404 and never reach the SuperLink, while a Fleet call does, and a GET
+    with a body is forwarded without it (it was a 500)."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from edgewise.federated.deploy import free_port
+    from edgewise.federated.fleet_gate import FleetGate
+
+    seen: list[tuple[str, str, int]] = []
+
+    async def link(scope, receive, send) -> None:  # stands in for the SuperLink
+        if scope["type"] != "http":
+            return
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        seen.append((scope["method"], scope["path"], size))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    link_port, gate_port = free_port(), free_port()
+    servers = [uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                             log_level="critical", lifespan="off"))
+               for app, port in ((link, link_port),
+                                 (FleetGate(f"http://127.0.0.1:{link_port}"), gate_port))]
+    threads = [threading.Thread(target=s.run, daemon=True) for s in servers]
+
+    def raw(line: str, rest: bytes = b"Content-Length: 0\r\n\r\n") -> tuple[str, bytes]:
+        with socket.create_connection(("127.0.0.1", gate_port), timeout=10) as sock:
+            sock.sendall(line.encode() + b"\r\nHost: x\r\nConnection: close\r\n" + rest)
+            got = b""
+            while chunk := sock.recv(65536):
+                got += chunk
+        head, _, body = got.partition(b"\r\n\r\n")
+        return head.split(b"\r\n", 1)[0].decode(), body
+
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while not all(s.started for s in servers):
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        for line in ("POST /v1/fleet/../control/list-runs HTTP/1.1",
+                     "POST //v1/control/list-runs HTTP/1.1",
+                     "POST /v1/fleet/%2e%2e/control/list-runs HTTP/1.1",
+                     "POST /v1/fleet%2f..%2fcontrol/list-runs HTTP/1.1",
+                     "POST /v1/fleet/pull-messages%2f..%2f..%2fcontrol%2fstart-run HTTP/1.1",
+                     "POST /v1/fleet/pull-messages/../../control/start-run HTTP/1.1",
+                     "POST http://evil/v1/control/start-run HTTP/1.1",
+                     "OPTIONS * HTTP/1.1"):
+            status, body = raw(line)
+            assert status == "HTTP/1.1 404 Not Found", (line, status, body)
+            assert b"serves only the Flower Fleet API" in body, (line, body)
+        assert seen == [], seen
+        assert raw("GET /v1/fleet/get-run HTTP/1.1", b"Content-Length: 5\r\n\r\nhello") == (
+            "HTTP/1.1 200 OK", b"ok")
+        assert raw("POST /v1/fleet/pull-messages HTTP/1.1", b"Content-Length: 3\r\n\r\nabc") \
+            == ("HTTP/1.1 200 OK", b"ok")
+        assert seen == [("GET", "/v1/fleet/get-run", 0), ("POST", "/v1/fleet/pull-messages", 3)]
+    finally:
+        for s in servers:
+            s.should_exit = True
+        for t in threads:
+            t.join(10)

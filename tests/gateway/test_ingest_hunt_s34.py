@@ -103,15 +103,22 @@ def test_relative_senml_resent_while_its_first_copy_waits_to_commit_is_stored_on
     assert pipe.metrics.get("edgewise_readings_stored_total") == 2
 
 
+@pytest.mark.parametrize(("nxt", "ack"), [
+    (b'[{"n": "temp", "v": 21.7, "seq": 2}, {"n": "rpm", "v": 1460, "seq": 2}]', 2),
+    (b'[{"n": "temp", "v": 21.7, "seq": 1}, {"n": "rpm", "v": 1450, "seq": 1}]', 1),
+], ids=["another seq", "the same seq with other values"])
 def test_new_message_sent_while_a_commit_is_held_is_still_stored(
-        held: tuple[Pipeline, Store, threading.Event, threading.Event]) -> None:
+        held: tuple[Pipeline, Store, threading.Event, threading.Event], nxt: bytes,
+        ack: int) -> None:
     """Check the check under the lock takes only a re-delivery: the device's next message
-    (another seq, or the same seq with other values) is stored."""
+    (another seq, or the same seq with other values: one of its two readings differs, as
+    after a seq counter restart) is stored."""
     pipe, store, holding, release = held
-    nxt = b'[{"n": "temp", "v": 21.7, "seq": 2}, {"n": "rpm", "v": 1460, "seq": 2}]'
     r1, r2 = _send_during_held_commit(pipe, holding, release, BODY, nxt)
-    assert (r1.accepted, r2.accepted, r2.duplicates, r2.ack_seq) == (2, 2, 0, 2)
-    assert len(store.query("pump-1")) == 4
+    assert (r1.accepted, r2.accepted, r2.duplicates, r2.ack_seq) == (2, 2, 0, ack)
+    assert sorted((m, v) for m, _, v in store.query("pump-1")) == sorted(
+        [("temp", 21.5), ("rpm", 1450.0), ("temp", 21.7),
+         ("rpm", 1460.0 if ack == 2 else 1450.0)])
 
 
 def test_the_check_under_the_lock_asks_nothing_without_a_commit_meanwhile(

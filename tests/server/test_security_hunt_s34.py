@@ -201,6 +201,80 @@ def test_an_admin_rotates_a_device_secret_over_http(env: Env) -> None:
     assert "deleted" in body["detail"]
 
 
+def test_rotating_a_secret_closes_a_live_mqtt_connection_made_with_the_old_one(
+        data_dir: Path) -> None:
+    """Check a real MQTT connection to the embedded broker, made with the secret before a
+    rotation, is closed within about 2 s of it and a PUBLISH sent on it right after the
+    rotation is not stored, while the new secret connects and is stored (the test above
+    only checked the credential tag changed)."""
+    import threading
+    import time
+
+    import paho.mqtt.client as mqtt
+
+    from tests.conftest import wait_until
+    from tests.transport.test_broker_refused_topic_seqs import _Gateway
+
+    t0 = time.time() - 600
+    g = _Gateway(data_dir)
+    clients: list[mqtt.Client] = []
+    try:
+        secret = g.device("pump-1")
+        store = g.gw.store
+
+        def connect(password: str, client_id: str) -> tuple[mqtt.Client, threading.Event]:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                            reconnect_on_failure=False)
+            c.username_pw_set("pump-1", password)
+            up, gone = threading.Event(), threading.Event()
+            c.on_connect = lambda *a: up.set()
+            c.on_disconnect = lambda *a: gone.set()
+            c.connect("127.0.0.1", g.port)
+            c.loop_start()
+            clients.append(c)
+            assert up.wait(10) and not gone.is_set()
+            return c, gone
+
+        def publish(c: mqtt.Client, seq: int) -> None:
+            c.publish("edgewise/pump-1/telemetry", json.dumps(
+                {"ts": t0 + seq, "seq": seq, "metrics": {"t": float(seq)}}), qos=1)
+
+        def stored() -> list[float]:
+            return sorted(v for _, _, v in store.query("pump-1", "t"))
+
+        old, gone = connect(secret, "pump-1-old")
+        publish(old, 1)
+        assert wait_until(lambda: stored() == [1.0], 10), stored()
+        new_secret = g.gw.security.rotate_device_secret("pump-1", actor="test")  # as HTTP
+        rotated = time.monotonic()
+        publish(old, 2)
+        assert gone.wait(2.5), "the connection made with the old secret is still open"
+        assert time.monotonic() - rotated < 2.5
+        new, _ = connect(new_secret, "pump-1-new")
+        publish(new, 3)
+        assert wait_until(lambda: 3.0 in stored(), 10), stored()
+        assert stored() == [1.0, 3.0]
+    finally:
+        for c in clients:
+            c.disconnect()
+            c.loop_stop()
+        g.stop()
+
+
+def test_token_create_role_help_is_the_token_schemas_roles_text() -> None:
+    """Check 'token create --help' describes the roles with ROLES_DOC, the token schema's
+    text: the CLI had its own copy, which already left out POST /v1/registry/rollouts."""
+    import typer
+
+    from edgewise.security.credentials import ROLES_DOC
+
+    load_commands()
+    group = typer.main.get_command(app).commands["token"]  # type: ignore[attr-defined]
+    role = next(p for p in group.commands["create"].params if p.name == "role")
+    assert role.help == f"admin, operator or viewer. {ROLES_DOC}"
+    assert "POST /v1/registry/rollouts" in role.help
+
+
 def test_device_rotate_secret_on_the_cli(data_dir: Path) -> None:
     """Check 'edgewise device rotate-secret --device ID' prints a new secret once (as
     'device add' does; --json too): the old one is refused, the new one taken, the action

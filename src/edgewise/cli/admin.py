@@ -38,6 +38,10 @@ import typer
 
 from edgewise.cli._app import DataDir, Json, app, existing_data_dir, fail
 
+# the roles as the HTTP API's token schema words them; importing the module adds about 6-9
+# ms to CLI start (python -X importtime: edgewise.telemetry, its one heavy import, is loaded)
+from edgewise.security.credentials import ROLES_DOC
+
 if TYPE_CHECKING:
     from edgewise.config import Settings
     from edgewise.label.store import LabelStore
@@ -594,11 +598,8 @@ def _held_alerts_of(state: dict[str, object], device_id: str, st: Store) -> list
 @token_app.command("create")
 def token_create(
     data_dir: DataDir,
-    role: Annotated[str, typer.Option("--role", help=(
-        "admin, operator or viewer. viewer reads; operator also acknowledges and labels "
-        "alerts and rolls model releases out or back (chooses which published, signed "
-        "version a device or group runs); admin also manages devices and tokens. "
-        "Publishing a model takes no token: 'edgewise registry publish' on this machine."))],
+    role: Annotated[str, typer.Option(
+        "--role", help=f"admin, operator or viewer. {ROLES_DOC}")],
     name: Annotated[str, typer.Option(
         "--name", help="Who or what will use it (default: the role): at most 64 characters, "
         "no control characters (tab, newline), not 8 hex digits (a token id's form).")] = "",

@@ -355,6 +355,8 @@ def _csv_rows(path: Path, skip: int, pick: list[int] | None, where: str, below: 
                                "or nan is a missing value).")
                 row.append(v)
             rows.append(row)
+    if not rows:  # reshape(0, -1) raises; the caller says the file has no rows
+        return np.empty((0, len(pick) if pick is not None else 0), dtype=np.float64)
     return np.array(rows, dtype=np.float64).reshape(len(rows), -1)
 
 

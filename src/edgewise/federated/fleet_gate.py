@@ -12,13 +12,15 @@ The gate forwards a request to the SuperLink only when its path is one Fleet API
 (``/v1/fleet/<call>``; the call a single name of lowercase letters, digits and hyphens, so
 no dot segment, encoded slash or second prefix can smuggle another path through) or the
 read-only ``GET``/``HEAD /health``; it answers every other path itself with 404, without
-forwarding it.
+forwarding it, naming the method and path it refused.
 
 Requests and responses are streamed both ways (a FAB or a model's arrays can be tens of MB),
 with their status, headers (less the hop-by-hop ones) and bytes as they are, content
-encoding included. With a certificate and key the gate terminates TLS: devices verify it
-with the CA they were given; the SuperLink behind it, which only this machine reaches,
-runs without TLS.
+encoding included. A ``GET`` or ``HEAD`` is forwarded without a body (and without the
+``Content-Length`` of one it came with). A SuperLink that does not answer, or answers
+something that is not HTTP, is a 502 naming it. With a certificate and key the gate
+terminates TLS: devices verify it with the CA they were given; the SuperLink behind it,
+which only this machine reaches, runs without TLS.
 
 Run it as ``python -m edgewise.federated.fleet_gate --host H --port P --upstream URL``
 (``--ssl-certfile`` and ``--ssl-keyfile`` for TLS); :class:`LocalFleet` does.
@@ -37,6 +39,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+import h11
 import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -60,6 +63,10 @@ _HOP_BY_HOP = frozenset({
     "x-forwarded-port", "x-real-ip",
 })
 
+#: What a failed call to the SuperLink can raise: httpx's errors, and h11's own where
+#: httpcore lets them through (a request that breaks HTTP/1.1 on its way out).
+_UPSTREAM_ERRORS = (httpx.HTTPError, h11.ProtocolError)
+
 _REFUSED = ("this port serves only the Flower Fleet API (/v1/fleet/...) to devices; runs are "
             "submitted on the server itself")
 
@@ -70,6 +77,17 @@ def forwarded(path: str, method: str) -> bool:
     if _FLEET_PATH.fullmatch(path):
         return True
     return path == "/health" and method in ("GET", "HEAD")
+
+
+def _shown(text: str, limit: int) -> str:
+    """``text`` as a message may quote it: characters that are not printable escaped, and
+    cut to about ``limit`` characters.
+
+    >>> _shown("/v1/control/start-run" + chr(0), 80), _shown("/" + "a" * 100, 10)
+    ('/v1/control/start-run\\\\x00', '/aaaaaa...')
+    """
+    out = "".join(c if c.isprintable() and c != "\\" else ascii(c)[1:-1] for c in text)
+    return out if len(out) <= limit else out[:limit - 3] + "..."
 
 
 def _headers(items: list[tuple[str, str]], *, drop: frozenset[str] = _HOP_BY_HOP,
@@ -121,11 +139,18 @@ class FleetGate:
             return
         path, method = scope["path"], scope["method"]
         if not forwarded(path, method):
-            await JSONResponse({"detail": f"Not found: {_REFUSED}."},
-                               status_code=404)(scope, receive, send)
+            await JSONResponse(
+                {"detail": f"Not found: {_shown(method, 20)} {_shown(path, 100)} is not "
+                           f"forwarded; {_REFUSED}."},
+                status_code=404)(scope, receive, send)
             return
         request = Request(scope, receive)
-        out = _headers(request.headers.items(), connection=request.headers.get("connection", ""))
+        bodyless = method in ("GET", "HEAD")
+        # a GET or HEAD goes on without a body, so without the length of one it came with
+        # (httpx would declare it and send nothing: h11 refuses that)
+        out = _headers(request.headers.items(),
+                       drop=_HOP_BY_HOP | {"content-length"} if bodyless else _HOP_BY_HOP,
+                       connection=request.headers.get("connection", ""))
         client = request.client
         if client is not None:
             out.append(("x-forwarded-for", client.host))
@@ -133,12 +158,12 @@ class FleetGate:
         query = scope.get("query_string", b"").decode("latin-1")
         upstream_request = self._open().build_request(
             method, path + (f"?{query}" if query else ""), headers=out,
-            content=_body(request) if method not in ("GET", "HEAD") else None)
+            content=None if bodyless else _body(request))
         try:
             upstream = await self._open().send(upstream_request, stream=True)
         except ClientDisconnect:
             return
-        except httpx.HTTPError as exc:
+        except _UPSTREAM_ERRORS as exc:
             await JSONResponse(
                 {"detail": f"Bad gateway: the SuperLink at {self.upstream} did not answer "
                            f"({type(exc).__name__}: {exc})."},

@@ -432,10 +432,7 @@ class Pipeline:
                                                       stored.get(device_id, set())):
                     counts.append(("edgewise_readings_duplicate_total", len(dec.readings),
                                    None))
-                    out.append(IngestResult(duplicates=len(dec.readings),
-                                            rejected=dec.rejected, device_id=device_id,
-                                            seqs=dec.seqs,
-                                            rejected_counts=dec.rejected_counts()))
+                    out.append(self._duplicate_result(device_id, dec))
                     continue
                 fresh = [s for s in dec.seqs if (device_id, s) not in seen]
                 if dec.seqs and all(seen.get((device_id, s)) == payload for s in dec.seqs):
@@ -588,7 +585,12 @@ class Pipeline:
         its seqs not stored yet, and with its times stamped anew the store's dedup would
         store it twice. Such a message is made a duplicate (``out`` and ``counts`` updated)
         and its readings left out; returns the batch's readings to commit. Nothing is
-        asked of the store when no such device had a commit meanwhile."""
+        asked of the store when no such device had a commit meanwhile.
+
+        Only this process's commits are seen: with several gateways on one PostgreSQL
+        store, a copy that goes through another gateway than the first, and is looked up
+        before the first commits, is stored a second time (README: a device with relative
+        times sends to one gateway, or sends absolute times)."""
         later = [m for m in maybe if m[4] not in gone
                  and self._seqs_committed.get(m[4], 0) > looked_up]
         if not later:
@@ -603,8 +605,7 @@ class Pipeline:
                 continue
             n = len(dec.readings)
             counts[c] = ("edgewise_readings_duplicate_total", n, None)
-            out[i] = IngestResult(duplicates=n, rejected=dec.rejected, device_id=device_id,
-                                  seqs=dec.seqs, rejected_counts=dec.rejected_counts())
+            out[i] = self._duplicate_result(device_id, dec)
             dropped.append((lo, hi))
         if not dropped:
             return readings
@@ -612,6 +613,14 @@ class Pipeline:
         for lo, hi in dropped:
             keep[lo:hi] = [False] * (hi - lo)
         return [r for r, k in zip(readings, keep, strict=True) if k]
+
+    @staticmethod
+    def _duplicate_result(device_id: str, dec: Decoded) -> IngestResult:
+        """The result of a message found to be a re-delivery: its readings counted as
+        duplicates (none stored), its rejected ones as decoded."""
+        return IngestResult(duplicates=len(dec.readings), rejected=dec.rejected,
+                            device_id=device_id, seqs=dec.seqs,
+                            rejected_counts=dec.rejected_counts())
 
     @staticmethod
     def _may_be_redelivered(dec: Decoded) -> bool:
