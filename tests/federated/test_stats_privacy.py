@@ -369,7 +369,9 @@ def test_bad_stats_bounds_are_refused_in_one_line(tmp_path, doc: dict | None,
     from typer.testing import CliRunner
 
     from edgewise.cli import app as cli_app
+    from edgewise.cli import load_commands
 
+    load_commands()  # run alone, no earlier test has registered the commands
     path = tmp_path / "bounds.json"
     path.write_text("{nope" if doc is None else json.dumps(doc))
     out = CliRunner().invoke(cli_app, ["federate", "server", "--data-dir", str(tmp_path),
