@@ -106,9 +106,10 @@ def test_impossible_budget_fails_the_run_instead_of_reporting_no_dp():
 
 def test_asked_for_dp_but_none_reported_is_not_no_dp():
     """Check a run that asked for record-level DP-SGD but got no ε from any device fails
-    rather than reporting unit 'none'."""
+    rather than reporting unit 'none'. (Without the robust screen too, every update
+    stating no DP-SGD mechanism is now refused, no-dp-sgd, so nothing is aggregated.)"""
     grid = _grid([{"partition-id": i, "num-partitions": 2} for i in range(2)], {})
-    with pytest.raises(FederatedRunError, match=r"dp-sgd-epsilon=4\b.*no device reported"):
+    with pytest.raises(FederatedRunError, match=r"No round of 1 .*updates refused: no-dp-sgd"):
         _run(grid, rounds=1, dp_sgd_epsilon=4.0)
 
 

@@ -56,13 +56,15 @@ def _run(grid: InProcessGrid, rounds: int, **kw) -> sa.FederatedResult:
                             strategy="fedavg", **kw)
 
 
-def test_a_skipped_round_costs_no_device_level_epsilon():
-    """Round 2 of 3 aggregates nothing (every update refused): 2 noisy rounds, not 3."""
+def test_a_round_with_every_update_refused_still_releases_and_is_charged():
+    """Round 2 of 3 has every update refused: under device-level DP each refused device
+    is a 0 update over the fixed m, so the round still releases (the global model plus
+    noise z*C/m) and is charged: 3 noisy rounds. (It used to be skipped, uncharged: then
+    whether one device's update passed decided whether anything was released.)"""
     res = _run(_grid(3, _flaky({(i, 2): "nan" for i in range(3)})), 3, dp_noise=1.0)
-    assert res.skipped_rounds == [2]
-    assert res.privacy.epsilon == pytest.approx(device_level_epsilon(1.0, 2))
-    assert res.privacy.epsilon < device_level_epsilon(1.0, 3)
-    assert (res.privacy.rounds, res.privacy.rounds_planned) == (2, 3)
+    assert res.skipped_rounds == []
+    assert res.privacy.epsilon == pytest.approx(device_level_epsilon(1.0, 3))
+    assert (res.privacy.rounds, res.privacy.rounds_planned) == (3, 3)
 
 
 def test_devices_that_miss_rounds_report_what_they_spent_not_the_plan():

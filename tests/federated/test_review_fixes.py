@@ -21,8 +21,10 @@ def _grid(n: int, attacks: dict[int, str] | None = None, client_app=app) -> InPr
 
 
 def test_device_dp_noise_is_scaled_to_the_updates_really_averaged(monkeypatch):
-    """A screened-out update leaves k=2 of m=3 in the mean (sensitivity C/2): the noise
-    must be z*C/2, or the reported epsilon (for z) understates the real one."""
+    """A screened-out update counts as a 0 update over the fixed denominator m=3 (not a
+    mean of the k=2 left): the noise is z*C/m whatever k is, for the sensitivity 2C/m of
+    one device replaced (a noise sd that changed with k told whether a device was
+    averaged)."""
     import flwr.serverapp.strategy.dp_fixed_clipping as dpfc
 
     seen: list[float] = []
@@ -36,7 +38,7 @@ def test_device_dp_noise_is_scaled_to_the_updates_really_averaged(monkeypatch):
     res = run_federated(_grid(3, {0: "nan"}), kind="ae", n_features=6, n_conditions=1,
                         num_nodes=3, rounds=1, strategy="fedavg", dp_noise=1.0, dp_clip=0.5)
     assert [e["reason"] for e in res.rejected] == ["non-finite"]
-    assert seen == [pytest.approx(1.0 * 0.5 / 2)]
+    assert seen == [pytest.approx(1.0 * 0.5 / 3)]
     assert res.privacy.noise_multiplier == 1.0
 
 

@@ -74,7 +74,7 @@ def _honest_share(weights: list, robust: bool
     ([1, 1e-9, 1e-9], False),  # no screen (--secagg off, robust=False): the wrapper alone
 ])
 def test_device_dp_averages_each_device_with_weight_one(weights, robust, caplog) -> None:
-    """The noise z*C/k is sized for a mean in which each device counts 1/k; devices
+    """The noise z*C/m is sized for a mean in which each device counts 1/m; devices
     reporting unit-weight 1e-9 must not raise an honest device's share above that."""
     with caplog.at_level(logging.WARNING, logger="edgewise.federated.server_app"):
         share, dp, screen = _honest_share(weights, robust)
@@ -95,10 +95,11 @@ def test_device_dp_leaves_honest_weights_alone() -> None:
 
 
 def test_device_dp_screen_still_refuses_a_malformed_weight() -> None:
-    """A unit-weight that is no positive number is a malformed reply, refused as before."""
+    """A unit-weight that is no positive number is a malformed reply, refused as before;
+    it counts as a 0 update over the fixed denominator m = 4 (1/4 each, not 1/3)."""
     share, dp, screen = _honest_share([1, 1, 1, float("nan")], robust=True)
     assert [(e.node_id, e.reason) for e in screen.events] == [(1003, "weight")]
-    assert share == pytest.approx(1 / 3, abs=1e-5) and dp.reweighted == []
+    assert share == pytest.approx(1 / 4, abs=1e-5) and dp.reweighted == []
 
 
 # -- 2. the weight cap of a round of two ----------------------------------------------------

@@ -5,14 +5,16 @@ Flower itself reports no ε for a run):
 
 * **Device-level** (a whole device's data may be replaced by any other: the devices taking
   part are known to the server): Flower's ``DifferentialPrivacyServerSideFixedClipping``
-  clips each device's update to norm C and adds Gaussian noise of standard deviation z·C/k
-  to the equal-weight average of the k updates averaged that round. Replacing one device's
-  update moves that mean by up to 2C/k, so each round is a Gaussian mechanism of noise
-  multiplier z/2 for replace-one neighbours. With all n devices in every round (no
-  amplification) R rounds cost :func:`device_level_epsilon` (z, R); with m < n sampled per
-  round (Flower's fixed-size sampling without replacement) the accountant uses the matching
-  subsampled bound, never above the unsampled one. Meaningful only for large fleets: the
-  noise is z·C/k per coordinate against a signal of at most C.
+  clips each device's update to norm C, divides the sum of the clipped updates by m, the
+  devices sampled for the round (fixed, whatever number k of updates arrive or pass the
+  screen: a refused or dropped device is a 0 update), and adds Gaussian noise of standard
+  deviation z·C/m. Replacing one device's update moves that mean by up to 2C/m, so each
+  round is a Gaussian mechanism of noise multiplier z/2 for replace-one neighbours. With
+  all n devices in every round (no amplification) R rounds cost
+  :func:`device_level_epsilon` (z, R); with m < n sampled per round (Flower's fixed-size
+  sampling without replacement) the accountant uses the matching subsampled bound, never
+  above the unsampled one. Meaningful only for large fleets: the
+  noise is z·C/m per coordinate against a signal of at most C.
 * **Record-level** (one reading/window of one device): DP-SGD on each device with Opacus
   (per-sample clipping, noise multiplier z). Opacus's ``DPDataLoader`` samples each record
   with probability q = 1/⌈records/batch⌉ (Poisson) and takes ⌊1/q⌋ steps per epoch, not
@@ -261,12 +263,15 @@ def device_level_epsilon(
     """ε of device-level DP (Flower's fixed-clipping wrapper) after ``rounds`` rounds.
 
     The neighbours are replace-one (one device's whole history swapped for another's; the
-    devices taking part are known). The server averages the k updates it received with
-    equal weights and adds noise of sd z·C/k; replacing one device's clipped update moves
-    that mean by up to 2C/k, so each round is one Gaussian mechanism of noise multiplier
-    z/2. (Accounting it at z, as the sensitivity C/k of a device added or removed, was
-    wrong: with the mean taken over the k received, adding a device to the k also moves it
-    by up to 2C/k.) With every device in every round (``sample_size`` None or equal to
+    devices taking part are known). The server sums the clipped updates it averages (each
+    of norm at most C, with equal weights) and divides by m, the devices sampled for the
+    round, a configured number: a device that dropped out or was refused by the (per-device)
+    screen counts as a 0 update, so the denominator never depends on the data. It adds
+    noise of sd z·C/m; replacing one device's clipped update moves that mean by up to 2C/m,
+    so each round is one Gaussian mechanism of noise multiplier z/2, whatever number of
+    updates reached the mean. (Dividing by the k updates received, with noise z·C/k, made
+    the noise's variance itself depend on whether one device was averaged: this ε did not
+    hold then.) With every device in every round (``sample_size`` None or equal to
     ``num_devices``) that is the whole accounting. When Flower samples ``sample_size`` of
     the ``num_devices`` per round (fixed size, without replacement, as ``FedAvg`` does) the
     accountant also takes the sampled-without-replacement RDP bound (stated for replace-one
@@ -288,7 +293,7 @@ def device_level_epsilon(
         raise InvalidParameterError(
             "device_level_epsilon needs noise_multiplier > 0 and rounds >= 0. Got "
             f"{noise_multiplier} and {rounds} instead.")
-    # replace-one: one device moves the mean of the k averaged by up to 2C/k, noise z·C/k
+    # replace-one: one device moves the sum over m by up to 2C/m, noise z·C/m
     unsampled = rdp_epsilon(noise_multiplier / 2.0, 1.0, rounds, delta)
     if num_devices is None or sample_size is None or sample_size >= num_devices:
         return unsampled

@@ -42,20 +42,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAvg,
     Strategy,
 )
-from flwr.serverapp.strategy import dp_fixed_clipping as _dp_fixed_clipping
 from flwr.supercore.differential_privacy import compute_clip_model_update as _flower_clip
 
 from edgewise.errors import EdgewiseError, InvalidParameterError
@@ -65,7 +65,11 @@ from edgewise.federated.model import build_model
 from edgewise.federated.privacy import Mechanism, PrivacyReport
 from edgewise.federated.stats_privacy import DEFAULT_STATS_SHARE, StatsBounds
 from edgewise.federated.strategies import (
+    DPSGDScreen,
     RobustStrategy,
+    aggregate_train_metrics,
+    dp_sgd_mechanism,
+    in_model_order,
     is_cap,
     make_strategy,
     reported_epsilon,
@@ -84,27 +88,34 @@ class FederatedRunError(EdgewiseError, RuntimeError):
 
 
 class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
-    """Flower's server-side fixed-clipping DP, with the noise scaled to the updates that
-    are really averaged.
+    """Flower's server-side fixed-clipping DP, over a fixed denominator: the ``m`` devices
+    sampled for the round.
 
-    Flower adds noise of standard deviation ``z * C / m`` for the ``m`` devices sampled.
-    The mean is taken over the ``k`` updates that reach it (``k < m`` when a device dropped
-    out, or the screen refused one), and replacing one device's clipped update moves it by
-    up to ``2 C / k``; noise sized for ``m`` would be too small whenever ``k < m``. Here the
-    noise is ``z * C / k`` in every round: a Gaussian mechanism of noise multiplier ``z / 2``
-    for one device replaced, whatever the count, which is what
-    :func:`~edgewise.federated.privacy.device_level_epsilon` accounts.
+    The released model is the global model plus the sum of the clipped updates received
+    (each clipped to ``C``), divided by ``m`` (``num_sampled_clients``, configured, not
+    counted from the replies), plus Gaussian noise of sd ``z * C / m`` (Flower's). A device
+    that dropped out, failed, or was refused by the screen counts as a 0 update (the global
+    model sent back), which is inside the clip. Replacing one device's clipped update
+    moves the release by at most ``2 C / m`` whatever the number ``k`` of updates averaged,
+    so every round is a Gaussian mechanism of noise multiplier ``z / 2`` against one device
+    replaced: what :func:`~edgewise.federated.privacy.device_level_epsilon` accounts. (The
+    mean used to be taken over the ``k`` received, with noise ``z * C / k``: then whether a
+    device's update was averaged changed the noise's own variance, and the ε accounted
+    did not hold; a dropout now shrinks the mean towards the global model, a utility cost,
+    not a privacy one.) A round in which no update is averaged still releases the global
+    model plus that noise.
+
+    Only per-device rules may decide which updates count (:class:`_DeviceDPScreen`): one
+    device's update must not decide whether another's is averaged.
 
     Flower clips each update against the global model by position (the arrays' order), so
-    each reply's arrays are first put in the global model's order (a device sending the
-    same names in another order escaped the clip, or crashed the round).
+    each reply's arrays are first put in the global model's order
+    (:func:`~edgewise.federated.strategies.in_model_order`).
 
-    That noise covers a mean in which each of the ``k`` clipped updates counts ``1 / k``.
-    The wrapped FedAvg weights by the devices' own ``unit-weight``, so every update is
-    averaged with weight 1 whatever its device reports (a device reporting 1e-9 gave the
-    others up to all of the mean: an honest device's share, and sensitivity, near ``C``
-    where the noise is sized for ``C / k``); a reported weight other than 1 is logged,
-    naming the device and the value, and listed in :attr:`reweighted`.
+    Every update counts ``1 / m``: the devices' own ``unit-weight`` is not used for the
+    model (a device reporting 1e-9 gave the others up to all of a weighted mean); a
+    reported weight other than 1 is set to 1 for the train metrics' mean, logged, naming
+    the device and the value, and listed in :attr:`reweighted`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -140,37 +151,57 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
                             "for that), so it counts as 1", run_round, node, key, w)
                 metrics[key] = 1
 
-    def in_model_order(self, replies: list[Message]) -> None:
-        """Put each reply's arrays in the global model's order, in place, when they hold
-        the model's names (Flower's clip pairs them with the model by position; another
-        set of names is left for the screen, or Flower, to refuse)."""
-        order = list(self.current_arrays.keys())
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The global model plus the sum of the clipped updates over ``m``, plus noise of
+        sd ``z * C / m`` (see the class); the train metrics are the wrapped rule's mean of
+        the averaged replies that share the most common metric keys."""
+        replies = list(replies)
+        self.equal_weights(server_round, replies)
+        event = self._pop_pending_event(server_round)
+        names = list(self.current_arrays.keys())
+        reference = self.current_arrays.to_numpy_ndarrays()
+        total = [np.zeros(r.shape, np.float64) for r in reference]
+        averaged: list[Message] = []
         for msg in replies:
             if msg.has_error():
                 continue
-            for name, record in list(msg.content.array_records.items()):
-                if list(record.keys()) != order and set(record.keys()) == set(order):
-                    msg.content[name] = ArrayRecord({k: record[k] for k in order})
+            in_model_order(msg, names)
+            records = list(msg.content.array_records.values())
+            if len(records) != 1 or list(records[0].keys()) != names or any(
+                    a.shape != r.shape for a, r in zip(records[0].to_numpy_ndarrays(),
+                                                       reference, strict=True)):
+                log.warning("round %d: update from node %d does not hold the model's "
+                            "arrays; it counts as a 0 update", self.round_offset + server_round,
+                            int(msg.metadata.src_node_id))
+                continue
+            update = records[0].to_numpy_ndarrays()
+            _clip_update(update, reference, self.clipping_norm)  # in place: model + clipped
+            for t, a, r in zip(total, update, reference, strict=True):
+                t += a.astype(np.float64) - r
+            averaged.append(msg)
+        m = self.num_sampled_clients
+        mean = ArrayRecord({k: Array(np.asarray(r + t / m, dtype=r.dtype))
+                            for k, r, t in zip(names, reference, total, strict=True)})
+        arrays = self._add_noise_to_aggregated_arrays(mean)
+        self._compose_release(event)
+        return arrays, self._train_metrics(averaged)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Clip, average with equal weights and add noise for the ``k`` updates that carry
-        content."""
-        replies = list(replies)
-        self.equal_weights(server_round, replies)
-        self.in_model_order(replies)
-        k = sum(1 for m in replies if not m.has_error())
-        if k == 0:
-            return super().aggregate_train(server_round, replies)
-        sampled = self.num_sampled_clients
-        self.num_sampled_clients = k
-        clip = _dp_fixed_clipping.compute_clip_model_update
-        _dp_fixed_clipping.compute_clip_model_update = _clip_update  # a 0 update: no 1/0
-        try:
-            return super().aggregate_train(server_round, replies)
-        finally:
-            self.num_sampled_clients = sampled
-            _dp_fixed_clipping.compute_clip_model_update = clip
+    def _train_metrics(self, averaged: list[Message]) -> MetricRecord | None:
+        """The wrapped rule's mean of the train metrics of the averaged replies that carry
+        the most common metric keys with the weighting key (Flower's mean needs the same
+        keys in all); ``None`` when there is none."""
+        key = str(getattr(self.strategy, "weighted_by_key", "unit-weight"))
+        contents = [m.content for m in averaged if len(m.content.metric_records) == 1
+                    and key in next(iter(m.content.metric_records.values()))]
+        if not contents:
+            return None
+        layouts = [(next(iter(c.metric_records)),
+                    frozenset(next(iter(c.metric_records.values())))) for c in contents]
+        common = Counter(layouts).most_common(1)[0][0]
+        same = [c for c, lay in zip(contents, layouts, strict=True) if lay == common]
+        aggr = getattr(self.strategy, "train_metrics_aggr_fn", aggregate_train_metrics)
+        return aggr(same, key)
 
 
 def _clip_update(param1: list[np.ndarray], param2: list[np.ndarray],
@@ -194,27 +225,33 @@ def _clip_update(param1: list[np.ndarray], param2: list[np.ndarray],
 
 
 class _DeviceDPScreen(RobustStrategy):
-    """The robust screen of a device-level DP run, outside :class:`_DeviceDP`.
+    """The robust screen of a device-level DP run, outside :class:`_DeviceDP`: per-device
+    checks only (``per_device``: shape, dtype, finite values and metrics, a positive
+    weight, DP-SGD when asked; no layout majority, no norm bound relative to the others'
+    updates, no weight cap), so that one device's update never decides whether another's
+    is averaged; the clip bounds each one's influence to ``C``. A refused update counts as
+    a 0 update in :class:`_DeviceDP`'s fixed denominator, and a round with none left
+    still releases (the global model plus noise), not a skip that would tell.
 
     Every reply's ``unit-weight`` is set to 1 (:meth:`_DeviceDP.equal_weights`) before the
-    screen sees it: the weight cap would otherwise cap an honest device's 1 at 10 × the
-    median of the others' 1e-9 and list it as the one clipped. A weight that is not a
-    positive finite number is still refused by the screen, as a malformed reply.
+    screen sees it; a weight that is not a positive finite number is still refused by the
+    screen, as a malformed reply.
     """
 
     def __init__(self, dp: _DeviceDP, num_malicious_nodes: int = 0, *,
                  require_dp_sgd: bool = False) -> None:
         super().__init__(dp, num_malicious_nodes=num_malicious_nodes,
-                         require_dp_sgd=require_dp_sgd)
+                         require_dp_sgd=require_dp_sgd, per_device=True)
         self.weighted_by_key = "unit-weight"
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Set every valid weight to 1, then screen and aggregate."""
+        """Set every valid weight to 1, screen, and hand what passes to :class:`_DeviceDP`
+        (whatever is left: it divides by ``m``)."""
         replies = list(replies)
         if isinstance(self.strategy, _DeviceDP):
             self.strategy.equal_weights(server_round, replies, invalid_too=False)
-        return super().aggregate_train(server_round, replies)
+        return self.strategy.aggregate_train(server_round, self.screen(server_round, replies))
 
 
 class WireLog(Strategy):
@@ -807,10 +844,10 @@ def _dp_sgd_spent(replies: list[Message]) -> tuple[dict[str, Mechanism], float]:
                 log.warning("device (node %d) reported %s: not a finite number, so its DP-SGD "
                             "mechanism counts for nothing in the privacy accounting",
                             node, ", ".join(f"{k} {v!r}" for k, v in bad.items()))
-            z, q, steps = (vals[k] for k in ("dp-sgd-noise", "dp-sgd-rate", "dp-sgd-steps"))
-            accounted = (z is not None and q is not None and steps is not None
-                         and z > 0 and 0 < q <= 1 and steps > 0)
-            if accounted:
+            stated = dp_sgd_mechanism(rec)  # the same test as the screen's no-dp-sgd
+            accounted = stated is not None
+            if stated is not None:
+                z, q, steps = stated
                 mechanisms[str(node)] = (z, q, math.ceil(steps))
             eps = reported_epsilon(raw["dp-sgd-epsilon"])
             if math.isinf(eps):
@@ -961,12 +998,13 @@ def run_federated(
             "model by up to dp_clip. Use strategy='fedavg' or dp_noise=0."
         )
     # A run that asked for record-level DP-SGD refuses an update trained without it
-    # (reason "no-dp-sgd"): averaged in, it voids the epsilon reported for the model.
+    # (reason "no-dp-sgd"), robust or not: averaged in, it voids the epsilon reported for
+    # the model. Under device-level DP that screen goes outside _DeviceDP (below).
     rule = make_strategy(strategy, num_nodes=min_nodes, num_malicious_nodes=num_malicious_nodes,
                          beta=beta, robust=robust and dp_noise <= 0, sample_size=m,
                          weighted_by_key="unit-weight" if dp_noise > 0 else "num-examples",
                          fraction_evaluate=1.0 if evaluate else 0.0,
-                         require_dp_sgd=dp_sgd_epsilon > 0)
+                         require_dp_sgd=dp_sgd_epsilon > 0 and dp_noise <= 0)
     template = build_model(kind, n_features, seed=seed).state_dict()
     if ckpt is not None and ckpt.exists():
         check_resume(ckpt, rounds=rounds, dp_noise=dp_noise, dp_sgd_epsilon=dp_sgd_epsilon,
@@ -987,15 +1025,18 @@ def run_federated(
         initial = ArrayRecord(template)
     inner: Strategy = rule
     if dp_noise > 0:
-        # The robust screen goes outside Flower's DP wrapper, so that a malformed update
-        # (wrong shape, NaN, wrong dtype) is refused before the wrapper clips it.
-        inner = _DeviceDP(
+        # The screen goes outside Flower's DP wrapper, so that a malformed update (wrong
+        # shape, NaN, wrong dtype) is refused before the wrapper clips it; a refused update
+        # counts as 0 over the fixed denominator m (see _DeviceDP).
+        inner = dp = _DeviceDP(
             rule, noise_multiplier=dp_noise, clipping_norm=dp_clip, num_sampled_clients=m
         )
-        inner.round_offset = done
+        dp.round_offset = done
         if robust:
-            rule = inner = _DeviceDPScreen(inner, num_malicious_nodes=num_malicious_nodes,
+            rule = inner = _DeviceDPScreen(dp, num_malicious_nodes=num_malicious_nodes,
                                            require_dp_sgd=dp_sgd_epsilon > 0)
+        elif dp_sgd_epsilon > 0:
+            rule = inner = DPSGDScreen(dp)
     if isinstance(rule, RobustStrategy):  # refusals and skipped rounds carry the run's round
         rule.round_offset = done
     wire = WireLog(inner, ledger=ledger, round_offset=done,
@@ -1038,10 +1079,14 @@ def run_federated(
         eval_metrics = {done + r: dict(m) for r, m in res.evaluate_metrics_clientapp.items()}
         if not wire.aggregated_rounds:
             skipped = list(rule.skipped_rounds) if isinstance(rule, RobustStrategy) else []
+            reasons = sorted({e.reason for e in rule.events if not is_cap(e.reason)}
+                             if isinstance(rule, RobustStrategy) else set())
             raise FederatedRunError(
                 f"No round of {left} produced an aggregated update"
                 + (f" (rounds {skipped} had too few updates left for {strategy!r} after "
-                   "screening)" if skipped else "") + "; the global model is untrained.")
+                   "screening)" if skipped else "")
+                + (f" (updates refused: {', '.join(reasons)})" if reasons else "")
+                + "; the global model is untrained.")
     privacy = _privacy_report(train_metrics, dp_noise=dp_noise, dp_clip=dp_clip,
                               dp_delta=dp_delta, dp_sgd_clip=dp_sgd_clip, num_devices=min_nodes,
                               rounds=rounds, sample_size=m, dp_sgd_epsilon=dp_sgd_epsilon,

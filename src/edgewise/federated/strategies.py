@@ -77,12 +77,14 @@ from edgewise.errors import InvalidParameterError
 from edgewise.federated.privacy import reported_epsilon, scalar_metric
 
 __all__ = [
+    "DPSGDScreen",
     "RejectedUpdate",
     "RobustStrategy",
     "aggregate_train_metrics",
     "auto_beta",
     "check_rule_conditions",
     "dp_sgd_problem",
+    "in_model_order",
     "is_cap",
     "make_strategy",
     "metrics_problem",
@@ -157,6 +159,36 @@ def metrics_problem(metrics: Mapping[str, Any], ignore: str = "") -> str | None:
             "(dp-sgd-epsilon >= 0)")
 
 
+def dp_sgd_mechanism(metrics: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """The DP-SGD mechanism ``(dp-sgd-noise, dp-sgd-rate, dp-sgd-steps)`` a train reply's
+    metrics state, when it is one the privacy accounting can count (noise > 0, rate in
+    (0, 1], steps > 0, each a finite number); ``None`` otherwise.
+
+    >>> dp_sgd_mechanism({"dp-sgd-noise": 1.1, "dp-sgd-rate": 0.05, "dp-sgd-steps": 19})
+    (1.1, 0.05, 19.0)
+    >>> dp_sgd_mechanism({"dp-sgd-noise": 1.1, "dp-sgd-rate": 1.5, "dp-sgd-steps": 19})
+    """
+    z, q, steps = (scalar_metric(metrics.get(k))
+                   for k in ("dp-sgd-noise", "dp-sgd-rate", "dp-sgd-steps"))
+    if z is not None and q is not None and steps is not None \
+            and z > 0 and 0 < q <= 1 and steps > 0:
+        return z, q, steps
+    return None
+
+
+def in_model_order(msg: Message, order: Sequence[str]) -> None:
+    """Put each of a reply's ArrayRecords that holds exactly the model's array names
+    (``order``) in that order, in place: Krum, Bulyan and Flower's DP clip pair arrays with
+    the model by position (a device sending the same names in another order escaped the
+    clip, or crashed the round). Another set of names is left as it is (for the screen to
+    refuse). Used by :class:`RobustStrategy`'s screen and the device-level DP wrapper.
+    """
+    order = list(order)
+    for name, record in list(msg.content.array_records.items()):
+        if list(record.keys()) != order and set(record.keys()) == set(order):
+            msg.content[name] = ArrayRecord({k: record[k] for k in order})
+
+
 def dp_sgd_problem(metrics: Mapping[str, Any]) -> str | None:
     """Why a train reply's metrics state no DP-SGD mechanism the privacy accounting can
     count (``None``: they state one): ``dp-sgd-noise`` > 0, ``dp-sgd-rate`` in (0, 1] and
@@ -168,11 +200,9 @@ def dp_sgd_problem(metrics: Mapping[str, Any]) -> str | None:
     >>> dp_sgd_problem({"dp-sgd-noise": 0.0, "dp-sgd-rate": 0.0, "dp-sgd-steps": 0})
     'dp-sgd-noise 0.0, dp-sgd-rate 0.0, dp-sgd-steps 0: no DP-SGD mechanism (the run asked for record-level DP-SGD: dp-sgd-noise > 0, 0 < dp-sgd-rate <= 1 and dp-sgd-steps > 0)'
     """  # noqa: E501
-    got = {k: metrics.get(k) for k in ("dp-sgd-noise", "dp-sgd-rate", "dp-sgd-steps")}
-    z, q, steps = (scalar_metric(v) for v in got.values())
-    if z is not None and q is not None and steps is not None \
-            and z > 0 and 0 < q <= 1 and steps > 0:
+    if dp_sgd_mechanism(metrics) is not None:
         return None
+    got = {k: metrics.get(k) for k in ("dp-sgd-noise", "dp-sgd-rate", "dp-sgd-steps")}
     stated = ", ".join(f"{k} {v!r}" if v is not None else f"no {k}" for k, v in got.items())
     return (f"{stated}: no DP-SGD mechanism (the run asked for record-level DP-SGD: "
             "dp-sgd-noise > 0, 0 < dp-sgd-rate <= 1 and dp-sgd-steps > 0)")
@@ -303,6 +333,14 @@ class RobustStrategy(Strategy):
         Refuse (reason ``"no-dp-sgd"``) a train reply that states no DP-SGD mechanism
         (:func:`dp_sgd_problem`): the run asked for record-level DP, and an update trained
         without it would void the ε reported for the model.
+    per_device
+        Only checks that read one reply alone (and the global model): its shape (one
+        ArrayRecord, one MetricRecord, the model's array names, shapes and dtypes), finite
+        values, finite metrics, a positive weight, ``require_dp_sgd``. Off are the rules
+        that compare it with the other devices' replies: the metric layout most replies
+        share, the norm bound relative to the round's (and earlier rounds') median, the
+        weight cap. What device-level DP needs: there one device's update must not decide
+        whether another's is averaged (the clip already bounds each one's influence to C).
 
     A ratio that is not a number (NaN) is refused, naming it:
 
@@ -312,6 +350,9 @@ class RobustStrategy(Strategy):
     edgewise.errors.InvalidParameterError: The 'max_norm_ratio' parameter of RobustStrategy must be a number > 1. Got nan instead.
     """  # noqa: E501
 
+    #: Whether the wrapped rule's own condition (n against f) is checked (see the class).
+    check_rules = True
+
     def __init__(
         self,
         strategy: Strategy,
@@ -320,6 +361,7 @@ class RobustStrategy(Strategy):
         max_examples_ratio: float = 10.0,
         max_num_examples: int | None = None,
         require_dp_sgd: bool = False,
+        per_device: bool = False,
     ) -> None:
         # Written as `not (x > bound)` so that NaN, which compares false either way, is
         # refused: `x <= bound` let it through and switched the norm check or the cap off.
@@ -341,6 +383,7 @@ class RobustStrategy(Strategy):
         self.max_examples_ratio = max_examples_ratio
         self.max_num_examples = max_num_examples
         self.require_dp_sgd = require_dp_sgd
+        self.per_device = per_device
         #: added to Flower's round numbers in events, skipped rounds and the log: the rounds
         #: a resumed run had done before (Flower counts from 1 again)
         self.round_offset = 0
@@ -353,7 +396,8 @@ class RobustStrategy(Strategy):
         self.current_arrays = ArrayRecord()
         self.weighted_by_key = getattr(strategy, "weighted_by_key", "num-examples")
         min_n = int(getattr(strategy, "min_train_nodes", 1))
-        check_rule_conditions(strategy, min_n, num_malicious_nodes)
+        if self.check_rules:
+            check_rule_conditions(strategy, min_n, num_malicious_nodes)
 
     def __repr__(self) -> str:
         """Name the wrapped rule."""
@@ -373,7 +417,7 @@ class RobustStrategy(Strategy):
         """Remember the global model, sample through the wrapped rule, check n against f."""
         self.current_arrays = arrays
         messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
-        if messages:
+        if messages and self.check_rules:
             check_rule_conditions(self.strategy, len(messages), self.num_malicious_nodes)
         return messages
 
@@ -513,7 +557,7 @@ class RobustStrategy(Strategy):
             self.layout = expected
         passed: list[tuple[Message, str, float]] = []
         for msg, layout in formed:
-            if layout != expected:
+            if not self.per_device and layout != expected:
                 self._reject(server_round, msg, "metrics", self._layout_detail(layout, expected))
                 continue
             # A list, NaN or Inf metric (a dp-sgd-steps of NaN, a train-loss of [1, 2])
@@ -540,9 +584,7 @@ class RobustStrategy(Strategy):
                 self._reject(server_round, msg, "shape", f"arrays {got} differ from the model")
                 continue
             if reference and list(arrays) != list(reference):
-                # the model's names in another order: Krum, Bulyan and Flower's DP clip pair
-                # arrays by position (a device escaped the clip, or crashed the round)
-                msg.content[akey] = ArrayRecord({k: record[k] for k in reference})
+                in_model_order(msg, list(reference))
                 arrays = {k: arrays[k] for k in reference}
             bad_dtype = {
                 k: str(a.dtype) for k, a in arrays.items()
@@ -568,6 +610,10 @@ class RobustStrategy(Strategy):
                              f"update norm is {norm}; it must be a finite number")
                 continue
             passed.append((msg, akey, norm))
+        if self.per_device:  # no norm bound relative to the others, no weight cap
+            self._cap_weights(server_round, [m for m, _, _ in passed],
+                              capping=False)
+            return [m for m, _, _ in passed if id(m) not in self._bad_weight]
         if not passed:
             return []
         norms = [n for _, _, n in passed]
@@ -644,9 +690,11 @@ class RobustStrategy(Strategy):
                          + ([f"missing metric keys {missing}"] if missing else []))
         return f"{what}; the round's replies carry exactly {sorted(expected[2])}"
 
-    def _cap_weights(self, server_round: int, kept: list[Message], prefix: str = "") -> None:
+    def _cap_weights(self, server_round: int, kept: list[Message], prefix: str = "", *,
+                     capping: bool = True) -> None:
         """Refuse (``{prefix}weight``) a reply whose weight is not a positive number, cap
-        the others' (``{prefix}weight-capped``; see the class)."""
+        the others' (``{prefix}weight-capped``; see the class) unless ``capping`` is
+        false."""
         self._bad_weight: set[int] = set()
         values = []
         for msg in kept:
@@ -659,7 +707,7 @@ class RobustStrategy(Strategy):
                 self._bad_weight.add(id(msg))
             else:
                 values.append(x)
-        if not values:
+        if not values or not capping:
             return
         # The median of two is their mean, which the larger of two never exceeds 10 times
         # (one device claiming 1e9 examples took the mean alone, uncapped); with fewer than
@@ -762,6 +810,57 @@ class RobustStrategy(Strategy):
         )
 
 
+class DPSGDScreen(RobustStrategy):
+    """The one check a run without the robust screen (``robust=False``) still makes when it
+    asked for record-level DP-SGD: a train reply that states no DP-SGD mechanism
+    (:func:`dp_sgd_problem`) is refused, reason ``no-dp-sgd``, and the wrapped rule
+    aggregates the others as it is (no other check, no rule condition, evaluation replies
+    untouched). Without it ``robust=False`` dropped ``require_dp_sgd`` and averaged an
+    update trained without DP-SGD into a model reported at the run's record-level ε.
+    """
+
+    check_rules = False
+
+    def __init__(self, strategy: Strategy) -> None:
+        super().__init__(strategy, require_dp_sgd=True)
+
+    def __repr__(self) -> str:
+        """Name the wrapped rule."""
+        return f"DPSGDScreen({type(self.strategy).__name__})"
+
+    def screen(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """The replies that fail (Flower counts them) or state a DP-SGD mechanism in every
+        MetricRecord they carry (at least one).
+
+        >>> DPSGDScreen(FedAvg()).screen(1, [])
+        []
+        """
+        kept: list[Message] = []
+        for msg in replies:
+            if not msg.has_error():
+                records = list(msg.content.metric_records.values()) or [MetricRecord()]
+                why = next((w for w in map(dp_sgd_problem, records) if w is not None), None)
+                if why is not None:
+                    self._reject(server_round, msg, "no-dp-sgd",
+                                 f"{why}; an update trained without it would void the "
+                                 "record-level epsilon reported for the model")
+                    continue
+            kept.append(msg)
+        return kept
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Refuse the replies without DP-SGD, let the wrapped rule aggregate the rest."""
+        return self.strategy.aggregate_train(server_round, self.screen(server_round, replies))
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Delegate (evaluation spends no DP-SGD)."""
+        return self.strategy.aggregate_evaluate(server_round, replies)
+
+
 def trimmed_mean(values: Sequence[float], weights: Sequence[float], trim: int) -> float:
     """The weighted mean of ``values`` without the ``trim`` largest and ``trim`` smallest;
     their median when that would leave none (fewer than ``2 trim + 1`` values).
@@ -818,7 +917,9 @@ def make_strategy(
 
     ``name`` is one of ``"fedavg"``, ``"trimmed"``, ``"krum"``, ``"bulyan"``; ``beta`` <= 0
     picks the trimmed mean's fraction with :func:`auto_beta`. With
-    ``robust=False`` the bare Flower rule is returned (the unsafe baseline). ``sample_size``
+    ``robust=False`` the bare Flower rule is returned (the unsafe baseline), inside a
+    :class:`DPSGDScreen` when ``require_dp_sgd`` is given (a run asking for record-level
+    DP-SGD refuses an update trained without it either way). ``sample_size``
     (default: all ``num_nodes``) is how many of the ``num_nodes`` connected devices Flower
     samples per round; ``weighted_by_key`` is the reply metric that weights the mean
     (``"unit-weight"`` gives every device the same weight, as device-level DP needs).
@@ -871,5 +972,5 @@ def make_strategy(
             f"Got {name!r} instead."
         )
     if not robust:
-        return rule
+        return DPSGDScreen(rule) if robust_kwargs.get("require_dp_sgd") else rule
     return RobustStrategy(rule, num_malicious_nodes=num_malicious_nodes, **robust_kwargs)
