@@ -23,22 +23,13 @@ from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDic
 from flwr.serverapp.strategy import FedAvg
 
 from edgewise.federated import client_app as ca
-from edgewise.federated.inprocess import SERVER_NODE_ID, InProcessGrid
+from edgewise.federated.inprocess import InProcessGrid
 from edgewise.federated.server_app import _DeviceDP, _DeviceDPScreen, run_federated
 from edgewise.federated.strategies import DPSGDScreen, RobustStrategy, make_strategy
+from tests.federated.test_hunt_s34 import _task_identity  # noqa: F401 (autouse fixture)
 
 torch.set_num_threads(1)
 METRICS = {"num-examples": 10, "unit-weight": 1, "train-loss": 1.0}
-
-
-@pytest.fixture(autouse=True)
-def _task_identity() -> None:
-    """Flower stamps replies with the server's task identity; set it as InProcessGrid does."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.run_id = 1
-    TaskIdentity.node_id = SERVER_NODE_ID
-    TaskIdentity.task_id = 0
 
 
 def _instr(node: int) -> Message:
