@@ -228,9 +228,7 @@ class Diversity(QueryStrategy):
 
         if pool.features is None:
             raise InvalidParameterError("Diversity needs Pool.features (one row per window).")
-        F = np.asarray(pool.features, dtype=float)
-        sd = F.std(axis=0)
-        F = (F - F.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+        F = _standardised(pool.features)
         k = min(self.n_clusters, len(F))
         with warnings.catch_warnings():
             # a flat history has fewer distinct windows than clusters: KMeans says so in a
@@ -247,6 +245,32 @@ class Diversity(QueryStrategy):
             within[idx] = np.argsort(np.argsort(dist[idx]))
         within[pool.labelled] = 0
         return (within + covered[km.labels_]) * len(F) + dist / (dist.max() + 1e-12)
+
+
+def _standardised(features: Any) -> np.ndarray:
+    """``features`` with each column at mean 0 and standard deviation 1 (a constant one
+    at 0), always finite, as KMeans needs them. A reading of 1e154 or more makes a window's
+    variance feature infinite, and squaring it for the standard deviation overflows to
+    NaN: such features are clipped to the largest float, and a column holding values
+    whose square would overflow is first divided by its largest magnitude (which leaves
+    its standardised values as they were, up to rounding); other columns are standardised
+    exactly as before.
+
+    >>> F = _standardised([[0.0, 1.0], [float("inf"), 3.0], [1e200, 5.0]])
+    >>> bool(np.isfinite(F).all()), F[:, 1].round(3).tolist()
+    (True, [-1.225, 0.0, 1.225])
+    """
+    F = np.nan_to_num(np.asarray(features, dtype=float), nan=0.0)
+    big = np.abs(F).max(axis=0, initial=0.0) > _SQUARE_SAFE
+    if big.any():
+        F[:, big] /= np.abs(F[:, big]).max(axis=0)
+    sd = F.std(axis=0)
+    return (F - F.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+
+
+#: the largest magnitude a feature column may hold and still be squared (and summed over
+#: many windows) without overflowing: beyond it the column is scaled first
+_SQUARE_SAFE = 1e150
 
 
 class Novelty(QueryStrategy):

@@ -40,7 +40,7 @@ from edgewise.errors import (
 )
 
 __all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "payload_problem", "safe_text",
-           "shorten"]
+           "shorten", "storable"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -210,6 +210,21 @@ def shorten(value: Any) -> Any:
     if isinstance(value, str) and len(value) > _VALUE_CHARS:
         return f"{value[:_VALUE_CHARS]}... ({len(value)} characters)"
     return value
+
+
+def storable(text: str) -> bool:
+    r"""Whether ``text`` (an id, a metric or a filter from the URL) is text a store can
+    hold (:func:`edgewise.store._batch._text_problem`): one with a NUL character, or one
+    UTF-8 cannot encode, is no device's, metric's nor alert's, and is never sent to the
+    store (PostgreSQL refuses it: a 503 "Store unavailable" naming the database, for what
+    is only an unknown id). Routes answer their 404 for it instead.
+
+    >>> storable("pump-1"), storable("a\x00b"), storable("\ud800")
+    (True, False, False)
+    """
+    from edgewise.store._batch import _text_problem
+
+    return _text_problem("text", text) is None
 
 
 def payload_problem(exc: PayloadError, status: int | None = None) -> Problem:

@@ -70,7 +70,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edgewise.alerts import KINDS
 from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
-from edgewise.server.problems import Problem
+from edgewise.server.problems import Problem, storable
 from edgewise.server.query import _shown, format_ns, parse_instant
 from edgewise.server.routes.labels import label_store
 from edgewise.store._batch import _text_problem
@@ -212,17 +212,6 @@ def _explain(store: Any, alert: Any) -> tuple[int, tuple[Any, ...], dict[str, An
     return used, used_fp, answer
 
 
-def _storable(text: str) -> bool:
-    r"""Whether ``text`` (an id or a filter) is text a store can hold: one with a NUL
-    character is no alert's id nor device's, and is never sent to the store (PostgreSQL
-    refuses it: a 503 "Store unavailable" for what is only an unknown id).
-
-    >>> _storable("pump-1"), _storable("a\x00b")
-    (True, False)
-    """
-    return _text_problem("text", text) is None
-
-
 def _unknown(alert_id: str) -> Problem:
     """The 404 for an alert id no alert has."""
     shown = _shown(alert_id)  # a 20,000-character id is not echoed back in full
@@ -233,7 +222,7 @@ def _unknown(alert_id: str) -> Problem:
 
 
 def _get(store: Any, alert_id: str) -> Any:
-    if not _storable(alert_id):
+    if not storable(alert_id):
         raise _unknown(alert_id)
     try:
         return store.get_alert(alert_id)
@@ -347,7 +336,7 @@ async def list_alerts(
     # only a paging call passes `after`, so a store of a user's own that lists without it
     # still answers the first page; an empty cursor is none, as an empty 'since' is
     paging = {"after": decode_cursor(cursor)} if cursor else {}
-    if device is not None and not _storable(device):
+    if device is not None and not storable(device):
         return []  # no device has this id (and PostgreSQL would refuse to look it up)
     # one more than the page: whether a next page exists, without a last empty one
     alerts = await run_in_threadpool(
@@ -430,7 +419,7 @@ def _acknowledge(store: Any, alert_id: str, by: str, **changes: Any) -> tuple[An
     """:meth:`~edgewise.store.base.Store.acknowledge_alert`, one conditional write (a check
     and then a write let two operators each be told they acknowledged, and let a merge in
     between swallow the verdict); 404 for an unknown id, 409 for a merged alert."""
-    if not _storable(alert_id):
+    if not storable(alert_id):
         raise _unknown(alert_id)  # never asked of the store: PostgreSQL refuses a NUL
     try:
         alert, applied = store.acknowledge_alert(alert_id, by, **changes)

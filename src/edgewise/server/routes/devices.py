@@ -24,7 +24,7 @@ from edgewise.server.deps import (
     StoreDep,
     Viewer,
 )
-from edgewise.server.problems import Problem, shorten
+from edgewise.server.problems import Problem, shorten, storable
 from edgewise.server.query import format_ns, parse_duration, unknown_metric
 from edgewise.server.routes.labels import label_store
 
@@ -198,7 +198,11 @@ def device_summary(security: Any, store: Any, device_id: str,
     """The store's summary of ``device_id`` (:meth:`~edgewise.store.base.Store.devices`;
     ``None`` for a known device with no readings), read once; a 404 problem for an unknown
     device (:func:`known_device`), or for a ``metric`` (when given) it has never had,
-    listing the metrics it has."""
+    listing the metrics it has. Text no store can hold (a NUL character) is no device's
+    nor metric's: its 404, not the store's refusal (:func:`~edgewise.server.problems.
+    storable`)."""
+    if not storable(device_id):
+        raise not_found(device_id)
     summary = next((s for s in store.devices() if s.device_id == device_id), None)
     if summary is None and not known_device(security, store, device_id):
         raise not_found(device_id)
@@ -210,7 +214,10 @@ def device_summary(security: Any, store: Any, device_id: str,
 def known_device(security: Any, store: Any, device_id: str) -> bool:
     """Whether the device is registered or has stored data: readings, or what outlives
     them under retention (seqs, alerts), or data kept at a deletion (:meth:`~edgewise.
-    security.credentials.Security.keep_data`)."""
+    security.credentials.Security.keep_data`). False for text no store can hold (a NUL
+    character: PostgreSQL refuses it, a 503 for what is only an unknown id)."""
+    if not storable(device_id):
+        return False
     if security.has_device(device_id) or any(s.device_id == device_id
                                               for s in store.devices()):
         return True
@@ -258,11 +265,7 @@ def add_device(
 ) -> dict[str, str]:
     """Register a device. The secret is in this answer only; only its hash is kept."""
     if security.has_device(body.name):
-        raise Problem(
-            409, "Device exists", f"Device {body.name!r} already exists; delete it first or "
-            "pick another name.", field="name", value=body.name,
-            allowed="a name not yet registered", reason="exists",
-        )
+        raise _exists(body.name)
     if store.has_device_data(body.name) or security.data_kept(body.name):
         # a new device under the id would be acked the old one's seq watermark, and
         # would forget messages that were never stored
@@ -277,7 +280,10 @@ def add_device(
         device_id, secret = security.add_device(body.name, groups=body.groups,
                                                 actor=who.actor)
     except InvalidParameterError as exc:
-        bad_group = exc.field == "groups"  # else 'name': invalid, or registered meanwhile
+        if exc.field != "groups" and security.has_device(body.name):
+            # another admin registered the same name meanwhile: the 409 it would have had
+            raise _exists(body.name) from None
+        bad_group = exc.field == "groups"  # else 'name': not a valid name
         raise Problem(
             422, "Invalid group name" if bad_group else "Invalid device name", str(exc),
             field="groups" if bad_group else "name",
@@ -287,6 +293,16 @@ def add_device(
         ) from None
     return {"id": device_id, "name": body.name, "secret": secret,
             "groups": security.device_groups(device_id)}
+
+
+def _exists(name: str) -> Problem:
+    """The 409 for registering a name a device is registered under (also when another
+    admin registered it between the check and the registration)."""
+    return Problem(
+        409, "Device exists", f"Device {shorten(name)!r} already exists; delete it first or "
+        "pick another name.", field="name", value=name,
+        allowed="a name not yet registered", reason="exists",
+    )
 
 
 class DeviceSecret(BaseModel):

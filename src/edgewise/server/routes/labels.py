@@ -377,6 +377,10 @@ async def label_queue(
     labels = label_store(request, security, settings)
     try:
         return await run_in_threadpool(_queue, store, labels, device, k, strategy)
-    except ValueError as exc:
+    except InvalidParameterError as exc:
+        if exc.field is not None:  # not about the history (the mix's state file): say so
+            raise
+        # the library's own: no stored readings, or too few to cut windows from; any
+        # other ValueError is a fault of the server's, not a device without history
         raise Problem(404, "No history", str(exc), field="device", value=device,
                       allowed="a device with stored readings", reason="no_history") from None

@@ -38,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edgewise import config
 from edgewise.server.deps import PipelineDep, SecurityDep, StoreDep, Viewer
-from edgewise.server.problems import Problem, shorten
+from edgewise.server.problems import Problem, shorten, storable
 from edgewise.server.query import format_ns, parse_instant
 from edgewise.server.routes.devices import known_device, not_found
 
@@ -175,8 +175,12 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
     from edgewise.quality.plot import plot_issues
     from edgewise.store.newest import newest_rows
 
-    rows, start_ns, _ = newest_rows(store, device_id, metric, start_ns, end_ns, MAX_READINGS)
-    issues = _issues(rows, _span(_summary(store, device_id), start_ns, end_ns)).get(metric)
+    if storable(metric):  # a NUL character is no metric's: its 404, not the store's 503
+        rows, start_ns, _ = newest_rows(store, device_id, metric, start_ns, end_ns,
+                                        MAX_READINGS)
+        issues = _issues(rows, _span(_summary(store, device_id), start_ns, end_ns)).get(metric)
+    else:
+        issues = None
     if issues is None or not _flagged(issues):
         raise Problem(
             404, "No quality plot",

@@ -61,6 +61,8 @@ _lock = threading.Lock()
 TTL_S = 15.0
 _answers: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 _answers_lock = threading.Lock()
+#: one lock per cache key, held while its answer is computed (:func:`_key_lock`)
+_locks: dict[tuple[str, str], threading.Lock] = {}
 #: Bumped by :func:`forget_device`: an answer computed while a device was deleted is not
 #: kept (it may read the readings being purged).
 _forgets = 0
@@ -172,18 +174,32 @@ def _predict(store: Any, data_dir: Path, device_id: str) -> dict[str, Any]:
         key = (device_id, "|".join(_file_key(p) for p in paths))
     except OSError:  # a file removed meanwhile: answer without the cache
         key = (device_id, "")
-    with _answers_lock:
-        hit = _answers.get(key)
-        forgets = _forgets
-    if hit is not None and time.monotonic() - hit[0] < TTL_S:
-        return hit[1]
-    answer = _score(store, paths, device_id)
-    with _answers_lock:
-        if forgets == _forgets:  # no device was deleted while this was computed
-            if len(_answers) > 10_000:
-                _answers.clear()
-            _answers[key] = (time.monotonic(), answer)
+    # one computation per key at a time: requests arriving while it runs (the dashboard's
+    # polls, several viewers) wait for it and answer from the cache it fills
+    with _key_lock(key):
+        with _answers_lock:
+            hit = _answers.get(key)
+            forgets = _forgets
+        if hit is not None and time.monotonic() - hit[0] < TTL_S:
+            return hit[1]
+        answer = _score(store, paths, device_id)
+        with _answers_lock:
+            if forgets == _forgets:  # no device was deleted while this was computed
+                if len(_answers) > 10_000:
+                    _answers.clear()
+                _answers[key] = (time.monotonic(), answer)
     return answer
+
+
+def _key_lock(key: tuple[str, str]) -> threading.Lock:
+    """The lock one key's computation holds (as :meth:`~edgewise.server.fitting.FitCache.
+    key_lock`), so concurrent requests for a device score it once; bounded by dropping the
+    unheld locks when there are many."""
+    global _locks
+    with _answers_lock:
+        if len(_locks) > 10_000:
+            _locks = {k: v for k, v in _locks.items() if v.locked()}
+        return _locks.setdefault(key, threading.Lock())
 
 
 def _bad_model(device_id: str, skipped: list[dict[str, str]]) -> dict[str, Any]:

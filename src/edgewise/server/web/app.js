@@ -823,7 +823,21 @@ async function fillForecast(box, id, metric, button) {
 // Shown when a RUL model file is in the data dir and fits the device's metrics; a model file
 // that does not load (reason bad_model) and a failed request are said, not hidden. Not
 // awaited by the poll, so it catches its own failures (no uncaught rejection every poll).
+// Devices whose GET /rul is in flight: the 3 s poll starts no second one for a device
+// (an uncached RUL may take longer than a poll; each would score the device again).
+const rulInFlight = new Set();
+
 async function fillRul(box, id) {
+  if (rulInFlight.has(id)) return;  // the box keeps what it shows until that one answers
+  rulInFlight.add(id);
+  try {
+    await fillRulNow(box, id);
+  } finally {
+    rulInFlight.delete(id);
+  }
+}
+
+async function fillRulNow(box, id) {
   const unavailable = (reason, detail) => {
     box.removeAttribute("data-rul");
     box.dataset.rulReason = reason;
