@@ -44,9 +44,9 @@ HELP: dict[str, tuple[str, str]] = {
     "edgewise_mqtt_client_ids_released_total": (
         "counter", "MQTT client ids released, with their session, after 16 newer ones."),
     "edgewise_messages_refused_total": (
-        "counter", "MQTT messages refused, by reason: revoked (credentials revoked; not "
-        "acknowledged), retained (a broker's replay of retained telemetry at subscribe; "
-        "acknowledged and dropped)."),
+        "counter", ("MQTT messages refused, by reason: revoked (credentials revoked; not "
+                    "acknowledged), retained (a broker's replay of retained telemetry at "
+                    "subscribe; acknowledged and dropped).")),
     "edgewise_readings_scored_total": ("counter", "Readings scored by the detectors."),
     "edgewise_readings_late_unscored_total": (
         "counter", "Readings stored but not scored: older than the stream's scoring horizon."),
