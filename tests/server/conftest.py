@@ -197,3 +197,14 @@ def chromium(_browser: Any) -> Iterator[Any]:
     yield _browser
     for ctx in list(_browser.contexts):
         ctx.close()
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_env(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Env]:
+    """The app on DuckDB, and on a PostgreSQL schema of its own (``ew_`` + the test module's
+    name, dropped afterwards)."""
+    if request.param == "duckdb":
+        yield from build_env(data_dir)
+    else:
+        yield from build_postgres_env(data_dir, request.getfixturevalue("postgres_url"),
+                                      f"ew_{request.module.__name__.rsplit('.', 1)[-1][:20]}_")

@@ -6,25 +6,12 @@ same on DuckDB and PostgreSQL, never a 503; a ``kind`` that is no alert kind (42
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from edgewise.store.base import Alert
-from tests.server.conftest import Env, build_env, build_postgres_env, problem
+from tests.server.conftest import Env, problem
 
 S = 10**9
 
-
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def any_env(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Env]:
-    """The app on DuckDB, and on a PostgreSQL schema of its own."""
-    if request.param == "duckdb":
-        yield from build_env(data_dir)
-    else:
-        yield from build_postgres_env(data_dir, request.getfixturevalue("postgres_url"),
-                                      "ew_alert_in_")
 
 
 def test_a_nul_in_a_note_an_id_or_a_filter_is_refused_or_unknown_never_a_503(

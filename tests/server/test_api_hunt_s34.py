@@ -4,7 +4,6 @@ admins registering one name at once; the RUL route's reads and concurrent reques
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +11,10 @@ import numpy as np
 import pytest
 
 from edgewise.telemetry import Reading
-from tests.server.conftest import Env, build_env, build_postgres_env, problem
+from tests.server.conftest import Env, problem
 
 T0 = 1769860800 * 10**9
 
-
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def any_env(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Env]:
-    """The app on DuckDB, and on a PostgreSQL schema of its own (dropped afterwards)."""
-    if request.param == "duckdb":
-        yield from build_env(data_dir)
-    else:
-        yield from build_postgres_env(data_dir, request.getfixturevalue("postgres_url"),
-                                      "ew_hunt34_")
 
 
 @pytest.mark.parametrize(("method", "path", "role", "reason"), [
