@@ -29,7 +29,7 @@ from edgewise.errors import ConfigError
 from edgewise.params import Interval
 
 __all__ = ["MAX_FUTURE_S", "MAX_READINGS", "MAX_WAIT_S", "SYSLOG_FACILITIES", "Settings",
-           "SyslogTarget", "default_data_dir", "parse_syslog_url", "shown_url",
+           "SyslogTarget", "default_data_dir", "is_loopback", "parse_syslog_url", "shown_url",
            "userinfo_end"]
 
 
@@ -462,7 +462,7 @@ def _check_webhook_url(url: str, allow_http: bool) -> str:
     if port == 0:
         raise ConfigError(f"{_WEBHOOKS} has value {shown}: port 0 cannot be sent to. "
                           f"{allowed}.")
-    if scheme == "http" and not allow_http and not _loopback(host):
+    if scheme == "http" and not allow_http and not is_loopback(host):
         https = "https" + url[len("http"):]
         raise ConfigError(
             f"{_WEBHOOKS} has value {shown}. Plain http:// is allowed only to a loopback "
@@ -557,16 +557,18 @@ def parse_syslog_url(url: str) -> SyslogTarget:
     return SyslogTarget(scheme, host, port or SYSLOG_PORTS[scheme], facility)
 
 
-def _loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address, without brackets) is this machine only.
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, with or without IPv6 brackets) is this machine
+    only: ``localhost`` or a loopback address (the wildcard addresses and other names are not).
 
-    >>> [_loopback(h) for h in ("localhost", "127.0.0.2", "::1", "10.0.0.1", "example.org")]
-    [True, True, True, False, False]
+    >>> [is_loopback(h) for h in ("localhost", "LocalHost.", "127.0.0.2", "::1", "[::1]",
+    ...                           "0.0.0.0", "10.0.0.1", "example.org")]
+    [True, True, True, True, True, False, False, False]
     """
-    if host.lower().rstrip(".") == "localhost":
+    if host.lower() in ("localhost", "localhost."):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
     except ValueError:
         return False
 

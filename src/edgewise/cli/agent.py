@@ -319,7 +319,7 @@ def _plain_http_warning(gateway: str) -> str | None:
     """  # noqa: E501
     import httpx
 
-    from edgewise.config import _loopback
+    from edgewise.config import is_loopback
 
     if not gateway.startswith("http://"):
         return None
@@ -327,7 +327,7 @@ def _plain_http_warning(gateway: str) -> str | None:
         host = httpx.URL(gateway).host
     except (httpx.InvalidURL, ValueError):
         return None  # refused by _check_gateway already
-    if _loopback(host):
+    if is_loopback(host):
         return None
     return (f"warning: the gateway {gateway} is plain HTTP to a host that is not loopback: "
             f"the device secret (sent with every request) and the readings travel in "

@@ -69,8 +69,9 @@ def _check_tls(cert: Path | None, key: Path | None, ca: Path | None,
                host: str) -> TlsFiles | None:
     """The SuperLink's TLS files, checked (:func:`~edgewise.federated.deploy.check_tls`);
     without them, a warning when the SuperLink is reachable from other machines."""
+    from edgewise.config import is_loopback
     from edgewise.errors import InvalidParameterError
-    from edgewise.federated.deploy import check_tls, is_loopback
+    from edgewise.federated.deploy import check_tls
 
     try:
         tls = check_tls(cert, key, ca, host=host)
@@ -594,8 +595,9 @@ def server(
 def _check_root_certificates(tls_ca: Path | None, superlink: str) -> Path | None:
     """``--tls-ca`` as an absolute path, refused in one line unless it holds a PEM
     certificate; without it, a warning when the SuperLink is not on this machine."""
+    from edgewise.config import is_loopback
     from edgewise.errors import InvalidParameterError
-    from edgewise.federated.deploy import is_loopback, load_ca
+    from edgewise.federated.deploy import load_ca
 
     if tls_ca is None:
         host = superlink.rpartition(":")[0] or superlink

@@ -326,11 +326,11 @@ def serve(
         if gw.webhook_secret_made is not None:
             typer.echo(f"alert webhook secret made: {gw.webhook_secret_made} (mode 0600; give "
                        "it to the receivers to check X-Edgewise-Signature)", err=True)
-        from edgewise.config import _loopback
+        from edgewise.config import is_loopback
 
         clear = [name for name, on in (("HTTP", gw.http_url is not None),
                                        ("MQTT", settings.mqtt == "embedded")) if on]
-        if clear and not settings.tls_cert and not _loopback(settings.host):
+        if clear and not settings.tls_cert and not is_loopback(settings.host):
             # warned, not refused: a trusted LAN, or a TLS proxy in front, may be meant
             typer.echo(f"warning: listening on {settings.host or 'every address'} without "
                        f"--tls-cert: API tokens, device secrets and readings travel in clear "

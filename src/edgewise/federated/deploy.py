@@ -40,11 +40,12 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 import edgewise
+from edgewise.config import is_loopback
 from edgewise.errors import InvalidParameterError
 from edgewise.security.certs import cert_names, describe_names
 
 __all__ = ["RUN_DEFAULTS", "LocalFleet", "TlsFiles", "app_pyproject", "check_tls",
-           "device_address", "free_port", "is_loopback", "load_ca", "supernode_command",
+           "device_address", "free_port", "load_ca", "supernode_command",
            "toml_string"]
 
 #: The run config a :class:`LocalFleet` run starts from (``run`` overrides any of it).
@@ -104,21 +105,6 @@ def connect_address(host: str, port: int) -> str:
     """
     h = connect_host(host)
     return f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a SuperLink on ``host`` is reachable from this machine only (a loopback address
-    or ``localhost``; the wildcard addresses and other names are not).
-
-    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("0.0.0.0")
-    (True, True, False)
-    """
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _local_hosts(host: str) -> list[str]:

@@ -68,8 +68,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from edgewise._private import write_private
-from edgewise.config import Settings
-from edgewise.config import _loopback as _is_loopback
+from edgewise.config import Settings, is_loopback
 from edgewise.errors import ConfigError
 from edgewise.gateway.metrics import Metrics
 from edgewise.store.base import (
@@ -625,7 +624,7 @@ class Webhook:
         # taken through a proxy would cross the network in plain text
         return httpx.Client(
             timeout=httpx.Timeout(self.timeout_s), follow_redirects=False,
-            verify=self._verify, trust_env=not _is_loopback(host),
+            verify=self._verify, trust_env=not is_loopback(host),
             headers={"User-Agent": "edgewise-alert-webhook/1"})
 
     def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, str | None, str]:
