@@ -64,3 +64,17 @@ def test_a_window_takes_a_label_covering_half_of_it_or_holding_half_of_it(
     from edgewise.label.windows import window_labels
 
     assert window_labels(_windows(), [_label(start, end)])[0].tolist() == want
+
+
+@pytest.mark.parametrize("spike", [1e154, -1e300, 1.7e308])
+def test_window_features_stay_finite_and_see_a_huge_reading(spike: float) -> None:
+    """np.std squared readings beyond 1e154 to inf: the spread and step features of the
+    window holding such a reading were inf (a classifier then refuses the whole set)."""
+    v = np.full(200, 5.0)
+    v[::7] += 0.25  # a little spread, so the window with the spike stands out
+    v[105] = spike
+    ws = windows_from_series(v, np.arange(200) * 10**9, "d", length=20)
+    assert np.isfinite(ws.features).all()
+    spread = ws.features[:, ws.feature_names.index("c0_spread")]
+    assert int(np.argmax(spread)) == 5  # the window holding reading 105
+

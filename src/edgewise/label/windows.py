@@ -101,13 +101,21 @@ class WindowSet:
                          self.scores[idx], self.features[idx], list(self.feature_names))
 
 
+#: the largest scaled reading a feature uses: its square (1e200) and a window's sum of them
+#: stay finite
+_Z_MAX = 1e100
+
+
 def _robust_scale(a: np.ndarray) -> tuple[float, float]:
     a = a[np.isfinite(a)]
     if len(a) == 0:
         return 0.0, 1.0
     med = float(np.median(a))
     mad = float(np.median(np.abs(a - med))) * 1.4826
-    sd = float(np.std(a))
+    top = float(np.max(np.abs(a)))
+    # std of the readings over their largest, scaled back: finite for readings up to 1e308
+    # (np.std squares them, inf beyond 1e154)
+    sd = float(np.std(a / top)) * top if top > 0 else 0.0
     # floors relative to the level, none absolute: a metric read in nA is scaled as in A
     scale = mad if mad > 1e-9 * abs(med) else sd
     return med, max(scale, 1e-9 * abs(med), 1e-300)
@@ -168,19 +176,24 @@ def windows_from_series(
     for c in range(d):
         col = X[:, c]
         med, sd = _robust_scale(col)
-        steps = np.diff(col, prepend=col[0])
+        with np.errstate(over="ignore", invalid="ignore"):
+            steps = np.diff(col, prepend=col[0])  # inf between -1e308 and 1e308: left out
         _, ssd = _robust_scale(steps)
-        z = (col - med) / sd
+        # in units of the metric's own scale, clipped where squaring could overflow: a
+        # reading of 1e154 (or a step between -1e308 and 1e308) gives large features, not inf
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = np.clip((col - med) / sd, -_Z_MAX, _Z_MAX)
+            zs = np.clip(steps / ssd, -_Z_MAX, _Z_MAX)
         lvl, spr, stp, mx = (np.zeros(n) for _ in range(4))
         for i, (a, b) in enumerate(zip(bounds, ends, strict=True)):
-            w, zw, sw = col[a:b], z[a:b], steps[a:b]
+            w, zw, sw = col[a:b], z[a:b], zs[a:b]
             ok = np.isfinite(w)
             if not ok.any():
                 continue
             lvl[i] = float(np.mean(zw[ok]))
-            spr[i] = float(np.log((np.std(w[ok]) + 1e-3 * sd) / sd))
+            spr[i] = float(np.log(np.std(zw[ok]) + 1e-3))
             sw = sw[np.isfinite(sw)]
-            stp[i] = float(np.log((np.std(sw) + 1e-3 * ssd) / ssd)) if len(sw) > 1 else 0.0
+            stp[i] = float(np.log(np.std(sw) + 1e-3)) if len(sw) > 1 else 0.0
             mx[i] = float(np.max(np.abs(zw[ok])))
         feats += [np.clip(lvl, -20, 20), spr, stp, np.log1p(mx)]
         names += [f"c{c}_level", f"c{c}_spread", f"c{c}_step", f"c{c}_maxabs"]
