@@ -44,6 +44,7 @@ from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.server.deps import SecurityDep, SettingsDep, StoreDep, Viewer
+from edgewise.server.fitting import FitCache
 from edgewise.server.routes.devices import known_device, not_found
 
 __all__ = ["find_model", "forget_device", "router"]
@@ -59,13 +60,14 @@ _lock = threading.Lock()
 #: A device's answer is reused this long (the dashboard polls every few seconds and the
 #: prediction reads the device's whole history).
 TTL_S = 15.0
-_answers: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
-_answers_lock = threading.Lock()
-#: one lock per cache key, held while its answer is computed (:func:`_key_lock`)
-_locks: dict[tuple[str, str], threading.Lock] = {}
-#: Bumped by :func:`forget_device`: an answer computed while a device was deleted is not
-#: kept (it may read the readings being purged).
-_forgets = 0
+#: Answers kept at most (the least recently asked dropped first): one per device asked.
+MAX_ANSWERS = 10_000
+#: Each device's answer with when it was computed (``time.monotonic()``), per device and
+#: model files (:func:`_predict`). Its ``key_lock`` lets one request per key compute while
+#: the others wait for its answer; :func:`forget_device` drops a device's answers and bumps
+#: its ``generation``, so an answer computed while the device was deleted (it may read the
+#: readings being purged) is not kept.
+_answers: FitCache[tuple[str, str], tuple[float, dict[str, Any]]] = FitCache(MAX_ANSWERS)
 
 
 def forget_device(device_id: str) -> int:
@@ -74,17 +76,11 @@ def forget_device(device_id: str) -> int:
     (``no_history`` until it has some), never the deleted one's prediction. How many
     answers were dropped.
 
-    >>> _answers[("pump-9", "")] = (0.0, {"rul": 1.0})
-    >>> forget_device("pump-9"), ("pump-9", "") in _answers
-    (1, False)
+    >>> _answers.put(("pump-9", ""), (0.0, {"rul": 1.0}))
+    >>> forget_device("pump-9"), _answers.get(("pump-9", ""))
+    (1, None)
     """
-    global _forgets
-    with _answers_lock:
-        _forgets += 1
-        gone = [k for k in _answers if k[0] == device_id]
-        for k in gone:
-            del _answers[k]
-    return len(gone)
+    return _answers.drop(lambda key: key[0] == device_id)
 
 
 def model_files(data_dir: Path) -> list[Path]:
@@ -176,30 +172,15 @@ def _predict(store: Any, data_dir: Path, device_id: str) -> dict[str, Any]:
         key = (device_id, "")
     # one computation per key at a time: requests arriving while it runs (the dashboard's
     # polls, several viewers) wait for it and answer from the cache it fills
-    with _key_lock(key):
-        with _answers_lock:
-            hit = _answers.get(key)
-            forgets = _forgets
+    with _answers.key_lock(key):
+        generation = _answers.generation
+        hit = _answers.get(key)
         if hit is not None and time.monotonic() - hit[0] < TTL_S:
             return hit[1]
         answer = _score(store, paths, device_id)
-        with _answers_lock:
-            if forgets == _forgets:  # no device was deleted while this was computed
-                if len(_answers) > 10_000:
-                    _answers.clear()
-                _answers[key] = (time.monotonic(), answer)
+        # kept unless a device was deleted while this was computed (FitCache.drop)
+        _answers.put(key, (time.monotonic(), answer), generation)
     return answer
-
-
-def _key_lock(key: tuple[str, str]) -> threading.Lock:
-    """The lock one key's computation holds (as :meth:`~edgewise.server.fitting.FitCache.
-    key_lock`), so concurrent requests for a device score it once; bounded by dropping the
-    unheld locks when there are many."""
-    global _locks
-    with _answers_lock:
-        if len(_locks) > 10_000:
-            _locks = {k: v for k, v in _locks.items() if v.locked()}
-        return _locks.setdefault(key, threading.Lock())
 
 
 def _bad_model(device_id: str, skipped: list[dict[str, str]]) -> dict[str, Any]:
