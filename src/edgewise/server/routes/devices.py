@@ -8,7 +8,10 @@ be read and deleted.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -366,7 +369,46 @@ def delete_device(
     When the store's deletion fails, the answer is 503 (reason ``store_error``) saying what
     was done already (credentials revoked, releases withdrawn), with
     ``credentials_deleted`` and ``releases_withdrawn``: the data is kept and the id refused
-    by ``POST /v1/devices`` and ``edgewise device add`` until a later deletion succeeds."""
+    by ``POST /v1/devices`` and ``edgewise device add`` until a later deletion succeeds.
+
+    Deletions of one id run one at a time: of several at once, the first deletes (200,
+    audited once) and the others find the device gone (404), or, when the first's store
+    deletion failed, try it again."""
+    with _deleting(device_id):
+        return _delete_device(device_id, who, security, store, pipeline, settings, request)
+
+
+#: device id -> [its deletion lock, how many requests hold or wait for it]; an id's entry
+#: goes when the last of them is done, so ids deleted once take no memory for ever
+_DELETIONS: dict[str, list[Any]] = {}
+_DELETIONS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def _deleting(device_id: str) -> Iterator[None]:
+    """Hold ``device_id``'s deletion lock (other ids' deletions go on meanwhile): two
+    deletions of one id at once were both answered 200 and both audited
+    ``device.delete_data``, while only one deleted anything."""
+    with _DELETIONS_GUARD:
+        entry = _DELETIONS.setdefault(device_id, [threading.Lock(), 0])
+        entry[1] += 1
+    try:
+        with entry[0]:
+            yield
+    finally:
+        with _DELETIONS_GUARD:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _DELETIONS[device_id]
+
+
+def _delete_device(
+    device_id: str, who: Any, security: Any, store: Any, pipeline: Any, settings: Any,
+    request: Request,
+) -> dict[str, Any]:
+    """:func:`delete_device`, under the id's deletion lock (:func:`_deleting`): whether
+    the device is known is checked under it, so a deletion that finished meanwhile makes
+    this one a 404."""
     registered = security.has_device(device_id)
     if not known_device(security, store, device_id):
         raise not_found(device_id)
