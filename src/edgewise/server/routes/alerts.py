@@ -51,6 +51,9 @@ metric with no reading in the week before the alert is left out, named in ``left
 and in ``explanation_detail``. An explanation is kept and answered again only while the
 device's readings it was made from are unchanged: a reading that arrives late inside the
 alert's span or its reference makes it anew (and one that could not be made is not kept).
+One explanation reads at most :data:`MAX_EXPLAIN_ROWS` readings: a reference (and span)
+holding more, of a device at a high rate, is averaged per bucket to fit, which
+``explanation_detail`` says.
 """
 
 from __future__ import annotations
@@ -118,6 +121,9 @@ MAX_REFERENCE_NS = 7 * 24 * REFERENCE_NS
 #: the references tried in turn, each when the one before is too little history or
 #: leaves a metric out (one that reports every 2 h has no reading in the hour before)
 REFERENCES = ((REFERENCE_NS, "hour"), (24 * REFERENCE_NS, "day"), (MAX_REFERENCE_NS, "week"))
+#: the most readings one explanation reads out of the store: a reference (and span) with
+#: more is averaged per bucket, to at most this many rows in all (:func:`_readings`)
+MAX_EXPLAIN_ROWS = 200_000
 #: (device id, alert id, start_ns, end_ns) -> (reference start, fingerprint of its
 #: readings, answer)
 _explained: dict[tuple[str, str, int, int], tuple[int, tuple[Any, ...], dict[str, Any]]] = {}
@@ -180,7 +186,7 @@ def _explain(store: Any, alert: Any) -> tuple[int, tuple[Any, ...], dict[str, An
     for reference, named in REFERENCES:
         since = alert.start_ns - reference
         fingerprint = _fingerprint(store, alert, since)
-        rows = store.query(alert.device_id, None, since, alert.end_ns + 1, None)
+        rows, averaged = _readings(store, alert, since, fingerprint, named)
         try:
             ex = alert_explanation(rows, alert.start_ns, alert.end_ns)
         except InvalidParameterError as exc:
@@ -204,12 +210,89 @@ def _explain(store: Any, alert: Any) -> tuple[int, tuple[Any, ...], dict[str, An
             "top": [{"name": n, "value": round(c, 6)} for n, c in ex.top(8)],
             "peak": format_ns(ex.peak_ns), "reference_rows": ex.reference_rows,
             "constant_before": ex.constant_before, "left_out": ex.left_out,
-        }, "explanation_detail": (
+        }, "explanation_detail": " ".join(filter(None, (
             f"{', '.join(ex.left_out)} {'has' if len(ex.left_out) == 1 else 'have'} no "
-            f"reading in the {named} before the alert; left out." if ex.left_out else None)}
+            f"reading in the {named} before the alert; left out." if ex.left_out else None,
+            averaged))) or None}
         if not ex.left_out:
             break
     return used, used_fp, answer
+
+
+def _readings(store: Any, alert: Any, since: int, fingerprint: tuple[Any, ...],
+              named: str) -> tuple[list[tuple[str, int, float]], str | None]:
+    """The device's readings in ``[since, end]`` to explain ``alert`` with, and ``None``;
+    or, when they are more than :data:`MAX_EXPLAIN_ROWS` (a device at a high rate: a week
+    of one was millions of rows, all in memory for one answer), at most that many rows,
+    the reference (and the span, when it alone is over half the cap) averaged per bucket,
+    with a sentence saying so. ``fingerprint`` (:func:`_fingerprint` of the range) names
+    the metrics the buckets are shared among, and where the history in the range begins."""
+    dev, start, stop = alert.device_id, alert.start_ns, alert.end_ns + 1
+    rows = store.query(dev, None, since, stop, None, MAX_EXPLAIN_ROWS + 1)
+    if len(rows) <= MAX_EXPLAIN_ROWS:
+        return rows, None  # as stored, every reading
+    del rows  # over the cap: nothing of it is kept while the buckets are read
+    metrics = max(1, len({row[0] for row in fingerprint}))
+    half = MAX_EXPLAIN_ROWS // 2
+    span = store.query(dev, None, start, stop, None, half + 1)
+    said = ""
+    if len(span) > half:  # a long alert at a high rate: its buckets too
+        # a bucket per metric less than fits: a range's buckets, aligned to the epoch,
+        # are one more than it spans whole
+        step = _bucket(stop - start, half // metrics - 1)
+        # a bucket's time is its start, which may lie before the alert: its readings don't
+        span = [(m, max(t, start), v)
+                for m, t, v in store.query(dev, None, start, stop, step, half)]
+        said = f" and the alert's span to {_seconds(step)} buckets"
+    budget = MAX_EXPLAIN_ROWS - len(span)
+    step = _reference_bucket(fingerprint, since, stop, start, budget // metrics)
+    ref = store.query(dev, None, since, start, step, budget)
+    return ref + span, (
+        f"The {named} before the alert and the alert hold more than {MAX_EXPLAIN_ROWS:,} "
+        f"readings, more than an explanation reads: the {named} was averaged to "
+        f"{_seconds(step)} buckets{said}.")
+
+
+def _reference_bucket(fingerprint: tuple[Any, ...], since: int, stop: int, start: int,
+                      per_metric: int) -> int:
+    """The bucket (ns) that puts the readings in ``[since, start)`` in at most
+    ``per_metric`` buckets a metric, spent where the history is (3 h of readings in a
+    week's reference are not given 1/56 of them): over what lies from the fingerprint's
+    first bucket on, or over its buckets that hold readings of a metric (each of those
+    ``k`` buckets meets at most two buckets more than it holds whole), whichever is finer.
+
+    >>> fp = (("a", 0, 1.0), ("a", 100, 1.0), ("b", 100, 2.0))  # 64 buckets of 100 ns
+    >>> _reference_bucket(fp, 0, 6400, 6400, 14), _reference_bucket(fp, 0, 6400, 200, 14)
+    (20, 16)
+    """
+    first = max(since, min((row[1] for row in fingerprint), default=since))
+    step = _bucket(max(1, start - first), per_metric - 1)
+    held: dict[str, int] = {}
+    for row in fingerprint:
+        held[row[0]] = held.get(row[0], 0) + 1
+    k = max(held.values(), default=0)
+    if k and per_metric > 2 * k:
+        width = max(1, (stop - since) // 64)  # the fingerprint's bucket
+        step = min(step, _bucket(k * width, per_metric - 2 * k))
+    return step
+
+
+def _bucket(range_ns: int, buckets: int) -> int:
+    """The bucket (ns) that splits ``range_ns`` into at most ``buckets`` buckets.
+
+    >>> _bucket(7 * 24 * 3600 * 10**9, 40_000) / 1e9
+    15.12
+    """
+    return max(1, -(-range_ns // max(1, buckets)))
+
+
+def _seconds(step_ns: int) -> str:
+    """A bucket's length as the detail says it.
+
+    >>> _seconds(15_120_000_000), _seconds(250_000)
+    ('15.12-s', '0.00025-s')
+    """
+    return f"{step_ns / 1e9:g}-s"
 
 
 def _unknown(alert_id: str) -> Problem:
