@@ -1,4 +1,4 @@
-"""``edgewise federate server|client|demo`` and ``edgewise bench federated``."""
+"""``edgewise federate server|client|demo|keygen`` and ``edgewise bench federated``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import typer
 from edgewise.cli._app import DataDir, Json, app, bench_app, fail
 
 if TYPE_CHECKING:
-    from edgewise.federated.deploy import LocalFleet, TlsFiles
+    from edgewise.federated.deploy import LocalFleet, SupernodeKey, TlsFiles
 
 federate_app = typer.Typer(help="Federated learning across devices (Flower).",
                            no_args_is_help=True)
@@ -53,6 +53,12 @@ TlsCa = Annotated[Path | None, typer.Option(
     "--tls-ca", show_default=False,
     help="PEM certificate of the CA that signed --tls-cert (default: --tls-cert itself, "
          "when self-signed); devices trust it with `federate client --tls-ca`.")]
+SupernodeKeys = Annotated[Path | None, typer.Option(
+    "--supernode-keys", show_default=False,
+    help="The public keys of the devices allowed to join: a file of OpenSSH public key "
+         "lines, or a folder of NAME.pub files (`edgewise federate keygen` makes a pair per "
+         "device). Turns on Flower's SuperNode authentication: a SuperNode with any other "
+         "key, or none, is refused. Needs --tls-cert and --tls-key.")]
 RolloutTo = Annotated[str, typer.Option(
     "--rollout-to", help="Target of the signed release of the global model: group:NAME or "
                          "device:ID (default group:federated, which no device is in).")]
@@ -83,6 +89,41 @@ def _check_tls(cert: Path | None, key: Path | None, ca: Path | None,
                    "--tls-cert and --tls-key (and --tls-ca) outside a trusted network.",
                    err=True)
     return tls
+
+
+def _check_supernode_keys(keys_path: Path | None, tls: TlsFiles | None, host: str, port: int,
+                          devices: int, devices_option: str) -> list[SupernodeKey] | None:
+    """The public keys of ``--supernode-keys``, read and checked before anything starts
+    (:func:`~edgewise.federated.deploy.load_supernode_keys`); refused without TLS, or with
+    fewer keys than the devices the run waits for. Without them, a warning when a TLS gate
+    is reachable from other machines: any SuperNode there may join (without TLS the
+    warning of unencrypted traffic comes first, and keys need TLS)."""
+    from edgewise.config import is_loopback
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.deploy import load_supernode_keys
+
+    if keys_path is None:
+        if tls is not None and not is_loopback(host):
+            typer.echo(f"warning: any program that reaches {host}:{port} can join as a "
+                       "device and take part in the training rounds (--strategy only limits "
+                       "what its updates do); pass --supernode-keys with the devices' public "
+                       "keys (`edgewise federate keygen`) to admit only them.", err=True)
+        return None
+    try:
+        keys = load_supernode_keys(keys_path)
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
+    if tls is None:
+        raise fail(f"--supernode-keys {keys_path} needs --tls-cert and --tls-key: Flower "
+                   "authenticates SuperNodes over TLS only (a SuperNode signs a timestamp, "
+                   "valid for minutes, which anyone reading unencrypted traffic could "
+                   "replay).")
+    if len(keys) < devices:
+        raise fail(f"--supernode-keys {keys_path} holds {len(keys)} key"
+                   f"{'s' if len(keys) != 1 else ''} but the run waits for {devices_option} "
+                   f"{devices} devices, so it could never start; add the other devices' "
+                   f"public keys, or lower {devices_option}.")
+    return keys
 
 
 def _check_rollout(target: str) -> None:
@@ -489,12 +530,14 @@ def server(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_ca: TlsCa = None,
+    supernode_keys: SupernodeKeys = None,
     as_json: Json = False,
 ) -> None:
     """Start a SuperLink, wait for devices, run the rounds, register the global model (signed).
 
     With --tls-cert/--tls-key (and --tls-ca) it serves TLS only; without, it runs Flower's
-    insecure mode (unencrypted: loopback or a trusted network)."""
+    insecure mode (unencrypted: loopback or a trusted network). With --supernode-keys only
+    the devices holding those keys' private halves may join."""
     from edgewise.federated.deploy import LocalFleet
 
     _check_data_dir(data_dir)
@@ -547,6 +590,9 @@ def server(
         raise fail("--resume cannot be combined with --secagg: SecAgg+ runs keep no "
                    "checkpoint, so the run would start afresh; drop one of them.")
     tls = _check_tls(tls_cert, tls_key, tls_ca, host)
+    keys = _check_supernode_keys(
+        supernode_keys, tls, host, port, min_available or clients,
+        "--min-available" if min_available else "--clients")
     work = data_dir / "federated" / "server"
     checkpoint = work / "out" / "checkpoint.npz"
     if not resume:  # a fresh run: neither the model nor the privacy spent carries over
@@ -575,12 +621,16 @@ def server(
 
         address, note = device_address(host, port, tls)
         trust = f" --tls-ca {tls.ca}" if tls else ""
-        typer.echo(f"SuperLink on {host}:{port} ({'TLS' if tls else 'unencrypted'}); connect "
-                   f"devices with: edgewise federate client --superlink {address} "
+        auth = (f", SuperNode authentication: {len(keys)} device key"
+                f"{'s' if len(keys) != 1 else ''}" if keys else "")
+        trust += " --auth-key <the device's private key>" if keys else ""
+        typer.echo(f"SuperLink on {host}:{port} ({'TLS' if tls else 'unencrypted'}{auth}); "
+                   f"connect devices with: edgewise federate client --superlink {address} "
                    f"--partition-id I --num-partitions {clients}{trust}"
                    + (f" ({note})" if note else ""))
     result = _run_fleet(
-        LocalFleet(clients, workdir=work, spawn_nodes=False, port=port, host=host, tls=tls),
+        LocalFleet(clients, workdir=work, spawn_nodes=False, port=port, host=host, tls=tls,
+                   supernode_keys=keys),
         {"num-server-rounds": rounds, "strategy": strategy, "beta": beta,
          "num-malicious": num_malicious, "dp-noise": dp_noise, "dp-clip": dp_clip,
          "dataset": dataset, "data-dir": cmapss_dir,
@@ -639,9 +689,14 @@ def client(
         help="PEM certificate of the CA that signed the SuperLink's certificate: connect "
              "over TLS and verify the SuperLink with it (the server's --tls-ca, or its "
              "--tls-cert when self-signed). Without it the connection is unencrypted.")] = None,
+    auth_key: Annotated[Path | None, typer.Option(
+        "--auth-key", show_default=False,
+        help="This device's private key (OpenSSH, from `edgewise federate keygen`): the "
+             "SuperNode signs its calls with it, for a server started with "
+             "--supernode-keys holding its public key. Needs --tls-ca.")] = None,
 ) -> None:
     """Run this device as a Flower SuperNode (TLS with --tls-ca; else unencrypted: loopback
-    or a trusted network)."""
+    or a trusted network; --auth-key for a server that admits only known devices)."""
     import os
 
     from edgewise.errors import InvalidParameterError
@@ -657,6 +712,7 @@ def client(
     if not 0 <= port <= 65535:
         raise fail(f"--port must be between 0 (a free one) and 65535. Got {port}.")
     root = _check_root_certificates(tls_ca, superlink)  # before the ledger's folder is made
+    key = _check_auth_key(auth_key, root)
     # The default ledger belongs to this device's data (its data dir and partition), not to
     # the fleet's size: the same records must not get a fresh budget under another
     # --num-partitions.
@@ -685,8 +741,63 @@ def client(
             from None
     home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
     cmd = supernode_command(superlink, partition_id, num_partitions, port or free_port(),
-                            max_epsilon=max_epsilon, ledger=ledger, root_certificates=root)
+                            max_epsilon=max_epsilon, ledger=ledger, root_certificates=root,
+                            auth_key=key)
     os.execvpe(cmd[0], cmd, _env(home))
+
+
+def _check_auth_key(auth_key: Path | None, root: Path | None) -> Path | None:
+    """``--auth-key`` as an absolute path, refused in one line unless it holds an
+    unencrypted OpenSSH EC private key, or without --tls-ca (Flower signs over TLS only);
+    a warning when other users may read it."""
+    import stat
+
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.deploy import check_auth_key
+
+    if auth_key is None:
+        return None
+    try:
+        key = check_auth_key(auth_key)
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
+    if root is None:
+        raise fail(f"--auth-key {auth_key} needs --tls-ca: Flower signs a SuperNode's calls "
+                   "over TLS only (the signature covers a timestamp, valid for minutes, which "
+                   "anyone reading unencrypted traffic could replay); pass the SuperLink's CA "
+                   "certificate.")
+    mode = stat.S_IMODE(key.stat().st_mode)
+    if mode & 0o077:
+        typer.echo(f"warning: --auth-key {key} can be read by other users (mode {mode:04o}); "
+                   f"whoever reads it can join as this device: chmod 600 {key}.", err=True)
+    return key
+
+
+@federate_app.command("keygen")
+def keygen(
+    out: Annotated[Path, typer.Option(
+        "--out", help="Folder for the key pair (created, mode 0700, if missing).")],
+    name: Annotated[str, typer.Option(
+        help="File name of the private key; the public key is NAME.pub.")] = "supernode",
+    as_json: Json = False,
+) -> None:
+    """Make a device's SuperNode key pair (EC P-384): the private key stays on the device
+    (`federate client --auth-key`), the public key goes to the server
+    (`federate server --supernode-keys`)."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.deploy import generate_supernode_key
+
+    try:
+        private, public = generate_supernode_key(out, name)
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps({"private_key": str(private), "public_key": str(public)}))
+        return
+    typer.echo(f"private key: {private} (mode 0600; keep it on this device: edgewise federate "
+               f"client ... --auth-key {private})")
+    typer.echo(f"public key:  {public} (give it to the server: edgewise federate server ... "
+               "--supernode-keys FILE_OR_FOLDER)")
 
 
 @bench_app.command("federated")

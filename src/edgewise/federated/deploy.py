@@ -14,8 +14,20 @@ The SuperLink listens on 127.0.0.1 only, at a port of its own: Flower serves its
 devices need, so the address devices use is the gate's, which forwards the Fleet API and
 refuses everything else. The run is submitted to the SuperLink directly, over loopback.
 
+SuperNode authentication (``supernode_keys``): Flower 1.41's ``--enable-supernode-auth``
+admits only SuperNodes whose public key was registered through the Control API, each
+signing its Fleet calls with its private key (``flower-supernode
+--auth-supernode-private-key``). Flower refuses it on an ``--insecure`` SuperLink, so with
+keys the SuperLink serves TLS on loopback too, with a certificate made for 127.0.0.1 at each
+start (the gate verifies it), and the keys are registered over loopback before the gate
+opens. Flower signs only a timestamp, valid for minutes, not the request: whoever reads one
+call could replay it, hence keys need TLS at the gate as well (:func:`load_supernode_keys`,
+:func:`generate_supernode_key`).
+
 The ``flwr`` command line itself cannot start under the Typer version Edgewise pins
-(``typer<0.21``), so the run is submitted through ``flwr.cli.run.run`` from Python.
+(``typer<0.21``), so the run is submitted through ``flwr.cli.run.run`` from Python, and
+public keys are registered through Flower's ``ControlHttpClient`` (what ``flwr supernode
+register`` calls).
 """
 
 from __future__ import annotations
@@ -44,9 +56,10 @@ from edgewise.config import is_loopback
 from edgewise.errors import InvalidParameterError
 from edgewise.security.certs import cert_names, describe_names
 
-__all__ = ["RUN_DEFAULTS", "LocalFleet", "TlsFiles", "app_pyproject", "check_tls",
-           "device_address", "free_port", "load_ca", "supernode_command",
-           "toml_string"]
+__all__ = ["RUN_DEFAULTS", "LocalFleet", "SupernodeKey", "TlsFiles", "app_pyproject",
+           "check_auth_key", "check_tls", "device_address", "free_port",
+           "generate_supernode_key", "load_ca", "load_supernode_keys",
+           "register_supernode_keys", "supernode_command", "toml_string"]
 
 #: The run config a :class:`LocalFleet` run starts from (``run`` overrides any of it).
 RUN_DEFAULTS: dict[str, Any] = {
@@ -275,6 +288,259 @@ def _chains_to(chain: list[Any], cas: list[Any]) -> bool:
     return False
 
 
+#: How to make the key files Flower reads (an OpenSSH EC private key for
+#: ``--auth-supernode-private-key``, its OpenSSH public key line for registration), for
+#: the messages that refuse other files.
+_KEYGEN_HINT = ("make a key pair with `edgewise federate keygen --out DIR` (or `ssh-keygen "
+                "-t ecdsa -b 384 -N ''`)")
+
+
+def _nist_curve(key: Any) -> bool:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey) and \
+        isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1 | ec.SECP224R1
+                   | ec.SECP192R1)
+
+
+def _key_kind(key: Any) -> str:
+    """``key``'s type for a message: ``Ed25519``, ``RSA``, ``EC secp256k1``."""
+    curve = getattr(key, "curve", None)
+    if curve is not None:
+        return f"EC {curve.name}"
+    kind = type(key).__name__.lstrip("_")
+    return kind.removesuffix("PublicKey").removesuffix("PrivateKey") or kind
+
+
+@dataclass(frozen=True)
+class SupernodeKey:
+    """A device's public key, allowed to join a fleet's runs: where it was read
+    (``file:line``) and the key as Flower stores it (PEM SubjectPublicKeyInfo)."""
+
+    origin: str
+    pem: bytes
+
+
+def generate_supernode_key(out: str | Path, name: str = "supernode") -> tuple[Path, Path]:
+    """Make a device's SuperNode key pair in the folder ``out`` (created, mode 0700, if
+    missing): ``out/NAME``, its private key (EC P-384, OpenSSH format, unencrypted, mode
+    0600: the device's ``federate client --auth-key``), and ``out/NAME.pub``, its public key
+    (one OpenSSH line, ``ecdsa-sha2-nistp384 AAAA... NAME``: what the server's
+    ``--supernode-keys`` reads). Returns both paths. Refused, before writing anything, when
+    either file exists (a device's key is never overwritten), ``out`` is a file or ``name``
+    is not a plain file name.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise InvalidParameterError(
+            f"--name must be a plain file name (no folder). Got {name!r}.")
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise InvalidParameterError(
+            f"--out {str(folder)!r} is a file, not a folder; pass a folder (it is created "
+            "if missing).")
+    private, public = folder / name, folder / f"{name}.pub"
+    for path in (private, public):
+        if path.exists() or path.is_symlink():
+            raise InvalidParameterError(
+                f"{str(path)!r} already exists; a device's key is never overwritten. Pass "
+                "another --out or --name, or remove the old pair first.")
+    key = ec.generate_private_key(ec.SECP384R1())
+    private_bytes = key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.OpenSSH,
+                                      serialization.NoEncryption())
+    public_line = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                serialization.PublicFormat.OpenSSH)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private_bytes)
+        public.write_bytes(public_line + f" {name}\n".encode())
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"--out {str(folder)!r} cannot be written ({exc.strerror or exc}); pass a "
+            "writable folder.") from None
+    return private.absolute(), public.absolute()
+
+
+def load_supernode_keys(source: str | Path,
+                        option: str = "--supernode-keys") -> list[SupernodeKey]:
+    """The public keys of the devices allowed to join, read from ``source``: a file of
+    OpenSSH public key lines (``ecdsa-sha2-nistp384 AAAA... comment``; blank lines and
+    ``#`` comments skipped, as in ``authorized_keys``) or a folder of such files named
+    ``*.pub`` (what :func:`generate_supernode_key` writes).
+
+    Refused, naming ``option``, the file and line: an unreadable path, a folder without
+    ``*.pub`` files, no key at all, a line that is no OpenSSH public key (a private key
+    above all: it stays on its device), a key that is not EC on a NIST curve (what Flower
+    registers), and a key given twice (Flower registers a key once).
+    """
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.name.endswith(".pub") and p.is_file())
+        if not files:
+            raise InvalidParameterError(
+                f"{option} {str(path)!r} is a folder without *.pub files; put each "
+                f"device's public key there (NAME.pub), or pass a file of them; "
+                f"{_KEYGEN_HINT}.")
+    else:
+        files = [path]
+    keys: list[SupernodeKey] = []
+    seen: dict[bytes, str] = {}
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise InvalidParameterError(
+                f"{option} {str(file)!r} cannot be read ({exc.strerror or exc}); pass a "
+                "readable file or folder of OpenSSH public keys.") from None
+        if "PRIVATE KEY-----" in text:
+            raise InvalidParameterError(
+                f"{option} {str(file)!r} holds a private key; pass the device's public key "
+                "(NAME.pub, one line 'ecdsa-sha2-nistp384 AAAA...'): the private key stays "
+                "on the device.")
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            where = f"{file}:{number}"
+            try:
+                key = serialization.load_ssh_public_key(line.encode())
+            except (ValueError, UnsupportedAlgorithm) as exc:
+                raise InvalidParameterError(
+                    f"{option} {where} is not an OpenSSH public key ({exc}); each line "
+                    f"must be one, 'ecdsa-sha2-nistp384 AAAA... [comment]': "
+                    f"{_KEYGEN_HINT}.") from None
+            if not _nist_curve(key):
+                raise InvalidParameterError(
+                    f"{option} {where} holds a key of type {_key_kind(key)}; Flower "
+                    "authenticates SuperNodes by EC keys on a NIST curve (P-384: "
+                    f"ecdsa-sha2-nistp384): {_KEYGEN_HINT}.")
+            pem = key.public_bytes(serialization.Encoding.PEM,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+            if pem in seen:
+                raise InvalidParameterError(
+                    f"{option} {where} is the same key as {seen[pem]}; each device needs "
+                    "a key of its own (Flower registers a key once): drop the copy.")
+            seen[pem] = where
+            keys.append(SupernodeKey(where, pem))
+    if not keys:
+        raise InvalidParameterError(
+            f"{option} {str(path)!r} holds no public key; pass the devices' OpenSSH public "
+            f"keys (one a line, or NAME.pub files in a folder): {_KEYGEN_HINT}.")
+    return keys
+
+
+def check_auth_key(path: str | Path, option: str = "--auth-key") -> Path:
+    """``path`` as an absolute path, once it is known to hold what ``flower-supernode
+    --auth-supernode-private-key`` reads: an unencrypted OpenSSH EC private key on a NIST
+    curve. Refused naming ``option`` and the file otherwise (a public key, a PEM key, an
+    encrypted one, another kind of key)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    file = Path(path).expanduser()
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"{option} {str(file)!r} cannot be read ({exc.strerror or exc}); pass the "
+            f"device's private key file: {_KEYGEN_HINT}.") from None
+    try:
+        key = serialization.load_ssh_private_key(data, password=None)
+    except TypeError:
+        raise InvalidParameterError(
+            f"{option} {str(file)!r} is encrypted; the SuperNode reads its key without a "
+            "passphrase, so pass an unencrypted one (ssh-keygen -p -N '' -f KEY removes "
+            "it).") from None
+    except (ValueError, UnsupportedAlgorithm):
+        what = ("a public key" if data.lstrip().startswith((b"ecdsa-", b"ssh-"))
+                else "a PEM key, not OpenSSH format" if b"-----BEGIN" in data
+                else "no private key that can be read")
+        raise InvalidParameterError(
+            f"{option} {str(file)!r} holds {what}; pass the device's OpenSSH private key "
+            f"(it begins '-----BEGIN OPENSSH PRIVATE KEY-----'): {_KEYGEN_HINT}.") from None
+    if not _nist_curve(key):
+        raise InvalidParameterError(
+            f"{option} {str(file)!r} holds a key of type {_key_kind(key)}; Flower "
+            f"authenticates SuperNodes by EC keys on a NIST curve (P-384): {_KEYGEN_HINT}.")
+    return file.resolve()
+
+
+def _loopback_tls(folder: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 and its key, made afresh in ``folder``
+    (``link-cert.pem``, ``link-key.pem`` mode 0600), for a SuperLink that only this
+    machine reaches but Flower must run with TLS (SuperNode authentication). Returns the
+    certificate, which is its own CA."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "edgewise superlink")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "link-cert.pem", folder / "link-key.pem"
+    key_path.unlink(missing_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path
+
+
+def register_supernode_keys(address: str, ca: Path, keys: list[SupernodeKey]) -> list[int]:
+    """Register ``keys`` with the SuperLink whose Control API is at ``address`` (over TLS,
+    verified with ``ca``), as ``flwr supernode register`` does; their node ids, in order.
+    ``RuntimeError`` naming the key and Flower's reason when one is refused."""
+    import httpx
+    from flwr.proto.control_pb2 import RegisterNodeRequest  # pylint: disable=E0611
+    from flwr.supercore.control import ControlHttpClient
+    from flwr.supercore.error import FlowerError
+
+    ids: list[int] = []
+    with ControlHttpClient.from_server_address(address, insecure=False,
+                                               root_certificates=str(ca),
+                                               interceptors=[]) as client:
+        for key in keys:
+            try:
+                response = client.RegisterNode(RegisterNodeRequest(public_key=key.pem))
+            except httpx.HTTPStatusError as exc:
+                err = FlowerError.from_json(exc.response.text)
+                why = (f"[{err.code}] {err.message}" if err
+                       else f"HTTP {exc.response.status_code}: {exc.response.text[:300]}")
+                raise RuntimeError(
+                    f"The SuperLink refused to register the SuperNode key {key.origin}: "
+                    f"{why}") from None
+            except httpx.HTTPError as exc:
+                raise RuntimeError(
+                    f"The SuperNode key {key.origin} could not be registered with the "
+                    f"SuperLink at {address} ({type(exc).__name__}: {exc})") from None
+            if not response.node_id:
+                raise RuntimeError(
+                    f"The SuperLink did not register the SuperNode key {key.origin} (it "
+                    "answered no node id)")
+            ids.append(int(response.node_id))
+    return ids
+
+
 def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -423,12 +689,17 @@ def check_ledger_path(path: str | Path, name: str) -> None:
 def supernode_command(superlink: str, partition_id: int, num_partitions: int,
                       port: int, attack: str = "", max_epsilon: float = 0.0,
                       ledger: str | Path | None = None,
-                      root_certificates: str | Path | None = None) -> list[str]:
+                      root_certificates: str | Path | None = None,
+                      auth_key: str | Path | None = None) -> list[str]:
     """The ``flower-supernode`` command line of one device (``max_epsilon`` > 0: the most
     record-level ε the device will spend, whatever the server asks, checked against its
     privacy ``ledger`` file: :mod:`edgewise.federated.ledger`). With ``root_certificates``
     (the PEM CA certificate that signed the SuperLink's) it connects over TLS and verifies
     the SuperLink with it (``--root-certificates``); without, unencrypted (``--insecure``).
+    With ``auth_key`` (the device's OpenSSH private key, :func:`check_auth_key`) it signs
+    its Fleet calls with it (``--auth-supernode-private-key``), which a SuperLink with
+    SuperNode authentication needs; Flower allows it over TLS only, so it needs
+    ``root_certificates``.
 
     >>> cmd = supernode_command("127.0.0.1:9092", 0, 3, 9100, max_epsilon=8.0,
     ...                         ledger="/var/lib/edgewise/federated/privacy-ledger-0.json")
@@ -443,11 +714,17 @@ def supernode_command(superlink: str, partition_id: int, num_partitions: int,
         node_config += f" privacy-ledger='{ledger}'"
     if attack:
         node_config += f' attack="{attack}"'
+    if auth_key and not root_certificates:
+        raise InvalidParameterError(
+            f"--auth-key {str(auth_key)!r} needs --tls-ca too: Flower signs a SuperNode's "
+            "calls over TLS only (the signature covers a timestamp, which anyone reading "
+            "unencrypted traffic could replay); give the SuperLink's CA certificate.")
     exe = shutil.which("flower-supernode") or "flower-supernode"
     tls = ["--root-certificates", str(root_certificates)] if root_certificates else []
+    auth = ["--auth-supernode-private-key", str(auth_key)] if auth_key else []
     return [exe, *([] if tls else ["--insecure"]), "--superlink", superlink,
             "--port", str(port), "--node-config", node_config,
-            "--max-retries", "30", "--max-wait-time", "60", *tls]
+            "--max-retries", "30", "--max-wait-time", "60", *tls, *auth]
 
 
 class LocalFleet:
@@ -477,6 +754,15 @@ class LocalFleet:
         The SuperLink's certificate, key and CA (:func:`check_tls`): the gate then serves
         TLS only, and the SuperNodes started here verify it with the CA. ``None`` (the
         default): unencrypted, as Flower's ``--insecure`` mode.
+    supernode_keys
+        The public keys of the devices allowed to join (:func:`load_supernode_keys`; needs
+        ``tls``): the SuperLink runs with Flower's ``--enable-supernode-auth`` (and TLS on
+        loopback, which Flower requires for it) and they are registered with it before the
+        gate opens; a SuperNode with any other key, or none, is refused. ``None`` (the
+        default): any SuperNode that reaches the gate may join.
+    auth_keys
+        ``{partition_id: private key file}`` of the SuperNodes started here (their
+        ``--auth-supernode-private-key``).
 
     Use as a context manager; :meth:`run` submits one federated run and returns its
     ``result.json``.
@@ -485,17 +771,32 @@ class LocalFleet:
     def __init__(self, clients: int = 3, workdir: str | Path | None = None,
                  attacks: dict[int, str] | None = None, spawn_nodes: bool = True,
                  port: int | None = None, host: str = "127.0.0.1",
-                 max_epsilon: float = 0.0, tls: TlsFiles | None = None) -> None:
+                 max_epsilon: float = 0.0, tls: TlsFiles | None = None,
+                 supernode_keys: list[SupernodeKey] | None = None,
+                 auth_keys: dict[int, Path] | None = None) -> None:
         if clients < 1:
             raise InvalidParameterError(
                 f"The 'clients' parameter of LocalFleet must be >= 1. Got {clients} instead."
             )
+        if supernode_keys is not None and not supernode_keys:
+            raise InvalidParameterError(
+                "LocalFleet got supernode_keys=[]: no device could join. Pass the devices' "
+                "public keys, or None for no SuperNode authentication.")
+        if supernode_keys and tls is None:
+            raise InvalidParameterError(
+                "--supernode-keys needs --tls-cert and --tls-key: Flower signs a SuperNode's "
+                "calls with its key only over TLS (the signature covers a timestamp, valid "
+                "for minutes, which anyone reading unencrypted traffic could replay).")
         self.clients = clients
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="edgewise-fl-")).absolute()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.attacks = attacks or {}
         self.max_epsilon = max_epsilon
         self.tls = tls
+        self.supernode_keys = list(supernode_keys or [])
+        self.auth_keys = dict(auth_keys or {})
+        #: node ids the SuperLink gave the registered keys, in order (set at :meth:`start`)
+        self.registered: list[int] = []
         self.flwr_home = self.workdir / "flwr-home"
         self.flwr_home.mkdir(exist_ok=True)
         self.port = port or free_port()
@@ -528,27 +829,41 @@ class LocalFleet:
         (self.workdir / "superlink.db").unlink(missing_ok=True)  # a fresh link state each time
         self.link_port = free_port()
         link = f"127.0.0.1:{self.link_port}"
+        # SuperNode authentication: Flower refuses it on an --insecure SuperLink, so the
+        # SuperLink serves TLS on loopback too, with a certificate made here for 127.0.0.1
+        # that this machine's processes (the gate, the run submission, the SuperExec) trust
+        link_cert = _loopback_tls(self.workdir) if self.supernode_keys else None
         # the run submission (flwr run) goes straight to the SuperLink, over loopback
+        trust = (f"root-certificates = {toml_string(str(link_cert))}\n" if link_cert
+                 else "insecure = true\n")
         (self.flwr_home / "config.toml").write_text(
             f'[superlink]\ndefault = "local"\n[superlink.local]\n'
-            f'address = {toml_string(link)}\ninsecure = true\n', encoding="utf-8"
+            f'address = {toml_string(link)}\n{trust}', encoding="utf-8"
         )
-        # Loopback only, without TLS: Flower serves its Control API (run submission, which
-        # Flower OSS does not authenticate) and runtime API on this port too, so only this
-        # machine may reach it. Devices reach the gate, which forwards the Fleet API alone
-        # and terminates TLS.
+        # Loopback only: Flower serves its Control API (run submission, which Flower OSS
+        # does not authenticate) and runtime API on this port too, so only this machine may
+        # reach it. Devices reach the gate, which forwards the Fleet API alone and
+        # terminates their TLS.
+        link_tls = (["--ssl-certfile", str(link_cert),
+                     "--ssl-keyfile", str(self.workdir / "link-key.pem"),
+                     "--ssl-ca-certfile", str(link_cert), "--enable-supernode-auth"]
+                    if link_cert else ["--insecure"])
         self.link = self._spawn(
-            [shutil.which("flower-superlink") or "flower-superlink", "--insecure",
+            [shutil.which("flower-superlink") or "flower-superlink", *link_tls,
              "--host", "127.0.0.1", "--port", str(self.link_port),
              "--disable-runtime-dependency-installation",
              "--database", str(self.workdir / "superlink.db")], "superlink.log")
         self._wait_listening(self.link, "127.0.0.1", self.link_port, "SuperLink",
                              "superlink.log")
+        if link_cert:  # before the gate opens: no device finds the fleet without its keys
+            self.registered = register_supernode_keys(link, link_cert, self.supernode_keys)
         gate_tls = (["--ssl-certfile", str(self.tls.cert), "--ssl-keyfile", str(self.tls.key)]
                     if self.tls else [])
+        upstream = (["--upstream", f"https://{link}", "--upstream-ca", str(link_cert)]
+                    if link_cert else ["--upstream", f"http://{link}"])
         self.gate = self._spawn(
             [sys.executable, "-m", "edgewise.federated.fleet_gate", "--host", self.host,
-             "--port", str(self.port), "--upstream", f"http://{link}", *gate_tls],
+             "--port", str(self.port), *upstream, *gate_tls],
             "fleet-gate.log")
         self._wait_gate(self.gate)
         if self.spawn_nodes:
@@ -611,7 +926,8 @@ class LocalFleet:
         cmd = supernode_command(self.address, partition_id, self.clients,
                                 free_port(), self.attacks.get(partition_id, ""),
                                 max_epsilon=self.max_epsilon, ledger=ledger,
-                                root_certificates=self.tls.ca if self.tls else None)
+                                root_certificates=self.tls.ca if self.tls else None,
+                                auth_key=self.auth_keys.get(partition_id))
         self.nodes[partition_id] = self._spawn(cmd, f"supernode-{partition_id}.log")
 
     def stop_node(self, partition_id: int) -> None:

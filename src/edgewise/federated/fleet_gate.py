@@ -20,10 +20,13 @@ encoding included. A ``GET`` or ``HEAD`` is forwarded without a body (and withou
 ``Content-Length`` of one it came with). A SuperLink that does not answer, or answers
 something that is not HTTP, is a 502 naming it. With a certificate and key the gate
 terminates TLS: devices verify it with the CA they were given; the SuperLink behind it,
-which only this machine reaches, runs without TLS.
+which only this machine reaches, runs without TLS, or (SuperNode authentication, which
+Flower allows over TLS only) with a loopback certificate of its own, which the gate
+verifies with ``--upstream-ca``.
 
 Run it as ``python -m edgewise.federated.fleet_gate --host H --port P --upstream URL``
-(``--ssl-certfile`` and ``--ssl-keyfile`` for TLS); :class:`LocalFleet` does.
+(``--ssl-certfile`` and ``--ssl-keyfile`` for TLS, ``--upstream-ca`` for an ``https://``
+SuperLink); :class:`LocalFleet` does.
 
 >>> forwarded("/v1/fleet/pull-messages", "POST"), forwarded("/v1/control/start-run", "POST")
 (True, False)
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import re
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -104,13 +108,18 @@ class FleetGate:
     One :class:`httpx.AsyncClient` carries every forwarded request, made at the app's
     lifespan start and closed at its end (or on first use, where no lifespan runs). It
     ignores proxy settings in the environment: the SuperLink is on this machine.
-    ``transport`` replaces its network transport (tests: an :class:`httpx.ASGITransport`).
+    ``transport`` replaces its network transport (tests: an :class:`httpx.ASGITransport`);
+    ``upstream_ca``, a PEM CA file, verifies an ``https://`` upstream (default: the
+    system's CAs).
     """
 
     def __init__(self, upstream: str,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 upstream_ca: str | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self._transport = transport
+        self._verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=upstream_ca)
+                                               if upstream_ca else True)
         self._client: httpx.AsyncClient | None = None
 
     def _open(self) -> httpx.AsyncClient:
@@ -119,7 +128,7 @@ class FleetGate:
             # device keeps its own); connections unbounded, as the SuperLink's are
             self._client = httpx.AsyncClient(
                 base_url=self.upstream, transport=self._transport, trust_env=False,
-                follow_redirects=False,
+                follow_redirects=False, verify=self._verify,
                 timeout=httpx.Timeout(None, connect=10.0),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
         return self._client
@@ -213,10 +222,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="The SuperLink's base URL, e.g. http://127.0.0.1:9093.")
     parser.add_argument("--ssl-certfile", help="PEM certificate (chain): serve TLS only.")
     parser.add_argument("--ssl-keyfile", help="Unencrypted PEM private key of the certificate.")
+    parser.add_argument("--upstream-ca",
+                        help="PEM CA certificate that verifies an https:// --upstream.")
     args = parser.parse_args(argv)
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         parser.error("--ssl-certfile and --ssl-keyfile go together; give both or neither.")
-    config = uvicorn.Config(FleetGate(args.upstream), host=args.host, port=args.port,
+    if args.upstream_ca and not args.upstream.startswith("https://"):
+        parser.error(f"--upstream-ca verifies an https:// --upstream; got --upstream "
+                     f"{args.upstream!r}.")
+    config = uvicorn.Config(FleetGate(args.upstream, upstream_ca=args.upstream_ca),
+                            host=args.host, port=args.port,
                             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
                             proxy_headers=False, server_header=False, lifespan="on",
                             timeout_keep_alive=30, log_level="info")
