@@ -239,6 +239,7 @@ def quality(
     import pandas as pd
 
     from edgewise.errors import QualityError
+    from edgewise.quality.order import newest_first
     from edgewise.quality.report import fleet_report, metric_issues
     from edgewise.tables import (
         clock_column,
@@ -290,9 +291,9 @@ def quality(
             df[device_column] = device
     if device_column in cells.columns:  # ids as written: 007 is not 7, NA no number
         df[device_column] = _ids(cells[device_column], device_column, "device id", file)
-    try:
-        df["_ts"] = time_ns(time_cells(df, cells, time_column) if clock is None
-                            else date_and_clock(df, time_column, clock))
+    try:  # an array of their own: a column named like one of ours ('_ts') stays the user's
+        times = np.asarray(time_ns(time_cells(df, cells, time_column) if clock is None
+                                   else date_and_clock(df, time_column, clock)), dtype=np.int64)
     except QualityError as exc:
         raise fail(str(exc)) from None
     except (ValueError, TypeError) as exc:
@@ -301,7 +302,7 @@ def quality(
     # the report's frame is built column by column under its own names: a rename could
     # give two columns one name (a device column called 'metric', a metric one 'device_id')
     if metric_column in df.columns and value_column in df.columns:
-        parts = {"device_id": df[device_column], "ts_ns": df["_ts"],
+        parts = {"device_id": df[device_column].to_numpy(), "ts_ns": times,
                  "metric": _ids(cells[metric_column], metric_column, "metric", file),
                  "value": _numbers(df[value_column])}
         if "unit" in cells.columns and "unit" not in (time_column, clock, device_column,
@@ -313,7 +314,7 @@ def quality(
         metrics = []
         present = {}  # a blank cell is no reading (as a row left out of a long file)
         for c in df.columns:
-            if c in (time_column, clock, device_column, "_ts"):
+            if c in (time_column, clock, device_column):
                 continue
             if why := not_a_metric(c):
                 typer.echo(f"note: column {c!r} left out of the report: {why}", err=True)
@@ -331,11 +332,16 @@ def quality(
                            f"(row 1 has {df[c].iloc[0]!r})", err=True)
         if not metrics:
             raise fail(f"{str(file)!r} has no numeric metric columns")
-        # ids of our own, so that a metric column may be called 'metric' or 'value'
-        long = df.melt(id_vars=[device_column, "_ts"], value_vars=metrics,
-                       var_name="_metric", value_name="_value")
-        long = long[np.concatenate([present[c] for c in metrics])]  # melt's order
-        long.columns = ["device_id", "ts_ns", "metric", "value"]  # melt's: ids, name, value
+        # built from arrays, not melted under names of our own: a metric column called
+        # '_value', 'metric' or 'value' clashed with them (a traceback, or its cells lost)
+        devices = df[device_column].to_numpy(dtype=object)
+        long = pd.DataFrame({
+            "device_id": np.concatenate([devices[present[c]] for c in metrics]),
+            "ts_ns": np.concatenate([times[present[c]] for c in metrics]),
+            "metric": np.repeat(np.array(metrics, dtype=object),
+                                [int(present[c].sum()) for c in metrics]),
+            "value": np.concatenate([df[c].to_numpy(dtype=float)[present[c]]
+                                     for c in metrics])})
         reported = set(long["device_id"])
         for dev in pd.unique(df[device_column]):  # it vanished from the report unsaid
             if dev not in reported:
@@ -345,7 +351,13 @@ def quality(
     # each device judged over its first to last time in the file, of every metric (its
     # rows with empty cells too): a metric that stopped early has the gap at its end
     spans = {str(dev): (int(ts.min()), int(ts.max()) + 1)
-             for dev, ts in df.groupby(device_column, sort=False)["_ts"]}
+             for dev, ts in pd.Series(times).groupby(df[device_column].to_numpy(),
+                                                     sort=False)}
+    if newest_first(times):  # the rows' order is no arrival order: judged in reverse
+        typer.echo("note: the rows run newest first (their times mostly step back); they are "
+                   "read in reverse, oldest first, and a reading out of place in that order "
+                   "counts as out of order", err=True)
+        long = long.iloc[::-1].reset_index(drop=True)
     rows = long.to_dict("records")
     report = fleet_report(rows, spans=spans)
     written = []

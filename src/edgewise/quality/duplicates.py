@@ -33,26 +33,55 @@ def deduplicate(ts: object, values: object, policy: str = "first") -> CleanResul
     t, v = as_series(ts, values)
     if len(t) > 1 and np.any(t[1:] < t[:-1]):  # no np.diff: it overflows past 2**63 ns
         raise QualityError("deduplicate needs times sorted ascending; call sort_by_time first.")
-    if not len(t):
-        return CleanResult(t, v, {"duplicate": 0, "conflict": 0}, 0)
-    starts = np.flatnonzero(np.r_[True, t[1:] != t[:-1]])
+    new = np.r_[True, t[1:] != t[:-1]] if len(t) else np.zeros(0, dtype=bool)
+    if new.all():  # no time repeats (no reading too): nothing to remove
+        return CleanResult(t.copy(), v.copy(), {"duplicate": 0, "conflict": 0}, len(t))
+    starts = np.flatnonzero(new)
     ends = np.r_[starts[1:], len(t)]
-    out = np.empty(len(starts))
-    dup = conflict = 0
-    for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
-        group = v[s:e]
-        # each later reading against the first, as the stream cleaner judges it against
-        # the one it kept: [23, 30, 23] holds a conflict and a duplicate
-        same = (group[1:] == group[0]) | (np.isnan(group[1:]) & np.isnan(group[0]))
-        dup += int(same.sum())
-        if same.all():
-            out[i] = group[0]
-            continue
-        conflict += int((~same).sum())
+    group = np.cumsum(new) - 1  # each reading's time, as its index in starts
+    first = v[starts]
+    # each later reading against the first, as the stream cleaner judges it against the
+    # one it kept: [23, 30, 23] holds a conflict and a duplicate
+    same = (v == first[group]) | (np.isnan(v) & np.isnan(first[group]))
+    dup = int((same & ~new).sum())
+    differs = ~same & ~new
+    conflict = int(differs.sum())
+    out = first.copy()
+    if conflict:
+        clash = np.bincount(group[differs], minlength=len(starts)) > 0  # times in conflict
         if policy == "error":
+            i = int(np.argmax(clash))
+            s, e = int(starts[i]), int(ends[i])
             raise QualityError(
-                f"Conflicting values {group.tolist()} at time {int(t[s])} ns; "
+                f"Conflicting values {v[s:e].tolist()} at time {int(t[s])} ns; "
                 "policy 'error' allows none (use 'first', 'last' or 'mean')."
             )
-        out[i] = {"first": group[0], "last": group[-1]}.get(policy, np.nanmean(group))
+        if policy == "last":
+            out[clash] = v[ends - 1][clash]
+        elif policy == "mean":
+            out[clash] = _means(v, group, starts, ends, clash)
     return CleanResult(t[starts], out, {"duplicate": dup, "conflict": conflict}, len(t))
+
+
+def _means(v: np.ndarray, group: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+           which: np.ndarray) -> np.ndarray:
+    """``np.nanmean`` of each group of readings ``v[starts[i]:ends[i]]`` where ``which``
+    (each holds a number: a conflict), in order. The sums of groups of fewer than 8 are
+    taken at once (np.bincount adds them in order, as np.sum does so few); a larger group,
+    which np.sum adds pairwise, is averaged by np.nanmean itself, so that the means are
+    exactly those of the loop this replaced.
+
+    >>> v = np.array([1.0, np.nan, 3.0, 5.0])
+    >>> _means(v, np.array([0, 0, 0, 1]), np.array([0, 3]), np.array([3, 4]),
+    ...        np.array([True, False])).tolist()
+    [2.0]
+    """
+    nan = np.isnan(v)
+    sums = np.bincount(group, weights=np.where(nan, 0.0, v), minlength=len(starts))
+    counts = np.bincount(group, weights=~nan, minlength=len(starts))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+    big = which & (ends - starts >= 8)
+    for i in np.flatnonzero(big).tolist():
+        means[i] = np.nanmean(v[starts[i]:ends[i]])
+    return means[which]

@@ -17,6 +17,18 @@ count as missing.
 >>> ts = np.arange(10) * 60 * S                 # 10 one-minute readings of a 1-hour range
 >>> round(completeness(ts, span=(0, 3600 * S)), 3), find_gaps(ts, span=(0, 3600 * S))
 (0.167, [(540000000000, 3599999999999)])
+
+With ``span`` but one reading (or one time) and no ``every_ns``, nothing tells how often
+readings were due: the silence around it in the span is no evidence of a whole series, so
+it is one gap each side, and the series is judged incomplete and late (0.0), as one
+silent over the span is (a lone reading of an hour had completeness 1.0, and two a minute
+apart 0.033); where the reading fills the span (a span of one instant) it is whole. Give
+``every_ns`` (e.g. the device's interval, of its other metrics) to judge it by that.
+
+>>> completeness([1800 * S], span=(0, 3600 * S)), find_gaps([0], span=(0, 60 * S))
+(0.0, [(0, 59999999999)])
+>>> round(completeness([1800 * S], every_ns=60 * S, span=(0, 3600 * S)), 3)
+0.017
 """
 
 from __future__ import annotations
@@ -62,15 +74,17 @@ def expected_interval(ts: object) -> float:
 
 def _span(span: tuple[int, int], t: np.ndarray) -> tuple[int, int]:
     """``span`` as Python ints ``(start, end)``, widened to hold the readings ``t``
-    (ascending, at least one): a reading outside its range still counts.
+    (ascending; none: the span as given): a reading outside its range still counts.
 
-    >>> _span((10, 20), np.array([5, 30]))
-    (5, 31)
+    >>> _span((10, 20), np.array([5, 30])), _span((10, 20), np.array([], dtype=np.int64))
+    ((5, 31), (10, 20))
     """
     start, end = int(span[0]), int(span[1])
     if end <= start:
         raise QualityError(f"span must be (start, end) with end after start, the range "
                            f"[start, end) in int ns. Got {(start, end)!r} instead.")
+    if not len(t):
+        return start, end
     return min(start, int(t[0])), max(end, int(t[-1]) + 1)
 
 
@@ -81,6 +95,28 @@ def _edges(t: np.ndarray, span: tuple[int, int] | None) -> tuple[int, int]:
         return 0, 0
     start, end = _span(span, t)
     return int(t[0]) - start, end - 1 - int(t[-1])
+
+
+def _no_step(t: np.ndarray, step: float) -> bool:
+    """Whether ``t`` (distinct, ascending) gives no spacing to judge a span by: no
+    reading, or one time and no positive ``step`` given."""
+    return bool(not len(t) or (len(t) < 2 and step <= 0))
+
+
+def _silences(t: np.ndarray, span: tuple[int, int]) -> list[tuple[int, int]]:
+    """The silences of a span with no spacing to judge by (:func:`_no_step`): the whole
+    span where it holds no reading, else those before and after its one reading.
+
+    >>> _silences(np.array([], dtype=np.int64), (0, 10)), _silences(np.array([4]), (0, 10))
+    ([(0, 9)], [(0, 4), (4, 9)])
+    """
+    start, end = _span(span, t)
+    if not len(t):
+        return [(start, end - 1)]
+    before, after = _edges(t, span)
+    first = int(t[0])
+    return ([(first - before, first)] if before else []) + (
+        [(first, first + after)] if after else [])
 
 
 def find_gaps(
@@ -96,7 +132,9 @@ def find_gaps(
     """
     t = np.unique(np.asarray(ts, dtype=np.int64))
     step = every_ns if every_ns is not None else expected_interval(t)
-    if step <= 0 or len(t) < 2:
+    if span is not None and _no_step(t, step):
+        return _silences(t, span)
+    if step <= 0 or not len(t) or (len(t) < 2 and span is None):
         return []
     d = intervals(t)
     gaps = [(int(t[i]), int(t[i + 1])) for i in np.flatnonzero(d > factor * step)]
@@ -122,8 +160,12 @@ def completeness(
     """
     t = np.unique(np.asarray(ts, dtype=np.int64))
     step = every_ns if every_ns is not None else expected_interval(t)
-    if len(t) < 2 or step <= 0:
-        return 1.0 if len(t) else 0.0
+    if span is not None and _no_step(t, step):  # whole only where its reading fills the span
+        return 0.0 if _silences(t, span) else 1.0
+    if not len(t):
+        return 0.0
+    if step <= 0 or (len(t) < 2 and span is None):
+        return 1.0
     missed = sum(math.floor(s / step) for s in _edges(t, span) if s > GAP_FACTOR * step)
     expected = (int(t[-1]) - int(t[0])) / step + 1 + missed  # Python ints: no overflow
     return float(min(1.0, len(t) / expected))
@@ -144,8 +186,11 @@ def timeliness(
     """
     t = np.unique(np.asarray(ts, dtype=np.int64))
     step = every_ns if every_ns is not None else expected_interval(t)
-    if len(t) < 2 or step <= 0:
+    if span is not None and _no_step(t, step):  # on time only where a reading fills it
+        return 0.0 if _silences(t, span) else 1.0
+    if (len(t) < 2 and span is None) or step <= 0:
         return 1.0
     d = intervals(t)
     late_edges = sum(s > factor * step for s in _edges(t, span))
-    return float(np.sum(d <= factor * step) / (len(d) + late_edges))
+    total = len(d) + late_edges
+    return float(np.sum(d <= factor * step) / total) if total else 1.0

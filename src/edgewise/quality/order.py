@@ -11,7 +11,7 @@ import numpy as np
 
 from edgewise.quality.base import as_series
 
-__all__ = ["count_out_of_order", "sort_by_time"]
+__all__ = ["count_out_of_order", "newest_first", "sort_by_time"]
 
 
 def count_out_of_order(ts: object) -> int:
@@ -28,6 +28,19 @@ def count_out_of_order(ts: object) -> int:
     first = np.zeros(len(t), dtype=bool)  # the first reading of each time
     first[np.unique(t, return_index=True)[1]] = True
     return int(np.sum((t[1:] < np.maximum.accumulate(t)[:-1]) & first[1:]))
+
+
+def newest_first(ts: object) -> bool:
+    """Whether times ``ts``, in the order given (a file's rows), run newest first: more of
+    them step back in time from the one before than forward. Such an order (an export
+    sorted descending) is no arrival order: read in reverse, a reading out of place in it
+    is out of order, where read as given every reading but the first was.
+
+    >>> newest_first([5, 4, 3, 2, 1]), newest_first([5, 4, 1, 3, 2]), newest_first([1, 2, 1])
+    (True, True, False)
+    """
+    t = np.asarray(ts, dtype=np.int64).reshape(-1)
+    return bool(np.sum(t[1:] < t[:-1]) > np.sum(t[1:] > t[:-1]))
 
 
 def sort_by_time(ts: object, values: object) -> tuple[np.ndarray, np.ndarray, int]:

@@ -45,6 +45,28 @@ def _day(ts_ns: int) -> str:
     return (datetime(1970, 1, 1) + timedelta(microseconds=ts_ns // 1000)).date().isoformat()
 
 
+def _means(keys: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
+    """The mean of the finite ``v`` of each key ``0 .. n - 1`` (NaN for a key with none),
+    finite for finite readings: where their sum passes the largest float (two readings of
+    1e308 gave inf), it is taken over the readings divided by the largest of their size.
+
+    >>> _means(np.array([0, 0, 2]), np.array([1e308, 1e308, 1.0]), 3).tolist()
+    [1e+308, nan, 1.0]
+    """
+    counts = np.bincount(keys, minlength=n)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = np.bincount(keys, weights=v, minlength=n) / np.maximum(counts, 1)
+    out[counts == 0] = np.nan
+    off = (counts > 0) & ~np.isfinite(out)
+    if off.any():
+        scale = np.zeros(n)
+        np.maximum.at(scale, keys, np.abs(v))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scaled = np.bincount(keys, weights=v / scale[keys], minlength=n)
+        out[off] = scaled[off] / counts[off] * scale[off]
+    return out
+
+
 def resample(
     ts: object, values: object, every_ns: int, how: str = "mean", max_gap_ns: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +116,15 @@ def resample(
     grid = (np.uint64(start % 2**64) + np.uint64(every) * np.arange(n, dtype=np.uint64)
             ).astype(np.int64)
     if how == "interpolate":
+        # readings at one time averaged first: np.interp took one on each side of it
+        # ([0, 10, 10, 20] with [0, 1, 5, 2] gave 0.5 at 5 and 3.5 at 15, about 1 and 5)
+        t, at = np.unique(t, return_inverse=True)
+        v = _means(at, v, len(t))
         out = np.interp(grid.astype(float), t.astype(float), v)
+        off = ~np.isfinite(out)  # a slope past the largest float (1e308 to -1e308): -inf
+        if off.any():
+            scale = float(np.max(np.abs(v)))
+            out[off] = np.interp(grid[off].astype(float), t.astype(float), v / scale) * scale
         # NaN outside the readings (compared in int64: float64 rounds epoch ns to 256 ns):
         # np.interp repeats the first reading back to the grid's first point (a reading at
         # 59 s gave its value at 0 s); no grid point lies after the last reading
@@ -104,10 +134,7 @@ def resample(
                  ).astype(np.intp)
         out = np.full(len(grid), np.nan)
         if how == "mean":
-            sums = np.bincount(which, weights=v, minlength=len(grid))
-            counts = np.bincount(which, minlength=len(grid))
-            with np.errstate(invalid="ignore"):
-                out = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+            out = _means(which, v, len(grid))
         else:
             out[which] = v  # later readings overwrite earlier ones in the same bin
     if max_gap_ns is not None and how == "interpolate":  # a bin with readings keeps them
