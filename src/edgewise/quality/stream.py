@@ -28,7 +28,12 @@ of the holds (a run's first reading to the next change) of the runs before it, k
 at most :data:`MAX_HOLD_BINS` logarithmic bins of :data:`HOLD_BINS_PER_OCTAVE` to the
 octave (exact while the holds in a bin are equal, as for readings at a fixed interval);
 the run's own hold so far is its first reading to the latest plus the latest spacing, as
-the batch takes a last run's. A noisy sensor's typical hold is one reading, so 20 readings
+the batch takes a last run's. As there, a run of more than ``stuck_run`` readings counts
+its hold scaled to ``stuck_run`` of them towards the median, so one long freeze does not
+make the next one typical, and an interval counts in a hold for at most
+:data:`~edgewise.quality.gaps.GAP_FACTOR` expected spacings (the lower median of the
+intervals so far, kept in the same bins), so a value held across an outage is not stuck
+for it. A noisy sensor's typical hold is one reading, so 20 readings
 in a row are stuck; a sensor that reports tenths and warms slowly is not stuck for holding
 a tenth for its usual minutes. A stream that has held one value since its first reading
 has no hold to compare with and cannot be told from a sensor stuck from the start: its
@@ -81,6 +86,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgewise.errors import QualityError
+from edgewise.quality.gaps import GAP_FACTOR
 from edgewise.quality.limits import Limits
 from edgewise.quality.spikes import MAD_SCALE, RESOLUTION_SEEN, RESOLUTION_SHARE
 from edgewise.quality.states import two_levels
@@ -151,12 +157,25 @@ class _State:
     # a state saved before), whether it counts as stuck yet, and the series' typical hold
     # over the runs before it (worked out once the run is long enough to need it: -1.0
     # before; 0.0 with none, the run's length alone decides); the holds of the runs before
-    # it as ``[bin, runs, total hold]`` (bin: HOLD_BINS_PER_OCTAVE * log2 of a hold), bins
-    # ascending, at most MAX_HOLD_BINS
+    # it as ``[bin, runs, total hold, total time counted]`` (bin: HOLD_BINS_PER_OCTAVE *
+    # log2 of a hold; time counted: the hold, scaled to stuck_run readings in a longer
+    # run), bins ascending, at most MAX_HOLD_BINS
     run_start: int | None = None
     run_stuck: bool = False
     typical: float = -1.0
-    hold_bins: list[list[int]] | None = None
+    hold_bins: list[list[float]] | None = None
+    # the time the gaps inside the run so far lasted past GAP_FACTOR expected spacings
+    # (uncounted in its hold); the kept readings' intervals as ``[bin, intervals, total,
+    # intervals]`` (the same bins), for the expected spacing; that spacing; the longest an
+    # interval counts in a hold (GAP_FACTOR spacings, whole); the spacing's bin where the
+    # spacing is that bin's mean (an interval equal to it goes there and the median stays:
+    # no search, the fixed spacing's path). Plain defaults: a state saved before these
+    # fields loads with no gap counted and learns the spacing anew.
+    run_excess: int = 0
+    gap_bins: list[list[float]] | None = None
+    gap_every: float = 0.0
+    gap_max: int = 0
+    gap_bin: list[float] | None = None
     # the readings in a row (kept or dropped) that were outliers on one side (+1 above the
     # window's median, -1 below) and consistent with each other: how many, lowest, highest.
     # Plain defaults: a state saved before these fields loads with no run under way.
@@ -248,61 +267,79 @@ class _State:
 
     def typical_hold(self) -> float:
         """The series' typical hold over the runs counted: the median of their holds
-        weighted by hold, as :mod:`~edgewise.quality.stuck` takes it (0.0 with none).
+        weighted by the time each counts with, as :mod:`~edgewise.quality.stuck` takes it
+        (0.0 with none).
 
         >>> st = _State(0, 20.0)
         >>> for h in [1, 1, 1, 50, 50]:   # 3 of its 103 time units in holds of 1
         ...     st.add_hold(h)
         >>> st.typical_hold(), _State(0, 20.0).typical_hold()
         (50.0, 0.0)
+        >>> st.add_hold(5000, 100)      # a freeze counts as 100 units: not typical
+        >>> st.typical_hold()
+        50.0
         """
-        bins = self.hold_bins
-        if not bins:
-            return 0.0
-        half = sum(b[2] for b in bins) / 2
-        cum = 0
-        for _, n, total in bins:
-            cum += total
-            if cum >= half:
-                return total / n
-        return bins[-1][2] / bins[-1][1]  # not reached: the last bin takes cum to the sum
+        return _bins_median(self.hold_bins)
 
-    def add_hold(self, hold: int) -> None:
+    def add_hold(self, hold: float, weight: float | None = None) -> None:
         """Count a finished run's ``hold`` (its first reading to the next change, > 0) in
-        its bin; past MAX_HOLD_BINS bins the two nearest are merged into one.
+        its bin, with the time it counts with towards the typical hold (``weight``, the
+        hold itself by default); past MAX_HOLD_BINS bins the two nearest are merged.
 
         >>> st = _State(0, 20.0)
         >>> for h in [60, 60, 120, 61]:
         ...     st.add_hold(h)
         >>> st.hold_bins                   # 60 and 61 share a bin
-        [[47, 3, 181], [55, 1, 120]]
+        [[47, 3, 181, 181], [55, 1, 120, 120]]
         """
-        bins = self.hold_bins
-        if bins is None:
-            bins = self.hold_bins = []
-        at = int(HOLD_BINS_PER_OCTAVE * math.log2(hold))
-        i = 0
-        while i < len(bins) and bins[i][0] < at:
-            i += 1
-        if i < len(bins) and bins[i][0] == at:
-            bins[i][1] += 1
-            bins[i][2] += hold
-            return
-        bins.insert(i, [at, 1, hold])
-        if len(bins) > MAX_HOLD_BINS:
-            j = min(range(len(bins) - 1), key=lambda k: bins[k + 1][0] - bins[k][0])
-            a, b = bins[j], bins[j + 1]
-            bins[j] = [a[0] if a[2] >= b[2] else b[0], a[1] + b[1], a[2] + b[2]]
-            del bins[j + 1]
+        if self.hold_bins is None:
+            self.hold_bins = []
+        _bins_add(self.hold_bins, hold, hold if weight is None else weight)
 
-    def new_run(self, ts: int) -> None:
+    def gap_cap(self, interval: int) -> int:
+        """Count ``interval`` (> 0) between kept readings towards the expected spacing,
+        their lower median over the bins (as :func:`~edgewise.quality.gaps.expected_interval`
+        takes it, exact while the intervals in a bin are equal); the longest an interval
+        counts in a hold: GAP_FACTOR expected spacings, in whole units (as the batch).
+
+        >>> st = _State(0, 20.0)
+        >>> [st.gap_cap(dt) for dt in (60, 60, 172800, 60, 61)]
+        [150, 150, 150, 150, 150]
+        """
+        b = self.gap_bin
+        if b is not None and interval == self.gap_every:
+            # the median's own bin, whose mean it is: the median stays (the fixed spacing)
+            b[1] += 1
+            b[2] += interval
+            b[3] += 1
+            return self.gap_max
+        if self.gap_bins is None:
+            self.gap_bins = []
+        bins = self.gap_bins
+        _bins_add(bins, interval, 1)
+        every = self.gap_every = _bins_median(bins)
+        self.gap_max = int(GAP_FACTOR * every)
+        self.gap_bin = None
+        at = int(HOLD_BINS_PER_OCTAVE * math.log2(every))
+        for b in bins:
+            if b[0] == at and b[2] / b[1] == every:
+                self.gap_bin = b
+        return self.gap_max
+
+    def new_run(self, ts: int, excess: int, stuck_run: int) -> None:
         """A kept value that differs from the last one begins a run at ``ts``: the run
-        before ends there (its hold is counted, when its start is known), and the new one
-        has no typical hold worked out yet."""
+        before ends there (its hold is counted, when its start is known, less the time its
+        gaps and the interval to ``ts`` lasted past their cap: ``excess`` for the latter),
+        and the new one has no typical hold worked out yet."""
         if self.run_start is not None:
-            self.add_hold(ts - self.run_start)
+            hold = ts - self.run_start - self.run_excess - excess
+            n = self.run
+            if self.hold_bins is None:
+                self.hold_bins = []
+            _bins_add(self.hold_bins, hold, hold * stuck_run // n if n > stuck_run else hold)
         self.run = 1
         self.run_start = ts
+        self.run_excess = 0
         self.run_stuck = False
         self.typical = -1.0
 
@@ -438,6 +475,42 @@ class _State:
                     xs.pop()
 
 
+def _bins_add(bins: list[list[float]], x: float, weight: float) -> None:
+    """Count ``x`` (> 0) with ``weight`` in ``bins`` (``[bin, count, total, total
+    weight]``, bin: HOLD_BINS_PER_OCTAVE * log2 of x, ascending); past MAX_HOLD_BINS bins
+    the two nearest are merged into one (at the bin of the heavier)."""
+    at = int(HOLD_BINS_PER_OCTAVE * math.log2(x))
+    i = 0
+    while i < len(bins) and bins[i][0] < at:
+        i += 1
+    if i < len(bins) and bins[i][0] == at:
+        b = bins[i]
+        b[1] += 1
+        b[2] += x
+        b[3] += weight
+        return
+    bins.insert(i, [at, 1, x, weight])
+    if len(bins) > MAX_HOLD_BINS:
+        j = min(range(len(bins) - 1), key=lambda k: bins[k + 1][0] - bins[k][0])
+        a, b = bins[j], bins[j + 1]
+        bins[j] = [a[0] if a[3] >= b[3] else b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]]
+        del bins[j + 1]
+
+
+def _bins_median(bins: list[list[float]] | None) -> float:
+    """The mean of the bin in which the cumulative weight of ``bins`` (ascending) first
+    reaches half its total: their weighted median (0.0 with none)."""
+    if not bins:
+        return 0.0
+    half = sum(b[3] for b in bins) / 2
+    cum = 0.0
+    for b in bins:
+        cum += b[3]
+        if cum >= half:
+            return b[2] / b[1]
+    return bins[-1][2] / bins[-1][1]  # not reached: the last bin takes cum to the sum
+
+
 def _median(xs: list[float]) -> float:
     """The median as numpy computes it (mean of the two middle values for an even count).
 
@@ -548,7 +621,7 @@ class StreamCleaner:
             return False
         return not st.shifted(value, 1 if value > med else -1, med, limit)
 
-    def _outlasts(self, st: _State, hold: int | None) -> bool:
+    def _outlasts(self, st: _State, hold: float | None) -> bool:
         """Whether the run under way, held ``hold`` so far (None: its start is not known,
         a run under way in a state saved before), lasts ``stuck_run`` times the series'
         typical hold (none yet: it does)."""
@@ -607,17 +680,28 @@ class StreamCleaner:
                     return None
                 self.flagged["spike"] += 1
             gap = ts - st.last_ts
+            b = st.gap_bin
+            if b is not None and gap == st.gap_every:  # gap_cap's path for the fixed spacing
+                b[1] += 1
+                b[2] += gap
+                b[3] += 1
+                cap = st.gap_max
+            else:
+                cap = st.gap_cap(gap)
+            # an interval counts in a hold for GAP_FACTOR expected spacings at most
+            excess = gap - cap if gap > cap else 0
             if value == st.last_value:
                 st.run += 1
+                st.run_excess += excess
             else:
-                st.new_run(ts)
+                st.new_run(ts, excess, self.stuck_run)
             st.keep(slot, flagged=spike)
             st.last_ts = ts
             if st.run >= self.stuck_run and not st.few_levels():
                 if st.run_stuck:
                     self.flagged["stuck"] += 1
-                elif self._outlasts(st, ts - st.run_start + gap if st.run_start is not None
-                                    else None):
+                elif self._outlasts(st, ts - st.run_start - st.run_excess + gap - excess
+                                    if st.run_start is not None else None):
                     # the whole run once it qualifies, as the batch report counts it
                     st.run_stuck = True
                     self.flagged["stuck"] += st.run
@@ -662,6 +746,9 @@ class StreamCleaner:
                 st.window = deque(st.window, maxlen=self.spike_window)  # type: ignore[attr-defined]
             if st.levels is None:  # type: ignore[attr-defined]
                 st.upgrade(self.stuck_run)  # type: ignore[attr-defined]
+            for b in st.hold_bins or ():  # type: ignore[attr-defined]
+                if len(b) == 3:  # saved before the time counted: the hold, as it was
+                    b.append(b[2])
         self._state = dict(state)  # type: ignore[arg-type]
         return True
 

@@ -7,7 +7,15 @@ elsewhere, the median over the time outside the run. A noisy sensor changes at e
 reading, so its typical hold is one reading and ``min_run`` readings in a row are stuck,
 as a fixed run length says; a sensor that reports tenths and warms slowly holds each tenth
 for minutes as it should, and is stuck only when it holds one ``min_run`` times as long as
-it holds a tenth elsewhere. A series whose whole history has at most :data:`FEW_LEVELS`
+it holds a tenth elsewhere. A run of more than ``min_run`` readings counts towards that
+time with its hold scaled to ``min_run`` of its readings: a sensor that holds long runs by
+nature, run after run, still makes them typical, but a few long freezes, however long,
+cannot make a freeze typical and hide each other (a sensor stuck three days, live one,
+stuck three days again has both freezes stuck). An interval longer than
+:data:`~edgewise.quality.gaps.GAP_FACTOR` times the series' expected spacing (a gap, an
+outage) counts that long only, in every hold: what the sensor read in an outage is not
+known, so a slow sensor whose value held across one is no more stuck for it. A series whose
+whole history has at most :data:`FEW_LEVELS`
 distinct values (a setpoint, a mode, a two-level signal) is never stuck for holding one:
 it holds its values by nature. With ``ts`` (int ns, ascending) holds are times, so readings
 sent irregularly are judged by how long the value held; without, every reading counts one.
@@ -26,9 +34,12 @@ sent irregularly are judged by how long the value held; without, every reading c
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from edgewise.errors import QualityError
+from edgewise.quality.gaps import GAP_FACTOR, intervals
 
 __all__ = ["FEW_LEVELS", "stuck_mask", "stuck_runs"]
 
@@ -39,32 +50,61 @@ FEW_LEVELS = 5
 
 def _holds(t: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Each run's hold as a float: from its first reading to the next run's first; the
-    last run's to its last reading plus the median spacing of the readings."""
+    last run's to its last reading plus the median spacing of the readings. An interval
+    longer than GAP_FACTOR expected spacings (a gap) counts as GAP_FACTOR of them."""
     # offsets from the first time, exact modulo 2**64 where int64 differences wrap
     off = (t.astype(np.uint64) - np.uint64(int(t[0]) % 2**64)).astype(np.float64)
-    step = float(np.median(np.diff(off))) if len(off) > 1 else 1.0
-    ends = np.r_[off[starts[1:]], off[-1] + step]
-    return ends - off[starts]
+    d = np.diff(off)
+    # gaps.expected_interval, the ascending times' positive intervals: no sort of t again
+    di = intervals(t)
+    di = di[di > 0]
+    every = float(di.min()) if len(di) == 2 else float(np.median(di)) if len(di) else 0.0
+    # whole ns, as the stream counts: the sums of holds stay exact below 2**53 ns
+    cap = float(math.floor(GAP_FACTOR * every)) if every > 0 else np.inf
+    step = float(np.median(d)) if len(off) > 1 else 1.0
+    ends = np.r_[off[starts[1:]], off[-1] + min(step, cap)]
+    hold = ends - off[starts]
+    if len(d) and float(d.max()) > cap:
+        # what each gap lasts past the cap, summed up to each reading, off each run's hold
+        excess = np.r_[0.0, np.cumsum(np.maximum(d - cap, 0.0))]
+        hold = hold - (excess[np.r_[starts[1:], len(off) - 1]] - excess[starts])
+    return hold
 
 
-def _typical_other(hold: np.ndarray) -> np.ndarray:
+def _typical_other(hold: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """For each run, the hold that the series spends the median of its time in over the
-    other runs: their holds' median weighted by hold (inf with no other run)."""
+    other runs: their holds' median weighted by ``weight`` (each run's time, see the
+    module; inf with no other run)."""
     k = len(hold)
     if k < 2:
         return np.full(k, np.inf)
     order = np.argsort(hold, kind="stable")
     h = hold[order]
-    cum = np.cumsum(h)
+    w = weight[order]
+    cum = np.cumsum(w)
     pos = np.empty(k, dtype=np.intp)
     pos[order] = np.arange(k)
-    half = (cum[-1] - h[pos]) / 2  # half the time outside each run
+    half = (cum[-1] - w[pos]) / 2  # half the time outside each run
     # the first sorted run whose cumulative time outside run i reaches half of it: before
-    # run i's place the cumulative sums are unchanged, from it on they lack run i's hold
+    # run i's place the cumulative sums are unchanged, from it on they lack run i's time
     j = np.searchsorted(cum, half, side="left")
-    after = np.maximum(np.searchsorted(cum, half + h[pos], side="left"), pos + 1)
+    after = np.maximum(np.searchsorted(cum, half + w[pos], side="left"), pos + 1)
     j = np.where(j < pos, j, np.minimum(after, k - 1))
     return np.where(j == pos, np.inf, h[j])
+
+
+def _run_weight(hold: object, readings: object, min_run: int) -> np.ndarray:
+    """The time a run counts with towards the series' typical hold: its ``hold``, scaled
+    to ``min_run`` of its ``readings`` where it has more, in whole units (so a few long
+    freezes cannot make a freeze typical, see the module; whole, so the sums that pick the
+    median are exact, as the stream's).
+
+    >>> _run_weight([60.0, 4320.0], [1, 4320], 20).tolist()
+    [60.0, 20.0]
+    """
+    h = np.asarray(hold, dtype=float)
+    n = np.asarray(readings, dtype=float)
+    return np.where(n > min_run, np.floor(h * min_run / np.maximum(n, 1.0)), h)
 
 
 def stuck_runs(
@@ -100,7 +140,7 @@ def stuck_runs(
     starts = np.r_[0, np.flatnonzero(~same) + 1]
     stops = np.r_[starts[1:], len(v)]
     hold = _holds(t, starts)
-    typical = _typical_other(hold)
+    typical = _typical_other(hold, _run_weight(hold, stops - starts, min_run))
     # a hair under min_run holds: float sums of equal steps need not match their product
     long = (stops - starts >= min_run) & (hold >= min_run * typical * (1 - 1e-9))
     return [(int(a), int(b)) for a, b in zip(starts[long], stops[long], strict=True)]
