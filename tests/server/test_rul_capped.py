@@ -116,3 +116,41 @@ def test_rul_of_a_long_history_rests_on_all_of_it(any_env: Env) -> None:
     cut, full = model.features(renumbered).iloc[0], model.features(whole).iloc[0]
     assert full["age"] == n and cut["age"] == model.window
     assert any(cut[f"{m}_hslope"] != full[f"{m}_hslope"] for m in SENSORS)
+
+
+def test_rul_scores_at_most_max_fits_devices_at_once(
+        scored: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Check that a device asked while ``MAX_FITS`` others are being scored waits for a slot
+    and, finding none within ``FIT_WAIT_S``, is a 429 ``rul_busy`` with Retry-After: each
+    scoring reads a whole history (seconds for a long one), and requests for many devices at
+    once took every threadpool thread from the other routes."""
+    import threading
+
+    from edgewise.server.problems import Problem
+
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def slow(store: Any, paths: Any, device_id: str) -> dict[str, Any]:
+        started.release()
+        release.wait(10)
+        return rul._none(device_id, "no_history", "slow", paths[0].name)
+
+    monkeypatch.setattr(rul, "_score", slow)
+    monkeypatch.setattr(rul, "FIT_WAIT_S", 0.2)
+    threads = [threading.Thread(target=rul._predict, args=(None, tmp_path, f"lru-busy{i}"))
+               for i in range(rul.MAX_FITS)]
+    for t in threads:
+        t.start()
+    for _ in threads:
+        assert started.acquire(timeout=5)
+    try:
+        with pytest.raises(Problem) as caught:
+            rul._predict(None, tmp_path, "lru-busy-late")
+        assert caught.value.status == 429 and caught.value.reason == "rul_busy"
+        assert caught.value.headers["Retry-After"] == "5"
+    finally:
+        release.set()
+        for t in threads:
+            t.join(5)
+    assert rul._predict(None, tmp_path, "lru-busy-late")["detail"] == "slow"

@@ -14,7 +14,9 @@ model file, without readings, when the device lacks a metric the model needs
 (``unscorable``), or when no model file loads (``bad_model``: damaged, truncated, another
 format version, not a RUL model), it answers ``{"rul": null, "reason": …, "detail": …}`` (RUL
 is unavailable, not an error: the dashboard asks for every device); an unknown device is a
-404 problem. A newer model file that does not load is passed over for the newest that does
+404 problem; at most :data:`MAX_FITS` devices are scored at once, and a request that finds
+no free slot within :data:`FIT_WAIT_S` is a 429 (reason ``rul_busy``) with ``Retry-After``.
+A newer model file that does not load is passed over for the newest that does
 (``model`` names the one used, ``skipped`` those passed over and why), so one damaged file
 never takes RUL away from the fleet; write model files whole (:meth:`RULModel.save` writes a
 temporary file and renames it).
@@ -44,7 +46,7 @@ from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.server.deps import SecurityDep, SettingsDep, StoreDep, Viewer
-from edgewise.server.fitting import FitCache
+from edgewise.server.fitting import FitCache, busy, fit_slot
 from edgewise.server.routes.devices import known_device, not_found
 
 __all__ = ["find_model", "forget_device", "router"]
@@ -67,7 +69,13 @@ MAX_ANSWERS = 10_000
 #: the others wait for its answer; :func:`forget_device` drops a device's answers and bumps
 #: its ``generation``, so an answer computed while the device was deleted (it may read the
 #: readings being purged) is not kept.
-_answers: FitCache[tuple[str, str], tuple[float, dict[str, Any]]] = FitCache(MAX_ANSWERS)
+#: Devices scored at once (each reads a whole history and takes a CPU and a threadpool
+#: thread, seconds for a long one): requests for other devices beyond these wait.
+MAX_FITS = 2
+#: Seconds a request waits for a scoring slot before it is answered 429 with Retry-After.
+FIT_WAIT_S = 10.0
+_answers: FitCache[tuple[str, str], tuple[float, dict[str, Any]]] = FitCache(
+    MAX_ANSWERS, max_fits=MAX_FITS)
 
 
 def forget_device(device_id: str) -> int:
@@ -177,10 +185,16 @@ def _predict(store: Any, data_dir: Path, device_id: str) -> dict[str, Any]:
         hit = _answers.get(key)
         if hit is not None and time.monotonic() - hit[0] < TTL_S:
             return hit[1]
-        answer = _score(store, paths, device_id)
+        with fit_slot(_answers.fits, FIT_WAIT_S, _busy):
+            answer = _score(store, paths, device_id)
         # kept unless a device was deleted while this was computed (FitCache.drop)
         _answers.put(key, (time.monotonic(), answer), generation)
     return answer
+
+
+def _busy() -> Any:
+    return busy("RUL busy", f"{MAX_FITS} devices' RUL are being scored", FIT_WAIT_S,
+                "rul_busy", 5)
 
 
 def _bad_model(device_id: str, skipped: list[dict[str, str]]) -> dict[str, Any]:
@@ -264,7 +278,10 @@ def _explanation_json(ex: Any, sensors: Any, point: float) -> dict[str, Any]:
 
 
 @router.get("/v1/devices/{device_id}/rul",
-            summary="A device's remaining useful life with its interval (viewer)")
+            summary="A device's remaining useful life with its interval (viewer)",
+            responses={429: {"description": f"{MAX_FITS} devices were being scored for "
+                             f"{FIT_WAIT_S:g} s (reason 'rul_busy'); retry after "
+                             "Retry-After."}})
 async def rul(
     who: Viewer, store: StoreDep, security: SecurityDep, settings: SettingsDep,
     device_id: Annotated[str, PathParam(description="The device id.")],
