@@ -11,7 +11,9 @@ when a registry that never had one first needs it (the gateway's first start, th
 (listing, serving releases and blobs to agents) never makes a key. A registry whose key was
 issued (it holds signed releases, or ``signing_key.pub``) but whose private half is gone refuses
 to publish and sign (:class:`SignatureError`, reason ``"key_lost"``) rather than make a new key
-that no agent trusts; :meth:`Registry.new_key` replaces a lost key on purpose.
+that no agent trusts; :meth:`Registry.new_key` replaces a lost key on purpose. A
+``signing_key.pem`` that cannot be read or holds no Ed25519 key (damaged) is treated alike
+(reason ``"bad_key"``): the registry opens, lists and serves its releases, and refuses to sign.
 
 :func:`verify` is what an agent runs before installing; it raises :class:`SignatureError` with
 one of these ``reason`` values (python-tuf's update attacks, one test each):
@@ -36,6 +38,9 @@ unless it is a rollback order, and a rollback order for a version that is older 
 is refused. Releases to targets that share no device are independent. Versions are ordered by
 when they were published on this registry: a publish counter (:attr:`ModelVersion.seq`) that
 only grows, never the host's clock (a clock stepped back made the newer version "older").
+A device's own rollback order (to ``device:<id>``) holds against its groups: a group release
+that would move a member off it to a newer version is refused unless it is rolled out with
+``keep_rollbacks=True`` (the order is signed again in the same step).
 
 Changing a device's groups never hands it an older version of a model without a signed
 rollback order either: :meth:`Registry.check_group_change` (run by
@@ -335,6 +340,9 @@ class SignedArtifact:
     manifest_bytes: bytes
     signature: bytes
     payload: bytes
+    #: the rollback orders signed again with this release, in the same step
+    #: (:meth:`Registry.rollout` with ``keep_rollbacks``), oldest first
+    kept: tuple[SignedArtifact, ...] = ()
 
     @property
     def manifest(self) -> Manifest:
@@ -786,7 +794,9 @@ class Registry:
     whose key was issued but whose ``signing_key.pem`` is gone refuses
     :meth:`publish`, :meth:`rollout` and :meth:`signing_key` with :class:`SignatureError`
     (reason ``"key_lost"``): every agent trusts only the key it was given, so a silently made
-    new key would have each of them refuse every later update as ``unknown_key``.
+    new key would have each of them refuse every later update as ``unknown_key``. A damaged
+    ``signing_key.pem`` (unreadable, or no Ed25519 key) never stops the registry from opening
+    (the gateway's telemetry starts all the same): it is refused alike, reason ``"bad_key"``.
 
     Parameters
     ----------
@@ -810,6 +820,7 @@ class Registry:
         (self.root / "blobs").mkdir(exist_ok=True, mode=0o700)
         self._key: SigningKey | None = None
         self._key_file: tuple[int, int, int] | None = None  # (inode, size, mtime) _key was read at
+        self._key_problem: str | None = None  # what is wrong with a damaged signing_key.pem
         self._reload_key()
         db = self.root / "registry.sqlite"
         # one connection shared by threads (a gateway serves from a thread pool), used under a lock
@@ -947,13 +958,18 @@ class Registry:
         """``"ok"`` (the private key is here and is the one issued), ``"none"`` (never had one:
         it is made at the first rollout or gateway start), ``"lost"`` (issued, but
         ``signing_key.pem`` is gone: publishing and signing are refused until it is restored or
-        :meth:`new_key` is run) or ``"mismatch"`` (``signing_key.pem`` holds another key than
+        :meth:`new_key` is run), ``"mismatch"`` (``signing_key.pem`` holds another key than
         the one issued, ``signing_key.pub`` or the newest release's: refused the same way, as
-        every agent would refuse what it signs)."""
+        every agent would refuse what it signs) or ``"damaged"`` (``signing_key.pem`` is there
+        but cannot be read or holds no Ed25519 key: refused the same way, reason
+        ``"bad_key"``, until it is restored or moved away; existing releases are still
+        served)."""
         # the issued id first: a key's maker writes signing_key.pem before signing_key.pub, so
         # a .pub seen here means its .pem is on disk (a key being made meanwhile is not "lost")
         issued = self._issued_key_id()
         self._reload_key()
+        if self._key_problem is not None:
+            return "damaged"
         if self._key is None:
             return "none" if issued is None else "lost"
         if issued is not None and issued != self._key.key_id:
@@ -963,17 +979,51 @@ class Registry:
     def _reload_key(self) -> None:
         """Make the key in memory the one in ``signing_key.pem`` now: none if the file was
         deleted while open (sign no more with the copy), the file's if it was restored or
-        replaced since it was read (one ``stat`` when nothing changed)."""
+        replaced since it was read (one ``stat`` when nothing changed). A file that cannot be
+        read or is no key (damaged: truncated, overwritten) is never raised here: the key is
+        none and :attr:`key_state` ``"damaged"`` (opening and reading the registry, serving
+        its releases, go on; signing is refused, :meth:`signing_key`)."""
         path = self.root / KEY_FILE
         try:
             st = path.stat()
         except FileNotFoundError:
+            self._key, self._key_file, self._key_problem = None, None, None
+            return
+        except OSError as exc:  # the folder unreadable: as damaged, never a crash
             self._key, self._key_file = None, None
+            self._key_problem = f"cannot be read ({type(exc).__name__}: {exc.strerror or exc})"
             return
         seen = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if self._key is None or seen != self._key_file:
-            self._key = load_key(self.root)
-            self._key_file = seen if self._key is not None else None
+        if seen == self._key_file and (self._key is not None or self._key_problem is not None):
+            return
+        try:
+            key = load_key(self.root)
+        except SignatureError:
+            key, problem = None, ("is not an Ed25519 private key in PEM (PKCS8, unencrypted), "
+                                  "as the registry writes it: it is damaged or was replaced")
+        except OSError as exc:  # unreadable (permissions, a directory): as damaged
+            key, problem = None, f"cannot be read ({type(exc).__name__}: {exc.strerror or exc})"
+        else:
+            problem = None
+        self._key, self._key_problem = key, problem
+        self._key_file = seen if key is not None or problem is not None else None
+
+    def _damaged_key_error(self) -> SignatureError:
+        """The refusal to sign while ``signing_key.pem`` is there but unusable (reason
+        ``"bad_key"``): the file, what is wrong with it, and what to do."""
+        kid = self._issued_key_id()
+        path = str(self.root / KEY_FILE)
+        if kid is None:  # never issued: no agent trusts it yet
+            fix = ("move it away (the registry makes a new key at the next rollout or "
+                   "gateway start), or restore it from a backup")
+        else:
+            fix = (f"restore the {KEY_FILE} of key {kid!r} from a backup (agents trust only "
+                   f"that key), or, if it is lost for good, move it away and run 'edgewise "
+                   f"registry new-key' (then give every agent the new {PUBLIC_KEY_FILE}, "
+                   "--trust-key)")
+        return SignatureError(
+            f"The registry's signing key file {path!r} {self._key_problem}; publishing and "
+            f"signing are refused until it is fixed: {fix}.", "bad_key")
 
     def _mismatch_error(self) -> SignatureError:
         assert self._key is not None
@@ -989,6 +1039,8 @@ class Registry:
     def _refuse_unusable_key(self) -> None:
         """Raise :class:`SignatureError` unless the key is usable or can be made."""
         state = self.key_state
+        if state == "damaged":
+            raise self._damaged_key_error()
         if state == "lost":
             raise self._lost_key_error()
         if state == "mismatch":
@@ -1020,11 +1072,19 @@ class Registry:
         return self.key_state
 
     def expired_current(self, now_ns: int | None = None) -> list[Release]:
-        """The releases devices are still offered whose manifest has expired, oldest first:
-        of each model, the newest release to each target (what :meth:`current` answers from).
+        """The releases devices are still offered whose manifest has expired, oldest first.
         Every agent refuses them (``expired``); the registry does not re-sign them on its own
         (a signature is the operator's act): run the same rollout again
         (:meth:`Release.rerun_command`).
+
+        "Offered" is what :meth:`current` answers: to each registered device (the device
+        groups the registry reads, as :meth:`rollout` does) with its groups, asking for any
+        format or for one; and, for a target that reaches no registered device (a group
+        nobody is in yet, a device not registered yet), to a device that only it reaches
+        (the next one put there is offered it). A release every device it reaches has moved
+        on from (a newer release through another of its targets) is offered to nobody and
+        is not listed: its device is offered the newer one, and signing the old one again
+        would not reach it.
 
         >>> import tempfile
         >>> reg = Registry(tempfile.mkdtemp())
@@ -1033,11 +1093,46 @@ class Registry:
         >>> reg.expired_current(), [r.release for r in reg.expired_current(2**62)]
         ([], [1])
         """
+        offered = self._offered()
         with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM releases WHERE release IN (SELECT MAX(release) FROM releases "
-                "GROUP BY name, target) ORDER BY release").fetchall()
-        return [rel for rel in map(lambda r: Release(*r), rows) if rel.expired(now_ns)]
+            rows = self._db.execute("SELECT * FROM releases ORDER BY release").fetchall()
+        return [rel for rel in (Release(*r) for r in rows)
+                if rel.release in offered and rel.expired(now_ns)]
+
+    def _offered(self) -> set[int]:
+        """The release counters :meth:`current` answers to someone (see
+        :meth:`expired_current`): computed in one pass over the releases, as :meth:`current`
+        selects (the newest release to the asker's targets, over every format, and over the
+        versions of each format)."""
+        with self._lock:
+            rows = self._db.execute(  # the join of _offer_sql, over every target
+                "SELECT r.release, r.target, v.format FROM releases r LEFT JOIN versions v "
+                "ON v.name = r.name AND v.version = r.version").fetchall()
+        # per target: its newest release (format None: an asker naming no format), and its
+        # newest release of a version published in each format (releases of a version with
+        # no row are offered only to an asker naming no format, as current() selects)
+        newest: dict[str, dict[str | None, int]] = {}
+        for release, target, fmt in rows:
+            best = newest.setdefault(str(target), {})
+            for key in (None, fmt) if fmt is not None else (None,):
+                if best.get(key, 0) < int(release):
+                    best[key] = int(release)
+        askers: list[list[str]] = []
+        reached: set[str] = set()
+        for device, groups in self._groups_of_devices().items():
+            targets = _targets_of(device, sorted(groups))[0]
+            reached.update(targets)
+            askers.append(targets)
+        askers += [[t] for t in newest if t not in reached]
+        offered: set[int] = set()
+        for targets in askers:
+            best: dict[str | None, int] = {}
+            for t in targets:
+                for key, release in newest.get(t, {}).items():
+                    if best.get(key, 0) < release:
+                        best[key] = release
+            offered.update(best.values())
+        return offered
 
     def warn_expired(self, now_ns: int | None = None) -> list[Release]:
         """Log a warning for each expired release devices are still offered
@@ -1057,7 +1152,9 @@ class Registry:
         Raises :class:`SignatureError` (reason ``"key_lost"``) if the registry issued a key whose
         ``signing_key.pem`` is gone, or (reason ``"key_mismatch"``) if ``signing_key.pem`` holds
         another key than the one issued: restore it, or replace it on purpose with
-        :meth:`new_key`. Across processes one key is made (see :func:`load_or_create_key`).
+        :meth:`new_key`; (reason ``"bad_key"``) if ``signing_key.pem`` cannot be read or holds
+        no Ed25519 key (damaged: :attr:`key_state` ``"damaged"``), naming the file: restore it
+        or move it away. Across processes one key is made (see :func:`load_or_create_key`).
         """
         with self._lock:
             self._refuse_unusable_key()
@@ -1079,6 +1176,12 @@ class Registry:
         (``--trust-key``, repeatable) before it accepts a release signed with the new key.
         """
         with self._lock:
+            if self.key_state == "damaged":
+                raise SignatureError(
+                    f"{str(self.root / KEY_FILE)!r} exists but {self._key_problem}; "
+                    "'registry new-key' replaces only a lost key: restore the file from a "
+                    "backup, or move it away (keep it: it may be repairable) and run "
+                    "'edgewise registry new-key' again.", "bad_key")
             if self.key_state in ("ok", "mismatch"):
                 assert self._key is not None
                 raise SignatureError(
@@ -1122,7 +1225,7 @@ class Registry:
             try:  # one look at the key files: signing_key() reads key_state itself
                 return self.signing_key().public_key_bytes
             except SignatureError as exc:
-                if exc.reason not in ("key_lost", "key_mismatch"):
+                if exc.reason not in ("key_lost", "key_mismatch", "bad_key"):
                     raise
                 error = exc
             raw = self._public_file_bytes()
@@ -1315,6 +1418,7 @@ class Registry:
         expires_in_s: float = DEFAULT_EXPIRY_S,
         kind: str = "release",
         has_device: Callable[[str], bool] | None = None,
+        keep_rollbacks: bool = False,
     ) -> SignedArtifact:
         """Sign a release of ``name``/``version`` for ``target`` with the next release counter.
 
@@ -1339,6 +1443,17 @@ class Registry:
         (the version it was offered through a group it left, :meth:`check_group_change`)
         counts as a release to it. Versions are ordered by when they were published on this
         registry (:attr:`ModelVersion.seq`), not by their text ("beta") nor by the clock.
+
+        A device's own rollback order holds against its groups: a release to a group (a
+        rollback order included) is refused (:class:`InvalidParameterError`, field
+        ``keep_rollbacks``, naming the devices) when it would move a member off the rollback
+        order to ``device:<id>`` that it is offered now of the model in that format, to a
+        newer version (re-signing the group's release before it expires did, silently).
+        Either roll the newer version out to that device first (it moves on, on purpose), or
+        pass ``keep_rollbacks=True``: each such rollback order is signed again (a new counter,
+        the same expiry as this release), in the same transaction, just after this release,
+        so the device is never offered the newer version; they are this release's
+        :attr:`SignedArtifact.kept`.
 
         >>> import tempfile
         >>> reg = Registry(tempfile.mkdtemp(), device_groups=lambda: {"pump-7": ["line-a"]})
@@ -1377,7 +1492,7 @@ class Registry:
         with self._lock:
             key = self.signing_key()
             return self._sign_next(name, version, target, mv, payload, expires_in_s, kind, key,
-                                   reach, has_device)
+                                   reach, has_device, keep_rollbacks)
 
     @staticmethod
     def _reached(target: str, reach: Mapping[str, list[str]]) -> list[str]:
@@ -1620,12 +1735,78 @@ class Registry:
                 f"than {cur_version!r}, {given}; roll it out without --rollback "
                 "(kind='release').", field="kind", value=kind)
 
+    def _undone_rollbacks(self, name: str, target: str, mv: ModelVersion,
+                          reach: Mapping[str, list[str]]) -> list[tuple[str, tuple[Any, ...]]]:
+        """The members of group ``target`` that a release of ``mv`` to it would move off their
+        own rollback order to a newer version (inside the write transaction of
+        :meth:`_sign_next`): each as ``(device, (release, target, version, kind, seq))`` of
+        the rollback order it is offered now, the newest release of ``name`` in ``mv``'s
+        format to its targets (:meth:`current` with that format), by device id."""
+        if not target.startswith("group:"):  # a device: target names its device on purpose
+            return []
+        devices = self._reached(target, reach)
+        if not devices:
+            return []
+        targets = sorted(set(reach) | {target})
+        rows = self._db.execute(
+            "SELECT r.release, r.target, r.version, r.kind, v.seq FROM releases r JOIN "
+            "versions v ON v.name = r.name AND v.version = r.version WHERE r.name = ? AND "
+            f"v.format = ? AND r.target IN ({','.join('?' * len(targets))})",
+            [name, mv.format, *targets]).fetchall()
+        newest: dict[str, tuple[Any, ...]] = {}
+        for row in rows:
+            t = str(row[1])
+            if t not in newest or int(row[0]) > int(newest[t][0]):
+                newest[t] = row
+        of_device: dict[str, list[str]] = {}
+        for t, ds in reach.items():
+            for d in ds:
+                of_device.setdefault(d, []).append(t)
+        undone = []
+        for d in devices:
+            offered = [newest[t] for t in (*of_device.get(d, ()), target) if t in newest]
+            if not offered:
+                continue
+            now = max(offered, key=lambda r: int(r[0]))
+            if (now[3] == "rollback" and now[1] == f"device:{d}"
+                    and mv.seq > int(now[4] or 0)):
+                undone.append((d, now))
+        return undone
+
+    @staticmethod
+    def _undone_error(name: str, version: str, target: str, kind: str,
+                      undone: list[tuple[str, tuple[Any, ...]]]) -> InvalidParameterError:
+        """The refusal of a group release that would undo its members' rollback orders."""
+        import shlex
+
+        d, (release, _, old, _, _) = undone[0]
+        what = "Rollback order" if kind == "rollback" else "Release"
+        more = (f" (and {_devices([x for x, _ in undone[1:]])} off theirs)"
+                if len(undone) > 1 else "")
+        forward = (f"edgewise registry rollout {shlex.quote(name)} {shlex.quote(version)} "
+                   f"{shlex.quote('device:' + d)}")
+        return InvalidParameterError(
+            f"{what} of {name!r} {version!r} to {target!r} would move device {d!r} off its "
+            f"rollback order to {str(old)!r} (release {release}, to 'device:{d}'), which it is "
+            f"offered now, to the newer {version!r}{more}: a device's rollback order is undone "
+            f"only on purpose. To keep {'it' if len(undone) == 1 else 'them'} where "
+            f"{'it is' if len(undone) == 1 else 'they are'}, run this rollout with "
+            "--keep-rollbacks (keep_rollbacks=True), which signs "
+            f"{'its rollback order' if len(undone) == 1 else 'their rollback orders'} again "
+            f"in the same step; to move {'it' if len(undone) == 1 else 'a device'} to "
+            f"{version!r} too, first roll that out to it ({forward}).",
+            field="keep_rollbacks", value=False)
+
     def _sign_next(self, name: str, version: str, target: str, mv: ModelVersion, payload: bytes,
                    expires_in_s: float, kind: str, key: SigningKey,
                    reach: Mapping[str, list[str]],
-                   has_device: Callable[[str], bool] | None = None) -> SignedArtifact:
+                   has_device: Callable[[str], bool] | None = None,
+                   keep_rollbacks: bool = False) -> SignedArtifact:
         with self._write_tx():
             self._check_direction(name, version, target, mv, kind, reach)
+            undone = self._undone_rollbacks(name, target, mv, reach)
+            if undone and not keep_rollbacks:
+                raise self._undone_error(name, version, target, kind, undone)
             kind_of, _, ident = target.partition(":")  # last: only what would be signed
             if kind_of == "device" and has_device is not None and not has_device(ident):
                 raise InvalidParameterError(
@@ -1633,24 +1814,42 @@ class Registry:
                     "release to it would wait for whichever device is registered under that "
                     f"id later. Register it first (edgewise device add {ident}), or roll out "
                     "to a registered device or to a group.", field="target", value=target)
-            (last,) = self._db.execute(  # withdrawn counters are never handed out again
-                "SELECT MAX(COALESCE((SELECT MAX(release) FROM releases), 0), "
-                "COALESCE((SELECT MAX(release) FROM withdrawn), 0))").fetchone()
-            art = Artifact(
-                payload, name, version, int(last) + 1, target, mv.format,
-                time.time_ns() + int(expires_in_s * 1e9), kind,
-                {"trained_on": mv.trained_on, "metrics": mv.metrics},
-            )
-            signed = sign(art, key)
-            self._db.execute(
-                "INSERT INTO releases VALUES (?,?,?,?,?,?,?,?)",
-                (art.release, name, version, target, kind, time.time_ns(),
-                 signed.manifest_bytes, signed.signature),
-            )
+            expires_ns = time.time_ns() + int(expires_in_s * 1e9)
+            signed = self._insert_signed(name, version, target, mv, payload, expires_ns,
+                                         kind, key)
+            kept = []
+            for order in sorted({row for _, row in undone}, key=lambda r: int(r[0])):
+                old = self.version(name, str(order[2]))  # signed again: its blob is checked
+                blob = self._intact_blob(old.sha256, old.size, f"{name!r} version {old.version!r}")
+                kept.append(self._insert_signed(name, old.version, str(order[1]), old, blob,
+                                                expires_ns, "rollback", key))
             devices = self._reached(target, reach)  # checked against their floors: now this
             self._db.execute(  # release is what they are offered of the model in its format
                 f"DELETE FROM floors WHERE name = ? AND format = ? AND device_id IN "
                 f"({','.join('?' * len(devices))})", [name, mv.format, *devices])
+        if kept:
+            signed = SignedArtifact(signed.manifest_bytes, signed.signature, signed.payload,
+                                    tuple(kept))
+        return signed
+
+    def _insert_signed(self, name: str, version: str, target: str, mv: ModelVersion,
+                       payload: bytes, expires_ns: int, kind: str,
+                       key: SigningKey) -> SignedArtifact:
+        """Sign and store the release of ``version`` to ``target`` with the next counter
+        (inside the write transaction of :meth:`_sign_next`)."""
+        (last,) = self._db.execute(  # withdrawn counters are never handed out again
+            "SELECT MAX(COALESCE((SELECT MAX(release) FROM releases), 0), "
+            "COALESCE((SELECT MAX(release) FROM withdrawn), 0))").fetchone()
+        art = Artifact(
+            payload, name, version, int(last) + 1, target, mv.format, expires_ns, kind,
+            {"trained_on": mv.trained_on, "metrics": mv.metrics},
+        )
+        signed = sign(art, key)
+        self._db.execute(
+            "INSERT INTO releases VALUES (?,?,?,?,?,?,?,?)",
+            (art.release, name, version, target, kind, time.time_ns(),
+             signed.manifest_bytes, signed.signature),
+        )
         return signed
 
     def rollback(self, name: str, to_version: str, target: str, **kw: Any) -> SignedArtifact:

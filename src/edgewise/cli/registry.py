@@ -2,13 +2,15 @@
 
 Only ``rollout`` and ``pubkey`` make the signing key, and only for a registry that never had
 one; ``list`` never does. A registry whose key was issued but whose ``signing_key.pem`` is gone
-(or holds another key) refuses ``publish``, ``rollout`` (and ``pubkey`` for another key) with
-one line (restore the file, or ``new-key`` on purpose).
+(or holds another key, or is damaged: unreadable, no Ed25519 key) refuses ``publish``,
+``rollout`` (and ``pubkey`` for another key) with one line (restore the file, or ``new-key``
+on purpose); ``list`` still lists.
 ``publish`` and ``rollout`` are audited (``model.publish``, ``model.rollout``) by ``cli``.
 
 ``rollout`` refuses, with one line and without spending a release counter: a target whose
 device id or group name ``edgewise device add`` would not take (a blank group, ``device:a:b``),
-a ``device:<id>`` of no registered device, an ``--expires-days`` under one hour
+a ``device:<id>`` of no registered device, a group release that would move a member off its
+own rollback order (unless ``--keep-rollbacks``), an ``--expires-days`` under one hour
 (:data:`edgewise.registry.MIN_EXPIRY_DAYS`) or over 3650, and a version whose stored model is
 missing or damaged. ``publish`` with the same bytes (the same command again) rewrites a
 damaged stored model.
@@ -96,7 +98,10 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
                         "rollout are refused until it is restored, or 'registry new-key')",
                 "mismatch": f"signing key {key_id}: MISMATCH (signing_key.pem holds another "
                             "key; publish and rollout are refused until the issued key is "
-                            "restored, or 'registry new-key')"}[state])
+                            "restored, or 'registry new-key')",
+                "damaged": f"signing key {key_id}: DAMAGED (signing_key.pem cannot be read "
+                           "or holds no Ed25519 key; publish and rollout are refused until "
+                           "it is restored from a backup, or moved away)"}[state])
     for v in versions:
         typer.echo(f"{v.name} {v.version}  {v.format}  {v.size} B  sha256 {v.sha256[:16]}  "
                    f"trained on {v.trained_on or '-'}  {v.metrics}")
@@ -246,6 +251,10 @@ def rollout_cmd(
     rollback: Annotated[bool, typer.Option(
         help="Sign an explicit rollback order: required to go back to a version published "
              "before the one TARGET was last given, refused otherwise.")] = False,
+    keep_rollbacks: Annotated[bool, typer.Option(
+        help="For a group: keep each member that runs its own rollback order (device:<id> "
+             "--rollback) on it, by signing that order again in the same step; without it "
+             "such a rollout is refused, naming the devices.")] = False,
 ) -> None:
     """Sign a release of NAME VERSION for TARGET (device:<id> of a registered device, or
     group:<name>)."""
@@ -261,7 +270,7 @@ def rollout_cmd(
         try:
             s = reg.rollout(name, version, target, expires_in_s=days * 86400,
                             kind="rollback" if rollback else "release",
-                            has_device=sec.has_device)
+                            has_device=sec.has_device, keep_rollbacks=keep_rollbacks)
         finally:
             sec.close()
             reg.close()
@@ -275,6 +284,12 @@ def rollout_cmd(
     _audit(data_dir, "model.rollout", target, {"name": name, "version": version,
                                                "release": m.release, "kind": m.kind})
     typer.echo(f"release {m.release}: {name} {version} -> {target} ({m.kind}), key {m.key_id}")
+    for k in (x.manifest for x in s.kept):  # --keep-rollbacks: each order signed again
+        _audit(data_dir, "model.rollout", k.target, {"name": name, "version": k.version,
+                                                     "release": k.release, "kind": k.kind,
+                                                     "kept_with": m.release})
+        typer.echo(f"release {k.release}: {name} {k.version} -> {k.target} ({k.kind}), key "
+                   f"{k.key_id} (rollback order kept: signed again)")
 
 
 @registry_app.command("pubkey")
@@ -300,6 +315,9 @@ def pubkey_cmd(data_dir: DataDir) -> None:
         raise fail(str(exc)) from None
     if reg.key_state == "lost":
         typer.echo("warning: the private half of this key (signing_key.pem) is gone; "
+                   "rollouts are refused until it is restored.", err=True)
+    elif reg.key_state == "damaged":
+        typer.echo("warning: the private half of this key (signing_key.pem) is damaged; "
                    "rollouts are refused until it is restored.", err=True)
     typer.echo(f"{key_id_of(public)} {base64.b64encode(public).decode()}")
 
