@@ -140,3 +140,35 @@ def test_a_device_fetches_only_models_released_to_it_or_its_groups(env: Env) -> 
     env.security.set_device_groups(env.device, ["line-a"])
     r = env.client.get(f"/v1/models/{mv.sha256}", headers=dev)
     assert r.status_code == 200 and r.content == b"line-a only" * 8
+
+
+def test_a_group_rollout_over_rest_keeps_or_refuses_a_device_rollback(env: Env) -> None:
+    """Check POST /v1/registry/rollouts refuses a group release that would move a member
+    device off its own rollback order (422 naming ``keep_rollbacks``, nothing signed) and,
+    with ``"keep_rollbacks": true``, signs it with the order signed again (``kept``, each
+    audited): over REST the refusal named a field the body did not have."""
+    reg = env.client.app.state.registry
+    for v in ("1.0.0", "2.0.0"):
+        reg.publish("ewz", v, f"model {v}".encode() * 8, format="pickle")
+    env.security.set_device_groups(env.device, ["line-a"])
+    op = env.auth("operator")
+    post = env.client.post
+    assert post("/v1/registry/rollouts", headers=op, json={
+        "name": "ewz", "version": "2.0.0", "target": "group:line-a"}).status_code == 200
+    assert post("/v1/registry/rollouts", headers=op, json={
+        "name": "ewz", "version": "1.0.0", "target": f"device:{env.device}",
+        "rollback": True}).status_code == 200
+    again = {"name": "ewz", "version": "2.0.0", "target": "group:line-a"}
+    body = problem(post("/v1/registry/rollouts", headers=op, json=again), 422)
+    assert body["field"] == "keep_rollbacks" and body["value"] is False
+    assert env.device in body["detail"] and "true" in body["allowed"]
+    assert reg.current(env.device, groups=["line-a"]).manifest.version == "1.0.0"
+
+    r = post("/v1/registry/rollouts", headers=op, json={**again, "keep_rollbacks": True})
+    assert r.status_code == 200, r.text
+    kept = r.json()["kept"]
+    assert [(k["version"], k["target"]) for k in kept] == [("1.0.0", f"device:{env.device}")]
+    assert kept[0]["release"] == r.json()["release"] + 1
+    assert reg.current(env.device, groups=["line-a"]).manifest.version == "1.0.0"
+    audited = [e.detail for e in env.security.audit_log(20) if e.action == "model.rollout"]
+    assert any(d.get("kept_with") == r.json()["release"] for d in audited)

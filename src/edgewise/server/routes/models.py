@@ -22,7 +22,11 @@
   instead) and every agent refuses it until the same rollout is run again (the gateway logs
   a warning for each at start).
 * ``POST /v1/registry/rollouts`` (operator token): ``{"name", "version", "target",
-  "rollback": false, "expires_days": 30}`` signs a release; audited. Rolling out and back
+  "rollback": false, "expires_days": 30, "keep_rollbacks": false}`` signs a release;
+  audited. A ``group:`` release that would move a member device off its own rollback order
+  (a ``device:`` rollback to an older version) is refused, 422 naming ``keep_rollbacks``,
+  unless ``"keep_rollbacks": true``, which signs each such order again with it (``kept``
+  lists them, each audited ``model.rollout`` with ``kept_with``). Rolling out and back
   is an operator's work: it chooses which published (signed) version a device or group
   runs, among those published; publishing a version takes no token at all (``edgewise
   registry publish``, on the gateway's machine), and a viewer's rollout is 403.
@@ -36,7 +40,8 @@
   ``key_lost``) if the registry's signing key was issued but ``signing_key.pem`` is gone: no new
   key is made, since devices trust only the old one; 409 (reason ``key_mismatch``) if
   ``signing_key.pem`` holds another key than the one issued; 409 (reason ``blob_damaged``,
-  field ``version``) if the version's stored model is missing or damaged: publish it again.
+  field ``version``) if the version's stored model is missing or damaged: publish it again;
+  409 (reason ``bad_key``) if ``signing_key.pem`` is damaged.
   422 for an empty name or version, a downgrade without ``"rollback": true``, or a rollback
   that is no downgrade (:meth:`Registry.rollout`). Nothing refused spends a release counter.
   A body field other than these is refused (422 naming it: a typo such as ``expire_days``
@@ -105,12 +110,16 @@ class RolloutRequest(BaseModel):
     target: str
     rollback: bool = False
     expires_days: float = 30.0
+    #: sign again each device rollback order this group release would move a member off
+    #: (else such a release is refused, 422 field ``keep_rollbacks``)
+    keep_rollbacks: bool = False
 
 
 _TITLES = {"not_found": "Not found", "invalid": "Invalid rollout", "key_lost": "Signing key lost",
            "key_mismatch": "Signing key is not the issued key",
            "unknown_device": "Target device is not registered",
-           "blob_damaged": "Stored model is damaged"}
+           "blob_damaged": "Stored model is damaged",
+           "bad_key": "Signing key file is damaged"}
 
 
 _TARGET_ALLOWED = "'device:<id>' or 'group:<name>'"
@@ -169,6 +178,12 @@ def _invalid_rollout(exc: InvalidParameterError, body: RolloutRequest,
                             allowed=_REGISTERED_ALLOWED)
         return _problem(422, str(exc), "invalid", field="target", value=body.target,
                         allowed=_TARGET_ALLOWED)
+    if exc.field == "keep_rollbacks":
+        return _problem(422, str(exc), "invalid", field="keep_rollbacks",
+                        value=body.keep_rollbacks,
+                        allowed="true to sign each named device's rollback order again with "
+                        "this release (the device stays back), or first a rollout of the newer "
+                        "version to each such device")
     if exc.field == "kind":
         return _problem(422, str(exc), "invalid", field="rollback", value=body.rollback,
                         allowed="true to go back to a version older than the one the "
@@ -335,7 +350,8 @@ def make_router(registry: Registry, security: Security,
             responses={404: {"description": "No such model name and version."},
                        409: {"description": "The signing key is lost (reason 'key_lost') or "
                              "not the issued key ('key_mismatch'), or the version's stored "
-                             "model is damaged ('blob_damaged')."}})
+                             "model is damaged ('blob_damaged'), or the signing key file is "
+                             "damaged ('bad_key')."}})
     def rollout(body: RolloutRequest, p: Principal = operator) -> dict[str, Any]:
         """Sign a release of a published version to ``device:<id>`` or ``group:<name>``
         (operator or admin token; a viewer's is 403): an operator chooses which published,
@@ -353,7 +369,8 @@ def make_router(registry: Registry, security: Security,
             s = registry.rollout(body.name, body.version, body.target,
                                  expires_in_s=body.expires_days * 86400,
                                  kind="rollback" if body.rollback else "release",
-                                 has_device=security.has_device)
+                                 has_device=security.has_device,
+                                 keep_rollbacks=body.keep_rollbacks)
         except InvalidParameterError as exc:
             raise _invalid_rollout(exc, body, security.has_device) from None
         except SignatureError as exc:
@@ -372,6 +389,13 @@ def make_router(registry: Registry, security: Security,
         security.audit(p.actor, "model.rollout", body.target,
                        {"name": body.name, "version": body.version, "release": m.release,
                         "kind": m.kind})
-        return {"release": m.release, "kind": m.kind, "key_id": m.key_id, **s.envelope()}
+        kept = [x.manifest for x in s.kept]  # keep_rollbacks: each order signed again
+        for k in kept:
+            security.audit(p.actor, "model.rollout", k.target,
+                           {"name": body.name, "version": k.version, "release": k.release,
+                            "kind": k.kind, "kept_with": m.release})
+        return {"release": m.release, "kind": m.kind, "key_id": m.key_id, **s.envelope(),
+                "kept": [{"release": k.release, "version": k.version, "target": k.target}
+                         for k in kept]}
 
     return r
