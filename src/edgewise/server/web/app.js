@@ -109,6 +109,14 @@ async function apiPage(path, options = {}) {
     headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(options.json);
   }
+  // a token fetch cannot send (a character beyond Latin-1) is refused here, as the gateway
+  // would refuse it: fetch threw a TypeError before sending, read as "gateway unreachable"
+  const bad = token ? tokenProblem(token) : null;
+  if (bad) {
+    localStorage.removeItem(TOKEN_KEY);
+    showLogin(bad);
+    throw new ApiError(401, { detail: bad });
+  }
   let resp;
   try {
     resp = await fetch(path, { method: options.method || "GET", headers, body: options.body });
@@ -176,10 +184,29 @@ function showMain() {
   document.getElementById("logout").classList.remove("hidden");
 }
 
+// Why ``token`` cannot be a token, or null: a token is printable ASCII with no space
+// ("ew_" and URL-safe base64). One other character (a zero-width space pasted with it, which
+// trim() keeps) made every fetch throw before sending, and the page said "Gateway
+// unreachable, retrying…" forever, also after a reload. The token itself is not shown.
+function tokenProblem(token) {
+  const chars = [...token];
+  const at = chars.findIndex((c) => c < "!" || c > "~");
+  if (at < 0) return null;
+  const code = `U+${chars[at].codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`;
+  return `That token is not valid: character ${at + 1} of ${chars.length} is ${code}; a ` +
+    "token is printable ASCII with no spaces (\"ew_\" then letters, digits, - and _).";
+}
+
 // Checks the token with /v1/me. Only a 401 drops it: when the gateway is down or failing
 // (a network error, a 5xx) the token is kept and the check is tried again every POLL_MS,
 // and the view is shown once it answers.
 async function login(token) {
+  const bad = tokenProblem(token);
+  if (bad) {  // not stored: a reload would try it again
+    localStorage.removeItem(TOKEN_KEY);
+    showLogin(bad);
+    return false;
+  }
   localStorage.setItem(TOKEN_KEY, token);
   stopPolling();
   try {
@@ -839,7 +866,7 @@ async function fillRul(box, id) {
 
 async function fillRulNow(box, id) {
   const unavailable = (reason, detail) => {
-    box.removeAttribute("data-rul");
+    for (const a of ["data-rul", "data-rul-open", "data-high-open"]) box.removeAttribute(a);
     box.dataset.rulReason = reason;
     box.replaceChildren(h("p", { class: "error rul-unavailable" },
       `Remaining useful life unavailable: ${detail}`));
@@ -854,19 +881,30 @@ async function fillRulNow(box, id) {
   }
   if (r.rul === null) {
     if (r.reason === "bad_model") { unavailable(r.reason, r.detail); return; }
-    box.replaceChildren(); box.removeAttribute("data-rul"); box.removeAttribute("data-rul-reason");
+    box.replaceChildren();
+    for (const a of ["data-rul", "data-rul-reason", "data-rul-open", "data-high-open"]) box.removeAttribute(a);
     return;
   }
   box.dataset.rul = String(r.rul);
   box.removeAttribute("data-rul-reason");
   const ex = r.explanation;
   const passed = (r.skipped || []).map((s) => s.model);
-  box.replaceChildren(h("p", {}, h("strong", {}, `Remaining useful life: ${r.rul.toFixed(0)} steps`),
-    ` (${r.interval}% interval ${r.low.toFixed(0)}–${r.high === null ? "no upper bound" : r.high.toFixed(0)}; model ${r.model})`),
+  // the API's unit (readings, from a store); rul_open: the RUL is at least `rul` (the
+  // prediction reached the model's cap); high_open or high null: no upper bound (`high` is
+  // the cap). "125 steps" and "interval 77–125" said a bound the model does not know.
+  const unit = r.rul_unit || "readings";
+  const upper = r.high_open || r.high === null ? "no upper bound" : `up to ${r.high.toFixed(0)}`;
+  box.dataset.rulOpen = String(Boolean(r.rul_open));
+  box.dataset.highOpen = String(Boolean(r.high_open || r.high === null));
+  // replaceChildren writes a null as the text "null": only the parts there are
+  box.replaceChildren(...[
+    h("p", {}, h("strong", {}, `Remaining useful life: ${r.rul_open ? "≥ " : ""}${r.rul.toFixed(0)} ${unit}`),
+      ` (${r.interval}% interval from ${r.low.toFixed(0)}, ${upper}; model ${r.model})`),
     passed.length ? h("p", { class: "error rul-skipped", title: r.skipped.map((s) => s.detail).join("\n") },
       `Newer model file${passed.length > 1 ? "s" : ""} ${passed.join(", ")} did not load; using ${r.model}.`) : null,
     ex ? contribBars("rul-explain", ex.top,
-      `Why: from a fleet average of ${ex.base.toFixed(0)} steps, each sensor moved it by`) : null);
+      `Why: from a fleet average of ${ex.base.toFixed(0)} ${unit}, each sensor moved it by`) : null,
+  ].filter((part) => part !== null));
 }
 
 function bar(cls, widthPct) {
@@ -936,13 +974,36 @@ function dataUrl(blob) {
   });
 }
 
-const plotCache = new Map();    // "device/metric/zone" -> { url, at }
-const plotPending = new Map();  // "device/metric/zone" -> the fetch in flight (or queued)
+const plotCache = new Map();    // plotKey -> { url (a data: URL), at (ms), end (s) }
+const plotPending = new Map();  // plotKey -> the fetch in flight (or queued)
 const PLOT_REFRESH_MS = 60000;
 
-// Fetches the plots not cached (or older than PLOT_REFRESH_MS), one after another. Each is
-// registered as pending before the first fetch starts, so a poll that comes while they run
-// asks for none of them again (it did: a slow plot was requested at every poll).
+// An instant of a plot URL (RFC 3339, to the ns, as the report writes it; or epoch
+// seconds) in epoch seconds; NaN when absent or unreadable.
+function urlInstantS(text) {
+  if (!text) return NaN;
+  if (/^-?\d+(\.\d+)?$/.test(text)) return Number(text);
+  return Date.parse(text.replace(/(\.\d{3})\d+/, "$1")) / 1000;
+}
+
+// What a plot URL shows: its cache key (the path, i.e. device and metric, the zone and the
+// length of its time range) and the end of that range. The key was device/metric/zone: after
+// a change of window (15m -> 6h) the old window's plot was kept for up to a minute under the
+// new window's caption. Not the start and end themselves: on a live device they move at every
+// poll, and each poll would fetch every plot again.
+function plotKey(plotUrl, zoneQuery) {
+  const [path, query = ""] = plotUrl.split("?");
+  const params = new URLSearchParams(query);
+  const start = urlInstantS(params.get("start")), end = urlInstantS(params.get("end"));
+  const span = Number.isFinite(start) && Number.isFinite(end) ? `${Math.round(end - start)}s` : query;
+  return { key: `${path}|${zoneQuery}|${span}`, end };
+}
+
+// Fetches the plots not cached (or older than PLOT_REFRESH_MS, or whose range ended more than
+// that long before the one asked for now), one after another. Each is registered as pending
+// before the first fetch starts, so a poll that comes while they run asks for none of them
+// again (it did: a slow plot was requested at every poll). A figure shows only the plot of the
+// range its caption is for (img data-url); until that one comes it shows none.
 function fillQualityPlots(box, id, q) {
   const plots = q.plots || [];
   const want = new Set(plots.map((p) => p.metric));
@@ -953,19 +1014,32 @@ function fillQualityPlots(box, id, q) {
   const offsetQuery = () => `tz_offset_min=${-new Date().getTimezoneOffset()}`;  // minutes east of UTC
   const zoneQuery = zone ? `tz=${encodeURIComponent(zone)}` : offsetQuery();
   const figure = (metric) => box.querySelector(`figure[data-metric="${CSS.escape(metric)}"]`);
+  const show = (fig, hit, key) => {
+    const img = fig.querySelector("img");
+    if (img.getAttribute("src") !== hit.url) img.src = hit.url;
+    img.dataset.key = key;
+    img.dataset.url = hit.plotUrl;
+  };
   let chain = Promise.resolve();
   for (const p of plots) {
-    const key = `${id}/${p.metric}/${zoneQuery}`;
+    const { key, end } = plotKey(p.url, zoneQuery);
     let fig = figure(p.metric);
     if (!fig) {
       fig = h("figure", { "data-metric": p.metric },
         h("img", { alt: `${p.metric}: flagged readings` }), h("figcaption", {}));
       box.append(fig);
     }
+    fig.dataset.key = key;  // the plot this figure waits for
     fig.querySelector("figcaption").textContent = `${p.metric}: ${counts(p.flagged)}`;
     const hit = plotCache.get(key);
-    if (hit && fig.querySelector("img").src !== hit.url) fig.querySelector("img").src = hit.url;
-    if ((hit && Date.now() - hit.at < PLOT_REFRESH_MS) || plotPending.has(key)) continue;
+    const img = fig.querySelector("img");
+    if (hit) show(fig, hit, key);
+    else if (img.dataset.key !== key) {  // another range's plot: not under this caption
+      img.removeAttribute("src"); delete img.dataset.key; delete img.dataset.url;
+    }
+    const fresh = hit && Date.now() - hit.at < PLOT_REFRESH_MS &&
+      !(Math.abs(end - hit.end) > PLOT_REFRESH_MS / 1000);
+    if (fresh || plotPending.has(key)) continue;
     const url = (q) => p.url + (p.url.includes("?") ? "&" : "?") + q;
     chain = chain.then(async () => {
       try {
@@ -976,10 +1050,10 @@ function fillQualityPlots(box, id, q) {
           if (body.field === "tz") resp = await get(offsetQuery());
         }
         if (!resp.ok) return;  // nothing flagged any more: the next report drops it
-        const data = await dataUrl(await resp.blob());
-        plotCache.set(key, { url: data, at: Date.now() });
+        const got = { url: await dataUrl(await resp.blob()), at: Date.now(), end, plotUrl: p.url };
+        plotCache.set(key, got);
         const shown = figure(p.metric);
-        if (shown) shown.querySelector("img").src = data;
+        if (shown && shown.dataset.key === key) show(shown, got, key);  // not a range left meanwhile
       } catch (e) { /* the next poll tries again */ }
       finally { plotPending.delete(key); }
     });

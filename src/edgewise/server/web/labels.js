@@ -53,10 +53,29 @@ function chart(item) {
     s.append(svg("rect", { x: x(item.start_ns), y: 0, height: H, "data-window": "1",
                            width: Math.max(2, x(item.end_ns) - x(item.start_ns)),
                            fill: item.alarm ? "#ffd8d3" : "#fff1c2" }));
-    const pts = values.map((v, i) => (v === null ? null : `${x(ts[i]).toFixed(1)},${y(v).toFixed(1)}`))
-      .filter((p) => p !== null).join(" ");
-    s.append(svg("polyline", { points: pts, fill: "none", stroke: COLORS[j % COLORS.length],
-                               "stroke-width": 1.5 }));
+    // the line breaks at each null (the server sends one where the sensor sent nothing): one
+    // polyline per run of readings, a dot for a lone one. Joining the rest drew a straight
+    // line across a dropout, as if the sensor had read values it never sent.
+    const runs = [[]];
+    values.forEach((v, i) => {
+      if (v === null) { if (runs[runs.length - 1].length) runs.push([]); return; }
+      runs[runs.length - 1].push([x(ts[i]).toFixed(1), y(v).toFixed(1)]);
+    });
+    const color = COLORS[j % COLORS.length];
+    const drawn = runs.filter((run) => run.length);
+    s.dataset.runs = String(drawn.length);
+    for (const run of drawn) {
+      if (run.length === 1) {
+        s.append(svg("circle", { cx: run[0][0], cy: run[0][1], r: 1.5, fill: color }));
+      } else {
+        s.append(svg("polyline", { points: run.map((pt) => pt.join(",")).join(" "), fill: "none",
+                                   stroke: color, "stroke-width": 1.5 }));
+      }
+    }
+    // a metric with no line at all keeps one empty polyline (the chart's place for its line)
+    if (!s.querySelector("polyline")) {
+      s.append(svg("polyline", { points: "", fill: "none", stroke: color, "stroke-width": 1.5 }));
+    }
     const label = svg("text", { x: P + 2, y: 12, "font-size": 11, fill: "#57606a" });
     // a metric with no reading here (a sensor that stopped) is said, not drawn as a line
     label.textContent = finite.length ? `${metric} (${lo.toPrecision(4)} … ${hi.toPrecision(4)})`
