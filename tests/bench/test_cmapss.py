@@ -82,3 +82,19 @@ def test_fd001_rmse_goal(shared_data: Path) -> None:
     _, figs = run_seed(shared_data / "cmapss", "FD001", seed=0, models=("gbm",))
     assert figs["rmse"] < 12.5
     assert figs["coverage"] > 0.7
+
+
+def test_latency_is_timed_on_a_long_first_unit(shared_data: Path) -> None:
+    """Check the latency probe predicts from the first test unit's whole history: its last
+    window alone starts late, which the model refuses (``bench cmapss --subset FD002``
+    ended with that error after its first seed: FD002's first test unit has 258 cycles)."""
+    from edgewise.bench.cmapss import _latency_ms, make_model
+
+    train = load_train(shared_data / "cmapss", "FD001")
+    model = make_model(0, **SMALL).fit(train[train["unit"] <= 12])
+    test = load_test(shared_data / "cmapss", "FD001")[0]
+    sizes = test.groupby("unit").size()
+    long_unit = sizes.idxmax()
+    assert sizes[long_unit] > 3 * model.window
+    first = pd.concat([test[test["unit"] == long_unit], test[test["unit"] != long_unit]])
+    assert _latency_ms(model, first) > 0
