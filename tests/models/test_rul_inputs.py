@@ -211,3 +211,15 @@ def test_too_few_residuals_leave_an_uncapped_interval_open(tmp_path: Path) -> No
     shown = edgewise("predict", "rul", "--model", str(tmp_path / "m.rul"), "--data",
                      str(tmp_path / "h.csv"))
     assert shown.returncode == 0 and "[0.0, open)" in shown.stdout, shown.stderr
+
+
+def test_unit_ids_of_mixed_types_are_learned_as_predict_takes_them() -> None:
+    """Check that fit takes unit ids of mixed types (5 and 'five', as a hand-made frame may
+    hold) as predict does: np.unique raised a raw TypeError comparing str and int."""
+    data = fleet(8)
+    data["unit"] = data["unit"].astype(object)
+    first = data["unit"].iloc[0]
+    data.loc[data["unit"] == first, "unit"] = "first"
+    m = RULModel(models=("gbm",), n_estimators=10, cap=60.0).fit(data)
+    assert m.n_units_ == 8
+    assert "first" in m.predict(data).index

@@ -621,7 +621,10 @@ class RULModel:
             keys = X[[self.unit_column, self.time_column]].reset_index(drop=True)
             raw = y_rows[keys.sort_values(list(keys.columns), kind="stable").index.to_numpy()]
         target = np.minimum(raw, self.cap) if self.cap else raw
-        uniq = np.unique(units)
+        try:
+            uniq = np.unique(units)
+        except TypeError:  # ids of mixed types (5 and 'five'): in the order rows are sorted
+            uniq = pd.unique(units)
         if len(uniq) < 4:
             raise InvalidParameterError(
                 f"RULModel needs run-to-failure histories of at least 4 units. Got {len(uniq)}."
