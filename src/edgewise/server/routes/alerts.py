@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import math
@@ -75,7 +76,7 @@ from edgewise.alerts import KINDS
 from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.problems import Problem, storable
 from edgewise.server.query import _shown, format_ns, parse_instant
-from edgewise.server.routes.labels import label_store
+from edgewise.server.routes.labels import labels_writable
 from edgewise.store._batch import _text_problem
 
 __all__ = [
@@ -563,23 +564,35 @@ def _label_alert(
     changes: dict[str, Any] = {"label": body.label, "labelled_by": who.name}
     if body.note is not None:
         changes["note"] = body.note
-    # the verdict, and the acknowledgement of an open alert, in one write that a merge
-    # racing it cannot land between (that lost the verdict: 200 for an unlisted alert)
-    alert, _ = _acknowledge(store, alert_id, who.name, **changes)
-    security.audit(who.actor, "alert.label", alert_id,
-                   {"device": alert.device_id, "label": body.label})
-    _tell_pipeline(request, "note_verdict", alert)  # acts on the live alerting (when on)
     window = None
-    if alert.kind == "anomaly":
-        note = f"alert {alert_id} labelled {body.label}"
-        if alert.note:  # the note given now, or the one kept from an earlier verdict
-            note += f": {alert.note}"
-        lab = label_store(request, security, settings).add(
-            alert.device_id, alert.start_ns, alert.end_ns + 1, WINDOW_LABEL[body.label],
-            who=who.actor, note=note, source=f"alert:{alert_id}",
-            # verdicts on alerts merged into this one: this verdict covers their spans now
-            supersedes=[f"alert:{a}" for a in store.absorbed(alert_id)],
-        )
-        window = {"id": lab.id, "label": lab.label, "version": lab.version,
-                  "start_ns": lab.start_ns, "end_ns": lab.end_ns}
+    # an anomaly alert's verdict writes a window label too: the label file's write lock
+    # is taken first, so a writer holding it (an 'edgewise label import') fails the request
+    # (503 labels_busy) before anything is written. The verdict committed first, then the
+    # label failed: a 500, the alert said false_alarm (its webhook sent) and training never
+    # saw the label. The label commits when the block ends; a verdict refused (404, 409)
+    # rolls it back.
+    labelled = _get(store, alert_id).kind == "anomaly"
+    with contextlib.ExitStack() as stack:
+        held = None
+        if labelled:  # the label file held by another writer: 503, nothing stored
+            with labels_writable(request, security, settings) as labels:
+                held = stack.enter_context(labels.hold())
+        # the verdict, and the acknowledgement of an open alert, in one write that a merge
+        # racing it cannot land between (that lost the verdict: 200 for an unlisted alert)
+        alert, _ = _acknowledge(store, alert_id, who.name, **changes)
+        security.audit(who.actor, "alert.label", alert_id,
+                       {"device": alert.device_id, "label": body.label})
+        if held is not None:
+            note = f"alert {alert_id} labelled {body.label}"
+            if alert.note:  # the note given now, or the one kept from an earlier verdict
+                note += f": {alert.note}"
+            lab = held.add(
+                alert.device_id, alert.start_ns, alert.end_ns + 1, WINDOW_LABEL[body.label],
+                who=who.actor, note=note, source=f"alert:{alert_id}",
+                # verdicts on alerts merged into this one: this verdict covers their spans
+                supersedes=[f"alert:{a}" for a in store.absorbed(alert_id)],
+            )
+            window = {"id": lab.id, "label": lab.label, "version": lab.version,
+                      "start_ns": lab.start_ns, "end_ns": lab.end_ns}
+    _tell_pipeline(request, "note_verdict", alert)  # acts on the live alerting (when on)
     return {**alert_json(alert), "window_label": window}

@@ -4,7 +4,13 @@
   relabelling a window adds a version; every write is audit-logged. A window must end by
   now plus the allowed clock skew (``EDGEWISE_MAX_FUTURE_S``, as for telemetry): a label
   on time not yet recorded would apply to readings that arrive later.
-* ``GET /v1/labels`` (viewer): the current labels (``history=true``: every version).
+* ``GET /v1/labels`` (viewer): the current labels (``history=true``: every version), a
+  page of at most ``limit`` (default and most 10,000); when more follow, a ``Link: </v1/
+  labels?...&cursor=...>; rel="next"`` header names the next page, with the same filters
+  (as ``GET /v1/alerts`` pages). The body stays a JSON array.
+* A write that finds ``labels.sqlite`` held by another writer for longer than the busy
+  timeout (an ``edgewise label import`` of many rows) is a 503 (reason ``labels_busy``)
+  naming the file, with ``Retry-After``; nothing of the request was written.
 * ``GET /v1/label-queue?device=`` (viewer): the next windows worth a person's time,
   chosen by the default query strategy, each with the readings around it for a chart
   (only those stored: a metric's gaps are null) and its times also as exact text
@@ -15,12 +21,18 @@ The labels live in ``<data dir>/labels.sqlite`` (:class:`~edgewise.label.store.L
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import json
 import math
+import re
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -34,14 +46,14 @@ from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import InvalidParameterError, PayloadError
-from edgewise.label.store import DeviceDeletion, LabelStore, deleted_devices
+from edgewise.label.store import DeviceDeletion, LabelsBusyError, LabelStore, deleted_devices
 from edgewise.label.strategies import STRATEGIES
 from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.problems import Problem, shorten
-from edgewise.server.query import format_ns, parse_instant
+from edgewise.server.query import _shown, format_ns, parse_instant
 from edgewise.telemetry import parse_time, validate_device_id
 
-__all__ = ["label_store", "router"]
+__all__ = ["label_store", "labels_writable", "router"]
 
 router = APIRouter(tags=["labels"])
 
@@ -118,6 +130,39 @@ def label_store(request: Request, security: Any, settings: Any) -> LabelStore:
     return store  # type: ignore[no-any-return]
 
 
+#: Seconds a client is told to wait (``Retry-After``) when the label file is held.
+LABELS_RETRY_S = 10
+
+
+@contextlib.contextmanager
+def labels_writable(request: Request, security: Any, settings: Any) -> Iterator[LabelStore]:
+    """The app's label store, for a write in the ``with`` block: a write that waited
+    past the busy timeout for another writer of ``labels.sqlite`` (``edgewise label
+    import`` in another process; :class:`~edgewise.label.store.LabelsBusyError`) is
+    answered 503 ``labels_busy`` naming the file, with ``Retry-After``, not a 500.
+
+    >>> from types import SimpleNamespace as NS
+    >>> from pathlib import Path
+    >>> import tempfile
+    >>> req = NS(app=NS(state=NS(labels=None)))
+    >>> with labels_writable(req, None, NS(data_dir=tempfile.mkdtemp())) as labels:
+    ...     raise LabelsBusyError("held", path=Path("labels.sqlite"))
+    Traceback (most recent call last):
+    ...
+    edgewise.server.problems.Problem: held Nothing of this request was stored; ...
+    """
+    try:
+        yield label_store(request, security, settings)
+    except LabelsBusyError as exc:
+        raise Problem(
+            503, "Labels busy",
+            f"{exc} Nothing of this request was stored; retry after the Retry-After "
+            f"header ({LABELS_RETRY_S} s).",
+            field="labels", value=str(exc.path), allowed="a retry once the other writer is "
+            "done", reason="labels_busy", headers={"Retry-After": str(LABELS_RETRY_S)},
+        ) from None
+
+
 def _label_json(lab: Any) -> dict[str, Any]:
     d = lab.to_dict()
     d["start"] = format_ns(lab.start_ns)
@@ -150,7 +195,8 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
     id would be inherited by a device registered later under it): reason
     ``deleted_device`` when it was deleted with its data (``deleted``: when; its readings
     went with it), else ``unknown_device``. 422 when the window ends later than now plus
-    the allowed clock skew (``max_future_s``)."""
+    the allowed clock skew (``max_future_s``). 503 ``labels_busy`` (with ``Retry-After``)
+    when another writer held the label file past the busy timeout: nothing was stored."""
     for name, text, ns in (("start", body.start, body.start_ns), ("end", body.end, body.end_ns)):
         if text is not None and ns is not None:
             raise Problem(422, "Invalid label", f"Give {name!r} or {name + '_ns'!r}, not both "
@@ -187,10 +233,10 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
             if gone is not None:
                 raise _deleted(body.device_id, gone)
             raise not_found(body.device_id)
-    labels = label_store(request, security, settings)
     try:
-        lab = labels.add(body.device_id, start, end, body.label, who=who.actor,
-                         note=body.note)
+        with labels_writable(request, security, settings) as labels:
+            lab = labels.add(body.device_id, start, end, body.label, who=who.actor,
+                             note=body.note)
     except ValueError as exc:
         # the store names the argument at fault (exc.field); the problem names its body field
         at_fault = exc.field if isinstance(exc, InvalidParameterError) else None
@@ -229,20 +275,103 @@ def _check_device(device: str) -> None:
                       reason="bad_device") from None
 
 
-@router.get("/v1/labels", summary="List labels (viewer)")
+#: What a labels ``cursor`` must be, as a problem says it.
+CURSOR_ALLOWED = ("the cursor of the Link rel=\"next\" header of an earlier GET /v1/labels "
+                  "answer with the same 'history', unchanged (or no cursor, for the first "
+                  "page)")
+_CURSOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,4096}$")
+_INT64 = range(0, 2**63)
+
+
+def encode_cursor(lab: Any, history: bool) -> str:
+    """The cursor that pages on after label ``lab``: its listing key (``history``: its id;
+    else ``(device_id, start_ns, end_ns, id)``) as base64url JSON, opaque to clients.
+
+    >>> from edgewise.label.store import Label
+    >>> lab = Label(7, "p", 10, 20, "normal", "", "ana", 0, 1, True)
+    >>> [decode_cursor(encode_cursor(lab, h), h) for h in (False, True)]
+    [('p', 10, 20, 7), 7]
+    """
+    key = [lab.id] if history else [lab.device_id, lab.start_ns, lab.end_ns, lab.id]
+    raw = json.dumps(key, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _ints(xs: list[Any]) -> bool:
+    """Whether every item of ``xs`` is an int of 0 to 2**63 - 1 (not a bool, a float)."""
+    return all(type(x) is int and x in _INT64 for x in xs)
+
+
+def decode_cursor(cursor: str, history: bool) -> Any:
+    """The listing key in a cursor of :func:`encode_cursor` made with the same
+    ``history``; a 422 naming ``cursor`` (reason ``bad_cursor``) for anything else.
+
+    >>> decode_cursor("WzEwXQ", False)
+    Traceback (most recent call last):
+    ...
+    edgewise.server.problems.Problem: Query parameter 'cursor' must be the cursor of ...
+    """
+    key: Any = None
+    if _CURSOR_RE.match(cursor):
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            key = json.loads(raw.decode("utf-8"))
+        except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
+            key = None
+    if history and isinstance(key, list) and len(key) == 1 and _ints(key):
+        return key[0]
+    if (not history and isinstance(key, list) and len(key) == 4 and isinstance(key[0], str)
+            and key[0] and _ints(key[1:])):
+        return key[0], key[1], key[2], key[3]
+    shown = _shown(cursor)
+    raise Problem(
+        422, "Invalid query parameter",
+        f"Query parameter 'cursor' must be {CURSOR_ALLOWED}. Got {shown!r} instead.",
+        field="cursor", value=shown, allowed=CURSOR_ALLOWED, reason="bad_cursor",
+    )
+
+
+_LINK_DOC = {200: {"description": "The labels of this page.", "headers": {
+    "Link": {"schema": {"type": "string"}, "description":
+             "'<URL>; rel=\"next\"' when more labels follow: the URL (relative to the API's "
+             "address) of the next page, the same filters with a 'cursor'. Absent on the "
+             "last page."}}}}
+
+
+@router.get("/v1/labels", summary="List labels (viewer)", responses=_LINK_DOC)
 def get_labels(
-    who: Viewer, request: Request, security: SecurityDep, settings: SettingsDep,
+    who: Viewer, request: Request, response: Response, security: SecurityDep,
+    settings: SettingsDep,
     device: Annotated[str | None, Query(description="Only this device.")] = None,
     history: Annotated[bool, Query(description="Every version, superseded too.")] = False,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many "
+                                "(a page; the Link header leads to the next).")] = 10_000,
+    cursor: Annotated[
+        str | None, Query(description="Where the page starts: the cursor in the Link "
+                          "rel=\"next\" header of the page before. Absent: the first.")
+    ] = None,
 ) -> list[dict[str, Any]]:
-    """The current labels (``history=true``: every version), of one ``device`` or all.
+    """The current labels by device then time (``history=true``: every version, oldest
+    first), of one ``device`` or all, a page of at most ``limit``; when more follow, the
+    ``Link: <…&cursor=…>; rel="next"`` header names the next page (same filters). An empty
+    ``cursor=`` is none.
 
     422 ``bad_device`` for a ``device`` no device could have, as the label queue answers
-    (an empty list would say only that it has no labels)."""
+    (an empty list would say only that it has no labels); 422 ``bad_cursor`` for a cursor
+    the API did not give (or gave with the other ``history``)."""
     if device is not None:
         _check_device(device)  # 200 [] would hide that no device could have this id
+    after = decode_cursor(cursor, history) if cursor else None
     labels = label_store(request, security, settings)
-    found = labels.history(device) if history else labels.labels(device)
+    # one more than the page: whether a next page exists, without a last empty one
+    if history:
+        found = labels.history(device, limit=limit + 1, after=after)
+    else:
+        found = labels.labels(device, limit=limit + 1, after=after)
+    if len(found) > limit:
+        found = found[:limit]
+        url = request.url.include_query_params(cursor=encode_cursor(found[-1], history))
+        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
     return [_label_json(lab) for lab in found]
 
 
