@@ -178,3 +178,27 @@ def test_an_alert_verdicts_note_is_audited_as_length_and_hash(env: Env) -> None:
     assert not any(note in json.dumps(e.detail) for e in env.security.audit_log(50))
     plain = hashlib.sha256(note.encode()).hexdigest()[:16]
     assert plain in {e.detail.get("note_sha256") for e in added}
+
+
+def test_a_device_deleted_while_its_label_file_is_held_is_a_503_then_finished(
+        env: Env) -> None:
+    """Check DELETE /v1/devices/{id} with the label file held by another writer answers a
+    503 ``labels_busy`` saying the readings went and the labels did not, keeps the id
+    refused, and a later DELETE deletes the labels (it was a 500 with the id refused and
+    nothing said)."""
+    with LabelStore(env.settings.data_dir, security=env.security) as labels:
+        labels.add(env.device, 1_000 * S, 2_000 * S, "anomaly")
+    admin = env.auth("admin")
+    with _label_file_held(env):
+        r = env.client.delete(f"/v1/devices/{env.device}", headers=admin)
+        body = problem(r, 503)
+        assert body["reason"] == "labels_busy" and body["data_kept"] is True, body
+        assert "labels were NOT deleted" in body["detail"]
+        assert r.headers["Retry-After"] == "10"
+    again = env.client.post("/v1/devices", headers=admin, json={"name": env.device})
+    assert again.status_code == 409, again.text  # refused until its labels are deleted
+    r = env.client.delete(f"/v1/devices/{env.device}", headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["labels_deleted"] == 1
+    with LabelStore(env.settings.data_dir) as labels:
+        assert labels.labels(env.device) == []

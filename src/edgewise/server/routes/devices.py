@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import InvalidParameterError, StoreError
+from edgewise.label.store import LabelsBusyError
 from edgewise.server.deps import (
     Admin,
     PipelineDep,
@@ -431,7 +432,12 @@ def _delete_device(
         raise _data_not_deleted(device_id, registered, releases, exc) from None
     # DuckDB: True when its purge failed (the deletion stands; it logged why)
     pending = getattr(store, "purge_pending", None) if rows else False
-    labels = label_store(request, security, settings).delete_device(device_id, who=actor)
+    try:
+        labels = label_store(request, security, settings).delete_device(device_id, who=actor)
+    except LabelsBusyError as exc:  # label import in another process holds the file
+        security.audit(actor, "device.delete_data", device_id,
+                       {"rows": rows, "labels_pending": True})
+        raise _labels_not_deleted(device_id, registered, releases, rows, exc) from None
     from edgewise.label.workflow import delete_models
 
     models = delete_models(settings.data_dir, device_id)
@@ -448,6 +454,24 @@ def _delete_device(
             "labels_deleted": labels, "label_models_deleted": models,
             "releases_withdrawn": releases, "purge_pending": pending,
             "broken_logs": kept}
+
+
+def _labels_not_deleted(device_id: str, registered: bool, releases: list[int], rows: int,
+                        exc: LabelsBusyError) -> Problem:
+    """The 503 of a deletion whose readings went but whose labels did not: another writer
+    held the label file past its busy timeout. The id stays refused (its labels are kept)
+    until a later DELETE deletes them."""
+    return Problem(
+        503, "Labels busy",
+        f"Device {shorten(device_id)!r}: {'credentials revoked; ' if registered else ''}"
+        f"{rows} stored readings deleted; but its labels were NOT deleted: "
+        f"{str(exc).rstrip('.')}. The id cannot be registered again until they are: send "
+        f"DELETE /v1/devices/{shorten(device_id)} again after Retry-After seconds.",
+        reason="labels_busy",
+        headers={"Retry-After": "10"},
+        extra={"credentials_deleted": registered, "releases_withdrawn": releases,
+               "rows_deleted": rows, "data_kept": True},
+    )
 
 
 def _data_not_deleted(device_id: str, registered: bool, releases: list[int],
