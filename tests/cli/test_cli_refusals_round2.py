@@ -272,3 +272,44 @@ def test_quality_refuses_empty_plots(
     line = refused(monkeypatch, capsys, "quality", "r.csv", "--plots", "")
     assert line.startswith("error: --plots must be a folder for the plots")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
+
+
+def test_a_label_file_held_by_another_writer_is_said_so_not_called_damaged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Check ``label import`` (and ``device delete``) with ``labels.sqlite`` held past the busy
+    timeout by another writer prints the label store's one line (held, retry), exit 1: the
+    sqlite3 error was reported as a damaged database file."""
+    import sqlite3
+
+    from edgewise.label.store import LabelStore
+
+    real_init = LabelStore.__init__
+
+    def quick(self: LabelStore, *a: object, **k: object) -> None:
+        k["timeout_s"] = 0.2
+        real_init(self, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LabelStore, "__init__", quick)
+    data = tmp_path / "d"
+    monkeypatch.setattr(sys, "argv", ["edgewise", "device", "add", "p1", "--data-dir",
+                                      str(data)])
+    main()  # exit 0: returns
+    LabelStore(data).close()
+    csv = tmp_path / "l.csv"
+    csv.write_text("device_id,start,end,label\n"
+                   "p1,2025-01-01T00:00:00Z,2025-01-01T01:00:00Z,anomaly\n")
+    other = sqlite3.connect(data / "labels.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        monkeypatch.setattr(sys, "argv", ["edgewise", "label", "import", str(csv),
+                                          "--data-dir", str(data)])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 1 and len(err.splitlines()) == 1, err
+    assert "held by another writer" in err and "damaged" not in err, err

@@ -214,6 +214,11 @@ def main() -> None:
         print("error: aborted", file=sys.stderr)
         raise SystemExit(1) from None
     except sqlite3.DatabaseError as exc:  # a damaged file: one line naming it, no traceback
+        from edgewise.label.store import LabelsBusyError
+
+        if isinstance(exc, LabelsBusyError):  # held by another writer, not damaged
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
         print(f"error: {damaged_database(exc, sys.argv[1:])}", file=sys.stderr)
         raise SystemExit(2) from None
     if isinstance(code, int) and code:
