@@ -10,7 +10,9 @@ retraining it:
   :data:`MIN_NORMALS_TO_RECENTRE` (3) normal windows, and only when the offset passes a
   t-test at 5 % for the device as a whole: some feature's mean differs from the fleet's
   by more than ``t(1 - 0.025 / n_features, n - 1)`` standard errors of the mean of the
-  ``n`` normal windows (Bonferroni over the features), so a device like the fleet's is
+  ``n`` normal windows (Bonferroni over the features; on a feature whose values tie
+  among them, a point mass like a detector score of 0 on quiet windows, their standard
+  deviation is at least the fleet's normal windows'), so a device like the fleet's is
   moved by the noise of its windows on at most 5 % of devices. Re-centring on one window
   (no noise check at all) made the device model worse than the fleet's on 248 of 300
   devices drawn like the fleet, and a fixed two standard errors on two windows on 120 of
@@ -223,6 +225,10 @@ class FleetModel(ClassifierMixin, BaseEstimator):
                 f"label {int(y[0])}.", field="y", value=int(y[0]),
             )
         self.normal_mean_ = X[y == 0].mean(axis=0)
+        # the spread of the fleet's normal windows: the least noise :func:`_recentre_shift`
+        # grants a device's normal windows (0 with one normal window: no floor)
+        self.normal_sd_ = (X[y == 0].std(axis=0, ddof=1) if (y == 0).sum() >= 2
+                           else np.zeros(X.shape[1]))
         self.scaler_ = StandardScaler().fit(X)
         self.model_ = LogisticRegression(C=float(C), class_weight="balanced", max_iter=500).fit(
             self.scaler_.transform(X), y)
@@ -315,8 +321,11 @@ def _recentre_shift(fleet: FleetModel, normal: np.ndarray) -> np.ndarray:
     when it is not, or with fewer than :data:`MIN_NORMALS_TO_RECENTRE` windows.
 
     The test: some feature has ``|mean - fleet mean| > t * sd / sqrt(n)`` over the ``n``
-    windows, ``t`` the ``1 - alpha / (2 * n_features)`` quantile of Student's t with
-    ``n - 1`` degrees of freedom (``alpha`` = :data:`RECENTRE_ALPHA`): two-sided at 5 % for
+    windows (``sd`` at least the fleet's normal windows' sd, ``normal_sd_``, on a feature
+    whose values tie among the windows: a point mass, such as a detector score that is 0
+    on every quiet window, whose sd over a few windows is 0), ``t`` the
+    ``1 - alpha / (2 * n_features)`` quantile of Student's t with ``n - 1`` degrees of
+    freedom (``alpha`` = :data:`RECENTRE_ALPHA`): two-sided at 5 % for
     the device, not per feature, so a device drawn like the fleet is moved at most 5 % of
     the time however many features there are. (Two standard errors per feature, the rule
     before, is the 95 % quantile only for many windows: with two it is the 70 % one.) A
@@ -332,6 +341,9 @@ def _recentre_shift(fleet: FleetModel, normal: np.ndarray) -> np.ndarray:
     [2.5, -0.17]
     >>> _recentre_shift(fleet, np.array([[0.0, 0.0], [1.1, 1.2], [0.6, -0.2]])).tolist()
     [0.0, 0.0]
+    >>> quiet = np.array([[0.0, 0.3], [0.0, 0.7], [0.0, 0.5]])  # feature 0: 0 on each
+    >>> _recentre_shift(fleet, quiet).tolist()
+    [0.0, 0.0]
     """
     n = len(normal)
     if n < MIN_NORMALS_TO_RECENTRE:
@@ -339,7 +351,20 @@ def _recentre_shift(fleet: FleetModel, normal: np.ndarray) -> np.ndarray:
     from scipy.stats import t as student_t
 
     offset = normal.mean(axis=0) - fleet.normal_mean_
-    se = normal.std(axis=0, ddof=1) / np.sqrt(n)
+    sd = normal.std(axis=0, ddof=1)
+    # A feature whose values tie over the device's normal windows has a point mass (a
+    # detector's score is exactly 0 on most quiet windows): their sd says little of its
+    # spread, 0 where all are 0, and any offset from the fleet's mean passed (8 of 12
+    # devices drawn like the fleet from windows_from_series were moved). There the
+    # fleet's normal windows' sd is the least spread granted. Not on every feature: a
+    # device whose normal windows sit tightly off the fleet's, which their own sd shows,
+    # would need many more windows to be moved. A fleet model saved before it kept that
+    # sd gives no floor.
+    tied = (np.diff(np.sort(normal, axis=0), axis=0) == 0).any(axis=0)
+    floor = getattr(fleet, "normal_sd_", None)
+    if floor is not None:
+        sd = np.where(tied, np.maximum(sd, floor), sd)
+    se = sd / np.sqrt(n)
     crit = float(student_t.ppf(1.0 - RECENTRE_ALPHA / (2 * normal.shape[1]), n - 1))
     return offset if bool((np.abs(offset) > crit * se).any()) else np.zeros(normal.shape[1])
 

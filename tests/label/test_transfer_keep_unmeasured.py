@@ -75,6 +75,5 @@ def test_a_hold_out_whose_fine_tune_changed_something_is_measured() -> None:
     assert holdout["fleet_balanced_accuracy"] == holdout["device_balanced_accuracy"] == 1.0
     kept, why, warning = _keep(tuned, y, holdout, None, _alarms(fleet, tuned, X))
     assert kept == "device"
-    assert why == "the hold-out measured nothing (a tie: balanced accuracy 1.000 each)"
-    assert warning is not None and warning.startswith("the fine-tuned model is saved "
-                                                      "unchecked")
+    assert why == "both models were perfect on the hold-out (balanced accuracy 1.000 each)"
+    assert warning is None

@@ -93,8 +93,8 @@ def train_transfer_cmd(
 
     The fleet model is saved instead when the fine-tuned one scores below it on the
     hold-out (balanced accuracy), or when fine-tuning changed nothing; a fine-tuned model
-    that could not be measured, tied with the fleet model there, or flags far more windows
-    than it, is saved with a warning (stderr) saying so."""
+    that could not be measured, tied with the fleet model there (unless both were perfect),
+    or flags far more windows than it, is saved with a warning (stderr) saying so."""
     from edgewise.label.fleet_transfer import train_transfer
 
     _check_args(device, window)

@@ -452,7 +452,12 @@ class WindowFeedbackModel:
         # the detector adapted to) pulled the threshold to 0 and every window alarmed.
         # Nor should confirming a loud alarm silence the quieter ones nobody called
         # false: the fewest-alarms rule raised the threshold up to the confirmed window.
-        hi = np.inf if (~pos).any() else t0
+        # With "normal" answers it rises only just above the loudest of them: a normal
+        # answer on a quiet window (scored below t0) raises nothing. Unbounded above,
+        # the fewest-alarms rule lifted it to the weakest confirmed fault, and a fault
+        # scored below that one no longer alarmed (five normal answers on quiet
+        # windows silenced one of five real faults).
+        hi = max(t0, float(z[~pos].max()) + 1e-6) if (~pos).any() else t0
         cands = np.unique(np.concatenate([[t0], z, z + 1e-6]))
         cands = cands[(cands > 0) & (cands >= t0 - max_lower) & (cands <= hi)]  # holds t0
         z_all = z if z_all is None else z_all

@@ -28,11 +28,13 @@ device's next ``transfer`` model version.
   ``kept_why`` says which labels were missing, whatever the hold-out said; where it changed
   the model but the hold-out cannot be measured (too few labels, or fine-tuning the earlier
   half alone changed nothing, so the hold-out would compare the fleet model with itself),
-  or it ties (the same score measured nothing; typically neither caught a held-out
-  anomaly), the fine-tuned model is saved with a ``warning`` saying it is
+  or it ties short of perfect (the same score measured nothing; typically neither caught
+  a held-out anomaly), the fine-tuned model is saved with a ``warning`` saying it is
   unchecked and how its alarms differ from the fleet model's (it is kept because a device
   whose people labelled only normal windows, the usual way to show an offset, can never be
-  measured, and the fleet model raises alarms on much of such a device's normal).
+  measured, and the fleet model raises alarms on much of such a device's normal). Where
+  both models are perfect on the hold-out, the fine-tuned one is saved and ``kept_why``
+  says both were perfect.
 * A model file records every device whose labels trained it: deleting any of them deletes
   the file (:func:`delete_transfer_models`), as its data went into it.
 
@@ -265,9 +267,11 @@ def _keep(tuned: DeviceModel, y: np.ndarray, holdout: dict[str, float] | None,
     says (``tuned`` decides as the fleet model does, so a tie there measured nothing).
     Else the hold-out's balanced accuracy decides: below the fleet model's, the fleet
     model is saved; above it, the fine-tuned one, with a warning where it flags far more
-    windows (:func:`_many_alarms`). Not measured, or tied (the same hits and false alarms
-    measured nothing, as where neither caught a held-out anomaly), the fine-tuned model
-    is saved with a warning that it is unchecked (the module docstring says why).
+    windows (:func:`_many_alarms`). Both perfect on it, the fine-tuned one, saying so
+    (with that warning where it applies). Not measured, or tied short of perfect (the same
+    hits and false alarms measured nothing, as where neither caught a held-out anomaly),
+    the fine-tuned model is saved with a warning that it is unchecked (the module
+    docstring says why).
 
     >>> fleet = FleetModel().fit([[0.0], [1.0], [5.0], [6.0]], [0, 0, 1, 1])
     >>> y, alarms = np.array([0, 1]), {"windows": 1, "fleet": 0, "fine_tuned": 0}
@@ -287,6 +291,13 @@ def _keep(tuned: DeviceModel, y: np.ndarray, holdout: dict[str, float] | None,
         if d < f - _TIE:
             return "fleet", (f"the fine-tuned model scored hold-out balanced accuracy {d:.3f}, "
                              f"below the fleet model's {f:.3f}"), None
+        if d <= f + _TIE and d >= 1.0 - _TIE:
+            # both caught every held-out anomaly and let every normal window pass: the
+            # hold-out did measure the fine-tuned model, and found nothing wrong ("measured
+            # nothing ... may be worse" said the opposite of what it saw)
+            return "device", (f"both models were perfect on the hold-out (balanced "
+                              f"accuracy {d:.3f} each)"), _many_alarms(
+                alarms, int(holdout["n_holdout"]))
         if d <= f + _TIE:  # the same hits and false alarms: it measured nothing
             why = (f"a tie: balanced accuracy {d:.3f} each"
                    + ("; neither caught a held-out anomaly"

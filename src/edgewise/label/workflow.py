@@ -32,6 +32,7 @@ import pickle
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,10 @@ __all__ = ["MAX_METRICS", "MAX_READINGS", "History", "delete_models", "history_f
            "train_with_labels", "window_length"]
 
 History = tuple[np.ndarray, np.ndarray, list[str]]
+
+#: The label of an anomaly whose cause is not known: the fault classifier learns it as a
+#: class of its own, and an alarm it gives that class has ``fault`` ``None``.
+UNCLASSIFIED = "anomaly"
 
 #: The most readings :func:`history_from_store` reads of a device by default
 #: (:data:`edgewise.config.MAX_READINGS`, the JSON readings route's cap): the newest that
@@ -448,13 +453,16 @@ def train_with_labels(history: History, device_id: str, labels: LabelStore, data
     before = WindowFeedbackModel().fit(ws, np.full(len(ws), -1)).predict(ws)
     classes: list[str] = []
     clf = None
-    faulty = (y == 1) & (kind != "anomaly")
+    faulty = (y == 1) & (kind != UNCLASSIFIED)
     if faulty.any():
-        # classify alarming / labelled-anomalous windows into fault types
+        # classify alarming / labelled-anomalous windows into fault types. A window a
+        # person called plain "anomaly" (cause unknown) is a target of its own, not an
+        # unlabelled one: with one fault class the classifier knew nothing else and gave
+        # that class to every alarm, the "anomaly" windows among them
         alarm = model.predict(ws) | (y == 1)
-        target = np.where(faulty, kind, -1).astype(object)[alarm]
+        target = np.where(y == 1, kind, -1).astype(object)[alarm]
         clf = FaultClassifier(random_state=0).fit(ws.features[alarm], target)
-        classes = [str(c) for c in clf.classes_]
+        classes = [str(c) for c in clf.classes_ if c != UNCLASSIFIED]
     version = max(model_files(data_dir, device_id), default=0) + 1
     path = Path(data_dir) / "models" / f"label-{device_id}-v{version}.pkl"
     record = {
@@ -462,6 +470,11 @@ def train_with_labels(history: History, device_id: str, labels: LabelStore, data
         "created_ns": time.time_ns(), "label_snapshot_id": snapshot,
         "n_labels": int((y >= 0).sum()), "window_length": window_length(len(history[0]), window),
         "metrics": list(history[2]), "feedback_model": model, "fault_classifier": clf,
+        # the answers the classifier learned from, so a window a person answered keeps
+        # that answer's class when scored (see predict_with_labels)
+        "fault_labels": [(int(lab.id), int(lab.start_ns), int(lab.end_ns), str(lab.label))
+                         for lab in current if lab.device_id == device_id]
+        if clf is not None else [],
     }
     # features of the device's data: private, as the labels they came from
     write_private(path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
@@ -601,7 +614,19 @@ def predict_with_labels(history: History, model: Path | str | dict[str, Any], *,
     fault = np.full(len(ws), None, dtype=object)
     clf = record.get("fault_classifier")
     if clf is not None and alarm.any():
-        fault[alarm] = [str(c) for c in clf.predict(ws.features[alarm])]
+        kinds = np.array([str(c) for c in clf.predict(ws.features[alarm])], dtype=object)
+        # a window a person answered keeps that answer: the classifier (label spreading,
+        # which lets a labelled window drift to its neighbours' class) gave a window
+        # labelled "anomaly" beside look-alikes labelled with a fault class that class
+        answered = record.get("fault_labels") or []
+        if answered:
+            y_ans, kind_ans = window_labels(ws, [
+                SimpleNamespace(id=i, device_id=dev, start_ns=a, end_ns=b, label=lab)
+                for i, a, b, lab in answered])
+            own = (y_ans == 1)[alarm]
+            kinds[own] = kind_ans[alarm][own]
+        # a window like those a person called plain "anomaly" has no known fault class
+        fault[alarm] = [None if c == UNCLASSIFIED else c for c in kinds]
     return [{"start_ns": int(ws.start_ns[i]), "end_ns": int(ws.end_ns[i]),
              "score": round(float(ws.scores[i, 0]), 6), "margin": round(float(margin[i]), 4),
              "alarm": bool(alarm[i]), "fault": fault[i]} for i in range(len(ws))]
