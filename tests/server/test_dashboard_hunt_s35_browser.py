@@ -209,3 +209,17 @@ def test_quality_plot_follows_a_change_of_window(chromium, served) -> None:
     n = len(spans)
     page.wait_for_timeout(4000)
     assert len(spans) == n, spans
+
+
+def test_rul_panel_says_why_a_trimmed_history_has_no_rul(chromium, served) -> None:
+    """Check the panel shows the detail of ``history_trimmed`` (retention deleted the
+    device's oldest readings, and the model needs its whole history): like ``no_model`` it
+    was an empty box, so the RUL vanished with no word why."""
+    env, base = served
+    detail = ("Device 'pump-1' readings before 2026-11-01T00:00:00Z were deleted "
+              "(retention); the RUL model needs a unit's whole history.")
+    page = _open(chromium, base, env.tokens["viewer"], "/#/device/pump-1",
+                 lambda page: _fake_rul(page, rul=None, low=None, high=None,
+                                        reason="history_trimmed", detail=detail))
+    box = page.wait_for_selector("#device-rul[data-rul-reason='history_trimmed']")
+    assert detail in box.inner_text()

@@ -9,8 +9,10 @@ guessed: ``--failures CSV`` (``device_id,time`` rows; a device listed twice keep
 earliest time, with a warning), ``--failure-label CLASS`` (the start of the device's
 earliest current label of that class in the label store of ``--data-dir``), or
 ``--history-ends-at-failure`` (you say every history ends at a failure). Devices without
-a known failure, and devices a model cannot score, are listed as skipped, never dropped
-silently; so are units of a CSV the model cannot score (a sensor it uses with no value in
+a known failure, devices whose old readings were deleted (retention or delete-before, which
+the store records: their rows, numbered from the first one kept, would pass as a younger
+unit's; ``history trimmed``), and devices a model cannot score, are listed as skipped, never
+dropped silently; so are units of a CSV the model cannot score (a sensor it uses with no value in
 any of the unit's rows, or a value that is not finite; a history that starts after the
 training units' did, its first rows missing: see :meth:`RULModel.unscorable
 <edgewise.models.rul.RULModel.unscorable>`). A CSV's unit ids are printed as written
@@ -353,12 +355,15 @@ def _store_histories(
     url: str, devices: str | None, unit_column: str, time_column: str,
     failures: dict[str, int] | None,
 ) -> _StoreData:
-    """Every chosen device's history (cut at its failure when ``failures`` is given)."""
+    """Every chosen device's history (cut at its failure when ``failures`` is given); a
+    device whose old readings were deleted (retention, delete-before: the store records
+    it) is skipped, as a RUL model needs a unit's whole history, with a note saying why."""
     from edgewise.errors import InvalidParameterError
-    from edgewise.models.history import device_frame, reading_step_s
+    from edgewise.models.history import TRIMMED_WHY, device_frame, reading_step_s, trimmed_reason
 
     store = open_existing_store(url)
     got = _StoreData()
+    trimmed: list[str] = []
     try:
         for device in _device_ids(store, url, devices):
             until = None
@@ -367,6 +372,11 @@ def _store_histories(
                 if until is None:
                     got.skip(device, "no known failure")
                     continue
+            before = store.trimmed_before(device)
+            if before is not None:  # numbered from 1, its tail would pass as a young unit
+                got.skip(device, f"history trimmed: {trimmed_reason(before, why=False)}")
+                trimmed.append(device)
+                continue
             try:
                 rows = store.query(device, None, None, None, None)
                 got.steps[device] = reading_step_s(rows)
@@ -383,6 +393,11 @@ def _store_histories(
             got.frames.append(frame)
     finally:
         store.close()
+    if trimmed:
+        more = f" and {len(trimmed) - 3} more" if len(trimmed) > 3 else ""
+        typer.echo(f"note: skipped {len(trimmed)} device(s) whose stored history was trimmed "
+                   f"({', '.join(trimmed[:3])}{more}): a RUL model needs a unit's whole "
+                   f"history; {TRIMMED_WHY}", err=True)
     return got
 
 

@@ -14,6 +14,11 @@ readings at or before a known failure time, for training. A metric named like th
 the time column is refused (:class:`~edgewise.errors.InvalidParameterError`): the table
 cannot hold both, and neither may silently replace the other.
 
+A device whose old readings were deleted (retention, ``EDGEWISE_RETENTION_DAYS``, or the
+store's ``delete_before``; the store records it: ``Store.trimmed_before``) has a history
+that no longer starts at its beginning, but its rows are numbered from 1 all the same: a
+RUL model would score it as a young unit. :func:`trimmed_reason` says why it is refused.
+
 >>> rows = [("temp", 10, 1.0), ("temp", 20, 2.0), ("rpm", 20, 900.0), ("temp", 30, 3.0)]
 >>> device_frame(rows, "pump-1").to_dict("list")
 {'unit': ['pump-1', 'pump-1', 'pump-1'], 'cycle': [1, 2, 3], 'rpm': [nan, 900.0, 900.0], 'temp': [1.0, 2.0, 3.0]}
@@ -29,7 +34,7 @@ import pandas as pd
 
 from edgewise.errors import InvalidParameterError
 
-__all__ = ["device_frame", "reading_step_s", "wide_readings"]
+__all__ = ["device_frame", "reading_step_s", "trimmed_reason", "wide_readings"]
 
 
 def device_frame(
@@ -66,6 +71,35 @@ def device_frame(
     wide.insert(0, time_column, range(1, len(wide) + 1))
     wide.insert(0, unit_column, device_id)
     return wide
+
+
+def trimmed_reason(before_ns: int, *, why: bool = True) -> str:
+    """Why a RUL model must not score a device whose stored readings before ``before_ns``
+    (what ``Store.trimmed_before`` gives) were deleted; it speaks of the device as "its".
+    ``why=False`` leaves out the explanation and the way out (:data:`TRIMMED_WHY`), for a
+    list of devices that says them once.
+
+    >>> trimmed_reason(1_700_000_000_500_000_000, why=False)
+    "its readings before 2023-11-14T22:13:20.5Z were deleted by retention (EDGEWISE_RETENTION_DAYS) or delete-before (Store.delete_before), and the RUL model needs a unit's whole history"
+    """  # noqa: E501
+    from datetime import UTC, datetime
+
+    sec, ns = divmod(int(before_ns), 10**9)
+    when = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    when += (f".{ns:09d}".rstrip("0") if ns else "") + "Z"
+    short = (f"its readings before {when} were deleted by retention (EDGEWISE_RETENTION_DAYS) "
+             "or delete-before (Store.delete_before), and the RUL model needs a unit's whole "
+             "history")
+    return f"{short}: {TRIMMED_WHY}" if why else short
+
+
+#: Why a RUL model needs a unit's whole history, and what to do where the store's was trimmed.
+TRIMMED_WHY = (
+    "it takes the unit's age and whole-history trends from the stored rows, numbered from "
+    "the first one kept, so the rest would be scored as a younger unit's, silently wrong. "
+    "Score such a device from its whole history (a CSV of it: 'edgewise predict rul --data "
+    "FILE.csv'), and keep whole the histories of devices scored for RUL "
+    "(EDGEWISE_RETENTION_DAYS=0)")
 
 
 def reading_step_s(rows: Sequence[tuple[str, int, float]]) -> float | None:

@@ -49,9 +49,12 @@ their prediction would be a plausible number resting on nothing:
   rows given (as on a device, which counts them), not from the time column, so when every
   training unit starts at the same time (within one step; ``start_range_``, cycle 1 for
   C-MAPSS) a unit whose first row comes more than one step later (the last 60 cycles of
-  an export, a store that keeps recent rows) would be scored as a younger unit, silently
-  wrong (FD001 test units of 150+ cycles given their last 60: RMSE 20.1 against 14.3 from
-  their whole histories). It is refused, naming its first time and the training start.
+  an export) would be scored as a younger unit, silently wrong (FD001 test units of 150+
+  cycles given their last 60: RMSE 20.1 against 14.3 from their whole histories). It is
+  refused, naming its first time and the training start. A store's device history is
+  numbered from its first stored row, so this check cannot see one trimmed by retention:
+  the store records such cuts (``Store.trimmed_before``), and the RUL route and ``predict
+  rul`` refuse those devices.
   Training units that start at different times (timestamps) record no start and check
   none.
 
@@ -450,8 +453,9 @@ class RULModel:
         """Units whose history starts more than one ``step`` after every training unit's
         did (``start_range_``), with why: the model takes a unit's age and whole-history
         slopes from the rows it is given, so a history missing its first rows (an export
-        of recent rows, a store that keeps the last N days) is scored as a younger unit's,
-        silently wrong. One step is let pass: cycles counted from 0 or from 1 (a store
+        of recent rows) is scored as a younger unit's, silently wrong (a store's history
+        trimmed by retention is numbered from 1 again: the store's ``trimmed_before`` says
+        so instead). One step is let pass: cycles counted from 0 or from 1 (a store
         counts readings from 1) are the same history."""
         lo, hi = start
         name = self.time_column

@@ -44,7 +44,13 @@ _ALERT_CHANGEABLE = ("status", "label", "acked_by", "labelled_by", "note", "star
 ALERT_STATUSES = ("open", "acknowledged")
 ALERT_LABELS = (None, "true_alarm", "false_alarm")
 #: The tables that hold rows of a device, in the order ``delete_device`` empties them.
-DEVICE_TABLES = ("readings", "seqs", "conflicts", "alerts", "alert_events", "seq_marks")
+DEVICE_TABLES = ("readings", "seqs", "conflicts", "alerts", "alert_events", "seq_marks",
+                 "trimmed")
+#: The table of the devices whose old readings a deletion (``delete_before``: retention,
+#: ``edgewise store delete-before``) took, with its latest such cut (``trimmed_before``):
+#: their stored history no longer starts at their beginning. Only ``delete_device`` (which
+#: empties every one of :data:`DEVICE_TABLES`) removes a device's row.
+TRIMMED = "trimmed"
 
 #: The ``ew_meta`` key holding the last alert event id given: ids are taken from it, in
 #: the writing transaction, so they are never reused (also after a device's events were
@@ -362,6 +368,26 @@ def before_where(ts_ns: int, device_id: str | None, ph: str) -> tuple[str, list[
     """
     where = f"ts_ns < {ph}" + (f" AND device_id = {ph}" if device_id is not None else "")
     return where, [int(ts_ns)] + ([device_id] if device_id is not None else [])
+
+
+def record_trims(ts_ns: int, device_id: str | None, ph: str) -> list[tuple[str, list[Any]]]:
+    """Statements (with parameters) that record, before :func:`before_where` deletes, the
+    cut ``ts_ns`` for each device it will take readings of: one row per device in
+    :data:`TRIMMED`, holding the latest cut (a device's row is added where it has none or
+    an older one, and the older removed). For backends without an upsert on a key
+    (DuckDB's tables here have none); PostgreSQL records them in its delete statement.
+
+    >>> [sql.split()[0] for sql, _ in record_trims(5, None, "?")]
+    ['INSERT', 'DELETE']
+    """
+    where, params = before_where(ts_ns, device_id, ph)
+    add = (f"INSERT INTO {TRIMMED} (device_id, before_ns) SELECT r.device_id, {ph} FROM "
+           f"(SELECT DISTINCT device_id FROM readings WHERE {where}) r WHERE NOT EXISTS "
+           f"(SELECT 1 FROM {TRIMMED} t WHERE t.device_id = r.device_id "
+           f"AND t.before_ns >= {ph})")
+    older = (f"DELETE FROM {TRIMMED} WHERE before_ns < (SELECT max(u.before_ns) "
+             f"FROM {TRIMMED} u WHERE u.device_id = {TRIMMED}.device_id)")
+    return [(add, [int(ts_ns), *params, int(ts_ns)]), (older, [])]
 
 
 def alert_by_id(ph: str) -> str:
@@ -947,6 +973,30 @@ class SQLStoreMixin:
             known = self._store_id = str(rows[0][0])
         return known
 
+    def trimmed_before(self, device_id: str) -> int | None:
+        """The latest cut (ns) of a deletion of old readings (``delete_before``: the
+        gateway's retention, ``edgewise store delete-before``) that took readings of the
+        device: its readings before that time were deleted, so its stored history starts
+        after its beginning. ``None`` when no such deletion took any of its readings (or
+        since :meth:`delete_device` deleted the device).
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.telemetry import Reading
+        >>> s = open_store("duckdb://:memory:")
+        >>> _ = s.append([Reading("a", "t", 1, 1.0), Reading("a", "t", 5, 2.0),
+        ...               Reading("b", "t", 5, 1.0)])
+        >>> _ = s.delete_before(3)
+        >>> s.trimmed_before("a"), s.trimmed_before("b")
+        (3, None)
+        >>> _ = s.delete_device("a"); s.trimmed_before("a") is None
+        True
+        >>> s.close()
+        """
+        self._check_open()
+        rows = self._read(f"SELECT max(before_ns) FROM {TRIMMED} WHERE device_id = {self._ph}",
+                          [device_id])
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
     def seq_watermark(self, device_id: str) -> int:
         """Highest ``w`` with every seq in ``1..w`` stored (0 when none); O(1), and, as
         :meth:`seq_gaps`, never waits for a commit in flight."""
@@ -1033,8 +1083,9 @@ class SQLStoreMixin:
         return bool(self._read(sql, [device_id] * len(DEVICE_TABLES))[0][0])
 
     def held_device_ids(self) -> set[str]:
-        """Ids of the devices whose seqs, seq marks, conflicts, alerts or alert events the
-        store holds (every table of :data:`DEVICE_TABLES` but the readings), in one query:
+        """Ids of the devices whose seqs, seq marks, conflicts, alerts, alert events or
+        record of trimmed history (:meth:`trimmed_before`) the store holds (every table of
+        :data:`DEVICE_TABLES` but the readings), in one query:
         with the devices that have readings (:meth:`devices`), those
         :meth:`has_device_data` is true of. The tables it reads stay small (seqs are folded
         into one ``seq_marks`` row per device as they are stored); readings are not read.

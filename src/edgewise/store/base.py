@@ -267,17 +267,28 @@ class Store(Protocol):
     PURGES_BY_DEFAULT: bool
 
     def delete_device(self, device_id: str, *, purge: bool = ...) -> int:
-        """Delete all of a device's readings, seqs, conflicts and alerts, and purge them
-        from the disk (:meth:`purge`) when ``purge`` (default: :attr:`PURGES_BY_DEFAULT`);
-        return rows deleted."""
+        """Delete all of a device's readings, seqs, conflicts and alerts (and its record of
+        trimmed history, :meth:`trimmed_before`: an id added again starts whole), and purge
+        them from the disk (:meth:`purge`) when ``purge`` (default:
+        :attr:`PURGES_BY_DEFAULT`); return rows deleted."""
         ...
 
     def delete_before(
         self, ts_ns: int, device_id: str | None = None, *, purge: bool = False
     ) -> int:
         """Retention: delete readings older than ``ts_ns``, and, in the same transaction,
-        the alert events written before it (:meth:`prune_alert_events`); return how many
-        readings. With ``purge=True`` they are then purged from the disk (:meth:`purge`)."""
+        the alert events written before it (:meth:`prune_alert_events`) and, for each
+        device it took readings of, ``ts_ns`` as the cut its history was trimmed at
+        (:meth:`trimmed_before`); return how many readings. With ``purge=True`` they are
+        then purged from the disk (:meth:`purge`)."""
+        ...
+
+    def trimmed_before(self, device_id: str) -> int | None:
+        """The latest cut (ns) of a :meth:`delete_before` that took readings of the device:
+        its readings before it were deleted, so its stored history no longer starts at its
+        beginning (what a RUL model, which reads a unit's age from its whole history, must
+        know); ``None`` when none did, or since :meth:`delete_device`. A store made before
+        this record has none of the deletions done before its upgrade."""
         ...
 
     def purge(self) -> bool:

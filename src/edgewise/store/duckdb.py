@@ -82,6 +82,7 @@ from edgewise.store._sql import (
     merge_changes,
     new_store_id,
     prune_events_where,
+    record_trims,
     update_alert_query,
 )
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary
@@ -119,6 +120,10 @@ _SCHEMA = [
         id BIGINT NOT NULL, alert_id VARCHAR NOT NULL, device_id VARCHAR NOT NULL,
         event VARCHAR NOT NULL, actor VARCHAR NOT NULL, at_ns BIGINT NOT NULL,
         detail VARCHAR NOT NULL)""",
+    # the devices whose old readings delete_before took, with its latest cut (see
+    # Store.trimmed_before); made empty in older stores: what they deleted before is unknown
+    """CREATE TABLE IF NOT EXISTS trimmed (
+        device_id VARCHAR NOT NULL, before_ns BIGINT NOT NULL)""",
 ]
 
 # per device and metric: readings, first and last ts_ns, smallest nonzero and largest size
@@ -911,12 +916,16 @@ class DuckDBStore(SQLStoreMixin):
         """Retention: delete readings (and conflicts) older than ``ts_ns``, and the alert
         events written before it (:meth:`prune_alert_events`); return readings deleted.
 
-        Seqs and alerts are kept, so a device's watermark does not move back. The deleted rows'
-        bytes stay in the file (DuckDB only marks them deleted) until :meth:`purge`, which
-        rewrites the whole file: pass ``purge=True`` to do it now, or call :meth:`purge`
-        once after several retention passes (the gateway does so once a day). Rows
-        deleted and not purged are noted in the file, in the delete's transaction:
-        :attr:`purge_pending` says so after a restart too, until a purge succeeds.
+        Seqs and alerts are kept, so a device's watermark does not move back. Each device
+        that loses readings gets ``ts_ns`` recorded, in the same transaction, as the cut
+        its history was trimmed at (:meth:`trimmed_before`, until :meth:`delete_device`).
+
+        The deleted rows' bytes stay in the file (DuckDB only marks them deleted) until
+        :meth:`purge`, which rewrites the whole file: pass ``purge=True`` to do it now, or
+        call :meth:`purge` once after several retention passes (the gateway does so once a
+        day). Rows deleted and not purged are noted in the file, in the delete's
+        transaction: :attr:`purge_pending` says so after a restart too, until a purge
+        succeeds.
 
         >>> from edgewise.telemetry import Reading
         >>> s = DuckDBStore(":memory:")
@@ -932,6 +941,8 @@ class DuckDBStore(SQLStoreMixin):
             con = self._con
             try:
                 con.execute("BEGIN")
+                for sql, trim_params in record_trims(ts_ns, device_id, "?"):
+                    con.execute(sql, trim_params)
                 row = con.execute(f"DELETE FROM readings WHERE {where}", params).fetchone()
                 con.execute(f"DELETE FROM conflicts WHERE {where}", params)
                 pruned = con.execute(f"DELETE FROM alert_events WHERE {events}",

@@ -62,6 +62,7 @@ from edgewise.store._sql import (
     DEVICE_TABLES,
     EVENT_COUNTER,
     STORE_ID,
+    TRIMMED,
     SQLStoreMixin,
     _alert_from_row,
     _marks_to_move,
@@ -127,6 +128,10 @@ _TABLES = [
         id bigint PRIMARY KEY, alert_id text NOT NULL, device_id text NOT NULL,
         event text NOT NULL, actor text NOT NULL, at_ns bigint NOT NULL,
         detail text NOT NULL)""",
+    # the devices whose old readings delete_before took, with its latest cut (see
+    # Store.trimmed_before); made empty in older stores: what they deleted before is unknown
+    """CREATE TABLE IF NOT EXISTS trimmed (
+        device_id text PRIMARY KEY, before_ns bigint NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS alert_events_device ON alert_events (device_id)""",
     """CREATE INDEX IF NOT EXISTS alerts_device ON alerts (device_id, start_ns)""",
     # list_alerts' order and keyset (start_ns, created_ns, id): a page deep in the list is
@@ -1088,7 +1093,10 @@ class PostgresStore(SQLStoreMixin):
         """Retention: delete readings (and conflicts) older than ``ts_ns``, and the alert
         events written before it (:meth:`prune_alert_events`); return readings.
 
-        With ``purge=True`` the deleted rows are then purged from the files (:meth:`purge`).
+        Each device that loses readings gets ``ts_ns`` recorded, in the same statement, as
+        the cut its history was trimmed at (the latest one kept; :meth:`trimmed_before`,
+        until :meth:`delete_device`). With ``purge=True`` the deleted rows are then purged
+        from the files (:meth:`purge`).
         """
         where, params = before_where(ts_ns, device_id, "%s")
         events, event_params = prune_events_where(ts_ns, device_id, "%s")
@@ -1097,9 +1105,12 @@ class PostgresStore(SQLStoreMixin):
             try:
                 with con.transaction():
                     rows = con.execute(
-                        f"WITH d AS (DELETE FROM readings WHERE {where} RETURNING device_id) "
+                        f"WITH d AS (DELETE FROM readings WHERE {where} RETURNING device_id), "
+                        f"t AS (INSERT INTO {TRIMMED} (device_id, before_ns) SELECT DISTINCT "
+                        "device_id, %s::bigint FROM d ON CONFLICT (device_id) DO UPDATE SET "
+                        f"before_ns = greatest({TRIMMED}.before_ns, EXCLUDED.before_ns)) "
                         "SELECT device_id, count(*) FROM d GROUP BY device_id",
-                        params,
+                        [*params, int(ts_ns)],
                     ).fetchall()
                     con.execute(f"DELETE FROM conflicts WHERE {where}", params)
                     pruned = max(con.execute(f"DELETE FROM alert_events WHERE {events}",

@@ -7,15 +7,19 @@ reading time, one column per metric, the device as the unit and the row number a
 time column) and the model predicts the RUL at the last row with its interval;
 ``explanation`` says which sensors pushed it up or down (signed TreeSHAP contributions
 summed per sensor, plus the largest per-feature ones; they sum to ``value - base``).
-Without a
-model file, without readings, when the device lacks a metric the model needs
+Without a model file, without readings, when the device lacks a metric the model needs
 (``metrics_missing``), has a metric named like the model's unit or time column
 (``metric_name_clash``), has a metric the model needs with no usable value
-(``unscorable``), or when no model file loads (``bad_model``: damaged, truncated, another
-format version, not a RUL model), it answers ``{"rul": null, "reason": …, "detail": …}`` (RUL
-is unavailable, not an error: the dashboard asks for every device); an unknown device is a
-404 problem; at most :data:`MAX_FITS` devices are scored at once, and a request that finds
-no free slot within :data:`FIT_WAIT_S` is a 429 (reason ``rul_busy``) with ``Retry-After``.
+(``unscorable``), has had its old readings deleted (``history_trimmed``: retention,
+``EDGEWISE_RETENTION_DAYS``, or the store's ``delete_before`` took its readings before a
+time, which the store records per device, ``Store.trimmed_before``; the rows kept would be
+numbered from 1 and scored as a younger unit's, as the model reads a unit's age and
+whole-history trends from its rows), or when no model file loads (``bad_model``:
+damaged, truncated, another format version, not a RUL model), it answers
+``{"rul": null, "reason": …, "detail": …}`` (RUL is unavailable, not an error: the
+dashboard asks for every device); an unknown device is a 404 problem; at most
+:data:`MAX_FITS` devices are scored at once, and a request that finds no free slot within
+:data:`FIT_WAIT_S` is a 429 (reason ``rul_busy``) with ``Retry-After``.
 A newer model file that does not load is passed over for the newest that does
 (``model`` names the one used, ``skipped`` those passed over and why), so one damaged file
 never takes RUL away from the fleet; write model files whole (:meth:`RULModel.save` writes a
@@ -210,6 +214,12 @@ def _bad_model(device_id: str, skipped: list[dict[str, str]]) -> dict[str, Any]:
 
 def _score(store: Any, paths: list[Path], device_id: str) -> dict[str, Any]:
     """The answer for ``device_id`` from the newest of ``paths`` that loads."""
+    from edgewise.models.history import trimmed_reason
+
+    trimmed = store.trimmed_before(device_id)
+    if trimmed is not None:  # said without reading the rows or loading a model
+        return _none(device_id, "history_trimmed", "The RUL model cannot score device "
+                     f"{device_id!r}: {trimmed_reason(trimmed)}.", paths[0].name)
     rows = store.query(device_id, None, None, None, None)
     if not rows:  # said without loading a model: a damaged one changes nothing here
         return _none(device_id, "no_history", f"Device {device_id!r} has no stored readings.",

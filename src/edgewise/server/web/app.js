@@ -848,7 +848,8 @@ async function fillForecast(box, id, metric, button) {
 
 // ---------------------------------------------------------------- remaining useful life
 // Shown when a RUL model file is in the data dir and fits the device's metrics; a model file
-// that does not load (reason bad_model) and a failed request are said, not hidden. Not
+// that does not load (reason bad_model), a history retention trimmed (history_trimmed)
+// and a failed request are said, not hidden. Not
 // awaited by the poll, so it catches its own failures (no uncaught rejection every poll).
 // Devices whose GET /rul is in flight: the 3 s poll starts no second one for a device
 // (an uncached RUL may take longer than a poll; each would score the device again).
@@ -880,7 +881,11 @@ async function fillRulNow(box, id) {
     return;
   }
   if (r.rul === null) {
-    if (r.reason === "bad_model") { unavailable(r.reason, r.detail); return; }
+    // said: a damaged model file, and a history retention trimmed (the model needs it whole)
+    if (r.reason === "bad_model" || r.reason === "history_trimmed") {
+      unavailable(r.reason, r.detail);
+      return;
+    }
     box.replaceChildren();
     for (const a of ["data-rul", "data-rul-reason", "data-rul-open", "data-high-open"]) box.removeAttribute(a);
     return;
