@@ -28,7 +28,9 @@ Three parts, each usable alone:
   install history, so a damaged pointer does not lower it.
 * :class:`Agent`: the loop. The main thread reads the source, cleans, scores and buffers; a
   sender thread drains the outbox in seq order over ``POST /v1/telemetry`` (headers as in
-  INTERFACES.md), deletes what the gateway's ``ack_seq`` covers, and polls for model updates.
+  INTERFACES.md) and deletes what the gateway's ``ack_seq`` covers; an update thread, with
+  its own HTTP client, polls for model updates, so a long download never holds up
+  telemetry. A model that raises on a reading is refused and the previous one runs.
 
 >>> import tempfile
 >>> box = Outbox(tempfile.mkdtemp() + "/outbox.sqlite", max_bytes=200)
@@ -98,6 +100,10 @@ _STALL_FIRST_S, _STALL_MAX_S = 1.0, 30.0  # pause when a 200 answer does not adv
 _PROBE_FIRST, _PROBE_MAX = 8, 1024
 _PROBE_AFTER_S = 300.0  # and a probe is due at the latest this long after the last 413
 _CLOCK_REFUSALS = ("expired",)  # refused by this device's clock: checked again on every offer
+# metric names a release's detector is probed with before it is installed: the stdin
+# source's and another (a device names its metrics as it likes)
+_PROBE_METRICS = ("value", "probe.temp_c")
+_MODELS_TRIED = 4  # models one reading is scored with, at most, as each that raises falls back
 _RETRY_MAX_S = 3600.0  # a release that failed to download or install is tried at most this late
 _WAL_PAGES = 64  # the outbox's WAL is checkpointed when it holds this many pages (SQLite: 1000)
 _WAL_LIMIT = 256 * 1024  # and cut back to this many bytes once checkpointed (SQLite: never)
@@ -329,11 +335,18 @@ class Outbox:
                     self._db.close()
             aside = self._move_aside(exc)
             self._db = self._open()
-            saved, lost, what = _salvage(aside, self._db)
+            try:
+                saved, lost, what = _salvage(aside, self._db)
+            except Exception as failure:  # said below, never raised: the fresh outbox runs
+                saved, lost = 0, None
+                what = (f"nothing else (copying failed: {type(failure).__name__}: "
+                        f"{str(failure)[:200]}; the damaged file keeps what it holds)")
+        unread = ("an unknown number could not: its counters cannot be read"
+                  if lost is None else f"{lost} could not")
         log.error(json.dumps({
             "event": "outbox_corrupt", "path": self.path, "moved_to": aside,
             "salvaged": saved, "lost": lost, "detail": f"{exc}; a fresh outbox is used, with "
-            f"{saved} pending messages that could still be read ({lost} could not), and "
+            f"{saved} pending messages that could still be read ({unread}), and "
             f"{what} from the damaged one"}))
 
     def _make_reserve(self) -> bool:
@@ -840,31 +853,102 @@ def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
     return "not a database" in text or "malformed" in text
 
 
-def _salvage(aside: str, db: sqlite3.Connection) -> tuple[int, int, str]:
+def _salvage(aside: str, db: sqlite3.Connection) -> tuple[int, int | None, str]:
     """Copy what can still be read of the damaged outbox ``aside`` into the fresh ``db``:
     counters, owner, source positions and pending rows, the rows numbered on from the ack with
     no gap (a gap would stall the gateway's ack); return (rows copied, rows lost, what else
-    was copied). Unreadable parts are left out, never raised."""
+    was copied). Rows lost is None when the damaged counters do not say how many were
+    pending. Unreadable parts are left out, never raised: a damaged page may read as rows
+    whose columns are NULL or of another type (zeroed bytes), and those are left out too.
+
+    A truncated file (shorter than its header says) SQLite refuses whole; it is read from
+    a copy whose header says the pages it holds (:func:`_mended_copy`), removed after."""
+    mended = _mended_copy(aside)
+    try:
+        saved, lost, what = _salvage_from(mended or aside, db)
+    finally:
+        if mended is not None:
+            for suffix in ("-wal", "-shm", ""):
+                with contextlib.suppress(OSError):
+                    os.remove(mended + suffix)
+    if mended is not None:
+        what += " (the file is truncated: read as far as it goes; its WAL is not read)"
+    return saved, lost, what
+
+
+def _mended_copy(aside: str) -> str | None:
+    """If the SQLite file ``aside`` is shorter than its header's page count (truncated), a
+    copy of the pages it holds whose header says that many, which SQLite reads; else (or if
+    the copy cannot be made: the disk is full) None. ``aside`` itself is left as it is."""
+    try:
+        with open(aside, "rb") as f:
+            head = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\0"):
+        return None
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    if page < 512 or page & (page - 1):
+        return None
+    pages = size // page
+    if pages < 1 or int.from_bytes(head[28:32], "big") <= pages:
+        return None
+    copy = None
+    try:
+        copy = _claim_name(aside + "-readable")
+        with open(aside, "rb") as src, open(copy, "r+b") as dst:
+            left = pages * page
+            while left:
+                chunk = src.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                left -= len(chunk)
+            dst.seek(28)
+            dst.write(pages.to_bytes(4, "big"))
+    except OSError:
+        if copy is not None:
+            with contextlib.suppress(OSError):
+                os.remove(copy)
+        return None
+    return copy
+
+
+def _salvage_from(aside: str, db: sqlite3.Connection) -> tuple[int, int | None, str]:
+    """:func:`_salvage`, reading the file ``aside``."""
     try:
         src = sqlite3.connect(aside, isolation_level=None)
     except sqlite3.Error:
-        return 0, 0, "nothing else"
+        return 0, None, "nothing else"
     try:
         meta: dict[str, int] = {}
         copied = []
         with contextlib.suppress(sqlite3.Error):
-            meta = {str(k): int(v) for k, v in src.execute("SELECT key, value FROM meta")}
+            for k, v in src.execute("SELECT key, value FROM meta"):
+                if isinstance(k, str) and isinstance(v, int) and v >= 0:
+                    meta[k] = v
+        if meta:
             copied.append("its counters")
         extra: dict[str, list[tuple[Any, ...]]] = {}
-        for table in ("info", "sources", "source_files"):
+        for table, kinds in _SALVAGED_TABLES.items():
+            found: list[tuple[Any, ...]] = []
             with contextlib.suppress(sqlite3.Error):
-                extra[table] = src.execute(f"SELECT * FROM {table}").fetchall()
+                for row in src.execute(f"SELECT * FROM {table}"):
+                    if len(row) == 2 and all(isinstance(c, t) for c, t in zip(row, kinds,
+                                                                               strict=True)):
+                        found.append(tuple(row))
+            if found:
+                extra[table] = found
                 copied.append(f"its {table}")
         rows = _readable_rows(src, meta.get("acked", 0))
     finally:
         src.close()
     acked = meta.get("acked", rows[0][0] - 1 if rows else 0)
-    expected = meta["next_seq"] - 1 - acked if "next_seq" in meta else len(rows)
+    expected: int | None = None
+    if "next_seq" in meta and "acked" in meta and meta["next_seq"] > meta["acked"]:
+        expected = meta["next_seq"] - 1 - acked
     db.execute("BEGIN IMMEDIATE")
     try:
         for key in ("dropped", "rejected", "source_pos"):
@@ -880,15 +964,47 @@ def _salvage(aside: str, db: sqlite3.Connection) -> tuple[int, int, str]:
         db.execute("UPDATE meta SET value = ? WHERE key='next_seq'", (acked + 1 + len(rows),))
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
         raise
-    return len(rows), max(expected - len(rows), 0), ", ".join(copied) or "nothing else"
+    lost = None if expected is None else max(expected - len(rows), 0)
+    return len(rows), lost, ", ".join(copied) or "nothing else"
+
+
+#: the outbox's small tables a heal copies, with the types of their two columns (a row of
+#: other types, read from a damaged page, is left out: the fresh table refuses NULLs)
+_SALVAGED_TABLES: dict[str, tuple[type, type]] = {
+    "info": (str, str), "sources": (str, int), "source_files": (str, str)}
+
+
+def _salvaged_row(row: Any) -> tuple[int, bytes, int] | None:
+    """``(seq, body, size)`` of an outbox row read from a damaged file, or None when it is
+    no message: a damaged page may read as a row whose body or size is NULL or of another
+    type, or whose body is no JSON object (it could never be sent). The size is counted
+    again from the body, as :meth:`Outbox.put` counts it.
+
+    >>> _salvaged_row((3, b'{"ts": 1, "metrics": {}}', 64))
+    (3, b'{"ts": 1, "metrics": {}}', 64)
+    >>> _salvaged_row((3, None, None)), _salvaged_row((4, b"\\0\\0", 42))
+    (None, None)
+    """
+    seq, body = row[0], row[1]
+    if not isinstance(seq, int) or not isinstance(body, bytes):
+        return None
+    try:
+        doc = json.loads(body)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    if not isinstance(doc, dict):
+        return None
+    return seq, body, len(body) + _ROW_OVERHEAD
 
 
 def _readable_rows(src: sqlite3.Connection, after: int) -> list[tuple[int, bytes, int]]:
     """The outbox rows of ``src`` with seq > ``after`` that can be read, in seq order: read
     on until a damaged page, then skip it (the smallest start past it, by doubling and
-    halving) and read on."""
+    halving) and read on. Rows that read but hold no message (:func:`_salvaged_row`) are
+    left out."""
     out: list[tuple[int, bytes, int]] = []
     sql = "SELECT seq, body, size FROM outbox WHERE seq > ? ORDER BY seq"
 
@@ -903,8 +1019,12 @@ def _readable_rows(src: sqlite3.Connection, after: int) -> list[tuple[int, bytes
     while True:
         try:
             for row in src.execute(sql, (pos,)):
-                out.append((int(row[0]), bytes(row[1]), int(row[2])))
-                pos = int(row[0])
+                if not isinstance(row[0], int):
+                    continue
+                pos = row[0]
+                found = _salvaged_row(row)
+                if found is not None:
+                    out.append(found)
             return out
         except sqlite3.DatabaseError:
             pass
@@ -933,7 +1053,8 @@ class Installed:
 
 #: The temporary files :func:`~edgewise._private.replace_atomically` writes for a slot's
 #: model, pointer and history: ``.<name>.<pid>.<thread id>.<8 hex>.tmp``.
-_SLOT_TEMP = re.compile(r"\.(?:model-\d+-[0-9a-f]{16}\.bin|current\.json|history\.json)"
+_SLOT_TEMP = re.compile(r"\.(?:model-\d+-[0-9a-f]{16}\.bin|current\.json|history\.json"
+                        r"|failed\.json)"
                         r"\.(?P<pid>\d+)\.\d+\.[0-9a-f]{8}\.tmp")
 
 
@@ -1135,6 +1256,41 @@ class ModelSlot:
                 bad.append(f"entry {i} of {len(entries)} is not a manifest ({exc})")
         return out, "; ".join(bad[:3]) or None
 
+    def failed(self) -> dict[str, str]:
+        """The models that failed on this device's readings (:meth:`mark_failed`): sha256 to
+        what happened; never raises (a damaged ``failed.json`` is read as far as it goes).
+
+        >>> import tempfile
+        >>> slot = ModelSlot(tempfile.mkdtemp())
+        >>> slot.mark_failed(3, "ab" * 32, "KeyError: 'value'")
+        >>> slot.failed()
+        {'abababababababababababababababababababababababababababababababab': "KeyError: 'value'"}
+        """
+        try:
+            entries = json.loads((self.root / "failed.json").read_bytes())
+        except (OSError, ValueError):
+            return {}
+        out: dict[str, str] = {}
+        for e in entries if isinstance(entries, list) else []:
+            if isinstance(e, dict) and isinstance(e.get("sha256"), str):
+                out[e["sha256"]] = str(e.get("detail", ""))
+        return out
+
+    def mark_failed(self, release: int, sha256: str, detail: str) -> None:
+        """Record that the model ``sha256`` (installed as ``release``) failed on a reading,
+        so it is not run again at the next start (``models/failed.json``, the newest 20,
+        replaced atomically); OSError if it cannot be written."""
+        path = self.root / "failed.json"
+        try:
+            entries = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            entries = []
+        if not isinstance(entries, list):
+            entries = []
+        entries = [e for e in entries if isinstance(e, dict) and e.get("sha256") != sha256]
+        entries.append({"release": release, "sha256": sha256, "detail": detail[:500]})
+        replace_atomically(path, json.dumps(entries[-20:]).encode(), mode=0o644)
+
     def point_to(self, installed: Installed) -> None:
         """Make the pointer name ``installed`` (a release whose file is here), atomically."""
         self._write_pointer(installed.manifest.to_bytes(), installed.manifest)
@@ -1186,9 +1342,12 @@ class ModelSlot:
 def load_detector(payload: bytes) -> Any:
     """Unpickle a release's payload and check it works as the agent uses it; the detector.
 
-    The agent clones it per metric and calls ``score_one`` / ``learn_one`` with one metric;
-    a payload that does not unpickle, or whose object cannot do that, raises ``ValueError``
-    naming what failed (the release is then refused, never installed).
+    The agent runs one detector per metric, fresh (``clone()``) or a copy of the published
+    model with what it learned (see :meth:`Agent._new_detector`), and calls ``score_one`` /
+    ``learn_one`` with one metric, named as the device names it. Both kinds are probed with
+    a reading of metric ``value`` and one of another name; a payload that does not unpickle,
+    or whose object cannot do that, raises ``ValueError`` naming what failed (the release is
+    then refused, never installed).
 
     >>> import pickle
     >>> type(load_detector(pickle.dumps(EWZScore()))).__name__
@@ -1208,15 +1367,20 @@ def load_detector(payload: bytes) -> Any:
     if missing:
         raise ValueError(f"The model is a {type(model).__name__}, not a detector: it has no "
                          f"{', '.join(missing)}.")
-    try:
-        probe = model.clone()
-        score = float(probe.score_one({"value": 0.0}))
-        probe.learn_one({"value": 0.0})
-    except Exception as exc:  # whatever it raises, it cannot run here
-        raise ValueError(f"The model ({type(model).__name__}) fails on a one-metric reading: "
-                         f"{type(exc).__name__}: {str(exc)[:200]}.") from None
-    if math.isnan(score):
-        raise ValueError(f"The model ({type(model).__name__}) scores a reading as NaN.")
+    for kind in ("fresh (clone())", "trained (a copy)"):
+        for name in _PROBE_METRICS:
+            try:
+                probe = model.clone() if kind.startswith("fresh") else pickle.loads(payload)
+                score = float(probe.score_one({name: 0.0}))
+                probe.learn_one({name: 0.0})
+            except Exception as exc:  # whatever it raises, it cannot run here
+                raise ValueError(
+                    f"The model ({type(model).__name__}), {kind}, fails on a one-metric "
+                    f"reading of metric {name!r}: {type(exc).__name__}: {str(exc)[:200]}."
+                ) from None
+            if math.isnan(score):
+                raise ValueError(f"The model ({type(model).__name__}), {kind}, scores a "
+                                 f"reading of metric {name!r} as NaN.")
     return model
 
 
@@ -1648,14 +1812,139 @@ class Agent:
         self._history_logged = False  # a damaged install history is said once
         self._tls_logged_at: float | None = None
         self._stop = threading.Event()
+        # handle() scores under it; a model swap (an update installed by the update thread,
+        # a fallback) takes it, so a reading never meets half of one
+        self._model_lock = threading.RLock()
+        self._running_sha256: str | None = None  # the running release's model (None: built-in)
+        # the running release's pickle, when its model learned something: each metric named by
+        # the release (``_trained_for``; None: every metric) starts from a copy of it
+        self._payload: bytes | None = None
+        self._trained_for: frozenset[str] | None = None
+        self._trained_given: set[str] = set()  # metrics given the trained state so far
+        # models that failed on a reading (sha256: what happened), also in models/failed.json
+        self._failed: dict[str, str] = {}
+        self._unscored_logged: set[str] = set()  # metrics the built-in detector failed on
         self._load_model()
 
     # -- models --------------------------------------------------------------------------------
-    def _use(self, model: Any, release: int, version: str) -> None:
-        self.template = model
-        self.detectors = {}
-        self.running_release = release
-        log.info(json.dumps({"event": "model_loaded", "release": release, "version": version}))
+    def _use(self, model: Any, release: int, version: str, *, sha256: str | None = None,
+             payload: bytes | None = None, manifest: Manifest | None = None) -> None:
+        """Run ``model`` from now on (each metric's detector made anew from it, under the
+        model lock); ``payload`` is its pickle, copied for each metric its training is for
+        (:meth:`_new_detector`)."""
+        trained = payload is not None and _learned(model)
+        with self._model_lock:
+            self.template = model
+            self.detectors = {}
+            self.running_release = release
+            self._running_sha256 = sha256
+            self._payload = payload if trained else None
+            self._trained_for = _trained_metrics(manifest) if trained else None
+            self._trained_given = set()
+        event: dict[str, Any] = {"event": "model_loaded", "release": release,
+                                 "version": version}
+        if trained:
+            event["trained_for"] = (sorted(self._trained_for) if self._trained_for is not None
+                                    else "every metric")
+        log.info(json.dumps(event))
+
+    def _use_installed(self, inst: Installed) -> None:
+        """Run the installed release ``inst`` (ValueError if its model cannot run, or failed
+        on this device's readings before)."""
+        failed = self._failed_models().get(inst.sha256)
+        if failed is not None:
+            raise ValueError(f"Release {inst.release} failed on this device's readings before "
+                             f"({failed}); it is not run again.")
+        self._use(load_detector(inst.payload), inst.release, inst.manifest.version,
+                  sha256=inst.sha256, payload=inst.payload, manifest=inst.manifest)
+
+    def _use_builtin(self) -> None:
+        """Run the built-in detector (no release), quietly: the caller logs why."""
+        with self._model_lock:
+            self.template = EWZScore()
+            self.detectors = {}
+            self.running_release = 0
+            self._running_sha256 = self._payload = self._trained_for = None
+            self._trained_given = set()
+
+    def _failed_models(self) -> dict[str, str]:
+        """The models that failed on this device's readings: sha256 to what happened."""
+        return {**self.slot.failed(), **self._failed}
+
+    def _new_detector(self, metric: str) -> Any:
+        """The detector for a metric seen for the first time under the running model.
+
+        A release whose model learned something (its state differs from its ``clone()``)
+        gives a copy of that state to the metrics its ``trained_on`` names (``metric=NAME``,
+        comma-separated or repeated), and to every metric when it names none (warned once
+        when a second metric gets it: the model learned one stream's values); any other
+        metric, and every metric of an untrained model or the built-in, starts fresh
+        (``clone()``) and learns on the device."""
+        if self._payload is None or (self._trained_for is not None
+                                     and metric not in self._trained_for):
+            return self.template.clone()
+        det = pickle.loads(self._payload)  # signed, and unpickled already at load
+        if self._trained_for is None:
+            self._trained_given.add(metric)
+            if len(self._trained_given) == 2:
+                log.warning(json.dumps({
+                    "event": "model_trained_state_shared", "release": self.running_release,
+                    "metrics": sorted(self._trained_given),
+                    "detail": f"release {self.running_release} does not say which metric "
+                    "it was trained on, so every metric starts from its trained state; "
+                    "publish it with --trained-on 'metric=NAME ...' to give that state to "
+                    "NAME only (other metrics then start fresh)"}))
+        return det
+
+    def _score(self, name: str, value: float) -> float | None:
+        """Score one metric's reading with its detector, then learn it; None if it cannot
+        be scored. A model that raises is refused (:meth:`_model_failed`) and the reading
+        scored by what runs instead; the caller holds the model lock."""
+        x = {name: value}
+        for _ in range(_MODELS_TRIED):
+            release = self.running_release
+            try:
+                det = self.detectors.get(name)
+                if det is None:
+                    det = self.detectors[name] = self._new_detector(name)
+                score = float(det.score_one(x))
+                det.learn_one(x)
+                return score
+            except Exception as exc:  # a model may raise anything; the agent must go on
+                self.detectors.pop(name, None)
+                if release == 0:  # the built-in: nothing to fall back to
+                    if name not in self._unscored_logged:
+                        self._unscored_logged.add(name)
+                        log.error(json.dumps({
+                            "event": "model_failed", "release": 0, "metric": name,
+                            "detail": f"the built-in detector raised {type(exc).__name__}: "
+                            f"{str(exc)[:200]}; readings of {name!r} are buffered unscored"}))
+                    return None
+                self._model_failed(release, name, exc)
+        return None  # every model tried for this reading failed: it is buffered unscored
+
+    def _model_failed(self, release: int, metric: str, exc: Exception) -> None:
+        """The running release's model raised on a reading of ``metric``: log it
+        (``model_failed``), refuse the release (``bad_model``, recorded in
+        ``models/failed.json`` so the next start does not run it either) and fall back as at
+        start: the previous release, else the built-in detector."""
+        detail = (f"Release {release} ({type(self.template).__name__}) raised "
+                  f"{type(exc).__name__}: {str(exc)[:200]} on a reading of metric {metric!r}; "
+                  "it is not run again on this device")
+        log.error(json.dumps({"event": "model_failed", "release": release, "metric": metric,
+                              "detail": detail}))
+        sha = self._running_sha256
+        if sha is not None:
+            self._failed[sha] = detail
+            try:
+                self.slot.mark_failed(release, sha, detail)
+            except OSError as err:
+                log.warning(json.dumps({
+                    "event": "model_failed_unrecorded", "release": release,
+                    "path": str(self.slot.root / "failed.json"),
+                    "detail": f"{err}; the release is run again at the next start"}))
+        self._refuse(release, "bad_model", detail)
+        self._load_model()
 
     def _load_model(self) -> None:
         """Load the installed model; if it cannot load, fall back (with a logged reason) to the
@@ -1667,12 +1956,12 @@ class Agent:
         copy: it is remembered (``_damaged_release``) and the same signed release, offered
         again by the gateway, is fetched, verified and installed again (:meth:`check_update`)."""
         self.release = self.slot.installed_release()
-        self.running_release = 0
+        self._use_builtin()  # until a model loads (one that failed on a reading: not kept)
         self._damaged_release = None
         try:
             cur = self.slot.current()
             if cur is not None:
-                self._use(load_detector(cur.payload), cur.release, cur.manifest.version)
+                self._use_installed(cur)
                 return
             if not self.release:
                 return  # nothing installed
@@ -1694,9 +1983,12 @@ class Agent:
                                "offers it.")
         prev = self.slot.previous()
         using = "built-in EWZScore"
-        if prev is not None:
+        failed = None if prev is None else self._failed_models().get(prev.sha256)
+        if failed is not None:
+            reason += f" Previous release {prev.release} failed on readings too ({failed})."
+        elif prev is not None:
             try:
-                self._use(load_detector(prev.payload), prev.release, prev.manifest.version)
+                self._use_installed(prev)
                 using = f"release {prev.release} ({prev.manifest.version})"
             except ValueError as exc:
                 reason += f" Previous release {prev.release} fails too: {exc}"
@@ -1736,15 +2028,18 @@ class Agent:
         looked at again, except as ``expired``, which this device's clock decides and which
         is checked again on the next offer. A release is installed only once its payload
         loads as a working detector; otherwise it is refused (``unsupported_format``,
-        ``bad_model``) and the running model is kept. A download the gateway answers with an
-        error (``fetch_failed``) or an install the disk refuses (``install_failed``) is
-        logged as such and tried again after 2, 4, 8 ... update intervals (at most an hour;
-        ``<outcome>:retry_later`` until then). The installed release offered again is
-        ``current``, logged once per offer; but where its installed copy failed its hash
-        check at start (an older model or the built-in runs instead), the same signed
-        release is fetched, verified and installed again (``repaired``). An offer whose
-        envelope or manifest cannot be read is refused as ``bad_manifest`` (logged once,
-        naming the field), never raised.
+        ``bad_model``) and the running model is kept; so is a release whose model failed on
+        this device's readings before (``models/failed.json``), without a download. A
+        download the gateway answers with an error (``fetch_failed``) or an install the disk
+        refuses (``install_failed``) is logged as such and tried again after 2, 4, 8 ...
+        update intervals (at most an hour; ``<outcome>:retry_later`` until then); so is a
+        download whose bytes are not the signed ones (``tampered``, ``endless_data``,
+        ``mix_and_match``: refused, logged once, and ``refused:<reason>:retry_later``). The
+        installed release offered again is ``current``, logged once per offer; but where its
+        installed copy failed its hash check at start (an older model or the built-in runs
+        instead), the same signed release is fetched, verified and installed again
+        (``repaired``). An offer whose envelope or manifest cannot be read is refused as
+        ``bad_manifest`` (logged once, naming the field), never raised.
         """
         if not self.trusted_keys:
             return "disabled"
@@ -1766,6 +2061,10 @@ class Agent:
         if retry is not None and time.monotonic() < retry[0]:
             return f"{retry[2]}:retry_later"  # failed before: not fetched again before then
         offered: int = head["release"]
+        failed = self._failed_models().get(str(head.get("sha256")))
+        if failed is not None and offered > self.release:
+            return self._refuse(offered, "bad_model", f"Release {offered}'s model failed on "
+                                f"this device's readings before ({failed}); not fetched.")
         repair = offered == self.release and self._mends(head)
         download = _Download(client, self.gateway, self._headers(), mb)
         try:
@@ -1790,7 +2089,14 @@ class Agent:
                 return "replay"
             if not download.opened and exc.reason not in _CLOCK_REFUSALS:
                 self._manifest_refused[seen] = exc.reason  # the device's clock may be wrong
-            return self._refuse(offered, exc.reason, str(exc))
+            outcome = self._refuse(offered, exc.reason, str(exc))
+            if download.opened:  # the bytes were wrong (tampered, endless, another model's):
+                # fetched again only after 2, 4, 8 ... intervals, not on every check
+                failures, wait = self._back_off(seen, outcome)
+                log.info(json.dumps({"event": "update_backoff", "release": offered,
+                                     "reason": exc.reason, "failures": failures,
+                                     "retry_in_s": round(wait, 3)}))
+            return outcome
         except _FetchError as exc:
             return self._retry_later(seen, offered, "fetch_failed", str(exc))
         finally:
@@ -1799,16 +2105,17 @@ class Agent:
             model = load_detector(data)
         except ValueError as exc:
             return self._refuse(m.release, "bad_model", f"Release {m.release}: {exc}")
-        try:
-            self.slot.install(mb, data)
-        except OSError as exc:
-            return self._retry_later(seen, m.release, "install_failed",
-                                     f"Release {m.release} verified but not installed: "
-                                     f"{exc}; the running model is kept.")
-        self._retry.pop(seen, None)
-        self.release = m.release
-        self._damaged_release = None
-        self._use(model, m.release, m.version)
+        with self._model_lock:  # the swap waits for a reading being scored, and vice versa
+            try:
+                self.slot.install(mb, data)
+            except OSError as exc:
+                return self._retry_later(seen, m.release, "install_failed",
+                                         f"Release {m.release} verified but not installed: "
+                                         f"{exc}; the running model is kept.")
+            self._retry.pop(seen, None)
+            self.release = m.release
+            self._damaged_release = None
+            self._use(model, m.release, m.version, sha256=m.sha256, payload=data, manifest=m)
         if repair:
             log.warning(json.dumps({
                 "event": "model_repaired", "release": m.release, "version": m.version,
@@ -1893,13 +2200,20 @@ class Agent:
         """Log a release that failed to download or install (``update_<outcome>``) and leave
         it until the next update check after ``2**failures`` intervals (at most an hour),
         instead of downloading it again on every check; return ``outcome``."""
-        failures = self._retry.get(seen, (0.0, 0, ""))[1] + 1
-        wait = min(self.update_interval_s * 2 ** min(failures, 20), _RETRY_MAX_S)
-        self._retry[seen] = (time.monotonic() + wait, failures, outcome)
+        failures, wait = self._back_off(seen, outcome)
         log.warning(json.dumps({"event": f"update_{outcome}", "release": release,
                                 "failures": failures, "retry_in_s": round(wait, 3),
                                 "detail": detail}))
         return outcome
+
+    def _back_off(self, seen: str, outcome: str) -> tuple[int, float]:
+        """Leave the offer ``seen`` until the next update check after ``2**failures``
+        intervals (at most an hour), answered ``<outcome>:retry_later`` until then; return
+        (failures, wait in seconds)."""
+        failures = self._retry.get(seen, (0.0, 0, ""))[1] + 1
+        wait = min(self.update_interval_s * 2 ** min(failures, 20), _RETRY_MAX_S)
+        self._retry[seen] = (time.monotonic() + wait, failures, outcome)
+        return failures, wait
 
     # -- data path -----------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -1938,18 +2252,14 @@ class Agent:
         """
         clean = {k: number for k, v in reading.items() if (number := _finite(v)) is not None}
         metrics = dict(clean)
-        for name, v in clean.items():
-            det = self.detectors.get(name)
-            if det is None:
-                det = self.detectors[name] = self.template.clone()
-            x = {name: v}
-            score = det.score_one(x)
-            det.learn_one(x)
-            if score >= self.threshold:
-                self.local_alerts += 1
-                metrics[alert_metric(name)] = round(score, 6)
-                log.warning(json.dumps({"event": "local_alert", "metric": name, "value": v,
-                                        "score": score}))
+        with self._model_lock:  # an update installed meanwhile waits for this reading
+            for name, v in clean.items():
+                score = self._score(name, v)
+                if score is not None and score >= self.threshold:
+                    self.local_alerts += 1
+                    metrics[alert_metric(name)] = round(score, 6)
+                    log.warning(json.dumps({"event": "local_alert", "metric": name,
+                                            "value": v, "score": score}))
         if not metrics:
             return None
         ts: float | int = time.time() if ts_ns is None else ts_ns
@@ -1978,7 +2288,7 @@ class Agent:
         if r.status_code != 200:
             log.warning(json.dumps({"event": "send_failed", "status": r.status_code,
                                     "messages": len(msgs), "bytes": len(body),
-                                    "detail": r.text[:200]}))
+                                    "detail": _answer_detail(r)}))
             if r.status_code == 413:  # payload too large: smaller posts, or set it aside
                 self._too_large(msgs, len(body), r)
             elif r.status_code == 429:  # rate limited: wait as told (capped), keep order
@@ -2151,34 +2461,65 @@ class Agent:
             self._report({"agent.rejected": float(total)})
 
     def sender_loop(self) -> None:
-        """Drain and poll for updates until stopped; back off while the gateway is away."""
+        """Drain until stopped; back off while the gateway is away. Model updates are
+        checked in a thread of their own (:meth:`update_loop`, with its own HTTP client,
+        started here when trusted keys are given), so a long model download never holds up
+        telemetry."""
         import httpx
 
         backoff = 0.05
-        next_update = 0.0
-        with httpx.Client(timeout=5.0, verify=self.verify) as client:
+        with contextlib.ExitStack() as stack:
+            client = _entered(stack, httpx.Client(timeout=5.0, verify=self.verify))
+            updater = None
+            if self.trusted_keys:  # after the sender's client is open: it closes last
+                updater = threading.Thread(target=self.update_loop, name="edgewise-updates",
+                                           daemon=True)
+                updater.start()
+            try:
+                while not self._stop.is_set():
+                    try:
+                        sent = self.drain_once(client)
+                        backoff = 0.05
+                        if sent < 0 or not len(self.outbox):
+                            self._stop.wait(0.05)
+                    except Exception as exc:  # the sender must outlive any one answer
+                        self._log_loop_error(exc)
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, 2.0)
+            finally:
+                if updater is not None:
+                    self._stop.set()  # the sender's end is the updates' end too
+                    updater.join(timeout=10)
+
+    def update_loop(self) -> None:
+        """Check for a model update every ``update_interval_s`` until stopped, over an HTTP
+        client of its own (a download takes as long as it takes; telemetry goes on)."""
+        import httpx
+
+        with contextlib.ExitStack() as stack:
+            client = _entered(stack, httpx.Client(timeout=5.0, verify=self.verify))
             while not self._stop.is_set():
+                started = time.monotonic()
                 try:
-                    if time.monotonic() >= next_update:
-                        next_update = time.monotonic() + self.update_interval_s
-                        self.check_update(client)
-                    sent = self.drain_once(client)
-                    backoff = 0.05
-                    if sent < 0 or not len(self.outbox):
-                        self._stop.wait(0.05)
-                except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
-                    if not self._log_certificate(exc):
-                        log.info(json.dumps({"event": "gateway_unreachable",
-                                             "detail": str(exc)[:200],
-                                             "buffered": self._buffered()}))
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                except Exception as exc:  # the sender must outlive any one answer
-                    log.error(json.dumps({"event": "sender_error", "detail":
-                                          f"{type(exc).__name__}: {str(exc)[:200]}",
-                                          "buffered": self._buffered()}))
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 2.0)
+                    self.check_update(client)
+                except Exception as exc:  # the updates must outlive any one answer
+                    self._log_loop_error(exc)
+                self._stop.wait(max(self.update_interval_s - (time.monotonic() - started),
+                                    0.05))
+
+    def _log_loop_error(self, exc: Exception) -> None:
+        """Log what a sender or update loop met: an unreachable gateway (or a certificate
+        that does not verify), else the error itself; never raise."""
+        import httpx
+
+        if isinstance(exc, httpx.HTTPError | OSError | ValueError | KeyError):
+            if not self._log_certificate(exc):
+                log.info(json.dumps({"event": "gateway_unreachable",
+                                     "detail": str(exc)[:200], "buffered": self._buffered()}))
+            return
+        log.error(json.dumps({"event": "sender_error", "detail":
+                              f"{type(exc).__name__}: {str(exc)[:200]}",
+                              "buffered": self._buffered()}))
 
     def _log_certificate(self, exc: BaseException) -> bool:
         """If ``exc`` is the gateway's TLS certificate failing verification, warn (at once,
@@ -2254,6 +2595,74 @@ _SOURCE_START = {
     "rotated": "the file at this path is not the one read before (another first row, or "
                "shorter: rotated or truncated): from its first reading",
 }
+
+
+def _entered(stack: contextlib.ExitStack[Any], client: Any) -> Any:
+    """``client`` (an HTTP client) entered on ``stack``, so it is closed when the stack
+    ends; one already open (an embedder's client, shared by both loops) is used as it is."""
+    try:
+        return stack.enter_context(client)
+    except RuntimeError:  # httpx: "Cannot open a client instance more than once."
+        return client
+
+
+def _answer_detail(r: Any) -> str:
+    """What a gateway's error answer says: its problem JSON's ``detail`` (else ``title``),
+    else the start of its body. The body itself, clipped, was no JSON any more and hid the
+    detail behind the problem's other fields.
+
+    >>> class R:
+    ...     text = json.dumps({"type": "urn:x", "title": "Authentication required",
+    ...                        "status": 401, "detail": "Device 'pump-8' is unknown."})
+    ...     def json(self): return json.loads(self.text)
+    >>> _answer_detail(R())
+    "Device 'pump-8' is unknown."
+    """
+    try:
+        problem = r.json()
+    except Exception:  # no JSON (a proxy's page), or an answer that cannot say
+        problem = None
+    if isinstance(problem, dict):
+        said = problem.get("detail") or problem.get("title")
+        if isinstance(said, str) and said.strip():
+            return said.strip()[:500]
+    return str(getattr(r, "text", ""))[:200]
+
+
+def _learned(model: Any) -> bool:
+    """Whether a release's detector learned something: its state (pickled) is not its
+    fresh ``clone()``'s. One that cannot tell (a clone that does not pickle) counts as
+    learned.
+
+    >>> m = EWZScore()
+    >>> _learned(m), m.learn_one({"t": 1.0}), _learned(m)
+    (False, None, True)
+    """
+    try:
+        return pickle.dumps(model, protocol=4) != pickle.dumps(model.clone(), protocol=4)
+    except Exception:
+        return True
+
+
+def _trained_metrics(manifest: Manifest | None) -> frozenset[str] | None:
+    """The metrics a release says its model was trained on: the ``metric=NAME`` words of
+    its ``trained_on`` (``edgewise registry publish --trained-on``; comma-separated or
+    repeated); None when it names none.
+
+    >>> m = Manifest("ewz", "1", 1, "0" * 64, 1, "pickle", "device:d", 0, "k",
+    ...              metadata={"trained_on": "NAB metric=temp_c,flow; metric=rpm"})
+    >>> sorted(_trained_metrics(m))
+    ['flow', 'rpm', 'temp_c']
+    >>> _trained_metrics(None)
+    """
+    text = None if manifest is None else manifest.metadata.get("trained_on")
+    if not isinstance(text, str):
+        return None
+    names: set[str] = set()
+    for word in text.replace(";", " ").split():
+        if word.startswith("metric="):
+            names.update(n for n in word[len("metric="):].split(",") if n)
+    return frozenset(names) or None
 
 
 def _unlisted(msgs: Sequence[Mapping[str, Any]], problems: Sequence[Any], done: int,
