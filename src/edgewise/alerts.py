@@ -148,6 +148,9 @@ def _top(drivers: Mapping[str, float]) -> str:
     return min(drivers.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
 
+#: At most this many of a device's alerts are held extendable (its newest): a metric that
+#: stopped reporting would otherwise keep every later alert of the device held.
+MAX_HELD = 100
 #: A false-alarm bar is forgotten this many half-lives after its alert (1/16 of its rise
 #: is left then).
 FEEDBACK_HALF_LIVES = 4
@@ -308,7 +311,7 @@ class AlertManager:
         return out[0] if out else None
 
     def observe_many(
-        self, device_id: str, readings: Iterable[ScoredReading]
+        self, device_id: str, readings: Iterable[ScoredReading], floor_ns: int | None = None,
     ) -> list[Alert]:
         """Feed a batch of one device's scored ``(ts_ns, score, drivers)`` readings, in any
         order; return the alerts they raised or extended (one per run of readings less than
@@ -321,6 +324,14 @@ class AlertManager:
         first, widened over all of them; the others are marked merged into it in the store,
         see :meth:`~edgewise.store.base.Store.merge_alert`, and keep their id for lookup).
         Otherwise the run raises a new alert. Each alert is returned once.
+
+        ``floor_ns``: the oldest reading time of the device that may still be scored (the
+        pipeline passes its streams' oldest last-scored time less the late horizon). The
+        device's alerts ending up to ``merge_gap_s`` before it stay extendable, however new
+        the alerts of its other metrics are: a sensor that uploads in buffers, whose late
+        anomalous readings must still join its alert while another sensor alarms. ``None``:
+        measured from the newest alert the batch raised or extended, as if the device
+        had one stream.
         """
         by_ts: dict[int, tuple[float, dict[str, float]]] = {}
         for ts, score, drivers in readings:
@@ -352,7 +363,7 @@ class AlertManager:
         with self._lock:
             held = self._held.get(device_id)
             if held is None:  # first seen since start: take up its recent stored alerts
-                held = self._held[device_id] = self._seed(device_id, items[0][0])
+                held = self._held[device_id] = self._seed(device_id, items[0][0], floor_ns)
             quiet = self._quiet.setdefault(device_id, [])
             for run in runs:
                 lo, hi = run[0][0], run[-1][0]
@@ -395,8 +406,10 @@ class AlertManager:
                 held.append(cur)
                 out.append(cur)
                 new.append(cur.alert)
-            self._prune(held, out)
+            self._prune(held, out, floor_ns)
             cutoff = items[-1][0] - self.late_horizon_ns - gap
+            if floor_ns is not None:
+                cutoff = min(cutoff, int(floor_ns) - gap)
             quiet[:] = [q for q in quiet if q.end_ns >= cutoff]
             if not quiet:
                 del self._quiet[device_id]
@@ -436,17 +449,22 @@ class AlertManager:
         cur.written = time.monotonic()
         return cur
 
-    def _seed(self, device_id: str, first_ns: int) -> list[_Open]:
+    def _seed(self, device_id: str, first_ns: int, floor_ns: int | None = None
+              ) -> list[_Open]:
         """The device's live anomaly alerts in the store that a batch whose oldest reading
         is at ``first_ns`` may still extend (those ending at most ``late_horizon_s`` plus
-        ``merge_gap_s`` before it), held again: what a previous run held (only alerts
-        created before this manager started; one stored since by someone else is theirs).
+        ``merge_gap_s`` before it, or ``merge_gap_s`` before ``floor_ns``, the oldest
+        reading time the device may still have scored, where that is earlier), held again:
+        what a previous run held (only alerts created before this manager started; one
+        stored since by someone else is theirs).
 
         Each weighs in its drivers' means as the readings it had: as saved at a clean stop
         (:meth:`restore_held`, when the stored span is still the saved one), else (after a
         crash) as the reading times stored over its span, at least 1.
         """
         since = first_ns - self.late_horizon_ns - self.merge_gap_ns
+        if floor_ns is not None:
+            since = min(since, int(floor_ns) - self.merge_gap_ns)
         try:
             stored = self.store.list_alerts(device_id, None, "anomaly", since, 100)
         except Exception:  # a store that cannot list: the device's next alert is a new one
@@ -531,24 +549,37 @@ class AlertManager:
             a.labelled_by, a.note = stored.labelled_by, stored.note
         cur.written = time.monotonic()
 
-    def _prune(self, held: list[_Open], touched: list[_Open]) -> None:
+    def _prune(self, held: list[_Open], touched: list[_Open], floor_ns: int | None = None
+               ) -> None:
         """Let go of the device's alerts no late reading can reach any more (written first).
 
         The cutoff is measured from the newest end among the alerts this batch raised or
         extended (``touched``), never from the device's newest alert: one reading stamped
-        far ahead must not make every alert in time look too old to extend. The alerts
-        of ``touched`` are always kept.
+        far ahead must not make every alert in time look too old to extend. Where
+        ``floor_ns`` (the oldest reading time the device may still have scored, see
+        :meth:`observe_many`) is earlier, from that: the newest alert of one metric says
+        nothing of how late another metric's readings still come. The alerts of
+        ``touched`` are always kept, and at most :data:`MAX_HELD` alerts in all (the
+        newest: a metric that stopped reporting holds the floor back for good).
         """
         if not touched:
             return
         newest = max(h.alert.end_ns for h in touched)
         cutoff = newest - self.late_horizon_ns - self.merge_gap_ns
+        if floor_ns is not None:
+            cutoff = min(cutoff, int(floor_ns) - self.merge_gap_ns)
         keep: list[_Open] = []
         for h in held:
             if h.alert.end_ns >= cutoff or any(h is t for t in touched):
                 keep.append(h)
             else:
                 self._write(h)
+        if len(keep) > MAX_HELD:
+            keep.sort(key=lambda h: h.alert.end_ns)
+            drop = [h for h in keep[:len(keep) - MAX_HELD] if all(h is not t for t in touched)]
+            for h in drop:
+                self._write(h)
+            keep = [h for h in keep if all(h is not d for d in drop)]
         held[:] = keep
 
     def _write(self, cur: _Open) -> None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import bisect
 import functools
 import logging
+import math
 import pickle
 import queue
 import threading
@@ -76,6 +77,10 @@ __all__ = ["IngestResult", "Pipeline", "default_detector_factory", "default_mult
            "drop_device_state"]
 
 log = logging.getLogger(__name__)
+
+#: One-metric reading times (of several metrics) after which a device whose metrics never
+#: share a timestamp is logged once: its multivariate detector never runs.
+SINGLE_ROWS_WARN = 200
 
 #: A device's seq_gap alerts are read this many at a time when a gateway takes them up
 #: (:meth:`Pipeline._adopt_gaps`), page after page until all are read.
@@ -261,6 +266,12 @@ class Pipeline:
         self._detectors: dict[tuple[str, str], Detector] = {}
         self._mv: dict[str, Detector] = {}
         self._last_scored: dict[tuple[str, str], int] = {}
+        # (device, metric) -> (time, value) of its newest finite reading scored: a
+        # counter's increment is scored against it (see _detect)
+        self._counter_last: dict[tuple[str, str], tuple[int, float]] = {}
+        # device -> (metrics seen, [one-metric reading times]) while it has no multivariate
+        # detector; the count is -1 once logged (see _note_single_rows)
+        self._single_rows: dict[str, tuple[set[str], list[int]]] = {}
         self.state_path = state_path
         if state_path is not None and state_path.exists():
             self._load_state(state_path)
@@ -874,12 +885,26 @@ class Pipeline:
             if not (spike and getattr(det, "warming_up", False)
                     and not getattr(det, "two_valued_", False)):
                 det.learn_one(x)
+            counter = getattr(det, "is_counter", False)
+            prev = self._counter_last.get(key)
+            if math.isfinite(r.value) and (prev is None or r.ts_ns >= prev[0]):
+                self._counter_last[key] = (r.ts_ns, r.value)
             if self.fast_gate is not None:
-                # states and a counter's increments are not levels: their detector judges
-                level = not (getattr(det, "two_valued_", False)
-                             or getattr(det, "is_counter", False))
-                s = self.fast_gate.observe(key, r.ts_ns, r.value, s, level=level,
-                                           learn=not spike)
+                # states are not levels: their detector judges. A counter's increments
+                # are a level (a fast meter's increment noise passes its detector's novelty
+                # signals as a level's noise does): gated on a stream of their own
+                # (_counter_key), except a fall (running backwards, or a restart), which
+                # its detector judges as it is
+                level = not (getattr(det, "two_valued_", False) or counter)
+                if (counter and prev is not None and r.ts_ns > prev[0]
+                        and r.value >= prev[1]):
+                    s = self.fast_gate.observe(_counter_key(key), r.ts_ns, r.value - prev[1],
+                                               s, learn=not spike)
+                    self.fast_gate.observe(key, r.ts_ns, r.value, s, level=False,
+                                           learn=not spike)  # its interval
+                else:
+                    s = self.fast_gate.observe(key, r.ts_ns, r.value, s, level=level,
+                                               learn=not spike)
                 if level and self.fast_gate.is_fast(key):
                     eligible.setdefault((r.device_id, r.ts_ns), set()).add(r.metric)
                     if self.fast_gate.stuck_fired:  # a stuck run is not a level to explain
@@ -924,19 +949,54 @@ class Pipeline:
                         drivers[k] = max(drivers.get(k, 0.0), ms * share)
                 mv.learn_one(row)
                 score = max(score, ms)
+            elif self.multivariate_factory is not None and device not in self._mv:
+                self._note_single_rows(device, row)
             if (self.cross_gate is not None and (device, ts_ns) in eligible
                     and (device, ts_ns) not in spiked):
                 self.cross_gate.learn(device)
             if score >= thr:
                 anomalous.setdefault(device, []).append((ts_ns, score, drivers))
         for device, scored_readings in anomalous.items():
-            raised.extend(self.alerts.observe_many(device, scored_readings))
+            raised.extend(self.alerts.observe_many(device, scored_readings,
+                                                   floor_ns=self._scoring_floor(device)))
         self.alerts.flush()
         self.metrics.inc("edgewise_readings_scored_total", scored)
         if late:
             self.metrics.inc("edgewise_readings_late_unscored_total", late)
         self.metrics.inc("edgewise_detect_seconds_sum", time.perf_counter() - t0)
         return raised
+
+    def _note_single_rows(self, device_id: str, row: dict[str, float]) -> None:
+        """Count a one-metric reading time of a device with no multivariate detector; log
+        once (a warning) when :data:`SINGLE_ROWS_WARN` of them came from several metrics:
+        its metrics never share a timestamp, so the multivariate detector never runs."""
+        seen = self._single_rows.get(device_id)
+        if seen is None:
+            seen = self._single_rows[device_id] = (set(), [0])
+        if seen[1][0] < 0:  # logged already
+            return
+        seen[0].update(row)
+        seen[1][0] += 1
+        if seen[1][0] >= SINGLE_ROWS_WARN and len(seen[0]) > 1:
+            seen[1][0] = -1
+            seen[0].clear()
+            log.warning(
+                "device %r: %d reading times of its metrics %s each held one metric, none "
+                "two: its metrics are stamped separately, so its multivariate detector "
+                "(T²) does not run; only its per-metric detectors judge it (send a "
+                "device's metrics of one reading at one timestamp)", device_id,
+                SINGLE_ROWS_WARN, sorted(self.metric_cap.known(device_id))[:8])
+
+    def _scoring_floor(self, device_id: str) -> int | None:
+        """The oldest reading time of ``device_id`` that may still be scored: its streams'
+        oldest last-scored time less the late horizon (each stream's own rule, see
+        ``late_horizon_s``); ``None`` where none of its streams was scored yet. The alert
+        manager keeps the device's alerts near it extendable, so a sensor that uploads in
+        buffers joins its own alert while another sensor of the device alarms."""
+        last = self._last_scored
+        times = [t for m in self.metric_cap.known(device_id)
+                 if (t := last.get((device_id, m))) is not None]
+        return min(times) - self.late_horizon_ns if times else None
 
     def forget_device(self, device_id: str) -> int:
         """Drop everything the pipeline keeps about a device; return how many streams it had.
@@ -977,6 +1037,9 @@ class Pipeline:
                 del self._detectors[k]
             for k in [k for k in self._last_scored if k[0] == device_id]:
                 del self._last_scored[k]
+            for k in [k for k in self._counter_last if k[0] == device_id]:
+                del self._counter_last[k]
+            self._single_rows.pop(device_id, None)
             had_mv = self._mv.pop(device_id, None) is not None
             self._max_seq.pop(device_id, None)
             self._seqs_committed.pop(device_id, None)
@@ -1403,6 +1466,12 @@ class _Committed(list[Reading]):
 #: order, so a reading older than its stream's last one is not dropped for that alone
 #: (a reading the store did not store, a re-delivery or a conflict, is never scored).
 _SCORED_ANYWAY = frozenset({"out_of_order"})
+
+
+def _counter_key(key: tuple[str, str]) -> tuple[str, str]:
+    """The fast-stream gate's key for the increments of counter ``key`` (a name no metric
+    has: it holds a NUL), beside the counter's own (which keeps its reading interval)."""
+    return (key[0], key[1] + "\x00increments")
 
 
 def _merged(ranges: set[tuple[int, int]]) -> list[tuple[int, int]]:
