@@ -128,8 +128,9 @@ def _pages(env: Env, url: str) -> tuple[list[dict], int]:
         pages += 1
         link = r.headers.get("Link")
         url = link[1:link.index(">")] if link else ""
-        if link:
-            assert link.endswith('>; rel="next"') and url.startswith("/v1/labels?")
+        if link:  # relative to the request's URL: resolved against it
+            assert link.endswith('>; rel="next"') and url.startswith("labels?")
+            url = str(r.request.url.join(url))
     return found, pages
 
 

@@ -31,12 +31,17 @@ acknowledgement, all are answered with its ``acked_by``, and only it is audited
 (``alert.ack``).
 
 ``GET /v1/alerts`` lists newest first (by start, then creation, then id) and pages by keyset:
-when more alerts follow a page, the answer has a ``Link: </v1/alerts?...&cursor=...>;
-rel="next"`` header (relative to the API's address) whose URL keeps the request's filters
+when more alerts follow a page, the answer has a ``Link: <alerts?...&cursor=...>;
+rel="next"`` header, a reference relative to the request's URL (RFC 3986: ``/v1/alerts``
+resolves it to ``/v1/alerts?…``, and behind a proxy that adds a path prefix to
+``/prefix/v1/alerts?…``), whose URL keeps the request's filters
 and adds ``cursor``, an opaque token of the page's last alert; following it until no
 ``Link`` comes lists every matching alert once (an alert whose start a late reading moved
 earlier meanwhile may come again; none is skipped). The body stays a JSON array. A cursor
 that is not one the API gave is a 422 (``field`` ``cursor``, reason ``bad_cursor``).
+With ``explain=true`` a page is at most :data:`EXPLAIN_MAX_LIMIT` (100) alerts: each is
+explained in turn (a read of the history around it), so a larger ``limit`` is a 422
+(``field`` ``limit``, reason ``explain_limit``) rather than minutes of work per request.
 
 ``GET /v1/alerts/{id}`` (and ``GET /v1/alerts?explain=true``) adds ``explanation``: for an
 anomaly alert of a device with two or more metrics, the signed, exact contribution of each
@@ -377,11 +382,18 @@ def decode_cursor(cursor: str) -> tuple[int, int, str]:
     )
 
 
+#: The largest ``limit`` of ``GET /v1/alerts?explain=true``: each alert of the page is
+#: explained in turn (up to about 0.25 s each), so a page of 10,000 was ~40 min of CPU.
+EXPLAIN_MAX_LIMIT = 100
+
 _LINK_DOC = {200: {"description": "The alerts of this page, newest first.", "headers": {
     "Link": {"schema": {"type": "string"}, "description":
-             "'<URL>; rel=\"next\"' when more alerts follow: the URL (relative to the API's "
-             "address) of the next page, the same filters with a 'cursor'. Absent on the "
-             "last page."}}}}
+             "'<URL>; rel=\"next\"' when more alerts follow: the URL of the next page "
+             "('alerts?…&cursor=…', relative to the request's URL: resolve it against the "
+             "URL asked, so it holds behind a proxy's path prefix), the same filters with "
+             "a 'cursor'. Absent on the last page."}}},
+    422: {"description": "A bad filter or cursor, or with explain=true a limit over "
+                         f"{EXPLAIN_MAX_LIMIT} (field 'limit', reason 'explain_limit')."}}
 
 
 @router.get("/v1/alerts", summary="List alerts, newest first (viewer)", responses=_LINK_DOC)
@@ -398,19 +410,33 @@ async def list_alerts(
                           "(RFC 3339 or epoch seconds).")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many "
-                                "(a page; the Link header leads to the next).")] = 100,
+                                "(a page; the Link header leads to the next); at most "
+                                f"{EXPLAIN_MAX_LIMIT} with explain=true.")] = 100,
     cursor: Annotated[
         str | None, Query(description="Where the page starts: the cursor in the Link "
                           "rel=\"next\" header of the page before. Absent: the newest.")
     ] = None,
     explain: Annotated[bool, Query(description="Add each alert's signed sensor "
-                                   "contributions (reads the history around each alert).")] = False,
+                                   "contributions (reads the history around each alert; "
+                                   f"limit at most {EXPLAIN_MAX_LIMIT}).")] = False,
 ) -> list[dict[str, Any]]:
     """Live alerts, newest first, a page of at most ``limit``; when more follow, the
-    ``Link: <…&cursor=…>; rel="next"`` header names the next page (same filters). An empty
+    ``Link: <alerts?…&cursor=…>; rel="next"`` header names the next page (same filters),
+    relative to the request's URL. An empty
     filter (``device=``, ``status=``, ``kind=``, ``since=``, ``cursor=``) is no filter.
     A ``status`` or ``kind`` that is none of those allowed is a 422 (``bad_status``,
-    ``bad_kind``); a ``device`` no store could hold (a NUL character) matches nothing."""
+    ``bad_kind``); a ``device`` no store could hold (a NUL character) matches nothing.
+    With ``explain=true`` a ``limit`` over :data:`EXPLAIN_MAX_LIMIT` is a 422
+    (``explain_limit``)."""
+    if explain and limit > EXPLAIN_MAX_LIMIT:
+        raise Problem(
+            422, "Invalid query parameter",
+            f"Query parameter 'limit' must be 1 to {EXPLAIN_MAX_LIMIT} with explain=true "
+            f"(each alert is explained in turn). Got {limit} instead; page with the Link "
+            "header, or list without explain and ask GET /v1/alerts/{id} for one.",
+            field="limit", value=limit, allowed=f"1 to {EXPLAIN_MAX_LIMIT} with explain=true",
+            reason="explain_limit",
+        )
     # an empty device, status or kind is no filter, as an empty 'since' or 'cursor' is
     # (device= matched nothing: no device is named '')
     device, status, kind = device or None, status or None, kind or None
@@ -428,7 +454,9 @@ async def list_alerts(
     if len(alerts) > limit:
         alerts = alerts[:limit]
         url = request.url.include_query_params(cursor=encode_cursor(alerts[-1]))
-        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+        # relative to the request's URL (/v1/alerts): an absolute path lost the path
+        # prefix of a proxy in front, and page 2 was a 404 there
+        response.headers["Link"] = f'<alerts?{url.query}>; rel="next"'
     if not explain:
         return [alert_json(a) for a in alerts]
     return [{**alert_json(a), **await run_in_threadpool(explain_alert, store, a)} for a in alerts]

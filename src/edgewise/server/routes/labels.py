@@ -5,9 +5,9 @@
   now plus the allowed clock skew (``EDGEWISE_MAX_FUTURE_S``, as for telemetry): a label
   on time not yet recorded would apply to readings that arrive later.
 * ``GET /v1/labels`` (viewer): the current labels (``history=true``: every version), a
-  page of at most ``limit`` (default and most 10,000); when more follow, a ``Link: </v1/
-  labels?...&cursor=...>; rel="next"`` header names the next page, with the same filters
-  (as ``GET /v1/alerts`` pages). The body stays a JSON array.
+  page of at most ``limit`` (default and most 10,000); when more follow, a ``Link: <labels?...
+  &cursor=...>; rel="next"`` header (relative to the request's URL) names the next page,
+  with the same filters (as ``GET /v1/alerts`` pages). The body stays a JSON array.
 * A write that finds ``labels.sqlite`` held by another writer for longer than the busy
   timeout (an ``edgewise label import`` of many rows) is a 503 (reason ``labels_busy``)
   naming the file, with ``Retry-After``; nothing of the request was written.
@@ -333,9 +333,9 @@ def decode_cursor(cursor: str, history: bool) -> Any:
 
 _LINK_DOC = {200: {"description": "The labels of this page.", "headers": {
     "Link": {"schema": {"type": "string"}, "description":
-             "'<URL>; rel=\"next\"' when more labels follow: the URL (relative to the API's "
-             "address) of the next page, the same filters with a 'cursor'. Absent on the "
-             "last page."}}}}
+             "'<URL>; rel=\"next\"' when more labels follow: the URL of the next page "
+             "('labels?…&cursor=…', relative to the request's URL: resolve it against the "
+             "URL asked), the same filters with a 'cursor'. Absent on the last page."}}}}
 
 
 @router.get("/v1/labels", summary="List labels (viewer)", responses=_LINK_DOC)
@@ -371,7 +371,8 @@ def get_labels(
     if len(found) > limit:
         found = found[:limit]
         url = request.url.include_query_params(cursor=encode_cursor(found[-1], history))
-        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+        # relative to the request's URL (/v1/labels), so it holds behind a proxy's prefix
+        response.headers["Link"] = f'<labels?{url.query}>; rel="next"'
     return [_label_json(lab) for lab in found]
 
 

@@ -8,7 +8,8 @@ revoke --id`` takes) and the name it was stored under (the role when none was gi
 
 ``GET /v1/audit`` lists newest first and pages by id (keyset): ``before_id`` starts a page
 below an entry, and when older entries follow a page the answer has a ``Link:
-</v1/audit?limit=…&before_id=…>; rel="next"`` header, so every entry can be read however
+<audit?limit=…&before_id=…>; rel="next"`` header (relative to the request's URL), so
+every entry can be read however
 long the log, a page (``limit``, at most 10,000) at a time.
 """
 
@@ -72,8 +73,9 @@ _MAX_ID = 2**63 - 1
 
 _AUDIT_LINK_DOC = {200: {"description": "The entries of this page, newest first.", "headers": {
     "Link": {"schema": {"type": "string"}, "description":
-             "'<URL>; rel=\"next\"' when older entries follow: the URL (relative to the API's "
-             "address) of the next page, the same limit with 'before_id' the page's last id. "
+             "'<URL>; rel=\"next\"' when older entries follow: the URL of the next page "
+             "('audit?…&before_id=…', relative to the request's URL: resolve it against the "
+             "URL asked), the same limit with 'before_id' the page's last id. "
              "Absent on the last page."}}}}
 
 
@@ -92,7 +94,7 @@ def audit_log(
 ) -> list[dict[str, Any]]:
     """Audit entries, newest first, a page of at most ``limit``; each carries ``prev_hash``
     and ``hash``, its links in the audit hash chain. Pages go by id (keyset): when older
-    entries follow, the ``Link: </v1/audit?limit=…&before_id=…>; rel="next"`` header names
+    entries follow, the ``Link: <audit?limit=…&before_id=…>; rel="next"`` header names
     the next page; following it until no ``Link`` comes lists every entry once, however
     long the log (entries written meanwhile are on the first page, not later ones)."""
     # one more than the page: whether a next page exists, without a last empty one
@@ -100,7 +102,8 @@ def audit_log(
     if len(entries) > limit:
         entries = entries[:limit]
         url = request.url.include_query_params(before_id=entries[-1].id)
-        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+        # relative to the request's URL (/v1/audit), so it holds behind a proxy's prefix
+        response.headers["Link"] = f'<audit?{url.query}>; rel="next"'
     return [_entry(e) for e in entries]
 
 

@@ -100,7 +100,8 @@ async function api(path, options = {}) {
 }
 
 // The answer's body and `next`: the URL of its Link rel="next" header (the next page of a
-// paged list, relative to the API's address), or null on the last page.
+// paged list), resolved against the URL asked (the link is relative to it, not to this
+// page's address), or null on the last page.
 async function apiPage(path, options = {}) {
   const token = localStorage.getItem(TOKEN_KEY);
   const headers = { Accept: "application/json", ...(options.headers || {}) };
@@ -131,7 +132,7 @@ async function apiPage(path, options = {}) {
     throw new ApiError(resp.status, body);
   }
   const link = /<([^>]*)>\s*;\s*rel="?next"?/.exec(resp.headers.get("Link") || "");
-  return { body, next: link ? link[1] : null };
+  return { body, next: link ? new URL(link[1], resp.url).href : null };
 }
 
 function setMain(...children) {
