@@ -291,3 +291,19 @@ def test_a_store_password_is_never_printed(tmp_path: Path, command: str, url: st
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], done.stderr
     assert SECRET not in done.stderr + done.stdout and "ew:***@" in lines[0], lines[0]
+
+
+def test_out_in_a_fresh_data_dirs_models_folder_is_made(tmp_path: Path) -> None:
+    """Check ``--out <data dir>/models/rul-v1.ewm`` (the README's command, where the gateway
+    looks) makes the ``models`` folder of a data dir that has none yet: it was refused
+    ("the directory … does not exist"), while any other missing folder still is."""
+    data = tmp_path / "fresh"
+    data.mkdir()
+    done = edgewise("train", "rul", "--data", str(tmp_path / "none.csv"), "--out",
+                    str(data / "models" / "rul-v1.ewm"))
+    assert (data / "models").is_dir(), done.stderr
+    assert "does not exist; create it" not in done.stderr
+    done = edgewise("train", "rul", "--data", str(tmp_path / "none.csv"), "--out",
+                    str(data / "other" / "rul-v1.ewm"))
+    assert done.returncode == 2 and "does not exist; create it" in done.stderr
+    assert not (data / "other").exists()

@@ -481,6 +481,9 @@ def train_rul(
     from edgewise.errors import InvalidParameterError
     from edgewise.models.rul import RULModel
 
+    if out.parent.name == "models" and not out.parent.exists() and out.parent.parent.is_dir():
+        # <data dir>/models/rul-v1.ewm, where the gateway looks: a fresh data dir has none yet
+        out.parent.mkdir(mode=0o700)
     check_out(out, example="model.rul", inputs=[
         ("--data", data_input(data)), ("--failures", failures)])
     _check_train_options(unit_column, time_column, condition_columns, sensor_columns, models,
