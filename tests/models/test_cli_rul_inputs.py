@@ -67,12 +67,18 @@ def test_whole_number_ids_read_as_floats_print_as_ints(model: Path, tmp_path: Pa
     assert [line.split()[0] for line in done.stdout.splitlines()[1:]] == ["0", "1", "2"]
 
 
-def test_a_units_rows_given_twice_are_refused(model: Path, tmp_path: Path):
-    """Check a unit whose rows were appended twice is named with its duplicated cycle."""
+def test_a_units_rows_given_twice_are_skipped_naming_the_cycle(model: Path, tmp_path: Path):
+    """Check a unit whose rows were appended twice is skipped, named with its duplicated
+    cycle, while the other units are predicted (as README says of a repeated cycle)."""
     df = fleet(3, seed=4)
     pd.concat([df, df[df["unit"] == 1]]).to_csv(tmp_path / "n.csv", index=False)
-    one_line_error(edgewise("predict", "rul", "--model", str(model), "--data",
-                            str(tmp_path / "n.csv")), "unit 1 has cycle 0 more than once")
+    done = edgewise("predict", "rul", "--model", str(model), "--data",
+                    str(tmp_path / "n.csv"), "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert [p["unit"] for p in answer["predictions"]] == [0, 2]
+    assert [s["unit"] for s in answer["skipped"]] == [1]
+    assert "'cycle' 0 is given more than once" in answer["skipped"][0]["reason"]
 
 
 def test_a_unit_whose_sensor_has_no_value_is_skipped_with_why(model: Path, tmp_path: Path):

@@ -178,10 +178,12 @@ def _read_any(data: Path) -> tuple[Any, Any]:
         raise fail(f"--data: {exc}") from None
 
 
-def _check_units(df: Any, unit_column: str, time_column: str) -> Any:
+def _check_units(df: Any, unit_column: str, time_column: str,
+                 repeats: dict[Any, str] | None = None) -> Any:
     """Refuse an empty unit id or a unit's cycle given twice, naming the row; whole-number
     ids read as floats (``1.0``) come back as ints. Missing columns are left to the model,
-    which names them."""
+    which names them. With ``repeats`` (prediction) a unit giving a cycle twice is not
+    refused: it goes into ``repeats`` with why, and its rows are dropped."""
     import numpy as np
     import pandas as pd
 
@@ -195,18 +197,27 @@ def _check_units(df: Any, unit_column: str, time_column: str) -> Any:
                    "needs the unit it belongs to")
     if pd.api.types.is_float_dtype(units) and bool((units == units.round()).all()):
         df = df.assign(**{unit_column: units.astype(np.int64)})
-    if time_column in df.columns:
-        twice = df.duplicated([unit_column, time_column], keep=False)
-        if twice.any():
-            rows = np.flatnonzero(twice.to_numpy())
-            unit, cycle = df[unit_column].iloc[rows[0]], df[time_column].iloc[rows[0]]
-            same = rows[(df[unit_column].iloc[rows] == unit).to_numpy()
-                        & (df[time_column].iloc[rows] == cycle).to_numpy()]
-            plain = [v.item() if hasattr(v, "item") else v for v in (unit, cycle)]
-            raise fail(f"--data: unit {plain[0]!r} has {time_column} {plain[1]!r} more than "
-                       f"once (rows {same[0] + 1} and {same[1] + 1}); give each unit's rows "
-                       "once")
-    return df
+    if time_column not in df.columns:
+        return df
+    twice = df.duplicated([unit_column, time_column], keep=False).to_numpy()
+    if not twice.any():
+        return df
+    found: dict[Any, str] = {}
+    for r in np.flatnonzero(twice).tolist():
+        unit, cycle = (v.item() if hasattr(v, "item") else v
+                       for v in (df[unit_column].iloc[r], df[time_column].iloc[r]))
+        if unit in found:
+            continue
+        same = np.flatnonzero(twice & (df[unit_column] == unit).to_numpy()
+                              & (df[time_column] == cycle).to_numpy())
+        where = f"rows {same[0] + 1} and {same[1] + 1}"
+        if repeats is None:
+            raise fail(f"--data: unit {unit!r} has {time_column} {cycle!r} more than "
+                       f"once ({where}); give each unit's rows once")
+        found[unit] = (f"its {time_column!r} {cycle!r} is given more than once ({where}): "
+                       f"a step of 0; give each of its rows once")
+    repeats.update(found)
+    return df[~df[unit_column].isin(list(found))]
 
 
 def _names(value: str | None) -> list[str] | None:
@@ -615,8 +626,16 @@ def predict_rul(
     if url is None:
         if devices:
             raise fail(f"--devices applies to store data only; --data {data!r} is CSV")
+        repeated: dict[Any, str] = {}
         df = _check_units(_read(Path(data), rul.unit_column), rul.unit_column,
-                          rul.time_column)
+                          rul.time_column, repeated)
+        step = getattr(rul, "time_step_", None)
+        seen = f" (the model was trained on steps of {step:g})" if step is not None else ""
+        skipped += [{"unit": u, "reason": why.replace("a step of 0;", f"a step of 0{seen};")}
+                    for u, why in repeated.items()]
+        if df.empty:
+            raise fail(f"--data {_shown(data)!r}: no unit can be scored by this model; "
+                       + _skipped_text(skipped))
     else:
         df, skipped, steps = _store_current(url, devices, rul)
     key = "unit" if url is None else "device"
