@@ -33,12 +33,13 @@ and in the summary's ``left_out_devices``), so it is in no group and has no odd 
 
 Grouping: scikit-learn k-means (``method="kmeans"``, the default, picked by the benchmark
 in ``benchmarks/results/groups.md``), Ward agglomerative or a Gaussian mixture. With
-``n_groups=None`` the number of groups maximises the silhouette over 2 … ``max_groups``;
-a grouping whose centres are less than one unit apart does not count, and the fleet is
-one group when the best silhouette is no better than the one a single Gaussian cloud of
-the same covariance reaches (eight seeded draws, at the best number of groups): then
-nothing separates the fleet. A "group" of fewer than ``min_group_size`` devices is not
-kept; its devices are odd ones out, assigned to the nearest group; so ``n_groups`` may be
+``n_groups=None`` the number of groups (2 … ``max_groups``) is the one whose silhouette
+has the widest margin over the silhouette a single Gaussian cloud of the same covariance
+reaches at that number (eight seeded draws, clustered as the fleet is); a grouping whose
+centres are less than one unit apart does not count, and the fleet is one group when that
+margin is no wider than a draw's own best margin over the other draws: then nothing
+separates the fleet. A "group" of fewer than ``min_group_size`` devices is not kept; its
+devices are odd ones out, assigned to the nearest group; so ``n_groups`` may be
 at most the number of devices over ``min_group_size`` (more groups cannot all be kept),
 and no more groups are tried when choosing. Every random choice follows
 ``random_state`` and the devices are read in the order of their ids, so the same data
@@ -428,18 +429,27 @@ class BehaviourGroups:
             self.silhouette_, self.null_silhouette_ = {}, {}
             return 1
         self.silhouette_ = self._silhouettes(Z, ks, seed)
-        best = max(ks, key=lambda k: (self.silhouette_[k], -k))
-        if self.silhouette_[best] <= 0:
+        tried = [k for k in ks if self.silhouette_[k] > 0]
+        if not tried:
             self.null_silhouette_ = {}
             return 1
-        # the silhouettes one Gaussian cloud of the same covariance reaches
+        # the silhouettes one Gaussian cloud of the same covariance reaches, at every k
+        # tried and clustered as the fleet is: each k is judged against its own null (a
+        # cloud's silhouette falls with k, so the best silhouette alone picks k by the
+        # null it happens to face, and the verdict flipped between 1 and 7 groups)
         rng = np.random.default_rng(seed)
         cov = np.cov(Zf, rowvar=False).reshape(Z.shape[1], Z.shape[1])
-        nulls = [self._silhouettes(rng.multivariate_normal(Zf.mean(0), cov, n,
+        draws = [self._silhouettes(rng.multivariate_normal(Zf.mean(0), cov, n,
                                                            check_valid="ignore"),
-                                   [best], seed, n_init=3)[best] for _ in range(_NULL_DRAWS)]
-        self.null_silhouette_ = {best: max(nulls)}
-        return best if self.silhouette_[best] > max(self.null_silhouette_[best], 0.0) else 1
+                                   tried, seed) for _ in range(_NULL_DRAWS)]
+        self.null_silhouette_ = {k: max(d[k] for d in draws) for k in tried}
+        margin = {k: self.silhouette_[k] - max(self.null_silhouette_[k], 0.0) for k in tried}
+        best = max(tried, key=lambda k: (margin[k], -k))
+        # the best of several margins is chosen: a cloud's own best margin over the other
+        # draws (at any k) says how far chance alone reaches, and the fleet must go further
+        chance = max(max(d[k] - max(max(o[k] for o in draws if o is not d), 0.0)
+                         for k in tried) for d in draws)
+        return best if margin[best] > max(chance, 0.0) else 1
 
     # -- public API -----------------------------------------------------------------------
     def fit(self, X: Mapping[str, pd.DataFrame], y: None = None) -> BehaviourGroups:
