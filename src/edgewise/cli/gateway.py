@@ -114,7 +114,8 @@ def _settings(data_dir, mqtt, store, host, port, mqtt_port, tls_cert, tls_key, d
 
 def _preflight(settings) -> None:  # type: ignore[no-untyped-def]
     """Refuse, in one line before anything starts, what would otherwise end the start in a
-    traceback from uvicorn or amqtt: TLS files that are missing or no certificate and key,
+    traceback from uvicorn or amqtt: a ``--detector`` that is no one-metric level detector
+    (or cannot be built here), TLS files that are missing or no certificate and key,
     one port for both listeners, a port in use, a host that does not resolve, an audit
     syslog CA file that is no PEM CA certificate; and a ``--mqtt`` URL that is none (no
     ``mqtt://HOST``, a port out of range), before the data dir, store, keys and the first
@@ -127,6 +128,9 @@ def _preflight(settings) -> None:  # type: ignore[no-untyped-def]
 
     s = settings
     check_mqtt_option(s.mqtt)
+    from edgewise.gateway.pipeline import per_metric_factory
+
+    per_metric_factory(s.detector)  # an unknown or unbuildable --detector, before the ports
     if s.tls_cert:
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
