@@ -43,3 +43,20 @@ def test_http_delete_finds_a_device_whose_readings_expired(env: Env) -> None:
     assert resp.status_code == 200, resp.text
     assert env.store.list_alerts(device_id=env.device) == []
     assert not env.store.has_device_data(env.device)
+
+
+def test_http_add_of_an_id_deleted_beside_the_gateway_says_the_deletion_is_unfinished(
+        env: Env) -> None:
+    """Check an id revoked by 'edgewise device delete' beside the gateway (kept-data mark,
+    nothing stored) is refused naming the unfinished deletion, not data the store holds
+    (it said "the store still holds data" of a device that never sent), and that DELETE
+    finishes it."""
+    env.security.keep_data(env.device)
+    env.security.delete_device(env.device)  # what the CLI does beside a running gateway
+    admin = env.auth("admin")
+    body = problem(env.client.post("/v1/devices", json={"name": env.device}, headers=admin), 409)
+    assert body["reason"] == "has_data" and "deletion" in body["detail"]
+    assert "store still holds" not in body["detail"]
+    assert env.client.delete(f"/v1/devices/{env.device}", headers=admin).status_code == 200
+    made = env.client.post("/v1/devices", json={"name": env.device}, headers=admin)
+    assert made.status_code == 201, made.text

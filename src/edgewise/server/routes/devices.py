@@ -270,13 +270,19 @@ def add_device(
     """Register a device. The secret is in this answer only; only its hash is kept."""
     if security.has_device(body.name):
         raise _exists(body.name)
-    if store.has_device_data(body.name) or security.data_kept(body.name):
+    stored = store.has_device_data(body.name)
+    if stored or security.data_kept(body.name):
         # a new device under the id would be acked the old one's seq watermark, and
         # would forget messages that were never stored
+        held = ("the store still holds data of a device of that id (readings, seqs or "
+                "alerts)" if stored else
+                "a deletion of a device of that id is unfinished ('edgewise device delete' "
+                "beside this gateway revokes the credentials only; this gateway may still "
+                "hold its seq watermark, and its labels and models may be kept)")
         raise Problem(
             409, "Device has stored data", f"Device {body.name!r} is not registered, but "
-            f"the store still holds data of a device of that id (readings, seqs or alerts); "
-            f"delete it first with DELETE /v1/devices/{body.name}, or pick another name.",
+            f"{held}; delete it first with DELETE /v1/devices/{body.name}, or pick another "
+            "name.",
             field="name", value=body.name, allowed="a name without stored data",
             reason="has_data",
         )
