@@ -45,6 +45,10 @@ def test_demo_publishes_a_global_model(data_dir):
     assert meta["rounds"] == 2 and meta["privacy"]["unit"] == "record"
     assert 7.5 < meta["privacy"]["epsilon"] <= 8.0 and meta["privacy"]["noise_multiplier"] > 0
     assert meta["num_devices"] == 3 and meta["strategy"].startswith("trimmed")
+    # private like a gateway's data dir: the results hold the normaliser's statistics
+    shared = [p for p in (data_dir / "federated").rglob("*")
+              if p.is_file() and p.stat().st_mode & 0o044]
+    assert not shared, shared
 
 
 def test_demo_refuses_a_bad_rollout_target(data_dir):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from edgewise._private import restrict_umask
 from edgewise.cli._app import DataDir, Json, app, bench_app, fail
 
 if TYPE_CHECKING:
@@ -472,6 +473,7 @@ def demo(
     from edgewise.federated.deploy import LocalFleet
 
     _check_data_dir(data_dir)
+    restrict_umask()  # results (normaliser statistics), checkpoints, ledger: 0600
     _check_rollout(rollout_to)
     if clients < 1 or rounds < 1:
         raise fail(f"--clients and --rounds must be >= 1. Got {clients} and {rounds}.")
@@ -541,6 +543,7 @@ def server(
     from edgewise.federated.deploy import LocalFleet
 
     _check_data_dir(data_dir)
+    restrict_umask()  # results (normaliser statistics), checkpoints, ledger: 0600
     _check_rollout(rollout_to)
     # Every option with a known valid range is checked here, before anything starts.
     _check_at_least("--clients", clients, 1)
@@ -704,6 +707,7 @@ def client(
     from edgewise.federated.ledger import PrivacyBudgetError, PrivacyLedger
 
     _check_data_dir(data_dir)
+    restrict_umask()  # results (normaliser statistics), checkpoints, ledger: 0600
     _check_epsilon(max_epsilon, "--max-epsilon")
     _check_at_least("--num-partitions", num_partitions, 1)
     if not 0 <= partition_id < num_partitions:
