@@ -13,15 +13,20 @@ durations are ``500ms``, ``60s``, ``5m``, ``2h``, ``1d`` or plain seconds.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from edgewise.errors import PayloadError
 from edgewise.server.problems import Problem
 from edgewise.telemetry import parse_time_text
 
-__all__ = ["format_ns", "parse_duration", "parse_instant", "unknown_metric"]
+__all__ = ["bad_cursor", "cursor_key", "format_ns", "make_cursor", "parse_duration",
+           "parse_instant", "unknown_metric"]
 
 _INSTANT_ALLOWED = ("RFC 3339 with a UTC offset (e.g. '2024-01-31T12:00:00Z') or an epoch time "
                     "(s, ms, us or ns), from 1970 to 2262")
@@ -120,3 +125,43 @@ def unknown_metric(device_id: str, metric: str, metrics: list[str]) -> Problem:
                    f"Device {device_id!r} has no readings of metric {_shown(metric)!r}; its "
                    f"metrics: {shown}.", field="metric", value=_shown(metric),
                    allowed=f"one of the device's metrics ({shown})", reason="unknown_metric")
+
+
+_CURSOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,4096}$")
+
+
+def make_cursor(key: list[Any]) -> str:
+    """A paging cursor holding the listing ``key`` of the last item of a page: base64url
+    JSON without padding, opaque to clients (:func:`cursor_key` reads it back).
+
+    >>> make_cursor([10, 30, "a1"]), cursor_key(make_cursor([10, 30, "a1"]))
+    ('WzEwLDMwLCJhMSJd', [10, 30, 'a1'])
+    """
+    raw = json.dumps(key, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def cursor_key(cursor: str) -> Any:
+    """The JSON value in a cursor of :func:`make_cursor`, or ``None`` where ``cursor`` is
+    none (the caller checks its shape and answers :func:`bad_cursor`).
+
+    >>> cursor_key("not a cursor") is None, cursor_key("W10") # '[]'
+    (True, [])
+    """
+    if not _CURSOR_RE.match(cursor):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return json.loads(raw.decode("utf-8"))
+    except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
+def bad_cursor(cursor: str, allowed: str) -> Problem:
+    """The 422 for a ``cursor`` query parameter that is not what ``allowed`` says."""
+    shown = _shown(cursor)
+    return Problem(
+        422, "Invalid query parameter",
+        f"Query parameter 'cursor' must be {allowed}. Got {shown!r} instead.",
+        field="cursor", value=shown, allowed=allowed, reason="bad_cursor",
+    )

@@ -63,13 +63,9 @@ holding more, of a device at a high rate, is averaged per bucket to fit, which
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import math
-import re
 import threading
 from typing import Annotated, Any, Literal
 
@@ -80,7 +76,14 @@ from starlette.concurrency import run_in_threadpool
 from edgewise.alerts import KINDS
 from edgewise.server.deps import Operator, SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.problems import Problem, storable
-from edgewise.server.query import _shown, format_ns, parse_instant
+from edgewise.server.query import (
+    _shown,
+    bad_cursor,
+    cursor_key,
+    format_ns,
+    make_cursor,
+    parse_instant,
+)
 from edgewise.server.routes.labels import labels_writable
 from edgewise.store._batch import _text_problem
 
@@ -337,7 +340,6 @@ def _get_live(store: Any, alert_id: str) -> Any:
 #: What a ``cursor`` must be, as a problem says it.
 CURSOR_ALLOWED = ("the cursor of the Link rel=\"next\" header of an earlier GET /v1/alerts "
                   "answer, unchanged (or no cursor, for the first page)")
-_CURSOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,4096}$")
 _INT64 = range(-(2**63), 2**63)
 
 
@@ -350,8 +352,7 @@ def encode_cursor(alert: Any) -> str:
     >>> c, decode_cursor(c)
     ('WzEwLDMwLCJhMSJd', (10, 30, 'a1'))
     """
-    key = json.dumps([alert.start_ns, alert.created_ns, alert.id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(key.encode()).decode("ascii").rstrip("=")
+    return make_cursor([alert.start_ns, alert.created_ns, alert.id])
 
 
 def decode_cursor(cursor: str) -> tuple[int, int, str]:
@@ -363,23 +364,12 @@ def decode_cursor(cursor: str) -> tuple[int, int, str]:
     ...
     edgewise.server.problems.Problem: Query parameter 'cursor' must be the cursor of ...
     """
-    key: Any = None
-    if _CURSOR_RE.match(cursor):
-        try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            key = json.loads(raw.decode("utf-8"))
-        except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError):
-            key = None
+    key = cursor_key(cursor)
     if (isinstance(key, list) and len(key) == 3
             and all(type(x) is int and x in _INT64 for x in key[:2])
             and isinstance(key[2], str) and key[2]):
         return key[0], key[1], key[2]
-    shown = _shown(cursor)
-    raise Problem(
-        422, "Invalid query parameter",
-        f"Query parameter 'cursor' must be {CURSOR_ALLOWED}. Got {shown!r} instead.",
-        field="cursor", value=shown, allowed=CURSOR_ALLOWED, reason="bad_cursor",
-    )
+    raise bad_cursor(cursor, CURSOR_ALLOWED)
 
 
 #: The largest ``limit`` of ``GET /v1/alerts?explain=true``: each alert of the page is
