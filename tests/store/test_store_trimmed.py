@@ -58,8 +58,21 @@ def test_delete_before_records_each_trimmed_device_until_it_is_deleted(store_url
         assert store.trimmed_before("pump-b") == T0 + 7 * S
         store.append(_readings("pump-a", 2))  # the id added again: its history is whole
         assert store.trimmed_before("pump-a") is None
-        assert store.delete_device("pump-c") > 0  # its trim record was all it had left
+        # its trim record was all it had left: held (DELETE finds it), no stored row
+        assert store.has_device_data("pump-c") and store.delete_device("pump-c") == 0
         assert not store.has_device_data("pump-c")
+    finally:
+        store.close()
+
+
+def test_delete_device_counts_stored_rows_not_the_trim_record(store_url: str) -> None:
+    """Check ``delete_device`` answers the readings (and other rows) it deleted, not the
+    note of a retention cut: it said 4 for a device with 3 readings left."""
+    store = open_store(store_url)
+    try:
+        store.append(_readings("pump-d", 5))
+        assert store.delete_before(T0 + 2 * S, device_id="pump-d") == 4
+        assert store.delete_device("pump-d") == 6
     finally:
         store.close()
 

@@ -71,6 +71,7 @@ from edgewise.store._sql import (
     DEVICE_TABLES,
     EVENT_COUNTER,
     STORE_ID,
+    TRIMMED,
     SQLStoreMixin,
     _marks_to_move,
     acknowledge_alert_query,
@@ -890,7 +891,8 @@ class DuckDBStore(SQLStoreMixin):
                     row = con.execute(
                         f"DELETE FROM {table} WHERE device_id = ?", [device_id]
                     ).fetchone()
-                    total += int(row[0]) if row else 0
+                    if table != TRIMMED:  # a note of a retention cut, no stored row
+                        total += int(row[0]) if row else 0
                 if total:
                     self._mark_purge_pending(con)
                 con.execute("COMMIT")

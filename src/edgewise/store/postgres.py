@@ -1026,6 +1026,8 @@ class PostgresStore(SQLStoreMixin):
                   "SET value = (ew_meta.value::bigint + 1)::text"), [DELETIONS]),
             ],
         )[: len(DEVICE_TABLES)]  # the device_stats rows are not stored rows
+        # nor is the note of a retention cut
+        counts = [c for t, c in zip(DEVICE_TABLES, counts, strict=True) if t != TRIMMED]
         with self._wlock:
             self._seqs.forget(device_id)
             self._marks.pop(device_id, None)
