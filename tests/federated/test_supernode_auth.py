@@ -235,3 +235,29 @@ def test_client_auth_key_needs_tls_and_reaches_the_supernode(
     key.chmod(0o644)
     federate.client(**args)
     assert "can be read by other users (mode 0644)" in capsys.readouterr().err
+
+
+def test_a_fleet_whose_key_registration_fails_stops_its_superlink(
+        pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Check a failure inside ``start`` (here: registering the device keys) stops the
+    SuperLink already started before the error reaches the caller: ``with LocalFleet(...)``
+    never runs ``__exit__`` when ``__enter__`` raises, so the SuperLink outlived the error
+    and kept its port and database."""
+    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
+    monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")
+
+    def refuse(*_a: object, **_k: object) -> list[int]:
+        raise RuntimeError("the SuperLink refused the keys")
+
+    monkeypatch.setattr(deploy, "register_supernode_keys", refuse)
+    generate_supernode_key(tmp_path / "allowed", "dev0")
+    fleet = LocalFleet(1, workdir=tmp_path / "fl", tls=check_tls(pki.cert, pki.key, pki.ca),
+                       supernode_keys=load_supernode_keys(tmp_path / "allowed"),
+                       spawn_nodes=False)
+    try:
+        with pytest.raises(RuntimeError, match="refused the keys"), fleet:
+            pytest.fail("the fleet started although its keys did not register")
+        assert fleet.link is not None and fleet.link.poll() is not None  # stopped, not leaked
+        assert fleet.gate is None
+    finally:
+        fleet.stop()  # on the old code: not left running after the test

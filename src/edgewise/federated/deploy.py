@@ -824,8 +824,17 @@ class LocalFleet:
 
     def start(self) -> LocalFleet:
         """Start the SuperLink on loopback, then the gate on ``host:port``, wait until the
-        gate answers through to the SuperLink, then start the SuperNodes."""
+        gate answers through to the SuperLink, then start the SuperNodes. If any step fails,
+        whatever was started is stopped before the error propagates (a ``with`` block's
+        ``__exit__`` never runs when ``__enter__`` raises)."""
         check_port_free(self.host, self.port)
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> LocalFleet:
         (self.workdir / "superlink.db").unlink(missing_ok=True)  # a fresh link state each time
         self.link_port = free_port()
         link = f"127.0.0.1:{self.link_port}"
