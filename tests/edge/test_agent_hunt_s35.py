@@ -396,3 +396,28 @@ def test_a_401_says_the_gateways_detail(tmp_path, capsys):
         _say_undelivered(agent, watch, 1.0)
     err = capsys.readouterr().err
     assert "HTTP 401: Device 'pump-8' is unknown or the secret is wrong.)" in err
+
+
+def test_stopping_the_agent_ends_a_slow_model_download_at_once(tmp_path, key, monkeypatch):
+    """Check an agent asked to stop during a slow model download (8 chunks of 0.4 s) ends
+    its update thread within a chunk and installs nothing: the download went on to its end
+    (3.2 s) while the sender waited up to 10 s for the update thread, and then installed."""
+    gw = _Gateway(delay_s=0.4)
+    gw.offer(_release(key, 1, EWZScore(z0=4.0)))
+    agent = _agent(key, tmp_path / "a", update_interval_s=0.05)
+    monkeypatch.setattr(httpx, "Client", lambda **kw: gw.client)
+    sender = threading.Thread(target=agent.sender_loop, daemon=True)
+    sender.start()
+    deadline = time.monotonic() + 10.0
+    while gw.fetches == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gw.fetches == 1
+    time.sleep(0.5)  # a chunk or two in
+    t0 = time.monotonic()
+    agent.stop()
+    sender.join(15)
+    took = time.monotonic() - t0
+    assert not sender.is_alive()
+    assert not any(t.name == "edgewise-updates" for t in threading.enumerate())
+    assert took < 1.5, f"stop took {took:.2f} s: the download ran on"
+    assert agent.release != 1 and gw.fetches == 1

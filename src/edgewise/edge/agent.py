@@ -2066,7 +2066,7 @@ class Agent:
             return self._refuse(offered, "bad_model", f"Release {offered}'s model failed on "
                                 f"this device's readings before ({failed}); not fetched.")
         repair = offered == self.release and self._mends(head)
-        download = _Download(client, self.gateway, self._headers(), mb)
+        download = _Download(client, self.gateway, self._headers(), mb, stop=self._stop)
         try:
             if offered == self.release and not repair:
                 if self._current_logged != seen:  # said once per offer, not on every poll
@@ -2799,12 +2799,16 @@ class _Download:
     ``verify`` reads only once the manifest passed its checks, so the HTTP stream is opened
     on the first ``read``, after the (then verified) manifest's size and format are checked
     against what this agent takes; ``data`` is what was read, ``close`` ends the stream.
+    Once ``stop`` is set the next ``read`` ends the download (:class:`_FetchError`): an
+    agent asked to stop does not wait for the rest of a slow download (it is fetched again
+    at the next check).
     """
 
     def __init__(self, client: Any, gateway: str, headers: Mapping[str, str],
-                 manifest_bytes: bytes) -> None:
+                 manifest_bytes: bytes, stop: threading.Event | None = None) -> None:
         self.client, self.gateway, self.headers = client, gateway, dict(headers)
         self.manifest_bytes = manifest_bytes
+        self.stop = stop
         self.opened = False
         self._ctx: Any = None
         self._chunks: Iterator[bytes] | None = None
@@ -2836,6 +2840,9 @@ class _Download:
             self._open()
         assert self._chunks is not None
         while n < 0 or len(self._buf) < n:
+            if self.stop is not None and self.stop.is_set():
+                raise _FetchError("The agent was asked to stop during the model download; "
+                                  "it is downloaded again at the next update check.")
             chunk = next(self._chunks, b"")
             if not chunk:
                 break
