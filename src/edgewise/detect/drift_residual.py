@@ -49,7 +49,9 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, bound
     metric's spike bound (``|r_j| / bound_j`` is the unsmoothed ratio). The state arrays
     are updated in place; ``st[0]`` gets the new energy. ``drivers[i]`` (when it has a
     row per row of ``Z``) gets the metric with the largest share in :meth:`explain_one` before
-    row ``i`` is learned, -1 where no metric has a share or the row has no reading.
+    row ``i`` is learned (the first by index on a tie), -1 where no metric has a share or
+    the row has no reading of a trained metric. Such a row scores 0; it is learned (as
+    any row where ``advance``) or not exactly as before.
     """
     alpha, gate, jump, patience, smooth, cap = p[0], p[1], p[2], int(p[3]), p[4], p[5]
     per_metric = p[6] > 0
@@ -61,16 +63,18 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, bound
         # _step: residuals, smoothed squares, smoothed max square (or max per-metric ratio)
         top = 0.0
         spike = 0.0
+        read = False  # any reading of a trained metric
         for j in range(k):
             zj = Z[i, j]
+            read = read or not math.isnan(zj)
             rj = 0.0 if math.isnan(zj) else min(max((zj - base[j]) / sd[j], -_R_MAX), _R_MAX)
             r[j] = rj
             spike = max(spike, abs(rj) / bound[j])
             r2 = rj * rj
-            if per_metric:
-                ema_next[j] = ema[j] + smooth * (min(r2, cap * levels[j]) - ema[j])
-            else:
-                ema_next[j] = ema[j] + smooth * (r2 - ema[j])
+            # each metric's term capped as the energy caps it (what the drivers rank)
+            ema_next[j] = ema[j] + smooth * (min(r2, cap * (levels[j] if per_metric else level))
+                                             - ema[j])
+            if not per_metric:
                 top = max(top, r2)
         if per_metric:
             e = 0.0
@@ -78,18 +82,24 @@ def _replay(Z, advance, base, sd, ema, prev, locked, held, recent, levels, bound
                 e = ema_next[j] / levels[j] if j == 0 else max(e, ema_next[j] / levels[j])
         else:
             e = energy + smooth * (min(top, cap * level) - energy)
+        by_spike = spike > e / level  # the spike term sets the score
         if len(drivers) == len(out):  # explain_one's largest share, before learning
             best, best_v, total = -1, 0.0, 0.0
             for j in range(k):
-                v = ema_next[j] / levels[j] if per_metric else ema_next[j]
+                if by_spike:
+                    v = abs(r[j]) / bound[j]
+                else:
+                    v = ema_next[j] / levels[j] if per_metric else ema_next[j]
                 total += v
                 if v > best_v:
                     best, best_v = j, v
-            drivers[i] = best if advance[i] and math.isfinite(total) and total > 0.0 else -1
+            drivers[i] = best if read and math.isfinite(total) and total > 0.0 else -1
         # calibrate: u = 1 (the level, or a reading at its spike bound) is exactly
-        # DEFAULT_THRESHOLD
+        # DEFAULT_THRESHOLD; a row with no reading of a trained metric scores 0
         u = max(e / level, spike)
-        if not math.isfinite(u):
+        if not read:
+            out[i] = 0.0
+        elif not math.isfinite(u):
             out[i] = 1.0
         elif u <= 1.0:
             out[i] = DEFAULT_THRESHOLD * max(u, 0.0)
@@ -177,6 +187,8 @@ class DriftResidual(Detector):
        reading ``spike`` times farther out than any of the span's (``bound_j = spike *
        max(3, span max |r_j|)``) alarms at once, however short the fault; the smoothing
        alone needs several readings, so it could not see a one-reading fault of any size.
+       A reading of no trained metric (every one missing) scores 0; it is learned as
+       before (an empty reading not at all).
     5. **Drift tracking, not fault learning.** After the span, a metric's baseline moves
        towards the reading by ``alpha`` while ``|r_j| < gate``, and also beyond the gate
        while ``|r_j|`` got there gradually (each step grew it by less than ``jump``): slow
@@ -193,9 +205,13 @@ class DriftResidual(Detector):
     that is noisy or wanders within the span then needs a proportionally bigger change
     to alarm, and a quiet one alarms on a smaller change.
 
-    :meth:`explain_one` gives each metric's share of ``sum_j e_j`` (of ``sum_j e_j /
-    level_j`` per metric), where ``e_j`` is the same smoothing of ``r_j²`` alone: the
-    metric with the largest share drives the score.
+    :meth:`explain_one` ranks the metrics on the term that sets the score: each metric's
+    share of ``sum_j e_j`` (of ``sum_j e_j / level_j`` per metric), where ``e_j`` is the
+    same smoothing of ``r_j²`` alone, each term capped as the energy caps it (so one huge
+    glitch does not stay on top for hundreds of readings after its alarm ended); where
+    the spike term sets the score, each metric's share of ``sum_j |r_j| / bound_j``. The
+    metric with the largest share drives the score (``top_column`` in ``edgewise
+    detect``; the first by name on a tie).
 
     When to use: several metrics of one device with a known-normal start (``--train-rows``
     in ``edgewise detect``). When not: no normal span to learn from, or normal operation
@@ -353,9 +369,15 @@ class DriftResidual(Detector):
         top = min(float(r2.max()) if len(r2) else 0.0, self.cap * self.level_)
         return (
             r,
-            self.ema_ + self.smooth * (r2 - self.ema_),
+            # each metric's term capped as the energy caps it (what the drivers rank)
+            self.ema_ + self.smooth * (np.minimum(r2, self.cap * self.level_) - self.ema_),
             self.energy_ + self.smooth * (top - self.energy_),
         )
+
+    def _check_bound(self) -> None:
+        """Give a pickle from before the spike bound one of ``inf`` per metric (none)."""
+        if len(getattr(self, "bound_", ())) != len(self.base_):
+            self.bound_ = np.full(len(self.base_), math.inf)
 
     def _run(
         self, Z: np.ndarray, advance: np.ndarray, drivers: np.ndarray | None = None
@@ -371,8 +393,7 @@ class DriftResidual(Detector):
         out = np.empty(len(Z))
         if drivers is None:
             drivers = np.empty(0, dtype=np.int64)
-        if len(getattr(self, "bound_", ())) != len(self.base_):  # a pickle from before
-            self.bound_ = np.full(len(self.base_), math.inf)
+        self._check_bound()
         _replay(Z, advance, self.base_, self.sd_, self.ema_, self.prev_, self.locked_,
                 self.held_, self.recent_, self.levels_, self.bound_, st, p, out, drivers)
         self.energy_ = float(st[0])
@@ -429,11 +450,13 @@ class DriftResidual(Detector):
         else:
             self.level_ = self.margin * max(peak, 1e-12)
             self.energy_ = min(self.energy_, self.cap * self.level_)
+            self.ema_ = np.minimum(self.ema_, self.cap * self.level_)  # only explains
         self.buffer_ = []
 
     # -- API ---------------------------------------------------------------------------
     def score_one(self, x: Mapping[str, float]) -> float:
-        """Score one device reading in [0, 1] without learning it (0 during training)."""
+        """Score one device reading in [0, 1] without learning it (0 during training, and
+        for a reading of no trained metric)."""
         if not self.trained or not self.metrics_:
             return 0.0
         return float(self._run(self._vector(x)[None, :], np.zeros(1, dtype=bool))[0])
@@ -497,11 +520,21 @@ class DriftResidual(Detector):
         return out, top
 
     def explain_one(self, x: Mapping[str, float]) -> dict[str, float]:
-        """Share of each metric in the smoothed residual energy (sums to 1 when any)."""
+        """Share of each metric in the term that sets the score (sums to 1 when any; all 0
+        for a reading of no trained metric): of ``sum_j |r_j| / bound_j`` where the spike
+        term sets it, else of the capped smoothed squares ``sum_j e_j`` (``e_j / level_j``
+        per metric)."""
         if not self.trained or not self.metrics_:
             return {}
-        ema = self._step(self._vector(x))[1]
-        if self.levels == "per-metric":
+        z = self._vector(x)
+        if np.isnan(z).all():
+            return {k: 0.0 for k in self.metrics_}
+        self._check_bound()
+        r, ema, e = self._step(z)
+        ratio = np.abs(r) / self.bound_
+        if float(ratio.max()) > e / self.level_:  # the spike term sets the score
+            ema = ratio
+        elif self.levels == "per-metric":
             ema = ema / self.levels_
         total = float(ema.sum())
         if total <= 0.0 or not math.isfinite(total):
