@@ -20,19 +20,34 @@ from tests.conftest import wait_until
 T0 = time.time() - 3600
 
 
-def _retained(port: int, topic: str, wait_s: float = 1.0) -> list[bytes]:
-    """The retained message(s) a new subscriber to ``topic`` gets (none once cleared)."""
+def _retained(port: int, topic: str, timeout: float = 10.0) -> list[bytes]:
+    """The retained message(s) a new subscriber to ``topic`` gets (none once cleared).
+
+    Collected until a marker comes back: the spy subscribes to ``topic`` and a topic of its
+    own in one SUBSCRIBE and, once acknowledged, publishes the marker there. The broker
+    queues a subscription's retained messages while it handles the SUBSCRIBE, so they
+    reach the spy ahead of the marker published after it (a fixed wait of 1 s did the
+    same, slower)."""
     got: list[bytes] = []
-    subscribed = threading.Event()
+    subscribed, marked = threading.Event(), threading.Event()
+    marker = f"ewtest-spy/{uuid.uuid4().hex}"
+
+    def on_message(_c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
+        if m.topic == marker:
+            marked.set()
+        elif m.retain and not marked.is_set():
+            got.append(bytes(m.payload))
+
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"spy-{uuid.uuid4().hex[:8]}")
-    c.on_connect = lambda cl, *_: cl.subscribe(topic, qos=1)
+    c.on_connect = lambda cl, *_: cl.subscribe([(topic, 1), (marker, 1)])
     c.on_subscribe = lambda *_: subscribed.set()
-    c.on_message = lambda _c, _u, m: got.append(bytes(m.payload)) if m.retain else None
+    c.on_message = on_message
     c.connect("127.0.0.1", port)
     c.loop_start()
     try:
-        assert subscribed.wait(10), "no SUBACK from Mosquitto"
-        time.sleep(wait_s)  # retained messages follow the SUBACK at once
+        assert subscribed.wait(timeout), "no SUBACK from Mosquitto"
+        c.publish(marker, b"marker", qos=1)
+        assert marked.wait(timeout), "the spy's marker did not come back from Mosquitto"
     finally:
         c.disconnect()
         c.loop_stop()
@@ -107,7 +122,7 @@ def test_device_delete_command_clears_the_retained_ack(data_dir, mosquitto_port)
     c.publish(topic, json.dumps({"seq": 7}), qos=1, retain=True).wait_for_publish(5)
     c.disconnect()
     c.loop_stop()
-    assert _retained(mosquitto_port, topic, 0.5) == [b'{"seq": 7}']
+    assert _retained(mosquitto_port, topic) == [b'{"seq": 7}']
     load_commands()
     runner = CliRunner(mix_stderr=False)
     res = runner.invoke(app, ["device", "delete", "pump-9", "--data-dir", str(data_dir),
@@ -115,7 +130,7 @@ def test_device_delete_command_clears_the_retained_ack(data_dir, mosquitto_port)
                               "--json"])
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["retained_ack_cleared"] is True
-    assert _retained(mosquitto_port, topic, 0.5) == []
+    assert _retained(mosquitto_port, topic) == []
 
     sec = Security(data_dir)
     sec.add_device("pump-8")
