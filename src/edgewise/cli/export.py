@@ -306,10 +306,10 @@ def _cell_number(cell: str) -> float | None:
 
 def _csv_rows(path: Path, skip: int, pick: list[int] | None, where: str, below: str,
               header: list[str] | None) -> Any:
-    """The numbers of ``path`` below its first ``skip`` lines (blank lines and ``#`` comments
-    aside), the columns ``pick`` (all where None), as a float array; a one-line CLI error
-    naming the file's line and column of a cell that is not a number, is infinite, or of a
-    row whose width differs.
+    """The numbers of ``path`` below its first ``skip`` lines (blank lines and comment lines,
+    those starting with ``#``, aside), the columns ``pick`` (all where None), as a float
+    array; a one-line CLI error naming the file's line and column of a cell that is not a
+    number, is infinite, or of a row whose width differs.
 
     An empty cell and ``nan`` are a missing value (NaN), as the Python API takes them and as
     ``edgewise readings export`` writes a metric with no reading (``numpy.loadtxt`` refused
@@ -326,7 +326,9 @@ def _csv_rows(path: Path, skip: int, pick: list[int] | None, where: str, below: 
     first, n_cells = 0, 0  # the file line of the first row and its width
     with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
         for line_no, line in enumerate(fh, start=1):
-            text = line.split("#", 1)[0]  # a comment, as numpy.loadtxt reads them
+            # a comment is a whole line starting with '#' (as _header_row takes them); a '#'
+            # inside a cell ("Line #3") is the cell's text, not the start of a comment
+            text = "" if line.lstrip().startswith("#") else line
             if line_no <= skip or not text.strip():
                 continue
             cells = next(csv.reader([text]))
@@ -473,14 +475,12 @@ def export_cmd(
             typer.echo(f"int8: RMSE {ex.calibration_rmse:.4g} against the float model on the "
                        f"{len(calib)} calibration rows (its output std "
                        f"{ex.calibration_std:.4g})", err=True)
-    try:
-        paths = ex.save(out_dir)
-    except ExportError as exc:
-        raise fail(str(exc)) from None
-    except OSError as exc:
-        raise fail(f"--out {out!r} cannot be written ({exc.strerror or exc}); give a "
-                   "folder you can write to.") from None
-    host: list[Path] = []  # the ONNX host check (a C export's is among its files)
+    # every file is checked, then written as one set (``ex.save``): none of them is written
+    # where --out holds one that this command did not write, and a failed write (a folder
+    # where a file goes, a full disk) leaves the previous export whole
+    contents = _contents(ex)
+    planned = [out_dir / f for f in contents]
+    extra: dict[str, str] = {}  # the ONNX host check (a C export's is among its files)
     if isinstance(ex, CExport):
         det = ex.kind in ("detector", "mdetector")
         usage = (f"printf '1\\n2\\n1\\n50\\n' | ./{name}_test   # one score per reading" if det
@@ -506,9 +506,8 @@ def export_cmd(
                     '    print(float(np.ravel(y)[0]))')
         np_dtype = "float64" if ex.dtype == "float64" else "float32"  # int8 graphs take float32
         host_py = out_dir / f"{name}_host_test.py"
-        host.append(host_py)
-        host_py.write_text(_HOST_ONNX.format(
-            name=name, file=f"{name}.onnx", np_dtype=np_dtype, body=body))
+        extra[host_py.name] = _HOST_ONNX.format(
+            name=name, file=f"{name}.onnx", np_dtype=np_dtype, body=body)
         what = ("one 'T2 score' line per row" if ex.kind == "mdetector"
                 else "one output per row" if ex.kind != "detector" else "one score per value")
         readme = _README_ONNX.format(name=name, inputs=", ".join(ex.input_names),
@@ -521,44 +520,52 @@ def export_cmd(
                 "float32); start each stream from the detector's learned state, kept in the "
                 "graph's metadata as " + ", ".join(f"`{k}`" for k in EWZ_STATE_KEYS.values())
                 + f" ({host_py.name} does), and feed each call's `*_next` outputs to the next.\n")
-    inputs = _inputs_note(model, ex, paths)
+    inputs = _inputs_note(model, ex, planned, contents)
     if inputs:
         readme += "\n## Inputs\n\n" + inputs[0]
+    extra[f"{name}_README.md"] = readme  # per name: two exports share one --out
+    try:
+        paths = ex.save(out_dir, extra=extra)
+    except ExportError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(f"--out {out!r} cannot be written ({exc.strerror or exc}); give a "
+                   "folder you can write to.") from None
+    if inputs:
         typer.echo(f"note: {inputs[1]}", err=True)
-    readme_md = out_dir / f"{name}_README.md"  # per name: two exports share one --out
-    readme_md.write_text(readme)
-    for p in [*paths, *host, readme_md]:
+    for p in paths:
         typer.echo(str(p))
 
 
-#: a line of every <name>_README.md and <name>_host_test.py this command writes: one without
-#: it in --out is the user's, and is not overwritten
-_OURS = "Generated by `edgewise export`"
-_OURS_HOST = '"""Host check for the ONNX graph'
+def _contents(ex: Any) -> dict[str, str | bytes]:
+    """The files ``ex.save`` writes, name to content (a C export's sources; a graph and
+    its sidecar files), before any is written."""
+    if hasattr(ex, "files"):
+        return dict(ex.files)
+    return {f"{ex.name}.onnx": ex.model_bytes, **ex.sidecar}
 
 
 def _check_ours(out_dir: Path, format: str, name: str) -> None:
-    """A one-line CLI error where ``out_dir`` holds a ``<name>_README.md`` (or, for ONNX, a
-    ``<name>_host_test.py``) that this command did not write (``--out .`` overwrote a
-    project's own README.md); one from an earlier export of ``name`` is rewritten. The files
-    are per name, so exports of two names share one --out (both wrote README.md and
-    host_test.py, the second over the first's). A ``name`` that is not a plain file name is
-    refused by the export itself."""
+    """A one-line CLI error where ``out_dir`` holds a file this export of ``name`` writes
+    (``<name>.h``, ``<name>.c``, ``<name>_host_test.c`` or ``<name>.onnx``, and
+    ``<name>_README.md``, for ONNX ``<name>_host_test.py``) that ``edgewise export`` did not
+    write (``--out .`` overwrote a project's own README.md; a firmware's own model.h was
+    overwritten too); one from an earlier export of ``name`` is rewritten. Checked before the
+    model is loaded; ``ex.save`` checks every file of the export again (a RULModel's
+    ``<name>_inputs.json`` too) before writing any. The files are per name, so exports of two
+    names share one --out. A ``name`` that is not a plain file name is refused by the export
+    itself."""
+    from edgewise.edge.export_c import check_not_foreign
+    from edgewise.errors import ExportError
+
     if not name or Path(name).name != name or "\\" in name:
         return
-    files = {f"{name}_README.md": _OURS,
-             **({f"{name}_host_test.py": _OURS_HOST} if format == "onnx" else {})}
-    for fname, mark in files.items():
-        p = out_dir / fname
-        if not p.exists() and not p.is_symlink():
-            continue
-        try:
-            ours = p.is_file() and mark in p.read_text(errors="replace")[:2000]
-        except OSError:
-            ours = False
-        if not ours:
-            raise fail(f"--out {str(out_dir)!r} holds a {fname} that edgewise export did not "
-                       f"write; it is not overwritten. Export into another folder (--out DIR).")
+    files = ([f"{name}.h", f"{name}.c", f"{name}_host_test.c"] if format == "c"
+             else [f"{name}.onnx", f"{name}_host_test.py"])
+    try:
+        check_not_foreign(out_dir, [*files, f"{name}_README.md"])
+    except ExportError as exc:
+        raise fail(str(exc)) from None
 
 
 def _onnx_width(ex: Any) -> int | None:
@@ -587,7 +594,8 @@ def _numbers(width: int | None) -> str:
     return f"seq {width}"
 
 
-def _inputs_note(model: object, ex: Any, paths: list[Path]) -> tuple[str, str] | None:
+def _inputs_note(model: object, ex: Any, paths: list[Path],
+                 contents: dict[str, str | bytes]) -> tuple[str, str] | None:
     """For an export whose inputs are named (a RULModel's window features): the README's
     section on them and a one-line note saying what the exported function takes."""
     names = getattr(ex, "feature_names", None)
@@ -600,8 +608,8 @@ def _inputs_note(model: object, ex: Any, paths: list[Path]) -> tuple[str, str] |
     if type(model).__name__ == "RULModel":
         import json
 
-        spec_path = next((p for p in paths if p.name == f"{ex.name}_inputs.json"), None)
-        spec = json.loads(spec_path.read_text()) if spec_path else {}
+        text = contents.get(f"{ex.name}_inputs.json")
+        spec = json.loads(text) if text else {}
         out = spec.get("output", {})
         cap = "none" if out.get("cap") is None else f"{out['cap']:g}"
         what = (f"the {len(names)} window features RULModel computes from each unit's rows (its "

@@ -37,7 +37,7 @@ from edgewise.edge.compress import (
     check_trees,
     float32_thresholds,
 )
-from edgewise.edge.export_c import _F32_LIMIT
+from edgewise.edge.export_c import _F32_LIMIT, GENERATED_KEY, write_files
 from edgewise.errors import ExportError
 
 __all__ = ["EWZ_STATE_KEYS", "OnnxExport", "check_onnx_name", "export_ewzscore", "export_torch",
@@ -106,26 +106,27 @@ class OnnxExport:
         """Size of the serialised graph."""
         return len(self.model_bytes)
 
-    def save(self, out_dir: str | Path) -> list[Path]:
-        """Write ``<name>.onnx`` (and :attr:`sidecar`) into ``out_dir``; return the paths.
-        :class:`ExportError` for a name that is not a plain file name
-        (:func:`check_onnx_name`) or would land outside ``out_dir``."""
+    def save(self, out_dir: str | Path, extra: dict[str, str] | None = None) -> list[Path]:
+        """Write ``<name>.onnx``, :attr:`sidecar` (and ``extra`` files, name to text: the
+        CLI's README and host check) into ``out_dir`` as one set
+        (:func:`~edgewise.edge.export_c.write_files`); return the paths.
+        :class:`ExportError`, with nothing written, for a name that is not a plain file name
+        (:func:`check_onnx_name`) or would land outside ``out_dir``, or where ``out_dir``
+        holds one of these files that an export did not write."""
         check_onnx_name(self.name)
         d = Path(out_dir)
         p = d / f"{self.name}.onnx"
         if p.resolve().parent != d.resolve():
             raise ExportError(f"Graph file {str(p)!r} would be written outside --out "
                               f"{str(d)!r}; give a plain graph name.")
-        extra = [d / f for f in self.sidecar]
-        for q in extra:
+        files: dict[str, str | bytes] = {p.name: self.model_bytes, **self.sidecar,
+                                         **(extra or {})}
+        for f in files:
+            q = d / f
             if q.resolve().parent != d.resolve():
                 raise ExportError(f"File {str(q)!r} would be written outside --out {str(d)!r}; "
                                   "give a plain graph name.")
-        d.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(self.model_bytes)
-        for q in extra:
-            q.write_text(self.sidecar[q.name])
-        return [p, *extra]
+        return write_files(d, files)
 
     def session(self) -> Any:
         """The (cached) onnxruntime inference session, one thread."""
@@ -412,7 +413,40 @@ def export_torch(model: Any, n_features: int, name: str = "model",
     finally:
         for m, training in modes:
             m.training = training
-    return OnnxExport(name, "regressor", buf.getvalue(), ["X"])
+    ex = OnnxExport(name, "regressor", _marked(buf.getvalue()), ["X"])
+    _check_one_output(ex, type(model).__name__, shape)
+    return ex
+
+
+def _check_one_output(ex: OnnxExport, what: str, shape: tuple[int, ...]) -> None:
+    """:class:`ExportError` unless the graph ``ex`` gives one value per input row: one
+    output of shape ``(N,)`` or ``(N, 1)``, as :meth:`OnnxExport.predict`, the host test and
+    the int8 guard take it (a module with two outputs exported, then predict() failed with a
+    raw ValueError from reshape and the host test printed only the first)."""
+    x = np.zeros(shape, np.float32)
+    outs = ex.session().run(None, {ex.input_names[0]: x})
+    per_row = [tuple(int(d) for d in np.shape(o)[1:]) for o in outs]
+    if len(outs) == 1 and np.shape(outs[0])[:1] == (shape[0],) and int(np.prod(per_row[0])) == 1:
+        return
+    got = ", ".join(f"(N, {', '.join(str(d) for d in p)})" if p else "(N,)" for p in per_row)
+    raise ExportError(
+        f"Cannot export {what}: on an input of shape {shape} its graph gives "
+        f"{len(outs)} output{'s' * (len(outs) != 1)} of shape {got}; an export predicts one "
+        "value per row, one output of shape (N,) or (N, 1). Export one module per output "
+        "(e.g. a module whose forward returns net(x)[:, k:k + 1]).")
+
+
+def _marked(model_bytes: bytes) -> bytes:
+    """The graph with :data:`~edgewise.edge.export_c.GENERATED_KEY` in its metadata (a torch
+    or quantised graph's producer is not "edgewise"): :meth:`OnnxExport.save` rewrites only
+    a ``<name>.onnx`` that an export wrote."""
+    onnx = _onnx()
+    m = onnx.load_model_from_string(model_bytes)
+    if any(p.key == GENERATED_KEY for p in m.metadata_props):
+        return model_bytes
+    entry = m.metadata_props.add()
+    entry.key, entry.value = GENERATED_KEY, "edgewise export"
+    return m.SerializeToString()
 
 
 def quantize_int8(exported: OnnxExport, calibration: np.ndarray) -> OnnxExport:
@@ -469,7 +503,7 @@ def quantize_int8(exported: OnnxExport, calibration: np.ndarray) -> OnnxExport:
             quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QUInt8)
-        data = _non_finite_guard(dst.read_bytes(), exported.input_names[0])
+        data = _marked(_non_finite_guard(dst.read_bytes(), exported.input_names[0]))
     return OnnxExport(exported.name, exported.kind, data, exported.input_names, dtype="int8")
 
 

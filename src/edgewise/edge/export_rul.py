@@ -160,9 +160,17 @@ def rul_inputs(model: Any) -> dict[str, Any]:
 
 
 def _c_comment(text: str) -> str:
-    """``text`` safe inside a C comment (no ``*/``, no trigraph, ASCII)."""
-    return text.encode("ascii", "backslashreplace").decode().replace("*/", "*\\/").replace(
-        "??", "?\\?")
+    """``text`` safe inside a C comment: ASCII, no ``*/`` (it ended the comment), no ``/*``
+    (``-Werror=comment``, in the README's gcc flags, refused a sensor named ``line/*/temp``)
+    and no trigraph.
+
+    >>> print(_c_comment('"line/*/temp", "a*/b", "??="'))
+    "line/\\*\\/temp", "a*\\/b", "?\\?="
+    """
+    # "*/" first: the "\\" put before a "*" then never makes a new "*/" (that "*" is not
+    # followed by "/": every "*/" is gone), nor a new "/*"
+    return (text.encode("ascii", "backslashreplace").decode().replace("*/", "*\\/")
+            .replace("/*", "/\\*").replace("??", "?\\?"))
 
 
 def _header_note(name: str, spec: dict[str, Any]) -> str:
@@ -180,7 +188,8 @@ def _header_note(name: str, spec: dict[str, Any]) -> str:
     lines.append(f" * Output: y = {name}_predict(x), the gbm member's RUL; the model's point is")
     cap = "none" if out["cap"] is None else f"{out['cap']:g}"
     lines.append(f" * {out['point']} with weight = {out['weight']:.9g}, cap = {cap}."
-                 + "".join(f" Not exported: {m} (weight {w:.3g}; the point blends it in)."
+                 + "".join(f" Not exported: {_c_comment(str(m))} (weight {w:.3g}; the point "
+                           "blends it in)."
                            for m, w in out["not_exported"].items() if w > 0))
     return "\n".join(lines) + "\n */\n"
 
