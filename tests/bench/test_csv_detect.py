@@ -57,11 +57,13 @@ def test_train_rows_raise_threshold_only_when_training_scores_are_high():
 @pytest.mark.parametrize("detector", ["drift-residual", "per-metric-residual"])
 def test_train_rows_set_the_span_of_detectors_that_take_it(detector):
     """Check --train-rows reaches a detector whose class only changes defaults (**params):
-    with 200 rows its scores start at row 200, not at its default span's end (400)."""
+    with 200 rows its scores start at row 200, not at its default span's end (400); row
+    300, with no reading at all, scores 0."""
     res = detect_table(frame(), detector=detector, train_rows=200)
     scores = res.frame["anomaly_score"].to_numpy()
     assert not scores[:200].any()
-    assert (scores[200:400] > 0).all()
+    assert scores[300] == 0
+    assert (np.delete(scores[200:400], 100) > 0).all()
 
 
 def test_alarm_metrics_skip_training_rows_and_accept_text_labels():
