@@ -633,7 +633,7 @@ def check_csv_file(path: str | Path, name: str = "File") -> Path:
     if not p.is_file():
         raise QualityError(f"{where} is not a regular file, expected a CSV file.")
     head = _read_bytes(p, where, gz=False, limit=_SNIFF_BYTES)
-    if p.suffix == ".gz":
+    if _gzipped(p):
         if not head.startswith(b"\x1f\x8b"):
             raise QualityError(f"{where} is not gzip data, as its .gz suffix says; "
                                "expected gzipped CSV text.")
@@ -687,7 +687,7 @@ def read_text(path: str | Path, name: str = "File") -> str:
     'pump-1,Lager 80°C'
     """
     p = check_csv_file(path, name)
-    data = _read_bytes(p, f"{name} {str(p)!r}", gz=p.suffix == ".gz")
+    data = _without_bom(_read_bytes(p, f"{name} {str(p)!r}", gz=_gzipped(p)))
     for encoding in _ENCODINGS[:-1]:  # latin-1, the last, decodes anything: not a test
         try:
             return data.decode(encoding)
@@ -697,6 +697,26 @@ def read_text(path: str | Path, name: str = "File") -> str:
         f"{name} {str(p)!r} is not text (UTF-8/CP1252) CSV: byte 0x{data[err.start]:02x} at "
         f"offset {err.start} decodes in neither (binary data)."
     ) from None
+
+
+def _gzipped(p: Path) -> bool:
+    """Whether ``p`` is read as gzip: its name ends in ``.gz``, in any case (``X.CSV.GZ``).
+
+    >>> _gzipped(Path("d/PUMP.CSV.GZ")), _gzipped(Path("pump.csv"))
+    (True, False)
+    """
+    return p.suffix.lower() == ".gz"
+
+
+def _without_bom(data: bytes) -> bytes:
+    r"""``data`` without a leading UTF-8 byte-order mark: a file that falls back to
+    Windows-1252 (one byte further on is no UTF-8) would read the mark as ``ï»¿``, glued to
+    its first column's name.
+
+    >>> _without_bom(b"\xef\xbb\xbftime,temp\n"), _without_bom(b"time\n")
+    (b'time,temp\n', b'time\n')
+    """
+    return data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
 
 
 def _read_bytes(p: Path, where: str, *, gz: bool, limit: int = -1) -> bytes:
@@ -765,7 +785,7 @@ def _load(path: str | Path, name: str) -> tuple[bytes, str, str]:
     errors name the file; refused in one line when it is no CSV text or is empty."""
     p = check_csv_file(path, name)
     where = f"{name} {str(p)!r}"
-    data = _read_bytes(p, where, gz=p.suffix == ".gz")
+    data = _without_bom(_read_bytes(p, where, gz=_gzipped(p)))
     with io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", errors="replace") as f:
         head = f.readline()
         sample = list(itertools.islice(f, _SAMPLE_LINES))

@@ -47,6 +47,7 @@ from edgewise.tables import (
     not_a_metric,
     number_column,
     read_table,
+    read_tables,
     time_cells,
     time_ns,
 )
@@ -335,6 +336,13 @@ def detect_table(
                 "or choose --detector mahalanobis.")
         columns = [c for j, c in enumerate(columns) if j not in unseen]
         X = np.delete(X, unseen, axis=1)
+    if "max_metrics" in DETECTORS[detector].param_names():  # mahalanobis: track them all
+        most = _most_metrics(detector)
+        for c in columns[most:]:
+            left_out[c] = (f"(past the first {most} columns, the most {detector} tracks; "
+                           "--columns picks which it scores)")
+        columns, X = columns[:most], X[:, :most]
+        params["max_metrics"] = len(columns)
     n = len(X)
     scores = np.zeros(n)
     top = np.empty(n, dtype=object)
@@ -344,6 +352,7 @@ def detect_table(
     else:
         dets = [get_detector(detector, **params) for _ in columns]
     per_col = np.zeros((n, len(dets)))
+    first: list[int] = []  # mahalanobis: per column, the first row scored on it
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
         if len(dets) == 1 and multivariate:
@@ -363,14 +372,21 @@ def detect_table(
         top = np.array([columns[j] for j in best], dtype=object)
         top[np.isnan(X).all(axis=1) | (np.round(scores, 6) <= 0)] = ""
         warm = min(_warmup_rows(d, ~np.isnan(X[:, j]), per_col[:, j]) for j, d in enumerate(dets))
+    elif isinstance(dets[0], Mahalanobis):  # each metric warms up on its own readings
+        first = _first_scored(dets[0], X)
+        warm = _warmup_rows(dets[0], np.ones(n, dtype=bool), scores, min(first, default=n))
     else:
         warm = _warmup_rows(dets[0], ~np.isnan(X).all(axis=1), scores)
+    # the scores as written (6 decimals; + 0.0 makes -0.0, a score rounded from just under
+    # 0, 0.0): a row is flagged by the score the file shows, and a threshold raised from
+    # the training rows is one such score, so that the run line shows it as used
+    written = np.round(scores, 6) + 0.0
     if threshold is None:
         threshold = DEFAULT_THRESHOLD
         if train_rows > 0:
-            threshold = max(threshold, float(np.quantile(scores[:train_rows], 0.99)))
+            threshold = max(threshold, round(float(np.quantile(written[:train_rows], 0.99)), 6))
             threshold = min(threshold, 1.0)
-    flagged = scores >= threshold
+    flagged = written >= threshold
     flagged[:train_rows] = False
     counters = [] if multivariate else [
         columns[j] for j, d in enumerate(dets) if getattr(d, "is_counter", False)]
@@ -383,8 +399,11 @@ def detect_table(
                        left_out, label_column, truth, warm)
     if warm > train_rows:
         res.notes.append(_warmup_note(res, len(dets) > 1))
-    # + 0.0 makes -0.0 (a score rounded from just under 0) 0.0: never written as -0.0
-    res.frame = scored_rows(df, res, np.round(scores, 6) + 0.0, flagged, top)
+    if multivariate and isinstance(dets[0], Mahalanobis):
+        late = _late_note(dets[0], X, columns, first, max(warm, train_rows))
+        if late:
+            res.notes.append(late)
+    res.frame = scored_rows(df, res, written, flagged, top)
     return res
 
 
@@ -608,10 +627,12 @@ def _warmup_readings(det: Detector) -> int:
     return 0
 
 
-def _warmup_rows(det: Detector, read: np.ndarray, scores: np.ndarray) -> int:
+def _warmup_rows(det: Detector, read: np.ndarray, scores: np.ndarray,
+                 last: int | None = None) -> int:
     """The last row (from 1) of ``det``'s warm-up (:func:`_warmup_readings`) over rows that
-    hold a reading where ``read`` (a row without one is not learned), at most the row
-    before its first score above 0 (``scores``); 0 where it has no warm-up.
+    hold a reading where ``read`` (a row without one is not learned), or ``last`` where
+    given, at most the row before its first score above 0 (``scores``); 0 where it has no
+    warm-up.
 
     >>> _warmup_rows(Mahalanobis(warmup=2), np.array([True, False, True, True]), np.zeros(4))
     3
@@ -619,10 +640,67 @@ def _warmup_rows(det: Detector, read: np.ndarray, scores: np.ndarray) -> int:
     w = _warmup_readings(det)
     if w <= 0:
         return 0
-    rows = np.flatnonzero(read)
-    last = int(rows[w - 1]) + 1 if len(rows) >= w else len(read)
+    if last is None:
+        rows = np.flatnonzero(read)
+        last = int(rows[w - 1]) + 1 if len(rows) >= w else len(read)
     above = np.flatnonzero(scores[:last] > 0)
     return int(above[0]) if len(above) else last
+
+
+def _most_metrics(detector: str) -> int:
+    """The most metrics ``detector`` can be made to track (its ``max_metrics`` bound).
+
+    >>> _most_metrics("mahalanobis")
+    4096
+    """
+    bound = getattr(DETECTORS[detector], "_constraints", {}).get("max_metrics")
+    return int(getattr(bound, "high", None) or
+               inspect.signature(DETECTORS[detector]).parameters["max_metrics"].default)
+
+
+def _first_scored(det: Mahalanobis, X: np.ndarray) -> list[int]:
+    """Per column of ``X``, the row (from 0) of the first reading ``det`` scores it on: the
+    one after its ``warmup`` readings of that column (``len(X)`` where none). A row is scored
+    on the warm columns it holds, so the warm-up ends before the first of these.
+
+    >>> X = np.array([[1.0, np.nan], [np.nan, 2.0], [3.0, np.nan], [np.nan, 4.0], [5.0, 6.0]])
+    >>> _first_scored(Mahalanobis(warmup=2), X)
+    [4, 4]
+    >>> _first_scored(Mahalanobis(warmup=1), X)
+    [2, 3]
+    """
+    w = int(det.warmup)
+    first = []
+    for j in range(X.shape[1]):
+        rows = np.flatnonzero(np.isfinite(X[:, j]))
+        first.append(int(rows[w]) if len(rows) > w else len(X))
+    return first
+
+
+def _late_note(det: Mahalanobis, X: np.ndarray, columns: Sequence[str], first: list[int],
+               start: int) -> str:
+    """The note naming the columns that ``det`` does not yet score in rows past ``start``
+    (the warm-up, or the training rows) where they hold a reading: each is scored from its
+    row in ``first`` (:func:`_first_scored`) on, or in no row; ``""`` where none is.
+
+    >>> X = np.c_[np.arange(8.0) % 3, [np.nan] * 6 + [1.0, 2.0]]
+    >>> _late_note(Mahalanobis(warmup=3), X, ["a", "b"], [3, 8], 3)
+    "mahalanobis scores a column after 3 readings of it: column 'b' in no row (2 readings)"
+    """
+    n = len(X)
+    late = []
+    for j, c in enumerate(columns):
+        if first[j] > start and np.isfinite(X[start:first[j], j]).any():
+            if first[j] < n:
+                late.append(f"{c!r} from row {first[j] + 1} on")
+            else:
+                late.append(f"{c!r} in no row ({int(np.isfinite(X[:, j]).sum())} readings)")
+    if not late:
+        return ""
+    shown = ", ".join(late[:5]) + (f", and {len(late) - 5} more columns" if len(late) > 5
+                                   else "")
+    what = "column" if len(late) == 1 else "columns"
+    return f"mahalanobis scores a column after {int(det.warmup)} readings of it: {what} {shown}"
 
 
 def _warmup_note(res: DetectResult, per_column: bool) -> str:
@@ -744,13 +822,13 @@ def _bench_file(
     threshold: float | None, clock_column: str | None = None,
 ) -> dict[str, Any]:
     """One file of :func:`bench_folder`: its row of counts and rates."""
-    df = read_table(path)
+    df, cells = read_tables(path)  # as `edgewise detect` reads it: exact epoch times too
     if label_column not in df.columns:
         raise InvalidParameterError(
             f"--label-column {label_column!r} is not a column. Columns: {_listed(df)}."
         )
     res = detect_table(df, columns, time_column, label_column, detector, train_rows, threshold,
-                       clock_column=clock_column)
+                       clock_column=clock_column, cells=cells)
     m = alarm_metrics(res.frame["is_anomaly"].to_numpy(), df[label_column], train_rows)
     return {"file": name, "rows": len(df), "detector": res.detector, **m,
             "notes": res.notes + label_notes(df[label_column], train_rows, res.warmup,

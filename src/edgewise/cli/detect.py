@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgewise.cli._app import Inputs, NonBlankPath, app, fail, not_an_input
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Options shared with `edgewise bench csv`, which runs this command over a folder.
 TimeColumn = Annotated[
@@ -85,12 +88,15 @@ def split_columns(columns: str | None) -> list[str] | None:
 
 
 def scored_name(file: Path) -> Path:
-    """The default output beside ``file``: ``x.csv`` and ``x.csv.gz`` -> ``x_scored.csv``.
+    """The default output beside ``file``: ``x.csv`` and ``x.csv.gz`` (in any case:
+    ``X.CSV.GZ``) -> ``x_scored.csv``.
 
     >>> scored_name(Path("d/x.csv.gz")).as_posix(), scored_name(Path("x.csv")).as_posix()
     ('d/x_scored.csv', 'x_scored.csv')
+    >>> scored_name(Path("d/PUMP.CSV.GZ")).as_posix()
+    'd/PUMP_scored.csv'
     """
-    name = file.name[:-3] if file.name.endswith(".gz") else file.name
+    name = file.name[:-3] if file.name.lower().endswith(".gz") else file.name
     return file.with_name(f"{Path(name).stem}_scored.csv")
 
 
@@ -106,6 +112,68 @@ def check_out(target: Path, flag: str = "--out", example: str = "scored.csv",
     if not target.parent.is_dir():
         raise fail(f"{flag} {str(target)!r}: the directory {str(target.parent)!r} does not "
                    "exist; create it or give a path in an existing directory")
+
+
+def write_whole(table: pd.DataFrame, target: Path, header: list[str],
+                flag: str = "--out") -> None:
+    """Write ``table`` as CSV (compressed as its name says, as :meth:`pandas.DataFrame.to_csv`
+    infers it: ``.gz``) to ``target`` whole or not at all: into a hidden temporary file
+    beside it, renamed to ``target`` once written, as ``readings export --out`` does, so a
+    write that fails (a full disk, a file-size limit) leaves no half file and an earlier
+    ``target`` as it was; the temporary file is removed whatever goes wrong. A link is
+    followed (the file it names is replaced), and a ``target`` that is no regular file
+    (``/dev/null``, a FIFO) is written to directly. Refused in one line naming ``flag``.
+
+    >>> import pandas as pd, tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "s.csv"
+    >>> write_whole(pd.DataFrame({"a": [1]}), f, ["a"])
+    >>> f.read_text(), len(list(f.parent.iterdir()))
+    ('a\\n1\\n', 1)
+    """
+    import os
+    import tempfile
+
+    from pandas.io.common import infer_compression
+
+    from edgewise.cli.readings import _mode
+
+    def refuse(exc: OSError) -> typer.Exit:
+        kept = " (the file already there is left as it was)" if target.is_file() else ""
+        return fail(f"{flag} {str(target)!r} cannot be written: {exc.strerror or exc}{kept}")
+
+    kind = infer_compression(target.name, "infer")
+    how: dict[str, str] | None = None if kind is None else {"method": kind}
+    if kind in ("zip", "tar"):  # the member named as pandas names it from the path
+        how = {"method": kind, "archive_name": Path(target.name).stem}
+    if target.exists() and not target.is_file():  # /dev/null, a FIFO: written, not replaced
+        try:
+            table.to_csv(target, index=False, header=header, compression=how)
+        except OSError as exc:
+            raise refuse(exc) from None
+        return
+    real = target.resolve() if target.is_symlink() else target
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{real.name[:150]}.", suffix=".part",
+                                   dir=real.parent)
+    except OSError as exc:
+        raise refuse(exc) from None
+    done = False
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            os.fchmod(sink.fileno(), _mode(real))  # mkstemp made it 0600
+            table.to_csv(sink, index=False, header=header, compression=how)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, real)
+        done = True
+    except OSError as exc:
+        raise refuse(exc) from None
+    finally:
+        if not done:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 @app.command("detect")
@@ -180,14 +248,11 @@ def detect(
         )
     # every input column written back as its text, not as pandas re-prints the numbers
     written = scored_rows(cells, result)
-    try:
-        written.to_csv(target, index=False, header=header_as_written(written))
-    except OSError as exc:
-        raise fail(f"--out {str(target)!r} cannot be written: {exc.strerror or exc}") from None
+    write_whole(written, target, header_as_written(written))
     flagged = int(result.frame["is_anomaly"].sum())
     typer.echo(
         f"{n} rows, detector {result.detector} ({result.why}) on "
-        f"{', '.join(result.columns)}, threshold {result.threshold:.3f}: {flagged} flagged "
+        f"{', '.join(result.columns)}, threshold {result.threshold!r}: {flagged} flagged "
         f"-> {target}"
     )
     for col, why in result.left_out.items():
