@@ -19,7 +19,6 @@ import dataclasses
 import ipaddress
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -406,13 +405,24 @@ def userinfo_end(rest: str) -> int:
     return rest.rfind("@", 0, slash if slash >= 0 else len(rest))
 
 
+#: The libpq connection parameters that hold a secret (libpq's list of parameters marks
+#: them "*" for "password": ``password``, ``sslpassword`` (the passphrase of the client's
+#: TLS key) and, from PostgreSQL 18, ``oauth_client_secret``), as :func:`shown_url` masks
+#: them in a URL's query; lower case.
+SECRET_URL_PARAMS = frozenset({"password", "sslpassword", "oauth_client_secret"})
+
+
 def shown_url(url: str) -> str:
-    """``url`` safe to print: a password in it (``user:PASSWORD@host`` or
-    ``?password=…``) becomes ``***``, whatever it holds (a raw ``#``, ``?``, ``/``, ``@``).
-    Never raises, even on a malformed URL.
+    """``url`` safe to print: a password in it (``user:PASSWORD@host``) and the value of
+    every secret query parameter (:data:`SECRET_URL_PARAMS`: ``?password=…``,
+    ``&sslpassword=…``, their names percent-encoded too, ``%70assword``, as libpq decodes
+    them) become ``***``, whatever they hold (a raw ``#``, ``?``, ``/``, ``@``). Never
+    raises, even on a malformed URL.
 
     >>> shown_url("postgresql://ew:s3cret@db:5432/ew?schema=a&password=x")
     'postgresql://ew:***@db:5432/ew?schema=a&password=***'
+    >>> shown_url("postgresql://ew@db/ew?sslpassword=k3y&%70assword=x&schema=a")
+    'postgresql://ew@db/ew?sslpassword=***&%70assword=***&schema=a'
     >>> shown_url("postgresql://ew:s3cret@[::1/db")
     'postgresql://ew:***@[::1/db'
     >>> shown_url("postgresql://ew:Se#cr3t@db/ew?schema=a")
@@ -427,7 +437,30 @@ def shown_url(url: str) -> str:
         if colon:
             rest = f"{user}:***{rest[at:]}"
         url = f"{scheme}{sep}{rest}"
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
+    head, mark, query = url.partition("?")
+    if not mark:
+        return url
+    # each '&'-separated parameter to the end, a '#' in it too: the store passes what
+    # urlsplit takes for a fragment on to libpq, which takes it as part of the value
+    params = []
+    for param in query.split("&"):
+        name, eq, _ = param.partition("=")
+        if eq and _param_name(name) in SECRET_URL_PARAMS:
+            param = f"{name}=***"
+        params.append(param)
+    return f"{head}?{'&'.join(params)}"
+
+
+def _param_name(raw: str) -> str:
+    """A URL query parameter's name as libpq (and the store's ``parse_qsl``) takes it:
+    percent-decoded (``+`` as a space), lower case, stripped.
+
+    >>> _param_name("%70ass%77ord"), _param_name("SSLPassword ")
+    ('password', 'sslpassword')
+    """
+    from urllib.parse import unquote_plus
+
+    return unquote_plus(raw).strip().lower()
 
 
 def _check_webhook_url(url: str, allow_http: bool) -> str:

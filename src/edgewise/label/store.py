@@ -12,7 +12,7 @@ import labels while ``edgewise serve`` runs in another process.
   differs (an alert's span grows while it stays open), so only the newest verdict counts.
 * Every write is audit-logged through :meth:`edgewise.security.Security.audit` when the
   store is given a ``Security``: who labelled which window how, and of the note only its
-  length and a hash (:func:`note_digest`), since the log outlives a device's deletion.
+  length (:func:`note_digest`), since the log outlives a device's deletion.
 * :meth:`LabelStore.snapshot_id` names the current label set. A model records it, and
   :meth:`LabelStore.labels_at` gives back exactly the labels it was trained with.
 
@@ -38,7 +38,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,7 +179,7 @@ class LabelStore:
         Directory holding ``labels.sqlite``; created if missing.
     security
         When given, every write is recorded in its audit log (action ``label.add``; of
-        the note, its length and a hash: :func:`note_digest`).
+        the note, only its length: :func:`note_digest`).
     timeout_s
         How long a write waits for another writer of the file (another process: ``edgewise
         label import``) before it raises :class:`LabelsBusyError` naming the file.
@@ -255,6 +255,7 @@ class LabelStore:
         created_ns: int | None = None,
         source: str = "",
         supersedes: Iterable[str] = (),
+        check: Callable[[], None] | None = None,
     ) -> Label:
         """Label a window; relabelling the same window adds a new version. The same label
         and note again (a CSV imported twice) add none: the current label is returned as it
@@ -265,6 +266,12 @@ class LabelStore:
         an alert whose span grew replaces the earlier verdict instead of standing beside it.
         ``supersedes`` names more sources whose current labels of the device the new one
         replaces, in the same transaction (the alerts merged into the one labelled now).
+
+        ``check``, when given, is called holding the file's write lock, just before the
+        label is written: what must still be true when it is (the labels route: that the
+        device still exists, as a device's deletion deletes its labels under the same lock,
+        so a label checked, then written after the deletion, is not left for an id whose
+        data is gone). What it raises propagates, and nothing is written.
 
         Returns the stored :class:`Label`. Raises :class:`InvalidParameterError` for a bad
         device id, window or label value (nothing is written then).
@@ -277,7 +284,8 @@ class LabelStore:
         [(30, 'normal', 2)]
         """
         return self._write([(device_id, start_ns, end_ns, label, note, source)], who=who,
-                           created_ns=created_ns, supersedes=tuple(supersedes))[0]
+                           created_ns=created_ns, supersedes=tuple(supersedes),
+                           check=check)[0]
 
     def add_many(
         self,
@@ -309,11 +317,14 @@ class LabelStore:
         who: str,
         created_ns: int | None,
         supersedes: tuple[str, ...] = (),
+        check: Callable[[], None] | None = None,
     ) -> list[Label]:
         rows = list(rows)
         self._check_rows(rows, who)
         now = time.time_ns() if created_ns is None else created_ns
         with self._lock, self._write_locked() as cur:
+            if check is not None:  # raising, it rolls the (empty) transaction back
+                check()
             out, fresh = self._insert(cur, rows, who, now, supersedes)
         self._audit_added(who, fresh)
         return out
@@ -388,8 +399,7 @@ class LabelStore:
     def _audit_added(self, who: str, fresh: list[Label]) -> None:
         """Audit-log labels written (``label.add``). Not the note's text, which may name
         people and places and would outlive a ``device delete`` in the append-only log:
-        its length and the start of its SHA-256 (:func:`note_digest`), which tell whether
-        a note was changed."""
+        only its length (:func:`note_digest`)."""
         if self.security is None:
             return
         for lab in fresh:
@@ -892,17 +902,16 @@ class HeldLabels:
 
 def note_digest(note: str) -> dict[str, Any]:
     """What the audit log keeps of a label's note: its length in characters
-    (``note_chars``) and, for a note that is not empty, the first 16 hex digits of the
-    SHA-256 of its UTF-8 text (``note_sha256``), never the text: a note may name people
-    and places, and the append-only log outlives a device's deletion.
+    (``note_chars``), never the text nor a hash of it: a note may name people and places,
+    and the append-only log outlives a device's deletion. An unsalted hash (this kept the
+    first 16 hex digits of the note's SHA-256) gave a short note back to anyone trying a
+    word list of names and phrases of that length against it, after the device's labels
+    were deleted.
 
     >>> note_digest("seal leak"), note_digest("")
-    ({'note_chars': 9, 'note_sha256': 'd9b4db86fd2ee944'}, {'note_chars': 0})
+    ({'note_chars': 9}, {'note_chars': 0})
     """
-    if not note:
-        return {"note_chars": 0}
-    return {"note_chars": len(note),
-            "note_sha256": hashlib.sha256(note.encode("utf-8")).hexdigest()[:16]}
+    return {"note_chars": len(note)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import socket
 import sqlite3
 import ssl
@@ -93,6 +94,18 @@ _PAGE = 500
 #: the fields of a forwarded entry's JSON body
 _KEYS = ("log", "id", "ts_ns", "actor", "action", "target", "detail", "prev_hash", "hash")
 _HEX = frozenset("0123456789abcdef")
+#: the APP-NAME (syslog tag) :func:`format_message` sends entries under
+APP_NAME = "edgewise"
+#: what a collector writes before an entry's body, ending where the body starts: the
+#: traditional tag (``edgewise[PID]:``, as rsyslog's and syslog-ng's file formats and
+#: journald write it; the MSGID and ``-`` may follow it), or the RFC 5424 header from its
+#: version on (``<PRI>1 TIMESTAMP HOSTNAME edgewise PROCID MSGID -``, rsyslog's RFC 5424
+#: file format)
+_TAGGED = re.compile(
+    rf"(?:^|\s)(?:{APP_NAME}(?:\[[^\]\s]*\])?:(?: \S+ -)?"
+    rf"|(?:<\d{{1,3}}>)?1 \S+ \S+ {APP_NAME} \S+ \S+ -)\s*$")
+#: the end of a program's tag (``sshd[777]:`` then a space, or the header's end)
+_TAG_END = re.compile(r":(?:\s|$)")
 
 
 class _Counts(Protocol):
@@ -139,7 +152,7 @@ def format_message(entry: AuditEntry, log_id: str, *, hostname: str = "-",
                        "hash": entry.hash}, separators=(",", ":"), ensure_ascii=True,
                       default=str)
     header = (f"<{facility * 8 + _NOTICE}>1 {_timestamp(entry.ts_ns)} "
-              f"{_printusascii(hostname, 255)} edgewise {_printusascii(procid, 128)} "
+              f"{_printusascii(hostname, 255)} {APP_NAME} {_printusascii(procid, 128)} "
               f"{_printusascii(entry.action, 32)} -")
     return f"{header} {body}".encode("ascii")
 
@@ -160,12 +173,22 @@ _DECODER = json.JSONDecoder()
 def parse_forwarded(line: str) -> dict[str, Any] | None:
     """The forwarded audit entry in one line a collector wrote (an RFC 5424 line, the
     traditional ``Mon DD HH:MM:SS host edgewise[pid]: {…}`` one, or the message alone),
-    as the JSON body's object; ``None`` for a line that holds none (another program's, a
-    damaged one).
+    as the JSON body's object; ``None`` for a line that holds none (a damaged one, or
+    another program's: one whose tag, or RFC 5424 APP-NAME, is not ``edgewise``, as
+    :func:`format_message` sends, even when its message holds an entry's JSON: any local
+    user writes such a line with ``logger -t sshd``, and anyone reaching a udp://
+    collector sends one, which was taken for a forged entry of this log).
 
-    >>> parse_forwarded('Jan  1 00:00:00 gw edgewise[4]: {"log":"a","id":1,"ts_ns":0,'
-    ...     '"actor":"cli","action":"x","target":"","detail":{},"prev_hash":"","hash":""}')["id"]
+    >>> body = ('{"log":"a","id":1,"ts_ns":0,"actor":"cli","action":"x","target":"",'
+    ...         '"detail":{},"prev_hash":"","hash":""}')
+    >>> parse_forwarded(f"Jan  1 00:00:00 gw edgewise[4]: {body}")["id"]
     1
+    >>> parse_forwarded(f"<85>1 1970-01-01T00:00:00Z gw edgewise 4 x - {body}")["id"]
+    1
+    >>> parse_forwarded(f"Jan  1 00:00:00 gw sshd[777]: {body}") is None
+    True
+    >>> parse_forwarded(f"Jan  1 00:00:00 gw sshd[777]: edgewise[4]: {body}") is None
+    True
     >>> parse_forwarded("sshd[12]: Accepted publickey for root") is None
     True
     """
@@ -173,14 +196,33 @@ def parse_forwarded(line: str) -> dict[str, Any] | None:
     for _ in range(8):  # the body is the first object of a line Edgewise sent
         if start < 0:
             return None
-        try:
-            obj, _end = _DECODER.raw_decode(line, start)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict) and all(k in obj for k in _KEYS):
-            return obj
+        if _sent_by_edgewise(line[:start]):
+            try:
+                obj, _end = _DECODER.raw_decode(line, start)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict) and all(k in obj for k in _KEYS):
+                return obj
         start = line.find("{", start + 1)
     return None
+
+
+def _sent_by_edgewise(head: str) -> bool:
+    """Whether ``head``, what a line holds before a JSON body, says Edgewise sent the
+    body: nothing but space (a collector writing the message alone: the tag is not there
+    to check, the collector's filter chose the lines), or a header ending in the
+    ``edgewise`` tag (:data:`_TAGGED`) with no program's tag (``NAME[PID]: ``) before it, so that
+    another program's message holding ``edgewise[1]: {…}`` is still that program's.
+
+    >>> _sent_by_edgewise("Jan  1 00:00:00 gw-1 edgewise[42]: "), _sent_by_edgewise("  ")
+    (True, True)
+    >>> _sent_by_edgewise("Jan  1 00:00:00 gw-1 sshd[777]: ")
+    False
+    """
+    if not head.strip():
+        return True
+    tag = _TAGGED.search(head)
+    return tag is not None and _TAG_END.search(head, 0, tag.start()) is None
 
 
 def _is_hash(value: object) -> bool:

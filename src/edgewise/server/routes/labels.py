@@ -188,6 +188,27 @@ def _deleted(device_id: str, entry: DeviceDeletion) -> Problem:
     )
 
 
+def live_device(security: Any, store: Any, device_id: str) -> bool:
+    """Whether ``device_id`` is registered or the store holds data of it: what
+    :func:`~edgewise.server.routes.devices.known_device` asks, less a deletion's note that
+    the data was kept (:meth:`~edgewise.security.credentials.Security.data_kept`), which
+    stands until the deletion is done, after the labels went. Asked holding the label
+    file's write lock (``LabelStore.add(check=…)``): a deletion that deleted the device's
+    labels deleted its credentials and readings before, so this is False from then on.
+    The deletion takes that lock holding no lock this takes (the store's and the
+    credentials' locks are each released before), so neither waits on the other."""
+    return bool(security.has_device(device_id) or store.has_device_data(device_id))
+
+
+def _gone(security: Any, device_id: str) -> Problem:
+    """The 404 of a label on a device that is not (or no longer) known: reason
+    ``deleted_device`` when it was deleted with its data, else ``unknown_device``."""
+    from edgewise.server.routes.devices import not_found  # devices imports us
+
+    gone = deleted_devices(security, [device_id]).get(device_id)
+    return _deleted(device_id, gone) if gone is not None else not_found(device_id)
+
+
 @router.post("/v1/labels", status_code=201, summary="Label a window of a device (operator)")
 def post_label(body: LabelIn, who: Operator, request: Request, security: SecurityDep,
                store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
@@ -196,7 +217,9 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
     404 when the device is neither registered nor has data (a label kept for an unknown
     id would be inherited by a device registered later under it): reason
     ``deleted_device`` when it was deleted with its data (``deleted``: when; its readings
-    went with it), else ``unknown_device``. 422 when the window ends later than now plus
+    went with it), else ``unknown_device``; also when the device was deleted while this
+    request ran (checked again holding the label file's write lock, which the deletion
+    takes to delete its labels). 422 when the window ends later than now plus
     the allowed clock skew (``max_future_s``). 503 ``labels_busy`` (with ``Retry-After``)
     when another writer held the label file past the busy timeout: nothing was stored."""
     for name, text, ns in (("start", body.start, body.start_ns), ("end", body.end, body.end_ns)):
@@ -226,19 +249,26 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
     try:
         validate_device_id(body.device_id)
     except PayloadError:
-        pass  # a malformed id: the label store names it (422) below
+        checked = False  # a malformed id: the label store names it (422) below
     else:
-        from edgewise.server.routes.devices import known_device, not_found  # devices imports us
+        from edgewise.server.routes.devices import known_device  # devices imports us
 
+        checked = True
         if not known_device(security, store, body.device_id):
-            gone = deleted_devices(security, [body.device_id]).get(body.device_id)
-            if gone is not None:
-                raise _deleted(body.device_id, gone)
-            raise not_found(body.device_id)
+            raise _gone(security, body.device_id)
     try:
+        # checked again under the label file's write lock, which a device's deletion takes
+        # to delete its labels (after its credentials and readings, holding no other lock
+        # then): a deletion landing between the check above and the write deleted the
+        # device and its labels, then this label was written (201) and inherited by a
+        # device registered again under the id
+        def still_there() -> None:
+            if not live_device(security, store, body.device_id):
+                raise _gone(security, body.device_id)
+
         with labels_writable(request, security, settings) as labels:
             lab = labels.add(body.device_id, start, end, body.label, who=who.actor,
-                             note=body.note)
+                             note=body.note, check=still_there if checked else None)
     except ValueError as exc:
         # the store names the argument at fault (exc.field); the problem names its body field
         at_fault = exc.field if isinstance(exc, InvalidParameterError) else None
