@@ -4,6 +4,11 @@ A batch is what arrived while the previous batch was being committed (up to
 ``max_batch`` messages), so under light load each message commits at once and under
 heavy load commits grow larger and cheaper per message. The asyncio loop keeps
 receiving while a commit runs; acknowledgements go out after it returns.
+
+What waits for a commit can be bounded (``max_queued_bytes``, ``max_device_bytes``: the
+payload bytes queued, in all and per device): :meth:`put_wait` then waits for room, so a
+caller that awaits it before acknowledging a message (the embedded broker) stops reading
+its devices while the store is stalled, instead of holding their messages in memory.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from edgewise.transport.base import Handler, Message, Outcome
@@ -33,6 +39,12 @@ class Batcher:
         Coroutine called with ``(messages, exception)`` when the commit raised.
     max_batch
         Most messages per commit.
+    max_queued_bytes, max_device_bytes
+        The payload bytes that may wait for a commit, in all and per device (``None``: no
+        bound): :meth:`put_wait` waits while the queue (or the message's device's part of
+        it) holds that much or more, so one message over the bound still goes through
+        alone. Room is made as each batch is taken for its commit, so at most the bound,
+        one message and the batch being committed are held. :meth:`put` never waits.
 
     Examples
     --------
@@ -56,12 +68,27 @@ class Batcher:
         on_error: Callable[[list[Message], BaseException], Awaitable[None]] | None = None,
         *,
         max_batch: int = 4000,
+        max_queued_bytes: int | None = None,
+        max_device_bytes: int | None = None,
     ) -> None:
+        for name, value in (("max_queued_bytes", max_queued_bytes),
+                            ("max_device_bytes", max_device_bytes)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"The {name!r} parameter of Batcher must be an int in the "
+                                 f"range [1, inf) or None. Got {value!r} instead.")
         self.handler = handler
         self.on_done = on_done
         self.on_error = on_error
         self.max_batch = max_batch
+        self.max_queued_bytes = math.inf if max_queued_bytes is None else max_queued_bytes
+        self.max_device_bytes = math.inf if max_device_bytes is None else max_device_bytes
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
+        #: payload bytes queued, in all and per device (only devices with some queued)
+        self._bytes = 0
+        self._device_bytes: dict[str, int] = {}
+        self._room: asyncio.Condition | None = None  # made on the loop, at first need
+        self._closed = False
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="edgewise-commit")
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -72,12 +99,58 @@ class Batcher:
         self._task = asyncio.create_task(self._run())
 
     def put(self, message: Message) -> None:
-        """Queue a message (non-blocking; call from the loop)."""
+        """Queue a message (non-blocking, past any bound; call from the loop)."""
+        self._add(message)
+
+    async def put_wait(self, message: Message) -> bool:
+        """Queue a message once there is room for it (see ``max_queued_bytes``); call from
+        the loop. Returns ``False``, queuing nothing, when the batcher stops first (the
+        message is then neither committed nor to be acknowledged)."""
+        if not self._has_room(message.device_id):
+            if self._room is None:
+                self._room = asyncio.Condition()
+            async with self._room:
+                await self._room.wait_for(
+                    lambda: self._closed or self._has_room(message.device_id))
+        if self._closed:
+            return False
+        self._add(message)
+        return True
+
+    def _has_room(self, device_id: str) -> bool:
+        return (self._bytes < self.max_queued_bytes
+                and self._device_bytes.get(device_id, 0) < self.max_device_bytes)
+
+    def _add(self, message: Message) -> None:
+        size = len(message.payload)
+        self._bytes += size
+        self._device_bytes[message.device_id] = self._device_bytes.get(message.device_id,
+                                                                       0) + size
         self._queue.put_nowait(message)
+
+    def _taken(self, message: Message) -> None:
+        """``message`` left the queue for its commit: its bytes no longer count."""
+        size = len(message.payload)
+        self._bytes -= size
+        left = self._device_bytes.get(message.device_id, 0) - size
+        if left > 0:
+            self._device_bytes[message.device_id] = left
+        else:
+            self._device_bytes.pop(message.device_id, None)
+
+    async def _wake(self) -> None:
+        """Let the :meth:`put_wait` callers waiting for room look again."""
+        if self._room is not None:
+            async with self._room:
+                self._room.notify_all()
 
     def pending(self) -> int:
         """Messages waiting for a commit."""
         return self._queue.qsize()
+
+    def pending_bytes(self, device_id: str | None = None) -> int:
+        """Payload bytes waiting for a commit, in all or of ``device_id``."""
+        return self._bytes if device_id is None else self._device_bytes.get(device_id, 0)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -93,6 +166,9 @@ class Batcher:
                     stop = True
                     break
                 batch.append(m)
+            for m in batch:
+                self._taken(m)
+            await self._wake()
             done, outcomes = await self._commit(loop, batch)
             if not done:
                 continue
@@ -131,7 +207,10 @@ class Batcher:
         return first + second, out1 + out2
 
     async def stop(self) -> None:
-        """Commit what is queued, then stop."""
+        """Commit what is queued, then stop; a :meth:`put_wait` still waiting for room
+        returns ``False``."""
+        self._closed = True
+        await self._wake()
         if self._task is not None:
             self._queue.put_nowait(None)
             await self._task

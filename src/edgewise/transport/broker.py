@@ -41,8 +41,8 @@ Three things of amqtt's would step past those checks, so they are refused or kep
   retained either, see below); a retain flag is ignored.
 
 Telemetry does not fan out to other subscribers: the broker hands each message straight
-to the gateway's handler (a broker plugin, no second MQTT hop), and after the commit the
-gateway publishes the QoS 1 ack ``{"seq": w}`` on ``edgewise/<id>/ack``; a device that
+to the gateway's handler (from its message loop, no second MQTT hop), and after the commit
+the gateway publishes the QoS 1 ack ``{"seq": w}`` on ``edgewise/<id>/ack``; a device that
 subscribes to it gets its watermark from the store at once. Acks are not retained: amqtt
 sends every retained message of every subscribed topic to each client that connects,
 past the topic ACL, so one device was told the others' acks.
@@ -61,12 +61,13 @@ while its old connection is still open (half-open) gets that old connection clos
 its loop ended, before the session is handed over, so the live connection keeps its acks
 and is closed on revocation.
 
-Durability: amqtt sends PUBACK when the message is in memory, so PUBACK means nothing
-for durability; the application ack is sent only after the store has committed.
+Durability: the broker sends a QoS 1 PUBACK once the message is queued for the store (in
+memory; amqtt alone sent it as soon as the message was read), so PUBACK means nothing for
+durability; the application ack is sent only after the store has committed.
 
-Four bounds amqtt does not keep (amqtt 0.11 has no maximum packet size nor CONNECT
-timeout, no limit on connections that have not logged in, and keeps a persistent session
-for ever):
+Bounds amqtt does not keep (amqtt 0.11 has no maximum packet size nor CONNECT timeout, no
+limit on connections, logged in or not, nor on what waits for the store, and keeps a
+persistent session for ever):
 
 * **CONNECT time**: a new connection has ``connect_timeout_s`` (10 s) from its accept to
   send its whole CONNECT, its TLS handshake included on a TLS listener; one that has not
@@ -80,6 +81,14 @@ for ever):
   (``reason="pending_per_source"`` or ``"pending_total"``, logged at most once per 10 s).
   The gateway's HTTP server and the store share the process's file descriptors, so idle
   sockets could otherwise starve them (and every device's reconnect) until each timed out.
+* **connections logged in**: one device may hold at most ``max_connections_per_device``
+  (``EDGEWISE_MQTT_MAX_CONNECTIONS_PER_DEVICE``, 8) open at once; its next CONNECT is
+  answered CONNACK 3 (server unavailable; paho: "Server unavailable") and closed
+  (``reason="per_device"``, logged with the device and the cap at most every 10 s per
+  device). A CONNECT reusing the client id of one of them counts one more, as it closes
+  that one when it takes its session over. Else one device's secret was enough to open
+  connections until the process had no file descriptor left (1,005 at ``ulimit -n 1024``),
+  locking out every other device and the HTTP API.
 
 * **packet size**: amqtt reads each packet whole into memory, whatever its fixed header
   announces (MQTT allows 256 MB), before anything can look at it. The broker reads the
@@ -89,6 +98,19 @@ for ever):
   ``EDGEWISE_MAX_PAYLOAD_BYTES`` (4 MiB for 256 KiB), because the gateway still reads a
   telemetry message that large for its seqs, to dead-letter and acknowledge it (see
   ``edgewise.gateway.pipeline``), plus the largest PUBLISH header (a 65,535-byte topic).
+  Every other packet (CONNECT, SUBSCRIBE, UNSUBSCRIBE, ...) may announce at most
+  :attr:`EmbeddedBroker.max_control_packet_bytes` (:data:`MAX_CONTROL_PACKET_BYTES`,
+  64 KiB), the same way: amqtt decodes every topic filter of a SUBSCRIBE before anything
+  checks one, and a 4 MB one (a million filters) held the loop, and every device's acks,
+  for seconds.
+* **what waits for the store**: the telemetry queued for the commit holds at most
+  ``max_queued_bytes`` of payload (``EDGEWISE_MQTT_MAX_QUEUED_BYTES``, 64 MiB), a quarter
+  of it per device. Past that a message waits for room before it is queued and
+  acknowledged (PUBACK), and its connection reads no further PUBLISH while it holds
+  :data:`CONNECTION_BACKLOG_BYTES` (256 KiB) received but not queued, so a stalled store
+  holds the devices back through TCP rather than in the gateway's memory (amqtt
+  acknowledged and held every message: 25,000 after 20 s of a stall, and growing). A QoS 2
+  PUBLISH waiting for its PUBREL is held by amqtt as before.
 * **client ids**: each device keeps at most ``client_ids_per_device`` (16) client ids:
   when it uses one more, its least recently used one with no open connection is released,
   with its offline persistent session (``edgewise_mqtt_client_ids_released_total``), so
@@ -125,26 +147,28 @@ from amqtt.adapters import (
 from amqtt.broker import Broker
 from amqtt.contexts import Action, ListenerConfig, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
-from amqtt.mqtt.packet import MQTTFixedHeader, MQTTPacket
+from amqtt.mqtt.connack import NOT_AUTHORIZED, SERVER_UNAVAILABLE, ConnackPacket
+from amqtt.mqtt.packet import PUBLISH, MQTTFixedHeader, MQTTPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.protocol.handler import ProtocolHandler
+from amqtt.mqtt.puback import PubackPacket
 from amqtt.mqtt.pubcomp import PubcompPacket
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
-from amqtt.session import Session
+from amqtt.session import INCOMING, ApplicationMessage, IncomingApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from edgewise.config import Settings
-from edgewise.errors import AuthError, StoreError, ThrottledError
+from edgewise.errors import AuthError, ConfigError, StoreError, ThrottledError
 from edgewise.security.credentials import source_key
 from edgewise.telemetry import SEQ_SCAN_FACTOR, payload_seqs
 from edgewise.transport.base import Handler, Message, Outcome, topic
 from edgewise.transport.batcher import Batcher
 
-__all__ = ["CONNECT_TIMEOUT_S", "INTERNAL_USER", "MAX_PENDING_PER_SOURCE", "EmbeddedBroker",
-           "default_max_pending", "max_packet_bytes"]
+__all__ = ["CONNECT_TIMEOUT_S", "INTERNAL_USER", "MAX_CONNECTIONS_PER_DEVICE",
+           "MAX_CONTROL_PACKET_BYTES", "MAX_PENDING_PER_SOURCE", "MAX_QUEUED_BYTES",
+           "EmbeddedBroker", "default_max_pending", "max_packet_bytes"]
 
 #: MQTT user of the gateway's own subscriber in ``consumer="subscriber"`` mode; it cannot
 #: be a device id (those start with a letter or digit).
@@ -201,6 +225,11 @@ def _quiet_amqtt(loop: asyncio.AbstractEventLoop) -> None:
 #: connection authenticated with (``None``: not tracked, e.g. the internal subscriber).
 _VERDICT = "_edgewise_authenticated"
 _TAG = "_edgewise_credential"
+#: set while a CONNECT is authenticated: its connection (the :class:`_PacketLimit` reader,
+#: which holds its place among its device's logged-in connections), and the CONNACK return
+#: code of a refusal other than "not authorized"
+_CONN = "_edgewise_connection"
+_REFUSAL = "_edgewise_refusal"
 #: ``EmbeddedBroker._current`` value of a device whose credentials were revoked.
 _REVOKED = b""
 
@@ -213,8 +242,41 @@ CONNECT_TIMEOUT_S = 10.0
 #: Connections from one source (an IPv6 address counted by its /64) that may be open at once
 #: without having finished their CONNECT (``EmbeddedBroker.max_pending_per_source``)
 MAX_PENDING_PER_SOURCE = 128
+#: Logged-in connections one device may hold open at once
+#: (``EmbeddedBroker.max_connections_per_device``,
+#: ``EDGEWISE_MQTT_MAX_CONNECTIONS_PER_DEVICE``)
+MAX_CONNECTIONS_PER_DEVICE = 8
+#: The largest remaining length of a packet other than PUBLISH (CONNECT, SUBSCRIBE,
+#: UNSUBSCRIBE, ...; ``EmbeddedBroker.max_control_packet_bytes``): 16,000 one-character
+#: topic filters, where amqtt decodes every filter of a SUBSCRIBE before anything checks one
+MAX_CONTROL_PACKET_BYTES = 64 * 1024
+#: Telemetry payload bytes that may wait for the store at once
+#: (``EmbeddedBroker.max_queued_bytes``, ``EDGEWISE_MQTT_MAX_QUEUED_BYTES``); one device's
+#: part of it is a quarter of it
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+#: Bytes of a connection's received messages not yet queued for the store past which the
+#: broker reads no further PUBLISH from it (TCP holds the device back)
+CONNECTION_BACKLOG_BYTES = 256 * 1024
 #: names of the packets whose size matters, for the log
 _PACKET_NAMES = {1: "CONNECT", 3: "PUBLISH", 8: "SUBSCRIBE", 10: "UNSUBSCRIBE"}
+
+
+def _env_limit(name: str, default: int) -> int:
+    """The whole number in environment variable ``name`` (unset, empty or 0: ``default``),
+    as the embedded broker's limits without a CLI flag are read.
+
+    >>> _env_limit("EDGEWISE_TEST_UNSET_LIMIT", 8)
+    8
+    """
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else 0
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"Setting {name} has value {raw!r}. Use a whole number of 1 or "
+                          f"more (0 or unset: the default, {default}).")
+    return value or default
 
 
 def max_packet_bytes(max_payload_bytes: int) -> int:
@@ -367,9 +429,10 @@ class _PacketLimit(ReaderAdapter):
     body into memory (a PUBLISH payload in one ``read(n)``, ``n`` being what the header
     announced, up to 256 MB), and only then can a plugin look at it. Every packet's fixed
     header is read by :meth:`MQTTFixedHeader.from_stream`, which :func:`_install_packet_limit`
-    wraps: when the reader is one of these, a remaining length over ``limit`` refuses the
-    connection there, before one byte of the body is read. Should amqtt read a body some
-    other way, a single read of more than ``limit`` bytes is refused here too.
+    wraps: when the reader is one of these, a remaining length over ``limit`` (a PUBLISH) or
+    ``control_limit`` (any other packet) refuses the connection there, before one byte of
+    the body is read. Should amqtt read a body some other way, a single read of more than
+    the larger of the two is refused here too.
 
     Refusing drops the connection at once (the socket is aborted: no drain, no wait for a
     client that does not read) and makes every later read answer "no data", which ends
@@ -377,15 +440,22 @@ class _PacketLimit(ReaderAdapter):
     """
 
     def __init__(self, inner: ReaderAdapter, writer: WriterAdapter, limit: int,
-                 owner: EmbeddedBroker, place: _Pending | None = None) -> None:
+                 owner: EmbeddedBroker, place: _Pending | None = None,
+                 control_limit: int | None = None) -> None:
         self.inner = inner
         #: its place among the connections not logged in (released once its CONNECT is
         #: answered), and when its time to log in ends; ``None`` when not counted
         self.place = place
         self.writer = writer
         self.limit = limit
+        self.control_limit = limit if control_limit is None else control_limit
         self.owner = owner
+        #: its session's received messages not yet handled (:class:`_CountedQueue`), once
+        #: logged in: no PUBLISH is read while they hold CONNECTION_BACKLOG_BYTES or more
+        self.deliveries: _CountedQueue | None = None
         self.user: str | None = None  # the device, once its CONNECT is authenticated
+        #: the device it counts among the logged-in connections of (EmbeddedBroker.admit)
+        self.counted_for: str | None = None
         self.tag: bytes | None = None  # and the credential tag it authenticated with
         self.refused = False
         #: the rest of the PUBLISH being read (read whole by the fixed-header check), served
@@ -398,8 +468,8 @@ class _PacketLimit(ReaderAdapter):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
 
     async def read(self, n: int = -1) -> bytes:
-        if not self.refused and n > self.limit:
-            await self.refuse(n, "read")
+        if not self.refused and n > max(self.limit, self.control_limit):
+            await self.refuse(n, "read", max(self.limit, self.control_limit))
         if self.refused:
             raise NoDataError("connection refused: a packet over the broker's size limit")
         if self.pending:
@@ -424,7 +494,7 @@ class _PacketLimit(ReaderAdapter):
             got += chunk
         return got
 
-    def refuse_topic(self, body: bytes, flags: int) -> bool:
+    async def refuse_topic(self, body: bytes, flags: int) -> bool:
         """For a PUBLISH ``body`` whose topic holds a wildcard: amqtt drops such a packet
         half-read, unanswered; it is refused here as any topic outside the device's own
         (dead letter ``topic_not_allowed``, its payload's seqs handled; acknowledged so the
@@ -439,8 +509,10 @@ class _PacketLimit(ReaderAdapter):
         if problem is None or "wildcard" not in problem:
             return False  # a '$' or empty topic is refused once amqtt has read it
         qos = (flags >> 1) & 0x03
-        self.owner.refuse_publish(self.user, name, problem,
-                                  payload=body[2 + size + (2 if qos else 0):], tag=self.tag)
+        # queued for the store (waiting for room there) before it is acknowledged
+        await self.owner.refuse_publish(self.user, name, problem,
+                                        payload=body[2 + size + (2 if qos else 0):],
+                                        tag=self.tag)
         ack = {1: b"\x40\x02", 2: b"\x50\x02"}.get(qos)  # PUBACK, PUBREC
         if ack is not None and len(body) >= 4 + size:
             with contextlib.suppress(Exception):
@@ -450,7 +522,14 @@ class _PacketLimit(ReaderAdapter):
     def feed_eof(self) -> None:
         self.inner.feed_eof()
 
-    async def refuse(self, announced: int, what: str) -> None:
+    async def backlog_room(self) -> None:
+        """Wait (reading nothing) while this connection's received messages not yet
+        handled hold :data:`CONNECTION_BACKLOG_BYTES` or more: while the store's queue is
+        full they are not handled, and TCP then holds the device back."""
+        if self.deliveries is not None:
+            await self.deliveries.room()
+
+    async def refuse(self, announced: int, what: str, limit: int | None = None) -> None:
         """Close the connection now, before the body is read; count and log it (once)."""
         if self.refused:
             return
@@ -458,11 +537,82 @@ class _PacketLimit(ReaderAdapter):
         _abort(self.writer)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.close(), 1.0)
+        limit = self.limit if limit is None else limit
         self.owner.count("edgewise_mqtt_connections_closed_total", reason="too_large")
         log.info("MQTT client %r (%s): %s of %d bytes announced, over the broker's limit of "
-                 "%d bytes (16 x EDGEWISE_MAX_PAYLOAD_BYTES + headers); connection closed "
-                 "before its body was read", self.user, self.peer, what, announced,
-                 self.limit)
+                 "%d bytes (%s); connection closed before its body was read", self.user,
+                 self.peer, what, announced, limit,
+                 "16 x EDGEWISE_MAX_PAYLOAD_BYTES + headers" if limit == self.limit
+                 else "for a packet other than PUBLISH")
+
+
+class _CountedQueue(asyncio.Queue):  # type: ignore[type-arg]
+    """A session's ``delivered_message_queue`` (the messages its connection received that
+    the broker's message loop has not handled yet) that counts their payload bytes, so the
+    connection's reader can wait for :meth:`room` before it reads another PUBLISH."""
+
+    def __init__(self, limit: int = CONNECTION_BACKLOG_BYTES) -> None:
+        super().__init__()
+        self.limit = limit
+        self.bytes = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def _put(self, item: Any) -> None:
+        super()._put(item)  # type: ignore[misc]
+        self.bytes += len(getattr(item, "data", None) or b"")
+        if self.bytes >= self.limit:
+            self._room.clear()
+
+    def _get(self) -> Any:
+        item = super()._get()  # type: ignore[misc]
+        self.bytes -= len(getattr(item, "data", None) or b"")
+        if self.bytes < self.limit:
+            self._room.set()
+        return item
+
+    async def room(self) -> None:
+        """Return once the messages held come to less than :attr:`limit` bytes."""
+        while self.bytes >= self.limit:
+            self._room.clear()
+            await self._room.wait()
+
+
+def _count_deliveries(session: Session) -> _CountedQueue:
+    """``session``'s ``delivered_message_queue`` as a :class:`_CountedQueue` (replaced,
+    what it held moved over, the first time)."""
+    queue = session.delivered_message_queue
+    if isinstance(queue, _CountedQueue):
+        return queue
+    counted = _CountedQueue()
+    while not queue.empty():
+        counted.put_nowait(queue.get_nowait())
+    session.delivered_message_queue = counted
+    return counted
+
+
+class _PubackDue:
+    """Stands in a QoS 1 message's ``puback_packet`` until its PUBACK is sent: amqtt sends
+    PUBACK as soon as the message is in its session's memory; the embedded broker sends it
+    once the message is queued for the store (:func:`_qos1_acked_when_queued`), and only on
+    the connection (``reader``) that it came on."""
+
+    __slots__ = ("reader",)
+
+    def __init__(self, reader: _PacketLimit) -> None:
+        self.reader = reader
+
+
+async def _send_puback_due(handler: BrokerProtocolHandler, message: Any) -> None:
+    """Send ``message``'s PUBACK where it is due (:class:`_PubackDue`); else nothing."""
+    due = getattr(message, "puback_packet", None)
+    if not isinstance(due, _PubackDue) or message.packet_id is None:
+        return
+    puback = PubackPacket.build(message.packet_id)
+    message.puback_packet = puback
+    if due.reader is handler.reader:
+        with contextlib.suppress(Exception):  # gone: the device sends it again
+            await handler._send_packet(puback)
 
 
 @dataclass(slots=True)
@@ -525,17 +675,19 @@ async def _fixed_header_within_limit(cls: type[MQTTFixedHeader],
                                      reader: ReaderAdapter) -> MQTTFixedHeader | None:
     """amqtt's ``MQTTFixedHeader.from_stream``, then, for a connection of the embedded
     broker (a :class:`_PacketLimit` reader), the announced remaining length checked against
-    its limit: over it, the connection is closed and ``None`` returned (amqtt's "end of
-    stream", which ends its reading of the connection) before the body is read. Any other
-    reader (amqtt's client, another broker in the process) reads as before."""
+    its limit (``limit`` for a PUBLISH, ``control_limit`` for any other packet): over it,
+    the connection is closed and ``None`` returned (amqtt's "end of stream", which ends its
+    reading of the connection) before the body is read. Any other reader (amqtt's client,
+    another broker in the process) reads as before."""
     if isinstance(reader, _PacketLimit):
         reader.pending = b""  # what amqtt left of the previous packet is not a packet
     header = await _read_fixed_header(cls, reader)
     if header is None or not isinstance(reader, _PacketLimit):
         return header
-    if header.remaining_length > reader.limit:
+    limit = reader.limit if header.packet_type == PUBLISH else reader.control_limit
+    if header.remaining_length > limit:
         name = _PACKET_NAMES.get(header.packet_type, f"packet of type {header.packet_type}")
-        await reader.refuse(header.remaining_length, name)
+        await reader.refuse(header.remaining_length, name, limit)
         return None
     return header
 
@@ -555,14 +707,20 @@ async def _publish_read_whole(cls: type[PublishPacket], reader: ReaderAdapter,
     holding ``+`` or ``#`` after its topic and packet id, leaving the payload in the
     stream to be read as packets (the connection then never got a telemetry message
     through again); such a PUBLISH is refused here as any topic outside the device's own
-    (dead letter ``topic_not_allowed``, QoS 1 and 2 acknowledged) and all of it consumed."""
+    (dead letter ``topic_not_allowed``, QoS 1 and 2 acknowledged) and all of it consumed.
+
+    Before the body is read, the connection waits while its messages not yet handled come
+    to :data:`CONNECTION_BACKLOG_BYTES` or more (:meth:`_PacketLimit.backlog_room`): what
+    the device sends meanwhile stays in the socket, so a stalled store holds the devices
+    back instead of filling the gateway's memory."""
     if (not isinstance(reader, _PacketLimit) or fixed_header is None
             or variable_header is not None):
         return await _read_packet(cls, reader, fixed_header, variable_header)
+    await reader.backlog_room()
     body = await reader.read_exactly(fixed_header.remaining_length)
     if len(body) < fixed_header.remaining_length:
         raise NoDataError("the connection ended in the middle of a PUBLISH")
-    if reader.refuse_topic(body, fixed_header.flags):
+    if await reader.refuse_topic(body, fixed_header.flags):
         raise MQTTError("PUBLISH topic holds a wildcard; refused and dead-lettered")
     reader.pending = body
     try:
@@ -598,11 +756,37 @@ _pubrel_always_answered.__wrapped__ = _handle_pubrel  # type: ignore[attr-define
 # the handle_pubrel the embedded broker runs: its late-PUBREL error is the same noise
 _LATE_ACK_HANDLERS = _LATE_ACK_HANDLERS | {_pubrel_always_answered.__code__}
 
+_handle_qos1 = ProtocolHandler._handle_qos1_message_flow
+
+
+async def _qos1_acked_when_queued(self: BrokerProtocolHandler,
+                                  app_message: ApplicationMessage) -> None:
+    """amqtt's ``_handle_qos1_message_flow``, except that on a connection of the embedded
+    broker (a :class:`_PacketLimit` reader) a QoS 1 PUBLISH received is not acknowledged
+    here, as soon as it is in the session's memory, but marked :class:`_PubackDue`: the
+    broker's message loop sends its PUBACK once it has queued the message for the store
+    (or refused it), :meth:`_GuardedBroker._handle_message_delivery`. While the store's
+    queue is full nothing is acknowledged, and a connection that ends first acknowledged
+    nothing it had not queued."""
+    reader = self.reader
+    if (not isinstance(reader, _PacketLimit) or self.session is None
+            or not isinstance(app_message, IncomingApplicationMessage)
+            or app_message.direction != INCOMING or app_message.packet_id is None
+            or app_message.puback_packet is not None):
+        await _handle_qos1(self, app_message)
+        return
+    app_message.puback_packet = _PubackDue(reader)
+    await self.session.delivered_message_queue.put(app_message)
+
+
+_qos1_acked_when_queued.__wrapped__ = _handle_qos1  # type: ignore[attr-defined]
+
 
 def _install_packet_limit() -> None:
     """Make amqtt's fixed-header reader check :class:`_PacketLimit` readers, and its
     PUBLISH reader read their body whole first, and the broker's PUBREL handler answer
-    every PUBREL (idempotent).
+    every PUBREL, and its QoS 1 flow leave the PUBACK of a received message to the
+    message loop (idempotent).
 
     The two changes to amqtt's classes: every packet, CONNECT included, has its fixed header
     read by the first classmethod (the connection's read loop and ``MQTTPacket.from_stream``),
@@ -612,6 +796,7 @@ def _install_packet_limit() -> None:
     MQTTFixedHeader.from_stream = classmethod(_fixed_header_within_limit)  # type: ignore[assignment,method-assign,arg-type]
     PublishPacket.from_stream = classmethod(_publish_read_whole)  # type: ignore[assignment,method-assign,arg-type]
     BrokerProtocolHandler.handle_pubrel = _pubrel_always_answered  # type: ignore[method-assign]
+    BrokerProtocolHandler._handle_qos1_message_flow = _qos1_acked_when_queued  # type: ignore[method-assign]
 
 
 def _owner(context: Any) -> EmbeddedBroker:
@@ -698,22 +883,14 @@ class DeviceTopicPlugin(BaseTopicPlugin):
 
 
 class DeviceIngestPlugin(BasePlugin):  # type: ignore[type-arg]
-    """amqtt event plugin: queues each device's telemetry for the gateway; sends acks on subscribe."""  # noqa: E501
+    """amqtt event plugin: sends a device its ack when it subscribes to it. (Its telemetry
+    is queued for the gateway by :meth:`_GuardedBroker._handle_message_delivery`, which
+    waits for room in the queue before the message is acknowledged; an event plugin's
+    call is not waited for.)"""
 
     @dataclass
     class Config:
         instance: str = ""
-
-    async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
-        owner = _owner(self.context)
-        if message is None or owner.consumer != "plugin":
-            return
-        session = self.context.get_session(client_id)
-        user = session.username if session else None
-        if user and message.topic == owner.telemetry_topic(user):
-            # the token is the credential tag it came with, checked again at the commit
-            owner.batcher.put(Message(user, bytes(message.data), time.time_ns(),
-                                      token=getattr(session, _TAG, None)))
 
     async def on_broker_client_subscribed(self, *, client_id: str, topic: str, qos: int) -> None:
         owner = _owner(self.context)
@@ -796,10 +973,16 @@ class _GuardedBroker(Broker):
     async def _client_connected(self, listener_name: str, reader: ReaderAdapter,
                                 writer: WriterAdapter, place: _Pending | None = None) -> None:
         """amqtt's, with the connection read through a :class:`_PacketLimit` (packets over
-        ``owner.max_packet_bytes`` close it before their body is read) that holds its
-        ``place`` among the connections not logged in."""
-        limited = _PacketLimit(reader, writer, self.owner.max_packet_bytes, self.owner, place)
-        await super()._client_connected(listener_name, limited, writer)
+        ``owner.max_packet_bytes``, or ``owner.max_control_packet_bytes`` for one other than
+        PUBLISH, close it before their body is read) that holds its ``place`` among the
+        connections not logged in, then its place among its device's logged-in ones
+        (:meth:`EmbeddedBroker.admit`), given back when the connection ends."""
+        limited = _PacketLimit(reader, writer, self.owner.max_packet_bytes, self.owner, place,
+                               control_limit=self.owner.max_control_packet_bytes)
+        try:
+            await super()._client_connected(listener_name, limited, writer)
+        finally:
+            self.owner.logged_out(limited)
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int,
@@ -830,7 +1013,13 @@ class _GuardedBroker(Broker):
             raise MQTTError(exc) from exc
         except NoDataError as exc:
             raise AMQTTError(exc) from exc
-        ok = await super()._authenticate(session, None)  # type: ignore[arg-type]
+        if isinstance(reader, _PacketLimit):
+            setattr(session, _CONN, reader)  # admit() counts it among its device's
+        try:
+            ok = await super()._authenticate(session, None)  # type: ignore[arg-type]
+        finally:
+            with contextlib.suppress(AttributeError):
+                delattr(session, _CONN)
         setattr(session, _VERDICT, ok)
         if place is not None:
             place.release()  # answered: no longer a connection logging in
@@ -838,9 +1027,11 @@ class _GuardedBroker(Broker):
             reader.user, reader.tag = session.username, getattr(session, _TAG, None)
         if not ok:  # refused: closed by _handle_client_session, no session touched
             # CONNACK 0x05 (not authorized) first, as MQTT 3.1.1 asks: a client then knows
-            # its credentials were refused, not the network, and paho reports it so
+            # its credentials were refused, not the network, and paho reports it so; 0x03
+            # (server unavailable) for a device over its connection cap, to try again later
+            code = getattr(session, _REFUSAL, NOT_AUTHORIZED)
             with contextlib.suppress(Exception):
-                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+                await ConnackPacket.build(0, code).to_stream(writer)
                 await writer.drain()
             return handler, session
         # the device's own session of that client id (amqtt made up an empty one)
@@ -865,6 +1056,8 @@ class _GuardedBroker(Broker):
         delay = self.config.get("timeout-disconnect-delay", 0)
         if session.keep_alive > 0 and isinstance(delay, int):
             session.keep_alive += delay
+        if isinstance(reader, _PacketLimit):
+            reader.deliveries = _count_deliveries(session)
         return handler, session
 
     def _entry(self, client_id: str | None) -> tuple[Session, BrokerProtocolHandler] | None:
@@ -957,11 +1150,24 @@ class _GuardedBroker(Broker):
             # read again). It is refused like any topic outside the device's own (refused
             # here rather than by the topic plugin, which never sees the payload, so its
             # seqs count as handled), and the loop goes on.
-            self.owner.refuse_publish(user, name, problem,
-                                      payload=bytes(getattr(message, "data", b"") or b""),
-                                      tag=getattr(client_session, _TAG, None))
+            await self.owner.refuse_publish(
+                user, name, problem, payload=bytes(getattr(message, "data", b"") or b""),
+                tag=getattr(client_session, _TAG, None))
+            await _send_puback_due(handler, message)
             return True
+        owner = self.owner
+        if (message is not None and owner.consumer == "plugin" and user
+                and user != INTERNAL_USER and name == owner.telemetry_topic(user)):
+            # queued for the gateway here, waiting for room in the queue (the store may be
+            # stalled), and only then acknowledged; meanwhile this connection's reader
+            # stops at CONNECTION_BACKLOG_BYTES. The token is the credential tag it came
+            # with, checked again at the commit
+            if not await owner.batcher.put_wait(Message(
+                    user, bytes(message.data), time.time_ns(),
+                    token=getattr(client_session, _TAG, None))):
+                return True  # the broker stops: neither stored nor acknowledged
         if await super()._handle_message_delivery(client_session, handler, wait_deliver):
+            await _send_puback_due(handler, message)
             return True
         # amqtt ends the message loop: close the connection too (its session marked
         # disconnected), so the device reconnects and resends, rather than a socket that
@@ -1067,6 +1273,22 @@ class EmbeddedBroker:
         from the open-file limit); a new
         one over either is closed at once (``reason="pending_per_source"`` or
         ``"pending_total"``).
+    max_connections_per_device
+        How many logged-in connections one device may hold open at once (``None``:
+        ``EDGEWISE_MQTT_MAX_CONNECTIONS_PER_DEVICE``, else :data:`MAX_CONNECTIONS_PER_DEVICE`);
+        a CONNECT over it is answered CONNACK 3 (server unavailable) and closed
+        (``reason="per_device"``). A CONNECT with the client id of one of them still counts
+        in, as it closes that one.
+    max_control_packet_bytes
+        The largest packet other than PUBLISH (its remaining length; default
+        :data:`MAX_CONTROL_PACKET_BYTES`); one announcing more closes its connection before
+        its body is read (``reason="too_large"``).
+    max_queued_bytes, max_device_queued_bytes
+        Telemetry payload bytes that may wait for the store, in all (``None``:
+        ``EDGEWISE_MQTT_MAX_QUEUED_BYTES``, else :data:`MAX_QUEUED_BYTES`) and per device
+        (``None``: a quarter of the first). Past either, the message is not acknowledged
+        (no PUBACK) until there is room, and its connection reads no more messages once it
+        holds :data:`CONNECTION_BACKLOG_BYTES` not yet queued, so TCP holds its device back.
 
     >>> EmbeddedBroker(lambda ms: [], lambda d, s: None, max_payload_bytes=1024
     ...                ).max_packet_bytes
@@ -1093,13 +1315,21 @@ class EmbeddedBroker:
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         max_pending_per_source: int | None = None,
         max_pending: int | None = None,
+        max_connections_per_device: int | None = None,
+        max_control_packet_bytes: int = MAX_CONTROL_PACKET_BYTES,
+        max_queued_bytes: int | None = None,
+        max_device_queued_bytes: int | None = None,
     ) -> None:
         if consumer not in ("plugin", "subscriber"):
             raise ValueError(f"consumer must be 'plugin' or 'subscriber'; got {consumer!r}")
         for name, value in (("max_payload_bytes", max_payload_bytes),
                             ("client_ids_per_device", client_ids_per_device),
                             ("max_pending_per_source", max_pending_per_source),
-                            ("max_pending", max_pending)):
+                            ("max_pending", max_pending),
+                            ("max_connections_per_device", max_connections_per_device),
+                            ("max_control_packet_bytes", max_control_packet_bytes),
+                            ("max_queued_bytes", max_queued_bytes),
+                            ("max_device_queued_bytes", max_device_queued_bytes)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
                 raise ValueError(f"The {name!r} parameter of EmbeddedBroker must be an int "
@@ -1115,7 +1345,20 @@ class EmbeddedBroker:
             max_payload_bytes = _payload_limit_setting()
         #: the largest packet (remaining length) a connection may announce
         self.max_packet_bytes = max_packet_bytes(max_payload_bytes)
+        #: the largest packet other than PUBLISH a connection may announce
+        self.max_control_packet_bytes = max_control_packet_bytes
         self.client_ids_per_device = client_ids_per_device
+        #: logged-in connections one device may hold at once, and each device's open ones
+        #: (its connection's reader -> the session key of its CONNECT; None: no client id)
+        self.max_connections_per_device = (
+            _env_limit("EDGEWISE_MQTT_MAX_CONNECTIONS_PER_DEVICE", MAX_CONNECTIONS_PER_DEVICE)
+            if max_connections_per_device is None else max_connections_per_device)
+        self._logged_in: dict[str, dict[_PacketLimit, str | None]] = {}
+        self._cap_log: dict[str, tuple[float, int]] = {}  # device -> (logged at, refused)
+        if max_queued_bytes is None:
+            max_queued_bytes = _env_limit("EDGEWISE_MQTT_MAX_QUEUED_BYTES", MAX_QUEUED_BYTES)
+        if max_device_queued_bytes is None:
+            max_device_queued_bytes = max(1, max_queued_bytes // 4)
         #: the connections open without a finished CONNECT, and their caps
         total = default_max_pending() if max_pending is None else max_pending
         if max_pending_per_source is None:
@@ -1144,7 +1387,8 @@ class EmbeddedBroker:
         self._watch_task: asyncio.Task[None] | None = None
         self._poke: asyncio.Event | None = None
         self.batcher = Batcher(self._commit_checked, self._after_commit, self._commit_failed,
-                               max_batch=max_batch)
+                               max_batch=max_batch, max_queued_bytes=max_queued_bytes,
+                               max_device_bytes=max_device_queued_bytes)
         self.instance = uuid.uuid4().hex
         self._broker: _GuardedBroker | None = None
         self._pending: set[asyncio.Future[Any]] = set()
@@ -1160,19 +1404,69 @@ class EmbeddedBroker:
     def telemetry_topic(device_id: str) -> str:
         return topic(device_id, "telemetry")
 
+    #: at most one log line of a device's CONNECTs refused over its cap this often
+    CAP_LOG_EVERY_S = 10.0
+
     def admit(self, session: Session) -> bool:
-        """Whether an authenticated CONNECT may go on: not with a Will message. Its client
-        id, in its device's own namespace (:func:`_session_key`; see the module docstring),
-        becomes the device's most recently used one."""
+        """Whether an authenticated CONNECT may go on: not with a Will message, nor when
+        its device holds ``max_connections_per_device`` logged-in connections already
+        (one more where one of them has this CONNECT's client id: it is closed when this
+        one takes its session over). An admitted one's connection counts among its
+        device's from now until it ends (:meth:`logged_out`), and its client id, in its
+        device's own namespace (:func:`_session_key`; see the module docstring), becomes
+        the device's most recently used one. Synchronous: no other CONNECT can be admitted
+        between the count and its update."""
         user, client_id = session.username, session.client_id
         if session.will_flag:
             self.count("edgewise_auth_failures_total", reason="will")
             log.info("MQTT CONNECT of %r refused: it carries a Will message (on %r), which "
                      "the broker would publish past the topic ACL", user, session.will_topic)
             return False
+        conn = getattr(session, _CONN, None)
+        if user and user != INTERNAL_USER and isinstance(conn, _PacketLimit):
+            key = _session_key(user, client_id) if client_id else None
+            held = self._logged_in.setdefault(user, {})
+            cap = self.max_connections_per_device
+            if len(held) >= cap + (key is not None and key in held.values()):
+                if not held:
+                    del self._logged_in[user]
+                self._refuse_over_cap(user, len(held))
+                setattr(session, _REFUSAL, SERVER_UNAVAILABLE)
+                return False
+            held[conn] = key
+            conn.counted_for = user
         if client_id and user:
             self._bind(_session_key(user, client_id), user)
         return True
+
+    def _refuse_over_cap(self, user: str, held: int) -> None:
+        """Count and (at most every :attr:`CAP_LOG_EVERY_S` per device) log a CONNECT of
+        ``user`` refused for its connection cap."""
+        self.count("edgewise_mqtt_connections_closed_total", reason="per_device")
+        logged_at, refused = self._cap_log.get(user, (-self.CAP_LOG_EVERY_S, 0))
+        now = time.monotonic()
+        if now - logged_at < self.CAP_LOG_EVERY_S:
+            self._cap_log[user] = (logged_at, refused + 1)
+            return
+        self._cap_log[user] = (now, 0)
+        log.warning("MQTT CONNECT of device %r refused (CONNACK 3, server unavailable): it "
+                    "has %d logged-in connections open, at most %d per device "
+                    "(EDGEWISE_MQTT_MAX_CONNECTIONS_PER_DEVICE)%s", user, held,
+                    self.max_connections_per_device,
+                    f"; {refused} more refused since the last such line" if refused else "")
+
+    def logged_out(self, conn: _PacketLimit) -> None:
+        """``conn``'s connection ended: it no longer counts among its device's."""
+        user, conn.counted_for = conn.counted_for, None
+        held = self._logged_in.get(user) if user is not None else None
+        if held is not None:
+            held.pop(conn, None)
+            if not held:
+                del self._logged_in[user]  # type: ignore[arg-type]
+
+    def connections_of(self, device_id: str) -> int:
+        """Logged-in connections ``device_id`` holds open (counted by :meth:`admit`)."""
+        return len(self._logged_in.get(device_id, ()))
 
     def _bind(self, client_id: str, user: str) -> None:
         """Bind session key ``client_id`` (:func:`_session_key`) to ``user`` as its most
@@ -1191,7 +1485,7 @@ class EmbeddedBroker:
             if excess <= 0:
                 break
             if self._broker is not None and self._broker.in_use(old):
-                continue  # open connections are bounded by the sockets, not by this map
+                continue  # open ones are bounded by max_connections_per_device
             self._release(old)
             self.count("edgewise_mqtt_client_ids_released_total")
             excess -= 1
@@ -1522,14 +1816,16 @@ class EmbeddedBroker:
         if not task.cancelled() and task.exception() is not None:
             log.debug("ack/dead-letter delivery failed: %s", task.exception())
 
-    def refuse_publish(self, user: str | None, name: str | None, problem: str | None = None,
-                       *, payload: bytes = b"", tag: bytes | None = None) -> None:
+    async def refuse_publish(self, user: str | None, name: str | None,
+                             problem: str | None = None, *, payload: bytes = b"",
+                             tag: bytes | None = None) -> None:
         """Refuse a PUBLISH of device ``user`` to ``name``, a topic other than its own
         telemetry topic (``problem``: why MQTT forbids it, if it does): dead letter
         ``topic_not_allowed`` at once, and ``payload``'s seqs queued to count as handled
         for ``user`` (see :func:`_seqs_only`), so its ack moves past them; the connection
         that sent it authenticated with credential tag ``tag`` (checked at the commit as
-        for telemetry). The internal subscriber gets neither."""
+        for telemetry). The internal subscriber gets neither. Waits for room in the queue
+        (see ``max_queued_bytes``), so the caller acknowledges it only once it is queued."""
         log.info("MQTT device %r: PUBLISH to %r refused: %s", user, name,
                  problem or "not its own telemetry topic")
         if not user or user == INTERNAL_USER:
@@ -1542,7 +1838,7 @@ class EmbeddedBroker:
                       "they can be read, count as handled (acknowledged).",
         })
         if payload:
-            self.batcher.put(_Refused(user, payload, time.time_ns(), token=tag))
+            await self.batcher.put_wait(_Refused(user, payload, time.time_ns(), token=tag))
 
     def deadletter_soon(self, device_id: str, problem: dict[str, Any]) -> None:
         self._spawn(self.publish_deadletter(device_id, problem))
