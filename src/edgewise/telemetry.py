@@ -93,6 +93,8 @@ _MAX_SEQ = 2**62
 _SUB_MICROSECOND_RE = re.compile(r"[.,]([0-9]{6})([0-9]{1,3})[0-9]*[Zz+-]")
 #: A seconds field of 60 (a leap second), which ``datetime`` refuses.
 _LEAP_SECOND_RE = re.compile(r"[Tt ][0-9]{2}:[0-9]{2}:60(?![0-9])")
+# a number written as a string ("1706702400", "1.7e9"): an epoch time sent quoted
+_QUOTED_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 #: Epoch numbers this large or larger are past any time in range in every unit (int64
 #: nanoseconds end at ~9.2e18); they are refused before any arithmetic that could overflow.
 _EPOCH_LIMIT = 2**64
@@ -274,6 +276,9 @@ def parse_time(
         rfc = "an RFC 3339 timestamp with a UTC offset, e.g. '2024-01-31T12:00:00Z'"
         if len(text) > 40:
             raise bad(rfc, "bad_ts")
+        if _QUOTED_NUMBER_RE.fullmatch(text):
+            raise bad(f"{rfc}, or an epoch time sent as an unquoted JSON number (s, ms, us "
+                      "or ns), e.g. 1706702400, not a string", "bad_ts")
         try:
             dt = datetime.fromisoformat(text.replace("z", "Z"))
         except ValueError:
@@ -592,8 +597,14 @@ def decode(
     now_ns: int | None = None,
     max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     max_future_s: float = DEFAULT_MAX_FUTURE_S,
+    retention_days: int = 0,
 ) -> Decoded:
     """Decode and validate a compact or SenML payload from ``device_id``.
+
+    With ``retention_days`` > 0, a record whose time is older than that (by this host's
+    clock) is rejected (``expired``, with its index), as the retention pass would delete
+    it: a re-sent one was stored again until then (no longer held, it was no duplicate).
+    Its seq still counts.
 
     A gzipped payload (it starts with gzip's magic bytes, which JSON never does) is
     inflated first, so a device on a metered link may compress over MQTT as over HTTP;
@@ -616,6 +627,15 @@ def decode(
         )
     if raw.startswith(GZIP_MAGIC):
         raw = _inflate(raw, device_id, max_bytes)
+    # json.loads reads UTF-16 and UTF-32 bytes too, whose colons _may_repeat_keys cannot
+    # count: a repeated key would pass unseen
+    encoding = json.detect_encoding(raw)
+    if encoding not in ("utf-8", "utf-8-sig"):
+        raise PayloadError(
+            device_id=device_id, field="payload",
+            value=f"{encoding.upper()} text ({len(raw)} bytes)",
+            allowed="UTF-8 JSON (compact or SenML)", reason="bad_json",
+        )
     try:
         doc = json.loads(raw, parse_int=_json_int)
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -640,13 +660,16 @@ def decode(
     if _may_repeat_keys(raw, records):  # look again, slowly, keeping repeated keys
         doc, repeated = _parse_keeping_repeats(raw)
         records = [doc] if isinstance(doc, dict) else doc
+    expiry = (time.time_ns() - retention_days * 86_400 * 10**9, retention_days) if (
+        retention_days > 0) else None
     if _looks_senml(records):
-        _decode_senml(records, device_id, now_ns, max_future_s, out, repeated)
+        _decode_senml(records, device_id, now_ns, max_future_s, out, repeated, expiry)
     else:
         for i, rec in enumerate(records):
             idx = i if isinstance(doc, list) else None
             try:
-                _decode_compact(rec, device_id, now_ns, max_future_s, idx, out, repeated)
+                _decode_compact(rec, device_id, now_ns, max_future_s, idx, out, repeated,
+                                expiry)
             except PayloadError as exc:
                 out.reject(exc)
             except Exception as exc:  # a bug here must cost one record, never the device
@@ -694,9 +717,28 @@ def _looks_senml(records: list[Any]) -> bool:
     return False
 
 
+def _expired(ts_ns: int, expiry: tuple[int, int] | None, field_name: str, device_id: str,
+             index: int | None) -> PayloadError | None:
+    """The rejection of a record whose time ``ts_ns`` is before ``expiry``'s cut (``(cut
+    ns, retention days)``; ``None``: no retention), else ``None``.
+
+    >>> _expired(0, (10, 30), "ts", "p", 2).reason, _expired(10, (10, 30), "ts", "p", 2)
+    ('expired', None)
+    """
+    if expiry is None or ts_ns >= expiry[0]:
+        return None
+    return PayloadError(
+        device_id=device_id, field=field_name, value=_iso(ts_ns),
+        allowed=f"a time within the retention of {expiry[1]} days "
+        "(EDGEWISE_RETENTION_DAYS): the record was left out, as retention would delete it",
+        reason="expired", index=index,
+    )
+
+
 def _decode_compact(
     rec: Any, device_id: str, now_ns: int, max_future_s: float, idx: int | None, out: Decoded,
     repeated: dict[int, dict[str, list[Any]]] | None = None,
+    expiry: tuple[int, int] | None = None,
 ) -> None:
     if not isinstance(rec, dict):
         raise PayloadError(
@@ -730,6 +772,8 @@ def _decode_compact(
     ts_ns = parse_time(
         rec["ts"], now_ns=now_ns, max_future_s=max_future_s, device_id=device_id, index=idx
     )
+    if (old := _expired(ts_ns, expiry, "ts", device_id, idx)) is not None:
+        raise old
     metrics = rec.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         raise PayloadError(
@@ -757,6 +801,7 @@ def _decode_compact(
 def _decode_senml(
     records: list[Any], device_id: str, now_ns: int, max_future_s: float, out: Decoded,
     repeated: dict[int, dict[str, list[Any]]] | None = None,
+    expiry: tuple[int, int] | None = None,
 ) -> None:
     bn: str | None = ""  # None: refused, so the records after it have no name (bad_metric)
     bu, bv = None, 0.0
@@ -807,6 +852,8 @@ def _decode_senml(
                 bv = _check_value(rec["bv"], "bv", device_id, i)
             if bad_seq is not None:
                 raise bad_seq
+            if "metrics" in rec or "ts" in rec:
+                raise _compact_in_senml(rec, device_id, i)
             must_understand = [k for k in rec if isinstance(k, str) and k.endswith("_")]
             if must_understand:
                 raise PayloadError(
@@ -892,6 +939,8 @@ def _decode_senml(
                     t, field_name="t", now_ns=now_ns, max_future_s=max_future_s,
                     device_id=device_id, index=i,
                 )
+            if (old := _expired(ts_ns, expiry, "t", device_id, i)) is not None:
+                raise old
             unit = rec.get("u", bu)
             unit = unit if isinstance(unit, str) else None
             out.readings.append(Reading(device_id, metric, ts_ns, value, seq, unit))
@@ -900,6 +949,32 @@ def _decode_senml(
         except Exception as exc:  # a bug here must cost one record, never the device
             out.reject(_undecodable(exc, device_id, i))
     out.relative_times = bool(out.readings) and not absolute
+
+
+def _compact_in_senml(rec: dict[str, Any], device_id: str, index: int) -> PayloadError:
+    """The rejection of a record of a SenML pack holding a compact field: ``metrics`` (a
+    compact record: read as SenML it was a pure base record, skipped with nothing said
+    while its seq was acknowledged) or ``ts`` (compact's time: a reading with it was
+    stamped at its arrival).
+
+    >>> _compact_in_senml({"ts": 1.7e9, "metrics": {"a": 1}}, "p", 1).field
+    'metrics'
+    >>> e = _compact_in_senml({"n": "a", "v": 1, "ts": 1.7e9}, "p", 0)
+    >>> e.field, e.reason
+    ('ts', 'unknown_field')
+    """
+    if "metrics" in rec:
+        return PayloadError(
+            device_id=device_id, field="metrics", value=rec["metrics"],
+            allowed="absent from a SenML pack (its first record is SenML): a compact "
+            "record ('ts', 'metrics') goes in a message of its own",
+            reason="unknown_field", index=index,
+        )
+    return PayloadError(
+        device_id=device_id, field="ts", value=rec["ts"],
+        allowed="absent: a SenML record's time is 't' (seconds, added to 'bt'; RFC 8428), "
+        "not compact's 'ts'", reason="unknown_field", index=index,
+    )
 
 
 def _senml_time_ns(bt: int | float, t: float) -> int:

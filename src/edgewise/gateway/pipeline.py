@@ -48,7 +48,6 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from edgewise._private import write_private
@@ -379,6 +378,7 @@ class Pipeline:
                     max_bytes=self.settings.max_payload_bytes,
                     max_future_s=self.settings.max_future_s,
                     now_ns=received_ns or None,
+                    retention_days=self.settings.retention_days,
                 )
             except PayloadError as exc:
                 counts.append(("edgewise_readings_rejected_total", 1, exc.reason))
@@ -408,8 +408,6 @@ class Pipeline:
                 dec = Decoded(rejected=[_undecodable(exc, device_id, None, "payload", "payload")],
                               seqs=payload_seqs(payload, SEQ_SCAN_FACTOR
                                             * self.settings.max_payload_bytes))
-            if self.settings.retention_days > 0 and dec.readings:
-                _expire(dec, device_id, self.settings.retention_days)
             if dec.readings:  # a name new past the device's cap: refused (too_many_metrics)
                 self.metric_cap.refuse_past_cap(dec, device_id)
             for reason, n in dec.rejected_counts().items():
@@ -668,16 +666,27 @@ class Pipeline:
 
         - every record's time is relative (``dec.relative_times``, as the decoder found
           it: a message with an absolute time is left to the store's dedup, as any other);
-        - every seq of the message (all >= 1) is recorded as stored for the device;
-        - every reading matches a stored reading of the same metric and value, shifted
-          back by one and the same interval of at most ``redelivery_window_s`` (the gap
-          between the two deliveries' arrivals).
+        - every seq of the message (all >= 1) is recorded as stored for the device, and
+          every reading carries one;
+        - the readings stored under the message's seqs (of its metrics) are the message
+          itself, all shifted back by one and the same interval ``d`` of at most
+          ``redelivery_window_s`` (the gap between the two deliveries' arrivals): each
+          reading has its twin (same metric, value and seq) at its time less ``d``, and
+          no other reading of those seqs lies in that earlier span;
+        - the device stored no other reading of the message's metrics in the later half
+          of that gap (after the earlier copy's end plus ``d / 2``): a device still
+          waiting for the acknowledgement resends the message before it goes on (a burst
+          of messages in flight when a connection dropped is resent as a burst), while one
+          that went on sending had its acknowledgement.
 
-        A device whose seq counter restarted (after a reset) is still stored as before:
-        its seqs may be recorded already, but its new readings do not repeat, shifted by
-        one interval within the window, the stored readings; only a restarted device
-        sending exactly the values it sent in the window before, under a seq it used
-        then, would be taken for a re-delivery.
+        A device whose seq counter restarted (a reboot: README, its seqs start at 1) reuses
+        stored seqs, and its readings are still stored: a seq it used over
+        ``redelivery_window_s`` ago is no copy, and one used since is followed by its other
+        messages (older seqs before the restart, newer ones after it). Only a restarted
+        device that sends exactly the message it sent under the same seq within the window
+        before, and nothing in between, is taken for a re-delivery: nothing tells the two
+        apart then (a device that sends seq 1 at every wake-up must give its readings a
+        time).
 
         >>> from edgewise.config import Settings
         >>> from edgewise.store import open_store
@@ -695,9 +704,11 @@ class Pipeline:
         <edgewise.store.base.Store.stored_seqs_many>`: the store's in-memory tracker, and
         on PostgreSQL one indexed look-up of the seqs it does not hold, which another
         gateway sharing the store may have stored; neither waits for a commit in flight),
-        and only then the stored readings (a query per metric and message: dearer than
-        the batch's one seq look-up, so left for the few messages whose seqs are all
-        stored), one metric first, the others only when it matched.
+        and only then the stored readings (:meth:`Store.seq_readings
+        <edgewise.store.base.Store.seq_readings>`: those of the message's seqs in the
+        window, one statement, for the few messages whose seqs are all stored), and last,
+        for a shift that matched, whether anything else came in between (a look-up of at
+        most one row per metric).
         """
         if not self._may_be_redelivered(dec):
             return False
@@ -705,29 +716,29 @@ class Pipeline:
             stored = self.store.stored_seqs(device_id, dec.seqs)
         if not all(s in stored for s in dec.seqs):
             return False
-        window = int(self.redelivery_window_s * 1e9)
-        by_metric: dict[str, list[Reading]] = {}
-        for r in dec.readings:
-            by_metric.setdefault(r.metric, []).append(r)
-        r0 = dec.readings[0]
-        stored: dict[str, dict[int, float]] = {}
-
-        def load(metric: str) -> dict[int, float]:
-            rs = by_metric[metric]
-            lo, hi = min(r.ts_ns for r in rs), max(r.ts_ns for r in rs)
-            stored[metric] = {ts: v for _, ts, v in self.store.query(
-                device_id, metric, lo - window, hi)}
-            return stored[metric]
-
-        shifts = [r0.ts_ns - ts for ts, v in load(r0.metric).items()
-                  if v == r0.value and 0 < r0.ts_ns - ts <= window]
-        if not shifts:  # the first reading has no earlier twin: the others are not read
+        rs = dec.readings
+        if any(r.seq is None for r in rs):  # a reading before the pack's first seq
             return False
-        for metric in by_metric:
-            if metric not in stored:
-                load(metric)
-        return any(all(stored[r.metric].get(r.ts_ns - d) == r.value for r in dec.readings)
-                   for d in shifts)
+        window = int(self.redelivery_window_s * 1e9)
+        lo, hi = min(r.ts_ns for r in rs), max(r.ts_ns for r in rs)
+        metrics = sorted({r.metric for r in rs})
+        earlier = {(m, ts): (v, q) for m, ts, v, q in self.store.seq_readings(
+            device_id, metrics, set(dec.seqs), lo - window, hi)}
+        r0 = rs[0]
+        shifts = sorted({r0.ts_ns - ts for (m, ts), vq in earlier.items()
+                         if m == r0.metric and vq == (r0.value, r0.seq)
+                         and 0 < r0.ts_ns - ts <= window})
+        for d in shifts:
+            copy = {(r.metric, r.ts_ns - d): (r.value, r.seq) for r in rs}
+            if copy != {k: vq for k, vq in earlier.items() if lo - d <= k[1] <= hi - d}:
+                continue
+            # went on since: anything stored in (hi - d/2, lo) is another message's
+            start = hi - d // 2 + 1
+            if start < lo and any(self.store.query(device_id, m, start, lo, limit=1)
+                                  for m in metrics):
+                continue
+            return True
+        return False
 
     @property
     def commit_lock(self) -> threading.Lock:
@@ -1512,32 +1523,6 @@ def _uncovered(gap: tuple[int, int], spans: list[tuple[int, int]]) -> list[tuple
             return parts
     parts.append((first, last))
     return parts
-
-
-def _expire(dec: Decoded, device_id: str, days: int) -> None:
-    """Move the readings of ``dec`` older than ``days`` (retention) to its rejections: the
-    hourly pass would delete them, and a re-sent one was stored again in the meantime
-    (the readings table no longer held it, so it was no duplicate). Its seq still counts.
-
-    >>> from edgewise.telemetry import Reading
-    >>> dec = Decoded(readings=[Reading("p", "t", 0, 1.0), Reading("p", "t", time.time_ns(), 2.0)])
-    >>> _expire(dec, "p", 30)
-    >>> [r.value for r in dec.readings], [e.reason for e in dec.rejected]
-    ([2.0], ['expired'])
-    """
-    cutoff = time.time_ns() - days * 86_400 * 10**9
-    old = [r for r in dec.readings if r.ts_ns < cutoff]
-    if not old:
-        return
-    dec.readings = [r for r in dec.readings if r.ts_ns >= cutoff]
-    dec.rejected.append(PayloadError(
-        device_id=device_id, field="ts",
-        value=datetime.fromtimestamp(old[0].ts_ns / 1e9, UTC).isoformat(),
-        allowed=f"a time within the retention of {days} days (EDGEWISE_RETENTION_DAYS): "
-        f"{len(old)} older reading(s) left out, as retention would delete them",
-        reason="expired"))
-
-
 
 
 #: At most this many seq ranges are spelled out in a seq_gap alert's message.

@@ -719,6 +719,35 @@ class SQLStoreMixin:
             sql += f" LIMIT {int(limit)}"
         return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
 
+    def seq_readings(
+        self, device_id: str, metrics: Iterable[str], seqs: Iterable[int], start_ns: int,
+        end_ns: int,
+    ) -> list[tuple[str, int, float, int]]:
+        """Rows ``(metric, ts_ns, value, seq)`` of the device's readings of ``metrics``
+        stored under one of ``seqs``, in ``[start_ns, end_ns)``, by metric then time (see
+        :meth:`Store.seq_readings <edgewise.store.base.Store.seq_readings>`): one statement,
+        on PostgreSQL an index range per metric.
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.telemetry import Reading
+        >>> s = open_store("duckdb://:memory:")
+        >>> _ = s.append([Reading("p", m, 5, 1.0, seq=q) for m, q in (("a", 1), ("b", 2))])
+        >>> s.seq_readings("p", ["a", "b"], [2, 3], 0, 10), s.seq_readings("p", [], [1], 0, 10)
+        ([('b', 5, 1.0, 2)], [])
+        >>> s.close()
+        """
+        qs = sorted(q for q in asked_seqs(device_id, seqs) if q >= 1)
+        names = sorted({str(m) for m in metrics})
+        if not qs or not names:
+            return []
+        where, params = _range_where(device_id, None, start_ns, end_ns, ph=self._ph)
+        ph = self._ph
+        sql = (f"SELECT metric, ts_ns, value, seq FROM readings WHERE {where} "
+               f"AND metric IN ({', '.join([ph] * len(names))}) "
+               f"AND seq IN ({', '.join([ph] * len(qs))}) ORDER BY metric, ts_ns")
+        return [(m, int(t), float(v), int(q))
+                for m, t, v, q in self._read(sql, [*params, *names, *qs])]
+
     def _mean_plan(self, device_ids: Sequence[str], metric: str | None,
                    start_ns: int | None, end_ns: int | None) -> tuple[str, ...]:
         """The statements a bucket-mean query of ``metric`` (None: every metric) of

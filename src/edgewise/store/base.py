@@ -245,6 +245,28 @@ class Store(Protocol):
         """
         ...
 
+    def seq_readings(
+        self, device_id: str, metrics: Iterable[str], seqs: Iterable[int], start_ns: int,
+        end_ns: int,
+    ) -> list[tuple[str, int, float, int]]:
+        """Rows ``(metric, ts_ns, value, seq)`` of the device's readings of ``metrics``
+        stored under one of ``seqs`` (the seq of the message each came in), in
+        ``[start_ns, end_ns)``, sorted by metric then time: what tells a copy of a message
+        whose times were stamped on arrival from a new one under a reused seq (see
+        :meth:`Pipeline._redelivered <edgewise.gateway.pipeline.Pipeline._redelivered>`).
+        Readings stored with no seq, and seq 0, are never among them; a bad seq raises
+        :class:`~edgewise.errors.StoreError`.
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.telemetry import Reading
+        >>> store = open_store("duckdb://:memory:")
+        >>> _ = store.append([Reading("p", "t", i, float(i), seq=i) for i in range(1, 5)])
+        >>> store.seq_readings("p", ["t"], {2, 4}, 0, 4)
+        [('t', 2, 2.0, 2)]
+        >>> store.close()
+        """
+        ...
+
     def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
         """Conflicting readings, newest first."""
         ...

@@ -169,6 +169,14 @@ async def _ingest(
         if exc.reason != "bad_encoding":
             raise
         encoding = request.headers.get("content-encoding")
+        if (encoding or "identity").strip().lower() not in ("gzip", "x-gzip"):
+            # gzip told by its magic bytes alone: no header said gzip
+            raise Problem(
+                400, detail="The body starts as gzip (its magic bytes) but is not gzip "
+                f"throughout: {exc.value}.", field="payload", value=exc.value,
+                allowed="gzip members only, nothing after the last one (a body that "
+                "starts with gzip's magic bytes is inflated)", reason="bad_encoding",
+            ) from None
         raise Problem(
             400, detail=f"The body is not gzip throughout, as its 'Content-Encoding' "
             f"({shorten(encoding)!r}) says: {exc.value}.", field="Content-Encoding",
