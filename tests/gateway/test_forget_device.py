@@ -100,3 +100,31 @@ def test_a_relative_data_dir_is_the_working_directorys(tmp_path: Path) -> None:
     assert json.loads(r.stdout)["rows_deleted"] >= 5  # the readings (and its seqs)
     assert not Path("/", rel).exists()
     assert Settings.load(env={"EDGEWISE_DATA_DIR": rel}).data_dir == Path.cwd() / rel
+
+
+def test_forgetting_a_device_drops_its_held_alert_from_the_saved_state(tmp_path: Path) -> None:
+    """Check the state a running pipeline rewrites when it forgets a device no longer holds
+    the device's open alert (its id, span and metric shares): the file was written before
+    the alerts forgot the device, so the deleted device's alert stayed in it until the next
+    clean stop (the CLI's deletion already dropped it)."""
+    import numpy as np
+
+    settings = Settings.load(env={}, data_dir=tmp_path)
+    state = tmp_path / "detectors.pickle"
+    store = open_store(settings.store_url)
+    p = Pipeline(store, settings, detect_async=False, state_path=state)
+    rng = np.random.default_rng(1)
+    t0 = 1_700_000_000
+    for i in range(1500):
+        v = 40 + rng.normal(0, 0.2) + (30 if i >= 1490 else 0)
+        body = {"ts": t0 + i, "seq": i + 1,
+                "metrics": {"zqxmetric": v, "other": 2 + rng.normal(0, 0.02)}}
+        p.ingest("zqxpump", json.dumps(body).encode())
+    assert p.alerts.held_state(), "the fault raised no held alert: the test proves nothing"
+    p.save_state(state)  # as at an earlier clean stop
+    p.forget_device("zqxpump")
+    saved = pickle.loads(state.read_bytes())
+    assert saved["alerts_held"] == {}
+    assert b"zqxmetric" not in state.read_bytes()
+    p.close()
+    store.close()

@@ -1068,11 +1068,12 @@ class Pipeline:
                 self.cross_gate.forget(device_id)
             self.rate_limiter.forget(device_id)  # re-added, it starts on a full bucket
             self.metric_cap.forget(device_id)
+            # its held alert (id, span, metric shares) goes before the state is written
+            self.alerts.forget(device_id)
             # the saved state (written at the last clean stop) still holds the device: write
             # it again now, or a crash before the next clean stop brings the device back
             if (keys or had_mv) and self.state_path is not None and self.state_path.exists():
                 self.save_state(self.state_path)
-            self.alerts.forget(device_id)
         return len(keys)
 
     def _clean(
