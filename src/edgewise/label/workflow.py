@@ -342,7 +342,7 @@ def _windows(history: History, device_id: str, window: int | None) -> WindowSet:
 
 def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10,
             strategy: str = "mix", window: int | None = None,
-            seed: int | None = 0) -> list[dict[str, Any]]:
+            seed: int | None = 0, record: bool = True) -> list[dict[str, Any]]:
     """The next ``k`` windows of ``device_id`` a person should label, best first.
 
     Each item: ``start_ns``, ``end_ns``, ``score`` (the primary detector's highest score in
@@ -354,6 +354,11 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
     span (as :func:`~edgewise.label.windows.window_labels` maps labels onto windows), so
     the answer reaches the strategy that asked even when the grown history is cut into
     windows with other edges (windows are ``len(history) // 100`` readings long).
+
+    ``record=False`` answers from the saved state without saving anything: the questions
+    are not recorded as asked, so the same call gives the same answer until an answer or a
+    recording call changes the state (``GET /v1/label-queue`` with a viewer token: a viewer
+    reads, and does not change what the next caller is offered).
     """
     ws = _windows(history, device_id, window)
     current = labels.labels(device_id)
@@ -377,7 +382,7 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
                     f"{str(exc).rstrip('.')}") from None
             # the mix's strategies changed since: start afresh
     picks = strat.select(pool, k)
-    if isinstance(strat, DefaultMix):
+    if record and isinstance(strat, DefaultMix):
         # only over the state as read: a 'device delete' (or another suggest of this
         # device) meanwhile wins; the next suggest starts from what is stored then
         labels.save_mix_state(device_id, strat.get_state(keys), expected=state)

@@ -14,7 +14,9 @@
 * ``GET /v1/label-queue?device=`` (viewer): the next windows worth a person's time,
   chosen by the default query strategy, each with the readings around it for a chart
   (only those stored: a metric's gaps are null) and its times also as exact text
-  (``start_ns_text``, ``end_ns_text``: a browser rounds JSON numbers above 2**53).
+  (``start_ns_text``, ``end_ns_text``: a browser rounds JSON numbers above 2**53). Only
+  an operator's request records its windows as the query mix's open questions
+  (``label-mix.json``); a viewer's changes nothing.
 
 The labels live in ``<data dir>/labels.sqlite`` (:class:`~edgewise.label.store.LabelStore`).
 """
@@ -466,12 +468,12 @@ def _context(rows: dict[str, tuple[np.ndarray, np.ndarray]], ts: np.ndarray,
 
 
 def _queue(store: Any, labels: LabelStore, device: str, k: int,
-           strategy: str) -> dict[str, Any]:
+           strategy: str, record: bool) -> dict[str, Any]:
     from edgewise.label.workflow import history_from_store, suggest
 
     hist = history_from_store(store, device)
     ts, _, metrics = hist
-    items = suggest(hist, device, labels, k=k, strategy=strategy)
+    items = suggest(hist, device, labels, k=k, strategy=strategy, record=record)
     spans = []
     for it in items:
         span = it["end_ns"] - it["start_ns"]
@@ -515,6 +517,11 @@ async def label_queue(
       240 times) and ``values`` (per metric, the mean of its stored readings from each time
       to the next; ``null`` where it has none: a sensor that stopped is not drawn on).
 
+    With the default ``strategy=mix``, an operator's (or admin's) request records the
+    windows it offers as the mix's open questions (``label-mix.json``, as ``edgewise label
+    suggest`` does), so their answers teach the mix; a viewer's request answers from the
+    state as saved and changes nothing (the same request gives the same answer).
+
     404 ``no_history`` for a device without stored readings; 422 ``bad_strategy``,
     ``bad_device``."""
     if strategy not in STRATEGIES:
@@ -525,7 +532,9 @@ async def label_queue(
     _check_device(device)  # a 404 "no history" would hide that no id could have one
     labels = label_store(request, security, settings)
     try:
-        return await run_in_threadpool(_queue, store, labels, device, k, strategy)
+        # a viewer reads: only an operator's request records the questions it is asked
+        return await run_in_threadpool(_queue, store, labels, device, k, strategy,
+                                       who.can("operator"))
     except InvalidParameterError as exc:
         if exc.field is not None:  # not about the history (the mix's state file): say so
             raise
