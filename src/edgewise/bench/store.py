@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from edgewise.config import shown_url
 from edgewise.store import duckdb_file, open_store
 from edgewise.telemetry import Reading
 
@@ -59,9 +60,20 @@ def check_store_options(url: str, batch: int, batches: int, devices: int) -> Non
     path = duckdb_file(url)
     if path is not None and (path.exists() or Path(f"{path}.wal").exists()):
         raise ConfigError(
-            f"--store {url!r} names an existing DuckDB file; the bench writes and deletes test "
-            f"readings, so give a path that does not exist yet (made for the run, removed "
-            f"after) or leave --store out.")
+            f"--store {shown_url(url)!r} names an existing DuckDB file; the bench writes and "
+            f"deletes test readings, so give a path that does not exist yet (made for the "
+            f"run, removed after) or leave --store out.")
+
+
+def _is_postgres(url: str) -> bool:
+    """Whether ``url`` names a PostgreSQL store, its scheme read as :func:`open_store`
+    reads it (in any case: ``PostgreSQL://`` too).
+
+    >>> _is_postgres("PostgreSQL://ew@db/ew"), _is_postgres("duckdb:///x.duckdb")
+    (True, False)
+    """
+    scheme = url.partition("://")[0].lower()
+    return scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+")
 
 
 def _stats(times: list[float], n: int) -> dict[str, float]:
@@ -76,9 +88,12 @@ def run_store_bench(
     """Append ``batches`` fresh batches of ``batch`` readings, re-append them, then query.
 
     ``url`` empty means a DuckDB file in a temporary folder; a ``duckdb:///PATH`` must not
-    exist yet and is removed afterwards. A ``postgresql://`` URL without ``?schema=`` gets a
-    fresh schema that is dropped afterwards; with one, the bench's devices (ids of their
-    own, ``bench-<random>-NNN``) are deleted afterwards.
+    exist yet and is removed afterwards. A ``postgresql://`` URL (the scheme in any case)
+    without ``?schema=`` gets a fresh schema that is dropped afterwards; with one, the
+    bench's devices (ids of their own, ``bench-<random>-NNN``) are deleted afterwards and
+    nothing else is touched: no ``VACUUM FULL`` (:meth:`purge`), which would lock every
+    table of a store the bench did not make. The URL is reported and named in errors as
+    :func:`~edgewise.config.shown_url` shows it (no password).
     """
     from edgewise.errors import StoreError
 
@@ -87,12 +102,19 @@ def run_store_bench(
     drop_schema = None
     remove_file = duckdb_file(url)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    shown = shown_url(url)
+    conninfo = None
     if not url:
         tmp = tempfile.TemporaryDirectory()
         url = f"duckdb://{Path(tmp.name) / 'bench.duckdb'}"
-    elif url.startswith("postgres") and "schema=" not in url:
-        drop_schema = f"ew_bench_{uuid.uuid4().hex[:10]}"
-        url = f"{url}{'&' if '?' in url else '?'}schema={drop_schema}"
+        shown = url
+    elif _is_postgres(url):
+        from edgewise.store.postgres import _split_url
+
+        conninfo, schema, _ = _split_url(url)  # the schema as the store will read it
+        if schema is None:
+            drop_schema = f"ew_bench_{uuid.uuid4().hex[:10]}"
+            url = f"{url}{'&' if '?' in url else '?'}schema={drop_schema}"
     store = open_store(url)
     try:
         data = [make_batch(k, batch, devices, prefix) for k in range(batches)]
@@ -103,7 +125,7 @@ def run_store_bench(
             r = store.append(b)
             append.append(time.perf_counter() - t)
             if r.stored != n:
-                raise StoreError(f"Store {url.split('?')[0]!r} stored {r.stored} of {n} fresh "
+                raise StoreError(f"Store {shown!r} stored {r.stored} of {n} fresh "
                                  f"bench readings ({r.duplicates} duplicates); the figures "
                                  f"would not be of fresh appends.")
         dup = []
@@ -112,7 +134,7 @@ def run_store_bench(
             r = store.append(b)
             dup.append(time.perf_counter() - t)
             if r.duplicates != n:
-                raise StoreError(f"Store {url.split('?')[0]!r} took {r.duplicates} of {n} "
+                raise StoreError(f"Store {shown!r} took {r.duplicates} of {n} "
                                  f"re-delivered bench readings as duplicates; expected all.")
         total = store.count_readings()
         q, qs = [], []
@@ -125,7 +147,7 @@ def run_store_bench(
             store.query(f"{prefix}-{d:03d}", step_ns=60 * 10**9)
             qs.append(time.perf_counter() - t)
         return {
-            "store": url.split("?")[0] if drop_schema else url,
+            "store": shown,
             "batch": n,
             "batches": batches,
             "stored_total": total,
@@ -137,10 +159,9 @@ def run_store_bench(
         }
     finally:
         try:
-            if tmp is None and remove_file is None and not drop_schema:  # a store of its own
-                for d in range(devices):  # one purge for all, not a rewrite per device
+            if tmp is None and remove_file is None and not drop_schema:  # not the bench's
+                for d in range(devices):  # its own devices only; never a purge (VACUUM FULL)
                     store.delete_device(f"{prefix}-{d:03d}", purge=False)
-                store.purge()
         finally:
             store.close()
         if remove_file is not None:
@@ -149,8 +170,7 @@ def run_store_bench(
         if drop_schema:
             import psycopg
 
-            base = url.split("?")[0]
-            with psycopg.connect(base, autocommit=True) as con:
+            with psycopg.connect(conninfo, autocommit=True) as con:
                 con.execute(f'DROP SCHEMA IF EXISTS "{drop_schema}" CASCADE')
         if tmp is not None:
             tmp.cleanup()

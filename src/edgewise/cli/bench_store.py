@@ -25,6 +25,7 @@ def bench_store(
 
     from edgewise.bench._machine import machine_fields
     from edgewise.bench.store import check_store_options, run_store_bench
+    from edgewise.config import shown_url
 
     for u in store or [""]:  # every URL checked before any is measured
         check_store_options(u, batch, batches, devices)
@@ -36,9 +37,10 @@ def bench_store(
     for r in results:
         a, d = r["append"], r["append_duplicates"]
         typer.echo(
-            f"{r['store']}: append {a['readings']} readings in {a['median_ms']} ms median "
-            f"({a['readings_per_s']:,}/s); re-append {d['median_ms']} ms "
-            f"({d['readings_per_s']:,}/s); query {r['query_one_metric']['rows']} rows in "
+            f"{shown_url(r['store'])}: append {a['readings']} readings in "
+            f"{a['median_ms']} ms median ({a['readings_per_s']:,}/s); re-append "
+            f"{d['median_ms']} ms ({d['readings_per_s']:,}/s); query "
+            f"{r['query_one_metric']['rows']} rows in "
             f"{r['query_one_metric']['median_ms']} ms; downsampled "
             f"{r['query_downsampled_all_metrics_ms']} ms ({r['stored_total']:,} stored)"
         )

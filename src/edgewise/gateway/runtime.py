@@ -218,7 +218,9 @@ class Gateway:
         if days <= 0:
             return 0
         now_ns = time.time_ns() if now_ns is None else now_ns
-        n = self.store.delete_before(now_ns - days * 86_400 * 10**9)
+        # a retention longer than the int64 nanosecond range (EDGEWISE_RETENTION_DAYS=999999)
+        # cuts before every storable time: clamped, not a "bigint out of range" every pass
+        n = self.store.delete_before(max(now_ns - days * 86_400 * 10**9, -(2**63)))
         # a pass that pruned only alert events (no reading old enough) leaves bytes to
         # purge too: the store says so (DuckDB; PostgreSQL never purges by default)
         if n or getattr(self.store, "purge_pending", False):

@@ -15,6 +15,7 @@ backends' counts identical, which the contract suite checks.
 from __future__ import annotations
 
 import bisect
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -97,12 +98,13 @@ def check_readings(readings: Sequence[Reading]) -> None:
     edgewise.errors.StoreError: Cannot store reading 0 (device 'd', metric 't'): value must be a finite number. Got nan instead.
     """  # noqa: E501
     lo, hi, top = -(2**63), 2**63, 2**62
+    big = _INT_FLOAT_MAX
     for i, r in enumerate(readings):
         # fast path for the common exact types; anything else gets the careful checks below
         if type(r) is Reading:
             v, t, q = r.value, r.ts_ns, r.seq
             if (
-                ((type(v) is float and v - v == 0.0) or type(v) is int)
+                ((type(v) is float and v - v == 0.0) or (type(v) is int and -big <= v <= big))
                 and type(t) is int and lo <= t < hi
                 and (q is None or (type(q) is int and 0 <= q < top))
                 and type(r.device_id) is str and r.device_id and r.device_id.isascii()
@@ -129,9 +131,9 @@ def check_readings(readings: Sequence[Reading]) -> None:
         ):
             problem = f"ts_ns must be an int64 of nanoseconds. Got {r.ts_ns!r} instead."
         elif isinstance(r.value, bool) or not isinstance(r.value, int | float) or not (
-            r.value == r.value and abs(r.value) != float("inf")
+            _finite(r.value)
         ):
-            problem = f"value must be a finite number. Got {r.value!r} instead."
+            problem = f"value must be a finite number. Got {_shown_value(r.value)} instead."
         elif r.seq is not None and (
             isinstance(r.seq, bool) or not isinstance(r.seq, int) or not 0 <= r.seq < 2**62
         ):
@@ -141,6 +143,38 @@ def check_readings(readings: Sequence[Reading]) -> None:
                 f"Cannot store reading {i} (device {r.device_id!r}, metric {r.metric!r}): "
                 f"{problem}"
             )
+
+
+#: The largest int a Reading's value may be without a check of its conversion (a larger one
+#: may still round to a finite float, or overflow it: :func:`_finite` says which).
+_INT_FLOAT_MAX = int(sys.float_info.max)
+
+
+def _finite(value: float) -> bool:
+    """Whether ``value`` (an int or float) is a finite float once converted: an int past
+    the float range (``10**400``) overflows, and is not.
+
+    >>> _finite(1), _finite(2.5), _finite(10**400), _finite(float("nan"))
+    (True, True, False, False)
+    """
+    try:
+        v = float(value)
+    except OverflowError:
+        return False
+    return v - v == 0.0
+
+
+def _shown_value(value: object) -> str:
+    """``repr(value)``, but an int past the float range by its size (its digits may run to
+    thousands, past what ``repr`` of an int will write).
+
+    >>> _shown_value(2.5), _shown_value(-(10**400))
+    ('2.5', '-(an int of 1329 bits, beyond the float range)')
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and not _finite(value):
+        shown = f"an int of {value.bit_length()} bits, beyond the float range"
+        return f"-({shown})" if value < 0 else shown
+    return repr(value)
 
 
 def _text_problem(name: str, text: str) -> str | None:

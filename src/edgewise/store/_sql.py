@@ -17,6 +17,7 @@ from edgewise.errors import StoreError
 from edgewise.store._batch import (
     Prepared,
     SeqTracker,
+    _text_problem,
     asked_seqs,
     asked_seqs_many,
     prepare,
@@ -312,6 +313,29 @@ def _alert_where(
     return "WHERE " + " AND ".join(parts), params
 
 
+#: An alert's text columns that a caller writes (id, status, label are checked apart).
+_ALERT_TEXT = ("device_id", "kind", "message", "acked_by", "labelled_by", "note",
+               "merged_into")
+
+
+def check_alert_text(fields: Mapping[str, Any], what: str) -> None:
+    r"""Raise :class:`StoreError` for a text field of an alert that no backend can store
+    alike: a NUL character (PostgreSQL refuses it, DuckDB kept it) or a lone surrogate
+    (no UTF-8 for it): refused up front, the same on both, before anything is written.
+
+    >>> check_alert_text({"note": "x\x00y", "score": 1.0}, "Acknowledging alert 'a1'")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Acknowledging alert 'a1': note must not hold a NUL character ('\x00'). Got 'x\x00y' instead.
+    """  # noqa: E501
+    for name in _ALERT_TEXT:
+        value = fields.get(name)
+        if isinstance(value, str):
+            bad = _text_problem(name, value)
+            if bad:
+                raise StoreError(f"{what}: {bad}")
+
+
 def _check_alert_fields(status: Any, label: Any) -> None:
     if status not in ALERT_STATUSES:
         raise StoreError(f"Alert status must be one of {ALERT_STATUSES}. Got {status!r} instead.")
@@ -333,13 +357,35 @@ def _alert_from_row(row: Sequence[Any]) -> Alert:
     return Alert(**d)
 
 
+def in_list(column: str, values: Sequence[Any], ph: str, sql_type: str) -> tuple[str, list[Any]]:
+    """``column`` is one of ``values``, as SQL and its parameters: on PostgreSQL (``ph``
+    ``%s``, psycopg) one array parameter, ``= ANY(%s::TYPE[])``, since its protocol binds
+    at most 65,535 parameters to a statement; elsewhere (DuckDB, no such limit) one
+    placeholder per value.
+
+    >>> in_list("seq", [1, 2], "?", "bigint"), in_list("seq", [1, 2], "%s", "bigint")
+    (('seq IN (?, ?)', [1, 2]), ('seq = ANY(%s::bigint[])', [[1, 2]]))
+    """
+    if ph == "%s":
+        return f"{column} = ANY(%s::{sql_type}[])", [list(values)]
+    return f"{column} IN ({', '.join([ph] * len(values))})", list(values)
+
+
 def conflicts_query(device_id: str | None, limit: int, ph: str) -> tuple[str, list[Any]]:
-    """SQL and parameters listing conflicts, newest first, optionally for one device."""
+    """SQL and parameters listing conflicts, newest first, optionally for one device.
+
+    Ties (one append records many conflicts at one ``received_ns``, often at one
+    ``ts_ns``) are broken by the conflict's key, ``(device_id, metric, new_value)``,
+    unique with ``ts_ns``, ids in byte order (``COLLATE "C"``, DuckDB's order too): the
+    same rows, in the same order, on every backend and every call, whatever the ``limit``.
+    """
     where = f"WHERE device_id = {ph}" if device_id is not None else ""
     params: list[Any] = [device_id] if device_id is not None else []
     sql = (
         "SELECT device_id, metric, ts_ns, stored_value, new_value, seq, received_ns "
-        f"FROM conflicts {where} ORDER BY received_ns DESC, ts_ns DESC LIMIT {int(limit)}"
+        f"FROM conflicts {where} ORDER BY received_ns DESC, ts_ns DESC, "
+        'device_id COLLATE "C", metric COLLATE "C", new_value LIMIT '
+        f"{int(limit)}"
     )
     return sql, params
 
@@ -410,6 +456,8 @@ def insert_alert(alert: Alert, ph: str) -> tuple[str, list[Any]]:
     takes the row as well as a new one.
     """
     _check_alert_fields(alert.status, alert.label)
+    check_alert_text({n: getattr(alert, n) for n in _ALERT_TEXT},
+                     f"Storing alert for device {alert.device_id!r}")
     alert.id = alert.id or uuid.uuid4().hex
     alert.created_ns = alert.created_ns or time.time_ns()
     row = _alert_row(alert)
@@ -440,6 +488,7 @@ def _alert_sets(changes: dict[str, Any], ph: str) -> tuple[str, list[Any]]:
             f"Cannot change alert field(s) {bad}; changeable: {', '.join(_ALERT_CHANGEABLE)}."
         )
     _check_alert_fields(changes.get("status", "open"), changes.get("label"))
+    check_alert_text(changes, "Changing an alert")
     if "drivers" in changes:
         changes = {**changes, "drivers": json.dumps(changes["drivers"])}
     return ", ".join(f"{k} = {ph}" for k in changes), list(changes.values())
@@ -467,6 +516,7 @@ def acknowledge_alert_query(
             f"acknowledge_alert sets the alert's status and acked_by itself; got {own} among "
             "the changes. Pass only label, labelled_by, note or the span fields there."
         )
+    check_alert_text({"acked_by": by}, f"Acknowledging alert {alert_id!r}")
     sets, values = _alert_sets(changes, ph)
     if not sets:
         sql = (f"UPDATE alerts SET status = 'acknowledged', acked_by = {ph} WHERE id = {ph} "
@@ -742,11 +792,12 @@ class SQLStoreMixin:
             return []
         where, params = _range_where(device_id, None, start_ns, end_ns, ph=self._ph)
         ph = self._ph
+        in_names, p_names = in_list("metric", names, ph, "text")
+        in_qs, p_qs = in_list("seq", qs, ph, "bigint")
         sql = (f"SELECT metric, ts_ns, value, seq FROM readings WHERE {where} "
-               f"AND metric IN ({', '.join([ph] * len(names))}) "
-               f"AND seq IN ({', '.join([ph] * len(qs))}) ORDER BY metric, ts_ns")
+               f"AND {in_names} AND {in_qs} ORDER BY metric, ts_ns")
         return [(m, int(t), float(v), int(q))
-                for m, t, v, q in self._read(sql, [*params, *names, *qs])]
+                for m, t, v, q in self._read(sql, [*params, *p_names, *p_qs])]
 
     def _mean_plan(self, device_ids: Sequence[str], metric: str | None,
                    start_ns: int | None, end_ns: int | None) -> tuple[str, ...]:

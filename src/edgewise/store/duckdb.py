@@ -489,6 +489,32 @@ def _corrupt(path: Path | str, exc: BaseException) -> StoreCorruptError:
     return err
 
 
+def _make_parent(path: Path) -> None:
+    """Make the folder ``path`` goes in (and the folders above it) where missing.
+
+    Raises
+    ------
+    StoreError
+        Naming the path and what is wrong: a part of it is a file, not a folder, or the
+        folder cannot be made (no permission, a read-only file system).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((a for a in reversed(path.parents) if a.exists() and not a.is_dir()),
+                       path.parent)
+        raise StoreError(
+            f"DuckDB store {str(path)!r}: {str(blocker)!r} is a file, not a folder, so the "
+            "store's folder cannot be made there; give a path under a folder (or one that "
+            "can be created)."
+        ) from None
+    except OSError as exc:
+        raise StoreError(
+            f"DuckDB store {str(path)!r}: cannot create its folder {str(path.parent)!r}: "
+            f"{exc.strerror or exc}; give a path in a folder this user may write to."
+        ) from None
+
+
 class DuckDBStore(SQLStoreMixin):
     """A :class:`~edgewise.store.base.Store` in one DuckDB file (or in memory).
 
@@ -556,7 +582,7 @@ class DuckDBStore(SQLStoreMixin):
             target: str | Path = ":memory:"
         else:
             p = Path(self.path).expanduser().resolve()
-            p.parent.mkdir(parents=True, exist_ok=True)
+            _make_parent(p)
             self.path = str(p)
             self.url = f"duckdb://{p}"
             target = p
