@@ -88,6 +88,32 @@ def replace_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int =
     (b'new', '0o644', 1)
     """
     p = Path(path)
+    tmp = write_beside(p, data, mode=mode, exact=exact)
+    try:
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    sync_folder(p.parent)
+
+
+def write_beside(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600,
+                 exact: bool = False) -> Path:
+    """Write ``data`` whole and synced to a temporary file of its own beside ``path`` and
+    return it, for the caller to rename over ``path`` (:func:`replace_atomically` does, one
+    file; an export renames a set of them once all are written). Its name
+    (``.<name>.<pid>.<thread>.<hex>.tmp``) no other writer, thread or process, uses; it is
+    made with ``O_EXCL | O_NOFOLLOW``, so nothing planted there is written through, and it
+    is removed again if the write fails. ``mode`` and ``exact`` as in
+    :func:`replace_atomically`.
+
+    >>> import pathlib, tempfile
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "m.bin"
+    >>> tmp = write_beside(f, b"x")
+    >>> tmp.parent == f.parent, tmp.name.startswith(".m.bin."), tmp.read_bytes(), f.exists()
+    (True, True, b'x', False)
+    """
+    p = Path(path)
     # the name cut to 150 characters: a file name of up to 255 (NAME_MAX) stays writable
     tmp = p.with_name(f".{p.name[:150]}.{os.getpid()}.{threading.get_ident()}."
                       f"{os.urandom(4).hex()}.tmp")
@@ -99,11 +125,10 @@ def replace_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int =
             if exact:
                 os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())  # whole on disk before the rename makes it the file
-        os.replace(tmp, p)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    sync_folder(p.parent)
+    return tmp
 
 
 def create_private_once(path: str | os.PathLike[str], data: bytes, *,

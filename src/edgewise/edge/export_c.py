@@ -150,14 +150,13 @@ def write_files(out_dir: str | Path, files: dict[str, str | bytes]) -> list[Path
 
     Nothing is written where one of them is there and was not written by an export
     (:func:`check_not_foreign`). Each goes to a temporary file of its own beside it
-    (``.<name>.<pid>.<thread>.<hex>.tmp``), and only when all are written whole are they
+    (:func:`edgewise._private.write_beside`), and only when all are written whole are they
     renamed into place, as ``RULModel.save`` does: an export that fails part way (a full
     disk, a folder where a file goes) leaves the previous set whole, not new files beside
     old ones."""
     import os
-    import threading
 
-    from edgewise._private import sync_folder
+    from edgewise._private import sync_folder, write_beside
 
     d = Path(out_dir)
     check_not_foreign(d, files)
@@ -166,14 +165,7 @@ def write_files(out_dir: str | Path, files: dict[str, str | bytes]) -> list[Path
     try:
         for fname, data in files.items():
             raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-            tmp = d / (f".{fname[:150]}.{os.getpid()}.{threading.get_ident()}."
-                       f"{os.urandom(4).hex()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-            temps.append((tmp, d / fname))
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(raw)
-                fh.flush()
-                os.fsync(fh.fileno())
+            temps.append((write_beside(d / fname, raw, mode=0o666), d / fname))
         for tmp, dest in temps:
             os.replace(tmp, dest)
     except BaseException:
