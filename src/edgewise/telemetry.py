@@ -65,6 +65,7 @@ __all__ = [
     "epoch_unit_ns",
     "parse_time",
     "parse_time_text",
+    "retention_cut_ns",
     "validate_device_id",
 ]
 
@@ -660,8 +661,7 @@ def decode(
     if _may_repeat_keys(raw, records):  # look again, slowly, keeping repeated keys
         doc, repeated = _parse_keeping_repeats(raw)
         records = [doc] if isinstance(doc, dict) else doc
-    expiry = (time.time_ns() - retention_days * 86_400 * 10**9, retention_days) if (
-        retention_days > 0) else None
+    expiry = (retention_cut_ns(retention_days), retention_days) if retention_days > 0 else None
     if _looks_senml(records):
         _decode_senml(records, device_id, now_ns, max_future_s, out, repeated, expiry)
     else:
@@ -715,6 +715,19 @@ def _looks_senml(records: list[Any]) -> bool:
             if not _SENML_KEYS.isdisjoint(rec):
                 return True
     return False
+
+
+def retention_cut_ns(days: int, now_ns: int | None = None) -> int:
+    """The time before which a retention of ``days`` deletes readings (and ingest refuses
+    them as ``expired``), at ``now_ns`` (this host's clock by default); a retention longer
+    than the int64 nanosecond range (``EDGEWISE_RETENTION_DAYS=999999``) cuts before every
+    storable time, clamped to that range (a store refused the cut: "bigint out of range").
+
+    >>> retention_cut_ns(1, now_ns=86_400 * 10**9), retention_cut_ns(999_999, now_ns=0)
+    (0, -9223372036854775808)
+    """
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    return max(now_ns - days * 86_400 * 10**9, -(2**63))
 
 
 def _expired(ts_ns: int, expiry: tuple[int, int] | None, field_name: str, device_id: str,

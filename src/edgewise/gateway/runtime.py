@@ -26,6 +26,7 @@ from edgewise.security.audit_syslog import CURSOR_FILE, AuditForwarder
 from edgewise.security.credentials import Security
 from edgewise.store import shown_url
 from edgewise.store.base import Alert
+from edgewise.telemetry import retention_cut_ns
 from edgewise.transport.base import Message, Outcome, Transport
 
 __all__ = ["Gateway", "problem_of"]
@@ -218,9 +219,8 @@ class Gateway:
         if days <= 0:
             return 0
         now_ns = time.time_ns() if now_ns is None else now_ns
-        # a retention longer than the int64 nanosecond range (EDGEWISE_RETENTION_DAYS=999999)
-        # cuts before every storable time: clamped, not a "bigint out of range" every pass
-        n = self.store.delete_before(max(now_ns - days * 86_400 * 10**9, -(2**63)))
+        # the cut ingest refuses 'expired' readings at, clamped to the int64 range
+        n = self.store.delete_before(retention_cut_ns(days, now_ns))
         # a pass that pruned only alert events (no reading old enough) leaves bytes to
         # purge too: the store says so (DuckDB; PostgreSQL never purges by default)
         if n or getattr(self.store, "purge_pending", False):
