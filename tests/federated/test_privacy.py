@@ -46,6 +46,74 @@ def test_noise_for_epsilon_inverts_the_accountant():
     assert zd == pytest.approx(2 * z, rel=2e-3)
 
 
+@pytest.mark.parametrize(("target", "q", "steps", "most"), [
+    (8.0, 0.0526, 57, 9), (0.5, 0.0064, 314, 9), (20.0, 0.0667, 150, 9), (1.0, 0.1, 50, 9),
+    (50.0, 0.0526, 19, 9), (0.02, 0.0526, 19, 9), (2.0, 0.032, 93, 9),
+    # here ε jumps from 1.59 to 0.95 x target between z 2.766 and 2.828 (the best order
+    # changes), which interpolation cannot see through at once
+    (0.05, 0.00032, 3125, 12),
+])
+def test_calibration_finds_the_smallest_noise_in_few_accountant_calls(target, q, steps, most):
+    """Check the noise search meets the target, misses it 0.1 % lower, and asks the
+    accountant for few epsilons (each a fresh RDP curve, in every DP-SGD training message;
+    halving the bracket asked for 12-17 on these)."""
+    from edgewise.federated.privacy import MAX_DP_SGD_NOISE, _bisect
+
+    asked: list[float] = []
+
+    def epsilon_of(z: float) -> float:
+        asked.append(z)
+        return rdp_epsilon(z, q, steps)
+
+    z = _bisect(target, epsilon_of, max_noise=MAX_DP_SGD_NOISE)
+    assert rdp_epsilon(z, q, steps) <= target < rdp_epsilon(z / 1.001, q, steps)
+    assert len(asked) <= most, asked
+
+
+def test_calibration_drops_only_the_accountants_unconverged_order_warnings():
+    """Check a calibration at small noise logs none of dp-accounting's "failed to converge
+    ... Excluding this order" warnings (dozens per training message), and that other absl
+    warnings still pass."""
+    import logging
+
+    from edgewise.federated.privacy import _step_rdp, dp_sgd_noise_for_epsilon
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    absl, keep = logging.getLogger("absl"), Keep()
+    was = absl.disabled, absl.level
+    absl.disabled = False  # another test's logging setup may have switched it off
+    absl.setLevel(logging.WARNING)
+    absl.addHandler(keep)
+    try:
+        _step_rdp.cache_clear()
+        dp_sgd_noise_for_epsilon(8.0, batch_size=32, n_records=608, epochs=3)  # z about 0.69
+        absl.warning("something else")
+    finally:
+        absl.removeHandler(keep)
+        absl.disabled, level = was
+        absl.setLevel(level)
+    assert not [m for m in keep.messages if "failed to converge" in m]
+    assert "something else" in keep.messages
+
+
+def test_calibration_stops_at_the_least_noise_and_names_the_floor():
+    """Check a budget met by the least noise returns it, and one beyond the most noise
+    names the smallest budget that would do."""
+    from edgewise.federated.privacy import MIN_NOISE, _bisect
+
+    assert _bisect(1e6, lambda z: 1.0 / z, max_noise=100.0) == MIN_NOISE
+    with pytest.raises(InvalidParameterError, match=r"the most noise gives epsilon=0\.01\. "
+                       r"Use a budget >= 0\.01\."):
+        _bisect(1e-3, lambda z: 1.0 / z, max_noise=100.0)
+
+
 def test_bad_accountant_arguments_are_refused():
     """Check the accountant names its arguments when they are out of range."""
     with pytest.raises(InvalidParameterError, match="sampling_rate in"):
