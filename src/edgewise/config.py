@@ -72,6 +72,11 @@ class Settings:
     # together needs the first at least its device count
     mqtt_max_pending_per_source: int = 0
     mqtt_max_pending: int = 0
+    # embedded MQTT broker: logged-in connections one device may hold at once (0: 8; one
+    # more is answered CONNACK 3), and telemetry payload bytes that may wait for the store
+    # (0: 64 MiB, a quarter of it per device; past it no PUBACK until there is room)
+    mqtt_max_connections_per_device: int = 0
+    mqtt_max_queued_bytes: int = 0
     throttle_after_failures: int = 100
     # proxies whose X-Forwarded-For / X-Forwarded-Proto the HTTP server believes (the
     # client address wrong secrets are counted by): "" trusts none (the default), else
@@ -289,6 +294,8 @@ LIMITS: dict[str, tuple[Interval, bool]] = {
     "max_metrics_per_device": (Interval(int, 1, None), False),
     "mqtt_max_pending_per_source": (Interval(int, 0, None), False),
     "mqtt_max_pending": (Interval(int, 0, None), False),
+    "mqtt_max_connections_per_device": (Interval(int, 0, None), False),
+    "mqtt_max_queued_bytes": (Interval(int, 0, None), False),
     "throttle_after_failures": (Interval(int, 1, None), False),
     "retention_days": (Interval(int, 0, None), False),
     "alert_threshold": (Interval(float, 0, 1, closed="right"), False),

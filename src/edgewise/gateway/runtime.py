@@ -299,6 +299,8 @@ class Gateway:
                 max_payload_bytes=s.max_payload_bytes,
                 max_pending_per_source=s.mqtt_max_pending_per_source or None,
                 max_pending=s.mqtt_max_pending or None,
+                max_connections_per_device=s.mqtt_max_connections_per_device or None,
+                max_queued_bytes=s.mqtt_max_queued_bytes or None,
             )
         if s.mqtt.startswith(("mqtt://", "mqtts://")):
             from edgewise.transport.client import ExternalBroker
