@@ -30,7 +30,8 @@ Three parts, each usable alone:
   sender thread drains the outbox in seq order over ``POST /v1/telemetry`` (headers as in
   INTERFACES.md) and deletes what the gateway's ``ack_seq`` covers; an update thread, with
   its own HTTP client, polls for model updates, so a long download never holds up
-  telemetry. A model that raises on a reading is refused and the previous one runs.
+  telemetry. A model that raises on a reading is refused and the previous one runs (never
+  one a later signed rollback order replaced: then the built-in detector, if none is kept).
 
 >>> import tempfile
 >>> box = Outbox(tempfile.mkdtemp() + "/outbox.sqlite", max_bytes=200)
@@ -1201,10 +1202,13 @@ class ModelSlot:
 
     def previous(self) -> Installed | None:
         """The newest release older than the current one whose file is still here, intact
-        (the pointer damaged: the newest such release)."""
+        (the pointer damaged: the newest such release), and that no later rollback order
+        replaced (:meth:`superseded`): the version a device was rolled back from is never
+        its fallback."""
         floor = self._pointed_release() or None
+        superseded = self.superseded()
         for m in reversed(self.readable_history()[0]):
-            if floor is not None and m.release >= floor:
+            if (floor is not None and m.release >= floor) or m.release in superseded:
                 continue
             path = self.root / f"model-{m.release}-{m.sha256[:16]}.bin"
             try:
@@ -1214,6 +1218,40 @@ class ModelSlot:
             if hashlib.sha256(payload).hexdigest() == m.sha256:
                 return Installed(m.release, m.sha256, m, payload)
         return None
+
+    def superseded(self) -> dict[int, Manifest]:
+        """The installed releases a later rollback order replaced: release to that order.
+
+        A rollback order (``kind="rollback"``) to version V of model N, signed as release R,
+        sends the device back to V: every release of N below R of another version is
+        replaced by it (the version rolled back from, and whatever else ran before it: which
+        versions are older than V is the registry's publish order, which the device does not
+        know). A release above R (signed after the order) is not. The orders are read from
+        the install history and the pointer (which an install writes first); never raises.
+
+        >>> import tempfile
+        >>> from edgewise.registry import Artifact, load_or_create_key, sign
+        >>> slot, key = ModelSlot(tempfile.mkdtemp()), load_or_create_key(tempfile.mkdtemp())
+        >>> for rel, ver, kind in ((1, "1.0.0", "release"), (2, "2.0.0", "release"),
+        ...                        (3, "1.0.0", "rollback")):
+        ...     s = sign(Artifact(ver.encode(), "ewz", ver, rel, "device:d", kind=kind), key)
+        ...     slot.install(s.manifest_bytes, s.payload)
+        >>> {r: (o.release, o.version) for r, o in slot.superseded().items()}
+        {2: (3, '1.0.0')}
+        """
+        manifests = list(self.readable_history()[0])
+        with contextlib.suppress(OSError, ValueError, TypeError, SignatureError):
+            ptr = self._pointer()
+            if ptr is not None:
+                manifests.append(Manifest.from_bytes(base64.b64decode(ptr["manifest"])))
+        orders = sorted((m for m in manifests if m.kind == "rollback"), key=lambda m: m.release)
+        out: dict[int, Manifest] = {}
+        for m in manifests:
+            order = next((o for o in orders if o.release > m.release and o.name == m.name
+                          and o.version != m.version), None)
+            if order is not None:
+                out[m.release] = order
+        return out
 
     def history(self) -> list[Manifest]:
         """Manifests of every release installed so far (for mix-and-match detection);
@@ -1982,6 +2020,7 @@ class Agent:
                     reason += (f" Release {self.release} is fetched again when the gateway "
                                "offers it.")
         prev = self.slot.previous()
+        reason += self._passed_over(prev)
         using = "built-in EWZScore"
         failed = None if prev is None else self._failed_models().get(prev.sha256)
         if failed is not None:
@@ -1998,6 +2037,21 @@ class Agent:
         log.warning(json.dumps({"event": "model_fallback", "release": self.release,
                                 "reason": reason, "using": using}))
         self._report({"agent.model_fallback": float(self.release)})
+
+    def _passed_over(self, prev: Installed | None) -> str:
+        """What the fallback left out as replaced by a later rollback order (the releases
+        between ``prev`` and the floor whose model file the slot still keeps), said in the
+        ``model_fallback`` reason; "" if none."""
+        notes = []
+        above = 0 if prev is None else prev.release
+        for rel, order in sorted(self.slot.superseded().items(), reverse=True):
+            if not above < rel < self.release or not any(
+                    self.slot.root.glob(f"model-{rel}-*.bin")):
+                continue
+            notes.append(f" Release {rel} is not run either: rollback order release "
+                         f"{order.release} sent this device back from it to "
+                         f"{order.name} {order.version}.")
+        return "".join(notes)
 
     def _repoint(self, installed: Installed) -> None:
         """Replace a damaged pointer by one naming ``installed`` (logged either way)."""
