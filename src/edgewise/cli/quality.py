@@ -57,6 +57,19 @@ def _ids(cells: pd.Series, column: str, what: str, file: Path) -> pd.Series:
     return ids
 
 
+def _written(cells: pd.Series) -> pd.Series:
+    """Whether each cell of a wide file's metric column (as written: the text view of
+    :func:`~edgewise.tables.read_tables`) holds something: only a blank one is no reading.
+    ``NaN``, ``NA`` or ``null`` is a reading that is no number, an invalid one, as the same
+    cell in a long file's value column; pandas reads them as missing, which lost them.
+
+    >>> import pandas as pd
+    >>> _written(pd.Series(["1.5", "", " ", "NaN", "null", None])).tolist()
+    [True, False, False, True, True, False]
+    """
+    return cells.astype(object).where(cells.notna(), "").astype(str).str.strip() != ""
+
+
 #: Longest readable part of a plot's file name (before the hash and ``.png``).
 _NAME_CHARS = 100
 
@@ -319,17 +332,22 @@ def quality(
             if why := not_a_metric(c):
                 typer.echo(f"note: column {c!r} left out of the report: {why}", err=True)
                 continue
+            written = _written(cells[c]) if c in cells.columns else df[c].notna()
             values = _numbers(df[c])
-            if values.notna().any():
-                present[c] = df[c].notna().to_numpy()
+            # a column of NaN/NA/null alone is a sensor's invalid readings (as in a long
+            # file); one of words alone ('pump-a') is no metric
+            if values.notna().any() or (written.any() and df[c].isna().all()):
+                present[c] = written.to_numpy()
                 df[c] = values  # a cell that is no number stays, as an invalid reading
                 metrics.append(c)
-            elif df[c].isna().all():
+            elif not written.any():
                 typer.echo(f"note: column {c!r} left out of the report: every cell is empty",
                            err=True)
             else:
+                i = int(written.to_numpy().argmax())  # the first cell with something in it
+                first = cells[c].iloc[i] if c in cells.columns else df[c].iloc[i]
                 typer.echo(f"note: column {c!r} left out of the report: it holds no numbers "
-                           f"(row 1 has {df[c].iloc[0]!r})", err=True)
+                           f"(row {i + 1} has {first!r})", err=True)
         if not metrics:
             raise fail(f"{str(file)!r} has no numeric metric columns")
         # built from arrays, not melted under names of our own: a metric column called
