@@ -24,15 +24,68 @@ from typing import Any
 
 import numpy as np
 
+from edgewise.errors import InvalidParameterError
 from edgewise.federated.model import build_model, predict, rmse, train_local
 
 __all__ = ["personalise"]
 
 
 def _loss(model: Any, kind: str, X: np.ndarray, y: np.ndarray | None) -> float:
+    """Held-back RMSE: in cycles against ``y`` for ``"rul"``, of the reconstruction of
+    ``X`` for ``"ae"`` (:func:`_check` made sure a ``"rul"`` one has its ``y``)."""
     if kind == "rul" and y is not None:
         return rmse(model, X, y)
     return float(np.sqrt(np.mean((predict(model, X) - X) ** 2)))
+
+
+def _width(global_state: Mapping[str, Any]) -> int | None:
+    """The number of inputs the model of ``global_state`` takes: the column count of its
+    first layer's weight (``None`` where the state has no such weight)."""
+    for key, value in global_state.items():
+        if key.endswith("weight") and len(getattr(value, "shape", ())) == 2:
+            return int(value.shape[1])
+    return None
+
+
+def _check(global_state: Mapping[str, Any], kind: str, X_train: np.ndarray,
+           y_train: np.ndarray | None, X_held: np.ndarray, y_held: np.ndarray | None) -> None:
+    """Refuse, naming the argument, what would make the RMSEs meaningless: a ``"rul"``
+    model without its targets (judged as an autoencoder, its RUL in cycles minus the raw
+    inputs, or a numpy broadcast error), rows of another width than the model's inputs, or
+    targets of another length than their rows.
+
+    >>> from edgewise.federated.model import build_model
+    >>> g = build_model("rul", 3, seed=0).state_dict()
+    >>> X = np.zeros((4, 3), np.float32)
+    >>> try:
+    ...     _check(g, "rul", X, np.zeros(4), X, None)
+    ... except InvalidParameterError as e:
+    ...     e.field
+    'y_held'
+    """
+    width = _width(global_state)
+    for name, X in (("X_train", X_train), ("X_held", X_held)):
+        shape = np.shape(X)
+        if len(shape) != 2 or (width is not None and shape[1] != width):
+            wanted = "" if width is None else f" of {width} columns, the global model's inputs"
+            raise InvalidParameterError(
+                f"personalise needs {name} as a 2-D array (rows x features){wanted}; "
+                f"got shape {shape}.", field=name, value=shape)
+    if kind != "rul":
+        return
+    for name, y, X_name, X in (("y_train", y_train, "X_train", X_train),
+                               ("y_held", y_held, "X_held", X_held)):
+        rows = len(X)
+        if y is None:
+            raise InvalidParameterError(
+                f"personalise(kind='rul') needs {name}, the "
+                f"{'training' if name == 'y_train' else 'held-back'} rows' remaining useful "
+                f"life (one per row of {X_name}, {rows} rows); got None (only kind='ae' "
+                "goes without targets).", field=name, value=None)
+        if np.size(y) != rows:
+            raise InvalidParameterError(
+                f"personalise needs one {name} value per row of {X_name} ({rows} rows); "
+                f"got {np.size(y)}.", field=name, value=np.shape(y))
 
 
 def personalise(
@@ -55,7 +108,12 @@ def personalise(
     of both models (in cycles for ``"rul"``, reconstruction RMSE for ``"ae"``), which was
     kept (``"personal"`` only when its RMSE is lower; ``"global"`` otherwise, also when
     fine-tuning diverged to a non-finite RMSE), and the kept model's state.
+
+    Raises :class:`~edgewise.errors.InvalidParameterError` naming the argument for a
+    ``"rul"`` model without ``y_train`` or ``y_held``, targets of another length than their
+    rows, or ``X_train``/``X_held`` not 2-D with the global model's number of inputs.
     """
+    _check(global_state, kind, X_train, y_train, X_held, y_held)
     model = build_model(kind, X_train.shape[1])
     model.load_state_dict(dict(global_state))
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
