@@ -25,7 +25,11 @@ Figures (RMSE in cycles on the 259 FD002 test engines, truth capped at 125):
 * ``dp_device_eps8_rmse``, ``dp_device_eps1_rmse``: device-level DP (Flower's server-side
   fixed clipping, equal device weights; noise calibrated by the RDP accountant for ε≈8 and
   ε≈1, δ=1e-5, over all rounds and the per-round sample), on the fleet of one client per
-  engine (the privacy unit is an engine's whole history; fleet of 260);
+  engine (the privacy unit is an engine's whole history; fleet of 260). The per-round sample
+  (``dp_sample`` of ``dp_clients``) is drawn from the OS's entropy, never from the seed: the
+  ε's amplification by sampling holds only for a sample nobody can replay (seeded, anyone
+  knowing the seed 0..N-1 could tell which rounds a device was in, and the most-sampled
+  device's ε was more than twice the one reported). ``dp_device_sampling`` says which;
 * ``dp_fleet_nodp_rmse``: that same one-engine-per-client fleet without DP (the device-level
   runs' own reference: what DP costs, separately from what the fleet shape costs);
 * ``bytes_per_client_round``: model bytes a client uploads per round (it downloads as many).
@@ -137,7 +141,10 @@ def run_federated_benchmark(
     from edgewise.federated.privacy import device_noise_for_epsilon
 
     torch.set_num_threads(1)
-    random.seed(seed)  # Flower's FedAvg samples devices with the random module
+    # Flower's FedAvg samples devices with the random module: seeded here, the runs without
+    # device-level DP (every device in every round, only their order drawn) replay; the
+    # device-level DP runs reseed it from the OS's entropy (below).
+    random.seed(seed)
     for name in ("flwr", "edgewise.federated", "absl"):  # per-round logs: figures suffice
         logging.getLogger(name).setLevel(logging.ERROR)
     directory = Path(directory)
@@ -206,6 +213,10 @@ def run_federated_benchmark(
     # run (all rounds, and the per-round sample of m of the devices when m < n).
     m = dp_sample or dp_clients
     dp_rc = {"local-epochs": dp_local_epochs}
+    # Their ε is accounted with amplification by a secret sample of m of the devices per
+    # round: a sample replayable from the (published) seed would not be secret, so Flower's
+    # sampler is seeded from the OS's entropy, not from ``seed``.
+    random.seed()
     for eps, key in ((8.0, "dp_device_eps8"), (1.0, "dp_device_eps1")):
         z = device_noise_for_epsilon(eps, dp_rounds, dp_delta, num_devices=dp_clients,
                                      sample_size=m)
@@ -225,6 +236,10 @@ def run_federated_benchmark(
         "clients": clients, "rounds": rounds, "local_epochs": local_epochs,
         "poisoned_clients": f, "robust_rule": f"FedTrimmedAvg(beta={beta}) + RobustStrategy",
         "dp_clients": dp_clients, "dp_sample": m, "dp_rounds": dp_rounds, "dp_clip": dp_clip,
+        "dp_device_sampling": (f"{m} of {dp_clients} devices per round, drawn from the OS's "
+                               "entropy (not the seed): the sample is secret, as the ε's "
+                               "amplification by sampling needs" if m < dp_clients else
+                               "every device in every round (no amplification by sampling)"),
         "dp_local_epochs": dp_local_epochs, "dp_delta": dp_delta,
         "dp_unit": "record (one window of one engine), ε per device over the run",
         "dp_device_unit": "device (one engine's whole history)",

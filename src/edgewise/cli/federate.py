@@ -127,10 +127,42 @@ def _check_supernode_keys(keys_path: Path | None, tls: TlsFiles | None, host: st
     return keys
 
 
-def _check_rollout(target: str) -> None:
+def _check_rollout(target: str, data_dir: Path) -> None:
+    """Refuse, before anything starts, a ``--rollout-to`` the registry would refuse at the
+    end of the run (:func:`~edgewise.federated.publish.check_target`, the rule
+    ``edgewise registry rollout`` applies): a malformed target, an id or name no device can
+    have (``group:line a``, ``device:pump-7:x``), or a device not registered in
+    ``data_dir``. Found only after training, the devices' privacy budget was spent for
+    nothing."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.federated.publish import check_target
+
     kind, _, who = target.partition(":")
     if kind not in ("device", "group") or not who:
         raise fail(f"--rollout-to must be device:<id> or group:<name>. Got {target!r}.")
+    try:
+        check_target(data_dir, target)
+    except InvalidParameterError as exc:
+        raise fail(f"--rollout-to {target}: {exc}") from None
+
+
+def _last_run(checkpoint: Path) -> str:
+    """What the server run that wrote ``checkpoint`` registered, as the launcher left it
+    beside it: ``result.json`` (its model, registered) or ``error.json`` (why it registered
+    none: a run can fail after its last round, at publishing)."""
+    out = checkpoint.parent
+    try:
+        model = json.loads((out / "result.json").read_text())["model"]
+        return (f"that run's model is registered: {model['name']} version "
+                f"{model['version']}, release {model['release']} for {model['target']}")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        why = " ".join(str(json.loads((out / "error.json").read_text())["error"]).split())
+    except (OSError, ValueError, KeyError, TypeError):
+        return ("that run's model is registered unless it failed at the end: see "
+                "`edgewise registry list`")
+    return f"that run registered no model: {why}"
 
 
 def _check_secagg(secagg: bool, strategy: str, dp_noise: float = 0.0, *, clients: int = 2,
@@ -474,7 +506,7 @@ def demo(
 
     _check_data_dir(data_dir)
     restrict_umask()  # results (normaliser statistics), checkpoints, ledger: 0600
-    _check_rollout(rollout_to)
+    _check_rollout(rollout_to, data_dir)
     if clients < 1 or rounds < 1:
         raise fail(f"--clients and --rounds must be >= 1. Got {clients} and {rounds}.")
     beta = 0.34 if clients < 10 else 0.2
@@ -544,7 +576,7 @@ def server(
 
     _check_data_dir(data_dir)
     restrict_umask()  # results (normaliser statistics), checkpoints, ledger: 0600
-    _check_rollout(rollout_to)
+    _check_rollout(rollout_to, data_dir)
     # Every option with a known valid range is checked here, before anything starts.
     _check_at_least("--clients", clients, 1)
     if not 0 <= min_available <= clients:
@@ -612,8 +644,8 @@ def server(
             raise fail(f"--resume: {exc}") from None
         if done >= rounds:
             raise fail(f"--resume: the checkpoint {checkpoint} already holds round {done} of "
-                       f"--rounds {rounds}; no rounds are left (that run's model is already "
-                       "registered). Ask for more --rounds, or drop --resume to start afresh.")
+                       f"--rounds {rounds}; no rounds are left ({_last_run(checkpoint)}). "
+                       "Ask for more --rounds, or drop --resume to start afresh.")
         try:  # privacy settings under which no single ε would cover the model
             check_resume(checkpoint, rounds=rounds, dp_noise=dp_noise,
                          dp_sgd_epsilon=dp_epsilon, num_devices=min_available or clients)
@@ -804,16 +836,27 @@ def keygen(
                "--supernode-keys FILE_OR_FOLDER)")
 
 
+#: Defaults of ``bench federated``'s options that act in one mode only (checked against).
+_BENCH_DEFAULTS: dict[str, Any] = {"--dp-clients": 260, "--dp-rounds": 10, "--dp-sample": 0,
+                                   "--dp-local-epochs": 3, "--stats-margin": 0.1}
+
+
 @bench_app.command("federated")
 def bench_federated(
     data: Annotated[Path, typer.Option(help="Folder with C-MAPSS (train_FD002.txt.gz …).")] =
         Path("../shared/data/cmapss"),
     clients: Annotated[int, typer.Option(help="Clients (groups of engines).")] = 26,
     rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 20,
-    dp_clients: Annotated[int, typer.Option(help="Clients for the DP runs.")] = 260,
-    dp_rounds: Annotated[int, typer.Option(help="Rounds for the DP runs.")] = 10,
-    dp_sample: Annotated[int, typer.Option(help="Devices sampled per DP round (0: all).")] = 0,
-    dp_local_epochs: Annotated[int, typer.Option(help="Local epochs in the DP runs.")] = 3,
+    dp_clients: Annotated[int, typer.Option(help="Clients for the device-level DP runs.")] =
+        _BENCH_DEFAULTS["--dp-clients"],
+    dp_rounds: Annotated[int, typer.Option(help="Rounds for the device-level DP runs.")] =
+        _BENCH_DEFAULTS["--dp-rounds"],
+    dp_sample: Annotated[int, typer.Option(
+        help="Devices sampled per device-level DP round (0: all); the sample is drawn from "
+             "the OS's entropy, not from the seed, so its ε's amplification by sampling "
+             "holds.")] = _BENCH_DEFAULTS["--dp-sample"],
+    dp_local_epochs: Annotated[int, typer.Option(
+        help="Local epochs in the device-level DP runs.")] = _BENCH_DEFAULTS["--dp-local-epochs"],
     seeds: Annotated[int, typer.Option(help="Repeat with seeds 0..N-1; figures are medians, "
                                             "each run's values under 'runs'.")] = 1,
     stats_dp_only: Annotated[bool, typer.Option(
@@ -822,7 +865,8 @@ def bench_federated(
                                 "--seeds times each, and report the RMSE change.")] = False,
     stats_margin: Annotated[float, typer.Option(
         "--stats-margin", help="With --stats-dp-only: the sensor bounds are the test engines' "
-                               "range widened by this share of it on each side.")] = 0.1,
+                               "range widened by this share of it on each side.")] =
+        _BENCH_DEFAULTS["--stats-margin"],
     as_json: Json = False,
 ) -> None:
     """Federated vs central RUL RMSE on C-MAPSS FD002, with DP and 20% poisoned clients."""
@@ -837,6 +881,21 @@ def bench_federated(
     if not 0 <= dp_sample <= dp_clients:
         raise fail(f"--dp-sample must be between 0 (all) and --dp-clients = {dp_clients}. "
                    f"Got {dp_sample}.")
+    # Options that only act in one mode are refused in the other, not silently ignored
+    # (given at their default value they change nothing and pass).
+    if stats_dp_only:
+        unused = [f"{o} {v:g}" for o, v in (
+            ("--dp-clients", dp_clients), ("--dp-rounds", dp_rounds),
+            ("--dp-sample", dp_sample), ("--dp-local-epochs", dp_local_epochs))
+            if v != _BENCH_DEFAULTS[o]]
+        if unused:
+            raise fail(f"--stats-dp-only runs only the record-level DP pair on --clients "
+                       f"devices for --rounds; it does not use {', '.join(unused)} (the "
+                       "device-level DP runs' options). Drop them, or drop --stats-dp-only.")
+    elif stats_margin != _BENCH_DEFAULTS["--stats-margin"]:
+        raise fail(f"--stats-margin {stats_margin:g} needs --stats-dp-only (it widens the "
+                   "sensor bounds of that run only). Drop --stats-margin, or pass "
+                   "--stats-dp-only.")
     if not (data / "train_FD002.txt.gz").exists():
         raise fail(f"C-MAPSS FD002 not found in {data}; pass --data PATH.")
     say = None if as_json else (lambda m: typer.echo(m, err=True))

@@ -12,6 +12,13 @@ Both steps are recorded in the data directory's audit log (``model.publish``,
 ``model.rollout``, by actor ``federated``) when it has one (``security.sqlite``), as
 ``edgewise registry publish`` and ``rollout`` record theirs by ``cli``.
 
+The target is held to the registry's own rules before anything is published
+(:func:`check_target`, which ``edgewise federate`` also runs before training): a device id
+or group name a device can have, and for ``device:<id>`` a device registered in the data
+directory. Federated runs that end together in one data directory publish and release one
+after the other (an exclusive lock on ``registry/federated-publish.lock``), and a version
+another publisher takes between the choice and the insert is skipped for the next one.
+
 >>> import tempfile, torch
 >>> d = Path(tempfile.mkdtemp())
 >>> e = register_global_model({"w": torch.zeros(2)}, d, "demo", {"rounds": 2})
@@ -29,22 +36,30 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgewise.errors import InvalidParameterError, SignatureError
-from edgewise.registry import Registry, verify
+from edgewise.registry import ModelVersion, Registry, verify
 
-__all__ = ["DEFAULT_TARGET", "load_global_model", "next_version", "register_global_model"]
+__all__ = ["DEFAULT_TARGET", "check_target", "load_global_model", "next_version",
+           "register_global_model"]
 
 #: Release target of a freshly trained global model: a group no device is in by default.
 DEFAULT_TARGET = "group:federated"
 FORMAT = "npz-state-dict"
 #: Who the audit log says published and released a global model.
 ACTOR = "federated"
+#: How many versions :func:`register_global_model` tries when other publishers take the one
+#: it chose between its choice and its insert.
+VERSION_TRIES = 20
+#: The lock file, in the registry's folder, that orders federated runs' publish and release.
+LOCK_NAME = "federated-publish.lock"
 
 
 #: Entries of the devices' evaluation replies that weigh the average, not figures of it.
@@ -115,6 +130,79 @@ def next_version(reg: Registry, name: str) -> str:
     return str(max(numbers, default=0) + 1)
 
 
+def _has_device(data_dir: str | Path) -> Callable[[str], bool]:
+    """Whether a device id is registered in ``data_dir`` (its ``security.sqlite``, read
+    afresh on each call; no such file: no device is, and none is made)."""
+    def has_device(device_id: str) -> bool:
+        if not (Path(data_dir) / "security.sqlite").is_file():
+            return False
+        from edgewise.security import Security
+
+        sec = Security(Path(data_dir))
+        try:
+            return sec.has_device(device_id)
+        finally:
+            sec.close()
+
+    return has_device
+
+
+def check_target(data_dir: str | Path, target: str) -> None:
+    """Refuse a release target the registry would refuse for ``data_dir``, with
+    :class:`~edgewise.errors.InvalidParameterError`: not ``device:<id>`` or
+    ``group:<name>`` with an id or name a device can have (the registry's rule, as
+    ``edgewise registry rollout`` and the REST route apply it), or ``device:<id>`` of a device
+    not registered in ``data_dir`` (a release to it would wait for whichever device is
+    registered under that id later).
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> check_target(d, "group:line-a")
+    >>> check_target(d, "group:line a")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: Target 'group:line a' names group 'line a', which is not a valid group name: it must be 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit (as 'edgewise device add ID --group NAME' takes it). Got 'group:line a' instead.
+    >>> check_target(d, "device:ghost")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: Target 'device:ghost' names device 'ghost', which is not registered in ...
+    """  # noqa: E501
+    from edgewise.registry import _check_target
+
+    _check_target(target)
+    kind, _, ident = target.partition(":")
+    if kind == "device" and not _has_device(data_dir)(ident):
+        raise InvalidParameterError(
+            f"Target {target!r} names device {ident!r}, which is not registered in {data_dir}: "
+            "a release to it would wait for whichever device is registered under that id "
+            f"later. Register it first (edgewise device add {ident}), or roll out to a "
+            "registered device or to a group.", field="target", value=target)
+
+
+@contextmanager
+def _publish_lock(reg: Registry) -> Iterator[None]:
+    """An exclusive ``flock`` on :data:`LOCK_NAME` in the registry's folder while held: two
+    federated runs ending together each choose, publish and release in turn (else both chose
+    version N, or the older version's release came after the newer's and was refused as a
+    downgrade). Where ``flock`` is missing (not POSIX, some NFS) it holds nothing, and a
+    version taken meanwhile is still skipped (:func:`register_global_model`)."""
+    try:
+        fd = os.open(reg.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
+
+
 def register_global_model(
     state_dict: Mapping[str, Any],
     data_dir: str | Path,
@@ -125,12 +213,18 @@ def register_global_model(
 ) -> dict[str, Any]:
     """Publish the next version of ``name`` in the registry and sign a release for ``target``.
 
+    ``target`` is checked first (:func:`check_target`): refused, nothing is published. The
+    version is the next free number (:func:`next_version`) chosen under the publish lock; one
+    that another publisher took since is skipped for the next (up to
+    :data:`VERSION_TRIES`), never a run's model refused for it.
+
     Returns
     -------
     dict
         ``name``, ``version``, ``release``, ``target``, ``sha256``, ``size``, ``key_id``,
         ``data_dir``: where to find it and how to verify it.
     """
+    check_target(data_dir, target)  # before anything is published: nothing to leave behind
     buf = io.BytesIO()
     arrays = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
               for k, v in state_dict.items()}
@@ -139,13 +233,11 @@ def register_global_model(
     meta = {**dict(metadata), "source": "federated"}
     reg = Registry(data_dir)
     try:
-        version = next_version(reg, name)
-        mv = reg.publish(name, version, payload, format=FORMAT,
-                         trained_on=json.dumps(meta, sort_keys=True, default=str),
-                         metrics=_numbers(meta))
-        _audit(data_dir, "model.publish", name, {"version": version, "sha256": mv.sha256,
-                                                 "size": mv.size, "format": mv.format})
-        signed = reg.rollout(name, version, target)
+        with _publish_lock(reg):
+            version, mv = _publish_next(reg, name, payload, meta)
+            _audit(data_dir, "model.publish", name, {"version": version, "sha256": mv.sha256,
+                                                     "size": mv.size, "format": mv.format})
+            signed = reg.rollout(name, version, target, has_device=_has_device(data_dir))
         _audit(data_dir, "model.rollout", target, {
             "name": name, "version": version, "release": signed.manifest.release,
             "kind": signed.manifest.kind})
@@ -154,6 +246,43 @@ def register_global_model(
                 "data_dir": str(data_dir)}
     finally:
         reg.close()
+
+
+def _published(reg: Registry, name: str, version: str) -> bool:
+    """Whether ``version`` of ``name`` is published in ``reg``."""
+    try:
+        reg.version(name, version)
+    except KeyError:
+        return False
+    return True
+
+
+def _publish_next(reg: Registry, name: str, payload: bytes,
+                  meta: Mapping[str, Any]) -> tuple[str, ModelVersion]:
+    """Publish ``payload`` as the next free numeric version of ``name``: a version another
+    publisher took between :func:`next_version` and the insert (the registry refuses it:
+    versions are immutable) is skipped for the one after, up to :data:`VERSION_TRIES`."""
+    trained_on = json.dumps(meta, sort_keys=True, default=str)
+    metrics = _numbers(meta)
+    tried: list[str] = []
+    version = next_version(reg, name)
+    while True:
+        try:
+            return version, reg.publish(name, version, payload, format=FORMAT,
+                                        trained_on=trained_on, metrics=metrics)
+        except InvalidParameterError as exc:
+            if exc.field != "version" or not _published(reg, name, version):
+                raise
+            tried.append(version)
+            if len(tried) >= VERSION_TRIES:
+                raise InvalidParameterError(
+                    f"Model {name!r} versions {', '.join(tried)} were each published by "
+                    "another publisher between this run's choice of the next version and its "
+                    f"publish ({VERSION_TRIES} tries); nothing of this run was published. "
+                    "Stop the other publishers of that name, then run again.",
+                    field="version", value=version) from None
+            # the next free number, and never one already tried (a stale read)
+            version = str(max(int(next_version(reg, name)), int(version) + 1))
 
 
 def _audit(data_dir: str | Path, action: str, target: str, detail: dict[str, object]) -> None:
