@@ -646,9 +646,16 @@ def server(
             raise fail(f"--resume: the checkpoint {checkpoint} already holds round {done} of "
                        f"--rounds {rounds}; no rounds are left ({_last_run(checkpoint)}). "
                        "Ask for more --rounds, or drop --resume to start afresh.")
+        stats_doc = None
+        if bounds:  # as the ServerApp reads the run config's "dp-stats-bounds"
+            from edgewise.federated.stats_privacy import StatsBounds
+
+            stats_doc = StatsBounds.from_doc(json.loads(bounds),
+                                             1 if dataset == "pump" else 6)
         try:  # privacy settings under which no single ε would cover the model
             check_resume(checkpoint, rounds=rounds, dp_noise=dp_noise,
-                         dp_sgd_epsilon=dp_epsilon, num_devices=min_available or clients)
+                         dp_sgd_epsilon=dp_epsilon, num_devices=min_available or clients,
+                         stats_bounds=stats_doc, stats_share=stats_share)
         except FederatedRunError as exc:
             raise fail(f"--resume: {exc}") from None
     if not as_json:

@@ -68,6 +68,7 @@ from edgewise.federated.strategies import (
     DPSGDScreen,
     RobustStrategy,
     aggregate_train_metrics,
+    decode_arrays,
     dp_sgd_mechanism,
     in_model_order,
     is_cap,
@@ -94,7 +95,8 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
     The released model is the global model plus the sum of the clipped updates received
     (each clipped to ``C``), divided by ``m`` (``num_sampled_clients``, configured, not
     counted from the replies), plus Gaussian noise of sd ``z * C / m`` (Flower's). A device
-    that dropped out, failed, or was refused by the screen counts as a 0 update (the global
+    that dropped out, failed, was refused by the screen, or sent arrays that cannot be read
+    (:func:`~edgewise.federated.strategies.decode_arrays`) counts as a 0 update (the global
     model sent back), which is inside the clip. Replacing one device's clipped update
     moves the release by at most ``2 C / m`` whatever the number ``k`` of updates averaged,
     so every round is a Gaussian mechanism of noise multiplier ``z / 2`` against one device
@@ -125,6 +127,30 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
         #: :attr:`round_offset`, the rounds a resumed run had done).
         self.reweighted: list[tuple[int, int, Any]] = []
         self.round_offset = 0
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Sample exactly ``m`` (``num_sampled_clients``) of the connected devices.
+
+        The rule was built for ``m`` of the ``--min-available`` devices (``fraction_train``
+        = m / min-available), and Flower samples that fraction of every device connected:
+        with more connected it sampled more than ``m``, whose sum :meth:`aggregate_train`
+        still divides by ``m`` (5 sampled over 3: each device's update counted 5/3, past
+        the clip's ``C / m`` the ε is accounted for). The fraction is set to ``m`` over the
+        devices connected now, and a sample still larger (a device connecting meanwhile)
+        is cut to ``m``; more devices than the ``min-available`` accounted for only lower
+        each one's chance of being sampled, so the ε stays an upper bound.
+        """
+        m = int(self.num_sampled_clients)
+        connected = len(list(grid.get_node_ids()))
+        if connected > 0 and hasattr(self.strategy, "fraction_train"):
+            self.strategy.fraction_train = min(1.0, m / connected)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        if len(messages) > m:
+            log.info("round %d: %d devices sampled; %d are kept (device-level DP divides by "
+                     "m = %d)", self.round_offset + server_round, len(messages), m, m)
+            messages = messages[:m]
+        return messages
 
     def equal_weights(self, server_round: int, replies: list[Message], *,
                       invalid_too: bool = True) -> None:
@@ -168,14 +194,18 @@ class _DeviceDP(DifferentialPrivacyServerSideFixedClipping):
                 continue
             in_model_order(msg, names)
             records = list(msg.content.array_records.values())
-            if len(records) != 1 or list(records[0].keys()) != names or any(
-                    a.shape != r.shape for a, r in zip(records[0].to_numpy_ndarrays(),
-                                                       reference, strict=True)):
+            update: list[np.ndarray] | None = None
+            if len(records) == 1 and list(records[0].keys()) == names:
+                try:  # read once; one that cannot be read is this device's 0 update
+                    update = list(decode_arrays(records[0]).values())
+                except ValueError:
+                    update = None
+            if update is None or any(a.shape != r.shape
+                                     for a, r in zip(update, reference, strict=True)):
                 log.warning("round %d: update from node %d does not hold the model's "
-                            "arrays; it counts as a 0 update", self.round_offset + server_round,
-                            int(msg.metadata.src_node_id))
+                            "arrays (or one cannot be read); it counts as a 0 update",
+                            self.round_offset + server_round, int(msg.metadata.src_node_id))
                 continue
-            update = records[0].to_numpy_ndarrays()
             _clip_update(update, reference, self.clipping_norm)  # in place: model + clipped
             for t, a, r in zip(total, update, reference, strict=True):
                 t += a.astype(np.float64) - r
@@ -307,9 +337,15 @@ class WireLog(Strategy):
                 }
                 entry["metric_records"] = {k: sorted(r.keys()) for k, r in c.metric_records.items()}
                 entry["config_records"] = sorted(c.config_records.keys())
-                entry["array_bytes"] = int(sum(
-                    a.numpy().nbytes for r in c.array_records.values() for a in r.values()
-                ))
+                # An array Flower cannot read (another stype, bytes that are no .npy file)
+                # ended the run here, before any screen: it is noted, and the screen that
+                # follows refuses the reply naming the device.
+                try:
+                    entry["array_bytes"] = int(sum(
+                        a.nbytes for r in c.array_records.values()
+                        for a in decode_arrays(r).values()))
+                except ValueError as exc:
+                    entry["unreadable"] = str(exc)
             self.entries.append(entry)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -405,7 +441,8 @@ class FederatedResult:
 class _StatsRound(FedAvg):
     """The normaliser round: screen every device's statistics, then combine them.
 
-    Each reply must hold ``count`` (C,), ``sum`` (C, F) and ``sumsq`` (C, F), all finite,
+    Each reply must hold ``count`` (C,), ``sum`` (C, F) and ``sumsq`` (C, F), numpy arrays
+    Flower can read (:func:`~edgewise.federated.strategies.decode_arrays`), all finite,
     counts >= 0 with at least one record, ``sumsq >= sum**2 / count`` per cell (up to
     rounding), and the feature count most devices send: anything else is a malformed reply,
     left out of the normaliser with a warning naming the device, and listed in ``malformed``
@@ -417,11 +454,22 @@ class _StatsRound(FedAvg):
 
     Per condition and feature the devices' own means and variances are combined by a
     trimmed mean that drops the ``max(f, 1)`` largest and smallest values (``f`` declared
-    attackers; the median when fewer than ``2 max(f, 1) + 1`` devices hold that
-    condition); the pooled variance is the trimmed mean of ``var_i + (mean_i - mean)**2``.
-    Each device counts once, whatever count it claims. Under DP (``dp``) a device may
-    report every condition as absent (all zeros: too few readings for the noise,
-    :func:`~edgewise.federated.stats_privacy.post_process`); it is left out, not refused.
+    attackers); the pooled variance is the trimmed mean of ``var_i + (mean_i - mean)**2``.
+    Each device counts once, whatever count it claims. That takes ``2 max(f, 1) + 1``
+    devices holding the condition; with fewer the trim leaves their median, which one of
+    them moves (of two, halfway; of one, anywhere).
+
+    Under DP (``dp``) a device reports a condition of too few readings for the noise as
+    absent (all zeros, :func:`~edgewise.federated.stats_privacy.post_process`; a device
+    with no condition left is left out, not refused), so the devices left holding a
+    condition may be one attacker and nobody else: it set that condition's normaliser
+    alone. With the public sensor bounds (``bounds``, as every DP run has) a condition
+    held by fewer than ``2 max(f, 1) + 1`` devices takes the bounds' midpoint as its mean
+    and their half-width as its sd, the scaling the release itself uses, which no device
+    sets; it is listed in ``public_conditions`` and logged. Under DP a reply of another
+    feature count than the bounds' is malformed. Without DP there is no public value: such
+    a condition keeps the median of its holders, with a warning naming it (every honest
+    device then reports each condition it holds a reading of).
     When the round asked for DP with noise multiplier ``dp_noise``, a reply that does not
     state ``dp-stats-noise`` >= ``dp_noise`` (a device on a client from before DP
     statistics sends them in the clear; one may also have run less noise) is left out of
@@ -431,18 +479,23 @@ class _StatsRound(FedAvg):
     With ``f = 0`` the statistics used
     to be pooled exactly (sums over devices), so one device claiming 10⁹ records of mean
     1000 set every feature's mean to 1000; as in the model rounds, one device is trimmed
-    by default. With at least 3 devices one device can then move the fleet's normaliser no
-    further than the honest devices' own spread (with 2, the median is their mean).
+    by default. With at least 3 devices holding a condition one device can then move its
+    normaliser no further than the honest devices' own spread (with 2, the median is their
+    mean; under DP such a condition takes the public bounds' scaling instead).
     """
 
     def __init__(self, n_conditions: int, num_nodes: int, num_malicious_nodes: int,
-                 dp: bool = False, dp_noise: float = 0.0) -> None:
+                 dp: bool = False, dp_noise: float = 0.0,
+                 bounds: StatsBounds | None = None) -> None:
         super().__init__(fraction_evaluate=0.0, min_train_nodes=num_nodes,
                          min_available_nodes=num_nodes)
         self.n_conditions = n_conditions
         self.num_malicious_nodes = num_malicious_nodes
-        self.dp = dp or dp_noise > 0
+        self.dp = dp or dp_noise > 0 or bounds is not None
         self.dp_noise = float(dp_noise)
+        self.bounds = bounds
+        #: conditions held by too few devices to trim, given the public bounds' scaling
+        self.public_conditions: list[int] = []
         self.empty: list[int] = []  # under DP: devices whose every condition came out absent
         self.undp: list[int] = []  # under DP: devices whose reply does not state the noise
         self.malformed: list[int] = []  # devices whose statistics were malformed
@@ -484,7 +537,10 @@ class _StatsRound(FedAvg):
         records = list(msg.content.array_records.values())
         if len(records) != 1:
             raise bad(f"{len(records)} array records; expected exactly one")
-        arrays = {k: v.numpy() for k, v in records[0].items()}
+        try:
+            arrays = decode_arrays(records[0])
+        except ValueError as exc:  # Flower's Array.numpy() raised, and ended the run
+            raise bad(str(exc)) from None
         if set(arrays) != {"count", "sum", "sumsq"}:
             raise bad(f"arrays {sorted(arrays)}; expected ['count', 'sum', 'sumsq']")
         count, total, squares = (np.asarray(arrays[k], dtype=np.float64)
@@ -493,6 +549,9 @@ class _StatsRound(FedAvg):
                 or squares.shape != total.shape:
             raise bad(f"shapes count {count.shape}, sum {total.shape}, sumsq {squares.shape}; "
                       f"expected ({c},), ({c}, F), ({c}, F)")
+        if self.bounds is not None and total.shape[1] != self.bounds.n_features:
+            raise bad(f"{total.shape[1]} features where the run's sensor bounds cover "
+                      f"{self.bounds.n_features}")
         if not (np.isfinite(count).all() and np.isfinite(total).all()
                 and np.isfinite(squares).all()):
             raise bad("NaN or Inf in count, sum or sumsq; every value must be finite")
@@ -553,7 +612,21 @@ class _StatsRound(FedAvg):
         if not checked:
             return None, None
         stats = [st for _, st in checked]
-        self.normaliser = _robust_normaliser(stats, max(self.num_malicious_nodes, 1))
+        trim = max(self.num_malicious_nodes, 1)
+        self.normaliser, few = _robust_normaliser(stats, trim, self.bounds)
+        for j, k in few.items():
+            if self.bounds is not None:
+                self.public_conditions.append(j)
+                log.warning(
+                    "normaliser round: condition %d is held by %d device(s), fewer than the "
+                    "2 max(f, 1) + 1 = %d a trimmed mean needs (under DP a device with too "
+                    "few readings of it reports it absent); it takes the public sensor "
+                    "bounds' midpoint and half-width, which no device sets", j, k, 2 * trim + 1)
+            elif k:
+                log.warning(
+                    "normaliser round: condition %d is held by %d device(s), fewer than the "
+                    "2 max(f, 1) + 1 = %d a trimmed mean needs; its normaliser is their "
+                    "median, which one of them can move", j, k, 2 * trim + 1)
         return ArrayRecord(), MetricRecord()
 
 
@@ -565,14 +638,32 @@ def _trim(values: np.ndarray, f: int) -> np.ndarray:
     return ordered[f:len(values) - f].mean(axis=0)
 
 
-def _robust_normaliser(stats: list[tuple[np.ndarray, np.ndarray, np.ndarray]], f: int
-                       ) -> ConditionNormaliser:
-    """Trimmed combination of the devices' per-condition means and variances."""
+def _robust_normaliser(stats: list[tuple[np.ndarray, np.ndarray, np.ndarray]], f: int,
+                       bounds: StatsBounds | None = None
+                       ) -> tuple[ConditionNormaliser, dict[int, int]]:
+    """Trimmed combination of the devices' per-condition means and variances, and the
+    conditions held by fewer than ``2 f + 1`` devices (too few to trim ``f`` per side),
+    with how many hold each. With ``bounds`` those take the bounds' midpoint and
+    half-width (mean and sd); without, the median of their holders (0 and sd 1 when none
+    holds one).
+
+    >>> one = (np.array([5.0, 5.0]), np.array([[5.0], [5e4]]), np.array([[10.0], [5e8 + 5]]))
+    >>> b = StatsBounds.from_doc({"lower": [0.0], "upper": [4.0]}, 2)
+    >>> norm, few = _robust_normaliser([one], 1, b)
+    >>> norm.mean.ravel().tolist(), norm.std.ravel().tolist(), few
+    ([2.0, 2.0], [2.0, 2.0], {0: 1, 1: 1})
+    """
     c, width = stats[0][1].shape
     mean = np.zeros((c, width))
     var = np.zeros((c, width))
+    few: dict[int, int] = {}
     for j in range(c):
         held = [(s[0][j], s[1][j], s[2][j]) for s in stats if s[0][j] > 0]
+        if len(held) < 2 * f + 1:
+            few[j] = len(held)
+            if bounds is not None:
+                mean[j], var[j] = bounds.centre[j], bounds.half_width[j] ** 2
+                continue
         if not held:
             continue
         means = np.array([t / n for n, t, _ in held])
@@ -580,7 +671,7 @@ def _robust_normaliser(stats: list[tuple[np.ndarray, np.ndarray, np.ndarray]], f
         mean[j] = _trim(means, f)
         var[j] = _trim(variances + (means - mean[j]) ** 2, f)
     # from_stats with one record per cell: mean = sum, variance = sumsq - sum**2
-    return ConditionNormaliser.from_stats(np.ones(c), mean, var + mean * mean)
+    return ConditionNormaliser.from_stats(np.ones(c), mean, var + mean * mean), few
 
 
 def fit_normaliser(grid: Grid, n_conditions: int, num_nodes: int,
@@ -600,7 +691,9 @@ def fit_normaliser(grid: Grid, n_conditions: int, num_nodes: int,
     added to ``rejected`` when given (round 0, reason ``"no-dp-stats"``); with no device
     left, the run fails. A malformed reply is left out the same way (reason
     ``"malformed-stats"``); the run then fails when fewer than ``2 max(f, 1) + 1`` devices
-    are left (:class:`_StatsRound`).
+    are left (:class:`_StatsRound`). Under DP a condition that fewer than
+    ``2 max(f, 1) + 1`` devices hold takes the bounds' midpoint and half-width as its mean
+    and sd, with a warning naming it: the holders left could be one attacker alone.
     """
     config = ConfigRecord({"phase": "stats"})
     spent: tuple[float, float, dict[str, Any]] | None = None
@@ -619,7 +712,8 @@ def fit_normaliser(grid: Grid, n_conditions: int, num_nodes: int,
         spent = (float(z), composed_epsilon([stats_mechanism(z)], delta), bounds.to_doc())
     stats_strategy = _StatsRound(n_conditions, num_nodes, num_malicious_nodes,
                                  dp=stats_dp is not None,
-                                 dp_noise=float(stats_dp[0]) if stats_dp is not None else 0.0)
+                                 dp_noise=float(stats_dp[0]) if stats_dp is not None else 0.0,
+                                 bounds=stats_dp[1] if stats_dp is not None else None)
     logged = WireLog(stats_strategy, phase="stats", ledger=ledger, stats_dp=spent)
     logged.start(grid=grid, initial_arrays=ArrayRecord(), num_rounds=1, timeout=timeout,
                  train_config=config)
@@ -719,7 +813,9 @@ def _layout(arrays: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 def check_resume(checkpoint: str | Path, *, rounds: int, dp_noise: float = 0.0,
                  dp_sgd_epsilon: float = 0.0, num_devices: int,
                  sample_size: int | None = None, dp_delta: float = 1e-5,
-                 model: dict[str, Any] | None = None) -> int:
+                 model: dict[str, Any] | None = None,
+                 stats_bounds: StatsBounds | None = None,
+                 stats_share: float = DEFAULT_STATS_SHARE) -> int:
     """Check that a run of ``rounds`` with these privacy settings can resume from
     ``checkpoint``; return the last round it holds. Raises :class:`FederatedRunError` with
     one line saying why not: a model of another layout than ``model`` (the run's
@@ -728,7 +824,11 @@ def check_resume(checkpoint: str | Path, *, rounds: int, dp_noise: float = 0.0,
     settings under which no single ε covers the model (device-level noise added, changed or
     dropped after rounds aggregated otherwise, DP-SGD asked for after rounds trained
     without it: :meth:`~edgewise.federated.ledger.RunLedger.resume_conflict`), or a
-    record-level budget the earlier rounds already spent.
+    record-level budget the earlier rounds already spent, or DP normaliser statistics
+    (``stats_bounds``, ``stats_share``) other than the release its ledger records
+    (:func:`_stats_resume_conflict`: a resumed run reuses the checkpoint's normaliser, so
+    they were silently ignored). Without ``stats_bounds`` the recorded release, if any,
+    stands.
 
     >>> import tempfile
     >>> from edgewise.federated.model import build_model
@@ -768,6 +868,13 @@ def check_resume(checkpoint: str | Path, *, rounds: int, dp_noise: float = 0.0,
                                  dp_sgd=dp_sgd_epsilon > 0)
     if why:
         raise FederatedRunError(f"Cannot resume from {ckpt}: {why}")
+    if stats_bounds is not None:
+        why = _stats_resume_conflict(
+            ledger.stats_release(), stats_bounds,
+            _stats_noise(stats_bounds, stats_share, dp_sgd_epsilon, dp_delta), stats_share,
+            dp_sgd_epsilon)
+        if why:
+            raise FederatedRunError(f"Cannot resume from {ckpt}: {why}")
     if dp_sgd_epsilon > 0:
         try:
             spent = ledger.record_epsilon(dp_delta) or 0.0
@@ -779,6 +886,48 @@ def check_resume(checkpoint: str | Path, *, rounds: int, dp_noise: float = 0.0,
                 f"epsilon {spent:.4g} of the budget --dp-epsilon {dp_sgd_epsilon:g}; nothing "
                 "is left for more rounds. Start afresh without --resume.")
     return done
+
+
+def _stats_resume_conflict(release: dict[str, Any] | None, bounds: StatsBounds,
+                           noise: float, share: float, epsilon: float) -> str | None:
+    """Why a resumed run cannot take these DP normaliser statistics (sensor ``bounds``,
+    noise multiplier ``noise`` from ``share`` of ``epsilon``): the normaliser is the
+    checkpoint's, fitted when its ledger's ``release`` was (``None``: in the clear), and is
+    not fitted again. ``None`` when they are the recorded ones.
+
+    >>> b = StatsBounds.from_doc({"lower": [0.0], "upper": [1.0]}, 1)
+    >>> rec = {"noise_multiplier": 4.97, "epsilon": 0.8, "bounds": b.to_doc()}
+    >>> _stats_resume_conflict(rec, b, 4.97, 0.1, 8.0) is None
+    True
+    >>> print(_stats_resume_conflict(None, b, 4.97, 0.1, 8.0))
+    the run that wrote it sent its normaliser statistics in the clear (its ledger records no DP release of them), and a resumed run keeps that normaliser: --stats-bounds would change nothing. Resume without --stats-bounds and --stats-share (the statistics stay outside the ε), or start afresh without --resume.
+    """  # noqa: E501
+    keep = ("Resume with that run's --stats-bounds, --stats-share and --dp-epsilon, or "
+            "without --stats-bounds and --stats-share (the recorded release stands), or "
+            "start afresh without --resume.")
+    if release is None:
+        return ("the run that wrote it sent its normaliser statistics in the clear (its "
+                "ledger records no DP release of them), and a resumed run keeps that "
+                "normaliser: --stats-bounds would change nothing. Resume without "
+                "--stats-bounds and --stats-share (the statistics stay outside the ε), or "
+                "start afresh without --resume.")
+    try:
+        recorded: StatsBounds | None = StatsBounds.from_doc(release.get("bounds"),
+                                                            bounds.n_conditions)
+    except InvalidParameterError:
+        recorded = None
+    if recorded is None or not (np.array_equal(recorded.lower, bounds.lower)
+                                and np.array_equal(recorded.upper, bounds.upper)):
+        return (f"its normaliser statistics were released through DP with sensor bounds "
+                f"{release.get('bounds')!r}, not these ({bounds.to_doc()!r}), and a resumed "
+                f"run keeps that normaliser. {keep}")
+    z = float(release.get("noise_multiplier", 0.0))
+    if not math.isclose(z, noise, rel_tol=1e-9):
+        return (f"its normaliser statistics were released through DP at noise multiplier "
+                f"{z:.4g} (epsilon {float(release.get('epsilon', math.nan)):.4g} alone), and "
+                f"--stats-share {share:g} of --dp-epsilon {epsilon:g} asks for {noise:.4g}; a "
+                f"resumed run keeps that normaliser. {keep}")
+    return None
 
 
 def run_ledger_path(checkpoint: str | Path) -> Path:
@@ -1008,7 +1157,8 @@ def run_federated(
     template = build_model(kind, n_features, seed=seed).state_dict()
     if ckpt is not None and ckpt.exists():
         check_resume(ckpt, rounds=rounds, dp_noise=dp_noise, dp_sgd_epsilon=dp_sgd_epsilon,
-                     num_devices=min_nodes, sample_size=m, dp_delta=dp_delta, model=template)
+                     num_devices=min_nodes, sample_size=m, dp_delta=dp_delta, model=template,
+                     stats_bounds=stats_bounds, stats_share=stats_share)
         initial, done, normaliser = load_checkpoint(ckpt)
         ledger.load()
         log.info("resuming from %s after round %d", ckpt, done)

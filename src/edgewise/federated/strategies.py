@@ -13,7 +13,9 @@ way Flower's DP wrappers do (it overrides ``aggregate_train`` and delegates the 
    round's other replies (Flower refuses the whole round otherwise), every metric a finite
    number (``dp-sgd-epsilon`` also >= 0: the privacy accounting reads them), a DP-SGD
    mechanism when the run asked for record-level DP (``require_dp_sgd``: reason
-   ``no-dp-sgd``), same array names and shapes as the global model (the arrays are then
+   ``no-dp-sgd``), arrays Flower can read (:func:`decode_arrays`: a numpy ``.npy``
+   serialisation; reason ``shape``, read once per reply, before any other check), the
+   same array names and shapes as the global model (the arrays are then
    put in the model's order: Krum, Bulyan and Flower's DP clip pair them by position),
    all values finite, update norm at most
    ``max_norm_ratio`` ×
@@ -83,6 +85,7 @@ __all__ = [
     "aggregate_train_metrics",
     "auto_beta",
     "check_rule_conditions",
+    "decode_arrays",
     "dp_sgd_problem",
     "in_model_order",
     "is_cap",
@@ -91,6 +94,7 @@ __all__ = [
     "reported_epsilon",
     "scalar_metric",
     "trimmed_mean",
+    "unreadable_arrays",
 ]
 
 log = logging.getLogger(__name__)
@@ -187,6 +191,57 @@ def in_model_order(msg: Message, order: Sequence[str]) -> None:
     for name, record in list(msg.content.array_records.items()):
         if list(record.keys()) != order and set(record.keys()) == set(order):
             msg.content[name] = ArrayRecord({k: record[k] for k in order})
+
+
+def decode_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """Each of a reply's arrays as one numpy array, by name, in the record's order.
+
+    Flower's ``Array.numpy()`` raises on an array of another serialisation type
+    (``stype``) or whose bytes are not a numpy ``.npy`` file, and returns an ``NpzFile``
+    for a zip archive: one device sending such an array ended the whole run (the wire
+    log, the screens and the DP clip read every reply's arrays). Any such array raises
+    :class:`ValueError` here instead, naming it and why, for the caller to refuse that
+    reply alone.
+
+    >>> from flwr.app import Array
+    >>> decode_arrays(ArrayRecord({"w": Array(np.zeros(2, np.float32))}))["w"].tolist()
+    [0.0, 0.0]
+    >>> decode_arrays(ArrayRecord({"w": Array(dtype="float32", shape=(2,),
+    ...                                      stype="numpy.ndarray", data=b"junk")}))
+    Traceback (most recent call last):
+    ...
+    ValueError: array 'w' (stype 'numpy.ndarray', 4 bytes) cannot be read as a numpy array (ValueError: ...); every array must be a numpy .npy serialisation
+    """  # noqa: E501
+    out: dict[str, np.ndarray] = {}
+    for name, array in record.items():
+        why = None
+        try:
+            value = array.numpy()
+        except Exception as exc:  # any failure to read is the sending device's
+            why = f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}"
+        else:
+            if not isinstance(value, np.ndarray):
+                why = f"it holds a {type(value).__name__}, not one array"
+        if why is not None:
+            raise ValueError(
+                f"array {name!r} (stype {str(array.stype)[:40]!r}, {len(array.data)} bytes) "
+                f"cannot be read as a numpy array ({why}); every array must be a numpy .npy "
+                "serialisation")
+        out[name] = value
+    return out
+
+
+def unreadable_arrays(msg: Message) -> str | None:
+    """Why one of a reply's arrays cannot be read (:func:`decode_arrays`; ``None``: all
+    can, or the reply is a failure)."""
+    if msg.has_error():
+        return None
+    for record in msg.content.array_records.values():
+        try:
+            decode_arrays(record)
+        except ValueError as exc:
+            return str(exc)
+    return None
 
 
 def dp_sgd_problem(metrics: Mapping[str, Any]) -> str | None:
@@ -467,8 +522,9 @@ class RobustStrategy(Strategy):
         As in training, a reply must carry exactly one MetricRecord with the metric keys
         most replies carry (one extra key made Flower raise
         ``InconsistentMessageReplies`` after training and the whole run fail), every metric
-        a finite number, and a positive weight, capped at ``max_examples_ratio`` × the
-        median (one device claiming 10⁹ examples set the published evaluation loss).
+        a finite number, a positive weight, capped at ``max_examples_ratio`` × the
+        median (one device claiming 10⁹ examples set the published evaluation loss), and
+        no array that cannot be read (:func:`decode_arrays`; the wire log reads them).
         Failed replies are passed on: Flower counts them as failures. A refusal names the
         device (reasons ``eval-shape``, ``eval-metrics``, ``eval-weight``), and the run goes
         on; a capped weight is noted (``eval-weight-capped``) and its reply used.
@@ -486,6 +542,10 @@ class RobustStrategy(Strategy):
             if len(records) != 1:
                 self._reject(server_round, msg, "eval-shape",
                              f"{len(records)} MetricRecords; expected exactly one")
+                continue
+            unreadable = unreadable_arrays(msg)
+            if unreadable is not None:
+                self._reject(server_round, msg, "eval-shape", unreadable)
                 continue
             mkey = next(iter(records))
             formed.append((msg, ("", mkey, frozenset(records[mkey]))))
@@ -537,6 +597,7 @@ class RobustStrategy(Strategy):
         """
         reference = {k: v.numpy() for k, v in self.current_arrays.items()}
         formed: list[tuple[Message, _Layout]] = []
+        decoded: dict[int, dict[str, np.ndarray]] = {}  # each reply's arrays, read once
         for msg in replies:
             if msg.has_error():
                 self._reject(server_round, msg, "error", str(msg.error.reason)[:200])
@@ -545,6 +606,13 @@ class RobustStrategy(Strategy):
             if len(content.array_records) != 1 or len(content.metric_records) != 1:
                 self._reject(server_round, msg, "shape",
                              "expected exactly one ArrayRecord and one MetricRecord")
+                continue
+            # An array Flower cannot read (another stype, bytes that are no .npy file)
+            # raised in every later step and ended the run: that reply alone is refused.
+            try:
+                decoded[id(msg)] = decode_arrays(next(iter(content.array_records.values())))
+            except ValueError as exc:
+                self._reject(server_round, msg, "shape", str(exc))
                 continue
             mkey = next(iter(content.metric_records))
             formed.append((msg, (next(iter(content.array_records)), mkey,
@@ -574,8 +642,7 @@ class RobustStrategy(Strategy):
                                  "record-level epsilon reported for the model")
                     continue
             akey = layout[0]
-            record = msg.content.array_records[akey]
-            arrays = {k: v.numpy() for k, v in record.items()}
+            arrays = decoded[id(msg)]
             if reference and (
                 set(arrays) != set(reference)
                 or any(arrays[k].shape != reference[k].shape for k in reference)
