@@ -45,15 +45,22 @@ told from a live sensor's repeats), each later one one more, so a run of 25 coun
 here and there.
 
 A level shift is no spike: once :data:`LEVEL_SHIFT_RUN` readings in a row are outliers on
-the same side of the window's median and lie closer to each other than to that median (or
-within the test's own threshold of each other), the last of them and every outlier that
-goes on with that run are kept unflagged, until the window has learnt the new level. With
-no look-ahead the first ``LEVEL_SHIFT_RUN - 1`` readings of a real step cannot be told
-from a spike yet, and stay flagged (dropped with ``drop_spikes=True``); the new level itself
-is never lost: a setpoint moved from 20.0 to 25.0 is kept from its third reading on, where
-the drop mode kept none of it, and the flag mode flagged the new level until half the
-window held it (the batch report, which looks both ways, flags none). An isolated outlier, or
-a burst whose readings lie further apart than from the old level, is still a spike. The
+the same side of the window's median and either lie closer to each other than to that
+median (or within the test's own threshold of each other: a step) or move steadily away
+from the level they left (a ramp, or a first-order approach to a new setpoint, as a pump's
+speed takes one: :meth:`_State.shifted`), the last of them and every outlier that goes on
+with that run are kept unflagged, until the window has learnt the new level; a reading of
+the run that the threshold, grown with the run's first readings, takes in does not end it.
+With no look-ahead the first ``LEVEL_SHIFT_RUN - 1`` readings of a real step or ramp
+cannot be told from a spike yet, and stay flagged (dropped with ``drop_spikes=True``); the
+new level itself is never lost: a setpoint moved from 20.0 to 25.0, at once or over a few
+readings, is kept from its third reading on, where the drop mode kept none of it, and the
+flag mode flagged the new level until half the window held it (the batch report, which
+looks both ways, flags none), and a ramp each time its spread outgrew its distance from
+the old level (5 readings of a 6-reading ramp, the first at the new level among them). An
+isolated outlier, a pair that returns, or a burst whose readings lie further apart than
+from the old level and do not move steadily away from it (60, 80, 100 off a flat 20: a
+first step of 40, then of 20) is still a spike. The
 spike test's scale never drops below the
 sensor's resolution as :func:`~edgewise.quality.spikes.resolution` takes it: the smallest
 step between kept values seen :data:`~edgewise.quality.spikes.RESOLUTION_SEEN` times
@@ -63,7 +70,7 @@ lay both above and below, so a spike's own way up and down on a flat stream, how
 often the same dropout recurs, hides no later spike. ``drop_spikes=True`` removes spikes
 instead. Every removed reading is counted by reason, so ``kept + sum(removed) == seen``;
 and because every decision looks only at kept history (and, for a level shift, at the
-outliers in a row just before, dropped ones too: a dropped reading leaves nothing else),
+run of outliers just before, dropped ones too: a dropped reading leaves nothing else),
 cleaning already-clean readings keeps them all (idempotent) unless spikes are dropped.
 
 >>> from edgewise.telemetry import Reading
@@ -105,6 +112,16 @@ MAX_CANDIDATE_STEPS = 16
 #: other, that make a level shift: the last of them is no spike, nor is any outlier that
 #: goes on with the run (the first ``LEVEL_SHIFT_RUN - 1`` are, while still ambiguous).
 LEVEL_SHIFT_RUN = 3
+
+#: How far, in spike thresholds, a step of a run of outliers may go back towards the
+#: old level, or exceed what the run's path allows, and the run still move steadily (a
+#: ramp, a first-order approach to a new level): two, for the noise of a noisy stream's
+#: steps, of which each is the difference of two noisy readings.
+STEADY_SLACK = 2.0
+#: How many times the largest step of a run of outliers so far (its first step, from the
+#: old level, until it has another) a later step may be and the run still move steadily:
+#: a counter's or a ramp's steps vary, a spike on top of a ramp is a jump beyond them.
+STEADY_GROWTH = 3.0
 
 #: Logarithmic bins to the octave the holds of a stream's runs are counted in, for its
 #: typical hold (a bin is 9% wide; its hold is the mean of the holds in it).
@@ -183,32 +200,117 @@ class _State:
     shift_side: int = 0
     shift_lo: float = 0.0
     shift_hi: float = 0.0
+    # how the run goes on: whether it lies together (spread within the threshold or below
+    # its distance from the median); its first step (from the window's median, to its first
+    # reading; NaN once it no longer moves steadily away); its last value; its largest step
+    # after the first (0.0 before one); its last step and that one's ratio to the step
+    # before (at most 1; NaN once the steps no longer shrink steadily); whether it is a
+    # level shift. Plain defaults: a run under way in a state saved before these fields
+    # is judged by its spread alone, as it was, until the next run.
+    shift_near: bool = True
+    shift_entry: float = math.nan
+    shift_last: float = 0.0
+    shift_top: float = 0.0
+    shift_step: float = 0.0
+    shift_ratio: float = math.nan
+    shift_found: bool = False
+    shift_gap: bool = False  # the last reading was no outlier, and the run went on
 
     def shifted(self, value: float, side: int, med: float, limit: float) -> bool:
         """Count ``value``, an outlier on ``side`` (+1 above, -1 below) of the window's
         median ``med``, towards the run of outliers in a row; whether that run, with it,
-        is a level shift: :data:`LEVEL_SHIFT_RUN` or more on one side whose spread is
-        within ``limit`` (the spike threshold) or less than their distance from ``med``.
-        An outlier that does not fit the run starts a new one.
+        is a level shift: :data:`LEVEL_SHIFT_RUN` or more on one side that lie together
+        (their spread within ``limit``, the spike threshold, or less than their distance
+        from ``med``: a step) or move steadily away from the old level (the median the
+        run began on): a ramp, whose first step from that level is no larger than its
+        largest later one, or a first-order approach to a new level, whose steps shrink,
+        each by as much as the one before did at least. Moving steadily, each step goes
+        back by at most :data:`STEADY_SLACK` thresholds and is at most
+        :data:`STEADY_GROWTH` times the largest step so far, and so many thresholds more.
+        Once a shift, the run stays one while it goes on either way. An outlier that goes
+        on with it neither way starts a new run.
 
         >>> st = _State(0, 20.0)
         >>> [st.shifted(v, 1, 20.0, 1e-8) for v in [25.0, 25.0, 25.0, 25.0]]
         [False, False, True, True]
-        >>> [st.shifted(v, 1, 20.0, 1e-8) for v in [60.0, 80.0, 100.0]]  # far apart: spikes
+        >>> [st.shifted(v, 1, 20.0, 1e-8) for v in [60.0, 80.0, 100.0]]  # 40, 20, 20: spikes
         [False, False, False]
         >>> [st.shifted(v, 1, 20.0, 0.5) for v in [30.1, 29.9, 30.0]]
         [False, False, True]
+        >>> ramp, lag = _State(0, 20.0), _State(0, 20.0)  # steps 1, 1, 1; 4, 3.2, 2.56
+        >>> [ramp.shifted(v, 1, 20.0, 1e-8) for v in [21.0, 22.0, 23.0, 24.0, 40.0]]
+        [False, False, True, True, False]
+        >>> [lag.shifted(v, 1, 20.0, 1e-8) for v in [24.0, 27.2, 29.76, 31.808]]
+        [False, False, True, True]
         """
         if self.shift_n and side == self.shift_side:
             lo = value if value < self.shift_lo else self.shift_lo
             hi = value if value > self.shift_hi else self.shift_hi
             spread = hi - lo
-            if spread <= limit or spread < (lo - med if side > 0 else med - hi):
+            near = self.shift_near and (
+                spread <= limit or spread < (lo - med if side > 0 else med - hi))
+            moved = self._move(value, limit)
+            if near or moved is not None:
+                if moved is None:
+                    self.shift_entry = math.nan  # no longer steady: its spread alone
+                self.shift_near = near
                 self.shift_n += 1
                 self.shift_lo, self.shift_hi = lo, hi
-                return self.shift_n >= LEVEL_SHIFT_RUN
+                self.shift_gap = False
+                self.shift_found = bool(near or moved or self.shift_found) and (
+                    self.shift_n >= LEVEL_SHIFT_RUN)
+                return self.shift_found
         self.shift_n, self.shift_side, self.shift_lo, self.shift_hi = 1, side, value, value
+        self.shift_near, self.shift_found, self.shift_gap = True, False, False
+        self.shift_last, self.shift_top, self.shift_ratio = value, 0.0, 1.0
+        self.shift_entry = self.shift_step = (value - med) * side
         return False
+
+    def held(self, value: float, limit: float) -> None:
+        """Count ``value``, a reading that is no outlier (``limit``: the spike threshold):
+        it ends the run of outliers, unless it goes on with the run's steady path, the
+        first such in a row anyhow, each later one further from the old level than the one
+        before (a reading of a ramp that the threshold, grown with the ramp's first
+        readings or with the steps it has learnt from them, takes in): the run then goes
+        on from it, uncounted.
+
+        >>> st = _State(0, 20.0)
+        >>> [st.shifted(v, 1, 20.0, 0.1) for v in [21.0, 22.0]], st.held(22.9, 3.0)
+        ([False, False], None)
+        >>> st.held(23.9, 3.0), st.shifted(25.0, 1, 20.0, 1.0), st.shift_n
+        (None, True, 3)
+        >>> st.held(25.0, 1.0), st.held(24.9, 1.0), st.shift_n  # no further: it is over
+        (None, None, 0)
+        """
+        if self.shift_n and (not self.shift_gap
+                             or (value - self.shift_last) * self.shift_side > 0.0):
+            if self._move(value, limit) is not None:
+                self.shift_gap = True
+                return
+        self.shift_n = 0
+
+    def _move(self, value: float, limit: float) -> bool | None:
+        """Follow the run's steady path (see :meth:`shifted`) on to ``value``: ``None``
+        when ``value`` does not go on with it steadily (nothing changes), else whether the
+        run, with it, has moved as a ramp or a first-order approach does."""
+        entry = self.shift_entry
+        if entry != entry:  # NaN: not moving steadily
+            return None
+        slack = STEADY_SLACK * limit
+        step = (value - self.shift_last) * self.shift_side
+        top = self.shift_top if self.shift_top > 0.0 else entry
+        if not -slack <= step <= STEADY_GROWTH * top + slack:
+            return None
+        up = step if step > 0.0 else 0.0
+        prev, ratio = self.shift_step, self.shift_ratio
+        lag = ratio == ratio and up <= prev * ratio + slack
+        ratio = (up + slack) / (prev + slack) if lag else math.nan
+        self.shift_ratio = 1.0 if ratio > 1.0 else ratio
+        self.shift_step = up
+        if up > self.shift_top:
+            self.shift_top = up
+        self.shift_last = value
+        return lag or entry <= self.shift_top + slack
 
     def track(self, value: float) -> None:
         """Count ``value``, a judged reading (kept or dropped as a spike), towards the
@@ -617,7 +719,7 @@ class StreamCleaner:
         limit = self.n_sigmas * max(scale, noise, st.resolution_after(slot), 1e-9 * abs(med),
                                     1e-300)
         if not abs(value - med) > limit:
-            st.shift_n = 0
+            st.held(value, limit)
             return False
         return not st.shifted(value, 1 if value > med else -1, med, limit)
 
