@@ -617,6 +617,7 @@ def _check_label(value: object, what: str, where: str, *, strict: bool = False) 
         raise InvalidParameterError(
             f"The {what!r} parameter of {where} must be non-empty text, not only blanks. "
             f"Got {value!r} instead.", field=what, value=value)
+    _check_utf8(value, what, where)
     if strict and (value != value.strip() or not value.isprintable()):
         example = value.strip() if value.strip().isprintable() else "1.0.0"
         raise InvalidParameterError(
@@ -624,6 +625,40 @@ def _check_label(value: object, what: str, where: str, *, strict: bool = False) 
             f"and without control characters, e.g. {example!r}. Got {value!r} instead.",
             field=what, value=value)
     return value
+
+
+def _check_utf8(value: str, what: str, where: str) -> str:
+    """Return ``value`` if it is text UTF-8 can encode (what the database stores), else
+    :class:`InvalidParameterError` naming ``what``: a lone surrogate (``"\\ud800"`` in JSON,
+    or a command-line argument with bytes that are not UTF-8, which Python reads as
+    surrogates) failed as a 500 or a traceback where the database was asked.
+
+    >>> _check_utf8("ewz\\udcff", "name", "Registry.rollout")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'name' parameter of Registry.rollout must be text that UTF-8 can encode, without lone surrogates (a command-line argument with bytes that are not UTF-8 reads as one). Got 'ewz\\udcff' instead.
+    """  # noqa: E501
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParameterError(
+            f"The {what!r} parameter of {where} must be text that UTF-8 can encode, without "
+            "lone surrogates (a command-line argument with bytes that are not UTF-8 reads as "
+            f"one). Got {value!r} instead.", field=what, value=value) from None
+    return value
+
+
+def _encodes(text: str) -> bool:
+    """Whether UTF-8 can encode ``text`` (no lone surrogate).
+
+    >>> _encodes("1.0.0"), _encodes("1\\udc00")
+    (True, False)
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -778,9 +813,44 @@ _FLOORS_COPY = (
     "INSERT INTO floors_by_format SELECT f.device_id, f.name, f.version, f.release, f.target, "
     "COALESCE(v.format, '') FROM floors f LEFT JOIN versions v ON v.name = f.name AND "
     "v.version = f.version")
+#: The highest release counter a registry signed, kept beside its key (``registry/``) as
+#: well as in ``registry.sqlite``: a damaged database set aside (a fresh one made) signed
+#: release 1 again under the same key, and every agent that had installed a later release
+#: refused each new one as ``rollback`` until the counter passed what it ran. Counters
+#: continue above it, whatever the database holds.
+COUNTER_FILE = "release_counter"
 #: a publish's temporary blob file older than this is left by a publish that died (kill -9,
 #: power loss) and is removed when a registry is opened; a younger one may be being written
 STALE_TMP_S = 15 * 60
+
+
+def _read_device_groups(path: Path) -> dict[str, set[str]]:
+    """Each registered device's groups (``{device id: groups}``, every device, an empty set
+    for one in none), from the credentials file ``path`` (``security.sqlite``) on a
+    read-only connection of its own, in one read transaction (a snapshot, WAL mode).
+
+    :meth:`Registry.rollout` reads it inside its write transaction, so it must never wait
+    for that file's write lock: a group change holds it while it waits for the registry's
+    (:meth:`Registry.group_change`), and opening :class:`edgewise.security.Security`, which
+    writes its schema and migrations, would wait for it. A file without the tables (made,
+    never opened by the gateway) has no devices."""
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
+                         isolation_level=None)
+    try:
+        db.execute("BEGIN")
+        try:
+            out: dict[str, set[str]] = {
+                str(r[0]): set() for r in db.execute("SELECT id FROM devices")}
+            for device, group in db.execute("SELECT device_id, grp FROM device_groups"):
+                if device in out:
+                    out[device].add(str(group))
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return {}
+        return out
+    finally:
+        db.close()
 
 
 class Registry:
@@ -964,8 +1034,10 @@ class Registry:
         but cannot be read or holds no Ed25519 key: refused the same way, reason
         ``"bad_key"``, until it is restored or moved away; existing releases are still
         served)."""
-        # the issued id first: a key's maker writes signing_key.pem before signing_key.pub, so
-        # a .pub seen here means its .pem is on disk (a key being made meanwhile is not "lost")
+        # the issued id first: a first key's maker writes signing_key.pem before
+        # signing_key.pub, so a .pub seen here means its .pem is on disk (a key being made
+        # meanwhile is not "lost"); new_key, replacing a lost key, writes the .pub first, so
+        # while it runs the key reads "lost", as it was, never "mismatch"
         issued = self._issued_key_id()
         self._reload_key()
         if self._key_problem is not None:
@@ -1188,15 +1260,31 @@ class Registry:
                     f"The registry already has signing key {self._key.key_id!r} "
                     f"({str(self.root / KEY_FILE)!r}); agents trust it. A new key is made only "
                     "when that file is lost.", "key_exists")
+            if self.key_state == "none":  # never issued: made as at a first rollout
+                load_or_create_key(self.root)
+                self._reload_key()
+                if self._key is None:
+                    raise self._lost_key_error()
+                return self._key
             old = self._public_file_bytes()
             if old is not None:  # keep the lost key's public half: agents may still need it
                 (self.root / f"signing_key.{key_id_of(old)}.pub").write_text(
                     base64.b64encode(old).decode() + "\n")
-            (self.root / PUBLIC_KEY_FILE).unlink(missing_ok=True)
-            load_or_create_key(self.root)
+            # signing_key.pub first, then signing_key.pem: stopped between the two (killed,
+            # power lost), the registry's key is still lost (the new .pub names a key with
+            # no .pem), so this runs again. The other order left the new .pem with no .pub:
+            # another key than the one its releases name, "mismatch", refused to sign and
+            # refused by new-key itself, as a key that is there.
+            candidate = SigningKey(Ed25519PrivateKey.generate())
+            _write_public_file(self.root, candidate)
+            create_private_once(self.root / KEY_FILE, candidate.private.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()))  # False: another new-key's won; read it back
             self._reload_key()
             if self._key is None:
                 raise self._lost_key_error()
+            if self._public_file_bytes() != self._key.public_key_bytes:
+                _write_public_file(self.root, self._key)  # the key that won, not our candidate
             return self._key
 
     @property
@@ -1284,6 +1372,13 @@ class Registry:
         checked = _check_metrics(metrics or {})
         self._refuse_unusable_key()
         digest = hashlib.sha256(payload).hexdigest()
+        try:  # other bytes under a published version: refused before their blob is written
+            old = self.version(name, version)
+        except KeyError:
+            pass
+        else:
+            if old.sha256 != digest:
+                raise self._published_error(name, version, same=False)
         blob = self.root / "blobs" / digest
         # absent, or damaged (truncated, corrupted): write it; concurrent writers write the
         # same bytes whoever wins (by content), and each rename is atomic
@@ -1307,19 +1402,26 @@ class Registry:
             if (old.sha256, old.size, old.format, old.trained_on, old.metrics) == (
                     digest, len(payload), format, trained_on, checked):
                 return old  # the very version again: its blob is intact now (checked above)
-            same = (" (the same bytes: their stored blob was checked, and rewritten had it "
-                    "been damaged)" if old.sha256 == digest else "")
-            raise InvalidParameterError(
-                f"Model {name!r} version {version!r} is already published{same}; versions are "
-                "immutable, publish a new version.", field="version", value=version,
-            ) from None
+            raise self._published_error(name, version, same=old.sha256 == digest) from None
         return ModelVersion(name, version, format, digest, len(payload), trained_on, checked,
                             created, int(seq))
+
+    @staticmethod
+    def _published_error(name: str, version: str, *, same: bool) -> InvalidParameterError:
+        """The refusal to publish ``name`` ``version`` again with anything else than it was
+        published with (``same``: with its bytes, whose stored blob was checked)."""
+        also = (" (the same bytes: their stored blob was checked, and rewritten had it been "
+                "damaged)" if same else "")
+        return InvalidParameterError(
+            f"Model {name!r} version {version!r} is already published{also}; versions are "
+            "immutable, publish a new version.", field="version", value=version)
 
     def versions(self, name: str | None = None) -> list[ModelVersion]:
         """Published versions, oldest first (in publish order, :attr:`ModelVersion.seq`),
         optionally of one model."""
         one = name is not None  # "" is a (never published) name, not "every model"
+        if one:
+            _check_utf8(name, "name", "Registry.versions")
         q = (f"SELECT {_VERSION_COLS} FROM versions" + (" WHERE name = ?" if one else "")
              + " ORDER BY seq")
         with self._lock:
@@ -1337,6 +1439,8 @@ class Registry:
         ...
         KeyError: "Model '' has no published version '1.0.0'."
         """
+        if not all(isinstance(x, str) and _encodes(x) for x in (name, version)):
+            raise KeyError(f"Model {name!r} has no published version {version!r}.")
         with self._lock:
             row = self._db.execute(f"SELECT {_VERSION_COLS} FROM versions WHERE name = ? "
                                    "AND version = ?",
@@ -1488,11 +1592,10 @@ class Registry:
                 f"{mv.metrics[bad[0]]!r}, which a signed manifest (strict JSON) cannot carry; "
                 "publish a new version with finite metrics.", field="version", value=version)
         payload = self._intact_blob(mv.sha256, mv.size, f"{name!r} version {version!r}")
-        reach = self._reach(target)  # read before the write transaction: another database
         with self._lock:
             key = self.signing_key()
             return self._sign_next(name, version, target, mv, payload, expires_in_s, kind, key,
-                                   reach, has_device, keep_rollbacks)
+                                   has_device, keep_rollbacks)
 
     @staticmethod
     def _reached(target: str, reach: Mapping[str, list[str]]) -> list[str]:
@@ -1508,18 +1611,14 @@ class Registry:
 
     def _groups_of_devices(self) -> dict[str, set[str]]:
         """Each device's groups: from ``device_groups`` if given, else from the credentials
-        (none while ``security.sqlite`` does not exist: opening it would make it)."""
+        (none while ``security.sqlite`` does not exist: opening it would make it), read by
+        :func:`_read_device_groups`, which never waits for a writer of that file."""
         if self._device_groups is not None:
             return {str(d): {str(g) for g in gs} for d, gs in self._device_groups().items()}
-        if not (self.data_dir / "security.sqlite").exists():
+        path = self.data_dir / "security.sqlite"
+        if not path.exists():
             return {}
-        from edgewise.security import Security
-
-        sec = Security(self.data_dir)
-        try:
-            return {d.id: set(d.groups) for d in sec.list_devices()}
-        finally:
-            sec.close()
+        return _read_device_groups(path)
 
     def _reach(self, target: str) -> dict[str, list[str]]:
         """The targets whose releases reach a device that ``target`` reaches, each with those
@@ -1799,10 +1898,17 @@ class Registry:
 
     def _sign_next(self, name: str, version: str, target: str, mv: ModelVersion, payload: bytes,
                    expires_in_s: float, kind: str, key: SigningKey,
-                   reach: Mapping[str, list[str]],
                    has_device: Callable[[str], bool] | None = None,
                    keep_rollbacks: bool = False) -> SignedArtifact:
+        """Check and sign the release, in one write transaction of the registry.
+
+        Which devices ``target`` reaches (:meth:`_reach`, their groups) is read inside it, so
+        a group change (:meth:`group_change`, which holds this write lock while it writes
+        the groups and commits them) comes wholly before or wholly after this release:
+        read before it, a device put in the target's group meanwhile was not checked, and a
+        plain release of an older version than the one it runs was signed to it."""
         with self._write_tx():
+            reach = self._reach(target)
             self._check_direction(name, version, target, mv, kind, reach)
             undone = self._undone_rollbacks(name, target, mv, reach)
             if undone and not keep_rollbacks:
@@ -1827,6 +1933,8 @@ class Registry:
             self._db.execute(  # release is what they are offered of the model in its format
                 f"DELETE FROM floors WHERE name = ? AND format = ? AND device_id IN "
                 f"({','.join('?' * len(devices))})", [name, mv.format, *devices])
+            # before the commit: a counter the database holds is never above the mark
+            self._set_counter_mark(max(int(x.manifest.release) for x in (signed, *kept)))
         if kept:
             signed = SignedArtifact(signed.manifest_bytes, signed.signature, signed.payload,
                                     tuple(kept))
@@ -1840,8 +1948,9 @@ class Registry:
         (last,) = self._db.execute(  # withdrawn counters are never handed out again
             "SELECT MAX(COALESCE((SELECT MAX(release) FROM releases), 0), "
             "COALESCE((SELECT MAX(release) FROM withdrawn), 0))").fetchone()
+        last = max(int(last), self._counter_mark())  # nor those of a database set aside
         art = Artifact(
-            payload, name, version, int(last) + 1, target, mv.format, expires_ns, kind,
+            payload, name, version, last + 1, target, mv.format, expires_ns, kind,
             {"trained_on": mv.trained_on, "metrics": mv.metrics},
         )
         signed = sign(art, key)
@@ -1851,6 +1960,31 @@ class Registry:
              signed.manifest_bytes, signed.signature),
         )
         return signed
+
+    def _counter_mark(self) -> int:
+        """The highest release counter this registry signed, as :data:`COUNTER_FILE` beside
+        its key keeps it (0 if there is none, or it holds no counter: the database's then)."""
+        try:
+            text = (self.root / COUNTER_FILE).read_text().strip()
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            logging.getLogger(__name__).warning(
+                "registry: %s cannot be read (%s); release counters continue from the "
+                "database's", self.root / COUNTER_FILE, exc)
+            return 0
+        if not (text.isascii() and text.isdigit()):
+            logging.getLogger(__name__).warning(
+                "registry: %s holds %r, not a release counter; release counters continue from "
+                "the database's", self.root / COUNTER_FILE, text[:40])
+            return 0
+        return int(text)
+
+    def _set_counter_mark(self, release: int) -> None:
+        """Keep ``release`` in :data:`COUNTER_FILE` (inside the write transaction that signed
+        it), unless the file holds a higher one already."""
+        if release > self._counter_mark():
+            replace_atomically(self.root / COUNTER_FILE, f"{release}\n".encode())
 
     def rollback(self, name: str, to_version: str, target: str, **kw: Any) -> SignedArtifact:
         """Sign an explicit rollback order: a new release whose payload is ``to_version``."""

@@ -68,6 +68,11 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
 
     from edgewise.registry import Registry
 
+    try:  # bytes that are not UTF-8 (surrogates here): one line, not a traceback
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise fail(f"--name must be text that UTF-8 can encode (a model's name); got {name!r}, "
+                   "with bytes that are not UTF-8.") from None
     now = time.time_ns()
     # a mistyped --data-dir is refused, not made; a data dir with no registry yet lists
     # nothing, and a listing makes none (registry.sqlite, blobs/)

@@ -69,7 +69,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgewise.errors import InvalidParameterError, SignatureError
 from edgewise.gateway.metrics import Metrics
@@ -86,9 +86,12 @@ from edgewise.server.deps import DeviceAuth, authenticate_device, require_role
 from edgewise.server.problems import Problem, shorten
 from edgewise.telemetry import DEVICE_ID_RE
 
-__all__ = ["RolloutRequest", "make_router"]
+__all__ = ["Envelope", "RolloutDone", "RolloutRequest", "make_router"]
 
 log = logging.getLogger(__name__)
+
+#: what a rollout's ``target`` looks like, as the OpenAPI schema documents it
+_TARGET_PATTERN = "^(device|group):" + DEVICE_ID_RE.pattern.removeprefix("^")
 
 
 class RolloutRequest(BaseModel):
@@ -103,16 +106,62 @@ class RolloutRequest(BaseModel):
       Extra inputs are not permitted ...
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # the schema's description: not the docstring, whose doctest is no API documentation
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"description": (
+        "A release to sign: a published version of a model, to one device or group. A "
+        "field not listed here is refused (422 naming it).")})
 
-    name: str
-    version: str
-    target: str
-    rollback: bool = False
-    expires_days: float = 30.0
+    name: str = Field(description="The published model's name (GET /v1/registry lists "
+                      "them).")
+    version: str = Field(description="A published version of the model.")
+    # the limits are checked by the registry (422 naming the field); here they are documented
+    target: str = Field(
+        description=f"Who gets it: {TARGET_ALLOWED}; a device must be registered.",
+        json_schema_extra={"pattern": _TARGET_PATTERN})
+    rollback: bool = Field(default=False, description=(
+        "Sign an explicit rollback order: required to go back to a version published before "
+        "the one the target's devices can receive, refused otherwise."))
+    expires_days: float = Field(
+        default=30.0, description="Manifest lifetime in days: at least one hour (1/24, so "
+        "devices can fetch it before it expires) and at most 3650.",
+        json_schema_extra={"minimum": MIN_EXPIRY_DAYS, "maximum": MAX_EXPIRY_DAYS})
     #: sign again each device rollback order this group release would move a member off
     #: (else such a release is refused, 422 field ``keep_rollbacks``)
-    keep_rollbacks: bool = False
+    keep_rollbacks: bool = Field(default=False, description=(
+        "For a group: sign again, in the same step, each member's own rollback order "
+        "(to device:<id>) this release would move it off; without it such a release is "
+        "refused (422 naming keep_rollbacks and the devices)."))
+
+
+class Envelope(BaseModel):
+    """A signed release as served to agents (the 200 of ``GET
+    /v1/devices/{device_id}/model``)."""
+
+    manifest: str = Field(description="The manifest's canonical JSON, base64: name, version, "
+                          "release counter, sha256, size, format, target, expires_ns, key_id, "
+                          "kind, metadata.")
+    signature: str = Field(description="The Ed25519 signature of the manifest bytes, base64, "
+                           "by the key key_id names.")
+
+
+class KeptOrder(BaseModel):
+    """A device's rollback order signed again with a group release (``keep_rollbacks``)."""
+
+    release: int
+    version: str
+    target: str
+
+
+class RolloutDone(BaseModel):
+    """The 200 of ``POST /v1/registry/rollouts``: the release signed."""
+
+    release: int = Field(description="Its release counter.")
+    kind: str = Field(description="'release', or 'rollback' for a rollback order.")
+    key_id: str = Field(description="Id of the key that signed it.")
+    manifest: str = Field(description="The manifest's canonical JSON, base64.")
+    signature: str = Field(description="The Ed25519 signature of the manifest, base64.")
+    kept: list[KeptOrder] = Field(description="The rollback orders signed again with it "
+                                  "(keep_rollbacks), oldest first; empty if none.")
 
 
 _TITLES = {"not_found": "Not found", "invalid": "Invalid rollout", "key_lost": "Signing key lost",
@@ -263,7 +312,11 @@ def make_router(registry: Registry, security: Security,
 
     @r.get("/v1/devices/{device_id}/model",
            summary="The newest signed release for a device (device secret)",
-           responses={204: {"description": "No release for the device or its groups."},
+           response_model=None,
+           responses={200: {"model": Envelope, "description": "The newest release the device "
+                            "may install, signed: the agent verifies it before fetching the "
+                            "model (GET /v1/models/{sha256})."},
+                      204: {"description": "No release for the device or its groups."},
                       403: {"description": "X-Device-Id names another device."},
                       429: {"description": "Too many wrong secrets; see Retry-After."}})
     def current_model(
@@ -347,7 +400,9 @@ def make_router(registry: Registry, security: Security,
         }
 
     @r.post("/v1/registry/rollouts", summary="Sign a release to a device or group (operator)",
-            responses={404: {"description": "No such model name and version."},
+            response_model=None,
+            responses={200: {"model": RolloutDone, "description": "The release signed."},
+                       404: {"description": "No such model name and version."},
                        409: {"description": "The signing key is lost (reason 'key_lost') or "
                              "not the issued key ('key_mismatch'), or the version's stored "
                              "model is damaged ('blob_damaged'), or the signing key file is "
