@@ -14,9 +14,16 @@ ids are the store's own, so the file names the store (its id, ``Store.store_id``
 gateway moved to another store (or a backup) sends that store's events from its newest
 on. The thread learns of a new alert at once from the gateway's alert manager
 (:meth:`AlertWebhooks.notify` only records its id and wakes the thread) and finds any it
-was not told of by reading the store's list of alerts at start and every ``poll_s``; it
-reads the events written since the last one it sent every :data:`EVENT_POLL_S` (at most),
-and again before it sends an alert raised after its last read (once for that alert).
+was not told of (another gateway's, on a shared store) at start and every ``poll_s`` by
+the store's raise numbers (:meth:`~edgewise.store.base.Store.raised_alerts`: given in
+commit order, whatever the writers' clocks say), reading the alerts numbered above the
+highest it read; the cursor file keeps that number (``alerts_after``), so a restart
+resends nothing and misses nothing, also after a clock was stepped. Only alerts the store
+has no number for (written by an older Edgewise: before the upgrade, or one running
+beside it) are found by creation time, in the store's list: those created after a floor
+trailing this gateway's clock by :data:`CREATION_SLACK_NS`. It reads the events written
+since the last one it sent every :data:`EVENT_POLL_S` (at most), and again before it sends
+an alert raised after its last read (once for that alert).
 
 The order, exactly: events go one after another in id (commit) order; an event goes only
 once the alert it names was handled (its ``alert.raised`` first; an ``alert.merged`` also
@@ -98,8 +105,10 @@ EVENT_PAGE = 100
 #: The file under the data dir that holds the made secret, when none is configured.
 SECRET_FILE = "alert_webhook_secret"
 #: How far back (wall-clock time of creation) the store's list is searched for an alert
-#: not yet sent, behind the newest one sent: an alert's creation time is taken before its
-#: write waits for the store, so one may be listed after a newer one.
+#: not yet sent that has no raise number (one an older Edgewise wrote), behind the last read
+#: of the list: an alert's creation time is taken before its write waits for the store, so
+#: one may be listed after a newer one. Alerts with a raise number are found by it, however
+#: far behind their writer's clock is.
 CREATION_SLACK_NS = 300 * 10**9
 #: Shortest secret taken from EDGEWISE_ALERT_WEBHOOK_SECRET.
 MIN_SECRET_CHARS = 16
@@ -326,19 +335,34 @@ class Webhook:
         # until it is, nothing is sent and the cursor file is not written
         self._placed = False
         self._unsaved, self._saved_at = False, 0.0
+        # the alert cursor by raise number (Store.raised_alerts): every alert numbered at or
+        # below it was handled or is older than the webhook (None: to be placed from the
+        # store, as the event cursor); the highest number read; the numbers known of the
+        # alerts pending or done; the done ones whose number is not known yet (told of,
+        # or listed, before a read by number covered them: kept until one does)
+        self._raised_after: int | None = None
+        self._read_upto = 0
+        self._seq_of: dict[str, int] = {}
+        self._unseen: set[str] = set()
+        # a cursor file of an Edgewise before raise numbers: the first read by number
+        # (from 0) takes the alerts created at or before its floor as handled
+        self._old_file = False
+        self._by_floor = False
+        # (created_ns, id) of alerts known new and not yet handled
+        self._pending: set[tuple[int, str]] = set()
         self._floor_ns, self._done = self._load()
+        self._unseen.update(self._done)
         try:
             changed = self._place_events()
         except Exception as exc:  # a webhook is no reason to stop the start
             log.warning("alert webhook %s: could not read the store's id and newest alert "
-                        "event (%s: %s); reading them again from the webhook's thread, "
-                        "which sends nothing before", self.shown, type(exc).__name__, exc)
+                        "number and event (%s: %s); reading them again from the webhook's "
+                        "thread, which sends nothing before", self.shown,
+                        type(exc).__name__, exc)
         else:
             if changed:  # written at once: a new webhook starts now, also after a restart
                 self._save(self._floor_ns, self._done)
                 self._unsaved = False
-        # (created_ns, id) of alerts known new and not yet handled
-        self._pending: set[tuple[int, str]] = set()
         self._hints: list[tuple[int, str]] = []
         self._hint_lock = threading.Lock()
         self._wake = threading.Event()
@@ -347,7 +371,8 @@ class Webhook:
         self._body: tuple[str, bytes] | None = None  # the alert being sent, as JSON
         self._next_sweep = 0.0  # monotonic time of the next read of the store's list
         # wall-clock time (ns) the last whole read of the store's list began (None: none
-        # yet): the cursor's floor stays CREATION_SLACK_NS behind it (:meth:`_handled`)
+        # yet): the cursor's floor (for alerts without a raise number) stays
+        # CREATION_SLACK_NS behind it (:meth:`_handled`)
         self._swept_ns: int | None = None
         self._events: list[AlertEvent] = []  # read from the store, not handled yet
         self._event_body: tuple[int, bytes] | None = None  # the event being sent, as JSON
@@ -362,13 +387,17 @@ class Webhook:
 
     # -- the cursor --------------------------------------------------------------------
     def _load(self) -> tuple[int, dict[str, int]]:
-        """``(floor_ns, done)`` from the cursor file: every alert created at or before
-        ``floor_ns`` was handled (or is older than the webhook), and ``done`` maps the
-        ids handled since to their creation time; :attr:`_events_after` is set to the last
-        alert event handled and :attr:`_events_store` to the id of the store it counts in
-        (both ``None`` where the file has none: :meth:`_place_events` then places them).
-        A new webhook starts now (older alerts and events are not sent), its file written
-        once the store answers (:meth:`_place_events`).
+        """``(floor_ns, done)`` from the cursor file: every alert without a raise number
+        created at or before ``floor_ns`` was handled (or is older than the webhook), and
+        ``done`` maps the ids handled since (and those whose raise number is above the
+        cursor's) to their creation time; :attr:`_raised_after` is set to the alert
+        cursor by raise number, :attr:`_events_after` to the last alert event handled and
+        :attr:`_events_store` to the id of the store both count in (``None`` where the
+        file has none: :meth:`_place_events` then places them).
+        A new webhook starts now, its file written once the store answers
+        (:meth:`_place_events`): the alerts numbered and the events written up to then
+        are not sent (an alert the gateway tells it of meanwhile is; so is one without a
+        raise number created after the webhook was made); those after are.
 
         A damaged file (not the JSON written here: hand-edited, ``NaN``, ``Infinity``,
         ``1e400``, cut short) is moved aside to ``<id>.json.damaged`` with a warning, and
@@ -384,7 +413,7 @@ class Webhook:
                     f"read ({exc}). Make it readable, or remove it to send alerts from now "
                     f"on (those not yet sent are then not sent).") from None
             try:
-                floor, done, events_after, store = _parse_cursor(data)
+                floor, done, events_after, store, raised_after = _parse_cursor(data)
             except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
                 aside = self.path.with_name(self.path.name + ".damaged")
                 try:
@@ -402,13 +431,15 @@ class Webhook:
                             type(exc).__name__, exc, aside)
             else:
                 self._events_after, self._events_store = events_after, store
+                self._raised_after = raised_after
+                self._old_file = raised_after is None
                 return floor, done
         return time.time_ns(), {}
 
     def _place_events(self) -> bool:
-        """Check the event cursor against the store, once, before anything is sent;
-        whether it changed (the file is then to be written). Raises what the store raises
-        (the thread tries again).
+        """Check the event cursor and the alert cursor (by raise number) against the
+        store, once, before anything is sent; whether they changed (the file is then to be
+        written). Raises what the store raises (the thread tries again).
 
         Event ids are the store's own: a cursor kept for another store (the gateway
         moved to PostgreSQL, to a fresh file: another store id) or past this store's
@@ -416,19 +447,38 @@ class Webhook:
         starts again at the store's newest event, with a warning; so does a new webhook,
         or a file written before alert events were sent (no ``events_after``): the
         events the store holds then are not sent, those written after are. A file
-        written before store ids were kept takes this store's."""
+        written before store ids were kept takes this store's.
+
+        Raise numbers are the store's own too, and go the same way: a new webhook, one
+        moved to another store, or one past the store's newest number starts at the
+        newest (the alerts raised from then on are sent). A file of an Edgewise before
+        raise numbers starts at 0, its floor deciding once which alerts were handled
+        (:attr:`_by_floor`)."""
         store_id = str(self.store.store_id())
         newest = int(self.store.last_alert_event_id())
+        newest_raised = int(self.store.last_alert_seq())
+        moved = self._events_store is not None and self._events_store != store_id
+        raised = self._raised_after
+        if raised is None:
+            raised, self._by_floor = (0, True) if self._old_file else (newest_raised, False)
+        elif moved:
+            raised = newest_raised
+        elif raised > newest_raised:
+            log.warning("alert webhook %s: its cursor %s is at alert number %d, past this "
+                        "store's newest (%d: a backup restored?); sending the alerts "
+                        "raised from that one on", self.shown, self.path, raised,
+                        newest_raised)
+            raised = newest_raised
         after = self._events_after
         if after is None:
             after = newest
         elif self._events_store is not None and self._events_store != store_id:
             log.warning("alert webhook %s: its cursor %s counts the alert events of another "
                         "store (id %s; this store's is %s: the gateway was moved to another "
-                        "store?); sending acknowledgements and labels from this store's "
-                        "newest event on (id %d), those of the other store not yet sent are "
-                        "not sent", self.shown, self.path, self._events_store, store_id,
-                        newest)
+                        "store?); sending alerts, acknowledgements and labels from this "
+                        "store's newest on (alert number %d, event id %d), those of the "
+                        "other store not yet sent are not sent", self.shown, self.path,
+                        self._events_store, store_id, newest_raised, newest)
             after = newest
         elif after > newest:
             log.warning("alert webhook %s: its cursor %s is at alert event %d, past this "
@@ -436,8 +486,10 @@ class Webhook:
                         "acknowledgements and labels from that one on", self.shown,
                         self.path, after, newest)
             after = newest
-        changed = (after, store_id) != (self._events_after, self._events_store)
+        changed = ((after, store_id, raised)
+                   != (self._events_after, self._events_store, self._raised_after))
         self._events_after, self._events_store, self._placed = after, store_id, True
+        self._raised_after = self._read_upto = raised
         return changed
 
     def _save(self, floor_ns: int, done: dict[str, int]) -> None:
@@ -448,12 +500,23 @@ class Webhook:
         data: dict[str, Any] = {"webhook": _shown(self.url), "floor_ns": floor_ns,
                                 "done": done, "events_after": self._events_after,
                                 "store": self._events_store}
+        if not self._by_floor:  # else a restart takes the floor's word again, as this one
+            data["alerts_after"] = self._raised_cursor()
         write_private(self.path, json.dumps(data, sort_keys=True).encode())
+
+    def _raised_cursor(self) -> int:
+        """The alert cursor by raise number to keep: the highest number read, held below
+        the pending alerts' (an alert found by number and not yet handled is read again
+        after a restart; those handled above it are in ``done``)."""
+        held = [self._seq_of[i] - 1 for _, i in self._pending if i in self._seq_of]
+        return min([self._read_upto, *held])
 
     def _handled(self, created_ns: int, alert_id: str) -> None:
         """Record that an alert is done with (sent, refused or gone) and persist it."""
         self._pending.discard((created_ns, alert_id))
         self._done[alert_id] = created_ns
+        if alert_id not in self._seq_of:  # told of or listed: not read by number yet
+            self._unseen.add(alert_id)
         # an alert another process wrote is found by the next read of the list only (every
         # poll_s, which may be far more than the slack): every alert not yet listed was
         # committed after the last read began, so created at most the slack before it
@@ -464,7 +527,15 @@ class Webhook:
         if self._pending:
             floor = min(floor, min(c for c, _ in self._pending) - 1)
         self._floor_ns = max(self._floor_ns, floor)
-        self._done = {k: v for k, v in self._done.items() if v > self._floor_ns}
+        # kept while the floor or the cursor by number is below it (a read by number
+        # would find it again), or its number is not known yet
+        after = self._raised_cursor()
+        self._done = {k: v for k, v in self._done.items()
+                      if v > self._floor_ns or self._seq_of.get(k, 0) > after
+                      or k in self._unseen}
+        held = self._done.keys() | {i for _, i in self._pending}
+        self._seq_of = {k: v for k, v in self._seq_of.items() if k in held}
+        self._unseen &= held
         self._unsaved = True
         # written once the backlog is sent, else at most every SAVE_EVERY_S: a storm of
         # alerts does not rewrite the file for each (a crash may send those again)
@@ -502,8 +573,10 @@ class Webhook:
         self._pending.update(h for h in hints if h[1] and h[1] not in self._done)
 
     def _sweep(self, page: int = 1000) -> None:
-        """Add the listed alerts created after the cursor and not handled to the pending
-        ones (all live alerts are read: the list is ordered by start, not creation)."""
+        """Add the alerts not handled to the pending ones: the listed alerts created
+        after the floor (all live alerts are read: the list is ordered by start, not
+        creation; for those without a raise number), then every one numbered above the
+        highest number read (:meth:`_read_raised`, whatever its creation time)."""
         began = time.time_ns()  # every alert committed before then is in this read
         after: tuple[int, int, str] | None = None
         while True:
@@ -511,10 +584,38 @@ class Webhook:
             self._pending.update((a.created_ns, a.id) for a in alerts
                                  if a.created_ns > self._floor_ns and a.id not in self._done)
             if len(alerts) < page:
-                self._swept_ns = began
-                return
+                break
             last = alerts[-1]
             after = (last.start_ns, last.created_ns, last.id)
+        # after the list: an alert listed that has a number is read here too (its number
+        # known before it is handled)
+        self._read_raised(page)
+        self._swept_ns = began
+
+    def _read_raised(self, page: int = 1000) -> None:
+        """Read the live alerts numbered above the highest number read (in number, that
+        is commit, order: an alert committed later has a higher number, whatever its
+        writer's clock said) and add those not handled to the pending ones. In the first
+        read of a cursor file of an Edgewise before raise numbers (:attr:`_by_floor`),
+        an alert created at or before its floor was handled (the floor's word)."""
+        covered = set(self._unseen)  # committed before this read: read now if numbered
+        while True:
+            rows = self.store.raised_alerts(self._read_upto, limit=page)
+            for seq, a in rows:
+                if (self._by_floor and a.created_ns <= self._floor_ns
+                        and a.id not in self._done):
+                    self._done[a.id] = a.created_ns
+                self._seq_of[a.id] = seq
+                if a.id not in self._done:
+                    self._pending.add((a.created_ns, a.id))
+                self._read_upto = seq
+            if len(rows) < page:
+                break
+        self._unseen -= covered
+        if self._by_floor:  # the floor has spoken: the file keeps the number from now on
+            self._by_floor = False
+            self._unsaved = True
+            self._flush()
 
     def pending(self) -> int:
         """How many alerts known new are not sent yet."""
@@ -537,10 +638,18 @@ class Webhook:
 
     def _raised_handled(self, alert: Alert) -> bool:
         """Whether this webhook is done with ``alert``'s ``alert.raised`` (sent, refused,
-        skipped, or the alert is older than the webhook), so its events may follow."""
+        skipped, or the alert is older than the webhook), so its events may follow.
+
+        One created at or before the floor may still be new (numbered above the highest
+        number read: its writer's clock behind): the alerts numbered since are read first."""
         if any(i == alert.id for _, i in self._pending):
             return False
-        return alert.id in self._done or alert.created_ns <= self._floor_ns
+        if alert.id in self._done:
+            return True
+        if alert.created_ns > self._floor_ns:
+            return False
+        self._read_raised()
+        return not any(i == alert.id for _, i in self._pending)
 
     # -- sending ------------------------------------------------------------------------
     def _count(self, outcome: str) -> None:
@@ -797,17 +906,20 @@ class Webhook:
         self._join(time.monotonic() + self.timeout_s + 2.0)
 
 
-def _parse_cursor(data: bytes) -> tuple[int, dict[str, int], int | None, str | None]:
-    """``(floor_ns, done, events_after, store)`` of a cursor file's bytes
+def _parse_cursor(
+        data: bytes) -> tuple[int, dict[str, int], int | None, str | None, int | None]:
+    """``(floor_ns, done, events_after, store, alerts_after)`` of a cursor file's bytes
     (``events_after`` is ``None`` in a file written before alert events were sent,
     ``store``, the id of the store it counts in, in one written before store ids were
-    kept); raises ``ValueError`` (and the like) on anything else, ``NaN``, ``Infinity``
-    and numbers out of range included.
+    kept, ``alerts_after``, the alert cursor by raise number, in one written before
+    alerts were numbered); raises ``ValueError`` (and the like) on anything else, ``NaN``,
+    ``Infinity`` and numbers out of range included.
 
-    >>> _parse_cursor(b'{"floor_ns": 5, "done": {"a1": 7}, "events_after": 3, "store": "s"}')
-    (5, {'a1': 7}, 3, 's')
+    >>> _parse_cursor(b'{"floor_ns": 5, "done": {"a1": 7}, "events_after": 3, "store": "s",'
+    ...               b' "alerts_after": 4}')
+    (5, {'a1': 7}, 3, 's', 4)
     >>> _parse_cursor(b'{"floor_ns": 5, "done": {}}')
-    (5, {}, None, None)
+    (5, {}, None, None, None)
     >>> _parse_cursor(b'{"floor_ns": 1e400, "done": {}}')
     Traceback (most recent call last):
     ...
@@ -831,8 +943,13 @@ def _parse_cursor(data: bytes) -> tuple[int, dict[str, int], int | None, str | N
     store = state.get("store")
     if store is not None and not isinstance(store, str):
         raise ValueError(f"store must be a store id (text), not {store!r}")
+    alerts_after = state.get("alerts_after")
+    if alerts_after is not None:
+        alerts_after = int(alerts_after)
+        if alerts_after < 0:
+            raise ValueError(f"alerts_after must be 0 or more, not {alerts_after}")
     return (int(state["floor_ns"]), {str(k): int(v) for k, v in state["done"].items()},
-            events_after, store)
+            events_after, store, alerts_after)
 
 
 class AlertWebhooks:

@@ -65,6 +65,13 @@ MERGE_ACTOR = "gateway"
 #: first): readers that keep a position in the store (an alert webhook's event cursor)
 #: tell by it that they were moved to another store, whose event ids start over.
 STORE_ID = "store_id"
+#: The ``ew_meta`` key holding the last raise number given (``alerts.raised_seq``): each new
+#: alert takes the next one in its inserting transaction (the row stays locked until the
+#: commit, as :data:`EVENT_COUNTER`'s), so the numbers grow in commit order whatever the
+#: writers' clocks say and are never reused. A reader that finds new alerts by it (the alert
+#: webhooks, :meth:`SQLStoreMixin.raised_alerts`) misses none. Alerts written before the
+#: store had it, or by an older Edgewise beside this one, have none (NULL).
+RAISED_COUNTER = "alert_raised_seq"
 
 
 def new_store_id() -> str:
@@ -445,15 +452,19 @@ def alert_by_id(ph: str) -> str:
     return f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts WHERE id = {ph}"
 
 
-def insert_alert(alert: Alert, ph: str) -> tuple[str, list[Any]]:
+def insert_alert(alert: Alert, ph: str, *, raised: bool = False) -> tuple[str, list[Any]]:
     """Check a new alert, fill its ``id`` (when empty) and ``created_ns``; SQL and row to insert.
 
     >>> sql, row = insert_alert(Alert("d", 1, 2, 0.5, id="a1", created_ns=5), "?")
     >>> sql.count("?"), row[:3]
     (15, ['a1', 'd', 1])
+    >>> insert_alert(Alert("d", 1, 2, 0.5, id="a1", created_ns=5), "?", raised=True)[0].count("?")
+    16
 
-    The columns are named, so a table that got ``merged_into`` added later (at the end)
-    takes the row as well as a new one.
+    The columns are named, so a table that got ``merged_into`` (or ``raised_seq``) added
+    later (at the end) takes the row as well as a new one. With ``raised`` the SQL also
+    names ``raised_seq``, whose value (from :func:`next_raised_seq`, in the inserting
+    transaction) the caller appends to the row.
     """
     _check_alert_fields(alert.status, alert.label)
     check_alert_text({n: getattr(alert, n) for n in _ALERT_TEXT},
@@ -461,8 +472,9 @@ def insert_alert(alert: Alert, ph: str) -> tuple[str, list[Any]]:
     alert.id = alert.id or uuid.uuid4().hex
     alert.created_ns = alert.created_ns or time.time_ns()
     row = _alert_row(alert)
-    sql = (f"INSERT INTO alerts ({', '.join(_ALERT_COLUMNS)}) "
-           f"VALUES ({', '.join([ph] * len(row))})")
+    columns = [*_ALERT_COLUMNS, "raised_seq"] if raised else list(_ALERT_COLUMNS)
+    sql = (f"INSERT INTO alerts ({', '.join(columns)}) "
+           f"VALUES ({', '.join([ph] * len(columns))})")
     return sql, row
 
 
@@ -565,6 +577,16 @@ def next_event_id(ph: str) -> tuple[str, list[Any]]:
     sql = ("UPDATE ew_meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) "
            f"WHERE key = {ph} RETURNING value")
     return sql, [EVENT_COUNTER]
+
+
+def next_raised_seq(ph: str) -> tuple[str, list[Any]]:
+    """SQL and parameters taking the next raise number of a new alert from
+    :data:`RAISED_COUNTER` (one row back: the number).
+
+    >>> next_raised_seq("?")[1]
+    ['alert_raised_seq']
+    """
+    return next_event_id(ph)[0], [RAISED_COUNTER]
 
 
 def insert_alert_event(ph: str) -> str:
@@ -1032,6 +1054,43 @@ class SQLStoreMixin:
     def last_alert_event_id(self) -> int:
         """The highest alert event id given so far (0 when none was)."""
         rows = self._read(f"SELECT value FROM ew_meta WHERE key = {self._ph}", [EVENT_COUNTER])
+        return int(rows[0][0]) if rows else 0
+
+    def _take_raised_seq(self, con: Any) -> int:
+        """The next raise number (:data:`RAISED_COUNTER`), taken through ``con`` in the
+        caller's open transaction (its row stays locked until the commit)."""
+        rows = con.execute(*next_raised_seq(self._ph)).fetchall()
+        if not rows:
+            raise StoreError(
+                f"Store {self.url!r} has no alert raise counter ({RAISED_COUNTER!r} in "
+                "ew_meta), which opening the store makes; reopen it to make it.")
+        return int(rows[0][0])
+
+    def raised_alerts(self, after_seq: int = 0, limit: int = 1000) -> list[tuple[int, Alert]]:
+        """Live alerts numbered (``raised_seq``) above ``after_seq``, as ``(number,
+        alert)``, in number (commit) order, at most ``limit`` (see
+        ``Store.raised_alerts``).
+
+        >>> from edgewise.store import open_store
+        >>> s = open_store("duckdb://:memory:")
+        >>> a, b = (s.add_alert(Alert("p", 0, 1, 0.9, created_ns=c)) for c in (9, 5))
+        >>> [(n, x.id == y.id) for (n, x), y in zip(s.raised_alerts(), (a, b))]
+        [(1, True), (2, True)]
+        >>> [n for n, _ in s.raised_alerts(after_seq=1)], s.last_alert_seq()
+        ([2], 2)
+        >>> s.close()
+        """
+        ph = self._ph
+        rows = self._read(
+            f"SELECT raised_seq, {', '.join(_ALERT_COLUMNS)} FROM alerts "
+            f"WHERE raised_seq > {ph} AND merged_into IS NULL "
+            f"ORDER BY raised_seq LIMIT {max(0, int(limit))}", [int(after_seq)])
+        return [(int(r[0]), _alert_from_row(r[1:])) for r in rows]
+
+    def last_alert_seq(self) -> int:
+        """The highest raise number given so far (0 when none was)."""
+        rows = self._read(f"SELECT value FROM ew_meta WHERE key = {self._ph}",
+                          [RAISED_COUNTER])
         return int(rows[0][0]) if rows else 0
 
     def store_id(self) -> str:

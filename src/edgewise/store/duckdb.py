@@ -70,6 +70,7 @@ from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
 from edgewise.store._sql import (
     DEVICE_TABLES,
     EVENT_COUNTER,
+    RAISED_COUNTER,
     STORE_ID,
     TRIMMED,
     SQLStoreMixin,
@@ -111,10 +112,13 @@ _SCHEMA = [
         end_ns BIGINT NOT NULL, score DOUBLE NOT NULL, kind VARCHAR NOT NULL,
         drivers VARCHAR NOT NULL, message VARCHAR NOT NULL, created_ns BIGINT NOT NULL,
         status VARCHAR NOT NULL, label VARCHAR, acked_by VARCHAR, labelled_by VARCHAR,
-        note VARCHAR, merged_into VARCHAR)""",
+        note VARCHAR, merged_into VARCHAR, raised_seq BIGINT)""",
     # stores made before alerts could be merged: the column is added (NULL: every alert
     # live), at the end, where new tables have it too
     """ALTER TABLE alerts ADD COLUMN IF NOT EXISTS merged_into VARCHAR""",
+    # stores made before alerts were numbered as raised (RAISED_COUNTER, made at open when
+    # missing): added after merged_into (NULL: an alert written before, by creation time)
+    """ALTER TABLE alerts ADD COLUMN IF NOT EXISTS raised_seq BIGINT""",
     # the outbox of acknowledgements and labels (Store.alert_events), written with them;
     # ids come from ew_meta's EVENT_COUNTER (made at open when missing: older stores too)
     """CREATE TABLE IF NOT EXISTS alert_events (
@@ -682,6 +686,10 @@ class DuckDBStore(SQLStoreMixin):
                                   [EVENT_COUNTER]).fetchall()[0][0]
         if not has_counter:  # a new store, or one made before alert events
             con.execute("INSERT INTO ew_meta VALUES (?, '0')", [EVENT_COUNTER])
+        has_raised = con.execute("SELECT count(*) FROM ew_meta WHERE key = ?",
+                                 [RAISED_COUNTER]).fetchall()[0][0]
+        if not has_raised:  # a new store, or one made before alerts were numbered
+            con.execute("INSERT INTO ew_meta VALUES (?, '0')", [RAISED_COUNTER])
         has_id = con.execute("SELECT count(*) FROM ew_meta WHERE key = ?",
                              [STORE_ID]).fetchall()[0][0]
         if not has_id:  # a new store, or one made before store ids
@@ -1273,14 +1281,22 @@ class DuckDBStore(SQLStoreMixin):
     # -- alerts -----------------------------------------------------------------------------
 
     def add_alert(self, alert: Alert) -> Alert:
-        """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it."""
-        sql, row = insert_alert(alert, "?")
+        """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it.
+        It takes the next raise number (``raised_seq``) in its transaction."""
+        sql, row = insert_alert(alert, "?", raised=True)
         with self._wlock:
             self._check_open()
+            con = self._con
+            con.execute("BEGIN")
             try:
-                self._con.execute(sql, row)
-            except duckdb.Error as exc:
-                raise StoreError(f"Storing alert for {alert.device_id!r} failed: {exc}") from exc
+                con.execute(sql, [*row, self._take_raised_seq(con)])
+                con.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(con)  # a failed COMMIT ended the transaction already
+                if isinstance(exc, duckdb.Error):
+                    raise StoreError(
+                        f"Storing alert for {alert.device_id!r} failed: {exc}") from exc
+                raise
         return alert
 
     def update_alert(self, alert_id: str, **changes: Any) -> Alert:

@@ -61,6 +61,7 @@ from edgewise.store._sql import (
     _ALERT_COLUMNS,
     DEVICE_TABLES,
     EVENT_COUNTER,
+    RAISED_COUNTER,
     STORE_ID,
     TRIMMED,
     SQLStoreMixin,
@@ -120,7 +121,7 @@ _TABLES = [
         end_ns bigint NOT NULL, score double precision NOT NULL, kind text NOT NULL,
         drivers text NOT NULL, message text NOT NULL, created_ns bigint NOT NULL,
         status text NOT NULL, label text, acked_by text, labelled_by text, note text,
-        merged_into text)""",
+        merged_into text, raised_seq bigint)""",
     # the outbox of acknowledgements and labels (Store.alert_events), written with them;
     # ids come from ew_meta's EVENT_COUNTER (no sequence: a role with only SELECT, INSERT,
     # UPDATE, DELETE on the tables writes them, and its row lock orders them by commit)
@@ -137,6 +138,10 @@ _TABLES = [
     # list_alerts' order and keyset (start_ns, created_ns, id): a page deep in the list is
     # an index range read, not a sort of every alert
     """CREATE INDEX IF NOT EXISTS alerts_listing ON alerts (start_ns, created_ns, id)""",
+    # the alerts raised after a number (Store.raised_alerts: the alert webhooks' reads) by
+    # an index range read; in a store made before raise numbers the column is added first
+    # (:meth:`PostgresStore._set_up`)
+    """CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised_seq)""",
 ]
 
 #: One conflict (a key's new value) is recorded once, whichever of several writers sees it
@@ -155,7 +160,7 @@ _CONFLICTS_UNIQUE = [
 
 #: The meta keys of the migrations an older store gets once (all present in a new one).
 _MIGRATED = ("schema_version", "device_stats", "alerts_merged_into", "conflicts_unique",
-             EVENT_COUNTER, STORE_ID)
+             EVENT_COUNTER, STORE_ID, RAISED_COUNTER)
 
 #: What a role needs on every table of the store (the README's least-privilege set-up);
 #: checked at open (:meth:`PostgresStore._check_rights`).
@@ -170,7 +175,7 @@ def _made(stmt: str) -> tuple[str, str, str | None]:
     >>> _made(_TABLES[0])
     ('table', 'ew_meta', None)
     >>> _made(_TABLES[-1])
-    ('index', 'alerts_listing', 'alerts')
+    ('index', 'alerts_raised', 'alerts')
     """
     m = _CREATES.match(stmt)
     assert m is not None, stmt
@@ -529,6 +534,15 @@ class PostgresStore(SQLStoreMixin):
         if not missing:
             return
         role, schema = con.execute("SELECT current_user, current_schema()").fetchone()
+        if f"ew_meta:{RAISED_COUNTER}" in missing and "alerts" not in missing:
+            # alerts made before they were numbered as raised: the column (NULL: written
+            # before, found by creation time) before its index (made below)
+            has = con.execute(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = 'alerts'::regclass "
+                "AND attname = 'raised_seq' AND NOT attisdropped").fetchone()
+            if not has:
+                self._ddl(con, "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS raised_seq bigint",
+                          role, "ownership of table 'alerts'", "add column alerts.raised_seq")
         made: set[str] = set()
         for stmt in _TABLES:
             kind, name, table = _made(stmt)
@@ -559,6 +573,9 @@ class PostgresStore(SQLStoreMixin):
         if f"ew_meta:{EVENT_COUNTER}" in missing:  # made before alert events: none yet
             con.execute("INSERT INTO ew_meta VALUES (%s, '0') ON CONFLICT (key) DO NOTHING",
                         [EVENT_COUNTER])
+        if f"ew_meta:{RAISED_COUNTER}" in missing:  # none numbered yet
+            con.execute("INSERT INTO ew_meta VALUES (%s, '0') ON CONFLICT (key) DO NOTHING",
+                        [RAISED_COUNTER])
         if f"ew_meta:{STORE_ID}" in missing:  # a new store, or one made before store ids
             con.execute("INSERT INTO ew_meta VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
                         [STORE_ID, new_store_id()])
@@ -1173,8 +1190,19 @@ class PostgresStore(SQLStoreMixin):
     # -- alerts -----------------------------------------------------------------------------
 
     def add_alert(self, alert: Alert) -> Alert:
-        """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it."""
-        self._write(f"Storing alert for {alert.device_id!r}", [insert_alert(alert, "%s")])
+        """Store a new alert; fills ``id`` (when empty) and ``created_ns`` and returns it.
+        It takes the next raise number (``raised_seq``) in its transaction: the counter's
+        row stays locked until the commit, so numbers grow in commit order across every
+        process sharing the store."""
+        sql, row = insert_alert(alert, "%s", raised=True)
+        with self._wlock:
+            con = self._write_con()
+            try:
+                with con.transaction():
+                    con.execute(sql, [*row, self._take_raised_seq(con)])
+            except self._psycopg.Error as exc:
+                raise StoreError(f"Storing alert for {alert.device_id!r} in {self.url!r} "
+                                 f"failed: {_one_line(exc)}") from exc
         return alert
 
     def update_alert(self, alert_id: str, **changes: Any) -> Alert:
