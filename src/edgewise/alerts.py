@@ -106,6 +106,13 @@ class _Open:
     written: float = 0.0
     # each metric's summed share over the alert's readings (all metrics, not only the top)
     shares: dict[str, float] = field(default_factory=dict)
+    # time.monotonic() when storing the new alert first failed; None: it is stored
+    unstored_since: float | None = None
+    lost: bool = False  # given up unstored after ADD_RETRY_S: to be let go of
+
+    def pending(self) -> bool:
+        """Whether something of it is still to be written (the alert, or changes)."""
+        return bool(self.dirty) or self.unstored_since is not None
 
 
 @dataclass
@@ -154,6 +161,10 @@ MAX_HELD = 100
 #: A false-alarm bar is forgotten this many half-lives after its alert (1/16 of its rise
 #: is left then).
 FEEDBACK_HALF_LIVES = 4
+#: Seconds a new alert the store could not take (a dropped connection, a restarting
+#: database) is held and tried again (at each flush, at most every ``write_every_s``)
+#: before it is given up, logged as an error.
+ADD_RETRY_S = 600.0
 
 
 def _top_shares(shares: dict[str, float], keep: int = 5) -> dict[str, float]:
@@ -300,6 +311,8 @@ class AlertManager:
         self._restored: dict[str, tuple[int, int, int, dict[str, float]]] = {}
         self._started_ns = time.time_ns()  # alerts created before are a previous run's
         self._lock = threading.Lock()
+        # held alerts the store took on a later try (see _write), for on_alert
+        self._stored_late: list[Alert] = []
         if self.feedback:
             self._load_verdicts()
 
@@ -332,6 +345,10 @@ class AlertManager:
         anomalous readings must still join its alert while another sensor alarms. ``None``:
         measured from the newest alert the batch raised or extended, as if the device
         had one stream.
+
+        A new alert the store does not take (a store error) is held and returned all the
+        same, extended in memory by later readings, and stored whole by a later
+        :meth:`flush`; :attr:`on_alert` is told of it once it is stored.
         """
         by_ts: dict[int, tuple[float, dict[str, float]]] = {}
         for ts, score, drivers in readings:
@@ -374,7 +391,10 @@ class AlertManager:
                 touching = [h for h in held
                             if lo <= h.alert.end_ns + gap and hi >= h.alert.start_ns - gap]
                 if touching:
-                    touching.sort(key=lambda h: (h.alert.start_ns, h.alert.created_ns))
+                    # the one that starts first survives; a stored one before one the
+                    # store has not taken yet (that has nothing stored to merge)
+                    touching.sort(key=lambda h: (h.unstored_since is not None,
+                                                 h.alert.start_ns, h.alert.created_ns))
                     cur, absorbed = touching[0], touching[1:]
                     for other in absorbed:
                         self._absorb(cur, other)
@@ -386,8 +406,8 @@ class AlertManager:
                         self._merge(cur, absorbed)
                         held[:] = [h for h in held if all(h is not o for o in absorbed)]
                         out = [cur if any(o is x for x in absorbed) else o for o in out]
-                    elif cur.dirty and time.monotonic() - cur.written >= self.write_every_s:
-                        self._write(cur)
+                    elif cur.pending() and time.monotonic() - cur.written >= self.write_every_s:
+                        self._try_write(cur)
                     out.append(cur)
                     continue
                 if self._bars:  # a like false alarm was labelled: is this one above its bar?
@@ -401,11 +421,13 @@ class AlertManager:
                         continue
                 if held and lo > max(h.alert.end_ns for h in held):
                     for h in held:  # the device's previous alert is over: write what is held
-                        self._write(h)
+                        if h.pending():
+                            self._try_write(h)
                 cur = self._start(device_id, run, near)
                 held.append(cur)
                 out.append(cur)
-                new.append(cur.alert)
+                if cur.unstored_since is None:  # else counted once the store takes it
+                    new.append(cur.alert)
             self._prune(held, out, floor_ns)
             cutoff = items[-1][0] - self.late_horizon_ns - gap
             if floor_ns is not None:
@@ -419,9 +441,7 @@ class AlertManager:
                      q.peak, q.bar, self._bars.get((device_id, q.top()), (0, 0, "?"))[2])
             if callable(self.on_suppressed):
                 self.on_suppressed(device_id, q.top())
-        if callable(self.on_alert):
-            for alert in new:
-                self.on_alert(alert)
+        self._tell_new(new)
         once: list[Alert] = []
         for o in out:
             if all(o.alert is not a for a in once):
@@ -445,7 +465,15 @@ class AlertManager:
         for q in quiet:
             self._widen(cur, q.start_ns, q.end_ns, q.peak, q.shares, q.readings)
         cur.dirty = None  # the alert is stored as it stands now
-        self.store.add_alert(alert)
+        try:
+            self.store.add_alert(alert)
+        except Exception:
+            # held all the same (later readings extend it in memory) and stored by a
+            # later flush: the detectors have learned these readings, nothing resends them
+            cur.unstored_since = time.monotonic()
+            log.warning("could not store the new alert of %r (%s, from %d ns); it is held "
+                        "and tried again at each flush for %g s", device_id, alert.message,
+                        alert.start_ns, ADD_RETRY_S, exc_info=True)
         cur.written = time.monotonic()
         return cur
 
@@ -540,6 +568,11 @@ class AlertManager:
         then marked merged into ``cur`` while ``cur`` gets its widened span (one store
         transaction), taking over their acknowledgement and label where ``cur`` has none."""
         for other in absorbed:
+            if other.unstored_since is not None or cur.unstored_since is not None:
+                # never stored (``cur`` is then one as well: a stored one is kept first):
+                # nothing of it to merge in the store, the memory holds it all
+                other.alert.merged_into = cur.alert.id
+                continue
             self._write(other)
             stored = self.store.merge_alert(other.alert.id, cur.alert.id, **(cur.dirty or {}))
             cur.dirty = None
@@ -563,40 +596,100 @@ class AlertManager:
         newest: a metric that stopped reporting holds the floor back for good).
         """
         if not touched:
+            held[:] = [h for h in held if not h.lost]
             return
         newest = max(h.alert.end_ns for h in touched)
         cutoff = newest - self.late_horizon_ns - self.merge_gap_ns
         if floor_ns is not None:
             cutoff = min(cutoff, int(floor_ns) - self.merge_gap_ns)
+        # one whose write fails stays held, to be written by a later flush
         keep: list[_Open] = []
         for h in held:
-            if h.alert.end_ns >= cutoff or any(h is t for t in touched):
+            if (h.alert.end_ns >= cutoff or any(h is t for t in touched)
+                    or not self._try_write(h)):
                 keep.append(h)
-            else:
-                self._write(h)
         if len(keep) > MAX_HELD:
             keep.sort(key=lambda h: h.alert.end_ns)
-            drop = [h for h in keep[:len(keep) - MAX_HELD] if all(h is not t for t in touched)]
-            for h in drop:
-                self._write(h)
+            drop = [h for h in keep[:len(keep) - MAX_HELD] if all(h is not t for t in touched)
+                    and self._try_write(h)]
             keep = [h for h in keep if all(h is not d for d in drop)]
-        held[:] = keep
+        held[:] = [h for h in keep if not h.lost]
 
     def _write(self, cur: _Open) -> None:
-        if cur.dirty:
+        """Write what is held back of ``cur``: the whole alert as it stands where the store
+        has not taken it yet (see :meth:`_start`), else its changed fields. Raises what
+        the store raised; what is held back stays held then."""
+        if cur.unstored_since is not None:
+            a = cur.alert
+            # a failed try may have committed all the same (the error came after it):
+            # then the stored alert is brought up to date, not stored a second time
+            if self._stored(a.id):
+                self.store.update_alert(a.id, start_ns=a.start_ns, end_ns=a.end_ns,
+                                        score=a.score, drivers=a.drivers, message=a.message)
+            else:
+                self.store.add_alert(a)
+            cur.unstored_since = None
+            self._stored_late.append(a)
+        elif cur.dirty:
             self.store.update_alert(cur.alert.id, **cur.dirty)
         cur.dirty = None
         cur.written = time.monotonic()
 
+    def _stored(self, alert_id: str) -> bool:
+        """Whether the store holds alert ``alert_id`` (False where it cannot say)."""
+        if not alert_id:  # never given one: the store has not seen it
+            return False
+        try:
+            self.store.get_alert(alert_id)
+        except Exception:
+            return False
+        return True
+
+    def _try_write(self, cur: _Open) -> bool:
+        """:meth:`_write`, a failure logged, not raised: ``cur`` keeps what is held back
+        for a later flush. A new alert the store has not taken within :data:`ADD_RETRY_S`
+        of its first try is given up (logged as an error, marked ``lost``: let go of).
+        Return whether it was written."""
+        try:
+            self._write(cur)
+            return True
+        except Exception:
+            now = cur.written = time.monotonic()
+            a = cur.alert
+            if cur.unstored_since is not None and now - cur.unstored_since >= ADD_RETRY_S:
+                cur.lost = True
+                log.error("gave up storing the alert of %r (%s, %d..%d ns): the store did "
+                          "not take it in %g s of tries", a.device_id, a.message,
+                          a.start_ns, a.end_ns, ADD_RETRY_S, exc_info=True)
+            else:
+                log.warning("could not write alert %s of %r to the store; tried again at the "
+                            "next flush", a.id, a.device_id, exc_info=True)
+            return False
+
+    def _tell_new(self, new: list[Alert]) -> None:
+        """Call :attr:`on_alert` with each alert of ``new`` and each held alert the store
+        took since on a later try (outside the lock)."""
+        with self._lock:
+            late, self._stored_late = self._stored_late, []
+        if callable(self.on_alert):
+            for alert in [*new, *late]:
+                self.on_alert(alert)
+
     def flush(self, force: bool = False) -> None:
         """Write span changes held back (each open alert is written at most every
-        ``write_every_s`` while it grows); ``force`` writes all of them now."""
+        ``write_every_s`` while it grows), and the new alerts the store did not take when
+        they were raised; ``force`` writes all of them now. A write that fails is logged
+        and tried again at the next flush (a new alert for at most :data:`ADD_RETRY_S`),
+        and the others are written all the same."""
         now = time.monotonic()
         with self._lock:
             for held in self._held.values():
                 for cur in held:
-                    if cur.dirty and (force or now - cur.written >= self.write_every_s):
-                        self._write(cur)
+                    if cur.pending() and (force or now - cur.written >= self.write_every_s):
+                        self._try_write(cur)
+                if any(h.lost for h in held):
+                    held[:] = [h for h in held if not h.lost]
+        self._tell_new([])
 
     def held_state(self) -> dict[str, tuple[int, int, int, dict[str, float]]]:
         """Each held alert's ``(start_ns, end_ns, readings, summed shares)`` by id: saved

@@ -185,7 +185,9 @@ class Pipeline:
         backlog arriving late cannot set off a storm of alerts. An anomalous reading
         within it joins the device's alert it falls inside or next to (the alert manager
         keeps the device's alerts of this horizon extendable), so a fault whose readings
-        are resent late stays one alert.
+        are resent late stays one alert. A stream's last scored time counts as at most
+        its last arrival (this gateway's wall clock), so a reading stamped ahead (as far
+        as ``max_future_s`` lets it) leaves the readings after it in real time scored.
     gap_grace_s
         A seq gap still missing after this long is reported (metric and alert).
     detect_async
@@ -313,6 +315,10 @@ class Pipeline:
         # name holds a detector (128 KB of tables) and its saved state, so a device inventing
         # names without end grew memory and detectors.pickle without end
         self.metric_cap = MetricCap(settings.max_metrics_per_device)
+        # device -> name -> how many batches in flight hold a slot for it (a name new to the
+        # device, not committed yet): see _hold_names
+        self._names_held: dict[str, dict[str, int]] = {}
+        self._names_lock = threading.Lock()
         try:
             for d in store.devices():
                 self._gap_since[d.device_id] = now
@@ -352,7 +358,24 @@ class Pipeline:
 
         Raises :class:`~edgewise.errors.StoreError` when the commit fails: then nothing
         of the batch is stored, and nothing may be acknowledged.
+
+        A metric name new to a device takes one of its ``max_metrics_per_device`` only
+        once a reading of it is committed: the names of messages refused (the rate limit,
+        a deleted device) or never committed are given back.
         """
+        names: dict[str, set[str]] = {}  # device -> new names this batch holds a slot for
+        try:
+            return self._ingest_many(items, via, names)
+        finally:
+            if names:
+                self._release_names(names)
+
+    def _ingest_many(
+        self, items: Sequence[tuple[str, bytes] | tuple[str, bytes, int]], via: str,
+        names: dict[str, set[str]],
+    ) -> list[IngestResult | PayloadError | RateLimitError]:
+        """:meth:`ingest_many`; ``names`` gathers the new metric names the batch holds a
+        slot for (:meth:`_hold_names`), which the caller gives back."""
         out: list[IngestResult | PayloadError | RateLimitError] = []
         readings: list[Reading] = []
         seqs: dict[str, list[int]] = {}
@@ -409,7 +432,7 @@ class Pipeline:
                               seqs=payload_seqs(payload, SEQ_SCAN_FACTOR
                                             * self.settings.max_payload_bytes))
             if dec.readings:  # a name new past the device's cap: refused (too_many_metrics)
-                self.metric_cap.refuse_past_cap(dec, device_id)
+                self._hold_names(dec, device_id, names)
             for reason, n in dec.rejected_counts().items():
                 counts.append(("edgewise_readings_rejected_total", n, reason))
             # A rejected record or metric costs a token as a reading does: else a device
@@ -430,6 +453,9 @@ class Pipeline:
         # messages taken for new that may be re-deliveries: (their index in out and in
         # counts, their readings' slice of readings, device, decoded)
         maybe: list[tuple[int, int, int, int, str, Decoded]] = []
+        # each message's index in out -> the index in counts of its readings' count
+        # (ingested, or duplicate): a deleted device's are counted rejected instead
+        counted: dict[int, int] = {}
         try:
             stored = self._stored_seqs_of(todo)
             for entry in todo:
@@ -437,23 +463,25 @@ class Pipeline:
                     out.append(entry)
                     continue
                 device_id, payload, dec = entry
-                if dec.readings and self._redelivered(device_id, dec,
-                                                      stored.get(device_id, set())):
+                counted[len(out)] = len(counts)
+                if dec.readings and (
+                        # the same message delivered twice in this batch (a QoS 1 resend
+                        # while the first copy waited for its commit): a re-delivery too
+                        (dec.seqs and all(seen.get((device_id, s)) == payload
+                                          for s in dec.seqs))
+                        or self._redelivered(device_id, dec, stored.get(device_id, set()))):
                     counts.append(("edgewise_readings_duplicate_total", len(dec.readings),
                                    None))
                     out.append(self._duplicate_result(device_id, dec))
                     continue
+                # a seq reused for other readings: the store tells duplicates, conflicts
                 fresh = [s for s in dec.seqs if (device_id, s) not in seen]
-                if dec.seqs and all(seen.get((device_id, s)) == payload for s in dec.seqs):
-                    rs: list[Reading] = []  # the same message delivered twice in this batch
-                else:  # a seq reused for other readings: the store tells duplicates, conflicts
-                    rs = dec.readings
                 for s in dec.seqs:
                     seen.setdefault((device_id, s), payload)
                 if self._may_be_redelivered(dec):
-                    maybe.append((len(out), len(counts), len(readings), len(readings) + len(rs),
-                                  device_id, dec))
-                readings.extend(rs)
+                    maybe.append((len(out), len(counts), len(readings),
+                                  len(readings) + len(dec.readings), device_id, dec))
+                readings.extend(dec.readings)
                 if dec.seqs:
                     seqs.setdefault(device_id, []).extend(fresh)
                 counts.append(("edgewise_readings_ingested_total", len(dec.readings), None))
@@ -478,8 +506,9 @@ class Pipeline:
                 if gone:  # deleted since it connected: a live MQTT session outlives its secret
                     readings = [r for r in readings if r.device_id not in gone]
                     seqs = {d: ss for d, ss in seqs.items() if d not in gone}
-                    out = [self._unknown(r.device_id) if isinstance(r, IngestResult)
-                           and r.device_id in gone else r for r in out]
+                    out = [self._unknown(r, counts, counted.get(i))
+                           if isinstance(r, IngestResult) and r.device_id in gone else r
+                           for i, r in enumerate(out)]
                     devices -= gone
                     if not devices:
                         self._count(counts, len(items), via)
@@ -494,13 +523,15 @@ class Pipeline:
                 log.info("device %r was deleted through another gateway; its state here "
                          "is dropped", d)
                 self._forget(d, self._commits)
+            if names:  # the new names of committed readings are the devices' now
+                self._admit_names(readings, names)
             self._count(counts, len(items), via)
             self._commits += 1
             for d, ss in seqs.items():
                 if ss:
                     self._seqs_committed[d] = self._commits
-            batch = _Committed(readings, self._commits, res.stored_positions)
             arrived = time.time_ns()
+            batch = _Committed(readings, self._commits, res.stored_positions, arrived)
             with self._state_lock:
                 self._busy += 1  # _submit() (or the finally below) counts it off
                 self._arrived.update((r.device_id, arrived) for r in out if isinstance(
@@ -555,14 +586,76 @@ class Pipeline:
             self._submit(batch)
         return out
 
+    def _hold_names(self, dec: Decoded, device_id: str, names: dict[str, set[str]]) -> None:
+        """Refuse the readings of ``dec`` whose metric name is new to ``device_id`` past
+        its cap (moved to ``dec``'s rejections, reason ``too_many_metrics``, as
+        :meth:`MetricCap.refuse_past_cap <edgewise.gateway.metric_cap.MetricCap.
+        refuse_past_cap>` does), and hold a slot for each new name it keeps (in ``names``,
+        the batch's): a name held by a batch not committed yet counts towards the cap as
+        the device's names do, so batches in flight together never pass it. The names of
+        the readings committed are the device's then (:meth:`_admit_names`); the others
+        are given back (:meth:`_release_names`) whatever happens to the batch."""
+        cap = self.metric_cap
+        if {r.metric for r in dec.readings} <= cap.known(device_id):
+            return  # names the device has: nothing to hold (a name is never dropped but
+            # with the device, by forget_device)
+        with self._names_lock:
+            known = cap.known(device_id)
+            held = self._names_held.setdefault(device_id, {})
+            trial = MetricCap(cap.max_metrics)  # the cap as it would be with those held
+            trial.seed(device_id, known | held.keys())
+            trial.refuse_past_cap(dec, device_id)
+            mine = names.setdefault(device_id, set())
+            for name in {r.metric for r in dec.readings} - known - mine:
+                held[name] = held.get(name, 0) + 1
+                mine.add(name)
+
+    def _admit_names(self, readings: Sequence[Reading], names: dict[str, set[str]]) -> None:
+        """Make the new names held by a batch (``names``) that its committed ``readings``
+        carry the devices' own (under the commit lock, once the commit is made)."""
+        used: dict[str, set[str]] = {}
+        for r in readings:
+            mine = names.get(r.device_id)
+            if mine is not None and r.metric in mine:
+                used.setdefault(r.device_id, set()).add(r.metric)
+        with self._names_lock:
+            for device_id, ms in used.items():
+                self.metric_cap.seed(device_id, ms)
+
+    def _release_names(self, names: dict[str, set[str]]) -> None:
+        """Give back the slots a batch held for new names (``names``): those committed
+        are the devices' by now, the others (refused, not committed) free again."""
+        with self._names_lock:
+            for device_id, mine in names.items():
+                held = self._names_held.get(device_id)
+                if held is None:
+                    continue
+                for name in mine:
+                    n = held.get(name, 0) - 1
+                    if n > 0:
+                        held[name] = n
+                    else:
+                        held.pop(name, None)
+                if not held:
+                    del self._names_held[device_id]
+
     def _deleted(self, devices: set[str]) -> set[str]:
         """Devices of ``devices`` the security store no longer knows (checked under the
         commit lock, which a device's deletion takes too: see :attr:`commit_lock`)."""
         has = getattr(self.security, "has_device", None)
         return {d for d in devices if not has(d)} if has is not None else set()
 
-    def _unknown(self, device_id: str) -> PayloadError:
-        self.metrics.inc("edgewise_readings_rejected_total", reason="unknown_device")
+    @staticmethod
+    def _unknown(res: IngestResult, counts: list[tuple[str, int, str | None]],
+                 at: int | None) -> PayloadError:
+        """The refusal of a message of a device deleted since it connected (``res``, as
+        it was taken): its readings' count (``counts[at]``, ingested or duplicate) becomes
+        ``rejected{reason="unknown_device"}``, per reading as every rejection of readings
+        is (a message with no readings at all, none rejected either, counts as one)."""
+        device_id = res.device_id
+        if at is not None:
+            n = counts[at][1] or (0 if res.rejected_counts else 1)
+            counts[at] = ("edgewise_readings_rejected_total", n, "unknown_device")
         return PayloadError(
             device_id=device_id, field="device", value=device_id,
             allowed="a registered device ('edgewise device add'); this one was deleted",
@@ -852,6 +945,11 @@ class Pipeline:
     def _detect(self, readings: Sequence[Reading]) -> list[Alert]:
         t0 = time.perf_counter()
         gen = getattr(readings, "gen", None)  # a committed batch's; None: score them all
+        # a stream's last scored time is marked no later than the batch's arrival (this
+        # gateway's wall clock): one reading stamped ahead (EDGEWISE_MAX_FUTURE_S lets it in,
+        # up to a year or more) would make every reading in real time after it "late", and
+        # unscored, until real time caught up with it
+        ahead = getattr(readings, "arrived_ns", 0) or time.time_ns()
         # readings the store did not store (a duplicate, a conflict) are not scored: the
         # cleaner still sees and counts them; with no cleaner they go here
         stored_at: frozenset[int] | None = getattr(readings, "stored", None)
@@ -880,6 +978,8 @@ class Pipeline:
         for i, r in enumerate(readings):
             key = (r.device_id, r.metric)
             last = self._last_scored.get(key)
+            if last is not None and last > ahead:  # marked ahead (a wall clock set back)
+                last = self._last_scored[key] = ahead
             if last is not None and r.ts_ns < last - horizon:
                 late += 1
                 continue
@@ -924,7 +1024,7 @@ class Pipeline:
                 spiked.setdefault((r.device_id, r.ts_ns), set()).add(r.metric)
             scored += 1
             if last is None or r.ts_ns > last:
-                self._last_scored[key] = r.ts_ns
+                self._last_scored[key] = min(r.ts_ns, ahead)
             rk = (r.device_id, r.ts_ns)
             rows.setdefault(rk, {})[r.metric] = r.value
             scores.setdefault(rk, {})[r.metric] = s
@@ -961,42 +1061,70 @@ class Pipeline:
                 mv.learn_one(row)
                 score = max(score, ms)
             elif self.multivariate_factory is not None and device not in self._mv:
-                self._note_single_rows(device, row)
+                self._note_single_rows(device, ts_ns, row)
             if (self.cross_gate is not None and (device, ts_ns) in eligible
                     and (device, ts_ns) not in spiked):
                 self.cross_gate.learn(device)
             if score >= thr:
                 anomalous.setdefault(device, []).append((ts_ns, score, drivers))
+        # each device's alerting on its own: one device's store error (the alert manager
+        # holds a new alert the store did not take, and tries again) must not cost the
+        # devices after it in the batch their alerts, nor the batch its counts
         for device, scored_readings in anomalous.items():
-            raised.extend(self.alerts.observe_many(device, scored_readings,
-                                                   floor_ns=self._scoring_floor(device)))
-        self.alerts.flush()
+            try:
+                raised.extend(self.alerts.observe_many(device, scored_readings,
+                                                       floor_ns=self._scoring_floor(device)))
+            except Exception:
+                log.exception("raising the alerts of %r for %d anomalous reading(s) failed",
+                              device, len(scored_readings))
+        try:
+            self.alerts.flush()
+        except Exception:
+            log.exception("writing held-back alert updates failed")
         self.metrics.inc("edgewise_readings_scored_total", scored)
         if late:
             self.metrics.inc("edgewise_readings_late_unscored_total", late)
         self.metrics.inc("edgewise_detect_seconds_sum", time.perf_counter() - t0)
         return raised
 
-    def _note_single_rows(self, device_id: str, row: dict[str, float]) -> None:
-        """Count a one-metric reading time of a device with no multivariate detector; log
-        once (a warning) when :data:`SINGLE_ROWS_WARN` of them came from several metrics:
-        its metrics never share a timestamp, so the multivariate detector never runs."""
+    def _note_single_rows(self, device_id: str, ts_ns: int, row: dict[str, float]) -> None:
+        """Count a one-metric reading time (``ts_ns``) of a device with no multivariate
+        detector; log once (a warning) when :data:`SINGLE_ROWS_WARN` of them came from
+        several metrics: the multivariate detector never runs. It sees the metrics of one
+        time together only when they are committed in one batch, so the warning says
+        which it is: metrics stamped apart, or metrics of one time that came one at a time
+        (one message each, each committed alone: over HTTP, or over MQTT when it is not
+        busy), as two one-metric readings at one time tell."""
         seen = self._single_rows.get(device_id)
-        if seen is None:
-            seen = self._single_rows[device_id] = (set(), [0])
-        if seen[1][0] < 0:  # logged already
+        if seen is None:  # (metrics, [count, last time, times seen twice])
+            seen = self._single_rows[device_id] = (set(), [0, -1, 0])
+        counts = seen[1]
+        if counts[0] < 0:  # logged already
             return
         seen[0].update(row)
-        seen[1][0] += 1
-        if seen[1][0] >= SINGLE_ROWS_WARN and len(seen[0]) > 1:
-            seen[1][0] = -1
+        counts[0] += 1
+        if ts_ns == counts[1]:
+            counts[2] += 1
+        counts[1] = ts_ns
+        if counts[0] >= SINGLE_ROWS_WARN and len(seen[0]) > 1:
+            counts[0] = -1
             seen[0].clear()
-            log.warning(
-                "device %r: %d reading times of its metrics %s each held one metric, none "
-                "two: its metrics are stamped separately, so its multivariate detector "
-                "(T²) does not run; only its per-metric detectors judge it (send a "
-                "device's metrics of one reading at one timestamp)", device_id,
-                SINGLE_ROWS_WARN, sorted(self.metric_cap.known(device_id))[:8])
+            names = sorted(self.metric_cap.known(device_id))[:8]
+            if counts[2]:
+                log.warning(
+                    "device %r: %d times one of its metrics %s came to detection alone: "
+                    "its metrics of one time come in separate messages, each committed in "
+                    "a batch of its own, and its multivariate detector (T²) sees only "
+                    "metrics of one time committed together, so it does not run; only its "
+                    "per-metric detectors judge it (send a device's metrics of one reading "
+                    "in one message)", device_id, SINGLE_ROWS_WARN, names)
+            else:
+                log.warning(
+                    "device %r: %d reading times of its metrics %s each held one metric, "
+                    "none two: its metrics are stamped separately, so its multivariate "
+                    "detector (T²) does not run; only its per-metric detectors judge it "
+                    "(send a device's metrics of one reading at one timestamp)", device_id,
+                    SINGLE_ROWS_WARN, names)
 
     def _scoring_floor(self, device_id: str) -> int | None:
         """The oldest reading time of ``device_id`` that may still be scored: its streams'
@@ -1179,44 +1307,65 @@ class Pipeline:
                   if self._gaps_open.get(d) or d not in self._gaps_reported} - set(due)
         out: list[Alert] = []
         for device in [*due, *refill]:
-            gaps = self.store.seq_gaps(device)
-            if gaps:  # seqs this gateway misses may have come through another one
-                gaps = self.store.recheck_seq_gaps(device)
-            reported = self._gaps_reported.get(device)
-            if reported is None:
-                reported = self._gaps_reported[device] = set()
-                self._adopt_gaps(device, reported)
-            self._settle_gaps(device, gaps)
-            if device in refill:
+            try:
+                alert = self._check_device_gaps(device, device in refill)
+            except Exception:
+                # one device's store error: the others are checked all the same, and this
+                # one again (a due device after the grace period, a refill at the next check)
+                log.exception("seq-gap check of %r failed; it is checked again", device)
+                with self._state_lock:
+                    if device in refill:
+                        self._gap_touched.add(device)
+                    else:
+                        self._gap_since.setdefault(device, now)
                 continue
-            with self._state_lock:
-                self._gap_since.pop(device, None)
-            # A gap partly filled since it was reported (seq 2..10, then 3 arrives: 2..2 and
-            # 4..10) is still the same gap: only seqs no report covered yet are new.
-            spans = _merged(reported)
-            new = [part for gap in gaps for part in _uncovered(gap, spans)]
-            if not new:
-                continue
-            # another gateway sharing the store may have reported them since: one alert
-            self._adopt_gaps(device, reported)
-            spans = _merged(reported)
-            new = [part for gap in gaps for part in _uncovered(gap, spans)]
-            if not new:
-                continue
-            first, last = new[0][0], new[-1][1]
-            # every seq of first..last not missing now is stored: the span is reported
-            reported.add((first, last))
-            self.metrics.inc("edgewise_seq_gaps_total", len(new))
-            self.metrics.inc("edgewise_seq_missing_total", sum(b - a + 1 for a, b in new))
-            head = _gap_head(new)
-            now_ns = time.time_ns()
-            alert = self.alerts.raise_alert(Alert(
-                device_id=device, start_ns=now_ns, end_ns=now_ns, score=1.0,
-                kind="seq_gap", drivers={}, message=head,
-            ))
-            self._gaps_open.setdefault(device, {})[alert.id] = (first, last, head, head)
-            out.append(alert)
+            if alert is not None:
+                out.append(alert)
         return out
+
+    def _check_device_gaps(self, device: str, refill: bool) -> Alert | None:
+        """One device of :meth:`check_gaps`: settle its reported gaps against its gaps now
+        and, unless ``refill`` (only its reported gaps may have filled), report its gaps no
+        report covered yet in one new alert; return that alert."""
+        gaps = self.store.seq_gaps(device)
+        if gaps:  # seqs this gateway misses may have come through another one
+            gaps = self.store.recheck_seq_gaps(device)
+        reported = self._gaps_reported.get(device)
+        if reported is None:  # kept once all are taken up (a store error: again next time)
+            reported = set()
+            self._adopt_gaps(device, reported)
+            self._gaps_reported[device] = reported
+        self._settle_gaps(device, gaps)
+        if refill:
+            return None
+        with self._state_lock:
+            self._gap_since.pop(device, None)
+        # A gap partly filled since it was reported (seq 2..10, then 3 arrives: 2..2 and
+        # 4..10) is still the same gap: only seqs no report covered yet are new.
+        spans = _merged(reported)
+        new = [part for gap in gaps for part in _uncovered(gap, spans)]
+        if not new:
+            return None
+        # another gateway sharing the store may have reported them since: one alert
+        self._adopt_gaps(device, reported)
+        spans = _merged(reported)
+        new = [part for gap in gaps for part in _uncovered(gap, spans)]
+        if not new:
+            return None
+        first, last = new[0][0], new[-1][1]
+        head = _gap_head(new)
+        now_ns = time.time_ns()
+        # stored first: a store error leaves the gap unreported, to be reported again
+        alert = self.alerts.raise_alert(Alert(
+            device_id=device, start_ns=now_ns, end_ns=now_ns, score=1.0,
+            kind="seq_gap", drivers={}, message=head,
+        ))
+        # every seq of first..last not missing now is stored: the span is reported
+        reported.add((first, last))
+        self.metrics.inc("edgewise_seq_gaps_total", len(new))
+        self.metrics.inc("edgewise_seq_missing_total", sum(b - a + 1 for a, b in new))
+        self._gaps_open.setdefault(device, {})[alert.id] = (first, last, head, head)
+        return alert
 
     def _adopt_gaps(self, device: str, reported: set[tuple[int, int]]) -> None:
         """Take up the device's seq_gap alerts in the store (this gateway's before a
@@ -1282,6 +1431,10 @@ class Pipeline:
                 state = pickle.load(f)  # our own file in the data directory
             self._detectors, self._mv, self._last_scored = (
                 state["detectors"], state["multivariate"], state["last_scored"])
+            # a mark saved ahead of the wall clock (a reading stamped ahead, before marks
+            # were bounded by arrival) would keep its stream unscored: marked now instead
+            now_ns = time.time_ns()
+            self._last_scored = {k: min(t, now_ns) for k, t in self._last_scored.items()}
             # files written before the gate existed have no "fast_streams": it learns afresh
             if self.fast_gate is not None and state.get("fast_streams") is not None:
                 self.fast_gate.streams_ = state["fast_streams"]
@@ -1456,17 +1609,22 @@ class _Committed(list[Reading]):
     pipeline's count of commits when it was made): :meth:`Pipeline.forget_device` drops a
     forgotten device's readings from batches of its generation or older.
 
+    ``arrived_ns``: when it was committed, by this gateway's wall clock (``time.time_ns()``;
+    0: unknown): how far ahead a stream's last scored time may be marked (see
+    :meth:`Pipeline._detect`).
+
     >>> b = _Committed([Reading("pump-1", "t", 0, 1.0)], 7)
-    >>> len(b), b.gen, b.submitted, b.stored
-    (1, 7, False, None)
+    >>> len(b), b.gen, b.submitted, b.stored, b.arrived_ns
+    (1, 7, False, None, 0)
     >>> _Committed([Reading("p", "t", 0, 1.0), Reading("p", "t", 0, 1.0)], 8, [0]).stored
     frozenset({0})
     """
 
     def __init__(self, readings: Sequence[Reading], gen: int,
-                 stored: Collection[int] | None = None) -> None:
+                 stored: Collection[int] | None = None, arrived_ns: int = 0) -> None:
         super().__init__(readings)
         self.gen = gen
+        self.arrived_ns = arrived_ns
         self.submitted = False  # handed to detection (which then counts it off)
         # the positions of the readings the store stored (None: all of them); the others
         # (a duplicate, a conflict) are never scored, as the store does not hold them
