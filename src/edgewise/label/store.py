@@ -678,20 +678,44 @@ class LabelStore:
         return [r[0] for r in rows]
 
     # -- snapshots -------------------------------------------------------------------------
-    def snapshot_id(self, device_id: str | None = None) -> str:
+    def snapshot_id(self, device_id: str | None = None, *, record: bool = True) -> str:
         """An id naming the current label set (of one device, or all); recorded for reuse.
 
-        Equal label sets give equal ids; any add changes it. ``labels_at(id)`` returns
-        the set later, even after relabelling.
+        Equal label sets give equal ids (the id is a hash of the set, whoever asks); any
+        add changes it. ``labels_at(id)`` returns the set later, even after relabelling,
+        once the id was recorded: ``record=False`` names the set without writing anything
+        (a reader: a viewer's ``GET /v1/label-queue``), and its id is the one a recording
+        call (an operator's queue request, ``label import``, training) records for the same
+        set. A set already recorded is not written again; recording takes the file's write
+        lock as every label write does, so another writer holding it past the busy timeout
+        raises :class:`LabelsBusyError` (nothing was written).
+
+        >>> import tempfile
+        >>> with LabelStore(tempfile.mkdtemp()) as labels:
+        ...     _ = labels.add("pump-1", 0, 10, "anomaly")
+        ...     sid = labels.snapshot_id("pump-1", record=False)
+        ...     try:
+        ...         labels.labels_at(sid)
+        ...     except KeyError:
+        ...         print("not recorded")
+        ...     sid == labels.snapshot_id("pump-1"), len(labels.labels_at(sid))
+        not recorded
+        (True, 1)
         """
         ids = [lab.id for lab in self.labels(device_id)]
         text = json.dumps({"device": device_id, "ids": ids})
         sid = "ls-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+        if not record:
+            return sid
         with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO snapshots (snapshot_id, created_ns, label_ids) "
-                "VALUES (?, ?, ?)", (sid, time.time_ns(), json.dumps(ids)),
-            )
+            if self._db.execute("SELECT 1 FROM snapshots WHERE snapshot_id=?",
+                                (sid,)).fetchone() is not None:
+                return sid  # recorded before: no write, so no wait for another writer
+            with self._write_locked() as cur:
+                cur.execute(
+                    "INSERT OR IGNORE INTO snapshots (snapshot_id, created_ns, label_ids) "
+                    "VALUES (?, ?, ?)", (sid, time.time_ns(), json.dumps(ids)),
+                )
         return sid
 
     def labels_at(self, snapshot_id: str) -> list[Label]:

@@ -35,7 +35,7 @@ from edgewise.registry import Registry
 from edgewise.security.credentials import Security
 from edgewise.server.body_limit import BodyLimit, check_limit
 from edgewise.server.deps import get_store
-from edgewise.server.problems import PROBLEM_JSON, install_problem_handlers
+from edgewise.server.problems import PROBLEM_JSON, install_problem_handlers, internal_error
 from edgewise.server.routes import (
     alerts,
     devices,
@@ -101,7 +101,11 @@ _SECURITY_HEADERS = {
 class SecurityHeaders:
     """Pure ASGI middleware: ``_SECURITY_HEADERS`` (not on ``/docs``, whose Swagger UI
     needs inline script) and ``Cache-Control: no-store`` on every answer that does not set
-    them.
+    them, the 500 of an unexpected exception included: raised before the answer began, it
+    is answered here (:func:`~edgewise.server.problems.internal_error`), inside these
+    headers, then raised on for the server to log. (Starlette answers it from its outermost
+    layer, ``ServerErrorMiddleware``, outside every middleware added, which then sends
+    nothing more; a 500 went out without these headers, cacheable.)
 
     Pure ASGI, not ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` ends a
     streamed body cleanly when the app fails in the middle of it (then re-raises), so a
@@ -118,8 +122,12 @@ class SecurityHeaders:
             return
         docs = str(scope.get("path", "")).startswith("/docs")
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = MutableHeaders(scope=message)
                 if not docs:
                     for key, value in _SECURITY_HEADERS.items():
@@ -127,7 +135,13 @@ class SecurityHeaders:
                 headers.setdefault("Cache-Control", "no-store")
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            if not started:  # else the client sees the break (a cut-off stream)
+                problem = internal_error(scope.get("method", ""), scope.get("path", ""), exc)
+                await problem.response()(scope, receive, send_with_headers)
+            raise  # logged by the server; Starlette's own handler sends nothing more
 
 
 def create_app(
@@ -290,6 +304,10 @@ _THROTTLED = ("Too many wrong device secrets from this address (a credential tha
               "API token, sent with X-Device-Id, is checked as that device's secret; reason "
               "'throttled'): retry after the Retry-After header.")
 
+#: A 503 of the routes that write labels.sqlite, after the store's.
+_LABELS_BUSY = ("another writer (an 'edgewise label import') held labels.sqlite past the "
+                "busy timeout; nothing was written: retry after the Retry-After header.")
+
 _MERGED_ALERT = ("The alert was merged into another (reason 'merged_alert', its id in "
                  "'merged_into'): acknowledge or label that one instead.")
 
@@ -319,9 +337,16 @@ _ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
     ("post", "/v1/alerts/{alert_id}/ack"): {404: "No alert with that id.",
                                             409: _MERGED_ALERT},
     ("post", "/v1/alerts/{alert_id}/label"): {404: "No alert with that id.",
-                                              409: _MERGED_ALERT},
-    ("post", "/v1/labels"): {404: "The device is neither registered nor has data."},
-    ("get", "/v1/label-queue"): {404: "The device has no history to label."},
+                                              409: _MERGED_ALERT,
+                                              503: f"{_ERROR_TEXT[503]} Or (reason "
+                                              f"'labels_busy') {_LABELS_BUSY}"},
+    ("post", "/v1/labels"): {404: "The device is neither registered nor has data.",
+                             503: f"{_ERROR_TEXT[503]} Or (reason 'labels_busy') "
+                             f"{_LABELS_BUSY}"},
+    ("get", "/v1/label-queue"): {404: "The device has no history to label.",
+                                 503: f"{_ERROR_TEXT[503]} Or (reason 'labels_busy', an "
+                                 "operator's request only: it records what it offers, a "
+                                 f"viewer's writes nothing) {_LABELS_BUSY}"},
 }
 
 
@@ -388,7 +413,7 @@ def _problem_response(description: str, status: int) -> dict[str, Any]:
                            "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}}}
     if status == 401:
         out["headers"] = {"WWW-Authenticate": {**_STRING, "description": "'Bearer'."}}
-    elif status == 429:
+    elif status == 429 or (status == 503 and "Retry-After" in description):
         out["headers"] = {"Retry-After": {**_STRING, "description": "Seconds to wait."}}
     return out
 

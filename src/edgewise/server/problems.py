@@ -39,8 +39,8 @@ from edgewise.errors import (
     ThrottledError,
 )
 
-__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "payload_problem", "safe_text",
-           "shorten", "storable"]
+__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "internal_error",
+           "payload_problem", "safe_text", "shorten", "storable"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -330,6 +330,20 @@ def _body_fields(request: Request) -> str:
     return ", ".join(f.alias or name for name, f in fields.items())
 
 
+def internal_error(method: str, path: str, exc: BaseException) -> Problem:
+    """The 500 problem of a request that failed unexpectedly (``exc``): which request, and
+    the exception's type only (no internals: the server logs the traceback).
+
+    >>> internal_error("GET", "/v1/x", KeyError("k")).body()["detail"]
+    'The server failed on GET /v1/x (KeyError); nothing of this request was acknowledged.'
+    """
+    return Problem(
+        500, "Internal error", f"The server failed on {method} {path} "
+        f"({type(exc).__name__}); nothing of this request was acknowledged.",
+        reason="internal",
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error of ``app`` answer with a problem+json body."""
 
@@ -409,11 +423,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         # Starlette logs the traceback; the client gets the shape it expects, no internals.
-        return Problem(
-            500, "Internal error", f"The server failed on {request.method} "
-            f"{request.url.path} ({type(exc).__name__}); nothing of this request was "
-            "acknowledged.", reason="internal",
-        ).response()
+        # (The app's SecurityHeaders layer answers this first, inside its headers.)
+        return internal_error(request.method, request.url.path, exc).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

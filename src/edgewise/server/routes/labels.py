@@ -4,10 +4,11 @@
   relabelling a window adds a version; every write is audit-logged. A window must end by
   now plus the allowed clock skew (``EDGEWISE_MAX_FUTURE_S``, as for telemetry): a label
   on time not yet recorded would apply to readings that arrive later.
-* ``GET /v1/labels`` (viewer): the current labels (``history=true``: every version), a
-  page of at most ``limit`` (default and most 10,000); when more follow, a ``Link: <labels?...
-  &cursor=...>; rel="next"`` header (relative to the request's URL) names the next page,
-  with the same filters (as ``GET /v1/alerts`` pages). The body stays a JSON array.
+* ``GET /v1/labels`` (viewer): the current labels (``history=true``: every version; an
+  empty ``device=`` is no filter, as on ``GET /v1/alerts``), a page of at most ``limit``
+  (default and most 10,000); when more follow, a ``Link: <labels?...&cursor=...>;
+  rel="next"`` header (relative to the request's URL) names the next page, with the same
+  filters (as ``GET /v1/alerts`` pages). The body stays a JSON array.
 * A write that finds ``labels.sqlite`` held by another writer for longer than the busy
   timeout (an ``edgewise label import`` of many rows) is a 503 (reason ``labels_busy``)
   naming the file, with ``Retry-After``; nothing of the request was written.
@@ -16,7 +17,9 @@
   (only those stored: a metric's gaps are null) and its times also as exact text
   (``start_ns_text``, ``end_ns_text``: a browser rounds JSON numbers above 2**53). Only
   an operator's request records its windows as the query mix's open questions
-  (``label-mix.json``); a viewer's changes nothing.
+  (``label-mix.json``) and the label set's ``snapshot_id`` (a 503 ``labels_busy`` when the
+  file is held, as for a write); a viewer's writes nothing (its ``snapshot_id`` is the
+  same hash of the set, not recorded).
 
 The labels live in ``<data dir>/labels.sqlite`` (:class:`~edgewise.label.store.LabelStore`).
 """
@@ -363,7 +366,9 @@ _LINK_DOC = {200: {"description": "The labels of this page.", "headers": {
 def get_labels(
     who: Viewer, request: Request, response: Response, security: SecurityDep,
     settings: SettingsDep,
-    device: Annotated[str | None, Query(description="Only this device.")] = None,
+    device: Annotated[str | None, Query(
+        description="Only this device (empty: every device, as no 'device'; an id no "
+        "device can have is a 422 'bad_device').")] = None,
     history: Annotated[bool, Query(description="Every version, superseded too.")] = False,
     limit: Annotated[int, Query(ge=1, le=10_000, description="At most this many "
                                 "(a page; the Link header leads to the next).")] = 10_000,
@@ -375,11 +380,13 @@ def get_labels(
     """The current labels by device then time (``history=true``: every version, oldest
     first), of one ``device`` or all, a page of at most ``limit``; when more follow, the
     ``Link: <…&cursor=…>; rel="next"`` header names the next page (same filters). An empty
-    ``cursor=`` is none.
+    ``device=`` or ``cursor=`` is none (every device; the first page), as on
+    ``GET /v1/alerts``.
 
-    422 ``bad_device`` for a ``device`` no device could have, as the label queue answers
-    (an empty list would say only that it has no labels); 422 ``bad_cursor`` for a cursor
-    the API did not give (or gave with the other ``history``)."""
+    422 ``bad_device`` for a non-empty ``device`` no device could have, as the label queue
+    answers (an empty list would say only that it has no labels); 422 ``bad_cursor`` for a
+    cursor the API did not give (or gave with the other ``history``)."""
+    device = device or None  # device= is no filter, as on GET /v1/alerts
     if device is not None:
         _check_device(device)  # 200 [] would hide that no device could have this id
     after = decode_cursor(cursor, history) if cursor else None
@@ -469,10 +476,17 @@ def _context(rows: dict[str, tuple[np.ndarray, np.ndarray]], ts: np.ndarray,
 
 def _queue(store: Any, labels: LabelStore, device: str, k: int,
            strategy: str, record: bool) -> dict[str, Any]:
+    """The label queue's answer; ``record`` (an operator's request) records the label
+    set's snapshot and the windows offered as the mix's open questions, each through the
+    label file's write lock (:class:`~edgewise.label.store.LabelsBusyError` when another
+    writer held it past the busy timeout); without it, nothing is written."""
     from edgewise.label.workflow import history_from_store, suggest
 
     hist = history_from_store(store, device)
     ts, _, metrics = hist
+    # the set's id is a hash of it: a viewer's names the set as an operator's records it.
+    # Recorded before the questions, so a busy file fails the request before they are.
+    snapshot = labels.snapshot_id(device, record=record)
     items = suggest(hist, device, labels, k=k, strategy=strategy, record=record)
     spans = []
     for it in items:
@@ -487,7 +501,7 @@ def _queue(store: Any, labels: LabelStore, device: str, k: int,
         it["start_ns_text"] = str(it["start_ns"])
         it["end_ns_text"] = str(it["end_ns"])
         it["context"] = _context(rows, ts, metrics, a, b)
-    return {"device_id": device, "snapshot_id": labels.snapshot_id(device), "items": items}
+    return {"device_id": device, "snapshot_id": snapshot, "items": items}
 
 
 #: The ``strategy`` parameter's description: every strategy the route accepts.
@@ -517,24 +531,31 @@ async def label_queue(
       240 times) and ``values`` (per metric, the mean of its stored readings from each time
       to the next; ``null`` where it has none: a sensor that stopped is not drawn on).
 
-    With the default ``strategy=mix``, an operator's (or admin's) request records the
-    windows it offers as the mix's open questions (``label-mix.json``, as ``edgewise label
-    suggest`` does), so their answers teach the mix; a viewer's request answers from the
-    state as saved and changes nothing (the same request gives the same answer).
+    ``snapshot_id`` names the device's current label set (a hash of it: equal sets, equal
+    ids). An operator's (or admin's) request records it in ``labels.sqlite``, as
+    ``edgewise label import`` and training do, and with the default ``strategy=mix``
+    records the windows it offers as the mix's open questions (``label-mix.json``, as
+    ``edgewise label suggest`` does), so their answers teach the mix; a viewer's request
+    answers from the state as saved and writes nothing (the same request gives the same
+    answer, and the id an operator's would record).
 
     404 ``no_history`` for a device without stored readings; 422 ``bad_strategy``,
-    ``bad_device``."""
+    ``bad_device``; 503 ``labels_busy`` (with ``Retry-After``) when an operator's request
+    found ``labels.sqlite`` held by another writer past the busy timeout (a viewer's,
+    which writes nothing, does not wait for it)."""
     if strategy not in STRATEGIES:
         raise Problem(422, "Invalid query parameter",
                       f"Query parameter 'strategy' must be one of {', '.join(STRATEGIES)}. "
                       f"Got {shorten(strategy)!r} instead.", field="strategy", value=strategy,
                       allowed=" or ".join(STRATEGIES), reason="bad_strategy")
     _check_device(device)  # a 404 "no history" would hide that no id could have one
-    labels = label_store(request, security, settings)
     try:
         # a viewer reads: only an operator's request records the questions it is asked
-        return await run_in_threadpool(_queue, store, labels, device, k, strategy,
-                                       who.can("operator"))
+        # (and the label set's snapshot), through the label file's write lock: another
+        # writer holding it past the busy timeout is a 503 labels_busy, as for a label
+        with labels_writable(request, security, settings) as labels:
+            return await run_in_threadpool(_queue, store, labels, device, k, strategy,
+                                           who.can("operator"))
     except InvalidParameterError as exc:
         if exc.field is not None:  # not about the history (the mix's state file): say so
             raise
