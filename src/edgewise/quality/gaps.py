@@ -29,6 +29,22 @@ apart 0.033); where the reading fills the span (a span of one instant) it is who
 (0.0, [(0, 59999999999)])
 >>> round(completeness([1800 * S], every_ns=60 * S, span=(0, 3600 * S)), 3)
 0.017
+
+``prev_ns``, the time of the series' last reading before the span (read apart, e.g. from
+a store), is where the silence before its first reading in the span began: that silence
+is a gap (reported from the span's start) where, counted from ``prev_ns``, it is longer
+than ``factor`` spacings, though its part in the span is shorter; and with ``every_ns``
+a span with no reading is judged so too, not as one silent gap whatever the spacing. An
+hourly reading silent over the hour after it is on time; silent for the 3 hours since,
+it is a gap:
+
+>>> H = 3600 * S
+>>> find_gaps([], every_ns=H, span=(0, H), prev_ns=-H // 2), completeness(
+...     [], every_ns=H, span=(0, H), prev_ns=-H // 2)
+([], 1.0)
+>>> find_gaps([], every_ns=H, span=(0, H), prev_ns=-2 * H), timeliness(
+...     [], every_ns=H, span=(0, H), prev_ns=-2 * H)
+([(0, 3599999999999)], 0.0)
 """
 
 from __future__ import annotations
@@ -98,9 +114,33 @@ def _edges(t: np.ndarray, span: tuple[int, int] | None) -> tuple[int, int]:
 
 
 def _no_step(t: np.ndarray, step: float) -> bool:
-    """Whether ``t`` (distinct, ascending) gives no spacing to judge a span by: no
-    reading, or one time and no positive ``step`` given."""
-    return bool(not len(t) or (len(t) < 2 and step <= 0))
+    """Whether ``t`` (distinct, ascending) gives no spacing to judge a span by: fewer than
+    two times and no positive ``step`` given."""
+    return bool(len(t) < 2 and step <= 0)
+
+
+def _lead(t: np.ndarray, span: tuple[int, int], prev_ns: int | None) -> int:
+    """The silence (ns) before the first of the readings ``t`` in ``span``'s range (with
+    none, up to its last instant ``end - 1``): from ``prev_ns``, the series' last reading
+    before the range, where given and earlier than its start, else from its start.
+
+    >>> _lead(np.array([5]), (2, 10), None), _lead(np.array([5]), (2, 10), -3)
+    (3, 8)
+    >>> _lead(np.array([], dtype=np.int64), (2, 10), 0)
+    9
+    """
+    start, end = _span(span, t)
+    first = int(t[0]) if len(t) else end - 1
+    return first - (start if prev_ns is None else min(start, int(prev_ns)))
+
+
+def _quiet_gap(t: np.ndarray, span: tuple[int, int], step: float, factor: float,
+               prev_ns: int | None) -> list[tuple[int, int]]:
+    """A span with no reading ``t`` but a spacing ``step`` to judge it by: the whole span
+    one gap where its silence (from ``prev_ns`` where given: :func:`_lead`) is longer than
+    ``factor`` spacings, else none (a slow series between two readings)."""
+    start, end = _span(span, t)
+    return [(start, end - 1)] if _lead(t, span, prev_ns) > factor * step else []
 
 
 def _silences(t: np.ndarray, span: tuple[int, int]) -> list[tuple[int, int]]:
@@ -121,25 +161,30 @@ def _silences(t: np.ndarray, span: tuple[int, int]) -> list[tuple[int, int]]:
 
 def find_gaps(
     ts: object, every_ns: float | None = None, factor: float = GAP_FACTOR,
-    span: tuple[int, int] | None = None,
+    span: tuple[int, int] | None = None, prev_ns: int | None = None,
 ) -> list[tuple[int, int]]:
     """``(start, end)`` of each interval longer than ``factor`` times the expected spacing;
-    with ``span``, also the silence from its start to the first reading and from the last
-    reading to its last instant (``end - 1``) where longer than that.
+    with ``span``, also the silence from its start to the first reading (from ``prev_ns``,
+    where given: see the module's text) and from the last reading to its last instant
+    (``end - 1``) where longer than that.
 
     >>> find_gaps([0, 1, 2, 3], span=(-5, 4)), find_gaps([0, 1, 2, 3], span=(0, 8))
     ([(-5, 0)], [(3, 7)])
+    >>> find_gaps([2, 3, 4], span=(1, 5)), find_gaps([2, 3, 4], span=(1, 5), prev_ns=-9)
+    ([], [(1, 2)])
     """
     t = np.unique(np.asarray(ts, dtype=np.int64))
     step = every_ns if every_ns is not None else expected_interval(t)
     if span is not None and _no_step(t, step):
         return _silences(t, span)
+    if span is not None and not len(t):  # a spacing to judge the silent span by
+        return _quiet_gap(t, span, step, factor, prev_ns)
     if step <= 0 or not len(t) or (len(t) < 2 and span is None):
         return []
     d = intervals(t)
     gaps = [(int(t[i]), int(t[i + 1])) for i in np.flatnonzero(d > factor * step)]
     before, after = _edges(t, span)
-    if before > factor * step:
+    if span is not None and before and _lead(t, span, prev_ns) > factor * step:
         gaps.insert(0, (int(t[0]) - before, int(t[0])))
     if after > factor * step:
         gaps.append((int(t[-1]), int(t[-1]) + after))
@@ -147,13 +192,16 @@ def find_gaps(
 
 
 def completeness(
-    ts: object, every_ns: float | None = None, span: tuple[int, int] | None = None
+    ts: object, every_ns: float | None = None, span: tuple[int, int] | None = None,
+    prev_ns: int | None = None,
 ) -> float:
     """Distinct readings over the readings the expected spacing implies (at most 1.0):
     from the first to the last reading, and with ``span`` also the whole spacings that
     fit in the silence before the first and after the last in its range where that is a
     gap (longer than :data:`GAP_FACTOR` spacings; a shorter one is the phase of the
-    readings, or the latency of the next one at a live window's end).
+    readings, or the latency of the next one at a live window's end). The silence before
+    the first reading is judged from ``prev_ns`` where given (see the module's text); a
+    span with no reading but a spacing is whole (1.0) unless its silence is a gap (0.0).
 
     >>> completeness([0, 1, 2, 3], span=(0, 8)), completeness([0, 1, 2, 3], span=(0, 6))
     (0.5, 1.0)
@@ -163,21 +211,29 @@ def completeness(
     if span is not None and _no_step(t, step):  # whole only where its reading fills the span
         return 0.0 if _silences(t, span) else 1.0
     if not len(t):
-        return 0.0
+        if span is None:
+            return 0.0
+        return 0.0 if _quiet_gap(t, span, step, GAP_FACTOR, prev_ns) else 1.0
     if step <= 0 or (len(t) < 2 and span is None):
         return 1.0
-    missed = sum(math.floor(s / step) for s in _edges(t, span) if s > GAP_FACTOR * step)
+    before, after = _edges(t, span)
+    gap_before = (span is not None and before > 0
+                  and _lead(t, span, prev_ns) > GAP_FACTOR * step)
+    missed = sum(math.floor(s / step) for s, gap in (
+        (before, gap_before), (after, after > GAP_FACTOR * step)) if gap)
     expected = (int(t[-1]) - int(t[0])) / step + 1 + missed  # Python ints: no overflow
     return float(min(1.0, len(t) / expected))
 
 
 def timeliness(
     ts: object, every_ns: float | None = None, factor: float = 1.5,
-    span: tuple[int, int] | None = None,
+    span: tuple[int, int] | None = None, prev_ns: int | None = None,
 ) -> float:
     """Share of intervals no longer than ``factor`` times the expected spacing; with
-    ``span``, a silence before the first or after the last reading in its range that is
-    longer than that is one late interval more.
+    ``span``, a silence before the first (from ``prev_ns`` where given: see the module's
+    text) or after the last reading in its range that is longer than that is one late
+    interval more; a span with no reading but a spacing is on time (1.0) unless its
+    silence is that long (0.0).
 
     >>> timeliness(np.array([0, 1, 2, 5]))
     0.6666666666666666
@@ -188,9 +244,14 @@ def timeliness(
     step = every_ns if every_ns is not None else expected_interval(t)
     if span is not None and _no_step(t, step):  # on time only where a reading fills it
         return 0.0 if _silences(t, span) else 1.0
+    if span is not None and not len(t):
+        return 0.0 if _lead(t, span, prev_ns) > factor * step else 1.0
     if (len(t) < 2 and span is None) or step <= 0:
         return 1.0
     d = intervals(t)
-    late_edges = sum(s > factor * step for s in _edges(t, span))
+    before, after = _edges(t, span)
+    late_before = (span is not None and before > 0
+                   and _lead(t, span, prev_ns) > factor * step)
+    late_edges = int(late_before) + int(after > factor * step)
     total = len(d) + late_edges
     return float(np.sum(d <= factor * step) / total) if total else 1.0

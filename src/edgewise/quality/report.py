@@ -149,6 +149,7 @@ def metric_issues(
     unit: str | Sequence[str | None] | None = None,
     limits: Limits | None = None,
     span: tuple[int, int] | None = None,
+    before: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Checks of one metric's series: figures plus the flagged times (for plots).
 
@@ -156,6 +157,27 @@ def metric_issues(
     completeness, timeliness and gaps are judged (:mod:`~edgewise.quality.gaps`): the
     silence before its first and after its last reading there counts; without it, the
     series' own first to last reading.
+
+    ``before``, with ``span``, is the metric's history: the times of its newest readings
+    before the span's start (a few, read apart; ``[]``: it has none), where the caller
+    read it. A series with fewer than two times in the span is then judged by the
+    spacing of its history with them (``interval_s``), not as incomplete for lack of a
+    spacing (a sensor read hourly had one reading in any hour and was 0 % complete), and
+    the silence before its first reading by the last of them (a gap where it is longer
+    than :data:`~edgewise.quality.gaps.GAP_FACTOR` spacings, counted from there). Where
+    neither gives a spacing (one reading ever), ``completeness`` and ``timeliness`` are
+    ``None`` (unknown) and no silence is a gap.
+
+    >>> H = 3600 * 10**9                     # one hourly reading in an hour
+    >>> f = metric_issues([H + 60], [1.0], span=(H, 2 * H))["figures"]
+    >>> f["completeness"], f["gaps"]
+    (0.0, 2)
+    >>> f = metric_issues([H + 60], [1.0], span=(H, 2 * H), before=[-H + 60, 60])["figures"]
+    >>> f["completeness"], f["timeliness"], f["gaps"], f["interval_s"]
+    (1.0, 1.0, 0, 3600.0)
+    >>> f = metric_issues([H + 60], [1.0], span=(H, 2 * H), before=[])["figures"]
+    >>> f["completeness"], f["timeliness"], f["gaps"]
+    (None, None, 0)
 
     ``unit`` is the unit of every reading, or one per reading: each reading is judged in
     its own unit, and ``units`` lists those seen (``unit`` the first). As the stream
@@ -229,8 +251,9 @@ def metric_issues(
         spikes[good] = hampel_mask(v[good], half_window=3, n_sigmas=5.0)
         with np.errstate(over="ignore"):  # a step past the largest float is inf: no run
             stuck[good] = stuck_mask(v[good], min_run=20, ts=t[good])
-    gaps = find_gaps(t, span=span)
-    step = expected_interval(t)
+    step, prev, known = _spacing(t, span, before)
+    every = step if step > 0 else None
+    gaps = find_gaps(t, every, span=span, prev_ns=prev) if known else []
     steps = counter_steps(v[good])
     counter = steps["counter"] and not states["binary"]
     figures = {
@@ -239,8 +262,10 @@ def metric_issues(
         "duplicates": dd.removed["duplicate"],
         "conflicts": dd.removed["conflict"],
         "out_of_order": out_of_order,
-        "completeness": round(completeness(t, span=span), 4),
-        "timeliness": round(timeliness(t, span=span), 4),
+        "completeness": (round(completeness(t, every, span=span, prev_ns=prev), 4)
+                         if known else None),
+        "timeliness": (round(timeliness(t, every, span=span, prev_ns=prev), 4)
+                       if known else None),
         "validity": round(float(good.mean()) if len(v) else 1.0, 4),
         "invalid": int(bad.sum()) + gone_invalid,
         "out_of_range": int(out_of_range.sum()) + gone_range,
@@ -264,6 +289,30 @@ def metric_issues(
         "invalid": bad, "spike": spikes, "stuck": stuck}, "gaps": gaps}
 
 
+def _spacing(t: np.ndarray, span: tuple[int, int] | None, before: Sequence[int] | None,
+             ) -> tuple[float, int | None, bool]:
+    """``(step, prev, known)`` of a series ``t`` (distinct, ascending) over ``span`` with
+    the history ``before`` (:func:`metric_issues`): the spacing to judge it by (its own;
+    with fewer than two times, that of the history with them), the history's last time
+    before the span, and whether a spacing is known where one is needed (``False`` only
+    where a history was read and gives none).
+
+    >>> _spacing(np.array([10, 20]), (0, 30), None), _spacing(np.array([10]), (5, 30), [-8, 0])
+    ((10.0, None, True), (8.0, 0, True))
+    >>> _spacing(np.array([10]), (5, 30), None), _spacing(np.array([10]), (5, 30), [7])
+    ((0.0, None, True), (0.0, None, False))
+    """
+    step = expected_interval(t)
+    if before is None or span is None:
+        return step, None, True
+    hist = np.unique(np.asarray(before, dtype=np.int64))
+    hist = hist[hist < min(int(span[0]), int(t[0]) if len(t) else int(span[0]))]
+    prev = int(hist[-1]) if len(hist) else None
+    if len(t) < 2:
+        step = expected_interval(np.r_[hist, t])
+    return step, prev, step > 0
+
+
 def fleet_report(
     rows: Iterable[Reading | Mapping[str, Any]], limits: Mapping[str, Limits] | None = None,
     spans: Mapping[str, tuple[int, int]] | None = None,
@@ -282,6 +331,7 @@ def fleet_report(
 def device_report(
     rows: Iterable[Reading | Mapping[str, Any]], limits: Mapping[str, Limits] | None = None,
     span: tuple[int, int] | None = None, metrics: Iterable[str] = (),
+    before: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """Data-quality figures of one device, per metric and in summary (a JSON-ready dict).
 
@@ -289,7 +339,11 @@ def device_report(
     the device's readings of every metric: a metric that stopped while another went on
     has the gap and the missing readings at its end. ``metrics`` names those the device
     sends (e.g. as the store knows them): one with no reading in ``span`` is reported
-    silent (:func:`silent_figures`), not left out, where a span is given.
+    silent (:func:`silent_figures`), not left out, where a span is given. ``before``, with
+    ``span``, maps each metric to its history before the span (:func:`metric_issues`; a
+    metric left out has none): a metric silent over the span is then judged by it too
+    (no gap where its spacing is longer than the span; unknown where none is known).
+    A summary's mean leaves out the metrics whose figure is unknown (``None``).
 
     >>> rows = [{"device_id": "p", "metric": m, "ts_ns": i * 10**9, "value": 1.0 + i % 2}
     ...         for i in range(60) for m in ("temp", "hum") if m == "temp" or i < 10]
@@ -304,7 +358,7 @@ def device_report(
             f"device_report covers one device; rows hold {len(devices)} ({devices[:5]}). "
             "Use fleet_report for several."
         )
-    return _report(devices[0] if devices else "", rows, limits or {}, span, metrics)
+    return _report(devices[0] if devices else "", rows, limits or {}, span, metrics, before)
 
 
 def silent_figures(span: tuple[int, int]) -> dict[str, Any]:
@@ -322,7 +376,8 @@ def silent_figures(span: tuple[int, int]) -> dict[str, Any]:
 
 
 def _report(device: str, rows: list, limits: Mapping[str, Limits],
-            span: tuple[int, int] | None = None, expected: Iterable[str] = ()) -> dict[str, Any]:
+            span: tuple[int, int] | None = None, expected: Iterable[str] = (),
+            before: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
     if span is None and rows:  # the device's readings, of every metric
         span = (min(r[2] for r in rows), max(r[2] for r in rows) + 1)
     by_metric: dict[str, list] = {}
@@ -330,18 +385,23 @@ def _report(device: str, rows: list, limits: Mapping[str, Limits],
         by_metric.setdefault(r[1], []).append(r)
     metrics = {}
     for name in sorted({*by_metric, *(expected if span is not None else ())}):
+        hist = None if before is None or span is None else before.get(name, ())
         if name not in by_metric:  # a metric the device sends, silent over the span
-            metrics[name] = silent_figures(span)  # type: ignore[arg-type]
+            metrics[name] = (silent_figures(span) if hist is None  # type: ignore[arg-type]
+                             else metric_issues(np.zeros(0, dtype=np.int64), np.zeros(0),
+                                                span=span, before=hist)["figures"])
             continue
         rs = by_metric[name]
         ts = np.array([r[2] for r in rs], dtype=np.int64)
         vals = np.array([r[3] for r in rs], dtype=float)
         units = [r[4] for r in rs]  # each reading judged in its own unit
-        metrics[name] = metric_issues(ts, vals, units, limits.get(name), span)["figures"]
+        metrics[name] = metric_issues(ts, vals, units, limits.get(name), span,
+                                      hist)["figures"]
     figs = list(metrics.values())
 
     def mean(key: str) -> float | None:
-        return round(float(np.mean([f[key] for f in figs])), 4) if figs else None
+        known = [f[key] for f in figs if f[key] is not None]
+        return round(float(np.mean(known)), 4) if known else None
 
     return {
         "device_id": device,

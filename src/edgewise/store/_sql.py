@@ -791,6 +791,28 @@ class SQLStoreMixin:
             sql += f" LIMIT {int(limit)}"
         return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
 
+    def times_before(self, device_id: str, metric: str, before_ns: int,
+                     limit: int = 5) -> list[int]:
+        """The times of the newest ``limit`` readings of ``device_id``'s ``metric`` before
+        ``before_ns``, oldest first: the history a report of a range starting there
+        judges a slow metric's spacing by. Only those rows are read (a primary-key scan
+        backwards in PostgreSQL; DuckDB's top-N prunes the older row groups).
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.telemetry import Reading
+        >>> s = open_store("duckdb://:memory:")
+        >>> _ = s.append([Reading("p", "t", i, float(i)) for i in range(10)])
+        >>> s.times_before("p", "t", 7, limit=3), s.times_before("p", "t", 0)
+        ([4, 5, 6], [])
+        >>> s.close()
+        """
+        ph = self._ph
+        rows = self._read(
+            f"SELECT ts_ns FROM readings WHERE device_id = {ph} AND metric = {ph} AND "
+            f"ts_ns < {ph} ORDER BY ts_ns DESC LIMIT {max(0, int(limit))}",
+            [device_id, metric, int(before_ns)])
+        return sorted(int(r[0]) for r in rows)
+
     def seq_readings(
         self, device_id: str, metrics: Iterable[str], seqs: Iterable[int], start_ns: int,
         end_ns: int,
@@ -1342,6 +1364,28 @@ class SQLStoreMixin:
             params,
         )
         return [_alert_from_row(r) for r in rows]
+
+    def open_alert_counts(self) -> dict[str, int]:
+        """How many open live alerts each device has (the alerts
+        ``list_alerts(device_id, status="open")`` lists: none merged into another), counted
+        in the database with no limit; a device with none is left out.
+
+        >>> from edgewise.store import open_store
+        >>> from edgewise.store.base import Alert
+        >>> s = open_store("duckdb://:memory:")
+        >>> a, b, c = (s.add_alert(Alert("p", t, t + 1, 0.9)) for t in (0, 10, 20))
+        >>> _ = s.add_alert(Alert("q", 0, 1, 0.9))
+        >>> _ = s.merge_alert(b.id, into=a.id, end_ns=11)
+        >>> _ = s.acknowledge_alert(c.id, "ops")
+        >>> s.open_alert_counts()
+        {'p': 1, 'q': 1}
+        >>> s.close()
+        """
+        where, params = _alert_where(None, "open", None, None, ph=self._ph)
+        rows = self._read(
+            f"SELECT device_id, count(*) FROM alerts {where} GROUP BY device_id "
+            "ORDER BY device_id", params)
+        return {str(d): int(n) for d, n in rows}
 
     def __enter__(self) -> Self:
         return self

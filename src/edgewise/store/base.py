@@ -187,6 +187,13 @@ class Store(Protocol):
         """
         ...
 
+    def times_before(self, device_id: str, metric: str, before_ns: int,
+                     limit: int = 5) -> list[int]:
+        """The times of the newest ``limit`` readings of the device's ``metric`` before
+        ``before_ns`` (``[]`` for none), oldest first, reading only those: the history a
+        quality report of a range starting at ``before_ns`` judges a slow metric by."""
+        ...
+
     def seq_watermark(self, device_id: str) -> int:
         """Highest ``w`` with every seq in ``1..w`` stored (0 when none)."""
         ...
@@ -495,6 +502,13 @@ class Store(Protocol):
         alerts that follow it in that order (keyset paging: filters hold on every page,
         and an alert added or merged meanwhile shifts no other).
         """
+        ...
+
+    def open_alert_counts(self) -> dict[str, int]:
+        """How many open live alerts each device has, by device id: the alerts
+        ``list_alerts(device_id, status="open")`` lists (none merged into another), all of
+        them, counted in the store (no alert is loaded). A device with none is left
+        out."""
         ...
 
     def count_readings(self) -> int:

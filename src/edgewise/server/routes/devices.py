@@ -528,10 +528,9 @@ async def fleet(
     now = time.time_ns()  # before the arrivals: a later one is capped at it (age 0)
     arrivals = await run_in_threadpool(pipeline.arrivals)  # its lock: not on the event loop
     rows = await run_in_threadpool(device_rows, security, store, arrivals, now)
-    alerts = await run_in_threadpool(store.list_alerts, None, "open", None, None, 100_000)
-    open_by: dict[str, int] = {}
-    for a in alerts:
-        open_by[a.device_id] = open_by.get(a.device_id, 0) + 1
+    # counted in the store, all of them (a listing capped at its newest left older open
+    # alerts out of the counts and health) and without loading one alert per poll
+    open_by = await run_in_threadpool(store.open_alert_counts)
     for row in rows:
         row["open_alerts"] = open_by.get(row["id"], 0)
         last = row["last_seen_ns"]

@@ -25,6 +25,15 @@ silent for the rest of the hour is 1/6 complete, with that silence a gap (it rea
 and a metric the device sends that is silent over the whole range is listed with
 completeness 0 and the range one gap (it was left out, so a dead sensor raised the
 device's mean completeness).
+
+Each metric is judged with its history too: the times of its newest :data:`HISTORY`
+readings before the range (:func:`_history`). A metric with fewer than two readings in the
+range is judged by the spacing they and its history give (a sensor read hourly had one
+reading in any hour, the default range and the dashboard's, and was always 0 % complete
+with a gap; silent for an hour between two hourly readings it is no gap), and the silence
+before its first reading in the range is counted from its last reading before it (a dead
+hourly sensor silent for 3 hours is a gap). Where no spacing can be known (one reading
+ever), ``completeness`` and ``timeliness`` are ``null`` and nothing is a gap.
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ router = APIRouter(tags=["quality"])
 
 #: Window the report covers when no ``start`` is given.
 DEFAULT_WINDOW_NS = 3600 * 10**9
+#: Readings of a metric before the range that a report reads as its history (:func:`_history`).
+HISTORY = 5
 #: The most readings a report (or a plot) reads: the JSON readings route's cap
 #: (:data:`edgewise.config.MAX_READINGS`).
 MAX_READINGS = config.MAX_READINGS
@@ -72,10 +83,21 @@ def _span(summary: Any, start_ns: int, end_ns: int | None,
     return (start_ns, end) if end > start_ns else None
 
 
+def _history(store: Any, device_id: str, metrics: Any,
+             span: tuple[int, int] | None) -> dict[str, list[int]] | None:
+    """Each of ``metrics`` (names) mapped to the times of its newest :data:`HISTORY`
+    readings before ``span``'s start (``metric_issues``' ``before``); ``None`` without a
+    span (nothing is judged over one)."""
+    if span is None:
+        return None
+    return {m: store.times_before(device_id, m, span[0], HISTORY) for m in sorted(set(metrics))}
+
+
 def _issues(rows: list[tuple[str, int, float]],
-            span: tuple[int, int] | None = None) -> dict[str, dict[str, Any]]:
-    """Per metric: the flagged times of the checks (``metric_issues`` over ``span``),
-    for plots."""
+            span: tuple[int, int] | None = None,
+            before: dict[str, list[int]] | None = None) -> dict[str, dict[str, Any]]:
+    """Per metric: the flagged times of the checks (``metric_issues`` over ``span``, with
+    its history in ``before``), for plots."""
     import numpy as np
 
     from edgewise.quality.report import metric_issues
@@ -88,7 +110,8 @@ def _issues(rows: list[tuple[str, int, float]],
     # the times as int64 apart from the values: through float64 readings 100 ns apart
     # at today's epochs fell on one time (conflicts) and the plot was of other figures
     return {m: metric_issues(np.array(ts, dtype=np.int64), np.array(vs, dtype=float),
-                             span=span)
+                             span=span,
+                             before=None if before is None else before.get(m, []))
             for m, (ts, vs) in by.items()}
 
 
@@ -132,8 +155,10 @@ def _report(store: Any, device_id: str, start_ns: int, end_ns: int | None,
     rows, start_ns, truncated = newest_rows(store, device_id, None, start_ns, end_ns, limit)
     summary = _summary(store, device_id)
     span = _span(summary, start_ns, end_ns, now_ns)
+    metrics = summary.metrics if summary is not None else ()
+    before = _history(store, device_id, [*metrics, *(m for m, _, _ in rows)], span)
     rep = device_report([Reading(device_id, m, t, v) for m, t, v in rows], span=span,
-                        metrics=summary.metrics if summary is not None else ())
+                        metrics=metrics, before=before)
     rep["device_id"] = device_id
     rep["truncated"] = truncated
     rep["reported_start"] = format_ns(start_ns)
@@ -143,7 +168,8 @@ def _report(store: Any, device_id: str, start_ns: int, end_ns: int | None,
         {"metric": m, "flagged": counts,
          "url": f"/v1/devices/{quote(device_id, safe='')}/quality/plots/"
                 f"{quote(m, safe='')}.png?{rng}"}
-        for m, issues in sorted(_issues(rows, span).items()) if (counts := _flagged(issues))
+        for m, issues in sorted(_issues(rows, span, before).items())
+        if (counts := _flagged(issues))
     ]
     return rep
 
@@ -178,7 +204,9 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
     if storable(metric):  # a NUL character is no metric's: its 404, not the store's 503
         rows, start_ns, _ = newest_rows(store, device_id, metric, start_ns, end_ns,
                                         MAX_READINGS)
-        issues = _issues(rows, _span(_summary(store, device_id), start_ns, end_ns)).get(metric)
+        span = _span(_summary(store, device_id), start_ns, end_ns)
+        before = _history(store, device_id, [metric] if rows else [], span)
+        issues = _issues(rows, span, before).get(metric)
     else:
         issues = None
     if issues is None or not _flagged(issues):
@@ -215,7 +243,11 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
     "gateway's streaming cleaner removed or flagged, by reason, since it started. At most "
     f"{MAX_READINGS:,} readings are read: where the range holds more, the report covers "
     "the newest part of it that holds at most that many, `truncated` is true and "
-    "`reported_start` is where that part starts (else `start`); `plots` are of that part.",
+    "`reported_start` is where that part starts (else `start`); `plots` are of that part. "
+    "A metric with fewer than two readings in the range is judged by the spacing of its "
+    "newest readings before it, and the silence before its first reading there is counted "
+    "from its last one before; where no spacing is known (one reading ever), its "
+    "`completeness` and `timeliness` are null and the summary's means leave it out.",
 )
 async def quality(
     who: Viewer,
