@@ -46,7 +46,9 @@ HELP: dict[str, tuple[str, str]] = {
     "edgewise_messages_refused_total": (
         "counter", ("MQTT messages refused, by reason: revoked (credentials revoked; not "
                     "acknowledged), retained (a broker's replay of retained telemetry at "
-                    "subscribe; acknowledged and dropped).")),
+                    "subscribe; acknowledged and dropped), bad_device (a topic no device id "
+                    "fits; acknowledged and dropped), internal (an error handling it; "
+                    "acknowledged and dead-lettered).")),
     "edgewise_readings_scored_total": ("counter", "Readings scored by the detectors."),
     "edgewise_readings_late_unscored_total": (
         "counter", "Readings stored but not scored: older than the stream's scoring horizon."),

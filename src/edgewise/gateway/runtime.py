@@ -306,7 +306,8 @@ class Gateway:
             from edgewise.transport.client import ExternalBroker
 
             return ExternalBroker(self.handle, s.mqtt, count=count,
-                                  data_dir=s.data_dir, known_device=self.security.has_device)
+                                  data_dir=s.data_dir, known_device=self.security.has_device,
+                                  max_payload_bytes=s.max_payload_bytes)
         raise ConfigError(
             f"Setting 'mqtt' has value {shown_url(s.mqtt)!r}. Use 'embedded' or "
             "'mqtt://HOST:PORT'."

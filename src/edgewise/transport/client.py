@@ -75,7 +75,21 @@ the other never stores it). Earlier versions derived the id from the data dir's 
 alone, the same on two hosts or containers with the same path; a data dir an earlier
 gateway ran on keeps that derived id (recorded in the file at the upgrade), since its
 broker session holds what was queued while the gateway was down. A broker taking the
-session over shows in the log (:meth:`ExternalBroker._note_cut`).
+session over shows in the log (:meth:`ExternalBroker._note_cut`). So a gateway holds an
+exclusive ``flock`` on that file while it runs, and a second gateway on the data dir
+(several gateways sharing one ``--data-dir``, as on one PostgreSQL store) is refused at
+start, before it connects: with an external broker, one gateway per broker and prefix (MQTT
+shared subscriptions would spread each device's messages over the gateways, whose
+detectors, seq watermarks and alerts are each their own, and a stopped gateway's session
+would keep taking its share).
+
+**Nothing a message holds stops ingest.** A topic whose device level no device id can be
+(``edgewise/<65,516 characters>/telemetry``, whose dead-letter topic MQTT cannot hold) is
+acknowledged and dropped (``edgewise_messages_refused_total{reason="bad_device"}``), with
+no dead letter; any other error while a message is handled is caught there, the message
+acknowledged, dead-lettered ``internal`` and counted (``reason="internal"``): an exception
+out of paho's ``on_message`` ended its network thread, the gateway up and receiving
+nothing, and the message, never acknowledged, came back at every start.
 """
 
 from __future__ import annotations
@@ -100,8 +114,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import paho.mqtt.client as mqtt
 
 from edgewise._private import create_private_once, make_private
-from edgewise.errors import BrokerUnavailableError, ConfigError, StoreError
+from edgewise.errors import BrokerUnavailableError, ConfigError, PayloadError, StoreError
 from edgewise.store import shown_url
+from edgewise.telemetry import DEVICE_ID_RE, SEQ_SCAN_FACTOR
 from edgewise.transport.base import Handler, Message, Outcome
 from edgewise.transport.batcher import Batcher
 
@@ -111,8 +126,15 @@ __all__ = ["CLIENT_ID_FILE", "ExternalBroker", "clear_retained_ack", "gateway_cl
 log = logging.getLogger(__name__)
 
 
-def parse_mqtt_url(url: str) -> dict[str, Any]:
+def parse_mqtt_url(url: str, *, load_ca: bool = True) -> dict[str, Any]:
     """Split an ``mqtt://`` URL into host, port, credentials, TLS, prefix and client id.
+
+    A URL whose user info holds an unencoded ``/``, ``?`` or ``#`` (which end the host
+    part early, so that the password's rest would be read as the port or path) is refused
+    without quoting any of it. With ``load_ca`` (the default) the ``ca=`` file of an
+    ``mqtts://`` URL is loaded, so that a missing or unreadable one, or one that is no PEM
+    CA certificate, is a :class:`~edgewise.errors.ConfigError` here rather than an error
+    of the TLS setup later.
 
     >>> p = parse_mqtt_url("mqtt://gw:pw@broker.local:1883?prefix=plant7")
     >>> p["host"], p["port"], p["username"], p["prefix"], p["tls"]
@@ -123,6 +145,16 @@ def parse_mqtt_url(url: str) -> dict[str, Any]:
         raise ConfigError(
             f"Setting 'mqtt' has value {shown_url(url)!r}. Use 'embedded' or mqtt://HOST:PORT "
             "(mqtts:// for TLS)."
+        )
+    # an '@' past the host part: the user info held a '/', '?' or '#', which ended the host
+    # part there (what urllib took for the host's port is the password's start: not shown)
+    query_keys = [field.partition("=")[0] for field in parts.query.split("&")]
+    if "@" in parts.path or "@" in parts.fragment or any("@" in k for k in query_keys):
+        raise ConfigError(
+            f"Setting 'mqtt' has value {shown_url(url)!r}: its user name or password holds "
+            "an unencoded '/', '?' or '#', which ends the URL's host part there. Percent-"
+            "encode them in the user name and password ('/' as %2F, '?' as %3F, '#' as "
+            "%23, '@' as %40, '%' as %25): mqtt://USER:PASSWORD@HOST:PORT."
         )
     try:
         port = parts.port
@@ -137,6 +169,16 @@ def parse_mqtt_url(url: str) -> dict[str, Any]:
         )
     q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     tls = parts.scheme == "mqtts"
+    if tls and load_ca and q.get("ca"):
+        try:
+            ssl.create_default_context(cafile=q["ca"])
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                f"Setting 'mqtt' has value {shown_url(url)!r}: its ca= {q['ca']!r} cannot be "
+                f"loaded as PEM CA certificates ({getattr(exc, 'strerror', None) or exc}). "
+                "Give the path of a readable PEM file of the CA certificates the broker's "
+                "certificate is checked with, or leave ca= out for the system's."
+            ) from None
     return {
         "host": parts.hostname,
         "port": port or (8883 if tls else 1883),
@@ -288,6 +330,14 @@ class ExternalBroker:
     retry_delays
         Seconds to wait before each new try of a message whose commit failed; after the
         last, it is PUBACKed and dead-lettered (see the module docstring).
+    max_payload_bytes
+        The gateway's telemetry limit (``EDGEWISE_MAX_PAYLOAD_BYTES``). A message over
+        :data:`~edgewise.telemetry.SEQ_SCAN_FACTOR` times it, which the pipeline would
+        refuse whole without reading its seqs, is dead-lettered ``too_large`` and
+        acknowledged here, never queued for a commit (the queue held every such message
+        whole until then: 8 of 100 MB took the gateway from 241 MB to 1.2 GB). ``None``:
+        every message is queued. paho reads each message whole all the same: only the
+        broker can bound that (Mosquitto's ``max_packet_size``).
     drop_retained
         Acknowledge and drop telemetry the broker sends with the retain flag (its
         retained copy replayed at a subscribe; see the module docstring). ``False`` for
@@ -311,6 +361,7 @@ class ExternalBroker:
         known_device: Callable[[str], bool] | None = None,
         max_batch: int = 4000,
         retry_delays: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0),
+        max_payload_bytes: int | None = None,
         drop_retained: bool = True,
     ) -> None:
         if any(not (isinstance(d, int | float) and d >= 0) for d in retry_delays):
@@ -326,7 +377,10 @@ class ExternalBroker:
         self._count = count
         self.known_device = known_device
         self.retry_delays = tuple(float(d) for d in retry_delays)
+        self.max_payload_bytes = max_payload_bytes
         self.drop_retained = drop_retained
+        self._id_lock: int | None = None  # the flock on the client id file (start to stop)
+        self._failed_logged = -1e9  # when a message that could not be handled was logged
         self._retain_warned: set[str] = set()  # devices whose retained message was logged
         self.batcher = Batcher(handler, self._after_commit, self._commit_failed,
                                max_batch=max_batch)
@@ -356,7 +410,18 @@ class ExternalBroker:
         if self.cfg["username"]:
             c.username_pw_set(self.cfg["username"], self.cfg["password"])
         if self.cfg["tls"]:
-            c.tls_set(ca_certs=self.cfg["ca"], cert_reqs=ssl.CERT_REQUIRED)
+            try:
+                c.tls_set(ca_certs=self.cfg["ca"], cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError, ValueError) as exc:  # changed since it was parsed
+                raise ConfigError(
+                    f"Setting 'mqtt' has value {shown_url(url)!r}: TLS to the broker cannot "
+                    f"be set up ({getattr(exc, 'strerror', None) or exc}). Give ca= the path "
+                    "of a readable PEM file of CA certificates, or leave it out for the "
+                    "system's.") from None
+        # an exception out of a callback would end paho's network thread: the process up,
+        # nothing received any more (_on_message handles its own; this is the backstop)
+        c.suppress_exceptions = True
+        c.on_log = _log_callback_errors
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(0.1, 2.0)
@@ -378,6 +443,7 @@ class ExternalBroker:
         """Connect and subscribe, retrying for up to ``timeout`` seconds; raises
         :class:`~edgewise.errors.BrokerUnavailableError` (a ``ConnectionError``) if the
         broker does not accept the gateway by then."""
+        self._lock_id_file()  # before connecting: a second gateway must not take the session
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         await self.batcher.start()
@@ -401,6 +467,50 @@ class ExternalBroker:
         self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
+        if self._id_lock is not None:
+            os.close(self._id_lock)  # closing the descriptor drops its flock
+            self._id_lock = None
+
+    def _lock_id_file(self) -> None:
+        """Hold an exclusive ``flock`` on the data dir's client id file until :meth:`stop`,
+        when the client id is the one kept there (no ``client_id=`` in the URL); a
+        :class:`~edgewise.errors.ConfigError` if another gateway holds it.
+
+        Two gateways on one data dir (the README's several gateways on one store, with
+        an external broker) took the kept id both, and the broker handed the session from
+        one to the other at every reconnect (168 times in 15 s), each receiving what the
+        other subscribed to. Where ``flock`` is missing (some NFS) nothing is held, with a
+        warning."""
+        if self._id_file is None or self.cfg["client_id"] or self._id_lock is not None:
+            return
+        try:
+            import fcntl  # POSIX; elsewhere (ImportError) unguarded
+
+            fd = os.open(self._id_file, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except (OSError, ImportError) as exc:
+            log.warning("the MQTT client id file %s cannot be locked (%s): nothing keeps a "
+                        "second gateway on this data dir off the broker session; run one "
+                        "gateway per external broker", self._id_file, exc)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"Another gateway on data dir {str(self._id_file.parent)!r} is connected to an "
+                f"external MQTT broker with this data dir's client id {self.client_id!r} "
+                f"(it holds {str(self._id_file)!r}): two gateways with one client id take the "
+                "broker session from each other, and with two ids each would receive every "
+                f"device's telemetry ({self._topic('+', 'telemetry')}). Run one gateway per "
+                "external broker (stop that one first); several gateways on one store need "
+                "--mqtt embedded, each device sending to one of them.") from None
+        except OSError as exc:
+            os.close(fd)
+            log.warning("the MQTT client id file %s cannot be locked (%s): nothing keeps a "
+                        "second gateway on this data dir off the broker session; run one "
+                        "gateway per external broker", self._id_file, exc)
+            return
+        self._id_lock = fd
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                     props: Any = None) -> None:
@@ -498,12 +608,52 @@ class ExternalBroker:
                 self.client.ack(mid, qos)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        received_ns = time.time_ns()
+        """Queue a telemetry message for a commit, or refuse it (acknowledged, so the broker
+        does not send it again). Nothing raised here reaches paho: an exception out of this
+        callback ended paho's network thread (the gateway up, nothing received any more),
+        and the message, never acknowledged, came back at every start. A message that
+        cannot be handled is acknowledged, counted (``edgewise_messages_refused_total{
+        reason="internal"}``) and logged; its device, its ack not having moved, resends
+        it."""
+        try:
+            received_ns = time.time_ns()
+            device = self._refused_here(client, msg)
+            if device is None:
+                return
+        except Exception as exc:
+            self._not_handled(client, msg, exc)
+            return
+        try:
+            # token: the mid, its QoS, the connection it came on, and the tries so far
+            m = Message(device, bytes(msg.payload), received_ns,
+                        token=(msg.mid, msg.qos, self._epoch, 0))
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self.batcher.put, m)
+        except Exception as exc:  # not acknowledged: the broker sends it again
+            self._log_failure("an MQTT message could not be queued for its commit (not "
+                              "acknowledged: the broker sends it again at the next connect)",
+                              exc)
+
+    def _refused_here(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> str | None:
+        """Refuse ``msg`` (acknowledged last, after all else) if it is to be: a topic whose
+        device level no device id can be, retained telemetry, an unregistered device, a
+        payload over what the pipeline would read; ``None`` then, else its device id, to
+        have it committed."""
         parts = msg.topic.split("/")
         device = parts[-2] if len(parts) >= 3 else ""
+        if not DEVICE_ID_RE.fullmatch(device):
+            # no device can have this id, so no dead letter: none could read it, and its
+            # topic may be one the broker refuses (65,535 bytes long, say)
+            self.count("edgewise_messages_refused_total", reason="bad_device")
+            self._log_failure(f"MQTT message on {_shown_topic(msg.topic)} refused: its device "
+                              "level is no device id (1-64 letters, digits, '_', '.', '-'); "
+                              "acknowledged and dropped "
+                              "(edgewise_messages_refused_total{reason=\"bad_device\"})")
+            client.ack(msg.mid, msg.qos)
+            return None
         if msg.retain and self.drop_retained:
             self._drop_retained(client, msg, device)
-            return
+            return None
         if self.known_device is not None and not self.known_device(device):
             self.count("edgewise_messages_deadlettered_total", reason="unknown_device")
             client.publish(self._topic(device, "deadletter"), json.dumps({
@@ -511,12 +661,69 @@ class ExternalBroker:
                 "detail": f"Device {device!r} is not registered; run 'edgewise device add'.",
             }), qos=1)
             client.ack(msg.mid, msg.qos)
+            return None
+        limit = self.max_payload_bytes
+        if limit is not None and len(msg.payload) > SEQ_SCAN_FACTOR * limit:
+            # refused whole by the pipeline too (its seqs are not read past this size):
+            # refused here, so that it is not held in the commit queue until then
+            problem = PayloadError(device_id=device, field="payload",
+                                   value=f"{len(msg.payload)} bytes",
+                                   allowed=f"at most {limit} bytes",
+                                   reason="too_large").to_problem()
+            self.count("edgewise_readings_rejected_total", reason="too_large")
+            self.count("edgewise_messages_deadlettered_total", reason="too_large")
+            client.publish(self._topic(device, "deadletter"), json.dumps(problem), qos=1)
+            client.ack(msg.mid, msg.qos)
+            return None
+        return device
+
+    def _not_handled(self, client: mqtt.Client, msg: mqtt.MQTTMessage,
+                     exc: BaseException) -> None:
+        """``msg`` could not be handled (``exc``): count and log it, tell its device (a
+        dead letter ``internal``, where its topic names a device id) and acknowledge it,
+        so that it is not sent again and again, each time failing the same way."""
+        self.count("edgewise_messages_refused_total", reason="internal")
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = repr(msg._topic)
+        self._log_failure(f"an MQTT message on {_shown_topic(topic)} could not be handled; "
+                          "acknowledged and dropped (edgewise_messages_refused_total{reason="
+                          "\"internal\"}): its device resends it, its ack not having moved",
+                          exc)
+        try:
+            parts = topic.split("/")
+            device = parts[-2] if len(parts) >= 3 else ""
+            if DEVICE_ID_RE.fullmatch(device):
+                client.publish(self._topic(device, "deadletter"), json.dumps({
+                    "reason": "internal", "field": "payload", "value": None, "index": None,
+                    "detail": f"The gateway could not handle this message ({type(exc).__name__}"
+                              f": {str(exc)[:200]}); nothing of it was stored and its ack did "
+                              "not move. Send it again later.",
+                }), qos=1)
+        except Exception as again:
+            self._log_failure("its dead letter could not be sent", again)
+        try:
+            client.ack(msg.mid, msg.qos)
+        except Exception as again:
+            self._log_failure("it could not be acknowledged", again)
+
+    #: At most one log line about a message that could not be handled this often.
+    FAILURE_LOG_EVERY_S = 10.0
+
+    def _log_failure(self, what: str, exc: BaseException | None = None) -> None:
+        """Log ``what`` (with ``exc``'s traceback) at most every ``FAILURE_LOG_EVERY_S``
+        seconds: a flood of such messages must not flood the log."""
+        now = time.monotonic()
+        if now - self._failed_logged < self.FAILURE_LOG_EVERY_S:
             return
-        # token: the mid, its QoS, the connection it came on, and the tries so far
-        m = Message(device, bytes(msg.payload), received_ns,
-                    token=(msg.mid, msg.qos, self._epoch, 0))
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self.batcher.put, m)
+        self._failed_logged = now
+        if exc is None:
+            log.warning("%s; more such within %g s are not logged", what,
+                        self.FAILURE_LOG_EVERY_S)
+        else:
+            log.error("%s (%s: %s); more such within %g s are not logged", what,
+                      type(exc).__name__, exc, self.FAILURE_LOG_EVERY_S, exc_info=exc)
 
     #: At most this many devices are remembered as warned of a retained message; past it
     #: the record starts afresh (a warning may then come again).
@@ -529,9 +736,11 @@ class ExternalBroker:
         the module docstring). Counted in ``edgewise_messages_refused_total{reason=
         "retained"}``; logged once per device."""
         self.count("edgewise_messages_refused_total", reason="retained")
-        client.ack(msg.mid, msg.qos)
-        if device in self._retain_warned:
-            return
+        if device not in self._retain_warned:
+            self._warn_retained(msg, device)
+        client.ack(msg.mid, msg.qos)  # last: see _refused_here
+
+    def _warn_retained(self, msg: mqtt.MQTTMessage, device: str) -> None:
         if len(self._retain_warned) >= self.RETAIN_WARNED_MAX:
             self._retain_warned.clear()
         self._retain_warned.add(device)
@@ -645,6 +854,24 @@ class ExternalBroker:
         return why is None
 
 
+def _shown_topic(topic: str) -> str:
+    """``topic`` quoted for a log line, cut to 200 characters (one may be 65,535 long).
+
+    >>> _shown_topic("edgewise/" + "x" * 300 + "/telemetry")[-40:]
+    "xx'... (319 characters in all; cut here)"
+    """
+    if len(topic) <= 200:
+        return repr(topic)
+    return f"{topic[:200]!r}... ({len(topic)} characters in all; cut here)"
+
+
+def _log_callback_errors(client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+    """paho's log: only what ``suppress_exceptions`` swallowed (an exception out of one of
+    the client's callbacks) is logged, as an error."""
+    if level == mqtt.MQTT_LOG_ERR and buf.startswith("Caught exception"):
+        log.error("MQTT client: %s (the client goes on)", buf)
+
+
 def _unconfirmed(info: mqtt.MQTTMessageInfo, timeout: float) -> str | None:
     """Wait for the broker's PUBACK of ``info``; ``None`` once it came, else why not."""
     if info.rc == mqtt.MQTT_ERR_NO_CONN:
@@ -663,10 +890,10 @@ def clear_retained_ack(url: str, device_id: str, *, timeout: float = 5.0) -> str
     Connects with its own client id and a clean session (never the gateway's: that would
     take over the gateway's persistent session), publishes a zero-length retained message
     on ``<prefix>/<device>/ack`` at QoS 1 and waits for the PUBACK. Raises
-    ``ConnectionError`` naming the broker and the topic if it does not answer or confirm
-    within ``timeout`` seconds.
+    ``ConnectionError`` naming the broker and the topic if TLS cannot be set up (a bad
+    ``ca=``), or the broker does not answer or confirm within ``timeout`` seconds.
     """
-    cfg = parse_mqtt_url(url)
+    cfg = parse_mqtt_url(url, load_ca=False)  # a bad ca= is the ConnectionError below
     topic = f"{cfg['prefix']}/{device_id}/ack"
     where = f"MQTT broker {cfg['host']}:{cfg['port']}"
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -674,7 +901,13 @@ def clear_retained_ack(url: str, device_id: str, *, timeout: float = 5.0) -> str
     if cfg["username"]:
         c.username_pw_set(cfg["username"], cfg["password"])
     if cfg["tls"]:
-        c.tls_set(ca_certs=cfg["ca"], cert_reqs=ssl.CERT_REQUIRED)
+        try:
+            c.tls_set(ca_certs=cfg["ca"], cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConnectionError(
+                f"{where}: TLS cannot be set up ({getattr(exc, 'strerror', None) or exc}: "
+                f"ca={cfg['ca']!r} must be a readable PEM file of CA certificates); the "
+                f"retained ack on {topic!r} was not cleared.") from None
     connected = threading.Event()
     c.on_connect = lambda cl, u, f, rc, p=None: connected.set() if not rc.is_failure else None
     try:
