@@ -75,15 +75,23 @@ MqttUrl = Annotated[
 
 
 @contextmanager
-def _security(data_dir: Path, unknown_id: bool = False) -> Iterator[Security]:
+def _security(data_dir: Path, unknown_id: bool = False,
+              reads_only: bool = False) -> Iterator[Security]:
     """The data directory's credentials and audit log, closed after the block; a refused
     value (:class:`~edgewise.errors.InvalidParameterError`, and with ``unknown_id`` the
-    ``KeyError`` of an id that is not there) ends the command with its message."""
+    ``KeyError`` of an id that is not there) ends the command with its message.
+
+    A command that ``reads_only`` opens the file read-only where it cannot be written (a
+    data dir on a read-only file system: a mounted snapshot or backup can be inspected);
+    elsewhere as every command does. One that writes is refused there in one line naming
+    the file (:class:`~edgewise.security.Security` says why)."""
     from edgewise.errors import InvalidParameterError
     from edgewise.security import Security
+    from edgewise.security.credentials import cannot_write
 
     refused = (InvalidParameterError, KeyError) if unknown_id else (InvalidParameterError,)
-    sec = Security(data_dir)
+    read_only = reads_only and cannot_write(Path(data_dir) / "security.sqlite") is not None
+    sec = Security(data_dir, read_only=read_only)
     try:
         yield sec
     except refused as exc:
@@ -196,7 +204,7 @@ def device_list(data_dir: DataDir, as_json: Json = False) -> None:
 
     rows = []
     if _has_security(data_dir):  # nothing is made by a listing
-        with _security(data_dir) as sec:
+        with _security(data_dir, reads_only=True) as sec:
             rows = sec.list_devices()
     if as_json:
         typer.echo(json.dumps([
@@ -533,7 +541,7 @@ def _clear_retained_ack(mqtt: str, device_id: str, data_dir: Path,
     try:
         clear_retained_ack(mqtt, device_id)
     except ConnectionError as exc:
-        cfg = parse_mqtt_url(mqtt)
+        cfg = parse_mqtt_url(mqtt, load_ca=False)  # the CA may be what failed
         topic = f"{cfg['prefix']}/{device_id}/ack"
         typer.echo(f"warning: {exc} Clear it, once the broker answers, with: mosquitto_pub "
                    f"-h {cfg['host']} -p {cfg['port']} -r -n -t '{topic}' (add its credentials "
@@ -634,7 +642,7 @@ def token_list(data_dir: DataDir, as_json: Json = False) -> None:
 
     rows = []
     if _has_security(data_dir):  # nothing is made by a listing
-        with _security(data_dir) as sec:
+        with _security(data_dir, reads_only=True) as sec:
             rows = sec.list_tokens()
     if as_json:
         typer.echo(json.dumps([{"id": t.id, "name": t.name, "role": t.role,
@@ -712,7 +720,7 @@ def audit_verify(
             check_log_id(log_id)
         except ValueError as exc:
             raise fail(f"--log: {exc}") from None
-    with _security(data_dir) as sec:
+    with _security(data_dir, reads_only=True) as sec:
         result = sec.verify_audit(expect)
         if against and result.ok:
             _audit_against(sec, against, log_ids or [], as_json)
@@ -738,12 +746,16 @@ def _audit_against(sec: Security, files: list[Path], log_ids: list[str],
                    as_json: bool) -> None:
     """Print the check of ``sec``'s audit log against the forwarded ``files`` (lines of
     ``log_ids`` taken as its too) as one line (or JSON); exit 1 when it fails."""
+    import zlib
+
     from edgewise.security.audit_syslog import compare_forwarded
 
     try:
         r = compare_forwarded(sec, files, log_ids=log_ids)
-    except OSError as exc:
-        raise fail(f"--against cannot be read: {exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        # a .gz cut short (copied or rotated mid-write) raised EOFError, which Click turned
+        # into a bare "error: aborted"
+        raise fail(_unreadable_against(files, exc)) from None
     shown = ", ".join(map(str, files))
     if as_json:
         typer.echo(json.dumps({"ok": r.ok, "checked": r.local_entries, "head": r.head,
@@ -771,6 +783,30 @@ def _audit_against(sec: Security, files: list[Path], log_ids: list[str],
                    f"Head {r.head}; {_logs_said(r)}.")
     if not r.ok:
         raise typer.Exit(1)
+
+
+def _unreadable_against(files: list[Path], exc: BaseException) -> str:
+    """The line saying which ``--against`` file cannot be read (``exc`` was raised reading
+    them): the first of ``files`` that fails to read again, its problem and what would do."""
+    import gzip
+    import zlib
+
+    bad: Path | None = None
+    for path in files:
+        try:
+            with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+        except (OSError, EOFError, zlib.error) as e:
+            bad, exc = path, e
+            break
+    # none fails again (it changed since): name them all
+    shown = repr(str(bad)) if bad is not None else ", ".join(repr(str(p)) for p in files)
+    why = str(exc) or type(exc).__name__
+    if isinstance(exc, EOFError | zlib.error | gzip.BadGzipFile):
+        return (f"--against {shown} cannot be read: {why}. Give a whole gzip file (one cut "
+                f"short while copied or rotated cannot be checked), or the uncompressed log.")
+    return f"--against {shown} cannot be read: {why}"
 
 
 def _logs_said(r: ForwardedCheck) -> str:

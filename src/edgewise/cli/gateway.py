@@ -392,6 +392,30 @@ def _read_labels(path: Path) -> list[dict[str, Any]]:
     return labels
 
 
+def _read_device_creds(path: Path) -> dict[str, str]:
+    """The simulated pumps' MQTT secrets (device id -> secret) earlier demo runs wrote to
+    ``path`` (none when it is absent), read before anything is made: a damaged file was a
+    traceback after the shown-once admin token was made (and never shown)."""
+    import json
+
+    from edgewise.errors import ConfigError
+
+    if not path.exists():
+        return {}
+    try:
+        creds = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} holds the demo's device credentials but cannot be read "
+                          f"({e}); move it away to start afresh (its pumps get new "
+                          f"secrets).") from None
+    if not isinstance(creds, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in creds.items()):
+        raise ConfigError(f"{path} is not the demo's device credentials (a JSON object of "
+                          f"device id to secret, e.g. {{\"pump-00\": \"...\"}}); move it "
+                          f"away to start afresh (its pumps get new secrets).")
+    return creds
+
+
 def merge_labels(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Earlier runs' labels with this run's, one per ``(device_id, start_ns)`` (this run's
     wins), in time order.
@@ -528,14 +552,14 @@ def demo(
     labels_file = settings.data_dir / "demo-labels.json"
     labels_csv_file = settings.data_dir / "demo-labels.csv"
     earlier_labels = _read_labels(labels_file)  # a bad file stops us before anything is made
+    creds_file = settings.data_dir / "demo-devices.json"
+    creds = _read_device_creds(creds_file)  # so does this one
     fleet = PumpFleet(pumps, seed=seed)
 
     async def main() -> None:
         stop = _stop_on_signal()  # from the start: a Ctrl-C while starting stops it too
         gw = Gateway(settings)
         token = gw.security.ensure_admin_token()
-        creds_file = settings.data_dir / "demo-devices.json"
-        creds: dict[str, str] = json.loads(creds_file.read_text()) if creds_file.exists() else {}
         made: list[str] = []
         for dev in fleet.device_ids:
             if dev not in creds or not gw.security.has_device(dev):

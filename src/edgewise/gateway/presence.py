@@ -27,6 +27,7 @@ False
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -39,6 +40,20 @@ LOCK_NAME = "gateway.lock"
 
 def _open(data_dir: Path) -> int:
     return os.open(Path(data_dir) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def _open_existing(data_dir: Path) -> int:
+    """The existing lock file, opened to be asked (never made); read-only where it cannot
+    be written (a data dir on a read-only file system, a mounted snapshot: opening it for
+    writing was an ``OSError`` traceback in ``edgewise device delete``). ``flock`` takes a
+    read-only descriptor too."""
+    path = Path(data_dir) / LOCK_NAME
+    try:
+        return os.open(path, os.O_RDWR)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        return os.open(path, os.O_RDONLY)
 
 
 class GatewayPresence:
@@ -63,7 +78,10 @@ def gateway_running(data_dir: Path) -> bool:
     """Whether a gateway (this process's or another's) holds ``data_dir``'s lock now."""
     if not (Path(data_dir) / LOCK_NAME).exists():
         return False
-    fd = _open(data_dir)
+    try:
+        fd = _open_existing(data_dir)
+    except FileNotFoundError:  # removed since (by hand): no gateway holds it
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -771,7 +771,7 @@ def compare_forwarded(security: Security, paths: Iterable[Path], *,
         """Where a line is, and its log id when that is not this log's."""
         return f"{path}:{n}" + ("" if obj["log"] == log_id else f" [log {obj['log']!s}]")
 
-    db = sqlite3.connect(f"{security.path.resolve().as_uri()}?mode=ro", uri=True,
+    db = sqlite3.connect(security.read_uri, uri=True,
                          timeout=10.0, isolation_level=None)
     try:
         for path, n, line in _lines(paths):

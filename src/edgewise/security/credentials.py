@@ -86,7 +86,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgewise._sqlite import write_transaction
-from edgewise.errors import AuthError, InvalidParameterError, PayloadError, ThrottledError
+from edgewise.errors import (
+    AuthError,
+    ConfigError,
+    InvalidParameterError,
+    PayloadError,
+    ThrottledError,
+)
 from edgewise.telemetry import validate_device_id
 
 if TYPE_CHECKING:  # imported where used: edgewise.registry imports edgewise.security
@@ -94,7 +100,7 @@ if TYPE_CHECKING:  # imported where used: edgewise.registry imports edgewise.sec
 
 __all__ = ["AUDIT_GENESIS", "MAX_TOKEN_NAME", "ROLES_DOC", "ROLE_RANK", "AuditEntry",
            "AuditVerification", "DeviceRecord", "Principal", "Security", "TokenRecord",
-           "audit_hash"]
+           "audit_hash", "cannot_write"]
 
 log = logging.getLogger(__name__)
 
@@ -498,10 +504,46 @@ def _kept_data_message(device_id: str) -> str:
             f"again; or pick another name.")
 
 
-class Security:
-    """Credentials, tokens and audit log of one Edgewise data directory."""
+def cannot_write(path: Path) -> str | None:
+    """Why the SQLite file ``path`` cannot be written here, as ``[Errno N] text``: its file
+    system is read-only (a mounted snapshot or backup: ``EROFS``), or this user may not
+    write it or its directory, which holds its write-ahead log (``EACCES``); ``None`` when
+    it can (or the directory does not exist: it is made then).
 
-    def __init__(self, data_dir: Path, *, throttle_after: int = 100) -> None:
+    >>> import tempfile, pathlib
+    >>> cannot_write(pathlib.Path(tempfile.mkdtemp()) / "security.sqlite") is None
+    True
+    """
+    import errno
+
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        return None
+    if all(os.access(p, os.W_OK) for p in (folder, path) if p.exists()):
+        return None
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    code = errno.EROFS if read_only else errno.EACCES
+    return f"[Errno {code}] {os.strerror(code)}"
+
+
+class Security:
+    """Credentials, tokens and audit log of one Edgewise data directory.
+
+    ``read_only=True`` opens an existing ``security.sqlite`` for reading only, also where
+    its directory cannot be written (a mounted snapshot or backup): listings and
+    :meth:`verify_audit` work, every change is refused by SQLite. A file an older version
+    made is brought up to date only by a writable open, so a read-only one refuses it
+    (:class:`~edgewise.errors.ConfigError`). Opened writable (the default) where the file
+    cannot be written, it is a :class:`~edgewise.errors.ConfigError` naming the file and
+    why (``EROFS``, ``EACCES``).
+    """
+
+    def __init__(self, data_dir: Path, *, throttle_after: int = 100,
+                 read_only: bool = False) -> None:
         if throttle_after < 1:
             raise InvalidParameterError(
                 f"The 'throttle_after' parameter of Security must be an int in the range "
@@ -509,27 +551,27 @@ class Security:
             )
         self.data_dir = Path(data_dir)
         self.throttle_after = throttle_after
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.read_only = read_only
         self.path = self.data_dir / "security.sqlite"
-        new = not self.path.exists()
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=10.0, check_same_thread=False, isolation_level=None
-        )
-        if new:
-            os.chmod(self.path, 0o600)
-        self._db.execute("PRAGMA busy_timeout=10000")
-        for attempt in range(50):
+        #: the URI a read-only connection to the file opens (:meth:`verify_audit`'s own one)
+        self.read_uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        if read_only:
+            self._db = self._open_read_only()
+        else:
             try:
-                self._prepare()
-                break
-            except sqlite3.OperationalError as exc:
-                # switching an old file to WAL, or its schema, while other connections open it
-                # too can be refused at once ("database is locked") without the busy
-                # handler (seen once in CI); every step is idempotent, so it is tried again
-                if "locked" not in str(exc) or attempt == 49:
+                self._db = self._open()
+            except (sqlite3.OperationalError, OSError):
+                why = cannot_write(self.path)
+                if why is None:
                     raise
-                time.sleep(0.05)
+                db = self.__dict__.get("_db")
+                if db is not None:
+                    db.close()
+                raise ConfigError(
+                    f"{str(self.path)!r} cannot be written ({why}): this command changes "
+                    f"it, so give a data directory this user may write (not a read-only "
+                    f"snapshot or backup).") from None
         # A dummy hash so an unknown device costs the same as a known one.
         self._dummy_salt = secrets.token_bytes(16)
         self._dummy_hash = secrets.token_bytes(32)
@@ -550,6 +592,82 @@ class Security:
         # the (device, inode) of the registry.sqlite it opened
         self._registry: Registry | None = None
         self._registry_file: tuple[int, int] | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        """The writable connection to :attr:`path` (made, owner-only, if absent), prepared
+        by :meth:`_prepare`."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        new = not self.path.exists()
+        self._db = sqlite3.connect(
+            self.path, timeout=10.0, check_same_thread=False, isolation_level=None
+        )
+        # left open when this fails: the CLI names the file of a failed query by it
+        if new:
+            os.chmod(self.path, 0o600)
+        self._db.execute("PRAGMA busy_timeout=10000")
+        for attempt in range(50):
+            try:
+                self._prepare()
+                break
+            except sqlite3.OperationalError as exc:
+                # switching an old file to WAL, or its schema, while other connections open it
+                # too can be refused at once ("database is locked") without the busy
+                # handler (seen once in CI); every step is idempotent, so it is tried again
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.05)
+        return self._db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """A read-only connection to the existing :attr:`path`; sets :attr:`read_uri`.
+
+        ``mode=ro`` first (it reads what a write-ahead log beside the file holds); where
+        the directory cannot hold the log's index (a read-only file system, no ``-wal``
+        file) SQLite cannot open it so, and the file is then opened ``immutable``: as it
+        is, which is all of it when it has no write-ahead log. A non-empty ``-wal`` that
+        cannot be read so is refused: its changes are not in the file yet."""
+        if not self.path.is_file():
+            raise ConfigError(f"{str(self.path)!r} does not exist: there is nothing to read "
+                              f"in {str(self.data_dir)!r}; give the data directory the "
+                              f"gateway runs with.")
+        base = self.path.resolve().as_uri()
+        wal = Path(f"{self.path}-wal")
+        for query in ("mode=ro", "immutable=1"):
+            db = sqlite3.connect(f"{base}?{query}", uri=True, timeout=10.0,
+                                 check_same_thread=False, isolation_level=None)
+            try:
+                db.execute("PRAGMA busy_timeout=10000")
+                tables = {r[0] for r in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            except sqlite3.OperationalError as exc:
+                if "unable to open" not in str(exc) or query != "mode=ro":
+                    raise  # left open: the CLI names the file of a failed query by it
+                db.close()
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise ConfigError(
+                        f"{str(self.path)!r} cannot be read here: its write-ahead log "
+                        f"{str(wal)!r} holds changes not yet in it, which SQLite reads only "
+                        f"where it may also write {self.path}-shm "
+                        f"({cannot_write(self.path) or exc}); copy the data directory to "
+                        f"a writable place and give the copy.") from None
+                continue
+            self.read_uri = f"{base}?{query}"
+            break
+        audit_columns = {r[1] for r in db.execute("PRAGMA table_info(audit)")}
+        device_columns = {r[1] for r in db.execute("PRAGMA table_info(devices)")}
+        current = ({"devices", "tokens", "device_groups", "kept_data", "audit",
+                    "audit_meta"} <= tables and {"prev_hash", "hash"} <= audit_columns
+                   and "wrong_secrets" in device_columns
+                   and db.execute("SELECT 1 FROM audit_meta WHERE key = 'log_id'"
+                                  ).fetchone() is not None)
+        if not current:
+            db.close()
+            raise ConfigError(
+                f"{str(self.path)!r} was made by an older Edgewise version (or is not an "
+                f"Edgewise credentials file): it is brought up to date only where it can be "
+                f"written; open it once so (e.g. 'edgewise device list' on a writable copy "
+                f"of the data directory).")
+        return db
 
     def _prepare(self) -> None:
         """WAL mode, the schema, and the migrations of older files (each idempotent)."""
@@ -1322,8 +1440,7 @@ class Security:
         anchor = _parse_head(expect) if expect is not None else None
         # its own read-only connection, in one read transaction (a snapshot, WAL mode): the
         # rows are streamed, not held, and nobody waits for this object's lock meanwhile
-        db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0,
-                             isolation_level=None)
+        db = sqlite3.connect(self.read_uri, uri=True, timeout=10.0, isolation_level=None)
         try:
             db.execute("BEGIN")
             start = db.execute("SELECT MIN(id) FROM audit WHERE action = ?",
