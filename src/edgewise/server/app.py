@@ -344,9 +344,13 @@ _ROUTE_ERRORS: dict[tuple[str, str], dict[int, str]] = {
                              503: f"{_ERROR_TEXT[503]} Or (reason 'labels_busy') "
                              f"{_LABELS_BUSY}"},
     ("get", "/v1/label-queue"): {404: "The device has no history to label.",
-                                 503: f"{_ERROR_TEXT[503]} Or (reason 'labels_busy', an "
-                                 "operator's request only: it records what it offers, a "
-                                 f"viewer's writes nothing) {_LABELS_BUSY}"},
+                                 503: f"{_ERROR_TEXT[503]} Or (reason 'labels_busy': an "
+                                 "operator's request, which records what it offers, or the "
+                                 "gateway's first open of the label file, which another "
+                                 f"writer holds) {_LABELS_BUSY}"},
+    ("get", "/v1/labels"): {503: f"{_ERROR_TEXT[503]} Or (reason 'labels_busy': the gateway's "
+                            "first open of the label file, which another writer holds) "
+                            f"{_LABELS_BUSY}"},
 }
 
 

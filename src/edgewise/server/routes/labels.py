@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sqlite3
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -129,10 +131,27 @@ def _body_instant(value: str | int | float | None, field: str) -> int | None:
 
 
 def label_store(request: Request, security: Any, settings: Any) -> LabelStore:
-    """The app's label store (``<data dir>/labels.sqlite``, audited), opened on first use."""
+    """The app's label store (``<data dir>/labels.sqlite``, audited), opened on first use.
+
+    Opening may have to write the file (its WAL mode, the schema of an older version's
+    file); another writer holding it past the busy timeout then (an ``edgewise label
+    import``) is a :class:`~edgewise.label.store.LabelsBusyError`, as for a write (a 503
+    ``labels_busy`` where the routes answer one; it was a 500), and the next request opens
+    it again."""
     store = getattr(request.app.state, "labels", None)
     if store is None:
-        store = LabelStore(settings.data_dir, security=security)
+        try:
+            store = LabelStore(settings.data_dir, security=security)
+        except sqlite3.OperationalError as exc:
+            name = getattr(exc, "sqlite_errorname", "") or ""
+            if not (name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+                    or "database is locked" in str(exc).lower()):
+                raise
+            path = Path(settings.data_dir) / "labels.sqlite"
+            raise LabelsBusyError(
+                f"The label file {str(path)!r} is held by another writer (an 'edgewise label "
+                f"import' of many rows?) for longer than the busy timeout while the gateway "
+                f"opened it ({exc}); retry once it is done.", path=path) from exc
         request.app.state.labels = store
     return store  # type: ignore[no-any-return]
 
@@ -146,7 +165,8 @@ def labels_writable(request: Request, security: Any, settings: Any) -> Iterator[
     """The app's label store, for a write in the ``with`` block: a write that waited
     past the busy timeout for another writer of ``labels.sqlite`` (``edgewise label
     import`` in another process; :class:`~edgewise.label.store.LabelsBusyError`) is
-    answered 503 ``labels_busy`` naming the file, with ``Retry-After``, not a 500.
+    answered 503 ``labels_busy`` naming the file, with ``Retry-After``, not a 500; so is
+    the file's first opening (:func:`label_store`) held so.
 
     >>> from types import SimpleNamespace as NS
     >>> from pathlib import Path
@@ -390,7 +410,8 @@ def get_labels(
     if device is not None:
         _check_device(device)  # 200 [] would hide that no device could have this id
     after = decode_cursor(cursor, history) if cursor else None
-    labels = label_store(request, security, settings)
+    with labels_writable(request, security, settings) as labels:  # a busy first open: 503
+        pass
     # one more than the page: whether a next page exists, without a last empty one
     if history:
         found = labels.history(device, limit=limit + 1, after=after)
