@@ -537,12 +537,7 @@ class PostgresStore(SQLStoreMixin):
         if f"ew_meta:{RAISED_COUNTER}" in missing and "alerts" not in missing:
             # alerts made before they were numbered as raised: the column (NULL: written
             # before, found by creation time) before its index (made below)
-            has = con.execute(
-                "SELECT 1 FROM pg_attribute WHERE attrelid = 'alerts'::regclass "
-                "AND attname = 'raised_seq' AND NOT attisdropped").fetchone()
-            if not has:
-                self._ddl(con, "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS raised_seq bigint",
-                          role, "ownership of table 'alerts'", "add column alerts.raised_seq")
+            self._add_alerts_column(con, role, "raised_seq", "bigint")
         made: set[str] = set()
         for stmt in _TABLES:
             kind, name, table = _made(stmt)
@@ -563,12 +558,7 @@ class PostgresStore(SQLStoreMixin):
             _refresh_device_stats(con, None)
             con.execute("INSERT INTO ew_meta VALUES ('device_stats', '1')")
         if "ew_meta:alerts_merged_into" in missing:  # alerts made before they could merge
-            has = con.execute(
-                "SELECT 1 FROM pg_attribute WHERE attrelid = 'alerts'::regclass "
-                "AND attname = 'merged_into' AND NOT attisdropped").fetchone()
-            if not has:
-                self._ddl(con, "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS merged_into text",
-                          role, "ownership of table 'alerts'", "add column alerts.merged_into")
+            self._add_alerts_column(con, role, "merged_into", "text")
             con.execute("INSERT INTO ew_meta VALUES ('alerts_merged_into', '1')")
         if f"ew_meta:{EVENT_COUNTER}" in missing:  # made before alert events: none yet
             con.execute("INSERT INTO ew_meta VALUES (%s, '0') ON CONFLICT (key) DO NOTHING",
@@ -583,6 +573,16 @@ class PostgresStore(SQLStoreMixin):
             for stmt in _CONFLICTS_UNIQUE:
                 self._ddl(con, stmt, role, "ownership of table 'conflicts'",
                           "give table 'conflicts' its unique index")
+
+    def _add_alerts_column(self, con: Any, role: str, column: str, sql_type: str) -> None:
+        """Add ``column`` to a store's ``alerts`` table made before it (an upgrade), unless
+        it is there; refused DDL names the statement and the ownership it needs."""
+        has = con.execute(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = 'alerts'::regclass "
+            "AND attname = %s AND NOT attisdropped", [column]).fetchone()
+        if not has:
+            self._ddl(con, f"ALTER TABLE alerts ADD COLUMN IF NOT EXISTS {column} {sql_type}",
+                      role, "ownership of table 'alerts'", f"add column alerts.{column}")
 
     def _ddl(self, con: Any, stmt: str, role: str, right: str, what: str) -> None:
         """Run one set-up statement; refused for want of a privilege, raise a
