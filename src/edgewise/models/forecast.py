@@ -51,7 +51,10 @@ timezone-aware) and values, irregular and with gaps, as telemetry comes. The pip
    Then the model is refitted on the whole history.
 5. **No impossible values.** A metric whose history never went below zero (a count, energy
    used, a level) is taken as one that cannot: the forecast and its interval are clipped at
-   0 (:attr:`Forecaster.floor_`); a history with any negative reading is not clipped.
+   0 (:attr:`Forecaster.floor_`); a history with any negative reading is not clipped. The
+   floor holds only while the data agree: a history given to :meth:`Forecaster.predict`
+   with a reading below it (a model fitted on an autumn's temperatures, all above 0,
+   forecasting from a winter below 0) is not clipped either.
 
 :meth:`Forecaster.predict` forecasts the ``horizon`` steps after the end of the history it
 is given (by default, the one it was fitted on). :meth:`Forecaster.save` writes a
@@ -764,9 +767,13 @@ class Forecaster:
         residuals for a finite bound), one row per step. The history must reach back
         :meth:`lookback` steps (a season or two) before its end, and those steps must hold
         readings as often as fit required (``min_fill``): a history thinned out (2-hourly
-        readings of a 30 min model) is refused, as it forecasts worse.
+        readings of a 30 min model) is refused, as it forecasts worse. The forecast and its
+        interval are clipped at :attr:`floor_` (0 for a metric whose fitted history never
+        went below it) unless a reading of the history given goes below that floor: the
+        metric then can, and a clipped forecast would be the floor at every step.
         """
         self._fitted()
+        floor = getattr(self, "floor_", None)  # None in a model saved before floor_ existed
         if X is None and y is None:
             grid, series = self.history_
         elif X is None or y is None:
@@ -775,6 +782,8 @@ class Forecaster:
                 "(the fitted history).", field="X" if X is None else "y", value=None)
         else:
             ts, v = self._series(X, y)
+            if floor is not None and np.nanmin(v) < floor:  # _series: at least one value
+                floor = None  # the history disagrees: the metric goes below the floor
             grid, series = self._recent_series(ts, v)
         need = self._lookback() + 1
         if len(series) < need or np.isnan(series[-self.window_:]).all():
@@ -794,7 +803,6 @@ class Forecaster:
                 wide = everywhere.interval(point[hs][out])
                 low[hs[out]], high[hs[out]] = wide
         times = grid[-1] + self.step_ns_ * np.arange(1, self.horizon + 1)
-        floor = getattr(self, "floor_", None)  # None in a model saved before floor_ existed
         if floor is not None:
             point, low, high = (np.maximum(a, floor) for a in (point, low, high))
         return pd.DataFrame({
