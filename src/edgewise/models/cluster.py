@@ -15,21 +15,24 @@ autocorrelation, 0.25 for a daily-cycle share, 0.2 for a correlation. So units (
 bytes) never matter, and a feature on which the whole fleet agrees stays near 0 instead
 of being blown up into a made-up separation. Scaled values are linear up to about 3 units
 and logarithmic beyond (``3 asinh(z / 3)``), so one extreme device or metric cannot
-outweigh all others. Each feature is then weighted by its split-half reliability (how
-well the first half of each device's history predicts the second, across the fleet): the
-trend of a random walk weighs little.
+outweigh all others. For grouping, each feature is then weighted by its split-half
+reliability (how well the first half of each device's history predicts the second, across
+the fleet): the trend of a random walk weighs little. The odd score weighs a feature at
+least 1 over the fleet's robust scatter of it in units (at most 1): a fleet of one kind,
+whose level differences are noise, gives levels a reliability near 0, yet a new device at
+25 times its level is an odd one out.
 
 Metrics some devices lack: a metric is used when at least ``min_coverage`` of the devices
 send it (the others are in ``left_out_``); a device that lacks a used metric has it listed
 in ``missing_``. A feature a device lacks (a metric it does not send, or one its history
 cannot give) is unknown, not the fleet median: its distance to a group centre is taken
-over the features both have, scaled up by the share of the (squared) feature weights
-those carry, so a missing metric neither adds to the distance nor is given as the reason
-a device is odd. The clustering itself (k-means and the like need every feature) reads
-an unknown feature as the fleet median. A device that sends none of the used metrics has
-no feature to be grouped by: it is left out of the fit (in ``left_out_devices_`` with why,
-and in the summary's ``left_out_devices``), so it is in no group and has no odd score;
-:meth:`BehaviourGroups.assign` refuses such a device.
+over the features both have, scaled up by the share of the (squared) feature weights (for
+the odd score: of the features) those carry, so a missing metric neither adds to the
+distance nor is given as the reason a device is odd. The clustering itself (k-means and
+the like need every feature) reads an unknown feature as the fleet median. A device that
+sends none of the used metrics has no feature to be grouped by: it is left out of the fit
+(in ``left_out_devices_`` with why, and in the summary's ``left_out_devices``), so it is
+in no group and has no odd score; :meth:`BehaviourGroups.assign` refuses such a device.
 
 Grouping: scikit-learn k-means (``method="kmeans"``, the default, picked by the benchmark
 in ``benchmarks/results/groups.md``), Ward agglomerative or a Gaussian mixture. With
@@ -39,14 +42,24 @@ reaches at that number (eight seeded draws, clustered as the fleet is); a groupi
 centres are less than one unit apart does not count, and the fleet is one group when that
 margin is no wider than a draw's own best margin over the other draws: then nothing
 separates the fleet. A "group" of fewer than ``min_group_size`` devices is not kept; its
-devices are odd ones out, assigned to the nearest group; so ``n_groups`` may be
+devices are odd ones out; so ``n_groups`` may be
 at most the number of devices over ``min_group_size`` (more groups cannot all be kept),
-and no more groups are tried when choosing. Every random choice follows
+and no more groups are tried when choosing. Each kept group's centre is the mean of its
+cluster, and every device, in the fit as in :meth:`BehaviourGroups.assign`, is in the
+group of the nearest centre (whatever the method: a Gaussian mixture's or Ward's cluster
+can hold a device nearer another centre). A group none of whose devices is short of an odd
+one out is not kept either (its traits would describe odd ones out only): its devices are
+odd ones out, and the groups are measured again without it. Every random choice follows
 ``random_state`` and the devices are read in the order of their ids, so the same data
 gives the same groups whatever the order of the mapping, numbered by size (0 largest).
 
-Odd ones out: a device's odd score is its distance to the nearest group centre over the
-median such distance of the fleet. It is flagged above ``odd_cut_``, the higher of two
+Odd ones out: a device's odd score is its distance to its group's centre over the median
+such distance of the members, measured on the scaled features weighted by
+``odd_weights_``: each feature's reliability, raised to 1 over the fleet's robust scatter
+of it (1.4826 median absolute deviations, in units) and at most 1 (a feature on which the
+whole training fleet agrees has a reliability near 0, yet a device far off on it is odd;
+a noisy one still flags nobody by its noise). It is flagged above
+``odd_cut_``, the higher of two
 cuts: the score a member passes with chance ``odd_alpha`` were the members' scatter
 Gaussian in as many dimensions as it effectively has (so a fleet that varies in few
 features gets a higher cut), and 3.5 robust standard deviations above the median of the
@@ -145,6 +158,10 @@ _STATE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 _OPTIONAL_STATE = frozenset({"left_out_devices_"})
 #: The arrays a groups file holds (``arrays``), and the per-device lists beside them.
 _ARRAYS = ("center_", "scale_", "weights_", "centroids_", "Z_")
+#: Arrays of the odd score's space (its feature weights, the group centres in it); a file
+#: saved by an earlier release lacks them: its odd scores were measured on the weighted
+#: features, and still are (``weights_``, ``centroids_``), so its saved cut still applies.
+_ODD_ARRAYS = ("odd_weights_", "odd_centroids_")
 _PER_DEVICE = ("labels_", "odd_score_", "odd_")
 
 
@@ -312,11 +329,22 @@ class BehaviourGroups:
                 out[f] = out[f] * self.span_days_ / self.typical_spread_[_metric(f)]
         return out
 
-    def _scaled(self, raw: pd.DataFrame) -> np.ndarray:
-        """Scaled, weighted features; NaN where a device lacks one (see the module doc)."""
+    def _unweighted(self, raw: pd.DataFrame) -> np.ndarray:
+        """Scaled features before any weight; NaN where a device lacks one."""
         t = self._transform(raw).to_numpy(dtype=float)
         z = (t - self.center_) / self.scale_
-        return _LINEAR * np.arcsinh(z / _LINEAR) * self.weights_
+        return _LINEAR * np.arcsinh(z / _LINEAR)  # type: ignore[no-any-return]
+
+    def _scaled(self, raw: pd.DataFrame) -> np.ndarray:
+        """Scaled features weighted by reliability, the space groups are chosen in; NaN
+        where a device lacks one (see the module doc)."""
+        return self._unweighted(raw) * self.weights_  # type: ignore[no-any-return]
+
+    def _odd_scaled(self, raw: pd.DataFrame) -> np.ndarray:
+        """Scaled features in the space odd scores are measured in, weighted by
+        ``odd_weights_`` (a file of an earlier release: the reliability weights, as it was
+        fitted)."""
+        return self._unweighted(raw) * self.odd_weights_  # type: ignore[no-any-return]
 
     def _fit_scale(self, raw: pd.DataFrame, span_days: float) -> None:
         spreads = raw[[f"spread:{m}" for m in self.metrics_]].abs()
@@ -504,13 +532,14 @@ class BehaviourGroups:
         self._fit_scale(raw, float(np.median(spans)) or 1.0)
         self.weights_ = np.ones(len(self.feature_names_))
         self.weights_ = self._reliability(hist)
+        self.odd_weights_ = _odd_weights(self._unweighted(raw), self.weights_)
         Z = self._scaled(raw)
         filled = np.nan_to_num(Z)  # the clustering needs every feature: unknown at the median
         seed = int(self.random_state)
         k = self.n_groups if self.n_groups is not None else self._choose(Z, seed)
         if self.n_groups is not None:
             self.silhouette_, self.null_silhouette_ = {}, {}
-        self._fit_groups(Z, self._cluster(filled, k, seed))
+        self._fit_groups(Z, self._odd_scaled(raw), self._cluster(filled, k, seed))
         self.n_features_in_ = len(self.metrics_)
         return self
 
@@ -539,9 +568,12 @@ class BehaviourGroups:
                          for d, f in hist.items()}
         self.missing_ = {d: ms for d, ms in self.missing_.items() if ms}
 
-    def _fit_groups(self, Z: np.ndarray, labels: np.ndarray) -> None:
-        """Number groups by size, dissolve ones below ``min_group_size``, set centres,
-        odd scores and traits. ``Z`` holds NaN where a device lacks a feature."""
+    def _fit_groups(self, Z: np.ndarray, U: np.ndarray, labels: np.ndarray) -> None:
+        """Keep the clusters of ``labels`` of at least ``min_group_size`` devices, put
+        every device in the group of the nearest centre (on ``Z``, the weighted features),
+        score it against that centre (on ``O``, the odd score's features), drop groups with
+        no device short of an odd one out, number the groups by size; set centres, odd
+        scores and traits. ``Z`` and ``O`` hold NaN where a device lacks a feature."""
         devices = np.array(self.devices_)
         ids = sorted(np.unique(labels).tolist(), key=lambda g: (-np.sum(labels == g),
                                                                  min(devices[labels == g])))
@@ -549,27 +581,46 @@ class BehaviourGroups:
         if not kept:  # no group is big enough (fit refuses the n_groups that make this):
             labels = np.zeros(len(Z), dtype=int)  # the whole fleet is one group, never a
             kept = [0]  # group under min_group_size
-        self.centroids_ = np.array([_known_mean(Z[labels == g]) for g in kept])
-        self.n_groups_ = len(kept)
-        dist = self._distances(Z)
-        new = np.array([kept.index(g) if g in kept else int(np.argmin(dist[i]))
-                        for i, g in enumerate(labels)])
-        own = dist[np.arange(len(Z)), new]
-        members = np.isin(labels, kept)
-        typical = float(np.median(own[members]))
-        self.odd_scale_ = typical if typical > 0 else float(np.mean(own[members]) or 1.0)
-        score = own / self.odd_scale_
-        gauss = self._odd_cut(np.nan_to_num(Z[members] - self.centroids_[new[members]]))
-        # the fleet's own tail only with enough members to show one (10 devices' log
-        # scores scatter so widely that 3.5 robust SDs put the cut out of reach), and at
-        # most _TAIL_CAP times the Gaussian cut, which the compressed scale can reach
-        tail = (_tail_cut(score[members & (score > 0)])
-                if int(members.sum()) >= _TAIL_MIN_MEMBERS else 0.0)
-        self.odd_cut_ = max(gauss, min(tail, _TAIL_CAP * gauss))
+        rows = np.arange(len(Z))
+        while True:
+            self.centroids_ = np.array([_known_mean(Z[labels == g]) for g in kept])
+            self.odd_centroids_ = np.array([_known_mean(U[labels == g]) for g in kept])
+            self.n_groups_ = len(kept)
+            new = self._distances(Z).argmin(1)  # the nearest centre, as assign() does
+            members = np.isin(labels, kept)  # a device of a cluster not kept is odd
+            own = self._odd_distances(U)[rows, new]
+            typical = float(np.median(own[members]))
+            self.odd_scale_ = typical if typical > 0 else float(np.mean(own[members]) or 1.0)
+            score = own / self.odd_scale_
+            gauss = self._odd_cut(np.nan_to_num(U[members]
+                                                - self.odd_centroids_[new[members]]))
+            # the fleet's own tail only with enough members to show one (10 devices' log
+            # scores scatter so widely that 3.5 robust SDs put the cut out of reach), and
+            # at most _TAIL_CAP times the Gaussian cut, which the compressed scale can reach
+            tail = (_tail_cut(score[members & (score > 0)])
+                    if int(members.sum()) >= _TAIL_MIN_MEMBERS else 0.0)
+            self.odd_cut_ = max(gauss, min(tail, _TAIL_CAP * gauss))
+            odd = (score > self.odd_cut_) | ~members
+            # a group with no device short of an odd one out is no group: its devices are
+            # odd ones out (its traits would describe them only)
+            empty = {g for g in range(len(kept)) if not np.any((new == g) & ~odd)}
+            if not empty or len(empty) == len(kept):
+                break
+            kept = [c for g, c in enumerate(kept) if g not in empty]
+        # numbered by size, the members short of odd ones out (0 largest; ties: the
+        # smallest such member's id)
+        def size(g: int) -> tuple[int, str]:
+            short = (new == g) & ~odd
+            return -int(short.sum()), min(devices[short], default="")
+
+        order = sorted(range(len(kept)), key=size)
+        rank = np.empty(len(kept), dtype=int)
+        rank[order] = np.arange(len(kept))
+        self.centroids_, self.odd_centroids_ = self.centroids_[order], self.odd_centroids_[order]
+        new = rank[new]
         self.labels_ = pd.Series(new, index=self.devices_, name="group")
         self.odd_score_ = pd.Series(score, index=self.devices_, name="odd_score")
-        self.odd_ = pd.Series((score > self.odd_cut_) | ~members, index=self.devices_,
-                              name="odd")
+        self.odd_ = pd.Series(odd, index=self.devices_, name="odd")
         self.Z_ = Z
         self.traits_ = {g: self._traits(Z[(new == g) & members], self.profiles_[
             (new == g) & members]) for g in range(self.n_groups_)}
@@ -589,7 +640,12 @@ class BehaviourGroups:
                              / chi2.median(self.odd_dims_)))
 
     def _distances(self, Z: np.ndarray) -> np.ndarray:
+        """Distances of weighted features ``Z`` to each group centre (group choice)."""
         return _known_distances(Z, self.centroids_, self.weights_)
+
+    def _odd_distances(self, U: np.ndarray) -> np.ndarray:
+        """Distances of odd-score features ``O`` to each group centre in that space."""
+        return _known_distances(U, self.odd_centroids_, self.odd_weights_)
 
     # -- words ----------------------------------------------------------------------------
     def _traits(self, Zg: np.ndarray, raw: pd.DataFrame, top: int = 3) -> list[dict[str, Any]]:
@@ -621,13 +677,14 @@ class BehaviourGroups:
                                            self.metrics_)})
         return out
 
-    def _why_odd(self, z: np.ndarray, raw: pd.Series, group: int) -> str:
-        """The feature that puts a device furthest from its group, in words: of the
-        features both have (a feature the device lacks is never the reason)."""
-        gap = z - self.centroids_[group]
+    def _why_odd(self, o: np.ndarray, raw: pd.Series, group: int) -> str:
+        """The feature that puts a device (``o``: its odd-score features) furthest from its
+        group, in words: of the features both have (a feature the device lacks is never
+        the reason)."""
+        gap = o - self.odd_centroids_[group]
         known = np.isfinite(gap)
         if not known.any():  # it has no feature: measured at the fleet median
-            gap = np.nan_to_num(z) - np.nan_to_num(self.centroids_[group])
+            gap = np.nan_to_num(o) - np.nan_to_num(self.odd_centroids_[group])
             known[:] = True
         j = int(np.argmax(np.where(known, np.abs(gap), -1.0)))
         f = self.feature_names_[j]
@@ -647,8 +704,9 @@ class BehaviourGroups:
 
     # -- new devices ----------------------------------------------------------------------
     def assign(self, X: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-        """Each device's group (the nearest group centre), odd score, odd flag and, for an
-        odd one, the feature that sets it furthest from its group; indexed by device."""
+        """Each device's group (the nearest group centre), odd score (to that centre, on
+        the odd score's features, as in the fit), odd flag and, for an odd one, the feature
+        that sets it furthest from its group; indexed by device."""
         self._fitted()
         hist = self._histories(X, at_least=1)
         lacking = [d for d, f in hist.items() if not set(f.columns) & set(self.metrics_)]
@@ -658,13 +716,12 @@ class BehaviourGroups:
                 f"from, {self.metrics_}; give a history with at least one of them.",
                 field="X", value=lacking[0])
         raw = self._profiles(hist)
-        Z = self._scaled(raw)
-        dist = self._distances(Z)
-        group = dist.argmin(1)
-        score = dist.min(1) / self.odd_scale_
+        group = self._distances(self._scaled(raw)).argmin(1)
+        U = self._odd_scaled(raw)
+        score = self._odd_distances(U)[np.arange(len(U)), group] / self.odd_scale_
         odd = score > self.odd_cut_
-        why = [self._why_odd(Z[i], raw.iloc[i], int(group[i])) if odd[i] else ""
-               for i in range(len(Z))]
+        why = [self._why_odd(U[i], raw.iloc[i], int(group[i])) if odd[i] else ""
+               for i in range(len(U))]
         return pd.DataFrame({"group": group, "odd_score": score, "odd": odd, "why": why},
                             index=pd.Index(list(hist), name="device"))
 
@@ -673,8 +730,8 @@ class BehaviourGroups:
         return self.assign(X)["group"]
 
     def score_samples(self, X: Mapping[str, pd.DataFrame]) -> pd.Series:
-        """Each device's odd score: distance to the nearest group centre over the fleet's
-        median such distance (above ``odd_cut_``: an odd one out)."""
+        """Each device's odd score: distance to its group's (the nearest) centre over the
+        members' median such distance (above ``odd_cut_``: an odd one out)."""
         return self.assign(X)["odd_score"]
 
     def summary(self) -> dict[str, Any]:
@@ -686,12 +743,13 @@ class BehaviourGroups:
             groups.append({"group": g, "size": len(members), "members": members,
                            "traits": self.traits_[g]})
         odd = []
+        U = self._odd_scaled(self.profiles_) if self.odd_.any() else None
         for i, d in enumerate(self.devices_):
-            if self.odd_[d]:
+            if self.odd_[d] and U is not None:
                 g = int(self.labels_[d])
                 odd.append({"device": d, "nearest_group": g,
                             "odd_score": round(float(self.odd_score_[d]), 2),
-                            "why": self._why_odd(self.Z_[i], self.profiles_.iloc[i], g)})
+                            "why": self._why_odd(U[i], self.profiles_.iloc[i], g)})
         return {"n_devices": len(self.devices_), "n_groups": self.n_groups_,
                 "metrics": self.metrics_, "left_out": self.left_out_,
                 "left_out_devices": dict(self.left_out_devices_),
@@ -719,7 +777,8 @@ class BehaviourGroups:
         state["silhouette_"] = {str(k): v for k, v in self.silhouette_.items()}
         state["null_silhouette_"] = {str(k): v for k, v in self.null_silhouette_.items()}
         arrays = {"center_": self.center_, "scale_": self.scale_, "weights_": self.weights_,
-                  "centroids_": self.centroids_, "Z_": self.Z_}
+                  "centroids_": self.centroids_, "Z_": self.Z_,
+                  "odd_weights_": self.odd_weights_, "odd_centroids_": self.odd_centroids_}
         body = json.dumps({
             "params": {k: getattr(self, k) for k in self._parameter_constraints},
             "state": state,
@@ -825,6 +884,28 @@ def _known_pairwise(Z: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out
 
 
+def _odd_weights(U: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weight of each scaled feature (columns of ``U``, NaN: unknown) in the odd score:
+    its reliability ``weights``, raised to 1 over the fleet's robust scatter of it in units
+    (1.4826 median absolute deviations), at most 1. A feature the fleet agrees on (scatter
+    within a unit: a fleet of one kind's levels, whose reliability is near 0 because their
+    differences are noise) weighs 1, so a device far off on it is odd; a noisy one (the
+    trend of a random walk, scattered over several units) weighs its reliability or one
+    unit of scatter, so its noise alone flags nobody.
+
+    >>> U = np.array([[0.0, 0.0], [0.1, 4.0], [-0.1, -4.0], [0.2, 8.0]])
+    >>> _odd_weights(U, np.array([0.0, 0.1])).round(3).tolist()
+    [1.0, 0.169]
+    """
+    with warnings.catch_warnings():  # a feature no device has: weight 1
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mid = np.nanmedian(U, axis=0)
+        spread = 1.4826 * np.nanmedian(np.abs(U - mid), axis=0)
+    floor = np.where(np.isfinite(spread) & (spread > 1.0),
+                     1.0 / np.where(spread > 1.0, spread, 1.0), 1.0)
+    return np.maximum(np.asarray(weights, dtype=float), floor)
+
+
 def _tail_cut(scores: np.ndarray, z: float = 3.5) -> float:
     """The score ``z`` robust standard deviations (1.4826 median absolute deviations)
     above the median, on the log scale: where the fleet's own scores stop, whatever the
@@ -887,8 +968,10 @@ def _check_doc(doc: Any, name: str) -> None:
         if (not isinstance(value, types) or isinstance(value, bool)
                 or (what == _TEXTS and not all(isinstance(v, str) for v in value))):
             raise bad(f"state.{key}", what, shown(value))
-    for key in _ARRAYS:
+    for key in (*_ARRAYS, *_ODD_ARRAYS):
         if key not in doc["arrays"]:
+            if key in _ODD_ARRAYS:
+                continue
             raise bad(f"arrays.{key}", "a list of numbers")
         if not isinstance(doc["arrays"][key], list):
             raise bad(f"arrays.{key}", "a list of numbers", shown(doc["arrays"][key]))
@@ -911,8 +994,13 @@ def _from_doc(doc: dict[str, Any], name: str = "(body)") -> BehaviourGroups:
     model.silhouette_ = {int(k): v for k, v in model.silhouette_.items()}
     model.null_silhouette_ = {int(k): v for k, v in model.null_silhouette_.items()}
     for k, v in doc["arrays"].items():
+        if k not in (*_ARRAYS, *_ODD_ARRAYS):  # an array this release does not know
+            continue
         setattr(model, k, np.asarray(v, dtype=float).reshape(-1, len(model.feature_names_))
-                if k in ("centroids_", "Z_") else np.asarray(v, dtype=float))
+                if k in ("centroids_", "Z_", "odd_centroids_") else np.asarray(v, dtype=float))
+    if not all(k in doc["arrays"] for k in _ODD_ARRAYS):
+        # saved by an earlier release: its odd scores (and cut) are on the weighted features
+        model.odd_weights_, model.odd_centroids_ = model.weights_, model.centroids_
     model.labels_ = pd.Series(doc["labels_"], index=model.devices_, name="group")
     model.odd_score_ = pd.Series(doc["odd_score_"], index=model.devices_, name="odd_score")
     model.odd_ = pd.Series(doc["odd_"], index=model.devices_, name="odd")
