@@ -329,9 +329,10 @@ class AuditForwarder:
         return 0
 
     def _log_db(self) -> sqlite3.Connection:
+        """The forwarder's read-only connection to the audit log (opened once)."""
         if self._db is None:
-            self._db = sqlite3.connect(f"{self.security.path.resolve().as_uri()}?mode=ro",
-                                       uri=True, timeout=10.0, isolation_level=None)
+            self._db = sqlite3.connect(self.security.read_uri, uri=True, timeout=10.0,
+                                       isolation_level=None)
         return self._db
 
     def _hash_of(self, entry_id: int) -> str | None:
@@ -399,10 +400,7 @@ class AuditForwarder:
         """Up to :data:`_PAGE` entries with ids after ``after`` from the file, stopping
         before one without a hash (written by an older Edgewise: sent once the next entry
         chains it)."""
-        if self._db is None:
-            self._db = sqlite3.connect(f"{self.security.path.resolve().as_uri()}?mode=ro",
-                                       uri=True, timeout=10.0, isolation_level=None)
-        rows = self._db.execute(
+        rows = self._log_db().execute(
             "SELECT id, ts_ns, actor, action, target, detail, prev_hash, hash FROM audit "
             "WHERE id > ? ORDER BY id LIMIT ?", (after, _PAGE)).fetchall()
         out = []
