@@ -483,19 +483,14 @@ class ExternalBroker:
         warning."""
         if self._id_file is None or self.cfg["client_id"] or self._id_lock is not None:
             return
+        fd: int | None = None
         try:
             import fcntl  # POSIX; elsewhere (ImportError) unguarded
 
             fd = os.open(self._id_file, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except (OSError, ImportError) as exc:
-            log.warning("the MQTT client id file %s cannot be locked (%s): nothing keeps a "
-                        "second gateway on this data dir off the broker session; run one "
-                        "gateway per external broker", self._id_file, exc)
-            return
-        try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
+            os.close(fd)  # type: ignore[arg-type]  # only flock blocks: fd is open
             raise ConfigError(
                 f"Another gateway on data dir {str(self._id_file.parent)!r} is connected to an "
                 f"external MQTT broker with this data dir's client id {self.client_id!r} "
@@ -504,8 +499,9 @@ class ExternalBroker:
                 f"device's telemetry ({self._topic('+', 'telemetry')}). Run one gateway per "
                 "external broker (stop that one first); several gateways on one store need "
                 "--mqtt embedded, each device sending to one of them.") from None
-        except OSError as exc:
-            os.close(fd)
+        except (OSError, ImportError) as exc:
+            if fd is not None:
+                os.close(fd)
             log.warning("the MQTT client id file %s cannot be locked (%s): nothing keeps a "
                         "second gateway on this data dir off the broker session; run one "
                         "gateway per external broker", self._id_file, exc)
