@@ -148,8 +148,8 @@ class _ReadCounter:
         self.lists = 0
         self.event_reads = 0
 
-    def list_alerts(self, *args: Any, **kw: Any) -> Any:
-        out = self._store.list_alerts(*args, **kw)
+    def unnumbered_alerts(self, *args: Any, **kw: Any) -> Any:
+        out = self._store.unnumbered_alerts(*args, **kw)
         self.lists += 1
         return out
 

@@ -20,10 +20,11 @@ commit order, whatever the writers' clocks say), reading the alerts numbered abo
 highest it read; the cursor file keeps that number (``alerts_after``), so a restart
 resends nothing and misses nothing, also after a clock was stepped. Only alerts the store
 has no number for (written by an older Edgewise: before the upgrade, or one running
-beside it) are found by creation time, in the store's list: those created after a floor
-trailing this gateway's clock by :data:`CREATION_SLACK_NS`. It reads the events written
-since the last one it sent every :data:`EVENT_POLL_S` (at most), and again before it sends
-an alert raised after its last read (once for that alert).
+beside it) are found by creation time
+(:meth:`~edgewise.store.base.Store.unnumbered_alerts`, which reads only those): those
+created after a floor trailing this gateway's clock by :data:`CREATION_SLACK_NS`. It reads
+the events written since the last one it sent every :data:`EVENT_POLL_S` (at most), and
+again before it sends an alert raised after its last read (once for that alert).
 
 The order, exactly: events go one after another in id (commit) order; an event goes only
 once the alert it names was handled (its ``alert.raised`` first; an ``alert.merged`` also
@@ -573,22 +574,19 @@ class Webhook:
         self._pending.update(h for h in hints if h[1] and h[1] not in self._done)
 
     def _sweep(self, page: int = 1000) -> None:
-        """Add the alerts not handled to the pending ones: the listed alerts created
-        after the floor (all live alerts are read: the list is ordered by start, not
-        creation; for those without a raise number), then every one numbered above the
-        highest number read (:meth:`_read_raised`, whatever its creation time)."""
+        """Add the alerts not handled to the pending ones: those without a raise number
+        created after the floor (:meth:`Store.unnumbered_alerts`: only those are read,
+        not every live alert), then every one numbered above the highest number read
+        (:meth:`_read_raised`, whatever its creation time)."""
         began = time.time_ns()  # every alert committed before then is in this read
-        after: tuple[int, int, str] | None = None
+        after: tuple[int, str] | None = None
         while True:
-            alerts = self.store.list_alerts(limit=page, after=after)
+            alerts = self.store.unnumbered_alerts(self._floor_ns, limit=page, after=after)
             self._pending.update((a.created_ns, a.id) for a in alerts
-                                 if a.created_ns > self._floor_ns and a.id not in self._done)
+                                 if a.id not in self._done)
             if len(alerts) < page:
                 break
-            last = alerts[-1]
-            after = (last.start_ns, last.created_ns, last.id)
-        # after the list: an alert listed that has a number is read here too (its number
-        # known before it is handled)
+            after = (alerts[-1].created_ns, alerts[-1].id)
         self._read_raised(page)
         self._swept_ns = began
 

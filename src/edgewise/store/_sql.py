@@ -1109,6 +1109,31 @@ class SQLStoreMixin:
             f"ORDER BY raised_seq LIMIT {max(0, int(limit))}", [int(after_seq)])
         return [(int(r[0]), _alert_from_row(r[1:])) for r in rows]
 
+    def unnumbered_alerts(self, created_after_ns: int, limit: int = 1000, *,
+                          after: tuple[int, str] | None = None) -> list[Alert]:
+        """Live alerts without a raise number created after ``created_after_ns``, oldest
+        first (by creation, then id), at most ``limit``; with ``after``, the
+        ``(created_ns, id)`` of the last of a page, the next page (see
+        ``Store.unnumbered_alerts``).
+
+        >>> from edgewise.store import open_store
+        >>> s = open_store("duckdb://:memory:")
+        >>> _ = s.add_alert(Alert("p", 0, 1, 0.9, created_ns=9))  # numbered: not here
+        >>> s.unnumbered_alerts(0)
+        []
+        >>> s.close()
+        """
+        ph = self._ph
+        sql = (f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts "
+               f"WHERE raised_seq IS NULL AND merged_into IS NULL AND created_ns > {ph}")
+        params: list[Any] = [int(created_after_ns)]
+        if after is not None:
+            sql += f" AND (created_ns > {ph} OR (created_ns = {ph} AND id > {ph}))"
+            params += [int(after[0]), int(after[0]), str(after[1])]
+        rows = self._read(f"{sql} ORDER BY created_ns, id LIMIT {max(0, int(limit))}",
+                          params)
+        return [_alert_from_row(r) for r in rows]
+
     def last_alert_seq(self) -> int:
         """The highest raise number given so far (0 when none was)."""
         rows = self._read(f"SELECT value FROM ew_meta WHERE key = {self._ph}",

@@ -362,6 +362,25 @@ class Store(Protocol):
         """
         ...
 
+    def unnumbered_alerts(self, created_after_ns: int, limit: int = 1000, *,
+                          after: tuple[int, str] | None = None) -> list[Alert]:
+        """The live alerts without a raise number (written before the store kept
+        numbers, or by an older Edgewise beside this one) created after
+        ``created_after_ns``, oldest first (by ``created_ns``, then id), at most
+        ``limit``; with ``after``, the ``(created_ns, id)`` of the last alert of a page,
+        the next page. An alert webhook reads these by creation time, and the numbered
+        ones by :meth:`raised_alerts`, instead of the whole :meth:`list_alerts` at each
+        poll.
+
+        >>> from edgewise.store import open_store
+        >>> store = open_store("duckdb://:memory:")
+        >>> _ = store.add_alert(Alert("pump-1", 0, 9, 0.9))
+        >>> store.unnumbered_alerts(0)  # add_alert numbers every alert it writes
+        []
+        >>> store.close()
+        """
+        ...
+
     def last_alert_seq(self) -> int:
         """The highest raise number given so far (0 when none was): the alerts written
         from now on are numbered above it. Deleting alerts does not move it back."""
