@@ -28,7 +28,10 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, best, share):
     largest share, -1 for none) and ``share`` (that share), and learns each row into
     ``mean``, ``cov``, ``counts`` and ``st[0]`` (readings learned) as ``learn_one`` does.
     Returns the number of rows done: fewer where a row needs the loop (a deviation that
-    overflows, a correlation that is not positive definite or near singular)."""
+    overflows, a correlation that is not positive definite or near singular). Where the
+    solve for the shares overflows (a reading near 1e308), the shares are those of the
+    deviation scaled down by a power of two, as :meth:`Mahalanobis.explain_one` takes them;
+    T² stays that of the reading (infinite: score 1)."""
     alpha, shrinkage, warmup = p[0], p[1], p[2]
     k = len(mean)
     c = np.empty((k, k))
@@ -122,10 +125,30 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, best, share):
                 t2[r] = total
                 dof[r] = used
             # conditional_terms(w, pii): w = S⁻¹ dz, pii = (c⁻¹)_jj / sd_j²
+            risky = False
+            for j in range(k):
+                w[j] = q[j] / sd[j]
+                risky = risky or not np.isfinite(w[j]) or not np.isfinite(y[j] * q[j])
+            if risky:  # a reading near 1e308: the shares of y scaled as unit_deviation does
+                top = 0.0
+                for j in range(k):
+                    top = max(top, abs(y[j]))
+                e = math.frexp(top)[1]
+                for i in range(k):
+                    acc = math.ldexp(y[i], -e)
+                    for m in range(i):
+                        acc -= low[i, m] * v[m]
+                    v[i] = acc / low[i, i]
+                for i in range(k - 1, -1, -1):
+                    acc = v[i]
+                    for m in range(i + 1, k):
+                        acc -= low[m, i] * q[m]
+                    q[i] = acc / low[i, i]
+                for j in range(k):
+                    w[j] = q[j] / sd[j]
             top = 0.0
             inf = False
             for j in range(k):
-                w[j] = q[j] / sd[j]
                 if math.isinf(w[j]):
                     inf = True
                 elif abs(w[j]) > top:

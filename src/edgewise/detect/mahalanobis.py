@@ -19,7 +19,7 @@ from edgewise.detect._mahalanobis_replay import replay
 from edgewise.detect.base import Detector, readings
 from edgewise.params import Interval, validate_params
 
-__all__ = ["Mahalanobis", "conditional_terms", "shrink_covariance"]
+__all__ = ["Mahalanobis", "conditional_terms", "shrink_covariance", "unit_deviation"]
 
 
 def shrink_covariance(cov: np.ndarray, mean: np.ndarray, shrinkage: float) -> np.ndarray:
@@ -74,7 +74,8 @@ class Mahalanobis(Detector):
     Parameters
     ----------
     alpha
-        Weight of the newest reading in the running mean and covariance.
+        Weight of the newest reading in the running mean and covariance, below 1 (at 1 the
+        covariance would only ever hold the newest reading: always 0).
     shrinkage
         Share of the covariance replaced by its diagonal (0: none, 1: metrics independent).
     warmup
@@ -102,7 +103,7 @@ class Mahalanobis(Detector):
     """
 
     _constraints: ClassVar[dict[str, Any]] = {
-        "alpha": Interval(float, 0.0, 1.0, closed="right"),
+        "alpha": Interval(float, 0.0, 1.0, closed="neither"),
         "shrinkage": Interval(float, 0.0, 1.0),
         "warmup": Interval(int, 1, None),
         "tail_digits": Interval(float, 0.0, None, closed="neither"),
@@ -194,11 +195,18 @@ class Mahalanobis(Detector):
         return shrink_covariance(self.cov_, self.mean_, self.shrinkage)
 
     def _solve(self, z: np.ndarray, s: np.ndarray | None = None,
-               used: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               used: np.ndarray | None = None,
+               unit: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``(z - mean, S⁻¹ (z - mean))`` with the shrunk covariance over the metrics ``used``
         (:meth:`_used`; by default the warm ones, as for a reading of every metric); any other
         is left out: its deviation, row and column are 0 and its diagonal 1 (its terms 0), so
         ``dz' S⁻¹ dz`` is the marginal T² of the metrics used.
+
+        With ``unit`` (for shares, which do not depend on the deviation's scale), where a
+        product ``dz_i (S⁻¹ dz)_i`` is not finite (a reading near 1e308, a sentinel) ``dz`` is
+        first scaled by :func:`unit_deviation`, so what overflows is not whichever partner's
+        entry happens to pass 1.8e308 first; a deviation whose products are finite is used as
+        it is.
 
         ``s`` is :meth:`shrunk_covariance` where the caller has built it already; it is
         overwritten."""
@@ -209,10 +217,13 @@ class Mahalanobis(Detector):
         out = ~(self._warm() if used is None else used)
         dz[out] = 0.0  # the marginal T² of the metrics used
         _leave_out(s, out)
-        try:
-            w = np.linalg.solve(s, dz)
-        except np.linalg.LinAlgError:
-            w = np.linalg.lstsq(s, dz, rcond=None)[0]
+        w = _lin_solve(s, dz)
+        if unit:
+            with np.errstate(over="ignore", invalid="ignore"):
+                risky = not np.isfinite(dz * w).all()
+            if risky:
+                dz = unit_deviation(dz)
+                w = _lin_solve(s, dz)
         return dz, w
 
     # -- API ---------------------------------------------------------------------------
@@ -356,7 +367,7 @@ class Mahalanobis(Detector):
         sd = np.sqrt(np.diag(s))
         corr = s / np.outer(sd, sd)
         used = self._used(x)
-        _, w = self._solve(self._vector(x, grow=False), s, used)  # s is not read after this
+        _, w = self._solve(self._vector(x, grow=False), s, used, unit=True)  # s: not read after
         _leave_out(corr, ~used)  # as in _solve: the precision of the metrics used
         pii = np.diag(np.linalg.pinv(corr, hermitian=True)) / (sd * sd)
         return self._shares(conditional_terms(w, pii))
@@ -380,10 +391,10 @@ class Mahalanobis(Detector):
         """
         if not self.metrics_:
             return {}
-        dz, w = self._solve(self._vector(x, grow=False), used=self._used(x))
+        dz, w = self._solve(self._vector(x, grow=False), used=self._used(x), unit=True)
         with np.errstate(over="ignore", invalid="ignore"):
             terms = np.maximum(dz * w, 0.0)
-        if np.isinf(terms).any():  # a deviation near 1e308: it alone carries the score
+        if np.isinf(terms).any():  # a sensor of zero variance that moved: it alone
             terms = np.isinf(terms).astype(float)
         return self._shares(terms)
 
@@ -394,6 +405,43 @@ class Mahalanobis(Detector):
         if total <= 0.0 or not math.isfinite(total):
             return {k: 0.0 for k in self.metrics_}
         return {k: float(terms[i] / total) for k, i in self.metrics_.items()}
+
+
+def _lin_solve(s: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``s⁻¹ b``; a least-squares solution where ``s`` is singular."""
+    try:
+        return np.linalg.solve(s, b)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(s, b, rcond=None)[0]
+
+
+def unit_deviation(d: np.ndarray) -> np.ndarray:
+    """``d`` scaled by a power of two so its largest ``|d_i|`` lies in [0.5, 1): exactly
+    ``d / 2**e``, so every product with it is that of ``d`` over ``2**e`` (rounded alike)
+    until it would have overflowed. An infinite ``d_i`` (a difference that overflowed) is
+    infinitely larger than the rest: ``d`` becomes its sign there, 0 elsewhere. A ``d``
+    that is 0 or holds a NaN is returned as it is.
+
+    Shares of a quadratic form (:func:`conditional_terms`, a T² split) do not depend on
+    the deviation's scale; the overflow of a sentinel near 1e308 does, and it strikes
+    first whichever entry of ``M d`` has the largest coefficient, often a correlated
+    partner of the sensor that moved.
+
+    >>> unit_deviation(np.array([3.0, -1.0, 0.0]) * 2.0**1000).tolist()
+    [0.75, -0.25, 0.0]
+    >>> unit_deviation(np.array([-np.inf, 1e300])).tolist()
+    [-1.0, 0.0]
+    """
+    d = np.asarray(d, dtype=float)
+    a = np.abs(d)
+    if np.isnan(a).any():
+        return d
+    if np.isinf(a).any():
+        return np.where(np.isinf(a), np.sign(d), 0.0)
+    top = float(a.max(initial=0.0))
+    if top == 0.0:
+        return d
+    return np.ldexp(d, -math.frexp(top)[1])
 
 
 def _leave_out(m: np.ndarray, out: np.ndarray) -> None:
@@ -413,9 +461,11 @@ def conditional_terms(w: np.ndarray, pii: np.ndarray) -> np.ndarray:
     """The terms ``w_i² / pii_i`` up to one common factor (all that shares need), with
     ``w = M d`` and ``pii`` the precision's diagonal: ``w`` is divided by its largest finite
     ``|w_i|`` first, so a deviation of 1e160 (whose ``w²`` overflows) is split as one of 1
-    is, not equally between every sensor. An infinite ``w_i`` (a deviation near 1e308), or
-    a term that still overflows (a sensor with zero variance that moved: ``pii`` about 0),
-    alone takes the blame, shared equally.
+    is, not equally between every sensor. An infinite ``w_i``, or a term that still
+    overflows (a sensor with zero variance that moved: ``pii`` about 0), alone takes the
+    blame, shared equally. (Where ``d`` is near 1e308, ``M d`` overflows first in whichever
+    entry has the largest coefficient, not necessarily the sensor that moved: callers
+    compute ``w`` from :func:`unit_deviation` of ``d`` there.)
 
     >>> conditional_terms(np.array([1e160, 1e150]), np.array([1.0, 1.0])).tolist()
     [1.0, 1e-20]

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgewise.detect.mahalanobis import conditional_terms
+from edgewise.detect.mahalanobis import conditional_terms, unit_deviation
 from edgewise.errors import InvalidParameterError
 from edgewise.explain.base import Explanation
 
@@ -137,8 +137,11 @@ def conditional_shares(
     infinite, those sensors share 1 equally). With independent sensors (diagonal ``M``)
     ``c_i = d_i² M_ii``, the same as :func:`quadratic_contributions`' terms; a sensor stuck
     at its mean while its partners move leads, as does one spiking alone. They are the same
-    in any units or offsets of the sensors and in any order of them. They do not sum to the
-    score: use :func:`quadratic_contributions` for a split that does.
+    in any units or offsets of the sensors and in any order of them, and of the deviation's
+    size: where ``M d`` overflows (a reading near 1e308, a no-data sentinel), the shares are
+    those of ``d`` scaled down (:func:`~edgewise.detect.mahalanobis.unit_deviation`), not
+    the blame of whichever partner's entry overflowed first. They do not sum to the score:
+    use :func:`quadratic_contributions` for a split that does.
 
     >>> prec = np.linalg.inv(np.full((3, 3), 0.9) + 0.1 * np.eye(3))  # correlation 0.9
     >>> s = conditional_shares([0.0, 3.0, 3.0], np.zeros(3), prec,
@@ -148,7 +151,10 @@ def conditional_shares(
     """
     d, mat = _quadratic(x, mean, precision)
     with np.errstate(over="ignore", invalid="ignore"):
-        c = conditional_terms(mat @ d, np.diag(mat))
+        w = mat @ d
+        if not np.isfinite(w).all() and np.isfinite(d).all() and np.isfinite(mat).all():
+            w = mat @ unit_deviation(d)  # the shares do not depend on d's scale
+        c = conditional_terms(w, np.diag(mat))
         total = float(c.sum())
     keys = _names(names, len(d))
     if not (math.isfinite(total) and total > 0.0):
