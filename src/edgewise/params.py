@@ -13,6 +13,7 @@ edgewise.errors.InvalidParameterError: The 'window' parameter of RollingZScore m
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +22,27 @@ from edgewise.errors import InvalidParameterError
 
 __all__ = ["Interval", "OneOf", "validate_params"]
 
+_FLOAT_MAX = 1.7976931348623157e308
+
 
 @dataclass(frozen=True)
 class Interval:
-    """A numeric range; ``None`` bounds are open-ended. ``closed`` is 'both', 'left', 'right' or 'neither'."""  # noqa: E501
+    """A numeric range. ``closed`` is 'both', 'left', 'right' or 'neither'.
+
+    ``int`` takes any integral number (``np.int64(5)`` too), ``float`` any real one
+    (``np.float32(0.1)``, an int); never a bool, never NaN. A ``None`` bound is open-ended:
+    ``inf`` itself is outside ``[0, inf)``. A range that takes ``inf`` (a parameter that
+    ``inf`` turns off) says so with the bound ``math.inf`` and a closed end: ``[1, inf]``.
+
+    >>> Interval(float, 0.0, None, closed="neither").accepts(math.inf)
+    False
+    >>> iv = Interval(float, 1.0, math.inf)
+    >>> str(iv), iv.accepts(math.inf)
+    ('a float in the range [1, inf]', True)
+    >>> import numpy as np
+    >>> Interval(int, 1, None).accepts(np.int64(5)), Interval(int, 1, None).accepts(True)
+    (True, False)
+    """
 
     type: type
     low: float | None
@@ -34,19 +52,22 @@ class Interval:
     def accepts(self, value: Any) -> bool:
         if isinstance(value, bool):
             return False
-        if self.type is int and not isinstance(value, int):
+        if self.type is int and not isinstance(value, numbers.Integral):
             return False
-        if self.type is float and not isinstance(value, int | float):
+        if self.type is float and not isinstance(value, numbers.Real):
             return False
-        if isinstance(value, float) and math.isnan(value):
+        if self.type is float and isinstance(value, numbers.Integral) and abs(value) > _FLOAT_MAX:
+            return False  # an int no float holds (10**400)
+        if not isinstance(value, numbers.Integral) and math.isnan(value):
             return False
-        lo_ok = self.low is None or (
+        # a None bound is open: inf is outside it (a bound of math.inf, closed, takes inf)
+        lo_ok = value > -math.inf if self.low is None else (
             value >= self.low if self.closed in ("both", "left") else value > self.low
         )
-        hi_ok = self.high is None or (
+        hi_ok = value < math.inf if self.high is None else (
             value <= self.high if self.closed in ("both", "right") else value < self.high
         )
-        return lo_ok and hi_ok
+        return bool(lo_ok and hi_ok)
 
     def __str__(self) -> str:
         left = "[" if self.closed in ("both", "left") and self.low is not None else "("

@@ -130,9 +130,23 @@ def test_a_column_without_training_readings_is_not_silently_ignored():
     assert fault["is_anomaly"].any() and set(fault.loc[fault.is_anomaly, "top_column"]) == {"c"}
     named = detect_table(_late_column(), train_rows=400, detector="drift-residual")
     assert named.columns == ["a", "b"] and "c" in named.left_out
-    with pytest.raises(QualityError, match="No column has a reading in the first 400 rows"):
+    with pytest.raises(QualityError, match="No column has 2 readings in the first 400 rows"):
         detect_table(_late_column()[["ts", "c"]], train_rows=400,
                      detector="drift-residual", columns=["c"])
+
+
+def test_a_column_read_once_in_the_span_is_named_left_out_not_silently_ignored():
+    """Check drift-residual, asked for by name, names a column with one reading in its
+    training rows as left out (it learns no spread from one reading and ignores it), and a
+    file whose every column has one reading there is refused, not scored all zero."""
+    df = _late_column()
+    df.loc[100, "c"] = 3.0  # one reading of c in the 400 training rows
+    named = detect_table(df, train_rows=400, detector="drift-residual")
+    assert named.columns == ["a", "b"]
+    assert "fewer than 2 readings in the first 400 rows" in named.left_out["c"]
+    with pytest.raises(QualityError, match="No column has 2 readings in the first 400 rows"):
+        detect_table(df[["ts", "c"]], train_rows=400, detector="drift-residual",
+                     columns=["c"])
 
 
 def test_a_date_and_a_time_column_make_the_time_together():

@@ -37,6 +37,7 @@ from edgewise.detect import (
     StateAware,
     get_detector,
 )
+from edgewise.detect.drift_residual import MIN_SPAN_READINGS
 from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.tables import (
     SCORE_COLUMNS,
@@ -324,16 +325,18 @@ def detect_table(
     if train_rows >= 2 and "train_rows" in DETECTORS[detector].param_names():
         params["train_rows"] = train_rows
     span = getattr(get_detector(detector, **params), "train_rows", None) if multivariate else None
-    if span is not None:  # it ignores metrics first seen after its training span: say so
-        unseen = [j for j in range(len(columns)) if not np.isfinite(X[:span, j]).any()]
+    if span is not None:  # it ignores metrics read fewer than twice in its span: say so
+        need = MIN_SPAN_READINGS
+        unseen = [j for j in range(len(columns)) if np.isfinite(X[:span, j]).sum() < need]
         for j in unseen:
-            left_out[columns[j]] = (f"(no reading in the first {span} rows, which {detector} "
-                                    "learns normal from; it ignores metrics first seen later)")
+            left_out[columns[j]] = (f"(fewer than {need} readings in the first {span} rows, "
+                                    f"which {detector} learns normal from; it ignores "
+                                    "metrics it cannot learn a spread for)")
         if len(unseen) == len(columns):
             raise QualityError(
-                f"No column has a reading in the first {span} rows, which {detector} learns "
-                "normal from; give --train-rows the rows of a normal span that has readings, "
-                "or choose --detector mahalanobis.")
+                f"No column has {need} readings in the first {span} rows, which {detector} "
+                "learns normal from; give --train-rows the rows of a normal span that has "
+                "readings, or choose --detector mahalanobis.")
         columns = [c for j, c in enumerate(columns) if j not in unseen]
         X = np.delete(X, unseen, axis=1)
     if "max_metrics" in DETECTORS[detector].param_names():  # mahalanobis: track them all

@@ -12,10 +12,12 @@ import abc
 import inspect
 import math
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from edgewise.errors import InvalidParameterError
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -24,6 +26,7 @@ __all__ = [
     "first_finite_column",
     "reading",
     "readings",
+    "readings_array",
 ]
 
 #: One threshold for every calibrated detector.
@@ -42,14 +45,15 @@ def first_finite(x: Mapping[str, float]) -> float | None:
     return None
 
 
-def first_finite_column(X: np.ndarray) -> np.ndarray:
+def first_finite_column(X: np.ndarray, columns: Iterable[str] | None = None) -> np.ndarray:
     """:func:`first_finite` of each row of ``X`` (1-D input is one value a row): a contiguous
-    float vector, NaN where a row has no finite value (inf counts as missing).
+    float vector, NaN where a row has no finite value (inf counts as missing). ``X`` and
+    ``columns`` are checked as :func:`readings` checks them.
 
     >>> first_finite_column(np.array([[np.nan, 2.0], [np.inf, np.nan], [3.0, 4.0]]))
     array([ 2., nan,  3.])
     """
-    a = np.asarray(X, dtype=float)
+    a = readings_array(X, columns)
     a = np.where(np.isfinite(a), a, np.nan)
     if a.ndim == 2:
         if a.shape[1] == 0:
@@ -59,20 +63,72 @@ def first_finite_column(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=float)
 
 
+def _shown(columns: Any) -> str:
+    """``columns`` as an error message shows it: its repr, the first names of a long list."""
+    if isinstance(columns, list) and len(columns) > 8:
+        return repr(columns[:8])[:-1] + ", ...]"
+    return repr(columns)
+
+
+def readings_array(X: Any, columns: Iterable[str] | None = None) -> np.ndarray:
+    """``X`` as a float array, checked: 1-D (one value a row) or 2-D (a row a reading, a
+    column a metric), and ``columns``, where given, one name per column (one for 1-D
+    input). What :func:`readings` and :func:`first_finite_column` take.
+
+    >>> readings_array([[1, 2], [3, 4]], ["a", "b"]).dtype
+    dtype('float64')
+    >>> readings_array([[1.0, 2.0]], ["a"])
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'columns' argument must name each column of X (2 columns, one name each; 1-D X is one column). Got ['a'] (1 name) instead.
+    """  # noqa: E501
+    return _checked(X, columns)[0]
+
+
+def _checked(X: Any, columns: Iterable[str] | None) -> tuple[np.ndarray, list[str] | None]:
+    """:func:`readings_array`, and ``columns`` as a list (``None`` where not given)."""
+    a = np.asarray(X, dtype=float)
+    if a.ndim not in (1, 2):
+        raise InvalidParameterError(
+            f"X must be 1-D (one value a row) or 2-D (a row a reading, a column a metric). "
+            f"Got an array of shape {a.shape} instead."
+        )
+    if columns is None:
+        return a, None
+    width = 1 if a.ndim == 1 else a.shape[1]
+    try:
+        if isinstance(columns, str | bytes):
+            raise TypeError
+        names = list(columns)
+    except TypeError:
+        raise InvalidParameterError(
+            f"The 'columns' argument must be a list of names, one per column of X "
+            f"({width}). Got {_shown(columns)} instead."
+        ) from None
+    if len(names) != width:
+        raise InvalidParameterError(
+            f"The 'columns' argument must name each column of X ({width} "
+            f"column{'s' if width != 1 else ''}, one name each; 1-D X is one column). "
+            f"Got {_shown(names)} ({len(names)} name{'s' if len(names) != 1 else ''}) instead."
+        )
+    return a, names
+
+
 def readings(
-    X: np.ndarray, columns: Sequence[str] | None = None
+    X: np.ndarray, columns: Iterable[str] | None = None
 ) -> tuple[np.ndarray, list[str]]:
     """``X`` as a 2-D float array (1-D input is one column) and its column names
-    (``columns``, else ``x0``, ``x1``, ...): what ``score_many`` and its kin take.
+    (``columns``, else ``x0``, ``x1``, ...): what ``score_many`` and its kin take. ``X`` must
+    be 1-D or 2-D and ``columns`` name each of its columns (:func:`readings_array`).
 
     >>> X, names = readings([1.0, 2.0])
     >>> X.shape, names
     ((2, 1), ['x0'])
     """
-    X = np.asarray(X, dtype=float)
+    X, names = _checked(X, columns)
     if X.ndim == 1:
         X = X[:, None]
-    return X, list(columns) if columns is not None else [f"x{i}" for i in range(X.shape[1])]
+    return X, names if names is not None else [f"x{i}" for i in range(X.shape[1])]
 
 
 def reading(names: Sequence[str], row: np.ndarray) -> dict[str, float]:
@@ -81,7 +137,16 @@ def reading(names: Sequence[str], row: np.ndarray) -> dict[str, float]:
     >>> reading(["a", "b"], np.array([1.0, np.nan]))
     {'a': 1.0}
     """
-    return {n: float(v) for n, v in zip(names, row, strict=True) if math.isfinite(v)}
+    try:
+        return {n: float(v) for n, v in zip(names, row, strict=True) if math.isfinite(v)}
+    except ValueError:
+        if len(names) == len(row):
+            raise
+        raise InvalidParameterError(
+            f"A row of {len(row)} value{'s' if len(row) != 1 else ''} needs one name each: "
+            f"got {len(names)} names ({_shown(list(names))}). Give 'columns' one name per "
+            f"column of X."
+        ) from None
 
 
 class Detector(abc.ABC):

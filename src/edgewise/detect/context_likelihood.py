@@ -94,7 +94,9 @@ stream read in other units (nA instead of A) scores the same; a warm-up constant
 makes any non-zero value novel.
 
 When to use: one sensor per detector, any sampling rate, unknown shape. When not: several
-correlated metrics of one device (use :class:`~edgewise.detect.pca.StreamingPCA`).
+correlated metrics of one device (use :class:`~edgewise.detect.mahalanobis.Mahalanobis`, or
+:class:`~edgewise.detect.drift_residual.DriftResidual` where the device has a known-normal
+start).
 """
 
 from __future__ import annotations
@@ -107,7 +109,13 @@ from typing import Any, ClassVar
 import numba as nb
 import numpy as np
 
-from edgewise.detect.base import DEFAULT_THRESHOLD, Detector, first_finite, first_finite_column
+from edgewise.detect.base import (
+    DEFAULT_THRESHOLD,
+    Detector,
+    first_finite,
+    first_finite_column,
+    readings_array,
+)
 from edgewise.errors import InvalidParameterError
 from edgewise.params import Interval, OneOf, validate_params
 
@@ -122,6 +130,8 @@ _OLD_RING = 22
 #: columns before the warm-up's second lowest and highest values (_MN2, _MX2) were added
 _CREEP_RING = 26
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+#: the longest repeat suppression, in readings (2**53: exact as a float, never over)
+_CD_MAX = 2.0**53
 
 
 @nb.njit(cache=True, inline="always")
@@ -429,8 +439,10 @@ def _suppress(score, t, cd, nal, p):  # type: ignore[no-untyped-def]  # pragma: 
     # repeat suppression, longer for streams that alert often
     if score >= p[13]:
         nal += 1
-        base = max(int(p[9]), int(p[10] * t))
-        cd = float(int(base * (1.0 + p[11] * nal * 1000.0 / t)))
+        # clamped before the casts: a float past int64 (suppress_rate=1e20) cast to a
+        # negative count and turned the suppression off; _CD_MAX readings is for good
+        base = max(int(min(p[9], _CD_MAX)), int(p[10] * t))
+        cd = float(int(min(base * (1.0 + p[11] * nal * 1000.0 / t), _CD_MAX)))
     elif cd > 0:
         cd -= 1
     return score, cd, nal
@@ -1170,8 +1182,9 @@ class ContextLikelihood(Detector):
         return float(_step(self.state_, self.table_, self._p, v, False))
 
     def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
-        """Score then learn each value in order (first column of 2-D input); compiled loop."""
-        a = np.asarray(X, dtype=float)
+        """Score then learn each value in order (first finite column of 2-D input); compiled
+        loop. ``X`` must be 1-D or 2-D, ``columns`` (where given) one name per column."""
+        a = readings_array(X, columns)
         # the kernels skip non-finite values themselves: one column goes in as it is
         a = np.ascontiguousarray(a[:, 0]) if a.ndim == 2 and a.shape[1] == 1 else (
             first_finite_column(a))

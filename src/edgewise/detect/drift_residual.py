@@ -8,6 +8,7 @@ and harmlessly (temperatures warming up). Scores are in [0, 1]; high means anoma
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -17,7 +18,17 @@ import numpy as np
 from edgewise.detect.base import DEFAULT_THRESHOLD, Detector, reading, readings
 from edgewise.params import Interval, OneOf, validate_params
 
-__all__ = ["DriftResidual", "LongRunResidual", "PerMetricResidual", "long_run_factor"]
+__all__ = [
+    "MIN_SPAN_READINGS",
+    "DriftResidual",
+    "LongRunResidual",
+    "PerMetricResidual",
+    "long_run_factor",
+]
+
+#: Readings of a metric the training span must hold for the metric to be scored: one
+#: reading gives no deviation (the others are left out, as metrics first seen later).
+MIN_SPAN_READINGS = 2
 
 
 # Floor of a metric's span deviation, and bound of a residual (in deviations): far from
@@ -172,9 +183,11 @@ class DriftResidual(Detector):
     1. **Training span.** The first ``train_rows`` readings are known normal: they fix
        each metric's mean and standard deviation, and the alarm level: ``margin`` times
        the largest smoothed score seen over the span (so the span itself never alarms).
-       Metrics first seen after the span are ignored. With ``scale="long-run"`` each
-       metric's deviation is widened by :func:`long_run_factor`: a slowly wandering
-       metric's span shows only part of its normal range.
+       Metrics first seen after the span are ignored, and so are metrics read fewer than
+       :data:`MIN_SPAN_READINGS` (2) times in it: one reading gives no deviation. With
+       ``scale="long-run"`` each metric's deviation is widened by
+       :func:`long_run_factor`: a slowly wandering metric's span shows only part of its
+       normal range.
     2. **Residuals.** After the span, each metric's residual is ``r_j = (x_j - m_j) / sd_j``
        against a baseline ``m_j`` that starts at the training mean.
     3. **Smoothing.** An exponentially weighted mean ``e`` of ``max_j r_j²`` (weight
@@ -278,7 +291,7 @@ class DriftResidual(Detector):
         "smooth": Interval(float, 0.0, 1.0, closed="right"),
         "margin": Interval(float, 0.0, None, closed="neither"),
         "cap": Interval(float, 1.0, None, closed="neither"),
-        "spike": Interval(float, 1.0, None, closed="left"),
+        "spike": Interval(float, 1.0, math.inf),  # inf turns the bound off
         "levels": OneOf(("pooled", "per-metric")),
         "scale": OneOf(("sample", "long-run")),
     }
@@ -400,9 +413,14 @@ class DriftResidual(Detector):
         return out
 
     def _finish_training(self) -> None:
-        names = sorted({k for row in self.buffer_ for k in row})
+        # a metric read fewer than MIN_SPAN_READINGS times in the span has no deviation to
+        # judge it by (one reading: 0, floored to 1e-12 of its level, and every later
+        # reading of it alarmed for good): left out, as a metric first seen after the span
+        counts = Counter(k for row in self.buffer_ for k in row)
+        names = sorted(k for k, c in counts.items() if c >= MIN_SPAN_READINGS)
         self.metrics_ = {k: i for i, k in enumerate(names)}
-        Z = np.array([self._vector(row) for row in self.buffer_]).reshape(-1, len(names))
+        Z = np.array([self._vector(row) for row in self.buffer_]).reshape(
+            len(self.buffer_), len(names))
         seen = ~np.isnan(Z).all(axis=0)
         mean, sd = _mean_sd(Z[:, seen])
         self.base_ = np.zeros(len(names))

@@ -123,7 +123,7 @@ class EWZScore(Detector):
 
     def score_many(self, X: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
         """Score then learn each value in order (first non-NaN column); compiled loop."""
-        a = first_finite_column(X)
+        a = first_finite_column(X, columns)
         out = np.empty(len(a))
         st = np.array([self.n_, self.mean_, self.var_], dtype=float)
         _replay(a, st, float(self.alpha), float(self.z0), int(self.warmup), out)

@@ -99,7 +99,7 @@ from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
 from edgewise.models._words import feature_kind as _kind
 from edgewise.models._words import feature_metric as _metric
 from edgewise.models._words import rounded, trait_text
-from edgewise.models.model_file import read_model_file, write_model_file
+from edgewise.models.model_file import json_number, read_model_file, write_model_file
 from edgewise.models.profile import (
     behaviour_profile,
     device_history,
@@ -789,7 +789,7 @@ class BehaviourGroups:
             "profiles_": {"index": [str(d) for d in self.profiles_.index],
                           "columns": [str(c) for c in self.profiles_.columns],
                           "data": self.profiles_.to_numpy(dtype=float).tolist()},
-        }, allow_nan=True).encode()
+        }, allow_nan=True, default=json_number).encode()
         head = {"format_version": FORMAT_VERSION, "kind": "BehaviourGroups",
                 "n_groups": self.n_groups_, "n_devices": len(self.devices_)}
         return write_model_file(path, _MAGIC, head, body)

@@ -34,6 +34,8 @@ import json
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from edgewise._private import replace_atomically
 
 __all__ = ["MAX_HEADER_BYTES", "read_model_file", "read_model_header", "write_model_file"]
@@ -46,6 +48,19 @@ __all__ = ["MAX_HEADER_BYTES", "read_model_file", "read_model_header", "write_mo
 MAX_HEADER_BYTES = 4 * 2**20
 
 
+def json_number(value: Any) -> Any:
+    """``json.dumps``' ``default`` for a model file: a NumPy scalar (a parameter given as
+    ``np.int64(5)`` or ``np.float32(0.1)``, which the parameter checks take) as the Python
+    number it holds; anything else is refused as ``json`` refuses it.
+
+    >>> json.dumps({"cap": np.float32(0.5), "k": np.int64(3)}, default=json_number)
+    '{"cap": 0.5, "k": 3}'
+    """
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def write_model_file(path: str | Path, magic: bytes, header: dict[str, Any],
                      body: bytes) -> int:
     """Write ``magic``, ``header`` with the body's ``body_sha256`` as one JSON line (keys
@@ -53,7 +68,7 @@ def write_model_file(path: str | Path, magic: bytes, header: dict[str, Any],
     0666 less the umask, as a plain write would make it. Returns the number of bytes
     written."""
     header = {**header, "body_sha256": hashlib.sha256(body).hexdigest()}
-    data = magic + json.dumps(header, sort_keys=True).encode() + b"\n" + body
+    data = magic + json.dumps(header, sort_keys=True, default=json_number).encode() + b"\n" + body
     replace_atomically(path, data, mode=0o666)
     return len(data)
 
