@@ -59,7 +59,8 @@ def test_an_empty_sensor_is_left_out_and_not_needed_to_predict(tmp_path: Path) -
     train = fleet(8).assign(dead=np.nan)
     now = fleet(3, seed=4)
     model = RULModel(n_estimators=20, cap=60.0).fit(train)
-    assert model.left_out_ == {"dead": "every cell is empty"}
+    flat = "only 1 distinct value(s) in the training rows (at least 5 needed): nothing to learn from"
+    assert model.left_out_ == {"dead": "every cell is empty", "load": flat, "flat": flat}
     assert "dead" not in model.required_columns()
     np.testing.assert_array_equal(model.predict(now), model.predict(now.assign(dead=np.nan)))
 
@@ -68,8 +69,9 @@ def test_an_empty_sensor_is_left_out_and_not_needed_to_predict(tmp_path: Path) -
     done = edgewise("train", "rul", "--data", str(tmp_path / "h.csv"), "--cap", "60",
                     "--out", str(tmp_path / "m.rul"))
     assert done.returncode == 0, done.stderr
-    assert done.stderr.strip() == ("note: column 'dead' left out of the model: every cell is "
-                                   "empty; predictions do not need it")
+    assert done.stderr.strip().splitlines() == [
+        f"note: column {c!r} left out of the model: {why}; predictions do not need it"
+        for c, why in model.left_out_.items()]
     done = edgewise("predict", "rul", "--model", str(tmp_path / "m.rul"), "--data",
                     str(tmp_path / "n.csv"))
     assert done.returncode == 0, done.stderr

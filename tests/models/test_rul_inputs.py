@@ -145,21 +145,24 @@ def test_a_frame_with_no_rows_gives_empty_results(model: RULModel) -> None:
 def _device_features(spec: dict, unit: pd.DataFrame) -> np.ndarray:
     """Window features of one unit's last row as a device computes them from
     ``rul_inputs``, row by row: values carried forward, never back; a setting before its
-    first value its ``settings_mean``; a sensor before its first value z = 0."""
+    first value its regime is unknown, and every sensor's z = 0 there; a sensor before its
+    first value z = 0."""
     from edgewise.models.windows import window_features
 
     norm = spec["normalisation"]
     settings = unit[spec["condition_columns"]].ffill().to_numpy(dtype=float)
+    unknown = np.zeros(len(unit), dtype=bool)
     if norm["regime_centers"] is not None:
-        mean_s = np.asarray(norm["settings_mean"])
-        settings = np.where(np.isnan(settings), mean_s, settings)
-        std = (settings - mean_s) / np.asarray(norm["settings_scale"])
+        unknown = np.isnan(settings).any(axis=1)
+        std = (settings - np.asarray(norm["settings_mean"])) / np.asarray(norm["settings_scale"])
         centres = np.asarray(norm["regime_centers"])
-        regime = ((std[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)
+        dist = ((np.nan_to_num(std)[:, None, :] - centres[None]) ** 2).sum(axis=2)
+        regime = dist.argmin(axis=1)
     else:
         regime = np.zeros(len(unit), dtype=int)
     raw = unit[spec["sensors"]].ffill().to_numpy(dtype=float)
     z = (raw - np.asarray(norm["mean"])[regime]) / np.asarray(norm["scale"])[regime]
+    z[unknown] = np.nan
     z = np.where(np.isnan(z), 0.0, z)
     return window_features(z, spec["window"])[-1]
 

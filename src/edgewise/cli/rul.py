@@ -4,7 +4,8 @@
 (``duckdb:///ABS/PATH``, ``postgresql://…``) or a gateway data directory holding
 ``edgewise.duckdb`` (and no CSVs). From a store every device is a unit, its metrics
 pivoted on time into columns (:func:`~edgewise.models.history.device_frame`; the time
-column counts readings). Training needs each device's failure time, and it is never
+column counts readings; ``--condition-columns`` name metrics too, which are then no
+sensors). Training needs each device's failure time, and it is never
 guessed: ``--failures CSV`` (``device_id,time`` rows; a device listed twice keeps its
 earliest time, with a warning), ``--failure-label CLASS`` (the start of the device's
 earliest current label of that class in the label store of ``--data-dir``), or
@@ -425,26 +426,33 @@ def _skipped_text(skipped: list[dict[str, Any]], shown: int = 10) -> str:
 def _store_training_table(
     url: str, devices: str | None, unit_column: str, time_column: str,
     sensor_columns: list[str] | None, failures: dict[str, int] | None,
+    condition_columns: list[str] | None = None,
 ) -> tuple[Any, list[dict[str, str]]]:
+    """The training devices' histories as one table: the unit and time columns, the
+    ``condition_columns`` (metrics too, e.g. a pump's speed setting) and the sensors
+    (``sensor_columns``, or the metrics every training device sends that are not
+    conditions). A device lacking one of them is skipped, with the metrics it lacks."""
     import pandas as pd
 
+    conditions = condition_columns or []
     got = _store_histories(url, devices, unit_column, time_column, failures)
     if not got.frames:
         raise fail(f"--data {_shown(url)!r}: no device has a known failure to train on; "
                    + _skipped_text(got.skipped))
-    if sensor_columns is None:  # the metrics every training device sends
+    if sensor_columns is None:  # the metrics every training device sends, bar the settings
         common = set.intersection(*(set(f.columns) for f in got.frames))
-        sensor_columns = sorted(common - {unit_column, time_column})
+        sensor_columns = sorted(common - {unit_column, time_column, *conditions})
     for f in list(got.frames):
-        missing = [c for c in sensor_columns if c not in f.columns]
+        missing = [c for c in [*conditions, *sensor_columns] if c not in f.columns]
         if missing:
             got.frames.remove(f)
             got.skip(str(f[unit_column].iloc[0]), f"lacks metric(s) {missing}")
     if not got.frames or not sensor_columns:
-        raise fail(f"--data {_shown(url)!r}: no metric is sent by every training device; "
-                   + _skipped_text(got.skipped))
-    table = pd.concat([f[[unit_column, time_column, *sensor_columns]] for f in got.frames],
-                      ignore_index=True)
+        besides = " besides the --condition-columns" if conditions else ""
+        raise fail(f"--data {_shown(url)!r}: no metric{besides} is sent by every training "
+                   "device; " + _skipped_text(got.skipped))
+    table = pd.concat([f[[unit_column, time_column, *conditions, *sensor_columns]]
+                       for f in got.frames], ignore_index=True)
     return table, got.skipped
 
 
@@ -459,7 +467,8 @@ def train_rul(
     unit_column: Annotated[str, typer.Option(help="Column naming the unit/device.")] = "unit",
     time_column: Annotated[str, typer.Option(help="Column ordering each unit's rows.")] = "cycle",
     condition_columns: Annotated[
-        str | None, typer.Option(help="Comma-separated operating-setting columns.")
+        str | None, typer.Option(help="Comma-separated operating-setting columns (from a "
+                                 "store: metrics, never taken as sensors).")
     ] = None,
     sensor_columns: Annotated[
         str | None, typer.Option(help="Comma-separated sensors (default: all other numerics; "
@@ -521,7 +530,8 @@ def train_rul(
         elif failure_label:
             fails = _label_failures(data_dir, _names(failure_label) or [])
         df, skipped = _store_training_table(url, devices, unit_column, time_column,
-                                            _names(sensor_columns), fails)
+                                            _names(sensor_columns), fails,
+                                            _names(condition_columns))
         if failures is not None and fails and not devices:
             seen = {str(u) for u in df[unit_column].unique()} | {s["device"] for s in skipped}
             unknown = sorted(set(fails) - seen)
@@ -536,7 +546,8 @@ def train_rul(
             time_column=time_column,
             condition_columns=_names(condition_columns),
             sensor_columns=_names(sensor_columns) if url is None else
-            [c for c in df.columns if c not in (unit_column, time_column)],
+            [c for c in df.columns
+             if c not in (unit_column, time_column, *(_names(condition_columns) or []))],
             cap=cap,
             window=window,
             models=tuple(_names(models) or ()),

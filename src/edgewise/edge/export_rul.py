@@ -146,8 +146,9 @@ def rul_inputs(model: Any) -> dict[str, Any]:
         "normalisation": {
             "z": "(value - mean[regime][sensor]) / scale[regime][sensor]; a missing value "
                  "is carried forward within the unit (the last value before it); before "
-                 "the sensor's first value in the unit z is 0; a setting before its first "
-                 "value in the unit is settings_mean",
+                 "the sensor's first value in the unit z is 0; in a row where a setting has "
+                 "not had its first value in the unit yet the regime is unknown and every "
+                 "sensor's z is 0",
             "mean": _floats(np.asarray(norm.mean_)[:, keep]),
             "scale": _floats(np.asarray(norm.scale_)[:, keep]),
             "settings_mean": _floats(norm.settings_mean_) if regimes else None,

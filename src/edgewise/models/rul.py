@@ -25,8 +25,12 @@ piecewise-linear RUL of the C-MAPSS literature. The pipeline:
 Predictions are made at the last row of each unit ("its current state"). A value missing
 in some rows is carried forward within its unit (never back: a device scoring rows as they
 come cannot see a later value, and an exported model must see what Python computed); in the
-rows before a sensor's first value in the unit its z-score is 0, its regime's mean (a
-setting there takes its training mean). A unit in which a sensor the
+rows before a sensor's first value in the unit its z-score is 0, its regime's mean; in
+the rows before a setting's first value the unit's regime is not known, so every sensor's
+z-score there is 0 (when the model found several regimes: a stand-in for the setting, such
+as its training mean, lies between the regimes and would score the sensors against an
+arbitrary one), and in training such rows take no part in finding the regimes or their
+statistics. A unit in which a sensor the
 model uses has no value at all, or a value that is not finite, is refused by name
 (:meth:`RULModel.unscorable` lists such units with why), never filled with a made-up level.
 Predictions and intervals are of the RUL capped at ``cap`` (:meth:`RULModel.open_above`
@@ -241,10 +245,22 @@ class RULModel:
             raise InvalidParameterError(
                 f"The data has the column(s) {twice} more than once; give each column once."
             )
+        self._check_units(X[self.unit_column])
         self._check_times(X[self.time_column])
         bad = [c for c in columns[2:] if not pd.api.types.is_numeric_dtype(X[c])]
         if bad:
             raise InvalidParameterError(f"Column(s) {bad} must be numeric for RULModel.")
+
+    def _check_units(self, units: pd.Series) -> None:
+        """Every row names its unit: an empty id (NaN, None) is refused by row, as the
+        row's history cannot be told (it failed as 'bad operand type for unary ~')."""
+        empty = units.isna().to_numpy()
+        if empty.any():
+            at = int(np.flatnonzero(empty)[0])
+            raise InvalidParameterError(
+                f"The unit column {self.unit_column!r} has no value in row {at + 1} "
+                f"({int(empty.sum())} such row(s)); every row needs the unit it belongs to.",
+                field="X", value=at + 1)
 
     def _check_times(self, times: pd.Series) -> None:
         """The time column orders each unit's rows: numbers, every one of them finite."""
@@ -370,9 +386,9 @@ class RULModel:
         """Units, times, settings and sensors, NaNs carried forward within a unit (never
         back: a device scores rows as they come and cannot see a later value). What stays
         NaN (rows before a column's first value in the unit) is filled where the values
-        are used: a sensor's z-score is 0 (:func:`_z`), a setting its mean
-        (:func:`_filled_settings`). A column with no value in a unit is refused before
-        this, where it matters; elsewhere it is 0."""
+        are used: a sensor's z-score is 0 (:func:`_z`), and so is every sensor's in a row
+        whose regime is unknown (a setting NaN). A column with no value in a unit is
+        refused before this, where it matters; elsewhere it is 0."""
         by = df[self.unit_column].to_numpy()
         vals = vals.groupby(by).ffill()
         # a column with no value in the unit is not used (else refused): a plain 0
@@ -524,8 +540,9 @@ class RULModel:
             # its z-scores 0 (see _z), as for any row before a first value
             warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
             warnings.filterwarnings("ignore", "Degrees of freedom", RuntimeWarning)
-            norm = ConditionNormalizer(random_state=seed).fit(
-                _filled_settings(settings, None), sensors)
+            # a row whose setting is NaN (before its first value) has no known regime: left
+            # out of the clustering and of the regimes' statistics
+            norm = ConditionNormalizer(random_state=seed).fit(settings, sensors)
         feats, seqs = self._views(norm, units, settings, sensors, "cnn" in self.models)
         core: dict[str, Any] = {"norm": norm}
         if "gbm" in self.models:
@@ -652,6 +669,7 @@ class RULModel:
         self.bands_ = ConformalBands(alpha=self.alpha).fit(cal_pred, target[cuts])
         self.n_calibration_ = len(cuts)
         self.core_ = self._fit_core(units, settings, sensors, target, seed)
+        self._name_constant_sensors()
         self.n_features_in_ = len(self.sensors_) + len(self.conditions_)
         self.feature_names_ = feature_names(
             [s for s, k in zip(self.sensors_, self.core_["norm"].keep_, strict=True) if k]
@@ -662,6 +680,28 @@ class RULModel:
         self.n_units_ = len(uniq)
         self._record_domain(units, times, settings, sensors)
         return self
+
+    def _name_constant_sensors(self) -> None:
+        """Name in ``left_out_`` each sensor the normaliser dropped (fewer than
+        ``min_distinct`` distinct values in every regime: constant, a stuck or placeholder
+        feed), and refuse a fit that kept none: its model would predict from the unit's
+        age alone, whatever the sensors said."""
+        norm = self.core_["norm"]
+        need = norm.min_distinct
+        where = "in any operating regime" if norm.n_conditions_ > 1 else "in the training rows"
+        dropped = {s: int(d) for s, d, k in zip(self.sensors_, norm.distinct_, norm.keep_,
+                                                strict=True) if not k}
+        self.left_out_ |= {s: f"only {d} distinct value(s) {where} (at least {need} "
+                              "needed): nothing to learn from" for s, d in dropped.items()}
+        if not norm.keep_.any():
+            shown = ", ".join(f"{s!r}: {d}" for s, d in list(dropped.items())[:10])
+            more = f" and {len(dropped) - 10} more" if len(dropped) > 10 else ""
+            raise InvalidParameterError(
+                f"RULModel has no sensor to learn from: every sensor shows fewer than {need} "
+                f"distinct values {where} (distinct values: {shown}{more}), so it carries no "
+                "sign of wear (a constant, stuck or placeholder feed) and the model would "
+                "predict from the unit's age alone. Give sensors whose values vary.",
+                field="sensor_columns", value=list(dropped))
 
     def _record_domain(self, units: np.ndarray, times: np.ndarray,
                        settings: np.ndarray | None, sensors: np.ndarray) -> None:
@@ -836,28 +876,12 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _filled_settings(settings: np.ndarray | None, mean: np.ndarray | None) -> np.ndarray | None:
-    """``settings`` with each NaN (rows before the setting's first value in their unit) set
-    to the setting's ``mean`` (by default its mean over the rows given; 0 for a column with
-    no value): standardised, 0, the regime the device takes for such a row too.
-
-    >>> _filled_settings(np.array([[np.nan, 1.0], [2.0, np.nan], [4.0, np.nan]]), None).tolist()
-    [[3.0, 1.0], [2.0, 1.0], [4.0, 1.0]]
-    """
-    if settings is None or not np.isnan(settings).any():
-        return settings
-    if mean is None:
-        known = ~np.isnan(settings)
-        count = known.sum(axis=0)
-        mean = np.where(count > 0, np.where(known, settings, 0.0).sum(axis=0)
-                        / np.maximum(count, 1), 0.0)
-    return np.where(np.isnan(settings), np.asarray(mean, dtype=float)[None, :], settings)
-
-
 def _z(norm: ConditionNormalizer, settings: np.ndarray | None, sensors: np.ndarray) -> np.ndarray:
     """The kept sensors' per-regime z-scores; 0 (the regime's mean) in rows before a sensor's
-    first value in the unit, as a device that has not yet had a reading of it takes it."""
-    z = norm.transform(_filled_settings(settings, norm.settings_mean_), sensors)
+    first value in the unit, as a device that has not yet had a reading of it takes it, and
+    0 for every sensor in a row whose regime is unknown (a setting before its first value,
+    when the model found several regimes), which no regime's mean and spread describe."""
+    z = norm.transform(settings, sensors)
     return np.where(np.isnan(z), 0.0, z)
 
 
