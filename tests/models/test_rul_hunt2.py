@@ -59,7 +59,8 @@ def test_an_empty_sensor_is_left_out_and_not_needed_to_predict(tmp_path: Path) -
     train = fleet(8).assign(dead=np.nan)
     now = fleet(3, seed=4)
     model = RULModel(n_estimators=20, cap=60.0).fit(train)
-    flat = "only 1 distinct value(s) in the training rows (at least 5 needed): nothing to learn from"
+    flat = ("only 1 distinct value(s) in the training rows (at least 5 needed): nothing to "
+            "learn from")
     assert model.left_out_ == {"dead": "every cell is empty", "load": flat, "flat": flat}
     assert "dead" not in model.required_columns()
     np.testing.assert_array_equal(model.predict(now), model.predict(now.assign(dead=np.nan)))
