@@ -47,6 +47,7 @@ __all__ = [
     "Dataset",
     "NabScoring",
     "alarm_pieces",
+    "comparison_lines",
     "event_f1",
     "load_nab",
     "pump_fleet",
@@ -508,8 +509,39 @@ def to_markdown(results: dict[str, dict[str, object]], command: str) -> str:
                                                       else f"{a:.2f} ± {b:.2f}"
                                                       for a, b in zip(m, sd, strict=True)) + " |")
             lines.append("")
-        lines += [(f"Gain with 25 active labels / gain with 100 random labels (event F1): "
-                  f"{e.get('gain_ratio_active25_vs_random100')} (goal >= 0.8)."),
-                  (f"Active beats random (event F1) at budgets {budgets[1:]}: "
-                  f"{e.get('active_beats_random')}."), ""]
+        lines += [*comparison_lines(e), ""]
     return "\n".join(lines) + "\n"
+
+
+def comparison_lines(entry: dict[str, object]) -> list[str]:
+    """The lines comparing active with random labels in one dataset's results: the gain
+    ratio (goal >= 0.8) and at which budgets active beats random; or, in a run without
+    both the ``mix`` (active) and ``random`` strategies, one line saying they need both
+    (they printed ``None`` then, as though measured).
+
+    >>> for line in comparison_lines({
+    ...     "budgets": [0, 25, 100], "active_f1": [0.2, 0.5, 0.6], "random_f1": [0.2, 0.3, 0.6],
+    ...     "active_beats_random": [True, False], "gain_ratio_active25_vs_random100": 0.75,
+    ... }):
+    ...     print(line)
+    Gain with 25 active labels / gain with 100 random labels (event F1): 0.75 (goal >= 0.8).
+    Active beats random (event F1) at budgets [25, 100]: [True, False].
+    >>> comparison_lines({"budgets": [0, 25, 100], "active_f1": [0.2, 0.5, 0.6]})[0][:40]
+    "Gain and 'active beats random' need both"
+    """
+    budgets = entry["budgets"]
+    assert isinstance(budgets, list)
+    run = [k[:-3] for k in entry if k.endswith("_f1") and not k.endswith("window_f1")]
+    if "active_f1" not in entry or "random_f1" not in entry:
+        return [("Gain and 'active beats random' need both strategies 'mix' (active) and "
+                 f"'random'; this run had {', '.join(run) or 'none'} only.")]
+    if "gain_ratio_active25_vs_random100" not in entry:
+        gain = "n/a (needs the budgets 0, 25 and 100)"
+    else:
+        ratio = entry["gain_ratio_active25_vs_random100"]
+        gain = "n/a (100 random labels gained nothing)" if ratio is None else str(ratio)
+    beats = [k for k in budgets if k > 0]
+    return [(f"Gain with 25 active labels / gain with 100 random labels (event F1): {gain} "
+             "(goal >= 0.8)."),
+            (f"Active beats random (event F1) at budgets {beats}: "
+             f"{entry.get('active_beats_random')}.")]

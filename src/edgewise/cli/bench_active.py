@@ -115,5 +115,9 @@ def bench_active(
         width = max([10, *(len(k) for k in keys)])
         for k in keys:
             typer.echo(f"  {k:{width}s} {e[k]}")
-        typer.echo(f"  gain ratio (25 active / 100 random): "
-                   f"{e.get('gain_ratio_active25_vs_random100')}")
+        if "active_f1" in e and "random_f1" in e:
+            typer.echo(f"  gain ratio (25 active / 100 random): "
+                       f"{e.get('gain_ratio_active25_vs_random100')}")
+        else:  # it printed None, as though measured
+            typer.echo("  gain ratio (25 active / 100 random): needs both --strategies mix "
+                       "and random")

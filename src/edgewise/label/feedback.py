@@ -38,7 +38,7 @@ import numpy as np
 
 from edgewise.detect.base import DEFAULT_THRESHOLD, Detector
 from edgewise.errors import InvalidParameterError, NotFittedError
-from edgewise.label.store import is_anomalous
+from edgewise.label.store import check_label, is_anomalous
 from edgewise.label.windows import WindowSet
 from edgewise.params import Interval, validate_params
 
@@ -179,12 +179,15 @@ class FeedbackDetector(Detector):
         threshold if they had not raised an alarm, by at most ``max_lower``: readings
         scored lower than that look ordinary to the detector and change nothing but
         ``n_confirmed_`` (see ``max_lower``).
+
+        ``label`` is checked as :meth:`~edgewise.label.store.LabelStore.add` checks it
+        (:func:`~edgewise.label.store.check_label`): anything else, an alert's verdict
+        (``"false_alarm"``) or a misspelt ``"Normal"`` included, raises
+        :class:`InvalidParameterError` and changes nothing.
         """
-        if not isinstance(label, str) or not label:
-            raise InvalidParameterError(
-                f"The 'label' of FeedbackDetector.feedback must be 'normal', 'anomaly' or a "
-                f"fault class. Got {label!r} instead."
-            )
+        # as a stored label is checked: anything but exactly "normal" counted as a fault
+        # confirmed, so "false_alarm", "Normal" or "normal " kept a false alarm alarming
+        check_label(label, "The 'label' of FeedbackDetector.feedback")
         rows = [dict(r) for r in readings]
         if not rows:
             return

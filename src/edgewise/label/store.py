@@ -52,8 +52,8 @@ if TYPE_CHECKING:
     from edgewise.security import Security
 
 __all__ = ["LABEL_RE", "DeviceDeletion", "HeldLabels", "Label", "LabelStore", "LabelsBusyError",
-           "deleted_devices", "is_anomalous", "labels_csv", "note_digest", "read_labels_csv",
-           "read_labels_csv_lines"]
+           "check_label", "deleted_devices", "is_anomalous", "labels_csv", "note_digest",
+           "read_labels_csv", "read_labels_csv_lines"]
 
 _ANY = object()  # save_mix_state: no state expected, write whatever is stored
 
@@ -94,6 +94,32 @@ CREATE TABLE IF NOT EXISTS snapshots (
     label_ids TEXT NOT NULL
 );
 """
+
+
+def check_label(label: object, what: str = "The 'label' of a label") -> None:
+    """Raise :class:`InvalidParameterError` unless ``label`` is a window label value
+    (:data:`LABEL_RE`: ``normal``, ``anomaly`` or a fault class) and no alert verdict
+    (``false_alarm``, ``true_alarm``, which a fault class would misread). ``what`` names
+    the value in the message.
+
+    >>> check_label("bearing_wear")
+    >>> try:
+    ...     check_label("Normal")
+    ... except InvalidParameterError as exc:
+    ...     print(exc.field, exc.value)
+    label Normal
+    """
+    if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
+        raise InvalidParameterError(
+            f"{what} must be {_LABEL_ALLOWED}. Got {label!r} instead.",
+            field="label", value=label,
+        )
+    if label in _VERDICTS:
+        raise InvalidParameterError(
+            f"{what} must be {_LABEL_ALLOWED}, not an alert's verdict: use 'normal' for a "
+            f"false alarm, 'anomaly' for a true one. Got {label!r} instead (it would be "
+            "taken as a fault class).", field="label", value=label,
+        )
 
 
 def is_anomalous(label: str) -> bool:
@@ -230,18 +256,7 @@ class LabelStore:
                 f"give end_ns = start_ns + 1 for it. Got start_ns={start_ns}, "
                 f"end_ns={end_ns} instead.", field="end_ns", value=end_ns,
             )
-        if not isinstance(label, str) or not LABEL_RE.fullmatch(label):
-            raise InvalidParameterError(
-                f"The 'label' of a label must be {_LABEL_ALLOWED}. Got {label!r} instead.",
-                field="label", value=label,
-            )
-        if label in _VERDICTS:
-            raise InvalidParameterError(
-                f"The 'label' of a label must be {_LABEL_ALLOWED}, not an alert's verdict: "
-                "use 'normal' for a false alarm, 'anomaly' for a true one. Got "
-                f"{label!r} instead (it would be taken as a fault class).",
-                field="label", value=label,
-            )
+        check_label(label)
 
     def add(
         self,
@@ -726,13 +741,12 @@ class LabelStore:
             ).fetchone()
             if row is None:
                 raise KeyError(f"Label snapshot {snapshot_id!r} is not recorded in {self.path}.")
-            ids = json.loads(row[0])
-            if not ids:
-                return []
-            marks = ",".join("?" * len(ids))
+            # the ids as one JSON parameter, not one '?' each: a snapshot of more labels
+            # than SQLite's variable limit (999 before 3.32, 32766 since) raised "too many
+            # SQL variables", and training on it failed as if the file were bad
             rows = self._db.execute(
-                f"SELECT {_COLS} FROM labels WHERE id IN ({marks}) "
-                "ORDER BY device_id, start_ns, end_ns", ids,
+                f"SELECT {_COLS} FROM labels WHERE id IN (SELECT value FROM json_each(?)) "
+                "ORDER BY device_id, start_ns, end_ns", (row[0],),
             ).fetchall()
         return [_row(r) for r in rows]
 
@@ -812,13 +826,24 @@ def read_labels_csv_lines(
         head = fh.readline()
         fh.seek(0)
         reader = csv.DictReader(fh, delimiter=separator(head))
+        # names as a spreadsheet writes them: "device_id, start" or "Label" name the columns
+        # too (they were "missing")
+        as_read = list(reader.fieldnames or [])
+        reader.fieldnames = [name.strip().lower() for name in as_read]
         need = {"device_id", "start", "end", "label"}
-        missing = need - set(reader.fieldnames or [])
+        missing = need - set(reader.fieldnames)
         if missing:
             raise InvalidParameterError(
                 f"Label CSV {str(path)!r} must have the columns device_id,start,end,label "
-                f"(note optional). Missing: {', '.join(sorted(missing))}."
+                f"(note optional). Missing: {', '.join(sorted(missing))}; the header names "
+                f"{as_read!r}."
             )
+        twice = sorted({n for n in reader.fieldnames if reader.fieldnames.count(n) > 1}
+                       & (need | {"note"}))
+        if twice:  # the last one would be read, silently
+            raise InvalidParameterError(
+                f"Label CSV {str(path)!r} names the column {twice[0]!r} more than once "
+                f"(letter case and spaces aside): the header names {as_read!r}; keep one.")
         seen: dict[tuple[str, int, int], tuple[str, int]] = {}
         for rec in reader:
             line = reader.line_num

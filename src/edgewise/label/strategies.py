@@ -483,10 +483,14 @@ class DefaultMix(QueryStrategy):
             while order and order[0] in chosen:
                 order.pop(0)
             # a window another strategy took this round is further down every order: the
-            # spread check looks at groups only, so it must be passed over here too
-            spread_ok = [i for i in order[:200] if i not in chosen and (
-                not self.spread or pool.groups is None or pool.groups[i] not in seen)]
-            i = int(spread_ok[0] if spread_ok else order[0])
+            # spread check looks at groups only, so it must be passed over here too. The
+            # whole order is searched (lazily: it stops at the first fit), as the single
+            # strategies search theirs: looking at its first 200 only, a device holding
+            # them all (an alarm storm) was asked twice while other devices went unasked
+            spread_ok = next((i for i in order if i not in chosen and (
+                not self.spread or pool.groups is None or pool.groups[i] not in seen)),
+                None)
+            i = int(order[0] if spread_ok is None else spread_ok)
             picked.append(i)
             chosen.add(i)
             if pool.groups is not None:

@@ -167,7 +167,9 @@ def windows_from_series(
         for c in range(d):
             point[:, j] = np.maximum(point[:, j], make().score_many(X[:, [c]]))
     bounds = list(range(0, T, length))
-    if bounds and T - bounds[-1] < length // 2 and len(bounds) > 1:
+    # the last, shorter window is kept if at least half full: 2 * rest >= length (rest <
+    # length // 2 kept 1 reading of 3, a third, as a window of its own)
+    if bounds and 2 * (T - bounds[-1]) < length and len(bounds) > 1:
         bounds.pop()
     ends = [*bounds[1:], T]
     n = len(bounds)
