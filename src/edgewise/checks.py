@@ -19,9 +19,20 @@ passes every check except the reopen ones; use a file.
 >>> [c.__name__ for c in yield_store_checks()][:2]
 ['check_store_implements_protocol', 'check_store_idempotent_append']
 
-To run them all (each check needs its own empty store, hence a factory of factories)::
+To run them all, each check needs its own empty store, hence a factory of factories; each
+factory names its file once (the default argument, bound when ``make_factory`` makes it),
+so that calling it again reopens the same file, not a fresh empty one::
 
-    check_store(lambda: (lambda: DuckDBStore(fresh_path())))
+    root = pathlib.Path(tempfile.mkdtemp())
+    paths = (root / f"store-{i}.duckdb" for i in itertools.count())
+    check_store(lambda: (lambda path=next(paths): DuckDBStore(path)))
+
+One check with such a factory:
+
+>>> import itertools
+>>> paths = (pathlib.Path(tempfile.mkdtemp()) / f"s{i}.duckdb" for i in itertools.count())
+>>> make_factory = lambda: (lambda path=next(paths): DuckDBStore(path))
+>>> check_store_reopen_keeps_everything(make_factory())
 """
 
 from __future__ import annotations
@@ -647,7 +658,10 @@ def check_store_failed_append_leaves_nothing(factory: StoreFactory) -> None:
         raise AssertionError("append on a closed store did not raise StoreError")
     store = factory()
     try:
-        assert store.count_readings() == len(good), store.count_readings()
+        n = store.count_readings()
+        assert n == len(good), (
+            f"readings lost across reopen: {n} of {len(good)} (does the factory reopen "
+            "the same store, or make a fresh one each call?)")
     finally:
         store.close()
 

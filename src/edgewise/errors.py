@@ -30,6 +30,7 @@ with the federated code (``edgewise.federated.server_app`` and
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 __all__ = [
@@ -141,7 +142,7 @@ class PayloadError(EdgewiseError, ValueError):
         """  # noqa: E501
         value = self.value
         if not isinstance(value, str | int | float | bool | None):
-            value = repr(value)[:200]
+            value = _shown_value(value)
         elif isinstance(value, float) and value != value:  # NaN is not JSON
             value = "NaN"
         elif isinstance(value, float) and value in (float("inf"), float("-inf")):
@@ -154,6 +155,38 @@ class PayloadError(EdgewiseError, ValueError):
             "index": self.index,
             "detail": str(self),
         }
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist, _SHOWN.maxtuple = 3, 4, 4, 4
+_SHOWN.maxset = _SHOWN.maxfrozenset = _SHOWN.maxdeque = _SHOWN.maxarray = 4
+_SHOWN.maxstring, _SHOWN.maxlong, _SHOWN.maxother = 40, 40, 40
+#: The longest text :func:`_shown_value` gives.
+_MAX_SHOWN_CHARS = 200
+
+
+def _shown_value(value: Any) -> str:
+    """A bounded summary of a value that is no JSON scalar (an object or array as a device
+    sent it), as a problem body shows it: at most ``_MAX_SHOWN_CHARS`` characters, three
+    levels deep and four items a level at most. A value nested hundreds of levels deep
+    (``json.loads`` builds one from a few kilobytes) is never walked whole: ``repr`` of it
+    raised ``RecursionError`` in the request handler, after the message was handled.
+
+    >>> _shown_value({"a": [1, 2, 3, 4, 5, 6]})
+    "{'a': [1, 2, 3, 4, ...]}"
+    >>> deep = 1
+    >>> for _ in range(100_000):
+    ...     deep = {"a": deep}
+    >>> _shown_value(deep)
+    "{'a': {'a': {'a': {...}}}}"
+    """
+    try:
+        text = _SHOWN.repr(value)
+    except Exception:  # a repr that fails (an integer past 4300 digits, a broken class)
+        text = f"<{type(value).__name__}>"
+    if len(text) > _MAX_SHOWN_CHARS:
+        text = text[:_MAX_SHOWN_CHARS - 3] + "..."
+    return text
 
 
 class QualityError(EdgewiseError, ValueError):

@@ -5,6 +5,8 @@ Two payload forms are accepted, each as one object or a JSON array of them:
 * **Compact**: ``{"ts": <RFC 3339 or epoch s>, "metrics": {"name": number, …}, "seq": <int>}``.
   ``seq`` is optional; devices that want exactly-once delivery number their messages
   with a per-device monotonic counter and resend until the gateway acknowledges it.
+  An optional ``"units": {"temp_c": "Cel"}`` gives metrics their units: one that is no
+  object rejects the record (``bad_shape``), a unit that is not text its metric's reading.
 * **SenML** (RFC 8428): a JSON array of records with base fields ``bn``/``bt``/``bu``/``bv``
   and ``n``/``t``/``u``/``v``/``vb``. Times below 2**28 are relative to now, as the RFC says.
   Numbers (``v``) and booleans (``vb``) are stored; ``vs``/``vd`` records are rejected with
@@ -520,6 +522,43 @@ def _parse_keeping_repeats(raw: bytes) -> tuple[Any, dict[int, dict[str, list[An
     return json.loads(raw, parse_int=_json_int, object_pairs_hook=pairs_hook), repeated
 
 
+def _nesting_depth(raw: bytes) -> int:
+    """How deep the objects and arrays of the JSON text ``raw`` nest (brackets inside
+    strings not counted); for an error message, so only read once parsing has failed.
+
+    >>> _nesting_depth(b'{"ts": 1, "metrics": {"a": 1}, "x": "{[["}'), _nesting_depth(b"1")
+    (2, 0)
+    """
+    brackets = _JSON_STRING_RE.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for c in brackets:
+        depth += 1 if c in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+_JSON_STRING_RE = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
+def _too_deep(raw: bytes, device_id: str) -> PayloadError:
+    """The rejection of a payload nested too deep for the JSON parser (``RecursionError``):
+    what would have been accepted and how deep it nests, not only "must be JSON"
+    (valid JSON, it was: a parser reads some thousand levels at most, fewer the deeper
+    its caller's own stack).
+
+    >>> e = _too_deep(b'{"x": ' + b'[' * 3000 + b']' * 3000 + b'}', "p")
+    >>> e.reason, e.value
+    ('bad_json', 'JSON nested 3001 levels deep')
+    """
+    return PayloadError(
+        device_id=device_id, field="payload", value=f"JSON nested {_nesting_depth(raw)} "
+        "levels deep", allowed="UTF-8 JSON (compact or SenML) whose objects and arrays nest "
+        "fewer levels (the JSON parser stops short of a thousand; a compact record nests 2, "
+        "a batch of them 3)", reason="bad_json",
+    )
+
+
 def _may_repeat_keys(raw: bytes, records: list[Any]) -> bool:
     """Whether the parser may have dropped a repeated key from ``records`` (parsed from
     ``raw``): ``False`` is certain, ``True`` means "parse again, keeping repeats, and see".
@@ -639,11 +678,13 @@ def decode(
         )
     try:
         doc = json.loads(raw, parse_int=_json_int)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+    except (UnicodeDecodeError, ValueError):
         raise PayloadError(
             device_id=device_id, field="payload", value=raw[:40].decode("utf-8", "replace"),
             allowed="UTF-8 JSON (compact or SenML)", reason="bad_json",
         ) from None
+    except RecursionError:
+        raise _too_deep(raw, device_id) from None
     now_ns = time.time_ns() if now_ns is None else now_ns
     out = Decoded()
     if isinstance(doc, dict):
@@ -659,7 +700,10 @@ def decode(
         return out
     repeated: dict[int, dict[str, list[Any]]] = {}
     if _may_repeat_keys(raw, records):  # look again, slowly, keeping repeated keys
-        doc, repeated = _parse_keeping_repeats(raw)
+        try:
+            doc, repeated = _parse_keeping_repeats(raw)
+        except RecursionError:  # its hook costs stack: one parse may pass, this one not
+            raise _too_deep(raw, device_id) from None
         records = [doc] if isinstance(doc, dict) else doc
     expiry = (retention_cut_ns(retention_days), retention_days) if retention_days > 0 else None
     if _looks_senml(records):
@@ -794,21 +838,31 @@ def _decode_compact(
             allowed='a non-empty object of name to number, e.g. {"temp_c": 21.5}',
             reason="bad_shape" if metrics is not None else "missing_field", index=idx,
         )
-    units = rec.get("units") or {}
-    if not isinstance(units, dict):
+    units = rec.get("units")
+    if units is None:
         units = {}
+    elif not isinstance(units, dict):  # was dropped without a word, as a unit not text was
+        raise PayloadError(
+            device_id=device_id, field="units", value=units,
+            allowed='an object of metric name to unit text, e.g. {"temp_c": "Cel"} (or '
+            "no 'units' field)", reason="bad_shape", index=idx,
+        )
     for name, value in metrics.items():
         try:
             metric = _check_metric(name, f"metrics.{name}", device_id, idx)
             v = float(value) if isinstance(value, bool) else _check_value(
                 value, f"metrics.{name}", device_id, idx, "a finite number or a boolean")
+            unit = units.get(name)
+            if unit is not None and not isinstance(unit, str):
+                raise PayloadError(
+                    device_id=device_id, field=f"units.{name}", value=unit,
+                    allowed='the unit as text, e.g. "Cel" (or null: no unit); the '
+                    "metric's reading was left out", reason="bad_type", index=idx,
+                )
         except PayloadError as exc:
             out.reject(exc)
             continue
-        unit = units.get(name)
-        out.readings.append(
-            Reading(device_id, metric, ts_ns, v, seq, unit if isinstance(unit, str) else None)
-        )
+        out.readings.append(Reading(device_id, metric, ts_ns, v, seq, unit))
 
 
 def _decode_senml(
@@ -818,7 +872,7 @@ def _decode_senml(
 ) -> None:
     bn: str | None = ""  # None: refused, so the records after it have no name (bad_metric)
     bu, bv = None, 0.0
-    bt: int | float = 0.0  # an int as sent (an integer ns bt keeps every digit)
+    bt: int | float = 0  # an int as sent (an integer ns bt keeps every digit)
     seq: int | None = None
     absolute = False  # a value record's time was absolute (even if the record was refused)
     for i, rec in enumerate(records):
@@ -929,8 +983,12 @@ def _decode_senml(
                     allowed="a record after a valid base time (the pack's 'bt' was refused)",
                     reason="bad_ts", index=i,
                 )
-            t = _check_value(rec["t"], "t", device_id, i) if "t" in rec else 0.0
-            if bt >= _SENML_RELATIVE_LIMIT and math.isfinite(bt + t):  # else bad_ts below
+            t: int | float = 0
+            if "t" in rec:
+                t = _check_value(rec["t"], "t", device_id, i)
+                if isinstance(rec["t"], int):  # as sent: an integer (ns) t keeps every digit
+                    t = rec["t"]
+            if bt >= _SENML_RELATIVE_LIMIT and _finite_sum(bt, t):  # else bad_ts below
                 # an absolute base time: its unit (s, ms, us or ns) told from bt alone, bt
                 # made nanoseconds exactly, and t (seconds, RFC 8428) added to it
                 ts_ns = _senml_time_ns(bt, t)
@@ -943,7 +1001,7 @@ def _decode_senml(
                     now_ns=now_ns, max_future_s=max_future_s, device_id=device_id, index=i,
                 )
             else:
-                t = bt + t  # no base time, or a relative one: seconds
+                t = _senml_sum(bt, t)  # no base time, or a relative one: seconds
                 if t < _SENML_RELATIVE_LIMIT:
                     t = now_ns / 1e9 + t
                 else:
@@ -990,11 +1048,11 @@ def _compact_in_senml(rec: dict[str, Any], device_id: str, index: int) -> Payloa
     )
 
 
-def _senml_time_ns(bt: int | float, t: float) -> int:
+def _senml_time_ns(bt: int | float, t: int | float) -> int:
     """Nanoseconds of a SenML record's time ``bt + t``, for an absolute base time ``bt``:
     its unit (s, ms, us or ns) is told from ``bt`` alone (:func:`epoch_unit_ns`), an
     integer ``bt`` is converted exactly, and ``t`` is in seconds (RFC 8428), whatever the
-    unit of ``bt``.
+    unit of ``bt`` (an integer ``t`` exactly too).
 
     >>> _senml_time_ns(1706702400000, 5) == _senml_time_ns(1706702400, 5) == 1706702405 * 10**9
     True
@@ -1005,10 +1063,46 @@ def _senml_time_ns(bt: int | float, t: float) -> int:
         base = bt * epoch_unit_ns(abs(bt))
     else:
         base = epoch_ns(bt)
+    if isinstance(t, int) and abs(t) < _EPOCH_LIMIT:
+        return base + t * 1_000_000_000
     step = t * 1e9
     if not math.isfinite(step):  # t past 1.8e299 s: far out of range either way
         step = math.copysign(2.0**80, t)
     return base + round(step)
+
+
+def _finite_sum(a: int | float, b: int | float) -> bool:
+    """Whether ``a + b`` is finite as a float (two integers can sum past a float's range).
+
+    >>> _finite_sum(1, 2.5), _finite_sum(10**308, 10**308), _finite_sum(1e308, 1e308)
+    (True, False, False)
+    """
+    try:
+        return math.isfinite(a + b)
+    except OverflowError:
+        return False
+
+
+def _senml_sum(bt: int | float, t: int | float) -> int | float:
+    """A SenML record's time ``bt + t`` with no absolute base time: an integer when both
+    are (or ``bt`` is a whole float, ``"bt": 0.0``), so an integer nanosecond ``t`` keeps
+    every digit as compact's integer ``ts`` does; a float as before past the range of any
+    time (an integer sum there could overflow the float arithmetic that follows).
+
+    >>> _senml_sum(0, 1796550001123456789), _senml_sum(0.0, 1796550001123456789)
+    (1796550001123456789, 1796550001123456789)
+    >>> _senml_sum(-5, 1.5), _senml_sum(10**308, 10**308)
+    (-3.5, inf)
+    """
+    if isinstance(t, int) and isinstance(bt, float) and bt.is_integer():
+        bt = int(bt)
+    total = bt + t
+    if isinstance(total, int) and not -_EPOCH_LIMIT < total < _EPOCH_LIMIT:
+        try:
+            return float(total)
+        except OverflowError:
+            return math.inf if total > 0 else -math.inf
+    return total
 
 
 def _ts_out(ts_ns: int) -> float | int:

@@ -217,16 +217,35 @@ class MqttDevice:
         return self._connected.is_set()
 
     # -- sending -------------------------------------------------------------------------
+    def reserve_seq(self) -> int:
+        """Take the next seq without sending anything: :meth:`send` it later (``seq=``),
+        after messages numbered after it (a simulated reordering)."""
+        with self._lock:
+            seq = self.next_seq
+            self.next_seq += 1
+            return seq
+
     def send(self, ts: float, metrics: dict[str, float], seq: int | None = None) -> int:
         """Number, keep and publish one reading; return its seq. While disconnected it is
-        only kept: the reconnect sends it (paho is not handed it too, or it went twice)."""
+        only kept: the reconnect sends it (paho is not handed it too, or it went twice).
+
+        A ``seq`` taken earlier (:meth:`reserve_seq`) goes in ``pending`` at its place in
+        seq order, which the ack, the resends and the stall logic rely on (oldest first):
+        appended after newer ones, an acknowledged seq stayed pending behind an
+        unacknowledged one, and a stall resent it instead of the one missing.
+        """
         with self._lock:
             if seq is None:
                 seq = self.next_seq
                 self.next_seq += 1
             payload = json.dumps({"ts": ts, "metrics": metrics, "seq": seq},
                                  separators=(",", ":")).encode()
+            newer = seq not in self.pending and bool(self.pending) and (
+                next(reversed(self.pending)) > seq)
             self.pending[seq] = payload
+            if newer:  # keep seq order: move every newer seq after it (rare, O(pending))
+                for later in [s for s in self.pending if s > seq]:
+                    self.pending.move_to_end(later)
             self._info.pop(seq, None)
             connected = self.connected
         if connected:

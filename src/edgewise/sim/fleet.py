@@ -132,9 +132,7 @@ class FleetRunner:
                     metrics.pop(dropped)
             held = self._held.pop(d.device_id, None)
             if held is None and self.rng.random() < p_swap:
-                with d._lock:
-                    seq = d.next_seq
-                    d.next_seq += 1
+                seq = d.reserve_seq()
                 self._note_sent(d, seq, ts_ns)  # noted in seq order: its seq comes first
                 self._held[d.device_id] = (ts, metrics, seq)  # goes out after the next one
                 continue
