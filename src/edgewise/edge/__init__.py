@@ -112,7 +112,8 @@ def export(
     # weight scales, from the weights alone)
     if dtype == "int8" and calibration is None and fn not in _CALIBRATION_FREE:
         raise ExportError(f"dtype='int8' export of {type(model).__name__} needs calibration rows "
-                          "from real data: export(..., calibration=X).")
+                          "from real data: export(..., calibration=X) in Python, --calibration "
+                          "FILE (a CSV of input rows) with 'edgewise export'.")
     if calibration is not None:
         calibration = _calibration_by_name(model, calibration)
         _check_calibration_rows(calibration)

@@ -871,7 +871,10 @@ def mahalanobis_frozen(det: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     if not det.metrics_:
         raise ExportError("Mahalanobis has learned no metrics yet; its scoring step has no "
-                          "mean or covariance to freeze. Learn some readings first.")
+                          "mean or covariance to freeze. Learn some readings first (learn_one), "
+                          "or export a fresh one to C, whose step learns on the device "
+                          "(export_mahalanobis_c(det, metrics=[...]); 'edgewise export --detector "
+                          "mahalanobis --metrics a,b,c --format c').")
     s = det.shrunk_covariance()
     warm = det._warm()
     cold = np.flatnonzero(~warm)
