@@ -217,7 +217,7 @@ void {n}_run({n}_state_t *st, const double *v, double *out, uint32_t count);
 #define WS2 {ws2}
 #define ALONG2 {_d(p[7])}
 #define SDMIN2 {_d(p[8])}
-#define SUPP {int(p[9])}
+#define SUPP {int(min(p[9], 2.0**53))}
 #define SUPPFRAC {_d(p[10])}
 #define SUPPRATE {_d(p[11])}
 #define DAMP {_d(p[12])}
@@ -505,7 +505,11 @@ static double suppress({n}_state_t *st, double score, int64_t t, int learn) {{
         int64_t base = (int64_t)(SUPPFRAC * (double)t);
         if (base < SUPP) base = SUPP;
         s0[NAL] += 1;
-        s0[CD] = (double)(int64_t)((double)base * (1.0 + SUPPRATE * s0[NAL] * 1000.0 / (double)t));
+        /* clamped before the cast, as in Python: past int64 the cast is undefined (it
+         * turned the suppression off) and 2^53 readings is for good */
+        double cd = (double)base * (1.0 + SUPPRATE * s0[NAL] * 1000.0 / (double)t);
+        if (!(cd < 9007199254740992.0)) cd = 9007199254740992.0;
+        s0[CD] = (double)(int64_t)cd;
     }} else if (s0[CD] > 0) {{
         s0[CD] -= 1;
     }}
