@@ -135,6 +135,20 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
+def _drift_cell(d: float | None) -> str:
+    """A drift score as the table's 6-wide column: two decimals up to 999.99, then in
+    powers of ten (a score of a flat series that shifted is 1e+299: 300 digits pushed the
+    row apart), and ``-`` where it is unknown or has no meaning (``None``: too few
+    readings, a counter, a two-state series).
+
+    >>> _drift_cell(1.234), _drift_cell(8.65e9), _drift_cell(1.7e308), _drift_cell(None)
+    ('  1.23', ' 9e+09', '2e+308', '   -')
+    """
+    if d is None or not math.isfinite(d):
+        return "   -"
+    return f"{d:>6.2f}" if abs(d) < 999.995 else f"{d:>6.0e}"
+
+
 def _time_names() -> str:
     """The names :func:`~edgewise.tables.find_time_column` looks for, 'ts' (the old
     default) first.
@@ -414,8 +428,7 @@ def quality(
                    f"{'confl':>5} {'ooo':>4} {'spike':>5} {'stuck':>5} {'gaps':>4} "
                    f"{'drift':>6}")
         for name, m in rep["metrics"].items():
-            d = m["drift"]
-            drift = "   -" if d is None or not math.isfinite(d) else f"{d:>6.2f}"
+            drift = _drift_cell(m["drift"])
             typer.echo(f"  {name:<20} {m['readings']:>7} {m['completeness']:>6.3f} "
                        f"{m['validity']:>6.3f} {m['duplicates']:>4} {m['conflicts']:>5} "
                        f"{m['out_of_order']:>4} {m['spikes']:>5} {m['stuck']:>5} "

@@ -1,13 +1,16 @@
 """Slow drift: how far a recent window's level has moved from a reference window.
 
 The score is the shift of the recent median from the reference median, in units of the
-reference's robust spread (MAD × 1.4826), never less than the series' resolution (the
-smallest step between readings that recurs, :func:`~edgewise.quality.spikes.resolution`:
-a sensor that reports tenths and mostly repeats itself has no spread, and a move of its
-median by one tenth is a score of 1, not billions; the one step of a flat series that
-shifts sets no floor, so that shift scores high). A calibrated sensor that drifts shows
-a score growing over weeks while each reading still looks normal. The score is always
-finite, even between readings whose difference is past the largest float.
+robust spread (MAD × 1.4826) of the reference or of the recent window, whichever is
+larger (a reference that repeated one value, a sensor warming up or a gateway filling in,
+has no spread: the ordinary noise after it scored in the billions), never less than the
+series' resolution (the smallest step between readings that recurs,
+:func:`~edgewise.quality.spikes.resolution`: a sensor that reports tenths and mostly
+repeats itself has no spread, and a move of its median by one tenth is a score of 1, not
+billions; the one step of a flat series that shifts sets no floor, so that shift scores
+high). A calibrated sensor that drifts shows a score growing over weeks while each
+reading still looks normal. The score is always finite, even between readings whose
+difference is past the largest float.
 
 >>> rng = np.random.default_rng(0)
 >>> steady = rng.normal(0, 1, 400)
@@ -19,6 +22,11 @@ finite, even between readings whose difference is past the largest float.
 1.0
 >>> has_drift(np.r_[np.full(300, 20.0), np.full(100, 25.0)])   # a flat series shifts
 True
+>>> drift_score(np.r_[np.full(100, 20.0), 20.0 + rng.normal(0, 0.5, 300)]) < 1  # no move
+True
+
+Fewer than :data:`MIN_READINGS` finite readings fill no two windows: there the drift
+cannot be measured (:func:`drift_measurable`), and :func:`drift_score` gives 0.
 """
 
 from __future__ import annotations
@@ -28,12 +36,36 @@ import numpy as np
 from edgewise.errors import QualityError
 from edgewise.quality.spikes import MAD_SCALE, resolution
 
-__all__ = ["drift_score", "has_drift"]
+__all__ = ["MIN_READINGS", "MIN_WINDOW", "drift_measurable", "drift_score", "has_drift"]
+
+#: The fewest finite readings a reference or a recent window holds for a drift score.
+MIN_WINDOW = 5
+#: The fewest finite readings whose default windows (quarters) hold :data:`MIN_WINDOW`.
+MIN_READINGS = 4 * MIN_WINDOW
+
+
+def drift_measurable(values: object, reference: int | None = None,
+                     recent: int | None = None) -> bool:
+    """Whether :func:`drift_score` can measure a drift of ``values`` with these windows:
+    its finite values fill a reference and a recent window of at least :data:`MIN_WINDOW`
+    each (by default quarters: at least :data:`MIN_READINGS` of them). Where it cannot,
+    its score of 0 means "unknown", not "no drift" (a jump from 20 to 50 in 19 readings).
+
+    >>> drift_measurable(np.r_[np.full(10, 20.0), np.full(9, 50.0)]), drift_measurable(
+    ...     np.arange(20.0))
+    (False, True)
+    """
+    v = np.asarray(values, dtype=float)
+    n = int(np.isfinite(v).sum())
+    ref = reference if reference is not None else n // 4
+    rec = recent if recent is not None else n // 4
+    return min(ref, rec) >= MIN_WINDOW and n >= ref + rec
 
 
 def drift_score(values: object, reference: int | None = None, recent: int | None = None) -> float:
     """Shift of the last ``recent`` values from the first ``reference`` (default: quarters);
-    0 when the finite values do not fill two windows of at least 5.
+    0 when the finite values do not fill two windows of at least :data:`MIN_WINDOW`
+    (:func:`drift_measurable` tells that 0 from no drift).
 
     >>> drift_score(np.r_[np.full(20, -1.5e308), np.full(20, 1.5e308)]) > 1e9  # no NaN
     True
@@ -45,7 +77,7 @@ def drift_score(values: object, reference: int | None = None, recent: int | None
     rec = recent if recent is not None else n // 4
     if ref < 0 or rec < 0:
         raise QualityError(f"Drift windows must be >= 0. Got reference={ref}, recent={rec}.")
-    if ref < 5 or rec < 5 or n < ref + rec:
+    if ref < MIN_WINDOW or rec < MIN_WINDOW or n < ref + rec:
         return 0.0
     # in units of a power of two above the largest |reading|, which is exact: the medians
     # and steps of readings near +-1.5e308 overflowed (inf / inf: a NaN score)
@@ -53,10 +85,12 @@ def drift_score(values: object, reference: int | None = None, recent: int | None
     if big > 0:
         v = np.ldexp(v, -np.frexp(big)[1])
     a, b = v[:ref], v[-rec:]
-    med = np.median(a)
-    scale = MAD_SCALE * np.median(np.abs(a - med))
+    med, med_b = np.median(a), np.median(b)
+    # the larger spread of the two windows: a flat reference (one repeated value) left
+    # the floors alone, and ordinary noise after it scored in the billions
+    scale = MAD_SCALE * max(np.median(np.abs(a - med)), np.median(np.abs(b - med_b)))
     scale = max(scale, resolution(v), 1e-12 * abs(med), 1e-300)  # relative: any units
-    return float(abs(np.median(b) - med) / scale)
+    return float(abs(med_b - med) / scale)
 
 
 def has_drift(values: object, threshold: float = 3.0, **windows: int | None) -> bool:

@@ -2,12 +2,15 @@
 
 For each metric of one device: how complete and timely its series is, how much of it is
 valid, how many duplicates, conflicts and out-of-order readings arrived, how many
-readings sit in stuck runs or are spikes, the gaps, and a drift score; whether it is a
-cumulative counter, and then its restarts and backward steps
-(:mod:`~edgewise.quality.counters`: no drift score, a stuck run is a stretch where it did
-not count); whether it is two-state (a boolean stored as 1/0, or a series that switches
-between two values, a heater's 0 and 1500 W: :mod:`~edgewise.quality.states`; no stuck
-runs, spikes or drift, but its switches and its share of the higher value). ``rows`` are
+readings sit in stuck runs or are spikes, the gaps, and a drift score (``None``, unknown,
+where its valid readings are too few to measure one: fewer than
+:data:`~edgewise.quality.drift.MIN_READINGS`); whether it is a cumulative counter, and then
+its restarts and backward steps (:mod:`~edgewise.quality.counters`: no drift score, a
+stuck run is a stretch where it did not count; a series in a level's unit, ``Cel``,
+``%RH``, ``Pa`` ..., is never one); whether it is two-state (a boolean stored as 1/0, or
+a series that switches between two values, a heater's 0 and 1500 W:
+:mod:`~edgewise.quality.states`; no stuck runs, spikes or drift, but its switches and its
+share of the higher value). ``rows`` are
 :class:`~edgewise.telemetry.Reading` objects or mappings with ``device_id``, ``metric``,
 ``ts_ns`` (int nanoseconds; or ``ts``, read as a compact payload's: epoch s, ms, us or
 ns told apart by size, or RFC 3339 text) and ``value`` (and optionally ``unit``). The
@@ -36,7 +39,7 @@ import numpy as np
 from edgewise.errors import PayloadError, QualityError
 from edgewise.quality.base import as_series
 from edgewise.quality.counters import counter_steps
-from edgewise.quality.drift import drift_score
+from edgewise.quality.drift import drift_measurable, drift_score
 from edgewise.quality.duplicates import deduplicate
 from edgewise.quality.gaps import completeness, expected_interval, find_gaps, timeliness
 from edgewise.quality.limits import Limits, changes_too_fast, check_limits
@@ -164,9 +167,11 @@ def metric_issues(
     spacing of its history with them (``interval_s``), not as incomplete for lack of a
     spacing (a sensor read hourly had one reading in any hour and was 0 % complete), and
     the silence before its first reading by the last of them (a gap where it is longer
-    than :data:`~edgewise.quality.gaps.GAP_FACTOR` spacings, counted from there). Where
-    neither gives a spacing (one reading ever), ``completeness`` and ``timeliness`` are
-    ``None`` (unknown) and no silence is a gap.
+    than :data:`~edgewise.quality.gaps.GAP_FACTOR` spacings, counted from there). A series
+    with no history (``[]``) started in the span: the time before its first reading there
+    is no silence (a sensor added to a device is judged from its first reading, not as
+    missing the readings before it). Where neither gives a spacing (one reading ever),
+    ``completeness`` and ``timeliness`` are ``None`` (unknown) and no silence is a gap.
 
     >>> H = 3600 * 10**9                     # one hourly reading in an hour
     >>> f = metric_issues([H + 60], [1.0], span=(H, 2 * H))["figures"]
@@ -178,6 +183,11 @@ def metric_issues(
     >>> f = metric_issues([H + 60], [1.0], span=(H, 2 * H), before=[])["figures"]
     >>> f["completeness"], f["timeliness"], f["gaps"]
     (None, None, 0)
+    >>> M = 60 * 10**9                       # a new sensor's first reading at half past
+    >>> t = H + 30 * M + np.arange(30) * M
+    >>> f = metric_issues(t, np.ones(30), span=(H, 2 * H), before=[])["figures"]
+    >>> f["completeness"], f["gaps"]
+    (1.0, 0)
 
     ``unit`` is the unit of every reading, or one per reading: each reading is judged in
     its own unit, and ``units`` lists those seen (``unit`` the first). As the stream
@@ -252,9 +262,11 @@ def metric_issues(
         with np.errstate(over="ignore"):  # a step past the largest float is inf: no run
             stuck[good] = stuck_mask(v[good], min_run=20, ts=t[good])
     step, prev, known = _spacing(t, span, before)
+    if span is not None and before is not None and prev is None and len(t):
+        span = _from_first(span, int(t[0]))  # no history: it started in the span
     every = step if step > 0 else None
     gaps = find_gaps(t, every, span=span, prev_ns=prev) if known else []
-    steps = counter_steps(v[good])
+    steps = counter_steps(v[good], seen)  # a level's unit (Cel, %RH ...): never a counter
     counter = steps["counter"] and not states["binary"]
     figures = {
         "readings": n,
@@ -275,7 +287,8 @@ def metric_issues(
         "gaps": len(gaps),
         "longest_gap_s": round(max((b - a for a, b in gaps), default=0) / 1e9, 3),
         "interval_s": round(step / 1e9, 6),
-        "drift": (None if counter or states["binary"] or not good.any()
+        # unknown (None) where too few valid readings measure it: 0.0 read as no drift
+        "drift": (None if counter or states["binary"] or not drift_measurable(v[good])
                   else round(drift_score(v[good]), 3)),
         "counter": counter,
         "restarts": steps["restarts"] if counter else 0,
@@ -287,6 +300,18 @@ def metric_issues(
     }
     return {"figures": figures, "ts": t, "values": v, "flags": {
         "invalid": bad, "spike": spikes, "stuck": stuck}, "gaps": gaps}
+
+
+def _from_first(span: tuple[int, int], first: int) -> tuple[int, int]:
+    """``span`` from the series' ``first`` reading where that came later (a series with no
+    history began there: no reading was missing before it), never empty.
+
+    >>> _from_first((0, 100), 30), _from_first((50, 100), 30), _from_first((0, 100), 200)
+    ((30, 100), (50, 100), (200, 201))
+    """
+    start, end = int(span[0]), int(span[1])
+    start = max(start, first)
+    return start, max(end, start + 1)
 
 
 def _spacing(t: np.ndarray, span: tuple[int, int] | None, before: Sequence[int] | None,

@@ -32,8 +32,13 @@ range is judged by the spacing they and its history give (a sensor read hourly h
 reading in any hour, the default range and the dashboard's, and was always 0 % complete
 with a gap; silent for an hour between two hourly readings it is no gap), and the silence
 before its first reading in the range is counted from its last reading before it (a dead
-hourly sensor silent for 3 hours is a gap). Where no spacing can be known (one reading
-ever), ``completeness`` and ``timeliness`` are ``null`` and nothing is a gap.
+hourly sensor silent for 3 hours is a gap). A metric with no reading before the range (a
+sensor added to a device that reported before) is judged from its first reading, as a
+device is from its first (:func:`_span`): the time before it is no gap and nothing missing
+(it read 50 % complete with a 30-minute gap when first sent at half past). Where no spacing
+can be known (one reading ever), ``completeness`` and ``timeliness`` are ``null`` and
+nothing is a gap. A metric's ``drift`` is ``null`` where it is unknown (fewer than 20 valid
+readings in the range) or has no meaning (a counter, a two-state series).
 """
 
 from __future__ import annotations
@@ -246,8 +251,11 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
     "`reported_start` is where that part starts (else `start`); `plots` are of that part. "
     "A metric with fewer than two readings in the range is judged by the spacing of its "
     "newest readings before it, and the silence before its first reading there is counted "
-    "from its last one before; where no spacing is known (one reading ever), its "
-    "`completeness` and `timeliness` are null and the summary's means leave it out.",
+    "from its last one before (a metric with none before the range is judged from its "
+    "first reading, as a device is from its first); where no spacing is known (one reading "
+    "ever), its `completeness` and `timeliness` are null and the summary's means leave it "
+    "out. `drift` is null where too few valid readings (under 20) measure it, and for a "
+    "counter or a two-state series.",
 )
 async def quality(
     who: Viewer,
