@@ -485,6 +485,12 @@ def verify(
         key_id = head["key_id"]
     except (ValueError, TypeError, KeyError):
         raise SignatureError("Manifest is not valid manifest JSON.", "tampered") from None
+    if not isinstance(key_id, str):  # a list or object raised TypeError (unhashable)
+        raise SignatureError(
+            f"Manifest's key_id is a JSON {type(key_id).__name__} "
+            f"({json.dumps(key_id, default=str)[:40]}), not a key id string.",
+            "tampered",
+        )
     if key_id not in trusted_keys:
         raise SignatureError(
             f"Manifest is signed by key {key_id!r}, which this device does not trust "

@@ -16,9 +16,12 @@ Three parts, each usable alone:
   full disk drops (and counts) new messages as the byte bound does. The outbox records the
   device it belongs to (another device is refused it) and one resume position per source.
   On disk it takes at most about ``max_bytes`` plus a fixed margin (:data:`OUTBOX_MARGIN`,
-  which holds the ``rejected`` table too): the WAL is checkpointed every ``_WAL_PAGES`` pages and kept to ``_WAL_LIMIT`` bytes, and a
-  ``-reserve`` file of ``_RESERVE_BYTES`` is kept beside it and given up when an ack finds the
-  disk full, so an ack can always go through and free room. Damage SQLite notices later
+  which holds the ``rejected`` table too): the database's pages in use are bounded as well
+  as the messages' counted bytes (SQLite stores by page: a 2 KB message takes a 4 KB page),
+  the WAL is checkpointed before it outgrows ``_WAL_LIMIT`` bytes (:func:`_wal_pages`) and
+  cut back to it, a put the full disk refuses gives the WAL's room back and tries once more,
+  and a ``-reserve`` file of ``_RESERVE_BYTES`` is kept beside it and given up when an ack
+  finds the disk full, so an ack can always go through and free room. Damage SQLite notices later
   (``database disk image is malformed``) is handled as at open: the file is moved aside, the
   rows and counters that can still be read are copied into a fresh outbox, and it is logged.
 * :class:`ModelSlot`: verified, atomic install (write a fresh temp that never follows a link,
@@ -50,6 +53,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
+import datetime
+import email.utils
 import functools
 import hashlib
 import json
@@ -106,14 +111,35 @@ _CLOCK_REFUSALS = ("expired",)  # refused by this device's clock: checked again 
 _PROBE_METRICS = ("value", "probe.temp_c")
 _MODELS_TRIED = 4  # models one reading is scored with, at most, as each that raises falls back
 _RETRY_MAX_S = 3600.0  # a release that failed to download or install is tried at most this late
-_WAL_PAGES = 64  # the outbox's WAL is checkpointed when it holds this many pages (SQLite: 1000)
-_WAL_LIMIT = 256 * 1024  # and cut back to this many bytes once checkpointed (SQLite: never)
+_WAL_LIMIT = 256 * 1024  # the outbox's WAL is cut back to this many bytes when checkpointed
+# pages one put may add to the WAL past the checkpoint point (its leaf, a split, the counters)
+_WAL_PUT_PAGES = 8
+
+
+def _wal_pages(page_size: int) -> int:
+    """Pages the outbox's WAL is checkpointed at (SQLite: 1000): so few that the WAL, with
+    one put's pages past them, stays within ``_WAL_LIMIT`` (each page a frame of 24 bytes
+    more, the WAL a 32-byte header). A WAL cut back to ``_WAL_LIMIT`` then never has to grow
+    to reach its checkpoint, which after a full disk it could not: every put failed, though
+    the database held free pages (64 pages of 4 KB needed 263,712 bytes of a 262,144 limit).
+
+    >>> _wal_pages(4096), _wal_pages(4096) * (4096 + 24) + 32 <= _WAL_LIMIT
+    (55, True)
+    """
+    return max(1, (_WAL_LIMIT - 32) // (page_size + 24) - _WAL_PUT_PAGES)
+
+
+_WAL_PAGES = _wal_pages(4096)  # of the default page size; _open uses the file's own
 _RESERVE_BYTES = 512 * 1024  # kept on disk for an ack to use when the disk is full
 _ACK_CHUNK_BYTES = 128 * 1024  # an ack deletes at most about this many counted bytes at a time
 _ACK_CHUNK_ROWS = 4096  # and at most this many messages
-# beyond max_bytes: the WAL, one ack's pages, the shm, and the rejected table (its rows, and
-# their pages in the WAL of the transaction that stores them)
-OUTBOX_MARGIN = _WAL_LIMIT + 64 * 4096 + 64 * 1024 + 2 * _REJECTED_BYTES
+# the database's pages in use are kept within max_bytes and this: its small tables (schema,
+# counters, source positions) and the rejected table (:meth:`Outbox.put` refuses beyond it)
+_DB_EXTRA_BYTES = 2 * _REJECTED_BYTES
+# beyond max_bytes: the WAL, one ack's pages, the shm, and the database's pages beside the
+# messages (the rejected table's rows, and their pages in the WAL of the transaction that
+# stores them)
+OUTBOX_MARGIN = _WAL_LIMIT + 64 * 4096 + 64 * 1024 + _DB_EXTRA_BYTES
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -280,7 +306,9 @@ class Outbox:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.execute(f"PRAGMA wal_autocheckpoint={_WAL_PAGES}")
+            (page_size,) = db.execute("PRAGMA page_size").fetchone()
+            self._page_size = int(page_size)  # the file's, fixed once it is in WAL mode
+            db.execute(f"PRAGMA wal_autocheckpoint={_wal_pages(self._page_size)}")
             db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
             db.executescript(
                 "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, body BLOB NOT NULL,"
@@ -430,7 +458,8 @@ class Outbox:
     @property
     @_heals
     def bytes_used(self) -> int:
-        """Bytes counted against ``max_bytes`` (message JSON plus a fixed per-row overhead)."""
+        """Bytes counted against ``max_bytes`` (message JSON plus a fixed per-row overhead;
+        the pages SQLite stores them in are bounded too: :attr:`bytes_in_pages`)."""
         with self._lock:
             return self._meta("bytes")
 
@@ -518,9 +547,15 @@ class Outbox:
 
         ``source_pos``, if given, is stored in the same transaction: where the source resumes.
 
-        When the disk is full (SQLite's "database or disk is full") the message is dropped
-        and counted like one over ``max_bytes`` (:attr:`disk_full` is then True); the count
-        is kept in memory until the file can take it.
+        The bound is ``max_bytes`` of counted bytes (:attr:`bytes_used`: each message's
+        JSON and ``_ROW_OVERHEAD``) and of pages: the database's pages in use
+        (:attr:`bytes_in_pages`) stay within ``max_bytes`` and a fixed allowance for its
+        other tables, as SQLite stores a message by page (a 2 KB one takes a 4 KB page).
+
+        When the disk is full (SQLite's "database or disk is full") the WAL is checkpointed
+        and cut to nothing, giving its room back, and the put tried once more; if that fails
+        too the message is dropped and counted like one over ``max_bytes`` (:attr:`disk_full`
+        is then True); the count is kept in memory until the file can take it.
         """
         with self._lock:
             unsaved = self._unsaved_drops
@@ -528,32 +563,88 @@ class Outbox:
                                        or not self._make_reserve()):
                 self._drop_on_full_disk(source_pos)  # the ack's room comes before new data
                 return None
-            try:
-                with self._transaction():
-                    self._save_position(source_pos)
-                    seq: int | None = self._meta("next_seq")
-                    body = json.dumps({**message, "seq": seq}, separators=(",", ":")).encode()
-                    size = len(body) + _ROW_OVERHEAD
-                    if self._meta("bytes") + size > self.max_bytes:
-                        seq = None
-                        unsaved += 1
-                    else:
-                        self._db.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, body, size))
-                        self._db.execute("UPDATE meta SET value = ? WHERE key='next_seq'",
-                                         (seq + 1,))
-                        self._db.execute("UPDATE meta SET value = value + ? WHERE key='bytes'",
-                                         (size,))
-                    if unsaved:
-                        self._db.execute("UPDATE meta SET value = value + ? WHERE key='dropped'",
-                                         (unsaved,))
-            except sqlite3.OperationalError as exc:
-                if not _is_full(exc):
-                    raise
-                self._drop_on_full_disk(source_pos)
-                return None
+            for attempt in (1, 2):
+                try:
+                    seq = self._store(message, source_pos, unsaved)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _is_full(exc):
+                        raise
+                    # the WAL's own file may hold the room (after a full disk nothing else
+                    # gives it back: with nothing pending no ack comes): give it back, once
+                    if attempt == 2 or not self._truncate_wal():
+                        self._drop_on_full_disk(source_pos)
+                        return None
             self._unsaved_drops = 0
             self.disk_full = False
             return seq
+
+    def _store(self, message: Mapping[str, Any], source_pos: int | None,
+               unsaved: int) -> int | None:
+        """:meth:`put`'s transaction: the message stored with the next seq, or None if it does
+        not fit the bound (counted in ``dropped`` with the ``unsaved`` drops before it)."""
+        with self._transaction():
+            self._save_position(source_pos)
+            seq: int | None = self._meta("next_seq")
+            body = json.dumps({**message, "seq": seq}, separators=(",", ":")).encode()
+            size = len(body) + _ROW_OVERHEAD
+            if self._meta("bytes") + size > self.max_bytes:
+                seq = None
+            else:
+                # SQLite stores by page (a 2 KB message takes a 4 KB page of its own), so the
+                # pages in use are bounded too, not the counted bytes alone; near the bound
+                # the row is tried and taken back if its pages go past it
+                page = self._page_size
+                room = self.max_bytes + _DB_EXTRA_BYTES - self._bytes_in_pages()
+                near = room < (len(body) // (page - 35) + 4) * page  # its pages, at most
+                if near:
+                    self._db.execute("SAVEPOINT row")
+                self._db.execute("INSERT INTO outbox VALUES (?, ?, ?)", (seq, body, size))
+                if near and self._bytes_in_pages() > self.max_bytes + _DB_EXTRA_BYTES:
+                    self._db.execute("ROLLBACK TO row")
+                    seq = None
+                else:
+                    self._db.execute("UPDATE meta SET value = ? WHERE key='next_seq'",
+                                     (seq + 1,))
+                    self._db.execute("UPDATE meta SET value = value + ? WHERE key='bytes'",
+                                     (size,))
+                if near:
+                    self._db.execute("RELEASE row")
+            unsaved += seq is None
+            if unsaved:
+                self._db.execute("UPDATE meta SET value = value + ? WHERE key='dropped'",
+                                 (unsaved,))
+        return seq
+
+    def _bytes_in_pages(self) -> int:
+        """Bytes of the database's pages in use (not free), as the current transaction sees
+        them; read from the file's header, no table scan."""
+        (used,) = self._db.execute("SELECT c.page_count - f.freelist_count FROM "
+                                   "pragma_page_count() c, pragma_freelist_count() f").fetchone()
+        return int(used) * self._page_size
+
+    @property
+    @_heals
+    def bytes_in_pages(self) -> int:
+        """Bytes of the outbox database's pages in use: its messages as SQLite stores them
+        (by page), the ``rejected`` table and the small ones; kept within ``max_bytes`` plus
+        a fixed allowance for what is not messages (:meth:`put` drops beyond it)."""
+        with self._lock:
+            return self._bytes_in_pages()
+
+    def _truncate_wal(self) -> bool:
+        """Checkpoint the WAL and cut its file to nothing (the caller holds the lock); False
+        if there was no WAL to give back or the checkpoint could not finish."""
+        try:
+            if os.path.getsize(self.path + "-wal") == 0:
+                return False
+        except OSError:
+            return False
+        try:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError:
+            return False
+        return not busy
 
     def _save_position(self, source_pos: int | None) -> None:
         if source_pos is None:
@@ -1341,10 +1432,19 @@ class ModelSlot:
             ptr["device"] = self.device_id
         replace_atomically(self.pointer, json.dumps(ptr).encode(), mode=0o644)
 
-    def install(self, manifest_bytes: bytes, payload: bytes) -> None:
+    def install(self, manifest_bytes: bytes, payload: bytes, *,
+                running: tuple[int, str] | None = None) -> None:
         """Write the payload, flip the pointer, then add the release to the history; each
         step is crash-atomic. A damaged pointer or history is replaced (and logged), never
-        a reason to refuse the install."""
+        a reason to refuse the install.
+
+        The model files kept are the new release's and the fallback's: ``running`` (release,
+        sha256: the model the device runs, which may be older than the pointer's after a
+        fallback), else the pointer's release unless it failed on this device's readings
+        (:meth:`failed`; then the release that runs in its place, :meth:`previous`). The
+        pointer's file alone was kept, so after a fallback from a failed release the working
+        model was deleted and the failed one kept: a new release failing fell back to the
+        built-in detector."""
         m = Manifest.from_bytes(manifest_bytes)
         fname = f"model-{m.release}-{m.sha256[:16]}.bin"
         replace_atomically(self.root / fname, payload, mode=0o644)
@@ -1352,9 +1452,15 @@ class ModelSlot:
             ptr = self._pointer()
             old = None if ptr is None else ptr["file"]
         except ValueError as exc:
-            old = None
+            ptr = old = None
             log.warning(json.dumps({"event": "model_pointer_damaged", "path": str(self.pointer),
                                     "detail": f"{exc} It is replaced by this install."}))
+        fallback = old
+        if running is not None:
+            fallback = f"model-{running[0]}-{running[1][:16]}.bin"
+        elif ptr is not None and ptr.get("sha256") in self.failed():
+            prev = self.previous()  # of the old pointer: what runs in its place
+            fallback = None if prev is None else f"model-{prev.release}-{prev.sha256[:16]}.bin"
         known, damage = self.readable_history()
         hist = [base64.b64encode(x.to_bytes()).decode() for x in known]
         if damage is not None:
@@ -1372,8 +1478,8 @@ class ModelSlot:
                            mode=0o644)
         if again:  # the previous release's file stays the fallback it was
             return
-        for p in self.root.glob("model-*.bin"):  # keep the current and the previous model only
-            if p.name not in (fname, old):
+        for p in self.root.glob("model-*.bin"):  # keep the current and the fallback only
+            if p.name not in (fname, fallback):
                 p.unlink(missing_ok=True)
 
 
@@ -2161,7 +2267,8 @@ class Agent:
             return self._refuse(m.release, "bad_model", f"Release {m.release}: {exc}")
         with self._model_lock:  # the swap waits for a reading being scored, and vice versa
             try:
-                self.slot.install(mb, data)
+                self.slot.install(mb, data, running=None if self._running_sha256 is None
+                                  else (self.running_release, self._running_sha256))
             except OSError as exc:
                 return self._retry_later(seen, m.release, "install_failed",
                                          f"Release {m.release} verified but not installed: "
@@ -2294,8 +2401,9 @@ class Agent:
                               "space is freed or the gateway acknowledges buffered ones")
                 log.warning(json.dumps({
                     "event": "outbox_full", "reason": why, "dropped": self.outbox.dropped,
-                    "bytes_used": self.outbox.bytes_used, "max_bytes": self.outbox.max_bytes,
-                    "detail": detail}))
+                    "bytes_used": self.outbox.bytes_used,
+                    "bytes_in_pages": self.outbox.bytes_in_pages,
+                    "max_bytes": self.outbox.max_bytes, "detail": detail}))
         return seq
 
     def handle(self, reading: Mapping[str, float], source_pos: int | None = None,
@@ -2346,7 +2454,7 @@ class Agent:
             if r.status_code == 413:  # payload too large: smaller posts, or set it aside
                 self._too_large(msgs, len(body), r)
             elif r.status_code == 429:  # rate limited: wait as told (capped), keep order
-                self._stop.wait(min(float(r.headers.get("Retry-After", "1") or 1), 30.0))
+                self._stop.wait(_retry_after_s(r.headers.get("Retry-After")))
             else:
                 self._stop.wait(1.0)
             return -1
@@ -2783,6 +2891,39 @@ class _FetchError(Exception):
     """The gateway answered a model download with an error status (e.g. 404)."""
 
 
+def _retry_after_s(value: str | None, now: float | None = None) -> float:
+    """Seconds to wait for a 429's ``Retry-After`` (RFC 9110: seconds or an HTTP date),
+    within 0 to 30; 1 when there is none or it cannot be read (NaN, negative, no number nor
+    date: a date raised ValueError, logged as the gateway being unreachable). ``now``: the
+    time (Unix seconds) a date is counted from; None: the clock.
+
+    >>> _retry_after_s("5"), _retry_after_s("3600"), _retry_after_s(None), _retry_after_s("soon")
+    (5.0, 30.0, 1.0, 1.0)
+    >>> _retry_after_s("nan"), _retry_after_s("-3")
+    (1.0, 1.0)
+    >>> _retry_after_s("Wed, 21 Oct 2037 07:28:00 GMT", now=2139722870.0)
+    10.0
+    >>> _retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT")  # past: now
+    0.0
+    """
+    text = (value or "").strip()
+    if not text:
+        return 1.0
+    try:
+        wait = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return 1.0
+        if when.tzinfo is None:  # an HTTP date is GMT; one without a zone is read as such
+            when = when.replace(tzinfo=datetime.UTC)
+        wait = max(when.timestamp() - (time.time() if now is None else now), 0.0)
+    if math.isnan(wait) or wait < 0:
+        return 1.0
+    return min(wait, 30.0)
+
+
 class _BadOffer(Exception):
     """A model offer (``GET /v1/devices/ID/model``) whose envelope or manifest cannot be
     read: ``field`` names what is wrong, ``key`` tells this offer from another (for refusing
@@ -2797,8 +2938,9 @@ def _parse_offer(r: Any) -> tuple[bytes, bytes, dict[str, Any], str]:
     """The manifest bytes, signature, manifest fields (not verified: only read) and the
     offer's key (sha256 of manifest and signature) of a model offer; :class:`_BadOffer` if
     it is not a JSON object of base64 ``manifest`` and ``signature`` whose manifest is a
-    JSON object with an integer ``release`` >= 0 (it raised TypeError, KeyError or a JSON
-    error out of the update check, logged as the gateway being unreachable every time).
+    JSON object with an integer ``release`` >= 0 and, if it has one, a string ``key_id`` (it
+    raised TypeError, KeyError or a JSON error out of the update check, logged as the
+    gateway being unreachable every time).
 
     >>> class R:
     ...     def __init__(self, body): self.body = body
@@ -2844,6 +2986,10 @@ def _parse_offer(r: Any) -> tuple[bytes, bytes, dict[str, Any], str]:
     if isinstance(release, bool) or not isinstance(release, int) or release < 0:
         raise _BadOffer("manifest.release", f"The offered manifest's release is "
                         f"{json.dumps(release)[:40]}; it must be an integer >= 0.", seen)
+    if "key_id" in head and not isinstance(head["key_id"], str):  # raised TypeError in verify
+        raise _BadOffer("manifest.key_id", f"The offered manifest's key_id is "
+                        f"{json.dumps(head['key_id'])[:40]}; it must be a key id string.", seen,
+                        release)
     return mb, sig, head, seen
 
 
