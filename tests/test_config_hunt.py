@@ -13,16 +13,16 @@ FUTURE = "a finite float in the range [0, 1e+09], or inf (no bound)"
 
 
 @pytest.mark.parametrize(("var", "value", "allowed"), [
-    ("EDGEWISE_RATE_LIMIT_PER_S", "nan", "a finite float in the range (0, inf)"),
-    ("EDGEWISE_RATE_LIMIT_PER_S", "0", "a finite float in the range (0, inf)"),
+    ("EDGEWISE_RATE_LIMIT_PER_S", "nan", "a finite float in the range [1e-06, inf)"),
+    ("EDGEWISE_RATE_LIMIT_PER_S", "0", "a finite float in the range [1e-06, inf)"),
     ("EDGEWISE_RATE_LIMIT_BURST", "nan", "a finite float in the range [1, inf)"),
     ("EDGEWISE_RATE_LIMIT_BURST", "inf", "a finite float in the range [1, inf)"),
     ("EDGEWISE_MAX_FUTURE_S", "nan", FUTURE),
     ("EDGEWISE_MAX_FUTURE_S", "-86400", FUTURE),
     ("EDGEWISE_HTTP_PORT", "-5", "an int in the range [1, 65535]"),
     ("EDGEWISE_MQTT_PORT", "99999", "an int in the range [1, 65535]"),
-    ("EDGEWISE_MAX_BODY_BYTES", "0", "an int in the range [1, inf)"),
-    ("EDGEWISE_MAX_PAYLOAD_BYTES", "-1", "an int in the range [1, inf)"),
+    ("EDGEWISE_MAX_BODY_BYTES", "0", "an int in the range [1, 1073741824]"),
+    ("EDGEWISE_MAX_PAYLOAD_BYTES", "-1", "an int in the range [1, 1073741824]"),
     ("EDGEWISE_THROTTLE_AFTER_FAILURES", "0", "an int in the range [1, inf)"),
     ("EDGEWISE_RETENTION_DAYS", "-1", "an int in the range [0, inf)"),
     ("EDGEWISE_ALERT_THRESHOLD", "nan", "a finite float in the range (0, 1]"),

@@ -10,7 +10,7 @@ edgewise.errors.ConfigError: Setting 'http_port' (EDGEWISE_HTTP_PORT, --port) ha
 >>> Settings.load(env={"EDGEWISE_RATE_LIMIT_PER_S": "nan"})
 Traceback (most recent call last):
 ...
-edgewise.errors.ConfigError: Setting 'rate_limit_per_s' (EDGEWISE_RATE_LIMIT_PER_S) has value 'nan'. It must be a finite float in the range (0, inf).
+edgewise.errors.ConfigError: Setting 'rate_limit_per_s' (EDGEWISE_RATE_LIMIT_PER_S) has value 'nan'. It must be a finite float in the range [1e-06, inf).
 """  # noqa: E501
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typing import Any
 from edgewise.errors import ConfigError
 from edgewise.params import Interval
 
-__all__ = ["MAX_FUTURE_S", "MAX_READINGS", "MAX_WAIT_S", "SYSLOG_FACILITIES", "Settings",
-           "SyslogTarget", "default_data_dir", "is_loopback", "parse_syslog_url", "shown_url",
-           "userinfo_end"]
+__all__ = ["MAX_BYTES", "MAX_FUTURE_S", "MAX_READINGS", "MAX_WAIT_S", "MIN_RATE_PER_S",
+           "SYSLOG_FACILITIES", "Settings", "SyslogTarget", "default_data_dir", "is_loopback",
+           "parse_syslog_url", "shown_url", "url_host", "userinfo_end"]
 
 
 def default_data_dir() -> Path:
@@ -60,6 +60,10 @@ class Settings:
     max_future_s: float = 300.0
     rate_limit_per_s: float = 2000.0  # readings per second per device, sustained
     rate_limit_burst: float = 20000.0
+    # how long a stopping gateway waits for HTTP requests in flight to end (an upload that
+    # stalls half sent held the stop, and the saving of the detector state, for ever: a
+    # service manager then killed it, 10 s under docker stop); past it they are cancelled
+    http_shutdown_timeout_s: float = 5.0
     # metric names a device may have (edgewise.gateway.metric_cap): a reading of a name new
     # to a device that has this many already is refused (reason too_many_metrics), as each
     # name costs the gateway a detector of its own; names it has keep being taken
@@ -276,6 +280,12 @@ MAX_WAIT_S = 86_400.0
 #: keeps now + skew in nanoseconds inside int64 (1e300 overflowed to a float inf and
 #: refused every reading)
 MAX_FUTURE_S = 1e9
+#: the largest ``max_payload_bytes`` and ``max_body_bytes`` (1 GiB): a body is read whole
+#: into memory, and from 2**63 (past ``sys.maxsize``) zlib refused every gzip'd message
+MAX_BYTES = 2**30
+#: the smallest ``rate_limit_per_s`` (one reading in about 11.6 days): a subnormal rate
+#: (1e-320) made a refused reading's retry wait inf, and its HTTP 429 a 500
+MIN_RATE_PER_S = 1e-6
 #: the most readings one HTTP request reads from the store: the JSON readings route's
 #: points, the quality report and its plots (the newest that many of their range) and
 #: the label queue's history; one constant, so the three caps cannot drift apart
@@ -286,10 +296,10 @@ MAX_READINGS = 200_000
 LIMITS: dict[str, tuple[Interval, bool]] = {
     "http_port": (Interval(int, 1, 65535), False),
     "mqtt_port": (Interval(int, 1, 65535), False),
-    "max_payload_bytes": (Interval(int, 1, None), False),
-    "max_body_bytes": (Interval(int, 1, None), False),
+    "max_payload_bytes": (Interval(int, 1, MAX_BYTES), False),
+    "max_body_bytes": (Interval(int, 1, MAX_BYTES), False),
     "max_future_s": (Interval(float, 0, MAX_FUTURE_S), True),  # inf: no bound on future times
-    "rate_limit_per_s": (Interval(float, 0, None, closed="neither"), False),
+    "rate_limit_per_s": (Interval(float, MIN_RATE_PER_S, None, closed="left"), False),
     "rate_limit_burst": (Interval(float, 1, None), False),
     "max_metrics_per_device": (Interval(int, 1, None), False),
     "mqtt_max_pending_per_source": (Interval(int, 0, None), False),
@@ -305,6 +315,7 @@ LIMITS: dict[str, tuple[Interval, bool]] = {
     "alert_webhook_retry_s": (Interval(float, 0, MAX_WAIT_S, closed="right"), False),
     "alert_webhook_max_retry_s": (Interval(float, 0, MAX_WAIT_S, closed="right"), False),
     "seq_gap_grace_s": (Interval(float, 0, MAX_WAIT_S), False),
+    "http_shutdown_timeout_s": (Interval(float, 0, MAX_WAIT_S), False),
 }
 #: the CLI flag of a setting, where one has a flag
 _FLAGS = {"http_port": "--port", "mqtt_port": "--mqtt-port", "fast_stream_z": "--fast-stream-z"}
@@ -536,12 +547,22 @@ class SyslogTarget:
     @property
     def bracketed_host(self) -> str:
         """The host as a URL writes it (an IPv6 address in brackets)."""
-        return f"[{self.host}]" if ":" in self.host else self.host
+        return url_host(self.host)
 
     @property
     def shown(self) -> str:
         """``scheme://host:port``, as messages and the cursor file name the collector."""
         return f"{self.scheme}://{self.bracketed_host}:{self.port}"
+
+
+def url_host(host: str) -> str:
+    """``host`` as a URL writes it: an IPv6 address (any host with a ``:``) in brackets,
+    unless it has them already.
+
+    >>> url_host("::1"), url_host("[::1]"), url_host("127.0.0.1"), url_host("gw.local")
+    ('[::1]', '[::1]', '127.0.0.1', 'gw.local')
+    """
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def parse_syslog_url(url: str) -> SyslogTarget:

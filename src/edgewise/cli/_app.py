@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
@@ -40,6 +41,10 @@ class NonBlankPath(click.Path):
     ...
     click.exceptions.BadParameter: must be a file to write, e.g. model.rul; an empty one \
 would mean the working directory. Got ' '.
+    >>> import os
+    >>> NonBlankPath("a file to write").convert("~/m.rul", None, None) == os.path.expanduser(
+    ...     "~/m.rul")
+    True
     """
 
     def __init__(self, what: str, **kwargs: object) -> None:
@@ -48,10 +53,16 @@ would mean the working directory. Got ' '.
 
     def convert(self, value: object, param: click.Parameter | None,
                 ctx: click.Context | None) -> object:
-        """``value`` as :class:`click.Path` converts it, unless it is blank."""
+        """``value`` as :class:`click.Path` converts it, unless it is blank; a leading
+        ``~`` or ``~user`` is the home folder (as ``Settings`` takes it): the shell leaves
+        it in ``--data-dir=~/x``, and a variable set by systemd's ``Environment=``, docker
+        ``-e`` or a ``.env`` file never has it expanded, so ``resolve_path`` made ``./~/x``.
+        """
         if isinstance(value, str) and not value.strip():
             self.fail(f"must be {self.what}; an empty one would mean the working directory. "
                       f"Got {value!r}.", param, ctx)
+        if isinstance(value, (str, Path)) and str(value).startswith("~"):
+            value = type(value)(os.path.expanduser(value))
         return super().convert(value, param, ctx)
 
 

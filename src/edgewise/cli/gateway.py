@@ -291,6 +291,7 @@ def serve(
     HTTP API and dashboard."""
     import asyncio
 
+    from edgewise.config import url_host
     from edgewise.errors import BrokerUnavailableError
     from edgewise.gateway.runtime import Gateway
 
@@ -311,8 +312,8 @@ def serve(
         if await _stopped_while_starting(gw, stop, token):
             return
         scheme = "mqtts" if settings.tls_cert else "mqtt"
-        where = (f"{scheme}://{settings.host}:{settings.mqtt_port}" if settings.mqtt == "embedded"
-                 else shown_url(settings.mqtt))  # never the broker's password
+        where = (f"{scheme}://{url_host(settings.host)}:{settings.mqtt_port}"  # [::1]
+                 if settings.mqtt == "embedded" else shown_url(settings.mqtt))  # no password
         typer.echo(f"edgewise gateway: MQTT {where}, store {gw.store.url}", err=True)
         if gw.http_url:
             typer.echo(f"dashboard: {gw.http_url}", err=True)

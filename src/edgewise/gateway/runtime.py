@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgewise._private import make_private
-from edgewise.config import Settings
+from edgewise.config import Settings, url_host
 from edgewise.errors import ConfigError, PayloadError, RateLimitError, StoreLockedError
 from edgewise.gateway.pipeline import IngestResult, Pipeline, per_metric_factory
 from edgewise.gateway.presence import GatewayPresence, gateway_running
@@ -348,8 +348,12 @@ class Gateway:
         kw.update(proxy_headers=bool(trusted),
                   forwarded_allow_ips=",".join(p.strip() for p in trusted.split(","))
                   if trusted else None)
+        # a request still in flight when the gateway stops (an upload stalled half sent)
+        # is cancelled after http_shutdown_timeout_s: uvicorn's default waits for it for
+        # ever, and the stop, the MQTT broker's and the detector state's saving with it
         config = uvicorn.Config(app, host=s.host, port=s.http_port, log_level="warning",
-                                lifespan="off", **kw)
+                                lifespan="off",
+                                timeout_graceful_shutdown=s.http_shutdown_timeout_s, **kw)
         self.http_server = uvicorn.Server(config)
         # the process's signals are not the HTTP server's: uvicorn's serve() takes SIGINT and
         # SIGTERM while it runs and puts back, when it stops (early in stop()), the handlers
@@ -368,7 +372,7 @@ class Gateway:
         if self.http_server is None:
             return None
         scheme = "https" if self.settings.tls_cert else "http"
-        return f"{scheme}://{self.settings.host}:{self.settings.http_port}/"
+        return f"{scheme}://{url_host(self.settings.host)}:{self.settings.http_port}/"
 
     async def stop(self) -> None:
         """Stop HTTP and MQTT, finish detection, close the store; safe to call twice."""

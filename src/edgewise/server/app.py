@@ -26,6 +26,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgewise.config import Settings
@@ -111,6 +112,9 @@ class SecurityHeaders:
     streamed body cleanly when the app fails in the middle of it (then re-raises), so a
     client took a cut-off ``readings.csv`` for a whole one; passed through, the server
     closes the connection without the last chunk and the client sees the break.
+
+    A client that went away in the middle of its request (``ClientDisconnect``) ends the
+    request quietly: no answer, no traceback in the log.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -137,6 +141,11 @@ class SecurityHeaders:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except ClientDisconnect:
+            # the client went away in the middle of its request (a dropped upload on a
+            # flaky link): nobody is left to answer, and it is no fault of the server's;
+            # raised on, the server logged a 60-line "Exception in ASGI application" per drop
+            return
         except Exception as exc:
             if not started:  # else the client sees the break (a cut-off stream)
                 problem = internal_error(scope.get("method", ""), scope.get("path", ""), exc)

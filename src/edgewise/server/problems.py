@@ -30,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from edgewise.config import MAX_WAIT_S
 from edgewise.errors import (
     AuthError,
     InvalidParameterError,
@@ -251,7 +252,17 @@ def payload_problem(exc: PayloadError, status: int | None = None) -> Problem:
 
 
 def _retry_after(seconds: float) -> dict[str, str]:
-    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+    """The ``Retry-After`` header of a wait of ``seconds``: whole seconds, at least 1 and at
+    most a day (:data:`~edgewise.config.MAX_WAIT_S`), a client asked to wait longer asking
+    again then; a wait that is no finite number (a rate limit so small the wait overflowed
+    to inf: ``math.ceil`` raised, the 429 a 500) is the day.
+
+    >>> _retry_after(0.2), _retry_after(2.5), _retry_after(math.inf), _retry_after(math.nan)
+    ({'Retry-After': '1'}, {'Retry-After': '3'}, {'Retry-After': '86400'}, {'Retry-After': '86400'})
+    """
+    if not math.isfinite(seconds):
+        seconds = MAX_WAIT_S
+    return {"Retry-After": str(max(1, math.ceil(min(seconds, MAX_WAIT_S))))}
 
 
 #: What a JSON value is, as a problem about a body that is not an object says it.

@@ -260,7 +260,9 @@ def post_label(body: LabelIn, who: Operator, request: Request, security: Securit
             raise Problem(422, "Invalid label", f"Field {name!r} (or {name}_ns) is required.",
                           field=name, value=None, allowed=_INSTANT_ALLOWED, reason="missing")
     assert start is not None and end is not None
-    latest = time.time_ns() + int(settings.max_future_s * 1e9)
+    # inf (EDGEWISE_MAX_FUTURE_S=inf) is no bound, as for telemetry (int(inf) raised: a 500)
+    finite = math.isfinite(settings.max_future_s)
+    latest = time.time_ns() + int(settings.max_future_s * 1e9) if finite else 2**63
     if latest < end < 2**63:  # from 2**63 on, the label store names the range (1970-2262)
         given = body.end if body.end is not None else body.end_ns
         raise Problem(
