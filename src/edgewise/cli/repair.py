@@ -30,7 +30,7 @@ def repair(
     import json
 
     from edgewise.errors import StoreError
-    from edgewise.store import duckdb_path, shown_url
+    from edgewise.store import SUPPORTED, duckdb_path, shown_url
     from edgewise.store.duckdb import repair as repair_duckdb
 
     def refuse(message: str) -> typer.Exit:
@@ -39,9 +39,19 @@ def repair(
         return fail(message)
 
     url = store or f"duckdb://{(data_dir / 'edgewise.duckdb').resolve()}"
-    if url.partition("://")[0].lower() != "duckdb":  # printed with its password masked
-        raise refuse(f"repair works on DuckDB stores (duckdb:///PATH); {shown_url(url)!r} is "
-                     "not one. PostgreSQL recovers its own log on start.")
+    scheme, sep, _ = url.partition("://")
+    scheme = scheme.lower()
+    if scheme != "duckdb":  # printed with its password masked
+        if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+            why = ("is a PostgreSQL store, which recovers its own log on start: there is "
+                   "nothing for repair to do")
+        elif sep:
+            why = (f"has the scheme {scheme!r}, which is no store edgewise opens "
+                   f"(supported: {SUPPORTED})")
+        else:
+            why = f"is no store URL (supported: {SUPPORTED})"
+        raise refuse(f"repair works on DuckDB stores (duckdb:///PATH); {shown_url(url)!r} "
+                     f"{why}.")
     try:
         path = duckdb_path(url)  # the checks open_store makes: the same file, or a refusal
         if path is None:

@@ -3,23 +3,31 @@
 The scale is the median absolute deviation (MAD) times 1.4826 (the normal-consistent
 factor); a point is a spike when it lies more than ``n_sigmas`` scales from the
 centred median of ``2 * half_window + 1`` points. The scale never drops below the
-series' noise level (median absolute first difference / sqrt 2), its resolution (the
-smallest step between two readings that recurs, :func:`resolution`: a sensor that
+series' noise level (median absolute first difference / sqrt 2, less the steps into and
+out of the readings that stand out by the noise the other steps show: in a series of
+five readings or fewer a spike's own two steps are half the steps, and set the median),
+the step the sensor moves in (:func:`usual_step`: its resolution, the smallest step
+between two readings that recurs, :func:`resolution`, or where that is jitter an order
+of magnitude below the steps it routinely moves by, the smallest of those: a sensor that
 reports tenths and mostly repeats itself has no spread, yet a move by a tenth or two is
-no spike), ``1e-9`` of the local median, nor ``min_scale`` (0 by default: no floor in
+no spike, nor is a move by one 0.067 % step of a CPU reading that also jitters by
+0.002), ``1e-9`` of the local median, nor ``min_scale`` (0 by default: no floor in
 absolute units, so a series read in nA is judged as the same series read in A), so a
-locally flat stretch does not call every tiny step a spike.
+locally flat stretch does not call every tiny step a spike. A reading at one of the
+series' levels (:func:`levels`: a value it takes in at least 5 % of its readings, as the
+rarer level of a two-level series) is no spike: the sensor reads it by nature.
 
 The test takes two passes: the readings that are spikes without the resolution floor
-are candidates, and the resolution is taken with the candidates as :func:`resolution`'s
-``outliers``, so the way down to a dropout and back up, however often the same dropout
-recurs, is never the floor that hides it, while the lone tenth of a quiet sensor that
-reports tenths (a candidate too: its window has no spread) still shows its resolution.
+are candidates, and the step the sensor moves in is taken with the candidates (less
+those at a level) as ``outliers``, so the way down to a dropout and back up, however
+often the same dropout recurs, is never the floor that hides it, while the lone tenth of
+a quiet sensor that reports tenths (a candidate too: its window has no spread) still
+shows its resolution.
 Near 0, where every step is large beside the readings, steps of one size into and out
 of outliers count once the outliers lay both above and below (0.0 with a lone 0.1 or
 -0.1); a quiet quantised sensor that reads at most four of its steps from 0 and blips
-one way only (0.0 with a lone 0.1 now and then) is the exception: its blips look like
-glitches up from zero in other units, and are spikes.
+one way only (0.0 with a lone 0.1 now and then, rarer than a level) is the exception:
+its blips look like glitches up from zero in other units, and are spikes.
 
 Near the ends the window runs past the readings, and the first (last) reading stands in
 for what lies beyond: a reading is a spike when it stands out from the readings on both
@@ -52,10 +60,12 @@ np.False_
 [18, 19]
 >>> hampel_mask(np.r_[step[:18], 500.0], n_sigmas=5.0).nonzero()[0].tolist()  # a glitch
 [18]
->>> valve = np.full(60, 100.0)
->>> valve[[10, 30, 50]] = 0.0                 # the same dropout three times
+>>> valve = np.full(100, 100.0)
+>>> valve[[10, 50, 90]] = 0.0                 # the same dropout three times
 >>> hampel_mask(valve, n_sigmas=5.0).nonzero()[0].tolist()
-[10, 30, 50]
+[10, 50, 90]
+>>> hampel_mask([20.0, 500.0, 20.1, 20.0]).nonzero()[0].tolist()  # four readings
+[1]
 """
 
 from __future__ import annotations
@@ -65,9 +75,10 @@ import warnings
 import numpy as np
 
 from edgewise.errors import QualityError
+from edgewise.quality.states import MIN_STATE_COUNT, MIN_STATE_SHARE
 
-__all__ = ["EDGE_CLEAR", "MAD_SCALE", "RESOLUTION_SEEN", "RESOLUTION_SHARE", "despike",
-           "hampel_mask", "resolution"]
+__all__ = ["EDGE_CLEAR", "JITTER_GAP", "MAD_SCALE", "RESOLUTION_SEEN", "RESOLUTION_SHARE",
+           "despike", "hampel_mask", "levels", "resolution", "usual_step"]
 
 MAD_SCALE = 1.4826
 #: Times a step must be seen to be taken for the resolution: a spike's way up and back
@@ -79,6 +90,10 @@ RESOLUTION_SEEN = 3
 #: that step shows what it resolves; a dropout from 100 to 0, a glitch to twice the value
 #: or from 20 to 25 does not, however often it recurs.
 RESOLUTION_SHARE = 0.25
+#: How many times the next recurring step size must be to set the sizes below it aside
+#: as jitter (:func:`usual_step`): an order of magnitude, as AWS CPU readings jitter by
+#: 0.002 % between levels 0.067 % apart.
+JITTER_GAP = 10.0
 #: A reading within ``half_window`` of an end, a spike by the readings on its one side,
 #: is one when it lies further from their median than this many times the larger of that
 #: median's size and the span of the series' other readings: a glitch from 20 to 500 or
@@ -111,16 +126,119 @@ def _medians(v: np.ndarray, half_window: int,
     return med, MAD_SCALE * mad
 
 
+def _median_without(d: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """For each row of ``own`` (indices into ``d``, -1 for none), the median of ``d`` less
+    those entries, as :func:`numpy.median` takes it; 0.0 where nothing is left.
+
+    >>> _median_without(np.array([480.0, 479.9, 0.1]),
+    ...                 np.array([[-1, 0], [0, 1], [1, 2]])).tolist()
+    [240.0, 0.1, 480.0]
+    """
+    m = len(d)
+    order = np.argsort(d, kind="stable")
+    ds = d[order]
+    rank = np.empty(m + 1, dtype=np.intp)
+    rank[order] = np.arange(m)
+    rank[m] = m  # -1, no step: a rank past every other, never skipped
+    r = np.sort(rank[np.where(own < 0, m, own)], axis=1)
+    r1, r2 = r[:, 0], r[:, 1]
+    left = m - (r1 < m) - (r2 < m)  # the steps left
+
+    def at(p: np.ndarray) -> np.ndarray:  # the p-th smallest step left
+        p = p + (p >= r1)
+        return ds[np.minimum(p + (p >= r2), m - 1)] if m else np.zeros(len(p))
+
+    with np.errstate(over="ignore"):  # two steps past 1e308: inf, as numpy's
+        mid = (at(np.maximum(left - 1, 0) // 2) + at(left // 2)) / 2
+    return np.where(left > 0, mid, 0.0)
+
+
+def _noise(v: np.ndarray, med: np.ndarray, scale: np.ndarray, n_sigmas: float,
+           min_scale: float) -> float:
+    """The series' noise level: the median absolute step between consecutive finite
+    readings / sqrt 2, times :data:`MAD_SCALE`, leaving out the steps into and out of the
+    readings that stand out from their window by more than ``n_sigmas`` times the noise
+    level the *other* steps show (each reading's own two steps left out of it), so that a
+    spike's own way up and back down is no noise that hides it: with five readings or
+    fewer a spike's two steps are half the steps, and set the median (20, 500, 20.1, 20
+    had a noise level of 500 and no spike). Where every step is such a way in or out, no
+    step shows the noise and all of them give it."""
+    fin = np.flatnonzero(np.isfinite(v))
+    with np.errstate(all="ignore"):  # steps between readings past +-1e308 overflow
+        raw = np.abs(np.diff(v[fin]))
+    ok = np.isfinite(raw)
+    if not ok.any():
+        return 0.0
+    k = len(raw)
+    step = np.where(ok, np.cumsum(ok) - 1, -1)  # each step's index among the finite ones
+    own = np.stack([np.r_[-1, step], np.r_[step, -1]], axis=1)  # each reading's two steps
+    other = MAD_SCALE * _median_without(raw[ok], own) / np.sqrt(2)
+    f = v[fin]
+    with np.errstate(all="ignore"):
+        floor = np.maximum(np.maximum(other, max(min_scale, 1e-300)), 1e-9 * np.abs(med[fin]))
+        out = np.abs(f - med[fin]) > n_sigmas * np.maximum(scale[fin], floor)
+    keep = ok & ~(out[:k] | out[1:])
+    d = raw[keep] if keep.any() else raw[ok]
+    with np.errstate(over="ignore"):
+        return MAD_SCALE * float(np.median(d)) / np.sqrt(2)
+
+
 def _candidates(
     v: np.ndarray, med: np.ndarray, scale: np.ndarray, n_sigmas: float, min_scale: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """The readings that are spikes by every floor but the resolution, and that floor."""
-    with np.errstate(all="ignore"):  # steps between readings past +-1e308 overflow
-        d = np.abs(np.diff(v[np.isfinite(v)]))
-        d = d[np.isfinite(d)]
-        noise = MAD_SCALE * float(np.median(d)) / np.sqrt(2) if len(d) else 0.0
+    noise = _noise(v, med, scale, n_sigmas, min_scale)
+    with np.errstate(all="ignore"):
         floor = np.maximum(max(min_scale, noise, 1e-300), 1e-9 * np.abs(med))
         return np.abs(v - med) > n_sigmas * np.maximum(scale, floor), floor
+
+
+def _recurring_steps(values: object, outliers: object | None,
+                     name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The sizes, ascending, of the steps between consecutive finite readings seen at least
+    :data:`RESOLUTION_SEEN` times (see :func:`resolution`: which steps count, and equal
+    within 1e-9 of the largest reading), how often each was seen, how often between two
+    readings neither of which is an outlier (or small beside both), and how many steps
+    there are between consecutive finite readings."""
+    v = np.asarray(values, dtype=float).reshape(-1)
+    none = np.zeros(0)
+    if outliers is None:
+        out = np.zeros(len(v), dtype=bool)
+        if len(v) >= 3:
+            med, scale = _medians(v, 3)
+            out = _candidates(v, med, scale, 3.0, 0.0)[0]
+    else:
+        out = np.asarray(outliers, dtype=bool).reshape(-1)
+        if len(out) != len(v):
+            raise QualityError(
+                f"The 'outliers' of {name} must mark each of the {len(v)} values; "
+                f"got {len(out)} marks."
+            )
+    finite = np.isfinite(v)
+    v, out = v[finite], out[finite]
+    with np.errstate(all="ignore"):  # readings past +-1e308 or below 1e-300
+        d = np.abs(np.diff(v))
+        prev, this, out_prev, out_this = v[:-1], v[1:], out[:-1], out[1:]
+        # a step counts by itself with no outlier, or when small beside both readings
+        alone = ~(out_prev | out_this) | (d < RESOLUTION_SHARE * np.minimum(np.abs(prev),
+                                                                            np.abs(this)))
+        # else one into or out of a single outlier counts only once outliers of its size
+        # lay both above and below their neighbours: quantisation noise, not a dropout
+        lone = ~alone & (out_prev != out_this)
+        up = np.where(out_this, this > prev, prev > this)
+        keep = (alone | lone) & (d > 0) & np.isfinite(d)
+        d, alone, lone, up = d[keep], alone[keep], lone[keep], up[keep]
+        if not len(d):
+            return none, none, none, max(len(v) - 1, 0)
+        tol = 1e-9 * float(np.abs(v).max())  # 20.1 - 20.0 and 20.2 - 20.1 differ in float
+        _, first, size = np.unique(np.round(d / tol), return_index=True, return_inverse=True)
+    k = len(first)
+    lones = np.bincount(size, weights=lone, minlength=k)
+    ups = np.bincount(size, weights=lone & up, minlength=k)
+    moves = np.bincount(size, weights=alone, minlength=k)
+    seen = moves + np.where((ups > 0) & (ups < lones), lones, 0)
+    recur = seen >= RESOLUTION_SEEN
+    return d[first[recur]], seen[recur], moves[recur], len(v) - 1
 
 
 def resolution(values: object, outliers: object | None = None) -> float:
@@ -146,44 +264,76 @@ def resolution(values: object, outliers: object | None = None) -> float:
     >>> resolution([20.0, 0.0, 20.0, 0.0], outliers=[False, False, False, False])
     20.0
     """
+    sizes = _recurring_steps(values, outliers, "resolution")[0]
+    return float(sizes[0]) if len(sizes) else 0.0
+
+
+def usual_step(values: object, outliers: object | None = None) -> float:
+    """The step the sensor moves in: its :func:`resolution` once its jitter is set aside.
+    Where the recurring step sizes (those :func:`resolution` counts) jump by
+    :data:`JITTER_GAP` or more from one to the next, and steps of the sizes above the jump
+    are routine (at least :data:`~edgewise.quality.states.MIN_STATE_SHARE` of the steps
+    between consecutive readings, zero steps included), the sizes below it are jitter
+    about the sensor's levels, not the steps it moves in, and the first size above the
+    jump seen :data:`RESOLUTION_SEEN` times between readings that are no outliers (a
+    glitch's way up and down, however often, is no move) is its step: AWS CPU readings
+    come in steps of 0.067 % read as 0.066 or 0.068, jitter by 0.002 between them, and
+    move by 0.067 in every other reading; a move by one such step is no spike, as a move
+    by a tenth of a sensor that reports tenths is none. Else (no jump, or a few large
+    moves above one: a flat 20.0 that blips by 0.1 and whose setpoint moved by 5.0 three
+    times) the resolution.
+
+    >>> cpu = [0.066, 0.134, 0.066, 0.134, 0.066, 0.068, 0.134, 0.066, 0.068, 0.066]
+    >>> [round(f(cpu, outliers=[False] * 10), 3) for f in (resolution, usual_step)]
+    [0.002, 0.068]
+    >>> usual_step([20.0, 20.1, 20.0, 20.1, 20.3, 20.3])     # no jitter: the resolution
+    0.1...
+    >>> flat = np.r_[[20.0, 20.1] * 10, np.repeat([25.0, 20.0, 25.0, 20.0], 50)]
+    >>> usual_step(flat, outliers=np.zeros(len(flat), dtype=bool))  # rare large moves
+    0.1...
+    """
+    return _usual(*_recurring_steps(values, outliers, "usual_step"))
+
+
+def _usual(sizes: np.ndarray, seen: np.ndarray, moves: np.ndarray, steps: int) -> float:
+    """:func:`usual_step` of the recurring step ``sizes`` (ascending), each ``seen``
+    times, ``moves`` of them between readings that are no outliers, among ``steps``."""
+    if not len(sizes):
+        return 0.0
+    with np.errstate(all="ignore"):
+        jump = np.flatnonzero(sizes[1:] >= JITTER_GAP * sizes[:-1]) + 1
+    moved = moves >= RESOLUTION_SEEN  # a glitch's way up and down is no move
+    for at in jump:  # the first jump above which the moves are routine
+        if moves[at:].sum() >= MIN_STATE_SHARE * steps and moved[at:].any():
+            return float(sizes[at + int(np.argmax(moved[at:]))])
+    return float(sizes[0])
+
+
+def levels(values: object) -> np.ndarray:
+    """Boolean mask of the readings at one of the series' levels: a value its finite
+    readings take at least :data:`~edgewise.quality.states.MIN_STATE_COUNT` times and in
+    at least :data:`~edgewise.quality.states.MIN_STATE_SHARE` of them, the rule that makes
+    the rarer level of a two-level series a state rather than a dropout. Such a reading is
+    no spike, however far from its neighbours: a CPU idling at 0.066 % that reads 0.134 %
+    (one step of its resolution up) in one reading of seven does so by nature, and a
+    value the sensor reads that often is none of its glitches. A valve that drops to 0 in
+    three readings of a hundred, a glitch to 500 once, are rarer, and still spikes.
+
+    >>> levels([0.066, 0.066, 0.134, 0.066, 0.066, 0.134, 0.066, 0.134]).astype(int).tolist()
+    [1, 1, 1, 1, 1, 1, 1, 1]
+    >>> valve = np.full(100, 100.0)
+    >>> valve[[10, 50, 90]] = 0.0
+    >>> levels(valve)[[10, 50, 90]].tolist()
+    [False, False, False]
+    """
     v = np.asarray(values, dtype=float).reshape(-1)
-    if outliers is None:
-        out = np.zeros(len(v), dtype=bool)
-        if len(v) >= 3:
-            med, scale = _medians(v, 3)
-            out = _candidates(v, med, scale, 3.0, 0.0)[0]
-    else:
-        out = np.asarray(outliers, dtype=bool).reshape(-1)
-        if len(out) != len(v):
-            raise QualityError(
-                f"The 'outliers' of resolution must mark each of the {len(v)} values; "
-                f"got {len(out)} marks."
-            )
-    finite = np.isfinite(v)
-    v, out = v[finite], out[finite]
-    with np.errstate(all="ignore"):  # readings past +-1e308 or below 1e-300
-        d = np.abs(np.diff(v))
-        prev, this, out_prev, out_this = v[:-1], v[1:], out[:-1], out[1:]
-        # a step counts by itself with no outlier, or when small beside both readings
-        alone = ~(out_prev | out_this) | (d < RESOLUTION_SHARE * np.minimum(np.abs(prev),
-                                                                            np.abs(this)))
-        # else one into or out of a single outlier counts only once outliers of its size
-        # lay both above and below their neighbours: quantisation noise, not a dropout
-        lone = ~alone & (out_prev != out_this)
-        up = np.where(out_this, this > prev, prev > this)
-        keep = (alone | lone) & (d > 0) & np.isfinite(d)
-        d, alone, lone, up = d[keep], alone[keep], lone[keep], up[keep]
-        if not len(d):
-            return 0.0
-        tol = 1e-9 * float(np.abs(v).max())  # 20.1 - 20.0 and 20.2 - 20.1 differ in float
-        _, first, size = np.unique(np.round(d / tol), return_index=True, return_inverse=True)
-    k = len(first)
-    lones = np.bincount(size, weights=lone, minlength=k)
-    ups = np.bincount(size, weights=lone & up, minlength=k)
-    seen = np.bincount(size, weights=alone, minlength=k) + np.where(
-        (ups > 0) & (ups < lones), lones, 0)
-    seen = seen >= RESOLUTION_SEEN
-    return float(d[first[seen][0]]) if seen.any() else 0.0
+    fin = np.isfinite(v)
+    out = np.zeros(len(v), dtype=bool)
+    if fin.any():
+        _, at, count = np.unique(v[fin], return_inverse=True, return_counts=True)
+        common = (count >= MIN_STATE_COUNT) & (count >= MIN_STATE_SHARE * int(fin.sum()))
+        out[fin] = common[at.reshape(-1)]
+    return out
 
 
 def _end_medians(v: np.ndarray, half_window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -213,8 +363,10 @@ def _judge(
     med, scale = _medians(v, half_window)
     mask, floor = _candidates(v, med, scale, n_sigmas, min_scale)
     with np.errstate(all="ignore"):
+        level = levels(v) if mask.any() else np.zeros(len(v), dtype=bool)
+        mask &= ~level
         if mask.any():  # the resolution only raises the floor
-            floor = np.maximum(floor, resolution(v, outliers=mask))
+            floor = np.maximum(floor, _usual(*_recurring_steps(v, mask, "hampel")))
             mask &= np.abs(v - med) > n_sigmas * np.maximum(scale, floor)
         n, h = len(v), half_window
         if n <= h:
@@ -224,7 +376,7 @@ def _judge(
         # beyond them
         end = np.zeros(n, dtype=bool)
         end[:h] = end[n - h:] = True
-        end &= ~mask & np.isfinite(v)
+        end &= ~mask & ~level & np.isfinite(v)
         if end.any():
             med_1, scale_1 = _end_medians(np.where(mask, np.nan, v), h)
             dev = np.abs(v - med_1)

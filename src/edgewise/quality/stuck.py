@@ -17,7 +17,13 @@ outage) counts that long only, in every hold: what the sensor read in an outage 
 known, so a slow sensor whose value held across one is no more stuck for it. A series whose
 whole history has at most :data:`FEW_LEVELS`
 distinct values (a setpoint, a mode, a two-level signal) is never stuck for holding one:
-it holds its values by nature. With ``ts`` (int ns, ascending) holds are times, so readings
+it holds its values by nature. Nor is a run at the value the series rests at and keeps
+coming back to: one whose *other* runs hold more than :data:`REST_SHARE` of the time
+outside it, each counting as towards the typical hold (a disk that writes 0 bytes in nine
+readings of ten, idle between its writes, is not stuck at 0; one freeze counts
+``min_run`` of its readings and nothing towards itself, so a sensor frozen at one value
+most of the time, once or twice, is still stuck). A run's value is its first reading.
+With ``ts`` (int ns, ascending) holds are times, so readings
 sent irregularly are judged by how long the value held; without, every reading counts one.
 
 >>> live = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
@@ -41,11 +47,15 @@ import numpy as np
 from edgewise.errors import QualityError
 from edgewise.quality.gaps import GAP_FACTOR, intervals
 
-__all__ = ["FEW_LEVELS", "stuck_mask", "stuck_runs"]
+__all__ = ["FEW_LEVELS", "REST_SHARE", "stuck_mask", "stuck_runs"]
 
 #: Distinct values at most of a series that holds values by nature (a setpoint, a mode, a
 #: two-level signal): no run of it is stuck.
 FEW_LEVELS = 5
+#: Share of the time outside a run (each run counting as in the typical hold) that the
+#: other runs at its value hold beyond which that value is where the series rests (an
+#: idle disk's 0 bytes written): no run of it is stuck.
+REST_SHARE = 0.5
 
 
 def _holds(t: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -107,6 +117,28 @@ def _run_weight(hold: object, readings: object, min_run: int) -> np.ndarray:
     return np.where(n > min_run, np.floor(h * min_run / np.maximum(n, 1.0)), h)
 
 
+def _at_rest(value: object, weight: object) -> np.ndarray:
+    """For each run (its ``value`` and its ``weight``, :func:`_run_weight`), whether the
+    other runs at its value hold more than :data:`REST_SHARE` of the time the series
+    spends outside it: the value the series rests at and keeps coming back to (a disk
+    that writes 0 bytes in nine readings of ten), whose runs are no freeze. One long
+    freeze counts only ``min_run`` of its readings, and not at all towards itself, so
+    freezes do not make their own value the rest.
+
+    >>> _at_rest([0.0, 5.0, 0.0, 7.0, 0.0], [20.0, 1.0, 20.0, 1.0, 20.0]).tolist()
+    [True, False, True, False, True]
+    >>> _at_rest([1.0, 21.4, 2.0, 19.8], [24.0, 20.0, 24.0, 20.0]).tolist()
+    [False, False, False, False]
+    """
+    val = np.asarray(value, dtype=float)
+    w = np.asarray(weight, dtype=float)
+    _, group = np.unique(val, return_inverse=True)
+    group = group.reshape(-1)
+    same = np.bincount(group, weights=w)[group] - w  # the other runs at its value
+    rest = w.sum() - w  # the time outside it
+    return np.isfinite(val) & (same > REST_SHARE * rest)
+
+
 def stuck_runs(
     values: object, min_run: int = 10, tol: float = 0.0, ts: object | None = None
 ) -> list[tuple[int, int]]:
@@ -140,9 +172,12 @@ def stuck_runs(
     starts = np.r_[0, np.flatnonzero(~same) + 1]
     stops = np.r_[starts[1:], len(v)]
     hold = _holds(t, starts)
-    typical = _typical_other(hold, _run_weight(hold, stops - starts, min_run))
+    weight = _run_weight(hold, stops - starts, min_run)
+    typical = _typical_other(hold, weight)
     # a hair under min_run holds: float sums of equal steps need not match their product
     long = (stops - starts >= min_run) & (hold >= min_run * typical * (1 - 1e-9))
+    if long.any():
+        long &= ~_at_rest(v[starts], weight)
     return [(int(a), int(b)) for a, b in zip(starts[long], stops[long], strict=True)]
 
 
