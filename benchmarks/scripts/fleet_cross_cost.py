@@ -8,9 +8,9 @@ and without its fleet prior) and without it, alternating in one process, 3 times
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 
+from edgewise.bench._machine import machine_fields
 from edgewise.bench.fleet import bench_fleet
 
 on: list[float] = []
@@ -34,4 +34,4 @@ print(json.dumps({"command": "python benchmarks/scripts/fleet_cross_cost.py",
                   "ratio": round(statistics.median(on) / statistics.median(off), 3),
                   "ratio_no_fleet_prior": round(statistics.median(no_prior)
                                                 / statistics.median(off), 3),
-                  "machine": f"{platform.machine()} {platform.system()}, 2 cores (shared)"}))
+                  **machine_fields()}))  # the machine as measured, never a hard-coded one

@@ -33,6 +33,9 @@ Figures (RMSE in cycles on the 259 FD002 test engines, truth capped at 125):
 * ``dp_fleet_nodp_rmse``: that same one-engine-per-client fleet without DP (the device-level
   runs' own reference: what DP costs, separately from what the fleet shape costs);
 * ``bytes_per_client_round``: model bytes a client uploads per round (it downloads as many).
+
+Both this and ``run_stats_dp_benchmark`` record where they ran: ``machine``, ``cpus`` and
+``python`` (:func:`~edgewise.bench._machine.machine_fields`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgewise.bench._machine import machine_fields
 
 __all__ = ["public_envelope", "run_federated_benchmark", "run_federated_benchmark_seeds",
            "run_stats_dp_benchmark"]
@@ -244,6 +249,7 @@ def run_federated_benchmark(
         "dp_unit": "record (one window of one engine), ε per device over the run",
         "dp_device_unit": "device (one engine's whole history)",
         "seconds": timings, "total_seconds": round(time.perf_counter() - t_all, 1),
+        **machine_fields(),
     })
     return out
 
@@ -318,7 +324,7 @@ def run_stats_dp_benchmark(
     out.update({"runs": runs, "seeds": seeds, "clients": clients, "rounds": rounds,
                 "epsilon": epsilon, "batch": batch, "lr": lr, "stats_share": stats_share,
                 "envelope_margin": margin, "delta": delta, "seconds": seconds,
-                "total_seconds": round(time.perf_counter() - t_all, 1)})
+                "total_seconds": round(time.perf_counter() - t_all, 1), **machine_fields()})
     return out
 
 

@@ -7,7 +7,7 @@ which the file name says. The mapping (:data:`NAB_KINDS`) was written down befor
 result was seen, and files whose name does not say what they measure
 (``grok_asg_anomaly``, ``rogue_agent_key_*``) are left out. Two tasks: ``aws``, the 16
 named series of ``realAWSCloudwatch`` (cpu, network in, disk write bytes, request count),
-and ``real``, every named series of NAB's real categories (14 kinds: cpu, network in,
+and ``real``, every named series of NAB's real categories (13 kinds: cpu, network in,
 disk writes, requests, latency, temperature, taxi passengers, travel time, occupancy,
 speed, tweet volume, ad cost per click, cost per thousand impressions).
 

@@ -9,6 +9,12 @@ Three runs, each against a fresh broker process on this machine:
    sustained rate = readings covered by the gateway's durable acks per second.
 3. **half**: the same at half the max rate, paced, for latency.
 
+Each gateway runs in a temporary folder with its own DuckDB store there (``--store``
+given), and with none of this process's ``EDGEWISE_*`` variables: only the settings of
+:func:`gateway_settings` (recorded in the result, with the names of those left out), so a
+shell's ``EDGEWISE_STORE`` never receives the bench's readings and alerts, and its
+``EDGEWISE_DETECTOR`` and the like never change what is measured.
+
 Latency publish -> stored is the time from ``publish()`` to the ack that covers the
 message (the ack is sent after the commit). Publish -> alert: every ``spike_every``-th
 message of each device carries an anomalous value; the alert's ``created`` time minus
@@ -32,9 +38,10 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 
+from edgewise.bench._machine import machine_fields
 from edgewise.sim.device import MqttDevice
 
-__all__ = ["check_ingest_options", "run_ingest_bench"]
+__all__ = ["check_ingest_options", "gateway_settings", "run_ingest_bench"]
 
 METRICS = ("flow", "pressure", "current", "bearing_temp", "motor_temp", "vibration",
            "speed", "suction")
@@ -75,9 +82,44 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0,
     raise TimeoutError(f"nothing answered on port {port} within {timeout:g} s")
 
 
-def _env() -> dict[str, str]:
+def _inherited() -> list[str]:
+    """The ``EDGEWISE_*`` variables of this process that the bench's servers do not get:
+    all of them (the bench's own ``EDGEWISE_BENCH_*`` switches are read here, not there)."""
+    return sorted(k for k in os.environ if k.startswith("EDGEWISE_"))
+
+
+def _env(settings: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server the bench starts: this process's, less every
+    ``EDGEWISE_*`` variable (:func:`_inherited`; a shell's ``EDGEWISE_STORE`` would send
+    the bench's readings into that store, ``EDGEWISE_DETECTOR`` and the like would change
+    what is measured unrecorded), plus ``settings``, the only ones the bench sets."""
     src = str(Path(__file__).resolve().parents[2])
-    return dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWISE_")}
+    env["PYTHONPATH"] = src + os.pathsep + os.environ.get("PYTHONPATH", "")
+    return env | (settings or {})
+
+
+def gateway_settings(consumer: str = "plugin") -> dict[str, str]:
+    """The ``EDGEWISE_*`` settings the bench's gateway runs with, and no others: rate
+    limits raised past what the devices send, and the embedded broker's ``consumer``.
+
+    >>> gateway_settings()["EDGEWISE_MQTT_CONSUMER"]
+    'plugin'
+    """
+    return {"EDGEWISE_RATE_LIMIT_PER_S": "1e9", "EDGEWISE_RATE_LIMIT_BURST": "1e9",
+            "EDGEWISE_MQTT_CONSUMER": consumer}
+
+
+def _gateway_args(data: Path, mport: int, hport: int, extra: list[str]) -> list[str]:
+    """``edgewise serve``'s arguments for the bench: everything in the run's temporary
+    ``data`` folder, the store too, named explicitly (a DuckDB file made for the run and
+    removed with the folder).
+
+    >>> _gateway_args(Path("/t"), 1883, 8080, [])[-2:]
+    ['--store', 'duckdb:////t/bench.duckdb']
+    """
+    return ["serve", "--data-dir", str(data), "--mqtt-port", str(mport), "--port", str(hport),
+            *extra, "--store", f"duckdb:///{(data / 'bench.duckdb').absolute()}"]
 
 
 _RAW_BROKER = """
@@ -262,15 +304,18 @@ def _gateway(n_devices: int, seconds: float, rate_per_device: float | None, wind
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         extra = (["--mqtt", f"mqtt://127.0.0.1:{mosquitto}?prefix={prefix}&client_id={prefix}"]
                  if mosquitto else [])
-        env = _env() | {"EDGEWISE_RATE_LIMIT_PER_S": "1e9", "EDGEWISE_RATE_LIMIT_BURST": "1e9",
-                        "EDGEWISE_MQTT_CONSUMER": consumer}
+        env = _env(gateway_settings(consumer))
         log = open(data / "gateway.log", "wb")
         prof = os.environ.get("EDGEWISE_BENCH_PROFILE")  # cProfile the gateway into this file
         wrap = ["-m", "cProfile", "-o", prof] if prof else []
-        proc = subprocess.Popen(
-            [sys.executable, *wrap, "-m", "edgewise", "serve", "--data-dir", str(data),
-             "--mqtt-port", str(mport), "--port", str(hport), *extra],
-            env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, *wrap, "-m", "edgewise",
+                 *_gateway_args(data, mport, hport, extra)],
+                env=env, stdout=log, stderr=subprocess.STDOUT)
+        except BaseException:
+            log.close()
+            raise
         try:
             log.flush()
             if not mosquitto:
@@ -390,6 +435,10 @@ def run_ingest_bench(
     edgewise.errors.ConfigError: --devices must be an int in the range [1, inf). Got 0 instead.
     """
     check_ingest_options(devices, seconds, window, spike_every, mosquitto, consumer)
+    ignored = _inherited()
+    if ignored:
+        progress(f"not passed to the bench's servers (they run with a temporary store and "
+                 f"their defaults): {', '.join(ignored)}")
     progress(f"raw broker ceiling: {devices} publishers, {seconds:g} s")
     raw = _raw(devices, seconds, window, mosquitto)
     progress(f"gateway at max rate: {devices} devices, {seconds:g} s")
@@ -413,5 +462,6 @@ def run_ingest_bench(
         "gateway_vs_raw": round(full["readings_per_s"] / raw["readings_per_s"], 3)
         if raw["readings_per_s"] else None,
         "goal_readings_per_s": 50_000, "goal_ratio": 0.5, "goal_p99_stored_ms": 250,
-        "cpus": os.cpu_count(),
+        "gateway_settings": gateway_settings(consumer), "environment_ignored": ignored,
+        **machine_fields(),
     }
