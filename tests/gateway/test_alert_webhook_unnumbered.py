@@ -11,35 +11,19 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from edgewise.gateway.metrics import Metrics
 from edgewise.gateway.webhooks import Webhook
 from edgewise.store import open_store
 from edgewise.store.base import Alert, Store
+from tests.gateway import test_alert_webhook_raise_order as _raise_order
 
+#: a DuckDB file, or a PostgreSQL schema of its own (the raise-order tests' fixture)
+shared_url = _raise_order.shared_url
 SECRET = b"test-secret-0123456789abcdef"
 S = 10**9
-
-
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A DuckDB file, or a PostgreSQL schema of its own (dropped after)."""
-    if request.param == "duckdb":
-        yield f"duckdb://{tmp_path / 'ew.duckdb'}"
-        return
-    base = request.getfixturevalue("postgres_url")
-    schema = f"ew_unnum_{uuid.uuid4().hex[:10]}"
-    yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    import psycopg
-
-    with psycopg.connect(base, autocommit=True) as con:
-        con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _unnumber(store: Store, url: str, *ids: str) -> None:
@@ -65,7 +49,9 @@ def _alert(store: Store, device: str, created_ns: int) -> Alert:
                                  message="gap", created_ns=created_ns))
 
 
-def test_unnumbered_alerts_pages_the_live_ones_above_the_floor_oldest_first(url: str) -> None:
+def test_unnumbered_alerts_pages_the_live_ones_above_the_floor_oldest_first(
+        shared_url: str) -> None:
+    url = shared_url
     store = open_store(url)
     try:
         made = [_alert(store, f"pump-{i}", 1000 + 10 * i) for i in range(6)]
@@ -103,10 +89,11 @@ class _NoWholeList:
 
 
 def test_the_webhook_finds_unnumbered_and_numbered_alerts_without_the_whole_list(
-        url: str, tmp_path: Path) -> None:
+        shared_url: str, tmp_path: Path) -> None:
     """Two hundred alerts in the store before the webhook; after it, one numbered alert
     and one an older Edgewise wrote (no number): both are sent, once, and the webhook
     never reads the whole list (before: it did, at every poll)."""
+    url = shared_url
     store = open_store(url)
     posted: list[str] = []
     w: Webhook | None = None
