@@ -80,19 +80,25 @@ def merge_drivers(
 ) -> dict[str, float]:
     """Add two driver maps (shares), keep the ``keep`` largest, renormalise to 1.
 
-    Entries at or below 0 (a metric that did not drive the reading) and non-finite ones
-    are left out, so they are never named.
+    Shares are rounded to 4 decimals. Entries at or below 0 (a metric that did not drive
+    the reading), non-finite ones and ones whose share rounds to 0 are left out, so they
+    are never named.
 
     >>> merge_drivers({"a": 1.0}, {"a": 0.5, "b": 0.5})
     {'a': 0.75, 'b': 0.25}
     >>> merge_drivers({}, {"temp": 0.99, "rpm": 0.0})
+    {'temp': 1.0}
+    >>> merge_drivers({}, {"temp": 0.99, "rpm": 0.00003})
     {'temp': 1.0}
     """
     old, new = _positive(old), _positive(new)
     both = {n: old.get(n, 0.0) + new.get(n, 0.0) for n in set(old) | set(new)}
     top = sorted(both.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
     total = sum(v for _, v in top)
-    return {n: round(v / total, 4) for n, v in top} if total > 0 else {}
+    if not total > 0:
+        return {}
+    shares = {n: round(v / total, 4) for n, v in top}
+    return {n: v for n, v in shares.items() if v > 0}
 
 
 @dataclass
@@ -109,10 +115,14 @@ class _Open:
     # time.monotonic() when storing the new alert first failed; None: it is stored
     unstored_since: float | None = None
     lost: bool = False  # given up unstored after ADD_RETRY_S: to be let go of
+    # held alerts absorbed into this one in memory whose merge the store has not taken
+    # yet (a store error): merged first at the next write, which carries the widened span
+    merging: list[_Open] = field(default_factory=list)
+    merge_tried: bool = False  # a merge of this one into another was tried (and failed)
 
     def pending(self) -> bool:
-        """Whether something of it is still to be written (the alert, or changes)."""
-        return bool(self.dirty) or self.unstored_since is not None
+        """Whether something of it is still to be written (the alert, changes, merges)."""
+        return bool(self.dirty) or self.unstored_since is not None or bool(self.merging)
 
 
 @dataclass
@@ -336,7 +346,11 @@ class AlertManager:
         extends it; when it touches several, they become one alert (the one that starts
         first, widened over all of them; the others are marked merged into it in the store,
         see :meth:`~edgewise.store.base.Store.merge_alert`, and keep their id for lookup).
-        Otherwise the run raises a new alert. Each alert is returned once.
+        Otherwise the run raises a new alert. Each alert is returned once. A merge the
+        store does not take (a store error) is held and tried again by a later
+        :meth:`flush`: until it is stored, the survivor's widened span is held back too, so
+        the store never lists two alerts over one span, and the absorbed alerts' readings
+        are counted once.
 
         ``floor_ns``: the oldest reading time of the device that may still be scored (the
         pipeline passes its streams' oldest last-scored time less the late horizon). The
@@ -403,9 +417,13 @@ class AlertManager:
                     for q in near:  # what was held back is part of this alert
                         self._widen(cur, q.start_ns, q.end_ns, q.peak, q.shares, q.readings)
                     if absorbed:  # one alert from now on, in the store too
-                        self._merge(cur, absorbed)
+                        # absorbed once: they are no longer held apart, and the merge (and
+                        # the widened span) is written now or, on a store error, retried
+                        # by a later flush, never absorbed again
+                        cur.merging += absorbed
                         held[:] = [h for h in held if all(h is not o for o in absorbed)]
                         out = [cur if any(o is x for x in absorbed) else o for o in out]
+                        self._try_write(cur)
                     elif cur.pending() and time.monotonic() - cur.written >= self.write_every_s:
                         self._try_write(cur)
                     out.append(cur)
@@ -563,20 +581,42 @@ class AlertManager:
         if changes:
             cur.dirty = {**(cur.dirty or {}), **changes}
 
-    def _merge(self, cur: _Open, absorbed: list[_Open]) -> None:
-        """Store that ``absorbed`` are part of ``cur`` now: each is written as it stands,
-        then marked merged into ``cur`` while ``cur`` gets its widened span (one store
-        transaction), taking over their acknowledgement and label where ``cur`` has none."""
-        for other in absorbed:
+    def _merge(self, cur: _Open) -> None:
+        """Store that the alerts ``cur`` absorbed (``cur.merging``) are part of it now: each
+        is written as it stands, then marked merged into ``cur`` (one store transaction per
+        alert, which widens ``cur`` over it; the last also gives ``cur`` what is held back of
+        it, the widened span, score and drivers, so the store never lists ``cur`` over an
+        alert not yet merged into it), taking over their acknowledgement and label where
+        ``cur`` has none. Raises what the store raised; the merges not
+        stored stay in ``cur.merging``, with the widened span, for a later write."""
+        while cur.merging:
+            other = cur.merging[0]
             if other.unstored_since is not None or cur.unstored_since is not None:
                 # never stored (``cur`` is then one as well: a stored one is kept first):
                 # nothing of it to merge in the store, the memory holds it all
                 other.alert.merged_into = cur.alert.id
+                cur.merging.pop(0)
                 continue
             self._write(other)
-            stored = self.store.merge_alert(other.alert.id, cur.alert.id, **(cur.dirty or {}))
-            cur.dirty = None
+            last = len(cur.merging) == 1
+            changes = (cur.dirty or {}) if last else {}
+            stored: Alert | None = None
+            if other.merge_tried:
+                # a failed try may have committed all the same (the error came after it)
+                try:
+                    done = self.store.get_alert(other.alert.id)
+                except KeyError:
+                    done = None
+                if done is not None and done.merged_into == cur.alert.id:
+                    stored = self.store.update_alert(cur.alert.id, **changes) if changes \
+                        else self.store.get_alert(cur.alert.id)
+            if stored is None:
+                other.merge_tried = True
+                stored = self.store.merge_alert(other.alert.id, cur.alert.id, **changes)
+            if last:
+                cur.dirty = None
             other.alert.merged_into = cur.alert.id
+            cur.merging.pop(0)
             a = cur.alert
             a.status, a.label, a.acked_by = stored.status, stored.label, stored.acked_by
             a.labelled_by, a.note = stored.labelled_by, stored.note
@@ -618,7 +658,10 @@ class AlertManager:
     def _write(self, cur: _Open) -> None:
         """Write what is held back of ``cur``: the whole alert as it stands where the store
         has not taken it yet (see :meth:`_start`), else its changed fields. Raises what
-        the store raised; what is held back stays held then."""
+        the store raised; what is held back stays held then. Merges held back
+        (``cur.merging``) are stored first (:meth:`_merge`): they carry the widened span."""
+        if cur.merging:
+            self._merge(cur)
         if cur.unstored_since is not None:
             a = cur.alert
             # a failed try may have committed all the same (the error came after it):
@@ -829,8 +872,11 @@ class AlertManager:
 
     def _load_verdicts(self) -> None:
         """Take up the verdicts still in effect from the store (anomaly alerts ending
-        within four half-lives before now, labelled), oldest alert first so the newest
-        verdict on a device and metric counts; a store that cannot list is logged."""
+        within four half-lives before now, labelled), in the order they were given (their
+        ``alert.labelled`` events' ids; a label a merge carried over counts as given when
+        the merged alert's was), so the newest verdict on a device and metric counts, as it
+        did live. Verdicts whose events retention pruned were given before the others: they
+        come first, oldest alert first. A store that cannot list is logged."""
         since = time.time_ns() - int(FEEDBACK_HALF_LIVES * self.feedback_half_life_s * 1e9)
         labelled: list[Alert] = []
         paging: dict[str, tuple[int, int, str]] = {}
@@ -846,9 +892,42 @@ class AlertManager:
             log.exception("could not read the alert verdicts from the store; false alarms "
                           "labelled before this start raise no bar")
             return
+        given = self._verdict_order() if labelled else {}
         with self._lock:
-            for a in sorted(labelled, key=lambda a: (a.end_ns, a.created_ns)):
+            for a in sorted(labelled, key=lambda a: (a.id in given, given.get(a.id, 0),
+                                                     a.end_ns, a.created_ns)):
                 self._verdict(a)
+
+    def _verdict_order(self) -> dict[str, int]:
+        """Each alert's newest ``alert.labelled`` event id, by alert id; an alert that has
+        none of its own takes the newest of the alerts merged into it (whose label it took
+        over). Empty where the store cannot list its events (logged)."""
+        own: dict[str, int] = {}
+        into: dict[str, str] = {}
+        after = 0
+        try:
+            while True:
+                page = self.store.alert_events(after, 1000)
+                for e in page:
+                    if e.event == "alert.labelled":
+                        own[e.alert_id] = max(own.get(e.alert_id, 0), e.id)
+                    elif e.event == "alert.merged" and e.detail.get("merged_into"):
+                        into[e.alert_id] = str(e.detail["merged_into"])
+                if len(page) < 1000:
+                    break
+                after = page[-1].id
+        except Exception:
+            log.exception("could not read the alert events from the store; verdicts are "
+                          "taken up in the order of their alerts' ends")
+            return {}
+        order = dict(own)
+        for alert_id, event_id in own.items():
+            live, hops = alert_id, 0
+            while live in into and hops <= len(into):  # the alert that covers it now
+                live, hops = into[live], hops + 1
+            if live != alert_id and live not in own:
+                order[live] = max(order.get(live, 0), event_id)
+        return order
 
     def raise_alert(self, alert: Alert) -> Alert:
         """Store a non-anomaly alert (e.g. ``kind="seq_gap"``) as it is."""

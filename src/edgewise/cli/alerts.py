@@ -138,8 +138,12 @@ class _Client(GatewayClient):
                        f"({', '.join(m[:12] + '…' for m in matches[:5])}); give more of it.")
         self._refuse_unknown(prefix)
 
-    def _refuse_unknown(self, alert_id: str) -> NoReturn:
-        raise fail(self._unknown(alert_id)[1], 1)
+    def _refuse_unknown(self, prefix: str) -> NoReturn:
+        """Refuse an id the gateway does not know that is no live alert's prefix either
+        (prefixes are matched against listed alerts only: a merged one is not listed)."""
+        raise fail(f"no alert {one_line(prefix)!r} on the gateway at {self.shown}, and no "
+                   "live alert's id starts with it (an alert merged into another is not "
+                   "listed: give its full id); list them with 'edgewise alerts list'.", 1)
 
 
 def _drivers(alert: dict[str, Any], top: int = TOP_DRIVERS) -> str:

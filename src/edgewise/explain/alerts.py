@@ -67,9 +67,10 @@ CONSTANT_RELATIVE = 1e-12
 class AlertExplanation(Explanation):
     """An :class:`Explanation` of an alert's peak reading, with where it was found.
 
-    ``constant_before`` names the metrics that did not vary (to within a millionth of
-    their spread) in the reference but moved in the alert: their standard deviation was
-    floored at :data:`MIN_RELATIVE_SD` of their spread, so their term is large but finite.
+    ``constant_before`` names the metrics that did not vary in the reference (its readings
+    equal to within :data:`CONSTANT_RELATIVE` of their own magnitude, whatever the alert's
+    readings) but moved in the alert: their standard deviation was floored at
+    :data:`MIN_RELATIVE_SD` of their spread, so their term is large but finite.
     ``left_out`` names the metrics with no reading before the alert, which the
     explanation cannot compare with anything and so leaves out.
 
@@ -184,6 +185,14 @@ def alert_explanation(
         raise InvalidParameterError("No complete reading of the device lies in the alert's span.")
     x = ref.to_numpy(dtype=float)
     xs = span.to_numpy(dtype=float)
+    # constant before the alert: the reference readings equal to within rounding of their
+    # own magnitude (decided from the reference alone: the alert's own readings, an error
+    # code far off, must not make a metric that varied look still by comparison)
+    ref_mag = np.abs(x).max(axis=0)
+    ref_mag = np.where(ref_mag > 0, ref_mag, 1.0)
+    ref_unit = x / ref_mag
+    still = (np.abs(ref_unit - ref_unit.mean(axis=0)).max(axis=0)
+             <= CONSTANT_RELATIVE)  # did not vary in the reference
     # each metric in units of its magnitude first (the largest among its readings here),
     # so no sum or square of a reading near the float limit overflows; then centred on its
     # reference mean and put in units of its spread (the largest distance of its readings
@@ -226,7 +235,6 @@ def alert_explanation(
     ex = quadratic_contributions(z[peak], np.zeros(len(kept)), inv_corr, names=kept)
     # the ranking: how far each metric misses what the others predict (same in any units)
     shares = conditional_shares(z[peak], np.zeros(len(kept)), inv_corr, names=kept)
-    still = np.diag(cov) <= MIN_RELATIVE_SD**2  # did not vary in the reference
     moved = np.abs(xs[peak] - mean) > MIN_RELATIVE_SD  # by more than rounding
     constant = [str(c) for c, st, m in zip(kept, still, moved, strict=True) if st and m]
     return AlertExplanation(ex.value, ex.base, ex.contributions, peak_ns=int(span.index[peak]),

@@ -4,10 +4,13 @@ Labels (``true_alarm`` / ``false_alarm``) record a person's verdict: every label
 gave it and an optional note (relabelling without a note keeps the note given before).
 Labelling an anomaly alert also writes a window label into the label store
 (:class:`~edgewise.label.store.LabelStore`, audited, source ``alert:<id>``): ``anomaly``
-for a true alarm, ``normal`` for a false alarm, over the alert's span ``[start, end]``.
-Relabelling an alert adds a new version that supersedes the alert's earlier window label,
-even when the alert's span has grown since, so only the newest verdict counts. Seq-gap
-alerts (missing messages, not sensor behaviour) get no window label.
+for a true alarm, ``normal`` for a false alarm, over the alert's span ``[start, end]`` as
+stored when it is labelled. It is not rewritten as the alert changes: an alert labelled
+while its fault goes on and grows afterwards keeps that window label over the span it had,
+until it is labelled again. Relabelling an alert adds a new version over its span then
+that supersedes the alert's earlier window label (and those of alerts merged into it), so
+only the newest verdict counts. Seq-gap alerts (missing messages, not sensor behaviour)
+get no window label.
 
 Offline, ``edgewise label suggest`` uses labels to pick the next windows to ask about,
 and ``edgewise train --with-labels`` fits a label-aware model file from them. Live, with
@@ -21,7 +24,9 @@ manager takes the verdicts still in effect up again from the store.
 to be one fault, they were merged: the alert that covers both stays listed, and the other
 is no longer listed but ``GET /v1/alerts/{id}`` still answers for it, with ``merged_into``
 naming the alert that covers it now (``merged_into`` is ``null`` for a live alert). Its
-acknowledgement and label were carried over to that alert when it had none; acknowledging
+acknowledgement and label were carried over to that alert when it had none; its window
+label stays as written, over its own span (a merge writes no window label), until the
+alert that covers it is labelled, whose window label then supersedes it; acknowledging
 or labelling a merged alert is refused (409, reason ``merged_alert``), naming the alert to
 act on instead, also when the merge lands while the request runs (nothing is written then).
 
@@ -541,9 +546,10 @@ def label_alert(
 ) -> dict[str, Any]:
     """Record the verdict (and the note, when one is given: without one the alert keeps its
     note); labelling also acknowledges an open alert and, for an anomaly alert, labels its
-    span ``anomaly`` (true alarm) or ``normal`` (false alarm) in the label store, in place
-    of the window label of any earlier verdict on the alert. The answer's ``window_label``
-    is that label (``null`` for other kinds)."""
+    span as stored now ``anomaly`` (true alarm) or ``normal`` (false alarm) in the label
+    store, in place of the window label of any earlier verdict on the alert or on alerts
+    merged into it (a span that grows later is not relabelled until the next verdict). The
+    answer's ``window_label`` is that label (``null`` for other kinds)."""
     _check_note(body.note)
     with _LABELLING:  # the alert's verdict and its window label change together
         return _label_alert(alert_id, body, who, store, security, settings, request)
