@@ -42,7 +42,47 @@ calls such a series, one value throughout, never stuck). As in the batch report,
 run counts whole once it qualifies: the reading at which it qualifies adds the whole run
 so far to the ``stuck`` count (the earlier ones were handed on before the run could be
 told from a live sensor's repeats), each later one one more, so a run of 25 counts 25
-here and there.
+here and there. Nor is a run stuck at the value the series rests at
+(:data:`~edgewise.quality.stuck.REST_SHARE`, a disk idle at 0 bytes written between its
+writes): one whose earlier runs at its value hold more than half the time the finished
+runs count with towards the typical hold (each as there, a long run as ``stuck_run`` of
+its readings), decided once per run when it would qualify.
+
+A reading at one of the series' levels (:func:`~edgewise.quality.spikes.levels`: a value
+judged :data:`~edgewise.quality.states.MIN_STATE_COUNT` times and in
+:data:`~edgewise.quality.states.MIN_STATE_SHARE` of the readings judged so far) is no
+spike, however far it lies from the window: a CPU idling at 0.066 % that reads 0.134 % one
+reading in seven. And the spike test's floor is the step the sensor moves in
+(:func:`~edgewise.quality.spikes.usual_step`) where its resolution is jitter
+:data:`~edgewise.quality.spikes.JITTER_GAP` times below the next recurring size of its
+moves (changes between kept values with no spike on either side, or small beside both),
+and the moves of that size and above are routine (``MIN_STATE_SHARE`` of the steps so
+far): NAB's AWS CPU series, 0.066 / 0.068 idle, 0.132 / 0.134 / 0.136 busy, move by 0.067
+and are flagged only where the batch report flags them (16 and 14 jumps to 0.6 % and
+over, 479 and 785 before) once their first window is past. The values and the sizes of
+the moves are counted in bounded summaries (Misra-Gries: :data:`MAX_TRACKED_VALUES`,
+:data:`MAX_TRACKED_STEPS`, each new one when full takes one from every count), exact
+while a stream has shown no more of them; a move is counted once the stream has a
+resolution or where its value came before, and a value's time at rest from its second
+reading while it is among the values counted, so a noisy sensor, whose values and steps
+never recur, pays for neither.
+
+Where these differ from the batch report, which sees the whole series, and why (no
+look-ahead, bounded state): a value is a level from its third reading, once it is 5 % of
+those so far, so its first readings are judged as a measurement's (flagged where they
+stand out), and a value common early but rarer over the whole (a dropout in 3 of the
+first 60 readings, 3 of 100 in all) is a level from its third where the report calls it
+a spike each time; past :data:`MAX_TRACKED_VALUES` distinct values a count can be short
+by 1/(MAX_TRACKED_VALUES + 1) of the readings, so a level held in 5 to 8 % of them can go
+unseen (its readings judged as any); the usual step needs its moves counted, and a move
+into or out of a flagged reading is none, so a CPU's idle-to-busy moves count once those
+values are levels (its first window), and above the resolution only moves count towards
+a size's recurrence (the report also counts steps into and out of spikes that lay both
+above and below); the rest is judged on the runs before the run (the report also counts
+those after it), so a stream that rests from its first reading has no earlier run to
+show it: that run is stuck by its length, as before (NAB's ec2_disk_write_bytes_1ef3de:
+its first 461 readings, at 0, are stuck here and not in the report; 2007 before, each
+idle night), and a value the series rests at only later is judged by what came before.
 
 A level shift is no spike: once :data:`LEVEL_SHIFT_RUN` readings in a row are outliers on
 the same side of the window's median and either lie closer to each other than to that
@@ -67,7 +107,8 @@ step between kept values seen :data:`~edgewise.quality.spikes.RESOLUTION_SEEN` t
 (none until one recurs) with the flagged spikes for its outliers: a step into or out of
 a spike counts only when it is small beside both its values, or once spikes of its size
 lay both above and below, so a spike's own way up and down on a flat stream, however
-often the same dropout recurs, hides no later spike. ``drop_spikes=True`` removes spikes
+often the same dropout recurs, hides no later spike (a dropout in 5 % of the readings is
+a level, above). ``drop_spikes=True`` removes spikes
 instead. Every removed reading is counted by reason, so ``kept + sum(removed) == seen``;
 and because every decision looks only at kept history (and, for a level shift, at the
 run of outliers just before, dropped ones too: a dropped reading leaves nothing else),
@@ -95,9 +136,9 @@ import numpy as np
 from edgewise.errors import QualityError
 from edgewise.quality.gaps import GAP_FACTOR
 from edgewise.quality.limits import Limits
-from edgewise.quality.spikes import MAD_SCALE, RESOLUTION_SEEN, RESOLUTION_SHARE
-from edgewise.quality.states import two_levels
-from edgewise.quality.stuck import FEW_LEVELS
+from edgewise.quality.spikes import JITTER_GAP, MAD_SCALE, RESOLUTION_SEEN, RESOLUTION_SHARE
+from edgewise.quality.states import MIN_STATE_COUNT, MIN_STATE_SHARE, two_levels
+from edgewise.quality.stuck import FEW_LEVELS, REST_SHARE
 from edgewise.quality.units import PHYSICAL_RANGE
 from edgewise.telemetry import Reading
 
@@ -107,6 +148,16 @@ __all__ = ["StreamCleaner"]
 #: keeps; past it the largest go. Bounds the memory and per-reading cost of a stream of
 #: unquantised noise, whose steps never recur.
 MAX_CANDIDATE_STEPS = 16
+
+#: Values a stream counts at most (its most frequent, a Misra-Gries summary: a value that
+#: comes while it is full takes one from each count, and the counts at 0 go), for its
+#: levels and the value it rests at. Exact while a stream has shown no more values; past
+#: that each count is short by at most 1/(MAX_TRACKED_VALUES + 1) of the readings, so a
+#: level in 5 % of them is known once it holds 8 %, and a value read in 3 % never is.
+MAX_TRACKED_VALUES = 32
+#: Sizes of the moves between kept values a stream counts at most (the same summary), for
+#: the step it moves in above its jitter (:func:`~edgewise.quality.spikes.usual_step`).
+MAX_TRACKED_STEPS = 32
 
 #: Outliers in a row, on one side of the spike window's median and consistent with each
 #: other, that make a level shift: the last of them is no spike, nor is any outlier that
@@ -215,6 +266,22 @@ class _State:
     shift_ratio: float = math.nan
     shift_found: bool = False
     shift_gap: bool = False  # the last reading was no outlier, and the run went on
+    # the values judged most often (MAX_TRACKED_VALUES at most) and how often each came, a
+    # lower bound; the time the finished runs at each of them counted with towards the
+    # typical hold (as ``hold_bins``) while it was counted; whether the run under way is
+    # at the value the series rests at (then never stuck). The sizes of the moves between
+    # kept values (no spike either side, or small beside both values) and how often each
+    # came, a lower bound (MAX_TRACKED_STEPS at most, as computed: sizes within 1e-9 of
+    # the largest kept value are one when they are judged). Plain defaults: a state saved
+    # before these fields loads with none counted, and counts from there.
+    freq: dict[float, int] | None = None
+    rest: dict[float, float] | None = None
+    run_rest: bool = False
+    # whether the value last judged had come before, and the run under way's first one
+    # had: a noisy sensor's values never recur, and it pays for no moves and no rest
+    known: bool = False
+    run_known: bool = False
+    moves: dict[float, int] | None = None
 
     def shifted(self, value: float, side: int, med: float, limit: float) -> bool:
         """Count ``value``, an outlier on ``side`` (+1 above, -1 below) of the window's
@@ -330,6 +397,19 @@ class _State:
             self.switches += 1
         self.prev = value
         self.judged += 1
+        freq = self.freq
+        if freq is None:
+            freq = self.freq = {}
+        n = freq.get(value)
+        self.known = n is not None
+        if n is not None:
+            freq[value] = n + 1
+        elif len(freq) < MAX_TRACKED_VALUES:
+            freq[value] = 1
+        else:  # the new value and each counted one lose one; those at 0 go
+            freq = self.freq = {v: c - 1 for v, c in freq.items() if c > 1}
+            if self.rest:
+                self.rest = {v: w for v, w in self.rest.items() if v in freq}
         levels = self.levels
         if self.many or levels is None:
             return
@@ -366,6 +446,115 @@ class _State:
         holds its values by nature, and no run of it is stuck (one value all along cannot
         be told from a sensor stuck from the start)."""
         return not self.many and self.levels is not None and len(self.levels) >= 2
+
+    def is_level(self, value: float) -> bool:
+        """Whether ``value`` (judged, and counted) is one of the series' levels so far, as
+        :func:`~edgewise.quality.spikes.levels` takes them on the readings judged: one
+        that came MIN_STATE_COUNT times and in MIN_STATE_SHARE of them.
+
+        >>> st = _State(0, 0.066)
+        >>> for v in [0.066] * 6 + [0.134]:
+        ...     st.track(v)
+        >>> st.is_level(0.134), st.is_level(0.066)
+        (False, True)
+        >>> for v in [0.066, 0.134, 0.066, 0.134]:   # a third 0.134, 3 of 11
+        ...     st.track(v)
+        >>> st.is_level(0.134)
+        True
+        """
+        n = self.freq.get(value, 0) if self.freq else 0
+        return n >= MIN_STATE_COUNT and n >= MIN_STATE_SHARE * self.judged
+
+    def at_rest(self) -> bool:
+        """Whether the run under way (at the last kept value) is at the value the series
+        rests at, as :mod:`~edgewise.quality.stuck` takes it on the runs before: the runs
+        at its value hold more than REST_SHARE of the time the finished runs count with.
+
+        >>> st = _State(0, 0.0, run_start=0)
+        >>> for t, v in enumerate([0.0] * 5 + [7.0] + [0.0] * 5 + [9.0] + [0.0] * 3):
+        ...     st.track(v)
+        ...     if v != st.last_value:
+        ...         st.new_run(t, 0, 20)
+        ...     else:
+        ...         st.run += 1
+        ...     st.last_value = v
+        >>> st.rest, st.at_rest()          # 0 held 10 of the 12 (7 and 9: read once)
+        ({0.0: 10}, True)
+        """
+        rest, bins = self.rest, self.hold_bins
+        if not rest or not bins:
+            return False
+        w = rest.get(self.last_value)
+        return w is not None and w > REST_SHARE * sum(b[3] for b in bins)
+
+    def count_move(self, d: float) -> None:
+        """Count a move of size ``d`` (> 0) between kept values towards the sizes the series
+        moves by (MAX_TRACKED_STEPS at most, as computed: :meth:`recurring_moves` takes
+        those within 1e-9 of the largest kept value as one).
+
+        >>> st = _State(0, 20.0, max_abs=20.0)
+        >>> for d in [0.002, 0.066, 0.002, 0.066, 0.0020000001]:
+        ...     st.count_move(d)
+        >>> st.moves
+        {0.002: 2, 0.066: 2, 0.0020000001: 1}
+        >>> st.recurring_moves(0.0)                # within 1e-9 * 20: one size
+        [(0.002, 3)]
+        """
+        moves = self.moves
+        if moves is None:
+            moves = self.moves = {}
+        n = moves.get(d)
+        if n is not None:
+            moves[d] = n + 1
+        elif len(moves) < MAX_TRACKED_STEPS:
+            moves[d] = 1
+        else:  # the new size and each counted one lose one; those at 0 go
+            self.moves = {x: c - 1 for x, c in moves.items() if c > 1}
+
+    def recurring_moves(self, res: float) -> list[tuple[float, int]]:
+        """The sizes of the moves above ``res`` seen RESOLUTION_SEEN times, ascending, and
+        how often each (sizes within 1e-9 of the largest kept value counted as one)."""
+        moves = self.moves
+        if not moves:
+            return []
+        tol = 1e-9 * self.max_abs
+        low = res + tol
+        sizes: list[list[float]] = []
+        for x in sorted(moves):
+            if x <= low:
+                continue
+            if sizes and x - sizes[-1][0] <= tol:
+                sizes[-1][1] += moves[x]
+            else:
+                sizes.append([x, moves[x]])
+        return [(x, int(c)) for x, c in sizes if c >= RESOLUTION_SEEN]
+
+    def usual_step(self, res: float) -> float:
+        """The step the series moves in above its resolution ``res`` (> 0), as
+        :func:`~edgewise.quality.spikes.usual_step` takes it on the moves so far: the first
+        size seen RESOLUTION_SEEN times as a move that is JITTER_GAP times the recurring
+        size below it (``res`` the first), where the moves of that size and the larger
+        recurring ones are MIN_STATE_SHARE of the steps so far; else ``res``.
+
+        >>> st = _State(0, 0.066, max_abs=0.2)
+        >>> for d in [0.002] * 4 + [0.068] * 3:
+        ...     st.count_move(d)
+        >>> st.judged = 20
+        >>> round(st.usual_step(0.002), 3)            # 3 of 19 steps: routine
+        0.068
+        >>> st.judged = 100; st.usual_step(0.002)     # 3 of 99: a few large moves
+        0.002
+        """
+        recur = self.recurring_moves(res)
+        need = MIN_STATE_SHARE * (self.judged - 1)
+        above = sum(c for _, c in recur)  # the moves of the recurring sizes from here up
+        prev = res
+        for s, c in recur:
+            if s >= JITTER_GAP * prev and above >= need:
+                return s
+            above -= c
+            prev = s
+        return res
 
     def typical_hold(self) -> float:
         """The series' typical hold over the runs counted: the median of their holds
@@ -438,11 +627,21 @@ class _State:
             n = self.run
             if self.hold_bins is None:
                 self.hold_bins = []
-            _bins_add(self.hold_bins, hold, hold * stuck_run // n if n > stuck_run else hold)
+            weight = hold * stuck_run // n if n > stuck_run else hold
+            _bins_add(self.hold_bins, hold, weight)
+            # a value read once is no rest: its time counts from its second reading
+            value, freq = self.last_value, self.freq
+            if (n > 1 or self.run_known) and freq is not None and value in freq:
+                rest = self.rest
+                if rest is None:
+                    rest = self.rest = {}
+                rest[value] = rest.get(value, 0) + weight
         self.run = 1
         self.run_start = ts
         self.run_excess = 0
         self.run_stuck = False
+        self.run_rest = False
+        self.run_known = self.known
         self.typical = -1.0
 
     def upgrade(self, stuck_run: int) -> None:
@@ -550,6 +749,11 @@ class _State:
         a = value if value >= 0 else -value
         if a > self.max_abs:
             self.max_abs = a
+        if d > 0.0 and (self.known or self.step < math.inf):  # a value that recurs
+            last = self.last_value
+            if not (flagged or self.last_flagged) or d < RESOLUTION_SHARE * min(
+                    a, last if last >= 0 else -last):
+                self.count_move(d)  # a move, as usual_step counts it
         self.last_value = value
         self.last_flagged = flagged
         if kind == _NONE:
@@ -716,9 +920,19 @@ class StreamCleaner:
         noise = MAD_SCALE * _median([abs(b - a) for a, b in itertools.pairwise(w)]) / math.sqrt(2)
         # relative: any units; never below the resolution (a move by a tenth of a sensor
         # that reports tenths is no spike), once a step has recurred enough to be one
-        limit = self.n_sigmas * max(scale, noise, st.resolution_after(slot), 1e-9 * abs(med),
-                                    1e-300)
-        if not abs(value - med) > limit:
+        res = st.resolution_after(slot)
+        floor = max(scale, noise, res, 1e-9 * abs(med), 1e-300)
+        limit = self.n_sigmas * floor
+        dev = abs(value - med)
+        if dev > limit:
+            if st.is_level(value):  # the sensor reads it by nature
+                st.held(value, limit)
+                return False
+            if res > 0.0:  # jitter below the step it moves in is no floor
+                step = st.usual_step(res)
+                if step > floor:
+                    limit = self.n_sigmas * step
+        if not dev > limit:
             st.held(value, limit)
             return False
         return not st.shifted(value, 1 if value > med else -1, med, limit)
@@ -802,11 +1016,15 @@ class StreamCleaner:
             if st.run >= self.stuck_run and not st.few_levels():
                 if st.run_stuck:
                     self.flagged["stuck"] += 1
-                elif self._outlasts(st, ts - st.run_start - st.run_excess + gap - excess
-                                    if st.run_start is not None else None):
-                    # the whole run once it qualifies, as the batch report counts it
-                    st.run_stuck = True
-                    self.flagged["stuck"] += st.run
+                elif not st.run_rest and self._outlasts(
+                        st, ts - st.run_start - st.run_excess + gap - excess
+                        if st.run_start is not None else None):
+                    if st.at_rest():  # where the series rests: no freeze, all run long
+                        st.run_rest = True
+                    else:
+                        # the whole run once it qualifies, as the batch report counts it
+                        st.run_stuck = True
+                        self.flagged["stuck"] += st.run
         st.window.append(value)
         self.kept += 1
         return reading
