@@ -44,7 +44,7 @@ from edgewise.security.credentials import ROLES_DOC
 
 if TYPE_CHECKING:
     from edgewise.config import Settings
-    from edgewise.label.store import LabelStore
+    from edgewise.label.store import LabelsBusyError, LabelStore
     from edgewise.registry import Registry
     from edgewise.security import Security
     from edgewise.security.audit_syslog import ForwardedCheck
@@ -238,11 +238,14 @@ def device_delete(
     watermark; without it, where a gateway ran on the data dir with one, a warning gives
     the command that clears it. Write-ahead logs 'edgewise repair' moved aside beside a
     DuckDB store still hold the readings logged before its crash: they are named, with how
-    to remove them.
+    to remove them. If another writer ('edgewise label import') holds the label file past
+    its busy timeout, the credentials are revoked and the readings deleted, but the labels
+    kept (exit status 1, the id refused until they go): run the same command again.
     """
     from edgewise.config import Settings
     from edgewise.errors import StoreError
     from edgewise.gateway.presence import gateway_running
+    from edgewise.label.store import LabelsBusyError
 
     existing_data_dir(data_dir)  # a mistyped one: no data dir, registry and store made there
     # only the settings a deletion uses: the data dir and store (options, so their variables
@@ -308,7 +311,17 @@ def device_delete(
                                             as_json) from None
             labels = 0
             if label_store is not None:
-                labels = label_store.delete_device(device_id, who="cli")
+                try:
+                    labels = label_store.delete_device(device_id, who="cli")
+                except LabelsBusyError as exc:  # a 'label import' holds the file
+                    # the readings went: audited as the HTTP deletion audits them; the id
+                    # stays refused (data kept) until a rerun deletes the labels
+                    sec.audit("cli", "device.delete_data", device_id,
+                              {"rows": rows, "labels_pending": True,
+                               **({"purge_pending": True} if pending else {})})
+                    raise _labels_not_deleted(
+                        device_id, settings, bool(store), registered, releases, rows,
+                        pending, purge_by_default, ack, exc, as_json) from None
             from edgewise.label.workflow import delete_models
 
             models = delete_models(settings.data_dir, device_id)
@@ -377,6 +390,42 @@ def _broken_logs(store_url: str, whose: str) -> list[str]:
             f"them once they are no longer needed: rm -- "
             + " ".join(shlex.quote(p) for p in found), err=True)
     return found
+
+
+def _labels_not_deleted(device_id: str, settings: Settings, store_given: bool,
+                        registered: bool, releases: list[int], rows: int, pending: bool,
+                        purge_by_default: bool, ack: bool | None, exc: LabelsBusyError,
+                        as_json: bool) -> typer.Exit:
+    """Say what a deletion did whose readings went but whose labels did not (another
+    writer, an ``edgewise label import``, held ``labels.sqlite`` past its busy timeout), as
+    ``DELETE /v1/devices/ID``'s 503 does: the credentials revoked and rows deleted, the
+    labels (and the model files they trained) kept, the id refused until a rerun of the
+    command deletes them; return the Exit (status 1) to raise."""
+    import shlex
+
+    rerun = shlex.join(["edgewise", "device", "delete", device_id, "--data-dir",
+                        str(settings.data_dir)]) + (" --store URL" if store_given else "")
+    why = (f"the label file {str(exc.path)!r} is held by another writer (an 'edgewise label "
+           f"import'?) past the busy timeout")
+    broken = _broken_logs(settings.store_url, f"the readings of device {device_id!r}")
+    if as_json:
+        typer.echo(json.dumps({"id": device_id, "credentials_deleted": registered,
+                               "rows_deleted": rows, "labels_deleted": None,
+                               "labels_pending": True, "label_models_deleted": None,
+                               "releases_withdrawn": releases, "purge_pending": pending,
+                               "data_kept": True, "error": why, "rerun": rerun,
+                               **({} if ack is None else {"retained_ack_cleared": ack}),
+                               **({"broken_logs": broken} if broken else {})}))
+    creds = "credentials revoked" if registered else "was not registered"
+    typer.echo(
+        f"error: device {device_id}: {creds}; {rows} stored rows deleted"
+        + (f"; {len(releases)} model releases withdrawn" if releases else "")
+        + ("; retained ack cleared" if ack else "")
+        + f"; labels NOT deleted ({why}): the id cannot be added again until they are; "
+        f"once the other writer is done, run again: {rerun}"
+        + (" (URL: the --store given now)" if store_given else "")
+        + (_unpurged_note(settings, purge_by_default) if pending else ""), err=True)
+    return typer.Exit(1)
 
 
 def _data_not_deleted(device_id: str, registered: bool, releases: list[int], why: str,

@@ -10,7 +10,7 @@ guessed: ``--failures CSV`` (``device_id,time`` rows; a device listed twice keep
 earliest time, with a warning), ``--failure-label CLASS`` (the start of the device's
 earliest current label of that class in the label store of ``--data-dir``), or
 ``--history-ends-at-failure`` (you say every history ends at a failure). Devices without
-a known failure, devices whose old readings were deleted (retention or delete-before, which
+a known failure, devices whose old readings were deleted (retention or Store.delete_before(), which
 the store records: their rows, numbered from the first one kept, would pass as a younger
 unit's; ``history trimmed``), and devices a model cannot score, are listed as skipped, never
 dropped silently; so are units of a CSV the model cannot score (a sensor it uses with no value in
@@ -368,7 +368,7 @@ def _store_histories(
     failures: dict[str, int] | None,
 ) -> _StoreData:
     """Every chosen device's history (cut at its failure when ``failures`` is given); a
-    device whose old readings were deleted (retention, delete-before: the store records
+    device whose old readings were deleted (retention, Store.delete_before(): the store records
     it) is skipped, as a RUL model needs a unit's whole history, with a note saying why."""
     from edgewise.errors import InvalidParameterError
     from edgewise.models.history import TRIMMED_WHY, device_frame, reading_step_s, trimmed_reason

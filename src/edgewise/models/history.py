@@ -80,7 +80,7 @@ def trimmed_reason(before_ns: int, *, why: bool = True) -> str:
     list of devices that says them once.
 
     >>> trimmed_reason(1_700_000_000_500_000_000, why=False)
-    "its readings before 2023-11-14T22:13:20.5Z were deleted by retention (EDGEWISE_RETENTION_DAYS) or delete-before (Store.delete_before), and the RUL model needs a unit's whole history"
+    "its readings before 2023-11-14T22:13:20.5Z were deleted by retention (EDGEWISE_RETENTION_DAYS) or Store.delete_before(), and the RUL model needs a unit's whole history"
     """  # noqa: E501
     from datetime import UTC, datetime
 
@@ -88,7 +88,7 @@ def trimmed_reason(before_ns: int, *, why: bool = True) -> str:
     when = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     when += (f".{ns:09d}".rstrip("0") if ns else "") + "Z"
     short = (f"its readings before {when} were deleted by retention (EDGEWISE_RETENTION_DAYS) "
-             "or delete-before (Store.delete_before), and the RUL model needs a unit's whole "
+             "or Store.delete_before(), and the RUL model needs a unit's whole "
              "history")
     return f"{short}: {TRIMMED_WHY}" if why else short
 

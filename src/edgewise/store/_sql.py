@@ -47,10 +47,11 @@ ALERT_LABELS = (None, "true_alarm", "false_alarm")
 #: The tables that hold rows of a device, in the order ``delete_device`` empties them.
 DEVICE_TABLES = ("readings", "seqs", "conflicts", "alerts", "alert_events", "seq_marks",
                  "trimmed")
-#: The table of the devices whose old readings a deletion (``delete_before``: retention,
-#: ``edgewise store delete-before``) took, with its latest such cut (``trimmed_before``):
-#: their stored history no longer starts at their beginning. Only ``delete_device`` (which
-#: empties every one of :data:`DEVICE_TABLES`) removes a device's row.
+#: The table of the devices whose old readings a deletion (``Store.delete_before()``: the
+#: gateway's retention, ``EDGEWISE_RETENTION_DAYS``) took, with its latest such cut
+#: (``trimmed_before``): their stored history no longer starts at their beginning. Only
+#: ``delete_device`` (which empties every one of :data:`DEVICE_TABLES`) removes a device's
+#: row.
 TRIMMED = "trimmed"
 
 #: The ``ew_meta`` key holding the last alert event id given: ids are taken from it, in
@@ -1160,11 +1161,11 @@ class SQLStoreMixin:
         return known
 
     def trimmed_before(self, device_id: str) -> int | None:
-        """The latest cut (ns) of a deletion of old readings (``delete_before``: the
-        gateway's retention, ``edgewise store delete-before``) that took readings of the
-        device: its readings before that time were deleted, so its stored history starts
-        after its beginning. ``None`` when no such deletion took any of its readings (or
-        since :meth:`delete_device` deleted the device).
+        """The latest cut (ns) of a deletion of old readings (:meth:`delete_before`: the
+        gateway's retention, ``EDGEWISE_RETENTION_DAYS``, or a direct call) that took
+        readings of the device: its readings before that time were deleted, so its stored
+        history starts after its beginning. ``None`` when no such deletion took any of its
+        readings (or since :meth:`delete_device` deleted the device).
 
         >>> from edgewise.store import open_store
         >>> from edgewise.telemetry import Reading
