@@ -945,6 +945,21 @@ class AlertManager:
         (:class:`~edgewise.errors.InvalidParameterError` naming that one), as the HTTP API
         refuses it: its acknowledgement would be on an alert no longer listed.
         """
+        return self.acknowledge_applied(alert_id, by)[0]
+
+    def acknowledge_applied(self, alert_id: str, by: str) -> tuple[Alert, bool]:
+        """As :meth:`acknowledge`, and whether this call acknowledged it (``False`` when it
+        was acknowledged before, by ``by`` or anyone else): tell one's own acknowledgement
+        by this, never by ``acked_by``, which holds a free-text name.
+
+        >>> from edgewise.store import open_store
+        >>> store = open_store("duckdb://:memory:")
+        >>> am = AlertManager(store)
+        >>> a = am.observe("pump-1", 10**18, 0.97, {"temp_c": 1.0})
+        >>> [am.acknowledge_applied(a.id, by="ops")[1] for _ in range(2)]
+        [True, False]
+        >>> store.close()
+        """
         alert, applied = self.store.acknowledge_alert(alert_id, by)
         if not applied and alert.merged_into is not None:
             raise InvalidParameterError(
@@ -952,7 +967,7 @@ class AlertManager:
                 f"its span now; acknowledge {alert.merged_into!r} instead."
             )
         self.note_written(alert)
-        return alert
+        return alert, applied
 
     def label(self, alert_id: str, label: str, by: str, note: str | None = None) -> Alert:
         """Label an alert ``"true_alarm"`` or ``"false_alarm"``; ``KeyError`` if unknown.

@@ -659,7 +659,9 @@ def token_create(
         "--role", help=f"admin, operator or viewer. {ROLES_DOC}")],
     name: Annotated[str, typer.Option(
         "--name", help="Who or what will use it (default: the role): at most 64 characters, "
-        "no control characters (tab, newline), not 8 hex digits (a token id's form).")] = "",
+        "no control characters (tab, newline), not 8 hex digits (a token id's form), not a "
+        "name the gateway acts under (cli, demo, edgewise, federated, first-start, gateway, "
+        "retention).")] = "",
     as_json: Json = False,
 ) -> None:
     """Create an API token with ROLE and print it (shown only this once).

@@ -46,7 +46,7 @@ import pickle
 import queue
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -336,17 +336,21 @@ class Pipeline:
 
     # -- ingest ------------------------------------------------------------------------
     def ingest(self, device_id: str, payload: bytes, *, via: str = "http",
-               received_ns: int | None = None) -> IngestResult:
+               received_ns: int | None = None,
+               credential: bytes | None = None) -> IngestResult:
         """Ingest one payload; return after commit. Raises PayloadError / RateLimitError.
-        ``received_ns``: when it arrived (see :meth:`ingest_many`)."""
-        (res,) = self.ingest_many([(device_id, payload, received_ns or 0)], via=via)
+        ``received_ns``: when it arrived; ``credential``: the credential tag the sender
+        authenticated with (see :meth:`ingest_many`)."""
+        (res,) = self.ingest_many(
+            [(device_id, payload, received_ns or 0)], via=via,
+            credentials={device_id: credential} if credential is not None else None)
         if isinstance(res, Exception):
             raise res
         return res
 
     def ingest_many(
         self, items: Sequence[tuple[str, bytes] | tuple[str, bytes, int]], *,
-        via: str = "mqtt",
+        via: str = "mqtt", credentials: Mapping[str, bytes] | None = None,
     ) -> list[IngestResult | PayloadError | RateLimitError]:
         """Ingest many payloads in one store commit; one result or error per payload.
 
@@ -355,6 +359,13 @@ class Pipeline:
         the "now" of SenML with no time or relative times (RFC 8428), and of the bound on
         times ahead, so a message that waited for a commit keeps the time it arrived at.
         Without it, the time it is decoded here stands in.
+
+        ``credentials`` maps a device to the credential tag its sender authenticated with
+        (:meth:`Security.authenticate_device <edgewise.security.credentials.Security.
+        authenticate_device>`): under the commit lock each is compared with the device's
+        tag now, so a message authenticated before the device's secret was replaced (or the
+        device deleted) is refused as ``unknown_device``, stored nowhere and never acked.
+        Every device is checked to be still registered either way.
 
         Raises :class:`~edgewise.errors.StoreError` when the commit fails: then nothing
         of the batch is stored, and nothing may be acknowledged.
@@ -365,14 +376,14 @@ class Pipeline:
         """
         names: dict[str, set[str]] = {}  # device -> new names this batch holds a slot for
         try:
-            return self._ingest_many(items, via, names)
+            return self._ingest_many(items, via, names, credentials or {})
         finally:
             if names:
                 self._release_names(names)
 
     def _ingest_many(
         self, items: Sequence[tuple[str, bytes] | tuple[str, bytes, int]], via: str,
-        names: dict[str, set[str]],
+        names: dict[str, set[str]], credentials: Mapping[str, bytes],
     ) -> list[IngestResult | PayloadError | RateLimitError]:
         """:meth:`ingest_many`; ``names`` gathers the new metric names the batch holds a
         slot for (:meth:`_hold_names`), which the caller gives back."""
@@ -499,14 +510,14 @@ class Pipeline:
         t0 = time.perf_counter()
         with self._commit_lock:
             try:
-                gone = self._deleted(devices)
+                gone, replaced = self._deleted(devices, credentials)
                 if maybe:  # first: maybe indexes readings before a deleted device's go
                     readings = self._recheck_redelivered(maybe, looked_up, readings, out,
                                                          counts, gone)
                 if gone:  # deleted since it connected: a live MQTT session outlives its secret
                     readings = [r for r in readings if r.device_id not in gone]
                     seqs = {d: ss for d, ss in seqs.items() if d not in gone}
-                    out = [self._unknown(r, counts, counted.get(i))
+                    out = [self._unknown(r, counts, counted.get(i), r.device_id in replaced)
                            if isinstance(r, IngestResult) and r.device_id in gone else r
                            for i, r in enumerate(out)]
                     devices -= gone
@@ -639,26 +650,44 @@ class Pipeline:
                 if not held:
                     del self._names_held[device_id]
 
-    def _deleted(self, devices: set[str]) -> set[str]:
-        """Devices of ``devices`` the security store no longer knows (checked under the
-        commit lock, which a device's deletion takes too: see :attr:`commit_lock`)."""
+    def _deleted(self, devices: set[str],
+                 credentials: Mapping[str, bytes]) -> tuple[set[str], set[str]]:
+        """Devices of ``devices`` the security store no longer knows, or whose credential
+        tag is no longer the one in ``credentials`` (checked under the commit lock, which a
+        device's deletion takes too: see :attr:`commit_lock`); and those of them still
+        registered (their secret was replaced)."""
+        tagged = {d for d in devices if d in credentials}
+        tags = getattr(self.security, "credential_tags", None)
+        if tagged and tags is None:
+            raise TypeError(  # never commit what cannot be checked
+                f"Pipeline.ingest was given the credential tags of {sorted(tagged)!r}, but "
+                f"its security ({type(self.security).__name__}) has no credential_tags() "
+                f"to check them against; give it an edgewise.security.Security.")
+        current: dict[str, bytes] = tags(tagged) if tagged else {}
+        replaced = {d for d in tagged if d in current and current[d] != credentials[d]}
+        gone = {d for d in tagged if d not in current} | replaced
         has = getattr(self.security, "has_device", None)
-        return {d for d in devices if not has(d)} if has is not None else set()
+        if has is not None:
+            gone |= {d for d in devices - tagged if not has(d)}
+        return gone, replaced
 
     @staticmethod
     def _unknown(res: IngestResult, counts: list[tuple[str, int, str | None]],
-                 at: int | None) -> PayloadError:
+                 at: int | None, replaced: bool = False) -> PayloadError:
         """The refusal of a message of a device deleted since it connected (``res``, as
-        it was taken): its readings' count (``counts[at]``, ingested or duplicate) becomes
+        it was taken), or whose secret was replaced since the message was authenticated
+        (``replaced``): its readings' count (``counts[at]``, ingested or duplicate) becomes
         ``rejected{reason="unknown_device"}``, per reading as every rejection of readings
         is (a message with no readings at all, none rejected either, counts as one)."""
         device_id = res.device_id
         if at is not None:
             n = counts[at][1] or (0 if res.rejected_counts else 1)
             counts[at] = ("edgewise_readings_rejected_total", n, "unknown_device")
+        why = ("its secret was replaced after this message was authenticated: send it "
+               "again with the new secret" if replaced else "this one was deleted")
         return PayloadError(
             device_id=device_id, field="device", value=device_id,
-            allowed="a registered device ('edgewise device add'); this one was deleted",
+            allowed=f"a registered device ('edgewise device add'); {why}",
             reason="unknown_device",
         )
 
@@ -1408,7 +1437,7 @@ class Pipeline:
                 if still:
                     still_open[alert_id] = (first, last, head, text)
                     continue
-                acked = self.alerts.acknowledge(alert_id, by="gateway")
+                _, applied = self.alerts.acknowledge_applied(alert_id, by="gateway")
             except KeyError:  # deleted meanwhile, with the device's data
                 del still_open[alert_id]
                 continue
@@ -1418,7 +1447,9 @@ class Pipeline:
                 continue
             del still_open[alert_id]
             audit = getattr(self.security, "audit", None)
-            if callable(audit) and acked.acked_by == "gateway":
+            # only an acknowledgement this call made: one given before (by a person, whatever
+            # their token's name) is theirs, and audited as theirs already
+            if callable(audit) and applied:
                 try:
                     audit("gateway", "alert.ack", alert_id,
                           {"device": device, "reason": "seq gap filled"})

@@ -43,7 +43,7 @@ Everything lives in one SQLite file (``<data dir>/security.sqlite``, WAL mode, f
 >>> import tempfile, pathlib
 >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
 >>> device_id, secret = sec.add_device("pump-1")
->>> sec.authenticate_device("pump-1", secret)
+>>> tag = sec.authenticate_device("pump-1", secret)
 >>> sec.set_device_groups("pump-1", ["line-a"])
 ['line-a']
 >>> sec.device_groups("pump-1")
@@ -98,7 +98,8 @@ from edgewise.telemetry import validate_device_id
 if TYPE_CHECKING:  # imported where used: edgewise.registry imports edgewise.security
     from edgewise.registry import Registry
 
-__all__ = ["AUDIT_GENESIS", "MAX_TOKEN_NAME", "ROLES_DOC", "ROLE_RANK", "AuditEntry",
+__all__ = ["AUDIT_GENESIS", "MAX_TOKEN_NAME", "RESERVED_TOKEN_NAMES", "ROLES_DOC", "ROLE_RANK",
+           "AuditEntry",
            "AuditVerification", "DeviceRecord", "Principal", "Security", "TokenRecord",
            "audit_hash", "cannot_write"]
 
@@ -115,6 +116,10 @@ ROLES_DOC = (
     "publish).")
 #: The most characters an API token's name may have (CLI and HTTP alike).
 MAX_TOKEN_NAME = 64
+#: Names the gateway's own parts act under in the audit log and on alerts (``acked_by``):
+#: refused as API token names (in any case), so no token passes for one of them.
+RESERVED_TOKEN_NAMES = ("cli", "demo", "edgewise", "federated", "first-start", "gateway",
+                        "retention")
 #: A token id's form (``secrets.token_hex(4)``); a name of this form is refused.
 _TOKEN_ID_RE = re.compile(r"[0-9A-Fa-f]{8}")
 _TOKEN_PREFIX = "ew_"
@@ -452,8 +457,9 @@ def _check_token_name(name: object) -> str:
     """``name`` if it can name an API token: text of at most :data:`MAX_TOKEN_NAME`
     characters, without control or invisible format characters (a tab or newline in a name
     would let it print a fake row in 'edgewise token list'), not of a token id's form (8 hex
-    digits); else :class:`InvalidParameterError`, ``field="name"``. ``""`` stands for the
-    role.
+    digits), not one of :data:`RESERVED_TOKEN_NAMES` (in any case: the gateway's own actors,
+    e.g. ``gateway``, which acknowledges seq_gap alerts once the gap fills); else
+    :class:`InvalidParameterError`, ``field="name"``. ``""`` stands for the role.
 
     >>> _check_token_name("grafana")
     'grafana'
@@ -465,6 +471,10 @@ def _check_token_name(name: object) -> str:
     Traceback (most recent call last):
     ...
     edgewise.errors.InvalidParameterError: The 'name' of an API token must not hold control or invisible format characters (tab, newline, …). Got 'ops\\nadmin' instead, with '\\n' at position 3; e.g. 'ops admin'.
+    >>> _check_token_name("Gateway")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The 'name' of an API token must not be one the gateway acts under itself (cli, demo, edgewise, federated, first-start, gateway, retention; in any case): the audit log and alerts would show the token's acts as the gateway's. Got 'Gateway' instead; e.g. 'Gateway-ops'.
     """  # noqa: E501
     import unicodedata
 
@@ -493,6 +503,12 @@ def _check_token_name(name: object) -> str:
             "The 'name' of an API token must not look like a token id (8 hex digits, as "
             "'edgewise token list' shows ids): 'token revoke' takes a name or an id. Got "
             f"{name!r} instead; e.g. 'ci-{name}'.", field="name", value=name)
+    if name.strip().casefold() in RESERVED_TOKEN_NAMES:
+        raise InvalidParameterError(
+            "The 'name' of an API token must not be one the gateway acts under itself ("
+            f"{', '.join(RESERVED_TOKEN_NAMES)}; in any case): the audit log and alerts would "
+            f"show the token's acts as the gateway's. Got {name!r} instead; e.g. "
+            f"'{name.strip()}-ops'.", field="name", value=name)
     return name
 
 
@@ -725,7 +741,7 @@ class Security:
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
         try:
-            with self._write_tx():
+            with self._write_tx() as written:
                 if self._db.execute("SELECT 1 FROM kept_data WHERE device_id = ?",
                                     (device_id,)).fetchone() is not None:
                     raise InvalidParameterError(_kept_data_message(device_id),
@@ -738,12 +754,13 @@ class Security:
                 self._db.execute("DELETE FROM device_groups WHERE device_id = ?", (device_id,))
                 self._db.executemany("INSERT INTO device_groups VALUES (?, ?)",
                                      [(device_id, g) for g in group_list])
+                written += self._append_audit(actor, "device.add", device_id,
+                                              {"groups": group_list} if group_list else None)
         except sqlite3.IntegrityError:
             raise InvalidParameterError(
                 f"Device {device_id!r} already exists; delete it first or pick "
                 "another name.", field="name", value=name,
             ) from None
-        self.audit(actor, "device.add", device_id, {"groups": group_list} if group_list else None)
         return device_id, secret
 
     def set_device_groups(self, device_id: str, groups: Iterable[str], *,
@@ -785,6 +802,9 @@ class Security:
                                          (device_id,))
                         self._db.executemany("INSERT INTO device_groups VALUES (?, ?)",
                                              [(device_id, g) for g in group_list])
+                        # in the change's transaction: no change stands unaudited
+                        written = self._append_audit(actor, "device.groups", device_id,
+                                                     {"groups": group_list})
                         self._db.execute("COMMIT")
                 else:
                     self._db.execute("COMMIT")
@@ -792,9 +812,10 @@ class Security:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+            if known:
+                self._notify(written)
         if not known:
             raise KeyError(f"Device {device_id!r} is not registered.")
-        self.audit(actor, "device.groups", device_id, {"groups": group_list})
         return group_list
 
     @contextlib.contextmanager
@@ -842,21 +863,24 @@ class Security:
 
     def delete_device(self, device_id: str, *, actor: str = "cli") -> None:
         """Remove a device's credentials and groups. ``KeyError`` if it is not registered."""
-        with self._lock:
+        with self._write_tx() as written:
             cur = self._db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
             self._db.execute("DELETE FROM device_groups WHERE device_id = ?", (device_id,))
+            if cur.rowcount:
+                written += self._append_audit(actor, "device.delete", device_id, None)
         if cur.rowcount == 0:
             raise KeyError(f"Device {device_id!r} is not registered.")
-        self.audit(actor, "device.delete", device_id)
 
     def rotate_device_secret(self, device_id: str, *, actor: str = "cli") -> str:
         """Give a registered device a new secret (a new salt and hash) and return it, shown
         only here. The old secret stops working at once: HTTP looks the secret up at every
-        request, and a live MQTT connection made with it no longer carries the device's
+        request, and checks again, before the commit, that a request authenticated with it
+        still has the device's credential tag; a live MQTT connection made with it no longer carries the device's
         credential tag (:meth:`device_credential`), so the gateway refuses its messages and
         closes it (a gateway in another process within its revocation poll). The device's
         id, groups, data and count of wrong secrets stay. Audited as
-        ``device.rotate_secret``.
+        ``device.rotate_secret``, in the same transaction (if the entry cannot be written,
+        the secret is not replaced).
 
         ``KeyError`` naming the device when it is not registered (never was, or was
         deleted: a deleted device gets a new secret only by being added again).
@@ -865,7 +889,8 @@ class Security:
         >>> sec = Security(Path(tempfile.mkdtemp()))
         >>> _, old = sec.add_device("pump-1")
         >>> new = sec.rotate_device_secret("pump-1")
-        >>> sec.authenticate_device("pump-1", new)
+        >>> sec.authenticate_device("pump-1", new) == sec.credential_tags(["pump-1"])["pump-1"]
+        True
         >>> sec.authenticate_device("pump-1", old)
         Traceback (most recent call last):
         ...
@@ -878,12 +903,14 @@ class Security:
         """  # noqa: E501
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
-        with self._write_tx():
+        with self._write_tx() as written:
             cur = self._db.execute(
                 "UPDATE devices SET salt = ?, secret_hash = ? WHERE id = ?",
                 (salt, _hash(salt, secret), device_id))
             kept = cur.rowcount == 0 and self._db.execute(
                 "SELECT 1 FROM kept_data WHERE device_id = ?", (device_id,)).fetchone()
+            if cur.rowcount:  # one transaction: never a new secret unaudited
+                written += self._append_audit(actor, "device.rotate_secret", device_id, None)
         if cur.rowcount == 0:
             if kept:
                 raise KeyError(
@@ -893,7 +920,6 @@ class Security:
                     f"device add {device_id}.")
             raise KeyError(f"Device {device_id!r} is not registered; its secret cannot be "
                            f"rotated (register it with: edgewise device add {device_id}).")
-        self.audit(actor, "device.rotate_secret", device_id)
         return secret
 
     def keep_data(self, device_id: str) -> None:
@@ -952,8 +978,11 @@ class Security:
         return [DeviceRecord(*r, groups=tuple(groups.get(r[0], ()))) for r in rows]
 
     def authenticate_device(self, device_id: str, secret: str, *,
-                            source: str | None = None) -> None:
-        """Return if ``secret`` is ``device_id``'s; raise :class:`AuthError` otherwise.
+                            source: str | None = None) -> bytes:
+        """Return the device's credential tag (:meth:`device_credential`) if ``secret`` is
+        ``device_id``'s; raise :class:`AuthError` otherwise. Pass the tag on to what acts
+        later on the request (:meth:`~edgewise.gateway.pipeline.Pipeline.ingest`), so a
+        secret replaced meanwhile is refused there too.
 
         ``source`` is where the attempt comes from (the peer's address; an IPv6 one counts
         by its /64, :func:`source_key`). Wrong secrets are counted per source, not per
@@ -970,7 +999,7 @@ class Security:
         registered device's wrong secrets are also counted for display
         (:meth:`list_devices`), in memory first and written a second later.
         """
-        self.device_credential(device_id, secret, source=source)
+        return self.device_credential(device_id, secret, source=source)
 
     def device_credential(self, device_id: str, secret: str, *,
                           source: str | None = None) -> bytes:
@@ -1082,10 +1111,12 @@ class Security:
         """Make an API token with ``role``; return it (shown once, only its hash is kept).
 
         ``name`` (by default the role) says who or what uses it: at most
-        :data:`MAX_TOKEN_NAME` characters, no control or invisible format characters, and
-        not of a token id's form (8 hex digits), so
-        that :meth:`revoke_token` never takes it for another token's id; else
-        :class:`InvalidParameterError` (``field="name"``).
+        :data:`MAX_TOKEN_NAME` characters, no control or invisible format characters, not
+        of a token id's form (8 hex digits), so that :meth:`revoke_token` never takes it
+        for another token's id, and none of :data:`RESERVED_TOKEN_NAMES` (the names the
+        gateway acts under itself, in any case); else :class:`InvalidParameterError`
+        (``field="name"``). The token and its ``token.create`` audit entry are written in
+        one transaction: if the entry cannot be written, no token is made.
 
         >>> import tempfile, pathlib
         >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
@@ -1102,9 +1133,10 @@ class Security:
         _check_token_name(name)
         name = name or role
         token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
-        with self._write_tx():
+        with self._write_tx() as written:  # one transaction: never a token unaudited
             token_id = self._insert_token(token, role, name)
-        self.audit(actor, "token.create", token_id, {"role": role, "name": name})
+            written += self._append_audit(actor, "token.create", token_id,
+                                          {"role": role, "name": name})
         return token
 
     def _insert_token(self, token: str, role: str, name: str) -> str:
@@ -1168,7 +1200,7 @@ class Security:
         ('grafana', [])
         """
         cols = "SELECT id, name, role, created_ns FROM tokens"
-        with self._write_tx():
+        with self._write_tx() as written:
             by_ids = self._db.execute(f"{cols} WHERE id = ?", (name_or_id,)).fetchall()
             by_names = [] if by_id else [r for r in self._db.execute(
                 f"{cols} WHERE name = ? ORDER BY created_ns, id", (name_or_id,)
@@ -1176,6 +1208,8 @@ class Security:
             rows = by_ids + by_names
             if len(rows) == 1:
                 self._db.execute("DELETE FROM tokens WHERE id = ?", (rows[0][0],))
+                written += self._append_audit(actor, "token.revoke", rows[0][0],
+                                              {"role": rows[0][2], "name": rows[0][1]})
                 known = []
             else:
                 known = [r[0] for r in self._db.execute(
@@ -1202,9 +1236,7 @@ class Security:
                 f"{', '.join(r[0] for r in rows)}); revoke one by its id.",
                 field="name_or_id", value=name_or_id,
             )
-        tok = TokenRecord(*rows[0])
-        self.audit(actor, "token.revoke", tok.id, {"role": tok.role, "name": tok.name})
-        return tok
+        return TokenRecord(*rows[0])
 
     def ensure_admin_token(self) -> str | None:
         """At the data dir's first start (no API token was ever issued in it), make and
@@ -1221,13 +1253,14 @@ class Security:
         (True, False)
         """
         token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
-        with self._write_tx():  # the check and the token are one transaction: made once
+        # the check, the token and its audit entry are one transaction: made once, audited
+        with self._write_tx() as written:
             if self._db.execute("SELECT 1 FROM audit_meta WHERE key = ?",
                                 (_TOKENS_ISSUED,)).fetchone() is not None:
                 return None
             token_id = self._insert_token(token, "admin", "first-admin")
-        self.audit("first-start", "token.create", token_id,
-                   {"role": "admin", "name": "first-admin"})
+            written += self._append_audit("first-start", "token.create", token_id,
+                                          {"role": "admin", "name": "first-admin"})
         return token
 
     def has_admin_token(self) -> bool:
@@ -1237,12 +1270,32 @@ class Security:
                 "SELECT 1 FROM tokens WHERE role = 'admin' LIMIT 1").fetchone() is not None
 
     @contextlib.contextmanager
-    def _write_tx(self) -> Iterator[None]:
+    def _write_tx(self) -> Iterator[list[AuditEntry]]:
         """One write transaction of ``security.sqlite``: under this object's lock, a
         ``BEGIN IMMEDIATE`` committed when the block exits (also by ``return``), else rolled
-        back, unless SQLite already did (a full disk), and the block's own error raised."""
-        with self._lock, write_transaction(self._db):
-            yield
+        back, unless SQLite already did (a full disk), and the block's own error raised.
+
+        It yields a list for the audit entries the block appends (``written +=
+        self._append_audit(...)``): an action and its entry commit together or not at all
+        (an entry that cannot be written undoes the action), and the
+        :attr:`audit_listeners` hear of the entries once the transaction has committed."""
+        with self._lock:
+            written: list[AuditEntry] = []
+            with write_transaction(self._db):
+                yield written
+            self._notify(written)
+
+    def _notify(self, written: list[AuditEntry]) -> None:
+        """Hand each entry of ``written`` (just committed) to every audit listener (the
+        caller holds the lock, so they hear of entries in commit order); a listener that
+        raises is logged, never failing what was audited."""
+        for listener in list(self.audit_listeners):
+            for entry in written:
+                try:
+                    listener(entry)
+                except Exception:  # forwarding must never fail what was audited
+                    log.exception("audit listener %r failed on entry %d", listener,
+                                  entry.id)
 
     # -- audit -------------------------------------------------------------------------
     def _chain_old_audit(self) -> None:
@@ -1304,16 +1357,8 @@ class Security:
         ...                      e.detail)
         True
         """
-        with self._lock:
-            with write_transaction(self._db):
-                written = self._append_audit(actor, action, target, detail)
-            for listener in list(self.audit_listeners):
-                for entry in written:
-                    try:
-                        listener(entry)
-                    except Exception:  # forwarding must never fail what was audited
-                        log.exception("audit listener %r failed on entry %d", listener,
-                                      entry.id)
+        with self._write_tx() as written:
+            written += self._append_audit(actor, action, target, detail)
 
     def _chain_rows(self, rows: list[tuple[Any, ...]], prev: str) -> str:
         """Give ``rows`` (id, ts_ns, actor, action, target, detail; id order) their hashes,

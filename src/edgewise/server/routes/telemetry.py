@@ -148,8 +148,10 @@ async def _ingest(
         raise
     try:
         source = request.client.host if request.client else None
-        await run_in_threadpool(partial(security.authenticate_device, device_id, secret,
-                                        source=source))
+        # the credential tag: checked again under the commit lock (Pipeline.ingest), so a
+        # secret replaced while the body was on its way stores nothing
+        credential = await run_in_threadpool(partial(
+            security.authenticate_device, device_id, secret, source=source))
     except AuthError as exc:
         if type(exc) is not AuthError:
             count("edgewise_auth_failures_total", reason="throttled")
@@ -164,8 +166,13 @@ async def _ingest(
         raise
     try:
         result = await run_in_threadpool(partial(pipeline.ingest, device_id, body, via="http",
-                                                 received_ns=received_ns))
+                                                 received_ns=received_ns,
+                                                 credential=credential))
     except PayloadError as exc:
+        if exc.reason == "unknown_device":
+            # the secret was replaced (or the device deleted) after it was checked: the
+            # answer a new request with that secret gets; nothing was stored
+            raise wrong_device_credentials(device_id) from None
         if exc.reason != "bad_encoding":
             raise
         encoding = request.headers.get("content-encoding")
@@ -206,8 +213,9 @@ _DOC = (
     "metric counts against the device's rate limit as a reading does. The body may be "
     "gzipped (`Content-Encoding: gzip`, one member or several; the limit holds once "
     "decompressed). 400 not gzip (or bytes after the gzip stream), 401 unknown device or "
-    "wrong secret, 413 too large, 415 not JSON or another encoding, 422 nothing usable, "
-    "429 rate limit or throttled (see Retry-After)."
+    "wrong secret (also a secret replaced, or a device deleted, while the request was on "
+    "its way: nothing of it is stored), 413 too large, 415 not JSON or another "
+    "encoding, 422 nothing usable, 429 rate limit or throttled (see Retry-After)."
 )
 
 
@@ -234,7 +242,8 @@ _BODY = {
         },
     },
     "responses": {
-        "401": {"description": "Unknown device or wrong secret (problem+json)."},
+        "401": {"description": "Unknown device or wrong secret, also one replaced while "
+                "the request was on its way (problem+json; nothing stored)."},
         "413": {"description": "Body over the size limit (problem+json)."},
         "422": {"description": "Nothing in the payload is usable (problem+json)."},
         "429": {"description": "Rate limit or throttled; see Retry-After (problem+json)."},

@@ -1,7 +1,9 @@
 """API tokens (admin), the audit log (admin), and who the caller is (any role).
 
 ``POST /v1/tokens`` refuses a name over :data:`~edgewise.security.credentials.MAX_TOKEN_NAME`
-characters, with control characters (tab, newline, …) or of a token id's form (8 hex digits)
+characters, with control characters (tab, newline, …), of a token id's form (8 hex digits)
+or one the gateway acts under itself
+(:data:`~edgewise.security.credentials.RESERVED_TOKEN_NAMES`: ``gateway``, ``cli``, …)
 with a 422 naming ``name``: the rule is :meth:`Security.create_token`'s, the same for
 ``edgewise token create``. It answers the token with its ``id`` (what ``edgewise token
 revoke --id`` takes) and the name it was stored under (the role when none was given).
@@ -21,7 +23,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgewise.errors import InvalidParameterError
-from edgewise.security.credentials import MAX_TOKEN_NAME, ROLES_DOC
+from edgewise.security.credentials import MAX_TOKEN_NAME, RESERVED_TOKEN_NAMES, ROLES_DOC
 from edgewise.server.deps import Admin, SecurityDep, Viewer
 from edgewise.server.problems import Problem
 
@@ -40,7 +42,9 @@ class NewToken(BaseModel):
     # the limit is checked by Security.create_token, as for the CLI; here it is documented
     name: str = Field(default="", json_schema_extra={"maxLength": MAX_TOKEN_NAME},
                       description="Who or what will use it (default: the role); no control "
-                      "characters (tab, newline, …); not 8 hex digits, a token id's form.")
+                      "characters (tab, newline, …); not 8 hex digits, a token id's form; "
+                      f"not one the gateway acts under ({', '.join(RESERVED_TOKEN_NAMES)}, "
+                      "in any case).")
 
 
 class TokenCreated(BaseModel):
@@ -61,7 +65,8 @@ def create_token(body: NewToken, who: Admin, security: SecurityDep) -> dict[str,
     except InvalidParameterError as exc:
         raise Problem(422, "Invalid input", str(exc), field=exc.field, value=exc.value,
                       allowed=f"at most {MAX_TOKEN_NAME} characters, no control characters "
-                      "(tab, newline, …), not 8 hex digits (a token id's form)"
+                      "(tab, newline, …), not 8 hex digits (a token id's form), not "
+                      f"{', '.join(RESERVED_TOKEN_NAMES)} (in any case)"
                       if exc.field == "name" else None,
                       reason="invalid") from None
     made = security.authenticate_token(token)  # as stored: the name defaults to the role
