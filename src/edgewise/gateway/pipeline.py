@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgewise._private import write_private
 from edgewise.alerts import AlertManager
@@ -1460,6 +1461,7 @@ class Pipeline:
         try:
             with open(path, "rb") as f:
                 state = pickle.load(f)  # our own file in the data directory
+            self._drop_unregistered(state, path)
             self._detectors, self._mv, self._last_scored = (
                 state["detectors"], state["multivariate"], state["last_scored"])
             # a mark saved ahead of the wall clock (a reading stamped ahead, before marks
@@ -1497,6 +1499,38 @@ class Pipeline:
             for k in stale:
                 del self._detectors[k]
 
+    def _registered(self) -> dict[str, int] | None:
+        """Each registered device's registration time (``created_ns``), or None where the
+        pipeline has no :class:`~edgewise.security.Security` to ask."""
+        listing = getattr(self.security, "list_devices", None)
+        if listing is None:
+            return None
+        return {str(r.id): int(r.created_ns) for r in listing()}
+
+    def _drop_unregistered(self, state: dict[str, Any], path: Path) -> None:
+        """Drop from a loaded state every device that is no longer registered, or was
+        registered again since the state was saved (another ``created_ns``): another
+        gateway on the data dir may have saved it last, after a deletion this one did not
+        see, and a new device under the id would be scored with the old one's detectors
+        and cleaned against its readings."""
+        now = self._registered()
+        if now is None:
+            return
+        saved = state.get("devices_created")
+        saved = saved if isinstance(saved, dict) else {}
+        devices = {k for part in _DEVICE_STATE if isinstance(state.get(part), dict)
+                   for k in state[part]}
+        devices |= {k[0] for part in _STREAM_STATE if isinstance(state.get(part), dict)
+                    for k in state[part] if isinstance(k, tuple) and k}
+        gone = sorted(d for d in devices
+                      if d not in now or (d in saved and saved[d] != now[d]))
+        for d in gone:
+            drop_device_state(state, d)
+        if gone:
+            log.info("detector state at %s: %d device(s) deleted or registered again since "
+                     "it was saved start afresh: %s", path, len(gone),
+                     ", ".join(map(repr, gone[:10])) + (" ..." if len(gone) > 10 else ""))
+
     def save_state(self, path: Path) -> None:
         """Write the detectors' learned state, owner-only and atomically (synced temp file,
         then rename: :func:`~edgewise._private.write_private`, as ``device delete`` writes
@@ -1509,7 +1543,8 @@ class Pipeline:
              "last_scored": self._last_scored, "fast_streams": fast,
              "cross_sensor": cross, "cross_sensor_version": STATE_VERSION,
              "cleaner": cleaner, "cleaner_version": CLEANER_STATE_VERSION,
-             "alerts_held": self.alerts.held_state()}, protocol=pickle.HIGHEST_PROTOCOL))
+             "alerts_held": self.alerts.held_state(),
+             "devices_created": self._registered()}, protocol=pickle.HIGHEST_PROTOCOL))
 
     #: Seconds :meth:`close` gives detection to score what is queued before it stops it.
     close_wait_s: float = 30.0
@@ -1595,7 +1630,7 @@ class Pipeline:
 #: the ids it is given, those of the device's alerts (``device delete`` reads them from the
 #: store before it deletes them).
 _STREAM_STATE = ("detectors", "last_scored", "fast_streams", "cleaner")
-_DEVICE_STATE = ("multivariate", "cross_sensor")
+_DEVICE_STATE = ("multivariate", "cross_sensor", "devices_created")
 _ALERT_STATE = ("alerts_held",)
 
 
