@@ -129,7 +129,7 @@ def test_repair_cli_never_prints_a_store_password(tmp_path: Path) -> None:
            "postgresql://ew:S3cretPW@db:5432/ew"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert "'postgresql://ew:***@db:5432/ew' is not one" in out.stderr, out.stderr
+    assert "'postgresql://ew:***@db:5432/ew' is a PostgreSQL store" in out.stderr, out.stderr
     assert "S3cretPW" not in out.stderr + out.stdout
 
 

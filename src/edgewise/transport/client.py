@@ -388,6 +388,7 @@ class ExternalBroker:
         # under _ack_lock, so no PUBACK of an earlier connection's message goes out later
         self._epoch = 0
         self._ack_lock = threading.RLock()  # paho may call on_disconnect inside ack()
+        self._gone = threading.Event()  # set once the connection closed at stop()
         self._retries: set[asyncio.TimerHandle] = set()
         self.client_id: str = (self.cfg["client_id"] or kept_id
                                or f"edgewise-gateway-{secrets.token_hex(6)}")
@@ -465,7 +466,13 @@ class ExternalBroker:
         self._retries.clear()
         await self.batcher.stop()
         self._stopping = True
+        self._gone.clear()
+        connected = self.client.is_connected()
         self.client.disconnect()
+        if connected:  # the PUBACKs queued before the DISCONNECT go out first: wait for
+            # them (a loop stopped at once left them unsent, and the broker sent those
+            # messages again to the next session)
+            await asyncio.to_thread(self._gone.wait, self.STOP_FLUSH_S)
         self.client.loop_stop()
         if self._id_lock is not None:
             os.close(self._id_lock)  # closing the descriptor drops its flock
@@ -538,11 +545,17 @@ class ExternalBroker:
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self._refused = "no connection could be made to it"
 
+    #: Seconds :meth:`stop` waits for the DISCONNECT (and the PUBACKs queued before it)
+    #: to be written before it stops the network thread.
+    STOP_FLUSH_S = 5.0
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any = None) -> None:
         # paho calls this before it reconnects (and clears the PUBACKs not yet sent)
         with self._ack_lock:
             self._epoch += 1
+        if self._stopping:
+            self._gone.set()
         since, self._connected_at = self._connected_at, None
         if self._stopping or since is None or not getattr(rc, "is_failure", False):
             return
