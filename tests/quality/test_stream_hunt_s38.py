@@ -24,6 +24,7 @@ from edgewise.quality.spikes import hampel_mask, levels
 from edgewise.quality.stream import StreamCleaner
 from edgewise.quality.stuck import stuck_runs
 from edgewise.telemetry import Reading
+from tests.quality.test_quality_hunt_s38a import _disk  # the same idle disk as the report's
 
 M = 60 * 10**9
 NAB_AWS = ("nab", "data", "realAWSCloudwatch")
@@ -130,17 +131,6 @@ def test_nab_cpu_spikes_are_the_reports_after_the_first_window(shared_data: Path
 
 
 # -- (c) a run at the value the series rests at is not stuck ----------------------------
-
-
-def _disk(seed: int, days: int = 8) -> np.ndarray:
-    """Bytes written in 5-minute readings: by day 0 (idle) seven times in ten, else a write;
-    idle all night (300 readings): 0 in 88 % of the readings (as test_quality_hunt_s38a)."""
-    rng = np.random.default_rng(seed)
-    parts = []
-    for _ in range(days):
-        writes = rng.integers(10**5, 10**7, 200).astype(float)
-        parts += [np.where(rng.random(200) < 0.7, 0.0, writes), np.zeros(300)]
-    return np.concatenate(parts)
 
 
 def _stuck(v: np.ndarray, every: int = 5 * M) -> int:
