@@ -318,3 +318,30 @@ def test_wide_time_column_moves_aside_for_a_metric_named_time(tmp_path: Path) ->
     (tmp_path / "q.csv").write_text(both)  # as detect and quality read it: 'time' the clock
     df = read_table(tmp_path / "q.csv")
     assert find_time_column(df) == "time" and list(df["time_"]) == [6.0]
+
+
+@pytest.mark.parametrize("metric", ["timestamp", "Timestamp", "date", "ts", "target", "label"])
+def test_a_metric_named_like_a_clock_or_a_label_keeps_time_the_clock(
+        tmp_path: Path, metric: str) -> None:
+    """A metric named like a clock (``timestamp`` was taken for the clock before ``time``;
+    ``date`` beside ``time`` made a date-and-time pair) or like a label (dropped as no
+    metric) is written with ``_`` appended: ``quality`` and ``detect`` read the export's
+    ``time`` as the clock and the metric as a metric."""
+    from edgewise.server.readings_csv import csv_chunks
+    from edgewise.store import open_store
+    from edgewise.tables import not_a_metric
+
+    t0 = 1_767_225_600 * 10**9
+    store = open_store("duckdb://:memory:")
+    try:
+        store.append([Reading("p", m, t0 + i * 10**9, v) for i in range(5)
+                      for m, v in ((metric, float((i * 7) % 13)), ("temp", 20.0 + i))])
+        text = b"".join(csv_chunks(store, "p", sorted([metric, "temp"]))).decode()
+    finally:
+        store.close()
+    (tmp_path / "p.csv").write_text(text)
+    df = read_table(tmp_path / "p.csv")
+    assert find_time_column(df) == "time"
+    column = metric + "_"
+    assert column in df.columns and not not_a_metric(column)
+    assert list(df[column]) == [float((i * 7) % 13) for i in range(5)]

@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from typing import Any, Literal
 
+from edgewise.tables import TIME_NAMES, not_a_metric
+
 __all__ = ["FORMATS", "TIME_FORMATS", "csv_chunks", "merge_wide", "metric_rows",
            "slice_rows_for", "time_formatter", "wide_header"]
 
@@ -202,6 +204,12 @@ def time_formatter(time_format: str) -> Callable[[int], str]:
     return rfc3339
 
 
+def _read_as_no_metric(name: str) -> bool:
+    """Whether ``detect``/``quality`` would read a column named ``name`` as other than a
+    metric: a clock (:data:`~edgewise.tables.TIME_NAMES`, any case) or a label or score."""
+    return name.strip().lower() in TIME_NAMES or bool(not_a_metric(name.strip()))
+
+
 def _csv_line(cells: list[str]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(cells)
@@ -211,20 +219,28 @@ def _csv_line(cells: list[str]) -> str:
 def wide_header(metrics: list[str]) -> list[str]:
     """The wide CSV's header: ``time`` (always: ``edgewise detect`` and ``edgewise
     quality`` take the column named so as the clock), then a column per metric, named
-    as the metric, unless a CSV reader would take it for a name before it (``time``, or
-    an earlier metric's column: readers ignore the spaces around a name): that metric's
-    column is its name with ``_`` appended until it is taken for no other column.
+    as the metric, unless a CSV reader would take it for something else: a name before it
+    (``time``, or an earlier metric's column: readers ignore the spaces around a name), or
+    a name those readers give a meaning of their own, in any case: a clock
+    (:data:`~edgewise.tables.TIME_NAMES`: a metric ``timestamp`` was taken for the clock
+    before ``time``, and ``date`` beside ``time`` for the date of a date-and-time pair) or
+    no metric (:func:`~edgewise.tables.not_a_metric`: ``label``, ``target``,
+    ``anomaly_score``...). That metric's column is its name with ``_`` appended until it
+    is taken for no other column and means nothing to the readers.
 
     >>> wide_header(["temp"]), wide_header(["time", "time_"]), wide_header(["temp", "temp "])
     (['time', 'temp'], ['time', 'time__', 'time_'], ['time', 'temp', 'temp _'])
+    >>> wide_header(["Timestamp", "date", "target", "temp"])
+    ['time', 'Timestamp_', 'date_', 'target_', 'temp']
     """
     reserved = {"time", *(m.strip() for m in metrics)}  # a renamed column takes none
     taken, out = {"time"}, ["time"]
     for metric in metrics:
         name = metric
-        if name.strip() in taken:
+        if name.strip() in taken or _read_as_no_metric(name):
             name += "_"
-            while name.strip() in taken or name.strip() in reserved:
+            while (name.strip() in taken or name.strip() in reserved
+                   or _read_as_no_metric(name)):
                 name += "_"
         taken.add(name.strip())
         out.append(name)
