@@ -184,10 +184,28 @@ class _Tally:
             self.inside.append((truth[ok] >= low[ok]) & (truth[ok] <= high[ok]))
 
     def figures(self, scale: float) -> dict[str, float | None]:
+        """MASE, sMAPE and coverage; ``None`` for a figure that is not a number (JSON holds
+        no NaN): MASE where the scale is 0 or unknown (a flat series' seasonal naive is
+        exact in-sample), sMAPE where every truth and forecast is 0, and every one where no
+        step's truth is known.
+
+        >>> t = _Tally()
+        >>> t.add(np.array([5.0, 5.0]), np.array([5.0, 6.0]), np.array([4.0, 4.0]),
+        ...       np.array([6.0, 6.0]))
+        >>> t.figures(0.0)
+        {'mase': None, 'smape': 9.090909090909092, 'coverage': 1.0, 'seconds': 0.0}
+        """
         y, f = np.concatenate(self.truth), np.concatenate(self.point)
-        cover = float(np.mean(np.concatenate(self.inside))) if self.inside else None
-        return {"mase": float(np.mean(np.abs(y - f)) / scale), "smape": smape(y, f),
-                "coverage": cover, "seconds": round(self.seconds, 2)}
+        inside = np.concatenate(self.inside) if self.inside else np.array([])
+        mase = float(np.mean(np.abs(y - f))) / scale if len(y) and scale > 0 else math.nan
+        return {"mase": _number(mase), "smape": _number(smape(y, f) if len(y) else math.nan),
+                "coverage": float(np.mean(inside)) if len(inside) else None,
+                "seconds": round(self.seconds, 2)}
+
+
+def _number(value: float) -> float | None:
+    """``value``, or ``None`` where it is NaN or infinite (no JSON number)."""
+    return float(value) if math.isfinite(value) else None
 
 
 @dataclass
@@ -207,8 +225,10 @@ class ForecastBench:
         for m in self.methods:
             out[m] = {}
             for key in ("mase", "smape", "coverage"):
-                vals = [s["methods"][m][key] for s in self.series
-                        if m in s["methods"] and s["methods"][m][key] is not None]
+                # a figure that is not a number (None, or NaN from a caller's figures) is
+                # left out: statistics.median with a NaN depends on the series' order
+                vals = [s["methods"][m][key] for s in self.series if m in s["methods"]]
+                vals = [v for v in vals if v is not None and math.isfinite(v)]
                 out[m][key] = statistics.median(vals) if vals else None
         return out
 
@@ -337,7 +357,7 @@ def run(
                 tallies["holt_winters"].seconds += time.perf_counter() - t0
         row = {"series": name, "why": why.get(name, ""), "step_s": step / 1e9, "steps": n,
                "horizon": horizon, "origins": len(starts), "season": season,
-               "mase_scale": scale,
+               "mase_scale": _number(scale),
                "methods": {m: t.figures(scale) for m, t in tallies.items()}}
         results.append(row)
         if progress is not None:

@@ -53,7 +53,7 @@ def bench_forecast(
             if not json_out:
                 m = row["methods"]
                 console.print(f"  {name}: MASE " + ", ".join(
-                    f"{k} {v['mase']:.3f}" for k, v in m.items()))
+                    f"{k} {_fig(v['mase'], '.3f')}" for k, v in m.items()))
 
         try:
             result = run(nab, names, origins=origins, tail=tail, progress=progress)
@@ -61,7 +61,7 @@ def bench_forecast(
             raise fail(str(exc)) from None
     out = result.to_json()
     if json_out:
-        typer.echo(json.dumps(out))
+        typer.echo(json.dumps(out, allow_nan=False))  # a figure without a number is null
         return
     if out["statsmodels"] is None:
         typer.echo("note: statsmodels is not installed, so Holt-Winters was not run "
@@ -77,8 +77,18 @@ def bench_forecast(
     Console().print(table)
 
 
+def _fig(value: float | None, spec: str) -> str:
+    """A figure as ``spec`` formats it; ``-`` where there is none (``None``: a flat series'
+    MASE has no scale).
+
+    >>> _fig(0.98765, ".3f"), _fig(None, ".3f")
+    ('0.988', '-')
+    """
+    return "-" if value is None else format(value, spec)
+
+
 def _cell(fig: dict[str, Any] | None) -> str:
     if not fig:
         return "-"
     cover = f" / {fig['coverage']:.2f}" if fig.get("coverage") is not None else ""
-    return f"{fig['mase']:.3f} / {fig['smape']:.1f}{cover}"
+    return f"{_fig(fig['mase'], '.3f')} / {_fig(fig['smape'], '.1f')}{cover}"

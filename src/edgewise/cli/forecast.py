@@ -50,8 +50,9 @@ Metric = Annotated[str | None, typer.Option(help="Store: the metric to forecast.
 
 
 def _history(csv: Path | None, time_column: str | None, column: str | None, data: str | None,
-             device: str | None, metric: str | None) -> tuple[Any, Any, str]:
-    """Times (ns), values and a name for the history the options give."""
+             device: str | None, metric: str | None, model: Any = None) -> tuple[Any, Any, str]:
+    """Times (ns), values and a name for the history the options give (from a store, with
+    ``model``: only the part its predict reads)."""
     if (csv is None) == (data is None):
         raise fail("give the history as --csv FILE --column V, or as --data DIR --device ID "
                    "--metric M (one of the two)")
@@ -61,7 +62,7 @@ def _history(csv: Path | None, time_column: str | None, column: str | None, data
         return _csv_history(csv, time_column, column)
     _not_given({"--time-column": time_column, "--column": column},
                "apply to a CSV file (--csv), not to --data")
-    return _store_history(data or "", device, metric)
+    return _store_history(data or "", device, metric, model)
 
 
 def _not_given(flags: dict[str, str | None], why: str, remedy: str = "drop {it}") -> None:
@@ -176,9 +177,74 @@ def _csv_history(csv: Path, time_column: str | None,
     return ts, values, f"{csv.name}:{column}"
 
 
-def _store_history(data: str, device: str | None, metric: str | None) -> tuple[Any, Any, str]:
+#: Readings read from a store at a time: each page is put into arrays before the next is
+#: read (a million readings as a list of tuples took about 400 MiB; as arrays, 16 MiB).
+_PAGE = 50_000
+
+
+def _store_arrays(store: Any, device: str, metric: str,
+                  start_ns: int | None = None) -> tuple[Any, Any]:
+    """Times (int64 ns) and values of ``device``'s ``metric`` from ``start_ns`` (default:
+    all of them), in time order, read :data:`_PAGE` readings at a time."""
     import numpy as np
 
+    times, values = [np.empty(0, np.int64)], [np.empty(0, float)]
+    while True:
+        rows = store.query(device, metric, start_ns, None, None, _PAGE)
+        times.append(np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)))
+        values.append(np.fromiter((r[2] for r in rows), dtype=float, count=len(rows)))
+        if len(rows) < _PAGE:
+            return np.concatenate(times), np.concatenate(values)
+        start_ns = int(times[-1][-1]) + 1  # one reading per (device, metric, time)
+        del rows
+
+
+def _lowest_before(store: Any, device: str, metric: str, end_ns: int) -> tuple[int, float]:
+    """The time and value of the lowest of ``device``'s ``metric`` readings before
+    ``end_ns`` (the first of them on a tie), read a page at a time."""
+    import numpy as np
+
+    best, start = (int(end_ns), math.inf), None  # called where a reading before end_ns is
+    while True:
+        rows = store.query(device, metric, start, end_ns, None, _PAGE)
+        if rows:
+            v = np.fromiter((r[2] for r in rows), dtype=float, count=len(rows))
+            i = int(np.argmin(v))
+            if v[i] < best[1]:
+                best = (int(rows[i][1]), float(v[i]))
+        if len(rows) < _PAGE:
+            return best
+        start = int(rows[-1][1]) + 1
+        del rows
+
+
+def _recent_arrays(store: Any, device: str, metric: str, model: Any) -> tuple[Any, Any]:
+    """The part of ``device``'s ``metric`` history that ``model.predict`` reads (the readings
+    after :meth:`~edgewise.models.forecast.Forecaster.reads_after`), and, before them, the
+    lowest of the older readings: their only other use is that one is there and whether one
+    goes below the model's floor, so the forecast is the one from the whole history."""
+    import numpy as np
+
+    newest = store.times_before(device, metric, 2**63 - 1, limit=1)
+    if not newest:
+        return np.empty(0, np.int64), np.empty(0, float)
+    cutoff = model.reads_after(newest[0])
+    ts, values = _store_arrays(store, device, metric, cutoff + 1)
+    older = store.times_before(device, metric, cutoff + 1, limit=1)
+    if not older:
+        return ts, values
+    floor = getattr(model, "floor_", None)
+    if floor is not None and not (values < floor).any():  # is an older one below it?
+        at, low = _lowest_before(store, device, metric, cutoff + 1)
+    else:  # the floor is off either way: any older reading stands for them
+        at, low = older[0], store.query(device, metric, older[0], older[0] + 1)[0][2]
+    return np.concatenate([[at], ts]), np.concatenate([[low], values])
+
+
+def _store_history(data: str, device: str | None, metric: str | None,
+                   model: Any = None) -> tuple[Any, Any, str]:
+    """Times (ns), values and a name of a store's metric: the whole history, or with
+    ``model`` (a fitted Forecaster) only what its predict reads (:func:`_recent_arrays`)."""
     if not device or not metric:
         raise fail("--device and --metric are needed with --data: which device's metric to "
                    "forecast")
@@ -192,15 +258,15 @@ def _store_history(data: str, device: str | None, metric: str | None) -> tuple[A
         if device not in known:
             raise fail(f"--device {device!r} is not in the store {_shown(url)!r}; it holds "
                        f"{known[:20]}")
-        rows = store.query(device, metric)
-        if not rows:
+        ts, values = (_store_arrays(store, device, metric) if model is None
+                      else _recent_arrays(store, device, metric, model))
+        if not len(ts):
             metrics = sorted({r[0] for r in store.query(device, None, limit=100_000)})
             raise fail(f"--metric {metric!r}: device {device!r} has no readings of it; its "
                        f"metrics are {metrics[:20]}")
     finally:
         store.close()
-    ts = np.array([r[1] for r in rows], dtype=np.int64)
-    return ts, np.array([r[2] for r in rows], dtype=float), f"{device}/{metric}"
+    return ts, values, f"{device}/{metric}"
 
 
 @train_app.command("forecast")
@@ -312,7 +378,7 @@ def predict_forecast(
         if csv is None and data is None:
             frame = fc.predict()
         else:
-            ts, values, _ = _history(csv, time_column, column, data, device, metric)
+            ts, values, _ = _history(csv, time_column, column, data, device, metric, fc)
             frame = fc.predict(ts, values)
     except EdgewiseError as exc:
         raise fail(str(exc)) from None

@@ -23,7 +23,11 @@ timezone-aware) and values, irregular and with gaps, as telemetry comes. The pip
    quarter, half or three quarters of it) or is at least 0.3 less the moving average over
    the period: a counter or a ramp is alike a day later because it trends, not because it
    cycles. The strongest is :attr:`Forecaster.season_`; no candidate passing means no
-   season (``season_ == 1``).
+   season (``season_ == 1``). A season found that the history is too short to use (its
+   features reach two cycles back, before the horizon, the held-out tail and 20 training
+   rows) is left out, the longest first: at three weeks of hourly readings the weekly cycle
+   becomes testable, and a history that long is fitted with the daily one alone rather
+   than refused where a shorter one was accepted.
 3. **Direct multi-horizon boosted trees.** One scikit-learn
    :class:`~sklearn.ensemble.HistGradientBoostingRegressor` for every horizon: each
    training row is a (forecast origin, steps ahead) pair, its features the recent values,
@@ -79,6 +83,7 @@ from __future__ import annotations
 import hashlib
 import math
 import pickle
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -95,6 +100,7 @@ __all__ = [
     "FORECAST_FORMAT_VERSION",
     "ForecastFileError",
     "Forecaster",
+    "TooLittleHistoryError",
     "filled_step",
     "load_forecaster",
     "nice_step",
@@ -131,10 +137,28 @@ _OUTAGE_NS = _NS_PER_DAY
 #: (99% of the grid empty) is a reading far from the rest (a clock that was never set puts
 #: one in 1970: a minute grid from there is 28 million steps), not a history to forecast.
 _MAX_STEPS_PER_READING = 100
+#: Training rows ((origin, steps ahead) pairs with a known target) the trees need at least.
+_MIN_ROWS = 20
 
 
 class ForecastFileError(EdgewiseError, ValueError):
     """A file is not an Edgewise forecast model, or of a format version this build cannot read."""
+
+
+class TooLittleHistoryError(InvalidParameterError):
+    """A history too short for the forecaster: ``steps`` grid steps where it needs ``need``
+    (``field`` ``'values'``, ``value`` the steps it has). Other refusals of a history (too
+    gappy, a grid too large) are plain :class:`~edgewise.errors.InvalidParameterError`.
+
+    >>> e = TooLittleHistoryError("Too short.", steps=10, need=29)
+    >>> (e.steps, e.need, e.field, e.value)
+    (10, 29, 'values', 10)
+    """
+
+    def __init__(self, *args: object, steps: int, need: int) -> None:
+        super().__init__(*args, field="values", value=int(steps))
+        self.steps = int(steps)
+        self.need = int(need)
 
 
 def to_ns(timestamps: Any, name: str = "timestamps") -> np.ndarray:
@@ -147,6 +171,8 @@ def to_ns(timestamps: Any, name: str = "timestamps") -> np.ndarray:
     [1704067200000000000]
     >>> to_ns([1, 2]).tolist(), to_ns(pd.Series([3, 4])).tolist()
     ([1, 2], [3, 4])
+    >>> to_ns(list(pd.to_datetime(["2024-01-01T01:00+01:00"]))).tolist()  # a list of them
+    [1704067200000000000]
     """
     if isinstance(timestamps, pd.Index | pd.Series | np.ndarray) and (
         pd.api.types.is_datetime64_any_dtype(timestamps.dtype)
@@ -159,6 +185,16 @@ def to_ns(timestamps: Any, name: str = "timestamps") -> np.ndarray:
                 "pd.to_datetime(times, utc=True).", field=name, value="naive datetimes")
         return index.tz_convert("UTC").as_unit("ns").asi8.copy()
     array = np.asarray(timestamps)
+    if array.dtype == object and array.ndim == 1 and len(array) and all(
+            isinstance(t, datetime) for t in array):
+        # a list of datetimes (pd.Timestamp is one): numpy keeps them as objects
+        naive = next((i for i, t in enumerate(array) if t.utcoffset() is None), None)
+        if naive is not None:
+            raise InvalidParameterError(
+                f"The {name} hold naive datetimes (no time zone), e.g. {array[naive]!r} at "
+                f"position {naive}; give int nanoseconds UTC or timezone-aware times, e.g. "
+                "pd.to_datetime(times, utc=True).", field=name, value="naive datetimes")
+        return pd.DatetimeIndex(pd.to_datetime(array, utc=True)).as_unit("ns").asi8.copy()
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         at = int(np.flatnonzero(~np.isfinite(array))[0])
         raise InvalidParameterError(
@@ -478,14 +514,31 @@ class Forecaster:
         return max(_RECENT, 2 * longest, self.window_)
 
     def _min_steps(self) -> int:
-        """Grid steps fit needs: the lookback, the horizon, and room for the held-out tail
-        and training rows before it."""
-        return self._lookback() + 3 * self.horizon + self.calibration_origins
+        """Grid steps fit needs with the seasons found (:meth:`_steps_for`)."""
+        return self._steps_for(self.seasons_)
 
-    def _steps_for(self, longest: int) -> int:
-        """:meth:`_min_steps` were the longest season ``longest`` steps."""
-        lookback = max(_RECENT, 2 * longest, max(longest, min(self.horizon, 24), 2))
-        return lookback + 3 * self.horizon + self.calibration_origins
+    def _steps_for(self, seasons: list[int]) -> int:
+        """Grid steps fit needs with the seasons ``seasons`` (strongest first): the lookback,
+        the horizon, and room for the held-out tail and, before it, the training rows of the
+        calibration fit: at least :data:`_MIN_ROWS` (origin, steps ahead) pairs whose target
+        is known, in a history without empty steps (horizon 1 was told 29 steps, and 29
+        gapless steps then refused for "only 2 training rows ... mostly empty steps").
+
+        >>> f = Forecaster(horizon=1, season=1)
+        >>> f._steps_for([]), f._steps_for([24]), Forecaster(horizon=48)._steps_for([24])
+        (47, 89, 212)
+        """
+        season = seasons[0] if seasons else 1
+        window = max(season, min(self.horizon, 24), 2)
+        lookback = max(_RECENT, 2 * max(seasons, default=1), window)
+        origins, rows = 0, 0  # origins before the tail, and the pairs they give
+        while rows < _MIN_ROWS:
+            origins += 1
+            rows += min(self.horizon, origins)
+        before = lookback + origins  # the tail (the last max(horizon + calibration_origins,
+        # n // 5) steps) must start at or after this step: n - n // 5 >= before, and so on
+        return max(lookback + 3 * self.horizon + self.calibration_origins,
+                   before + self.horizon + self.calibration_origins, (5 * before - 5) // 4 + 1)
 
     def _candidates(self) -> list[int]:
         """Season lengths (steps) :meth:`_detect_seasons` tests, shortest first, in a history
@@ -499,16 +552,29 @@ class Forecaster:
                 out.append(int(period))
         return out
 
-    def _steps_needed(self) -> tuple[int, int]:
-        """Grid steps a history must have for fit to accept it, and the longest season that
-        count allows for: a history of :meth:`_min_steps` may be long enough to test a
-        candidate season (three cycles) that a shorter one could not, and one found would
-        need more, so each candidate testable at the count asked for is counted in."""
-        need, longest = self._min_steps(), max(self.seasons_, default=1)
-        for period in self._candidates():
-            if 3 * period <= need and period > longest:
-                need, longest = max(need, self._steps_for(period)), period
-        return need, longest
+    def _too_short(self, steps: int) -> TooLittleHistoryError:
+        """The refusal of a history of ``steps`` grid steps, shorter than fit needs: the
+        count for the season given, or, where seasons are detected, the count without one
+        (a season found that a history cannot hold is left out, as fit does) and the count
+        a history long enough to test (and find) a daily or weekly cycle needs to keep it."""
+        step, n = self.step_ns_, int(steps)
+        need = self._min_steps()
+        if self.season is not None:
+            what = f"and season {self.season}"
+        else:
+            what, longest, keep = "without a season", 1, need
+            for period in self._candidates():  # shortest first
+                if 3 * period <= keep and period > longest:
+                    keep, longest = max(keep, self._steps_for([period])), period
+            if keep > need:
+                what += (f", or at least {keep} steps of {_span(step)} ({_span(keep * step)}) "
+                         f"to fit a season of up to {longest} steps (one it looks for in a "
+                         "history that long)")
+        return TooLittleHistoryError(
+            f"Forecaster needs a history of at least {need} steps of {_span(step)} "
+            f"({_span(need * step)}) for horizon {self.horizon} {what}; got {n} steps "
+            f"({_span(n * step)}). Give a longer history, or a shorter horizon or season.",
+            steps=n, need=need)
 
     def _rows(self, y: np.ndarray, grid: np.ndarray, origins: np.ndarray,
               steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -575,7 +641,7 @@ class Forecaster:
         X, base, target, scale = self._rows(y, grid, o, h)
         truth = y[target]
         ok = ~np.isnan(truth) & ~np.isnan(base)
-        if ok.sum() < 20:
+        if ok.sum() < _MIN_ROWS:
             raise InvalidParameterError(
                 f"Forecaster found only {int(ok.sum())} training rows with a known target; the "
                 "history is mostly empty steps. Give a longer or fuller history.",
@@ -645,18 +711,17 @@ class Forecaster:
         self.phase_ns_ = reading_phase(ts, self.step_ns_)
         grid, series = regular_series(ts, v, self.step_ns_, self.phase_ns_)
         self.seasons_ = self._detect_seasons(series)
+        if self.season is None:
+            # a season found can need more history than there is (at three weeks the weekly
+            # cycle becomes testable and doubles the lookback): the shorter ones that fit, so
+            # a longer history is never refused where a shorter one is accepted
+            while self.seasons_ and len(series) < self._steps_for(self.seasons_):
+                longest = max(self.seasons_)
+                self.seasons_ = [p for p in self.seasons_ if p != longest]
         self.season_ = self.seasons_[0] if self.seasons_ else 1
         self.window_ = max(self.season_, min(self.horizon, 24), 2)
         if len(series) < self._min_steps():
-            need, longest = self._steps_needed()
-            season = (f"season {self.season_}" if longest <= self.season_ else
-                      f"a season of up to {longest} steps (one it looks for in a history "
-                      "that long)")
-            raise InvalidParameterError(
-                f"Forecaster needs a history of at least {need} steps of {_span(self.step_ns_)} "
-                f"({_span(need * self.step_ns_)}) for horizon {self.horizon} and {season}; got "
-                f"{len(series)} steps ({_span(len(series) * self.step_ns_)}). Give a longer "
-                "history, or a shorter horizon or season.", field="values", value=len(series))
+            raise self._too_short(len(series))
         known = series[~np.isnan(series)]
         self.center_ = float(np.mean(known))
         self.floor_ = 0.0 if known.min() >= 0 else None
@@ -787,11 +852,11 @@ class Forecaster:
             grid, series = self._recent_series(ts, v)
         need = self._lookback() + 1
         if len(series) < need or np.isnan(series[-self.window_:]).all():
-            raise InvalidParameterError(
+            raise TooLittleHistoryError(
                 f"Forecaster needs a history of at least {need} steps of {_span(self.step_ns_)} "
                 f"({_span(need * self.step_ns_)}) with readings in its last {self.window_} "
-                f"steps to forecast from; got {len(series)} steps.", field="values",
-                value=len(series))
+                f"steps to forecast from; got {len(series)} steps.", steps=len(series),
+                need=need)
         point = self._forecast(self.trees_, series, grid, np.array([len(series) - 1]))[0]
         low, high = np.empty(self.horizon), np.empty(self.horizon)
         for hs, local, everywhere in self.bands_:
@@ -825,7 +890,7 @@ class Forecaster:
         """
         need = self._lookback() + 1
         known = ts[~np.isnan(v)]  # _series: at least one; the grid ends at the last of them
-        cutoff = int(known[-1]) - (need + 1) * self.step_ns_
+        cutoff = self.reads_after(int(known[-1]))
         older = bool(known[0] <= cutoff)
         recent = ts > cutoff
         ts, v = ts[recent], v[recent]
@@ -836,6 +901,23 @@ class Forecaster:
             grid = np.concatenate([grid[0] - self.step_ns_ * np.arange(pad, 0, -1), grid])
             series = np.concatenate([np.full(pad, np.nan), series])
         return grid, series
+
+    def reads_after(self, last_ns: int) -> int:
+        """The time (ns) after which :meth:`predict` reads the readings of a history whose
+        last known reading is at ``last_ns``, after fit. Of the readings at or before it,
+        only that there is one counts (the steps before the recent ones are then empty,
+        as on the whole history's grid) and their lowest value (one below :attr:`floor_`
+        turns the floor off): a caller reading a long history from a store needs no more
+        than those.
+
+        >>> H = 3600 * 10**9
+        >>> m = Forecaster(season=4, horizon=2, n_estimators=5).fit(np.arange(200) * H,
+        ...                                                        np.sin(np.arange(200.0)))
+        >>> (199 * H - m.reads_after(199 * H)) // H, m.lookback()
+        (10, 9)
+        """
+        self._fitted()
+        return int(last_ns) - (self._lookback() + 2) * self.step_ns_
 
     def _check_fill(self, ts: np.ndarray) -> None:
         """Refuse a history to forecast from (its recent readings ``ts``) in whose steps
@@ -1021,13 +1103,21 @@ def _iso(ns: int) -> str:
 def _span(ns: int) -> str:
     """A duration as people say it.
 
-    >>> _span(90 * 60 * 10**9), _span(3 * 86_400 * 10**9)
-    ('1h30m', '3d')
+    Whole numbers throughout, so a span past pandas' 292 years (a horizon of a million
+    steps of a day, in a message saying how much history it needs) is said as well.
+
+    >>> _span(90 * 60 * 10**9), _span(3 * 86_400 * 10**9), _span(500), _span(-90 * 10**9)
+    ('1h30m', '3d', '500ns', '-1m30s')
+    >>> _span(10**6 * 3 * 86_400 * 10**9)
+    '3000000d'
     """
-    td = pd.Timedelta(int(ns))
-    days, rest = td.days, td - pd.Timedelta(days=td.days)
-    h, m = divmod(int(rest.total_seconds()) // 60, 60)
-    s = int(rest.total_seconds()) % 60
+    ns = int(ns)
+    if ns < 0:
+        return "-" + _span(-ns)
+    seconds = ns // 10**9
+    days, rest = divmod(seconds, 86_400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
     parts = [f"{days}d" if days else "", f"{h}h" if h else "", f"{m}m" if m else "",
              f"{s}s" if s else ""]
-    return "".join(parts) or f"{int(ns)}ns"
+    return "".join(parts) or f"{ns}ns"

@@ -34,8 +34,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 
-from edgewise.errors import EdgewiseError, InvalidParameterError
-from edgewise.models.forecast import Forecaster
+from edgewise.errors import EdgewiseError
+from edgewise.models.forecast import Forecaster, TooLittleHistoryError
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
 from edgewise.server.fitting import FitCache, bucket_s, busy, fit_slot
 from edgewise.server.problems import Problem
@@ -159,11 +159,12 @@ def _fit(device_id: str, metric: str, horizon: int,
     try:
         model.fit(ts, values)
         out = model.predict()
-    except InvalidParameterError as exc:
-        raise _too_little(device_id, metric, horizon, str(exc), exc.value) from None
+    except TooLittleHistoryError as exc:  # too few steps: the steps it has, on its grid
+        raise _too_little(device_id, metric, horizon, str(exc), exc.steps) from None
     except (EdgewiseError, ValueError, ArithmeticError) as exc:
-        # any other history the model cannot take (a grid too large, a fit the trees
-        # refuse) is the metric's data, not a server fault: a 422 naming it, never a 500
+        # any other history the model cannot take (a grid too large, too few training rows
+        # in a gappy one, a fit the trees refuse) is the metric's data, not a server fault:
+        # a 422 naming it, never a 500 (nor 'too little history' with a time for its steps)
         raise _unfit(device_id, metric, horizon, exc) from None
     times = out["time"].astype("int64").to_numpy()  # ns UTC
     answer = {
@@ -181,7 +182,7 @@ def _fit(device_id: str, metric: str, horizon: int,
         "forecast": {
             "t": [int(t) / 1e9 for t in times],
             "time": [format_ns(int(t)) for t in times],
-            "forecast": [round(float(v), 6) for v in out["forecast"]],
+            "forecast": [_number(v) for v in out["forecast"]],
             "low": [_bound(v) for v in out["low"]],
             "high": [_bound(v) for v in out["high"]],
         },
@@ -193,14 +194,28 @@ def _fit(device_id: str, metric: str, horizon: int,
     return _Entry(answer, grid_end, step, time.monotonic(), new_from)
 
 
-def _bound(value: float) -> float | None:
-    """An interval bound for JSON: ``None`` (``null``) where it is unbounded (infinite: the
-    calibration held too few residuals for a finite bound); JSON holds no infinity.
+def _number(value: float) -> float:
+    """A forecast number for JSON, shortened: to 9 significant digits, and to no fewer than 6
+    decimals (a metric in metres of a few micrometres keeps its digits: 6 decimals alone
+    made 5.47e-06 into 5e-06 and a band into one value; a counter near 1.7e9 keeps its
+    units, as 9 digits alone would not).
 
-    >>> _bound(1.23456789), _bound(float("inf")), _bound(float("-inf"))
-    (1.234568, None, None)
+    >>> _number(1.23456789012), _number(5.46944538e-06), _number(1_700_000_123.4567891)
+    (1.23456789, 5.46944538e-06, 1700000123.456789)
     """
-    return round(float(value), 6) if math.isfinite(value) else None
+    v = float(value)
+    return round(v, 6) if abs(v) >= 1e3 else float(f"{v:.9g}")
+
+
+def _bound(value: float) -> float | None:
+    """An interval bound for JSON (:func:`_number`): ``None`` (``null``) where it is
+    unbounded (infinite: the calibration held too few residuals for a finite bound); JSON
+    holds no infinity.
+
+    >>> _bound(1.23456789012), _bound(float("inf")), _bound(float("-inf"))
+    (1.23456789, None, None)
+    """
+    return _number(value) if math.isfinite(value) else None
 
 
 def _busy() -> Problem:
