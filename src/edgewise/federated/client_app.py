@@ -44,6 +44,7 @@ makes a device misbehave on purpose, for robustness tests and the benchmark.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -61,10 +62,10 @@ from edgewise.federated.data import (
     window_features,
 )
 from edgewise.federated.ledger import DEVICE_DELTA, LedgerEntry, PrivacyBudgetError, PrivacyLedger
-from edgewise.federated.privacy import Mechanism
+from edgewise.federated.privacy import MIN_NOISE, Mechanism
 
 __all__ = ["ATTACKS", "DeviceData", "app", "device_data", "dp_sgd_budget", "held_data",
-           "poison"]
+           "noise_setting", "poison"]
 
 ATTACKS = ("", "signflip", "nan", "inf", "shape", "scale100", "weight")
 #: Config record of Flower's legacy fit messages, the format SecAgg+ rounds use.
@@ -271,7 +272,10 @@ def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
     calibrates its own noise from its own record count and ``batch-size`` (at the sampling
     rate Opacus really uses, :func:`~edgewise.federated.privacy.opacus_sampling`), since a
     smaller device needs more noise for the same ε. ``dp-sgd-noise`` > 0 fixes the noise
-    multiplier instead (ε is then what it costs). ``max_epsilon`` > 0 is the device's own
+    multiplier instead (ε is then what it costs; it must be finite and at least
+    :data:`~edgewise.federated.privacy.MIN_NOISE`, :func:`noise_setting`: a NaN one trained
+    without DP-SGD). The budget and the limit must be finite numbers >= 0; anything else
+    raises :class:`~edgewise.errors.InvalidParameterError`. ``max_epsilon`` > 0 is the device's own
     limit (its node config ``max-dp-epsilon``), checked at δ ≤ :data:`DEVICE_DELTA` after
     the ``prior`` history it spent before (its privacy ledger): the device never plans to
     spend more, whatever the server asks, and runs DP-SGD at that limit when the server asks
@@ -310,9 +314,14 @@ def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
     planned = int(run_config.get("num-server-rounds", 1))
     epochs = local * max(planned - int(rounds_done), 1)  # what this device has left to run
     delta = float(run_config.get("dp-delta", 1e-5))
-    z = float(run_config.get("dp-sgd-noise", 0.0))
+    # a NaN passed every "<= 0" / "> max_epsilon" test below: the device trained without
+    # DP-SGD (noise NaN) or ignored its own limit (max_epsilon NaN)
+    z = noise_setting(run_config, "dp-sgd-noise")
+    target = _finite_at_least_0(run_config.get("dp-sgd-epsilon", 0.0), "dp-sgd-epsilon",
+                                "the run config's per-device DP-SGD budget")
+    max_epsilon = _finite_at_least_0(max_epsilon, "max-dp-epsilon",
+                                     "this device's own record-level epsilon limit")
     if z <= 0:
-        target = float(run_config.get("dp-sgd-epsilon", 0.0))
         # the noise of the run's plan, every round of it; a resumed run keeps it when the
         # rounds left at that noise still fit in the budget after the earlier rounds (a run
         # stopped and resumed as planned), and calibrates them after those rounds otherwise
@@ -329,9 +338,9 @@ def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
     if max_epsilon > 0:
         limit_delta = min(delta, DEVICE_DELTA)
         prior = tuple(prior)
-        if z <= 0 or composed_epsilon(
+        if z <= 0 or not composed_epsilon(
                 [*prior, dp_sgd_history(z, batch, n_records, epochs)], limit_delta
-        ) > max_epsilon:
+        ) <= max_epsilon:
             z = max(z, _calibrated_noise(max_epsilon, batch, n_records, epochs, limit_delta,
                                          prior))
     if z <= 0:
@@ -340,6 +349,49 @@ def dp_sgd_budget(run_config: Any, n_records: int, max_epsilon: float = 0.0,
         return z, composed_epsilon([*stats, dp_sgd_history(z, batch, n_records, epochs)],
                                    delta)
     return z, dp_sgd_epsilon(z, batch, n_records, epochs, delta)
+
+
+def noise_setting(config: Any, key: str) -> float:
+    """The noise multiplier ``key`` (``dp-sgd-noise``, ``dp-stats-noise``) of the server's
+    config: 0 when absent or 0 (not set), else a finite number >= :data:`MIN_NOISE`.
+    Anything else raises :class:`~edgewise.errors.InvalidParameterError` naming it, which
+    the device answers with an error reply: a NaN passed every ``<= 0`` test, so the device
+    trained without DP-SGD (or wrote a NaN into its ledger, which then composed to ε 0 and
+    let every later round past ``--max-epsilon``), and a noise below the floor has an ε the
+    accountant cannot compute (1e-200 divides by zero).
+
+    >>> noise_setting({"dp-sgd-noise": 1.1}, "dp-sgd-noise"), noise_setting({}, "dp-sgd-noise")
+    (1.1, 0.0)
+    >>> noise_setting({"dp-sgd-noise": float("nan")}, "dp-sgd-noise")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The server's 'dp-sgd-noise' is nan; a noise multiplier must be 0 (not set) or a finite number >= 0.01. Refusing to train or send anything on it.
+    """  # noqa: E501
+    raw = config.get(key, 0.0)
+    try:
+        z = float(raw)
+    except (TypeError, ValueError):
+        z = math.nan
+    if z == 0:
+        return 0.0
+    if not MIN_NOISE <= z < math.inf:
+        raise InvalidParameterError(
+            f"The server's {key!r} is {raw!r}; a noise multiplier must be 0 (not set) or a "
+            f"finite number >= {MIN_NOISE:g}. Refusing to train or send anything on it.")
+    return z
+
+
+def _finite_at_least_0(raw: Any, key: str, what: str) -> float:
+    """``raw`` as a finite number >= 0, else :class:`~edgewise.errors.InvalidParameterError`
+    naming ``key`` (``what`` it is)."""
+    try:
+        x = float(raw)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not 0 <= x < math.inf:
+        raise InvalidParameterError(
+            f"{key!r} ({what}) is {raw!r}; it must be a finite number >= 0 (0: none).")
+    return x
 
 
 @lru_cache(maxsize=64)
@@ -370,7 +422,21 @@ def _run_prior(config: Any) -> tuple[int, list[float] | None]:
             "The server's record of the run's earlier DP-SGD (dp-sgd-prior-rdp) is taken at "
             "other Renyi orders than this device's accountant; refusing to calibrate the "
             "rest of the budget against it.")
-    return done, [float(x) for x in curve]
+    values = [float(x) for x in curve]
+    if any(math.isnan(x) or x < 0 for x in values):  # NaN passed the "> budget" test
+        raise InvalidParameterError(
+            "The server's record of the run's earlier DP-SGD (dp-sgd-prior-rdp) holds "
+            f"{[x for x in values if math.isnan(x) or x < 0][:3]}; every value must be a "
+            "number >= 0 (inf: unbounded). Refusing to calibrate the rest of the budget "
+            "against it.")
+    return done, values
+
+
+def _max_epsilon(context: Context) -> float:
+    """This device's own limit, node config ``max-dp-epsilon`` (0: none): a finite number
+    >= 0 (a NaN passed every ``> limit`` test: no limit at all)."""
+    return _finite_at_least_0(context.node_config.get("max-dp-epsilon", 0.0),
+                              "max-dp-epsilon", "this device's own record-level epsilon limit")
 
 
 def _ledger(context: Context) -> PrivacyLedger:
@@ -405,8 +471,10 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
     old = [np.asarray(v.numpy()) for v in state.values()]
     rc = context.run_config
     batch, epochs = int(rc.get("batch-size", 32)), int(rc.get("local-epochs", 1))
-    max_eps = float(context.node_config.get("max-dp-epsilon", 0.0))
+    max_eps = _max_epsilon(context)
     ledger, run = _ledger(context), str(context.run_id)
+    if max_eps > 0:  # an entry no accountant can count: spent unknown, so past any limit
+        ledger.check_countable(max_epsilon=max_eps)
     # the device's own limit counts what it spent in other runs and this run's statistics
     prior = tuple(ledger.history(exclude_run=run) + ledger.history(run=run, kind="stats")) \
         if max_eps > 0 else ()
@@ -466,7 +534,7 @@ def _stats_spent(config: Any) -> tuple[Mechanism, ...]:
     states it (``dp-stats-noise`` z > 0: one Gaussian step ``(z, 1.0, 1)``); none without."""
     from edgewise.federated.stats_privacy import stats_mechanism
 
-    z = float(config.get("dp-stats-noise", 0.0))
+    z = noise_setting(config, "dp-stats-noise")
     return (stats_mechanism(z),) if z > 0 else ()
 
 
@@ -474,7 +542,7 @@ def _stats_reply(msg: Message, context: Context, data: DeviceData, config: Any) 
     """The normaliser statistics of this device's training rows: in the clear, or, when the
     server asks for them through DP (``dp-stats-noise`` > 0 with ``dp-stats-lower`` and
     ``dp-stats-upper``), clipped and noised after the release is recorded in the ledger."""
-    z = float(config.get("dp-stats-noise", 0.0))
+    z = noise_setting(config, "dp-stats-noise")  # a NaN went into the ledger (ε 0 after)
     metrics: dict[str, Any] = {"num-examples": 1}
     if z <= 0:
         count, total, squares = data.stats()
@@ -497,7 +565,7 @@ def _stats_reply(msg: Message, context: Context, data: DeviceData, config: Any) 
         bounds.check_width(chans.shape[1])
         rc = context.run_config
         delta = float(rc.get("dp-delta", 1e-5))
-        max_eps = float(context.node_config.get("max-dp-epsilon", 0.0))
+        max_eps = _max_epsilon(context)
         ledger = _ledger(context)
         mech = stats_mechanism(z)
         # recorded before anything leaves the device; refused past the device's own limit

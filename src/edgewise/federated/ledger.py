@@ -46,17 +46,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgewise._private import replace_atomically
-from edgewise.errors import EdgewiseError
+from edgewise.errors import EdgewiseError, InvalidParameterError
 from edgewise.federated.privacy import (
     Mechanism,
     composed_epsilon,
+    countable_mechanism,
     device_level_epsilon,
     reported_epsilon,
     worst_case_epsilon,
@@ -195,8 +197,32 @@ class PrivacyLedger:
                 and (kind is None or e.kind == kind)]
 
     def epsilon(self, delta: float = DEVICE_DELTA, *, run: str | None = None) -> float:
-        """The ε of everything recorded (or of one ``run``), composed, at ``delta``."""
-        return composed_epsilon(self.history(run=run), delta)
+        """The ε of everything recorded (or of one ``run``), composed, at ``delta``;
+        infinite when an entry holds a mechanism no accountant can count (a NaN noise
+        multiplier written by an older version): what it spent is unknown.
+
+        >>> led = PrivacyLedger()
+        >>> led._write([{"run": "1", "server_round": 0, "noise_multiplier": float("nan"),
+        ...              "sampling_rate": 1.0, "steps": 1, "records": 9, "batch_size": 0}])
+        >>> led.epsilon()
+        inf
+        """
+        return _composed(self.history(run=run), delta)
+
+    def check_countable(self, *, max_epsilon: float, act: str = "train",
+                        entries: list[LedgerEntry] | None = None) -> None:
+        """Raise :class:`PrivacyBudgetError` when the ledger (or ``entries`` of it) holds
+        an entry no accountant can count
+        (:func:`~edgewise.federated.privacy.countable_mechanism`: a NaN or infinite noise
+        multiplier, written before such entries were refused): what this device has spent
+        is unknown, so it counts as infinite, past any ``max_epsilon``."""
+        bad = _uncountable(self.entries() if entries is None else entries)
+        if bad:
+            raise PrivacyBudgetError(
+                f"Privacy ledger {self.where} holds {bad}, which no accountant can count: "
+                "what this device has spent is unknown, so it counts as infinite, past its "
+                f"limit --max-epsilon {max_epsilon:g}; refusing to {act}. Repair or remove "
+                "that entry, or start a fresh budget with a new ledger file.")
 
     # -- spending ------------------------------------------------------------------------
     def spend(self, entry: LedgerEntry, *, max_epsilon: float = 0.0,
@@ -206,17 +232,38 @@ class PrivacyLedger:
         With ``max_epsilon`` > 0, raise :class:`PrivacyBudgetError` and record nothing when
         the composed ε would exceed it. Check and record happen under one lock, so two
         processes sharing a ledger cannot both pass the check on the same budget.
+
+        An ``entry`` whose mechanism no accountant can count (a NaN or infinite noise
+        multiplier, a rate outside (0, 1]) raises
+        :class:`~edgewise.errors.InvalidParameterError` and is not recorded; a ledger that
+        already holds one counts as spent without bound (ε infinite), so with a limit
+        nothing more is spent (:meth:`check_countable`).
         """
+        if not countable_mechanism(*entry.mechanism()):
+            z, q, steps = entry.mechanism()
+            raise InvalidParameterError(
+                f"Privacy ledger {self.where}: refusing to record {entry.kind} of run "
+                f"{entry.run} (round {entry.server_round}) with noise multiplier {z!r}, "
+                f"sampling rate {q!r}, steps {steps!r}: a noise multiplier must be a finite "
+                "number > 0, a sampling rate in (0, 1] and steps a finite number >= 0.")
+        if math.isnan(max_epsilon) or max_epsilon < 0:
+            raise InvalidParameterError(
+                f"The device's limit max_epsilon must be a number >= 0 (0: none). Got "
+                f"{max_epsilon!r} instead.")
+        what, act = ((f"the normaliser statistics of run {entry.run}", "send them")
+                     if entry.kind == "stats" else
+                     (f"round {entry.server_round} of run {entry.run}", "train"))
         with self._locked():
             rounds = self._read()
+            if max_epsilon > 0:
+                self.check_countable(max_epsilon=max_epsilon, act=act,
+                                     entries=_entries(rounds))
             before = [e.mechanism() for e in _entries(rounds)]
-            total = composed_epsilon([*before, entry.mechanism()], delta)
-            if max_epsilon > 0 and total > max_epsilon * (1 + 1e-9):
-                spent = composed_epsilon(before, delta)
+            total = _composed([*before, entry.mechanism()], delta)
+            # "not <=": a NaN total (which passed "total > limit") is refused too
+            if max_epsilon > 0 and not total <= max_epsilon * (1 + 1e-9):
+                spent = _composed(before, delta)
                 n = len(before)
-                what, act = ((f"the normaliser statistics of run {entry.run}", "send them")
-                             if entry.kind == "stats" else
-                             (f"round {entry.server_round} of run {entry.run}", "train"))
                 raise PrivacyBudgetError(
                     f"Privacy ledger {self.where}: {what} would bring this device's "
                     f"record-level epsilon to {total:.4g} (delta {delta:g}), past its limit "
@@ -229,6 +276,34 @@ class PrivacyLedger:
                 **asdict(entry), "epsilon_round": own, "epsilon_total": total, "delta": delta})))
             self._write(rounds)
             return total
+
+
+def _devices(nodes: list[str]) -> str:
+    """Node ids in words ("?" is a device the server cannot name, under SecAgg+)."""
+    named = [n for n in nodes if n != "?"]
+    unnamed = len(nodes) - len(named)
+    parts = ([f"node(s) {', '.join(named)}"] if named else []) + (
+        [f"{unnamed} device(s) under SecAgg+"] if unnamed else [])
+    return " and ".join(parts)
+
+
+def _composed(history: list[Mechanism], delta: float) -> float:
+    """:func:`~edgewise.federated.privacy.composed_epsilon` of a device ledger's history,
+    infinite when one entry is no mechanism an accountant can count (never smaller than
+    what was spent: a NaN entry composed to ε 0, and every later limit check passed)."""
+    if any(not countable_mechanism(*m) for m in history):
+        return math.inf
+    eps = composed_epsilon(history, delta)
+    return math.inf if math.isnan(eps) else eps
+
+
+def _uncountable(entries: list[LedgerEntry]) -> str:
+    """The entries no accountant can count, in words ("" when none)."""
+    bad = [e for e in entries if not countable_mechanism(*e.mechanism())]
+    return "; ".join(f"the {e.kind} entry of run {e.run} round {e.server_round} with noise "
+                     f"multiplier {e.noise_multiplier!r}, sampling rate {e.sampling_rate!r}, "
+                     f"steps {e.steps!r}" for e in bad[:3]) + (
+        f" (and {len(bad) - 3} more)" if len(bad) > 3 else "")
 
 
 def _entries(rounds: list[dict[str, Any]]) -> list[LedgerEntry]:
@@ -264,7 +339,10 @@ class RunLedger:
     * ``{"round": r, "kind": "aggregated", "segment": s}`` when round ``r``'s update was
       aggregated at all (with or without noise), right after: a device-level ε covers the
       model only if every aggregated round has a ``device`` entry
-      (:meth:`device_epsilon`, :meth:`resume_conflict`);
+      (:meth:`device_epsilon`, :meth:`resume_conflict`); ``"without_dp_sgd": [node, ...]``
+      (``"unnamed_without_dp_sgd": k`` under SecAgg+) names the updates aggregated that
+      stated no DP-SGD mechanism, and a record-level ε covers the model only if no round
+      has any (:meth:`record_epsilon`);
     * ``{"round": 0, "kind": "stats", "segment": s, "devices": {node: [z, 1.0, 1]},
       "noise_multiplier": z, "epsilon": e, "bounds": {...}}`` when the devices' normaliser
       statistics arrive through DP (:mod:`edgewise.federated.stats_privacy`): each device's
@@ -372,9 +450,39 @@ class RunLedger:
         found = self._of("stats")
         return dict(found[-1]) if found else None
 
-    def aggregated_round(self, server_round: int) -> None:
-        """Round ``server_round``'s update was aggregated into the global model."""
-        self._add({"round": int(server_round), "kind": "aggregated", "segment": self.segment})
+    def aggregated_round(self, server_round: int, *, without_dp_sgd: Iterable[str] = (),
+                         unnamed_without_dp_sgd: int = 0) -> None:
+        """Round ``server_round``'s update was aggregated into the global model;
+        ``without_dp_sgd`` are the devices (node ids) whose update went into it stating no
+        DP-SGD mechanism, ``unnamed_without_dp_sgd`` how many more such updates whose
+        devices the server cannot name (SecAgg+): no record-level ε covers a model such an
+        update moved (:meth:`rounds_without_dp_sgd`).
+
+        >>> led = RunLedger()
+        >>> led.record_round(1, {"7": (1.0, 0.05, 20)}, reported=2.4)
+        >>> led.aggregated_round(1, without_dp_sgd=["9"])
+        >>> led.rounds_without_dp_sgd()
+        {1: ['9']}
+        """
+        entry: dict[str, Any] = {"round": int(server_round), "kind": "aggregated",
+                                 "segment": self.segment}
+        nodes = sorted(str(n) for n in without_dp_sgd)
+        if nodes:
+            entry["without_dp_sgd"] = nodes
+        if unnamed_without_dp_sgd > 0:
+            entry["unnamed_without_dp_sgd"] = int(unnamed_without_dp_sgd)
+        self._add(entry)
+
+    def rounds_without_dp_sgd(self) -> dict[int, list[str]]:
+        """The rounds whose aggregated update took in an update trained without DP-SGD,
+        with those devices (node ids; an unnamed one, under SecAgg+, as ``"?"``)."""
+        out: dict[int, list[str]] = {}
+        for r in self._of("aggregated"):
+            nodes = [str(n) for n in r.get("without_dp_sgd", [])] + \
+                ["?"] * int(r.get("unnamed_without_dp_sgd", 0))
+            if nodes:
+                out.setdefault(int(r["round"]), []).extend(nodes)
+        return out
 
     def finished_rounds(self, done: int = 0) -> set[int]:
         """The rounds whose update went into the global model: those with an
@@ -403,9 +511,11 @@ class RunLedger:
         """  # noqa: E501
         finished = self.finished_rounds(done)
         if dp_sgd:
-            bare = sorted(finished - {int(r["round"]) for r in self._of("record")})
+            bare = sorted((finished - {int(r["round"]) for r in self._of("record")})
+                          | set(self.rounds_without_dp_sgd()))
             if bare:
-                return (f"round(s) {bare} were trained without record-level DP-SGD, so no "
+                return (f"round(s) {bare} were trained without record-level DP-SGD (by "
+                        "every device, or by one whose update was aggregated), so no "
                         "record-level epsilon covers the model; resume with --dp-epsilon 0 "
                         "(as the first run), or start afresh without --resume.")
         noisy = self._of("device")
@@ -462,8 +572,6 @@ class RunLedger:
         ...
         edgewise.errors.InvalidParameterError: Run privacy ledger None: round(s) [1] were aggregated without device-level DP noise, so no device-level epsilon covers the model (the ledger's 1 noisy round(s) do not).
         """  # noqa: E501
-        from edgewise.errors import InvalidParameterError
-
         noisy = self._of("device")
         if not noisy:
             return None
@@ -487,19 +595,35 @@ class RunLedger:
         statistics' release when there was one (:func:`worst_case_epsilon` of the
         mechanisms, at least the largest ε a device reported); ``None``: no DP-SGD. Raises
         :class:`~edgewise.errors.InvalidParameterError` when a finished round carried no
-        DP-SGD (a run resumed with DP-SGD after rounds without): no record-level ε covers
-        the model then."""
+        DP-SGD (a run resumed with DP-SGD after rounds without), or aggregated an update
+        that stated none beside the others' (:meth:`rounds_without_dp_sgd`: a device that
+        trained without DP-SGD in a run that did not ask for it): no record-level ε covers
+        the model then.
+
+        >>> led = RunLedger()
+        >>> led.record_round(1, {"7": (1.0, 0.05, 20)}, reported=2.4)
+        >>> led.aggregated_round(1, without_dp_sgd=["9"])
+        >>> led.record_epsilon(1e-5)
+        Traceback (most recent call last):
+        ...
+        edgewise.errors.InvalidParameterError: Run privacy ledger None: round(s) [1] aggregated updates trained without record-level DP-SGD (round 1: node(s) 9) beside the DP-SGD ones, so no record-level epsilon covers the model.
+        """  # noqa: E501
         recs = self._of("record")
         if not recs:
             return None
         bare = sorted(self.finished_rounds() - {int(r["round"]) for r in recs})
         if bare:
-            from edgewise.errors import InvalidParameterError
-
             raise InvalidParameterError(
                 f"Run privacy ledger {self.path}: round(s) {bare} were aggregated from updates "
                 "trained without record-level DP-SGD, so no record-level epsilon covers the "
                 "model.")
+        mixed = self.rounds_without_dp_sgd()
+        if mixed:
+            said = "; ".join(f"round {r}: {_devices(nodes)}" for r, nodes in sorted(mixed.items()))
+            raise InvalidParameterError(
+                f"Run privacy ledger {self.path}: round(s) {sorted(mixed)} aggregated updates "
+                f"trained without record-level DP-SGD ({said}) beside the DP-SGD ones, so no "
+                "record-level epsilon covers the model.")
         eps = worst_case_epsilon(self._record_parts(), delta)
         return max(eps, max(float(r.get("reported", 0.0)) for r in recs)) or None
 

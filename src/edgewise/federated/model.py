@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -108,6 +109,11 @@ def train_local(
     protect nothing, and noise shared between devices would not average out. (Opacus's
     ``secure_mode`` would use a cryptographic generator; it needs ``torchcsprng``.)
     """
+    # a NaN noise multiplier failed "> 0" and trained without DP-SGD, silently
+    if not 0 <= float(dp_noise_multiplier) < math.inf:
+        raise InvalidParameterError(
+            "train_local needs dp_noise_multiplier a finite number >= 0 (0: no DP-SGD). Got "
+            f"{dp_noise_multiplier!r} instead.")
     kind = _kind(model)
     Xt = torch.as_tensor(X, dtype=torch.float32)
     if kind == "rul":

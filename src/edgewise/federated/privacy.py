@@ -51,6 +51,7 @@ __all__ = [
     "PrivacyReport",
     "ceil_significant",
     "composed_epsilon",
+    "countable_mechanism",
     "device_level_epsilon",
     "device_noise_for_epsilon",
     "dp_sgd_epsilon",
@@ -103,10 +104,11 @@ def rdp_epsilon(
     delta
         Target δ.
     """
-    if noise_multiplier <= 0 or not 0 < sampling_rate <= 1 or steps < 0 or not 0 < delta < 1:
+    if not countable_mechanism(noise_multiplier, sampling_rate, steps) or not 0 < delta < 1:
         raise InvalidParameterError(
-            "rdp_epsilon needs noise_multiplier > 0, sampling_rate in (0, 1], steps >= 0 and "
-            f"delta in (0, 1). Got {noise_multiplier}, {sampling_rate}, {steps}, {delta} instead."
+            "rdp_epsilon needs a finite noise_multiplier > 0, sampling_rate in (0, 1], "
+            f"steps >= 0 and delta in (0, 1). Got {noise_multiplier}, {sampling_rate}, "
+            f"{steps}, {delta} instead."
         )
     return composed_epsilon([(noise_multiplier, sampling_rate, steps)], delta)
 
@@ -138,13 +140,36 @@ def _step_rdp(sampling_rate: float, noise_multiplier: float) -> Any:
     absl = logging.getLogger("absl")
     absl.addFilter(_unconverged_order)
     try:
-        curve = np.array(rdp._compute_rdp_poisson_subsampled_gaussian(
-            q=sampling_rate, noise_multiplier=noise_multiplier, orders=np.array(_ORDERS)),
-            dtype=np.float64)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            curve = np.array(rdp._compute_rdp_poisson_subsampled_gaussian(
+                q=sampling_rate, noise_multiplier=noise_multiplier,
+                orders=np.array(_ORDERS)), dtype=np.float64)
+    except (ZeroDivisionError, OverflowError):
+        # a noise multiplier so small (1e-200) that the accountant divides by zero or
+        # overflows: no bound at any order, so infinite RDP (epsilon inf), never a traceback
+        curve = np.full(len(_ORDERS), np.inf)
     finally:
         absl.removeFilter(_unconverged_order)
+    # an order the accountant could not compute (NaN) bounds nothing: infinite there (a NaN
+    # curve made dp-accounting's compute_epsilon return epsilon 0)
+    curve[np.isnan(curve)] = np.inf
     curve.setflags(write=False)
     return curve
+
+
+def countable_mechanism(z: Any, q: Any, steps: Any) -> bool:
+    """Whether ``(z, q, steps)`` is a mechanism the accountant can count: a finite noise
+    multiplier > 0, a sampling rate in (0, 1] and a finite step count >= 0 (a NaN passed
+    every ``<= 0`` test and composed to epsilon 0).
+
+    >>> countable_mechanism(1.0, 0.05, 20), countable_mechanism(float("nan"), 0.05, 20)
+    (True, False)
+    """
+    try:
+        z, q, steps = float(z), float(q), float(steps)
+    except (TypeError, ValueError):
+        return False
+    return 0 < z < math.inf and 0 < q <= 1 and 0 <= steps < math.inf
 
 
 def _composed_epsilon(parts: Iterable[tuple[object, int]], delta: float,
@@ -180,10 +205,10 @@ def composed_epsilon(history: Iterable[Mechanism], delta: float = 1e-5) -> float
     """
     merged: dict[tuple[float, float], int] = {}
     for z, q, steps in history:
-        if z <= 0 or not 0 < q <= 1 or steps < 0:
+        if not countable_mechanism(z, q, steps):
             raise InvalidParameterError(
-                "composed_epsilon needs noise multipliers > 0, sampling rates in (0, 1] and "
-                f"steps >= 0. Got ({z}, {q}, {steps}) instead."
+                "composed_epsilon needs finite noise multipliers > 0, sampling rates in "
+                f"(0, 1] and finite steps >= 0. Got ({z}, {q}, {steps}) instead."
             )
         merged[(float(z), float(q))] = merged.get((float(z), float(q)), 0) + int(steps)
     merged = {k: n for k, n in merged.items() if n > 0}
@@ -194,10 +219,29 @@ def composed_epsilon(history: Iterable[Mechanism], delta: float = 1e-5) -> float
     # what RdpAccountant(_ORDERS).compose(SelfComposedDpEvent(event, n)) for each part, then
     # get_epsilon(delta), computes (the same sums in the same order), from cached curves
     import numpy as np
-    from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
     total = np.asarray(_history_rdp([(z, q, n) for (z, q), n in merged.items()]))
-    return float(rdp.compute_epsilon(np.array(_ORDERS), total, delta)[0])
+    return _epsilon_of_curve(total, delta)
+
+
+def _epsilon_of_curve(total: Any, delta: float) -> float:
+    """dp-accounting's ε of an RDP curve at ``_ORDERS``, never smaller than the curve
+    bounds: a NaN order counts as infinite (dp-accounting returned 0 for an all-NaN
+    curve), an infinite curve gives ε inf, and an accountant failure (``ZeroDivisionError``,
+    ``OverflowError``) ε inf too, rather than a traceback."""
+    import numpy as np
+    from dp_accounting.rdp import rdp_privacy_accountant as rdp
+
+    curve = np.array(total, dtype=np.float64)
+    curve[np.isnan(curve)] = np.inf
+    if np.isinf(curve).all():
+        return math.inf
+    try:
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            eps = float(rdp.compute_epsilon(np.array(_ORDERS), curve, delta)[0])
+    except (ZeroDivisionError, OverflowError):
+        return math.inf
+    return math.inf if math.isnan(eps) else eps
 
 
 
@@ -232,11 +276,12 @@ def _history_rdp(history: Iterable[Mechanism]) -> list[float]:
 
     mine = np.zeros(len(_ORDERS))
     for z, q, steps in history:
-        if z <= 0 or not 0 < q <= 1 or steps < 0:
+        if not countable_mechanism(z, q, steps):
             raise InvalidParameterError(
-                "An RDP history needs noise multipliers > 0, sampling rates in (0, 1] and "
-                f"steps >= 0. Got ({z}, {q}, {steps}) instead.")
-        mine += _step_rdp(float(q), float(z)) * int(steps)
+                "An RDP history needs finite noise multipliers > 0, sampling rates in (0, 1] "
+                f"and finite steps >= 0. Got ({z}, {q}, {steps}) instead.")
+        if int(steps):  # 0 steps spend nothing (and inf * 0 would be NaN)
+            mine += _step_rdp(float(q), float(z)) * int(steps)
     return [float(x) for x in mine]
 
 
@@ -261,7 +306,6 @@ def worst_case_rdp(parts: Iterable[Iterable[Iterable[Mechanism]]]) -> list[float
 def rdp_to_epsilon(curve: Iterable[float], delta: float = 1e-5) -> float:
     """ε at ``delta`` of an RDP curve taken at :func:`rdp_orders` (0 for a curve of 0)."""
     import numpy as np
-    from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
     total = np.asarray(list(curve), dtype=np.float64)
     if total.shape != (len(_ORDERS),):
@@ -271,7 +315,7 @@ def rdp_to_epsilon(curve: Iterable[float], delta: float = 1e-5) -> float:
         return 0.0
     if not 0 < delta < 1:
         raise InvalidParameterError(f"An epsilon needs delta in (0, 1). Got {delta}.")
-    return float(rdp.compute_epsilon(_ORDERS, total, delta)[0])
+    return _epsilon_of_curve(total, delta)
 
 
 def device_level_epsilon(
@@ -307,9 +351,9 @@ def device_level_epsilon(
     >>> full >= device_level_epsilon(2.0, 50, num_devices=260, sample_size=259)
     True
     """
-    if noise_multiplier <= 0 or rounds < 0:
+    if not 0 < noise_multiplier < math.inf or not 0 <= rounds < math.inf:
         raise InvalidParameterError(
-            "device_level_epsilon needs noise_multiplier > 0 and rounds >= 0. Got "
+            "device_level_epsilon needs a finite noise_multiplier > 0 and rounds >= 0. Got "
             f"{noise_multiplier} and {rounds} instead.")
     # replace-one: one device moves the sum over m by up to 2C/m, noise z·C/m
     unsampled = rdp_epsilon(noise_multiplier / 2.0, 1.0, rounds, delta)

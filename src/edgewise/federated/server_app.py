@@ -65,6 +65,7 @@ from edgewise.federated.model import build_model
 from edgewise.federated.privacy import Mechanism, PrivacyReport
 from edgewise.federated.stats_privacy import DEFAULT_STATS_SHARE, StatsBounds
 from edgewise.federated.strategies import (
+    WITHOUT_DP_SGD_KEY,
     DPSGDScreen,
     RobustStrategy,
     aggregate_train_metrics,
@@ -75,6 +76,7 @@ from edgewise.federated.strategies import (
     make_strategy,
     reported_epsilon,
     scalar_metric,
+    states_dp_sgd,
 )
 
 __all__ = ["FederatedResult", "FederatedRunError", "WireLog", "app", "check_resume",
@@ -290,7 +292,11 @@ class WireLog(Strategy):
     With a ``ledger``, each training round's DP-SGD (what the replying devices say they ran)
     is written to it when the replies arrive, and, with ``device_dp`` = (noise multiplier,
     devices, sampled), each round aggregated with device-level noise right after the
-    aggregation, before Flower sends the new model anywhere. ``round_offset`` turns Flower's
+    aggregation, before Flower sends the new model anywhere. Each aggregated round's entry
+    names the devices whose update went into it stating no DP-SGD mechanism (a reply the
+    wrapped screen refused did not: :meth:`_aggregated_without_dp_sgd`), so that no
+    record-level ε is claimed for a model such an update moved, in this run or a resumed
+    one. ``round_offset`` turns Flower's
     round numbers into the run's (a resumed run starts after its checkpoint). In the
     normaliser round (``phase="stats"``) with ``stats_dp`` = (noise multiplier, its ε alone,
     bounds), the devices' DP release of their statistics is written to it instead.
@@ -358,6 +364,7 @@ class WireLog(Strategy):
         """
         replies = list(replies)
         self._record(server_round, self.phase, replies)
+        without: list[str] = []  # the devices whose update states no DP-SGD mechanism
         if self.phase == "stats":  # the normaliser round: what the devices' release spent
             if self.ledger is not None and self.stats_dp is not None:
                 z, eps, bounds = self.stats_dp
@@ -369,6 +376,8 @@ class WireLog(Strategy):
                 mechanisms, reported = _dp_sgd_spent(replies)
                 self.ledger.record_round(self.round_offset + server_round, mechanisms,
                                          reported)
+            without = [str(int(m.metadata.src_node_id)) for m in replies
+                       if not m.has_error() and not states_dp_sgd(m.content)]
         failed = [m for m in replies if m.has_error()]
         if len(failed) == len(replies):
             why = (f"every one of the {len(replies)} devices failed; first error: "
@@ -385,8 +394,22 @@ class WireLog(Strategy):
                 self.ledger.device_round(self.round_offset + server_round, noise_multiplier=z,
                                          num_devices=n, sample_size=m)
             if self.ledger is not None:
-                self.ledger.aggregated_round(self.round_offset + server_round)
+                self.ledger.aggregated_round(
+                    self.round_offset + server_round,
+                    without_dp_sgd=self._aggregated_without_dp_sgd(server_round, without))
         return arrays, metrics
+
+    def _aggregated_without_dp_sgd(self, server_round: int, without: list[str]) -> list[str]:
+        """Those of ``without`` (node ids whose reply stated no DP-SGD) that the wrapped
+        strategy's screen did not refuse this round: their update went into the aggregate
+        (a trimmed or unselected one too, conservatively: it still shaped the result)."""
+        if not without or not isinstance(self.strategy, RobustStrategy):
+            return without
+        run_round = self.strategy.round_offset + server_round
+        refused = {str(e.node_id) for e in self.strategy.events
+                   if e.server_round == run_round and not is_cap(e.reason)
+                   and not e.reason.startswith("eval-")}
+        return [n for n in without if n not in refused]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
@@ -1015,7 +1038,8 @@ def _privacy_report(train_metrics: dict[int, dict[str, float]], *, dp_noise: flo
                     dp_clip: float, dp_delta: float, dp_sgd_clip: float, num_devices: int,
                     rounds: int, sample_size: int | None, dp_sgd_epsilon: float = 0.0,
                     ledger: RunLedger | None = None,
-                    stats: dict[str, Any] | None = None) -> PrivacyReport:
+                    stats: dict[str, Any] | None = None,
+                    without_dp_sgd: dict[int, int] | None = None) -> PrivacyReport:
     """The run's guarantee, of the rounds that really ran (``rounds`` is the number planned).
 
     With a ``ledger`` (:class:`~edgewise.federated.ledger.RunLedger`) device-level ε is
@@ -1029,16 +1053,28 @@ def _privacy_report(train_metrics: dict[int, dict[str, float]], *, dp_noise: flo
     The normaliser statistics' DP release, when there was one, is in the ledger's ``stats``
     entry (or ``stats``, the report's fields, without a ledger): its ε alone, noise and
     bounds are reported, and the record-level ε composes it with DP-SGD.
+
+    Without a ledger, ``without_dp_sgd`` (round: how many of its aggregated updates stated
+    no DP-SGD mechanism; by default each round's
+    :data:`~edgewise.federated.strategies.WITHOUT_DP_SGD_KEY` train metric) stands for the
+    ledger's record of them: a round that aggregated such an update beside DP-SGD ones
+    leaves the model without a record-level ε (an error when DP-SGD was asked for).
     """
     if stats is None:
         stats = _stats_fields(ledger) if ledger is not None else {}
     if ledger is None:
         ledger = RunLedger()
+        if without_dp_sgd is None:
+            without_dp_sgd = {r: int(scalar_metric(m.get(WITHOUT_DP_SGD_KEY)) or 0)
+                              for r, m in train_metrics.items()}
         for r, m in sorted(train_metrics.items()):
             ledger.record_round(r, {}, reported_epsilon(m.get("dp-sgd-epsilon", 0.0)))
             if dp_noise > 0:
                 ledger.device_round(r, noise_multiplier=dp_noise, num_devices=num_devices,
                                     sample_size=sample_size)
+        for r, n in sorted(without_dp_sgd.items()):
+            if n > 0:
+                ledger.aggregated_round(r, unnamed_without_dp_sgd=n)
     try:
         try:
             record_eps = ledger.record_epsilon(dp_delta)
@@ -1318,11 +1354,17 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
     # SecAgg+ masks the parameters, not the metrics: the ε is what the devices spent, as in
     # the plain rounds (server-side DP is refused under SecAgg+, hence dp_noise=0), in every
     # round they trained, a refused one included.
+    # A round aggregated (only those: a refused one moved nothing) with updates stating no
+    # DP-SGD beside DP-SGD ones (a device that trains without it in a run that did not ask
+    # for it) leaves the model without a record-level ε: the metrics, in the clear, say so.
     privacy = _privacy_report(sec.spent_metrics or sec.train_metrics, dp_noise=0.0,
                               dp_clip=0.0, dp_delta=dp_delta, dp_sgd_clip=dp_sgd_clip,
                               num_devices=num_nodes, rounds=rounds, sample_size=None,
                               dp_sgd_epsilon=dp_sgd_epsilon,
-                              stats=_stats_fields(stats_ledger))
+                              stats=_stats_fields(stats_ledger),
+                              without_dp_sgd={
+                                  r: int(scalar_metric(m.get(WITHOUT_DP_SGD_KEY)) or 0)
+                                  for r, m in sec.train_metrics.items()})
     return FederatedResult(arrays=record, normaliser=normaliser, privacy=privacy,
                            rounds_done=len(sec.spent_metrics) or rounds,
                            strategy="fedavg+secagg+", train_metrics=sec.train_metrics,

@@ -251,8 +251,17 @@ def stats_mechanism(noise_multiplier: float) -> Mechanism:
 
     >>> stats_mechanism(4.97)
     (4.97, 1.0, 1)
-    """
-    return (float(noise_multiplier), 1.0, 1)
+    >>> stats_mechanism(float("nan"))
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The normaliser statistics' noise multiplier must be a finite number > 0. Got nan instead.
+    """  # noqa: E501
+    z = float(noise_multiplier)
+    if not 0 < z < math.inf:  # a NaN one composed to epsilon 0 in a ledger
+        raise InvalidParameterError(
+            "The normaliser statistics' noise multiplier must be a finite number > 0. Got "
+            f"{noise_multiplier!r} instead.")
+    return (z, 1.0, 1)
 
 
 def count_threshold(noise_sd: float) -> float:

@@ -13,12 +13,12 @@ way Flower's DP wrappers do (it overrides ``aggregate_train`` and delegates the 
    round's other replies (Flower refuses the whole round otherwise), every metric a finite
    number (``dp-sgd-epsilon`` also >= 0: the privacy accounting reads them), a DP-SGD
    mechanism when the run asked for record-level DP (``require_dp_sgd``: reason
-   ``no-dp-sgd``), arrays Flower can read (:func:`decode_arrays`: a numpy ``.npy``
-   serialisation; reason ``shape``, read once per reply, before any other check), the
-   same array names and shapes as the global model (the arrays are then
-   put in the model's order: Krum, Bulyan and Flower's DP clip pair them by position),
-   all values finite, update norm at most
-   ``max_norm_ratio`` ×
+   ``no-dp-sgd``; one stating a noise multiplier below :data:`MIN_DP_SGD_NOISE`, whose ε
+   the accounting cannot compute: reason ``low-dp-sgd-noise``), arrays Flower can read
+   (:func:`decode_arrays`: a numpy ``.npy`` serialisation; reason ``shape``, read once
+   per reply, before any other check), the same array names and shapes as the global
+   model (the arrays are then put in the model's order: Krum, Bulyan and Flower's DP clip
+   pair them by position), all values finite, update norm at most ``max_norm_ratio`` ×
    the round's median (a median of 0, most devices sending the model back unchanged, lets
    only updates of float32 rounding size through). With one or two updates in a round the
    median is no vote (the median of two norms is their mean, which the larger always
@@ -76,9 +76,11 @@ from flwr.serverapp.strategy import Bulyan, FedAvg, FedTrimmedAvg, Krum, MultiKr
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from edgewise.errors import InvalidParameterError
-from edgewise.federated.privacy import reported_epsilon, scalar_metric
+from edgewise.federated.privacy import MIN_NOISE, reported_epsilon, scalar_metric
 
 __all__ = [
+    "MIN_DP_SGD_NOISE",
+    "WITHOUT_DP_SGD_KEY",
     "DPSGDScreen",
     "RejectedUpdate",
     "RobustStrategy",
@@ -86,13 +88,16 @@ __all__ = [
     "auto_beta",
     "check_rule_conditions",
     "decode_arrays",
+    "dp_sgd_noise_problem",
     "dp_sgd_problem",
+    "dp_sgd_refusal",
     "in_model_order",
     "is_cap",
     "make_strategy",
     "metrics_problem",
     "reported_epsilon",
     "scalar_metric",
+    "states_dp_sgd",
     "trimmed_mean",
     "unreadable_arrays",
 ]
@@ -101,8 +106,15 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("fedavg", "trimmed", "krum", "bulyan")
 #: Rejection reasons that identify a faulty client (one of the f); "error" does not.
-COUNTS_AGAINST_F = frozenset({"shape", "metrics", "no-dp-sgd", "dtype", "non-finite", "norm",
-                              "weight"})
+COUNTS_AGAINST_F = frozenset({"shape", "metrics", "no-dp-sgd", "low-dp-sgd-noise", "dtype",
+                              "non-finite", "norm", "weight"})
+#: The smallest DP-SGD noise multiplier a train reply may state and have it counted as
+#: DP-SGD (the smallest a device's calibration returns). Below it ε is astronomically
+#: large (5e4 at 1e-2, 5.5e200 at 1e-100), and at 1e-200 the accountant divides by zero.
+MIN_DP_SGD_NOISE = MIN_NOISE
+#: The train metric :func:`aggregate_train_metrics` adds when some of a round's updates
+#: state a DP-SGD mechanism and others (that many) none: no record-level ε covers it.
+WITHOUT_DP_SGD_KEY = "updates-without-dp-sgd"
 #: The round's median update norm is raised to this fraction of the global model's norm
 #: before ``max_norm_ratio`` multiplies it (see :meth:`RobustStrategy.screen`).
 NORM_FLOOR = 1e-6
@@ -127,7 +139,8 @@ class RejectedUpdate:
 
     server_round: int
     node_id: int
-    reason: str  # "shape", "metrics", "no-dp-sgd", "dtype", "non-finite", "norm", "weight",
+    reason: str  # "shape", "metrics", "no-dp-sgd", "low-dp-sgd-noise", "dtype", "non-finite",
+    # "norm", "weight",
     # "weight-capped", "error"; an evaluation reply's "eval-shape", "eval-metrics",
     # "eval-weight", "eval-weight-capped"
     detail: str
@@ -165,19 +178,55 @@ def metrics_problem(metrics: Mapping[str, Any], ignore: str = "") -> str | None:
 
 def dp_sgd_mechanism(metrics: Mapping[str, Any]) -> tuple[float, float, float] | None:
     """The DP-SGD mechanism ``(dp-sgd-noise, dp-sgd-rate, dp-sgd-steps)`` a train reply's
-    metrics state, when it is one the privacy accounting can count (noise > 0, rate in
-    (0, 1], steps > 0, each a finite number); ``None`` otherwise.
+    metrics state, when it is one the privacy accounting can count (noise at least
+    :data:`MIN_DP_SGD_NOISE`, rate in (0, 1], steps > 0, each a finite number); ``None``
+    otherwise.
 
     >>> dp_sgd_mechanism({"dp-sgd-noise": 1.1, "dp-sgd-rate": 0.05, "dp-sgd-steps": 19})
     (1.1, 0.05, 19.0)
     >>> dp_sgd_mechanism({"dp-sgd-noise": 1.1, "dp-sgd-rate": 1.5, "dp-sgd-steps": 19})
+    >>> dp_sgd_mechanism({"dp-sgd-noise": 1e-200, "dp-sgd-rate": 0.05, "dp-sgd-steps": 19})
     """
     z, q, steps = (scalar_metric(metrics.get(k))
                    for k in ("dp-sgd-noise", "dp-sgd-rate", "dp-sgd-steps"))
     if z is not None and q is not None and steps is not None \
-            and z > 0 and 0 < q <= 1 and steps > 0:
+            and z >= MIN_DP_SGD_NOISE and 0 < q <= 1 and steps > 0:
         return z, q, steps
     return None
+
+
+def dp_sgd_noise_problem(metrics: Mapping[str, Any]) -> str | None:
+    """Why a train reply's ``dp-sgd-noise`` is no DP-SGD the accounting can count though
+    it states some (a finite number in (0, :data:`MIN_DP_SGD_NOISE`)); ``None`` otherwise.
+
+    >>> dp_sgd_noise_problem({"dp-sgd-noise": 1e-200})
+    'dp-sgd-noise 1e-200 is below 0.01, the smallest noise multiplier the privacy accounting counts as DP-SGD (its epsilon is astronomically large, or cannot be computed at all)'
+    >>> dp_sgd_noise_problem({"dp-sgd-noise": 0.0}) is None
+    True
+    """  # noqa: E501
+    z = scalar_metric(metrics.get("dp-sgd-noise"))
+    if z is not None and 0 < z < MIN_DP_SGD_NOISE:
+        return (f"dp-sgd-noise {z!r} is below {MIN_DP_SGD_NOISE:g}, the smallest noise "
+                "multiplier the privacy accounting counts as DP-SGD (its epsilon is "
+                "astronomically large, or cannot be computed at all)")
+    return None
+
+
+def dp_sgd_refusal(metrics: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The screen's reason and detail for refusing a train reply in a run that asked for
+    record-level DP-SGD (``None``: it states a DP-SGD mechanism): ``low-dp-sgd-noise``
+    when it states a noise multiplier below :data:`MIN_DP_SGD_NOISE`
+    (:func:`dp_sgd_noise_problem`), ``no-dp-sgd`` when it states no mechanism.
+
+    >>> dp_sgd_refusal({"dp-sgd-noise": 1e-200, "dp-sgd-rate": 0.05, "dp-sgd-steps": 19})[0]
+    'low-dp-sgd-noise'
+    """
+    why = dp_sgd_problem(metrics)
+    if why is None:
+        return None
+    reason = "low-dp-sgd-noise" if dp_sgd_noise_problem(metrics) else "no-dp-sgd"
+    return reason, (f"{why}; an update trained without it would void the record-level "
+                    "epsilon reported for the model")
 
 
 def in_model_order(msg: Message, order: Sequence[str]) -> None:
@@ -246,9 +295,10 @@ def unreadable_arrays(msg: Message) -> str | None:
 
 def dp_sgd_problem(metrics: Mapping[str, Any]) -> str | None:
     """Why a train reply's metrics state no DP-SGD mechanism the privacy accounting can
-    count (``None``: they state one): ``dp-sgd-noise`` > 0, ``dp-sgd-rate`` in (0, 1] and
-    ``dp-sgd-steps`` > 0, each a finite number. What a run that asked for record-level
-    DP-SGD refuses (a device on a client that ignores the budget trains without it).
+    count (``None``: they state one): ``dp-sgd-noise`` >= :data:`MIN_DP_SGD_NOISE`,
+    ``dp-sgd-rate`` in (0, 1] and ``dp-sgd-steps`` > 0, each a finite number. What a run
+    that asked for record-level DP-SGD refuses (a device on a client that ignores the
+    budget trains without it; one stating a smaller noise: :func:`dp_sgd_noise_problem`).
 
     >>> dp_sgd_problem({"dp-sgd-noise": 1.1, "dp-sgd-rate": 0.05, "dp-sgd-steps": 19}) is None
     True
@@ -257,6 +307,9 @@ def dp_sgd_problem(metrics: Mapping[str, Any]) -> str | None:
     """  # noqa: E501
     if dp_sgd_mechanism(metrics) is not None:
         return None
+    low = dp_sgd_noise_problem(metrics)
+    if low is not None:
+        return low
     got = {k: metrics.get(k) for k in ("dp-sgd-noise", "dp-sgd-rate", "dp-sgd-steps")}
     stated = ", ".join(f"{k} {v!r}" if v is not None else f"no {k}" for k, v in got.items())
     return (f"{stated}: no DP-SGD mechanism (the run asked for record-level DP-SGD: "
@@ -635,11 +688,9 @@ class RobustStrategy(Strategy):
                 self._reject(server_round, msg, "metrics", why)
                 continue
             if self.require_dp_sgd:
-                why = dp_sgd_problem(msg.content.metric_records[layout[1]])
-                if why is not None:
-                    self._reject(server_round, msg, "no-dp-sgd",
-                                 f"{why}; an update trained without it would void the "
-                                 "record-level epsilon reported for the model")
+                refusal = dp_sgd_refusal(msg.content.metric_records[layout[1]])
+                if refusal is not None:
+                    self._reject(server_round, msg, *refusal)
                     continue
             akey = layout[0]
             arrays = decoded[id(msg)]
@@ -906,11 +957,10 @@ class DPSGDScreen(RobustStrategy):
         for msg in replies:
             if not msg.has_error():
                 records = list(msg.content.metric_records.values()) or [MetricRecord()]
-                why = next((w for w in map(dp_sgd_problem, records) if w is not None), None)
-                if why is not None:
-                    self._reject(server_round, msg, "no-dp-sgd",
-                                 f"{why}; an update trained without it would void the "
-                                 "record-level epsilon reported for the model")
+                refusal = next((w for w in map(dp_sgd_refusal, records) if w is not None),
+                               None)
+                if refusal is not None:
+                    self._reject(server_round, msg, *refusal)
                     continue
             kept.append(msg)
         return kept
@@ -959,13 +1009,34 @@ def aggregate_train_metrics(records: list[RecordDict], weighting_key: str) -> Me
     ...      for n, l, e in ((1, 1.0, 7.9), (3, 3.0, 8.0))]
     >>> dict(aggregate_train_metrics(r, "num-examples"))
     {'train-loss': 2.5, 'dp-sgd-epsilon': 8.0}
+
+    When some of the updates state a DP-SGD mechanism (:func:`dp_sgd_mechanism`) and others
+    none (a device that trains without DP-SGD in a run that did not ask for it), the count
+    of the latter is added as :data:`WITHOUT_DP_SGD_KEY`: no record-level ε covers that
+    aggregate (under SecAgg+ the server reads it from here alone).
+
+    >>> dp = {"dp-sgd-noise": 1.1, "dp-sgd-rate": 0.05, "dp-sgd-steps": 19}
+    >>> r = [RecordDict({"m": MetricRecord({"num-examples": 1, "dp-sgd-epsilon": e, **m})})
+    ...      for e, m in ((7.9, dp), (0.0, {}))]
+    >>> aggregate_train_metrics(r, "num-examples")[WITHOUT_DP_SGD_KEY]
+    1
     """
     out = aggregate_metricrecords(records, weighting_key)
     eps = [reported_epsilon(v) for rec in records for mr in rec.metric_records.values()
            for k, v in mr.items() if k == "dp-sgd-epsilon"]
     if eps:
         out["dp-sgd-epsilon"] = max(eps)
+    without = sum(1 for rec in records if not states_dp_sgd(rec))
+    if 0 < without < len(records):
+        out[WITHOUT_DP_SGD_KEY] = without
     return out
+
+
+def states_dp_sgd(content: RecordDict) -> bool:
+    """Whether a reply's content states a DP-SGD mechanism (:func:`dp_sgd_mechanism`) in
+    every MetricRecord it carries (at least one), the test of :class:`DPSGDScreen`."""
+    records = list(content.metric_records.values())
+    return bool(records) and all(dp_sgd_mechanism(r) is not None for r in records)
 
 
 def make_strategy(
