@@ -445,12 +445,14 @@ def shown_url(url: str) -> str:
     'postgresql://ew:***@[::1/db'
     >>> shown_url("postgresql://ew:Se#cr3t@db/ew?schema=a")
     'postgresql://ew:***@db/ew?schema=a'
+    >>> shown_url("mqtt://gw:P@ssw0rd/2024-plant7@broker.local:1883?prefix=p")
+    'mqtt://gw:***@broker.local:1883?prefix=p'
     """
     if not isinstance(url, str):
         return repr(url)
     scheme, sep, rest = url.partition("://")
     if sep:
-        at = userinfo_end(rest)
+        at = max(userinfo_end(rest), _last_at_before_query(rest))
         user, colon, _ = rest[:max(at, 0)].partition(":")
         if colon:
             rest = f"{user}:***{rest[at:]}"
@@ -467,6 +469,25 @@ def shown_url(url: str) -> str:
             param = f"{name}=***"
         params.append(param)
     return f"{head}?{'&'.join(params)}"
+
+
+def _last_at_before_query(rest: str) -> int:
+    """The last ``@`` of a URL's part after ``://`` before its query (the first ``?NAME=``
+    after its first ``@``), or ``-1`` for none: with :func:`userinfo_end`, where
+    :func:`shown_url` ends the masked user info. A password holding an ``@`` and then a
+    ``/`` (``P@ssw0rd/2024@broker``) ends there, not at its own ``@`` (which showed the
+    rest of it), and an ``@`` in a query value (``?application_name=a@b``) stays shown.
+
+    >>> [_last_at_before_query(r) for r in ("u:a@b/c@h:1", "u:p@h/d?x=a@b", "h?x=1", "u:a@b?c@h")]
+    [7, 3, -1, 7]
+    """
+    import re
+
+    first = rest.find("@")
+    if first < 0:
+        return -1
+    query = re.compile(r"\?[\w.%-]+=").search(rest, first)
+    return rest.rfind("@", 0, query.start() if query else len(rest))
 
 
 def _param_name(raw: str) -> str:

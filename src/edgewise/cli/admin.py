@@ -70,7 +70,8 @@ MqttUrl = Annotated[
     str,
     typer.Option("--mqtt", envvar="EDGEWISE_MQTT",
                  help="The gateway's MQTT broker, as 'serve --mqtt' has it: with an external "
-                 "broker (mqtt://HOST:PORT?prefix=…) the device's retained ack is cleared there."),
+                 "broker (mqtt://HOST:PORT?prefix=…, mqtts://…?ca=/path/ca.pem for TLS) the "
+                 "device's retained ack is cleared there."),
 ]
 
 

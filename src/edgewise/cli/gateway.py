@@ -16,10 +16,13 @@ if TYPE_CHECKING:
     import asyncio
 
 Mqtt = Annotated[str, typer.Option("--mqtt", envvar="EDGEWISE_MQTT",
-                                   help="'embedded' (in-process broker) or "
-                                        "mqtt://[USER:PASSWORD@]HOST:PORT; give a URL with a "
-                                        "password in EDGEWISE_MQTT to keep it out of the "
-                                        "process list.")]
+                                   help="'embedded' (in-process broker) or an external "
+                                        "broker: mqtt://[USER:PASSWORD@]HOST:PORT, with "
+                                        "?prefix=edgewise&client_id=NAME if wanted; for TLS "
+                                        "mqtts://HOST:8883?ca=/path/ca.pem (ca=: the CA of "
+                                        "the broker's certificate; the system's when left "
+                                        "out); give a URL with a password in EDGEWISE_MQTT "
+                                        "to keep it out of the process list.")]
 StoreUrl = Annotated[str, typer.Option("--store", envvar="EDGEWISE_STORE",
                                        help="duckdb:///PATH or postgresql://… "
                                             "(default: DuckDB under the data dir).")]
@@ -356,7 +359,8 @@ def serve(
             raise
         raise fail(f"--mqtt (EDGEWISE_MQTT) {shown_url(settings.mqtt)!r} cannot be used: {exc} "
                    "Give the URL of a running broker that accepts the gateway "
-                   "(mqtt://[USER:PASSWORD@]HOST:PORT), or 'embedded'.") from None
+                   "(mqtt://[USER:PASSWORD@]HOST:PORT, mqtts://…?ca=/path/ca.pem for TLS), "
+                   "or 'embedded'.") from None
 
 
 def _check_pumps_fit(pumps: int) -> None:

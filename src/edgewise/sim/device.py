@@ -37,7 +37,8 @@ class MqttDevice:
     host, port
         The broker.
     tls_ca
-        CA file to verify the broker's TLS certificate (enables TLS).
+        CA file to verify the broker's TLS certificate (enables TLS); one that cannot be
+        loaded is an :class:`~edgewise.errors.InvalidParameterError` naming it.
     resend_after_s
         When no ack moved the watermark for this long, resend the oldest ``resend_batch``
         pending messages; while acks stay away the wait doubles (with jitter: 1 to 1.5
@@ -110,7 +111,14 @@ class MqttDevice:
                         clean_session=True)
         c.username_pw_set(device_id, secret)
         if tls_ca:
-            c.tls_set(ca_certs=tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+            try:
+                c.tls_set(ca_certs=tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError, ValueError) as exc:  # a bare FileNotFoundError
+                raise InvalidParameterError(
+                    f"tls_ca {tls_ca!r} cannot be loaded as PEM CA certificates "
+                    f"({getattr(exc, 'strerror', None) or exc}). Give the path of a readable "
+                    "PEM file of the CA certificates the broker's certificate is checked "
+                    "with.", field="tls_ca", value=tls_ca) from None
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(0.05, 0.5)

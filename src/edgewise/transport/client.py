@@ -1,6 +1,7 @@
 """External broker mode: the gateway subscribes to a broker such as Mosquitto.
 
-``mqtt://[user:pass@]HOST:PORT[?prefix=edgewise&client_id=NAME]`` (``mqtts://`` for TLS).
+``mqtt://[user:pass@]HOST:PORT[?prefix=edgewise&client_id=NAME]`` (``mqtts://`` for TLS,
+``&ca=/path/ca.pem`` for the CA of the broker's certificate: the system's when left out).
 The gateway connects with a **persistent session** (``clean_session=False``, a stable
 client id) and subscribes to ``<prefix>/+/telemetry`` at QoS 1 with paho's
 ``manual_ack``: each message is acknowledged to the broker (PUBACK) only after the store
@@ -102,6 +103,7 @@ import logging
 import os
 import secrets
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -109,7 +111,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 
@@ -120,14 +122,27 @@ from edgewise.telemetry import DEVICE_ID_RE, SEQ_SCAN_FACTOR
 from edgewise.transport.base import Handler, Message, Outcome
 from edgewise.transport.batcher import Batcher
 
-__all__ = ["CLIENT_ID_FILE", "ExternalBroker", "clear_retained_ack", "gateway_client_id",
-           "legacy_client_id", "parse_mqtt_url"]
+__all__ = ["CLIENT_ID_FILE", "MQTT_URL_KEYS", "ExternalBroker", "clear_retained_ack",
+           "gateway_client_id", "legacy_client_id", "parse_mqtt_url"]
 
 log = logging.getLogger(__name__)
 
 
+#: The query keys an ``mqtt://`` URL may give (:func:`parse_mqtt_url`).
+MQTT_URL_KEYS = ("prefix", "client_id", "ca")
+
+
 def parse_mqtt_url(url: str, *, load_ca: bool = True) -> dict[str, Any]:
     """Split an ``mqtt://`` URL into host, port, credentials, TLS, prefix and client id.
+
+    ``mqtt[s]://[USER:PASSWORD@]HOST[:PORT][?prefix=P&client_id=ID&ca=PATH]``: anything
+    else is refused as a :class:`~edgewise.errors.ConfigError` rather than dropped
+    without a word: a path (``/plant7``: the prefix is ``?prefix=``), a fragment, a query
+    key other than those of :data:`MQTT_URL_KEYS` (``topic_prefix``, ``Prefix``,
+    ``clientid``), one given twice or with no value, ``ca=`` on ``mqtt://`` (which would
+    connect in clear, password and all: TLS is ``mqtts://``), a prefix holding an MQTT
+    wildcard ``+`` / ``#`` or a NUL, a client id that is not 1-128 printable ASCII
+    characters without spaces. Query values are percent-decoded; a ``+`` stays a ``+``.
 
     A URL whose user info holds an unencoded ``/``, ``?`` or ``#`` (which end the host
     part early, so that the password's rest would be read as the port or path) is refused
@@ -139,7 +154,13 @@ def parse_mqtt_url(url: str, *, load_ca: bool = True) -> dict[str, Any]:
     >>> p = parse_mqtt_url("mqtt://gw:pw@broker.local:1883?prefix=plant7")
     >>> p["host"], p["port"], p["username"], p["prefix"], p["tls"]
     ('broker.local', 1883, 'gw', 'plant7', False)
-    """
+    >>> parse_mqtt_url("mqtt://broker?client_id=gw+plant7")["client_id"]
+    'gw+plant7'
+    >>> parse_mqtt_url("mqtt://broker?topic_prefix=plant7")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: Setting 'mqtt' has value 'mqtt://broker?topic_prefix=plant7': its query key 'topic_prefix' is not one it takes (did you mean 'prefix'?)...
+    """  # noqa: E501
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise ConfigError(
@@ -156,6 +177,18 @@ def parse_mqtt_url(url: str, *, load_ca: bool = True) -> dict[str, Any]:
             "encode them in the user name and password ('/' as %2F, '?' as %3F, '#' as "
             "%23, '@' as %40, '%' as %25): mqtt://USER:PASSWORD@HOST:PORT."
         )
+    form = ("mqtt[s]://[USER:PASSWORD@]HOST[:PORT][?prefix=PREFIX&client_id=ID&ca=PATH] "
+            "(ca= with mqtts:// only)")
+    if parts.path not in ("", "/"):
+        raise ConfigError(
+            f"Setting 'mqtt' has value {shown_url(url)!r}: its path {parts.path!r} is not "
+            "used by anything (the topic prefix is given as ?prefix=NAME, e.g. "
+            f"mqtt://HOST:PORT?prefix={parts.path.strip('/') or 'edgewise'}). Use {form}.")
+    if "#" in url:  # a raw '#' in the user info ended the host part: refused above
+        raise ConfigError(
+            f"Setting 'mqtt' has value {shown_url(url)!r}: it holds a '#', which starts a URL "
+            "fragment that nothing would read (a prefix may not hold '#', an MQTT wildcard; "
+            f"in a client_id= or ca= value write it %23). Use {form}.")
     try:
         port = parts.port
     except ValueError:  # not a number, or out of 0-65535
@@ -167,9 +200,15 @@ def parse_mqtt_url(url: str, *, load_ca: bool = True) -> dict[str, Any]:
             "Use a number from 1 to 65535 (mqtt://HOST:PORT), or leave it out for 1883 "
             "(8883 with mqtts://)."
         )
-    q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    q = _mqtt_url_query(url, parts.query, form)
     tls = parts.scheme == "mqtts"
-    if tls and load_ca and q.get("ca"):
+    if "ca" in q and not tls:
+        raise ConfigError(
+            f"Setting 'mqtt' has value {shown_url(url)!r}: ca= is the CA that TLS checks the "
+            "broker's certificate with, and mqtt:// connects without TLS (the user name, "
+            "password and readings would go in clear). Use mqtts://HOST[:PORT]?ca=PATH "
+            "(port 8883 when left out) for TLS, or leave ca= out.")
+    if tls and load_ca and "ca" in q:
         try:
             ssl.create_default_context(cafile=q["ca"])
         except (OSError, ssl.SSLError, ValueError) as exc:
@@ -185,10 +224,63 @@ def parse_mqtt_url(url: str, *, load_ca: bool = True) -> dict[str, Any]:
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "tls": tls,
-        "prefix": q.get("prefix", "edgewise").strip("/"),
+        "prefix": q.get("prefix", "edgewise"),
         "client_id": q.get("client_id"),
         "ca": q.get("ca"),
     }
+
+
+def _mqtt_url_query(url: str, query: str, form: str) -> dict[str, str]:
+    """The ``key=value`` pairs of an ``mqtt://`` URL's query, percent-decoded (a ``+``
+    kept: ``parse_qs`` made ``client_id=gw+plant7`` ``'gw plant7'``), each key one of
+    :data:`MQTT_URL_KEYS`, once, with a value; the prefix without ``/`` at its ends and
+    free of MQTT wildcards, the client id what the broker session's id may be. Else a
+    :class:`~edgewise.errors.ConfigError` naming the key (never the URL's password)."""
+    import difflib
+
+    where = f"Setting 'mqtt' has value {shown_url(url)!r}"
+    q: dict[str, str] = {}
+    for field in query.split("&"):
+        if not field:
+            continue
+        raw_key, _, raw_value = field.partition("=")
+        key = unquote(raw_key)
+        if key not in MQTT_URL_KEYS:
+            near = difflib.get_close_matches(key.lower(), MQTT_URL_KEYS, n=1, cutoff=0.6)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(
+                f"{where}: its query key {key[:40]!r} is not one it takes{hint}. The keys "
+                f"are {', '.join(k + '=' for k in MQTT_URL_KEYS)} (lower case): {form}.")
+        if key in q:
+            raise ConfigError(f"{where}: it gives {key}= twice. Give it once: {form}.")
+        try:
+            value = unquote(raw_value, errors="strict")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: its {key}= holds a %XX escape that is no UTF-8 text. "
+                              "Percent-encode the value's UTF-8 bytes.") from None
+        if not value:
+            raise ConfigError(f"{where}: its {key}= has no value. Give one, or leave {key}= "
+                              f"out: {form}.")
+        q[key] = value
+    if "prefix" in q:
+        prefix = q["prefix"].strip("/")
+        bad = sorted({c for c in prefix if c in "+#\x00"})
+        if bad or not prefix:
+            why = (f"holds {' and '.join(map(repr, bad))}, which no MQTT topic name may hold "
+                   "('+' and '#' are wildcards)" if bad else "is only '/'")
+            raise ConfigError(
+                f"{where}: its prefix= {q['prefix'][:80]!r} {why}. Give the first topic "
+                "level(s) of the devices' topics, e.g. prefix=plant7 for "
+                "plant7/<device>/telemetry.")
+        q["prefix"] = prefix
+    cid = q.get("client_id")
+    if cid is not None and not (len(cid) <= _MAX_ID and cid.isascii() and cid.isprintable()
+                                and " " not in cid):
+        raise ConfigError(
+            f"{where}: its client_id= {cid[:80]!r} is not a client id. Give 1-{_MAX_ID} "
+            "printable ASCII characters without spaces (a space written %20, or as '+' by "
+            "a form encoder, is not taken).")
+    return q
 
 
 #: The file in the data dir that keeps the gateway's MQTT client id (mode 0600).
@@ -380,7 +472,8 @@ class ExternalBroker:
         self.max_payload_bytes = max_payload_bytes
         self.drop_retained = drop_retained
         self._id_lock: int | None = None  # the flock on the client id file (start to stop)
-        self._failed_logged = -1e9  # when a message that could not be handled was logged
+        # when each kind of failure (_log_failure's key) was last logged
+        self._logged_at: dict[str, float] = {}
         self._retain_warned: set[str] = set()  # devices whose retained message was logged
         self.batcher = Batcher(handler, self._after_commit, self._commit_failed,
                                max_batch=max_batch)
@@ -403,6 +496,11 @@ class ExternalBroker:
         self._connected = threading.Event()
         self._sub_mid: int | None = None
         self._refused: str | None = None  # why the last connection attempt failed
+        # a connection lost while running (see _on_disconnect): since when, whether its
+        # loss was logged, and the reasons logged since, each at once the first time
+        self._lost_at: float | None = None
+        self._lost_logged = False
+        self._lost_whys: set[str] = set()
         # MQTT 3.1.1: a broker sets the retain flag only on what it replays to a new
         # subscription (see _drop_retained), as MQTT 5 does unless a subscription asks for
         # retain-as-published, which this one would have to be changed to do
@@ -447,6 +545,7 @@ class ExternalBroker:
         self._lock_id_file()  # before connecting: a second gateway must not take the session
         self._loop = asyncio.get_running_loop()
         self._stopping = False
+        self._refused, self._lost_at, self._lost_whys = None, None, set()
         await self.batcher.start()
         self.client.connect_async(self.cfg["host"], self.cfg["port"], keepalive=30)
         self.client.loop_start()
@@ -515,15 +614,32 @@ class ExternalBroker:
             return
         self._id_lock = fd
 
+    #: A broker that keeps refusing the gateway (or cannot be reached after the gateway
+    #: lost it) is logged at most this often for one reason (at once for a new one).
+    RECONNECT_LOG_EVERY_S = 60.0
+
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                     props: Any = None) -> None:
         if rc.is_failure:
-            log.warning("MQTT broker refused the gateway: %s", rc)
             self._refused = f"it refused the connection: {rc}"
+            self._log_connect_failure(
+                f"MQTT broker {self._where()} refused the gateway: {rc}" + (
+                    " (check the user name and password of --mqtt, and the broker's password "
+                    "file and ACL)" if getattr(rc, "value", None) in (4, 5, 134, 135) else ""))
             return
         with self._ack_lock:
             self._epoch += 1
         self._connected_at = time.monotonic()
+        if self._lost_at is not None:
+            if self._lost_logged:
+                kept = getattr(flags, "session_present", True)
+                log.warning(
+                    "MQTT broker %s: reconnected after %.1f s%s", self._where(),
+                    time.monotonic() - self._lost_at,
+                    "" if kept else (" with a new session (the broker had not kept the "
+                                     "gateway's: telemetry published meanwhile was not queued "
+                                     "for it, and devices resend what is not acked)"))
+            self._lost_at, self._lost_logged, self._lost_whys = None, False, set()
         # start() returns once the broker has granted the subscription (SUBACK), not when
         # it was sent: a new session holds no subscription until then, and telemetry
         # published in between would be dropped by the broker
@@ -543,7 +659,25 @@ class ExternalBroker:
         self._connected.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._refused = "no connection could be made to it"
+        # paho calls this inside its ``except OSError`` around the connect: the exception
+        # being handled is the reason (DNS, a refused port, a certificate that fails)
+        why = _connect_error(sys.exc_info()[1], self.cfg)
+        self._refused = f"no connection could be made to it: {why}"
+        if self._lost_at is not None:  # at start() the reason goes into its error
+            self._log_connect_failure(f"MQTT broker {self._where()}: the gateway cannot "
+                                      f"reconnect: {why}")
+
+    def _where(self) -> str:
+        return f"{self.cfg['host']}:{self.cfg['port']}"
+
+    def _log_connect_failure(self, what: str) -> None:
+        """Log a failed (re)connection at once the first time for its reason, then at most
+        every ``RECONNECT_LOG_EVERY_S`` (paho tries again every 2 s, for ever)."""
+        if what not in self._lost_whys:
+            if len(self._lost_whys) < 100:
+                self._lost_whys.add(what)
+            self._logged_at.pop("connect", None)
+        self._log_failure(what, key="connect", every=self.RECONNECT_LOG_EVERY_S)
 
     #: Seconds :meth:`stop` waits for the DISCONNECT (and the PUBACKs queued before it)
     #: to be written before it stops the network thread.
@@ -557,9 +691,29 @@ class ExternalBroker:
         if self._stopping:
             self._gone.set()
         since, self._connected_at = self._connected_at, None
-        if self._stopping or since is None or not getattr(rc, "is_failure", False):
+        if self._stopping:
             return
-        self._note_cut(rc, time.monotonic() - since)
+        if since is None:  # closed before the CONNACK: a TLS port spoken to in clear, say
+            if not (self._refused or "").startswith("it refused"):  # no CONNACK came
+                self._refused = ("it closed the connection without answering the MQTT "
+                                 f"CONNECT ({rc})" + ("" if self.cfg["tls"] else
+                                                      "; if the port is a TLS listener, "
+                                                      "use mqtts://"))
+                if self._lost_at is not None:
+                    self._log_connect_failure(f"MQTT broker {self._where()}: the gateway "
+                                              f"cannot reconnect: {self._refused}")
+            return
+        now = time.monotonic()
+        if self._lost_at is None:
+            self._lost_at = now
+            self._lost_whys = set()
+            self._lost_logged = self._log_failure(
+                f"MQTT broker {self._where()}: the gateway's connection was lost after "
+                f"{now - since:.1f} s ({rc}); reconnecting every 2 s at most, nothing is "
+                "received meanwhile (devices keep and resend what is not acked)",
+                key="lost", every=self.RECONNECT_LOG_EVERY_S)
+        if getattr(rc, "is_failure", False):
+            self._note_cut(rc, now - since)
 
     #: A connection the broker closes within this many seconds of accepting it counts
     #: towards :meth:`_note_cut`; this many such in ``TAKEOVER_WINDOW_S`` are warned of.
@@ -720,19 +874,22 @@ class ExternalBroker:
     #: At most one log line about a message that could not be handled this often.
     FAILURE_LOG_EVERY_S = 10.0
 
-    def _log_failure(self, what: str, exc: BaseException | None = None) -> None:
-        """Log ``what`` (with ``exc``'s traceback) at most every ``FAILURE_LOG_EVERY_S``
-        seconds: a flood of such messages must not flood the log."""
+    def _log_failure(self, what: str, exc: BaseException | None = None, *,
+                     key: str = "message", every: float | None = None) -> bool:
+        """Log ``what`` (with ``exc``'s traceback) at most every ``every`` seconds
+        (``FAILURE_LOG_EVERY_S`` by default) for ``key``: a flood of such messages must not
+        flood the log. Returns whether it was logged."""
+        every = self.FAILURE_LOG_EVERY_S if every is None else every
         now = time.monotonic()
-        if now - self._failed_logged < self.FAILURE_LOG_EVERY_S:
-            return
-        self._failed_logged = now
+        if now - self._logged_at.get(key, -1e9) < every:
+            return False
+        self._logged_at[key] = now
         if exc is None:
-            log.warning("%s; more such within %g s are not logged", what,
-                        self.FAILURE_LOG_EVERY_S)
+            log.warning("%s; more such within %g s are not logged", what, every)
         else:
             log.error("%s (%s: %s); more such within %g s are not logged", what,
-                      type(exc).__name__, exc, self.FAILURE_LOG_EVERY_S, exc_info=exc)
+                      type(exc).__name__, exc, every, exc_info=exc)
+        return True
 
     #: At most this many devices are remembered as warned of a retained message; past it
     #: the record starts afresh (a warning may then come again).
@@ -874,6 +1031,46 @@ def _shown_topic(topic: str) -> str:
     return f"{topic[:200]!r}... ({len(topic)} characters in all; cut here)"
 
 
+def _connect_error(exc: BaseException | None, cfg: dict[str, Any]) -> str:
+    """Why a connection to the broker of ``cfg`` (:func:`parse_mqtt_url`) could not be
+    made, from the exception paho's connect raised (``None``: unknown), with what to check.
+
+    >>> cfg = {"host": "broker.local", "port": 8883, "tls": True, "ca": None}
+    >>> _connect_error(ConnectionRefusedError(111, "Connection refused"), cfg)
+    'Connection refused (is a broker listening on broker.local:8883?)'
+    >>> import socket
+    >>> _connect_error(socket.gaierror(-2, "Name or service not known"), cfg)
+    "host name 'broker.local' cannot be resolved (Name or service not known)"
+    """
+    import socket
+
+    host, port = cfg["host"], cfg["port"]
+    ca = f"ca= {cfg['ca']!r}" if cfg.get("ca") else "the system's CA certificates (no ca=)"
+    if exc is None:
+        return "no reason given"
+    plain_port = (f" (is {host}:{port} a TLS listener? mqtts:// needs one; use mqtt:// for "
+                  "a plain port)")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        text = (exc.verify_message or str(exc)).rstrip(".")
+        if "hostname" in text.lower() or "ip address mismatch" in text.lower():
+            return (f"TLS: the broker's certificate does not name {host!r} ({text}): connect "
+                    "by a name the certificate holds")
+        return (f"TLS: the broker's certificate does not verify against {ca} ({text}): give "
+                "ca= the PEM file of the CA that signed it")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}{plain_port}"
+    if isinstance(exc, socket.gaierror):
+        return f"host name {host!r} cannot be resolved ({exc.strerror or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{exc.strerror or exc} (is a broker listening on {host}:{port}?)"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"no answer from {host}:{port} (timed out)"
+    why = f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+    if cfg["tls"] and isinstance(exc, ConnectionResetError):  # a plain port, in OpenSSL 3
+        why += plain_port
+    return why
+
+
 def _log_callback_errors(client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
     """paho's log: only what ``suppress_exceptions`` swallowed (an exception out of one of
     the client's callbacks) is logged, as an error."""
@@ -917,18 +1114,26 @@ def clear_retained_ack(url: str, device_id: str, *, timeout: float = 5.0) -> str
                 f"{where}: TLS cannot be set up ({getattr(exc, 'strerror', None) or exc}: "
                 f"ca={cfg['ca']!r} must be a readable PEM file of CA certificates); the "
                 f"retained ack on {topic!r} was not cleared.") from None
-    connected = threading.Event()
-    c.on_connect = lambda cl, u, f, rc, p=None: connected.set() if not rc.is_failure else None
+    answered = threading.Event()  # the broker's CONNACK: accepted, or refused (why)
+    refused: list[str] = []
+
+    def on_connect(cl: mqtt.Client, u: Any, f: Any, rc: Any, p: Any = None) -> None:
+        if rc.is_failure:
+            refused.append(f"it refused the connection: {rc}")
+        answered.set()
+
+    c.on_connect = on_connect
     try:
         c.connect(cfg["host"], cfg["port"], keepalive=30)
     except OSError as exc:
-        raise ConnectionError(f"{where} did not answer ({exc}); the retained ack on {topic!r} "
-                              "was not cleared.") from None
+        raise ConnectionError(f"{where} could not be connected to ({_connect_error(exc, cfg)}); "
+                              f"the retained ack on {topic!r} was not cleared.") from None
     c.loop_start()
     try:
-        if not connected.wait(timeout):
-            raise ConnectionError(f"{where} did not accept the connection within {timeout:g} s; "
-                                  f"the retained ack on {topic!r} was not cleared.")
+        if not answered.wait(timeout) or refused:
+            what = refused[0] if refused else f"did not accept the connection within {timeout:g} s"
+            raise ConnectionError(f"{where}: {what}; the retained ack on {topic!r} was not "
+                                  "cleared.")
         why = _unconfirmed(c.publish(topic, b"", qos=1, retain=True), timeout)
         if why is not None:
             raise ConnectionError(f"{where}: the retained ack on {topic!r} was not cleared "
