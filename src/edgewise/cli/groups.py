@@ -108,8 +108,11 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
         long = pd.DataFrame({"device": ids.to_numpy(), "metric": _ids(
             cells["metric"], "metric", "metric", Path(where)).to_numpy(),
             "value": _numbers(df["value"]).to_numpy()}, index=index)
+        # every metric a device names stays a column, one without a number too (else a
+        # device whose values are all text is refused as having no columns at all)
         return {str(d): g.pivot_table(index=g.index, columns="metric", values="value",
-                                      aggfunc="mean").rename_axis(None, axis=1)
+                                      aggfunc="mean").reindex(columns=sorted(set(g["metric"])))
+                .rename_axis(None, axis=1)
                 for d, g in long.groupby("device", sort=True)}
     metrics = [c for c in df.columns if c not in (time_column, clock, dev_col)
                and not not_a_metric(str(c))]
@@ -299,6 +302,8 @@ def groups(
                                  reference=reference, random_state=seed).fit(hist)
         summary = fitted.summary()
         if save is not None:
+            # out_path checked that its folder can be made (it promises that it is)
+            save.parent.mkdir(parents=True, exist_ok=True)
             size = fitted.save(save)
             summary["saved"] = {"path": str(save), "bytes": size}
     except EdgewiseError as exc:

@@ -55,11 +55,13 @@ def short_number(v: float) -> str:
 
     >>> short_number(2012345.0), short_number(12345.0), short_number(2330.4)
     ('2.01M', '12.3k', '2330')
-    >>> short_number(0.01234), short_number(float("nan"))
-    ('0.0123', 'n/a')
+    >>> short_number(0.01234), short_number(float("nan")), short_number(-9.6e305)
+    ('0.0123', 'n/a', '-9.6e+305')
     """
     if not math.isfinite(v):
         return "n/a"
+    if abs(v) >= 1e12:  # past the prefixes: an exponent, never one before a prefix
+        return f"{v:.3g}"
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
         if abs(v) >= div:
             return f"{v / (div if suffix != 'k' else 1e3):.3g}{suffix}"

@@ -34,17 +34,35 @@ sends none of the used metrics has no feature to be grouped by: it is left out o
 (in ``left_out_devices_`` with why, and in the summary's ``left_out_devices``), so it is
 in no group and has no odd score; :meth:`BehaviourGroups.assign` refuses such a device.
 
+Devices with few readings (a device that joined 20 minutes ago): a feature from n readings
+scatters by chance with a variance of about c² / n units² (c from the feature's standard
+error on white noise: 2.5 for a level, 10 for a lag-1 autocorrelation). A device with fewer
+readings of a metric than the fleet's typical number N (``typical_readings_``; its own
+count in ``few_readings_``) has its gap to a centre shrunk by the square root of
+``1 + c² (1/n - 1/N) / s²``, ``s`` the scatter of the devices it is measured among (at
+least a typical device's own chance scatter), on the linear scale, so a gross oddity stays
+gross: towards the fleet median, against the fleet's scatter, where the groups are found
+(its noise makes no group of its own; it is then put in the nearest group like any device)
+and where reliability is measured; towards its group's centre, against the members'
+scatter (``odd_scatter_``), where its odd score is (its noise flags nobody). A shrink under
+1.1 is none. A spread from fewer than 10 readings and a trend that a short stretch of few
+readings cannot pin down over the fleet's typical history length are unknown
+(:func:`~edgewise.models.profile.behaviour_profile`).
+
 Grouping: scikit-learn k-means (``method="kmeans"``, the default, picked by the benchmark
 in ``benchmarks/results/groups.md``), Ward agglomerative or a Gaussian mixture. With
-``n_groups=None`` the number of groups (2 … ``max_groups``) is the one whose silhouette
-has the widest margin over the silhouette a single Gaussian cloud of the same covariance
-reaches at that number (eight seeded draws, clustered as the fleet is); a grouping whose
-centres are less than one unit apart does not count, and the fleet is one group when that
-margin is no wider than a draw's own best margin over the other draws: then nothing
-separates the fleet. A "group" of fewer than ``min_group_size`` devices is not kept; its
-devices are odd ones out; so ``n_groups`` may be
-at most the number of devices over ``min_group_size`` (more groups cannot all be kept),
-and no more groups are tried when choosing. Each kept group's centre is the mean of its
+``n_groups=None`` the number of groups (2 … ``max_groups``, at most the number of distinct
+profiles) is, of those whose silhouette's margin over the silhouette a single Gaussian
+cloud of the same covariance reaches at that number (eight seeded draws, clustered as the
+fleet is) is wider than a draw's own best margin over the other draws (how far chance
+alone reaches), the one with the best silhouette; a grouping whose centres are less than
+one unit apart does not count, and the fleet is one group when no number's margin goes
+further than chance: then nothing separates the fleet. A "group" of fewer than
+``min_group_size`` devices is not kept; its devices are odd ones out; so ``n_groups`` may
+be at most the number of devices over ``min_group_size`` (more groups cannot all be kept),
+and no more groups are tried when choosing. With ``n_groups`` given, the devices left once
+such a cluster is set aside (an outlier took one) are clustered again into ``n_groups``,
+so that many groups are kept wherever the devices allow. Each kept group's centre is the mean of its
 cluster, and every device, in the fit as in :meth:`BehaviourGroups.assign`, is in the
 group of the nearest centre (whatever the method: a Gaussian mixture's or Ward's cluster
 can hold a device nearer another centre). A group none of whose devices is short of an odd
@@ -98,7 +116,7 @@ import pandas as pd
 from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
 from edgewise.models._words import feature_kind as _kind
 from edgewise.models._words import feature_metric as _metric
-from edgewise.models._words import rounded, trait_text
+from edgewise.models._words import pair_metrics, rounded, trait_text
 from edgewise.models.model_file import json_number, read_model_file, write_model_file
 from edgewise.models.profile import (
     behaviour_profile,
@@ -132,6 +150,21 @@ _TAIL_CAP = 3.0
 #: the difference of each feature kind that counts as one unit (see the module doc);
 #: a level (and a level at the reference point) counts in half the metric's typical
 #: within-device spread
+_DAY_NS = 86_400e9
+#: the chance scatter of a feature, in units, from one reading of white noise (its standard
+#: error times the square root of the readings, over its unit): a median's is 1.25
+#: spreads (over half a spread), a log interquartile range's 1.17 (over 0.25), a lag-1
+#: autocorrelation's 1 (over 0.1), a correlation's at most 1 (over 0.2). A trend (unknown
+#: where too noisy) and a daily cycle (from hourly means over days) are left as they are.
+_NOISE = {"level": 2.5, "at_ref": 2.5, "spread": 4.7, "acf1": 10.0, "corr": 5.0}
+#: a device whose features scatter by chance less than this many times as far as a typical
+#: device's is measured as any device (a fleet of long histories of somewhat different
+#: lengths is grouped as it was before few readings were allowed for)
+_NOISE_MATERIAL = 1.1
+#: a daily cycle weaker than this share of the variance has no peak worth naming, and a
+#: peak within this many hours of another's is the same peak
+_WEAK_DAILY = 0.1
+_PEAK_HOURS = 2.0
 _UNIT = {"spread": 0.25, "trend": 0.5, "acf1": 0.1, "daily": 0.25, "daily_cos": 0.25,
          "daily_sin": 0.25, "corr": 0.2}
 
@@ -152,16 +185,21 @@ _STATE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "odd_dims_": (_NUMBER, "a number"), "silhouette_": ((dict,), "an object"),
     "null_silhouette_": ((dict,), "an object"), "traits_": ((dict,), "an object"),
     "n_features_in_": ((int,), "a whole number"),
+    "typical_readings_": ((dict,), "an object"), "few_readings_": ((dict,), "an object"),
 }
 #: State a file saved by an earlier release may lack (it was saved before devices were left
-#: out: it names none).
-_OPTIONAL_STATE = frozenset({"left_out_devices_"})
+#: out: it names none; before a device's odd score allowed for how few readings it has:
+#: none is allowed for).
+_OPTIONAL_STATE = frozenset({"left_out_devices_", "typical_readings_", "few_readings_"})
 #: The arrays a groups file holds (``arrays``), and the per-device lists beside them.
 _ARRAYS = ("center_", "scale_", "weights_", "centroids_", "Z_")
 #: Arrays of the odd score's space (its feature weights, the group centres in it); a file
 #: saved by an earlier release lacks them: its odd scores were measured on the weighted
 #: features, and still are (``weights_``, ``centroids_``), so its saved cut still applies.
 _ODD_ARRAYS = ("odd_weights_", "odd_centroids_")
+#: The odd score's members' scatter per feature, which a device's few readings are measured
+#: against; a file saved before they were allowed for lacks it (and allows for none).
+_SCATTER = "odd_scatter_"
 _PER_DEVICE = ("labels_", "odd_score_", "odd_")
 
 
@@ -276,11 +314,24 @@ class BehaviourGroups:
                 f"{'group' if at_least > 1 else 'assign'}. Got {len(X)}.",
                 field="X", value=len(X))
         out = {}
+        keys: dict[str, object] = {}
         for device, frame in X.items():
             if not isinstance(frame, pd.DataFrame):
                 raise InvalidParameterError(
                     f"The history of device {device!r} must be a DataFrame indexed by time. "
                     f"Got {type(frame).__name__} instead.", field="X", value=str(device))
+            if str(device) in keys:  # devices are named by text: 1 and "1" are one device
+                raise InvalidParameterError(
+                    f"Devices {keys[str(device)]!r} and {device!r} are both named "
+                    f"{str(device)!r} (device ids are read as text); give each device one "
+                    "distinct id.", field="X", value=str(device))
+            keys[str(device)] = device
+            if not frame.columns.is_unique:
+                twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+                raise InvalidParameterError(
+                    f"The history of device {device!r} has more than one column named "
+                    f"{', '.join(map(repr, twice))}; give each metric one column.",
+                    field="X", value=str(device))
             idx = frame.index
             if (isinstance(idx, pd.DatetimeIndex) and idx.tz is not None
                     and str(idx.tz) == "UTC" and frame.columns.is_unique
@@ -311,9 +362,14 @@ class BehaviourGroups:
                 "This BehaviourGroups is not fitted yet; call fit(histories) first.")
 
     # -- features -------------------------------------------------------------------------
-    def _profiles(self, hist: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    def _profiles(self, hist: dict[str, pd.DataFrame], whole: bool = True) -> pd.DataFrame:
+        """Each history's profile over the fitted features. ``whole``: the histories are
+        whole (not halves), so a trend too noisy over the fleet's typical history length
+        is unknown (``trend_over_ns`` of
+        :func:`~edgewise.models.profile.behaviour_profile`)."""
+        over = self.span_days_ * _DAY_NS if whole else None
         rows = {d: behaviour_profile(f, self.step_ns_, self.metrics_, self.reference,
-                                     self.reference_value_, self.relations)
+                                     self.reference_value_, self.relations, over)
                 for d, f in hist.items()}
         return pd.DataFrame.from_dict(rows, orient="index").reindex(columns=self.feature_names_)
 
@@ -358,7 +414,7 @@ class BehaviourGroups:
             _UNIT[_kind(f)] if _kind(f) in _UNIT else 0.5 * self.typical_spread_[_metric(f)]
             for f in raw.columns])
 
-    def _reliability(self, hist: dict[str, pd.DataFrame]) -> np.ndarray:
+    def _reliability(self, hist: dict[str, pd.DataFrame], ratio: np.ndarray) -> np.ndarray:
         """Each feature's split-half reliability across the fleet, in [0, 1]: the
         correlation between the features of each device's first and second half of history
         (Spearman-Brown corrected). A feature that a device's own history cannot pin down
@@ -368,7 +424,10 @@ class BehaviourGroups:
         history), less the correlation chance reaches (two standard errors): a cycle both
         halves show keeps most of its weight, one that 24 hourly means fitted to a few days
         of noise make up weighs little or nothing; 0 where even those cannot show it.
-        Every feature keeps weight 1 with fewer than 5 devices."""
+        Every feature keeps weight 1 with fewer than 5 devices. A trend unknown in a whole
+        history is unknown in its halves, and each device's halves are shrunk towards the
+        fleet median by its noise ``ratio`` (:meth:`_noise_ratio`), so a device with a few
+        readings, whose halves differ by chance, neither makes nor breaks a feature."""
         if len(hist) < 5:
             return np.ones(len(self.feature_names_))
         halves = [{}, {}]  # type: list[dict[str, pd.DataFrame]]
@@ -376,13 +435,21 @@ class BehaviourGroups:
             f = f.sort_index()
             mid = f.index[0] + (f.index[-1] - f.index[0]) / 2
             halves[0][d], halves[1][d] = f[f.index <= mid], f[f.index > mid]
-        raw = [self._profiles(h) for h in halves]
-        a, b = (np.nan_to_num(self._scaled(r)) for r in raw)
+        unknown = self.profiles_.reindex(index=list(hist)).isna().to_numpy()
+        trends = np.array([_kind(f) == "trend" for f in self.feature_names_])
+
+        def scaled(r: pd.DataFrame) -> np.ndarray:
+            x = self._scaled(r)
+            x[unknown & trends] = np.nan
+            return np.nan_to_num(self._shrunk(x, ratio, self.weights_))
+
+        raw = [self._profiles(h, whole=False) for h in halves]
+        a, b = (scaled(r) for r in raw)
         unseen = [j for j in range(a.shape[1]) if any(r.iloc[:, j].isna().mean() > 0.5
                                                       for r in raw)]
         if unseen:
-            raw = [self._profiles(h) for h in _interleaved(hist)]
-            ia, ib = (np.nan_to_num(self._scaled(r)) for r in raw)
+            raw = [self._profiles(h, whole=False) for h in _interleaved(hist)]
+            ia, ib = (scaled(r) for r in raw)
             a[:, unseen], b[:, unseen] = ia[:, unseen], ib[:, unseen]
         out = np.ones(a.shape[1])
         for j in range(a.shape[1]):
@@ -416,6 +483,35 @@ class BehaviourGroups:
                 return GaussianMixture(k, covariance_type="diag", n_init=n_init,
                                        reg_covar=1e-3, random_state=seed).fit_predict(Z)
             return KMeans(k, n_init=n_init, random_state=seed).fit_predict(Z)
+
+    def _honoured(self, X: np.ndarray, labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+        """``labels`` of ``X`` clustered into ``k`` groups, made ``k`` groups of at least
+        ``min_group_size`` devices where the devices allow: a smaller cluster (an outlier
+        took one) keeps its devices out, odd ones out, and the others are clustered into
+        ``k`` groups again, until every cluster is big enough or the devices left cannot
+        make ``k`` such groups (then fewer groups are kept).
+
+        >>> X = np.array([[0.0], [0.1], [5.0], [5.1], [900.0]])
+        >>> BehaviourGroups(n_groups=2)._honoured(X, np.array([0, 0, 0, 0, 1]), 2, 0).tolist()
+        [1, 1, 0, 0, 2]
+        """
+        labels = labels.copy()
+        rest = np.arange(len(X))
+        out = k  # the clusters left out get ids from k up, never one of the k groups'
+        while True:
+            ids, sizes = np.unique(labels[rest], return_counts=True)
+            small = ids[sizes < self.min_group_size]
+            if not len(small):
+                return labels
+            keep = rest[~np.isin(labels[rest], small)]
+            if (len(keep) < k * self.min_group_size
+                    or len(np.unique(X[keep].round(9), axis=0)) < k):
+                return labels
+            for g in small:
+                labels[rest[labels[rest] == g]] = out
+                out += 1
+            labels[keep] = self._cluster(X[keep], k, seed)
+            rest = keep
 
     def _silhouettes(self, Z: np.ndarray, ks: list[int], seed: int, n_init: int = 10
                      ) -> dict[int, float]:
@@ -451,7 +547,8 @@ class BehaviourGroups:
         Zf = np.nan_to_num(Z)  # unknown features at the fleet median, for the null cloud
         distinct = len(np.unique(Zf.round(9), axis=0))
         # more groups than n // min_group_size cannot all be kept
-        ks = list(range(2, min(self.max_groups, n - 1, distinct - 1,
+        # (as many groups as distinct profiles: a fleet of exact copies of a few kinds)
+        ks = list(range(2, min(self.max_groups, n - 1, distinct,
                                n // self.min_group_size) + 1))
         if not ks:
             self.silhouette_, self.null_silhouette_ = {}, {}
@@ -466,18 +563,19 @@ class BehaviourGroups:
         # cloud's silhouette falls with k, so the best silhouette alone picks k by the
         # null it happens to face, and the verdict flipped between 1 and 7 groups)
         rng = np.random.default_rng(seed)
-        cov = np.cov(Zf, rowvar=False).reshape(Z.shape[1], Z.shape[1])
-        draws = [self._silhouettes(rng.multivariate_normal(Zf.mean(0), cov, n,
-                                                           check_valid="ignore"),
-                                   tried, seed) for _ in range(_NULL_DRAWS)]
+        draws = [self._silhouettes(_gaussian_like(Zf, rng), tried, seed)
+                 for _ in range(_NULL_DRAWS)]
         self.null_silhouette_ = {k: max(d[k] for d in draws) for k in tried}
         margin = {k: self.silhouette_[k] - max(self.null_silhouette_[k], 0.0) for k in tried}
-        best = max(tried, key=lambda k: (margin[k], -k))
-        # the best of several margins is chosen: a cloud's own best margin over the other
-        # draws (at any k) says how far chance alone reaches, and the fleet must go further
+        # a cloud's own best margin over the other draws (at any k) says how far chance
+        # alone reaches, and the fleet must go further
         chance = max(max(d[k] - max(max(o[k] for o in draws if o is not d), 0.0)
                          for k in tried) for d in draws)
-        return best if margin[best] > max(chance, 0.0) else 1
+        # of the numbers of groups whose margin goes further than chance, the best grouping
+        # (silhouette): the widest margin alone favours few groups, whose null is lowest
+        # (four groups at levels 0/20/40/60 were taken as two)
+        beat = [k for k in tried if margin[k] > max(chance, 0.0)]
+        return max(beat, key=lambda k: (self.silhouette_[k], -k)) if beat else 1
 
     # -- public API -----------------------------------------------------------------------
     def fit(self, X: Mapping[str, pd.DataFrame], y: None = None) -> BehaviourGroups:
@@ -505,11 +603,16 @@ class BehaviourGroups:
                 field="min_group_size", value=self.min_group_size)
         most = n // self.min_group_size
         if self.n_groups is not None and self.n_groups > most:
-            raise InvalidParameterError(
+            err = InvalidParameterError(
                 f"The 'n_groups' parameter of BehaviourGroups must be at most {most}: "
                 f"{n} devices make at most {most} group(s) of at least {self.min_group_size} "
                 f"devices (a smaller one is no group). Got {self.n_groups} instead.",
                 field="n_groups", value=self.n_groups)
+            # the devices the fit groups (those left out do not count) and the most groups
+            # they make, for a caller that words the refusal its own way
+            err.n_devices, err.most_groups = n, most  # type: ignore[attr-defined]
+            err.left_out_devices = dict(self.left_out_devices_)  # type: ignore[attr-defined]
+            raise err
         steps = [s for s in (median_step_ns(f) for f in hist.values()) if s]
         self.step_ns_ = (int(self.step_s * 1e9) if self.step_s is not None
                          else int(np.median(steps)) if steps else 60 * 10**9)
@@ -518,30 +621,102 @@ class BehaviourGroups:
             levels = [np.nanmedian(f[self.reference]) for f in hist.values()
                       if self.reference in f.columns]
             self.reference_value_ = float(np.median(levels))
+        # min and max, not first and last: a history's index need not be sorted
+        spans = [(f.index.max() - f.index.min()) / pd.Timedelta(days=1)
+                 for f in hist.values()]
+        span_days = float(np.median(spans)) or 1.0
         raw = pd.DataFrame.from_dict(
             {d: behaviour_profile(f, self.step_ns_, self.metrics_, self.reference,
-                                  self.reference_value_, self.relations)
+                                  self.reference_value_, self.relations, span_days * _DAY_NS)
              for d, f in hist.items()}, orient="index")
         raw = raw.loc[:, raw.notna().any()]  # e.g. no history spans two days: no daily cycle
         self.feature_names_ = [str(c) for c in raw.columns]
         self.devices_ = list(raw.index)
         self.profiles_ = raw
-        # min and max, not first and last: a history's index need not be sorted
-        spans = [(f.index.max() - f.index.min()) / pd.Timedelta(days=1)
-                 for f in hist.values()]
-        self._fit_scale(raw, float(np.median(spans)) or 1.0)
+        self._fit_scale(raw, span_days)
+        # how much noisier than a typical device's each device's features are, from how
+        # few readings it has: a device with few readings is shrunk towards the fleet
+        # median where groups are found (its noise makes no group) and towards its group's
+        # centre where its odd score is measured (its noise flags nobody)
+        counts = self._readings(hist)
+        self.typical_readings_ = {m: float(np.median([c[m] for c in counts.values() if m in c]))
+                                  for m in self.metrics_}
+        self.few_readings_ = {d: few for d, c in counts.items() if (few := {
+            m: n for m, n in c.items() if n < self.typical_readings_[m]})}
+        # where groups are found, against the fleet's own scatter (groups not known yet)
+        ratio = self._noise_ratio(self.devices_, self.few_readings_,
+                                  _robust_scatter(self._unweighted(raw)))
         self.weights_ = np.ones(len(self.feature_names_))
-        self.weights_ = self._reliability(hist)
+        self.weights_ = self._reliability(hist, ratio)
         self.odd_weights_ = _odd_weights(self._unweighted(raw), self.weights_)
         Z = self._scaled(raw)
-        filled = np.nan_to_num(Z)  # the clustering needs every feature: unknown at the median
+        found = self._shrunk(Z, ratio, self.weights_)
+        filled = np.nan_to_num(found)  # the clustering needs every feature: unknown at the median
         seed = int(self.random_state)
-        k = self.n_groups if self.n_groups is not None else self._choose(Z, seed)
+        k = self.n_groups if self.n_groups is not None else self._choose(found, seed)
         if self.n_groups is not None:
             self.silhouette_, self.null_silhouette_ = {}, {}
-        self._fit_groups(Z, self._odd_scaled(raw), self._cluster(filled, k, seed))
+        labels = self._cluster(filled, k, seed)
+        if self.n_groups is not None:
+            labels = self._honoured(filled, labels, k, seed)
+        self._fit_groups(Z, self._odd_scaled(raw), labels)
         self.n_features_in_ = len(self.metrics_)
         return self
+
+    def _readings(self, hist: dict[str, pd.DataFrame]) -> dict[str, dict[str, int]]:
+        """Each device's number of finite readings of each used metric it sends."""
+        return {d: {m: int(np.isfinite(f[m].to_numpy(dtype=float)).sum())
+                    for m in self.metrics_ if m in f.columns} for d, f in hist.items()}
+
+    def _noise_ratio(self, devices: list[str], counts: Mapping[str, Mapping[str, int]],
+                     scatter: np.ndarray | None) -> np.ndarray:
+        """How much further from its centre than a typical device each device's features
+        lie by chance (rows: ``devices``, columns: features, at least 1), from how few
+        readings it has. A feature from n readings scatters by chance with variance
+        ``c² / n`` units² (``c``: :data:`_NOISE`); over a fleet whose devices scatter by
+        ``scatter`` (units, per feature; at least a typical device's own chance scatter,
+        ``c² / N`` with ``N`` the fleet's typical readings) a device with ``n < N`` has
+        ``1 + c² (1/n - 1/N) / scatter²`` times the squared scatter. A feature sent by
+        ``counts`` (a metric not in it: typical) of a pair or at the reference point: the
+        larger of both metrics'. 1 below :data:`_NOISE_MATERIAL`, and all 1 without
+        ``scatter`` or the fleet's typical readings (a file of an earlier release)."""
+        typical = getattr(self, "typical_readings_", None) or {}
+        out = np.ones((len(devices), len(self.feature_names_)))
+        if not typical or scatter is None:
+            return out
+        noise = np.array([_NOISE.get(_kind(f), 0.0) for f in self.feature_names_])
+        of = [pair_metrics(_metric(f), self.metrics_) if _kind(f) == "corr" else
+              (_metric(f), str(self.reference)) if _kind(f) == "at_ref" else (_metric(f),)
+              for f in self.feature_names_]
+        for i, d in enumerate(devices):
+            c = counts.get(d)
+            if not c:
+                continue
+            extra = {m: 1 / max(n, 1) - 1 / typical[m] for m, n in c.items()
+                     if m in typical and n < typical[m]}  # 1/n - 1/N
+            if not extra:
+                continue
+            for j, ms in enumerate(of):
+                if noise[j] == 0 or not any(m in extra for m in ms):
+                    continue
+                least = min(typical.get(m, math.inf) for m in ms)
+                floor = noise[j] ** 2 / least if math.isfinite(least) else 0.0
+                sq = max(float(scatter[j]) ** 2, floor)
+                if sq > 0:
+                    out[i, j] = math.sqrt(1 + noise[j] ** 2 * max(
+                        extra.get(m, 0.0) for m in ms) / sq)
+        out[out < _NOISE_MATERIAL] = 1.0
+        return out
+
+    def _deflated(self, U: np.ndarray, group: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+        """Odd-score features ``U`` with each device's gap to its group's centre
+        (``group``) shrunk by its noise ``ratio`` (:func:`_shrunk`): a device with few
+        readings is as far from its group as its noise allows, not as its noise makes it."""
+        return _shrunk(U, ratio, self.odd_weights_, self.odd_centroids_[group])
+
+    def _shrunk(self, Z: np.ndarray, ratio: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Weighted features ``Z`` shrunk towards the fleet median by ``ratio``."""
+        return _shrunk(Z, ratio, weights)
 
     def _fit_metrics(self, hist: dict[str, pd.DataFrame]) -> None:
         n = len(hist)
@@ -571,9 +746,11 @@ class BehaviourGroups:
     def _fit_groups(self, Z: np.ndarray, U: np.ndarray, labels: np.ndarray) -> None:
         """Keep the clusters of ``labels`` of at least ``min_group_size`` devices, put
         every device in the group of the nearest centre (on ``Z``, the weighted features),
-        score it against that centre (on ``O``, the odd score's features), drop groups with
-        no device short of an odd one out, number the groups by size; set centres, odd
-        scores and traits. ``Z`` and ``O`` hold NaN where a device lacks a feature."""
+        score it against that centre (on ``U``, the odd score's features, a device with
+        few readings' gap shrunk by its chance scatter over the members': :meth:`_deflated`),
+        drop groups with no device short of an odd one out, number the groups by size; set
+        centres, odd scores and traits. ``Z`` and ``U`` hold NaN where a device lacks a
+        feature."""
         devices = np.array(self.devices_)
         ids = sorted(np.unique(labels).tolist(), key=lambda g: (-np.sum(labels == g),
                                                                  min(devices[labels == g])))
@@ -588,11 +765,14 @@ class BehaviourGroups:
             self.n_groups_ = len(kept)
             new = self._distances(Z).argmin(1)  # the nearest centre, as assign() does
             members = np.isin(labels, kept)  # a device of a cluster not kept is odd
-            own = self._odd_distances(U)[rows, new]
+            self.odd_scatter_ = self._member_scatter(U, new, members)
+            Ud = self._deflated(U, new, self._noise_ratio(self.devices_, self.few_readings_,
+                                                         self.odd_scatter_))
+            own = self._odd_distances(Ud)[rows, new]
             typical = float(np.median(own[members]))
             self.odd_scale_ = typical if typical > 0 else float(np.mean(own[members]) or 1.0)
             score = own / self.odd_scale_
-            gauss = self._odd_cut(np.nan_to_num(U[members]
+            gauss = self._odd_cut(np.nan_to_num(Ud[members]
                                                 - self.odd_centroids_[new[members]]))
             # the fleet's own tail only with enough members to show one (10 devices' log
             # scores scatter so widely that 3.5 robust SDs put the cut out of reach), and
@@ -625,6 +805,18 @@ class BehaviourGroups:
         self.traits_ = {g: self._traits(Z[(new == g) & members], self.profiles_[
             (new == g) & members]) for g in range(self.n_groups_)}
 
+    def _member_scatter(self, U: np.ndarray, group: np.ndarray, members: np.ndarray
+                        ) -> np.ndarray:
+        """Each odd-score feature's robust scatter (1.4826 median absolute deviations, in
+        units, unweighted) of the members around their group's centre: how far a typical
+        member lies by chance and by its own make."""
+        w = np.where(self.odd_weights_ > 0, self.odd_weights_, 1.0)
+        gap = (U[members] - self.odd_centroids_[group[members]]) / w
+        with warnings.catch_warnings():  # a feature no member has: 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = 1.4826 * np.nanmedian(np.abs(gap), axis=0)
+        return np.nan_to_num(out)  # type: ignore[no-any-return]
+
     def _odd_cut(self, resid: np.ndarray) -> float:
         """The odd score (distance over the median distance) that a member's scatter
         passes with chance ``odd_alpha``: the scatter as Gaussian in as many dimensions as
@@ -632,8 +824,7 @@ class BehaviourGroups:
         fleet that varies in few features gets a higher cut than one that varies in many."""
         from scipy.stats import chi2
 
-        eig = np.clip(np.linalg.eigvalsh(np.cov(resid, rowvar=False).reshape(
-            resid.shape[1], resid.shape[1])), 0.0, None) if len(resid) > 1 else np.ones(1)
+        eig = _cov_eigenvalues(resid) if len(resid) > 1 else np.ones(1)
         dims = float(eig.sum() ** 2 / (eig**2).sum()) if eig.sum() > 0 else 1.0
         self.odd_dims_ = max(1.0, dims)
         return float(np.sqrt(chi2.ppf(1 - self.odd_alpha, self.odd_dims_)
@@ -663,16 +854,25 @@ class BehaviourGroups:
             f = self.feature_names_[j]
             g = float(raw[f].median())
             fleet = float(self.profiles_[f].median())
+            more = bool(effect[j] > 0)
             if _kind(f) in ("daily_cos", "daily_sin"):
                 m = _metric(f)
                 g = peak_hour(raw.median().to_dict(), m)
                 fleet = peak_hour(self.profiles_.median().to_dict(), m)
-                if any(t["feature"].startswith("daily_") and t["feature"].endswith(f":{m}")
+                strength = (float(raw[f"daily:{m}"].median()),
+                            float(self.profiles_[f"daily:{m}"].median()))
+                if (not _peak_differs(g, fleet, *strength)
+                        and f"daily:{m}" in self.feature_names_):  # its strength differs
+                    f = f"daily:{m}"
+                    g, fleet = strength
+                    more = g > fleet
+                    j = self.feature_names_.index(f)
+                if any(t["feature"] in (f"daily:{m}", f"daily_cos:{m}", f"daily_sin:{m}")
                        for t in out):
                     continue
             out.append({"feature": f, "effect": round(float(effect[j]), 2),
                         "group": rounded(g), "fleet": rounded(fleet),
-                        "text": trait_text(f, g, fleet, bool(effect[j] > 0), "fleet",
+                        "text": trait_text(f, g, fleet, more, "fleet",
                                            self.reference, self.reference_value_,
                                            self.metrics_)})
         return out
@@ -689,12 +889,18 @@ class BehaviourGroups:
         j = int(np.argmax(np.where(known, np.abs(gap), -1.0)))
         f = self.feature_names_[j]
         value, typical = float(raw[f]), self._group_raw(group, f)
+        more = bool(gap[j] > 0)
         if _kind(f) in ("daily_cos", "daily_sin"):  # in words: hours of the daily peak
             m = _metric(f)
             value = peak_hour(raw.to_dict(), m)
             typical = peak_hour({f"{k}:{m}": self._group_raw(group, f"{k}:{m}")
                                  for k in ("daily_cos", "daily_sin")}, m)
-        return trait_text(f, value, typical, bool(gap[j] > 0), f"group {group}",
+            strength = (float(raw[f"daily:{m}"]), self._group_raw(group, f"daily:{m}"))
+            if not _peak_differs(value, typical, *strength):  # the strength differs
+                f = f"daily:{m}"
+                value, typical = strength
+                more = value > typical
+        return trait_text(f, value, typical, more, f"group {group}",
                           self.reference, self.reference_value_, self.metrics_)
 
     def _group_raw(self, group: int, f: str) -> float:
@@ -717,7 +923,8 @@ class BehaviourGroups:
                 field="X", value=lacking[0])
         raw = self._profiles(hist)
         group = self._distances(self._scaled(raw)).argmin(1)
-        U = self._odd_scaled(raw)
+        U = self._deflated(self._odd_scaled(raw), group, self._noise_ratio(
+            list(hist), self._readings(hist), self.odd_scatter_))
         score = self._odd_distances(U)[np.arange(len(U)), group] / self.odd_scale_
         odd = score > self.odd_cut_
         why = [self._why_odd(U[i], raw.iloc[i], int(group[i])) if odd[i] else ""
@@ -743,7 +950,9 @@ class BehaviourGroups:
             groups.append({"group": g, "size": len(members), "members": members,
                            "traits": self.traits_[g]})
         odd = []
-        U = self._odd_scaled(self.profiles_) if self.odd_.any() else None
+        U = self._deflated(self._odd_scaled(self.profiles_), self.labels_.to_numpy(),
+                           self._noise_ratio(self.devices_, self.few_readings_,
+                                             self.odd_scatter_)) if self.odd_.any() else None
         for i, d in enumerate(self.devices_):
             if self.odd_[d] and U is not None:
                 g = int(self.labels_[d])
@@ -779,6 +988,8 @@ class BehaviourGroups:
         arrays = {"center_": self.center_, "scale_": self.scale_, "weights_": self.weights_,
                   "centroids_": self.centroids_, "Z_": self.Z_,
                   "odd_weights_": self.odd_weights_, "odd_centroids_": self.odd_centroids_}
+        if self.odd_scatter_ is not None:
+            arrays["odd_scatter_"] = self.odd_scatter_
         body = json.dumps({
             "params": {k: getattr(self, k) for k in self._parameter_constraints},
             "state": state,
@@ -810,6 +1021,80 @@ def _interleaved(hist: dict[str, pd.DataFrame]) -> list[dict[str, pd.DataFrame]]
         for h in (0, 1):
             out[h][d] = pd.concat([c.iloc[h::2] for c in cols], axis=1).sort_index()
     return out
+
+
+def _shrunk(X: np.ndarray, ratio: np.ndarray, weights: np.ndarray,
+            centre: np.ndarray | None = None) -> np.ndarray:
+    """Scaled features ``X`` (weighted by ``weights``; NaN: unknown) with each gap to
+    ``centre`` (rows like ``X``; default the fleet median, 0) divided by ``ratio`` (at
+    least 1), on the linear scale, before the logarithmic compression (so a gross oddity
+    with few readings stays gross). A feature of weight 0 stays as it is.
+
+    >>> X = 3 * np.arcsinh(np.array([[4.0, 300.0]]) / 3)  # 4 and 300 units, compressed
+    >>> (3 * np.sinh(_shrunk(X, np.array([[2.0, 10.0]]), np.ones(2)) / 3)).round(6).tolist()
+    [[2.0, 30.0]]
+    """
+    if bool((ratio == 1.0).all()):
+        return X
+    w = np.where(weights > 0, weights, 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        xz = _LINEAR * np.sinh(X / w / _LINEAR)
+        cz = 0.0 if centre is None else _LINEAR * np.sinh(centre / w / _LINEAR)
+        out = _LINEAR * np.arcsinh((cz + (xz - cz) / ratio) / _LINEAR) * w
+    return np.where((ratio > 1.0) & (weights > 0), out, X)  # type: ignore[no-any-return]
+
+
+def _gaussian_like(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """As many rows as ``X`` drawn from one Gaussian of ``X``'s mean and covariance: each
+    a random mix of ``X``'s centred rows (``G (X - mean) / sqrt(n - 1)``, ``G`` standard
+    normal n x n), whose covariance is ``X``'s, in O(n² features), not the features³ of
+    factoring a features x features covariance (60 metrics' 1,800 correlations: minutes).
+
+    >>> X = np.random.default_rng(0).normal(size=(40, 3)) * [1.0, 5.0, 0.1]
+    >>> Y = np.vstack([_gaussian_like(X, np.random.default_rng(s)) for s in range(300)])
+    >>> np.allclose(np.cov(Y, rowvar=False), np.cov(X, rowvar=False), rtol=0.15, atol=0.02)
+    True
+    """
+    n = len(X)
+    mean = X.mean(0)
+    mix = rng.standard_normal((n, n)) / math.sqrt(max(n - 1, 1))
+    return mean + mix @ (X - mean)  # type: ignore[no-any-return]
+
+
+def _cov_eigenvalues(X: np.ndarray) -> np.ndarray:
+    """The eigenvalues of the covariance of ``X``'s rows that can be nonzero (at most
+    rows - 1 of them, clipped at 0), from the rows x rows Gram matrix of the centred rows
+    (the same nonzero eigenvalues as the features x features covariance, at a fraction of
+    its cost where features outnumber rows).
+
+    >>> X = np.random.default_rng(0).normal(size=(6, 50))
+    >>> full = np.linalg.eigvalsh(np.cov(X, rowvar=False))[-5:]
+    >>> np.allclose(np.sort(_cov_eigenvalues(X))[-5:], full)
+    True
+    """
+    c = X - X.mean(0)
+    gram = c @ c.T if len(c) <= c.shape[1] else c.T @ c
+    return np.clip(np.linalg.eigvalsh(gram / max(len(X) - 1, 1)), 0.0, None)
+
+
+def _peak_differs(hour: float, other: float, strength: float, other_strength: float) -> bool:
+    """Whether a daily-peak feature that sets one (a group, a device) apart from another
+    (the fleet, its group) says that its cycle peaks at another hour: neither cycle is
+    weak (a share of at least :data:`_WEAK_DAILY`: a flat metric's "peak" is made up) and
+    the peaks are more than :data:`_PEAK_HOURS` apart. Otherwise the feature differs
+    because the cycle's strength does, which is the trait to name.
+
+    >>> _peak_differs(13.0, 0.0, 0.02, 0.99), _peak_differs(0.4, 23.8, 0.3, 0.99)
+    (False, False)
+    >>> _peak_differs(12.0, 0.0, 0.9, 0.95), _peak_differs(12.0, 0.0, 0.9, 0.02)
+    (True, False)
+    """
+    if not all(math.isfinite(v) for v in (hour, other, strength, other_strength)):
+        return False
+    if min(strength, other_strength) < _WEAK_DAILY:
+        return False
+    apart = abs(hour - other) % 24
+    return min(apart, 24 - apart) > _PEAK_HOURS
 
 
 def _known_mean(rows: np.ndarray) -> np.ndarray:
@@ -897,13 +1182,24 @@ def _odd_weights(U: np.ndarray, weights: np.ndarray) -> np.ndarray:
     >>> _odd_weights(U, np.array([0.0, 0.1])).round(3).tolist()
     [1.0, 0.169]
     """
-    with warnings.catch_warnings():  # a feature no device has: weight 1
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mid = np.nanmedian(U, axis=0)
-        spread = 1.4826 * np.nanmedian(np.abs(U - mid), axis=0)
+    spread = _robust_scatter(U, nan=math.nan)
     floor = np.where(np.isfinite(spread) & (spread > 1.0),
                      1.0 / np.where(spread > 1.0, spread, 1.0), 1.0)
     return np.maximum(np.asarray(weights, dtype=float), floor)
+
+
+def _robust_scatter(U: np.ndarray, nan: float = 0.0) -> np.ndarray:
+    """Each column's robust scatter about its median, 1.4826 median absolute deviations,
+    over its known values (``nan`` for a column with none).
+
+    >>> _robust_scatter(np.array([[0.0, np.nan], [1.0, np.nan], [3.0, np.nan]])).tolist()
+    [1.4826, 0.0]
+    """
+    with warnings.catch_warnings():  # a feature no device has
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mid = np.nanmedian(U, axis=0)
+        out = 1.4826 * np.nanmedian(np.abs(U - mid), axis=0)
+    return np.where(np.isfinite(out), out, nan)  # type: ignore[no-any-return]
 
 
 def _tail_cut(scores: np.ndarray, z: float = 3.5) -> float:
@@ -968,9 +1264,9 @@ def _check_doc(doc: Any, name: str) -> None:
         if (not isinstance(value, types) or isinstance(value, bool)
                 or (what == _TEXTS and not all(isinstance(v, str) for v in value))):
             raise bad(f"state.{key}", what, shown(value))
-    for key in (*_ARRAYS, *_ODD_ARRAYS):
+    for key in (*_ARRAYS, *_ODD_ARRAYS, _SCATTER):
         if key not in doc["arrays"]:
-            if key in _ODD_ARRAYS:
+            if key in (*_ODD_ARRAYS, _SCATTER):
                 continue
             raise bad(f"arrays.{key}", "a list of numbers")
         if not isinstance(doc["arrays"][key], list):
@@ -980,6 +1276,110 @@ def _check_doc(doc: Any, name: str) -> None:
         if len(doc[key]) != devices:
             raise bad(key, f"a list of one value per device ({devices})",
                       f"got {len(doc[key])} values")
+    _check_consistent(doc, bad, shown)
+
+
+def _is_number(v: Any, finite: bool = True) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)
+            and (not finite or math.isfinite(v)))
+
+
+def _check_consistent(doc: dict[str, Any], bad: Any, shown: Any) -> None:
+    """Raise ``bad(field, what, got)`` for the first part of a saved body (its JSON types
+    checked) that does not fit the rest: parameters out of range, arrays of another length
+    than the features, a metric without its spread, a step or scale not above 0, labels
+    outside the groups. A file rewritten with a valid checksum can hold any of these, and
+    each failed later, in a traceback, far from the file."""
+    params, state, arrays = doc["params"], doc["state"], doc["arrays"]
+    try:
+        BehaviourGroups(**params)
+        validate_params(BehaviourGroups._parameter_constraints, params, "BehaviourGroups")
+    except (TypeError, InvalidParameterError) as exc:
+        why = str(exc)
+        raise bad("params", "the parameters of BehaviourGroups", why[:1].lower() + why[1:]
+                  ) from None
+    metrics, features = state["metrics_"], state["feature_names_"]
+    if not metrics or not features:
+        field = "state.metrics_" if not metrics else "state.feature_names_"
+        raise bad(field, "a list of at least one text", "got an empty list")
+    if params.get("reference") is not None and (
+            params["reference"] not in metrics or not _is_number(state["reference_value_"])):
+        raise bad("params.reference", f"one of the metrics used, {metrics!r:.60}, with a "
+                  "number in state.reference_value_", shown(params["reference"]))
+    for f in features:
+        kind = _kind(f)
+        known = (all(m in metrics for m in pair_metrics(_metric(f), metrics))
+                 if kind == "corr" else _metric(f) in metrics) if ":" in f else False
+        if not known or (kind not in _UNIT and kind not in ("level", "at_ref")):
+            raise bad("state.feature_names_", "features (kind:metric) of the metrics used",
+                      shown(f))
+    for key in ("typical_spread_", "eps_"):
+        for m in metrics:
+            v = state[key].get(m)
+            if not (_is_number(v) and v > 0):
+                raise bad(f"state.{key}", "a number above 0 for each metric used",
+                          f"{m!r}: {'it is missing' if v is None else shown(v)}")
+    for key in ("step_ns_", "span_days_", "odd_scale_", "odd_cut_", "odd_dims_"):
+        if not (_is_number(state[key]) and state[key] > 0):
+            raise bad(f"state.{key}", "a number above 0", shown(state[key]))
+    groups = state["n_groups_"]
+    if groups < 1:
+        raise bad("state.n_groups_", "a whole number of at least 1", shown(groups))
+    p = len(features)
+    devices = len(state["devices_"])
+    shapes = {"center_": None, "scale_": None, "weights_": None, "odd_weights_": None,
+              _SCATTER: None, "centroids_": groups, "odd_centroids_": groups, "Z_": devices}
+    for key, rows in shapes.items():
+        if key not in arrays:  # an odd-space array a file of an earlier release lacks
+            continue
+        v = arrays[key]
+        lines = [v] if rows is None else v
+        want = (f"a list of {p} numbers (one per feature)" if rows is None else
+                f"a list of {rows} lists of {p} numbers (one per feature)")
+        if rows is not None and len(v) != rows:
+            raise bad(f"arrays.{key}", want, f"got {len(v)} lists")
+        for line in lines:
+            if (not isinstance(line, list) or len(line) != p
+                    or not all(_is_number(x, finite=False) for x in line)):
+                raise bad(f"arrays.{key}", want, shown(line))
+        finite = key != "Z_"  # a device's unknown feature is NaN there
+        if finite and not all(math.isfinite(x) for line in lines for x in line):
+            raise bad(f"arrays.{key}", want + ", all finite", shown(v))
+        if key == "scale_" and not all(x > 0 for x in v):
+            raise bad("arrays.scale_", want + ", all above 0", shown(v))
+        if key == _SCATTER and not all(x >= 0 for x in v):
+            raise bad(f"arrays.{key}", want + ", none below 0", shown(v))
+    if not all(isinstance(g, int) and not isinstance(g, bool) and 0 <= g < groups
+               for g in doc["labels_"]):
+        raise bad("labels_", f"a list of group numbers from 0 to {groups - 1}",
+                  shown(doc["labels_"]))
+    if not all(_is_number(x, finite=False) for x in doc["odd_score_"]):
+        raise bad("odd_score_", "a list of numbers", shown(doc["odd_score_"]))
+    if not all(isinstance(x, bool) for x in doc["odd_"]):
+        raise bad("odd_", "a list of true/false", shown(doc["odd_"]))
+    traits = state["traits_"]
+    if sorted(traits) != sorted(str(g) for g in range(groups)) or not all(
+            isinstance(t, list) and all(isinstance(x, dict) for x in t) for t in traits.values()):
+        raise bad("state.traits_", f"an object of a list of traits for each group 0 to "
+                  f"{groups - 1}", shown(traits))
+    prof = doc["profiles_"]
+    if not (isinstance(prof.get("index"), list) and len(prof["index"]) == devices
+            and isinstance(prof.get("columns"), list) and isinstance(prof.get("data"), list)
+            and len(prof["data"]) == devices and all(
+                isinstance(r, list) and len(r) == len(prof["columns"]) for r in prof["data"])
+            and all(f in prof["columns"] for f in features)):
+        raise bad("profiles_", f"an object of index ({devices} devices), columns (every "
+                  "feature) and data (a row of numbers per device)", shown(prof))
+    typical = state.get("typical_readings_", {})
+    if not all(_is_number(v) and v > 0 for v in typical.values()):
+        raise bad("state.typical_readings_", "an object of a number above 0 per metric",
+                  shown(typical))
+    few = state.get("few_readings_", {})
+    if not all(isinstance(c, dict) and all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in c.values())
+            for c in few.values()):
+        raise bad("state.few_readings_", "an object of each device's readings per metric "
+                  "(whole numbers)", shown(few))
 
 
 def _from_doc(doc: dict[str, Any], name: str = "(body)") -> BehaviourGroups:
@@ -987,6 +1387,8 @@ def _from_doc(doc: dict[str, Any], name: str = "(body)") -> BehaviourGroups:
     _check_doc(doc, name)
     model = BehaviourGroups(**doc["params"])
     model.left_out_devices_ = {}  # a file saved before devices were left out names none
+    model.typical_readings_, model.few_readings_ = {}, {}  # nor allows for few readings
+    model.odd_scatter_ = None
     for k, v in doc["state"].items():
         if k in _STATE_TYPES:  # a key this release does not know is not made an attribute
             setattr(model, k, v)
@@ -994,7 +1396,7 @@ def _from_doc(doc: dict[str, Any], name: str = "(body)") -> BehaviourGroups:
     model.silhouette_ = {int(k): v for k, v in model.silhouette_.items()}
     model.null_silhouette_ = {int(k): v for k, v in model.null_silhouette_.items()}
     for k, v in doc["arrays"].items():
-        if k not in (*_ARRAYS, *_ODD_ARRAYS):  # an array this release does not know
+        if k not in (*_ARRAYS, *_ODD_ARRAYS, _SCATTER):  # an array this release does not know
             continue
         setattr(model, k, np.asarray(v, dtype=float).reshape(-1, len(model.feature_names_))
                 if k in ("centroids_", "Z_", "odd_centroids_") else np.asarray(v, dtype=float))

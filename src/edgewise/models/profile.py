@@ -6,9 +6,15 @@ column per metric; irregular times, gaps and NaN are fine) and returns, per metr
 ``level``
     the median reading;
 ``spread``
-    the interquartile range (the standard deviation where that is 0);
+    the interquartile range (the standard deviation where that is 0); NaN from fewer than
+    :data:`MIN_SPREAD_READINGS` readings (a handful of readings' range is mostly chance);
 ``trend``
-    the least-squares slope, in units per day;
+    the least-squares slope, in units per day; with ``trend_over_ns`` (the time a trend
+    is read over: a fleet's typical history length), NaN where the change it makes over
+    that time would have a standard error above the metric's spread were the readings
+    white noise (the square root of the readings' summed squared time from their mean time
+    under ``trend_over_ns``): a slope fitted to a short stretch of a few readings is mostly
+    noise, and read over a longer history that noise is blown up;
 ``acf1``
     the lag-1 autocorrelation on a regular grid of ``step_ns`` (mean per step; a step
     with no reading stays empty, it is not filled);
@@ -48,6 +54,7 @@ from edgewise.models.history import wide_readings
 __all__ = [
     "FEATURE_KINDS",
     "MAX_GRID_POINTS",
+    "MIN_SPREAD_READINGS",
     "behaviour_profile",
     "device_history",
     "finite_metrics",
@@ -59,6 +66,8 @@ __all__ = [
 FEATURE_KINDS = ("level", "spread", "trend", "acf1", "daily", "daily_cos", "daily_sin")
 #: a history longer than this many grid steps is profiled on its most recent part
 MAX_GRID_POINTS = 50_000
+#: a metric's spread from fewer readings than this is unknown (NaN)
+MIN_SPREAD_READINGS = 10
 _DAY_NS = 86_400 * 10**9
 
 
@@ -238,9 +247,11 @@ def behaviour_profile(
     reference: str | None = None,
     reference_value: float | None = None,
     relations: bool = True,
+    trend_over_ns: float | None = None,
 ) -> dict[str, float]:
     """One device's profile (see the module doc) over ``metrics`` (default: every column
     with a finite reading); a metric the device lacks gives NaN features.
+    ``trend_over_ns``: the time a trend is read over (see the module doc).
 
     >>> idx = pd.date_range("2024-01-01", periods=200, freq="1min", tz="UTC")
     >>> rpm = np.linspace(1000, 3000, 200)
@@ -284,13 +295,16 @@ def behaviour_profile(
                 out.update({f"{k}:{m}": math.nan for k in FEATURE_KINDS})
                 continue
             q25, q75 = (quart[0, j], quart[1, j]) if full else np.percentile(x, [25, 75])
-            spread = float(q75 - q25) or float(np.std(x))
+            spread = (float(q75 - q25) or float(np.std(x)) if len(x) >= MIN_SPREAD_READINGS
+                      else math.nan)
+            short = trend_over_ns is not None and _trend_too_noisy(t, trend_over_ns)
             g = (shared[0], shared[1][j]) if full else _grid_np(t, x, step_ns)
             grids[m] = g
             daily, dcos, dsin = _daily_np(t, x)
             out.update({f"level:{m}": float(medians[j] if full else np.median(x)),
                         f"spread:{m}": spread,
-                        f"trend:{m}": float(trends[j]) if full else _trend_np(t, x),
+                        f"trend:{m}": (math.nan if short else float(trends[j]) if full
+                                       else _trend_np(t, x)),
                         f"acf1:{m}": math.nan, f"daily:{m}": daily, f"daily_cos:{m}": dcos,
                         f"daily_sin:{m}": dsin})
         whole = _one_full_grid(grids, metrics)
@@ -427,6 +441,21 @@ def _grid_many(t: np.ndarray, values: np.ndarray, step_ns: int) -> tuple[np.ndar
     out = np.full((len(values), n), np.nan)
     out[:, k] = values
     return first + np.arange(n, dtype=np.int64) * step, out
+
+
+def _trend_too_noisy(t: np.ndarray, over_ns: float) -> bool:
+    """Whether a slope fitted at times ``t`` (ns) changes by more than a spread over
+    ``over_ns``, by chance, on white noise: its standard error is the spread over the
+    square root of the summed squared times from their mean, so the change's is at most
+    a spread where that root is at least ``over_ns``.
+
+    >>> day = 86_400 * 10**9
+    >>> t = np.arange(300) * 600 * 10**9  # 300 readings 10 min apart: about 2 days
+    >>> _trend_too_noisy(t, 2 * day), _trend_too_noisy(t[-40:], 2 * day)
+    (False, True)
+    """
+    d = (t - t[0]).astype(float)
+    return bool(math.sqrt(float(np.sum((d - d.mean()) ** 2))) < over_ns)
 
 
 def _trend_np(t: np.ndarray, x: np.ndarray) -> float:

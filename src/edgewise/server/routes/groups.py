@@ -185,13 +185,22 @@ def _problem(exc: InvalidParameterError, groups: int | None, reference: str | No
              n: int) -> Problem:
     """BehaviourGroups' refusal as the API's problem, naming the request's field."""
     if exc.field == "n_groups":
-        most = _most_groups(n)
-        return Problem(422, "Too many groups", f"Cannot make {groups} groups of the {n} "
-                       f"devices with readings in the last {WINDOW_DAYS} days: a group needs "
-                       f"at least {MIN_GROUP_SIZE} devices, so at most {most} can be made.",
-                       field="groups", value=groups, allowed=f"a whole number from 1 to "
-                       f"{most} (the {n} devices with readings, at least {MIN_GROUP_SIZE} "
-                       "per group), or none to have it chosen", reason="too_many_groups")
+        # the fit's own count: the devices it groups, less those it left out (sending none
+        # of the metrics the others share)
+        left = dict(getattr(exc, "left_out_devices", None) or {})
+        n = int(getattr(exc, "n_devices", n))
+        most = int(getattr(exc, "most_groups", _most_groups(n)))
+        which = (f"the {n} devices grouped ({len(left)} more with readings in the last "
+                 f"{WINDOW_DAYS} days left out: {', '.join(sorted(left)[:10])}, sending none "
+                 "of the metrics the others share)" if left else
+                 f"the {n} devices with readings in the last {WINDOW_DAYS} days")
+        return Problem(422, "Too many groups", f"Cannot make {groups} groups of {which}: a "
+                       f"group needs at least {MIN_GROUP_SIZE} devices, so at most {most} can "
+                       "be made.", field="groups", value=groups,
+                       allowed=f"a whole number from 1 to {most} (the {n} devices "
+                       f"{'grouped' if left else 'with readings'}, at least {MIN_GROUP_SIZE} "
+                       "per group), or none to have it chosen",
+                       reason="too_many_groups")
     if exc.field == "reference":
         return Problem(422, "Reference not shared", str(exc), field="reference",
                        value=reference, allowed="a metric at least half the devices send, "
