@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -390,3 +391,22 @@ def test_a_huge_number_has_no_prefix_after_its_exponent() -> None:
     """Check values past the G prefix print as an exponent alone (before: '-9.6e+296G')."""
     assert short_number(-9.6e305) == "-9.6e+305" and short_number(2.5e12) == "2.5e+12"
     assert short_number(2.5e11) == "250G" and short_number(12345.0) == "12.3k"
+
+
+@pytest.mark.parametrize("bad", [[1e300], [1.7e308, -1.7e308]])
+def test_a_device_sending_huge_finite_values_is_odd_not_a_crash(bad: list[float]) -> None:
+    """Check one device whose temperature reads a huge but finite value (telemetry takes
+    any float to 1.8e308) is flagged odd: the odd cut's Gram matrix of residuals
+    overflowed to inf and ``eigvalsh`` raised LinAlgError, a 500 for the whole fleet's
+    ``GET /v1/fleet/groups``."""
+    rng = np.random.default_rng(0)
+    fleet = {}
+    for d in range(6):
+        temp = [bad[i % len(bad)] for i in range(200)] if d == 0 else 20 + d + rng.normal(
+            0, 1, 200)
+        fleet[f"p{d}"] = pd.DataFrame({"temp": temp, "rpm": 1400 + 10 * d + rng.normal(
+            0, 1, 200)}, index=IDX[:200])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        model = BehaviourGroups().fit(fleet)
+    assert model.odd_["p0"] and not model.odd_.drop("p0").any()

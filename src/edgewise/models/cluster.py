@@ -824,7 +824,11 @@ class BehaviourGroups:
         fleet that varies in few features gets a higher cut than one that varies in many."""
         from scipy.stats import chi2
 
-        eig = _cov_eigenvalues(resid) if len(resid) > 1 else np.ones(1)
+        # the participation ratio is the same at any scale: residuals in units of the
+        # largest, so one device at 1e300 cannot overflow the Gram matrix (a 500)
+        top = float(np.max(np.abs(resid), initial=0.0)) if resid.size else 0.0
+        scaled = resid / top if 0 < top < np.inf else resid
+        eig = _cov_eigenvalues(scaled) if len(resid) > 1 else np.ones(1)
         dims = float(eig.sum() ** 2 / (eig**2).sum()) if eig.sum() > 0 else 1.0
         self.odd_dims_ = max(1.0, dims)
         return float(np.sqrt(chi2.ppf(1 - self.odd_alpha, self.odd_dims_)
