@@ -70,6 +70,27 @@ def test_calibration_finds_the_smallest_noise_in_few_accountant_calls(target, q,
     assert len(asked) <= most, asked
 
 
+@pytest.mark.parametrize("prior_z", [1.1117, 0.6085])
+def test_calibration_after_a_nearly_spent_prior_asks_for_few_epsilons(prior_z):
+    """Check the noise search after a prior history that spent nearly the whole target (a
+    device's ledger, a resumed run's earlier rounds), where ε flattens towards what was
+    spent as the noise grows, still meets the target, misses it 0.1 % lower, and asks for
+    few epsilons: stepping up by the shrinking gap asked for 450-1,600 (30-40 s)."""
+    from edgewise.federated.privacy import MAX_DP_SGD_NOISE, _bisect, composed_epsilon
+
+    prior = [(prior_z, 1 / 19, 38)]
+    target = composed_epsilon(prior) * 1.0002  # the prior left 0.02 % of the target
+    asked: list[float] = []
+
+    def epsilon_of(z: float) -> float:
+        asked.append(z)
+        return composed_epsilon([*prior, (z, 1 / 19, 19)])
+
+    z = _bisect(target, epsilon_of, max_noise=MAX_DP_SGD_NOISE)
+    assert epsilon_of(z) <= target < epsilon_of(z / 1.001)
+    assert len(asked) <= 40, len(asked)
+
+
 def test_calibration_drops_only_the_accountants_unconverged_order_warnings():
     """Check a calibration at small noise logs none of dp-accounting's "failed to converge
     ... Excluding this order" warnings (dozens per training message), and that other absl
