@@ -35,10 +35,21 @@ def test_training_reads_only_the_training_file(shared_data: Path, tmp_path: Path
 def test_results_of_training_do_not_change_when_test_data_does(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    """Check that perturbing test files changes the test figures but not the fitted model."""
+    """Check that perturbing test files changes the test figures but not the fitted model.
+
+    On the first 30 training and 40 test units of FD001 (the whole subset took 3x as long):
+    what is checked, that nothing of the test files reaches the fit, does not need more."""
     names = ["train_FD001.txt.gz", "test_FD001.txt.gz", "RUL_FD001.txt.gz"]
-    clean = _copy(shared_data / "cmapss", tmp_path / "clean", names)
-    dirty = _copy(shared_data / "cmapss", tmp_path / "dirty", names)
+    full, clean = shared_data / "cmapss", tmp_path / "clean"
+    clean.mkdir()
+    train = pd.read_csv(full / names[0], sep=r"\s+", header=None)
+    test = pd.read_csv(full / names[1], sep=r"\s+", header=None)
+    truth = pd.read_csv(full / names[2], sep=r"\s+", header=None)
+    for name, table in zip(names, (train[train[0] <= 30], test[test[0] <= 40], truth[:40]),
+                           strict=True):
+        with gzip.open(clean / name, "wt") as fh:
+            table.to_csv(fh, sep=" ", header=False, index=False)
+    dirty = _copy(clean, tmp_path / "dirty", names)
     test = pd.read_csv(clean / "test_FD001.txt.gz", sep=r"\s+", header=None)
     rng = np.random.default_rng(0)
     sensors = test.columns[5:]

@@ -89,6 +89,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from edgewise.errors import EdgewiseError, InvalidParameterError, NotFittedError
 from edgewise.models.cnn import CNNRegressor
@@ -167,7 +168,7 @@ class RULModel:
         The CNN trains on at most this many windows (a random subset; neighbouring
         windows overlap almost entirely, so little is lost and big fleets stay cheap).
     n_threads
-        CPU threads for LightGBM and torch.
+        CPU threads for LightGBM, torch and the operating regimes' KMeans.
     random_state
         Seed of every random choice (split, trees, network).
     """
@@ -535,7 +536,8 @@ class RULModel:
     def _fit_core(self, units, settings, sensors, y, seed: int) -> dict[str, Any]:
         import lightgbm as lgb
 
-        with warnings.catch_warnings():
+        # the regimes' KMeans runs on OpenMP, every core by default: held to n_threads too
+        with warnings.catch_warnings(), threadpool_limits(self.n_threads, user_api="openmp"):
             # a regime whose rows all precede a sensor's first value: its mean is NaN, and
             # its z-scores 0 (see _z), as for any row before a first value
             warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
