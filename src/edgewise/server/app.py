@@ -100,8 +100,10 @@ _SECURITY_HEADERS = {
 
 
 class SecurityHeaders:
-    """Pure ASGI middleware: ``_SECURITY_HEADERS`` (not on ``/docs``, whose Swagger UI
-    needs inline script) and ``Cache-Control: no-store`` on every answer that does not set
+    """Pure ASGI middleware: ``_SECURITY_HEADERS`` (on ``/docs`` all but the
+    ``Content-Security-Policy``, which would block its Swagger UI's inline script; it went
+    out with none of them, so the docs page could be framed and sniffed) and
+    ``Cache-Control: no-store`` on every answer that does not set
     them, the 500 of an unexpected exception included: raised before the answer began, it
     is answered here (:func:`~edgewise.server.problems.internal_error`), inside these
     headers, then raised on for the server to log. (Starlette answers it from its outermost
@@ -133,8 +135,8 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 started = True
                 headers = MutableHeaders(scope=message)
-                if not docs:
-                    for key, value in _SECURITY_HEADERS.items():
+                for key, value in _SECURITY_HEADERS.items():
+                    if not (docs and key == "Content-Security-Policy"):
                         headers.setdefault(key, value)
                 headers.setdefault("Cache-Control", "no-store")
             await send(message)

@@ -447,6 +447,11 @@ const COLORS = { line: "#1f6feb", grid: "#e6e9ed", axis: "#57606a", open: "rgba(
   band: "rgba(130,80,223,0.18)" };
 const PAD = { left: 56, right: 10, top: 8, bottom: 22 };
 
+// The most points one GET /v1/devices/{id}/readings answers (edgewise.config.MAX_READINGS):
+// the device charts widen their buckets so that metrics x buckets stays under it (680
+// metrics of 300 buckets passed it, the answer was cut and the last metrics drawn empty).
+const MAX_READING_POINTS = 200000;
+
 const DRIVER_MIN_SHARE = 0.05;  // an alert is shaded on a metric with at least this share
 const TICK_MIN_PX = 64;         // the least room for one time label
 
@@ -701,45 +706,103 @@ function deviceView(id, params) {
     h("h2", {}, "Alerts"),
     scroller(alertsTable(alertsBody)), alertsMore);
   const canvases = new Map();
+  let drawn = false;  // whether this page has drawn the device: gone() says it was deleted
+  let cap = MAX_READING_POINTS;  // lowered to the points of an answer that came cut
+  // The device is gone from the fleet (deleted while its page is open): everything drawn of
+  // it is taken away, not left clickable (Acknowledge answered 404, Download CSV fetched
+  // nothing), and the page says so. Drawn again should it come back.
+  const gone = () => {
+    charts.replaceChildren();
+    canvases.clear();
+    alertsBody.replaceChildren();
+    sayMoreAlerts(alertsMore, 0, false, null);
+    alertPagesShown.delete(pagesKey);
+    qualityBody.replaceChildren();
+    plotsBox.replaceChildren();
+    const plotPath = `/v1/devices/${encodeURIComponent(id)}/`;
+    for (const k of [...plotCache.keys()]) if (k.startsWith(plotPath)) plotCache.delete(k);
+    rulBox.replaceChildren();
+    for (const a of ["data-rul", "data-rul-reason", "data-rul-open", "data-high-open"]) rulBox.removeAttribute(a);
+    rulBox.dataset.deviceGone = "true";  // an answer in flight writes nothing
+    shown.t0 = null; shown.t1 = null;
+    csvBtn.sync();
+    info.dataset.gone = "true";
+    info.classList.toggle("error", drawn);
+    info.textContent = drawn ? ` · Device ${id} is no longer in the fleet (deleted?)` : " unknown device";
+  };
   const update = async () => {
     const win = state.window;
     const fleet = await api("/v1/fleet");
     syncClock(fleet.now);
     const dev = fleet.devices.find((d) => d.id === id);
-    if (!dev) { info.textContent = " unknown device"; return; }
+    if (!dev) { gone(); return; }
     const nowS = gatewayNowS();  // the gateway's clock, not the browser's (it may be off)
     // the window ends at the newest reading (by its own time: a backlog may be days old), or
     // now when that is recent; a reading stamped in the future by a fast clock is still shown
     const lastS = dev.last_reading_ns ? dev.last_reading_ns / 1e9 : nowS;
     const t1 = (nowS - lastS < win / 10 ? Math.max(nowS, lastS) : lastS) + 1;
     const t0 = t1 - win;
-    const stepS = Math.max(1, Math.round(win / 300));
+    // buckets of at least win/300, wide enough that every metric fits in one answer: a
+    // metric gets at most ceil(win / step) + 1 of them (they are aligned to multiples of step)
+    const perMetric = Math.floor(cap / Math.max(1, dev.metrics.length)) - 1;
+    const stepS = Math.max(1, Math.round(win / 300), perMetric >= 1 ? Math.ceil(win / perMetric) : win);
     const q = `start=${t0.toFixed(3)}&end=${t1.toFixed(3)}&step=${stepS}s`;
     const qStart = Math.max(t0, t1 - 3600);  // the quality checks look at the last hour at most
-    const [data, { alerts, more }, quality] = await Promise.all([
-      api(`/v1/devices/${encodeURIComponent(id)}/readings?${q}`),
-      alertPages(`/v1/alerts?device=${encodeURIComponent(id)}&limit=${DEVICE_ALERT_PAGE}`,
-        alertPagesShown.get(pagesKey) || 1),
-      api(`/v1/devices/${encodeURIComponent(id)}/quality?start=${qStart.toFixed(3)}&end=${t1.toFixed(3)}`),
-    ]);
+    let data, alerts, more, quality;
+    try {
+      [data, { alerts, more }, quality] = await Promise.all([
+        api(`/v1/devices/${encodeURIComponent(id)}/readings?${q}`),
+        alertPages(`/v1/alerts?device=${encodeURIComponent(id)}&limit=${DEVICE_ALERT_PAGE}`,
+          alertPagesShown.get(pagesKey) || 1),
+        api(`/v1/devices/${encodeURIComponent(id)}/quality?start=${qStart.toFixed(3)}&end=${t1.toFixed(3)}`),
+      ]);
+    } catch (e) {  // deleted since /v1/fleet answered
+      if (e instanceof ApiError && e.status === 404 && e.body && e.body.reason === "unknown_device") {
+        gone();
+        return;
+      }
+      throw e;
+    }
     if (state.window !== win) return;  // changed meanwhile: the new window's fetch draws
+    drawn = true;
+    delete info.dataset.gone;
+    delete rulBox.dataset.deviceGone;
     shown.t0 = t0; shown.t1 = t1;
     csvBtn.sync();
-    info.textContent = ` · ${dev.health} · last seen ${ago(dev.last_seen_age_s)} · ` +
-      `${data.points} points, ${stepS} s buckets`;
     const metrics = (dev.metrics.length ? dev.metrics : Object.keys(data.series)).slice().sort();
+    // an answer cut at its cap holds the first metrics (in the store's order) whole, one in
+    // part and none of the rest: those are marked, not drawn as if their sensors had stopped
+    const keys = Object.keys(data.series);
+    const partial = data.truncated && keys.length ? keys[keys.length - 1] : null;
+    const cut = (m) => Boolean(data.truncated) && (m === partial || !(m in data.series));
+    const nCut = data.truncated ? metrics.filter(cut).length : 0;
+    if (data.truncated && data.points > 0) cap = Math.min(cap, data.points);  // wider next time
+    info.classList.toggle("error", Boolean(data.truncated));
+    info.dataset.truncated = String(Boolean(data.truncated));
+    info.textContent = ` · ${dev.health} · last seen ${ago(dev.last_seen_age_s)} · ` +
+      `${data.points} points, ${stepS} s buckets` + (data.truncated
+        ? ` · truncated: the answer stopped at ${data.points.toLocaleString()} points, ` +
+          `${nCut} of ${metrics.length} metrics not drawn whole` : "");
     for (const m of metrics) {
       if (!canvases.has(m)) {
         const c = h("canvas", { "data-metric": m, width: 420, height: 200 });
         const fbox = h("div", { class: "forecast", "data-forecast-for": m });
+        const note = h("p", { class: "error chart-cut hidden" });
         charts.append(h("div", { class: "chart", "data-chart": m },
-          h("h3", {}, h("span", {}, m), forecastButton(id, m, fbox)), c, fbox));
+          h("h3", {}, h("span", {}, m), forecastButton(id, m, fbox)), note, c, fbox));
         canvases.set(m, c);
       }
       const spans = alerts
         .filter((a) => drivesMetric(a, m))
         .map((a) => ({ start: a.start_ns / 1e9, end: a.end_ns / 1e9, open: a.status === "open" }));
-      drawChart(canvases.get(m), data.series[m], t0, t1, spans, stepS);
+      const c = canvases.get(m);
+      drawChart(c, data.series[m], t0, t1, spans, stepS);
+      const isCut = cut(m);
+      c.dataset.truncated = String(isCut);
+      const note = c.parentElement.querySelector(".chart-cut");
+      note.classList.toggle("hidden", !isCut);
+      note.textContent = isCut ? `Not drawn whole: the readings answer stopped at ` +
+        `${data.points.toLocaleString()} points (this is not a sensor that stopped).` : "";
     }
     fillAlerts(alertsBody, alerts, false);
     sayMoreAlerts(alertsMore, alerts.length, more, () => {
@@ -878,9 +941,11 @@ async function fillRulNow(box, id) {
     r = await api(`/v1/devices/${encodeURIComponent(id)}/rul`);
   } catch (e) {
     if (e.status === 401) return;  // the login form is shown
+    if (box.dataset.deviceGone) return;  // deleted meanwhile: the page says so
     unavailable("error", e instanceof NetworkError ? "gateway unreachable" : e.message);
     return;
   }
+  if (box.dataset.deviceGone) return;  // deleted meanwhile: the page says so
   if (r.rul === null) {
     // said: a damaged model file, and a history retention trimmed (the model needs it whole)
     if (r.reason === "bad_model" || r.reason === "history_trimmed") {

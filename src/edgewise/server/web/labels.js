@@ -31,7 +31,8 @@ async function api(path, options = {}) {
   const sent = options.rawJson !== undefined ? options.rawJson
     : options.json !== undefined ? JSON.stringify(options.json) : undefined;
   if (sent !== undefined) headers["Content-Type"] = "application/json";
-  const resp = await fetch(path, { method: options.method || "GET", headers, body: sent });
+  const resp = await fetch(path, { method: options.method || "GET", headers, body: sent,
+                                   signal: options.signal });
   const body = await resp.json().catch(() => null);
   if (!resp.ok) throw new Error((body && (body.detail || body.title)) || `HTTP ${resp.status}`);
   return body;
@@ -131,8 +132,11 @@ function card(device, item) {
     buttons.push(b);
     return b;
   };
-  const node = el("section", { class: "card queue-item", "data-window": exactNs(item, "start") },
-    el("h3", {}, `${localTime(item.start)} → ${localTime(item.end)}`,
+  // the device named on each card: the label it sends is for that device
+  const node = el("section", { class: "card queue-item", "data-device": device,
+                               "data-window": exactNs(item, "start") },
+    el("h3", {}, el("span", { class: "queue-device" }, device), " · ",
+       `${localTime(item.start)} → ${localTime(item.end)}`,
        ` · score ${item.score.toFixed(3)}${item.alarm ? " · alarm" : ""}`),
     chart(item),
     el("div", { class: "queue-actions" }, mk("Normal", "normal"), mk("Anomaly", "anomaly"),
@@ -140,17 +144,38 @@ function card(device, item) {
   return node;
 }
 
+// Only the latest load writes the status and the cards: a second one started while the
+// first was still answering (a double click, or another device asked meanwhile) appended
+// both answers' cards, and pump-1's windows showed under "5 windows for pump-2".
+let loadSeq = 0;
+let loadAbort = null;
+
 async function load(device, k) {
   const out = document.getElementById("queue");
   const status = document.getElementById("queue-status");
+  const button = document.querySelector("#queue-form button[type=submit]");
+  const seq = ++loadSeq;
+  if (loadAbort) loadAbort.abort();  // the answer to an older question is not wanted
+  const abort = new AbortController();
+  loadAbort = abort;
   out.replaceChildren();
-  status.textContent = "Loading…";
+  status.textContent = `Loading the queue of ${device}…`;
+  // disabled until this answer comes, or the device or k is changed (another question)
+  if (button) button.disabled = true;
   try {
-    const q = await api(`/v1/label-queue?device=${encodeURIComponent(device)}&k=${k}`);
+    const q = await api(`/v1/label-queue?device=${encodeURIComponent(device)}&k=${k}`,
+                        { signal: abort.signal });
+    if (seq !== loadSeq) return;
     status.textContent = `${q.items.length} windows for ${q.device_id} (labels ${q.snapshot_id})`;
-    q.items.forEach((item) => out.append(card(q.device_id, item)));
+    out.replaceChildren(...q.items.map((item) => card(q.device_id, item)));
   } catch (e) {
+    if (seq !== loadSeq) return;
     status.textContent = e.message;
+  } finally {
+    if (seq === loadSeq) {
+      loadAbort = null;
+      if (button) button.disabled = false;
+    }
   }
 }
 
@@ -158,6 +183,11 @@ document.addEventListener("DOMContentLoaded", () => {
   const params = new URLSearchParams(location.search);
   const form = document.getElementById("queue-form");
   if (params.get("device")) document.getElementById("device").value = params.get("device");
+  for (const id of ["device", "k"]) {  // another question may be asked while one loads
+    document.getElementById(id).addEventListener("input", () => {
+      form.querySelector("button[type=submit]").disabled = false;
+    });
+  }
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     load(document.getElementById("device").value.trim(), document.getElementById("k").value);
