@@ -23,8 +23,8 @@ from edgewise.errors import InvalidParameterError
 from edgewise.models import cluster
 from edgewise.models._words import short_number
 from edgewise.models.cluster import BehaviourGroups, GroupsFileError, load_groups
-from edgewise.models.model_file import read_model_file, write_model_file
 from edgewise.models.profile import behaviour_profile
+from tests.models.test_cluster_file_state import _rewrite, _set
 
 load_commands()
 
@@ -258,30 +258,6 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("groups") / "g.json"
     BehaviourGroups(random_state=0).fit(_level_fleet([40.0] * 3 + [60.0] * 3, 0)).save(path)
     return path
-
-
-def _rewrite(saved: Path, tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
-    head, body = read_model_file(saved, cluster._MAGIC, GroupsFileError, what="groups model",
-                                 version=cluster.FORMAT_VERSION, remedy="-")
-    doc = json.loads(body)
-    change(doc)
-    head.pop("body_sha256")
-    out = tmp_path / "tampered.json"
-    write_model_file(out, cluster._MAGIC, head, json.dumps(doc).encode())
-    return out
-
-
-def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    def change(doc: dict[str, Any]) -> None:
-        *parents, last = path.split(".")
-        node = doc
-        for p in parents:
-            node = node[p]
-        if value is ...:
-            del node[last]
-        else:
-            node[last] = value
-    return change
 
 
 def _arrays(key: str, f: Callable[[list[Any]], Any]) -> Callable[[dict[str, Any]], None]:
