@@ -5,6 +5,7 @@ readings that are always sent, held readings sent at a stop, whole-microsecond p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -12,6 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -112,10 +114,10 @@ def _cert_for(folder: Path, name: str) -> tuple[Path, Path]:
     return cp, kp
 
 
-def test_a_tls_certificate_that_fails_is_named_in_the_start_error(tmp_path: Path) -> None:
-    """Check a broker certificate that does not name the host the device dials is named
-    as the reason (it was "could not connect within 10 s", nothing about TLS)."""
-    cert, key = _cert_for(tmp_path, "gw.example.com")
+@contextlib.contextmanager
+def tls_listener(cert: Path, key: Path) -> Iterator[int]:
+    """A TLS listener on 127.0.0.1 serving ``cert`` (it speaks no MQTT: the handshake is
+    what is tried), closing each connection after it; its port."""
     srv = socket.create_server(("127.0.0.1", 0))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
@@ -133,13 +135,21 @@ def test_a_tls_certificate_that_fails_is_named_in_the_start_error(tmp_path: Path
 
     threading.Thread(target=serve, daemon=True).start()
     try:
-        d = MqttDevice("tls", "s", port=srv.getsockname()[1], tls_ca=str(cert))
+        yield srv.getsockname()[1]
+    finally:
+        srv.close()
+
+
+def test_a_tls_certificate_that_fails_is_named_in_the_start_error(tmp_path: Path) -> None:
+    """Check a broker certificate that does not name the host the device dials is named
+    as the reason (it was "could not connect within 10 s", nothing about TLS)."""
+    cert, key = _cert_for(tmp_path, "gw.example.com")
+    with tls_listener(cert, key) as port:
+        d = MqttDevice("tls", "s", port=port, tls_ca=str(cert))
         with pytest.raises(ConnectionError) as exc:
             d.start(timeout=1.5)
         assert "TLS certificate verification failed" in str(exc.value), exc.value
         assert "127.0.0.1" in str(exc.value) and "mismatch" in str(exc.value), exc.value
-    finally:
-        srv.close()
 
 
 def test_a_fleet_start_that_fails_stops_the_devices_it_started(mosquitto_port: int) -> None:

@@ -22,9 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
-import ssl
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +32,7 @@ from edgewise.errors import BrokerUnavailableError, ConfigError
 from edgewise.store import shown_url
 from edgewise.transport.client import ExternalBroker, clear_retained_ack, parse_mqtt_url
 from tests.conftest import free_port, wait_until
+from tests.sim.test_sim_device_fixes import _cert_for, tls_listener
 from tests.transport.conftest import Mosquitto
 
 LOGGER = "edgewise.transport.client"
@@ -92,8 +90,6 @@ def test_a_missing_ca_file_is_named() -> None:
 
 def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
     """A self-signed CA certificate naming only DNS ``name``, and its key."""
-    from tests.sim.test_sim_device_fixes import _cert_for
-
     return _cert_for(folder, name)
 
 
@@ -103,26 +99,8 @@ def tls_port(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
     MQTT: the handshake is what is tried); its port, its CA and another CA."""
     cert, key = _self_signed(tmp_path, "localhost")
     other, _ = _self_signed(tmp_path, "other.example")
-    srv = socket.create_server(("127.0.0.1", 0))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-
-    def serve() -> None:
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            try:
-                ctx.wrap_socket(c, server_side=True).close()
-            except (OSError, ssl.SSLError):
-                c.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield srv.getsockname()[1], cert, other
-    finally:
-        srv.close()
+    with tls_listener(cert, key) as port:
+        yield port, cert, other
 
 
 def _start_error(url: str, timeout: float = 1.0) -> str:
