@@ -34,9 +34,16 @@ in ``<data dir>/audit-syslog.json`` with the collector it went to, so a restart 
 was committed but not sent, and a new collector gets the whole log. Syslog over TCP has no
 acknowledgement: an entry counts as delivered (the cursor moves past it) only once the
 connection it went to stayed healthy ``confirm_s`` (30 s) after it, and never the newest 64;
-after a connection breaks, everything after that is sent again (a collector may keep an
-entry twice; the check takes duplicates that agree). Over UDP a
-datagram lost on the way is lost: nothing says so.
+on Linux also only once the collector's kernel acknowledged its bytes (``SIOCOUTQ``: a
+collector gone silent, no FIN or RST, leaves them unacknowledged however long the kernel
+keeps retrying), and a connection whose data stays unacknowledged ``confirm_s / 2`` breaks
+(``TCP_USER_TIMEOUT``; idle ones are probed with keepalives). A connection the collector
+closed or reset (it restarted while the gateway was idle) is found before the next send
+and at a clean stop, which then confirms nothing of it. After a connection breaks,
+everything after the last delivered entry is sent again (a collector may keep an entry
+twice; the check takes duplicates that agree). Over UDP a datagram lost on the way is
+lost: nothing says so, but a refusal (ICMP) is seen, and the next of the host's addresses
+is tried (``localhost`` may be ``::1`` first, a collector on 127.0.0.1 only).
 
 >>> import tempfile, pathlib
 >>> from edgewise.security.credentials import Security
@@ -54,6 +61,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import gzip
 import json
 import logging
@@ -62,6 +70,8 @@ import re
 import socket
 import sqlite3
 import ssl
+import struct
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -72,7 +82,20 @@ from typing import Any, Protocol
 from edgewise._private import write_private
 from edgewise.config import SyslogTarget, parse_syslog_url
 from edgewise.errors import ConfigError, InvalidParameterError
-from edgewise.security.credentials import AuditEntry, Security, _load_detail, audit_hash
+from edgewise.security.credentials import (
+    AuditEntry,
+    Security,
+    _load_detail,
+    _shown_text,
+    audit_hash,
+)
+
+try:  # Linux: the bytes a TCP socket was handed that its peer has not acknowledged
+    import fcntl
+    import termios
+    _SIOCOUTQ: int | None = termios.TIOCOUTQ if sys.platform.startswith("linux") else None
+except ImportError:  # Windows
+    _SIOCOUTQ = None
 
 __all__ = ["CURSOR_FILE", "AuditForwarder", "ForwardedCheck", "check_log_id",
            "compare_forwarded", "format_message", "frame", "parse_forwarded"]
@@ -252,10 +275,14 @@ class AuditForwarder:
 
     >>> import tempfile, pathlib
     >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
-    >>> fwd = AuditForwarder(sec, "udp://127.0.0.1:9")
+    >>> collector = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    >>> collector.bind(("127.0.0.1", 0))
+    >>> fwd = AuditForwarder(sec, f"udp://127.0.0.1:{collector.getsockname()[1]}")
     >>> fwd.start(); sec.audit("cli", "example.action")
     >>> fwd.close(); fwd.sent_id
     1
+    >>> collector.recv(65_536).startswith(b"<85>1 "); collector.close()
+    True
     """
 
     def __init__(self, security: Security, url: str, *, ca_file: str = "",
@@ -291,8 +318,14 @@ class AuditForwarder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
-        #: (monotonic time, id) of entries handed to the current connection, not confirmed
-        self._inflight: collections.deque[tuple[float, int]] = collections.deque()
+        #: (monotonic time, id, bytes handed to the connection up to its end) of entries
+        #: handed to the current connection, not confirmed
+        self._inflight: collections.deque[tuple[float, int, int]] = collections.deque()
+        self._wire = 0  # bytes handed to the current connection (TLS: before encryption)
+        #: what broke the current connection (an errno; 0: the collector closed it), None
+        #: while it stands (:meth:`_healthy`)
+        self._broken: int | None = None
+        self._addr = 0  # which of the host's addresses udp:// sends to (the next on errors)
         self.confirm_s = confirm_s
         self._db: sqlite3.Connection | None = None
         self._failing = False
@@ -437,8 +470,10 @@ class AuditForwarder:
     def _connect(self) -> socket.socket:
         t = self.target
         if t.scheme == "udp":
-            family, kind, proto, _, addr = socket.getaddrinfo(
-                t.host, t.port, type=socket.SOCK_DGRAM)[0]
+            # each error moves on to the next address: create_connection's trying them in
+            # turn cannot be had, a refusal only shows once a datagram went
+            addrs = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_DGRAM)
+            family, kind, proto, _, addr = addrs[self._addr % len(addrs)]
             sock = socket.socket(family, kind, proto)
             try:
                 sock.settimeout(self.timeout_s)
@@ -448,6 +483,7 @@ class AuditForwarder:
                 raise
             return sock
         sock = socket.create_connection((t.host, t.port), timeout=self.timeout_s)
+        self._tune(sock)
         if self._ssl is not None:
             try:
                 sock = self._ssl.wrap_socket(sock, server_hostname=t.host)
@@ -455,6 +491,76 @@ class AuditForwarder:
                 sock.close()
                 raise
         return sock
+
+    def _tune(self, sock: socket.socket) -> None:
+        """Make a TCP connection to a collector that went silent (no FIN, no RST: a cut
+        network, a powered-off host) fail in ``confirm_s / 2`` of unacknowledged data
+        (``TCP_USER_TIMEOUT``) instead of after the kernel's ~15 minutes of retries, and probe
+        an idle one (keepalive); options a platform lacks are left out."""
+        secs = max(1, int(self.confirm_s / 2))
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_USER_TIMEOUT", secs * 1000), ("TCP_KEEPIDLE", secs),
+                            ("TCP_KEEPINTVL", max(1, secs // 3)), ("TCP_KEEPCNT", 3)):
+            opt = getattr(socket, name, None)
+            if opt is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+
+    def _healthy(self) -> bool:
+        """Whether the current connection still stands: the collector has not closed or
+        reset it (it restarted: a send would succeed and the entry be lost), no error is
+        pending (an ICMP refusal over udp://, ``TCP_USER_TIMEOUT``). Once found broken it
+        stays so until the next connection (:attr:`_broken` says how)."""
+        sock = self._sock
+        if sock is None or self._broken is not None:
+            return False
+        data = b""
+        try:
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if not error and self.target.scheme == "udp":
+                return True
+            if not error:
+                sock.setblocking(False)
+                try:  # a collector sends nothing: b"" is its FIN, an error its RST
+                    data = (sock.recv(1) if isinstance(sock, ssl.SSLSocket)  # no MSG_PEEK
+                            else sock.recv(1, socket.MSG_PEEK))
+                finally:
+                    sock.settimeout(self.timeout_s)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return True  # nothing to read: open
+        except OSError as exc:
+            error = exc.errno or errno.ECONNRESET
+        if data:
+            return True
+        self._broken = error
+        return False
+
+    def _acked(self) -> int | None:
+        """How many of the bytes handed to the current TCP connection its collector's kernel
+        acknowledged (Linux's ``SIOCOUTQ``; over TLS all when none is left, else none: its
+        records are longer than what was handed); ``None`` where that cannot be asked
+        (udp://, another platform)."""
+        if self._sock is None or _SIOCOUTQ is None or self.target.scheme == "udp":
+            return None
+        try:
+            left = struct.unpack("i", fcntl.ioctl(self._sock.fileno(), _SIOCOUTQ,
+                                                  b"\0\0\0\0"))[0]
+        except (OSError, ValueError):
+            return None
+        if self.target.scheme == "tls":
+            return self._wire if left == 0 else 0
+        return self._wire - left
+
+    def _settle(self) -> None:
+        """Wait, at most ``timeout_s``, until the collector's kernel acknowledged everything
+        the current connection was handed, or the connection broke (a clean stop)."""
+        end = time.monotonic() + self.timeout_s
+        while self._healthy():
+            acked = self._acked()
+            if acked is None or acked >= self._wire or time.monotonic() >= end:
+                return
+            time.sleep(0.01)
 
     def _disconnect(self) -> None:
         if self._sock is not None:
@@ -465,17 +571,28 @@ class AuditForwarder:
     def _confirm(self, every: bool = False) -> None:
         """Take as delivered the entries handed to the current connection at least
         ``confirm_s`` ago (``every``: all of them, the connection closing cleanly), but
-        never the newest :data:`RESEND` of them unless ``every``."""
-        now = time.monotonic()
+        never the newest :data:`RESEND` of them unless ``every``, never one whose bytes
+        the collector's kernel has not acknowledged (where that can be asked,
+        :meth:`_acked`), and none while the connection is found broken (:meth:`_healthy`:
+        the next step sends them again)."""
         inflight = self._inflight
+        if not inflight:
+            return
+        if self.target.scheme != "udp" and not self._healthy():
+            return
+        acked = self._acked()
+        now = time.monotonic()
         while inflight and (every or (len(inflight) > RESEND
-                                      and now - inflight[0][0] >= self.confirm_s)):
+                                      and now - inflight[0][0] >= self.confirm_s)) \
+                and (acked is None or inflight[0][2] <= acked):
             self.confirmed_id = inflight.popleft()[1]
 
     def _rewind(self) -> None:
         """The connection broke: what it was handed since :attr:`confirmed_id` may be lost
-        (in its kernel buffers or the collector's), so it is sent again from there."""
+        (in its kernel buffers or the collector's), so it is sent again from there (over
+        udp://, to the host's next address)."""
         self._inflight.clear()
+        self._addr += 1
         if self.sent_id > self.confirmed_id:
             log.info("audit syslog: connection to %s broke; entries after %d are sent again",
                      self.target.shown, self.confirmed_id)
@@ -487,6 +604,7 @@ class AuditForwarder:
         when the collector cannot be reached (the caller then rewinds, :meth:`_rewind`)."""
         if self._sock is None:
             self._sock = self._connect()
+            self._wire, self._broken = 0, None
         scheme = self.target.scheme
         try:
             for entry in batch:
@@ -499,12 +617,13 @@ class AuditForwarder:
                     self._count("edgewise_audit_syslog_dropped_total", reason="too_large")
                 else:
                     self._sock.sendall(data)
+                    self._wire += len(data)
                     if entry.id > self._high:
                         self.sent += 1
                         self._count("edgewise_audit_syslog_sent_total")
                 self._high = max(self._high, entry.id)
                 self.sent_id = entry.id
-                self._inflight.append((time.monotonic(), entry.id))
+                self._inflight.append((time.monotonic(), entry.id, self._wire))
         finally:
             self._confirm()
             self._gauge("edgewise_audit_syslog_sent_id", self.sent_id)
@@ -581,7 +700,11 @@ class AuditForwarder:
                 self._stop.wait(delay)
                 delay = min(self.max_retry_s, delay * 2)
         finally:
-            if clean and self._sock is not None:  # a clean close: what it was handed went out
+            if clean and self._sock is not None:
+                # a clean close: what the connection was handed went out, once the
+                # collector's kernel acknowledged it, unless the collector closed it
+                # (restarted: what was sent since went nowhere; the next start sends it)
+                self._settle()
                 self._confirm(every=True)
             self._disconnect()
             self._save_cursor()
@@ -594,6 +717,14 @@ class AuditForwarder:
         if not self._checked:
             self._check_cursor()
             self._checked = True
+        if self._sock is not None and not self._healthy():
+            # a send on it would be lost; what it was handed and not confirmed goes on a new
+            # connection: at once when the collector closed it (restarted), after the usual
+            # backoff, counted and told, on an error (refused, reset, timed out)
+            if self._broken:
+                raise OSError(self._broken, os.strerror(self._broken))
+            self._disconnect()
+            self._rewind()
         batch = self._next_batch()
         if not batch:
             self._confirm()
@@ -653,6 +784,43 @@ def _lines(paths: Iterable[Path]) -> Iterator[tuple[str, int, str]]:
         with opener(path, "rt", encoding="utf-8", errors="replace") as f:
             for n, line in enumerate(f, 1):
                 yield str(path), n, line
+
+
+#: how :func:`compare_forwarded` keeps a forwarded entry: its hash (32 bytes), then the
+#: number of the file and of the line that hold it; not its body, read again for the one
+#: message that needs it (a body kept for each of 200,000 lines took 465 MiB)
+_KEPT = struct.Struct("<32sIQ")
+
+
+def _kept_hash(kept: bytes) -> str:
+    """The hash (hex) of a forwarded entry as :data:`_KEPT` holds it."""
+    return kept[:32].hex()
+
+
+class _Found:
+    """A forwarded entry's line found again (``paths``: the files, in the order their
+    lines were read): called with what :data:`_KEPT` holds of it, where it is (as
+    :meth:`at` says it, for a message) and its body (``None`` when the line no longer
+    holds that entry: the file changed since)."""
+
+    def __init__(self, paths: list[Path], log_id: str) -> None:
+        self.paths, self.log_id = paths, log_id
+
+    def at(self, path: str, n: int, obj: dict[str, Any]) -> str:
+        """Where a line is, and its log id when that is not this log's."""
+        return f"{path}:{n}" + ("" if obj["log"] == self.log_id else
+                                f" [log {_shown_text(obj['log'])}]")
+
+    def __call__(self, kept: bytes) -> tuple[str, dict[str, Any] | None]:
+        digest, file_no, line_no = _KEPT.unpack(kept)
+        path = self.paths[file_no]
+        for _path, n, line in _lines([path]):
+            if n == line_no:
+                obj = parse_forwarded(line)
+                if obj is not None and obj["hash"] == digest.hex():
+                    return self.at(str(path), n, obj), obj
+                break
+        return f"{path}:{line_no}", None
 
 
 def _differences(local: AuditEntry, fwd: dict[str, Any]) -> list[str]:
@@ -730,86 +898,93 @@ def compare_forwarded(security: Security, paths: Iterable[Path], *,
     chain = security.verify_audit()
     log_id = security.audit_log_id
     mine = {log_id, *(check_log_id(i) for i in log_ids)}
-    forwarded: dict[int, tuple[str, str, dict[str, Any]]] = {}  # id -> hash, where, body
+    forwarded: dict[int, bytes] = {}  # id -> hash and line (_KEPT)
     other: collections.Counter[str] = collections.Counter()  # other log id -> lines
     taken: set[str] = set()  # other logs found to hold this log's entries
+    found = _Found(paths, log_id)
 
     def result(ok: bool, n: int, **kw: Any) -> ForwardedCheck:
         skipped = [k for k in other if k not in taken]
+        # log ids are the files' text (a line anyone sent a udp:// collector): escaped
         return ForwardedCheck(ok, n, chain.head, len(forwarded),
                               max(forwarded, default=None),
                               other_lines=sum(other[k] for k in skipped), log_id=log_id,
-                              taken_logs=tuple(sorted((mine | taken) - {log_id})),
-                              other_logs=tuple(sorted(skipped)), **kw)
+                              taken_logs=tuple(sorted(map(_shown_text,
+                                                          (mine | taken) - {log_id}))),
+                              other_logs=tuple(sorted(map(_shown_text, skipped))), **kw)
 
     if not chain.ok:
         return result(False, chain.checked, bad_id=chain.bad_id, problem=chain.problem,
                       reason=chain.reason)
 
-    def take(obj: dict[str, Any], where: str) -> ForwardedCheck | None:
+    def take(obj: dict[str, Any], file_no: int, path: str, n: int) -> ForwardedCheck | None:
         """Add one line of this log to ``forwarded``; the failed check if it is forged."""
         entry_id = obj["id"]
         if not _own_hash_ok(obj):
             return result(False, chain.checked, bad_id=entry_id if isinstance(
                 entry_id, int) else None, problem="forged", reason=(
-                f"{where} holds entry {entry_id!r} of this log, which does not match its "
-                "own hash: the line was damaged or forged."))
+                f"{found.at(path, n, obj)} holds entry {entry_id!r} of this log, which does "
+                "not match its own hash: the line was damaged or forged."))
         seen = forwarded.get(entry_id)
-        if seen is not None and seen[0] != obj["hash"]:
+        if seen is not None and _kept_hash(seen) != obj["hash"]:
             return result(False, chain.checked, bad_id=entry_id, problem="forged", reason=(
-                f"{seen[1]} and {where} hold two different entries {entry_id} (hashes "
-                f"{seen[0][:12]}… and {obj['hash'][:12]}…): one was sent to the collector "
-                "after the log was rewritten (or security.sqlite was restored from a "
-                "backup)."))
+                f"{found(seen)[0]} and {found.at(path, n, obj)} hold two different entries "
+                f"{entry_id} (hashes {_kept_hash(seen)[:12]}… and {obj['hash'][:12]}…): one "
+                "was sent to the collector after the log was rewritten (or security.sqlite "
+                "was restored from a backup)."))
         if seen is None:
-            forwarded[entry_id] = (obj["hash"], where, obj)
+            forwarded[entry_id] = _KEPT.pack(bytes.fromhex(obj["hash"]), file_no, n)
         return None
 
-    def at(path: str, n: int, obj: dict[str, Any]) -> str:
-        """Where a line is, and its log id when that is not this log's."""
-        return f"{path}:{n}" + ("" if obj["log"] == log_id else f" [log {obj['log']!s}]")
+    def numbered() -> Iterator[tuple[int, str, int, str]]:
+        """:func:`_lines` of ``paths``, each with its file's number in ``paths``."""
+        for file_no, path in enumerate(paths):
+            for p, n, line in _lines([path]):
+                yield file_no, p, n, line
 
     db = sqlite3.connect(security.read_uri, uri=True,
                          timeout=10.0, isolation_level=None)
     try:
-        for path, n, line in _lines(paths):
+        for file_no, path, n, line in numbered():
             obj = parse_forwarded(line)
             if obj is None:
                 continue
             key = str(obj["log"])  # a log that is no string is never this one (_valid)
             if key in mine:
-                if (failed := take(obj, at(path, n, obj))) is not None:
+                if (failed := take(obj, file_no, path, n)) is not None:
                     return failed
                 continue
             other[key] += 1
             if key not in taken and _holds_local(db, obj):
                 taken.add(key)
         if taken:  # their lines, before as after the one that matched
-            for path, n, line in _lines(paths):
+            for file_no, path, n, line in numbered():
                 obj = parse_forwarded(line)
                 if obj is not None and str(obj["log"]) in taken and \
-                        (failed := take(obj, at(path, n, obj))) is not None:
+                        (failed := take(obj, file_no, path, n)) is not None:
                     return failed
-        local = _LocalWalk(db, forwarded)
+        local = _LocalWalk(db, forwarded, found)
     finally:
         db.close()
     gone = sorted(set(forwarded) - local.matched)
     if gone and (local.first_bad is None or gone[0] < local.first_bad[0]):
         g = gone[0]
-        body = forwarded[g][2]
+        where, body = found(forwarded[g])
         if g > local.head:
-            reason = (f"Entries {g}..{gone[-1]} were forwarded ({forwarded[g][1]} first) but "
+            reason = (f"Entries {g}..{gone[-1]} were forwarded ({where} first) but "
                       f"the local log ends at entry {local.head or 'none'}: the newest "
                       f"entries were deleted.")
         else:
-            reason = (f"Entry {g} ({body['action']} by {body['actor']}) was forwarded to "
-                      f"{forwarded[g][1]} but is not in the local log: it was deleted.")
+            what = (f" ({_shown_text(body['action'])} by {_shown_text(body['actor'])})"
+                    if body is not None else "")
+            reason = (f"Entry {g}{what} was forwarded to {where} but is not in the local "
+                      "log: it was deleted.")
         return result(False, local.n, bad_id=g, problem="missing", reason=reason)
     if local.first_bad is not None:
         return result(False, local.n, bad_id=local.first_bad[0], problem="differs",
                       reason=local.first_bad[1])
     if local.n and not forwarded:
-        skipped = sorted(other)
+        skipped = sorted(map(_shown_text, other))
         others = (f"; they hold {other.total()} lines of other audit logs "
                   f"({', '.join(skipped[:3])}{', …' if len(skipped) > 3 else ''}): another "
                   f"gateway's, or this log was replaced (give its earlier id with --log)"
@@ -839,13 +1014,14 @@ def _holds_local(db: sqlite3.Connection, obj: dict[str, Any]) -> bool:
 
 class _LocalWalk:
     """The local entries (``db``, one read snapshot, in id order, streamed) each against
-    its copy in ``forwarded`` (id -> hash, where, body), as :func:`compare_forwarded`
-    reads them: how many (``n``), the newest id (``head``), the ids that have a copy
-    (``matched``), those without one up to the newest copy and after it, and the first
-    entry that is not its copy (``first_bad``: id, reason)."""
+    its copy in ``forwarded`` (id -> hash and line, :data:`_KEPT`; ``found`` reads the
+    line again), as :func:`compare_forwarded` reads them: how many (``n``), the newest id
+    (``head``), the ids that have a copy (``matched``), those without one up to the newest
+    copy and after it, and the first entry that is not its copy (``first_bad``: id,
+    reason)."""
 
-    def __init__(self, db: sqlite3.Connection,
-                 forwarded: dict[int, tuple[str, str, dict[str, Any]]]) -> None:
+    def __init__(self, db: sqlite3.Connection, forwarded: dict[int, bytes],
+                 found: _Found) -> None:
         self.n = self.head = self.missing_below = self.newer = 0
         self.matched: set[int] = set()
         self.first_bad: tuple[int, str] | None = None
@@ -862,14 +1038,19 @@ class _LocalWalk:
                 self.newer += i > fwd_head
                 continue
             self.matched.add(i)
-            if copy[0] != h and self.first_bad is None:
+            if self.first_bad is None and _kept_hash(copy) != h:
                 entry = AuditEntry(i, t, a, act, tg, _load_detail(d), p or "", h or "")
-                diff = _differences(entry, copy[2])
-                what = (f"its {', '.join(diff)} {'differs' if len(diff) == 1 else 'differ'}"
-                        if diff != ["prev_hash"] else
-                        f"it reads as forwarded but chains from another entry {i - 1}: an "
-                        f"entry before it that the file lacks was rewritten")
+                where, body = found(copy)
+                diff = _differences(entry, body) if body is not None else []
+                if diff == ["prev_hash"]:
+                    what = (f"it reads as forwarded but chains from another entry {i - 1}: "
+                            f"an entry before it that the file lacks was rewritten")
+                elif diff:
+                    what = f"its {', '.join(diff)} {'differs' if len(diff) == 1 else 'differ'}"
+                else:  # the line changed since it was read
+                    what = "its hash differs"
                 self.first_bad = (i, (
-                    f"Entry {i} ({act} by {a}) is not what was forwarded to {copy[1]}: {what} "
-                    f"(local hash {(h or '')[:12]}…, forwarded {copy[0][:12]}…): the local "
-                    f"log was rewritten, its hashes recomputed."))
+                    f"Entry {i} ({_shown_text(act)} by {_shown_text(a)}) is not what was "
+                    f"forwarded to {where}: {what} (local hash {(h or '')[:12]}…, forwarded "
+                    f"{_kept_hash(copy)[:12]}…): the local log was rewritten, its hashes "
+                    f"recomputed."))

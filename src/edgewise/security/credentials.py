@@ -382,6 +382,22 @@ def _parse_head(expect: str) -> tuple[int, str]:
     return int(entry_id), digest
 
 
+def _shown_text(value: object) -> str:
+    """``value`` (text read from the audit file, which whoever can write it chose) as a
+    message may print it: each character that is not printable (a CR, a terminal escape,
+    a bidi override) and each backslash written as its Python escape, so that a verify
+    line cannot be overwritten or disguised by what it quotes; other text as it is.
+
+    >>> _shown_text("device.add"), _shown_text("\\r\\x1b[2Kok"), _shown_text(b"cli")
+    ('device.add', '\\\\r\\\\x1b[2Kok', "b'cli'")
+    """
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\"
+                   else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
                 anchor: tuple[int, str] | None,
                 newest: tuple[int, str] | None) -> AuditVerification:
@@ -396,7 +412,9 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
 
     def broken(n: int, bad: int, problem: str, reason: str) -> AuditVerification:
         head_id, head_hash = newest if newest is not None else (None, AUDIT_GENESIS)
-        return AuditVerification(False, n, head_id, head_hash or "", bad, problem, reason)
+        # the newest row's hash is the file's, unchecked when the break is before it
+        return AuditVerification(False, n, head_id, _shown_text(head_hash or ""), bad,
+                                 problem, reason)
 
     for n, row in enumerate(rows, 1):
         entry_id, ts_ns, actor, action, target, detail, prev_hash, digest = row
@@ -411,7 +429,8 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
                 return broken(n, entry_id, "deleted", f"Entry {entry_id} does not chain from "
                               f"{after}: entries {first}..{entry_id - 1} were deleted.")
             return broken(n, entry_id, "inserted", f"Entry {entry_id} does not chain from "
-                          f"{after} (its prev_hash is {prev_hash[:12]}…, the hash before it "
+                          f"{after} (its prev_hash is {_shown_text(str(prev_hash)[:12])}…, the "
+                          f"hash before it "
                           f"is {expected[:12]}…): an entry was inserted, or {after} was "
                           "rewritten with a new hash.")
         obj = _load_detail(detail)
@@ -421,8 +440,9 @@ def _walk_chain(rows: Iterable[tuple[Any, ...]], chain_start: int,
         except (TypeError, ValueError):  # a column's type changed in the file (text -> blob)
             matches = False
         if not matches:
-            return broken(n, entry_id, "edited", f"Entry {entry_id} ({action} by {actor}) "
-                          "does not match its hash: it was edited after it was written.")
+            return broken(n, entry_id, "edited", f"Entry {entry_id} ({_shown_text(action)} "
+                          f"by {_shown_text(actor)}) does not match its hash: it was edited "
+                          "after it was written.")
         # ids are never reused: a gap is deleted entries (before the migration's marker, the
         # ids of a log kept before the chain may have gaps of their own)
         if gap > 0 and entry_id > chain_start:
