@@ -840,9 +840,11 @@ def _read_device_groups(path: Path) -> dict[str, set[str]]:
     (:meth:`Registry.group_change`), and opening :class:`edgewise.security.Security`, which
     writes its schema and migrations, would wait for it. A file without the tables (made,
     never opened by the gateway) has no devices."""
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
-                         isolation_level=None)
+    from edgewise.security.credentials import open_read_only
+
+    db, _uri = open_read_only(path)  # immutable where the folder cannot be written
     try:
+        db.execute("PRAGMA busy_timeout=30000")
         db.execute("BEGIN")
         try:
             out: dict[str, set[str]] = {
@@ -886,10 +888,14 @@ class Registry:
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], *,
-                 device_groups: Callable[[], Mapping[str, Iterable[str]]] | None = None) -> None:
+                 device_groups: Callable[[], Mapping[str, Iterable[str]]] | None = None,
+                 read_only: bool = False) -> None:
         self.data_dir = Path(data_dir)
         self.root = Path(data_dir) / "registry"
         self._device_groups = device_groups
+        if read_only:
+            self._open_read_only()
+            return
         # the owner's only (0700, 0600), whatever the data directory's mode or the umask of
         # the command that makes them: they hold the fleet's models and releases
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -910,6 +916,30 @@ class Registry:
         self._number_versions()
         self._floors_by_format()
         self._sweep_temporary_blobs()
+
+    def _open_read_only(self) -> None:
+        """Open the existing ``registry.sqlite`` for reading only (``read_only=True``, as
+        ``registry list`` does): nothing made or migrated, so a data directory this user
+        may not write (a backup, a read-only snapshot) is listed; refused
+        (:class:`~edgewise.errors.ConfigError`) where the file is absent or was made by an
+        older version (brought up to date only where it can be written)."""
+        from edgewise.errors import ConfigError
+        from edgewise.security.credentials import open_read_only
+
+        db = self.root / "registry.sqlite"
+        if not db.is_file():
+            raise ConfigError(f"{str(db)!r} does not exist: there is no registry to read "
+                              f"in {str(self.data_dir)!r}.")
+        self._key, self._key_file, self._key_problem = None, None, None
+        self._reload_key()
+        self._db, _uri = open_read_only(db)
+        self._lock = threading.RLock()
+        if not (self._has_column("versions", "seq") and self._has_column("floors", "format")):
+            self._db.close()
+            raise ConfigError(
+                f"{str(db)!r} was made by an older Edgewise version: it is brought up to "
+                f"date only where it can be written; open it once so (e.g. 'edgewise "
+                f"registry list' on a writable copy of the data directory).")
 
     def _floors_by_format(self) -> None:
         """Key a registry's floors by (device, model, format), as a device is offered each

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sqlite3
+from typing import NoReturn
 
 from edgewise.cli._app import app, bench_app
 from edgewise.errors import EdgewiseError
@@ -180,6 +181,31 @@ def damaged_database(exc: sqlite3.DatabaseError, args: list[str]) -> str:
     return f"{what} cannot be used (SQLite: {text})."
 
 
+def _is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is how DuckDB reports a Ctrl-C during a query (it turns SIGINT into
+    ``InterruptException``, or a ``RuntimeError`` "Query interrupted").
+
+    >>> _is_interrupt(RuntimeError("Query interrupted")), _is_interrupt(RuntimeError("x"))
+    (True, False)
+    """
+    return (type(exc).__name__ == "InterruptException"
+            or (isinstance(exc, RuntimeError) and "Query interrupted" in str(exc)))
+
+
+def _interrupted(args: list[str]) -> NoReturn:
+    """Ctrl-C: one line (not DuckDB's 50-line traceback, nor a silent exit), exit 130."""
+    import sys
+
+    words = _command_name(args).split()[1:]
+    if words in (["store", "purge"], ["device", "delete"]):
+        what = ("error: interrupted; the store is left consistent (the next open finishes "
+                "a pending purge), run it again")
+    else:
+        what = "error: interrupted; run it again"
+    print(what, file=sys.stderr)
+    raise SystemExit(130)
+
+
 def main() -> None:
     """Entry point of the ``edgewise`` console script."""
     import sys
@@ -210,7 +236,11 @@ def main() -> None:
         # (a value from an environment variable is named by its option, as Click does)
         print(f"error: {exc.format_message()}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
-    except click.Abort:
+    except KeyboardInterrupt:  # Ctrl-C outside Click's own handling (between queries)
+        _interrupted(sys.argv[1:])
+    except click.Abort as exc:
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):  # Ctrl-C
+            _interrupted(sys.argv[1:])
         print("error: aborted", file=sys.stderr)
         raise SystemExit(1) from None
     except sqlite3.DatabaseError as exc:  # a damaged file: one line naming it, no traceback
@@ -221,5 +251,9 @@ def main() -> None:
             raise SystemExit(1) from None
         print(f"error: {damaged_database(exc, sys.argv[1:])}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception as exc:
+        if not _is_interrupt(exc):
+            raise
+        _interrupted(sys.argv[1:])
     if isinstance(code, int) and code:
         raise SystemExit(code)

@@ -255,7 +255,8 @@ def device_delete(
     # detector state is edited as it is, whatever detector the gateway ran with
     settings = Settings.load(env={}, data_dir=data_dir, store=store or None)
     _external_broker(mqtt)  # a bad --mqtt fails before anything is deleted
-    if gateway_running(settings.data_dir):
+    gateway_up = gateway_running(settings.data_dir)
+    if gateway_up:
         # its memory (seq watermark, detectors) would outlive the data: leave it the
         # deletion, and keep the id from being registered again before it
         st, why_not = None, f"a gateway is running on {str(settings.data_dir)!r}"
@@ -284,6 +285,12 @@ def device_delete(
                     opened.callback(opened_file.close)
             registered = sec.has_device(device_id)
             kept = sec.data_kept(device_id)  # an earlier deletion's data, not deleted yet
+            if gateway_up and not (registered or kept):
+                # the store cannot be seen: marking its data kept would refuse the id at
+                # 'device add' for a typo (an id neither registered nor stored is refused
+                # with nothing made or audited)
+                raise fail(f"Device {device_id!r} is not registered; while the gateway runs, "
+                           f"delete stored data with DELETE /v1/devices/{device_id}.", code=1)
             if kept and st is None and why_not is None:
                 why_not = (f"no store at {_default_store(settings)}, where the data kept at "
                            f"an earlier deletion would be; pass --store with the URL the "

@@ -67,6 +67,7 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
     import time
 
     from edgewise.registry import Registry
+    from edgewise.security.credentials import cannot_write
 
     try:  # bytes that are not UTF-8 (surrogates here): one line, not a traceback
         name.encode("utf-8")
@@ -76,8 +77,12 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
     now = time.time_ns()
     # a mistyped --data-dir is refused, not made; a data dir with no registry yet lists
     # nothing, and a listing makes none (registry.sqlite, blobs/)
-    if (existing_data_dir(data_dir) / "registry").exists():
-        reg = Registry(data_dir)
+    root = existing_data_dir(data_dir) / "registry"
+    if (root / "registry.sqlite").exists() or any(root.glob("signing_key.*")):
+        # read-only where this user may not write it (a backup, a read-only snapshot):
+        # the writable open makes the write-ahead log's files and migrates
+        reg = Registry(data_dir, read_only=cannot_write(root / "registry.sqlite") is not None
+                       and (root / "registry.sqlite").exists())
         try:
             versions = reg.versions(name or None)
             releases = [r for r in reg.releases() if not name or r.name == name]

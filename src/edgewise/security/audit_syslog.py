@@ -214,6 +214,8 @@ def parse_forwarded(line: str) -> dict[str, Any] | None:
     True
     >>> parse_forwarded("sshd[12]: Accepted publickey for root") is None
     True
+    >>> parse_forwarded("edgewise[4]: " + '{"a":' * 100_000 + "1" + "}" * 100_000) is None
+    True
     """
     start = line.find("{")
     for _ in range(8):  # the body is the first object of a line Edgewise sent
@@ -222,7 +224,7 @@ def parse_forwarded(line: str) -> dict[str, Any] | None:
         if _sent_by_edgewise(line[:start]):
             try:
                 obj, _end = _DECODER.raw_decode(line, start)
-            except ValueError:
+            except (ValueError, RecursionError):  # damaged, or nested past Python's stack
                 obj = None
             if isinstance(obj, dict) and all(k in obj for k in _KEYS):
                 return obj

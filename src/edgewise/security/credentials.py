@@ -566,6 +566,53 @@ def cannot_write(path: Path) -> str | None:
     return f"[Errno {code}] {os.strerror(code)}"
 
 
+def open_read_only(path: Path) -> tuple[sqlite3.Connection, str]:
+    """A read-only connection to the existing SQLite file ``path`` (autocommit, a 10 s busy
+    timeout, usable from any thread), and the URI it was opened by.
+
+    ``mode=ro`` first (it reads what a write-ahead log beside the file holds); where the
+    directory cannot hold the log's index (a read-only file system: "unable to open"; one
+    this user may not write: SQLite 3.40 says "attempt to write a readonly database") and
+    there is no ``-wal`` file, the file is opened ``immutable``: as it is, which is all of
+    it. A non-empty ``-wal`` that cannot be read so is refused (:class:`ConfigError`): its
+    changes are not in the file yet. Any other error is raised with the connection left
+    open (the CLI names the file of a failed query by it).
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "x.sqlite"
+    >>> sqlite3.connect(f).execute("CREATE TABLE t (a)").connection.close()
+    >>> db, uri = open_read_only(f)
+    >>> uri.endswith("?mode=ro"), db.execute("SELECT COUNT(*) FROM t").fetchone()
+    (True, (0,))
+    >>> db.close()
+    """
+    path = Path(path)
+    base = path.resolve().as_uri()
+    wal = Path(f"{path}-wal")
+    for query in ("mode=ro", "immutable=1"):
+        db = sqlite3.connect(f"{base}?{query}", uri=True, timeout=10.0,
+                             check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError as exc:
+            blocked = "unable to open" in str(exc) or (
+                "readonly database" in str(exc) and cannot_write(path) is not None)
+            if not blocked or query != "mode=ro":
+                raise  # left open: the CLI names the file of a failed query by it
+            db.close()
+            if wal.exists() and wal.stat().st_size > 0:
+                raise ConfigError(
+                    f"{str(path)!r} cannot be read here: its write-ahead log "
+                    f"{str(wal)!r} holds changes not yet in it, which SQLite reads only "
+                    f"where it may also write {path}-shm "
+                    f"({cannot_write(path) or exc}); copy the data directory to "
+                    f"a writable place and give the copy.") from None
+            continue
+        return db, f"{base}?{query}"
+    raise AssertionError("unreachable")  # immutable=1 either returns or raises
+
+
 class Security:
     """Credentials, tokens and audit log of one Edgewise data directory.
 
@@ -657,38 +704,16 @@ class Security:
     def _open_read_only(self) -> sqlite3.Connection:
         """A read-only connection to the existing :attr:`path`; sets :attr:`read_uri`.
 
-        ``mode=ro`` first (it reads what a write-ahead log beside the file holds); where
-        the directory cannot hold the log's index (a read-only file system, no ``-wal``
-        file) SQLite cannot open it so, and the file is then opened ``immutable``: as it
-        is, which is all of it when it has no write-ahead log. A non-empty ``-wal`` that
-        cannot be read so is refused: its changes are not in the file yet."""
+        Opened by :func:`open_read_only` (``mode=ro``, else ``immutable`` where the
+        directory cannot hold the write-ahead log's index); refused when the file was made
+        by an older version (its migrations are made only where it can be written)."""
         if not self.path.is_file():
             raise ConfigError(f"{str(self.path)!r} does not exist: there is nothing to read "
                               f"in {str(self.data_dir)!r}; give the data directory the "
                               f"gateway runs with.")
-        base = self.path.resolve().as_uri()
-        wal = Path(f"{self.path}-wal")
-        for query in ("mode=ro", "immutable=1"):
-            db = sqlite3.connect(f"{base}?{query}", uri=True, timeout=10.0,
-                                 check_same_thread=False, isolation_level=None)
-            try:
-                db.execute("PRAGMA busy_timeout=10000")
-                tables = {r[0] for r in db.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            except sqlite3.OperationalError as exc:
-                if "unable to open" not in str(exc) or query != "mode=ro":
-                    raise  # left open: the CLI names the file of a failed query by it
-                db.close()
-                if wal.exists() and wal.stat().st_size > 0:
-                    raise ConfigError(
-                        f"{str(self.path)!r} cannot be read here: its write-ahead log "
-                        f"{str(wal)!r} holds changes not yet in it, which SQLite reads only "
-                        f"where it may also write {self.path}-shm "
-                        f"({cannot_write(self.path) or exc}); copy the data directory to "
-                        f"a writable place and give the copy.") from None
-                continue
-            self.read_uri = f"{base}?{query}"
-            break
+        db, self.read_uri = open_read_only(self.path)
+        tables = {r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
         audit_columns = {r[1] for r in db.execute("PRAGMA table_info(audit)")}
         device_columns = {r[1] for r in db.execute("PRAGMA table_info(devices)")}
         current = ({"devices", "tokens", "device_groups", "kept_data", "audit",
