@@ -898,8 +898,17 @@ class Registry:
             return
         # the owner's only (0700, 0600), whatever the data directory's mode or the umask of
         # the command that makes them: they hold the fleet's models and releases
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (self.root / "blobs").mkdir(exist_ok=True, mode=0o700)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (self.root / "blobs").mkdir(exist_ok=True, mode=0o700)
+        except OSError as exc:  # a file there or above, a parent this user may not write
+            from edgewise.errors import ConfigError
+
+            raise ConfigError(
+                f"The registry folder {str(self.root)!r} cannot be made: "
+                f"{'it is a file' if isinstance(exc, FileExistsError) else exc.strerror or exc} "
+                f"({str(exc.filename or self.root)!r}); give a data "
+                "directory this user may write.") from None
         self._key: SigningKey | None = None
         self._key_file: tuple[int, int, int] | None = None  # (inode, size, mtime) _key was read at
         self._key_problem: str | None = None  # what is wrong with a damaged signing_key.pem

@@ -48,7 +48,7 @@ def test_device_add_json_prints_a_working_secret(run, data_dir: Path) -> None:
     res = run("device", "add", "pump-1", "--json")
     assert res.exit_code == 0, res.output + res.stderr
     out = json.loads(res.stdout)
-    assert set(out) == {"id", "secret"} and out["id"] == "pump-1"
+    assert set(out) == {"id", "secret", "groups"} and out["groups"] == [] and out["id"] == "pump-1"
     sec = Security(data_dir)
     sec.authenticate_device("pump-1", out["secret"])
     assert sec.audit_log(1)[0].action == "device.add"

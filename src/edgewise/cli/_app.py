@@ -12,8 +12,8 @@ import typer
 
 from edgewise.config import default_data_dir
 
-__all__ = ["DataDir", "Json", "NonBlankPath", "app", "bench_app", "existing_data_dir", "fail",
-           "not_an_input", "out_path"]
+__all__ = ["UTF8_TEXT", "DataDir", "Json", "NonBlankPath", "Utf8Text", "app", "bench_app",
+           "existing_data_dir", "fail", "not_an_input", "out_path"]
 
 app = typer.Typer(
     name="edgewise",
@@ -64,6 +64,62 @@ would mean the working directory. Got ' '.
         if isinstance(value, (str, Path)) and str(value).startswith("~"):
             value = type(value)(os.path.expanduser(value))
         return super().convert(value, param, ctx)
+
+
+class Utf8Text(click.ParamType):
+    """Text that UTF-8 can encode, for an argument or option that names something (a device,
+    a token, an alert, a model): one ``error:`` line naming the option, exit 2, for anything
+    else. An argument with bytes that are not UTF-8 (``$'pump\\xff'`` from a Latin-1
+    terminal, a file name's bytes from a script) reaches Python as lone surrogates, which
+    ended in a ``UnicodeEncodeError`` traceback wherever it was hashed, stored or sent.
+    (Paths are no such text: a file name may be any bytes, so path options keep them.)
+
+    >>> UTF8_TEXT.convert("pump-7", None, None)
+    'pump-7'
+    >>> UTF8_TEXT.convert("pump\\udcff", click.Option(["--device"]), None)
+    Traceback (most recent call last):
+    ...
+    click.exceptions.Exit: 2
+    """
+
+    name = "text"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> object:
+        """``value`` as text, refused (one line, exit 2) where UTF-8 cannot encode it."""
+        text = value if isinstance(value, str) else str(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            if ctx is not None and ctx.resilient_parsing:  # shell completion: no output
+                return text
+            byte = ord(text[exc.start]) - 0xDC00 if 0xDC80 <= ord(text[exc.start]) <= 0xDCFF \
+                else None
+            what = (f"the byte 0x{byte:02x} at position {exc.start} is not UTF-8"
+                    if byte is not None else
+                    f"position {exc.start} holds a lone surrogate, which UTF-8 cannot encode")
+            raise fail(f"{_param_name(param, ctx)} must be valid UTF-8 text. Got {text!r} "
+                       f"instead: {what} (an argument typed in a terminal, or taken from a "
+                       "file name, in another encoding such as Latin-1?).") from None
+        return text
+
+
+def _param_name(param: click.Parameter | None, ctx: click.Context | None) -> str:
+    """How a refusal names ``param``: ``--device``, ``DEVICE_ID``, or ``EDGEWISE_X
+    (--x)`` where the value came from its environment variable."""
+    if param is None:
+        return "the value"
+    name = (" / ".join(param.opts) if isinstance(param, click.Option)
+            else (param.name or "").upper() or param.human_readable_name)
+    envvar = getattr(param, "envvar", None)
+    if (ctx is not None and param.name and isinstance(envvar, str)
+            and ctx.get_parameter_source(param.name) is click.core.ParameterSource.ENVIRONMENT):
+        return f"{envvar} ({name})"
+    return name
+
+
+#: The type of every text argument or option that names something (``click_type=``).
+UTF8_TEXT = Utf8Text()
 
 
 DataDir = Annotated[

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from edgewise.cli._app import fail
-from edgewise.config import MAX_WAIT_S, Settings
+from edgewise.cli._app import UTF8_TEXT, fail
+from edgewise.config import MAX_WAIT_S, Settings, shown_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,7 +40,7 @@ DEFAULT_GATEWAY = f"http://127.0.0.1:{Settings.http_port}"
 Gateway = Annotated[str, typer.Option(
     "--gateway", envvar="EDGEWISE_GATEWAY_URL", show_envvar=True,
     help=f"The gateway's base URL (default: EDGEWISE_GATEWAY_URL, else {DEFAULT_GATEWAY}).",
-    show_default=False)]
+    show_default=False, click_type=UTF8_TEXT)]
 Token = Annotated[str, typer.Option(
     "--token", envvar="EDGEWISE_TOKEN", show_envvar=True, show_default=False,
     help="API token (prefer the EDGEWISE_TOKEN environment variable: an option shows in "
@@ -155,17 +155,19 @@ class GatewayClient:
 
         check_timeout(timeout)
         url = (gateway or DEFAULT_GATEWAY).strip()
+        # as every line shows it: a password in it (http://user:PASSWORD@host) masked
+        shown = one_line(shown_url(url))
         if not url.startswith(("http://", "https://")):
             raise fail(f"--gateway (EDGEWISE_GATEWAY_URL) must be the gateway's http:// or "
-                       f"https:// URL, e.g. {DEFAULT_GATEWAY}. Got {one_line(url)!r} instead.")
+                       f"https:// URL, e.g. {DEFAULT_GATEWAY}. Got {shown!r} instead.")
         try:
             base = httpx.URL(url.rstrip("/") + "/")
             if not base.host:
                 raise ValueError("no host")
         except (httpx.InvalidURL, ValueError):
             raise fail(f"--gateway (EDGEWISE_GATEWAY_URL) must be a URL with a host, e.g. "
-                       f"{DEFAULT_GATEWAY}. Got {one_line(url)!r} instead.") from None
-        self.shown = one_line(url.rstrip("/"))
+                       f"{DEFAULT_GATEWAY}. Got {shown!r} instead.") from None
+        self.shown = one_line(shown_url(url.rstrip("/")))
         token = token.strip()
         if not token:
             raise fail("no API token: set EDGEWISE_TOKEN (or pass --token) to a token made "

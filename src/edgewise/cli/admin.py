@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edgewise.cli._app import DataDir, Json, app, existing_data_dir, fail
+from edgewise.cli._app import UTF8_TEXT, DataDir, Json, app, existing_data_dir, fail
 
 # the roles as the HTTP API's token schema words them; importing the module adds about 6-9
 # ms to CLI start (python -X importtime: edgewise.telemetry, its one heavy import, is loaded)
@@ -71,7 +71,7 @@ MqttUrl = Annotated[
     typer.Option("--mqtt", envvar="EDGEWISE_MQTT",
                  help="The gateway's MQTT broker, as 'serve --mqtt' has it: with an external "
                  "broker (mqtt://HOST:PORT?prefix=…, mqtts://…?ca=/path/ca.pem for TLS) the "
-                 "device's retained ack is cleared there."),
+                 "device's retained ack is cleared there.", click_type=UTF8_TEXT),
 ]
 
 
@@ -107,15 +107,18 @@ def _has_security(data_dir: Path) -> bool:
     return (existing_data_dir(data_dir) / "security.sqlite").is_file()
 
 
+#: a device id or token name or id as an argument: text UTF-8 can encode (one line otherwise)
+IdArg = Annotated[str, typer.Argument(click_type=UTF8_TEXT, show_default=False)]
+
 Groups = Annotated[
     list[str],
     typer.Option("--group", help="A group the device is in (gets group:NAME model releases); "
-                 "repeatable."),
+                 "repeatable.", click_type=UTF8_TEXT),
 ]
 
 
 @device_app.command("add")
-def device_add(name: str, data_dir: DataDir, group: Groups = [],  # noqa: B006
+def device_add(name: IdArg, data_dir: DataDir, group: Groups = [],  # noqa: B006
                store: StoreUrl = "", as_json: Json = False) -> None:
     """Register device NAME (in the --group groups) and print its secret (shown only once).
 
@@ -132,10 +135,8 @@ def device_add(name: str, data_dir: DataDir, group: Groups = [],  # noqa: B006
         device_id, secret = sec.add_device(name, groups=group, actor="cli")
         groups = sec.device_groups(device_id)
     if as_json:
-        out: dict[str, object] = {"id": device_id, "secret": secret}
-        if groups:
-            out["groups"] = groups
-        typer.echo(json.dumps(out))
+        # "groups" always, [] for none, as 'device list --json' has it
+        typer.echo(json.dumps({"id": device_id, "secret": secret, "groups": groups}))
         return
     typer.echo(f"device {device_id}" + (f" in groups {', '.join(groups)}" if groups else ""))
     typer.echo(f"secret {secret}")
@@ -145,7 +146,7 @@ def device_add(name: str, data_dir: DataDir, group: Groups = [],  # noqa: B006
 
 @device_app.command("groups")
 def device_groups(
-    device_id: str, data_dir: DataDir, group: Groups = [],  # noqa: B006
+    device_id: IdArg, data_dir: DataDir, group: Groups = [],  # noqa: B006
     clear: Annotated[bool, typer.Option("--clear", help="Take the device out of every group.")]
     = False,
     as_json: Json = False,
@@ -172,7 +173,8 @@ def device_groups(
 @device_app.command("rotate-secret")
 def device_rotate_secret(
     device: Annotated[str, typer.Option(
-        "--device", help="The registered device whose secret to replace.")],
+        "--device", help="The registered device whose secret to replace.",
+        click_type=UTF8_TEXT)],
     data_dir: DataDir, as_json: Json = False,
 ) -> None:
     """Give a registered device a new secret and print it (shown only once).
@@ -223,7 +225,7 @@ def device_list(data_dir: DataDir, as_json: Json = False) -> None:
 
 @device_app.command("delete")
 def device_delete(
-    device_id: str, data_dir: DataDir, store: StoreUrl = "", mqtt: MqttUrl = "embedded",
+    device_id: IdArg, data_dir: DataDir, store: StoreUrl = "", mqtt: MqttUrl = "embedded",
     as_json: Json = False,
 ) -> None:
     """Revoke device DEVICE_ID's credentials and delete its stored data.
@@ -664,12 +666,12 @@ def _held_alerts_of(state: dict[str, object], device_id: str, st: Store) -> list
 def token_create(
     data_dir: DataDir,
     role: Annotated[str, typer.Option(
-        "--role", help=f"admin, operator or viewer. {ROLES_DOC}")],
+        "--role", help=f"admin, operator or viewer. {ROLES_DOC}", click_type=UTF8_TEXT)],
     name: Annotated[str, typer.Option(
         "--name", help="Who or what will use it (default: the role): at most 64 characters, "
         "no control characters (tab, newline), not 8 hex digits (a token id's form), not a "
         "name the gateway acts under (cli, demo, edgewise, federated, first-start, gateway, "
-        "retention).")] = "",
+        "retention).", click_type=UTF8_TEXT)] = "",
     as_json: Json = False,
 ) -> None:
     """Create an API token with ROLE and print it (shown only this once).
@@ -716,7 +718,7 @@ def token_list(data_dir: DataDir, as_json: Json = False) -> None:
 
 @token_app.command("revoke")
 def token_revoke(
-    name_or_id: str, data_dir: DataDir,
+    name_or_id: IdArg, data_dir: DataDir,
     by_id: Annotated[bool, typer.Option(
         "--id", help="NAME_OR_ID is a token id: never match it against names.")] = False,
     as_json: Json = False,
@@ -742,7 +744,8 @@ def audit_verify(
     data_dir: DataDir,
     expect: Annotated[str | None, typer.Option(
         "--expect", help="A head printed earlier, ID:HASH: that entry must still have that hash "
-        "(catches a rewritten chain and deleted newest entries).")] = None,
+        "(catches a rewritten chain and deleted newest entries).",
+        click_type=UTF8_TEXT)] = None,
     against: Annotated[list[Path] | None, typer.Option(
         "--against", help="A file of the syslog lines a collector wrote from 'serve "
         "--audit-syslog' (rsyslog's file, any line format; .gz read too; give it once per "
@@ -753,7 +756,7 @@ def audit_verify(
         "--log", help="With --against: the id this log's entries were forwarded under (the "
         "'log' of its lines, as this command printed it earlier), if it is not the id the "
         "log has now: those lines are checked as this log's (give it once per id).",
-        show_default=False)] = None,
+        show_default=False, click_type=UTF8_TEXT)] = None,
     as_json: Json = False,
 ) -> None:
     """Walk the audit log's hash chain; print one line; exit 1 if it is broken.

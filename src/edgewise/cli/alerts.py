@@ -22,7 +22,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from edgewise.cli._app import Json, app, fail
+from edgewise.cli._app import UTF8_TEXT, Json, app, fail
 from edgewise.cli._gateway import (
     DEFAULT_GATEWAY,
     CaFile,
@@ -53,7 +53,7 @@ MIN_PREFIX = 4
 AlertId = Annotated[str, typer.Argument(
     help=f"The alert's id, or a prefix of it (at least {MIN_PREFIX} characters) only one "
          "listed alert has (as the list shows).",
-    show_default=False)]
+    show_default=False, click_type=UTF8_TEXT)]
 
 
 class Verdict(StrEnum):
@@ -206,13 +206,15 @@ def alerts_list(
     gateway: Gateway = DEFAULT_GATEWAY,
     token: Token = "",
     ca_file: CaFile = "",
-    device: Annotated[str, typer.Option("--device", help="Only this device's alerts.")] = "",
+    device: Annotated[str, typer.Option("--device", help="Only this device's alerts.",
+                                                    click_type=UTF8_TEXT)] = "",
     status: Annotated[Status | None, typer.Option(
         "--status", show_default=False, help="Only open or only acknowledged alerts.")] = None,
     kind: Annotated[Kind | None, typer.Option(
         "--kind", show_default=False, help="Only anomaly or only seq_gap alerts.")] = None,
     since: Annotated[str, typer.Option("--since", help="Only alerts whose span ends at or "
-                                       "after this time (RFC 3339 or epoch seconds).")] = "",
+                                       "after this time (RFC 3339 or epoch seconds).",
+                                       click_type=UTF8_TEXT)] = "",
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many alerts "
                                        "(pages of the API are followed up to it).")] = 100,
     as_json: Json = False,
@@ -322,7 +324,8 @@ def alerts_label(
     verdict: Annotated[Verdict, typer.Argument(help="true_alarm (a real problem) or "
                                                "false_alarm.", show_default=False)],
     note: Annotated[str | None, typer.Option("--note", help="Free text kept with the "
-                                             "verdict (at most 2,000 characters).")] = None,
+                                             "verdict (at most 2,000 characters).",
+                                             click_type=UTF8_TEXT)] = None,
     gateway: Gateway = DEFAULT_GATEWAY,
     token: Token = "",
     ca_file: CaFile = "",

@@ -32,7 +32,7 @@ from typing import Annotated
 
 import typer
 
-from edgewise.cli._app import DataDir, Json, app, existing_data_dir, fail
+from edgewise.cli._app import UTF8_TEXT, DataDir, Json, app, existing_data_dir, fail
 
 #: what ``--format`` (or, without it, the file's suffix) may say, and the format it records
 _FORMATS = {"pickle": "pickle", "pkl": "pickle", "onnx": "onnx", "c": "c", "npz": "npz",
@@ -55,13 +55,18 @@ def model_format(model_file: Path, given: str = "") -> str:
     return _FORMATS[what]
 
 
+#: a model's name or version, a release's target: text UTF-8 can encode (one line otherwise)
+TextArg = Annotated[str, typer.Argument(click_type=UTF8_TEXT, show_default=False)]
+
 registry_app = typer.Typer(help="Model registry: versions, signed releases, rollout.",
                            no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
 
 
 @registry_app.command("list")
-def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only this model.")] = "",
+def list_cmd(data_dir: DataDir,
+             name: Annotated[str, typer.Option(help="Only this model.",
+                                               click_type=UTF8_TEXT)] = "",
              json_out: Json = False) -> None:
     """List published versions and releases."""
     import time
@@ -69,11 +74,6 @@ def list_cmd(data_dir: DataDir, name: Annotated[str, typer.Option(help="Only thi
     from edgewise.registry import Registry
     from edgewise.security.credentials import cannot_write
 
-    try:  # bytes that are not UTF-8 (surrogates here): one line, not a traceback
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise fail(f"--name must be text that UTF-8 can encode (a model's name); got {name!r}, "
-                   "with bytes that are not UTF-8.") from None
     now = time.time_ns()
     # a mistyped --data-dir is refused, not made; a data dir with no registry yet lists
     # nothing, and a listing makes none (registry.sqlite, blobs/)
@@ -162,12 +162,14 @@ def parse_metric(text: str) -> tuple[str, float]:
 
 @registry_app.command("publish")
 def publish_cmd(
-    name: str, version: str, model_file: Path, data_dir: DataDir,
+    name: TextArg, version: TextArg, model_file: Path, data_dir: DataDir,
     format: Annotated[str, typer.Option(
         "--format", help=f"One of {_ALLOWED}; by default from the file's suffix (.pkl: pickle). "
-        "The edge agent runs pickle.")] = "",
-    trained_on: Annotated[str, typer.Option(help="Data the model learned from.")] = "",
-    metric: Annotated[list[str], typer.Option(help="NAME=VALUE, repeatable.")] = [],  # noqa: B006
+        "The edge agent runs pickle.", click_type=UTF8_TEXT)] = "",
+    trained_on: Annotated[str, typer.Option(help="Data the model learned from.",
+                                            click_type=UTF8_TEXT)] = "",
+    metric: Annotated[list[str], typer.Option(help="NAME=VALUE, repeatable.",
+                                              click_type=UTF8_TEXT)] = [],  # noqa: B006
 ) -> None:
     """Publish MODEL_FILE as NAME VERSION.
 
@@ -254,7 +256,7 @@ def _audit(data_dir: Path, action: str, target: str, detail: dict[str, object]) 
 
 @registry_app.command("rollout")
 def rollout_cmd(
-    name: str, version: str, target: str, data_dir: DataDir,
+    name: TextArg, version: TextArg, target: TextArg, data_dir: DataDir,
     expires_days: Annotated[float, typer.Option(
         help="Manifest lifetime in days, at least one hour (1/24, so devices can fetch it "
              "before it expires) and at most 3650.")] = 30.0,

@@ -679,7 +679,14 @@ class Security:
     def _open(self) -> sqlite3.Connection:
         """The writable connection to :attr:`path` (made, owner-only, if absent), prepared
         by :meth:`_prepare`."""
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:  # a file there or above, a parent this user may not write
+            raise ConfigError(
+                f"The data directory {str(self.data_dir)!r} cannot be made: "
+                f"{'it is a file' if isinstance(exc, FileExistsError) else exc.strerror or exc} "
+                f"({str(exc.filename or self.data_dir)!r}); give a "
+                "directory this user may write, or a path where one can be made.") from None
         new = not self.path.exists()
         self._db = sqlite3.connect(
             self.path, timeout=10.0, check_same_thread=False, isolation_level=None
