@@ -162,3 +162,18 @@ def test_device_add_json_always_has_groups(tmp_path: Path, groups: list[str]) ->
     res = CliRunner(mix_stderr=False).invoke(app, args)
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["groups"] == groups
+
+
+@pytest.mark.parametrize("store", ["bogus", "sqlite:///x.db"])
+def test_device_delete_refuses_a_mistyped_store_before_revoking(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], data_dir: Path,
+        store: str) -> None:
+    """Check ``device delete --store`` with no URL or an unsupported scheme is refused in
+    one line, exit 2, with the device still registered (it revoked the credentials first,
+    then said the data was kept: exit 1 and the id refused at 'device add')."""
+    code, err = _main(monkeypatch, capsys, "device", "delete", "pump-1", "--data-dir",
+                      str(data_dir), "--store", store)
+    assert code == 2 and err.startswith("error: --store: Store URL"), err
+    assert err.count("\n") == 1
+    with contextlib.closing(Security(data_dir)) as sec:
+        assert sec.has_device("pump-1") and not sec.data_kept("pump-1")

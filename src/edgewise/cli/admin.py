@@ -257,6 +257,13 @@ def device_delete(
     # detector state is edited as it is, whatever detector the gateway ran with
     settings = Settings.load(env={}, data_dir=data_dir, store=store or None)
     _external_broker(mqtt)  # a bad --mqtt fails before anything is deleted
+    if store:  # a mistyped --store too (it revoked the credentials, then refused the URL)
+        from edgewise.store import check_store_url
+
+        try:
+            check_store_url(store)
+        except StoreError as exc:
+            raise fail(f"--store: {exc}") from None
     gateway_up = gateway_running(settings.data_dir)
     if gateway_up:
         # its memory (seq watermark, detectors) would outlive the data: leave it the

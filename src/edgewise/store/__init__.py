@@ -25,8 +25,8 @@ from edgewise.errors import StoreError
 from edgewise.store.base import Alert, AppendResult, Conflict, DeviceSummary, Store
 
 __all__ = [
-    "Alert", "AppendResult", "Conflict", "DeviceSummary", "Store", "duckdb_file", "duckdb_path",
-    "open_store", "shown_url", "userinfo_end",
+    "Alert", "AppendResult", "Conflict", "DeviceSummary", "Store", "check_store_url",
+    "duckdb_file", "duckdb_path", "open_store", "shown_url", "userinfo_end",
 ]
 
 SUPPORTED = "duckdb:///ABS/PATH, duckdb://:memory:, postgresql://USER@HOST:PORT/DB[?schema=NAME]"
@@ -90,6 +90,32 @@ def duckdb_path(url: str) -> str | None:
     return rest
 
 
+def check_store_url(url: str) -> str:
+    """The backend a store URL names (``'duckdb'`` or ``'postgresql'``), or a
+    :class:`~edgewise.errors.StoreError` for one that names none: no ``://`` or an
+    unsupported scheme. Nothing is opened: a command that acts before it opens the store
+    (``device delete`` revokes first) refuses a mistyped URL before anything.
+
+    >>> check_store_url("postgres://ew@db/ew"), check_store_url("duckdb:///x.duckdb")
+    ('postgresql', 'duckdb')
+    >>> check_store_url("bogus")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: Store URL 'bogus' is not a URL. Supported: ...
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise StoreError(f"Store URL {shown_url(url)!r} is not a URL. Supported: {SUPPORTED}.")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "duckdb":
+        return "duckdb"
+    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+        return "postgresql"
+    raise StoreError(
+        f"Store URL {shown_url(url)!r} has an unsupported scheme {scheme!r}. "
+        f"Supported: {SUPPORTED}."
+    )
+
+
 def open_store(url: str, create: bool = True) -> Store:
     """Open the store that ``url`` names.
 
@@ -110,9 +136,7 @@ def open_store(url: str, create: bool = True) -> Store:
         (:class:`~edgewise.errors.StoreCorruptError` when it needs ``edgewise repair``), or
         with ``create=False`` one that does not exist.
     """  # noqa: E501
-    if not isinstance(url, str) or "://" not in url:
-        raise StoreError(f"Store URL {shown_url(url)!r} is not a URL. Supported: {SUPPORTED}.")
-    scheme = url.split("://", 1)[0].lower()
+    scheme = check_store_url(url)
     if scheme == "duckdb":
         from edgewise.store.duckdb import DuckDBStore
 
@@ -125,11 +149,8 @@ def open_store(url: str, create: bool = True) -> Store:
                 "existing store (the one the gateway runs with)."
             )
         return DuckDBStore(path)
-    if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
+    if scheme == "postgresql":
         from edgewise.store.postgres import PostgresStore
 
         return PostgresStore(url, create=create)
-    raise StoreError(
-        f"Store URL {shown_url(url)!r} has an unsupported scheme {scheme!r}. "
-        f"Supported: {SUPPORTED}."
-    )
+    raise AssertionError(scheme)  # check_store_url took only these
