@@ -138,11 +138,7 @@ __all__ = [
 #: Version of the file :meth:`BehaviourGroups.save` writes; bumped when the layout changes.
 FORMAT_VERSION = 1
 _MAGIC = b"EDGEWISE-GROUPS\n"
-#: Gaussian clouds drawn for the null silhouettes. 8 left the verdict to the draws (the
-#: demo fleet after 2.5 minutes: 7 groups at seed 0, 1 at seeds 1-4, its k=8 silhouette
-#: 0.239 against null maxima of 0.18-0.26); 16 gave 1 group at all five seeds, at about a
-#: second more a fit now that a draw mixes the n devices instead of factoring a covariance.
-_NULL_DRAWS = 16
+_NULL_DRAWS = 8
 #: scaled features are linear up to about this many units, logarithmic beyond
 _LINEAR = 3.0
 #: group centres closer than this (scaled units) are one group
