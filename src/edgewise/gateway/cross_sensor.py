@@ -30,6 +30,10 @@ readings and of their fast moves (a reading minus a moving average of about 10 r
   grows at a steady load. A per-metric level detector, built for level changes, takes a
   slow ramp for normal creep; a ramp away from the partners is not creep. Only the metric
   furthest from its prediction alarms: its partners, predicted from it, are pulled off too.
+  Not while that metric and one of its partners read beyond the operating points the
+  device has settled at (the range of a moving average of about 100 learned rows, with a
+  margin): the prediction there is an extrapolation (a pump run at a speed it never ran
+  at), and the score is left as it was.
 * **The device's score.** When less than half of a device-wide alarm's attribution is on
   metrics the gate did not explain in that row, it is capped the same way
   (:meth:`CrossSensorGate.cap_device_score`).
@@ -63,15 +67,20 @@ flagged are left as they are. The gateway teaches the gate every row but those h
 reading the cleaner flagged as a spike (:meth:`CrossSensorGate.learn`); such a row moves
 no running residual either (the spike would move its partners' through their
 predictions), and the spike is not kept as the metric's last value. A reading a thousand
-deviations off its running mean is not learned: its square would swamp the moments. A
-fault is learned, slowly (about ``1/alpha`` rows of memory, far longer than it takes to
-alarm), so a lasting change of the device becomes its new agreement instead of alarming
-for good. A metric new to a device that has warmed up does not reset it: a wider model
-warms up beside it and takes over, running alarms included. Until ``warmup`` rows are
-learned, nothing is changed. The gate needs a device's metrics read together: a row is
-learned, and moves the running residuals, only when at least half the device's metrics
-were read at its timestamp, so a device whose metrics arrive one at a time (each at its
-own timestamp) is left to the other detectors.
+times the range its metric was learned over off its running mean is not learned: its
+square would swamp the moments (a range, unlike a running sd, does not shrink while a
+metric holds one value, as a stopped pump's speed does for hours); rows that stay so far
+off for more than 10 rows in a row are the device's new state and are learned, so the gate
+never locks itself out of a device. A fault is learned, slowly (about ``1/alpha`` rows of
+memory, far longer than it takes to alarm), so a lasting change of the device becomes its
+new agreement instead of alarming for good. A metric new to a device that has warmed up
+does not reset it: a wider model warms up beside it and takes over, running alarms
+included. Until ``warmup`` rows are learned, the device's own model changes no score;
+with the fleet's prior on, the prior alone may cap one from the device's 60th row on. The
+gate needs a device's metrics read together: a row is learned, and moves the running
+residuals, only when more than half the device's metrics (and at least 2) were read at
+its timestamp, so a device whose metrics arrive one at a time (each at its own timestamp,
+or in two halves) is left to the other detectors.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -105,7 +114,7 @@ __all__ = ["DEFAULT_MAX_METRICS", "STATE_VERSION", "CrossSensorGate"]
 
 #: the layout of ``CrossSensorGate.devices_`` (saved with the gateway's detector state): a
 #: state saved under another is not read, the gate learns afresh
-STATE_VERSION = 4
+STATE_VERSION = 5
 
 #: the most metrics of a device the gate models (as Mahalanobis's and the gateway's
 #: default cap of a device's metric names, EDGEWISE_MAX_METRICS_PER_DEVICE)
@@ -121,8 +130,12 @@ _FAST = 0.1
 _DEVICE_SHARE = 0.5
 #: a metric is predicted from at most this many partners, the most correlated
 _MAX_PARTNERS = 8
-#: a reading this many deviations off its running mean is not learned (a glitch)
+#: a reading this many times the range its metric was learned over off its running mean is
+#: not learned (a glitch)
 _GLITCH_SD = 1e3
+#: ... unless the rows stay so off for more than this many rows in a row: the device's new
+#: state (a sensor that held one value for its whole life and moves), learned
+_GLITCH_RUN = 10
 _TINY = 1e-20
 #: weight of the exponentially weighted mean of each metric's residual (about 10 rows)
 _SMOOTH = 0.1
@@ -150,6 +163,13 @@ _PRIOR_R2 = 0.5
 _LOG_BAD = 0.1
 #: running prior residual (in its sd) at which a lasting break is lasting for the prior too
 _PRIOR_BREAK = 2.0
+#: weight of the slow moving average of the learned rows (about 100 rows) whose range per
+#: metric is the operating points the device has settled at
+_SLOW = 0.01
+#: a reading is beyond the operating points seen when it is off that range by more than this
+#: share of it plus ``_RANGE_SD`` of the metric's residual sd (its noise)
+_RANGE_MARGIN = 0.1
+_RANGE_SD = 4.0
 
 
 @dataclass(slots=True)
@@ -181,6 +201,19 @@ class _Device:
     nd2: np.ndarray = field(default_factory=lambda: np.zeros(0))  # 2nd differences seen
     psmooth: np.ndarray = field(default_factory=lambda: np.zeros(0))  # EW mean prior z
     key: frozenset[str] = frozenset()  # the metrics: devices with the same are its fleet
+    lo: np.ndarray = field(default_factory=lambda: np.zeros(0))  # min learned reading
+    hi: np.ndarray = field(default_factory=lambda: np.zeros(0))  # max learned reading
+    odd: int = 0  # rows in a row off as glitches (see _stage)
+    slow: np.ndarray | None = None  # a slow moving average of the learned rows
+    slo: np.ndarray = field(default_factory=lambda: np.zeros(0))  # its min per metric
+    shi: np.ndarray = field(default_factory=lambda: np.zeros(0))  # its max per metric
+
+
+def _together(read: int, metrics: int) -> bool:
+    """Whether a row with ``read`` of a device's ``metrics`` read at its timestamp is
+    learned and moves the running residuals: more than half of them, and at least 2 (a
+    two-metric device needs both)."""
+    return read >= 2 and 2 * read > metrics
 
 
 def _log_ok(dev: _Device) -> np.ndarray:
@@ -209,7 +242,8 @@ class CrossSensorGate:
         Weight of the running moments after the warm-up (about ``1/alpha`` rows of
         memory: long enough to hold several operating points).
     warmup
-        Rows of plain moments before any score is changed.
+        Rows of plain moments before the device's own model changes a score (the fleet's
+        prior may cap one from the device's 60th row on).
     partner_corr
         Two metrics are partners when their fast moves (a reading minus a moving average
         of about 10 rows) correlate at least this much: they move together, at once. A
@@ -302,7 +336,7 @@ class CrossSensorGate:
         known = [m for m in names if m in dev.index]
         x = self._stage(dev, row, known, skip)
         complete = bool(np.isfinite(x).all())
-        together = 2 * len(known) >= len(dev.metrics)  # see _stage
+        together = _together(len(known), len(dev.metrics))  # see _stage
         out = scores
         dev.explained = set()
         if len(dev.metrics) < 2 or not complete:
@@ -348,11 +382,30 @@ class CrossSensorGate:
             i = int(np.argmax(r))
             m = dev.metrics[i]
             lasting = m not in prior or abs(dev.psmooth[i]) >= _PRIOR_BREAK
-            if r[i] >= self.break_z and m in known and lasting:
+            if (r[i] >= self.break_z and m in known and lasting
+                    and not self._beyond_seen(dev, x, i)):
                 dev.explained.discard(m)
                 out[m] = max(out.get(m, 0.0), min(1.0, float(self.threshold * r[i]
                                                                / self.break_z)))
         return out
+
+    @staticmethod
+    def _beyond_seen(dev: _Device, x: np.ndarray, i: int) -> bool:
+        """Whether metric ``i`` and one of its partners read beyond the operating points
+        the device has settled at (the range of a slow moving average of its learned rows,
+        with a margin): the model's prediction there is an extrapolation, so a residual is
+        no lasting break (a pump run at a speed it never ran at). A metric that leaves its
+        range alone, its partners where they were, is a break still."""
+        if dev.coef is None or dev.sd is None:
+            return False
+        k = len(x)
+        margin = (_RANGE_MARGIN * (dev.shi - dev.slo)
+                  + _RANGE_SD * np.nan_to_num(dev.sd, nan=0.0))
+        out = (x < dev.slo - margin) | (x > dev.shi + margin)
+        if not out[i]:
+            return False
+        partners = (dev.coef[i, :k] != 0) | (dev.coef[i, k:] != 0)
+        return bool(out[partners].any())
 
     def _within_cap(self, dev: _Device | None, names: list[str]) -> list[str]:
         """``names`` less the metrics the device's model has no room for: those it (or the
@@ -381,15 +434,23 @@ class CrossSensorGate:
             x[dev.index[m]] = row[m]
         ok = bool(np.isfinite(x).all())
         if ok and dev.n >= self.warmup:
-            # a reading a thousand deviations off is a glitch, not an operating point: its
-            # square would swamp the moments for good
-            sd = np.sqrt(np.maximum(np.diag(dev.cov)[: len(x)], 0.0))
-            ok = bool((np.abs(x - dev.mean[: len(x)]) <= _GLITCH_SD * sd + _TINY).all())
-        # a row is learned only when at least half the device's metrics were read in it:
-        # a device whose metrics arrive one at a time, each at its own timestamp, would
-        # otherwise be learned from rows of mostly stale values, out of step at every
-        # change; such a device is left to the other detectors
-        ok = ok and 2 * len(names) >= len(dev.metrics)
+            # a reading a thousand times its learned range off is a glitch, not an
+            # operating point: its square would swamp the moments for good. The range
+            # seen, unlike the running sd, does not shrink while a metric holds one value
+            # (a pump stopped overnight, a stuck or silent sensor), so the device's next
+            # move is not taken for a glitch; and rows off for more than _GLITCH_RUN rows
+            # in a row (a metric that held one value all along now moves) are its new
+            # state: the gate never locks itself out of a device
+            span = dev.hi - dev.lo
+            off = not bool((np.abs(x - dev.mean[: len(x)]) <= _GLITCH_SD * span + _TINY)
+                           .all())
+            dev.odd = dev.odd + 1 if off else 0
+            ok = dev.odd == 0 or dev.odd > _GLITCH_RUN
+        # a row is learned only when more than half the device's metrics (and at least
+        # 2) were read in it: a device whose metrics arrive one at a time, each at its own
+        # timestamp (or in two halves), would otherwise be learned from rows half or more
+        # stale, out of step at every change; such a device is left to the other detectors
+        ok = ok and _together(len(names), len(dev.metrics))
         dev.pending = x if ok else None
         for m in names:
             if m not in skip:
@@ -463,6 +524,10 @@ class CrossSensorGate:
         new.lcov = np.zeros((d, d))
         new.lnoise = np.zeros(d)
         new.psmooth = np.zeros(d)
+        new.lo = np.full(d, np.inf)
+        new.hi = np.full(d, -np.inf)
+        new.slo = np.full(d, np.inf)
+        new.shi = np.full(d, -np.inf)
         if dev is not None:
             new.last[: len(dev.metrics)] = dev.last
         return new
@@ -474,6 +539,9 @@ class CrossSensorGate:
         dev.n += 1
         if dev.ref is None:
             dev.ref = x.copy()
+        dev.lo, dev.hi = np.minimum(dev.lo, x), np.maximum(dev.hi, x)
+        dev.slow = x.copy() if dev.slow is None else dev.slow + _SLOW * (x - dev.slow)
+        dev.slo, dev.shi = np.minimum(dev.slo, dev.slow), np.maximum(dev.shi, dev.slow)
         f = _features(x, dev.ref)
         d = f - dev.mean
         if dev.n <= self.warmup:  # plain moments over the warm-up
