@@ -49,6 +49,7 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "ThrottledError",
+    "folder_not_made",
 ]
 
 
@@ -80,6 +81,18 @@ class InvalidParameterError(EdgewiseError, ValueError, TypeError):
 class ConfigError(EdgewiseError, ValueError):
     """A setting (CLI flag or ``EDGEWISE_*`` variable) has a value that cannot be used."""
 
+
+
+def folder_not_made(what: str, path: object, exc: OSError, remedy: str) -> ConfigError:
+    """The error for a folder ``what`` at ``path`` whose ``mkdir`` raised ``exc``: a file
+    there or above, a parent this user may not write.
+
+    >>> str(folder_not_made("The data directory", "/d", FileExistsError(17, "x", "/d"), "x."))
+    "The data directory '/d' cannot be made: it is a file ('/d'); x."
+    """
+    why = "it is a file" if isinstance(exc, FileExistsError) else exc.strerror or exc
+    return ConfigError(f"{what} {str(path)!r} cannot be made: {why} "
+                       f"({str(exc.filename or path)!r}); {remedy}")
 
 class PayloadError(EdgewiseError, ValueError):
     """A reading from a device failed validation.

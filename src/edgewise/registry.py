@@ -902,13 +902,10 @@ class Registry:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             (self.root / "blobs").mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:  # a file there or above, a parent this user may not write
-            from edgewise.errors import ConfigError
+            from edgewise.errors import folder_not_made
 
-            raise ConfigError(
-                f"The registry folder {str(self.root)!r} cannot be made: "
-                f"{'it is a file' if isinstance(exc, FileExistsError) else exc.strerror or exc} "
-                f"({str(exc.filename or self.root)!r}); give a data "
-                "directory this user may write.") from None
+            raise folder_not_made("The registry folder", self.root, exc,
+                                  "give a data directory this user may write.") from None
         self._key: SigningKey | None = None
         self._key_file: tuple[int, int, int] | None = None  # (inode, size, mtime) _key was read at
         self._key_problem: str | None = None  # what is wrong with a damaged signing_key.pem

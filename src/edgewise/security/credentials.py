@@ -92,6 +92,7 @@ from edgewise.errors import (
     InvalidParameterError,
     PayloadError,
     ThrottledError,
+    folder_not_made,
 )
 from edgewise.telemetry import validate_device_id
 
@@ -682,11 +683,10 @@ class Security:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:  # a file there or above, a parent this user may not write
-            raise ConfigError(
-                f"The data directory {str(self.data_dir)!r} cannot be made: "
-                f"{'it is a file' if isinstance(exc, FileExistsError) else exc.strerror or exc} "
-                f"({str(exc.filename or self.data_dir)!r}); give a "
-                "directory this user may write, or a path where one can be made.") from None
+            raise folder_not_made(
+                "The data directory", self.data_dir, exc,
+                "give a directory this user may write, or a path where one can be made.",
+            ) from None
         new = not self.path.exists()
         self._db = sqlite3.connect(
             self.path, timeout=10.0, check_same_thread=False, isolation_level=None
