@@ -49,7 +49,6 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "ThrottledError",
-    "folder_not_made",
 ]
 
 
