@@ -223,6 +223,37 @@ def test_fresh_multivariate_needs_metric_names():
         export(default_multivariate(), format="onnx")
 
 
+def test_multivariate_c_refuses_more_metrics_than_max_metrics():
+    """Check a fresh Mahalanobis with max_metrics=2 is not exported to C with 3 metrics: Python
+    tracks the first 2 to arrive and ignores the third, the C tracked all 3 (2 alarms on a
+    third metric's break where Python raised none). At max_metrics=3 both score alike."""
+    from edgewise.detect.mahalanobis import Mahalanobis
+    from edgewise.edge.export_detectors import export_mahalanobis_c
+
+    names = ["flow", "pressure", "temp"]
+    with pytest.raises(ExportError, match=r"tracks at most max_metrics=2.*at least 3"):
+        export_mahalanobis_c(Mahalanobis(warmup=20, max_metrics=2), name="mh", metrics=names)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=400)
+    X = np.c_[a, 2 * a + 0.1 * rng.normal(size=400), rng.normal(size=400)]
+    X[350:, 2] = 8.0
+    det = Mahalanobis(warmup=20, max_metrics=3)
+    c = export_mahalanobis_c(det, name="mh", metrics=names)
+    assert np.abs(c.score_many(X) - _py_scores(det, X, names)).max() < SCORE_TOL
+
+
+def test_multivariate_with_metric_keys_not_str_is_refused():
+    """Check a Mahalanobis learned on readings keyed by numbers gets an ExportError naming
+    the key and the fix (the C export failed with a raw TypeError from str.join)."""
+    from edgewise.detect.mahalanobis import Mahalanobis
+
+    det = Mahalanobis(warmup=5)
+    for r in np.random.default_rng(0).normal(size=(20, 2)):
+        det.learn_one(dict(zip([0, 1], r, strict=True)))
+    with pytest.raises(ExportError, match=r"metric keys \[0, 1\], of which 0 is of type int"):
+        export(det, format="c", name="mh")
+
+
 def test_context_art_is_refused_by_the_c_export_not_exported_without_its_member():
     """Check that the ART variant is not silently exported as the plain detector: the error
     names the setting and what to export instead."""

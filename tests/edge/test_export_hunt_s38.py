@@ -255,3 +255,73 @@ def test_int8_split_codes_send_every_float32_input_at_or_below_a_threshold_left(
     assert np.all(x.astype(np.float64) <= t)
     codes = q.quantize_inputs(x[:, None])[:, 0].astype(np.float64)
     assert np.all(codes <= q.table.threshold[inner])
+
+
+def test_subclass_that_overrides_predict_is_refused_naming_the_method():
+    """Check a subclass of a supported tree model whose predict is its own (fitted on
+    log1p(y), predicting expm1) is refused: its export computed the base's maths, 114.7 off on
+    predictions of 0.5..119.5. A subclass overriding fit only still exports and matches."""
+    from sklearn.ensemble import GradientBoostingRegressor, HistGradientBoostingRegressor
+
+    lgb = pytest.importorskip("lightgbm")
+
+    class LogTarget(GradientBoostingRegressor):
+        def fit(self, X, y):
+            return super().fit(X, np.log1p(y))
+
+        def predict(self, X):
+            return np.expm1(super().predict(X))
+
+    class FitOnly(GradientBoostingRegressor):
+        def fit(self, X, y):
+            return super().fit(X, np.log1p(y))
+
+    class Raw(HistGradientBoostingRegressor):
+        def _raw_predict(self, X, n_threads=None):
+            return 2 * super()._raw_predict(X, n_threads)
+
+    class Doubled(lgb.LGBMRegressor):
+        def predict(self, X, **kw):
+            return 2 * super().predict(X, **kw)
+
+    X = np.random.default_rng(0).normal(size=(300, 3))
+    y = np.exp(2 + X[:, 0])
+    for m, meth in ((LogTarget(n_estimators=10), "LogTarget.predict"),
+                    (Raw(max_iter=5), "Raw._raw_predict"),
+                    (Doubled(n_estimators=5, verbose=-1), "Doubled.predict")):
+        m.fit(X, y)
+        for fmt in ("c", "onnx"):
+            with pytest.raises(ExportError, match=rf"Cannot export {type(m).__name__}: it "
+                                                  rf"overrides .*\({re.escape(meth)}\)"):
+                export(m, format=fmt, name="sub")
+    ok = FitOnly(n_estimators=10).fit(X, y)
+    assert np.abs(export(ok, format="c", name="sub").predict(X) - ok.predict(X)).max() < 1e-4
+
+
+def test_sequential_subclass_with_its_own_forward_is_refused_for_c():
+    """Check a torch Sequential subclass whose forward scales the output (x125) is refused by
+    the C export (it computed the layers only: 87.5 off), and a module with a forward hook
+    too; ONNX, which traces forward, still exports it and matches."""
+    torch = pytest.importorskip("torch")
+
+    class Scaled(torch.nn.Sequential):
+        def forward(self, x):
+            return super().forward(x) * 125.0
+
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)]
+    s = Scaled(*layers)
+    X = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    ref = s(torch.tensor(X)).detach().numpy()[:, 0]
+    for dtype in ("float32", "int8"):
+        with pytest.raises(ExportError, match=r"Cannot export Scaled: it overrides forward "
+                                              r"of its base Sequential.*format='onnx'"):
+            export(s, format="c", dtype=dtype, name="scaled")
+    assert np.abs(export(s, format="onnx", name="scaled").predict(X) - ref).max() < 1e-3
+    plain = torch.nn.Sequential(*layers)
+    handle = plain[2].register_forward_hook(lambda mod, inp, out: out * 2)
+    with pytest.raises(ExportError, match=r"forward hooks on \['Linear'\]"):
+        export(plain, format="c", name="hooked")
+    handle.remove()
+    plain_ref = plain(torch.tensor(X)).detach().numpy()[:, 0]
+    assert np.abs(export(plain, format="c", name="plain").predict(X) - plain_ref).max() < 1e-4

@@ -709,7 +709,30 @@ float {n}_predict(const float *x) {{
 
 
 def mlp_layers(model: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
-    """Read a torch ``Sequential`` of Linear and ReLU/Tanh into (W, b, activation) triples."""
+    """Read a torch ``Sequential`` of Linear and ReLU/Tanh into (W, b, activation) triples.
+
+    A subclass that defines its own ``forward`` (or a module with forward hooks) is an
+    :class:`ExportError`: the C computes the layers in order and nothing else (a subclass
+    whose forward scaled the output by 125 was off by 87.5 in C).
+
+    >>> import torch
+    >>> [(w.shape, act) for w, b, act in mlp_layers(torch.nn.Sequential(
+    ...     torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1)))]
+    [((4, 3), 'relu'), ((1, 4), 'none')]
+    """
+    from edgewise.edge.compress import check_not_overridden
+
+    check_not_overridden(
+        model, "Sequential", ("forward", "__call__", "_call_impl"),
+        hint="Export to ONNX instead (format='onnx' traces forward), or export a plain "
+             "torch.nn.Sequential of its layers and apply the rest on the device.")
+    hooked = [type(m).__name__ for m in model.modules()
+              if getattr(m, "_forward_hooks", None) or getattr(m, "_forward_pre_hooks", None)]
+    if hooked:
+        raise ExportError(
+            f"Cannot export {type(model).__name__} to C: forward hooks on {hooked[:4]} may "
+            "change what it computes, and the C computes its layers only. Remove the hooks "
+            "(handle.remove()) or export to ONNX (format='onnx').")
     layers: list[tuple[np.ndarray, np.ndarray, str]] = []
     prev = ""  # the kind of the last layer read (Dropout, Identity, Flatten aside)
     for k, mod in enumerate(model):

@@ -587,6 +587,13 @@ def _mahalanobis_metrics(det: Any, metrics: list[str] | None) -> list[str]:
     from edgewise.telemetry import METRIC_NAME_RE
 
     known = list(det.metrics_)
+    odd = [k for k in known if not isinstance(k, str)]
+    if odd:  # ', '.join of the names failed with a raw TypeError
+        raise ExportError(
+            f"Mahalanobis learned metric keys {known[:8]}{' ...' if len(known) > 8 else ''}, "
+            f"of which {odd[0]!r} is of type {type(odd[0]).__name__}, not str; the C export names "
+            "each metric, and a device reading names them as strings. Learn it on readings "
+            "keyed by metric name (e.g. {'flow': 1.2}, or str(key)).")
     if metrics is None:
         if not known:
             raise ExportError("A fresh Mahalanobis detector has no metrics yet; pass "
@@ -603,6 +610,15 @@ def _mahalanobis_metrics(det: Any, metrics: list[str] | None) -> list[str]:
                           f"{known}; pass those (same order) or none.")
     if not metrics or len(set(metrics)) != len(metrics):
         raise ExportError(f"metrics={metrics} must be non-empty, without repeats.")
+    if not known and len(metrics) > det.max_metrics:
+        # Python tracks the first max_metrics metrics to arrive (by time, not by this list)
+        # and ignores the rest; the C tracked every one (2 alarms where Python raised none)
+        raise ExportError(
+            f"metrics={metrics[:8]}{' ...' if len(metrics) > 8 else ''} name {len(metrics)} "
+            f"metrics, but this Mahalanobis tracks at most max_metrics={det.max_metrics} (it "
+            "ignores the ones that arrive after those); raise it to at least "
+            f"{len(metrics)} (Mahalanobis(max_metrics={len(metrics)}, ...)) or pass at most "
+            f"{det.max_metrics} metrics.")
     return metrics
 
 
