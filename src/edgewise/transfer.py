@@ -136,6 +136,20 @@ def _windows(X: Any, who: str, n_features: int | None = None) -> np.ndarray:
     return arr
 
 
+def _magnitudes(X: np.ndarray) -> np.ndarray:
+    """Each column's largest finite magnitude (1.0 for a column of zeros or no finite
+    value): what a model divides its features by before standardising them, so that
+    neither their variance underflows (features near 1e-200; scikit-learn then leaves the
+    column unscaled) nor overflows (near 1e200; it becomes NaN).
+
+    >>> _magnitudes(np.array([[1e-200, 0.0, -3e200], [-2e-200, 0.0, 1.0]])).tolist()
+    [2e-200, 1.0, 3e+200]
+    """
+    with np.errstate(invalid="ignore"):
+        m = np.nanmax(np.where(np.isfinite(X), np.abs(X), np.nan), axis=0, initial=0.0)
+    return np.where(m > 0, m, 1.0)
+
+
 def _labels(y: Any, n: int, who: str) -> np.ndarray:
     """``y`` as ``n`` int labels, each 0 (normal) or 1 (anomaly); else a one-line
     :class:`InvalidParameterError` naming the labels found.
@@ -224,14 +238,20 @@ class FleetModel(ClassifierMixin, BaseEstimator):
                 f"FleetModel.fit needs both normal (0) and anomalous (1) windows. Got only "
                 f"label {int(y[0])}.", field="y", value=int(y[0]),
             )
+        # each column divided by its largest magnitude before it is standardised: the
+        # variance of features near 1e-200 underflowed to 0 (left unscaled, every window
+        # looked alike: accuracy 0.05) and that of features near 1e200 overflowed (sklearn
+        # refused the NaN it made)
+        self.magnitude_ = _magnitudes(X)
         self.normal_mean_ = X[y == 0].mean(axis=0)
         # the spread of the fleet's normal windows: the least noise :func:`_recentre_shift`
-        # grants a device's normal windows (0 with one normal window: no floor)
-        self.normal_sd_ = (X[y == 0].std(axis=0, ddof=1) if (y == 0).sum() >= 2
-                           else np.zeros(X.shape[1]))
-        self.scaler_ = StandardScaler().fit(X)
+        # grants a device's normal windows (0 with one normal window: no floor); measured
+        # on the scaled columns, as squaring features near 1e200 overflows
+        self.normal_sd_ = ((X[y == 0] / self.magnitude_).std(axis=0, ddof=1) * self.magnitude_
+                           if (y == 0).sum() >= 2 else np.zeros(X.shape[1]))
+        self.scaler_ = StandardScaler().fit(X / self.magnitude_)
         self.model_ = LogisticRegression(C=float(C), class_weight="balanced", max_iter=500).fit(
-            self.scaler_.transform(X), y)
+            self.scaler_.transform(X / self.magnitude_), y)
         self.classes_ = np.array([0, 1])
         self.n_features_in_ = X.shape[1]
         return self
@@ -241,6 +261,8 @@ class FleetModel(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "model_"):
             raise NotFittedError("This FleetModel is not fitted yet; call fit(X, y) first.")
         X = _windows(X, "FleetModel.decision_function", self.n_features_in_)
+        # a model saved before magnitude_ was learned standardised the features as they are
+        X = X / getattr(self, "magnitude_", 1.0)
         return np.asarray(self.model_.decision_function(self.scaler_.transform(X)))
 
     def predict(self, X: Any) -> np.ndarray:
@@ -351,7 +373,8 @@ def _recentre_shift(fleet: FleetModel, normal: np.ndarray) -> np.ndarray:
     from scipy.stats import t as student_t
 
     offset = normal.mean(axis=0) - fleet.normal_mean_
-    sd = normal.std(axis=0, ddof=1)
+    mag = getattr(fleet, "magnitude_", 1.0)  # squaring features near 1e200 overflows
+    sd = (normal / mag).std(axis=0, ddof=1) * mag
     # A feature whose values tie over the device's normal windows has a point mass (a
     # detector's score is exactly 0 on most quiet windows): their sd says little of its
     # spread, 0 where all are 0, and any offset from the fleet's mean passed (8 of 12

@@ -20,7 +20,7 @@ from edgewise.cli import app, load_commands
 from edgewise.errors import InvalidParameterError
 from edgewise.label.store import LabelStore, labels_csv, read_labels_csv
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
-from edgewise.label.workflow import load_model, suggest, train_with_labels
+from edgewise.label.workflow import load_model, predict_with_labels, suggest, train_with_labels
 from edgewise.security import Security
 from edgewise.store.base import Alert
 from tests.server.conftest import Env, build_env, problem
@@ -346,9 +346,13 @@ def test_diversity_on_a_flat_history_warns_nothing(tmp_path: Path) -> None:
 _NO_HITS = json.dumps({"pump-1": {
     "strategies": ["Uncertainty", "TopScore", "Disagreement", "Novelty"],
     "asks": [0, 0, 0, 0], "pending": []}})
+# edited: more hits than asks passed, and the Thompson draw printed "error: b <= 0"
+_HITS_OVER_ASKS = json.dumps({"pump-1": {
+    "strategies": ["Uncertainty", "TopScore", "Disagreement", "Novelty"],
+    "hits": [3, 0, 0, 0], "asks": [1, 1, 1, 1], "pending": []}})
 
 
-@pytest.mark.parametrize("text", ["{not json", _NO_HITS, "[1, 2]"])
+@pytest.mark.parametrize("text", ["{not json", _NO_HITS, "[1, 2]", _HITS_OVER_ASKS])
 def test_a_broken_mix_state_file_is_named_in_one_line(tmp_path: Path, text: str) -> None:
     csv = _history_csv(tmp_path / "h.csv", n=300)
     d = tmp_path / "d"
@@ -360,3 +364,43 @@ def test_a_broken_mix_state_file_is_named_in_one_line(tmp_path: Path, text: str)
                                                                 res.exception)
     assert str(d / "label-mix.json") in res.stderr
     assert "Delete it to start the mix afresh" in res.stderr
+
+
+# -- a fault class named "nan" -------------------------------------------------------------
+@pytest.mark.parametrize("others", [[], [(10, "cavitation")]])
+def test_a_fault_class_named_nan_is_learned_as_any_other(tmp_path: Path,
+                                                         others: list) -> None:
+    """Check a fault class "nan" (a name the label store accepts) trains and predicts: the
+    classifier takes the text "nan" for no label (how numpy writes NaN among text), so
+    with "nan" alone training failed ("needs at least one labelled row"), and beside
+    another class its windows were left unlabelled and "nan" was no class."""
+    hist = _history()
+    ws = windows_from_series(hist[1], hist[0], "pump-1", length=50)
+    with LabelStore(tmp_path) as store:
+        for i, name in [(30, "nan"), (5, "normal"), *others]:
+            store.add("pump-1", int(ws.start_ns[i]), int(ws.end_ns[i]), name)
+        out = train_with_labels(hist, "pump-1", store, tmp_path, window=50)
+    assert out["classes"] == sorted(["nan", *[name for _, name in others]])
+    wins = predict_with_labels(hist, out["path"])
+    assert wins[30]["alarm"] and wins[30]["fault"] == "nan"
+
+
+# -- windows lying wholly in a gap of the history ----------------------------------------
+@pytest.mark.parametrize("strategy", ["diversity", "mix", "novelty", "uncertainty", "top",
+                                      "random"])
+def test_no_strategy_proposes_a_window_with_no_reading(tmp_path: Path, strategy: str) -> None:
+    """Check a window inside a NaN gap (nothing to label) is never proposed: Diversity's
+    clusters put the gap's windows (every feature 0) in a cluster of their own, and
+    proposed 2 of them among 10."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    v = rng.normal(20, 0.5, n)
+    v[1000:1300] = np.nan
+    v[2000:2010] += 5
+    v[2500:2600] += np.linspace(0, 3, 100)
+    ts = T0 + MIN * np.arange(n, dtype=np.int64)
+    with LabelStore(tmp_path) as store:
+        items = suggest((ts, v[:, None], ["v"]), "p", store, k=30, strategy=strategy)
+    assert len(items) == 30
+    starts = [int(np.searchsorted(ts, it["start_ns"])) for it in items]
+    assert not [i for i in starts if np.isnan(v[i:i + 30]).all()], starts

@@ -111,3 +111,20 @@ def test_minus_one_and_nan_written_as_text_are_unlabelled_not_a_class() -> None:
     assert FaultClassifier(random_state=0).fit(X, col).classes_.tolist() == ["leak", "normal"]
     with pytest.raises(InvalidParameterError, match="None of the 3 rows is labelled"):
         FaultClassifier().fit(X[:3], np.array(["-1", "nan", ""]))
+
+
+@pytest.mark.parametrize("method", ["label_spreading", "self_training"])
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_features_near_1e200_or_1e_minus_200_classify_as_ordinary_ones(scale: float,
+                                                                        method: str) -> None:
+    """Check the classes do not depend on the features' scale: the variance of features
+    near 1e-200 underflowed to 0 (the column left unscaled: every window one point, all
+    predicted 'normal'), and near 1e200 it overflowed (sklearn's "Input X contains NaN")."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(c, 0.3, (50, 2)) for c in ([0, 0], [3, 0], [0, 3])])
+    y = np.full(150, -1, dtype=object)
+    y[[0, 50, 100]] = ["normal", "cavitation", "seal_leak"]
+    want = FaultClassifier(method=method, random_state=0).fit(X, y).predict(X)
+    clf = FaultClassifier(method=method, random_state=0).fit(X * scale, y)
+    assert clf.predict(X * scale).tolist() == want.tolist()
+    assert clf.predict(X[[60, 110]] * scale).tolist() == ["cavitation", "seal_leak"]

@@ -163,3 +163,49 @@ def test_mix_never_proposes_a_window_twice(seed: int) -> None:
     picks = mix.select(pool, k).tolist()
     assert len(picks) == k and len(set(picks)) == k, picks
     assert sorted(i for i, _, _ in mix.get_state(list(range(n)))["pending"]) == sorted(picks)
+
+
+@pytest.mark.parametrize(("hits", "asks"), [([3, 0, 0, 0], [1, 1, 1, 1]),
+                                            ([-1, 0, 0, 0], [1, 1, 1, 1]),
+                                            ([0, 0, 0, 0], [-2, 0, 0, 0]),
+                                            ([0.5, 0, 0, 0], [1, 1, 1, 1])])
+def test_a_mix_state_with_more_hits_than_asks_is_refused_naming_them(hits: list,
+                                                                     asks: list) -> None:
+    """Check set_state refuses hits and asks that are no counts of answered questions:
+    more hits than asks (or a negative count) passed, and the Thompson draw's
+    Beta(1 + hits, 1 + asks - hits) raised numpy's bare "b <= 0" on every later select
+    (a 500 from GET /v1/label-queue for every role)."""
+    mix = DefaultMix(seed=0)
+    state = {**mix.get_state([]), "hits": hits, "asks": asks}
+    with pytest.raises(InvalidParameterError, match=r"0 <= hits <= asks.*Uncertainty has "
+                                                    r"hits -?[0-9.]+ and asks") as exc:
+        mix.set_state(state, [])
+    assert exc.value.field == "state"
+    mix.set_state({**state, "hits": [1, 0, 2, 0], "asks": [1, 0, 3, 0]}, [])  # counts: fine
+    pool = Pool(margin=np.array([2.0, -1.0, 0.1, 0.5]), features=np.zeros((4, 2)))
+    assert len(mix.select(pool, 3)) == 3
+
+
+def test_novelty_ranks_a_device_with_one_missing_feature() -> None:
+    """Check one NaN feature leaves the device's other windows ranked: np.median of the
+    column was NaN, every window of the device had priority NaN and was ranked last."""
+    rng = np.random.default_rng(0)
+    F = rng.normal(0, 1, (20, 3))
+    F[7] = [9.0, 9.0, 9.0]
+    groups = np.array(["a"] * 10 + ["b"] * 10)
+    clean = Novelty().priority(Pool(margin=np.zeros(20), features=F, groups=groups))
+    F[0, 1] = np.nan
+    pr = Novelty().priority(Pool(margin=np.zeros(20), features=F, groups=groups))
+    assert np.isfinite(pr).all()
+    assert Novelty(seed=0, spread=False).select(
+        Pool(margin=np.zeros(20), features=F, groups=groups), 1).tolist() == [7]
+    assert np.allclose(pr[10:], clean[10:])  # the other device is as it was
+
+
+def test_a_pool_of_one_dimensional_member_margins_is_refused_in_one_line() -> None:
+    """Check Pool wants member_margins (and features) 2-D: 1-D ones reached Disagreement
+    and raised numpy's AxisError."""
+    with pytest.raises(InvalidParameterError, match=r"member_margins must be 2-D.*\(2,\)"):
+        Pool(margin=[0.1, 0.2], member_margins=[1.0, -1.0])
+    with pytest.raises(InvalidParameterError, match=r"features must be 2-D"):
+        Pool(margin=[0.1, 0.2], features=[1.0, -1.0])

@@ -134,3 +134,28 @@ def test_three_normal_windows_move_a_fleet_like_device_at_most_one_time_in_20() 
         offset += bool(fine_tune(fleet, shifted, [0] * 10).shift_[0] > 1.0)
     assert moved <= 28, f"{moved} of 400 fleet-like devices re-centred"  # 5 % + 1.8 sd
     assert offset >= 90, f"{offset} of 100 offset devices re-centred"
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-200, 1e200, 1e300])
+def test_features_near_1e200_or_1e_minus_200_are_learned_as_ordinary_ones(
+        scale: float) -> None:
+    """Check the fleet model and a fine-tune do not depend on the features' scale: the
+    variance of features near 1e-200 underflowed to 0 (the columns left unscaled: accuracy
+    0.05, every window called an anomaly), and near 1e200 it overflowed (sklearn's "Input
+    X contains NaN"; the normal windows' sd was inf)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (600, 3))
+    y = (X[:, 0] > 1.5).astype(int)
+    Xd = rng.normal(0, 1, (200, 3))
+    yd = (Xd[:, 0] > 1.5).astype(int)
+    Xd[:, 0] += 2.0
+    plain = FleetModel().fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow on the way
+        fleet = FleetModel().fit(X * scale, y)
+        dev = fine_tune(fleet, Xd[:100] * scale, yd[:100])
+        assert (fleet.predict(X * scale) == plain.predict(X)).all()
+        assert np.allclose(dev.shift_ / scale, fine_tune(plain, Xd[:100], yd[:100]).shift_)
+        assert (dev.predict(Xd[100:] * scale) == yd[100:]).mean() > 0.9

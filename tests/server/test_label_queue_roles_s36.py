@@ -64,3 +64,24 @@ def test_viewer_sees_what_the_next_operator_gets(env: Env) -> None:
     assert mix.read_bytes() == before  # the viewer's GET left the saved state alone
     assert _queue(env, "operator") == viewed
     assert mix.read_bytes() != before  # the operator's did record its questions
+
+
+def test_an_edited_mix_state_with_more_hits_than_asks_is_a_422_naming_the_file(
+        env: Env) -> None:
+    """Check a label-mix.json edited to more hits than asks is refused for every role,
+    naming the file and what to do: it passed the state's checks, and the Thompson draw
+    then raised numpy's "b <= 0", a 500 from every GET of the queue."""
+    from fastapi.testclient import TestClient
+
+    _send_history(env)
+    _queue(env, "operator")
+    mix = env.settings.data_dir / "label-mix.json"
+    states = json.loads(mix.read_text())
+    states["pump-1"].update(hits=[3, 0, 0, 0], asks=[1, 1, 1, 1], pending=[])
+    mix.write_text(json.dumps(states))
+    client = TestClient(env.client.app, raise_server_exceptions=False)
+    for role in ("viewer", "operator"):
+        r = client.get("/v1/label-queue", params={"device": "pump-1", "k": 3},
+                       headers=env.auth(role))
+        assert r.status_code == 422, (role, r.status_code, r.text[:300])
+        assert str(mix) in r.json()["detail"] and "0 <= hits <= asks" in r.json()["detail"]

@@ -68,7 +68,7 @@ import numpy as np
 
 from edgewise._private import write_private
 from edgewise.errors import InvalidParameterError, QualityError
-from edgewise.label.store import LabelStore
+from edgewise.label.store import Label, LabelStore
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 from edgewise.label.workflow import History, model_files, window_length
 from edgewise.label.workflow import on_metrics as _on_metrics
@@ -104,12 +104,13 @@ def _cut(history: History, device_id: str, length: int) -> WindowSet:
     return windows_from_series(X, ts, device_id, length=length)
 
 
-def _labelled(history: History, device_id: str, labels: LabelStore, snapshot: str,
+def _labelled(history: History, device_id: str, own: Sequence[Label],
               length: int) -> tuple[WindowSet, np.ndarray]:
-    """The windows of ``device_id`` and their labels (1, 0, or -1 for none) at ``snapshot``."""
+    """The windows of ``device_id`` and their labels (1, 0, or -1 for none) from ``own``,
+    the device's labels (the caller reads the snapshot once: read per fleet device, the
+    whole snapshot's labels made a fleet of 200 devices take a minute)."""
     ws = _cut(history, device_id, length)
-    y, _ = window_labels(ws, [lab for lab in labels.labels_at(snapshot)
-                              if lab.device_id == device_id])
+    y, _ = window_labels(ws, own)
     return ws, y
 
 
@@ -157,10 +158,13 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     if fleet is not None:
         check_fleet(fleet)
     snapshot = labels.snapshot_id()
+    by_device: dict[str, list[Label]] = {}
+    for lab in labels.labels_at(snapshot):
+        by_device.setdefault(lab.device_id, []).append(lab)
     own = histories(device_id)
     metrics = list(own[2])
     length = window_length(len(own[0]), window, device_id)
-    ws, y = _labelled(own, device_id, labels, snapshot, length)
+    ws, y = _labelled(own, device_id, by_device.get(device_id, []), length)
     if not (y >= 0).any():
         raise InvalidParameterError(
             f"Device {device_id!r} has no labelled window to fine-tune on; label some first "
@@ -177,14 +181,13 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     skipped: dict[str, str] = {}
     parts: list[np.ndarray] = []
     targets: list[np.ndarray] = []
-    labelled = {lab.device_id for lab in labels.labels_at(snapshot)}
     for dev in names:
-        if dev not in labelled:  # named in the fleet, never labelled: no history to read
+        if dev not in by_device:  # named in the fleet, never labelled: no history to read
             skipped[dev] = f"Device {dev!r} has no labels."
             continue
         try:
-            fws, fy = _labelled(_on_metrics(histories(dev), metrics, dev), dev, labels,
-                                snapshot, length)
+            fws, fy = _labelled(_on_metrics(histories(dev), metrics, dev), dev,
+                                by_device[dev], length)
         except (InvalidParameterError, QualityError) as exc:  # its history, not the run
             skipped[dev] = str(exc)
             continue

@@ -19,7 +19,8 @@ as a fault class "-1" would predict that class for most windows.
 * ``method="self_training"``: a logistic regression labels the unlabelled windows it is
   surest of and refits, round after round (:class:`sklearn.semi_supervised.SelfTrainingClassifier`).
 
-Features are standardised using every window, labelled or not.
+Features are standardised using every window, labelled or not (each column first divided
+by its largest magnitude, so features near 1e-200 or 1e200 are standardised as others).
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -71,6 +72,20 @@ def _unlabelled(y: np.ndarray) -> np.ndarray:
                      or (isinstance(v, str) and v.strip().lower() in _UNLABELLED_TEXT)
                      or (not isinstance(v, str | bool) and v == -1)
                      for v in y], dtype=bool)
+
+
+def _magnitudes(X: np.ndarray) -> np.ndarray:
+    """Each column's largest finite magnitude (1.0 for a column of zeros or no finite
+    value): what features are divided by before they are standardised, so that their
+    variance neither underflows (near 1e-200; scikit-learn then leaves the column
+    unscaled) nor overflows (near 1e200; it becomes NaN).
+
+    >>> _magnitudes(np.array([[1e-200, 0.0, np.nan], [-2e-200, 0.0, -3e200]])).tolist()
+    [2e-200, 1.0, 3e+200]
+    """
+    with np.errstate(invalid="ignore"):
+        m = np.nanmax(np.where(np.isfinite(X), np.abs(X), np.nan), axis=0, initial=0.0)
+    return np.where(m > 0, m, 1.0)
 
 
 def _classes(labels: np.ndarray) -> np.ndarray:
@@ -165,8 +180,12 @@ class FaultClassifier(ClassifierMixin, BaseEstimator):
         index = {c: i for i, c in enumerate(self.classes_.tolist())}
         code[~unl] = [index[v.item() if isinstance(v, np.generic) else v] for v in y[~unl]]
         self.prior_ = np.bincount(code[code >= 0], minlength=len(self.classes_)) / (code >= 0).sum()
-        self.scaler_ = StandardScaler().fit(X)
-        Z = self.scaler_.transform(X)
+        # each column divided by its largest magnitude first: the variance of features
+        # near 1e-200 underflowed to 0 (left unscaled, every window was one point) and that
+        # of features near 1e200 overflowed (sklearn refused the NaN it made)
+        self.magnitude_ = _magnitudes(X)
+        self.scaler_ = StandardScaler().fit(X / self.magnitude_)
+        Z = self.scaler_.transform(X / self.magnitude_)
         self.n_features_in_ = X.shape[1]
         if len(self.classes_) == 1:
             self.model_ = None
@@ -186,7 +205,8 @@ class FaultClassifier(ClassifierMixin, BaseEstimator):
             raise NotFittedError(
                 "This FaultClassifier is not fitted yet; call fit(X, y) first."
             )
-        Z = self.scaler_.transform(np.asarray(X, dtype=float))
+        # a classifier saved before magnitude_ was learned standardised features as they are
+        Z = self.scaler_.transform(np.asarray(X, dtype=float) / getattr(self, "magnitude_", 1.0))
         if self.model_ is None:
             return np.ones((len(Z), 1))
         with np.errstate(invalid="ignore", divide="ignore"):

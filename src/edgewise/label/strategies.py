@@ -12,11 +12,15 @@ of each window as a *margin*: how far its score is above (``> 0``, an alarm) or 
 * :class:`Disagreement`: windows the detectors of an ensemble disagree on most.
 * :class:`Diversity`: cover operating states: cluster the window features and take the
   window nearest the centre of the least-labelled clusters.
+* :class:`Novelty`: windows least like the rest of their device (robust distance in
+  feature space): slow faults the detectors adapt to stand out there.
 * :class:`DefaultMix`: interleave several strategies (default: weakest alarms,
-  strongest alarms, ensemble disagreement), the one the benchmark measures.
+  strongest alarms, ensemble disagreement, novelty), giving more questions to those
+  whose answers contradict the model; the one the benchmark measures.
 
-By default at most one window per device is taken in one call (``spread=True``), so a
-batch of questions is not spent on one storm of alarms.
+By default one call takes one window per device before it takes a second of any device
+(``spread=True``), so a batch of questions is not spent on one storm of alarms: once
+every device with an unlabelled window has one, the next go round again.
 
 >>> import numpy as np
 >>> pool = Pool(margin=np.array([-3.0, -0.1, 0.2, 4.0, 2.5]))
@@ -95,6 +99,13 @@ class Pool:
                 raise InvalidParameterError(
                     f"Pool.{name} must have one row per window ({n}). Got {len(v)} instead."
                 )
+        for name in ("member_margins", "features"):  # (n, m) and (n, f)
+            v = getattr(self, name)
+            if v is not None and np.ndim(v) != 2:
+                raise InvalidParameterError(
+                    f"Pool.{name} must be 2-D: one row per window, one column per "
+                    f"{'ensemble detector' if name == 'member_margins' else 'feature'}. "
+                    f"Got shape {np.shape(v)} instead.", field=name, value=np.shape(v))
 
     def __len__(self) -> int:
         return len(self.margin)
@@ -280,7 +291,12 @@ class Novelty(QueryStrategy):
     root mean square of those robust z values (clipped at 20). Slow faults that a
     streaming detector adapts to (a drift, a stuck sensor, a worn bearing) score low on
     the detectors but stand out here, because the features compare a window's level,
-    spread and step size with the device's whole history.
+    spread and step size with the device's whole history. A missing (NaN) feature counts
+    as typical: medians and MADs are of the finite values.
+
+    >>> F = np.array([[0.0, 1.0], [0.1, np.nan], [5.0, 1.1], [0.2, 0.9]])
+    >>> Novelty(seed=0).select(Pool(margin=np.zeros(4), features=F), 1).tolist()
+    [2]
     """
 
     def priority(self, pool: Pool) -> np.ndarray:
@@ -292,11 +308,19 @@ class Novelty(QueryStrategy):
         for g in np.unique(groups):
             rows = groups == g
             X = F[rows]
-            med = np.median(X, axis=0)
-            mad = np.median(np.abs(X - med), axis=0) * 1.4826
-            sd = X.std(axis=0)
-            scale = np.where(mad > 1e-9, mad, np.where(sd > 1e-9, sd, 1.0))
-            out[rows] = np.sqrt(np.mean(np.clip((X - med) / scale, -20, 20) ** 2, axis=1))
+            # median, MAD and sd of the finite values only; a missing (NaN) feature adds
+            # nothing to its window's distance (np.median of a column holding one NaN is
+            # NaN, and made every window of the device NaN: ranked last)
+            fin = np.where(np.isfinite(X), X, np.nan)
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)  # a column all NaN
+                med = np.nan_to_num(np.nanmedian(fin, axis=0))
+                mad = np.nanmedian(np.abs(fin - med), axis=0) * 1.4826
+                sd = np.nanstd(fin, axis=0)
+                scale = np.where(mad > 1e-9, mad, np.where(sd > 1e-9, sd, 1.0))
+                z = np.clip((X - med) / scale, -20, 20)
+            z = np.where(np.isnan(z), 0.0, z)
+            out[rows] = np.sqrt(np.mean(z ** 2, axis=1))
         return -out
 
 
@@ -428,6 +452,17 @@ class DefaultMix(QueryStrategy):
                 f"Mix state's {', '.join(map(repr, bad))} must be of its {len(names)} "
                 "strategies (one finite number each; a question's strategy an index among "
                 "them).", field="state", value=None)
+        # counts of questions: whole, and a strategy's hits among its asks (more hits than
+        # asks, or a negative count, made the Thompson draw's Beta(1 + hits, 1 + misses)
+        # raise numpy's bare "b <= 0" on every later call)
+        odd = [j for j in range(len(names)) if not (
+            hits[j] == int(hits[j]) and asks[j] == int(asks[j]) and 0 <= hits[j] <= asks[j])]
+        if odd:
+            j = odd[0]
+            raise InvalidParameterError(
+                f"Mix state's 'hits' and 'asks' must be whole numbers with 0 <= hits <= asks "
+                f"for each strategy; {names[j]} has hits {hits[j]:g} and asks "
+                f"{asks[j]:g}.", field="state", value=None)
         self.hits_, self.asks_ = hits, asks
         if place is None:
             where = {_hashable(k): i for i, k in enumerate(keys)}

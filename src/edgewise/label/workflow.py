@@ -359,11 +359,19 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
     are not recorded as asked, so the same call gives the same answer until an answer or a
     recording call changes the state (``GET /v1/label-queue`` with a viewer token: a viewer
     reads, and does not change what the next caller is offered).
+
+    A window with no finite reading (inside a gap of the history) is never proposed:
+    there is nothing in it to label, whatever a strategy makes of its features.
     """
     ws = _windows(history, device_id, window)
     current = labels.labels(device_id)
     y, _ = window_labels(ws, current)
     model = WindowFeedbackModel().fit(ws, y)
+    # the pool every strategy chooses from: the windows holding a reading (Diversity
+    # proposed windows lying wholly in a gap, whose features are all 0: a cluster of its own)
+    keep = _has_reading(history[1], window_length(len(history[0]), window, device_id),
+                        len(ws))
+    ws, y = ws.subset(keep), y[keep]
     margin = model.decision_function(ws)
     pool = Pool(margin=margin, member_margins=model.member_margins(ws),
                 features=ws.features, groups=None, labels=y)
@@ -390,6 +398,22 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
              "end_ns": int(ws.end_ns[i]), "score": round(float(ws.scores[i, 0]), 6),
              "margin": round(float(margin[i]), 4), "alarm": bool(margin[i] >= 0)}
             for i in picks]
+
+
+def _has_reading(X: np.ndarray, length: int, n: int) -> np.ndarray:
+    """Which of the ``n`` windows of ``length`` readings that
+    :func:`~edgewise.label.windows.windows_from_series` cuts from the readings ``X`` hold
+    at least one finite reading (the last window runs to the end of ``X``).
+
+    >>> X = np.array([1.0, np.nan, np.nan, np.nan, 2.0, np.nan, np.nan])
+    >>> _has_reading(X, 2, 3).tolist()
+    [True, False, True]
+    """
+    rows = np.isfinite(np.asarray(X, dtype=float).reshape(len(X), -1)).any(axis=1)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    starts = np.arange(n) * length  # the last window's end is the end of X
+    return np.add.reduceat(rows.astype(int), starts) > 0
 
 
 def _place_questions(asked: list[Any], ws: WindowSet, device_id: str,
@@ -457,6 +481,7 @@ def train_with_labels(history: History, device_id: str, labels: LabelStore, data
     model = WindowFeedbackModel().fit(ws, y)
     before = WindowFeedbackModel().fit(ws, np.full(len(ws), -1)).predict(ws)
     classes: list[str] = []
+    fault_classes: list[str] = []
     clf = None
     faulty = (y == 1) & (kind != UNCLASSIFIED)
     if faulty.any():
@@ -465,9 +490,15 @@ def train_with_labels(history: History, device_id: str, labels: LabelStore, data
         # unlabelled one: with one fault class the classifier knew nothing else and gave
         # that class to every alarm, the "anomaly" windows among them
         alarm = model.predict(ws) | (y == 1)
-        target = np.where(y == 1, kind, -1).astype(object)[alarm]
-        clf = FaultClassifier(random_state=0).fit(ws.features[alarm], target)
-        classes = [str(c) for c in clf.classes_ if c != UNCLASSIFIED]
+        # the classifier learns class indices, not names: it takes the text "nan" (how
+        # numpy writes NaN among text) for no label, and a fault class named "nan" made
+        # training fail, or those windows unlabelled beside other classes
+        fault_classes = sorted({str(k) for k in kind[y == 1]})
+        index = {c: i for i, c in enumerate(fault_classes)}
+        target = np.array([index[str(k)] if v == 1 else -1 for v, k in zip(y, kind,
+                                                                           strict=True)])
+        clf = FaultClassifier(random_state=0).fit(ws.features[alarm], target[alarm])
+        classes = [c for c in fault_classes if c != UNCLASSIFIED]
     version = max(model_files(data_dir, device_id), default=0) + 1
     path = Path(data_dir) / "models" / f"label-{device_id}-v{version}.pkl"
     record = {
@@ -475,6 +506,8 @@ def train_with_labels(history: History, device_id: str, labels: LabelStore, data
         "created_ns": time.time_ns(), "label_snapshot_id": snapshot,
         "n_labels": int((y >= 0).sum()), "window_length": window_length(len(history[0]), window),
         "metrics": list(history[2]), "feedback_model": model, "fault_classifier": clf,
+        # the class names of the classifier's class indices, in index order
+        "fault_classes": fault_classes,
         # the answers the classifier learned from, so a window a person answered keeps
         # that answer's class when scored (see predict_with_labels)
         "fault_labels": [(int(lab.id), int(lab.start_ns), int(lab.end_ns), str(lab.label))
@@ -619,7 +652,9 @@ def predict_with_labels(history: History, model: Path | str | dict[str, Any], *,
     fault = np.full(len(ws), None, dtype=object)
     clf = record.get("fault_classifier")
     if clf is not None and alarm.any():
-        kinds = np.array([str(c) for c in clf.predict(ws.features[alarm])], dtype=object)
+        predicted = clf.predict(ws.features[alarm])
+        names = record.get("fault_classes")  # none in a file saved before: classes by name
+        kinds = np.array([names[int(c)] if names else str(c) for c in predicted], dtype=object)
         # a window a person answered keeps that answer: the classifier (label spreading,
         # which lets a labelled window drift to its neighbours' class) gave a window
         # labelled "anomaly" beside look-alikes labelled with a fault class that class
