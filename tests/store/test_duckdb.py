@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgewise.errors import StoreCorruptError, StoreError
@@ -227,3 +229,36 @@ def test_seqs_are_folded_into_marks(tmp_path: Path) -> None:
     assert store.seq_watermark("pump-1") == store_mod.COMPACT_EVERY + 10
     assert store.seq_gaps("pump-2") == [(1, 1)]
     store.close()
+
+
+def test_the_duplicate_check_reads_only_the_batchs_time_spans() -> None:
+    """The duplicate check read ``ts_ns BETWEEN`` the batch's earliest and latest time: one
+    reading stamped 2000-01-01 (a device whose clock reset) among current ones made every
+    append read the whole table (10 ms to 68-152 ms per append at 9 million rows). It reads
+    the spans between the widest gaps of the batch's times now, at most eight."""
+    from edgewise.store.duckdb import _time_spans
+
+    now, old = T0, 946_684_800 * 10**9
+    ts = np.array([now + i for i in range(200)] + [old], dtype=np.int64)
+    assert _time_spans(ts) == [(old, old), (now, now + 199)]
+    spread = np.arange(0, 100 * 10**9, 10**9, dtype=np.int64)  # 100 evenly spaced times
+    spans = _time_spans(spread)
+    assert len(spans) == 8 and spans[0][0] == 0 and spans[-1][1] == 99 * 10**9
+    assert all(a <= b < c for (a, b), (c, _) in itertools.pairwise(spans))
+    assert _time_spans(np.array([-(2**63), 2**63 - 1], dtype=np.int64)) == [
+        (-(2**63), -(2**63)), (2**63 - 1, 2**63 - 1)]
+
+
+def test_duplicates_and_conflicts_are_found_in_every_span(tmp_path: Path) -> None:
+    """Read span by span, a batch still finds each stored key, whatever span it is in:
+    the same duplicates and conflicts as one scan of the whole table."""
+    store = open_store(f"duckdb://{tmp_path / 's.duckdb'}")
+    try:
+        times = [k * 10**12 for k in range(20)] + [-(2**63), 2**63 - 1]  # 22 spans of one
+        store.append([Reading("d", "t", t, 1.0) for t in times])
+        again = [Reading("d", "t", t, 1.0 if k % 2 else 2.0) for k, t in enumerate(times)]
+        r = store.append([*again, Reading("d", "t", 5, 1.0)])
+        assert (r.stored, r.duplicates, r.conflicts) == (1, 11, 11)
+        assert len(store.conflicts("d")) == 11 and store.count_readings() == 23
+    finally:
+        store.close()

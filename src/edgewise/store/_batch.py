@@ -15,17 +15,19 @@ backends' counts identical, which the contract suite checks.
 from __future__ import annotations
 
 import bisect
+import numbers
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edgewise.errors import StoreError
 from edgewise.store.base import Conflict
 from edgewise.telemetry import Reading
 
 __all__ = [
+    "NAME_MAX_BYTES",
     "Classified",
     "Columns",
     "Prepared",
@@ -33,6 +35,7 @@ __all__ = [
     "asked_seqs",
     "asked_seqs_many",
     "check_readings",
+    "check_text_args",
     "classify",
     "classify_batch",
     "normalise_seqs",
@@ -86,12 +89,17 @@ class Columns:
         return out
 
 
-def check_readings(readings: Sequence[Reading]) -> None:
-    """Raise :class:`StoreError` (before anything is written) if a reading cannot be stored.
+def check_readings(readings: Sequence[Reading]) -> list[Reading]:
+    """Raise :class:`StoreError` (before anything is written) if a reading cannot be stored;
+    else give the readings, each whose numbers were of another numeric type (a numpy
+    ``int64`` time, a ``float32`` value) as a copy holding them as ``int`` and ``float``.
 
     Validation proper happens in :mod:`edgewise.telemetry`; this guards the store against a
     caller that bypasses it, so that a bad row fails the whole call instead of half of it.
 
+    >>> import numpy as np
+    >>> check_readings([Reading("d", "t", np.int64(5), np.float32(0.5))])
+    [Reading(device_id='d', metric='t', ts_ns=5, value=0.5, seq=None, unit=None)]
     >>> check_readings([Reading("d", "t", 1, float("nan"))])
     Traceback (most recent call last):
     ...
@@ -99,6 +107,8 @@ def check_readings(readings: Sequence[Reading]) -> None:
     """  # noqa: E501
     lo, hi, top = -(2**63), 2**63, 2**62
     big = _INT_FLOAT_MAX
+    cap = NAME_MAX_BYTES  # an ASCII name's length is its UTF-8 size
+    out: list[Reading] | None = None  # a copy, from the first reading converted on
     for i, r in enumerate(readings):
         # fast path for the common exact types; anything else gets the careful checks below
         if type(r) is Reading:
@@ -108,41 +118,119 @@ def check_readings(readings: Sequence[Reading]) -> None:
                 and type(t) is int and lo <= t < hi
                 and (q is None or (type(q) is int and 0 <= q < top))
                 and type(r.device_id) is str and r.device_id and r.device_id.isascii()
-                and "\x00" not in r.device_id
+                and "\x00" not in r.device_id and len(r.device_id) <= cap
                 and type(r.metric) is str and r.metric and r.metric.isascii()
-                and "\x00" not in r.metric
+                and "\x00" not in r.metric and len(r.metric) <= cap
             ):
+                if out is not None:
+                    out.append(r)
                 continue
-        problem = None
         if not isinstance(r, Reading):
             raise StoreError(
                 f"Cannot store item {i}: it must be an edgewise.telemetry.Reading. "
                 f"Got {type(r).__name__} instead."
             )
-        if not isinstance(r.device_id, str) or not r.device_id:
-            problem = f"device_id must be a non-empty str. Got {r.device_id!r} instead."
-        elif not isinstance(r.metric, str) or not r.metric:
-            problem = f"metric must be a non-empty str. Got {r.metric!r} instead."
-        elif (bad := _text_problem("device_id", r.device_id)
-              or _text_problem("metric", r.metric)):
-            problem = bad
-        elif isinstance(r.ts_ns, bool) or not isinstance(r.ts_ns, int) or not (
-            -(2**63) <= r.ts_ns < 2**63
-        ):
-            problem = f"ts_ns must be an int64 of nanoseconds. Got {r.ts_ns!r} instead."
-        elif isinstance(r.value, bool) or not isinstance(r.value, int | float) or not (
-            _finite(r.value)
-        ):
-            problem = f"value must be a finite number. Got {_shown_value(r.value)} instead."
-        elif r.seq is not None and (
-            isinstance(r.seq, bool) or not isinstance(r.seq, int) or not 0 <= r.seq < 2**62
-        ):
-            problem = f"seq must be None or an int in [0, 2**62). Got {r.seq!r} instead."
+        problem, fixed = _reading_problem(r)
         if problem:
             raise StoreError(
-                f"Cannot store reading {i} (device {r.device_id!r}, metric {r.metric!r}): "
-                f"{problem}"
+                f"Cannot store reading {i} (device {_shown_name(r.device_id)}, metric "
+                f"{_shown_name(r.metric)}): {problem}"
             )
+        if fixed is not r and out is None:
+            out = list(readings[:i])
+        if out is not None:
+            out.append(fixed)
+    if out is None:
+        return readings if isinstance(readings, list) else list(readings)
+    return out
+
+
+#: The most UTF-8 bytes a device id or a metric name may take in a store: PostgreSQL
+#: refuses a key over about 2.7 KB in its indexes (``readings``' primary key holds both,
+#: ``index row size 3024 exceeds btree version 4 maximum 2704``), and failed the whole
+#: batch there, where DuckDB stored it. The gateway allows 64 characters of ASCII.
+NAME_MAX_BYTES = 1024
+
+
+def _name_problem(name: str, text: str) -> str | None:
+    r"""Why ``text`` (a device id or metric) cannot be a key in a store, or None:
+    :func:`_text_problem`'s reasons, or more than :data:`NAME_MAX_BYTES` bytes of UTF-8.
+
+    >>> print(_name_problem("metric", "é" * 600))
+    metric must be at most 1,024 bytes of UTF-8. Got 1,200 bytes instead ('éééééééééééééééééééé'...).
+    >>> _name_problem("metric", "a" * 1024) is None
+    True
+    """  # noqa: E501
+    bad = _text_problem(name, text)
+    if bad:
+        return bad
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    if size > NAME_MAX_BYTES:
+        return (f"{name} must be at most {NAME_MAX_BYTES:,} bytes of UTF-8. Got {size:,} "
+                f"bytes instead ({text[:20]!r}...).")
+    return None
+
+
+def _shown_name(name: object) -> str:
+    """``repr(name)``, cut to its first 40 characters where longer (a name too long to
+    store is named in the error by its start and size).
+
+    >>> _shown_name("d"), _shown_name("x" * 50)
+    ("'d'", "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... (50 characters)")
+    """
+    if isinstance(name, str) and len(name) > 40:
+        return f"{name[:40]!r}... ({len(name):,} characters)"
+    return repr(name)
+
+
+def _reading_problem(r: Reading) -> tuple[str | None, Reading]:
+    """Why the reading ``r`` cannot be stored (or None), and ``r`` itself or, where its
+    time, value or seq is a number of another type (``numbers.Integral`` such as numpy's
+    ``int64``, ``numbers.Real`` such as ``float32``), a copy holding ``int`` and ``float``.
+    A bool is refused where it was, whatever its type.
+
+    >>> import numpy as np
+    >>> _reading_problem(Reading("d", "t", np.int64(5), 1.0, seq=np.uint8(3)))[1].seq
+    3
+    >>> _reading_problem(Reading("d", "t", True, 1.0))[0]
+    'ts_ns must be an int64 of nanoseconds. Got True instead.'
+    """
+    if not isinstance(r.device_id, str) or not r.device_id:
+        return f"device_id must be a non-empty str. Got {r.device_id!r} instead.", r
+    if not isinstance(r.metric, str) or not r.metric:
+        return f"metric must be a non-empty str. Got {r.metric!r} instead.", r
+    bad = _name_problem("device_id", r.device_id) or _name_problem("metric", r.metric)
+    if bad:
+        return bad, r
+    t, v, q = _as_int(r.ts_ns), r.value, _as_int(r.seq)
+    if t is None or not -(2**63) <= t < 2**63:
+        return f"ts_ns must be an int64 of nanoseconds. Got {r.ts_ns!r} instead.", r
+    if isinstance(v, numbers.Integral) and not isinstance(v, int):
+        v = _as_int(v)
+    elif isinstance(v, numbers.Real) and not isinstance(v, bool | int | float):
+        v = float(v)
+    if v is None or isinstance(v, bool) or not isinstance(v, int | float) or not _finite(v):
+        return f"value must be a finite number. Got {_shown_value(r.value)} instead.", r
+    if r.seq is not None and (q is None or not 0 <= q < 2**62):
+        return f"seq must be None or an int in [0, 2**62). Got {r.seq!r} instead.", r
+    if t is r.ts_ns and v is r.value and q is r.seq:
+        return None, r
+    return None, replace(r, ts_ns=t, value=v, seq=q)
+
+
+def _as_int(x: object) -> int | None:
+    """``x`` as an ``int`` when it is an integer of any type (numpy's too) other than a
+    bool; else None (``None`` stays None).
+
+    >>> import numpy as np
+    >>> _as_int(np.int64(7)), _as_int(7.0), _as_int(True), _as_int(np.bool_(True))
+    (7, None, None, None)
+    """
+    if type(x) is int:
+        return x
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+        return None
+    return int(x)
 
 
 #: The largest int a Reading's value may be without a check of its conversion (a larger one
@@ -197,6 +285,32 @@ def _text_problem(name: str, text: str) -> str | None:
     return None
 
 
+def check_text_args(what: str, **args: str | Iterable[str] | None) -> None:
+    r"""Raise :class:`StoreError` naming the argument, for a text argument of a store call
+    (a device id, a metric, an alert id; a list or tuple of them) that no store can hold:
+    a NUL character or a lone surrogate (:func:`_text_problem`). Asked as it was, PostgreSQL
+    failed (a StoreError, or a raw UnicodeEncodeError for a surrogate) where DuckDB
+    answered "none": both refuse it alike, before any SQL. None and non-text values pass
+    (their own checks, where any, are the caller's).
+
+    >>> check_text_args("query", device_id="pump-1", metric=None)
+    >>> check_text_args("query_many", device_ids=["a", "b\x00"])
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: query_many: device_ids[1] must not hold a NUL character ('\x00'). Got 'b\x00' instead.
+    """  # noqa: E501
+    for name, value in args.items():
+        if isinstance(value, str):
+            bad = _text_problem(name, value)
+        elif isinstance(value, list | tuple):
+            bad = next((p for i, x in enumerate(value) if isinstance(x, str)
+                        and (p := _text_problem(f"{name}[{i}]", x))), None)
+        else:
+            continue
+        if bad:
+            raise StoreError(f"{what}: {bad}")
+
+
 def normalise_seqs(seqs: Mapping[str, Iterable[int]] | None) -> dict[str, set[int]]:
     """Seqs per device as sets of ints >= 1, checking types (seq 0 is kept out of watermarks).
 
@@ -210,18 +324,19 @@ def normalise_seqs(seqs: Mapping[str, Iterable[int]] | None) -> dict[str, set[in
         if not isinstance(device_id, str) or not device_id:
             raise StoreError(f"Cannot store seqs: device id must be a non-empty str. "
                              f"Got {device_id!r} instead.")
-        bad = _text_problem("device id", device_id)
+        bad = _name_problem("device id", device_id)
         if bad:
             raise StoreError(f"Cannot store seqs: {bad}")
         got: set[int] = set()
         for s in values:
-            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**62:
+            q = _as_int(s)
+            if q is None or not 0 <= q < 2**62:
                 raise StoreError(
                     f"Cannot store seq {s!r} of device {device_id!r}: a seq must be an int "
                     "in [0, 2**62)."
                 )
-            if s >= 1:
-                got.add(s)
+            if q >= 1:
+                got.add(q)
         if got:
             out[device_id] = got
     return out
@@ -241,15 +356,17 @@ def asked_seqs(device_id: str, seqs: Iterable[int]) -> set[int]:
     if not isinstance(device_id, str) or not device_id:
         raise StoreError(f"Cannot look up seqs: device id must be a non-empty str. "
                          f"Got {device_id!r} instead.")
+    check_text_args("Cannot look up seqs", device_id=device_id)
     if isinstance(seqs, str | bytes) or not isinstance(seqs, Iterable):
         raise StoreError(f"Cannot look up the seqs of device {device_id!r}: seqs must be an "
                          f"iterable of ints (a set, a list). Got {seqs!r} instead.")
     out: set[int] = set()
     for s in seqs:
-        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**62:
+        q = _as_int(s)
+        if q is None or not 0 <= q < 2**62:
             raise StoreError(f"Cannot look up seq {s!r} of device {device_id!r}: a seq must "
                              "be an int in [0, 2**62).")
-        out.add(int(s))
+        out.add(q)
     return out
 
 
@@ -293,8 +410,7 @@ def prepare(readings: Iterable[Reading], seqs: Mapping[str, Iterable[int]] | Non
     >>> len(p.readings), p.cols.unique_keys, p.seq_sets
     (1, True, {'d': {1, 2}})
     """
-    readings = list(readings)
-    check_readings(readings)
+    readings = check_readings(list(readings))
     seq_sets = normalise_seqs(seqs)
     cols = Columns.of(readings)
     for device_id, own in cols.seqs_by_device().items():

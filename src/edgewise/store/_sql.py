@@ -17,9 +17,11 @@ from edgewise.errors import StoreError
 from edgewise.store._batch import (
     Prepared,
     SeqTracker,
+    _name_problem,
     _text_problem,
     asked_seqs,
     asked_seqs_many,
+    check_text_args,
     prepare,
 )
 from edgewise.store.base import (
@@ -100,6 +102,58 @@ def _marks_to_move(tracker: SeqTracker, marks: Mapping[str, int]) -> dict[str, i
     holds the write lock, which guards ``marks``; the watermarks are one snapshot taken
     under the tracker's own lock)."""
     return {d: w for d, w in tracker.watermarks().items() if w > marks.get(d, 0)}
+
+
+def one_line(exc: BaseException) -> str:
+    """A driver error as one line: psycopg's errors run over several ("…Connection
+    refused\\n\\tIs the server running…", "…index row size…\\nDETAIL: …"), DuckDB's
+    too ("…\\n\\nLINE 1: …").
+
+    >>> one_line(ValueError("refused\\n\\tIs the server running?\\n"))
+    'refused; Is the server running?'
+    """
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def check_limit(limit: Any, what: str = "limit") -> int | None:
+    """``limit`` checked: None (no limit) or an int of rows >= 0 (a float or a bool is
+    taken as ``int()`` takes it, as before). A negative one was the backend's own error,
+    worded apart (DuckDB's "Binder Error: LIMIT/OFFSET cannot be negative" over three
+    lines, PostgreSQL's "LIMIT must not be negative"): both give this one.
+
+    >>> check_limit(None), check_limit(3)
+    (None, 3)
+    >>> check_limit(-1)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: limit must be None (no limit) or a number of rows >= 0. Got -1 instead.
+    """  # noqa: E501
+    if limit is None:
+        return None
+    n = int(limit)
+    if n < 0:
+        raise StoreError(f"{what} must be None (no limit) or a number of rows >= 0. "
+                         f"Got {limit!r} instead.")
+    return n
+
+
+#: The latest int64 nanosecond time; a retention cut past it takes every reading.
+_INT64_MAX = 2**63 - 1
+
+
+def _before(column: str, ts_ns: Any, ph: str) -> tuple[str, int]:
+    """SQL of "``column`` before the cut ``ts_ns``" and its parameter, the cut clamped to
+    int64: past the last int64 time it is "``column`` <= 2**63 - 1" (every row; the cut
+    as given was PostgreSQL's "bigint out of range"), before the first "``column`` <
+    -2**63" (none).
+
+    >>> _before("ts_ns", 10**30, "?"), _before("ts_ns", -(10**30), "?")
+    (('ts_ns <= ?', 9223372036854775807), ('ts_ns < ?', -9223372036854775808))
+    """
+    t = int(ts_ns)
+    if t > _INT64_MAX:
+        return f"{column} <= {ph}", _INT64_MAX
+    return f"{column} < {ph}", max(t, -(2**63))
 
 
 def _check_step(step_ns: Any) -> int:
@@ -339,7 +393,8 @@ def check_alert_text(fields: Mapping[str, Any], what: str) -> None:
     for name in _ALERT_TEXT:
         value = fields.get(name)
         if isinstance(value, str):
-            bad = _text_problem(name, value)
+            # the device id is a key, as in the readings (PostgreSQL indexes it)
+            bad = (_name_problem if name == "device_id" else _text_problem)(name, value)
             if bad:
                 raise StoreError(f"{what}: {bad}")
 
@@ -387,13 +442,14 @@ def conflicts_query(device_id: str | None, limit: int, ph: str) -> tuple[str, li
     unique with ``ts_ns``, ids in byte order (``COLLATE "C"``, DuckDB's order too): the
     same rows, in the same order, on every backend and every call, whatever the ``limit``.
     """
+    n = check_limit(limit)
     where = f"WHERE device_id = {ph}" if device_id is not None else ""
     params: list[Any] = [device_id] if device_id is not None else []
     sql = (
         "SELECT device_id, metric, ts_ns, stored_value, new_value, seq, received_ns "
         f"FROM conflicts {where} ORDER BY received_ns DESC, ts_ns DESC, "
         'device_id COLLATE "C", metric COLLATE "C", new_value LIMIT '
-        f"{int(limit)}"
+        f"{n}"
     )
     return sql, params
 
@@ -417,11 +473,24 @@ def insert_conflicts(conflicts: Iterable[Conflict], ph: str) -> tuple[str, list[
 def before_where(ts_ns: int, device_id: str | None, ph: str) -> tuple[str, list[Any]]:
     """WHERE clause (without the keyword) and parameters for retention: rows older than ``ts_ns``.
 
+    A cut past int64 time (``10**30``) takes every row, one before it none (:func:`_before`).
+
     >>> before_where(5, "d", "%s")
     ('ts_ns < %s AND device_id = %s', [5, 'd'])
     """
-    where = f"ts_ns < {ph}" + (f" AND device_id = {ph}" if device_id is not None else "")
-    return where, [int(ts_ns)] + ([device_id] if device_id is not None else [])
+    check_text_args("delete_before", device_id=device_id)
+    cut, t = _before("ts_ns", ts_ns, ph)
+    where = cut + (f" AND device_id = {ph}" if device_id is not None else "")
+    return where, [t] + ([device_id] if device_id is not None else [])
+
+
+def recorded_cut(ts_ns: Any) -> int:
+    """The cut ``ts_ns`` as :data:`TRIMMED` records it: clamped to int64 (its BIGINT column).
+
+    >>> recorded_cut(10**30) == 2**63 - 1, recorded_cut(5)
+    (True, 5)
+    """
+    return min(max(int(ts_ns), -(2**63)), _INT64_MAX)
 
 
 def record_trims(ts_ns: int, device_id: str | None, ph: str) -> list[tuple[str, list[Any]]]:
@@ -441,7 +510,8 @@ def record_trims(ts_ns: int, device_id: str | None, ph: str) -> list[tuple[str, 
            f"AND t.before_ns >= {ph})")
     older = (f"DELETE FROM {TRIMMED} WHERE before_ns < (SELECT max(u.before_ns) "
              f"FROM {TRIMMED} u WHERE u.device_id = {TRIMMED}.device_id)")
-    return [(add, [int(ts_ns), *params, int(ts_ns)]), (older, [])]
+    cut = recorded_cut(ts_ns)
+    return [(add, [cut, *params, cut]), (older, [])]
 
 
 def alert_by_id(ph: str) -> str:
@@ -487,6 +557,7 @@ def update_alert_query(
     >>> update_alert_query("a1", {"status": "acknowledged"}, "?")
     ('UPDATE alerts SET status = ? WHERE id = ?', ['acknowledged', 'a1'])
     """
+    check_text_args("Changing an alert", alert_id=alert_id)
     sets, values = _alert_sets(changes, ph)
     if not sets:
         return None
@@ -529,6 +600,7 @@ def acknowledge_alert_query(
             f"acknowledge_alert sets the alert's status and acked_by itself; got {own} among "
             "the changes. Pass only label, labelled_by, note or the span fields there."
         )
+    check_text_args("acknowledge_alert", alert_id=alert_id)
     check_alert_text({"acked_by": by}, f"Acknowledging alert {alert_id!r}")
     sets, values = _alert_sets(changes, ph)
     if not sets:
@@ -608,8 +680,10 @@ def prune_events_where(before_ns: int, device_id: str | None,
     >>> prune_events_where(5, "d", "?")
     ('at_ns < ? AND device_id = ?', [5, 'd'])
     """
-    where = f"at_ns < {ph}" + (f" AND device_id = {ph}" if device_id is not None else "")
-    return where, [int(before_ns)] + ([device_id] if device_id is not None else [])
+    check_text_args("prune_alert_events", device_id=device_id)
+    cut, t = _before("at_ns", before_ns, ph)
+    where = cut + (f" AND device_id = {ph}" if device_id is not None else "")
+    return where, [t] + ([device_id] if device_id is not None else [])
 
 
 def merge_changes(into: Alert, absorbed: Alert, changes: dict[str, Any]) -> dict[str, Any]:
@@ -735,7 +809,7 @@ class SQLStoreMixin:
             except (self._db_error, UnicodeError) as exc:  # a driver's encoding error too
                 raise StoreError(
                     f"Append of {len(p.readings)} readings to {self.url!r} failed and was rolled "
-                    f"back; nothing of it is stored: {exc}"
+                    f"back; nothing of it is stored: {one_line(exc)}"
                 ) from exc
             return self._committed(result, new_seqs, p)
 
@@ -780,16 +854,18 @@ class SQLStoreMixin:
         [('t', 0, 0.0), ('t', 1, 1.0)]
         >>> s.close()
         """
+        check_text_args("query", device_id=device_id, metric=metric)
+        limit = check_limit(limit)
         where, params = _range_where(device_id, metric, start_ns, end_ns, ph=self._ph)
         if step_ns is not None:
-            tail = " ORDER BY metric, b" + (f" LIMIT {int(limit)}" if limit is not None else "")
+            tail = " ORDER BY metric, b" + (f" LIMIT {limit}" if limit is not None else "")
             step = _check_step(step_ns)
             plan = self._mean_plan([device_id], metric, start_ns, end_ns)
             return [(m, int(t), v) for m, t, v in self._bucket_means(
                 "metric", where, params, step, lambda sql, cols: sql + tail, plan)]
         sql = f"SELECT metric, ts_ns, value FROM readings WHERE {where} ORDER BY metric, ts_ns"
         if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+            sql += f" LIMIT {limit}"
         return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
 
     def times_before(self, device_id: str, metric: str, before_ns: int,
@@ -807,6 +883,7 @@ class SQLStoreMixin:
         ([4, 5, 6], [])
         >>> s.close()
         """
+        check_text_args("times_before", device_id=device_id, metric=metric)
         ph = self._ph
         rows = self._read(
             f"SELECT ts_ns FROM readings WHERE device_id = {ph} AND metric = {ph} AND "
@@ -833,6 +910,7 @@ class SQLStoreMixin:
         """
         qs = sorted(q for q in asked_seqs(device_id, seqs) if q >= 1)
         names = sorted({str(m) for m in metrics})
+        check_text_args("seq_readings", metrics=names)
         if not qs or not names:
             return []
         where, params = _range_where(device_id, None, start_ns, end_ns, ph=self._ph)
@@ -979,8 +1057,10 @@ class SQLStoreMixin:
         >>> s.close()
         """
         ids = list(dict.fromkeys(str(d) for d in device_ids))
+        check_text_args("query_many", device_ids=ids)
+        limit = check_limit(limit)
         out: dict[str, list[tuple[str, int, float]]] = {d: [] for d in ids}
-        if limit is not None and int(limit) <= 0:
+        if limit == 0:
             return out
         step = _check_step(step_ns) if step_ns is not None else None
         for lo in range(0, len(ids), QUERY_MANY_CHUNK):
@@ -992,7 +1072,7 @@ class SQLStoreMixin:
                     # the first ``limit`` rows of each device, as query(limit=...) reads them
                     sql = (f"SELECT {cols} FROM (SELECT {cols}, "
                            "row_number() OVER (PARTITION BY device_id ORDER BY metric, b) "
-                           f"AS k FROM ({sql}) q) r WHERE k <= {int(limit)}")
+                           f"AS k FROM ({sql}) q) r WHERE k <= {limit}")
                 return sql + " ORDER BY device_id, metric, b"
 
             if step is not None:
@@ -1180,6 +1260,7 @@ class SQLStoreMixin:
         >>> s.close()
         """
         self._check_open()
+        check_text_args("trimmed_before", device_id=device_id)
         rows = self._read(f"SELECT max(before_ns) FROM {TRIMMED} WHERE device_id = {self._ph}",
                           [device_id])
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
@@ -1265,6 +1346,7 @@ class SQLStoreMixin:
         >>> s.close()
         """
         self._check_open()
+        check_text_args("has_device_data", device_id=device_id)
         sql = "SELECT " + " OR ".join(
             f"EXISTS (SELECT 1 FROM {t} WHERE device_id = {self._ph})" for t in DEVICE_TABLES)
         return bool(self._read(sql, [device_id] * len(DEVICE_TABLES))[0][0])
@@ -1311,6 +1393,7 @@ class SQLStoreMixin:
         """:meth:`seq_gaps`, after looking its missing seqs up in storage: the same here,
         where this process is the store's only writer (PostgreSQL overrides it)."""
         self._check_open()
+        check_text_args("recheck_seq_gaps", device_id=device_id)
         return self.seq_gaps(device_id)
 
     def recheck_seq_watermark(self, device_id: str) -> int:
@@ -1326,10 +1409,12 @@ class SQLStoreMixin:
         >>> s.close()
         """
         self._check_open()
+        check_text_args("recheck_seq_watermark", device_id=device_id)
         return self.seq_watermark(device_id)
 
     def conflicts(self, device_id: str | None = None, limit: int = 1000) -> list[Conflict]:
         """Conflicting readings, newest first."""
+        check_text_args("conflicts", device_id=device_id)
         return [Conflict(*row) for row in self._read(*conflicts_query(device_id, limit, self._ph))]
 
     def absorbed(self, alert_id: str) -> list[str]:
@@ -1345,6 +1430,7 @@ class SQLStoreMixin:
         (True, [])
         >>> s.close()
         """
+        check_text_args("absorbed", alert_id=alert_id)
         out: list[str] = []
         todo = [alert_id]
         while todo:  # merges form a tree under the live alert; a cycle is impossible
@@ -1382,11 +1468,14 @@ class SQLStoreMixin:
         ['a2', 'a1']
         >>> s.close()
         """
+        check_text_args("list_alerts", device_id=device_id, status=status, kind=kind,
+                        after_id=None if after is None else after[2])
+        n = check_limit(limit)
         where, params = _alert_where(device_id, status, kind, since_ns, ph=self._ph,
                                      after=after)
         rows = self._read(
             f"SELECT {', '.join(_ALERT_COLUMNS)} FROM alerts {where} "
-            f"{ALERT_ORDER} LIMIT {int(limit)}",
+            f"{ALERT_ORDER} LIMIT {n}",
             params,
         )
         return [_alert_from_row(r) for r in rows]

@@ -66,7 +66,7 @@ import pandas as pd
 
 from edgewise._private import make_private, sync_folder
 from edgewise.errors import StoreCorruptError, StoreError, StoreLockedError
-from edgewise.store._batch import Columns, Prepared, SeqTracker, classify_batch
+from edgewise.store._batch import Columns, Prepared, SeqTracker, check_text_args, classify_batch
 from edgewise.store._sql import (
     DEVICE_TABLES,
     EVENT_COUNTER,
@@ -519,6 +519,39 @@ def _make_parent(path: Path) -> None:
         ) from None
 
 
+#: The most time spans the duplicate check of an append reads (:func:`_time_spans`).
+_MAX_SPANS = 8
+
+
+def _time_spans(ts_ns: np.ndarray, most: int = _MAX_SPANS) -> list[tuple[int, int]]:
+    """A batch's times ``ts_ns`` as at most ``most`` disjoint inclusive spans, sorted,
+    covering every one of them: split at the widest gaps between them. An append looks
+    up which of its keys are stored already in the readings of these spans only, which
+    DuckDB's per-row-group min/max of ``ts_ns`` lets it skip the rest of (an OR of
+    ranges is pushed down alike): one span from the batch's earliest to its latest time
+    read the whole table where one reading was old (a device whose clock reset to
+    2000-01-01 among current readings: 10 ms per append became 68-152 ms at 9 million
+    rows).
+
+    >>> _time_spans(np.array([50, 5, 51, 10**18, 6]), most=3)
+    [(5, 6), (50, 51), (1000000000000000000, 1000000000000000000)]
+    >>> _time_spans(np.array([3, 1, 2]))
+    [(1, 3)]
+    """
+    t = np.unique(ts_ns)  # sorted
+    gaps = np.diff(t).view(np.uint64)  # exact: a gap of int64 times may pass 2**63
+    if len(t) <= 1 or not np.any(gaps > 1):
+        return [(int(t[0]), int(t[-1]))]
+    # the (at most most - 1) widest gaps between neighbouring times, wider than 1 ns
+    wide = np.flatnonzero(gaps > 1)
+    if len(wide) >= most:
+        wide = wide[np.argsort(gaps[wide], kind="stable")[len(wide) - (most - 1):]]
+    ends = np.sort(wide)
+    starts = np.concatenate(([0], ends + 1))
+    ends = np.concatenate((ends, [len(t) - 1]))
+    return [(int(t[a]), int(t[b])) for a, b in zip(starts, ends, strict=True)]
+
+
 class DuckDBStore(SQLStoreMixin):
     """A :class:`~edgewise.store.base.Store` in one DuckDB file (or in memory).
 
@@ -819,18 +852,19 @@ class DuckDBStore(SQLStoreMixin):
                     "seq": np.array([-1 if q is None else q for q in cols.seq], dtype=np.int64),
                 }
             )
-            lo, hi = int(batch["ts_ns"].min()), int(batch["ts_ns"].max())
+            spans = _time_spans(batch["ts_ns"].to_numpy())
+            within = " OR ".join(["r.ts_ns BETWEEN ? AND ?"] * len(spans))
             con.register("_ew_batch", batch)
             try:
                 rows = con.execute(
-                    """
+                    f"""
                     SELECT r.device_id, r.metric, r.ts_ns, r.value FROM readings r
                     JOIN (SELECT DISTINCT device_id, metric, ts_ns FROM _ew_batch) b
                       ON r.device_id = b.device_id AND r.metric = b.metric
                      AND r.ts_ns = b.ts_ns
-                    WHERE r.ts_ns BETWEEN ? AND ?
+                    WHERE {within}
                     """,
-                    [lo, hi],
+                    [t for span in spans for t in span],
                 ).fetchall()
             finally:
                 con.unregister("_ew_batch")
@@ -915,6 +949,7 @@ class DuckDBStore(SQLStoreMixin):
         (1, 1)
         >>> s.close()
         """
+        check_text_args("delete_device", device_id=device_id)
         with self._wlock:
             self._check_open()
             con = self._con
@@ -1360,6 +1395,7 @@ class DuckDBStore(SQLStoreMixin):
         True
         >>> s.close()
         """
+        check_text_args("merge_alert", alert_id=alert_id, into=into)
         with self._wlock:
             self._check_open()
             con = self._con
@@ -1385,6 +1421,7 @@ class DuckDBStore(SQLStoreMixin):
 
     def get_alert(self, alert_id: str) -> Alert:
         """One alert by id (a merged one too); ``KeyError`` if unknown."""
+        check_text_args("get_alert", alert_id=alert_id)
         with self._gate.shared():
             return self._alert_on(self._reader(), alert_id)
 
