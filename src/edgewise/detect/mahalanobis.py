@@ -236,9 +236,14 @@ class Mahalanobis(Detector):
             return 0.0
         dz, w = self._solve(self._vector(x, grow=False), used=used)
         with np.errstate(over="ignore", invalid="ignore"):  # a metric constant at 0 moved
-            t2 = max(float(dz @ w), 0.0)
-        if not math.isfinite(t2):
+            t2 = float(dz @ w)
+        # T² = w' S w >= (smallest eigenvalue of S) |w|², so an overflowed w means a T² past
+        # any float; the dot of such terms may come out inf, NaN or -inf (inf - inf in
+        # whatever order the BLAS sums them: y at 1e307 beside its correlated x gave -inf,
+        # clamped to 0, and the reading scored 0)
+        if not (math.isfinite(t2) and np.isfinite(w).all()):
             return 1.0
+        t2 = max(t2, 0.0)
         p = float(gammaincc(dof / 2.0, t2 / 2.0))  # chi-squared tail
         # -log10(1.0) is -0.0, which max(-0.0, 0.0) keeps: + 0.0 makes it 0.0
         return min(max(-math.log10(p + 1e-300) / self.tail_digits, 0.0), 1.0) + 0.0
