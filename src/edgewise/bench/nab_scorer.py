@@ -13,7 +13,7 @@ well under a second for the whole corpus:
   edge towards 0 at its right edge. A window with no detection costs ``fnWeight``.
 * Every detection outside a window is a false positive costing ``fpWeight * S(d)``
   (negative), with ``d = (i - right_prev) / (width_prev - 1)`` the distance past the
-  previous window; before any window (or 3 widths or more after one) ``S = -1``.
+  previous window; before any window (or more than 3 ``width - 1`` after one) ``S = -1``.
 * Each profile (standard, reward_low_FP_rate, reward_low_FN_rate) picks one threshold for
   the whole corpus, the one that maximises the summed raw score over every distinct
   anomaly-score value.
@@ -73,13 +73,16 @@ _NO_DETECTION = 1.1  # NAB starts its sweep above every score: all windows misse
 
 
 def scaled_sigmoid(position: np.ndarray | float) -> np.ndarray:
-    """NAB's reward curve: ``2 sigmoid(-5 p) - 1``, and exactly -1 for ``p >= 3``.
+    """NAB's reward curve: ``2 sigmoid(-5 p) - 1``, and exactly -1 for ``p > 3`` (NAB's
+    ``scaledSigmoid`` compares strictly: at ``p == 3`` the curve's own -0.99999939 stands).
 
-    >>> float(scaled_sigmoid(-1.0)) > 0.98, float(scaled_sigmoid(0.0)), float(scaled_sigmoid(3.0))
+    >>> float(scaled_sigmoid(-1.0)) > 0.98, float(scaled_sigmoid(0.0)), float(scaled_sigmoid(3.5))
     (True, 0.0, -1.0)
+    >>> bool(-1.0 < float(scaled_sigmoid(3.0)) < -0.999999)
+    True
     """
     p = np.asarray(position, dtype=float)
-    return np.where(p >= 3.0, -1.0, 2.0 / (1.0 + np.exp(5.0 * p)) - 1.0)
+    return np.where(p > 3.0, -1.0, 2.0 / (1.0 + np.exp(5.0 * p)) - 1.0)
 
 
 def probation_length(n_rows: int, percent: float = PROBATION_PERCENT) -> float:
