@@ -424,19 +424,24 @@ def _check_target(target: str) -> None:
         ) from None
 
 
-def _read_bounded(payload: bytes | BinaryIO, size: int) -> tuple[bytes, bool]:
-    """Read at most ``size + 1`` bytes; return (data[:size], whether there was more)."""
+def _digest_bounded(payload: bytes | BinaryIO, size: int) -> tuple[str, bool]:
+    """Read at most ``size + 1`` bytes; return (sha256 hex of the first ``size``, whether there
+    was more). Nothing read is kept: a stream (an agent's download, written to disk as it
+    goes) is hashed chunk by chunk, so a model of N MiB needs no N MiB here.
+
+    >>> _digest_bounded(b"abcd", 3) == (hashlib.sha256(b"abc").hexdigest(), True)
+    True
+    """
     stream = io.BytesIO(payload) if isinstance(payload, bytes | bytearray) else payload
-    parts: list[bytes] = []
+    h = hashlib.sha256()
     got = 0
     while got <= size:
         chunk = stream.read(min(_CHUNK, size + 1 - got))
         if not chunk:
             break
-        parts.append(chunk)
+        h.update(chunk[: max(size - got, 0)])
         got += len(chunk)
-    data = b"".join(parts)
-    return data[:size], got > size
+    return h.hexdigest(), got > size
 
 
 def verify(
@@ -532,14 +537,13 @@ def verify(
             "rollback",
         )
     # 3. is the payload the one the manifest describes?
-    data, more = _read_bounded(payload, m.size)
+    digest, more = _digest_bounded(payload, m.size)
     if more:
         raise SignatureError(
             f"Payload of release {m.release} is longer than the {m.size} bytes its manifest "
             "says; stopped reading.",
             "endless_data",
         )
-    digest = hashlib.sha256(data).hexdigest()
     if digest != m.sha256:
         for other in known:
             if other.sha256 == digest and other.release != m.release:

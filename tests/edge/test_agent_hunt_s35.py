@@ -398,6 +398,49 @@ def test_a_401_says_the_gateways_detail(tmp_path, capsys):
     assert "HTTP 401: Device 'pump-8' is unknown or the secret is wrong.)" in err
 
 
+def test_a_401_to_the_update_check_is_no_unreachable_gateway_and_the_command_fails(
+        tmp_path, capsys, caplog, monkeypatch):
+    """Check the update check answered 401 (a wrong secret, the agent run with --trust-key)
+    is logged update_check_failed with the status, once while it lasts, never
+    gateway_unreachable, and that the command still ends with the sender's 401: exit 1 (the
+    update thread's 401, logged as the gateway being unreachable, was the watch's last event:
+    a warning and exit 0)."""
+    caplog.set_level(logging.INFO, "edgewise.agent")
+    problem = {"title": "Authentication required", "status": 401,
+               "detail": "Device 'pump-8' is unknown or the secret is wrong."}
+    client = httpx.Client(transport=httpx.MockTransport(
+        lambda req: httpx.Response(401, json=problem)))
+    key = load_or_create_key(tmp_path / "key")
+    agent = Agent("http://gw", "pump-8", "wrong", tmp_path / "a", update_interval_s=0.01,
+                  trusted_keys={key.key_id: key.public_key_bytes})
+    assert [agent.check_update(client) for _ in range(3)] == ["check_failed:401"] * 3
+    (ev,) = _events(caplog, "update_check_failed")
+    assert ev["status"] == 401 and ev["detail"] == problem["detail"]
+    agent.handle({"t": 1.0})
+    monkeypatch.setattr(httpx, "Client", lambda **kw: client)
+    watch = _SendWatch()
+    logging.getLogger("edgewise.agent").addHandler(watch)
+    try:
+        agent._stop.set()  # no pause after the failed post
+        assert agent.drain_once(client) == -1
+        agent._stop.clear()
+        updates = threading.Thread(target=agent.update_loop)
+        updates.start()  # the update thread's answers come after the sender's
+        time.sleep(0.2)
+        agent.stop()
+        updates.join(10)
+        agent._log_loop_error(httpx.ConnectError("refused"), "updates")  # and its outage
+    finally:
+        logging.getLogger("edgewise.agent").removeHandler(watch)
+    assert len(_events(caplog, "update_check_failed")) == 1  # said once while it lasts
+    assert [e["loop"] for e in _events(caplog, "gateway_unreachable")] == ["updates"]
+    assert watch.last is not None and watch.last["event"] == "send_failed"
+    with pytest.raises(typer.Exit) as info:
+        _say_undelivered(agent, watch, 1.0)
+    assert info.value.exit_code == 1
+    assert "refused this device's credentials (HTTP 401" in capsys.readouterr().err
+
+
 def test_stopping_the_agent_ends_a_slow_model_download_at_once(tmp_path, key, monkeypatch):
     """Check an agent asked to stop during a slow model download (8 chunks of 0.4 s) ends
     its update thread within a chunk and installs nothing: the download went on to its end

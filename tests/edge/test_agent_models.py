@@ -99,7 +99,7 @@ def test_a_release_that_does_not_load_is_refused_and_the_old_model_kept(gw, tmp_
 
 def _install(slot: ModelSlot, key, release: int, payload: bytes) -> None:
     s = sign(Artifact(payload, "ewz", f"{release}.0.0", release, "device:d", "pickle"), key)
-    slot.install(s.manifest_bytes, payload)
+    slot.install(s.manifest_bytes, payload, signature=s.signature)
 
 
 def test_start_falls_back_when_the_installed_model_cannot_load(tmp_path, caplog):
@@ -111,7 +111,8 @@ def test_start_falls_back_when_the_installed_model_cannot_load(tmp_path, caplog)
     slot = ModelSlot(tmp_path / "a" / "models")
     _install(slot, key, 1, pickle.dumps(EWZScore(z0=4.0)))
     _install(slot, key, 2, b"garbage")
-    agent = Agent("http://127.0.0.1:9", "d", "s", tmp_path / "a")
+    trusted = {key.key_id: key.public_key_bytes}
+    agent = Agent("http://127.0.0.1:9", "d", "s", tmp_path / "a", trusted_keys=trusted)
     assert agent.template.z0 == 4.0 and agent.release == 2
     (fb,) = _events(caplog, "model_fallback")
     assert fb["release"] == 2 and fb["using"] == "release 1 (1.0.0)"
@@ -120,7 +121,7 @@ def test_start_falls_back_when_the_installed_model_cannot_load(tmp_path, caplog)
 
     only_bad = ModelSlot(tmp_path / "b" / "models")
     _install(only_bad, key, 3, pickle.dumps([1, 2]))
-    agent = Agent("http://127.0.0.1:9", "d", "s", tmp_path / "b")
+    agent = Agent("http://127.0.0.1:9", "d", "s", tmp_path / "b", trusted_keys=trusted)
     assert type(agent.template) is EWZScore and agent.template.z0 == EWZScore().z0
     assert agent.release == 3 and _events(caplog, "model_fallback")[-1]["using"] == (
         "built-in EWZScore")

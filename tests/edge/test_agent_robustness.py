@@ -128,6 +128,75 @@ def test_a_verified_release_is_streamed_once_and_installed(gw, tmp_path):
     assert agent.template.z0 == 5.0
 
 
+class _Blob:
+    """A gateway serving one signed release, its payload in 64 KiB chunks (``served``: the
+    bytes it sends instead, if given)."""
+
+    def __init__(self, s: Any, served: bytes | None = None) -> None:
+        import base64
+
+        self.envelope = {"manifest": base64.b64encode(s.manifest_bytes).decode(),
+                         "signature": base64.b64encode(s.signature).decode()}
+        self.body = s.payload if served is None else served
+
+    def get(self, url: str, headers: Any = None) -> _Answer:
+        return _Answer(200, self.envelope)
+
+    def stream(self, method: str, url: str, headers: Any = None) -> Any:
+        import contextlib
+
+        answer = _Answer(200)
+        answer.iter_bytes = lambda: (self.body[i:i + 65536]  # type: ignore[method-assign]
+                                     for i in range(0, len(self.body), 65536))
+        return contextlib.nullcontext(answer)
+
+
+def test_a_model_download_holds_about_two_copies_of_it_in_memory(tmp_path):
+    """Check fetching, verifying, loading and installing a model of 8 MiB takes at most
+    2.5 times its size in memory at its peak (its bytes, and the detector made of them):
+    the download's chunks, their join, verify's copy and the probes' copies took 5 times."""
+    import tracemalloc
+
+    key = load_or_create_key(tmp_path / "k")
+    det = EWZScore()
+    det.blob = b"x" * (8 << 20)  # a detector carrying 8 MiB of learned state
+    s = _release(key, f"device:{DEVICE}", pickle.dumps(det))
+    gw = _Blob(s)
+    agent = Agent("http://gw", DEVICE, "s", tmp_path / "a",
+                  trusted_keys={key.key_id: key.public_key_bytes})
+    size = len(s.payload)
+    tracemalloc.start()
+    try:
+        assert agent.check_update(gw) == "installed"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 2.5 * size, f"peak {peak / size:.2f}x the model"
+    assert agent.template.blob == det.blob
+    assert sorted(p.name for p in agent.slot.root.iterdir()) == [
+        "current.json", "history.json", f"model-9-{s.manifest.sha256[:16]}.bin"]
+
+
+@pytest.mark.parametrize("where", ["served", "on_disk"])
+def test_only_the_bytes_verified_are_loaded_and_installed(tmp_path, monkeypatch, where):
+    """Check a download whose bytes are not the signed ones (sent wrong, or changed on the
+    way to disk after they were hashed) is refused as tampered, nothing of it installed nor
+    left in the slot: the model is loaded from its file read back and hash-checked again."""
+    key = load_or_create_key(tmp_path / "k")
+    s = _release(key, f"device:{DEVICE}", pickle.dumps(EWZScore(z0=7.0)))
+    flipped = bytes([s.payload[0] ^ 1]) + s.payload[1:]
+    gw = _Blob(s, served=flipped if where == "served" else None)
+    if where == "on_disk":
+        write = agent_module._Staged.write
+        monkeypatch.setattr(agent_module._Staged, "write",
+                            lambda self, chunk: write(self, chunk.replace(b"\x80", b"\x81", 1)))
+    agent = Agent("http://gw", DEVICE, "s", tmp_path / "a",
+                  trusted_keys={key.key_id: key.public_key_bytes})
+    assert agent.check_update(gw) == "refused:tampered"
+    assert agent.release == agent.running_release == 0
+    assert list(agent.slot.root.iterdir()) == []
+
+
 # -- 2. readings the gateway rejects -----------------------------------------------------------
 def test_rejected_readings_are_logged_counted_and_kept(gw, tmp_path, caplog):
     """Check readings the gateway rejects (an hour ahead: a skewed clock) leave the outbox

@@ -49,15 +49,18 @@ def _events(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]
     return out
 
 
-def _agent(state: Path) -> Agent:
-    return Agent("http://127.0.0.1:9", "pump-7", "s", state)
+def _agent(state: Path, key: Any) -> Agent:
+    """An agent trusting ``key`` (a signing key or a registry): the installed models it
+    signed run."""
+    return Agent("http://127.0.0.1:9", "pump-7", "s", state,
+                 trusted_keys={key.key_id: key.public_key_bytes})
 
 
 def _install(slot: ModelSlot, key: Any, release: int, version: str, model: Any,
              kind: str = "release") -> Any:
     s = sign(Artifact(pickle.dumps(model), "ewz", version, release, "device:pump-7",
                       "pickle", kind=kind), key)
-    slot.install(s.manifest_bytes, s.payload)
+    slot.install(s.manifest_bytes, s.payload, signature=s.signature)
     return s
 
 
@@ -75,10 +78,10 @@ def test_a_failed_rollback_target_does_not_fall_back_to_the_version_rolled_back_
     r3 = reg.rollout("ewz", "1.0.0", "device:pump-7", kind="rollback")
     slot = ModelSlot(tmp_path / "a" / "models")
     for r in (r1, r2, r3):
-        slot.install(r.manifest_bytes, r.payload)
+        slot.install(r.manifest_bytes, r.payload, signature=r.signature)
     slot.mark_failed(3, r3.manifest.sha256, "KeyError: raised on a reading")
     for start in (1, 2):
-        agent = _agent(tmp_path / "a")
+        agent = _agent(tmp_path / "a", reg)
         assert agent.release == 3 and agent.running_release == 0, start
         assert agent.template.z0 == EWZScore().z0
         fb = _events(caplog, "model_fallback")[-1]
@@ -98,13 +101,13 @@ def test_a_rollback_target_that_raises_on_a_reading_falls_back_to_the_built_in(t
     _install(slot, key, 1, "1.0.0", Brittle())
     _install(slot, key, 2, "2.0.0", EWZScore(z0=4.0))
     _install(slot, key, 3, "1.0.0", Brittle(), kind="rollback")
-    agent = _agent(tmp_path / "a")
+    agent = _agent(tmp_path / "a", key)
     assert agent.running_release == 3 and type(agent.template) is Brittle
     assert agent.handle({"temp_c": 99.0}) is not None
     assert agent.running_release == 0 and type(agent.template) is EWZScore
     assert agent.template.z0 == EWZScore().z0 and agent.release == 3
     assert _events(caplog, "model_fallback")[-1]["using"] == "built-in EWZScore"
-    restart = _agent(tmp_path / "a")
+    restart = _agent(tmp_path / "a", key)
     assert restart.running_release == 0 and restart.release == 3
 
 
@@ -120,7 +123,7 @@ def test_a_damaged_rollback_model_file_does_not_run_the_version_rolled_back_from
     _install(slot, key, 3, "1.0.0", EWZScore(z0=3.0), kind="rollback")
     (f3,) = slot.root.glob("model-3-*.bin")
     f3.write_bytes(f3.read_bytes() + b"rot")
-    agent = _agent(tmp_path / "a")
+    agent = _agent(tmp_path / "a", key)
     assert agent.running_release == 0 and agent.template.z0 == EWZScore().z0
     assert agent.release == 3 and agent._damaged_release == 3
 
@@ -136,7 +139,7 @@ def test_fallbacks_the_rollback_order_did_not_replace_still_run(tmp_path, caplog
     _install(slot, key, 3, "1.0.0", EWZScore(z0=3.0), kind="rollback")
     s4 = _install(slot, key, 4, "3.0.0", Brittle())
     slot.mark_failed(4, s4.manifest.sha256, "OverflowError: cannot score 99.0")
-    agent = _agent(tmp_path / "a")
+    agent = _agent(tmp_path / "a", key)
     assert agent.running_release == 3 and agent.template.z0 == 3.0
     assert _events(caplog, "model_fallback")[-1]["using"] == "release 3 (1.0.0)"
 
@@ -147,5 +150,5 @@ def test_fallbacks_the_rollback_order_did_not_replace_still_run(tmp_path, caplog
     _install(slot, key, 4, "1.0.0", EWZScore(z0=3.0), kind="rollback")
     (f4,) = slot.root.glob("model-4-*.bin")
     f4.write_bytes(b"rot")
-    agent = _agent(tmp_path / "b")
+    agent = _agent(tmp_path / "b", key)
     assert agent.running_release == 3 and agent.template.z0 == 3.0 and agent.release == 4

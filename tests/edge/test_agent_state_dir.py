@@ -433,3 +433,132 @@ def test_a_read_only_state_dir_fails_with_one_line(tmp_path):
     assert res.exit_code == 2, res.stdout + res.stderr
     assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
     assert "--state-dir" in res.stderr
+
+
+# -- 9. the installed models checked again at each start ---------------------------------------
+def _restart(agent: Agent, key: Any, *keys: Any, groups: tuple[str, ...] = ("line-a",)) -> Agent:
+    """The agent of the same state dir started again, trusting ``key`` and ``keys`` only."""
+    agent.outbox.close()
+    trusted = {k.key_id: k.public_key_bytes for k in (key, *keys)}
+    return Agent("http://gw", "pump-7", "s", agent.dir, trusted_keys=trusted, groups=groups)
+
+
+def test_a_release_of_a_key_no_longer_trusted_neither_runs_nor_holds_the_floor(tmp_path, key,
+                                                                              caplog):
+    """Check a release signed by a key the operator removed from --trust-key (a leaked key
+    signing release 10**15) is logged installed_model_untrusted at the next start, does not
+    run (the previous trusted release does, else the built-in) and is no anti-rollback
+    floor: the next release the trusted key signs installs (it kept running, and refused
+    every real release as a rollback, for ever)."""
+    caplog.set_level(logging.INFO, "edgewise.agent")
+    leaked = load_or_create_key(tmp_path / "leaked")
+    gw = _Gateway()
+    agent = _restart(_agent(key, tmp_path / "a"), key, leaked)  # both trusted at first
+    gw.offer(_release(key, 3, z0=3.5))
+    assert agent.check_update(gw.client) == "installed"
+    gw.offer(_release(leaked, 10**15, z0=99.0))
+    assert agent.check_update(gw.client) == "installed" and agent.template.z0 == 99.0
+
+    agent = _restart(agent, key)  # the leaked key removed
+    assert (agent.running_release, agent.template.z0, agent.release) == (3, 3.5, 3)
+    (ev,) = _events(caplog, "installed_model_untrusted")
+    assert (ev["release"], ev["key_id"], ev["reason"]) == (10**15, leaked.key_id, "unknown_key")
+    assert ev["where"] == "current" and ev["counted"] is False
+    assert _events(caplog, "model_fallback")[-1]["using"] == "release 3 (1.0.3)"
+    gw.offer(_release(key, 6, z0=6.0))
+    assert agent.check_update(gw.client) == "installed" and agent.template.z0 == 6.0
+    agent = _restart(agent, key)  # the leaked release, kept in the history, holds nothing
+    assert (agent.running_release, agent.release) == (6, 6)
+
+    alone = _agent(leaked, tmp_path / "b")  # the leaked release the only one: the built-in
+    gw.offer(_release(leaked, 10**15, z0=99.0))
+    assert alone.check_update(gw.client) == "installed"
+    alone = _restart(alone, key)
+    assert (alone.running_release, alone.release, alone.template.z0) == (0, 0, EWZScore().z0)
+    assert _events(caplog, "model_fallback")[-1]["using"] == "built-in EWZScore"
+
+
+def test_a_kept_signature_that_does_not_verify_is_not_run(tmp_path, key, caplog):
+    """Check an installed manifest edited on disk (its release raised to 10**15, the
+    signature kept) is refused at start as tampered: not run, no floor."""
+    caplog.set_level(logging.INFO, "edgewise.agent")
+    gw = _Gateway()
+    agent = _agent(key, tmp_path / "a")
+    gw.offer(_release(key, 4))
+    assert agent.check_update(gw.client) == "installed"
+    pointer = agent.slot.pointer
+    ptr = json.loads(pointer.read_bytes())
+    head = json.loads(base64.b64decode(ptr["manifest"]))
+    forged = json.dumps({**head, "release": 10**15}, sort_keys=True,
+                        separators=(",", ":")).encode()
+    pointer.write_text(json.dumps({**ptr, "release": 10**15,
+                                   "manifest": base64.b64encode(forged).decode()}))
+    agent = _restart(agent, key)
+    assert (agent.running_release, agent.release) == (4, 4)  # the history's release 4
+    (ev,) = _events(caplog, "installed_model_untrusted")
+    assert ev["reason"] == "tampered" and ev["release"] == 10**15
+
+
+def test_a_release_for_a_group_the_device_left_holds_the_floor_but_does_not_run(tmp_path,
+                                                                                key, caplog):
+    """Check a group:line-a release does not run once the agent is started without
+    --group line-a (it ran), while it still holds the anti-rollback floor (README: a device
+    that leaves a group keeps that version as its floor)."""
+    caplog.set_level(logging.INFO, "edgewise.agent")
+    gw = _Gateway()
+    agent = _agent(key, tmp_path / "a")
+    for rel, target in ((2, "device:pump-7"), (5, "group:line-a")):
+        gw.offer(_release(key, rel, target=target, z0=float(rel)))
+        assert agent.check_update(gw.client) == "installed"
+    agent = _restart(agent, key, groups=())
+    assert (agent.running_release, agent.template.z0, agent.release) == (2, 2.0, 5)
+    (ev,) = _events(caplog, "installed_model_untrusted")
+    assert ev["reason"] == "wrong_device" and ev["counted"] is True
+
+
+def _as_an_older_agent_kept_it(models: Path) -> None:
+    """Rewrite the slot's current.json and history.json as an agent from before signatures
+    were kept wrote them: no signature, the history a list of base64 manifests."""
+    ptr = json.loads((models / "current.json").read_bytes())
+    ptr.pop("signature", None)
+    (models / "current.json").write_text(json.dumps(ptr))
+    hist = json.loads((models / "history.json").read_bytes())
+    (models / "history.json").write_text(json.dumps([e["manifest"] if isinstance(e, dict)
+                                                     else e for e in hist]))
+
+
+def test_an_older_agents_unsigned_install_runs_again_once_its_offer_verifies(tmp_path, key,
+                                                                             caplog):
+    """Check a slot an older agent filled (no signatures kept) is not run at start (its
+    signature cannot be checked: the built-in runs) but holds the floor where its key is
+    trusted, and that the gateway's offer of the same release, verified, is kept and runs
+    it again without a download; the next start runs it at once. An unsigned release of a
+    key no longer trusted holds no floor."""
+    caplog.set_level(logging.INFO, "edgewise.agent")
+    gw = _Gateway()
+    agent = _agent(key, tmp_path / "a")
+    s = _release(key, 5, z0=5.0)
+    gw.offer(s)
+    assert agent.check_update(gw.client) == "installed" and gw.fetches == 1
+    _as_an_older_agent_kept_it(agent.slot.root)
+
+    agent = _restart(agent, key)
+    assert (agent.running_release, agent.release) == (0, 5)
+    (ev,) = _events(caplog, "installed_model_untrusted")
+    assert ev["reason"] == "unsigned" and ev["counted"] is True and ev["release"] == 5
+    gw.offer(_release(key, 4))
+    assert agent.check_update(gw.client) == "refused:rollback"
+    gw.offer(s)
+    assert agent.check_update(gw.client) == "verified"
+    assert (agent.running_release, agent.template.z0, gw.fetches) == (5, 5.0, 1)
+    (ok,) = _events(caplog, "installed_model_verified")
+    assert ok["release"] == 5 and ok["key_id"] == key.key_id
+    assert agent.check_update(gw.client) == "current"
+    agent = _restart(agent, key)
+    assert (agent.running_release, agent.release) == (5, 5)
+
+    _as_an_older_agent_kept_it(agent.slot.root)
+    other = load_or_create_key(tmp_path / "other")
+    agent = _restart(agent, other)  # its key no longer trusted: no floor either
+    assert (agent.running_release, agent.release) == (0, 0)
+    assert _events(caplog, "installed_model_untrusted")[-1]["reason"] == "unknown_key"

@@ -25,7 +25,9 @@ def agent_cmd(
         click_type=NonBlankPath("a folder for the outbox, models and state, e.g. "
                                 "edgewise-agent"))] = Path("edgewise-agent"),
     trust_key: Annotated[list[Path], typer.Option(
-        help="Registry public key file (signing_key.pub); repeatable. None: no updates.")] = [],  # noqa: B006
+        help="Registry public key file (signing_key.pub); repeatable. The installed model "
+        "runs only if one of them signed it (checked at each start). None: no updates, and "
+        "the built-in detector runs.")] = [],  # noqa: B006
     group: Annotated[list[str], typer.Option(
         help="Group whose releases this device accepts; repeatable (the gateway offers it "
         "those of the groups set with 'edgewise device add/groups --group').")] = [],  # noqa: B006
@@ -119,7 +121,20 @@ def agent_cmd(
 
 class _SendWatch(logging.Handler):
     """Keeps the agent's last failed send (its ``send_failed``, ``gateway_unreachable`` or
-    ``gateway_certificate_unverified`` log event), to say why readings were not delivered."""
+    ``gateway_certificate_unverified`` log event, of the sender: the readings' fate), to say
+    why readings were not delivered. The update loop's events (``"loop": "updates"``) are
+    not kept: its answers are not the readings' (a 401 to the model check was logged as the
+    gateway being unreachable and, kept last, turned a refused secret's exit 1 into a
+    warning and exit 0).
+
+    >>> w = _SendWatch()
+    >>> def said(event):
+    ...     w.emit(logging.makeLogRecord({"msg": __import__("json").dumps(event)}))
+    >>> said({"event": "send_failed", "status": 401})
+    >>> said({"event": "gateway_unreachable", "loop": "updates", "detail": "HTTP 401"})
+    >>> w.last
+    {'event': 'send_failed', 'status': 401}
+    """
 
     EVENTS = ("send_failed", "gateway_unreachable", "gateway_certificate_unverified")
 
@@ -128,14 +143,15 @@ class _SendWatch(logging.Handler):
         self.last: dict[str, Any] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Keep ``record`` if it is one of :data:`EVENTS`; never raise."""
+        """Keep ``record`` if it is one of :data:`EVENTS` met by the sender; never raise."""
         import json
 
         try:
             event = json.loads(record.getMessage())
         except (ValueError, TypeError):
             return
-        if isinstance(event, dict) and event.get("event") in self.EVENTS:
+        if (isinstance(event, dict) and event.get("event") in self.EVENTS
+                and event.get("loop", "sender") == "sender"):
             self.last = event
 
 

@@ -28,7 +28,11 @@ Three parts, each usable alone:
   fsync, rename, fsync dir; the ``current.json`` pointer is replaced the same way), so
   ``kill -9`` at any point leaves the old or the new model, never a partial one. The pointer
   records the device; the anti-rollback floor is the newest release of the pointer and the
-  install history, so a damaged pointer does not lower it.
+  install history, so a damaged pointer does not lower it. Each release's manifest is kept
+  with its signature, checked again against the agent's trusted keys at each start: one
+  signed by a key no longer trusted neither runs nor holds the floor. A download goes to a
+  temporary file in the slot as it arrives (hashed as it comes, never held whole), is read
+  back once, hash-checked, loaded and renamed into place.
 * :class:`Agent`: the loop. The main thread reads the source, cleans, scores and buffers; a
   sender thread drains the outbox in seq order over ``POST /v1/telemetry`` (headers as in
   INTERFACES.md) and deletes what the gateway's ``ack_seq`` covers; an update thread, with
@@ -75,7 +79,10 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlencode
 
-from edgewise._private import replace_atomically
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edgewise._private import replace_atomically, sync_folder
 from edgewise._sqlite import write_transaction
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import ConfigError, InvalidParameterError, PayloadError, SignatureError
@@ -1135,12 +1142,131 @@ def _readable_rows(src: sqlite3.Connection, after: int) -> list[tuple[int, bytes
 
 @dataclass(frozen=True)
 class Installed:
-    """The model the slot points at."""
+    """An installed model (the one the slot points at, or its fallback): ``manifest_bytes``
+    as signed, and the ``signature`` kept with it (None: kept by an agent from before
+    signatures were kept, or installed without one)."""
 
     release: int
     sha256: str
     manifest: Manifest
     payload: bytes
+    manifest_bytes: bytes = b""  # b"": the manifest's canonical bytes (Manifest.to_bytes)
+    signature: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Record:
+    """One installed release as the slot keeps it (``current.json`` or an entry of
+    ``history.json``): its manifest as signed, that manifest read, and its signature (None:
+    not kept, as by an agent from before signatures were kept)."""
+
+    manifest_bytes: bytes
+    manifest: Manifest
+    signature: bytes | None = None
+
+    @classmethod
+    def parse(cls, manifest: Any, signature: Any = None) -> _Record:
+        """The record of a base64 ``manifest`` and ``signature`` (None: none) as kept;
+        ValueError, TypeError or SignatureError if it cannot be read.
+
+        >>> m = Manifest("ewz", "1", 1, "0" * 64, 1, "pickle", "device:d", 0, "k")
+        >>> r = _Record.parse(base64.b64encode(m.to_bytes()).decode(), "AAAA")
+        >>> r.manifest.release, r.signature
+        (1, b'\\x00\\x00\\x00')
+        """
+        for name, value in (("manifest", manifest), ("signature", signature)):
+            if not isinstance(value, str) and not (name == "signature" and value is None):
+                raise TypeError(f"its {name} is a JSON {type(value).__name__}, not base64 text")
+        mb = base64.b64decode(manifest)
+        return cls(mb, Manifest.from_bytes(mb),
+                   None if signature is None else base64.b64decode(signature))
+
+    def entry(self) -> dict[str, str]:
+        """The record as ``history.json`` keeps it: base64 ``manifest`` and ``signature``."""
+        out = {"manifest": base64.b64encode(self.manifest_bytes).decode()}
+        if self.signature is not None:
+            out["signature"] = base64.b64encode(self.signature).decode()
+        return out
+
+
+def _history_record(entry: Any) -> _Record:
+    """A ``history.json`` entry read: ``{"manifest", "signature"}`` (base64), or, as an agent
+    from before signatures were kept wrote it, the base64 manifest alone."""
+    if isinstance(entry, dict):
+        return _Record.parse(entry.get("manifest"), entry.get("signature"))
+    return _Record.parse(entry)
+
+
+class _UntrustedModel(SignatureError):
+    """An installed release that does not pass the check of its kept signature, key and
+    target made at each start (``reason``: ``unknown_key``, ``wrong_device``, ``tampered``,
+    ``unsigned``); ``record`` is it."""
+
+    def __init__(self, record: _Record, reason: str, detail: str) -> None:
+        m = record.manifest
+        super().__init__(f"Installed release {m.release} ({m.name} {m.version}) is not run: "
+                         f"{detail}.", reason)
+        self.record = record
+
+
+class _Staged:
+    """A release's model being downloaded into the slot: a temporary file of its own beside
+    the model's name (``.model-<release>-<sha16>.bin.<pid>.<thread>.<hex>.tmp``, as
+    :func:`~edgewise._private.replace_atomically` names it, so one a power loss leaves is
+    removed when the slot is opened; made with ``O_EXCL | O_NOFOLLOW``), written as the bytes
+    arrive, read back once and hash-checked (:meth:`verified`), then renamed into place
+    (:meth:`commit`) or removed (:meth:`discard`).
+
+    >>> import tempfile
+    >>> dest = Path(tempfile.mkdtemp()) / "model-1-abc.bin"
+    >>> st = _Staged(dest); st.write(b"abc")
+    >>> st.verified(hashlib.sha256(b"abc").hexdigest(), 3)
+    b'abc'
+    >>> st.commit(); dest.read_bytes(), len(list(dest.parent.iterdir()))
+    (b'abc', 1)
+    """
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.path = dest.with_name(f".{dest.name[:150]}.{os.getpid()}."
+                                   f"{threading.get_ident()}.{os.urandom(4).hex()}.tmp")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        self._file: Any = os.fdopen(fd, "w+b")
+        self.done = False
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk``; OSError if the disk refuses it."""
+        self._file.write(chunk)
+
+    def verified(self, sha256: str, size: int) -> bytes:
+        """The file's bytes, synced to disk and read back once, if they are ``size`` bytes
+        of sha256 ``sha256`` (what was verified while they were written), else
+        :class:`SignatureError` (``tampered``): the bytes loaded and installed are those."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.seek(0)
+        data: bytes = self._file.read(size + 1)
+        if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+            raise SignatureError(f"The downloaded model {str(self.path)!r} changed on disk "
+                                 "after it was verified; it is not installed.", "tampered")
+        return data
+
+    def commit(self) -> None:
+        """Rename the file over its model's name (it was synced by :meth:`verified`) and
+        sync the folder."""
+        self._file.close()
+        os.replace(self.path, self.dest)
+        self.done = True
+        sync_folder(self.dest.parent)
+
+    def discard(self) -> None:
+        """Close and remove the file, unless :meth:`commit` renamed it; never raises."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        if not self.done:
+            self.done = True
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
 
 #: The temporary files :func:`~edgewise._private.replace_atomically` writes for a slot's
@@ -1171,17 +1297,35 @@ class ModelSlot:
     was installed for another device (by that record, or, for a slot an older agent filled,
     by a ``device:`` target of its manifests) raises :class:`~edgewise.errors.ConfigError`.
 
+    Each installed release's manifest is kept with its signature (``current.json`` and
+    ``history.json``). A slot given ``trusted_keys`` (the agent's, none included) checks them
+    again at every read: a release may run (:meth:`current`, :meth:`previous`) only if its
+    kept signature verifies with a key it trusts now and its target is ``device_id`` or one
+    of ``groups``; it counts toward the anti-rollback floor (:meth:`installed_release`,
+    :meth:`superseded`) only if its key is trusted now and its kept signature verifies. So a
+    release signed by a key the operator stopped trusting neither runs nor holds the floor,
+    while one for a group the device left holds it without running. A release an agent from
+    before signatures were kept installed has none: it counts toward the floor where its
+    key is trusted (refusing more is the safe side), and runs only once a signature for it
+    verifies (:meth:`keep_signature`). Without ``trusted_keys`` the slot is read as it is
+    (to look at it; nothing is checked but the hashes).
+
     Opening a slot removes the temporary files an install cut short (a power loss or a kill
     mid-write) left in it: a payload-sized ``.model-….bin.<pid>.<tid>.<hex>.tmp`` that
     nothing else would ever remove (:meth:`remove_stale_temps`).
     """
 
-    def __init__(self, root: str | os.PathLike[str], device_id: str | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], device_id: str | None = None, *,
+                 trusted_keys: Mapping[str, bytes] | None = None,
+                 groups: Sequence[str] = ()) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.remove_stale_temps()
         self.pointer = self.root / "current.json"
         self.device_id = device_id
+        self.trusted_keys = None if trusted_keys is None else dict(trusted_keys)
+        self.groups = tuple(groups)
+        self._checked: dict[tuple[bytes, bytes | None], tuple[str, str] | None] = {}
         if device_id is not None:
             owner = self.owner()
             if owner is not None and owner != device_id:
@@ -1237,7 +1381,8 @@ class ModelSlot:
         try:
             ptr = json.loads(raw)
             if not (isinstance(ptr, dict) and isinstance(ptr.get("release"), int)
-                    and all(isinstance(ptr.get(k), str) for k in ("sha256", "file", "manifest"))):
+                    and all(isinstance(ptr.get(k), str) for k in ("sha256", "file", "manifest"))
+                    and isinstance(ptr.get("signature", ""), str)):
                 raise ValueError("a field is missing or of the wrong type")
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise ValueError(f"Model pointer {str(self.pointer)!r} is damaged ({exc}).") from None
@@ -1264,18 +1409,110 @@ class ModelSlot:
         # verify() refuses a release for another device, so a device: target names the owner
         return next((t[len("device:"):] for t in targets if t.startswith("device:")), None)
 
+    def _pointer_record(self) -> _Record | None:
+        """The pointer's record (manifest and kept signature); None if there is none or it
+        cannot be read. Never raises."""
+        try:
+            ptr = self._pointer()
+            return None if ptr is None else _Record.parse(ptr["manifest"], ptr.get("signature"))
+        except (OSError, ValueError, TypeError, SignatureError):
+            return None
+
+    def _distrust(self, record: _Record) -> tuple[str, str] | None:
+        """Why ``record`` may not run, as (reason, detail); None: it may (its kept signature
+        verifies with a trusted key, for this device or one of its groups; a slot without
+        ``trusted_keys`` checks nothing). Reasons: ``unknown_key``, ``tampered`` (neither
+        counts toward the floor), ``wrong_device``, ``unsigned`` (kept without a signature;
+        both still count toward it, :meth:`_counts`).
+
+        >>> import tempfile
+        >>> from edgewise.registry import Artifact, load_or_create_key, sign
+        >>> k, old = load_or_create_key(tempfile.mkdtemp()), load_or_create_key(tempfile.mkdtemp())
+        >>> slot = ModelSlot(tempfile.mkdtemp(), "d", trusted_keys={k.key_id: k.public_key_bytes})
+        >>> s = sign(Artifact(b"m", "ewz", "1.0", 1, "device:d"), k)
+        >>> slot._distrust(_Record(s.manifest_bytes, s.manifest, s.signature)) is None
+        True
+        >>> s = sign(Artifact(b"m", "ewz", "1.0", 1, "device:d"), old)
+        >>> slot._distrust(_Record(s.manifest_bytes, s.manifest, s.signature))[0]
+        'unknown_key'
+        """
+        if self.trusted_keys is None:
+            return None
+        seen = (record.manifest_bytes, record.signature)
+        if seen not in self._checked:
+            self._checked[seen] = self._why_untrusted(record)
+        return self._checked[seen]
+
+    def _why_untrusted(self, record: _Record) -> tuple[str, str] | None:
+        assert self.trusted_keys is not None
+        m = record.manifest
+        if not (isinstance(m.key_id, str) and isinstance(m.target, str)
+                and isinstance(m.release, int) and not isinstance(m.release, bool)
+                and isinstance(m.sha256, str)):
+            return "tampered", "its manifest's fields are not of their types"
+        if m.key_id not in self.trusted_keys:
+            return "unknown_key", (f"it is signed by key {m.key_id!r}, which this device does "
+                                   f"not trust (trusted: "
+                                   f"{', '.join(sorted(self.trusted_keys)) or 'none'})")
+        if record.signature is not None:
+            try:
+                Ed25519PublicKey.from_public_bytes(self.trusted_keys[m.key_id]).verify(
+                    record.signature, record.manifest_bytes)
+            except (InvalidSignature, ValueError):
+                return "tampered", (f"its kept signature does not verify with key "
+                                    f"{m.key_id!r} (the manifest or the signature was altered)")
+        mine = {f"group:{g}" for g in self.groups}
+        if self.device_id is not None:
+            mine.add(f"device:{self.device_id}")
+        if m.target not in mine:
+            return "wrong_device", (f"it targets {m.target!r}, not this device "
+                                    f"({', '.join(sorted(mine)) or 'none'}); signed by a "
+                                    "trusted key, it still holds the anti-rollback floor")
+        if record.signature is None:
+            return "unsigned", ("its signature was not kept (an agent from before signatures "
+                                "were kept installed it), so it cannot be checked again; it "
+                                "holds the anti-rollback floor, as its key is trusted, and "
+                                "runs again once the gateway offers it and its signature "
+                                "verifies")
+        return None
+
+    def _counts(self, record: _Record) -> bool:
+        """Whether ``record`` counts toward the anti-rollback floor: it passes
+        (:meth:`_distrust`), or only its target is no longer this device's (a group the
+        device left: a release signed for it by a trusted key is no attacker's number), or
+        it was kept unsigned by an older agent with a trusted key. Counting refuses more,
+        never runs anything; a release of a key not trusted now, or whose kept signature
+        does not verify, does not count (a leaked key's release 10**15 would refuse every
+        real release as a rollback)."""
+        why = self._distrust(record)
+        return why is None or why[0] in ("wrong_device", "unsigned")
+
+    def _counted(self) -> list[_Record]:
+        """The records that count toward the floor: the pointer's, then the install
+        history's, newest first (all that can be read, for a slot without trusted keys)."""
+        ptr = self._pointer_record()
+        records = ([] if ptr is None else [ptr]) + self._history_records()[0][::-1]
+        return [r for r in records if self._counts(r)]
+
     def current(self) -> Installed | None:
-        """The installed model (hash re-checked), or None; ValueError if the pointer is
-        damaged."""
+        """The installed model (hash re-checked; for a slot with trusted keys, its kept
+        signature, key and target too: :class:`_UntrustedModel` if they do not pass), or
+        None; ValueError if the pointer is damaged."""
         ptr = self._pointer()
         if ptr is None:
             return None
+        record = _Record.parse(ptr["manifest"], ptr.get("signature"))
+        why = self._distrust(record)
+        if why is not None:
+            raise _UntrustedModel(record, *why)
+        m = record.manifest
         payload = (self.root / ptr["file"]).read_bytes()
-        if hashlib.sha256(payload).hexdigest() != ptr["sha256"]:
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != ptr["sha256"] or digest != m.sha256:
             raise SignatureError(f"Installed model {ptr['file']!r} does not match its hash.",
                                  "tampered")
-        m = Manifest.from_bytes(base64.b64decode(ptr["manifest"]))
-        return Installed(ptr["release"], ptr["sha256"], m, payload)
+        return Installed(ptr["release"], ptr["sha256"], m, payload, record.manifest_bytes,
+                         record.signature)
 
     def _pointed_release(self) -> int | None:
         try:
@@ -1286,20 +1523,27 @@ class ModelSlot:
 
     def installed_release(self) -> int:
         """The anti-rollback floor: the newest release the pointer or the install history
-        names (0 if none), so a damaged pointer does not lower it."""
-        releases = [self._pointed_release() or 0]
-        releases += [m.release for m in self.readable_history()[0]]
-        return max(releases)
+        names (0 if none), so a damaged pointer does not lower it; for a slot with trusted
+        keys, of the releases that count (:meth:`_counts`): one signed by a key no longer
+        trusted, or for a group the device left, does not hold it."""
+        if self.trusted_keys is None:
+            releases = [self._pointed_release() or 0]
+            releases += [m.release for m in self.readable_history()[0]]
+            return max(releases)
+        return max([0] + [r.manifest.release for r in self._counted()])
 
     def previous(self) -> Installed | None:
         """The newest release older than the current one whose file is still here, intact
         (the pointer damaged: the newest such release), and that no later rollback order
         replaced (:meth:`superseded`): the version a device was rolled back from is never
-        its fallback."""
+        its fallback. For a slot with trusted keys, only a release whose kept signature,
+        key and target pass (:meth:`_distrust`)."""
         floor = self._pointed_release() or None
         superseded = self.superseded()
-        for m in reversed(self.readable_history()[0]):
-            if (floor is not None and m.release >= floor) or m.release in superseded:
+        for r in reversed(self._history_records()[0]):
+            m = r.manifest
+            if ((floor is not None and m.release >= floor) or m.release in superseded
+                    or self._distrust(r) is not None):
                 continue
             path = self.root / f"model-{m.release}-{m.sha256[:16]}.bin"
             try:
@@ -1307,7 +1551,8 @@ class ModelSlot:
             except OSError:
                 continue
             if hashlib.sha256(payload).hexdigest() == m.sha256:
-                return Installed(m.release, m.sha256, m, payload)
+                return Installed(m.release, m.sha256, m, payload, r.manifest_bytes,
+                                 r.signature)
         return None
 
     def superseded(self) -> dict[int, Manifest]:
@@ -1318,7 +1563,8 @@ class ModelSlot:
         replaced by it (the version rolled back from, and whatever else ran before it: which
         versions are older than V is the registry's publish order, which the device does not
         know). A release above R (signed after the order) is not. The orders are read from
-        the install history and the pointer (which an install writes first); never raises.
+        the install history and the pointer (which an install writes first), for a slot with
+        trusted keys those that count (:meth:`_counts`); never raises.
 
         >>> import tempfile
         >>> from edgewise.registry import Artifact, load_or_create_key, sign
@@ -1326,15 +1572,11 @@ class ModelSlot:
         >>> for rel, ver, kind in ((1, "1.0.0", "release"), (2, "2.0.0", "release"),
         ...                        (3, "1.0.0", "rollback")):
         ...     s = sign(Artifact(ver.encode(), "ewz", ver, rel, "device:d", kind=kind), key)
-        ...     slot.install(s.manifest_bytes, s.payload)
+        ...     slot.install(s.manifest_bytes, s.payload, signature=s.signature)
         >>> {r: (o.release, o.version) for r, o in slot.superseded().items()}
         {2: (3, '1.0.0')}
         """
-        manifests = list(self.readable_history()[0])
-        with contextlib.suppress(OSError, ValueError, TypeError, SignatureError):
-            ptr = self._pointer()
-            if ptr is not None:
-                manifests.append(Manifest.from_bytes(base64.b64decode(ptr["manifest"])))
+        manifests = [r.manifest for r in self._counted()]
         orders = sorted((m for m in manifests if m.kind == "rollback"), key=lambda m: m.release)
         out: dict[int, Manifest] = {}
         for m in manifests:
@@ -1350,7 +1592,10 @@ class ModelSlot:
         path = self.root / "history.json"
         if not path.exists():
             return []
-        return [Manifest.from_bytes(base64.b64decode(m)) for m in json.loads(path.read_bytes())]
+        try:
+            return [_history_record(e).manifest for e in json.loads(path.read_bytes())]
+        except TypeError as exc:
+            raise ValueError(f"History {str(path)!r} is damaged: {exc}.") from None
 
     def readable_history(self) -> tuple[list[Manifest], str | None]:
         """The manifests of the install history that can still be read, and what is damaged
@@ -1363,6 +1608,12 @@ class ModelSlot:
         >>> slot.readable_history()
         ([], 'entry 1 of 1 is not a manifest (Manifest is not valid manifest JSON: ...)')
         """
+        records, damage = self._history_records()
+        return [r.manifest for r in records], damage
+
+    def _history_records(self) -> tuple[list[_Record], str | None]:
+        """The install history's readable records (manifest and kept signature), oldest
+        first, and what is damaged in it, as :meth:`readable_history`; never raises."""
         path = self.root / "history.json"
         try:
             raw = path.read_bytes()
@@ -1376,11 +1627,11 @@ class ModelSlot:
             return [], f"it is not JSON ({exc})"
         if not isinstance(entries, list):
             return [], f"it is a JSON {type(entries).__name__}, not a list of manifests"
-        out: list[Manifest] = []
+        out: list[_Record] = []
         bad: list[str] = []
         for i, entry in enumerate(entries, start=1):
             try:
-                out.append(Manifest.from_bytes(base64.b64decode(entry)))
+                out.append(_history_record(entry))
             except (ValueError, TypeError, SignatureError) as exc:
                 bad.append(f"entry {i} of {len(entries)} is not a manifest ({exc})")
         return out, "; ".join(bad[:3]) or None
@@ -1422,21 +1673,59 @@ class ModelSlot:
 
     def point_to(self, installed: Installed) -> None:
         """Make the pointer name ``installed`` (a release whose file is here), atomically."""
-        self._write_pointer(installed.manifest.to_bytes(), installed.manifest)
+        self._write_pointer(installed.manifest_bytes or installed.manifest.to_bytes(),
+                            installed.manifest, installed.signature)
 
-    def _write_pointer(self, manifest_bytes: bytes, m: Manifest) -> None:
+    def _write_pointer(self, manifest_bytes: bytes, m: Manifest,
+                       signature: bytes | None = None) -> None:
         ptr: dict[str, Any] = {"release": m.release, "sha256": m.sha256,
                                "file": f"model-{m.release}-{m.sha256[:16]}.bin",
                                "manifest": base64.b64encode(manifest_bytes).decode()}
+        if signature is not None:
+            ptr["signature"] = base64.b64encode(signature).decode()
         if self.device_id is not None:
             ptr["device"] = self.device_id
         replace_atomically(self.pointer, json.dumps(ptr).encode(), mode=0o644)
 
-    def install(self, manifest_bytes: bytes, payload: bytes, *,
+    def stage(self, manifest: Manifest) -> _Staged:
+        """A temporary file in the slot to download ``manifest``'s model into
+        (:class:`_Staged`; :meth:`install` renames it into place); OSError if it cannot be
+        made."""
+        return _Staged(self.root / f"model-{manifest.release}-{manifest.sha256[:16]}.bin")
+
+    def keep_signature(self, manifest_bytes: bytes, signature: bytes) -> bool:
+        """Keep ``signature`` (verified by the caller) with the installed release whose
+        manifest is ``manifest_bytes`` where it was kept without one (the pointer and the
+        history, as an agent from before signatures were kept wrote them), each replaced
+        atomically; whether anything was written. OSError if the disk refuses it."""
+        wrote = False
+        with contextlib.suppress(ValueError):
+            ptr = self._pointer()
+            if (ptr is not None and "signature" not in ptr
+                    and base64.b64decode(ptr["manifest"]) == manifest_bytes):
+                ptr["signature"] = base64.b64encode(signature).decode()
+                replace_atomically(self.pointer, json.dumps(ptr).encode(), mode=0o644)
+                wrote = True
+        records, damage = self._history_records()
+        if damage is None and any(r.manifest_bytes == manifest_bytes and r.signature is None
+                                  for r in records):
+            entries = [(_Record(r.manifest_bytes, r.manifest, signature)
+                        if r.manifest_bytes == manifest_bytes and r.signature is None
+                        else r).entry() for r in records]
+            replace_atomically(self.root / "history.json", json.dumps(entries).encode(),
+                               mode=0o644)
+            wrote = True
+        return wrote
+
+    def install(self, manifest_bytes: bytes, payload: bytes | _Staged, *,
+                signature: bytes | None = None,
                 running: tuple[int, str] | None = None) -> None:
-        """Write the payload, flip the pointer, then add the release to the history; each
-        step is crash-atomic. A damaged pointer or history is replaced (and logged), never
-        a reason to refuse the install.
+        """Write the payload (or rename the verified download :meth:`stage` made into
+        place), flip the pointer, then add the release, with its ``signature``, to the
+        history; each step is crash-atomic. A damaged pointer or history is replaced (and
+        logged), never a reason to refuse the install. A release installed without a
+        signature is kept as an older agent kept it: a slot with trusted keys does not run
+        it (:meth:`current`).
 
         The model files kept are the new release's and the fallback's: ``running`` (release,
         sha256: the model the device runs, which may be older than the pointer's after a
@@ -1447,7 +1736,10 @@ class ModelSlot:
         built-in detector."""
         m = Manifest.from_bytes(manifest_bytes)
         fname = f"model-{m.release}-{m.sha256[:16]}.bin"
-        replace_atomically(self.root / fname, payload, mode=0o644)
+        if isinstance(payload, _Staged):
+            payload.commit()
+        else:
+            replace_atomically(self.root / fname, payload, mode=0o644)
         try:
             ptr = self._pointer()
             old = None if ptr is None else ptr["file"]
@@ -1461,8 +1753,12 @@ class ModelSlot:
         elif ptr is not None and ptr.get("sha256") in self.failed():
             prev = self.previous()  # of the old pointer: what runs in its place
             fallback = None if prev is None else f"model-{prev.release}-{prev.sha256[:16]}.bin"
-        known, damage = self.readable_history()
-        hist = [base64.b64encode(x.to_bytes()).decode() for x in known]
+        known, damage = self._history_records()
+        if signature is not None:  # an entry kept unsigned (an older agent's) gets it
+            known = [_Record(r.manifest_bytes, r.manifest, signature)
+                     if r.manifest_bytes == manifest_bytes and r.signature is None else r
+                     for r in known]
+        hist = [r.entry() for r in known]
         if damage is not None:
             log.warning(json.dumps({"event": "model_history_damaged",
                                     "path": str(self.root / "history.json"),
@@ -1470,10 +1766,11 @@ class ModelSlot:
                                     f"{len(known)} readable entries and this release."}))
         # the pointer before the history: a crash between them must not leave the history
         # naming a release (the anti-rollback floor) that the pointer does not run
-        self._write_pointer(manifest_bytes, m)
+        self._write_pointer(manifest_bytes, m, signature)
         again = old == fname  # the running release installed again (a damaged copy mended)
-        if not (again and any(x.release == m.release and x.sha256 == m.sha256 for x in known)):
-            hist.append(base64.b64encode(manifest_bytes).decode())
+        if not (again and any(r.manifest.release == m.release
+                              and r.manifest.sha256 == m.sha256 for r in known)):
+            hist.append(_Record(manifest_bytes, m, signature).entry())
         replace_atomically(self.root / "history.json", json.dumps(hist[-20:]).encode(),
                            mode=0o644)
         if again:  # the previous release's file stays the fallback it was
@@ -1511,21 +1808,33 @@ def load_detector(payload: bytes) -> Any:
     if missing:
         raise ValueError(f"The model is a {type(model).__name__}, not a detector: it has no "
                          f"{', '.join(missing)}.")
+    cls = type(model).__name__
+    probe: Any = None
     for kind in ("fresh (clone())", "trained (a copy)"):
         for name in _PROBE_METRICS:
             try:
-                probe = model.clone() if kind.startswith("fresh") else pickle.loads(payload)
+                if kind.startswith("fresh"):
+                    probe = model.clone()
+                else:  # one copy of the model at a time beside its pickle (a model of
+                    # N MiB held 3 N MiB here): it is unpickled again once probed
+                    model = None
+                    probe = pickle.loads(payload)
                 score = float(probe.score_one({name: 0.0}))
                 probe.learn_one({name: 0.0})
             except Exception as exc:  # whatever it raises, it cannot run here
                 raise ValueError(
-                    f"The model ({type(model).__name__}), {kind}, fails on a one-metric "
+                    f"The model ({cls}), {kind}, fails on a one-metric "
                     f"reading of metric {name!r}: {type(exc).__name__}: {str(exc)[:200]}."
                 ) from None
+            probe = None  # let it go before the next copy is made
             if math.isnan(score):
-                raise ValueError(f"The model ({type(model).__name__}), {kind}, scores a "
+                raise ValueError(f"The model ({cls}), {kind}, scores a "
                                  f"reading of metric {name!r} as NaN.")
-    return model
+    try:
+        return pickle.loads(payload)  # as it was published: the copies above were probed
+    except Exception as exc:  # unpickled three times already; a fourth may still fail
+        raise ValueError(f"The model does not unpickle: {type(exc).__name__}: "
+                         f"{str(exc)[:200]}.") from None
 
 
 def load_trusted_key(path: str | os.PathLike[str]) -> dict[str, bytes]:
@@ -1889,7 +2198,10 @@ class Agent:
         (``agent.lock`` there, flock-ed for the agent's life: an agent of another process
         on the same dir raises :class:`~edgewise.errors.ConfigError` naming its pid).
     trusted_keys
-        Registry key id to raw public key; empty disables model updates.
+        Registry key id to raw public key; empty disables model updates. The installed
+        models are checked against them again at each start (:class:`ModelSlot`): one signed
+        by a key not given here (a leaked key the operator removed) neither runs nor holds
+        the anti-rollback floor, so with none given the built-in detector runs.
     groups
         Groups whose ``group:<name>`` releases this device accepts (its own check; which
         group releases the gateway offers it is set there: ``edgewise device add ID --group``).
@@ -1916,10 +2228,11 @@ class Agent:
         weakref.finalize(self, self._dir_lock.release)
         # both check the state dir is this device's (ConfigError if not); the slot first, as
         # it only reads, while the outbox records the device when it records none
-        self.slot = ModelSlot(self.dir / "models", device_id=device_id)
-        self.outbox = Outbox(self.dir / "outbox.sqlite", max_bytes=max_bytes, device_id=device_id)
         self.trusted_keys = dict(trusted_keys or {})
         self.groups = groups
+        self.slot = ModelSlot(self.dir / "models", device_id=device_id,
+                              trusted_keys=self.trusted_keys, groups=groups)
+        self.outbox = Outbox(self.dir / "outbox.sqlite", max_bytes=max_bytes, device_id=device_id)
         self.batch = batch
         self.update_interval_s = update_interval_s
         self.threshold = threshold
@@ -1932,6 +2245,10 @@ class Agent:
         # the floor release whose installed copy failed its hash check (or is gone): the
         # gateway's offer of that same signed release is fetched again to mend it
         self._damaged_release: int | None = None
+        # the installed release kept unsigned by an agent from before signatures were kept:
+        # it runs once the gateway offers that same manifest and its signature verifies
+        self._unverified: _Record | None = None
+        self._untrusted_logged: set[tuple[bytes, bytes | None]] = set()
         self.local_alerts = 0
         self.refused: list[tuple[int, str]] = []
         self._manifest_refused: dict[str, str] = {}  # sha256 of manifest + signature: reason
@@ -1954,7 +2271,9 @@ class Agent:
         self._probe_every = _PROBE_FIRST
         self._refused_at = 0.0  # monotonic time of the last 413
         self._history_logged = False  # a damaged install history is said once
-        self._tls_logged_at: float | None = None
+        self._tls_logged_at: dict[str, float] = {}  # per loop: "sender", "updates"
+        # the update check's last error status and when it was logged (None: it answered)
+        self._check_failed_logged: tuple[int, float] | None = None
         self._stop = threading.Event()
         # handle() scores under it; a model swap (an update installed by the update thread,
         # a fallback) takes it, so a reading never meets half of one
@@ -2098,10 +2417,21 @@ class Agent:
         newest intact release of the history. An installed model file that fails its hash
         check (bit rot, a damaged SD card) or is gone is no broken release but a damaged
         copy: it is remembered (``_damaged_release``) and the same signed release, offered
-        again by the gateway, is fetched, verified and installed again (:meth:`check_update`)."""
+        again by the gateway, is fetched, verified and installed again (:meth:`check_update`).
+
+        Each installed release's kept signature, key and target are checked again against
+        this agent's trusted keys and groups (:class:`ModelSlot`); one that does not pass is
+        logged (``installed_model_untrusted``, naming its release and key id) and does not
+        run: a release signed by a key the operator removed gives way to the previous
+        release that passes, else the built-in detector, and holds no floor, so the next
+        release the trusted key signs is installed. One for a group the device left, or one
+        an older agent kept unsigned (its key trusted), holds the floor; the latter runs
+        again once the gateway's offer of it verifies."""
+        self._log_untrusted()
         self.release = self.slot.installed_release()
         self._use_builtin()  # until a model loads (one that failed on a reading: not kept)
         self._damaged_release = None
+        self._unverified = None
         try:
             cur = self.slot.current()
             if cur is not None:
@@ -2112,6 +2442,12 @@ class Agent:
             damaged = True
             reason = (f"Model pointer {str(self.slot.pointer)!r} is missing, though the history "
                       f"shows release {self.release} installed.")
+        except _UntrustedModel as exc:
+            reason, damaged = str(exc), False
+            if exc.reason == "unsigned":  # its offer by the gateway is checked and adopted
+                self._unverified = exc.record
+                if exc.record.manifest.release == self.release:
+                    self._damaged_release = self.release  # else: fetched again (_mends)
         except (SignatureError, OSError, ValueError, KeyError, TypeError) as exc:
             reason = str(exc)
             try:
@@ -2143,6 +2479,55 @@ class Agent:
         log.warning(json.dumps({"event": "model_fallback", "release": self.release,
                                 "reason": reason, "using": using}))
         self._report({"agent.model_fallback": float(self.release)})
+
+    def _log_untrusted(self) -> None:
+        """Log, once per agent, each installed release (the pointer's, then the install
+        history's) whose kept signature, key or target does not pass now
+        (``installed_model_untrusted``, a warning naming its release, key id and reason;
+        ``counted``: whether it still holds the anti-rollback floor, as one kept unsigned by
+        an older agent does)."""
+        ptr = self.slot._pointer_record()
+        records = ([] if ptr is None else [(ptr, "current")])
+        records += [(r, "history") for r in self.slot._history_records()[0]]
+        for record, where in records:
+            why = self.slot._distrust(record)
+            seen = (record.manifest_bytes, record.signature)
+            if why is None or seen in self._untrusted_logged:
+                continue
+            self._untrusted_logged.add(seen)
+            m = record.manifest
+            log.warning(json.dumps({
+                "event": "installed_model_untrusted", "release": m.release,
+                "version": str(m.version)[:64], "key_id": str(m.key_id)[:64],
+                "reason": why[0], "where": where, "counted": self.slot._counts(record),
+                "detail": f"installed release {m.release} ({where}) is not run: {why[1]}"},
+                default=str))
+
+    def _adopt(self, seen: str, manifest_bytes: bytes, signature: bytes, release: int) -> str:
+        """The gateway offers the installed release an older agent kept unsigned, with the
+        same manifest: if its signature verifies with a trusted key for this device, keep it
+        with the release (:meth:`ModelSlot.keep_signature`) and run the release again, with
+        no download (``verified``, logged ``installed_model_verified``); else refuse it."""
+        record = _Record(manifest_bytes, Manifest.from_bytes(manifest_bytes), signature)
+        why = self.slot._distrust(record)
+        if why is not None:
+            self._manifest_refused[seen] = why[0]
+            return self._refuse(release, why[0], f"Installed release {release}, offered "
+                                f"again, is not run: {why[1]}.")
+        with self._model_lock:
+            try:
+                self.slot.keep_signature(manifest_bytes, signature)
+            except OSError as exc:
+                return self._retry_later(seen, release, "install_failed", f"Release {release}'s "
+                                         f"signature verified but was not kept: {exc}.")
+            log.warning(json.dumps({
+                "event": "installed_model_verified", "release": release,
+                "key_id": record.manifest.key_id,
+                "detail": f"the gateway offered installed release {release}, which an older "
+                "agent kept without its signature; the signature verifies and is kept, and "
+                "the release runs again"}))
+            self._load_model()
+        return "verified"
 
     def _passed_over(self, prev: Installed | None) -> str:
         """What the fallback left out as replaced by a later rollback order (the releases
@@ -2199,7 +2584,16 @@ class Agent:
         installed copy failed its hash check at start (an older model or the built-in runs
         instead), the same signed release is fetched, verified and installed again
         (``repaired``). An offer whose envelope or manifest cannot be read is refused as
-        ``bad_manifest`` (logged once, naming the field), never raised.
+        ``bad_manifest`` (logged once, naming the field), never raised. The installed release
+        an older agent kept unsigned, offered with the same manifest, is ``verified``: its
+        signature checked and kept, and it runs (:meth:`_adopt`). An error status answered to
+        the check itself (a 401: this device's secret refused) is logged as such,
+        ``update_check_failed`` with the status, and ``check_failed:<status>`` returned.
+
+        The payload is written to a temporary file in the slot as it arrives (hashed as it
+        is written, never held whole in memory), read back once and hash-checked again after
+        it verified, loaded from those bytes and renamed into place: a model of N MiB takes
+        about 2 N MiB (its bytes and the detector made of them), not 5 N MiB.
         """
         if not self.trusted_keys:
             return "disabled"
@@ -2209,8 +2603,11 @@ class Agent:
         r = client.get(f"{self.gateway}/v1/devices/{self.device_id}/model?{query}",
                        headers=self._headers())
         if r.status_code in (204, 404):
+            self._check_failed_logged = None
             return "none"
-        r.raise_for_status()
+        if not 200 <= r.status_code < 300:
+            return self._check_failed(r)
+        self._check_failed_logged = None
         try:
             mb, sig, head, seen = _parse_offer(r)
         except _BadOffer as exc:
@@ -2221,12 +2618,25 @@ class Agent:
         if retry is not None and time.monotonic() < retry[0]:
             return f"{retry[2]}:retry_later"  # failed before: not fetched again before then
         offered: int = head["release"]
+        if self._unverified is not None and mb == self._unverified.manifest_bytes:
+            return self._adopt(seen, mb, sig, offered)
         failed = self._failed_models().get(str(head.get("sha256")))
         if failed is not None and offered > self.release:
             return self._refuse(offered, "bad_model", f"Release {offered}'s model failed on "
                                 f"this device's readings before ({failed}); not fetched.")
         repair = offered == self.release and self._mends(head)
-        download = _Download(client, self.gateway, self._headers(), mb, stop=self._stop)
+        download = _Download(client, self.gateway, self._headers(), mb, self.slot,
+                             stop=self._stop)
+        try:
+            return self._take(download, seen, mb, sig, head, repair)
+        finally:
+            download.close()  # the stream, and the downloaded copy unless it was installed
+
+    def _take(self, download: _Download, seen: str, mb: bytes, sig: bytes,
+              head: Mapping[str, Any], repair: bool) -> str:
+        """The rest of :meth:`check_update`, once the offer was read: verify, download,
+        load and install it (or say why not)."""
+        offered: int = head["release"]
         try:
             if offered == self.release and not repair:
                 if self._current_logged != seen:  # said once per offer, not on every poll
@@ -2242,7 +2652,7 @@ class Agent:
                        device_id=self.device_id, groups=self.groups,
                        installed_release=self.release - 1 if repair else self.release,
                        known=self._known())
-            data = download.data
+            data = download.verified(m)
         except (SignatureError, _Refusal) as exc:
             if exc.reason == "replay":
                 log.info(json.dumps({"event": "update_replay", "detail": str(exc)}))
@@ -2259,15 +2669,18 @@ class Agent:
             return outcome
         except _FetchError as exc:
             return self._retry_later(seen, offered, "fetch_failed", str(exc))
+        except _DiskError as exc:
+            return self._retry_later(seen, offered, "install_failed", str(exc))
         finally:
-            download.close()
+            download.close_stream()
         try:
             model = load_detector(data)
         except ValueError as exc:
             return self._refuse(m.release, "bad_model", f"Release {m.release}: {exc}")
         with self._model_lock:  # the swap waits for a reading being scored, and vice versa
             try:
-                self.slot.install(mb, data, running=None if self._running_sha256 is None
+                self.slot.install(mb, download.staged or data, signature=sig,
+                                  running=None if self._running_sha256 is None
                                   else (self.running_release, self._running_sha256))
             except OSError as exc:
                 return self._retry_later(seen, m.release, "install_failed",
@@ -2289,6 +2702,22 @@ class Agent:
                              "version": m.version, "kind": m.kind}))
         self._report({"agent.model_release": float(m.release)})
         return "installed"
+
+    def _check_failed(self, r: Any) -> str:
+        """Log an update check the gateway answered with an error status
+        (``update_check_failed``, a warning with the status and the gateway's detail: a 401
+        is this device's secret refused, not an unreachable gateway) at the first answer of
+        that status, then at most once a minute while it lasts; return
+        ``check_failed:<status>``."""
+        status = int(r.status_code)
+        now = time.monotonic()
+        last = self._check_failed_logged
+        if last is None or last[0] != status or now - last[1] >= _DROP_LOG_EVERY_S:
+            self._check_failed_logged = (status, now)
+            log.warning(json.dumps({
+                "event": "update_check_failed", "status": status,
+                "detail": _answer_detail(r), "loop": "updates"}))
+        return f"check_failed:{status}"
 
     def _mends(self, head: Mapping[str, Any]) -> bool:
         """Whether the offer (of the floor release) mends a damaged installed copy: the floor
@@ -2334,14 +2763,11 @@ class Agent:
         return "conflict"
 
     def _installed_sha256(self, release: int) -> str | None:
-        """The sha256 of the model installed here as ``release`` (pointer, else history)."""
-        with contextlib.suppress(OSError, ValueError):
-            ptr = self.slot._pointer()
-            if ptr is not None and ptr["release"] == release:
-                return str(ptr["sha256"])
-        for m in reversed(self.slot.readable_history()[0]):
-            if m.release == release:
-                return m.sha256
+        """The sha256 of the model installed here as ``release`` (pointer, else history; of
+        the releases that count toward the floor)."""
+        for record in self.slot._counted():
+            if record.manifest.release == release:
+                return str(record.manifest.sha256)
         return None
 
     def _known(self) -> list[Manifest]:
@@ -2645,7 +3071,7 @@ class Agent:
                         if sent < 0 or not len(self.outbox):
                             self._stop.wait(0.05)
                     except Exception as exc:  # the sender must outlive any one answer
-                        self._log_loop_error(exc)
+                        self._log_loop_error(exc, "sender")
                         self._stop.wait(backoff)
                         backoff = min(backoff * 2, 2.0)
             finally:
@@ -2665,35 +3091,44 @@ class Agent:
                 try:
                     self.check_update(client)
                 except Exception as exc:  # the updates must outlive any one answer
-                    self._log_loop_error(exc)
+                    self._log_loop_error(exc, "updates")
                 self._stop.wait(max(self.update_interval_s - (time.monotonic() - started),
                                     0.05))
 
-    def _log_loop_error(self, exc: Exception) -> None:
-        """Log what a sender or update loop met: an unreachable gateway (or a certificate
-        that does not verify), else the error itself; never raise."""
+    def _log_loop_error(self, exc: Exception, loop: str = "sender") -> None:
+        """Log what the sender or the update loop (``loop``: ``"sender"``, ``"updates"``,
+        said in the event) met: an unreachable gateway (or a certificate that does not
+        verify), else the error itself; never raise. An error status the gateway answered
+        is not an unreachable gateway (the sender logs ``send_failed``, the update check
+        ``update_check_failed``, each with the status)."""
         import httpx
 
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response is not None:
+            log.warning(json.dumps({"event": "update_check_failed" if loop == "updates"
+                                    else "send_failed", "status": exc.response.status_code,
+                                    "detail": _answer_detail(exc.response), "loop": loop}))
+            return
         if isinstance(exc, httpx.HTTPError | OSError | ValueError | KeyError):
-            if not self._log_certificate(exc):
-                log.info(json.dumps({"event": "gateway_unreachable",
+            if not self._log_certificate(exc, loop):
+                log.info(json.dumps({"event": "gateway_unreachable", "loop": loop,
                                      "detail": str(exc)[:200], "buffered": self._buffered()}))
             return
-        log.error(json.dumps({"event": "sender_error", "detail":
+        log.error(json.dumps({"event": "sender_error", "loop": loop, "detail":
                               f"{type(exc).__name__}: {str(exc)[:200]}",
                               "buffered": self._buffered()}))
 
-    def _log_certificate(self, exc: BaseException) -> bool:
+    def _log_certificate(self, exc: BaseException, loop: str = "sender") -> bool:
         """If ``exc`` is the gateway's TLS certificate failing verification, warn (at once,
-        then at most once a minute) naming the fix, and return True."""
+        then at most once a minute for each loop) naming the fix, and return True."""
         text = str(exc)
         if "CERTIFICATE_VERIFY_FAILED" not in text and "certificate verify failed" not in text:
             return False
         now = time.monotonic()
-        if self._tls_logged_at is None or now - self._tls_logged_at >= _DROP_LOG_EVERY_S:
-            self._tls_logged_at = now
+        last = self._tls_logged_at.get(loop)
+        if last is None or now - last >= _DROP_LOG_EVERY_S:
+            self._tls_logged_at[loop] = now
             log.warning(json.dumps({
-                "event": "gateway_certificate_unverified", "gateway": self.gateway,
+                "event": "gateway_certificate_unverified", "loop": loop, "gateway": self.gateway,
                 "detail": f"{text[:200]}; nothing is sent until it verifies: for a "
                 "self-signed gateway ('edgewise serve --tls-cert') pass its certificate "
                 "(or the CA that signed it) with --ca-file, and use the host name or "
@@ -2801,9 +3236,32 @@ def _learned(model: Any) -> bool:
     (False, None, True)
     """
     try:
-        return pickle.dumps(model, protocol=4) != pickle.dumps(model.clone(), protocol=4)
+        return _pickle_digest(model) != _pickle_digest(model.clone())
     except Exception:
         return True
+
+
+class _HashSink:
+    """A file to pickle into that keeps only the sha256 of what is written."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return len(data)
+
+
+def _pickle_digest(obj: Any) -> bytes:
+    """The sha256 of ``obj`` pickled (protocol 4), never held whole: a model of N MiB
+    pickled to compare it took another N MiB.
+
+    >>> _pickle_digest([1, 2]) == _pickle_digest([1, 2]) != _pickle_digest([2, 1])
+    True
+    """
+    sink = _HashSink()
+    pickle.Pickler(sink, protocol=4).dump(obj)
+    return sink.hash.digest()
 
 
 def _trained_metrics(manifest: Manifest | None) -> frozenset[str] | None:
@@ -2993,27 +3451,37 @@ def _parse_offer(r: Any) -> tuple[bytes, bytes, dict[str, Any], str]:
     return mb, sig, head, seen
 
 
+class _DiskError(Exception):
+    """A verified download that the slot's disk would not take (the temporary file could not
+    be made, written or read back): logged as ``update_install_failed`` and tried again."""
+
+
 class _Download:
     """A release's payload as a binary stream that :func:`edgewise.registry.verify` reads.
 
     ``verify`` reads only once the manifest passed its checks, so the HTTP stream is opened
     on the first ``read``, after the (then verified) manifest's size and format are checked
-    against what this agent takes; ``data`` is what was read, ``close`` ends the stream.
-    Once ``stop`` is set the next ``read`` ends the download (:class:`_FetchError`): an
-    agent asked to stop does not wait for the rest of a slow download (it is fetched again
-    at the next check).
+    against what this agent takes. What is read is written, as it comes, to a temporary
+    file in the slot (:meth:`ModelSlot.stage`) and nothing of it is kept in memory;
+    :meth:`verified` reads it back once, hash-checked, for the model to be loaded from
+    and :meth:`ModelSlot.install` renames it into place. ``close`` ends the stream and
+    removes the file unless it was installed. Once ``stop`` is set the next ``read`` ends
+    the download (:class:`_FetchError`): an agent asked to stop does not wait for the rest
+    of a slow download (it is fetched again at the next check).
     """
 
     def __init__(self, client: Any, gateway: str, headers: Mapping[str, str],
-                 manifest_bytes: bytes, stop: threading.Event | None = None) -> None:
+                 manifest_bytes: bytes, slot: ModelSlot,
+                 stop: threading.Event | None = None) -> None:
         self.client, self.gateway, self.headers = client, gateway, dict(headers)
         self.manifest_bytes = manifest_bytes
+        self.slot = slot
         self.stop = stop
         self.opened = False
+        self.staged: _Staged | None = None
         self._ctx: Any = None
         self._chunks: Iterator[bytes] | None = None
         self._buf = b""
-        self._parts: list[bytes] = []
 
     def _open(self) -> None:
         m = Manifest.from_bytes(self.manifest_bytes)  # verified: verify reads only after that
@@ -3033,12 +3501,18 @@ class _Download:
         if not 200 <= resp.status_code < 300:
             raise _FetchError(f"Release {m.release}: the gateway answered the model download "
                               f"(GET /v1/models/{m.sha256[:16]}…) with HTTP {resp.status_code}.")
+        try:
+            self.staged = self.slot.stage(m)
+        except OSError as exc:
+            raise _DiskError(f"Release {m.release} cannot be downloaded into "
+                             f"{str(self.slot.root)!r}: {exc}; the running model is "
+                             "kept.") from None
         self._chunks = resp.iter_bytes()
 
     def read(self, n: int = -1) -> bytes:
         if self._chunks is None:
             self._open()
-        assert self._chunks is not None
+        assert self._chunks is not None and self.staged is not None
         while n < 0 or len(self._buf) < n:
             if self.stop is not None and self.stop.is_set():
                 raise _FetchError("The agent was asked to stop during the model download; "
@@ -3048,15 +3522,34 @@ class _Download:
                 break
             self._buf += chunk
         out, self._buf = (self._buf, b"") if n < 0 else (self._buf[:n], self._buf[n:])
-        self._parts.append(out)
+        try:
+            self.staged.write(out)  # what verify hashes is what is written, byte for byte
+        except OSError as exc:
+            raise _DiskError(f"The model download cannot be written to "
+                             f"{str(self.staged.path)!r}: {exc}; the running model is "
+                             "kept.") from None
         return out
 
-    @property
-    def data(self) -> bytes:
-        """Everything read so far (all of the payload once ``verify`` returned)."""
-        return b"".join(self._parts)
+    def verified(self, manifest: Manifest) -> bytes:
+        """The downloaded payload, once ``verify`` returned ``manifest``: read back from
+        its file, which must still hold the ``manifest.size`` bytes of ``manifest.sha256``
+        (:meth:`_Staged.verified`)."""
+        if self.staged is None:  # verify returned without reading: cannot be
+            raise _FetchError(f"Release {manifest.release} was not downloaded.")
+        try:
+            return self.staged.verified(manifest.sha256, manifest.size)
+        except OSError as exc:
+            raise _DiskError(f"The model download {str(self.staged.path)!r} cannot be read "
+                             f"back: {exc}; the running model is kept.") from None
 
-    def close(self) -> None:
+    def close_stream(self) -> None:
+        """End the HTTP stream (the downloaded file stays, for install)."""
         if self._ctx is not None:
             ctx, self._ctx = self._ctx, None
             ctx.__exit__(None, None, None)
+
+    def close(self) -> None:
+        """End the stream and remove the downloaded file unless it was installed."""
+        self.close_stream()
+        if self.staged is not None:
+            self.staged.discard()
