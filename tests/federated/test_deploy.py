@@ -21,7 +21,13 @@ from edgewise.federated.publish import load_global_model
 
 
 def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path, monkeypatch):
-    """Check 3 SuperNode processes finish 2 rounds and only parameters reach the server."""
+    """Check 3 SuperNode processes finish 2 rounds and only parameters reach the server,
+    talking to the gate (``federate server``'s address for devices), which forwards their
+    Fleet calls, while the SuperLink itself listens on loopback at a port of its own.
+
+    The gate's part was test_devices_complete_a_federated_run_through_the_gate in
+    test_fleet_gate.py, with a run of its own (21 s of the suite's time on 2 cores): this
+    run goes through the same gate, so it checks it here."""
     # no usage report to flower.ai and no update check: each Flower process waits up to 4 s
     # (3 s) for them at exit (a ClientApp process per message), where the network is slow
     # or blackholed
@@ -33,6 +39,7 @@ def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path, monkeypatc
         result = fleet.run({"num-server-rounds": 2, "strategy": "fedavg", "evaluate": False,
                             "min-available-nodes": 3, "dp-sgd-epsilon": 0.0}, timeout=240)
         alive = [p.poll() is None for p in fleet.nodes.values()]
+        node_cmds = [p.args for p in fleet.nodes.values()]
         # stop the SuperNodes all at once, while the SuperLink still answers their goodbye
         # (LocalFleet.stop stops one at a time, 1-2 s each); it then stops the SuperLink
         running = [p for p in fleet.nodes.values() if p.poll() is None]
@@ -42,6 +49,18 @@ def test_superlink_and_three_supernodes_complete_two_rounds(tmp_path, monkeypatc
             p.wait(timeout=30)
     assert all(alive)
     assert result["rounds"] == 2
+    # every device was sent to the gate, every Fleet call went through it, and the
+    # SuperLink listens elsewhere (on loopback)
+    assert fleet.link_port != fleet.port
+    link = (tmp_path / "superlink.log").read_text(errors="replace")
+    assert f"running on http://127.0.0.1:{fleet.link_port}" in link
+    gate = (tmp_path / "fleet-gate.log").read_text(errors="replace")
+    for call in ("register-node", "pull-messages", "push-messages", "push-object",
+                 "pull-object"):
+        assert f'"POST /v1/fleet/{call} HTTP/1.1" 200' in gate, call
+    assert len(node_cmds) == 3
+    for cmd in node_cmds:
+        assert isinstance(cmd, list) and cmd[cmd.index("--superlink") + 1] == fleet.address
     assert set(result["train_metrics"]) == {"1", "2"}
     assert result["privacy"]["unit"] == "record" and 5.9 < result["privacy"]["epsilon"] <= 6.0
     wire = json.loads((tmp_path / "out" / "wire.json").read_text())

@@ -1,14 +1,13 @@
-"""`federate server --tls-cert/--tls-key/--tls-ca` and `federate client --tls-ca`: a real
-SuperLink serving TLS with a CA and certificate made here, SuperNodes that verify it, and
-the refusals of files that would not work, each in one line before anything starts."""
+"""`federate server --tls-cert/--tls-key/--tls-ca` and `federate client --tls-ca`: a CA and
+certificates made here (:func:`make_pki`, shared with the real TLS runs of
+test_supernode_auth.py and test_fleet_gate.py), the SuperNode's command line that trusts the
+CA, and the refusals of files that would not work, each in one line before anything starts."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edgewise.errors import InvalidParameterError
-from edgewise.federated import deploy
 from edgewise.federated.deploy import LocalFleet, TlsFiles, check_tls, supernode_command
 from tests.federated.test_cli_params import edgewise_in_process
 
@@ -263,36 +261,9 @@ def test_server_with_a_key_that_is_not_the_certificates_starts_nothing(
     assert err.count("\n") == 1 and "is not the private key of --tls-cert" in err
 
 
-def _spawn_bad_node(fleet: LocalFleet, name: str, root: Path | None) -> subprocess.Popen[bytes]:
-    """A SuperNode that gives up after two retries (insecure, or trusting ``root``)."""
-    cmd = supernode_command(fleet.address, 0, 1, deploy.free_port(), root_certificates=root)
-    cmd[cmd.index("--max-retries") + 1] = "2"
-    cmd[cmd.index("--max-wait-time") + 1] = "10"
-    return fleet._spawn(cmd, f"{name}.log")
-
-
-def test_a_tls_supernode_completes_a_round_and_insecure_or_untrusting_ones_are_refused(
-        pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Check a real SuperLink serving TLS with the CA-signed certificate: a SuperNode
-    trusting the CA completes a round, while one
-    running --insecure and one trusting another CA cannot connect and exit non-zero."""
-    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
-    monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")  # no wait on flower.ai at exit
-    tls = check_tls(pki.cert, pki.key, pki.ca)
-    with LocalFleet(1, workdir=tmp_path, tls=tls) as fleet:
-        insecure = _spawn_bad_node(fleet, "insecure", None)
-        untrusting = _spawn_bad_node(fleet, "untrusting", pki.other_ca)
-        result = fleet.run({"num-server-rounds": 1, "strategy": "fedavg", "evaluate": False,
-                            "min-available-nodes": 1, "dp-sgd-epsilon": 0.0}, timeout=240)
-        codes = insecure.wait(timeout=60), untrusting.wait(timeout=60)
-    gate = (tmp_path / "fleet-gate.log").read_text(errors="replace")
-    assert f"running on https://127.0.0.1:{fleet.port}" in gate
-    assert result["rounds"] == 1 and set(result["train_metrics"]) == {"1"}
-    wire = json.loads((tmp_path / "out" / "wire.json").read_text())
-    assert len({e["node"] for e in wire}) == 1 and not any(e["error"] for e in wire)
-    assert all(code != 0 for code in codes), codes
-    for name in ("insecure", "untrusting"):
-        log = (tmp_path / f"{name}.log").read_text(errors="replace")
-        assert "could not establish a connection to the SuperLink" in log, log[-2000:]
-    assert "CERTIFICATE_VERIFY_FAILED" in (tmp_path / "untrusting.log").read_text(
-        errors="replace")
+# A SuperNode that trusts the CA completing a round through the TLS gate, and ones running
+# --insecure or trusting another CA refused by TLS, are checked in the real run of
+# tests/federated/test_supernode_auth.py (test_only_supernodes_with_registered_keys_take_
+# part_in_a_real_run), which shares its fleet with them; the gate serving TLS in front of
+# a SuperLink without TLS (no device keys) in tests/federated/test_fleet_gate.py
+# (test_with_tls_the_gate_serves_tls_that_devices_verify).

@@ -1,6 +1,7 @@
 """The address `federate server` gives devices serves Flower's Fleet API and nothing else:
 a run submitted there by anyone but the server itself is refused, while devices still
-complete a federated run through it (and verify its TLS).
+complete a federated run through it (checked in test_deploy.py's real run) and verify its
+TLS.
 
 Flower 1.41 serves its Control API (run submission, which Flower OSS does not
 authenticate) on the SuperLink's one port; whoever reached the port devices use could run
@@ -8,7 +9,6 @@ a ServerApp on the server, as the server's user, and a ClientApp on every device
 
 from __future__ import annotations
 
-import json
 import os
 import ssl
 import subprocess
@@ -120,24 +120,11 @@ def test_a_run_submitted_to_the_devices_address_is_refused_and_nothing_of_it_run
             assert "serves only the Flower Fleet API" in r.text, (path, r.text)
 
 
-def test_devices_complete_a_federated_run_through_the_gate(fleet: LocalFleet) -> None:
-    """Check two SuperNodes finish one round talking to the gate, which forwards their Fleet
-    calls, while the SuperLink itself listens on loopback at a port of its own."""
-    result = fleet.run({"num-server-rounds": 1, "strategy": "fedavg", "evaluate": False,
-                        "min-available-nodes": 2, "dp-sgd-epsilon": 0.0}, timeout=240)
-    assert result["rounds"] == 1 and set(result["train_metrics"]) == {"1"}
-    wire = json.loads((fleet.workdir / "out" / "wire.json").read_text())
-    assert len({e["node"] for e in wire}) == 2 and not any(e["error"] for e in wire)
-    assert fleet.link_port != fleet.port
-    link = (fleet.workdir / "superlink.log").read_text(errors="replace")
-    assert f"running on http://127.0.0.1:{fleet.link_port}" in link
-    gate = (fleet.workdir / "fleet-gate.log").read_text(errors="replace")
-    for call in ("register-node", "pull-messages", "push-messages", "push-object",
-                 "pull-object"):
-        assert f'"POST /v1/fleet/{call} HTTP/1.1" 200' in gate, call
-    for proc in fleet.nodes.values():
-        cmd = proc.args
-        assert isinstance(cmd, list) and cmd[cmd.index("--superlink") + 1] == fleet.address
+# Devices completing a federated run through the gate (the SuperLink on a loopback port of
+# its own, every Fleet call forwarded) is checked in the real run of
+# tests/federated/test_deploy.py (test_superlink_and_three_supernodes_complete_two_rounds),
+# which goes through the same gate; with TLS (and device keys) in the real run of
+# tests/federated/test_supernode_auth.py.
 
 
 def test_with_tls_the_gate_serves_tls_that_devices_verify(

@@ -38,10 +38,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def _outsider(fleet: LocalFleet, name: str, root: Path, key: Path | None
+def _outsider(fleet: LocalFleet, name: str, root: Path | None, key: Path | None
               ) -> subprocess.Popen[bytes]:
-    """A SuperNode trusting the gate's CA, with ``key`` (or none), that gives up after two
-    retries."""
+    """A SuperNode trusting ``root`` (None: --insecure), with ``key`` (or none), that gives
+    up after two retries."""
     cmd = supernode_command(fleet.address, 0, 2, deploy.free_port(), root_certificates=root,
                             auth_key=key)
     cmd[cmd.index("--max-retries") + 1] = "2"
@@ -52,8 +52,15 @@ def _outsider(fleet: LocalFleet, name: str, root: Path, key: Path | None
 def test_only_supernodes_with_registered_keys_take_part_in_a_real_run(
         pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Check a SuperLink behind the TLS gate with two registered device keys completes a
-    round with exactly those two SuperNodes, while one signing with an unregistered key and
-    one with no key are refused at the door and exit non-zero."""
+    round with exactly those two SuperNodes (which verify the gate's CA-signed certificate),
+    while one signing with an unregistered key and one with no key are refused at the door,
+    and one running --insecure and one trusting another CA cannot even connect (refused by
+    TLS, before any SuperLink answer); all four exit non-zero.
+
+    The TLS refusals were a test of their own in test_federated_tls.py with a fleet and a
+    run of their own (36 s of the suite's time on 2 cores); they share this run, whose
+    TLS gate they meet before the SuperLink's key check could refuse them (a SuperNode
+    that reaches it is told it "must be registered": asserted absent from their logs)."""
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
     monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")  # no wait on flower.ai at exit
     pairs = [generate_supernode_key(tmp_path / "allowed", f"dev{i}") for i in range(2)]
@@ -62,11 +69,13 @@ def test_only_supernodes_with_registered_keys_take_part_in_a_real_run(
     with LocalFleet(2, workdir=tmp_path / "fl", tls=check_tls(pki.cert, pki.key, pki.ca),
                     supernode_keys=keys,
                     auth_keys={i: pair[0] for i, pair in enumerate(pairs)}) as fleet:
-        unregistered = _outsider(fleet, "unregistered", pki.ca, stranger)
-        keyless = _outsider(fleet, "keyless", pki.ca, None)
+        outsiders = [_outsider(fleet, "unregistered", pki.ca, stranger),
+                     _outsider(fleet, "keyless", pki.ca, None),
+                     _outsider(fleet, "insecure", None, None),
+                     _outsider(fleet, "untrusting", pki.other_ca, None)]
         result = fleet.run({"num-server-rounds": 1, "strategy": "fedavg", "evaluate": False,
                             "min-available-nodes": 2, "dp-sgd-epsilon": 0.0}, timeout=180)
-        codes = unregistered.wait(timeout=60), keyless.wait(timeout=60)
+        codes = [p.wait(timeout=60) for p in outsiders]
         link_cmd = fleet.link.args if fleet.link else []
     assert result["rounds"] == 1 and set(result["train_metrics"]) == {"1"}
     assert len(fleet.registered) == 2
@@ -79,6 +88,12 @@ def test_only_supernodes_with_registered_keys_take_part_in_a_real_run(
     assert "Failed to activate SuperNode" in log, log[-2000:]
     log = (fleet.workdir / "keyless.log").read_text(errors="replace")
     assert "All SuperNodes must be registered" in log, log[-2000:]
+    for name in ("insecure", "untrusting"):  # refused by TLS, never by the SuperLink
+        log = (fleet.workdir / f"{name}.log").read_text(errors="replace")
+        assert "could not establish a connection to the SuperLink" in log, log[-2000:]
+        assert "must be registered" not in log, log[-2000:]
+    assert "CERTIFICATE_VERIFY_FAILED" in (fleet.workdir / "untrusting.log").read_text(
+        errors="replace")
     gate = (fleet.workdir / "fleet-gate.log").read_text(errors="replace")
     assert f"running on https://127.0.0.1:{fleet.port}" in gate
 
