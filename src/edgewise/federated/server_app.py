@@ -268,7 +268,12 @@ class _DeviceDPScreen(RobustStrategy):
     Every reply's ``unit-weight`` is set to 1 (:meth:`_DeviceDP.equal_weights`) before the
     screen sees it; a weight that is not a positive finite number is still refused by the
     screen, as a malformed reply.
+
+    No rule condition is checked (``check_rules``): the wrapped rule is the DP mean, whose
+    bound on one device is the clip, and f only sets the evaluation metrics' trim.
     """
+
+    check_rules = False
 
     def __init__(self, dp: _DeviceDP, num_malicious_nodes: int = 0, *,
                  require_dp_sgd: bool = False) -> None:

@@ -7,8 +7,10 @@ self-reported ``"num-examples"``. :class:`RobustStrategy` wraps any Flower strat
 way Flower's DP wrappers do (it overrides ``aggregate_train`` and delegates the rest) and
 
 1. refuses configurations that break the rule's own condition, naming n, f and β
-   (Krum needs n > 2f + 2, Bulyan n ≥ 4f + 3 and f ≥ 1 (with f = 0 it averages every
-   update: a plain mean), the trimmed mean ⌊βn⌋ ≥ f and 2⌊βn⌋ < n);
+   (Krum needs n > 2f + 2, Multi-Krum that too and at most n - f selected, Bulyan
+   n ≥ 4f + 3 and f ≥ 1 (with f = 0 it averages every update: a plain mean), the trimmed
+   mean ⌊βn⌋ ≥ f and 2⌊βn⌋ < n, as Flower counts ⌊βn⌋, FedMedian n > 2f), and any other
+   rule (FedAvg, FedProx, FedAvgM, FedAdam, ...: means) with f > 0;
 2. checks every update before it counts: the same record names and metric keys as the
    round's other replies (Flower refuses the whole round otherwise), every metric a finite
    number (``dp-sgd-epsilon`` also >= 0: the privacy accounting reads them), a DP-SGD
@@ -44,6 +46,12 @@ capped weight (reason ending ``-capped``) is not a refusal: that reply is used. 
 rounds, and :attr:`RobustStrategy.skipped_rounds`, are the run's (Flower's round plus
 :attr:`RobustStrategy.round_offset`, the rounds a resumed run had done).
 
+Krum, Multi-Krum and Bulyan select here, not in Flower (:func:`krum_scores`): on the
+updates (reply minus the global model) in float64 from explicit differences (Flower 1.41's
+``|x|² + |y|² - 2 x·y`` on the float32 weights picked the attacker once updates were small
+beside the weights), Multi-Krum averaging its picks with equal weights and Bulyan following
+El Mhamdi et al. 2018 (:func:`bulyan_select`, :func:`bulyan_coordinates`).
+
 A device that fails or drops out is not one of the f (it may be honest), so it does not
 loosen the rule: the trimmed mean still trims ``max(f, 1)`` per side, less one per update
 refused by the screen, from the updates that are left (raising β for that round when the
@@ -70,9 +78,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Bulyan, FedAvg, FedTrimmedAvg, Krum, MultiKrum, Strategy
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAvg,
+    FedMedian,
+    FedTrimmedAvg,
+    Krum,
+    MultiKrum,
+    Strategy,
+)
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from edgewise.errors import InvalidParameterError
@@ -86,6 +102,8 @@ __all__ = [
     "RobustStrategy",
     "aggregate_train_metrics",
     "auto_beta",
+    "bulyan_coordinates",
+    "bulyan_select",
     "check_rule_conditions",
     "decode_arrays",
     "dp_sgd_noise_problem",
@@ -93,8 +111,11 @@ __all__ = [
     "dp_sgd_refusal",
     "in_model_order",
     "is_cap",
+    "krum_scores",
+    "least_beta",
     "make_strategy",
     "metrics_problem",
+    "multi_krum_select",
     "reported_epsilon",
     "scalar_metric",
     "states_dp_sgd",
@@ -105,6 +126,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("fedavg", "trimmed", "krum", "bulyan")
+#: The Flower rules :func:`check_rule_conditions` accepts with f > 0 (each with its condition).
+TOLERANT_RULES = "FedTrimmedAvg, Krum, MultiKrum, Bulyan, FedMedian"
 #: Rejection reasons that identify a faulty client (one of the f); "error" does not.
 COUNTS_AGAINST_F = frozenset({"shape", "metrics", "no-dp-sgd", "low-dp-sgd-noise", "dtype",
                               "non-finite", "norm", "weight"})
@@ -316,15 +339,45 @@ def dp_sgd_problem(metrics: Mapping[str, Any]) -> str | None:
             "dp-sgd-noise > 0, 0 < dp-sgd-rate <= 1 and dp-sgd-steps > 0)")
 
 
+def least_beta(need: int, n: int) -> float:
+    """The smallest trimmed-mean fraction β that trims ``need`` updates per side of ``n``
+    as Flower counts them (``int(beta * n)``, in floating point): a multiple of 0.001 when
+    one below 0.5 does, else the smallest float that does (``need`` < n / 2 always has one).
+    With ``2 need >= n`` no β below 0.5 can: ``need / n`` rounded up to 0.001 is returned
+    (>= 0.5, for the caller to refuse).
+
+    ``ceil(need / n * 1000) / 1000`` alone fell one short in floating point: 0.29 × 100 is
+    28.999..., which trims 28, not 29.
+
+    >>> least_beta(29, 100), int(least_beta(29, 100) * 100)
+    (0.291, 29)
+    >>> least_beta(1, 3), least_beta(499, 999), least_beta(2, 3)
+    (0.334, 0.4994994994994995, 0.667)
+    """
+    if need <= 0:
+        return 0.0
+    n = max(n, 1)
+    k = -(-need * 1000 // n)  # ceil(need / n * 1000), in integers
+    if 2 * need >= n:
+        return k / 1000
+    while k < 500 and int(k / 1000 * n) < need:
+        k += 1
+    if k < 500:
+        return k / 1000
+    beta = need / n
+    while int(beta * n) < need:
+        beta = math.nextafter(beta, 1.0)
+    return beta
+
+
 def auto_beta(n: int, f: int = 0) -> float:
     """The trimmed-mean fraction used when none is given: the smallest that trims
-    ``max(f, 1)`` updates per side of ``n``, and at least 0.2.
+    ``max(f, 1)`` updates per side of ``n`` (:func:`least_beta`), and at least 0.2.
 
-    >>> auto_beta(3), auto_beta(10), auto_beta(10, 3)
-    (0.334, 0.2, 0.3)
+    >>> auto_beta(3), auto_beta(10), auto_beta(10, 3), auto_beta(100, 29)
+    (0.334, 0.2, 0.3, 0.291)
     """
-    need = max(f, 1)
-    return max(0.2, math.ceil(need / max(n, 1) * 1000) / 1000)
+    return max(0.2, least_beta(max(f, 1), n))
 
 
 def check_rule_conditions(rule: Strategy, n: int, f: int, *, must_trim: bool = True) -> None:
@@ -365,19 +418,28 @@ def check_rule_conditions(rule: Strategy, n: int, f: int, *, must_trim: bool = T
                 f"{name} cannot tolerate f={f} malicious clients with n={n}: it needs "
                 f"n > 2f + 2 = {2 * f + 2}. Use more clients or a smaller f."
             )
+        m = rule.num_nodes_to_select
+        if not 1 <= m <= n - f:
+            raise InvalidParameterError(
+                f"{name} with num_nodes_to_select={m} of n={n} updates and f={f} malicious "
+                f"clients: it must select between 1 and n - f = {n - f} (Blanchard et al. "
+                "2017: with more, at least one of the f malicious updates, when sent, is "
+                "averaged in). Use "
+                f"num_nodes_to_select <= {n - f} or more clients."
+            )
     elif isinstance(rule, FedTrimmedAvg):
         cut = int(rule.beta * n)
         if must_trim and cut == 0 and f == 0:
-            fix = (f"use beta >= {math.ceil(1000 / n) / 1000:g} (one per side)" if n >= 3
+            fix = (f"use beta >= {least_beta(1, n)} (one per side)" if n >= 3
                    else "a trimmed mean needs n >= 3; use more clients or strategy 'fedavg'")
             raise InvalidParameterError(
                 f"FedTrimmedAvg with beta={rule.beta:g} trims 0 updates per side of n={n}: "
                 f"a plain mean that one attacker can move at will; {fix}."
             )
         if cut < f:
-            # the least beta that trims f per side, rounded up so that it still does
-            need = math.ceil(f / n * 1000) / 1000
-            fix = (f"beta >= {need:g} or more clients" if need < 0.5 else
+            # the least beta that trims f per side (printed in full: it may not be 0.001's)
+            need = least_beta(f, n)
+            fix = (f"beta >= {need} or more clients" if need < 0.5 else
                    f"more clients: n > 2f = {2 * f} (beta must stay below 0.5)")
             raise InvalidParameterError(
                 f"FedTrimmedAvg with beta={rule.beta:g} trims {cut} update per side of n={n}, "
@@ -387,11 +449,86 @@ def check_rule_conditions(rule: Strategy, n: int, f: int, *, must_trim: bool = T
             raise InvalidParameterError(
                 f"FedTrimmedAvg with beta={rule.beta:g} would trim all n={n} updates."
             )
-    elif f > 0 and type(rule) is FedAvg:
+    elif isinstance(rule, FedMedian):
+        if n <= 2 * f:
+            raise InvalidParameterError(
+                f"FedMedian cannot tolerate f={f} malicious clients with n={n}: the "
+                f"coordinate-wise median needs an honest majority, n > 2f = {2 * f}. Use more "
+                "clients or a smaller f."
+            )
+    elif f > 0:
+        # FedAvg, FedProx, FedAvgM, FedAdam, ... (weighted means) and any rule not known here
         raise InvalidParameterError(
-            f"FedAvg has no tolerance for malicious clients, but f={f} was given with n={n}. "
-            "Use 'trimmed', 'krum' or 'bulyan'."
+            f"{name} has no tolerance for malicious clients, but f={f} was given with n={n}. "
+            f"Rules that tolerate f > 0: {TOLERANT_RULES} ('trimmed', 'krum' or 'bulyan' "
+            "from make_strategy)."
         )
+
+
+def krum_scores(updates: np.ndarray, f: int) -> np.ndarray:
+    """Each update's Krum score (Blanchard et al. 2017): the sum of its squared distances
+    to its ``n - f - 2`` nearest other updates (at least one), computed in float64 from
+    explicit differences.
+
+    ``updates`` is one flattened update (reply minus the global model) per row. Flower
+    1.41 computes ``|x|² + |y|² - 2 x·y`` on the full float32 weights instead: with updates
+    small beside the weights that cancels to rounding noise (a self-distance of 1.9e-6
+    beside true distances of 2e-6), and its Krum picked the attacker.
+
+    >>> krum_scores(np.array([[0.0], [1.0], [3.0], [10.0]]), f=0).tolist()
+    [10.0, 5.0, 13.0, 130.0]
+    """
+    x = np.asarray(updates, dtype=np.float64)
+    n = len(x)
+    k = min(max(1, n - f - 2), n - 1)
+    scores = np.zeros(n)
+    for i in range(n):
+        d = ((x - x[i]) ** 2).sum(axis=1)
+        scores[i] = np.sort(np.delete(d, i))[:k].sum()
+    return scores
+
+
+def multi_krum_select(updates: np.ndarray, f: int, m: int = 1) -> list[int]:
+    """The rows Multi-Krum selects: the ``m`` lowest :func:`krum_scores` (Krum: ``m = 1``;
+    ties to the lower index). Blanchard et al. average them with equal weights.
+
+    >>> multi_krum_select(np.array([[0.0], [1.0], [3.0], [10.0]]), f=0, m=2)
+    [1, 0]
+    """
+    return [int(i) for i in np.argsort(krum_scores(updates, f), kind="stable")[:m]]
+
+
+def bulyan_select(updates: np.ndarray, f: int) -> list[int]:
+    """The θ = n - 2f rows Bulyan selects (El Mhamdi et al. 2018): Krum repeatedly, each
+    pick removed and the rest scored again (Flower 1.41 takes the θ lowest scores of one
+    pass instead), in the order picked.
+
+    >>> bulyan_select(np.array([[0.0], [1.0], [2.0], [3.0], [4.0], [5.0], [90.0]]), f=1)
+    [2, 3, 1, 4, 0]
+    """
+    x = np.asarray(updates, dtype=np.float64)
+    rest = list(range(len(x)))
+    picked: list[int] = []
+    for _ in range(len(x) - 2 * f):
+        j = rest[multi_krum_select(x[rest], f)[0]]
+        picked.append(j)
+        rest.remove(j)
+    return picked
+
+
+def bulyan_coordinates(selected: np.ndarray, f: int) -> np.ndarray:
+    """Bulyan's second step: per coordinate, the mean of the β = θ - 2f of the θ selected
+    values closest to their median (ties to the earlier row), in float64.
+
+    >>> bulyan_coordinates(np.array([[0.0, 5.0], [1.0, 5.0], [2.0, 6.0], [9.0, 5.0],
+    ...                              [3.0, -7.0]]), f=1).tolist()
+    [2.0, 5.0]
+    """
+    s = np.asarray(selected, dtype=np.float64)
+    beta = len(s) - 2 * f
+    med = np.median(s, axis=0)
+    idx = np.argsort(np.abs(s - med), axis=0, kind="stable")[:beta]
+    return np.take_along_axis(s, idx, axis=0).mean(axis=0)
 
 
 def move_caps(history: Sequence[float], ratio: float, model_norm: float, what: str,
@@ -851,7 +988,9 @@ class RobustStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Screen the replies, then let the wrapped rule aggregate what is left."""
+        """Screen the replies, check the rule's condition with the f still left, then
+        aggregate what is left: Krum, Multi-Krum and Bulyan here
+        (:meth:`_aggregate_krum_family`), any other rule by the wrapped rule."""
         replies = list(replies)
         n_before = len(self.events)
         kept = self.screen(server_round, replies)
@@ -873,7 +1012,9 @@ class RobustStrategy(Strategy):
             log.warning("round %d: %s Keeping the previous global model.",
                         self.round_offset + server_round, exc)
             return None, None
-        # Krum/Bulyan get the f still unaccounted for among the updates that are left; the
+        if isinstance(self.strategy, (MultiKrum, Bulyan)):
+            return self._aggregate_krum_family(server_round, kept, f_left)
+        # Other rules get the f still unaccounted for among the updates that are left; the
         # trimmed mean the beta that trims what is still to be trimmed of them.
         saved = getattr(self.strategy, "num_malicious_nodes", None)
         saved_beta = getattr(self.strategy, "beta", None)
@@ -888,6 +1029,51 @@ class RobustStrategy(Strategy):
                 self.strategy.num_malicious_nodes = saved  # type: ignore[attr-defined]
             if beta is not None:
                 self.strategy.beta = saved_beta  # type: ignore[attr-defined]
+
+    def _aggregate_krum_family(self, server_round: int, kept: list[Message], f: int
+                               ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Krum, Multi-Krum or Bulyan over the screened replies, with ``f`` still left.
+
+        The selection runs here on the updates (reply minus the global model) in float64
+        (:func:`krum_scores`), not on Flower's float32 weights; Multi-Krum averages the
+        selected updates with equal weights (Blanchard et al.; Flower weighted them by the
+        self-reported example counts, and one attacker claiming 10x took 71-77 % of the
+        mean), Krum returns the one selected, and Bulyan is El Mhamdi et al.'s rule
+        (:func:`bulyan_select`, :func:`bulyan_coordinates`). The train metrics are the
+        wrapped rule's mean over the selected replies, as in Flower.
+        """
+        rule = self.strategy
+        reference = {k: v.numpy() for k, v in self.current_arrays.items()}
+        arrays = [decode_arrays(next(iter(m.content.array_records.values()))) for m in kept]
+        names = list(reference) or list(arrays[0])
+        weights = [[a[k].astype(np.float64).ravel() for k in names] for a in arrays]
+        base = [reference[k].astype(np.float64).ravel() if k in reference
+                else np.zeros(arrays[0][k].size) for k in names]
+        updates = np.stack([np.concatenate([w - b for w, b in zip(ws, base, strict=True)])
+                            for ws in weights])
+        if isinstance(rule, Bulyan):
+            chosen = bulyan_select(updates, f)
+            flat = bulyan_coordinates(np.stack([np.concatenate(weights[i]) for i in chosen]),
+                                      f)
+        else:
+            chosen = multi_krum_select(updates, f, int(rule.num_nodes_to_select))
+            flat = np.mean([np.concatenate(weights[i]) for i in chosen], axis=0)
+        log.info("round %d: %s (f=%d) selected nodes %s of %d", self.round_offset + server_round,
+                 type(rule).__name__, f, [int(kept[i].metadata.src_node_id) for i in chosen],
+                 len(kept))
+        out: dict[str, Array] = {}
+        start = 0
+        for k in names:
+            like = arrays[chosen[0]][k]
+            if len(chosen) == 1 and not isinstance(rule, Bulyan):  # Krum: the reply as sent
+                out[k] = Array(like)
+            else:
+                out[k] = Array(flat[start:start + like.size].reshape(like.shape)
+                               .astype(like.dtype))
+            start += like.size
+        metrics = rule.train_metrics_aggr_fn(  # type: ignore[attr-defined]
+            [kept[i].content for i in chosen], rule.weighted_by_key)  # type: ignore[attr-defined]
+        return ArrayRecord(out), metrics
 
     def _round_beta(self, k: int, refused: int, failed: int) -> float:
         """The trimmed mean's β for a round with ``k`` updates left after ``refused`` were
