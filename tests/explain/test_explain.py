@@ -41,6 +41,15 @@ def test_rul_explanations_need_the_boosted_member() -> None:
         rul_explanations(model, fleet(2))
 
 
+def test_rul_explanations_of_a_frame_with_no_units_are_empty() -> None:
+    """Check a frame with no rows (every unit left out as unscorable) explains nothing, as
+    predict returns an empty series (before: LightGBM's "Found array with 0 sample(s)")."""
+    model = RULModel(cap=60.0, n_estimators=20).fit(fleet(8))
+    empty = fleet(2).iloc[:0]
+    assert len(model.predict(empty)) == 0
+    assert rul_explanations(model, empty) == {}
+
+
 def test_linear_split_matches_a_fitted_ridge() -> None:
     """Check the linear split against sklearn's own prediction."""
     rng = np.random.default_rng(0)

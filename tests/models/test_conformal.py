@@ -71,3 +71,65 @@ def test_a_non_finite_value_is_refused_by_its_index(which: str, field: str) -> N
     with pytest.raises(InvalidParameterError, match=words) as err:
         ConformalBands().fit(pred, y)
     assert err.value.field == field
+
+
+def _sorted_windows(prediction: np.ndarray, y: np.ndarray,
+                    bands: ConformalBands) -> tuple[np.ndarray, np.ndarray]:
+    """The bands' table the plain way (the old fit): sort every neighbourhood's residuals."""
+    order = np.argsort(prediction, kind="stable")
+    resid = (y - prediction)[order]
+    k, a = bands.k_, bands.alpha
+    k_hi = math.ceil((k + 1) * (1 - a / 2) - 1e-9) - 1
+    k_lo = math.floor((k + 1) * (a / 2) + 1e-9) - 1
+    rows = [np.sort(resid[s:s + k]) for s in range(len(resid) - k + 1)]
+    return (np.array([r[k_lo] if k_lo >= 0 else -math.inf for r in rows]),
+            np.array([r[k_hi] if k_hi < k else math.inf for r in rows]))
+
+
+def test_the_band_table_is_the_sorted_neighbourhoods_own_bit_for_bit() -> None:
+    """Check the O(n log n) table equals, bit for bit, the quantiles of each neighbourhood
+    sorted on its own (the old O(n k log k) fit: 4.6 s at 40,000 residuals, 25 s at
+    100,000), with ties in predictions and residuals, several alphas and too few residuals;
+    and that 100,000 residuals fit in well under a second."""
+    import time
+
+    rng = np.random.default_rng(1)
+    for trial in range(60):
+        n = int(rng.integers(1, 300))
+        p = rng.uniform(0, 125, n)
+        y = p + rng.normal(0, 5, n)
+        if trial % 3 == 1:
+            p, y = np.minimum(np.round(p / 10) * 10, 60.0), np.round(y)  # ties, a cap
+        bands = ConformalBands(alpha=float(rng.choice([0.1, 0.2, 0.05, 0.5, 0.01])),
+                               share=float(rng.uniform(0.01, 1)),
+                               min_neighbours=int(rng.integers(1, 80))).fit(p, y)
+        low, high = _sorted_windows(p, y, bands)
+        assert np.array_equal(bands.low_, low) and np.array_equal(bands.high_, high), trial
+    p = rng.uniform(0, 125, 100_000)
+    start = time.perf_counter()
+    ConformalBands().fit(p, p + rng.normal(0, 5, 100_000))
+    assert time.perf_counter() - start < 2.0
+
+
+def test_min_residuals_is_found_at_once_and_as_counting_up_finds_it() -> None:
+    """Check min_residuals equals the first n that passes, counted up from 1, for 3,000
+    alphas, returns at once for alpha=1e-8 (counting took 32 s) and refuses an alpha out of
+    (0, 1) by name (0 looped for ever)."""
+    import time
+
+    def counted(alpha: float) -> int:
+        n = 1
+        while (math.ceil((n + 1) * (1 - alpha / 2) - 1e-9) > n
+               or math.floor((n + 1) * (alpha / 2) + 1e-9) < 1):
+            n += 1
+        return n
+
+    rng = np.random.default_rng(0)
+    alphas = [*rng.uniform(2e-3, 1, 1500), *(2 / m for m in range(3, 1500)), 0.1, 0.05]
+    assert [min_residuals(float(a)) for a in alphas] == [counted(float(a)) for a in alphas]
+    start = time.perf_counter()
+    assert min_residuals(1e-8) == 199_999_999
+    assert time.perf_counter() - start < 0.1
+    for bad in (0.0, 1.0, -0.1, math.nan):
+        with pytest.raises(InvalidParameterError, match="min_residuals needs alpha"):
+            min_residuals(bad)

@@ -129,3 +129,31 @@ def test_the_rul_route_passes_over_damaged_headers_and_serves_the_good_model(env
         body = r.json()
         assert body["model"] == "rul-v1.ewm" and body["reason"] is None, body
         assert body["rul"] is not None
+
+
+def test_the_rul_route_passes_over_a_newer_file_without_a_checksum(env: Env) -> None:
+    """Check a newer ``rul*`` file saved before the checksum (format 2, no body_sha256) is
+    passed over for the older checked model, listed in ``skipped`` saying it has no checksum
+    (before: it was unpickled unchecked, so a damaged one made LightGBM abort the server)."""
+    _small_model(env)
+    models = env.settings.data_dir / "models"
+    data = (models / "rul-v1.ewm").read_bytes()
+    end = data.index(b"\n", len(rul._MAGIC)) + 1
+    head = json.loads(data[len(rul._MAGIC):end])
+    del head["body_sha256"]
+    (models / "rul-v2.ewm").write_bytes(rul._MAGIC + json.dumps(head).encode() + b"\n"
+                                        + data[end:])
+    upto = 60
+    x = _unit(np.random.default_rng(1), 120)[:upto]
+    t0 = int(time.time()) - upto
+    batch = [{"ts": t0 + i, "seq": i + 1,
+              "metrics": {s: float(x[i, j]) for j, s in
+                          enumerate(["temp_c", "vib_mm_s", "current_a"])}}
+             for i in range(upto)]
+    assert env.send(batch).status_code == 200
+    r = env.client.get(f"/v1/devices/{env.device}/rul", headers=env.auth("viewer"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "rul-v1.ewm" and body["rul"] is not None, body
+    assert [s["model"] for s in body["skipped"]] == ["rul-v2.ewm"], body
+    assert "has no checksum" in body["skipped"][0]["detail"]

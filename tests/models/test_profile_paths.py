@@ -4,6 +4,7 @@ the very numbers of the general pandas paths (any other history)."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -61,3 +62,31 @@ def test_device_history_is_the_same_on_either_path() -> None:
     assert fast.index.asi8.tolist() == [t * 10**9 for t in (1, 2, 5, 9, 20, 30, 40)]
     assert fast["a"].dropna().index.asi8.tolist() == [t * 10**9 for t in (5, 9, 20)]
     assert fast.loc[pd.Timestamp(2 * 10**9, unit="ns", tz="UTC"), "c"] == rows[-2][2]
+
+
+def test_the_daily_cycle_of_huge_values_is_read_not_made_up() -> None:
+    """Check white noise at 1e160 has the daily share of the same noise at 1 (about 0), a
+    single 1e200 spike gives no perfect cycle, a real cycle at 1e160 keeps its strength and
+    peak, and hourly means that overflow give NaN (before: the variance overflowed to inf,
+    the share was NaN, and ``min(1.0, nan)`` reported a perfect daily cycle, 1.0, each
+    time; cluster.py groups devices on it)."""
+    idx = pd.date_range("2024-01-01", periods=1000, freq="10min", tz="UTC")
+    noise = np.random.default_rng(0).normal(size=1000)
+    step = 600 * 10**9
+    base = behaviour_profile(pd.DataFrame({"a": noise}, index=idx), step)
+    huge = behaviour_profile(pd.DataFrame({"a": noise * 1e160}, index=idx), step)
+    assert base["daily:a"] < 0.05 and abs(huge["daily:a"] - base["daily:a"]) < 1e-9
+    spike = behaviour_profile(pd.DataFrame({"a": np.where(np.arange(1000) == 7, 1e200, noise)},
+                                           index=idx), step)
+    assert spike["daily:a"] < 0.5, spike
+    hour = (idx.hour + idx.minute / 60).to_numpy()
+    cycle = np.sin(2 * np.pi * (hour - 9) / 24) + 0.1 * noise
+    one, big = (behaviour_profile(pd.DataFrame({"a": cycle * s}, index=idx), step)
+                for s in (1.0, 1e160))
+    assert one["daily:a"] > 0.9
+    assert all(abs(big[k] - one[k]) < 1e-9 for k in ("daily:a", "daily_cos:a", "daily_sin:a"))
+    with warnings.catch_warnings():  # the level and trend overflow too (other features)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        over = behaviour_profile(pd.DataFrame(
+            {"a": np.where(noise > 0, 1.7e308, -1.7e308)}, index=idx), step)
+    assert math.isnan(over["daily:a"]) and math.isnan(over["daily_cos:a"]), over

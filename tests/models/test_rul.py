@@ -107,6 +107,54 @@ def test_single_regime_fleet_gets_one_condition() -> None:
     assert norm.n_conditions_ == 1
 
 
+def _regimes(n: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """Settings of 3 regimes and 2 sensors (one led by the regime, one noise)."""
+    rng = np.random.default_rng(0)
+    reg = rng.integers(0, 3, n)
+    settings = np.c_[reg * 10.0, reg * 0.3] + rng.normal(0, 0.01, (n, 2))
+    return settings, np.c_[100 * reg + rng.normal(0, 1, n), rng.normal(size=n)]
+
+
+def test_huge_values_keep_a_finite_spread_and_their_regimes() -> None:
+    """Check a sensor at 1e160 (its squares overflow) gets a finite per-regime spread, the
+    one it has at 1 times 1e160, and still informs the RUL; settings at 1e200 still find the
+    3 regimes; ordinary data keeps its exact statistics (before: spread ``inf``, the sensor
+    useless though listed as kept, RUL error 1.3 -> 15.1; settings collapsed to 1 regime)."""
+    settings, sensors = _regimes()
+    plain = ConditionNormalizer().fit(settings, sensors)
+    assert plain.scale_.tolist() == ConditionNormalizer().fit(settings, sensors).scale_.tolist()
+    for c in range(3):
+        part = sensors[plain.kmeans_.predict(
+            (settings - plain.settings_mean_) / plain.settings_scale_) == c]
+        assert plain.scale_[c].tolist() == np.nanstd(part, axis=0).tolist()  # bit for bit
+    huge = ConditionNormalizer().fit(settings, sensors * 1e160)
+    assert np.allclose(huge.scale_, plain.scale_ * 1e160, rtol=1e-12, atol=0)
+    assert np.isfinite(huge.transform(settings, sensors * 1e160)).all()
+    assert ConditionNormalizer().fit(settings * 1e200, sensors).n_conditions_ == 3
+    df = fleet(12)
+    big = RULModel(models=("gbm",), n_estimators=30, cap=60.0).fit(df.assign(temp=df.temp * 1e160))
+    same = RULModel(models=("gbm",), n_estimators=30, cap=60.0).fit(df)
+    test = df[df.cycle < 40]
+    assert np.allclose(big.predict(test.assign(temp=test.temp * 1e160)), same.predict(test))
+
+
+def test_non_finite_settings_and_missing_settings_are_named() -> None:
+    """Check an ``inf`` setting is refused naming its column and row (before: the 3 regimes
+    silently collapsed into 1), and transform(None, ...) on a model that found regimes says
+    it needs the settings (before: a bare AxisError)."""
+    settings, sensors = _regimes()
+    bad = settings.copy()
+    bad[5, 0] = np.inf
+    with pytest.raises(InvalidParameterError, match="settings column 0 is inf at row 5"):
+        ConditionNormalizer().fit(bad, sensors)
+    norm = ConditionNormalizer().fit(settings, sensors)
+    with pytest.raises(InvalidParameterError, match=r"found 3 operating regimes from 2 setting "
+                       r"column\(s\), so it needs those settings .* Got settings=None"):
+        norm.transform(None, sensors)
+    with pytest.raises(InvalidParameterError, match=r"shape \(300, 2\).*Got \(300, 1\)"):
+        norm.transform(settings[:, :1], sensors)
+
+
 def test_cnn_member_and_stacking_weights() -> None:
     """Check that the two-member ensemble fits, and its weights are non-negative and sum to 1."""
     model = RULModel(

@@ -17,6 +17,8 @@ stacking weight; ``value`` is then that member's share of the prediction.
 >>> ex = rul_explanations(model, df[df.cycle < 90])
 >>> all(e.check() for e in ex.values()), sorted(by_sensor(ex[0]).contributions)
 (True, ['age', 'noise', 'temp'])
+>>> rul_explanations(model, df.iloc[:0])  # no units: none explained
+{}
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ __all__ = ["UNIT_AGE_KEY", "by_sensor", "rul_explanations"]
 
 
 def rul_explanations(model: RULModel, X: pd.DataFrame) -> dict[object, Explanation]:
-    """Signed TreeSHAP contributions per window feature, at the last row of each unit."""
+    """Signed TreeSHAP contributions per window feature, at the last row of each unit;
+    ``{}`` for a frame with no units, as :meth:`RULModel.predict` gives an empty series
+    (e.g. once every unscorable unit is left out); see the module doc."""
     model._fitted()
     if "gbm" not in model.core_:
         raise InvalidParameterError(
@@ -40,6 +44,8 @@ def rul_explanations(model: RULModel, X: pd.DataFrame) -> dict[object, Explanati
             f"this one has models={tuple(model.models)!r}."
         )
     feats = model.features(X)
+    if len(feats) == 0:  # LightGBM refuses 0 rows
+        return {}
     contrib = model.core_["gbm"].predict(feats.to_numpy(), pred_contrib=True)
     weight = float(model.weights_[list(model.models).index("gbm")])
     contrib = contrib * weight

@@ -24,10 +24,50 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edgewise.errors import NotFittedError
+from edgewise.errors import InvalidParameterError, NotFittedError
 from edgewise.params import Interval, validate_params
 
 __all__ = ["CNNRegressor"]
+
+
+def _inputs(seq: Any, side: Any, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """``seq`` as a 3-D float32 array ``(n, window, n_sensors)`` and ``side`` as a 2-D float
+    array with a row per window (a 1-D ``side`` is one column); else an
+    :class:`~edgewise.errors.InvalidParameterError` naming the array, its shape and what
+    would do.
+
+    >>> _inputs(np.zeros((4, 3, 2)), np.zeros(4), "fit")[1].shape
+    (4, 1)
+    >>> _inputs(np.zeros((4, 3)), np.zeros(4), "fit")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: CNNRegressor.fit needs seq as a 3-D array (n, window, n_sensors). Got shape (4, 3).
+    """  # noqa: E501
+    arr = np.asarray(seq, dtype=np.float32)
+    if arr.ndim != 3:
+        raise InvalidParameterError(
+            f"CNNRegressor.{who} needs seq as a 3-D array (n, window, n_sensors). Got shape "
+            f"{arr.shape}.", field="seq", value=arr.shape)
+    extra = np.asarray(side, dtype=float)
+    if extra.ndim == 1:
+        extra = extra[:, None]
+    if extra.ndim != 2 or len(extra) != len(arr):
+        raise InvalidParameterError(
+            f"CNNRegressor.{who} needs side as a 2-D array with a row per window ({len(arr)} "
+            f"rows). Got shape {extra.shape}.", field="side", value=extra.shape)
+    return arr, extra
+
+
+def _finite(values: np.ndarray, name: str) -> None:
+    """Refuse a non-finite value in a training array, naming the first (one NaN target
+    made every weight, and so every prediction, NaN)."""
+    bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+    if len(bad):
+        at = int(bad[0])
+        raise InvalidParameterError(
+            f"CNNRegressor.fit needs finite values; {name} row {at} is not ({len(bad)} of "
+            f"{len(values)} rows with a NaN or inf). Drop those rows first.", field=name,
+            value=at)
 
 
 @contextmanager
@@ -158,19 +198,26 @@ class CNNRegressor:
     def _fit(self, seq: np.ndarray, side: np.ndarray, y: np.ndarray) -> CNNRegressor:
         import torch
 
+        seq, side = _inputs(seq, side, "fit")
+        y = np.asarray(y, dtype=float)
+        if y.shape != (len(seq),) or not len(seq):
+            raise InvalidParameterError(
+                f"CNNRegressor.fit needs y as a 1-D array with a target per window, at least "
+                f"one ({len(seq)} windows). Got shape {y.shape}.", field="y", value=y.shape)
+        for name, values in (("y", y), ("seq", seq), ("side", side)):
+            _finite(values, name)
         seed = 0 if self.random_state is None else self.random_state
         gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         n, window, n_sensors = seq.shape
-        side = np.asarray(side, dtype=float).reshape(n, -1)
         self.side_mean_ = side.mean(axis=0)
         sd = side.std(axis=0)
         self.side_scale_ = np.where(sd > 0, sd, 1.0)
         self.window_, self.n_sensors_, self.n_side_ = window, n_sensors, side.shape[1]
         self.net_ = _build(n_sensors, self.n_side_, self.channels, self.hidden, self.dropout)
-        xs = torch.as_tensor(np.asarray(seq, dtype=np.float32))
+        xs = torch.as_tensor(seq)
         xa = self._side(side)
-        yt = torch.as_tensor(np.asarray(y, dtype=np.float32) / self.target_scale)
+        yt = torch.as_tensor(y.astype(np.float32) / self.target_scale)
         opt = torch.optim.AdamW(
             self.net_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
         )
@@ -204,8 +251,19 @@ class CNNRegressor:
 
         if not hasattr(self, "net_"):
             raise NotFittedError("This CNNRegressor is not fitted yet; call fit(seq, age, y).")
+        seq, side = _inputs(seq, side, "predict")
+        want = (self.window_, self.n_sensors_)
+        if seq.shape[1:] != want:
+            raise InvalidParameterError(
+                f"CNNRegressor.predict needs windows of {self.window_} rows of "
+                f"{self.n_sensors_} sensors, as in training: shape (n, {self.window_}, "
+                f"{self.n_sensors_}). Got shape {seq.shape}.", field="seq", value=seq.shape)
+        if side.shape[1] != self.n_side_:
+            raise InvalidParameterError(
+                f"CNNRegressor.predict needs {self.n_side_} side column(s), as in training. "
+                f"Got shape {side.shape}.", field="side", value=side.shape)
         with _torch_threads(self.n_threads), torch.no_grad():
-            xs = torch.as_tensor(np.asarray(seq, dtype=np.float32))
+            xs = torch.as_tensor(seq)
             xa = self._side(side)
             out = [
                 self.net_(xs[i : i + 4096], xa[i : i + 4096]).numpy()

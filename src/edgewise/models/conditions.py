@@ -31,10 +31,66 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.cluster import KMeans
 
-from edgewise.errors import NotFittedError
+from edgewise.errors import InvalidParameterError, NotFittedError
 from edgewise.params import Interval, validate_params
 
 __all__ = ["ConditionNormalizer"]
+
+#: Above this magnitude a column's squares can overflow (about 1e154 and beyond): its mean
+#: and spread are computed on the values scaled by a power of two (exact) and scaled back.
+_BIG = 2.0**500
+
+
+def _mean_sd(values: np.ndarray, nan: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and standard deviation, NaN left out (NaN for a column with no
+    value); finite for any finite values, up to the largest float. A column whose
+    magnitude passes :data:`_BIG` is scaled by a power of two first, so its squares cannot
+    overflow (a spread of ``inf`` made the sensor useless yet kept); other columns take
+    exactly the plain ``nanmean``/``nanstd`` (``mean``/``std`` with ``nan=False``, for
+    values with no NaN).
+
+    >>> mean, sd = _mean_sd(np.array([[1.0, 1e300], [3.0, -1e300]]))
+    >>> mean.tolist(), sd.tolist()
+    ([2.0, 0.0], [1.0, 1e+300])
+    """
+    mean_of, sd_of = (np.nanmean, np.nanstd) if nan else (np.mean, np.std)
+    mean = mean_of(values, axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sd = sd_of(values, axis=0)
+    finite = np.isfinite(values)
+    big = np.max(np.where(finite, np.abs(values), 0.0), axis=0, initial=0.0)
+    for j in np.flatnonzero(big > _BIG):
+        e = int(np.frexp(big[j])[1])
+        col = np.ldexp(values[:, j], -e)  # exact: a power of two
+        mean[j] = np.ldexp(mean_of(col), e)
+        sd[j] = np.ldexp(sd_of(col), e)
+    return mean, sd
+
+
+def _checked(values: Any, what: str, who: str) -> np.ndarray:
+    """``values`` as a 2-D float array whose values are finite or NaN (missing); else an
+    :class:`~edgewise.errors.InvalidParameterError` naming the column, the row and the
+    value (an ``inf`` setting made every setting's mean and spread NaN, and the regimes
+    collapsed into one without a word).
+
+    >>> _checked([[1.0, np.inf]], "sensors", "fit")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: ConditionNormalizer.fit needs finite sensors (NaN where missing); sensors column 1 is inf at row 0.
+    """  # noqa: E501
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 2:
+        raise InvalidParameterError(
+            f"ConditionNormalizer.{who} needs {what} as a 2-D array (n_rows, n_columns). Got "
+            f"a {arr.ndim}-D array of shape {arr.shape}.", field=what, value=arr.shape)
+    bad = np.argwhere(np.isinf(arr))
+    if len(bad):
+        row, col = (int(i) for i in bad[0])
+        raise InvalidParameterError(
+            f"ConditionNormalizer.{who} needs finite {what} (NaN where missing); {what} "
+            f"column {col} is {arr[row, col]} at row {row}.", field=what,
+            value=float(arr[row, col]))
+    return arr
 
 
 class ConditionNormalizer:
@@ -80,19 +136,25 @@ class ConditionNormalizer:
         scored against a regime (:meth:`transform` gives it NaN).
         """
         validate_params(self._parameter_constraints, vars(self), self)
-        sensors = np.asarray(sensors, dtype=float)
+        sensors = _checked(sensors, "sensors", "fit")
         n = len(sensors)
         self.n_conditions_ = 1
         self.kmeans_: KMeans | None = None
         self.settings_mean_ = self.settings_scale_ = None
         if settings is not None and np.asarray(settings).size and n > 1:
-            s = np.asarray(settings, dtype=float)
+            s = _checked(settings, "settings", "fit")
+            if len(s) != n:
+                raise InvalidParameterError(
+                    f"ConditionNormalizer.fit needs a settings row for every sensors row. Got "
+                    f"{len(s)} settings rows and {n} sensors rows.", field="settings",
+                    value=len(s))
             known = ~np.isnan(s).any(axis=1)
             if not known.all():
                 s = s[known]
             if len(s) > 1:
-                self.settings_mean_ = s.mean(axis=0)
-                self.settings_scale_ = np.where(s.std(axis=0) > 0, s.std(axis=0), 1.0)
+                mean, sd = _mean_sd(s, nan=False)
+                self.settings_mean_ = mean
+                self.settings_scale_ = np.where(sd > 0, sd, 1.0)
                 s = (s - self.settings_mean_) / self.settings_scale_
                 total = float(((s - s.mean(axis=0)) ** 2).sum())
                 if total > 0:
@@ -110,8 +172,7 @@ class ConditionNormalizer:
             part = sensors[labels == c]
             if not len(part):
                 continue
-            self.mean_[c] = np.nanmean(part, axis=0)
-            sd = np.nanstd(part, axis=0)
+            self.mean_[c], sd = _mean_sd(part)
             self.scale_[c] = np.where(sd > 0, sd, 1.0)
             distinct = np.maximum(distinct, [len(np.unique(col)) for col in part.T])
         #: the most distinct values each sensor shows in one regime (``keep_`` compares it)
@@ -123,7 +184,19 @@ class ConditionNormalizer:
         """Each row's regime; -1 where a setting is missing (NaN) and there are several."""
         if self.kmeans_ is None:
             return np.zeros(n, dtype=int)
-        s = (np.asarray(settings, dtype=float) - self.settings_mean_) / self.settings_scale_
+        d = len(self.settings_mean_)
+        if settings is None:
+            raise InvalidParameterError(
+                f"This ConditionNormalizer found {self.n_conditions_} operating regimes from "
+                f"{d} setting column(s), so it needs those settings (shape (n_rows, {d})) to "
+                "tell each row's regime. Got settings=None.", field="settings", value=None)
+        s = _checked(settings, "settings", "transform")
+        if s.shape != (n, d):
+            raise InvalidParameterError(
+                f"This ConditionNormalizer needs settings of shape ({n}, {d}): a row for "
+                f"each sensors row, and the {d} setting column(s) it was fitted on. Got "
+                f"{s.shape}.", field="settings", value=s.shape)
+        s = (s - self.settings_mean_) / self.settings_scale_
         known = ~np.isnan(s).any(axis=1)
         if known.all():
             return self.kmeans_.predict(s)

@@ -108,15 +108,17 @@ def read_model_header(path: str | Path, magic: bytes, error: type[Exception], *,
 
 
 def read_model_file(path: str | Path, magic: bytes, error: type[Exception], *, what: str,
-                    version: int, remedy: str,
-                    unchecked_ok: bool = False) -> tuple[dict[str, Any], bytes]:
+                    version: int, remedy: str, unchecked_ok: bool = False,
+                    unchecked_remedy: str | None = None) -> tuple[dict[str, Any], bytes]:
     """The header and the checked body of a model file of kind ``magic`` and format
     ``version``; anything else raises ``error`` naming the file, what is wrong and
     ``remedy`` (what to do: "retrain with 'edgewise train rul'").
 
-    The body must match the header's ``body_sha256``. ``unchecked_ok`` is for a format
-    whose early files were written without one: such a file (no ``body_sha256`` in its
-    header) is then read unchecked, as before.
+    The body must match the header's ``body_sha256``. A header without one (a RUL file
+    saved before model files carried a checksum) is refused: a damaged body cannot be told
+    from a whole one, and unpickling one can abort the process (LightGBM), naming
+    ``unchecked_remedy`` (else ``remedy``) as what to do. ``unchecked_ok`` reads such a file
+    unchecked, for a caller who trusts it and re-saves it at once.
     """
     name = what[:1].upper() + what[1:]
     with open(path, "rb") as fh:
@@ -128,8 +130,14 @@ def read_model_file(path: str | Path, magic: bytes, error: type[Exception], *, w
                         f"{remedy[:1].upper()}{remedy[1:]}.")
         body = fh.read()
     expected = head.get("body_sha256")
-    if expected is None and unchecked_ok:
-        return head, body
+    if expected is None:
+        if unchecked_ok:
+            return head, body
+        raise error(f"{name} file {str(path)!r} has no checksum (its header has no "
+                    "body_sha256: saved before model files carried one, or its header was "
+                    "edited), "
+                    "so a damaged copy cannot be told from a whole one and reading it could "
+                    f"crash the process; {unchecked_remedy or remedy}.")
     if hashlib.sha256(body).hexdigest() != expected:
         raise error(f"{name} file {str(path)!r} is damaged or truncated "
                     f"(its body does not match its checksum); copy it again or {remedy}.")

@@ -206,18 +206,52 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.clip(np.corrcoef(a, b)[0, 1], -1.0, 1.0))
 
 
+#: Above this magnitude squares can overflow (about 1e154 and beyond): the daily cycle's
+#: variances are then read from the values scaled by a power of two (exact), see _tamed.
+_BIG = 2.0**500
+
+
+def _tamed(rest: np.ndarray) -> np.ndarray | None:
+    """Day-mean-removed hourly means ready for variances: ``None`` when one is not finite
+    (hourly means that overflowed: no share can be read from them), scaled by a power of
+    two (exact, so the shares are unchanged) when their squares could overflow, else as
+    they are. Unscaled, white noise at 1e160 had an ``inf`` variance, a NaN share, and
+    ``min(1.0, nan)`` reported it as a perfect daily cycle (1.0).
+
+    >>> _tamed(np.array([2.0**600, -2.0**599])).tolist(), _tamed(np.array([1.0, np.inf]))
+    ([0.5, -0.25], None)
+    """
+    if not np.isfinite(rest).all():
+        return None
+    big = float(np.max(np.abs(rest), initial=0.0))
+    return np.ldexp(rest, -int(np.frexp(big)[1])) if big > _BIG else rest
+
+
+def _share(shape: np.ndarray, weights: Any, total: float) -> float:
+    """The hour-of-day means' share of the variance ``total``, at most 1; NaN when it
+    cannot be read (never 1.0 for a NaN ratio, as ``min(1.0, nan)`` gives)."""
+    ratio = float(np.average(shape**2, weights=weights) / total)
+    return min(1.0, ratio) if math.isfinite(ratio) else math.nan
+
+
 def _daily(s: pd.Series) -> tuple[float, float, float]:
     """Daily-cycle strength in [0, 1], and its peak as strength * (cos, sin) of the phase."""
     if s.index[-1] - s.index[0] < pd.Timedelta(days=2):
         return math.nan, math.nan, math.nan
     hourly = s.resample("1h").mean().dropna()
     rest = hourly - hourly.groupby(hourly.index.floor("D")).transform("mean")
+    tamed = _tamed(rest.to_numpy())
+    if tamed is None:
+        return math.nan, math.nan, math.nan
+    rest = pd.Series(tamed, index=rest.index)
     total = float(np.var(rest.to_numpy()))
     if len(rest) < 48 or total == 0:
         return math.nan, math.nan, math.nan
     shape = rest.groupby(rest.index.hour).mean()
     weights = rest.groupby(rest.index.hour).size()
-    share = float(min(1.0, np.average(shape.to_numpy() ** 2, weights=weights) / total))
+    share = _share(shape.to_numpy(), weights, total)
+    if math.isnan(share):
+        return math.nan, math.nan, math.nan
     # adjusted for the 24 hour means fitted (as an adjusted R²): noise alone gives ~0
     n = len(rest)
     strength = max(0.0, 1.0 - (1.0 - share) * (n - 1) / max(n - len(shape), 1))
@@ -525,7 +559,9 @@ def _daily_np(t: np.ndarray, x: np.ndarray) -> tuple[float, float, float]:
     cuts = np.flatnonzero(np.diff(day)) + 1
     starts = np.concatenate(([0], cuts))
     counts = np.diff(np.concatenate((starts, [len(day)])))
-    rest = hv - np.repeat(_run_mean(hv, starts, counts), counts)
+    rest = _tamed(hv - np.repeat(_run_mean(hv, starts, counts), counts))
+    if rest is None:
+        return math.nan, math.nan, math.nan
     total = float(np.var(rest))
     if len(rest) < 48 or total == 0:
         return math.nan, math.nan, math.nan
@@ -536,7 +572,9 @@ def _daily_np(t: np.ndarray, x: np.ndarray) -> tuple[float, float, float]:
     hstarts = np.concatenate(([0], hcuts))
     weights = np.diff(np.concatenate((hstarts, [len(sh)])))
     shape = _group_mean(rest[order], hstarts, weights)
-    share = float(min(1.0, np.average(shape**2, weights=weights) / total))
+    share = _share(shape, weights, total)
+    if math.isnan(share):
+        return math.nan, math.nan, math.nan
     n = len(rest)
     strength = max(0.0, 1.0 - (1.0 - share) * (n - 1) / max(n - len(shape), 1))
     angle = 2 * np.pi * (sh[hstarts] + 0.5) / 24

@@ -39,11 +39,12 @@ tells which reached it, "at least ``cap``").
 Two more kinds of unit are refused by name (listed by :meth:`RULModel.unscorable`), as
 their prediction would be a plausible number resting on nothing:
 
-* **out of the training domain**: in the unit's last ``window`` rows a used sensor's
-  z-score (per operating regime, from the training data) is beyond :data:`Z_LIMIT` (20)
-  and beyond twice the largest one in training, e.g. units of another fleet or operating
-  condition (C-MAPSS FD002 scored by an FD001 model reach z in the thousands; FD001's own
-  test units stay below 5). The reason names the sensor, the value and the training range;
+* **out of the training domain**: in any row of the unit's history (the whole-history
+  slopes read every row) a used sensor's z-score (per operating regime, from the training
+  data) is beyond :data:`Z_LIMIT` (20) and beyond twice the largest one in training, e.g.
+  units of another fleet or operating condition (C-MAPSS FD002 scored by an FD001 model
+  reach z in the thousands; FD001's own test units stay below 5), or one glitch reading.
+  The reason names the sensor, the value, its row's time and the training range;
 * **steps the model was not trained on**: the model counts rows for a unit's age and
   slopes but time-column units for its RUL, so when every training unit steps its time
   column by the same amount (``time_step_``, 1 for C-MAPSS cycles) a unit with another
@@ -107,7 +108,7 @@ __all__ = ["FORMAT_VERSION", "Z_LIMIT", "ModelFileError", "RULModel", "load_mode
 #: bands this build cannot use; retrain them).
 FORMAT_VERSION = 2
 _MAGIC = b"EDGEWISE-RUL\n"
-#: A unit whose used sensor, in its last ``window`` rows, is more than this many standard
+#: A unit whose used sensor, in any row of its history, is more than this many standard
 #: deviations from its regime's training mean (and more than twice the largest |z| of
 #: training) is out of the model's domain and refused (:meth:`RULModel.unscorable`).
 Z_LIMIT = 20.0
@@ -412,7 +413,7 @@ class RULModel:
                     sensors: np.ndarray) -> dict[Any, str]:
         """Units whose history starts after the training units' did, with a time step the
         model was not trained on, or whose used sensors lie far outside the training data
-        in their last ``window`` rows (see the module doc), with why. Models saved before
+        in any row (see the module doc), with why. Models saved before
         ``start_range_``/``time_step_``/``z_range_`` were recorded are not checked for
         what they lack."""
         out: dict[Any, str] = {}
@@ -448,13 +449,14 @@ class RULModel:
             unit = _plain(units[sl.start])
             if unit in out:
                 continue
-            recent = slice(max(sl.start, sl.stop - self.window), sl.stop)
+            # every row: the whole-history slope reads them all (one glitch in the first
+            # rows of a unit moved its RUL 13 -> 24 when only the last window was checked)
             for j, sensor in enumerate(names):
                 lo, hi = z_range[sensor]
                 limit = max(Z_LIMIT, 2 * max(abs(lo), abs(hi)))
-                col = np.abs(z[recent, j])
+                col = np.abs(z[sl, j])
                 if col.max() > limit:
-                    r = recent.start + int(np.argmax(col))
+                    r = sl.start + int(np.argmax(col))
                     vlo, vhi = value_range.get(sensor, (math.nan, math.nan))
                     out[unit] = (
                         f"sensor {sensor!r} is {sensors[r, kept[j]]:g} at {name} "
@@ -507,7 +509,7 @@ class RULModel:
         such a gap with a made-up level would move the prediction without a word; nor when
         its history starts after every training unit's did (its first rows missing), its
         time column steps otherwise than the training data's, or a used sensor is far
-        outside the training data in its last ``window`` rows (|z| beyond :data:`Z_LIMIT`;
+        outside the training data in any row of its history (|z| beyond :data:`Z_LIMIT`;
         see the module doc). Drop these units
         (``X[~X[unit_column].isin(model.unscorable(X))]``) and predict the rest.
         """
@@ -915,23 +917,39 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return read_model_header(path, _MAGIC, ModelFileError, what="RUL model")
 
 
-def load_model(path: str | Path) -> RULModel:
-    """Load a model written by :meth:`RULModel.save` (trusted files only: pickle).
+def load_model(path: str | Path, *, unchecked: bool = False) -> RULModel:
+    """Load a model written by :meth:`RULModel.save` (trusted files only: pickle, so code in
+    the file runs).
 
-    The body is checked against the header's SHA-256 before it is unpickled (files saved
-    before the checksum was written are read as before); any other, damaged or cut file, or
-    another format version, raises :class:`ModelFileError` naming it and what to do.
+    The body is checked against the header's SHA-256 before it is unpickled; a file with
+    no checksum (format 2 files saved before checksums were written), a damaged or cut
+    file, or another format version raises :class:`ModelFileError` naming it and what to
+    do. ``unchecked=True`` loads a file with no checksum unchecked, to re-save it with one
+    (``load_model(path, unchecked=True).save(path)``): only for a file you trust to be
+    whole, as a damaged body can abort the process while it is read.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "rul.ewm"
+    >>> _ = path.write_bytes(_MAGIC + b'{"format_version": 2}\\n' + b"body")
+    >>> load_model(path)
+    Traceback (most recent call last):
+    ...
+    edgewise.models.rul.ModelFileError: RUL model file '...rul.ewm' has no checksum ...
     """
-    _, body = read_model_file(path, _MAGIC, ModelFileError, what="RUL model",
-                              version=FORMAT_VERSION, remedy="retrain with 'edgewise train rul'",
-                              unchecked_ok=True)
+    remedy = "retrain with 'edgewise train rul'"
+    _, body = read_model_file(
+        path, _MAGIC, ModelFileError, what="RUL model", version=FORMAT_VERSION, remedy=remedy,
+        unchecked_ok=unchecked, unchecked_remedy=(
+            f"{remedy}, or, if you trust the file, re-save it with this Edgewise: "
+            "edgewise.models.rul.load_model(path, unchecked=True).save(path)"))
     try:
         model = pickle.loads(body)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
-            TypeError, ValueError, KeyError) as exc:  # a cut body of an unchecked file
+    except Exception as exc:  # a damaged body raises almost anything: MemoryError for a
+        # huge length, SystemError, UnpicklingError, EOFError, AttributeError, ...
         raise ModelFileError(
             f"Model file {str(path)!r} is damaged or truncated ({type(exc).__name__}: "
-            f"{exc or 'no detail'}); copy it again or retrain with 'edgewise train rul'."
+            f"{str(exc)[:200] or 'no detail'}); copy it again or retrain with 'edgewise "
+            "train rul'."
         ) from None
     if not isinstance(model, RULModel):
         raise ModelFileError(f"File {str(path)!r} does not hold a RULModel.")
