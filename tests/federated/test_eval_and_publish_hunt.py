@@ -198,3 +198,109 @@ def test_pump_fleet_too_small_for_its_faults_names_both_values_and_the_minimum()
         pump_fleet(2, n_samples=200, train_share=0.6)
     smallest = pump_fleet(2, n_samples=206, train_share=0.6)  # the minimum named works
     assert len(smallest[0].X_test) == 83 and smallest[0].y_test.sum() > 0
+
+
+def _reply(message_type: str, run_config: dict, node_config: dict, config: dict,
+           kind: str = "ae", n_features: int = 6):
+    """Call the ClientApp directly (no grid to turn an exception into a reply): a refusal
+    must come back as an error reply, never escape as an exception (a traceback in Flower's
+    log and an opaque error at the server)."""
+    from flwr.app import Context
+
+    grid = InProcessGrid(app, [node_config], run_config)  # only builds the message
+    content = RecordDict({"arrays": ArrayRecord(build_model(kind, n_features).state_dict()),
+                          "config": ConfigRecord(config)})
+    msg = grid.create_message(content, message_type, 1000, "1")
+    return app(msg, Context(run_id=1, node_id=1000, node_config=node_config,
+                            state=RecordDict(), run_config=run_config))
+
+
+PUMP_NORM = {"norm-mean": [0.0] * 6, "norm-std": [1.0] * 6}
+PUMP_NODE = {"partition-id": 0, "num-partitions": 3}
+
+
+@pytest.mark.parametrize(("message_type", "config", "n_features", "named"), [
+    ("evaluate", {}, 6, "lacks 'norm-mean'"),
+    ("train", {"server-round": 1}, 6, "lacks 'norm-mean'"),
+    ("evaluate", {"norm-mean": [0.0] * 5, "norm-std": [1.0] * 5}, 6,
+     "'norm-mean' holds 5 values; this device's data needs 6"),
+    ("train", {"norm-mean": [0.0] * 6, "norm-std": [1.0] * 5, "server-round": 1}, 6,
+     "'norm-std' holds 5 values; this device's data needs 6"),
+    ("evaluate", PUMP_NORM, 5, "'0.weight' has shape (16, 5); this device's data (6 model"),
+    ("train", {**PUMP_NORM, "server-round": 1}, 5, "'0.weight' has shape (16, 5)"),
+])
+def test_an_unusable_normaliser_or_model_is_an_error_reply(message_type, config, n_features,
+                                                           named):
+    """A KeyError, a numpy broadcast ValueError or torch's load_state_dict RuntimeError
+    escaped the handler; each is now an error reply naming the key or parameter."""
+    reply = _reply(message_type, {"dataset": "pump"}, PUMP_NODE, config, "ae", n_features)
+    assert reply.has_error() and "InvalidParameterError" in reply.error.reason
+    assert named in reply.error.reason
+
+
+def test_a_missing_training_file_is_an_error_reply(tmp_path):
+    """device_data read train_FD002 unchecked (FileNotFoundError escaped), unlike held_data."""
+    reply = _reply("train", {"dataset": "cmapss", "data-dir": str(tmp_path)}, PUMP_NODE,
+                   {"phase": "stats"})
+    assert reply.has_error() and "lacks it" in reply.error.reason
+    assert "train_FD002.txt.gz" in reply.error.reason
+
+
+@needs_cmapss
+@pytest.mark.parametrize("config", [{"phase": "stats"}, {"server-round": 1}])
+def test_a_partition_without_an_engine_is_an_error_reply(config):
+    """Partition 265 of 300 (FD002 has 260 engines): the refusal escaped as an exception."""
+    reply = _reply("train", {"dataset": "cmapss", "data-dir": str(CMAPSS)},
+                   {"partition-id": 265, "num-partitions": 300},
+                   {**config, "norm-mean": [0.0] * 84, "norm-std": [1.0] * 84}, "rul", 43)
+    assert reply.has_error()
+    assert "Partition 265 of 300 holds no C-MAPSS engine" in reply.error.reason
+
+
+def _cmapss_dir(tmp_path: Path, nan_at: tuple[int, int] | None) -> Path:
+    """A small synthetic FD002-shaped training file: 3 engines of 40 cycles, 26 columns."""
+    import gzip
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for unit in (1, 2, 3):
+        for cycle in range(1, 41):
+            rows.append([unit, cycle, 0.0, 0.0, 100.0, *rng.normal(500.0, 5.0, size=21)])
+    raw = np.asarray(rows)
+    if nan_at is not None:
+        raw[nan_at] = np.nan
+    with gzip.open(tmp_path / "train_FD002.txt.gz", "wt") as fh:
+        np.savetxt(fh, raw)
+    return tmp_path
+
+
+@pytest.mark.parametrize("config", [{"phase": "stats"}, {"server-round": 1}])
+def test_a_nan_reading_is_refused_naming_the_sensor(tmp_path, config):
+    """One NaN reading (engine 1, cycle 6, sensor 2) made 30 feature rows NaN and every
+    update all NaN (train-loss nan), or the normaliser statistics NaN, without a word."""
+    d = _cmapss_dir(tmp_path, (5, 6))  # column 6 is sensor 2
+    norm = {"norm-mean": [0.0] * 84, "norm-std": [1.0] * 84}
+    reply = _reply("train", {"dataset": "cmapss", "data-dir": str(d)}, PUMP_NODE,
+                   {**config, **norm}, "rul", 43)
+    assert reply.has_error(), dict(reply.content["metrics"])
+    assert "engine 1: 1 of 40 rows hold a non-finite reading (NaN or Inf) in s2" in \
+        reply.error.reason
+    (tmp_path / "unused").mkdir()
+    unused = _cmapss_dir(tmp_path / "unused", (5, 5))  # sensor 1: not a model input
+    fine = _reply("train", {"dataset": "cmapss", "data-dir": str(unused)}, PUMP_NODE,
+                  {**config, **norm}, "rul", 43)
+    assert not fine.has_error()
+
+
+def test_a_diverged_update_is_refused_on_the_plain_path():
+    """lr 1e20 turned every parameter NaN (train-loss nan) and the device sent it; as under
+    SecAgg+, it now refuses, naming the lr. A deliberate 'nan' attack still sends."""
+    reply = _reply("train", {"dataset": "pump", "lr": 1e20}, PUMP_NODE,
+                   {**PUMP_NORM, "server-round": 1})
+    assert reply.has_error() and "lr 1e+20" in reply.error.reason
+    assert "Local training diverged: 329 of 329 parameters are non-finite" in \
+        reply.error.reason
+    attack = _reply("train", {"dataset": "pump"}, {**PUMP_NODE, "attack": "nan"},
+                    {**PUMP_NORM, "server-round": 1})
+    assert not attack.has_error()
+    assert all(np.isnan(a.numpy()).all() for a in attack.content["arrays"].values())

@@ -55,3 +55,20 @@ def test_an_autoencoder_still_goes_without_targets():
     state = build_model("ae", 3, seed=0).state_dict()
     out = personalise(state, "ae", X[:40], None, X[40:], None, epochs=1, lr=0.01)
     assert np.isfinite(out["global_rmse"]) and out["kept"] in ("global", "personal")
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    ((X[:40], y[:40], X[:0], y[:0]), "X_held"),  # no held-back rows: NaN RMSEs before
+    ((X[:0], y[:0], X[40:], y[40:]), "X_train"),  # nothing to fine-tune on
+    ((X[:40], y[:40], np.where(np.arange(20)[:, None] == 3, np.nan, X[40:]), y[40:]),
+     "X_held"),
+    ((np.where(np.arange(40)[:, None] == 3, np.inf, X[:40]), y[:40], X[40:], y[40:]),
+     "X_train"),
+    ((X[:40], y[:40], X[40:], np.where(np.arange(20) == 5, np.nan, y[40:])), "y_held"),
+])
+def test_empty_or_non_finite_rows_are_refused_naming_them(args, field):
+    """An empty or NaN held-back set gave global and personal RMSE NaN and kept='global'
+    without a word; each is refused naming the argument."""
+    with pytest.raises(InvalidParameterError, match=field) as info:
+        personalise(STATE, "rul", *args, epochs=1, lr=0.01)
+    assert info.value.field == field

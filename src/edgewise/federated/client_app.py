@@ -119,18 +119,32 @@ def device_data(dataset: str, data_dir: str, partition_id: int, num_partitions: 
 
     C-MAPSS: engines ``partition_id, partition_id + n, …`` of FD002 (one engine per device
     when ``num_partitions`` is 260). Pump: the ``partition_id``-th pump of a simulated fleet.
+    A missing ``train_FD002.txt.gz``, a partition with no engine, or a non-finite reading
+    in a column the device uses (unit, cycle, operating setting 1, the model's sensors)
+    raises :class:`~edgewise.errors.InvalidParameterError` naming it: one NaN reading made
+    30 feature rows NaN and every round's update all NaN.
+
+    >>> d = device_data("pump", "", 0, 3)
+    >>> d.kind, d.raw_train[0][0].shape[1]
+    ('ae', 6)
     """
     if dataset == "pump":
         dev = run_pump_fleet(num_partitions, seed)[partition_id]
         return _pump_rows(dev.X_train)
+    if not (Path(data_dir) / "train_FD002.txt.gz").is_file():
+        raise InvalidParameterError(
+            f"C-MAPSS training reads this device's engines from train_FD002.txt.gz in the "
+            f"data dir; {data_dir!r} lacks it.", field="data-dir", value=data_dir)
     raw = _read_cached(str(Path(data_dir) / "train_FD002.txt.gz"))
+    # a NaN unit id cast to int is an engine of its own: it moved every partition
+    _check_finite(raw[:, :1], ["unit"], f"train_FD002 in {data_dir}")
     units = np.unique(raw[:, 0].astype(int))
     if not len(units[partition_id::num_partitions]):
         raise InvalidParameterError(
             f"Partition {partition_id} of {num_partitions} holds no C-MAPSS engine: FD002 in "
             f"{data_dir} has {len(units)} engines, so num-partitions must be at most "
             f"{len(units)}.")
-    return _cmapss_rows(raw, partition_id, num_partitions)
+    return _cmapss_rows(raw, partition_id, num_partitions, source=f"train_FD002 in {data_dir}")
 
 
 @lru_cache(maxsize=64)
@@ -161,6 +175,7 @@ def held_data(dataset: str, data_dir: str, partition_id: int, num_partitions: in
             f"C-MAPSS evaluation reads the held-back test engines from test_FD002.txt.gz and "
             f"RUL_FD002.txt.gz in the data dir; {data_dir!r} lacks {', '.join(missing)}.")
     raw = _read_cached(str(base / "test_FD002.txt.gz"))
+    _check_finite(raw[:, :1], ["unit"], f"test_FD002 in {data_dir}")
     units = np.unique(raw[:, 0].astype(int))
     if not len(units[partition_id::num_partitions]):
         raise InvalidParameterError(
@@ -172,26 +187,60 @@ def held_data(dataset: str, data_dir: str, partition_id: int, num_partitions: in
         raise InvalidParameterError(
             f"RUL_FD002 in {data_dir} holds {len(rul)} values for the {len(units)} engines of "
             "test_FD002; it must hold one per engine.")
+    _check_finite(rul.reshape(-1, 1), ["RUL"], f"RUL_FD002 in {data_dir}")
     return _cmapss_rows(raw, partition_id, num_partitions,
-                        dict(zip(units.tolist(), rul.tolist(), strict=True)))
+                        dict(zip(units.tolist(), rul.tolist(), strict=True)),
+                        source=f"test_FD002 in {data_dir}")
+
+
+def _check_finite(raw: np.ndarray, names: Sequence[str], source: str) -> None:
+    """Refuse rows of ``raw`` (columns ``names``) holding a NaN or an infinite value, naming
+    the columns, how many rows, and ``source``: one such reading spreads through a window
+    (30 feature rows) and local training sends an update that is all NaN.
+
+    >>> _check_finite(np.array([[1.0, np.nan], [2.0, 3.0]]), ["a", "b"], "x")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: x: 1 of 2 rows hold a non-finite reading (NaN or Inf) in b; this device refuses to train or evaluate on them (clean or drop those rows first).
+    """  # noqa: E501
+    bad = ~np.isfinite(raw)
+    if not bad.any():
+        return
+    cols = [str(names[j]) for j in np.flatnonzero(bad.any(axis=0))]
+    raise InvalidParameterError(
+        f"{source}: {int(bad.any(axis=1).sum())} of {len(raw)} rows hold a non-finite reading "
+        f"(NaN or Inf) in {', '.join(cols)}; this device refuses to train or evaluate on them "
+        "(clean or drop those rows first).", field="data", value=cols)
 
 
 def _pump_rows(X: np.ndarray) -> DeviceData:
+    from edgewise.federated.data import PUMP_CHANNELS
+
+    _check_finite(X, PUMP_CHANNELS, "this pump's readings")
     n = len(X)
     return DeviceData("ae", [(X.astype(np.float64), np.zeros(n, dtype=np.int64),
                               np.arange(n))], [])
 
 
 def _cmapss_rows(raw: np.ndarray, partition_id: int, num_partitions: int,
-                 rul_at_end: dict[int, float] | None = None) -> DeviceData:
+                 rul_at_end: dict[int, float] | None = None, source: str = "C-MAPSS"
+                 ) -> DeviceData:
     """Engines ``partition_id::num_partitions`` of ``raw`` with their RUL targets: a
     run-to-failure engine's cycles to its last (``rul_at_end`` None), a test engine's
-    cycles to its last plus its true RUL there; capped at :data:`RUL_CAP`."""
-    from edgewise.federated.data import RUL_CAP, _engine_rows
+    cycles to its last plus its true RUL there; capped at :data:`RUL_CAP`. A non-finite
+    value in a column these engines use raises
+    :class:`~edgewise.errors.InvalidParameterError` naming ``source`` and the column."""
+    from edgewise.federated.data import RUL_CAP, SENSORS, _engine_rows
 
     ids = raw[:, 0].astype(int)
     held = np.unique(ids)[partition_id::num_partitions]
-    unit, cycles, cond, sensors = _engine_rows(raw[np.isin(ids, held)])
+    mine = raw[np.isin(ids, held)]
+    used = [0, 1, 2, *(4 + s for s in SENSORS)]
+    _check_finite(mine[:, used], ["unit", "cycle", "op_setting_1", *(f"s{s}" for s in SENSORS)],
+                  f"{source}, engine{'s' if len(held) > 1 else ''} "
+                  f"{', '.join(str(u) for u in held[:5])}"
+                  f"{', …' if len(held) > 5 else ''}")
+    unit, cycles, cond, sensors = _engine_rows(mine)
     parts, ys = [], []
     for u in held:
         m = unit == u
@@ -230,10 +279,86 @@ def poison(attack: str, new: list[np.ndarray], old: list[np.ndarray]) -> list[np
 
 
 def _normaliser(config: Any, data: DeviceData) -> ConditionNormaliser:
+    """The fleet normaliser of the server's config (``norm-mean``, ``norm-std``: conditions
+    x channels values each), checked against this device's data: a missing key, a value
+    that is no number, a width other than the device's, a non-finite mean or a std that is
+    not finite and > 0 raises :class:`~edgewise.errors.InvalidParameterError` naming the
+    key, what it got and what it should be (a KeyError or a numpy broadcast error before).
+
+    >>> d = device_data("pump", "", 0, 3)
+    >>> _normaliser({"norm-mean": [0.0] * 6, "norm-std": [1.0] * 6}, d).mean.shape
+    (1, 6)
+    >>> _normaliser({"norm-mean": [0.0] * 5, "norm-std": [1.0] * 5}, d)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: The server's 'norm-mean' holds 5 values; this device's data needs 6 (1 operating condition(s) x 6 channels). Refusing to normalise with it.
+    """  # noqa: E501
     c = data.n_conditions
-    mean = np.asarray(config["norm-mean"], dtype=np.float64).reshape(c, -1)
-    std = np.asarray(config["norm-std"], dtype=np.float64).reshape(c, -1)
-    return ConditionNormaliser(mean, std)
+    width = int(data.raw_train[0][0].shape[1])
+    out = []
+    for key in ("norm-mean", "norm-std"):
+        if key not in config:
+            raise InvalidParameterError(
+                f"The server's config lacks {key!r}, the fleet normaliser ({c} operating "
+                f"condition(s) x {width} channels); this device cannot train or evaluate "
+                "without it.", field=key, value=None)
+        try:
+            values = np.asarray(config[key], dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise InvalidParameterError(
+                f"The server's {key!r} is not a list of numbers: {config[key]!r}.",
+                field=key, value=config[key]) from None
+        if values.size != c * width:
+            raise InvalidParameterError(
+                f"The server's {key!r} holds {values.size} values; this device's data needs "
+                f"{c * width} ({c} operating condition(s) x {width} channels). Refusing to "
+                "normalise with it.", field=key, value=values.size)
+        ok = np.isfinite(values) & (values > 0 if key == "norm-std" else True)
+        if not ok.all():
+            raise InvalidParameterError(
+                f"The server's {key!r} holds {values[~ok][:3].tolist()}; every value must be "
+                f"finite{' and > 0' if key == 'norm-std' else ''}.", field=key,
+                value=values[~ok][:3].tolist())
+        out.append(values.reshape(c, width))
+    return ConditionNormaliser(out[0], out[1])
+
+
+def _load_global(model: Any, state: Any) -> None:
+    """Load the server's ``state`` into this device's ``model``; parameters of another name
+    or shape (a model for another number of inputs) raise
+    :class:`~edgewise.errors.InvalidParameterError` naming the first, both shapes (torch's
+    RuntimeError before)."""
+    mine = model.state_dict()
+    if list(mine) != list(state):
+        raise InvalidParameterError(
+            f"The server's model has parameters {list(state)}; this device's model has "
+            f"{list(mine)}. Refusing to load it.", field="arrays", value=list(state))
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(mine[key].shape):
+            raise InvalidParameterError(
+                f"The server's model parameter {key!r} has shape {tuple(value.shape)}; this "
+                f"device's data ({_n_inputs(mine)} model inputs) needs "
+                f"{tuple(mine[key].shape)}: the global model was built for another "
+                "number of inputs. Refusing to load it.", field="arrays",
+                value=(key, tuple(value.shape)))
+    model.load_state_dict(state)
+
+
+def _n_inputs(state: Any) -> int | str:
+    """Columns of the first 2-D weight of ``state`` (the model's inputs), ``"?"`` if none."""
+    for key, value in state.items():
+        if key.endswith("weight") and len(value.shape) == 2:
+            return int(value.shape[1])
+    return "?"
+
+
+def _refusal(msg: Message, exc: Exception) -> Message:
+    """The error reply to ``msg`` for a refused request: its type and message, no trace."""
+    from flwr.app import Error
+    from flwr.common.constant import ErrorCode
+
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                         reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
 
 
 def _torch_threads(context: Context) -> None:
@@ -467,7 +592,7 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
 
     X, y = data.features(norm)
     model = build_model(data.kind, X.shape[1])
-    model.load_state_dict(state)
+    _load_global(model, state)
     old = [np.asarray(v.numpy()) for v in state.values()]
     rc = context.run_config
     batch, epochs = int(rc.get("batch-size", 32)), int(rc.get("local-epochs", 1))
@@ -496,19 +621,32 @@ def _fit(data: DeviceData, norm: ConditionNormaliser, state: dict[str, Any], con
     )
     attack = str(context.node_config.get("attack", ""))
     new = [v.detach().numpy().copy() for v in model.state_dict().values()]
+    bad = sum(int((~np.isfinite(a)).sum()) for a in new)
+    if bad:  # the honest update: an attack (below) still sends what it means to
+        total = sum(a.size for a in new)
+        raise InvalidParameterError(
+            f"Local training diverged: {bad} of {total} parameters are non-finite (NaN or "
+            f"Inf) after round {server_round}, train-loss {float(loss)!r}, at lr "
+            f"{rc.get('lr', 0.003)!r}; refusing to send a non-finite update (a smaller "
+            "'lr' or 'dp-sgd-clip' may help).", field="lr", value=rc.get("lr", 0.003))
     n = 10**9 if attack == "weight" else len(X)
     return list(state), poison(attack, new, old), n, float(loss), (eps, z, q, steps)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Answer a ``train`` message: share normaliser statistics or train the model locally."""
-    data = _data(context)
+    """Answer a ``train`` message: share normaliser statistics or train the model locally.
+
+    A request this device refuses (its own data unusable, the server's normaliser or model
+    unusable, its privacy limit reached, local training diverged) is answered with an error
+    reply saying why (:func:`_refusal`); in a SecAgg+ round it raises, and the round goes
+    on without the device, as after a dropout."""
     if LEGACY_FIT_CONFIG in msg.content.config_records:  # a SecAgg+ round (legacy messages)
         _torch_threads(context)
-        return _secagg_fit(msg, context, data)
+        return _secagg_fit(msg, context, _data(context))
     config = msg.content["config"]
     try:
+        data = _data(context)
         if config.get("phase", "fit") == "stats":
             return _stats_reply(msg, context, data, config)
         _torch_threads(context)
@@ -517,11 +655,7 @@ def train(msg: Message, context: Context) -> Message:
                                              context, int(config.get("server-round", 0)),
                                              _run_prior(config), _stats_spent(config))
     except (PrivacyBudgetError, InvalidParameterError) as exc:  # refused: say why, no trace
-        from flwr.app import Error
-        from flwr.common.constant import ErrorCode
-
-        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                             reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+        return _refusal(msg, exc)
     arrays = ArrayRecord({k: _arr(v) for k, v in zip(keys, sent, strict=True)})
     metrics = MetricRecord({"num-examples": n, "unit-weight": 1, "train-loss": loss,
                             "dp-sgd-epsilon": eps, "dp-sgd-noise": z, "dp-sgd-rate": q,
@@ -632,17 +766,11 @@ def evaluate(msg: Message, context: Context) -> Message:
         data = held_data(str(rc.get("dataset", "pump")), str(rc.get("data-dir", "")),
                          int(nc.get("partition-id", 0)), int(nc.get("num-partitions", 1)),
                          int(rc.get("seed", 0)))
-    except InvalidParameterError as exc:  # nothing held back: say why, count in no average
-        from flwr.app import Error
-        from flwr.common.constant import ErrorCode
-
-        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                             reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
-    config = msg.content["config"]
-    norm = _normaliser(config, data)
-    X, y = data.features(norm)
-    model = build_model(data.kind, X.shape[1])
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        X, y = data.features(_normaliser(msg.content["config"], data))
+        model = build_model(data.kind, X.shape[1])
+        _load_global(model, msg.content["arrays"].to_torch_state_dict())
+    except InvalidParameterError as exc:  # say why, count in no average
+        return _refusal(msg, exc)
     with torch.no_grad():
         out = model(torch.as_tensor(X)).numpy()
     target = X if y is None else y.reshape(-1, 1) / RUL_SCALE

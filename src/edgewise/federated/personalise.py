@@ -51,8 +51,9 @@ def _check(global_state: Mapping[str, Any], kind: str, X_train: np.ndarray,
            y_train: np.ndarray | None, X_held: np.ndarray, y_held: np.ndarray | None) -> None:
     """Refuse, naming the argument, what would make the RMSEs meaningless: a ``"rul"``
     model without its targets (judged as an autoencoder, its RUL in cycles minus the raw
-    inputs, or a numpy broadcast error), rows of another width than the model's inputs, or
-    targets of another length than their rows.
+    inputs, or a numpy broadcast error), rows of another width than the model's inputs,
+    targets of another length than their rows, no rows at all, or a NaN or infinite value
+    in the rows or targets (each gave a NaN RMSE and kept='global' without a word).
 
     >>> from edgewise.federated.model import build_model
     >>> g = build_model("rul", 3, seed=0).state_dict()
@@ -62,6 +63,11 @@ def _check(global_state: Mapping[str, Any], kind: str, X_train: np.ndarray,
     ... except InvalidParameterError as e:
     ...     e.field
     'y_held'
+    >>> try:
+    ...     _check(g, "rul", X, np.zeros(4), X[:0], np.zeros(0))
+    ... except InvalidParameterError as e:
+    ...     e.field
+    'X_held'
     """
     width = _width(global_state)
     for name, X in (("X_train", X_train), ("X_held", X_held)):
@@ -71,6 +77,12 @@ def _check(global_state: Mapping[str, Any], kind: str, X_train: np.ndarray,
             raise InvalidParameterError(
                 f"personalise needs {name} as a 2-D array (rows x features){wanted}; "
                 f"got shape {shape}.", field=name, value=shape)
+        if shape[0] == 0:
+            role = "to fine-tune on" if name == "X_train" else "to judge both models on"
+            raise InvalidParameterError(
+                f"personalise needs at least one row in {name} ({role}); got 0 rows.",
+                field=name, value=shape)
+        _finite(name, X)
     if kind != "rul":
         return
     for name, y, X_name, X in (("y_train", y_train, "X_train", X_train),
@@ -86,6 +98,27 @@ def _check(global_state: Mapping[str, Any], kind: str, X_train: np.ndarray,
             raise InvalidParameterError(
                 f"personalise needs one {name} value per row of {X_name} ({rows} rows); "
                 f"got {np.size(y)}.", field=name, value=np.shape(y))
+        _finite(name, y)
+
+
+def _finite(name: str, a: Any) -> None:
+    """Refuse ``a`` (argument ``name``) holding a NaN or infinite value, saying how many
+    rows and the first one.
+
+    >>> _finite("X_held", np.array([[1.0, np.nan], [0.0, 1.0]]))
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: personalise needs finite values in X_held; 1 of 2 rows hold a NaN or Inf (the first is row 0).
+    """  # noqa: E501
+    bad = ~np.isfinite(np.asarray(a, dtype=np.float64))
+    if bad.ndim > 1:
+        bad = bad.reshape(len(bad), -1).any(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise InvalidParameterError(
+            f"personalise needs finite values in {name}; {len(rows)} of {len(bad)} rows "
+            f"hold a NaN or Inf (the first is row {int(rows[0])}).", field=name,
+            value=len(rows))
 
 
 def personalise(
@@ -111,7 +144,8 @@ def personalise(
 
     Raises :class:`~edgewise.errors.InvalidParameterError` naming the argument for a
     ``"rul"`` model without ``y_train`` or ``y_held``, targets of another length than their
-    rows, or ``X_train``/``X_held`` not 2-D with the global model's number of inputs.
+    rows, ``X_train``/``X_held`` not 2-D with the global model's number of inputs or with
+    no rows, or a NaN or infinite value in any of them.
     """
     _check(global_state, kind, X_train, y_train, X_held, y_held)
     model = build_model(kind, X_train.shape[1])
