@@ -307,3 +307,41 @@ def test_out_in_a_fresh_data_dirs_models_folder_is_made(tmp_path: Path) -> None:
                     str(data / "other" / "rul-v1.ewm"))
     assert done.returncode == 2 and "does not exist; create it" in done.stderr
     assert not (data / "other").exists()
+
+
+def test_readings_of_metrics_not_trained_on_add_no_rows(tmp_path: Path) -> None:
+    """Check that a store's histories for training and for predict are rows of the metrics
+    trained on (``--sensor-columns``, or those every device sends) or that the model uses
+    only, as ``GET /v1/devices/{id}/rul`` reads them: a link quality stamped 0.5 s after
+    each sample (on some devices, or on all but not chosen) doubled a unit's rows, so it
+    trained on and scored histories twice as long, trends half as steep."""
+    from types import SimpleNamespace
+
+    from edgewise.cli.rul import _store_current, _store_training_table
+
+    def fill(path: Path, rssi_on: tuple[int, ...]) -> str:
+        store = open_store(f"duckdb:///{path}")
+        try:
+            for u in range(3):
+                store.append([Reading(f"dev-{u}", m, _ts(c), float(c * (j + 1) + u))
+                              for c in range(1, 21) for j, m in enumerate(("a", "b"))])
+                if u in rssi_on:
+                    store.append([Reading(f"dev-{u}", "rssi", _ts(c) + 5 * 10**8, -60.0)
+                                  for c in range(1, 21)])
+        finally:
+            store.close()
+        return f"duckdb:///{path}"
+
+    plain = fill(tmp_path / "plain.duckdb", ())
+    some, every = fill(tmp_path / "some.duckdb", (0, 1)), fill(tmp_path / "all.duckdb", (0, 1, 2))
+    want, _ = _store_training_table(plain, None, "unit", "cycle", None, None)
+    assert list(want.columns) == ["unit", "cycle", "a", "b"] and len(want) == 60
+    got, skipped = _store_training_table(some, None, "unit", "cycle", None, None)
+    assert skipped == [] and got.equals(want), got  # rssi is not sent by every device
+    got, _ = _store_training_table(every, None, "unit", "cycle", ["a", "b"], None)
+    assert got.equals(want), got  # rssi sent by all, but not chosen
+    model = SimpleNamespace(unit_column="unit", time_column="cycle",
+                            required_columns=lambda: ["unit", "cycle", "a", "b"])
+    table, skipped, steps = _store_current(every, None, model)
+    assert skipped == [] and table.equals(want), table
+    assert steps == {f"dev-{u}": 10.0 for u in range(3)}

@@ -95,3 +95,31 @@ def test_quality_plots_of_flagged_metrics_are_pngs(env: Env) -> None:
     problem(env.client.get("/v1/devices/nope/quality/plots/spiky.png",
                            headers=env.auth("viewer")), 404)
     problem(env.client.get(url.format("spiky")), 401)
+
+
+def test_a_metric_silent_over_the_range_has_its_gap_but_no_plot_as_documented(
+        env: Env) -> None:
+    """Check what the docs say of a metric with no reading in the range: the report lists
+    it with 0 readings and the range one gap, ``plots`` has no entry for it (there is no
+    series to draw) and its plot URL is a 404 ``no_plot``; the docs said ``plots`` listed
+    every metric with gaps in the range."""
+    from edgewise.server.routes import quality
+
+    now = time.time_ns()
+    env.store.append([Reading(env.device, "a", now - 7200 * 10**9 + i * 60 * 10**9, 1.0 + i % 3)
+                      for i in range(119)])
+    env.store.append([Reading(env.device, "b", now - 7200 * 10**9 + i * 60 * 10**9, 2.0)
+                      for i in range(30)])  # silent for the last 1.5 h
+    rep = env.client.get(f"/v1/devices/{env.device}/quality", headers=env.auth("viewer")).json()
+    assert (rep["metrics"]["b"]["readings"], rep["metrics"]["b"]["gaps"]) == (0, 1)
+    assert "b" not in [p["metric"] for p in rep["plots"]]
+    body = problem(env.client.get(f"/v1/devices/{env.device}/quality/plots/b.png",
+                                  headers=env.auth("viewer")), 404)
+    assert body["reason"] == "no_plot"
+    doc = " ".join((quality.__doc__ or "").split())
+    assert "one with no reading in the range" in doc
+    paths = env.client.get("/openapi.json").json()["paths"]
+    assert "silent over the whole range" in paths[
+        "/v1/devices/{device_id}/quality"]["get"]["description"]
+    assert "silent over the whole range" in paths[
+        "/v1/devices/{device_id}/quality/plots/{metric}.png"]["get"]["description"]

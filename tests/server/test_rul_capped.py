@@ -154,3 +154,137 @@ def test_rul_scores_at_most_max_fits_devices_at_once(
         for t in threads:
             t.join(5)
     assert rul._predict(None, tmp_path, "lru-busy-late")["detail"] == "slow"
+
+
+def test_requests_for_a_device_being_scored_each_wait_fit_wait_s_at_most(
+        scored: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Check that requests for a device whose scoring takes long are each a 429 ``rul_busy``
+    after about ``FIT_WAIT_S``, together, not one after another: the wait for the device's
+    turn had no limit (45 such requests held the threadpool and a telemetry POST took
+    23.7 s), and behind busy slots each waiter's FIT_WAIT_S came after the previous ones'
+    (2.5, 4.5 ... 12.5 s with FIT_WAIT_S = 2)."""
+    import threading
+
+    from edgewise.server.problems import Problem
+
+    release, started = threading.Event(), threading.Event()
+
+    def slow(store: Any, paths: Any, device_id: str) -> dict[str, Any]:
+        started.set()
+        release.wait(20)
+        return rul._none(device_id, "no_history", "slow", paths[0].name)
+
+    monkeypatch.setattr(rul, "_score", slow)
+    monkeypatch.setattr(rul, "FIT_WAIT_S", 0.5)
+    first = threading.Thread(target=rul._predict, args=(None, tmp_path, "lru-long"))
+    first.start()
+    assert started.wait(5)
+    waited: list[tuple[str | None, float]] = []
+
+    def ask() -> None:
+        t0 = time.monotonic()
+        try:
+            rul._predict(None, tmp_path, "lru-long")
+            waited.append((None, time.monotonic() - t0))
+        except Problem as exc:
+            waited.append((exc.reason, time.monotonic() - t0))
+
+    askers = [threading.Thread(target=ask) for _ in range(6)]
+    try:
+        for t in askers:
+            t.start()
+        for t in askers:
+            t.join(3.0)  # the old code waits for the scoring (20 s) and then queues
+        assert len(waited) == 6, waited
+        assert all(reason == "rul_busy" for reason, _ in waited), waited
+        assert max(s for _, s in waited) < 2.0, waited  # one FIT_WAIT_S each, not six
+    finally:
+        release.set()
+        first.join(5)
+        for t in askers:
+            t.join(25)
+
+
+def test_each_same_device_request_waits_fit_wait_s_in_all_behind_busy_slots(
+        scored: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Check that with every scoring slot taken by other devices, requests for one device
+    are each a 429 within one ``FIT_WAIT_S`` (the wait for the device's turn and for a slot
+    end at one deadline): they were answered one after another, the k-th after k waits."""
+    import threading
+
+    from edgewise.server.problems import Problem
+
+    monkeypatch.setattr(rul, "FIT_WAIT_S", 0.5)
+    for _ in range(rul.MAX_FITS):  # as if MAX_FITS other devices were being scored
+        assert rul._answers.fits.acquire(timeout=1)
+    waited: list[tuple[str | None, float]] = []
+
+    def ask() -> None:
+        t0 = time.monotonic()
+        try:
+            rul._predict(None, tmp_path, "lru-chain")
+            waited.append((None, time.monotonic() - t0))
+        except Problem as exc:
+            waited.append((exc.reason, time.monotonic() - t0))
+
+    askers = [threading.Thread(target=ask) for _ in range(5)]
+    try:
+        for t in askers:
+            t.start()
+        for t in askers:
+            t.join(10)
+    finally:
+        for _ in range(rul.MAX_FITS):
+            rul._answers.fits.release()
+    assert [r for r, _ in waited] == ["rul_busy"] * 5, waited
+    assert max(s for _, s in waited) < 1.5, waited  # was 0.5, 1.0 ... 2.5 s
+    assert rul._predict(None, tmp_path, "lru-chain")["detail"] == "counted"
+
+
+def test_a_history_over_max_rows_is_history_too_long_and_reads_only_the_models_metrics(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Check that the route reads only the metrics the model uses, at most ``MAX_ROWS + 1``
+    readings of each (it read the whole history of every metric as tuples: 3M readings took
+    10 s and 1.5 GB per request), and that a history longer than ``MAX_ROWS`` rows is
+    ``rul: null``, reason ``history_too_long``, naming the count and the limit: when one
+    metric alone has more readings, and when the metrics' reading times together make more
+    rows."""
+    from tests.server.test_rul_api import _small_model
+
+    _small_model(env)
+    monkeypatch.setattr(rul, "MAX_ROWS", 30, raising=False)  # old code: none
+    x = _unit(np.random.default_rng(1), 120)
+    t0 = int(time.time()) - 100
+    assert env.send([{"ts": t0 + i, "seq": i + 1,
+                      "metrics": {**{m: float(x[i, j]) for j, m in enumerate(SENSORS)},
+                                  "rssi": -60.0}} for i in range(40)]).status_code == 200
+    asked: list[tuple[Any, ...]] = []
+    real = env.store.query
+
+    def query(*args: Any, **kwargs: Any) -> Any:
+        asked.append(args[1:])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(env.store, "query", query)
+    body = env.client.get(f"/v1/devices/{env.device}/rul", headers=env.auth("viewer")).json()
+    assert (body["rul"], body["reason"]) == (None, "history_too_long"), body
+    assert "over 30 rows" in body["detail"] and "limit of 30 rows" in body["detail"], body
+    assert asked and {a[0] for a in asked} <= set(SENSORS), asked  # never rssi, never all
+    assert all(a[4] == 31 for a in asked), asked
+
+    sec = env.client.post("/v1/devices", json={"name": "pump-alt"},
+                          headers=env.auth("admin")).json()["secret"]
+    # 20 readings of each metric, the three at different instants: 60 rows
+    assert env.send([{"ts": t0 + i + k / 4, "seq": 3 * i + k + 1,
+                      "metrics": {SENSORS[k]: float(x[i, k])}}
+                     for i in range(20) for k in range(3)],
+                    device="pump-alt", secret=sec).status_code == 200
+    body = env.client.get("/v1/devices/pump-alt/rul", headers=env.auth("viewer")).json()
+    assert (body["rul"], body["reason"]) == (None, "history_too_long"), body
+    assert "a history of 60 rows" in body["detail"] and "limit of 30" in body["detail"]
+    monkeypatch.setattr(rul, "MAX_ROWS", 60)
+    rul.forget_device("pump-alt")
+    body = env.client.get("/v1/devices/pump-alt/rul", headers=env.auth("viewer")).json()
+    assert body["reason"] is None and body["rows"] == 60, body
+    op = env.client.get("/openapi.json").json()["paths"]["/v1/devices/{device_id}/rul"]["get"]
+    assert "history_too_long" in op["description"]

@@ -78,3 +78,24 @@ def test_a_sensor_first_reported_late_is_not_carried_back(model: RULModel) -> No
     assert round(float(model.predict(direct).iloc[0]), 2) != round(
         float(model.predict(carried).iloc[0]), 2)  # the two rules differ here
     assert ans["rul"] == round(float(model.predict(direct).iloc[0]), 2), ans
+
+
+def test_readings_of_a_metric_the_model_does_not_use_add_no_rows(model: RULModel) -> None:
+    """Check that another metric's readings (a link quality stamped 0.5 s after each
+    sample) leave the RUL as it is: rows were every metric's reading times, so the unit
+    looked twice as old (61.32 vs 77.98 in the hunt), and ``step_s`` halved."""
+    rows = _rows(50)
+    rssi = [("rssi", t + 500_000_000, -60.0) for m, t, _ in rows if m == "temp"]
+    plain, mixed = (_fit(model, Path("rul-v1.ewm"), r, "pump-1") for r in (rows, rows + rssi))
+    assert mixed["reason"] is None and mixed["rows"] == 50, mixed
+    assert {k: mixed[k] for k in ("rul", "low", "high", "rows", "step_s")} == {
+        k: plain[k] for k in ("rul", "low", "high", "rows", "step_s")}
+
+
+def test_a_metric_named_like_the_time_column_is_refused_though_the_model_uses_none(
+        model: RULModel) -> None:
+    """Check that the name check still reads every metric the device sends: a 'cycle'
+    metric the model does not use is still ``metric_name_clash``."""
+    rows = _rows(20) + [("cycle", (1_700_000_000 + i) * 10**9, float(i)) for i in range(20)]
+    ans = _fit(model, Path("rul-v1.ewm"), rows, "pump-1")
+    assert ans["reason"] == "metric_name_clash" and "metric named 'cycle'" in ans["detail"]

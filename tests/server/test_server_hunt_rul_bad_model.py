@@ -125,3 +125,25 @@ def test_save_replaces_the_file_whole(tmp_path: Path) -> None:
     from edgewise.models.rul import load_model
 
     assert isinstance(load_model(path), RULModel)
+
+
+@pytest.mark.parametrize("cut", [0, 3, 20])
+def test_a_file_cut_inside_its_header_is_bad_model_or_skipped_not_ignored(
+        env: Env, cut: int) -> None:
+    """Check a ``rul*`` file cut inside its header (a copy interrupted early) is handled as
+    any file that does not load: the only one is ``bad_model`` (it answered ``no_model``,
+    'No RUL model file'), and a newer one is named in ``skipped`` (it was passed over
+    without a word)."""
+    _small_model(env)
+    _send_history(env)
+    good = _models(env) / "rul-v1.ewm"
+    data = good.read_bytes()
+    good.write_bytes(data[:cut])
+    body = _rul(env)
+    assert (body["rul"], body["reason"], body["model"]) == (None, "bad_model", "rul-v1.ewm")
+    assert [s["model"] for s in body["skipped"]] == ["rul-v1.ewm"], body
+    good.write_bytes(data)
+    _newer(_models(env) / "rul-v2.ewm", data[:cut])
+    body = _rul(env)
+    assert body["reason"] is None and body["model"] == "rul-v1.ewm", body
+    assert [s["model"] for s in body["skipped"]] == ["rul-v2.ewm"], body

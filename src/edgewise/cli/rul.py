@@ -4,7 +4,8 @@
 (``duckdb:///ABS/PATH``, ``postgresql://…``) or a gateway data directory holding
 ``edgewise.duckdb`` (and no CSVs). From a store every device is a unit, its metrics
 pivoted on time into columns (:func:`~edgewise.models.history.device_frame`; the time
-column counts readings; ``--condition-columns`` name metrics too, which are then no
+column counts readings, of the metrics trained on or that the model uses only: another
+metric's readings add no rows; ``--condition-columns`` name metrics too, which are then no
 sensors). Training needs each device's failure time, and it is never
 guessed: ``--failures CSV`` (``device_id,time`` rows; a device listed twice keeps its
 earliest time, with a warning), ``--failure-label CLASS`` (the start of the device's
@@ -35,6 +36,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -366,10 +368,17 @@ def _label_failures(data_dir: Path, classes: list[str]) -> dict[str, int]:
 def _store_histories(
     url: str, devices: str | None, unit_column: str, time_column: str,
     failures: dict[str, int] | None,
+    choose: Callable[[dict[str, set[str]], _StoreData], set[str]],
 ) -> _StoreData:
-    """Every chosen device's history (cut at its failure when ``failures`` is given); a
-    device whose old readings were deleted (retention, Store.delete_before(): the store records
-    it) is skipped, as a RUL model needs a unit's whole history, with a note saying why."""
+    """Every chosen device's history (cut at its failure when ``failures`` is given) of the
+    metrics ``choose`` picks, given each device's metrics (those with a reading before its
+    failure) and the devices skipped so far: a row is a reading time, so only the metrics
+    the model is trained on or uses make rows (another metric's readings, a link quality
+    stamped between the samples, would add rows: an older unit, flatter trends), as
+    ``GET /v1/devices/{id}/rul`` reads them. A device whose old readings were deleted
+    (retention, Store.delete_before(): the store records it) is skipped, as a RUL model needs a
+    unit's whole history, with a note saying why; so is one with a metric (any) named like
+    the unit or time column."""
     from edgewise.errors import InvalidParameterError
     from edgewise.models.history import TRIMMED_WHY, device_frame, reading_step_s, trimmed_reason
 
@@ -377,6 +386,9 @@ def _store_histories(
     got = _StoreData()
     trimmed: list[str] = []
     try:
+        summaries = {d.device_id: d for d in store.devices()}
+        sent: dict[str, set[str]] = {}
+        cut: dict[str, int | None] = {}
         for device in _device_ids(store, url, devices):
             until = None
             if failures is not None:
@@ -389,20 +401,32 @@ def _store_histories(
                 got.skip(device, f"history trimmed: {trimmed_reason(before, why=False)}")
                 trimmed.append(device)
                 continue
-            try:
-                rows = store.query(device, None, None, None, None)
-                got.steps[device] = reading_step_s(rows)
-                frame = device_frame(rows, device, unit_column, time_column, until_ns=until)
+            metrics = summaries[device].metrics if device in summaries else []
+            try:  # device_frame's name check on every metric, on a stand-in row of each
+                device_frame([(m, 0, 0.0) for m in metrics if m in (unit_column, time_column)],
+                             device, unit_column, time_column)
             except InvalidParameterError as exc:  # a metric named like the unit/time column
                 role = str(exc.field).removesuffix("_column")
                 got.skip(device, f"has a metric named {exc.value!r}, the name of the {role} "
                          f"column (rename the metric, or train with another --{role}-column)")
                 continue
-            if frame.empty:
+            if until is not None:  # the metrics with a reading at or before the failure
+                metrics = [m for m in metrics if store.query(device, m, None, until + 1,
+                                                             None, 1)]
+            if not metrics:
                 got.skip(device, "no readings" if until is None else "no readings before "
                          "its failure")
                 continue
-            got.frames.append(frame)
+            sent[device], cut[device] = set(metrics), until
+        keep = choose(sent, got)
+        for device, metrics in sent.items():
+            if not keep & metrics:
+                got.skip(device, f"lacks metric(s) {sorted(keep)}")
+                continue
+            rows = [r for m in sorted(keep & metrics) for r in store.query(device, m)]
+            got.steps[device] = reading_step_s(rows)
+            got.frames.append(device_frame(rows, device, unit_column, time_column,
+                                           until_ns=cut[device]))
     finally:
         store.close()
     if trimmed:
@@ -435,7 +459,21 @@ def _store_training_table(
     import pandas as pd
 
     conditions = condition_columns or []
-    got = _store_histories(url, devices, unit_column, time_column, failures)
+
+    def choose(sent: dict[str, set[str]], got: _StoreData) -> set[str]:
+        """The metrics trained on: the given sensors, or those every device sends."""
+        if sensor_columns is not None:
+            return {*conditions, *sensor_columns}
+        if not sent:
+            return set()
+        common = set.intersection(*sent.values()) - {unit_column, time_column, *conditions}
+        if not common:
+            besides = " besides the --condition-columns" if conditions else ""
+            raise fail(f"--data {_shown(url)!r}: no metric{besides} is sent by every "
+                       "training device; " + _skipped_text(got.skipped))
+        return {*conditions, *common}
+
+    got = _store_histories(url, devices, unit_column, time_column, failures, choose)
     if not got.frames:
         raise fail(f"--data {_shown(url)!r}: no device has a known failure to train on; "
                    + _skipped_text(got.skipped))
@@ -589,8 +627,9 @@ def _store_current(url: str, devices: str | None,
     each device's median seconds between readings."""
     import pandas as pd
 
-    got = _store_histories(url, devices, rul.unit_column, rul.time_column, None)
     needed = rul.required_columns()[2:]  # a sensor the model learned nothing from may be absent
+    got = _store_histories(url, devices, rul.unit_column, rul.time_column, None,
+                           lambda sent, got: set(needed))
     keep = []
     for f in got.frames:
         missing = [c for c in needed if c not in f.columns]

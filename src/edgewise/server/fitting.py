@@ -4,9 +4,11 @@ per key at a time, a limit on fits at once, and the bucket a dense window is ave
 Used by :mod:`edgewise.server.routes.forecast` (per device, metric and horizon) and
 :mod:`edgewise.server.routes.groups` (per fleet grouping). A fit takes a CPU and a threadpool
 thread for a second or more, so a route keeps its answers in a :class:`FitCache`, fits a key
-once however many requests ask for it at once (:meth:`FitCache.key_lock`), and runs at most
-``max_fits`` fits at once (:func:`fit_slot`: a request that finds no free slot in time is the
-route's 429, so many requests cannot take every threadpool thread from the other routes).
+once however many requests ask for it at once (:meth:`FitCache.key_turn`), and runs at most
+``max_fits`` fits at once (:func:`fit_slot`). A request waits for both, its key's turn and
+then a slot, until one deadline (:func:`deadline`); past it, it is the route's 429, so many
+requests (for one key or for many) cannot take every threadpool thread from the other routes
+for longer than that.
 
 >>> bucket_s(600, 2000), bucket_s(86_400, 2000), bucket_s(7 * 86_400, 2000)
 (1, 60, 600)
@@ -15,6 +17,7 @@ route's 429, so many requests cannot take every threadpool thread from the other
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
@@ -22,7 +25,7 @@ from typing import Generic, TypeVar
 
 from edgewise.server.problems import Problem
 
-__all__ = ["BUCKETS_S", "FitCache", "bucket_s", "busy", "fit_slot"]
+__all__ = ["BUCKETS_S", "FitCache", "bucket_s", "busy", "deadline", "fit_slot"]
 
 #: Bucket steps (s) a dense window is averaged to: the common steps a grid snaps to.
 BUCKETS_S = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200,
@@ -30,6 +33,21 @@ BUCKETS_S = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+def deadline(wait_s: float) -> float:
+    """The :func:`time.monotonic` time ``wait_s`` seconds from now: when a request stops
+    waiting for its turn (:meth:`FitCache.key_turn` and :func:`fit_slot` share it).
+
+    >>> 0 < deadline(10.0) - time.monotonic() <= 10.0
+    True
+    """
+    return time.monotonic() + wait_s
+
+
+def _left(until: float) -> float:
+    """Seconds from now to ``until`` (a :func:`deadline`), 0 when it has passed."""
+    return max(0.0, until - time.monotonic())
 
 
 def bucket_s(span_s: float, max_points: int) -> int:
@@ -86,11 +104,31 @@ class FitCache(Generic[K, V]):
                 self._entries.popitem(last=False)
 
     def key_lock(self, key: K) -> threading.Lock:
-        """The lock one key's fit holds, so two requests for it fit once."""
+        """The lock one key's fit holds, so two requests for it fit once (wait for it
+        with :meth:`key_turn`, which gives up at a deadline)."""
         with self._lock:
             if len(self._fitting) > 4 * self.max_entries:  # unheld ones only: bounded
                 self._fitting = {k: v for k, v in self._fitting.items() if v.locked()}
             return self._fitting.setdefault(key, threading.Lock())
+
+    @contextmanager
+    def key_turn(self, key: K, until: float, busy: Callable[[], Problem]) -> Iterator[None]:
+        """Hold ``key``'s lock (:meth:`key_lock`) while the block runs; raise ``busy()`` (a
+        429 problem) when it is not free by ``until`` (a :func:`deadline`): requests for one
+        key queue behind its fit, each for at most its own wait, not one after another.
+
+        >>> c = FitCache(max_entries=2)
+        >>> with c.key_turn("a", deadline(1.0), lambda: Problem(429, "Busy", "busy")):
+        ...     c.key_lock("a").locked()
+        True
+        """
+        lock = self.key_lock(key)
+        if not lock.acquire(timeout=_left(until)):
+            raise busy()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def drop(self, which: Callable[[K], bool]) -> int:
         """Drop every entry whose key ``which`` accepts; return how many."""
@@ -107,11 +145,18 @@ class FitCache(Generic[K, V]):
 
 
 @contextmanager
-def fit_slot(fits: threading.BoundedSemaphore, wait_s: float,
+def fit_slot(fits: threading.BoundedSemaphore, until: float,
              busy: Callable[[], Problem]) -> Iterator[None]:
     """Hold one of ``fits`` while the block runs; raise ``busy()`` (a 429 problem) when
-    none is free within ``wait_s`` seconds."""
-    if not fits.acquire(timeout=wait_s):
+    none is free by ``until`` (a :func:`deadline`: the one the request's
+    :meth:`FitCache.key_turn` waited on, so the two waits together last no longer).
+
+    >>> fits = threading.BoundedSemaphore(1)
+    >>> with fit_slot(fits, deadline(1.0), lambda: Problem(429, "Busy", "busy")):
+    ...     fits.acquire(blocking=False)
+    False
+    """
+    if not fits.acquire(timeout=_left(until)):
         raise busy()
     try:
         yield
@@ -120,8 +165,9 @@ def fit_slot(fits: threading.BoundedSemaphore, wait_s: float,
 
 
 def busy(title: str, doing: str, wait_s: float, reason: str, retry_s: int) -> Problem:
-    """The 429 problem of a request that found no free fit slot within ``wait_s``
-    seconds; ``doing`` says what holds the slots ("2 forecasts are being fitted")."""
+    """The 429 problem of a request that found no turn (its key's, then a fit slot) within
+    ``wait_s`` seconds; ``doing`` says what holds the slots ("2 forecasts are being
+    fitted")."""
     return Problem(429, title, f"{doing}; this one waited {wait_s:g} s for its turn. Retry "
                    "after the Retry-After header.", reason=reason,
                    allowed="a retry after Retry-After seconds",

@@ -15,9 +15,10 @@ metric, horizon) in :class:`ForecastCache` (one per app, at most :data:`MAX_ENTR
 least recently used dropped first): a request is answered from the cache until the metric
 has a reading in a grid step after the cached history's last one, or :data:`TTL_S` has
 passed; then the model is refitted. Two requests for one key fit once (the second waits
-for the first); at most :data:`MAX_FITS` fits run at once per app, and a request that finds
-no free slot within :data:`FIT_WAIT_S` is a 429 with ``Retry-After`` (many metrics asked at
-once must not take every threadpool thread from the other routes). Failures are never
+for the first); at most :data:`MAX_FITS` fits run at once per app, and a request that has
+not had its turn (its key's, then a fit slot) within :data:`FIT_WAIT_S` is a 429 with
+``Retry-After`` (many metrics, or one metric many times, asked at once must not take every
+threadpool thread from the other routes). Failures are never
 cached. ``DELETE /v1/devices/{id}`` drops the device's
 models (:func:`forget_device`, wired by :func:`~edgewise.server.app.create_app`), and a fit
 that was running then keeps nothing (:attr:`~edgewise.server.fitting.FitCache.generation`,
@@ -37,7 +38,7 @@ from fastapi import Path as PathParam
 from edgewise.errors import EdgewiseError
 from edgewise.models.forecast import Forecaster, TooLittleHistoryError
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
-from edgewise.server.fitting import FitCache, bucket_s, busy, fit_slot
+from edgewise.server.fitting import FitCache, bucket_s, busy, deadline, fit_slot
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, unknown_metric
 from edgewise.server.routes.devices import device_summary, known_device
@@ -248,12 +249,15 @@ def _forecast(request: Request, store: Any, security: Any, device_id: str, metri
     entry = cache.get(key)
     if _fresh(store, device_id, metric, entry):
         return {**entry.answer, "cached": True}  # type: ignore[union-attr]
-    with cache.key_lock(key):  # one fit per key at a time; the others use its result
+    # one fit per key at a time; the others use its result. The wait for the key's turn and
+    # then a fit slot ends at one deadline: a 429 after FIT_WAIT_S, however many wait before
+    until = deadline(FIT_WAIT_S)
+    with cache.key_turn(key, until, _busy):
         entry = cache.get(key)
         if _fresh(store, device_id, metric, entry):
             return {**entry.answer, "cached": True}  # type: ignore[union-attr]
         rows, bucket = _history(store, device_id, metric, summary.last_ns)
-        with fit_slot(cache.fits, FIT_WAIT_S, _busy):
+        with fit_slot(cache.fits, until, _busy):
             entry = _fit(device_id, metric, horizon, rows, bucket)
         if known_device(security, store, device_id):  # deleted meanwhile: nothing kept
             cache.put(key, entry, generation)

@@ -33,8 +33,8 @@ FitCache` for :data:`TTL_S` seconds, or until the fleet's set of devices (regist
 with data) changes; failures are never cached. ``DELETE /v1/devices/{id}`` drops every
 cached grouping (:func:`forget_device`, wired by :func:`~edgewise.server.app.create_app`).
 Two requests for one key fit once; at most :data:`MAX_FITS` grouping fits run at once per
-app, and a request that finds none free within :data:`FIT_WAIT_S` is a 429 with
-``Retry-After``.
+app, and a request that has not had its turn (its key's, then a fit slot) within
+:data:`FIT_WAIT_S` is a 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from edgewise.errors import InvalidParameterError
 from edgewise.models.cluster import BehaviourGroups
 from edgewise.models.profile import device_history, finite_metrics
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
-from edgewise.server.fitting import FitCache, bucket_s, busy, fit_slot
+from edgewise.server.fitting import FitCache, bucket_s, busy, deadline, fit_slot
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns
 
@@ -246,10 +246,11 @@ def _busy() -> Problem:
 
 
 def _fit(store: Any, fleet: _Fleet, groups: int | None, reference: str | None,
-         cache: GroupsCache) -> dict[str, Any]:
-    """Read the window and fit, holding a fit slot (reading is half the cost); raise a 422
+         cache: GroupsCache, until: float) -> dict[str, Any]:
+    """Read the window and fit, holding a fit slot (reading is half the cost) taken by
+    ``until`` (the request's :func:`~edgewise.server.fitting.deadline`); raise a 422
     problem when the fleet cannot be grouped."""
-    with fit_slot(cache.fits, FIT_WAIT_S, _busy):
+    with fit_slot(cache.fits, until, _busy):
         t0 = time.perf_counter()
         hist, step, empty = _histories(store, fleet) if fleet.chosen else ({}, 1, [])
         left = fleet.left_out + empty
@@ -296,11 +297,14 @@ def _groups(request: Request, store: Any, security: Any, groups: int | None,
     entry = cache.get(key)
     if _fresh(entry, fleet.devices):
         return {**entry.answer, "cached": True}  # type: ignore[union-attr]
-    with cache.key_lock(key):  # one fit per key at a time; the others use its result
+    # one fit per key at a time; the others use its result. The wait for the key's turn and
+    # then the fit slot ends at one deadline: a 429 after FIT_WAIT_S, however many wait before
+    until = deadline(FIT_WAIT_S)
+    with cache.key_turn(key, until, _busy):
         entry = cache.get(key)
         if _fresh(entry, fleet.devices):
             return {**entry.answer, "cached": True}  # type: ignore[union-attr]
-        answer = _fit(store, fleet, groups, reference, cache)
+        answer = _fit(store, fleet, groups, reference, cache, until)
         if fleet.devices == _fleet(security, store).devices:  # none added or deleted meanwhile
             cache.put(key, _Entry(answer, fleet.devices, time.monotonic()), generation)
     return {**answer, "cached": False}

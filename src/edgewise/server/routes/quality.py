@@ -1,11 +1,13 @@
 """A device's data-quality report: the offline checks over its stored readings plus what the
 gateway's streaming cleaner did to its readings since start.
 
-The report's ``plots`` lists each metric with flagged readings (invalid, spike, stuck) or
-gaps in the range, with the URL of its PNG:
+The report's ``plots`` lists each metric with readings in the range and, among them, flagged
+readings (invalid, spike, stuck) or gaps, with the URL of its PNG:
 ``GET /v1/devices/{id}/quality/plots/{metric}.png?start=…&end=…`` draws the series with
 the flagged readings marked and the gaps shaded (:func:`~edgewise.quality.plot.plot_issues`);
-a metric the device does not send, or one with nothing flagged in the range, is a 404.
+a metric the device does not send, one with nothing flagged in the range, or one with no
+reading in the range (a sensor silent throughout: there is no series to draw; its entry in
+``metrics`` says so, 0 readings and the range one gap), is a 404.
 ``tz`` (an IANA zone, e.g. ``Europe/Berlin``) draws its time axis in that zone, each
 reading at its own offset (across a daylight saving change too), and names it on the axis;
 the dashboard passes the browser's, as its charts are local. It passed one offset taken
@@ -101,8 +103,9 @@ def _history(store: Any, device_id: str, metrics: Any,
 def _issues(rows: list[tuple[str, int, float]],
             span: tuple[int, int] | None = None,
             before: dict[str, list[int]] | None = None) -> dict[str, dict[str, Any]]:
-    """Per metric: the flagged times of the checks (``metric_issues`` over ``span``, with
-    its history in ``before``), for plots."""
+    """Per metric with readings in ``rows``: the flagged times of the checks
+    (``metric_issues`` over ``span``, with its history in ``before``), for plots. A metric
+    with none (silent over the whole range) has no entry: no series to draw."""
     import numpy as np
 
     from edgewise.quality.report import metric_issues
@@ -248,7 +251,9 @@ def _plot(store: Any, device_id: str, metric: str, start_ns: int, end_ns: int | 
     "gateway's streaming cleaner removed or flagged, by reason, since it started. At most "
     f"{MAX_READINGS:,} readings are read: where the range holds more, the report covers "
     "the newest part of it that holds at most that many, `truncated` is true and "
-    "`reported_start` is where that part starts (else `start`); `plots` are of that part. "
+    "`reported_start` is where that part starts (else `start`); `plots` are of that part: "
+    "one per metric with readings there and something flagged (a metric silent over the "
+    "whole range has its gap in `metrics` but no plot, as there is no series to draw). "
     "A metric with fewer than two readings in the range is judged by the spacing of its "
     "newest readings before it, and the silence before its first reading there is counted "
     "from its last one before (a metric with none before the range is judged from its "
@@ -287,7 +292,9 @@ async def quality(
     "invalid, spike and stuck readings marked and its gaps shaded, its time axis in the IANA "
     "zone `tz` (each reading at its own offset, across DST changes too), else in UTC or "
     "`tz_offset_min` minutes east of it (named on the axis). 404 when the metric has "
-    "nothing flagged there; the quality report's `plots` lists the metrics that do. At "
+    "nothing flagged there, or no reading there (silent over the whole range: the report "
+    "lists it under `metrics` with 0 readings and one gap, but no series can be drawn); the "
+    "quality report's `plots` lists the metrics that have a plot. At "
     f"most {MAX_READINGS:,} readings are drawn: the newest part of the range that holds "
     "at most that many.",
 )

@@ -3,8 +3,10 @@
 ``edgewise train rul --data … --out <data dir>/models/rul-v1.ewm`` (any file whose name
 starts with ``rul`` and that is an Edgewise RUL model file) makes this route answer: the
 device's stored history is turned into the table the model was trained on (one row per
-reading time, one column per metric, the device as the unit and the row number as the
-time column) and the model predicts the RUL at the last row with its interval;
+reading time of the metrics the model uses, one column per metric, the device as the unit
+and the row number as the time column; another metric's readings, such as a link quality
+stamped between the samples, are not read and add no rows) and the model predicts the
+RUL at the last row with its interval;
 ``explanation`` says which sensors pushed it up or down (signed TreeSHAP contributions
 summed per sensor, plus the largest per-feature ones; they sum to ``value - base``).
 Without a model file, without readings, when the device lacks a metric the model needs
@@ -14,11 +16,15 @@ Without a model file, without readings, when the device lacks a metric the model
 ``EDGEWISE_RETENTION_DAYS``, or the store's ``delete_before`` took its readings before a
 time, which the store records per device, ``Store.trimmed_before``; the rows kept would be
 numbered from 1 and scored as a younger unit's, as the model reads a unit's age and
-whole-history trends from its rows), or when no model file loads (``bad_model``:
-damaged, truncated, another format version, not a RUL model), it answers
+whole-history trends from its rows), has a history longer than :data:`MAX_ROWS` rows
+(``history_too_long``, naming the count and the limit: those features read every row, so the
+route reads the whole history of the metrics the model uses and no more than that), or
+when no model file loads (``bad_model``: damaged, truncated even inside its header, another
+format version, not a RUL model), it answers
 ``{"rul": null, "reason": …, "detail": …}`` (RUL is unavailable, not an error: the
 dashboard asks for every device); an unknown device is a 404 problem; at most
-:data:`MAX_FITS` devices are scored at once, and a request that finds no free slot within
+:data:`MAX_FITS` devices are scored at once, one request per device (the others wait for its
+answer), and a request that has not had its turn (the device's, then a free slot) within
 :data:`FIT_WAIT_S` is a 429 (reason ``rul_busy``) with ``Retry-After``.
 A newer model file that does not load is passed over for the newest that does
 (``model`` names the one used, ``skipped`` those passed over and why), so one damaged file
@@ -50,10 +56,10 @@ from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.server.deps import SecurityDep, SettingsDep, StoreDep, Viewer
-from edgewise.server.fitting import FitCache, busy, fit_slot
+from edgewise.server.fitting import FitCache, busy, deadline, fit_slot
 from edgewise.server.routes.devices import known_device, not_found
 
-__all__ = ["find_model", "forget_device", "router"]
+__all__ = ["MAX_ROWS", "find_model", "forget_device", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +82,15 @@ MAX_ANSWERS = 10_000
 #: Devices scored at once (each reads a whole history and takes a CPU and a threadpool
 #: thread, seconds for a long one): requests for other devices beyond these wait.
 MAX_FITS = 2
-#: Seconds a request waits for a scoring slot before it is answered 429 with Retry-After.
+#: Seconds a request waits for its turn (its key's, then a scoring slot) before it is answered
+#: 429 with Retry-After.
 FIT_WAIT_S = 10.0
+#: Rows (reading times of the metrics the model uses) of the longest history scored: the
+#: model's features read every row since the first (the unit's age and each sensor's
+#: whole-history slope), so the whole history is read; a longer one is answered ``rul: null``,
+#: reason ``history_too_long``, rather than taking seconds and a GB per request (3 metrics,
+#: 1M readings each: 12 s and +1.5 GB before this cap; at the cap, 200,000 rows: 2 s, +230 MB).
+MAX_ROWS = 200_000
 _answers: FitCache[tuple[str, str], tuple[float, dict[str, Any]]] = FitCache(
     MAX_ANSWERS, max_fits=MAX_FITS)
 
@@ -96,19 +109,24 @@ def forget_device(device_id: str) -> int:
 
 
 def model_files(data_dir: Path) -> list[Path]:
-    """The RUL model files under ``data_dir/models`` (name ``rul*``, with an Edgewise RUL
-    model header), newest first. Whether each loads is :func:`_load`'s to find out."""
-    from edgewise.errors import EdgewiseError
-    from edgewise.models.rul import read_header
+    """The RUL model files under ``data_dir/models`` (every file named ``rul*``), newest
+    first. Whether each loads is :func:`_load`'s to find out: one that does not (cut short,
+    even inside its header; damaged; not a RUL model) is passed over and named in
+    ``skipped``, or answered ``bad_model`` when none loads, never left out unsaid.
 
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> (d / "models").mkdir()
+    >>> _ = (d / "models" / "rul-v1.ewm").write_bytes(b"EWM")  # cut inside its header
+    >>> [p.name for p in model_files(d)]
+    ['rul-v1.ewm']
+    """
     found = []
     for p in (Path(data_dir) / "models").glob("rul*"):
         try:
-            if not p.is_file():
-                continue
-            read_header(p)
-            found.append((p.stat().st_mtime_ns, p.name, p))
-        except (EdgewiseError, OSError):
+            if p.is_file():
+                found.append((p.stat().st_mtime_ns, p.name, p))
+        except OSError:  # removed meanwhile
             continue
     return [p for _, _, p in sorted(found, reverse=True)]
 
@@ -183,13 +201,16 @@ def _predict(store: Any, data_dir: Path, device_id: str) -> dict[str, Any]:
     except OSError:  # a file removed meanwhile: answer without the cache
         key = (device_id, "")
     # one computation per key at a time: requests arriving while it runs (the dashboard's
-    # polls, several viewers) wait for it and answer from the cache it fills
-    with _answers.key_lock(key):
+    # polls, several viewers) wait for it and answer from the cache it fills. The wait for
+    # the key's turn and then a slot ends at one deadline: a 429 after FIT_WAIT_S, however
+    # many requests for the device wait before this one
+    until = deadline(FIT_WAIT_S)
+    with _answers.key_turn(key, until, _busy):
         generation = _answers.generation
         hit = _answers.get(key)
         if hit is not None and time.monotonic() - hit[0] < TTL_S:
             return hit[1]
-        with fit_slot(_answers.fits, FIT_WAIT_S, _busy):
+        with fit_slot(_answers.fits, until, _busy):
             answer = _score(store, paths, device_id)
         # kept unless a device was deleted while this was computed (FitCache.drop)
         _answers.put(key, (time.monotonic(), answer), generation)
@@ -220,37 +241,95 @@ def _score(store: Any, paths: list[Path], device_id: str) -> dict[str, Any]:
     if trimmed is not None:  # said without reading the rows or loading a model
         return _none(device_id, "history_trimmed", "The RUL model cannot score device "
                      f"{device_id!r}: {trimmed_reason(trimmed)}.", paths[0].name)
-    rows = store.query(device_id, None, None, None, None)
-    if not rows:  # said without loading a model: a damaged one changes nothing here
+    summary = next((s for s in store.devices() if s.device_id == device_id), None)
+    if summary is None or not summary.readings:  # said without loading a model
         return _none(device_id, "no_history", f"Device {device_id!r} has no stored readings.",
                      paths[0].name)
     model, path, skipped = _newest_loading(paths)
     if model is None or path is None:
         return _bad_model(device_id, skipped)
-    answer = _fit(model, path, rows, device_id)
+    answer = _unreadable(model, path, summary.metrics, device_id)
+    if answer is None:
+        rows = _history(store, model, path, device_id)
+        answer = rows if isinstance(rows, dict) else _fit(model, path, rows, device_id,
+                                                          summary.metrics)
     if skipped:  # say which newer files were passed over, and why
         answer["skipped"] = skipped
     return answer
 
 
-def _fit(model: Any, path: Path, rows: Any, device_id: str) -> dict[str, Any]:
-    """The RUL of ``model`` (loaded from ``path``) on the device's stored ``rows``."""
-    from edgewise.errors import InvalidParameterError
-    from edgewise.explain.rul import by_sensor, rul_explanations
-    from edgewise.models.history import device_frame, reading_step_s
+def _too_long(device_id: str, path: Path, rows: int, metric: str | None = None) -> dict[str, Any]:
+    """The ``history_too_long`` answer: the history has ``rows`` rows, or more than
+    :data:`MAX_ROWS` with ``metric`` (that metric's readings alone are more)."""
+    count = f"{rows:,} rows" if metric is None else (
+        f"over {MAX_ROWS:,} rows ({metric!r} alone has over {MAX_ROWS:,} readings)")
+    return _none(device_id, "history_too_long", f"Device {device_id!r} has a history of "
+                 f"{count}, above the limit of {MAX_ROWS:,} rows this route scores (a row is a "
+                 f"reading time of the metrics the RUL model {path.name!r} uses; the model "
+                 "reads every row since the first, so a longer history takes too long here). "
+                 f"Score it with 'edgewise predict rul --data <data dir> --devices {device_id} "
+                 f"--model <data dir>/models/{path.name}'.", path.name)
 
-    # only what the prediction rests on: a sensor constant in training (dropped by the
-    # model) need not be sent
-    needed = model.required_columns()[2:]
-    try:
-        wide = device_frame(rows, device_id, model.unit_column, model.time_column)
+
+def _history(store: Any, model: Any, path: Path,
+             device_id: str) -> list[tuple[str, int, float]] | dict[str, Any]:
+    """The device's readings of the metrics ``model`` uses, every one (its features read the
+    whole history), or the ``history_too_long`` answer as soon as one metric has more than
+    :data:`MAX_ROWS` (each of those readings is a row); at most ``MAX_ROWS + 1`` readings of
+    each metric are read."""
+    rows: list[tuple[str, int, float]] = []
+    for metric in model.required_columns()[2:]:
+        got = store.query(device_id, metric, None, None, None, MAX_ROWS + 1)
+        if len(got) > MAX_ROWS:
+            return _too_long(device_id, path, len(got), metric)
+        rows += got
+    return rows
+
+
+def _unreadable(model: Any, path: Path, metrics: Any, device_id: str) -> dict[str, Any] | None:
+    """The answer when the device's ``metrics`` (every one it sends) cannot make the model's
+    table: one named like its unit or time column (``metric_name_clash``), or one it uses
+    missing (``metrics_missing``); ``None`` when they can."""
+    from edgewise.errors import InvalidParameterError
+    from edgewise.models.history import device_frame
+
+    names = (model.unit_column, model.time_column)
+    try:  # device_frame's check, on a stand-in row of each metric so named
+        device_frame([(m, 0, 0.0) for m in metrics if m in names], device_id, *names)
     except InvalidParameterError as exc:
         return _none(device_id, "metric_name_clash", f"The RUL model {path.name!r} cannot "
                      f"read this device's history: {exc}", path.name)
-    missing = [c for c in needed if c not in wide.columns]
+    # only what the prediction rests on: a sensor constant in training (dropped by the
+    # model) need not be sent
+    missing = [c for c in model.required_columns()[2:] if c not in set(metrics)]
     if missing:
         return _none(device_id, "metrics_missing", f"The RUL model {path.name!r} needs "
                      f"metric(s) {missing} that device {device_id!r} does not send.", path.name)
+    return None
+
+
+def _fit(model: Any, path: Path, rows: Any, device_id: str,
+         metrics: Any = None) -> dict[str, Any]:
+    """The RUL of ``model`` (loaded from ``path``) on the device's stored ``rows``;
+    ``metrics``: every metric the device sends (default: those in ``rows``).
+
+    Only the rows of the metrics the model uses make its table: a row is a reading time,
+    so another metric's readings (a link-quality value stamped between the samples) would
+    add rows, making the unit look older and its trends flatter."""
+    from edgewise.explain.rul import by_sensor, rul_explanations
+    from edgewise.models.history import device_frame, reading_step_s
+
+    if metrics is None:
+        metrics = {r[0] for r in rows}
+    unreadable = _unreadable(model, path, metrics, device_id)
+    if unreadable is not None:
+        return unreadable
+    needed = model.required_columns()[2:]
+    used = set(needed)
+    rows = [r for r in rows if r[0] in used]
+    wide = device_frame(rows, device_id, model.unit_column, model.time_column)
+    if len(wide) > MAX_ROWS:
+        return _too_long(device_id, path, len(wide))
     wide = wide[[model.unit_column, model.time_column, *needed]]
     why = model.unscorable(wide).get(device_id)
     if why is not None:
@@ -289,15 +368,22 @@ def _explanation_json(ex: Any, sensors: Any, point: float) -> dict[str, Any]:
 
 @router.get("/v1/devices/{device_id}/rul",
             summary="A device's remaining useful life with its interval (viewer)",
-            responses={429: {"description": f"{MAX_FITS} devices were being scored for "
-                             f"{FIT_WAIT_S:g} s (reason 'rul_busy'); retry after "
-                             "Retry-After."}})
+            description="RUL at the device's last reading, in the model's time steps "
+            "(readings here), with the model's interval (`interval` percent). `rul: null` "
+            "with a `reason` and a `detail` where it cannot be scored: `no_model`, "
+            "`bad_model` (no `rul*` file loads; `skipped` lists each with why), "
+            "`no_history`, `history_trimmed`, `metric_name_clash`, `metrics_missing`, "
+            f"`unscorable`, or `history_too_long` (more than {MAX_ROWS:,} rows, reading times "
+            "of the metrics the model uses; the detail names the count and the limit). A "
+            "newer `rul*` file that does not load is passed over and listed in `skipped`.",
+            responses={429: {"description": f"No turn within {FIT_WAIT_S:g} s: {MAX_FITS} "
+                             "devices were being scored, or this device by another request "
+                             "(reason 'rul_busy'); retry after Retry-After."}})
 async def rul(
     who: Viewer, store: StoreDep, security: SecurityDep, settings: SettingsDep,
     device_id: Annotated[str, PathParam(description="The device id.")],
 ) -> dict[str, Any]:
-    """RUL at the device's last reading, in the model's time steps (readings here), with the
-    model's interval (``interval`` percent)."""
+    """The device's RUL from the newest RUL model file that loads (see the description)."""
     if not await run_in_threadpool(known_device, security, store, device_id):
         raise not_found(device_id)
     return await run_in_threadpool(_predict, store, settings.data_dir, device_id)
