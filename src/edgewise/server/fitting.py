@@ -122,13 +122,8 @@ class FitCache(Generic[K, V]):
         ...     c.key_lock("a").locked()
         True
         """
-        lock = self.key_lock(key)
-        if not lock.acquire(timeout=_left(until)):
-            raise busy()
-        try:
+        with fit_slot(self.key_lock(key), until, busy):
             yield
-        finally:
-            lock.release()
 
     def drop(self, which: Callable[[K], bool]) -> int:
         """Drop every entry whose key ``which`` accepts; return how many."""
@@ -145,11 +140,12 @@ class FitCache(Generic[K, V]):
 
 
 @contextmanager
-def fit_slot(fits: threading.BoundedSemaphore, until: float,
+def fit_slot(fits: threading.BoundedSemaphore | threading.Lock, until: float,
              busy: Callable[[], Problem]) -> Iterator[None]:
     """Hold one of ``fits`` while the block runs; raise ``busy()`` (a 429 problem) when
     none is free by ``until`` (a :func:`deadline`: the one the request's
     :meth:`FitCache.key_turn` waited on, so the two waits together last no longer).
+    :meth:`FitCache.key_turn` holds a key's lock the same way.
 
     >>> fits = threading.BoundedSemaphore(1)
     >>> with fit_slot(fits, deadline(1.0), lambda: Problem(429, "Busy", "busy")):
