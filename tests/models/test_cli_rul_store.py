@@ -345,3 +345,35 @@ def test_readings_of_metrics_not_trained_on_add_no_rows(tmp_path: Path) -> None:
     table, skipped, steps = _store_current(every, None, model)
     assert skipped == [] and table.equals(want), table
     assert steps == {f"dev-{u}": 10.0 for u in range(3)}
+
+
+def test_a_lone_glitch_in_the_store_is_passed_over_and_named(trained, engines,
+                                                             tmp_path: Path) -> None:
+    """Check that one 1e6 reading stored in cycle 40 of a 100-cycle engine (which made it
+    unscorable for as long as the reading was kept: a store cannot be edited) is passed
+    over: the RUL equals the one from a store holding cycle 39's value there, ``--json``
+    lists it in ``passed_over`` and the text output names it in a note."""
+    out, done = trained
+    assert done.returncode == 0, done.stderr
+    engine = engines[(engines.unit == 18) & (engines.cycle <= 100)].copy()
+    at = engine.cycle == 40
+    carried = engine.assign(sensor_11=engine.sensor_11.where(
+        ~at, float(engine.sensor_11[engine.cycle == 39].iloc[0])))
+    glitch = engine.assign(sensor_11=engine.sensor_11.where(~at, 1e6))
+    answers = {}
+    for name, history in (("carried", carried), ("glitch", glitch)):
+        (tmp_path / name).mkdir()
+        _fill(tmp_path / name / "edgewise.duckdb", history)
+        run = edgewise("predict", "rul", "--model", str(out), "--data",
+                       str(tmp_path / name), "--json")
+        assert run.returncode == 0, run.stderr
+        answers[name] = json.loads(run.stdout)
+    assert answers["glitch"]["predictions"] == answers["carried"]["predictions"]
+    assert answers["glitch"]["skipped"] == [] and answers["carried"]["passed_over"] == []
+    (g,) = answers["glitch"]["passed_over"]
+    assert (g["device"], g["sensor"], g["cycle"], g["value"]) == (
+        "engine-18", "sensor_11", 40, 1e6) and g["z"] > 20
+    text = edgewise("predict", "rul", "--model", str(out), "--data", str(tmp_path / "glitch"))
+    assert text.returncode == 0, text.stderr
+    assert ("note: passed over 1 lone glitch reading(s) far outside the model's domain, "
+            "carrying the previous value: engine-18 sensor_11=1e+06 at cycle 40") in text.stdout

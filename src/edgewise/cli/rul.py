@@ -17,7 +17,11 @@ unit's; ``history trimmed``), and devices a model cannot score, are listed as sk
 dropped silently; so are units of a CSV the model cannot score (a sensor it uses with no value in
 any of the unit's rows, or a value that is not finite; a history that starts after the
 training units' did, its first rows missing: see :meth:`RULModel.unscorable
-<edgewise.models.rul.RULModel.unscorable>`). A CSV's unit ids are printed as written
+<edgewise.models.rul.RULModel.unscorable>`). A lone glitch reading (far outside the
+model's domain for at most 3 rows, at most one per 100 rows) is passed over and listed
+instead (:meth:`RULModel.pass_over_glitches
+<edgewise.models.rul.RULModel.pass_over_glitches>`; ``--json``: ``passed_over``), as a
+store's history cannot be edited. A CSV's unit ids are printed as written
 (``001`` stays ``001``); ids that are all whole numbers are numbers. A store URL is printed
 with its password masked (``***``).
 
@@ -690,6 +694,10 @@ def predict_rul(
         df, skipped, steps = _store_current(url, devices, rul)
     key = "unit" if url is None else "device"
     try:
+        # a lone wild reading is carried over (a store's history cannot be edited), and said
+        df, glitches = rul.pass_over_glitches(df)
+        passed = [{key: u, **{k: v for k, v in g.items() if k != "row"}}
+                  for u, gs in glitches.items() for g in gs]
         cannot = rul.unscorable(df)  # named in the output, never filled with a made-up level
         if cannot:
             skipped += [{key: u, "reason": why} for u, why in cannot.items()]
@@ -719,7 +727,8 @@ def predict_rul(
                                "rul_unit": rul.time_column if url is None else "readings",
                                "time_column": rul.time_column,
                                "time_step": getattr(rul, "time_step_", None),
-                               "predictions": rows, "skipped": skipped}))
+                               "predictions": rows, "skipped": skipped,
+                               "passed_over": passed}))
         return
     typer.echo(f"{'unit':>12}  {'RUL':>8}  {level}% interval")
     for r in rows:
@@ -733,5 +742,11 @@ def predict_rul(
     elif high_open.any():
         typer.echo("note: an open interval has no upper bound (too few calibration residuals "
                    "for a finite one)")
+    if passed:
+        shown = ", ".join(f"{g[key]} {g['sensor']}={g['value']:g} at {rul.time_column} "
+                          f"{g[rul.time_column]}" for g in passed[:10])
+        more = f" and {len(passed) - 10} more" if len(passed) > 10 else ""
+        typer.echo(f"note: passed over {len(passed)} lone glitch reading(s) far outside the "
+                   f"model's domain, carrying the previous value: {shown}{more}")
     if skipped:
         typer.echo(_skipped_text(skipped))

@@ -100,8 +100,8 @@ from edgewise.models.model_file import read_model_file, read_model_header, write
 from edgewise.models.windows import feature_names, window_features, window_sequences
 from edgewise.params import Interval, OneOf, validate_params
 
-__all__ = ["FORMAT_VERSION", "Z_LIMIT", "ModelFileError", "RULModel", "load_model",
-           "rul_targets"]
+__all__ = ["FORMAT_VERSION", "GLITCH_ROWS", "Z_LIMIT", "ModelFileError", "RULModel",
+           "load_model", "rul_targets"]
 
 #: Version of the file written by :meth:`RULModel.save`; bumped when the layout changes.
 #: 2: intervals from neighbourhood conformal bands fitted out-of-fold (v1 files hold binned
@@ -112,6 +112,9 @@ _MAGIC = b"EDGEWISE-RUL\n"
 #: deviations from its regime's training mean (and more than twice the largest |z| of
 #: training) is out of the model's domain and refused (:meth:`RULModel.unscorable`).
 Z_LIMIT = 20.0
+#: A run of at most this many rows in which one used sensor is out of the model's domain, with
+#: rows in the domain before and after it, is a glitch (:meth:`RULModel.pass_over_glitches`).
+GLITCH_ROWS = 3
 
 
 class ModelFileError(EdgewiseError, ValueError):
@@ -466,6 +469,103 @@ class RULModel:
                         "domain: another fleet, operating condition or unit of measure)")
                     break
         return out
+
+    def pass_over_glitches(
+        self, X: pd.DataFrame
+    ) -> tuple[pd.DataFrame, dict[Any, list[dict[str, Any]]]]:
+        """``X`` with each unit's lone glitch readings blanked, and the readings blanked.
+
+        A glitch is a run of at most :data:`GLITCH_ROWS` rows in which a used sensor is out
+        of the model's domain (what :meth:`unscorable` refuses: beyond :data:`Z_LIMIT` and
+        twice the largest training z-score), with rows of it in the domain both before and
+        after (a unit that starts or ends out of the domain, or stays there longer, is no
+        glitch: it may be another fleet or a real excursion). Its readings are blanked, so the
+        sensor's last value before the glitch is carried over it, as for any missing reading.
+        A unit is passed over this way only when it holds at most one glitch reading per 100
+        rows (at least one) and nothing else makes it unscorable; any other unit is left as
+        it was, for :meth:`unscorable` to name. The second value maps each unit with blanked
+        readings to them, as ``{"sensor", "row", time column, "value", "z"}`` (``row``: its
+        position in ``X``).
+
+        One wild reading anywhere in a long history refuses the unit (its whole-history
+        trends read every row), and a store's history cannot be edited; the RUL route and
+        ``edgewise predict rul`` call this first and report what it blanked.
+
+        >>> rng = np.random.default_rng(1)
+        >>> df = pd.DataFrame({"unit": np.repeat(np.arange(6), 60), "cycle": np.tile(
+        ...     np.arange(60), 6), "temp": np.tile(np.linspace(0, 3, 60), 6)
+        ...     + rng.normal(0, 0.1, 360)})
+        >>> model = RULModel(n_estimators=5, calibration_folds=2, window=10).fit(df)
+        >>> one = df[df.unit == 0].copy()
+        >>> one.loc[one.cycle == 30, "temp"] = 1e6
+        >>> list(model.unscorable(one))
+        [0]
+        >>> clean, passed = model.pass_over_glitches(one)
+        >>> model.unscorable(clean), [(g["sensor"], g["cycle"], g["value"]) for g in passed[0]]
+        ({}, [('temp', 30, 1000000.0)])
+        """
+        self._fitted()
+        passed: dict[Any, list[dict[str, Any]]] = {}
+        if getattr(self, "z_range_", None) is None or len(X) == 0:
+            return X, passed
+        plain = X.reset_index(drop=True)  # the sorted frame's index is then X's row position
+        df, vals = self._frame(plain, self.required_columns())
+        gaps = self._gaps(df, vals, self._used())
+        units, times, settings, sensors = self._arrays(df, vals)
+        norm = self.core_["norm"]
+        kept = np.flatnonzero(norm.keep_)
+        z = _z(norm, settings, sensors)
+        raw = vals[self.sensors_].to_numpy()
+        position = df.index.to_numpy()
+        blank: dict[Any, list[tuple[int, int]]] = {}  # unit: (sorted row, sensor index)
+        for sl in self._unit_slices(units):
+            unit = _plain(units[sl.start])
+            cells = None if unit in gaps else self._glitch_cells(z[sl], raw[sl], kept)
+            if cells and len(cells) <= max(1, (sl.stop - sl.start) // 100):
+                blank[unit] = [(sl.start + r, k) for r, k in cells]
+        if not blank:
+            return X, passed
+        rows = np.array([r for cells in blank.values() for r, _ in cells])
+        cols = np.array([k for cells in blank.values() for _, k in cells])
+        cleaned = raw.copy()
+        cleaned[rows, cols] = np.nan
+        vals = vals.copy()
+        vals[self.sensors_] = cleaned
+        still = self._off_domain(*self._arrays(df, vals))
+        out = X.copy()
+        for unit, cells in blank.items():
+            if unit in still:  # blanking does not make it scorable: unscorable names why
+                continue
+            for r, k in cells:
+                sensor = self.sensors_[k]
+                j = int(np.flatnonzero(kept == k)[0])
+                if not pd.api.types.is_float_dtype(out[sensor].dtype):
+                    out[sensor] = out[sensor].astype(float)
+                out.iloc[int(position[r]), out.columns.get_loc(sensor)] = np.nan
+                passed.setdefault(unit, []).append({
+                    "sensor": sensor, "row": int(position[r]),
+                    self.time_column: _plain(times[r]), "value": float(raw[r, k]),
+                    "z": float(z[r, j])})
+        return (out, passed) if passed else (X, passed)
+
+    def _glitch_cells(self, z: np.ndarray, raw: np.ndarray,
+                      kept: np.ndarray) -> list[tuple[int, int]] | None:
+        """One unit's glitch readings (row, sensor index) by :meth:`pass_over_glitches`'
+        rule, or ``None`` when a used sensor leaves the domain otherwise (at either end,
+        or for longer)."""
+        cells: list[tuple[int, int]] = []
+        n = len(z)
+        for j, k in enumerate(kept):
+            lo, hi = self.z_range_[self.sensors_[k]]
+            out = np.abs(z[:, j]) > max(Z_LIMIT, 2 * max(abs(lo), abs(hi)))
+            if not out.any():
+                continue
+            idx = np.flatnonzero(out)
+            for run in np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1):
+                if run[0] == 0 or run[-1] == n - 1 or len(run) > GLITCH_ROWS:
+                    return None
+                cells += [(int(r), int(k)) for r in run if not np.isnan(raw[r, k])]
+        return cells
 
     def _late_starts(self, units: np.ndarray, times: np.ndarray, slices: list[slice],
                      start: tuple[float, float], step: float | None) -> dict[Any, str]:

@@ -31,6 +31,15 @@ A newer model file that does not load is passed over for the newest that does
 never takes RUL away from the fleet; write model files whole (:meth:`RULModel.save` writes a
 temporary file and renames it).
 
+One wild reading (a used metric out of the model's domain for at most
+:data:`~edgewise.models.rul.GLITCH_ROWS` rows, with readings in the domain before and after
+it) would make a device unscorable for good, since the whole history is read and a store's
+history cannot be edited: such lone glitches, at most one per 100 rows, are passed over
+(:meth:`RULModel.pass_over_glitches <edgewise.models.rul.RULModel.pass_over_glitches>`: the
+metric's previous value is carried over them) and listed in ``passed_over`` (metric, ``ts``,
+``row``, ``value``, ``z``; empty when none). A device that starts or ends out of the domain,
+stays there longer or glitches more often is ``unscorable``.
+
 The RUL, ``low`` and ``high`` count readings (``rul_unit`` says so; ``time_column`` names
 the model's time column, ``step_s`` the mean seconds between the device's readings, so
 ``rul * step_s`` is about the seconds left). A metric the model does not use (a sensor
@@ -57,6 +66,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edgewise.server.deps import SecurityDep, SettingsDep, StoreDep, Viewer
 from edgewise.server.fitting import FitCache, busy, deadline, fit_slot
+from edgewise.server.query import format_ns
 from edgewise.server.routes.devices import known_device, not_found
 
 __all__ = ["MAX_ROWS", "find_model", "forget_device", "router"]
@@ -331,6 +341,7 @@ def _fit(model: Any, path: Path, rows: Any, device_id: str,
     if len(wide) > MAX_ROWS:
         return _too_long(device_id, path, len(wide))
     wide = wide[[model.unit_column, model.time_column, *needed]]
+    wide, glitches = model.pass_over_glitches(wide)
     why = model.unscorable(wide).get(device_id)
     if why is not None:
         return _none(device_id, "unscorable", f"The RUL model {path.name!r} cannot score "
@@ -343,11 +354,25 @@ def _fit(model: Any, path: Path, rows: Any, device_id: str,
               "cap": model.cap, "rul_open": bool(model.open_above(point)[0]),
               "high_open": bool(model.open_above(high)[0]), "explanation": None,
               "rul_unit": "readings", "time_column": model.time_column,
-              "step_s": reading_step_s(rows)}
+              "step_s": reading_step_s(rows), "passed_over": _passed_over(
+                  glitches.get(device_id, []), rows, model.time_column)}
     if "gbm" in model.core_:
         ex = rul_explanations(model, wide)[device_id]
         answer["explanation"] = _explanation_json(ex, by_sensor(ex), float(point[0]))
     return answer
+
+
+def _passed_over(glitches: list[dict[str, Any]], rows: Any,
+                 time_column: str) -> list[dict[str, Any]]:
+    """The glitch readings :meth:`RULModel.pass_over_glitches` blanked, each with its
+    metric, reading time (the row numbers count the distinct reading times of ``rows``),
+    value and z-score."""
+    if not glitches:
+        return []
+    times = sorted({r[1] for r in rows})
+    return [{"metric": g["sensor"], "ts": format_ns(times[int(g[time_column]) - 1]),
+             "row": int(g[time_column]), "value": g["value"], "z": round(g["z"], 2)}
+            for g in glitches]
 
 
 def _explanation_json(ex: Any, sensors: Any, point: float) -> dict[str, Any]:
@@ -375,7 +400,9 @@ def _explanation_json(ex: Any, sensors: Any, point: float) -> dict[str, Any]:
             "`no_history`, `history_trimmed`, `metric_name_clash`, `metrics_missing`, "
             f"`unscorable`, or `history_too_long` (more than {MAX_ROWS:,} rows, reading times "
             "of the metrics the model uses; the detail names the count and the limit). A "
-            "newer `rul*` file that does not load is passed over and listed in `skipped`.",
+            "newer `rul*` file that does not load is passed over and listed in `skipped`. "
+            "`passed_over` lists lone glitch readings (out of the model's domain for at "
+            "most 3 rows) that were left out, each with its metric, time, value and z.",
             responses={429: {"description": f"No turn within {FIT_WAIT_S:g} s: {MAX_FITS} "
                              "devices were being scored, or this device by another request "
                              "(reason 'rul_busy'); retry after Retry-After."}})
