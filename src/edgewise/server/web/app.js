@@ -9,6 +9,12 @@ const WINDOW_KEY = "edgewise.window";  // the device charts' last chosen window,
 // refresh: the current view's poll function (act() reruns it in place, no rebuild);
 // clockOffsetMs: the gateway's clock minus the browser's, from the last /v1/fleet answer
 const state = { me: null, timer: null, view: null, refresh: null, window: 900, clockOffsetMs: 0 };
+// Where the dashboard is served: "/" or the path prefix of a proxy in front (nginx's
+// `location /edgewise/ { proxy_pass http://gateway:8080/; }`), from this script's own
+// address (ROOT + "static/app.js"). API paths ("/v1/…", as written here and as the
+// gateway's answers give them) are resolved under it, so the dashboard works at either.
+const ROOT = new URL("../", document.currentScript.src);
+function apiUrl(path) { return path.startsWith("/") ? new URL(path.slice(1), ROOT).href : path; }
 
 // ---------------------------------------------------------------- small helpers
 function h(tag, attrs, ...children) {
@@ -120,7 +126,7 @@ async function apiPage(path, options = {}) {
   }
   let resp;
   try {
-    resp = await fetch(path, { method: options.method || "GET", headers, body: options.body });
+    resp = await fetch(apiUrl(path), { method: options.method || "GET", headers, body: options.body });
   } catch (e) {
     throw new NetworkError(e.message);
   }
@@ -833,7 +839,7 @@ function csvButton(id, shown) {
       button.sync();
       try {
         const q = `start=${shown.t0.toFixed(3)}&end=${shown.t1.toFixed(3)}`;
-        const resp = await fetch(`/v1/devices/${encodeURIComponent(id)}/readings.csv?${q}`,
+        const resp = await fetch(apiUrl(`/v1/devices/${encodeURIComponent(id)}/readings.csv?${q}`),
           { headers: { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY)}` } });
         if (!resp.ok) {
           let detail = `${resp.status} ${resp.statusText}`;
@@ -1114,7 +1120,7 @@ function fillQualityPlots(box, id, q) {
     const url = (q) => p.url + (p.url.includes("?") ? "&" : "?") + q;
     chain = chain.then(async () => {
       try {
-        const get = (q) => fetch(url(q), { headers: { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY)}` } });
+        const get = (q) => fetch(apiUrl(url(q)), { headers: { Authorization: `Bearer ${localStorage.getItem(TOKEN_KEY)}` } });
         let resp = await get(zoneQuery);
         if (resp.status === 422 && zone) {  // a zone the server does not know: the offset now
           const body = await resp.json().catch(() => ({}));

@@ -5,6 +5,9 @@
 const TOKEN_KEY = "edgewise.token";
 const SVG_NS = "http://www.w3.org/2000/svg";
 const COLORS = ["#1f6feb", "#2da44e", "#bf8700", "#8250df", "#cf222e", "#0a7ea4"];
+// The dashboard's root ("/" or a proxy's path prefix): this script is ROOT + "static/labels.js".
+const ROOT = new URL("../", document.currentScript.src);
+function apiUrl(path) { return path.startsWith("/") ? new URL(path.slice(1), ROOT).href : path; }
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -31,7 +34,7 @@ async function api(path, options = {}) {
   const sent = options.rawJson !== undefined ? options.rawJson
     : options.json !== undefined ? JSON.stringify(options.json) : undefined;
   if (sent !== undefined) headers["Content-Type"] = "application/json";
-  const resp = await fetch(path, { method: options.method || "GET", headers, body: sent,
+  const resp = await fetch(apiUrl(path), { method: options.method || "GET", headers, body: sent,
                                    signal: options.signal });
   const body = await resp.json().catch(() => null);
   if (!resp.ok) throw new Error((body && (body.detail || body.title)) || `HTTP ${resp.status}`);
