@@ -8,7 +8,9 @@ once however many requests ask for it at once (:meth:`FitCache.key_turn`), and r
 ``max_fits`` fits at once (:func:`fit_slot`). A request waits for both, its key's turn and
 then a slot, until one deadline (:func:`deadline`); past it, it is the route's 429, so many
 requests (for one key or for many) cannot take every threadpool thread from the other routes
-for longer than that.
+for longer than that. Nor can they take more than a few at all: a request first waits in the
+event loop, holding no thread, for one of the route's :func:`thread_turn` places (its fit
+slots and :data:`THREAD_SPARE` more), within the same deadline.
 
 >>> bucket_s(600, 2000), bucket_s(86_400, 2000), bucket_s(7 * 86_400, 2000)
 (1, 60, 600)
@@ -19,17 +21,24 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Generic, TypeVar
+
+import anyio
 
 from edgewise.server.problems import Problem
 
-__all__ = ["BUCKETS_S", "FitCache", "bucket_s", "busy", "deadline", "fit_slot"]
+__all__ = ["BUCKETS_S", "THREAD_SPARE", "FitCache", "bucket_s", "busy", "deadline", "fit_slot",
+           "thread_places", "thread_turn"]
 
 #: Bucket steps (s) a dense window is averaged to: the common steps a grid snaps to.
 BUCKETS_S = (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600, 7200,
              10800, 21600, 43200, 86400)
+
+#: Threadpool threads one fitting route's requests may hold beyond its fit slots (answers
+#: from its cache, a key's waiters): see :func:`thread_turn`.
+THREAD_SPARE = 2
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -80,6 +89,8 @@ class FitCache(Generic[K, V]):
         self.max_entries = max_entries
         #: Held while a fit runs: at most ``max_fits`` at once (see :func:`fit_slot`).
         self.fits = threading.BoundedSemaphore(max_fits)
+        #: The route's :func:`thread_turn` places: threads its requests may hold at once.
+        self.threads = thread_places(max_fits)
         self.generation = 0
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
@@ -158,6 +169,42 @@ def fit_slot(fits: threading.BoundedSemaphore | threading.Lock, until: float,
         yield
     finally:
         fits.release()
+
+
+def thread_places(max_fits: int) -> threading.BoundedSemaphore:
+    """A route's :func:`thread_turn` places: its ``max_fits`` and :data:`THREAD_SPARE`."""
+    return threading.BoundedSemaphore(max_fits + THREAD_SPARE)
+
+
+@asynccontextmanager
+async def thread_turn(places: threading.BoundedSemaphore, until: float,
+                      busy: Callable[[], Problem]) -> AsyncIterator[None]:
+    """Hold one of ``places`` (:func:`thread_places`) while the block (the request's work in
+    the threadpool) runs; raise ``busy()`` (a 429 problem) when none is free by ``until``.
+
+    It waits in the event loop, holding no thread: a route's waiting requests each held a
+    threadpool thread (40 in all), so 45 requests for devices' RUL made a telemetry POST wait
+    for one until they gave up. A :mod:`threading` semaphore, tried without blocking, as an
+    app may be served on more than one event loop (a test client's, uvicorn's).
+
+    >>> places = thread_places(0)
+    >>> async def one():
+    ...     async with thread_turn(places, deadline(1.0), lambda: Problem(429, "B", "b")):
+    ...         return places.acquire(blocking=False), places.acquire(blocking=False)
+    >>> anyio.run(one)  # 2 places: one held by the block, one more free, then none
+    (True, False)
+    """
+    pause = 0.005
+    while not places.acquire(blocking=False):
+        left = _left(until)
+        if left <= 0:
+            raise busy()
+        await anyio.sleep(min(pause, left))
+        pause = min(2 * pause, 0.05)
+    try:
+        yield
+    finally:
+        places.release()
 
 
 def busy(title: str, doing: str, wait_s: float, reason: str, retry_s: int) -> Problem:

@@ -34,11 +34,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
+from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import EdgewiseError
 from edgewise.models.forecast import Forecaster, TooLittleHistoryError
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
-from edgewise.server.fitting import FitCache, bucket_s, busy, deadline, fit_slot
+from edgewise.server.fitting import (
+    FitCache,
+    bucket_s,
+    busy,
+    deadline,
+    fit_slot,
+    thread_turn,
+)
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns, unknown_metric
 from edgewise.server.routes.devices import device_summary, known_device
@@ -236,7 +244,10 @@ def _fresh(store: Any, device_id: str, metric: str, entry: _Entry | None) -> boo
 
 
 def _forecast(request: Request, store: Any, security: Any, device_id: str, metric: str,
-              horizon: int) -> dict[str, Any]:
+              horizon: int, until: float | None = None) -> dict[str, Any]:
+    """The forecast, from the cache or fitted; waiting for the key's turn and a fit slot
+    until ``until`` (a :func:`~edgewise.server.fitting.deadline`; default: ``FIT_WAIT_S``
+    from now)."""
     cache = cache_of(request.app)
     # taken before the history is read: a DELETE of the device (forget_device) while the fit
     # runs moves it on, and the fit, possibly of the deleted device's readings, is not kept
@@ -251,7 +262,7 @@ def _forecast(request: Request, store: Any, security: Any, device_id: str, metri
         return {**entry.answer, "cached": True}  # type: ignore[union-attr]
     # one fit per key at a time; the others use its result. The wait for the key's turn and
     # then a fit slot ends at one deadline: a 429 after FIT_WAIT_S, however many wait before
-    until = deadline(FIT_WAIT_S)
+    until = deadline(FIT_WAIT_S) if until is None else until
     with cache.key_turn(key, until, _busy):
         entry = cache.get(key)
         if _fresh(store, device_id, metric, entry):
@@ -291,7 +302,7 @@ _TOO_LITTLE = ("Too little history (reason 'too_little_history'): the detail say
                429: {"description": f"{MAX_FITS} forecasts were being fitted for "
                      f"{FIT_WAIT_S:g} s (reason 'forecasts_busy'); retry after Retry-After."}},
 )
-def forecast(
+async def forecast(
     who: Viewer, store: StoreDep, security: SecurityDep, request: Request,
     device_id: Annotated[str, PathParam(description="The device id.")],
     metric: Annotated[str, Query(min_length=1, max_length=256,
@@ -299,5 +310,9 @@ def forecast(
     horizon: Annotated[int, Query(ge=1, le=MAX_HORIZON,
                                   description="Steps ahead to forecast.")] = DEFAULT_HORIZON,
 ) -> dict[str, Any]:
-    """Sync: FastAPI runs it in its threadpool, so a fit never blocks the event loop."""
-    return _forecast(request, store, security, device_id, metric, horizon)
+    """The work runs in the threadpool (a fit never blocks the event loop), once one of the
+    route's thread places is free (:func:`~edgewise.server.fitting.thread_turn`)."""
+    until = deadline(FIT_WAIT_S)  # the wait for a thread place, the key's turn and a slot
+    async with thread_turn(cache_of(request.app).threads, until, _busy):
+        return await run_in_threadpool(_forecast, request, store, security, device_id,
+                                       metric, horizon, until)

@@ -44,12 +44,20 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from edgewise.errors import InvalidParameterError
 from edgewise.models.cluster import BehaviourGroups
 from edgewise.models.profile import device_history, finite_metrics
 from edgewise.server.deps import SecurityDep, StoreDep, Viewer
-from edgewise.server.fitting import FitCache, bucket_s, busy, deadline, fit_slot
+from edgewise.server.fitting import (
+    FitCache,
+    bucket_s,
+    busy,
+    deadline,
+    fit_slot,
+    thread_turn,
+)
 from edgewise.server.problems import Problem
 from edgewise.server.query import format_ns
 
@@ -282,7 +290,10 @@ def _fresh(entry: _Entry | None, devices: frozenset[str]) -> bool:
 
 
 def _groups(request: Request, store: Any, security: Any, groups: int | None,
-            reference: str | None) -> dict[str, Any]:
+            reference: str | None, until: float | None = None) -> dict[str, Any]:
+    """The grouping, from the cache or fitted; waiting for the key's turn and the fit slot
+    until ``until`` (a :func:`~edgewise.server.fitting.deadline`; default: ``FIT_WAIT_S``
+    from now)."""
     cache = cache_of(request.app)
     generation = cache.generation
     fleet = _fleet(security, store)
@@ -299,7 +310,7 @@ def _groups(request: Request, store: Any, security: Any, groups: int | None,
         return {**entry.answer, "cached": True}  # type: ignore[union-attr]
     # one fit per key at a time; the others use its result. The wait for the key's turn and
     # then the fit slot ends at one deadline: a 429 after FIT_WAIT_S, however many wait before
-    until = deadline(FIT_WAIT_S)
+    until = deadline(FIT_WAIT_S) if until is None else until
     with cache.key_turn(key, until, _busy):
         entry = cache.get(key)
         if _fresh(entry, fleet.devices):
@@ -336,7 +347,7 @@ def _groups(request: Request, store: Any, security: Any, groups: int | None,
                429: {"description": f"A grouping was being fitted for {FIT_WAIT_S:g} s "
                      "(reason 'groups_busy'); retry after Retry-After."}},
 )
-def fleet_groups(
+async def fleet_groups(
     who: Viewer, store: StoreDep, security: SecurityDep, request: Request,
     groups: Annotated[int | None, Query(ge=1, le=MAX_GROUPS, description=(
         "Number of groups; default: chosen (1 when nothing separates the fleet)."))] = None,
@@ -344,5 +355,9 @@ def fleet_groups(
         "A metric at whose fleet-median level the others are compared, e.g. speed_rpm."))]
     = None,
 ) -> dict[str, Any]:
-    """Sync: FastAPI runs it in its threadpool, so a fit never blocks the event loop."""
-    return _groups(request, store, security, groups, reference)
+    """The work runs in the threadpool (a fit never blocks the event loop), once one of the
+    route's thread places is free (:func:`~edgewise.server.fitting.thread_turn`)."""
+    until = deadline(FIT_WAIT_S)  # the wait for a thread place, the key's turn and the slot
+    async with thread_turn(cache_of(request.app).threads, until, _busy):
+        return await run_in_threadpool(_groups, request, store, security, groups, reference,
+                                       until)

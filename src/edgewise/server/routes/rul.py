@@ -65,7 +65,13 @@ from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
 from edgewise.server.deps import SecurityDep, SettingsDep, StoreDep, Viewer
-from edgewise.server.fitting import FitCache, busy, deadline, fit_slot
+from edgewise.server.fitting import (
+    FitCache,
+    busy,
+    deadline,
+    fit_slot,
+    thread_turn,
+)
 from edgewise.server.query import format_ns
 from edgewise.server.routes.devices import known_device, not_found
 
@@ -200,7 +206,10 @@ def _none(device_id: str, reason: str, detail: str, model: str | None = None) ->
             "reason": reason, "detail": detail}
 
 
-def _predict(store: Any, data_dir: Path, device_id: str) -> dict[str, Any]:
+def _predict(store: Any, data_dir: Path, device_id: str,
+             until: float | None = None) -> dict[str, Any]:
+    """The device's answer, from the cache or scored; waiting for its turn until ``until``
+    (a :func:`~edgewise.server.fitting.deadline`; default: ``FIT_WAIT_S`` from now)."""
     paths = model_files(data_dir)
     if not paths:
         return _none(device_id, "no_model",
@@ -214,7 +223,7 @@ def _predict(store: Any, data_dir: Path, device_id: str) -> dict[str, Any]:
     # polls, several viewers) wait for it and answer from the cache it fills. The wait for
     # the key's turn and then a slot ends at one deadline: a 429 after FIT_WAIT_S, however
     # many requests for the device wait before this one
-    until = deadline(FIT_WAIT_S)
+    until = deadline(FIT_WAIT_S) if until is None else until
     with _answers.key_turn(key, until, _busy):
         generation = _answers.generation
         hit = _answers.get(key)
@@ -413,4 +422,6 @@ async def rul(
     """The device's RUL from the newest RUL model file that loads (see the description)."""
     if not await run_in_threadpool(known_device, security, store, device_id):
         raise not_found(device_id)
-    return await run_in_threadpool(_predict, store, settings.data_dir, device_id)
+    until = deadline(FIT_WAIT_S)  # the wait for a thread, the device's turn and a slot
+    async with thread_turn(_answers.threads, until, _busy):
+        return await run_in_threadpool(_predict, store, settings.data_dir, device_id, until)
