@@ -104,6 +104,7 @@ def export(
             f"Cannot export {type(model).__name__} to format={format!r} with dtype={dtype!r}. "
             f"Supported for {type(model).__name__}: {combos}."
         )
+    _check_detector_overrides(model)
     if format == "c":
         export_c.check_c_name(name)
     else:  # a file name: '../x' or '/abs' wrote outside the output folder
@@ -118,6 +119,32 @@ def export(
         calibration = _calibration_by_name(model, calibration)
         _check_calibration_rows(calibration)
     return fn(model, name=name, calibration=calibration)
+
+
+#: The streaming detectors the edge exports, by class name: the export reads their state and
+#: computes their maths, so a subclass overriding any of their methods is refused.
+_DETECTORS = ("ContextLikelihood", "EWZScore", "Mahalanobis")
+#: Methods a detector subclass may define without changing what it computes.
+_HARMLESS = frozenset({"__init__", "__repr__", "__str__"})
+
+
+def _check_detector_overrides(model: Any) -> None:
+    """Raise :class:`ExportError` where ``model`` is a subclass of an exported detector that
+    overrides one of the methods the detector defines or inherits from Edgewise (its
+    ``score_one``, ``learn_one`` and their helpers): the C and ONNX compute the base's maths
+    only (a subclass doubling ``score_one`` was exported as the base and scored half)."""
+    from edgewise.edge.compress import check_not_overridden
+
+    mro = type(model).__mro__
+    base = next((c for c in mro if c.__name__ in _DETECTORS), None)
+    if base is None or base is type(model):
+        return
+    methods = tuple(sorted({m for c in base.__mro__ if c.__module__.startswith("edgewise.")
+                            for m, v in vars(c).items()
+                            if callable(v) and m not in _HARMLESS}))
+    check_not_overridden(model, base.__name__, methods, hint=(
+        f"Export a plain {base.__name__} with the parameters and state the device should use "
+        "(or drop the override if it returns the base's result unchanged)."))
 
 
 def _input_names(model: Any) -> list[str] | None:

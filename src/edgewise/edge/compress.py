@@ -508,6 +508,16 @@ def tree_table(model: Any) -> TreeTable:
     check_not_overridden(model, name, _PREDICT_PATH[name])
     if name != "Booster":  # a LightGBM Booster is trained when it exists
         _check_fitted(model)
+    if name in ("RandomForestRegressor", "ExtraTreesRegressor"):
+        # a forest averages its members' own predict: a member class overriding it (an
+        # estimator=MyTree(...) forest) is not the trees' maths either
+        for member in getattr(model, "estimators_", []):
+            base = next(c.__name__ for c in type(member).__mro__
+                        if c.__name__ in ("DecisionTreeRegressor", "ExtraTreeRegressor"))
+            check_not_overridden(member, base, _SK_TREE_PATH, hint=(
+                f"They are the members of a {type(model).__name__}: export a forest of plain "
+                f"{base}s (the default estimator), or drop the override if it returns the "
+                "base's result unchanged."))
     return _READERS[name](model)
 
 
