@@ -38,9 +38,13 @@ HELP: dict[str, tuple[str, str]] = {
     "edgewise_auth_failures_total": ("counter", "Failed device authentications, by reason."),
     "edgewise_mqtt_connections_closed_total": (
         "counter", ("MQTT connections closed by the broker, by reason (revoked, too_large, "
-                    "taken_over, no_session, connect_timeout, protocol_error, "
-                    "pending_per_source, pending_total: over the caps on connections not "
-                    "yet logged in).")),
+                    "taken_over, no_session, connect_timeout, protocol_error, keepalive: "
+                    "silent for 1.5x its keep-alive, write_stalled: took nothing written to "
+                    "it for 30 s, pending_per_source, pending_total: over the caps on "
+                    "connections not yet logged in).")),
+    "edgewise_mqtt_deliveries_dropped_total": (
+        "counter", ("Acks and dead letters not sent to an MQTT connection whose outbox was "
+                    "full, by reason (outbox_full).")),
     "edgewise_mqtt_client_ids_released_total": (
         "counter", "MQTT client ids released, with their session, after 16 newer ones."),
     "edgewise_messages_refused_total": (

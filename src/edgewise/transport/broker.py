@@ -89,6 +89,30 @@ persistent session for ever):
   that one when it takes its session over. Else one device's secret was enough to open
   connections until the process had no file descriptor left (1,005 at ``ulimit -n 1024``),
   locking out every other device and the HTTP API.
+* **keep-alive** (amqtt's broker ignores it): a connection from which nothing has come
+  for :data:`KEEPALIVE_FACTOR` (1.5) times the keep-alive its CONNECT declared is dropped
+  (MQTT 3.1.1 3.1.2.10; ``reason="keepalive"``; a keep-alive of 0 means none), so a device
+  gone without a FIN (power loss, a NAT that forgot it) leaves its device's count; else
+  8 such drops locked the device out (CONNACK 3) until a restart. Time the broker itself
+  holds a connection back (see *what waits for the store*) does not count.
+* **what is written to a connection**: a client that takes nothing written to it for
+  :attr:`EmbeddedBroker.WRITE_STALL_S` (30 s; a zero TCP window) is dropped
+  (``reason="write_stalled"``), and a connection the broker closes (taken over,
+  revoked, ...) is aborted, not drained: amqtt waited for its client to read what was
+  left, for ever, so its socket stayed open after it had left its device's count (one
+  device held any number of sockets, and a revocation waiting on one held every later
+  one). Each connection's acks and dead letters go through an outbox
+  (:class:`~edgewise.transport._outgoing.Outbox`): :attr:`EmbeddedBroker.OUTBOX_WINDOW`
+  (64) in flight, all of them within :attr:`EmbeddedBroker.OUTBOX_BYTES` (4 MiB), past
+  which a dead letter is dropped (``edgewise_mqtt_deliveries_dropped_total{reason=
+  "outbox_full"}``, logged at most every 10 s per device) and a queued ack is replaced by a
+  newer one (never dropped); amqtt held each in a task of its own until its client
+  answered. A refused PUBLISH's dead letter quotes :data:`QUOTED_TOPIC_CHARS` (200)
+  characters of its topic (a topic may hold 65,535 bytes; it was quoted whole, twice).
+* **watermark lookups**: a device subscribing to its ack topic gets its ack from one store
+  lookup at a time (:meth:`EmbeddedBroker.ack_subscriber`); amqtt announces a SUBSCRIBE
+  once per filter, duplicates included, and 5 SUBSCRIBEs naming the ack topic 3,100 times
+  each queued 15,500 lookups on the thread pool that authenticates every CONNECT.
 
 * **packet size**: amqtt reads each packet whole into memory, whatever its fixed header
   announces (MQTT allows 256 MB), before anything can look at it. The broker reads the
@@ -107,7 +131,8 @@ persistent session for ever):
   ``max_queued_bytes`` of payload (``EDGEWISE_MQTT_MAX_QUEUED_BYTES``, 64 MiB), a quarter
   of it per device. Past that a message waits for room before it is queued and
   acknowledged (PUBACK), and its connection reads no further PUBLISH while it holds
-  :data:`CONNECTION_BACKLOG_BYTES` (256 KiB) received but not queued, so a stalled store
+  :data:`CONNECTION_BACKLOG_BYTES` (256 KiB, topics and 128 bytes a message counted with
+  the payloads) received but not handled, so a stalled store
   holds the devices back through TCP rather than in the gateway's memory (amqtt
   acknowledged and held every message: 25,000 after 20 s of a stall, and growing). A QoS 2
   PUBLISH waiting for its PUBREL is held by amqtt as before.
@@ -141,7 +166,6 @@ from typing import Any
 from amqtt.adapters import (
     ReaderAdapter,
     StreamReaderAdapter,
-    StreamWriterAdapter,
     WriterAdapter,
 )
 from amqtt.broker import Broker
@@ -163,6 +187,7 @@ from edgewise.config import Settings
 from edgewise.errors import AuthError, ConfigError, StoreError, ThrottledError
 from edgewise.security.credentials import source_key
 from edgewise.telemetry import SEQ_SCAN_FACTOR, payload_seqs
+from edgewise.transport._outgoing import ENTRY_OVERHEAD_BYTES, BoundedWriter, Outbox
 from edgewise.transport.base import Handler, Message, Outcome, topic
 from edgewise.transport.batcher import Batcher
 
@@ -254,9 +279,28 @@ MAX_CONTROL_PACKET_BYTES = 64 * 1024
 #: (``EmbeddedBroker.max_queued_bytes``, ``EDGEWISE_MQTT_MAX_QUEUED_BYTES``); one device's
 #: part of it is a quarter of it
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
-#: Bytes of a connection's received messages not yet queued for the store past which the
-#: broker reads no further PUBLISH from it (TCP holds the device back)
+#: Bytes of a connection's received messages not yet handled (queued for the store, or
+#: refused) past which the broker reads no further PUBLISH from it (TCP holds the device
+#: back); each message counts its payload, its topic and 128 bytes (:func:`_held_bytes`)
 CONNECTION_BACKLOG_BYTES = 256 * 1024
+#: A connection is dropped once nothing has come from it for this many times the
+#: keep-alive its CONNECT declared (MQTT 3.1.1 3.1.2.10; a keep-alive of 0: never)
+KEEPALIVE_FACTOR = 1.5
+#: Seconds a client may take nothing the broker writes to it (acks, dead letters, PUBACKs)
+#: before its connection is dropped (``EmbeddedBroker.WRITE_STALL_S``)
+WRITE_STALL_S = 30.0
+#: Seconds a connection the broker closes has to take what is left to write before it is
+#: dropped (``EmbeddedBroker.CLOSE_GRACE_S``)
+CLOSE_GRACE_S = 1.0
+#: Acks and dead letters in flight to one connection at once (each QoS 1 publish waits for
+#: its PUBACK; ``EmbeddedBroker.OUTBOX_WINDOW``)
+OUTBOX_WINDOW = 64
+#: Bytes of acks and dead letters queued or in flight to one connection past which a new
+#: dead letter is dropped (a queued ack is replaced by a newer one;
+#: ``EmbeddedBroker.OUTBOX_BYTES``)
+OUTBOX_BYTES = 4 * 1024 * 1024
+#: Characters of a refused PUBLISH topic quoted in its dead letter (and log line)
+QUOTED_TOPIC_CHARS = 200
 #: names of the packets whose size matters, for the log
 _PACKET_NAMES = {1: "CONNECT", 3: "PUBLISH", 8: "SUBSCRIBE", 10: "UNSUBSCRIBE"}
 
@@ -462,6 +506,10 @@ class _PacketLimit(ReaderAdapter):
         #: before the socket; dropped at the next fixed header, so a packet amqtt gives up
         #: on half-way (a wildcard topic) cannot leave its payload to be read as packets
         self.pending = b""
+        #: the keep-alive its CONNECT declared (s; 0: none), once logged in
+        self.keep_alive = 0
+        #: its acks and dead letters on their way, once logged in (EmbeddedBroker._deliver)
+        self.outbox: Outbox | None = None
         peer = None
         with contextlib.suppress(Exception):
             peer = writer.get_peer_info()
@@ -471,7 +519,8 @@ class _PacketLimit(ReaderAdapter):
         if not self.refused and n > max(self.limit, self.control_limit):
             await self.refuse(n, "read", max(self.limit, self.control_limit))
         if self.refused:
-            raise NoDataError("connection refused: a packet over the broker's size limit")
+            raise NoDataError("connection dropped by the broker (a packet over its size "
+                              "limit, keep-alive expired or writes stalled)")
         if self.pending:
             if n < 0:
                 n = len(self.pending)
@@ -529,6 +578,29 @@ class _PacketLimit(ReaderAdapter):
         if self.deliveries is not None:
             await self.deliveries.room()
 
+    def keepalive_expired(self) -> None:
+        """Nothing came from the client for 1.5 times the keep-alive its CONNECT declared
+        (:func:`_keepalive_expired`): drop the connection at once (MQTT 3.1.1 3.1.2.10), so
+        a device gone without a FIN (power loss, a NAT that forgot it) does not keep its
+        place among its device's connections; count and log it."""
+        if self.refused:
+            return
+        self.refused = True  # any later read answers "no data": amqtt's reading ends
+        _abort(self.writer)
+        self.owner.count("edgewise_mqtt_connections_closed_total", reason="keepalive")
+        log.info("MQTT client %r (%s): nothing received for %g s, %g x the keep-alive of "
+                 "%d s its CONNECT declared; connection dropped", self.user, self.peer,
+                 KEEPALIVE_FACTOR * self.keep_alive, KEEPALIVE_FACTOR, self.keep_alive)
+
+    def write_stalled(self) -> None:
+        """The client took nothing written to it for ``EmbeddedBroker.WRITE_STALL_S``
+        (:class:`~edgewise.transport._outgoing.BoundedWriter` drops the connection):
+        count and log it, and read nothing more from it."""
+        self.refused = True
+        self.owner.count("edgewise_mqtt_connections_closed_total", reason="write_stalled")
+        log.info("MQTT client %r (%s) read nothing the broker sent it for %g s; connection "
+                 "dropped", self.user, self.peer, self.owner.WRITE_STALL_S)
+
     async def refuse(self, announced: int, what: str, limit: int | None = None) -> None:
         """Close the connection now, before the body is read; count and log it (once)."""
         if self.refused:
@@ -546,10 +618,20 @@ class _PacketLimit(ReaderAdapter):
                  else "for a packet other than PUBLISH")
 
 
+def _held_bytes(item: Any) -> int:
+    """What a received message held in memory is counted as: its payload, its topic (up to
+    65,535 bytes: a refused PUBLISH with a long topic and a 2-byte payload was counted as 2
+    bytes, so a device's tens of thousands of them queued without bound) and
+    :data:`~edgewise.transport._outgoing.ENTRY_OVERHEAD_BYTES` for the message itself."""
+    return (len(getattr(item, "data", None) or b"") + len(getattr(item, "topic", None) or "")
+            + ENTRY_OVERHEAD_BYTES)
+
+
 class _CountedQueue(asyncio.Queue):  # type: ignore[type-arg]
     """A session's ``delivered_message_queue`` (the messages its connection received that
-    the broker's message loop has not handled yet) that counts their payload bytes, so the
-    connection's reader can wait for :meth:`room` before it reads another PUBLISH."""
+    the broker's message loop has not handled yet) that counts the bytes they hold
+    (:func:`_held_bytes`), so the connection's reader can wait for :meth:`room` before it
+    reads another PUBLISH."""
 
     def __init__(self, limit: int = CONNECTION_BACKLOG_BYTES) -> None:
         super().__init__()
@@ -560,13 +642,13 @@ class _CountedQueue(asyncio.Queue):  # type: ignore[type-arg]
 
     def _put(self, item: Any) -> None:
         super()._put(item)  # type: ignore[misc]
-        self.bytes += len(getattr(item, "data", None) or b"")
+        self.bytes += _held_bytes(item)
         if self.bytes >= self.limit:
             self._room.clear()
 
     def _get(self) -> Any:
         item = super()._get()  # type: ignore[misc]
-        self.bytes -= len(getattr(item, "data", None) or b"")
+        self.bytes -= _held_bytes(item)
         if self.bytes < self.limit:
             self._room.set()
         return item
@@ -638,9 +720,12 @@ def _seqs_only(message: Message, max_bytes: int) -> Message | None:
                    message.received_ns, token=message.token)
 
 
-def _abort(writer: WriterAdapter) -> None:
+def _abort(writer: WriterAdapter | None) -> None:
     """Drop ``writer``'s connection at once: its socket aborted, no drain, no wait for a
     client that does not read (a no-op for a writer that is not amqtt's stream adapter)."""
+    if isinstance(writer, BoundedWriter):
+        writer.abort()  # and nothing more written to it
+        return
     stream = getattr(writer, "_writer", None)  # amqtt's StreamWriterAdapter
     transport = getattr(stream, "transport", None)
     if transport is not None:
@@ -753,6 +838,26 @@ async def _pubrel_always_answered(self: BrokerProtocolHandler, pubrel: PubrelPac
 
 
 _pubrel_always_answered.__wrapped__ = _handle_pubrel  # type: ignore[attr-defined]
+
+_handle_read_timeout = getattr(BrokerProtocolHandler.handle_read_timeout, "__wrapped__",
+                               BrokerProtocolHandler.handle_read_timeout)
+
+
+def _keepalive_expired(self: BrokerProtocolHandler) -> None:
+    """amqtt's ``handle_read_timeout``, which does nothing, except that a connection of the
+    embedded broker (a :class:`_PacketLimit` reader) is dropped
+    (:meth:`_PacketLimit.keepalive_expired`). amqtt's reader waits for each packet at most
+    the session's ``keep_alive``, which :meth:`_GuardedBroker._initialize_client_session`
+    sets to :data:`KEEPALIVE_FACTOR` times what the CONNECT declared (0: no limit), and
+    calls this when that wait ends with nothing read; a wait while the broker itself holds
+    the connection back (:meth:`_PacketLimit.backlog_room`) is not counted."""
+    if isinstance(self.reader, _PacketLimit):
+        self.reader.keepalive_expired()
+    else:
+        _handle_read_timeout(self)
+
+
+_keepalive_expired.__wrapped__ = _handle_read_timeout  # type: ignore[attr-defined]
 # the handle_pubrel the embedded broker runs: its late-PUBREL error is the same noise
 _LATE_ACK_HANDLERS = _LATE_ACK_HANDLERS | {_pubrel_always_answered.__code__}
 
@@ -786,7 +891,8 @@ def _install_packet_limit() -> None:
     """Make amqtt's fixed-header reader check :class:`_PacketLimit` readers, and its
     PUBLISH reader read their body whole first, and the broker's PUBREL handler answer
     every PUBREL, and its QoS 1 flow leave the PUBACK of a received message to the
-    message loop (idempotent).
+    message loop, and its read timeout drop a connection silent past its keep-alive
+    (:func:`_keepalive_expired`) (idempotent).
 
     The two changes to amqtt's classes: every packet, CONNECT included, has its fixed header
     read by the first classmethod (the connection's read loop and ``MQTTPacket.from_stream``),
@@ -796,6 +902,7 @@ def _install_packet_limit() -> None:
     MQTTFixedHeader.from_stream = classmethod(_fixed_header_within_limit)  # type: ignore[assignment,method-assign,arg-type]
     PublishPacket.from_stream = classmethod(_publish_read_whole)  # type: ignore[assignment,method-assign,arg-type]
     BrokerProtocolHandler.handle_pubrel = _pubrel_always_answered  # type: ignore[method-assign]
+    BrokerProtocolHandler.handle_read_timeout = _keepalive_expired  # type: ignore[method-assign]
     BrokerProtocolHandler._handle_qos1_message_flow = _qos1_acked_when_queued  # type: ignore[method-assign]
 
 
@@ -896,17 +1003,12 @@ class DeviceIngestPlugin(BasePlugin):  # type: ignore[type-arg]
         owner = _owner(self.context)
         session = self.context.get_session(client_id)
         user = session.username if session else None
-        if user and topic == f"edgewise/{user}/ack" and owner.watermark is not None:
+        if user and topic == f"edgewise/{user}/ack":
             # the gateway passes its store's recheck_seq_watermark: checked against the
             # tables, a device deleted through another gateway and registered again is
-            # not told the old device's watermark (it dropped seqs it never sent)
-            try:
-                w = await asyncio.to_thread(owner.watermark, user)
-            except StoreError as exc:  # no ack now: the device gets one after its message
-                log.warning("device %r subscribed to %s: no ack sent, its seq watermark "
-                            "could not be checked: %s", user, topic, exc)
-                return
-            await owner.publish_ack(user, w)
+            # not told the old device's watermark (it dropped seqs it never sent); one
+            # lookup per device at a time, however many filters name the topic
+            await owner.ack_subscriber(user, topic)
 
 
 class _GuardedBroker(Broker):
@@ -965,8 +1067,11 @@ class _GuardedBroker(Broker):
                     else:
                         log.debug("MQTT client %s: TLS handshake failed: %s", place.source, exc)
                     return
-            await self._client_connected(listener_name, StreamReaderAdapter(reader),
-                                         StreamWriterAdapter(writer), place)
+            # amqtt's writer, except that a client taking nothing of what is written to it
+            # (a zero TCP window) cannot hold a write, nor its connection's close, for ever
+            await self._client_connected(
+                listener_name, StreamReaderAdapter(reader),
+                BoundedWriter(writer, owner.WRITE_STALL_S, owner.CLOSE_GRACE_S), place)
         finally:
             place.release()
 
@@ -979,6 +1084,8 @@ class _GuardedBroker(Broker):
         (:meth:`EmbeddedBroker.admit`), given back when the connection ends."""
         limited = _PacketLimit(reader, writer, self.owner.max_packet_bytes, self.owner, place,
                                control_limit=self.owner.max_control_packet_bytes)
+        if isinstance(writer, BoundedWriter):
+            writer.on_stall = limited.write_stalled
         try:
             await super()._client_connected(listener_name, limited, writer)
         finally:
@@ -1053,11 +1160,19 @@ class _GuardedBroker(Broker):
             session.parent = 1
         else:
             session.parent = 0
+        declared = session.keep_alive
         delay = self.config.get("timeout-disconnect-delay", 0)
-        if session.keep_alive > 0 and isinstance(delay, int):
-            session.keep_alive += delay
+        if declared > 0:
+            # amqtt's reader waits this long for each packet, then calls handle_read_timeout
+            # (_keepalive_expired: the connection is dropped)
+            session.keep_alive = KEEPALIVE_FACTOR * declared + (  # type: ignore[assignment]
+                delay if isinstance(delay, int) else 0)
         if isinstance(reader, _PacketLimit):
+            reader.keep_alive = declared
             reader.deliveries = _count_deliveries(session)
+            reader.outbox = Outbox(functools.partial(_publish_on, handler),
+                                   self.owner.OUTBOX_WINDOW, self.owner.OUTBOX_BYTES,
+                                   self.owner.track_delivery)
         return handler, session
 
     def _entry(self, client_id: str | None) -> tuple[Session, BrokerProtocolHandler] | None:
@@ -1098,6 +1213,7 @@ class _GuardedBroker(Broker):
         self.owner.count("edgewise_mqtt_connections_closed_total", reason="taken_over")
         log.info("MQTT client %r connected again with its persistent session; closing its "
                  "previous connection first", client_id)
+        _abort(handler.writer)  # no wait for a client that reads nothing (a half-open one)
         with contextlib.suppress(Exception):
             await handler.handle_connection_closed()
         await handler.stop()
@@ -1134,6 +1250,7 @@ class _GuardedBroker(Broker):
             self.owner.count("edgewise_mqtt_connections_closed_total", reason="no_session")
             log.info("MQTT client %r: its session is gone; closing the connection so the "
                      "device reconnects (the message is not acknowledged)", client_id)
+            _abort(handler.writer)
             await handler.stop()
             return False
         if self.owner.stale(client_session):
@@ -1200,18 +1317,45 @@ class _GuardedBroker(Broker):
     async def close_connection(self, client_id: str | None, *, forget: bool = False) -> bool:
         """Close the live connection of ``client_id`` (the device sees it drop); with
         ``forget`` also delete its session (subscriptions, queued messages). Returns
-        whether a connection was closed."""
+        whether a connection was closed. The socket is aborted, not drained: amqtt's own
+        close waited for its client to read what was left, for ever when it read nothing,
+        leaving the socket open after the connection had left its device's count."""
         entry = self._entry(client_id)
         if entry is None:
             return False
         session, handler = entry
         live = session.transitions.state == "connected" or _running(handler)
         if live:
+            _abort(handler.writer)  # the socket closes now, whatever its client does
             await handler.handle_connection_closed()  # its message loop ends the session
-            await handler.stop()  # closes the socket now
+            await handler.stop()
         if forget and client_id is not None and self._sessions.get(client_id) is entry:
             await self._delete_session(client_id)
         return live
+
+
+async def _publish_on(handler: BrokerProtocolHandler, topic_name: str, data: bytes,
+                     qos: int) -> None:
+    """Send ``data`` on ``topic_name`` to ``handler``'s client (QoS ``qos``, not retained;
+    for QoS 1, return once it answered PUBACK): an :class:`Outbox`'s send."""
+    await handler.mqtt_publish(topic_name, data, qos, retain=False)
+
+
+def _quote_topic(name: str | None) -> tuple[str | None, str]:
+    """A refused PUBLISH topic as its dead letter quotes it: its first
+    :data:`QUOTED_TOPIC_CHARS` characters (a topic may hold 65,535 bytes, and each refused
+    PUBLISH sends one dead letter), and as its detail and the log describe it.
+
+    >>> _quote_topic("edgewise/d2/telemetry")
+    ('edgewise/d2/telemetry', "'edgewise/d2/telemetry'")
+    >>> _quote_topic("x" * 500)[1]
+    "a topic of 500 characters starting 'xxxxxxxxxx...' (200 shown in 'value')"
+    """
+    if name is None or len(name) <= QUOTED_TOPIC_CHARS:
+        return name, repr(name)
+    got = (f"a topic of {len(name)} characters starting {name[:10] + '...'!r} "
+           f"({QUOTED_TOPIC_CHARS} shown in 'value')")
+    return name[:QUOTED_TOPIC_CHARS], got
 
 
 def _running(handler: BrokerProtocolHandler) -> bool:
@@ -1399,13 +1543,26 @@ class EmbeddedBroker:
         # subscriber mode: device id -> credential tag of the connection whose telemetry
         # PUBLISH was last let through (checked afresh at that PUBLISH)
         self._published: dict[str, bytes] = {}
+        # device -> whether another watermark lookup is due once the one running ends
+        # (ack_subscriber: at most one per device at a time)
+        self._acking: dict[str, bool] = {}
+        self._drop_log: dict[str, tuple[float, int]] = {}  # device -> (logged at, dropped)
 
     @staticmethod
     def telemetry_topic(device_id: str) -> str:
         return topic(device_id, "telemetry")
 
-    #: at most one log line of a device's CONNECTs refused over its cap this often
+    #: at most one log line of a device's CONNECTs refused over its cap this often (and
+    #: of its dead letters dropped for a full outbox)
     CAP_LOG_EVERY_S = 10.0
+    #: seconds a client may take nothing written to it before its connection is dropped
+    WRITE_STALL_S = WRITE_STALL_S
+    #: seconds a connection being closed has to take what is left before it is dropped
+    CLOSE_GRACE_S = CLOSE_GRACE_S
+    #: acks and dead letters in flight to one connection at once, and the bytes of them
+    #: queued or in flight past which a new dead letter is dropped
+    OUTBOX_WINDOW = OUTBOX_WINDOW
+    OUTBOX_BYTES = OUTBOX_BYTES
 
     def admit(self, session: Session) -> bool:
         """Whether an authenticated CONNECT may go on: not with a Will message, nor when
@@ -1456,7 +1613,10 @@ class EmbeddedBroker:
                     f"; {refused} more refused since the last such line" if refused else "")
 
     def logged_out(self, conn: _PacketLimit) -> None:
-        """``conn``'s connection ended: it no longer counts among its device's."""
+        """``conn``'s connection ended: it no longer counts among its device's, and what
+        was on its way to it is dropped."""
+        if conn.outbox is not None:
+            conn.outbox.close()
         user, conn.counted_for = conn.counted_for, None
         held = self._logged_in.get(user) if user is not None else None
         if held is not None:
@@ -1759,9 +1919,12 @@ class EmbeddedBroker:
         await self.batcher.stop()
         if self._broker is not None:
             broker, self._broker = self._broker, None
-            acks = [t for t in self._pending if not t.done()]
-            if acks:  # the last commits' acks, on their way (the devices then drop those)
-                await asyncio.wait(acks, timeout=self.ACK_GRACE_S)
+            # the last commits' acks, on their way (the devices then drop those); each
+            # connection's outbox starts the next of its queued ones as one ends
+            deadline = time.monotonic() + self.ACK_GRACE_S
+            while (acks := [t for t in self._pending if not t.done()]) and (
+                    left := deadline - time.monotonic()) > 0:
+                await asyncio.wait(acks, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             broker.drop_connections()
             try:
                 await asyncio.wait_for(broker.shutdown(), self.SHUTDOWN_TIMEOUT_S)
@@ -1779,7 +1942,37 @@ class EmbeddedBroker:
         (not retained: see the module docstring)."""
         if self._broker is None:
             return
-        self._deliver(topic(device_id, "ack"), json.dumps({"seq": int(seq)}).encode())
+        self._deliver(topic(device_id, "ack"), json.dumps({"seq": int(seq)}).encode(),
+                      ack=True)
+
+    async def ack_subscriber(self, device_id: str, topic_name: str) -> None:
+        """Send ``device_id`` its ack (its seq watermark, checked against the store: see
+        ``watermark``) because a connection of it subscribed to ``topic_name``, its ack
+        topic. At most one lookup per device runs at a time: a SUBSCRIBE naming the ack
+        topic thousands of times (amqtt fires the subscribed event once per filter,
+        duplicates included) ran one store lookup on the shared thread pool for each,
+        stalling every device's logins for seconds. One subscribing while a lookup runs
+        gets the ack of one more lookup, made once that one ends (one for all of them)."""
+        if self.watermark is None:
+            return
+        if device_id in self._acking:
+            self._acking[device_id] = True
+            return
+        self._acking[device_id] = False
+        try:
+            while True:
+                try:
+                    w = await asyncio.to_thread(self.watermark, device_id)
+                except StoreError as exc:  # no ack now: it gets one after its next message
+                    log.warning("device %r subscribed to %s: no ack sent, its seq watermark "
+                                "could not be checked: %s", device_id, topic_name, exc)
+                    return
+                await self.publish_ack(device_id, w)
+                if not self._acking.get(device_id):
+                    return
+                self._acking[device_id] = False
+        finally:
+            self._acking.pop(device_id, None)
 
     async def publish_deadletter(self, device_id: str, problem: dict[str, Any]) -> None:
         """Send a dead-letter problem to the device and count it by reason."""
@@ -1788,8 +1981,14 @@ class EmbeddedBroker:
             return
         self._deliver(topic(device_id, "deadletter"), json.dumps(problem, default=str).encode())
 
-    def _deliver(self, topic_name: str, data: bytes) -> None:
-        """Send to the sessions subscribed to exactly ``topic_name`` (QoS 1).
+    def _deliver(self, topic_name: str, data: bytes, *, ack: bool = False) -> None:
+        """Send to the sessions subscribed to exactly ``topic_name`` (QoS 1), through each
+        connection's outbox (:class:`~edgewise.transport._outgoing.Outbox`): at most
+        :attr:`OUTBOX_WINDOW` in flight, the rest queued up to :attr:`OUTBOX_BYTES`, past
+        which a dead letter is dropped (``edgewise_mqtt_deliveries_dropped_total``) and an
+        ``ack`` replaces the one still queued. amqtt started a task per message, each
+        holding its message until its client answered, without bound for a client that
+        read nothing.
 
         The ACL lets only the device itself subscribe to its ack and dead-letter topics,
         and only by their exact names, so the subscribers are found by one dict lookup.
@@ -1806,10 +2005,38 @@ class EmbeddedBroker:
             entry = sessions.get(session.client_id)
             if entry is None:
                 continue
-            task = asyncio.ensure_future(
-                entry[1].mqtt_publish(topic_name, data, min(qos, 1), retain=False))
-            self._pending.add(task)
-            task.add_done_callback(self._delivered)
+            handler = entry[1]
+            conn = handler.reader
+            if isinstance(conn, _PacketLimit) and conn.outbox is not None:
+                if not conn.outbox.put(topic_name, data, min(qos, 1), ack=ack):
+                    self._dropped(session.username or "", conn, topic_name)
+                continue
+            self.track_delivery(asyncio.ensure_future(
+                handler.mqtt_publish(topic_name, data, min(qos, 1), retain=False)))
+
+    def _dropped(self, user: str, conn: _PacketLimit, topic_name: str) -> None:
+        """Count and (at most every :attr:`CAP_LOG_EVERY_S` per device) log a message to
+        ``conn`` dropped for its full outbox."""
+        self.count("edgewise_mqtt_deliveries_dropped_total", reason="outbox_full")
+        logged_at, dropped = self._drop_log.get(user, (-self.CAP_LOG_EVERY_S, 0))
+        now = time.monotonic()
+        if now - logged_at < self.CAP_LOG_EVERY_S:
+            self._drop_log[user] = (logged_at, dropped + 1)
+            return
+        self._drop_log[user] = (now, 0)
+        outbox = conn.outbox
+        log.warning("MQTT device %r (%s): a message on %s dropped: %d acks and dead letters "
+                    "(%d bytes) are queued or in flight to this connection, which answers "
+                    "too slowly (at most %d bytes)%s", user, conn.peer, topic_name,
+                    len(outbox) if outbox else 0, outbox.charged if outbox else 0,
+                    self.OUTBOX_BYTES,
+                    f"; {dropped} more dropped since the last such line" if dropped else "")
+
+    def track_delivery(self, task: asyncio.Future[Any]) -> None:
+        """Hold ``task`` (an ack's or dead letter's publish) until it ends: :meth:`stop`
+        gives those on their way :attr:`ACK_GRACE_S` to arrive."""
+        self._pending.add(task)
+        task.add_done_callback(self._delivered)
 
     def _delivered(self, task: asyncio.Future[Any]) -> None:
         self._pending.discard(task)  # type: ignore[arg-type]
@@ -1826,15 +2053,16 @@ class EmbeddedBroker:
         that sent it authenticated with credential tag ``tag`` (checked at the commit as
         for telemetry). The internal subscriber gets neither. Waits for room in the queue
         (see ``max_queued_bytes``), so the caller acknowledges it only once it is queued."""
-        log.info("MQTT device %r: PUBLISH to %r refused: %s", user, name,
+        quoted, got = _quote_topic(name)
+        log.info("MQTT device %r: PUBLISH to %s refused: %s", user, got,
                  problem or "not its own telemetry topic")
         if not user or user == INTERNAL_USER:
             return
         why = f" ({problem})" if problem else ""
         self.deadletter_soon(user, {
-            "reason": "topic_not_allowed", "field": "topic", "value": name, "index": None,
+            "reason": "topic_not_allowed", "field": "topic", "value": quoted, "index": None,
             "detail": f"Device {user!r} may publish only to {self.telemetry_topic(user)!r}; "
-                      f"got {name!r}{why}. The message is not stored; its seqs, where "
+                      f"got {got}{why}. The message is not stored; its seqs, where "
                       "they can be read, count as handled (acknowledged).",
         })
         if payload:
