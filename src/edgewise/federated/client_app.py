@@ -728,11 +728,30 @@ def _secagg_fit(msg: Message, context: Context, data: DeviceData) -> Message:
 
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     cfg = fitins.config
-    norm_stats = json.loads(str(cfg["normaliser"]))
-    norm = ConditionNormaliser(np.asarray(norm_stats["mean"]), np.asarray(norm_stats["std"]))
-    template = build_model(data.kind, int(cfg["n-features"])).state_dict()
-    state = {k: torch.as_tensor(a) for k, a in zip(
-        template, parameters_to_ndarrays(fitins.parameters), strict=True)}
+    # raised, not answered (the round goes on without this device), but by name: a raw
+    # KeyError: 'normaliser' in the device's log said nothing of whose config was wrong
+    try:
+        norm_stats = json.loads(str(cfg["normaliser"]))
+        norm = ConditionNormaliser(np.asarray(norm_stats["mean"], dtype=np.float64),
+                                   np.asarray(norm_stats["std"], dtype=np.float64))
+        template = build_model(data.kind, int(cfg["n-features"])).state_dict()
+        arrays = parameters_to_ndarrays(fitins.parameters)
+        if len(arrays) != len(template) or any(
+                a.shape != tuple(t.shape) for a, t in zip(arrays, template.values(),
+                                                          strict=False)):
+            raise ValueError(
+                f"the model has {len(arrays)} array(s) of shapes "
+                f"{[a.shape for a in arrays][:4]}, the {data.kind} model of "
+                f"{cfg['n-features']} features {len(template)} of shapes "
+                f"{[tuple(t.shape) for t in template.values()][:4]}")
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        what = f"{exc.args[0]!r} missing" if isinstance(exc, KeyError) else str(exc)
+        raise InvalidParameterError(
+            f"The server's SecAgg+ fit instruction (round {cfg.get('server-round', '?')}) is "
+            f"unusable: {what}. It needs 'normaliser' (JSON with 'mean' and 'std'), "
+            "'n-features' and the global model's arrays; this device sits the round out.",
+            field="config") from None
+    state = {k: torch.as_tensor(a) for k, a in zip(template, arrays, strict=True)}
     _, sent, n, loss, (eps, z, q, steps) = _fit(data, norm, state, context,
                                                 int(cfg.get("server-round", 0)),
                                                 stats=_stats_spent(cfg))
