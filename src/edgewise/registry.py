@@ -1880,6 +1880,32 @@ class Registry:
                 f"than {cur_version!r}, {given}; roll it out without --rollback "
                 "(kind='release').", field="kind", value=kind)
 
+    def held_rollbacks(self, name: str, target: str,
+                       fmt: str) -> list[tuple[str, tuple[Any, ...]]]:
+        """The devices of group ``target`` on their own rollback order of ``name`` that a
+        release of a new version of ``name`` (format ``fmt``) to it would move off, as
+        :meth:`rollout` refuses (unless asked to sign the order again): each as ``(device,
+        (release, target, version, kind, seq))`` of the order. Empty for a device target.
+        A caller checks this before work that ends in such a release (a federated run)."""
+        newest = ModelVersion(name, "", fmt, "", 0, "", {}, 0, seq=2**62)  # what comes next
+        with self._lock:
+            return self._undone_rollbacks(name, target, newest, self._reach(target))
+
+    def withdraw(self, name: str, version: str) -> bool:
+        """Take back ``version`` of ``name`` while no release names it (no device was ever
+        offered it): for a publisher whose release was refused after it published. Its
+        blob stays (content-addressed: other versions may hold the same bytes). Whether it
+        is gone; ``False`` too when the database cannot be written."""
+        try:
+            with self._write_tx():
+                gone = self._db.execute(
+                    "DELETE FROM versions WHERE name = ? AND version = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM releases WHERE name = ? AND version = ?)",
+                    (name, version, name, version)).rowcount
+        except (sqlite3.Error, OSError):
+            return False
+        return bool(gone)
+
     def _undone_rollbacks(self, name: str, target: str, mv: ModelVersion,
                           reach: Mapping[str, list[str]]) -> list[tuple[str, tuple[Any, ...]]]:
         """The members of group ``target`` that a release of ``mv`` to it would move off their

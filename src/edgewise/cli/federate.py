@@ -127,13 +127,14 @@ def _check_supernode_keys(keys_path: Path | None, tls: TlsFiles | None, host: st
     return keys
 
 
-def _check_rollout(target: str, data_dir: Path) -> None:
+def _check_rollout(target: str, data_dir: Path, name: str) -> None:
     """Refuse, before anything starts, a ``--rollout-to`` the registry would refuse at the
     end of the run (:func:`~edgewise.federated.publish.check_target`, the rule
     ``edgewise registry rollout`` applies): a malformed target, an id or name no device can
-    have (``group:line a``, ``device:pump-7:x``), or a device not registered in
-    ``data_dir``. Found only after training, the devices' privacy budget was spent for
-    nothing."""
+    have (``group:line a``, ``device:pump-7:x``), a device not registered in
+    ``data_dir``, or a group with a device the operator rolled back on the model ``name``
+    (its rollback order holds against the group's releases). Found only after training,
+    the devices' privacy budget was spent for nothing."""
     from edgewise.errors import InvalidParameterError
     from edgewise.federated.publish import check_target
 
@@ -141,7 +142,7 @@ def _check_rollout(target: str, data_dir: Path) -> None:
     if kind not in ("device", "group") or not who:
         raise fail(f"--rollout-to must be device:<id> or group:<name>. Got {target!r}.")
     try:
-        check_target(data_dir, target)
+        check_target(data_dir, target, name=name)
     except InvalidParameterError as exc:
         raise fail(f"--rollout-to {target}: {exc}") from None
 
@@ -506,7 +507,7 @@ def demo(
 
     _check_data_dir(data_dir)
     restrict_umask()  # results (normaliser statistics), checkpoints, ledger: 0600
-    _check_rollout(rollout_to, data_dir)
+    _check_rollout(rollout_to, data_dir, "federated-pump")
     if clients < 1 or rounds < 1:
         raise fail(f"--clients and --rounds must be >= 1. Got {clients} and {rounds}.")
     beta = 0.34 if clients < 10 else 0.2
@@ -571,12 +572,13 @@ def server(
 
     With --tls-cert/--tls-key (and --tls-ca) it serves TLS only; without, it runs Flower's
     insecure mode (unencrypted: loopback or a trusted network). With --supernode-keys only
-    the devices holding those keys' private halves may join."""
-    from edgewise.federated.deploy import LocalFleet
+    the devices holding those keys' private halves may join. One server per --data-dir:
+    a second one there is refused while the first runs."""
+    from edgewise.federated.deploy import FleetBusyError, LocalFleet
 
     _check_data_dir(data_dir)
     restrict_umask()  # results (normaliser statistics), checkpoints, ledger: 0600
-    _check_rollout(rollout_to, data_dir)
+    _check_rollout(rollout_to, data_dir, f"federated-{dataset}")
     # Every option with a known valid range is checked here, before anything starts.
     _check_at_least("--clients", clients, 1)
     if not 0 <= min_available <= clients:
@@ -629,12 +631,48 @@ def server(
         supernode_keys, tls, host, port, min_available or clients,
         "--min-available" if min_available else "--clients")
     work = data_dir / "federated" / "server"
-    checkpoint = work / "out" / "checkpoint.npz"
+    fleet = LocalFleet(clients, workdir=work, spawn_nodes=False, port=port, host=host, tls=tls,
+                       supernode_keys=keys)
+    try:  # one server per folder, for its whole life: before anything there is touched
+        fleet.lock()
+    except FleetBusyError as exc:
+        raise fail(str(exc)) from None
+    try:
+        _serve(fleet, resume=resume, rounds=rounds, bounds=bounds,
+               dataset=dataset, dp_noise=dp_noise, dp_epsilon=dp_epsilon,
+               devices=min_available or clients, stats_share=stats_share,
+               strategy=strategy, num_malicious=num_malicious, beta=beta,
+               as_json=as_json, host=host, port=port, tls=tls, keys=keys,
+               run_config={
+                   "num-server-rounds": rounds, "strategy": strategy, "beta": beta,
+                   "num-malicious": num_malicious, "dp-noise": dp_noise, "dp-clip": dp_clip,
+                   "dataset": dataset, "data-dir": cmapss_dir,
+                   "min-available-nodes": min_available or clients,
+                   "round-timeout": round_timeout, "data-dir-publish": str(data_dir),
+                   "rollout-target": rollout_to, "secagg": secagg,
+                   "dp-sgd-epsilon": dp_epsilon, "dp-stats-bounds": bounds,
+                   "dp-stats-share": stats_share, "resume": resume},
+               timeout=600 + rounds * round_timeout * 2)
+    finally:
+        fleet.release()
+
+
+def _serve(fleet: LocalFleet, *, resume: bool, rounds: int, bounds: str,
+           dataset: str, dp_noise: float, dp_epsilon: float, devices: int,
+           stats_share: float, strategy: str, num_malicious: int, beta: float,
+           as_json: bool, host: str, port: int, tls: TlsFiles | None,
+           keys: list[SupernodeKey] | None, run_config: dict[str, Any],
+           timeout: float) -> None:
+    """``federate server`` once its folder is locked (:meth:`LocalFleet.lock`): the
+    checkpoint of ``--resume`` checked (or an earlier one removed), then the run."""
+    clients = fleet.clients
+    checkpoint = fleet.workdir / "out" / "checkpoint.npz"
     if not resume:  # a fresh run: neither the model nor the privacy spent carries over
-        from edgewise.federated.server_app import run_ledger_path
+        from edgewise.federated.server_app import rule_path, run_ledger_path
 
         checkpoint.unlink(missing_ok=True)
         run_ledger_path(checkpoint).unlink(missing_ok=True)
+        rule_path(checkpoint).unlink(missing_ok=True)
     if checkpoint.exists():
         from edgewise.federated.server_app import FederatedRunError, check_resume, read_checkpoint
 
@@ -654,8 +692,9 @@ def server(
                                              1 if dataset == "pump" else 6)
         try:  # privacy settings under which no single ε would cover the model
             check_resume(checkpoint, rounds=rounds, dp_noise=dp_noise,
-                         dp_sgd_epsilon=dp_epsilon, num_devices=min_available or clients,
-                         stats_bounds=stats_doc, stats_share=stats_share)
+                         dp_sgd_epsilon=dp_epsilon, num_devices=devices,
+                         stats_bounds=stats_doc, stats_share=stats_share,
+                         strategy=strategy, num_malicious=num_malicious, beta=beta)
         except FederatedRunError as exc:
             raise fail(f"--resume: {exc}") from None
     if not as_json:
@@ -670,17 +709,7 @@ def server(
                    f"connect devices with: edgewise federate client --superlink {address} "
                    f"--partition-id I --num-partitions {clients}{trust}"
                    + (f" ({note})" if note else ""))
-    result = _run_fleet(
-        LocalFleet(clients, workdir=work, spawn_nodes=False, port=port, host=host, tls=tls,
-                   supernode_keys=keys),
-        {"num-server-rounds": rounds, "strategy": strategy, "beta": beta,
-         "num-malicious": num_malicious, "dp-noise": dp_noise, "dp-clip": dp_clip,
-         "dataset": dataset, "data-dir": cmapss_dir,
-         "min-available-nodes": min_available or clients, "round-timeout": round_timeout,
-         "data-dir-publish": str(data_dir), "rollout-target": rollout_to, "secagg": secagg,
-         "dp-sgd-epsilon": dp_epsilon, "dp-stats-bounds": bounds,
-         "dp-stats-share": stats_share, "resume": resume},
-        timeout=600 + rounds * round_timeout * 2)
+    result = _run_fleet(fleet, run_config, timeout=timeout)
     _print_result(result, as_json)
 
 
@@ -738,7 +767,11 @@ def client(
              "--supernode-keys holding its public key. Needs --tls-ca.")] = None,
 ) -> None:
     """Run this device as a Flower SuperNode (TLS with --tls-ca; else unencrypted: loopback
-    or a trusted network; --auth-key for a server that admits only known devices)."""
+    or a trusted network; --auth-key for a server that admits only known devices).
+
+    When the server restarts (--resume included) it no longer knows this device: the
+    SuperNode is started again and joins afresh (a warning line). Forgotten again at once,
+    three times in a row, it ends with status 1 and an error line."""
     import os
 
     from edgewise.errors import InvalidParameterError
@@ -786,7 +819,11 @@ def client(
     cmd = supernode_command(superlink, partition_id, num_partitions, port or free_port(),
                             max_epsilon=max_epsilon, ledger=ledger, root_certificates=root,
                             auth_key=key)
-    os.execvpe(cmd[0], cmd, _env(home))
+    # This process becomes the SuperNode's keeper (run_supernode): a SuperNode its restarted
+    # SuperLink no longer knows ended with status 0, which a service manager took for a
+    # stop; the keeper starts it again to join afresh, or ends non-zero with one line.
+    keeper = [sys.executable, "-m", "edgewise.federated.deploy", "supernode", *cmd]
+    os.execvpe(keeper[0], keeper, _env(home))
 
 
 def _check_auth_key(auth_key: Path | None, root: Path | None) -> Path | None:

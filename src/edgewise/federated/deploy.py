@@ -9,6 +9,16 @@ process it started. The pieces can also run on separate machines: ``edgewise fed
 server`` starts the SuperLink and the gate and submits the run; each device runs
 ``edgewise federate client --superlink HOST:PORT --partition-id I``.
 
+One fleet per work folder: :meth:`LocalFleet.start` (and ``edgewise federate server``
+before it touches anything there) holds an exclusive ``flock`` on ``fleet.lock`` in it,
+since the SuperLink's database, the run's checkpoint, privacy ledger and result live
+there. The SuperLink's database is made afresh at each start: Flower would re-admit the
+nodes a kept one knows, but it also keeps the runs and undelivered instructions of the
+server that stopped, which a restarted SuperLink would hand out again. So a restarted server
+(``--resume`` included) no longer knows the devices that had joined: ``edgewise federate
+client`` runs its SuperNode under :func:`run_supernode`, which starts it again to join
+afresh when its SuperLink refuses it (or ends non-zero, one line, when that keeps happening).
+
 The SuperLink listens on 127.0.0.1 only, at a port of its own: Flower serves its Control API
 (run submission, unauthenticated in Flower OSS) on the same port as the Fleet API the
 devices need, so the address devices use is the gate's, which forwards the Fleet API and
@@ -37,6 +47,7 @@ import errno
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -53,13 +64,21 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 import edgewise
 from edgewise.config import is_loopback
-from edgewise.errors import InvalidParameterError
+from edgewise.errors import EdgewiseError, InvalidParameterError
 from edgewise.security.certs import cert_names, describe_names
 
-__all__ = ["RUN_DEFAULTS", "LocalFleet", "SupernodeKey", "TlsFiles", "app_pyproject",
-           "check_auth_key", "check_tls", "device_address", "free_port",
-           "generate_supernode_key", "load_ca", "load_supernode_keys",
-           "register_supernode_keys", "supernode_command", "toml_string"]
+__all__ = ["LOCK_NAME", "RUN_DEFAULTS", "FleetBusyError", "LocalFleet", "SupernodeKey",
+           "TlsFiles", "app_pyproject", "check_auth_key", "check_tls", "device_address",
+           "free_port", "generate_supernode_key", "load_ca", "load_supernode_keys",
+           "register_supernode_keys", "run_supernode", "supernode_command", "toml_string"]
+
+#: The lock file, in a :class:`LocalFleet`'s work folder, that its holder ``flock``-s for
+#: as long as its fleet may run there (``federate server``: its whole life).
+LOCK_NAME = "fleet.lock"
+
+
+class FleetBusyError(EdgewiseError, RuntimeError):
+    """Another process runs a fleet in this work folder (it holds :data:`LOCK_NAME`)."""
 
 #: The run config a :class:`LocalFleet` run starts from (``run`` overrides any of it).
 RUN_DEFAULTS: dict[str, Any] = {
@@ -668,6 +687,118 @@ def app_pyproject(run_config: dict[str, Any]) -> str:
     )
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERRORISH = re.compile(r"error|exception|failed|cannot|refused|denied|invalid", re.I)
+
+
+def _last_error_line(text: str) -> str:
+    """The line of a log's ``text`` that best says why its process ended: the last one that
+    reads as an error (a traceback's last line, Flower's ``ERROR`` lines), else the last
+    line; colour codes dropped, at most 300 characters ("" for an empty log).
+
+    >>> _last_error_line("  File 'x.py', line 3\\nValueError: bad port\\nshutting down\\n")
+    'ValueError: bad port'
+    """
+    lines = [" ".join(_ANSI.sub("", ln).split()) for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        return ""
+    found = next((ln for ln in reversed(lines)
+                  if _ERRORISH.search(ln) and not ln.startswith(("File ", "Traceback"))),
+                 lines[-1])
+    return found[:300]
+
+
+#: A SuperNode its SuperLink forgot within this many seconds of joining counts as forgotten
+#: at once; :func:`run_supernode` gives up after :data:`REJOIN_TRIES` such in a row.
+REJOIN_QUICK_S = 60.0
+REJOIN_TRIES = 3
+#: What a SuperNode prints when it joined (Flower 1.41) and when its SuperLink refuses its
+#: node id (HTTP 401 on its heartbeat or pull: the SuperLink no longer knows that node).
+_JOINED = "SuperNode ID:"
+_FORGOTTEN = ("401 Unauthorized", "Invalid SuperNode authentication")
+
+
+def run_supernode(cmd: list[str], env: dict[str, str] | None = None) -> int:
+    """Run a device's ``flower-supernode`` (``cmd``, from :func:`supernode_command`) until
+    it is stopped, its output passed on to stderr; return the exit status ``edgewise
+    federate client`` ends with.
+
+    A SuperLink started afresh (a server restarted, ``--resume`` included) no longer knows
+    the node ids it gave out: Flower's SuperNode then gets HTTP 401 and ends itself with
+    status 0, so a service manager restarting the device on failure never brought it back.
+    Here a SuperNode that had joined and ends without being asked to is started again, and
+    joins the SuperLink afresh under a new node id (its privacy ledger is the same file, so
+    its budget holds), with a ``warning:`` line; one forgotten within
+    :data:`REJOIN_QUICK_S` seconds of each of :data:`REJOIN_TRIES` joins in a row gives up
+    with an ``error:`` line and status 1. A SuperNode that ends before joining ends this
+    with its status (1 for 0), an ``error:`` line saying so. SIGTERM, SIGINT and SIGHUP are
+    passed on to the SuperNode, and end this with its status (0 for a graceful stop).
+    """
+    where = cmd[cmd.index("--superlink") + 1] if "--superlink" in cmd else "the SuperLink"
+    stopping: list[int] = []
+    child: list[subprocess.Popen[str]] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        if child and child[0].poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child[0].send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    import threading
+
+    quick = 0
+    while True:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", bufsize=1)
+        child[:] = [proc]
+        seen: dict[str, float] = {}  # "joined": when, "forgotten": 1
+
+        def relay(out: Any = proc.stdout, seen: dict[str, float] = seen) -> None:
+            for line in out:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+                if "joined" not in seen and _JOINED in line:
+                    seen["joined"] = time.monotonic()
+                elif "joined" in seen and any(m in line for m in _FORGOTTEN):
+                    seen["forgotten"] = 1.0
+
+        reader = threading.Thread(target=relay, daemon=True)
+        reader.start()
+        rc = proc.wait()
+        # what it printed last; a SuperExec it started may hold the pipe a little longer
+        reader.join(timeout=10.0)
+        joined_at, forgotten = seen.get("joined"), "forgotten" in seen
+        if stopping:
+            return 0 if rc in (0, -stopping[0]) else (rc if rc > 0 else 128 - rc)
+        if joined_at is None:
+            print(f"error: the SuperNode ended (status {rc}) before it joined the SuperLink "
+                  f"at {where} (its output is above); check --superlink, --tls-ca and "
+                  "--auth-key, and that the server runs.", file=sys.stderr, flush=True)
+            return rc if rc > 0 else 1
+        if not forgotten and rc != 0:
+            print(f"error: the SuperNode connected to {where} exited with status {rc} (its "
+                  "output is above).", file=sys.stderr, flush=True)
+            return rc if rc > 0 else 128 - rc
+        why = ("the SuperLink at {where} no longer knows this device (HTTP 401 for its node "
+               "id: its server was restarted, --resume included, and forgot the devices "
+               "that had joined)" if forgotten else
+               "the SuperNode connected to {where} ended on its own (status 0), as "
+               "Flower's does when its SuperLink no longer knows it (a restarted server, "
+               "--resume included)").format(where=where)
+        quick = quick + 1 if time.monotonic() - joined_at < REJOIN_QUICK_S else 1
+        if quick > REJOIN_TRIES:
+            print(f"error: {why}, and it was forgotten within {REJOIN_QUICK_S:g} s of each of "
+                  f"its last {REJOIN_TRIES} joins; giving up. Check that one server runs at "
+                  f"{where}, then start this device again.", file=sys.stderr, flush=True)
+            return 1
+        print(f"warning: {why}; starting its SuperNode again to join afresh.",
+              file=sys.stderr, flush=True)
+        time.sleep(1.0)
+
+
 def _env(flwr_home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["FLWR_HOME"] = str(flwr_home)
@@ -811,6 +942,51 @@ class LocalFleet:
         self.spawn_nodes = spawn_nodes
         self.procs: list[subprocess.Popen[bytes]] = []
         self.nodes: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock_fd: int | None = None
+
+    # -- the work folder -------------------------------------------------------------
+    def lock(self) -> LocalFleet:
+        """Hold an exclusive ``flock`` on :data:`LOCK_NAME` in :attr:`workdir` until
+        :meth:`release` (or :meth:`stop`, or this process's end, however it ends): the
+        SuperLink's database, the run's checkpoint, privacy ledger and result live there, and
+        a second fleet started on them deleted the first's database under its running
+        SuperLink and overwrote its results. Refused with :class:`FleetBusyError`, in one
+        line naming the folder and the holder (pid, devices' port, since when) while another
+        process holds it. Held already: nothing more. Where ``flock`` is missing (not POSIX,
+        some NFS) nothing is held."""
+        if self._lock_fd is not None:
+            return self
+        path = self.workdir / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            import fcntl  # POSIX; elsewhere (ImportError) the folder runs unguarded
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = " ".join(os.pread(fd, 200, 0).decode("utf-8", "replace").split())
+            os.close(fd)
+            raise FleetBusyError(
+                f"{self.workdir} is in use by another federated server "
+                f"({holder or 'holder unknown'}; it holds {path}): a second one there would "
+                "delete the SuperLink database under the running one and overwrite its "
+                "checkpoint, privacy ledger and result. Stop that server first, or give this "
+                "one another --data-dir.") from None
+        except (OSError, ImportError):
+            os.close(fd)
+            return self
+        since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, devices' port {self.port}, since {since}\n"
+                  .encode(), 0)
+        self._lock_fd = fd
+        return self
+
+    def release(self) -> None:
+        """Let go of :meth:`lock` (nothing when not held)."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing the descriptor drops the flock
 
     # -- processes -------------------------------------------------------------------
     def _spawn(self, cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
@@ -826,7 +1002,9 @@ class LocalFleet:
         """Start the SuperLink on loopback, then the gate on ``host:port``, wait until the
         gate answers through to the SuperLink, then start the SuperNodes. If any step fails,
         whatever was started is stopped before the error propagates (a ``with`` block's
-        ``__exit__`` never runs when ``__enter__`` raises)."""
+        ``__exit__`` never runs when ``__enter__`` raises). The work folder is locked first
+        (:meth:`lock`): :class:`FleetBusyError` while another process runs a fleet there."""
+        self.lock()
         check_port_free(self.host, self.port)
         try:
             return self._start()
@@ -835,7 +1013,9 @@ class LocalFleet:
             raise
 
     def _start(self) -> LocalFleet:
-        (self.workdir / "superlink.db").unlink(missing_ok=True)  # a fresh link state each time
+        # A fresh link state each time (under the folder's lock: never under a running
+        # SuperLink): a kept one would hand out the stopped server's runs and messages again
+        (self.workdir / "superlink.db").unlink(missing_ok=True)
         self.link_port = free_port()
         link = f"127.0.0.1:{self.link_port}"
         # SuperNode authentication: Flower refuses it on an --insecure SuperLink, so the
@@ -891,9 +1071,19 @@ class LocalFleet:
                     return
             except OSError:
                 if proc.poll() is not None:
-                    raise RuntimeError(self._tail(log)) from None
+                    raise RuntimeError(self._exited(proc, what, log)) from None
                 time.sleep(0.2)
         raise TimeoutError(f"The {what} did not listen on port {port} within {timeout:.0f} s.")
+
+    def _exited(self, proc: subprocess.Popen[bytes], what: str, log: str) -> str:
+        """Why ``proc`` (the ``what``) ended before it served: a first line that says so,
+        with the last error line of its ``log`` and where that log is, then the log's tail
+        (the CLI prints the first line alone; the tail began mid-line)."""
+        tail = self._tail(log)
+        last = _last_error_line(tail)
+        return (f"The {what} exited (status {proc.returncode}) before it served"
+                + (f": {last}" if last else ", writing nothing to its log")
+                + f"; log: {self.workdir / log}\nLast log lines:\n{tail}")
 
     def _wait_gate(self, gate: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
         """Wait until the ``gate`` process answers ``/health`` from the SuperLink behind it,
@@ -921,7 +1111,7 @@ class LocalFleet:
                 if "CERTIFICATE_VERIFY_FAILED" in why:
                     break
             if gate.poll() is not None:
-                raise RuntimeError(self._tail("fleet-gate.log"))
+                raise RuntimeError(self._exited(gate, "gate", "fleet-gate.log"))
             time.sleep(0.2)
         raise RuntimeError(
             f"The gate at {url} did not answer /health from the SuperLink ({why}); devices "
@@ -970,6 +1160,7 @@ class LocalFleet:
         links = [p for p in (self.gate, self.link) if p is not None]
         self._kill_all([p for p in reversed(self.procs) if p not in links])
         self._kill_all(links)
+        self.release()
 
     def __enter__(self) -> LocalFleet:
         return self.start()
@@ -1043,3 +1234,9 @@ class LocalFleet:
                 f"Last log lines:\n{self._tail('run.log')}"
             )
         return dict(json.loads(result.read_text()))
+
+
+if __name__ == "__main__":  # `edgewise federate client` execs into this
+    if sys.argv[1:2] != ["supernode"] or len(sys.argv) < 3:
+        sys.exit("usage: python -m edgewise.federated.deploy supernode FLOWER_SUPERNODE_ARGS...")
+    sys.exit(run_supernode(sys.argv[2:]))

@@ -322,6 +322,78 @@ def _write_rounds(path: Path, fmt: str, rounds: list[dict[str, Any]]) -> None:
                        mode=0o666)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _mechanisms_problem(devices: Any) -> str | None:
+    """What is wrong with an entry's ``devices`` (``{node: [z, q, steps]}``), or ``None``."""
+    if not isinstance(devices, dict):
+        return f"'devices' is {devices!r}, not an object of node: [noise, rate, steps]"
+    for node, mech in devices.items():
+        if not (isinstance(mech, list) and len(mech) == 3 and _is_number(mech[0])
+                and _is_number(mech[1]) and _is_int(mech[2])):
+            return (f"device {node}'s mechanism is {mech!r}, not [noise multiplier, "
+                    "sampling rate, steps]")
+    return None
+
+
+def _run_entry_problem(entry: Any) -> str | None:
+    """What makes ``entry`` no :class:`RunLedger` entry (its fields of its ``kind``, each
+    of its type), or ``None``: one that could not be counted must refuse the ledger, not
+    end a resume in a ``KeyError`` (``{"round": 1, "kind": "device"}`` did).
+
+    >>> _run_entry_problem({"round": 1, "kind": "aggregated", "segment": 0}) is None
+    True
+    >>> _run_entry_problem({"round": 1, "kind": "device"})
+    "'noise_multiplier' is missing or not a number"
+    >>> _run_entry_problem({"round": "one", "kind": "aggregated", "segment": 0})
+    "'round' is 'one', not a round number >= 0"
+    """
+    if not isinstance(entry, dict):
+        return "not an object"
+    kind = entry.get("kind")
+    if kind not in ("record", "device", "aggregated", "stats"):
+        return f"'kind' is {kind!r}, not one of record, device, aggregated, stats"
+    r = entry.get("round")
+    if not _is_int(r) or r < 0:
+        return f"'round' is {r!r}, not a round number >= 0"
+    if "segment" in entry and not (_is_int(entry["segment"]) and entry["segment"] >= 0):
+        return f"'segment' is {entry['segment']!r}, not a number >= 0"
+    if kind in ("record", "stats"):
+        why = _mechanisms_problem(entry.get("devices"))
+        if why:
+            return why
+    numbers = {"device": ("noise_multiplier",),
+               "stats": ("noise_multiplier", "epsilon")}.get(str(kind), ())
+    for key in numbers:
+        if not _is_number(entry.get(key)):
+            return f"{key!r} is missing or not a number"
+    if "reported" in entry and not _is_number(entry["reported"]):
+        return f"'reported' is {entry['reported']!r}, not a number"
+    if kind == "device":
+        if not (_is_int(entry.get("num_devices")) and entry["num_devices"] >= 1):
+            return f"'num_devices' is {entry.get('num_devices')!r}, not a count >= 1"
+        m = entry.get("sample_size")
+        if m is not None and not (_is_int(m) and m >= 1):
+            return f"'sample_size' is {m!r}, not a count >= 1 (or null)"
+    if kind == "aggregated":
+        nodes = entry.get("without_dp_sgd", [])
+        if not isinstance(nodes, list):
+            return f"'without_dp_sgd' is {nodes!r}, not a list of node ids"
+        k = entry.get("unnamed_without_dp_sgd", 0)
+        if not (_is_int(k) and k >= 0):
+            return f"'unnamed_without_dp_sgd' is {k!r}, not a count >= 0"
+    if kind == "stats" and entry.get("bounds") is not None \
+            and not isinstance(entry["bounds"], dict):
+        return f"'bounds' is {entry['bounds']!r}, not an object (or null)"
+    return None
+
+
 class RunLedger:
     """The server's account of what a federated run really spent, round by round.
 
@@ -374,9 +446,16 @@ class RunLedger:
             return self
         try:
             doc = json.loads(self.path.read_text())
-            if doc.get("format") != RUN_LEDGER_FORMAT or not isinstance(doc.get("rounds"), list):
+            if not isinstance(doc, dict) or doc.get("format") != RUN_LEDGER_FORMAT \
+                    or not isinstance(doc.get("rounds"), list):
                 raise ValueError(f"not an {RUN_LEDGER_FORMAT} document")
-            self.rounds = list(doc["rounds"])
+            rounds = list(doc["rounds"])
+            for i, entry in enumerate(rounds):
+                why = _run_entry_problem(entry)
+                if why:
+                    raise ValueError(f"entry {i + 1} of {len(rounds)}, "
+                                     f"{json.dumps(entry)[:200]}: {why}")
+            self.rounds = rounds
             self.segment = 1 + max((int(r.get("segment", 0)) for r in self.rounds),
                                    default=-1)
         except (OSError, ValueError, AttributeError) as exc:

@@ -14,10 +14,14 @@ Both steps are recorded in the data directory's audit log (``model.publish``,
 
 The target is held to the registry's own rules before anything is published
 (:func:`check_target`, which ``edgewise federate`` also runs before training): a device id
-or group name a device can have, and for ``device:<id>`` a device registered in the data
-directory. Federated runs that end together in one data directory publish and release one
-after the other (an exclusive lock on ``registry/federated-publish.lock``), and a version
-another publisher takes between the choice and the insert is skipped for the next one.
+or group name a device can have, for ``device:<id>`` a device registered in the data
+directory, and for a group no device that the operator rolled back on the model (its own
+rollback order holds against the group's releases). A release refused all the same once
+the version is published (a rollback order signed in between) has that version taken back,
+and the error says so; the registry keeps no version of a run without its release.
+Federated runs that end together in one data directory publish and release one after the
+other (an exclusive lock on ``registry/federated-publish.lock``), and a version another
+publisher takes between the choice and the insert is skipped for the next one.
 
 >>> import tempfile, torch
 >>> d = Path(tempfile.mkdtemp())
@@ -126,8 +130,19 @@ def next_version(reg: Registry, name: str) -> str:
     '8'
     >>> reg.close()
     """
-    numbers = [int(v.version) for v in reg.versions(name) if v.version.isdigit()]
+    numbers = [int(v.version) for v in reg.versions(name) if _is_number(v.version)]
     return str(max(numbers, default=0) + 1)
+
+
+def _is_number(version: str) -> bool:
+    """Whether ``version`` is written in ASCII digits alone: ``str.isdigit`` also holds for
+    '²' or '١', which ``int`` refuses (or reads as another number), and one such version
+    name made every later federated publish of the model fail.
+
+    >>> _is_number("12"), _is_number("²"), _is_number("١٢"), _is_number("")
+    (True, False, False, False)
+    """
+    return version.isascii() and version.isdigit()
 
 
 def _has_device(data_dir: str | Path) -> Callable[[str], bool]:
@@ -147,13 +162,16 @@ def _has_device(data_dir: str | Path) -> Callable[[str], bool]:
     return has_device
 
 
-def check_target(data_dir: str | Path, target: str) -> None:
+def check_target(data_dir: str | Path, target: str, name: str | None = None) -> None:
     """Refuse a release target the registry would refuse for ``data_dir``, with
     :class:`~edgewise.errors.InvalidParameterError`: not ``device:<id>`` or
     ``group:<name>`` with an id or name a device can have (the registry's rule, as
     ``edgewise registry rollout`` and the REST route apply it), or ``device:<id>`` of a device
     not registered in ``data_dir`` (a release to it would wait for whichever device is
-    registered under that id later).
+    registered under that id later). Given the model's ``name``, also a group one of whose
+    devices the operator rolled back on that model (its own rollback order, which the
+    registry refuses to undo: the release of a new version would fail after training,
+    :func:`_refuse_held_rollbacks`).
 
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
@@ -177,6 +195,41 @@ def check_target(data_dir: str | Path, target: str) -> None:
             "a release to it would wait for whichever device is registered under that id "
             f"later. Register it first (edgewise device add {ident}), or roll out to a "
             "registered device or to a group.", field="target", value=target)
+    if name is not None and kind == "group" \
+            and (Path(data_dir) / "registry" / "registry.sqlite").is_file():
+        from edgewise.errors import ConfigError
+
+        try:  # read only: a check makes nothing (no registry, no signing key)
+            reg = Registry(data_dir, read_only=True)
+        except ConfigError:  # made by an older version: checked when publishing
+            return
+        try:
+            _refuse_held_rollbacks(reg, name, target)
+        finally:
+            reg.close()
+
+
+def _refuse_held_rollbacks(reg: Registry, name: str, target: str) -> None:
+    """Refuse (:class:`~edgewise.errors.InvalidParameterError`, field ``target``) to
+    release a new version of ``name`` to the group ``target`` when a device in it is on its
+    own rollback order of ``name``: the registry refuses such a release
+    (:meth:`~edgewise.registry.Registry.rollout`, whose rule this is) unless it is asked to
+    sign the rollback order again, which a federated run never does on its own."""
+    held = reg.held_rollbacks(name, target, FORMAT)
+    if not held:
+        return
+    device, (release, _, old, _, _) = held[0]
+    more = (f" (and {len(held) - 1} more device(s): "
+            f"{', '.join(repr(d) for d, _ in held[1:4])})" if len(held) > 1 else "")
+    raise InvalidParameterError(
+        f"Target {target!r} reaches device {device!r}{more}, which the operator rolled back "
+        f"on {name!r} (rollback order to version {str(old)!r}, release {release}, to "
+        f"'device:{device}'): the registry would refuse to release this run's new version "
+        f"to {target!r}, since it would move the device off that order, and only after the "
+        f"devices spent their privacy budget on training. Roll the device forward first "
+        f"(edgewise registry rollout {name} VERSION device:{device}, with a version newer "
+        f"than {str(old)!r}), take it out of the group, or release to another target "
+        "(--rollout-to).", field="target", value=target)
 
 
 @contextmanager
@@ -213,10 +266,13 @@ def register_global_model(
 ) -> dict[str, Any]:
     """Publish the next version of ``name`` in the registry and sign a release for ``target``.
 
-    ``target`` is checked first (:func:`check_target`): refused, nothing is published. The
-    version is the next free number (:func:`next_version`) chosen under the publish lock; one
-    that another publisher took since is skipped for the next (up to
-    :data:`VERSION_TRIES`), never a run's model refused for it.
+    ``target`` is checked first (:func:`check_target`, and under the publish lock a group's
+    devices' rollback orders of ``name``): refused, nothing is published. The version is
+    the next free number (:func:`next_version`) chosen under the publish lock; one that
+    another publisher took since is skipped for the next (up to :data:`VERSION_TRIES`),
+    never a run's model refused for it. A release refused after the publish has the
+    version taken back (:func:`_unpublish`) and the error ends saying so, or naming the
+    version left published where it could not be.
 
     Returns
     -------
@@ -234,10 +290,27 @@ def register_global_model(
     reg = Registry(data_dir)
     try:
         with _publish_lock(reg):
+            if target.startswith("group:"):  # the release's rule, before publishing
+                _refuse_held_rollbacks(reg, name, target)
             version, mv = _publish_next(reg, name, payload, meta)
+            try:
+                signed = reg.rollout(name, version, target, has_device=_has_device(data_dir))
+            except Exception as exc:  # refused after all (changed meanwhile): no version
+                left = not _unpublish(reg, name, version)  # published without a release
+                if left:
+                    _audit(data_dir, "model.publish", name, {
+                        "version": version, "sha256": mv.sha256, "size": mv.size,
+                        "format": mv.format})
+                note = (f" Version {version!r} of {name!r} is left published without a "
+                        "release (the registry could not take it back)." if left else
+                        f" Nothing of this run is left in the registry (version {version!r} "
+                        f"of {name!r}, published before the release was refused, was taken "
+                        "back).")
+                if exc.args and isinstance(exc.args[0], str):
+                    exc.args = (exc.args[0] + note, *exc.args[1:])
+                raise
             _audit(data_dir, "model.publish", name, {"version": version, "sha256": mv.sha256,
                                                      "size": mv.size, "format": mv.format})
-            signed = reg.rollout(name, version, target, has_device=_has_device(data_dir))
         _audit(data_dir, "model.rollout", target, {
             "name": name, "version": version, "release": signed.manifest.release,
             "kind": signed.manifest.kind})
@@ -246,6 +319,12 @@ def register_global_model(
                 "data_dir": str(data_dir)}
     finally:
         reg.close()
+
+
+def _unpublish(reg: Registry, name: str, version: str) -> bool:
+    """Take back ``version`` of ``name``, just published by :func:`register_global_model`
+    whose release was then refused (:meth:`~edgewise.registry.Registry.withdraw`)."""
+    return reg.withdraw(name, version)
 
 
 def _published(reg: Registry, name: str, version: str) -> bool:

@@ -27,7 +27,13 @@ aggregate must be finite and move the global model by at most 10× the median mo
 earlier accepted rounds and at most
 :data:`~edgewise.federated.strategies.MAX_UPDATE_TO_MODEL` × the model's norm. A refused
 round keeps the previous global model (``skipped_rounds``); a run in which no round is
-accepted registers nothing. What it cannot do is tell which device sent a bad update, nor
+accepted registers nothing. A reply of the wrong form for its stage of the protocol
+(masked parameters of another count, shape or type, fewer key shares than node ids, shares
+for a node the round never sampled, …) is refused before Flower's workflow reads it, naming
+the device (reason ``malformed``): the workflow takes that device for one that dropped out,
+which SecAgg+ survives as long as enough devices are left (else the round halts and the run
+fails naming it); an error inside the workflow all the same fails the run naming the round
+and the stage. What it cannot do is tell which device sent a bad update, nor
 refuse one update and keep the others' (no per-update norm check, no trimming): a device
 whose update stays within those bounds moves the mean by up to its share of them. Devices
 running this ``ClientApp`` refuse to send a non-finite update (the round goes on without
@@ -50,6 +56,7 @@ edgewise.errors.InvalidParameterError: Secure aggregation (--secagg, SecAgg+) ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,14 +204,23 @@ def run_secagg(
         num_shares=num_shares, reconstruction_threshold=reconstruction_threshold,
         max_weight=max_weight, clipping_range=clipping_range, timeout=timeout,
     ))
-    workflow(grid, context)
+    checked = _ReplyScreen(grid, [tuple(a.shape) for a in initial], screen.rejected)
+    try:
+        workflow(checked, context)
+    except Exception as exc:  # Flower's workflow on a reply the screen let through
+        raise FederatedRunError(
+            f"SecAgg+ round {checked.round or '?'} failed at stage "
+            f"{checked.stage or 'before the rounds'!r} ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}){checked.named()}; the global model is not "
+            "trained as asked, and nothing is registered.") from None
     missing = [r for r in range(1, rounds + 1)
                if r not in aggregated and r not in screen.skipped_rounds]
     if missing:
         raise FederatedRunError(
             f"SecAgg+ round(s) {missing} of {rounds} produced no aggregate (Flower halted "
             f"secure aggregation: fewer than the {num_nodes} devices it needs answered, or "
-            "every device failed); the global model is not trained as asked."
+            f"every device failed){checked.named()}; the global model is not trained as "
+            "asked."
         )
     if not aggregated:
         first = screen.rejected[0]["detail"] if screen.rejected else "no aggregate"
@@ -327,6 +343,188 @@ class _AggregateScreen:
         self.current = new
         self.norm_history = [*self.norm_history, move][-NORM_HISTORY:]
         return True
+
+
+class _ReplyScreen(Grid):
+    """``grid`` with each SecAgg+ reply checked before Flower's workflow reads it.
+
+    Flower's ``SecAggPlusWorkflow`` trusts each device's reply: masked parameters of
+    another count or shape, a share list shorter than its node id list, a share for a node
+    the round never sampled, all ended the ServerApp in a ``ValueError`` or ``KeyError``
+    naming no device. Here such a reply (of the wrong form for its stage, or from a node not
+    asked) becomes an error reply: the workflow takes its device for one that dropped out,
+    which SecAgg+ is built to survive (its shares unmask the rest; too few devices left and
+    the round halts). Each is recorded in ``rejected`` (reason ``"malformed"``, its node, the
+    stage and what was wrong). :attr:`stage` and :attr:`round` say where the protocol was,
+    for an error that still comes out of the workflow.
+    """
+
+    def __init__(self, grid: Grid, shapes: list[tuple[int, ...]],
+                 rejected: list[dict[str, Any]]) -> None:
+        self.grid = grid
+        self.shapes = shapes
+        self.rejected = rejected
+        self.stage = ""
+        self.round = 0
+        #: the node ids each round's setup stage asked (by round, as the group id)
+        self.sampled: dict[str, set[int]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "grid":
+            raise AttributeError(name)
+        return getattr(self.grid, name)
+
+    def set_run(self, run: Any) -> None:
+        """``grid.set_run``."""
+        self.grid.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        """``grid.run``."""
+        return self.grid.run
+
+    def create_message(self, content: Any, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Any:
+        """``grid.create_message``."""
+        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Any:
+        """``grid.get_node_ids``."""
+        return self.grid.get_node_ids()
+
+    def push_messages(self, messages: Any) -> Any:
+        """``grid.push_messages``."""
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Any) -> Any:
+        """``grid.pull_messages``."""
+        return self.grid.pull_messages(message_ids)
+
+    def named(self) -> str:
+        """The devices whose replies were malformed, for a message ("" when none)."""
+        bad = [e for e in self.rejected if e.get("reason") == "malformed"]
+        if not bad:
+            return ""
+        first = bad[0]
+        return (f" (node {first['node_id']} sent a malformed reply at stage "
+                f"{first['stage']!r} in round {first['server_round']}: {first['detail']}"
+                + (f"; {len(bad) - 1} more such repl{'y' if len(bad) == 2 else 'ies'}"
+                   if len(bad) > 1 else "") + ")")
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        """``grid.send_and_receive``, each SecAgg+ reply checked for its stage."""
+        from flwr.app import Error, Message
+        from flwr.common.secure_aggregation.secaggplus_constants import (
+            RECORD_KEY_CONFIGS,
+            Key,
+        )
+
+        messages = list(messages)
+        stage, group = "", ""
+        for msg in messages:
+            cfg = msg.content.config_records.get(RECORD_KEY_CONFIGS) \
+                if msg.has_content() else None
+            if cfg is not None and Key.STAGE in cfg:
+                stage, group = str(cfg[Key.STAGE]), str(msg.metadata.group_id)
+                break
+        asked = {int(m.metadata.dst_node_id): m for m in messages}
+        if not stage:  # not a SecAgg+ exchange (the initial parameters): as it is
+            return self.grid.send_and_receive(messages, timeout=timeout)
+        self.stage = stage
+        with contextlib.suppress(ValueError):
+            self.round = int(group)
+        if stage == "setup":
+            self.sampled[group] = set(asked)
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        out = []
+        for reply in replies:
+            if reply.has_error():
+                out.append(reply)
+                continue
+            node = int(reply.metadata.src_node_id)
+            why = ("it answered a message sent to another node" if node not in asked
+                   else self._problem(stage, reply, self.sampled.get(group, set(asked))))
+            if why is None:
+                out.append(reply)
+                continue
+            self.rejected.append({"server_round": self.round, "node_id": node,
+                                  "reason": "malformed", "stage": stage, "detail": why})
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "round %s: SecAgg+ reply of node %d at stage %r is malformed (%s); taking "
+                "the device for one that dropped out", group, node, stage, why)
+            if node in asked:
+                out.append(Message(Error(code=0, reason=f"malformed SecAgg+ reply: {why}"),
+                                   reply_to=asked[node]))
+        return out
+
+    def _problem(self, stage: str, reply: Any, sampled: set[int]) -> str | None:
+        """What is wrong with ``reply`` for SecAgg+ stage ``stage`` (``None``: nothing the
+        workflow would trip on)."""
+        from flwr.common import bytes_to_ndarray
+        from flwr.common.secure_aggregation.secaggplus_constants import (
+            RECORD_KEY_CONFIGS,
+            Key,
+        )
+
+        cfg = reply.content.config_records.get(RECORD_KEY_CONFIGS) \
+            if reply.has_content() else None
+        if cfg is None:
+            return f"no {RECORD_KEY_CONFIGS!r} record"
+
+        def listed(key: str, kind: type) -> list[Any] | str:
+            value = cfg.get(key)
+            if not isinstance(value, list) or not all(
+                    isinstance(v, kind) and not isinstance(v, bool) for v in value):
+                return f"{key!r} is not a list of {kind.__name__}"
+            return value
+
+        if stage == "setup":
+            for key in (Key.PUBLIC_KEY_1, Key.PUBLIC_KEY_2):
+                if not isinstance(cfg.get(key), bytes):
+                    return f"{key!r} is not a public key (bytes)"
+        elif stage == "share_keys":
+            dsts, ctxts = listed(Key.DESTINATION_LIST, int), listed(Key.CIPHERTEXT_LIST, bytes)
+            for v in (dsts, ctxts):
+                if isinstance(v, str):
+                    return v
+            if len(dsts) != len(ctxts):
+                return f"{len(dsts)} destinations for {len(ctxts)} encrypted shares"
+        elif stage == "collect_masked_vectors":
+            arrays = listed(Key.MASKED_PARAMETERS, bytes)
+            if isinstance(arrays, str):
+                return arrays
+            if len(arrays) != len(self.shapes) + 1:
+                return (f"{len(arrays)} masked arrays, not {len(self.shapes) + 1} (the weight "
+                        "factor and one per model array)")
+            try:
+                got = [bytes_to_ndarray(b) for b in arrays]
+            except Exception as exc:  # any array that cannot be decoded
+                return f"a masked array cannot be read ({type(exc).__name__})"
+            for i, (a, shape) in enumerate(zip(got, [(1,), *self.shapes], strict=True)):
+                if tuple(a.shape) != shape or not np.issubdtype(a.dtype, np.integer):
+                    return (f"masked array {i} is {a.dtype} of shape {tuple(a.shape)}, not "
+                            f"integers of shape {shape}")
+            from flwr.compat.common import recorddict_compat as compat
+
+            try:
+                compat.recorddict_to_fitres(reply.content, keep_input=True)
+            except Exception as exc:  # what the workflow would raise
+                return f"its fit result cannot be read ({type(exc).__name__}: {exc})"
+        elif stage == "unmask":
+            nids, shares = listed(Key.NODE_ID_LIST, int), listed(Key.SHARE_LIST, bytes)
+            for v in (nids, shares):
+                if isinstance(v, str):
+                    return v
+            if len(nids) != len(shares):
+                return f"{len(shares)} key shares for {len(nids)} node ids"
+            strangers = sorted(set(nids) - sampled)
+            if strangers:
+                return f"shares for node(s) {strangers[:3]}, which the round never sampled"
+            if len(set(nids)) != len(nids):
+                return "a node id given twice"
+        return None
 
 
 def _node_of(proxy: Any) -> int:

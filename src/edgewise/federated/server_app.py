@@ -80,7 +80,8 @@ from edgewise.federated.strategies import (
 )
 
 __all__ = ["FederatedResult", "FederatedRunError", "WireLog", "app", "check_resume",
-           "read_checkpoint", "run_federated", "run_ledger_path"]
+           "read_checkpoint", "read_checkpoint_rule", "rule_path", "run_federated",
+           "run_ledger_path"]
 
 log = logging.getLogger(__name__)
 
@@ -777,6 +778,68 @@ def _save_checkpoint(path: Path, arrays: ArrayRecord, server_round: int,
     tmp.replace(path)
 
 
+def rule_path(checkpoint: str | Path) -> Path:
+    """Where the aggregation rule of the run that writes ``checkpoint`` is recorded
+    (:func:`_rule`, JSON, written when a fresh run starts): ``<stem>.rule.json`` beside it.
+
+    >>> rule_path("out/checkpoint.npz").name
+    'checkpoint.rule.json'
+    """
+    path = Path(checkpoint)
+    return path.with_name(path.stem + ".rule.json")
+
+
+def _rule(strategy: str, *, robust: bool, num_malicious: int, beta: float,
+          num_devices: int) -> dict[str, Any]:
+    """The aggregation rule of a run, as it is recorded beside its checkpoint
+    (:func:`rule_path`; :func:`check_resume` holds a resumed run to it: the signed manifest
+    names one rule for every round).
+
+    >>> _rule("trimmed", robust=True, num_malicious=1, beta=0.0, num_devices=5)
+    {'strategy': 'trimmed', 'robust': True, 'num_malicious': 1, 'beta': 0.0, 'num_devices': 5}
+    """
+    return {"strategy": str(strategy), "robust": bool(robust),
+            "num_malicious": int(num_malicious), "beta": float(beta),
+            "num_devices": int(num_devices)}
+
+
+def read_checkpoint_rule(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The aggregation rule the run that wrote ``checkpoint`` recorded (:func:`rule_path`,
+    :func:`_rule`), or ``None`` where it recorded none (a run of an earlier version);
+    :class:`FederatedRunError` in one line when the record cannot be read."""
+    path = rule_path(checkpoint)
+    if not path.exists():
+        return None
+    try:
+        rule = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FederatedRunError(
+            f"Cannot resume from {checkpoint}: its record of the aggregation rule {path} "
+            f"cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); "
+            "start afresh without resuming (which removes it).") from None
+    if not isinstance(rule, dict):
+        raise FederatedRunError(
+            f"Cannot resume from {checkpoint}: its record of the aggregation rule {path} "
+            f"holds {rule!r}, not an object; start afresh without resuming (which removes "
+            "it).")
+    return rule
+
+
+def _rule_conflict(held: dict[str, Any], asked: dict[str, Any]) -> str | None:
+    """Why a run of rule ``asked`` cannot resume a checkpoint of rule ``held`` (``None``:
+    it can), naming each setting that differs as its ``federate server`` option.
+
+    >>> held = _rule("fedavg", robust=True, num_malicious=0, beta=0.0, num_devices=3)
+    >>> print(_rule_conflict(held, {**held, "strategy": "krum", "num_malicious": 1}))
+    --strategy fedavg (this run: krum), --num-malicious 0 (this run: 1)
+    """
+    names = {"strategy": "--strategy", "num_malicious": "--num-malicious", "beta": "--beta",
+             "num_devices": "--clients (or --min-available)", "robust": "robust screening"}
+    diff = [f"{names[k]} {held.get(k)} (this run: {asked[k]})" for k in names
+            if k in held and held.get(k) != asked.get(k)]
+    return ", ".join(diff) or None
+
+
 def read_checkpoint(path: str | Path) -> tuple[int, dict[str, np.ndarray],
                                                tuple[np.ndarray, np.ndarray] | None]:
     """The last round, the model's arrays and the normaliser's (mean, sd) (``None`` when
@@ -843,12 +906,17 @@ def check_resume(checkpoint: str | Path, *, rounds: int, dp_noise: float = 0.0,
                  sample_size: int | None = None, dp_delta: float = 1e-5,
                  model: dict[str, Any] | None = None,
                  stats_bounds: StatsBounds | None = None,
-                 stats_share: float = DEFAULT_STATS_SHARE) -> int:
+                 stats_share: float = DEFAULT_STATS_SHARE,
+                 strategy: str | None = None, robust: bool = True,
+                 num_malicious: int = 0, beta: float = 0.0) -> int:
     """Check that a run of ``rounds`` with these privacy settings can resume from
     ``checkpoint``; return the last round it holds. Raises :class:`FederatedRunError` with
     one line saying why not: a model of another layout than ``model`` (the run's
     ``state_dict``, when given: array names and shapes; a checkpoint of another dataset or
-    model kind), no rounds left, no privacy ledger for a private run, or
+    model kind), no rounds left, another aggregation rule than the checkpoint records
+    (``strategy``, when given, with ``robust``, ``num_malicious``, ``beta`` and
+    ``num_devices``: the signed manifest names one rule, strategy and fleet size for every
+    round of the model), no privacy ledger for a private run, or
     settings under which no single ε covers the model (device-level noise added, changed or
     dropped after rounds aggregated otherwise, DP-SGD asked for after rounds trained
     without it: :meth:`~edgewise.federated.ledger.RunLedger.resume_conflict`), or a
@@ -881,6 +949,17 @@ def check_resume(checkpoint: str | Path, *, rounds: int, dp_noise: float = 0.0,
             f"The checkpoint {ckpt} already holds round {done} of {rounds}: no rounds "
             "are left to resume (its model was registered when that run finished). "
             "Ask for more rounds, or start afresh without resuming.")
+    held_rule = read_checkpoint_rule(ckpt) if strategy is not None else None
+    if held_rule is not None and strategy is not None:
+        why = _rule_conflict(held_rule, _rule(strategy, robust=robust,
+                                              num_malicious=num_malicious, beta=beta,
+                                              num_devices=num_devices))
+        if why:
+            raise FederatedRunError(
+                f"Cannot resume from {ckpt}: its {done} round(s) were aggregated under "
+                f"another rule: {why}; the registered model's signed manifest names one "
+                "rule and fleet size for all its rounds. Resume with that run's settings, or "
+                "start afresh without --resume.")
     ledger = RunLedger(run_ledger_path(ckpt))
     if done > 0 and (dp_noise > 0 or dp_sgd_epsilon > 0) and ledger.path is not None \
             and not ledger.path.exists():
@@ -1199,12 +1278,19 @@ def run_federated(
     if ckpt is not None and ckpt.exists():
         check_resume(ckpt, rounds=rounds, dp_noise=dp_noise, dp_sgd_epsilon=dp_sgd_epsilon,
                      num_devices=min_nodes, sample_size=m, dp_delta=dp_delta, model=template,
-                     stats_bounds=stats_bounds, stats_share=stats_share)
+                     stats_bounds=stats_bounds, stats_share=stats_share, strategy=strategy,
+                     robust=robust, num_malicious=num_malicious_nodes, beta=beta)
         initial, done, normaliser = load_checkpoint(ckpt)
         ledger.load()
         log.info("resuming from %s after round %d", ckpt, done)
     else:
         ledger.reset()  # a fresh run: what an earlier run at this path spent is its own
+        if ckpt is not None:  # the rule its checkpoints are held to on --resume
+            from edgewise._private import replace_atomically
+
+            replace_atomically(rule_path(ckpt), json.dumps(_rule(
+                strategy, robust=robust, num_malicious=num_malicious_nodes, beta=beta,
+                num_devices=min_nodes), sort_keys=True).encode())
         if normaliser is None:
             normaliser = fit_normaliser(grid, n_conditions, min_available_nodes or num_nodes,
                                         timeout=round_timeout,
@@ -1481,7 +1567,12 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def _main(grid: Grid, rc: Any, out: Path) -> None:
-    from edgewise.federated.publish import DEFAULT_TARGET, next_version, register_global_model
+    from edgewise.federated.publish import (
+        DEFAULT_TARGET,
+        check_target,
+        next_version,
+        register_global_model,
+    )
     from edgewise.registry import Registry
 
     dataset = str(rc.get("dataset", "pump"))
@@ -1490,6 +1581,10 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
     publish_dir = out.parent if rc.get("data-dir-publish", "") == "" else \
         Path(str(rc["data-dir-publish"]))
     name = f"federated-{dataset}"
+    target = str(rc.get("rollout-target", DEFAULT_TARGET))
+    # a release the registry would refuse after training (a device of the group rolled back
+    # on this model, …) is refused before the devices spend their privacy budget on it
+    check_target(publish_dir, target, name=name)
     if (publish_dir / "registry").exists():  # a broken registry fails before training
         reg = Registry(publish_dir)
         try:
@@ -1511,6 +1606,7 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
         # data spends across runs, live on the devices and are not touched.
         checkpoint.unlink(missing_ok=True)
         run_ledger_path(checkpoint).unlink(missing_ok=True)
+        rule_path(checkpoint).unlink(missing_ok=True)
     result = run_federated(
         grid, kind=kind, n_features=n_features, n_conditions=n_cond, num_nodes=num_nodes,
         rounds=int(rc.get("num-server-rounds", 2)),
@@ -1531,8 +1627,7 @@ def _main(grid: Grid, rc: Any, out: Path) -> None:
     )
     (out / "wire.json").write_text(json.dumps(result.wire, indent=1))
     entry = register_global_model(
-        result.state_dict(), publish_dir, name=name,
-        target=str(rc.get("rollout-target", DEFAULT_TARGET)),
+        result.state_dict(), publish_dir, name=name, target=target,
         metadata={
             "privacy": result.privacy.to_dict(), "strategy": result.strategy,
             "rounds": result.rounds_done, "num_devices": num_nodes, "dataset": dataset,
