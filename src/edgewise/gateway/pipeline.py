@@ -285,6 +285,10 @@ class Pipeline:
         # id -> (first, last, first message, message now)
         self._gaps_open: dict[str, dict[str, tuple[int, int, str, str]]] = {}
         self._gap_touched: set[str] = set()  # devices with a commit since the last check
+        # device -> (its gaps, its open seq_gap alert ids) when they were last settled: the
+        # same again settle the same way, so a device whose gaps never fill is not
+        # re-settled every second, each of its alerts (acknowledged ones too) every time
+        self._gaps_settled: dict[str, tuple[tuple[tuple[int, int], ...], frozenset[str]]] = {}
         self._commit_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._detect_lock = threading.Lock()
@@ -1215,6 +1219,7 @@ class Pipeline:
             self._gap_since.pop(device_id, None)
             self._gaps_reported.pop(device_id, None)
             self._gaps_open.pop(device_id, None)
+            self._gaps_settled.pop(device_id, None)
             self._gap_touched.discard(device_id)
             self._arrived.pop(device_id, None)
             self._quality.pop(device_id, None)
@@ -1425,6 +1430,10 @@ class Pipeline:
         still missing."""
         still_open = self._gaps_open.get(device)
         if not still_open:
+            self._gaps_settled.pop(device, None)
+            return
+        seen = (tuple(map(tuple, gaps)), frozenset(still_open))
+        if self._gaps_settled.get(device) == seen:  # settled against these gaps already
             return
         for alert_id, (first, last, head, message) in list(still_open.items()):
             # gaps are sorted and disjoint: their ends ascend too
@@ -1456,6 +1465,7 @@ class Pipeline:
                           {"device": device, "reason": "seq gap filled"})
                 except Exception:
                     log.exception("could not audit the acknowledgement of alert %s", alert_id)
+        self._gaps_settled[device] = (seen[0], frozenset(still_open))
 
     def _load_state(self, path: Path) -> None:
         try:
