@@ -234,6 +234,11 @@ def quality(
     time_column: Annotated[str | None, typer.Option(
         help="Time column (epoch or RFC 3339). Default: the first column named timestamp, "
              "time, ts, datetime or date (any case), as 'edgewise detect' finds it.")] = None,
+    clock_column_name: Annotated[str | None, typer.Option(
+        "--clock-column",
+        help="Time of day joined to the date in --time-column to make the time (Datum,Zeit: "
+             "--time-column Datum --clock-column Zeit), as 'edgewise detect' takes it; a "
+             "'time' column beside a 'date' one is joined without it.")] = None,
     device_column: Annotated[str | None, typer.Option(
         help="Device column; it must be in the file. Default: device_id, else device, when "
              "the file has one (as 'edgewise groups' reads it), else every row is of "
@@ -297,7 +302,14 @@ def quality(
                        f"{list(df.columns)}")
     elif time_column not in df.columns:
         raise fail(f"{str(file)!r} has no time column {time_column!r}; columns: {list(df.columns)}")
-    clock = clock_column(df, time_column)  # date,time: one time together, as detect reads it
+    if clock_column_name is None:  # date,time: one time together, as detect reads it
+        clock = clock_column(df, time_column)
+    elif clock_column_name not in df.columns or clock_column_name == time_column:
+        raise fail(f"--clock-column {clock_column_name!r} must be a column of {str(file)!r} "
+                   f"other than --time-column {time_column!r}: the time of day joined to that "
+                   f"date; columns: {list(df.columns)}")
+    else:
+        clock = clock_column_name
     columns = list(df.columns)  # the file's, before a device column of our own is added
     if device_column is not None and device_column not in columns:
         # a mistyped one merged every device into one

@@ -1012,6 +1012,11 @@ def _rows(settings: np.ndarray | None, mask: np.ndarray) -> np.ndarray | None:
     return None if settings is None else settings[mask]
 
 
+#: The install that brings a package a RUL model file needs to load (its boosted trees,
+#: its CNN): pyproject.toml's extras.
+_INSTALLS = {"lightgbm": "pip install 'edgewise[rul]'", "torch": "pip install 'edgewise[torch]'"}
+
+
 def read_header(path: str | Path) -> dict[str, Any]:
     """The JSON header of a saved model file, without loading the model."""
     return read_model_header(path, _MAGIC, ModelFileError, what="RUL model")
@@ -1044,6 +1049,13 @@ def load_model(path: str | Path, *, unchecked: bool = False) -> RULModel:
             "edgewise.models.rul.load_model(path, unchecked=True).save(path)"))
     try:
         model = pickle.loads(body)
+    except ModuleNotFoundError as exc:  # the checksum held: the file is whole
+        root = (exc.name or "").partition(".")[0]
+        install = _INSTALLS.get(root, f"pip install {root}" if root else "its package")
+        raise ModelFileError(
+            f"Model file {str(path)!r} is intact but needs the {root or exc.name!r} package "
+            f"to load, which is not installed: {install}."
+        ) from None
     except Exception as exc:  # a damaged body raises almost anything: MemoryError for a
         # huge length, SystemError, UnpicklingError, EOFError, AttributeError, ...
         raise ModelFileError(
