@@ -41,6 +41,11 @@ TimeCol = Annotated[str | None, typer.Option(
     help="CSV: the time column (epoch s/ms/us/ns or ISO 8601; no offset means UTC). Default: "
     "the first column named timestamp, time, ts, datetime or date (any case), as 'edgewise "
     "detect' finds it ('readings export' writes time).", show_default=False)]
+ClockCol = Annotated[str | None, typer.Option(
+    "--clock-column", help="CSV: the time of day joined to the date in --time-column to make "
+    "the time (Datum,Zeit: --time-column Datum --clock-column Zeit), as 'edgewise detect' "
+    "takes it; a 'time' column beside a 'date' one is joined without it.",
+    show_default=False)]
 ValueCol = Annotated[str | None, typer.Option(
     "--column", help="CSV: the value column to forecast.")]
 Data = Annotated[str | None, typer.Option(
@@ -50,7 +55,8 @@ Metric = Annotated[str | None, typer.Option(help="Store: the metric to forecast.
 
 
 def _history(csv: Path | None, time_column: str | None, column: str | None, data: str | None,
-             device: str | None, metric: str | None, model: Any = None) -> tuple[Any, Any, str]:
+             device: str | None, metric: str | None, model: Any = None,
+             clock: str | None = None) -> tuple[Any, Any, str]:
     """Times (ns), values and a name for the history the options give (from a store, with
     ``model``: only the part its predict reads)."""
     if (csv is None) == (data is None):
@@ -59,8 +65,8 @@ def _history(csv: Path | None, time_column: str | None, column: str | None, data
     if csv is not None:
         _not_given({"--device": device, "--metric": metric},
                    "apply to store data (--data), not to --csv")
-        return _csv_history(csv, time_column, column)
-    _not_given({"--time-column": time_column, "--column": column},
+        return _csv_history(csv, time_column, column, clock)
+    _not_given({"--time-column": time_column, "--clock-column": clock, "--column": column},
                "apply to a CSV file (--csv), not to --data")
     return _store_history(data or "", device, metric, model)
 
@@ -76,11 +82,12 @@ def _not_given(flags: dict[str, str | None], why: str, remedy: str = "drop {it}"
 
 
 def _unused(csv: Path | None, time_column: str | None, column: str | None, data: str | None,
-            device: str | None, metric: str | None) -> None:
+            device: str | None, metric: str | None, clock: str | None = None) -> None:
     """Fail where predict has no history given (it forecasts from the trained one) but a
     flag that names part of one is."""
     if csv is None and data is None:
-        _not_given({"--time-column": time_column, "--column": column, "--device": device,
+        _not_given({"--time-column": time_column, "--clock-column": clock, "--column": column,
+                    "--device": device,
                     "--metric": metric}, "apply to a history given with --csv or --data, "
                    "and neither is given (the model forecasts from the history it was "
                    "trained on)", "give --csv FILE or --data DIR with {it}, or drop {it}")
@@ -134,8 +141,8 @@ def once_per_time(ts: Any, values: Any, where: str) -> tuple[Any, Any]:
     return ts, values
 
 
-def _csv_history(csv: Path, time_column: str | None,
-                 column: str | None) -> tuple[Any, Any, str]:
+def _csv_history(csv: Path, time_column: str | None, column: str | None,
+                 clock_name: str | None = None) -> tuple[Any, Any, str]:
     from edgewise.errors import QualityError
     from edgewise.tables import (
         clock_column,
@@ -159,11 +166,16 @@ def _csv_history(csv: Path, time_column: str | None,
             raise fail(f"--csv {str(csv)!r} has no column named timestamp, time, ts, datetime "
                        f"or date (any case); name its time column with --time-column; its "
                        f"columns are {[str(c) for c in df.columns][:20]}")
-    for flag, name in (("--time-column", time_column), ("--column", column)):
-        if name not in df.columns:
+    for flag, name in (("--time-column", time_column), ("--column", column),
+                       ("--clock-column", clock_name)):
+        if name is not None and name not in df.columns:
             raise fail(f"{flag} {name!r} is not a column of --csv {str(csv)!r}; its columns are "
                        f"{[str(c) for c in df.columns][:20]}")
-    clock = clock_column(df, time_column)  # date,time: one time together, found or named
+    # date,time: one time together, found or named
+    clock = clock_column(df, time_column) if clock_name is None else clock_name
+    if clock == time_column:
+        raise fail(f"--clock-column {clock!r} is --time-column itself; name the time-of-day "
+                   f"column joined to the date in {time_column!r}")
     if clock == column:
         raise fail(f"--column {column!r} is the time of day joined to the date column "
                    f"{time_column!r} to make the time; name the value column to forecast")
@@ -276,6 +288,7 @@ def train_forecast(
         click_type=NonBlankPath("a file to write, e.g. model.forecast"))],
     csv: Csv = None,
     time_column: TimeCol = None,
+    clock_column: ClockCol = None,
     column: ValueCol = None,
     data: Data = None,
     device: Device = None,
@@ -300,7 +313,8 @@ def train_forecast(
     check_out(out, example="model.forecast", inputs=[("--csv", csv), ("--data", data_input(data))])
     if not 0 <= seed < 2**32:
         raise fail(f"--seed {seed}: must be a whole number from 0 to {2**32 - 1}")
-    ts, values, name = _history(csv, time_column, column, data, device, metric)
+    ts, values, name = _history(csv, time_column, column, data, device, metric,
+                                clock=clock_column)
     model = Forecaster(horizon=horizon, season=season, step=step, random_state=seed)
     try:
         if json_out:
@@ -351,6 +365,7 @@ def predict_forecast(
     model: Annotated[Path, typer.Option(help="A model file from 'edgewise train forecast'.")],
     csv: Csv = None,
     time_column: TimeCol = None,
+    clock_column: ClockCol = None,
     column: ValueCol = None,
     data: Data = None,
     device: Device = None,
@@ -372,13 +387,14 @@ def predict_forecast(
     if out is not None:
         check_out(out, example="forecast.csv", inputs=[
             ("--model", model), ("--csv", csv), ("--data", data_input(data))])
-    _unused(csv, time_column, column, data, device, metric)
+    _unused(csv, time_column, column, data, device, metric, clock_column)
     try:
         fc = load_forecaster(model)
         if csv is None and data is None:
             frame = fc.predict()
         else:
-            ts, values, _ = _history(csv, time_column, column, data, device, metric, fc)
+            ts, values, _ = _history(csv, time_column, column, data, device, metric, fc,
+                                     clock=clock_column)
             frame = fc.predict(ts, values)
     except EdgewiseError as exc:
         raise fail(str(exc)) from None
