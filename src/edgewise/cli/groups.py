@@ -68,7 +68,8 @@ def _store_histories(data: str, devices: str | None) -> dict[str, pd.DataFrame]:
 
 
 def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
-                     device: str | None, time_column: str | None) -> dict[str, pd.DataFrame]:
+                     device: str | None, time_column: str | None,
+                     clock_name: str | None = None) -> dict[str, pd.DataFrame]:
     """Histories from one table: long (metric and value columns) or wide; one device
     (``device``) when the table has no device column."""
     import numpy as np
@@ -90,7 +91,12 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
         raise fail(f"{where} has no time column {time_column or ''!r} (looked for timestamp, "
                    f"time, ts, datetime or date; name it with --time-column); columns: "
                    f"{list(map(str, df.columns))}")
-    clock = clock_column(df, time_column)  # date,time: one time together, as detect reads it
+    # date,time: one time together, as detect reads it (or the --clock-column named)
+    clock = clock_column(df, time_column) if clock_name is None else clock_name
+    if clock is not None and (clock not in df.columns or clock == time_column):
+        raise fail(f"{where}: --clock-column {clock!r} must be a column other than the time "
+                   f"column {time_column!r}: the time of day joined to that date; columns: "
+                   f"{list(map(str, df.columns))}")
     try:
         ts = time_ns(time_cells(df, cells, time_column) if clock is None
                      else date_and_clock(df, time_column, clock))
@@ -140,7 +146,8 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
     return out
 
 
-def _csv_histories(path: Path, time_column: str | None) -> dict[str, pd.DataFrame]:
+def _csv_histories(path: Path, time_column: str | None,
+                   clock: str | None = None) -> dict[str, pd.DataFrame]:
     from edgewise.errors import QualityError
     from edgewise.tables import read_tables
 
@@ -156,7 +163,7 @@ def _csv_histories(path: Path, time_column: str | None) -> dict[str, pd.DataFram
         except QualityError as exc:
             raise fail(str(exc)) from None
         name = f.name.removesuffix(".gz").removesuffix(".csv")
-        got = _frame_histories(df, cells, f"--csv {str(f)!r}", name, time_column)
+        got = _frame_histories(df, cells, f"--csv {str(f)!r}", name, time_column, clock)
         twice = sorted(set(got) & set(out))
         if twice:
             raise fail(f"--csv {str(path)!r}: device {twice[0]!r} is in more than one file; "
@@ -225,6 +232,10 @@ def groups(
         help="Store only: comma-separated devices (default: all).")] = None,
     time_column: Annotated[str | None, typer.Option(
         help="CSV time column (default: timestamp, time, ts, datetime or date).")] = None,
+    clock_column: Annotated[str | None, typer.Option(
+        "--clock-column", help="CSV: the time of day joined to the date in --time-column "
+        "(Datum,Zeit: --time-column Datum --clock-column Zeit), as 'edgewise detect' takes "
+        "it; a 'time' column beside a 'date' one is joined without it.")] = None,
     n_groups: Annotated[int | None, typer.Option(
         "--groups", help="Number of groups (default: chosen; 1 when nothing separates the "
         "fleet).")] = None,
@@ -276,13 +287,14 @@ def groups(
                  inputs=[("--csv", csv), ("--data", data_input(data))])
     if devices and data is None:
         raise fail("--devices applies to store data (--data) only")
-    if time_column is not None and csv is None:
-        raise fail(f"--time-column {time_column!r} applies to CSV data (--csv) only: a store's "
-                   "readings carry their times; drop it")
+    for flag, given in (("--time-column", time_column), ("--clock-column", clock_column)):
+        if given is not None and csv is None:
+            raise fail(f"{flag} {given!r} applies to CSV data (--csv) only: a store's "
+                       "readings carry their times; drop it")
     if csv is not None and not csv.exists():
         raise fail(f"--csv {str(csv)!r} does not exist")
     hist = _store_histories(data, devices) if data is not None else _csv_histories(
-        csv, time_column)  # type: ignore[arg-type]
+        csv, time_column, clock_column)  # type: ignore[arg-type]
     try:
         if model is not None:
             from edgewise.models.cluster import load_groups
