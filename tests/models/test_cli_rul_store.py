@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgewise.bench.cmapss import load_train
@@ -377,3 +378,36 @@ def test_a_lone_glitch_in_the_store_is_passed_over_and_named(trained, engines,
     assert text.returncode == 0, text.stderr
     assert ("note: passed over 1 lone glitch reading(s) far outside the model's domain, "
             "carrying the previous value: engine-18 sensor_11=1e+06 at cycle 40") in text.stdout
+
+
+def test_a_constant_sensor_stamped_apart_adds_no_training_rows(tmp_path: Path) -> None:
+    """Check that a metric every device sends, constant (so the model leaves it out) and
+    stamped 0.5 s after each sample, does not double the training rows: the model is fitted
+    on the table of the metrics it uses, as the RUL route and predict read them (same
+    training data hash as naming those sensors), where it trained on histories twice as
+    long as it scores."""
+    store = open_store(f"duckdb:///{tmp_path / 'e.duckdb'}")
+    rng = np.random.default_rng(0)
+    try:
+        for u in range(8):
+            life = int(rng.integers(60, 90))
+            wear = (np.arange(1, life + 1) / life) ** 2
+            store.append([Reading(f"dev-{u}", m, _ts(c), float(v))
+                          for c in range(1, life + 1)
+                          for m, v in (("temp", 40 + 15 * wear[c - 1] + rng.normal(0, 0.3)),
+                                       ("vib", 2 + 6 * wear[c - 1] + rng.normal(0, 0.1)))])
+            store.append([Reading(f"dev-{u}", "mode", _ts(c) + 5 * 10**8, 1.0)
+                          for c in range(1, life + 1)])
+    finally:
+        store.close()
+    url = f"duckdb:///{tmp_path / 'e.duckdb'}"
+    sums = {}
+    for name, extra in (("auto", ()), ("named", ("--sensor-columns", "temp,vib"))):
+        done = edgewise("train", "rul", "--data", url, "--history-ends-at-failure",
+                        "--window", "10", "--out", str(tmp_path / f"{name}.ewm"), "--json",
+                        *extra)
+        assert done.returncode == 0, done.stderr
+        sums[name] = json.loads(done.stdout)["training_data_sha256"]
+        if name == "auto":
+            assert "note: column 'mode' left out of the model" in done.stderr, done.stderr
+    assert sums["auto"] == sums["named"]

@@ -582,22 +582,34 @@ def train_rul(
                            f"in the store, not used: {', '.join(unknown[:10])}"
                            f"{' ...' if len(unknown) > 10 else ''}", err=True)
     window = _check_window(df, unit_column, window)
-    try:
-        model = RULModel(
-            unit_column=unit_column,
-            time_column=time_column,
-            condition_columns=_names(condition_columns),
-            sensor_columns=_names(sensor_columns) if url is None else
-            [c for c in df.columns
-             if c not in (unit_column, time_column, *(_names(condition_columns) or []))],
-            cap=cap,
-            window=window,
-            models=tuple(_names(models) or ()),
-            random_state=seed,
-        ).fit(df)
-    except InvalidParameterError as exc:
-        raise fail(str(exc)) from None
-    for column, why in model.left_out_.items():
+    conditions = _names(condition_columns) or []
+
+    def fit(table: Any, sensors: list[str] | None) -> RULModel:
+        try:
+            return RULModel(
+                unit_column=unit_column, time_column=time_column,
+                condition_columns=_names(condition_columns), sensor_columns=sensors, cap=cap,
+                window=window, models=tuple(_names(models) or ()), random_state=seed,
+            ).fit(table)
+        except InvalidParameterError as exc:
+            raise fail(str(exc)) from None
+
+    model = fit(df, _names(sensor_columns) if url is None else
+                [c for c in df.columns if c not in (unit_column, time_column, *conditions)])
+    left_out = dict(model.left_out_)
+    if url is not None:
+        # a row is a reading time of the metrics the table holds: a sensor the model left
+        # out (constant) but stamped apart from the others added rows, which the RUL route
+        # and predict rul, reading only the metrics the model uses, never see; such a table
+        # is read again without it and the model fitted on that
+        used = [c for c in model.required_columns()[2:] if c not in conditions]
+        if set(used) != set(model.sensors_):
+            again, skipped = _store_training_table(url, devices, unit_column, time_column,
+                                                   used, fails, conditions)
+            if len(again) != len(df):
+                df = again
+                model = fit(df, used)
+    for column, why in left_out.items():
         typer.echo(f"note: column {column!r} left out of the model: {why}; predictions do "
                    "not need it", err=True)
     try:
