@@ -221,10 +221,12 @@ def test_seqs_are_folded_into_marks(tmp_path: Path) -> None:
         left = con.execute("SELECT device_id, count(*) FROM seqs GROUP BY ALL ORDER BY 1")
         rows = dict(left.fetchall())
         marks = dict(con.execute("SELECT device_id, watermark FROM seq_marks").fetchall())
+        runs = con.execute("SELECT device_id, lo, hi FROM seq_runs").fetchall()
     finally:
         con.close()
     assert "pump-1" not in rows and marks == {"pump-1": store_mod.COMPACT_EVERY + 10}
-    assert rows["pump-2"] == store_mod.COMPACT_EVERY + 10  # nothing folds above a gap
+    assert "pump-2" not in rows  # above its gap: one run, not a row per seq
+    assert runs == [("pump-2", 2, store_mod.COMPACT_EVERY + 11)]
     store = DuckDBStore(path)
     assert store.seq_watermark("pump-1") == store_mod.COMPACT_EVERY + 10
     assert store.seq_gaps("pump-2") == [(1, 1)]

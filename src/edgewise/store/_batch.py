@@ -515,17 +515,24 @@ class SeqTracker:
         # device -> (starts, ends) of its runs of stored seqs above the watermark
         self._above: dict[str, tuple[list[int], list[int]]] = {}
 
-    def load(self, device_id: str, watermark: int, above: Iterable[int]) -> None:
-        """Set a device's state from storage.
+    def load(self, device_id: str, watermark: int, above: Iterable[int],
+             runs: Iterable[tuple[int, int]] = ()) -> None:
+        """Set a device's state from storage: its folded ``watermark``, the seqs stored
+        ``above`` it one by one, and the ``runs`` of seqs stored above it as inclusive
+        ranges ``(first, last)`` (any order; overlapping, touching or reaching below the
+        watermark allowed).
 
         >>> t = SeqTracker(); t.load("d", 3, [2, 4, 6]); t.watermark("d"), t.gaps("d")
         (4, [(5, 5)])
+        >>> t.load("d", 2, [9], runs=[(4, 6), (1, 3), (11, 20)]); t.watermark("d"), t.gaps("d")
+        (6, [(7, 8), (10, 10)])
         """
         new = sorted({s for s in above if s > watermark})
         with self._lock:
             self._wm[device_id] = watermark
             self._above[device_id] = ([], [])
             self._insert(device_id, new)
+            self._insert_runs(device_id, runs, watermark)
             self._advance(device_id, ())
 
     def _has(self, device_id: str, s: int) -> bool:
@@ -581,13 +588,28 @@ class SeqTracker:
             while j < len(new) and new[j] == b + 1:
                 b = new[j]
                 j += 1
-            # the runs it overlaps or touches: starts[lo:hi]
-            lo = bisect.bisect_left(ends, a - 1)
-            hi = bisect.bisect_right(starts, b + 1)
-            if lo < hi:
-                a, b = min(a, starts[lo]), max(b, ends[hi - 1])
-            starts[lo:hi] = [a]
-            ends[lo:hi] = [b]
+            self._insert_run(starts, ends, a, b)
+
+    @staticmethod
+    def _insert_run(starts: list[int], ends: list[int], a: int, b: int) -> None:
+        """Add the run ``a..b`` to the sorted, disjoint runs ``starts``/``ends``, merging
+        those it overlaps or touches."""
+        lo = bisect.bisect_left(ends, a - 1)
+        hi = bisect.bisect_right(starts, b + 1)
+        if lo < hi:
+            a, b = min(a, starts[lo]), max(b, ends[hi - 1])
+        starts[lo:hi] = [a]
+        ends[lo:hi] = [b]
+
+    def _insert_runs(self, device_id: str, runs: Iterable[tuple[int, int]],
+                     floor: int) -> None:
+        """Add inclusive runs (any order, overlaps allowed), each cut to the seqs above
+        ``floor``, to the device's runs (the caller holds the lock)."""
+        starts, ends = self._above.setdefault(device_id, ([], []))
+        for a, b in runs:
+            a, b = max(int(a), floor + 1), int(b)
+            if a <= b:
+                self._insert_run(starts, ends, a, b)
 
     def _advance(self, device_id: str, seqs: Iterable[int]) -> None:
         """:meth:`add` without taking the lock (the caller holds it)."""
@@ -599,10 +621,35 @@ class SeqTracker:
             del starts[0], ends[0]
         self._wm[device_id] = wm
 
-    def add(self, device_id: str, seqs: Iterable[int]) -> None:
-        """Record committed seqs and advance the watermark."""
+    def add(self, device_id: str, seqs: Iterable[int],
+            runs: Iterable[tuple[int, int]] = ()) -> None:
+        """Record committed seqs (and ``runs`` of them, inclusive ranges ``(first,
+        last)``) and advance the watermark.
+
+        >>> t = SeqTracker(); t.add("d", [1], runs=[(3, 1000), (2, 2)]); t.watermark("d")
+        1000
+        """
         with self._lock:
+            self._insert_runs(device_id, runs, self._wm.get(device_id, 0))
             self._advance(device_id, seqs)
+
+    def state(self, device_id: str) -> tuple[int, list[tuple[int, int]]]:
+        """The device's watermark and its runs of stored seqs above it, ``(first,
+        last)`` inclusive, ascending, disjoint and never touching (what a store folds
+        its seqs into).
+
+        >>> t = SeqTracker(); t.add("d", {1, 2, 4, 5, 6, 9}); t.state("d")
+        (2, [(4, 6), (9, 9)])
+        """
+        with self._lock:
+            starts, ends = self._above.get(device_id, ((), ()))
+            return self._wm.get(device_id, 0), list(zip(starts, ends, strict=True))
+
+    def top(self, device_id: str) -> int:
+        """The highest seq stored (the watermark where none is above it; 0 for none)."""
+        with self._lock:
+            _starts, ends = self._above.get(device_id, ((), ()))
+            return ends[-1] if ends else self._wm.get(device_id, 0)
 
     def watermark(self, device_id: str) -> int:
         """Highest ``w`` with 1..w all stored."""

@@ -35,7 +35,8 @@ from edgewise.store.base import (
 )
 from edgewise.telemetry import Reading
 
-#: Fold stored seqs below the watermark into seq_marks every this many appends.
+#: Fold the seqs stored one row per message (``seqs``) into ``seq_marks`` (1..watermark)
+#: and ``seq_runs`` (the runs above it) every this many appends.
 COMPACT_EVERY = 256
 
 _ALERT_COLUMNS = (
@@ -47,8 +48,12 @@ _ALERT_CHANGEABLE = ("status", "label", "acked_by", "labelled_by", "note", "star
 ALERT_STATUSES = ("open", "acknowledged")
 ALERT_LABELS = (None, "true_alarm", "false_alarm")
 #: The tables that hold rows of a device, in the order ``delete_device`` empties them.
+#: A device's stored seqs are ``1..watermark`` of its ``seq_marks`` row, the inclusive
+#: ranges ``lo..hi`` of its ``seq_runs`` rows (the runs above a gap: a device that lost a
+#: seq for good keeps one row per run, not one per message) and the ``seqs`` rows (one
+#: per message) stored since the last compaction folded them into those two.
 DEVICE_TABLES = ("readings", "seqs", "conflicts", "alerts", "alert_events", "seq_marks",
-                 "trimmed")
+                 "seq_runs", "trimmed")
 #: The table of the devices whose old readings a deletion (``Store.delete_before()``: the
 #: gateway's retention, ``EDGEWISE_RETENTION_DAYS``) took, with its latest such cut
 #: (``trimmed_before``): their stored history no longer starts at their beginning. Only
@@ -87,13 +92,19 @@ def new_store_id() -> str:
 
 
 def _load_tracker(
-    tracker: SeqTracker, marks: Mapping[str, int], rows: Iterable[tuple[str, Any]]
+    tracker: SeqTracker, marks: Mapping[str, int], rows: Iterable[tuple[str, Any]],
+    runs: Iterable[tuple[str, int, int]] = (),
 ) -> None:
-    """Fill ``tracker`` from the folded marks and the seqs stored above them."""
+    """Fill ``tracker`` from the folded marks, the folded runs ``(device, lo, hi)`` and
+    the seqs stored one by one (``rows``: device and its seqs)."""
     seqs = {d: [int(x) for x in (lst or ())] for d, lst in rows}
-    for device_id in set(marks) | set(seqs):
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for d, lo, hi in runs:
+        spans.setdefault(d, []).append((int(lo), int(hi)))
+    for device_id in set(marks) | set(seqs) | set(spans):
         mark = marks.get(device_id, 0)
-        tracker.load(device_id, mark, (x for x in seqs.get(device_id, ()) if x > mark))
+        tracker.load(device_id, mark, (x for x in seqs.get(device_id, ()) if x > mark),
+                     spans.get(device_id, ()))
         tracker.add(device_id, ())
 
 
@@ -102,6 +113,24 @@ def _marks_to_move(tracker: SeqTracker, marks: Mapping[str, int]) -> dict[str, i
     holds the write lock, which guards ``marks``; the watermarks are one snapshot taken
     under the tracker's own lock)."""
     return {d: w for d, w in tracker.watermarks().items() if w > marks.get(d, 0)}
+
+
+def one_device_id(what: str, device_id: Any) -> bool:
+    r"""Whether ``device_id`` can name a stored device: False for text no store can hold
+    (a NUL character, a lone surrogate: no device has it, so a look-up answers none);
+    :class:`StoreError` naming ``what`` for a value that is not a str.
+
+    >>> one_device_id("device", "pump-1"), one_device_id("device", "a\x00b")
+    (True, False)
+    >>> one_device_id("device", 7)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.StoreError: device: device_id must be a str (a device id). Got 7 (int) instead.
+    """
+    if not isinstance(device_id, str):
+        raise StoreError(f"{what}: device_id must be a str (a device id). Got {device_id!r} "
+                         f"({type(device_id).__name__}) instead.")
+    return _text_problem("device_id", device_id) is None
 
 
 def one_line(exc: BaseException) -> str:
@@ -739,7 +768,8 @@ class SQLStoreMixin:
     A backend that mixes this in provides ``url``; ``_ph``, its placeholder (``?`` or
     ``%s``); ``_db_error``, its driver's base exception; ``_seqs`` (a
     :class:`~edgewise.store._batch.SeqTracker`, which guards itself: readers of seqs never
-    take ``_wlock``), ``_appends`` and ``_closed``; ``_wlock``, the lock that serialises
+    take ``_wlock``), ``_marks`` and ``_dirty`` (the seqs folded and to fold, see
+    ``_compact_seqs``), ``_appends`` and ``_closed``; ``_wlock``, the lock that serialises
     writers (held for a whole append's transaction; a writer adds its seqs to ``_seqs``
     only after the commit, under it); ``_quotient``, the SQL of
     ``floor(ts_ns / step)`` for ``query(step_ns=…)`` with ``{step}`` in it (integer division
@@ -763,6 +793,10 @@ class SQLStoreMixin:
     _scaled_int: str | None = None
     _seqs: SeqTracker
     _marks: dict[str, int]
+    #: devices with rows in ``seqs`` that the next ``_compact_seqs`` folds (guarded by
+    #: ``_wlock``): those this process stored seqs of since, and at open every device
+    #: the table holds rows of (from before: the migration of a store made before runs)
+    _dirty: set[str]
     _appends: int
     _closed: bool
     _wlock: Any
@@ -782,17 +816,20 @@ class SQLStoreMixin:
             raise StoreError(f"Store {self.url!r} is closed; open it again with open_store().")
 
     def _load_watermarks(self, con: Any) -> None:
-        """Load the folded marks and the seqs stored above them (at open), through ``con``."""
+        """Load the folded marks and runs and the seqs stored one by one (at open), through
+        ``con``; every device with rows in ``seqs`` is to be folded (``_dirty``)."""
         self._marks = {
             d: int(w)
             for d, w in con.execute(
                 "SELECT device_id, max(watermark) FROM seq_marks GROUP BY device_id"
             ).fetchall()
         }
+        runs = con.execute("SELECT device_id, lo, hi FROM seq_runs WHERE hi >= 1").fetchall()
         rows = con.execute(
             "SELECT device_id, array_agg(DISTINCT seq) FROM seqs WHERE seq >= 1 GROUP BY device_id"
         ).fetchall()
-        _load_tracker(self._seqs, self._marks, rows)
+        _load_tracker(self._seqs, self._marks, rows, runs)
+        self._dirty = {d for d, _ in rows}
 
     def append(
         self, readings: Sequence[Reading], seqs: Mapping[str, Iterable[int]] | None = None
@@ -821,6 +858,7 @@ class SQLStoreMixin:
         ``COMPACT_EVERY`` appends, and fill ``result.watermarks``."""
         for device_id, new in new_seqs.items():
             self._seqs.add(device_id, new)
+        self._dirty.update(new_seqs)
         self._appends += 1
         if self._appends % COMPACT_EVERY == 0:
             try:
@@ -1356,8 +1394,10 @@ class SQLStoreMixin:
         record of trimmed history (:meth:`trimmed_before`) the store holds (every table of
         :data:`DEVICE_TABLES` but the readings), in one query:
         with the devices that have readings (:meth:`devices`), those
-        :meth:`has_device_data` is true of. The tables it reads stay small (seqs are folded
-        into one ``seq_marks`` row per device as they are stored); readings are not read.
+        :meth:`has_device_data` is true of. The tables it reads stay small (the seqs are
+        folded, every :data:`COMPACT_EVERY` appends, into one ``seq_marks`` row per device
+        and one ``seq_runs`` row per run above a gap: rows grow with the gaps, not the
+        messages); readings are not read.
 
         >>> from edgewise.store import open_store
         >>> from edgewise.telemetry import Reading

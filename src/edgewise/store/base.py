@@ -282,6 +282,14 @@ class Store(Protocol):
         """Summaries of every device that has readings."""
         ...
 
+    def device(self, device_id: str) -> DeviceSummary | None:
+        """The summary of one device, equal to its entry in :meth:`devices`; ``None``
+        where that has none (no readings: unknown, deleted, or retention took them all;
+        also text no store can hold, a NUL character or a lone surrogate). Reads that
+        device's summary only, not every device's: what a request about one device asks.
+        A ``device_id`` that is not a str raises :class:`~edgewise.errors.StoreError`."""
+        ...
+
     def has_device_data(self, device_id: str) -> bool:
         """Whether the store holds any row of the device (readings, seqs, alerts...)."""
         ...

@@ -83,6 +83,7 @@ from edgewise.store._sql import (
     mean_plan,
     merge_changes,
     new_store_id,
+    one_device_id,
     prune_events_where,
     record_trims,
     update_alert_query,
@@ -103,6 +104,11 @@ _SCHEMA = [
     # seqs 1..watermark folded into one row per device (see _compact_seqs)
     """CREATE TABLE IF NOT EXISTS seq_marks (
         device_id VARCHAR NOT NULL, watermark BIGINT NOT NULL)""",
+    # the stored seqs above the watermark folded into their runs lo..hi (inclusive), one
+    # row per run (see _compact_seqs); made empty in older stores, whose seqs rows the
+    # first open folds
+    """CREATE TABLE IF NOT EXISTS seq_runs (
+        device_id VARCHAR NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS conflicts (
         device_id VARCHAR NOT NULL, metric VARCHAR NOT NULL, ts_ns BIGINT NOT NULL,
         stored_value DOUBLE NOT NULL, new_value DOUBLE NOT NULL, seq BIGINT,
@@ -653,6 +659,7 @@ class DuckDBStore(SQLStoreMixin):
         self._closed = False
         self._seqs = SeqTracker()
         self._marks: dict[str, int] = {}
+        self._dirty: set[str] = set()
         self._appends = 0
         # per-device [readings, first_ns, last_ns, {metric: [readings, smallest nonzero
         # size, largest size]}] (_fold_stats): devices() and _mean_plan read it, not the table
@@ -766,34 +773,53 @@ class DuckDBStore(SQLStoreMixin):
         return mean_plan(keys, one_key=metric is not None, exact=exact)
 
     def _compact_seqs(self) -> None:
-        """Fold each device's stored seqs 1..watermark into one seq_marks row (one transaction).
+        """Fold the seqs rows (one per message) of each device that has some into its
+        seq_marks row (1..watermark) and its seq_runs rows (the runs above the watermark,
+        as the tracker holds them), in one transaction.
 
-        Keeps the seqs table (one row per message) from growing without bound; runs at open,
-        at close and every ``COMPACT_EVERY`` appends (the caller holds ``_wlock``, which
-        guards ``_marks``, or is opening the store). A crash in the middle rolls it back.
+        Keeps the seqs table from growing without bound, also for a device that lost a
+        message for good (every later seq lies above its watermark: folded into one run,
+        not kept one row each); runs at open (which folds a store's rows from before
+        runs), at close and every ``COMPACT_EVERY`` appends (the caller holds ``_wlock``,
+        which guards ``_marks`` and ``_dirty``, or is opening the store). This process is
+        the file's only writer, so its tracker holds every stored seq. A crash in the
+        middle rolls it back.
         """
-        moved = _marks_to_move(self._seqs, self._marks)
-        if not moved:
+        folded = sorted(self._dirty | set(_marks_to_move(self._seqs, self._marks)))
+        if not folded:
             return
+        states = {d: self._seqs.state(d) for d in folded}
         con = self._con
-        frame = pd.DataFrame({"device_id": list(moved),
-                              "watermark": np.array(list(moved.values()), dtype=np.int64)})
-        con.register("_ew_marks", frame)
+        devices = pd.DataFrame({"device_id": folded,
+                                "watermark": np.array([states[d][0] for d in folded],
+                                                      dtype=np.int64)})
+        runs = [(d, lo, hi) for d in folded for lo, hi in states[d][1]]
+        spans = pd.DataFrame({"device_id": [d for d, _, _ in runs],
+                              "lo": np.array([lo for _, lo, _ in runs], dtype=np.int64),
+                              "hi": np.array([hi for _, _, hi in runs], dtype=np.int64)})
+        con.register("_ew_marks", devices)
+        con.register("_ew_runs", spans)
         try:
             con.execute("BEGIN")
             try:
                 con.execute("DELETE FROM seq_marks WHERE device_id IN "
                             "(SELECT device_id FROM _ew_marks)")
-                con.execute("INSERT INTO seq_marks SELECT device_id, watermark FROM _ew_marks")
+                con.execute("INSERT INTO seq_marks SELECT device_id, watermark FROM _ew_marks "
+                            "WHERE watermark > 0")
+                con.execute("DELETE FROM seq_runs WHERE device_id IN "
+                            "(SELECT device_id FROM _ew_marks)")
+                con.execute("INSERT INTO seq_runs SELECT device_id, lo, hi FROM _ew_runs")
                 con.execute("DELETE FROM seqs USING _ew_marks m WHERE seqs.device_id = "
-                            "m.device_id AND seqs.seq <= m.watermark")
+                            "m.device_id")
                 con.execute("COMMIT")
             except BaseException:
                 _rollback(con)  # a failed COMMIT ended it: its error is the one raised
                 raise
         finally:
             con.unregister("_ew_marks")
-        self._marks.update(moved)
+            con.unregister("_ew_runs")
+        self._marks.update((d, states[d][0]) for d in folded)
+        self._dirty.difference_update(folded)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -970,6 +996,7 @@ class DuckDBStore(SQLStoreMixin):
                 raise StoreError(f"Deleting device {device_id!r} failed: {exc}") from exc
             self._seqs.forget(device_id)
             self._marks.pop(device_id, None)
+            self._dirty.discard(device_id)
             with self._stats_lock:
                 self._stats.pop(device_id, None)
             if total and purge:
@@ -1308,6 +1335,26 @@ class DuckDBStore(SQLStoreMixin):
             items = sorted((d, st[0], st[1], st[2], sorted(st[3]))
                            for d, st in self._stats.items() if st[0] > 0)
         return [DeviceSummary(*item) for item in items]
+
+    def device(self, device_id: str) -> DeviceSummary | None:
+        """One device's summary, its entry in :meth:`devices` (``None`` for none), from
+        the totals kept in memory for it alone.
+
+        >>> from edgewise.telemetry import Reading
+        >>> s = DuckDBStore(":memory:")
+        >>> _ = s.append([Reading("a", "t", 5, 1.0), Reading("a", "p", 7, 2.0)])
+        >>> s.device("a"), s.device("b")
+        (DeviceSummary(device_id='a', readings=2, first_ns=5, last_ns=7, metrics=['p', 't']), None)
+        >>> s.close()
+        """
+        self._check_open()
+        if not one_device_id("device", device_id):
+            return None
+        with self._stats_lock:
+            st = self._stats.get(device_id)
+            if st is None or st[0] <= 0:
+                return None
+            return DeviceSummary(device_id, st[0], st[1], st[2], sorted(st[3]))
 
     def count_readings(self) -> int:
         """Total readings stored."""

@@ -40,7 +40,7 @@ def newest_rows(store: Any, device_id: str, metric: str | None, start_ns: int | 
     rows = store.query(device_id, metric, start_ns, end_ns, None, limit + 1)
     if len(rows) <= limit:
         return rows, start_ns, False
-    summary = next((d for d in store.devices() if d.device_id == device_id), None)
+    summary = store.device(device_id)  # that device's alone, not the fleet's
     hi = end_ns
     if hi is None:  # up to the device's newest reading
         newest = summary.last_ns if summary is not None and summary.last_ns is not None else (

@@ -38,7 +38,10 @@ do not, the device was deleted since, and its state is loaded again from the tab
 named in :attr:`~edgewise.store.base.AppendResult.reset`), and it is never folded into
 ``seq_marks`` (which would acknowledge the old watermark to the device registered again).
 The watermark acked to a device that subscribes before its first message is checked so
-too (:meth:`~PostgresStore.recheck_seq_watermark`).
+too (:meth:`~PostgresStore.recheck_seq_watermark`). Each process folds the ``seqs`` rows
+it stored (one per message) into ``seq_marks`` and ``seq_runs`` (one row per run of seqs
+above a gap) from what the tables hold (:meth:`~PostgresStore._compact_seqs`), under the
+devices' advisory locks, which a deletion takes too.
 """
 
 from __future__ import annotations
@@ -49,7 +52,6 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
-from itertools import chain
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -74,6 +76,7 @@ from edgewise.store._sql import (
     mark_merged,
     merge_changes,
     new_store_id,
+    one_device_id,
     prune_events_where,
     recorded_cut,
     update_alert_query,
@@ -88,6 +91,37 @@ __all__ = ["PostgresStore"]
 #: adds one to it in its transaction (none: 0), so a gateway process sharing the store
 #: checks the seq state it loaded before (:meth:`PostgresStore._sync_seqs`) once more.
 DELETIONS = "devices_deleted"
+
+#: Takes a device's advisory lock (the store's schema, the device id) until the
+#: transaction ends: a deletion of the device and the compactions of its seqs
+#: (:meth:`PostgresStore._compact_seqs`) of every process take it, so they never overlap.
+_DEVICE_LOCK = "SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext(%s))"
+
+#: Folds the seqs of the devices given (``%s``: text[]) that the tables hold, in one
+#: statement (one snapshot): each device's mark, runs and seqs rows are joined into
+#: disjoint runs (an interval union: a run starts where it is more than one past every
+#: earlier run's end); the run from 1 becomes its mark (never lowered), the others its
+#: ``seq_runs`` rows, and the rows read are deleted. Answers each device's mark.
+_FOLD = (
+    "WITH d AS (SELECT DISTINCT u.d FROM unnest(%s::text[]) AS u(d)), "
+    "r AS (SELECT m.device_id AS d, 1::bigint AS lo, m.watermark AS hi FROM seq_marks m "
+    "JOIN d ON m.device_id = d.d WHERE m.watermark >= 1 "
+    "UNION ALL SELECT x.device_id, x.lo, x.hi FROM seq_runs x JOIN d ON x.device_id = d.d "
+    "UNION ALL SELECT s.device_id, s.seq, s.seq FROM seqs s JOIN d ON s.device_id = d.d "
+    "WHERE s.seq >= 1), "
+    "o AS (SELECT d, lo, hi, max(hi) OVER (PARTITION BY d ORDER BY lo, hi "
+    "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach FROM r), "
+    "g AS (SELECT d, lo, hi, sum(CASE WHEN reach IS NULL OR lo > reach + 1 THEN 1 ELSE 0 END) "
+    "OVER (PARTITION BY d ORDER BY lo, hi ROWS UNBOUNDED PRECEDING) AS run FROM o), "
+    "i AS (SELECT d, min(lo) AS lo, max(hi) AS hi FROM g GROUP BY d, run), "
+    "marks AS (INSERT INTO seq_marks SELECT i.d, i.hi FROM i WHERE i.lo = 1 "
+    "ON CONFLICT (device_id) DO UPDATE "
+    "SET watermark = greatest(seq_marks.watermark, excluded.watermark)), "
+    "gone AS (DELETE FROM seq_runs x USING d WHERE x.device_id = d.d), "
+    "runs AS (INSERT INTO seq_runs SELECT i.d, i.lo, i.hi FROM i WHERE i.lo > 1), "
+    "folded AS (DELETE FROM seqs s USING d WHERE s.device_id = d.d) "
+    "SELECT d.d, coalesce((SELECT i.hi FROM i WHERE i.d = d.d AND i.lo = 1), 0) FROM d"
+)
 
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -106,6 +140,11 @@ _TABLES = [
         device_id text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (device_id, seq))""",
     """CREATE TABLE IF NOT EXISTS seq_marks (
         device_id text PRIMARY KEY, watermark bigint NOT NULL)""",
+    # the stored seqs above a device's mark folded into their runs lo..hi (inclusive), one
+    # row per run (PostgresStore._compact_seqs); made empty in older stores, whose seqs
+    # rows the first open folds
+    """CREATE TABLE IF NOT EXISTS seq_runs (
+        device_id text NOT NULL, lo bigint NOT NULL, hi bigint NOT NULL)""",
     # per-device totals kept up to date by append and the deletes, so that devices() does
     # not aggregate the whole readings table on every dashboard request
     """CREATE TABLE IF NOT EXISTS device_stats (
@@ -136,6 +175,7 @@ _TABLES = [
     """CREATE TABLE IF NOT EXISTS trimmed (
         device_id text PRIMARY KEY, before_ns bigint NOT NULL)""",
     """CREATE INDEX IF NOT EXISTS alert_events_device ON alert_events (device_id)""",
+    """CREATE INDEX IF NOT EXISTS seq_runs_device ON seq_runs (device_id, lo)""",
     """CREATE INDEX IF NOT EXISTS alerts_device ON alerts (device_id, start_ns)""",
     # list_alerts' order and keyset (start_ns, created_ns, id): a page deep in the list is
     # an index range read, not a sort of every alert
@@ -349,6 +389,7 @@ class PostgresStore(SQLStoreMixin):
         self._closed = False
         self._seqs = SeqTracker()
         self._marks: dict[str, int] = {}
+        self._dirty: set[str] = set()
         # device -> the deletion generation (DELETIONS) its seq state in _seqs was last
         # checked at; a device missing has none here yet, and is looked up in the tables at
         # its first append (_sync_seqs). Guarded by _wlock, as _top is.
@@ -386,11 +427,9 @@ class PostgresStore(SQLStoreMixin):
             con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             self._load_watermarks(con)
             gen = self._deletions(con)
-            tops = dict(con.execute(
-                "SELECT device_id, max(seq) FROM seqs GROUP BY device_id").fetchall())
         for d, w in self._seqs.watermarks().items():
             self._gens[d] = gen
-            self._top[d] = max(int(tops.get(d) or 0), self._marks.get(d, 0), w)
+            self._top[d] = max(self._seqs.top(d), self._marks.get(d, 0), w)
 
     # -- connections ------------------------------------------------------------------------
 
@@ -622,21 +661,23 @@ class PostgresStore(SQLStoreMixin):
         record as stored (devices with none left out): another gateway process sharing the
         store stored them (or this one, since it was opened, in a commit whose seqs the
         tracker gets just after). One statement for every device, so one round trip and
-        one snapshot: a compaction moving seqs into ``seq_marks`` meanwhile is seen whole
-        or not at all."""
+        one snapshot: a compaction moving seqs into ``seq_marks`` and ``seq_runs``
+        meanwhile is seen whole or not at all."""
         devices = [d for d, qs in seqs.items() for _ in qs]
         wanted = [q for qs in seqs.values() for q in qs]
         with self._seq_lock:
             con = self._live("_seq_reader")
             try:
-                # the LATERAL ... LIMIT 1 keeps one primary-key probe per pair asked: an
+                # the LATERAL ... LIMIT 1 keeps one index probe per pair asked: an
                 # EXISTS may be planned as a hash of the whole seqs table instead
                 rows = con.execute(
                     "SELECT q.d, q.s FROM unnest(%s::text[], %s::bigint[]) AS q(d, s) "
                     "LEFT JOIN seq_marks m ON m.device_id = q.d "
                     "LEFT JOIN LATERAL (SELECT true AS hit FROM seqs WHERE seqs.device_id "
                     "= q.d AND seqs.seq = q.s LIMIT 1) x ON true "
-                    "WHERE q.s <= coalesce(m.watermark, 0) OR x.hit",
+                    "LEFT JOIN LATERAL (SELECT true AS hit FROM seq_runs r WHERE r.device_id "
+                    "= q.d AND r.lo <= q.s AND r.hi >= q.s LIMIT 1) y ON true "
+                    "WHERE q.s <= coalesce(m.watermark, 0) OR x.hit OR y.hit",
                     [devices, wanted],
                 ).fetchall()
             except self._psycopg.Error as exc:
@@ -653,36 +694,34 @@ class PostgresStore(SQLStoreMixin):
         return out
 
     def _compact_seqs(self) -> None:
-        """Fold each device's seqs 1..watermark into its seq_marks row (one statement, so
-        one snapshot), leaving out a device deleted since this process's seq state of it
-        was checked (a deletion since, and the tables lack some of its seqs 1..watermark):
-        that state is the deleted device's, and its mark would be acknowledged to the
-        device registered again."""
-        with self._wlock:  # guards _marks and _gens (_seqs guards itself)
-            moved = _marks_to_move(self._seqs, self._marks)
-            if not moved:
+        """Fold the seqs rows (one per message) of the devices this process stored seqs
+        of since the last compaction (at open: of every device the table holds rows of)
+        into their ``seq_marks`` row (1..watermark) and ``seq_runs`` rows (the runs above
+        it), so that a device that lost a message for good keeps one row per run, not one
+        per message it sent since.
+
+        What is folded is what the tables hold (:data:`_FOLD`), not this process's
+        tracker, which may lack what another process stored, or be the state of a device
+        deleted since (whose mark would be acknowledged to the device registered again).
+        The devices' advisory locks (:data:`_DEVICE_LOCK`), taken first, in one order,
+        serialise it with the other processes' compactions and deletions of them, so
+        each device's runs stay disjoint; seqs an append commits meanwhile stay in
+        ``seqs`` for the next one."""
+        with self._wlock:  # guards _marks and _dirty (_seqs guards itself)
+            folded = sorted(self._dirty | set(_marks_to_move(self._seqs, self._marks)))
+            if not folded:
                 return
+            seen = {d: self._seqs.watermark(d) for d in folded}
             con = self._write_con()
-            devs, marks = list(moved), list(moved.values())
-            gens = [self._gens.get(d, 0) for d in devs]
-            done = con.execute(
-                "WITH u AS (SELECT u.*, coalesce((SELECT watermark FROM seq_marks k "
-                "WHERE k.device_id = u.d), 0) AS mark "
-                "FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS u(d, w, g)), "
-                # checked at this generation, or the tables still hold its seqs 1..w
-                "m AS (SELECT d, w FROM u WHERE u.g = coalesce((SELECT value::bigint "
-                "FROM ew_meta WHERE key = %s), 0) OR (SELECT count(*) FROM seqs s "
-                "WHERE s.device_id = u.d AND s.seq > u.mark AND s.seq <= u.w) "
-                ">= u.w - u.mark), "
-                "ins AS (INSERT INTO seq_marks SELECT d, w FROM m "
-                "ON CONFLICT (device_id) DO UPDATE "
-                "SET watermark = greatest(seq_marks.watermark, excluded.watermark)), "
-                "del AS (DELETE FROM seqs USING m "
-                "WHERE seqs.device_id = m.d AND seqs.seq <= m.w) "
-                "SELECT d FROM m",
-                [devs, marks, gens, DELETIONS],
-            ).fetchall()
-            self._marks.update({d: moved[d] for (d,) in done})
+            with con.transaction():
+                con.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(current_schema()), k) FROM "
+                    "(SELECT DISTINCT hashtext(d) AS k FROM unnest(%s::text[]) AS u(d) "
+                    "ORDER BY 1) AS o", [folded])
+                rows = con.execute(_FOLD, [folded]).fetchall()
+            for d, mark in rows:  # (a mark below the tracker's: deleted; read again later)
+                self._marks[d] = max(self._marks.get(d, 0), int(mark), seen[d])
+            self._dirty.difference_update(folded)
 
     def _sync_seqs(self, con: Any, want: Mapping[str, list[tuple[int, int]]]) -> set[str]:
         """Bring the seq state of the devices of ``want`` up to date with the tables, in
@@ -715,19 +754,30 @@ class PostgresStore(SQLStoreMixin):
             "AS gen), "
             "v AS (SELECT d, min(g) AS g, min(w) AS w, coalesce((SELECT max(watermark) "
             "FROM seq_marks m WHERE m.device_id = q.d), 0) AS mark FROM q GROUP BY d), "
+            # the seqs mark+1..w the tables hold: those of its runs (disjoint), and of its
+            # seqs rows those in no run (an append may store a seq a run holds already)
             "x AS (SELECT v.*, c.gen, v.g < 0 OR (v.g <> c.gen AND v.mark < v.w AND "
-            "(SELECT count(*) FROM seqs s WHERE s.device_id = v.d AND s.seq > v.mark "
-            "AND s.seq <= v.w) < v.w - v.mark) AS whole FROM v, c) "
+            "coalesce((SELECT sum(least(r.hi, v.w) - greatest(r.lo, v.mark + 1) + 1) "
+            "FROM seq_runs r WHERE r.device_id = v.d AND r.lo <= v.w AND r.hi > v.mark), 0) "
+            "+ (SELECT count(*) FROM seqs s WHERE s.device_id = v.d AND s.seq > v.mark "
+            "AND s.seq <= v.w AND NOT EXISTS (SELECT 1 FROM seq_runs r WHERE r.device_id "
+            "= v.d AND r.lo <= s.seq AND r.hi >= s.seq)) < v.w - v.mark) AS whole FROM v, c) "
             "SELECT x.d, x.gen, x.mark, x.whole, CASE WHEN x.whole "
             "THEN array(SELECT seq FROM seqs WHERE seqs.device_id = x.d) "
             "ELSE array(SELECT s.seq FROM q JOIN seqs s ON s.device_id = q.d "
-            "AND s.seq BETWEEN q.lo AND q.hi WHERE q.d = x.d) END FROM x",
+            "AND s.seq BETWEEN q.lo AND q.hi WHERE q.d = x.d) END, CASE WHEN x.whole "
+            "THEN array(SELECT ARRAY[r.lo, r.hi] FROM seq_runs r WHERE r.device_id = x.d) "
+            "ELSE array(SELECT ARRAY[greatest(r.lo, q.lo), least(r.hi, q.hi)] FROM q "
+            "JOIN seq_runs r ON r.device_id = q.d AND r.lo <= q.hi AND r.hi >= q.lo "
+            "WHERE q.d = x.d) END FROM x",
             [devs, los, his, gs, ws, DELETIONS],
         ).fetchall()
         reset: set[str] = set()
-        for d, gen, mark, whole, found in rows:
+        for d, gen, mark, whole, found, spans in rows:
             gen, mark = int(gen), int(mark)
             seqs = [int(x) for x in found or ()]
+            runs = [(int(a), int(b)) for a, b in spans or ()]
+            seqs_top = max([*seqs, *(b for _, b in runs)], default=0)
             wm = self._seqs.watermark(d)
             top = self._top.get(d, wm)
             self._gens[d] = gen
@@ -738,14 +788,14 @@ class PostgresStore(SQLStoreMixin):
                 if whole:  # what was looked up of it is of the state replaced
                     self._looked.pop(d, None)
                     self._rechecked.pop(d, None)
-                self._seqs.load(d, mark, seqs)
+                self._seqs.load(d, mark, seqs, runs)
                 self._marks[d] = mark
-                self._top[d] = max([mark, *seqs])
+                self._top[d] = max(mark, seqs_top)
                 continue
-            covered = (range(lo, min(hi, mark) + 1) for lo, hi in want[d] if lo <= mark)
-            self._seqs.add(d, chain(seqs, *covered))
+            covered = [(lo, min(hi, mark)) for lo, hi in want[d] if lo <= mark]
+            self._seqs.add(d, seqs, [*runs, *covered])
             self._marks[d] = max(self._marks.get(d, 0), mark)
-            self._top[d] = max([top, mark, *seqs])
+            self._top[d] = max(top, mark, seqs_top)
         return reset
 
     def _sync_wanted(
@@ -1036,18 +1086,22 @@ class PostgresStore(SQLStoreMixin):
         counts = self._write(
             f"Deleting device {device_id!r}",
             [
+                # first: a compaction of the device (another process's too) is done, or
+                # waits for this deletion and then finds none of its rows
+                (_DEVICE_LOCK, [device_id]),
                 *((f"DELETE FROM {t} WHERE device_id = %s", [device_id])
                   for t in (*DEVICE_TABLES, "device_stats", "device_metrics")),
                 # the next generation: other processes check their seq state again
                 (("INSERT INTO ew_meta VALUES (%s, '1') ON CONFLICT (key) DO UPDATE "
                   "SET value = (ew_meta.value::bigint + 1)::text"), [DELETIONS]),
             ],
-        )[: len(DEVICE_TABLES)]  # the device_stats rows are not stored rows
+        )[1: 1 + len(DEVICE_TABLES)]  # the device_stats rows are not stored rows
         # nor is the note of a retention cut
         counts = [c for t, c in zip(DEVICE_TABLES, counts, strict=True) if t != TRIMMED]
         with self._wlock:
             self._seqs.forget(device_id)
             self._marks.pop(device_id, None)
+            self._dirty.discard(device_id)
             self._gens.pop(device_id, None)  # looked up again at its next append
             self._looked.pop(device_id, None)
             self._rechecked.pop(device_id, None)
@@ -1182,6 +1236,22 @@ class PostgresStore(SQLStoreMixin):
         return [
             DeviceSummary(d, int(n), int(lo), int(hi), sorted(ms)) for d, n, lo, hi, ms in rows
         ]
+
+    def device(self, device_id: str) -> DeviceSummary | None:
+        """One device's summary, its entry in :meth:`devices` (``None`` for none): one
+        look-up of its rows by their primary keys, not every device's."""
+        self._check_open()
+        if not one_device_id("device", device_id):
+            return None
+        rows = self._read(
+            "SELECT s.readings, s.first_ns, s.last_ns, array_remove(array_agg(m.metric), NULL) "
+            "FROM device_stats s LEFT JOIN device_metrics m USING (device_id) "
+            "WHERE s.device_id = %s AND s.readings > 0 "
+            "GROUP BY s.readings, s.first_ns, s.last_ns", [device_id])
+        if not rows:
+            return None
+        n, lo, hi, ms = rows[0]
+        return DeviceSummary(device_id, int(n), int(lo), int(hi), sorted(ms))
 
     def count_readings(self) -> int:
         """Total readings stored."""

@@ -199,15 +199,15 @@ def _unregistered_row(device_id: str) -> dict[str, Any]:
 
 def device_summary(security: Any, store: Any, device_id: str,
                    metric: str | None = None) -> Any:
-    """The store's summary of ``device_id`` (:meth:`~edgewise.store.base.Store.devices`;
-    ``None`` for a known device with no readings), read once; a 404 problem for an unknown
-    device (:func:`known_device`), or for a ``metric`` (when given) it has never had,
-    listing the metrics it has. Text no store can hold (a NUL character) is no device's
-    nor metric's: its 404, not the store's refusal (:func:`~edgewise.server.problems.
-    storable`)."""
+    """The store's summary of ``device_id`` (:meth:`~edgewise.store.base.Store.device`:
+    that device's alone; ``None`` for a known device with no readings), read once; a 404
+    problem for an unknown device (:func:`known_device`), or for a ``metric`` (when given)
+    it has never had, listing the metrics it has. Text no store can hold (a NUL
+    character) is no device's nor metric's: its 404, not the store's refusal
+    (:func:`~edgewise.server.problems.storable`)."""
     if not storable(device_id):
         raise not_found(device_id)
-    summary = next((s for s in store.devices() if s.device_id == device_id), None)
+    summary = store.device(device_id)
     if summary is None and not known_device(security, store, device_id):
         raise not_found(device_id)
     if metric and (summary is None or metric not in summary.metrics):
@@ -222,8 +222,7 @@ def known_device(security: Any, store: Any, device_id: str) -> bool:
     character: PostgreSQL refuses it, a 503 for what is only an unknown id)."""
     if not storable(device_id):
         return False
-    if security.has_device(device_id) or any(s.device_id == device_id
-                                              for s in store.devices()):
+    if security.has_device(device_id) or store.device(device_id) is not None:
         return True
     return store.has_device_data(device_id) or security.data_kept(device_id)
 

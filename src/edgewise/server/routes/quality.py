@@ -72,8 +72,9 @@ MAX_READINGS = config.MAX_READINGS
 
 
 def _summary(store: Any, device_id: str) -> Any:
-    """The store's summary of the device (its first reading, its metrics), or ``None``."""
-    return next((d for d in store.devices() if d.device_id == device_id), None)
+    """The store's summary of the device (its first reading, its metrics), or ``None``:
+    that device's alone (:meth:`~edgewise.store.base.Store.device`)."""
+    return store.device(device_id)
 
 
 def _span(summary: Any, start_ns: int, end_ns: int | None,

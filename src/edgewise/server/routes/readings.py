@@ -150,7 +150,7 @@ def _still_there(store: Any, device_id: str, had_readings: bool) -> Callable[[],
     none now (deleted meanwhile: the rows read are a cut history, and the connection is
     to break, not end as if whole)."""
     def check() -> None:
-        if had_readings and not any(s.device_id == device_id for s in store.devices()):
+        if had_readings and store.device(device_id) is None:
             raise StoreError(
                 f"Device {device_id!r} was deleted while its readings were exported as CSV: "
                 "the CSV sent is cut short (the connection is closed without its end); "

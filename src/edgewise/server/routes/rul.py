@@ -260,7 +260,7 @@ def _score(store: Any, paths: list[Path], device_id: str) -> dict[str, Any]:
     if trimmed is not None:  # said without reading the rows or loading a model
         return _none(device_id, "history_trimmed", "The RUL model cannot score device "
                      f"{device_id!r}: {trimmed_reason(trimmed)}.", paths[0].name)
-    summary = next((s for s in store.devices() if s.device_id == device_id), None)
+    summary = store.device(device_id)
     if summary is None or not summary.readings:  # said without loading a model
         return _none(device_id, "no_history", f"Device {device_id!r} has no stored readings.",
                      paths[0].name)
