@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import hmac
 import json
 import logging
@@ -67,7 +68,7 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,74 @@ def webhook_secret(data_dir: Path, configured: str = "") -> tuple[bytes, Path | 
     return made.encode(), path
 
 
+class _Pending:
+    """The alerts known new and not yet handled, as ``(created_ns, id)``: a set that also
+    gives its oldest (:meth:`first`, the order alerts are sent in) and whether it holds an
+    id, each in O(log n), so that a backlog of n alerts is sent in O(n log n), not O(n²).
+
+    >>> p = _Pending()
+    >>> p.update([(5, "b"), (3, "c"), (5, "a")])
+    >>> p.first(), len(p), p.has_id("c")
+    ((3, 'c'), 3, True)
+    >>> p.discard((3, "c")); p.first(), p.has_id("c")
+    ((5, 'a'), False)
+    """
+
+    __slots__ = ("_heap", "_ids", "_items")
+
+    def __init__(self) -> None:
+        self._items: set[tuple[int, str]] = set()
+        self._heap: list[tuple[int, str]] = []  # a superset of _items (stale ones popped)
+        self._ids: dict[str, int] = {}  # how many items have the id
+
+    def add(self, item: tuple[int, str]) -> bool:
+        """Add ``item``; whether it was not held."""
+        if item in self._items:
+            return False
+        self._items.add(item)
+        self._ids[item[1]] = self._ids.get(item[1], 0) + 1
+        heapq.heappush(self._heap, item)
+        if len(self._heap) > 2 * len(self._items) + 64:  # stale ones never at the top
+            self._heap = list(self._items)
+            heapq.heapify(self._heap)
+        return True
+
+    def update(self, items: Iterable[tuple[int, str]]) -> None:
+        for item in items:
+            self.add(item)
+
+    def discard(self, item: tuple[int, str]) -> None:
+        if item not in self._items:
+            return
+        self._items.discard(item)
+        left = self._ids[item[1]] - 1
+        if left:
+            self._ids[item[1]] = left
+        else:
+            del self._ids[item[1]]
+        heap = self._heap
+        while heap and heap[0] not in self._items:
+            heapq.heappop(heap)
+
+    def first(self) -> tuple[int, str]:
+        """The oldest item (by creation, then id); raises ``ValueError`` when empty."""
+        if not self._items:
+            raise ValueError("no alert is pending")
+        return self._heap[0]  # discard keeps a held item at the top
+
+    def has_id(self, alert_id: str) -> bool:
+        return alert_id in self._ids
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class Webhook:
     """One receiver: the thread that sends it each new alert of ``store`` once, and each
     alert event (acknowledgement, label, merge) of the store's outbox once, after its
@@ -350,9 +419,23 @@ class Webhook:
         self._old_file = False
         self._by_floor = False
         # (created_ns, id) of alerts known new and not yet handled
-        self._pending: set[tuple[int, str]] = set()
+        self._pending = _Pending()
+        # (number, id) of the pending alerts whose raise number is known, lowest first
+        # (stale ones, of alerts handled since, are dropped when at the top): the cursor
+        # by number stays below the lowest (:meth:`_raised_cursor`)
+        self._pending_seqs: list[tuple[int, str]] = []
         self._floor_ns, self._done = self._load()
         self._unseen.update(self._done)
+        # what :meth:`_prune` knows of ``done``, so that it looks at each entry a bounded
+        # number of times, not all of them at every alert: the ids to look at again (added
+        # or taken from ``unseen`` since); and for the others, what keeps each: its
+        # creation time above the floor (0) or its raise number above the cursor (1), in
+        # a heap each (stale entries skipped: ``_kept[id]`` names the one that counts).
+        # Those kept only as ``unseen`` are looked at again when a read by number covers
+        # them.
+        self._recheck: list[str] = list(self._done)
+        self._kept: dict[str, tuple[int, int]] = {}
+        self._kept_heaps: tuple[list[tuple[int, str]], list[tuple[int, str]]] = ([], [])
         try:
             changed = self._place_events()
         except Exception as exc:  # a webhook is no reason to stop the start
@@ -509,8 +592,21 @@ class Webhook:
         """The alert cursor by raise number to keep: the highest number read, held below
         the pending alerts' (an alert found by number and not yet handled is read again
         after a restart; those handled above it are in ``done``)."""
-        held = [self._seq_of[i] - 1 for _, i in self._pending if i in self._seq_of]
-        return min([self._read_upto, *held])
+        heap = self._pending_seqs
+        while heap and not (self._pending.has_id(heap[0][1])
+                            and self._seq_of.get(heap[0][1]) == heap[0][0]):
+            heapq.heappop(heap)
+        if len(heap) > 2 * len(self._pending) + 64:  # stale ones below the top
+            heap[:] = [(self._seq_of[i], i) for i in {i for _, i in self._pending}
+                       if i in self._seq_of]
+            heapq.heapify(heap)
+        return min(self._read_upto, heap[0][0] - 1) if heap else self._read_upto
+
+    def _add_pending(self, items: Iterable[tuple[int, str]]) -> None:
+        """Add ``(created_ns, id)`` items to the pending alerts."""
+        for item in items:
+            if self._pending.add(item) and item[1] in self._seq_of:
+                heapq.heappush(self._pending_seqs, (self._seq_of[item[1]], item[1]))
 
     def _handled(self, created_ns: int, alert_id: str) -> None:
         """Record that an alert is done with (sent, refused or gone) and persist it."""
@@ -526,22 +622,63 @@ class Webhook:
         else:
             floor = min(time.time_ns(), self._swept_ns) - CREATION_SLACK_NS
         if self._pending:
-            floor = min(floor, min(c for c, _ in self._pending) - 1)
+            floor = min(floor, self._pending.first()[0] - 1)
         self._floor_ns = max(self._floor_ns, floor)
-        # kept while the floor or the cursor by number is below it (a read by number
-        # would find it again), or its number is not known yet
-        after = self._raised_cursor()
-        self._done = {k: v for k, v in self._done.items()
-                      if v > self._floor_ns or self._seq_of.get(k, 0) > after
-                      or k in self._unseen}
-        held = self._done.keys() | {i for _, i in self._pending}
-        self._seq_of = {k: v for k, v in self._seq_of.items() if k in held}
-        self._unseen &= held
+        self._recheck.append(alert_id)
+        self._prune()
         self._unsaved = True
         # written once the backlog is sent, else at most every SAVE_EVERY_S: a storm of
         # alerts does not rewrite the file for each (a crash may send those again)
         if not self._pending or time.monotonic() - self._saved_at >= self.SAVE_EVERY_S:
             self._flush()
+
+    def _prune(self) -> None:
+        """Drop from ``done`` the alerts no read can find again, with their raise numbers:
+        an alert is kept while the floor or the cursor by number is below it (a read by
+        number would find it again), or its number is not known yet (``unseen``).
+
+        The floor only rises, and so does the cursor by number once placed: an entry is
+        looked at when added, when a read by number covers it, and when the floor or the
+        cursor passes what kept it (:attr:`_kept`), so a handled alert costs O(log n),
+        not a pass over every entry; what is kept is what such a pass would keep."""
+        floor, after = self._floor_ns, self._raised_cursor()
+        by_created, by_seq = self._kept_heaps
+        recheck, self._recheck = self._recheck, []
+        for k in recheck:
+            self._settle(k, floor, after)
+        for which, heap, upto in ((0, by_created, floor), (1, by_seq, after)):
+            while heap and heap[0][0] <= upto:
+                key, k = heapq.heappop(heap)
+                if self._kept.get(k) == (which, key):
+                    del self._kept[k]
+                    self._settle(k, floor, after)
+            if len(heap) > 2 * len(self._kept) + 64:  # entries superseded: rebuilt
+                heap[:] = [(key, k) for k, (w, key) in self._kept.items() if w == which]
+                heapq.heapify(heap)
+
+    def _settle(self, alert_id: str, floor: int, after: int) -> None:
+        """Keep ``done``'s entry of ``alert_id`` (noting what keeps it), or drop it."""
+        created_ns = self._done.get(alert_id)
+        if created_ns is None:
+            return
+        seq = self._seq_of.get(alert_id, 0)
+        if created_ns > floor:
+            kept: tuple[int, int] | None = (0, created_ns)
+        elif seq > after:
+            kept = (1, seq)
+        elif alert_id in self._unseen:  # looked at again once a read by number covers it
+            kept = None
+        else:
+            del self._done[alert_id]
+            self._kept.pop(alert_id, None)
+            if not self._pending.has_id(alert_id):
+                self._seq_of.pop(alert_id, None)
+            return
+        if kept is None:
+            self._kept.pop(alert_id, None)
+        elif self._kept.get(alert_id) != kept:
+            self._kept[alert_id] = kept
+            heapq.heappush(self._kept_heaps[kept[0]], (kept[1], alert_id))
 
     #: While alerts are waiting, the cursor file is written at most this often.
     SAVE_EVERY_S = 1.0
@@ -571,7 +708,7 @@ class Webhook:
         with self._hint_lock:
             hints, self._hints = self._hints, []
         # an alert the gateway just raised is new whatever its creation time says
-        self._pending.update(h for h in hints if h[1] and h[1] not in self._done)
+        self._add_pending(h for h in hints if h[1] and h[1] not in self._done)
 
     def _sweep(self, page: int = 1000) -> None:
         """Add the alerts not handled to the pending ones: those without a raise number
@@ -582,8 +719,7 @@ class Webhook:
         after: tuple[int, str] | None = None
         while True:
             alerts = self.store.unnumbered_alerts(self._floor_ns, limit=page, after=after)
-            self._pending.update((a.created_ns, a.id) for a in alerts
-                                 if a.id not in self._done)
+            self._add_pending((a.created_ns, a.id) for a in alerts if a.id not in self._done)
             if len(alerts) < page:
                 break
             after = (alerts[-1].created_ns, alerts[-1].id)
@@ -604,12 +740,17 @@ class Webhook:
                         and a.id not in self._done):
                     self._done[a.id] = a.created_ns
                 self._seq_of[a.id] = seq
-                if a.id not in self._done:
+                if a.id in self._done:
+                    self._recheck.append(a.id)  # kept now by its number, maybe
+                else:
                     self._pending.add((a.created_ns, a.id))
+                if self._pending.has_id(a.id):
+                    heapq.heappush(self._pending_seqs, (seq, a.id))
                 self._read_upto = seq
             if len(rows) < page:
                 break
         self._unseen -= covered
+        self._recheck.extend(k for k in covered if k in self._done)
         if self._by_floor:  # the floor has spoken: the file keeps the number from now on
             self._by_floor = False
             self._unsaved = True
@@ -640,14 +781,14 @@ class Webhook:
 
         One created at or before the floor may still be new (numbered above the highest
         number read: its writer's clock behind): the alerts numbered since are read first."""
-        if any(i == alert.id for _, i in self._pending):
+        if self._pending.has_id(alert.id):
             return False
         if alert.id in self._done:
             return True
         if alert.created_ns > self._floor_ns:
             return False
         self._read_raised()
-        return not any(i == alert.id for _, i in self._pending)
+        return not self._pending.has_id(alert.id)
 
     # -- sending ------------------------------------------------------------------------
     def _count(self, outcome: str) -> None:
@@ -790,14 +931,15 @@ class Webhook:
         # read while alerts wait too: else a stream of new alerts held every event back
         self._read_events()
         if (self._pending and not self._events
-                and min(self._pending)[0] > self._events_read_ns):
+                and self._pending.first()[0] > self._events_read_ns):
             # the oldest alert was raised after the last read: an event committed between
             # that read and the alert's creation goes first (one read per step at most:
             # after it, that alert is older than the read)
             self._read_events(now_too=True)
         self.metrics.set(_PENDING, len(self._pending), webhook=self.id)
         event_due = bool(self._events) and time.monotonic() >= self._event_retry_at
-        if event_due and (not self._pending or self._events[0].at_ns < min(self._pending)[0]):
+        if event_due and (not self._pending
+                          or self._events[0].at_ns < self._pending.first()[0]):
             return self._event_step(failures)
         if self._pending:  # also ahead of an event waiting for its retry
             return self._alert_step(failures)
@@ -808,7 +950,7 @@ class Webhook:
 
     def _alert_step(self, failures: int) -> int:
         """Send the oldest pending alert; the failures in a row since."""
-        created_ns, alert_id = min(self._pending)
+        created_ns, alert_id = self._pending.first()
         outcome, retry_after = self._send(alert_id)
         self._count(outcome)
         if outcome == "failed":
@@ -838,7 +980,7 @@ class Webhook:
         else:
             waiting = [a for a in (alert, into) if a is not None and not self._raised_handled(a)]
             if waiting:  # the receiver hears of the alert first (oldest pending first)
-                self._pending.update((int(a.created_ns), a.id) for a in waiting)
+                self._add_pending((int(a.created_ns), a.id) for a in waiting)
                 return self._alert_step(failures)
             outcome, retry_after = self._send_event(event, alert, into)
         self._count(outcome)
