@@ -1003,7 +1003,13 @@ def _decode_senml(
             else:
                 t = _senml_sum(bt, t)  # no base time, or a relative one: seconds
                 if t < _SENML_RELATIVE_LIMIT:
-                    t = now_ns / 1e9 + t
+                    # now plus t, in whole nanoseconds: every record of a pack delivered
+                    # again moves by exactly the gap between the two arrivals (rounding
+                    # each sum of floats to the microsecond moved some by 1 us more, and
+                    # the copy was stored twice: see Pipeline._redelivered)
+                    t = _relative_ns(now_ns, t)
+                    if isinstance(t, int):
+                        t = t if t >= _NS_EPOCH_FROM else t / 1e9  # as the branch above
                 else:
                     absolute = True
                 ts_ns = parse_time(
@@ -1069,6 +1075,29 @@ def _senml_time_ns(bt: int | float, t: int | float) -> int:
     if not math.isfinite(step):  # t past 1.8e299 s: far out of range either way
         step = math.copysign(2.0**80, t)
     return base + round(step)
+
+
+def _relative_ns(now_ns: int, t: int | float) -> int | float:
+    """The time ``t`` seconds (RFC 8428: a time below 2**28 is relative) from ``now_ns``:
+    whole nanoseconds, now's exactly and ``t`` rounded to the nanosecond (an integer ``t``
+    exactly), so the records of one pack stamped at two arrivals differ by the arrivals'
+    gap, all of them; a ``t`` too far out for that (past 1e299 s) as seconds, as before,
+    for :func:`parse_time` to refuse.
+
+    >>> _relative_ns(1_800_000_000_123_456_789, -0.1), _relative_ns(1_800_000_000 * 10**9, -5)
+    (1800000000023456789, 1799999995000000000)
+    >>> a, b = 1_700_000_000_000_000_400, 1_700_000_002_279_419_893
+    >>> {_relative_ns(b, t) - _relative_ns(a, t) for t in (-0.2, -0.1, 0, 0.3)} == {b - a}
+    True
+    >>> _relative_ns(10**18, -1e300)
+    -1e+300
+    """
+    if isinstance(t, int):
+        return now_ns + t * 1_000_000_000
+    step = t * 1e9
+    if not math.isfinite(step):
+        return now_ns / 1e9 + t
+    return now_ns + round(step)
 
 
 def _finite_sum(a: int | float, b: int | float) -> bool:

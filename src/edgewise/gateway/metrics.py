@@ -55,7 +55,8 @@ HELP: dict[str, tuple[str, str]] = {
                     "acknowledged and dead-lettered).")),
     "edgewise_readings_scored_total": ("counter", "Readings scored by the detectors."),
     "edgewise_readings_late_unscored_total": (
-        "counter", "Readings stored but not scored: older than the stream's scoring horizon."),
+        "counter", ("Readings stored but not scored: older than the stream's scoring "
+                    "horizon, or past the 500,000 readings waiting for detection.")),
     "edgewise_readings_unscored_at_stop_total": (
         "counter", ("Readings stored (and acknowledged) but never scored: detection had not "
                     "reached them when the gateway stopped (a restart does not score them).")),

@@ -21,7 +21,8 @@ is what the detectors are for); a spike is not learned while its level detector 
 warm-up that fixes its range for good (one glitch there would blind it), nor by the
 fast-stream gate's running mean and deviation, nor by the cross-sensor gate
 (:mod:`edgewise.gateway.cross_sensor`), which caps the alarms of a fast device's
-operating changes that its sensors agree on.
+operating changes that its sensors agree on, nor by the device's multivariate detector
+(T²: one glitch would widen its covariance and blind it for a thousand readings or more).
 Every decision is counted in ``edgewise_quality_removed_total{reason}`` /
 ``edgewise_quality_flagged_total{reason}`` and per device in :meth:`Pipeline.quality_counts`.
 
@@ -213,10 +214,24 @@ class Pipeline:
         re-delivery and not stored twice (see :meth:`_redelivered`).
     state_path
         Where the detectors' learned state is saved on :meth:`close` and restored from
-        at start, so a clean restart does not warm every stream up again. (After a crash
-        the streams warm up from scratch; nothing else depends on this file. The alerts
-        being extended are taken up again from the store either way, so a fault that
-        spans a restart stays one alert; the file only adds how many readings each had.)
+        at start, so a clean restart does not warm every stream up again. After a crash
+        the file as last written is loaded: that of the last clean stop, or of the last
+        device deletion since (:meth:`forget_device` writes it again, the state of that
+        moment without the device): the streams go on from what they had learned then,
+        and what they learned after it is lost (their readings stay stored, and are not
+        scored again). That beats warming every stream up from scratch, which leaves a fleet
+        without alerts for its warm-up; nothing else depends on this file. Streams of
+        metrics the store no longer holds (retention took their readings) are dropped
+        from it at start. The alerts being extended are taken up again from the store
+        either way, so a fault that spans a restart stays one alert; the file only adds
+        how many readings each had.
+    max_backlog_readings
+        The most committed readings waiting for detection (``detect_async``): a batch
+        that would pass it (a queue holding some already) is stored and acknowledged as
+        any, but not scored (counted in ``edgewise_readings_late_unscored_total`` and
+        logged), so ingest faster than detection neither blocks nor grows memory
+        without end (about 200 bytes a reading: 100 MB; some 20 s of detection on one
+        core, within what :meth:`close` waits for it).
     """
 
     def __init__(
@@ -236,7 +251,13 @@ class Pipeline:
         fast_gate: FastStreamGate | bool | None = True,
         cross_gate: CrossSensorGate | bool | None = True,
         redelivery_window_s: float = 600.0,
+        max_backlog_readings: int = 500_000,
     ) -> None:
+        if isinstance(max_backlog_readings, bool) or not isinstance(
+                max_backlog_readings, int) or max_backlog_readings < 1:
+            raise ConfigError(
+                f"Pipeline max_backlog_readings has value {max_backlog_readings!r}. Use a "
+                f"whole number of readings >= 1 (default 500000).")
         self.store = store
         self.settings = settings
         self.security = security
@@ -275,8 +296,16 @@ class Pipeline:
         # detector; the count is -1 once logged (see _note_single_rows)
         self._single_rows: dict[str, tuple[set[str], list[int]]] = {}
         self.state_path = state_path
+        # each device's metric names the store holds (None: it could not list them): the
+        # metric cap's seed, and what the saved per-metric state is kept for (see below)
+        try:
+            held: dict[str, frozenset[str]] | None = {
+                d.device_id: frozenset(d.metrics) for d in store.devices()}
+        except Exception:  # a store without devices() support still ingests
+            log.exception("could not list devices for seq-gap checks")
+            held = None
         if state_path is not None and state_path.exists():
-            self._load_state(state_path)
+            self._load_state(state_path, held)
         self._max_seq: dict[str, int] = {}
         self._gap_since: dict[str, float] = {}
         self._gap_check_lock = threading.Lock()
@@ -296,6 +325,12 @@ class Pipeline:
         self._alert_listeners: list[Callable[[Alert], None]] = []
         self.detect_async = detect_async
         self._queue: queue.Queue[_Committed | None] = queue.Queue(maxsize=100_000)
+        # the readings of the batches queued for detection, at most max_backlog_readings
+        # (the queue's own bound counts batches, of up to thousands of messages each)
+        self.max_backlog_readings = max_backlog_readings
+        self._queued_readings = 0
+        self._unscored_logged = 0.0  # time.monotonic() of the last backlog-full warning
+        self._unscored_since = 0  # readings left unscored for a full backlog since it
         # committed batches not yet scored (or dropped); counted from their commit, under
         # the commit lock, so flush() and forget_device() see a batch before it is queued
         self._busy = 0
@@ -310,6 +345,13 @@ class Pipeline:
         # device -> time.time_ns() when a message of it carrying readings was last
         # committed: when it was last heard from, by this gateway's clock (see arrivals())
         self._arrived: dict[str, int] = {}
+        # Of each device that sent messages with relative times (which _redelivered may
+        # take for copies): its seq watermark just before the last commit that took a
+        # message of it with readings for new (what it had been acknowledged when it sent
+        # it), and the newest time of its readings stored under a seq it had been
+        # acknowledged already (a counter restarted). See _went_on.
+        self._told_new: dict[str, int] = {}
+        self._reused_ts: dict[str, int] = {}
         self._closed = False
         self._worker: threading.Thread | None = None
         self._gap_worker: threading.Thread | None = None
@@ -324,12 +366,13 @@ class Pipeline:
         # device, not committed yet): see _hold_names
         self._names_held: dict[str, dict[str, int]] = {}
         self._names_lock = threading.Lock()
-        try:
-            for d in store.devices():
-                self._gap_since[d.device_id] = now
-                self.metric_cap.seed(d.device_id, d.metrics)
-        except Exception:  # a store without devices() support still ingests
-            log.exception("could not list devices for seq-gap checks")
+        for device_id, names in (held or {}).items():
+            self._gap_since[device_id] = now
+            self.metric_cap.seed(device_id, names)
+        # the names of the streams restored from the saved state count too (those the store
+        # holds, and all of a device it lists none of): else each restart after retention
+        # emptied some names let a device add as many new ones, detectors and all
+        self._seed_cap_from_state()
         if detect_async:
             self._worker = threading.Thread(target=self._run, name="edgewise-detect", daemon=True)
             self._worker.start()
@@ -529,6 +572,7 @@ class Pipeline:
                     if not devices:
                         self._count(counts, len(items), via)
                         return out
+                told = self._told_before(maybe, out)
                 res = self.store.append(readings, seqs or None)
             except BaseException:  # nothing committed: the device's tokens go back
                 for device_id, n in taken.items():
@@ -539,6 +583,8 @@ class Pipeline:
                 log.info("device %r was deleted through another gateway; its state here "
                          "is dropped", d)
                 self._forget(d, self._commits)
+            if told:
+                self._note_told(told, maybe, out, res.reset)
             if names:  # the new names of committed readings are the devices' now
                 self._admit_names(readings, names)
             self._count(counts, len(items), via)
@@ -750,6 +796,42 @@ class Pipeline:
             keep[lo:hi] = [False] * (hi - lo)
         return [r for r, k in zip(readings, keep, strict=True) if k]
 
+    def _told_before(
+        self, maybe: Sequence[tuple[int, int, int, int, str, Decoded]],
+        out: Sequence[IngestResult | PayloadError | RateLimitError],
+    ) -> dict[str, int]:
+        """Under the commit lock, before the commit: the seq watermark now (what the
+        device has been acknowledged at most) of each device the commit takes a message
+        with readings of for new, of those with messages that may be re-deliveries
+        (``maybe``: stamped on arrival) in it or before (see :meth:`_went_on`)."""
+        if not maybe and not self._told_new:
+            return {}
+        new = {r.device_id for r in out if isinstance(r, IngestResult) and r.accepted}
+        if not new:
+            return {}
+        mine = {m[4] for m in maybe} | (new & self._told_new.keys())
+        return {d: self.store.seq_watermark(d) for d in new & mine}
+
+    def _note_told(
+        self, told: Mapping[str, int], maybe: Sequence[tuple[int, int, int, int, str, Decoded]],
+        out: Sequence[IngestResult | PayloadError | RateLimitError], reset: Collection[str],
+    ) -> None:
+        """Once a commit is made: note for :meth:`_went_on` each device's watermark before
+        it (``told``, :meth:`_told_before`) and the newest time of the readings it stored
+        under seqs the device had been acknowledged before (a counter restarted: such
+        a seq is never resent). ``maybe`` indexes ``out`` as :meth:`ingest_many` made it
+        (a message found a copy under the commit lock is one there now); ``reset``
+        devices (deleted elsewhere) are left out."""
+        for d, mark in told.items():
+            if d not in reset:
+                self._told_new[d] = mark
+        for i, _c, _lo, _hi, d, dec in maybe:
+            res = out[i]
+            if (d in told and d not in reset and isinstance(res, IngestResult)
+                    and res.accepted and min(dec.seqs) <= told[d]):
+                newest = max(r.ts_ns for r in dec.readings)
+                self._reused_ts[d] = max(self._reused_ts.get(d, newest), newest)
+
     @staticmethod
     def _duplicate_result(device_id: str, dec: Decoded) -> IngestResult:
         """The result of a message found to be a re-delivery: its readings counted as
@@ -804,7 +886,11 @@ class Pipeline:
           of that gap (after the earlier copy's end plus ``d / 2``): a device still
           waiting for the acknowledgement resends the message before it goes on (a burst
           of messages in flight when a connection dropped is resent as a burst), while one
-          that went on sending had its acknowledgement.
+          that went on sending had its acknowledgement. Not so for a device that had not
+          been acknowledged the message when it sent the last one stored (after a message
+          refused or lost its acknowledgement stops at the hole, and it resends the stored
+          messages after it too): only a reading it stored since under a seq it had been
+          acknowledged (its counter restarted) tells it went on then (:meth:`_went_on`).
 
         A device whose seq counter restarted (a reboot: README, its seqs start at 1) reuses
         stored seqs, and its readings are still stored: a seq it used over
@@ -859,13 +945,35 @@ class Pipeline:
             copy = {(r.metric, r.ts_ns - d): (r.value, r.seq) for r in rs}
             if copy != {k: vq for k, vq in earlier.items() if lo - d <= k[1] <= hi - d}:
                 continue
-            # went on since: anything stored in (hi - d/2, lo) is another message's
-            start = hi - d // 2 + 1
-            if start < lo and any(self.store.query(device_id, m, start, lo, limit=1)
-                                  for m in metrics):
+            if self._went_on(device_id, dec, metrics, lo, hi, d):
                 continue
             return True
         return False
+
+    def _went_on(self, device_id: str, dec: Decoded, metrics: Sequence[str], lo: int,
+                 hi: int, d: int) -> bool:
+        """Whether the device went on since the earlier copy of ``dec`` (stored at times
+        ``lo - d`` to ``hi - d``; ``dec``'s own span ``lo`` to ``hi``): then ``dec`` is a
+        new message under a seq reused (a counter restarted), not a copy.
+
+        As a rule, it went on when it stored another reading of ``metrics`` in the later
+        half of the gap, ``(hi - d/2, lo)``: a device that lost an acknowledgement resends
+        the message before it goes on. But when the device had not been acknowledged
+        ``dec``'s seqs when it sent the last message stored for new (its watermark then,
+        :attr:`_told_new`, lies below them: after a message refused or lost the
+        acknowledgement stops at the hole, and everything the device sent since, new
+        messages and resent ones, went out before it could know ``dec`` was stored), its
+        messages since say nothing of that: it resends every message not acknowledged,
+        stored ones after the hole too. Then only a reading stored since the earlier
+        copy under a seq it had been acknowledged already (one a device never resends: its
+        counter restarted) tells that it went on."""
+        told = self._told_new.get(device_id)
+        if told is not None and max(dec.seqs) > told:
+            reused = self._reused_ts.get(device_id)
+            return reused is not None and reused > hi - d
+        start = hi - d // 2 + 1
+        return start < lo and any(self.store.query(device_id, m, start, lo, limit=1)
+                                  for m in metrics)
 
     @property
     def commit_lock(self) -> threading.Lock:
@@ -907,13 +1015,45 @@ class Pipeline:
             finally:
                 self._done()
             return
-        try:
-            self._queue.put_nowait(batch)
-        except queue.Full:
-            self._done()
-            self.metrics.inc("edgewise_readings_late_unscored_total", len(batch))
-            log.warning("detection backlog full: %d readings stored but not scored", len(batch))
+        n = len(batch)
+        with self._state_lock:  # a batch is let in whole, or not at all
+            room = (self._queued_readings == 0
+                    or self._queued_readings + n <= self.max_backlog_readings)
+            if room:
+                self._queued_readings += n
+        if room:
+            try:
+                self._queue.put_nowait(batch)
+            except queue.Full:
+                with self._state_lock:
+                    self._queued_readings -= n
+                room = False
+        if not room:  # stored and acknowledged, never scored: counted and logged
+            self._backlog_full(batch)
         self.metrics.set("edgewise_detection_backlog", self._queue.qsize())
+
+    #: Seconds between two warnings that the detection backlog is full (the readings left
+    #: unscored meanwhile are summed in the next).
+    backlog_warn_every_s: float = 60.0
+
+    def _backlog_full(self, batch: _Committed) -> None:
+        """Leave a committed batch unscored: detection's backlog holds
+        :attr:`max_backlog_readings` readings (or its batch limit) already. Counted in
+        ``edgewise_readings_late_unscored_total``, and logged at most once every
+        :attr:`backlog_warn_every_s`."""
+        n = self._unscored(batch)
+        self._done()
+        self.metrics.inc("edgewise_readings_late_unscored_total", n)
+        now = time.monotonic()
+        with self._state_lock:
+            self._unscored_since += n
+            if self._unscored_logged and now - self._unscored_logged < self.backlog_warn_every_s:
+                return
+            self._unscored_logged, total, self._unscored_since = now, self._unscored_since, 0
+            queued = self._queued_readings
+        log.warning("detection backlog full (%d readings queued, at most %d): %d stored "
+                    "reading(s) left unscored since the last warning", queued,
+                    self.max_backlog_readings, total)
 
     def _done(self) -> None:
         """Count off one committed batch; with none left to score, no queued reading of a
@@ -938,6 +1078,8 @@ class Pipeline:
                 except Exception:
                     log.exception("detection failed for a batch of %d readings", len(batch))
                 finally:
+                    with self._state_lock:
+                        self._queued_readings -= len(batch)
                     self._done()
                 self.metrics.set("edgewise_detection_backlog", self._queue.qsize())
             if time.monotonic() >= next_flush:
@@ -1092,7 +1234,8 @@ class Pipeline:
                 if ms >= thr:
                     for k, share in shares.items():
                         drivers[k] = max(drivers.get(k, 0.0), ms * share)
-                mv.learn_one(row)
+                if (device, ts_ns) not in spiked:  # a glitch would blind it for long
+                    mv.learn_one(row)
                 score = max(score, ms)
             elif self.multivariate_factory is not None and device not in self._mv:
                 self._note_single_rows(device, ts_ns, row)
@@ -1222,6 +1365,8 @@ class Pipeline:
             self._gaps_settled.pop(device_id, None)
             self._gap_touched.discard(device_id)
             self._arrived.pop(device_id, None)
+            self._told_new.pop(device_id, None)
+            self._reused_ts.pop(device_id, None)
             self._quality.pop(device_id, None)
             if self.cleaner is not None:
                 self.cleaner.forget(device_id)
@@ -1467,11 +1612,73 @@ class Pipeline:
                     log.exception("could not audit the acknowledgement of alert %s", alert_id)
         self._gaps_settled[device] = (seen[0], frozenset(still_open))
 
-    def _load_state(self, path: Path) -> None:
+    def _seed_cap_from_state(self) -> None:
+        """Count the metric names of the per-metric state restored (detectors, last-scored
+        times, the cleaner's and the fast-stream gate's streams) towards each device's
+        metric cap, as the names the store holds are (:meth:`MetricCap.seed
+        <edgewise.gateway.metric_cap.MetricCap.seed>`)."""
+        keys: list[Iterable[tuple[str, str]]] = [self._detectors, self._last_scored]
+        if self.fast_gate is not None:
+            keys.append(self.fast_gate.streams_)
+        if self.cleaner is not None:
+            keys.append(self.cleaner.export_state())
+        names: dict[str, set[str]] = {}
+        for part in keys:
+            for k in part:
+                if isinstance(k, tuple) and len(k) == 2:
+                    names.setdefault(k[0], set()).add(_stream_metric(k[1]))
+        for device_id, ms in names.items():
+            self.metric_cap.seed(device_id, ms)
+
+    def _drop_emptied(self, state: dict[str, Any], held: Mapping[str, Collection[str]],
+                      path: Path) -> None:
+        """Drop from a loaded state the per-metric entries (``_STREAM_STATE``: detector,
+        last-scored time, the fast-stream gate's and the cleaner's stream) of the metrics a
+        device the store lists (``held``: device -> its metric names) no longer has:
+        retention took all their readings. Of a device the store lists no readings of,
+        all of them where retention took some of its readings (:meth:`Store.trimmed_before
+        <edgewise.store.base.Store.trimmed_before>`); else (a store that never held its
+        readings: another store, readings scored without one) its state is kept."""
+        saved = {k[0] for part in _STREAM_STATE if isinstance(state.get(part), dict)
+                 for k in state[part] if isinstance(k, tuple) and len(k) == 2}
+        held = dict(held)
+        for d in sorted(saved - held.keys()):
+            try:
+                trimmed = self.store.trimmed_before(d) is not None
+            except Exception:  # a store that cannot tell: the state is kept
+                log.exception("could not ask the store whether retention took readings "
+                              "of %r; its saved detector state is kept", d)
+                trimmed = False
+            if trimmed:
+                held[d] = ()
+        dropped = 0
+        devices: set[str] = set()
+        for part in _STREAM_STATE:
+            table = state.get(part)
+            if not isinstance(table, dict):
+                continue
+            gone = [k for k in table if isinstance(k, tuple) and len(k) == 2
+                    and k[0] in held and _stream_metric(k[1]) not in held[k[0]]]
+            for k in gone:
+                del table[k]
+                devices.add(k[0])
+            dropped += len(gone)
+        if dropped:
+            log.info("detector state at %s: %d stream state entries of %d device(s) dropped: "
+                     "the store holds no readings of their metrics any more", path, dropped,
+                     len(devices))
+
+    def _load_state(self, path: Path,
+                    held: Mapping[str, Collection[str]] | None = None) -> None:
+        """Restore the saved state at ``path``; ``held``, each device's metric names the
+        store holds (``None``: unknown), drops the streams of the others
+        (:meth:`_drop_emptied`)."""
         try:
             with open(path, "rb") as f:
                 state = pickle.load(f)  # our own file in the data directory
             self._drop_unregistered(state, path)
+            if held is not None:
+                self._drop_emptied(state, held, path)
             self._detectors, self._mv, self._last_scored = (
                 state["detectors"], state["multivariate"], state["last_scored"])
             # a mark saved ahead of the wall clock (a reading stamped ahead, before marks
@@ -1616,6 +1823,8 @@ class Pipeline:
             if batch is not None:
                 batches += 1
                 readings += self._unscored(batch)
+                with self._state_lock:
+                    self._queued_readings -= len(batch)
                 self._done()
         self.metrics.set("edgewise_detection_backlog", 0)
         if readings:
@@ -1712,6 +1921,16 @@ class _Committed(list[Reading]):
 #: order, so a reading older than its stream's last one is not dropped for that alone
 #: (a reading the store did not store, a re-delivery or a conflict, is never scored).
 _SCORED_ANYWAY = frozenset({"out_of_order"})
+
+
+def _stream_metric(name: str) -> str:
+    """The metric a per-metric state's key names: a counter's increments stream
+    (:func:`_counter_key`) is its counter's.
+
+    >>> _stream_metric("kwh"), _stream_metric(_counter_key(("p", "kwh"))[1])
+    ('kwh', 'kwh')
+    """
+    return name.split("\x00", 1)[0]
 
 
 def _counter_key(key: tuple[str, str]) -> tuple[str, str]:
