@@ -66,6 +66,7 @@ from flwr.app import Context, RecordDict
 from flwr.serverapp import Grid
 
 from edgewise.errors import InvalidParameterError
+from edgewise.federated._grid import DelegatingGrid
 from edgewise.federated.data import ConditionNormaliser
 from edgewise.federated.model import build_model
 
@@ -345,7 +346,7 @@ class _AggregateScreen:
         return True
 
 
-class _ReplyScreen(Grid):
+class _ReplyScreen(DelegatingGrid):
     """``grid`` with each SecAgg+ reply checked before Flower's workflow reads it.
 
     Flower's ``SecAggPlusWorkflow`` trusts each device's reply: masked parameters of
@@ -361,44 +362,13 @@ class _ReplyScreen(Grid):
 
     def __init__(self, grid: Grid, shapes: list[tuple[int, ...]],
                  rejected: list[dict[str, Any]]) -> None:
-        self.grid = grid
+        super().__init__(grid)
         self.shapes = shapes
         self.rejected = rejected
         self.stage = ""
         self.round = 0
         #: the node ids each round's setup stage asked (by round, as the group id)
         self.sampled: dict[str, set[int]] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "grid":
-            raise AttributeError(name)
-        return getattr(self.grid, name)
-
-    def set_run(self, run: Any) -> None:
-        """``grid.set_run``."""
-        self.grid.set_run(run)
-
-    @property
-    def run(self) -> Any:
-        """``grid.run``."""
-        return self.grid.run
-
-    def create_message(self, content: Any, message_type: str, dst_node_id: int,
-                       group_id: str, ttl: float | None = None) -> Any:
-        """``grid.create_message``."""
-        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Any:
-        """``grid.get_node_ids``."""
-        return self.grid.get_node_ids()
-
-    def push_messages(self, messages: Any) -> Any:
-        """``grid.push_messages``."""
-        return self.grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Any) -> Any:
-        """``grid.pull_messages``."""
-        return self.grid.pull_messages(message_ids)
 
     def named(self) -> str:
         """The devices whose replies were malformed, for a message ("" when none)."""

@@ -59,6 +59,7 @@ from flwr.serverapp.strategy import (
 from flwr.supercore.differential_privacy import compute_clip_model_update as _flower_clip
 
 from edgewise.errors import EdgewiseError, InvalidParameterError
+from edgewise.federated._grid import DelegatingGrid
 from edgewise.federated.data import ConditionNormaliser
 from edgewise.federated.ledger import PrivacyBudgetError, RunLedger
 from edgewise.federated.model import build_model
@@ -1466,7 +1467,7 @@ def _run_secagg(grid: Grid, *, kind: str, n_features: int, n_conditions: int, nu
 app = ServerApp()
 
 
-class _PromptGrid(Grid):
+class _PromptGrid(DelegatingGrid):
     """``grid`` (the deployment engine's ``HttpGrid``), collecting a round's replies every
     ``poll`` seconds: Flower's ``send_and_receive`` pulls every 3 s, so each round (the
     normaliser round too) waited up to 3 s after its last reply had reached the SuperLink.
@@ -1475,39 +1476,8 @@ class _PromptGrid(Grid):
     """
 
     def __init__(self, grid: Grid, poll: float = 0.5) -> None:
-        self.grid = grid
+        super().__init__(grid)
         self.poll = poll
-
-    def __getattr__(self, name: str) -> Any:  # close(), get_nodes(), …
-        if name == "grid":  # not set yet (a copy): no recursion
-            raise AttributeError(name)
-        return getattr(self.grid, name)
-
-    def set_run(self, run: Any) -> None:
-        """``grid.set_run``."""
-        self.grid.set_run(run)
-
-    @property
-    def run(self) -> Any:
-        """``grid.run``."""
-        return self.grid.run
-
-    def create_message(self, content: Any, message_type: str, dst_node_id: int,
-                       group_id: str, ttl: float | None = None) -> Message:
-        """``grid.create_message``."""
-        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        """``grid.get_node_ids``."""
-        return self.grid.get_node_ids()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """``grid.push_messages``."""
-        return self.grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        """``grid.pull_messages``."""
-        return self.grid.pull_messages(message_ids)
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
