@@ -456,7 +456,7 @@ class RULModel:
             # rows of a unit moved its RUL 13 -> 24 when only the last window was checked)
             for j, sensor in enumerate(names):
                 lo, hi = z_range[sensor]
-                limit = max(Z_LIMIT, 2 * max(abs(lo), abs(hi)))
+                limit = self._z_limit(sensor)
                 col = np.abs(z[sl, j])
                 if col.max() > limit:
                     r = sl.start + int(np.argmax(col))
@@ -548,6 +548,12 @@ class RULModel:
                     "z": float(z[r, j])})
         return (out, passed) if passed else (X, passed)
 
+    def _z_limit(self, sensor: str) -> float:
+        """The |z| beyond which ``sensor`` is out of the model's domain: :data:`Z_LIMIT`, or
+        twice the largest |z| of training where that is more."""
+        lo, hi = self.z_range_[sensor]
+        return max(Z_LIMIT, 2 * max(abs(lo), abs(hi)))
+
     def _glitch_cells(self, z: np.ndarray, raw: np.ndarray,
                       kept: np.ndarray) -> list[tuple[int, int]] | None:
         """One unit's glitch readings (row, sensor index) by :meth:`pass_over_glitches`'
@@ -556,8 +562,7 @@ class RULModel:
         cells: list[tuple[int, int]] = []
         n = len(z)
         for j, k in enumerate(kept):
-            lo, hi = self.z_range_[self.sensors_[k]]
-            out = np.abs(z[:, j]) > max(Z_LIMIT, 2 * max(abs(lo), abs(hi)))
+            out = np.abs(z[:, j]) > self._z_limit(self.sensors_[k])
             if not out.any():
                 continue
             idx = np.flatnonzero(out)
