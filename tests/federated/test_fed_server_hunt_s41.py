@@ -17,27 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from edgewise.errors import InvalidParameterError
+from tests.federated.test_rollout_target_and_version_race import _invoke
 
 NAME = "federated-pump"
-
-
-def _invoke(monkeypatch: pytest.MonkeyPatch, *args: str):
-    """``edgewise federate ...`` in process, with the fleet replaced by a recorder."""
-    import edgewise.cli.federate as federate
-    from edgewise.cli import app
-
-    started: list[dict] = []
-
-    def fleet(_fleet, run_config, timeout):
-        started.append(run_config)
-        return {"model": {}}
-
-    monkeypatch.setattr(federate, "_run_fleet", fleet)
-    monkeypatch.setattr(federate, "_print_result", lambda result, as_json: None)
-    return CliRunner().invoke(app, ["federate", *args]), started
 
 
 def _versions(d: Path) -> list[str]:

@@ -22,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import REPO
+from tests.federated.test_rollout_target_and_version_race import _invoke
 
 
 def _fake(folder: Path, name: str, body: str) -> Path:
@@ -31,22 +32,6 @@ def _fake(folder: Path, name: str, body: str) -> Path:
     path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
     path.chmod(0o755)
     return path
-
-
-def _invoke(monkeypatch: pytest.MonkeyPatch, *args: str):
-    """``edgewise federate ...`` in process, with the fleet replaced by a recorder."""
-    import edgewise.cli.federate as federate
-    from edgewise.cli import app
-
-    started: list[dict] = []
-
-    def fleet(_fleet, run_config, timeout):
-        started.append(run_config)
-        return {"model": {}}
-
-    monkeypatch.setattr(federate, "_run_fleet", fleet)
-    monkeypatch.setattr(federate, "_print_result", lambda result, as_json: None)
-    return CliRunner().invoke(app, ["federate", *args]), started
 
 
 # -- 1: one server per --data-dir --------------------------------------------------------------

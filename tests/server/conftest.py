@@ -9,7 +9,7 @@ import json
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,3 +208,21 @@ def any_env(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[Env]:
     else:
         yield from build_postgres_env(data_dir, request.getfixturevalue("postgres_url"),
                                       f"ew_{request.module.__name__.rsplit('.', 1)[-1][:20]}_")
+
+
+def ask_while_held(lock: Any, ask: Callable[[], Any]) -> tuple[float, list[Any]]:
+    """Run ``ask`` in a thread while ``lock`` is held (as if a fit of its key ran); return
+    the seconds it took while the lock was held (at most 5 s are waited) and its answers
+    (the one it gave, after the lock was let go if not before)."""
+    got: list[Any] = []
+    asker = threading.Thread(target=lambda: got.append(ask()))
+    assert lock.acquire(timeout=1)
+    try:
+        t0 = time.monotonic()
+        asker.start()
+        asker.join(5)  # a wait for the lock without a limit outlasts this
+        waited = time.monotonic() - t0
+    finally:
+        lock.release()
+        asker.join(10)
+    return waited, got

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgewise.server.routes import forecast as route
-from tests.server.conftest import Env, problem
+from tests.server.conftest import Env, ask_while_held, problem
 
 HOUR = 3600
 DAYS = 10  # hourly: 240 readings, enough for horizon 48 with a daily season
@@ -246,24 +246,11 @@ def test_a_request_behind_its_keys_fit_is_429_after_fit_wait_s(
     """Check a request for a (device, metric, horizon) whose fit runs long (its key's lock
     held) is a 429 ``forecasts_busy`` after FIT_WAIT_S: the wait for the key had no limit,
     so such requests held threadpool threads for as long as the fit took."""
-    import threading
-
     _send_hourly(env, "load_kw", DAYS)
     cache = route.cache_of(env.client.app)
     monkeypatch.setattr(route, "FIT_WAIT_S", 0.3)
-    lock = cache.key_lock((env.device, "load_kw", 6))
-    assert lock.acquire(timeout=1)  # as if its fit were running
-    got: list[Any] = []
-    asker = threading.Thread(target=lambda: got.append(_get(env, metric="load_kw",
-                                                            horizon=6)))
-    try:
-        t0 = time.monotonic()
-        asker.start()
-        asker.join(5)  # the old code waited for the lock without a limit
-        waited = time.monotonic() - t0
-    finally:
-        lock.release()
-        asker.join(10)
+    waited, got = ask_while_held(cache.key_lock((env.device, "load_kw", 6)),
+                                 lambda: _get(env, metric="load_kw", horizon=6))
     assert waited < 5 and problem(got[0], 429)["reason"] == "forecasts_busy", got
     assert fits == []
     assert _get(env, metric="load_kw", horizon=6).json()["cached"] is False

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgewise.server.routes import groups as route
-from tests.server.conftest import Env, problem
+from tests.server.conftest import Env, ask_while_held, problem
 
 STEP = 60  # s between readings
 N = 180  # readings per device and metric: 3 hours
@@ -211,23 +211,10 @@ def test_a_request_behind_its_keys_fit_is_429_after_fit_wait_s(
     """Check a request for a grouping whose fit runs long (its key's lock held) is a 429
     ``groups_busy`` after FIT_WAIT_S: the wait for the key had no limit, so such requests
     held threadpool threads for as long as the fit took."""
-    import threading
-
     two_kinds(env, COOL[:2], HOT[:2])
     cache = route.cache_of(env.client.app)
     monkeypatch.setattr(route, "FIT_WAIT_S", 0.3)
-    lock = cache.key_lock((2, None))
-    assert lock.acquire(timeout=1)  # as if its fit were running
-    got: list[Any] = []
-    asker = threading.Thread(target=lambda: got.append(_get(env, groups=2)))
-    try:
-        t0 = time.monotonic()
-        asker.start()
-        asker.join(5)  # the old code waited for the lock without a limit
-        waited = time.monotonic() - t0
-    finally:
-        lock.release()
-        asker.join(10)
+    waited, got = ask_while_held(cache.key_lock((2, None)), lambda: _get(env, groups=2))
     assert waited < 5 and problem(got[0], 429)["reason"] == "groups_busy", got
     assert fits == []
     assert _get(env, groups=2).json()["cached"] is False and fits == [2]
