@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edgewise.errors import QualityError
+from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.telemetry import epoch_unit_ns
 
 __all__ = ["LABEL_NAMES", "SCORE_COLUMNS", "TIME_NAMES", "check_csv_file", "clock_column",
            "date_and_clock", "find_time_column", "header_as_written", "is_unnamed",
-           "not_a_metric", "number_column", "plain", "read_table", "read_tables", "read_text",
-           "separator", "time_cells", "time_ns"]
+           "named_clock", "not_a_metric", "number_column", "plain", "read_table", "read_tables",
+           "read_text", "separator", "time_cells", "time_ns"]
 
 #: Names a table's time column is found by when none is named, in this order of preference:
 #: a column whose name, in any case, is the first of them the table has
@@ -141,6 +141,45 @@ def clock_column(df: pd.DataFrame, time_column: str | None) -> str | None:
     if time_column is None or str(time_column).lower() != "date":
         return None
     return next((c for c in df.columns if str(c).lower() == "time"), None)
+
+
+def named_clock(df: pd.DataFrame, time_column: str | None, clock: str | None,
+                where: str) -> str | None:
+    """The time-of-day column joined to the date in ``time_column``: ``clock`` as a user
+    named it (``--clock-column``), checked to be another column of ``df``, else the one
+    found beside a ``date`` column (:func:`clock_column`), or ``None``. ``quality``,
+    ``forecast``, ``groups``, ``detect`` and ``bench csv`` all check it here, so one
+    mistake reads the same everywhere; ``where`` names the file.
+
+    >>> df = pd.DataFrame(columns=["Datum", "Zeit", "v"])
+    >>> named_clock(df, "Datum", "Zeit", "'eu.csv'")
+    'Zeit'
+    >>> named_clock(df, "Datum", "Uhrzeit", "'eu.csv'")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: --clock-column 'Uhrzeit' is not a column of 'eu.csv'; its
+    columns are ['Datum', 'Zeit', 'v']. Name the time-of-day column joined to the date in ...
+    >>> named_clock(df, "Datum", "Datum", "'eu.csv'")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.InvalidParameterError: --clock-column 'Datum' is --time-column itself; name the
+    date column with --time-column and its time of day with --clock-column, e.g. ...
+    """
+    if clock is None:
+        return clock_column(df, time_column)
+    example = "e.g. --time-column Datum --clock-column Zeit."
+    if clock not in df.columns:
+        raise InvalidParameterError(
+            f"--clock-column {clock!r} is not a column of {where}; its columns are "
+            f"{[str(c) for c in df.columns][:20]}. Name the time-of-day column joined to the "
+            f"date in --time-column, {example}")
+    if time_column is None or clock == time_column:
+        said = ("is --time-column itself" if time_column is not None else
+                "joins no date column: none is named with --time-column or found")
+        raise InvalidParameterError(
+            f"--clock-column {clock!r} {said}; name the date column with --time-column and "
+            f"its time of day with --clock-column, {example}")
+    return clock
 
 
 def time_cells(df: pd.DataFrame, cells: pd.DataFrame | None, column: str) -> pd.Series:

@@ -45,6 +45,7 @@ from edgewise.tables import (
     date_and_clock,
     find_time_column,
     is_unnamed,
+    named_clock,
     not_a_metric,
     number_column,
     read_table,
@@ -52,7 +53,6 @@ from edgewise.tables import (
     time_cells,
     time_ns,
 )
-from edgewise.tables import clock_column as _clock_beside
 from edgewise.tables import plain as _plain
 
 __all__ = [
@@ -255,8 +255,7 @@ def detect_table(
         column of epoch numbers with decimals is read exactly (``1700000000.000000005``).
     """
     check_threshold(threshold)
-    for name, col in (("--time-column", time_column), ("--clock-column", clock_column),
-                      ("--label-column", label_column)):
+    for name, col in (("--time-column", time_column), ("--label-column", label_column)):
         if col is not None and col not in df.columns:
             raise InvalidParameterError(
                 f"{name} {col!r} is not a column of the file. Columns: {_listed(df)}."
@@ -264,16 +263,7 @@ def detect_table(
     found = time_column is None
     if time_column is None:
         time_column = find_time_column(df)
-    clock = clock_column
-    if clock is None:
-        clock = _clock_beside(df, time_column)
-    elif time_column is None or clock == time_column:
-        raise InvalidParameterError(
-            f"--clock-column {clock!r} is the time of day joined to a date column, and "
-            + ("no date column is named or found" if time_column is None else
-               "the --time-column is the same column")
-            + "; name the date column with --time-column, e.g. --time-column Datum "
-            "--clock-column Zeit.")
+    clock = named_clock(df, time_column, clock_column, "the file")
     if clock is not None:  # a date column and a time-of-day column: one time together
         both = date_and_clock(df, time_column, clock)
         _check_time(both.to_frame(), str(both.name), clock=True)

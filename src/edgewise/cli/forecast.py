@@ -143,11 +143,11 @@ def once_per_time(ts: Any, values: Any, where: str) -> tuple[Any, Any]:
 
 def _csv_history(csv: Path, time_column: str | None, column: str | None,
                  clock_name: str | None = None) -> tuple[Any, Any, str]:
-    from edgewise.errors import QualityError
+    from edgewise.errors import InvalidParameterError, QualityError
     from edgewise.tables import (
-        clock_column,
         date_and_clock,
         find_time_column,
+        named_clock,
         number_column,
         read_tables,
         time_cells,
@@ -166,16 +166,14 @@ def _csv_history(csv: Path, time_column: str | None, column: str | None,
             raise fail(f"--csv {str(csv)!r} has no column named timestamp, time, ts, datetime "
                        f"or date (any case); name its time column with --time-column; its "
                        f"columns are {[str(c) for c in df.columns][:20]}")
-    for flag, name in (("--time-column", time_column), ("--column", column),
-                       ("--clock-column", clock_name)):
+    for flag, name in (("--time-column", time_column), ("--column", column)):
         if name is not None and name not in df.columns:
             raise fail(f"{flag} {name!r} is not a column of --csv {str(csv)!r}; its columns are "
                        f"{[str(c) for c in df.columns][:20]}")
-    # date,time: one time together, found or named
-    clock = clock_column(df, time_column) if clock_name is None else clock_name
-    if clock == time_column:
-        raise fail(f"--clock-column {clock!r} is --time-column itself; name the time-of-day "
-                   f"column joined to the date in {time_column!r}")
+    try:  # date,time: one time together, found or named
+        clock = named_clock(df, time_column, clock_name, f"--csv {str(csv)!r}")
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
     if clock == column:
         raise fail(f"--column {column!r} is the time of day joined to the date column "
                    f"{time_column!r} to make the time; name the value column to forecast")

@@ -76,11 +76,11 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
     import pandas as pd
 
     from edgewise.cli.quality import _ids, _numbers, default_device_column
-    from edgewise.errors import QualityError
+    from edgewise.errors import InvalidParameterError, QualityError
     from edgewise.tables import (
-        clock_column,
         date_and_clock,
         find_time_column,
+        named_clock,
         not_a_metric,
         time_cells,
         time_ns,
@@ -91,12 +91,10 @@ def _frame_histories(df: pd.DataFrame, cells: pd.DataFrame, where: str,
         raise fail(f"{where} has no time column {time_column or ''!r} (looked for timestamp, "
                    f"time, ts, datetime or date; name it with --time-column); columns: "
                    f"{list(map(str, df.columns))}")
-    # date,time: one time together, as detect reads it (or the --clock-column named)
-    clock = clock_column(df, time_column) if clock_name is None else clock_name
-    if clock is not None and (clock not in df.columns or clock == time_column):
-        raise fail(f"{where}: --clock-column {clock!r} must be a column other than the time "
-                   f"column {time_column!r}: the time of day joined to that date; columns: "
-                   f"{list(map(str, df.columns))}")
+    try:  # date,time: one time together, as detect reads it (or the --clock-column named)
+        clock = named_clock(df, time_column, clock_name, where)
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
     try:
         ts = time_ns(time_cells(df, cells, time_column) if clock is None
                      else date_and_clock(df, time_column, clock))

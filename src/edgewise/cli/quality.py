@@ -270,13 +270,13 @@ def quality(
     import numpy as np
     import pandas as pd
 
-    from edgewise.errors import QualityError
+    from edgewise.errors import InvalidParameterError, QualityError
     from edgewise.quality.order import newest_first
     from edgewise.quality.report import fleet_report, metric_issues
     from edgewise.tables import (
-        clock_column,
         date_and_clock,
         find_time_column,
+        named_clock,
         not_a_metric,
         read_tables,
         time_cells,
@@ -302,14 +302,10 @@ def quality(
                        f"{list(df.columns)}")
     elif time_column not in df.columns:
         raise fail(f"{str(file)!r} has no time column {time_column!r}; columns: {list(df.columns)}")
-    if clock_column_name is None:  # date,time: one time together, as detect reads it
-        clock = clock_column(df, time_column)
-    elif clock_column_name not in df.columns or clock_column_name == time_column:
-        raise fail(f"--clock-column {clock_column_name!r} must be a column of {str(file)!r} "
-                   f"other than --time-column {time_column!r}: the time of day joined to that "
-                   f"date; columns: {list(df.columns)}")
-    else:
-        clock = clock_column_name
+    try:  # date,time: one time together, as detect reads it (or the --clock-column named)
+        clock = named_clock(df, time_column, clock_column_name, repr(str(file)))
+    except InvalidParameterError as exc:
+        raise fail(str(exc)) from None
     columns = list(df.columns)  # the file's, before a device column of our own is added
     if device_column is not None and device_column not in columns:
         # a mistyped one merged every device into one
