@@ -41,7 +41,9 @@ HELP: dict[str, tuple[str, str]] = {
                     "taken_over, no_session, connect_timeout, protocol_error, keepalive: "
                     "silent for 1.5x its keep-alive, write_stalled: took nothing written to "
                     "it for 30 s, pending_per_source, pending_total: over the caps on "
-                    "connections not yet logged in).")),
+                    "connections not yet logged in, per_device: over its connection cap, "
+                    "qos2_backlog: over 64 QoS 2 messages or 8 MiB waiting for PUBREL, "
+                    "slow_packet: a packet body not sent in time).")),
     "edgewise_mqtt_deliveries_dropped_total": (
         "counter", ("Acks and dead letters not sent to an MQTT connection whose outbox was "
                     "full, by reason (outbox_full).")),

@@ -134,8 +134,32 @@ persistent session for ever):
   :data:`CONNECTION_BACKLOG_BYTES` (256 KiB, topics and 128 bytes a message counted with
   the payloads) received but not handled, so a stalled store
   holds the devices back through TCP rather than in the gateway's memory (amqtt
-  acknowledged and held every message: 25,000 after 20 s of a stall, and growing). A QoS 2
-  PUBLISH waiting for its PUBREL is held by amqtt as before.
+  acknowledged and held every message: 25,000 after 20 s of a stall, and growing).
+* **QoS 2 messages waiting for their PUBREL**: a session holds at most
+  :attr:`EmbeddedBroker.QOS2_WINDOW` (:data:`QOS2_WINDOW`, 64) received QoS 2 PUBLISHes
+  that got their PUBREC and wait for their PUBREL, within
+  :attr:`EmbeddedBroker.QOS2_BYTES` (:data:`QOS2_BYTES`, 8 MiB; one alone is always
+  taken); the PUBLISH that would go past either drops its connection
+  (``reason="qos2_backlog"``, logged at most every 10 s per device), unanswered. Waiting
+  for room cannot work: the PUBRELs that make it come on the same connection. A client
+  never has more pending here than it has in flight (paho: 20 by default). amqtt held
+  each without bound, with a task waiting for its PUBREL: 2,000 such PUBLISHes of 16 KiB
+  held 2,000 tasks and about 40 MiB, and a device may send 65,535 of up to ``max_packet_bytes``
+  each; and while one such task waited, amqtt's reader kept every later packet's task
+  (20,000 PINGREQs: 20,000 tasks). Now none waits (:func:`_qos2_held_bounded`,
+  :func:`_pubrel_always_answered`). A persistent session keeps what it holds across a
+  reconnect (each one's PUBREC is sent again), counted against the same bound.
+* **packet body time**: keep-alive times only the wait for a packet to start. Once a
+  logged-in connection's fixed header is read, the body must come within
+  :meth:`EmbeddedBroker.packet_body_timeout`: the larger of
+  :attr:`EmbeddedBroker.PACKET_BODY_S` (:data:`PACKET_BODY_S`, 30 s) and 1.5 keep-alives,
+  plus one second per :attr:`EmbeddedBroker.PACKET_BODY_RATE` (:data:`PACKET_BODY_RATE`,
+  4 KiB) it announced (a 32 kbit/s link's time to carry it); a wait for room in the store's
+  queue (above) does not count. Past it the connection is dropped
+  (``reason="slow_packet"``, logged at most every 10 s per device). Else a client
+  announcing a 4 MiB PUBLISH and sending a byte every few seconds, or gone (power lost)
+  half-way through one, held its connection, its place among its device's and what it
+  had sent for ever. A CONNECT, body included, is timed by ``connect_timeout_s`` (above).
 * **client ids**: each device keeps at most ``client_ids_per_device`` (16) client ids:
   when it uses one more, its least recently used one with no open connection is released,
   with its offline persistent session (``edgewise_mqtt_client_ids_released_total``), so
@@ -178,6 +202,7 @@ from amqtt.mqtt.protocol.handler import ProtocolHandler
 from amqtt.mqtt.puback import PubackPacket
 from amqtt.mqtt.pubcomp import PubcompPacket
 from amqtt.mqtt.publish import PublishPacket
+from amqtt.mqtt.pubrec import PubrecPacket
 from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
 from amqtt.session import INCOMING, ApplicationMessage, IncomingApplicationMessage, Session
@@ -193,6 +218,7 @@ from edgewise.transport.batcher import Batcher
 
 __all__ = ["CONNECT_TIMEOUT_S", "INTERNAL_USER", "MAX_CONNECTIONS_PER_DEVICE",
            "MAX_CONTROL_PACKET_BYTES", "MAX_PENDING_PER_SOURCE", "MAX_QUEUED_BYTES",
+           "PACKET_BODY_RATE", "PACKET_BODY_S", "QOS2_BYTES", "QOS2_WINDOW",
            "EmbeddedBroker", "default_max_pending", "max_packet_bytes"]
 
 #: MQTT user of the gateway's own subscriber in ``consumer="subscriber"`` mode; it cannot
@@ -301,6 +327,23 @@ OUTBOX_WINDOW = 64
 OUTBOX_BYTES = 4 * 1024 * 1024
 #: Characters of a refused PUBLISH topic quoted in its dead letter (and log line)
 QUOTED_TOPIC_CHARS = 200
+#: QoS 2 PUBLISHes received on one session and not yet released (PUBREC sent, PUBREL
+#: awaited) past which its connection is closed (``EmbeddedBroker.QOS2_WINDOW``): paho's
+#: default is 20 in flight, and a client never has more pending here than it has in flight
+QOS2_WINDOW = 64
+#: Bytes of those (:func:`_held_bytes` each) past which the connection is closed
+#: (``EmbeddedBroker.QOS2_BYTES``); one message alone is always taken, whatever its size
+#: (up to ``max_packet_bytes``). 20 payloads of the default 256 KiB limit fit
+QOS2_BYTES = 8 * 1024 * 1024
+#: Seconds a logged-in connection has to send a packet's body once its fixed header is
+#: read, at least (``EmbeddedBroker.PACKET_BODY_S``): the larger of this and
+#: :data:`KEEPALIVE_FACTOR` times its keep-alive, plus one second per
+#: :data:`PACKET_BODY_RATE` bytes the header announced
+PACKET_BODY_S = 30.0
+#: Bytes per second below which a packet's body is too slow
+#: (``EmbeddedBroker.PACKET_BODY_RATE``; 32 kbit/s, a GPRS link): a 256 KiB payload has
+#: 64 s more, the largest PUBLISH (4 MiB) 17 minutes
+PACKET_BODY_RATE = 4 * 1024
 #: names of the packets whose size matters, for the log
 _PACKET_NAMES = {1: "CONNECT", 3: "PUBLISH", 8: "SUBSCRIBE", 10: "UNSUBSCRIBE"}
 
@@ -510,6 +553,11 @@ class _PacketLimit(ReaderAdapter):
         self.keep_alive = 0
         #: its acks and dead letters on their way, once logged in (EmbeddedBroker._deliver)
         self.outbox: Outbox | None = None
+        #: once logged in: bytes of the body of the packet being read still to come (set
+        #: from its fixed header), and the timer that drops the connection when they take
+        #: too long (armed at the first byte read of it: :meth:`_body_started`)
+        self.body_left = 0
+        self._body_timer: asyncio.TimerHandle | None = None
         peer = None
         with contextlib.suppress(Exception):
             peer = writer.get_peer_info()
@@ -526,22 +574,70 @@ class _PacketLimit(ReaderAdapter):
                 n = len(self.pending)
             chunk, self.pending = self.pending[:n], self.pending[n:]
             return chunk
-        return await self.inner.read(n)
+        if self.body_left <= 0:
+            return await self.inner.read(n)
+        self._body_started()
+        chunk = await self.inner.read(n)
+        self._body_got(len(chunk))
+        return chunk
 
     async def read_exactly(self, n: int) -> bytes:
-        """``n`` bytes from the socket (fewer only at its end)."""
+        """``n`` bytes from the socket (fewer only at its end, or once the packet's body
+        has taken too long: :meth:`slow_packet`)."""
+        self._body_started()
         got = b""
-        while len(got) < n:
-            try:
-                chunk = await self.inner.read(n - len(got))
-            except asyncio.IncompleteReadError as exc:  # the connection ended mid-packet
-                return got + exc.partial
-            except (ConnectionResetError, BrokenPipeError):
-                return got
-            if not chunk:
-                break
-            got += chunk
-        return got
+        try:
+            while len(got) < n:
+                try:
+                    chunk = await self.inner.read(n - len(got))
+                except asyncio.IncompleteReadError as exc:  # the connection ended mid-packet
+                    return got + exc.partial
+                except (ConnectionResetError, BrokenPipeError):
+                    return got
+                if not chunk:
+                    break
+                got += chunk
+            return got
+        finally:
+            self._body_got(len(got))
+
+    def packet_started(self, remaining_length: int) -> None:
+        """A packet's fixed header announcing ``remaining_length`` bytes was read: once
+        logged in, its body must come within :meth:`EmbeddedBroker.packet_body_timeout`
+        of the broker starting to read it (the broker holding the connection back first,
+        :meth:`backlog_room`, does not count)."""
+        self.packet_ended()
+        if self.user is not None and not self.refused:
+            self.body_left = remaining_length
+
+    def packet_ended(self) -> None:
+        """No packet's body is being read (the next fixed header comes): no deadline."""
+        self.body_left = 0
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_started(self) -> None:
+        if self.body_left > 0 and self._body_timer is None and not self.refused:
+            delay = self.owner.packet_body_timeout(self.body_left, self.keep_alive)
+            self._body_timer = asyncio.get_running_loop().call_later(
+                delay, self.slow_packet, self.body_left, delay)
+
+    def _body_got(self, n: int) -> None:
+        if self.body_left > 0:
+            self.body_left -= n
+            if self.body_left <= 0:
+                self.packet_ended()
+
+    def slow_packet(self, announced: int, delay: float) -> None:
+        """The body of the packet being read (``announced`` bytes) did not come within
+        ``delay`` s of the broker starting to read it: drop the connection
+        (``reason="slow_packet"``). Keep-alive times only the wait for a packet to start,
+        so a client trickling a body (or gone half-way through one) held its connection,
+        its place among its device's and what it had sent of the body for ever."""
+        self._body_timer = None
+        self.drop("slow_packet", f"the body of a packet announcing {announced} bytes did "
+                  f"not come within {delay:.1f} s (keep-alive {self.keep_alive} s)")
 
     async def refuse_topic(self, body: bytes, flags: int) -> bool:
         """For a PUBLISH ``body`` whose topic holds a wildcard: amqtt drops such a packet
@@ -591,6 +687,37 @@ class _PacketLimit(ReaderAdapter):
         log.info("MQTT client %r (%s): nothing received for %g s, %g x the keep-alive of "
                  "%d s its CONNECT declared; connection dropped", self.user, self.peer,
                  KEEPALIVE_FACTOR * self.keep_alive, KEEPALIVE_FACTOR, self.keep_alive)
+
+    def drop(self, reason: str, why: str) -> None:
+        """Close the connection at once (its socket aborted, any later read answers "no
+        data", which ends amqtt's reading of it) for ``reason``: counted, and logged at
+        most every ``CAP_LOG_EVERY_S`` per device (:meth:`EmbeddedBroker.dropped_for`)."""
+        if self.refused:
+            return
+        self.refused = True
+        self.packet_ended()
+        _abort(self.writer)
+        self.owner.dropped_for(reason, self.user, self.peer, why)
+
+    def qos2_room(self, held: dict[int, Any], message: Any) -> bool:
+        """Whether ``message``, a QoS 2 PUBLISH received, may join ``held`` (its session's
+        QoS 2 messages waiting for their PUBREL, by packet id; one of the same id is
+        replaced): at most ``QOS2_WINDOW`` of them, within ``QOS2_BYTES`` (one alone is
+        always taken). Else the connection is dropped (``reason="qos2_backlog"``) and
+        ``False`` returned: waiting for room cannot work, as the PUBRELs that make room
+        come on this same connection, behind what it would stop reading."""
+        owner = self.owner
+        mid = message.packet_id
+        count, size = 1, _held_bytes(message)
+        for key, other in held.items():
+            if key != mid:
+                count += 1
+                size += _held_bytes(other)
+        if count <= owner.QOS2_WINDOW and (count == 1 or size <= owner.QOS2_BYTES):
+            return True
+        self.drop("qos2_backlog", f"{count} QoS 2 PUBLISHes ({size} bytes) would wait for "
+                  f"their PUBREL, at most {owner.QOS2_WINDOW} within {owner.QOS2_BYTES} bytes")
+        return False
 
     def write_stalled(self) -> None:
         """The client took nothing written to it for ``EmbeddedBroker.WRITE_STALL_S``
@@ -762,10 +889,12 @@ async def _fixed_header_within_limit(cls: type[MQTTFixedHeader],
     broker (a :class:`_PacketLimit` reader), the announced remaining length checked against
     its limit (``limit`` for a PUBLISH, ``control_limit`` for any other packet): over it,
     the connection is closed and ``None`` returned (amqtt's "end of stream", which ends its
-    reading of the connection) before the body is read. Any other reader (amqtt's client,
-    another broker in the process) reads as before."""
+    reading of the connection) before the body is read. Within it, the body's deadline is
+    set (:meth:`_PacketLimit.packet_started`). Any other reader (amqtt's client, another
+    broker in the process) reads as before."""
     if isinstance(reader, _PacketLimit):
         reader.pending = b""  # what amqtt left of the previous packet is not a packet
+        reader.packet_ended()
     header = await _read_fixed_header(cls, reader)
     if header is None or not isinstance(reader, _PacketLimit):
         return header
@@ -774,6 +903,7 @@ async def _fixed_header_within_limit(cls: type[MQTTFixedHeader],
         name = _PACKET_NAMES.get(header.packet_type, f"packet of type {header.packet_type}")
         await reader.refuse(header.remaining_length, name, limit)
         return None
+    reader.packet_started(header.remaining_length)
     return header
 
 
@@ -827,14 +957,24 @@ async def _pubrel_always_answered(self: BrokerProtocolHandler, pubrel: PubrelPac
     amqtt only logs it: a QoS 2 PUBLISH refused before amqtt stored it (a wildcard topic,
     acknowledged with PUBREC by :meth:`_PacketLimit.refuse_topic`), or one completed whose
     PUBCOMP was lost. Unanswered, a compliant client keeps the message in flight for ever
-    and resends the PUBREL on every reconnect."""
+    and resends the PUBREL on every reconnect.
+
+    A QoS 2 message held for its PUBREL (:func:`_qos2_held_bounded`: in its session's
+    ``inflight_in``, no task waiting for it) is released here as amqtt's flow released it:
+    queued for the message loop, dropped from ``inflight_in``, then PUBCOMP."""
     mid = pubrel.packet_id
-    pending = mid in self._pubrel_waiters or (
-        self.session is not None and mid in self.session.inflight_in)
-    if pending or not isinstance(self.reader, _PacketLimit):
+    if mid in self._pubrel_waiters or not isinstance(self.reader, _PacketLimit):
         await _handle_pubrel(self, pubrel)
         return
-    await self._send_packet(PubcompPacket.build(mid))
+    session = self.session
+    message = session.inflight_in.pop(mid, None) if session is not None else None
+    if message is not None:
+        message.pubrel_packet = pubrel
+        await session.delivered_message_queue.put(message)  # type: ignore[union-attr]
+    pubcomp = PubcompPacket.build(mid)
+    await self._send_packet(pubcomp)
+    if message is not None:
+        message.pubcomp_packet = pubcomp
 
 
 _pubrel_always_answered.__wrapped__ = _handle_pubrel  # type: ignore[attr-defined]
@@ -886,13 +1026,50 @@ async def _qos1_acked_when_queued(self: BrokerProtocolHandler,
 
 _qos1_acked_when_queued.__wrapped__ = _handle_qos1  # type: ignore[attr-defined]
 
+_handle_qos2 = ProtocolHandler._handle_qos2_message_flow
+
+
+async def _qos2_held_bounded(self: BrokerProtocolHandler,
+                             app_message: ApplicationMessage) -> None:
+    """amqtt's ``_handle_qos2_message_flow``, except that on a connection of the embedded
+    broker (a :class:`_PacketLimit` reader) a QoS 2 PUBLISH received is held for its
+    PUBREL within a bound, and without a task waiting for it.
+
+    amqtt stored each in the session's ``inflight_in``, sent PUBREC and kept a task waiting
+    for the PUBREL, without bound: a device sending QoS 2 PUBLISHes (up to 65,535 packet
+    ids, each up to ``max_packet_bytes``) and never a PUBREL grew the broker's memory
+    without limit, and while one such task waited amqtt's reader kept every later packet's
+    finished task too. Here the message is stored (one of the same packet id, a resend, is
+    replaced) only where :meth:`_PacketLimit.qos2_room` finds room, else the connection is
+    dropped (``reason="qos2_backlog"``); then PUBREC is sent, and
+    :func:`_pubrel_always_answered` releases it. A persistent session keeps what is held
+    across a reconnect (amqtt resends each one's PUBREC then, through this flow), counted
+    against the same bound."""
+    reader = self.reader
+    if (not isinstance(reader, _PacketLimit) or self.session is None
+            or not isinstance(app_message, IncomingApplicationMessage)
+            or app_message.direction != INCOMING or app_message.packet_id is None):
+        await _handle_qos2(self, app_message)
+        return
+    held = self.session.inflight_in
+    if not reader.qos2_room(held, app_message):
+        return
+    held[app_message.packet_id] = app_message
+    pubrec = PubrecPacket.build(app_message.packet_id)
+    await self._send_packet(pubrec)
+    app_message.pubrec_packet = pubrec
+
+
+_qos2_held_bounded.__wrapped__ = _handle_qos2  # type: ignore[attr-defined]
+
 
 def _install_packet_limit() -> None:
-    """Make amqtt's fixed-header reader check :class:`_PacketLimit` readers, and its
-    PUBLISH reader read their body whole first, and the broker's PUBREL handler answer
-    every PUBREL, and its QoS 1 flow leave the PUBACK of a received message to the
-    message loop, and its read timeout drop a connection silent past its keep-alive
-    (:func:`_keepalive_expired`) (idempotent).
+    """Make amqtt's fixed-header reader check :class:`_PacketLimit` readers (and time the
+    body that follows), and its PUBLISH reader read their body whole first, and the
+    broker's PUBREL handler answer every PUBREL, and its QoS 1 flow leave the PUBACK of a
+    received message to the message loop, and its QoS 2 flow hold a received message
+    within a bound (:func:`_qos2_held_bounded`), and its read timeout drop a connection
+    silent past its keep-alive (:func:`_keepalive_expired`) (idempotent).
 
     The two changes to amqtt's classes: every packet, CONNECT included, has its fixed header
     read by the first classmethod (the connection's read loop and ``MQTTPacket.from_stream``),
@@ -904,6 +1081,7 @@ def _install_packet_limit() -> None:
     BrokerProtocolHandler.handle_pubrel = _pubrel_always_answered  # type: ignore[method-assign]
     BrokerProtocolHandler.handle_read_timeout = _keepalive_expired  # type: ignore[method-assign]
     BrokerProtocolHandler._handle_qos1_message_flow = _qos1_acked_when_queued  # type: ignore[method-assign]
+    BrokerProtocolHandler._handle_qos2_message_flow = _qos2_held_bounded  # type: ignore[method-assign]
 
 
 def _owner(context: Any) -> EmbeddedBroker:
@@ -1547,6 +1725,8 @@ class EmbeddedBroker:
         # (ack_subscriber: at most one per device at a time)
         self._acking: dict[str, bool] = {}
         self._drop_log: dict[str, tuple[float, int]] = {}  # device -> (logged at, dropped)
+        # "<reason>:<device>" -> (logged at, connections dropped since): dropped_for
+        self._reason_log: dict[str, tuple[float, int]] = {}
 
     @staticmethod
     def telemetry_topic(device_id: str) -> str:
@@ -1563,6 +1743,46 @@ class EmbeddedBroker:
     #: queued or in flight past which a new dead letter is dropped
     OUTBOX_WINDOW = OUTBOX_WINDOW
     OUTBOX_BYTES = OUTBOX_BYTES
+    #: QoS 2 messages one session may hold waiting for their PUBREL, and the bytes of
+    #: them, past which its connection is dropped (one message alone is always taken)
+    QOS2_WINDOW = QOS2_WINDOW
+    QOS2_BYTES = QOS2_BYTES
+    #: a logged-in connection's packet body must come within the larger of PACKET_BODY_S
+    #: and 1.5 keep-alives, plus a second per PACKET_BODY_RATE bytes
+    #: (:meth:`packet_body_timeout`)
+    PACKET_BODY_S = PACKET_BODY_S
+    PACKET_BODY_RATE = PACKET_BODY_RATE
+
+    def packet_body_timeout(self, size: int, keep_alive: int) -> float:
+        """Seconds a logged-in connection declaring ``keep_alive`` (s; 0: none) has to send
+        a packet body of ``size`` bytes once the broker starts reading it: the larger of
+        :attr:`PACKET_BODY_S` and :data:`KEEPALIVE_FACTOR` keep-alives (the silence it
+        declared it may keep), plus one second per :attr:`PACKET_BODY_RATE` bytes (a slow
+        link's time to carry it). Past it the connection is dropped
+        (``reason="slow_packet"``).
+
+        >>> b = EmbeddedBroker(lambda ms: [], lambda d, s: None, max_payload_bytes=1024)
+        >>> b.packet_body_timeout(2, 60), b.packet_body_timeout(256 * 1024, 0)
+        (90.0, 94.0)
+        """
+        return (max(self.PACKET_BODY_S, KEEPALIVE_FACTOR * keep_alive)
+                + size / self.PACKET_BODY_RATE)
+
+    def dropped_for(self, reason: str, user: str | None, peer: str, why: str) -> None:
+        """Count a connection of ``user`` (from ``peer``) dropped for ``reason`` (``why``
+        says what it did) and log it, at most every :attr:`CAP_LOG_EVERY_S` per device and
+        reason."""
+        self.count("edgewise_mqtt_connections_closed_total", reason=reason)
+        key = f"{reason}:{user}"
+        logged_at, dropped = self._reason_log.get(key, (-self.CAP_LOG_EVERY_S, 0))
+        now = time.monotonic()
+        if now - logged_at < self.CAP_LOG_EVERY_S:
+            self._reason_log[key] = (logged_at, dropped + 1)
+            return
+        self._reason_log[key] = (now, 0)
+        log.warning("MQTT client %r (%s) dropped (%s): %s%s", user, peer, reason, why,
+                    f"; {dropped} more of its connections dropped so since the last such "
+                    "line" if dropped else "")
 
     def admit(self, session: Session) -> bool:
         """Whether an authenticated CONNECT may go on: not with a Will message, nor when
@@ -1615,6 +1835,7 @@ class EmbeddedBroker:
     def logged_out(self, conn: _PacketLimit) -> None:
         """``conn``'s connection ended: it no longer counts among its device's, and what
         was on its way to it is dropped."""
+        conn.packet_ended()
         if conn.outbox is not None:
             conn.outbox.close()
         user, conn.counted_for = conn.counted_for, None
