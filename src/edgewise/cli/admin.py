@@ -28,14 +28,17 @@ directory's DuckDB file) still holds, as ``POST /v1/devices`` does (409 ``has_da
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 
+from edgewise._private import restrict_umask
 from edgewise.cli._app import UTF8_TEXT, DataDir, Json, app, existing_data_dir, fail
 
 # the roles as the HTTP API's token schema words them; importing the module adds about 6-9
@@ -50,7 +53,36 @@ if TYPE_CHECKING:
     from edgewise.security.audit_syslog import ForwardedCheck
     from edgewise.store.base import Store
 
-__all__ = ["audit_app", "device_app", "token_app"]
+__all__ = ["audit_app", "device_app", "private_files", "token_app"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def private_files(command: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``command`` (a command that writes a store) with umask 077, as ``serve`` runs:
+    what it makes (a DuckDB store's write-ahead log and spill files, a purge's copy, a
+    repair's log) is its user's only, not 0644 under a shell's umask 022. The umask it had
+    is given back when the command returns (a test's process goes on with its own).
+
+    >>> @private_files
+    ... def command() -> int:
+    ...     mask = os.umask(0o022); os.umask(mask); return mask
+    >>> old = os.umask(0o022)
+    >>> oct(command()), oct(os.umask(old))
+    ('0o77', '0o22')
+    """
+
+    @functools.wraps(command)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        old = restrict_umask()
+        try:
+            return command(*args, **kwargs)
+        finally:
+            os.umask(old)
+
+    return run
+
 
 device_app = typer.Typer(help="Register, list and delete devices; replace their secrets.",
                          no_args_is_help=True)
@@ -224,6 +256,7 @@ def device_list(data_dir: DataDir, as_json: Json = False) -> None:
 
 
 @device_app.command("delete")
+@private_files
 def device_delete(
     device_id: IdArg, data_dir: DataDir, store: StoreUrl = "", mqtt: MqttUrl = "embedded",
     as_json: Json = False,

@@ -448,38 +448,6 @@ def _tls_names(cert_file: str) -> str:
     return describe_names(cert)
 
 
-def _tls_verify_error(cert_file: str, key_file: str, host: str) -> str | None:
-    """Why a client that trusts ``cert_file`` only and checks the name ``host`` (as the
-    demo's simulated pumps do) refuses a server presenting ``cert_file``/``key_file``;
-    ``None`` when it accepts it. The TLS handshake runs in memory."""
-    import ssl
-
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(cert_file, key_file)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # what paho's tls_set makes
-    client.load_verify_locations(cert_file)
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    c = client.wrap_bio(c_in, c_out, server_hostname=host)
-    srv = server.wrap_bio(s_in, s_out, server_side=True)
-    for _ in range(10):
-        try:
-            c.do_handshake()
-            return None
-        except ssl.SSLWantReadError:
-            pass
-        except ssl.SSLCertVerificationError as exc:
-            return str(exc.verify_message or exc)
-        except ssl.SSLError as exc:
-            return str(exc)
-        s_in.write(c_out.read())
-        try:
-            srv.do_handshake()
-        except ssl.SSLError:
-            pass  # wants more, or the client's alert: the client's own error says why
-        c_in.write(s_out.read())
-    return "the TLS handshake did not finish"
-
-
 def _demo_device_host(tls_cert: str, tls_key: str) -> str:
     """The name the demo's simulated pumps reach its broker by: ``127.0.0.1``, or
     ``localhost`` when the ``--tls-cert`` names that and not 127.0.0.1. The pumps trust
@@ -490,12 +458,13 @@ def _demo_device_host(tls_cert: str, tls_key: str) -> str:
     '127.0.0.1'
     """
     from edgewise.errors import ConfigError
+    from edgewise.security.certs import tls_verify_error
 
     if not tls_cert:
         return "127.0.0.1"
     errors: dict[str, str | None] = {}
     for host in ("127.0.0.1", "localhost"):
-        errors[host] = _tls_verify_error(tls_cert, tls_key, host)
+        errors[host] = tls_verify_error(tls_cert, tls_key, host)
         if errors[host] is None:
             return host
     other = [str(e) for e in errors.values() if "mismatch" not in str(e).lower()]

@@ -7,9 +7,11 @@ from typing import Annotated
 import typer
 
 from edgewise.cli._app import DataDir, Json, app, fail
+from edgewise.cli.admin import private_files
 
 
 @app.command()
+@private_files  # the log it writes back and the store it opens: 0600, as serve makes them
 def repair(
     data_dir: DataDir,
     store: Annotated[

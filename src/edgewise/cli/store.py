@@ -32,7 +32,7 @@ from typing import Any
 import typer
 
 from edgewise.cli._app import DataDir, Json, app, existing_data_dir, fail
-from edgewise.cli.admin import StoreUrl, _broken_logs, _security
+from edgewise.cli.admin import StoreUrl, _broken_logs, _security, private_files
 
 __all__ = ["store_app"]
 
@@ -41,6 +41,7 @@ app.add_typer(store_app, name="store")
 
 
 @store_app.command("purge")
+@private_files
 def store_purge(data_dir: DataDir, store: StoreUrl = "", as_json: Json = False) -> None:
     """Rewrite the store so that deleted rows' bytes are gone from its files.
 

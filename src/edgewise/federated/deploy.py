@@ -65,7 +65,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 import edgewise
 from edgewise.config import is_loopback
 from edgewise.errors import EdgewiseError, InvalidParameterError
-from edgewise.security.certs import cert_names, describe_names
+from edgewise.security.certs import accepts_host, cert_names, describe_names
 
 __all__ = ["LOCK_NAME", "RUN_DEFAULTS", "FleetBusyError", "LocalFleet", "SupernodeKey",
            "TlsFiles", "app_pyproject", "check_auth_key", "check_tls", "device_address",
@@ -185,21 +185,11 @@ def load_ca(ca: str | Path, option: str = "--tls-ca") -> Path:
 
 
 def _cert_holds(cert: Any, host: str) -> bool:
-    """Whether TLS clients verifying ``cert`` accept it for ``host`` (an IP address against
-    its IP entries; a name against its DNS entries, ``*`` standing for one leftmost label)."""
-    dns, ips = cert_names(cert)
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        name = host.lower().rstrip(".")
-        for pattern in (d.lower().rstrip(".") for d in dns):
-            if pattern == name:
-                return True
-            if pattern.startswith("*.") and "." in name \
-                    and name.split(".", 1)[1] == pattern[2:]:
-                return True
-        return False
-    return ip in ips
+    """Whether TLS clients verifying ``cert`` accept it for ``host``: decided by a TLS
+    handshake in memory with Python's ssl, as :class:`LocalFleet` checks the gate
+    (:func:`~edgewise.security.certs.accepts_host`), not by rules restated here (a CN
+    beside an IP-only subjectAltName counts; ``*.lan`` matches nothing)."""
+    return accepts_host(cert, host)
 
 
 def check_tls(cert: str | Path | None, key: str | Path | None, ca: str | Path | None = None,
@@ -584,8 +574,16 @@ def device_address(host: str, port: int, tls: TlsFiles | None = None) -> tuple[s
 
         leaf = x509.load_pem_x509_certificates(tls.cert.read_bytes())[0]
         dns, ips = cert_names(leaf)
-        names = [d for d in dns if not is_loopback(d) and "*" not in d] + \
-            [str(i) for i in ips if not i.is_loopback and not i.is_unspecified]
+        dns = [d for d in dns if not is_loopback(d) and "*" not in d and " " not in d]
+        addrs = [str(i) for i in ips if not i.is_loopback and not i.is_unspecified]
+        # the subjectAltName's own names first: a common name (which counts only where it
+        # names no DNS name) is often a label, not the address devices reach
+        try:
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            san_dns = bool(san.get_values_for_type(x509.DNSName))
+        except x509.ExtensionNotFound:
+            san_dns = False
+        names = dns + addrs if san_dns else addrs + dns
         if not names:
             note = ("the certificate names only loopback addresses, so devices on other "
                     "machines cannot verify it; give the SuperLink a certificate for the "

@@ -52,6 +52,7 @@ import stat
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from edgewise._private import make_private, sync_folder
+from edgewise._private import PRIVATE_UMASK, make_private, sync_folder
 from edgewise.errors import StoreCorruptError, StoreError, StoreLockedError
 from edgewise.store._batch import Columns, Prepared, SeqTracker, check_text_args, classify_batch
 from edgewise.store._sql import (
@@ -172,8 +173,139 @@ _OPEN_FILES: set[str] = set()
 _OPEN_LOCK = threading.Lock()
 
 
+class _PrivateUmask:
+    """This process's umask, made at least :data:`~edgewise._private.PRIVATE_UMASK` while
+    any file store of this process writes, and given back after the last of them.
+
+    DuckDB makes the store's write-ahead log (``<file>.wal``, which holds every reading
+    committed since the last checkpoint) with the process's umask, at the first commit
+    after each checkpoint (it deletes the log at every checkpoint, and an empty one at
+    open), so a log made beforehand or ``chmod`` after the commit does not keep it private
+    (the latter leaves a moment in which another user may open it and read the log through
+    that descriptor until the next checkpoint). The umask is the only way to have DuckDB
+    make it 0600: it is held by every writer (the store's write lock, :class:`_WriteLock`)
+    and by the open (which makes the file itself). The umask is one per process: a file
+    another thread makes while a store writes is private too (0600, not 0644). A gateway
+    runs with umask 077 all along (``restrict_umask``), so there this changes nothing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._before = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                before = os.umask(PRIVATE_UMASK)
+                os.umask(before | PRIVATE_UMASK)
+                self._before = before
+            self._users += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                os.umask(self._before)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+
+_UMASK = _PrivateUmask()
+
+
+class _WriteLock:
+    """The lock that serialises a store's writers, re-entrant like :class:`threading.RLock`;
+    for a file store its holder also runs with the private umask (:class:`_PrivateUmask`),
+    so the write-ahead log DuckDB makes at a commit is 0600, not 0644 (umask 022).
+
+    >>> lock = _WriteLock(private=True)
+    >>> with lock, lock:
+    ...     mask = os.umask(0o022); _ = os.umask(mask)
+    >>> oct(mask & 0o077)
+    '0o77'
+    """
+
+    def __init__(self, *, private: bool) -> None:
+        self._lock = threading.RLock()
+        self._private = private
+        self._depth = 0  # how deep the holder is in (it is re-entrant): 0 when free
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        if self._depth == 0 and self._private:
+            try:
+                _UMASK.enter()
+            except BaseException:
+                self._lock.release()
+                raise
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        if not self._lock._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot release un-acquired lock")
+        self._depth -= 1
+        if self._depth == 0 and self._private:
+            _UMASK.leave()
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def _wal_path(path: Path) -> Path:
     return path.with_name(path.name + ".wal")
+
+
+def _spill_path(path: Path) -> Path:
+    """The folder DuckDB writes what does not fit in memory to (a big sort's rows, the
+    readings themselves) for the store file ``path``: DuckDB's own default, beside it."""
+    return path.with_name(path.name + ".tmp")
+
+
+def _private_spill_dir(path: Path) -> Path:
+    """Make the spill folder of the store file ``path`` (:func:`_spill_path`) a folder of
+    mode 0700, and return it. DuckDB makes the folder only when it first spills, with the
+    process's umask (0755, its files 0644), and that may be a reader's query, which runs
+    without the private umask; made here first, it keeps them private whatever their own
+    modes. One that is there already (left by a crash, or an older version) is made 0700
+    if it is this user's folder; anything else there (a link, a file) is left, with a
+    warning (DuckDB then spills nowhere but there, or fails to)."""
+    spill = _spill_path(path)
+    try:
+        os.mkdir(spill, 0o700)
+    except FileExistsError:
+        try:
+            st = os.lstat(spill)
+            if not stat.S_ISDIR(st.st_mode):
+                log.warning("DuckDB's spill folder %s is not a folder; remove it so that "
+                            "spilled rows go to a private one", spill)
+            elif st.st_uid == os.geteuid() and st.st_mode & 0o077:
+                os.chmod(spill, 0o700)
+        except OSError as exc:
+            log.warning("could not make %s private (mode 0700): %s", spill, exc)
+    except OSError as exc:  # a folder this user may not write: DuckDB cannot write there either
+        log.debug("could not make DuckDB's spill folder %s: %s", spill, exc)
+    return spill
+
+
+def _remove_spill_dir(spill: Path) -> None:
+    """Remove the spill folder at close if DuckDB left it empty (else it stays)."""
+    try:
+        spill.rmdir()
+    except OSError:
+        pass
 
 
 def _is_wal_failure(exc: BaseException) -> bool:
@@ -330,10 +462,13 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         pass
 
 
-def _connect(path: Path | str) -> duckdb.DuckDBPyConnection:
-    """Open the file, turning DuckDB's lock and WAL errors into Edgewise errors."""
+def _connect(path: Path | str, spill: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the file, spilling to the private folder ``spill`` (default: the file's own,
+    :func:`_private_spill_dir`), turning DuckDB's lock and WAL errors into Edgewise errors."""
+    if spill is None:
+        spill = _private_spill_dir(Path(path))
     try:
-        return duckdb.connect(str(path))
+        return duckdb.connect(str(path), config={"temp_directory": str(spill)})
     except duckdb.IOException as exc:
         text = str(exc)
         if "lock" in text.lower():
@@ -620,15 +755,25 @@ class DuckDBStore(SQLStoreMixin):
         # this store's close; else the store takes it at open and drops it at close
         self._owns_lock = _held_lock is None
         self._failed: str | None = None  # why the store is unusable (a purge's reopen failed)
+        # serialises writers (held for a whole transaction); guards _marks. _seqs (a
+        # SeqTracker) guards itself, so seq_gaps/seq_watermark never wait for a commit. For
+        # a file, its holder runs with umask 077: the write-ahead log DuckDB makes is 0600
+        self._wlock = _WriteLock(private=self.path != ":memory:")
         if self.path == ":memory:":
             self.url = "duckdb://:memory:"
-            target: str | Path = ":memory:"
-        else:
-            p = Path(self.path).expanduser().resolve()
-            _make_parent(p)
+            # no file to spill beside: DuckDB would spill to ./.tmp, 0644 (the folder made
+            # here, 0700, is removed at close, or when the store is collected)
+            self._spill = Path(tempfile.mkdtemp(prefix="edgewise-duckdb-spill-"))
+            weakref.finalize(self, shutil.rmtree, self._spill, ignore_errors=True)
+            self._con = _connect(":memory:", self._spill)
+            self._setup()
+            return
+        p = Path(self.path).expanduser().resolve()
+        _make_parent(p)
+        with _UMASK.held():  # the file and what DuckDB makes while it opens it: 0600
             self.path = str(p)
             self.url = f"duckdb://{p}"
-            target = p
+            self._spill = _spill_path(p)
             with _OPEN_LOCK:
                 if self.path in _OPEN_FILES:
                     raise StoreError(
@@ -636,21 +781,26 @@ class DuckDBStore(SQLStoreMixin):
                         "that DuckDBStore instead of opening the file twice."
                     )
                 _OPEN_FILES.add(self.path)
-        try:
-            if target != ":memory:":  # before DuckDB's lock: held through every purge too
-                self._lock_fd = _take_lock(Path(target)) if _held_lock is None else _held_lock
-            new = target != ":memory:" and not Path(target).exists()
-            self._con = _connect(target)
-        except BaseException:
-            self._release()
-            raise
-        if target != ":memory:":  # the file is ours now: no other process purges it
-            _remove_purge_leftovers(Path(target))
-        if new:  # the fleet's readings: the owner's only, whatever the directory's mode
-            make_private(target)
-        # serialises writers (held for a whole transaction); guards _marks. _seqs (a
-        # SeqTracker) guards itself, so seq_gaps/seq_watermark never wait for a commit
-        self._wlock = threading.RLock()
+            locked = False
+            try:  # the lock before DuckDB's: held through every purge too
+                self._lock_fd = _take_lock(p) if _held_lock is None else _held_lock
+                locked = True
+                new = not p.exists()
+                self._con = _connect(p)
+            except BaseException:
+                if locked:  # the spill folder is no other store's while the lock is held
+                    _remove_spill_dir(self._spill)
+                self._release()
+                raise
+            _remove_purge_leftovers(p)  # the file is ours now: no other process purges it
+            if new:  # the fleet's readings: the owner's only (0600 by the umask already)
+                make_private(p)
+            self._setup()
+
+    def _setup(self) -> None:
+        """Set up the store on its open connection ``_con``: schema, caches, a purge an
+        earlier crash cut short; on failure the connection is closed and the error says
+        which file."""
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cur_lock = threading.Lock()  # guards _cursors (readers take it, not _wlock)
@@ -683,6 +833,7 @@ class DuckDBStore(SQLStoreMixin):
                 self._con.close()
             except duckdb.Error:
                 pass
+            self._drop_spill()  # before the lock goes: the folder is no other store's
             self._release()
             if isinstance(exc, duckdb.Error):  # e.g. a COMMIT refused: what, and which file
                 if _is_wal_failure(exc):
@@ -1505,7 +1656,16 @@ class DuckDBStore(SQLStoreMixin):
                 pass
             finally:
                 self._con.close()
+                self._drop_spill()  # before the lock goes: the folder is no other store's
                 self._release()
+
+    def _drop_spill(self) -> None:
+        """Remove the spill folder once the store's connection is closed: an in-memory
+        store's own, a file's if DuckDB left it empty."""
+        if self.path == ":memory:":
+            shutil.rmtree(self._spill, ignore_errors=True)
+        else:
+            _remove_spill_dir(self._spill)
 
     def __repr__(self) -> str:
         return f"DuckDBStore({self.path!r})"
@@ -1645,12 +1805,14 @@ def _repair_held(p: Path, fd: int) -> RepairReport:
     size = wal.stat().st_size if wal.exists() else 0
     if wal.exists():
         os.replace(wal, moved)
+        make_private(moved)  # a log an older version made 0644: it holds readings
     m = re.search(r"byte position (\d+)", cause)
     cut = int(m.group(1)) if m else None
     kept_note = "nothing of it could be replayed"
     store = None
     if cut is not None and 0 < cut < size:
-        with open(moved, "rb") as src, open(wal, "wb") as dst:
+        out = os.open(wal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with open(moved, "rb") as src, os.fdopen(out, "wb") as dst:
             dst.write(src.read(cut))
             dst.flush()
             os.fsync(dst.fileno())
