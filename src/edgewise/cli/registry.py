@@ -198,24 +198,31 @@ def publish_cmd(
     except ValueError as exc:
         raise fail(str(exc)) from None
     from edgewise.errors import InvalidParameterError, SignatureError
+    from edgewise.security import Security
 
+    payload = model_file.read_bytes()
     reg = Registry(data_dir)
+    sec = Security(data_dir)
     try:
-        reg.version(name, version)
-    except KeyError:
-        again = False
-    else:  # the very version again (if the same bytes): its stored model is checked
-        again = True
-    try:
-        mv = reg.publish(name, version, model_file.read_bytes(), format=fmt,
-                         trained_on=trained_on, metrics=metrics)
+        # the audit log's write lock first: the version is published only where its
+        # entry can be written, and the entry commits with it (Security.transaction)
+        with sec.transaction():
+            try:
+                reg.version(name, version)
+            except KeyError:
+                again = False
+            else:  # the very version again (if the same bytes): its stored model is checked
+                again = True
+            mv = reg.publish(name, version, payload, format=fmt, trained_on=trained_on,
+                             metrics=metrics)
+            sec.audit("cli", "model.publish", name, {
+                "version": version, "sha256": mv.sha256, "size": mv.size,
+                "format": mv.format, **({"again": True} if again else {})})
     except (InvalidParameterError, SignatureError) as exc:
         raise fail(str(exc)) from None
     finally:
+        sec.close()
         reg.close()
-    _audit(data_dir, "model.publish", name, {"version": version, "sha256": mv.sha256,
-                                             "size": mv.size, "format": mv.format,
-                                             **({"again": True} if again else {})})
     if again:
         typer.echo(f"{mv.name} {mv.version} was already published with these bytes ({mv.size} "
                    f"B, sha256 {mv.sha256[:16]}); its stored model is intact (rewritten if it "
@@ -240,18 +247,6 @@ def _publish_data_dir(data_dir: Path) -> Path:
     if not data_dir.exists() and data_dir.resolve() == default_data_dir().resolve():
         return data_dir
     return existing_data_dir(data_dir)
-
-
-def _audit(data_dir: Path, action: str, target: str, detail: dict[str, object]) -> None:
-    """Record a registry change in the audit log, by ``cli`` as the other CLI actions are
-    (HTTP actions are recorded by ``token:<id>:<name>``)."""
-    from edgewise.security import Security
-
-    sec = Security(data_dir)
-    try:
-        sec.audit("cli", action, target, detail)
-    finally:
-        sec.close()
 
 
 @registry_app.command("rollout")
@@ -280,9 +275,20 @@ def rollout_cmd(
         reg = Registry(data_dir)
         sec = Security(data_dir)  # a device: target must be a registered device
         try:
-            s = reg.rollout(name, version, target, expires_in_s=days * 86400,
-                            kind="rollback" if rollback else "release",
-                            has_device=sec.has_device, keep_rollbacks=keep_rollbacks)
+            # the audit log's write lock first: the release is signed only where its
+            # entries can be written, and they commit with it (Security.transaction)
+            with sec.transaction():
+                s = reg.rollout(name, version, target, expires_in_s=days * 86400,
+                                kind="rollback" if rollback else "release",
+                                has_device=sec.has_device, keep_rollbacks=keep_rollbacks)
+                m = s.manifest
+                sec.audit("cli", "model.rollout", target, {
+                    "name": name, "version": version, "release": m.release,
+                    "kind": m.kind})
+                for k in (x.manifest for x in s.kept):  # --keep-rollbacks: signed again
+                    sec.audit("cli", "model.rollout", k.target, {
+                        "name": name, "version": k.version, "release": k.release,
+                        "kind": k.kind, "kept_with": m.release})
         finally:
             sec.close()
             reg.close()
@@ -292,14 +298,8 @@ def rollout_cmd(
         published = ", ".join(v.version for v in Registry(data_dir).versions(name)) or "none"
         raise fail(f"{exc.args[0]} Published versions of {name!r}: {published} "
                    "(edgewise registry publish NAME VERSION FILE).") from None
-    m = s.manifest
-    _audit(data_dir, "model.rollout", target, {"name": name, "version": version,
-                                               "release": m.release, "kind": m.kind})
     typer.echo(f"release {m.release}: {name} {version} -> {target} ({m.kind}), key {m.key_id}")
     for k in (x.manifest for x in s.kept):  # --keep-rollbacks: each order signed again
-        _audit(data_dir, "model.rollout", k.target, {"name": name, "version": k.version,
-                                                     "release": k.release, "kind": k.kind,
-                                                     "kept_with": m.release})
         typer.echo(f"release {k.release}: {name} {k.version} -> {k.target} ({k.kind}), key "
                    f"{k.key_id} (rollback order kept: signed again)")
 
@@ -344,14 +344,21 @@ def new_key_cmd(data_dir: DataDir) -> None:
     """
     from edgewise.errors import SignatureError
     from edgewise.registry import Registry
+    from edgewise.security import Security
 
     reg = Registry(existing_data_dir(data_dir))  # never a new key in a mistyped data dir
     old_key_id = reg.issued_key_id  # the key agents trust until they are given the new one
+    sec = Security(data_dir)
     try:
-        key = reg.new_key()
+        # the audit log's write lock first: the key is made only where its entry can be
+        # written, and the entry commits right after it (Security.transaction)
+        with sec.transaction():
+            key = reg.new_key()
+            sec.audit("cli", "registry.new_key", key.key_id, {"old_key_id": old_key_id})
     except SignatureError as exc:
         raise fail(str(exc)) from None
-    _audit(data_dir, "registry.new_key", key.key_id, {"old_key_id": old_key_id})
+    finally:
+        sec.close()
     typer.echo("new signing key; give every agent the new signing_key.pub (--trust-key)",
                err=True)
     typer.echo(f"{key.key_id} {base64.b64encode(key.public_key_bytes).decode()}")

@@ -214,13 +214,23 @@ class Gateway:
     # -- retention ----------------------------------------------------------------------
     def apply_retention(self, now_ns: int | None = None) -> int:
         """Delete readings older than ``retention_days`` (none when it is 0); return how
-        many went. Seq watermarks stay, so a device's old seqs are not asked for again."""
+        many went. Seq watermarks stay, so a device's old seqs are not asked for again.
+
+        Audited as ``readings.expire.requested`` before a deletion (when the store's
+        device summaries hold readings older than the cut; an audit log that cannot be
+        written stops the pass there), then as ``readings.expire`` with the count."""
         days = self.settings.retention_days
         if days <= 0:
             return 0
         now_ns = time.time_ns() if now_ns is None else now_ns
         # the cut ingest refuses 'expired' readings at, clamped to the int64 range
-        n = self.store.delete_before(retention_cut_ns(days, now_ns))
+        cut = retention_cut_ns(days, now_ns)
+        if any(d.first_ns < cut for d in self.store.devices()):
+            # audited before the deletion (too long to hold the audit log's write lock
+            # through): readings never go unaudited; a failing audit log stops the pass
+            self.security.audit("retention", "readings.expire.requested", "*",
+                                {"older_than_days": days, "before_ns": cut})
+        n = self.store.delete_before(cut)
         # a pass that pruned only alert events (no reading old enough) leaves bytes to
         # purge too: the store says so (DuckDB; PostgreSQL never purges by default)
         if n or getattr(self.store, "purge_pending", False):

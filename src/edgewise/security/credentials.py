@@ -637,7 +637,12 @@ class Security:
         self.throttle_after = throttle_after
         self.read_only = read_only
         self.path = self.data_dir / "security.sqlite"
-        self._lock = threading.Lock()
+        # re-entrant: a transaction() block may call this object's methods (has_device as a
+        # registry's check, audit)
+        self._lock = threading.RLock()
+        # the entries of this thread's open write transaction, one list per nesting level
+        # (:meth:`_write_tx`); touched only under the lock, so it is its holder's
+        self._tx_levels: list[list[AuditEntry]] = []
         #: the URI a read-only connection to the file opens (:meth:`verify_audit`'s own one)
         self.read_uri = f"{self.path.resolve().as_uri()}?mode=ro"
         if read_only:
@@ -663,8 +668,10 @@ class Security:
         # while paused, the one device id all of the run's wrong secrets named, or "" when
         # they named several); least recently seen first
         self._sources: dict[str, tuple[int, int, int, str]] = {}
-        # known device id -> wrong secrets not yet written to its ``wrong_secrets`` column
-        self._wrong: dict[str, int] = {}
+        # (known device id, its created_ns) -> wrong secrets not yet written to its
+        # ``wrong_secrets`` column: written only to that registration of the id, never to a
+        # device registered again under it meanwhile (here or by another process)
+        self._wrong: dict[tuple[str, int], int] = {}
         self._flush_timer: threading.Timer | None = None
         #: called with each entry this object appends, just after its transaction commits,
         #: under this object's lock (in commit order), so each must return at once; one that
@@ -696,14 +703,18 @@ class Security:
             os.chmod(self.path, 0o600)
         self._db.execute("PRAGMA busy_timeout=10000")
         for attempt in range(50):
+            began = time.monotonic()
             try:
                 self._prepare()
                 break
             except sqlite3.OperationalError as exc:
                 # switching an old file to WAL, or its schema, while other connections open it
                 # too can be refused at once ("database is locked") without the busy
-                # handler (seen once in CI); every step is idempotent, so it is tried again
-                if "locked" not in str(exc) or attempt == 49:
+                # handler (seen once in CI); every step is idempotent, so it is tried again.
+                # Refused after the busy timeout (a writer holds the file): not again (50
+                # waits of 10 s each)
+                if "locked" not in str(exc) or attempt == 49 \
+                        or time.monotonic() - began > 1.0:
                     raise
                 time.sleep(0.05)
         return self._db
@@ -738,7 +749,9 @@ class Security:
         return db
 
     def _prepare(self) -> None:
-        """WAL mode, the schema, and the migrations of older files (each idempotent)."""
+        """WAL mode, the schema, and the migrations of older files (each idempotent). A file
+        that is up to date is only read (each write is asked for first), so opening it
+        never waits for another writer holding it (a gateway's transaction)."""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
@@ -750,8 +763,9 @@ class Security:
         self._chain_old_audit()
         # the audit log's id, made once: forwarded entries carry it, so a collector's file
         # holding several gateways' entries can be checked against this one's
-        self._db.execute("INSERT OR IGNORE INTO audit_meta VALUES ('log_id', ?)",
-                         (secrets.token_hex(8),))
+        if self._db.execute("SELECT 1 FROM audit_meta WHERE key = 'log_id'").fetchone() is None:
+            self._db.execute("INSERT OR IGNORE INTO audit_meta VALUES ('log_id', ?)",
+                             (secrets.token_hex(8),))
         self._mark_tokens_issued()
 
     def _mark_tokens_issued(self) -> None:
@@ -761,10 +775,13 @@ class Security:
         if self._db.execute("SELECT 1 FROM audit_meta WHERE key = ?",
                             (_TOKENS_ISSUED,)).fetchone() is not None:
             return
+        issued = ("EXISTS (SELECT 1 FROM tokens) OR EXISTS (SELECT 1 FROM audit "
+                  "WHERE action IN ('token.create', 'token.revoke'))")
+        if not self._db.execute(f"SELECT {issued}").fetchone()[0]:
+            return  # nothing to record: no write (none waits for another writer)
         self._db.execute(  # one statement: the check and the flag are one transaction
-            "INSERT OR IGNORE INTO audit_meta SELECT ?, 'before the flag' "
-            "WHERE EXISTS (SELECT 1 FROM tokens) OR EXISTS (SELECT 1 FROM audit "
-            "WHERE action IN ('token.create', 'token.revoke'))", (_TOKENS_ISSUED,))
+            f"INSERT OR IGNORE INTO audit_meta SELECT ?, 'before the flag' WHERE {issued}",
+            (_TOKENS_ISSUED,))
 
     @property
     def audit_log_id(self) -> str:
@@ -914,12 +931,16 @@ class Security:
         return [r[0] for r in rows]
 
     def delete_device(self, device_id: str, *, actor: str = "cli") -> None:
-        """Remove a device's credentials and groups. ``KeyError`` if it is not registered."""
+        """Remove a device's credentials and groups, and its wrong secrets not yet written
+        (a device registered again under the id starts from none). ``KeyError`` if it is
+        not registered."""
         with self._write_tx() as written:
             cur = self._db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
             self._db.execute("DELETE FROM device_groups WHERE device_id = ?", (device_id,))
             if cur.rowcount:
                 written += self._append_audit(actor, "device.delete", device_id, None)
+            for key in [k for k in self._wrong if k[0] == device_id]:
+                del self._wrong[key]
         if cur.rowcount == 0:
             raise KeyError(f"Device {device_id!r} is not registered.")
 
@@ -1060,7 +1081,7 @@ class Security:
         connection opened with it can be checked later (:meth:`credential_tags`)."""
         if not device_id or not secret:
             raise AuthError("Device credentials missing: both a device id and a secret are needed.")
-        tag, known = self._check_secret(device_id, secret)
+        tag, registered = self._check_secret(device_id, secret)
         key = source_key(source)
         now = time.time_ns()
         with self._lock:
@@ -1069,8 +1090,9 @@ class Security:
                 if failures and sole != device_id:  # the run named others: it goes on
                     self._remember(key, (failures, until, attempts, sole), now)
                 return tag
-            if known:  # same work for an unknown id but this dict write
-                self._wrong[device_id] = self._wrong.get(device_id, 0) + 1
+            if registered is not None:  # same work for an unknown id but this dict write
+                wrong = (device_id, registered)
+                self._wrong[wrong] = self._wrong.get(wrong, 0) + 1
             self._flush_soon()
             sole = sole if sole == device_id else ""
             if until > now:
@@ -1113,35 +1135,56 @@ class Security:
 
     def flush_wrong_secrets(self) -> None:
         """Add the wrong secrets counted in memory to the devices' ``wrong_secrets``
-        column (a device deleted meanwhile is skipped)."""
+        column, each to the registration of the id it was counted for (a device deleted
+        meanwhile, also when registered again since, is skipped).
+
+        Never waits for another writer of the file (the lock held meanwhile would hold up
+        every authentication in this process): while one holds it, the counts wait for the
+        next flush, a second later."""
         with self._lock:
             pending, self._wrong = self._wrong, {}
             self._flush_timer = None
             if not pending:
                 return
+            wait = None  # the busy timeout to put back
             try:
+                if not self._tx_levels:  # (else in this thread's transaction: written in it)
+                    wait = int(self._db.execute("PRAGMA busy_timeout").fetchone()[0])
+                    self._db.execute("PRAGMA busy_timeout=0")
                 self._db.executemany(
-                    "UPDATE devices SET wrong_secrets = wrong_secrets + ? WHERE id = ?",
-                    [(n, dev) for dev, n in pending.items()])
-            except sqlite3.Error:  # closed or busy: the counts are for display only
+                    "UPDATE devices SET wrong_secrets = wrong_secrets + ? "
+                    "WHERE id = ? AND created_ns = ?",
+                    [(n, dev, created) for (dev, created), n in pending.items()])
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):  # another writer: next time
+                    for k, n in pending.items():
+                        self._wrong[k] = self._wrong.get(k, 0) + n
+                    self._flush_soon()
+                # else closed: the counts are for display only
+            except sqlite3.Error:  # closed: the counts are for display only
                 pass
+            finally:
+                if wait is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute(f"PRAGMA busy_timeout={wait}")
 
     def throttled_attempts(self, source: str | None = None) -> int:
         """Wrong secrets from ``source`` refused while it was paused (this process only)."""
         with self._lock:
             return self._sources.get(source_key(source), (0, 0, 0, ""))[2]
 
-    def _check_secret(self, device_id: str, secret: str) -> tuple[bytes | None, bool]:
-        """The credential tag when ``secret`` is ``device_id``'s, else ``None``, and
-        whether ``device_id`` is registered; the same work (one read, one hash, one
-        comparison) whether the device exists or not."""
+    def _check_secret(self, device_id: str, secret: str) -> tuple[bytes | None, int | None]:
+        """The credential tag when ``secret`` is ``device_id``'s, else ``None``, and when
+        ``device_id`` is registered, its registration's ``created_ns`` (else ``None``); the
+        same work (one read, one hash, one comparison) whether the device exists or not."""
         with self._lock:
             row = self._db.execute(
-                "SELECT salt, secret_hash FROM devices WHERE id = ?", (device_id,)
+                "SELECT salt, secret_hash, created_ns FROM devices WHERE id = ?", (device_id,)
             ).fetchone()
-        salt, stored = row if row is not None else (self._dummy_salt, self._dummy_hash)
+        salt, stored, created = row if row is not None else (
+            self._dummy_salt, self._dummy_hash, None)
         ok = hmac.compare_digest(_hash(salt, secret), stored)
-        return (_tag(salt, stored) if ok and row is not None else None), row is not None
+        return (_tag(salt, stored) if ok and row is not None else None), created
 
     def credential_tags(self, device_ids: Iterable[str]) -> dict[str, bytes]:
         """The credential tag of each registered device of ``device_ids`` (see
@@ -1322,10 +1365,45 @@ class Security:
                 "SELECT 1 FROM tokens WHERE role = 'admin' LIMIT 1").fetchone() is not None
 
     @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold ``security.sqlite``'s write transaction for the ``with`` block: what the block
+        audits (:meth:`audit`), and every other change it makes through this object, commits
+        when the block exits, and not at all when it raises.
+
+        Audit an action on another database (the registry, the store) in it: take it
+        first, do the action, then :meth:`audit` it. The entry then cannot fail for the
+        file's write lock (taken on entry: another writer holding it past the busy timeout
+        fails the block before the action is done), and an action that fails takes its
+        entry back with it. Only the commit itself failing (a full disk, an I/O error) can
+        still leave the action done and not audited. The lock is held to the end of the
+        block, by this object in this process too (every authentication here waits for
+        it), so keep the action short; a long one writes its entry first instead.
+
+        >>> import tempfile, pathlib
+        >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
+        >>> with sec.transaction():
+        ...     done = "the action"  # e.g. a registry's rollout
+        ...     sec.audit("cli", "example.action", "pump-1")
+        >>> try:
+        ...     with sec.transaction():
+        ...         sec.audit("cli", "example.action", "pump-2")
+        ...         raise RuntimeError("the action failed")
+        ... except RuntimeError:
+        ...     pass
+        >>> [e.target for e in sec.audit_log()]
+        ['pump-1']
+        >>> sec.close()
+        """
+        with self._write_tx():
+            yield
+
+    @contextlib.contextmanager
     def _write_tx(self) -> Iterator[list[AuditEntry]]:
         """One write transaction of ``security.sqlite``: under this object's lock, a
         ``BEGIN IMMEDIATE`` committed when the block exits (also by ``return``), else rolled
         back, unless SQLite already did (a full disk), and the block's own error raised.
+        Inside this thread's own open transaction (:meth:`transaction`) it is a savepoint
+        of it: rolled back alone when its block raises, committed with the transaction.
 
         It yields a list for the audit entries the block appends (``written +=
         self._append_audit(...)``): an action and its entry commit together or not at all
@@ -1333,8 +1411,30 @@ class Security:
         :attr:`audit_listeners` hear of the entries once the transaction has committed."""
         with self._lock:
             written: list[AuditEntry] = []
-            with write_transaction(self._db):
-                yield written
+            if self._tx_levels:  # this thread's transaction is open (the lock is its)
+                outer = self._tx_levels[-1]
+                self._tx_levels.append(written)
+                try:
+                    self._db.execute("SAVEPOINT nested")
+                    try:
+                        yield written
+                        self._db.execute("RELEASE nested")
+                    except BaseException:
+                        if self._db.in_transaction:
+                            with contextlib.suppress(sqlite3.Error):
+                                self._db.execute("ROLLBACK TO nested")
+                                self._db.execute("RELEASE nested")
+                        raise
+                finally:
+                    self._tx_levels.pop()
+                outer += written  # heard of when the outermost transaction commits
+                return
+            self._tx_levels.append(written)
+            try:
+                with write_transaction(self._db):
+                    yield written
+            finally:
+                self._tx_levels.pop()
             self._notify(written)
 
     def _notify(self, written: list[AuditEntry]) -> None:
@@ -1399,7 +1499,9 @@ class Security:
 
         The newest entry's hash is read and the new entry written in one ``BEGIN IMMEDIATE``
         transaction, so writers in this process (the lock) and in others (the CLI beside a
-        running gateway: SQLite's write lock) cannot fork the chain.
+        running gateway: SQLite's write lock) cannot fork the chain. Inside
+        :meth:`transaction` (this thread's), the entry is written in that transaction and
+        commits with it.
 
         >>> import tempfile, pathlib
         >>> sec = Security(pathlib.Path(tempfile.mkdtemp()))
@@ -1559,6 +1661,8 @@ class Security:
         with contextlib.suppress(sqlite3.ProgrammingError):
             self.flush_wrong_secrets()
         with self._lock:
+            if self._flush_timer is not None:  # armed again: another writer held the file
+                self._flush_timer.cancel()
             if self._registry is not None:
                 self._registry.close()
                 self._registry = None

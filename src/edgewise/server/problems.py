@@ -341,18 +341,31 @@ def _body_fields(request: Request) -> str:
     return ", ".join(f.alias or name for name, f in fields.items())
 
 
+#: the methods that change nothing: their 500 can say nothing was done
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def internal_error(method: str, path: str, exc: BaseException) -> Problem:
     """The 500 problem of a request that failed unexpectedly (``exc``): which request, and
     the exception's type only (no internals: the server logs the traceback).
 
+    A request that changes things may have done some of them before it failed (a device's
+    deletion runs in several steps, each audited as it is done): the answer says so rather
+    than that nothing was done.
+
     >>> internal_error("GET", "/v1/x", KeyError("k")).body()["detail"]
     'The server failed on GET /v1/x (KeyError); nothing of this request was acknowledged.'
+    >>> internal_error("DELETE", "/v1/devices/p", OSError()).body()["detail"]  # doctest: +ELLIPSIS
+    'The server failed on DELETE /v1/devices/p (OSError) before it finished; what it had done ...'
     """
-    return Problem(
-        500, "Internal error", f"The server failed on {method} {path} "
-        f"({type(exc).__name__}); nothing of this request was acknowledged.",
-        reason="internal",
-    )
+    failed = f"The server failed on {method} {path} ({type(exc).__name__})"
+    if method in _SAFE_METHODS or path.startswith("/v1/telemetry"):  # a device resends
+        detail = f"{failed}; nothing of this request was acknowledged."
+    else:
+        detail = (f"{failed} before it finished; what it had done by then stands: check "
+                  f"(GET, and the audit log, GET /v1/audit) before repeating the request.")
+    return Problem(500, "Internal error", detail, reason="internal")
+
 
 
 def install_problem_handlers(app: FastAPI) -> None:

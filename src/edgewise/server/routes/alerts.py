@@ -501,6 +501,7 @@ def ack_alert(
     """Mark the alert acknowledged by the caller; acknowledging twice keeps the first (of
     operators acknowledging at once, one is audited and all are answered with its
     ``acked_by``)."""
+    _audit_writable(security)
     alert, applied = _acknowledge(store, alert_id, who.name)
     if applied:
         security.audit(who.actor, "alert.ack", alert_id, {"device": alert.device_id})
@@ -520,6 +521,18 @@ def _tell_pipeline(request: Request, what: str, alert: Any) -> None:
         getattr(pipeline.alerts, what)(alert)
     except Exception:  # stored already: the next start takes it up from the store
         log.exception("could not hand alert %s to the live alerting", alert.id)
+
+
+def _audit_writable(security: Any) -> None:
+    """Fail (nothing done) while another writer holds the audit log past its busy timeout,
+    before an acknowledgement or verdict is written: its entry, written right after it,
+    then finds the log free. The store write is not done inside the log's transaction
+    (:meth:`~edgewise.security.Security.transaction`): that would hold every device's
+    authentication in this process for as long as the write waits for the store (a
+    purge, retention), so a writer taking the log in between can still leave one
+    unaudited (logged by the 500)."""
+    with security.transaction():
+        pass
 
 
 def _acknowledge(store: Any, alert_id: str, by: str, **changes: Any) -> tuple[Any, bool]:
@@ -603,6 +616,7 @@ def _label_alert(
                 held = stack.enter_context(labels.hold())
         # the verdict, and the acknowledgement of an open alert, in one write that a merge
         # racing it cannot land between (that lost the verdict: 200 for an unlisted alert)
+        _audit_writable(security)
         alert, _ = _acknowledge(store, alert_id, who.name, **changes)
         security.audit(who.actor, "alert.label", alert_id,
                        {"device": alert.device_id, "label": body.label})

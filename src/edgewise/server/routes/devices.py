@@ -233,10 +233,14 @@ def withdraw_releases(registry: Any, security: Any, device_id: str, actor: str) 
 
     Both ways of deleting a device call this (``DELETE /v1/devices/{id}`` and ``edgewise
     device delete``), so a device registered again under the same id is not served the old
-    device's signed releases. Releases to its groups stay."""
-    gone = [r.release for r in registry.withdraw_device(device_id)]
-    if gone:
-        security.audit(actor, "model.withdraw", f"device:{device_id}", {"releases": gone})
+    device's signed releases. Releases to its groups stay.
+
+    In the audit log's write transaction, taken first (:meth:`Security.transaction`): the
+    releases are withdrawn only where the entry can be written, and it commits with them."""
+    with security.transaction():
+        gone = [r.release for r in registry.withdraw_device(device_id)]
+        if gone:
+            security.audit(actor, "model.withdraw", f"device:{device_id}", {"releases": gone})
     return gone
 
 
@@ -377,6 +381,11 @@ def delete_device(
     ``credentials_deleted`` and ``releases_withdrawn``: the data is kept and the id refused
     by ``POST /v1/devices`` and ``edgewise device add`` until a later deletion succeeds.
 
+    Audited before anything is done as ``device.delete_data.requested`` (an audit log
+    that cannot be written fails the request with nothing done), then as it goes:
+    ``device.delete`` (the credentials), ``model.withdraw`` (the releases), and
+    ``device.delete_data`` with what was deleted once the data is gone.
+
     Deletions of one id run one at a time: of several at once, the first deletes (200,
     audited once) and the others find the device gone (404), or, when the first's store
     deletion failed, try it again."""
@@ -419,6 +428,12 @@ def _delete_device(
     if not known_device(security, store, device_id):
         raise not_found(device_id)
     actor = who.actor
+    # first, before anything is done: the deletion takes long (it must not hold the audit
+    # log's write lock throughout), so its entries cannot commit with it; this one says it
+    # was asked for (nothing is done when it cannot be written), 'device.delete_data' at
+    # the end what was deleted. The steps between are audited as they go.
+    security.audit(actor, "device.delete_data.requested", device_id,
+                   {"registered": registered})
     # before anything is revoked, as 'edgewise device delete' does: until the store's
     # deletion below succeeds (data_deleted), the id is refused by every way of adding a
     # device (a new device under it would be acked the old one's seqs)

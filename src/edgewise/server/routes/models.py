@@ -240,6 +240,19 @@ def _invalid_rollout(exc: InvalidParameterError, body: RolloutRequest,
     return _problem(422, str(exc), "invalid", field=exc.field, value=exc.value, allowed=None)
 
 
+def _audit_rollout(security: Security, actor: str, name: str, s: Any) -> None:
+    """Audit the signed release ``s`` of model ``name`` (:meth:`Registry.rollout`) as
+    ``model.rollout``, and each rollback order it signed again (``keep_rollbacks``) as one
+    more, ``kept_with`` the release (the caller holds :meth:`Security.transaction`)."""
+    m = s.manifest
+    security.audit(actor, "model.rollout", m.target,
+                   {"name": name, "version": m.version, "release": m.release, "kind": m.kind})
+    for k in (x.manifest for x in s.kept):
+        security.audit(actor, "model.rollout", k.target,
+                       {"name": name, "version": k.version, "release": k.release,
+                        "kind": k.kind, "kept_with": m.release})
+
+
 def _unpublished(registry: Registry, exc: KeyError, body: RolloutRequest) -> Problem:
     """The 404 for a name and version that were never published: the version, among the
     name's published ones, or the name, when it has none.
@@ -421,11 +434,15 @@ def make_router(registry: Registry, security: Security,
                           allowed=f"a number of days from {MIN_EXPIRY_DAYS:.4g} (one hour) to "
                           f"{MAX_EXPIRY_DAYS}", reason="invalid") from None
         try:
-            s = registry.rollout(body.name, body.version, body.target,
-                                 expires_in_s=body.expires_days * 86400,
-                                 kind="rollback" if body.rollback else "release",
-                                 has_device=security.has_device,
-                                 keep_rollbacks=body.keep_rollbacks)
+            # the audit log's write lock first: a release is signed only where its entries
+            # can be written, and they commit with it (a rollout that fails writes none)
+            with security.transaction():
+                s = registry.rollout(body.name, body.version, body.target,
+                                     expires_in_s=body.expires_days * 86400,
+                                     kind="rollback" if body.rollback else "release",
+                                     has_device=security.has_device,
+                                     keep_rollbacks=body.keep_rollbacks)
+                _audit_rollout(security, p.actor, body.name, s)
         except InvalidParameterError as exc:
             raise _invalid_rollout(exc, body, security.has_device) from None
         except SignatureError as exc:
@@ -441,14 +458,7 @@ def make_router(registry: Registry, security: Security,
         except KeyError as exc:
             raise _unpublished(registry, exc, body) from None
         m = s.manifest
-        security.audit(p.actor, "model.rollout", body.target,
-                       {"name": body.name, "version": body.version, "release": m.release,
-                        "kind": m.kind})
         kept = [x.manifest for x in s.kept]  # keep_rollbacks: each order signed again
-        for k in kept:
-            security.audit(p.actor, "model.rollout", k.target,
-                           {"name": body.name, "version": k.version, "release": k.release,
-                            "kind": k.kind, "kept_with": m.release})
         return {"release": m.release, "kind": m.kind, "key_id": m.key_id, **s.envelope(),
                 "kept": [{"release": k.release, "version": k.version, "target": k.target}
                          for k in kept]}
