@@ -42,6 +42,7 @@ __all__ = ["MIN_READINGS", "MIN_WINDOW", "drift_measurable", "drift_score", "has
 MIN_WINDOW = 5
 #: The fewest finite readings whose default windows (quarters) hold :data:`MIN_WINDOW`.
 MIN_READINGS = 4 * MIN_WINDOW
+_TINY = float(np.nextafter(0.0, 1.0))  # the smallest positive float: no division by 0
 
 
 def drift_measurable(values: object, reference: int | None = None,
@@ -69,6 +70,9 @@ def drift_score(values: object, reference: int | None = None, recent: int | None
 
     >>> drift_score(np.r_[np.full(20, -1.5e308), np.full(20, 1.5e308)]) > 1e9  # no NaN
     True
+    >>> d = np.linspace(0, 6, 400) + np.random.default_rng(0).normal(0, 1, 400)
+    >>> drift_score(np.r_[d[:200], 1.7e308, d[200:]]) == drift_score(d)  # one huge reading
+    True
     """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -79,17 +83,26 @@ def drift_score(values: object, reference: int | None = None, recent: int | None
         raise QualityError(f"Drift windows must be >= 0. Got reference={ref}, recent={rec}.")
     if ref < MIN_WINDOW or rec < MIN_WINDOW or n < ref + rec:
         return 0.0
-    # in units of a power of two above the largest |reading|, which is exact: the medians
-    # and steps of readings near +-1.5e308 overflowed (inf / inf: a NaN score)
+    # in units of a power of two about the larger of the two windows' medians (taken in
+    # quarters: those of readings near +-1.5e308 overflowed, inf / inf, a NaN score),
+    # which is exact, never so small that a reading passes the largest float; of the
+    # largest |reading| where both medians are 0. Not of the largest |reading| always:
+    # one reading of 1.7e308 took the others to 1e-307, below the floor, and the score
+    # of a drift by 6 sd to 0
     big = float(np.abs(v).max())
-    if big > 0:
-        v = np.ldexp(v, -np.frexp(big)[1])
+    q = np.ldexp(v, -2)
+    mid = max(abs(float(np.median(q[:ref]))), abs(float(np.median(q[-rec:]))))
+    top = int(np.frexp(big)[1])
+    unit = int(np.frexp(mid)[1]) + 2 if mid > 0 else top
+    v = np.ldexp(v, -max(unit, top - 1023))
     a, b = v[:ref], v[-rec:]
     med, med_b = np.median(a), np.median(b)
     # the larger spread of the two windows: a flat reference (one repeated value) left
     # the floors alone, and ordinary noise after it scored in the billions
     scale = MAD_SCALE * max(np.median(np.abs(a - med)), np.median(np.abs(b - med_b)))
-    scale = max(scale, resolution(v), 1e-12 * abs(med), 1e-300)  # relative: any units
+    # floors relative to the windows (any units), the last one keeping the score finite
+    scale = max(scale, resolution(v), 1e-12 * abs(med),
+                1e-300 * max(abs(med), abs(med_b)), _TINY)
     return float(abs(med_b - med) / scale)
 
 

@@ -5,7 +5,10 @@ factor); a point is a spike when it lies more than ``n_sigmas`` scales from the
 centred median of ``2 * half_window + 1`` points. The scale never drops below the
 series' noise level (median absolute first difference / sqrt 2, less the steps into and
 out of the readings that stand out by the noise the other steps show: in a series of
-five readings or fewer a spike's own two steps are half the steps, and set the median),
+five readings or fewer a spike's own two steps are half the steps, and set the median;
+and less the repeats of a sensor read more often than it refreshes, :func:`_held`: read
+two or three times, half or more of its steps were 0 and the noise level 0, and 7 % of
+its readings spikes),
 the step the sensor moves in (:func:`usual_step`: its resolution, the smallest step
 between two readings that recurs, :func:`resolution`, or where that is jitter an order
 of magnitude below the steps it routinely moves by, the smallest of those: a sensor that
@@ -22,7 +25,11 @@ are candidates, and the step the sensor moves in is taken with the candidates (l
 those at a level) as ``outliers``, so the way down to a dropout and back up, however
 often the same dropout recurs, is never the floor that hides it, while the lone tenth of
 a quiet sensor that reports tenths (a candidate too: its window has no spread) still
-shows its resolution.
+shows its resolution. A step into or out of an outlier shows the resolution only where
+it is small beside both its readings and no step between two readings that are no
+outliers is smaller (:data:`RESOLUTION_SHARE`): a glitch by a fifth of a noisy sensor's
+level, however often the same one recurs, is no step it moves in, while a quiet sensor
+that leaves its value only for lone readings shows its step.
 Near 0, where every step is large beside the readings, steps of one size into and out
 of outliers count once the outliers lay both above and below (0.0 with a lone 0.1 or
 -0.1); a quiet quantised sensor that reads at most four of its steps from 0 and blips
@@ -66,6 +73,9 @@ np.False_
 [10, 50, 90]
 >>> hampel_mask([20.0, 500.0, 20.1, 20.0]).nonzero()[0].tolist()  # four readings
 [1]
+>>> held = np.repeat(20.0 + np.random.default_rng(0).normal(0, 0.5, 300), 2)  # read twice
+>>> hampel_mask(held, n_sigmas=5.0).any()
+np.False_
 """
 
 from __future__ import annotations
@@ -85,10 +95,13 @@ MAD_SCALE = 1.4826
 #: down is two steps, a level shift one, and neither shows what the sensor resolves.
 RESOLUTION_SEEN = 3
 #: A step into or out of an outlier counts towards the resolution by itself only when it
-#: is less than this share of both its readings' ``|value|``. A quiet sensor that reports
-#: tenths leaves 20.0 only for a lone 20.1, an outlier by its window's zero spread, and
-#: that step shows what it resolves; a dropout from 100 to 0, a glitch to twice the value
-#: or from 20 to 25 does not, however often it recurs.
+#: is less than this share of both its readings' ``|value|``, and no larger than every
+#: move between two readings that are no outliers. A quiet sensor that reports tenths
+#: leaves 20.0 only for a lone 20.1, an outlier by its window's zero spread, and that step
+#: shows what it resolves; a dropout from 100 to 0, a glitch to twice the value or from 20
+#: to 25 does not, however often it recurs, nor a glitch by 4 of a sensor whose other
+#: readings move by tenths (20 +- 0.5, read twice: the glitch's way up from the reading
+#: it repeats was 4.0 each time, and hid every such glitch).
 RESOLUTION_SHARE = 0.25
 #: How many times the next recurring step size must be to set the sizes below it aside
 #: as jitter (:func:`usual_step`): an order of magnitude, as AWS CPU readings jitter by
@@ -153,8 +166,26 @@ def _median_without(d: np.ndarray, own: np.ndarray) -> np.ndarray:
     return np.where(left > 0, mid, 0.0)
 
 
+def _held(steps: np.ndarray, half_window: int) -> bool:
+    """Whether readings with these consecutive ``steps`` (finite) are sampled and held:
+    most of their runs of one value hold from two to ``half_window + 1`` readings. A
+    sensor polled more often than it refreshes repeats each value it reads, and its
+    repeats show the polling, not its noise; a quantised sensor whose noise is about its
+    step repeats itself in runs of any length, most of one reading, and a quiet one (or a
+    flat series with a dropout now and then) in runs longer than the window's majority:
+    their repeats are noise.
+
+    >>> _held(np.array([0.0, 0.4, 0.0, 0.7, 0.0, 0.2, 0.0]), 3)   # each value read twice
+    True
+    >>> _held(np.array([0.1, 0.0, 0.1, 0.1, 0.0, 0.1, 0.2]), 3)   # tenths: runs of one
+    False
+    """
+    runs = np.diff(np.r_[-1, np.flatnonzero(steps > 0), len(steps)])  # readings per run
+    return bool(2 * np.count_nonzero((runs >= 2) & (runs <= half_window + 1)) > len(runs))
+
+
 def _noise(v: np.ndarray, med: np.ndarray, scale: np.ndarray, n_sigmas: float,
-           min_scale: float) -> float:
+           min_scale: float, half_window: int) -> float:
     """The series' noise level: the median absolute step between consecutive finite
     readings / sqrt 2, times :data:`MAD_SCALE`, leaving out the steps into and out of the
     readings that stand out from their window by more than ``n_sigmas`` times the noise
@@ -162,32 +193,38 @@ def _noise(v: np.ndarray, med: np.ndarray, scale: np.ndarray, n_sigmas: float,
     spike's own way up and back down is no noise that hides it: with five readings or
     fewer a spike's two steps are half the steps, and set the median (20, 500, 20.1, 20
     had a noise level of 500 and no spike). Where every step is such a way in or out, no
-    step shows the noise and all of them give it."""
+    step shows the noise and all of them give it. Of a series sampled and held
+    (:func:`_held`) only the steps that change the value count, here and in the noise of
+    the other steps."""
     fin = np.flatnonzero(np.isfinite(v))
     with np.errstate(all="ignore"):  # steps between readings past +-1e308 overflow
         raw = np.abs(np.diff(v[fin]))
     ok = np.isfinite(raw)
     if not ok.any():
         return 0.0
+    use = ok & (raw > 0)  # sampled and held: its repeats show the polling, not the noise
+    if not (use.any() and _held(raw[ok], half_window)):
+        use = ok
     k = len(raw)
-    step = np.where(ok, np.cumsum(ok) - 1, -1)  # each step's index among the finite ones
+    step = np.where(use, np.cumsum(use) - 1, -1)  # each step's index among those used
     own = np.stack([np.r_[-1, step], np.r_[step, -1]], axis=1)  # each reading's two steps
-    other = MAD_SCALE * _median_without(raw[ok], own) / np.sqrt(2)
+    other = MAD_SCALE * _median_without(raw[use], own) / np.sqrt(2)
     f = v[fin]
     with np.errstate(all="ignore"):
         floor = np.maximum(np.maximum(other, max(min_scale, 1e-300)), 1e-9 * np.abs(med[fin]))
         out = np.abs(f - med[fin]) > n_sigmas * np.maximum(scale[fin], floor)
-    keep = ok & ~(out[:k] | out[1:])
-    d = raw[keep] if keep.any() else raw[ok]
+    keep = use & ~(out[:k] | out[1:])
+    d = raw[keep] if keep.any() else raw[use]
     with np.errstate(over="ignore"):
         return MAD_SCALE * float(np.median(d)) / np.sqrt(2)
 
 
 def _candidates(
-    v: np.ndarray, med: np.ndarray, scale: np.ndarray, n_sigmas: float, min_scale: float
+    v: np.ndarray, med: np.ndarray, scale: np.ndarray, n_sigmas: float, min_scale: float,
+    half_window: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The readings that are spikes by every floor but the resolution, and that floor."""
-    noise = _noise(v, med, scale, n_sigmas, min_scale)
+    noise = _noise(v, med, scale, n_sigmas, min_scale, half_window)
     with np.errstate(all="ignore"):
         floor = np.maximum(max(min_scale, noise, 1e-300), 1e-9 * np.abs(med))
         return np.abs(v - med) > n_sigmas * np.maximum(scale, floor), floor
@@ -206,7 +243,7 @@ def _recurring_steps(values: object, outliers: object | None,
         out = np.zeros(len(v), dtype=bool)
         if len(v) >= 3:
             med, scale = _medians(v, 3)
-            out = _candidates(v, med, scale, 3.0, 0.0)[0]
+            out = _candidates(v, med, scale, 3.0, 0.0, 3)[0]
     else:
         out = np.asarray(outliers, dtype=bool).reshape(-1)
         if len(out) != len(v):
@@ -219,18 +256,22 @@ def _recurring_steps(values: object, outliers: object | None,
     with np.errstate(all="ignore"):  # readings past +-1e308 or below 1e-300
         d = np.abs(np.diff(v))
         prev, this, out_prev, out_this = v[:-1], v[1:], out[:-1], out[1:]
-        # a step counts by itself with no outlier, or when small beside both readings
-        alone = ~(out_prev | out_this) | (d < RESOLUTION_SHARE * np.minimum(np.abs(prev),
-                                                                            np.abs(this)))
-        # else one into or out of a single outlier counts only once outliers of its size
-        # lay both above and below their neighbours: quantisation noise, not a dropout
-        lone = ~alone & (out_prev != out_this)
+        tol = 1e-9 * float(np.abs(v).max()) if len(v) else 0.0  # 20.1 - 20.0 != 20.2 - 20.1
+        # a step counts by itself with no outlier, or when small beside both readings and
+        # no larger than every move between two readings that are no outliers
+        clean = ~(out_prev | out_this)
+        small = d < RESOLUTION_SHARE * np.minimum(np.abs(prev), np.abs(this))
+        moved = d[clean & (d > tol) & np.isfinite(d)]
+        finest = float(moved.min()) + tol if len(moved) else np.inf
+        alone = clean | (small & (d <= finest))
+        # else a large one into or out of a single outlier counts only once outliers of its
+        # size lay both above and below their neighbours: quantisation noise, not a dropout
+        lone = ~clean & ~small & (out_prev != out_this)
         up = np.where(out_this, this > prev, prev > this)
         keep = (alone | lone) & (d > 0) & np.isfinite(d)
         d, alone, lone, up = d[keep], alone[keep], lone[keep], up[keep]
         if not len(d):
             return none, none, none, max(len(v) - 1, 0)
-        tol = 1e-9 * float(np.abs(v).max())  # 20.1 - 20.0 and 20.2 - 20.1 differ in float
         _, first, size = np.unique(np.round(d / tol), return_index=True, return_inverse=True)
     k = len(first)
     lones = np.bincount(size, weights=lone, minlength=k)
@@ -251,9 +292,11 @@ def resolution(values: object, outliers: object | None = None) -> float:
     A step into or out of one of the ``outliers`` (a boolean mask over ``values``; by
     default the readings further than 3 scales from their Hampel median, without this
     floor) counts only when it is less than :data:`RESOLUTION_SHARE` of both its
-    readings' ``|value|``, or once outliers of its size were seen both above and below
-    their neighbours (quantisation noise about 0, not a dropout): repeated dropouts are
-    no resolution, however many.
+    readings' ``|value|`` and no larger than every move between two readings that are no
+    outliers, or, larger than that share, once outliers of its size were seen both above
+    and below their neighbours (quantisation noise about 0, not a dropout): repeated
+    dropouts, or a glitch by the same 4.0 off readings that move by tenths, are no
+    resolution, however many.
 
     >>> resolution([20.0, 20.1, 20.0, 20.1, 20.3, 20.3])
     0.1...
@@ -263,6 +306,9 @@ def resolution(values: object, outliers: object | None = None) -> float:
     0.0
     >>> resolution([20.0, 0.0, 20.0, 0.0], outliers=[False, False, False, False])
     20.0
+    >>> v = [20.0, 20.0, 20.5, 24.5, 19.6, 19.6, 20.3, 24.3, 19.8, 19.8, 20.1, 24.1, 20.4]
+    >>> resolution(v, outliers=[x > 24 for x in v])  # a glitch by 4.0 three times
+    0.0
     """
     sizes = _recurring_steps(values, outliers, "resolution")[0]
     return float(sizes[0]) if len(sizes) else 0.0
@@ -361,7 +407,7 @@ def _judge(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The spikes of ``v`` (at least 3 values) and the median each is judged against."""
     med, scale = _medians(v, half_window)
-    mask, floor = _candidates(v, med, scale, n_sigmas, min_scale)
+    mask, floor = _candidates(v, med, scale, n_sigmas, min_scale, half_window)
     with np.errstate(all="ignore"):
         level = levels(v) if mask.any() else np.zeros(len(v), dtype=bool)
         mask &= ~level

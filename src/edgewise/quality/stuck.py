@@ -45,7 +45,7 @@ import math
 import numpy as np
 
 from edgewise.errors import QualityError
-from edgewise.quality.gaps import GAP_FACTOR, intervals
+from edgewise.quality.gaps import GAP_FACTOR, intervals, usual_interval
 
 __all__ = ["FEW_LEVELS", "REST_SHARE", "stuck_mask", "stuck_runs"]
 
@@ -67,8 +67,7 @@ def _holds(t: np.ndarray, starts: np.ndarray) -> np.ndarray:
     d = np.diff(off)
     # gaps.expected_interval, the ascending times' positive intervals: no sort of t again
     di = intervals(t)
-    di = di[di > 0]
-    every = float(di.min()) if len(di) == 2 else float(np.median(di)) if len(di) else 0.0
+    every = usual_interval(di[di > 0])
     # whole ns, as the stream counts: the sums of holds stay exact below 2**53 ns
     cap = float(math.floor(GAP_FACTOR * every)) if every > 0 else np.inf
     step = float(np.median(d)) if len(off) > 1 else 1.0
