@@ -181,7 +181,7 @@ def test_a_damaged_install_history_does_not_block_updates(gw, tmp_path, caplog, 
     assert agent.release == 2 and agent.template.z0 == 5.0
     assert _events(caplog, "model_history_damaged")
     slot = ModelSlot(tmp_path / "a" / "models")
-    kept = [1, 2] if damage == "a-bad-entry" else [2]
+    kept = [1, 2]  # release 1, named by the old pointer and kept as the fallback
     assert [m.release for m in slot.history()] == kept
     assert agent.check_update(gw.client) == "current"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -109,6 +111,10 @@ def agent_cmd(
     watch = _SendWatch()
     agent_log = logging.getLogger("edgewise.agent")
     agent_log.addHandler(watch)
+    # a service manager's stop (systemd, docker: SIGTERM) ends the agent as Ctrl-C does,
+    # so run() saves the local detectors' state on its way out (a plain SIGTERM killed it
+    # where it stood: what the detectors learned since the last periodic save was lost)
+    sigterm = _stop_on_sigterm()
     try:
         agent.run(source, rate_hz=rate, limit=limit or None, flush_timeout_s=flush_timeout)
     except KeyboardInterrupt:
@@ -116,7 +122,21 @@ def agent_cmd(
         return  # stopped on purpose: what is buffered is sent by the next run
     finally:
         agent_log.removeHandler(watch)
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     _say_undelivered(agent, watch, flush_timeout)
+
+
+def _stop_on_sigterm() -> Any:
+    """Have SIGTERM raise :class:`KeyboardInterrupt` in this (the main) thread, as Ctrl-C
+    does; return the handler it had, or ``None`` where signals cannot be set (not the
+    main thread)."""
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, stop)
 
 
 class _SendWatch(logging.Handler):

@@ -32,13 +32,18 @@ Three parts, each usable alone:
   with its signature, checked again against the agent's trusted keys at each start: one
   signed by a key no longer trusted neither runs nor holds the floor. A download goes to a
   temporary file in the slot as it arrives (hashed as it comes, never held whole), is read
-  back once, hash-checked, loaded and renamed into place.
+  back once, hash-checked, loaded and renamed into place; an install the disk refuses after
+  that rename is undone (old pointer back, new file removed), and the agent, which holds
+  the state dir's lock, removes at start what a killed install left (temporary files, a
+  model file nothing names) and adds a pointer's release the history missed.
 * :class:`Agent`: the loop. The main thread reads the source, cleans, scores and buffers; a
   sender thread drains the outbox in seq order over ``POST /v1/telemetry`` (headers as in
   INTERFACES.md) and deletes what the gateway's ``ack_seq`` covers; an update thread, with
   its own HTTP client, polls for model updates, so a long download never holds up
   telemetry. A model that raises on a reading is refused and the previous one runs (never
   one a later signed rollback order replaced: then the built-in detector, if none is kept).
+  One detector per metric name, for at most the gateway's default number of names; what
+  they learned is saved in the state dir (``detectors.pickle``) and taken up at start.
 
 >>> import tempfile
 >>> box = Outbox(tempfile.mkdtemp() + "/outbox.sqlite", max_bytes=200)
@@ -61,6 +66,7 @@ import datetime
 import email.utils
 import functools
 import hashlib
+import hmac
 import json
 import logging
 import math
@@ -82,10 +88,11 @@ from urllib.parse import urlencode
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edgewise._private import replace_atomically, sync_folder
+from edgewise._private import replace_atomically, sync_folder, write_private
 from edgewise._sqlite import write_transaction
 from edgewise.detect.zscore import EWZScore
 from edgewise.errors import ConfigError, InvalidParameterError, PayloadError, SignatureError
+from edgewise.gateway.metric_cap import DEFAULT_MAX_METRICS
 from edgewise.registry import Manifest, key_id_of, verify
 from edgewise.telemetry import METRIC_NAME_RE, parse_time_text
 
@@ -119,6 +126,9 @@ _PROBE_METRICS = ("value", "probe.temp_c")
 _MODELS_TRIED = 4  # models one reading is scored with, at most, as each that raises falls back
 _RETRY_MAX_S = 3600.0  # a release that failed to download or install is tried at most this late
 _WAL_LIMIT = 256 * 1024  # the outbox's WAL is cut back to this many bytes when checkpointed
+DETECTORS_FILE = "detectors.pickle"  # in the state dir: the local detectors' learned state
+_DETECTORS_MAGIC = b"edgewise-agent-detectors 1\n"  # then its HMAC-SHA256, then the pickle
+_DETECTORS_SAVE_S = 300.0  # the local detectors' state is saved at least this often
 # pages one put may add to the WAL past the checkpoint point (its leaf, a split, the counters)
 _WAL_PUT_PAGES = 8
 
@@ -166,8 +176,9 @@ class _StateDirLock:
     _held: ClassVar[dict[tuple[int, int], _StateDirLock]] = {}
     _guard = threading.RLock()  # a finalizer may release one while this thread takes one
 
-    def __init__(self, key: tuple[int, int], fd: int) -> None:
+    def __init__(self, key: tuple[int, int], fd: int, flocked: bool = True) -> None:
         self.key, self.fd, self.users = key, fd, 1
+        self.flocked = flocked  # False: no flock here (some NFS), the dir runs unguarded
 
     @classmethod
     def take(cls, state_dir: Path) -> _StateDirLock:
@@ -184,6 +195,7 @@ class _StateDirLock:
                     held.users += 1
                     os.close(fd)
                     return held
+                flocked = False
                 try:
                     import fcntl  # POSIX; elsewhere (ImportError) the dir runs unguarded
 
@@ -203,7 +215,8 @@ class _StateDirLock:
                 else:
                     os.ftruncate(fd, 0)
                     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-                lock = cls._held[key] = cls(key, fd)
+                    flocked = True
+                lock = cls._held[key] = cls(key, fd, flocked)
                 return lock
         except BaseException:
             with contextlib.suppress(OSError):
@@ -1276,6 +1289,24 @@ _SLOT_TEMP = re.compile(r"\.(?:model-\d+-[0-9a-f]{16}\.bin|current\.json|history
                         r"\.(?P<pid>\d+)\.\d+\.[0-9a-f]{8}\.tmp")
 
 
+#: A model file of the slot: ``model-<release>-<16 hex of its sha256>.bin``.
+_SLOT_MODEL = re.compile(r"model-\d+-[0-9a-f]{16}\.bin")
+
+
+def _model_file(m: Manifest) -> str:
+    """The name of release ``m``'s model file in the slot.
+
+    >>> _model_file(Manifest("ewz", "1", 3, "ab" * 32, 1, "pickle", "device:d", 0, "k"))
+    'model-3-abababababababab.bin'
+    """
+    return f"model-{m.release}-{str(m.sha256)[:16]}.bin"
+
+
+def _same_release(a: _Record, b: _Record) -> bool:
+    """Whether two kept records are of one release (its number and model)."""
+    return (a.manifest.release, a.manifest.sha256) == (b.manifest.release, b.manifest.sha256)
+
+
 def _writer_alive(pid: int) -> bool:
     """Whether process ``pid`` may still be writing a temp file: another process that is
     alive (this one is not: a slot being opened has no write of its own in flight)."""
@@ -1313,13 +1344,24 @@ class ModelSlot:
     Opening a slot removes the temporary files an install cut short (a power loss or a kill
     mid-write) left in it: a payload-sized ``.model-….bin.<pid>.<tid>.<hex>.tmp`` that
     nothing else would ever remove (:meth:`remove_stale_temps`).
+
+    ``exclusive``: the caller holds the state dir's ``agent.lock`` (the :class:`Agent`
+    does), so no other process writes the slot. Opening it then also removes every such
+    temporary file whatever process its name gives (the pid of a killed agent may be
+    another live process's after a reboot), adds the pointer's release to the install
+    history where a power loss between the two writes of an install left it out (it would
+    be nobody's fallback once the next release installs), and removes the model files that
+    neither the pointer nor the history names (an install cut short, or refused by a full
+    disk, after its model was renamed into place: a model-sized file that blocked every
+    retry of that install on a full disk).
     """
 
     def __init__(self, root: str | os.PathLike[str], device_id: str | None = None, *,
                  trusted_keys: Mapping[str, bytes] | None = None,
-                 groups: Sequence[str] = ()) -> None:
+                 groups: Sequence[str] = (), exclusive: bool = False) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.exclusive = exclusive
         self.remove_stale_temps()
         self.pointer = self.root / "current.json"
         self.device_id = device_id
@@ -1334,13 +1376,18 @@ class ModelSlot:
                     f"{owner!r}, not {device_id!r} (its release would be run, and its "
                     "anti-rollback floor kept, as this device's): each device needs its own "
                     "state dir (--state-dir).")
+        if exclusive:
+            self._record_pointer()
+            self.remove_orphans()
 
     def remove_stale_temps(self) -> list[str]:
         """Remove the temporary files of the slot's writes that never finished (named as
         :func:`~edgewise._private.replace_atomically` names them for the model, pointer and
         history files, and regular files: a link is never followed nor removed), unless the
-        process named in them is another one still alive (it may be writing); return their
-        names. Each removal is logged (``model_temp_removed``).
+        process named in them is another one still alive (it may be writing) and the slot
+        is not ``exclusive`` (its agent.lock held: nobody else writes here, so a live pid
+        is a reused one); return their names. Each removal is logged
+        (``model_temp_removed``).
 
         >>> import tempfile
         >>> root = Path(tempfile.mkdtemp())
@@ -1357,7 +1404,7 @@ class ModelSlot:
             return removed
         for entry in entries:
             m = _SLOT_TEMP.fullmatch(entry.name)
-            if m is None or _writer_alive(int(m["pid"])):
+            if m is None or (not self.exclusive and _writer_alive(int(m["pid"]))):
                 continue
             try:
                 if not entry.is_file(follow_symlinks=False):
@@ -1370,6 +1417,82 @@ class ModelSlot:
             log.info(json.dumps({"event": "model_temp_removed", "path": entry.path,
                                  "bytes": size, "detail": "left by a model install that did "
                                  "not finish (a power loss or a kill mid-write)"}))
+        return removed
+
+    def _record_pointer(self) -> bool:
+        """Add the pointer's release to the install history where it is not there (a power
+        loss between an install's pointer and history writes), if it counts toward the
+        floor (:meth:`_counts`) and the history reads whole (a damaged one is written again
+        by the next install); whether it was added. Logged (``model_history_mended``);
+        never raises (a disk that refuses it is logged, and the next install adds it)."""
+        ptr = self._pointer_record()
+        if ptr is None or not self._counts(ptr):
+            return False
+        records, damage = self._history_records()
+        if damage is not None or any(_same_release(r, ptr) for r in records):
+            return False
+        path = self.root / "history.json"
+        event = {"event": "model_history_mended", "path": str(path),
+                 "release": ptr.manifest.release,
+                 "detail": f"release {ptr.manifest.release}, which the pointer names, was "
+                 "missing from the install history (a power loss between the two writes of "
+                 "its install); it is added"}
+        try:
+            replace_atomically(path, json.dumps([*(r.entry() for r in records),
+                                                 ptr.entry()][-20:]).encode(), mode=0o644)
+        except OSError as exc:
+            event["detail"] += f", but the disk refused it ({exc}); the next install adds it"
+            log.warning(json.dumps(event, default=str))
+            return False
+        log.warning(json.dumps(event, default=str))
+        return True
+
+    def remove_orphans(self) -> list[str]:
+        """Remove the model files (``model-<release>-<sha16>.bin``, regular files: a link
+        is left alone) that neither the pointer nor the install history names: an install
+        cut short (or refused by the disk) after its model was renamed into place; return
+        their names. Nothing is removed while the pointer or the history cannot be read
+        whole (what they name is then unknown). Each removal is logged
+        (``model_orphan_removed``). Only for a slot no other process writes (``exclusive``:
+        another agent's install may be between its rename and its pointer write).
+
+        >>> import tempfile
+        >>> slot = ModelSlot(tempfile.mkdtemp())
+        >>> _ = (slot.root / f"model-4-{'cd' * 8}.bin").write_bytes(b"half an install")
+        >>> slot.remove_orphans()
+        ['model-4-cdcdcdcdcdcdcdcd.bin']
+        """
+        try:
+            ptr = self._pointer()
+        except (OSError, ValueError):
+            return []
+        records, damage = self._history_records()
+        if damage is not None:
+            return []
+        named = {_model_file(r.manifest) for r in records}
+        if ptr is not None:
+            named.add(ptr["file"])
+        removed: list[str] = []
+        try:
+            entries = list(os.scandir(self.root))
+        except OSError:
+            return removed
+        for entry in entries:
+            if not _SLOT_MODEL.fullmatch(entry.name) or entry.name in named:
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                size = entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+            except OSError:
+                continue
+            removed.append(entry.name)
+            log.warning(json.dumps({
+                "event": "model_orphan_removed", "path": entry.path, "bytes": size,
+                "detail": "neither the model pointer nor the install history names it (an "
+                "install cut short, or refused by a full disk, after its model was put in "
+                "place)"}))
         return removed
 
     def _pointer(self) -> dict[str, Any] | None:
@@ -1725,7 +1848,10 @@ class ModelSlot:
         history; each step is crash-atomic. A damaged pointer or history is replaced (and
         logged), never a reason to refuse the install. A release installed without a
         signature is kept as an older agent kept it: a slot with trusted keys does not run
-        it (:meth:`current`).
+        it (:meth:`current`). An install whose pointer or history write fails (OSError: a
+        full disk) is undone as far as it went: the old pointer is put back and the new
+        model file removed, so a retry finds the room the first try had; the old pointer's
+        release, if the history lacks it, is added to it.
 
         The model files kept are the new release's and the fallback's: ``running`` (release,
         sha256: the model the device runs, which may be older than the pointer's after a
@@ -1735,11 +1861,13 @@ class ModelSlot:
         model was deleted and the failed one kept: a new release failing fell back to the
         built-in detector."""
         m = Manifest.from_bytes(manifest_bytes)
-        fname = f"model-{m.release}-{m.sha256[:16]}.bin"
-        if isinstance(payload, _Staged):
-            payload.commit()
-        else:
-            replace_atomically(self.root / fname, payload, mode=0o644)
+        fname = _model_file(m)
+        # what is there before the model is put in place: a failure reading it leaves no
+        # model file behind
+        try:
+            old_raw: bytes | None = self.pointer.read_bytes()
+        except FileNotFoundError:
+            old_raw = None
         try:
             ptr = self._pointer()
             old = None if ptr is None else ptr["file"]
@@ -1752,32 +1880,78 @@ class ModelSlot:
             fallback = f"model-{running[0]}-{running[1][:16]}.bin"
         elif ptr is not None and ptr.get("sha256") in self.failed():
             prev = self.previous()  # of the old pointer: what runs in its place
-            fallback = None if prev is None else f"model-{prev.release}-{prev.sha256[:16]}.bin"
+            fallback = None if prev is None else _model_file(prev.manifest)
         known, damage = self._history_records()
         if signature is not None:  # an entry kept unsigned (an older agent's) gets it
             known = [_Record(r.manifest_bytes, r.manifest, signature)
                      if r.manifest_bytes == manifest_bytes and r.signature is None else r
                      for r in known]
+        # the old pointer's release, where a power loss between its install's pointer and
+        # history writes left it out of the history: it stays the fallback and the floor
+        readable = len(known)
+        old_record = self._pointer_record()
+        if (old_record is not None and self._counts(old_record)
+                and not any(_same_release(r, old_record) for r in known)):
+            known.append(old_record)
         hist = [r.entry() for r in known]
         if damage is not None:
+            also = " and the release the pointer named" if len(known) > readable else ""
             log.warning(json.dumps({"event": "model_history_damaged",
                                     "path": str(self.root / "history.json"),
                                     "detail": f"{damage}; it is written again with the "
-                                    f"{len(known)} readable entries and this release."}))
-        # the pointer before the history: a crash between them must not leave the history
-        # naming a release (the anti-rollback floor) that the pointer does not run
-        self._write_pointer(manifest_bytes, m, signature)
+                                    f"{readable} readable entries{also} and this release."}))
         again = old == fname  # the running release installed again (a damaged copy mended)
         if not (again and any(r.manifest.release == m.release
                               and r.manifest.sha256 == m.sha256 for r in known)):
             hist.append(_Record(manifest_bytes, m, signature).entry())
-        replace_atomically(self.root / "history.json", json.dumps(hist[-20:]).encode(),
-                           mode=0o644)
+        existed = (self.root / fname).exists()
+        if isinstance(payload, _Staged):
+            payload.commit()
+        else:
+            replace_atomically(self.root / fname, payload, mode=0o644)
+        # the pointer before the history: a crash between them must not leave the history
+        # naming a release (the anti-rollback floor) that the pointer does not run
+        try:
+            self._write_pointer(manifest_bytes, m, signature)
+        except OSError:
+            if not existed:  # a full disk: the model file would block every retry
+                self._remove_model(fname)
+            raise
+        try:
+            replace_atomically(self.root / "history.json", json.dumps(hist[-20:]).encode(),
+                               mode=0o644)
+        except OSError:
+            self._undo_pointer(old_raw, fname, remove_model=not existed)
+            raise
         if again:  # the previous release's file stays the fallback it was
             return
         for p in self.root.glob("model-*.bin"):  # keep the current and the fallback only
             if p.name not in (fname, fallback):
                 p.unlink(missing_ok=True)
+
+    def _remove_model(self, fname: str) -> None:
+        """Remove the model file ``fname`` an install put in place and could not finish;
+        never raises (one left is removed when the slot is next opened exclusively)."""
+        with contextlib.suppress(OSError):
+            (self.root / fname).unlink(missing_ok=True)
+            sync_folder(self.root)
+
+    def _undo_pointer(self, old_raw: bytes | None, fname: str, *, remove_model: bool) -> None:
+        """An install whose history write failed after its pointer write: put the old
+        pointer back (``old_raw``: its bytes, None: there was none), then remove the new
+        model file ``fname`` if ``remove_model``; a pointer that cannot be put back stays
+        on the new release, whose file is kept (the next exclusive open adds it to the
+        history). Never raises."""
+        try:
+            if old_raw is None:
+                self.pointer.unlink(missing_ok=True)
+                sync_folder(self.root)
+            else:
+                replace_atomically(self.pointer, old_raw, mode=0o644)
+        except OSError:
+            return
+        if remove_model:
+            self._remove_model(fname)
 
 
 def load_detector(payload: bytes) -> Any:
@@ -2209,13 +2383,28 @@ class Agent:
         How an ``https://`` gateway's certificate is checked (httpx's ``verify``): True for
         the system's CAs, or an ``ssl.SSLContext`` holding the CA of a self-signed gateway
         (``edgewise agent --ca-file``).
+    save_every_s
+        How often, at most, the local detectors' learned state is saved (as a reading
+        comes; also when :meth:`run` ends and at :meth:`close`).
+
+    The local detectors (one per metric name, at most :attr:`max_metrics`: the gateway's
+    default cap of a device's metric names, ``max_metrics_per_device``; readings of names
+    past it are forwarded unscored, and the gateway takes or refuses them by its own cap)
+    keep what they learned across a restart: their state is saved to
+    ``<data_dir>/detectors.pickle`` (:meth:`save_detectors`; atomic, owner-only, with an
+    HMAC of the device secret, as the file is unpickled) and restored at start when it was
+    saved under the release that runs now; one saved under another release, or that
+    cannot be read or authenticated, is logged and the detectors start fresh.
     """
+
+    #: The most metric names given a local detector (the gateway's default cap).
+    max_metrics: int = DEFAULT_MAX_METRICS
 
     def __init__(self, gateway: str, device_id: str, secret: str, data_dir: str | Path, *,
                  trusted_keys: Mapping[str, bytes] | None = None, groups: tuple[str, ...] = (),
                  max_bytes: int = DEFAULT_MAX_BYTES, batch: int = 200,
                  update_interval_s: float = 2.0, threshold: float = 0.9,
-                 verify: Any = True) -> None:
+                 verify: Any = True, save_every_s: float = _DETECTORS_SAVE_S) -> None:
         self.gateway = gateway.rstrip("/")
         self.verify = verify
         self.device_id = device_id
@@ -2225,13 +2414,16 @@ class Agent:
         # one agent per state dir: held (flock) for this agent's life; another process's
         # agent on the same dir is refused (ConfigError naming the holder's pid)
         self._dir_lock = _StateDirLock.take(self.dir)
-        weakref.finalize(self, self._dir_lock.release)
+        self._unlock = weakref.finalize(self, self._dir_lock.release)
         # both check the state dir is this device's (ConfigError if not); the slot first, as
         # it only reads, while the outbox records the device when it records none
         self.trusted_keys = dict(trusted_keys or {})
         self.groups = groups
+        # the slot is this agent's alone while it holds the lock (flock-ed, and no other
+        # agent of this process on the dir): what a killed agent left there is tidied
         self.slot = ModelSlot(self.dir / "models", device_id=device_id,
-                              trusted_keys=self.trusted_keys, groups=groups)
+                              trusted_keys=self.trusted_keys, groups=groups,
+                              exclusive=self._dir_lock.flocked and self._dir_lock.users == 1)
         self.outbox = Outbox(self.dir / "outbox.sqlite", max_bytes=max_bytes, device_id=device_id)
         self.batch = batch
         self.update_interval_s = update_interval_s
@@ -2287,7 +2479,13 @@ class Agent:
         # models that failed on a reading (sha256: what happened), also in models/failed.json
         self._failed: dict[str, str] = {}
         self._unscored_logged: set[str] = set()  # metrics the built-in detector failed on
+        self._past_cap_logged = False  # a metric name past max_metrics is said once
+        self.save_every_s = save_every_s
+        self._saved_at = time.monotonic()
+        self._save_failed_logged = False
+        self._closed = False
         self._load_model()
+        self._restore_detectors()
 
     # -- models --------------------------------------------------------------------------------
     def _use(self, model: Any, release: int, version: str, *, sha256: str | None = None,
@@ -2369,6 +2567,9 @@ class Agent:
             try:
                 det = self.detectors.get(name)
                 if det is None:
+                    if len(self.detectors) >= self.max_metrics:
+                        self._log_past_cap(name)
+                        return None
                     det = self.detectors[name] = self._new_detector(name)
                 score = float(det.score_one(x))
                 det.learn_one(x)
@@ -2385,6 +2586,129 @@ class Agent:
                     return None
                 self._model_failed(release, name, exc)
         return None  # every model tried for this reading failed: it is buffered unscored
+
+    def _log_past_cap(self, name: str) -> None:
+        """Say, once per agent, that metric ``name`` gets no local detector: the agent has
+        :attr:`max_metrics` already (one each, without bound, grew its memory for ever)."""
+        if self._past_cap_logged:
+            return
+        self._past_cap_logged = True
+        log.warning(json.dumps({
+            "event": "metric_unscored", "metric": name[:200], "max_metrics": self.max_metrics,
+            "detail": f"this agent scores at most {self.max_metrics} metric names (the "
+            "gateway's default cap of a device's names, max_metrics_per_device); readings "
+            "of this and any later new name are forwarded unscored (the gateway refuses "
+            "names past its own cap as too_many_metrics). Said once."}))
+
+    # -- the local detectors' state ------------------------------------------------------------
+    def save_detectors(self) -> bool:
+        """Save the local detectors' learned state to ``<data_dir>/detectors.pickle``
+        (atomic and owner-only, :func:`~edgewise._private.write_private`, as the gateway
+        saves its own; the pickle with an HMAC-SHA256 of the device secret, checked before
+        it is unpickled at start), tied to the running release's sha256; whether it was
+        written. A failure (a full disk, a detector that does not pickle) is logged
+        (``detector_state_unsaved``, at the first and after a save that worked) and the
+        agent goes on.
+
+        >>> import tempfile
+        >>> a = Agent("http://127.0.0.1:9", "pump-7", "s", tempfile.mkdtemp())
+        >>> _ = [a.handle({"temp_c": 20.0 + i % 3}) for i in range(50)]
+        >>> a.save_detectors(), sorted(a.detectors)
+        (True, ['temp_c'])
+        >>> a.close()
+        """
+        self._saved_at = time.monotonic()
+        path = self.dir / DETECTORS_FILE
+        try:
+            with self._model_lock:  # no reading scored half-way through the pickle
+                body = pickle.dumps({"release": self.running_release,
+                                     "sha256": self._running_sha256,
+                                     "detectors": self.detectors},
+                                    protocol=pickle.HIGHEST_PROTOCOL)
+            mac = hmac.new(self.secret.encode(), body, hashlib.sha256).digest()
+            write_private(path, _DETECTORS_MAGIC + mac + body)
+        except Exception as exc:  # OSError (a full disk), or a model's detector that
+            if not self._save_failed_logged:  # does not pickle: the agent goes on
+                self._save_failed_logged = True
+                log.warning(json.dumps({
+                    "event": "detector_state_unsaved", "path": str(path),
+                    "detail": f"{type(exc).__name__}: {str(exc)[:200]}; a restart starts "
+                    "the local detectors from the state saved last (or fresh)"}))
+            return False
+        self._save_failed_logged = False
+        return True
+
+    def _restore_detectors(self) -> None:
+        """Take up the local detectors' state :meth:`save_detectors` saved, where it was
+        saved under the release that runs now (its sha256; the built-in detector: none);
+        else they start fresh. A file that cannot be read, is not one this agent wrote
+        under this device's secret, or does not unpickle, is logged
+        (``detector_state_unreadable``) and left to be replaced at the next save."""
+        path = self.dir / DETECTORS_FILE
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raw, why = b"", f"it cannot be read ({exc})"
+        else:
+            why = ""
+        head = len(_DETECTORS_MAGIC)
+        mac, body = raw[head:head + 32], raw[head + 32:]
+        state: Any = None
+        if why:
+            pass
+        elif not raw.startswith(_DETECTORS_MAGIC):
+            why = "it is not a detector state this agent saved"
+        elif not hmac.compare_digest(
+                mac, hmac.new(self.secret.encode(), body, hashlib.sha256).digest()):
+            why = ("its HMAC does not match this device's secret (altered, or saved under "
+                   "another secret)")
+        else:
+            try:
+                state = pickle.loads(body)  # authenticated: written by this device's agent
+            except Exception as exc:
+                why = f"it does not unpickle ({type(exc).__name__}: {str(exc)[:200]})"
+            else:
+                if not (isinstance(state, dict) and isinstance(state.get("detectors"), dict)):
+                    why = "it holds no detectors"
+        if why:
+            log.warning(json.dumps({
+                "event": "detector_state_unreadable", "path": str(path),
+                "detail": f"{why}; the local detectors start fresh"}))
+            return
+        if state.get("sha256") != self._running_sha256:
+            log.info(json.dumps({
+                "event": "detector_state_stale", "path": str(path),
+                "saved_release": state.get("release"), "release": self.running_release,
+                "detail": "saved while another model ran; the local detectors start fresh"},
+                default=str))
+            return
+        kind = type(self.template)
+        kept = [(k, d) for k, d in state["detectors"].items()
+                if isinstance(k, str) and type(d) is kind]
+        with self._model_lock:
+            self.detectors = dict(kept[:self.max_metrics])
+            if self._payload is not None and self._trained_for is None:
+                self._trained_given = set(self.detectors)
+        log.info(json.dumps({"event": "detector_state_restored", "path": str(path),
+                             "release": self.running_release, "metrics": len(self.detectors)}))
+
+    def close(self) -> None:
+        """Save the local detectors' state (:meth:`save_detectors`), close the outbox and
+        release the state dir; once (a second call does nothing). :meth:`run` saves the
+        state when it ends; an embedder that calls :meth:`handle` itself calls this."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop()
+        try:
+            self.save_detectors()
+        finally:
+            try:
+                self.outbox.close()
+            finally:
+                self._unlock()
 
     def _model_failed(self, release: int, metric: str, exc: Exception) -> None:
         """The running release's model raised on a reading of ``metric``: log it
@@ -2625,17 +2949,56 @@ class Agent:
             return self._refuse(offered, "bad_model", f"Release {offered}'s model failed on "
                                 f"this device's readings before ({failed}); not fetched.")
         repair = offered == self.release and self._mends(head)
+        twin = self._floor_twin(head)
+        if twin is not None and offered == self.running_release:
+            return self._log_twin_current(seen, offered)
         download = _Download(client, self.gateway, self._headers(), mb, self.slot,
                              stop=self._stop)
         try:
-            return self._take(download, seen, mb, sig, head, repair)
+            return self._take(download, seen, mb, sig, head, repair, twin)
         finally:
             download.close()  # the stream, and the downloaded copy unless it was installed
 
+    def _floor_twin(self, head: Mapping[str, Any]) -> Manifest | None:
+        """The floor release's manifest where the offer (``head``, not yet verified) is an
+        older release number of the very same model: same name, version, format and
+        sha256 as the floor release, which does not run here because it targets a group
+        the device left (``wrong_device``) and never failed on its readings. A device moved
+        to a group that runs the same version (signed for that group first, so with a lower
+        number) ran the built-in detector until a newer release came: the floor release
+        was another group's and the group's own release was refused as a rollback. Taking
+        it downgrades nothing: the model is byte for byte the floor's (the verified payload
+        must match the sha256). None: not such an offer."""
+        offered = head.get("release")
+        if not isinstance(offered, int) or offered >= self.release:
+            return None
+        same = (head.get("name"), head.get("version"), head.get("format"), head.get("sha256"))
+        for record in self.slot._counted():
+            m = record.manifest
+            why = self.slot._distrust(record)
+            if (m.release == self.release and why is not None and why[0] == "wrong_device"
+                    and (m.name, m.version, m.format, m.sha256) == same
+                    and m.sha256 not in self._failed_models()):
+                return m
+        return None
+
+    def _log_twin_current(self, seen: str, offered: int) -> str:
+        """The offer is the floor release's twin (:meth:`_floor_twin`) that runs already:
+        logged once per offer (``update_current``); ``"current"``."""
+        if self._current_logged != seen:
+            self._current_logged = seen
+            log.info(json.dumps({
+                "event": "update_current", "release": offered,
+                "detail": f"the gateway offers the installed release {offered} (the same "
+                f"model as release {self.release}, the anti-rollback floor); nothing to do"}))
+        return "current"
+
     def _take(self, download: _Download, seen: str, mb: bytes, sig: bytes,
-              head: Mapping[str, Any], repair: bool) -> str:
+              head: Mapping[str, Any], repair: bool, twin: Manifest | None = None) -> str:
         """The rest of :meth:`check_update`, once the offer was read: verify, download,
-        load and install it (or say why not)."""
+        load and install it (or say why not). ``twin``: the floor release whose model the
+        offer, an older release number, is (:meth:`_floor_twin`): it passes as not yet
+        installed, once verified as that same model."""
         offered: int = head["release"]
         try:
             if offered == self.release and not repair:
@@ -2648,10 +3011,17 @@ class Agent:
                     return f"refused:{reason}"
             # mending the floor release's damaged copy: that release (and only that one, the
             # manifest's release being signed) passes as not yet installed; older still fail
+            floor = self.release - 1 if repair else self.release
+            if twin is not None:  # every check of verify but the counter's, which is below
+                floor = offered - 1
             m = verify(mb, sig, download, trusted_keys=self.trusted_keys,
                        device_id=self.device_id, groups=self.groups,
-                       installed_release=self.release - 1 if repair else self.release,
-                       known=self._known())
+                       installed_release=floor, known=self._known())
+            if twin is not None and (m.name, m.version, m.format, m.sha256) != (
+                    twin.name, twin.version, twin.format, twin.sha256):  # cannot be: same bytes
+                raise _Refusal(f"Release {m.release} of {m.name!r} is older than the "
+                               f"installed release {self.release} and not its model.",
+                               "rollback")
             data = download.verified(m)
         except (SignatureError, _Refusal) as exc:
             if exc.reason == "replay":
@@ -2687,7 +3057,7 @@ class Agent:
                                          f"Release {m.release} verified but not installed: "
                                          f"{exc}; the running model is kept.")
             self._retry.pop(seen, None)
-            self.release = m.release
+            self.release = max(self.release, m.release)  # a twin leaves the floor where it is
             self._damaged_release = None
             self._use(model, m.release, m.version, sha256=m.sha256, payload=data, manifest=m)
         if repair:
@@ -2698,8 +3068,14 @@ class Agent:
                 "verified and installed again, and runs"}))
             self._report({"agent.model_release": float(m.release)})
             return "repaired"
-        log.info(json.dumps({"event": "update_installed", "release": m.release,
-                             "version": m.version, "kind": m.kind}))
+        event: dict[str, Any] = {"event": "update_installed", "release": m.release,
+                                 "version": m.version, "kind": m.kind}
+        if twin is not None:
+            event["detail"] = (f"the same model as installed release {twin.release} "
+                               f"({twin.name} {twin.version}), which targets a group this "
+                               f"device left; release {twin.release} stays the "
+                               "anti-rollback floor")
+        log.info(json.dumps(event))
         self._report({"agent.model_release": float(m.release)})
         return "installed"
 
@@ -2848,6 +3224,8 @@ class Agent:
                     metrics[alert_metric(name)] = round(score, 6)
                     log.warning(json.dumps({"event": "local_alert", "metric": name,
                                             "value": v, "score": score}))
+        if clean and time.monotonic() - self._saved_at >= self.save_every_s:
+            self.save_detectors()
         if not metrics:
             return None
         ts: float | int = time.time() if ts_ns is None else ts_ns
@@ -3179,6 +3557,7 @@ class Agent:
         finally:
             self._stop.set()
             sender.join(timeout=10)
+            self.save_detectors()
 
     def stop(self) -> None:
         """Ask the loops to end."""
@@ -3346,7 +3725,17 @@ class _Refusal(Exception):
 
 
 class _FetchError(Exception):
-    """The gateway answered a model download with an error status (e.g. 404)."""
+    """The gateway answered a model download with an error status (e.g. 404), or the
+    connection failed during it (cut mid-body, a read timed out)."""
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """What an HTTP client raises when the connection fails during a model download
+    (httpx's ``TransportError``: ``RemoteProtocolError``, ``ReadTimeout``, ``ReadError``
+    ...; imported here as the agent imports httpx only where it talks to the gateway)."""
+    import httpx
+
+    return (httpx.TransportError,)
 
 
 def _retry_after_s(value: str | None, now: float | None = None) -> float:
@@ -3482,6 +3871,20 @@ class _Download:
         self._ctx: Any = None
         self._chunks: Iterator[bytes] | None = None
         self._buf = b""
+        self._manifest: Manifest | None = None
+        self._got = 0  # bytes of the body received so far
+
+    def _cut(self, exc: Exception) -> _FetchError:
+        """The download cut by the connection (``exc``, an httpx transport error: the peer
+        closed it mid-body, a read timed out) as a :class:`_FetchError`, so the release is
+        fetched again after the update back-off, not on every check."""
+        m = self._manifest
+        what = "the model download" if m is None else (
+            f"Release {m.release}: the model download (GET /v1/models/{m.sha256[:16]}…)")
+        size = "" if m is None else f" of {m.size}"
+        return _FetchError(f"{what} was cut after {self._got}{size} bytes "
+                           f"({type(exc).__name__}: {str(exc)[:200]}); it is downloaded "
+                           "again after the back-off.")
 
     def _open(self) -> None:
         m = Manifest.from_bytes(self.manifest_bytes)  # verified: verify reads only after that
@@ -3494,9 +3897,13 @@ class _Download:
                            "'pickle' (publish with --format pickle or a .pkl file).",
                            "unsupported_format")
         self.opened = True
+        self._manifest = m
         ctx = self.client.stream("GET", f"{self.gateway}/v1/models/{m.sha256}",
                                  headers=self.headers)
-        resp = ctx.__enter__()
+        try:
+            resp = ctx.__enter__()
+        except _transport_errors() as exc:  # the link dropped before the answer came
+            raise self._cut(exc) from None
         self._ctx = ctx
         if not 200 <= resp.status_code < 300:
             raise _FetchError(f"Release {m.release}: the gateway answered the model download "
@@ -3517,9 +3924,13 @@ class _Download:
             if self.stop is not None and self.stop.is_set():
                 raise _FetchError("The agent was asked to stop during the model download; "
                                   "it is downloaded again at the next update check.")
-            chunk = next(self._chunks, b"")
+            try:
+                chunk = next(self._chunks, b"")
+            except _transport_errors() as exc:  # cut mid-body: retried after a back-off
+                raise self._cut(exc) from None
             if not chunk:
                 break
+            self._got += len(chunk)
             self._buf += chunk
         out, self._buf = (self._buf, b"") if n < 0 else (self._buf[:n], self._buf[n:])
         try:
