@@ -125,3 +125,28 @@ def test_a_rerun_once_released_deletes_the_labels(
     assert "0 stored rows and 1 labels deleted" in res.stdout, res.stdout
     assert _deletions(data_dir)[-1]["labels"] == 1
     assert run("device", "add", "pump-1").exit_code == 0
+
+
+def test_the_deletion_is_audited_as_asked_for_before_anything_goes(
+        run: Callable[..., Result], data_dir: Path) -> None:
+    """Check ``device delete`` writes ``device.delete_data.requested`` before it revokes or
+    deletes anything, as ``DELETE /v1/devices/ID`` does: the data deletion takes too long
+    to hold the audit log's lock, so a failure at its end leaves the request in the log."""
+    assert run("device", "add", "pump-1").exit_code == 0
+    st = open_store(f"duckdb://{data_dir / 'edgewise.duckdb'}")
+    try:
+        st.append([Reading("pump-1", "t", T0 + i, float(i), i + 1) for i in range(ROWS)],
+                  {"pump-1": range(1, ROWS + 1)})
+    finally:
+        st.close()
+    res = run("device", "delete", "pump-1")
+    assert res.exit_code == 0, res.stderr
+    sec = Security(data_dir)
+    try:
+        actions = [e.action for e in reversed(sec.audit_log(limit=1000))
+                   if e.target == "pump-1"]
+    finally:
+        sec.close()
+    assert actions[:3] == ["device.add", "device.delete_data.requested", "device.delete"], (
+        actions)
+    assert actions[-1] == "device.delete_data", actions

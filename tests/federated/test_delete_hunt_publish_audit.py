@@ -38,3 +38,46 @@ def test_a_federated_release_is_audited(data_dir: Path, tmp_path: Path) -> None:
         assert sec.verify_audit().ok
     finally:
         sec.close()
+
+
+def test_a_federated_release_with_the_audit_log_held_publishes_nothing(
+        data_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Check that with another writer holding the audit log past its busy timeout (a CLI in
+    another process), a federated run's publish fails with nothing published or signed
+    (it published and signed, then failed to audit: a release in front of the fleet with no
+    entry); once the log is free it is published, released and audited."""
+    import sqlite3
+
+    import pytest
+
+    from edgewise.registry import Registry
+
+    Security(data_dir).close()
+    real_init = Security.__init__
+
+    def quick(self: Security, *a: object, **k: object) -> None:
+        real_init(self, *a, **k)  # type: ignore[arg-type]
+        self._db.execute("PRAGMA busy_timeout=100")
+
+    monkeypatch.setattr(Security, "__init__", quick)
+    other = sqlite3.connect(data_dir / "security.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            register_global_model({"w": np.ones(2)}, data_dir, "fed-ae", {},
+                                  target="group:line-a")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    reg = Registry(data_dir)
+    try:
+        assert reg.versions("fed-ae") == [] and reg.releases() == []
+    finally:
+        reg.close()
+    e = register_global_model({"w": np.ones(2)}, data_dir, "fed-ae", {}, target="group:line-a")
+    sec = Security(data_dir)
+    try:
+        assert [a.action for a in reversed(sec.audit_log()) if a.action.startswith("model.")
+                ] == ["model.publish", "model.rollout"] and e["version"] == "1"
+    finally:
+        sec.close()

@@ -338,8 +338,14 @@ def device_delete(
                            f"an earlier deletion would be; pass --store with the URL the "
                            f"gateway runs with")
             at_stake = registered or kept or has_data or why_not is not None
-            if at_stake:  # until its data is deleted, the id is refused ('device add')
-                sec.keep_data(device_id)
+            if at_stake:
+                # first, as DELETE /v1/devices/{id} does: the deletion takes too long to
+                # hold the audit log's write lock, so this entry says it was asked for
+                # (nothing is done when it cannot be written), 'device.delete_data' at the
+                # end what went
+                sec.audit("cli", "device.delete_data.requested", device_id,
+                          {"registered": registered})
+                sec.keep_data(device_id)  # until its data is deleted, 'device add' refuses it
             if registered:
                 sec.delete_device(device_id, actor="cli")
             releases = _withdraw_releases(reg, sec, device_id)

@@ -42,7 +42,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -288,19 +288,24 @@ def register_global_model(
     payload = buf.getvalue()
     meta = {**dict(metadata), "source": "federated"}
     reg = Registry(data_dir)
+    sec = _audit_log(data_dir)
+    failed: BaseException | None = None
     try:
-        with _publish_lock(reg):
+        # the audit log's write lock next (after the publish lock, as the CLI's publish
+        # takes it before the registry): the version and its release are made only where
+        # their entries can be written, and the entries commit with them
+        with _publish_lock(reg), (sec.transaction() if sec is not None else nullcontext()):
             if target.startswith("group:"):  # the release's rule, before publishing
                 _refuse_held_rollbacks(reg, name, target)
             version, mv = _publish_next(reg, name, payload, meta)
+            published = {"version": version, "sha256": mv.sha256, "size": mv.size,
+                         "format": mv.format}
             try:
                 signed = reg.rollout(name, version, target, has_device=_has_device(data_dir))
             except Exception as exc:  # refused after all (changed meanwhile): no version
                 left = not _unpublish(reg, name, version)  # published without a release
                 if left:
-                    _audit(data_dir, "model.publish", name, {
-                        "version": version, "sha256": mv.sha256, "size": mv.size,
-                        "format": mv.format})
+                    _audit(sec, "model.publish", name, published)
                 note = (f" Version {version!r} of {name!r} is left published without a "
                         "release (the registry could not take it back)." if left else
                         f" Nothing of this run is left in the registry (version {version!r} "
@@ -308,16 +313,20 @@ def register_global_model(
                         "back).")
                 if exc.args and isinstance(exc.args[0], str):
                     exc.args = (exc.args[0] + note, *exc.args[1:])
-                raise
-            _audit(data_dir, "model.publish", name, {"version": version, "sha256": mv.sha256,
-                                                     "size": mv.size, "format": mv.format})
-        _audit(data_dir, "model.rollout", target, {
-            "name": name, "version": version, "release": signed.manifest.release,
-            "kind": signed.manifest.kind})
+                failed = exc  # raised once the entry of a version left is committed
+            else:
+                _audit(sec, "model.publish", name, published)
+                _audit(sec, "model.rollout", target, {
+                    "name": name, "version": version, "release": signed.manifest.release,
+                    "kind": signed.manifest.kind})
+        if failed is not None:
+            raise failed
         return {"name": name, "version": version, "release": signed.manifest.release,
                 "target": target, "sha256": mv.sha256, "size": mv.size, "key_id": reg.key_id,
                 "data_dir": str(data_dir)}
     finally:
+        if sec is not None:
+            sec.close()
         reg.close()
 
 
@@ -364,23 +373,28 @@ def _publish_next(reg: Registry, name: str, payload: bytes,
             version = str(max(int(next_version(reg, name)), int(version) + 1))
 
 
-def _audit(data_dir: str | Path, action: str, target: str, detail: dict[str, object]) -> None:
-    """Record a registry change in the data directory's audit log by :data:`ACTOR`, with the
-    details ``edgewise registry publish``/``rollout`` record; nothing where the directory has
-    no ``security.sqlite`` (a federated run's own output directory has none, and gets none).
+def _audit_log(data_dir: str | Path) -> Any:
+    """The data directory's audit log (a :class:`~edgewise.security.Security`), or ``None``
+    where it has no ``security.sqlite`` (a federated run's own output directory has none,
+    and gets none).
 
     >>> import tempfile
-    >>> _audit(tempfile.mkdtemp(), "model.publish", "demo", {})  # no audit log: nothing made
+    >>> _audit_log(tempfile.mkdtemp()) is None  # no audit log: nothing made
+    True
     """
     if not (Path(data_dir) / "security.sqlite").is_file():
-        return
+        return None
     from edgewise.security import Security
 
-    sec = Security(Path(data_dir))
-    try:
+    return Security(Path(data_dir))
+
+
+def _audit(sec: Any, action: str, target: str, detail: dict[str, object]) -> None:
+    """Record a registry change in the audit log ``sec`` (:func:`_audit_log`; ``None``:
+    none, nothing recorded) by :data:`ACTOR`, with the details ``edgewise registry
+    publish``/``rollout`` record."""
+    if sec is not None:
         sec.audit(ACTOR, action, target, detail)
-    finally:
-        sec.close()
 
 
 def load_global_model(
