@@ -124,6 +124,38 @@ def _refusal(lines: dict[str, list[int]], unknown: list[str], gone: dict[str, De
     return text
 
 
+def _not_being_deleted(security: Security, devices: list[str], registered: set[str]) -> None:
+    """Raise :class:`~edgewise.label.store.DeviceDeletedError` for the first of ``devices``
+    a deletion has reached since the import checked them: one whose data a deletion is
+    deleting (:meth:`~edgewise.security.credentials.Security.data_kept`: noted before its
+    credentials are revoked, cleared once its labels and models are gone), or one of
+    ``registered`` (registered then) that is not now. Called holding the label file's
+    write lock (``LabelStore.add_many(check=…)``), as ``POST /v1/labels`` re-checks; a
+    deletion that got as far as the labels is refused by ``since`` (the deletion count)."""
+    from edgewise.label.store import DeviceDeletedError
+
+    for device in devices:
+        if security.data_kept(device) or (device in registered
+                                           and not security.has_device(device)):
+            raise DeviceDeletedError(device, "the labels were")
+
+
+def _deleted_meanwhile(lines: dict[str, list[int]], device: str, security: Security) -> str:
+    """The refusal of an import during which ``device`` was deleted: the deletion (when,
+    by whom) once the audit log has it, as for a file naming a device deleted before;
+    else that it is being deleted. Either way, nothing was imported."""
+    from edgewise.label.store import deleted_devices
+
+    gone = deleted_devices(security, [device])
+    if gone:
+        return _refusal(lines, [device], gone, None)
+    return (f"Label CSV line {lines[device][0]}: device {device!r} is being deleted (its "
+            f"readings and labels with it) while this import ran: its labels cannot be "
+            f"imported, as they would label history that is gone (a device added again "
+            f"under the id starts with no readings); nothing was imported. Remove its rows "
+            f"({_lines_text(lines[device])}) from the file and import it again.")
+
+
 @label_app.command("import")
 def import_(
     file: Annotated[Path, typer.Argument(help="CSV with device_id,start,end,label[,note].")],
@@ -145,7 +177,11 @@ def import_(
     """
     from edgewise.config import Settings
     from edgewise.errors import ConfigError
-    from edgewise.label.store import deleted_devices, read_labels_csv_lines
+    from edgewise.label.store import (
+        DeviceDeletedError,
+        deleted_devices,
+        read_labels_csv_lines,
+    )
 
     if not who.strip():  # the audit log would name no one
         raise fail(f"--who must name who gave these labels (the audit log keeps it). Got "
@@ -174,12 +210,22 @@ def import_(
         for line, row in numbered:
             lines.setdefault(row[0], []).append(line)
         devices = list(lines)
+        # noted before the devices are checked: a deletion landing between the check and
+        # the write (which takes the label file's write lock, as the deletion does to
+        # delete labels) refuses the write, as POST /v1/labels re-checks under that lock
+        since = store.deletions()
+        registered = {d for d in devices if security.has_device(d)}
         unknown, store_error = _unknown_devices(security, devices, settings.store_url)
         if unknown:
             gone = deleted_devices(security, unknown)
             raise fail(_refusal(lines, unknown, gone, store_error))
         before = store.last_id()  # a label with a higher id is a version this file wrote
-        added = store.add_many(rows, who=who)
+        try:
+            added = store.add_many(rows, who=who, since=since,
+                                   check=lambda: _not_being_deleted(security, devices,
+                                                                    registered))
+        except DeviceDeletedError as exc:
+            raise fail(_deleted_meanwhile(lines, exc.device_id, security)) from None
         snap = store.snapshot_id()
         # what a device's 'train --with-labels' model records: one id per device
         snaps = {device: store.snapshot_id(device) for device in devices}

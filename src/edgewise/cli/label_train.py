@@ -127,6 +127,19 @@ def _with_labels(data_dir: Path, call: Callable[[Any], T]) -> T:
         labels.close()
 
 
+def _deletions_now(data_dir: Path) -> Any:
+    """The label store's deletion counts as of now (:meth:`~edgewise.label.store.LabelStore.
+    deletions`), noted before a device's history is read: a deletion of the device landing
+    while it is read or fitted then refuses what the work writes at its end (its mix state,
+    its models). None counted where the data dir has no label store yet."""
+    from edgewise.label.store import Deletions, LabelStore
+
+    if not (data_dir / "labels.sqlite").is_file():
+        return Deletions({})
+    with LabelStore(data_dir) as labels:
+        return labels.deletions()
+
+
 @label_app.command("suggest")
 def suggest_cmd(
     device: Device,
@@ -143,13 +156,14 @@ def suggest_cmd(
     from edgewise.label.workflow import suggest
 
     _check_args(device, window, strategy)
+    since = _deletions_now(data_dir)
     hist = _history(device, csv, store, data_dir)
     if not data_dir.exists():  # only with --csv: a store is refused unless it is there
         typer.echo(f"note: --data-dir {str(data_dir)!r} did not exist; made it for the label "
                    "store (labels, and what 'label suggest' asked). Mistyped? Delete it and "
                    "pass the data dir your labels are in.", err=True)
     items = _with_labels(data_dir, lambda labels: suggest(
-        hist, device, labels, k=k, strategy=strategy, window=window))
+        hist, device, labels, k=k, strategy=strategy, window=window, since=since))
     if not items:  # nothing to print else: say why, beside the JSON's []
         typer.echo(f"note: every window of {device!r}'s history is labelled; nothing to "
                    f"suggest. Train with them: edgewise train --with-labels --device "
@@ -195,13 +209,14 @@ def train_cmd(
         raise fail("Say what to train: 'edgewise train rul …', or "
                    "'edgewise train --with-labels --device D'.")
     _check_args(device, window)
+    since = _deletions_now(data_dir)
     hist = _history(device, csv, store, data_dir)
     # labels live in the data dir: a mistyped one has none, and must not get a label store
     # and models/ made there (with --csv nothing else refuses it); checked after the CSV,
     # whose own faults are said first
     existing_data_dir(data_dir)
     out = _with_labels(data_dir, lambda labels: train_with_labels(
-        hist, device, labels, data_dir, window=window))
+        hist, device, labels, data_dir, window=window, since=since))
     if json_out:
         typer.echo(json.dumps(out))
         return

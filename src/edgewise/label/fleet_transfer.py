@@ -68,7 +68,7 @@ import numpy as np
 
 from edgewise._private import write_private
 from edgewise.errors import InvalidParameterError, QualityError
-from edgewise.label.store import Label, LabelStore
+from edgewise.label.store import Deletions, Label, LabelStore
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 from edgewise.label.workflow import History, model_files, window_length
 from edgewise.label.workflow import on_metrics as _on_metrics
@@ -132,7 +132,8 @@ named more than once (its windows would count twice).
 
 def train_transfer(histories: Callable[[str], History], device_id: str, labels: LabelStore,
                    data_dir: Path | str, *, fleet: Sequence[str] | None = None,
-                   window: int | None = None) -> dict[str, Any]:
+                   window: int | None = None,
+                   since: Deletions | None = None) -> dict[str, Any]:
     """Fit a fleet model on the labelled windows of the fleet, fine-tune it on
     ``device_id``'s, and save it as that device's next transfer model version.
 
@@ -153,10 +154,17 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     below it on the hold-out's balanced accuracy, or when fine-tuning changed nothing.
 
     Raises :class:`~edgewise.errors.InvalidParameterError` when the device has no labelled
-    window, or the fleet's labelled windows are not of both classes.
+    window, or the fleet's labelled windows are not of both classes; and
+    :class:`~edgewise.label.store.DeviceDeletedError`, writing nothing, when the device or
+    a fleet device whose labels trained the model was deleted after ``since`` (the label
+    store's :meth:`~edgewise.label.store.LabelStore.deletions`, noted before the
+    histories were read; default: as this call begins): the files are written holding the
+    label file's write lock, which the deletion takes before it deletes the model files
+    its labels trained.
     """
     if fleet is not None:
         check_fleet(fleet)
+    since = labels.deletions() if since is None else since
     snapshot = labels.snapshot_id()
     by_device: dict[str, list[Label]] = {}
     for lab in labels.labels_at(snapshot):
@@ -216,22 +224,28 @@ def train_transfer(histories: Callable[[str], History], device_id: str, labels: 
     kept, kept_why, warning = _keep(tuned, yd, holdout, holdout_why, alarms)
     model = tuned if kept == "device" else DeviceModel(
         fleet_model, np.zeros(len(tuned.shift_)), None, 0.0, len(yd))
-    version = max(model_files(data_dir, device_id, kind="transfer"), default=0) + 1
-    path = Path(data_dir) / "models" / f"transfer-{device_id}-v{version}.pkl"
     record = {
-        "kind": KIND, "device_id": device_id, "version": version,
+        "kind": KIND, "device_id": device_id, "version": None,  # set below
         "created_ns": time.time_ns(), "label_snapshot_id": snapshot,
         "fleet_devices": used, "window_length": length, "metrics": metrics,
         "feature_names": list(ws.feature_names), "device_model": model,
         "kept": kept, "kept_why": kept_why,
     }
-    # it holds features of every fleet device's labelled windows: private, as labels are.
-    # The sidecar (written first) says whose labels trained it, so deleting a device reads
-    # JSON rather than unpickling every model file.
-    write_private(_sidecar(path), json.dumps(
-        {"kind": KIND, "device_id": device_id, "version": version,
-         "fleet_devices": used}).encode())
-    write_private(path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+    # holding the label file's write lock, which a deletion of any device whose labels
+    # trained it takes to delete those labels (then the model files naming the device): a
+    # deletion since ``since`` refuses the files here; a later one finds and deletes them
+    with labels.hold() as held:
+        held.check_not_deleted([device_id, *used], since, "the transfer model was")
+        version = max(model_files(data_dir, device_id, kind="transfer"), default=0) + 1
+        path = Path(data_dir) / "models" / f"transfer-{device_id}-v{version}.pkl"
+        record["version"] = version
+        # it holds features of every fleet device's labelled windows: private, as labels
+        # are. The sidecar (written first) says whose labels trained it, so deleting a
+        # device reads JSON rather than unpickling every model file.
+        write_private(_sidecar(path), json.dumps(
+            {"kind": KIND, "device_id": device_id, "version": version,
+             "fleet_devices": used}).encode())
+        write_private(path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
     return {
         "path": str(path), "version": version, "snapshot_id": snapshot,
         "fleet_devices": used, "skipped": skipped,

@@ -13,6 +13,11 @@ import labels while ``edgewise serve`` runs in another process.
 * Every write is audit-logged through :meth:`edgewise.security.Security.audit` when the
   store is given a ``Security``: who labelled which window how, and of the note only its
   length (:func:`note_digest`), since the log outlives a device's deletion.
+* A device's deletion (:meth:`LabelStore.delete_device`) is counted
+  (:meth:`LabelStore.deletions`): work on its data begun before passes the count it noted
+  as ``since`` to its writes, which then leave nothing for an id whose data is gone
+  (labels and model files are refused with :class:`DeviceDeletedError`; the query mix's
+  state is not saved).
 * :meth:`LabelStore.snapshot_id` names the current label set. A model records it, and
   :meth:`LabelStore.labels_at` gives back exactly the labels it was trained with.
 
@@ -38,7 +43,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,9 +56,10 @@ from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, parse_time_text, validate_d
 if TYPE_CHECKING:
     from edgewise.security import Security
 
-__all__ = ["LABEL_RE", "DeviceDeletion", "HeldLabels", "Label", "LabelStore", "LabelsBusyError",
-           "check_label", "deleted_devices", "is_anomalous", "labels_csv", "note_digest",
-           "read_labels_csv", "read_labels_csv_lines"]
+__all__ = ["LABEL_RE", "Deletions", "DeviceDeletedError", "DeviceDeletion", "HeldLabels",
+           "Label", "LabelStore", "LabelsBusyError", "check_label", "deleted_devices",
+           "is_anomalous", "labels_csv", "note_digest", "read_labels_csv",
+           "read_labels_csv_lines"]
 
 _ANY = object()  # save_mix_state: no state expected, write whatever is stored
 
@@ -92,6 +98,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     snapshot_id TEXT PRIMARY KEY,
     created_ns INTEGER NOT NULL,
     label_ids TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deletions (
+    device_digest TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
 );
 """
 
@@ -271,6 +281,7 @@ class LabelStore:
         source: str = "",
         supersedes: Iterable[str] = (),
         check: Callable[[], None] | None = None,
+        since: Deletions | None = None,
     ) -> Label:
         """Label a window; relabelling the same window adds a new version. The same label
         and note again (a CSV imported twice) add none: the current label is returned as it
@@ -281,12 +292,18 @@ class LabelStore:
         an alert whose span grew replaces the earlier verdict instead of standing beside it.
         ``supersedes`` names more sources whose current labels of the device the new one
         replaces, in the same transaction (the alerts merged into the one labelled now).
+        The same answer again adds none here too once none of them has a current label
+        (the alert route repeats a surviving alert's verdict with the alerts it absorbed).
 
         ``check``, when given, is called holding the file's write lock, just before the
         label is written: what must still be true when it is (the labels route: that the
         device still exists, as a device's deletion deletes its labels under the same lock,
         so a label checked, then written after the deletion, is not left for an id whose
         data is gone). What it raises propagates, and nothing is written.
+
+        ``since``, the :meth:`deletions` noted when the caller began (before it checked the
+        device), refuses the label, under the same lock, when the device was deleted
+        (:meth:`delete_device`) after: :class:`DeviceDeletedError`, nothing written.
 
         Returns the stored :class:`Label`. Raises :class:`InvalidParameterError` for a bad
         device id, window or label value (nothing is written then).
@@ -300,7 +317,7 @@ class LabelStore:
         """
         return self._write([(device_id, start_ns, end_ns, label, note, source)], who=who,
                            created_ns=created_ns, supersedes=tuple(supersedes),
-                           check=check)[0]
+                           check=check, since=since)[0]
 
     def add_many(
         self,
@@ -308,12 +325,20 @@ class LabelStore:
         *,
         who: str = "cli",
         created_ns: int | None = None,
+        check: Callable[[], None] | None = None,
+        since: Deletions | None = None,
     ) -> list[Label]:
         """Add ``(device_id, start_ns, end_ns, label, note)`` rows in one transaction.
 
         Every row is checked before anything is written: one bad row writes nothing. A row
         that repeats its window's current label and note is not written again (its current
         label is returned, with its own ``created_ns`` and version).
+
+        ``check`` and ``since`` are :meth:`add`'s, for every row's device: ``check`` is
+        called holding the file's write lock just before the rows are written (``edgewise
+        label import``: that no device is being deleted), and ``since`` refuses them all
+        (:class:`DeviceDeletedError` naming the first such device) when a device of a row
+        was deleted after the caller noted :meth:`deletions`; nothing is written then.
 
         >>> import tempfile
         >>> with LabelStore(tempfile.mkdtemp()) as labels:
@@ -323,7 +348,8 @@ class LabelStore:
         ...     [x.version for x in b], b[0] == a[0], labels.snapshot_id() == snap
         ([1, 2], True, False)
         """
-        return self._write([(*row, "") for row in rows], who=who, created_ns=created_ns)
+        return self._write([(*row, "") for row in rows], who=who, created_ns=created_ns,
+                           check=check, since=since)
 
     def _write(
         self,
@@ -333,12 +359,16 @@ class LabelStore:
         created_ns: int | None,
         supersedes: tuple[str, ...] = (),
         check: Callable[[], None] | None = None,
+        since: Deletions | None = None,
     ) -> list[Label]:
         rows = list(rows)
         self._check_rows(rows, who)
         now = time.time_ns() if created_ns is None else created_ns
         with self._lock, self._write_locked() as cur:
-            if check is not None:  # raising, it rolls the (empty) transaction back
+            # raising, either rolls the (empty) transaction back
+            if since is not None:
+                _refuse_deleted(cur, [row[0] for row in rows], since, "the labels were")
+            if check is not None:
                 check()
             out, fresh = self._insert(cur, rows, who, now, supersedes)
         self._audit_added(who, fresh)
@@ -379,11 +409,19 @@ class LabelStore:
         window = "device_id=? AND start_ns=? AND end_ns=?"
         by_source = "device_id=? AND source=?"
         for device_id, start_ns, end_ns, label, note, source in rows:
-            kept = None if supersedes else cur.execute(
+            kept = cur.execute(
                 "SELECT id, who, created_ns, version FROM labels WHERE device_id=? "
                 "AND start_ns=? AND end_ns=? AND source=? AND label=? AND note=? "
                 "AND current=1", (device_id, start_ns, end_ns, source, label,
                                   note or "")).fetchone()
+            if kept is not None and supersedes and cur.execute(
+                    "SELECT 1 FROM labels WHERE device_id=? AND current=1 AND source IN "
+                    "(SELECT value FROM json_each(?)) LIMIT 1",
+                    (device_id, json.dumps(list(supersedes)))).fetchone() is not None:
+                # a source it supersedes (an alert merged in since) still has a current
+                # label: a new version replaces it. When none has (the repeat of a verdict
+                # that superseded them already), the same answer adds none, as elsewhere
+                kept = None
             if kept is not None:  # the same answer again: no new version
                 out.append(Label(int(kept[0]), device_id, start_ns, end_ns, label,
                                  note or "", kept[1], int(kept[2]), int(kept[3]),
@@ -463,6 +501,14 @@ class LabelStore:
         """Delete every label of ``device_id`` (all versions) and the query mix's state for
         it; the number of label rows deleted. Part of deleting a device and all its data.
 
+        The deletion is counted (:meth:`deletions`) under the same write lock, so work on
+        the device's data that began before it and writes after it (labels, a label or
+        transfer model file, the mix's state: their ``since``) writes nothing of it
+        instead of leaving what a device registered again under the id would inherit. The
+        caller deletes the model files after this
+        (:func:`~edgewise.label.workflow.delete_models`): a model written before it, under
+        the lock, is there to be deleted then.
+
         Snapshots taken earlier keep their ids, but their labels of this device are gone,
         from the disk too (deleted pages are zeroed and the write-ahead log truncated).
 
@@ -480,12 +526,37 @@ class LabelStore:
                 n = int(cur.execute("DELETE FROM labels WHERE device_id=?",
                                     (device_id,)).rowcount)
                 self._put_mix_state(device_id, None)
+                # counted in the same transaction: work on the device's data begun before
+                # (noted deletions()) finds it under this lock and writes nothing for it
+                cur.execute("INSERT INTO deletions (device_digest, count) VALUES (?, 1) "
+                            "ON CONFLICT (device_digest) DO UPDATE SET count = count + 1",
+                            (_device_digest(device_id),))
             if n:  # gone from the disk too: zeroed pages into the file, the old WAL frames
                 # (which hold the labels as written) truncated away
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if self.security is not None:
             self.security.audit(who, "label.delete_device", device_id, {"rows": n})
         return n
+
+    def deletions(self) -> Deletions:
+        """How many times each device's labels were deleted (:meth:`delete_device`, part
+        of deleting a device with its data), as of now.
+
+        Work on a device's data notes this when it begins and passes it as ``since`` to
+        what it writes at the end (:meth:`add_many`, :meth:`save_mix_state`,
+        :meth:`HeldLabels.check_not_deleted`): a deletion landing meanwhile refuses the
+        write.
+
+        >>> import tempfile
+        >>> with LabelStore(tempfile.mkdtemp()) as labels:
+        ...     seen = labels.deletions()
+        ...     _ = labels.delete_device("pump-1")
+        ...     seen.of("pump-1"), labels.deletions().of("pump-1")
+        (0, 1)
+        """
+        with self._lock:
+            return Deletions({d: int(c) for d, c in self._db.execute(
+                "SELECT device_digest, count FROM deletions")})
 
     # -- the labelling queue's query-mix state, per device ---------------------------------
     def mix_state(self, device_id: str) -> dict[str, Any] | None:
@@ -501,7 +572,8 @@ class LabelStore:
         return self._mix_states().get(device_id)
 
     def save_mix_state(self, device_id: str, state: dict[str, Any] | None, *,
-                       expected: dict[str, Any] | object | None = _ANY) -> bool:
+                       expected: dict[str, Any] | object | None = _ANY,
+                       since: Deletions | None = None) -> bool:
         """Keep ``state`` as ``device_id``'s query-mix state (None drops it) in
         ``label-mix.json`` beside the labels, mode 0600 like them (it holds what the
         fleet's answers taught the queue); True when written.
@@ -512,6 +584,10 @@ class LabelStore:
         writer saved its own meanwhile) nothing is written and False is returned, so a
         slow reader (the label queue fitting and selecting) never writes back the state
         of a device deleted meanwhile. Left out, the save writes whatever is stored.
+        A deletion that dropped the state before the reader read it (there was none, and
+        none is stored) is no change to compare: ``since``, the :meth:`deletions` noted
+        when the reader began, makes the save write nothing (False) when the device was
+        deleted after, whatever ``expected`` says.
 
         >>> import tempfile
         >>> with LabelStore(tempfile.mkdtemp()) as labels:
@@ -530,7 +606,9 @@ class LabelStore:
         written to a temporary file per writer, made 0600 and renamed into place, so no
         reader sees half a file.
         """
-        with self._lock, self._write_locked():
+        with self._lock, self._write_locked() as cur:
+            if since is not None and _first_deleted(cur, [device_id], since) is not None:
+                return False
             if expected is not _ANY and self._mix_states().get(device_id) != expected:
                 return False
             self._put_mix_state(device_id, state)
@@ -947,6 +1025,89 @@ class HeldLabels:
         out, fresh = self._store._insert(self._cur, rows, who, now, tuple(supersedes))
         self._fresh.extend((who, lab) for lab in fresh)
         return out[0]
+
+    def check_not_deleted(self, device_ids: Iterable[str], since: Deletions,
+                          what: str) -> None:
+        """Raise :class:`DeviceDeletedError` naming the first of ``device_ids`` deleted
+        (:meth:`LabelStore.delete_device`) since ``since`` was noted
+        (:meth:`LabelStore.deletions`); ``what`` says what is then not written (``"the
+        label model was"``). Called in the held block before writing something of those
+        devices' data elsewhere (a model file): the deletion, which deletes model files
+        after their labels, either finds it or has refused it.
+
+        >>> import tempfile
+        >>> with LabelStore(tempfile.mkdtemp()) as labels:
+        ...     seen = labels.deletions()
+        ...     _ = labels.delete_device("pump-2")
+        ...     try:
+        ...         with labels.hold() as held:
+        ...             held.check_not_deleted(["pump-1", "pump-2"], seen, "the model was")
+        ...     except DeviceDeletedError as exc:
+        ...         print(exc.device_id)
+        pump-2
+        """
+        if self._cur is None:
+            raise RuntimeError("HeldLabels.check_not_deleted must be called inside its "
+                               "'with LabelStore.hold()' block; it was called after it.")
+        _refuse_deleted(self._cur, device_ids, since, what)
+
+
+class DeviceDeletedError(InvalidParameterError):
+    """A device was deleted with its data (``DELETE /v1/devices/{id}``, ``edgewise device
+    delete``) while work on its data ran: what that work would have written of it (labels,
+    the query mix's state, a model file) was not written, as a device registered again
+    under the id would have inherited it. ``device_id``: the device (also ``value``;
+    ``field`` is ``"device_id"``)."""
+
+    def __init__(self, device_id: str, what: str) -> None:
+        super().__init__(
+            f"Device {device_id!r} was deleted (its readings, labels and label models with "
+            f"it) while this ran: {what} not written, as a device registered again under "
+            f"the id would inherit it.", field="device_id", value=device_id)
+        self.device_id = device_id
+
+
+def _device_digest(device_id: str) -> str:
+    """How the label file keys a deleted device's count: a SHA-256 of its id, not the id,
+    as a deleted device's id leaves no trace in the label file (the audit log, not this,
+    records deletions)."""
+    return hashlib.sha256(f"edgewise.label.deletion:{device_id}".encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Deletions:
+    """How many times each device was deleted, as :meth:`LabelStore.deletions` read them
+    at one moment (``counts``: by a digest of the id, :func:`_device_digest`). Pass it as
+    ``since``; :meth:`of` reads one device's count."""
+
+    counts: Mapping[str, int]
+
+    def of(self, device_id: str) -> int:
+        """How many times ``device_id`` had been deleted then (0: never)."""
+        return int(self.counts.get(_device_digest(device_id), 0))
+
+
+def _first_deleted(cur: sqlite3.Cursor, device_ids: Iterable[str],
+                   since: Deletions) -> str | None:
+    """The first of ``device_ids`` whose deletion count in the open write transaction
+    ``cur`` is not the one in ``since`` (deleted since), or ``None``."""
+    wanted = {_device_digest(d): d for d in device_ids}
+    now = dict(cur.execute(
+        "SELECT device_digest, count FROM deletions WHERE device_digest IN "
+        "(SELECT value FROM json_each(?))", (json.dumps(list(wanted)),)).fetchall())
+    for digest, device_id in wanted.items():
+        if int(now.get(digest, 0)) != int(since.counts.get(digest, 0)):
+            return device_id
+    return None
+
+
+def _refuse_deleted(cur: sqlite3.Cursor, device_ids: Iterable[str], since: Deletions,
+                    what: str) -> None:
+    """Raise :class:`DeviceDeletedError` for the first of ``device_ids`` deleted since
+    ``since`` (:func:`_first_deleted`); ``what`` says what is not written."""
+    gone = _first_deleted(cur, device_ids, since)
+    if gone is not None:
+        raise DeviceDeletedError(gone, what)
 
 
 def note_digest(note: str) -> dict[str, Any]:

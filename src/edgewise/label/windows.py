@@ -246,9 +246,15 @@ def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndar
 
     A window taken by several labels takes the newest of those that cover at least half of
     it over every older one: a person's later ``normal`` on one window inside an older
-    ``anomaly`` spanning many (the verdict on a long alert) is that window's answer, and
-    stays the answer of the re-cut window that holds most of it when the history grows
-    and the windows' edges move (a rule asking for the whole window lost it then). Among
+    ``anomaly`` spanning many (the verdict on a long alert) is that window's answer. As the
+    history grows and windows are cut afresh, it stays the answer of a re-cut window as
+    long as it covers at least half of that window (a rule asking for the whole window
+    lost it when the edges moved): always while windows are no longer than the labelled
+    span, depending on where the edges fall while they are up to twice as long, never
+    once they are longer. Such a window lies mostly under the older ``anomaly``, and takes
+    it again. With the default window length, ``len(history) // 100``, a ``normal`` on 100
+    readings is kept up to about 10,000 readings of history and lost past 20,000; a
+    ``window`` no longer than the labelled span keeps it. Among
     that label and the newer ones covering less than half of the window (or among all of
     them, when none covers half) an anomalous one wins over ``"normal"``: a fault
     labelled inside a stretch called normal is a fault.
@@ -266,6 +272,12 @@ def window_labels(windows: WindowSet, labels: Sequence[object]) -> tuple[np.ndar
     >>> window_labels(ws, [alert, L(device_id="d", start_ns=10, end_ns=20,
     ...                             label="normal")])[0].tolist()
     [1, 0, 1]
+    >>> wide = WindowSet(np.array(["d"] * 2, dtype=object), np.array([0, 25]),
+    ...                  np.array([25, 50]), np.zeros((2, 1)), np.zeros((2, 1)), ["f"])
+    >>> alert = L(device_id="d", start_ns=0, end_ns=50, label="anomaly")
+    >>> window_labels(wide, [alert, L(device_id="d", start_ns=10, end_ns=20,
+    ...                               label="normal")])[0].tolist()  # windows > 2x its span
+    [1, 1]
     """
     y = np.full(len(windows), -1)
     kind = np.array([""] * len(windows), dtype=object)

@@ -42,7 +42,7 @@ from edgewise import config
 from edgewise._private import write_private
 from edgewise.errors import InvalidParameterError, QualityError
 from edgewise.label.feedback import WindowFeedbackModel
-from edgewise.label.store import LabelStore
+from edgewise.label.store import Deletions, LabelStore
 from edgewise.label.strategies import DefaultMix, Pool, make_strategy
 from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 from edgewise.store.newest import newest_rows
@@ -342,7 +342,8 @@ def _windows(history: History, device_id: str, window: int | None) -> WindowSet:
 
 def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10,
             strategy: str = "mix", window: int | None = None,
-            seed: int | None = 0, record: bool = True) -> list[dict[str, Any]]:
+            seed: int | None = 0, record: bool = True,
+            since: Deletions | None = None) -> list[dict[str, Any]]:
     """The next ``k`` windows of ``device_id`` a person should label, best first.
 
     Each item: ``start_ns``, ``end_ns``, ``score`` (the primary detector's highest score in
@@ -362,7 +363,14 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
 
     A window with no finite reading (inside a gap of the history) is never proposed:
     there is nothing in it to label, whatever a strategy makes of its features.
+
+    ``since``: the label store's :meth:`~edgewise.label.store.LabelStore.deletions`,
+    noted by the caller before it read ``history`` (default: noted as this call begins).
+    A device deleted after it (``device delete``, ``DELETE /v1/devices/{id}``) gets no
+    mix state saved (a device registered again under the id would inherit it); the
+    windows are returned all the same, as for a deletion that dropped a state read.
     """
+    since = labels.deletions() if since is None else since
     ws = _windows(history, device_id, window)
     current = labels.labels(device_id)
     y, _ = window_labels(ws, current)
@@ -391,9 +399,11 @@ def suggest(history: History, device_id: str, labels: LabelStore, *, k: int = 10
             # the mix's strategies changed since: start afresh
     picks = strat.select(pool, k)
     if record and isinstance(strat, DefaultMix):
-        # only over the state as read: a 'device delete' (or another suggest of this
-        # device) meanwhile wins; the next suggest starts from what is stored then
-        labels.save_mix_state(device_id, strat.get_state(keys), expected=state)
+        # only over the state as read, and only if the device was not deleted since
+        # ``since``: a 'device delete' (or another suggest of this device) meanwhile wins;
+        # the next suggest starts from what is stored then
+        labels.save_mix_state(device_id, strat.get_state(keys), expected=state,
+                              since=since)
     return [{"device_id": device_id, "start_ns": int(ws.start_ns[i]),
              "end_ns": int(ws.end_ns[i]), "score": round(float(ws.scores[i, 0]), 6),
              "margin": round(float(margin[i]), 4), "alarm": bool(margin[i] >= 0)}
@@ -466,14 +476,23 @@ def _window_holding(ws: WindowSet, start: int, end: int) -> int | None:
 
 
 def train_with_labels(history: History, device_id: str, labels: LabelStore, data_dir: Path,
-                      *, window: int | None = None) -> dict[str, Any]:
+                      *, window: int | None = None,
+                      since: Deletions | None = None) -> dict[str, Any]:
     """Fit the label-aware models of a device and save them as the next model version.
 
     Returns a summary: ``path``, ``version``, ``snapshot_id``, ``n_labels``, ``classes``,
     ``alarms_before`` / ``alarms_after`` (windows alarming without / with the labels).
+
+    The file is written holding the label file's write lock, unless the device was deleted
+    after ``since`` (the label store's
+    :meth:`~edgewise.label.store.LabelStore.deletions`, noted by the caller before it read
+    ``history``; default: as this call begins): then nothing is written and
+    :class:`~edgewise.label.store.DeviceDeletedError` names the device, as a device
+    registered again under the id would inherit the model.
     """
     from edgewise.label.semi_supervised import FaultClassifier
 
+    since = labels.deletions() if since is None else since
     ws = _windows(history, device_id, window)
     snapshot = labels.snapshot_id(device_id)
     current = labels.labels_at(snapshot)
@@ -499,10 +518,8 @@ def train_with_labels(history: History, device_id: str, labels: LabelStore, data
                                                                            strict=True)])
         clf = FaultClassifier(random_state=0).fit(ws.features[alarm], target[alarm])
         classes = [c for c in fault_classes if c != UNCLASSIFIED]
-    version = max(model_files(data_dir, device_id), default=0) + 1
-    path = Path(data_dir) / "models" / f"label-{device_id}-v{version}.pkl"
     record = {
-        "kind": "edgewise.label", "device_id": device_id, "version": version,
+        "kind": "edgewise.label", "device_id": device_id, "version": None,  # set below
         "created_ns": time.time_ns(), "label_snapshot_id": snapshot,
         "n_labels": int((y >= 0).sum()), "window_length": window_length(len(history[0]), window),
         "metrics": list(history[2]), "feedback_model": model, "fault_classifier": clf,
@@ -514,8 +531,16 @@ def train_with_labels(history: History, device_id: str, labels: LabelStore, data
                          for lab in current if lab.device_id == device_id]
         if clf is not None else [],
     }
-    # features of the device's data: private, as the labels they came from
-    write_private(path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+    # written holding the label file's write lock, which a device's deletion takes to
+    # delete its labels (then its model files): a deletion landing since ``since`` was
+    # noted refuses the file here, and one landing after finds and deletes it
+    with labels.hold() as held:
+        held.check_not_deleted([device_id], since, "the label model was")
+        version = max(model_files(data_dir, device_id), default=0) + 1
+        path = Path(data_dir) / "models" / f"label-{device_id}-v{version}.pkl"
+        record["version"] = version
+        # features of the device's data: private, as the labels they came from
+        write_private(path, pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
     return {"path": str(path), "version": version, "snapshot_id": snapshot,
             "n_labels": record["n_labels"], "classes": classes,
             "alarms_before": int(before.sum()), "alarms_after": int(model.predict(ws).sum())}

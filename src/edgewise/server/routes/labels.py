@@ -502,15 +502,18 @@ def _queue(store: Any, labels: LabelStore, device: str, k: int,
     """The label queue's answer; ``record`` (an operator's request) records the label
     set's snapshot and the windows offered as the mix's open questions, each through the
     label file's write lock (:class:`~edgewise.label.store.LabelsBusyError` when another
-    writer held it past the busy timeout); without it, nothing is written."""
+    writer held it past the busy timeout); without it, nothing is written. A deletion of
+    the device landing once the history is being read records no mix state for it."""
     from edgewise.label.workflow import history_from_store, suggest
 
+    since = labels.deletions()  # before the history is read: no state saved if deleted after
     hist = history_from_store(store, device)
     ts, _, metrics = hist
     # the set's id is a hash of it: a viewer's names the set as an operator's records it.
     # Recorded before the questions, so a busy file fails the request before they are.
     snapshot = labels.snapshot_id(device, record=record)
-    items = suggest(hist, device, labels, k=k, strategy=strategy, record=record)
+    items = suggest(hist, device, labels, k=k, strategy=strategy, record=record,
+                    since=since)
     spans = []
     for it in items:
         span = it["end_ns"] - it["start_ns"]
