@@ -180,28 +180,6 @@ def test_a_flat_stream_s_first_spike_sets_no_floor_for_the_next() -> None:
     assert device_report(rows)["metrics"]["t"]["spikes"] == 2
 
 
-@given(st.sampled_from([1.0, 0.1, 0.25, 3e-7, 5e6]),
-       st.lists(st.integers(-8, 8), min_size=2, max_size=120))
-@settings(max_examples=200, deadline=None)
-def test_the_stream_takes_the_batch_resolution(quantum: float, ks: list[int]) -> None:
-    """Check the resolution the stream cleaner learns from its kept readings is
-    spikes.resolution of them with the readings it flagged as spikes for the outliers: the
-    smallest step seen RESOLUTION_SEEN times (steps equal but for float rounding, such as
-    20.1 - 20.0 and 20.2 - 20.1, counting as one; one into or out of a spike only when
-    small beside the reading at its other end), 0 when none recurs."""
-    values = [20.0 + k * quantum for k in ks]
-    c = StreamCleaner()
-    flagged = []
-    for i, v in enumerate(values):
-        before = c.flagged["spike"]
-        assert c.clean_one(Reading("d", "t", i, v)) is not None
-        flagged.append(c.flagged["spike"] > before)
-    s = c._state[("d", "t")]
-    got = s.step if s.step < math.inf else 0.0
-    assert got == pytest.approx(resolution(values, outliers=flagged), rel=1e-9, abs=0.0)
-    assert len(s.cand_steps) <= stream.MAX_CANDIDATE_STEPS and s.cand_steps == sorted(s.cand_steps)
-
-
 def test_unquantised_noise_keeps_a_bounded_state_that_pickles() -> None:
     """Check a stream whose steps never recur holds at most MAX_CANDIDATE_STEPS candidate
     steps (no resolution, as in the batch), and that the cleaner pickled mid-stream goes on

@@ -4,11 +4,33 @@ Each reading is judged by itself, then against what was *kept* before it for its
 (device, metric): removed as ``invalid`` (NaN/inf), ``out_of_range`` (outside the
 metric's limits, or impossible for its SenML unit as
 :data:`~edgewise.quality.units.PHYSICAL_RANGE` says), ``out_of_order`` (older than the
-last kept time), ``duplicate`` (same time, same value), ``conflict`` (same time, another
-value: the first one kept wins), ``rate`` (changed faster than the metric's ``max_rate``
-from the last kept reading; a too-fast reading holds no time, so a fitting one at the
-same time is kept); flagged but kept as ``spike`` (Hampel test against the last kept
-values) and ``stuck`` (a run of identical readings that is long for the series).
+last kept time, at no time the spike window holds), ``duplicate`` (same time, same value),
+``conflict`` (same time, another value: the first one kept wins; a late re-delivery of a
+time the window holds is one of these, as :mod:`~edgewise.quality.order` counts it, not
+out of order), ``rate`` (changed faster than the metric's ``max_rate`` from the last kept
+reading; a too-fast reading holds no time, so a fitting one at the same time is kept);
+flagged but kept as ``spike`` (Hampel test against the last kept values) and ``stuck`` (a
+run of identical readings that is long for the series).
+
+The spike test judges a reading against the window's median, or, where the window
+follows a trend more closely than it scatters about its median (a ramp, a cycle's rise
+and fall), against its resistant line (the slope between the medians of its last two
+thirds) extrapolated to the reading; where that line misses the window's
+own last reading, no outlier, by :data:`TURN` noise floors (the series turned: a peak, a
+morning rise), an outlier of the line is judged also against the median and the last
+readings' path. Its scale is the window's spread about that centre, never below the
+stream's long-run noise: the median change between kept readings that are no outliers
+since it started (repeats carry none: a sensor polled more often than it refreshes),
+less the trend, in logarithmic bins (:data:`MAX_NOISE_BINS`, halved past
+:data:`NOISE_MEMORY` changes), a sample-and-hold sensor's moves to a value it then
+repeats counted too. A window of one value, after a freeze or between a held sensor's
+moves, thus judges by the noise the sensor showed (every value read ten times was a
+spike at each change: 20 % of the readings), a ramp's glitches stand out from its line
+(two of 2 C on a ramp of 0.1 C a reading went unseen), and a clean daily cycle is no
+spike at its turns (NAB's nyc_taxi: 583 spikes, now 4).
+The first readings, before the window holds 5 values, are not judged; their steps count
+as an outlier's for the resolution below (their moves towards the usual step), so a
+dropout among them hides no later one.
 
 Spikes and stuck runs mean what they mean in the batch report, judged on the readings seen
 so far (no look-ahead) with a bounded state per stream. A series is two-state
@@ -55,7 +77,8 @@ spike, however far it lies from the window: a CPU idling at 0.066 % that reads 0
 reading in seven. And the spike test's floor is the step the sensor moves in
 (:func:`~edgewise.quality.spikes.usual_step`) where its resolution is jitter
 :data:`~edgewise.quality.spikes.JITTER_GAP` times below the next recurring size of its
-moves (changes between kept values with no spike on either side, or small beside both),
+moves (changes between kept values with no outlier on either side, or small beside both
+and no larger than the finest such move),
 and the moves of that size and above are routine (``MIN_STATE_SHARE`` of the steps so
 far): NAB's AWS CPU series, 0.066 / 0.068 idle, 0.132 / 0.134 / 0.136 busy, move by 0.067
 and are flagged only where the batch report flags them (16 and 14 jumps to 0.6 % and
@@ -75,10 +98,16 @@ first 60 readings, 3 of 100 in all) is a level from its third where the report c
 a spike each time; past :data:`MAX_TRACKED_VALUES` distinct values a count can be short
 by 1/(MAX_TRACKED_VALUES + 1) of the readings, so a level held in 5 to 8 % of them can go
 unseen (its readings judged as any); the usual step needs its moves counted, and a move
-into or out of a flagged reading is none, so a CPU's idle-to-busy moves count once those
+into or out of an outlier is none, so a CPU's idle-to-busy moves count once those
 values are levels (its first window), and above the resolution only moves count towards
 a size's recurrence (the report also counts steps into and out of spikes that lay both
-above and below); the rest is judged on the runs before the run (the report also counts
+above and below); the finest move between readings that are no outliers is the finest
+so far (the report takes the whole series'), so a small step into and out of a glitch
+that came before it counted; a re-delivered time older than the window's is out of order
+(the report, which keeps every time, counts it a duplicate or conflict); a stream's
+first five readings cannot be judged (a valve's dropout at its third reading is no spike,
+its 19 later ones are; before, none was: the first one's steps set the resolution); the
+rest is judged on the runs before the run (the report also counts
 those after it), so a stream that rests from its first reading has no earlier run to
 show it: that run is stuck by its length, as before (NAB's ec2_disk_write_bytes_1ef3de:
 its first 461 readings, at 0, are stuck here and not in the report; 2007 before, each
@@ -104,11 +133,14 @@ first step of 40, then of 20) is still a spike. The
 spike test's scale never drops below the
 sensor's resolution as :func:`~edgewise.quality.spikes.resolution` takes it: the smallest
 step between kept values seen :data:`~edgewise.quality.spikes.RESOLUTION_SEEN` times
-(none until one recurs) with the flagged spikes for its outliers: a step into or out of
-a spike counts only when it is small beside both its values, or once spikes of its size
-lay both above and below, so a spike's own way up and down on a flat stream, however
-often the same dropout recurs, hides no later spike (a dropout in 5 % of the readings is
-a level, above). ``drop_spikes=True`` removes spikes
+(none until one recurs) with its outliers (the readings that stood out from the window
+by every floor but this one, level shifts aside, and the first readings, not judged): a
+step into or out of an outlier counts only when it is small beside both its values and
+no larger than the finest move between readings that are no outliers so far, or once
+outliers of its size lay both above and below, so a spike's own way up and down on a
+flat stream, however often the same dropout recurs, hides no later spike (a dropout in
+5 % of the readings is a level, above), nor does a glitch by 4 of a sensor whose
+readings move by tenths. ``drop_spikes=True`` removes spikes
 instead. Every removed reading is counted by reason, so ``kept + sum(removed) == seen``;
 and because every decision looks only at kept history (and, for a level shift, at the
 run of outliers just before, dropped ones too: a dropped reading leaves nothing else),
@@ -124,7 +156,6 @@ cleaning already-clean readings keeps them all (idempotent) unless spikes are dr
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 import numbers
 from collections import Counter, deque
@@ -174,6 +205,30 @@ STEADY_SLACK = 2.0
 #: a counter's or a ramp's steps vary, a spike on top of a ramp is a jump beyond them.
 STEADY_GROWTH = 3.0
 
+#: Changes between kept values after which the long-run noise level's counts so far
+#: weigh half: the level follows a sensor whose noise changes over some thousands of
+#: readings, and one noisy day does not hide a quiet month's spikes for good.
+NOISE_MEMORY = 4096
+#: Bins of the long-run noise's changes a stream keeps at most (8 to the octave: 6
+#: octaves); past it the lightest goes, the far tail of a noisy sensor's smallest changes.
+MAX_NOISE_BINS = 48
+#: How many times the stream's long-run noise the window's spread about its median must
+#: be for its trend to be worked out: a spread at the noise shows none worth following
+#: (and costs nothing to judge).
+TREND_NOISE = 2.0
+
+#: How many times the long-run noise the noise floor is for a reading judged against the
+#: window's trend: the line, a slope between two medians of a third of the window each,
+#: extrapolated past the last third, errs by 0.7 to 1 noise levels where the window's
+#: median errs by a third, so a reading misses it by 1.2 to 1.4 noise levels where it
+#: misses the median by 1.05.
+TREND_ERROR = 1.2
+#: How many noise floors the window's line (its median, or its trend) may miss the last
+#: reading by, that reading no outlier, before the series counts as turning there, and an
+#: outlier of the line is judged also against the window's median and the last readings'
+#: path (a cycle's peak, its morning rise, which a line through the window lags).
+TURN = 2.0
+
 #: Logarithmic bins to the octave the holds of a stream's runs are counted in, for its
 #: typical hold (a bin is 9% wide; its hold is the mean of the holds in it).
 HOLD_BINS_PER_OCTAVE = 8
@@ -185,6 +240,12 @@ MAX_HOLD_BINS = 32
 #: so a gateway restarted from an older layout starts its streams afresh instead.
 STATE_VERSION = 1
 
+
+#: How a reading stands against the kept window (:meth:`StreamCleaner._judge`): no
+#: outlier; an outlier kept unflagged (or not judged: the stream's first readings); a
+#: spike.
+_IN, _OUT, _SPIKE, _SHIFT = 0, 1, 2, 3
+_OUTLIERS = (_OUT, _SPIKE)
 
 #: How a change between kept values counts towards the resolution: not at all, by
 #: itself, or as a change into or out of one spike that lies above or below its
@@ -211,7 +272,9 @@ class _State:
     cand_lone: list[int] = field(default_factory=list)
     cand_ways: list[int] = field(default_factory=list)
     max_abs: float = 0.0
-    last_flagged: bool = False  # the last kept value was flagged as a spike
+    # the last kept value was flagged as a spike, or kept before the window could judge
+    # it (the stream's first readings): its steps count as an outlier's
+    last_flagged: bool = False
     # the readings judged so far (kept, or dropped as spikes: the batch report sees both):
     # their distinct values and how often each came while there are at most FEW_LEVELS
     # (``many`` past it, the counts then gone), how many, their switches, the last of them.
@@ -282,6 +345,23 @@ class _State:
     known: bool = False
     run_known: bool = False
     moves: dict[float, int] | None = None
+    # the times of the window's values and how each was judged (_IN, _OUT: an outlier
+    # or kept before the window could judge it, _SPIKE, _SHIFT), aligned with its last
+    # values (shorter in a state saved before these fields: the values before them have
+    # no time and no mark); the finest move between kept values that are no outliers
+    # (inf before one); the long-run noise: the changes between kept values judged _IN,
+    # less the window's trend (and a held sensor's moves), as ``{bin: [weight, total]}``
+    # (HOLD_BINS_PER_OCTAVE to the octave, at most MAX_NOISE_BINS), how many, their
+    # level (MAD_SCALE * median / sqrt 2); the trend (per reading) the last reading was
+    # judged on. Plain defaults: a state saved before these fields loads with none
+    # known, and learns them from there.
+    times: deque | None = None
+    marks: deque | None = None
+    finest: float = math.inf
+    noise_bins: dict[int, list[float]] | None = None
+    noise_n: int = 0
+    noise: float = 0.0
+    slope: float = 0.0
 
     def shifted(self, value: float, side: int, med: float, limit: float) -> bool:
         """Count ``value``, an outlier on ``side`` (+1 above, -1 below) of the window's
@@ -556,6 +636,65 @@ class _State:
             prev = s
         return res
 
+    def add_noise(self, change: float) -> None:
+        """Count ``change`` (> 0: a change between two kept values that are no outliers,
+        less the window's trend) towards the long-run noise, and keep its level up to
+        date: MAD_SCALE times the median change / sqrt 2, over the bins (past
+        :data:`NOISE_MEMORY` changes the counts so far weigh half, so the level follows a
+        sensor whose noise changes; past :data:`MAX_NOISE_BINS` bins the lightest goes).
+
+        >>> st = _State(0, 20.0)
+        >>> for d in [0.5, 0.7, 0.6, 0.5, 30.0]:
+        ...     st.add_noise(d)
+        >>> round(st.noise, 2)        # 0.6, the median: one jump moves it little
+        0.63
+        """
+        bins = self.noise_bins
+        if bins is None:
+            bins = self.noise_bins = {}
+        at = int(HOLD_BINS_PER_OCTAVE * math.log2(change))
+        b = bins.get(at)
+        if b is not None:
+            b[0] += 1.0
+            b[1] += change
+        else:
+            bins[at] = [1.0, change]
+            if len(bins) > MAX_NOISE_BINS:
+                del bins[min(bins, key=lambda k: bins[k][0])]
+        n = self.noise_n = self.noise_n + 1
+        if n >= NOISE_MEMORY:  # the counts so far weigh half; mean of each bin kept
+            for k in [k for k, b in bins.items() if b[0] < 0.5]:
+                del bins[k]
+            for b in bins.values():
+                b[0] /= 2
+                b[1] /= 2
+            n = self.noise_n = n // 2
+        if n < 64 or not n % 16:  # the median moves slowly once many are counted
+            half = sum(b[0] for b in bins.values()) / 2
+            cum = 0.0
+            for k in sorted(bins):
+                b = bins[k]
+                cum += b[0]
+                if cum >= half:
+                    self.noise = MAD_SCALE * b[1] / b[0] / math.sqrt(2)
+                    break
+
+    def kept_at(self, ts: int) -> float | None:
+        """The value kept at time ``ts`` among the window's, or None (a time not kept,
+        or older than the window's times).
+
+        >>> st = _State(3, 22.0, times=deque([1, 2, 3]), window=deque([20.0, 21.0, 22.0]))
+        >>> st.kept_at(2), st.kept_at(0), st.kept_at(4)
+        (21.0, None, None)
+        """
+        times = self.times
+        if not times or ts < times[0]:
+            return None
+        i = bisect.bisect_left(times, ts)
+        if i == len(times) or times[i] != ts:
+            return None
+        return self.window[len(self.window) - len(times) + i]
+
     def typical_hold(self) -> float:
         """The series' typical hold over the runs counted: the median of their holds
         weighted by the time each counts with, as :mod:`~edgewise.quality.stuck` takes it
@@ -684,18 +823,23 @@ class _State:
 
     def kind(self, slot: tuple[float, float, int, int], flagged: bool) -> int:
         """How the change of ``slot`` counts towards the resolution if its value is kept,
-        ``flagged`` as a spike or not (``_NONE``, ``_CLEAN``, ``_UP`` or ``_DOWN``), as
-        :func:`~edgewise.quality.spikes.resolution` counts it: one into or out of a spike
-        by itself only when small beside both values (a quantum, not a dropout), else by
-        the way the spike lay; one between two spikes only when small."""
+        ``flagged`` as an outlier or not (``_NONE``, ``_CLEAN``, ``_UP`` or ``_DOWN``), as
+        :func:`~edgewise.quality.spikes.resolution` counts it: one between two readings
+        that are no outliers by itself; one into or out of an outlier by itself when small
+        beside both values (a quantum, not a dropout) and no larger than every move
+        between two readings that are no outliers so far (a glitch by 4 of a sensor
+        whose readings move by tenths is none), else, large, by the way the outlier lay;
+        one between two outliers only when small."""
         value, d, _, found = slot
         if found < 0:
             return _NONE
-        last = self.last_value
-        if not (flagged or self.last_flagged) or d < RESOLUTION_SHARE * min(abs(value),
-                                                                             abs(last)):
+        last_out = self.last_flagged
+        if not (flagged or last_out):
             return _CLEAN
-        if flagged and self.last_flagged:
+        last = self.last_value
+        if d < RESOLUTION_SHARE * min(abs(value), abs(last)):
+            return _CLEAN if d <= self.finest + 1e-9 * self.max_abs else _NONE
+        if flagged and last_out:
             return _NONE
         spike, other = (value, last) if flagged else (last, value)
         return _UP if spike > other else _DOWN
@@ -712,21 +856,25 @@ class _State:
             lone, ways = lone + 1, ways | kind
         return n + (lone if ways == _UP | _DOWN else 0)
 
-    def resolution_after(self, slot: tuple[float, float, int, int]) -> float:
+    def resolution_after(self, slot: tuple[float, float, int, int],
+                         outlier: bool = False) -> float:
         """The resolution (0 if none yet) once the change of ``slot`` is counted too, as
-        that of a reading that is no spike: a batch's resolution counts the steps of the
-        very reading it judges, so the third move by a tenth of a sensor that reports
-        tenths is judged knowing its resolution."""
+        that of a reading that is an ``outlier`` by the window or not: a batch's
+        resolution counts the steps of the very reading it judges, with its outliers
+        (no resolution floor) as such, so the third move by a tenth of a sensor that
+        reports tenths, or its first blip down after one up, is judged knowing its
+        resolution, and a glitch's third way up is not."""
         _, d, i, found = slot
-        kind = self.kind(slot, False)
+        kind = self.kind(slot, outlier)
         if kind != _NONE and self.seen(slot, kind) >= RESOLUTION_SEEN:
             return self.cand_steps[i] if found else d
         return self.step if self.step < math.inf else 0.0
 
-    def keep(self, slot: tuple[float, float, int, int], flagged: bool = False) -> None:
+    def keep(self, slot: tuple[float, float, int, int], flagged: bool = False,
+             new: bool = False) -> None:
         """Count the change to the kept value of ``slot`` (after the first) towards the
         resolution as its :meth:`kind` says, and make that value the last one,
-        ``flagged`` as a spike or not.
+        ``flagged`` as an outlier or not.
 
         >>> st = _State(0, 20.0)
         >>> for v in [100.0, 20.0, 20.5, 20.0, 100.0]:
@@ -742,6 +890,11 @@ class _State:
         ...     st.keep(st.slot(v), flagged=v == 0.0)
         >>> st.step, st.cand_steps, st.cand_lone  # its ways down and up: no resolution
         (inf, [100.0], [6])
+        >>> st = _State(0, 100.0)                 # moves by 0.5, a glitch by 20 thrice
+        >>> for v in [100.5, 100.0] + [120.0, 100.0] * 3:
+        ...     st.keep(st.slot(v), flagged=v == 120.0)
+        >>> st.step, st.finest, st.resolution_after(st.slot(120.0), outlier=True)
+        (inf, 0.5, 0.0)
         """
         value, d, i, found = slot
         kind = self.kind(slot, flagged)
@@ -749,11 +902,12 @@ class _State:
         a = value if value >= 0 else -value
         if a > self.max_abs:
             self.max_abs = a
-        if d > 0.0 and (self.known or self.step < math.inf):  # a value that recurs
-            last = self.last_value
-            if not (flagged or self.last_flagged) or d < RESOLUTION_SHARE * min(
-                    a, last if last >= 0 else -last):
-                self.count_move(d)  # a move, as usual_step counts it
+        if d > 0.0:
+            clean = not (flagged or self.last_flagged)
+            if clean and d > 1e-9 * self.max_abs and d < self.finest:
+                self.finest = d  # the finest move between readings that are no outliers
+            if (clean or kind == _CLEAN or new) and (self.known or self.step < math.inf):
+                self.count_move(d)  # a move, as usual_step counts it (a recurring value)
         self.last_value = value
         self.last_flagged = flagged
         if kind == _NONE:
@@ -823,10 +977,9 @@ def _median(xs: list[float]) -> float:
     >>> _median([3.0, 1.0, 2.0]), _median([4.0, 1.0, 2.0, 3.0])
     (2.0, 2.5)
     """
-    s = sorted(xs)
-    n = len(s)
-    mid = n // 2
-    return s[mid] if n % 2 else (s[mid - 1] + s[mid]) / 2.0
+    xs.sort()  # the callers' lists are their own
+    mid = len(xs) >> 1
+    return xs[mid] if len(xs) & 1 else (xs[mid - 1] + xs[mid]) / 2.0
 
 
 def _real(value: object) -> float | None:
@@ -855,7 +1008,8 @@ class StreamCleaner:
     limits
         Per-metric :class:`~edgewise.quality.limits.Limits` (range and rate).
     spike_window
-        Kept values the Hampel test looks back on (at least 5 are needed to judge).
+        Kept values the Hampel test looks back on (at least 5 are needed to judge), and
+        whose times a late re-delivery is matched against (a duplicate or conflict).
     n_sigmas
         Hampel threshold in robust standard deviations.
     drop_spikes
@@ -906,36 +1060,88 @@ class StreamCleaner:
         self.removed[reason] += 1
         self.by_key.setdefault(key, Counter())[reason] += 1
 
-    def _is_spike(self, st: _State, value: float, slot: tuple[float, float, int, int]) -> bool:
-        """Whether ``value`` is a spike: a Hampel outlier against the kept window that does
-        not make or go on with a level shift (:meth:`_State.shifted`)."""
+    def _judge(self, st: _State, value: float, slot: tuple[float, float, int, int]) -> int:
+        """How ``value`` stands against the kept window: :data:`_IN` (no outlier),
+        :data:`_OUT` (an outlier by the window kept unflagged: a step of the sensor's
+        resolution or usual step; or one kept before the window could judge it),
+        :data:`_SHIFT` (an outlier that makes or goes on with a level shift,
+        :meth:`_State.shifted`) or :data:`_SPIKE` (a Hampel outlier beyond every floor
+        that makes no level shift). The centre is the window's median or, where the
+        window's spread about its median is :data:`TREND_NOISE` times the long-run noise
+        and its resistant line (the slope between the medians of its last two thirds)
+        fits it more closely, that line extrapolated to this reading; the
+        scale is the spread about that centre, never below the stream's long-run noise
+        (:data:`TREND_ERROR` times it about a line), its resolution or 1e-9 of the
+        centre. Where the line misses the window's last reading, no outlier, by
+        :data:`TURN` floors, an outlier of it is judged also against the median and the
+        last readings' path."""
         # Plain Python on the short window: numpy's per-call overhead made this the
         # gateway's costliest per-reading step (26 us); same medians, same result.
-        if len(st.window) < 5 or st.two_state():
+        win = st.window
+        n = len(win)
+        if n < 5:
             st.shift_n = 0
-            return False  # a two-state series' switch is no spike
-        w = list(st.window)
-        med = _median(w)
-        scale = MAD_SCALE * _median([abs(x - med) for x in w])
-        noise = MAD_SCALE * _median([abs(b - a) for a, b in itertools.pairwise(w)]) / math.sqrt(2)
+            st.slope = 0.0
+            return _OUT  # not judged: its steps count as an outlier's
+        if st.two_state():
+            st.shift_n = 0
+            st.slope = 0.0
+            return _IN  # a two-state series' switch is no spike
+        w = list(win)
+        h, odd = n >> 1, n & 1
+        srt = sorted(w)
+        centre = med = srt[h] if odd else (srt[h - 1] + srt[h]) / 2
+        srt = sorted([x - med if x > med else med - x for x in w])
+        scale = MAD_SCALE * (srt[h] if odd else (srt[h - 1] + srt[h]) / 2)
+        g = n // 3
+        slope = 0.0
+        if g > 2 and scale > TREND_NOISE * st.noise:  # a spread beyond the noise
+            lo, hi = n - 2 * g, n - g
+            mid, last = _median(w[lo:hi]), _median(w[hi:])
+            if mid != last:  # the resistant line of the last two thirds
+                b = (last - mid) / g
+                r = [x - b * k for k, x in enumerate(w[lo:], lo)]
+                level = _median(r[g:])
+                spread = MAD_SCALE * _median([x - level if x > level else level - x
+                                              for x in r])
+                if spread < scale:  # a trend clearer than the spread about the median
+                    centre, scale, slope = level + b * n, spread, b
+        st.slope = slope
+        a = centre if centre >= 0 else -centre
+        floor = max(scale, st.noise * TREND_ERROR if slope else st.noise, 1e-9 * a, 1e-300)
+        dev = abs(value - centre)
+        n_sigmas = self.n_sigmas
+        out = dev > n_sigmas * floor
+        if not (out or st.shift_n):
+            st.shift_n = 0
+            return _IN  # within the floors the window's own noise only raises
+        out = out and not st.is_level(value)
+        if out and abs(w[-1] - centre + slope) > TURN * floor:
+            # the window's line misses its own last reading: unless that one was an
+            # outlier, the series turned (a cycle's peak, its morning rise, a ramp's
+            # end); judge against the window's median and the last readings' path too
+            mk = st.marks
+            k = len(mk) if mk else 0  # a state saved before the marks: none known
+            if not (k and mk[-1] in _OUTLIERS):  # type: ignore[index]
+                dev = min(dev, abs(value - med))
+                if not (k > 2 and (mk[-2] in _OUTLIERS  # type: ignore[index]
+                                   or mk[-3] in _OUTLIERS)):  # type: ignore[index]
+                    dev = min(dev, abs(value - w[-1] - (w[-1] - w[-3]) / 2))
+                out = dev > n_sigmas * floor
         # relative: any units; never below the resolution (a move by a tenth of a sensor
         # that reports tenths is no spike), once a step has recurred enough to be one
-        res = st.resolution_after(slot)
-        floor = max(scale, noise, res, 1e-9 * abs(med), 1e-300)
-        limit = self.n_sigmas * floor
-        dev = abs(value - med)
-        if dev > limit:
-            if st.is_level(value):  # the sensor reads it by nature
-                st.held(value, limit)
-                return False
-            if res > 0.0:  # jitter below the step it moves in is no floor
-                step = st.usual_step(res)
-                if step > floor:
-                    limit = self.n_sigmas * step
-        if not dev > limit:
+        res = st.resolution_after(slot, out)
+        if res > floor:
+            floor = res
+        limit = n_sigmas * floor
+        if out and dev > limit and res > 0.0:  # jitter below the step it moves in
+            step = st.usual_step(res)
+            if step > floor:
+                limit = n_sigmas * step
+        if not (out and dev > limit):
             st.held(value, limit)
-            return False
-        return not st.shifted(value, 1 if value > med else -1, med, limit)
+            return _OUT if out else _IN
+        return _SHIFT if st.shifted(value, 1 if value > centre else -1, centre, limit) else _SPIKE
 
     def _outlasts(self, st: _State, hold: float | None) -> bool:
         """Whether the run under way, held ``hold`` so far (None: its start is not known,
@@ -968,7 +1174,11 @@ class StreamCleaner:
         st = self._state.get(key)
         if st is not None:
             if reading.ts_ns < st.last_ts:
-                self._remove(key, "out_of_order")
+                # a late re-delivery of a time the window holds is that time's duplicate
+                # or conflict, as the batch report counts it; a new time is out of order
+                kept = st.kept_at(reading.ts_ns)
+                self._remove(key, "out_of_order" if kept is None else
+                             "duplicate" if value == kept else "conflict")
                 return None
             if reading.ts_ns == st.last_ts:
                 self._remove(key, "duplicate" if value == st.last_value else "conflict")
@@ -981,15 +1191,18 @@ class StreamCleaner:
         ts = reading.ts_ns
         if st is None:
             st = self._state[key] = _State(ts, value, deque(maxlen=self.spike_window),
-                                           max_abs=abs(value), levels={}, run_start=ts)
+                                           max_abs=abs(value), last_flagged=True,
+                                           levels={}, run_start=ts)
             st.track(value)
+            out, judged = True, _OUT  # the first reading: nothing to judge it by
         else:
             # the value counts towards the levels before it is judged, as the batch report
             # judges every reading knowing its own (a heater is two-state from its third
             # reading at 1500 W on)
             st.track(value)
             slot = st.slot(value)
-            spike = self._is_spike(st, value, slot)
+            judged = self._judge(st, value, slot)
+            spike, out = judged == _SPIKE, judged in (_OUT, _SPIKE)
             if spike:
                 if self.drop_spikes:
                     self._remove(key, "spike")
@@ -1011,7 +1224,23 @@ class StreamCleaner:
                 st.run_excess += excess
             else:
                 st.new_run(ts, excess, self.stuck_run)
-            st.keep(slot, flagged=spike)
+            change = value - st.last_value
+            marks = st.marks
+            rough = judged != _IN  # an outlier, or of a level shift: shows no noise
+            last_rough = marks[-1] != _IN if marks else st.last_flagged
+            if change == 0.0:
+                if last_rough and st.many and marks and len(marks) > 1 and marks[-2] == _IN:
+                    # a sample-and-hold sensor's new value, held: it moved, it did not
+                    # glitch, and the move shows its noise (else every move of one read
+                    # polled again and again stood out from a window of repeats)
+                    change = abs(st.last_value - st.window[-2] - st.slope)
+            elif not (rough or last_rough):
+                change = abs(change - st.slope)
+            else:
+                change = 0.0
+            if change > 0.0:
+                st.add_noise(change)
+            st.keep(slot, flagged=out, new=len(st.window) <= 5)
             st.last_ts = ts
             if st.run >= self.stuck_run and not st.few_levels():
                 if st.run_stuck:
@@ -1026,6 +1255,13 @@ class StreamCleaner:
                         st.run_stuck = True
                         self.flagged["stuck"] += st.run
         st.window.append(value)
+        times, marks = st.times, st.marks
+        if times is None:  # a state saved before the times: they start here
+            times = st.times = deque(maxlen=st.window.maxlen)
+        if marks is None:
+            marks = st.marks = deque(maxlen=st.window.maxlen)
+        times.append(ts)
+        marks.append(judged)
         self.kept += 1
         return reading
 
@@ -1038,9 +1274,11 @@ class StreamCleaner:
             del self.by_key[key]
 
     def export_state(self) -> dict[tuple[str, str], object]:
-        """The per-stream history (last time and value, spike window, stuck run,
-        resolution) to save across a restart (:data:`STATE_VERSION` is its layout); the
-        counts are since start and not part of it.
+        """The per-stream history (last time and value, spike window and its times,
+        stuck run, resolution, long-run noise) to save across a restart
+        (:data:`STATE_VERSION` is its layout; a state saved before the window's times and
+        the long-run noise were kept loads, and learns them from there); the counts are
+        since start and not part of it.
 
         >>> c = StreamCleaner()
         >>> _ = c.clean_one(Reading("d", "t", 1, 20.0))
@@ -1064,6 +1302,9 @@ class StreamCleaner:
         for st in state.values():
             if st.window.maxlen != self.spike_window:  # type: ignore[attr-defined]
                 st.window = deque(st.window, maxlen=self.spike_window)  # type: ignore[attr-defined]
+                for name in ("times", "marks"):  # aligned with the window's last values
+                    if getattr(st, name) is not None:
+                        setattr(st, name, deque(getattr(st, name), maxlen=self.spike_window))
             if st.levels is None:  # type: ignore[attr-defined]
                 st.upgrade(self.stuck_run)  # type: ignore[attr-defined]
             for b in st.hold_bins or ():  # type: ignore[attr-defined]
