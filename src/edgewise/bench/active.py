@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgewise.bench._machine import machine
+from edgewise.bench._machine import machine, machine_fields
 from edgewise.bench.nab_scorer import load_profiles, load_windows
 from edgewise.label.feedback import WindowFeedbackModel
 from edgewise.label.strategies import Pool, make_strategy
@@ -50,6 +50,7 @@ __all__ = [
     "comparison_lines",
     "event_f1",
     "load_nab",
+    "paired_comparison",
     "pump_fleet",
     "run_active",
     "run_benchmark",
@@ -58,6 +59,8 @@ __all__ = [
 ]
 
 BUDGETS = (0, 10, 25, 50, 100)
+#: a paired gap between active and random counts as a difference below this p-value
+PAIRED_ALPHA = 0.05
 
 
 @dataclass
@@ -403,6 +406,56 @@ def run_active(ds: Dataset, strategy: str, seed: int, budgets: Sequence[int] = B
         asked += len(pick)
 
 
+def paired_comparison(active: np.ndarray, random: np.ndarray, budgets: Sequence[int],
+                      alpha: float = PAIRED_ALPHA) -> list[dict[str, object]]:
+    """Active against random labels seed by seed, at each budget above 0: on how many seeds
+    each was ahead, the mean paired gap (active - random) and its sample sd, a paired
+    t-test's two-sided p-value, and the verdict ("active ahead", "random ahead" or "no clear
+    difference" at ``alpha``; "one seed: no test" with one seed). ``active`` and ``random``
+    hold one row per seed and one column per budget, seed ``s`` of each run on the same
+    data (a fleet drawn per seed is the same fleet for both).
+
+    A larger mean alone is no win: gaps inside the seeds' spread are "no clear difference".
+
+    >>> a = np.array([[0.2, 0.30, 0.5], [0.2, 0.28, 0.6], [0.2, 0.31, 0.7]])
+    >>> r = np.array([[0.2, 0.29, 0.3], [0.2, 0.30, 0.4], [0.2, 0.29, 0.5]])
+    >>> [(c["budget"], c["active_ahead_seeds"], c["verdict"])
+    ...  for c in paired_comparison(a, r, [0, 10, 25])]
+    [(10, 2, 'no clear difference'), (25, 3, 'active ahead')]
+    """
+    from scipy import stats
+
+    a, r = np.asarray(active, dtype=float), np.asarray(random, dtype=float)
+    if a.shape != r.shape or a.ndim != 2 or a.shape[1] != len(budgets):
+        raise ValueError(f"active and random must both be (seeds, {len(budgets)} budgets) "
+                         f"arrays. Got {a.shape} and {r.shape} instead.")
+    n = a.shape[0]
+    out: list[dict[str, object]] = []
+    for j, k in enumerate(budgets):
+        if k <= 0:
+            continue
+        d = a[:, j] - r[:, j]
+        mean = float(d.mean())
+        sd = float(d.std(ddof=1)) if n > 1 else None
+        p: float | None
+        if sd is None:
+            p, verdict = None, "one seed: no test"
+        else:
+            if sd == 0.0:  # every seed the same gap: certain if any, none if zero
+                p = 0.0 if mean != 0.0 else 1.0
+            else:
+                t = mean / (sd / np.sqrt(n))
+                p = float(2 * stats.t.sf(abs(t), df=n - 1))
+            verdict = ("no clear difference" if p >= alpha
+                       else "active ahead" if mean > 0 else "random ahead")
+        out.append({"budget": int(k), "seeds": n,
+                    "active_ahead_seeds": int((d > 0).sum()),
+                    "random_ahead_seeds": int((d < 0).sum()), "tied_seeds": int((d == 0).sum()),
+                    "mean_gap": round(mean, 4), "sd_gap": None if sd is None else round(sd, 4),
+                    "p_value": None if p is None else round(p, 4), "verdict": verdict})
+    return out
+
+
 def run_benchmark(
     datasets: Sequence[Dataset | Callable[[int], Dataset]],
     *,
@@ -411,7 +464,10 @@ def run_benchmark(
     budgets: Sequence[int] = BUDGETS,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, object]]:
-    """Mean and spread over ``seeds`` of event and window F1 for each strategy and budget.
+    """Mean and spread over ``seeds`` of event and window F1 for each strategy and budget,
+    each seed's event F1 (``<strategy>_f1_by_seed``), and, with both ``mix`` (active) and
+    ``random``, their seed-by-seed comparison (``active_vs_random``:
+    :func:`paired_comparison`); each dataset's entry records the machine it ran on.
 
     A dataset given as a callable is built anew for each seed (``make(seed)``), so the
     spread also covers different fleets; a fixed dataset varies only the strategies' seeds.
@@ -427,13 +483,16 @@ def run_benchmark(
                                     int(ds.y.sum()), "events": len(
                                         {(d, e) for d, e in zip(ds.windows.device[ds.y],
                                                                 ds.event[ds.y], strict=True)})}
+        by_seed: dict[str, np.ndarray] = {}
         for name in strategies:
             runs = [run_active(per_seed[s], name, s, budgets) for s in range(seeds)]
             ev = np.array([[r[b][0] for b in budgets] for r in runs])
             wn = np.array([[r[b][1] for b in budgets] for r in runs])
             key = "active" if name == "mix" else name
+            by_seed[key] = ev
             entry[f"{key}_f1"] = [round(float(v), 4) for v in ev.mean(axis=0)]
             entry[f"{key}_f1_std"] = [round(float(v), 4) for v in ev.std(axis=0)]
+            entry[f"{key}_f1_by_seed"] = [[round(float(v), 4) for v in row] for row in ev]
             entry[f"{key}_window_f1"] = [round(float(v), 4) for v in wn.mean(axis=0)]
             entry[f"{key}_window_f1_std"] = [round(float(v), 4) for v in wn.std(axis=0)]
             if ds.nab is not None:
@@ -454,9 +513,11 @@ def run_benchmark(
                 gain_a25 = a[b.index(25)] - a[b.index(0)]
                 entry["gain_ratio_active25_vs_random100"] = (
                     round(gain_a25 / gain_r100, 3) if gain_r100 > 0 else None)
-            entry["active_beats_random"] = [bool(x > y) for x, y, k in zip(a, r, b, strict=True)
-                                            if k > 0]
+            # seed by seed, not mean against mean: a larger mean inside the spread is no win
+            entry["active_vs_random"] = paired_comparison(by_seed["active"], by_seed["random"],
+                                                          b)
         entry["seconds"] = round(time.perf_counter() - t0, 1)
+        entry.update(machine_fields())
         results[ds.name] = entry
     return results
 
@@ -515,20 +576,30 @@ def to_markdown(results: dict[str, dict[str, object]], command: str) -> str:
 
 def comparison_lines(entry: dict[str, object]) -> list[str]:
     """The lines comparing active with random labels in one dataset's results: the gain
-    ratio (goal >= 0.8) and at which budgets active beats random; or, in a run without
-    both the ``mix`` (active) and ``random`` strategies, one line saying they need both
-    (they printed ``None`` then, as though measured).
+    ratio (goal >= 0.8) and, seed by seed, at which budgets either is clearly ahead
+    (``active_vs_random``: :func:`paired_comparison`); or, in a run without both the
+    ``mix`` (active) and ``random`` strategies, one line saying they need both (they
+    printed ``None`` then, as though measured). An entry with means only (results made
+    before the paired comparison) says so: its comparison of means tested no spread.
 
     >>> for line in comparison_lines({
     ...     "budgets": [0, 25, 100], "active_f1": [0.2, 0.5, 0.6], "random_f1": [0.2, 0.3, 0.6],
-    ...     "active_beats_random": [True, False], "gain_ratio_active25_vs_random100": 0.75,
+    ...     "gain_ratio_active25_vs_random100": 0.75, "active_vs_random": [
+    ...         {"budget": 25, "seeds": 5, "active_ahead_seeds": 5, "random_ahead_seeds": 0,
+    ...          "tied_seeds": 0, "mean_gap": 0.2, "sd_gap": 0.05, "p_value": 0.0008,
+    ...          "verdict": "active ahead"},
+    ...         {"budget": 100, "seeds": 5, "active_ahead_seeds": 3, "random_ahead_seeds": 2,
+    ...          "tied_seeds": 0, "mean_gap": 0.004, "sd_gap": 0.03, "p_value": 0.78,
+    ...          "verdict": "no clear difference"}],
     ... }):
     ...     print(line)
     Gain with 25 active labels / gain with 100 random labels (event F1): 0.75 (goal >= 0.8).
-    Active beats random (event F1) at budgets [25, 100]: [True, False].
+    Active vs random, seed by seed (event F1; paired t-test, p < 0.05):
+    - 25 labels: active ahead (active ahead on 5 of 5 seeds, random on 0; gap +0.200, sd 0.050, p = 0.0008).
+    - 100 labels: no clear difference (active ahead on 3 of 5 seeds, random on 2; gap +0.004, sd 0.030, p = 0.78).
     >>> comparison_lines({"budgets": [0, 25, 100], "active_f1": [0.2, 0.5, 0.6]})[0][:40]
     "Gain and 'active beats random' need both"
-    """
+    """  # noqa: E501
     budgets = entry["budgets"]
     assert isinstance(budgets, list)
     run = [k[:-3] for k in entry if k.endswith("_f1") and not k.endswith("window_f1")]
@@ -540,8 +611,22 @@ def comparison_lines(entry: dict[str, object]) -> list[str]:
     else:
         ratio = entry["gain_ratio_active25_vs_random100"]
         gain = "n/a (100 random labels gained nothing)" if ratio is None else str(ratio)
+    lines = [(f"Gain with 25 active labels / gain with 100 random labels (event F1): {gain} "
+              "(goal >= 0.8).")]
+    paired = entry.get("active_vs_random")
+    if isinstance(paired, list):
+        lines.append(f"Active vs random, seed by seed (event F1; paired t-test, "
+                     f"p < {PAIRED_ALPHA:g}):")
+        for c in paired:
+            assert isinstance(c, dict)
+            test = ("" if c["p_value"] is None
+                    else f", sd {c['sd_gap']:.3f}, p = {c['p_value']:.2g}")
+            lines.append(f"- {c['budget']} labels: {c['verdict']} (active ahead on "
+                         f"{c['active_ahead_seeds']} of {c['seeds']} seeds, random on "
+                         f"{c['random_ahead_seeds']}; gap {c['mean_gap']:+.3f}{test}).")
+        return lines
     beats = [k for k in budgets if k > 0]
-    return [(f"Gain with 25 active labels / gain with 100 random labels (event F1): {gain} "
-             "(goal >= 0.8)."),
-            (f"Active beats random (event F1) at budgets {beats}: "
-             f"{entry.get('active_beats_random')}.")]
+    lines.append(f"Mean event F1 of active above random's (means only: no seed-by-seed test, "
+                 f"the spread not weighed) at budgets {beats}: "
+                 f"{entry.get('active_beats_random')}.")
+    return lines

@@ -18,7 +18,16 @@ shell's ``EDGEWISE_STORE`` never receives the bench's readings and alerts, and i
 Latency publish -> stored is the time from ``publish()`` to the ack that covers the
 message (the ack is sent after the commit). Publish -> alert: every ``spike_every``-th
 message of each device carries an anomalous value; the alert's ``created`` time minus
-the spike's publish time (one clock: same machine).
+the spike's publish time (one clock: same machine). Its percentiles cover the spikes that
+raised an alert; the result counts those (``spike_alerts``) and the rest
+(``spikes_missed``) beside them.
+
+The rate is what was stored and acked: detection runs after the ack, on a worker of its
+own, and may fall behind. So each gateway run also reports what detection did:
+readings scored against readings stored when the load stopped (``scored_at_load_end`` /
+``stored_at_load_end``), and, after waiting at most ``detect_wait_s`` for it to catch up
+(alerts are read only then), whether and when it did and how many stored readings it never
+scored (``readings_unscored``).
 """
 
 from __future__ import annotations
@@ -287,9 +296,78 @@ class _RawDevice:
         self.client.loop_stop()
 
 
+def _metric_sum(text: str, name: str) -> float:
+    """The sum of every series of ``name`` (labelled or not) in Prometheus ``text``.
+
+    >>> _metric_sum('a_total{reason="x"} 2\\na_total{reason="y"} 3\\nab_total 7', "a_total")
+    5.0
+    """
+    return sum((float(line.split()[-1]) for line in text.splitlines()
+                if line.startswith((name + " ", name + "{"))), 0.0)
+
+
+def detection_counts(text: str) -> dict[str, float]:
+    """What detection did with the readings a gateway stored, from its ``/metrics`` ``text``:
+    readings ``stored``, ``scored``, left ``late_unscored`` (too old, or past the backlog's
+    bound), ``removed`` by the stream cleaner (stored, never scored), ``unscored`` (stored
+    less scored, whatever the reason) and the batches waiting (``backlog``).
+
+    >>> from edgewise.gateway.metrics import Metrics
+    >>> m = Metrics()
+    >>> m.inc("edgewise_readings_stored_total", 80); m.inc("edgewise_readings_scored_total", 64)
+    >>> detection_counts(m.render())["unscored"]
+    16.0
+    """
+    stored = _metric(text, "edgewise_readings_stored_total")
+    scored = _metric(text, "edgewise_readings_scored_total")
+    return {"stored": stored, "scored": scored,
+            "late_unscored": _metric(text, "edgewise_readings_late_unscored_total"),
+            "removed": _metric_sum(text, "edgewise_quality_removed_total"),
+            "unscored": max(stored - scored, 0.0),
+            "backlog": _metric(text, "edgewise_detection_backlog")}
+
+
+def caught_up(counts: dict[str, float]) -> bool:
+    """Whether detection has dealt with every stored reading in ``counts``
+    (:func:`detection_counts`): nothing waits, and each is scored, left late-unscored or
+    removed by the cleaner.
+
+    >>> caught_up({"stored": 8, "scored": 8, "late_unscored": 0, "removed": 0, "backlog": 0})
+    True
+    >>> caught_up({"stored": 8, "scored": 7, "late_unscored": 0, "removed": 0, "backlog": 0})
+    False
+    """
+    done = counts["scored"] + counts["late_unscored"] + counts["removed"]
+    return counts["backlog"] == 0 and done >= counts["stored"]
+
+
+def wait_detection(read_metrics: Callable[[], str], timeout_s: float, poll_s: float = 0.1,
+                   ) -> tuple[dict[str, float], float | None]:
+    """Poll a gateway's ``/metrics`` (``read_metrics``) until detection has caught up
+    (:func:`caught_up`), for at most ``timeout_s`` seconds: never forever. Return the last
+    counts (:func:`detection_counts`) and the seconds it took, ``None`` where it had not
+    caught up by then.
+
+    >>> from edgewise.gateway.metrics import Metrics
+    >>> m = Metrics()
+    >>> m.inc("edgewise_readings_stored_total", 8)
+    >>> wait_detection(m.render, timeout_s=0.2)[1] is None
+    True
+    """
+    start = time.monotonic()
+    while True:
+        counts = detection_counts(read_metrics())
+        spent = time.monotonic() - start
+        if caught_up(counts):
+            return counts, round(spent, 2)
+        if spent >= timeout_s:
+            return counts, None
+        time.sleep(min(poll_s, max(timeout_s - spent, 0.0)))
+
+
 def _gateway(n_devices: int, seconds: float, rate_per_device: float | None, window: int,
              spike_every: int, progress: Callable[[str], None], mosquitto: int | None = None,
-             consumer: str = "plugin") -> dict[str, Any]:
+             consumer: str = "plugin", detect_wait_s: float = 60.0) -> dict[str, Any]:
     import httpx
 
     from edgewise.security.credentials import Security
@@ -348,10 +426,27 @@ def _gateway(n_devices: int, seconds: float, rate_per_device: float | None, wind
             load_ref.append(load)
             t0, t1 = load.run()
             acked_in_run = acked_total[0]
+
+            def read_metrics() -> str:
+                return httpx.get(f"http://127.0.0.1:{hport}/metrics", timeout=30).text
+
+            # whether detection kept up with the load: what it had scored when the load
+            # stopped, against what had been stored by then
+            at_end = detection_counts(read_metrics())
             for d in devs:
                 d.wait_acked(30)
             for d in devs:
                 d.stop()
+            # alerts come after detection; read them once it has caught up, or given up on
+            # it: a spike not yet scored is no missed alert
+            waited_from = time.monotonic()
+            done, caught_up_s = wait_detection(read_metrics, detect_wait_s)
+            if caught_up_s is None:
+                progress(f"detection had not caught up {detect_wait_s:g} s after the acks: "
+                         f"{done['unscored']:,.0f} of {done['stored']:,.0f} stored readings "
+                         f"unscored")
+            caught_up_after_s = (None if caught_up_s is None
+                                 else round(waited_from - t1 + caught_up_s, 2))
             r = httpx.get(f"http://127.0.0.1:{hport}/v1/alerts",
                           params={"kind": "anomaly", "limit": 10000},
                           headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -365,15 +460,26 @@ def _gateway(n_devices: int, seconds: float, rate_per_device: float | None, wind
             proc.terminate()
             proc.wait(60)
             log.close()
-        stored = _metric(metrics, "edgewise_readings_stored_total")
+        final = detection_counts(metrics)
         rate = acked_in_run / (t1 - t0)
         return {
             "messages_per_s": round(rate, 1), "readings_per_s": round(rate * 8, 1),
             "offered_messages_per_s": round(load.sent / (t1 - t0), 1),
             "p50_stored_ms": _pct(lat, 50), "p99_stored_ms": _pct(lat, 99),
+            # over the spikes that raised an alert only: spikes_missed says how many did not
             "p50_alert_ms": _pct(alert_lat, 50), "p99_alert_ms": _pct(alert_lat, 99),
             "spikes": len(load.spikes), "spike_alerts": len(alert_lat),
-            "readings_stored": stored, "acked_messages": acked_in_run,
+            "spikes_missed": len(load.spikes) - len(alert_lat),
+            "readings_stored": final["stored"], "readings_scored": final["scored"],
+            "readings_unscored": final["unscored"],
+            "readings_late_unscored": final["late_unscored"],
+            "readings_removed_by_cleaner": final["removed"],
+            "stored_at_load_end": at_end["stored"], "scored_at_load_end": at_end["scored"],
+            # seconds from the load's end until detection had dealt with every stored
+            # reading (an upper bound: acks are waited for first); None: not within the wait
+            "detection_caught_up": caught_up_s is not None,
+            "detection_caught_up_after_s": caught_up_after_s,
+            "acked_messages": acked_in_run,
             "commits": _metric(metrics, "edgewise_commit_seconds_count"),
             "detect_s": round(_metric(metrics, "edgewise_detect_seconds_sum"), 2),
         }
@@ -387,7 +493,8 @@ def _metric(text: str, name: str) -> float:
 
 
 def check_ingest_options(devices: int, seconds: float, window: int, spike_every: int = 200,
-                         mosquitto: int | None = None, consumer: str = "plugin") -> None:
+                         mosquitto: int | None = None, consumer: str = "plugin",
+                         detect_wait_s: float = 60.0) -> None:
     """Raise :class:`~edgewise.errors.ConfigError` naming the first bad option.
 
     >>> check_ingest_options(20, 10.0, 200, consumer="junk")
@@ -407,6 +514,7 @@ def check_ingest_options(devices: int, seconds: float, window: int, spike_every:
         ("spike_every", spike_every, Interval(int, 0, None)),
         ("--mosquitto", mosquitto or 1, Interval(int, 1, 65535)),
         ("--consumer", consumer, OneOf(("plugin", "subscriber"))),
+        ("--detect-wait", detect_wait_s, Interval(float, 0, 3600)),
     ]
     for name, value, allowed in checks:
         if not allowed.accepts(value) or (isinstance(value, float) and not math.isfinite(value)):
@@ -416,13 +524,15 @@ def check_ingest_options(devices: int, seconds: float, window: int, spike_every:
 def run_ingest_bench(
     devices: int = 20, seconds: float = 10.0, window: int = 200, spike_every: int = 200,
     progress: Callable[[str], None] = lambda s: None, mosquitto: int | None = None,
-    consumer: str = "plugin",
+    consumer: str = "plugin", detect_wait_s: float = 60.0,
 ) -> dict[str, Any]:
     """Run raw, max and half-load runs; return every figure as one dict.
 
     With ``mosquitto`` (a port on 127.0.0.1) the broker is that Mosquitto instead of
     amqtt, and the gateway runs in external-broker mode. ``consumer`` picks how the
     embedded broker hands telemetry to the gateway: ``"plugin"`` or ``"subscriber"``.
+    After each gateway run's load, detection gets at most ``detect_wait_s`` seconds to
+    score what was stored before the alerts are read (the result says whether it did).
 
     Every argument is checked before anything runs
     (:class:`~edgewise.errors.ConfigError`); a max-rate run that gets no ack in its
@@ -434,7 +544,8 @@ def run_ingest_bench(
     ...
     edgewise.errors.ConfigError: --devices must be an int in the range [1, inf). Got 0 instead.
     """
-    check_ingest_options(devices, seconds, window, spike_every, mosquitto, consumer)
+    check_ingest_options(devices, seconds, window, spike_every, mosquitto, consumer,
+                         detect_wait_s)
     ignored = _inherited()
     if ignored:
         progress(f"not passed to the bench's servers (they run with a temporary store and "
@@ -442,7 +553,8 @@ def run_ingest_bench(
     progress(f"raw broker ceiling: {devices} publishers, {seconds:g} s")
     raw = _raw(devices, seconds, window, mosquitto)
     progress(f"gateway at max rate: {devices} devices, {seconds:g} s")
-    full = _gateway(devices, seconds, None, window, spike_every, progress, mosquitto, consumer)
+    full = _gateway(devices, seconds, None, window, spike_every, progress, mosquitto, consumer,
+                    detect_wait_s)
     if not full["messages_per_s"] > 0:
         from edgewise.errors import ConfigError
 
@@ -453,11 +565,12 @@ def run_ingest_bench(
     half_rate = full["messages_per_s"] / 2 / devices
     progress(f"gateway at half load: {half_rate * devices:.0f} messages/s")
     half = _gateway(devices, seconds, half_rate, window, spike_every, progress, mosquitto,
-                    consumer)
+                    consumer, detect_wait_s)
     return {
         "broker": f"mosquitto 127.0.0.1:{mosquitto}" if mosquitto else "amqtt (embedded)",
         "consumer": "external subscriber" if mosquitto else consumer,
         "devices": devices, "seconds": seconds, "metrics_per_message": 8, "qos": 1,
+        "detect_wait_s": detect_wait_s,
         "raw": raw, "max": full, "half": half,
         "gateway_vs_raw": round(full["readings_per_s"] / raw["readings_per_s"], 3)
         if raw["readings_per_s"] else None,

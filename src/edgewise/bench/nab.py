@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgewise.bench._machine import machine_fields
 from edgewise.bench.nab_scorer import CorpusScore, load_profiles, load_windows, score_corpus
 from edgewise.detect import DEFAULT_DETECTOR, get_detector
 
@@ -42,7 +43,8 @@ class NabRun:
     detect_seconds: float
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-ready summary: normalised scores and thresholds per profile."""
+        """A JSON-ready summary: normalised scores and thresholds per profile, and the
+        machine the points/s were measured on."""
         return {
             "detector": self.detector,
             "files": self.n_files,
@@ -53,6 +55,7 @@ class NabRun:
             "results_dir": str(self.results_dir),
             "scores": {k: round(v.normalized, 2) for k, v in self.result.profiles.items()},
             "thresholds": {k: v.threshold for k, v in self.result.profiles.items()},
+            **machine_fields(),
         }
 
 

@@ -52,6 +52,7 @@ def bench_active(
 
     from edgewise.bench._machine import command_line
     from edgewise.bench.active import (
+        comparison_lines,
         load_nab,
         pump_fleet,
         run_benchmark,
@@ -118,6 +119,9 @@ def bench_active(
         if "active_f1" in e and "random_f1" in e:
             typer.echo(f"  gain ratio (25 active / 100 random): "
                        f"{e.get('gain_ratio_active25_vs_random100')}")
+            # seed by seed: a larger mean inside the seeds' spread is no win
+            for line in comparison_lines(e)[1:]:
+                typer.echo(f"  {line}")
         else:  # it printed None, as though measured
             typer.echo("  gain ratio (25 active / 100 random): needs both --strategies mix "
                        "and random")

@@ -159,6 +159,7 @@ def bench_nab_split(
     from rich.progress import Progress
     from rich.table import Table
 
+    from edgewise.bench._machine import machine_fields
     from edgewise.bench.nab_robust import tune_on_half
     from edgewise.detect import DETECTORS
 
@@ -173,7 +174,7 @@ def bench_nab_split(
         result = tune_on_half(data, detector, tune_on, steps, seed,
                               on_step=lambda _: bar.advance(task))
     if json_out:
-        typer.echo(json.dumps(result.summary()))
+        typer.echo(json.dumps({**result.summary(), **machine_fields()}))
         return
     table = Table(title=f"'{detector}' searched on the {tune_on} half ({steps} steps)")
     table.add_column("files")
