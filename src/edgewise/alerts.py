@@ -224,6 +224,14 @@ class AlertManager:
     on_suppressed
         Called with ``(device_id, metric)`` for each anomaly held back by a bar (once per
         episode, however long it grows).
+    on_span
+        Called with each alert carrying a verdict (``label``) whose span as stored moved
+        (a write of a moved start or end, at most every ``write_every_s``), or that a merge
+        widened or gave a verdict to, after the write and outside the manager's lock; also
+        by :meth:`note_written` when the alert held in memory spans more than the verdict
+        saw. It must not block (the gateway queues it: the alert's window label is
+        rewritten over its new span off the detection path,
+        :mod:`edgewise.gateway.label_sync`).
 
     A reading that arrives late joins the alert it falls inside or within ``merge_gap_s``
     of, moving its start earlier when it is older (the moved start is stored too); a late
@@ -264,6 +272,7 @@ class AlertManager:
         feedback_cap: float = 0.999,
         feedback_half_life_s: float = 7 * 86400.0,
         on_suppressed: object = None,
+        on_span: object = None,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise InvalidParameterError(
@@ -306,6 +315,9 @@ class AlertManager:
         self.feedback_cap = float(feedback_cap)
         self.feedback_half_life_s = float(feedback_half_life_s)
         self.on_suppressed = on_suppressed
+        self.on_span = on_span
+        # labelled alerts whose stored span moved since on_span was last told (see _write)
+        self._spans_moved: list[Alert] = []
         # (device, metric) -> (raised bar, device time of the false alarm's end, alert id)
         self._bars: dict[tuple[str, str], tuple[float, int, str]] = {}
         # each device's runs held back by a bar, that later readings may still join
@@ -620,6 +632,8 @@ class AlertManager:
             a = cur.alert
             a.status, a.label, a.acked_by = stored.status, stored.label, stored.acked_by
             a.labelled_by, a.note = stored.labelled_by, stored.note
+            if a.label in LABELS:  # widened over the other, or given its verdict
+                self._spans_moved.append(a)
         cur.written = time.monotonic()
 
     def _prune(self, held: list[_Open], touched: list[_Open], floor_ns: int | None = None
@@ -675,6 +689,8 @@ class AlertManager:
             self._stored_late.append(a)
         elif cur.dirty:
             self.store.update_alert(cur.alert.id, **cur.dirty)
+            if cur.alert.label in LABELS and ("start_ns" in cur.dirty or "end_ns" in cur.dirty):
+                self._spans_moved.append(cur.alert)  # its window label is to follow it
         cur.dirty = None
         cur.written = time.monotonic()
 
@@ -711,12 +727,17 @@ class AlertManager:
 
     def _tell_new(self, new: list[Alert]) -> None:
         """Call :attr:`on_alert` with each alert of ``new`` and each held alert the store
-        took since on a later try (outside the lock)."""
+        took since on a later try, and :attr:`on_span` with each labelled alert whose
+        stored span moved since (once each; outside the lock)."""
         with self._lock:
             late, self._stored_late = self._stored_late, []
+            moved, self._spans_moved = self._spans_moved, []
         if callable(self.on_alert):
             for alert in [*new, *late]:
                 self.on_alert(alert)
+        if callable(self.on_span):
+            for alert in {a.id: a for a in moved}.values():
+                self.on_span(alert)
 
     def flush(self, force: bool = False) -> None:
         """Write span changes held back (each open alert is written at most every
@@ -832,12 +853,18 @@ class AlertManager:
         'acknowledged'
         >>> store.close()
         """
+        moved = None
         with self._lock:
             for h in self._held.get(alert.device_id, ()):
                 if h.alert.id == alert.id:
                     a = h.alert
                     a.status, a.label, a.acked_by = alert.status, alert.label, alert.acked_by
                     a.labelled_by, a.note = alert.labelled_by, alert.note
+                    if a.label in LABELS and (a.start_ns, a.end_ns) != (alert.start_ns,
+                                                                       alert.end_ns):
+                        moved = a  # grown since the verdict read it (or to be written)
+        if moved is not None and callable(self.on_span):
+            self.on_span(moved)
 
     def _verdict(self, alert: Alert) -> None:
         # a new verdict replaces the alert's earlier one: the bars that one set go first

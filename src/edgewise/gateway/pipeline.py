@@ -59,10 +59,12 @@ from edgewise.detect.base import Detector
 from edgewise.errors import ConfigError, PayloadError, RateLimitError
 from edgewise.gateway.cross_sensor import STATE_VERSION, CrossSensorGate
 from edgewise.gateway.fast_streams import FastStreamGate
+from edgewise.gateway.label_sync import LabelSync
 from edgewise.gateway.metric_cap import MetricCap
 from edgewise.gateway.metrics import Metrics
 from edgewise.quality.stream import STATE_VERSION as CLEANER_STATE_VERSION
 from edgewise.quality.stream import StreamCleaner
+from edgewise.security.credentials import Security
 from edgewise.security.ratelimit import RateLimiter
 from edgewise.store.base import Alert, AppendResult, Store
 from edgewise.telemetry import (
@@ -268,11 +270,17 @@ class Pipeline:
         self.gap_grace_s = gap_grace_s
         self.redelivery_window_s = redelivery_window_s
         self.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        # a labelled alert that grows (or takes over a merged alert's verdict) gets its
+        # window label rewritten over its span as stored, off the detection path: the
+        # alert manager only queues it (see edgewise.gateway.label_sync)
+        self.label_sync = LabelSync(
+            store, settings.data_dir, security if isinstance(security, Security) else None)
         self.alerts = AlertManager(
             store, threshold=settings.alert_threshold, merge_gap_s=merge_gap_s,
             on_alert=lambda a: self.metrics.inc("edgewise_alerts_total", kind=a.kind),
             late_horizon_s=late_horizon_s, feedback=settings.alert_feedback,
             on_suppressed=lambda *_: self.metrics.inc("edgewise_alerts_suppressed_total"),
+            on_span=self.label_sync.note,
         )
         self.cleaner: StreamCleaner | None = (
             StreamCleaner() if cleaner is True else (cleaner or None))
@@ -381,6 +389,7 @@ class Pipeline:
             self._gap_worker = threading.Thread(target=self._run_gaps, name="edgewise-gaps",
                                                 daemon=True)
             self._gap_worker.start()
+            self.label_sync.start()  # and the window labels of grown alerts on theirs
 
     # -- ingest ------------------------------------------------------------------------
     def ingest(self, device_id: str, payload: bytes, *, via: str = "http",
@@ -1099,13 +1108,16 @@ class Pipeline:
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every committed reading has been scored (or, of a forgotten device,
-        dropped) and its alerts written; False on timeout."""
+        dropped) and its alerts written, and the window labels of labelled alerts that grew
+        rewritten (:attr:`label_sync`; a label file held by another writer leaves them
+        queued); False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._state_lock:
                 idle = self._busy == 0
             if idle:
                 self.alerts.flush(force=True)
+                self.label_sync.sync()
                 return True
             time.sleep(0.01)
         return False
@@ -1340,7 +1352,10 @@ class Pipeline:
         """
         with self._commit_lock:  # every batch up to this one holds readings of before
             last = self._commits
-        return self._forget(device_id, last)
+        try:
+            return self._forget(device_id, last)
+        finally:
+            self.label_sync.forget(device_id)  # no window label rewritten for its alerts
 
     def _forget(self, device_id: str, last: int) -> int:
         """:meth:`forget_device`, the device's readings in batches up to generation
@@ -1787,6 +1802,7 @@ class Pipeline:
             self.alerts.flush(force=True)
         except Exception:
             log.exception("writing the last alert updates failed")
+        self.label_sync.close()  # the window labels of the alerts that grew, last
         if self.state_path is None:
             return
         if not save:  # pickling while the worker changes the detectors: no consistent file

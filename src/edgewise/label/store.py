@@ -56,9 +56,9 @@ from edgewise.telemetry import DEFAULT_MAX_FUTURE_S, parse_time_text, validate_d
 if TYPE_CHECKING:
     from edgewise.security import Security
 
-__all__ = ["LABEL_RE", "Deletions", "DeviceDeletedError", "DeviceDeletion", "HeldLabels",
-           "Label", "LabelStore", "LabelsBusyError", "check_label", "deleted_devices",
-           "is_anomalous", "labels_csv", "note_digest", "read_labels_csv",
+__all__ = ["LABEL_RE", "VERDICT_LABELS", "Deletions", "DeviceDeletedError", "DeviceDeletion",
+           "HeldLabels", "Label", "LabelStore", "LabelsBusyError", "check_label",
+           "deleted_devices", "is_anomalous", "labels_csv", "note_digest", "read_labels_csv",
            "read_labels_csv_lines"]
 
 _ANY = object()  # save_mix_state: no state expected, write whatever is stored
@@ -72,9 +72,12 @@ _LABEL_ALLOWED = (
 )
 
 #: An alert's verdicts (``POST /v1/alerts/{id}/label``), which are no window labels: the
-#: alert route writes ``normal`` for a false alarm and ``anomaly`` for a true one, and a
-#: ``false_alarm`` taken as a fault class would teach the model that the window is faulty.
-_VERDICTS = {"false_alarm": "normal", "true_alarm": "anomaly"}
+#: alert route writes ``normal`` for a false alarm and ``anomaly`` for a true one over the
+#: alert's span (source ``alert:<id>``), as the gateway does again when the span grows
+#: (:mod:`edgewise.gateway.label_sync`); a ``false_alarm`` taken as a fault class would
+#: teach the model that the window is faulty.
+VERDICT_LABELS = {"false_alarm": "normal", "true_alarm": "anomaly"}
+_VERDICTS = VERDICT_LABELS
 
 #: The query mix's state per device, beside ``labels.sqlite`` (see ``save_mix_state``).
 _MIX_FILE = "label-mix.json"
@@ -371,7 +374,11 @@ class LabelStore:
             if check is not None:
                 check()
             out, fresh = self._insert(cur, rows, who, now, supersedes)
-        self._audit_added(who, fresh)
+            # audited in the label file's write transaction, before it commits: an entry
+            # that cannot be written (another writer holding security.sqlite past its busy
+            # timeout) rolls the labels back, never leaves them standing unaudited. Lock
+            # order: labels.sqlite, then security.sqlite, as the verdict route takes them
+            self._audit_added(who, fresh)
         return out
 
     def _check_rows(self, rows: list[tuple[str, int, int, str, str, str]], who: str) -> None:
@@ -452,21 +459,27 @@ class LabelStore:
     def _audit_added(self, who: str, fresh: list[Label]) -> None:
         """Audit-log labels written (``label.add``). Not the note's text, which may name
         people and places and would outlive a ``device delete`` in the append-only log:
-        only its length (:func:`note_digest`)."""
-        if self.security is None:
+        only its length (:func:`note_digest`). Called inside the label file's write
+        transaction, before it commits: what this raises rolls the labels back."""
+        if self.security is None or not fresh:
             return
-        for lab in fresh:
-            self.security.audit(
-                who, "label.add", f"{lab.device_id}:{lab.start_ns}-{lab.end_ns}",
-                {"label": lab.label, "version": lab.version, "label_id": lab.id,
-                 **note_digest(lab.note), **({"source": lab.source} if lab.source else {})},
-            )
+        # one transaction of the audit log for them all: an import of many rows holds the
+        # label file's write lock for one commit of the log, not one per row
+        with self.security.transaction():
+            for lab in fresh:
+                self.security.audit(
+                    who, "label.add", f"{lab.device_id}:{lab.start_ns}-{lab.end_ns}",
+                    {"label": lab.label, "version": lab.version, "label_id": lab.id,
+                     **note_digest(lab.note), **({"source": lab.source} if lab.source else {})},
+                )
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[HeldLabels]:
         """Take the write lock of ``labels.sqlite`` now and keep it for the ``with`` block:
-        labels added through the :class:`HeldLabels` it yields are committed when the block
-        ends and audited after, or rolled back when it raises (none is audited then).
+        labels added through the :class:`HeldLabels` it yields are audited when the block
+        ends, still under the lock, then committed; they are rolled back when the block
+        raises (none is audited then) or when their audit entries cannot be written (the
+        error propagates: no label stands unaudited).
 
         A caller that writes something elsewhere with a label (the alert route: the verdict,
         then its window label) takes the lock first, so another writer holding the file
@@ -494,8 +507,10 @@ class LabelStore:
                 yield held
             finally:
                 held._cur = None
-        for who, lab in held._fresh:
-            self._audit_added(who, [lab])
+            # before the commit, under the lock (labels.sqlite first, then
+            # security.sqlite): an audit that fails rolls the labels back
+            for who, lab in held._fresh:
+                self._audit_added(who, [lab])
 
     def delete_device(self, device_id: str, *, who: str = "cli") -> int:
         """Delete every label of ``device_id`` (all versions) and the query mix's state for
@@ -531,11 +546,14 @@ class LabelStore:
                 cur.execute("INSERT INTO deletions (device_digest, count) VALUES (?, 1) "
                             "ON CONFLICT (device_digest) DO UPDATE SET count = count + 1",
                             (_device_digest(device_id),))
+                # audited before the commit, under the lock: an entry that cannot be
+                # written keeps the labels (the deletion is retried), never deletes them
+                # unaudited
+                if self.security is not None:
+                    self.security.audit(who, "label.delete_device", device_id, {"rows": n})
             if n:  # gone from the disk too: zeroed pages into the file, the old WAL frames
                 # (which hold the labels as written) truncated away
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if self.security is not None:
-            self.security.audit(who, "label.delete_device", device_id, {"rows": n})
         return n
 
     def deletions(self) -> Deletions:
@@ -722,6 +740,19 @@ class LabelStore:
             args.append(limit)
         with self._lock:
             return [_row(r) for r in self._db.execute(q, args).fetchall()]
+
+    def by_source(self, device_id: str, sources: Iterable[str]) -> list[Label]:
+        """The current labels of ``device_id`` written by any of ``sources`` (e.g.
+        ``"alert:<id>"``: the window label of the verdict on that alert), by id.
+
+        >>> import tempfile
+        >>> with LabelStore(tempfile.mkdtemp()) as labels:
+        ...     _ = labels.add("pump-1", 0, 10, "anomaly", source="alert:a1")
+        ...     [x.end_ns for x in labels.by_source("pump-1", ["alert:a1", "alert:a2"])]
+        [10]
+        """
+        with self._lock:
+            return _by_source(self._db.cursor(), device_id, sources)
 
     @staticmethod
     def page_key(label: Label) -> tuple[str, int, int, int]:
@@ -1026,6 +1057,14 @@ class HeldLabels:
         self._fresh.extend((who, lab) for lab in fresh)
         return out[0]
 
+    def by_source(self, device_id: str, sources: Iterable[str]) -> list[Label]:
+        """As :meth:`LabelStore.by_source`, in the held transaction (what it reads cannot
+        change before the block ends)."""
+        if self._cur is None:
+            raise RuntimeError("HeldLabels.by_source must be called inside its 'with "
+                               "LabelStore.hold()' block; it was called after it.")
+        return _by_source(self._cur, device_id, sources)
+
     def check_not_deleted(self, device_ids: Iterable[str], since: Deletions,
                           what: str) -> None:
         """Raise :class:`DeviceDeletedError` naming the first of ``device_ids`` deleted
@@ -1085,6 +1124,16 @@ class Deletions:
     def of(self, device_id: str) -> int:
         """How many times ``device_id`` had been deleted then (0: never)."""
         return int(self.counts.get(_device_digest(device_id), 0))
+
+
+def _by_source(cur: sqlite3.Cursor, device_id: str, sources: Iterable[str]) -> list[Label]:
+    """The current labels of ``device_id`` from any of ``sources``, by id (the
+    ``labels_source`` index)."""
+    rows = cur.execute(
+        f"SELECT {_COLS} FROM labels WHERE device_id=? AND current=1 AND source IN "
+        "(SELECT value FROM json_each(?)) ORDER BY id",
+        (device_id, json.dumps(list(sources)))).fetchall()
+    return [_row(r) for r in rows]
 
 
 def _first_deleted(cur: sqlite3.Cursor, device_ids: Iterable[str],
