@@ -78,7 +78,10 @@ def reading_shares(drivers: Mapping[str, float]) -> dict[str, float]:
 def merge_drivers(
     old: Mapping[str, float], new: Mapping[str, float], keep: int = 5
 ) -> dict[str, float]:
-    """Add two driver maps (shares), keep the ``keep`` largest, renormalise to 1.
+    """Add two driver maps, keep the ``keep`` largest, each as its share of the whole (of
+    every entry, kept or not), so a device with more metrics than ``keep`` shows each
+    metric's true share and the kept ones sum to less than 1 (renormalising the top five
+    made a 30 % share of a 100-metric device read 91 %).
 
     Shares are rounded to 4 decimals. Entries at or below 0 (a metric that did not drive
     the reading), non-finite ones and ones whose share rounds to 0 are left out, so they
@@ -90,11 +93,13 @@ def merge_drivers(
     {'temp': 1.0}
     >>> merge_drivers({}, {"temp": 0.99, "rpm": 0.00003})
     {'temp': 1.0}
+    >>> merge_drivers({}, {"a": 0.3, "b": 0.2, "c": 0.2, "d": 0.1, "e": 0.1, "f": 0.1})
+    {'a': 0.3, 'b': 0.2, 'c': 0.2, 'd': 0.1, 'e': 0.1}
     """
     old, new = _positive(old), _positive(new)
     both = {n: old.get(n, 0.0) + new.get(n, 0.0) for n in set(old) | set(new)}
     top = sorted(both.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
-    total = sum(v for _, v in top)
+    total = math.fsum(both.values())
     if not total > 0:
         return {}
     shares = {n: round(v / total, 4) for n, v in top}
@@ -178,7 +183,7 @@ ADD_RETRY_S = 600.0
 
 
 def _top_shares(shares: dict[str, float], keep: int = 5) -> dict[str, float]:
-    """The ``keep`` largest of summed shares, renormalised to 1."""
+    """The ``keep`` largest of summed shares, each as its mean share (of the sum of all)."""
     return merge_drivers(shares, {}, keep)
 
 
@@ -487,8 +492,9 @@ class AlertManager:
         ts_ns, score, drivers = run[0]
         alert = Alert(
             device_id=device_id, start_ns=ts_ns, end_ns=ts_ns, score=score,
-            kind="anomaly", drivers=merge_drivers({}, drivers), message=_describe(drivers),
+            kind="anomaly", drivers=merge_drivers({}, drivers),
         )
+        alert.message = _describe(alert.drivers)
         cur = _Open(alert, shares=reading_shares(drivers))
         for item in run[1:]:
             self._extend(cur, *item)
@@ -1035,13 +1041,16 @@ class AlertManager:
 
 
 def _describe(drivers: Mapping[str, float]) -> str:
-    """The alert's message: its top three drivers with their shares; a driver whose share
-    rounds to 0% is not named (the top one always is).
+    """The alert's message: its top three drivers with their shares (``drivers`` as
+    :func:`merge_drivers` gives them: shares of the whole, not renormalised again); a
+    driver whose share rounds to 0% is not named (the top one always is).
 
     >>> _describe({"temp_c": 0.9811, "rpm": 0.0142, "vib": 0.0047})
     'Anomalous temp_c (98%), rpm (1%).'
+    >>> _describe({"m000": 0.3, "m001": 0.05})
+    'Anomalous m000 (30%), m001 (5%).'
     """
-    top = sorted(merge_drivers({}, drivers).items(), key=lambda kv: -kv[1])[:3]
+    top = sorted(_positive(drivers).items(), key=lambda kv: (-kv[1], kv[0]))[:3]
     if not top:
         return "Anomalous reading."
     named = [f"{n} ({s:.0%})" for n, s in top]
