@@ -42,13 +42,8 @@ def run(data_dir: Path) -> Callable[..., Result]:
     return invoke
 
 
-@pytest.fixture
-def held_labels(data_dir: Path, run: Callable[..., Result],
-                monkeypatch: pytest.MonkeyPatch) -> Iterator[sqlite3.Connection]:
-    """Device ``pump-1`` with ``ROWS`` readings in the data dir's DuckDB store and one label,
-    and ``labels.sqlite``'s write lock held by another connection (as a ``label import``
-    would) while the test runs (or until it rolls the holder back); the label store's busy
-    timeout cut to 0.2 s."""
+def _pump_with_readings(run: Callable[..., Result], data_dir: Path) -> None:
+    """Device ``pump-1`` registered, with ``ROWS`` readings in the data dir's DuckDB store."""
     assert run("device", "add", "pump-1").exit_code == 0
     st = open_store(f"duckdb://{data_dir / 'edgewise.duckdb'}")
     try:
@@ -56,6 +51,16 @@ def held_labels(data_dir: Path, run: Callable[..., Result],
                   {"pump-1": range(1, ROWS + 1)})
     finally:
         st.close()
+
+
+@pytest.fixture
+def held_labels(data_dir: Path, run: Callable[..., Result],
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[sqlite3.Connection]:
+    """Device ``pump-1`` with ``ROWS`` readings in the data dir's DuckDB store and one label,
+    and ``labels.sqlite``'s write lock held by another connection (as a ``label import``
+    would) while the test runs (or until it rolls the holder back); the label store's busy
+    timeout cut to 0.2 s."""
+    _pump_with_readings(run, data_dir)
     labels = LabelStore(data_dir)
     labels.add("pump-1", T0, T0 + 10**9, "anomaly")
     labels.close()
@@ -132,13 +137,7 @@ def test_the_deletion_is_audited_as_asked_for_before_anything_goes(
     """Check ``device delete`` writes ``device.delete_data.requested`` before it revokes or
     deletes anything, as ``DELETE /v1/devices/ID`` does: the data deletion takes too long
     to hold the audit log's lock, so a failure at its end leaves the request in the log."""
-    assert run("device", "add", "pump-1").exit_code == 0
-    st = open_store(f"duckdb://{data_dir / 'edgewise.duckdb'}")
-    try:
-        st.append([Reading("pump-1", "t", T0 + i, float(i), i + 1) for i in range(ROWS)],
-                  {"pump-1": range(1, ROWS + 1)})
-    finally:
-        st.close()
+    _pump_with_readings(run, data_dir)
     res = run("device", "delete", "pump-1")
     assert res.exit_code == 0, res.stderr
     sec = Security(data_dir)
