@@ -131,12 +131,12 @@ def test_the_compiled_shares_equal_explain_one():
     for det in (loop, fast):
         det.learn_one(dict(zip(names, X[0], strict=True)))
     n = len(X) - 1
-    t2, dof, share = np.full(n, np.nan), np.zeros(n), np.zeros(n)
+    t2, dof, least, share = np.full(n, np.nan), np.zeros(n), np.zeros(n), np.zeros(n)
     best = np.full(n, -1, dtype=np.int64)
-    p = np.array([fast.alpha, fast.shrinkage, fast.warmup])
+    p = np.array([fast.alpha, fast.shrinkage, fast.warmup, fast._warm_count()])
     done = replay(X[1:], np.arange(3), np.isfinite(X[1:]).any(axis=1), fast.mean_.copy(),
-                   fast.cov_.copy(), fast.counts_.copy(), np.array([1.0]), p, t2, dof, best,
-                   share)
+                   fast.cov_.copy(), fast.counts_.copy(), np.array([1.0]), p, t2, dof, least,
+                   best, share)
     assert done == n
     named = 0
     for r, row in enumerate(X[1:]):

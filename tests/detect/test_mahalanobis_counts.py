@@ -7,9 +7,14 @@ import pickle
 
 import numpy as np
 import pytest
-from scipy.special import gammaincc
 
-from edgewise.detect.mahalanobis import Mahalanobis, shrink_covariance
+from edgewise.detect.mahalanobis import (
+    Mahalanobis,
+    effective_count,
+    needed_count,
+    shrink_covariance,
+    t2_tail,
+)
 
 
 def _old_scores(rows, alpha=0.005, shrinkage=0.01, warmup=50, digits=10.0):
@@ -19,8 +24,10 @@ def _old_scores(rows, alpha=0.005, shrinkage=0.01, warmup=50, digits=10.0):
         if n >= warmup:
             dz = z - mean
             t2 = max(float(dz @ np.linalg.solve(shrink_covariance(cov, mean, shrinkage), dz)), 0)
-            p = float(gammaincc(len(dz) / 2.0, t2 / 2.0))
-            out.append(min(max(-math.log10(p + 1e-300) / digits, 0.0), 1.0) + 0.0)
+            # the predictive tail with the effective count (every metric read n times)
+            p = float(t2_tail(t2, len(dz), effective_count(n, alpha)))
+            ok = effective_count(n, alpha) >= needed_count(len(dz), alpha)
+            out.append(min(max(-math.log10(p + 1e-300) / digits, 0.0), 1.0) + 0.0 if ok else 0.0)
         else:
             out.append(0.0)
         if mean is None:

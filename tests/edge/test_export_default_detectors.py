@@ -7,9 +7,9 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.special import gammaincc
 
 from edgewise.detect import default_detector, default_multivariate
+from edgewise.detect.mahalanobis import t2_tail
 from edgewise.edge import export
 from edgewise.edge.export_c import ALLOCATORS, CFLAGS, undefined_symbols
 from edgewise.edge.export_detectors import export_context_likelihood_c
@@ -202,15 +202,16 @@ def test_multivariate_onnx_scoring_step_matches_python(nab_matrix, gaps):
     _py_scores(det, nab_matrix[:half], names)
     g = export(det, format="onnx", name="maha")
     rest = _gappy(nab_matrix[half:]) if gaps else nab_matrix[half:]
-    t2, dof = g.run({"x": rest})
+    t2, dof, n_eff = g.run({"x": rest})
     xs = [dict(zip(names, r, strict=True)) for r in rest]
     ref = np.array([float(dz @ w) for dz, w in
                     (det._solve(det._vector(x, False), used=det._used(x)) for x in xs)])
     assert np.max(np.abs(t2 - ref) / np.maximum(1.0, np.abs(ref))) < T2_REL_TOL
     assert dof.tolist() == [int(det._used(x).sum()) for x in xs]
     assert (dof == len(names)).all() != gaps and (dof == 0).any() == gaps
-    p = gammaincc(np.maximum(dof, 1) / 2, np.maximum(t2, 0) / 2)
-    score = np.where(dof > 0, np.clip(-np.log10(p + 1e-300) / det.tail_digits, 0, 1), 0.0)
+    on = (dof > 0) & (n_eff > 0)
+    p = t2_tail(np.maximum(t2, 0), np.maximum(dof, 1), np.where(on, n_eff, 1e9))
+    score = np.where(on, np.clip(-np.log10(p + 1e-300) / det.tail_digits, 0, 1), 0.0)
     py = np.array([det.score_one(x) for x in xs])
     assert np.abs(score - py).max() < SCORE_TOL and (py >= 0.9).sum() > 0
 

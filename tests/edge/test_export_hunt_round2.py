@@ -119,7 +119,7 @@ def test_mahalanobis_onnx_leaves_a_missing_value_out(tmp_path):
     py = [det.score_one(dict(zip("abc", r, strict=True))) for r in rows]
     assert max(py) < 0.05
     g = export(det, format="onnx", name="maha")
-    t2, dof = g.run({"x": np.array(rows)})
+    t2, dof, _ = g.run({"x": np.array(rows)})
     assert dof.tolist() == [3, 2, 2, 1]
     s = det.shrunk_covariance()
     for r, got in zip(rows, t2, strict=True):  # the marginal T² of the metrics read

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.special import gammaincc
 
-from edgewise.detect.mahalanobis import Mahalanobis
+from edgewise.detect.mahalanobis import Mahalanobis, t2_tail
 from edgewise.edge import export
 from edgewise.edge.export_detectors import export_mahalanobis_c, export_mahalanobis_onnx
 from tests.detect.test_mahalanobis_counts import PUMP, pump_rows
@@ -37,10 +36,12 @@ def _py(det, X, names=NAMES):
     return np.array(out)
 
 
-def _score(t2, dof, digits):
-    """The score from the ONNX outputs, as their docstring says: 0 where no metric counts."""
-    p = gammaincc(np.maximum(dof, 1) / 2, np.maximum(t2, 0) / 2)
-    return np.where(dof > 0, np.clip(-np.log10(p + 1e-300) / digits, 0, 1), 0.0)
+def _score(t2, dof, n_eff, digits):
+    """The score from the ONNX outputs, as their docstring says: 0 where no metric counts
+    or there are too few readings for them (``n_eff`` 0)."""
+    on = (dof > 0) & (n_eff > 0)
+    p = t2_tail(np.maximum(t2, 0), np.maximum(dof, 1), np.where(on, n_eff, 1e9))
+    return np.where(on, np.clip(-np.log10(p + 1e-300) / digits, 0, 1), 0.0)
 
 
 def test_c_matches_python_with_missing_and_late_metrics():
@@ -71,11 +72,11 @@ def test_onnx_masks_a_metric_not_yet_warm():
     _py(det, late[:420])
     g = export(det, format="onnx", name="maha_late")
     rest = late[420:600]
-    t2, dof = g.run({"x": rest})
+    t2, dof, n_eff = g.run({"x": rest})
     assert det._warm().tolist() == [True, True, False] and (dof == 2).all()
     py = np.array([det.score_one({m: float(v) for m, v in zip(NAMES, r, strict=True)
                                   if np.isfinite(v)}) for r in rest])
-    assert np.abs(_score(t2, dof, det.tail_digits) - py).max() < 1e-9
+    assert np.abs(_score(t2, dof, n_eff, det.tail_digits) - py).max() < 1e-9
     far = rest.copy()
     far[:, 2] = 1e6  # temp far off: not warm, so it adds nothing
     assert np.allclose(g.run({"x": far})[0], t2, rtol=1e-12, atol=0)
@@ -135,7 +136,7 @@ def test_onnx_scores_each_row_on_the_metrics_it_holds(d, cold):
     assert int((~det._warm()).sum()) == cold
     X = _with_holes(rows(4 * (d + 1)), d)
     X[::3] += 10.0 * scale * rng.choice([-1.0, 1.0], size=X[::3].shape)  # some far off
-    t2, dof = export_mahalanobis_onnx(det).run({"x": X})
+    t2, dof, n_eff = export_mahalanobis_onnx(det).run({"x": X})
     want, used = [], []
     for r in X:
         x = {k: float(v) for k, v in zip(names, r, strict=True)}
@@ -146,4 +147,4 @@ def test_onnx_scores_each_row_on_the_metrics_it_holds(d, cold):
     assert np.max(np.abs(t2 - want) / np.maximum(1.0, np.abs(want))) < 1e-9
     assert dof.tolist() == used and min(used) == 0 and max(used) == d - cold
     py = np.array([det.score_one(dict(zip(names, r, strict=True))) for r in X])
-    assert np.abs(_score(t2, dof, det.tail_digits) - py).max() < 1e-9 and py.max() == 1.0
+    assert np.abs(_score(t2, dof, n_eff, det.tail_digits) - py).max() < 1e-9 and py.max() == 1.0

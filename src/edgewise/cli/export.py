@@ -65,34 +65,59 @@ for v in vals:
     st = {{"mean": m, "var": va, "n": n}}
     print(float(s[0]))'''
 
-#: ``mdetector`` (a learned Mahalanobis, frozen): the graph gives T^2 and dof per row; the
-#: score is ``min(1, -log10(chi2_sf(t2, dof)) / tail_digits)`` (0 where dof is 0), with the
-#: chi-squared tail in closed form (dof/2 is a whole or half number), so the host check needs
-#: only numpy and onnxruntime
+#: ``mdetector`` (a learned Mahalanobis, frozen): the graph gives T^2, dof and n_eff per row;
+#: the score is ``min(1, -log10(t2_tail(t2, dof, n_eff)) / tail_digits)`` (0 where dof or
+#: n_eff is 0), the predictive Hotelling tail as an incomplete beta by its continued
+#: fraction (``edgewise.detect.mahalanobis.t2_tail``), so the host check needs only numpy
+#: and onnxruntime
 _HOST_MAHA = '''import math
 
 D = sess.get_inputs()[0].shape[1]
 TAIL_DIGITS = {tail!r}
 
 
-def chi2_sf(t2, d):
-    """P(chi-squared with d degrees of freedom > t2): the upper regularized gamma Q(d/2, t2/2)."""
-    x = t2 / 2.0
-    if d % 2 == 0:
-        a, q = 1.0, math.exp(-x)          # Q(1, x)
-    else:
-        a, q = 0.5, math.erfc(math.sqrt(x))  # Q(1/2, x)
-    while a < d / 2.0:
-        q += math.exp(a * math.log(x) - x - math.lgamma(a + 1.0)) if x > 0 else 0.0
-        a += 1.0
-    return min(max(q, 0.0), 1.0)
+def betacf(a, b, x):
+    """The continued fraction of the incomplete beta I_x(a, b) (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 100000):
+        for aa in (m * (b - m) * x / ((a - 1.0 + 2 * m) * (a + 2 * m)),
+                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1.0 + 2 * m))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-16:
+            break
+    return h
+
+
+def t2_tail(t2, dof, n):
+    """P(T^2 > t2), a new reading of dof metrics against a mean and covariance from n
+    readings: 1 - I_y(dof/2, (n - dof)/2) with y = t2 / (n + 1 + t2)."""
+    if t2 <= 0.0:
+        return 1.0
+    a, b = dof / 2.0, (n - dof) / 2.0
+    y, w = t2 / (n + 1.0 + t2), (n + 1.0) / (n + 1.0 + t2)
+    if w == 0.0:
+        return 0.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(y) + b * math.log(w))
+    if y < (a + 1.0) / (a + b + 2.0):
+        return min(max(1.0 - front * betacf(a, b, y) / a, 0.0), 1.0)
+    return min(max(front * betacf(b, a, w) / b, 0.0), 1.0)
 
 
 X = vals.reshape(-1, D)
-for t2, dof in zip(*sess.run(None, {{{feed!r}: X}})):
-    t2, dof = max(float(t2), 0.0), int(dof)
-    p = chi2_sf(t2, dof) if math.isfinite(t2) else 0.0
-    score = min(max(-math.log10(p + 1e-300) / TAIL_DIGITS, 0.0), 1.0) if dof else 0.0
+for t2, dof, n_eff in zip(*sess.run(None, {{{feed!r}: X}})):
+    t2, dof, n_eff = max(float(t2), 0.0), int(dof), float(n_eff)
+    score = 0.0  # no metric scored, or too few readings for them
+    if dof and n_eff:
+        p = t2_tail(t2, dof, n_eff) if math.isfinite(t2) else 0.0
+        score = min(max(-math.log10(p + 1e-300) / TAIL_DIGITS, 0.0), 1.0)
     print(t2, score)'''
 
 

@@ -20,11 +20,14 @@ MAX_TRACE = 1e4
 
 
 @nb.njit(cache=True)
-def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, best, share):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
+def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, least, best, share):  # type: ignore[no-untyped-def]  # pragma: no cover - jit
     """:meth:`Mahalanobis.score_explain_many`'s rows in order: row ``r`` of ``X`` holds the
     detector's metric ``m`` in column ``cols[m]`` (-1: not in ``X``, missing), and
-    ``any_finite[r]`` says whether the row (columns of no metric too) holds a finite value.
-    Writes ``t2`` (NaN: not scored), ``dof``, ``best`` (the index of the metric with the
+    ``any_finite[r]`` says whether the row (columns of no metric too) holds a finite value;
+    ``p`` is ``(alpha, shrinkage, warmup, warm_count)``, a metric scored from ``warm_count``
+    readings of its own (:func:`~edgewise.detect.mahalanobis.warm_count`).
+    Writes ``t2`` (NaN: not scored), ``dof``, ``least`` (the fewest readings of a metric
+    scored, before this row's), ``best`` (the index of the metric with the
     largest share, -1 for none) and ``share`` (that share), and learns each row into
     ``mean``, ``cov``, ``counts`` and ``st[0]`` (readings learned) as ``learn_one`` does.
     Returns the number of rows done: fewer where a row needs the loop (a deviation that
@@ -32,7 +35,7 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, best, share):
     solve for the shares overflows (a reading near 1e308), the shares are those of the
     deviation scaled down by a power of two, as :meth:`Mahalanobis.explain_one` takes them;
     T² stays that of the reading (infinite: score 1)."""
-    alpha, shrinkage, warmup = p[0], p[1], p[2]
+    alpha, shrinkage, warmup, warm_at = p[0], p[1], p[2], p[3]  # warm_at: warm_count
     k = len(mean)
     c = np.empty((k, k))
     low = np.empty((k, k))
@@ -55,9 +58,12 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, best, share):
         if not any_finite[r]:
             continue  # scores 0, no share, not learned
         used = 0
+        fewest = np.inf
         for j in range(k):
-            on[j] = np.isfinite(z[j]) and counts[j] >= warmup
-            used += 1 if on[j] else 0
+            on[j] = np.isfinite(z[j]) and counts[j] >= warm_at
+            if on[j]:
+                used += 1
+                fewest = min(fewest, counts[j])
         if used:
             # the shrunk covariance's deviations and scales (shrink_covariance)
             for j in range(k):
@@ -124,6 +130,7 @@ def replay(X, cols, any_finite, mean, cov, counts, st, p, t2, dof, best, share):
             if st[0] >= warmup:
                 t2[r] = total
                 dof[r] = used
+                least[r] = fewest
             # conditional_terms(w, pii): w = S⁻¹ dz, pii = (c⁻¹)_jj / sd_j²
             risky = False
             for j in range(k):

@@ -18,9 +18,10 @@ such a detector is refused, never exported without it.
 :func:`export_mahalanobis_c` runs the streaming Hotelling T² detector (score then learn) over a
 fixed metric list with a Cholesky solve; :func:`export_mahalanobis_onnx` is its scoring step
 frozen at the learned mean and shrunk covariance (the outputs are each row's T² over the
-metrics it holds and their count; the chi-squared tail that turns them into a score is a
-closed form only for even counts, so it stays host-side). Both score a row on the metrics it
-holds, as Python does: a missing one is left out of the solve, not imputed.
+metrics it holds, their count and the effective readings behind them; the predictive tail
+that turns them into a score, an incomplete beta function, stays host-side). Both score a
+row on the metrics it holds, as Python does: a missing one is left out of the solve, not
+imputed.
 
 >>> from edgewise.detect.context_likelihood import ContextLikelihood
 >>> c = export_context_likelihood_c(ContextLikelihood(), name="cl")
@@ -630,10 +631,15 @@ def export_mahalanobis_c(det: Any, name: str = "maha",
     is ``D`` doubles in that order, NaN (or +-inf) for a missing metric. The learned mean,
     covariance and per-metric counts are the initial state. As in Python, only what was read
     is learned, and each reading is scored on the metrics it holds that have ``warmup``
-    readings of their own: the Cholesky solve masks the others (row and column 0, diagonal 1,
-    deviation 0), so ``T²`` is the marginal one of the metrics scored, whose count is the
-    chi-squared's degrees of freedom; a reading of none scores 0.
+    readings of their own, or more on a device of many metrics
+    (:func:`~edgewise.detect.mahalanobis.warm_count`, by the metrics seen so far): the
+    Cholesky solve masks the others (row and column 0, diagonal 1, deviation 0), so ``T²``
+    is the marginal one of the metrics scored; its tail is Python's predictive one
+    (:func:`~edgewise.detect.mahalanobis.t2_tail`, by the incomplete beta's continued
+    fraction) with the effective readings of the least read metric scored
+    (:func:`~edgewise.detect.mahalanobis.effective_count`); a reading of none scores 0.
     """
+    from edgewise.detect.mahalanobis import MOST_EFFECTIVE, warm_count
     from edgewise.edge.export_rul import _c_comment
 
     check_c_name(name)
@@ -659,8 +665,10 @@ def export_mahalanobis_c(det: Any, name: str = "maha",
  *        score = {n}_step(&s, x); score in [0, 1]; >= {N}_THRESHOLD means anomaly.
  *        A metric counts from its first finite value (its mean is NaN until then), as in
  *        Python; only the metrics (and pairs) read are learned, each weighted by its own
- *        count; a reading is scored on the metrics it holds with WARMUP readings of their
- *        own (the marginal T^2 of those, one degree of freedom each; none: score 0);
+ *        count; a reading is scored on the metrics it holds with WARM_AT[metrics seen]
+ *        readings of their own (WARMUP, more for many metrics): the marginal T^2 of those,
+ *        under the predictive Hotelling tail with the effective readings of the least
+ *        read of them (none: score 0);
  *        a reading whose update would overflow the mean or covariance (a sentinel
  *        such as 1e308) scores 1 and is not learned.
  * Metrics, in order: {_c_comment(', '.join(names))}
@@ -707,7 +715,10 @@ void {n}_run({n}_state_t *s, const double *x, double *out, uint32_t rows);
 #define WARMUP {int(det.warmup)}
 #define DIGITS {_d(det.tail_digits)}
 #define SEEN {k}  /* metrics learned in Python (all or none): the others are not seen yet */
+#define MOST_EFF {_d(MOST_EFFECTIVE)}
 
+/* the readings of its own a metric is scored after, by the metrics seen (warm_count) */
+{_darray("WARM_AT", [warm_count(i, float(det.alpha), int(det.warmup)) for i in range(D + 1)])}
 {_darray("INIT_MEAN", mean)}
 {_darray("INIT_COV", cov.ravel())}
 {_darray("INIT_CNT", cnt.ravel())}
@@ -720,53 +731,75 @@ void {n}_init({n}_state_t *s) {{
     for (i = 0; i < D; ++i) s->cnt[i] = INIT_CNT[i];
 }}
 
-/* regularised upper incomplete gamma Q(a, x) (series below a + 1, continued fraction above) */
-static double gammaq(double a, double x) {{
-    double gln = lgamma(a), sum, del, ap, b, c, d, h, an;
-    int i;
-    if (x <= 0.0) return 1.0;
-    if (x < a + 1.0) {{
-        ap = a;
-        sum = del = 1.0 / a;
-        for (i = 0; i < 1000; ++i) {{
-            ap += 1.0;
-            del *= x / ap;
-            sum += del;
-            if (fabs(del) < fabs(sum) * 1e-16) break;
-        }}
-        return 1.0 - sum * exp(-x + a * log(x) - gln);
+/* effective readings behind the running estimate after c readings of weight
+   max(ALPHA, 1 / i): Kish's 1 / sum(w^2), at most MOST_EFF (Python's effective_count) */
+static double neff(double c) {{
+    double m = 1.0 / ALPHA, f = ALPHA / (2.0 - ALPHA), v;
+    if (c <= m) {{
+        v = c;
+    }} else {{
+        v = 1.0 / (f + (ALPHA - f) * pow(1.0 - ALPHA, 2.0 * (c - m)));
     }}
-    b = x + 1.0 - a;
-    c = 1.0 / DBL_MIN;
-    d = 1.0 / b;
+    return v < MOST_EFF ? v : MOST_EFF;
+}}
+
+/* continued fraction of the incomplete beta I_x(a, b) (modified Lentz) */
+static double betacf(double a, double b, double x) {{
+    double qab = a + b, qap = a + 1.0, qam = a - 1.0, c = 1.0, d, h, aa, del, m2;
+    int m;
+    d = 1.0 - qab * x / qap;
+    if (fabs(d) < DBL_MIN) d = DBL_MIN;
+    d = 1.0 / d;
     h = d;
-    for (i = 1; i < 1000; ++i) {{
-        an = -i * (i - a);
-        b += 2.0;
-        d = an * d + b;
+    for (m = 1; m < 100000; ++m) {{
+        m2 = 2.0 * m;
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2));
+        d = 1.0 + aa * d;
         if (fabs(d) < DBL_MIN) d = DBL_MIN;
-        c = b + an / c;
+        c = 1.0 + aa / c;
+        if (fabs(c) < DBL_MIN) c = DBL_MIN;
+        d = 1.0 / d;
+        h *= d * c;
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
+        d = 1.0 + aa * d;
+        if (fabs(d) < DBL_MIN) d = DBL_MIN;
+        c = 1.0 + aa / c;
         if (fabs(c) < DBL_MIN) c = DBL_MIN;
         d = 1.0 / d;
         del = d * c;
         h *= del;
         if (fabs(del - 1.0) < 1e-16) break;
     }}
-    return exp(-x + a * log(x) - gln) * h;
+    return h;
+}}
+
+/* P(T^2 > t2) for a new reading of dof metrics against a mean and covariance from n
+   readings, the predictive Hotelling tail (Python's t2_tail): 1 - I_y(dof/2, (n - dof)/2),
+   y = t2 / (n + 1 + t2), each side by the continued fraction where it converges */
+static double t2tail(double t2, double dof, double n) {{
+    double a = dof / 2.0, b = (n - dof) / 2.0, y = t2 / (n + 1.0 + t2),
+           w = (n + 1.0) / (n + 1.0 + t2), front;
+    if (t2 <= 0.0) return 1.0;
+    front = exp(lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(y) + b * log(w));
+    if (y < (a + 1.0) / (a + b + 2.0)) return 1.0 - front * betacf(a, b, y) / a;
+    return front * betacf(b, a, w) / b;
 }}
 
 double {n}_score({n}_state_t *s, const double *x) {{
-    int i, j, k, seen = 0;
-    double t2 = 0.0, p, sc;
+    int i, j, k, seen = 0, known = 0;
+    double t2 = 0.0, p, sc, least = INFINITY, warm;
     double *L = s->work;
     if (s->n < WARMUP) return 0.0;
+    for (i = 0; i < D; ++i) known += s->mean[i] == s->mean[i];
+    warm = WARM_AT[known];
     for (i = 0; i < D; ++i) {{
         double v = x[i];
         /* scored: read (finite) and warm; a metric missing or not warm yet does not count */
-        int use = s->cnt[i] >= WARMUP && !(v != v || v - v != 0.0);
+        int use = s->cnt[i] >= warm && !(v != v || v - v != 0.0);
         seen += use;
         s->a[i] = use;
         s->dz[i] = use ? v - s->mean[i] : 0.0;
+        if (use && s->cnt[i] < least) least = s->cnt[i];
     }}
     if (!seen) return 0.0;
     /* shrunk covariance with a ridge relative to each metric's variance, then its
@@ -797,7 +830,7 @@ double {n}_score({n}_state_t *s, const double *x) {{
         t2 += s->y[i] * s->y[i];
     }}
     if (!(t2 - t2 == 0.0)) return 1.0;
-    p = gammaq(seen / 2.0, t2 / 2.0);  /* chi-squared with one degree per metric scored */
+    p = t2tail(t2 > 0.0 ? t2 : 0.0, (double)seen, neff(least));
     sc = -log10(p + 1e-300) / DIGITS;
     return sc < 0.0 ? 0.0 : (sc > 1.0 ? 1.0 : sc);
 }}
@@ -882,8 +915,8 @@ def mahalanobis_frozen(det: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     row and column of ``cov`` and 1 on its diagonal, so it adds nothing, as in Python.
 
     >>> from edgewise.detect.mahalanobis import Mahalanobis
-    >>> det = Mahalanobis(warmup=2)
-    >>> for r in ({"a": 0.0}, {"a": 2.0}, {"a": 1.0, "b": 5.0}):   # b: one reading
+    >>> det = Mahalanobis(warmup=2)   # 2 metrics: scored from 6 readings (warm_count)
+    >>> for r in [{"a": float(i % 3)} for i in range(6)] + [{"a": 1.0, "b": 5.0}]:  # b: one
     ...     det.learn_one(r)
     >>> mean, cov, warm = mahalanobis_frozen(det)
     >>> warm.tolist(), cov[1].tolist()
@@ -950,30 +983,35 @@ def _ldl_t2_nodes(D: int) -> tuple[list[Any], list[Any]]:
 
 
 def export_mahalanobis_onnx(det: Any, name: str = "maha") -> Any:
-    """The frozen scoring step as a graph: ``x`` (rows x D, float64) -> ``t2`` and ``dof``
-    (rows each, float64).
+    """The frozen scoring step as a graph: ``x`` (rows x D, float64) -> ``t2``, ``dof`` and
+    ``n_eff`` (rows each, float64).
 
     Each row is scored, as in Python, on the metrics it holds (a finite value) that were warm
     at export (``warmup`` readings of their own; the others are left out until a new export):
     ``t2`` is their marginal ``T²``, ``d_o' S_oo⁻¹ d_o`` under the frozen mean and shrunk
-    covariance, and ``dof`` their count. The graph solves each row's masked covariance
-    ``M S M + (I - M)`` (``M`` the row's mask) by Gaussian elimination unrolled over the D
-    metrics (about 16 nodes per metric). The score is ``min(1, -log10(chi2_sf(t2, dof)) /
-    tail_digits)``, computed by the caller (no chi-squared tail in ONNX): 0 where ``dof`` is
-    0, 1 where ``t2`` is inf (a reading near 1e308 from the mean).
+    covariance, ``dof`` their count and ``n_eff`` the effective readings behind the least
+    read of them (:func:`~edgewise.detect.mahalanobis.effective_count` of its count at
+    export; 0 where ``dof`` is 0). The graph solves each row's masked
+    covariance ``M S M + (I - M)`` (``M`` the row's mask) by Gaussian elimination unrolled
+    over the D metrics (about 16 nodes per metric). The score is ``min(1,
+    -log10(t2_tail(t2, dof, n_eff)) / tail_digits)``
+    (:func:`~edgewise.detect.mahalanobis.t2_tail`, the predictive Hotelling tail, an
+    incomplete beta function), computed by the caller: 0 where ``dof`` is 0, 1 where ``t2``
+    is inf (a reading near 1e308 from the mean).
 
     >>> from edgewise.detect.mahalanobis import Mahalanobis
-    >>> det = Mahalanobis(warmup=1)
-    >>> for r in ([0.0, 1.0], [2.0, 0.0], [1.0, 2.0], [0.5, 0.5]):
+    >>> det = Mahalanobis(warmup=1)   # 2 metrics: scored from 6 readings (warm_count)
+    >>> for r in ([0.0, 1.0], [2.0, 0.0], [1.0, 2.0], [0.5, 0.5], [1.5, 1.0], [0.0, 0.0]):
     ...     det.learn_one({"a": r[0], "b": r[1]})
     >>> g = export_mahalanobis_onnx(det)
-    >>> t2, dof = g.run({"x": np.array([[det.mean_[0], np.nan], [det.mean_[0], np.inf],
-    ...                                 [np.nan, np.nan], [2.0, 2.0]])})
-    >>> t2[:3].tolist(), dof.tolist()
-    ([0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 2.0])
+    >>> t2, dof, n_eff = g.run({"x": np.array([[det.mean_[0], np.nan], [det.mean_[0], np.inf],
+    ...                                        [np.nan, np.nan], [2.0, 2.0]])})
+    >>> t2[:3].tolist(), dof.tolist(), n_eff.tolist()
+    ([0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 2.0], [6.0, 6.0, 0.0, 6.0])
     """
     from onnx import TensorProto, helper, numpy_helper
 
+    from edgewise.detect.mahalanobis import effective_count
     from edgewise.edge.export_onnx import OnnxExport, _onnx
 
     onnx = _onnx()
@@ -985,7 +1023,9 @@ def export_mahalanobis_onnx(det: Any, name: str = "maha") -> Any:
              numpy_helper.from_array(warm.astype(bool), "warm"),
              numpy_helper.from_array(np.array(0.0, dtype=np.float64), "zero"),
              numpy_helper.from_array(np.array(1.0, dtype=np.float64), "one"),
-             numpy_helper.from_array(np.array(np.inf, dtype=np.float64), "inf"), *consts]
+             numpy_helper.from_array(np.array(np.inf, dtype=np.float64), "inf"),
+             numpy_helper.from_array(effective_count(det.counts_, det.alpha), "neff_m"),
+             *consts]
     nodes = [  # the row's mask: read (not NaN, not +-inf) and warm
         helper.make_node("IsNaN", ["x"], ["x_nan"]),
         helper.make_node("IsInf", ["x"], ["x_inf"]),
@@ -1010,11 +1050,17 @@ def export_mahalanobis_onnx(det: Any, name: str = "maha") -> Any:
         # NaN only from an infinite deviation (x near 1e308 from the mean): inf, as Python
         helper.make_node("IsNaN", ["t2_raw"], ["t2_nan"]),
         helper.make_node("Where", ["t2_nan", "inf", "t2_raw"], ["t2"]),
+        # the effective readings of the least read metric used (0 where none is)
+        helper.make_node("Where", ["used", "neff_m", "inf"], ["neff_used"]),
+        helper.make_node("ReduceMin", ["neff_used"], ["neff_row"], axes=[1], keepdims=0),
+        helper.make_node("Greater", ["dof", "zero"], ["any_used"]),
+        helper.make_node("Where", ["any_used", "neff_row", "zero"], ["n_eff"]),
     ]
     graph = helper.make_graph(
         nodes, name, [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["rows", D])],
         [helper.make_tensor_value_info("t2", TensorProto.DOUBLE, ["rows"]),
-         helper.make_tensor_value_info("dof", TensorProto.DOUBLE, ["rows"])], inits)
+         helper.make_tensor_value_info("dof", TensorProto.DOUBLE, ["rows"]),
+         helper.make_tensor_value_info("n_eff", TensorProto.DOUBLE, ["rows"])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                               producer_name="edgewise")
     model.ir_version = 8

@@ -5,12 +5,12 @@ gave it and an optional note (relabelling without a note keeps the note given be
 Labelling an anomaly alert also writes a window label into the label store
 (:class:`~edgewise.label.store.LabelStore`, audited, source ``alert:<id>``): ``anomaly``
 for a true alarm, ``normal`` for a false alarm, over the alert's span ``[start, end]`` as
-stored when it is labelled. It is not rewritten as the alert changes: an alert labelled
-while its fault goes on and grows afterwards keeps that window label over the span it had,
-until it is labelled again. Relabelling an alert adds a new version over its span then
-that supersedes the alert's earlier window label (and those of alerts merged into it), so
-only the newest verdict counts. Seq-gap alerts (missing messages, not sensor behaviour)
-get no window label.
+stored when it is labelled. As the alert grows later, or takes over a merged alert's
+verdict, the running gateway writes a new version over its span then
+(:mod:`edgewise.gateway.label_sync`, by ``gateway``). Relabelling an alert adds a new
+version over its span then that supersedes the alert's earlier window label (and those of
+alerts merged into it), so only the newest verdict counts. Seq-gap alerts (missing
+messages, not sensor behaviour) get no window label.
 
 Offline, ``edgewise label suggest`` uses labels to pick the next windows to ask about,
 and ``edgewise train --with-labels`` fits a label-aware model file from them. Live, with
@@ -61,9 +61,11 @@ metric with no reading in the week before the alert is left out, named in ``left
 and in ``explanation_detail``. An explanation is kept and answered again only while the
 device's readings it was made from are unchanged: a reading that arrives late inside the
 alert's span or its reference makes it anew (and one that could not be made is not kept).
-One explanation reads at most :data:`MAX_EXPLAIN_ROWS` readings: a reference (and span)
-holding more, of a device at a high rate, is averaged per bucket to fit, which
-``explanation_detail`` says.
+One explanation reads at most :data:`MAX_EXPLAIN_ROWS` readings: a reference and span
+holding more, of a device at a high rate, are both averaged per bucket of one length to fit
+(the span's buckets whole, as the reference's), which ``explanation_detail`` says. A
+reference is widened past the hour for a metric left out only where that metric has a
+reading in the week before the alert (not for one new in the alert).
 """
 
 from __future__ import annotations
@@ -133,10 +135,11 @@ REFERENCE_NS = 3600 * 10**9
 #: the most history before an alert read to explain it, when an hour is not enough
 MAX_REFERENCE_NS = 7 * 24 * REFERENCE_NS
 #: the references tried in turn, each when the one before is too little history or
-#: leaves a metric out (one that reports every 2 h has no reading in the hour before)
+#: leaves out a metric that has a reading in the week before the alert (one that reports
+#: every 2 h has no reading in the hour before)
 REFERENCES = ((REFERENCE_NS, "hour"), (24 * REFERENCE_NS, "day"), (MAX_REFERENCE_NS, "week"))
-#: the most readings one explanation reads out of the store: a reference (and span) with
-#: more is averaged per bucket, to at most this many rows in all (:func:`_readings`)
+#: the most readings one explanation reads out of the store: a reference and span with
+#: more are averaged per bucket, to at most this many rows in all (:func:`_readings`)
 MAX_EXPLAIN_ROWS = 200_000
 #: (device id, alert id, start_ns, end_ns) -> (reference start, fingerprint of its
 #: readings, answer)
@@ -194,10 +197,13 @@ def _explain(store: Any, alert: Any) -> tuple[int, tuple[Any, ...], dict[str, An
 
     answer: dict[str, Any] = {"explanation": None, "explanation_detail": None}
     used, used_fp = alert.start_ns, ()
-    # an hour of reference; if that is too little or leaves a metric out, a day, then a
-    # week (never the whole history: one device of 3 M readings took 1.9 s and 1 GB per
-    # alert, a list of 200 never ended)
+    reach = 0  # how far back a reference must go to hold a metric left out
+    # an hour of reference; if that is too little or leaves out a metric read in the week
+    # before, a day, then a week (never the whole history: one device of 3 M readings took
+    # 1.9 s and 1 GB per alert, a list of 200 never ended)
     for reference, named in REFERENCES:
+        if reference < reach:
+            continue  # would leave the metric out again
         since = alert.start_ns - reference
         fingerprint = _fingerprint(store, alert, since)
         rows, averaged = _readings(store, alert, since, fingerprint, named)
@@ -215,6 +221,16 @@ def _explain(store: Any, alert: Any) -> tuple[int, tuple[Any, ...], dict[str, An
             if answer["explanation"] is None:
                 answer["explanation_detail"] = "The alert's T² is not a finite number."
             break
+        widen, said = False, named
+        if ex.left_out:
+            # widen only for a metric read in the week before the alert: one new in the
+            # alert is left out of every reference, and the hour's answer (of readings as
+            # stored) is kept rather than a week's averaged per bucket
+            newest = [t for m in ex.left_out
+                      for t in store.times_before(alert.device_id, m, alert.start_ns, 1)]
+            widen = bool(newest) and alert.start_ns - max(newest) <= MAX_REFERENCE_NS
+            reach = alert.start_ns - max(newest) if widen else reach
+            said = named if widen else REFERENCES[-1][1]  # none in the week: said so
         used, used_fp, answer = since, fingerprint, {"explanation": {
             "method": "t2_exact", "value": round(ex.value, 6), "base": ex.base,
             "contributions": {k: round(v, 6) for k, v in ex.contributions.items()},
@@ -226,9 +242,9 @@ def _explain(store: Any, alert: Any) -> tuple[int, tuple[Any, ...], dict[str, An
             "constant_before": ex.constant_before, "left_out": ex.left_out,
         }, "explanation_detail": " ".join(filter(None, (
             f"{', '.join(ex.left_out)} {'has' if len(ex.left_out) == 1 else 'have'} no "
-            f"reading in the {named} before the alert; left out." if ex.left_out else None,
+            f"reading in the {said} before the alert; left out." if ex.left_out else None,
             averaged))) or None}
-        if not ex.left_out:
+        if not widen:
             break
     return used, used_fp, answer
 
@@ -238,33 +254,35 @@ def _readings(store: Any, alert: Any, since: int, fingerprint: tuple[Any, ...],
     """The device's readings in ``[since, end]`` to explain ``alert`` with, and ``None``;
     or, when they are more than :data:`MAX_EXPLAIN_ROWS` (a device at a high rate: a week
     of one was millions of rows, all in memory for one answer), at most that many rows,
-    the reference (and the span, when it alone is over half the cap) averaged per bucket,
-    with a sentence saying so. ``fingerprint`` (:func:`_fingerprint` of the range) names
-    the metrics the buckets are shared among, and where the history in the range begins."""
+    the reference and the span averaged alike, per bucket of one length, with a sentence
+    saying so. ``fingerprint`` (:func:`_fingerprint` of the range) names the metrics the
+    buckets are shared among, and where the history in the range begins.
+
+    The span's buckets are whole, as the reference's: from the one the alert starts in to
+    the one it ends in, with whatever readings of theirs lie just outside it, each stamped
+    at the alert's start where it begins before it. (Averaging shrinks each sensor's own
+    noise by the readings in a bucket: a span read as stored, or in part buckets, against
+    an averaged reference made a noisy innocent sensor look more anomalous than the
+    culprit.) The reference ends where the alert's first bucket begins."""
     dev, start, stop = alert.device_id, alert.start_ns, alert.end_ns + 1
     rows = store.query(dev, None, since, stop, None, MAX_EXPLAIN_ROWS + 1)
     if len(rows) <= MAX_EXPLAIN_ROWS:
         return rows, None  # as stored, every reading
     del rows  # over the cap: nothing of it is kept while the buckets are read
     metrics = max(1, len({row[0] for row in fingerprint}))
-    half = MAX_EXPLAIN_ROWS // 2
-    span = store.query(dev, None, start, stop, None, half + 1)
-    said = ""
-    if len(span) > half:  # a long alert at a high rate: its buckets too
-        # a bucket per metric less than fits: a range's buckets, aligned to the epoch,
-        # are one more than it spans whole
-        step = _bucket(stop - start, half // metrics - 1)
-        # a bucket's time is its start, which may lie before the alert: its readings don't
-        span = [(m, max(t, start), v)
-                for m, t, v in store.query(dev, None, start, stop, step, half)]
-        said = f" and the alert's span to {_seconds(step)} buckets"
-    budget = MAX_EXPLAIN_ROWS - len(span)
-    step = _reference_bucket(fingerprint, since, stop, start, budget // metrics)
-    ref = store.query(dev, None, since, start, step, budget)
+    # a bucket a metric fewer than fits: the span's whole buckets may reach one past stop
+    step = _reference_bucket(fingerprint, since, stop, stop, MAX_EXPLAIN_ROWS // metrics - 1)
+    first, last = start // step * step, -(-stop // step) * step  # the span's whole buckets
+    span = [(m, max(t, start), v)
+            for m, t, v in store.query(dev, None, first, last, step, MAX_EXPLAIN_ROWS)]
+    ref = store.query(dev, None, -(-since // step) * step, first, step,
+                      MAX_EXPLAIN_ROWS - len(span))
     return ref + span, (
         f"The {named} before the alert and the alert hold more than {MAX_EXPLAIN_ROWS:,} "
         f"readings, more than an explanation reads: the {named} was averaged to "
-        f"{_seconds(step)} buckets{said}.")
+        f"{_seconds(step)} buckets, and the alert's span to the same buckets (whole, with "
+        "the readings of its first and last bucket outside it), so each reading's noise "
+        "is averaged alike in both.")
 
 
 def _reference_bucket(fingerprint: tuple[Any, ...], since: int, stop: int, start: int,
@@ -561,7 +579,7 @@ def label_alert(
     note); labelling also acknowledges an open alert and, for an anomaly alert, labels its
     span as stored now ``anomaly`` (true alarm) or ``normal`` (false alarm) in the label
     store, in place of the window label of any earlier verdict on the alert or on alerts
-    merged into it (a span that grows later is not relabelled until the next verdict). The
+    merged into it (a span that grows later is relabelled by the gateway). The
     answer's ``window_label`` is that label (``null`` for other kinds)."""
     _check_note(body.note)
     with _LABELLING:  # the alert's verdict and its window label change together
