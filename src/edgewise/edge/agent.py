@@ -1397,14 +1397,28 @@ class ModelSlot:
         >>> sorted(p.name for p in root.iterdir())
         ['.notes.tmp']
         """
-        removed: list[str] = []
+        def stale(name: str) -> bool:
+            m = _SLOT_TEMP.fullmatch(name)
+            return m is not None and (self.exclusive or not _writer_alive(int(m["pid"])))
+
+        removed = self._remove_files(stale)
+        for _, path, size in removed:
+            log.info(json.dumps({"event": "model_temp_removed", "path": path,
+                                 "bytes": size, "detail": "left by a model install that did "
+                                 "not finish (a power loss or a kill mid-write)"}))
+        return [name for name, _, _ in removed]
+
+    def _remove_files(self, wanted: Callable[[str], bool]) -> list[tuple[str, str, int]]:
+        """Remove the slot's regular files whose names ``wanted`` accepts (a link is never
+        followed nor removed; one that cannot be removed is skipped); return each one's
+        name, path and size."""
         try:
             entries = list(os.scandir(self.root))
         except OSError:
-            return removed
+            return []
+        removed: list[tuple[str, str, int]] = []
         for entry in entries:
-            m = _SLOT_TEMP.fullmatch(entry.name)
-            if m is None or (not self.exclusive and _writer_alive(int(m["pid"]))):
+            if not wanted(entry.name):
                 continue
             try:
                 if not entry.is_file(follow_symlinks=False):
@@ -1413,10 +1427,7 @@ class ModelSlot:
                 os.unlink(entry.path)  # the name itself: a link put there since is not followed
             except OSError:
                 continue
-            removed.append(entry.name)
-            log.info(json.dumps({"event": "model_temp_removed", "path": entry.path,
-                                 "bytes": size, "detail": "left by a model install that did "
-                                 "not finish (a power loss or a kill mid-write)"}))
+            removed.append((entry.name, entry.path, size))
         return removed
 
     def _record_pointer(self) -> bool:
@@ -1472,28 +1483,15 @@ class ModelSlot:
         named = {_model_file(r.manifest) for r in records}
         if ptr is not None:
             named.add(ptr["file"])
-        removed: list[str] = []
-        try:
-            entries = list(os.scandir(self.root))
-        except OSError:
-            return removed
-        for entry in entries:
-            if not _SLOT_MODEL.fullmatch(entry.name) or entry.name in named:
-                continue
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                size = entry.stat(follow_symlinks=False).st_size
-                os.unlink(entry.path)
-            except OSError:
-                continue
-            removed.append(entry.name)
+        removed = self._remove_files(
+            lambda name: bool(_SLOT_MODEL.fullmatch(name)) and name not in named)
+        for _, path, size in removed:
             log.warning(json.dumps({
-                "event": "model_orphan_removed", "path": entry.path, "bytes": size,
+                "event": "model_orphan_removed", "path": path, "bytes": size,
                 "detail": "neither the model pointer nor the install history names it (an "
                 "install cut short, or refused by a full disk, after its model was put in "
                 "place)"}))
-        return removed
+        return [name for name, _, _ in removed]
 
     def _pointer(self) -> dict[str, Any] | None:
         """The pointer's fields, None if there is none; ValueError if it is damaged."""
