@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -31,16 +30,9 @@ from edgewise.security import Security
 from edgewise.store import open_store
 from edgewise.telemetry import Reading
 from tests.in_process import edgewise_here
-from tests.server.conftest import Env, build_env
+from tests.server.conftest import Env
 
 S = 10**9
-
-
-@pytest.fixture
-def henv(data_dir: Path) -> Iterator[Env]:
-    gen = build_env(data_dir)
-    yield next(gen)
-    gen.close()
 
 
 def _send(env: Env, n: int, device: str | None = None, secret: str | None = None) -> int:

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +17,9 @@ from edgewise.errors import InvalidParameterError
 from edgewise.label.store import Label, LabelStore, read_labels_csv
 from edgewise.label.windows import WindowSet, window_labels
 from edgewise.store.base import Alert
-from tests.server.conftest import Env, build_env, problem
+from tests.server.conftest import Env, problem
 
 T0 = 1_704_067_200 * 10**9  # 2024-01-01T00:00:00Z
-
-
-@pytest.fixture
-def henv(data_dir: Path) -> Iterator[Env]:
-    gen = build_env(data_dir)
-    yield next(gen)
-    gen.close()
 
 
 def _windows(ts: np.ndarray, length: int) -> WindowSet:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from edgewise.label.windows import WindowSet, window_labels, windows_from_series
 from edgewise.label.workflow import load_model, predict_with_labels, suggest, train_with_labels
 from edgewise.security import Security
 from edgewise.store.base import Alert
-from tests.server.conftest import Env, build_env, problem
+from tests.server.conftest import Env, problem
 
 T0 = 1_700_000_000 * 10**9
 MIN = 60 * 10**9
@@ -47,13 +46,6 @@ def _history_csv(path: Path, n: int = 2000) -> Path:
     path.write_text("timestamp,temp_c\n" + "".join(
         f"{t // 10**9},{x:.4f}\n" for t, x in zip(ts, X[:, 0], strict=True)))
     return path
-
-
-@pytest.fixture
-def henv(data_dir: Path) -> Iterator[Env]:
-    gen = build_env(data_dir)
-    yield next(gen)
-    gen.close()
 
 
 # -- 1. an alert's verdict is no window label -------------------------------------------

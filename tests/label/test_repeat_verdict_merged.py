@@ -8,23 +8,13 @@ snapshot id moved, the audit log grew), where a plain alert's repeat added none.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from edgewise.label.store import LabelStore
 from edgewise.store.base import Alert
-from tests.server.conftest import Env, build_env
+from tests.server.conftest import Env
 
 S = 10**9
-
-
-@pytest.fixture
-def henv(data_dir: Path) -> Iterator[Env]:
-    gen = build_env(data_dir)
-    yield next(gen)
-    gen.close()
 
 
 def _verdict(env: Env, alert_id: str, label: str = "true_alarm") -> dict:
