@@ -7,6 +7,7 @@ loading; and :class:`SQLStoreMixin`, the Store methods whose logic both backends
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import uuid
@@ -34,6 +35,8 @@ from edgewise.store.base import (
     Conflict,
 )
 from edgewise.telemetry import Reading
+
+log = logging.getLogger(__name__)
 
 #: Fold the seqs stored one row per message (``seqs``) into ``seq_marks`` (1..watermark)
 #: and ``seq_runs`` (the runs above it) every this many appends.
@@ -863,8 +866,9 @@ class SQLStoreMixin:
         if self._appends % COMPACT_EVERY == 0:
             try:
                 self._compact_seqs()
-            except self._db_error:
-                pass  # housekeeping only; the append itself is committed
+            except self._db_error as exc:  # housekeeping only; the append is committed
+                log.warning("Store %s: folding the message seqs (seqs rows) failed; they are "
+                            "folded at the next compaction: %s", self.url, one_line(exc))
         touched = set(p.cols.device_id) | set(p.seq_sets)
         result.watermarks = {d: self._seqs.watermark(d) for d in sorted(touched)}
         return result
@@ -894,7 +898,7 @@ class SQLStoreMixin:
         """
         check_text_args("query", device_id=device_id, metric=metric)
         limit = check_limit(limit)
-        where, params = _range_where(device_id, metric, start_ns, end_ns, ph=self._ph)
+        where, params = self._device_where(device_id, metric, start_ns, end_ns)
         if step_ns is not None:
             tail = " ORDER BY metric, b" + (f" LIMIT {limit}" if limit is not None else "")
             step = _check_step(step_ns)
@@ -905,6 +909,14 @@ class SQLStoreMixin:
         if limit is not None:
             sql += f" LIMIT {limit}"
         return [(m, int(t), float(v)) for m, t, v in self._read(sql, params)]
+
+    def _device_where(self, device_id: str, metric: str | None, start_ns: int | None,
+                      end_ns: int | None) -> tuple[str, list[Any]]:
+        """The WHERE clause (and its parameters) of one device's readings of ``metric``
+        (None: every metric) in ``[start_ns, end_ns)`` that :meth:`query` reads; a backend
+        whose index leads with ``(device_id, metric, ts_ns)`` overrides it so that each
+        metric's time window is read as one index range."""
+        return _range_where(device_id, metric, start_ns, end_ns, ph=self._ph)
 
     def times_before(self, device_id: str, metric: str, before_ns: int,
                      limit: int = 5) -> list[int]:
