@@ -25,7 +25,8 @@ def bench_cmapss(
     json_out: Json = False,
 ) -> None:
     """Fit on the training fleet, score each test unit at its last cycle (RUL cap 125)."""
-    from edgewise.bench.cmapss import run
+    from edgewise.bench.cmapss import Loaded, load, run
+    from edgewise.errors import InvalidParameterError, QualityError
 
     if not data.is_dir():
         raise fail(f"--data {str(data)!r} is not a directory")
@@ -56,21 +57,41 @@ def bench_cmapss(
                 err=True,
             )
 
-    result = run(data, subset, seeds=seeds, progress=progress, models=members, n_threads=threads)
+    def checked_load(folder: str | Path, name: str) -> Loaded:
+        """:func:`~edgewise.bench.cmapss.load`, which `run` calls before the first fit
+        (minutes on a whole subset); a wrong file is one `error: --data:` line, a damaged
+        gzip file said as `train rul --data` says it, a bad true RUL with its line."""
+        try:
+            return load(folder, name)
+        except (InvalidParameterError, QualityError) as exc:
+            raise fail(f"--data: {exc}") from None
+
+    result = run(data, subset, seeds=seeds, progress=progress, loader=checked_load,
+                 models=members, n_threads=threads)
     out = result.to_json()
     if json_out:
-        typer.echo(json.dumps(out))
+        typer.echo(json.dumps(out, allow_nan=False))  # to_json gives null for a non-finite
         return
     r, s = out["rmse"], out["score"]
     typer.echo(f"C-MAPSS {subset}, {out['seeds']} seeds, models {','.join(members)}")
-    typer.echo(f"  RMSE          {r['mean']:.2f} ± {r['std']:.2f}")
-    typer.echo(f"  PHM08 score   {s['mean']:.0f} ± {s['std']:.0f}")
+    typer.echo(f"  RMSE          {_f(r['mean'], '.2f')} ± {_f(r['std'], '.2f')}")
+    typer.echo(f"  PHM08 score   {_f(s['mean'], '.0f')} ± {_f(s['std'], '.0f')}")
     typer.echo(
-        f"  90% interval coverage {out['coverage']:.3f} ± {out['coverage_std']:.3f}, "
-        f"mean width {out['interval_width']:.1f}"
+        f"  90% interval coverage {_f(out['coverage'], '.3f')} ± "
+        f"{_f(out['coverage_std'], '.3f')}, mean width {_f(out['interval_width'], '.1f')}"
     )
     u = out["rmse_uncapped"]
-    typer.echo(f"  RMSE vs uncapped truth {u['mean']:.2f} ± {u['std']:.2f}")
+    typer.echo(f"  RMSE vs uncapped truth {_f(u['mean'], '.2f')} ± {_f(u['std'], '.2f')}")
     typer.echo(
-        f"  model {out['model_bytes']} bytes, one prediction {out['latency_ms']:.1f} ms"
+        f"  model {out['model_bytes']} bytes, one prediction {_f(out['latency_ms'], '.1f')} ms"
     )
+
+
+def _f(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``; ``n/a`` for ``None`` (a figure that was no finite
+    number, ``null`` in the JSON).
+
+    >>> _f(1.234, ".1f"), _f(None, ".1f")
+    ('1.2', 'n/a')
+    """
+    return "n/a" if value is None else format(value, spec)
