@@ -29,7 +29,7 @@ from edgewise.params import Interval
 
 __all__ = ["MAX_BYTES", "MAX_FUTURE_S", "MAX_READINGS", "MAX_WAIT_S", "MIN_RATE_PER_S",
            "SYSLOG_FACILITIES", "Settings", "SyslogTarget", "default_data_dir", "is_loopback",
-           "parse_syslog_url", "shown_url", "url_host", "userinfo_end"]
+           "parse_syslog_url", "setting_value", "shown_url", "url_host", "userinfo_end"]
 
 
 def default_data_dir() -> Path:
@@ -318,7 +318,43 @@ LIMITS: dict[str, tuple[Interval, bool]] = {
     "http_shutdown_timeout_s": (Interval(float, 0, MAX_WAIT_S), False),
 }
 #: the CLI flag of a setting, where one has a flag
-_FLAGS = {"http_port": "--port", "mqtt_port": "--mqtt-port", "fast_stream_z": "--fast-stream-z"}
+_FLAGS = {"http_port": "--port", "mqtt_port": "--mqtt-port", "fast_stream_z": "--fast-stream-z",
+          "fleet_prior": "--fleet-prior", "alert_webhook_allow_http": "--alert-webhook-allow-http"}
+
+
+def _where(name: str) -> str:
+    """How a refusal names setting ``name``'s sources: its variable, and its flag if any.
+
+    >>> _where("http_port"), _where("alert_feedback")
+    ('EDGEWISE_HTTP_PORT, --port', 'EDGEWISE_ALERT_FEEDBACK')
+    """
+    return ", ".join([f"EDGEWISE_{name.upper()}"] + ([_FLAGS[name]] if name in _FLAGS else []))
+
+
+def setting_value(name: str, raw: Any) -> Any:
+    """``raw`` (text from an option or a variable, or a value) as setting ``name`` takes
+    it: converted and range-checked as :meth:`Settings.load` does, so that an option
+    backed by an ``EDGEWISE_*`` variable refuses a bad value in the settings' words
+    (the setting, its variable and option, the value and what is allowed), not as Click
+    would (``'abc' is not a valid integer``, naming the option only).
+
+    >>> setting_value("http_port", "9000"), setting_value("fleet_prior", "off")
+    (9000, False)
+    >>> setting_value("mqtt_port", "1.5")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: Setting 'mqtt_port' (EDGEWISE_MQTT_PORT, --mqtt-port) has value '1.5'. It must be an int in the range [1, 65535].
+    >>> setting_value("fleet_prior", "maybe")
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: Setting 'fleet_prior' (EDGEWISE_FLEET_PRIOR, --fleet-prior) has value 'maybe'. Use one of 1, true, t, yes, y, on (on) or 0, false, f, no, n, off (off).
+    """  # noqa: E501
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    if name not in fields:
+        raise ConfigError(f"Unknown setting: {name!r}.")
+    value = _cast(name, raw, fields[name].type)
+    _check_limit(name, value, value)  # a number out of range shown as read (-2.0), as load
+    return value
 
 
 def _check_limit(name: str, value: Any, raw: Any) -> None:
@@ -341,7 +377,7 @@ def _limit_error(name: str, raw: Any) -> ConfigError:
     Setting 'rate_limit_burst' (EDGEWISE_RATE_LIMIT_BURST) has value 'lots'. It must be a finite float in the range [1, inf).
     """  # noqa: E501
     interval, inf_ok = LIMITS[name]
-    where = ", ".join([f"EDGEWISE_{name.upper()}"] + ([_FLAGS[name]] if name in _FLAGS else []))
+    where = _where(name)
     allowed = str(interval)
     if interval.type is float:
         allowed = allowed.replace("a float", "a finite float", 1)
@@ -660,7 +696,11 @@ _TRUE = ("1", "true", "t", "yes", "y", "on")  # as the CLI's flags take them fro
 _FALSE = ("0", "false", "f", "no", "n", "off")
 
 
-def _cast(name: str, raw: Any, typ: Any, source: str) -> Any:
+def _cast(name: str, raw: Any, typ: Any, source: str | None = None) -> Any:
+    """``raw`` (text from an option or a variable, or a value) as the type ``typ`` of
+    setting ``name``; :class:`ConfigError` where it is none, naming ``source`` (the
+    variable or flag it came from), else the setting with its variable and flag."""
+    shown = repr(source) if source else f"{name!r} ({_where(name)})"
     typ = str(typ)
     if typ == "bool":
         if isinstance(raw, bool):
@@ -668,7 +708,7 @@ def _cast(name: str, raw: Any, typ: Any, source: str) -> Any:
         word = str(raw).strip().lower()
         if word in _TRUE or word in _FALSE:
             return word in _TRUE
-        raise ConfigError(f"Setting {source!r} has value {raw!r}. Use one of "
+        raise ConfigError(f"Setting {shown} has value {raw!r}. Use one of "
                           f"{', '.join(_TRUE)} (on) or {', '.join(_FALSE)} (off).")
     if isinstance(raw, (list, tuple)) and "tuple" in typ:  # alert_webhooks from the CLI
         return tuple(str(u) for u in raw)
@@ -683,5 +723,5 @@ def _cast(name: str, raw: Any, typ: Any, source: str) -> Any:
         if name in LIMITS:  # the range too, as a value out of it is told
             raise _limit_error(name, raw) from None
         kind = {"int": "int", "float": "float"}[typ]
-        raise ConfigError(f"Setting {source!r} has value {raw!r}. Not a valid {kind}.") from None
+        raise ConfigError(f"Setting {shown} has value {raw!r}. Not a valid {kind}.") from None
     return str(raw)

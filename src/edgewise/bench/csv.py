@@ -64,6 +64,7 @@ __all__ = [
     "check_threshold",
     "detect_table",
     "label_notes",
+    "rate_text",
     "read_table",
     "scored_rows",
 ]
@@ -533,8 +534,20 @@ def _default_detector(X: np.ndarray, columns: list[str], train_rows: int) -> tup
     return DEFAULT_TRAINED_MULTIVARIATE, f"{several} with --train-rows {train_rows}"
 
 
-def alarm_metrics(flagged: np.ndarray, labels: Any, skip: int = 0) -> dict[str, float | int]:
-    """Precision, recall, F1, false-alarm and missed-alarm rates of ``flagged`` vs labels.
+def rate_text(rate: float | None) -> str:
+    """A rate of :func:`alarm_metrics` as ``edgewise detect`` and ``bench csv`` print it:
+    three decimals, or ``-`` where it is undefined (``None``: its denominator is 0).
+
+    >>> rate_text(0.25), rate_text(None)
+    ('0.250', '-')
+    """
+    return "-" if rate is None else f"{rate:.3f}"
+
+
+def alarm_metrics(flagged: np.ndarray, labels: Any,
+                  skip: int = 0) -> dict[str, float | int | None]:
+    """Precision, recall, F1, false-alarm and missed-alarm rates of ``flagged`` vs labels;
+    a rate whose denominator is 0 is ``None`` (:func:`_rates`).
 
     ``labels`` and ``flagged`` may be 0/1, booleans or 'true'/'false' strings (an empty
     cell or NaN is 0: normal, not flagged; anything else is refused, naming it), one per
@@ -736,16 +749,37 @@ def _drop_empty(df: pd.DataFrame, columns: Sequence[str], left_out: dict[str, st
     return kept
 
 
-def _rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, float | int]:
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+def _rates(tp: int, fp: int, fn: int, tn: int) -> dict[str, float | int | None]:
+    """Precision, recall, F1, false- and missed-alarm rates of the counts, with the counts;
+    a rate whose denominator is 0 is ``None`` (undefined: ``-`` in text, ``null`` in JSON),
+    not 0: with no row flagged, precision is undefined; with no labelled anomaly scored,
+    recall and the missed-alarm rate are (both 0.000 read as "every anomaly missed" and
+    "none missed" at once); with no normal row scored, the false-alarm rate is. F1 is
+    undefined only when nothing was flagged or labelled (tp, fp and fn all 0); with
+    anomalies missed or false alarms it is 0.
+
+    >>> r = _rates(0, 0, 0, 250)
+    >>> [r[k] for k in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate")]
+    [None, None, None, 0.0, None]
+    >>> r = _rates(0, 0, 3, 5)
+    >>> [r[k] for k in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate")]
+    [None, 0.0, 0.0, 0.0, 1.0]
+    >>> _rates(1, 1, 1, 1)["f1"]
+    0.5
+    """
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1: float | None
+    if precision is not None and recall is not None and precision + recall:
+        f1 = 2 * precision * recall / (precision + recall)
+    else:  # no anomaly caught: 0 where anything was flagged or labelled, else undefined
+        f1 = 0.0 if fp + fn else None
     return {
         "precision": precision,
         "recall": recall,
         "f1": f1,
-        "false_alarm_rate": fp / (fp + tn) if fp + tn else 0.0,
-        "missed_alarm_rate": fn / (fn + tp) if fn + tp else 0.0,
+        "false_alarm_rate": fp / (fp + tn) if fp + tn else None,
+        "missed_alarm_rate": fn / (fn + tp) if fn + tp else None,
         "tp": tp,
         "fp": fp,
         "fn": fn,

@@ -62,16 +62,18 @@ def bench_csv(
     threshold: Threshold = None,
     json_out: Json = False,
 ) -> None:
-    """Each file as one `edgewise detect` run; precision/recall/F1/FAR/MAR pooled over files."""
-    from edgewise.bench.csv import bench_folder
+    """Each file as one `edgewise detect` run; precision/recall/F1/FAR/MAR pooled over files
+    ('-', null in --json, where a rate is undefined: its denominator is 0)."""
+    from edgewise.bench.csv import bench_folder, rate_text
 
     cols = split_columns(columns)
 
     def show(path: Path, m: dict[str, Any]) -> None:
         if not json_out:
             typer.echo(
-                f"{m['file']:<28} F1 {m['f1']:.3f}  FAR {m['false_alarm_rate']:.3f}  "
-                f"MAR {m['missed_alarm_rate']:.3f}"
+                f"{m['file']:<28} F1 {rate_text(m['f1'])}  "
+                f"FAR {rate_text(m['false_alarm_rate'])}  "
+                f"MAR {rate_text(m['missed_alarm_rate'])}"
             )
             for note in m["notes"]:
                 typer.echo(f"  note: {note}")
@@ -92,7 +94,7 @@ def bench_csv(
                    "columns and training span; --detector scores every file with one)")
     typer.echo(
         f"{t['files']} files, {describe_detectors(res['detectors'])}, pooled: "
-        f"precision {t['precision']:.3f}  recall {t['recall']:.3f}  F1 {t['f1']:.3f}  "
-        f"false-alarm rate {t['false_alarm_rate']:.3f}  "
-        f"missed-alarm rate {t['missed_alarm_rate']:.3f}"
+        f"precision {rate_text(t['precision'])}  recall {rate_text(t['recall'])}  "
+        f"F1 {rate_text(t['f1'])}  false-alarm rate {rate_text(t['false_alarm_rate'])}  "
+        f"missed-alarm rate {rate_text(t['missed_alarm_rate'])}"
     )

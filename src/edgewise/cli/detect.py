@@ -217,6 +217,7 @@ def detect(
         check_threshold,
         detect_table,
         label_notes,
+        rate_text,
         scored_rows,
     )
     from edgewise.tables import check_csv_file, header_as_written, read_tables
@@ -280,9 +281,11 @@ def detect(
         if train_rows >= n:
             return  # nothing to score: no figures of zeros
         m = alarm_metrics(result.frame["is_anomaly"].to_numpy(), df[label_column], train_rows)
+        # '-' for a rate whose denominator is 0 (no row flagged, no labelled anomaly or
+        # no normal row scored): 0.000 said "all missed" and "none missed" at once
         typer.echo(
-            f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
-            f"false-alarm rate {m['false_alarm_rate']:.3f}  "
-            f"missed-alarm rate {m['missed_alarm_rate']:.3f}  "
+            f"precision {rate_text(m['precision'])}  recall {rate_text(m['recall'])}  "
+            f"F1 {rate_text(m['f1'])}  false-alarm rate {rate_text(m['false_alarm_rate'])}  "
+            f"missed-alarm rate {rate_text(m['missed_alarm_rate'])}  "
             f"(tp {m['tp']}, fp {m['fp']}, fn {m['fn']}, tn {m['tn']})"
         )

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from edgewise._private import restrict_umask, write_private
 from edgewise.cli._app import DataDir, app, fail, out_path
@@ -14,6 +16,91 @@ from edgewise.store import shown_url
 
 if TYPE_CHECKING:
     import asyncio
+
+
+class _SettingType(click.ParamType):
+    """The type of an option backed by an ``EDGEWISE_*`` variable that names a numeric or
+    boolean setting: its value, from the command line or the variable, is converted and
+    range-checked as :meth:`edgewise.config.Settings.load` checks the settings that have no
+    option (:func:`edgewise.config.setting_value`), so a refusal names the setting, its
+    variable and option, the value and what is allowed. Click's own type said ``Invalid
+    value for '--port': 'abc' is not a valid integer`` for ``EDGEWISE_HTTP_PORT=abc``: no
+    variable, no range.
+
+    >>> _SettingType("http_port", click.INT).convert("8081", None, None)
+    8081
+    >>> _SettingType("http_port", click.INT).convert("abc", None, None)
+    Traceback (most recent call last):
+    ...
+    edgewise.errors.ConfigError: Setting 'http_port' (EDGEWISE_HTTP_PORT, --port) has value 'abc'. It must be an int in the range [1, 65535].
+    """  # noqa: E501
+
+    def __init__(self, setting: str, shown: click.ParamType) -> None:
+        self.setting = setting
+        self.name = shown.name  # the metavar (INTEGER, FLOAT) as before
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        """``value`` as setting :attr:`setting` takes it; where it takes none, the
+        :class:`~edgewise.errors.ConfigError` that :meth:`Settings.load` raises for a bad
+        setting (one ``error:`` line, exit 2; Click passes it on, and swallows it while
+        completing a command line)."""
+        from edgewise.config import setting_value
+
+        return setting_value(self.setting, value)
+
+
+class _SettingBool(_SettingType, click.types.BoolParamType):
+    """:class:`_SettingType` of a boolean setting (``--fleet-prior/--no-fleet-prior``): still
+    a boolean type, as Click's on/off flag pairs need."""
+
+
+def _setting_of(param: click.Parameter) -> str | None:
+    """The numeric or boolean setting option ``param`` sets through its ``EDGEWISE_*``
+    variable (``EDGEWISE_HTTP_PORT``: ``http_port``), else ``None`` (a text setting, which
+    no type refuses; ``Settings`` checks it)."""
+    import dataclasses
+
+    from edgewise.config import Settings
+
+    envvar = getattr(param, "envvar", None)
+    if not (isinstance(param, click.Option) and isinstance(envvar, str)
+            and envvar.startswith("EDGEWISE_")):
+        return None
+    name = envvar.removeprefix("EDGEWISE_").lower()
+    types = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
+    return name if types.get(name) in ("int", "float", "bool") else None
+
+
+class SettingsCommand(TyperCommand):
+    """``serve`` and ``demo``: each option backed by an ``EDGEWISE_*`` variable that holds a
+    number or an on/off setting takes its value through :class:`_SettingType`, so a bad
+    one is refused as every other setting is (README "Settings")."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            setting = _setting_of(param)
+            if setting is not None:
+                kind = _SettingBool if isinstance(param.type, click.types.BoolParamType) \
+                    else _SettingType
+                param.type = kind(setting, param.type)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse as Click does; a value another type refuses (``EDGEWISE_DATA_DIR=' '``)
+        is named by its variable too where it came from there, not by the option alone."""
+        try:
+            return super().parse_args(ctx, args)
+        except click.BadParameter as exc:
+            param = exc.param
+            envvar = getattr(param, "envvar", None)
+            if (param is None or not param.name or not isinstance(envvar, str)
+                    or ctx.get_parameter_source(param.name)
+                    is not click.core.ParameterSource.ENVIRONMENT):
+                raise
+            raise click.UsageError(f"{envvar} ({' / '.join(param.opts)}) is not valid: "
+                                   f"{exc.message}", ctx) from None
+
 
 Mqtt = Annotated[str, typer.Option("--mqtt", envvar="EDGEWISE_MQTT",
                                    help="'embedded' (in-process broker) or an external "
@@ -271,7 +358,7 @@ def _stop_on_signal() -> asyncio.Event:
     return stop
 
 
-@app.command()
+@app.command(cls=SettingsCommand)
 def serve(
     data_dir: DataDir,
     mqtt: Mqtt = "embedded",
@@ -478,7 +565,7 @@ def _demo_device_host(tls_cert: str, tls_key: str) -> str:
         f"(`edgewise serve` takes this one for real devices).")
 
 
-@app.command()
+@app.command(cls=SettingsCommand)
 def demo(
     data_dir: DataDir,
     store: StoreUrl = "",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from edgewise.cli._app import Json, app, fail
+from edgewise.cli._app import Json, NonBlankPath, app, fail
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -225,7 +225,9 @@ def groups(
         "postgresql://...")] = None,
     csv: Annotated[Path | None, typer.Option(
         "--csv", help="A CSV file (long: device,time,metric,value; or wide with a device "
-        "column) or a folder of one wide CSV per device.")] = None,
+        "column) or a folder of one wide CSV per device.",
+        # blank: Path("") is the working directory, read as a folder of CSVs
+        click_type=NonBlankPath("a CSV file or a folder of CSVs, e.g. fleet.csv"))] = None,
     devices: Annotated[str | None, typer.Option(
         help="Store only: comma-separated devices (default: all).")] = None,
     time_column: Annotated[str | None, typer.Option(
@@ -243,14 +245,23 @@ def groups(
         help="A metric (e.g. speed_rpm) at whose fleet-median level the others are compared "
         "(\"vibration at the same speed\").")] = None,
     seed: Annotated[int, typer.Option(help=f"Random seed, 0 to {SEED_MAX}.")] = 0,
-    save: Annotated[Path | None, typer.Option(help="Write the fitted groups model here.")] = None,
+    # blank: Path("") is the working directory ("Got '.', which is a directory")
+    save: Annotated[Path | None, typer.Option(
+        help="Write the fitted groups model here.",
+        click_type=NonBlankPath("a file to write, e.g. groups.json"))] = None,
     model: Annotated[Path | None, typer.Option(
-        help="A saved groups model: assign the devices to its groups instead of fitting.")] = None,
+        help="A saved groups model: assign the devices to its groups instead of fitting.",
+        click_type=NonBlankPath("a groups model file 'edgewise groups --save' wrote, "
+                                "e.g. groups.json"))] = None,
     json_out: Json = False,
 ) -> None:
     """Group devices that behave alike; say what sets each group apart; list odd ones out."""
     from edgewise.errors import EdgewiseError
 
+    if data is not None and not data.strip():  # Path("") would be the working directory
+        raise fail(f"--data must be a gateway data dir or a store URL, e.g. "
+                   f"~/.local/share/edgewise; an empty one would mean the working directory. "
+                   f"Got {data!r}.")
     if (data is None) == (csv is None):
         raise fail("give exactly one of --data (a gateway data dir or store URL) and --csv "
                    f"(a CSV file or folder); got {'both' if data else 'neither'}")
