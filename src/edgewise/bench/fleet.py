@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LABEL_DELAY_S", "bench_fleet", "check_fleet_options"]
+__all__ = ["LABEL_DELAY_S", "MAX_HOURS", "MAX_PUMPS", "MAX_PUMP_HOURS", "bench_fleet",
+           "check_fleet_options"]
 
 
 def _simulate(pumps: int, steps: int, seed: int, fault_rate_per_h: float,
@@ -221,6 +222,11 @@ def _noise_alarms(detector: str, streams: int, steps: int, seed: int, gap: int =
 
 #: the longest simulation bench_fleet runs: the readings are held in memory
 MAX_HOURS = 1000.0
+#: the most pumps bench_fleet simulates (each one a random stream and a detector per sensor)
+MAX_PUMPS = 10_000
+#: the most pump-hours (pumps x hours) bench_fleet simulates: the readings (8 a pump a
+#: second) are held in memory, so as many as one pump for :data:`MAX_HOURS` (230 MB)
+MAX_PUMP_HOURS = 1000.0
 
 
 def check_fleet_options(detectors: Sequence[str], *, pumps: int, hours: float, seed: int,
@@ -236,7 +242,7 @@ def check_fleet_options(detectors: Sequence[str], *, pumps: int, hours: float, s
     """  # noqa: E501
     import math
 
-    from edgewise.detect import LEVEL_DETECTORS
+    from edgewise.detect import LEVEL_DETECTORS, StateAware
     from edgewise.errors import ConfigError
 
     if not detectors:
@@ -249,6 +255,8 @@ def check_fleet_options(detectors: Sequence[str], *, pumps: int, hours: float, s
                               f"level detectors: {', '.join(LEVEL_DETECTORS)}.")
     if isinstance(pumps, bool) or not isinstance(pumps, int) or pumps < 1:
         raise ConfigError(f"pumps must be at least 1. Got {pumps} instead.")
+    if pumps > MAX_PUMPS:
+        raise ConfigError(f"pumps must be at most {MAX_PUMPS}. Got {pumps} instead.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"--seed must be an int >= 0. Got {seed!r} instead.")
     if not hours > 0:  # NaN too
@@ -257,6 +265,17 @@ def check_fleet_options(detectors: Sequence[str], *, pumps: int, hours: float, s
         raise ConfigError(f"hours must give at least one reading (one a second) and at most "
                           f"{MAX_HOURS:g} h, held in memory: a number in "
                           f"[{0.5 / 3600:.6f}, {MAX_HOURS:g}]. Got {hours} instead.")
+    if pumps * hours > MAX_PUMP_HOURS:
+        raise ConfigError(f"pumps x hours must be at most {MAX_PUMP_HOURS:g} pump-hours, held "
+                          f"in memory. Got {pumps} x {hours:g} = {pumps * hours:g} instead.")
+    for name in detectors:  # one built now: a package it needs that is missing fails here
+        try:
+            StateAware(base=name)
+        except ImportError as exc:
+            others = ", ".join(d for d in LEVEL_DETECTORS if d != name)
+            raise ConfigError(f"--detectors names {name!r}, which cannot be built here "
+                              f"({exc}); or use another one-metric level detector: "
+                              f"{others}.") from None
     if not 0 <= fault_rate_per_h <= 3600:
         raise ConfigError(f"--fault-rate must be a finite number in [0, 3600] faults per "
                           f"pump-hour. Got {fault_rate_per_h} instead.")

@@ -338,7 +338,7 @@ def scale_store(path: str | Path, n: int, seed: int = 0, days: float = SCALE_DAY
     from edgewise.store import open_store
     from edgewise.telemetry import Reading
 
-    path = Path(path)
+    path = Path(path).absolute()  # a relative path would read as the URL's host
     steps = int(days * 86_400 / step_s)
     want = steps * len(SENSORS) * n
     if path.exists():
@@ -394,7 +394,7 @@ def run_scale(ns: tuple[int, ...], store_dir: str | Path, repeats: int = 3, seed
                     "python": platform.python_version()},
         "date": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M UTC"), "fleets": {}}
     for n in ns:
-        path = Path(store_dir) / f"groups-scale-{n}-seed{seed}.duckdb"
+        path = Path(store_dir).absolute() / f"groups-scale-{n}-seed{seed}.duckdb"
         t0 = time.perf_counter()
         truth = scale_store(path, n, seed, progress=progress)
         build_s = time.perf_counter() - t0

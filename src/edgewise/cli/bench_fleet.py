@@ -44,17 +44,30 @@ def bench_fleet_cmd(
     json_out: Json = False,
 ) -> None:
     """False alerts per device-hour and faults found, through the gateway's own detection."""
-    from edgewise.bench.fleet import MAX_HOURS, bench_fleet, check_fleet_options
+    from edgewise.bench.fleet import (
+        MAX_HOURS,
+        MAX_PUMP_HOURS,
+        MAX_PUMPS,
+        bench_fleet,
+        check_fleet_options,
+    )
     from edgewise.errors import ConfigError
 
     # named by their options here (the library's own check names them as its arguments)
     if pumps < 1:
         raise ConfigError(f"--pumps must be at least 1 (8 sensors each), e.g. 20. Got {pumps} "
                           "instead.")
+    if pumps > MAX_PUMPS:
+        raise ConfigError(f"--pumps must be at most {MAX_PUMPS} (8 sensors each), e.g. 20. "
+                          f"Got {pumps} instead.")
     if not 0.5 / 3600 <= hours <= MAX_HOURS:  # NaN too
         raise ConfigError(f"--hours must give at least one reading (one a second) and at most "
                           f"{MAX_HOURS:g} h, held in memory: a number in [{0.5 / 3600:.6f}, "
                           f"{MAX_HOURS:g}], e.g. 2. Got {hours} instead.")
+    if pumps * hours > MAX_PUMP_HOURS:
+        raise ConfigError(f"--pumps x --hours must be at most {MAX_PUMP_HOURS:g} pump-hours, "
+                          f"held in memory (8 readings a pump a second), e.g. --pumps 20 "
+                          f"--hours 2. Got {pumps} x {hours:g} = {pumps * hours:g} instead.")
 
     def show(row: dict[str, Any]) -> None:
         if not json_out:

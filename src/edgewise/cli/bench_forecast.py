@@ -35,15 +35,12 @@ def bench_forecast(
     from edgewise.bench.forecast import SERIES, run
     from edgewise.errors import EdgewiseError
 
-    names = tuple(s.strip() for s in series.split(",") if s.strip()) if series else tuple(
-        n for n, _ in SERIES)
+    names = tuple(s.strip() for s in series.split(",") if s.strip()) if series is not None \
+        else tuple(n for n, _ in SERIES)
     if not names:
         raise fail(f"--series must name NAB files, e.g. realKnownCause/nyc_taxi.csv. Got "
                    f"{series!r}.")
-    missing = [n for n in names if not (nab / "data" / n).is_file()]
-    if missing:
-        raise fail(f"--nab {str(nab)!r} has no data/{missing[0]}; give the NAB root (the folder "
-                   "holding data/realKnownCause/nyc_taxi.csv)")
+    _check_series(nab, names, given=series is not None)
     console = Console(stderr=True)
     with Progress(console=console, transient=True, disable=json_out) as bar:
         task = bar.add_task("forecasting", total=len(names))
@@ -75,6 +72,39 @@ def bench_forecast(
         table.add_row(Path(row["series"]).stem, *(
             _cell(row["methods"].get(m)) for m in out["methods"]))
     Console().print(table)
+
+
+def _check_series(nab: Path, names: tuple[str, ...], given: bool = True) -> None:
+    """Fail (one line, exit 2) where a NAB file of ``names`` is not under ``nab``'s data/
+    or is named twice: ``--nab`` is blamed where it holds no NAB file at all or ``names``
+    are the default (not ``given``), ``--series`` (with the files that are there) where
+    they were given."""
+    import difflib
+    import os
+
+    data = nab / "data"
+    available = sorted(p.relative_to(data).as_posix() for p in data.glob("*/*.csv")) \
+        if data.is_dir() else []
+    seen: dict[str, str] = {}
+    for name in names:
+        if not (data / name).is_file():
+            if not (available and given):
+                raise fail(f"--nab {str(nab)!r} has no data/{name}; give the NAB root (the "
+                           "folder holding data/realKnownCause/nyc_taxi.csv)")
+            near = difflib.get_close_matches(name, available, n=1)
+            folder = Path(name).parent.as_posix()
+            same = [a for a in available if Path(a).parent.as_posix() == folder]
+            listed = (f"the files of {folder}/ are {', '.join(Path(a).name for a in same)}"
+                      if same else "the folders there are " + ", ".join(
+                          sorted({Path(a).parent.as_posix() for a in available})))
+            raise fail(f"--series names {name!r}, which is not a NAB file under "
+                       f"{str(data)!r}" + (f"; did you mean {near[0]!r}?" if near else ".")
+                       + f" Give comma-separated NAB files as folder/file.csv: {listed}.")
+        key = os.path.normcase(os.path.realpath(data / name))
+        if key in seen:
+            raise fail(f"--series names {seen[key]!r} twice (as {name!r} too): each series "
+                       "is forecast once, so name each NAB file once.")
+        seen[key] = name
 
 
 def _fig(value: float | None, spec: str) -> str:

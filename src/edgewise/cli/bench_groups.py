@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from edgewise.cli._app import Json, bench_app, fail
+from edgewise.cli._app import Json, bench_app, fail, out_path
 
 #: default folder of the --fleet-scale stores (they are big: keep them out of the repository)
 _STORE_DIR = Path(tempfile.gettempdir()) / "edgewise-scale"
@@ -27,9 +27,9 @@ def bench_groups(
         "--fleet-scale", help="Instead of the tasks: time the fleet-groups route's store "
         "read and fit for simulated fleets of these comma-separated sizes, e.g. "
         "100,300,1000 (2 days at 1 min of 8-metric pumps each, in DuckDB).")] = None,
-    store_dir: Annotated[Path, typer.Option(
+    store_dir: Annotated[str, typer.Option(
         "--store-dir", help="With --fleet-scale: where the fleets' DuckDB stores are built "
-        "(and reused when already there).")] = _STORE_DIR,
+        "(and reused when already there).")] = str(_STORE_DIR),
     repeats: Annotated[int, typer.Option(
         min=1, help="With --fleet-scale: times each read and fit is run (median shown).")] = 3,
     json_out: Json = False,
@@ -51,7 +51,11 @@ def bench_groups(
         if not sizes or min(sizes) < 2:
             raise fail("--fleet-scale must be comma-separated fleet sizes of at least 2 "
                        f"devices, e.g. 100,300,1000. Got {fleet_scale!r}.")
-        res = run_scale(sizes, store_dir, repeats, progress=None if json_out else console.log)
+        # checked (and made absolute: the store URL needs it) before any fleet is built
+        folder = out_path("--store-dir", store_dir, folder=True,
+                          example=str(_STORE_DIR),
+                          what="a folder for the fleets' DuckDB stores").absolute()
+        res = run_scale(sizes, folder, repeats, progress=None if json_out else console.log)
         if json_out:
             typer.echo(json.dumps(res))
             return
