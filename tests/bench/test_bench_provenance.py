@@ -97,7 +97,7 @@ def test_bench_edge_results_file_says_the_whole_command_and_the_measured_machine
     The minutes of measuring are replaced by figures in run's shape."""
     import edgewise.bench.edge as edge
 
-    monkeypatch.setattr(edge, "run", lambda data, repeats: _edge_figures())
+    monkeypatch.setattr(edge, "run", lambda data, repeats, progress=None: _edge_figures())
     out = tmp_path / "edge.md"
     args = ["bench", "edge", "--data", str(edge_data), "--repeats", "1", "--out", str(out)]
     if from_shell:

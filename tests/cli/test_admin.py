@@ -121,7 +121,7 @@ def test_device_delete_removes_credentials_and_data(run, data_dir: Path) -> None
     store.close()
     assert not Security(data_dir).has_device("pump-1")
     res = run("device", "delete", "pump-1")
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "not registered and has no stored data" in res.stderr
 
 
@@ -136,7 +136,7 @@ def test_device_delete_removes_the_label_model_files(run, data_dir: Path) -> Non
     mine = _train_label_models(data_dir, "pump-1")
     other = _train_label_models(data_dir, "pump-1-v2", 1)
     res = run("device", "delete", "*", "--json")
-    assert res.exit_code == 1 and all(Path(p).exists() for p in mine + other)
+    assert res.exit_code == 2 and all(Path(p).exists() for p in mine + other)
     res = run("device", "delete", "pump-1", "--json")
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["label_models_deleted"] == 2

@@ -132,7 +132,7 @@ def test_deleting_an_unknown_id_makes_nothing(run, data_dir: Path) -> None:
     assert run("device", "add", "pump-1").exit_code == 0
     before = sorted(p.name for p in data_dir.iterdir())
     res = run("device", "delete", "nosuch")
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "'nosuch' is not registered and has no stored data" in res.stderr, res.stderr
     assert sorted(p.name for p in data_dir.iterdir()) == before
     st = open_store(f"duckdb:///{data_dir / 'edgewise.duckdb'}")
@@ -142,7 +142,7 @@ def test_deleting_an_unknown_id_makes_nothing(run, data_dir: Path) -> None:
     model.write_bytes(b"m")
     assert run("registry", "publish", "m", "1", str(model), "--format", "pickle").exit_code == 0
     res = run("device", "delete", "nosuch")
-    assert res.exit_code == 1, res.stderr
+    assert res.exit_code == 2, res.stderr
     sec = Security(data_dir)
     try:
         assert [e.action for e in sec.audit_log() if e.target.endswith("nosuch")] == []
@@ -153,7 +153,7 @@ def test_deleting_an_unknown_id_makes_nothing(run, data_dir: Path) -> None:
     empty.mkdir()
     res = CliRunner(mix_stderr=False).invoke(
         app, ["device", "delete", "nosuch", "--data-dir", str(empty)], env={})
-    assert res.exit_code == 1 and list(empty.iterdir()) == [], res.stderr
+    assert res.exit_code == 2 and list(empty.iterdir()) == [], res.stderr
 
 
 @pytest.fixture

@@ -165,7 +165,7 @@ def test_delete_of_an_embedded_broker_gateway_says_nothing_of_an_ack(run,
     assert "retained_ack_cleared" not in json.loads(res.stdout)
     (data_dir / CLIENT_ID_FILE).write_text("edgewise-gateway-0123456789ab\n")
     res = run("device", "delete", "nosuch")
-    assert res.exit_code == 1 and "mosquitto_pub" not in res.stderr, res.stderr
+    assert res.exit_code == 2 and "mosquitto_pub" not in res.stderr, res.stderr
 
 
 # -- held alerts in the saved detector state -----------------------------------------------------

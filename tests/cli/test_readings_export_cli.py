@@ -85,7 +85,8 @@ def test_export_writes_the_csv_that_detect_reads(gw: Gateway, tmp_path: Path,
     monkeypatch.setattr(readings_csv, "SLICE_ROWS", 50)  # many slices, merged
     monkeypatch.setattr(readings_csv, "MIN_SLICE_ROWS", 50)
     _pump(gw.env)
-    out = tmp_path / "exports" / "pump-1.csv"  # its folder is made
+    out = tmp_path / "exports" / "pump-1.csv"
+    out.parent.mkdir()  # a missing folder is refused (test_walk_ux_s43)
     r = gw.cli("export", gw.env.device, "--out", str(out))
     assert r.exit_code == 0, r.stderr
     assert r.stdout == ""

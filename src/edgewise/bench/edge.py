@@ -15,17 +15,19 @@ RUL capped at 125: another test set than ``rul``'s), exported to C (float32 and 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["NAB_SERIES", "choose_cut", "cmapss_fd001_windows", "nab_matrix", "nab_values",
-           "rul_cut_holdout", "run"]
+__all__ = ["NAB_SERIES", "SECTIONS", "choose_cut", "cmapss_fd001_windows", "nab_matrix",
+           "nab_values", "quiet_root_warnings", "rul_cut_holdout", "run"]
 
 NAB_SERIES = "realKnownCause/machine_temperature_system_failure.csv"
 #: FD001 sensors that vary (the other seven are constant or nearly so).
@@ -392,23 +394,54 @@ def _bench_rul_model(shared_data: str | Path, repeats: int) -> dict[str, Any]:
     }
 
 
-def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
-    """Measure everything; return the JSON-ready figures."""
+#: The parts of :func:`run`'s result, in the order they are measured (each one a progress
+#: step: :func:`run` calls its ``progress`` with the name once the part is done).
+SECTIONS = ("detector", "detector_ewzscore", "multivariate", "rul_standin", "mlp", "agent",
+            "rul")
+
+
+@contextlib.contextmanager
+def quiet_root_warnings() -> Iterator[None]:
+    """Keep the root logger's warnings (onnxruntime's quantizer logs "Please consider to run
+    pre-processing before quantization..." twice through ``logging.warning``) off stderr
+    inside the block; the root logger's level and handlers are as they were afterwards.
+
+    ``logging.warning`` on a root logger without handlers first calls
+    ``logging.basicConfig``, which adds a stderr handler for good: one added inside the
+    block is removed again (and closed), so later warnings of other code are not
+    reformatted as ``WARNING:root:...``.
+
+    >>> import logging
+    >>> before = (logging.getLogger().level, list(logging.getLogger().handlers))
+    >>> with quiet_root_warnings():
+    ...     logging.warning("not shown")
+    >>> (logging.getLogger().level, list(logging.getLogger().handlers)) == before
+    True
+    """
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for h in root.handlers[:]:
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(level)
+
+
+def _bench_rul_standin(Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, yte: np.ndarray,
+                       repeats: int) -> dict[str, Any]:
+    """A gradient-boosted tree regressor fitted on ``Xtr``, exported to C (float32, int8 and
+    its first 75 trees) and ONNX: sizes, RMSEs on ``Xte`` and single-row latencies."""
     from sklearn.ensemble import GradientBoostingRegressor
 
-    from edgewise.detect import default_detector
-    from edgewise.detect.zscore import EWZScore
     from edgewise.edge import compress, export
 
-    # -- detectors -----------------------------------------------------------------------------
-    values = nab_values(shared_data)
-    detector = _bench_detector(default_detector(), values, repeats, onnx=False)
-    detector["all_nab"] = _all_nab_parity(shared_data)
-    detector_ewz = _bench_detector(EWZScore(), values, repeats, onnx=True)
-    multivariate = _bench_multivariate(shared_data, repeats)
-
-    # -- RUL -----------------------------------------------------------------------------------
-    Xtr, ytr, Xte, yte = cmapss_fd001_windows(shared_data)
     gbr = GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.1,
                                     subsample=0.8, random_state=0).fit(Xtr, ytr)
     p_py = gbr.predict(Xte)
@@ -427,7 +460,7 @@ def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
     t_o1 = _median_time(lambda: [o_rul.predict(row) for _ in range(n_single)], repeats) / n_single
     t_c_all = _median_time(lambda: c_rul.predict(Xte), repeats) / len(Xte)
     t_q_all = _median_time(lambda: c_q.predict(Xte), repeats) / len(Xte)
-    rul = {
+    return {
         "model": "GradientBoostingRegressor(n_estimators=150, max_depth=3) on FD001 windows",
         "n_train": len(Xtr), "n_test": len(Xte), "n_features": int(Xtr.shape[1]),
         "c_flash_bytes": c_rul.flash_bytes,
@@ -448,8 +481,17 @@ def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
         "c_us_per_inference": t_c_all * 1e6,
         "c_int8_us_per_inference": t_q_all * 1e6,
     }
-    # -- small neural net (MLP) on the same windows -------------------------------------------
+
+
+def _bench_mlp(Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, yte: np.ndarray,
+               steps: int = 300) -> dict[str, Any]:
+    """A small MLP fitted on the standardised ``Xtr`` (``steps`` full-batch Adam steps),
+    exported to C and ONNX, float32 and int8 (the ONNX int8 one calibrated on the first
+    1,024 training rows, the quantizer's root-logger advice kept off stderr): RMSEs on
+    ``Xte`` and sizes."""
     import torch
+
+    from edgewise.edge import export
 
     mu, sd = Xtr.mean(0), Xtr.std(0) + 1e-9
     Ztr, Zte = ((Xtr - mu) / sd).astype(np.float32), ((Xte - mu) / sd).astype(np.float32)
@@ -458,7 +500,7 @@ def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
                               torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     xt, yt = torch.tensor(Ztr), torch.tensor(ytr, dtype=torch.float32)[:, None]
-    for _ in range(300):
+    for _ in range(steps):
         opt.zero_grad()
         torch.nn.functional.mse_loss(net(xt), yt).backward()
         opt.step()
@@ -468,9 +510,10 @@ def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
     m_cf = export(net, format="c", name="mlp")
     m_cq = export(net, format="c", dtype="int8", name="mlpq", calibration=Ztr)
     m_of = export(net, format="onnx", name="mlp")
-    m_oq = export(net, format="onnx", dtype="int8", name="mlp", calibration=Ztr[:1024])
-    mlp = {
-        "model": "MLP 42-32-16-1 (ReLU), 300 full-batch Adam steps",
+    with quiet_root_warnings():
+        m_oq = export(net, format="onnx", dtype="int8", name="mlp", calibration=Ztr[:1024])
+    return {
+        "model": f"MLP {Ztr.shape[1]}-32-16-1 (ReLU), {steps} full-batch Adam steps",
         "rmse_torch": _rmse(p_t, yte),
         "rmse_c_float32": _rmse(m_cf.predict(Zte), yte),
         "rmse_c_int8": _rmse(m_cq.predict(Zte), yte),
@@ -482,7 +525,9 @@ def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
         "onnx_bytes": m_of.size_bytes, "onnx_int8_bytes": m_oq.size_bytes,
     }
 
-    # -- agent outbox --------------------------------------------------------------------------
+
+def _bench_agent(repeats: int) -> dict[str, Any]:
+    """The agent's SQLite outbox: puts per second (each one fsynced) and bytes per message."""
     import tempfile
 
     from edgewise.edge.agent import Outbox
@@ -494,8 +539,38 @@ def run(shared_data: str | Path, repeats: int = 5) -> dict[str, Any]:
                                       for _ in range(n_put)], repeats)
         per_msg = box.bytes_used / len(box)
         box.close()
-    agent = {"outbox_puts_per_s": n_put / t_put, "outbox_bytes_per_message": per_msg}
-    rul_model = _bench_rul_model(shared_data, repeats)  # fits 32 KB: it is "rul" now
-    return {"detector": detector, "detector_ewzscore": detector_ewz,
-            "multivariate": multivariate, "rul": rul_model, "rul_standin": rul, "mlp": mlp,
-            "agent": agent, "repeats": repeats}
+    return {"outbox_puts_per_s": n_put / t_put, "outbox_bytes_per_message": per_msg}
+
+
+def run(shared_data: str | Path, repeats: int = 5,
+        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure everything; return the JSON-ready figures. ``progress`` (progress bars) is
+    called with each part's name (one of :data:`SECTIONS`, in that order) once the part is
+    measured."""
+    from edgewise.detect import default_detector
+    from edgewise.detect.zscore import EWZScore
+
+    def done(name: str) -> None:
+        if progress is not None:
+            progress(name)
+
+    res: dict[str, Any] = {}
+    values = nab_values(shared_data)
+    res["detector"] = _bench_detector(default_detector(), values, repeats, onnx=False)
+    res["detector"]["all_nab"] = _all_nab_parity(shared_data)
+    done("detector")
+    res["detector_ewzscore"] = _bench_detector(EWZScore(), values, repeats, onnx=True)
+    done("detector_ewzscore")
+    res["multivariate"] = _bench_multivariate(shared_data, repeats)
+    done("multivariate")
+    Xtr, ytr, Xte, yte = cmapss_fd001_windows(shared_data)
+    res["rul_standin"] = _bench_rul_standin(Xtr, ytr, Xte, yte, repeats)
+    done("rul_standin")
+    res["mlp"] = _bench_mlp(Xtr, ytr, Xte, yte)
+    done("mlp")
+    res["agent"] = _bench_agent(repeats)
+    done("agent")
+    res["rul"] = _bench_rul_model(shared_data, repeats)  # fits 32 KB: it is "rul" now
+    done("rul")
+    return {**{k: res[k] for k in ("detector", "detector_ewzscore", "multivariate", "rul",
+                                   "rul_standin", "mlp", "agent")}, "repeats": repeats}

@@ -314,9 +314,9 @@ def device_delete(
                 st, why_not = None, str(exc)
         if not (_has_security(data_dir) or has_data or why_not):
             # nothing registered here and nothing stored: make nothing (no credentials
-            # file, registry, store or audit entry) to say so
-            raise fail(f"Device {device_id!r} is not registered and has no stored data.",
-                       code=1)
+            # file, registry, store or audit entry) to say so; an unknown id is bad input
+            # (exit 2), as 'device groups' and 'rotate-secret' refuse one
+            raise fail(f"Device {device_id!r} is not registered and has no stored data.")
         with _security(data_dir) as sec, ExitStack() as opened:
             # every file this deletion changes is opened first: a damaged one (junk in
             # labels.sqlite or registry.sqlite) refuses before the credentials are revoked,
@@ -382,8 +382,7 @@ def device_delete(
 
             models = delete_models(settings.data_dir, device_id)
             if not (at_stake or rows or labels or models or releases):
-                raise fail(f"Device {device_id!r} is not registered and has no stored data.",
-                           code=1)
+                raise fail(f"Device {device_id!r} is not registered and has no stored data.")
             sec.data_deleted(device_id)
             sec.audit("cli", "device.delete_data", device_id,
                       {"rows": rows, "labels": labels, "label_models": models,

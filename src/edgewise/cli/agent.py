@@ -80,6 +80,14 @@ def agent_cmd(
                    f"the gateway {gateway!r} is plain http://, which has none: give its "
                    f"https:// URL, or leave --ca-file out.")
     verify = _tls_verify(ca_file)
+    # every argument is checked before the state dir is made: a refused start leaves none
+    keys: dict[str, bytes] = {}
+    try:
+        check_source(source)
+        for k in trust_key:
+            keys.update(load_trusted_key(k))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -88,13 +96,6 @@ def agent_cmd(
     if not os.access(state_dir, os.W_OK | os.X_OK):
         raise fail(f"--state-dir {str(state_dir)!r} is not writable; the agent keeps its "
                    "outbox and models there.")
-    keys: dict[str, bytes] = {}
-    try:
-        check_source(source)
-        for k in trust_key:
-            keys.update(load_trusted_key(k))
-    except ValueError as exc:
-        raise fail(str(exc)) from None
     if (warning := _plain_http_warning(gateway)) is not None:
         typer.echo(warning, err=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -104,6 +104,25 @@ def _check_data(data: Path) -> None:
                        f"no {shown}.")
 
 
+def _measure(data: Path, repeats: int, shown: bool) -> dict[str, Any]:
+    """:func:`edgewise.bench.edge.run` under a progress bar on stderr (one step per part,
+    the part being measured named), as ``bench nab`` and ``bench forecast`` show theirs;
+    none where ``shown`` is false (``--json``)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from edgewise.bench.edge import SECTIONS, run
+
+    with Progress(console=Console(stderr=True), transient=True, disable=not shown) as bar:
+        task = bar.add_task(f"edge: {SECTIONS[0]}", total=len(SECTIONS))
+
+        def progress(name: str) -> None:
+            left = SECTIONS[SECTIONS.index(name) + 1:]
+            bar.update(task, advance=1, description=f"edge: {left[0] if left else 'done'}")
+
+        return run(data, repeats=repeats, progress=progress)
+
+
 @bench_app.command("edge")
 def bench_edge(
     json_out: Json = False,
@@ -117,7 +136,6 @@ def bench_edge(
     """Exported detector and RUL model: RAM, flash, latency, parity (Python/ONNX/C)."""
     from edgewise.bench._machine import command_line, machine_fields
     from edgewise.bench.detect_speed import check_sizes
-    from edgewise.bench.edge import run
 
     # every option is checked before the minutes of measuring, not when they are spent
     check_sizes(repeats=repeats)
@@ -125,7 +143,7 @@ def bench_edge(
     out_file = None if out is None else out_path("--out", out, folder=False,
                                                  example="benchmarks/results/edge.md",
                                                  inputs=[("--data", data)])
-    res = run(data, repeats=repeats)
+    res = _measure(data, repeats, shown=not json_out)
     res.update(machine_fields())
     if out_file is not None:
         command = command_line(["bench", "edge", *(["--json"] if json_out else []), "--data",

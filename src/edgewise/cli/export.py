@@ -46,11 +46,14 @@ Inputs: {inputs}. `{name}_host_test.py` reads numbers from stdin and prints the 
 
 _HOST_ONNX = '''"""Host check for the ONNX graph {name!r}: numbers on stdin, the outputs printed."""
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-sess = ort.InferenceSession({file!r}, providers=["CPUExecutionProvider"])
+# the graph beside this script, wherever it is run from
+sess = ort.InferenceSession(str(Path(__file__).with_name({file!r})),
+                            providers=["CPUExecutionProvider"])
 vals = np.array([float(v) for v in sys.stdin.read().split()], dtype=np.{np_dtype})
 {body}
 '''

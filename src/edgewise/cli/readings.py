@@ -161,7 +161,6 @@ def _to_file(gw: GatewayClient, resp: httpx.Response, target: Path, device: str)
         progress.done(f"of {one_line(device)!r} to {str(target)!r}")
         return
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
                                    dir=target.parent)
     except OSError as exc:
@@ -212,6 +211,19 @@ def _to_stdout(gw: GatewayClient, resp: httpx.Response) -> None:
         raise typer.Exit(1) from None
 
 
+def _out_file(out: str) -> Path:
+    """``--out``'s file, refused (one line, exit 2) before the gateway is asked where it
+    cannot be written (:func:`~edgewise.cli._app.out_path`) or its directory does not exist:
+    a missing directory is more often a typo than a wish, so it is not made (as ``detect``,
+    ``train``/``predict forecast`` and ``export`` refuse it too)."""
+    parent = Path(out).parent
+    if out.strip() and not parent.exists():  # checked first: out_path tries to make it
+        raise fail(f"--out {out!r}: the directory {str(parent)!r} does not exist; create "
+                   "it or give a path in an existing directory")
+    return out_path("--out", out, folder=False, example="pump-7.csv",
+                    what="a CSV file to write")
+
+
 @readings_app.command("export")
 def readings_export(
     device: Annotated[str, typer.Argument(help="The device's id (as GET /v1/devices lists "
@@ -246,8 +258,7 @@ def readings_export(
     if not device.strip():
         raise fail("DEVICE must be a device's id, as GET /v1/devices lists it. Got an empty "
                    "one.")
-    target = None if out == "-" else out_path("--out", out, folder=False,
-                                              example="pump-7.csv", what="a CSV file to write")
+    target = None if out == "-" else _out_file(out)
     params = {k: v for k, v in {"metric": metric, "start": start, "end": end, "step": step,
                                 "format": form.value, "time_format": time_format.value
                                 }.items() if v}
